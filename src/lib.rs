@@ -1,1 +1,24 @@
+//! syncreplica: keeps directory-tree replicas in step between sites that are
+//! poorly connected or not connected at all.
+//!
+//! The binaries in `src/bin/` are glue: they parse arguments with the clap
+//! definitions in [`cli`], call into these modules and print. Everything a
+//! command does is here, so it can be tested without a process boundary.
 
+pub mod chunking;
+pub mod cli;
+pub mod config;
+pub mod epochs;
+pub mod error;
+pub mod excludes;
+pub mod fsutil;
+pub mod identity;
+pub mod lock;
+pub mod members;
+pub mod relpath;
+pub mod replica;
+pub mod scan;
+pub mod state;
+
+pub use error::{Error, Result};
+pub use packet_format::ops;

@@ -1,0 +1,31 @@
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Change this replica's estimate of what a sibling has.
+///
+/// Sets entries of REPLICA's row in the epoch table: for each ORIGIN=EPOCH,
+/// the estimate that REPLICA has ORIGIN's operations up to EPOCH. Lowering an
+/// estimate makes the next export resend what a lost packet carried. The
+/// local replica's own row is exact and cannot be changed. Asks for
+/// confirmation unless -force is given.
+#[derive(Debug, Parser)]
+#[command(name = "chepoch", version, after_help = super::EXIT_STATUS_HELP)]
+pub struct Args {
+    /// Change without asking for confirmation.
+    #[arg(long)]
+    pub force: bool,
+
+    /// The replica's root. Without it, the current directory and then its
+    /// parents are searched for a replica.
+    #[arg(long, value_name = "DIR")]
+    pub replica: Option<PathBuf>,
+
+    /// The sibling whose row to change, by name or replica id.
+    #[arg(value_name = "REPLICA")]
+    pub row: String,
+
+    /// New estimates, as ORIGIN=EPOCH with ORIGIN a member's name or id.
+    #[arg(value_name = "ORIGIN=EPOCH", required = true)]
+    pub settings: Vec<String>,
+}

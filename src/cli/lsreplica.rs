@@ -1,0 +1,21 @@
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// List the members of a replica's family.
+///
+/// Prints each member's name, replica id and the fingerprint of its signing
+/// key (SHA-256 of the ed25519 public key), marking the local replica.
+#[derive(Debug, Parser)]
+#[command(name = "lsreplica", version, after_help = super::EXIT_STATUS_HELP)]
+pub struct Args {
+    /// Also show what this replica knows of each member: the last packet sent
+    /// to it and received from it, and its epoch row.
+    #[arg(long)]
+    pub long: bool,
+
+    /// The replica's root. Without it, the current directory and then its
+    /// parents are searched for a replica.
+    #[arg(long, value_name = "DIR")]
+    pub replica: Option<PathBuf>,
+}

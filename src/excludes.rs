@@ -1,0 +1,72 @@
+//! Paths that stay local to one replica.
+//!
+//! Patterns come from `.syncreplicaignore` at the replica root and from
+//! `exclude` in `.syncreplica/config.toml`, both in gitignore syntax (the
+//! `ignore` crate does the matching). The state folder is always excluded.
+
+use std::path::{Path, PathBuf};
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
+use crate::error::{Error, Result};
+use crate::relpath;
+
+pub const IGNORE_FILE: &str = ".syncreplicaignore";
+
+pub struct Excludes {
+    root: PathBuf,
+    matcher: Gitignore,
+}
+
+impl Excludes {
+    pub fn load(root: &Path, config_patterns: &[String], config_path: &Path) -> Result<Excludes> {
+        let mut builder = GitignoreBuilder::new(root);
+        let ignore_file = root.join(IGNORE_FILE);
+        if ignore_file.exists() {
+            if let Some(err) = builder.add(&ignore_file) {
+                return Err(Error::ExcludePattern {
+                    path: ignore_file,
+                    message: err.to_string(),
+                });
+            }
+        }
+        for pattern in config_patterns {
+            builder
+                .add_line(None, pattern)
+                .map_err(|err| Error::ExcludePattern {
+                    path: config_path.to_path_buf(),
+                    message: err.to_string(),
+                })?;
+        }
+        let matcher = builder.build().map_err(|err| Error::ExcludePattern {
+            path: config_path.to_path_buf(),
+            message: err.to_string(),
+        })?;
+        Ok(Excludes {
+            root: root.to_path_buf(),
+            matcher,
+        })
+    }
+
+    /// Whether an on-disk path below the root is excluded. Callers walking
+    /// the tree test each directory before descending, so parents need not
+    /// be checked again here.
+    pub fn excludes_disk_path(&self, path: &Path, is_dir: bool) -> bool {
+        is_state_dir(&self.root, path) || self.matcher.matched(path, is_dir).is_ignore()
+    }
+
+    /// Whether a replica-relative path, or any of its parents, is excluded.
+    pub fn excludes_relative(&self, rel: &[u8], is_dir: bool) -> bool {
+        if rel.split(|&b| b == b'/').next() == Some(relpath::STATE_DIR.as_bytes()) {
+            return true;
+        }
+        let disk = relpath::to_disk_path(&self.root, rel);
+        self.matcher
+            .matched_path_or_any_parents(&disk, is_dir)
+            .is_ignore()
+    }
+}
+
+fn is_state_dir(root: &Path, path: &Path) -> bool {
+    path.parent() == Some(root) && path.file_name() == Some(relpath::STATE_DIR.as_ref())
+}

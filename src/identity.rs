@@ -1,0 +1,173 @@
+//! A replica's identity and signing key.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::ops::Id;
+
+pub const IDENTITY_FILE: &str = "identity.toml";
+pub const SIGNING_KEY_FILE: &str = "signing_key";
+
+/// Who this replica is. Stored as `.syncreplica/identity.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub family_name: String,
+    pub family_id: Id,
+    pub replica_name: String,
+    pub replica_id: Id,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityFile {
+    family_name: String,
+    family_id: String,
+    replica_name: String,
+    replica_id: String,
+}
+
+impl Identity {
+    pub fn load(state_dir: &Path) -> Result<Identity> {
+        let path = state_dir.join(IDENTITY_FILE);
+        let text = std::fs::read_to_string(&path).at(&path)?;
+        let file: IdentityFile = toml::from_str(&text).map_err(|err| Error::BadIdentity {
+            path: path.clone(),
+            what: crate::config::describe_toml_error(&text, &err),
+        })?;
+        let id = |hex: &str, what: &str| {
+            Id::from_hex(hex).ok_or_else(|| Error::BadIdentity {
+                path: path.clone(),
+                what: format!("{what} \"{hex}\" is not 32 hex digits"),
+            })
+        };
+        Ok(Identity {
+            family_id: id(&file.family_id, "family_id")?,
+            replica_id: id(&file.replica_id, "replica_id")?,
+            family_name: file.family_name,
+            replica_name: file.replica_name,
+        })
+    }
+
+    pub fn save(&self, state_dir: &Path) -> Result<()> {
+        let file = IdentityFile {
+            family_name: self.family_name.clone(),
+            family_id: self.family_id.to_hex(),
+            replica_name: self.replica_name.clone(),
+            replica_id: self.replica_id.to_hex(),
+        };
+        let text = format!(
+            "# Identity of this replica. Do not edit: siblings know it by these ids.\n{}",
+            toml::to_string(&file).expect("identity serializes")
+        );
+        fsutil::write_atomic(&state_dir.join(IDENTITY_FILE), text.as_bytes(), 0o644)
+    }
+}
+
+/// A fresh random id.
+pub fn random_id() -> Id {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    Id(bytes)
+}
+
+/// Generates a signing key and stores it with mode 0600.
+pub fn create_signing_key(state_dir: &Path) -> Result<SigningKey> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).expect("the operating system's random source works");
+    let key = SigningKey::from_bytes(&secret);
+    fsutil::create_new_file(&signing_key_path(state_dir), &secret, 0o600)?;
+    Ok(key)
+}
+
+pub fn load_signing_key(state_dir: &Path) -> Result<SigningKey> {
+    let path = signing_key_path(state_dir);
+    let bytes = std::fs::read(&path).at(&path)?;
+    let secret: [u8; 32] = bytes
+        .try_into()
+        .map_err(|bytes: Vec<u8>| Error::BadIdentity {
+            path: path.clone(),
+            what: format!("a signing key is 32 bytes, this file has {}", bytes.len()),
+        })?;
+    Ok(SigningKey::from_bytes(&secret))
+}
+
+pub fn signing_key_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SIGNING_KEY_FILE)
+}
+
+/// The fingerprint users compare out of band: SHA-256 of the public key.
+pub fn fingerprint(public_key: &[u8; 32]) -> String {
+    hex::encode(Sha256::digest(public_key))
+}
+
+/// Replica and family names appear in packet file names and on command
+/// lines, so they are kept to a portable alphabet.
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |why: &str| Error::BadName {
+        name: name.to_string(),
+        why: why.to_string(),
+    };
+    if name.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if name.len() > 64 {
+        return Err(bad("it is longer than 64 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(bad("use only letters, digits, '_', '-' and '.'"));
+    }
+    if name.starts_with(['-', '.']) {
+        return Err(bad("it must not start with '-' or '.'"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_portable() {
+        assert!(validate_name("boston_hub-2.lab").is_ok());
+        for bad in ["", "a b", "-x", ".x", "a/b", "é", &"x".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn identity_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity {
+            family_name: "fam".into(),
+            family_id: random_id(),
+            replica_name: "alpha".into(),
+            replica_id: random_id(),
+        };
+        identity.save(dir.path()).unwrap();
+        assert_eq!(Identity::load(dir.path()).unwrap(), identity);
+    }
+
+    #[test]
+    fn signing_key_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = create_signing_key(dir.path()).unwrap();
+        let mode = std::fs::metadata(signing_key_path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            load_signing_key(dir.path()).unwrap().to_bytes(),
+            key.to_bytes()
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! A replica: a directory tree with its state folder `.syncreplica/`.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+
+use crate::config::{self, Config};
+use crate::error::{Error, IoContext, Result};
+use crate::excludes::Excludes;
+use crate::identity::{self, Identity};
+use crate::lock::ReplicaLock;
+use crate::ops::{Change, Id, Operation};
+use crate::relpath::STATE_DIR;
+use crate::scan::{self, ScanHooks, ScanOutcome};
+use crate::state::{self, Member, State};
+
+pub struct Replica {
+    pub root: PathBuf,
+    pub identity: Identity,
+    pub config: Config,
+    pub state: State,
+}
+
+/// What recording a scan did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecordSummary {
+    /// Epochs given to the new operations, if any were recorded.
+    pub epochs: Option<(u64, u64)>,
+    pub forgotten: usize,
+}
+
+pub fn state_dir(root: &Path) -> PathBuf {
+    root.join(STATE_DIR)
+}
+
+/// Whether `dir` is a replica root (has a state folder with an identity).
+pub fn is_replica_root(dir: &Path) -> bool {
+    state_dir(dir).join(identity::IDENTITY_FILE).is_file()
+}
+
+/// Finds the replica root: `start` (or the current directory) and then
+/// its parents, as git does.
+pub fn discover(start: Option<&Path>) -> Result<PathBuf> {
+    let start = match start {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::current_dir().at(".")?,
+    };
+    let absolute = std::fs::canonicalize(&start).at(&start)?;
+    absolute
+        .ancestors()
+        .find(|dir| is_replica_root(dir))
+        .map(Path::to_path_buf)
+        .ok_or(Error::NoReplica { start })
+}
+
+impl Replica {
+    /// Opens the replica rooted at `root` for reading.
+    pub fn open(root: &Path) -> Result<Replica> {
+        let dir = state_dir(root);
+        let identity = Identity::load(&dir)?;
+        let config = Config::load(&config::config_path(&dir))?;
+        let state = State::open(&dir)?;
+        Ok(Replica {
+            root: root.to_path_buf(),
+            identity,
+            config,
+            state,
+        })
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        state_dir(&self.root)
+    }
+
+    /// Takes the replica's lock, for commands that change it.
+    pub fn lock(&self, command: &str) -> Result<ReplicaLock> {
+        ReplicaLock::acquire(&self.root, &self.state_dir(), command)
+    }
+
+    pub fn signing_key(&self) -> Result<SigningKey> {
+        identity::load_signing_key(&self.state_dir())
+    }
+
+    pub fn excludes(&self) -> Result<Excludes> {
+        Excludes::load(
+            &self.root,
+            &self.config.exclude,
+            &config::config_path(&self.state_dir()),
+        )
+    }
+
+    /// Compares the tree with the recorded state, changing nothing.
+    pub fn scan(&self, hooks: &mut ScanHooks) -> Result<ScanOutcome> {
+        let recorded = self.state.load_entries()?;
+        scan::scan(&self.root, &self.excludes()?, &recorded, hooks)
+    }
+
+    /// Records a scan's changes as operations of this replica, numbered from
+    /// its last epoch on, in one transaction. The caller holds the lock.
+    pub fn record(&mut self, outcome: &ScanOutcome) -> Result<RecordSummary> {
+        let me = self.identity.replica_id;
+        let recorded = self.state.load_entries()?;
+        let last = self.state.epoch(&me, &me)?;
+        let now = scan::now_ns();
+        self.state.transaction(|tx| {
+            let mut epoch = last;
+            for change in &outcome.changes {
+                epoch += 1;
+                let mut version = recorded
+                    .get(&change.path)
+                    .map(|e| e.version.clone())
+                    .unwrap_or_default();
+                version.set(me, epoch);
+                let op = Operation {
+                    origin: me,
+                    epoch,
+                    recorded_ns: now,
+                    change: Change::Path {
+                        path: change.path.clone(),
+                        version: version.clone(),
+                        state: change.new.clone(),
+                    },
+                };
+                state::append_operation(tx, &op)?;
+                let scanned = change.stat.map(|_| outcome.scanned_ns);
+                state::put_entry(
+                    tx,
+                    &change.path,
+                    &change.new,
+                    &version,
+                    change.stat,
+                    scanned,
+                )?;
+            }
+            for (path, stat) in &outcome.refreshed {
+                state::refresh_stat(tx, path, *stat, outcome.scanned_ns)?;
+            }
+            for path in &outcome.newly_excluded {
+                state::forget_entry(tx, path)?;
+            }
+            if epoch > last {
+                state::set_epoch(tx, &me, &me, epoch)?;
+            }
+            Ok(RecordSummary {
+                epochs: (epoch > last).then_some((last + 1, epoch)),
+                forgotten: outcome.newly_excluded.len(),
+            })
+        })
+    }
+
+    pub fn members(&self) -> Result<Vec<Member>> {
+        self.state.members()
+    }
+
+    /// Finds a member by name or replica id.
+    pub fn member(&self, name_or_id: &str) -> Result<Member> {
+        let members = self.members()?;
+        members
+            .iter()
+            .find(|m| m.name == name_or_id)
+            .or_else(|| {
+                Id::from_hex(name_or_id).and_then(|id| members.iter().find(|m| m.replica == id))
+            })
+            .cloned()
+            .ok_or_else(|| Error::UnknownReplica {
+                name: name_or_id.to_string(),
+                family: self.identity.family_name.clone(),
+            })
+    }
+}
+
+/// What `mkreplica -init` did.
+pub struct InitReport {
+    pub replica: Replica,
+    pub scan: ScanOutcome,
+    pub record: RecordSummary,
+    pub fingerprint: String,
+}
+
+/// Creates a new family whose first member, `name`, is rooted at `dir`.
+/// Files already there become its initial content. Nothing is left behind
+/// if it fails: the state folder is built under a temporary name and
+/// renamed into place last.
+pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
+    identity::validate_name(family).map_err(|err| match err {
+        Error::BadName { why, .. } => Error::BadName {
+            name: family.to_string(),
+            why: format!("(family) {why}"),
+        },
+        other => other,
+    })?;
+    identity::validate_name(name)?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).at(dir)?;
+    }
+    let root = std::fs::canonicalize(dir).at(dir)?;
+    if !root.is_dir() {
+        return Err(Error::NotADirectory { path: root });
+    }
+    if let Some(outer) = root.ancestors().find(|d| is_replica_root(d)) {
+        let name = Identity::load(&state_dir(outer))
+            .map(|i| i.replica_name)
+            .unwrap_or_else(|_| "?".into());
+        return Err(Error::AlreadyInReplica {
+            path: root.clone(),
+            root: outer.to_path_buf(),
+            name,
+        });
+    }
+    let final_dir = state_dir(&root);
+    if final_dir.exists() {
+        return Err(Error::ContainsReplica {
+            path: root.clone(),
+            root: root.clone(),
+        });
+    }
+
+    let config = Config::default();
+    let excludes = Excludes::load(&root, &config.exclude, &config::config_path(&final_dir))?;
+    let outcome = scan::scan(
+        &root,
+        &excludes,
+        &Default::default(),
+        &mut ScanHooks::default(),
+    )?;
+    if let Some(nested) = outcome
+        .warnings
+        .iter()
+        .find(|w| w.message.starts_with("a nested replica"))
+    {
+        return Err(Error::ContainsReplica {
+            path: root.clone(),
+            root: crate::relpath::to_disk_path(&root, &nested.path)
+                .parent()
+                .unwrap_or(&root)
+                .to_path_buf(),
+        });
+    }
+
+    let staging = root.join(format!("{STATE_DIR}.init-{}", std::process::id()));
+    let built = build_state_dir(&staging, &root, family, name, &outcome);
+    match built {
+        Ok(()) => {}
+        Err(err) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(err);
+        }
+    }
+    std::fs::rename(&staging, &final_dir).at(&final_dir)?;
+    crate::fsutil::sync_dir(&root)?;
+
+    let mut replica = Replica::open(&root)?;
+    let record = RecordSummary {
+        epochs: replica_epochs(&mut replica)?,
+        forgotten: 0,
+    };
+    let key = replica.signing_key()?;
+    Ok(InitReport {
+        replica,
+        scan: outcome,
+        record,
+        fingerprint: identity::fingerprint(&key.verifying_key().to_bytes()),
+    })
+}
+
+fn replica_epochs(replica: &mut Replica) -> Result<Option<(u64, u64)>> {
+    let me = replica.identity.replica_id;
+    let last = replica.state.epoch(&me, &me)?;
+    Ok((last > 0).then_some((1, last)))
+}
+
+fn build_state_dir(
+    staging: &Path,
+    root: &Path,
+    family: &str,
+    name: &str,
+    outcome: &ScanOutcome,
+) -> Result<()> {
+    std::fs::create_dir(staging).at(staging)?;
+    let identity = Identity {
+        family_name: family.to_string(),
+        family_id: identity::random_id(),
+        replica_name: name.to_string(),
+        replica_id: identity::random_id(),
+    };
+    identity.save(staging)?;
+    let key = identity::create_signing_key(staging)?;
+    config::write_default(staging)?;
+    let mut replica = Replica {
+        root: root.to_path_buf(),
+        config: Config::default(),
+        state: State::open(staging)?,
+        identity: identity.clone(),
+    };
+    let me = identity.replica_id;
+    replica.state.transaction(|tx| {
+        let member = Member {
+            replica: me,
+            name: name.to_string(),
+            public_key: key.verifying_key().to_bytes(),
+        };
+        state::insert_member(tx, &member, scan::now_ns())?;
+        state::set_epoch(tx, &me, &me, 0)?;
+        Ok(())
+    })?;
+    replica.record(outcome)?;
+    Ok(())
+}

@@ -1,0 +1,440 @@
+//! The state database, `.syncreplica/state.db` (SQLite, WAL mode).
+//!
+//! It holds the recorded state of every path, the operation log, the epoch
+//! table, the family's members and a log of packets sent and received.
+//! Every change is made inside a transaction, so a crash leaves the
+//! database as it was before or after a command's change, never between.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::error::{Error, Result};
+use crate::ops::{Id, Operation, PathState, VersionVector};
+
+pub const STATE_DB_FILE: &str = "state.db";
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE members (
+    replica     BLOB PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    public_key  BLOB NOT NULL,
+    added_ns    INTEGER NOT NULL
+);
+-- Recorded state of every path. Deleted paths stay as tombstones (state
+-- Deleted) so their version vectors take part in conflict detection.
+-- The stat columns are what the scan's fast path compares; NULL when the
+-- path has not been stat'ed since it was last written.
+CREATE TABLE entries (
+    path        BLOB PRIMARY KEY,
+    state       BLOB NOT NULL,
+    version     BLOB NOT NULL,
+    size        INTEGER,
+    mtime_ns    INTEGER,
+    ctime_ns    INTEGER,
+    inode       INTEGER,
+    mode        INTEGER,
+    scanned_ns  INTEGER
+);
+CREATE TABLE oplog (
+    origin      BLOB NOT NULL,
+    epoch       INTEGER NOT NULL,
+    op          BLOB NOT NULL,
+    PRIMARY KEY (origin, epoch)
+);
+-- Row `row_replica` says: that member has `origin`'s operations up to
+-- `epoch`. This replica's own row is exact; the others are estimates.
+CREATE TABLE epochs (
+    row_replica BLOB NOT NULL,
+    origin      BLOB NOT NULL,
+    epoch       INTEGER NOT NULL,
+    PRIMARY KEY (row_replica, origin)
+);
+CREATE TABLE packets (
+    id          INTEGER PRIMARY KEY,
+    direction   TEXT NOT NULL CHECK (direction IN ('sent', 'received')),
+    peer        BLOB NOT NULL,
+    packet_id   TEXT NOT NULL,
+    sequence    INTEGER NOT NULL,
+    file_name   TEXT NOT NULL,
+    at_ns       INTEGER NOT NULL
+);
+";
+
+/// Stat fields that the scan's fast path compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatKey {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+    pub mode: u32,
+}
+
+/// What the database knows of one path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEntry {
+    pub state: PathState,
+    pub version: VersionVector,
+    pub stat: Option<StatKey>,
+    /// Wall-clock start of the scan that took `stat`, for the racy check.
+    pub scanned_ns: Option<i64>,
+}
+
+/// A member of the family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub replica: Id,
+    pub name: String,
+    pub public_key: [u8; 32],
+}
+
+/// One packet in the sent/received log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketLogEntry {
+    pub sequence: u64,
+    pub file_name: String,
+    pub at_ns: i64,
+}
+
+pub struct State {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl State {
+    /// Opens (and on first use creates) the database in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<State> {
+        let path = state_dir.join(STATE_DB_FILE);
+        let conn = Connection::open(&path).map_err(|source| Error::Database {
+            path: path.clone(),
+            source,
+        })?;
+        let state = State { conn, path };
+        state.configure()?;
+        Ok(state)
+    }
+
+    fn configure(&self) -> Result<()> {
+        let db = |source| self.db_error(source);
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db)?;
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(db)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::CorruptState {
+                path: self.path.clone(),
+                what: format!("cannot switch to WAL journal mode (got {mode})"),
+            });
+        }
+        // FULL: a committed transaction survives power loss, which matters
+        // more here than write speed.
+        self.conn
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .map_err(db)?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(db)?;
+        match version {
+            0 => {
+                let tx = self.conn.unchecked_transaction().map_err(db)?;
+                tx.execute_batch(SCHEMA).map_err(db)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .map_err(db)?;
+                tx.commit().map_err(db)
+            }
+            SCHEMA_VERSION => Ok(()),
+            found => Err(Error::SchemaTooNew {
+                path: self.path.clone(),
+                found,
+                known: SCHEMA_VERSION,
+            }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn db_error(&self, source: rusqlite::Error) -> Error {
+        Error::Database {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, what: impl Into<String>) -> Error {
+        Error::CorruptState {
+            path: self.path.clone(),
+            what: what.into(),
+        }
+    }
+
+    /// Runs `body` in one transaction: all of it is committed, or none.
+    pub fn transaction<T>(&mut self, body: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let path = self.path.clone();
+        let db = |source| Error::Database {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(db)?;
+        let value = body(&tx).map_err(|err| match err {
+            Error::Database { source, .. } => db(source),
+            other => other,
+        })?;
+        tx.commit().map_err(db)?;
+        Ok(value)
+    }
+
+    /// Every recorded entry, tombstones included, keyed by path.
+    pub fn load_entries(&self) -> Result<HashMap<Vec<u8>, RecordedEntry>> {
+        let db = |source| self.db_error(source);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT path, state, version, size, mtime_ns, ctime_ns, inode, mode, scanned_ns
+                 FROM entries",
+            )
+            .map_err(db)?;
+        let mut rows = statement.query([]).map_err(db)?;
+        let mut entries = HashMap::new();
+        while let Some(row) = rows.next().map_err(db)? {
+            let path: Vec<u8> = row.get(0).map_err(db)?;
+            let state: Vec<u8> = row.get(1).map_err(db)?;
+            let version: Vec<u8> = row.get(2).map_err(db)?;
+            let size: Option<i64> = row.get(3).map_err(db)?;
+            let stat = match size {
+                Some(size) => Some(StatKey {
+                    size: size as u64,
+                    mtime_ns: row.get(4).map_err(db)?,
+                    ctime_ns: row.get(5).map_err(db)?,
+                    inode: row.get::<_, i64>(6).map_err(db)? as u64,
+                    mode: row.get(7).map_err(db)?,
+                }),
+                None => None,
+            };
+            let entry = RecordedEntry {
+                state: postcard::from_bytes(&state)
+                    .map_err(|e| self.corrupt(format!("entry state: {e}")))?,
+                version: postcard::from_bytes(&version)
+                    .map_err(|e| self.corrupt(format!("entry version: {e}")))?,
+                stat,
+                scanned_ns: row.get(8).map_err(db)?,
+            };
+            entries.insert(path, entry);
+        }
+        Ok(entries)
+    }
+
+    pub fn members(&self) -> Result<Vec<Member>> {
+        let db = |source| self.db_error(source);
+        let mut statement = self
+            .conn
+            .prepare("SELECT replica, name, public_key FROM members ORDER BY name")
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut members = Vec::new();
+        for row in rows {
+            let (replica, name, key) = row.map_err(db)?;
+            members.push(Member {
+                replica: Id(replica
+                    .try_into()
+                    .map_err(|_| self.corrupt(format!("member {name}: bad replica id")))?),
+                public_key: key
+                    .try_into()
+                    .map_err(|_| self.corrupt(format!("member {name}: bad public key")))?,
+                name,
+            });
+        }
+        Ok(members)
+    }
+
+    /// The epoch table: row replica -> origin -> highest epoch.
+    pub fn epoch_table(&self) -> Result<HashMap<Id, HashMap<Id, u64>>> {
+        let db = |source| self.db_error(source);
+        let mut statement = self
+            .conn
+            .prepare("SELECT row_replica, origin, epoch FROM epochs")
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut table: HashMap<Id, HashMap<Id, u64>> = HashMap::new();
+        for row in rows {
+            let (row_replica, origin, epoch) = row.map_err(db)?;
+            let id = |bytes: Vec<u8>| {
+                bytes
+                    .try_into()
+                    .map(Id)
+                    .map_err(|_| self.corrupt("epoch table: bad replica id"))
+            };
+            table
+                .entry(id(row_replica)?)
+                .or_default()
+                .insert(id(origin)?, epoch as u64);
+        }
+        Ok(table)
+    }
+
+    /// The highest epoch `row` is known (or, for this replica, recorded) to
+    /// have of `origin`.
+    pub fn epoch(&self, row: &Id, origin: &Id) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT epoch FROM epochs WHERE row_replica = ?1 AND origin = ?2",
+                params![row.0.as_slice(), origin.0.as_slice()],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|e| e.unwrap_or(0) as u64)
+            .map_err(|source| self.db_error(source))
+    }
+
+    /// The last packet logged in `direction` ("sent"/"received") for `peer`.
+    pub fn last_packet(&self, direction: &str, peer: &Id) -> Result<Option<PacketLogEntry>> {
+        self.conn
+            .query_row(
+                "SELECT sequence, file_name, at_ns FROM packets
+                 WHERE direction = ?1 AND peer = ?2 ORDER BY id DESC LIMIT 1",
+                params![direction, peer.0.as_slice()],
+                |row| {
+                    Ok(PacketLogEntry {
+                        sequence: row.get::<_, i64>(0)? as u64,
+                        file_name: row.get(1)?,
+                        at_ns: row.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))
+    }
+
+    /// The operation `origin` numbered `epoch`, if this replica has it.
+    pub fn operation(&self, origin: &Id, epoch: u64) -> Result<Option<Operation>> {
+        let bytes: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT op FROM oplog WHERE origin = ?1 AND epoch = ?2",
+                params![origin.0.as_slice(), epoch as i64],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))?;
+        bytes
+            .map(|b| Operation::decode(&b).map_err(|e| self.corrupt(format!("oplog entry: {e}"))))
+            .transpose()
+    }
+}
+
+// Writes, used inside `State::transaction`. They take the transaction so a
+// caller cannot write outside one.
+
+pub fn insert_member(tx: &Transaction, member: &Member, added_ns: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO members (replica, name, public_key, added_ns) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            member.replica.0.as_slice(),
+            member.name,
+            member.public_key.as_slice(),
+            added_ns
+        ],
+    )
+    .map(drop)
+}
+
+pub fn set_epoch(tx: &Transaction, row: &Id, origin: &Id, epoch: u64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO epochs (row_replica, origin, epoch) VALUES (?1, ?2, ?3)
+         ON CONFLICT (row_replica, origin) DO UPDATE SET epoch = excluded.epoch",
+        params![row.0.as_slice(), origin.0.as_slice(), epoch as i64],
+    )
+    .map(drop)
+}
+
+pub fn append_operation(tx: &Transaction, op: &Operation) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT INTO oplog (origin, epoch, op) VALUES (?1, ?2, ?3)")?
+        .execute(params![
+            op.origin.0.as_slice(),
+            op.epoch as i64,
+            op.encode()
+        ])
+        .map(drop)
+}
+
+pub fn put_entry(
+    tx: &Transaction,
+    path: &[u8],
+    state: &PathState,
+    version: &VersionVector,
+    stat: Option<StatKey>,
+    scanned_ns: Option<i64>,
+) -> rusqlite::Result<()> {
+    let state = postcard::to_stdvec(state).expect("state encodes");
+    let version = postcard::to_stdvec(version).expect("version encodes");
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO entries
+         (path, state, version, size, mtime_ns, ctime_ns, inode, mode, scanned_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        path,
+        state,
+        version,
+        stat.map(|s| s.size as i64),
+        stat.map(|s| s.mtime_ns),
+        stat.map(|s| s.ctime_ns),
+        stat.map(|s| s.inode as i64),
+        stat.map(|s| s.mode),
+        scanned_ns,
+    ])
+    .map(drop)
+}
+
+/// Updates only the fast-path columns (content unchanged).
+pub fn refresh_stat(
+    tx: &Transaction,
+    path: &[u8],
+    stat: StatKey,
+    scanned_ns: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE entries SET size = ?2, mtime_ns = ?3, ctime_ns = ?4, inode = ?5, mode = ?6,
+         scanned_ns = ?7 WHERE path = ?1",
+    )?
+    .execute(params![
+        path,
+        stat.size as i64,
+        stat.mtime_ns,
+        stat.ctime_ns,
+        stat.inode as i64,
+        stat.mode,
+        scanned_ns
+    ])
+    .map(drop)
+}
+
+pub fn forget_entry(tx: &Transaction, path: &[u8]) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM entries WHERE path = ?1")?
+        .execute(params![path])
+        .map(drop)
+}
