@@ -20,6 +20,7 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         members.len(),
         if members.len() == 1 { "" } else { "s" }
     );
+    let width = members.iter().map(|m| m.name.len()).max().unwrap_or(0);
     for member in &members {
         let local = if member.replica == me {
             " (this replica)"
@@ -28,7 +29,7 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         };
         let fingerprint = identity::fingerprint(&member.public_key);
         if !long {
-            let _ = writeln!(out, "  {}{local}  key {fingerprint}", member.name);
+            let _ = writeln!(out, "  {:<width$}  key {fingerprint}{local}", member.name);
             continue;
         }
         let _ = writeln!(out, "replica \"{}\"{local}", member.name);

@@ -257,3 +257,27 @@ pub fn print_lock_takeover(name: &str, lock: &crate::lock::ReplicaLock) {
         );
     }
 }
+
+/// Names of the commands whose page in `man_dir` is missing or differs from
+/// what their clap definition renders now.
+pub fn stale_man_pages(man_dir: &std::path::Path) -> Vec<String> {
+    all_commands()
+        .into_iter()
+        .filter_map(|command| {
+            let name = command.get_name().to_string();
+            let expected = render_man_page(command);
+            let committed = std::fs::read(man_dir.join(format!("{name}.1"))).ok();
+            (committed.as_deref() != Some(&expected[..])).then_some(name)
+        })
+        .collect()
+}
+
+/// Writes every command's man page into `man_dir`.
+pub fn write_man_pages(man_dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(man_dir)?;
+    for command in all_commands() {
+        let path = man_dir.join(format!("{}.1", command.get_name()));
+        std::fs::write(path, render_man_page(command))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,640 @@
+//! The foundation: mkreplica -init, change capture, excludes, locking,
+//! lsreplica, lsepoch and chepoch.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use syncreplica::ops::{Id, PathState};
+use syncreplica::replica::Replica;
+use syncreplica::scan::ScanHooks;
+use syncreplica::state::{self, Member};
+
+use crate::helpers::*;
+
+fn file_chunks(state: &PathState) -> &[syncreplica::ops::ChunkRef] {
+    match state {
+        PathState::File { chunks, .. } => chunks,
+        other => panic!("expected a file, got {other:?}"),
+    }
+}
+
+#[test]
+fn init_records_existing_content_and_status_is_clean() {
+    let dir = tree(&[("a.txt", "alpha"), ("sub/b.txt", "beta")]);
+    let out = run(
+        dir.path(),
+        "mkreplica",
+        ["-init", "-family", "fam", "alpha"],
+    )
+    .ok();
+    assert!(
+        out.stdout
+            .contains("Created replica \"alpha\" of new family \"fam\""),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("key fingerprint:"), "{}", out.stdout);
+    let ops = path_changes(&own_operations_after(dir.path(), 0));
+    let paths: Vec<&[u8]> = ops.iter().map(|(p, _)| p.as_slice()).collect();
+    assert_eq!(paths, [&b"a.txt"[..], b"sub", b"sub/b.txt"]);
+    assert_eq!(own_epoch(dir.path()), 3);
+
+    let status = run(dir.path(), "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+    let key_mode = std::fs::metadata(dir.path().join(".syncreplica/signing_key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+}
+
+#[test]
+fn every_kind_of_change_is_captured() {
+    let dir = tree(&[
+        ("keep.txt", "unchanged"),
+        ("modify.txt", "before"),
+        ("delete.txt", "doomed"),
+        ("rename-from.txt", "some content that moves"),
+        ("script.sh", "#!/bin/sh\necho hi\n"),
+    ]);
+    init(dir.path(), "alpha");
+    let root = dir.path();
+    let before = own_epoch(root);
+
+    write(root, "new/created.txt", "fresh");
+    write(root, "modify.txt", "after, and longer");
+    std::fs::remove_file(root.join("delete.txt")).unwrap();
+    std::fs::rename(root.join("rename-from.txt"), root.join("rename-to.txt")).unwrap();
+    std::fs::set_permissions(
+        root.join("script.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("keep.txt", root.join("link")).unwrap();
+    std::fs::create_dir(root.join("empty")).unwrap();
+    let raw_name = std::ffi::OsStr::from_bytes(b"caf\xe9-\xff.bin");
+    std::fs::write(root.join(raw_name), "latin-1 name").unwrap();
+
+    let status = run(root, "syncreplica", ["-status"]).ok();
+    for line in [
+        "new file:      new/created.txt",
+        "new directory: new",
+        "modified:      modify.txt",
+        "deleted:       delete.txt",
+        "deleted:       rename-from.txt",
+        "new file:      rename-to.txt",
+        "mode changed:  script.sh (644 -> 755)",
+        "new symlink:   link -> keep.txt",
+        "new directory: empty",
+        "new file:      caf\\xe9-\\xff.bin",
+    ] {
+        assert!(
+            status.stdout.contains(line),
+            "missing {line:?} in:\n{}",
+            status.stdout
+        );
+    }
+    assert!(
+        !status
+            .stdout
+            .lines()
+            .any(|l| l.ends_with(" keep.txt") && !l.contains("->")),
+        "{}",
+        status.stdout
+    );
+    // -status records nothing.
+    assert_eq!(own_epoch(root), before);
+
+    let out = run(root, "syncreplica", ["-record"]).ok();
+    assert!(out.stdout.contains("Recorded 10 changes"), "{}", out.stdout);
+    let ops = own_operations_after(root, before);
+    assert_eq!(ops.len(), 10);
+    assert_eq!(
+        ops.iter().map(|o| o.epoch).collect::<Vec<_>>(),
+        (before + 1..=before + 10).collect::<Vec<_>>()
+    );
+    let changes = path_changes(&ops);
+    let state_of = |path: &[u8]| {
+        changes
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| panic!("no op for {}", String::from_utf8_lossy(path)))
+    };
+    // Deletions come first, so a later create never collides with them.
+    assert_eq!(changes[0].1, PathState::Deleted);
+    assert_eq!(state_of(b"delete.txt"), PathState::Deleted);
+    assert_eq!(state_of(b"rename-from.txt"), PathState::Deleted);
+    assert_eq!(
+        state_of(b"link"),
+        PathState::Symlink {
+            target: b"keep.txt".to_vec()
+        }
+    );
+    assert!(matches!(state_of(b"empty"), PathState::Directory { .. }));
+    assert!(matches!(
+        state_of(b"script.sh"),
+        PathState::File { mode: 0o755, .. }
+    ));
+    assert!(matches!(
+        state_of(b"caf\xe9-\xff.bin"),
+        PathState::File { size: 12, .. }
+    ));
+
+    // A rename is a delete plus a create of content already known.
+    let original = path_changes(&own_operations_after(root, 0))
+        .into_iter()
+        .find(|(p, _)| p == b"rename-from.txt")
+        .unwrap()
+        .1;
+    assert_eq!(
+        file_chunks(&state_of(b"rename-to.txt")),
+        file_chunks(&original)
+    );
+
+    let status = run(root, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn type_changes_and_directory_removal_are_ordered_safely() {
+    let dir = tree(&[("d/x.txt", "x"), ("f", "file")]);
+    init(dir.path(), "alpha");
+    let root = dir.path();
+    let before = own_epoch(root);
+    std::fs::remove_dir_all(root.join("d")).unwrap();
+    std::fs::write(root.join("d"), "now a file").unwrap();
+    std::fs::remove_file(root.join("f")).unwrap();
+    std::fs::create_dir(root.join("f")).unwrap();
+    run(root, "syncreplica", ["-record"]).ok();
+    let changes = path_changes(&own_operations_after(root, before));
+    let order: Vec<&[u8]> = changes.iter().map(|(p, _)| p.as_slice()).collect();
+    assert_eq!(order, [&b"d/x.txt"[..], b"d", b"f"]);
+    assert_eq!(changes[0].1, PathState::Deleted);
+    assert!(matches!(changes[1].1, PathState::File { .. }));
+    assert!(matches!(changes[2].1, PathState::Directory { .. }));
+}
+
+#[test]
+fn unchanged_files_are_not_read_but_racily_clean_ones_are() {
+    let dir = tree(&[("old.txt", "settled long ago")]);
+    // Let old.txt's timestamps fall outside the racy window first.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    init(dir.path(), "alpha");
+    let replica = Replica::open(dir.path()).unwrap();
+    let outcome = replica.scan(&mut ScanHooks::default()).unwrap();
+    assert_eq!(outcome.files_seen, 1);
+    assert_eq!(
+        outcome.files_read, 0,
+        "an unchanged, settled file must not be read"
+    );
+
+    // Written just before it was recorded: racily clean, so it is read again
+    // even though its stat has not changed since.
+    write(dir.path(), "fresh.txt", "just written");
+    let mut replica = Replica::open(dir.path()).unwrap();
+    let outcome = replica.scan(&mut ScanHooks::default()).unwrap();
+    replica.record(&outcome).unwrap();
+    let outcome = replica.scan(&mut ScanHooks::default()).unwrap();
+    assert_eq!(outcome.files_read, 1, "the racily clean file is re-hashed");
+    assert!(outcome.changes.is_empty());
+
+    // Same size, same mtime, new content: caught.
+    let path = dir.path().join("fresh.txt");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    std::fs::write(&path, "JUST WRITTEN").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let outcome = replica.scan(&mut ScanHooks::default()).unwrap();
+    assert_eq!(outcome.changes.len(), 1);
+    assert_eq!(outcome.changes[0].path, b"fresh.txt");
+}
+
+#[test]
+fn a_file_changing_during_the_scan_is_never_recorded_half_written() {
+    let dir = tree(&[("steady.txt", "steady")]);
+    init(dir.path(), "alpha");
+    let root = dir.path().to_path_buf();
+    write(&root, "growing.log", "line 1\n");
+    let mut replica = Replica::open(&root).unwrap();
+    let before = own_epoch(&root);
+
+    // A writer that appends every time the scanner finishes reading.
+    let mut appended = 0;
+    let mut hooks = ScanHooks {
+        after_read: Some(Box::new(|path: &Path| {
+            if path.ends_with("growing.log") {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+                writeln!(f, "more").unwrap();
+                appended += 1;
+            }
+        })),
+    };
+    let outcome = replica.scan(&mut hooks).unwrap();
+    drop(hooks);
+    assert_eq!(appended, syncreplica::scan::READ_ATTEMPTS);
+    assert!(outcome.changes.iter().all(|c| c.path != b"growing.log"));
+    let warning = outcome
+        .warnings
+        .iter()
+        .find(|w| w.path == b"growing.log")
+        .expect("a warning");
+    assert!(
+        warning.message.contains("changed while being read"),
+        "{}",
+        warning.message
+    );
+    replica.record(&outcome).unwrap();
+    assert_eq!(own_epoch(&root), before);
+
+    // A writer that changes the file once: the retry records the final content.
+    let mut changed_once = false;
+    let mut hooks = ScanHooks {
+        after_read: Some(Box::new(|path: &Path| {
+            if path.ends_with("growing.log") && !changed_once {
+                std::fs::write(path, "rewritten completely\n").unwrap();
+                changed_once = true;
+            }
+        })),
+    };
+    let outcome = replica.scan(&mut hooks).unwrap();
+    drop(hooks);
+    let change = outcome
+        .changes
+        .iter()
+        .find(|c| c.path == b"growing.log")
+        .unwrap();
+    match &change.new {
+        PathState::File { size, .. } => assert_eq!(*size, "rewritten completely\n".len() as u64),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn excludes_from_ignore_file_and_config_stay_local() {
+    let dir = tree(&[
+        (".syncreplicaignore", "*.tmp\ncache/\n"),
+        ("etc/hosts", "127.0.0.1 here"),
+        ("etc/passwd", "root:x:0:0"),
+        ("work.tmp", "scratch"),
+        ("cache/blob", "cached"),
+        ("kept.txt", "kept"),
+    ]);
+    // The config is written by mkreplica; set the excludes right after.
+    init(dir.path(), "alpha");
+    let root = dir.path();
+    let paths: Vec<Vec<u8>> = path_changes(&own_operations_after(root, 0))
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert!(!paths.contains(&b"work.tmp".to_vec()));
+    assert!(!paths.iter().any(|p| p.starts_with(b"cache")));
+    assert!(paths.contains(&b"etc/hosts".to_vec()));
+
+    let config = root.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("exclude = []", "exclude = [\"/etc/hosts\", \"/etc/fstab\"]");
+    std::fs::write(&config, text).unwrap();
+    write(root, "etc/fstab", "/dev/sda1 / ext4");
+    write(root, "etc/hosts", "changed here only");
+    write(root, "other.tmp", "also ignored");
+
+    let status = run(root, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("now excluded:  etc/hosts"),
+        "{}",
+        status.stdout
+    );
+    assert!(!status.stdout.contains("fstab"), "{}", status.stdout);
+    assert!(!status.stdout.contains("other.tmp"), "{}", status.stdout);
+    let before = own_epoch(root);
+    run(root, "syncreplica", ["-record"]).ok();
+    // Newly excluded: forgotten locally, never reported as deleted.
+    assert!(own_operations_after(root, before).is_empty());
+    assert!(root.join("etc/hosts").exists());
+    let replica = Replica::open(root).unwrap();
+    assert!(!replica
+        .state
+        .load_entries()
+        .unwrap()
+        .contains_key(&b"etc/hosts".to_vec()));
+}
+
+#[test]
+fn a_bad_config_is_a_clear_error_naming_file_and_line() {
+    let dir = tree(&[("a", "a")]);
+    init(dir.path(), "alpha");
+    let config = dir.path().join(".syncreplica/config.toml");
+    std::fs::write(&config, "exclude = []\nsoft_delete_dayz = 4\n").unwrap();
+    let out = run(dir.path(), "syncreplica", ["-status"]).fails_with(1);
+    assert!(
+        out.stderr.starts_with("syncreplica: error: "),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("config.toml: line 2"), "{}", out.stderr);
+    assert!(out.stderr.contains("soft_delete_dayz"), "{}", out.stderr);
+}
+
+#[test]
+fn special_files_are_skipped_with_a_warning() {
+    let dir = tree(&[("a", "a")]);
+    let fifo = dir.path().join("pipe");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    let out = run(
+        dir.path(),
+        "mkreplica",
+        ["-init", "-family", "fam", "alpha"],
+    )
+    .ok();
+    assert!(
+        out.stderr
+            .contains("mkreplica: warning: pipe: is a fifo; skipped"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(own_epoch(dir.path()), 1);
+}
+
+#[test]
+fn mkreplica_refuses_nested_replicas_and_changes_nothing() {
+    let dir = tree(&[("inner/file", "x")]);
+    init(dir.path(), "outer");
+    let out = run(
+        dir.path(),
+        "mkreplica",
+        ["-init", "-family", "other", "-replica", "inner", "nested"],
+    )
+    .fails_with(1);
+    assert!(
+        out.stderr.contains("is already inside replica \"outer\""),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("mkreplica: hint:"), "{}", out.stderr);
+    assert!(!dir.path().join("inner/.syncreplica").exists());
+
+    // The other way round: a replica below the new root.
+    let outer = tempfile::tempdir().unwrap();
+    std::fs::create_dir(outer.path().join("below")).unwrap();
+    init(&outer.path().join("below"), "below");
+    let out = run(
+        outer.path(),
+        "mkreplica",
+        ["-init", "-family", "f", "above"],
+    )
+    .fails_with(1);
+    assert!(
+        out.stderr.contains("already holds a replica"),
+        "{}",
+        out.stderr
+    );
+    assert!(!outer.path().join(".syncreplica").exists());
+    assert!(std::fs::read_dir(outer.path()).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".syncreplica")
+    }));
+}
+
+#[test]
+fn bad_names_and_missing_replicas_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        "mkreplica",
+        ["-init", "-family", "fam", "bad name"],
+    )
+    .fails_with(1);
+    assert!(
+        out.stderr.contains("invalid replica name \"bad name\""),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.path().join(".syncreplica").exists());
+
+    let out = run(dir.path(), "syncreplica", ["-status"]).fails_with(1);
+    assert!(
+        out.stderr
+            .contains("syncreplica: error: no replica found in"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("syncreplica: hint:"), "{}", out.stderr);
+
+    let out = run(dir.path(), "syncreplica", ["-frobnicate"]).fails_with(2);
+    assert!(
+        out.stderr.starts_with("syncreplica: error:"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn single_and_double_dash_options_are_equivalent() {
+    let dir = tree(&[("a", "a")]);
+    let sub = dir.path().join("deep/er");
+    std::fs::create_dir_all(&sub).unwrap();
+    run(
+        dir.path(),
+        "mkreplica",
+        ["--init", "--family=fam", "--replica", ".", "alpha"],
+    )
+    .ok();
+    // Found from a subdirectory, as git does, and named with -replica.
+    let a = run(&sub, "syncreplica", ["-status"]).ok();
+    let b = run(
+        Path::new("/"),
+        "syncreplica",
+        [
+            std::ffi::OsStr::new("--status"),
+            "--replica".as_ref(),
+            dir.path().as_os_str(),
+        ],
+    )
+    .ok();
+    let c = run(
+        Path::new("/"),
+        "syncreplica",
+        [
+            std::ffi::OsStr::new("-status"),
+            "-replica".as_ref(),
+            dir.path().as_os_str(),
+        ],
+    )
+    .ok();
+    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(b.stdout, c.stdout);
+}
+
+#[test]
+fn a_second_process_is_locked_out_with_the_holders_pid() {
+    let dir = tree(&[("a", "a")]);
+    init(dir.path(), "alpha");
+    let replica = Replica::open(dir.path()).unwrap();
+    let lock = replica.lock("integration test").unwrap();
+    write(dir.path(), "b", "b");
+    let out = run(dir.path(), "syncreplica", ["-record"]).fails_with(3);
+    let pid = std::process::id();
+    assert!(
+        out.stderr
+            .contains(&format!("is locked by process {pid} (integration test)")),
+        "{}",
+        out.stderr
+    );
+    drop(lock);
+    let out = run(dir.path(), "syncreplica", ["-record"]).ok();
+    assert!(!out.stderr.contains("took over"), "{}", out.stderr);
+}
+
+#[test]
+fn a_stale_lock_of_a_dead_process_is_taken_over() {
+    let dir = tree(&[("a", "a")]);
+    init(dir.path(), "alpha");
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    std::fs::write(
+        dir.path().join(".syncreplica/lock"),
+        format!("{dead_pid}\nsyncreplica -record\n"),
+    )
+    .unwrap();
+    write(dir.path(), "b", "b");
+    let out = run(dir.path(), "syncreplica", ["-record"]).ok();
+    assert!(
+        out.stderr.contains(&format!("took over the lock"))
+            && out.stderr.contains(&format!("left by process {dead_pid}")),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("Recorded 1 change"), "{}", out.stdout);
+}
+
+/// Adds a sibling member directly, as an import of its creation packet will.
+fn add_sibling(root: &Path, name: &str) -> Id {
+    let mut replica = Replica::open(root).unwrap();
+    let id = Id([name.len() as u8; 16]);
+    replica
+        .state
+        .transaction(|tx| {
+            state::insert_member(
+                tx,
+                &Member {
+                    replica: id,
+                    name: name.into(),
+                    public_key: [9; 32],
+                },
+                0,
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    id
+}
+
+#[test]
+fn lsepoch_and_chepoch_show_and_repair_estimates() {
+    let dir = tree(&[("a", "1"), ("b", "2"), ("c", "3")]);
+    init(dir.path(), "alpha");
+    let root = dir.path();
+    add_sibling(root, "boston_hub");
+
+    let out = run(root, "lsepoch", [] as [&str; 0]).ok();
+    insta::with_settings!({filters => redactions()}, {
+        insta::assert_snapshot!("lsepoch_two_members", out.stdout);
+    });
+
+    // A confirmation is required; "no" (or end of input) changes nothing.
+    let out = run_in(root, "chepoch", ["boston_hub", "alpha=2"], "no\n").fails_with(1);
+    assert!(out.stderr.contains("not confirmed"), "{}", out.stderr);
+    assert!(run(root, "lsepoch", ["boston_hub"])
+        .ok()
+        .stdout
+        .contains("alpha      = 0 "));
+    let out = run_in(root, "chepoch", ["boston_hub", "alpha=2"], "yes\n").ok();
+    assert!(
+        out.stdout
+            .contains("Entry for alpha in row \"boston_hub\" changed from: 0 to 2"),
+        "{}",
+        out.stdout
+    );
+    let out = run(
+        root,
+        "chepoch",
+        ["-force", "boston_hub", "alpha=1", "boston_hub=7"],
+    )
+    .ok();
+    assert!(
+        out.stdout.contains("changed from: 2 to 1"),
+        "{}",
+        out.stdout
+    );
+    let row = run(root, "lsepoch", ["boston_hub"]).ok().stdout;
+    assert!(
+        row.contains("Epochs in row \"boston_hub\" (estimate)"),
+        "{row}"
+    );
+    assert!(row.contains("alpha      = 1 "), "{row}");
+    assert!(row.contains("boston_hub = 7 "), "{row}");
+    assert!(!row.contains("row \"alpha\""), "{row}");
+
+    for (args, message) in [
+        (vec!["-force", "alpha", "alpha=1"], "this replica's own row"),
+        (
+            vec!["-force", "nowhere", "alpha=1"],
+            "unknown replica \"nowhere\"",
+        ),
+        (
+            vec!["-force", "boston_hub", "alpha"],
+            "expected ORIGIN=EPOCH",
+        ),
+        (
+            vec!["-force", "boston_hub", "alpha=x"],
+            "is not a whole number",
+        ),
+        (
+            vec!["-force", "boston_hub", "alpha=99"],
+            "recorded only up to epoch 3",
+        ),
+        (
+            vec!["-force", "boston_hub", "alpha=1", "alpha=2"],
+            "named twice",
+        ),
+    ] {
+        let out = run(root, "chepoch", &args).fails_with(1);
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+    }
+    // None of the refused requests changed anything.
+    assert_eq!(run(root, "lsepoch", ["boston_hub"]).ok().stdout, row);
+}
+
+#[test]
+fn lsreplica_lists_members_with_fingerprints() {
+    let dir = tree(&[("a", "1")]);
+    init(dir.path(), "alpha");
+    add_sibling(dir.path(), "beta");
+    let short = run(dir.path(), "lsreplica", [] as [&str; 0]).ok();
+    let long = run(dir.path(), "lsreplica", ["-long"]).ok();
+    insta::with_settings!({filters => redactions()}, {
+        insta::assert_snapshot!("lsreplica_short", short.stdout);
+        insta::assert_snapshot!("lsreplica_long", long.stdout);
+    });
+}

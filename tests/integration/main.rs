@@ -1,0 +1,7 @@
+//! Integration tests: the real binaries on real temporary directories.
+//! One test binary; shared helpers live in `helpers`.
+
+mod helpers;
+
+mod foundation;
+mod man_pages;
