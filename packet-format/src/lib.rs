@@ -1,3 +1,102 @@
-//! syncreplica's packet container, format v1. See `SPEC.md`.
+//! syncreplica's packet container, format v1. See `SPEC.md` for the
+//! byte-level layout and the rules a reader enforces.
+//!
+//! A packet is the only thing that travels between sites. One physical
+//! packet is one zip file (`unzip -l` / `unzip -t` accept it) holding:
+//!
+//! * `chunks` — content chunk pieces, each zstd-compressed where that helps;
+//! * `operations` — the operation records (one zstd frame, or plain);
+//! * `creation` — replica-creation packets only: the new replica and family;
+//! * `header` — format version, metadata and the SHA-256 of every entry above;
+//! * `signature` — Ed25519 over the header bytes as stored.
+//!
+//! Writing: [`PacketWriter`]. Reading: [`verify_packet`] then
+//! [`VerifiedPacket::operation_records`] / [`VerifiedPacket::chunk_pieces`],
+//! or [`LogicalPacket`] to reassemble all parts. Listing: [`examine_packet`]
+//! and [`render_listing`].
 
+mod container;
+mod error;
+mod header;
+mod listing;
+mod logical;
+mod naming;
 pub mod ops;
+mod reader;
+mod records;
+mod writer;
+
+pub use error::{Error, ErrorKind, Result};
+pub use header::{
+    key_fingerprint, CreationPayload, Encoding, EntryInfo, EpochRange, FormatVersion, Header,
+    Member, Named, PacketKind, Target, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, SIGNATURE_CONTEXT,
+};
+pub use listing::render_listing;
+pub use logical::{LogicalChunks, LogicalOperations, LogicalPacket};
+pub use naming::{packet_file_name, utc_display, utc_timestamp};
+pub use reader::{
+    examine_packet, verify_packet, ChunkPiece, ChunkPieces, Examination, OperationRecord,
+    OperationRecords, SignatureStatus, VerifiedPacket,
+};
+pub use writer::{PacketMeta, PacketWriter, WrittenPart};
+
+/// Smallest accepted maximum packet size. Pieces of chunks and operations
+/// are split across parts, so any size at or above this works.
+pub const MIN_PART_SIZE: u64 = 64 * 1024;
+/// Largest accepted maximum packet size: keeps every zip offset and size in
+/// 31 bits, so no Zip64 records are ever needed.
+pub const MAX_PART_SIZE: u64 = 2 * 1024 * 1024 * 1024;
+/// Largest chunk the format carries.
+pub const MAX_CHUNK_LEN: usize = 256 * 1024;
+/// Largest encoded operation (a file of ~400k chunks).
+pub const MAX_OPERATION_LEN: usize = 16 * 1024 * 1024;
+/// Largest `header` entry a reader accepts.
+pub const MAX_HEADER_LEN: u64 = 1024 * 1024;
+/// Largest `creation` entry a reader accepts.
+pub const MAX_CREATION_LEN: u64 = 16 * 1024 * 1024;
+
+/// Fixed entry names (SPEC.md §3). No name from a packet is ever used as a
+/// path on disk.
+pub const ENTRY_CHUNKS: &str = "chunks";
+pub const ENTRY_OPERATIONS: &str = "operations";
+pub const ENTRY_CREATION: &str = "creation";
+pub const ENTRY_HEADER: &str = "header";
+pub const ENTRY_SIGNATURE: &str = "signature";
+
+/// Helpers to build deliberately malformed packets for test vectors.
+/// Not part of the supported API.
+#[doc(hidden)]
+pub mod testing {
+    use std::io::Write;
+    use std::path::Path;
+
+    use ed25519_dalek::{Signer, SigningKey};
+
+    use crate::header::{encode_header, Header, SIGNATURE_CONTEXT};
+
+    /// Encodes a header with whatever version it claims.
+    pub fn encode_header_raw(header: &Header) -> Vec<u8> {
+        encode_header(header)
+    }
+
+    /// Signs header bytes as a writer would.
+    pub fn sign_header(secret_key: &[u8; 32], header_bytes: &[u8]) -> [u8; 64] {
+        let mut message = SIGNATURE_CONTEXT.to_vec();
+        message.extend_from_slice(header_bytes);
+        SigningKey::from_bytes(secret_key).sign(&message).to_bytes()
+    }
+
+    /// Writes a zip of the given entries, in order, with the canonical
+    /// per-entry options.
+    pub fn write_raw_zip(path: &Path, entries: &[(&str, &[u8])]) -> std::io::Result<()> {
+        let file = std::fs::File::create(path)?;
+        let mut zip = zip::ZipWriter::new(file);
+        for (name, bytes) in entries {
+            zip.start_file(*name, crate::writer::file_options())
+                .map_err(std::io::Error::other)?;
+            zip.write_all(bytes)?;
+        }
+        zip.finish().map_err(std::io::Error::other)?;
+        Ok(())
+    }
+}

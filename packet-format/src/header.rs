@@ -1,0 +1,298 @@
+//! The packet header: the one signed entry, which pins every other entry.
+//!
+//! Stored layout of the `header` entry (see `SPEC.md` §4):
+//!
+//! ```text
+//! magic "SYNCRPKT" (8) | major u16 LE | minor u16 LE | signer public key (32) | postcard(Header)
+//! ```
+//!
+//! The magic, version and signer key sit in a fixed-width prefix so a reader
+//! can refuse a newer major version, and check the signature, before it
+//! decodes a single byte of the variable-length body.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::ErrorKind;
+use crate::ops::Id;
+
+/// First bytes of every header entry.
+pub const MAGIC: [u8; 8] = *b"SYNCRPKT";
+/// Major format version this library writes and reads. A reader refuses any
+/// other major version.
+pub const FORMAT_MAJOR: u16 = 1;
+/// Minor format version this library writes. Readers accept newer minors of
+/// their own major (the body may only grow at its end).
+pub const FORMAT_MINOR: u16 = 0;
+/// Length of the fixed prefix: magic, major, minor, signer key.
+pub(crate) const HEADER_PREFIX_LEN: usize = 8 + 2 + 2 + 32;
+/// Domain separation for the signature: the signed message is this string
+/// followed by the header entry's bytes exactly as stored.
+pub const SIGNATURE_CONTEXT: &[u8] = b"syncreplica packet header v1\n";
+
+/// A packet format version, `major.minor`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FormatVersion {
+    pub major: u16,
+    pub minor: u16,
+}
+
+impl std::fmt::Display for FormatVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// What a packet is for. Encoded as a `u32` so that kinds added by later
+/// minor versions still decode (as [`PacketKind::Unknown`]) instead of
+/// making the whole header unreadable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "u32", into = "u32")]
+pub enum PacketKind {
+    /// Carries operations (and their content) to sibling replicas.
+    Update,
+    /// Seeds a new replica of the family.
+    ReplicaCreation,
+    /// A kind from a newer minor version; it may be listed, never applied.
+    Unknown(u32),
+}
+
+impl From<u32> for PacketKind {
+    fn from(code: u32) -> Self {
+        match code {
+            1 => PacketKind::Update,
+            2 => PacketKind::ReplicaCreation,
+            other => PacketKind::Unknown(other),
+        }
+    }
+}
+
+impl From<PacketKind> for u32 {
+    fn from(kind: PacketKind) -> u32 {
+        match kind {
+            PacketKind::Update => 1,
+            PacketKind::ReplicaCreation => 2,
+            PacketKind::Unknown(other) => other,
+        }
+    }
+}
+
+/// A replica or family: its id and human-readable name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Named {
+    pub id: Id,
+    pub name: String,
+}
+
+/// A replica the packet is meant for, and this packet's sequence number in
+/// the stream from the sender to that replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub id: Id,
+    pub name: String,
+    pub seq: u64,
+}
+
+/// The first and last epoch of one origin replica carried by the logical
+/// packet (inclusive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRange {
+    pub first: u64,
+    pub last: u64,
+}
+
+/// How an entry's bytes are stored inside its (zip method Stored) entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "u8", into = "u8")]
+pub enum Encoding {
+    /// The entry's bytes are the content itself.
+    Plain,
+    /// The entry's bytes are one zstd frame of the content.
+    Zstd,
+    /// An encoding from a newer minor version.
+    Unknown(u8),
+}
+
+impl From<u8> for Encoding {
+    fn from(code: u8) -> Self {
+        match code {
+            0 => Encoding::Plain,
+            1 => Encoding::Zstd,
+            other => Encoding::Unknown(other),
+        }
+    }
+}
+
+impl From<Encoding> for u8 {
+    fn from(encoding: Encoding) -> u8 {
+        match encoding {
+            Encoding::Plain => 0,
+            Encoding::Zstd => 1,
+            Encoding::Unknown(other) => other,
+        }
+    }
+}
+
+/// The header's pin on one other entry of the same physical packet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryInfo {
+    /// Fixed entry name (see [`crate::ENTRY_CHUNKS`] and friends).
+    pub name: String,
+    pub encoding: Encoding,
+    /// Bytes of the zip entry.
+    pub stored_size: u64,
+    /// Bytes after decoding; a reader never decodes more than this.
+    pub raw_size: u64,
+    /// SHA-256 of the zip entry's bytes (`stored_size` of them).
+    pub sha256: [u8; 32],
+}
+
+/// The decoded header of one physical packet.
+///
+/// Field order is the wire order; later minor versions may only append
+/// fields at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Format version read from the fixed prefix (not part of the body).
+    #[serde(skip)]
+    pub version: FormatVersion,
+    /// Ed25519 public key that signed this header (fixed prefix).
+    #[serde(skip)]
+    pub signer_key: [u8; 32],
+    pub kind: PacketKind,
+    pub family: Named,
+    pub sender: Named,
+    pub targets: Vec<Target>,
+    /// Identifies the logical packet; equal in all its parts.
+    pub packet_id: Id,
+    /// This physical part, 1-based.
+    pub part: u32,
+    /// Number of physical parts of the logical packet.
+    pub parts: u32,
+    /// Creation time, nanoseconds since the Unix epoch (UTC).
+    pub created_ns: i64,
+    pub comment: String,
+    /// For each origin replica, the epochs carried by the logical packet.
+    pub epoch_ranges: BTreeMap<Id, EpochRange>,
+    /// The sender's own epoch row: for each origin, the highest epoch it had.
+    pub epoch_row: BTreeMap<Id, u64>,
+    /// Every entry other than `header` and `signature`, in zip order.
+    pub entries: Vec<EntryInfo>,
+    /// Number of records in the `operations` entry of this part.
+    pub operation_records: u64,
+    /// Number of records in the `chunks` entry of this part.
+    pub chunk_records: u64,
+}
+
+impl Header {
+    /// The entry pin named `name`, if the header has one.
+    pub fn entry(&self, name: &str) -> Option<&EntryInfo> {
+        self.entries.iter().find(|entry| entry.name == name)
+    }
+
+    /// Lowercase hex SHA-256 of the signer's public key.
+    pub fn signer_fingerprint(&self) -> String {
+        key_fingerprint(&self.signer_key)
+    }
+}
+
+/// Lowercase hex SHA-256 of a 32-byte Ed25519 public key: how keys are
+/// named in listings and errors.
+pub fn key_fingerprint(public_key: &[u8; 32]) -> String {
+    hex::encode(Sha256::digest(public_key))
+}
+
+/// Encodes `header` as the bytes of a `header` entry, with the version
+/// stored in `header.version`.
+pub(crate) fn encode_header(header: &Header) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&header.version.major.to_le_bytes());
+    out.extend_from_slice(&header.version.minor.to_le_bytes());
+    out.extend_from_slice(&header.signer_key);
+    let body = postcard::to_stdvec(header).expect("header encoding cannot fail");
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The fixed prefix of a header entry, checked but not yet authenticated.
+pub(crate) struct HeaderPrefix {
+    pub version: FormatVersion,
+    pub signer_key: [u8; 32],
+}
+
+/// Checks magic and major version; refuses newer majors before anything else.
+pub(crate) fn decode_prefix(bytes: &[u8]) -> Result<HeaderPrefix, ErrorKind> {
+    if bytes.len() < 12 || bytes[..8] != MAGIC {
+        return Err(ErrorKind::NotAPacket);
+    }
+    let version = FormatVersion {
+        major: u16::from_le_bytes([bytes[8], bytes[9]]),
+        minor: u16::from_le_bytes([bytes[10], bytes[11]]),
+    };
+    if version.major > FORMAT_MAJOR {
+        return Err(ErrorKind::NewerFormat { version });
+    }
+    if version.major < FORMAT_MAJOR {
+        return Err(ErrorKind::OlderFormat { version });
+    }
+    if bytes.len() < HEADER_PREFIX_LEN {
+        return Err(ErrorKind::MalformedHeader("shorter than its fixed prefix".into()));
+    }
+    let mut signer_key = [0u8; 32];
+    signer_key.copy_from_slice(&bytes[12..HEADER_PREFIX_LEN]);
+    Ok(HeaderPrefix {
+        version,
+        signer_key,
+    })
+}
+
+/// Decodes the body after the prefix has been checked (and, in a full
+/// verification, the signature too).
+pub(crate) fn decode_body(bytes: &[u8], prefix: &HeaderPrefix) -> Result<Header, ErrorKind> {
+    let body = &bytes[HEADER_PREFIX_LEN..];
+    let (mut header, rest): (Header, &[u8]) = postcard::take_from_bytes(body)
+        .map_err(|err| ErrorKind::MalformedHeader(format!("cannot decode body: {err}")))?;
+    // A newer minor may append fields; our own minor has nothing after the body.
+    if !rest.is_empty() && prefix.version.minor <= FORMAT_MINOR {
+        return Err(ErrorKind::MalformedHeader(format!(
+            "{} unexpected bytes after the body",
+            rest.len()
+        )));
+    }
+    header.version = prefix.version;
+    header.signer_key = prefix.signer_key;
+    if header.part == 0 || header.part > header.parts {
+        return Err(ErrorKind::MalformedHeader(format!(
+            "part {} of {} is impossible",
+            header.part, header.parts
+        )));
+    }
+    for (index, entry) in header.entries.iter().enumerate() {
+        if header.entries[..index].iter().any(|e| e.name == entry.name) {
+            return Err(ErrorKind::MalformedHeader(format!(
+                "entry {:?} is pinned twice",
+                entry.name
+            )));
+        }
+    }
+    Ok(header)
+}
+
+/// A family member as announced in a replica-creation packet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: Id,
+    pub name: String,
+    pub public_key: [u8; 32],
+}
+
+/// Contents of the `creation` entry of a replica-creation packet: who the
+/// new replica is, and the family it joins with every member's key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreationPayload {
+    pub new_replica: Named,
+    pub members: Vec<Member>,
+}

@@ -1,0 +1,148 @@
+//! Packet file names (SPEC.md §8).
+//!
+//! Names are for people and for ordering in a directory listing; readers
+//! never trust them (everything they say is also in the signed header).
+
+use crate::header::{Header, PacketKind};
+
+/// Longest replica name kept in a file name, in bytes.
+const MAX_NAME_PART: usize = 64;
+
+/// The file name of one physical packet:
+///
+/// * update: `sync_<sender>_<YYYYMMDDTHHMMSSZ>_<seq>[_<k>of<n>].zip`
+/// * replica creation: `repl_<sender>_<YYYYMMDDTHHMMSSZ>_<new replica>[_<k>of<n>].zip`
+///
+/// `_<k>of<n>` is present only when the logical packet has more than one
+/// part. Replica names are reduced to `[A-Za-z0-9.-_]` (others become `-`)
+/// so that a name can never carry a path separator.
+pub fn packet_file_name(
+    kind: PacketKind,
+    sender: &str,
+    created_ns: i64,
+    seq: u64,
+    new_replica: Option<&str>,
+    part: u32,
+    parts: u32,
+) -> String {
+    let stamp = utc_timestamp(created_ns);
+    let sender = sanitize(sender);
+    let mut name = match kind {
+        PacketKind::ReplicaCreation => format!(
+            "repl_{sender}_{stamp}_{}",
+            sanitize(new_replica.unwrap_or("new"))
+        ),
+        PacketKind::Update => format!("sync_{sender}_{stamp}_{seq}"),
+        PacketKind::Unknown(code) => format!("pkt{code}_{sender}_{stamp}_{seq}"),
+    };
+    if parts > 1 {
+        name.push_str(&format!("_{part}of{parts}"));
+    }
+    name.push_str(".zip");
+    name
+}
+
+/// File name for part `part` of `parts` of the packet described by `header`.
+pub(crate) fn packet_file_name_for(
+    header: &Header,
+    part: u32,
+    parts: u32,
+    new_replica: Option<&str>,
+) -> String {
+    let seq = header.targets.first().map_or(0, |target| target.seq);
+    packet_file_name(
+        header.kind,
+        &header.sender.name,
+        header.created_ns,
+        seq,
+        new_replica,
+        part,
+        parts,
+    )
+}
+
+fn sanitize(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    out.truncate(MAX_NAME_PART);
+    if out.is_empty() {
+        out.push_str("unnamed");
+    }
+    if out.starts_with('.') {
+        out.replace_range(..1, "-");
+    }
+    out
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a time in nanoseconds since the Unix epoch.
+pub fn utc_timestamp(created_ns: i64) -> String {
+    let (date, (h, m, s)) = utc_parts(created_ns);
+    format!("{:04}{:02}{:02}T{h:02}{m:02}{s:02}Z", date.0, date.1, date.2)
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC`, for listings.
+pub fn utc_display(created_ns: i64) -> String {
+    let (date, (h, m, s)) = utc_parts(created_ns);
+    format!(
+        "{:04}-{:02}-{:02} {h:02}:{m:02}:{s:02} UTC",
+        date.0, date.1, date.2
+    )
+}
+
+fn utc_parts(created_ns: i64) -> ((i64, u32, u32), (i64, i64, i64)) {
+    let secs = created_ns.div_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
+    (
+        civil_from_days(days),
+        (of_day / 3600, of_day / 60 % 60, of_day % 60),
+    )
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_spec() {
+        let t = 1_763_683_200_000_000_000; // 2025-11-21T00:00:00Z
+        assert_eq!(utc_timestamp(t + 3_723_000_000_000), "20251121T010203Z");
+        assert_eq!(
+            packet_file_name(PacketKind::Update, "boston", t, 7, None, 1, 1),
+            "sync_boston_20251121T000000Z_7.zip"
+        );
+        assert_eq!(
+            packet_file_name(PacketKind::Update, "a/../b c", t, 7, None, 2, 3),
+            "sync_a-..-b-c_20251121T000000Z_7_2of3.zip"
+        );
+        assert_eq!(
+            packet_file_name(PacketKind::ReplicaCreation, "hub", t, 0, Some(".x"), 1, 1),
+            "repl_hub_20251121T000000Z_-x.zip"
+        );
+        assert_eq!(utc_timestamp(0), "19700101T000000Z");
+        assert_eq!(utc_timestamp(-1), "19691231T235959Z");
+    }
+}

@@ -1,0 +1,672 @@
+//! Streaming, size-capped packet writer.
+//!
+//! Why the parts are finished only in [`PacketWriter::finish`]: every header
+//! carries `part k of n`, and `n` is known only when the stream ends. So each
+//! part is first written as a zip holding its data entries (`chunks`,
+//! `operations`, maybe `creation`) under a hidden temporary name. At the end
+//! the header (with `n`) and the signature are appended to each part, which
+//! then gets its final name. The header is the last data in the file, which
+//! zip allows because readers go by the central directory.
+//!
+//! Why no part can exceed the cap: the zip overhead of the fixed entry set is
+//! exact, the header is budgeted at the length it would have with every
+//! number at its maximum, and data records are split into pieces so that a
+//! record never exceeds the room left in the current part.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use ed25519_dalek::{Signer, SigningKey};
+use sha2::{Digest, Sha256};
+use tempfile::TempPath;
+use zip::write::SimpleFileOptions;
+
+use crate::container::{entry_overhead, END_RECORD_LEN};
+use crate::error::{ErrorKind, Result};
+use crate::header::{
+    encode_header, CreationPayload, Encoding, EntryInfo, EpochRange, FormatVersion, Header, Named,
+    PacketKind, Target, SIGNATURE_CONTEXT,
+};
+use crate::ops::{ChunkId, Id, Operation};
+use crate::records::{
+    ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_PLAIN, CODEC_ZSTD,
+    OP_RECORD_HEADER_LEN,
+};
+use crate::{
+    naming, ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_SIGNATURE,
+    FORMAT_MAJOR, FORMAT_MINOR, MAX_CHUNK_LEN, MAX_HEADER_LEN, MAX_OPERATION_LEN, MAX_PART_SIZE,
+    MIN_PART_SIZE,
+};
+
+/// Room a part must have for data records once its metadata is paid for.
+const MIN_DATA_ROOM: u64 = 16 * 1024;
+/// Pieces smaller than this are not worth a record: start a new part.
+const MIN_PIECE: u64 = 1024;
+/// zstd level: fast enough to keep up with disks, good on text and code.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Everything a header says that the writer does not work out itself.
+#[derive(Clone, Debug)]
+pub struct PacketMeta {
+    pub kind: PacketKind,
+    pub family: Named,
+    pub sender: Named,
+    /// Replicas the packet is for, each with this packet's sequence number
+    /// in the sender's stream to it. The first target's number goes into
+    /// the file name.
+    pub targets: Vec<Target>,
+    /// Identifies the logical packet (random, chosen by the caller).
+    pub packet_id: Id,
+    /// Creation time, nanoseconds since the Unix epoch (UTC).
+    pub created_ns: i64,
+    pub comment: String,
+    /// Epochs carried, per origin. Every operation added must fall inside.
+    pub epoch_ranges: BTreeMap<Id, EpochRange>,
+    /// The sender's epoch row at export time.
+    pub epoch_row: BTreeMap<Id, u64>,
+    /// Required for [`PacketKind::ReplicaCreation`], refused otherwise;
+    /// repeated in every part so each part stands alone.
+    pub creation: Option<CreationPayload>,
+}
+
+/// One physical packet file written by [`PacketWriter::finish`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenPart {
+    pub path: PathBuf,
+    pub file_name: String,
+    pub part: u32,
+    pub parts: u32,
+    pub size: u64,
+}
+
+pub(crate) fn file_options() -> SimpleFileOptions {
+    // Every field fixed: the reader accepts exactly this layout, and equal
+    // inputs give byte-identical packets.
+    SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .last_modified_time(zip::DateTime::default())
+        .unix_permissions(0o644)
+        .large_file(false)
+}
+
+/// A part whose data entries are being written.
+struct OpenPart {
+    temp: TempPath,
+    zip: zip::ZipWriter<BufWriter<File>>,
+    chunks_sha: Sha256,
+    chunks_len: u64,
+    chunk_records: u64,
+    /// Operation records are spooled here because the `operations` entry
+    /// can only be written after `chunks` is complete.
+    ops_spool: BufWriter<File>,
+    ops_len: u64,
+    op_records: u64,
+}
+
+/// A part with data entries complete, waiting for its header.
+struct PendingPart {
+    temp: TempPath,
+    entries: Vec<EntryInfo>,
+    operation_records: u64,
+    chunk_records: u64,
+}
+
+/// Writes one logical packet as one or more signed physical packet files,
+/// none larger than the maximum size.
+///
+/// Feed it operations and chunk data in stream order. Send a file version's
+/// chunks before the operation that references them, so that a chunk is
+/// always in the same or an earlier part than its first use. Memory use is
+/// independent of packet size (about 100 bytes per part plus buffers).
+pub struct PacketWriter {
+    out_dir: PathBuf,
+    max_size: u64,
+    signing_key: SigningKey,
+    template: Header,
+    creation_bytes: Option<Vec<u8>>,
+    /// For creation packets: the new replica's name, used in file names.
+    new_replica_name: Option<String>,
+    header_budget: u64,
+    data_room: u64,
+    current: Option<OpenPart>,
+    pending: Vec<PendingPart>,
+    compressor: zstd::bulk::Compressor<'static>,
+}
+
+impl PacketWriter {
+    /// Starts a logical packet to be written into `out_dir`.
+    ///
+    /// `max_size` caps every part file, zip overhead included; it must be
+    /// within [`MIN_PART_SIZE`]..=[`MAX_PART_SIZE`]. `signing_key` is the
+    /// sender's 32-byte Ed25519 secret key.
+    pub fn create(
+        out_dir: &Path,
+        max_size: u64,
+        signing_key: &[u8; 32],
+        meta: PacketMeta,
+    ) -> Result<PacketWriter> {
+        let fail = |kind: ErrorKind| kind.at(out_dir);
+        if max_size < MIN_PART_SIZE {
+            return Err(fail(ErrorKind::MaxSizeTooSmall {
+                requested: max_size,
+                minimum: MIN_PART_SIZE,
+            }));
+        }
+        if max_size > MAX_PART_SIZE {
+            return Err(fail(ErrorKind::MaxSizeTooLarge {
+                requested: max_size,
+                maximum: MAX_PART_SIZE,
+            }));
+        }
+        let is_creation = meta.kind == PacketKind::ReplicaCreation;
+        if is_creation != meta.creation.is_some() || matches!(meta.kind, PacketKind::Unknown(_)) {
+            return Err(fail(ErrorKind::MalformedHeader(
+                "a creation payload goes with, and only with, a replica-creation packet".into(),
+            )));
+        }
+        let signing_key = SigningKey::from_bytes(signing_key);
+        let new_replica_name = meta.creation.as_ref().map(|c| c.new_replica.name.clone());
+        let creation_bytes = meta
+            .creation
+            .as_ref()
+            .map(|payload| postcard::to_stdvec(payload).expect("encoding cannot fail"));
+        let template = Header {
+            version: FormatVersion {
+                major: FORMAT_MAJOR,
+                minor: FORMAT_MINOR,
+            },
+            signer_key: signing_key.verifying_key().to_bytes(),
+            kind: meta.kind,
+            family: meta.family,
+            sender: meta.sender,
+            targets: meta.targets,
+            packet_id: meta.packet_id,
+            part: 1,
+            parts: 1,
+            created_ns: meta.created_ns,
+            comment: meta.comment,
+            epoch_ranges: meta.epoch_ranges,
+            epoch_row: meta.epoch_row,
+            entries: Vec::new(),
+            operation_records: 0,
+            chunk_records: 0,
+        };
+
+        let mut entry_names = vec![ENTRY_CHUNKS, ENTRY_OPERATIONS];
+        if creation_bytes.is_some() {
+            entry_names.push(ENTRY_CREATION);
+        }
+        // The longest header this packet can have: every number at its
+        // widest varint, every entry pinned.
+        let mut widest = template.clone();
+        widest.part = u32::MAX;
+        widest.parts = u32::MAX;
+        widest.operation_records = u64::MAX;
+        widest.chunk_records = u64::MAX;
+        widest.entries = entry_names
+            .iter()
+            .map(|name| EntryInfo {
+                name: name.to_string(),
+                encoding: Encoding::Zstd,
+                stored_size: u64::MAX,
+                raw_size: u64::MAX,
+                sha256: [0xff; 32],
+            })
+            .collect();
+        let header_budget = encode_header(&widest).len() as u64;
+        let zip_overhead: u64 = entry_names
+            .iter()
+            .chain([&ENTRY_HEADER, &ENTRY_SIGNATURE])
+            .map(|name| entry_overhead(name))
+            .sum::<u64>()
+            + END_RECORD_LEN;
+        let fixed = zip_overhead
+            + header_budget
+            + 64
+            + creation_bytes.as_ref().map_or(0, |b| b.len() as u64);
+        if header_budget > MAX_HEADER_LEN || fixed + MIN_DATA_ROOM > max_size {
+            return Err(fail(ErrorKind::MetadataTooLarge {
+                needed: fixed + MIN_DATA_ROOM,
+                max_size,
+            }));
+        }
+        let compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)
+            .map_err(|err| fail(ErrorKind::io("starting zstd", err)))?;
+        Ok(PacketWriter {
+            out_dir: out_dir.to_path_buf(),
+            max_size,
+            signing_key,
+            template,
+            creation_bytes,
+            new_replica_name,
+            header_budget,
+            data_room: max_size - fixed,
+            current: None,
+            pending: Vec::new(),
+            compressor,
+        })
+    }
+
+    /// Bytes each part has for data records (chunks plus operations).
+    pub fn data_room_per_part(&self) -> u64 {
+        self.data_room
+    }
+
+    /// Adds one operation to the stream.
+    pub fn add_operation(&mut self, op: &Operation) -> Result<()> {
+        let in_range = self
+            .template
+            .epoch_ranges
+            .get(&op.origin)
+            .is_some_and(|range| range.first <= op.epoch && op.epoch <= range.last);
+        if !in_range {
+            return Err(ErrorKind::OperationOutsideEpochRanges {
+                origin: op.origin.to_hex(),
+                epoch: op.epoch,
+            }
+            .at(&self.out_dir));
+        }
+        let bytes = op.encode();
+        if bytes.len() > MAX_OPERATION_LEN {
+            return Err(ErrorKind::OperationTooLarge {
+                len: bytes.len(),
+                limit: MAX_OPERATION_LEN,
+            }
+            .at(&self.out_dir));
+        }
+        let total = bytes.len() as u64;
+        let mut offset = 0u64;
+        while offset < total {
+            let free = self.free_room()?;
+            let rest = total - offset;
+            let take = if OP_RECORD_HEADER_LEN as u64 + rest <= free {
+                rest
+            } else if free >= OP_RECORD_HEADER_LEN as u64 + MIN_PIECE {
+                free - OP_RECORD_HEADER_LEN as u64
+            } else {
+                self.close_part()?;
+                continue;
+            };
+            let record = OpRecordHeader {
+                total_len: total as u32,
+                offset: offset as u32,
+                piece_len: take as u32,
+            };
+            let piece = &bytes[offset as usize..(offset + take) as usize];
+            let part = self.current.as_mut().expect("free_room opened a part");
+            let spooled = part
+                .ops_spool
+                .write_all(&record.encode())
+                .and_then(|()| part.ops_spool.write_all(piece));
+            if let Err(err) = spooled {
+                return Err(ErrorKind::io("spooling operations", err).at(&self.out_dir));
+            }
+            part.ops_len += OP_RECORD_HEADER_LEN as u64 + take;
+            part.op_records += 1;
+            offset += take;
+        }
+        Ok(())
+    }
+
+    /// Adds the bytes of one chunk; `id` must be their SHA-256.
+    pub fn add_chunk(&mut self, id: &ChunkId, data: &[u8]) -> Result<()> {
+        if data.is_empty() || data.len() > MAX_CHUNK_LEN {
+            return Err(ErrorKind::ChunkTooLarge {
+                len: data.len(),
+                limit: MAX_CHUNK_LEN,
+            }
+            .at(&self.out_dir));
+        }
+        // Refuse to sign bytes that do not match their name: a reader would
+        // reject the packet anyway, far from the cause.
+        if Sha256::digest(data).as_slice() != id {
+            return Err(ErrorKind::ChunkIdMismatch {
+                chunk: hex::encode(id),
+            }
+            .at(&self.out_dir));
+        }
+        let total = data.len() as u64;
+        let mut offset = 0u64;
+        while offset < total {
+            let free = self.free_room()?;
+            let rest = &data[offset as usize..];
+            let header_len = CHUNK_RECORD_HEADER_LEN as u64;
+            // Try the whole remainder, compressed where that helps.
+            if header_len + rest.len() as u64 <= free
+                || header_len + (rest.len() as u64) / 2 <= free
+            {
+                let (codec, stored) = self.encode_piece(rest)?;
+                if header_len + stored.len() as u64 <= free {
+                    self.write_chunk_record(id, total, offset, rest.len() as u64, codec, &stored)?;
+                    return Ok(());
+                }
+            }
+            if free < header_len + MIN_PIECE {
+                self.close_part()?;
+                continue;
+            }
+            // Split: fill this part with a plain piece, continue in the next.
+            let take = free - header_len;
+            let piece = rest[..take as usize].to_vec();
+            self.write_chunk_record(id, total, offset, take, CODEC_PLAIN, &piece)?;
+            offset += take;
+            self.close_part()?;
+        }
+        Ok(())
+    }
+
+    /// Finishes every part: writes headers and signatures, gives the files
+    /// their final names, and returns them in part order.
+    pub fn finish(mut self) -> Result<Vec<WrittenPart>> {
+        if self.current.is_none() && self.pending.is_empty() {
+            // An empty logical packet still gets one part (e.g. a creation
+            // packet of an empty replica).
+            self.open_part()?;
+        }
+        if self.current.is_some() {
+            self.close_part()?;
+        }
+        let parts = self.pending.len() as u32;
+        let names: Vec<String> = (1..=parts)
+            .map(|part| naming::packet_file_name_for(&self.template, part, parts, self.creation_name()))
+            .collect();
+        for name in &names {
+            if self.out_dir.join(name).exists() {
+                return Err(ErrorKind::AlreadyExists(name.clone()).at(self.out_dir.join(name)));
+            }
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut written = Vec::with_capacity(pending.len());
+        for ((index, part), name) in pending.into_iter().enumerate().zip(names) {
+            let mut header = self.template.clone();
+            header.part = index as u32 + 1;
+            header.parts = parts;
+            header.entries = part.entries;
+            header.operation_records = part.operation_records;
+            header.chunk_records = part.chunk_records;
+            let header_bytes = encode_header(&header);
+            assert!(
+                header_bytes.len() as u64 <= self.header_budget,
+                "header outgrew its budget"
+            );
+            let mut message = SIGNATURE_CONTEXT.to_vec();
+            message.extend_from_slice(&header_bytes);
+            let signature = self.signing_key.sign(&message).to_bytes();
+            let temp_path: &Path = &part.temp;
+            append_header_and_signature(temp_path, &header_bytes, &signature)
+                .map_err(|kind| kind.at(temp_path))?;
+            let size = std::fs::metadata(temp_path)
+                .map_err(|err| ErrorKind::io("reading part size", err).at(temp_path))?
+                .len();
+            if size > self.max_size {
+                return Err(ErrorKind::PartOverCap {
+                    size,
+                    max_size: self.max_size,
+                }
+                .at(temp_path));
+            }
+            let path = self.out_dir.join(&name);
+            part.temp.persist_noclobber(&path).map_err(|err| {
+                ErrorKind::io("giving the part its final name", err.error).at(&path)
+            })?;
+            written.push(WrittenPart {
+                path,
+                file_name: name,
+                part: header.part,
+                parts,
+                size,
+            });
+        }
+        Ok(written)
+    }
+
+    fn creation_name(&self) -> Option<&str> {
+        self.new_replica_name.as_deref()
+    }
+
+    /// Room left in the current part, opening one if needed.
+    fn free_room(&mut self) -> Result<u64> {
+        if self.current.is_none() {
+            self.open_part()?;
+        }
+        let part = self.current.as_ref().expect("just opened");
+        Ok(self.data_room - part.chunks_len - part.ops_len)
+    }
+
+    fn encode_piece(&mut self, raw: &[u8]) -> Result<(u8, Vec<u8>)> {
+        let compressed = self
+            .compressor
+            .compress(raw)
+            .map_err(|err| ErrorKind::io("compressing a chunk", err).at(&self.out_dir))?;
+        // Only where it helps: anything that saves less than ~3% is stored.
+        if compressed.len() < raw.len() - raw.len() / 32 {
+            Ok((CODEC_ZSTD, compressed))
+        } else {
+            Ok((CODEC_PLAIN, raw.to_vec()))
+        }
+    }
+
+    fn write_chunk_record(
+        &mut self,
+        id: &ChunkId,
+        chunk_len: u64,
+        offset: u64,
+        piece_len: u64,
+        codec: u8,
+        stored: &[u8],
+    ) -> Result<()> {
+        let record = ChunkRecordHeader {
+            id: *id,
+            chunk_len: chunk_len as u32,
+            offset: offset as u32,
+            piece_len: piece_len as u32,
+            codec,
+            stored_len: stored.len() as u32,
+        }
+        .encode();
+        let part = self.current.as_mut().expect("free_room opened a part");
+        let temp: &Path = &part.temp;
+        let written = part
+            .zip
+            .write_all(&record)
+            .and_then(|()| part.zip.write_all(stored));
+        if let Err(err) = written {
+            return Err(ErrorKind::io("writing chunk data", err).at(temp));
+        }
+        part.chunks_sha.update(record);
+        part.chunks_sha.update(stored);
+        part.chunks_len += (record.len() + stored.len()) as u64;
+        part.chunk_records += 1;
+        Ok(())
+    }
+
+    fn open_part(&mut self) -> Result<()> {
+        let named = tempfile::Builder::new()
+            .prefix(".syncpkt-")
+            .suffix(".partial")
+            .tempfile_in(&self.out_dir)
+            .map_err(|err| ErrorKind::io("creating a part file", err).at(&self.out_dir))?;
+        let (file, temp) = named.into_parts();
+        let ops_spool = tempfile::tempfile_in(&self.out_dir)
+            .map_err(|err| ErrorKind::io("creating the operation spool", err).at(&self.out_dir))?;
+        let mut zip = zip::ZipWriter::new(BufWriter::with_capacity(1 << 20, file));
+        zip.start_file(ENTRY_CHUNKS, file_options())
+            .map_err(|err| ErrorKind::Zip(err.to_string()).at(&temp))?;
+        self.current = Some(OpenPart {
+            temp,
+            zip,
+            chunks_sha: Sha256::new(),
+            chunks_len: 0,
+            chunk_records: 0,
+            ops_spool: BufWriter::with_capacity(1 << 16, ops_spool),
+            ops_len: 0,
+            op_records: 0,
+        });
+        Ok(())
+    }
+
+    fn close_part(&mut self) -> Result<()> {
+        let Some(part) = self.current.take() else {
+            return Ok(());
+        };
+        let temp = part.temp;
+        let at = |kind: ErrorKind| kind.at(&*temp);
+        let mut zip = part.zip;
+        let mut entries = vec![EntryInfo {
+            name: ENTRY_CHUNKS.into(),
+            encoding: Encoding::Plain,
+            stored_size: part.chunks_len,
+            raw_size: part.chunks_len,
+            sha256: part.chunks_sha.finalize().into(),
+        }];
+
+        // Operations: compress the spool; keep whichever is smaller.
+        let mut raw_ops = part
+            .ops_spool
+            .into_inner()
+            .map_err(|err| at(ErrorKind::io("flushing the operation spool", err.into_error())))?;
+        raw_ops
+            .seek(SeekFrom::Start(0))
+            .map_err(|err| at(ErrorKind::io("rewinding the operation spool", err)))?;
+        let mut packed_ops = tempfile::tempfile_in(&self.out_dir)
+            .map_err(|err| at(ErrorKind::io("creating the operation spool", err)))?;
+        zstd::stream::copy_encode(&mut raw_ops, &mut packed_ops, ZSTD_LEVEL)
+            .map_err(|err| at(ErrorKind::io("compressing operations", err)))?;
+        let packed_len = packed_ops
+            .seek(SeekFrom::End(0))
+            .map_err(|err| at(ErrorKind::io("measuring the operation spool", err)))?;
+        let (mut source, encoding, stored_size) = if packed_len < part.ops_len {
+            (packed_ops, Encoding::Zstd, packed_len)
+        } else {
+            (raw_ops, Encoding::Plain, part.ops_len)
+        };
+        source
+            .seek(SeekFrom::Start(0))
+            .map_err(|err| at(ErrorKind::io("rewinding the operation spool", err)))?;
+        zip.start_file(ENTRY_OPERATIONS, file_options())
+            .map_err(|err| at(ErrorKind::Zip(err.to_string())))?;
+        let sha256 = copy_hashing(&mut source, &mut zip)
+            .map_err(|err| at(ErrorKind::io("writing operations", err)))?;
+        entries.push(EntryInfo {
+            name: ENTRY_OPERATIONS.into(),
+            encoding,
+            stored_size,
+            raw_size: part.ops_len,
+            sha256,
+        });
+
+        if let Some(creation) = &self.creation_bytes {
+            zip.start_file(ENTRY_CREATION, file_options())
+                .map_err(|err| at(ErrorKind::Zip(err.to_string())))?;
+            zip.write_all(creation)
+                .map_err(|err| at(ErrorKind::io("writing the creation entry", err)))?;
+            entries.push(EntryInfo {
+                name: ENTRY_CREATION.into(),
+                encoding: Encoding::Plain,
+                stored_size: creation.len() as u64,
+                raw_size: creation.len() as u64,
+                sha256: Sha256::digest(creation).into(),
+            });
+        }
+        let mut file = zip
+            .finish()
+            .map_err(|err| at(ErrorKind::Zip(err.to_string())))?;
+        file.flush()
+            .map_err(|err| at(ErrorKind::io("writing a part", err)))?;
+        self.pending.push(PendingPart {
+            temp,
+            entries,
+            operation_records: part.op_records,
+            chunk_records: part.chunk_records,
+        });
+        Ok(())
+    }
+}
+
+fn copy_hashing(source: &mut impl Read, sink: &mut impl Write) -> std::io::Result<[u8; 32]> {
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = source.read(&mut buf)?;
+        if n == 0 {
+            return Ok(sha.finalize().into());
+        }
+        sha.update(&buf[..n]);
+        sink.write_all(&buf[..n])?;
+    }
+}
+
+/// A file handle shared between the zip writer and us, so that we can cut
+/// off the old central directory after `ZipWriter::new_append` has read it.
+#[derive(Clone)]
+struct SharedFile(Rc<RefCell<File>>);
+
+impl Read for SharedFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+impl Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.borrow_mut().flush()
+    }
+}
+
+impl Seek for SharedFile {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.0.borrow_mut().seek(pos)
+    }
+}
+
+/// Appends `header` and `signature` entries to a finished zip, in place of
+/// its central directory, and writes the new central directory.
+fn append_header_and_signature(
+    path: &Path,
+    header: &[u8],
+    signature: &[u8; 64],
+) -> Result<(), ErrorKind> {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|err| ErrorKind::io("reopening a part", err))?;
+    let shared = SharedFile(Rc::new(RefCell::new(file)));
+    let mut zip = zip::ZipWriter::new_append(shared.clone())
+        .map_err(|err| ErrorKind::Zip(err.to_string()))?;
+    {
+        // new_append would write after the old central directory, leaving it
+        // as garbage inside the file; cut it off and write in its place.
+        let mut file = shared.0.borrow_mut();
+        let mut end = [0u8; END_RECORD_LEN as usize];
+        file.seek(SeekFrom::End(-(END_RECORD_LEN as i64)))
+            .and_then(|_| file.read_exact(&mut end))
+            .map_err(|err| ErrorKind::io("reading the end record", err))?;
+        let cd_offset = u32::from_le_bytes(end[16..20].try_into().unwrap()) as u64;
+        file.set_len(cd_offset)
+            .and_then(|()| file.seek(SeekFrom::Start(cd_offset)).map(drop))
+            .map_err(|err| ErrorKind::io("truncating a part", err))?;
+    }
+    let zip_err = |err: zip::result::ZipError| ErrorKind::Zip(err.to_string());
+    zip.start_file(ENTRY_HEADER, file_options()).map_err(zip_err)?;
+    zip.write_all(header)
+        .map_err(|err| ErrorKind::io("writing the header", err))?;
+    zip.start_file(ENTRY_SIGNATURE, file_options())
+        .map_err(zip_err)?;
+    zip.write_all(signature)
+        .map_err(|err| ErrorKind::io("writing the signature", err))?;
+    zip.finish().map_err(zip_err)?;
+    shared
+        .0
+        .borrow_mut()
+        .sync_all()
+        .map_err(|err| ErrorKind::io("syncing a part", err))?;
+    Ok(())
+}

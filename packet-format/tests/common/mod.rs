@@ -1,0 +1,113 @@
+//! Shared fixtures: fixed keys, ids and times so that everything built
+//! from them is deterministic.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use packet_format::ops::{Change, ChunkRef, Id, Operation, PathState, VersionVector};
+use packet_format::{
+    CreationPayload, EpochRange, Member, Named, PacketKind, PacketMeta, Target,
+};
+use sha2::{Digest, Sha256};
+
+pub const SENDER_SECRET: [u8; 32] = [0x11; 32];
+pub const OTHER_SECRET: [u8; 32] = [0x22; 32];
+/// 2025-11-21T10:30:00Z
+pub const CREATED_NS: i64 = 1_763_721_000_000_000_000;
+
+pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
+    ed25519_dalek::SigningKey::from_bytes(secret)
+        .verifying_key()
+        .to_bytes()
+}
+
+pub fn sender_id() -> Id {
+    Id([0xa1; 16])
+}
+
+pub fn target_id() -> Id {
+    Id([0xb2; 16])
+}
+
+pub fn meta(kind: PacketKind) -> PacketMeta {
+    let creation = (kind == PacketKind::ReplicaCreation).then(|| CreationPayload {
+        new_replica: Named {
+            id: target_id(),
+            name: "lambik".into(),
+        },
+        members: vec![Member {
+            id: sender_id(),
+            name: "boston".into(),
+            public_key: public_key(&SENDER_SECRET),
+        }],
+    });
+    PacketMeta {
+        kind,
+        family: Named {
+            id: Id([0xf0; 16]),
+            name: "docs".into(),
+        },
+        sender: Named {
+            id: sender_id(),
+            name: "boston".into(),
+        },
+        targets: vec![Target {
+            id: target_id(),
+            name: "lambik".into(),
+            seq: 42,
+        }],
+        packet_id: Id([0xc3; 16]),
+        created_ns: CREATED_NS,
+        comment: "nightly sync".into(),
+        epoch_ranges: BTreeMap::from([(sender_id(), EpochRange { first: 1, last: 1000 })]),
+        epoch_row: BTreeMap::from([(sender_id(), 1000), (target_id(), 17)]),
+        creation,
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// Compressible bytes: repeated text.
+pub fn text(seed: u64, len: usize) -> Vec<u8> {
+    let line = format!("line {seed}: the quick brown fox jumps over the lazy dog\n");
+    line.bytes().cycle().take(len).collect()
+}
+
+pub fn chunk_id(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+pub fn file_op(epoch: u64, path: &str, chunks: &[Vec<u8>]) -> Operation {
+    Operation {
+        origin: sender_id(),
+        epoch,
+        recorded_ns: CREATED_NS,
+        change: Change::Path {
+            path: path.as_bytes().to_vec(),
+            version: VersionVector(BTreeMap::from([(sender_id(), epoch)])),
+            state: PathState::File {
+                mode: 0o644,
+                mtime_ns: CREATED_NS,
+                size: chunks.iter().map(|c| c.len() as u64).sum(),
+                chunks: chunks
+                    .iter()
+                    .map(|c| ChunkRef {
+                        id: chunk_id(c),
+                        len: c.len() as u32,
+                    })
+                    .collect(),
+            },
+        },
+    }
+}

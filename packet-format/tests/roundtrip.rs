@@ -1,0 +1,184 @@
+//! Write-then-read round trips, splitting, and the size cap.
+
+mod common;
+
+use common::*;
+use packet_format::{
+    verify_packet, ErrorKind, LogicalPacket, PacketKind, PacketWriter, MIN_PART_SIZE,
+};
+
+/// Writes `files` (each a list of chunks) as one logical packet and reads
+/// it back, checking every part against the cap.
+fn round_trip(max_size: u64, files: &[Vec<Vec<u8>>]) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer =
+        PacketWriter::create(dir.path(), max_size, &SENDER_SECRET, meta(PacketKind::Update))
+            .unwrap();
+    let mut expected_ops = Vec::new();
+    let mut expected_chunks = Vec::new();
+    for (index, chunks) in files.iter().enumerate() {
+        for chunk in chunks {
+            writer.add_chunk(&chunk_id(chunk), chunk).unwrap();
+            expected_chunks.push((chunk_id(chunk), chunk.clone()));
+        }
+        let op = file_op(index as u64 + 1, &format!("dir/file{index}"), chunks);
+        writer.add_operation(&op).unwrap();
+        expected_ops.push(op);
+    }
+    let parts = writer.finish().unwrap();
+    let trusted = [public_key(&SENDER_SECRET)];
+    let mut verified = Vec::new();
+    for part in &parts {
+        assert!(part.size <= max_size, "part {} is {} > {max_size}", part.part, part.size);
+        assert_eq!(std::fs::metadata(&part.path).unwrap().len(), part.size);
+        verified.push(verify_packet(&part.path, &trusted).unwrap());
+    }
+    let logical = LogicalPacket::assemble(verified).unwrap();
+    let ops: Vec<_> = logical.operations().collect::<Result<_, _>>().unwrap();
+    assert_eq!(ops, expected_ops);
+    let chunks: Vec<_> = logical.chunks().collect::<Result<_, _>>().unwrap();
+    assert_eq!(chunks, expected_chunks);
+    parts.len()
+}
+
+#[test]
+fn single_part_round_trip() {
+    let files = vec![vec![text(1, 5000), noise(2, 70_000)], vec![noise(3, 100)]];
+    assert_eq!(round_trip(10 << 20, &files), 1);
+}
+
+#[test]
+fn empty_packet_has_one_part() {
+    assert_eq!(round_trip(MIN_PART_SIZE, &[]), 1);
+}
+
+#[test]
+fn big_chunks_span_parts_at_the_minimum_size() {
+    let files = vec![
+        (0..6).map(|i| noise(i, 256 * 1024)).collect::<Vec<_>>(),
+        vec![text(9, 256 * 1024)],
+    ];
+    let parts = round_trip(MIN_PART_SIZE, &files);
+    assert!(parts > 20, "{parts} parts");
+}
+
+#[test]
+fn huge_operation_spans_parts() {
+    // 5000 chunk references encode to ~190 KiB: more than a 64 KiB part.
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer =
+        PacketWriter::create(dir.path(), MIN_PART_SIZE, &SENDER_SECRET, meta(PacketKind::Update))
+            .unwrap();
+    let chunks: Vec<Vec<u8>> = (0..5000).map(|i| noise(i, 8)).collect();
+    let op = file_op(1, "big", &chunks);
+    writer.add_operation(&op).unwrap();
+    let parts = writer.finish().unwrap();
+    assert!(parts.len() >= 3);
+    let trusted = [public_key(&SENDER_SECRET)];
+    let verified = parts
+        .iter()
+        .map(|p| {
+            assert!(p.size <= MIN_PART_SIZE);
+            verify_packet(&p.path, &trusted).unwrap()
+        })
+        .collect();
+    let logical = LogicalPacket::assemble(verified).unwrap();
+    let ops: Vec<_> = logical.operations().collect::<Result<_, _>>().unwrap();
+    assert_eq!(ops, vec![op]);
+}
+
+/// Property-style sweep: many caps and mixes; no part may exceed its cap.
+#[test]
+fn no_part_ever_exceeds_the_cap() {
+    let mut seed = 1u64;
+    for step in 0..24u64 {
+        let max_size = MIN_PART_SIZE + step * 7919 + (step * step * 1543) % 50_000;
+        let files: Vec<Vec<Vec<u8>>> = (0..4)
+            .map(|f| {
+                (0..3)
+                    .map(|c| {
+                        seed += 1;
+                        let len = 1 + ((seed * 2_654_435_761 + f * 31 + c) % (256 * 1024)) as usize;
+                        if seed % 3 == 0 {
+                            text(seed, len)
+                        } else {
+                            noise(seed, len)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        round_trip(max_size, &files);
+    }
+}
+
+#[test]
+fn sizes_outside_the_limits_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = PacketWriter::create(
+        dir.path(),
+        MIN_PART_SIZE - 1,
+        &SENDER_SECRET,
+        meta(PacketKind::Update),
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(err.kind, ErrorKind::MaxSizeTooSmall { .. }), "{err}");
+    let err = PacketWriter::create(dir.path(), 1 << 40, &SENDER_SECRET, meta(PacketKind::Update))
+        .err()
+        .unwrap();
+    assert!(matches!(err.kind, ErrorKind::MaxSizeTooLarge { .. }), "{err}");
+    let mut huge = meta(PacketKind::Update);
+    huge.comment = "x".repeat(60_000);
+    let err = PacketWriter::create(dir.path(), MIN_PART_SIZE, &SENDER_SECRET, huge)
+        .err()
+        .unwrap();
+    assert!(matches!(err.kind, ErrorKind::MetadataTooLarge { .. }), "{err}");
+}
+
+#[test]
+fn writer_refuses_mislabelled_chunks_and_stray_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer =
+        PacketWriter::create(dir.path(), MIN_PART_SIZE, &SENDER_SECRET, meta(PacketKind::Update))
+            .unwrap();
+    let err = writer.add_chunk(&[0; 32], b"data").unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::ChunkIdMismatch { .. }), "{err}");
+    let err = writer.add_operation(&file_op(5000, "x", &[])).unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::OperationOutsideEpochRanges { .. }), "{err}");
+}
+
+#[test]
+fn creation_packets_carry_their_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = PacketWriter::create(
+        dir.path(),
+        1 << 20,
+        &SENDER_SECRET,
+        meta(PacketKind::ReplicaCreation),
+    )
+    .unwrap();
+    let parts = writer.finish().unwrap();
+    assert_eq!(parts[0].file_name, "repl_boston_20251121T103000Z_lambik.zip");
+    let packet = verify_packet(&parts[0].path, &[public_key(&SENDER_SECRET)]).unwrap();
+    assert_eq!(packet.creation().unwrap().new_replica.name, "lambik");
+}
+
+#[test]
+fn unknown_key_and_existing_files_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer =
+        PacketWriter::create(dir.path(), MIN_PART_SIZE, &SENDER_SECRET, meta(PacketKind::Update))
+            .unwrap();
+    let parts = writer.finish().unwrap();
+    assert_eq!(parts[0].file_name, "sync_boston_20251121T103000Z_42.zip");
+    let err = verify_packet(&parts[0].path, &[public_key(&OTHER_SECRET)]).unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::UnknownKey { .. }), "{err}");
+    let writer =
+        PacketWriter::create(dir.path(), MIN_PART_SIZE, &SENDER_SECRET, meta(PacketKind::Update))
+            .unwrap();
+    let err = writer.finish().unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::AlreadyExists(_)), "{err}");
+    // Nothing but the one packet is left behind (temporary parts are gone).
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
