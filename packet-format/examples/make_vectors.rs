@@ -1,0 +1,199 @@
+//! Regenerates the committed test vectors in `tests/vectors/`:
+//!
+//! ```text
+//! cargo run -p packet-format --example make_vectors
+//! ```
+//!
+//! Keys, ids, times and data are fixed, so the output is byte-identical on
+//! every run (given the same zip and zstd crate versions). Tests only read
+//! the committed files; a change in these bytes is a format change.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use packet_format::testing::{encode_header_raw, sign_header, write_raw_zip};
+use packet_format::{
+    verify_packet, Encoding, FormatVersion, Header, PacketKind, PacketWriter, ENTRY_CHUNKS,
+    ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_SIGNATURE, MIN_PART_SIZE,
+};
+use sha2::{Digest, Sha256};
+
+fn main() {
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    std::fs::create_dir_all(&out).unwrap();
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "zip") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+
+    // Valid packets.
+    let update = write_packet(&out, "update", PacketKind::Update, 1 << 20, &SENDER_SECRET, small_files());
+    write_packet(&out, "creation", PacketKind::ReplicaCreation, 1 << 20, &SENDER_SECRET, small_files());
+    let multi = write_packet(&out, "multipart", PacketKind::Update, MIN_PART_SIZE, &SENDER_SECRET, spanning_files());
+    assert!(multi.len() >= 3, "multipart vector should have several parts");
+    write_packet(&out, "unknown_key", PacketKind::Update, 1 << 20, &OTHER_SECRET, small_files());
+
+    let valid = &update[0];
+    let entries = read_entries(valid);
+    let header = verify_packet(valid, &[public_key(&SENDER_SECRET)])
+        .unwrap()
+        .header()
+        .clone();
+
+    // Signed by the key the header names? No: by another one.
+    let header_bytes = encode_header_raw(&header);
+    let forged = sign_header(&OTHER_SECRET, &header_bytes);
+    write_with(&out.join("bad_signature.zip"), &entries, &header_bytes, &forged);
+
+    // One byte of chunk data flipped after signing (zip CRC recomputed, so
+    // only the header's SHA-256 pin can catch it).
+    let mut flipped = entries.clone();
+    let chunks = &mut flipped.iter_mut().find(|(n, _)| n == ENTRY_CHUNKS).unwrap().1;
+    let middle = chunks.len() / 2;
+    chunks[middle] ^= 0x40;
+    write_with(&out.join("flipped_chunk.zip"), &flipped, &header_bytes, &sign_header(&SENDER_SECRET, &header_bytes));
+
+    // Truncated in the middle.
+    let bytes = std::fs::read(valid).unwrap();
+    std::fs::write(out.join("truncated.zip"), &bytes[..bytes.len() / 2]).unwrap();
+
+    // Trailing garbage after a valid packet.
+    let mut garbage = bytes.clone();
+    garbage.extend_from_slice(b"trailing garbage appended in transit\n");
+    std::fs::write(out.join("trailing_garbage.zip"), garbage).unwrap();
+
+    // A correctly signed packet from the future.
+    let mut future = header.clone();
+    future.version = FormatVersion { major: 2, minor: 0 };
+    let future_bytes = encode_header_raw(&future);
+    write_with(&out.join("newer_major.zip"), &entries, &future_bytes, &sign_header(&SENDER_SECRET, &future_bytes));
+
+    // Two entries named "chunks": write a placeholder name of the same
+    // length, then patch it in both the local and central headers.
+    let dup_path = out.join("duplicate_entry.zip");
+    let mut dup_entries: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    dup_entries.insert(1, ("chunkx", b"extra"));
+    let sig = sign_header(&SENDER_SECRET, &header_bytes);
+    dup_entries.push((ENTRY_HEADER, &header_bytes));
+    dup_entries.push((ENTRY_SIGNATURE, &sig));
+    write_raw_zip(&dup_path, &dup_entries).unwrap();
+    let mut dup = std::fs::read(&dup_path).unwrap();
+    let mut patched = 0;
+    for at in 0..dup.len() - 6 {
+        if &dup[at..at + 6] == b"chunkx" {
+            dup[at..at + 6].copy_from_slice(b"chunks");
+            patched += 1;
+        }
+    }
+    assert_eq!(patched, 2);
+    std::fs::write(&dup_path, dup).unwrap();
+
+    // Operations entry that decompresses to more than the header declares
+    // (a validly signed zip bomb): real records, then 4 MiB of zeros.
+    let raw_ops = decoded_operations(&header, &entries);
+    let mut bomb_content = raw_ops.clone();
+    bomb_content.extend(std::iter::repeat_n(0u8, 4 << 20));
+    let bomb = zstd::bulk::compress(&bomb_content, 19).unwrap();
+    let mut bomb_header = header.clone();
+    let pin = bomb_header.entries.iter_mut().find(|e| e.name == ENTRY_OPERATIONS).unwrap();
+    pin.encoding = Encoding::Zstd;
+    pin.stored_size = bomb.len() as u64;
+    pin.raw_size = raw_ops.len() as u64;
+    pin.sha256 = Sha256::digest(&bomb).into();
+    let bomb_bytes = encode_header_raw(&bomb_header);
+    let mut bomb_entries = entries.clone();
+    bomb_entries.iter_mut().find(|(n, _)| n == ENTRY_OPERATIONS).unwrap().1 = bomb;
+    write_with(&out.join("oversized_entry.zip"), &bomb_entries, &bomb_bytes, &sign_header(&SENDER_SECRET, &bomb_bytes));
+
+    let mut names: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    for name in names {
+        println!("{}", name.to_string_lossy());
+    }
+}
+
+/// Small files: some compressible, some not.
+fn small_files() -> Vec<Vec<Vec<u8>>> {
+    vec![
+        vec![text(1, 3000)],
+        vec![noise(2, 700), text(3, 900)],
+        vec![noise(4, 64)],
+    ]
+}
+
+/// Enough incompressible data to span three or more 64 KiB parts.
+fn spanning_files() -> Vec<Vec<Vec<u8>>> {
+    vec![vec![noise(10, 100_000), text(11, 20_000)], vec![noise(12, 60_000)]]
+}
+
+fn write_packet(
+    out: &Path,
+    stem: &str,
+    kind: PacketKind,
+    max_size: u64,
+    secret: &[u8; 32],
+    files: Vec<Vec<Vec<u8>>>,
+) -> Vec<PathBuf> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = PacketWriter::create(dir.path(), max_size, secret, meta(kind)).unwrap();
+    for (index, chunks) in files.iter().enumerate() {
+        for chunk in chunks {
+            writer.add_chunk(&chunk_id(chunk), chunk).unwrap();
+        }
+        writer
+            .add_operation(&file_op(index as u64 + 1, &format!("docs/file{index}.txt"), chunks))
+            .unwrap();
+    }
+    let parts = writer.finish().unwrap();
+    parts
+        .iter()
+        .map(|part| {
+            let name = if part.parts > 1 {
+                format!("{stem}_{}of{}.zip", part.part, part.parts)
+            } else {
+                format!("{stem}.zip")
+            };
+            let path = out.join(name);
+            std::fs::copy(&part.path, &path).unwrap();
+            path
+        })
+        .collect()
+}
+
+/// The data entries (all but header and signature) of a packet, in order.
+fn read_entries(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut entries = Vec::new();
+    for index in 0..archive.len() {
+        let mut file = archive.by_index(index).unwrap();
+        let name = file.name().unwrap().to_string();
+        if name == ENTRY_HEADER || name == ENTRY_SIGNATURE {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).unwrap();
+        entries.push((name, bytes));
+    }
+    entries
+}
+
+fn decoded_operations(header: &Header, entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let stored = &entries.iter().find(|(n, _)| n == ENTRY_OPERATIONS).unwrap().1;
+    match header.entry(ENTRY_OPERATIONS).unwrap().encoding {
+        Encoding::Zstd => zstd::decode_all(stored.as_slice()).unwrap(),
+        _ => stored.clone(),
+    }
+}
+
+fn write_with(path: &Path, entries: &[(String, Vec<u8>)], header: &[u8], signature: &[u8; 64]) {
+    let mut all: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    all.push((ENTRY_HEADER, header));
+    all.push((ENTRY_SIGNATURE, signature));
+    write_raw_zip(path, &all).unwrap();
+}
