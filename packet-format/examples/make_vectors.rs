@@ -33,11 +33,42 @@ fn main() {
     }
 
     // Valid packets.
-    let update = write_packet(&out, "update", PacketKind::Update, 1 << 20, &SENDER_SECRET, small_files());
-    write_packet(&out, "creation", PacketKind::ReplicaCreation, 1 << 20, &SENDER_SECRET, small_files());
-    let multi = write_packet(&out, "multipart", PacketKind::Update, MIN_PART_SIZE, &SENDER_SECRET, spanning_files());
-    assert!(multi.len() >= 3, "multipart vector should have several parts");
-    write_packet(&out, "unknown_key", PacketKind::Update, 1 << 20, &OTHER_SECRET, small_files());
+    let update = write_packet(
+        &out,
+        "update",
+        PacketKind::Update,
+        1 << 20,
+        &SENDER_SECRET,
+        small_files(),
+    );
+    write_packet(
+        &out,
+        "creation",
+        PacketKind::ReplicaCreation,
+        1 << 20,
+        &SENDER_SECRET,
+        small_files(),
+    );
+    let multi = write_packet(
+        &out,
+        "multipart",
+        PacketKind::Update,
+        MIN_PART_SIZE,
+        &SENDER_SECRET,
+        spanning_files(),
+    );
+    assert!(
+        multi.len() >= 3,
+        "multipart vector should have several parts"
+    );
+    write_packet(
+        &out,
+        "unknown_key",
+        PacketKind::Update,
+        1 << 20,
+        &OTHER_SECRET,
+        small_files(),
+    );
 
     let valid = &update[0];
     let entries = read_entries(valid);
@@ -49,15 +80,29 @@ fn main() {
     // Signed by the key the header names? No: by another one.
     let header_bytes = encode_header_raw(&header);
     let forged = sign_header(&OTHER_SECRET, &header_bytes);
-    write_with(&out.join("bad_signature.zip"), &entries, &header_bytes, &forged);
+    write_with(
+        &out.join("bad_signature.zip"),
+        &entries,
+        &header_bytes,
+        &forged,
+    );
 
     // One byte of chunk data flipped after signing (zip CRC recomputed, so
     // only the header's SHA-256 pin can catch it).
     let mut flipped = entries.clone();
-    let chunks = &mut flipped.iter_mut().find(|(n, _)| n == ENTRY_CHUNKS).unwrap().1;
+    let chunks = &mut flipped
+        .iter_mut()
+        .find(|(n, _)| n == ENTRY_CHUNKS)
+        .unwrap()
+        .1;
     let middle = chunks.len() / 2;
     chunks[middle] ^= 0x40;
-    write_with(&out.join("flipped_chunk.zip"), &flipped, &header_bytes, &sign_header(&SENDER_SECRET, &header_bytes));
+    write_with(
+        &out.join("flipped_chunk.zip"),
+        &flipped,
+        &header_bytes,
+        &sign_header(&SENDER_SECRET, &header_bytes),
+    );
 
     // Truncated in the middle.
     let bytes = std::fs::read(valid).unwrap();
@@ -72,12 +117,20 @@ fn main() {
     let mut future = header.clone();
     future.version = FormatVersion { major: 2, minor: 0 };
     let future_bytes = encode_header_raw(&future);
-    write_with(&out.join("newer_major.zip"), &entries, &future_bytes, &sign_header(&SENDER_SECRET, &future_bytes));
+    write_with(
+        &out.join("newer_major.zip"),
+        &entries,
+        &future_bytes,
+        &sign_header(&SENDER_SECRET, &future_bytes),
+    );
 
     // Two entries named "chunks": write a placeholder name of the same
     // length, then patch it in both the local and central headers.
     let dup_path = out.join("duplicate_entry.zip");
-    let mut dup_entries: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    let mut dup_entries: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
     dup_entries.insert(1, ("chunkx", b"extra"));
     let sig = sign_header(&SENDER_SECRET, &header_bytes);
     dup_entries.push((ENTRY_HEADER, &header_bytes));
@@ -101,17 +154,33 @@ fn main() {
     bomb_content.extend(std::iter::repeat_n(0u8, 4 << 20));
     let bomb = zstd::bulk::compress(&bomb_content, 19).unwrap();
     let mut bomb_header = header.clone();
-    let pin = bomb_header.entries.iter_mut().find(|e| e.name == ENTRY_OPERATIONS).unwrap();
+    let pin = bomb_header
+        .entries
+        .iter_mut()
+        .find(|e| e.name == ENTRY_OPERATIONS)
+        .unwrap();
     pin.encoding = Encoding::Zstd;
     pin.stored_size = bomb.len() as u64;
     pin.raw_size = raw_ops.len() as u64;
     pin.sha256 = Sha256::digest(&bomb).into();
     let bomb_bytes = encode_header_raw(&bomb_header);
     let mut bomb_entries = entries.clone();
-    bomb_entries.iter_mut().find(|(n, _)| n == ENTRY_OPERATIONS).unwrap().1 = bomb;
-    write_with(&out.join("oversized_entry.zip"), &bomb_entries, &bomb_bytes, &sign_header(&SENDER_SECRET, &bomb_bytes));
+    bomb_entries
+        .iter_mut()
+        .find(|(n, _)| n == ENTRY_OPERATIONS)
+        .unwrap()
+        .1 = bomb;
+    write_with(
+        &out.join("oversized_entry.zip"),
+        &bomb_entries,
+        &bomb_bytes,
+        &sign_header(&SENDER_SECRET, &bomb_bytes),
+    );
 
-    let mut names: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
     for name in names {
         println!("{}", name.to_string_lossy());
@@ -129,7 +198,10 @@ fn small_files() -> Vec<Vec<Vec<u8>>> {
 
 /// Enough incompressible data to span three or more 64 KiB parts.
 fn spanning_files() -> Vec<Vec<Vec<u8>>> {
-    vec![vec![noise(10, 100_000), text(11, 20_000)], vec![noise(12, 60_000)]]
+    vec![
+        vec![noise(10, 100_000), text(11, 20_000)],
+        vec![noise(12, 60_000)],
+    ]
 }
 
 fn write_packet(
@@ -147,7 +219,11 @@ fn write_packet(
             writer.add_chunk(&chunk_id(chunk), chunk).unwrap();
         }
         writer
-            .add_operation(&file_op(index as u64 + 1, &format!("docs/file{index}.txt"), chunks))
+            .add_operation(&file_op(
+                index as u64 + 1,
+                &format!("docs/file{index}.txt"),
+                chunks,
+            ))
             .unwrap();
     }
     let parts = writer.finish().unwrap();
@@ -184,7 +260,11 @@ fn read_entries(path: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 fn decoded_operations(header: &Header, entries: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let stored = &entries.iter().find(|(n, _)| n == ENTRY_OPERATIONS).unwrap().1;
+    let stored = &entries
+        .iter()
+        .find(|(n, _)| n == ENTRY_OPERATIONS)
+        .unwrap()
+        .1;
     match header.entry(ENTRY_OPERATIONS).unwrap().encoding {
         Encoding::Zstd => zstd::decode_all(stored.as_slice()).unwrap(),
         _ => stored.clone(),
@@ -192,7 +272,10 @@ fn decoded_operations(header: &Header, entries: &[(String, Vec<u8>)]) -> Vec<u8>
 }
 
 fn write_with(path: &Path, entries: &[(String, Vec<u8>)], header: &[u8], signature: &[u8; 64]) {
-    let mut all: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    let mut all: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
     all.push((ENTRY_HEADER, header));
     all.push((ENTRY_SIGNATURE, signature));
     write_raw_zip(path, &all).unwrap();

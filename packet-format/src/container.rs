@@ -130,7 +130,9 @@ pub(crate) fn scan(file: &mut File, len: u64) -> Result<Vec<EntryLocation>, Erro
             && u16_at(fixed, 36) == 0 // internal attributes
             && u32_at(fixed, 38) == EXTERNAL_ATTRIBUTES;
         if !canonical {
-            return Err(non_canonical("central directory field differs from the spec"));
+            return Err(non_canonical(
+                "central directory field differs from the spec",
+            ));
         }
         let crc32 = u32_at(fixed, 16);
         let (packed, size) = (u32_at(fixed, 20) as u64, u32_at(fixed, 24) as u64);
@@ -160,7 +162,9 @@ pub(crate) fn scan(file: &mut File, len: u64) -> Result<Vec<EntryLocation>, Erro
         check_local_header(file, local_offset, &name, crc32, size)?;
         expected_offset = data_offset + size;
         if expected_offset > cd_offset {
-            return Err(non_canonical(format!("entry {name:?} overlaps the central directory")));
+            return Err(non_canonical(format!(
+                "entry {name:?} overlaps the central directory"
+            )));
         }
         entries.push(EntryLocation {
             name,

@@ -5,7 +5,9 @@ use sha2::{Digest, Sha256};
 use crate::error::{ErrorKind, Result};
 use crate::header::Header;
 use crate::ops::{ChunkId, Operation};
-use crate::reader::{decode_operation, ChunkPieces, OperationRecord, OperationRecords, VerifiedPacket};
+use crate::reader::{
+    decode_operation, ChunkPieces, OperationRecord, OperationRecords, VerifiedPacket,
+};
 
 /// All parts of one logical packet, each verified, in part order.
 pub struct LogicalPacket {

@@ -85,7 +85,10 @@ fn sanitize(name: &str) -> String {
 /// `YYYYMMDDTHHMMSSZ` for a time in nanoseconds since the Unix epoch.
 pub fn utc_timestamp(created_ns: i64) -> String {
     let (date, (h, m, s)) = utc_parts(created_ns);
-    format!("{:04}{:02}{:02}T{h:02}{m:02}{s:02}Z", date.0, date.1, date.2)
+    format!(
+        "{:04}{:02}{:02}T{h:02}{m:02}{s:02}Z",
+        date.0, date.1, date.2
+    )
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC`, for listings.

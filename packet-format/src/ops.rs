@@ -167,7 +167,10 @@ mod tests {
     fn version_vectors_compare_causally() {
         assert_eq!(vv(&[(1, 1)]).compare(&vv(&[(1, 1)])), Causality::Equal);
         assert_eq!(vv(&[(1, 1)]).compare(&vv(&[(1, 2)])), Causality::Before);
-        assert_eq!(vv(&[(1, 2), (2, 1)]).compare(&vv(&[(1, 2)])), Causality::After);
+        assert_eq!(
+            vv(&[(1, 2), (2, 1)]).compare(&vv(&[(1, 2)])),
+            Causality::After
+        );
         assert_eq!(vv(&[(1, 2)]).compare(&vv(&[(2, 1)])), Causality::Concurrent);
         assert_eq!(vv(&[(1, 2)]).merged(&vv(&[(2, 1)])), vv(&[(1, 2), (2, 1)]));
     }
@@ -185,7 +188,10 @@ mod tests {
                     mode: 0o755,
                     mtime_ns: 5,
                     size: 4,
-                    chunks: vec![ChunkRef { id: [1; 32], len: 4 }],
+                    chunks: vec![ChunkRef {
+                        id: [1; 32],
+                        len: 4,
+                    }],
                 },
             },
         };

@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use crate::container::{self, EntryLocation};
 use crate::error::{Error, ErrorKind, Result};
 use crate::header::{
-    decode_body, decode_prefix, key_fingerprint, CreationPayload, Encoding, EntryInfo, Header,
-    PacketKind, FORMAT_MINOR, SIGNATURE_CONTEXT,
+    decode_body, decode_prefix, is_newer_minor, key_fingerprint, CreationPayload, Encoding,
+    EntryInfo, Header, PacketKind, SIGNATURE_CONTEXT,
 };
 use crate::ops::{ChunkId, Operation};
 use crate::records::{
@@ -166,7 +166,10 @@ fn open_checked(path: &Path, trusted_keys: &[[u8; 32]]) -> Result<Opened> {
     }
     let locations = container::scan(&mut file, size).map_err(fail)?;
     let count = locations.len();
-    for (index, name) in [(count.wrapping_sub(2), ENTRY_HEADER), (count - 1, ENTRY_SIGNATURE)] {
+    for (index, name) in [
+        (count.wrapping_sub(2), ENTRY_HEADER),
+        (count - 1, ENTRY_SIGNATURE),
+    ] {
         if locations.get(index).map(|l| l.name.as_str()) != Some(name) {
             return Err(fail(if locations.iter().any(|l| l.name == name) {
                 ErrorKind::NonCanonicalZip("header and signature must be the last entries".into())
@@ -274,7 +277,7 @@ fn check_entry_set(header: &Header, locations: &[EntryLocation]) -> Result<(), E
                 }
             });
         }
-        if !is_known_entry(&entry.name) && header.version.minor <= FORMAT_MINOR {
+        if !is_known_entry(&entry.name) && !is_newer_minor(header.version) {
             return Err(ErrorKind::UnexpectedEntry {
                 name: entry.name.clone(),
             });
@@ -360,8 +363,8 @@ fn finish_verification(opened: Opened, header: Header) -> Result<VerifiedPacket>
     }
     if packet.header.entry(ENTRY_CREATION).is_some() {
         let bytes = packet.read_whole_entry(ENTRY_CREATION, Mode::Verify)?;
-        let (payload, rest) = postcard::take_from_bytes::<CreationPayload>(&bytes)
-            .map_err(|err| {
+        let (payload, rest) =
+            postcard::take_from_bytes::<CreationPayload>(&bytes).map_err(|err| {
                 ErrorKind::MalformedRecord {
                     name: ENTRY_CREATION.into(),
                     detail: err.to_string(),
@@ -389,7 +392,9 @@ fn finish_verification(opened: Opened, header: Header) -> Result<VerifiedPacket>
         let location = packet.location(&name).clone();
         let entry = packet.header.entry(&name).expect("pinned").clone();
         let mut stream = EntryStream::open(&packet.path, &location)?;
-        stream.finish(&entry, &location, Mode::Verify).map_err(|k| k.at(&packet.path))?;
+        stream
+            .finish(&entry, &location, Mode::Verify)
+            .map_err(|k| k.at(&packet.path))?;
     }
     Ok(packet)
 }
@@ -492,7 +497,9 @@ impl VerifiedPacket {
     fn read_whole_entry(&self, name: &str, mode: Mode) -> Result<Vec<u8>> {
         let mut reader = self.record_reader(name, mode)?;
         let mut bytes = vec![0u8; reader.raw_left as usize];
-        reader.read_exact_raw(&mut bytes).map_err(|k| reader.fail(k))?;
+        reader
+            .read_exact_raw(&mut bytes)
+            .map_err(|k| reader.fail(k))?;
         match reader.at_end() {
             Ok(true) => Ok(bytes),
             Ok(false) => unreachable!("all bytes were read"),
@@ -531,7 +538,10 @@ impl EntryStream {
             .map_err(|err| ErrorKind::io(format!("reading entry {:?}", entry.name), err))?;
         let _ = drained;
         if self.inner.limit() != 0 {
-            return Err(ErrorKind::Truncated(format!("entry {:?} is cut short", entry.name)));
+            return Err(ErrorKind::Truncated(format!(
+                "entry {:?} is cut short",
+                entry.name
+            )));
         }
         let sha: [u8; 32] = std::mem::take(&mut self.sha).finalize().into();
         if sha != entry.sha256 {
@@ -752,12 +762,13 @@ impl ChunkPieces {
         let mut stored = vec![0u8; record.stored_len as usize];
         reader.read_exact_raw(&mut stored)?;
         let data = if record.codec == CODEC_ZSTD {
-            let data = zstd::bulk::decompress(&stored, record.piece_len as usize).map_err(|err| {
-                ErrorKind::Decompression {
-                    name: reader.entry.name.clone(),
-                    detail: format!("chunk {}: {err}", hex::encode(record.id)),
-                }
-            })?;
+            let data =
+                zstd::bulk::decompress(&stored, record.piece_len as usize).map_err(|err| {
+                    ErrorKind::Decompression {
+                        name: reader.entry.name.clone(),
+                        detail: format!("chunk {}: {err}", hex::encode(record.id)),
+                    }
+                })?;
             if data.len() != record.piece_len as usize {
                 return Err(reader.malformed("piece decompresses to the wrong length"));
             }

@@ -372,7 +372,9 @@ impl PacketWriter {
         }
         let parts = self.pending.len() as u32;
         let names: Vec<String> = (1..=parts)
-            .map(|part| naming::packet_file_name_for(&self.template, part, parts, self.creation_name()))
+            .map(|part| {
+                naming::packet_file_name_for(&self.template, part, parts, self.creation_name())
+            })
             .collect();
         for name in &names {
             if self.out_dir.join(name).exists() {
@@ -525,10 +527,12 @@ impl PacketWriter {
         }];
 
         // Operations: compress the spool; keep whichever is smaller.
-        let mut raw_ops = part
-            .ops_spool
-            .into_inner()
-            .map_err(|err| at(ErrorKind::io("flushing the operation spool", err.into_error())))?;
+        let mut raw_ops = part.ops_spool.into_inner().map_err(|err| {
+            at(ErrorKind::io(
+                "flushing the operation spool",
+                err.into_error(),
+            ))
+        })?;
         raw_ops
             .seek(SeekFrom::Start(0))
             .map_err(|err| at(ErrorKind::io("rewinding the operation spool", err)))?;
@@ -655,7 +659,8 @@ fn append_header_and_signature(
             .map_err(|err| ErrorKind::io("truncating a part", err))?;
     }
     let zip_err = |err: zip::result::ZipError| ErrorKind::Zip(err.to_string());
-    zip.start_file(ENTRY_HEADER, file_options()).map_err(zip_err)?;
+    zip.start_file(ENTRY_HEADER, file_options())
+        .map_err(zip_err)?;
     zip.write_all(header)
         .map_err(|err| ErrorKind::io("writing the header", err))?;
     zip.start_file(ENTRY_SIGNATURE, file_options())

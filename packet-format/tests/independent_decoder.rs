@@ -28,7 +28,11 @@ fn zip_entries(file: &[u8]) -> Vec<(String, &[u8])> {
         entries.push((name, &file[data_start..data_start + size]));
         at = data_start + size;
     }
-    assert_eq!(u32le(file, at), 0x0201_4b50, "central directory follows the entries");
+    assert_eq!(
+        u32le(file, at),
+        0x0201_4b50,
+        "central directory follows the entries"
+    );
     // End record: last 22 bytes, no comment, no trailing bytes.
     let end = file.len() - 22;
     assert_eq!(u32le(file, end), 0x0605_4b50);
@@ -107,7 +111,10 @@ fn update_vector_decodes_without_the_library() {
     verifying.verify_strict(&message, &signature).unwrap();
 
     // Body, field by field in SPEC order.
-    let mut c = Cursor { bytes: header, at: 44 };
+    let mut c = Cursor {
+        bytes: header,
+        at: 44,
+    };
     assert_eq!(c.varint(), 1, "kind Update");
     assert_eq!(c.raw(16), [0xf0; 16], "family id");
     assert_eq!(c.string(), "docs");
@@ -169,7 +176,11 @@ fn update_vector_decodes_without_the_library() {
         let codec = chunks[at + 44];
         let stored_len = u32le(chunks, at + 45) as usize;
         let stored = &chunks[at + 49..at + 49 + stored_len];
-        assert_eq!((offset, piece_len), (0, chunk_len), "small chunks are whole");
+        assert_eq!(
+            (offset, piece_len),
+            (0, chunk_len),
+            "small chunks are whole"
+        );
         let data = match codec {
             0 => stored.to_vec(),
             1 => zstd::decode_all(stored).unwrap(),

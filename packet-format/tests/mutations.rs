@@ -37,7 +37,11 @@ fn mutate_positions(original: &[u8], positions: impl Iterator<Item = usize>) {
 #[test]
 fn every_byte_flip_of_a_small_packet_is_rejected() {
     let original = std::fs::read("tests/vectors/update.zip").unwrap();
-    verify_packet(Path::new("tests/vectors/update.zip"), &[public_key(&SENDER_SECRET)]).unwrap();
+    verify_packet(
+        Path::new("tests/vectors/update.zip"),
+        &[public_key(&SENDER_SECRET)],
+    )
+    .unwrap();
     mutate_positions(&original, 0..original.len());
 }
 
@@ -48,7 +52,13 @@ fn every_truncation_and_some_extensions_are_rejected() {
     for len in 0..original.len() {
         assert_rejected(dir.path(), &original[..len], &format!("truncated to {len}"));
     }
-    for extra in [&b"\0"[..], b"PK", b"PK\x05\x06", &[0u8; 22], &original[original.len() - 22..]] {
+    for extra in [
+        &b"\0"[..],
+        b"PK",
+        b"PK\x05\x06",
+        &[0u8; 22],
+        &original[original.len() - 22..],
+    ] {
         let mut bytes = original.clone();
         bytes.extend_from_slice(extra);
         assert_rejected(dir.path(), &bytes, &format!("extended by {extra:?}"));

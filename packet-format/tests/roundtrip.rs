@@ -11,9 +11,13 @@ use packet_format::{
 /// it back, checking every part against the cap.
 fn round_trip(max_size: u64, files: &[Vec<Vec<u8>>]) -> usize {
     let dir = tempfile::tempdir().unwrap();
-    let mut writer =
-        PacketWriter::create(dir.path(), max_size, &SENDER_SECRET, meta(PacketKind::Update))
-            .unwrap();
+    let mut writer = PacketWriter::create(
+        dir.path(),
+        max_size,
+        &SENDER_SECRET,
+        meta(PacketKind::Update),
+    )
+    .unwrap();
     let mut expected_ops = Vec::new();
     let mut expected_chunks = Vec::new();
     for (index, chunks) in files.iter().enumerate() {
@@ -29,7 +33,12 @@ fn round_trip(max_size: u64, files: &[Vec<Vec<u8>>]) -> usize {
     let trusted = [public_key(&SENDER_SECRET)];
     let mut verified = Vec::new();
     for part in &parts {
-        assert!(part.size <= max_size, "part {} is {} > {max_size}", part.part, part.size);
+        assert!(
+            part.size <= max_size,
+            "part {} is {} > {max_size}",
+            part.part,
+            part.size
+        );
         assert_eq!(std::fs::metadata(&part.path).unwrap().len(), part.size);
         verified.push(verify_packet(&part.path, &trusted).unwrap());
     }
@@ -66,9 +75,13 @@ fn big_chunks_span_parts_at_the_minimum_size() {
 fn huge_operation_spans_parts() {
     // 5000 chunk references encode to ~190 KiB: more than a 64 KiB part.
     let dir = tempfile::tempdir().unwrap();
-    let mut writer =
-        PacketWriter::create(dir.path(), MIN_PART_SIZE, &SENDER_SECRET, meta(PacketKind::Update))
-            .unwrap();
+    let mut writer = PacketWriter::create(
+        dir.path(),
+        MIN_PART_SIZE,
+        &SENDER_SECRET,
+        meta(PacketKind::Update),
+    )
+    .unwrap();
     let chunks: Vec<Vec<u8>> = (0..5000).map(|i| noise(i, 8)).collect();
     let op = file_op(1, "big", &chunks);
     writer.add_operation(&op).unwrap();
@@ -123,29 +136,53 @@ fn sizes_outside_the_limits_are_typed_errors() {
     )
     .err()
     .unwrap();
-    assert!(matches!(err.kind, ErrorKind::MaxSizeTooSmall { .. }), "{err}");
-    let err = PacketWriter::create(dir.path(), 1 << 40, &SENDER_SECRET, meta(PacketKind::Update))
-        .err()
-        .unwrap();
-    assert!(matches!(err.kind, ErrorKind::MaxSizeTooLarge { .. }), "{err}");
+    assert!(
+        matches!(err.kind, ErrorKind::MaxSizeTooSmall { .. }),
+        "{err}"
+    );
+    let err = PacketWriter::create(
+        dir.path(),
+        1 << 40,
+        &SENDER_SECRET,
+        meta(PacketKind::Update),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(err.kind, ErrorKind::MaxSizeTooLarge { .. }),
+        "{err}"
+    );
     let mut huge = meta(PacketKind::Update);
     huge.comment = "x".repeat(60_000);
     let err = PacketWriter::create(dir.path(), MIN_PART_SIZE, &SENDER_SECRET, huge)
         .err()
         .unwrap();
-    assert!(matches!(err.kind, ErrorKind::MetadataTooLarge { .. }), "{err}");
+    assert!(
+        matches!(err.kind, ErrorKind::MetadataTooLarge { .. }),
+        "{err}"
+    );
 }
 
 #[test]
 fn writer_refuses_mislabelled_chunks_and_stray_operations() {
     let dir = tempfile::tempdir().unwrap();
-    let mut writer =
-        PacketWriter::create(dir.path(), MIN_PART_SIZE, &SENDER_SECRET, meta(PacketKind::Update))
-            .unwrap();
+    let mut writer = PacketWriter::create(
+        dir.path(),
+        MIN_PART_SIZE,
+        &SENDER_SECRET,
+        meta(PacketKind::Update),
+    )
+    .unwrap();
     let err = writer.add_chunk(&[0; 32], b"data").unwrap_err();
-    assert!(matches!(err.kind, ErrorKind::ChunkIdMismatch { .. }), "{err}");
+    assert!(
+        matches!(err.kind, ErrorKind::ChunkIdMismatch { .. }),
+        "{err}"
+    );
     let err = writer.add_operation(&file_op(5000, "x", &[])).unwrap_err();
-    assert!(matches!(err.kind, ErrorKind::OperationOutsideEpochRanges { .. }), "{err}");
+    assert!(
+        matches!(err.kind, ErrorKind::OperationOutsideEpochRanges { .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -159,7 +196,10 @@ fn creation_packets_carry_their_payload() {
     )
     .unwrap();
     let parts = writer.finish().unwrap();
-    assert_eq!(parts[0].file_name, "repl_boston_20251121T103000Z_lambik.zip");
+    assert_eq!(
+        parts[0].file_name,
+        "repl_boston_20251121T103000Z_lambik.zip"
+    );
     let packet = verify_packet(&parts[0].path, &[public_key(&SENDER_SECRET)]).unwrap();
     assert_eq!(packet.creation().unwrap().new_replica.name, "lambik");
 }
@@ -167,16 +207,24 @@ fn creation_packets_carry_their_payload() {
 #[test]
 fn unknown_key_and_existing_files_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let writer =
-        PacketWriter::create(dir.path(), MIN_PART_SIZE, &SENDER_SECRET, meta(PacketKind::Update))
-            .unwrap();
+    let writer = PacketWriter::create(
+        dir.path(),
+        MIN_PART_SIZE,
+        &SENDER_SECRET,
+        meta(PacketKind::Update),
+    )
+    .unwrap();
     let parts = writer.finish().unwrap();
     assert_eq!(parts[0].file_name, "sync_boston_20251121T103000Z_42.zip");
     let err = verify_packet(&parts[0].path, &[public_key(&OTHER_SECRET)]).unwrap_err();
     assert!(matches!(err.kind, ErrorKind::UnknownKey { .. }), "{err}");
-    let writer =
-        PacketWriter::create(dir.path(), MIN_PART_SIZE, &SENDER_SECRET, meta(PacketKind::Update))
-            .unwrap();
+    let writer = PacketWriter::create(
+        dir.path(),
+        MIN_PART_SIZE,
+        &SENDER_SECRET,
+        meta(PacketKind::Update),
+    )
+    .unwrap();
     let err = writer.finish().unwrap_err();
     assert!(matches!(err.kind, ErrorKind::AlreadyExists(_)), "{err}");
     // Nothing but the one packet is left behind (temporary parts are gone).

@@ -82,12 +82,18 @@ fn missing_part_is_reported() {
         .map(|k| verify_packet(&vector(&format!("multipart_{k}of3.zip")), &trusted()).unwrap())
         .collect();
     let err = LogicalPacket::assemble(parts).err().unwrap();
-    assert!(matches!(err.kind, ErrorKind::IncompleteLogicalPacket(_)), "{err}");
+    assert!(
+        matches!(err.kind, ErrorKind::IncompleteLogicalPacket(_)),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_signature_vector() {
-    assert!(matches!(failure("bad_signature.zip"), ErrorKind::BadSignature { .. }));
+    assert!(matches!(
+        failure("bad_signature.zip"),
+        ErrorKind::BadSignature { .. }
+    ));
 }
 
 #[test]
@@ -96,7 +102,10 @@ fn unknown_key_vector() {
     let ErrorKind::UnknownKey { fingerprint } = kind else {
         panic!("{kind}")
     };
-    assert_eq!(fingerprint, packet_format::key_fingerprint(&public_key(&OTHER_SECRET)));
+    assert_eq!(
+        fingerprint,
+        packet_format::key_fingerprint(&public_key(&OTHER_SECRET))
+    );
     // Trusting the key makes it verify.
     verify_packet(&vector("unknown_key.zip"), &[public_key(&OTHER_SECRET)]).unwrap();
 }
@@ -128,7 +137,10 @@ fn newer_major_vector() {
 #[test]
 fn duplicate_entry_vector() {
     let kind = failure("duplicate_entry.zip");
-    assert!(matches!(&kind, ErrorKind::DuplicateEntry { name } if name == "chunks"), "{kind}");
+    assert!(
+        matches!(&kind, ErrorKind::DuplicateEntry { name } if name == "chunks"),
+        "{kind}"
+    );
 }
 
 #[test]
@@ -143,7 +155,10 @@ fn oversized_entry_vector() {
 #[test]
 fn trailing_garbage_vector() {
     let kind = failure("trailing_garbage.zip");
-    assert!(matches!(kind, ErrorKind::TrailingGarbage { bytes: 37 }), "{kind}");
+    assert!(
+        matches!(kind, ErrorKind::TrailingGarbage { bytes: 37 }),
+        "{kind}"
+    );
 }
 
 #[test]
@@ -158,7 +173,10 @@ fn listing_of_damaged_and_untrusted_packets() {
     let exam = examine_packet(&vector("flipped_chunk.zip"), &trusted());
     assert_eq!(exam.signature, Some(SignatureStatus::Verified));
     let text = render_listing(&exam, false);
-    assert!(text.contains("Packet is damaged: SHA-256 of entry \"chunks\" does not match"), "{text}");
+    assert!(
+        text.contains("Packet is damaged: SHA-256 of entry \"chunks\" does not match"),
+        "{text}"
+    );
 
     let exam = examine_packet(&vector("bad_signature.zip"), &trusted());
     assert!(matches!(exam.signature, Some(SignatureStatus::Bad { .. })));

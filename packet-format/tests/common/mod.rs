@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 
 use packet_format::ops::{Change, ChunkRef, Id, Operation, PathState, VersionVector};
-use packet_format::{
-    CreationPayload, EpochRange, Member, Named, PacketKind, PacketMeta, Target,
-};
+use packet_format::{CreationPayload, EpochRange, Member, Named, PacketKind, PacketMeta, Target};
 use sha2::{Digest, Sha256};
 
 pub const SENDER_SECRET: [u8; 32] = [0x11; 32];
@@ -59,7 +57,13 @@ pub fn meta(kind: PacketKind) -> PacketMeta {
         packet_id: Id([0xc3; 16]),
         created_ns: CREATED_NS,
         comment: "nightly sync".into(),
-        epoch_ranges: BTreeMap::from([(sender_id(), EpochRange { first: 1, last: 1000 })]),
+        epoch_ranges: BTreeMap::from([(
+            sender_id(),
+            EpochRange {
+                first: 1,
+                last: 1000,
+            },
+        )]),
         epoch_row: BTreeMap::from([(sender_id(), 1000), (target_id(), 17)]),
         creation,
     }
