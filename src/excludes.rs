@@ -4,6 +4,7 @@
 //! `exclude` in `.syncreplica/config.toml`, both in gitignore syntax (the
 //! `ignore` crate does the matching). The state folder is always excluded.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
@@ -48,11 +49,15 @@ impl Excludes {
         })
     }
 
-    /// Whether an on-disk path below the root is excluded. Callers walking
-    /// the tree test each directory before descending, so parents need not
-    /// be checked again here.
-    pub fn excludes_disk_path(&self, path: &Path, is_dir: bool) -> bool {
-        is_state_dir(&self.root, path) || self.matcher.matched(path, is_dir).is_ignore()
+    /// Whether a replica-relative path is excluded by a pattern matching it
+    /// directly. A walk tests each directory before descending, so it need
+    /// not test parents again.
+    pub fn excludes_relative_direct(&self, rel: &[u8], is_dir: bool) -> bool {
+        if self.matcher.is_empty() {
+            return false;
+        }
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(rel));
+        self.matcher.matched(path, is_dir).is_ignore()
     }
 
     /// Whether a replica-relative path, or any of its parents, is excluded.
@@ -65,8 +70,4 @@ impl Excludes {
             .matched_path_or_any_parents(&disk, is_dir)
             .is_ignore()
     }
-}
-
-fn is_state_dir(root: &Path, path: &Path) -> bool {
-    path.parent() == Some(root) && path.file_name() == Some(relpath::STATE_DIR.as_ref())
 }

@@ -91,8 +91,11 @@ impl Replica {
 
     /// Compares the tree with the recorded state, changing nothing.
     pub fn scan(&self, hooks: &mut ScanHooks) -> Result<ScanOutcome> {
-        let recorded = self.state.load_entries()?;
-        scan::scan(&self.root, &self.excludes()?, &recorded, hooks)
+        let excludes = self.excludes()?;
+        let state_dir = self.state_dir();
+        // A second connection, so the entries load while the tree is walked.
+        let load = move || State::open(&state_dir)?.load_entries();
+        scan::scan(&self.root, &excludes, load, hooks)
     }
 
     /// Records a scan's changes as operations of this replica, numbered from
@@ -217,16 +220,17 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
 
     let config = Config::default();
     let excludes = Excludes::load(&root, &config.exclude, &config::config_path(&final_dir))?;
+    let nothing_recorded = || Ok(Default::default());
     let outcome = scan::scan(
         &root,
         &excludes,
-        &Default::default(),
+        nothing_recorded,
         &mut ScanHooks::default(),
     )?;
     if let Some(nested) = outcome
         .warnings
         .iter()
-        .find(|w| w.message.starts_with("a nested replica"))
+        .find(|w| w.message == scan::NESTED_REPLICA_WARNING)
     {
         return Err(Error::ContainsReplica {
             path: root.clone(),

@@ -12,7 +12,7 @@
 //! does. A file that changes while it is read (stat before and after
 //! differ) is retried, then reported, and never recorded half-written.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -175,12 +175,15 @@ pub struct ScanOutcome {
     pub bytes_read: u64,
 }
 
+/// A callback given the on-disk path of a file.
+pub type PathHook<'a> = Box<dyn FnMut(&Path) + 'a>;
+
 /// Test hooks, to make races deterministic.
 #[derive(Default)]
 pub struct ScanHooks<'a> {
     /// Called after a file's content was read and before its stat is
     /// checked again.
-    pub after_read: Option<Box<dyn FnMut(&Path) + 'a>>,
+    pub after_read: Option<PathHook<'a>>,
 }
 
 pub fn now_ns() -> i64 {
@@ -213,187 +216,136 @@ pub fn needs_read(recorded: &RecordedEntry, current: &StatKey) -> bool {
     stat.mtime_ns.max(stat.ctime_ns) >= scanned_ns - RACY_WINDOW_NS
 }
 
-pub fn scan(
+/// One path found by the walk, before it is compared.
+struct Walked {
+    rel: Vec<u8>,
+    kind: WalkedKind,
+    stat: StatKey,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WalkedKind {
+    File,
+    Directory,
+    Symlink,
+}
+
+/// Scans the tree under `root`. `load_recorded` fetches the recorded state;
+/// it runs on a second thread while this one walks the tree, because both
+/// take about as long and neither needs the other until the comparison.
+pub fn scan<F>(
     root: &Path,
     excludes: &Excludes,
-    recorded: &HashMap<Vec<u8>, RecordedEntry>,
+    load_recorded: F,
     hooks: &mut ScanHooks,
-) -> Result<ScanOutcome> {
+) -> Result<ScanOutcome>
+where
+    F: FnOnce() -> Result<HashMap<Vec<u8>, RecordedEntry>> + Send,
+{
     let mut outcome = ScanOutcome {
         scanned_ns: now_ns(),
         ..ScanOutcome::default()
     };
-    let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(recorded.len());
-    // Directories we could not list: what they hold is unknown, not deleted.
-    let mut unreadable: Vec<Vec<u8>> = Vec::new();
+    let (walked, recorded) = std::thread::scope(|scope| {
+        let loader = scope.spawn(load_recorded);
+        let walked = walk(root, excludes, &mut outcome);
+        let recorded = loader.join().expect("the state loader does not panic");
+        (walked, recorded)
+    });
+    let (walked, unreadable) = walked?;
+    let mut recorded = recorded?;
     let mut updates: Vec<LocalChange> = Vec::new();
 
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by(|a, b| a.file_name().cmp(b.file_name()))
-        .into_iter()
-        .filter_entry(|entry| {
-            entry.depth() == 0
-                || !excludes.excludes_disk_path(entry.path(), entry.file_type().is_dir())
-        });
-    for item in walker {
-        let entry = match item {
-            Ok(entry) => entry,
-            Err(err) => {
-                let Some(path) = err.path().map(Path::to_path_buf) else {
-                    return Err(Error::io(root, std::io::Error::other(err.to_string())));
-                };
-                if path == root {
-                    return Err(Error::io(
-                        root,
-                        err.into_io_error()
-                            .unwrap_or_else(|| std::io::Error::other("cannot read")),
-                    ));
-                }
-                let rel = relpath::relative_bytes(root, &path).unwrap_or_default();
-                outcome.warnings.push(ScanWarning {
-                    path: rel.clone(),
-                    message: format!("cannot read, left as recorded: {err}"),
-                });
-                unreadable.push(rel);
-                continue;
-            }
-        };
-        if entry.depth() == 0 {
-            continue;
-        }
-        let Some(rel) = relpath::relative_bytes(root, entry.path()) else {
-            continue;
-        };
-        if entry.file_name().as_bytes() == relpath::STATE_DIR.as_bytes() {
-            // A nested replica's state folder: never replicated.
-            outcome.warnings.push(ScanWarning {
-                path: rel,
-                message: "a nested replica's state folder, skipped".into(),
-            });
-            continue;
-        }
-        let meta = match entry.metadata() {
-            Ok(meta) => meta,
-            Err(err) => {
-                // Vanished between listing and stat: treat as not seen.
-                if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) {
-                    continue;
-                }
-                outcome.warnings.push(ScanWarning {
-                    path: rel.clone(),
-                    message: format!("cannot stat, left as recorded: {err}"),
-                });
-                seen.insert(rel);
-                continue;
-            }
-        };
-        let file_type = meta.file_type();
-        let old = recorded.get(&rel);
-        let old_state = old.map(|e| &e.state).filter(|s| **s != PathState::Deleted);
-        let new_state;
+    for Walked { rel, kind, stat } in walked {
+        let path = relpath::to_disk_path(root, &rel);
+        // Removing what we see leaves the recorded paths that are gone.
+        let old = recorded.remove(&rel);
+        let old_state = old
+            .as_ref()
+            .map(|e| &e.state)
+            .filter(|s| **s != PathState::Deleted);
         let mut new_stat = None;
-        if file_type.is_dir() {
-            new_state = PathState::Directory {
-                mode: meta.mode() & 0o7777,
-            };
-        } else if file_type.is_symlink() {
-            match std::fs::read_link(entry.path()) {
-                Ok(target) => {
-                    new_state = PathState::Symlink {
-                        target: target.as_os_str().as_bytes().to_vec(),
-                    }
-                }
+        let new_state = if kind == WalkedKind::Directory {
+            PathState::Directory { mode: stat.mode }
+        } else if kind == WalkedKind::Symlink {
+            match std::fs::read_link(&path) {
+                Ok(target) => PathState::Symlink {
+                    target: target.as_os_str().as_bytes().to_vec(),
+                },
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(err) => {
                     outcome.warnings.push(ScanWarning {
-                        path: rel.clone(),
+                        path: rel,
                         message: format!("cannot read link, left as recorded: {err}"),
                     });
-                    seen.insert(rel);
                     continue;
                 }
             }
-        } else if file_type.is_file() {
+        } else {
             outcome.files_seen += 1;
-            let current = stat_key(&meta);
-            if old.is_some_and(|old| !needs_read(old, &current)) {
-                seen.insert(rel);
+            if old.as_ref().is_some_and(|old| !needs_read(old, &stat)) {
                 continue;
             }
-            match read_stable(entry.path(), &mut outcome, hooks) {
+            match read_stable(&path, &mut outcome, hooks) {
                 Ok(ReadResult::Stable { state, stat }) => {
-                    new_state = state;
                     new_stat = Some(stat);
+                    state
                 }
-                Ok(ReadResult::Vanished) => continue,
+                Ok(ReadResult::Vanished) => {
+                    if let Some(old) = old {
+                        recorded.insert(rel, old);
+                    }
+                    continue;
+                }
                 Ok(ReadResult::KeptChanging) => {
                     outcome.warnings.push(ScanWarning {
-                        path: rel.clone(),
+                        path: rel,
                         message: format!(
                             "changed while being read ({READ_ATTEMPTS} attempts); not recorded this time"
                         ),
                     });
-                    seen.insert(rel);
                     continue;
                 }
                 Err(err) => {
                     outcome.warnings.push(ScanWarning {
-                        path: rel.clone(),
+                        path: rel,
                         message: format!("cannot read, left as recorded: {err}"),
                     });
-                    seen.insert(rel);
                     continue;
                 }
             }
-        } else {
-            let what = if file_type.is_fifo() {
-                "fifo"
-            } else if file_type.is_socket() {
-                "socket"
-            } else if file_type.is_block_device() || file_type.is_char_device() {
-                "device"
-            } else {
-                "special file"
-            };
-            outcome.warnings.push(ScanWarning {
-                path: rel,
-                message: format!("is a {what}; skipped"),
-            });
-            continue;
-        }
+        };
 
         if old_state == Some(&new_state) {
             if let Some(stat) = new_stat {
-                outcome.refreshed.push((rel.clone(), stat));
+                outcome.refreshed.push((rel, stat));
             }
         } else {
             updates.push(LocalChange {
-                path: rel.clone(),
+                path: rel,
                 old: old_state.cloned(),
                 new: new_state,
                 stat: new_stat,
             });
         }
-        seen.insert(rel);
     }
 
     let mut deletions = Vec::new();
     for (path, entry) in recorded {
-        if entry.state == PathState::Deleted || seen.contains(path) {
+        if entry.state == PathState::Deleted {
             continue;
         }
-        if unreadable.iter().any(|dir| relpath::is_within(path, dir)) {
+        if unreadable.iter().any(|dir| relpath::is_within(&path, dir)) {
             continue;
         }
         let is_dir = matches!(entry.state, PathState::Directory { .. });
-        if excludes.excludes_relative(path, is_dir) {
-            outcome.newly_excluded.push(path.clone());
+        if excludes.excludes_relative(&path, is_dir) {
+            outcome.newly_excluded.push(path);
             continue;
         }
         deletions.push(LocalChange {
-            path: path.clone(),
-            old: Some(entry.state.clone()),
+            path,
+            old: Some(entry.state),
             new: PathState::Deleted,
             stat: None,
         });
@@ -405,6 +357,124 @@ pub fn scan(
     outcome.changes.extend(updates);
     Ok(outcome)
 }
+
+/// Walks the tree, never following symlinks and never entering excluded
+/// directories. Returns what it found, parents before children, and the
+/// directories it could not read (whose recorded content is then unknown,
+/// not deleted); paths that cannot be stat'ed count as unreadable too.
+///
+/// A hand-written walk rather than `walkdir`: std's `DirEntry::metadata`
+/// stats relative to the open directory (`fstatat`), where walkdir stats
+/// the full path, and that path lookup was a third of an unchanged scan.
+fn walk(
+    root: &Path,
+    excludes: &Excludes,
+    outcome: &mut ScanOutcome,
+) -> Result<(Vec<Walked>, Vec<Vec<u8>>)> {
+    let mut walked = Vec::new();
+    let mut unreadable: Vec<Vec<u8>> = Vec::new();
+    // Directories still to list, as replica-relative paths (root = empty).
+    let mut pending: Vec<Vec<u8>> = vec![Vec::new()];
+    while let Some(dir_rel) = pending.pop() {
+        let dir = relpath::to_disk_path(root, &dir_rel);
+        let listing = std::fs::read_dir(&dir).and_then(|entries| {
+            let mut listed = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                listed.push((entry.file_name(), entry.metadata()));
+            }
+            Ok(listed)
+        });
+        let mut listed = match listing {
+            Ok(listed) => listed,
+            Err(err) if dir_rel.is_empty() => return Err(Error::io(root, err)),
+            Err(err) => {
+                outcome.warnings.push(ScanWarning {
+                    path: dir_rel.clone(),
+                    message: format!("cannot read directory, left as recorded: {err}"),
+                });
+                unreadable.push(dir_rel);
+                continue;
+            }
+        };
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut subdirs = Vec::new();
+        for (name, meta) in listed {
+            let name = name.as_bytes();
+            let mut rel = Vec::with_capacity(dir_rel.len() + 1 + name.len());
+            if !dir_rel.is_empty() {
+                rel.extend_from_slice(&dir_rel);
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(name);
+            if name == relpath::STATE_DIR.as_bytes() {
+                if !dir_rel.is_empty() {
+                    // A nested replica's state folder: never replicated.
+                    outcome.warnings.push(ScanWarning {
+                        path: rel,
+                        message: NESTED_REPLICA_WARNING.into(),
+                    });
+                }
+                continue;
+            }
+            let meta = match meta {
+                Ok(meta) => meta,
+                // Vanished between listing and stat: simply not there.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => {
+                    outcome.warnings.push(ScanWarning {
+                        path: rel.clone(),
+                        message: format!("cannot stat, left as recorded: {err}"),
+                    });
+                    unreadable.push(rel);
+                    continue;
+                }
+            };
+            let file_type = meta.file_type();
+            if excludes.excludes_relative_direct(&rel, file_type.is_dir()) {
+                continue;
+            }
+            if !(file_type.is_dir() || file_type.is_symlink() || file_type.is_file()) {
+                let what = if file_type.is_fifo() {
+                    "fifo"
+                } else if file_type.is_socket() {
+                    "socket"
+                } else if file_type.is_block_device() || file_type.is_char_device() {
+                    "device"
+                } else {
+                    "special file"
+                };
+                outcome.warnings.push(ScanWarning {
+                    path: rel,
+                    message: format!("is a {what}; skipped"),
+                });
+                continue;
+            }
+            let kind = if file_type.is_dir() {
+                subdirs.push(walked.len());
+                WalkedKind::Directory
+            } else if file_type.is_symlink() {
+                WalkedKind::Symlink
+            } else {
+                WalkedKind::File
+            };
+            walked.push(Walked {
+                rel,
+                kind,
+                stat: stat_key(&meta),
+            });
+        }
+        // Depth first, in name order: push in reverse so the first pops first.
+        for &index in subdirs.iter().rev() {
+            pending.push(walked[index].rel.clone());
+        }
+    }
+    Ok((walked, unreadable))
+}
+
+/// The warning for a `.syncreplica` folder below the root; `mkreplica`
+/// refuses to create a replica around another one because of it.
+pub const NESTED_REPLICA_WARNING: &str = "a nested replica's state folder, skipped";
 
 enum ReadResult {
     Stable { state: PathState, stat: StatKey },

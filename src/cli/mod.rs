@@ -197,6 +197,47 @@ pub fn confirm(question: &str) -> std::io::Result<bool> {
     Ok(answer == "y" || answer == "yes")
 }
 
+/// Prints scan warnings as `COMMAND: warning: PATH: WHAT`.
+pub fn print_warnings(name: &str, warnings: &[crate::scan::ScanWarning]) {
+    for warning in warnings {
+        eprintln!("{name}: warning: {warning}");
+    }
+}
+
+/// Tells the user when a lock left by a dead process was taken over.
+pub fn print_lock_takeover(name: &str, lock: &crate::lock::ReplicaLock) {
+    if let Some(pid) = lock.took_over_from {
+        eprintln!(
+            "{name}: note: took over the lock {} left by process {pid}, which is no longer running",
+            lock.path().display()
+        );
+    }
+}
+
+/// Names of the commands whose page in `man_dir` is missing or differs from
+/// what their clap definition renders now.
+pub fn stale_man_pages(man_dir: &std::path::Path) -> Vec<String> {
+    all_commands()
+        .into_iter()
+        .filter_map(|command| {
+            let name = command.get_name().to_string();
+            let expected = render_man_page(command);
+            let committed = std::fs::read(man_dir.join(format!("{name}.1"))).ok();
+            (committed.as_deref() != Some(&expected[..])).then_some(name)
+        })
+        .collect()
+}
+
+/// Writes every command's man page into `man_dir`.
+pub fn write_man_pages(man_dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(man_dir)?;
+    for command in all_commands() {
+        let path = man_dir.join(format!("{}.1", command.get_name()));
+        std::fs::write(path, render_man_page(command))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,45 +280,4 @@ mod tests {
             assert!(parse_size(bad).is_err(), "{bad:?} should be rejected");
         }
     }
-}
-
-/// Prints scan warnings as `COMMAND: warning: PATH: WHAT`.
-pub fn print_warnings(name: &str, warnings: &[crate::scan::ScanWarning]) {
-    for warning in warnings {
-        eprintln!("{name}: warning: {warning}");
-    }
-}
-
-/// Tells the user when a lock left by a dead process was taken over.
-pub fn print_lock_takeover(name: &str, lock: &crate::lock::ReplicaLock) {
-    if let Some(pid) = lock.took_over_from {
-        eprintln!(
-            "{name}: note: took over the lock {} left by process {pid}, which is no longer running",
-            lock.path().display()
-        );
-    }
-}
-
-/// Names of the commands whose page in `man_dir` is missing or differs from
-/// what their clap definition renders now.
-pub fn stale_man_pages(man_dir: &std::path::Path) -> Vec<String> {
-    all_commands()
-        .into_iter()
-        .filter_map(|command| {
-            let name = command.get_name().to_string();
-            let expected = render_man_page(command);
-            let committed = std::fs::read(man_dir.join(format!("{name}.1"))).ok();
-            (committed.as_deref() != Some(&expected[..])).then_some(name)
-        })
-        .collect()
-}
-
-/// Writes every command's man page into `man_dir`.
-pub fn write_man_pages(man_dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(man_dir)?;
-    for command in all_commands() {
-        let path = man_dir.join(format!("{}.1", command.get_name()));
-        std::fs::write(path, render_man_page(command))?;
-    }
-    Ok(())
 }

@@ -332,7 +332,7 @@ fn excludes_from_ignore_file_and_config_stay_local() {
         .state
         .load_entries()
         .unwrap()
-        .contains_key(&b"etc/hosts".to_vec()));
+        .contains_key(b"etc/hosts".as_slice()));
 }
 
 #[test]
@@ -520,7 +520,7 @@ fn a_stale_lock_of_a_dead_process_is_taken_over() {
     write(dir.path(), "b", "b");
     let out = run(dir.path(), "syncreplica", ["-record"]).ok();
     assert!(
-        out.stderr.contains(&format!("took over the lock"))
+        out.stderr.contains("took over the lock")
             && out.stderr.contains(&format!("left by process {dead_pid}")),
         "{}",
         out.stderr
