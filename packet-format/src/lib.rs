@@ -14,6 +14,41 @@
 //! [`VerifiedPacket::operation_records`] / [`VerifiedPacket::chunk_pieces`],
 //! or [`LogicalPacket`] to reassemble all parts. Listing: [`examine_packet`]
 //! and [`render_listing`].
+//!
+//! ```no_run
+//! # fn main() -> Result<(), packet_format::Error> {
+//! use packet_format::{verify_packet, LogicalPacket, PacketMeta, PacketWriter};
+//! # let (meta, secret, public): (PacketMeta, [u8; 32], [u8; 32]) = todo!();
+//! # let (ops, chunks): (Vec<packet_format::ops::Operation>, Vec<([u8; 32], Vec<u8>)>) = todo!();
+//! // Export: chunks of a file first, then the operation that uses them.
+//! let mut writer = PacketWriter::create("outgoing".as_ref(), 50 << 20, &secret, meta)?;
+//! for (id, bytes) in &chunks {
+//!     writer.add_chunk(id, bytes)?;
+//! }
+//! for op in &ops {
+//!     writer.add_operation(op)?;
+//! }
+//! let parts = writer.finish()?;
+//!
+//! // Import: verify every part, then stream the contents.
+//! let verified = parts
+//!     .iter()
+//!     .map(|part| verify_packet(&part.path, &[public]))
+//!     .collect::<Result<Vec<_>, _>>()?;
+//! let packet = LogicalPacket::assemble(verified)?;
+//! for chunk in packet.chunks() {
+//!     let (id, bytes) = chunk?;
+//!     // store the chunk ...
+//! #   let _ = (id, bytes);
+//! }
+//! for op in packet.operations() {
+//!     let op = op?;
+//!     // apply the operation (commit only after both iterators ended cleanly) ...
+//! #   let _ = op;
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod container;
 mod error;

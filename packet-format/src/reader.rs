@@ -27,6 +27,9 @@ use crate::{
     MAX_CREATION_LEN, MAX_HEADER_LEN, MAX_PART_SIZE,
 };
 
+/// Largest zstd window a reader allocates: 8 MiB.
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
 /// Outcome of checking a header's signature against the trusted keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SignatureStatus {
@@ -457,15 +460,22 @@ impl VerifiedPacket {
         let content = match entry.encoding {
             Encoding::Plain => Content::Plain(stream),
             _ => {
-                let decoder = zstd::stream::read::Decoder::with_buffer(BufReader::new(stream))
-                    .map_err(|err| {
-                        ErrorKind::Decompression {
-                            name: name.into(),
-                            detail: err.to_string(),
-                        }
-                        .at(&self.path)
-                    })?
+                let zstd_error = |err: std::io::Error| {
+                    ErrorKind::Decompression {
+                        name: name.into(),
+                        detail: err.to_string(),
+                    }
+                    .at(&self.path)
+                };
+                let mut decoder = zstd::stream::read::Decoder::with_buffer(BufReader::new(stream))
+                    .map_err(zstd_error)?
                     .single_frame();
+                // A frame may ask for a window of up to 2 GiB; refuse more
+                // than we write (level 3 uses at most 2 MiB) with margin, to
+                // keep memory bounded whatever the packet says.
+                decoder
+                    .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                    .map_err(zstd_error)?;
                 Content::Zstd(Box::new(decoder))
             }
         };

@@ -230,3 +230,33 @@ fn unknown_key_and_existing_files_are_reported() {
     // Nothing but the one packet is left behind (temporary parts are gone).
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn a_file_replaced_after_verification_is_caught_while_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = PacketWriter::create(
+        dir.path(),
+        1 << 20,
+        &SENDER_SECRET,
+        meta(PacketKind::Update),
+    )
+    .unwrap();
+    let chunk = noise(5, 4000);
+    writer.add_chunk(&chunk_id(&chunk), &chunk).unwrap();
+    let parts = writer.finish().unwrap();
+    let packet = verify_packet(&parts[0].path, &[public_key(&SENDER_SECRET)]).unwrap();
+    // Same size, one byte different, CRC not even fixed: only the re-hash
+    // while reading can notice.
+    let mut bytes = std::fs::read(&parts[0].path).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&parts[0].path, bytes).unwrap();
+    let results: Vec<_> = packet.chunk_pieces().unwrap().collect();
+    let err = results
+        .into_iter()
+        .find_map(Result::err)
+        .expect("change detected");
+    assert!(
+        matches!(err.kind, ErrorKind::ChangedSinceVerification { .. }),
+        "{err}"
+    );
+}
