@@ -112,7 +112,7 @@ fn no_part_ever_exceeds_the_cap() {
                     .map(|c| {
                         seed += 1;
                         let len = 1 + ((seed * 2_654_435_761 + f * 31 + c) % (256 * 1024)) as usize;
-                        if seed % 3 == 0 {
+                        if matches!(seed % 3, 0) {
                             text(seed, len)
                         } else {
                             noise(seed, len)
