@@ -128,11 +128,14 @@ impl Replica {
                 let scanned = change.stat.map(|_| outcome.scanned_ns);
                 state::put_entry(
                     tx,
-                    &change.path,
-                    &change.new,
-                    &version,
-                    change.stat,
-                    scanned,
+                    &state::EntryWrite {
+                        path: &change.path,
+                        state: &change.new,
+                        version: &version,
+                        author: &me,
+                        stat: change.stat,
+                        scanned_ns: scanned,
+                    },
                 )?;
             }
             for (path, stat) in &outcome.refreshed {

@@ -36,7 +36,10 @@ CREATE TABLE entries (
     ctime_ns    INTEGER,
     inode       INTEGER,
     mode        INTEGER,
-    scanned_ns  INTEGER
+    scanned_ns  INTEGER,
+    -- Replica whose operation produced this state (this replica for local
+    -- changes): names conflict copies the same way at every replica.
+    author      BLOB NOT NULL
 );
 CREATE TABLE oplog (
     origin      BLOB NOT NULL,
@@ -81,6 +84,8 @@ pub struct RecordedEntry {
     pub stat: Option<StatKey>,
     /// Wall-clock start of the scan that took `stat`, for the racy check.
     pub scanned_ns: Option<i64>,
+    /// Replica whose operation produced `state`.
+    pub author: Id,
 }
 
 /// A member of the family.
@@ -198,8 +203,8 @@ impl State {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT path, state, version, size, mtime_ns, ctime_ns, inode, mode, scanned_ns
-                 FROM entries",
+                "SELECT path, state, version, size, mtime_ns, ctime_ns, inode, mode, scanned_ns,
+                 author FROM entries",
             )
             .map_err(db)?;
         let mut rows = statement.query([]).map_err(db)?;
@@ -226,6 +231,11 @@ impl State {
                     .map_err(|e| self.corrupt(format!("entry version: {e}")))?,
                 stat,
                 scanned_ns: row.get(8).map_err(db)?,
+                author: Id(row
+                    .get::<_, Vec<u8>>(9)
+                    .map_err(db)?
+                    .try_into()
+                    .map_err(|_| self.corrupt("entry author: bad replica id"))?),
             };
             entries.insert(path, entry);
         }
@@ -381,20 +391,31 @@ pub fn append_operation(tx: &Transaction, op: &Operation) -> rusqlite::Result<()
         .map(drop)
 }
 
-pub fn put_entry(
-    tx: &Transaction,
-    path: &[u8],
-    state: &PathState,
-    version: &VersionVector,
-    stat: Option<StatKey>,
-    scanned_ns: Option<i64>,
-) -> rusqlite::Result<()> {
+/// What `put_entry` writes for one path.
+pub struct EntryWrite<'a> {
+    pub path: &'a [u8],
+    pub state: &'a PathState,
+    pub version: &'a VersionVector,
+    pub author: &'a Id,
+    pub stat: Option<StatKey>,
+    pub scanned_ns: Option<i64>,
+}
+
+pub fn put_entry(tx: &Transaction, entry: &EntryWrite) -> rusqlite::Result<()> {
+    let EntryWrite {
+        path,
+        state,
+        version,
+        author,
+        stat,
+        scanned_ns,
+    } = *entry;
     let state = postcard::to_stdvec(state).expect("state encodes");
     let version = postcard::to_stdvec(version).expect("version encodes");
     tx.prepare_cached(
         "INSERT OR REPLACE INTO entries
-         (path, state, version, size, mtime_ns, ctime_ns, inode, mode, scanned_ns)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         (path, state, version, size, mtime_ns, ctime_ns, inode, mode, scanned_ns, author)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         path,
@@ -406,6 +427,7 @@ pub fn put_entry(
         stat.map(|s| s.inode as i64),
         stat.map(|s| s.mode),
         scanned_ns,
+        author.0.as_slice(),
     ])
     .map(drop)
 }
