@@ -75,6 +75,12 @@ pub enum Error {
 
     #[error("identity file {path} is damaged: {what}")]
     BadIdentity { path: PathBuf, what: String },
+
+    #[error("packet path \"{path}\" refused: {why}")]
+    HostilePath { path: String, why: String },
+
+    #[error("{what}")]
+    ApplyFailed { what: String },
 }
 
 fn holder_detail(command: &Option<String>) -> String {
