@@ -81,6 +81,9 @@ pub enum Error {
 
     #[error("{what}")]
     ApplyFailed { what: String },
+
+    #[error("{message}")]
+    Packet { message: String },
 }
 
 fn holder_detail(command: &Option<String>) -> String {

@@ -63,6 +63,59 @@ pub fn is_within(rel: &[u8], ancestor: &[u8]) -> bool {
     rel.starts_with(ancestor) && (rel.len() == ancestor.len() || rel[ancestor.len()] == b'/')
 }
 
+/// Why a path taken from a packet cannot be used, judged on its bytes
+/// alone: every name in a packet is hostile until proved enclosed.
+pub fn lexical_problem(rel: &[u8]) -> Option<&'static str> {
+    if rel.is_empty() {
+        return Some("it is empty");
+    }
+    if rel.starts_with(b"/") {
+        return Some("it is absolute");
+    }
+    if rel.contains(&0) {
+        return Some("it contains a NUL byte");
+    }
+    for component in rel.split(|&b| b == b'/') {
+        match component {
+            b"" => return Some("it has an empty component"),
+            b"." | b".." => return Some("it has a '.' or '..' component"),
+            // The scan never records a state folder, at any depth.
+            name if name == STATE_DIR.as_bytes() => {
+                return Some("it names a replica state folder (.syncreplica)")
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Proves that `rel`, from a packet, stays inside the replica rooted at
+/// `root`: lexically sound, and every existing ancestor on disk is a real
+/// directory, not a symlink that could lead elsewhere.
+pub fn check_enclosed(root: &Path, rel: &[u8]) -> crate::Result<()> {
+    let refuse = |why: &str| crate::Error::HostilePath {
+        path: display(rel),
+        why: why.to_string(),
+    };
+    if let Some(why) = lexical_problem(rel) {
+        return Err(refuse(why));
+    }
+    let mut ancestor = root.to_path_buf();
+    let components: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
+    for component in &components[..components.len() - 1] {
+        ancestor.push(OsStr::from_bytes(component));
+        match std::fs::symlink_metadata(&ancestor) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(refuse("a parent directory is a symlink"))
+            }
+            Ok(meta) if !meta.is_dir() => return Err(refuse("a parent is not a directory")),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +137,43 @@ mod tests {
         assert_eq!(display(b"caf\xe9/x"), "caf\\xe9/x");
         assert_eq!(display(b"a\nb"), "a\\nb");
         assert_eq!(display("été".as_bytes()), "été");
+    }
+
+    #[test]
+    fn hostile_paths_are_refused_lexically() {
+        for bad in [
+            &b""[..],
+            b"/etc/passwd",
+            b"../x",
+            b"a/../../x",
+            b"a/./b",
+            b"a//b",
+            b"a/",
+            b".syncreplica/state.db",
+            b"sub/.syncreplica/x",
+            b"a\0b",
+        ] {
+            assert!(lexical_problem(bad).is_some(), "{}", display(bad));
+        }
+        for good in [
+            &b"a"[..],
+            b"dir/file.txt",
+            b"caf\xe9",
+            b"..hidden",
+            b"sub/.syncreplicaignore",
+        ] {
+            assert_eq!(lexical_problem(good), None, "{}", display(good));
+        }
+    }
+
+    #[test]
+    fn a_symlinked_parent_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        assert!(check_enclosed(dir.path(), b"link/passwd").is_err());
+        assert!(check_enclosed(dir.path(), b"real/new/file").is_ok());
+        assert!(check_enclosed(dir.path(), b"link").is_ok());
     }
 
     #[test]

@@ -339,6 +339,88 @@ impl State {
             .map_err(|source| self.db_error(source))
     }
 
+    /// Operations of `origin` with epochs in `after+1..=upto`, each with its
+    /// local log position. Log positions order operations as this replica
+    /// recorded or received them, which respects causality: an operation is
+    /// only ever logged after everything it was based on.
+    pub fn operations_between(
+        &self,
+        origin: &Id,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<(i64, Operation)>> {
+        let db = |source| self.db_error(source);
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT rowid, epoch, op FROM oplog
+                 WHERE origin = ?1 AND epoch > ?2 AND epoch <= ?3 ORDER BY epoch",
+            )
+            .map_err(db)?;
+        let rows = statement
+            .query_map(
+                params![origin.0.as_slice(), after as i64, upto as i64],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, Vec<u8>>(2)?,
+                    ))
+                },
+            )
+            .map_err(db)?;
+        let mut ops = Vec::new();
+        let mut expected = after + 1;
+        for row in rows {
+            let (position, epoch, bytes) = row.map_err(db)?;
+            if epoch as u64 != expected {
+                return Err(self.corrupt(format!(
+                    "the operation log of {origin} lacks epoch {expected}"
+                )));
+            }
+            expected += 1;
+            let op =
+                Operation::decode(&bytes).map_err(|e| self.corrupt(format!("oplog entry: {e}")))?;
+            ops.push((position, op));
+        }
+        if expected != upto + 1 {
+            return Err(self.corrupt(format!(
+                "the operation log of {origin} lacks epochs {expected}-{upto}"
+            )));
+        }
+        Ok(ops)
+    }
+
+    /// Every logged operation, in log order, for `visit`.
+    pub fn for_each_operation(&self, mut visit: impl FnMut(Operation)) -> Result<()> {
+        let db = |source| self.db_error(source);
+        let mut statement = self
+            .conn
+            .prepare("SELECT op FROM oplog ORDER BY rowid")
+            .map_err(db)?;
+        let mut rows = statement.query([]).map_err(db)?;
+        while let Some(row) = rows.next().map_err(db)? {
+            let bytes: Vec<u8> = row.get(0).map_err(db)?;
+            visit(
+                Operation::decode(&bytes).map_err(|e| self.corrupt(format!("oplog entry: {e}")))?,
+            );
+        }
+        Ok(())
+    }
+
+    /// The next sequence number of packets from this replica to `peer`.
+    pub fn next_sequence(&self, peer: &Id) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE(MAX(sequence), 0) FROM packets
+                 WHERE direction = 'sent' AND peer = ?1",
+                params![peer.0.as_slice()],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|last| last as u64 + 1)
+            .map_err(|source| self.db_error(source))
+    }
+
     /// The operation `origin` numbered `epoch`, if this replica has it.
     pub fn operation(&self, origin: &Id, epoch: u64) -> Result<Option<Operation>> {
         let bytes: Option<Vec<u8>> = self
@@ -452,6 +534,41 @@ pub fn refresh_stat(
         stat.mode,
         scanned_ns
     ])
+    .map(drop)
+}
+
+/// Logs a packet sent to or received from `peer`.
+pub fn log_packet(
+    tx: &Transaction,
+    direction: &str,
+    peer: &Id,
+    packet_id: &Id,
+    sequence: u64,
+    file_name: &str,
+    at_ns: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO packets (direction, peer, packet_id, sequence, file_name, at_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            direction,
+            peer.0.as_slice(),
+            packet_id.to_hex(),
+            sequence as i64,
+            file_name,
+            at_ns
+        ],
+    )
+    .map(drop)
+}
+
+/// Raises `row`'s entry for `origin` to `epoch`; never lowers it.
+pub fn raise_epoch(tx: &Transaction, row: &Id, origin: &Id, epoch: u64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO epochs (row_replica, origin, epoch) VALUES (?1, ?2, ?3)
+         ON CONFLICT (row_replica, origin) DO UPDATE SET epoch = MAX(epoch, excluded.epoch)",
+        params![row.0.as_slice(), origin.0.as_slice(), epoch as i64],
+    )
     .map(drop)
 }
 

@@ -2,16 +2,25 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// Record and inspect a replica's local changes.
+/// Record, export and inspect a replica's changes.
 ///
 /// syncreplica keeps directory-tree replicas of one family in step between
 /// sites that are poorly connected or not connected at all. Local edits are
 /// found by a scan, which compares the tree with the recorded state and
 /// records each change as an operation in the replica's operation log,
 /// numbered 1, 2, 3... per origin replica (its epochs).
+///
+/// -export scans first, then writes, for each TARGET, the operations that
+/// target lacks according to this replica's epoch table (third replicas'
+/// operations included, so a hub forwards them) into signed packets of at
+/// most -maxsize bytes each, and raises its estimates of the targets. Only
+/// the content each target lacks is shipped: renamed and copied files, and
+/// chunks repeated within the export, travel once or not at all. When a
+/// target lacks nothing it says so and writes nothing.
 #[derive(Debug, Parser)]
 #[command(name = "syncreplica", version, after_help = super::EXIT_STATUS_HELP)]
 #[command(group = clap::ArgGroup::new("mode").required(true))]
+#[command(group = clap::ArgGroup::new("destination").args(["out", "ship", "fship"]))]
 pub struct Args {
     /// List local changes not yet recorded, like `git status`, without
     /// recording them.
@@ -22,8 +31,49 @@ pub struct Args {
     #[arg(long, group = "mode")]
     pub record: bool,
 
+    /// Write the operations each TARGET lacks into packets (see -out).
+    #[arg(long, group = "mode", requires = "destination")]
+    pub export: bool,
+
+    /// With -export: an existing directory that receives the packet files,
+    /// under their standard names (sync_<sender>_<time>_<seq>[_<k>of<n>].zip).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// With -export: put the packets into the storage class's outgoing bay.
+    /// Not available yet: storage bays come with the shipping server.
+    #[arg(long)]
+    pub ship: bool,
+
+    /// With -export: like -ship, then forward at once. Not available yet.
+    #[arg(long)]
+    pub fship: bool,
+
+    /// Storage class for -ship and -fship.
+    #[arg(long, value_name = "CLASS")]
+    pub sclass: Option<String>,
+
+    /// Largest size of one packet file, overhead included, with an optional
+    /// k, m or g suffix (at least 64k). Larger exports are split into parts,
+    /// a large file spanning parts.
+    #[arg(long, value_name = "SIZE", default_value = "2g")]
+    pub maxsize: String,
+
+    /// Comment stored in the packets, shown by lspacket.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub comment: String,
+
+    /// Directory where packets are written before they are moved to -out
+    /// (default: the -out directory; parts appear there complete).
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+
     /// The replica's root. Without it, the current directory and then its
     /// parents are searched for a replica.
     #[arg(long, value_name = "DIR")]
     pub replica: Option<PathBuf>,
+
+    /// With -export: the siblings to export to, by name or replica id.
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
 }

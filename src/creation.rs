@@ -1,0 +1,579 @@
+//! Replica-creation packets: `mkreplica -export` and `mkreplica -import`.
+//!
+//! The exporting replica makes the new member: a replica id and an ed25519
+//! key pair. The member joins the exporter's member list at once and an
+//! `AddMember` operation is recorded, so every sibling learns the new
+//! member's public key with its next updates and accepts its packets from
+//! then on.
+//!
+//! The packet carries the family's members and a snapshot of the tree: for
+//! each path, the logged operation that produced its current state (a path
+//! whose state came from a merge is re-asserted by a fresh local operation
+//! first, so the shipped version vector is exact). The new replica starts
+//! with the exporter's epoch row: it has everything the exporter had.
+//!
+//! The new member's secret key is NOT in the packet, which may pass through
+//! untrusted hands: it is written beside it as `NEWNAME.key` (mode 0600),
+//! to be carried separately or by a trusted route.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use packet_format::{
+    CreationPayload, EpochRange, LogicalPacket, Named, PacketKind, PacketMeta, PacketWriter,
+    Target, WrittenPart,
+};
+
+use crate::config;
+use crate::error::{Error, IoContext, Result};
+use crate::export::{packet_error, LocalChunks};
+use crate::identity::{self, Identity};
+use crate::ops::{Change, ChunkId, Id, Operation, PathState};
+use crate::packets::ChunkSpool;
+use crate::relpath::{self, STATE_DIR};
+use crate::replica::{self, Replica};
+use crate::scan;
+use crate::state::{self, EntryWrite, Member, StatKey, State};
+
+/// What `mkreplica -export` wrote.
+pub struct CreationExport {
+    pub parts: Vec<WrittenPart>,
+    pub key_file: PathBuf,
+    pub fingerprint: String,
+    pub new_replica: Id,
+    pub files: u64,
+    pub chunk_bytes: u64,
+}
+
+/// Writes a replica-creation packet for a new member `new_name` into
+/// `out_dir`. The caller holds the lock and has recorded local changes.
+pub fn export_creation(
+    replica: &mut Replica,
+    new_name: &str,
+    out_dir: &Path,
+    max_size: u64,
+    comment: &str,
+) -> Result<CreationExport> {
+    identity::validate_name(new_name)?;
+    if !out_dir.is_dir() {
+        return Err(Error::NotADirectory {
+            path: out_dir.to_path_buf(),
+        });
+    }
+    if replica.members()?.iter().any(|m| m.name == new_name) {
+        return Err(Error::BadName {
+            name: new_name.to_string(),
+            why: "the family already has a member of that name".into(),
+        });
+    }
+    let key_file = out_dir.join(format!("{new_name}.key"));
+    if key_file.exists() {
+        return Err(Error::BadName {
+            name: new_name.to_string(),
+            why: format!(
+                "{} already exists; remove it or choose another -out",
+                key_file.display()
+            ),
+        });
+    }
+    let me = replica.identity.replica_id;
+    let new_id = identity::random_id();
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).expect("the operating system's random source works");
+    let new_key = ed25519_dalek::SigningKey::from_bytes(&secret);
+    let new_member = Member {
+        replica: new_id,
+        name: new_name.to_string(),
+        public_key: new_key.verifying_key().to_bytes(),
+    };
+
+    // Plan the snapshot: the operation behind each path's current state, or
+    // a fresh local operation re-asserting it.
+    let entries = replica.state.load_entries()?;
+    let mut paths: Vec<&Vec<u8>> = entries.keys().collect();
+    paths.sort();
+    let mut snapshot: Vec<Operation> = Vec::new();
+    let mut reasserted: Vec<(Vec<u8>, Operation)> = Vec::new();
+    let mut next_epoch = replica.state.epoch(&me, &me)?;
+    let now = scan::now_ns();
+    for path in paths {
+        let entry = &entries[path];
+        let author_epoch = entry.version.get(&entry.author);
+        let logged = replica.state.operation(&entry.author, author_epoch)?;
+        let exact = logged.filter(|op| {
+            matches!(&op.change, Change::Path { path: p, version, state }
+                if p == path && *version == entry.version && *state == entry.state)
+        });
+        match exact {
+            Some(op) => snapshot.push(op),
+            None => {
+                next_epoch += 1;
+                let mut version = entry.version.clone();
+                version.set(me, next_epoch);
+                let op = Operation {
+                    origin: me,
+                    epoch: next_epoch,
+                    recorded_ns: now,
+                    change: Change::Path {
+                        path: path.clone(),
+                        version,
+                        state: entry.state.clone(),
+                    },
+                };
+                reasserted.push((path.clone(), op.clone()));
+                snapshot.push(op);
+            }
+        }
+    }
+    next_epoch += 1;
+    let add_member = Operation {
+        origin: me,
+        epoch: next_epoch,
+        recorded_ns: now,
+        change: Change::AddMember {
+            replica: new_id,
+            name: new_name.to_string(),
+            public_key: new_member.public_key,
+        },
+    };
+    snapshot.push(add_member.clone());
+
+    let mut own_row: BTreeMap<Id, u64> = replica
+        .state
+        .epoch_table()?
+        .remove(&me)
+        .map(|row| row.into_iter().collect())
+        .unwrap_or_default();
+    own_row.insert(me, next_epoch);
+    let mut ranges: BTreeMap<Id, EpochRange> = BTreeMap::new();
+    for op in &snapshot {
+        let range = ranges.entry(op.origin).or_insert(EpochRange {
+            first: op.epoch,
+            last: op.epoch,
+        });
+        range.first = range.first.min(op.epoch);
+        range.last = range.last.max(op.epoch);
+    }
+    let mut members: Vec<packet_format::Member> = replica
+        .members()?
+        .into_iter()
+        .map(|m| packet_format::Member {
+            id: m.replica,
+            name: m.name,
+            public_key: m.public_key,
+        })
+        .collect();
+    members.push(packet_format::Member {
+        id: new_id,
+        name: new_name.to_string(),
+        public_key: new_member.public_key,
+    });
+    let meta = PacketMeta {
+        kind: PacketKind::ReplicaCreation,
+        family: Named {
+            id: replica.identity.family_id,
+            name: replica.identity.family_name.clone(),
+        },
+        sender: Named {
+            id: me,
+            name: replica.identity.replica_name.clone(),
+        },
+        targets: vec![Target {
+            id: new_id,
+            name: new_name.to_string(),
+            seq: 1,
+        }],
+        packet_id: identity::random_id(),
+        created_ns: now,
+        comment: comment.to_string(),
+        epoch_ranges: ranges,
+        epoch_row: own_row.clone(),
+        creation: Some(CreationPayload {
+            new_replica: Named {
+                id: new_id,
+                name: new_name.to_string(),
+            },
+            members,
+        }),
+    };
+    let signing_key = replica.signing_key()?;
+    let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)
+        .map_err(packet_error)?;
+    let local = LocalChunks::index(replica)?;
+    let mut sent: HashSet<ChunkId> = HashSet::new();
+    let mut files = 0;
+    let mut chunk_bytes = 0;
+    for op in &snapshot {
+        if let Change::Path {
+            state: PathState::File { chunks, .. },
+            ..
+        } = &op.change
+        {
+            files += 1;
+            for chunk in chunks {
+                if sent.insert(chunk.id) {
+                    let bytes = local.read(&replica.root, &chunk.id)?.ok_or_else(|| Error::ApplyFailed {
+                        what: format!(
+                            "chunk {} of a recorded file is missing from the tree; run syncreplica -status",
+                            hex::encode(chunk.id)
+                        ),
+                    })?;
+                    chunk_bytes += bytes.len() as u64;
+                    writer.add_chunk(&chunk.id, &bytes).map_err(packet_error)?;
+                }
+            }
+        }
+        writer.add_operation(op).map_err(packet_error)?;
+    }
+    let parts = writer.finish().map_err(packet_error)?;
+
+    let committed = write_key_file(&key_file, &new_id, &secret).and_then(|()| {
+        replica.state.transaction(|tx| {
+            for (path, op) in &reasserted {
+                state::append_operation(tx, op)?;
+                if let Change::Path {
+                    version, state: s, ..
+                } = &op.change
+                {
+                    let old = &entries[path];
+                    state::put_entry(
+                        tx,
+                        &EntryWrite {
+                            path,
+                            state: s,
+                            version,
+                            author: &me,
+                            stat: old.stat,
+                            scanned_ns: old.scanned_ns,
+                        },
+                    )?;
+                }
+            }
+            state::append_operation(tx, &add_member)?;
+            state::insert_member(tx, &new_member, now)?;
+            state::set_epoch(tx, &me, &me, next_epoch)?;
+            for (origin, epoch) in &own_row {
+                state::raise_epoch(tx, &new_id, origin, *epoch)?;
+            }
+            let first = parts.first().map(|p| p.file_name.as_str()).unwrap_or("");
+            state::log_packet(tx, "sent", &new_id, &Id([0; 16]), 1, first, now)?;
+            Ok(())
+        })
+    });
+    if let Err(err) = committed {
+        for part in &parts {
+            let _ = std::fs::remove_file(&part.path);
+        }
+        let _ = std::fs::remove_file(&key_file);
+        return Err(err);
+    }
+    Ok(CreationExport {
+        parts,
+        key_file,
+        fingerprint: identity::fingerprint(&signing_key.verifying_key().to_bytes()),
+        new_replica: new_id,
+        files,
+        chunk_bytes,
+    })
+}
+
+fn write_key_file(path: &Path, replica: &Id, secret: &[u8; 32]) -> Result<()> {
+    let text = format!(
+        "# Signing key of a new syncreplica member. Keep it secret; mkreplica -import needs it.\nreplica_id = \"{replica}\"\nsecret_key = \"{}\"\n",
+        hex::encode(secret)
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .at(path)?;
+    file.write_all(text.as_bytes()).at(path)?;
+    file.sync_all().at(path)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    replica_id: String,
+    secret_key: String,
+}
+
+fn read_key_file(path: &Path) -> Result<(Id, [u8; 32])> {
+    let text = std::fs::read_to_string(path).at(path)?;
+    let bad = |what: String| Error::BadIdentity {
+        path: path.to_path_buf(),
+        what,
+    };
+    let file: KeyFile =
+        toml::from_str(&text).map_err(|e| bad(config::describe_toml_error(&text, &e)))?;
+    let id = Id::from_hex(&file.replica_id)
+        .ok_or_else(|| bad("replica_id is not 32 hex digits".into()))?;
+    let secret: [u8; 32] = hex::decode(&file.secret_key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("secret_key is not 64 hex digits".into()))?;
+    Ok((id, secret))
+}
+
+/// What `mkreplica -import` made.
+pub struct CreationImport {
+    pub replica: Replica,
+    pub fingerprint: String,
+    pub sender: String,
+    pub files: u64,
+}
+
+/// The signer's fingerprint of a creation packet's first part, for
+/// checking out of band before anything is trusted.
+pub fn creation_fingerprint(packet: &LogicalPacket) -> String {
+    packet.header().signer_fingerprint()
+}
+
+/// Creates the new replica at `dir` (absent or empty) from a verified
+/// creation packet. `key_file` holds the new member's secret key. On error,
+/// `dir` is left as it was found.
+pub fn import_creation(
+    packet: &LogicalPacket,
+    dir: &Path,
+    key_file: &Path,
+) -> Result<CreationImport> {
+    let header = packet.header().clone();
+    let payload = packet.parts()[0]
+        .creation()
+        .cloned()
+        .ok_or_else(|| Error::ApplyFailed {
+            what: format!(
+                "{} is not a replica-creation packet",
+                packet.parts()[0].path().display()
+            ),
+        })?;
+    let (key_id, secret) = read_key_file(key_file)?;
+    let new = &payload.new_replica;
+    let member = payload
+        .members
+        .iter()
+        .find(|m| m.id == new.id)
+        .ok_or_else(|| Error::ApplyFailed {
+            what: "the creation packet does not list the new replica among the members".into(),
+        })?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&secret);
+    if key_id != new.id || key.verifying_key().to_bytes() != member.public_key {
+        return Err(Error::BadIdentity {
+            path: key_file.to_path_buf(),
+            what: format!(
+                "this key is not the key of new replica \"{}\" in the packet",
+                new.name
+            ),
+        });
+    }
+    let sender_listed = payload
+        .members
+        .iter()
+        .any(|m| m.id == header.sender.id && m.public_key == header.signer_key);
+    if !sender_listed {
+        return Err(Error::ApplyFailed {
+            what: "the packet's signer is not the family member it claims to be".into(),
+        });
+    }
+
+    let existed = dir.exists();
+    if existed {
+        let mut entries = std::fs::read_dir(dir).at(dir)?;
+        if entries.next().is_some() {
+            return Err(Error::ApplyFailed {
+                what: format!(
+                    "{} is not empty; mkreplica -import needs an absent or empty directory",
+                    dir.display()
+                ),
+            });
+        }
+    } else {
+        std::fs::create_dir_all(dir).at(dir)?;
+    }
+    let root = std::fs::canonicalize(dir).at(dir)?;
+    if let Some(outer) = root
+        .parent()
+        .and_then(|p| p.ancestors().find(|d| replica::is_replica_root(d)))
+    {
+        return Err(Error::AlreadyInReplica {
+            path: root.clone(),
+            root: outer.to_path_buf(),
+            name: "?".into(),
+        });
+    }
+    let result = materialize(packet, &header, &payload, &root, &secret);
+    match result {
+        Ok((replica, files)) => Ok(CreationImport {
+            replica,
+            fingerprint: header.signer_fingerprint(),
+            sender: header.sender.name.clone(),
+            files,
+        }),
+        Err(err) => {
+            // Leave the directory as it was found: absent or empty.
+            if let Ok(entries) = std::fs::read_dir(&root) {
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let _ = if path.is_dir() && !path.is_symlink() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                }
+            }
+            if !existed {
+                let _ = std::fs::remove_dir(&root);
+            }
+            Err(err)
+        }
+    }
+}
+
+fn materialize(
+    packet: &LogicalPacket,
+    header: &packet_format::Header,
+    payload: &CreationPayload,
+    root: &Path,
+    secret: &[u8; 32],
+) -> Result<(Replica, u64)> {
+    let staging = root.join(format!("{STATE_DIR}.init-{}", std::process::id()));
+    std::fs::create_dir(&staging).at(&staging)?;
+    let identity = Identity {
+        family_name: header.family.name.clone(),
+        family_id: header.family.id,
+        replica_name: payload.new_replica.name.clone(),
+        replica_id: payload.new_replica.id,
+    };
+    identity.save(&staging)?;
+    crate::fsutil::create_new_file(&identity::signing_key_path(&staging), secret, 0o600)?;
+    config::write_default(&staging)?;
+    let mut state = State::open(&staging)?;
+    let mut spool = ChunkSpool::fill(packet, &staging)?;
+
+    let mut ops: Vec<Operation> = Vec::new();
+    for op in packet.operations() {
+        ops.push(op.map_err(packet_error)?);
+    }
+    // Parents before children; directory modes last, in case one is read-only.
+    let mut path_ops: Vec<(&Vec<u8>, &PathState)> = ops
+        .iter()
+        .filter_map(|op| match &op.change {
+            Change::Path { path, state, .. } => Some((path, state)),
+            _ => None,
+        })
+        .collect();
+    path_ops.sort_by(|a, b| a.0.cmp(b.0));
+    let mut files = 0;
+    let mut stats: std::collections::HashMap<Vec<u8>, StatKey> = Default::default();
+    for (path, path_state) in &path_ops {
+        relpath::check_enclosed(root, path)?;
+        let disk = relpath::to_disk_path(root, path);
+        match path_state {
+            PathState::Directory { .. } => std::fs::create_dir(&disk).at(&disk)?,
+            PathState::Symlink { target } => {
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &disk).at(&disk)?
+            }
+            PathState::File {
+                mode,
+                mtime_ns,
+                chunks,
+                ..
+            } => {
+                let mut file = std::fs::File::create(&disk).at(&disk)?;
+                for chunk in chunks {
+                    let bytes = spool.get(&chunk.id)?.ok_or_else(|| Error::ApplyFailed {
+                        what: format!(
+                            "chunk {} of {} is not in the creation packet",
+                            hex::encode(chunk.id),
+                            relpath::display(path)
+                        ),
+                    })?;
+                    file.write_all(&bytes).at(&disk)?;
+                }
+                file.sync_all().at(&disk)?;
+                file.set_permissions(std::fs::Permissions::from_mode(*mode))
+                    .at(&disk)?;
+                file.set_modified(time_from_ns(*mtime_ns)).at(&disk)?;
+                stats.insert((*path).clone(), scan::stat_key(&file.metadata().at(&disk)?));
+                files += 1;
+            }
+            PathState::Deleted => {}
+        }
+    }
+    for (path, path_state) in path_ops.iter().rev() {
+        if let PathState::Directory { mode } = path_state {
+            let disk = relpath::to_disk_path(root, path);
+            std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(*mode)).at(&disk)?;
+        }
+    }
+    let scanned_ns = scan::now_ns();
+    let me = payload.new_replica.id;
+    state.transaction(|tx| {
+        for member in &payload.members {
+            state::insert_member(
+                tx,
+                &Member {
+                    replica: member.id,
+                    name: member.name.clone(),
+                    public_key: member.public_key,
+                },
+                header.created_ns,
+            )?;
+        }
+        for op in &ops {
+            state::append_operation(tx, op)?;
+            if let Change::Path {
+                path,
+                version,
+                state: s,
+            } = &op.change
+            {
+                let stat = stats.get(path).copied();
+                state::put_entry(
+                    tx,
+                    &EntryWrite {
+                        path,
+                        state: s,
+                        version,
+                        author: &op.origin,
+                        stat,
+                        scanned_ns: stat.map(|_| scanned_ns),
+                    },
+                )?;
+            }
+        }
+        for (origin, epoch) in &header.epoch_row {
+            state::set_epoch(tx, &me, origin, *epoch)?;
+            state::set_epoch(tx, &header.sender.id, origin, *epoch)?;
+        }
+        state::set_epoch(tx, &me, &me, 0)?;
+        state::log_packet(
+            tx,
+            "received",
+            &header.sender.id,
+            &header.packet_id,
+            1,
+            &packet.parts()[0].path().display().to_string(),
+            scanned_ns,
+        )?;
+        Ok(())
+    })?;
+    drop(state);
+    drop(spool);
+    let final_dir = replica::state_dir(root);
+    std::fs::rename(&staging, &final_dir).at(&final_dir)?;
+    crate::fsutil::sync_dir(root)?;
+    Ok((Replica::open(root)?, files))
+}
+
+fn time_from_ns(ns: i64) -> std::time::SystemTime {
+    if ns >= 0 {
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64)
+    } else {
+        std::time::UNIX_EPOCH - std::time::Duration::from_nanos(ns.unsigned_abs())
+    }
+}

@@ -1,0 +1,332 @@
+//! `syncreplica -export`: write the operations each target lacks into
+//! signed, size-capped packets.
+//!
+//! For each target, the epoch table's estimate row says what the target is
+//! believed to have of every origin; everything this replica has beyond
+//! that is sent, third replicas' operations included, so a hub forwards
+//! what passes through it. Afterwards the estimates are raised, as
+//! MultiSite does; a lost packet is repaired by lowering them with
+//! `chepoch` and exporting again.
+//!
+//! Bytes: operations travel in the order this replica logged them (which
+//! respects causality). Only the content of each path's *final* state in
+//! the packet is shipped, each chunk once, and never a chunk the target
+//! already has: one of a file version the target is believed to hold
+//! (a renamed or copied file ships no bytes).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use packet_format::{EpochRange, Named, PacketKind, PacketMeta, PacketWriter, Target, WrittenPart};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::identity;
+use crate::ops::{Change, ChunkId, Id, Operation, PathState};
+use crate::relpath;
+use crate::replica::Replica;
+use crate::scan;
+use crate::state::{self, Member};
+
+/// What to export and where.
+pub struct ExportRequest<'a> {
+    pub targets: &'a [String],
+    /// Existing directory that receives the packet files.
+    pub out_dir: &'a Path,
+    /// Where parts are written before they are moved to `out_dir`
+    /// (default: `out_dir` itself; parts appear there only when complete).
+    pub work_dir: Option<&'a Path>,
+    pub max_size: u64,
+    pub comment: &'a str,
+}
+
+/// What was sent to one target.
+#[derive(Debug, Default, Clone)]
+pub struct ExportSummary {
+    pub operations: u64,
+    pub files_added_or_changed: u64,
+    pub deleted: u64,
+    pub chunks_sent: u64,
+    pub chunk_bytes_sent: u64,
+    /// Chunks referenced but not shipped because the target has them.
+    pub chunks_reused: u64,
+    pub parts: Vec<WrittenPart>,
+    pub sequence: u64,
+}
+
+pub enum TargetExport {
+    /// The target lacks nothing.
+    UpToDate,
+    Written(ExportSummary),
+}
+
+/// Resolves the targets, refusing unknown names and this replica itself.
+pub fn resolve_targets(replica: &Replica, names: &[String]) -> Result<Vec<Member>> {
+    let mut members = Vec::new();
+    for name in names {
+        let member = replica.member(name)?;
+        if member.replica == replica.identity.replica_id {
+            return Err(Error::BadName {
+                name: name.clone(),
+                why: "that is this replica; name a sibling to export to".into(),
+            });
+        }
+        if !members.iter().any(|m: &Member| m.replica == member.replica) {
+            members.push(member);
+        }
+    }
+    Ok(members)
+}
+
+/// Exports to every target. The caller holds the lock and has recorded
+/// local changes first.
+pub fn export_updates(
+    replica: &mut Replica,
+    request: &ExportRequest,
+) -> Result<Vec<(Member, TargetExport)>> {
+    if !request.out_dir.is_dir() {
+        return Err(Error::NotADirectory {
+            path: request.out_dir.to_path_buf(),
+        });
+    }
+    let targets = resolve_targets(replica, request.targets)?;
+    let mut results = Vec::new();
+    for target in targets {
+        let outcome = export_to(replica, &target, request)?;
+        results.push((target, outcome));
+    }
+    Ok(results)
+}
+
+fn export_to(
+    replica: &mut Replica,
+    target: &Member,
+    request: &ExportRequest,
+) -> Result<TargetExport> {
+    let me = replica.identity.replica_id;
+    let table = replica.state.epoch_table()?;
+    let own_row: BTreeMap<Id, u64> = table
+        .get(&me)
+        .map(|row| row.iter().map(|(k, v)| (*k, *v)).collect())
+        .unwrap_or_default();
+    let estimate = table.get(&target.replica).cloned().unwrap_or_default();
+
+    let mut ranges = BTreeMap::new();
+    let mut ops: Vec<(i64, Operation)> = Vec::new();
+    for (origin, &have) in &own_row {
+        let believed = estimate.get(origin).copied().unwrap_or(0);
+        if have > believed {
+            ranges.insert(
+                *origin,
+                EpochRange {
+                    first: believed + 1,
+                    last: have,
+                },
+            );
+            ops.extend(replica.state.operations_between(origin, believed, have)?);
+        }
+    }
+    if ops.is_empty() {
+        return Ok(TargetExport::UpToDate);
+    }
+    ops.sort_by_key(|(position, _)| *position);
+    let ops: Vec<Operation> = ops.into_iter().map(|(_, op)| op).collect();
+
+    let target_has = chunks_target_has(replica, &estimate)?;
+    let local = LocalChunks::index(replica)?;
+    let final_index = final_state_index(&ops);
+
+    let sequence = replica.state.next_sequence(&target.replica)?;
+    let packet_id = identity::random_id();
+    let now = scan::now_ns();
+    let meta = PacketMeta {
+        kind: PacketKind::Update,
+        family: Named {
+            id: replica.identity.family_id,
+            name: replica.identity.family_name.clone(),
+        },
+        sender: Named {
+            id: me,
+            name: replica.identity.replica_name.clone(),
+        },
+        targets: vec![Target {
+            id: target.replica,
+            name: target.name.clone(),
+            seq: sequence,
+        }],
+        packet_id,
+        created_ns: now,
+        comment: request.comment.to_string(),
+        epoch_ranges: ranges.clone(),
+        epoch_row: own_row.clone(),
+        creation: None,
+    };
+    let write_dir = request.work_dir.unwrap_or(request.out_dir);
+    let key = replica.signing_key()?.to_bytes();
+    let mut writer =
+        PacketWriter::create(write_dir, request.max_size, &key, meta).map_err(packet_error)?;
+    let mut summary = ExportSummary {
+        sequence,
+        ..ExportSummary::default()
+    };
+    let mut sent: HashSet<ChunkId> = HashSet::new();
+    for (index, op) in ops.iter().enumerate() {
+        if let Change::Path { path, state, .. } = &op.change {
+            match state {
+                PathState::Deleted => summary.deleted += 1,
+                PathState::File { chunks, .. } => {
+                    summary.files_added_or_changed += 1;
+                    // Only a path's final state in this packet needs content.
+                    if final_index.get(path.as_slice()) == Some(&index) {
+                        for chunk in chunks {
+                            if target_has.contains(&chunk.id) {
+                                summary.chunks_reused += 1;
+                                continue;
+                            }
+                            if !sent.insert(chunk.id) {
+                                continue;
+                            }
+                            if let Some(bytes) = local.read(&replica.root, &chunk.id)? {
+                                writer.add_chunk(&chunk.id, &bytes).map_err(packet_error)?;
+                                summary.chunks_sent += 1;
+                                summary.chunk_bytes_sent += bytes.len() as u64;
+                            }
+                        }
+                    }
+                }
+                _ => summary.files_added_or_changed += 1,
+            }
+        }
+        writer.add_operation(op).map_err(packet_error)?;
+        summary.operations += 1;
+    }
+    let mut parts = writer.finish().map_err(packet_error)?;
+    if let Some(work_dir) = request.work_dir {
+        if work_dir != request.out_dir {
+            for part in &mut parts {
+                let destination = request.out_dir.join(&part.file_name);
+                move_file(&part.path, &destination)?;
+                part.path = destination;
+            }
+        }
+    }
+    let first_name = parts
+        .first()
+        .map(|p| p.file_name.clone())
+        .unwrap_or_default();
+    replica.state.transaction(|tx| {
+        for (origin, range) in &ranges {
+            state::raise_epoch(tx, &target.replica, origin, range.last)?;
+        }
+        state::log_packet(
+            tx,
+            "sent",
+            &target.replica,
+            &packet_id,
+            sequence,
+            &first_name,
+            now,
+        )?;
+        Ok(())
+    })?;
+    summary.parts = parts;
+    Ok(TargetExport::Written(summary))
+}
+
+/// For each path, the index of its last operation in `ops`.
+fn final_state_index(ops: &[Operation]) -> HashMap<&[u8], usize> {
+    let mut last = HashMap::new();
+    for (index, op) in ops.iter().enumerate() {
+        if let Change::Path { path, .. } = &op.change {
+            last.insert(path.as_slice(), index);
+        }
+    }
+    last
+}
+
+/// Chunks of the file versions the target is believed to hold: for each
+/// path, the latest logged version within the target's estimate row.
+fn chunks_target_has(replica: &Replica, estimate: &HashMap<Id, u64>) -> Result<HashSet<ChunkId>> {
+    let mut latest: HashMap<Vec<u8>, Vec<ChunkId>> = HashMap::new();
+    replica.state.for_each_operation(|op| {
+        if op.epoch > estimate.get(&op.origin).copied().unwrap_or(0) {
+            return;
+        }
+        if let Change::Path { path, state, .. } = op.change {
+            let chunks = match state {
+                PathState::File { chunks, .. } => chunks.iter().map(|c| c.id).collect(),
+                _ => Vec::new(),
+            };
+            latest.insert(path, chunks);
+        }
+    })?;
+    Ok(latest.into_values().flatten().collect())
+}
+
+/// Where this replica's current files hold each chunk.
+pub struct LocalChunks {
+    places: HashMap<ChunkId, (Vec<u8>, u64, u32)>,
+}
+
+impl LocalChunks {
+    pub fn index(replica: &Replica) -> Result<LocalChunks> {
+        let mut places = HashMap::new();
+        for (path, entry) in replica.state.load_entries()? {
+            if let PathState::File { chunks, .. } = &entry.state {
+                let mut offset = 0u64;
+                for chunk in chunks {
+                    places
+                        .entry(chunk.id)
+                        .or_insert((path.clone(), offset, chunk.len));
+                    offset += u64::from(chunk.len);
+                }
+            }
+        }
+        Ok(LocalChunks { places })
+    }
+
+    /// The chunk's bytes, read from a current file and checked against its
+    /// id; `None` if no current file holds it.
+    pub fn read(&self, root: &Path, id: &ChunkId) -> Result<Option<Vec<u8>>> {
+        let Some((path, offset, len)) = self.places.get(id) else {
+            return Ok(None);
+        };
+        let disk = relpath::to_disk_path(root, path);
+        let mut file = std::fs::File::open(&disk).at(&disk)?;
+        file.seek(SeekFrom::Start(*offset)).at(&disk)?;
+        let mut bytes = vec![0u8; *len as usize];
+        file.read_exact(&mut bytes).at(&disk)?;
+        if Sha256::digest(&bytes).as_slice() != id {
+            return Err(Error::ApplyFailed {
+                what: format!(
+                    "{} changed while it was being exported; run the export again",
+                    disk.display()
+                ),
+            });
+        }
+        Ok(Some(bytes))
+    }
+}
+
+/// Moves a finished part: rename when possible, else copy and fsync.
+fn move_file(from: &Path, to: &Path) -> Result<()> {
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    let temp = to.with_extension("partial");
+    std::fs::copy(from, &temp).at(&temp)?;
+    std::fs::File::open(&temp)
+        .and_then(|f| f.sync_all())
+        .at(&temp)?;
+    std::fs::rename(&temp, to).at(to)?;
+    std::fs::remove_file(from).at(from)?;
+    Ok(())
+}
+
+/// A packet-format error as a library error (it names the file already).
+pub fn packet_error(err: packet_format::Error) -> Error {
+    Error::Packet {
+        message: err.to_string(),
+    }
+}
