@@ -8,13 +8,16 @@
 pub mod chunking;
 pub mod cli;
 pub mod config;
+pub mod creation;
 pub mod epochs;
 pub mod error;
 pub mod excludes;
+pub mod export;
 pub mod fsutil;
 pub mod identity;
 pub mod lock;
 pub mod members;
+pub mod packets;
 pub mod relpath;
 pub mod replica;
 pub mod scan;
