@@ -90,8 +90,8 @@ pub enum ErrorKind {
     MaxSizeTooLarge { requested: u64, maximum: u64 },
     #[error("packet metadata needs {needed} bytes, leaving too little room under the maximum size {max_size}")]
     MetadataTooLarge { needed: u64, max_size: u64 },
-    #[error("invalid signing key")]
-    InvalidSigningKey,
+    #[error("invalid packet metadata: {0}")]
+    InvalidMetadata(String),
     #[error("chunk of {len} bytes is larger than the maximum of {limit}")]
     ChunkTooLarge { len: usize, limit: usize },
     #[error("chunk data does not hash to its id {chunk}")]

@@ -66,7 +66,7 @@ pub use header::{
     key_fingerprint, CreationPayload, Encoding, EntryInfo, EpochRange, FormatVersion, Header,
     Member, Named, PacketKind, Target, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, SIGNATURE_CONTEXT,
 };
-pub use listing::render_listing;
+pub use listing::{render_listing, render_listing_with};
 pub use logical::{LogicalChunks, LogicalOperations, LogicalPacket};
 pub use naming::{packet_file_name, utc_display, utc_timestamp};
 pub use reader::{

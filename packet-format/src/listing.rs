@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::header::{Header, PacketKind};
+use crate::header::{Header, PacketKind, Target};
 use crate::naming::utc_display;
 use crate::ops::Id;
 use crate::reader::{Examination, SignatureStatus};
@@ -10,10 +10,21 @@ use crate::reader::{Examination, SignatureStatus};
 /// Renders the listing of one examined packet. `long` adds the sender,
 /// epochs, format version, size and signature lines.
 pub fn render_listing(exam: &Examination, long: bool) -> String {
+    render_listing_with(exam, long, &|_| None)
+}
+
+/// Like [`render_listing`], with `target_note` adding a remark after each
+/// target (the CLI marks the local replica and whether it can apply the
+/// packet now).
+pub fn render_listing_with(
+    exam: &Examination,
+    long: bool,
+    target_note: &dyn Fn(&Target) -> Option<String>,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Packet is: {}", exam.path.display());
     if let Some(header) = &exam.header {
-        render_header(&mut out, header, long);
+        render_header(&mut out, header, long, target_note);
         if long {
             if let Some(size) = exam.size {
                 let _ = writeln!(out, "Packet size: {size} bytes");
@@ -48,7 +59,12 @@ fn name_of(header: &Header, id: &Id) -> Option<String> {
         .map(|t| t.name.clone())
 }
 
-fn render_header(out: &mut String, header: &Header, long: bool) {
+fn render_header(
+    out: &mut String,
+    header: &Header,
+    long: bool,
+    target_note: &dyn Fn(&Target) -> Option<String>,
+) {
     let kind = match header.kind {
         PacketKind::Update => "Update".to_string(),
         PacketKind::ReplicaCreation => "Replica Creation".to_string(),
@@ -63,7 +79,15 @@ fn render_header(out: &mut String, header: &Header, long: bool) {
     );
     let _ = writeln!(out, "Packet intended for the following targets:");
     for target in &header.targets {
-        let _ = writeln!(out, "  {} ({})", target.name.escape_debug(), target.id);
+        let note = target_note(target)
+            .map(|n| format!(" {n}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {} ({}){note}",
+            target.name.escape_debug(),
+            target.id
+        );
     }
     let _ = writeln!(out, "Packet fragment: {} of {}", header.part, header.parts);
     match header.targets.as_slice() {

@@ -162,12 +162,7 @@ impl PacketWriter {
                 maximum: MAX_PART_SIZE,
             }));
         }
-        let is_creation = meta.kind == PacketKind::ReplicaCreation;
-        if is_creation != meta.creation.is_some() || matches!(meta.kind, PacketKind::Unknown(_)) {
-            return Err(fail(ErrorKind::MalformedHeader(
-                "a creation payload goes with, and only with, a replica-creation packet".into(),
-            )));
-        }
+        check_meta(&meta).map_err(|what| fail(ErrorKind::InvalidMetadata(what)))?;
         let signing_key = SigningKey::from_bytes(signing_key);
         let new_replica_name = meta.creation.as_ref().map(|c| c.new_replica.name.clone());
         let creation_bytes = meta
@@ -589,6 +584,37 @@ impl PacketWriter {
         });
         Ok(())
     }
+}
+
+/// Refuses metadata that no reader should ever have to make sense of.
+fn check_meta(meta: &PacketMeta) -> Result<(), String> {
+    if matches!(meta.kind, PacketKind::Unknown(_)) {
+        return Err("this version writes only update and replica-creation packets".into());
+    }
+    if (meta.kind == PacketKind::ReplicaCreation) != meta.creation.is_some() {
+        return Err(
+            "a creation payload goes with, and only with, a replica-creation packet".into(),
+        );
+    }
+    if meta.targets.is_empty() {
+        return Err("a packet needs at least one target".into());
+    }
+    if meta
+        .targets
+        .iter()
+        .any(|target| target.id == meta.sender.id)
+    {
+        return Err("the sender cannot be one of the targets".into());
+    }
+    for (index, target) in meta.targets.iter().enumerate() {
+        if meta.targets[..index].iter().any(|t| t.id == target.id) {
+            return Err(format!("target {} is named twice", target.id));
+        }
+    }
+    if let Some((origin, _)) = meta.epoch_ranges.iter().find(|(_, r)| r.first > r.last) {
+        return Err(format!("epoch range of {origin} ends before it starts"));
+    }
+    Ok(())
 }
 
 fn copy_hashing(source: &mut impl Read, sink: &mut impl Write) -> std::io::Result<[u8; 32]> {

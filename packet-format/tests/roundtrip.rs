@@ -260,3 +260,20 @@ fn a_file_replaced_after_verification_is_caught_while_reading() {
         "{err}"
     );
 }
+
+#[test]
+fn inconsistent_metadata_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut to_self = meta(PacketKind::Update);
+    to_self.targets[0].id = to_self.sender.id;
+    let mut no_payload = meta(PacketKind::ReplicaCreation);
+    no_payload.creation = None;
+    let mut stray_payload = meta(PacketKind::ReplicaCreation);
+    stray_payload.kind = PacketKind::Update;
+    for bad in [to_self, no_payload, stray_payload] {
+        let err = PacketWriter::create(dir.path(), MIN_PART_SIZE, &SENDER_SECRET, bad)
+            .err()
+            .unwrap();
+        assert!(matches!(err.kind, ErrorKind::InvalidMetadata(_)), "{err}");
+    }
+}

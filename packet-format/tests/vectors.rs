@@ -190,3 +190,38 @@ fn listing_of_damaged_and_untrusted_packets() {
     assert!(exam.header.is_none());
     insta::assert_snapshot!("listing_truncated", render_listing(&exam, true));
 }
+
+#[test]
+fn info_zip_accepts_the_valid_vectors() {
+    // Standard tools must be able to list and test a packet. Skipped where
+    // Info-ZIP unzip is not installed.
+    if std::process::Command::new("unzip")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        eprintln!("unzip not installed; skipping");
+        return;
+    }
+    let valid = [
+        "update.zip",
+        "creation.zip",
+        "multipart_1of3.zip",
+        "multipart_2of3.zip",
+        "multipart_3of3.zip",
+    ];
+    for name in valid {
+        for flag in ["-l", "-tq"] {
+            let output = std::process::Command::new("unzip")
+                .arg(flag)
+                .arg(vector(name))
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "unzip {flag} {name}: {}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+        }
+    }
+}
