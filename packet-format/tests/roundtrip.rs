@@ -277,3 +277,21 @@ fn inconsistent_metadata_is_refused() {
         assert!(matches!(err.kind, ErrorKind::InvalidMetadata(_)), "{err}");
     }
 }
+
+#[test]
+fn an_abandoned_writer_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = PacketWriter::create(
+        dir.path(),
+        MIN_PART_SIZE,
+        &SENDER_SECRET,
+        meta(PacketKind::Update),
+    )
+    .unwrap();
+    for seed in 0..4 {
+        let chunk = noise(seed, 100_000);
+        writer.add_chunk(&chunk_id(&chunk), &chunk).unwrap();
+    }
+    drop(writer);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
