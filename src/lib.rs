@@ -15,6 +15,7 @@ pub mod excludes;
 pub mod export;
 pub mod fsutil;
 pub mod identity;
+pub mod listing;
 pub mod lock;
 pub mod members;
 pub mod packets;

@@ -6,6 +6,7 @@
 
 pub mod chepoch;
 pub mod lsepoch;
+pub mod lspacket;
 pub mod lsreplica;
 pub mod mkreplica;
 pub mod syncreplica;
@@ -170,6 +171,7 @@ pub fn all_commands() -> Vec<Command> {
     vec![
         syncreplica::Args::command(),
         mkreplica::Args::command(),
+        lspacket::Args::command(),
         lsreplica::Args::command(),
         lsepoch::Args::command(),
         chepoch::Args::command(),

@@ -43,6 +43,7 @@ fn binary(name: &str) -> PathBuf {
         "mkreplica" => env!("CARGO_BIN_EXE_mkreplica"),
         "lsreplica" => env!("CARGO_BIN_EXE_lsreplica"),
         "lsepoch" => env!("CARGO_BIN_EXE_lsepoch"),
+        "lspacket" => env!("CARGO_BIN_EXE_lspacket"),
         "chepoch" => env!("CARGO_BIN_EXE_chepoch"),
         other => panic!("no binary {other}"),
     };

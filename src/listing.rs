@@ -1,0 +1,165 @@
+//! `lspacket`: MultiSite's packet listing, with the local replica's view.
+
+use std::collections::HashMap;
+
+use packet_format::{render_listing_with, Examination, Header, SignatureStatus, Target};
+use serde_json::json;
+
+use crate::ops::Id;
+use crate::replica::Replica;
+
+/// What the local replica knows, to annotate targets.
+pub struct LocalView {
+    pub replica: Id,
+    pub own_row: HashMap<Id, u64>,
+    pub names: HashMap<Id, String>,
+}
+
+impl LocalView {
+    pub fn of(replica: &Replica) -> crate::Result<LocalView> {
+        let me = replica.identity.replica_id;
+        Ok(LocalView {
+            replica: me,
+            own_row: replica.state.epoch_table()?.remove(&me).unwrap_or_default(),
+            names: replica
+                .members()?
+                .into_iter()
+                .map(|m| (m.replica, m.name))
+                .collect(),
+        })
+    }
+
+    /// Whether this replica can apply a packet with `header` now.
+    pub fn readiness(&self, header: &Header) -> Readiness {
+        let mut applied = true;
+        for (origin, range) in &header.epoch_ranges {
+            let have = self.own_row.get(origin).copied().unwrap_or(0);
+            if range.last > have {
+                applied = false;
+            }
+            if range.first > have + 1 {
+                return Readiness::Waits {
+                    origin: self
+                        .names
+                        .get(origin)
+                        .cloned()
+                        .unwrap_or_else(|| origin.to_hex()),
+                    first: have + 1,
+                    last: range.first - 1,
+                    have,
+                };
+            }
+        }
+        if applied {
+            Readiness::Applied
+        } else {
+            Readiness::Ready
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Applied,
+    /// Changes `first..=last` from `origin` must arrive first.
+    Waits {
+        origin: String,
+        first: u64,
+        last: u64,
+        have: u64,
+    },
+}
+
+impl std::fmt::Display for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Readiness::Ready => write!(f, "can be applied now"),
+            Readiness::Applied => write!(f, "already applied"),
+            Readiness::Waits {
+                origin,
+                first,
+                last,
+                have,
+            } => write!(
+                f,
+                "waits for changes {first}-{last} from {origin}; this replica has {have}"
+            ),
+        }
+    }
+}
+
+/// Whether a listed packet should make lspacket exit non-zero.
+pub fn is_problem(exam: &Examination) -> bool {
+    exam.error.is_some() || !matches!(exam.signature, Some(SignatureStatus::Verified))
+}
+
+fn note_for(view: Option<&LocalView>, header: &Header, target: &Target) -> Option<String> {
+    let view = view?;
+    (target.id == view.replica).then(|| format!("(local: {})", view.readiness(header)))
+}
+
+/// Text listing of one packet.
+pub fn render_text(exam: &Examination, long: bool, view: Option<&LocalView>) -> String {
+    let header = exam.header.clone();
+    render_listing_with(exam, long, &|target| {
+        header.as_ref().and_then(|h| note_for(view, h, target))
+    })
+}
+
+/// JSON object for one packet.
+pub fn render_json(exam: &Examination, view: Option<&LocalView>) -> serde_json::Value {
+    let signature = exam.signature.as_ref().map(|s| match s {
+        SignatureStatus::Verified => json!({"status": "verified"}),
+        SignatureStatus::UnknownKey { fingerprint } => {
+            json!({"status": "unknown key", "fingerprint": fingerprint})
+        }
+        SignatureStatus::Bad { fingerprint } => {
+            json!({"status": "bad", "fingerprint": fingerprint})
+        }
+    });
+    let mut value = json!({
+        "path": exam.path.display().to_string(),
+        "size": exam.size,
+        "damaged": exam.error.as_ref().map(|e| e.to_string()),
+        "signature": signature,
+    });
+    if let Some(header) = &exam.header {
+        let targets: Vec<_> = header
+            .targets
+            .iter()
+            .map(|t| {
+                let local = view.is_some_and(|v| v.replica == t.id);
+                json!({
+                    "name": t.name,
+                    "id": t.id.to_hex(),
+                    "sequence": t.seq,
+                    "local": local,
+                    "status": view.filter(|_| local).map(|v| v.readiness(header).to_string()),
+                })
+            })
+            .collect();
+        let ranges: serde_json::Map<String, serde_json::Value> = header
+            .epoch_ranges
+            .iter()
+            .map(|(origin, r)| (origin.to_hex(), json!({"first": r.first, "last": r.last})))
+            .collect();
+        value["type"] = json!(match header.kind {
+            packet_format::PacketKind::Update => "Update".to_string(),
+            packet_format::PacketKind::ReplicaCreation => "Replica Creation".to_string(),
+            packet_format::PacketKind::Unknown(code) => format!("Unknown ({code})"),
+        });
+        value["family"] = json!({"name": header.family.name, "id": header.family.id.to_hex()});
+        value["sender"] = json!({"name": header.sender.name, "id": header.sender.id.to_hex()});
+        value["packet_id"] = json!(header.packet_id.to_hex());
+        value["comment"] = json!(header.comment);
+        value["part"] = json!(header.part);
+        value["parts"] = json!(header.parts);
+        value["created"] = json!(packet_format::utc_display(header.created_ns));
+        value["format_version"] =
+            json!(format!("{}.{}", header.version.major, header.version.minor));
+        value["targets"] = json!(targets);
+        value["epoch_ranges"] = json!(ranges);
+    }
+    value
+}
