@@ -544,9 +544,8 @@ impl EntryStream {
         location: &EntryLocation,
         mode: Mode,
     ) -> Result<(), ErrorKind> {
-        let drained = std::io::copy(self, &mut std::io::sink())
+        std::io::copy(self, &mut std::io::sink())
             .map_err(|err| ErrorKind::io(format!("reading entry {:?}", entry.name), err))?;
-        let _ = drained;
         if self.inner.limit() != 0 {
             return Err(ErrorKind::Truncated(format!(
                 "entry {:?} is cut short",
