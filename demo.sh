@@ -1,38 +1,76 @@
 #!/usr/bin/env bash
-# Builds syncreplica and runs a demo in a temporary folder, printing each
-# real command before it runs. Nothing outside the temporary folder changes.
+# Builds syncreplica and runs the main job end to end in a temporary folder,
+# printing each real command before it runs. Nothing outside the temporary
+# folder changes.
+#   1. create two replicas (mkreplica -init, then -export/-import);
+#   2. edit both sides, including a conflict;
+#   3. export with -maxsize into a folder (the "USB stick");
+#   4. list the packets (lspacket);
+#   5. import them;
+#   6. check that both trees are equal.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cargo build --release --quiet --manifest-path "$here/Cargo.toml"
 export PATH="$here/target/release:$PATH"
 work=$(mktemp -d "${TMPDIR:-/tmp}/syncreplica-demo.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+cd "$work"
 
 show() {
-    printf '\n$ %s\n' "$*"
+    printf '\n$'; printf ' %q' "$@"; printf '\n'
     "$@"
 }
 
-site="$work/boston"
-mkdir -p "$site/docs" "$site/bin"
-echo "Quarterly report, draft 1" > "$site/docs/report.txt"
-printf '#!/bin/sh\necho hello\n' > "$site/bin/hello.sh"
-printf '127.0.0.1 boston.local\n' > "$site/hosts.local"
-printf 'hosts.local\n*.tmp\n' > "$site/.syncreplicaignore"
-cd "$site"
+echo "# 1. Two replicas: boston, and ship from a creation packet."
+mkdir -p boston/docs boston/bin usb
+echo "Quarterly report, draft 1" > boston/docs/report.txt
+printf '#!/bin/sh\necho hello\n' > boston/bin/hello.sh
+head -c 300000 /dev/urandom > boston/docs/scan.pdf
+printf '127.0.0.1 boston.local\n' > boston/hosts.local
+printf 'hosts.local\n' > boston/.syncreplicaignore
+show mkreplica -init -family projects -replica boston boston
+show mkreplica -export -out usb -replica boston ship
+show mkreplica -import -replica ship usb
+rm -f usb/*
+show lsreplica -replica boston
 
-show mkreplica -init -family projects boston
-show lsreplica -long
+echo
+echo "# 2. Edits on both sides; both change docs/report.txt: a conflict."
+echo "Quarterly report, boston's draft 2" > boston/docs/report.txt
+chmod +x boston/bin/hello.sh
+mv boston/docs/scan.pdf boston/docs/scan-q3.pdf
+mkdir -p boston/archive/empty
+sleep 1
+echo "Quarterly report, ship's draft 2 (written later)" > ship/docs/report.txt
+ln -s docs/report.txt ship/latest
+show syncreplica -status -replica boston
 
-# Local edits of every kind.
-echo "Quarterly report, draft 2" > docs/report.txt
-chmod +x bin/hello.sh
-mv docs/report.txt docs/report-q3.txt
-ln -s docs/report-q3.txt latest
-mkdir -p archive/empty
-echo scratch > notes.tmp
+echo
+echo "# 3. Export into a folder, in packets of at most 64k."
+show syncreplica -export -out usb -maxsize 64k -comment "weekly sync" -replica boston ship
+show syncreplica -export -out usb -maxsize 64k -replica ship boston
 
-show syncreplica -status
-show syncreplica -record
-show syncreplica -status
-show lsepoch
+echo
+echo "# 4. What is on the stick?"
+show lspacket -replica ship usb
+
+echo
+echo "# 5. Import at both ends (each takes the packets meant for it)."
+show syncreplica -import -remove -replica ship usb
+show syncreplica -import -remove -replica boston usb
+# One more round carries the conflict copy made on each side.
+show syncreplica -export -out usb -replica boston ship
+show syncreplica -export -out usb -replica ship boston
+show syncreplica -import -remove -replica ship usb
+show syncreplica -import -remove -replica boston usb
+
+echo
+echo "# 6. Are the trees equal?"
+show ls -l ship/docs
+if diff -r --no-dereference --exclude=.syncreplica --exclude=hosts.local boston ship; then
+    echo "The trees are equal (hosts.local is excluded: it stays local)."
+else
+    echo "The trees differ!" >&2
+    exit 1
+fi
+show lsepoch -replica boston

@@ -58,6 +58,7 @@ pub fn export_creation(
     comment: &str,
 ) -> Result<CreationExport> {
     identity::validate_name(new_name)?;
+    crate::export::check_max_size(max_size)?;
     if !out_dir.is_dir() {
         return Err(Error::NotADirectory {
             path: out_dir.to_path_buf(),

@@ -61,6 +61,27 @@ pub enum TargetExport {
     Written(ExportSummary),
 }
 
+/// Checks a -maxsize value against the packet format's limits.
+pub fn check_max_size(max_size: u64) -> Result<()> {
+    let bad = |why: String| Error::BadSize {
+        value: max_size.to_string(),
+        why,
+    };
+    if max_size < packet_format::MIN_PART_SIZE {
+        return Err(bad(format!(
+            "packets cannot be smaller than {} bytes (64k)",
+            packet_format::MIN_PART_SIZE
+        )));
+    }
+    if max_size > packet_format::MAX_PART_SIZE {
+        return Err(bad(format!(
+            "packets cannot be larger than {} bytes (2g)",
+            packet_format::MAX_PART_SIZE
+        )));
+    }
+    Ok(())
+}
+
 /// Resolves the targets, refusing unknown names and this replica itself.
 pub fn resolve_targets(replica: &Replica, names: &[String]) -> Result<Vec<Member>> {
     let mut members = Vec::new();
@@ -90,6 +111,7 @@ pub fn export_updates(
             path: request.out_dir.to_path_buf(),
         });
     }
+    check_max_size(request.max_size)?;
     let targets = resolve_targets(replica, request.targets)?;
     let mut results = Vec::new();
     for target in targets {

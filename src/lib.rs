@@ -5,6 +5,7 @@
 //! definitions in [`cli`], call into these modules and print. Everything a
 //! command does is here, so it can be tested without a process boundary.
 
+pub mod apply;
 pub mod chunking;
 pub mod cli;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod excludes;
 pub mod export;
 pub mod fsutil;
 pub mod identity;
+pub mod import;
 pub mod listing;
 pub mod lock;
 pub mod members;

@@ -577,3 +577,38 @@ pub fn forget_entry(tx: &Transaction, path: &[u8]) -> rusqlite::Result<()> {
         .execute(params![path])
         .map(drop)
 }
+
+// The apply journal of `crate::apply`: the disk actions of a committed
+// batch that are not known to be done yet. Created on first use, so older
+// databases need no migration.
+
+/// Creates the `pending_apply` journal table if it does not exist.
+pub fn create_pending_apply(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS pending_apply (
+             seq     INTEGER PRIMARY KEY,
+             action  BLOB NOT NULL
+         );",
+    )
+}
+
+/// Adds one encoded disk action to the journal.
+pub fn push_pending_apply(tx: &Transaction, seq: u64, action: &[u8]) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT INTO pending_apply (seq, action) VALUES (?1, ?2)")?
+        .execute(params![seq as i64, action])
+        .map(drop)
+}
+
+/// The journal's encoded actions, in order; empty when none are pending.
+pub fn pending_apply(tx: &Transaction) -> rusqlite::Result<Vec<Vec<u8>>> {
+    create_pending_apply(tx)?;
+    let mut statement = tx.prepare_cached("SELECT action FROM pending_apply ORDER BY seq")?;
+    let rows = statement.query_map([], |row| row.get::<_, Vec<u8>>(0))?;
+    rows.collect()
+}
+
+/// Empties the journal once every action is done.
+pub fn clear_pending_apply(tx: &Transaction) -> rusqlite::Result<()> {
+    create_pending_apply(tx)?;
+    tx.execute("DELETE FROM pending_apply", []).map(drop)
+}

@@ -1,9 +1,9 @@
 //! `syncreplica`: record and inspect a replica's changes.
 
 use syncreplica::cli::{self, syncreplica::Args};
-use syncreplica::export;
 use syncreplica::replica::{self, Replica};
 use syncreplica::scan::{self, ScanHooks};
+use syncreplica::{apply, export, import};
 
 const NAME: &str = "syncreplica";
 
@@ -26,6 +26,7 @@ fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
         anyhow::bail!("-export needs at least one TARGET (a sibling's name; lsreplica lists them)");
     }
     let max_size = cli::parse_size(&args.maxsize)?;
+    export::check_max_size(max_size)?;
     let out = args.out.as_deref().expect("clap requires a destination");
     let lock = replica.lock("syncreplica -export")?;
     cli::print_lock_takeover(NAME, &lock);
@@ -74,6 +75,93 @@ fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn import(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
+    if args.receive || args.sclass.is_some() {
+        anyhow::bail!(
+            "-receive and -sclass need storage bays and the shipping server, which this version does not have yet; \
+             name the packets or their directory instead"
+        );
+    }
+    if args.targets.is_empty() {
+        anyhow::bail!("-import needs packet files or directories holding them");
+    }
+    let lock = replica.lock("syncreplica -import")?;
+    cli::print_lock_takeover(NAME, &lock);
+    let request = import::ImportRequest {
+        sources: args.targets.iter().map(std::path::PathBuf::from).collect(),
+        remove: args.remove,
+    };
+    let outcomes = import::import(replica, &request)?;
+    let mut total = apply::ApplyReport::default();
+    let mut problems = 0;
+    let mut applied = 0;
+    for outcome in &outcomes {
+        match outcome {
+            import::PacketOutcome::Applied {
+                files,
+                sender,
+                report,
+            } => {
+                applied += 1;
+                println!(
+                    "Applied packet from {sender}: {} ({} added, {} changed, {} deleted, {} conflict{})",
+                    display_files(files),
+                    report.added,
+                    report.changed,
+                    report.deleted,
+                    report.conflicts.len(),
+                    plural(report.conflicts.len() as u64)
+                );
+                for note in &report.conflicts {
+                    println!("  conflict: {note}");
+                }
+                total.added += report.added;
+                total.changed += report.changed;
+                total.deleted += report.deleted;
+                total.bytes_written += report.bytes_written;
+                total.conflicts.extend(report.conflicts.iter().cloned());
+            }
+            import::PacketOutcome::AlreadyApplied { files } => {
+                println!("Already applied: {}", display_files(files))
+            }
+            import::PacketOutcome::Waiting { files, why } => {
+                println!("Packet {} {why}", display_files(files))
+            }
+            import::PacketOutcome::LeftAlone { files, why } => {
+                println!("Left alone: {} is {why}", display_files(files))
+            }
+            import::PacketOutcome::Refused { files, why } => {
+                problems += 1;
+                eprintln!("{NAME}: error: refused {}: {why}", display_files(files));
+            }
+        }
+    }
+    println!(
+        "Import summary: {applied} packet{} applied; {} added, {} changed, {} deleted, {} in conflict; {} bytes written.",
+        plural(applied),
+        total.added,
+        total.changed,
+        total.deleted,
+        total.conflicts.len(),
+        total.bytes_written
+    );
+    if problems > 0 {
+        anyhow::bail!(
+            "{problems} packet{} refused; the replica is unchanged by them",
+            plural(problems)
+        );
+    }
+    Ok(())
+}
+
+fn display_files(files: &[std::path::PathBuf]) -> String {
+    match files {
+        [one] => one.display().to_string(),
+        [first, ..] => format!("{} (+{} more parts)", first.display(), files.len() - 1),
+        [] => String::new(),
+    }
+}
+
 fn plural(count: u64) -> &'static str {
     if count == 1 {
         ""
@@ -94,6 +182,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     } else if args.export {
         export(&mut replica, &args)?;
+    } else if args.import {
+        import(&mut replica, &args)?;
     } else if args.record {
         let lock = replica.lock("syncreplica -record")?;
         cli::print_lock_takeover(NAME, &lock);

@@ -17,6 +17,21 @@ use clap::Parser;
 /// the content each target lacks is shipped: renamed and copied files, and
 /// chunks repeated within the export, travel once or not at all. When a
 /// target lacks nothing it says so and writes nothing.
+///
+/// -import verifies every packet found in the PACKET_OR_DIR arguments in
+/// full (signature by a current family member, every entry's digest) before
+/// anything is applied, then applies them in sequence order, whatever order
+/// they are found in: a packet that depends on changes not yet received
+/// waits (and is applied in the same run once its predecessor is), one
+/// already applied is reported, one for another family or replica is left
+/// alone. Local changes are recorded first and take part in conflict
+/// detection: concurrent changes to one path get one deterministic winner
+/// (a modification beats a deletion, then the newest mtime), and the
+/// losing content is kept beside the file as
+/// NAME.sync-conflict-YYYYMMDD-HHMMSS-REPLICA.EXT. Files an import deletes
+/// or replaces are kept under .syncreplica/deleted/ for soft_delete_days.
+/// Each packet is applied atomically: an import killed at any point leaves
+/// every path old or new, and running it again finishes the job.
 #[derive(Debug, Parser)]
 #[command(name = "syncreplica", version, after_help = super::EXIT_STATUS_HELP)]
 #[command(group = clap::ArgGroup::new("mode").required(true))]
@@ -34,6 +49,20 @@ pub struct Args {
     /// Write the operations each TARGET lacks into packets (see -out).
     #[arg(long, group = "mode", requires = "destination")]
     pub export: bool,
+
+    /// Verify and apply the packets in PACKET_OR_DIR...
+    #[arg(long, group = "mode")]
+    pub import: bool,
+
+    /// With -import: take packets from the storage class's incoming bays.
+    /// Not available yet: storage bays come with the shipping server.
+    #[arg(long)]
+    pub receive: bool,
+
+    /// With -import: remove packet files once applied or found already
+    /// applied (files in named directories are otherwise left in place).
+    #[arg(long)]
+    pub remove: bool,
 
     /// With -export: an existing directory that receives the packet files,
     /// under their standard names (sync_<sender>_<time>_<seq>[_<k>of<n>].zip).
@@ -74,6 +103,7 @@ pub struct Args {
     pub replica: Option<PathBuf>,
 
     /// With -export: the siblings to export to, by name or replica id.
-    #[arg(value_name = "TARGET")]
+    /// With -import: packet files, or directories holding them.
+    #[arg(value_name = "TARGET | PACKET_OR_DIR")]
     pub targets: Vec<String>,
 }

@@ -144,3 +144,134 @@ pub fn redactions() -> Vec<(&'static str, &'static str)> {
         (r"process \d+", "process [PID]"),
     ]
 }
+
+/// A family of replicas made the way users make them: the first with
+/// `mkreplica -init`, the others from creation packets it exports.
+pub struct Family {
+    pub dir: tempfile::TempDir,
+    pub names: Vec<String>,
+}
+
+impl Family {
+    pub fn root(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A fresh, empty directory under the family's temporary folder.
+    pub fn packet_dir(&self, label: &str) -> PathBuf {
+        let dir = self.dir.path().join(format!("packets-{label}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
+
+/// Makes replicas `names[0]` (with `files`) and the rest from creation
+/// packets exported by the first.
+pub fn family(names: &[&str], files: &[(&str, &str)]) -> Family {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join(names[0]);
+    std::fs::create_dir(&first).unwrap();
+    for (path, content) in files {
+        write(&first, path, content);
+    }
+    init(&first, names[0]);
+    for name in &names[1..] {
+        let out = dir.path().join(format!("creation-{name}"));
+        std::fs::create_dir(&out).unwrap();
+        run(
+            &first,
+            "mkreplica",
+            [
+                OsStr::new("-export"),
+                "-out".as_ref(),
+                out.as_os_str(),
+                name.as_ref(),
+            ],
+        )
+        .ok();
+        let root = dir.path().join(name);
+        run(
+            dir.path(),
+            "mkreplica",
+            [
+                OsStr::new("-import"),
+                "-replica".as_ref(),
+                root.as_os_str(),
+                out.as_os_str(),
+            ],
+        )
+        .ok();
+    }
+    Family {
+        dir,
+        names: names.iter().map(|n| n.to_string()).collect(),
+    }
+}
+
+/// `syncreplica -export -out DIR TARGETS…` at `root`.
+pub fn export_to(root: &Path, out: &Path, targets: &[&str], extra: &[&str]) -> Run {
+    let mut args: Vec<std::ffi::OsString> = vec!["-export".into(), "-out".into(), out.into()];
+    args.extend(extra.iter().map(|a| a.into()));
+    args.extend(targets.iter().map(|t| t.into()));
+    run(root, "syncreplica", args)
+}
+
+/// `syncreplica -import SOURCES…` at `root`.
+pub fn import_from(root: &Path, sources: &[&Path]) -> Run {
+    let mut args: Vec<std::ffi::OsString> = vec!["-import".into()];
+    args.extend(sources.iter().map(|s| s.as_os_str().to_owned()));
+    run(root, "syncreplica", args)
+}
+
+/// Every path under `root` (state folder excluded) with its type, mode,
+/// mtime and content or link target: two replicas are "the same tree"
+/// when these listings are equal.
+pub fn tree_listing(root: &Path) -> Vec<String> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap();
+            if rel.as_os_str().as_bytes() == b".syncreplica" {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let name = String::from_utf8_lossy(rel.as_os_str().as_bytes()).into_owned();
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.push(format!("link {name} -> {}", target.display()));
+            } else if meta.is_dir() {
+                out.push(format!("dir  {name} {:o}", meta.mode() & 0o7777));
+                pending.push(path);
+            } else {
+                let content = std::fs::read(&path).unwrap();
+                let digest = sha2::Digest::finalize(
+                    <sha2::Sha256 as sha2::Digest>::new_with_prefix(&content),
+                );
+                out.push(format!(
+                    "file {name} {:o} {} {}",
+                    meta.mode() & 0o7777,
+                    meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                    hex::encode(digest)
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Packet files in `dir`, sorted.
+pub fn packet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "zip"))
+        .collect();
+    files.sort();
+    files
+}

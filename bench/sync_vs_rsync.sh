@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Benchmark: syncreplica packets against rsync batch mode
+# (--only-write-batch / --read-batch) on the same data, in the same run.
+#
+#   1. creating a replica of a tree of about 500 MiB in about 20,000 files
+#      (mkreplica -export / -import against rsync to an empty directory);
+#   2. editing 1% of those files (syncreplica -export / -import against
+#      rsync batch from the old tree).
+#
+# Prints packet bytes, export time and import time for both, and the ratios
+# syncreplica / rsync (below 1 is better for syncreplica).
+#
+# Usage: bench/sync_vs_rsync.sh [FILES] [TOTAL_MIB]
+set -euo pipefail
+files=${1:-20000}
+total_mib=${2:-500}
+here=$(cd "$(dirname "$0")/.." && pwd)
+if ! command -v rsync >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq rsync >/dev/null
+fi
+cargo build --release --quiet --manifest-path "$here/Cargo.toml"
+bin="$here/target/release"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+echo "making $files files, about $total_mib MiB, in $work/src ..."
+python3 - "$work/src" "$files" "$total_mib" <<'PY'
+import os, random, sys
+root, n, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) << 20
+rng = random.Random(42)
+words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(5000)]
+avg = total // n
+for i in range(n):
+    d = os.path.join(root, f"d{i // 1000:02d}", f"e{(i // 50) % 20:02d}")
+    os.makedirs(d, exist_ok=True)
+    size = max(1, int(rng.expovariate(1 / avg)))
+    if i % 4 == 0:  # a quarter incompressible (media, archives)
+        data = rng.randbytes(size)
+    else:           # the rest text-like
+        out = bytearray()
+        while len(out) < size:
+            out += rng.choice(words) + b" "
+        data = bytes(out[:size])
+    with open(os.path.join(d, f"f{i:05d}.dat"), "wb") as f:
+        f.write(data)
+PY
+du -sh "$work/src"
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+bytes_in() { du -sb "$1" | cut -f1; }
+
+report() { # label sr_bytes sr_export sr_import rs_bytes rs_export rs_import
+    printf '\n%s\n' "$1"
+    printf '  %-12s %14s %12s %12s\n' "" "bytes" "export s" "import s"
+    printf '  %-12s %14s %12s %12s\n' syncreplica "$2" "$3" "$4"
+    printf '  %-12s %14s %12s %12s\n' rsync-batch "$5" "$6" "$7"
+    printf '  %-12s %14s %12s %12s\n' ratio "$(ratio "$2" "$5")" "$(ratio "$3" "$6")" "$(ratio "$4" "$7")"
+}
+
+sleep 2.1
+"$bin/mkreplica" -init -family bench -replica "$work/src" alpha >/dev/null
+
+# 1. Replica creation.
+mkdir "$work/pk1"
+t0=$(now); "$bin/mkreplica" -export -out "$work/pk1" -replica "$work/src" beta >/dev/null; t1=$(now)
+t2=$(now); "$bin/mkreplica" -import -replica "$work/beta" "$work/pk1" >/dev/null; t3=$(now)
+sr_bytes=$(du -cb "$work"/pk1/*.zip | tail -1 | cut -f1)
+mkdir "$work/rs-empty"
+t4=$(now); rsync -a --exclude=.syncreplica --only-write-batch="$work/batch1" "$work/src/" "$work/rs-empty/"; t5=$(now)
+mkdir "$work/rs-dest"
+t6=$(now); rsync -a --read-batch="$work/batch1" "$work/rs-dest/"; t7=$(now)
+report "create a replica ($files files)" "$sr_bytes" "$(elapsed "$t0" "$t1")" "$(elapsed "$t2" "$t3")" \
+    "$(bytes_in "$work/batch1")" "$(elapsed "$t4" "$t5")" "$(elapsed "$t6" "$t7")"
+diff -r --exclude=.syncreplica "$work/src" "$work/beta" >/dev/null && echo "  trees equal: yes"
+
+# 2. Edit 1% of the files: a few bytes changed in the middle of each.
+python3 - "$work/src" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) if ".syncreplica" not in d for f in fs)
+rng = random.Random(7)
+for p in rng.sample(paths, len(paths) // 100):
+    with open(p, "r+b") as f:
+        data = f.read()
+        at = len(data) // 2
+        f.seek(at)
+        f.write(b"EDITED!" if len(data) > 8 else b"E")
+PY
+mkdir "$work/pk2"
+t0=$(now); "$bin/syncreplica" -export -out "$work/pk2" -replica "$work/src" beta >/dev/null; t1=$(now)
+t2=$(now); "$bin/syncreplica" -import -replica "$work/beta" "$work/pk2" >/dev/null; t3=$(now)
+sr_bytes=$(du -cb "$work"/pk2/*.zip | tail -1 | cut -f1)
+t4=$(now); rsync -a --exclude=.syncreplica --only-write-batch="$work/batch2" "$work/src/" "$work/rs-dest/"; t5=$(now)
+t6=$(now); rsync -a --read-batch="$work/batch2" "$work/rs-dest/"; t7=$(now)
+report "edit 1% of the files" "$sr_bytes" "$(elapsed "$t0" "$t1")" "$(elapsed "$t2" "$t3")" \
+    "$(bytes_in "$work/batch2")" "$(elapsed "$t4" "$t5")" "$(elapsed "$t6" "$t7")"
+diff -r --exclude=.syncreplica "$work/src" "$work/beta" >/dev/null && echo "  trees equal: yes"

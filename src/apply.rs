@@ -1,0 +1,320 @@
+//! The apply engine: brings a batch of operations from other replicas (one
+//! logical packet's worth, signatures already verified) into this replica's
+//! tree and state database.
+//!
+//! # Rules
+//!
+//! 1. **Logging.** Every new operation is appended to the operation log with
+//!    its origin (so this replica can forward it later) and this replica's
+//!    own epoch row is raised for that origin, in the same transaction as
+//!    the entries it changes. An operation whose epoch is at or below the own
+//!    row's epoch for its origin is a duplicate and is skipped
+//!    (`already_had`). An epoch that leaves a gap (more than one above the
+//!    last one logged for that origin) refuses the whole batch; nothing is
+//!    changed. An operation that claims to come from this replica but is new
+//!    to it is refused the same way.
+//! 2. **Members.** `AddMember` inserts the member if absent. The same id with
+//!    another key, another id with the same name, or a name that is not a
+//!    valid replica name refuses the batch.
+//! 3. **Hostile paths.** A path from a packet is hostile until proved
+//!    enclosed. The batch is refused ([`crate::Error::HostilePath`]) when a
+//!    path is empty, absolute, has an empty, `.` or `..` component, contains
+//!    NUL, has a component of more than 255 bytes, has a component named
+//!    `.syncreplica` (at any depth: scans never record nested state
+//!    folders), or when any ancestor is a symlink: on disk now (checked with
+//!    `symlink_metadata` component by component from the root, never
+//!    following a link), or as planned by an earlier operation of the same
+//!    batch. An ancestor that an earlier operation of the batch turns into a
+//!    directory counts as that directory (the link is removed, never
+//!    followed). A symlink target that is empty or contains NUL, and a file
+//!    whose size is not the sum of its chunk lengths, are refused too.
+//! 4. **Excludes.** Excluded paths (the patterns as loaded when the batch
+//!    starts) are never touched: the operation is logged and the epoch raised,
+//!    but entry and file stay as they are (`skipped_excluded`).
+//! 5. **Conflicts** are decided by version vectors, never by wall clocks. The
+//!    local side is the recorded entry (a tombstone's version counts; no
+//!    entry is the empty vector). Incoming `After` local: fast-forward.
+//!    `Before` or `Equal`: stale, nothing to do (`already_had`).
+//!    `Concurrent`: if both states are identical, the merged version is
+//!    stored (author: the greater replica id, so every replica stores the
+//!    same). Otherwise one winner, the same at every replica:
+//!    (0) a directory beats any other state (nothing under it is lost; a
+//!    losing file becomes the conflict copy, a losing symlink is dropped);
+//!    (a) any existing state beats `Deleted`; (b) the newer file mtime wins
+//!    (directories, symlinks and `Deleted` count as mtime 0); (c) on a tie
+//!    the state whose postcard encoding is lexicographically greater wins.
+//!    The winner's state is stored with the merged version vector and the
+//!    winner's author (an incoming state's author is the operation's
+//!    origin). A losing non-empty file whose content differs from the
+//!    winner's is kept beside the path as
+//!    `NAME.sync-conflict-YYYYMMDD-HHMMSS-REPLICA.EXT`: the loser's mtime
+//!    in UTC, the loser author's member name (its 32-hex id if unknown) and
+//!    the file name's extension (after the last `.` that is not the first
+//!    character), e.g. `report.sync-conflict-20261121-101500-boston.txt`,
+//!    `Makefile.sync-conflict-20261121-101500-boston`. Every replica computes
+//!    the same name. The copy is written and recorded as an operation of
+//!    this replica (next own epoch; version: the copy path's recorded
+//!    version, if any, plus this replica's epoch) in the same transaction,
+//!    so it travels to siblings; a sibling that made the same copy converges
+//!    by the identical-state rule. If the name is taken by different
+//!    content, `-2`, `-3`… is appended to the replica name. No copy is made
+//!    when the copy's path is excluded.
+//! 6. **Structure.** After all operations are planned, the tree is made
+//!    consistent: a path that ends up deleted, a file or a symlink but still
+//!    has content below it (recorded, planned, or on disk and not recorded,
+//!    such as excluded files) stays a directory, and every ancestor of a
+//!    path that ends up existing becomes a directory. Each such repair is a
+//!    conflict that the directory wins, recorded as an operation of this
+//!    replica (a displaced file becomes a conflict copy as in rule 5).
+//! 7. **Writing states.** A file's content is assembled from its chunk list:
+//!    each chunk from a file staged earlier in the batch, else from the
+//!    [`ChunkSource`], else from a file this replica has whose recorded chunk
+//!    list contains it; every chunk's SHA-256 and length are verified before
+//!    use. A chunk found nowhere refuses the batch. Mode (setuid and setgid
+//!    bits are dropped, and the entry records the mode as written) and mtime
+//!    are set. Directories are created, symlinks are created with their
+//!    stored target bytes (never followed), deleted paths are removed. A file
+//!    whose content is unchanged only gets its mode and mtime set.
+//! 8. **Soft delete.** A regular file that an import deletes or replaces is
+//!    first kept (hard-linked, or copied if the filesystem cannot link) as
+//!    `.syncreplica/deleted/YYYYMMDD/<path>` (UTC day of the import; `.1`,
+//!    `.2`… appended to the name if taken). [`purge_soft_deleted`] removes
+//!    day folders older than `soft_delete_days`; `apply_batch` calls it at
+//!    the end.
+//! 9. **Crash safety.** (a) Plan everything in memory; (b) stage every new
+//!    file's content under `.syncreplica/staging/<n>`, fsynced; (c) commit
+//!    log, epochs, members, entries (without stat, so the next scan reads
+//!    those files once) and a journal of disk actions in one transaction;
+//!    (d) execute the journal, every action idempotent, then fsync the
+//!    directories; (e) clear the journal and remove the staging folder.
+//!    [`recover`] finishes (d) and (e) after a crash, or removes staging
+//!    left by a batch that never committed. Replaced files and symlinks are
+//!    swapped with one rename, so a crash leaves each path old or new; only
+//!    a change of type (file to directory...) passes through "absent".
+//!
+//! The caller holds the replica's lock, has recorded a scan of local changes
+//! (so they take part in conflict detection) and calls [`recover`] before
+//! each import (`apply_batch` also does).
+
+mod disk;
+mod plan;
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::ops::{ChunkId, Operation};
+use crate::replica::Replica;
+use crate::state;
+
+pub use disk::purge_soft_deleted;
+pub use plan::{conflict_copy_name, validate_path, winner_is_first};
+
+/// Folder under `.syncreplica/` holding staged file contents of a batch.
+pub const STAGING_DIR: &str = "staging";
+/// Folder under `.syncreplica/` holding soft-deleted files by day.
+pub const DELETED_DIR: &str = "deleted";
+/// Start of the message of a crash injected by [`ApplyHooks`].
+pub const INJECTED_CRASH: &str = "injected crash at step";
+
+/// Where the bytes of chunks come from, e.g. a packet's chunk entries.
+pub trait ChunkSource {
+    /// Bytes of a chunk carried by the packet, or `None` if not carried.
+    /// The engine verifies the bytes against the id before use.
+    fn chunk(&mut self, id: &ChunkId) -> Result<Option<Vec<u8>>>;
+}
+
+/// A source that carries nothing: every chunk must already be local.
+pub struct NoChunks;
+
+impl ChunkSource for NoChunks {
+    fn chunk(&mut self, _id: &ChunkId) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+}
+
+impl<F> ChunkSource for F
+where
+    F: FnMut(&ChunkId) -> Result<Option<Vec<u8>>>,
+{
+    fn chunk(&mut self, id: &ChunkId) -> Result<Option<Vec<u8>>> {
+        self(id)
+    }
+}
+
+/// What applying a batch did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Paths that did not exist and now do.
+    pub added: u64,
+    /// Paths whose state changed.
+    pub changed: u64,
+    /// Paths that existed and are now deleted.
+    pub deleted: u64,
+    /// One human-readable note per conflict, naming any conflict copy.
+    pub conflicts: Vec<String>,
+    /// Operations on excluded paths: logged, not applied.
+    pub skipped_excluded: u64,
+    /// Duplicate operations, and operations older than the recorded state.
+    pub already_had: u64,
+    /// Bytes of file content written.
+    pub bytes_written: u64,
+    /// Operations this replica recorded itself (conflict copies, kept
+    /// directories).
+    pub local_operations: u64,
+    /// Soft-deleted files purged at the end.
+    pub purged: u64,
+}
+
+/// Test hooks: a deterministic crash-injection point. Steps are counted
+/// (after each staged file, before and after the commit, after each
+/// journal action, before and after clearing the journal); when the count
+/// reaches `crash_at`, the engine returns an error starting with
+/// [`INJECTED_CRASH`] at once, without any cleanup, as `kill -9` would.
+#[derive(Debug, Default, Clone)]
+pub struct ApplyHooks {
+    pub crash_at: Option<usize>,
+    /// Steps counted so far.
+    pub steps: usize,
+}
+
+impl ApplyHooks {
+    pub fn crash_at(step: usize) -> ApplyHooks {
+        ApplyHooks {
+            crash_at: Some(step),
+            steps: 0,
+        }
+    }
+
+    fn step(&mut self, what: &str) -> Result<()> {
+        self.steps += 1;
+        if self.crash_at == Some(self.steps) {
+            return Err(Error::ApplyFailed {
+                what: format!("{INJECTED_CRASH} {} ({what})", self.steps),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether `err` is a crash injected by [`ApplyHooks`].
+pub fn is_injected_crash(err: &Error) -> bool {
+    matches!(err, Error::ApplyFailed { what } if what.starts_with(INJECTED_CRASH))
+}
+
+/// Applies `ops` (already verified, from other replicas) to `replica`'s tree
+/// and state, following the rules in the module documentation. Either the
+/// whole batch is committed, or (on a refused batch) nothing changes.
+pub fn apply_batch(
+    replica: &mut Replica,
+    ops: &[Operation],
+    chunks: &mut dyn ChunkSource,
+    hooks: &mut ApplyHooks,
+) -> Result<ApplyReport> {
+    recover(replica)?;
+    let plan = plan::plan(replica, ops)?;
+    let mut report = plan.report.clone();
+    report.bytes_written = disk::stage(replica, &plan, chunks, hooks)?;
+    hooks.step("before commit")?;
+    let committed = commit(replica, &plan);
+    if let Err(err) = committed {
+        let _ = std::fs::remove_dir_all(staging_dir(replica));
+        return Err(err);
+    }
+    hooks.step("after commit")?;
+    disk::execute(replica, &plan.actions, hooks)?;
+    finish(replica, hooks)?;
+    report.purged = purge_soft_deleted(replica, replica.config.soft_delete_days)?;
+    Ok(report)
+}
+
+/// Finishes a batch interrupted after its commit (runs the rest of its
+/// journal), or removes staging left by one interrupted before. Returns
+/// whether a committed batch was pending.
+pub fn recover(replica: &mut Replica) -> Result<bool> {
+    recover_with(replica, &mut ApplyHooks::default())
+}
+
+/// [`recover`] with crash injection, for tests.
+pub fn recover_with(replica: &mut Replica, hooks: &mut ApplyHooks) -> Result<bool> {
+    let encoded = replica
+        .state
+        .transaction(|tx| Ok(state::pending_apply(tx)?))?;
+    if encoded.is_empty() {
+        let staging = staging_dir(replica);
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+        }
+        return Ok(false);
+    }
+    let mut actions = Vec::with_capacity(encoded.len());
+    for bytes in &encoded {
+        actions.push(
+            postcard::from_bytes(bytes).map_err(|e| Error::CorruptState {
+                path: replica.state.path().to_path_buf(),
+                what: format!("apply journal: {e}"),
+            })?,
+        );
+    }
+    disk::execute(replica, &actions, hooks)?;
+    finish(replica, hooks)?;
+    Ok(true)
+}
+
+fn staging_dir(replica: &Replica) -> PathBuf {
+    replica.state_dir().join(STAGING_DIR)
+}
+
+/// Step (c): one transaction with everything the batch changes in the
+/// database, and the journal of its disk actions.
+fn commit(replica: &mut Replica, plan: &plan::Plan) -> Result<()> {
+    let me = replica.identity.replica_id;
+    let now = crate::scan::now_ns();
+    replica.state.transaction(|tx| {
+        state::create_pending_apply(tx)?;
+        for member in &plan.new_members {
+            state::insert_member(tx, member, now)?;
+        }
+        for op in plan.accepted.iter().chain(&plan.local_ops) {
+            state::append_operation(tx, op)?;
+        }
+        for (origin, epoch) in &plan.raised {
+            state::set_epoch(tx, &me, origin, *epoch)?;
+        }
+        if let Some(last) = plan.local_ops.last() {
+            state::set_epoch(tx, &me, &me, last.epoch)?;
+        }
+        for (path, entry) in &plan.entries {
+            state::put_entry(
+                tx,
+                &state::EntryWrite {
+                    path,
+                    state: &entry.state,
+                    version: &entry.version,
+                    author: &entry.author,
+                    stat: None,
+                    scanned_ns: None,
+                },
+            )?;
+        }
+        for (seq, action) in plan.actions.iter().enumerate() {
+            let bytes = postcard::to_stdvec(action).expect("actions encode");
+            state::push_pending_apply(tx, seq as u64, &bytes)?;
+        }
+        Ok(())
+    })
+}
+
+/// Step (e): the journal is done; forget it and the staged files.
+fn finish(replica: &mut Replica, hooks: &mut ApplyHooks) -> Result<()> {
+    hooks.step("before clearing the journal")?;
+    replica
+        .state
+        .transaction(|tx| Ok(state::clear_pending_apply(tx)?))?;
+    hooks.step("after clearing the journal")?;
+    let staging = staging_dir(replica);
+    match std::fs::remove_dir_all(&staging) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(Error::io(&staging, err)),
+    }
+}

@@ -1,0 +1,499 @@
+//! Steps (b), (d) and (e): staging file contents, running the journal's
+//! disk actions, and purging soft-deleted files.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::{CString, OsStr};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::plan::Plan;
+use super::{is_injected_crash, ApplyHooks, ChunkSource, DELETED_DIR, STAGING_DIR};
+use crate::error::{Error, IoContext, Result};
+use crate::ops::{ChunkId, ChunkRef, PathState};
+use crate::relpath;
+use crate::replica::Replica;
+use crate::state::RecordedEntry;
+
+/// One disk action of the journal. Every action can run again after a
+/// crash and leaves the same result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Action {
+    /// Hard-links (or copies) the regular file at `path` to `to`, relative
+    /// to the state folder; done once `to` exists.
+    Preserve { path: Vec<u8>, to: Vec<u8> },
+    /// Removes `path` if it is a regular file.
+    RemoveFile { path: Vec<u8> },
+    /// Removes `path` if it is a symlink or a special file.
+    RemoveSpecial { path: Vec<u8> },
+    /// Removes `path` if it is a directory (empty by then).
+    RemoveDir { path: Vec<u8> },
+    /// Creates the directory `path` if it does not exist.
+    MakeDir { path: Vec<u8> },
+    /// Renames staged file `staged` to `path`; done once it is gone.
+    Place { staged: u64, path: Vec<u8> },
+    /// Makes `path` a symlink to `target`, replacing what is there in one
+    /// rename.
+    Link { path: Vec<u8>, target: Vec<u8> },
+    /// Sets a file's mode and mtime (content unchanged).
+    SetFileMeta {
+        path: Vec<u8>,
+        mode: u32,
+        mtime_ns: i64,
+    },
+    /// Sets a directory's mode, after everything inside it is done.
+    SetDirMode { path: Vec<u8>, mode: u32 },
+}
+
+fn system_time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all())
+}
+
+/// Step (b): writes every new file under `.syncreplica/staging/<n>`,
+/// fsynced. Returns the bytes written. On an error (other than an
+/// injected crash) the staging folder is removed again.
+pub(crate) fn stage(
+    replica: &Replica,
+    plan: &Plan,
+    source: &mut dyn ChunkSource,
+    hooks: &mut ApplyHooks,
+) -> Result<u64> {
+    if plan.jobs.is_empty() {
+        return Ok(0);
+    }
+    let staging = replica.state_dir().join(STAGING_DIR);
+    let result = stage_all(replica, plan, source, hooks, &staging);
+    if let Err(err) = &result {
+        if !is_injected_crash(err) {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+    }
+    result
+}
+
+fn stage_all(
+    replica: &Replica,
+    plan: &Plan,
+    source: &mut dyn ChunkSource,
+    hooks: &mut ApplyHooks,
+    staging: &Path,
+) -> Result<u64> {
+    std::fs::create_dir_all(staging).at(staging)?;
+    let mut finder = Finder {
+        root: &replica.root,
+        staging,
+        recorded: &plan.recorded,
+        local: None,
+        staged: HashMap::new(),
+        source,
+    };
+    let mut written = 0;
+    for job in &plan.jobs {
+        let path = staging.join(job.staged.to_string());
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .at(&path)?;
+        let mut offset = 0u64;
+        for chunk in &job.chunks {
+            let bytes = finder.find(chunk, &job.path)?;
+            file.write_all(&bytes).at(&path)?;
+            finder
+                .staged
+                .entry(chunk.id)
+                .or_insert((job.staged, offset));
+            offset += u64::from(chunk.len);
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(job.mode))
+            .at(&path)?;
+        file.set_modified(system_time(job.mtime_ns)).at(&path)?;
+        file.sync_all().at(&path)?;
+        written += offset;
+        hooks.step("staged a file")?;
+    }
+    sync_dir(staging).at(staging)?;
+    Ok(written)
+}
+
+/// Finds chunk bytes: staged earlier in this batch, carried by the packet,
+/// or in a file this replica has; always verified against the id.
+struct Finder<'a> {
+    root: &'a Path,
+    staging: &'a Path,
+    recorded: &'a HashMap<Vec<u8>, RecordedEntry>,
+    /// Chunk id -> (path, offset), built on first use.
+    local: Option<HashMap<ChunkId, Vec<(Vec<u8>, u64)>>>,
+    staged: HashMap<ChunkId, (u64, u64)>,
+    source: &'a mut dyn ChunkSource,
+}
+
+fn verified(chunk: &ChunkRef, bytes: &[u8]) -> bool {
+    bytes.len() == chunk.len as usize && Sha256::digest(bytes).as_slice() == chunk.id
+}
+
+fn read_at(path: &Path, offset: u64, len: u32) -> std::io::Result<Vec<u8>> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = vec![0; len as usize];
+    file.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
+impl Finder<'_> {
+    fn find(&mut self, chunk: &ChunkRef, for_path: &[u8]) -> Result<Vec<u8>> {
+        if let Some((staged, offset)) = self.staged.get(&chunk.id) {
+            let path = self.staging.join(staged.to_string());
+            if let Ok(bytes) = read_at(&path, *offset, chunk.len) {
+                if verified(chunk, &bytes) {
+                    return Ok(bytes);
+                }
+            }
+        }
+        if let Some(bytes) = self.source.chunk(&chunk.id)? {
+            if verified(chunk, &bytes) {
+                return Ok(bytes);
+            }
+            return Err(Error::ApplyFailed {
+                what: format!(
+                    "chunk {} of {}, as carried by the packet, does not match its id",
+                    hex::encode(chunk.id),
+                    relpath::display(for_path)
+                ),
+            });
+        }
+        let recorded = self.recorded;
+        let local = self.local.get_or_insert_with(|| {
+            let mut index: HashMap<ChunkId, Vec<(Vec<u8>, u64)>> = HashMap::new();
+            for (path, entry) in recorded {
+                if let PathState::File { chunks, .. } = &entry.state {
+                    let mut offset = 0;
+                    for c in chunks {
+                        index.entry(c.id).or_default().push((path.clone(), offset));
+                        offset += u64::from(c.len);
+                    }
+                }
+            }
+            index
+        });
+        for (path, offset) in local.get(&chunk.id).into_iter().flatten() {
+            let disk = relpath::to_disk_path(self.root, path);
+            if let Ok(bytes) = read_at(&disk, *offset, chunk.len) {
+                if verified(chunk, &bytes) {
+                    return Ok(bytes);
+                }
+            }
+        }
+        Err(Error::ApplyFailed {
+            what: format!(
+                "chunk {} of {} is neither in the packet nor in this replica",
+                hex::encode(chunk.id),
+                relpath::display(for_path)
+            ),
+        })
+    }
+}
+
+/// The on-disk path of `rel` below `root`, walking its parents without
+/// following symlinks. With `create`, missing parents are made and a
+/// symlinked or non-directory parent is an error; without, they mean the
+/// path does not exist (`None`).
+fn enclosed(root: &Path, rel: &[u8], create: bool) -> Result<Option<PathBuf>> {
+    let components: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
+    let (last, parents) = components.split_last().expect("split yields one");
+    let mut current = root.to_path_buf();
+    for component in parents {
+        current.push(OsStr::from_bytes(component));
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_dir() => {}
+            Ok(meta) if !create => {
+                let _ = meta;
+                return Ok(None);
+            }
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(Error::HostilePath {
+                    path: relpath::display(rel),
+                    why: "a parent directory is a symlink".into(),
+                })
+            }
+            Ok(_) => {
+                return Err(Error::ApplyFailed {
+                    what: format!("{}: a parent is not a directory", relpath::display(rel)),
+                })
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                if !create {
+                    return Ok(None);
+                }
+                match std::fs::DirBuilder::new().mode(0o755).create(&current) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(err) => return Err(Error::io(&current, err)),
+                }
+            }
+            Err(err) => return Err(Error::io(&current, err)),
+        }
+    }
+    current.push(OsStr::from_bytes(last));
+    Ok(Some(current))
+}
+
+fn lstat(path: &Path) -> Result<Option<std::fs::Metadata>> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(Error::io(path, err)),
+    }
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    path.parent().unwrap_or(Path::new("/")).to_path_buf()
+}
+
+/// Step (d): runs the journal, then fsyncs the directories it changed.
+pub(crate) fn execute(replica: &Replica, actions: &[Action], hooks: &mut ApplyHooks) -> Result<()> {
+    let root = &replica.root;
+    let state_dir = replica.state_dir();
+    let staging = state_dir.join(STAGING_DIR);
+    let mut touched = BTreeSet::new();
+    for action in actions {
+        run(root, &state_dir, &staging, action, &mut touched)?;
+        hooks.step("ran a journal action")?;
+    }
+    for dir in touched {
+        match sync_dir(&dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(Error::io(&dir, err)),
+        }
+    }
+    Ok(())
+}
+
+fn run(
+    root: &Path,
+    state_dir: &Path,
+    staging: &Path,
+    action: &Action,
+    touched: &mut BTreeSet<PathBuf>,
+) -> Result<()> {
+    match action {
+        Action::Preserve { path, to } => {
+            let target = state_dir.join(OsStr::from_bytes(to));
+            if lstat(&target)?.is_some() {
+                return Ok(());
+            }
+            let Some(source) = enclosed(root, path, false)? else {
+                return Ok(());
+            };
+            if !lstat(&source)?.is_some_and(|m| m.file_type().is_file()) {
+                return Ok(());
+            }
+            let folder = parent_of(&target);
+            std::fs::create_dir_all(&folder).at(&folder)?;
+            if std::fs::hard_link(&source, &target).is_err() {
+                // Filesystems without hard links: copy, then rename.
+                let mut partial = target.clone().into_os_string();
+                partial.push(".partial");
+                let partial = PathBuf::from(partial);
+                std::fs::copy(&source, &partial).at(&partial)?;
+                let mtime = std::fs::metadata(&source)
+                    .and_then(|m| m.modified())
+                    .at(&source)?;
+                let copy = OpenOptions::new().write(true).open(&partial).at(&partial)?;
+                copy.set_modified(mtime).at(&partial)?;
+                copy.sync_all().at(&partial)?;
+                std::fs::rename(&partial, &target).at(&target)?;
+            }
+            touched.insert(folder);
+        }
+        Action::RemoveFile { path } => {
+            if let Some(full) = enclosed(root, path, false)? {
+                if lstat(&full)?.is_some_and(|m| m.file_type().is_file()) {
+                    std::fs::remove_file(&full).at(&full)?;
+                    touched.insert(parent_of(&full));
+                }
+            }
+        }
+        Action::RemoveSpecial { path } => {
+            if let Some(full) = enclosed(root, path, false)? {
+                if lstat(&full)?.is_some_and(|m| !m.is_dir() && !m.file_type().is_file()) {
+                    std::fs::remove_file(&full).at(&full)?;
+                    touched.insert(parent_of(&full));
+                }
+            }
+        }
+        Action::RemoveDir { path } => {
+            if let Some(full) = enclosed(root, path, false)? {
+                if lstat(&full)?.is_some_and(|m| m.file_type().is_dir()) {
+                    std::fs::remove_dir(&full).at(&full)?;
+                    touched.insert(parent_of(&full));
+                }
+            }
+        }
+        Action::MakeDir { path } => {
+            let full = enclosed(root, path, true)?.expect("created");
+            match std::fs::DirBuilder::new().mode(0o700).create(&full) {
+                Ok(()) => {
+                    touched.insert(parent_of(&full));
+                }
+                Err(err)
+                    if err.kind() == std::io::ErrorKind::AlreadyExists
+                        && lstat(&full)?.is_some_and(|m| m.file_type().is_dir()) => {}
+                Err(err) => return Err(Error::io(&full, err)),
+            }
+        }
+        Action::Place { staged, path } => {
+            let from = staging.join(staged.to_string());
+            if lstat(&from)?.is_none() {
+                return Ok(());
+            }
+            let full = enclosed(root, path, true)?.expect("created");
+            std::fs::rename(&from, &full).at(&full)?;
+            touched.insert(parent_of(&full));
+        }
+        Action::Link { path, target } => {
+            let full = enclosed(root, path, true)?.expect("created");
+            if let Some(meta) = lstat(&full)? {
+                if meta.file_type().is_symlink() {
+                    let now = std::fs::read_link(&full).at(&full)?;
+                    if now.as_os_str().as_bytes() == target.as_slice() {
+                        return Ok(());
+                    }
+                }
+            }
+            let temp = parent_of(&full).join(".syncreplica-new-link");
+            if lstat(&temp)?.is_some() {
+                std::fs::remove_file(&temp).at(&temp)?;
+            }
+            std::os::unix::fs::symlink(OsStr::from_bytes(target), &temp).at(&temp)?;
+            std::fs::rename(&temp, &full).at(&full)?;
+            touched.insert(parent_of(&full));
+        }
+        Action::SetFileMeta {
+            path,
+            mode,
+            mtime_ns,
+        } => {
+            if let Some(full) = enclosed(root, path, false)? {
+                if lstat(&full)?.is_some_and(|m| m.file_type().is_file()) {
+                    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(*mode))
+                        .at(&full)?;
+                    set_mtime_nofollow(&full, *mtime_ns)?;
+                }
+            }
+        }
+        Action::SetDirMode { path, mode } => {
+            if let Some(full) = enclosed(root, path, false)? {
+                if lstat(&full)?.is_some_and(|m| m.file_type().is_dir()) {
+                    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(*mode))
+                        .at(&full)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set_mtime_nofollow(path: &Path, mtime_ns: i64) -> Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::ApplyFailed {
+        what: format!("{}: path contains NUL", path.display()),
+    })?;
+    let time = libc::timespec {
+        tv_sec: mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
+        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+    };
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        time,
+    ];
+    // SAFETY: a valid NUL-terminated path and two timespecs.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::io(path, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Removes the day folders of `.syncreplica/deleted/` that are more than
+/// `older_than_days` days old (today's folder is 0 days old). Returns the
+/// number of files removed.
+pub fn purge_soft_deleted(replica: &Replica, older_than_days: u32) -> Result<u64> {
+    let deleted = replica.state_dir().join(DELETED_DIR);
+    let listing = match std::fs::read_dir(&deleted) {
+        Ok(listing) => listing,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(err) => return Err(Error::io(&deleted, err)),
+    };
+    let today = chrono::Utc::now().date_naive();
+    let mut purged = 0;
+    for item in listing {
+        let item = item.at(&deleted)?;
+        let name = item.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(day) = name
+            .get(..8)
+            .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y%m%d").ok())
+        else {
+            continue;
+        };
+        let rest = &name[8..];
+        if !(rest.is_empty()
+            || (rest.starts_with('.') && rest[1..].bytes().all(|b| b.is_ascii_digit())))
+        {
+            continue;
+        }
+        if (today - day).num_days() <= i64::from(older_than_days) {
+            continue;
+        }
+        let folder = item.path();
+        purged += count_files(&folder)?;
+        std::fs::remove_dir_all(&folder).at(&folder)?;
+    }
+    Ok(purged)
+}
+
+fn count_files(dir: &Path) -> Result<u64> {
+    let mut count = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for item in std::fs::read_dir(&dir).at(&dir)? {
+            let item = item.at(&dir)?;
+            if item.file_type().at(item.path())?.is_dir() {
+                pending.push(item.path());
+            } else {
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
+}

@@ -1,0 +1,1040 @@
+//! Step (a): decide every path's final state and every disk action, in
+//! memory. Nothing here writes; an error refuses the batch unchanged.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::disk::Action;
+use super::{ApplyReport, DELETED_DIR};
+use crate::error::{Error, Result};
+use crate::excludes::Excludes;
+use crate::identity;
+use crate::ops::{Causality, Change, ChunkRef, Id, Operation, PathState, VersionVector};
+use crate::relpath::{self, STATE_DIR};
+use crate::replica::Replica;
+use crate::state::{Member, RecordedEntry};
+
+/// Longest file name most filesystems accept.
+const NAME_MAX: usize = 255;
+/// Longest path (and symlink target) accepted from a packet.
+const PATH_MAX: usize = 4095;
+/// Mode of directories this replica creates to hold incoming paths.
+const DEFAULT_DIR_MODE: u32 = 0o755;
+
+/// A path's state as the batch leaves it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Entry {
+    pub state: PathState,
+    pub version: VersionVector,
+    pub author: Id,
+}
+
+/// One file to assemble in the staging folder.
+#[derive(Debug, Clone)]
+pub(crate) struct StageJob {
+    pub staged: u64,
+    pub path: Vec<u8>,
+    pub chunks: Vec<ChunkRef>,
+    pub mode: u32,
+    pub mtime_ns: i64,
+}
+
+/// Everything a batch will do.
+pub(crate) struct Plan {
+    /// New incoming operations, in order, for the log.
+    pub accepted: Vec<Operation>,
+    /// Origin -> new epoch of this replica's own row.
+    pub raised: BTreeMap<Id, u64>,
+    pub new_members: Vec<Member>,
+    /// Operations this replica records itself (conflict copies, kept dirs).
+    pub local_ops: Vec<Operation>,
+    /// Final entries of every path the batch touches.
+    pub entries: BTreeMap<Vec<u8>, Entry>,
+    /// Disk actions, in the order they run.
+    pub actions: Vec<Action>,
+    pub jobs: Vec<StageJob>,
+    /// The recorded state before the batch: where local chunks are.
+    pub recorded: HashMap<Vec<u8>, RecordedEntry>,
+    pub report: ApplyReport,
+}
+
+fn hostile(path: &[u8], why: impl Into<String>) -> Error {
+    Error::HostilePath {
+        path: relpath::display(path),
+        why: why.into(),
+    }
+}
+
+fn refused(what: impl Into<String>) -> Error {
+    Error::ApplyFailed { what: what.into() }
+}
+
+/// Checks a path from a packet on its bytes alone: not empty, relative,
+/// no empty, `.` or `..` component, no NUL, no `.syncreplica` component,
+/// names of at most 255 bytes.
+pub fn validate_path(path: &[u8]) -> Result<()> {
+    if path.is_empty() {
+        return Err(hostile(path, "it is empty"));
+    }
+    if path.starts_with(b"/") {
+        return Err(hostile(path, "it is absolute"));
+    }
+    if path.contains(&0) {
+        return Err(hostile(path, "it contains a NUL byte"));
+    }
+    if path.len() > PATH_MAX {
+        return Err(hostile(path, "it is too long"));
+    }
+    for component in path.split(|&b| b == b'/') {
+        match component {
+            b"" => return Err(hostile(path, "it has an empty component")),
+            b"." | b".." => return Err(hostile(path, "it has a '.' or '..' component")),
+            name if name == STATE_DIR.as_bytes() => {
+                return Err(hostile(path, "it names a replica state folder"))
+            }
+            name if name.len() > NAME_MAX => {
+                return Err(hostile(path, "a name in it is longer than 255 bytes"))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks an incoming state and drops what is never applied (setuid and
+/// setgid bits).
+fn sanitize(path: &[u8], state: &PathState) -> Result<PathState> {
+    Ok(match state {
+        PathState::File {
+            mode,
+            mtime_ns,
+            size,
+            chunks,
+        } => {
+            let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+            if total != *size {
+                return Err(hostile(
+                    path,
+                    format!("its size {size} is not the sum of its chunks ({total})"),
+                ));
+            }
+            PathState::File {
+                mode: mode & 0o777,
+                mtime_ns: *mtime_ns,
+                size: *size,
+                chunks: chunks.clone(),
+            }
+        }
+        PathState::Directory { mode } => PathState::Directory {
+            mode: mode & 0o1777,
+        },
+        PathState::Symlink { target } => {
+            if target.is_empty() || target.contains(&0) || target.len() > PATH_MAX {
+                return Err(hostile(
+                    path,
+                    "its symlink target is empty, too long or contains NUL",
+                ));
+            }
+            state.clone()
+        }
+        PathState::Deleted => PathState::Deleted,
+    })
+}
+
+fn mtime_rank(state: &PathState) -> (bool, bool, i64) {
+    (
+        matches!(state, PathState::Directory { .. }),
+        !matches!(state, PathState::Deleted),
+        match state {
+            PathState::File { mtime_ns, .. } => *mtime_ns,
+            _ => 0,
+        },
+    )
+}
+
+/// Whether `a` wins a conflict against the different state `b`: a
+/// directory beats anything else, any state beats `Deleted`, then the newer
+/// file mtime (others count as 0), then the greater postcard encoding.
+pub fn winner_is_first(a: &PathState, b: &PathState) -> bool {
+    match mtime_rank(a).cmp(&mtime_rank(b)) {
+        Ordering::Greater => true,
+        Ordering::Less => false,
+        Ordering::Equal => {
+            postcard::to_stdvec(a).expect("states encode")
+                > postcard::to_stdvec(b).expect("states encode")
+        }
+    }
+}
+
+/// `NAME.sync-conflict-YYYYMMDD-HHMMSS-REPLICA.EXT` for a file `name`
+/// whose losing version has mtime `mtime_ns` and was made by `replica`.
+/// The extension is what follows the last `.` that is not the name's first
+/// character. The stem is shortened if the name would exceed 255 bytes.
+pub fn conflict_copy_name(name: &[u8], mtime_ns: i64, replica: &str) -> Vec<u8> {
+    let dot = name.iter().rposition(|&b| b == b'.').filter(|&i| i > 0);
+    let (stem, ext) = match dot {
+        Some(i) => (&name[..i], Some(&name[i + 1..])),
+        None => (name, None),
+    };
+    let stamp = chrono::DateTime::from_timestamp_nanos(mtime_ns).format("%Y%m%d-%H%M%S");
+    let middle = format!(".sync-conflict-{stamp}-{replica}");
+    let ext_len = ext.map_or(0, |e| e.len() + 1);
+    let keep = NAME_MAX
+        .saturating_sub(middle.len() + ext_len)
+        .min(stem.len());
+    let mut out = stem[..keep].to_vec();
+    out.extend_from_slice(middle.as_bytes());
+    if let Some(ext) = ext {
+        out.push(b'.');
+        out.extend_from_slice(ext);
+    }
+    out
+}
+
+fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&[], path),
+    }
+}
+
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = parent.to_vec();
+    if !out.is_empty() {
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+    out
+}
+
+/// Proper ancestors of `path`, shallowest first.
+fn ancestors(path: &[u8]) -> Vec<&[u8]> {
+    path.iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'/')
+        .map(|(i, _)| &path[..i])
+        .collect()
+}
+
+/// The range of keys strictly below `path` in a sorted map.
+fn below(path: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut lo = path.to_vec();
+    lo.push(b'/');
+    let mut hi = path.to_vec();
+    hi.push(b'/' + 1);
+    (lo, hi)
+}
+
+/// What is on disk at a path, looked up without following any symlink: a
+/// path below a symlink or a non-directory counts as missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DiskKind {
+    Missing,
+    File,
+    Dir(u32),
+    Symlink(Vec<u8>),
+    Other,
+}
+
+pub(crate) fn disk_kind(root: &Path, rel: &[u8]) -> Result<DiskKind> {
+    let mut current = root.to_path_buf();
+    let components: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
+    for (i, component) in components.iter().enumerate() {
+        current.push(OsStr::from_bytes(component));
+        let meta = match std::fs::symlink_metadata(&current) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(DiskKind::Missing),
+            Err(err) if err.raw_os_error() == Some(libc::ENOTDIR) => return Ok(DiskKind::Missing),
+            Err(err) => return Err(Error::io(&current, err)),
+        };
+        let kind = meta.file_type();
+        if i + 1 < components.len() {
+            if !kind.is_dir() {
+                return Ok(DiskKind::Missing);
+            }
+            continue;
+        }
+        return Ok(if kind.is_dir() {
+            DiskKind::Dir(meta.mode() & 0o7777)
+        } else if kind.is_file() {
+            DiskKind::File
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&current).map_err(|e| Error::io(&current, e))?;
+            DiskKind::Symlink(target.as_os_str().as_bytes().to_vec())
+        } else {
+            DiskKind::Other
+        });
+    }
+    Ok(DiskKind::Missing)
+}
+
+struct Planner<'a> {
+    root: &'a Path,
+    me: Id,
+    excludes: Excludes,
+    recorded: HashMap<Vec<u8>, RecordedEntry>,
+    /// Live recorded paths, sorted, for "anything below this?" questions.
+    recorded_live: BTreeSet<Vec<u8>>,
+    planned: BTreeMap<Vec<u8>, Entry>,
+    members: Vec<Member>,
+    new_members: Vec<Member>,
+    last: HashMap<Id, u64>,
+    raised: BTreeMap<Id, u64>,
+    accepted: Vec<Operation>,
+    own_epoch: u64,
+    local_ops: Vec<Operation>,
+    report: ApplyReport,
+    now_ns: i64,
+}
+
+/// Plans a batch: see the module documentation of [`super`] for the rules.
+pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
+    let me = replica.identity.replica_id;
+    let table = replica.state.epoch_table()?;
+    let last = table.get(&me).cloned().unwrap_or_default();
+    let own_epoch = last.get(&me).copied().unwrap_or(0);
+    let recorded = replica.state.load_entries()?;
+    let recorded_live = recorded
+        .iter()
+        .filter(|(_, e)| e.state != PathState::Deleted)
+        .map(|(p, _)| p.clone())
+        .collect();
+    let mut planner = Planner {
+        root: &replica.root,
+        me,
+        excludes: replica.excludes()?,
+        recorded,
+        recorded_live,
+        planned: BTreeMap::new(),
+        members: replica.members()?,
+        new_members: Vec::new(),
+        last,
+        raised: BTreeMap::new(),
+        accepted: Vec::new(),
+        own_epoch,
+        local_ops: Vec::new(),
+        report: ApplyReport::default(),
+        now_ns: crate::scan::now_ns(),
+    };
+    for op in ops {
+        planner.operation(op)?;
+    }
+    planner.repair_structure()?;
+    planner.finish()
+}
+
+impl Planner<'_> {
+    fn label(&self, id: &Id) -> String {
+        self.members
+            .iter()
+            .find(|m| m.replica == *id)
+            .filter(|m| identity::validate_name(&m.name).is_ok())
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| id.to_hex())
+    }
+
+    fn operation(&mut self, op: &Operation) -> Result<()> {
+        let last = self.last.get(&op.origin).copied().unwrap_or(0);
+        if op.epoch <= last {
+            self.report.already_had += 1;
+            return Ok(());
+        }
+        if op.origin == self.me {
+            return Err(refused(format!(
+                "operation {} claims to come from this replica, which has recorded only {last}",
+                op.epoch
+            )));
+        }
+        if op.epoch != last + 1 {
+            return Err(refused(format!(
+                "operations of {} are not contiguous: {} follows {last}, so {}..{} are missing",
+                self.label(&op.origin),
+                op.epoch,
+                last + 1,
+                op.epoch - 1
+            )));
+        }
+        self.last.insert(op.origin, op.epoch);
+        self.raised.insert(op.origin, op.epoch);
+        self.accepted.push(op.clone());
+        match &op.change {
+            Change::AddMember {
+                replica,
+                name,
+                public_key,
+            } => self.add_member(*replica, name, *public_key),
+            Change::Path {
+                path,
+                version,
+                state,
+            } => self.path_operation(op.origin, path, version, state),
+        }
+    }
+
+    fn add_member(&mut self, replica: Id, name: &str, public_key: [u8; 32]) -> Result<()> {
+        if let Some(known) = self.members.iter().find(|m| m.replica == replica) {
+            if known.public_key != public_key {
+                return Err(refused(format!(
+                    "member \"{}\" ({replica}) is already known with another signing key",
+                    known.name
+                )));
+            }
+            return Ok(());
+        }
+        if let Some(known) = self.members.iter().find(|m| m.name == name) {
+            return Err(refused(format!(
+                "new member \"{name}\" ({replica}) has the name of member {}",
+                known.replica
+            )));
+        }
+        identity::validate_name(name)?;
+        let member = Member {
+            replica,
+            name: name.to_string(),
+            public_key,
+        };
+        self.members.push(member.clone());
+        self.new_members.push(member);
+        Ok(())
+    }
+
+    fn effective(&self, path: &[u8]) -> Option<Entry> {
+        if let Some(entry) = self.planned.get(path) {
+            return Some(entry.clone());
+        }
+        self.recorded.get(path).map(|e| Entry {
+            state: e.state.clone(),
+            version: e.version.clone(),
+            author: e.author,
+        })
+    }
+
+    fn excluded(&self, path: &[u8], is_dir: bool) -> Result<bool> {
+        let dir_elsewhere = is_dir
+            || self
+                .effective(path)
+                .is_some_and(|e| matches!(e.state, PathState::Directory { .. }))
+            || matches!(disk_kind(self.root, path)?, DiskKind::Dir(_));
+        Ok(self.excludes.excludes_relative(path, is_dir)
+            || (dir_elsewhere && self.excludes.excludes_relative(path, true)))
+    }
+
+    /// No ancestor may be a symlink: as planned by this batch, or on disk
+    /// (unless this batch already turned it into a directory).
+    fn check_ancestors(&self, path: &[u8]) -> Result<()> {
+        let mut disk = self.root.to_path_buf();
+        let mut disk_matters = true;
+        for ancestor in ancestors(path) {
+            let name = split_last(ancestor).1;
+            disk.push(OsStr::from_bytes(name));
+            let planned = self.planned.get(ancestor).map(|e| &e.state);
+            if let Some(PathState::Symlink { .. }) = planned {
+                return Err(hostile(
+                    path,
+                    format!(
+                        "its parent {} is a symlink made earlier in this batch",
+                        relpath::display(ancestor)
+                    ),
+                ));
+            }
+            if !disk_matters {
+                continue;
+            }
+            let meta = match std::fs::symlink_metadata(&disk) {
+                Ok(meta) => meta,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    disk_matters = false;
+                    continue;
+                }
+                Err(err) => return Err(Error::io(&disk, err)),
+            };
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                continue;
+            }
+            if let Some(PathState::Directory { .. }) = planned {
+                // This batch replaces it by a directory before use.
+                disk_matters = false;
+                continue;
+            }
+            if kind.is_symlink() {
+                return Err(hostile(
+                    path,
+                    format!(
+                        "its parent {} is a symlink in this replica",
+                        relpath::display(ancestor)
+                    ),
+                ));
+            }
+            disk_matters = false;
+        }
+        Ok(())
+    }
+
+    fn path_operation(
+        &mut self,
+        origin: Id,
+        path: &[u8],
+        version: &VersionVector,
+        state: &PathState,
+    ) -> Result<()> {
+        validate_path(path)?;
+        let incoming = sanitize(path, state)?;
+        self.check_ancestors(path)?;
+        let is_dir = matches!(incoming, PathState::Directory { .. });
+        if self.excluded(path, is_dir)? {
+            self.report.skipped_excluded += 1;
+            return Ok(());
+        }
+        let local = self.effective(path).unwrap_or(Entry {
+            state: PathState::Deleted,
+            version: VersionVector::default(),
+            author: origin,
+        });
+        match version.compare(&local.version) {
+            Causality::After => {
+                self.planned.insert(
+                    path.to_vec(),
+                    Entry {
+                        state: incoming,
+                        version: version.clone(),
+                        author: origin,
+                    },
+                );
+            }
+            Causality::Before | Causality::Equal => self.report.already_had += 1,
+            Causality::Concurrent => {
+                let version = local.version.merged(version);
+                if local.state == incoming {
+                    let author = local.author.max(origin);
+                    self.planned.insert(
+                        path.to_vec(),
+                        Entry {
+                            state: incoming,
+                            version,
+                            author,
+                        },
+                    );
+                    return Ok(());
+                }
+                let incoming_wins = winner_is_first(&incoming, &local.state);
+                let (winner, winner_author, loser, loser_author) = if incoming_wins {
+                    (incoming, origin, local.state, local.author)
+                } else {
+                    (local.state, local.author, incoming, origin)
+                };
+                self.planned.insert(
+                    path.to_vec(),
+                    Entry {
+                        state: winner.clone(),
+                        version,
+                        author: winner_author,
+                    },
+                );
+                let copy = self.conflict_copy(path, &loser, loser_author, Some(&winner))?;
+                let note = format!(
+                    "{}: concurrent changes by {} ({}) and {} ({}); kept {}'s{}",
+                    relpath::display(path),
+                    self.label(&winner_author),
+                    crate::scan::type_name(&winner),
+                    self.label(&loser_author),
+                    crate::scan::type_name(&loser),
+                    self.label(&winner_author),
+                    copy_note(copy.as_deref()),
+                );
+                self.report.conflicts.push(note);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records an operation of this replica that sets `path` to `state`.
+    fn local_operation(&mut self, path: &[u8], state: PathState) {
+        let mut version = self.effective(path).map(|e| e.version).unwrap_or_default();
+        self.own_epoch += 1;
+        version.set(self.me, self.own_epoch);
+        self.local_ops.push(Operation {
+            origin: self.me,
+            epoch: self.own_epoch,
+            recorded_ns: self.now_ns,
+            change: Change::Path {
+                path: path.to_vec(),
+                version: version.clone(),
+                state: state.clone(),
+            },
+        });
+        self.planned.insert(
+            path.to_vec(),
+            Entry {
+                state,
+                version,
+                author: self.me,
+            },
+        );
+    }
+
+    /// Keeps a losing file beside `path` (rule 5); returns the copy's path.
+    fn conflict_copy(
+        &mut self,
+        path: &[u8],
+        loser: &PathState,
+        loser_author: Id,
+        winner: Option<&PathState>,
+    ) -> Result<Option<Vec<u8>>> {
+        let PathState::File {
+            size,
+            chunks,
+            mtime_ns,
+            ..
+        } = loser
+        else {
+            return Ok(None);
+        };
+        if *size == 0 {
+            return Ok(None);
+        }
+        if let Some(PathState::File { chunks: same, .. }) = winner {
+            if same == chunks {
+                return Ok(None);
+            }
+        }
+        let (parent, name) = split_last(path);
+        let who = self.label(&loser_author);
+        for attempt in 1..=100 {
+            let label = if attempt == 1 {
+                who.clone()
+            } else {
+                format!("{who}-{attempt}")
+            };
+            let copy = join(parent, &conflict_copy_name(name, *mtime_ns, &label));
+            if validate_path(&copy).is_err() || self.excluded(&copy, false)? {
+                return Ok(None);
+            }
+            match self.effective(&copy) {
+                Some(entry) if entry.state == *loser => return Ok(Some(copy)),
+                Some(entry) if entry.state != PathState::Deleted => continue,
+                _ => {}
+            }
+            if !self.recorded.contains_key(&copy)
+                && disk_kind(self.root, &copy)? != DiskKind::Missing
+            {
+                continue; // an unrecorded local file has that name
+            }
+            self.local_operation(&copy, loser.clone());
+            return Ok(Some(copy));
+        }
+        Ok(None)
+    }
+
+    /// Whether anything would remain below `path` after the batch.
+    fn has_live_descendants(&self, path: &[u8]) -> Result<bool> {
+        let (lo, hi) = below(path);
+        if self
+            .planned
+            .range(lo.clone()..hi.clone())
+            .any(|(_, e)| e.state != PathState::Deleted)
+        {
+            return Ok(true);
+        }
+        if self
+            .recorded_live
+            .range(lo..hi)
+            .any(|p| !self.planned.contains_key(p))
+        {
+            return Ok(true);
+        }
+        if !matches!(disk_kind(self.root, path)?, DiskKind::Dir(_)) {
+            return Ok(false);
+        }
+        // Unrecorded local content (excluded files, for instance).
+        let mut pending = vec![path.to_vec()];
+        while let Some(dir) = pending.pop() {
+            let disk = relpath::to_disk_path(self.root, &dir);
+            let listing = std::fs::read_dir(&disk).map_err(|e| Error::io(&disk, e))?;
+            for item in listing {
+                let item = item.map_err(|e| Error::io(&disk, e))?;
+                let child = join(&dir, item.file_name().as_bytes());
+                let planned_deleted = self
+                    .planned
+                    .get(&child)
+                    .is_some_and(|e| e.state == PathState::Deleted);
+                if !planned_deleted {
+                    return Ok(true);
+                }
+                let is_dir = item
+                    .file_type()
+                    .map_err(|e| Error::io(item.path(), e))?
+                    .is_dir();
+                if is_dir {
+                    pending.push(child);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn dir_mode_for(&self, path: &[u8]) -> Result<u32> {
+        if let Some(PathState::Directory { mode }) = self.recorded.get(path).map(|e| &e.state) {
+            return Ok(*mode);
+        }
+        Ok(match disk_kind(self.root, path)? {
+            DiskKind::Dir(mode) => mode & 0o1777,
+            _ => DEFAULT_DIR_MODE,
+        })
+    }
+
+    /// Rule 6: what ends up with content below it is a directory, and so
+    /// is every ancestor of what ends up existing.
+    fn repair_structure(&mut self) -> Result<()> {
+        for _round in 0..8 {
+            let mut changed = false;
+            let candidates: Vec<Vec<u8>> = self
+                .planned
+                .iter()
+                .filter(|(_, e)| !matches!(e.state, PathState::Directory { .. }))
+                .map(|(p, _)| p.clone())
+                .collect();
+            for path in candidates.iter().rev() {
+                if !self.has_live_descendants(path)? {
+                    continue;
+                }
+                let displaced = self.planned[path].clone();
+                let mode = self.dir_mode_for(path)?;
+                self.local_operation(path, PathState::Directory { mode });
+                let copy = self.conflict_copy(path, &displaced.state, displaced.author, None)?;
+                let what = match displaced.state {
+                    PathState::Deleted => "deletion".to_string(),
+                    ref other => crate::scan::type_name(other).to_string(),
+                };
+                self.report.conflicts.push(format!(
+                    "{}: kept as a directory, it still has content; {}'s {what} gave way{}",
+                    relpath::display(path),
+                    self.label(&displaced.author),
+                    copy_note(copy.as_deref()),
+                ));
+                changed = true;
+            }
+            let live: Vec<Vec<u8>> = self
+                .planned
+                .iter()
+                .filter(|(_, e)| e.state != PathState::Deleted)
+                .map(|(p, _)| p.clone())
+                .collect();
+            for path in live {
+                for ancestor in ancestors(&path) {
+                    let current = self.effective(ancestor);
+                    let fine = match &current {
+                        Some(entry) => matches!(entry.state, PathState::Directory { .. }),
+                        None => matches!(disk_kind(self.root, ancestor)?, DiskKind::Dir(_)),
+                    };
+                    if fine {
+                        continue;
+                    }
+                    let mode = self.dir_mode_for(ancestor)?;
+                    self.local_operation(ancestor, PathState::Directory { mode });
+                    let mut copy = None;
+                    if let Some(entry) = &current {
+                        copy = self.conflict_copy(ancestor, &entry.state, entry.author, None)?;
+                    }
+                    if current
+                        .as_ref()
+                        .is_some_and(|e| e.state != PathState::Deleted)
+                    {
+                        let displaced = current.expect("checked");
+                        self.report.conflicts.push(format!(
+                            "{}: made a directory again to hold {}; {}'s {} gave way{}",
+                            relpath::display(ancestor),
+                            relpath::display(&path),
+                            self.label(&displaced.author),
+                            crate::scan::type_name(&displaced.state),
+                            copy_note(copy.as_deref()),
+                        ));
+                    }
+                    changed = true;
+                }
+            }
+            if !changed {
+                return Ok(());
+            }
+        }
+        Err(refused(
+            "the batch's paths could not be arranged into a consistent tree",
+        ))
+    }
+
+    /// Derives the disk actions and counts, step (a)'s result.
+    fn finish(mut self) -> Result<Plan> {
+        let day = chrono::Utc::now().format("%Y%m%d").to_string();
+        let mut reserved = Reserved::default();
+        let mut preserve = Vec::new();
+        let mut removals: Vec<(Vec<u8>, Action)> = Vec::new();
+        let mut creations = Vec::new();
+        let mut dir_modes = Vec::new();
+        let mut jobs = Vec::new();
+        let planned = std::mem::take(&mut self.planned);
+        for (path, entry) in &planned {
+            let before = self
+                .recorded
+                .get(path)
+                .map(|e| e.state.clone())
+                .unwrap_or(PathState::Deleted);
+            if before == entry.state {
+                continue;
+            }
+            match (
+                before != PathState::Deleted,
+                entry.state != PathState::Deleted,
+            ) {
+                (false, true) => self.report.added += 1,
+                (true, false) => self.report.deleted += 1,
+                (true, true) => self.report.changed += 1,
+                (false, false) => {}
+            }
+            let disk = disk_kind(self.root, path)?;
+            let p = path.clone();
+            let mut keep_old_file = |preserve: &mut Vec<Action>| {
+                let to = reserved.soft_delete_target(self.root, &day, path);
+                preserve.push(Action::Preserve {
+                    path: p.clone(),
+                    to,
+                });
+            };
+            match &entry.state {
+                PathState::File {
+                    mode,
+                    mtime_ns,
+                    chunks,
+                    ..
+                } => {
+                    let same_content = matches!(
+                        &before,
+                        PathState::File { chunks: old, .. } if old == chunks
+                    );
+                    if disk == DiskKind::File && same_content {
+                        creations.push(Action::SetFileMeta {
+                            path: p.clone(),
+                            mode: *mode,
+                            mtime_ns: *mtime_ns,
+                        });
+                        continue;
+                    }
+                    match disk {
+                        DiskKind::File => keep_old_file(&mut preserve),
+                        DiskKind::Dir(_) => {
+                            removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
+                        }
+                        _ => {}
+                    }
+                    let staged = jobs.len() as u64;
+                    jobs.push(StageJob {
+                        staged,
+                        path: p.clone(),
+                        chunks: chunks.clone(),
+                        mode: *mode,
+                        mtime_ns: *mtime_ns,
+                    });
+                    creations.push(Action::Place { staged, path: p });
+                }
+                PathState::Directory { mode } => {
+                    match disk {
+                        DiskKind::Dir(_) => {}
+                        DiskKind::File => {
+                            keep_old_file(&mut preserve);
+                            removals.push((p.clone(), Action::RemoveFile { path: p.clone() }));
+                            creations.push(Action::MakeDir { path: p.clone() });
+                        }
+                        DiskKind::Missing => creations.push(Action::MakeDir { path: p.clone() }),
+                        DiskKind::Symlink(_) | DiskKind::Other => {
+                            removals.push((p.clone(), Action::RemoveSpecial { path: p.clone() }));
+                            creations.push(Action::MakeDir { path: p.clone() });
+                        }
+                    }
+                    dir_modes.push(Action::SetDirMode {
+                        path: p,
+                        mode: *mode,
+                    });
+                }
+                PathState::Symlink { target } => {
+                    match &disk {
+                        DiskKind::Symlink(now) if now == target => continue,
+                        DiskKind::File => keep_old_file(&mut preserve),
+                        DiskKind::Dir(_) => {
+                            removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
+                        }
+                        _ => {}
+                    }
+                    creations.push(Action::Link {
+                        path: p,
+                        target: target.clone(),
+                    });
+                }
+                PathState::Deleted => match disk {
+                    DiskKind::Missing => {}
+                    DiskKind::File => {
+                        keep_old_file(&mut preserve);
+                        removals.push((p.clone(), Action::RemoveFile { path: p }));
+                    }
+                    DiskKind::Dir(_) => removals.push((p.clone(), Action::RemoveDir { path: p })),
+                    DiskKind::Symlink(_) | DiskKind::Other => {
+                        removals.push((p.clone(), Action::RemoveSpecial { path: p }))
+                    }
+                },
+            }
+        }
+        // Deepest first, so children go before their directory.
+        removals.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut actions = preserve;
+        actions.extend(removals.into_iter().map(|(_, a)| a));
+        actions.extend(creations);
+        actions.extend(dir_modes.into_iter().rev());
+        self.report.local_operations = self.local_ops.len() as u64;
+        Ok(Plan {
+            accepted: self.accepted,
+            raised: self.raised,
+            new_members: self.new_members,
+            local_ops: self.local_ops,
+            entries: planned,
+            actions,
+            jobs,
+            recorded: self.recorded,
+            report: self.report,
+        })
+    }
+}
+
+fn copy_note(copy: Option<&[u8]>) -> String {
+    match copy {
+        Some(copy) => format!("; the other version is kept as {}", relpath::display(copy)),
+        None => String::new(),
+    }
+}
+
+/// Soft-delete names handed out in this batch.
+#[derive(Default)]
+struct Reserved {
+    files: BTreeSet<Vec<u8>>,
+    dirs: BTreeSet<Vec<u8>>,
+}
+
+impl Reserved {
+    /// `deleted/DAY/PATH` relative to the state folder, with `.1`, `.2`…
+    /// appended to the name if taken (and `DAY.1`… if a parent is taken by
+    /// a file).
+    fn soft_delete_target(&mut self, root: &Path, day: &str, path: &[u8]) -> Vec<u8> {
+        let state_dir = root.join(STATE_DIR);
+        let exists = |rel: &[u8]| {
+            let disk: PathBuf = state_dir.join(OsStr::from_bytes(rel));
+            std::fs::symlink_metadata(disk).ok()
+        };
+        for folder in 0.. {
+            let day_dir = if folder == 0 {
+                format!("{DELETED_DIR}/{day}")
+            } else {
+                format!("{DELETED_DIR}/{day}.{folder}")
+            };
+            let base = join(day_dir.as_bytes(), path);
+            let blocked = ancestors(&base).into_iter().any(|a| {
+                self.files.contains(a) || exists(a).is_some_and(|m| !m.file_type().is_dir())
+            });
+            if blocked {
+                continue;
+            }
+            for suffix in 0..1000 {
+                let mut candidate = base.clone();
+                if suffix > 0 {
+                    candidate.extend_from_slice(format!(".{suffix}").as_bytes());
+                }
+                if self.files.contains(&candidate)
+                    || self.dirs.contains(&candidate)
+                    || exists(&candidate).is_some()
+                {
+                    continue;
+                }
+                for ancestor in ancestors(&candidate) {
+                    self.dirs.insert(ancestor.to_vec());
+                }
+                self.files.insert(candidate.clone());
+                return candidate;
+            }
+        }
+        unreachable!("some day folder is free")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_copy_names() {
+        // 2026-11-21 10:15:00 UTC
+        let ns = 1_795_256_100_000_000_000;
+        assert_eq!(
+            conflict_copy_name(b"report.txt", ns, "boston"),
+            b"report.sync-conflict-20261121-101500-boston.txt".to_vec()
+        );
+        assert_eq!(
+            conflict_copy_name(b"Makefile", ns, "boston"),
+            b"Makefile.sync-conflict-20261121-101500-boston".to_vec()
+        );
+        assert_eq!(
+            conflict_copy_name(b".bashrc", ns, "b"),
+            b".bashrc.sync-conflict-20261121-101500-b".to_vec()
+        );
+        assert_eq!(
+            conflict_copy_name(b"a.tar.gz", ns, "b"),
+            b"a.tar.sync-conflict-20261121-101500-b.gz".to_vec()
+        );
+        let long = vec![b'x'; 250];
+        assert!(conflict_copy_name(&long, ns, "b").len() <= NAME_MAX);
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        for bad in [
+            &b""[..],
+            b"/etc/x",
+            b"../x",
+            b"a/../x",
+            b"a/./b",
+            b"a//b",
+            b"a/",
+            b".syncreplica/state.db",
+            b"sub/.syncreplica/x",
+            b"a\0b",
+        ] {
+            assert!(validate_path(bad).is_err(), "{}", relpath::display(bad));
+        }
+        for good in [&b"a"[..], b"d/f.txt", b"caf\xe9", b"..hidden", b"x/.y"] {
+            validate_path(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn winners() {
+        let file = |mtime_ns| PathState::File {
+            mode: 0o644,
+            mtime_ns,
+            size: 0,
+            chunks: vec![],
+        };
+        let dir = PathState::Directory { mode: 0o755 };
+        assert!(winner_is_first(&file(1), &PathState::Deleted));
+        assert!(!winner_is_first(&PathState::Deleted, &file(1)));
+        assert!(winner_is_first(&file(2), &file(1)));
+        assert!(winner_is_first(&dir, &file(i64::MAX)));
+        let link = PathState::Symlink {
+            target: b"x".to_vec(),
+        };
+        assert!(winner_is_first(&dir, &link));
+        // Ties are broken by encoding, and never both ways.
+        let a = PathState::Symlink {
+            target: b"a".to_vec(),
+        };
+        assert_ne!(winner_is_first(&a, &link), winner_is_first(&link, &a));
+    }
+}

@@ -1,0 +1,276 @@
+//! `syncreplica -import`: verify packets and apply them in sequence order,
+//! whatever order they arrive or are named in.
+//!
+//! Every packet is verified in full (signature by a current family member,
+//! every entry's digest) before anything is applied. Logical packets are
+//! applied one at a time, each atomically (see [`crate::apply`]), in an
+//! order where each packet's first epochs follow what this replica has:
+//! one that depends on changes not yet received waits, and is applied in
+//! the same run as soon as its predecessor is. A packet already applied is
+//! reported as such; one for another family or replica is left alone.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use packet_format::{verify_packet, Examination, LogicalPacket, PacketKind, SignatureStatus};
+
+use crate::apply::{self, ApplyHooks, ApplyReport, ChunkSource};
+use crate::error::{Error, Result};
+use crate::export::packet_error;
+use crate::listing::{LocalView, Readiness};
+use crate::ops::{ChunkId, Id, Operation};
+use crate::packets::{self, ChunkSpool};
+use crate::replica::Replica;
+use crate::scan;
+use crate::state;
+
+impl ChunkSource for ChunkSpool {
+    fn chunk(&mut self, id: &ChunkId) -> Result<Option<Vec<u8>>> {
+        self.get(id)
+    }
+}
+
+/// What happened to one logical packet.
+#[derive(Debug)]
+pub enum PacketOutcome {
+    Applied {
+        files: Vec<PathBuf>,
+        sender: String,
+        report: ApplyReport,
+    },
+    AlreadyApplied {
+        files: Vec<PathBuf>,
+    },
+    /// Waits for earlier changes (or missing parts); left in place.
+    Waiting {
+        files: Vec<PathBuf>,
+        why: String,
+    },
+    /// Not for this replica, or not importable here; left in place.
+    LeftAlone {
+        files: Vec<PathBuf>,
+        why: String,
+    },
+    /// Damaged or not signed by a family member; left in place.
+    Refused {
+        files: Vec<PathBuf>,
+        why: String,
+    },
+}
+
+/// Options of an import run.
+pub struct ImportRequest {
+    pub sources: Vec<PathBuf>,
+    /// Remove packet files once applied, or found already applied.
+    pub remove: bool,
+}
+
+/// Imports every packet found in `request.sources`. The caller holds the
+/// lock. Local changes are recorded first, so they take part in conflict
+/// detection.
+pub fn import(replica: &mut Replica, request: &ImportRequest) -> Result<Vec<PacketOutcome>> {
+    apply::recover(replica)?;
+    let outcome = replica.scan(&mut scan::ScanHooks::default())?;
+    replica.record(&outcome)?;
+
+    let files = packets::collect_packet_files(&request.sources)?;
+    let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
+    let grouped = packets::examine_all(&files, &keys);
+    let mut outcomes = Vec::new();
+    for exam in grouped.damaged {
+        let why = exam
+            .error
+            .as_ref()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "cannot be read".into());
+        outcomes.push(PacketOutcome::Refused {
+            files: vec![exam.path],
+            why,
+        });
+    }
+
+    let me = replica.identity.replica_id;
+    let mut candidates: BTreeMap<Id, Vec<Examination>> = BTreeMap::new();
+    for (id, parts) in grouped.logical {
+        let files: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
+        let header = parts[0]
+            .header
+            .clone()
+            .expect("grouped packets have headers");
+        if header.family.id != replica.identity.family_id {
+            outcomes.push(PacketOutcome::LeftAlone {
+                files,
+                why: format!(
+                    "meant for family \"{}\", not \"{}\"",
+                    header.family.name, replica.identity.family_name
+                ),
+            });
+        } else if header.kind == PacketKind::ReplicaCreation {
+            outcomes.push(PacketOutcome::LeftAlone {
+                files,
+                why: "a replica-creation packet; use mkreplica -import".into(),
+            });
+        } else if header.kind != PacketKind::Update {
+            outcomes.push(PacketOutcome::LeftAlone {
+                files,
+                why: "a packet kind this version does not know".into(),
+            });
+        } else if !header.targets.iter().any(|t| t.id == me) {
+            let names: Vec<&str> = header.targets.iter().map(|t| t.name.as_str()).collect();
+            outcomes.push(PacketOutcome::LeftAlone {
+                files,
+                why: format!("meant for {}", names.join(", ")),
+            });
+        } else if let Some(bad) = parts
+            .iter()
+            .find(|e| !matches!(e.signature, Some(SignatureStatus::Verified)))
+        {
+            outcomes.push(PacketOutcome::Refused {
+                files,
+                why: format!(
+                    "not signed by a current member of the family: {}",
+                    bad.signature
+                        .as_ref()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                ),
+            });
+        } else if parts.len() as u64 != u64::from(header.parts) {
+            let mut present: Vec<u32> = parts
+                .iter()
+                .filter_map(|e| e.header.as_ref().map(|h| h.part))
+                .collect();
+            present.sort_unstable();
+            outcomes.push(PacketOutcome::Waiting {
+                files,
+                why: format!(
+                    "has {} of its {} parts (present: {:?}); waits for the rest",
+                    parts.len(),
+                    header.parts,
+                    present
+                ),
+            });
+        } else {
+            candidates.insert(id, parts);
+        }
+    }
+
+    // Apply whatever is ready, until nothing more is.
+    loop {
+        let view = LocalView::of(replica)?;
+        let mut progressed = false;
+        let ids: Vec<Id> = candidates.keys().copied().collect();
+        // Oldest first among the ready ones, for a stable order.
+        let mut ready: Vec<(i64, Id)> = Vec::new();
+        for id in ids {
+            let header = candidates[&id][0].header.as_ref().expect("header");
+            match view.readiness(header) {
+                Readiness::Applied => {
+                    let parts = candidates.remove(&id).expect("present");
+                    let files: Vec<PathBuf> = parts.into_iter().map(|e| e.path).collect();
+                    if request.remove {
+                        remove_files(&files)?;
+                    }
+                    outcomes.push(PacketOutcome::AlreadyApplied { files });
+                }
+                Readiness::Ready => ready.push((header.created_ns, id)),
+                Readiness::Waits { .. } => {}
+            }
+        }
+        ready.sort();
+        if let Some(&(_, id)) = ready.first() {
+            let parts = candidates.remove(&id).expect("present");
+            let files: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
+            match apply_logical(replica, &files) {
+                Ok((sender, report)) => {
+                    if request.remove {
+                        remove_files(&files)?;
+                    }
+                    outcomes.push(PacketOutcome::Applied {
+                        files,
+                        sender,
+                        report,
+                    });
+                }
+                Err(err @ Error::Packet { .. }) => outcomes.push(PacketOutcome::Refused {
+                    files,
+                    why: err.to_string(),
+                }),
+                Err(err) => return Err(err),
+            }
+            progressed = true;
+        }
+        if !progressed {
+            break;
+        }
+    }
+    let view = LocalView::of(replica)?;
+    for (_, parts) in candidates {
+        let header = parts[0].header.clone().expect("header");
+        let why = view.readiness(&header).to_string();
+        outcomes.push(PacketOutcome::Waiting {
+            files: parts.into_iter().map(|e| e.path).collect(),
+            why,
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Verifies all parts of one logical packet again (they were examined, now
+/// they are checked in full, right before use) and applies it.
+fn apply_logical(replica: &mut Replica, files: &[PathBuf]) -> Result<(String, ApplyReport)> {
+    let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
+    let mut parts = Vec::new();
+    for file in files {
+        parts.push(verify_packet(file, &keys).map_err(packet_error)?);
+    }
+    let packet = LogicalPacket::assemble(parts).map_err(packet_error)?;
+    let header = packet.header().clone();
+    let me = replica.identity.replica_id;
+    let own = replica.state.epoch_table()?.remove(&me).unwrap_or_default();
+    let mut ops: Vec<Operation> = Vec::new();
+    for op in packet.operations() {
+        let op = op.map_err(packet_error)?;
+        // Echoes of this replica's own operations and duplicates are
+        // skipped; the engine checks the rest for gaps.
+        if op.epoch > own.get(&op.origin).copied().unwrap_or(0) {
+            ops.push(op);
+        }
+    }
+    let mut spool = ChunkSpool::fill(&packet, &replica.state_dir())?;
+    let report = apply::apply_batch(replica, &ops, &mut spool, &mut ApplyHooks::default())?;
+    let now = scan::now_ns();
+    let first_name = files[0]
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sequence = header
+        .targets
+        .iter()
+        .find(|t| t.id == me)
+        .map_or(0, |t| t.seq);
+    replica.state.transaction(|tx| {
+        // The sender had everything in its row: raise the estimate of it.
+        for (origin, epoch) in &header.epoch_row {
+            state::raise_epoch(tx, &header.sender.id, origin, *epoch)?;
+        }
+        state::log_packet(
+            tx,
+            "received",
+            &header.sender.id,
+            &header.packet_id,
+            sequence,
+            &first_name,
+            now,
+        )?;
+        Ok(())
+    })?;
+    Ok((header.sender.name.clone(), report))
+}
+
+fn remove_files(files: &[PathBuf]) -> Result<()> {
+    for file in files {
+        std::fs::remove_file(file).map_err(|e| Error::io(file, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,509 @@
+//! The main job end to end: creation packets, export, lspacket, import.
+
+use std::path::Path;
+
+use crate::helpers::*;
+
+#[test]
+fn a_creation_packet_makes_an_identical_member() {
+    let fam = family(
+        &["alpha", "beta"],
+        &[("docs/a.txt", "hello"), ("bin/run.sh", "#!/bin/sh\n")],
+    );
+    assert_eq!(
+        tree_listing(&fam.root("alpha")),
+        tree_listing(&fam.root("beta"))
+    );
+    let members = run(&fam.root("beta"), "lsreplica", [] as [&str; 0])
+        .ok()
+        .stdout;
+    assert!(
+        members.contains("alpha") && members.contains("beta (this replica)")
+            || members.contains("(this replica)"),
+        "{members}"
+    );
+    // The new member has everything the exporter had.
+    let rows = run(&fam.root("beta"), "lsepoch", ["beta"]).ok().stdout;
+    assert!(!rows.contains("alpha = 0 "), "{rows}");
+}
+
+#[test]
+fn mkreplica_import_checks_fingerprint_and_target_directory() {
+    let fam = family(&["alpha"], &[("a", "1")]);
+    let out = fam.packet_dir("creation");
+    run(
+        &fam.root("alpha"),
+        "mkreplica",
+        [
+            std::ffi::OsStr::new("-export"),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "beta".as_ref(),
+        ],
+    )
+    .ok();
+    let wrong = "0".repeat(64);
+    let target = fam.dir.path().join("beta");
+    let res = run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            std::ffi::OsStr::new("-import"),
+            "-fingerprint".as_ref(),
+            wrong.as_ref(),
+            "-replica".as_ref(),
+            target.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .fails_with(1);
+    assert!(res.stderr.contains("not by the expected"), "{}", res.stderr);
+    assert!(!target.exists());
+
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("precious"), "keep me").unwrap();
+    let res = run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            std::ffi::OsStr::new("-import"),
+            "-replica".as_ref(),
+            target.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .fails_with(1);
+    assert!(res.stderr.contains("is not empty"), "{}", res.stderr);
+    assert_eq!(
+        std::fs::read_to_string(target.join("precious")).unwrap(),
+        "keep me"
+    );
+}
+
+#[test]
+fn export_then_import_converges_and_a_second_export_sends_nothing() {
+    let fam = family(
+        &["alpha", "beta"],
+        &[
+            ("keep.txt", "same"),
+            ("old.txt", "to be renamed, with enough text to matter"),
+        ],
+    );
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    write(&a, "new/file.txt", "fresh");
+    std::fs::rename(a.join("old.txt"), a.join("renamed.txt")).unwrap();
+    let out = fam.packet_dir("1");
+    let res = export_to(&a, &out, &["beta"], &[]).ok();
+    assert!(res.stdout.contains("Exported to beta"), "{}", res.stdout);
+    // The renamed file's content is not shipped again.
+    assert!(
+        res.stdout.contains("1 chunk (5 bytes) shipped"),
+        "{}",
+        res.stdout
+    );
+
+    let listing = run(&b, "lspacket", [out.as_os_str()]).ok().stdout;
+    assert!(listing.contains("(local: can be applied now)"), "{listing}");
+    import_from(&b, &[&out]).ok();
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+    let listing = run(&b, "lspacket", [out.as_os_str()]).ok().stdout;
+    assert!(listing.contains("(local: already applied)"), "{listing}");
+
+    let again = export_to(&a, &fam.packet_dir("2"), &["beta"], &[]).ok();
+    assert!(
+        again.stdout.contains("beta lacks nothing"),
+        "{}",
+        again.stdout
+    );
+    assert!(packet_files(&fam.packet_dir("2")).is_empty());
+}
+
+#[test]
+fn three_site_relay_forwards_third_replica_changes() {
+    let fam = family(&["a", "b", "c"], &[("base.txt", "base")]);
+    let (a, b, c) = (fam.root("a"), fam.root("b"), fam.root("c"));
+    write(&a, "from-a.txt", "made at a");
+    let ab = fam.packet_dir("ab");
+    export_to(&a, &ab, &["b"], &[]).ok();
+    import_from(&b, &[&ab]).ok();
+    write(&b, "from-b.txt", "made at b");
+    let bc = fam.packet_dir("bc");
+    export_to(&b, &bc, &["c"], &[]).ok();
+    import_from(&c, &[&bc]).ok();
+    assert_eq!(
+        std::fs::read_to_string(c.join("from-a.txt")).unwrap(),
+        "made at a"
+    );
+    assert_eq!(tree_listing(&b), tree_listing(&c));
+    // c now sends a's and b's changes back to a only where a lacks them.
+    let ca = fam.packet_dir("ca");
+    export_to(&c, &ca, &["a"], &[]).ok();
+    import_from(&a, &[&ca]).ok();
+    assert_eq!(tree_listing(&a), tree_listing(&c));
+}
+
+#[test]
+fn packets_apply_in_sequence_whatever_the_order_and_duplicates_are_harmless() {
+    let fam = family(&["alpha", "beta"], &[("f.txt", "v0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let first = fam.packet_dir("first");
+    let second = fam.packet_dir("second");
+    write(&a, "f.txt", "v1");
+    write(&a, "one.txt", "1");
+    export_to(&a, &first, &["beta"], &[]).ok();
+    write(&a, "f.txt", "v2, longer");
+    write(&a, "two.txt", "2");
+    export_to(&a, &second, &["beta"], &[]).ok();
+
+    // The later packet alone waits, and says for what.
+    let res = import_from(&b, &[&second]).ok();
+    assert!(res.stdout.contains("waits for changes"), "{}", res.stdout);
+    assert!(!b.join("two.txt").exists());
+    // Both, the later named first: applied in order.
+    let res = import_from(&b, &[&second, &first]).ok();
+    assert!(res.stdout.contains("2 packets applied"), "{}", res.stdout);
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+    // Again: nothing applied twice.
+    let res = import_from(&b, &[&first, &second]).ok();
+    assert!(res.stdout.contains("Already applied"), "{}", res.stdout);
+    assert!(res.stdout.contains("0 packets applied"), "{}", res.stdout);
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+}
+
+#[test]
+fn a_file_bigger_than_maxsize_spans_the_parts_of_one_packet() {
+    let fam = family(&["alpha", "beta"], &[("small", "s")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let mut big = Vec::with_capacity(600_000);
+    let mut state = 7u64;
+    for _ in 0..600_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        big.push(state as u8);
+    }
+    std::fs::write(a.join("big.bin"), &big).unwrap();
+    let out = fam.packet_dir("parts");
+    export_to(&a, &out, &["beta"], &["-maxsize", "128k"]).ok();
+    let parts = packet_files(&out);
+    assert!(parts.len() >= 5, "{parts:?}");
+    for part in &parts {
+        assert!(
+            std::fs::metadata(part).unwrap().len() <= 128 * 1024,
+            "{}",
+            part.display()
+        );
+    }
+    // Missing a part: waits, changes nothing.
+    let partial = fam.packet_dir("partial");
+    for part in &parts[..parts.len() - 1] {
+        std::fs::copy(part, partial.join(part.file_name().unwrap())).unwrap();
+    }
+    let res = import_from(&b, &[&partial]).ok();
+    assert!(res.stdout.contains("waits for the rest"), "{}", res.stdout);
+    assert!(!b.join("big.bin").exists());
+    import_from(&b, &[&out]).ok();
+    assert_eq!(std::fs::read(b.join("big.bin")).unwrap(), big);
+}
+
+#[test]
+fn a_tampered_packet_is_refused_and_nothing_changes() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    write(&a, "f", "changed at alpha");
+    let out = fam.packet_dir("t");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    let packet = &packet_files(&out)[0];
+    let mut bytes = std::fs::read(packet).unwrap();
+    let middle = bytes.len() / 3;
+    bytes[middle] ^= 0x40;
+    std::fs::write(packet, bytes).unwrap();
+    let before = tree_listing(&b);
+    let epochs = run(&b, "lsepoch", [] as [&str; 0]).ok().stdout;
+    let res = import_from(&b, &[&out]).fails_with(1);
+    assert!(res.stderr.contains("refused"), "{}", res.stderr);
+    assert_eq!(tree_listing(&b), before);
+    assert_eq!(run(&b, "lsepoch", [] as [&str; 0]).ok().stdout, epochs);
+    let listing = run(&b, "lspacket", [out.as_os_str()]).fails_with(1);
+    assert!(
+        listing.stdout.contains("Packet is damaged"),
+        "{}",
+        listing.stdout
+    );
+}
+
+#[test]
+fn concurrent_edits_get_one_winner_and_the_same_conflict_copy_everywhere() {
+    let fam = family(&["alpha", "beta"], &[("report.txt", "original")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    write(&a, "report.txt", "alpha's version");
+    write(&b, "report.txt", "beta's version, edited later");
+    // Make beta's edit clearly newer.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(b.join("report.txt"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let (ab, ba) = (fam.packet_dir("ab"), fam.packet_dir("ba"));
+    export_to(&a, &ab, &["beta"], &[]).ok();
+    export_to(&b, &ba, &["alpha"], &[]).ok();
+    let res_b = import_from(&b, &[&ab]).ok();
+    let res_a = import_from(&a, &[&ba]).ok();
+    assert!(
+        res_a.stdout.contains("1 in conflict") || res_b.stdout.contains("1 in conflict"),
+        "{}\n{}",
+        res_a.stdout,
+        res_b.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(a.join("report.txt")).unwrap(),
+        "beta's version, edited later"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("report.txt")).unwrap(),
+        "beta's version, edited later"
+    );
+    let copies = |root: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".sync-conflict-"))
+            .collect();
+        names.sort();
+        names
+    };
+    let at_a = copies(&a);
+    assert_eq!(at_a.len(), 1, "{at_a:?}");
+    assert!(
+        at_a[0].starts_with("report.sync-conflict-") && at_a[0].ends_with("-alpha.txt"),
+        "{at_a:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(a.join(&at_a[0])).unwrap(),
+        "alpha's version"
+    );
+    // After one more exchange both trees are equal, conflict copy included.
+    let (ab2, ba2) = (fam.packet_dir("ab2"), fam.packet_dir("ba2"));
+    export_to(&a, &ab2, &["beta"], &[]).ok();
+    export_to(&b, &ba2, &["alpha"], &[]).ok();
+    import_from(&b, &[&ab2]).ok();
+    import_from(&a, &[&ba2]).ok();
+    assert_eq!(copies(&b), at_a);
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+}
+
+#[test]
+fn ship_options_fail_clearly_until_shipping_exists() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let res = run(
+        &fam.root("alpha"),
+        "syncreplica",
+        ["-export", "-ship", "beta"],
+    )
+    .fails_with(1);
+    assert!(
+        res.stderr.contains("-ship and -fship need storage bays"),
+        "{}",
+        res.stderr
+    );
+    let res = run(&fam.root("alpha"), "syncreplica", ["-import", "-receive"]).fails_with(1);
+    assert!(
+        res.stderr
+            .contains("-receive and -sclass need storage bays"),
+        "{}",
+        res.stderr
+    );
+    let out = fam.packet_dir("x");
+    let res = export_to(&fam.root("alpha"), &out, &["nobody"], &[]).fails_with(1);
+    assert!(
+        res.stderr.contains("unknown replica \"nobody\""),
+        "{}",
+        res.stderr
+    );
+    let res = export_to(&fam.root("alpha"), &out, &["beta"], &["-maxsize", "10k"]).fails_with(1);
+    assert!(res.stderr.contains("64"), "{}", res.stderr);
+}
+
+#[test]
+fn lspacket_listing_snapshots() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    write(&fam.root("alpha"), "g", "new");
+    let out = fam.packet_dir("snap");
+    export_to(
+        &fam.root("alpha"),
+        &out,
+        &["beta"],
+        &["-comment", "weekly sync"],
+    )
+    .ok();
+    let short = run(&fam.root("beta"), "lspacket", [out.as_os_str()])
+        .ok()
+        .stdout;
+    let long = run(
+        &fam.root("beta"),
+        "lspacket",
+        [std::ffi::OsStr::new("-long"), out.as_os_str()],
+    )
+    .ok()
+    .stdout;
+    let mut filters = redactions();
+    filters.push((r"sync_alpha_\d{8}T\d{6}Z_2\.zip", "sync_alpha_[TIME]_2.zip"));
+    filters.push((r"/tmp/\.tmp[A-Za-z0-9]+", "[TMP]"));
+    filters.push((r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "[TIME]"));
+    filters.push((r"Packet size: \d+ bytes", "Packet size: [SIZE] bytes"));
+    insta::with_settings!({filters => filters}, {
+        insta::assert_snapshot!("lspacket_default", short);
+        insta::assert_snapshot!("lspacket_long", long);
+    });
+}
+
+/// A packet from `sender` (its real key) to `target` carrying `ops`,
+/// written into `out`: what a compromised or buggy sibling could send.
+fn forged_packet(sender: &Path, target: &Path, out: &Path, changes: Vec<syncreplica::ops::Change>) {
+    use packet_format::{EpochRange, Named, PacketKind, PacketMeta, PacketWriter, Target};
+    use syncreplica::ops::Operation;
+    use syncreplica::replica::Replica;
+    let from = Replica::open(sender).unwrap();
+    let to = Replica::open(target).unwrap();
+    let me = from.identity.replica_id;
+    let have = to.state.epoch(&to.identity.replica_id, &me).unwrap();
+    let count = changes.len() as u64;
+    let meta = PacketMeta {
+        kind: PacketKind::Update,
+        family: Named {
+            id: from.identity.family_id,
+            name: from.identity.family_name.clone(),
+        },
+        sender: Named {
+            id: me,
+            name: from.identity.replica_name.clone(),
+        },
+        targets: vec![Target {
+            id: to.identity.replica_id,
+            name: to.identity.replica_name.clone(),
+            seq: 99,
+        }],
+        packet_id: syncreplica::identity::random_id(),
+        created_ns: 1,
+        comment: "forged".into(),
+        epoch_ranges: [(
+            me,
+            EpochRange {
+                first: have + 1,
+                last: have + count,
+            },
+        )]
+        .into(),
+        epoch_row: [(me, have + count)].into(),
+        creation: None,
+    };
+    let key = from.signing_key().unwrap().to_bytes();
+    let mut writer = PacketWriter::create(out, 1 << 20, &key, meta).unwrap();
+    for (i, change) in changes.into_iter().enumerate() {
+        let op = Operation {
+            origin: me,
+            epoch: have + 1 + i as u64,
+            recorded_ns: 1,
+            change,
+        };
+        writer.add_operation(&op).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+#[test]
+fn path_escape_packets_are_refused_with_the_replica_unchanged() {
+    use syncreplica::ops::{Change, PathState, VersionVector};
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    std::os::unix::fs::symlink("/tmp", b.join("local-link")).unwrap();
+    import_from(&b, &[&fam.packet_dir("none")]).ok(); // records the symlink
+    let outside = fam.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let me = syncreplica::replica::Replica::open(&a)
+        .unwrap()
+        .identity
+        .replica_id;
+    let file = |path: &[u8], epoch: u64| Change::Path {
+        path: path.to_vec(),
+        version: VersionVector([(me, epoch)].into()),
+        state: PathState::Directory { mode: 0o755 },
+    };
+    let link = |path: &[u8], target: &str, epoch: u64| Change::Path {
+        path: path.to_vec(),
+        version: VersionVector([(me, epoch)].into()),
+        state: PathState::Symlink {
+            target: target.as_bytes().to_vec(),
+        },
+    };
+    let have = syncreplica::replica::Replica::open(&b)
+        .unwrap()
+        .state
+        .epoch(
+            &syncreplica::replica::Replica::open(&b)
+                .unwrap()
+                .identity
+                .replica_id,
+            &me,
+        )
+        .unwrap();
+    let cases: Vec<(&str, Vec<Change>)> = vec![
+        ("dotdot", vec![file(b"../escaped", have + 1)]),
+        ("absolute", vec![file(b"/tmp/escaped", have + 1)]),
+        ("state folder", vec![file(b".syncreplica/evil", have + 1)]),
+        ("dot component", vec![file(b"a/./b", have + 1)]),
+        (
+            "through local symlink",
+            vec![file(b"local-link/escaped", have + 1)],
+        ),
+        (
+            "through packet symlink",
+            vec![
+                link(b"evil-link", outside.to_str().unwrap(), have + 1),
+                file(b"evil-link/escaped", have + 2),
+            ],
+        ),
+    ];
+    for (label, changes) in cases {
+        let out = fam.packet_dir(&label.replace(' ', "-"));
+        forged_packet(&a, &b, &out, changes);
+        let before = tree_listing(&b);
+        let res = import_from(&b, &[&out]);
+        assert_ne!(res.code, 0, "{label}: accepted:\n{}", res.stdout);
+        assert!(res.stderr.contains("refused"), "{label}: {}", res.stderr);
+        assert_eq!(tree_listing(&b), before, "{label}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "{label}");
+        assert!(!fam.dir.path().join("escaped").exists(), "{label}");
+    }
+}
+
+#[test]
+fn a_packet_for_another_replica_is_left_alone() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
+    write(&fam.root("alpha"), "g", "1");
+    let out = fam.packet_dir("for-gamma");
+    export_to(&fam.root("alpha"), &out, &["gamma"], &[]).ok();
+    let res = import_from(&fam.root("beta"), &[&out]).ok();
+    assert!(
+        res.stdout.contains("Left alone") && res.stdout.contains("meant for gamma"),
+        "{}",
+        res.stdout
+    );
+    assert!(!fam.root("beta").join("g").exists());
+    assert_eq!(packet_files(&out).len(), 1);
+    // -remove deletes what was applied.
+    let res = run(
+        &fam.root("gamma"),
+        "syncreplica",
+        [
+            std::ffi::OsStr::new("-import"),
+            "-remove".as_ref(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(res.stdout.contains("1 packet applied"), "{}", res.stdout);
+    assert!(packet_files(&out).is_empty());
+}
