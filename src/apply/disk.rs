@@ -132,6 +132,9 @@ fn stage_all(
     Ok(written)
 }
 
+/// Where each chunk of this replica's recorded files is: (path, offset).
+type LocalIndex = HashMap<ChunkId, Vec<(Vec<u8>, u64)>>;
+
 /// Finds chunk bytes: staged earlier in this batch, carried by the packet,
 /// or in a file this replica has; always verified against the id.
 struct Finder<'a> {
@@ -139,7 +142,7 @@ struct Finder<'a> {
     staging: &'a Path,
     recorded: &'a HashMap<Vec<u8>, RecordedEntry>,
     /// Chunk id -> (path, offset), built on first use.
-    local: Option<HashMap<ChunkId, Vec<(Vec<u8>, u64)>>>,
+    local: Option<LocalIndex>,
     staged: HashMap<ChunkId, (u64, u64)>,
     source: &'a mut dyn ChunkSource,
 }
@@ -183,7 +186,7 @@ impl Finder<'_> {
         }
         let recorded = self.recorded;
         let local = self.local.get_or_insert_with(|| {
-            let mut index: HashMap<ChunkId, Vec<(Vec<u8>, u64)>> = HashMap::new();
+            let mut index = LocalIndex::new();
             for (path, entry) in recorded {
                 if let PathState::File { chunks, .. } = &entry.state {
                     let mut offset = 0;
