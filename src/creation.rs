@@ -16,7 +16,7 @@
 //! untrusted hands: it is written beside it as `NEWNAME.key` (mode 0600),
 //! to be carried separately or by a trusted route.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -91,30 +91,37 @@ pub fn export_creation(
         public_key: new_key.verifying_key().to_bytes(),
     };
 
-    // Plan the snapshot: the operation behind each path's current state, or
-    // a fresh local operation re-asserting it.
+    // The whole operation log travels, so the new member can forward any
+    // of it later. A path whose current state is not what its last logged
+    // operation says (a merge after a conflict) is re-asserted by a fresh
+    // local operation, so that replaying the log gives exactly this tree.
     let entries = replica.state.load_entries()?;
+    let mut snapshot: Vec<Operation> = Vec::new();
+    replica.state.for_each_operation(|op| snapshot.push(op))?;
+    let mut last_by_path: HashMap<&[u8], usize> = HashMap::new();
+    for (index, op) in snapshot.iter().enumerate() {
+        if let Change::Path { path, .. } = &op.change {
+            last_by_path.insert(path.as_slice(), index);
+        }
+    }
     let mut paths: Vec<&Vec<u8>> = entries.keys().collect();
     paths.sort();
-    let mut snapshot: Vec<Operation> = Vec::new();
     let mut reasserted: Vec<(Vec<u8>, Operation)> = Vec::new();
     let mut next_epoch = replica.state.epoch(&me, &me)?;
     let now = scan::now_ns();
     for path in paths {
         let entry = &entries[path];
-        let author_epoch = entry.version.get(&entry.author);
-        let logged = replica.state.operation(&entry.author, author_epoch)?;
-        let exact = logged.filter(|op| {
-            matches!(&op.change, Change::Path { path: p, version, state }
-                if p == path && *version == entry.version && *state == entry.state)
+        let exact = last_by_path.get(path.as_slice()).is_some_and(|&index| {
+            matches!(&snapshot[index].change, Change::Path { version, state, .. }
+                if *version == entry.version && *state == entry.state)
         });
-        match exact {
-            Some(op) => snapshot.push(op),
-            None => {
-                next_epoch += 1;
-                let mut version = entry.version.clone();
-                version.set(me, next_epoch);
-                let op = Operation {
+        if !exact {
+            next_epoch += 1;
+            let mut version = entry.version.clone();
+            version.set(me, next_epoch);
+            reasserted.push((
+                path.clone(),
+                Operation {
                     origin: me,
                     epoch: next_epoch,
                     recorded_ns: now,
@@ -123,12 +130,11 @@ pub fn export_creation(
                         version,
                         state: entry.state.clone(),
                     },
-                };
-                reasserted.push((path.clone(), op.clone()));
-                snapshot.push(op);
-            }
+                },
+            ));
         }
     }
+    snapshot.extend(reasserted.iter().map(|(_, op)| op.clone()));
     next_epoch += 1;
     let add_member = Operation {
         origin: me,
@@ -142,12 +148,15 @@ pub fn export_creation(
     };
     snapshot.push(add_member.clone());
 
-    let mut own_row: BTreeMap<Id, u64> = replica
-        .state
-        .epoch_table()?
+    let mut table = replica.state.epoch_table()?;
+    let mut own_row: BTreeMap<Id, u64> = table
         .remove(&me)
         .map(|row| row.into_iter().collect())
         .unwrap_or_default();
+    let estimates: BTreeMap<Id, BTreeMap<Id, u64>> = table
+        .into_iter()
+        .map(|(member, row)| (member, row.into_iter().collect()))
+        .collect();
     own_row.insert(me, next_epoch);
     let mut ranges: BTreeMap<Id, EpochRange> = BTreeMap::new();
     for op in &snapshot {
@@ -198,35 +207,41 @@ pub fn export_creation(
                 name: new_name.to_string(),
             },
             members,
+            estimates,
         }),
     };
     let signing_key = replica.signing_key()?;
     let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)
         .map_err(packet_error)?;
+    // Content of the current tree only: older versions are history the
+    // new member keeps for forwarding, not files it needs.
     let local = LocalChunks::index(replica)?;
     let mut sent: HashSet<ChunkId> = HashSet::new();
     let mut files = 0;
     let mut chunk_bytes = 0;
-    for op in &snapshot {
-        if let Change::Path {
-            state: PathState::File { chunks, .. },
-            ..
-        } = &op.change
-        {
+    let mut paths: Vec<&Vec<u8>> = entries.keys().collect();
+    paths.sort();
+    for path in paths {
+        if let PathState::File { chunks, .. } = &entries[path].state {
             files += 1;
             for chunk in chunks {
                 if sent.insert(chunk.id) {
-                    let bytes = local.read(&replica.root, &chunk.id)?.ok_or_else(|| Error::ApplyFailed {
-                        what: format!(
-                            "chunk {} of a recorded file is missing from the tree; run syncreplica -status",
-                            hex::encode(chunk.id)
-                        ),
+                    let bytes = local.read(&replica.root, &chunk.id)?.ok_or_else(|| {
+                        Error::ApplyFailed {
+                            what: format!(
+                                "chunk {} of {} is missing from the tree; run syncreplica -status",
+                                hex::encode(chunk.id),
+                                relpath::display(path)
+                            ),
+                        }
                     })?;
                     chunk_bytes += bytes.len() as u64;
                     writer.add_chunk(&chunk.id, &bytes).map_err(packet_error)?;
                 }
             }
         }
+    }
+    for op in &snapshot {
         writer.add_operation(op).map_err(packet_error)?;
     }
     let parts = writer.finish().map_err(packet_error)?;
@@ -459,11 +474,19 @@ fn materialize(
     for op in packet.operations() {
         ops.push(op.map_err(packet_error)?);
     }
+    // Replaying the log: each path ends as its last operation says (the
+    // sender re-asserted any path where that would not give its tree).
+    let mut last_by_path: HashMap<&Vec<u8>, &Operation> = HashMap::new();
+    for op in &ops {
+        if let Change::Path { path, .. } = &op.change {
+            last_by_path.insert(path, op);
+        }
+    }
     // Parents before children; directory modes last, in case one is read-only.
-    let mut path_ops: Vec<(&Vec<u8>, &PathState)> = ops
+    let mut path_ops: Vec<(&Vec<u8>, &PathState)> = last_by_path
         .iter()
-        .filter_map(|op| match &op.change {
-            Change::Path { path, state, .. } => Some((path, state)),
+        .filter_map(|(path, op)| match &op.change {
+            Change::Path { state, .. } => Some((*path, state)),
             _ => None,
         })
         .collect();
@@ -527,6 +550,8 @@ fn materialize(
         }
         for op in &ops {
             state::append_operation(tx, op)?;
+        }
+        for op in last_by_path.values() {
             if let Change::Path {
                 path,
                 version,
@@ -550,6 +575,14 @@ fn materialize(
         for (origin, epoch) in &header.epoch_row {
             state::set_epoch(tx, &me, origin, *epoch)?;
             state::set_epoch(tx, &header.sender.id, origin, *epoch)?;
+        }
+        for (member, row) in &payload.estimates {
+            if *member == me || *member == header.sender.id {
+                continue;
+            }
+            for (origin, epoch) in row {
+                state::set_epoch(tx, member, origin, *epoch)?;
+            }
         }
         state::set_epoch(tx, &me, &me, 0)?;
         state::log_packet(

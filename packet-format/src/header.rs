@@ -301,9 +301,13 @@ pub struct Member {
 }
 
 /// Contents of the `creation` entry of a replica-creation packet: who the
-/// new replica is, and the family it joins with every member's key.
+/// new replica is, the family it joins with every member's key, and the
+/// sender's estimates of what each member has (so the new replica does not
+/// resend what its siblings already hold).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreationPayload {
     pub new_replica: Named,
     pub members: Vec<Member>,
+    /// Member id -> (origin id -> highest epoch that member is believed to have).
+    pub estimates: BTreeMap<Id, BTreeMap<Id, u64>>,
 }

@@ -507,3 +507,85 @@ fn a_packet_for_another_replica_is_left_alone() {
     assert!(res.stdout.contains("1 packet applied"), "{}", res.stdout);
     assert!(packet_files(&out).is_empty());
 }
+
+#[test]
+fn a_new_members_key_reaches_siblings_with_the_next_update() {
+    // beta is made before gamma, so at first it does not know gamma's key.
+    let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
+    let (a, b, g) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    write(&g, "from-gamma.txt", "hello from gamma");
+    let gb = fam.packet_dir("gb");
+    export_to(&g, &gb, &["beta"], &[]).ok();
+    let res = import_from(&b, &[&gb]).fails_with(1);
+    assert!(
+        res.stderr.contains("not signed by a current member"),
+        "{}",
+        res.stderr
+    );
+    assert!(!b.join("from-gamma.txt").exists());
+
+    // alpha's next update carries gamma's membership; then beta accepts.
+    let ab = fam.packet_dir("ab");
+    export_to(&a, &ab, &["beta"], &[]).ok();
+    import_from(&b, &[&ab]).ok();
+    assert!(run(&b, "lsreplica", [] as [&str; 0])
+        .ok()
+        .stdout
+        .contains("gamma"));
+    import_from(&b, &[&gb]).ok();
+    assert_eq!(
+        std::fs::read_to_string(b.join("from-gamma.txt")).unwrap(),
+        "hello from gamma"
+    );
+}
+
+#[test]
+fn export_through_a_work_directory_and_a_lost_packet_resent_after_chepoch() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    write(&a, "lost.txt", "this packet gets lost");
+    let (work, lost) = (fam.packet_dir("work"), fam.packet_dir("lost"));
+    export_to(
+        &a,
+        &lost,
+        &["beta"],
+        &[
+            std::ffi::OsStr::new("-workdir").to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    assert_eq!(packet_files(&lost).len(), 1);
+    assert!(
+        std::fs::read_dir(&work).unwrap().next().is_none(),
+        "work dir left clean"
+    );
+    std::fs::remove_dir_all(&lost).unwrap();
+
+    // The estimate says beta has it; lsepoch at beta tells the truth.
+    let again = fam.packet_dir("again");
+    assert!(export_to(&a, &again, &["beta"], &[])
+        .ok()
+        .stdout
+        .contains("lacks nothing"));
+    let truth = run(&b, "lsepoch", ["beta"]).ok().stdout;
+    let have: u64 = truth
+        .lines()
+        .find(|l| l.trim_start().starts_with("alpha"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    run(
+        &a,
+        "chepoch",
+        ["-force".to_string(), "beta".into(), format!("alpha={have}")],
+    )
+    .ok();
+    export_to(&a, &again, &["beta"], &[]).ok();
+    import_from(&b, &[&again]).ok();
+    assert_eq!(
+        std::fs::read_to_string(b.join("lost.txt")).unwrap(),
+        "this packet gets lost"
+    );
+}

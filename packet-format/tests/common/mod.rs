@@ -38,6 +38,7 @@ pub fn meta(kind: PacketKind) -> PacketMeta {
             name: "boston".into(),
             public_key: public_key(&SENDER_SECRET),
         }],
+        estimates: [(sender_id(), [(sender_id(), 3)].into())].into(),
     });
     PacketMeta {
         kind,
