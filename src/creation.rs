@@ -215,7 +215,7 @@ pub fn export_creation(
         .map_err(packet_error)?;
     // Content of the current tree only: older versions are history the
     // new member keeps for forwarding, not files it needs.
-    let local = LocalChunks::index(replica)?;
+    let mut local = LocalChunks::index(replica)?;
     let mut sent: HashSet<ChunkId> = HashSet::new();
     let mut files = 0;
     let mut chunk_bytes = 0;
@@ -518,7 +518,6 @@ fn materialize(
                     })?;
                     file.write_all(&bytes).at(&disk)?;
                 }
-                file.sync_all().at(&disk)?;
                 file.set_permissions(std::fs::Permissions::from_mode(*mode))
                     .at(&disk)?;
                 file.set_modified(time_from_ns(*mtime_ns)).at(&disk)?;
@@ -534,6 +533,11 @@ fn materialize(
             std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(*mode)).at(&disk)?;
         }
     }
+    // One filesystem sync for the whole tree rather than one per file: until
+    // the state folder is renamed into place below, there is no replica
+    // here, and an interrupted import is simply run again in an empty
+    // directory.
+    crate::fsutil::sync_filesystem(root)?;
     let scanned_ns = scan::now_ns();
     let me = payload.new_replica.id;
     state.transaction(|tx| {

@@ -39,6 +39,8 @@ pub struct ExportRequest<'a> {
     pub work_dir: Option<&'a Path>,
     pub max_size: u64,
     pub comment: &'a str,
+    /// Advanced once per operation written (hidden unless on a terminal).
+    pub progress: &'a indicatif::ProgressBar,
 }
 
 /// What was sent to one target.
@@ -156,7 +158,7 @@ fn export_to(
     let ops: Vec<Operation> = ops.into_iter().map(|(_, op)| op).collect();
 
     let target_has = chunks_target_has(replica, &estimate)?;
-    let local = LocalChunks::index(replica)?;
+    let mut local = LocalChunks::index(replica)?;
     let final_index = final_state_index(&ops);
 
     let sequence = replica.state.next_sequence(&target.replica)?;
@@ -193,7 +195,13 @@ fn export_to(
         ..ExportSummary::default()
     };
     let mut sent: HashSet<ChunkId> = HashSet::new();
+    request.progress.set_length(ops.len() as u64);
+    request.progress.set_position(0);
+    request
+        .progress
+        .set_message(format!("exporting to {}", target.name));
     for (index, op) in ops.iter().enumerate() {
+        request.progress.inc(1);
         if let Change::Path { path, state, .. } = &op.change {
             match state {
                 PathState::Deleted => summary.deleted += 1,
@@ -289,6 +297,9 @@ fn chunks_target_has(replica: &Replica, estimate: &HashMap<Id, u64>) -> Result<H
 /// Where this replica's current files hold each chunk.
 pub struct LocalChunks {
     places: HashMap<ChunkId, (Vec<u8>, u64, u32)>,
+    /// The file read last: chunks are mostly asked for in file order, so
+    /// it is kept open rather than reopened for every chunk.
+    open: Option<(Vec<u8>, std::fs::File)>,
 }
 
 impl LocalChunks {
@@ -305,17 +316,20 @@ impl LocalChunks {
                 }
             }
         }
-        Ok(LocalChunks { places })
+        Ok(LocalChunks { places, open: None })
     }
 
     /// The chunk's bytes, read from a current file and checked against its
     /// id; `None` if no current file holds it.
-    pub fn read(&self, root: &Path, id: &ChunkId) -> Result<Option<Vec<u8>>> {
+    pub fn read(&mut self, root: &Path, id: &ChunkId) -> Result<Option<Vec<u8>>> {
         let Some((path, offset, len)) = self.places.get(id) else {
             return Ok(None);
         };
         let disk = relpath::to_disk_path(root, path);
-        let mut file = std::fs::File::open(&disk).at(&disk)?;
+        if self.open.as_ref().is_none_or(|(open, _)| open != path) {
+            self.open = Some((path.clone(), std::fs::File::open(&disk).at(&disk)?));
+        }
+        let file = &mut self.open.as_mut().expect("opened above").1;
         file.seek(SeekFrom::Start(*offset)).at(&disk)?;
         let mut bytes = vec![0u8; *len as usize];
         file.read_exact(&mut bytes).at(&disk)?;

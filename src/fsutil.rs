@@ -38,3 +38,14 @@ pub fn create_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 pub fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
+
+/// Flushes every file of the filesystem holding `path` to disk (syncfs).
+pub fn sync_filesystem(path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(path).at(path)?;
+    // SAFETY: syncfs only reads the descriptor, which stays open meanwhile.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(crate::Error::io(path, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}

@@ -61,6 +61,8 @@ pub enum PacketOutcome {
 /// Options of an import run.
 pub struct ImportRequest {
     pub sources: Vec<PathBuf>,
+    /// Advanced once per logical packet applied (hidden unless on a terminal).
+    pub progress: indicatif::ProgressBar,
     /// Remove packet files once applied, or found already applied.
     pub remove: bool,
 }
@@ -156,6 +158,8 @@ pub fn import(replica: &mut Replica, request: &ImportRequest) -> Result<Vec<Pack
     }
 
     // Apply whatever is ready, until nothing more is.
+    request.progress.set_length(candidates.len() as u64);
+    request.progress.set_message("importing packets");
     loop {
         let view = LocalView::of(replica)?;
         let mut progressed = false;
@@ -181,6 +185,7 @@ pub fn import(replica: &mut Replica, request: &ImportRequest) -> Result<Vec<Pack
         if let Some(&(_, id)) = ready.first() {
             let parts = candidates.remove(&id).expect("present");
             let files: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
+            request.progress.inc(1);
             match apply_logical(replica, &files) {
                 Ok((sender, report)) => {
                     if request.remove {

@@ -35,14 +35,18 @@ fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
     let outcome = replica.scan(&mut ScanHooks::default())?;
     cli::print_warnings(NAME, &outcome.warnings);
     replica.record(&outcome)?;
+    let progress = cli::progress_bar();
     let request = export::ExportRequest {
         targets: &args.targets,
         out_dir: out,
         work_dir: args.workdir.as_deref(),
         max_size,
         comment: &args.comment,
+        progress: &progress,
     };
-    for (target, result) in export::export_updates(replica, &request)? {
+    let results = export::export_updates(replica, &request)?;
+    progress.finish_and_clear();
+    for (target, result) in results {
         match result {
             export::TargetExport::UpToDate => {
                 println!(
@@ -90,8 +94,10 @@ fn import(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
     let request = import::ImportRequest {
         sources: args.targets.iter().map(std::path::PathBuf::from).collect(),
         remove: args.remove,
+        progress: cli::progress_bar(),
     };
     let outcomes = import::import(replica, &request)?;
+    request.progress.finish_and_clear();
     let mut total = apply::ApplyReport::default();
     let mut problems = 0;
     let mut applied = 0;

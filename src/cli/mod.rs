@@ -206,6 +206,22 @@ pub fn print_warnings(name: &str, warnings: &[crate::scan::ScanWarning]) {
     }
 }
 
+/// A progress bar on stderr when it is a terminal, hidden otherwise (so
+/// scripts and logs get only the summary lines).
+pub fn progress_bar() -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
 /// Tells the user when a lock left by a dead process was taken over.
 pub fn print_lock_takeover(name: &str, lock: &crate::lock::ReplicaLock) {
     if let Some(pid) = lock.took_over_from {
