@@ -34,8 +34,9 @@ pub(crate) enum Action {
     RemoveSpecial { path: Vec<u8> },
     /// Removes `path` if it is a directory (empty by then).
     RemoveDir { path: Vec<u8> },
-    /// Creates the directory `path` if it does not exist.
-    MakeDir { path: Vec<u8> },
+    /// Creates the directory `path` if it does not exist, with its final
+    /// mode plus owner access (exact once `SetDirMode` ran).
+    MakeDir { path: Vec<u8>, mode: u32 },
     /// Renames staged file `staged` to `path`; done once it is gone.
     Place { staged: u64, path: Vec<u8> },
     /// Makes `path` a symlink to `target`, replacing what is there in one
@@ -353,10 +354,12 @@ fn run(
                 }
             }
         }
-        Action::MakeDir { path } => {
+        Action::MakeDir { path, mode } => {
             let full = enclosed(root, path, true)?.expect("created");
             match std::fs::DirBuilder::new().mode(0o700).create(&full) {
                 Ok(()) => {
+                    let mode = std::fs::Permissions::from_mode(mode | 0o700);
+                    std::fs::set_permissions(&full, mode).at(&full)?;
                     touched.insert(parent_of(&full));
                 }
                 Err(err)

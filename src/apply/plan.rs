@@ -845,12 +845,21 @@ impl Planner<'_> {
                         DiskKind::File => {
                             keep_old_file(&mut preserve);
                             removals.push((p.clone(), Action::RemoveFile { path: p.clone() }));
-                            creations.push(Action::MakeDir { path: p.clone() });
+                            creations.push(Action::MakeDir {
+                                path: p.clone(),
+                                mode: *mode,
+                            });
                         }
-                        DiskKind::Missing => creations.push(Action::MakeDir { path: p.clone() }),
+                        DiskKind::Missing => creations.push(Action::MakeDir {
+                            path: p.clone(),
+                            mode: *mode,
+                        }),
                         DiskKind::Symlink(_) | DiskKind::Other => {
                             removals.push((p.clone(), Action::RemoveSpecial { path: p.clone() }));
-                            creations.push(Action::MakeDir { path: p.clone() });
+                            creations.push(Action::MakeDir {
+                                path: p.clone(),
+                                mode: *mode,
+                            });
                         }
                     }
                     dir_modes.push(Action::SetDirMode {

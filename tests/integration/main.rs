@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod apply;
 mod foundation;
 mod man_pages;
 mod sync;

@@ -1,0 +1,1013 @@
+//! The apply engine on real trees: replicas made with the library,
+//! operations taken from one replica's log and applied to another's with
+//! `apply::apply_batch`, chunks served from the sender's files.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use syncreplica::apply::{self, ApplyHooks, ApplyReport, ChunkSource};
+use syncreplica::ops::{Change, ChunkId, ChunkRef, Id, Operation, PathState, VersionVector};
+use syncreplica::replica::Replica;
+use syncreplica::scan::ScanHooks;
+use syncreplica::state::{self, Member};
+use syncreplica::Error;
+
+// ---------------------------------------------------------------- helpers
+
+/// 2026-11-21 10:15:00 UTC, in seconds.
+const T0: u64 = 1_795_256_100;
+
+struct Site {
+    _dir: tempfile::TempDir,
+    replica: Replica,
+}
+
+impl Site {
+    fn root(&self) -> PathBuf {
+        self.replica.root.clone()
+    }
+
+    fn id(&self) -> Id {
+        self.replica.identity.replica_id
+    }
+
+    fn row(&self) -> HashMap<Id, u64> {
+        self.replica
+            .state
+            .epoch_table()
+            .unwrap()
+            .remove(&self.id())
+            .unwrap_or_default()
+    }
+}
+
+/// Writes `content` at `path` (parents made) with mtime `T0 + secs`.
+fn put(root: &Path, path: &str, content: &[u8], secs: u64) {
+    let full = root.join(path);
+    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+    std::fs::write(&full, content).unwrap();
+    set_mtime(&full, secs);
+}
+
+fn set_mtime(path: &Path, secs: u64) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(UNIX_EPOCH + Duration::from_secs(T0 + secs))
+        .unwrap();
+}
+
+/// A replica `name` made with the library in its own temporary folder,
+/// with `files` (path, content) as its initial content.
+fn site(name: &str, files: &[(&str, &str)]) -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join(name);
+    std::fs::create_dir(&root).unwrap();
+    for (i, (path, content)) in files.iter().enumerate() {
+        put(&root, path, content.as_bytes(), i as u64);
+    }
+    let report = syncreplica::replica::init(&root, "fam", name).unwrap();
+    Site {
+        _dir: dir,
+        replica: report.replica,
+    }
+}
+
+/// Lets every site know every other as a member.
+fn introduce(sites: &mut [&mut Site]) {
+    let members: Vec<Member> = sites
+        .iter()
+        .map(|s| Member {
+            replica: s.id(),
+            name: s.replica.identity.replica_name.clone(),
+            public_key: s.replica.signing_key().unwrap().verifying_key().to_bytes(),
+        })
+        .collect();
+    for site in sites.iter_mut() {
+        let me = site.id();
+        site.replica
+            .state
+            .transaction(|tx| {
+                for member in members.iter().filter(|m| m.replica != me) {
+                    state::insert_member(tx, member, 0)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}
+
+fn pair(alpha_files: &[(&str, &str)], beta_files: &[(&str, &str)]) -> (Site, Site) {
+    let mut alpha = site("alpha", alpha_files);
+    let mut beta = site("beta", beta_files);
+    introduce(&mut [&mut alpha, &mut beta]);
+    (alpha, beta)
+}
+
+/// Scans and records local changes; returns how many there were.
+fn record(site: &mut Site) -> usize {
+    let outcome = site.replica.scan(&mut ScanHooks::default()).unwrap();
+    site.replica.record(&outcome).unwrap();
+    outcome.changes.len()
+}
+
+fn unrecorded(site: &Site) -> Vec<String> {
+    let outcome = site.replica.scan(&mut ScanHooks::default()).unwrap();
+    outcome.changes.iter().map(|c| c.describe()).collect()
+}
+
+/// Operations `from` has and `to` lacks, in `from`'s log order.
+fn missing_ops(from: &Site, to: &Site) -> Vec<Operation> {
+    let have = to.row();
+    let mut ops = Vec::new();
+    for (origin, upto) in from.row() {
+        let after = have.get(&origin).copied().unwrap_or(0);
+        if upto > after {
+            ops.extend(
+                from.replica
+                    .state
+                    .operations_between(&origin, after, upto)
+                    .unwrap(),
+            );
+        }
+    }
+    ops.sort_by_key(|(position, _)| *position);
+    ops.into_iter().map(|(_, op)| op).collect()
+}
+
+/// Chunks as a packet would carry them: everything the sender's files
+/// hold, except chunks withheld because the receiver has them.
+#[derive(Default)]
+struct Store {
+    chunks: HashMap<ChunkId, Vec<u8>>,
+    withheld: HashSet<ChunkId>,
+    served: u64,
+}
+
+impl Store {
+    fn of(site: &Site) -> Store {
+        let mut store = Store::default();
+        store.add(site);
+        store
+    }
+
+    fn add(&mut self, site: &Site) {
+        for (path, entry) in site.replica.state.load_entries().unwrap() {
+            if let PathState::File { chunks, .. } = entry.state {
+                let Ok(bytes) = std::fs::read(site.root().join(OsStr::from_bytes(&path))) else {
+                    continue;
+                };
+                let mut offset = 0;
+                for chunk in chunks {
+                    let end = offset + chunk.len as usize;
+                    if let Some(slice) = bytes.get(offset..end) {
+                        self.chunks
+                            .entry(chunk.id)
+                            .or_insert_with(|| slice.to_vec());
+                    }
+                    offset = end;
+                }
+            }
+        }
+    }
+
+    fn withholding(mut self, site: &Site) -> Store {
+        self.withheld = chunk_ids(site);
+        self
+    }
+}
+
+impl ChunkSource for Store {
+    fn chunk(&mut self, id: &ChunkId) -> syncreplica::Result<Option<Vec<u8>>> {
+        if self.withheld.contains(id) {
+            return Ok(None);
+        }
+        let found = self.chunks.get(id).cloned();
+        self.served += u64::from(found.is_some());
+        Ok(found)
+    }
+}
+
+fn chunk_ids(site: &Site) -> HashSet<ChunkId> {
+    let mut ids = HashSet::new();
+    for entry in site.replica.state.load_entries().unwrap().values() {
+        if let PathState::File { chunks, .. } = &entry.state {
+            ids.extend(chunks.iter().map(|c| c.id));
+        }
+    }
+    ids
+}
+
+/// Records `to`'s local changes, then applies what `from` has that `to`
+/// lacks, carrying only chunks `to` does not have. `None` if nothing to do.
+fn sync(from: &Site, to: &mut Site) -> Option<(ApplyReport, u64)> {
+    record(to);
+    let ops = missing_ops(from, to);
+    if ops.is_empty() {
+        return None;
+    }
+    let mut store = Store::of(from).withholding(to);
+    let report = apply::apply_batch(
+        &mut to.replica,
+        &ops,
+        &mut store,
+        &mut ApplyHooks::default(),
+    )
+    .unwrap();
+    Some((report, store.served))
+}
+
+/// Exchanges operations between all sites until none has anything new.
+fn settle(sites: &mut [Site]) {
+    settle_with(sites, &mut Store::default());
+}
+
+/// [`settle`] with chunks from `store` as well as from the sites' files.
+fn settle_with(sites: &mut [Site], store: &mut Store) {
+    for _ in 0..10 {
+        let changed: usize = sites.iter_mut().map(record).sum();
+        let mut moved = false;
+        for from in 0..sites.len() {
+            for to in 0..sites.len() {
+                if from == to {
+                    continue;
+                }
+                let (a, b) = two(sites, from, to);
+                record(b);
+                let ops = missing_ops(a, b);
+                if ops.is_empty() {
+                    continue;
+                }
+                moved = true;
+                store.add(a);
+                store.add(b);
+                apply::apply_batch(&mut b.replica, &ops, store, &mut ApplyHooks::default())
+                    .unwrap();
+            }
+        }
+        if !moved && changed == 0 {
+            return;
+        }
+    }
+    panic!("the sites did not settle");
+}
+
+fn two(sites: &mut [Site], from: usize, to: usize) -> (&Site, &mut Site) {
+    assert_ne!(from, to);
+    if from < to {
+        let (left, right) = sites.split_at_mut(to);
+        (&left[from], &mut right[0])
+    } else {
+        let (left, right) = sites.split_at_mut(from);
+        (&right[0], &mut left[to])
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    File {
+        mode: u32,
+        mtime_ns: i64,
+        content: Vec<u8>,
+    },
+    Dir {
+        mode: u32,
+    },
+    Link(Vec<u8>),
+}
+
+/// Every path of the tree (state folder excluded): content, mode and
+/// mtime of files, modes of directories (empty ones included), link
+/// targets.
+fn listing(root: &Path) -> BTreeMap<Vec<u8>, Node> {
+    let mut out = BTreeMap::new();
+    let mut pending = vec![Vec::new()];
+    while let Some(dir) = pending.pop() {
+        let disk = root.join(OsStr::from_bytes(&dir));
+        for item in std::fs::read_dir(&disk).unwrap() {
+            let item = item.unwrap();
+            let mut rel = dir.clone();
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(item.file_name().as_bytes());
+            if rel == b".syncreplica" {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(item.path()).unwrap();
+            let node = if meta.file_type().is_symlink() {
+                Node::Link(
+                    std::fs::read_link(item.path())
+                        .unwrap()
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec(),
+                )
+            } else if meta.is_dir() {
+                pending.push(rel.clone());
+                Node::Dir {
+                    mode: meta.mode() & 0o7777,
+                }
+            } else {
+                Node::File {
+                    mode: meta.mode() & 0o7777,
+                    mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                    content: std::fs::read(item.path()).unwrap(),
+                }
+            };
+            out.insert(rel, node);
+        }
+    }
+    out
+}
+
+#[track_caller]
+fn assert_same_trees(a: &Site, b: &Site) {
+    let (left, right) = (listing(&a.root()), listing(&b.root()));
+    if left != right {
+        let keys: BTreeSet<&Vec<u8>> = left.keys().chain(right.keys()).collect();
+        let mut diff = String::new();
+        for key in keys {
+            if left.get(key) != right.get(key) {
+                diff.push_str(&format!(
+                    "{}:\n  {}: {:?}\n  {}: {:?}\n",
+                    String::from_utf8_lossy(key),
+                    a.replica.identity.replica_name,
+                    left.get(key).map(short),
+                    b.replica.identity.replica_name,
+                    right.get(key).map(short),
+                ));
+            }
+        }
+        panic!("trees differ:\n{diff}");
+    }
+}
+
+fn short(node: &Node) -> String {
+    match node {
+        Node::File {
+            mode,
+            mtime_ns,
+            content,
+        } => format!(
+            "file {mode:o} {mtime_ns} {:?}",
+            String::from_utf8_lossy(&content[..content.len().min(40)])
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+fn content(site: &Site, path: &str) -> Vec<u8> {
+    std::fs::read(site.root().join(path)).unwrap()
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = XorShift(seed.max(1));
+    (0..len).map(|_| rng.next() as u8).collect()
+}
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn today() -> String {
+    chrono::Utc::now().format("%Y%m%d").to_string()
+}
+
+// ------------------------------------------------------------------ tests
+
+#[test]
+fn changes_of_every_kind_arrive_and_leave_nothing_to_record() {
+    let (mut alpha, mut beta) = pair(
+        &[
+            ("a.txt", "alpha"),
+            ("sub/b.txt", "beta"),
+            ("script.sh", "#!/bin/sh\necho hi\n"),
+        ],
+        &[],
+    );
+    let root = alpha.root();
+    std::fs::write(root.join("big.bin"), pseudo_random(400_000, 7)).unwrap();
+    std::fs::set_permissions(
+        root.join("script.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
+    std::fs::create_dir(root.join("empty")).unwrap();
+    std::fs::write(root.join(OsStr::from_bytes(b"caf\xe9-\xff.bin")), b"raw").unwrap();
+    record(&mut alpha);
+
+    let (report, _) = sync(&alpha, &mut beta).unwrap();
+    assert_same_trees(&alpha, &beta);
+    assert_eq!(report.added, 8, "{report:?}");
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    assert!(report.bytes_written >= 400_000, "{report:?}");
+    assert_eq!(unrecorded(&beta), Vec::<String>::new());
+    assert_eq!(beta.row()[&alpha.id()], alpha.row()[&alpha.id()]);
+
+    // A rename carries no chunk: the receiver rebuilds it from its copy.
+    std::fs::create_dir(root.join("moved")).unwrap();
+    std::fs::rename(root.join("big.bin"), root.join("moved/big.bin")).unwrap();
+    record(&mut alpha);
+    let (report, served) = sync(&alpha, &mut beta).unwrap();
+    assert_eq!(served, 0, "no chunk should be carried for a rename");
+    assert_eq!((report.added, report.deleted), (2, 1), "{report:?}");
+    assert_same_trees(&alpha, &beta);
+    assert_eq!(unrecorded(&beta), Vec::<String>::new());
+
+    // Modify, delete, exec bit off, retarget, remove an empty directory.
+    put(&root, "a.txt", b"alpha, edited", 100);
+    std::fs::remove_file(root.join("sub/b.txt")).unwrap();
+    std::fs::set_permissions(
+        root.join("script.sh"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::remove_file(root.join("link")).unwrap();
+    std::os::unix::fs::symlink("sub", root.join("link")).unwrap();
+    std::fs::remove_dir(root.join("empty")).unwrap();
+    put(&root, "new/deep/file.txt", b"fresh", 200);
+    record(&mut alpha);
+    let (report, served) = sync(&alpha, &mut beta).unwrap();
+    assert_same_trees(&alpha, &beta);
+    assert_eq!(unrecorded(&beta), Vec::<String>::new());
+    assert_eq!(served, 2, "only the two new contents travel");
+    assert_eq!(report.deleted, 2, "{report:?}");
+
+    // Replaced and deleted content is kept aside (soft delete).
+    let deleted = beta.root().join(".syncreplica/deleted").join(today());
+    assert_eq!(std::fs::read(deleted.join("a.txt")).unwrap(), b"alpha");
+    assert_eq!(std::fs::read(deleted.join("sub/b.txt")).unwrap(), b"beta");
+    assert!(deleted.join("big.bin").is_file());
+    assert!(!beta.root().join(".syncreplica/staging").exists());
+}
+
+#[test]
+fn duplicates_are_skipped_and_gaps_refused() {
+    let (mut alpha, mut beta) = pair(&[("one.txt", "1"), ("two.txt", "2")], &[]);
+    sync(&alpha, &mut beta).unwrap();
+    let me = alpha.id();
+    let all: Vec<Operation> = alpha
+        .replica
+        .state
+        .operations_between(&me, 0, alpha.row()[&me])
+        .unwrap()
+        .into_iter()
+        .map(|(_, op)| op)
+        .collect();
+    let before = listing(&beta.root());
+    let report = apply::apply_batch(
+        &mut beta.replica,
+        &all,
+        &mut apply::NoChunks,
+        &mut ApplyHooks::default(),
+    )
+    .unwrap();
+    assert_eq!(report.already_had, all.len() as u64);
+    assert_eq!(listing(&beta.root()), before);
+
+    let root = alpha.root();
+    put(&root, "three.txt", b"3", 10);
+    put(&root, "four.txt", b"4", 11);
+    put(&root, "one.txt", b"one", 12);
+    record(&mut alpha);
+    let ops = missing_ops(&alpha, &beta);
+    assert_eq!(ops.len(), 3);
+    let row = beta.row();
+    let err = apply::apply_batch(
+        &mut beta.replica,
+        &ops[1..],
+        &mut Store::of(&alpha),
+        &mut ApplyHooks::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::ApplyFailed { .. }), "{err}");
+    assert!(err.to_string().contains("not contiguous"), "{err}");
+    assert_eq!(listing(&beta.root()), before);
+    assert_eq!(beta.row(), row);
+
+    let batch = [ops[0].clone(), ops[0].clone(), all[0].clone()]
+        .into_iter()
+        .chain(ops[1..].iter().cloned())
+        .collect::<Vec<_>>();
+    let report = apply::apply_batch(
+        &mut beta.replica,
+        &batch,
+        &mut Store::of(&alpha),
+        &mut ApplyHooks::default(),
+    )
+    .unwrap();
+    assert_eq!(report.already_had, 2);
+    assert_eq!((report.added, report.changed), (2, 1));
+    assert_same_trees(&alpha, &beta);
+}
+
+fn file_state(content: &[u8]) -> (PathState, Store) {
+    let id: ChunkId =
+        sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(content)).into();
+    let mut store = Store::default();
+    store.chunks.insert(id, content.to_vec());
+    (
+        PathState::File {
+            mode: 0o644,
+            mtime_ns: 0,
+            size: content.len() as u64,
+            chunks: vec![ChunkRef {
+                id,
+                len: content.len() as u32,
+            }],
+        },
+        store,
+    )
+}
+
+/// Operations of `origin` numbered from `first`, one per (path, state).
+fn forged(origin: Id, first: u64, changes: &[(&[u8], PathState)]) -> Vec<Operation> {
+    changes
+        .iter()
+        .enumerate()
+        .map(|(i, (path, state))| {
+            let epoch = first + i as u64;
+            let mut version = VersionVector::default();
+            version.set(origin, epoch);
+            Operation {
+                origin,
+                epoch,
+                recorded_ns: 0,
+                change: Change::Path {
+                    path: path.to_vec(),
+                    version,
+                    state: state.clone(),
+                },
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn hostile_paths_are_refused_and_change_nothing() {
+    let (alpha, mut beta) = pair(&[], &[("keep.txt", "kept"), ("inside/x.txt", "x")]);
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("victim"), b"untouched").unwrap();
+    std::os::unix::fs::symlink(outside.path(), beta.root().join("out")).unwrap();
+    record(&mut beta);
+    let (file, _) = file_state(b"evil");
+    let link = |target: &str| PathState::Symlink {
+        target: target.as_bytes().to_vec(),
+    };
+    let outside_path = outside.path().to_str().unwrap().to_string();
+    let cases: Vec<(&str, Vec<(&[u8], PathState)>)> = vec![
+        ("parent", vec![(b"../x", file.clone())]),
+        ("absolute", vec![(b"/etc/x", file.clone())]),
+        (
+            "state folder",
+            vec![(b".syncreplica/state.db", file.clone())],
+        ),
+        ("dot", vec![(b"a/./b", file.clone())]),
+        ("empty component", vec![(b"a//b", file.clone())]),
+        ("empty", vec![(b"", file.clone())]),
+        ("nul", vec![(b"a\0b", file.clone())]),
+        (
+            "symlink made earlier in the batch",
+            vec![
+                (b"ok.txt", file.clone()),
+                (b"l", link(&outside_path)),
+                (b"l/victim", file.clone()),
+            ],
+        ),
+        (
+            "pre-existing local symlink",
+            vec![(b"out/victim", file.clone())],
+        ),
+        (
+            "deep through a local symlink",
+            vec![(b"out/new/deeper", file.clone())],
+        ),
+    ];
+    for (what, changes) in cases {
+        let before = (listing(&beta.root()), beta.row(), listing(outside.path()));
+        let first = beta.row().get(&alpha.id()).copied().unwrap_or(0) + 1;
+        let ops = forged(alpha.id(), first, &changes);
+        let (_, mut store) = file_state(b"evil");
+        let err = apply::apply_batch(
+            &mut beta.replica,
+            &ops,
+            &mut store,
+            &mut ApplyHooks::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::HostilePath { .. }),
+            "{what}: expected a refused path, got {err}"
+        );
+        let after = (listing(&beta.root()), beta.row(), listing(outside.path()));
+        assert!(before == after, "{what}: the replica changed");
+        assert!(!beta.root().join(".syncreplica/staging").exists(), "{what}");
+    }
+    assert_eq!(
+        std::fs::read(outside.path().join("victim")).unwrap(),
+        b"untouched"
+    );
+}
+
+#[test]
+fn excluded_paths_are_left_alone() {
+    let (mut alpha, mut beta) = pair(
+        &[("local.cfg", "theirs"), ("shared.txt", "shared")],
+        &[("local.cfg", "mine")],
+    );
+    beta.replica.config.exclude = vec!["local.cfg".into()];
+    record(&mut beta);
+    let (report, _) = sync(&alpha, &mut beta).unwrap();
+    assert_eq!(report.skipped_excluded, 1, "{report:?}");
+    assert_eq!(content(&beta, "local.cfg"), b"mine");
+    assert_eq!(content(&beta, "shared.txt"), b"shared");
+    assert_eq!(beta.row()[&alpha.id()], alpha.row()[&alpha.id()]);
+
+    put(&alpha.root(), "local.cfg", b"theirs again", 50);
+    std::fs::remove_file(alpha.root().join("local.cfg")).unwrap();
+    record(&mut alpha);
+    let (report, _) = sync(&alpha, &mut beta).unwrap();
+    assert_eq!(report.skipped_excluded, 1, "{report:?}");
+    assert_eq!(content(&beta, "local.cfg"), b"mine");
+    assert_eq!(unrecorded(&beta), Vec::<String>::new());
+}
+
+#[test]
+fn concurrent_edits_converge_on_one_winner_and_one_conflict_copy() {
+    let (alpha, beta) = pair(&[("report.txt", "original")], &[]);
+    let mut sites = vec![alpha, beta];
+    settle(&mut sites);
+    put(&sites[0].root(), "report.txt", b"alpha's version", 0);
+    put(&sites[1].root(), "report.txt", b"beta's version", 60);
+    record(&mut sites[0]);
+    record(&mut sites[1]);
+    // Both directions carry the concurrent edit.
+    let to_beta = missing_ops(&sites[0], &sites[1]);
+    let to_alpha = missing_ops(&sites[1], &sites[0]);
+    let mut store = Store::of(&sites[0]);
+    store.add(&sites[1]);
+    let report_beta = apply::apply_batch(
+        &mut sites[1].replica,
+        &to_beta,
+        &mut store,
+        &mut ApplyHooks::default(),
+    )
+    .unwrap();
+    let report_alpha = apply::apply_batch(
+        &mut sites[0].replica,
+        &to_alpha,
+        &mut store,
+        &mut ApplyHooks::default(),
+    )
+    .unwrap();
+    let copy = "report.sync-conflict-20261121-101500-alpha.txt";
+    for report in [&report_alpha, &report_beta] {
+        assert_eq!(report.conflicts.len(), 1, "{report:?}");
+        assert!(report.conflicts[0].contains(copy), "{report:?}");
+    }
+    settle(&mut sites);
+    assert_same_trees(&sites[0], &sites[1]);
+    for site in &sites {
+        assert_eq!(content(site, "report.txt"), b"beta's version");
+        assert_eq!(content(site, copy), b"alpha's version");
+        assert_eq!(unrecorded(site), Vec::<String>::new());
+    }
+    // The loser's local content was also kept aside at alpha.
+    let kept = sites[0]
+        .root()
+        .join(".syncreplica/deleted")
+        .join(today())
+        .join("report.txt");
+    assert_eq!(std::fs::read(kept).unwrap(), b"alpha's version");
+}
+
+#[test]
+fn a_modification_beats_a_concurrent_deletion() {
+    let (alpha, beta) = pair(&[("doc.txt", "v1"), ("other.txt", "o")], &[]);
+    let mut sites = vec![alpha, beta];
+    settle(&mut sites);
+    std::fs::remove_file(sites[0].root().join("doc.txt")).unwrap();
+    put(&sites[1].root(), "doc.txt", b"v2 from beta", 30);
+    settle(&mut sites);
+    assert_same_trees(&sites[0], &sites[1]);
+    assert_eq!(content(&sites[0], "doc.txt"), b"v2 from beta");
+    let names: Vec<_> = listing(&sites[0].root()).into_keys().collect();
+    assert_eq!(names, [b"doc.txt".to_vec(), b"other.txt".to_vec()]);
+}
+
+#[test]
+fn a_directory_beats_a_concurrent_file_which_becomes_the_conflict_copy() {
+    let (alpha, beta) = pair(&[("x", "a file")], &[]);
+    let mut sites = vec![alpha, beta];
+    settle(&mut sites);
+    std::fs::remove_file(sites[0].root().join("x")).unwrap();
+    put(&sites[0].root(), "x/inner.txt", b"inside", 5);
+    put(&sites[1].root(), "x", b"beta's file", 90);
+    settle(&mut sites);
+    assert_same_trees(&sites[0], &sites[1]);
+    let tree = listing(&sites[0].root());
+    assert!(matches!(tree[&b"x".to_vec()], Node::Dir { .. }), "{tree:?}");
+    assert_eq!(content(&sites[0], "x/inner.txt"), b"inside");
+    assert_eq!(
+        content(&sites[0], "x.sync-conflict-20261121-101630-beta"),
+        b"beta's file"
+    );
+}
+
+#[test]
+fn a_deleted_directory_with_local_content_is_kept() {
+    let (alpha, beta) = pair(&[("d/f.txt", "f")], &[]);
+    let mut sites = vec![alpha, beta];
+    settle(&mut sites);
+    sites[1].replica.config.exclude = vec!["*.tmp".into()];
+    put(&sites[1].root(), "d/scratch.tmp", b"local only", 1);
+    record(&mut sites[1]);
+    std::fs::remove_dir_all(sites[0].root().join("d")).unwrap();
+    record(&mut sites[0]);
+    let (report, _) = {
+        let (a, b) = two(&mut sites, 0, 1);
+        sync(a, b).unwrap()
+    };
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    assert!(!sites[1].root().join("d/f.txt").exists());
+    assert_eq!(content(&sites[1], "d/scratch.tmp"), b"local only");
+    settle(&mut sites);
+    assert!(sites[0].root().join("d").is_dir());
+}
+
+#[test]
+fn soft_deleted_files_are_purged_by_day() {
+    let (_alpha, beta) = pair(&[], &[]);
+    let deleted = beta.root().join(".syncreplica/deleted");
+    put(&deleted, "20000101/old/a.txt", b"a", 0);
+    put(&deleted, "20000101.1/b.txt", b"b", 0);
+    put(&deleted, &format!("{}/c.txt", today()), b"c", 0);
+    assert_eq!(apply::purge_soft_deleted(&beta.replica, 30).unwrap(), 2);
+    assert!(!deleted.join("20000101").exists());
+    assert!(deleted.join(today()).join("c.txt").exists());
+}
+
+/// Alpha and beta after a first sync, then alpha's batch with creates,
+/// modifies, deletes, a rename, a mode change, a symlink and a concurrent
+/// edit that conflicts with beta's. Deterministic, so every call builds the
+/// same trees.
+fn crash_fixture() -> (Site, Site, Vec<Operation>) {
+    let (mut alpha, mut beta) = pair(
+        &[
+            ("keep.txt", "keep"),
+            ("edit.txt", "before"),
+            ("gone.txt", "gone"),
+            ("move-from.txt", "moving content"),
+            ("dir/old.txt", "old"),
+            ("conflict.txt", "base"),
+        ],
+        &[],
+    );
+    sync(&alpha, &mut beta).unwrap();
+    let root = alpha.root();
+    put(&root, "edit.txt", b"after", 20);
+    std::fs::remove_file(root.join("gone.txt")).unwrap();
+    std::fs::create_dir(root.join("moved")).unwrap();
+    std::fs::rename(root.join("move-from.txt"), root.join("moved/to.txt")).unwrap();
+    put(&root, "new.txt", &pseudo_random(200_000, 3), 21);
+    std::fs::create_dir(root.join("newdir")).unwrap();
+    std::fs::remove_dir_all(root.join("dir")).unwrap();
+    std::fs::set_permissions(
+        root.join("keep.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("keep.txt", root.join("link")).unwrap();
+    put(&root, "conflict.txt", b"alpha's edit", 22);
+    record(&mut alpha);
+    put(&beta.root(), "conflict.txt", b"beta's newer edit", 40);
+    record(&mut beta);
+    let ops = missing_ops(&alpha, &beta);
+    (alpha, beta, ops)
+}
+
+#[test]
+fn a_crash_at_any_step_leaves_old_or_new_and_rerunning_finishes() {
+    let (alpha, mut beta, ops) = crash_fixture();
+    let old = listing(&beta.root());
+    let mut hooks = ApplyHooks::default();
+    let clean_report =
+        apply::apply_batch(&mut beta.replica, &ops, &mut Store::of(&alpha), &mut hooks).unwrap();
+    assert_eq!(clean_report.conflicts.len(), 1, "{clean_report:?}");
+    let steps = hooks.steps;
+    let new = listing(&beta.root());
+    let new_row = (beta.row()[&alpha.id()], beta.row()[&beta.id()]);
+    assert!(steps > 15, "{steps} steps");
+
+    for k in 1..=steps {
+        let (alpha, mut beta, ops) = crash_fixture();
+        assert_eq!(listing(&beta.root()), old);
+        let err = apply::apply_batch(
+            &mut beta.replica,
+            &ops,
+            &mut Store::of(&alpha),
+            &mut ApplyHooks::crash_at(k),
+        )
+        .unwrap_err();
+        assert!(apply::is_injected_crash(&err), "step {k}: {err}");
+        let now = listing(&beta.root());
+        let paths: BTreeSet<&Vec<u8>> = old.keys().chain(new.keys()).chain(now.keys()).collect();
+        for path in paths {
+            let current = now.get(path);
+            assert!(
+                current == old.get(path) || current == new.get(path),
+                "step {k}: {} is neither old nor new: {:?}",
+                String::from_utf8_lossy(path),
+                current
+            );
+        }
+        // Reopen, as a new process would, and finish.
+        let root = beta.root();
+        beta.replica = Replica::open(&root).unwrap();
+        if k % 3 == 0 {
+            // A crash while recovering is recovered from too.
+            let _ = apply::recover_with(&mut beta.replica, &mut ApplyHooks::crash_at(2));
+            beta.replica = Replica::open(&root).unwrap();
+        }
+        apply::recover(&mut beta.replica).unwrap();
+        let report = apply::apply_batch(
+            &mut beta.replica,
+            &ops,
+            &mut Store::of(&alpha),
+            &mut ApplyHooks::default(),
+        )
+        .unwrap();
+        assert_eq!(listing(&beta.root()), new, "step {k}");
+        let row = (beta.row()[&alpha.id()], beta.row()[&beta.id()]);
+        assert_eq!(row, new_row, "step {k}: epochs differ");
+        let committed = report.already_had == ops.len() as u64;
+        assert!(committed || report == clean_report, "step {k}: {report:?}");
+        assert_eq!(unrecorded(&beta), Vec::<String>::new(), "step {k}");
+        assert!(!root.join(".syncreplica/staging").exists(), "step {k}");
+    }
+}
+
+/// One random local edit in a small namespace, so replicas collide often.
+fn random_edit(root: &Path, rng: &mut XorShift, stamp: u64) {
+    let dirs = ["", "d0/", "d1/", "d1/e/"];
+    let dir = dirs[rng.below(dirs.len())];
+    let mut name = format!("{dir}f{}", rng.below(4));
+    if rng.below(8) == 0 {
+        // A file where other replicas may have a directory.
+        name = ["d0", "d1/e"][rng.below(2)].to_string();
+    }
+    let path = root.join(&name);
+    let existing: Vec<PathBuf> = walk_files(root);
+    match rng.below(8) {
+        0..=2 => {
+            if path.is_dir() || path.parent().is_some_and(|p| p.exists() && !p.is_dir()) {
+                return;
+            }
+            let len = if rng.below(5) == 0 { 70_000 } else { 20 };
+            let bytes = pseudo_random(len, rng.next());
+            if path.is_symlink() {
+                std::fs::remove_file(&path).unwrap();
+            }
+            let _ = std::fs::create_dir_all(path.parent().unwrap());
+            if std::fs::write(&path, bytes).is_ok() {
+                set_mtime(&path, stamp + rng.below(1000) as u64);
+            }
+        }
+        3 => {
+            if let Some(victim) = existing.get(rng.below(existing.len().max(1))) {
+                std::fs::remove_file(victim).unwrap();
+            }
+        }
+        4 => {
+            if let Some(from) = existing.get(rng.below(existing.len().max(1))) {
+                if !path.exists() && !path.is_symlink() && path.parent().unwrap().is_dir() {
+                    std::fs::rename(from, &path).unwrap();
+                }
+            }
+        }
+        5 => {
+            let victim = root.join(dirs[1 + rng.below(dirs.len() - 1)]);
+            if victim.is_dir() && !victim.is_symlink() {
+                std::fs::remove_dir_all(victim).unwrap();
+            }
+        }
+        6 => {
+            if !path.exists() && !path.is_symlink() && path.parent().unwrap().is_dir() {
+                std::os::unix::fs::symlink(format!("target{}", rng.below(3)), &path).unwrap();
+            }
+        }
+        _ => {
+            if let Some(file) = existing.get(rng.below(existing.len().max(1))) {
+                let mode = [0o644, 0o755, 0o600][rng.below(3)];
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+    }
+}
+
+fn walk_files(root: &Path) -> Vec<PathBuf> {
+    listing(root)
+        .into_iter()
+        .filter(|(_, node)| matches!(node, Node::File { .. }))
+        .map(|(rel, _)| root.join(OsStr::from_bytes(&rel)))
+        .collect()
+}
+
+/// Ops `from` has beyond `to`, per origin in order, interleaved at random
+/// across origins, with some operations `to` already has mixed in.
+fn shuffled_batch(from: &Site, to: &Site, rng: &mut XorShift) -> Vec<Operation> {
+    let have = to.row();
+    let mut queues: Vec<Vec<Operation>> = Vec::new();
+    let mut dups = Vec::new();
+    for (origin, upto) in from.row() {
+        let after = have.get(&origin).copied().unwrap_or(0).min(upto);
+        let ops: Vec<Operation> = from
+            .replica
+            .state
+            .operations_between(&origin, 0, upto)
+            .unwrap()
+            .into_iter()
+            .map(|(_, op)| op)
+            .collect();
+        dups.extend(ops[..after as usize].iter().cloned());
+        queues.push(ops[after as usize..].to_vec());
+    }
+    let mut batch = Vec::new();
+    loop {
+        let live: Vec<usize> = (0..queues.len())
+            .filter(|&i| !queues[i].is_empty())
+            .collect();
+        if live.is_empty() {
+            break;
+        }
+        let q = live[rng.below(live.len())];
+        batch.push(queues[q].remove(0));
+        if !dups.is_empty() && rng.below(4) == 0 {
+            batch.push(dups[rng.below(dups.len())].clone());
+        }
+    }
+    batch
+}
+
+#[test]
+fn three_replicas_converge_under_random_edits_and_orders() {
+    for seed in 1..=5u64 {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ seed);
+        let mut alpha = site(
+            "alpha",
+            &[("d0/f0", "zero"), ("d1/e/f1", "one"), ("f2", "two")],
+        );
+        let mut beta = site("beta", &[]);
+        let mut gamma = site("gamma", &[]);
+        introduce(&mut [&mut alpha, &mut beta, &mut gamma]);
+        let mut sites = vec![alpha, beta, gamma];
+        let mut store = Store::default();
+        settle(&mut sites);
+        for round in 0..6u64 {
+            for site in sites.iter_mut() {
+                for _ in 0..1 + rng.below(3) {
+                    random_edit(&site.root(), &mut rng, round * 10_000);
+                }
+                record(site);
+                store.add(site);
+            }
+            for _ in 0..4 {
+                let from = rng.below(3);
+                let to = (from + 1 + rng.below(2)) % 3;
+                let (a, b) = two(&mut sites, from, to);
+                record(b);
+                store.add(b);
+                let batch = shuffled_batch(a, b, &mut rng);
+                apply::apply_batch(
+                    &mut b.replica,
+                    &batch,
+                    &mut store,
+                    &mut ApplyHooks::default(),
+                )
+                .unwrap_or_else(|e| panic!("seed {seed} round {round}: {e}"));
+                store.add(b);
+            }
+        }
+        settle_with(&mut sites, &mut store);
+        assert_same_trees(&sites[0], &sites[1]);
+        assert_same_trees(&sites[0], &sites[2]);
+        for site in &sites {
+            assert_eq!(unrecorded(site), Vec::<String>::new(), "seed {seed}");
+        }
+    }
+}
