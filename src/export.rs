@@ -41,6 +41,9 @@ pub struct ExportRequest<'a> {
     pub comment: &'a str,
     /// Advanced once per operation written (hidden unless on a terminal).
     pub progress: &'a indicatif::ProgressBar,
+    /// Ship the content of every final state, even chunks the target is
+    /// believed to hold (for a target that no longer has them).
+    pub full_content: bool,
 }
 
 /// What was sent to one target.
@@ -157,7 +160,11 @@ fn export_to(
     ops.sort_by_key(|(position, _)| *position);
     let ops: Vec<Operation> = ops.into_iter().map(|(_, op)| op).collect();
 
-    let target_has = chunks_target_has(replica, &estimate)?;
+    let target_has = if request.full_content {
+        HashSet::new()
+    } else {
+        chunks_target_has(replica, &estimate)?
+    };
     let mut local = LocalChunks::index(replica)?;
     let final_index = final_state_index(&ops);
 

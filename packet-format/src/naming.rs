@@ -10,16 +10,20 @@ const MAX_NAME_PART: usize = 64;
 
 /// The file name of one physical packet:
 ///
-/// * update: `sync_<sender>_<YYYYMMDDTHHMMSSZ>_<seq>[_<k>of<n>].zip`
+/// * update: `sync_<sender>_<YYYYMMDDTHHMMSSZ>_<target>_<seq>[_<k>of<n>].zip`
+///   (the first target; one export to several targets writes one packet
+///   each, in the same second, so the target keeps the names apart)
 /// * replica creation: `repl_<sender>_<YYYYMMDDTHHMMSSZ>_<new replica>[_<k>of<n>].zip`
 ///
 /// `_<k>of<n>` is present only when the logical packet has more than one
 /// part. Replica names are reduced to `[A-Za-z0-9.-_]` (others become `-`)
 /// so that a name can never carry a path separator.
+#[allow(clippy::too_many_arguments)]
 pub fn packet_file_name(
     kind: PacketKind,
     sender: &str,
     created_ns: i64,
+    target: &str,
     seq: u64,
     new_replica: Option<&str>,
     part: u32,
@@ -32,8 +36,10 @@ pub fn packet_file_name(
             "repl_{sender}_{stamp}_{}",
             sanitize(new_replica.unwrap_or("new"))
         ),
-        PacketKind::Update => format!("sync_{sender}_{stamp}_{seq}"),
-        PacketKind::Unknown(code) => format!("pkt{code}_{sender}_{stamp}_{seq}"),
+        PacketKind::Update => format!("sync_{sender}_{stamp}_{}_{seq}", sanitize(target)),
+        PacketKind::Unknown(code) => {
+            format!("pkt{code}_{sender}_{stamp}_{}_{seq}", sanitize(target))
+        }
     };
     if parts > 1 {
         name.push_str(&format!("_{part}of{parts}"));
@@ -50,10 +56,15 @@ pub(crate) fn packet_file_name_for(
     new_replica: Option<&str>,
 ) -> String {
     let seq = header.targets.first().map_or(0, |target| target.seq);
+    let target = header
+        .targets
+        .first()
+        .map_or("", |target| target.name.as_str());
     packet_file_name(
         header.kind,
         &header.sender.name,
         header.created_ns,
+        target,
         seq,
         new_replica,
         part,
@@ -134,15 +145,24 @@ mod tests {
         let t = 1_763_683_200_000_000_000; // 2025-11-21T00:00:00Z
         assert_eq!(utc_timestamp(t + 3_723_000_000_000), "20251121T010203Z");
         assert_eq!(
-            packet_file_name(PacketKind::Update, "boston", t, 7, None, 1, 1),
-            "sync_boston_20251121T000000Z_7.zip"
+            packet_file_name(PacketKind::Update, "boston", t, "ship", 7, None, 1, 1),
+            "sync_boston_20251121T000000Z_ship_7.zip"
         );
         assert_eq!(
-            packet_file_name(PacketKind::Update, "a/../b c", t, 7, None, 2, 3),
-            "sync_a-..-b-c_20251121T000000Z_7_2of3.zip"
+            packet_file_name(PacketKind::Update, "a/../b c", t, "x/y", 7, None, 2, 3),
+            "sync_a-..-b-c_20251121T000000Z_x-y_7_2of3.zip"
         );
         assert_eq!(
-            packet_file_name(PacketKind::ReplicaCreation, "hub", t, 0, Some(".x"), 1, 1),
+            packet_file_name(
+                PacketKind::ReplicaCreation,
+                "hub",
+                t,
+                "",
+                0,
+                Some(".x"),
+                1,
+                1
+            ),
             "repl_hub_20251121T000000Z_-x.zip"
         );
         assert_eq!(utc_timestamp(0), "19700101T000000Z");

@@ -215,7 +215,10 @@ fn unknown_key_and_existing_files_are_reported() {
     )
     .unwrap();
     let parts = writer.finish().unwrap();
-    assert_eq!(parts[0].file_name, "sync_boston_20251121T103000Z_42.zip");
+    assert_eq!(
+        parts[0].file_name,
+        "sync_boston_20251121T103000Z_lambik_42.zip"
+    );
     let err = verify_packet(&parts[0].path, &[public_key(&OTHER_SECRET)]).unwrap_err();
     assert!(matches!(err.kind, ErrorKind::UnknownKey { .. }), "{err}");
     let writer = PacketWriter::create(

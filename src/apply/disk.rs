@@ -99,6 +99,7 @@ fn stage_all(
         staging,
         recorded: &plan.recorded,
         local: None,
+        soft_deleted: None,
         staged: HashMap::new(),
         source,
     };
@@ -144,6 +145,10 @@ struct Finder<'a> {
     recorded: &'a HashMap<Vec<u8>, RecordedEntry>,
     /// Chunk id -> (path, offset), built on first use.
     local: Option<LocalIndex>,
+    /// Chunk id -> (file, offset) among soft-deleted files, built on first
+    /// use: a version an earlier import replaced may be what a conflict
+    /// copy or a rename needs now.
+    soft_deleted: Option<HashMap<ChunkId, (PathBuf, u64)>>,
     staged: HashMap<ChunkId, (u64, u64)>,
     source: &'a mut dyn ChunkSource,
 }
@@ -207,14 +212,60 @@ impl Finder<'_> {
                 }
             }
         }
+        let root = self.root;
+        let deleted = self
+            .soft_deleted
+            .get_or_insert_with(|| index_soft_deleted(root));
+        if let Some((path, offset)) = deleted.get(&chunk.id) {
+            if let Ok(bytes) = read_at(path, *offset, chunk.len) {
+                if verified(chunk, &bytes) {
+                    return Ok(bytes);
+                }
+            }
+        }
         Err(Error::ApplyFailed {
             what: format!(
-                "chunk {} of {} is neither in the packet nor in this replica",
+                "chunk {} of {} is neither in the packet nor in this replica \
+                 (the sender believed this replica still had that content); \
+                 nothing was changed. At the sender, lower its estimate with chepoch to this \
+                 replica's row (lsepoch here) and export again with -fullcontent",
                 hex::encode(chunk.id),
                 relpath::display(for_path)
             ),
         })
     }
+}
+
+/// Chunks of every file under `.syncreplica/deleted/`, cut the way the scan
+/// cuts files, so the ids match those of the versions they were.
+fn index_soft_deleted(root: &Path) -> HashMap<ChunkId, (PathBuf, u64)> {
+    let mut index = HashMap::new();
+    let mut pending = vec![root.join(relpath::STATE_DIR).join(DELETED_DIR)];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() {
+                let Ok(file) = std::fs::File::open(&path) else {
+                    continue;
+                };
+                let mut offset = 0u64;
+                let _ = crate::chunking::chunk_stream(file, |chunk, _| {
+                    index.entry(chunk.id).or_insert((path.clone(), offset));
+                    offset += u64::from(chunk.len);
+                    Ok(())
+                });
+            }
+        }
+    }
+    index
 }
 
 /// The on-disk path of `rel` below `root`, walking its parents without

@@ -43,6 +43,7 @@ fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
         max_size,
         comment: &args.comment,
         progress: &progress,
+        full_content: args.fullcontent,
     };
     let results = export::export_updates(replica, &request)?;
     progress.finish_and_clear();

@@ -65,7 +65,7 @@ pub struct Args {
     pub remove: bool,
 
     /// With -export: an existing directory that receives the packet files,
-    /// under their standard names (sync_<sender>_<time>_<seq>[_<k>of<n>].zip).
+    /// under their standard names (sync_<sender>_<time>_<target>_<seq>[_<k>of<n>].zip).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
@@ -87,6 +87,12 @@ pub struct Args {
     /// a large file spanning parts.
     #[arg(long, value_name = "SIZE", default_value = "2g")]
     pub maxsize: String,
+
+    /// With -export: ship the content of every change, even chunks the
+    /// target is believed to hold already (for a target whose import
+    /// reported missing content).
+    #[arg(long)]
+    pub fullcontent: bool,
 
     /// Comment stored in the packets, shown by lspacket.
     #[arg(long, value_name = "TEXT", default_value = "")]

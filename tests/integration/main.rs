@@ -4,6 +4,7 @@
 mod helpers;
 
 mod apply;
+mod convergence;
 mod foundation;
 mod man_pages;
 mod sync;

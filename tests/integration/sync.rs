@@ -349,7 +349,10 @@ fn lspacket_listing_snapshots() {
     .ok()
     .stdout;
     let mut filters = redactions();
-    filters.push((r"sync_alpha_\d{8}T\d{6}Z_2\.zip", "sync_alpha_[TIME]_2.zip"));
+    filters.push((
+        r"sync_alpha_\d{8}T\d{6}Z_beta_2\.zip",
+        "sync_alpha_[TIME]_beta_2.zip",
+    ));
     filters.push((r"/tmp/\.tmp[A-Za-z0-9]+", "[TMP]"));
     filters.push((r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "[TIME]"));
     filters.push((r"Packet size: \d+ bytes", "Packet size: [SIZE] bytes"));
