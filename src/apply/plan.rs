@@ -287,6 +287,9 @@ struct Planner<'a> {
     accepted: Vec<Operation>,
     own_epoch: u64,
     local_ops: Vec<Operation>,
+    /// Paths whose conflict this batch resolved, with the merged version
+    /// the resolution was stored under.
+    resolved: BTreeMap<Vec<u8>, VersionVector>,
     report: ApplyReport,
     now_ns: i64,
 }
@@ -317,12 +320,14 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         accepted: Vec::new(),
         own_epoch,
         local_ops: Vec::new(),
+        resolved: BTreeMap::new(),
         report: ApplyReport::default(),
         now_ns: crate::scan::now_ns(),
     };
     for op in ops {
         planner.operation(op)?;
     }
+    planner.record_resolutions();
     planner.repair_structure()?;
     planner.finish()
 }
@@ -527,6 +532,7 @@ impl Planner<'_> {
                 } else {
                     (local.state, local.author, incoming, origin)
                 };
+                self.resolved.insert(path.to_vec(), version.clone());
                 self.planned.insert(
                     path.to_vec(),
                     Entry {
@@ -685,6 +691,23 @@ impl Planner<'_> {
             DiskKind::Dir(mode) => mode & 0o1777,
             _ => DEFAULT_DIR_MODE,
         })
+    }
+
+    /// Rule 5: a resolved conflict is recorded as an operation of this
+    /// replica (merged version plus this replica's next epoch), unless a
+    /// later operation of the batch superseded it. Without it, replicas that
+    /// resolved different pairs of concurrent versions could hold different
+    /// states under the same version vector and never converge.
+    fn record_resolutions(&mut self) {
+        for (path, version) in std::mem::take(&mut self.resolved) {
+            let Some(entry) = self.planned.get(&path) else {
+                continue;
+            };
+            if entry.version == version {
+                let state = entry.state.clone();
+                self.local_operation(&path, state);
+            }
+        }
     }
 
     /// Rule 6: what ends up with content below it is a directory, and so
