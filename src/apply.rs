@@ -45,7 +45,13 @@
 //!    the state whose postcard encoding is lexicographically greater wins.
 //!    The winner's state is stored with the merged version vector and the
 //!    winner's author (an incoming state's author is the operation's
-//!    origin). A losing non-empty file whose content differs from the
+//!    origin); then, unless a later operation of the batch supersedes it,
+//!    the resolution is recorded as an operation of this replica (merged
+//!    version plus this replica's next epoch, author this replica). Without
+//!    that operation, replicas that resolved different pairs of concurrent
+//!    versions (three replicas, say) could hold different states under the
+//!    same version vector and never converge. Replicas that resolved the
+//!    same conflict send identical states, which merge silently. A losing non-empty file whose content differs from the
 //!    winner's is kept beside the path as
 //!    `NAME.sync-conflict-YYYYMMDD-HHMMSS-REPLICA.EXT`: the loser's mtime
 //!    in UTC, the loser author's member name (its 32-hex id if unknown) and
@@ -87,6 +93,10 @@
 //!    those files once) and a journal of disk actions in one transaction;
 //!    (d) execute the journal, every action idempotent, then fsync the
 //!    directories; (e) clear the journal and remove the staging folder.
+//!    An action that the tree no longer allows (a directory to remove that
+//!    gained content, a parent that became a file or a symlink since the
+//!    plan) is skipped, never forced, and reported in `conflicts`; the next
+//!    scan records what is really there.
 //!    [`recover`] finishes (d) and (e) after a crash, or removes staging
 //!    left by a batch that never committed. Replaced files and symlinks are
 //!    swapped with one rename, so a crash leaves each path old or new; only
@@ -221,9 +231,11 @@ pub fn apply_batch(
         return Err(err);
     }
     hooks.step("after commit")?;
-    disk::execute(replica, &plan.actions, hooks)?;
+    let notes = disk::execute(replica, &plan.actions, hooks)?;
+    report.conflicts.extend(notes);
     finish(replica, hooks)?;
-    report.purged = purge_soft_deleted(replica, replica.config.soft_delete_days)?;
+    // The batch is applied; a purge that fails is retried next time.
+    report.purged = purge_soft_deleted(replica, replica.config.soft_delete_days).unwrap_or(0);
     Ok(report)
 }
 

@@ -268,11 +268,17 @@ fn index_soft_deleted(root: &Path) -> HashMap<ChunkId, (PathBuf, u64)> {
     index
 }
 
+/// Where an action on `rel` can happen.
+enum Located {
+    At(PathBuf),
+    /// A parent is missing (for removals), or is a symlink or not a
+    /// directory: nothing below it is touched.
+    Blocked(&'static str),
+}
+
 /// The on-disk path of `rel` below `root`, walking its parents without
-/// following symlinks. With `create`, missing parents are made and a
-/// symlinked or non-directory parent is an error; without, they mean the
-/// path does not exist (`None`).
-fn enclosed(root: &Path, rel: &[u8], create: bool) -> Result<Option<PathBuf>> {
+/// ever following a symlink. With `create`, missing parents are made.
+fn enclosed(root: &Path, rel: &[u8], create: bool) -> Result<Located> {
     let components: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
     let (last, parents) = components.split_last().expect("split yields one");
     let mut current = root.to_path_buf();
@@ -280,24 +286,13 @@ fn enclosed(root: &Path, rel: &[u8], create: bool) -> Result<Option<PathBuf>> {
         current.push(OsStr::from_bytes(component));
         match std::fs::symlink_metadata(&current) {
             Ok(meta) if meta.file_type().is_dir() => {}
-            Ok(meta) if !create => {
-                let _ = meta;
-                return Ok(None);
-            }
             Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(Error::HostilePath {
-                    path: relpath::display(rel),
-                    why: "a parent directory is a symlink".into(),
-                })
+                return Ok(Located::Blocked("a parent directory is a symlink"))
             }
-            Ok(_) => {
-                return Err(Error::ApplyFailed {
-                    what: format!("{}: a parent is not a directory", relpath::display(rel)),
-                })
-            }
+            Ok(_) => return Ok(Located::Blocked("a parent is not a directory")),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 if !create {
-                    return Ok(None);
+                    return Ok(Located::Blocked("a parent is missing"));
                 }
                 match std::fs::DirBuilder::new().mode(0o755).create(&current) {
                     Ok(()) => {}
@@ -309,7 +304,16 @@ fn enclosed(root: &Path, rel: &[u8], create: bool) -> Result<Option<PathBuf>> {
         }
     }
     current.push(OsStr::from_bytes(last));
-    Ok(Some(current))
+    Ok(Located::At(current))
+}
+
+/// A disk action that could not be done because the tree changed since
+/// the batch was planned; it is skipped (never forced) and reported.
+fn skipped(notes: &mut Vec<String>, rel: &[u8], why: &str) {
+    notes.push(format!(
+        "{}: left as it is: {why} (changed during the import)",
+        relpath::display(rel)
+    ));
 }
 
 fn lstat(path: &Path) -> Result<Option<std::fs::Metadata>> {
@@ -325,13 +329,19 @@ fn parent_of(path: &Path) -> PathBuf {
 }
 
 /// Step (d): runs the journal, then fsyncs the directories it changed.
-pub(crate) fn execute(replica: &Replica, actions: &[Action], hooks: &mut ApplyHooks) -> Result<()> {
+/// Returns notes on actions skipped because the tree changed meanwhile.
+pub(crate) fn execute(
+    replica: &Replica,
+    actions: &[Action],
+    hooks: &mut ApplyHooks,
+) -> Result<Vec<String>> {
     let root = &replica.root;
     let state_dir = replica.state_dir();
     let staging = state_dir.join(STAGING_DIR);
     let mut touched = BTreeSet::new();
+    let mut notes = Vec::new();
     for action in actions {
-        run(root, &state_dir, &staging, action, &mut touched)?;
+        run(root, &state_dir, &staging, action, &mut touched, &mut notes)?;
         hooks.step("ran a journal action")?;
     }
     for dir in touched {
@@ -341,7 +351,7 @@ pub(crate) fn execute(replica: &Replica, actions: &[Action], hooks: &mut ApplyHo
             Err(err) => return Err(Error::io(&dir, err)),
         }
     }
-    Ok(())
+    Ok(notes)
 }
 
 fn run(
@@ -350,6 +360,7 @@ fn run(
     staging: &Path,
     action: &Action,
     touched: &mut BTreeSet<PathBuf>,
+    notes: &mut Vec<String>,
 ) -> Result<()> {
     match action {
         Action::Preserve { path, to } => {
@@ -357,7 +368,7 @@ fn run(
             if lstat(&target)?.is_some() {
                 return Ok(());
             }
-            let Some(source) = enclosed(root, path, false)? else {
+            let Located::At(source) = enclosed(root, path, false)? else {
                 return Ok(());
             };
             if !lstat(&source)?.is_some_and(|m| m.file_type().is_file()) {
@@ -382,7 +393,7 @@ fn run(
             touched.insert(folder);
         }
         Action::RemoveFile { path } => {
-            if let Some(full) = enclosed(root, path, false)? {
+            if let Located::At(full) = enclosed(root, path, false)? {
                 if lstat(&full)?.is_some_and(|m| m.file_type().is_file()) {
                     std::fs::remove_file(&full).at(&full)?;
                     touched.insert(parent_of(&full));
@@ -390,7 +401,7 @@ fn run(
             }
         }
         Action::RemoveSpecial { path } => {
-            if let Some(full) = enclosed(root, path, false)? {
+            if let Located::At(full) = enclosed(root, path, false)? {
                 if lstat(&full)?.is_some_and(|m| !m.is_dir() && !m.file_type().is_file()) {
                     std::fs::remove_file(&full).at(&full)?;
                     touched.insert(parent_of(&full));
@@ -398,24 +409,39 @@ fn run(
             }
         }
         Action::RemoveDir { path } => {
-            if let Some(full) = enclosed(root, path, false)? {
+            if let Located::At(full) = enclosed(root, path, false)? {
                 if lstat(&full)?.is_some_and(|m| m.file_type().is_dir()) {
-                    std::fs::remove_dir(&full).at(&full)?;
-                    touched.insert(parent_of(&full));
+                    match std::fs::remove_dir(&full) {
+                        Ok(()) => {
+                            touched.insert(parent_of(&full));
+                        }
+                        Err(err) if err.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                            skipped(notes, path, "the directory is not empty");
+                        }
+                        Err(err) => return Err(Error::io(&full, err)),
+                    }
                 }
             }
         }
         Action::MakeDir { path, mode } => {
-            let full = enclosed(root, path, true)?.expect("created");
+            let full = match enclosed(root, path, true)? {
+                Located::At(full) => full,
+                Located::Blocked(why) => {
+                    skipped(notes, path, why);
+                    return Ok(());
+                }
+            };
             match std::fs::DirBuilder::new().mode(0o700).create(&full) {
                 Ok(()) => {
                     let mode = std::fs::Permissions::from_mode(mode | 0o700);
                     std::fs::set_permissions(&full, mode).at(&full)?;
                     touched.insert(parent_of(&full));
                 }
-                Err(err)
-                    if err.kind() == std::io::ErrorKind::AlreadyExists
-                        && lstat(&full)?.is_some_and(|m| m.file_type().is_dir()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if !lstat(&full)?.is_some_and(|m| m.file_type().is_dir()) {
+                        skipped(notes, path, "something else is there");
+                    }
+                }
                 Err(err) => return Err(Error::io(&full, err)),
             }
         }
@@ -424,13 +450,33 @@ fn run(
             if lstat(&from)?.is_none() {
                 return Ok(());
             }
-            let full = enclosed(root, path, true)?.expect("created");
+            let full = match enclosed(root, path, true)? {
+                Located::At(full) => full,
+                Located::Blocked(why) => {
+                    skipped(notes, path, why);
+                    return Ok(());
+                }
+            };
+            if lstat(&full)?.is_some_and(|m| m.file_type().is_dir()) {
+                skipped(notes, path, "a directory is there");
+                return Ok(());
+            }
             std::fs::rename(&from, &full).at(&full)?;
             touched.insert(parent_of(&full));
         }
         Action::Link { path, target } => {
-            let full = enclosed(root, path, true)?.expect("created");
+            let full = match enclosed(root, path, true)? {
+                Located::At(full) => full,
+                Located::Blocked(why) => {
+                    skipped(notes, path, why);
+                    return Ok(());
+                }
+            };
             if let Some(meta) = lstat(&full)? {
+                if meta.is_dir() {
+                    skipped(notes, path, "a directory is there");
+                    return Ok(());
+                }
                 if meta.file_type().is_symlink() {
                     let now = std::fs::read_link(&full).at(&full)?;
                     if now.as_os_str().as_bytes() == target.as_slice() {
@@ -451,7 +497,7 @@ fn run(
             mode,
             mtime_ns,
         } => {
-            if let Some(full) = enclosed(root, path, false)? {
+            if let Located::At(full) = enclosed(root, path, false)? {
                 if lstat(&full)?.is_some_and(|m| m.file_type().is_file()) {
                     std::fs::set_permissions(&full, std::fs::Permissions::from_mode(*mode))
                         .at(&full)?;
@@ -460,7 +506,7 @@ fn run(
             }
         }
         Action::SetDirMode { path, mode } => {
-            if let Some(full) = enclosed(root, path, false)? {
+            if let Located::At(full) = enclosed(root, path, false)? {
                 if lstat(&full)?.is_some_and(|m| m.file_type().is_dir()) {
                     std::fs::set_permissions(&full, std::fs::Permissions::from_mode(*mode))
                         .at(&full)?;

@@ -1106,3 +1106,142 @@ fn three_replicas_converge_under_random_edits_and_orders() {
         }
     }
 }
+
+#[test]
+fn members_are_added_once_and_a_changed_key_is_refused() {
+    let (alpha, mut beta) = pair(&[], &[]);
+    let newcomer = Id([7; 16]);
+    let add = |epoch: u64, replica: Id, name: &str, key: u8| Operation {
+        origin: alpha.id(),
+        epoch,
+        recorded_ns: 0,
+        change: Change::AddMember {
+            replica,
+            name: name.into(),
+            public_key: [key; 32],
+        },
+    };
+    let first = beta.row().get(&alpha.id()).copied().unwrap_or(0) + 1;
+    apply::apply_batch(
+        &mut beta.replica,
+        &[
+            add(first, newcomer, "gamma", 1),
+            add(first + 1, newcomer, "gamma", 1),
+        ],
+        &mut apply::NoChunks,
+        &mut ApplyHooks::default(),
+    )
+    .unwrap();
+    let gamma = beta.replica.member("gamma").unwrap();
+    assert_eq!((gamma.replica, gamma.public_key), (newcomer, [1; 32]));
+
+    for (what, op) in [
+        ("another key", add(first + 2, newcomer, "gamma", 2)),
+        ("a taken name", add(first + 2, Id([8; 16]), "gamma", 3)),
+        ("a bad name", add(first + 2, Id([9; 16]), "../x", 3)),
+    ] {
+        let row = beta.row();
+        let err = apply::apply_batch(
+            &mut beta.replica,
+            &[op],
+            &mut apply::NoChunks,
+            &mut ApplyHooks::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::ApplyFailed { .. } | Error::BadName { .. }),
+            "{what}: {err}"
+        );
+        assert_eq!(beta.row(), row, "{what}");
+        assert_eq!(beta.replica.members().unwrap().len(), 3, "{what}");
+    }
+}
+
+#[test]
+fn a_chunk_found_nowhere_refuses_the_batch() {
+    let (mut alpha, mut beta) = pair(&[("a.txt", "a")], &[]);
+    sync(&alpha, &mut beta).unwrap();
+    put(&alpha.root(), "b.txt", b"new content", 5);
+    put(&alpha.root(), "a.txt", b"changed", 6);
+    record(&mut alpha);
+    let ops = missing_ops(&alpha, &beta);
+    let before = (listing(&beta.root()), beta.row());
+    let mut store = Store::of(&alpha);
+    store
+        .chunks
+        .retain(|_, bytes| bytes.as_slice() != b"changed");
+    let err = apply::apply_batch(
+        &mut beta.replica,
+        &ops,
+        &mut store,
+        &mut ApplyHooks::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("neither in the packet nor in this replica"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("a.txt"), "{err}");
+    assert!(before == (listing(&beta.root()), beta.row()));
+    assert!(!beta.root().join(".syncreplica/staging").exists());
+
+    // Bytes that do not match their id are refused too.
+    let mut store = Store::of(&alpha);
+    for bytes in store.chunks.values_mut() {
+        if bytes.as_slice() == b"changed" {
+            *bytes = b"CHANGED".to_vec();
+        }
+    }
+    let err = apply::apply_batch(
+        &mut beta.replica,
+        &ops,
+        &mut store,
+        &mut ApplyHooks::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    assert!(before == (listing(&beta.root()), beta.row()));
+}
+
+#[test]
+fn an_action_the_tree_no_longer_allows_is_skipped_not_forced() {
+    let (mut alpha, mut beta) = pair(&[("d/f.txt", "f")], &[]);
+    sync(&alpha, &mut beta).unwrap();
+    std::fs::remove_dir_all(alpha.root().join("d")).unwrap();
+    record(&mut alpha);
+    let ops = missing_ops(&alpha, &beta);
+    // Crash right after the commit (found on a copy of the situation),
+    // then someone adds to the directory before the journal runs.
+    let mut commit_step = None;
+    for k in 1..10 {
+        let (mut a, mut b) = pair(&[("d/f.txt", "f")], &[]);
+        sync(&a, &mut b).unwrap();
+        std::fs::remove_dir_all(a.root().join("d")).unwrap();
+        record(&mut a);
+        let ops = missing_ops(&a, &b);
+        let mut hooks = ApplyHooks::crash_at(k);
+        let err =
+            apply::apply_batch(&mut b.replica, &ops, &mut Store::of(&a), &mut hooks).unwrap_err();
+        if err.to_string().contains("after commit") {
+            commit_step = Some(k);
+            break;
+        }
+    }
+    let k = commit_step.expect("a step right after the commit");
+    apply::apply_batch(
+        &mut beta.replica,
+        &ops,
+        &mut Store::of(&alpha),
+        &mut ApplyHooks::crash_at(k),
+    )
+    .unwrap_err();
+    put(&beta.root(), "d/late.txt", b"written meanwhile", 9);
+    assert!(apply::recover(&mut beta.replica).unwrap());
+    assert!(!beta.root().join("d/f.txt").exists());
+    assert_eq!(content(&beta, "d/late.txt"), b"written meanwhile");
+    assert!(!apply::recover(&mut beta.replica).unwrap());
+    // The next scan records what is really there.
+    record(&mut beta);
+    assert_eq!(unrecorded(&beta), Vec::<String>::new());
+}
