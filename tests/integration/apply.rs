@@ -1245,3 +1245,54 @@ fn an_action_the_tree_no_longer_allows_is_skipped_not_forced() {
     record(&mut beta);
     assert_eq!(unrecorded(&beta), Vec::<String>::new());
 }
+
+/// Timing of a large batch: `cargo test ... apply::timing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn timing_of_a_large_batch() {
+    let (mut alpha, mut beta) = pair(&[], &[]);
+    let root = alpha.root();
+    for i in 0..20_000u64 {
+        put(
+            &root,
+            &format!("d{}/e{}/f{i}.txt", i % 20, i % 7),
+            format!("file {i}").as_bytes(),
+            i,
+        );
+    }
+    record(&mut alpha);
+    let ops = missing_ops(&alpha, &beta);
+    let mut store = Store::of(&alpha);
+    let started = std::time::Instant::now();
+    let report = apply::apply_batch(
+        &mut beta.replica,
+        &ops,
+        &mut store,
+        &mut ApplyHooks::default(),
+    )
+    .unwrap();
+    eprintln!(
+        "{} ops applied in {:?}: {report:?}",
+        ops.len(),
+        started.elapsed()
+    );
+    for i in 0..20_000u64 {
+        std::fs::remove_file(root.join(format!("d{}/e{}/f{i}.txt", i % 20, i % 7))).unwrap();
+    }
+    record(&mut alpha);
+    let ops = missing_ops(&alpha, &beta);
+    let started = std::time::Instant::now();
+    let report = apply::apply_batch(
+        &mut beta.replica,
+        &ops,
+        &mut store,
+        &mut ApplyHooks::default(),
+    )
+    .unwrap();
+    eprintln!(
+        "{} deletions applied in {:?}: {} deleted",
+        ops.len(),
+        started.elapsed(),
+        report.deleted
+    );
+}
