@@ -9,10 +9,9 @@
 //! `chepoch` and exporting again.
 //!
 //! Bytes: operations travel in the order this replica logged them (which
-//! respects causality). Only the content of each path's *final* state in
-//! the packet is shipped, each chunk once, and never a chunk the target
-//! already has: one of a file version the target is believed to hold
-//! (a renamed or copied file ships no bytes).
+//! respects causality). Content travels as chunks, each once, and never a
+//! chunk the target already holds (a renamed or copied file ships no
+//! bytes); see `chunks_target_has`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
@@ -163,10 +162,9 @@ fn export_to(
     let target_has = if request.full_content {
         HashSet::new()
     } else {
-        chunks_target_has(replica, &estimate)?
+        chunks_target_has(replica, &estimate, &ops)?
     };
     let mut local = LocalChunks::index(replica)?;
-    let final_index = final_state_index(&ops);
 
     let sequence = replica.state.next_sequence(&target.replica)?;
     let packet_id = identity::random_id();
@@ -207,28 +205,31 @@ fn export_to(
     request
         .progress
         .set_message(format!("exporting to {}", target.name));
-    for (index, op) in ops.iter().enumerate() {
+    for op in &ops {
         request.progress.inc(1);
-        if let Change::Path { path, state, .. } = &op.change {
+        if let Change::Path { state, .. } = &op.change {
             match state {
                 PathState::Deleted => summary.deleted += 1,
                 PathState::File { chunks, .. } => {
                     summary.files_added_or_changed += 1;
-                    // Only a path's final state in this packet needs content.
-                    if final_index.get(path.as_slice()) == Some(&index) {
-                        for chunk in chunks {
-                            if target_has.contains(&chunk.id) {
-                                summary.chunks_reused += 1;
-                                continue;
-                            }
-                            if !sent.insert(chunk.id) {
-                                continue;
-                            }
-                            if let Some(bytes) = local.read(&replica.root, &chunk.id)? {
-                                writer.add_chunk(&chunk.id, &bytes).map_err(packet_error)?;
-                                summary.chunks_sent += 1;
-                                summary.chunk_bytes_sent += bytes.len() as u64;
-                            }
+                    // Any version here may be what the target ends up with
+                    // (conflict resolution there can pick one that is not
+                    // the last in this packet), so the content of every
+                    // version still at hand travels, each chunk once.
+                    // Versions overwritten since are superseded within this
+                    // packet and not needed.
+                    for chunk in chunks {
+                        if target_has.contains(&chunk.id) {
+                            summary.chunks_reused += 1;
+                            continue;
+                        }
+                        if !sent.insert(chunk.id) {
+                            continue;
+                        }
+                        if let Some(bytes) = local.read(&replica.root, &chunk.id)? {
+                            writer.add_chunk(&chunk.id, &bytes).map_err(packet_error)?;
+                            summary.chunks_sent += 1;
+                            summary.chunk_bytes_sent += bytes.len() as u64;
                         }
                     }
                 }
@@ -271,34 +272,71 @@ fn export_to(
     Ok(TargetExport::Written(summary))
 }
 
-/// For each path, the index of its last operation in `ops`.
-fn final_state_index(ops: &[Operation]) -> HashMap<&[u8], usize> {
-    let mut last = HashMap::new();
-    for (index, op) in ops.iter().enumerate() {
-        if let Change::Path { path, .. } = &op.change {
-            last.insert(path.as_slice(), index);
+/// Chunks the target will hold when it applies this packet, so they need
+/// not travel:
+///
+/// * those of this replica's current files whose version the target has
+///   (per the estimate) and that this packet does not touch: the target's
+///   copy is that version, unless it changed the file meanwhile;
+/// * those of the last version of a path this packet deletes, if the
+///   target has that version: a rename's source is still on disk while the
+///   target assembles the new name.
+///
+/// Older versions are never relied on: the target may no longer have them.
+/// If the target did change such a file concurrently, its import stops with
+/// a message naming the chunk, and `-fullcontent` resends everything.
+fn chunks_target_has(
+    replica: &Replica,
+    estimate: &HashMap<Id, u64>,
+    ops: &[Operation],
+) -> Result<HashSet<ChunkId>> {
+    let has_version = |version: &crate::ops::VersionVector| {
+        version
+            .0
+            .iter()
+            .all(|(origin, epoch)| *epoch <= estimate.get(origin).copied().unwrap_or(0))
+    };
+    let mut touched: HashSet<&[u8]> = HashSet::new();
+    let mut deleted: HashSet<&[u8]> = HashSet::new();
+    for op in ops {
+        if let Change::Path { path, state, .. } = &op.change {
+            touched.insert(path);
+            if *state == PathState::Deleted {
+                deleted.insert(path);
+            }
         }
     }
-    last
-}
-
-/// Chunks of the file versions the target is believed to hold: for each
-/// path, the latest logged version within the target's estimate row.
-fn chunks_target_has(replica: &Replica, estimate: &HashMap<Id, u64>) -> Result<HashSet<ChunkId>> {
-    let mut latest: HashMap<Vec<u8>, Vec<ChunkId>> = HashMap::new();
-    replica.state.for_each_operation(|op| {
-        if op.epoch > estimate.get(&op.origin).copied().unwrap_or(0) {
-            return;
+    let mut has = HashSet::new();
+    for (path, entry) in replica.state.load_entries()? {
+        if let PathState::File { chunks, .. } = &entry.state {
+            if !touched.contains(path.as_slice()) && has_version(&entry.version) {
+                has.extend(chunks.iter().map(|c| c.id));
+            }
         }
-        if let Change::Path { path, state, .. } = op.change {
-            let chunks = match state {
-                PathState::File { chunks, .. } => chunks.iter().map(|c| c.id).collect(),
-                _ => Vec::new(),
-            };
-            latest.insert(path, chunks);
-        }
-    })?;
-    Ok(latest.into_values().flatten().collect())
+    }
+    if !deleted.is_empty() {
+        // The last version of each deleted path that the target has.
+        let mut last: HashMap<Vec<u8>, Vec<ChunkId>> = HashMap::new();
+        replica.state.for_each_operation(|op| {
+            if let Change::Path {
+                path,
+                version,
+                state,
+            } = op.change
+            {
+                if !deleted.contains(path.as_slice()) || !has_version(&version) {
+                    return;
+                }
+                let chunks = match state {
+                    PathState::File { chunks, .. } => chunks.iter().map(|c| c.id).collect(),
+                    _ => Vec::new(),
+                };
+                last.insert(path, chunks);
+            }
+        })?;
+        has.extend(last.into_values().flatten());
+    }
+    Ok(has)
 }
 
 /// Where this replica's current files hold each chunk.

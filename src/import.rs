@@ -157,6 +157,7 @@ pub fn import(replica: &mut Replica, request: &ImportRequest) -> Result<Vec<Pack
         }
     }
 
+    let mut failed: Vec<(Vec<Examination>, String)> = Vec::new();
     // Apply whatever is ready, until nothing more is.
     request.progress.set_length(candidates.len() as u64);
     request.progress.set_message("importing packets");
@@ -201,6 +202,9 @@ pub fn import(replica: &mut Replica, request: &ImportRequest) -> Result<Vec<Pack
                     files,
                     why: err.to_string(),
                 }),
+                // Refused whole (apply is atomic): try the others; another
+                // packet may carry the same changes (a resend).
+                Err(Error::ApplyFailed { what }) => failed.push((parts, what)),
                 Err(err) => return Err(err),
             }
             progressed = true;
@@ -210,6 +214,18 @@ pub fn import(replica: &mut Replica, request: &ImportRequest) -> Result<Vec<Pack
         }
     }
     let view = LocalView::of(replica)?;
+    for (parts, why) in failed {
+        let header = parts[0].header.clone().expect("header");
+        let files: Vec<PathBuf> = parts.into_iter().map(|e| e.path).collect();
+        if view.readiness(&header) == Readiness::Applied {
+            if request.remove {
+                remove_files(&files)?;
+            }
+            outcomes.push(PacketOutcome::AlreadyApplied { files });
+        } else {
+            outcomes.push(PacketOutcome::Refused { files, why });
+        }
+    }
     for (_, parts) in candidates {
         let header = parts[0].header.clone().expect("header");
         let why = view.readiness(&header).to_string();

@@ -592,3 +592,36 @@ fn export_through_a_work_directory_and_a_lost_packet_resent_after_chepoch() {
         "this packet gets lost"
     );
 }
+
+#[test]
+fn a_rename_racing_a_delete_is_repaired_with_fullcontent() {
+    let fam = family(&["alpha", "beta"], &[("doc.txt", "the content that moves")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    // alpha renames; beta, concurrently, deletes the original.
+    std::fs::rename(a.join("doc.txt"), a.join("moved.txt")).unwrap();
+    std::fs::remove_file(b.join("doc.txt")).unwrap();
+    run(&b, "syncreplica", ["-record"]).ok();
+    let first = fam.packet_dir("first");
+    let res = export_to(&a, &first, &["beta"], &[]).ok();
+    // The rename ships no bytes: beta is believed to have them.
+    assert!(res.stdout.contains("0 chunks (0 bytes) shipped"), "{}", res.stdout);
+    let before = tree_listing(&b);
+    let res = import_from(&b, &[&first]).fails_with(1);
+    assert!(res.stderr.contains("-fullcontent"), "{}", res.stderr);
+    assert_eq!(tree_listing(&b), before);
+
+    // The remedy the message gives: lower the estimate, resend everything.
+    let row = run(&b, "lsepoch", ["beta"]).ok().stdout;
+    let have: u64 = row
+        .lines()
+        .find(|l| l.trim_start().starts_with("alpha"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    run(&a, "chepoch", ["-force".to_string(), "beta".into(), format!("alpha={have}")]).ok();
+    let second = fam.packet_dir("second");
+    export_to(&a, &second, &["beta"], &["-fullcontent"]).ok();
+    import_from(&b, &[&second, &first]).ok();
+    assert_eq!(std::fs::read_to_string(b.join("moved.txt")).unwrap(), "the content that moves");
+}
