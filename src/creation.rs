@@ -100,8 +100,8 @@ pub fn export_creation(
     replica.state.for_each_operation(|op| snapshot.push(op))?;
     let mut last_by_path: HashMap<&[u8], usize> = HashMap::new();
     for (index, op) in snapshot.iter().enumerate() {
-        if let Change::Path { path, .. } = &op.change {
-            last_by_path.insert(path.as_slice(), index);
+        if let Some(change) = op.change.path_change() {
+            last_by_path.insert(change.path.as_slice(), index);
         }
     }
     let mut paths: Vec<&Vec<u8>> = entries.keys().collect();
@@ -112,8 +112,12 @@ pub fn export_creation(
     for path in paths {
         let entry = &entries[path];
         let exact = last_by_path.get(path.as_slice()).is_some_and(|&index| {
-            matches!(&snapshot[index].change, Change::Path { version, state, .. }
-                if *version == entry.version && *state == entry.state)
+            let op = &snapshot[index];
+            op.change.path_change().is_some_and(|c| {
+                *c.version == entry.version
+                    && *c.state == entry.state
+                    && c.author.unwrap_or(op.origin) == entry.author
+            })
         });
         if !exact {
             next_epoch += 1;
@@ -125,10 +129,11 @@ pub fn export_creation(
                     origin: me,
                     epoch: next_epoch,
                     recorded_ns: now,
-                    change: Change::Path {
+                    change: Change::Resolve {
                         path: path.clone(),
                         version,
                         state: entry.state.clone(),
+                        author: entry.author,
                     },
                 },
             ));
@@ -250,18 +255,15 @@ pub fn export_creation(
         replica.state.transaction(|tx| {
             for (path, op) in &reasserted {
                 state::append_operation(tx, op)?;
-                if let Change::Path {
-                    version, state: s, ..
-                } = &op.change
-                {
+                if let Some(change) = op.change.path_change() {
                     let old = &entries[path];
                     state::put_entry(
                         tx,
                         &EntryWrite {
                             path,
-                            state: s,
-                            version,
-                            author: &me,
+                            state: change.state,
+                            version: change.version,
+                            author: &old.author,
                             stat: old.stat,
                             scanned_ns: old.scanned_ns,
                         },
@@ -478,17 +480,14 @@ fn materialize(
     // sender re-asserted any path where that would not give its tree).
     let mut last_by_path: HashMap<&Vec<u8>, &Operation> = HashMap::new();
     for op in &ops {
-        if let Change::Path { path, .. } = &op.change {
-            last_by_path.insert(path, op);
+        if let Some(change) = op.change.path_change() {
+            last_by_path.insert(change.path, op);
         }
     }
     // Parents before children; directory modes last, in case one is read-only.
     let mut path_ops: Vec<(&Vec<u8>, &PathState)> = last_by_path
         .iter()
-        .filter_map(|(path, op)| match &op.change {
-            Change::Path { state, .. } => Some((*path, state)),
-            _ => None,
-        })
+        .filter_map(|(path, op)| op.change.path_change().map(|c| (*path, c.state)))
         .collect();
     path_ops.sort_by(|a, b| a.0.cmp(b.0));
     let mut files = 0;
@@ -556,20 +555,17 @@ fn materialize(
             state::append_operation(tx, op)?;
         }
         for op in last_by_path.values() {
-            if let Change::Path {
-                path,
-                version,
-                state: s,
-            } = &op.change
-            {
+            if let Some(change) = op.change.path_change() {
+                let path = change.path;
                 let stat = stats.get(path).copied();
+                let author = change.author.unwrap_or(op.origin);
                 state::put_entry(
                     tx,
                     &EntryWrite {
                         path,
-                        state: s,
-                        version,
-                        author: &op.origin,
+                        state: change.state,
+                        version: change.version,
+                        author: &author,
                         stat,
                         scanned_ns: stat.map(|_| scanned_ns),
                     },

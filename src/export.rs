@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
 use crate::identity;
-use crate::ops::{Change, ChunkId, Id, Operation, PathState};
+use crate::ops::{ChunkId, Id, Operation, PathState};
 use crate::relpath;
 use crate::replica::Replica;
 use crate::scan;
@@ -207,8 +207,8 @@ fn export_to(
         .set_message(format!("exporting to {}", target.name));
     for op in &ops {
         request.progress.inc(1);
-        if let Change::Path { state, .. } = &op.change {
-            match state {
+        if let Some(change) = op.change.path_change() {
+            match change.state {
                 PathState::Deleted => summary.deleted += 1,
                 PathState::File { chunks, .. } => {
                     summary.files_added_or_changed += 1;
@@ -299,10 +299,10 @@ fn chunks_target_has(
     let mut touched: HashSet<&[u8]> = HashSet::new();
     let mut deleted: HashSet<&[u8]> = HashSet::new();
     for op in ops {
-        if let Change::Path { path, state, .. } = &op.change {
-            touched.insert(path);
-            if *state == PathState::Deleted {
-                deleted.insert(path);
+        if let Some(change) = op.change.path_change() {
+            touched.insert(change.path);
+            if *change.state == PathState::Deleted {
+                deleted.insert(change.path);
             }
         }
     }
@@ -318,20 +318,15 @@ fn chunks_target_has(
         // The last version of each deleted path that the target has.
         let mut last: HashMap<Vec<u8>, Vec<ChunkId>> = HashMap::new();
         replica.state.for_each_operation(|op| {
-            if let Change::Path {
-                path,
-                version,
-                state,
-            } = op.change
-            {
-                if !deleted.contains(path.as_slice()) || !has_version(&version) {
+            if let Some(change) = op.change.path_change() {
+                if !deleted.contains(change.path.as_slice()) || !has_version(change.version) {
                     return;
                 }
-                let chunks = match state {
+                let chunks = match change.state {
                     PathState::File { chunks, .. } => chunks.iter().map(|c| c.id).collect(),
                     _ => Vec::new(),
                 };
-                last.insert(path, chunks);
+                last.insert(change.path.clone(), chunks);
             }
         })?;
         has.extend(last.into_values().flatten());

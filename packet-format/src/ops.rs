@@ -132,6 +132,57 @@ pub enum Change {
         name: String,
         public_key: [u8; 32],
     },
+    /// A replica resolved concurrent versions of `path` and records the
+    /// outcome, so that siblings adopt the merged version. `state` is the
+    /// winner's and `author` the replica that made the winning version,
+    /// which need not be the operation's origin: conflict copies are named
+    /// after authors, and must be named alike everywhere.
+    Resolve {
+        path: Vec<u8>,
+        version: VersionVector,
+        state: PathState,
+        author: Id,
+    },
+}
+
+/// The parts of a change that concern a path.
+#[derive(Clone, Copy, Debug)]
+pub struct PathChange<'a> {
+    pub path: &'a Vec<u8>,
+    pub version: &'a VersionVector,
+    pub state: &'a PathState,
+    /// Who made `state`; `None` means the operation's origin.
+    pub author: Option<Id>,
+}
+
+impl Change {
+    /// The path, version and state of a `Path` or `Resolve` change.
+    pub fn path_change(&self) -> Option<PathChange<'_>> {
+        match self {
+            Change::Path {
+                path,
+                version,
+                state,
+            } => Some(PathChange {
+                path,
+                version,
+                state,
+                author: None,
+            }),
+            Change::Resolve {
+                path,
+                version,
+                state,
+                author,
+            } => Some(PathChange {
+                path,
+                version,
+                state,
+                author: Some(*author),
+            }),
+            Change::AddMember { .. } => None,
+        }
+    }
 }
 
 /// One entry of an origin replica's operation log.

@@ -304,8 +304,11 @@ struct Planner<'a> {
 fn superseded_in_batch(ops: &[Operation]) -> std::collections::HashSet<(Id, u64)> {
     let mut by_path: HashMap<&[u8], Vec<(usize, &VersionVector)>> = HashMap::new();
     for (index, op) in ops.iter().enumerate() {
-        if let Change::Path { path, version, .. } = &op.change {
-            by_path.entry(path.as_slice()).or_default().push((index, version));
+        if let Some(change) = op.change.path_change() {
+            by_path
+                .entry(change.path.as_slice())
+                .or_default()
+                .push((index, change.version));
         }
     }
     let key = |index: usize| (ops[index].origin, ops[index].epoch);
@@ -404,7 +407,9 @@ impl Planner<'_> {
                 name,
                 public_key,
             } => self.add_member(*replica, name, *public_key),
-            Change::Path { path, .. } if self.superseded.contains(&(op.origin, op.epoch)) => {
+            Change::Path { path, .. } | Change::Resolve { path, .. }
+                if self.superseded.contains(&(op.origin, op.epoch)) =>
+            {
                 // Logged (above) but not compared: see `superseded`.
                 validate_path(path)
             }
@@ -413,6 +418,12 @@ impl Planner<'_> {
                 version,
                 state,
             } => self.path_operation(op.origin, path, version, state),
+            Change::Resolve {
+                path,
+                version,
+                state,
+                author,
+            } => self.path_operation(*author, path, version, state),
         }
     }
 
@@ -596,25 +607,40 @@ impl Planner<'_> {
 
     /// Records an operation of this replica that sets `path` to `state`.
     fn local_operation(&mut self, path: &[u8], state: PathState) {
+        self.local_operation_by(path, state, None);
+    }
+
+    /// Records a local operation; with `author`, a resolution that keeps
+    /// the winning version's author (see `Change::Resolve`).
+    fn local_operation_by(&mut self, path: &[u8], state: PathState, author: Option<Id>) {
         let mut version = self.effective(path).map(|e| e.version).unwrap_or_default();
         self.own_epoch += 1;
         version.set(self.me, self.own_epoch);
-        self.local_ops.push(Operation {
-            origin: self.me,
-            epoch: self.own_epoch,
-            recorded_ns: self.now_ns,
-            change: Change::Path {
+        let change = match author {
+            Some(author) => Change::Resolve {
+                path: path.to_vec(),
+                version: version.clone(),
+                state: state.clone(),
+                author,
+            },
+            None => Change::Path {
                 path: path.to_vec(),
                 version: version.clone(),
                 state: state.clone(),
             },
+        };
+        self.local_ops.push(Operation {
+            origin: self.me,
+            epoch: self.own_epoch,
+            recorded_ns: self.now_ns,
+            change,
         });
         self.planned.insert(
             path.to_vec(),
             Entry {
                 state,
                 version,
-                author: self.me,
+                author: author.unwrap_or(self.me),
             },
         );
     }
@@ -740,8 +766,8 @@ impl Planner<'_> {
                 continue;
             };
             if entry.version == version {
-                let state = entry.state.clone();
-                self.local_operation(&path, state);
+                let (state, author) = (entry.state.clone(), entry.author);
+                self.local_operation_by(&path, state, Some(author));
             }
         }
     }

@@ -4,7 +4,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use syncreplica::ops::{Change, Operation};
+use syncreplica::ops::Operation;
 use syncreplica::replica::Replica;
 
 /// Output of one command run.
@@ -128,9 +128,10 @@ pub fn own_epoch(root: &Path) -> u64 {
 /// (path, state) of each path operation, for compact assertions.
 pub fn path_changes(ops: &[Operation]) -> Vec<(Vec<u8>, syncreplica::ops::PathState)> {
     ops.iter()
-        .filter_map(|op| match &op.change {
-            Change::Path { path, state, .. } => Some((path.clone(), state.clone())),
-            _ => None,
+        .filter_map(|op| {
+            op.change
+                .path_change()
+                .map(|c| (c.path.clone(), c.state.clone()))
         })
         .collect()
 }
@@ -149,7 +150,6 @@ pub fn redactions() -> Vec<(&'static str, &'static str)> {
 /// `mkreplica -init`, the others from creation packets it exports.
 pub struct Family {
     pub dir: tempfile::TempDir,
-    pub names: Vec<String>,
 }
 
 impl Family {
@@ -202,10 +202,7 @@ pub fn family(names: &[&str], files: &[(&str, &str)]) -> Family {
         )
         .ok();
     }
-    Family {
-        dir,
-        names: names.iter().map(|n| n.to_string()).collect(),
-    }
+    Family { dir }
 }
 
 /// `syncreplica -export -out DIR TARGETS…` at `root`.

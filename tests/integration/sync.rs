@@ -604,7 +604,11 @@ fn a_rename_racing_a_delete_is_repaired_with_fullcontent() {
     let first = fam.packet_dir("first");
     let res = export_to(&a, &first, &["beta"], &[]).ok();
     // The rename ships no bytes: beta is believed to have them.
-    assert!(res.stdout.contains("0 chunks (0 bytes) shipped"), "{}", res.stdout);
+    assert!(
+        res.stdout.contains("0 chunks (0 bytes) shipped"),
+        "{}",
+        res.stdout
+    );
     let before = tree_listing(&b);
     let res = import_from(&b, &[&first]).fails_with(1);
     assert!(res.stderr.contains("-fullcontent"), "{}", res.stderr);
@@ -619,9 +623,17 @@ fn a_rename_racing_a_delete_is_repaired_with_fullcontent() {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap();
-    run(&a, "chepoch", ["-force".to_string(), "beta".into(), format!("alpha={have}")]).ok();
+    run(
+        &a,
+        "chepoch",
+        ["-force".to_string(), "beta".into(), format!("alpha={have}")],
+    )
+    .ok();
     let second = fam.packet_dir("second");
     export_to(&a, &second, &["beta"], &["-fullcontent"]).ok();
     import_from(&b, &[&second, &first]).ok();
-    assert_eq!(std::fs::read_to_string(b.join("moved.txt")).unwrap(), "the content that moves");
+    assert_eq!(
+        std::fs::read_to_string(b.join("moved.txt")).unwrap(),
+        "the content that moves"
+    );
 }
