@@ -1296,3 +1296,18 @@ fn timing_of_a_large_batch() {
         report.deleted
     );
 }
+
+#[test]
+fn a_path_soft_deleted_twice_a_day_keeps_both_versions() {
+    let (mut alpha, mut beta) = pair(&[("a.txt", "first")], &[]);
+    sync(&alpha, &mut beta).unwrap();
+    for (content, secs) in [(&b"second"[..], 10), (b"third", 20)] {
+        put(&alpha.root(), "a.txt", content, secs);
+        record(&mut alpha);
+        sync(&alpha, &mut beta).unwrap();
+    }
+    let day = beta.root().join(".syncreplica/deleted").join(today());
+    assert_eq!(std::fs::read(day.join("a.txt")).unwrap(), b"first");
+    assert_eq!(std::fs::read(day.join("a.txt.1")).unwrap(), b"second");
+    assert_eq!(content(&beta, "a.txt"), b"third");
+}
