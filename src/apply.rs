@@ -46,8 +46,11 @@
 //!    The winner's state is stored with the merged version vector and the
 //!    winner's author (an incoming state's author is the operation's
 //!    origin); then, unless a later operation of the batch supersedes it,
-//!    the resolution is recorded as an operation of this replica (merged
-//!    version plus this replica's next epoch, author this replica). Without
+//!    the resolution is recorded as an operation of this replica, a
+//!    `Change::Resolve` (merged version plus this replica's next epoch,
+//!    keeping the winning version's author, so conflict copies are named
+//!    alike everywhere). An incoming `Resolve` is applied like a `Path`
+//!    change whose author is the one it names. Without
 //!    that operation, replicas that resolved different pairs of concurrent
 //!    versions (three replicas, say) could hold different states under the
 //!    same version vector and never converge. Replicas that resolved the
@@ -188,6 +191,7 @@ pub struct ApplyHooks {
 }
 
 impl ApplyHooks {
+    /// Hooks that crash when the step count reaches `step` (from 1).
     pub fn crash_at(step: usize) -> ApplyHooks {
         ApplyHooks {
             crash_at: Some(step),
