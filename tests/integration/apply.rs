@@ -1058,6 +1058,10 @@ fn three_replicas_converge_under_random_edits_and_orders() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    let rounds: u64 = std::env::var("APPLY_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
     for seed in 1..=seeds {
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ seed);
         let mut alpha = site(
@@ -1070,7 +1074,7 @@ fn three_replicas_converge_under_random_edits_and_orders() {
         let mut sites = vec![alpha, beta, gamma];
         let mut store = Store::default();
         settle(&mut sites);
-        for round in 0..6u64 {
+        for round in 0..rounds {
             for site in sites.iter_mut() {
                 for _ in 0..1 + rng.below(3) {
                     random_edit(&site.root(), &mut rng, round * 10_000);
@@ -1085,13 +1089,28 @@ fn three_replicas_converge_under_random_edits_and_orders() {
                 record(b);
                 store.add(b);
                 let batch = shuffled_batch(a, b, &mut rng);
-                apply::apply_batch(
-                    &mut b.replica,
-                    &batch,
-                    &mut store,
-                    &mut ApplyHooks::default(),
-                )
-                .unwrap_or_else(|e| panic!("seed {seed} round {round}: {e}"));
+                // Now and then the import is killed at a random step; the
+                // next one recovers and applies the same batch again.
+                let mut hooks = match rng.below(4) {
+                    0 => ApplyHooks::crash_at(1 + rng.below(30)),
+                    _ => ApplyHooks::default(),
+                };
+                let applied = apply::apply_batch(&mut b.replica, &batch, &mut store, &mut hooks);
+                match applied {
+                    Ok(_) => {}
+                    Err(e) if apply::is_injected_crash(&e) => {
+                        b.replica = Replica::open(&b.root()).unwrap();
+                        apply::recover(&mut b.replica).unwrap();
+                        apply::apply_batch(
+                            &mut b.replica,
+                            &batch,
+                            &mut store,
+                            &mut ApplyHooks::default(),
+                        )
+                        .unwrap_or_else(|e| panic!("seed {seed} round {round}, again: {e}"));
+                    }
+                    Err(e) => panic!("seed {seed} round {round}: {e}"),
+                }
                 store.add(b);
             }
         }
