@@ -33,7 +33,12 @@
 //!    but entry and file stay as they are (`skipped_excluded`).
 //! 5. **Conflicts** are decided by version vectors, never by wall clocks. The
 //!    local side is the recorded entry (a tombstone's version counts; no
-//!    entry is the empty vector). Incoming `After` local: fast-forward.
+//!    entry is the empty vector). Within a batch only the newest version of
+//!    a path is compared: an operation that a later one of the batch on the
+//!    same path has seen (version `After` or `Equal`) is logged but not
+//!    compared, so conflicts are judged on the newest version each side has
+//!    and content overwritten at the sender is never needed.
+//!    Incoming `After` local: fast-forward.
 //!    `Before` or `Equal`: stale, nothing to do (`already_had`).
 //!    `Concurrent`: if both states are identical, the merged version is
 //!    stored (author: the greater replica id, so every replica stores the
