@@ -871,6 +871,18 @@ fn a_crash_at_any_step_leaves_old_or_new_and_rerunning_finishes() {
         assert_eq!(listing(&beta.root()), new, "step {k}");
         let row = (beta.row()[&alpha.id()], beta.row()[&beta.id()]);
         assert_eq!(row, new_row, "step {k}: epochs differ");
+        // Each operation logged once: the log holds exactly epochs 1..=row,
+        // and the conflict copy was recorded once.
+        for (origin, upto) in [(alpha.id(), row.0), (beta.id(), row.1)] {
+            let logged = beta
+                .replica
+                .state
+                .operations_between(&origin, 0, upto)
+                .unwrap();
+            assert_eq!(logged.len() as u64, upto, "step {k}");
+            let beyond = beta.replica.state.operation(&origin, upto + 1).unwrap();
+            assert!(beyond.is_none(), "step {k}");
+        }
         let committed = report.already_had == ops.len() as u64;
         assert!(committed || report == clean_report, "step {k}: {report:?}");
         assert_eq!(unrecorded(&beta), Vec::<String>::new(), "step {k}");
