@@ -385,7 +385,7 @@ fn run(
                 let mtime = std::fs::metadata(&source)
                     .and_then(|m| m.modified())
                     .at(&source)?;
-                let copy = OpenOptions::new().write(true).open(&partial).at(&partial)?;
+                let copy = File::open(&partial).at(&partial)?;
                 copy.set_modified(mtime).at(&partial)?;
                 copy.sync_all().at(&partial)?;
                 std::fs::rename(&partial, &target).at(&target)?;
@@ -461,7 +461,15 @@ fn run(
                 skipped(notes, path, "a directory is there");
                 return Ok(());
             }
-            std::fs::rename(&from, &full).at(&full)?;
+            match std::fs::rename(&from, &full) {
+                Ok(()) => {}
+                // The path is on another filesystem (a mount inside the
+                // replica): copy beside it, then rename there.
+                Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
+                    copy_into_place(&from, &full)?;
+                }
+                Err(err) => return Err(Error::io(&full, err)),
+            }
             touched.insert(parent_of(&full));
         }
         Action::Link { path, target } => {
@@ -515,6 +523,23 @@ fn run(
         }
     }
     Ok(())
+}
+
+/// Copies `from` to a temporary name beside `to` (mode and mtime kept),
+/// fsyncs it, renames it over `to` and removes `from`. Run again after a
+/// crash, it copies the same bytes again.
+fn copy_into_place(from: &Path, to: &Path) -> Result<()> {
+    let temp = parent_of(to).join(".syncreplica-new-file");
+    std::fs::copy(from, &temp).at(&temp)?;
+    let mtime = std::fs::metadata(from)
+        .and_then(|m| m.modified())
+        .at(from)?;
+    // Read-only: the owner may set times whatever the mode.
+    let copy = File::open(&temp).at(&temp)?;
+    copy.set_modified(mtime).at(&temp)?;
+    copy.sync_all().at(&temp)?;
+    std::fs::rename(&temp, to).at(to)?;
+    std::fs::remove_file(from).at(from)
 }
 
 fn set_mtime_nofollow(path: &Path, mtime_ns: i64) -> Result<()> {
