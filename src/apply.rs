@@ -55,12 +55,13 @@
 //!    `Change::Resolve` (merged version plus this replica's next epoch,
 //!    keeping the winning version's author, so conflict copies are named
 //!    alike everywhere). An incoming `Resolve` is applied like a `Path`
-//!    change whose author is the one it names. Without
-//!    that operation, replicas that resolved different pairs of concurrent
-//!    versions (three replicas, say) could hold different states under the
-//!    same version vector and never converge. Replicas that resolved the
-//!    same conflict send identical states, which merge silently. A losing non-empty file whose content differs from the
-//!    winner's is kept beside the path as
+//!    change whose author is the one it names. Without that operation,
+//!    replicas that resolved different pairs of concurrent versions (three
+//!    replicas, say) could hold different states under the same version
+//!    vector and never converge. Replicas that resolved the same conflict
+//!    send identical states, which merge silently.
+//!    A losing non-empty file whose content differs from the winner's is
+//!    kept beside the path as
 //!    `NAME.sync-conflict-YYYYMMDD-HHMMSS-REPLICA.EXT`: the loser's mtime
 //!    in UTC, the loser author's member name (its 32-hex id if unknown) and
 //!    the file name's extension (after the last `.` that is not the first
@@ -83,8 +84,8 @@
 //! 7. **Writing states.** A file's content is assembled from its chunk list:
 //!    each chunk from a file staged earlier in the batch, else from the
 //!    [`ChunkSource`], else from a file this replica has whose recorded chunk
-//!    list contains it; every chunk's SHA-256 and length are verified before
-//!    use. A chunk found nowhere refuses the batch. Mode (setuid and setgid
+//!    list contains it, else from a soft-deleted file; every chunk's SHA-256
+//!    and length are verified before use. A chunk found nowhere refuses the batch. Mode (setuid and setgid
 //!    bits are dropped, and the entry records the mode as written) and mtime
 //!    are set. Directories are created, symlinks are created with their
 //!    stored target bytes (never followed), deleted paths are removed. A file
@@ -113,6 +114,18 @@
 //! The caller holds the replica's lock, has recorded a scan of local changes
 //! (so they take part in conflict detection) and calls [`recover`] before
 //! each import (`apply_batch` also does).
+//!
+//! # Limits
+//!
+//! * Rule 3 is strict: a sibling's new path below a directory that this
+//!   replica replaced by a symlink is refused, and so is every later batch
+//!   carrying it, until the link is removed here.
+//! * A directory mode without owner write (e.g. `0555`) is applied last, but
+//!   a later batch that must write inside it fails (journal kept, retried by
+//!   [`recover`]) unless the process may write there anyway.
+//! * Temporary names `.syncreplica-new-link` and `.syncreplica-new-file`
+//!   are used beside the target while a symlink is swapped or a file is
+//!   copied onto another filesystem.
 
 mod disk;
 mod plan;
