@@ -268,6 +268,16 @@ pub fn recover(replica: &mut Replica) -> Result<bool> {
     recover_with(replica, &mut ApplyHooks::default())
 }
 
+/// Whether an interrupted batch awaits [`recover`]. Until it is finished
+/// the tree is between two states: a scan would take the half-applied
+/// paths for local changes, so commands that scan and record must call
+/// [`recover`] first (they hold the lock), and `-status` can warn.
+pub fn is_pending(replica: &Replica) -> Result<bool> {
+    let mut state = state::State::open(&replica.state_dir())?;
+    let pending = state.transaction(|tx| Ok(state::pending_apply(tx)?))?;
+    Ok(!pending.is_empty())
+}
+
 /// [`recover`] with crash injection, for tests.
 pub fn recover_with(replica: &mut Replica, hooks: &mut ApplyHooks) -> Result<bool> {
     let encoded = replica

@@ -1268,7 +1268,9 @@ fn an_action_the_tree_no_longer_allows_is_skipped_not_forced() {
     )
     .unwrap_err();
     put(&beta.root(), "d/late.txt", b"written meanwhile", 9);
+    assert!(apply::is_pending(&beta.replica).unwrap());
     assert!(apply::recover(&mut beta.replica).unwrap());
+    assert!(!apply::is_pending(&beta.replica).unwrap());
     assert!(!beta.root().join("d/f.txt").exists());
     assert_eq!(content(&beta, "d/late.txt"), b"written meanwhile");
     assert!(!apply::recover(&mut beta.replica).unwrap());
