@@ -338,20 +338,40 @@ pub(crate) fn execute(
     let root = &replica.root;
     let state_dir = replica.state_dir();
     let staging = state_dir.join(STAGING_DIR);
+    // Folders changed by `Preserve` actions not yet synced, and the others.
     let mut touched = BTreeSet::new();
+    let mut later = BTreeSet::new();
     let mut notes = Vec::new();
     for action in actions {
-        run(root, &state_dir, &staging, action, &mut touched, &mut notes)?;
+        if !matches!(action, Action::Preserve { .. }) && !touched.is_empty() {
+            // The kept copies must be durable before anything replaces or
+            // removes the originals: after a power loss, a replayed
+            // `Preserve` would otherwise keep the new content.
+            sync_dirs(std::mem::take(&mut touched))?;
+        }
+        let mut changed = BTreeSet::new();
+        run(root, &state_dir, &staging, action, &mut changed, &mut notes)?;
+        if matches!(action, Action::Preserve { .. }) {
+            touched.extend(changed);
+        } else {
+            later.extend(changed);
+        }
         hooks.step("ran a journal action")?;
     }
-    for dir in touched {
+    sync_dirs(touched)?;
+    sync_dirs(later)?;
+    Ok(notes)
+}
+
+fn sync_dirs(dirs: BTreeSet<PathBuf>) -> Result<()> {
+    for dir in dirs {
         match sync_dir(&dir) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(Error::io(&dir, err)),
         }
     }
-    Ok(notes)
+    Ok(())
 }
 
 fn run(
@@ -390,7 +410,10 @@ fn run(
                 copy.sync_all().at(&partial)?;
                 std::fs::rename(&partial, &target).at(&target)?;
             }
-            touched.insert(folder);
+            // The folder and the ones `create_dir_all` may have made.
+            for dir in folder.ancestors().take_while(|d| d.starts_with(state_dir)) {
+                touched.insert(dir.to_path_buf());
+            }
         }
         Action::RemoveFile { path } => {
             if let Located::At(full) = enclosed(root, path, false)? {
