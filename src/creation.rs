@@ -188,14 +188,8 @@ pub fn export_creation(
     });
     let meta = PacketMeta {
         kind: PacketKind::ReplicaCreation,
-        family: Named {
-            id: replica.identity.family_id,
-            name: replica.identity.family_name.clone(),
-        },
-        sender: Named {
-            id: me,
-            name: replica.identity.replica_name.clone(),
-        },
+        family: replica.identity.family(),
+        sender: replica.identity.replica(),
         targets: vec![Target {
             id: new_id,
             name: new_name.to_string(),

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use packet_format::{EpochRange, Named, PacketKind, PacketMeta, PacketWriter, Target, WrittenPart};
+use packet_format::{EpochRange, PacketKind, PacketMeta, PacketWriter, Target, WrittenPart};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
@@ -171,14 +171,8 @@ fn export_to(
     let now = scan::now_ns();
     let meta = PacketMeta {
         kind: PacketKind::Update,
-        family: Named {
-            id: replica.identity.family_id,
-            name: replica.identity.family_name.clone(),
-        },
-        sender: Named {
-            id: me,
-            name: replica.identity.replica_name.clone(),
-        },
+        family: replica.identity.family(),
+        sender: replica.identity.replica(),
         targets: vec![Target {
             id: target.replica,
             name: target.name.clone(),

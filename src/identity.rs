@@ -32,6 +32,22 @@ struct IdentityFile {
 }
 
 impl Identity {
+    /// The family as packet headers name it.
+    pub fn family(&self) -> packet_format::Named {
+        packet_format::Named {
+            id: self.family_id,
+            name: self.family_name.clone(),
+        }
+    }
+
+    /// This replica as packet headers name it.
+    pub fn replica(&self) -> packet_format::Named {
+        packet_format::Named {
+            id: self.replica_id,
+            name: self.replica_name.clone(),
+        }
+    }
+
     pub fn load(state_dir: &Path) -> Result<Identity> {
         let path = state_dir.join(IDENTITY_FILE);
         let text = std::fs::read_to_string(&path).at(&path)?;

@@ -63,6 +63,11 @@ pub fn is_within(rel: &[u8], ancestor: &[u8]) -> bool {
     rel.starts_with(ancestor) && (rel.len() == ancestor.len() || rel[ancestor.len()] == b'/')
 }
 
+/// Longest file name most filesystems accept.
+pub const NAME_MAX: usize = 255;
+/// Longest path accepted from a packet.
+pub const PATH_MAX: usize = 4095;
+
 /// Why a path taken from a packet cannot be used, judged on its bytes
 /// alone: every name in a packet is hostile until proved enclosed.
 pub fn lexical_problem(rel: &[u8]) -> Option<&'static str> {
@@ -75,6 +80,9 @@ pub fn lexical_problem(rel: &[u8]) -> Option<&'static str> {
     if rel.contains(&0) {
         return Some("it contains a NUL byte");
     }
+    if rel.len() > PATH_MAX {
+        return Some("it is too long");
+    }
     for component in rel.split(|&b| b == b'/') {
         match component {
             b"" => return Some("it has an empty component"),
@@ -83,6 +91,7 @@ pub fn lexical_problem(rel: &[u8]) -> Option<&'static str> {
             name if name == STATE_DIR.as_bytes() => {
                 return Some("it names a replica state folder (.syncreplica)")
             }
+            name if name.len() > NAME_MAX => return Some("a name in it is longer than 255 bytes"),
             _ => {}
         }
     }

@@ -14,14 +14,10 @@ use crate::error::{Error, Result};
 use crate::excludes::Excludes;
 use crate::identity;
 use crate::ops::{Causality, Change, ChunkRef, Id, Operation, PathState, VersionVector};
-use crate::relpath::{self, STATE_DIR};
+use crate::relpath::{self, NAME_MAX, PATH_MAX, STATE_DIR};
 use crate::replica::Replica;
 use crate::state::{Member, RecordedEntry};
 
-/// Longest file name most filesystems accept.
-const NAME_MAX: usize = 255;
-/// Longest path (and symlink target) accepted from a packet.
-const PATH_MAX: usize = 4095;
 /// Mode of directories this replica creates to hold incoming paths.
 const DEFAULT_DIR_MODE: u32 = 0o755;
 
@@ -77,32 +73,10 @@ fn refused(what: impl Into<String>) -> Error {
 /// no empty, `.` or `..` component, no NUL, no `.syncreplica` component,
 /// names of at most 255 bytes.
 pub fn validate_path(path: &[u8]) -> Result<()> {
-    if path.is_empty() {
-        return Err(hostile(path, "it is empty"));
+    match relpath::lexical_problem(path) {
+        Some(why) => Err(hostile(path, why)),
+        None => Ok(()),
     }
-    if path.starts_with(b"/") {
-        return Err(hostile(path, "it is absolute"));
-    }
-    if path.contains(&0) {
-        return Err(hostile(path, "it contains a NUL byte"));
-    }
-    if path.len() > PATH_MAX {
-        return Err(hostile(path, "it is too long"));
-    }
-    for component in path.split(|&b| b == b'/') {
-        match component {
-            b"" => return Err(hostile(path, "it has an empty component")),
-            b"." | b".." => return Err(hostile(path, "it has a '.' or '..' component")),
-            name if name == STATE_DIR.as_bytes() => {
-                return Err(hostile(path, "it names a replica state folder"))
-            }
-            name if name.len() > NAME_MAX => {
-                return Err(hostile(path, "a name in it is longer than 255 bytes"))
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// Checks an incoming state and drops what is never applied (setuid and

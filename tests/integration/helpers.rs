@@ -272,3 +272,15 @@ pub fn packet_files(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// The epoch of `origin` in row `row` as `lsepoch` prints it at `root`.
+pub fn epoch_in_row(root: &Path, row: &str, origin: &str) -> u64 {
+    let listing = run(root, "lsepoch", [row]).ok().stdout;
+    listing
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{origin} ")))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {origin} in row {row}:\n{listing}"))
+}

@@ -571,14 +571,7 @@ fn export_through_a_work_directory_and_a_lost_packet_resent_after_chepoch() {
         .ok()
         .stdout
         .contains("lacks nothing"));
-    let truth = run(&b, "lsepoch", ["beta"]).ok().stdout;
-    let have: u64 = truth
-        .lines()
-        .find(|l| l.trim_start().starts_with("alpha"))
-        .and_then(|l| l.split('=').nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let have = epoch_in_row(&b, "beta", "alpha");
     run(
         &a,
         "chepoch",
@@ -615,14 +608,7 @@ fn a_rename_racing_a_delete_is_repaired_with_fullcontent() {
     assert_eq!(tree_listing(&b), before);
 
     // The remedy the message gives: lower the estimate, resend everything.
-    let row = run(&b, "lsepoch", ["beta"]).ok().stdout;
-    let have: u64 = row
-        .lines()
-        .find(|l| l.trim_start().starts_with("alpha"))
-        .and_then(|l| l.split('=').nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let have = epoch_in_row(&b, "beta", "alpha");
     run(
         &a,
         "chepoch",
