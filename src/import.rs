@@ -71,9 +71,7 @@ pub struct ImportRequest {
 /// lock. Local changes are recorded first, so they take part in conflict
 /// detection.
 pub fn import(replica: &mut Replica, request: &ImportRequest) -> Result<Vec<PacketOutcome>> {
-    apply::recover(replica)?;
-    let outcome = replica.scan(&mut scan::ScanHooks::default())?;
-    replica.record(&outcome)?;
+    replica.record_local_changes()?;
 
     let files = packets::collect_packet_files(&request.sources)?;
     let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();

@@ -154,6 +154,16 @@ impl Replica {
         })
     }
 
+    /// Finishes an import that a crash interrupted (so its half-placed
+    /// files are not taken for local edits), then scans and records every
+    /// local change. The caller holds the lock.
+    pub fn record_local_changes(&mut self) -> Result<(ScanOutcome, RecordSummary)> {
+        crate::apply::recover(self)?;
+        let outcome = self.scan(&mut ScanHooks::default())?;
+        let summary = self.record(&outcome)?;
+        Ok((outcome, summary))
+    }
+
     pub fn members(&self) -> Result<Vec<Member>> {
         self.state.members()
     }

@@ -7,7 +7,6 @@ use syncreplica::cli::{self, mkreplica::Args};
 use syncreplica::creation;
 use syncreplica::packets;
 use syncreplica::replica::{self, Replica};
-use syncreplica::scan::ScanHooks;
 
 const NAME: &str = "mkreplica";
 
@@ -67,9 +66,8 @@ fn export(args: &Args) -> anyhow::Result<()> {
     let mut replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
     let lock = replica.lock("mkreplica -export")?;
     cli::print_lock_takeover(NAME, &lock);
-    let outcome = replica.scan(&mut ScanHooks::default())?;
+    let (outcome, _) = replica.record_local_changes()?;
     cli::print_warnings(NAME, &outcome.warnings);
-    replica.record(&outcome)?;
     let made = creation::export_creation(&mut replica, name, out, max_size, &args.comment)?;
     println!(
         "Wrote the replica-creation packet for new member \"{name}\" of family \"{}\" ({} files, {} bytes of content):",

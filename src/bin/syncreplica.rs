@@ -32,9 +32,8 @@ fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
     cli::print_lock_takeover(NAME, &lock);
     // Resolve targets before recording, so a typo changes nothing.
     export::resolve_targets(replica, &args.targets)?;
-    let outcome = replica.scan(&mut ScanHooks::default())?;
+    let (outcome, _) = replica.record_local_changes()?;
     cli::print_warnings(NAME, &outcome.warnings);
-    replica.record(&outcome)?;
     let progress = cli::progress_bar();
     let request = export::ExportRequest {
         targets: &args.targets,
@@ -181,6 +180,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     let root = replica::discover(args.replica.as_deref())?;
     let mut replica = Replica::open(&root)?;
     if args.status {
+        if apply::is_pending(&replica)? {
+            eprintln!(
+                "{NAME}: warning: an import was interrupted and is not finished; \
+                 run syncreplica -record or -import to finish it before reading this list"
+            );
+        }
         let outcome = replica.scan(&mut ScanHooks::default())?;
         cli::print_warnings(NAME, &outcome.warnings);
         print!(
@@ -194,9 +199,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     } else if args.record {
         let lock = replica.lock("syncreplica -record")?;
         cli::print_lock_takeover(NAME, &lock);
-        let outcome = replica.scan(&mut ScanHooks::default())?;
+        let (outcome, summary) = replica.record_local_changes()?;
         cli::print_warnings(NAME, &outcome.warnings);
-        let summary = replica.record(&outcome)?;
         match summary.epochs {
             Some((first, last)) => println!(
                 "Recorded {} change{} in replica \"{}\" as epochs {first}-{last}.",

@@ -623,3 +623,65 @@ fn a_rename_racing_a_delete_is_repaired_with_fullcontent() {
         "the content that moves"
     );
 }
+
+#[test]
+fn a_scan_first_finishes_an_import_interrupted_by_a_crash() {
+    use syncreplica::apply::{self, ApplyHooks};
+    use syncreplica::packets::ChunkSpool;
+    use syncreplica::replica::Replica;
+    let fam = family(&["alpha", "beta"], &[("keep.txt", "k")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    for i in 0..5 {
+        write(&a, &format!("new/{i}.txt"), &format!("file {i}"));
+    }
+    write(&a, "keep.txt", "changed");
+    let out = fam.packet_dir("crash");
+    export_to(&a, &out, &["beta"], &[]).ok();
+
+    // Apply with a crash injected at successive steps until one leaves the
+    // import committed but not finished (its journal pending).
+    let mut crashed_pending = false;
+    for step in 1..60 {
+        let mut beta = Replica::open(&b).unwrap();
+        let keys: Vec<[u8; 32]> = beta
+            .members()
+            .unwrap()
+            .iter()
+            .map(|m| m.public_key)
+            .collect();
+        let part = packet_format::verify_packet(&packet_files(&out)[0], &keys).unwrap();
+        let packet = packet_format::LogicalPacket::assemble(vec![part]).unwrap();
+        let ops: Vec<_> = packet.operations().map(|op| op.unwrap()).collect();
+        let mut spool = ChunkSpool::fill(&packet, &beta.state_dir()).unwrap();
+        let result =
+            apply::apply_batch(&mut beta, &ops, &mut spool, &mut ApplyHooks::crash_at(step));
+        match result {
+            Err(err) if apply::is_injected_crash(&err) => {
+                if apply::is_pending(&beta).unwrap() {
+                    crashed_pending = true;
+                    break;
+                }
+                // Crashed before the commit: nothing happened; try a later step.
+                apply::recover(&mut beta).unwrap();
+            }
+            other => panic!("step {step}: expected a crash, got {other:?}"),
+        }
+    }
+    assert!(crashed_pending, "no step left the journal pending");
+    let status = run(&b, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stderr.contains("an import was interrupted"),
+        "{}",
+        status.stderr
+    );
+
+    // The next command that scans finishes the import first, and records
+    // nothing of its half-placed files as local edits.
+    let record = run(&b, "syncreplica", ["-record"]).ok();
+    assert!(
+        record.stdout.contains("Nothing to record"),
+        "{}",
+        record.stdout
+    );
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+}
