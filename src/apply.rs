@@ -24,9 +24,14 @@
 //!    folders), or when any ancestor is a symlink: on disk now (checked with
 //!    `symlink_metadata` component by component from the root, never
 //!    following a link), or as planned by an earlier operation of the same
-//!    batch. An ancestor that an earlier operation of the batch turns into a
-//!    directory counts as that directory (the link is removed, never
-//!    followed). A symlink target that is empty or contains NUL, and a file
+//!    batch — unless that symlink is recorded and the operation is
+//!    concurrent with it (the sibling never saw the link: it had a
+//!    directory there). That is a conflict of structure, which the
+//!    directory wins: the link is removed, never followed, and the path is
+//!    created in a real directory. An operation whose version has seen the
+//!    link and still writes below it is hostile. An ancestor that an
+//!    earlier operation of the batch turns into a directory counts as that
+//!    directory. A symlink target that is empty or contains NUL, and a file
 //!    whose size is not the sum of its chunk lengths, are refused too.
 //! 4. **Excludes.** Excluded paths (the patterns as loaded when the batch
 //!    starts) are never touched: the operation is logged and the epoch raised,
@@ -117,9 +122,6 @@
 //!
 //! # Limits
 //!
-//! * Rule 3 is strict: a sibling's new path below a directory that this
-//!   replica replaced by a symlink is refused, and so is every later batch
-//!   carrying it, until the link is removed here.
 //! * A directory mode without owner write (e.g. `0555`) is applied last, but
 //!   a later batch that must write inside it fails (journal kept, retried by
 //!   [`recover`]) unless the process may write there anyway.

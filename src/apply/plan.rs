@@ -451,7 +451,29 @@ impl Planner<'_> {
 
     /// No ancestor may be a symlink: as planned by this batch, or on disk
     /// (unless this batch already turned it into a directory).
-    fn check_ancestors(&self, path: &[u8]) -> Result<()> {
+    /// Whether an operation at `version` below a symlink recorded at
+    /// `ancestor` is a concurrent change of structure (the sibling had a
+    /// directory there and never saw the link), which the directory wins,
+    /// rather than an attempt to reach through the link.
+    fn concurrent_with_link(&self, ancestor: &[u8], version: &VersionVector) -> bool {
+        let link = self.planned.get(ancestor).cloned().or_else(|| {
+            self.recorded.get(ancestor).map(|e| Entry {
+                state: e.state.clone(),
+                version: e.version.clone(),
+                author: e.author,
+            })
+        });
+        match link {
+            Some(Entry {
+                state: PathState::Symlink { .. },
+                version: link_version,
+                ..
+            }) => version.compare(&link_version) == Causality::Concurrent,
+            _ => false,
+        }
+    }
+
+    fn check_ancestors(&self, path: &[u8], version: &VersionVector) -> Result<()> {
         let mut disk = self.root.to_path_buf();
         let mut disk_matters = true;
         for ancestor in ancestors(path) {
@@ -459,6 +481,12 @@ impl Planner<'_> {
             disk.push(OsStr::from_bytes(name));
             let planned = self.planned.get(ancestor).map(|e| &e.state);
             if let Some(PathState::Symlink { .. }) = planned {
+                if self.concurrent_with_link(ancestor, version) {
+                    // Structure repair turns the link into a directory
+                    // (removing it, never following it).
+                    disk_matters = false;
+                    continue;
+                }
                 return Err(hostile(
                     path,
                     format!(
@@ -488,6 +516,10 @@ impl Planner<'_> {
                 continue;
             }
             if kind.is_symlink() {
+                if self.concurrent_with_link(ancestor, version) {
+                    disk_matters = false;
+                    continue;
+                }
                 return Err(hostile(
                     path,
                     format!(
@@ -510,7 +542,7 @@ impl Planner<'_> {
     ) -> Result<()> {
         validate_path(path)?;
         let incoming = sanitize(path, state)?;
-        self.check_ancestors(path)?;
+        self.check_ancestors(path, version)?;
         let is_dir = matches!(incoming, PathState::Directory { .. });
         if self.excluded(path, is_dir)? {
             self.report.skipped_excluded += 1;

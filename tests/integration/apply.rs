@@ -574,6 +574,37 @@ fn forged(origin: Id, first: u64, changes: &[(&[u8], PathState)]) -> Vec<Operati
 }
 
 #[test]
+fn a_concurrent_write_below_a_local_symlink_replaces_the_link_never_follows_it() {
+    let (alpha, mut beta) = pair(&[], &[("keep.txt", "kept")]);
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("victim"), b"untouched").unwrap();
+    std::os::unix::fs::symlink(outside.path(), beta.root().join("out")).unwrap();
+    record(&mut beta);
+    let (file, mut store) = file_state(b"evil");
+    let first = beta.row().get(&alpha.id()).copied().unwrap_or(0) + 1;
+    let ops = forged(alpha.id(), first, &[(b"out/victim", file)]);
+    let report = apply::apply_batch(
+        &mut beta.replica,
+        &ops,
+        &mut store,
+        &mut ApplyHooks::default(),
+    )
+    .unwrap();
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    let out = std::fs::symlink_metadata(beta.root().join("out")).unwrap();
+    assert!(out.is_dir(), "the link gave way to a directory");
+    assert_eq!(
+        std::fs::read(beta.root().join("out/victim")).unwrap(),
+        b"evil"
+    );
+    assert_eq!(
+        std::fs::read(outside.path().join("victim")).unwrap(),
+        b"untouched"
+    );
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+}
+
+#[test]
 fn hostile_paths_are_refused_and_change_nothing() {
     let (alpha, mut beta) = pair(&[], &[("keep.txt", "kept"), ("inside/x.txt", "x")]);
     let outside = tempfile::tempdir().unwrap();
@@ -617,7 +648,19 @@ fn hostile_paths_are_refused_and_change_nothing() {
     for (what, changes) in cases {
         let before = (listing(&beta.root()), beta.row(), listing(outside.path()));
         let first = beta.row().get(&alpha.id()).copied().unwrap_or(0) + 1;
-        let ops = forged(alpha.id(), first, &changes);
+        let mut ops = forged(alpha.id(), first, &changes);
+        if what.contains("local symlink") {
+            // A sender that has seen the link and still writes below it:
+            // hostile. (One that never saw it is a concurrent change of
+            // structure, which the directory wins; see the next test.)
+            let entries = beta.replica.state.load_entries().unwrap();
+            let seen = entries[b"out".as_slice()].version.clone();
+            for op in &mut ops {
+                if let Change::Path { version, .. } = &mut op.change {
+                    *version = version.merged(&seen);
+                }
+            }
+        }
         let (_, mut store) = file_state(b"evil");
         let err = apply::apply_batch(
             &mut beta.replica,

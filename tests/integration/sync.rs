@@ -441,25 +441,27 @@ fn path_escape_packets_are_refused_with_the_replica_unchanged() {
             target: target.as_bytes().to_vec(),
         },
     };
-    let have = syncreplica::replica::Replica::open(&b)
-        .unwrap()
-        .state
-        .epoch(
-            &syncreplica::replica::Replica::open(&b)
-                .unwrap()
-                .identity
-                .replica_id,
-            &me,
-        )
-        .unwrap();
+    let beta_replica = syncreplica::replica::Replica::open(&b).unwrap();
+    let beta_id = beta_replica.identity.replica_id;
+    let have = beta_replica.state.epoch(&beta_id, &me).unwrap();
+    // The link's version: a sender that has seen it and still writes
+    // below it is hostile (one that never saw it has a concurrent change
+    // of structure, which the directory wins without following the link).
+    let link_version = beta_replica.state.load_entries().unwrap()[b"local-link".as_slice()]
+        .version
+        .clone();
     let cases: Vec<(&str, Vec<Change>)> = vec![
         ("dotdot", vec![file(b"../escaped", have + 1)]),
         ("absolute", vec![file(b"/tmp/escaped", have + 1)]),
         ("state folder", vec![file(b".syncreplica/evil", have + 1)]),
         ("dot component", vec![file(b"a/./b", have + 1)]),
         (
-            "through local symlink",
-            vec![file(b"local-link/escaped", have + 1)],
+            "through a local symlink the sender saw",
+            vec![Change::Path {
+                path: b"local-link/escaped".to_vec(),
+                version: link_version.merged(&VersionVector([(me, have + 1)].into())),
+                state: PathState::Directory { mode: 0o755 },
+            }],
         ),
         (
             "through packet symlink",
