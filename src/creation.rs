@@ -235,7 +235,7 @@ pub fn export_creation(
                         }
                     })?;
                     chunk_bytes += bytes.len() as u64;
-                    writer.add_chunk(&chunk.id, &bytes).map_err(packet_error)?;
+                    crate::export::add_local_chunk(&mut writer, &local, &chunk.id, &bytes)?;
                 }
             }
         }

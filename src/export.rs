@@ -18,7 +18,6 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use packet_format::{EpochRange, PacketKind, PacketMeta, PacketWriter, Target, WrittenPart};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
 use crate::identity;
@@ -221,7 +220,7 @@ fn export_to(
                             continue;
                         }
                         if let Some(bytes) = local.read(&replica.root, &chunk.id)? {
-                            writer.add_chunk(&chunk.id, &bytes).map_err(packet_error)?;
+                            add_local_chunk(&mut writer, &local, &chunk.id, &bytes)?;
                             summary.chunks_sent += 1;
                             summary.chunk_bytes_sent += bytes.len() as u64;
                         }
@@ -334,6 +333,8 @@ pub struct LocalChunks {
     /// The file read last: chunks are mostly asked for in file order, so
     /// it is kept open rather than reopened for every chunk.
     open: Option<(Vec<u8>, std::fs::File)>,
+    /// Where the last chunk came from, for messages.
+    last_read: Option<std::path::PathBuf>,
 }
 
 impl LocalChunks {
@@ -350,7 +351,11 @@ impl LocalChunks {
                 }
             }
         }
-        Ok(LocalChunks { places, open: None })
+        Ok(LocalChunks {
+            places,
+            open: None,
+            last_read: None,
+        })
     }
 
     /// The chunk's bytes, read from a current file and checked against its
@@ -367,16 +372,34 @@ impl LocalChunks {
         file.seek(SeekFrom::Start(*offset)).at(&disk)?;
         let mut bytes = vec![0u8; *len as usize];
         file.read_exact(&mut bytes).at(&disk)?;
-        if Sha256::digest(&bytes).as_slice() != id {
-            return Err(Error::ApplyFailed {
-                what: format!(
-                    "{} changed while it was being exported; run the export again",
-                    disk.display()
-                ),
-            });
-        }
+        // Not hashed here: the packet writer checks every chunk against its
+        // id, and `add_chunk` below turns a mismatch into this message.
+        self.last_read = Some(disk);
         Ok(Some(bytes))
     }
+}
+
+/// Adds a chunk read by `local` to `writer`; a chunk whose bytes no longer
+/// match its id means the file changed after the scan recorded it.
+pub fn add_local_chunk(
+    writer: &mut PacketWriter,
+    local: &LocalChunks,
+    id: &ChunkId,
+    bytes: &[u8],
+) -> Result<()> {
+    writer.add_chunk(id, bytes).map_err(|err| match err.kind {
+        packet_format::ErrorKind::ChunkIdMismatch { .. } => Error::ApplyFailed {
+            what: format!(
+                "{} changed while it was being exported; nothing was written, run the export again",
+                local
+                    .last_read
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+        },
+        _ => packet_error(err),
+    })
 }
 
 /// Moves a finished part: rename when possible, else copy and fsync.

@@ -687,3 +687,44 @@ fn a_scan_first_finishes_an_import_interrupted_by_a_crash() {
     );
     assert_eq!(tree_listing(&a), tree_listing(&b));
 }
+
+#[test]
+fn a_file_changed_after_the_scan_fails_the_export_and_writes_nothing() {
+    use syncreplica::export::{export_updates, ExportRequest};
+    use syncreplica::replica::Replica;
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let a = fam.root("alpha");
+    write(&a, "data.txt", "recorded content");
+    let mut alpha = Replica::open(&a).unwrap();
+    alpha.record_local_changes().unwrap();
+    // Changed between the scan and the read, same size.
+    write(&a, "data.txt", "RECORDED CONTENT");
+    let out = fam.packet_dir("changed");
+    let progress = indicatif::ProgressBar::hidden();
+    let targets = vec!["beta".to_string()];
+    let request = ExportRequest {
+        targets: &targets,
+        out_dir: &out,
+        work_dir: None,
+        max_size: 1 << 20,
+        comment: "",
+        progress: &progress,
+        full_content: false,
+    };
+    let err = export_updates(&mut alpha, &request)
+        .err()
+        .expect("the export fails");
+    assert!(
+        err.to_string()
+            .contains("changed while it was being exported"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    // The estimate was not raised: the next export sends it all.
+    let res = export_to(&a, &out, &["beta"], &[]).ok();
+    assert!(res.stdout.contains("Exported to beta"), "{}", res.stdout);
+}
