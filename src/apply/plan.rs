@@ -1094,24 +1094,13 @@ mod tests {
     }
 
     #[test]
-    fn hostile_paths_are_refused() {
-        for bad in [
-            &b""[..],
-            b"/etc/x",
-            b"../x",
-            b"a/../x",
-            b"a/./b",
-            b"a//b",
-            b"a/",
-            b".syncreplica/state.db",
-            b"sub/.syncreplica/x",
-            b"a\0b",
-        ] {
-            assert!(validate_path(bad).is_err(), "{}", relpath::display(bad));
-        }
-        for good in [&b"a"[..], b"d/f.txt", b"caf\xe9", b"..hidden", b"x/.y"] {
-            validate_path(good).unwrap();
-        }
+    fn hostile_paths_are_refused_as_relpath_judges_them() {
+        // The cases themselves are tested in `relpath`.
+        assert!(matches!(
+            validate_path(b"../x"),
+            Err(Error::HostilePath { .. })
+        ));
+        validate_path(b"d/f.txt").unwrap();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! operations taken from one replica's log and applied to another's with
 //! `apply::apply_batch`, chunks served from the sender's files.
 
+use crate::helpers::XorShift;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -381,21 +382,6 @@ fn content(site: &Site, path: &str) -> Vec<u8> {
 fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = XorShift(seed.max(1));
     (0..len).map(|_| rng.next() as u8).collect()
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 fn today() -> String {

@@ -12,21 +12,6 @@ use std::path::{Path, PathBuf};
 
 use crate::helpers::*;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// A small set of names, so replicas often touch the same paths.
 const PATHS: &[&str] = &[
     "a.txt",
@@ -37,7 +22,7 @@ const PATHS: &[&str] = &[
     "d2/sub/x.bin",
 ];
 
-fn random_edit(rng: &mut Rng, root: &Path, label: &str) {
+fn random_edit(rng: &mut XorShift, root: &Path, label: &str) {
     let path = root.join(PATHS[rng.below(PATHS.len())]);
     match rng.below(7) {
         0..=2 => {
@@ -79,7 +64,7 @@ fn converge_with_seed(seed: u64) {
     export_to(&fam.root("r0"), &intro, &["r1", "r2"], &[]).ok();
     import_from(&fam.root("r1"), &[&intro]).ok();
     import_from(&fam.root("r2"), &[&intro]).ok();
-    let mut rng = Rng(seed);
+    let mut rng = XorShift(seed);
     let mut pool: Vec<PathBuf> = Vec::new();
     let mut exports = 0;
 
