@@ -266,9 +266,9 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
     std::fs::rename(&staging, &final_dir).at(&final_dir)?;
     crate::fsutil::sync_dir(&root)?;
 
-    let mut replica = Replica::open(&root)?;
+    let replica = Replica::open(&root)?;
     let record = RecordSummary {
-        epochs: replica_epochs(&mut replica)?,
+        epochs: replica_epochs(&replica)?,
         forgotten: 0,
     };
     let key = replica.signing_key()?;
@@ -280,7 +280,7 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
     })
 }
 
-fn replica_epochs(replica: &mut Replica) -> Result<Option<(u64, u64)>> {
+fn replica_epochs(replica: &Replica) -> Result<Option<(u64, u64)>> {
     let me = replica.identity.replica_id;
     let last = replica.state.epoch(&me, &me)?;
     Ok((last > 0).then_some((1, last)))
