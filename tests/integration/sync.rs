@@ -728,3 +728,40 @@ fn a_file_changed_after_the_scan_fails_the_export_and_writes_nothing() {
     let res = export_to(&a, &out, &["beta"], &[]).ok();
     assert!(res.stdout.contains("Exported to beta"), "{}", res.stdout);
 }
+
+#[test]
+fn a_copied_file_and_a_repeated_chunk_ship_no_bytes_again() {
+    let content: String = (0..40_000).map(|i| format!("line {i}\n")).collect();
+    let fam = family(&["alpha", "beta"], &[("original.txt", &content)]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    std::fs::copy(a.join("original.txt"), a.join("copy.txt")).unwrap();
+    let out = fam.packet_dir("copy");
+    let res = export_to(&a, &out, &["beta"], &[]).ok();
+    assert!(
+        res.stdout.contains("0 chunks (0 bytes) shipped"),
+        "{}",
+        res.stdout
+    );
+    import_from(&b, &[&out]).ok();
+    assert_eq!(
+        std::fs::read_to_string(b.join("copy.txt")).unwrap(),
+        content
+    );
+
+    // Two new files with the same content: their chunks travel once.
+    let fresh: String = (0..40_000).map(|i| format!("fresh {i}\n")).collect();
+    write(&a, "x1.txt", &fresh);
+    write(&a, "x2.txt", &fresh);
+    let out2 = fam.packet_dir("twice");
+    let res = export_to(&a, &out2, &["beta"], &[]).ok();
+    let shipped: u64 = res
+        .stdout
+        .split(" bytes) shipped")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    assert_eq!(shipped, fresh.len() as u64, "{}", res.stdout);
+    import_from(&b, &[&out2]).ok();
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+}
