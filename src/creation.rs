@@ -363,6 +363,12 @@ pub fn import_creation(
                 packet.parts()[0].path().display()
             ),
         })?;
+    // Names from the packet become the replica's identity and member list.
+    identity::validate_name(&payload.new_replica.name)?;
+    identity::validate_name(&header.family.name)?;
+    for member in &payload.members {
+        identity::validate_name(&member.name)?;
+    }
     let (key_id, secret) = read_key_file(key_file)?;
     let new = &payload.new_replica;
     let member = payload

@@ -142,6 +142,8 @@ fn import(args: &Args) -> anyhow::Result<()> {
         .creation()
         .map(|c| c.new_replica.name.clone())
         .unwrap_or_default();
+    // A name from a packet is hostile until checked: it becomes a file name.
+    syncreplica::identity::validate_name(&new_name)?;
     let key_file = match &args.key {
         Some(key) => key.clone(),
         None => files[0]
