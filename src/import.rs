@@ -72,10 +72,44 @@ pub struct ImportRequest {
 /// detection.
 pub fn import(replica: &mut Replica, request: &ImportRequest) -> Result<Vec<PacketOutcome>> {
     replica.record_local_changes()?;
-
     let files = packets::collect_packet_files(&request.sources)?;
+    let mut outcomes = import_files(replica, request, &files)?;
+    // A packet signed by a member that joined in a packet applied just now
+    // (its key arrived with that one) gets a second chance.
+    loop {
+        let retry: Vec<PathBuf> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                PacketOutcome::Refused { files, why } if why.starts_with(NOT_A_MEMBER) => {
+                    Some(files.clone())
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
+        let now_trusted = retry.iter().any(|file| {
+            packet_format::examine_packet(file, &keys).signature == Some(SignatureStatus::Verified)
+        });
+        if !now_trusted {
+            return Ok(outcomes);
+        }
+        outcomes.retain(
+            |o| !matches!(o, PacketOutcome::Refused { why, .. } if why.starts_with(NOT_A_MEMBER)),
+        );
+        outcomes.extend(import_files(replica, request, &retry)?);
+    }
+}
+
+const NOT_A_MEMBER: &str = "not signed by a current member of the family";
+
+fn import_files(
+    replica: &mut Replica,
+    request: &ImportRequest,
+    files: &[PathBuf],
+) -> Result<Vec<PacketOutcome>> {
     let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
-    let grouped = packets::examine_all(&files, &keys);
+    let grouped = packets::examine_all(files, &keys);
     let mut outcomes = Vec::new();
     for exam in grouped.damaged {
         let why = exam
@@ -128,7 +162,7 @@ pub fn import(replica: &mut Replica, request: &ImportRequest) -> Result<Vec<Pack
             outcomes.push(PacketOutcome::Refused {
                 files,
                 why: format!(
-                    "not signed by a current member of the family: {}",
+                    "{NOT_A_MEMBER}: {}",
                     bad.signature
                         .as_ref()
                         .map(|s| s.to_string())

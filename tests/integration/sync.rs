@@ -765,3 +765,20 @@ fn a_copied_file_and_a_repeated_chunk_ship_no_bytes_again() {
     import_from(&b, &[&out2]).ok();
     assert_eq!(tree_listing(&a), tree_listing(&b));
 }
+
+#[test]
+fn a_packet_from_a_new_member_applies_in_the_same_run_as_its_introduction() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
+    let (a, b, g) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    write(&g, "from-gamma.txt", "hello");
+    let (gb, ab) = (fam.packet_dir("gb"), fam.packet_dir("ab"));
+    export_to(&g, &gb, &["beta"], &[]).ok();
+    export_to(&a, &ab, &["beta"], &[]).ok();
+    // gamma's packet is named first; its key only arrives with alpha's.
+    let res = import_from(&b, &[&gb, &ab]).ok();
+    assert!(res.stdout.contains("2 packets applied"), "{}", res.stdout);
+    assert_eq!(
+        std::fs::read_to_string(b.join("from-gamma.txt")).unwrap(),
+        "hello"
+    );
+}
