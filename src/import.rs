@@ -125,7 +125,23 @@ fn import_files(
 
     let me = replica.identity.replica_id;
     let mut candidates: BTreeMap<Id, Vec<Examination>> = BTreeMap::new();
-    for (id, parts) in grouped.logical {
+    for (id, all_parts) in grouped.logical {
+        // The same part twice (a copy under another name) is one part.
+        let mut parts: Vec<Examination> = Vec::new();
+        for exam in all_parts {
+            let part = exam.header.as_ref().map(|h| h.part);
+            if parts
+                .iter()
+                .any(|p| p.header.as_ref().map(|h| h.part) == part)
+            {
+                outcomes.push(PacketOutcome::LeftAlone {
+                    files: vec![exam.path],
+                    why: "a second copy of a part named already".into(),
+                });
+            } else {
+                parts.push(exam);
+            }
+        }
         let files: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
         let header = parts[0]
             .header

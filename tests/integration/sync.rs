@@ -782,3 +782,24 @@ fn a_packet_from_a_new_member_applies_in_the_same_run_as_its_introduction() {
         "hello"
     );
 }
+
+#[test]
+fn a_part_copied_under_two_names_counts_once() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    write(&fam.root("alpha"), "g", "new");
+    let out = fam.packet_dir("dup");
+    export_to(&fam.root("alpha"), &out, &["beta"], &[]).ok();
+    let part = &packet_files(&out)[0];
+    std::fs::copy(part, out.join("sync_copy_of_the_same_part.zip")).unwrap();
+    let res = import_from(&fam.root("beta"), &[&out]).ok();
+    assert!(res.stdout.contains("1 packet applied"), "{}", res.stdout);
+    assert!(
+        res.stdout.contains("a second copy of a part"),
+        "{}",
+        res.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(fam.root("beta").join("g")).unwrap(),
+        "new"
+    );
+}
