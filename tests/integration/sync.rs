@@ -803,3 +803,43 @@ fn a_part_copied_under_two_names_counts_once() {
         "new"
     );
 }
+
+#[test]
+fn lspacket_json_is_for_scripts() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    write(&fam.root("alpha"), "g", "new");
+    let out = fam.packet_dir("json");
+    export_to(
+        &fam.root("alpha"),
+        &out,
+        &["beta"],
+        &["-comment", "for scripts"],
+    )
+    .ok();
+    std::fs::write(out.join("sync_garbage.zip"), b"not a packet").unwrap();
+    let res = run(
+        &fam.root("beta"),
+        "lspacket",
+        [
+            std::ffi::OsStr::new("-fmt"),
+            "json".as_ref(),
+            out.as_os_str(),
+        ],
+    );
+    assert_eq!(
+        res.code, 1,
+        "a damaged packet makes lspacket fail: {}",
+        res.stderr
+    );
+    let listed: serde_json::Value = serde_json::from_str(&res.stdout).unwrap();
+    let packets = listed.as_array().unwrap();
+    assert_eq!(packets.len(), 2);
+    let good = packets.iter().find(|p| p["damaged"].is_null()).unwrap();
+    assert_eq!(good["type"], "Update");
+    assert_eq!(good["comment"], "for scripts");
+    assert_eq!(good["signature"]["status"], "verified");
+    assert_eq!(good["targets"][0]["local"], true);
+    assert_eq!(good["targets"][0]["status"], "can be applied now");
+    let bad = packets.iter().find(|p| !p["damaged"].is_null()).unwrap();
+    assert!(bad["path"].as_str().unwrap().ends_with("sync_garbage.zip"));
+}
