@@ -1,8 +1,24 @@
-//! Storage bays, shipping orders, routes and transports.
+//! Storage bays, shipping orders, routes and transports: the library under
+//! syncreplica's store-and-forward shipping (MultiSite's `shipping_server`,
+//! `shipping.conf`, storage bays and shipping orders).
 //!
-//! This crate is where `shipping_server` will live (see issue "Shipping").
-//! It holds only the shared vocabulary so far, so the workspace layout is
-//! fixed from the start.
+//! * [`config`]: `shipping.toml`, its lookup order and route resolution;
+//! * [`bay`]: the storage-backend trait [`BayStore`] with a directory and an
+//!   in-memory implementation, and a storage class's three bays;
+//! * [`order`]: one shipping order per packet part, its retries and expiry;
+//! * [`transport`]: delivery of a packet and its order into a directory.
+
+pub mod bay;
+pub mod config;
+pub mod error;
+pub mod order;
+pub mod transport;
+
+pub use bay::{Bay, BayStore, Bays, DirStore, MemStore};
+pub use config::{ConfigSource, Hop, Lookup, NextHop, ShippingConfig, StorageClass};
+pub use error::{Error, Result};
+pub use order::ShippingOrder;
+pub use transport::deliver_to_dir;
 
 /// Name of the storage class used when none is given.
 pub const DEFAULT_STORAGE_CLASS: &str = "default";

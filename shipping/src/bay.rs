@@ -1,0 +1,432 @@
+//! Storage bays and the storage backend under them.
+//!
+//! A bay is a flat set of named entries: packet parts and their shipping
+//! orders. [`BayStore`] is the backend (in the manner of rustic_core's
+//! backends): [`DirStore`] keeps entries as files in a directory and
+//! [`MemStore`] keeps them in memory for tests. Every write is atomic: a
+//! reader sees the old entry or the complete new one, never a part.
+//!
+//! A storage class has three bays ([`Bays`]): `outgoing` (packets and
+//! orders waiting to be shipped), `incoming` (packets received and waiting
+//! to be imported or forwarded) and `return` (expired packets sent back).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::config::StorageClass;
+use crate::error::{Error, Result};
+
+/// Entry names starting with this are temporary files of writes in
+/// progress; they are never listed.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// A backend holding one bay's entries.
+pub trait BayStore: Send + Sync {
+    /// Names the bay in messages: its directory, or `memory:LABEL`.
+    fn describe(&self) -> String;
+
+    /// The directory behind the store, when it is one (lets moves between
+    /// directories be renames).
+    fn local_dir(&self) -> Option<&Path> {
+        None
+    }
+
+    /// The entries' names, sorted. Temporary files and names starting
+    /// with `.` are left out.
+    fn list(&self) -> Result<Vec<String>>;
+
+    /// True when the entry exists.
+    fn exists(&self, name: &str) -> Result<bool>;
+
+    /// The entry's size in bytes.
+    fn size(&self, name: &str) -> Result<u64>;
+
+    /// Opens the entry for streaming reads.
+    fn open(&self, name: &str) -> Result<Box<dyn Read + Send + '_>>;
+
+    /// Writes the entry atomically from `reader`, replacing any entry of
+    /// that name; returns the bytes written. When the reader fails, no
+    /// entry and no temporary file is left behind.
+    fn write_from(&self, name: &str, reader: &mut dyn Read) -> Result<u64>;
+
+    /// Removes the entry.
+    fn remove(&self, name: &str) -> Result<()>;
+
+    /// Renames an entry within the store atomically, replacing `to`.
+    fn rename(&self, from: &str, to: &str) -> Result<()>;
+
+    /// Reads the whole entry.
+    fn read(&self, name: &str) -> Result<Vec<u8>> {
+        let mut data = Vec::new();
+        self.open(name)?
+            .read_to_end(&mut data)
+            .map_err(|e| self.error(name, e))?;
+        Ok(data)
+    }
+
+    /// Writes the whole entry atomically.
+    fn write(&self, name: &str, data: &[u8]) -> Result<()> {
+        self.write_from(name, &mut &data[..]).map(|_| ())
+    }
+
+    /// Moves an entry into another store (another bay) as `new_name`. The
+    /// target sees the complete entry or nothing; the source entry is
+    /// removed only after the target's is in place.
+    fn move_to(&self, name: &str, target: &dyn BayStore, new_name: &str) -> Result<()> {
+        copy_between(self, name, target, new_name)?;
+        self.remove(name)
+    }
+
+    /// An error about entry `name` of this store.
+    fn error(&self, name: &str, source: io::Error) -> Error {
+        Error::Bay {
+            bay: self.describe(),
+            name: name.to_string(),
+            source,
+        }
+    }
+}
+
+/// Copies an entry from one store to another atomically.
+pub fn copy_between(
+    from: &(impl BayStore + ?Sized),
+    name: &str,
+    to: &dyn BayStore,
+    new_name: &str,
+) -> Result<u64> {
+    let mut reader = from.open(name)?;
+    to.write_from(new_name, &mut reader)
+}
+
+/// Refuses names that are not a plain file name, or that are reserved for
+/// temporary files.
+pub fn check_name(bay: &str, name: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 255 {
+        Some("it is longer than 255 bytes")
+    } else if name.contains(['/', '\\', '\0']) {
+        Some("it contains a path separator or NUL")
+    } else if name.starts_with('.') {
+        Some("it starts with '.'")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::BadEntryName {
+            bay: bay.to_string(),
+            name: name.to_string(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A bay kept as files in one directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirStore {
+    dir: PathBuf,
+}
+
+impl DirStore {
+    /// A store over `dir`, which must exist when it is used.
+    pub fn new(dir: impl Into<PathBuf>) -> DirStore {
+        DirStore { dir: dir.into() }
+    }
+
+    /// A store over `dir`, creating it (and its parents) if needed.
+    pub fn create(dir: impl Into<PathBuf>) -> Result<DirStore> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(DirStore { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The path of entry `name`.
+    pub fn path(&self, name: &str) -> Result<PathBuf> {
+        check_name(&self.describe(), name)?;
+        Ok(self.dir.join(name))
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        sync_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))
+    }
+}
+
+/// Makes a directory's entries (creations, renames) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+impl BayStore for DirStore {
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn local_dir(&self) -> Option<&Path> {
+        Some(&self.dir)
+    }
+
+    fn list(&self) -> Result<Vec<String>> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&self.dir, e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            let is_file = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
+            if is_file {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn exists(&self, name: &str) -> Result<bool> {
+        let path = self.path(name)?;
+        match std::fs::metadata(&path) {
+            Ok(meta) => Ok(meta.is_file()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(self.error(name, err)),
+        }
+    }
+
+    fn size(&self, name: &str) -> Result<u64> {
+        let path = self.path(name)?;
+        std::fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(|e| self.error(name, e))
+    }
+
+    fn open(&self, name: &str) -> Result<Box<dyn Read + Send + '_>> {
+        let path = self.path(name)?;
+        let file = File::open(&path).map_err(|e| self.error(name, e))?;
+        Ok(Box::new(io::BufReader::new(file)))
+    }
+
+    fn write_from(&self, name: &str, reader: &mut dyn Read) -> Result<u64> {
+        let path = self.path(name)?;
+        let mut temp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(&self.dir)
+            .map_err(|e| Error::io(&self.dir, e))?;
+        let written = {
+            let mut out = io::BufWriter::new(temp.as_file_mut());
+            let written = io::copy(reader, &mut out).map_err(|e| self.error(name, e))?;
+            out.flush().map_err(|e| self.error(name, e))?;
+            written
+        };
+        temp.as_file().sync_all().map_err(|e| self.error(name, e))?;
+        temp.persist(&path).map_err(|e| self.error(name, e.error))?;
+        self.sync_dir()?;
+        Ok(written)
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        let path = self.path(name)?;
+        std::fs::remove_file(&path).map_err(|e| self.error(name, e))?;
+        self.sync_dir()
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let source = self.path(from)?;
+        let target = self.path(to)?;
+        std::fs::rename(&source, &target).map_err(|e| self.error(from, e))?;
+        self.sync_dir()
+    }
+
+    fn move_to(&self, name: &str, target: &dyn BayStore, new_name: &str) -> Result<()> {
+        let source = self.path(name)?;
+        if let Some(dir) = target.local_dir() {
+            check_name(&target.describe(), new_name)?;
+            match std::fs::rename(&source, dir.join(new_name)) {
+                Ok(()) => {
+                    sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+                    return self.sync_dir();
+                }
+                // Another file system: copy, then remove.
+                Err(err) if err.kind() == io::ErrorKind::CrossesDevices => {}
+                Err(err) => return Err(self.error(name, err)),
+            }
+        }
+        copy_between(self, name, target, new_name)?;
+        self.remove(name)
+    }
+}
+
+/// A bay kept in memory, for tests. Clones share the same entries.
+#[derive(Debug, Clone, Default)]
+pub struct MemStore {
+    label: String,
+    entries: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+}
+
+impl MemStore {
+    pub fn new(label: &str) -> MemStore {
+        MemStore {
+            label: label.to_string(),
+            entries: Arc::default(),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn missing(&self, name: &str) -> Error {
+        self.error(name, io::Error::from(io::ErrorKind::NotFound))
+    }
+}
+
+impl BayStore for MemStore {
+    fn describe(&self) -> String {
+        format!("memory:{}", self.label)
+    }
+
+    fn list(&self) -> Result<Vec<String>> {
+        Ok(self.entries().keys().cloned().collect())
+    }
+
+    fn exists(&self, name: &str) -> Result<bool> {
+        check_name(&self.describe(), name)?;
+        Ok(self.entries().contains_key(name))
+    }
+
+    fn size(&self, name: &str) -> Result<u64> {
+        check_name(&self.describe(), name)?;
+        self.entries()
+            .get(name)
+            .map(|data| data.len() as u64)
+            .ok_or_else(|| self.missing(name))
+    }
+
+    fn open(&self, name: &str) -> Result<Box<dyn Read + Send + '_>> {
+        check_name(&self.describe(), name)?;
+        let data = self
+            .entries()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.missing(name))?;
+        Ok(Box::new(io::Cursor::new(data)))
+    }
+
+    fn write_from(&self, name: &str, reader: &mut dyn Read) -> Result<u64> {
+        check_name(&self.describe(), name)?;
+        let mut data = Vec::new();
+        reader
+            .read_to_end(&mut data)
+            .map_err(|e| self.error(name, e))?;
+        let written = data.len() as u64;
+        self.entries().insert(name.to_string(), data);
+        Ok(written)
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        check_name(&self.describe(), name)?;
+        self.entries()
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| self.missing(name))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        check_name(&self.describe(), from)?;
+        check_name(&self.describe(), to)?;
+        let mut entries = self.entries();
+        let data = entries.remove(from).ok_or_else(|| self.missing(from))?;
+        entries.insert(to.to_string(), data);
+        Ok(())
+    }
+}
+
+/// One of a storage class's three bays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Bay {
+    Outgoing,
+    Incoming,
+    Return,
+}
+
+impl Bay {
+    pub const ALL: [Bay; 3] = [Bay::Outgoing, Bay::Incoming, Bay::Return];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bay::Outgoing => "outgoing",
+            Bay::Incoming => "incoming",
+            Bay::Return => "return",
+        }
+    }
+}
+
+/// A storage class's bays.
+pub struct Bays {
+    outgoing: Box<dyn BayStore>,
+    incoming: Box<dyn BayStore>,
+    returned: Box<dyn BayStore>,
+}
+
+impl Bays {
+    pub fn new(
+        outgoing: Box<dyn BayStore>,
+        incoming: Box<dyn BayStore>,
+        returned: Box<dyn BayStore>,
+    ) -> Bays {
+        Bays {
+            outgoing,
+            incoming,
+            returned,
+        }
+    }
+
+    /// The class's bay directories, created if missing.
+    pub fn open(class: &StorageClass) -> Result<Bays> {
+        Ok(Bays::new(
+            Box::new(DirStore::create(class.outgoing_dir())?),
+            Box::new(DirStore::create(class.incoming_dir())?),
+            Box::new(DirStore::create(class.return_dir())?),
+        ))
+    }
+
+    /// Three empty in-memory bays labelled `LABEL/outgoing` and so on.
+    pub fn in_memory(label: &str) -> Bays {
+        let store = |bay: Bay| Box::new(MemStore::new(&format!("{label}/{}", bay.name())));
+        Bays::new(
+            store(Bay::Outgoing),
+            store(Bay::Incoming),
+            store(Bay::Return),
+        )
+    }
+
+    pub fn get(&self, bay: Bay) -> &dyn BayStore {
+        match bay {
+            Bay::Outgoing => self.outgoing.as_ref(),
+            Bay::Incoming => self.incoming.as_ref(),
+            Bay::Return => self.returned.as_ref(),
+        }
+    }
+
+    /// Moves entry `name` from one bay to another, keeping its name.
+    pub fn move_entry(&self, from: Bay, to: Bay, name: &str) -> Result<()> {
+        self.get(from).move_to(name, self.get(to), name)
+    }
+}

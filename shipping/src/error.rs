@@ -1,0 +1,112 @@
+//! Typed errors. Every variant names what it is about: the file, the
+//! configuration key, the bay entry or the destination.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `shipping.toml` is malformed: an unknown key, a bad value or an
+    /// inconsistency between entries.
+    #[error("{}: {}{}{message}", path.display(), line.map(|n| format!("line {n}: ")).unwrap_or_default(), key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+    Config {
+        path: PathBuf,
+        /// 1-based line of the offending key or value, when known.
+        line: Option<usize>,
+        /// The key as written (`table.key`), when known.
+        key: Option<String>,
+        message: String,
+    },
+
+    /// A configuration file that was asked for explicitly (`-shipconf`,
+    /// `SYNCREPLICA_SHIPPING_CONF`) does not exist.
+    #[error("{}: shipping configuration not found ({origin})", path.display())]
+    ConfigMissing { path: PathBuf, origin: &'static str },
+
+    /// No configuration file exists and there is no home directory to put
+    /// the default storage bays in.
+    #[error(
+        "no shipping configuration found and no user data directory for the default storage bays"
+    )]
+    NoDataDir,
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An operation on a bay entry failed.
+    #[error("{bay}: {name}: {source}")]
+    Bay {
+        bay: String,
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A bay entry name that is not a plain file name.
+    #[error("{bay}: bad entry name {name:?}: {why}")]
+    BadEntryName {
+        bay: String,
+        name: String,
+        why: &'static str,
+    },
+
+    /// No route, default route or destination entry leads to `destination`.
+    #[error("no route to {destination:?}: {why}")]
+    UnknownDestination { destination: String, why: String },
+
+    /// Following routes for `destination` came back to a name already seen.
+    #[error("route loop for {destination:?}: {}", chain.join(" -> "))]
+    RouteLoop {
+        destination: String,
+        chain: Vec<String>,
+    },
+
+    /// No storage class of that name is configured.
+    #[error("no storage class {class:?} in the shipping configuration")]
+    UnknownClass { class: String },
+
+    /// A shipping order that cannot be read or does not make sense.
+    #[error("{bay}: shipping order {name}: {message}")]
+    Order {
+        bay: String,
+        name: String,
+        message: String,
+    },
+
+    /// The destination is not (or no longer) among the order's remaining
+    /// destinations.
+    #[error("shipping order for {packet}: {destination:?} is not a remaining destination")]
+    NotADestination { packet: String, destination: String },
+
+    /// The packet's bytes do not match its shipping order.
+    #[error("{bay}: packet {packet} does not match its shipping order: {why}")]
+    PacketMismatch {
+        bay: String,
+        packet: String,
+        why: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when the error says a bay entry does not exist.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::Bay { source, .. } | Error::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::NotFound
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Transports that hand a packet and its shipping order to the next hop.
+//! The directory transport copies both into a directory: a USB stick, a
+//! shared folder, another host's incoming bay.
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::bay::{BayStore, DirStore};
+use crate::error::{Error, Result};
+use crate::order::ShippingOrder;
+
+/// Copies packet `packet` and its order from `from` into the directory
+/// `dest_dir`, which must exist (a missing mount point is an error, not a
+/// reason to fill the root file system). See [`deliver`].
+pub fn deliver_to_dir(
+    from: &dyn BayStore,
+    packet: &str,
+    dest_dir: &Path,
+    destinations: &[&str],
+    now: DateTime<Utc>,
+) -> Result<ShippingOrder> {
+    match std::fs::metadata(dest_dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::io(
+                dest_dir,
+                io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            ))
+        }
+        Err(err) => return Err(Error::io(dest_dir, err)),
+    }
+    deliver(from, packet, &DirStore::new(dest_dir), destinations, now)
+}
+
+/// Copies packet `packet` and its order from `from` into `to`, each
+/// atomically, the packet first: whoever watches `to` never sees an order
+/// whose packet is incomplete. The packet is checked against the order's
+/// size and SHA-256 while it is copied; on a mismatch nothing is written.
+///
+/// The copied order lists `destinations` (all remaining destinations when
+/// empty), each of which must be one of the order's remaining
+/// destinations, with no failed attempts, and a history line saying where
+/// it was handed over. The source order is left as it is: the caller marks
+/// the destinations delivered. Delivering again replaces both files.
+pub fn deliver(
+    from: &dyn BayStore,
+    packet: &str,
+    to: &dyn BayStore,
+    destinations: &[&str],
+    now: DateTime<Utc>,
+) -> Result<ShippingOrder> {
+    let order = ShippingOrder::load(from, packet)?;
+    let handed: Vec<String> = if destinations.is_empty() {
+        order.destinations.clone()
+    } else {
+        let mut list: Vec<String> = Vec::new();
+        for destination in destinations {
+            if !order.destinations.iter().any(|d| d == destination) {
+                return Err(Error::NotADestination {
+                    packet: packet.to_string(),
+                    destination: destination.to_string(),
+                });
+            }
+            if !list.iter().any(|d| d == destination) {
+                list.push(destination.to_string());
+            }
+        }
+        list
+    };
+
+    let mismatch = AtomicBool::new(false);
+    let mut reader = CheckingReader {
+        inner: from.open(packet)?,
+        hasher: Sha256::new(),
+        size: 0,
+        expected_size: order.size,
+        expected_sha256: &order.sha256,
+        mismatch: &mismatch,
+    };
+    if let Err(err) = to.write_from(packet, &mut reader) {
+        if mismatch.load(Ordering::Relaxed) {
+            return Err(Error::PacketMismatch {
+                bay: from.describe(),
+                packet: packet.to_string(),
+                why: "its size or SHA-256 differs from the order's".to_string(),
+            });
+        }
+        return Err(err);
+    }
+
+    let mut forwarded = order.clone();
+    forwarded.destinations = handed;
+    forwarded.attempts.clear();
+    forwarded.note(
+        now,
+        &format!(
+            "handed to {} for {}",
+            to.describe(),
+            forwarded.destinations.join(", ")
+        ),
+    );
+    forwarded.save(to)?;
+    Ok(forwarded)
+}
+
+/// Passes bytes through while hashing them; at the end, fails the read if
+/// the size or hash differs from the order's.
+struct CheckingReader<'a, R> {
+    inner: R,
+    hasher: Sha256,
+    size: u64,
+    expected_size: u64,
+    expected_sha256: &'a str,
+    mismatch: &'a AtomicBool,
+}
+
+impl<R: Read> Read for CheckingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.size += n as u64;
+        let bad = if n == 0 {
+            let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
+            self.size != self.expected_size || !digest.eq_ignore_ascii_case(self.expected_sha256)
+        } else {
+            self.hasher.update(&buf[..n]);
+            self.size > self.expected_size
+        };
+        if bad {
+            self.mismatch.store(true, Ordering::Relaxed);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the packet does not match its shipping order",
+            ));
+        }
+        Ok(n)
+    }
+}
