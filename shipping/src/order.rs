@@ -175,7 +175,7 @@ impl ShippingOrder {
 
     /// The order file's text.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("an order always serializes")
+        toml::to_string_pretty(self).expect("an order always serializes")
     }
 
     fn check(&self, packet: &str) -> Result<(), String> {

@@ -1,0 +1,264 @@
+//! `DirStore` and `MemStore` behave the same: every test body runs against
+//! both.
+
+use std::io::{self, Read};
+
+use shipping::bay::{check_name, TEMP_PREFIX};
+use shipping::{Bay, BayStore, Bays, DirStore, Error, MemStore, StorageClass};
+
+/// A store of each kind; the temporary directory lives as long as the
+/// store is used.
+fn with_each_store(test: impl Fn(&dyn BayStore)) {
+    let mem = MemStore::new("bay");
+    test(&mem);
+    let dir = tempfile::tempdir().unwrap();
+    let store = DirStore::new(dir.path());
+    test(&store);
+    assert_no_temp_files(dir.path());
+}
+
+/// Every pair of kinds, for moves between stores.
+fn with_each_pair(test: impl Fn(&dyn BayStore, &dyn BayStore)) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let dir_a = DirStore::new(dirs[0].path());
+    let dir_b = DirStore::new(dirs[1].path());
+    let mem_a = MemStore::new("a");
+    let mem_b = MemStore::new("b");
+    test(&mem_a, &mem_b);
+    test(&dir_a, &dir_b);
+    let mem_c = MemStore::new("c");
+    test(&dir_a, &mem_c);
+    let mem_d = MemStore::new("d");
+    test(&mem_d, &dir_b);
+    for dir in &dirs {
+        assert_no_temp_files(dir.path());
+    }
+}
+
+fn assert_no_temp_files(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(!name.starts_with('.'), "left behind: {name}");
+    }
+}
+
+/// A reader that fails after some bytes.
+struct Failing(usize);
+
+impl Read for Failing {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.0 == 0 {
+            return Err(io::Error::other("the stick was pulled out"));
+        }
+        let n = self.0.min(buf.len());
+        buf[..n].fill(b'x');
+        self.0 -= n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn write_read_list_remove() {
+    with_each_store(|store| {
+        assert_eq!(store.list().unwrap(), Vec::<String>::new());
+        store.write("b.zip", b"second").unwrap();
+        store.write("a.zip", b"first").unwrap();
+        assert_eq!(store.list().unwrap(), ["a.zip", "b.zip"]);
+        assert_eq!(store.read("a.zip").unwrap(), b"first");
+        assert_eq!(store.size("b.zip").unwrap(), 6);
+        assert!(store.exists("a.zip").unwrap());
+        assert!(!store.exists("c.zip").unwrap());
+
+        store.write("a.zip", b"replaced").unwrap();
+        assert_eq!(store.read("a.zip").unwrap(), b"replaced");
+
+        let mut text = String::new();
+        store
+            .open("b.zip")
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "second");
+
+        store.remove("a.zip").unwrap();
+        assert_eq!(store.list().unwrap(), ["b.zip"]);
+        store.remove("b.zip").unwrap();
+        assert!(store.list().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn write_from_streams_and_counts() {
+    with_each_store(|store| {
+        let data = vec![7u8; 300_000];
+        let written = store.write_from("big.zip", &mut &data[..]).unwrap();
+        assert_eq!(written, 300_000);
+        assert_eq!(store.read("big.zip").unwrap(), data);
+    });
+}
+
+#[test]
+fn failed_write_leaves_nothing() {
+    with_each_store(|store| {
+        let err = store
+            .write_from("p.zip", &mut Failing(100_000))
+            .unwrap_err();
+        assert!(err.to_string().contains("pulled out"), "{err}");
+        assert!(err.to_string().contains("p.zip"), "{err}");
+        assert!(!store.exists("p.zip").unwrap());
+        assert!(store.list().unwrap().is_empty());
+
+        // A failed rewrite keeps the old entry.
+        store.write("p.zip", b"old").unwrap();
+        store.write_from("p.zip", &mut Failing(10)).unwrap_err();
+        assert_eq!(store.read("p.zip").unwrap(), b"old");
+    });
+}
+
+#[test]
+fn missing_entries_are_not_found_errors_naming_the_entry() {
+    with_each_store(|store| {
+        for err in [
+            store.read("gone.zip").unwrap_err(),
+            store.size("gone.zip").unwrap_err(),
+            store.remove("gone.zip").unwrap_err(),
+            store.rename("gone.zip", "x.zip").unwrap_err(),
+        ] {
+            assert!(err.is_not_found(), "{err}");
+            let shown = err.to_string();
+            assert!(shown.contains("gone.zip"), "{shown}");
+            assert!(shown.contains(&store.describe()), "{shown}");
+        }
+    });
+}
+
+#[test]
+fn bad_names_are_refused() {
+    with_each_store(|store| {
+        for name in ["", ".hidden", "a/b", "..", "a\\b", "nul\0"] {
+            let err = store.write(name, b"x").unwrap_err();
+            assert!(matches!(err, Error::BadEntryName { .. }), "{name:?}: {err}");
+            assert!(store.read(name).is_err());
+            assert!(store.exists(name).is_err());
+        }
+        assert!(store.list().unwrap().is_empty());
+    });
+    assert!(check_name("b", &"n".repeat(255)).is_ok());
+    assert!(check_name("b", &"n".repeat(256)).is_err());
+}
+
+#[test]
+fn rename_replaces_the_target() {
+    with_each_store(|store| {
+        store.write("a", b"1").unwrap();
+        store.write("b", b"2").unwrap();
+        store.rename("a", "b").unwrap();
+        assert_eq!(store.list().unwrap(), ["b"]);
+        assert_eq!(store.read("b").unwrap(), b"1");
+    });
+}
+
+#[test]
+fn move_between_stores() {
+    with_each_pair(|from, to| {
+        from.write("p.zip", b"packet").unwrap();
+        to.write("old.zip", b"old").unwrap();
+        from.move_to("p.zip", to, "q.zip").unwrap();
+        assert!(from.list().unwrap().is_empty());
+        assert_eq!(to.list().unwrap(), ["old.zip", "q.zip"]);
+        assert_eq!(to.read("q.zip").unwrap(), b"packet");
+        // Moving what is not there changes nothing.
+        assert!(from
+            .move_to("p.zip", to, "r.zip")
+            .unwrap_err()
+            .is_not_found());
+        assert_eq!(to.list().unwrap(), ["old.zip", "q.zip"]);
+        to.remove("old.zip").unwrap();
+        to.remove("q.zip").unwrap();
+    });
+}
+
+#[test]
+fn dir_store_list_skips_temp_files_dot_files_and_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DirStore::new(dir.path());
+    std::fs::write(dir.path().join(format!("{TEMP_PREFIX}abc")), b"half").unwrap();
+    std::fs::write(dir.path().join(".keep"), b"").unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("p.zip"), b"x").unwrap();
+    assert_eq!(store.list().unwrap(), ["p.zip"]);
+    assert!(!store.exists("sub").unwrap());
+}
+
+#[test]
+fn many_writes_leave_only_final_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DirStore::new(dir.path());
+    for i in 0..20 {
+        store
+            .write(&format!("p{}.zip", i % 5), &[i as u8; 1000])
+            .unwrap();
+    }
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["p0.zip", "p1.zip", "p2.zip", "p3.zip", "p4.zip"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn dir_to_dir_move_is_a_rename() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let a = DirStore::create(dir.path().join("a")).unwrap();
+    let b = DirStore::create(dir.path().join("b")).unwrap();
+    a.write("p.zip", b"packet").unwrap();
+    let inode = std::fs::metadata(a.path("p.zip").unwrap()).unwrap().ino();
+    a.move_to("p.zip", &b, "p.zip").unwrap();
+    let moved = std::fs::metadata(b.path("p.zip").unwrap()).unwrap();
+    assert_eq!(moved.ino(), inode);
+}
+
+#[test]
+fn missing_directory_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("not-mounted");
+    let store = DirStore::new(&gone);
+    let err = store.write("p.zip", b"x").unwrap_err();
+    assert!(err.to_string().contains("not-mounted"), "{err}");
+    assert!(store.list().is_err());
+    assert!(!gone.exists());
+}
+
+#[test]
+fn bays_of_a_class_are_created_and_moves_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let class = StorageClass::under(&dir.path().join("bays/default"));
+    let dir_bays = Bays::open(&class).unwrap();
+    assert!(class.outgoing_dir().is_dir());
+    assert!(class.incoming_dir().is_dir());
+    assert!(class.return_dir().is_dir());
+    for bays in [dir_bays, Bays::in_memory("test")] {
+        bays.get(Bay::Outgoing).write("p.zip", b"x").unwrap();
+        bays.move_entry(Bay::Outgoing, Bay::Return, "p.zip")
+            .unwrap();
+        assert!(bays.get(Bay::Outgoing).list().unwrap().is_empty());
+        assert_eq!(bays.get(Bay::Return).list().unwrap(), ["p.zip"]);
+        assert!(bays.get(Bay::Incoming).list().unwrap().is_empty());
+    }
+    assert_eq!(Bay::ALL.map(Bay::name), ["outgoing", "incoming", "return"]);
+    assert!(Bays::in_memory("x")
+        .get(Bay::Incoming)
+        .describe()
+        .ends_with("x/incoming"));
+}
+
+#[test]
+fn mem_store_clones_share_entries() {
+    let a = MemStore::new("m");
+    let b = a.clone();
+    a.write("p", b"1").unwrap();
+    assert_eq!(b.read("p").unwrap(), b"1");
+}
