@@ -908,6 +908,37 @@ mod tests {
     }
 
     #[test]
+    fn every_prefix_of_the_example_parses_or_fails_cleanly() {
+        let text = format!("{EXAMPLE_SHIPPING_TOML}\n# ünïcödé ✓\nnotify = \"é\"\n");
+        for (end, _) in text.char_indices() {
+            let _ = parse(&text[..end]);
+            let _ = parse(&text[end..]);
+        }
+        let crlf = EXAMPLE_SHIPPING_TOML.replace('\n', "\r\n");
+        assert_eq!(parse(&crlf).unwrap(), parse(EXAMPLE_SHIPPING_TOML).unwrap());
+        let (line, key, _) = config_error("notify = \"x\"\r\nbogus = 1\r\n");
+        assert_eq!((line, key.as_deref()), (Some(2), Some("bogus")));
+    }
+
+    #[test]
+    fn inline_tables_name_the_enclosing_key() {
+        let (line, key, shown) =
+            config_error("[classes]\ndefault = { storage_bay = \"bays\", return_bay = \"/r\" }\n");
+        assert_eq!(line, Some(2));
+        assert!(key.unwrap().starts_with("classes."), "{shown}");
+        assert!(shown.contains("not an absolute path"), "{shown}");
+    }
+
+    #[test]
+    fn the_format_document_shows_the_example() {
+        let format_md = include_str!("../FORMAT.md");
+        assert!(
+            format_md.contains(EXAMPLE_SHIPPING_TOML),
+            "FORMAT.md's shipping.toml example is out of date"
+        );
+    }
+
+    #[test]
     fn example_parses() {
         let config = parse(EXAMPLE_SHIPPING_TOML).unwrap();
         assert_eq!(config.listen, Some("0.0.0.0:7421".parse().unwrap()));
@@ -974,6 +1005,8 @@ mod tests {
         let (line, key, shown) = config_error(text);
         assert_eq!(line, Some(4));
         assert_eq!(key.as_deref(), Some("classes.default.expiry"), "{shown}");
+        // FORMAT.md quotes this message.
+        assert!(include_str!("../FORMAT.md").contains(&shown), "{shown}");
     }
 
     #[test]

@@ -191,6 +191,7 @@ impl ShippingOrder {
                 self.packet
             ));
         }
+        validate_name(&self.storage_class).map_err(|m| format!("storage_class: {m}"))?;
         if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("sha256 {:?} is not 64 hex digits", self.sha256));
         }
@@ -312,6 +313,36 @@ impl ShippingOrder {
                 destination: destination.to_string(),
             })
     }
+}
+
+/// What a bay holds, sorted by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BayListing {
+    /// Packets with their order beside them: the ones to ship.
+    pub ordered: Vec<String>,
+    /// Packets without an order: received for a local replica, or written
+    /// by hand (`-out`); never shipped.
+    pub unordered: Vec<String>,
+    /// Orders whose packet is missing: left over from an interrupted
+    /// removal or move.
+    pub orphan_orders: Vec<String>,
+}
+
+/// Sorts a bay's entries into packets with and without orders, and orders
+/// without packets.
+pub fn list_bay(store: &dyn BayStore) -> Result<BayListing> {
+    let names = store.list()?;
+    let present = |name: &str| names.binary_search_by(|n| n.as_str().cmp(name)).is_ok();
+    let mut listing = BayListing::default();
+    for name in &names {
+        match packet_of(name) {
+            Some(packet) if !present(packet) => listing.orphan_orders.push(name.clone()),
+            Some(_) => {}
+            None if present(&order_name(name)) => listing.ordered.push(name.clone()),
+            None => listing.unordered.push(name.clone()),
+        }
+    }
+    Ok(listing)
 }
 
 /// Removes a packet and its order from `store`: the packet first, so a

@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
 use shipping::order::{
-    backoff, format_time, move_with_order, order_name, packet_of, remove_with_order, ORDER_FORMAT,
+    backoff, format_time, list_bay, move_with_order, order_name, packet_of, remove_with_order,
+    BayListing, ORDER_FORMAT,
 };
 use shipping::{BayStore, DirStore, Error, MemStore, ShippingOrder, StorageClass};
 
@@ -331,4 +332,29 @@ fn move_and_remove_with_order() {
         remove_with_order(to, PACKET).unwrap();
         assert!(to.list().unwrap().is_empty());
     }
+}
+
+#[test]
+fn bay_listing_sorts_packets_and_orders() {
+    with_each_store(|store| {
+        assert_eq!(list_bay(store).unwrap(), BayListing::default());
+        let order = new_order(store);
+        order.save(store).unwrap();
+        store.write("a_manual.zip", b"x").unwrap();
+        store.write("z_gone.zip.order", b"x").unwrap();
+        assert_eq!(
+            list_bay(store).unwrap(),
+            BayListing {
+                ordered: vec![PACKET.to_string()],
+                unordered: vec!["a_manual.zip".to_string()],
+                orphan_orders: vec!["z_gone.zip.order".to_string()],
+            }
+        );
+    });
+}
+
+#[test]
+fn a_bad_storage_class_in_an_order_is_an_error() {
+    let err = damaged(|t| t.replace("storage_class = \"default\"", "storage_class = \"\""));
+    assert!(err.to_string().contains("storage_class"), "{err}");
 }
