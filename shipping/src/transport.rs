@@ -80,6 +80,7 @@ pub fn deliver(
         expected_size: order.size,
         expected_sha256: &order.sha256,
         mismatch: &mismatch,
+        done: false,
     };
     if let Err(err) = to.write_from(packet, &mut reader) {
         if mismatch.load(Ordering::Relaxed) {
@@ -116,13 +117,18 @@ struct CheckingReader<'a, R> {
     expected_size: u64,
     expected_sha256: &'a str,
     mismatch: &'a AtomicBool,
+    done: bool,
 }
 
 impl<R: Read> Read for CheckingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
         let n = self.inner.read(buf)?;
         self.size += n as u64;
         let bad = if n == 0 {
+            self.done = true;
             let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
             self.size != self.expected_size || !digest.eq_ignore_ascii_case(self.expected_sha256)
         } else {
@@ -137,5 +143,57 @@ impl<R: Read> Read for CheckingReader<'_, R> {
             ));
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader<'a>(data: &'a [u8], sha256: &'a str, flag: &'a AtomicBool) -> impl Read + 'a {
+        CheckingReader {
+            inner: data,
+            hasher: Sha256::new(),
+            size: 0,
+            expected_size: 3,
+            expected_sha256: sha256,
+            mismatch: flag,
+            done: false,
+        }
+    }
+
+    const ABC: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    #[test]
+    fn reads_after_the_end_stay_at_the_end() {
+        let flag = AtomicBool::new(false);
+        let mut r = reader(b"abc", ABC, &flag);
+        let mut buf = [0u8; 2];
+        assert_eq!(r.read(&mut buf).unwrap(), 2);
+        assert_eq!(r.read(&mut buf).unwrap(), 1);
+        assert_eq!(r.read(&mut buf).unwrap(), 0);
+        assert_eq!(r.read(&mut buf).unwrap(), 0);
+        assert!(!flag.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_longer_stream_fails_as_soon_as_it_is_too_long() {
+        let flag = AtomicBool::new(false);
+        let mut r = reader(b"abcdef", ABC, &flag);
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            r.read(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert!(flag.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_different_hash_fails_at_the_end() {
+        let flag = AtomicBool::new(false);
+        let mut r = reader(b"abd", ABC, &flag);
+        let mut out = Vec::new();
+        assert!(r.read_to_end(&mut out).is_err());
+        assert!(flag.load(Ordering::Relaxed));
     }
 }
