@@ -59,6 +59,7 @@ mod naming;
 pub mod ops;
 mod reader;
 mod records;
+pub mod vocabulary;
 mod writer;
 
 pub use error::{Error, ErrorKind, Result};

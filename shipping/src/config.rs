@@ -446,44 +446,12 @@ fn default_class(data_dir: &Path) -> StorageClass {
 
 /// Reads a size with an optional k, m or g suffix (powers of 1024).
 pub fn parse_size(value: &str) -> Result<u64, String> {
-    let bad = |why: &str| format!("bad size {value:?}: {why}");
-    let trimmed = value.trim();
-    let (digits, multiplier) = match trimmed.chars().last().map(|c| c.to_ascii_lowercase()) {
-        Some('k') => (&trimmed[..trimmed.len() - 1], 1u64 << 10),
-        Some('m') => (&trimmed[..trimmed.len() - 1], 1u64 << 20),
-        Some('g') => (&trimmed[..trimmed.len() - 1], 1u64 << 30),
-        Some(c) if c.is_ascii_digit() => (trimmed, 1),
-        Some(_) => return Err(bad("the suffix must be k, m or g")),
-        None => return Err(bad("it is empty")),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad("expected a whole number"));
-    }
-    let number: u64 = digits.parse().map_err(|_| bad("the number is too large"))?;
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| bad("the size is too large"))
+    packet_format::vocabulary::parse_size(value).map_err(|why| format!("bad size {value:?}: {why}"))
 }
 
 /// Replica and hop names: the alphabet of replica names.
 pub fn validate_name(name: &str) -> Result<(), String> {
-    let bad = |why: &str| format!("bad name {name:?}: {why}");
-    if name.is_empty() {
-        return Err(bad("it is empty"));
-    }
-    if name.len() > 64 {
-        return Err(bad("it is longer than 64 characters"));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-    {
-        return Err(bad("use only letters, digits, '_', '-' and '.'"));
-    }
-    if name.starts_with(['-', '.']) {
-        return Err(bad("it must not start with '-' or '.'"));
-    }
-    Ok(())
+    packet_format::vocabulary::check_name(name).map_err(|why| format!("bad name {name:?}: {why}"))
 }
 
 /// Checks an `http://host[:port][/path]` URL.
