@@ -451,26 +451,38 @@ impl Planner<'_> {
 
     /// No ancestor may be a symlink: as planned by this batch, or on disk
     /// (unless this batch already turned it into a directory).
-    /// Whether an operation at `version` below a symlink recorded at
-    /// `ancestor` is a concurrent change of structure (the sibling had a
-    /// directory there and never saw the link), which the directory wins,
-    /// rather than an attempt to reach through the link.
-    fn concurrent_with_link(&self, ancestor: &[u8], version: &VersionVector) -> bool {
-        let link = self.planned.get(ancestor).cloned().or_else(|| {
-            self.recorded.get(ancestor).map(|e| Entry {
-                state: e.state.clone(),
-                version: e.version.clone(),
-                author: e.author,
-            })
-        });
-        match link {
-            Some(Entry {
-                state: PathState::Symlink { .. },
-                version: link_version,
-                ..
-            }) => version.compare(&link_version) == Causality::Concurrent,
-            _ => false,
+    /// Allows an operation at `version` below the symlink at `ancestor`
+    /// only when the link is recorded (or planned) and the operation is
+    /// concurrent with it: the sibling never saw the link and had a
+    /// directory there, a conflict of structure the directory wins
+    /// (structure repair removes the link, never following it). Anything
+    /// else is an attempt to reach through the link.
+    fn through_link(
+        &self,
+        path: &[u8],
+        ancestor: &[u8],
+        version: &VersionVector,
+        where_: &str,
+    ) -> Result<()> {
+        let (state, link_version) = match self.planned.get(ancestor) {
+            Some(entry) => (Some(&entry.state), Some(&entry.version)),
+            None => {
+                let entry = self.recorded.get(ancestor);
+                (entry.map(|e| &e.state), entry.map(|e| &e.version))
+            }
+        };
+        let concurrent = matches!(state, Some(PathState::Symlink { .. }))
+            && link_version.is_some_and(|v| version.compare(v) == Causality::Concurrent);
+        if concurrent {
+            return Ok(());
         }
+        Err(hostile(
+            path,
+            format!(
+                "its parent {} is a symlink {where_}",
+                relpath::display(ancestor)
+            ),
+        ))
     }
 
     fn check_ancestors(&self, path: &[u8], version: &VersionVector) -> Result<()> {
@@ -481,19 +493,9 @@ impl Planner<'_> {
             disk.push(OsStr::from_bytes(name));
             let planned = self.planned.get(ancestor).map(|e| &e.state);
             if let Some(PathState::Symlink { .. }) = planned {
-                if self.concurrent_with_link(ancestor, version) {
-                    // Structure repair turns the link into a directory
-                    // (removing it, never following it).
-                    disk_matters = false;
-                    continue;
-                }
-                return Err(hostile(
-                    path,
-                    format!(
-                        "its parent {} is a symlink made earlier in this batch",
-                        relpath::display(ancestor)
-                    ),
-                ));
+                self.through_link(path, ancestor, version, "made earlier in this batch")?;
+                disk_matters = false;
+                continue;
             }
             if !disk_matters {
                 continue;
@@ -516,17 +518,7 @@ impl Planner<'_> {
                 continue;
             }
             if kind.is_symlink() {
-                if self.concurrent_with_link(ancestor, version) {
-                    disk_matters = false;
-                    continue;
-                }
-                return Err(hostile(
-                    path,
-                    format!(
-                        "its parent {} is a symlink in this replica",
-                        relpath::display(ancestor)
-                    ),
-                ));
+                self.through_link(path, ancestor, version, "in this replica")?;
             }
             disk_matters = false;
         }
