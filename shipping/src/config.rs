@@ -33,6 +33,10 @@ listen = "0.0.0.0:7421"
 # bay (k, m and g suffixes; a plain number is bytes).
 min_free_space = "1g"
 
+# Refuse packets larger than this over HTTP (default 2g, the largest part
+# the packet format allows).
+max_packet_size = "200m"
+
 # Program run to tell an administrator about expired and returned packets.
 notify = "/usr/local/bin/syncreplica-notify"
 
@@ -171,6 +175,8 @@ pub struct ShippingConfig {
     pub trusted_replicas: Vec<PathBuf>,
     /// Bytes that must stay free in a bay after receiving a packet.
     pub min_free_space: Option<u64>,
+    /// Largest packet received over HTTP.
+    pub max_packet_size: Option<u64>,
     /// Command run to notify an administrator.
     pub notify: Option<String>,
     pub listen: Option<SocketAddr>,
@@ -506,6 +512,8 @@ struct RawConfig {
     trusted_replicas: Vec<AbsPath>,
     #[serde(default, deserialize_with = "de_size")]
     min_free_space: Option<u64>,
+    #[serde(default, deserialize_with = "de_size")]
+    max_packet_size: Option<u64>,
     #[serde(default, deserialize_with = "de_notify")]
     notify: Option<String>,
     #[serde(default, deserialize_with = "de_listen")]
@@ -564,6 +572,7 @@ impl RawConfig {
             trusted_keys,
             trusted_replicas: self.trusted_replicas.into_iter().map(|p| p.0).collect(),
             min_free_space: self.min_free_space,
+            max_packet_size: self.max_packet_size,
             notify: self.notify,
             listen: self.listen,
         }

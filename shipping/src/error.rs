@@ -83,6 +83,18 @@ pub enum Error {
     #[error("shipping order for {packet}: {destination:?} is not a remaining destination")]
     NotADestination { packet: String, destination: String },
 
+    /// A replica named in `trusted_replicas` whose members cannot be read.
+    #[error("trusted replica {}: {message}", root.display())]
+    TrustedReplica { root: PathBuf, message: String },
+
+    /// The HTTP listener could not be started.
+    #[error("cannot listen on {addr}: {message}")]
+    Listen { addr: String, message: String },
+
+    /// Delivery to a hop failed.
+    #[error("{hop}: {message}")]
+    Delivery { hop: String, message: String },
+
     /// The packet's bytes do not match its shipping order.
     #[error("{bay}: packet {packet} does not match its shipping order: {why}")]
     PacketMismatch {

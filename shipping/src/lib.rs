@@ -9,10 +9,16 @@
 //! * [`transport`]: delivery of a packet and its order into a directory.
 
 pub mod bay;
+pub mod cli;
 pub mod config;
 pub mod error;
+pub mod http;
+pub mod notify;
 pub mod order;
+pub mod poll;
+pub mod receive;
 pub mod transport;
+pub mod trust;
 
 pub use bay::{Bay, BayStore, Bays, DirStore, MemStore};
 pub use config::{ConfigSource, Hop, Lookup, NextHop, ShippingConfig, StorageClass};

@@ -73,15 +73,7 @@ pub fn deliver(
     };
 
     let mismatch = AtomicBool::new(false);
-    let mut reader = CheckingReader {
-        inner: from.open(packet)?,
-        hasher: Sha256::new(),
-        size: 0,
-        expected_size: order.size,
-        expected_sha256: &order.sha256,
-        mismatch: &mismatch,
-        done: false,
-    };
+    let mut reader = CheckingReader::new(from.open(packet)?, &order, &mismatch);
     if let Err(err) = to.write_from(packet, &mut reader) {
         if mismatch.load(Ordering::Relaxed) {
             return Err(Error::PacketMismatch {
@@ -109,8 +101,8 @@ pub fn deliver(
 }
 
 /// Passes bytes through while hashing them; at the end, fails the read if
-/// the size or hash differs from the order's.
-struct CheckingReader<'a, R> {
+/// the size or hash differs from the order's (and sets `mismatch`).
+pub(crate) struct CheckingReader<'a, R> {
     inner: R,
     hasher: Sha256,
     size: u64,
@@ -118,6 +110,24 @@ struct CheckingReader<'a, R> {
     expected_sha256: &'a str,
     mismatch: &'a AtomicBool,
     done: bool,
+}
+
+impl<'a, R> CheckingReader<'a, R> {
+    pub(crate) fn new(
+        inner: R,
+        order: &'a ShippingOrder,
+        mismatch: &'a AtomicBool,
+    ) -> CheckingReader<'a, R> {
+        CheckingReader {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+            expected_size: order.size,
+            expected_sha256: &order.sha256,
+            mismatch,
+            done: false,
+        }
+    }
 }
 
 impl<R: Read> Read for CheckingReader<'_, R> {

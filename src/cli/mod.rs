@@ -11,9 +11,7 @@ pub mod lsreplica;
 pub mod mkreplica;
 pub mod syncreplica;
 
-use std::ffi::OsString;
 use std::io::Write;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use clap::{Command, CommandFactory, FromArgMatches};
 
@@ -36,66 +34,9 @@ Exit status:
   2  the command line was wrong
   3  another process holds the replica's lock";
 
-/// Rewrites `-name` and `-name=value` into `--name` and `--name=value` when
-/// `name` is a long option of `command`. Values of options are left alone,
-/// and so is everything after `--`.
-pub fn normalize_args(command: &Command, args: Vec<OsString>) -> Vec<OsString> {
-    let mut takes_value = std::collections::HashMap::new();
-    for arg in command.get_arguments() {
-        let needs_value = arg.get_action().takes_values();
-        if let Some(long) = arg.get_long() {
-            takes_value.insert(long.to_string(), needs_value);
-        }
-        for alias in arg.get_all_aliases().unwrap_or_default() {
-            takes_value.insert(alias.to_string(), needs_value);
-        }
-    }
-    takes_value.insert("help".into(), false);
-    if command.get_version().is_some() {
-        takes_value.insert("version".into(), false);
-    }
-
-    let mut out = Vec::with_capacity(args.len());
-    let mut iter = args.into_iter();
-    if let Some(program) = iter.next() {
-        out.push(program);
-    }
-    let mut skip_value = false;
-    let mut rest_positional = false;
-    for arg in iter {
-        if rest_positional || skip_value {
-            skip_value = false;
-            out.push(arg);
-            continue;
-        }
-        let bytes = arg.as_bytes();
-        if bytes == b"--" {
-            rest_positional = true;
-            out.push(arg);
-            continue;
-        }
-        let (dashes, body) = if let Some(body) = bytes.strip_prefix(b"--") {
-            (2, body)
-        } else if let Some(body) = bytes.strip_prefix(b"-") {
-            (1, body)
-        } else {
-            out.push(arg);
-            continue;
-        };
-        let name_end = body.iter().position(|&b| b == b'=').unwrap_or(body.len());
-        let name = String::from_utf8_lossy(&body[..name_end]);
-        match takes_value.get(name.as_ref()) {
-            Some(&needs_value) if dashes == 2 || name.len() > 1 => {
-                skip_value = needs_value && name_end == body.len();
-                let mut rewritten = b"--".to_vec();
-                rewritten.extend_from_slice(body);
-                out.push(OsString::from_vec(rewritten));
-            }
-            _ => out.push(arg),
-        }
-    }
-    out
-}
+/// Rewrites MultiSite's single-dash long options into clap's form; shared
+/// with `shipping_server`, whose crate this CLI depends on.
+pub use shipping::cli::normalize_args;
 
 /// Parses a size such as `65536`, `64k`, `50m` or `2g` (binary multiples).
 pub fn parse_size(value: &str) -> crate::Result<u64> {
@@ -243,34 +184,6 @@ pub fn write_man_pages(man_dir: &std::path::Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn normalized(args: &[&str]) -> Vec<String> {
-        let command = syncreplica::Args::command();
-        normalize_args(&command, args.iter().map(OsString::from).collect())
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn single_dash_long_options_become_double_dash() {
-        assert_eq!(
-            normalized(&["syncreplica", "-status", "-replica", "-status"]),
-            ["syncreplica", "--status", "--replica", "-status"]
-        );
-        assert_eq!(
-            normalized(&["syncreplica", "-replica=/x", "--status"]),
-            ["syncreplica", "--replica=/x", "--status"]
-        );
-    }
-
-    #[test]
-    fn unknown_words_and_positionals_after_double_dash_are_kept() {
-        assert_eq!(
-            normalized(&["syncreplica", "-bogus", "--", "-status"]),
-            ["syncreplica", "-bogus", "--", "-status"]
-        );
-    }
 
     #[test]
     fn a_bad_size_is_a_typed_error_naming_it() {

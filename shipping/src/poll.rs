@@ -1,0 +1,418 @@
+//! Working through shipping orders: what `shipping_server -poll`,
+//! `shipping_server ORDER…` and `syncreplica -export -fship` do.
+//!
+//! For each order in an outgoing bay: an expired one goes, with its packet,
+//! to the return bay and the administrator is told; otherwise each
+//! destination whose turn has come is delivered through the next hop of
+//! its route (a local replica's packet is copied into the incoming bay).
+//! A delivered destination leaves the order, which is saved after every
+//! hop so that a crash repeats at most one delivery (receivers ignore
+//! duplicates). A failed delivery is recorded with its backoff and tried
+//! again at a later pass. When no destination is left, the packet and its
+//! order are removed.
+//!
+//! One pass at a time works on a bay: passes take an exclusive lock on the
+//! bay's `.lock` file, so a daemon, a cron job and `-fship` never deliver
+//! the same order twice at once.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use crate::bay::{copy_between, BayStore, DirStore};
+use crate::config::{Hop, ShippingConfig, StorageClass};
+use crate::error::{Error, Result};
+use crate::notify::{self, Notice};
+use crate::order::{
+    format_time, list_bay, move_with_order, order_name, packet_of, remove_with_order,
+    ShippingOrder,
+};
+use crate::transport::deliver_to_dir;
+
+/// Name of the lock file in a bay directory (hidden: never listed).
+pub const LOCK_FILE: &str = ".lock";
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Destinations reached (one packet to one destination counts once).
+    pub delivered: usize,
+    /// Delivery attempts that failed and will be retried.
+    pub failed: usize,
+    /// Packets whose delivery is complete, removed from the bay.
+    pub completed: usize,
+    /// Orders that expired and went to the return bay.
+    pub expired: usize,
+    /// Orders with nothing due yet (waiting for their retry time).
+    pub waiting: usize,
+    /// Orders or packets that could not be worked on (unreadable order,
+    /// packet that no longer matches it, a bay that cannot be read).
+    pub errors: usize,
+}
+
+impl PassReport {
+    fn add(&mut self, other: &PassReport) {
+        self.delivered += other.delivered;
+        self.failed += other.failed;
+        self.completed += other.completed;
+        self.expired += other.expired;
+        self.waiting += other.waiting;
+        self.errors += other.errors;
+    }
+
+    /// True when nothing failed.
+    pub fn is_clean(&self) -> bool {
+        self.failed == 0 && self.errors == 0
+    }
+
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} delivered, {} failed (retried later), {} complete, {} expired, {} waiting, {} errors",
+            self.delivered, self.failed, self.completed, self.expired, self.waiting, self.errors
+        )
+    }
+}
+
+/// Works through shipping orders.
+pub struct Shipper<'a> {
+    pub config: &'a ShippingConfig,
+    /// Gets one line per event.
+    pub log: &'a (dyn Fn(&str) + Sync),
+}
+
+/// An exclusive lock on a bay directory, released when dropped.
+struct BayLock {
+    _file: File,
+}
+
+impl BayLock {
+    fn take(dir: &Path) -> Result<BayLock> {
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        file.lock().map_err(|e| Error::io(&path, e))?;
+        Ok(BayLock { _file: file })
+    }
+}
+
+impl Shipper<'_> {
+    /// Works through every order in the outgoing bays of `classes`.
+    pub fn poll(&self, classes: &[String], now: DateTime<Utc>) -> Result<PassReport> {
+        let mut report = PassReport::default();
+        for class_name in classes {
+            let class = self.config.class(class_name)?;
+            let outgoing = DirStore::create(class.outgoing_dir())?;
+            let _lock = BayLock::take(outgoing.dir())?;
+            let listing = match list_bay(&outgoing) {
+                Ok(listing) => listing,
+                Err(err) => {
+                    self.say(&format!("error: {err}"));
+                    report.errors += 1;
+                    continue;
+                }
+            };
+            for order in &listing.orphan_orders {
+                // The packet is gone: the order is what is left of an
+                // interrupted removal (packets always go first).
+                if let Err(err) = outgoing.remove(order) {
+                    self.say(&format!("error: removing leftover order {order}: {err}"));
+                }
+            }
+            for packet in &listing.ordered {
+                report.add(&self.process(&outgoing, class_name, class, packet, now));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Works through the orders of `packets` (file names in the outgoing
+    /// bay of `class_name`) only: `-fship`.
+    pub fn ship(
+        &self,
+        class_name: &str,
+        packets: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<PassReport> {
+        let class = self.config.class(class_name)?;
+        let outgoing = DirStore::create(class.outgoing_dir())?;
+        let _lock = BayLock::take(outgoing.dir())?;
+        let mut report = PassReport::default();
+        for packet in packets {
+            report.add(&self.process(&outgoing, class_name, class, packet, now));
+        }
+        Ok(report)
+    }
+
+    /// Works through the orders named on a command line: each path is an
+    /// order file or its packet, in any directory; the order's storage
+    /// class gives the incoming and return bays.
+    pub fn process_paths(&self, paths: &[PathBuf], now: DateTime<Utc>) -> Result<PassReport> {
+        let mut report = PassReport::default();
+        for path in paths {
+            let (dir, packet) = split_order_path(path)?;
+            let store = DirStore::new(&dir);
+            let _lock = BayLock::take(&dir)?;
+            let order = match ShippingOrder::load(&store, &packet) {
+                Ok(order) => order,
+                Err(err) => {
+                    self.say(&format!("error: {err}"));
+                    report.errors += 1;
+                    continue;
+                }
+            };
+            let class = self.config.class(&order.storage_class)?;
+            report.add(&self.process(&store, &order.storage_class, class, &packet, now));
+        }
+        Ok(report)
+    }
+
+    fn say(&self, line: &str) {
+        (self.log)(line);
+    }
+
+    /// One order: expiry, then each due destination through its hop.
+    fn process(
+        &self,
+        out: &DirStore,
+        class_name: &str,
+        class: &StorageClass,
+        packet: &str,
+        now: DateTime<Utc>,
+    ) -> PassReport {
+        let mut report = PassReport::default();
+        let mut order = match ShippingOrder::load(out, packet) {
+            Ok(order) => order,
+            Err(err) => {
+                self.say(&format!("error: {err}"));
+                report.errors += 1;
+                return report;
+            }
+        };
+        if order.is_expired(now) {
+            match self.expire(out, class, &mut order, now) {
+                Ok(()) => report.expired += 1,
+                Err(err) => {
+                    self.say(&format!("error: returning expired {packet}: {err}"));
+                    report.errors += 1;
+                }
+            }
+            return report;
+        }
+        let due: Vec<String> = order.due(now).into_iter().map(str::to_string).collect();
+        if due.is_empty() {
+            report.waiting += 1;
+            return report;
+        }
+
+        // Destinations by the hop that takes them; local ones apart.
+        let mut local: Vec<String> = Vec::new();
+        let mut hops: BTreeMap<String, (Hop, Vec<String>)> = BTreeMap::new();
+        for destination in &due {
+            match self.config.next_hop(destination) {
+                Ok(None) => local.push(destination.clone()),
+                Ok(Some(next)) => hops
+                    .entry(next.name)
+                    .or_insert_with(|| (next.hop, Vec::new()))
+                    .1
+                    .push(destination.clone()),
+                Err(err) => {
+                    self.failed(&mut order, packet, destination, "routing", &err, now);
+                    report.failed += 1;
+                }
+            }
+        }
+
+        if !local.is_empty() {
+            let outcome = DirStore::create(class.incoming_dir()).and_then(|incoming| {
+                order.verify_packet(out)?;
+                copy_between(out, packet, &incoming, packet)?;
+                Ok(incoming.describe())
+            });
+            self.settle(&mut order, packet, &local, "the incoming bay", outcome, now, &mut report);
+            if let Err(err) = self.save(out, &order, &mut report) {
+                self.say(&format!("error: {err}"));
+                report.errors += 1;
+                return report;
+            }
+        }
+
+        for (hop_name, (hop, destinations)) in hops {
+            if order.is_complete() {
+                break;
+            }
+            let names: Vec<&str> = destinations.iter().map(String::as_str).collect();
+            let outcome = match &hop {
+                Hop::Dir(dir) => {
+                    deliver_to_dir(out, packet, dir, &names, now).map(|_| dir.display().to_string())
+                }
+                Hop::Url(url) => {
+                    crate::http::upload(url, out, &order, &names).map(|answer| format!("{url}: {answer}"))
+                }
+            };
+            self.settle(&mut order, packet, &destinations, &hop_name, outcome, now, &mut report);
+            if let Err(err) = self.save(out, &order, &mut report) {
+                self.say(&format!("error: {err}"));
+                report.errors += 1;
+                return report;
+            }
+        }
+        let _ = class_name;
+        report
+    }
+
+    /// Records the outcome of one hand-over for `destinations`.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &self,
+        order: &mut ShippingOrder,
+        packet: &str,
+        destinations: &[String],
+        hop_name: &str,
+        outcome: Result<String>,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) {
+        match outcome {
+            Ok(answer) => {
+                for destination in destinations {
+                    if order.mark_delivered(destination, now).is_ok() {
+                        report.delivered += 1;
+                    }
+                }
+                self.say(&format!(
+                    "delivered {packet} for {} via {hop_name} ({answer})",
+                    destinations.join(", ")
+                ));
+            }
+            Err(err) => {
+                for destination in destinations {
+                    self.failed(order, packet, destination, hop_name, &err, now);
+                    report.failed += 1;
+                }
+            }
+        }
+    }
+
+    fn failed(
+        &self,
+        order: &mut ShippingOrder,
+        packet: &str,
+        destination: &str,
+        hop_name: &str,
+        err: &Error,
+        now: DateTime<Utc>,
+    ) {
+        let error = err.to_string();
+        match order.record_failure(destination, &error, now) {
+            Ok(next) => self.say(&format!(
+                "failed {packet} for {destination} via {hop_name}: {error}; next try after {}",
+                format_time(&next)
+            )),
+            Err(other) => self.say(&format!("error: {other}")),
+        }
+    }
+
+    /// Saves the order, or removes packet and order when it is complete.
+    fn save(&self, out: &DirStore, order: &ShippingOrder, report: &mut PassReport) -> Result<()> {
+        if order.is_complete() {
+            remove_with_order(out, &order.packet)?;
+            report.completed += 1;
+            self.say(&format!("{}: delivered everywhere, removed", order.packet));
+            Ok(())
+        } else {
+            order.save(out)
+        }
+    }
+
+    /// Moves an expired packet and its order to the return bay and tells
+    /// the administrator.
+    fn expire(
+        &self,
+        out: &DirStore,
+        class: &StorageClass,
+        order: &mut ShippingOrder,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let returned = DirStore::create(class.return_dir())?;
+        order.note(
+            now,
+            &format!(
+                "expired before reaching {}; moved to the return bay {}",
+                order.destinations.join(", "),
+                returned.describe()
+            ),
+        );
+        order.save(out)?;
+        move_with_order(out, &returned, &order.packet)?;
+        let subject = format!(
+            "syncreplica: packet {} expired undelivered",
+            order.packet
+        );
+        let body = format!(
+            "The packet {packet} expired at {expires} before it reached {destinations}.\n\
+             It was created at {created} and has been moved to the return bay:\n\
+             \x20   {bay}/{packet}\n\
+             Its shipping order beside it tells what was tried:\n\
+             \x20   {bay}/{order_file}\n\
+             To send it again, once the route works:\n\
+             \x20   mkorder -data {bay}/{packet} {destinations_args}\n",
+            packet = order.packet,
+            expires = format_time(&order.expires),
+            destinations = order.destinations.join(", "),
+            created = format_time(&order.created),
+            bay = returned.describe(),
+            order_file = order_name(&order.packet),
+            destinations_args = order.destinations.join(" "),
+        );
+        self.say(&format!(
+            "expired {}: moved to the return bay {}",
+            order.packet,
+            returned.describe()
+        ));
+        if let Some(command) = &self.config.notify {
+            let notice = Notice {
+                event: "expired",
+                packet: order.packet.clone(),
+                subject,
+                body,
+            };
+            match notify::run(command, &notice) {
+                Ok(()) => self.say(&format!("notified: {}", notice.subject)),
+                Err(err) => self.say(&format!("error: {err}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The bay directory and packet name of an order path (`X.zip.order`) or
+/// a packet path (`X.zip`).
+pub fn split_order_path(path: &Path) -> Result<(PathBuf, String)> {
+    let bad = |why: &str| Error::Order {
+        bay: path
+            .parent()
+            .map_or_else(|| ".".to_string(), |p| p.display().to_string()),
+        name: path.display().to_string(),
+        message: why.to_string(),
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| bad("not a file name"))?;
+    let packet = packet_of(name).unwrap_or(name).to_string();
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.join(order_name(&packet)).is_file() {
+        return Err(bad("no shipping order found (expected PACKET.order beside the packet)"));
+    }
+    Ok((dir, packet))
+}

@@ -1,0 +1,355 @@
+//! Receiving a packet from another host (an HTTP upload): checked in full
+//! before anything is stored, then placed in the incoming bay (for a local
+//! replica) or in the outgoing bay with a new shipping order (store and
+//! forward). The sender keeps its copy until it gets our answer, and we
+//! answer only once the packet is durable here: responsibility passes on
+//! receipt, hop by hop.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use packet_format::ErrorKind;
+use sha2::{Digest, Sha256};
+
+use crate::bay::{check_name, BayStore, DirStore, TEMP_PREFIX};
+use crate::config::{ShippingConfig, StorageClass};
+use crate::order::{hash_entry, order_name, ShippingOrder};
+
+/// Largest packet accepted when `max_packet_size` is not configured: the
+/// largest part the packet format allows.
+pub const DEFAULT_MAX_PACKET_SIZE: u64 = packet_format::MAX_PART_SIZE;
+
+/// Why an upload was refused, with the HTTP status that says so. Nothing
+/// of a refused upload is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub reason: String,
+}
+
+impl Rejection {
+    fn new(status: u16, reason: impl Into<String>) -> Rejection {
+        Rejection {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.reason)
+    }
+}
+
+/// What happened to an accepted packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The packet's file name.
+    pub packet: String,
+    /// Destinations that are local replicas: the packet waits in the
+    /// incoming bay for `syncreplica -import -receive`.
+    pub local: Vec<String>,
+    /// Destinations this host forwards to: the packet waits in the
+    /// outgoing bay with a shipping order.
+    pub forwarded: Vec<String>,
+    /// The same packet was already here; nothing changed.
+    pub duplicate: bool,
+}
+
+impl Receipt {
+    /// One line for the sender and the log.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.local.is_empty() {
+            parts.push(format!("in the incoming bay for {}", self.local.join(", ")));
+        }
+        if !self.forwarded.is_empty() {
+            parts.push(format!(
+                "in the outgoing bay, to be forwarded to {}",
+                self.forwarded.join(", ")
+            ));
+        }
+        let state = if self.duplicate {
+            "already here"
+        } else {
+            "stored"
+        };
+        format!("{}: {state} {}", self.packet, parts.join(" and "))
+    }
+}
+
+/// Receives packets into one storage class's bays.
+pub struct Receiver<'a> {
+    pub config: &'a ShippingConfig,
+    pub class_name: String,
+    pub class: StorageClass,
+    /// Ed25519 public keys whose packets are accepted.
+    pub trusted_keys: Vec<[u8; 32]>,
+}
+
+impl Receiver<'_> {
+    /// Largest upload accepted.
+    pub fn max_packet_size(&self) -> u64 {
+        self.config
+            .max_packet_size
+            .unwrap_or(DEFAULT_MAX_PACKET_SIZE)
+    }
+
+    /// Checks what can be checked before reading the body: the name, the
+    /// declared length and the free space.
+    pub fn precheck(&self, name: &str, declared_len: Option<u64>) -> Result<(), Rejection> {
+        check_packet_name(name)?;
+        let max = self.max_packet_size();
+        if let Some(len) = declared_len {
+            if len > max {
+                return Err(Rejection::new(
+                    413,
+                    format!("{name}: {len} bytes is larger than this server accepts ({max} bytes, max_packet_size)"),
+                ));
+            }
+            self.check_space(len)?;
+        }
+        Ok(())
+    }
+
+    fn check_space(&self, incoming: u64) -> Result<(), Rejection> {
+        let Some(min_free) = self.config.min_free_space else {
+            return Ok(());
+        };
+        let dir = self.class.storage_bay.as_path();
+        let available = available_space(dir).map_err(|err| {
+            Rejection::new(
+                500,
+                format!("cannot tell the free space of {}: {err}", dir.display()),
+            )
+        })?;
+        if available < incoming.saturating_add(min_free) {
+            return Err(Rejection::new(
+                507,
+                format!(
+                    "not enough free space in {}: {available} bytes free, the packet needs {incoming} and min_free_space is {min_free}",
+                    dir.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Receives packet `name` from `body`: streams it to a temporary file,
+    /// verifies it in full, then stores it. `expires` is the sender's
+    /// order expiry, kept when earlier than this class's own.
+    /// `destinations` are the replicas the sender says the packet is for;
+    /// without them, the targets in the packet's signed header.
+    pub fn receive(
+        &self,
+        name: &str,
+        declared_len: Option<u64>,
+        body: &mut dyn Read,
+        expires: Option<DateTime<Utc>>,
+        destinations: Option<&[String]>,
+        now: DateTime<Utc>,
+    ) -> Result<Receipt, Rejection> {
+        self.precheck(name, declared_len)?;
+        let incoming = DirStore::create(self.class.incoming_dir()).map_err(internal)?;
+        let outgoing = DirStore::create(self.class.outgoing_dir()).map_err(internal)?;
+
+        // The temporary file is removed when dropped, on every early return.
+        let mut temp = tempfile::Builder::new()
+            .prefix(&format!("{TEMP_PREFIX}recv-"))
+            .tempfile_in(incoming.dir())
+            .map_err(|e| internal(format!("{}: {e}", incoming.dir().display())))?;
+        let (received, sha256) = self.copy_body(name, body, temp.as_file_mut())?;
+        if let Some(len) = declared_len {
+            if received != len {
+                return Err(Rejection::new(
+                    400,
+                    format!("{name}: upload ended after {received} of {len} bytes"),
+                ));
+            }
+        }
+        temp.as_file()
+            .sync_all()
+            .map_err(|e| internal(format!("{name}: {e}")))?;
+        self.check_space(0)?;
+
+        let header = match packet_format::verify_packet(temp.path(), &self.trusted_keys) {
+            Ok(verified) => verified.header().clone(),
+            Err(err) => return Err(refusal(name, &err.kind)),
+        };
+        let destinations: Vec<String> = match destinations {
+            Some(names) => {
+                for destination in names {
+                    crate::config::validate_name(destination)
+                        .map_err(|why| Rejection::new(400, format!("{name}: destination {why}")))?;
+                }
+                let mut unique: Vec<String> = Vec::new();
+                for destination in names {
+                    if !unique.contains(destination) {
+                        unique.push(destination.clone());
+                    }
+                }
+                unique
+            }
+            None => header.targets.iter().map(|t| t.name.clone()).collect(),
+        };
+        if destinations.is_empty() {
+            return Err(Rejection::new(400, format!("{name}: no destination")));
+        }
+        let (local, forwarded): (Vec<String>, Vec<String>) = destinations
+            .into_iter()
+            .partition(|d| self.config.is_local(d));
+        for destination in &forwarded {
+            if let Err(err) = self.config.next_hop(destination) {
+                return Err(Rejection::new(
+                    422,
+                    format!("{name}: this host cannot forward it: {err}"),
+                ));
+            }
+        }
+
+        let mut duplicate = true;
+        // Local copy first, then the forwarding copy and its order: a crash
+        // in between leaves the sender without an answer, so it sends
+        // again and the missing piece is added then.
+        if !local.is_empty() {
+            duplicate &= place(&incoming, name, &sha256, temp.path())?;
+        }
+        if !forwarded.is_empty() {
+            let placed_here = place(&outgoing, name, &sha256, temp.path())?;
+            let has_order = outgoing.exists(&order_name(name)).map_err(internal)?;
+            if !has_order {
+                let names: Vec<&str> = forwarded.iter().map(String::as_str).collect();
+                let mut order =
+                    ShippingOrder::create(&outgoing, name, &self.class_name, &self.class, &names, now)
+                        .map_err(internal)?;
+                if let Some(expires) = expires.filter(|e| *e < order.expires) {
+                    order.expires = expires;
+                }
+                order.note(now, "received over HTTP");
+                order.save(&outgoing).map_err(internal)?;
+            }
+            duplicate &= placed_here && has_order;
+        }
+        Ok(Receipt {
+            packet: name.to_string(),
+            local,
+            forwarded,
+            duplicate,
+        })
+    }
+
+    /// Copies the body into `file`, refusing it as soon as it grows past
+    /// the size limit; returns its size and SHA-256 (hex).
+    fn copy_body(
+        &self,
+        name: &str,
+        body: &mut dyn Read,
+        file: &mut File,
+    ) -> Result<(u64, String), Rejection> {
+        let max = self.max_packet_size();
+        let mut out = BufWriter::with_capacity(256 * 1024, file);
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        let mut hasher = Sha256::new();
+        loop {
+            let n = match body.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    return Err(Rejection::new(
+                        400,
+                        format!("{name}: upload broken off after {total} bytes: {err}"),
+                    ))
+                }
+            };
+            total += n as u64;
+            if total > max {
+                return Err(Rejection::new(
+                    413,
+                    format!("{name}: larger than this server accepts ({max} bytes, max_packet_size)"),
+                ));
+            }
+            hasher.update(&buffer[..n]);
+            out.write_all(&buffer[..n])
+                .map_err(|e| internal(format!("{name}: {e}")))?;
+        }
+        out.flush().map_err(|e| internal(format!("{name}: {e}")))?;
+        Ok((total, hex::encode(hasher.finalize())))
+    }
+}
+
+/// Puts a copy of the verified temporary file at `name` in `bay`, unless
+/// the same packet is there already (then returns true). A different
+/// packet of the same name is a conflict and is left alone.
+fn place(bay: &DirStore, name: &str, sha256: &str, temp: &Path) -> Result<bool, Rejection> {
+    if bay.exists(name).map_err(internal)? {
+        let (existing, _) = hash_entry(bay, name).map_err(internal)?;
+        if existing == sha256 {
+            return Ok(true);
+        }
+        return Err(Rejection::new(
+            409,
+            format!(
+                "{name}: {} already holds a different packet of that name",
+                bay.describe()
+            ),
+        ));
+    }
+    let mut source = File::open(temp).map_err(|e| internal(format!("{name}: {e}")))?;
+    bay.write_from(name, &mut source).map_err(internal)?;
+    Ok(false)
+}
+
+/// Packet names: a plain file name as the packet format makes them.
+pub fn check_packet_name(name: &str) -> Result<(), Rejection> {
+    check_name("upload", name).map_err(|err| Rejection::new(400, err.to_string()))?;
+    let shaped = (name.starts_with("sync_") || name.starts_with("repl_")) && name.ends_with(".zip");
+    if !shaped {
+        return Err(Rejection::new(
+            400,
+            format!("{name:?} is not a packet name (sync_*.zip or repl_*.zip)"),
+        ));
+    }
+    Ok(())
+}
+
+/// The answer to a packet that failed verification.
+fn refusal(name: &str, kind: &ErrorKind) -> Rejection {
+    match kind {
+        ErrorKind::UnknownKey { .. } => {
+            Rejection::new(403, format!("{name}: {kind}; this server does not trust that key"))
+        }
+        ErrorKind::NewerFormat { .. } => Rejection::new(
+            400,
+            format!("{name}: {kind}; upgrade syncreplica on this host"),
+        ),
+        _ => Rejection::new(
+            400,
+            format!("{name}: damaged or not a signed syncreplica packet: {kind}"),
+        ),
+    }
+}
+
+fn internal(err: impl std::fmt::Display) -> Rejection {
+    Rejection::new(500, err.to_string())
+}
+
+/// Bytes an unprivileged user may still write on the file system of `dir`.
+pub fn available_space(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid C string and `stat` a properly sized
+    // out-parameter; statvfs writes only into it.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)]
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
