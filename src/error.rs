@@ -84,6 +84,12 @@ pub enum Error {
 
     #[error("{message}")]
     Packet { message: String },
+
+    #[error("invalid -pexpire \"{value}\": {why}")]
+    BadExpiry { value: String, why: String },
+
+    #[error(transparent)]
+    Shipping(shipping::Error),
 }
 
 fn holder_detail(command: &Option<String>) -> String {
@@ -123,6 +129,12 @@ impl Error {
                 Some("write ORIGIN=EPOCH, e.g. boston=1300, with ORIGIN a member's name".into())
             }
             Error::SchemaTooNew { .. } => Some("use a newer syncreplica".into()),
+            Error::Shipping(shipping::Error::UnknownClass { .. }) => Some(
+                "storage classes are the [classes.NAME] tables of shipping.toml; without -sclass the class is \"default\"".into(),
+            ),
+            Error::Shipping(shipping::Error::Config { .. }) => {
+                Some("shipping_server(1) and shipping/FORMAT.md describe every key".into())
+            }
             _ => None,
         }
     }

@@ -337,9 +337,18 @@ fn apply_logical(replica: &mut Replica, files: &[PathBuf]) -> Result<(String, Ap
     Ok((header.sender.name.clone(), report))
 }
 
+/// Removes consumed packet files, and the shipping order a directory
+/// transport left beside each (`PACKET.order`), if any.
 fn remove_files(files: &[PathBuf]) -> Result<()> {
     for file in files {
         std::fs::remove_file(file).map_err(|e| Error::io(file, e))?;
+        let mut order = file.clone().into_os_string();
+        order.push(shipping::order::ORDER_SUFFIX);
+        match std::fs::remove_file(&order) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(Error::io(PathBuf::from(order), err)),
+        }
     }
     Ok(())
 }

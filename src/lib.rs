@@ -24,6 +24,7 @@ pub mod packets;
 pub mod relpath;
 pub mod replica;
 pub mod scan;
+pub mod ship;
 pub mod state;
 
 pub use error::{Error, Result};

@@ -163,3 +163,60 @@ pub fn render_json(exam: &Examination, view: Option<&LocalView>) -> serde_json::
     }
     value
 }
+
+/// Text lines about a packet's shipping order (after its listing).
+pub fn render_order_text(order: &shipping::ShippingOrder, returned: bool) -> String {
+    use shipping::order::format_time;
+    let mut out = String::new();
+    if returned {
+        out.push_str(&format!(
+            "Returned: expired at {} before reaching {}\n",
+            format_time(&order.expires),
+            order.destinations.join(", ")
+        ));
+    } else {
+        out.push_str(&format!(
+            "Shipping order: to {}; created {}; expires {}\n",
+            order.destinations.join(", "),
+            format_time(&order.created),
+            format_time(&order.expires)
+        ));
+    }
+    for (destination, attempts) in &order.attempts {
+        out.push_str(&format!(
+            "  delivery to {destination}: {} failed attempt{}, last at {}: {}; next try after {}\n",
+            attempts.failures,
+            if attempts.failures == 1 { "" } else { "s" },
+            format_time(&attempts.last_attempt),
+            attempts.last_error,
+            format_time(&attempts.next_retry)
+        ));
+    }
+    out
+}
+
+/// JSON object for a packet's shipping order.
+pub fn render_order_json(order: &shipping::ShippingOrder) -> serde_json::Value {
+    use shipping::order::format_time;
+    let attempts: serde_json::Map<String, serde_json::Value> = order
+        .attempts
+        .iter()
+        .map(|(d, a)| {
+            (
+                d.clone(),
+                json!({
+                    "failures": a.failures,
+                    "last_attempt": format_time(&a.last_attempt),
+                    "last_error": a.last_error,
+                    "next_retry": format_time(&a.next_retry),
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "destinations": order.destinations,
+        "created": format_time(&order.created),
+        "expires": format_time(&order.expires),
+        "attempts": attempts,
+    })
+}

@@ -11,7 +11,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::ops::{ChunkId, Id};
 
 /// Packet files named on a command line: files as given, directories
-/// listed (not recursively; only `sync_*`/`repl_*` names), sorted by name.
+/// listed (not recursively; only `sync_*.zip`/`repl_*.zip` names, so the
+/// shipping orders beside packets in a bay or on a stick are skipped),
+/// sorted by name.
 pub fn collect_packet_files(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for arg in args {
@@ -35,7 +37,7 @@ pub fn collect_packet_files(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
 fn is_packet_name(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("sync_") || n.starts_with("repl_"))
+        .is_some_and(|n| (n.starts_with("sync_") || n.starts_with("repl_")) && n.ends_with(".zip"))
 }
 
 /// Examined packets grouped by logical packet id, with the damaged ones

@@ -3,7 +3,7 @@
 use syncreplica::cli::{self, syncreplica::Args};
 use syncreplica::replica::{self, Replica};
 use syncreplica::scan::{self, ScanHooks};
-use syncreplica::{apply, export, import};
+use syncreplica::{apply, export, import, ship};
 
 const NAME: &str = "syncreplica";
 
@@ -13,21 +13,32 @@ fn main() {
 }
 
 fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
-    if args.ship || args.fship {
-        anyhow::bail!(
-            "-ship and -fship need storage bays and the shipping server, which this version does not have yet; \
-             write the packets with -out DIR and carry them"
-        );
-    }
-    if args.sclass.is_some() {
-        anyhow::bail!("-sclass applies to -ship and -fship only");
+    let shipping_by_bay = args.ship || args.fship;
+    if !shipping_by_bay && (args.sclass.is_some() || args.pexpire.is_some()) {
+        anyhow::bail!("-sclass and -pexpire apply to -ship and -fship only, not to -out");
     }
     if args.targets.is_empty() {
         anyhow::bail!("-export needs at least one TARGET (a sibling's name; lsreplica lists them)");
     }
     let max_size = cli::parse_size(&args.maxsize)?;
     export::check_max_size(max_size)?;
-    let out = args.out.as_deref().expect("clap requires a destination");
+    // Everything about shipping is checked before anything is recorded.
+    let shipping = if shipping_by_bay {
+        let shipping = ship::Shipping::load(args.shipconf.as_deref())?;
+        let class = shipping.class_name(args.sclass.as_deref())?;
+        let expires = match &args.pexpire {
+            Some(text) => Some(ship::parse_expiry(text, chrono::Utc::now())?),
+            None => None,
+        };
+        let outgoing = shipping.outgoing(&class)?.dir().to_path_buf();
+        Some((shipping, class, expires, outgoing))
+    } else {
+        None
+    };
+    let out = match &shipping {
+        Some((_, _, _, outgoing)) => outgoing.as_path(),
+        None => args.out.as_deref().expect("clap requires a destination"),
+    };
     let lock = replica.lock("syncreplica -export")?;
     cli::print_lock_takeover(NAME, &lock);
     // Resolve targets before recording, so a typo changes nothing.
@@ -46,6 +57,20 @@ fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
     };
     let results = export::export_updates(replica, &request)?;
     progress.finish_and_clear();
+    let mut shipped: Vec<(String, Vec<String>)> = Vec::new();
+    for (target, result) in &results {
+        if let export::TargetExport::Written(summary) = result {
+            for part in &summary.parts {
+                let name = part
+                    .path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .expect("packet names are ASCII")
+                    .to_string();
+                shipped.push((name, vec![target.name.clone()]));
+            }
+        }
+    }
     for (target, result) in results {
         match result {
             export::TargetExport::UpToDate => {
@@ -76,24 +101,65 @@ fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some((shipping, class, expires, _)) = &shipping {
+        let orders = shipping.order_packets(class, &shipped, *expires, chrono::Utc::now())?;
+        if let Some(first) = orders.first() {
+            println!(
+                "Queued {} packet file{} for shipping in storage class {class} (expires {}).",
+                orders.len(),
+                plural(orders.len() as u64),
+                shipping::order::format_time(&first.expires)
+            );
+        }
+        if args.fship && !orders.is_empty() {
+            let names: Vec<String> = orders.iter().map(|o| o.packet.clone()).collect();
+            let report = shipping.forward_now(class, &names, &|line| println!("  {line}"))?;
+            if !report.is_clean() {
+                eprintln!(
+                    "{NAME}: warning: {}; the packets stay queued and shipping_server -poll retries them",
+                    report.summary()
+                );
+            }
+        } else if !orders.is_empty() {
+            println!("shipping_server -poll delivers them.");
+        }
+    }
     Ok(())
 }
 
 fn import(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
-    if args.receive || args.sclass.is_some() {
-        anyhow::bail!(
-            "-receive and -sclass need storage bays and the shipping server, which this version does not have yet; \
-             name the packets or their directory instead"
-        );
+    if !args.receive && args.sclass.is_some() {
+        anyhow::bail!("-sclass applies to -import -receive only");
     }
-    if args.targets.is_empty() {
-        anyhow::bail!("-import needs packet files or directories holding them");
+    if args.pexpire.is_some() {
+        anyhow::bail!("-pexpire applies to -export -ship and -fship only");
     }
+    let sources: Vec<std::path::PathBuf> = if args.receive {
+        let shipping = ship::Shipping::load(args.shipconf.as_deref())?;
+        let classes = shipping.classes(args.sclass.as_deref())?;
+        let files = shipping.incoming_packets(&classes)?;
+        if files.is_empty() {
+            println!(
+                "No packets in the incoming bay{} ({}).",
+                plural(classes.len() as u64),
+                shipping.source
+            );
+            return Ok(());
+        }
+        files
+    } else {
+        if args.targets.is_empty() {
+            anyhow::bail!(
+                "-import needs packet files or directories holding them, or -receive for the incoming bays"
+            );
+        }
+        args.targets.iter().map(std::path::PathBuf::from).collect()
+    };
     let lock = replica.lock("syncreplica -import")?;
     cli::print_lock_takeover(NAME, &lock);
     let request = import::ImportRequest {
-        sources: args.targets.iter().map(std::path::PathBuf::from).collect(),
-        remove: args.remove,
+        sources,
+        remove: args.remove || args.receive,
         progress: cli::progress_bar(),
     };
     let outcomes = import::import(replica, &request)?;

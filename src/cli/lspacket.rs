@@ -13,8 +13,9 @@ use clap::Parser;
 /// verified; a damaged one is listed as damaged, never skipped.
 ///
 /// Signatures are checked against the keys of the family members known to
-/// the replica found from the current directory (or named with -replica);
-/// outside a replica every signer shows as an unknown key.
+/// the replica found from the current directory (or named with -replica),
+/// and, when listing the storage bays, the shipping configuration's trusted
+/// keys; otherwise a signer shows as an unknown key.
 #[derive(Debug, Parser)]
 #[command(name = "lspacket", version, after_help = LSPACKET_EXIT)]
 pub struct Args {
@@ -37,9 +38,21 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub replica: Option<PathBuf>,
 
-    /// Packet files or directories holding them. (Listing the storage bays
-    /// without arguments arrives with the shipping server.)
-    #[arg(value_name = "PACKET_OR_DIR", required = true)]
+    /// With no PACKET_OR_DIR: list only this storage class's bays.
+    #[arg(long, value_name = "CLASS")]
+    pub sclass: Option<String>,
+
+    /// The shipping configuration whose bays are listed, instead of looking
+    /// in $SYNCREPLICA_SHIPPING_CONF, the user's config directory and
+    /// /etc/syncreplica/shipping.toml.
+    #[arg(long, value_name = "FILE")]
+    pub shipconf: Option<PathBuf>,
+
+    /// Packet files or directories holding them. Without any, every packet
+    /// in the storage bays is listed (outgoing, incoming and return bays of
+    /// every class), with its shipping order: destinations left, expiry,
+    /// failed attempts; returned packets are marked as expired.
+    #[arg(value_name = "PACKET_OR_DIR")]
     pub packets: Vec<PathBuf>,
 }
 

@@ -8,6 +8,7 @@ pub mod chepoch;
 pub mod lsepoch;
 pub mod lspacket;
 pub mod lsreplica;
+pub mod mkorder;
 pub mod mkreplica;
 pub mod syncreplica;
 
@@ -100,6 +101,8 @@ pub fn all_commands() -> Vec<Command> {
         lsreplica::Args::command(),
         lsepoch::Args::command(),
         chepoch::Args::command(),
+        mkorder::Args::command(),
+        shipping::cli::Args::command(),
     ]
 }
 

@@ -54,9 +54,12 @@ pub struct Args {
     #[arg(long, group = "mode")]
     pub import: bool,
 
-    /// With -import: take packets from the storage class's incoming bays.
-    /// Not available yet: storage bays come with the shipping server.
-    #[arg(long)]
+    /// With -import: import the packets waiting in the incoming bay of the
+    /// storage class (-sclass; default: every class), where shipping_server
+    /// puts what it receives for local replicas. Packets applied or found
+    /// already applied are removed from the bay; waiting ones and other
+    /// replicas' stay.
+    #[arg(long, conflicts_with = "targets")]
     pub receive: bool,
 
     /// With -import: remove packet files once applied or found already
@@ -69,18 +72,34 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
-    /// With -export: put the packets into the storage class's outgoing bay.
-    /// Not available yet: storage bays come with the shipping server.
+    /// With -export: put the packet parts into the storage class's outgoing
+    /// bay, each with a shipping order for its target; the next
+    /// `shipping_server -poll` delivers them along the configured routes.
     #[arg(long)]
     pub ship: bool,
 
-    /// With -export: like -ship, then forward at once. Not available yet.
+    /// With -export: like -ship, then deliver at once to the first hop
+    /// (later hops are forwarded by the shipping servers on the way). A
+    /// failed delivery stays queued for `shipping_server -poll`.
     #[arg(long)]
     pub fship: bool,
 
-    /// Storage class for -ship and -fship.
+    /// Storage class for -ship, -fship (default: "default") and -receive
+    /// (default: every class).
     #[arg(long, value_name = "CLASS")]
     pub sclass: Option<String>,
+
+    /// With -ship or -fship: when the packets expire if undelivered, as
+    /// days (7 or 7d), hours (12h), a date (2026-12-01) or an RFC 3339 time
+    /// (default: the storage class's expiry_days, 14).
+    #[arg(long, value_name = "WHEN")]
+    pub pexpire: Option<String>,
+
+    /// The shipping configuration to use, instead of looking in
+    /// $SYNCREPLICA_SHIPPING_CONF, the user's config directory and
+    /// /etc/syncreplica/shipping.toml.
+    #[arg(long, value_name = "FILE")]
+    pub shipconf: Option<PathBuf>,
 
     /// Largest size of one packet file, overhead included, with an optional
     /// k, m or g suffix (at least 64k). Larger exports are split into parts,

@@ -1,0 +1,271 @@
+//! The replica side of shipping: putting packets into a storage class's
+//! outgoing bay with their shipping orders (`syncreplica -export -ship`,
+//! `mkorder`), forwarding them at once (`-fship`), and finding what has
+//! arrived in the incoming bays (`syncreplica -import -receive`).
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use shipping::bay::{BayStore, DirStore};
+use shipping::order::{format_time, order_name, ShippingOrder};
+use shipping::poll::{PassReport, Shipper};
+use shipping::{ConfigSource, ShippingConfig, DEFAULT_STORAGE_CLASS};
+
+use crate::error::{Error, Result};
+
+/// The shipping configuration in effect and where it came from.
+pub struct Shipping {
+    pub config: ShippingConfig,
+    pub source: ConfigSource,
+}
+
+impl Shipping {
+    /// Loads the configuration (`-shipconf`, the environment, the user's
+    /// and the system's config directories, else the built-in default).
+    pub fn load(explicit: Option<&Path>) -> Result<Shipping> {
+        let (config, source) = ShippingConfig::load(explicit).map_err(shipping_error)?;
+        Ok(Shipping { config, source })
+    }
+
+    /// The class named by `-sclass`, or `default`.
+    pub fn class_name(&self, sclass: Option<&str>) -> Result<String> {
+        let name = sclass.unwrap_or(DEFAULT_STORAGE_CLASS);
+        self.config.class(name).map_err(shipping_error)?;
+        Ok(name.to_string())
+    }
+
+    /// The classes `-sclass` selects: the one named, else all of them.
+    pub fn classes(&self, sclass: Option<&str>) -> Result<Vec<String>> {
+        match sclass {
+            Some(name) => Ok(vec![self.class_name(Some(name))?]),
+            None => Ok(self.config.classes.keys().cloned().collect()),
+        }
+    }
+
+    /// The outgoing bay of `class_name`, created if missing.
+    pub fn outgoing(&self, class_name: &str) -> Result<DirStore> {
+        let class = self.config.class(class_name).map_err(shipping_error)?;
+        DirStore::create(class.outgoing_dir()).map_err(shipping_error)
+    }
+
+    /// Writes a shipping order for each packet already in the outgoing
+    /// bay of `class_name`: `(file name, destinations)`.
+    pub fn order_packets(
+        &self,
+        class_name: &str,
+        packets: &[(String, Vec<String>)],
+        expires: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ShippingOrder>> {
+        let class = self.config.class(class_name).map_err(shipping_error)?;
+        let outgoing = self.outgoing(class_name)?;
+        let mut orders = Vec::new();
+        for (packet, destinations) in packets {
+            let names: Vec<&str> = destinations.iter().map(String::as_str).collect();
+            let mut order =
+                ShippingOrder::create(&outgoing, packet, class_name, class, &names, now)
+                    .map_err(shipping_error)?;
+            if let Some(expires) = expires {
+                order.expires = expires;
+                order.note(now, &format!("expiry set to {} (-pexpire)", format_time(&expires)));
+            }
+            order.save(&outgoing).map_err(shipping_error)?;
+            orders.push(order);
+        }
+        Ok(orders)
+    }
+
+    /// Delivers the named packets of `class_name`'s outgoing bay to their
+    /// first hop now (`-fship`); later hops are their hosts' business.
+    pub fn forward_now(
+        &self,
+        class_name: &str,
+        packets: &[String],
+        log: &(dyn Fn(&str) + Sync),
+    ) -> Result<PassReport> {
+        let shipper = Shipper {
+            config: &self.config,
+            log,
+        };
+        shipper
+            .ship(class_name, packets, Utc::now())
+            .map_err(shipping_error)
+    }
+
+    /// The packet files waiting in the incoming bays of `classes`.
+    pub fn incoming_packets(&self, classes: &[String]) -> Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        for class_name in classes {
+            let class = self.config.class(class_name).map_err(shipping_error)?;
+            let dir = class.incoming_dir();
+            if !dir.is_dir() {
+                continue;
+            }
+            files.extend(crate::packets::collect_packet_files(&[dir])?);
+        }
+        Ok(files)
+    }
+}
+
+/// What `mkorder` did with one packet.
+pub struct Submitted {
+    pub order: ShippingOrder,
+    /// Where the packet now waits.
+    pub bay: PathBuf,
+}
+
+/// `mkorder`: copies (or, without `copy`, moves) each packet file into
+/// the outgoing bay of `class_name` and writes its order. Destinations
+/// default to the targets in the packet's header. Every packet is checked
+/// before any is submitted, so a bad one submits nothing.
+pub fn submit_files(
+    shipping: &Shipping,
+    class_name: &str,
+    files: &[PathBuf],
+    destinations: &[String],
+    expires: Option<DateTime<Utc>>,
+    copy: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<Submitted>> {
+    let outgoing = shipping.outgoing(class_name)?;
+    let mut planned: Vec<(PathBuf, String, Vec<String>)> = Vec::new();
+    for file in files {
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::Packet {
+                message: format!("{}: not a packet file name", file.display()),
+            })?
+            .to_string();
+        shipping::receive::check_packet_name(&name).map_err(|r| Error::Packet {
+            message: format!("{}: {}", file.display(), r.reason),
+        })?;
+        let exam = packet_format::examine_packet(file, &[]);
+        let header = match (&exam.error, &exam.header) {
+            (None, Some(header)) => header,
+            (Some(err), _) => {
+                return Err(Error::Packet {
+                    message: format!("{}: damaged, not submitted: {}", file.display(), err.kind),
+                })
+            }
+            (None, None) => {
+                return Err(Error::Packet {
+                    message: format!("{}: no readable header", file.display()),
+                })
+            }
+        };
+        let targets = if destinations.is_empty() {
+            header.targets.iter().map(|t| t.name.clone()).collect()
+        } else {
+            destinations.to_vec()
+        };
+        for target in &targets {
+            shipping::config::validate_name(target).map_err(|why| Error::BadName {
+                name: target.clone(),
+                why,
+            })?;
+        }
+        if outgoing.exists(&name).map_err(shipping_error)? {
+            return Err(Error::Packet {
+                message: format!(
+                    "{name} is already in {}; its order is {}",
+                    outgoing.describe(),
+                    order_name(&name)
+                ),
+            });
+        }
+        planned.push((file.clone(), name, targets));
+    }
+
+    let mut submitted = Vec::new();
+    for (file, name, targets) in planned {
+        let mut source = std::fs::File::open(&file).map_err(|e| Error::Io {
+            path: file.clone(),
+            source: e,
+        })?;
+        outgoing
+            .write_from(&name, &mut source)
+            .map_err(shipping_error)?;
+        let order = shipping
+            .order_packets(class_name, &[(name.clone(), targets)], expires, now)?
+            .remove(0);
+        if !copy {
+            std::fs::remove_file(&file).map_err(|e| Error::Io {
+                path: file.clone(),
+                source: e,
+            })?;
+        }
+        submitted.push(Submitted {
+            order,
+            bay: outgoing.dir().to_path_buf(),
+        });
+    }
+    Ok(submitted)
+}
+
+/// Reads `-pexpire`: a number of days (`7`, `7d`), hours (`12h`), a date
+/// (`2026-12-01`, midnight UTC) or an RFC 3339 time. It must lie ahead.
+pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    let bad = |why: String| Error::BadExpiry {
+        value: text.to_string(),
+        why,
+    };
+    let trimmed = text.trim();
+    let relative = |digits: &str, unit: chrono::Duration| -> Result<DateTime<Utc>> {
+        let count: i32 = digits
+            .parse()
+            .map_err(|_| bad("expected a whole number".into()))?;
+        if count <= 0 {
+            return Err(bad("it must be at least 1".into()));
+        }
+        Ok(now + unit * count)
+    };
+    let when = if let Some(days) = trimmed.strip_suffix('d') {
+        relative(days, chrono::Duration::days(1))?
+    } else if let Some(hours) = trimmed.strip_suffix('h') {
+        relative(hours, chrono::Duration::hours(1))?
+    } else if trimmed.bytes().all(|b| b.is_ascii_digit()) && !trimmed.is_empty() {
+        relative(trimmed, chrono::Duration::days(1))?
+    } else if let Ok(date) = chrono::NaiveDate::parse_from_str(trimmed, "%Y-%m-%d") {
+        date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
+    } else if let Ok(time) = DateTime::parse_from_rfc3339(trimmed) {
+        time.with_timezone(&Utc)
+    } else {
+        return Err(bad(
+            "expected days (7 or 7d), hours (12h), a date (2026-12-01) or an RFC 3339 time".into(),
+        ));
+    };
+    if when <= now {
+        return Err(bad(format!("{} is not in the future", format_time(&when))));
+    }
+    Ok(when)
+}
+
+/// Wraps a shipping library error.
+pub fn shipping_error(err: shipping::Error) -> Error {
+    Error::Shipping(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_accepts_days_hours_dates_and_times() {
+        let now = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = |t: &str| format_time(&parse_expiry(t, now).unwrap());
+        assert_eq!(at("7"), "2026-11-28T10:00:00Z");
+        assert_eq!(at("2d"), "2026-11-23T10:00:00Z");
+        assert_eq!(at("12h"), "2026-11-21T22:00:00Z");
+        assert_eq!(at("2026-12-01"), "2026-12-01T00:00:00Z");
+        assert_eq!(at("2026-11-22T08:00:00+02:00"), "2026-11-22T06:00:00Z");
+        for bad in ["0", "-1d", "soon", "2026-11-20", ""] {
+            assert!(
+                matches!(parse_expiry(bad, now), Err(Error::BadExpiry { .. })),
+                "{bad}"
+            );
+        }
+    }
+}
