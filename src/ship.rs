@@ -67,7 +67,10 @@ impl Shipping {
                     .map_err(shipping_error)?;
             if let Some(expires) = expires {
                 order.expires = expires;
-                order.note(now, &format!("expiry set to {} (-pexpire)", format_time(&expires)));
+                order.note(
+                    now,
+                    &format!("expiry set to {} (-pexpire)", format_time(&expires)),
+                );
             }
             order.save(&outgoing).map_err(shipping_error)?;
             orders.push(order);
@@ -203,8 +206,9 @@ pub fn submit_files(
     Ok(submitted)
 }
 
-/// Reads `-pexpire`: a number of days (`7`, `7d`), hours (`12h`), a date
-/// (`2026-12-01`, midnight UTC) or an RFC 3339 time. It must lie ahead.
+/// Reads `-pexpire`: a number of days (`7`, `7d`), hours (`12h`), seconds
+/// (`90s`), a date (`2026-12-01`, midnight UTC) or an RFC 3339 time. It
+/// must lie ahead.
 pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
     let bad = |why: String| Error::BadExpiry {
         value: text.to_string(),
@@ -224,15 +228,19 @@ pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
         relative(days, chrono::Duration::days(1))?
     } else if let Some(hours) = trimmed.strip_suffix('h') {
         relative(hours, chrono::Duration::hours(1))?
+    } else if let Some(seconds) = trimmed.strip_suffix('s') {
+        relative(seconds, chrono::Duration::seconds(1))?
     } else if trimmed.bytes().all(|b| b.is_ascii_digit()) && !trimmed.is_empty() {
         relative(trimmed, chrono::Duration::days(1))?
     } else if let Ok(date) = chrono::NaiveDate::parse_from_str(trimmed, "%Y-%m-%d") {
-        date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
+        date.and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc()
     } else if let Ok(time) = DateTime::parse_from_rfc3339(trimmed) {
         time.with_timezone(&Utc)
     } else {
         return Err(bad(
-            "expected days (7 or 7d), hours (12h), a date (2026-12-01) or an RFC 3339 time".into(),
+            "expected days (7 or 7d), hours (12h), seconds (90s), a date (2026-12-01) or an RFC 3339 time".into(),
         ));
     };
     if when <= now {
@@ -259,6 +267,7 @@ mod tests {
         assert_eq!(at("7"), "2026-11-28T10:00:00Z");
         assert_eq!(at("2d"), "2026-11-23T10:00:00Z");
         assert_eq!(at("12h"), "2026-11-21T22:00:00Z");
+        assert_eq!(at("90s"), "2026-11-21T10:01:30Z");
         assert_eq!(at("2026-12-01"), "2026-12-01T00:00:00Z");
         assert_eq!(at("2026-11-22T08:00:00+02:00"), "2026-11-22T06:00:00Z");
         for bad in ["0", "-1d", "soon", "2026-11-20", ""] {

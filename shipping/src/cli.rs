@@ -86,7 +86,6 @@ pub fn normalize_args(command: &Command, args: Vec<OsString>) -> Vec<OsString> {
     out
 }
 
-
 /// Moves packets between sites, as MultiSite's shipping_server does: works
 /// through the shipping orders in the storage bays (-poll, or the ORDERs
 /// named) and receives packets from other hosts over HTTP (-listen).
@@ -140,11 +139,9 @@ fn after_help() -> String {
     format!(
         "The configuration (shipping.toml) has storage classes with their bays and expiry, routes, \
 destinations (a URL or a directory), local replicas, trusted keys, min_free_space, max_packet_size, \
-the notify program and the listen address; an example is below the formats.\n\n\
+the notify program and the listen address; the formats below end with an example.\n\n\
 Exit status:\n  0  success\n  1  a delivery or an order failed (it is kept and retried), or the server could not start\n  2  the command line was wrong\n\n\
-Options may be written with one dash, as in MultiSite (-poll), or two (--poll).\n\n{FORMATS}\n\
-# Example shipping.toml\n\n{}",
-        crate::config::EXAMPLE_SHIPPING_TOML
+Options may be written with one dash, as in MultiSite (-poll), or two (--poll).\n\n{FORMATS}"
     )
 }
 
@@ -251,12 +248,21 @@ fn execute(args: &Args) -> anyhow::Result<PassReport> {
                 })?
             } else {
                 text.parse().map_err(|_| {
-                    anyhow!("-listen {text:?}: not an address; expected IP:PORT, such as 0.0.0.0:7421")
+                    anyhow!(
+                        "-listen {text:?}: not an address; expected IP:PORT, such as 0.0.0.0:7421"
+                    )
                 })?
             };
             let class = args.sclass.as_deref().unwrap_or(DEFAULT_STORAGE_CLASS);
-            config.class(class)?;
+            let storage = config.class(class)?;
             let server = HttpServer::bind(addr)?;
+            let abandoned = crate::receive::remove_abandoned_uploads(storage)
+                .with_context(|| format!("cleaning {}", storage.incoming_dir().display()))?;
+            if abandoned > 0 {
+                log_line(&format!(
+                    "removed {abandoned} upload(s) cut off when the server last stopped"
+                ));
+            }
             log_line(&format!(
                 "listening on {} (storage class {class}, configuration: {source})",
                 server.addr()

@@ -151,12 +151,18 @@ fn handle(
         .remote_addr()
         .map_or_else(|| "unknown peer".to_string(), ToString::to_string);
     let method = request.method().clone();
-    let path = request.url().split('?').next().unwrap_or_default().to_string();
+    let path = request
+        .url()
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let answer = match method {
         tiny_http::Method::Put => receive(&mut request, &path, config, class_name, class),
-        tiny_http::Method::Get | tiny_http::Method::Head if path == "/" => {
-            Ok((200, "syncreplica shipping_server: PUT /packets/NAME to ship a packet".into()))
-        }
+        tiny_http::Method::Get | tiny_http::Method::Head if path == "/" => Ok((
+            200,
+            "syncreplica shipping_server: PUT /packets/NAME to ship a packet".into(),
+        )),
         _ => Err(Rejection {
             status: 405,
             reason: format!("{method} {path}: only PUT /packets/NAME is served"),
@@ -171,7 +177,9 @@ fn handle(
     } else {
         "refused"
     };
-    log(&format!("{verdict} {method} {path} from {peer}: {status} {text}"));
+    log(&format!(
+        "{verdict} {method} {path} from {peer}: {status} {text}"
+    ));
     let response = tiny_http::Response::from_string(format!("{text}\n"))
         .with_status_code(status)
         .with_header(

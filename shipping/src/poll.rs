@@ -26,8 +26,7 @@ use crate::config::{Hop, ShippingConfig, StorageClass};
 use crate::error::{Error, Result};
 use crate::notify::{self, Notice};
 use crate::order::{
-    format_time, list_bay, move_with_order, order_name, packet_of, remove_with_order,
-    ShippingOrder,
+    format_time, list_bay, move_with_order, order_name, packet_of, remove_with_order, ShippingOrder,
 };
 use crate::transport::deliver_to_dir;
 
@@ -235,7 +234,15 @@ impl Shipper<'_> {
                 copy_between(out, packet, &incoming, packet)?;
                 Ok(incoming.describe())
             });
-            self.settle(&mut order, packet, &local, "the incoming bay", outcome, now, &mut report);
+            self.settle(
+                &mut order,
+                packet,
+                &local,
+                "the incoming bay",
+                outcome,
+                now,
+                &mut report,
+            );
             if let Err(err) = self.save(out, &order, &mut report) {
                 self.say(&format!("error: {err}"));
                 report.errors += 1;
@@ -252,11 +259,18 @@ impl Shipper<'_> {
                 Hop::Dir(dir) => {
                     deliver_to_dir(out, packet, dir, &names, now).map(|_| dir.display().to_string())
                 }
-                Hop::Url(url) => {
-                    crate::http::upload(url, out, &order, &names).map(|answer| format!("{url}: {answer}"))
-                }
+                Hop::Url(url) => crate::http::upload(url, out, &order, &names)
+                    .map(|answer| format!("{url}: {answer}")),
             };
-            self.settle(&mut order, packet, &destinations, &hop_name, outcome, now, &mut report);
+            self.settle(
+                &mut order,
+                packet,
+                &destinations,
+                &hop_name,
+                outcome,
+                now,
+                &mut report,
+            );
             if let Err(err) = self.save(out, &order, &mut report) {
                 self.say(&format!("error: {err}"));
                 report.errors += 1;
@@ -351,10 +365,7 @@ impl Shipper<'_> {
         );
         order.save(out)?;
         move_with_order(out, &returned, &order.packet)?;
-        let subject = format!(
-            "syncreplica: packet {} expired undelivered",
-            order.packet
-        );
+        let subject = format!("syncreplica: packet {} expired undelivered", order.packet);
         let body = format!(
             "The packet {packet} expired at {expires} before it reached {destinations}.\n\
              It was created at {created} and has been moved to the return bay:\n\
@@ -412,7 +423,9 @@ pub fn split_order_path(path: &Path) -> Result<(PathBuf, String)> {
         _ => PathBuf::from("."),
     };
     if !dir.join(order_name(&packet)).is_file() {
-        return Err(bad("no shipping order found (expected PACKET.order beside the packet)"));
+        return Err(bad(
+            "no shipping order found (expected PACKET.order beside the packet)",
+        ));
     }
     Ok((dir, packet))
 }

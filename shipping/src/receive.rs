@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use packet_format::ErrorKind;
 use sha2::{Digest, Sha256};
 
-use crate::bay::{check_name, BayStore, DirStore, TEMP_PREFIX};
+use crate::bay::{check_name, BayStore, DirStore};
 use crate::config::{ShippingConfig, StorageClass};
 use crate::order::{hash_entry, order_name, ShippingOrder};
 
@@ -158,7 +158,7 @@ impl Receiver<'_> {
 
         // The temporary file is removed when dropped, on every early return.
         let mut temp = tempfile::Builder::new()
-            .prefix(&format!("{TEMP_PREFIX}recv-"))
+            .prefix(RECEIVE_TEMP_PREFIX)
             .tempfile_in(incoming.dir())
             .map_err(|e| internal(format!("{}: {e}", incoming.dir().display())))?;
         let (received, sha256) = self.copy_body(name, body, temp.as_file_mut())?;
@@ -222,9 +222,15 @@ impl Receiver<'_> {
             let has_order = outgoing.exists(&order_name(name)).map_err(internal)?;
             if !has_order {
                 let names: Vec<&str> = forwarded.iter().map(String::as_str).collect();
-                let mut order =
-                    ShippingOrder::create(&outgoing, name, &self.class_name, &self.class, &names, now)
-                        .map_err(internal)?;
+                let mut order = ShippingOrder::create(
+                    &outgoing,
+                    name,
+                    &self.class_name,
+                    &self.class,
+                    &names,
+                    now,
+                )
+                .map_err(internal)?;
                 if let Some(expires) = expires.filter(|e| *e < order.expires) {
                     order.expires = expires;
                 }
@@ -270,7 +276,9 @@ impl Receiver<'_> {
             if total > max {
                 return Err(Rejection::new(
                     413,
-                    format!("{name}: larger than this server accepts ({max} bytes, max_packet_size)"),
+                    format!(
+                        "{name}: larger than this server accepts ({max} bytes, max_packet_size)"
+                    ),
                 ));
             }
             hasher.update(&buffer[..n]);
@@ -280,6 +288,35 @@ impl Receiver<'_> {
         out.flush().map_err(|e| internal(format!("{name}: {e}")))?;
         Ok((total, hex::encode(hasher.finalize())))
     }
+}
+
+/// Prefix of the temporary files uploads are received into.
+pub const RECEIVE_TEMP_PREFIX: &str = ".tmp-recv-";
+
+/// Removes what uploads cut off by a crash or a kill left in the incoming
+/// bay of `class` (only receiving writes these files; call it before
+/// listening, when no upload of this class is in progress). Returns how
+/// many were removed.
+pub fn remove_abandoned_uploads(class: &StorageClass) -> std::io::Result<usize> {
+    let dir = class.incoming_dir();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(err) => return Err(err),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(RECEIVE_TEMP_PREFIX))
+        {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Puts a copy of the verified temporary file at `name` in `bay`, unless
@@ -320,9 +357,10 @@ pub fn check_packet_name(name: &str) -> Result<(), Rejection> {
 /// The answer to a packet that failed verification.
 fn refusal(name: &str, kind: &ErrorKind) -> Rejection {
     match kind {
-        ErrorKind::UnknownKey { .. } => {
-            Rejection::new(403, format!("{name}: {kind}; this server does not trust that key"))
-        }
+        ErrorKind::UnknownKey { .. } => Rejection::new(
+            403,
+            format!("{name}: {kind}; this server does not trust that key"),
+        ),
         ErrorKind::NewerFormat { .. } => Rejection::new(
             400,
             format!("{name}: {kind}; upgrade syncreplica on this host"),

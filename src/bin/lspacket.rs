@@ -48,7 +48,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         bay_entries(&shipping, args.sclass.as_deref())?
     } else {
         if args.sclass.is_some() {
-            anyhow::bail!("-sclass selects storage bays to list; it cannot be combined with PACKET_OR_DIR");
+            anyhow::bail!(
+                "-sclass selects storage bays to list; it cannot be combined with PACKET_OR_DIR"
+            );
         }
         packets::collect_packet_files(&args.packets)?
             .into_iter()

@@ -35,7 +35,7 @@ pub struct Args {
     pub sclass: Option<String>,
 
     /// When the packets expire if undelivered: days (7 or 7d), hours
-    /// (12h), a date (2026-12-01) or an RFC 3339 time (default: the
+    /// (12h), seconds (90s), a date (2026-12-01) or an RFC 3339 time (default: the
     /// class's expiry_days, 14).
     #[arg(long, value_name = "WHEN")]
     pub pexpire: Option<String>,

@@ -90,7 +90,7 @@ pub struct Args {
     pub sclass: Option<String>,
 
     /// With -ship or -fship: when the packets expire if undelivered, as
-    /// days (7 or 7d), hours (12h), a date (2026-12-01) or an RFC 3339 time
+    /// days (7 or 7d), hours (12h), seconds (90s), a date (2026-12-01) or an RFC 3339 time
     /// (default: the storage class's expiry_days, 14).
     #[arg(long, value_name = "WHEN")]
     pub pexpire: Option<String>,

@@ -7,4 +7,5 @@ mod apply;
 mod convergence;
 mod foundation;
 mod man_pages;
+mod shipping;
 mod sync;

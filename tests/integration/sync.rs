@@ -295,23 +295,78 @@ fn concurrent_edits_get_one_winner_and_the_same_conflict_copy_everywhere() {
 }
 
 #[test]
-fn ship_options_fail_clearly_until_shipping_exists() {
+fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
     let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let conf = fam.dir.path().join("shipping.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[classes.default]\nstorage_bay = \"{0}/bay\"\nreturn_bay = \"{0}/bay/return\"\n",
+            fam.dir.path().display()
+        ),
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap();
+    write(&fam.root("alpha"), "f", "changed");
+    let epoch_before = own_epoch(&fam.root("alpha"));
     let res = run(
         &fam.root("alpha"),
         "syncreplica",
-        ["-export", "-ship", "beta"],
+        [
+            "-export",
+            "-ship",
+            "-shipconf",
+            conf,
+            "-sclass",
+            "nosuch",
+            "beta",
+        ],
     )
     .fails_with(1);
     assert!(
-        res.stderr.contains("-ship and -fship need storage bays"),
+        res.stderr.contains("no storage class \"nosuch\"") && res.stderr.contains("hint:"),
         "{}",
         res.stderr
     );
-    let res = run(&fam.root("alpha"), "syncreplica", ["-import", "-receive"]).fails_with(1);
+    let res = run(
+        &fam.root("alpha"),
+        "syncreplica",
+        [
+            "-export",
+            "-ship",
+            "-shipconf",
+            conf,
+            "-pexpire",
+            "soon",
+            "beta",
+        ],
+    )
+    .fails_with(1);
+    assert!(
+        res.stderr.contains("invalid -pexpire \"soon\""),
+        "{}",
+        res.stderr
+    );
+    // Nothing was recorded or queued by the refused exports.
+    assert_eq!(own_epoch(&fam.root("alpha")), epoch_before);
+    assert!(!fam.dir.path().join("bay/outgoing").exists());
+    let out = fam.packet_dir("x");
+    let res = run(
+        &fam.root("alpha"),
+        "syncreplica",
+        [
+            "-export",
+            "-out",
+            out.to_str().unwrap(),
+            "-sclass",
+            "default",
+            "beta",
+        ],
+    )
+    .fails_with(1);
     assert!(
         res.stderr
-            .contains("-receive and -sclass need storage bays"),
+            .contains("-sclass and -pexpire apply to -ship and -fship only"),
         "{}",
         res.stderr
     );

@@ -1,0 +1,783 @@
+//! Shipping through real `shipping_server` processes on 127.0.0.1: routes
+//! over HTTP and through a directory, retries, expiry, refused uploads,
+//! concurrent senders and a hub killed mid-way.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+/// A running `shipping_server -listen`, killed when dropped.
+struct Server {
+    child: Option<Child>,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `shipping_server -shipconf CONF -listen LISTEN EXTRA…` and
+    /// waits until it says where it listens.
+    fn start(conf: &Path, listen: &str, extra: &[&str]) -> Server {
+        let log = conf.with_extension(format!(
+            "log-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let child = Command::new(shipping_server_binary())
+            .arg("-shipconf")
+            .arg(conf)
+            .args(["-listen", listen])
+            .args(extra)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("shipping_server starts");
+        // Owned at once, so a failed start is killed when dropped.
+        let mut server = Server {
+            child: Some(child),
+            addr: String::new(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = server.log();
+            if let Some(rest) = text.split("listening on ").nth(1) {
+                server.addr = rest.split_whitespace().next().unwrap().to_string();
+                return server;
+            }
+            assert!(Instant::now() < deadline, "server did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status: a clean shutdown exits 0.
+    fn terminate(mut self) -> i32 {
+        let mut child = self.child.take().unwrap();
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().unwrap().code().unwrap_or(-1)
+    }
+
+    /// SIGKILL: no chance to clean up.
+    fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Writes `DIR/NAME.toml`: a default class with bays under `DIR/NAME-bay`,
+/// plus `extra` (top-level keys first, then tables).
+fn shipping_conf(dir: &Path, name: &str, top: &str, tables: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let bay = dir.join(format!("{name}-bay"));
+    std::fs::write(
+        &path,
+        format!(
+            "{top}\n[classes.default]\nstorage_bay = \"{0}\"\nreturn_bay = \"{0}/return\"\n\n{tables}\n",
+            bay.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn bay(conf: &Path, which: &str) -> PathBuf {
+    let name = conf.file_stem().unwrap().to_str().unwrap();
+    let root = conf.parent().unwrap().join(format!("{name}-bay"));
+    match which {
+        "return" => root.join("return"),
+        other => root.join(other),
+    }
+}
+
+/// Files (not directories, not the lock) anywhere under `dir`.
+fn stored_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.file_name().unwrap() != ".lock" {
+                out.push(path.display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn arg(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// `shipping_server -shipconf CONF ARGS…`, once.
+fn shipping_server(conf: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["-shipconf", arg(conf)];
+    all.extend_from_slice(args);
+    run(conf.parent().unwrap(), "shipping_server", all)
+}
+
+/// Makes every failed attempt in the orders of `outgoing` due now, as if
+/// the backoff had passed.
+fn make_retries_due(outgoing: &Path) {
+    for entry in std::fs::read_dir(outgoing).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "order") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let due: String = text
+                .lines()
+                .map(|line| {
+                    if line.starts_with("next_retry = ") {
+                        "next_retry = \"2000-01-01T00:00:00Z\"".to_string()
+                    } else {
+                        line.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            std::fs::write(&path, due).unwrap();
+        }
+    }
+}
+
+/// A port nothing listens on (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a raw HTTP PUT of `body` to `addr` but sends only its first
+/// `sent` bytes; the connection stays open while the stream is kept.
+fn start_put(addr: &str, name: &str, body: &[u8], sent: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "PUT /packets/{name} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // The server may answer (and close) before the whole body is sent.
+    let _ = stream.write_all(&body[..sent]);
+    stream
+}
+
+/// A raw HTTP PUT of `body` to `addr`; returns the status and the
+/// answer's text.
+fn put(addr: &str, name: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = start_put(addr, name, body, body.len());
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"));
+    let text = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, text)
+}
+
+#[test]
+fn sender_hub_receiver_over_http_with_a_directory_leg() {
+    let fam = family(&["boston", "ship", "lab"], &[("doc/a.txt", "one")]);
+    let dir = fam.dir.path();
+    let usb = fam.packet_dir("usb");
+
+    let receiver_conf = shipping_conf(
+        dir,
+        "receiver",
+        &format!(
+            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
+            fam.root("ship").display()
+        ),
+        "",
+    );
+    let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
+    let hub_conf = shipping_conf(
+        dir,
+        "hub",
+        &format!("trusted_replicas = [\"{}\"]", fam.root("boston").display()),
+        &format!(
+            "[routes]\nusb = [\"lab\"]\n\n[destinations.ship]\nurl = \"{}\"\n\n[destinations.usb]\ndir = \"{}\"\n",
+            receiver.url(),
+            usb.display()
+        ),
+    );
+    let hub = Server::start(&hub_conf, "127.0.0.1:0", &[]);
+    let sender_conf = shipping_conf(
+        dir,
+        "sender",
+        "default_route = \"hub\"",
+        &format!("[destinations.hub]\nurl = \"{}\"\n", hub.url()),
+    );
+
+    write(&fam.root("boston"), "doc/a.txt", "two");
+    write(&fam.root("boston"), "doc/b.txt", "new");
+    let out = run(
+        &fam.root("boston"),
+        "syncreplica",
+        [
+            "-export",
+            "-fship",
+            "-shipconf",
+            arg(&sender_conf),
+            "ship",
+            "lab",
+        ],
+    )
+    .ok();
+    assert!(out.stdout.contains("delivered"), "{}", out.stdout);
+    // The hub took responsibility: the sender's bay is empty.
+    assert_eq!(
+        stored_files(&bay(&sender_conf, "outgoing")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        stored_files(&bay(&hub_conf, "outgoing")).len(),
+        4,
+        "two packets and their orders"
+    );
+
+    // The hub forwards in a separate pass: ship over HTTP, lab onto the stick.
+    let pass = shipping_server(&hub_conf, &["-poll"]).ok();
+    assert!(pass.stdout.contains("2 delivered"), "{}", pass.stdout);
+    assert_eq!(
+        stored_files(&bay(&hub_conf, "outgoing")),
+        Vec::<String>::new()
+    );
+    assert_eq!(packet_files(&usb).len(), 1);
+    assert!(usb.read_dir().unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".zip.order")));
+
+    let ship = run(
+        &fam.root("ship"),
+        "syncreplica",
+        ["-import", "-receive", "-shipconf", arg(&receiver_conf)],
+    )
+    .ok();
+    assert!(ship.stdout.contains("1 packet applied"), "{}", ship.stdout);
+    let lab = run(
+        &fam.root("lab"),
+        "syncreplica",
+        ["-import", "-remove", arg(&usb)],
+    )
+    .ok();
+    assert!(lab.stdout.contains("1 packet applied"), "{}", lab.stdout);
+    assert_eq!(
+        stored_files(&usb),
+        Vec::<String>::new(),
+        "packet and order consumed"
+    );
+    assert_eq!(
+        stored_files(&bay(&receiver_conf, "incoming")),
+        Vec::<String>::new()
+    );
+    let expected = tree_listing(&fam.root("boston"));
+    assert_eq!(tree_listing(&fam.root("ship")), expected);
+    assert_eq!(tree_listing(&fam.root("lab")), expected);
+
+    let empty = run(dir, "lspacket", ["-shipconf", arg(&hub_conf)]).ok();
+    assert_eq!(empty.stdout.trim(), "No packets found.");
+    assert!(hub.log().contains("accepted PUT"), "{}", hub.log());
+    assert_eq!(hub.terminate(), 0, "SIGTERM stops the server cleanly");
+    assert_eq!(receiver.terminate(), 0);
+}
+
+#[test]
+fn a_receiver_down_at_the_first_poll_gets_the_packet_at_a_later_one() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let port = free_port();
+    let sender_conf = shipping_conf(
+        dir,
+        "sender",
+        "",
+        &format!("[destinations.ship]\nurl = \"http://127.0.0.1:{port}\"\n"),
+    );
+    write(&fam.root("boston"), "f", "1");
+    run(
+        &fam.root("boston"),
+        "syncreplica",
+        ["-export", "-ship", "-shipconf", arg(&sender_conf), "ship"],
+    )
+    .ok();
+
+    let first = shipping_server(&sender_conf, &["-poll"]).fails_with(1);
+    assert!(first.stdout.contains("failed"), "{}", first.stdout);
+    let listing = run(dir, "lspacket", ["-shipconf", arg(&sender_conf)]);
+    assert!(
+        listing
+            .stdout
+            .contains("delivery to ship: 1 failed attempt"),
+        "{}",
+        listing.stdout
+    );
+
+    let receiver_conf = shipping_conf(
+        dir,
+        "receiver",
+        &format!(
+            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
+            fam.root("ship").display()
+        ),
+        "",
+    );
+    let receiver = Server::start(&receiver_conf, &format!("127.0.0.1:{port}"), &[]);
+    // Before the backoff has passed, the order waits.
+    let early = shipping_server(&sender_conf, &["-poll"]).ok();
+    assert!(early.stdout.contains("1 waiting"), "{}", early.stdout);
+    make_retries_due(&bay(&sender_conf, "outgoing"));
+    let later = shipping_server(&sender_conf, &["-poll"]).ok();
+    assert!(later.stdout.contains("1 delivered"), "{}", later.stdout);
+    run(
+        &fam.root("ship"),
+        "syncreplica",
+        ["-import", "-receive", "-shipconf", arg(&receiver_conf)],
+    )
+    .ok();
+    assert_eq!(
+        tree_listing(&fam.root("ship")),
+        tree_listing(&fam.root("boston"))
+    );
+    drop(receiver);
+}
+
+#[test]
+fn an_expired_order_goes_to_the_return_bay_and_the_administrator_is_told() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let notice = dir.join("notice.txt");
+    let sender_conf = shipping_conf(
+        dir,
+        "sender",
+        &format!(
+            "notify = \"cat > '{0}'; echo \\\"subject: $SYNCREPLICA_SUBJECT\\\" >> '{0}'\"",
+            notice.display()
+        ),
+        &format!(
+            "[destinations.ship]\nurl = \"http://127.0.0.1:{}\"\n",
+            free_port()
+        ),
+    );
+    write(&fam.root("boston"), "f", "1");
+    run(
+        &fam.root("boston"),
+        "syncreplica",
+        [
+            "-export",
+            "-ship",
+            "-pexpire",
+            "1s",
+            "-shipconf",
+            arg(&sender_conf),
+            "ship",
+        ],
+    )
+    .ok();
+    std::thread::sleep(Duration::from_millis(2100));
+    let pass = shipping_server(&sender_conf, &["-poll"]).ok();
+    assert!(pass.stdout.contains("1 expired"), "{}", pass.stdout);
+    assert_eq!(
+        stored_files(&bay(&sender_conf, "outgoing")),
+        Vec::<String>::new()
+    );
+    let returned = stored_files(&bay(&sender_conf, "return"));
+    assert_eq!(returned.len(), 2, "packet and order: {returned:?}");
+
+    let told = std::fs::read_to_string(&notice).expect("the notify program ran");
+    assert!(told.contains("expired at"), "{told}");
+    assert!(told.contains("mkorder -data"), "{told}");
+    assert!(
+        told.contains("subject: syncreplica: packet sync_boston_"),
+        "{told}"
+    );
+
+    let listing = run(dir, "lspacket", ["-shipconf", arg(&sender_conf)]);
+    assert!(
+        listing.stdout.contains("Storage bay: return"),
+        "{}",
+        listing.stdout
+    );
+    assert!(
+        listing.stdout.contains("Returned: expired at"),
+        "{}",
+        listing.stdout
+    );
+
+    // The administrator sends it again from the return bay.
+    let packet = returned.iter().find(|p| p.ends_with(".zip")).unwrap();
+    let again = run(
+        dir,
+        "mkorder",
+        ["-shipconf", arg(&sender_conf), "-data", packet.as_str()],
+    )
+    .ok();
+    assert!(again.stdout.contains("for ship"), "{}", again.stdout);
+    assert_eq!(stored_files(&bay(&sender_conf, "outgoing")).len(), 2);
+    assert!(!Path::new(packet).exists(), "moved out of the return bay");
+}
+
+#[test]
+fn untrusted_tampered_and_oversized_uploads_are_refused_with_nothing_stored() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let strangers = family(&["zulu", "yankee"], &[("g", "0")]);
+    let dir = fam.dir.path();
+    let receiver_conf = shipping_conf(
+        dir,
+        "receiver",
+        &format!(
+            "local_replicas = [\"ship\", \"yankee\"]\nmax_packet_size = \"100k\"\ntrusted_replicas = [\"{}\"]",
+            fam.root("ship").display()
+        ),
+        "",
+    );
+    let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
+    let read = |path: &PathBuf| std::fs::read(path).unwrap();
+    let name = |path: &PathBuf| path.file_name().unwrap().to_str().unwrap().to_string();
+
+    // Signed, but by a key this server does not trust.
+    write(&strangers.root("zulu"), "g", "1");
+    let stranger_out = strangers.packet_dir("out");
+    export_to(&strangers.root("zulu"), &stranger_out, &["yankee"], &[]).ok();
+    let untrusted = &packet_files(&stranger_out)[0];
+    let (status, text) = put(&receiver.addr, &name(untrusted), &read(untrusted));
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("unknown key"), "{text}");
+
+    // Trusted, but damaged on the way.
+    write(&fam.root("boston"), "f", "1");
+    let out = fam.packet_dir("out");
+    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
+    let good = &packet_files(&out)[0];
+    let mut tampered = read(good);
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x40;
+    let (status, text) = put(&receiver.addr, &name(good), &tampered);
+    assert_eq!(status, 400, "{text}");
+
+    // Not a packet at all, and a name that is not a packet's.
+    let (status, _) = put(&receiver.addr, "sync_x.zip", b"PK\x03\x04 hello");
+    assert_eq!(status, 400);
+    let (status, _) = put(&receiver.addr, "..%2Fescape", b"x");
+    assert_eq!(status, 400);
+
+    // Larger than max_packet_size.
+    let big: String = (0..40_000u32)
+        .map(|i| format!("{:x}", i.wrapping_mul(2654435761)))
+        .collect();
+    write(&fam.root("boston"), "big", &big);
+    let big_out = fam.packet_dir("big");
+    export_to(&fam.root("boston"), &big_out, &["ship"], &[]).ok();
+    let oversized = &packet_files(&big_out)[0];
+    assert!(read(oversized).len() > 100 * 1024);
+    let (status, text) = put(&receiver.addr, &name(oversized), &read(oversized));
+    assert_eq!(status, 413, "{text}");
+
+    let refused = receiver.log().matches("refused PUT").count();
+    assert_eq!(refused, 5, "{}", receiver.log());
+    assert_eq!(
+        stored_files(&bay(&receiver_conf, "incoming")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        stored_files(&bay(&receiver_conf, "outgoing")),
+        Vec::<String>::new()
+    );
+
+    // The intact packet is accepted, once; a repeat is answered 200.
+    let (status, text) = put(&receiver.addr, &name(good), &read(good));
+    assert_eq!(status, 201, "{text}");
+    let (status, _) = put(&receiver.addr, &name(good), &read(good));
+    assert_eq!(status, 200);
+    assert_eq!(stored_files(&bay(&receiver_conf, "incoming")).len(), 1);
+}
+
+#[test]
+fn two_senders_shipping_at_the_same_time_both_arrive() {
+    let fam = family(&["ship", "boston", "lab"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let receiver_conf = shipping_conf(
+        dir,
+        "receiver",
+        &format!(
+            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
+            fam.root("ship").display()
+        ),
+        "",
+    );
+    let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
+    let mut senders = Vec::new();
+    for (name, payload) in [("boston", "b"), ("lab", "l")] {
+        let conf = shipping_conf(
+            dir,
+            &format!("sender-{name}"),
+            "",
+            &format!("[destinations.ship]\nurl = \"{}\"\n", receiver.url()),
+        );
+        // A few MiB each, so the uploads overlap.
+        let content: String = payload.repeat(3 << 20);
+        write(&fam.root(name), &format!("{name}.bin"), &content);
+        run(
+            &fam.root(name),
+            "syncreplica",
+            [
+                "-export",
+                "-ship",
+                "-maxsize",
+                "1m",
+                "-shipconf",
+                arg(&conf),
+                "ship",
+            ],
+        )
+        .ok();
+        senders.push(conf);
+    }
+    let children: Vec<Child> = senders
+        .iter()
+        .map(|conf| {
+            Command::new(shipping_server_binary())
+                .args(["-shipconf", arg(conf), "-poll"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    let out = run(
+        &fam.root("ship"),
+        "syncreplica",
+        ["-import", "-receive", "-shipconf", arg(&receiver_conf)],
+    )
+    .ok();
+    assert!(out.stdout.contains("2 packets applied"), "{}", out.stdout);
+    assert_eq!(
+        std::fs::read(fam.root("ship").join("boston.bin"))
+            .unwrap()
+            .len(),
+        3 << 20
+    );
+    assert_eq!(
+        std::fs::read(fam.root("ship").join("lab.bin"))
+            .unwrap()
+            .len(),
+        3 << 20
+    );
+    drop(receiver);
+}
+
+#[test]
+fn a_hub_killed_mid_way_and_restarted_loses_nothing() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let receiver_conf = shipping_conf(
+        dir,
+        "receiver",
+        &format!(
+            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
+            fam.root("ship").display()
+        ),
+        "",
+    );
+    let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
+    let hub_conf = shipping_conf(
+        dir,
+        "hub",
+        &format!("trusted_replicas = [\"{}\"]", fam.root("boston").display()),
+        &format!("[destinations.ship]\nurl = \"{}\"\n", receiver.url()),
+    );
+    // Receiving only: the packet stays at the hub until it is killed.
+    let hub = Server::start(&hub_conf, "127.0.0.1:0", &[]);
+    let hub_addr = hub.addr.clone();
+    let sender_conf = shipping_conf(
+        dir,
+        "sender",
+        "",
+        &format!("[destinations.ship]\nurl = \"http://{hub_addr}\"\n"),
+    );
+    write(&fam.root("boston"), "f", "1");
+    run(
+        &fam.root("boston"),
+        "syncreplica",
+        ["-export", "-fship", "-shipconf", arg(&sender_conf), "ship"],
+    )
+    .ok();
+    assert_eq!(
+        stored_files(&bay(&sender_conf, "outgoing")),
+        Vec::<String>::new()
+    );
+
+    // Another upload is cut off half-way when the hub dies.
+    let out = fam.packet_dir("other");
+    let large: String = (0..200_000u32)
+        .map(|i| format!("{:x}", i.wrapping_mul(2654435761)))
+        .collect();
+    write(&fam.root("boston"), "g", &large);
+    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
+    let second = &packet_files(&out)[0];
+    let bytes = std::fs::read(second).unwrap();
+    let cut_off = start_put(
+        &hub_addr,
+        second.file_name().unwrap().to_str().unwrap(),
+        &bytes,
+        bytes.len() / 2,
+    );
+    let hub_incoming = bay(&hub_conf, "incoming");
+    let receiving = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_dir(&hub_incoming).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".tmp-recv-")
+    }) {
+        assert!(Instant::now() < receiving, "the upload never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    hub.kill();
+    drop(cut_off);
+
+    // Restarted as a daemon that also forwards.
+    let hub = Server::start(&hub_conf, &hub_addr, &["-poll", "-interval", "1"]);
+    assert!(
+        hub.log().contains("removed 1 upload(s) cut off"),
+        "{}",
+        hub.log()
+    );
+    let incoming = bay(&receiver_conf, "incoming");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while packet_files(&incoming).is_empty() {
+        assert!(Instant::now() < deadline, "not forwarded:\n{}", hub.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Wait for the forwarding pass to finish removing its copy.
+    while !stored_files(&bay(&hub_conf, "outgoing")).is_empty() {
+        assert!(Instant::now() < deadline, "not removed:\n{}", hub.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(hub.terminate(), 0);
+    // Nothing half-received survives the restart.
+    assert_eq!(
+        stored_files(&bay(&hub_conf, "incoming")),
+        Vec::<String>::new()
+    );
+
+    // The cut-off packet is still at its sender, which sends it again.
+    let (status, text) = {
+        let hub = Server::start(&hub_conf, &hub_addr, &[]);
+        let answer = put(
+            &hub.addr,
+            second.file_name().unwrap().to_str().unwrap(),
+            &bytes,
+        );
+        assert_eq!(hub.terminate(), 0);
+        answer
+    };
+    assert_eq!(status, 201, "{text}");
+    shipping_server(&hub_conf, &["-poll"]).ok();
+    let out = run(
+        &fam.root("ship"),
+        "syncreplica",
+        ["-import", "-receive", "-shipconf", arg(&receiver_conf)],
+    )
+    .ok();
+    assert!(out.stdout.contains("2 packets applied"), "{}", out.stdout);
+    assert_eq!(
+        tree_listing(&fam.root("ship")),
+        tree_listing(&fam.root("boston"))
+    );
+    drop(receiver);
+}
+
+#[test]
+fn shipping_server_command_line_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = run(
+        dir.path(),
+        "shipping_server",
+        ["-shipconf", "/nonexistent/shipping.toml", "-poll"],
+    )
+    .fails_with(1);
+    assert!(
+        missing
+            .stderr
+            .contains("/nonexistent/shipping.toml: shipping configuration not found"),
+        "{}",
+        missing.stderr
+    );
+    let conf = dir.path().join("bad.toml");
+    std::fs::write(&conf, "listen = \"127.0.0.1:1\"\nbogus = 1\n").unwrap();
+    let bad = run(
+        dir.path(),
+        "shipping_server",
+        ["-shipconf", arg(&conf), "-poll"],
+    )
+    .fails_with(1);
+    assert!(
+        bad.stderr.contains("bad.toml: line 2") && bad.stderr.contains("bogus"),
+        "{}",
+        bad.stderr
+    );
+    let usage = run(dir.path(), "shipping_server", ["-interval", "5"]).fails_with(2);
+    assert!(
+        usage.stderr.starts_with("shipping_server: error:"),
+        "{}",
+        usage.stderr
+    );
+    let conf = shipping_conf(dir.path(), "ok", "", "");
+    let listen = run(
+        dir.path(),
+        "shipping_server",
+        ["-shipconf", arg(&conf), "-listen", "nowhere"],
+    )
+    .fails_with(1);
+    assert!(
+        listen.stderr.contains("-listen \"nowhere\""),
+        "{}",
+        listen.stderr
+    );
+}
