@@ -7,13 +7,15 @@
 #   3. export with -maxsize into a folder (the "USB stick");
 #   4. list the packets (lspacket);
 #   5. import them;
-#   6. check that both trees are equal.
+#   6. check that both trees are equal;
+#   7. ship a change over HTTP through a shipping_server (on 127.0.0.1).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-cargo build --release --quiet --manifest-path "$here/Cargo.toml"
+cargo build --release --quiet --workspace --manifest-path "$here/Cargo.toml"
 export PATH="$here/target/release:$PATH"
 work=$(mktemp -d "${TMPDIR:-/tmp}/syncreplica-demo.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+server=
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work"
 
 show() {
@@ -74,3 +76,41 @@ else
     exit 1
 fi
 show lsepoch -replica boston
+
+echo
+echo "# 7. Over the network: ship's shipping_server receives packets over HTTP,"
+echo "#    boston ships with -fship, ship imports what arrived (-receive)."
+cat > ship-shipping.toml <<EOF
+local_replicas = ["ship"]
+trusted_replicas = ["$work/ship"]
+[classes.default]
+storage_bay = "$work/ship-bays"
+return_bay = "$work/ship-bays/return"
+EOF
+show cat ship-shipping.toml
+printf '\n$ shipping_server -shipconf ship-shipping.toml -listen 127.0.0.1:0 &\n'
+shipping_server -shipconf ship-shipping.toml -listen 127.0.0.1:0 > server.log &
+server=$!
+for _ in $(seq 100); do grep -q "listening on" server.log && break; sleep 0.05; done
+cat server.log
+addr=$(grep -o 'listening on [^ ]*' server.log | cut -d' ' -f3)
+cat > boston-shipping.toml <<EOF
+[classes.default]
+storage_bay = "$work/boston-bays"
+return_bay = "$work/boston-bays/return"
+[destinations.ship]
+url = "http://$addr"
+EOF
+show cat boston-shipping.toml
+echo "Minutes of the Monday meeting" > boston/docs/minutes.txt
+show syncreplica -export -fship -shipconf boston-shipping.toml -replica boston ship
+show lspacket -shipconf ship-shipping.toml -replica ship
+show syncreplica -import -receive -shipconf ship-shipping.toml -replica ship
+kill -TERM "$server"; wait "$server" || true; server=
+cat server.log
+if diff -r --no-dereference --exclude=.syncreplica --exclude=hosts.local boston ship; then
+    echo "The trees are equal again: the change travelled over HTTP."
+else
+    echo "The trees differ!" >&2
+    exit 1
+fi

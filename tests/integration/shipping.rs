@@ -781,3 +781,24 @@ fn shipping_server_command_line_errors_are_clear() {
         listen.stderr
     );
 }
+
+#[test]
+fn the_readme_shipping_toml_example_is_valid() {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("### Shipping")
+        .nth(1)
+        .expect("README has a Shipping section");
+    let example = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the section has a toml example");
+    let config = shipping::ShippingConfig::parse(
+        example,
+        Path::new("README.md"),
+        Some(Path::new("/var/lib/syncreplica")),
+    )
+    .unwrap_or_else(|err| panic!("README's shipping.toml: {err}"));
+    assert!(config.next_hop("ship").unwrap().is_some());
+}
