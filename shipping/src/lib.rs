@@ -20,6 +20,9 @@ pub mod receive;
 pub mod transport;
 pub mod trust;
 
+#[cfg(test)]
+mod test_packets;
+
 pub use bay::{Bay, BayStore, Bays, DirStore, MemStore};
 pub use config::{ConfigSource, Hop, Lookup, NextHop, ShippingConfig, StorageClass};
 pub use error::{Error, Result};

@@ -125,7 +125,7 @@ impl Shipper<'_> {
                 }
             }
             for packet in &listing.ordered {
-                report.add(&self.process(&outgoing, class_name, class, packet, now));
+                report.add(&self.process(&outgoing, class, packet, now));
             }
         }
         Ok(report)
@@ -144,7 +144,7 @@ impl Shipper<'_> {
         let _lock = BayLock::take(outgoing.dir())?;
         let mut report = PassReport::default();
         for packet in packets {
-            report.add(&self.process(&outgoing, class_name, class, packet, now));
+            report.add(&self.process(&outgoing, class, packet, now));
         }
         Ok(report)
     }
@@ -167,7 +167,7 @@ impl Shipper<'_> {
                 }
             };
             let class = self.config.class(&order.storage_class)?;
-            report.add(&self.process(&store, &order.storage_class, class, &packet, now));
+            report.add(&self.process(&store, class, &packet, now));
         }
         Ok(report)
     }
@@ -180,7 +180,6 @@ impl Shipper<'_> {
     fn process(
         &self,
         out: &DirStore,
-        class_name: &str,
         class: &StorageClass,
         packet: &str,
         now: DateTime<Utc>,
@@ -211,6 +210,8 @@ impl Shipper<'_> {
         }
 
         // Destinations by the hop that takes them; local ones apart.
+        // `unsaved` says the order changed since it was last written.
+        let mut unsaved = false;
         let mut local: Vec<String> = Vec::new();
         let mut hops: BTreeMap<String, (Hop, Vec<String>)> = BTreeMap::new();
         for destination in &due {
@@ -224,6 +225,7 @@ impl Shipper<'_> {
                 Err(err) => {
                     self.failed(&mut order, packet, destination, "routing", &err, now);
                     report.failed += 1;
+                    unsaved = true;
                 }
             }
         }
@@ -243,16 +245,16 @@ impl Shipper<'_> {
                 now,
                 &mut report,
             );
-            if let Err(err) = self.save(out, &order, &mut report) {
-                self.say(&format!("error: {err}"));
-                report.errors += 1;
-                return report;
-            }
+            unsaved = true;
         }
 
         for (hop_name, (hop, destinations)) in hops {
             if order.is_complete() {
                 break;
+            }
+            // Saved before each hand-over, so a crash repeats at most one.
+            if unsaved && !self.persist(out, &order, &mut report) {
+                return report;
             }
             let names: Vec<&str> = destinations.iter().map(String::as_str).collect();
             let outcome = match &hop {
@@ -271,14 +273,25 @@ impl Shipper<'_> {
                 now,
                 &mut report,
             );
-            if let Err(err) = self.save(out, &order, &mut report) {
+            unsaved = true;
+        }
+        if unsaved {
+            self.persist(out, &order, &mut report);
+        }
+        report
+    }
+
+    /// Saves the order (or removes it with its packet when complete);
+    /// false, after logging why, when that failed.
+    fn persist(&self, out: &DirStore, order: &ShippingOrder, report: &mut PassReport) -> bool {
+        match self.save(out, order, report) {
+            Ok(()) => true,
+            Err(err) => {
                 self.say(&format!("error: {err}"));
                 report.errors += 1;
-                return report;
+                false
             }
         }
-        let _ = class_name;
-        report
     }
 
     /// Records the outcome of one hand-over for `destinations`.
@@ -428,4 +441,222 @@ pub fn split_order_path(path: &Path) -> Result<(PathBuf, String)> {
         ));
     }
     Ok((dir, packet))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::test_packets::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    const NOW: &str = "2026-11-21T10:00:00Z";
+
+    struct Setup {
+        dir: tempfile::TempDir,
+        config: ShippingConfig,
+        lines: Mutex<Vec<String>>,
+    }
+
+    impl Setup {
+        fn new() -> Setup {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = config(dir.path());
+            config.local_replicas = vec!["here".into()];
+            let usb = dir.path().join("usb");
+            std::fs::create_dir(&usb).unwrap();
+            config.destinations.insert("usb".into(), Hop::Dir(usb));
+            config
+                .routes
+                .insert("usb".into(), vec!["ship".into(), "lab".into()]);
+            Setup {
+                dir,
+                config,
+                lines: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn outgoing(&self) -> DirStore {
+            DirStore::create(self.dir.path().join("bays/outgoing")).unwrap()
+        }
+
+        /// Queues a packet for `destinations`; returns its name.
+        fn queue(&self, seq: u64, destinations: &[&str]) -> String {
+            let path = packet(self.outgoing().dir(), destinations[0], seq, &SENDER_SECRET);
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            let class = self.config.class("default").unwrap();
+            ShippingOrder::create(
+                &self.outgoing(),
+                &name,
+                "default",
+                class,
+                destinations,
+                at(NOW),
+            )
+            .unwrap()
+            .save(&self.outgoing())
+            .unwrap();
+            name
+        }
+
+        fn poll(&self, now: &str) -> PassReport {
+            let log = |line: &str| self.lines.lock().unwrap().push(line.to_string());
+            Shipper {
+                config: &self.config,
+                log: &log,
+            }
+            .poll(&["default".to_string()], at(now))
+            .unwrap()
+        }
+
+        fn files(&self) -> Vec<String> {
+            files_under(self.dir.path())
+                .into_iter()
+                .filter(|f| !f.starts_with("src"))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn local_and_directory_destinations_are_delivered_and_the_order_completes() {
+        let setup = Setup::new();
+        let name = setup.queue(1, &["here", "ship", "lab"]);
+        let report = setup.poll(NOW);
+        assert_eq!(report.delivered, 3, "{report:?}");
+        assert_eq!(report.completed, 1);
+        assert_eq!(
+            setup.files(),
+            [
+                format!("bays/incoming/{name}"),
+                format!("usb/{name}"),
+                format!("usb/{name}.order"),
+            ]
+        );
+        let handed =
+            ShippingOrder::load(&DirStore::new(setup.dir.path().join("usb")), &name).unwrap();
+        assert_eq!(handed.destinations, ["ship", "lab"]);
+        assert!(handed.attempts.is_empty());
+    }
+
+    #[test]
+    fn a_failure_is_recorded_and_retried_after_its_backoff() {
+        let setup = Setup::new();
+        let name = setup.queue(1, &["nowhere", "here"]);
+        let report = setup.poll(NOW);
+        assert_eq!((report.delivered, report.failed), (1, 1), "{report:?}");
+        let order = ShippingOrder::load(&setup.outgoing(), &name).unwrap();
+        assert_eq!(order.destinations, ["nowhere"]);
+        assert_eq!(order.attempts["nowhere"].failures, 1);
+        assert!(order.attempts["nowhere"].last_error.contains("no route"));
+        // Before the backoff has passed nothing is tried; after it, it is.
+        assert_eq!(setup.poll("2026-11-21T10:00:30Z").waiting, 1);
+        let again = setup.poll("2026-11-21T10:01:00Z");
+        assert_eq!(again.failed, 1, "{again:?}");
+        let order = ShippingOrder::load(&setup.outgoing(), &name).unwrap();
+        assert_eq!(order.attempts["nowhere"].failures, 2);
+        assert!(setup
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with(&format!("failed {name} for nowhere"))));
+    }
+
+    #[test]
+    fn an_expired_order_goes_to_the_return_bay_and_notifies() {
+        let mut setup = Setup::new();
+        let notice = setup.dir.path().join("notice");
+        setup.config.notify = Some(format!(
+            "{{ echo \"$SYNCREPLICA_EVENT $SYNCREPLICA_PACKET\"; cat; }} > '{}'",
+            notice.display()
+        ));
+        let name = setup.queue(1, &["nowhere"]);
+        let report = setup.poll("2026-12-05T10:00:00Z");
+        assert_eq!(report.expired, 1, "{report:?}");
+        assert_eq!(
+            setup.files(),
+            [
+                format!("bays/return/{name}"),
+                format!("bays/return/{name}.order"),
+                "notice".to_string(),
+            ]
+        );
+        let told = std::fs::read_to_string(&notice).unwrap();
+        assert!(told.starts_with(&format!("expired {name}\n")), "{told}");
+        assert!(told.contains("before it reached nowhere"), "{told}");
+        let order =
+            ShippingOrder::load(&DirStore::new(setup.dir.path().join("bays/return")), &name)
+                .unwrap();
+        assert!(order
+            .history
+            .last()
+            .unwrap()
+            .contains("moved to the return bay"));
+    }
+
+    #[test]
+    fn a_packet_that_no_longer_matches_its_order_is_not_delivered() {
+        let setup = Setup::new();
+        let name = setup.queue(1, &["ship"]);
+        let path = setup.outgoing().dir().join(&name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[10] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let report = setup.poll(NOW);
+        assert_eq!((report.delivered, report.failed), (0, 1), "{report:?}");
+        assert_eq!(
+            std::fs::read_dir(setup.dir.path().join("usb"))
+                .unwrap()
+                .count(),
+            0,
+            "nothing written to the hop"
+        );
+    }
+
+    #[test]
+    fn leftover_orders_are_removed_and_unreadable_ones_reported() {
+        let setup = Setup::new();
+        let outgoing = setup.outgoing();
+        outgoing
+            .write("sync_gone.zip.order", b"format = 1\n")
+            .unwrap();
+        outgoing.write("sync_bad.zip", b"x").unwrap();
+        outgoing
+            .write("sync_bad.zip.order", b"this is not toml")
+            .unwrap();
+        let report = setup.poll(NOW);
+        assert_eq!(report.errors, 1, "{report:?}");
+        assert!(!outgoing.exists("sync_gone.zip.order").unwrap());
+        assert!(
+            outgoing.exists("sync_bad.zip.order").unwrap(),
+            "kept for the administrator"
+        );
+    }
+
+    #[test]
+    fn order_paths_name_the_order_or_its_packet() {
+        let setup = Setup::new();
+        let name = setup.queue(1, &["here"]);
+        let dir = setup.outgoing().dir().to_path_buf();
+        let (found_dir, packet) = split_order_path(&dir.join(format!("{name}.order"))).unwrap();
+        assert_eq!(
+            (found_dir.as_path(), packet.as_str()),
+            (dir.as_path(), name.as_str())
+        );
+        assert_eq!(split_order_path(&dir.join(&name)).unwrap().1, name);
+        assert!(split_order_path(&dir.join("sync_none.zip")).is_err());
+        let log = |_: &str| {};
+        let shipper = Shipper {
+            config: &setup.config,
+            log: &log,
+        };
+        let report = shipper.process_paths(&[dir.join(&name)], at(NOW)).unwrap();
+        assert_eq!(report.completed, 1);
+    }
 }

@@ -391,3 +391,243 @@ pub fn available_space(dir: &Path) -> io::Result<u64> {
     #[allow(clippy::unnecessary_cast)]
     Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Hop;
+    use crate::test_packets::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    struct Setup {
+        dir: tempfile::TempDir,
+        config: ShippingConfig,
+    }
+
+    impl Setup {
+        fn new() -> Setup {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = config(dir.path());
+            config.local_replicas = vec!["ship".into()];
+            config
+                .destinations
+                .insert("lab".into(), Hop::Url("http://127.0.0.1:9".into()));
+            Setup { dir, config }
+        }
+
+        fn receiver(&self) -> Receiver<'_> {
+            Receiver {
+                config: &self.config,
+                class_name: "default".into(),
+                class: self.config.class("default").unwrap().clone(),
+                trusted_keys: vec![public_key(&SENDER_SECRET)],
+            }
+        }
+
+        fn send(
+            &self,
+            path: &Path,
+            name: &str,
+            expires: Option<DateTime<Utc>>,
+        ) -> Result<Receipt, Rejection> {
+            let bytes = std::fs::read(path).unwrap();
+            self.receiver().receive(
+                name,
+                Some(bytes.len() as u64),
+                &mut &bytes[..],
+                expires,
+                None,
+                at("2026-11-21T10:00:00Z"),
+            )
+        }
+
+        fn stored(&self) -> Vec<String> {
+            files_under(&self.dir.path().join("bays"))
+        }
+    }
+
+    fn name_of(path: &Path) -> String {
+        path.file_name().unwrap().to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_packet_for_a_local_replica_lands_in_the_incoming_bay_once() {
+        let setup = Setup::new();
+        let sent = packet(&setup.dir.path().join("src"), "ship", 1, &SENDER_SECRET);
+        let name = name_of(&sent);
+        let receipt = setup.send(&sent, &name, None).unwrap();
+        assert_eq!(receipt.local, ["ship"]);
+        assert!(!receipt.duplicate);
+        assert_eq!(setup.stored(), [format!("incoming/{name}")]);
+        assert_eq!(
+            std::fs::read(setup.dir.path().join("bays/incoming").join(&name)).unwrap(),
+            std::fs::read(&sent).unwrap()
+        );
+        assert!(setup.send(&sent, &name, None).unwrap().duplicate);
+        assert_eq!(setup.stored().len(), 1);
+    }
+
+    #[test]
+    fn a_packet_for_elsewhere_is_queued_with_an_order_keeping_the_earlier_expiry() {
+        let setup = Setup::new();
+        let sent = packet(&setup.dir.path().join("src"), "lab", 1, &SENDER_SECRET);
+        let name = name_of(&sent);
+        let expires = at("2026-11-25T00:00:00Z");
+        let receipt = setup.send(&sent, &name, Some(expires)).unwrap();
+        assert_eq!(receipt.forwarded, ["lab"]);
+        assert_eq!(
+            setup.stored(),
+            [format!("outgoing/{name}"), format!("outgoing/{name}.order")]
+        );
+        let outgoing = DirStore::new(setup.dir.path().join("bays/outgoing"));
+        let order = ShippingOrder::load(&outgoing, &name).unwrap();
+        assert_eq!(order.destinations, ["lab"]);
+        assert_eq!(
+            order.expires, expires,
+            "the sender's earlier expiry is kept"
+        );
+        order.verify_packet(&outgoing).unwrap();
+        // A later expiry than the class's own is not taken.
+        let later = packet(&setup.dir.path().join("src2"), "lab", 2, &SENDER_SECRET);
+        setup
+            .send(&later, &name_of(&later), Some(at("2030-01-01T00:00:00Z")))
+            .unwrap();
+        let order = ShippingOrder::load(&outgoing, &name_of(&later)).unwrap();
+        assert_eq!(order.expires, at("2026-12-05T10:00:00Z"));
+    }
+
+    #[test]
+    fn refusals_store_nothing() {
+        let setup = Setup::new();
+        let src = setup.dir.path().join("src");
+        let stranger = packet(&src.join("x"), "ship", 1, &STRANGER_SECRET);
+        let refused = setup
+            .send(&stranger, &name_of(&stranger), None)
+            .unwrap_err();
+        assert_eq!(refused.status, 403, "{refused}");
+
+        let good = packet(&src.join("y"), "ship", 2, &SENDER_SECRET);
+        let mut damaged = std::fs::read(&good).unwrap();
+        let last = damaged.len() - 30;
+        damaged[last] ^= 1;
+        let refused = setup
+            .receiver()
+            .receive(
+                &name_of(&good),
+                None,
+                &mut &damaged[..],
+                None,
+                None,
+                Utc::now(),
+            )
+            .unwrap_err();
+        assert_eq!(refused.status, 400, "{refused}");
+
+        let unroutable = packet(&src.join("z"), "nowhere", 3, &SENDER_SECRET);
+        let refused = setup
+            .send(&unroutable, &name_of(&unroutable), None)
+            .unwrap_err();
+        assert_eq!(refused.status, 422, "{refused}");
+
+        let refused = setup.send(&good, "../escape.zip", None).unwrap_err();
+        assert_eq!(refused.status, 400, "{refused}");
+        let refused = setup.send(&good, "notes.txt", None).unwrap_err();
+        assert_eq!(refused.status, 400, "{refused}");
+
+        // Cut short: fewer bytes than declared.
+        let bytes = std::fs::read(&good).unwrap();
+        let refused = setup
+            .receiver()
+            .receive(
+                &name_of(&good),
+                Some(bytes.len() as u64 + 10),
+                &mut &bytes[..],
+                None,
+                None,
+                Utc::now(),
+            )
+            .unwrap_err();
+        assert_eq!(refused.status, 400, "{refused}");
+        assert_eq!(setup.stored(), Vec::<String>::new());
+        let incoming = setup.dir.path().join("bays/incoming");
+        assert_eq!(
+            std::fs::read_dir(incoming).unwrap().count(),
+            0,
+            "no temporary file left"
+        );
+    }
+
+    #[test]
+    fn size_and_space_limits_are_checked_before_the_body_is_read() {
+        struct Untouchable;
+        impl Read for Untouchable {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                panic!("the body must not be read");
+            }
+        }
+        let mut setup = Setup::new();
+        setup.config.max_packet_size = Some(1000);
+        let refused = setup
+            .receiver()
+            .receive(
+                "sync_a.zip",
+                Some(1001),
+                &mut Untouchable,
+                None,
+                None,
+                Utc::now(),
+            )
+            .unwrap_err();
+        assert_eq!(refused.status, 413, "{refused}");
+        setup.config.max_packet_size = None;
+        setup.config.min_free_space = Some(u64::MAX / 2);
+        std::fs::create_dir_all(setup.dir.path().join("bays")).unwrap();
+        let refused = setup
+            .receiver()
+            .receive(
+                "sync_a.zip",
+                Some(10),
+                &mut Untouchable,
+                None,
+                None,
+                Utc::now(),
+            )
+            .unwrap_err();
+        assert_eq!(refused.status, 507, "{refused}");
+        assert!(refused.reason.contains("min_free_space"), "{refused}");
+    }
+
+    #[test]
+    fn an_upload_without_a_length_is_cut_off_at_the_limit() {
+        let mut setup = Setup::new();
+        setup.config.max_packet_size = Some(64 * 1024);
+        let endless = std::io::repeat(0).take(1 << 20);
+        let refused = setup
+            .receiver()
+            .receive("sync_a.zip", None, &mut { endless }, None, None, Utc::now())
+            .unwrap_err();
+        assert_eq!(refused.status, 413, "{refused}");
+        assert_eq!(setup.stored(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_different_packet_under_a_name_already_here_is_a_conflict() {
+        let setup = Setup::new();
+        let first = packet(&setup.dir.path().join("a"), "ship", 1, &SENDER_SECRET);
+        let second = packet(&setup.dir.path().join("b"), "ship", 2, &SENDER_SECRET);
+        let name = name_of(&first);
+        setup.send(&first, &name, None).unwrap();
+        let refused = setup.send(&second, &name, None).unwrap_err();
+        assert_eq!(refused.status, 409, "{refused}");
+        assert_eq!(
+            std::fs::read(setup.dir.path().join("bays/incoming").join(&name)).unwrap(),
+            std::fs::read(&first).unwrap(),
+            "the first is kept"
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! Real, signed packets and throw-away configurations for this crate's
+//! unit tests.
+
+use std::path::{Path, PathBuf};
+
+use packet_format::ops::Id;
+use packet_format::{Named, PacketKind, PacketMeta, PacketWriter, Target};
+
+use crate::config::{ShippingConfig, StorageClass};
+use crate::DEFAULT_STORAGE_CLASS;
+
+pub const SENDER_SECRET: [u8; 32] = [7; 32];
+pub const STRANGER_SECRET: [u8; 32] = [9; 32];
+
+pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
+    ed25519_dalek::SigningKey::from_bytes(secret)
+        .verifying_key()
+        .to_bytes()
+}
+
+/// Writes an empty update packet from "boston" to `target`, signed with
+/// `secret`, into `dir`; returns its path.
+pub fn packet(dir: &Path, target: &str, seq: u64, secret: &[u8; 32]) -> PathBuf {
+    let meta = PacketMeta {
+        kind: PacketKind::Update,
+        family: Named {
+            id: Id([1; 16]),
+            name: "fam".into(),
+        },
+        sender: Named {
+            id: Id([2; 16]),
+            name: "boston".into(),
+        },
+        targets: vec![Target {
+            id: Id([3; 16]),
+            name: target.into(),
+            seq,
+        }],
+        packet_id: Id([seq as u8; 16]),
+        created_ns: 1_790_000_000_000_000_000 + seq as i64,
+        comment: String::new(),
+        epoch_ranges: Default::default(),
+        epoch_row: Default::default(),
+        creation: None,
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    let writer = PacketWriter::create(dir, 1 << 20, secret, meta).unwrap();
+    writer.finish().unwrap().remove(0).path
+}
+
+/// A configuration whose default class lives under `root`.
+pub fn config(root: &Path) -> ShippingConfig {
+    let mut config = ShippingConfig::default();
+    config.classes.insert(
+        DEFAULT_STORAGE_CLASS.to_string(),
+        StorageClass::under(&root.join("bays")),
+    );
+    config
+}
+
+/// Every file under `dir` but lock files, relative, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.file_name().unwrap() != crate::poll::LOCK_FILE {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
