@@ -35,6 +35,12 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         let _ = writeln!(out, "replica \"{}\"{local}", member.name);
         let _ = writeln!(out, "  replica id:        {}", member.replica);
         let _ = writeln!(out, "  key fingerprint:   {fingerprint}");
+        // The key itself, for a relay host's shipping.toml `trusted_keys`.
+        let _ = writeln!(
+            out,
+            "  public key:        {}",
+            hex::encode(member.public_key)
+        );
         if member.replica != me {
             for (label, direction) in [
                 ("last sent:        ", "sent"),

@@ -625,10 +625,19 @@ fn a_hub_killed_mid_way_and_restarted_loses_nothing() {
         "",
     );
     let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
+    // A hub holds no replica: it trusts the sender's key, as lsreplica
+    // -long prints it.
+    let members = run(&fam.root("boston"), "lsreplica", ["-long"]).ok().stdout;
+    let boston_key = members
+        .split("replica \"boston\"")
+        .nth(1)
+        .and_then(|rest| rest.split("public key:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("lsreplica -long prints the public key");
     let hub_conf = shipping_conf(
         dir,
         "hub",
-        &format!("trusted_replicas = [\"{}\"]", fam.root("boston").display()),
+        &format!("trusted_keys = [\"{boston_key}\"]"),
         &format!("[destinations.ship]\nurl = \"{}\"\n", receiver.url()),
     );
     // Receiving only: the packet stays at the hub until it is killed.
