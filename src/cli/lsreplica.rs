@@ -9,8 +9,10 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "lsreplica", version, after_help = super::EXIT_STATUS_HELP)]
 pub struct Args {
-    /// Also show what this replica knows of each member: the last packet sent
-    /// to it and received from it, and its epoch row.
+    /// Also show each member's public key (64 hex digits, what a relay
+    /// host's shipping.toml lists in trusted_keys) and what this replica
+    /// knows of it: the last packet sent to it and received from it, and
+    /// its epoch row.
     #[arg(long)]
     pub long: bool,
 
