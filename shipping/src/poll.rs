@@ -659,4 +659,34 @@ mod tests {
         let report = shipper.process_paths(&[dir.join(&name)], at(NOW)).unwrap();
         assert_eq!(report.completed, 1);
     }
+
+    #[test]
+    fn a_directory_hop_into_another_hosts_outgoing_bay_is_delivered_there() {
+        let sender = Setup::new();
+        let receiver = Setup::new();
+        let receiver_outgoing = receiver.outgoing();
+        let mut sender_config = sender.config.clone();
+        sender_config.destinations.insert(
+            "share".into(),
+            Hop::Dir(receiver_outgoing.dir().to_path_buf()),
+        );
+        sender_config
+            .routes
+            .insert("share".into(), vec!["here2".into()]);
+        let sending = Setup {
+            dir: sender.dir,
+            config: sender_config,
+            lines: Mutex::new(Vec::new()),
+        };
+        let name = sending.queue(1, &["here2"]);
+        assert_eq!(sending.poll(NOW).completed, 1);
+
+        // At the other host, "here2" is local: its pass moves the packet
+        // to the incoming bay, where -import -receive finds it.
+        let mut receiving = receiver;
+        receiving.config.local_replicas = vec!["here2".into()];
+        let report = receiving.poll(NOW);
+        assert_eq!(report.completed, 1, "{report:?}");
+        assert_eq!(receiving.files(), [format!("bays/incoming/{name}")]);
+    }
 }

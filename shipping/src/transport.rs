@@ -1,6 +1,7 @@
 //! Transports that hand a packet and its shipping order to the next hop.
 //! The directory transport copies both into a directory: a USB stick, a
-//! shared folder, another host's incoming bay.
+//! shared folder, another host's outgoing bay (whose shipping server then
+//! delivers or forwards the packet by its order).
 
 use std::io::{self, Read};
 use std::path::Path;
