@@ -450,12 +450,6 @@ mod tests {
     use super::*;
     use crate::test_packets::*;
 
-    fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
-    }
-
     const NOW: &str = "2026-11-21T10:00:00Z";
 
     struct Setup {

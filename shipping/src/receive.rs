@@ -398,12 +398,6 @@ mod tests {
     use crate::config::Hop;
     use crate::test_packets::*;
 
-    fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
-    }
-
     struct Setup {
         dir: tempfile::TempDir,
         config: ShippingConfig,

@@ -12,6 +12,13 @@ use crate::DEFAULT_STORAGE_CLASS;
 pub const SENDER_SECRET: [u8; 32] = [7; 32];
 pub const STRANGER_SECRET: [u8; 32] = [9; 32];
 
+/// A time written in RFC 3339.
+pub fn at(text: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
 pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
     ed25519_dalek::SigningKey::from_bytes(secret)
         .verifying_key()

@@ -11,10 +11,10 @@ fn main() {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let shipping = Shipping::load(args.shipconf.as_deref())?;
+    let shipping = Shipping::load(args.bays.shipconf.as_deref())?;
     let class = shipping.class_name(args.sclass.as_deref())?;
     let now = chrono::Utc::now();
-    let expires = match &args.pexpire {
+    let expires = match &args.bays.pexpire {
         Some(text) => Some(ship::parse_expiry(text, now)?),
         None => None,
     };

@@ -14,7 +14,7 @@ fn main() {
 
 fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
     let shipping_by_bay = args.ship || args.fship;
-    if !shipping_by_bay && (args.sclass.is_some() || args.pexpire.is_some()) {
+    if !shipping_by_bay && (args.sclass.is_some() || args.bays.pexpire.is_some()) {
         anyhow::bail!("-sclass and -pexpire apply to -ship and -fship only, not to -out");
     }
     if args.targets.is_empty() {
@@ -24,9 +24,9 @@ fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
     export::check_max_size(max_size)?;
     // Everything about shipping is checked before anything is recorded.
     let shipping = if shipping_by_bay {
-        let shipping = ship::Shipping::load(args.shipconf.as_deref())?;
+        let shipping = ship::Shipping::load(args.bays.shipconf.as_deref())?;
         let class = shipping.class_name(args.sclass.as_deref())?;
-        let expires = match &args.pexpire {
+        let expires = match &args.bays.pexpire {
             Some(text) => Some(ship::parse_expiry(text, chrono::Utc::now())?),
             None => None,
         };
@@ -131,11 +131,11 @@ fn import(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
     if !args.receive && args.sclass.is_some() {
         anyhow::bail!("-sclass applies to -import -receive only");
     }
-    if args.pexpire.is_some() {
+    if args.bays.pexpire.is_some() {
         anyhow::bail!("-pexpire applies to -export -ship and -fship only");
     }
     let sources: Vec<std::path::PathBuf> = if args.receive {
-        let shipping = ship::Shipping::load(args.shipconf.as_deref())?;
+        let shipping = ship::Shipping::load(args.bays.shipconf.as_deref())?;
         let classes = shipping.classes(args.sclass.as_deref())?;
         let files = shipping.incoming_packets(&classes)?;
         if files.is_empty() {

@@ -30,21 +30,12 @@ pub struct Args {
     #[arg(long)]
     pub copy: bool,
 
+    #[command(flatten)]
+    pub bays: super::BayOptions,
+
     /// Storage class whose outgoing bay takes the packets (default: "default").
     #[arg(long, value_name = "CLASS")]
     pub sclass: Option<String>,
-
-    /// When the packets expire if undelivered: days (7 or 7d), hours
-    /// (12h), seconds (90s), a date (2026-12-01) or an RFC 3339 time (default: the
-    /// class's expiry_days, 14).
-    #[arg(long, value_name = "WHEN")]
-    pub pexpire: Option<String>,
-
-    /// The shipping configuration to use, instead of looking in
-    /// $SYNCREPLICA_SHIPPING_CONF, the user's config directory and
-    /// /etc/syncreplica/shipping.toml.
-    #[arg(long, value_name = "FILE")]
-    pub shipconf: Option<PathBuf>,
 
     /// Replicas to deliver to (default: the packet's targets).
     #[arg(value_name = "DESTINATION")]

@@ -14,7 +14,24 @@ pub mod syncreplica;
 
 use std::io::Write;
 
-use clap::{Command, CommandFactory, FromArgMatches};
+use clap::{Command, CommandFactory};
+
+/// Options of the commands that put packets into storage bays
+/// (`syncreplica -export -ship`/`-fship`, `-import -receive`, `mkorder`).
+#[derive(Debug, clap::Args)]
+pub struct BayOptions {
+    /// When packets put into a storage bay expire if undelivered: days
+    /// (7 or 7d), hours (12h), seconds (90s), a date (2026-12-01) or an
+    /// RFC 3339 time (default: the storage class's expiry_days, 14).
+    #[arg(long, value_name = "WHEN")]
+    pub pexpire: Option<String>,
+
+    /// The shipping configuration to use, instead of looking in
+    /// $SYNCREPLICA_SHIPPING_CONF, the user's config directory and
+    /// /etc/syncreplica/shipping.toml.
+    #[arg(long, value_name = "FILE")]
+    pub shipconf: Option<std::path::PathBuf>,
+}
 
 /// Success.
 pub const EXIT_SUCCESS: i32 = 0;
@@ -48,28 +65,9 @@ pub fn parse_size(value: &str) -> crate::Result<u64> {
 }
 
 /// Parses the process arguments into `T`, accepting single-dash long
-/// options. Prints clap's message as `COMMAND: error: …` and exits 2 on a
-/// bad command line.
-pub fn parse_args<T: CommandFactory + FromArgMatches>() -> T {
-    let command = T::command();
-    let name = command.get_name().to_string();
-    let args = normalize_args(&command, std::env::args_os().collect());
-    let parsed = command
-        .try_get_matches_from(args)
-        .and_then(|mut matches| T::from_arg_matches_mut(&mut matches));
-    match parsed {
-        Ok(args) => args,
-        Err(err) if !err.use_stderr() => {
-            let _ = err.print();
-            std::process::exit(EXIT_SUCCESS);
-        }
-        Err(err) => {
-            let rendered = err.render().to_string();
-            let _ = write!(std::io::stderr(), "{name}: {rendered}");
-            std::process::exit(EXIT_USAGE);
-        }
-    }
-}
+/// options; a bad command line prints `COMMAND: error: …` and exits 2
+/// ([`EXIT_USAGE`]). Shared with `shipping_server`.
+pub use shipping::cli::parse_args;
 
 /// Runs a command's body and turns its error into `COMMAND: error: …`,
 /// an optional `hint:` line and the documented exit code.

@@ -84,22 +84,13 @@ pub struct Args {
     #[arg(long)]
     pub fship: bool,
 
+    #[command(flatten)]
+    pub bays: super::BayOptions,
+
     /// Storage class for -ship, -fship (default: "default") and -receive
     /// (default: every class).
     #[arg(long, value_name = "CLASS")]
     pub sclass: Option<String>,
-
-    /// With -ship or -fship: when the packets expire if undelivered, as
-    /// days (7 or 7d), hours (12h), seconds (90s), a date (2026-12-01) or an RFC 3339 time
-    /// (default: the storage class's expiry_days, 14).
-    #[arg(long, value_name = "WHEN")]
-    pub pexpire: Option<String>,
-
-    /// The shipping configuration to use, instead of looking in
-    /// $SYNCREPLICA_SHIPPING_CONF, the user's config directory and
-    /// /etc/syncreplica/shipping.toml.
-    #[arg(long, value_name = "FILE")]
-    pub shipconf: Option<PathBuf>,
 
     /// Largest size of one packet file, overhead included, with an optional
     /// k, m or g suffix (at least 64k). Larger exports are split into parts,

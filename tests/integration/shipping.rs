@@ -103,6 +103,40 @@ fn shipping_conf(dir: &Path, name: &str, top: &str, tables: &str) -> PathBuf {
     path
 }
 
+/// The receiving host of the tests: replica "ship" is local, and packets
+/// signed by its family's members are trusted.
+fn receiver_conf(fam: &Family) -> PathBuf {
+    shipping_conf(
+        fam.dir.path(),
+        "receiver",
+        &format!(
+            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
+            fam.root("ship").display()
+        ),
+        "",
+    )
+}
+
+/// A sending host that reaches "ship" directly at `url`.
+fn sender_conf(dir: &Path, url: &str) -> PathBuf {
+    shipping_conf(
+        dir,
+        "sender",
+        "",
+        &format!("[destinations.ship]\nurl = \"{url}\"\n"),
+    )
+}
+
+/// `syncreplica -import -receive` at replica "ship".
+fn receive_at_ship(fam: &Family, receiver_conf: &Path) -> Run {
+    run(
+        &fam.root("ship"),
+        "syncreplica",
+        ["-import", "-receive", "-shipconf", arg(receiver_conf)],
+    )
+    .ok()
+}
+
 fn bay(conf: &Path, which: &str) -> PathBuf {
     let name = conf.file_stem().unwrap().to_str().unwrap();
     let root = conf.parent().unwrap().join(format!("{name}-bay"));
@@ -218,15 +252,7 @@ fn sender_hub_receiver_over_http_with_a_directory_leg() {
     let dir = fam.dir.path();
     let usb = fam.packet_dir("usb");
 
-    let receiver_conf = shipping_conf(
-        dir,
-        "receiver",
-        &format!(
-            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
-            fam.root("ship").display()
-        ),
-        "",
-    );
+    let receiver_conf = receiver_conf(&fam);
     let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
     let hub_conf = shipping_conf(
         dir,
@@ -287,12 +313,7 @@ fn sender_hub_receiver_over_http_with_a_directory_leg() {
         .to_string_lossy()
         .ends_with(".zip.order")));
 
-    let ship = run(
-        &fam.root("ship"),
-        "syncreplica",
-        ["-import", "-receive", "-shipconf", arg(&receiver_conf)],
-    )
-    .ok();
+    let ship = receive_at_ship(&fam, &receiver_conf);
     assert!(ship.stdout.contains("1 packet applied"), "{}", ship.stdout);
     let lab = run(
         &fam.root("lab"),
@@ -326,12 +347,7 @@ fn a_receiver_down_at_the_first_poll_gets_the_packet_at_a_later_one() {
     let fam = family(&["boston", "ship"], &[("f", "0")]);
     let dir = fam.dir.path();
     let port = free_port();
-    let sender_conf = shipping_conf(
-        dir,
-        "sender",
-        "",
-        &format!("[destinations.ship]\nurl = \"http://127.0.0.1:{port}\"\n"),
-    );
+    let sender_conf = sender_conf(dir, &format!("http://127.0.0.1:{port}"));
     write(&fam.root("boston"), "f", "1");
     run(
         &fam.root("boston"),
@@ -351,15 +367,7 @@ fn a_receiver_down_at_the_first_poll_gets_the_packet_at_a_later_one() {
         listing.stdout
     );
 
-    let receiver_conf = shipping_conf(
-        dir,
-        "receiver",
-        &format!(
-            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
-            fam.root("ship").display()
-        ),
-        "",
-    );
+    let receiver_conf = receiver_conf(&fam);
     let receiver = Server::start(&receiver_conf, &format!("127.0.0.1:{port}"), &[]);
     // Before the backoff has passed, the order waits.
     let early = shipping_server(&sender_conf, &["-poll"]).ok();
@@ -367,12 +375,7 @@ fn a_receiver_down_at_the_first_poll_gets_the_packet_at_a_later_one() {
     make_retries_due(&bay(&sender_conf, "outgoing"));
     let later = shipping_server(&sender_conf, &["-poll"]).ok();
     assert!(later.stdout.contains("1 delivered"), "{}", later.stdout);
-    run(
-        &fam.root("ship"),
-        "syncreplica",
-        ["-import", "-receive", "-shipconf", arg(&receiver_conf)],
-    )
-    .ok();
+    receive_at_ship(&fam, &receiver_conf);
     assert_eq!(
         tree_listing(&fam.root("ship")),
         tree_listing(&fam.root("boston"))
@@ -534,15 +537,7 @@ fn untrusted_tampered_and_oversized_uploads_are_refused_with_nothing_stored() {
 fn two_senders_shipping_at_the_same_time_both_arrive() {
     let fam = family(&["ship", "boston", "lab"], &[("f", "0")]);
     let dir = fam.dir.path();
-    let receiver_conf = shipping_conf(
-        dir,
-        "receiver",
-        &format!(
-            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
-            fam.root("ship").display()
-        ),
-        "",
-    );
+    let receiver_conf = receiver_conf(&fam);
     let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
     let mut senders = Vec::new();
     for (name, payload) in [("boston", "b"), ("lab", "l")] {
@@ -589,12 +584,7 @@ fn two_senders_shipping_at_the_same_time_both_arrive() {
             String::from_utf8_lossy(&output.stdout)
         );
     }
-    let out = run(
-        &fam.root("ship"),
-        "syncreplica",
-        ["-import", "-receive", "-shipconf", arg(&receiver_conf)],
-    )
-    .ok();
+    let out = receive_at_ship(&fam, &receiver_conf);
     assert!(out.stdout.contains("2 packets applied"), "{}", out.stdout);
     assert_eq!(
         std::fs::read(fam.root("ship").join("boston.bin"))
@@ -615,15 +605,7 @@ fn two_senders_shipping_at_the_same_time_both_arrive() {
 fn a_hub_killed_mid_way_and_restarted_loses_nothing() {
     let fam = family(&["boston", "ship"], &[("f", "0")]);
     let dir = fam.dir.path();
-    let receiver_conf = shipping_conf(
-        dir,
-        "receiver",
-        &format!(
-            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
-            fam.root("ship").display()
-        ),
-        "",
-    );
+    let receiver_conf = receiver_conf(&fam);
     let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
     // A hub holds no replica: it trusts the sender's key, as lsreplica
     // -long prints it.
@@ -643,12 +625,7 @@ fn a_hub_killed_mid_way_and_restarted_loses_nothing() {
     // Receiving only: the packet stays at the hub until it is killed.
     let hub = Server::start(&hub_conf, "127.0.0.1:0", &[]);
     let hub_addr = hub.addr.clone();
-    let sender_conf = shipping_conf(
-        dir,
-        "sender",
-        "",
-        &format!("[destinations.ship]\nurl = \"http://{hub_addr}\"\n"),
-    );
+    let sender_conf = sender_conf(dir, &format!("http://{hub_addr}"));
     write(&fam.root("boston"), "f", "1");
     run(
         &fam.root("boston"),
@@ -728,12 +705,7 @@ fn a_hub_killed_mid_way_and_restarted_loses_nothing() {
     };
     assert_eq!(status, 201, "{text}");
     shipping_server(&hub_conf, &["-poll"]).ok();
-    let out = run(
-        &fam.root("ship"),
-        "syncreplica",
-        ["-import", "-receive", "-shipconf", arg(&receiver_conf)],
-    )
-    .ok();
+    let out = receive_at_ship(&fam, &receiver_conf);
     assert!(out.stdout.contains("2 packets applied"), "{}", out.stdout);
     assert_eq!(
         tree_listing(&fam.root("ship")),
