@@ -101,8 +101,18 @@ fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
             }
         }
     }
+    // The replica is not needed for shipping: other commands need not wait
+    // for a slow link.
+    drop(lock);
     if let Some((shipping, class, expires, _)) = &shipping {
-        let orders = shipping.order_packets(class, &shipped, *expires, chrono::Utc::now())?;
+        let orders = shipping
+            .order_packets(class, &shipped, *expires, chrono::Utc::now())
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "the packets were written to {} but not queued: {err}; queue them with mkorder -data PACKET",
+                    out.display()
+                )
+            })?;
         if let Some(first) = orders.first() {
             println!(
                 "Queued {} packet file{} for shipping in storage class {class} (expires {}).",
