@@ -130,7 +130,8 @@ pub struct Args {
     pub listen: Option<String>,
 
     /// Shipping orders (PACKET.order files, or their packets) to work
-    /// through, in any directory; nothing else is touched.
+    /// through now, in any directory, whatever their retry backoff; nothing
+    /// else is touched.
     #[arg(value_name = "ORDER", conflicts_with_all = ["poll", "listen"])]
     pub orders: Vec<PathBuf>,
 }

@@ -75,6 +75,15 @@ impl PassReport {
     }
 }
 
+/// Which destinations of an order a pass attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Those that never failed and those whose backoff has passed.
+    AfterBackoff,
+    /// All of them: the administrator named the order.
+    Now,
+}
+
 /// Works through shipping orders.
 pub struct Shipper<'a> {
     pub config: &'a ShippingConfig,
@@ -125,7 +134,7 @@ impl Shipper<'_> {
                 }
             }
             for packet in &listing.ordered {
-                report.add(&self.process(&outgoing, class, packet, now));
+                report.add(&self.process(&outgoing, class, packet, now, Due::AfterBackoff));
             }
         }
         Ok(report)
@@ -144,14 +153,16 @@ impl Shipper<'_> {
         let _lock = BayLock::take(outgoing.dir())?;
         let mut report = PassReport::default();
         for packet in packets {
-            report.add(&self.process(&outgoing, class, packet, now));
+            report.add(&self.process(&outgoing, class, packet, now, Due::AfterBackoff));
         }
         Ok(report)
     }
 
     /// Works through the orders named on a command line: each path is an
     /// order file or its packet, in any directory; the order's storage
-    /// class gives the incoming and return bays.
+    /// class gives the incoming and return bays. Every remaining
+    /// destination is attempted at once, backoff or not: naming an order
+    /// is asking for it.
     pub fn process_paths(&self, paths: &[PathBuf], now: DateTime<Utc>) -> Result<PassReport> {
         let mut report = PassReport::default();
         for path in paths {
@@ -167,7 +178,7 @@ impl Shipper<'_> {
                 }
             };
             let class = self.config.class(&order.storage_class)?;
-            report.add(&self.process(&store, class, &packet, now));
+            report.add(&self.process(&store, class, &packet, now, Due::Now));
         }
         Ok(report)
     }
@@ -183,6 +194,7 @@ impl Shipper<'_> {
         class: &StorageClass,
         packet: &str,
         now: DateTime<Utc>,
+        due: Due,
     ) -> PassReport {
         let mut report = PassReport::default();
         let mut order = match ShippingOrder::load(out, packet) {
@@ -203,7 +215,10 @@ impl Shipper<'_> {
             }
             return report;
         }
-        let due: Vec<String> = order.due(now).into_iter().map(str::to_string).collect();
+        let due: Vec<String> = match due {
+            Due::AfterBackoff => order.due(now).into_iter().map(str::to_string).collect(),
+            Due::Now => order.destinations.clone(),
+        };
         if due.is_empty() {
             report.waiting += 1;
             return report;
@@ -682,5 +697,23 @@ mod tests {
         let report = receiving.poll(NOW);
         assert_eq!(report.completed, 1, "{report:?}");
         assert_eq!(receiving.files(), [format!("bays/incoming/{name}")]);
+    }
+
+    #[test]
+    fn a_named_order_is_attempted_at_once_whatever_its_backoff() {
+        let setup = Setup::new();
+        let name = setup.queue(1, &["nowhere"]);
+        assert_eq!(setup.poll(NOW).failed, 1);
+        assert_eq!(setup.poll(NOW).waiting, 1, "backoff");
+        let log = |_: &str| {};
+        let shipper = Shipper {
+            config: &setup.config,
+            log: &log,
+        };
+        let path = setup.outgoing().dir().join(&name);
+        let report = shipper.process_paths(&[path], at(NOW)).unwrap();
+        assert_eq!(report.failed, 1, "{report:?}");
+        let order = ShippingOrder::load(&setup.outgoing(), &name).unwrap();
+        assert_eq!(order.attempts["nowhere"].failures, 2);
     }
 }
