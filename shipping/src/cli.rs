@@ -19,8 +19,9 @@ use crate::order::format_time;
 use crate::poll::{PassReport, Shipper};
 use crate::DEFAULT_STORAGE_CLASS;
 
-/// HTTP worker threads: uploads received at the same time.
-pub const HTTP_WORKERS: usize = 32;
+/// Uploads received at the same time; later connections wait to be
+/// accepted. Each holds about 200 KiB of buffers.
+pub const HTTP_WORKERS: usize = 64;
 
 /// The formats of shipping orders, bays and `shipping.toml`, for the man page.
 pub const FORMATS: &str = include_str!("../FORMAT.md");
@@ -256,7 +257,13 @@ fn execute(args: &Args) -> anyhow::Result<PassReport> {
             };
             let class = args.sclass.as_deref().unwrap_or(DEFAULT_STORAGE_CLASS);
             let storage = config.class(class)?;
-            let server = HttpServer::bind(addr)?;
+            let idle = config
+                .idle_timeout
+                .unwrap_or(crate::config::DEFAULT_IDLE_TIMEOUT);
+            let server = HttpServer::bind(addr, Duration::from_secs(idle))?;
+            // The bays exist from the start, so a bad path or permission
+            // shows now rather than at the first upload.
+            crate::bay::Bays::open(storage)?;
             let abandoned = crate::receive::remove_abandoned_uploads(storage)
                 .with_context(|| format!("cleaning {}", storage.incoming_dir().display()))?;
             if abandoned > 0 {

@@ -19,6 +19,8 @@ pub const CONF_ENV: &str = "SYNCREPLICA_SHIPPING_CONF";
 pub const CONF_FILE_NAME: &str = "shipping.toml";
 /// System-wide configuration directory.
 pub const SYSTEM_CONF_DIR: &str = "/etc/syncreplica";
+/// Seconds a connection may stay silent, when `idle_timeout` is not set.
+pub const DEFAULT_IDLE_TIMEOUT: u64 = 300;
 /// Days an order lives before it expires, when a class does not say.
 pub const DEFAULT_EXPIRY_DAYS: u32 = 14;
 
@@ -36,6 +38,10 @@ min_free_space = "1g"
 # Refuse packets larger than this over HTTP (default 2g, the largest part
 # the packet format allows).
 max_packet_size = "200m"
+
+# Drop a connection that sends nothing for this many seconds (default 300),
+# so that peers vanishing mid-upload do not tie up the server.
+idle_timeout = 300
 
 # Program run to tell an administrator about expired and returned packets.
 notify = "/usr/local/bin/syncreplica-notify"
@@ -177,6 +183,8 @@ pub struct ShippingConfig {
     pub min_free_space: Option<u64>,
     /// Largest packet received over HTTP.
     pub max_packet_size: Option<u64>,
+    /// Seconds a connection may stay silent before the server drops it.
+    pub idle_timeout: Option<u64>,
     /// Command run to notify an administrator.
     pub notify: Option<String>,
     pub listen: Option<SocketAddr>,
@@ -514,6 +522,8 @@ struct RawConfig {
     min_free_space: Option<u64>,
     #[serde(default, deserialize_with = "de_size")]
     max_packet_size: Option<u64>,
+    #[serde(default, deserialize_with = "de_idle_timeout")]
+    idle_timeout: Option<u64>,
     #[serde(default, deserialize_with = "de_notify")]
     notify: Option<String>,
     #[serde(default, deserialize_with = "de_listen")]
@@ -573,6 +583,7 @@ impl RawConfig {
             trusted_replicas: self.trusted_replicas.into_iter().map(|p| p.0).collect(),
             min_free_space: self.min_free_space,
             max_packet_size: self.max_packet_size,
+            idle_timeout: self.idle_timeout,
             notify: self.notify,
             listen: self.listen,
         }
@@ -690,6 +701,16 @@ impl<'de> Deserialize<'de> for RawDestination {
 
 fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     checked_string(d, |text| parse_size(text).map(Some))
+}
+
+fn de_idle_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let seconds = u64::deserialize(d)?;
+    if seconds == 0 || seconds > 86_400 {
+        return Err(serde::de::Error::custom(format!(
+            "idle_timeout {seconds} is out of range: give seconds from 1 to 86400"
+        )));
+    }
+    Ok(Some(seconds))
 }
 
 fn de_notify<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

@@ -1,6 +1,13 @@
 //! Packets over HTTP: the client side (a shipping server delivering to the
 //! next hop) and the server side (`shipping_server -listen`).
 //!
+//! The server is a small one of its own on std sockets, with `httparse`
+//! reading request heads: every connection gets read and write timeouts
+//! (a peer that vanishes mid-upload frees its worker and leaves nothing
+//! behind), a request is checked before `100 Continue` is sent, and the
+//! number of uploads at a time is bounded. tiny_http, tried first, offers
+//! no socket timeouts.
+//!
 //! The protocol is one request: `PUT /packets/<file name>` (or
 //! `PUT /<file name>`, which is what `curl -T FILE http://host:port/`
 //! sends) with the packet's bytes as the body. Optional headers:
@@ -10,10 +17,11 @@
 //! answer is `201` (stored), `200` (already here) or an error status with
 //! the reason as plain text; the sender keeps its copy unless it gets 2xx.
 
-use std::io::Read;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -81,24 +89,35 @@ pub fn upload(
     }
 }
 
+/// Longest request head (request line and headers) accepted.
+const MAX_HEAD: usize = 16 * 1024;
+
 /// A bound HTTP listener.
 pub struct HttpServer {
-    server: tiny_http::Server,
+    listener: TcpListener,
     addr: SocketAddr,
+    idle_timeout: Duration,
 }
 
 impl HttpServer {
     /// Listens on `addr` (port 0 picks a free port; see [`Self::addr`]).
-    pub fn bind(addr: SocketAddr) -> Result<HttpServer> {
-        let server = tiny_http::Server::http(addr).map_err(|err| Error::Listen {
+    /// A connection that sends or takes nothing for `idle_timeout` is
+    /// dropped, so peers that vanish mid-upload (a satellite link going
+    /// down without closing the connection) cannot tie up the workers.
+    pub fn bind(addr: SocketAddr, idle_timeout: Duration) -> Result<HttpServer> {
+        let failed = |err: io::Error| Error::Listen {
             addr: addr.to_string(),
             message: err.to_string(),
-        })?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .expect("an IP listener has an IP address");
-        Ok(HttpServer { server, addr })
+        };
+        let listener = TcpListener::bind(addr).map_err(failed)?;
+        // Non-blocking accepts let the loop notice a shutdown request.
+        listener.set_nonblocking(true).map_err(failed)?;
+        let addr = listener.local_addr().map_err(failed)?;
+        Ok(HttpServer {
+            listener,
+            addr,
+            idle_timeout,
+        })
     }
 
     /// The address actually listened on.
@@ -106,9 +125,9 @@ impl HttpServer {
         self.addr
     }
 
-    /// Answers requests on `workers` threads until `shutdown` is set; a
-    /// request being received when it is set is finished first. `log`
-    /// gets one line per request.
+    /// Answers connections, at most `workers` at a time (more wait to be
+    /// accepted), until `shutdown` is set; uploads in progress then are
+    /// finished first. `log` gets one line per request.
     pub fn serve(
         &self,
         config: &ShippingConfig,
@@ -118,130 +137,415 @@ impl HttpServer {
         log: &(dyn Fn(&str) + Sync),
     ) -> Result<()> {
         let class = config.class(class_name)?.clone();
+        let active = AtomicUsize::new(0);
         std::thread::scope(|scope| {
-            for _ in 0..workers.max(1) {
-                scope.spawn(|| {
-                    while !shutdown.load(Ordering::SeqCst) {
-                        match self.server.recv_timeout(Duration::from_millis(200)) {
-                            Ok(Some(request)) => {
-                                handle(request, config, class_name, &class, log);
-                            }
-                            Ok(None) => {}
-                            Err(err) => {
-                                log(&format!("error: accepting a connection: {err}"));
-                                std::thread::sleep(Duration::from_millis(200));
-                            }
-                        }
+            while !shutdown.load(Ordering::SeqCst) {
+                // At capacity, later connections wait in the kernel's
+                // accept queue until a worker is free.
+                if active.load(Ordering::SeqCst) >= workers.max(1) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                let (stream, peer) = match self.listener.accept() {
+                    Ok(accepted) => accepted,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
                     }
+                    Err(err) => {
+                        log(&format!("error: accepting a connection: {err}"));
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    }
+                };
+                if let Err(err) = self.prepare(&stream) {
+                    log(&format!("error: {peer}: {err}"));
+                    continue;
+                }
+                active.fetch_add(1, Ordering::SeqCst);
+                let (class, active) = (&class, &active);
+                scope.spawn(move || {
+                    let mut connection = Connection::new(stream, peer);
+                    connection.handle(config, class_name, class, log);
+                    active.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
         Ok(())
     }
-}
 
-fn handle(
-    mut request: tiny_http::Request,
-    config: &ShippingConfig,
-    class_name: &str,
-    class: &crate::config::StorageClass,
-    log: &(dyn Fn(&str) + Sync),
-) {
-    let peer = request
-        .remote_addr()
-        .map_or_else(|| "unknown peer".to_string(), ToString::to_string);
-    let method = request.method().clone();
-    let path = request
-        .url()
-        .split('?')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let answer = match method {
-        tiny_http::Method::Put => receive(&mut request, &path, config, class_name, class),
-        tiny_http::Method::Get | tiny_http::Method::Head if path == "/" => Ok((
-            200,
-            "syncreplica shipping_server: PUT /packets/NAME to ship a packet".into(),
-        )),
-        _ => Err(Rejection {
-            status: 405,
-            reason: format!("{method} {path}: only PUT /packets/NAME is served"),
-        }),
-    };
-    let (status, text) = match answer {
-        Ok(ok) => ok,
-        Err(rejection) => (rejection.status, rejection.reason),
-    };
-    let verdict = if (200..300).contains(&status) {
-        "accepted"
-    } else {
-        "refused"
-    };
-    log(&format!(
-        "{verdict} {method} {path} from {peer}: {status} {text}"
-    ));
-    let response = tiny_http::Response::from_string(format!("{text}\n"))
-        .with_status_code(status)
-        .with_header(
-            tiny_http::Header::from_bytes("Content-Type", "text/plain; charset=utf-8")
-                .expect("a valid header"),
-        );
-    if let Err(err) = request.respond(response) {
-        log(&format!("error: answering {peer}: {err}"));
+    fn prepare(&self, stream: &TcpStream) -> io::Result<()> {
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(self.idle_timeout))?;
+        stream.set_write_timeout(Some(self.idle_timeout))?;
+        stream.set_nodelay(true)
     }
 }
 
-fn receive(
-    request: &mut tiny_http::Request,
-    path: &str,
-    config: &ShippingConfig,
-    class_name: &str,
-    class: &crate::config::StorageClass,
-) -> Result<(u16, String), Rejection> {
-    let name = path
-        .strip_prefix("/packets/")
-        .or_else(|| path.strip_prefix('/'))
-        .unwrap_or(path);
-    let header = |wanted: &'static str| {
-        request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv(wanted))
-            .map(|h| h.value.as_str().trim().to_string())
-    };
-    let expires = match header(EXPIRES_HEADER) {
-        None => None,
-        Some(text) => Some(
-            DateTime::parse_from_rfc3339(&text)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| Rejection {
+/// One client connection: one request, one answer, then closed.
+struct Connection {
+    reader: BufReader<TcpStream>,
+    peer: SocketAddr,
+}
+
+/// A parsed request head.
+struct Head {
+    method: String,
+    path: String,
+    /// Header names in lower case.
+    headers: HashMap<String, String>,
+}
+
+impl Connection {
+    fn new(stream: TcpStream, peer: SocketAddr) -> Connection {
+        Connection {
+            reader: BufReader::with_capacity(64 * 1024, stream),
+            peer,
+        }
+    }
+
+    fn handle(
+        &mut self,
+        config: &ShippingConfig,
+        class_name: &str,
+        class: &crate::config::StorageClass,
+        log: &(dyn Fn(&str) + Sync),
+    ) {
+        let head = match self.read_head() {
+            Ok(Some(head)) => head,
+            Ok(None) => return, // closed before sending anything
+            Err(rejection) => {
+                log(&format!("refused request from {}: {rejection}", self.peer));
+                self.answer(rejection.status, &rejection.reason);
+                return;
+            }
+        };
+        let answer = match head.method.as_str() {
+            "PUT" => self.receive(&head, config, class_name, class),
+            "GET" | "HEAD" if head.path == "/" => Ok((
+                200,
+                "syncreplica shipping_server: PUT /packets/NAME to ship a packet".to_string(),
+            )),
+            _ => Err(Rejection {
+                status: 405,
+                reason: format!(
+                    "{} {}: only PUT /packets/NAME is served",
+                    head.method, head.path
+                ),
+            }),
+        };
+        let (status, text) = match answer {
+            Ok(ok) => ok,
+            Err(rejection) => (rejection.status, rejection.reason),
+        };
+        let verdict = if (200..300).contains(&status) {
+            "accepted"
+        } else {
+            "refused"
+        };
+        log(&format!(
+            "{verdict} {} {} from {}: {status} {text}",
+            head.method, head.path, self.peer
+        ));
+        self.answer(status, &text);
+    }
+
+    /// Reads and parses the request head; `None` when the peer closed the
+    /// connection without sending one.
+    fn read_head(&mut self) -> Result<Option<Head>, Rejection> {
+        let broken = |err: io::Error| Rejection {
+            status: 400,
+            reason: format!("request head not received: {err}"),
+        };
+        let mut buffer: Vec<u8> = Vec::new();
+        loop {
+            let available = self.reader.fill_buf().map_err(broken)?;
+            if available.is_empty() {
+                if buffer.is_empty() {
+                    return Ok(None);
+                }
+                return Err(broken(io::ErrorKind::UnexpectedEof.into()));
+            }
+            // Take bytes up to the end of the head only; the rest is body.
+            let mut taken = 0;
+            for &byte in available {
+                buffer.push(byte);
+                taken += 1;
+                if buffer.ends_with(b"\r\n\r\n") {
+                    break;
+                }
+            }
+            self.reader.consume(taken);
+            if buffer.ends_with(b"\r\n\r\n") {
+                break;
+            }
+            if buffer.len() > MAX_HEAD {
+                return Err(Rejection {
+                    status: 431,
+                    reason: format!("request head larger than {MAX_HEAD} bytes"),
+                });
+            }
+        }
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut request = httparse::Request::new(&mut slots);
+        match request.parse(&buffer) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) | Err(_) => {
+                return Err(Rejection {
                     status: 400,
-                    reason: format!("{EXPIRES_HEADER}: bad time {text:?}: {e}"),
-                })?,
-        ),
-    };
-    let destinations: Option<Vec<String>> = header(DESTINATIONS_HEADER)
-        .filter(|text| !text.is_empty())
-        .map(|text| text.split(',').map(|d| d.trim().to_string()).collect());
-    let trusted_keys = crate::trust::trusted_keys(config).map_err(|err| Rejection {
-        status: 500,
-        reason: err.to_string(),
-    })?;
-    let receiver = Receiver {
-        config,
-        class_name: class_name.to_string(),
-        class: class.clone(),
-        trusted_keys,
-    };
-    let declared = request.body_length().map(|n| n as u64);
-    let receipt = receiver.receive(
-        name,
-        declared,
-        request.as_reader() as &mut dyn Read,
-        expires,
-        destinations.as_deref(),
-        Utc::now(),
-    )?;
-    let status = if receipt.duplicate { 200 } else { 201 };
-    Ok((status, receipt.describe()))
+                    reason: "malformed HTTP request".into(),
+                })
+            }
+        }
+        let headers = request
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).trim().to_string(),
+                )
+            })
+            .collect();
+        Ok(Some(Head {
+            method: request.method.unwrap_or_default().to_string(),
+            path: request
+                .path
+                .unwrap_or_default()
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            headers,
+        }))
+    }
+
+    fn receive(
+        &mut self,
+        head: &Head,
+        config: &ShippingConfig,
+        class_name: &str,
+        class: &crate::config::StorageClass,
+    ) -> Result<(u16, String), Rejection> {
+        let path = head.path.as_str();
+        let name = path
+            .strip_prefix("/packets/")
+            .or_else(|| path.strip_prefix('/'))
+            .unwrap_or(path);
+        let header = |wanted: &str| head.headers.get(&wanted.to_ascii_lowercase()).cloned();
+        let bad = |reason: String| Rejection {
+            status: 400,
+            reason,
+        };
+        let chunked = header("transfer-encoding")
+            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+        let declared = match header("content-length") {
+            _ if chunked => None,
+            Some(text) => Some(
+                text.parse::<u64>()
+                    .map_err(|_| bad(format!("Content-Length {text:?} is not a number")))?,
+            ),
+            None => {
+                return Err(Rejection {
+                    status: 411,
+                    reason: "a PUT needs Content-Length or chunked transfer encoding".into(),
+                })
+            }
+        };
+        let expires = match header(EXPIRES_HEADER) {
+            None => None,
+            Some(text) => Some(
+                DateTime::parse_from_rfc3339(&text)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|e| bad(format!("{EXPIRES_HEADER}: bad time {text:?}: {e}")))?,
+            ),
+        };
+        let destinations: Option<Vec<String>> = header(DESTINATIONS_HEADER)
+            .filter(|text| !text.is_empty())
+            .map(|text| text.split(',').map(|d| d.trim().to_string()).collect());
+        let trusted_keys = crate::trust::trusted_keys(config).map_err(|err| Rejection {
+            status: 500,
+            reason: err.to_string(),
+        })?;
+        let receiver = Receiver {
+            config,
+            class_name: class_name.to_string(),
+            class: class.clone(),
+            trusted_keys,
+        };
+        // Refuse what can be refused before the client sends the body.
+        receiver.precheck(name, declared)?;
+        if header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) {
+            let stream = self.reader.get_mut();
+            stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .and_then(|()| stream.flush())
+                .map_err(|e| bad(format!("{name}: {e}")))?;
+        }
+        let receipt = if chunked {
+            let mut body = ChunkedBody::new(&mut self.reader);
+            receiver.receive(
+                name,
+                None,
+                &mut body,
+                expires,
+                destinations.as_deref(),
+                Utc::now(),
+            )?
+        } else {
+            let length = declared.expect("a length when not chunked");
+            let mut body = (&mut self.reader).take(length);
+            receiver.receive(
+                name,
+                declared,
+                &mut body,
+                expires,
+                destinations.as_deref(),
+                Utc::now(),
+            )?
+        };
+        let status = if receipt.duplicate { 200 } else { 201 };
+        Ok((status, receipt.describe()))
+    }
+
+    /// Sends the answer and closes the connection. A body the request
+    /// still had on the way is read off for a moment first, so the client
+    /// is not reset before it can read why it was refused.
+    fn answer(&mut self, status: u16, text: &str) {
+        let body = format!("{text}\n");
+        let response = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            reason_phrase(status),
+            body.len()
+        );
+        let stream = self.reader.get_mut();
+        if stream.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+        let _ = stream.flush();
+        let _ = stream.shutdown(Shutdown::Write);
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut sink = [0u8; 64 * 1024];
+        while Instant::now() < deadline {
+            match self.reader.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        422 => "Unprocessable Content",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        507 => "Insufficient Storage",
+        _ => "Status",
+    }
+}
+
+/// A chunked request body (RFC 9112 §7.1), decoded as it is read; chunk
+/// extensions and trailers are skipped.
+struct ChunkedBody<'a, R> {
+    inner: &'a mut R,
+    /// Bytes left in the current chunk.
+    left: u64,
+    done: bool,
+}
+
+impl<'a, R: BufRead> ChunkedBody<'a, R> {
+    fn new(inner: &'a mut R) -> ChunkedBody<'a, R> {
+        ChunkedBody {
+            inner,
+            left: 0,
+            done: false,
+        }
+    }
+
+    fn line(&mut self) -> io::Result<Vec<u8>> {
+        let mut line = Vec::new();
+        (&mut *self.inner).take(4096).read_until(b'\n', &mut line)?;
+        if !line.ends_with(b"\n") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "chunked body: line too long or cut short",
+            ));
+        }
+        Ok(line)
+    }
+}
+
+impl<R: BufRead> Read for ChunkedBody<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let line = self.line()?;
+            let size = match httparse::parse_chunk_size(&line) {
+                Ok(httparse::Status::Complete((_, size))) => size,
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "chunked body: bad chunk size",
+                    ))
+                }
+            };
+            if size == 0 {
+                // Trailers, up to the empty line.
+                while self.line()? != b"\r\n" {}
+                self.done = true;
+                return Ok(0);
+            }
+            self.left = size;
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.left -= n as u64;
+        if self.left == 0 && self.line()? != b"\r\n" {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "chunked body: chunk not followed by CRLF",
+            ));
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_are_decoded_and_bad_ones_refused() {
+        let mut wire: &[u8] = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        let mut body = String::new();
+        ChunkedBody::new(&mut wire)
+            .read_to_string(&mut body)
+            .unwrap();
+        assert_eq!(body, "hello, world");
+        for bad in [&b"zz\r\nhello\r\n"[..], b"5\r\nhelloXX", b"5\r\nhel"] {
+            let mut wire = bad;
+            let mut out = Vec::new();
+            assert!(
+                ChunkedBody::new(&mut wire).read_to_end(&mut out).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
 }

@@ -256,8 +256,10 @@ impl Receiver<'_> {
         file: &mut File,
     ) -> Result<(u64, String), Rejection> {
         let max = self.max_packet_size();
-        let mut out = BufWriter::with_capacity(256 * 1024, file);
-        let mut buffer = vec![0u8; 256 * 1024];
+        // 128 KiB in flight per upload keeps 64 concurrent ones within a
+        // few MiB.
+        let mut out = BufWriter::with_capacity(64 * 1024, file);
+        let mut buffer = vec![0u8; 64 * 1024];
         let mut total = 0u64;
         let mut hasher = Sha256::new();
         loop {

@@ -783,3 +783,44 @@ fn the_readme_shipping_toml_example_is_valid() {
     .unwrap_or_else(|err| panic!("README's shipping.toml: {err}"));
     assert!(config.next_hop("ship").unwrap().is_some());
 }
+
+#[test]
+fn a_peer_that_falls_silent_mid_upload_is_dropped_and_nothing_is_kept() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let conf = shipping_conf(
+        dir,
+        "receiver",
+        &format!(
+            "idle_timeout = 1\nlocal_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
+            fam.root("ship").display()
+        ),
+        "",
+    );
+    let receiver = Server::start(&conf, "127.0.0.1:0", &[]);
+    let large: String = (0..200_000u32)
+        .map(|i| format!("{:x}", i.wrapping_mul(2654435761)))
+        .collect();
+    write(&fam.root("boston"), "g", &large);
+    let out = fam.packet_dir("out");
+    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
+    let packet = &packet_files(&out)[0];
+    let bytes = std::fs::read(packet).unwrap();
+    let name = packet.file_name().unwrap().to_str().unwrap();
+    // Half the packet, then silence with the connection left open.
+    let _silent = start_put(&receiver.addr, name, &bytes, bytes.len() / 2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !receiver.log().contains("refused PUT") {
+        assert!(
+            Instant::now() < deadline,
+            "not dropped:\n{}",
+            receiver.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(receiver.log().contains("broken off"), "{}", receiver.log());
+    assert_eq!(stored_files(&bay(&conf, "incoming")), Vec::<String>::new());
+    // The server still serves others.
+    let (status, text) = put(&receiver.addr, name, &bytes);
+    assert_eq!(status, 201, "{text}");
+}
