@@ -937,6 +937,14 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_idle_timeout_names_its_line_and_key() {
+        let (line, key, shown) = config_error("listen = \"127.0.0.1:1\"\nidle_timeout = 0\n");
+        assert_eq!(line, Some(2));
+        assert_eq!(key.as_deref(), Some("idle_timeout"));
+        assert!(shown.contains("from 1 to 86400"), "{shown}");
+    }
+
+    #[test]
     fn example_parses() {
         let config = parse(EXAMPLE_SHIPPING_TOML).unwrap();
         assert_eq!(config.listen, Some("0.0.0.0:7421".parse().unwrap()));

@@ -53,8 +53,11 @@ pub fn upload(
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
-        // A stalled connection, not a slow one, is what to give up on.
-        .timeout_recv_response(Some(Duration::from_secs(600)))
+        // A stalled connection, not a slow one, is what to give up on: no
+        // limit on the whole upload, but on each write and read. The answer
+        // comes after the receiver has verified the whole packet.
+        .timeout_per_write(Some(Duration::from_secs(300)))
+        .timeout_per_read(Some(Duration::from_secs(600)))
         .build();
     let agent: ureq::Agent = config.into();
     let mismatch = AtomicBool::new(false);
