@@ -824,3 +824,67 @@ fn a_peer_that_falls_silent_mid_upload_is_dropped_and_nothing_is_kept() {
     let (status, text) = put(&receiver.addr, name, &bytes);
     assert_eq!(status, 201, "{text}");
 }
+
+#[test]
+fn mkorder_checks_every_packet_before_submitting_any() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let conf = sender_conf(dir, "http://127.0.0.1:9");
+    write(&fam.root("boston"), "f", "1");
+    let out = fam.packet_dir("out");
+    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
+    let good = packet_files(&out)[0].clone();
+    let damaged = out.join("sync_boston_19700101T000000Z_ship_9.zip");
+    std::fs::write(&damaged, b"PK\x03\x04 not really").unwrap();
+
+    let refused = run(
+        dir,
+        "mkorder",
+        [
+            "-shipconf",
+            arg(&conf),
+            "-data",
+            arg(&good),
+            "-data",
+            arg(&damaged),
+        ],
+    )
+    .fails_with(1);
+    assert!(
+        refused.stderr.contains("damaged, not submitted"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!bay(&conf, "outgoing").exists() || stored_files(&bay(&conf, "outgoing")).is_empty());
+    assert!(good.exists(), "nothing moved");
+
+    let ok = run(
+        dir,
+        "mkorder",
+        [
+            "-shipconf",
+            arg(&conf),
+            "-copy",
+            "-pexpire",
+            "2d",
+            "-data",
+            arg(&good),
+        ],
+    )
+    .ok();
+    assert!(ok.stdout.contains("for ship"), "{}", ok.stdout);
+    assert!(good.exists(), "-copy keeps the file");
+    let again = run(
+        dir,
+        "mkorder",
+        ["-shipconf", arg(&conf), "-data", arg(&good)],
+    )
+    .fails_with(1);
+    assert!(again.stderr.contains("is already in"), "{}", again.stderr);
+
+    let listing = run(dir, "lspacket", ["-shipconf", arg(&conf), "-fmt", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&listing.stdout).unwrap();
+    assert_eq!(json[0]["bay"], "outgoing");
+    assert_eq!(json[0]["storage_class"], "default");
+    assert_eq!(json[0]["order"]["destinations"][0], "ship");
+}
