@@ -19,6 +19,36 @@ use std::sync::{Arc, Mutex};
 use crate::config::StorageClass;
 use crate::error::{Error, Result};
 
+/// Lock file a pass over a bay holds for its whole length (passes exclude
+/// each other).
+pub const PASS_LOCK: &str = ".lock";
+/// Lock file held for a moment around changes that must not interleave:
+/// placing a packet with its order, merging destinations into an order,
+/// removing or moving a packet with its order.
+pub const ENTRIES_LOCK: &str = ".lock-entries";
+
+/// An exclusive advisory lock (flock) on a file in a bay directory,
+/// released when dropped.
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Waits for and takes the lock `name` (one of [`PASS_LOCK`],
+    /// [`ENTRIES_LOCK`]) in `dir`.
+    pub fn take(dir: &Path, name: &str) -> Result<DirLock> {
+        let path = dir.join(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        file.lock().map_err(|e| Error::io(&path, e))?;
+        Ok(DirLock { _file: file })
+    }
+}
+
 /// Entry names starting with this are temporary files of writes in
 /// progress; they are never listed.
 pub const TEMP_PREFIX: &str = ".tmp-";

@@ -34,6 +34,9 @@ use crate::transport::CheckingReader;
 
 pub const EXPIRES_HEADER: &str = "X-Syncreplica-Expires";
 pub const DESTINATIONS_HEADER: &str = "X-Syncreplica-Destinations";
+/// Answer header: the SHA-256 of the packet the receiver stored, which the
+/// sender checks before it lets go of its copy.
+pub const SHA256_HEADER: &str = "X-Syncreplica-Sha256";
 
 /// Sends packet `order.packet` from `from` to the shipping server at
 /// `url` for `destinations`; returns the server's answer. The packet is
@@ -52,6 +55,8 @@ pub fn upload(
     };
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        // A redirect turns the PUT into a GET whose 200 proves nothing.
+        .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(30)))
         // A stalled connection, not a slow one, is what to give up on: no
         // limit on the whole upload, but on each write and read. The answer
@@ -78,6 +83,11 @@ pub fn upload(
     }
     let mut response = result.map_err(|err| failed(err.to_string()))?;
     let status = response.status().as_u16();
+    let confirmed = response
+        .headers()
+        .get(SHA256_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let text = response
         .body_mut()
         .with_config()
@@ -85,10 +95,19 @@ pub fn upload(
         .read_to_string()
         .unwrap_or_default();
     let text = text.trim().to_string();
-    if (200..300).contains(&status) {
-        Ok(text)
-    } else {
-        Err(failed(format!("refused with HTTP {status}: {text}")))
+    if status != 200 && status != 201 {
+        return Err(failed(format!("refused with HTTP {status}: {text}")));
+    }
+    // Only a shipping server that stored this very packet says so.
+    match confirmed {
+        Some(sha256) if sha256.eq_ignore_ascii_case(&order.sha256) => Ok(text),
+        Some(sha256) => Err(failed(format!(
+            "answered {status} but confirmed SHA-256 {sha256}, not {}",
+            order.sha256
+        ))),
+        None => Err(failed(format!(
+            "answered {status} without {SHA256_HEADER}: not a syncreplica shipping server? ({text})"
+        ))),
     }
 }
 
@@ -165,12 +184,12 @@ impl HttpServer {
                     log(&format!("error: {peer}: {err}"));
                     continue;
                 }
-                active.fetch_add(1, Ordering::SeqCst);
-                let (class, active) = (&class, &active);
+                let slot = Slot::take(&active);
+                let class = &class;
                 scope.spawn(move || {
+                    let _slot = slot;
                     let mut connection = Connection::new(stream, peer);
                     connection.handle(config, class_name, class, log);
-                    active.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -182,6 +201,22 @@ impl HttpServer {
         stream.set_read_timeout(Some(self.idle_timeout))?;
         stream.set_write_timeout(Some(self.idle_timeout))?;
         stream.set_nodelay(true)
+    }
+}
+
+/// A worker slot, given back when dropped (also when a worker panics).
+struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    fn take(active: &'a AtomicUsize) -> Slot<'a> {
+        active.fetch_add(1, Ordering::SeqCst);
+        Slot(active)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -228,6 +263,7 @@ impl Connection {
             "GET" | "HEAD" if head.path == "/" => Ok((
                 200,
                 "syncreplica shipping_server: PUT /packets/NAME to ship a packet".to_string(),
+                None,
             )),
             _ => Err(Rejection {
                 status: 405,
@@ -237,9 +273,9 @@ impl Connection {
                 ),
             }),
         };
-        let (status, text) = match answer {
-            Ok(ok) => ok,
-            Err(rejection) => (rejection.status, rejection.reason),
+        let (status, text, sha256) = match answer {
+            Ok((status, text, sha256)) => (status, text, sha256),
+            Err(rejection) => (rejection.status, rejection.reason, None),
         };
         let verdict = if (200..300).contains(&status) {
             "accepted"
@@ -250,7 +286,13 @@ impl Connection {
             "{verdict} {} {} from {}: {status} {text}",
             head.method, head.path, self.peer
         ));
-        self.answer(status, &text);
+        let extra = sha256.map(|sha| format!("{SHA256_HEADER}: {sha}\r\n"));
+        self.answer_with(
+            status,
+            &text,
+            extra.as_deref().unwrap_or(""),
+            head.method == "HEAD",
+        );
     }
 
     /// Reads and parses the request head; `None` when the peer closed the
@@ -300,16 +342,20 @@ impl Connection {
                 })
             }
         }
-        let headers = request
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).trim().to_string(),
-                )
-            })
-            .collect();
+        let mut headers: HashMap<String, String> = HashMap::new();
+        for header in request.headers.iter() {
+            let name = header.name.to_ascii_lowercase();
+            let value = String::from_utf8_lossy(header.value).trim().to_string();
+            // Two lengths or two encodings could be read two ways.
+            if headers.insert(name.clone(), value).is_some()
+                && (name == "content-length" || name == "transfer-encoding")
+            {
+                return Err(Rejection {
+                    status: 400,
+                    reason: format!("{name} given twice"),
+                });
+            }
+        }
         Ok(Some(Head {
             method: request.method.unwrap_or_default().to_string(),
             path: request
@@ -329,7 +375,7 @@ impl Connection {
         config: &ShippingConfig,
         class_name: &str,
         class: &crate::config::StorageClass,
-    ) -> Result<(u16, String), Rejection> {
+    ) -> Result<(u16, String, Option<String>), Rejection> {
         let path = head.path.as_str();
         let name = path
             .strip_prefix("/packets/")
@@ -408,18 +454,25 @@ impl Connection {
             )?
         };
         let status = if receipt.duplicate { 200 } else { 201 };
-        Ok((status, receipt.describe()))
+        Ok((status, receipt.describe(), Some(receipt.sha256.clone())))
     }
 
     /// Sends the answer and closes the connection. A body the request
     /// still had on the way is read off for a moment first, so the client
     /// is not reset before it can read why it was refused.
     fn answer(&mut self, status: u16, text: &str) {
+        self.answer_with(status, text, "", false);
+    }
+
+    /// [`Self::answer`] with extra header lines (each ending in CRLF);
+    /// `head_only` leaves the body out (a HEAD request).
+    fn answer_with(&mut self, status: u16, text: &str, extra: &str, head_only: bool) {
         let body = format!("{text}\n");
         let response = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{}",
             reason_phrase(status),
-            body.len()
+            body.len(),
+            if head_only { "" } else { body.as_str() }
         );
         let stream = self.reader.get_mut();
         if stream.write_all(response.as_bytes()).is_err() {
@@ -495,6 +548,12 @@ impl<R: BufRead> Read for ChunkedBody<'_, R> {
         }
         if self.left == 0 {
             let line = self.line()?;
+            if line == b"\r\n" || line == b"\n" {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "chunked body: empty chunk size",
+                ));
+            }
             let size = match httparse::parse_chunk_size(&line) {
                 Ok(httparse::Status::Complete((_, size))) => size,
                 _ => {
@@ -542,7 +601,12 @@ mod tests {
             .read_to_string(&mut body)
             .unwrap();
         assert_eq!(body, "hello, world");
-        for bad in [&b"zz\r\nhello\r\n"[..], b"5\r\nhelloXX", b"5\r\nhel"] {
+        for bad in [
+            &b"zz\r\nhello\r\n"[..],
+            b"5\r\nhelloXX",
+            b"5\r\nhel",
+            b"\r\nhello",
+        ] {
             let mut wire = bad;
             let mut out = Vec::new();
             assert!(

@@ -277,6 +277,22 @@ impl ShippingOrder {
         Ok(next_retry)
     }
 
+    /// Adds the destinations of `names` the order does not list yet, with
+    /// a history line saying `why`; true when any was added.
+    pub fn add_destinations(&mut self, names: &[String], now: DateTime<Utc>, why: &str) -> bool {
+        let added: Vec<String> = names
+            .iter()
+            .filter(|name| !self.destinations.contains(name))
+            .cloned()
+            .collect();
+        if added.is_empty() {
+            return false;
+        }
+        self.destinations.extend(added.iter().cloned());
+        self.note(now, &format!("{why}: now also for {}", added.join(", ")));
+        true
+    }
+
     /// Adds a line to the history, stamped with `now`.
     pub fn note(&mut self, now: DateTime<Utc>, what: &str) {
         self.history.push(format!(

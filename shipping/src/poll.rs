@@ -16,12 +16,11 @@
 //! the same order twice at once.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use crate::bay::{copy_between, BayStore, DirStore};
+use crate::bay::{copy_between, BayStore, DirLock, DirStore, ENTRIES_LOCK, PASS_LOCK};
 use crate::config::{Hop, ShippingConfig, StorageClass};
 use crate::error::{Error, Result};
 use crate::notify::{self, Notice};
@@ -29,9 +28,6 @@ use crate::order::{
     format_time, list_bay, move_with_order, order_name, packet_of, remove_with_order, ShippingOrder,
 };
 use crate::transport::deliver_to_dir;
-
-/// Name of the lock file in a bay directory (hidden: never listed).
-pub const LOCK_FILE: &str = ".lock";
 
 /// What a pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,25 +87,6 @@ pub struct Shipper<'a> {
     pub log: &'a (dyn Fn(&str) + Sync),
 }
 
-/// An exclusive lock on a bay directory, released when dropped.
-struct BayLock {
-    _file: File,
-}
-
-impl BayLock {
-    fn take(dir: &Path) -> Result<BayLock> {
-        let path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        file.lock().map_err(|e| Error::io(&path, e))?;
-        Ok(BayLock { _file: file })
-    }
-}
-
 impl Shipper<'_> {
     /// Works through every order in the outgoing bays of `classes`.
     pub fn poll(&self, classes: &[String], now: DateTime<Utc>) -> Result<PassReport> {
@@ -117,7 +94,7 @@ impl Shipper<'_> {
         for class_name in classes {
             let class = self.config.class(class_name)?;
             let outgoing = DirStore::create(class.outgoing_dir())?;
-            let _lock = BayLock::take(outgoing.dir())?;
+            let _lock = DirLock::take(outgoing.dir(), PASS_LOCK)?;
             let listing = match list_bay(&outgoing) {
                 Ok(listing) => listing,
                 Err(err) => {
@@ -126,13 +103,7 @@ impl Shipper<'_> {
                     continue;
                 }
             };
-            for order in &listing.orphan_orders {
-                // The packet is gone: the order is what is left of an
-                // interrupted removal (packets always go first).
-                if let Err(err) = outgoing.remove(order) {
-                    self.say(&format!("error: removing leftover order {order}: {err}"));
-                }
-            }
+            self.clean_up(&outgoing, &listing, now);
             for packet in &listing.ordered {
                 report.add(&self.process(&outgoing, class, packet, now, Due::AfterBackoff));
             }
@@ -150,7 +121,7 @@ impl Shipper<'_> {
     ) -> Result<PassReport> {
         let class = self.config.class(class_name)?;
         let outgoing = DirStore::create(class.outgoing_dir())?;
-        let _lock = BayLock::take(outgoing.dir())?;
+        let _lock = DirLock::take(outgoing.dir(), PASS_LOCK)?;
         let mut report = PassReport::default();
         for packet in packets {
             report.add(&self.process(&outgoing, class, packet, now, Due::AfterBackoff));
@@ -168,7 +139,7 @@ impl Shipper<'_> {
         for path in paths {
             let (dir, packet) = split_order_path(path)?;
             let store = DirStore::new(&dir);
-            let _lock = BayLock::take(&dir)?;
+            let _lock = DirLock::take(&dir, PASS_LOCK)?;
             let order = match ShippingOrder::load(&store, &packet) {
                 Ok(order) => order,
                 Err(err) => {
@@ -181,6 +152,47 @@ impl Shipper<'_> {
             report.add(&self.process(&store, class, &packet, now, Due::Now));
         }
         Ok(report)
+    }
+
+    /// Removes orders whose packet is gone (what an interrupted removal
+    /// leaves: packets always go first) and points at packets that have
+    /// no order (an export or mkorder cut off between the two).
+    fn clean_up(
+        &self,
+        outgoing: &DirStore,
+        listing: &crate::order::BayListing,
+        now: DateTime<Utc>,
+    ) {
+        for order in &listing.orphan_orders {
+            let packet = packet_of(order).unwrap_or_default();
+            let removed = DirLock::take(outgoing.dir(), ENTRIES_LOCK).and_then(|_entries| {
+                // Looked at again under the lock: a packet may have been
+                // placed since the listing.
+                if outgoing.exists(packet)? {
+                    return Ok(());
+                }
+                outgoing.remove(order)
+            });
+            if let Err(err) = removed {
+                self.say(&format!("error: removing leftover order {order}: {err}"));
+            }
+        }
+        for packet in &listing.unordered {
+            let old_enough = outgoing
+                .path(packet)
+                .ok()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .and_then(|m| m.modified().ok())
+                .is_some_and(|t| DateTime::<Utc>::from(t) + chrono::Duration::minutes(1) < now);
+            if old_enough {
+                self.say(&format!(
+                    "warning: {packet} in {} has no shipping order and is not shipped; \
+                     queue it with mkorder -data {}/{packet}",
+                    outgoing.describe(),
+                    outgoing.describe()
+                ));
+            }
+        }
     }
 
     fn say(&self, line: &str) {
@@ -205,6 +217,9 @@ impl Shipper<'_> {
                 return report;
             }
         };
+        // What this pass set out with: destinations a concurrent upload
+        // adds meanwhile are kept when the order is saved.
+        let original = order.destinations.clone();
         if order.is_expired(now) {
             match self.expire(out, class, &mut order, now) {
                 Ok(()) => report.expired += 1,
@@ -268,7 +283,7 @@ impl Shipper<'_> {
                 break;
             }
             // Saved before each hand-over, so a crash repeats at most one.
-            if unsaved && !self.persist(out, &order, &mut report) {
+            if unsaved && !self.persist(out, &mut order, &original, now, &mut report) {
                 return report;
             }
             let names: Vec<&str> = destinations.iter().map(String::as_str).collect();
@@ -291,15 +306,22 @@ impl Shipper<'_> {
             unsaved = true;
         }
         if unsaved {
-            self.persist(out, &order, &mut report);
+            self.persist(out, &mut order, &original, now, &mut report);
         }
         report
     }
 
     /// Saves the order (or removes it with its packet when complete);
     /// false, after logging why, when that failed.
-    fn persist(&self, out: &DirStore, order: &ShippingOrder, report: &mut PassReport) -> bool {
-        match self.save(out, order, report) {
+    fn persist(
+        &self,
+        out: &DirStore,
+        order: &mut ShippingOrder,
+        original: &[String],
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> bool {
+        match self.save(out, order, original, now, report) {
             Ok(()) => true,
             Err(err) => {
                 self.say(&format!("error: {err}"));
@@ -362,7 +384,26 @@ impl Shipper<'_> {
     }
 
     /// Saves the order, or removes packet and order when it is complete.
-    fn save(&self, out: &DirStore, order: &ShippingOrder, report: &mut PassReport) -> Result<()> {
+    /// Destinations added on disk since the pass read the order (the same
+    /// packet received again for more destinations) are kept.
+    fn save(
+        &self,
+        out: &DirStore,
+        order: &mut ShippingOrder,
+        original: &[String],
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<()> {
+        let _entries = DirLock::take(out.dir(), ENTRIES_LOCK)?;
+        if let Ok(on_disk) = ShippingOrder::load(out, &order.packet) {
+            let added: Vec<String> = on_disk
+                .destinations
+                .iter()
+                .filter(|d| !original.contains(d))
+                .cloned()
+                .collect();
+            order.add_destinations(&added, now, "added while this pass ran");
+        }
         if order.is_complete() {
             remove_with_order(out, &order.packet)?;
             report.completed += 1;
@@ -383,16 +424,23 @@ impl Shipper<'_> {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let returned = DirStore::create(class.return_dir())?;
-        order.note(
-            now,
-            &format!(
-                "expired before reaching {}; moved to the return bay {}",
-                order.destinations.join(", "),
-                returned.describe()
-            ),
-        );
-        order.save(out)?;
-        move_with_order(out, &returned, &order.packet)?;
+        {
+            let _entries = DirLock::take(out.dir(), ENTRIES_LOCK)?;
+            // The order as it stands now, with anything added meanwhile.
+            if let Ok(on_disk) = ShippingOrder::load(out, &order.packet) {
+                *order = on_disk;
+            }
+            order.note(
+                now,
+                &format!(
+                    "expired before reaching {}; moved to the return bay {}",
+                    order.destinations.join(", "),
+                    returned.describe()
+                ),
+            );
+            order.save(out)?;
+            move_with_order(out, &returned, &order.packet)?;
+        }
         let subject = format!("syncreplica: packet {} expired undelivered", order.packet);
         let body = format!(
             "The packet {packet} expired at {expires} before it reached {destinations}.\n\
@@ -620,10 +668,8 @@ mod tests {
         let report = setup.poll(NOW);
         assert_eq!((report.delivered, report.failed), (0, 1), "{report:?}");
         assert_eq!(
-            std::fs::read_dir(setup.dir.path().join("usb"))
-                .unwrap()
-                .count(),
-            0,
+            files_under(&setup.dir.path().join("usb")),
+            Vec::<String>::new(),
             "nothing written to the hop"
         );
     }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use packet_format::ErrorKind;
 use sha2::{Digest, Sha256};
 
-use crate::bay::{check_name, BayStore, DirStore};
+use crate::bay::{check_name, BayStore, DirLock, DirStore, ENTRIES_LOCK};
 use crate::config::{ShippingConfig, StorageClass};
 use crate::order::{hash_entry, order_name, ShippingOrder};
 
@@ -57,6 +57,8 @@ pub struct Receipt {
     pub forwarded: Vec<String>,
     /// The same packet was already here; nothing changed.
     pub duplicate: bool,
+    /// SHA-256 (hex) of the packet as received.
+    pub sha256: String,
 }
 
 impl Receipt {
@@ -210,40 +212,95 @@ impl Receiver<'_> {
             }
         }
 
-        let mut duplicate = true;
-        // Local copy first, then the forwarding copy and its order: a crash
-        // in between leaves the sender without an answer, so it sends
-        // again and the missing piece is added then.
-        if !local.is_empty() {
-            duplicate &= place(&incoming, name, &sha256, temp.path())?;
-        }
-        if !forwarded.is_empty() {
-            let placed_here = place(&outgoing, name, &sha256, temp.path())?;
-            let has_order = outgoing.exists(&order_name(name)).map_err(internal)?;
-            if !has_order {
-                let names: Vec<&str> = forwarded.iter().map(String::as_str).collect();
-                let mut order = ShippingOrder::create(
-                    &outgoing,
-                    name,
-                    &self.class_name,
-                    &self.class,
-                    &names,
-                    now,
-                )
-                .map_err(internal)?;
-                if let Some(expires) = expires.filter(|e| *e < order.expires) {
-                    order.expires = expires;
+        // Everything that could refuse the packet is checked before
+        // anything is written, under the lock that orders bay changes, so
+        // a pass removing a delivered packet cannot interleave.
+        let _entries = DirLock::take(outgoing.dir(), ENTRIES_LOCK).map_err(internal)?;
+        let in_incoming = if local.is_empty() {
+            None
+        } else {
+            Some(present(&incoming, name, &sha256)?)
+        };
+        let in_outgoing = if forwarded.is_empty() {
+            None
+        } else {
+            Some(present(&outgoing, name, &sha256)?)
+        };
+        let existing_order = match in_outgoing {
+            Some(true) if outgoing.exists(&order_name(name)).map_err(internal)? => {
+                let order = ShippingOrder::load(&outgoing, name).map_err(internal)?;
+                if !order.sha256.eq_ignore_ascii_case(&sha256) {
+                    return Err(Rejection::new(
+                        409,
+                        format!(
+                            "{name}: the order in {} is for other bytes",
+                            outgoing.describe()
+                        ),
+                    ));
                 }
-                order.note(now, "received over HTTP");
-                order.save(&outgoing).map_err(internal)?;
+                Some(order)
             }
-            duplicate &= placed_here && has_order;
+            _ => None,
+        };
+
+        // The copies to make: the temporary file itself is renamed into
+        // the last one, so a packet needs its size once, not twice.
+        let mut targets: Vec<&DirStore> = Vec::new();
+        if in_incoming == Some(false) {
+            targets.push(&incoming);
+        }
+        if in_outgoing == Some(false) {
+            targets.push(&outgoing);
+        }
+        let mut duplicate = targets.is_empty();
+        if let Some((last, others)) = targets.split_last() {
+            for bay in others {
+                let mut source =
+                    File::open(temp.path()).map_err(|e| internal(format!("{name}: {e}")))?;
+                bay.write_from(name, &mut source).map_err(internal)?;
+            }
+            let path = last.path(name).map_err(internal)?;
+            temp.persist(&path)
+                .map_err(|e| internal(format!("{}: {}", path.display(), e.error)))?;
+            sync_dir(last.dir()).map_err(|e| internal(format!("{}: {e}", last.dir().display())))?;
+        }
+
+        if !forwarded.is_empty() {
+            match existing_order {
+                Some(mut order) => {
+                    // The same packet again, perhaps for more destinations.
+                    let added = order.add_destinations(&forwarded, now, "received again over HTTP");
+                    if added {
+                        order.save(&outgoing).map_err(internal)?;
+                        duplicate = false;
+                    }
+                }
+                None => {
+                    let names: Vec<&str> = forwarded.iter().map(String::as_str).collect();
+                    let mut order = ShippingOrder::create(
+                        &outgoing,
+                        name,
+                        &self.class_name,
+                        &self.class,
+                        &names,
+                        now,
+                    )
+                    .map_err(internal)?;
+                    if let Some(expires) = expires.filter(|e| *e < order.expires) {
+                        order.expires = expires;
+                    }
+                    order.note(now, "received over HTTP");
+                    order.save(&outgoing).map_err(internal)?;
+                    duplicate = false;
+                }
+            }
         }
         Ok(Receipt {
             packet: name.to_string(),
             local,
             forwarded,
             duplicate,
+            sha256,
         })
     }
 
@@ -321,26 +378,28 @@ pub fn remove_abandoned_uploads(class: &StorageClass) -> std::io::Result<usize> 
     Ok(removed)
 }
 
-/// Puts a copy of the verified temporary file at `name` in `bay`, unless
-/// the same packet is there already (then returns true). A different
-/// packet of the same name is a conflict and is left alone.
-fn place(bay: &DirStore, name: &str, sha256: &str, temp: &Path) -> Result<bool, Rejection> {
-    if bay.exists(name).map_err(internal)? {
-        let (existing, _) = hash_entry(bay, name).map_err(internal)?;
-        if existing == sha256 {
-            return Ok(true);
-        }
-        return Err(Rejection::new(
-            409,
-            format!(
-                "{name}: {} already holds a different packet of that name",
-                bay.describe()
-            ),
-        ));
+/// Whether `bay` already holds this very packet as `name`; a different
+/// packet of that name is a conflict, refused with 409.
+fn present(bay: &DirStore, name: &str, sha256: &str) -> Result<bool, Rejection> {
+    if !bay.exists(name).map_err(internal)? {
+        return Ok(false);
     }
-    let mut source = File::open(temp).map_err(|e| internal(format!("{name}: {e}")))?;
-    bay.write_from(name, &mut source).map_err(internal)?;
-    Ok(false)
+    let (existing, _) = hash_entry(bay, name).map_err(internal)?;
+    if existing == sha256 {
+        return Ok(true);
+    }
+    Err(Rejection::new(
+        409,
+        format!(
+            "{name}: {} already holds a different packet of that name",
+            bay.describe()
+        ),
+    ))
+}
+
+/// Makes a directory's entries durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Packet names: a plain file name as the packet format makes them.
@@ -625,5 +684,34 @@ mod tests {
             std::fs::read(&first).unwrap(),
             "the first is kept"
         );
+    }
+
+    #[test]
+    fn the_same_packet_for_more_destinations_extends_its_order() {
+        let mut setup = Setup::new();
+        setup
+            .config
+            .destinations
+            .insert("far".into(), Hop::Url("http://127.0.0.1:9".into()));
+        let sent = packet(&setup.dir.path().join("src"), "lab", 1, &SENDER_SECRET);
+        let name = name_of(&sent);
+        let bytes = std::fs::read(&sent).unwrap();
+        let send = |destinations: &[String]| {
+            setup.receiver().receive(
+                &name,
+                Some(bytes.len() as u64),
+                &mut &bytes[..],
+                None,
+                Some(destinations),
+                at("2026-11-21T10:00:00Z"),
+            )
+        };
+        assert!(!send(&["lab".into()]).unwrap().duplicate);
+        assert!(send(&["lab".into()]).unwrap().duplicate);
+        let more = send(&["lab".into(), "far".into()]).unwrap();
+        assert!(!more.duplicate, "a new destination is news");
+        let outgoing = DirStore::new(setup.dir.path().join("bays/outgoing"));
+        let order = ShippingOrder::load(&outgoing, &name).unwrap();
+        assert_eq!(order.destinations, ["lab", "far"]);
     }
 }

@@ -77,7 +77,12 @@ pub fn files_under(dir: &Path) -> Vec<String> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 pending.push(path);
-            } else if path.file_name().unwrap() != crate::poll::LOCK_FILE {
+            } else if !path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".lock")
+            {
                 out.push(path.strip_prefix(dir).unwrap().display().to_string());
             }
         }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::bay::{BayStore, DirStore};
+use crate::bay::{BayStore, DirLock, DirStore, ENTRIES_LOCK};
 use crate::error::{Error, Result};
 use crate::order::ShippingOrder;
 
@@ -46,7 +46,8 @@ pub fn deliver_to_dir(
 /// empty), each of which must be one of the order's remaining
 /// destinations, with no failed attempts, and a history line saying where
 /// it was handed over. The source order is left as it is: the caller marks
-/// the destinations delivered. Delivering again replaces both files.
+/// the destinations delivered. Delivering the same packet again adds its
+/// destinations to the order already there.
 pub fn deliver(
     from: &dyn BayStore,
     packet: &str,
@@ -73,6 +74,12 @@ pub fn deliver(
         list
     };
 
+    // Another host's bay may be working on the same directory: placing
+    // the packet with its order must not interleave with its passes.
+    let _entries = match to.local_dir() {
+        Some(dir) => Some(DirLock::take(dir, ENTRIES_LOCK)?),
+        None => None,
+    };
     let mismatch = AtomicBool::new(false);
     let mut reader = CheckingReader::new(from.open(packet)?, &order, &mismatch);
     if let Err(err) = to.write_from(packet, &mut reader) {
@@ -86,6 +93,20 @@ pub fn deliver(
         return Err(err);
     }
 
+    // The same packet handed over before (for other destinations, say):
+    // its order there gains the new destinations rather than losing the
+    // old ones.
+    if let Ok(mut existing) = ShippingOrder::load(to, packet) {
+        if existing.sha256.eq_ignore_ascii_case(&order.sha256) {
+            existing.add_destinations(
+                &handed,
+                now,
+                &format!("handed again from {}", from.describe()),
+            );
+            existing.save(to)?;
+            return Ok(existing);
+        }
+    }
     let mut forwarded = order.clone();
     forwarded.destinations = handed;
     forwarded.attempts.clear();
@@ -136,14 +157,33 @@ impl<R: Read> Read for CheckingReader<'_, R> {
         if self.done {
             return Ok(0);
         }
-        let n = self.inner.read(buf)?;
-        self.size += n as u64;
-        let bad = if n == 0 {
-            self.done = true;
-            let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
-            self.size != self.expected_size || !digest.eq_ignore_ascii_case(self.expected_sha256)
+        // Never read past the expected size: a consumer that stops at the
+        // size it was told (an HTTP body with Content-Length) must still
+        // get the check, so it is made on the read that reaches the size,
+        // before those last bytes are handed over.
+        let room = self.expected_size.saturating_sub(self.size);
+        let limit = if room == 0 {
+            1
         } else {
-            self.hasher.update(&buf[..n]);
+            buf.len().min(usize::try_from(room).unwrap_or(usize::MAX))
+        };
+        let n = self.inner.read(&mut buf[..limit])?;
+        self.size += n as u64;
+        self.hasher.update(&buf[..n]);
+        let bad = if n == 0 || self.size == self.expected_size {
+            self.done = n == 0;
+            let digest = hex::encode(self.hasher.clone().finalize());
+            let bad = self.size != self.expected_size
+                || !digest.eq_ignore_ascii_case(self.expected_sha256);
+            if !bad && n > 0 {
+                // One more read must show the end: a longer file fails.
+                let mut probe = [0u8; 1];
+                if self.inner.read(&mut probe)? != 0 {
+                    self.size += 1;
+                }
+            }
+            bad || self.size != self.expected_size
+        } else {
             self.size > self.expected_size
         };
         if bad {
@@ -206,5 +246,20 @@ mod tests {
         let mut out = Vec::new();
         assert!(r.read_to_end(&mut out).is_err());
         assert!(flag.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_reader_stopping_at_the_size_still_gets_the_check() {
+        // As an HTTP client with Content-Length reads: exactly size bytes.
+        let flag = AtomicBool::new(false);
+        let mut r = reader(b"abd", ABC, &flag);
+        let mut buf = [0u8; 3];
+        assert!(r.read_exact(&mut buf).is_err());
+        assert!(flag.load(Ordering::Relaxed));
+        let flag = AtomicBool::new(false);
+        let mut r = reader(b"abc", ABC, &flag);
+        r.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"abc");
+        assert!(!flag.load(Ordering::Relaxed));
     }
 }

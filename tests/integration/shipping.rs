@@ -158,7 +158,12 @@ fn stored_files(dir: &Path) -> Vec<String> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 pending.push(path);
-            } else if path.file_name().unwrap() != ".lock" {
+            } else if !path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".lock")
+            {
                 out.push(path.display().to_string());
             }
         }
