@@ -188,7 +188,7 @@ impl HttpServer {
                 let class = &class;
                 scope.spawn(move || {
                     let _slot = slot;
-                    let mut connection = Connection::new(stream, peer);
+                    let mut connection = Connection::new(stream, peer, self.idle_timeout);
                     connection.handle(config, class_name, class, log);
                 });
             }
@@ -224,6 +224,9 @@ impl Drop for Slot<'_> {
 struct Connection {
     reader: BufReader<TcpStream>,
     peer: SocketAddr,
+    /// The whole request head must have arrived by then: a client
+    /// trickling header bytes cannot hold a worker past the idle timeout.
+    head_deadline: Instant,
 }
 
 /// A parsed request head.
@@ -235,10 +238,11 @@ struct Head {
 }
 
 impl Connection {
-    fn new(stream: TcpStream, peer: SocketAddr) -> Connection {
+    fn new(stream: TcpStream, peer: SocketAddr, head_within: Duration) -> Connection {
         Connection {
             reader: BufReader::with_capacity(64 * 1024, stream),
             peer,
+            head_deadline: Instant::now() + head_within,
         }
     }
 
@@ -323,6 +327,12 @@ impl Connection {
             self.reader.consume(taken);
             if buffer.ends_with(b"\r\n\r\n") {
                 break;
+            }
+            if Instant::now() > self.head_deadline {
+                return Err(Rejection {
+                    status: 408,
+                    reason: "request head not complete in time".into(),
+                });
             }
             if buffer.len() > MAX_HEAD {
                 return Err(Rejection {
@@ -499,6 +509,7 @@ fn reason_phrase(status: u16) -> &'static str {
         400 => "Bad Request",
         403 => "Forbidden",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
         411 => "Length Required",
         413 => "Content Too Large",

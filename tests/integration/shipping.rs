@@ -825,6 +825,29 @@ fn a_peer_that_falls_silent_mid_upload_is_dropped_and_nothing_is_kept() {
     }
     assert!(receiver.log().contains("broken off"), "{}", receiver.log());
     assert_eq!(stored_files(&bay(&conf, "incoming")), Vec::<String>::new());
+    // A head trickled in a line at a time, each within the idle timeout,
+    // is still cut off once the whole head is late.
+    let mut trickle = TcpStream::connect(&receiver.addr).unwrap();
+    trickle
+        .write_all(b"PUT /packets/x.zip HTTP/1.1\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = String::new();
+    for i in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        if trickle
+            .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+            .is_err()
+        {
+            break;
+        }
+    }
+    trickle
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = trickle.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
     // The server still serves others.
     let (status, text) = put(&receiver.addr, name, &bytes);
     assert_eq!(status, 201, "{text}");
