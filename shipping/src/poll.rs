@@ -104,6 +104,7 @@ impl Shipper<'_> {
                 }
             };
             self.clean_up(&outgoing, &listing, now);
+            self.sweep_abandoned(&[class.outgoing_dir(), class.incoming_dir()], now);
             for packet in &listing.ordered {
                 report.add(&self.process(&outgoing, class, packet, now, Due::AfterBackoff));
             }
@@ -191,6 +192,39 @@ impl Shipper<'_> {
                     outgoing.describe(),
                     outgoing.describe()
                 ));
+            }
+        }
+    }
+
+    /// Removes temporary files (`.tmp-*`) untouched for a day: what writes
+    /// cut off by a crash leave. A write in progress touches its file far
+    /// more often than that (uploads time out after `idle_timeout`).
+    fn sweep_abandoned(&self, dirs: &[PathBuf], now: DateTime<Utc>) {
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if !name.to_string_lossy().starts_with(crate::bay::TEMP_PREFIX) {
+                    continue;
+                }
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| DateTime::<Utc>::from(t) + chrono::Duration::days(1) < now);
+                if stale {
+                    match std::fs::remove_file(entry.path()) {
+                        Ok(()) => self.say(&format!(
+                            "removed {}, a temporary file abandoned a day ago or more",
+                            entry.path().display()
+                        )),
+                        Err(err) => self.say(&format!(
+                            "error: removing {}: {err}",
+                            entry.path().display()
+                        )),
+                    }
+                }
             }
         }
     }
@@ -761,5 +795,33 @@ mod tests {
         assert_eq!(report.failed, 1, "{report:?}");
         let order = ShippingOrder::load(&setup.outgoing(), &name).unwrap();
         assert_eq!(order.attempts["nowhere"].failures, 2);
+    }
+
+    #[test]
+    fn temporary_files_abandoned_for_a_day_are_swept() {
+        let setup = Setup::new();
+        let outgoing = setup.outgoing();
+        let old = outgoing.dir().join(".tmp-old");
+        let fresh = outgoing.dir().join(".tmp-fresh");
+        std::fs::write(&old, b"x").unwrap();
+        std::fs::write(&fresh, b"x").unwrap();
+        let two_days_ago =
+            std::time::SystemTime::from(at(NOW)) - std::time::Duration::from_secs(2 * 86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+        let fresh_time = std::time::SystemTime::from(at(NOW));
+        std::fs::File::options()
+            .write(true)
+            .open(&fresh)
+            .unwrap()
+            .set_modified(fresh_time)
+            .unwrap();
+        setup.poll(NOW);
+        assert!(!old.exists());
+        assert!(fresh.exists());
     }
 }
