@@ -37,7 +37,7 @@ pub fn collect_packet_files(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
 fn is_packet_name(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| (n.starts_with("sync_") || n.starts_with("repl_")) && n.ends_with(".zip"))
+        .is_some_and(packet_format::is_packet_file_name)
 }
 
 /// Examined packets grouped by logical packet id, with the damaged ones

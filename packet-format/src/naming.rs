@@ -48,6 +48,14 @@ pub fn packet_file_name(
     name
 }
 
+/// True for the file names [`packet_file_name`] makes for updates and
+/// replica creations (`sync_*.zip`, `repl_*.zip`): what a directory of
+/// packets, a storage bay or an upload is looked at for. It says nothing of
+/// the content, which only verification can vouch for.
+pub fn is_packet_file_name(name: &str) -> bool {
+    (name.starts_with("sync_") || name.starts_with("repl_")) && name.ends_with(".zip")
+}
+
 /// File name for part `part` of `parts` of the packet described by `header`.
 pub(crate) fn packet_file_name_for(
     header: &Header,

@@ -187,6 +187,17 @@ impl DirStore {
     fn sync_dir(&self) -> Result<()> {
         sync_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))
     }
+
+    /// Makes a complete, flushed temporary file created in this store's
+    /// directory (same file system) the entry `name`, by renaming it: the
+    /// last step of [`BayStore::write_from`], for a writer that had to
+    /// check the file before deciding where it goes.
+    pub fn adopt(&self, name: &str, temp: tempfile::NamedTempFile) -> Result<()> {
+        let path = self.path(name)?;
+        temp.as_file().sync_all().map_err(|e| self.error(name, e))?;
+        temp.persist(&path).map_err(|e| self.error(name, e.error))?;
+        self.sync_dir()
+    }
 }
 
 /// Makes a directory's entries (creations, renames) durable.
@@ -254,7 +265,8 @@ impl BayStore for DirStore {
     }
 
     fn write_from(&self, name: &str, reader: &mut dyn Read) -> Result<u64> {
-        let path = self.path(name)?;
+        // The name is checked before anything is written.
+        self.path(name)?;
         let mut temp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempfile_in(&self.dir)
@@ -265,9 +277,7 @@ impl BayStore for DirStore {
             out.flush().map_err(|e| self.error(name, e))?;
             written
         };
-        temp.as_file().sync_all().map_err(|e| self.error(name, e))?;
-        temp.persist(&path).map_err(|e| self.error(name, e.error))?;
-        self.sync_dir()?;
+        self.adopt(name, temp)?;
         Ok(written)
     }
 

@@ -183,11 +183,8 @@ pub fn run(args: Args) -> i32 {
         Ok(report) if report.is_clean() => 0,
         Ok(_) => 1,
         Err(err) => {
-            let mut message = err.to_string();
-            for cause in err.chain().skip(1) {
-                message.push_str(&format!(": {cause}"));
-            }
-            eprintln!("shipping_server: error: {message}");
+            // `{:#}` is the message with its causes, joined by ": ".
+            eprintln!("shipping_server: error: {err:#}");
             if let Some(hint) = hint(&err) {
                 eprintln!("shipping_server: hint: {hint}");
             }

@@ -172,9 +172,7 @@ impl Receiver<'_> {
                 ));
             }
         }
-        temp.as_file()
-            .sync_all()
-            .map_err(|e| internal(format!("{name}: {e}")))?;
+        // Flushed to disk where it ends up: by `adopt` or by each copy.
         self.check_space(0)?;
 
         let header = match packet_format::verify_packet(temp.path(), &self.trusted_keys) {
@@ -259,10 +257,7 @@ impl Receiver<'_> {
                     File::open(temp.path()).map_err(|e| internal(format!("{name}: {e}")))?;
                 bay.write_from(name, &mut source).map_err(internal)?;
             }
-            let path = last.path(name).map_err(internal)?;
-            temp.persist(&path)
-                .map_err(|e| internal(format!("{}: {}", path.display(), e.error)))?;
-            sync_dir(last.dir()).map_err(|e| internal(format!("{}: {e}", last.dir().display())))?;
+            last.adopt(name, temp).map_err(internal)?;
         }
 
         if !forwarded.is_empty() {
@@ -397,16 +392,10 @@ fn present(bay: &DirStore, name: &str, sha256: &str) -> Result<bool, Rejection> 
     ))
 }
 
-/// Makes a directory's entries durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// Packet names: a plain file name as the packet format makes them.
 pub fn check_packet_name(name: &str) -> Result<(), Rejection> {
     check_name("upload", name).map_err(|err| Rejection::new(400, err.to_string()))?;
-    let shaped = (name.starts_with("sync_") || name.starts_with("repl_")) && name.ends_with(".zip");
-    if !shaped {
+    if !packet_format::is_packet_file_name(name) {
         return Err(Rejection::new(
             400,
             format!("{name:?} is not a packet name (sync_*.zip or repl_*.zip)"),

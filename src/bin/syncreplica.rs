@@ -61,13 +61,7 @@ fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
     for (target, result) in &results {
         if let export::TargetExport::Written(summary) = result {
             for part in &summary.parts {
-                let name = part
-                    .path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .expect("packet names are ASCII")
-                    .to_string();
-                shipped.push((name, vec![target.name.clone()]));
+                shipped.push((part.file_name.clone(), vec![target.name.clone()]));
             }
         }
     }

@@ -76,11 +76,8 @@ pub fn run(name: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ! {
         Ok(()) => std::process::exit(EXIT_SUCCESS),
         Err(err) => {
             let mut stderr = std::io::stderr().lock();
-            let mut message = err.to_string();
-            for cause in err.chain().skip(1) {
-                message.push_str(&format!(": {cause}"));
-            }
-            let _ = writeln!(stderr, "{name}: error: {message}");
+            // `{:#}` is the message with its causes, joined by ": ".
+            let _ = writeln!(stderr, "{name}: error: {err:#}");
             let library = err.chain().find_map(|e| e.downcast_ref::<crate::Error>());
             if let Some(hint) = library.and_then(|e| e.hint()) {
                 let _ = writeln!(stderr, "{name}: hint: {hint}");
