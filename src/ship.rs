@@ -131,7 +131,7 @@ pub fn submit_files(
     now: DateTime<Utc>,
 ) -> Result<Vec<Submitted>> {
     let outgoing = shipping.outgoing(class_name)?;
-    let mut planned: Vec<(PathBuf, String, Vec<String>)> = Vec::new();
+    let mut planned: Vec<(PathBuf, String, Vec<String>, bool)> = Vec::new();
     for file in files {
         let name = file
             .file_name()
@@ -168,31 +168,47 @@ pub fn submit_files(
                 why,
             })?;
         }
-        if outgoing.exists(&name).map_err(shipping_error)? {
+        // A packet already in the outgoing bay without an order (an export
+        // cut off before its orders were written) is queued where it is.
+        let in_place = file
+            .parent()
+            .and_then(|dir| dir.canonicalize().ok())
+            .zip(outgoing.dir().canonicalize().ok())
+            .is_some_and(|(dir, bay)| dir == bay);
+        let queued = outgoing
+            .exists(&order_name(&name))
+            .map_err(shipping_error)?;
+        if queued || (!in_place && outgoing.exists(&name).map_err(shipping_error)?) {
             return Err(Error::Packet {
                 message: format!(
-                    "{name} is already in {}; its order is {}",
+                    "{name} is already in {}{}",
                     outgoing.describe(),
-                    order_name(&name)
+                    if queued {
+                        format!("; its order is {}", order_name(&name))
+                    } else {
+                        String::new()
+                    }
                 ),
             });
         }
-        planned.push((file.clone(), name, targets));
+        planned.push((file.clone(), name, targets, in_place));
     }
 
     let mut submitted = Vec::new();
-    for (file, name, targets) in planned {
-        let mut source = std::fs::File::open(&file).map_err(|e| Error::Io {
-            path: file.clone(),
-            source: e,
-        })?;
-        outgoing
-            .write_from(&name, &mut source)
-            .map_err(shipping_error)?;
+    for (file, name, targets, in_place) in planned {
+        if !in_place {
+            let mut source = std::fs::File::open(&file).map_err(|e| Error::Io {
+                path: file.clone(),
+                source: e,
+            })?;
+            outgoing
+                .write_from(&name, &mut source)
+                .map_err(shipping_error)?;
+        }
         let order = shipping
             .order_packets(class_name, &[(name.clone(), targets)], expires, now)?
             .remove(0);
-        if !copy {
+        if !copy && !in_place {
             std::fs::remove_file(&file).map_err(|e| Error::Io {
                 path: file.clone(),
                 source: e,

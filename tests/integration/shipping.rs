@@ -915,4 +915,37 @@ fn mkorder_checks_every_packet_before_submitting_any() {
     assert_eq!(json[0]["bay"], "outgoing");
     assert_eq!(json[0]["storage_class"], "default");
     assert_eq!(json[0]["order"]["destinations"][0], "ship");
+
+    // A packet left in the outgoing bay without an order (an export cut off
+    // before queuing) is queued where it lies, as -poll's warning says.
+    write(&fam.root("boston"), "f", "2");
+    let outgoing = bay(&conf, "outgoing");
+    export_to(&fam.root("boston"), &outgoing, &["ship"], &[]).ok();
+    let unordered: Vec<PathBuf> = packet_files(&outgoing)
+        .into_iter()
+        .filter(|p| {
+            !outgoing
+                .join(format!(
+                    "{}.order",
+                    p.file_name().unwrap().to_str().unwrap()
+                ))
+                .exists()
+        })
+        .collect();
+    assert_eq!(unordered.len(), 1, "{unordered:?}");
+    let queued = run(
+        dir,
+        "mkorder",
+        ["-shipconf", arg(&conf), "-data", arg(&unordered[0])],
+    )
+    .ok();
+    assert!(queued.stdout.contains("for ship"), "{}", queued.stdout);
+    assert!(unordered[0].exists(), "left in place");
+    let twice = run(
+        dir,
+        "mkorder",
+        ["-shipconf", arg(&conf), "-data", arg(&unordered[0])],
+    )
+    .fails_with(1);
+    assert!(twice.stderr.contains("its order is"), "{}", twice.stderr);
 }
