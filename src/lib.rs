@@ -1,31 +1,27 @@
 //! syncreplica: keeps directory-tree replicas in step between sites that are
 //! poorly connected or not connected at all.
 //!
-//! The binaries in `src/bin/` are glue: they parse arguments with the clap
-//! definitions in [`cli`], call into these modules and print. Everything a
-//! command does is here, so it can be tested without a process boundary.
+//! The layers, each depending only on those below it:
+//!
+//! ```text
+//! bin/      ~10-line mains: parse, call cli, exit
+//! cli/      the only layer that prints, exits, or uses clap/indicatif/anyhow
+//! sync/     the engine: epochs, packets, export, import, creation, apply
+//! replica   Replica (read) → LockedReplica (write); ship: bays for replicas
+//! tree/     the working tree: relpath, confined, excludes, chunking, scan
+//! store/    .syncreplica/: layout, identity, config, lock, state database
+//! sys/      OS glue: durable writes, clock;   error: library errors only
+//! ```
 
-pub mod apply;
-pub mod chunking;
 pub mod cli;
-pub mod config;
-pub mod creation;
-pub mod epochs;
+
 pub mod error;
-pub mod excludes;
-pub mod export;
-pub mod fsutil;
-pub mod identity;
-pub mod import;
-pub mod listing;
-pub mod lock;
-pub mod members;
-pub mod packets;
-pub mod relpath;
 pub mod replica;
-pub mod scan;
 pub mod ship;
-pub mod state;
+pub mod store;
+pub mod sync;
+pub mod sys;
+pub mod tree;
 
 pub use error::{Error, Result};
 pub use packet_format::ops;

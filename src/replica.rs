@@ -4,15 +4,15 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 
-use crate::config::{self, Config};
 use crate::error::{Error, IoContext, Result};
-use crate::excludes::Excludes;
-use crate::identity::{self, Identity};
-use crate::lock::ReplicaLock;
 use crate::ops::{Change, Id, Operation};
-use crate::relpath::STATE_DIR;
-use crate::scan::{self, ScanHooks, ScanOutcome};
-use crate::state::{self, Member, State};
+use crate::store::config::{self, Config};
+use crate::store::identity::{self, Identity};
+use crate::store::lock::ReplicaLock;
+use crate::store::state::{self, Member, State};
+use crate::tree::excludes::Excludes;
+use crate::tree::relpath::STATE_DIR;
+use crate::tree::scan::{self, ScanHooks, ScanOutcome};
 
 pub struct Replica {
     pub root: PathBuf,
@@ -104,7 +104,7 @@ impl Replica {
         let me = self.identity.replica_id;
         let recorded = self.state.load_entries()?;
         let last = self.state.epoch(&me, &me)?;
-        let now = scan::now_ns();
+        let now = crate::sys::clock::now_ns();
         self.state.transaction(|tx| {
             let mut epoch = last;
             for change in &outcome.changes {
@@ -158,7 +158,7 @@ impl Replica {
     /// files are not taken for local edits), then scans and records every
     /// local change. The caller holds the lock.
     pub fn record_local_changes(&mut self) -> Result<(ScanOutcome, RecordSummary)> {
-        crate::apply::recover(self)?;
+        crate::sync::apply::recover(self)?;
         let outcome = self.scan(&mut ScanHooks::default())?;
         let summary = self.record(&outcome)?;
         Ok((outcome, summary))
@@ -247,7 +247,7 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
     {
         return Err(Error::ContainsReplica {
             path: root.clone(),
-            root: crate::relpath::to_disk_path(&root, &nested.path)
+            root: crate::tree::relpath::to_disk_path(&root, &nested.path)
                 .parent()
                 .unwrap_or(&root)
                 .to_path_buf(),
@@ -264,7 +264,7 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
         }
     }
     std::fs::rename(&staging, &final_dir).at(&final_dir)?;
-    crate::fsutil::sync_dir(&root)?;
+    crate::sys::fsutil::sync_dir(&root)?;
 
     let replica = Replica::open(&root)?;
     let record = RecordSummary {
@@ -316,7 +316,7 @@ fn build_state_dir(
             name: name.to_string(),
             public_key: key.verifying_key().to_bytes(),
         };
-        state::insert_member(tx, &member, scan::now_ns())?;
+        state::insert_member(tx, &member, crate::sys::clock::now_ns())?;
         state::set_epoch(tx, &me, &me, 0)?;
         Ok(())
     })?;

@@ -104,7 +104,7 @@ impl Shipping {
             if !dir.is_dir() {
                 continue;
             }
-            files.extend(crate::packets::collect_packet_files(&[dir])?);
+            files.extend(crate::sync::packets::collect_packet_files(&[dir])?);
         }
         Ok(files)
     }

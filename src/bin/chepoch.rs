@@ -1,8 +1,8 @@
 //! `chepoch`: change an estimate in the epoch table.
 
 use syncreplica::cli::{self, chepoch::Args};
-use syncreplica::epochs;
 use syncreplica::replica::{self, Replica};
+use syncreplica::sync::epochs;
 
 const NAME: &str = "chepoch";
 

@@ -9,7 +9,7 @@ fn main() {
         let replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
         print!(
             "{}",
-            syncreplica::epochs::render_rows(&replica, &args.rows)?
+            syncreplica::sync::epochs::render_rows(&replica, &args.rows)?
         );
         Ok(())
     })

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use shipping::bay::{Bay, BayStore, DirStore};
 use shipping::ShippingOrder;
+use syncreplica::cli::render::lspacket::{self as listing, LocalView};
 use syncreplica::cli::{self, lspacket::Args};
-use syncreplica::listing::{self, LocalView};
-use syncreplica::packets;
 use syncreplica::replica::{self, Replica};
 use syncreplica::ship::Shipping;
+use syncreplica::sync::packets;
 
 const NAME: &str = "lspacket";
 

@@ -9,7 +9,7 @@ fn main() {
         let replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
         print!(
             "{}",
-            syncreplica::members::render_members(&replica, args.long)?
+            syncreplica::cli::render::lsreplica::render_members(&replica, args.long)?
         );
         Ok(())
     })

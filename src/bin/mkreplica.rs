@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use packet_format::{verify_packet, LogicalPacket, PacketKind};
 use syncreplica::cli::{self, mkreplica::Args};
-use syncreplica::creation;
-use syncreplica::packets;
 use syncreplica::replica::{self, Replica};
+use syncreplica::sync::creation;
+use syncreplica::sync::packets;
 
 const NAME: &str = "mkreplica";
 
@@ -143,7 +143,7 @@ fn import(args: &Args) -> anyhow::Result<()> {
         .map(|c| c.new_replica.name.clone())
         .unwrap_or_default();
     // A name from a packet is hostile until checked: it becomes a file name.
-    syncreplica::identity::validate_name(&new_name)?;
+    syncreplica::store::identity::validate_name(&new_name)?;
     let key_file = match &args.key {
         Some(key) => key.clone(),
         None => files[0]

@@ -2,8 +2,9 @@
 
 use syncreplica::cli::{self, syncreplica::Args};
 use syncreplica::replica::{self, Replica};
-use syncreplica::scan::{self, ScanHooks};
-use syncreplica::{apply, export, import, ship};
+use syncreplica::ship;
+use syncreplica::sync::{apply, export, import};
+use syncreplica::tree::scan::{self, ScanHooks};
 
 const NAME: &str = "syncreplica";
 

@@ -10,6 +10,7 @@ pub mod lspacket;
 pub mod lsreplica;
 pub mod mkorder;
 pub mod mkreplica;
+pub mod render;
 pub mod syncreplica;
 
 use std::io::Write;
@@ -123,7 +124,7 @@ pub fn confirm(question: &str) -> std::io::Result<bool> {
 }
 
 /// Prints scan warnings as `COMMAND: warning: PATH: WHAT`.
-pub fn print_warnings(name: &str, warnings: &[crate::scan::ScanWarning]) {
+pub fn print_warnings(name: &str, warnings: &[crate::tree::scan::ScanWarning]) {
     for warning in warnings {
         eprintln!("{name}: warning: {warning}");
     }
@@ -146,7 +147,7 @@ pub fn progress_bar() -> indicatif::ProgressBar {
 }
 
 /// Tells the user when a lock left by a dead process was taken over.
-pub fn print_lock_takeover(name: &str, lock: &crate::lock::ReplicaLock) {
+pub fn print_lock_takeover(name: &str, lock: &crate::store::lock::ReplicaLock) {
     if let Some(pid) = lock.took_over_from {
         eprintln!(
             "{name}: note: took over the lock {} left by process {pid}, which is no longer running",

@@ -10,11 +10,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use syncreplica::apply::{self, ApplyHooks, ApplyReport, ChunkSource};
 use syncreplica::ops::{Change, ChunkId, ChunkRef, Id, Operation, PathState, VersionVector};
 use syncreplica::replica::Replica;
-use syncreplica::scan::ScanHooks;
-use syncreplica::state::{self, Member};
+use syncreplica::store::state::{self, Member};
+use syncreplica::sync::apply::{self, ApplyHooks, ApplyReport, ChunkSource};
+use syncreplica::tree::scan::ScanHooks;
 use syncreplica::Error;
 
 // ---------------------------------------------------------------- helpers

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use syncreplica::ops::{Id, PathState};
 use syncreplica::replica::Replica;
-use syncreplica::scan::ScanHooks;
-use syncreplica::state::{self, Member};
+use syncreplica::store::state::{self, Member};
+use syncreplica::tree::scan::ScanHooks;
 
 use crate::helpers::*;
 
@@ -246,7 +246,7 @@ fn a_file_changing_during_the_scan_is_never_recorded_half_written() {
     };
     let outcome = replica.scan(&mut hooks).unwrap();
     drop(hooks);
-    assert_eq!(appended, syncreplica::scan::READ_ATTEMPTS);
+    assert_eq!(appended, syncreplica::tree::scan::READ_ATTEMPTS);
     assert!(outcome.changes.iter().all(|c| c.path != b"growing.log"));
     let warning = outcome
         .warnings

@@ -443,7 +443,7 @@ fn forged_packet(sender: &Path, target: &Path, out: &Path, changes: Vec<syncrepl
             name: to.identity.replica_name.clone(),
             seq: 99,
         }],
-        packet_id: syncreplica::identity::random_id(),
+        packet_id: syncreplica::store::identity::random_id(),
         created_ns: 1,
         comment: "forged".into(),
         epoch_ranges: [(
@@ -683,9 +683,9 @@ fn a_rename_racing_a_delete_is_repaired_with_fullcontent() {
 
 #[test]
 fn a_scan_first_finishes_an_import_interrupted_by_a_crash() {
-    use syncreplica::apply::{self, ApplyHooks};
-    use syncreplica::packets::ChunkSpool;
     use syncreplica::replica::Replica;
+    use syncreplica::sync::apply::{self, ApplyHooks};
+    use syncreplica::sync::packets::ChunkSpool;
     let fam = family(&["alpha", "beta"], &[("keep.txt", "k")]);
     let (a, b) = (fam.root("alpha"), fam.root("beta"));
     for i in 0..5 {
@@ -745,8 +745,8 @@ fn a_scan_first_finishes_an_import_interrupted_by_a_crash() {
 
 #[test]
 fn a_file_changed_after_the_scan_fails_the_export_and_writes_nothing() {
-    use syncreplica::export::{export_updates, ExportRequest};
     use syncreplica::replica::Replica;
+    use syncreplica::sync::export::{export_updates, ExportRequest};
     let fam = family(&["alpha", "beta"], &[("f", "0")]);
     let a = fam.root("alpha");
     write(&a, "data.txt", "recorded content");

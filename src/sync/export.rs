@@ -20,12 +20,11 @@ use std::path::Path;
 use packet_format::{EpochRange, PacketKind, PacketMeta, PacketWriter, Target, WrittenPart};
 
 use crate::error::{Error, IoContext, Result};
-use crate::identity;
 use crate::ops::{ChunkId, Id, Operation, PathState};
-use crate::relpath;
 use crate::replica::Replica;
-use crate::scan;
-use crate::state::{self, Member};
+use crate::store::identity;
+use crate::store::state::{self, Member};
+use crate::tree::relpath;
 
 /// What to export and where.
 pub struct ExportRequest<'a> {
@@ -167,7 +166,7 @@ fn export_to(
 
     let sequence = replica.state.next_sequence(&target.replica)?;
     let packet_id = identity::random_id();
-    let now = scan::now_ns();
+    let now = crate::sys::clock::now_ns();
     let meta = PacketMeta {
         kind: PacketKind::Update,
         family: replica.identity.family(),

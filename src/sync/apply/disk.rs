@@ -17,9 +17,9 @@ use super::plan::Plan;
 use super::{is_injected_crash, ApplyHooks, ChunkSource, DELETED_DIR, STAGING_DIR};
 use crate::error::{Error, IoContext, Result};
 use crate::ops::{ChunkId, ChunkRef, PathState};
-use crate::relpath;
 use crate::replica::Replica;
-use crate::state::RecordedEntry;
+use crate::store::state::RecordedEntry;
+use crate::tree::relpath;
 
 /// One disk action of the journal. Every action can run again after a
 /// crash and leaves the same result.
@@ -257,7 +257,7 @@ fn index_soft_deleted(root: &Path) -> HashMap<ChunkId, (PathBuf, u64)> {
                     continue;
                 };
                 let mut offset = 0u64;
-                let _ = crate::chunking::chunk_stream(file, |chunk, _| {
+                let _ = crate::tree::chunking::chunk_stream(file, |chunk, _| {
                     index.entry(chunk.id).or_insert((path.clone(), offset));
                     offset += u64::from(chunk.len);
                     Ok(())

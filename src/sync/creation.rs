@@ -27,16 +27,16 @@ use packet_format::{
     Target, WrittenPart,
 };
 
-use crate::config;
 use crate::error::{Error, IoContext, Result};
-use crate::export::{packet_error, LocalChunks};
-use crate::identity::{self, Identity};
 use crate::ops::{Change, ChunkId, Id, Operation, PathState};
-use crate::packets::ChunkSpool;
-use crate::relpath::{self, STATE_DIR};
 use crate::replica::{self, Replica};
-use crate::scan;
-use crate::state::{self, EntryWrite, Member, StatKey, State};
+use crate::store::config;
+use crate::store::identity::{self, Identity};
+use crate::store::state::{self, EntryWrite, Member, StatKey, State};
+use crate::sync::export::{packet_error, LocalChunks};
+use crate::sync::packets::ChunkSpool;
+use crate::tree::relpath::{self, STATE_DIR};
+use crate::tree::scan;
 
 /// What `mkreplica -export` wrote.
 pub struct CreationExport {
@@ -58,7 +58,7 @@ pub fn export_creation(
     comment: &str,
 ) -> Result<CreationExport> {
     identity::validate_name(new_name)?;
-    crate::export::check_max_size(max_size)?;
+    crate::sync::export::check_max_size(max_size)?;
     if !out_dir.is_dir() {
         return Err(Error::NotADirectory {
             path: out_dir.to_path_buf(),
@@ -108,7 +108,7 @@ pub fn export_creation(
     paths.sort();
     let mut reasserted: Vec<(Vec<u8>, Operation)> = Vec::new();
     let mut next_epoch = replica.state.epoch(&me, &me)?;
-    let now = scan::now_ns();
+    let now = crate::sys::clock::now_ns();
     for path in paths {
         let entry = &entries[path];
         let exact = last_by_path.get(path.as_slice()).is_some_and(|&index| {
@@ -235,7 +235,7 @@ pub fn export_creation(
                         }
                     })?;
                     chunk_bytes += bytes.len() as u64;
-                    crate::export::add_local_chunk(&mut writer, &local, &chunk.id, &bytes)?;
+                    crate::sync::export::add_local_chunk(&mut writer, &local, &chunk.id, &bytes)?;
                 }
             }
         }
@@ -467,7 +467,7 @@ fn materialize(
         replica_id: payload.new_replica.id,
     };
     identity.save(&staging)?;
-    crate::fsutil::create_new_file(&identity::signing_key_path(&staging), secret, 0o600)?;
+    crate::sys::fsutil::create_new_file(&identity::signing_key_path(&staging), secret, 0o600)?;
     config::write_default(&staging)?;
     let mut state = State::open(&staging)?;
     let mut spool = ChunkSpool::fill(packet, &staging)?;
@@ -536,8 +536,8 @@ fn materialize(
     // the state folder is renamed into place below, there is no replica
     // here, and an interrupted import is simply run again in an empty
     // directory.
-    crate::fsutil::sync_filesystem(root)?;
-    let scanned_ns = scan::now_ns();
+    crate::sys::fsutil::sync_filesystem(root)?;
+    let scanned_ns = crate::sys::clock::now_ns();
     let me = payload.new_replica.id;
     state.transaction(|tx| {
         for member in &payload.members {
@@ -600,7 +600,7 @@ fn materialize(
     drop(spool);
     let final_dir = replica::state_dir(root);
     std::fs::rename(&staging, &final_dir).at(&final_dir)?;
-    crate::fsutil::sync_dir(root)?;
+    crate::sys::fsutil::sync_dir(root)?;
     Ok((Replica::open(root)?, files))
 }
 

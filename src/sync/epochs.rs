@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 use crate::error::{Error, Result};
 use crate::replica::Replica;
-use crate::state::{self, Member};
+use crate::store::state::{self, Member};
 
 /// Renders the rows named in `rows` (names or ids), or all of them.
 pub fn render_rows(replica: &Replica, rows: &[String]) -> Result<String> {
@@ -116,11 +116,4 @@ pub fn apply_change(replica: &mut Replica, row: &Member, changes: &[EpochChange]
         }
         Ok(())
     })
-}
-
-/// UTC time for listings, e.g. `2026-11-21 22:06:41 UTC`.
-pub fn format_time_ns(ns: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(ns)
-        .format("%Y-%m-%d %H:%M:%S UTC")
-        .to_string()
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use crate::error::{Error, Result};
-use crate::relpath;
+use crate::tree::relpath;
 
 pub const IGNORE_FILE: &str = ".syncreplicaignore";
 

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use super::disk::Action;
 use super::{ApplyReport, DELETED_DIR};
 use crate::error::{Error, Result};
-use crate::excludes::Excludes;
-use crate::identity;
 use crate::ops::{Causality, Change, ChunkRef, Id, Operation, PathState, VersionVector};
-use crate::relpath::{self, NAME_MAX, PATH_MAX, STATE_DIR};
 use crate::replica::Replica;
-use crate::state::{Member, RecordedEntry};
+use crate::store::identity;
+use crate::store::state::{Member, RecordedEntry};
+use crate::tree::excludes::Excludes;
+use crate::tree::relpath::{self, NAME_MAX, PATH_MAX, STATE_DIR};
 
 /// Mode of directories this replica creates to hold incoming paths.
 const DEFAULT_DIR_MODE: u32 = 0o755;
@@ -330,7 +330,7 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         local_ops: Vec::new(),
         resolved: BTreeMap::new(),
         report: ApplyReport::default(),
-        now_ns: crate::scan::now_ns(),
+        now_ns: crate::sys::clock::now_ns(),
         superseded: superseded_in_batch(ops),
     };
     for op in ops {
@@ -591,9 +591,9 @@ impl Planner<'_> {
                     "{}: concurrent changes by {} ({}) and {} ({}); kept {}'s{}",
                     relpath::display(path),
                     self.label(&winner_author),
-                    crate::scan::type_name(&winner),
+                    crate::tree::scan::type_name(&winner),
                     self.label(&loser_author),
-                    crate::scan::type_name(&loser),
+                    crate::tree::scan::type_name(&loser),
                     self.label(&winner_author),
                     copy_note(copy.as_deref()),
                 );
@@ -791,7 +791,7 @@ impl Planner<'_> {
                 let copy = self.conflict_copy(path, &displaced.state, displaced.author, None)?;
                 let what = match displaced.state {
                     PathState::Deleted => "deletion".to_string(),
-                    ref other => crate::scan::type_name(other).to_string(),
+                    ref other => crate::tree::scan::type_name(other).to_string(),
                 };
                 self.report.conflicts.push(format!(
                     "{}: kept as a directory, it still has content; {}'s {what} gave way{}",
@@ -833,7 +833,7 @@ impl Planner<'_> {
                             relpath::display(ancestor),
                             relpath::display(&path),
                             self.label(&displaced.author),
-                            crate::scan::type_name(&displaced.state),
+                            crate::tree::scan::type_name(&displaced.state),
                             copy_note(copy.as_deref()),
                         ));
                     }

@@ -18,12 +18,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use crate::chunking;
 use crate::error::{Error, Result};
-use crate::excludes::Excludes;
 use crate::ops::PathState;
-use crate::relpath;
-use crate::state::{RecordedEntry, StatKey};
+use crate::store::state::{RecordedEntry, StatKey};
+use crate::tree::chunking;
+use crate::tree::excludes::Excludes;
+use crate::tree::relpath;
 
 /// Files changed less than this long before the scan that recorded them are
 /// re-read at the next scan. Two seconds covers coarse filesystems (FAT
@@ -186,13 +186,6 @@ pub struct ScanHooks<'a> {
     pub after_read: Option<PathHook<'a>>,
 }
 
-pub fn now_ns() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    now.as_nanos() as i64
-}
-
 pub fn stat_key(meta: &Metadata) -> StatKey {
     StatKey {
         size: meta.size(),
@@ -243,7 +236,7 @@ where
     F: FnOnce() -> Result<HashMap<Vec<u8>, RecordedEntry>> + Send,
 {
     let mut outcome = ScanOutcome {
-        scanned_ns: now_ns(),
+        scanned_ns: crate::sys::clock::now_ns(),
         ..ScanOutcome::default()
     };
     let (walked, recorded) = std::thread::scope(|scope| {

@@ -578,7 +578,7 @@ pub fn forget_entry(tx: &Transaction, path: &[u8]) -> rusqlite::Result<()> {
         .map(drop)
 }
 
-// The apply journal of `crate::apply`: the disk actions of a committed
+// The apply journal of `crate::sync::apply`: the disk actions of a committed
 // batch that are not known to be done yet. Created on first use, so older
 // databases need no migration.
 

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil;
 use crate::ops::Id;
+use crate::sys::fsutil;
 
 pub const IDENTITY_FILE: &str = "identity.toml";
 pub const SIGNING_KEY_FILE: &str = "signing_key";
@@ -53,7 +53,7 @@ impl Identity {
         let text = std::fs::read_to_string(&path).at(&path)?;
         let file: IdentityFile = toml::from_str(&text).map_err(|err| Error::BadIdentity {
             path: path.clone(),
-            what: crate::config::describe_toml_error(&text, &err),
+            what: crate::store::config::describe_toml_error(&text, &err),
         })?;
         let id = |hex: &str, what: &str| {
             Id::from_hex(hex).ok_or_else(|| Error::BadIdentity {

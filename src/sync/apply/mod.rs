@@ -137,7 +137,7 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::ops::{ChunkId, Operation};
 use crate::replica::Replica;
-use crate::state;
+use crate::store::state;
 
 pub use disk::purge_soft_deleted;
 pub use plan::{conflict_copy_name, validate_path, winner_is_first};
@@ -314,7 +314,7 @@ fn staging_dir(replica: &Replica) -> PathBuf {
 /// database, and the journal of its disk actions.
 fn commit(replica: &mut Replica, plan: &plan::Plan) -> Result<()> {
     let me = replica.identity.replica_id;
-    let now = crate::scan::now_ns();
+    let now = crate::sys::clock::now_ns();
     replica.state.transaction(|tx| {
         state::create_pending_apply(tx)?;
         for member in &plan.new_members {

@@ -3,8 +3,8 @@
 use std::fmt::Write;
 
 use crate::error::Result;
-use crate::identity;
 use crate::replica::Replica;
+use crate::store::identity;
 
 /// Renders the member listing. `long` adds the packet log and epoch rows.
 pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
@@ -51,7 +51,7 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
                         "{} (sequence {}, {})",
                         p.file_name,
                         p.sequence,
-                        crate::epochs::format_time_ns(p.at_ns)
+                        crate::sys::clock::format_time_ns(p.at_ns)
                     ),
                     None => "none".into(),
                 };

@@ -3,7 +3,7 @@
 //!
 //! Every packet is verified in full (signature by a current family member,
 //! every entry's digest) before anything is applied. Logical packets are
-//! applied one at a time, each atomically (see [`crate::apply`]), in an
+//! applied one at a time, each atomically (see [`crate::sync::apply`]), in an
 //! order where each packet's first epochs follow what this replica has:
 //! one that depends on changes not yet received waits, and is applied in
 //! the same run as soon as its predecessor is. A packet already applied is
@@ -14,15 +14,14 @@ use std::path::PathBuf;
 
 use packet_format::{verify_packet, Examination, LogicalPacket, PacketKind, SignatureStatus};
 
-use crate::apply::{self, ApplyHooks, ApplyReport, ChunkSource};
+use crate::cli::render::lspacket::{LocalView, Readiness};
 use crate::error::{Error, Result};
-use crate::export::packet_error;
-use crate::listing::{LocalView, Readiness};
 use crate::ops::{ChunkId, Id, Operation};
-use crate::packets::{self, ChunkSpool};
 use crate::replica::Replica;
-use crate::scan;
-use crate::state;
+use crate::store::state;
+use crate::sync::apply::{self, ApplyHooks, ApplyReport, ChunkSource};
+use crate::sync::export::packet_error;
+use crate::sync::packets::{self, ChunkSpool};
 
 impl ChunkSource for ChunkSpool {
     fn chunk(&mut self, id: &ChunkId) -> Result<Option<Vec<u8>>> {
@@ -308,7 +307,7 @@ fn apply_logical(replica: &mut Replica, files: &[PathBuf]) -> Result<(String, Ap
     }
     let mut spool = ChunkSpool::fill(&packet, &replica.state_dir())?;
     let report = apply::apply_batch(replica, &ops, &mut spool, &mut ApplyHooks::default())?;
-    let now = scan::now_ns();
+    let now = crate::sys::clock::now_ns();
     let first_name = files[0]
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -1,0 +1,5 @@
+//! Text and JSON renderings of what the library returns: the only code
+//! besides the binaries that formats for people.
+
+pub mod lspacket;
+pub mod lsreplica;

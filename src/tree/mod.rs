@@ -1,0 +1,8 @@
+//! The working tree: lexical rules for relative paths ([`relpath`]),
+//! excludes ([`excludes`]), content-defined chunking ([`chunking`]) and the
+//! scan that compares the tree with the recorded state ([`scan`]).
+
+pub mod chunking;
+pub mod excludes;
+pub mod relpath;
+pub mod scan;
