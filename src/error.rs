@@ -1,5 +1,20 @@
-//! Typed errors of the library. Every variant names the file or value it is
-//! about, so the CLI can print `COMMAND: error: WHAT` without guessing.
+//! Library errors.
+//!
+//! The rules every error of this crate follows (written down as
+//! rustic_core does, so a new variant can be checked against them):
+//!
+//! 1. An error names the file, value or member it is about, so the CLI can
+//!    print `COMMAND: error: WHAT` without guessing.
+//! 2. An error prints its cause in `Display` and does not also expose it as
+//!    `source()`: causes are fields named `cause`, never `source`, and no
+//!    variant is `#[source]`/`#[from]`. Wrappers of another crate's error
+//!    are `#[error(transparent)]`, and those crates follow the same rule, so
+//!    `{:#}` never repeats a cause.
+//! 3. Errors that refuse one packet are a [`Refusal`]: the import moves on
+//!    to the other packets. Everything else stops the command.
+//! 4. Exit codes and hints are the CLI's business (`cli::report`); the
+//!    library only says what went wrong.
+//! 5. No string is ever matched to tell errors apart: match on variants.
 
 use std::io;
 use std::path::PathBuf;
@@ -8,37 +23,38 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
 
-    #[error("no replica found in {start} or any of its parent directories")]
+    #[error("no replica found in {} or any of its parent directories", start.display())]
     NoReplica { start: PathBuf },
 
-    #[error("{path} is already inside replica \"{name}\" (rooted at {root})")]
+    #[error("{} is already inside replica \"{name}\" (rooted at {})", path.display(), root.display())]
     AlreadyInReplica {
         path: PathBuf,
         root: PathBuf,
         name: String,
     },
 
-    #[error("{path} already holds a replica (rooted at {root}) below it")]
+    #[error("{} already holds a replica (rooted at {}) below it", path.display(), root.display())]
     ContainsReplica { path: PathBuf, root: PathBuf },
 
-    #[error("replica {root} is locked by process {pid}{}", holder_detail(.command))]
+    #[error("replica {} is locked by process {pid}{}", root.display(), holder_detail(.command))]
     Locked {
         root: PathBuf,
         pid: u32,
         command: Option<String>,
     },
 
-    #[error("state database {path}: {source}")]
+    #[error("state database {}: {cause}", path.display())]
     Database {
         path: PathBuf,
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
 
     #[error(
-        "state database {path} has schema version {found}; this program knows version {known}"
+        "state database {} has schema version {found}; this program knows version {known}",
+        path.display()
     )]
     SchemaTooNew {
         path: PathBuf,
@@ -46,13 +62,13 @@ pub enum Error {
         known: i64,
     },
 
-    #[error("state database {path} is damaged: {what}")]
+    #[error("state database {} is damaged: {what}", path.display())]
     CorruptState { path: PathBuf, what: String },
 
-    #[error("{path}: {message}")]
+    #[error("{}: {message}", path.display())]
     Config { path: PathBuf, message: String },
 
-    #[error("{path}: bad exclude pattern: {message}")]
+    #[error("{}: bad exclude pattern: {message}", path.display())]
     ExcludePattern { path: PathBuf, message: String },
 
     #[error("invalid size \"{value}\": {why}")]
@@ -70,26 +86,97 @@ pub enum Error {
     #[error("row \"{name}\" is this replica's own row; it is exact and cannot be changed")]
     OwnEpochRow { name: String },
 
-    #[error("{path} is not a directory")]
+    #[error("{} is not a directory", path.display())]
     NotADirectory { path: PathBuf },
 
-    #[error("identity file {path} is damaged: {what}")]
+    #[error("identity file {} is damaged: {what}", path.display())]
     BadIdentity { path: PathBuf, what: String },
-
-    #[error("packet path \"{path}\" refused: {why}")]
-    HostilePath { path: String, why: String },
-
-    #[error("{what}")]
-    ApplyFailed { what: String },
-
-    #[error("{message}")]
-    Packet { message: String },
 
     #[error("invalid -pexpire \"{value}\": {why}")]
     BadExpiry { value: String, why: String },
 
+    /// A packet file could not be read, verified or written.
+    #[error(transparent)]
+    Packet(packet_format::Error),
+
+    /// A file that is not a packet was named where packets are expected,
+    /// or a packet cannot be queued.
+    #[error("{}: {why}", path.display())]
+    NotSubmittable { path: PathBuf, why: String },
+
+    /// The content of a file changed between the scan and the export.
+    #[error("{} changed while it was being exported; nothing was written, run the export again", path.display())]
+    ChangedDuringExport { path: PathBuf },
+
+    /// A recorded chunk is no longer in the tree (creation export).
+    #[error("chunk {chunk} of {path} is missing from the tree; run syncreplica -status")]
+    ChunkMissingLocally { chunk: String, path: String },
+
+    /// A creation packet that cannot make a replica.
+    #[error("{what}")]
+    BadCreationPacket { what: String },
+
+    #[error("{} is not empty; mkreplica -import needs an absent or empty directory", dir.display())]
+    NotEmpty { dir: PathBuf },
+
+    /// One packet refused; the others of an import go on.
+    #[error(transparent)]
+    Refused(Refusal),
+
+    /// A crash injected by a test hook at apply step `step`.
+    #[error("injected crash at step {step} ({what})")]
+    InjectedCrash { step: usize, what: String },
+
     #[error(transparent)]
     Shipping(shipping::Error),
+}
+
+/// Why one packet is refused as a whole. Nothing of it is applied; the
+/// import goes on with the other packets.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// A path that is not enclosed in the replica, or not well-formed.
+    #[error("packet path \"{path}\" refused: {why}")]
+    HostilePath { path: String, why: String },
+
+    /// The packet is damaged or forged.
+    #[error(transparent)]
+    Damaged(packet_format::Error),
+
+    /// The packet could not be examined at all.
+    #[error("cannot be read")]
+    Unreadable,
+
+    /// Intact, but not signed by a current member of the family (it may be
+    /// signed by a member that a packet of the same run introduces).
+    #[error("not signed by a current member of the family: {signature}")]
+    NotAMember { signature: String },
+
+    /// Content that does not match its hash.
+    #[error("chunk {chunk} of {path}, as carried by the packet, does not match its id")]
+    BadContent { chunk: String, path: String },
+
+    /// Content the packet relies on this replica holding, which it does not.
+    #[error(
+        "chunk {chunk} of {path} is neither in the packet nor in this replica \
+         (the sender believed this replica still had that content); \
+         nothing was changed. At the sender, lower its estimate with chepoch to this \
+         replica's row (lsepoch here) and export again with -fullcontent"
+    )]
+    MissingContent { chunk: String, path: String },
+
+    /// Operations that contradict the operation log (gaps, claims in this
+    /// replica's name).
+    #[error("{what}")]
+    OperationLog { what: String },
+
+    /// A membership change that contradicts the known members.
+    #[error("{what}")]
+    Membership { what: String },
+
+    /// Paths that cannot form one tree.
+    #[error("the batch's paths could not be arranged into a consistent tree")]
+    Inconsistent,
 }
 
 fn holder_detail(command: &Option<String>) -> String {
@@ -100,62 +187,31 @@ fn holder_detail(command: &Option<String>) -> String {
 }
 
 impl Error {
-    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Error {
+    pub fn io(path: impl Into<PathBuf>, cause: io::Error) -> Error {
         Error::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 
-    /// A second line for the user: what to do about it.
-    pub fn hint(&self) -> Option<String> {
-        match self {
-            Error::NoReplica { .. } => Some(
-                "run the command inside a replica, name one with -replica DIR, or create one with mkreplica -init"
-                    .into(),
-            ),
-            Error::AlreadyInReplica { .. } | Error::ContainsReplica { .. } => {
-                Some("replicas cannot be nested; choose a directory outside any replica".into())
-            }
-            Error::Locked { .. } => Some(
-                "wait for that process to finish; a lock whose process has died is taken over automatically"
-                    .into(),
-            ),
-            Error::BadSize { .. } => {
-                Some("write a number of bytes with an optional k, m or g suffix, e.g. 50m".into())
-            }
-            Error::UnknownReplica { .. } => Some("lsreplica lists the family's members".into()),
-            Error::BadEpochSetting { .. } => {
-                Some("write ORIGIN=EPOCH, e.g. boston=1300, with ORIGIN a member's name".into())
-            }
-            Error::SchemaTooNew { .. } => Some("use a newer syncreplica".into()),
-            Error::Shipping(shipping::Error::UnknownClass { .. }) => Some(
-                "storage classes are the [classes.NAME] tables of shipping.toml; without -sclass the class is \"default\"".into(),
-            ),
-            Error::Shipping(shipping::Error::Config { .. }) => {
-                Some("shipping_server(1) and shipping/FORMAT.md describe every key".into())
-            }
-            _ => None,
-        }
-    }
-
-    /// Process exit code for this error (documented in every man page).
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::Locked { .. } => crate::cli::EXIT_LOCKED,
-            _ => crate::cli::EXIT_FAILURE,
-        }
+    /// A refusal of the packet at hand because of `path`.
+    pub fn hostile(path: impl Into<String>, why: impl Into<String>) -> Error {
+        Error::Refused(Refusal::HostilePath {
+            path: path.into(),
+            why: why.into(),
+        })
     }
 }
 
-impl From<rusqlite::Error> for Error {
-    /// For SQL run inside `State::transaction`, which puts in the
-    /// database's path before the error leaves it.
-    fn from(source: rusqlite::Error) -> Error {
-        Error::Database {
-            path: PathBuf::new(),
-            source,
-        }
+impl From<packet_format::Error> for Error {
+    fn from(err: packet_format::Error) -> Error {
+        Error::Packet(err)
+    }
+}
+
+impl From<shipping::Error> for Error {
+    fn from(err: shipping::Error) -> Error {
+        Error::Shipping(err)
     }
 }
 
@@ -166,6 +222,6 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for std::result::Result<T, io::Error> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::io(path, source))
+        self.map_err(|cause| Error::io(path, cause))
     }
 }

@@ -23,14 +23,14 @@ impl Shipping {
     /// Loads the configuration (`-shipconf`, the environment, the user's
     /// and the system's config directories, else the built-in default).
     pub fn load(explicit: Option<&Path>) -> Result<Shipping> {
-        let (config, source) = ShippingConfig::load(explicit).map_err(shipping_error)?;
+        let (config, source) = ShippingConfig::load(explicit)?;
         Ok(Shipping { config, source })
     }
 
     /// The class named by `-sclass`, or `default`.
     pub fn class_name(&self, sclass: Option<&str>) -> Result<String> {
         let name = sclass.unwrap_or(DEFAULT_STORAGE_CLASS);
-        self.config.class(name).map_err(shipping_error)?;
+        self.config.class(name)?;
         Ok(name.to_string())
     }
 
@@ -44,8 +44,8 @@ impl Shipping {
 
     /// The outgoing bay of `class_name`, created if missing.
     pub fn outgoing(&self, class_name: &str) -> Result<DirStore> {
-        let class = self.config.class(class_name).map_err(shipping_error)?;
-        DirStore::create(class.outgoing_dir()).map_err(shipping_error)
+        let class = self.config.class(class_name)?;
+        Ok(DirStore::create(class.outgoing_dir())?)
     }
 
     /// Writes a shipping order for each packet already in the outgoing
@@ -57,14 +57,14 @@ impl Shipping {
         expires: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<Vec<ShippingOrder>> {
-        let class = self.config.class(class_name).map_err(shipping_error)?;
+        let class = self.config.class(class_name)?;
         let outgoing = self.outgoing(class_name)?;
         let mut orders = Vec::new();
         for (packet, destinations) in packets {
             let names: Vec<&str> = destinations.iter().map(String::as_str).collect();
             let mut order =
                 ShippingOrder::create(&outgoing, packet, class_name, class, &names, now)
-                    .map_err(shipping_error)?;
+                    ?;
             if let Some(expires) = expires {
                 order.expires = expires;
                 order.note(
@@ -72,7 +72,7 @@ impl Shipping {
                     &format!("expiry set to {} (-pexpire)", format_time(&expires)),
                 );
             }
-            order.save(&outgoing).map_err(shipping_error)?;
+            order.save(&outgoing)?;
             orders.push(order);
         }
         Ok(orders)
@@ -90,16 +90,14 @@ impl Shipping {
             config: &self.config,
             log,
         };
-        shipper
-            .ship(class_name, packets, Utc::now())
-            .map_err(shipping_error)
+        Ok(shipper.ship(class_name, packets, Utc::now())?)
     }
 
     /// The packet files waiting in the incoming bays of `classes`.
     pub fn incoming_packets(&self, classes: &[String]) -> Result<Vec<PathBuf>> {
         let mut files = Vec::new();
         for class_name in classes {
-            let class = self.config.class(class_name).map_err(shipping_error)?;
+            let class = self.config.class(class_name)?;
             let dir = class.incoming_dir();
             if !dir.is_dir() {
                 continue;
@@ -136,24 +134,28 @@ pub fn submit_files(
         let name = file
             .file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| Error::Packet {
-                message: format!("{}: not a packet file name", file.display()),
+            .ok_or_else(|| Error::NotSubmittable {
+                path: file.clone(),
+                why: "not a packet file name".into(),
             })?
             .to_string();
-        shipping::receive::check_packet_name(&name).map_err(|r| Error::Packet {
-            message: format!("{}: {}", file.display(), r.reason),
+        shipping::receive::check_packet_name(&name).map_err(|r| Error::NotSubmittable {
+            path: file.clone(),
+            why: r.reason.to_string(),
         })?;
         let exam = packet_format::examine_packet(file, &[]);
         let header = match (&exam.error, &exam.header) {
             (None, Some(header)) => header,
             (Some(err), _) => {
-                return Err(Error::Packet {
-                    message: format!("{}: damaged, not submitted: {}", file.display(), err.kind),
+                return Err(Error::NotSubmittable {
+                    path: file.clone(),
+                    why: format!("damaged, not submitted: {}", err.kind),
                 })
             }
             (None, None) => {
-                return Err(Error::Packet {
-                    message: format!("{}: no readable header", file.display()),
+                return Err(Error::NotSubmittable {
+                    path: file.clone(),
+                    why: "no readable header".into(),
                 })
             }
         };
@@ -177,10 +179,11 @@ pub fn submit_files(
             .is_some_and(|(dir, bay)| dir == bay);
         let queued = outgoing
             .exists(&order_name(&name))
-            .map_err(shipping_error)?;
-        if queued || (!in_place && outgoing.exists(&name).map_err(shipping_error)?) {
-            return Err(Error::Packet {
-                message: format!(
+            ?;
+        if queued || (!in_place && outgoing.exists(&name)?) {
+            return Err(Error::NotSubmittable {
+                path: file.clone(),
+                why: format!(
                     "{name} is already in {}{}",
                     outgoing.describe(),
                     if queued {
@@ -199,11 +202,11 @@ pub fn submit_files(
         if !in_place {
             let mut source = std::fs::File::open(&file).map_err(|e| Error::Io {
                 path: file.clone(),
-                source: e,
+                cause: e,
             })?;
             outgoing
                 .write_from(&name, &mut source)
-                .map_err(shipping_error)?;
+                ?;
         }
         let order = shipping
             .order_packets(class_name, &[(name.clone(), targets)], expires, now)?
@@ -211,7 +214,7 @@ pub fn submit_files(
         if !copy && !in_place {
             std::fs::remove_file(&file).map_err(|e| Error::Io {
                 path: file.clone(),
-                source: e,
+                cause: e,
             })?;
         }
         submitted.push(Submitted {
@@ -266,10 +269,6 @@ pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
 }
 
 /// Wraps a shipping library error.
-pub fn shipping_error(err: shipping::Error) -> Error {
-    Error::Shipping(err)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

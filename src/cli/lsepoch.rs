@@ -20,3 +20,15 @@ pub struct Args {
     #[arg(value_name = "REPLICA")]
     pub rows: Vec<String>,
 }
+
+use crate::replica::{self, Replica};
+
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
+    out!(
+        "{}",
+        crate::sync::epochs::render_rows(&replica, &args.rows)?
+    );
+    Ok(())
+}

@@ -29,8 +29,8 @@ pub struct Args {
     pub short: bool,
 
     /// Output format: text (MultiSite's listing) or json (for scripts).
-    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    pub fmt: String,
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub fmt: super::Format,
 
     /// The replica whose family keys and epochs to check against. Without
     /// it, the current directory and its parents are searched; outside a
@@ -63,3 +63,155 @@ Exit status:
   0  every packet listed is intact and signed by a family member
   1  a packet is damaged, its signature is bad or its key unknown, or the command failed
   2  the command line was wrong";
+
+
+use shipping::bay::{Bay, BayStore, DirStore};
+use shipping::ShippingOrder;
+use crate::cli::report::usage;
+use crate::cli;
+use crate::cli::render::lspacket::{self as listing, LocalView};
+use crate::replica::{self, Replica};
+use crate::ship::Shipping;
+use crate::sync::packets;
+
+const NAME: &str = "lspacket";
+
+
+/// A packet file to list, and where it sits when it is in a bay.
+struct Entry {
+    file: PathBuf,
+    bay: Option<(String, Bay)>,
+    order: Option<ShippingOrder>,
+}
+
+/// Runs the command.
+pub fn run_ref(args: &Args) -> anyhow::Result<()> {
+    // Inside a replica, check signatures against the family's keys and
+    // mark the local target; outside one, list all the same.
+    let replica = match replica::discover(args.replica.as_deref()) {
+        Ok(root) => Some(Replica::open(&root)?),
+        Err(crate::Error::NoReplica { .. }) if args.replica.is_none() => None,
+        Err(err) => return Err(err.into()),
+    };
+    let (mut keys, view): (Vec<[u8; 32]>, _) = match &replica {
+        Some(replica) => (
+            replica.members()?.iter().map(|m| m.public_key).collect(),
+            Some(LocalView::of(replica)?),
+        ),
+        None => (Vec::new(), None),
+    };
+    let entries = if args.packets.is_empty() {
+        let shipping = Shipping::load(args.shipconf.as_deref())?;
+        match shipping::trust::trusted_keys(&shipping.config) {
+            Ok(trusted) => keys.extend(trusted),
+            Err(err) => eprintln!("{NAME}: warning: {err}"),
+        }
+        bay_entries(&shipping, args.sclass.as_deref())?
+    } else {
+        if args.sclass.is_some() {
+            usage!(
+                "-sclass selects storage bays to list; it cannot be combined with PACKET_OR_DIR"
+            );
+        }
+        packets::collect_packet_files(&args.packets)?
+            .into_iter()
+            .map(|file| Entry {
+                file,
+                bay: None,
+                order: None,
+            })
+            .collect()
+    };
+    if entries.is_empty() {
+        outln!("No packets found.");
+        return Ok(());
+    }
+    let mut problems = 0;
+    let mut json = Vec::new();
+    for entry in &entries {
+        let exam = packet_format::examine_packet(&entry.file, &keys);
+        if listing::is_problem(&exam) {
+            problems += 1;
+        }
+        let returned = matches!(entry.bay, Some((_, Bay::Return)));
+        if args.fmt == cli::Format::Json {
+            let mut value = listing::render_json(&exam, view.as_ref());
+            if let Some((class, bay)) = &entry.bay {
+                value["storage_class"] = serde_json::json!(class);
+                value["bay"] = serde_json::json!(bay.name());
+            }
+            if let Some(order) = &entry.order {
+                value["order"] = listing::render_order_json(order);
+            }
+            json.push(value);
+        } else if args.short {
+            outln!("{}", entry.file.display());
+        } else {
+            out!("{}", listing::render_text(&exam, args.long, view.as_ref()));
+            if let Some((class, bay)) = &entry.bay {
+                outln!("Storage bay: {} (class {class})", bay.name());
+            }
+            if let Some(order) = &entry.order {
+                out!("{}", listing::render_order_text(order, returned));
+            }
+            outln!();
+        }
+    }
+    if args.fmt == cli::Format::Json {
+        outln!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    if problems > 0 {
+        anyhow::bail!(
+            "{problems} of {} packet{} damaged or not signed by a known family member",
+            entries.len(),
+            if entries.len() == 1 { " is" } else { "s are" }
+        );
+    }
+    Ok(())
+}
+
+/// Every packet in the bays of the classes selected, with its order.
+fn bay_entries(shipping: &Shipping, sclass: Option<&str>) -> anyhow::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for class_name in shipping.classes(sclass)? {
+        let class = shipping.config.class(&class_name)?;
+        for (bay, dir) in [
+            (Bay::Outgoing, class.outgoing_dir()),
+            (Bay::Incoming, class.incoming_dir()),
+            (Bay::Return, class.return_dir()),
+        ] {
+            if !dir.is_dir() {
+                continue;
+            }
+            let store = DirStore::new(&dir);
+            for file in packets::collect_packet_files(std::slice::from_ref(&dir))? {
+                let name = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let order = match store.exists(&shipping::order::order_name(&name)) {
+                    Ok(true) => match ShippingOrder::load(&store, &name) {
+                        Ok(order) => Some(order),
+                        Err(err) => {
+                            eprintln!("{NAME}: warning: {err}");
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                entries.push(Entry {
+                    file,
+                    bay: Some((class_name.clone(), bay)),
+                    order,
+                });
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    run_ref(&args)
+}

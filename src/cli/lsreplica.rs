@@ -21,3 +21,15 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub replica: Option<PathBuf>,
 }
+
+use crate::replica::{self, Replica};
+
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
+    out!(
+        "{}",
+        crate::cli::render::lsreplica::render_members(&replica, args.long)?
+    );
+    Ok(())
+}

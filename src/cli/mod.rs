@@ -1,8 +1,28 @@
-//! Command-line definitions shared by the binaries and the man pages.
+//! The command-line layer: the only code that prints, exits, or uses clap,
+//! indicatif and anyhow. One module per command holds its clap definition
+//! and its `run` function; [`render`] formats listings; [`report`] turns
+//! errors into messages, hints and exit codes.
 //!
 //! Every command accepts MultiSite's single-dash long options (`-maxsize 50m`)
 //! as well as the GNU form (`--maxsize 50m`): [`normalize_args`] rewrites the
 //! former into the latter before clap sees them.
+
+/// `print!` that returns the write error instead of panicking, so a closed
+/// pipe ends the command quietly (see [`report`]).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
+/// `println!` that returns the write error instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
 
 pub mod chepoch;
 pub mod lsepoch;
@@ -11,6 +31,7 @@ pub mod lsreplica;
 pub mod mkorder;
 pub mod mkreplica;
 pub mod render;
+pub mod report;
 pub mod syncreplica;
 
 use std::io::Write;
@@ -57,6 +78,28 @@ Exit status:
 /// with `shipping_server`, whose crate this CLI depends on.
 pub use shipping::cli::normalize_args;
 
+/// Output formats of the listing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// MultiSite's text listing.
+    Text,
+    /// JSON, for scripts.
+    Json,
+}
+
+/// clap's parser for `-maxsize`: a size (see [`parse_size`]) of at least
+/// the smallest packet that can carry anything, so a bad value is a usage
+/// error (exit 2) that echoes what was typed.
+pub fn max_size_arg(value: &str) -> Result<u64, String> {
+    let why = |err: crate::Error| match err {
+        crate::Error::BadSize { why, .. } => why,
+        other => other.to_string(),
+    };
+    let size = parse_size(value).map_err(why)?;
+    crate::sync::export::check_max_size(size).map_err(why)?;
+    Ok(size)
+}
+
 /// Parses a size such as `65536`, `64k`, `50m` or `2g` (binary multiples).
 pub fn parse_size(value: &str) -> crate::Result<u64> {
     packet_format::vocabulary::parse_size(value).map_err(|why| crate::Error::BadSize {
@@ -70,22 +113,16 @@ pub fn parse_size(value: &str) -> crate::Result<u64> {
 /// ([`EXIT_USAGE`]). Shared with `shipping_server`.
 pub use shipping::cli::parse_args;
 
-/// Runs a command's body and turns its error into `COMMAND: error: …`,
-/// an optional `hint:` line and the documented exit code.
-pub fn run(name: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ! {
-    match body() {
-        Ok(()) => std::process::exit(EXIT_SUCCESS),
-        Err(err) => {
-            let mut stderr = std::io::stderr().lock();
-            // `{:#}` is the message with its causes, joined by ": ".
-            let _ = writeln!(stderr, "{name}: error: {err:#}");
-            let library = err.chain().find_map(|e| e.downcast_ref::<crate::Error>());
-            if let Some(hint) = library.and_then(|e| e.hint()) {
-                let _ = writeln!(stderr, "{name}: hint: {hint}");
-            }
-            std::process::exit(library.map_or(EXIT_FAILURE, |e| e.exit_code()));
-        }
-    }
+/// A command's whole life: parses the process arguments into `A` (a bad
+/// command line prints `COMMAND: error: …` and exits 2), runs `body`, and
+/// turns its outcome into an exit code with [`report::report`].
+pub fn main<A: clap::Parser>(
+    name: &str,
+    body: impl FnOnce(A) -> anyhow::Result<()>,
+) -> std::process::ExitCode {
+    let args: A = parse_args();
+    let outcome = body(args);
+    report::report(name, outcome)
 }
 
 /// Every command's clap definition, for man pages and their staleness test.

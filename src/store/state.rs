@@ -13,6 +13,27 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use crate::error::{Error, Result};
 use crate::ops::{Id, Operation, PathState, VersionVector};
 
+/// The error of a [`State::transaction`] body: SQL errors get the
+/// database's path when they leave the transaction, so none is ever
+/// reported without it.
+#[derive(Debug)]
+pub enum TxError {
+    Sql(rusqlite::Error),
+    Other(Error),
+}
+
+impl From<rusqlite::Error> for TxError {
+    fn from(e: rusqlite::Error) -> TxError {
+        TxError::Sql(e)
+    }
+}
+
+impl From<Error> for TxError {
+    fn from(e: Error) -> TxError {
+        TxError::Other(e)
+    }
+}
+
 pub const STATE_DB_FILE: &str = "state.db";
 const SCHEMA_VERSION: i64 = 1;
 
@@ -115,7 +136,7 @@ impl State {
         let path = state_dir.join(STATE_DB_FILE);
         let conn = Connection::open(&path).map_err(|source| Error::Database {
             path: path.clone(),
-            source,
+            cause: source,
         })?;
         let state = State { conn, path };
         state.configure()?;
@@ -170,7 +191,14 @@ impl State {
     pub(crate) fn db_error(&self, source: rusqlite::Error) -> Error {
         Error::Database {
             path: self.path.clone(),
-            source,
+            cause: source,
+        }
+    }
+
+    fn db_error_at(path: &Path, source: rusqlite::Error) -> Error {
+        Error::Database {
+            path: path.to_path_buf(),
+            cause: source,
         }
     }
 
@@ -182,18 +210,22 @@ impl State {
     }
 
     /// Runs `body` in one transaction: all of it is committed, or none.
-    pub fn transaction<T>(&mut self, body: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+    /// SQL errors inside `body` leave it as [`Error::Database`] naming this
+    /// database.
+    pub fn transaction<T>(
+        &mut self,
+        body: impl FnOnce(&Transaction) -> std::result::Result<T, TxError>,
+    ) -> Result<T> {
         let path = self.path.clone();
-        let db = |source| Error::Database {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(db)?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| Self::db_error_at(&path, e))?;
         let value = body(&tx).map_err(|err| match err {
-            Error::Database { source, .. } => db(source),
-            other => other,
+            TxError::Sql(source) => Self::db_error_at(&path, source),
+            TxError::Other(other) => other,
         })?;
-        tx.commit().map_err(db)?;
+        tx.commit().map_err(|e| Self::db_error_at(&path, e))?;
         Ok(value)
     }
 

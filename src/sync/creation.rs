@@ -33,7 +33,7 @@ use crate::replica::{self, Replica};
 use crate::store::config;
 use crate::store::identity::{self, Identity};
 use crate::store::state::{self, EntryWrite, Member, StatKey, State};
-use crate::sync::export::{packet_error, LocalChunks};
+use crate::sync::export::LocalChunks;
 use crate::sync::packets::ChunkSpool;
 use crate::tree::relpath::{self, STATE_DIR};
 use crate::tree::scan;
@@ -211,7 +211,7 @@ pub fn export_creation(
     };
     let signing_key = replica.signing_key()?;
     let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)
-        .map_err(packet_error)?;
+        ?;
     // Content of the current tree only: older versions are history the
     // new member keeps for forwarding, not files it needs.
     let mut local = LocalChunks::index(replica)?;
@@ -226,12 +226,9 @@ pub fn export_creation(
             for chunk in chunks {
                 if sent.insert(chunk.id) {
                     let bytes = local.read(&replica.root, &chunk.id)?.ok_or_else(|| {
-                        Error::ApplyFailed {
-                            what: format!(
-                                "chunk {} of {} is missing from the tree; run syncreplica -status",
-                                hex::encode(chunk.id),
-                                relpath::display(path)
-                            ),
+                        Error::ChunkMissingLocally {
+                            chunk: hex::encode(chunk.id),
+                            path: relpath::display(path),
                         }
                     })?;
                     chunk_bytes += bytes.len() as u64;
@@ -241,9 +238,9 @@ pub fn export_creation(
         }
     }
     for op in &snapshot {
-        writer.add_operation(op).map_err(packet_error)?;
+        writer.add_operation(op)?;
     }
-    let parts = writer.finish().map_err(packet_error)?;
+    let parts = writer.finish()?;
 
     let committed = write_key_file(&key_file, &new_id, &secret).and_then(|()| {
         replica.state.transaction(|tx| {
@@ -357,7 +354,7 @@ pub fn import_creation(
     let payload = packet.parts()[0]
         .creation()
         .cloned()
-        .ok_or_else(|| Error::ApplyFailed {
+        .ok_or_else(|| Error::BadCreationPacket {
             what: format!(
                 "{} is not a replica-creation packet",
                 packet.parts()[0].path().display()
@@ -375,7 +372,7 @@ pub fn import_creation(
         .members
         .iter()
         .find(|m| m.id == new.id)
-        .ok_or_else(|| Error::ApplyFailed {
+        .ok_or_else(|| Error::BadCreationPacket {
             what: "the creation packet does not list the new replica among the members".into(),
         })?;
     let key = ed25519_dalek::SigningKey::from_bytes(&secret);
@@ -393,7 +390,7 @@ pub fn import_creation(
         .iter()
         .any(|m| m.id == header.sender.id && m.public_key == header.signer_key);
     if !sender_listed {
-        return Err(Error::ApplyFailed {
+        return Err(Error::BadCreationPacket {
             what: "the packet's signer is not the family member it claims to be".into(),
         });
     }
@@ -402,11 +399,8 @@ pub fn import_creation(
     if existed {
         let mut entries = std::fs::read_dir(dir).at(dir)?;
         if entries.next().is_some() {
-            return Err(Error::ApplyFailed {
-                what: format!(
-                    "{} is not empty; mkreplica -import needs an absent or empty directory",
-                    dir.display()
-                ),
+            return Err(Error::NotEmpty {
+                dir: dir.to_path_buf(),
             });
         }
     } else {
@@ -474,7 +468,7 @@ fn materialize(
 
     let mut ops: Vec<Operation> = Vec::new();
     for op in packet.operations() {
-        ops.push(op.map_err(packet_error)?);
+        ops.push(op?);
     }
     // Replaying the log: each path ends as its last operation says (the
     // sender re-asserted any path where that would not give its tree).
@@ -508,7 +502,7 @@ fn materialize(
             } => {
                 let mut file = std::fs::File::create(&disk).at(&disk)?;
                 for chunk in chunks {
-                    let bytes = spool.get(&chunk.id)?.ok_or_else(|| Error::ApplyFailed {
+                    let bytes = spool.get(&chunk.id)?.ok_or_else(|| Error::BadCreationPacket {
                         what: format!(
                             "chunk {} of {} is not in the creation packet",
                             hex::encode(chunk.id),

@@ -186,7 +186,7 @@ fn export_to(
     let write_dir = request.work_dir.unwrap_or(request.out_dir);
     let key = replica.signing_key()?.to_bytes();
     let mut writer =
-        PacketWriter::create(write_dir, request.max_size, &key, meta).map_err(packet_error)?;
+        PacketWriter::create(write_dir, request.max_size, &key, meta)?;
     let mut summary = ExportSummary {
         sequence,
         ..ExportSummary::default()
@@ -228,10 +228,10 @@ fn export_to(
                 _ => summary.files_added_or_changed += 1,
             }
         }
-        writer.add_operation(op).map_err(packet_error)?;
+        writer.add_operation(op)?;
         summary.operations += 1;
     }
-    let mut parts = writer.finish().map_err(packet_error)?;
+    let mut parts = writer.finish()?;
     if let Some(work_dir) = request.work_dir {
         if work_dir != request.out_dir {
             for part in &mut parts {
@@ -387,17 +387,10 @@ pub fn add_local_chunk(
     bytes: &[u8],
 ) -> Result<()> {
     writer.add_chunk(id, bytes).map_err(|err| match err.kind {
-        packet_format::ErrorKind::ChunkIdMismatch { .. } => Error::ApplyFailed {
-            what: format!(
-                "{} changed while it was being exported; nothing was written, run the export again",
-                local
-                    .last_read
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            ),
+        packet_format::ErrorKind::ChunkIdMismatch { .. } => Error::ChangedDuringExport {
+            path: local.last_read.clone().unwrap_or_default(),
         },
-        _ => packet_error(err),
+        _ => Error::Packet(err),
     })
 }
 
@@ -414,11 +407,4 @@ fn move_file(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(&temp, to).at(to)?;
     std::fs::remove_file(from).at(from)?;
     Ok(())
-}
-
-/// A packet-format error as a library error (it names the file already).
-pub fn packet_error(err: packet_format::Error) -> Error {
-    Error::Packet {
-        message: err.to_string(),
-    }
 }

@@ -15,12 +15,11 @@ use std::path::PathBuf;
 use packet_format::{verify_packet, Examination, LogicalPacket, PacketKind, SignatureStatus};
 
 use crate::cli::render::lspacket::{LocalView, Readiness};
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::ops::{ChunkId, Id, Operation};
 use crate::replica::Replica;
 use crate::store::state;
 use crate::sync::apply::{self, ApplyHooks, ApplyReport, ChunkSource};
-use crate::sync::export::packet_error;
 use crate::sync::packets::{self, ChunkSpool};
 
 impl ChunkSource for ChunkSpool {
@@ -50,11 +49,9 @@ pub enum PacketOutcome {
         files: Vec<PathBuf>,
         why: String,
     },
-    /// Damaged or not signed by a family member; left in place.
-    Refused {
-        files: Vec<PathBuf>,
-        why: String,
-    },
+    /// Damaged, not signed by a family member, or refused by the apply
+    /// engine; left in place, and nothing of it applied.
+    Refused { files: Vec<PathBuf>, why: Refusal },
 }
 
 /// Options of an import run.
@@ -79,9 +76,10 @@ pub fn import(replica: &mut Replica, request: &ImportRequest) -> Result<Vec<Pack
         let retry: Vec<PathBuf> = outcomes
             .iter()
             .filter_map(|o| match o {
-                PacketOutcome::Refused { files, why } if why.starts_with(NOT_A_MEMBER) => {
-                    Some(files.clone())
-                }
+                PacketOutcome::Refused {
+                    files,
+                    why: Refusal::NotAMember { .. },
+                } => Some(files.clone()),
                 _ => None,
             })
             .flatten()
@@ -94,13 +92,19 @@ pub fn import(replica: &mut Replica, request: &ImportRequest) -> Result<Vec<Pack
             return Ok(outcomes);
         }
         outcomes.retain(
-            |o| !matches!(o, PacketOutcome::Refused { why, .. } if why.starts_with(NOT_A_MEMBER)),
+            |o| {
+                !matches!(
+                    o,
+                    PacketOutcome::Refused {
+                        why: Refusal::NotAMember { .. },
+                        ..
+                    }
+                )
+            },
         );
         outcomes.extend(import_files(replica, request, &retry)?);
     }
 }
-
-const NOT_A_MEMBER: &str = "not signed by a current member of the family";
 
 fn import_files(
     replica: &mut Replica,
@@ -111,11 +115,7 @@ fn import_files(
     let grouped = packets::examine_all(files, &keys);
     let mut outcomes = Vec::new();
     for exam in grouped.damaged {
-        let why = exam
-            .error
-            .as_ref()
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "cannot be read".into());
+        let why = exam.error.map_or(Refusal::Unreadable, Refusal::Damaged);
         outcomes.push(PacketOutcome::Refused {
             files: vec![exam.path],
             why,
@@ -176,13 +176,13 @@ fn import_files(
         {
             outcomes.push(PacketOutcome::Refused {
                 files,
-                why: format!(
-                    "{NOT_A_MEMBER}: {}",
-                    bad.signature
+                why: Refusal::NotAMember {
+                    signature: bad
+                        .signature
                         .as_ref()
                         .map(|s| s.to_string())
-                        .unwrap_or_default()
-                ),
+                        .unwrap_or_default(),
+                },
             });
         } else if parts.len() as u64 != u64::from(header.parts) {
             let mut present: Vec<u32> = parts
@@ -204,7 +204,7 @@ fn import_files(
         }
     }
 
-    let mut failed: Vec<(Vec<Examination>, String)> = Vec::new();
+    let mut failed: Vec<(Vec<Examination>, Refusal)> = Vec::new();
     // Apply whatever is ready, until nothing more is.
     request.progress.set_length(candidates.len() as u64);
     request.progress.set_message("importing packets");
@@ -245,13 +245,13 @@ fn import_files(
                         report,
                     });
                 }
-                Err(err @ Error::Packet { .. }) => outcomes.push(PacketOutcome::Refused {
+                Err(Error::Packet(err)) => outcomes.push(PacketOutcome::Refused {
                     files,
-                    why: err.to_string(),
+                    why: Refusal::Damaged(err),
                 }),
                 // Refused whole (apply is atomic): try the others; another
                 // packet may carry the same changes (a resend).
-                Err(Error::ApplyFailed { what }) => failed.push((parts, what)),
+                Err(Error::Refused(refusal)) => failed.push((parts, refusal)),
                 Err(err) => return Err(err),
             }
             progressed = true;
@@ -290,15 +290,15 @@ fn apply_logical(replica: &mut Replica, files: &[PathBuf]) -> Result<(String, Ap
     let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
     let mut parts = Vec::new();
     for file in files {
-        parts.push(verify_packet(file, &keys).map_err(packet_error)?);
+        parts.push(verify_packet(file, &keys)?);
     }
-    let packet = LogicalPacket::assemble(parts).map_err(packet_error)?;
+    let packet = LogicalPacket::assemble(parts)?;
     let header = packet.header().clone();
     let me = replica.identity.replica_id;
     let own = replica.state.epoch_table()?.remove(&me).unwrap_or_default();
     let mut ops: Vec<Operation> = Vec::new();
     for op in packet.operations() {
-        let op = op.map_err(packet_error)?;
+        let op = op?;
         // Echoes of this replica's own operations and duplicates are
         // skipped; the engine checks the rest for gaps.
         if op.epoch > own.get(&op.origin).copied().unwrap_or(0) {

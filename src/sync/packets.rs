@@ -82,7 +82,7 @@ impl ChunkSpool {
         let mut index = HashMap::new();
         let mut offset = 0u64;
         for chunk in packet.chunks() {
-            let (id, bytes) = chunk.map_err(crate::sync::export::packet_error)?;
+            let (id, bytes) = chunk?;
             if index.contains_key(&id) {
                 continue;
             }

@@ -102,10 +102,7 @@ pub fn lexical_problem(rel: &[u8]) -> Option<&'static str> {
 /// `root`: lexically sound, and every existing ancestor on disk is a real
 /// directory, not a symlink that could lead elsewhere.
 pub fn check_enclosed(root: &Path, rel: &[u8]) -> crate::Result<()> {
-    let refuse = |why: &str| crate::Error::HostilePath {
-        path: display(rel),
-        why: why.to_string(),
-    };
+    let refuse = |why: &str| crate::Error::hostile(display(rel), why);
     if let Some(why) = lexical_problem(rel) {
         return Err(refuse(why));
     }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::plan::Plan;
 use super::{is_injected_crash, ApplyHooks, ChunkSource, DELETED_DIR, STAGING_DIR};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Refusal, Result};
 use crate::ops::{ChunkId, ChunkRef, PathState};
 use crate::replica::Replica;
 use crate::store::state::RecordedEntry;
@@ -182,13 +182,10 @@ impl Finder<'_> {
             if verified(chunk, &bytes) {
                 return Ok(bytes);
             }
-            return Err(Error::ApplyFailed {
-                what: format!(
-                    "chunk {} of {}, as carried by the packet, does not match its id",
-                    hex::encode(chunk.id),
-                    relpath::display(for_path)
-                ),
-            });
+            return Err(Error::Refused(Refusal::BadContent {
+                chunk: hex::encode(chunk.id),
+                path: relpath::display(for_path),
+            }));
         }
         let recorded = self.recorded;
         let local = self.local.get_or_insert_with(|| {
@@ -223,16 +220,10 @@ impl Finder<'_> {
                 }
             }
         }
-        Err(Error::ApplyFailed {
-            what: format!(
-                "chunk {} of {} is neither in the packet nor in this replica \
-                 (the sender believed this replica still had that content); \
-                 nothing was changed. At the sender, lower its estimate with chepoch to this \
-                 replica's row (lsepoch here) and export again with -fullcontent",
-                hex::encode(chunk.id),
-                relpath::display(for_path)
-            ),
-        })
+        Err(Error::Refused(Refusal::MissingContent {
+            chunk: hex::encode(chunk.id),
+            path: relpath::display(for_path),
+        }))
     }
 }
 
@@ -566,8 +557,8 @@ fn copy_into_place(from: &Path, to: &Path) -> Result<()> {
 }
 
 fn set_mtime_nofollow(path: &Path, mtime_ns: i64) -> Result<()> {
-    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::ApplyFailed {
-        what: format!("{}: path contains NUL", path.display()),
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        Error::hostile(path.display().to_string(), "contains NUL")
     })?;
     let time = libc::timespec {
         tv_sec: mtime_ns.div_euclid(1_000_000_000) as libc::time_t,

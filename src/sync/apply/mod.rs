@@ -147,7 +147,6 @@ pub const STAGING_DIR: &str = "staging";
 /// Folder under `.syncreplica/` holding soft-deleted files by day.
 pub const DELETED_DIR: &str = "deleted";
 /// Start of the message of a crash injected by [`ApplyHooks`].
-pub const INJECTED_CRASH: &str = "injected crash at step";
 
 /// Where the bytes of chunks come from, e.g. a packet's chunk entries.
 pub trait ChunkSource {
@@ -202,7 +201,7 @@ pub struct ApplyReport {
 /// (after each staged file, before and after the commit, after each
 /// journal action, before and after clearing the journal); when the count
 /// reaches `crash_at`, the engine returns an error starting with
-/// [`INJECTED_CRASH`] at once, without any cleanup, as `kill -9` would.
+/// [`Error::InjectedCrash`] at once, without any cleanup, as `kill -9` would.
 #[derive(Debug, Default, Clone)]
 pub struct ApplyHooks {
     pub crash_at: Option<usize>,
@@ -222,8 +221,9 @@ impl ApplyHooks {
     fn step(&mut self, what: &str) -> Result<()> {
         self.steps += 1;
         if self.crash_at == Some(self.steps) {
-            return Err(Error::ApplyFailed {
-                what: format!("{INJECTED_CRASH} {} ({what})", self.steps),
+            return Err(Error::InjectedCrash {
+                step: self.steps,
+                what: what.to_string(),
             });
         }
         Ok(())
@@ -232,7 +232,7 @@ impl ApplyHooks {
 
 /// Whether `err` is a crash injected by [`ApplyHooks`].
 pub fn is_injected_crash(err: &Error) -> bool {
-    matches!(err, Error::ApplyFailed { what } if what.starts_with(INJECTED_CRASH))
+    matches!(err, Error::InjectedCrash { .. })
 }
 
 /// Applies `ops` (already verified, from other replicas) to `replica`'s tree

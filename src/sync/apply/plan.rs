@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::disk::Action;
 use super::{ApplyReport, DELETED_DIR};
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::ops::{Causality, Change, ChunkRef, Id, Operation, PathState, VersionVector};
 use crate::replica::Replica;
 use crate::store::identity;
@@ -59,14 +59,15 @@ pub(crate) struct Plan {
 }
 
 fn hostile(path: &[u8], why: impl Into<String>) -> Error {
-    Error::HostilePath {
-        path: relpath::display(path),
-        why: why.into(),
-    }
+    Error::hostile(relpath::display(path), why)
 }
 
-fn refused(what: impl Into<String>) -> Error {
-    Error::ApplyFailed { what: what.into() }
+fn log_refusal(what: impl Into<String>) -> Error {
+    Error::Refused(Refusal::OperationLog { what: what.into() })
+}
+
+fn membership_refusal(what: impl Into<String>) -> Error {
+    Error::Refused(Refusal::Membership { what: what.into() })
 }
 
 /// Checks a path from a packet on its bytes alone: not empty, relative,
@@ -358,13 +359,13 @@ impl Planner<'_> {
             return Ok(());
         }
         if op.origin == self.me {
-            return Err(refused(format!(
+            return Err(log_refusal(format!(
                 "operation {} claims to come from this replica, which has recorded only {last}",
                 op.epoch
             )));
         }
         if op.epoch != last + 1 {
-            return Err(refused(format!(
+            return Err(log_refusal(format!(
                 "operations of {} are not contiguous: {} follows {last}, so {}..{} are missing",
                 self.label(&op.origin),
                 op.epoch,
@@ -404,7 +405,7 @@ impl Planner<'_> {
     fn add_member(&mut self, replica: Id, name: &str, public_key: [u8; 32]) -> Result<()> {
         if let Some(known) = self.members.iter().find(|m| m.replica == replica) {
             if known.public_key != public_key {
-                return Err(refused(format!(
+                return Err(membership_refusal(format!(
                     "member \"{}\" ({replica}) is already known with another signing key",
                     known.name
                 )));
@@ -412,7 +413,7 @@ impl Planner<'_> {
             return Ok(());
         }
         if let Some(known) = self.members.iter().find(|m| m.name == name) {
-            return Err(refused(format!(
+            return Err(membership_refusal(format!(
                 "new member \"{name}\" ({replica}) has the name of member {}",
                 known.replica
             )));
@@ -844,9 +845,7 @@ impl Planner<'_> {
                 return Ok(());
             }
         }
-        Err(refused(
-            "the batch's paths could not be arranged into a consistent tree",
-        ))
+        Err(Error::Refused(Refusal::Inconsistent))
     }
 
     /// Derives the disk actions and counts, step (a)'s result.
@@ -1090,7 +1089,7 @@ mod tests {
         // The cases themselves are tested in `relpath`.
         assert!(matches!(
             validate_path(b"../x"),
-            Err(Error::HostilePath { .. })
+            Err(Error::Refused(Refusal::HostilePath { .. }))
         ));
         validate_path(b"d/f.txt").unwrap();
     }
