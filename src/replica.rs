@@ -1,4 +1,9 @@
 //! A replica: a directory tree with its state folder `.syncreplica/`.
+//!
+//! The type says who holds the lock: [`Replica`] is for reading (listings,
+//! scans); [`Replica::lock`] turns it into a [`LockedReplica`], the only
+//! way to reach the state database for writing ([`LockedReplica::state_mut`]),
+//! so every function that changes a replica takes `&mut LockedReplica`.
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +23,126 @@ pub struct Replica {
     pub root: PathBuf,
     pub identity: Identity,
     pub config: Config,
-    pub state: State,
+    state: State,
+}
+
+/// A replica whose lock this process holds: the only handle that can
+/// change its state. Reads go through `Deref` to [`Replica`].
+pub struct LockedReplica {
+    replica: Replica,
+    /// `None` only while a new replica's state folder is being built under
+    /// a temporary name that no other process can find.
+    lock: Option<ReplicaLock>,
+}
+
+impl std::ops::Deref for LockedReplica {
+    type Target = Replica;
+    fn deref(&self) -> &Replica {
+        &self.replica
+    }
+}
+
+impl LockedReplica {
+    /// The state database, for writing.
+    pub fn state_mut(&mut self) -> &mut State {
+        &mut self.replica.state
+    }
+
+    /// The settings, to change in memory (the file is left as it is).
+    pub fn config_mut(&mut self) -> &mut Config {
+        &mut self.replica.config
+    }
+
+    /// The lock held, to tell the user about a lock taken over from a dead
+    /// process.
+    pub fn held_lock(&self) -> Option<&ReplicaLock> {
+        self.lock.as_ref()
+    }
+
+    /// Closes the replica's files and lock and opens them again, as a new
+    /// process would (after an interrupted import, for instance).
+    pub fn reopen(&mut self, command: &str) -> Result<()> {
+        let root = self.root.clone();
+        // The old lock goes first: this process would otherwise find it taken.
+        self.lock = None;
+        let replica = Replica::open(&root)?;
+        let lock = ReplicaLock::acquire(&root, &replica.state_dir(), command)?;
+        *self = LockedReplica {
+            replica,
+            lock: Some(lock),
+        };
+        Ok(())
+    }
+
+    /// Releases the lock, keeping the replica open for reading.
+    pub fn unlock(self) -> Replica {
+        self.replica
+    }
+
+    /// A replica being assembled under a temporary name (mkreplica), which
+    /// no other process can find, so it needs no lock.
+    pub(crate) fn unpublished(replica: Replica) -> LockedReplica {
+        LockedReplica {
+            replica,
+            lock: None,
+        }
+    }
+
+    /// Records a scan's changes as operations of this replica, numbered from
+    /// its last epoch on, in one transaction.
+    pub fn record(&mut self, outcome: &ScanOutcome) -> Result<RecordSummary> {
+        let me = self.identity.replica_id;
+        let recorded = self.state.load_entries()?;
+        let last = self.state.epoch(&me, &me)?;
+        let now = crate::sys::clock::now_ns();
+        self.state_mut().transaction(|tx| {
+            let mut epoch = last;
+            for change in &outcome.changes {
+                epoch += 1;
+                let mut version = recorded
+                    .get(&change.path)
+                    .map(|e| e.version.clone())
+                    .unwrap_or_default();
+                version.set(me, epoch);
+                let op = Operation {
+                    origin: me,
+                    epoch,
+                    recorded_ns: now,
+                    change: Change::Path {
+                        path: change.path.clone(),
+                        version: version.clone(),
+                        state: change.new.clone(),
+                    },
+                };
+                state::append_operation(tx, &op)?;
+                let scanned = change.stat.map(|_| outcome.scanned_ns);
+                state::put_entry(
+                    tx,
+                    &state::EntryWrite {
+                        path: &change.path,
+                        state: &change.new,
+                        version: &version,
+                        author: &me,
+                        stat: change.stat,
+                        scanned_ns: scanned,
+                    },
+                )?;
+            }
+            for (path, stat) in &outcome.refreshed {
+                state::refresh_stat(tx, path, *stat, outcome.scanned_ns)?;
+            }
+            for path in &outcome.newly_excluded {
+                state::forget_entry(tx, path)?;
+            }
+            if epoch > last {
+                state::set_epoch(tx, &me, &me, epoch)?;
+            }
+            Ok(RecordSummary {
+                epochs: (epoch > last).then_some((last + 1, epoch)),
+                forgotten: outcome.newly_excluded.len(),
+            })
+        })
+    }
 }
 
 /// What recording a scan did.
@@ -72,9 +196,19 @@ impl Replica {
         state_dir(&self.root)
     }
 
-    /// Takes the replica's lock, for commands that change it.
-    pub fn lock(&self, command: &str) -> Result<ReplicaLock> {
-        ReplicaLock::acquire(&self.root, &self.state_dir(), command)
+    /// The state database, for reading.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Takes the replica's lock, for commands that change it; `command`
+    /// is shown to a process that finds it taken.
+    pub fn lock(self, command: &str) -> Result<LockedReplica> {
+        let lock = ReplicaLock::acquire(&self.root, &self.state_dir(), command)?;
+        Ok(LockedReplica {
+            replica: self,
+            lock: Some(lock),
+        })
     }
 
     pub fn signing_key(&self) -> Result<SigningKey> {
@@ -96,72 +230,6 @@ impl Replica {
         // A second connection, so the entries load while the tree is walked.
         let load = move || State::open(&state_dir)?.load_entries();
         scan::scan(&self.root, &excludes, load, hooks)
-    }
-
-    /// Records a scan's changes as operations of this replica, numbered from
-    /// its last epoch on, in one transaction. The caller holds the lock.
-    pub fn record(&mut self, outcome: &ScanOutcome) -> Result<RecordSummary> {
-        let me = self.identity.replica_id;
-        let recorded = self.state.load_entries()?;
-        let last = self.state.epoch(&me, &me)?;
-        let now = crate::sys::clock::now_ns();
-        self.state.transaction(|tx| {
-            let mut epoch = last;
-            for change in &outcome.changes {
-                epoch += 1;
-                let mut version = recorded
-                    .get(&change.path)
-                    .map(|e| e.version.clone())
-                    .unwrap_or_default();
-                version.set(me, epoch);
-                let op = Operation {
-                    origin: me,
-                    epoch,
-                    recorded_ns: now,
-                    change: Change::Path {
-                        path: change.path.clone(),
-                        version: version.clone(),
-                        state: change.new.clone(),
-                    },
-                };
-                state::append_operation(tx, &op)?;
-                let scanned = change.stat.map(|_| outcome.scanned_ns);
-                state::put_entry(
-                    tx,
-                    &state::EntryWrite {
-                        path: &change.path,
-                        state: &change.new,
-                        version: &version,
-                        author: &me,
-                        stat: change.stat,
-                        scanned_ns: scanned,
-                    },
-                )?;
-            }
-            for (path, stat) in &outcome.refreshed {
-                state::refresh_stat(tx, path, *stat, outcome.scanned_ns)?;
-            }
-            for path in &outcome.newly_excluded {
-                state::forget_entry(tx, path)?;
-            }
-            if epoch > last {
-                state::set_epoch(tx, &me, &me, epoch)?;
-            }
-            Ok(RecordSummary {
-                epochs: (epoch > last).then_some((last + 1, epoch)),
-                forgotten: outcome.newly_excluded.len(),
-            })
-        })
-    }
-
-    /// Finishes an import that a crash interrupted (so its half-placed
-    /// files are not taken for local edits), then scans and records every
-    /// local change. The caller holds the lock.
-    pub fn record_local_changes(&mut self) -> Result<(ScanOutcome, RecordSummary)> {
-        crate::sync::apply::recover(self)?;
-        let outcome = self.scan(&mut ScanHooks::default())?;
-        let summary = self.record(&outcome)?;
-        Ok((outcome, summary))
     }
 
     pub fn members(&self) -> Result<Vec<Member>> {
@@ -243,7 +311,7 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
     if let Some(nested) = outcome
         .warnings
         .iter()
-        .find(|w| w.message == scan::NESTED_REPLICA_WARNING)
+        .find(|w| w.kind == scan::WarningKind::NestedReplica)
     {
         return Err(Error::ContainsReplica {
             path: root.clone(),
@@ -282,7 +350,7 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
 
 fn replica_epochs(replica: &Replica) -> Result<Option<(u64, u64)>> {
     let me = replica.identity.replica_id;
-    let last = replica.state.epoch(&me, &me)?;
+    let last = replica.state().epoch(&me, &me)?;
     Ok((last > 0).then_some((1, last)))
 }
 
@@ -303,14 +371,14 @@ fn build_state_dir(
     identity.save(staging)?;
     let key = identity::create_signing_key(staging)?;
     config::write_default(staging)?;
-    let mut replica = Replica {
+    let mut replica = LockedReplica::unpublished(Replica {
         root: root.to_path_buf(),
         config: Config::default(),
         state: State::open(staging)?,
         identity: identity.clone(),
-    };
+    });
     let me = identity.replica_id;
-    replica.state.transaction(|tx| {
+    replica.state_mut().transaction(|tx| {
         let member = Member {
             replica: me,
             name: name.to_string(),

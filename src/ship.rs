@@ -63,8 +63,7 @@ impl Shipping {
         for (packet, destinations) in packets {
             let names: Vec<&str> = destinations.iter().map(String::as_str).collect();
             let mut order =
-                ShippingOrder::create(&outgoing, packet, class_name, class, &names, now)
-                    ?;
+                ShippingOrder::create(&outgoing, packet, class_name, class, &names, now)?;
             if let Some(expires) = expires {
                 order.expires = expires;
                 order.note(
@@ -177,9 +176,7 @@ pub fn submit_files(
             .and_then(|dir| dir.canonicalize().ok())
             .zip(outgoing.dir().canonicalize().ok())
             .is_some_and(|(dir, bay)| dir == bay);
-        let queued = outgoing
-            .exists(&order_name(&name))
-            ?;
+        let queued = outgoing.exists(&order_name(&name))?;
         if queued || (!in_place && outgoing.exists(&name)?) {
             return Err(Error::NotSubmittable {
                 path: file.clone(),
@@ -204,9 +201,7 @@ pub fn submit_files(
                 path: file.clone(),
                 cause: e,
             })?;
-            outgoing
-                .write_from(&name, &mut source)
-                ?;
+            outgoing.write_from(&name, &mut source)?;
         }
         let order = shipping
             .order_packets(class_name, &[(name.clone(), targets)], expires, now)?

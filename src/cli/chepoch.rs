@@ -36,12 +36,11 @@ use crate::sync::epochs;
 
 const NAME: &str = "chepoch";
 
-
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
-    let lock = replica.lock("chepoch")?;
-    cli::print_lock_takeover(NAME, &lock);
+    let mut replica =
+        Replica::open(&replica::discover(args.replica.as_deref())?)?.lock("chepoch")?;
+    cli::print_lock_takeover(NAME, &replica);
     let (row, changes) = epochs::plan_change(&replica, &args.row, &args.settings)?;
     if !args.force {
         for change in &changes {
@@ -58,7 +57,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for change in &changes {
         outln!(
             "Entry for {} in row \"{}\" changed from: {} to {}",
-            change.origin.name, row.name, change.from, change.to
+            change.origin.name,
+            row.name,
+            change.from,
+            change.to
         );
     }
     Ok(())

@@ -64,18 +64,16 @@ Exit status:
   1  a packet is damaged, its signature is bad or its key unknown, or the command failed
   2  the command line was wrong";
 
-
-use shipping::bay::{Bay, BayStore, DirStore};
-use shipping::ShippingOrder;
-use crate::cli::report::usage;
 use crate::cli;
 use crate::cli::render::lspacket::{self as listing, LocalView};
+use crate::cli::report::usage;
 use crate::replica::{self, Replica};
 use crate::ship::Shipping;
 use crate::sync::packets;
+use shipping::bay::{Bay, BayStore, DirStore};
+use shipping::ShippingOrder;
 
 const NAME: &str = "lspacket";
-
 
 /// A packet file to list, and where it sits when it is in a bay.
 struct Entry {

@@ -24,7 +24,6 @@ pub struct Args {
 
 use crate::replica::{self, Replica};
 
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     let replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
     out!(

@@ -44,8 +44,6 @@ pub struct Args {
 
 use crate::ship::{self, Shipping};
 
-
-
 /// Runs the command.
 pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     let shipping = Shipping::load(args.bays.shipconf.as_deref())?;

@@ -82,15 +82,14 @@ pub struct Args {
 
 use std::path::Path;
 
-use packet_format::{verify_packet, LogicalPacket, PacketKind};
-use crate::cli::report::usage;
 use crate::cli;
+use crate::cli::report::usage;
 use crate::replica::{self, Replica};
 use crate::sync::creation;
 use crate::sync::packets;
+use packet_format::{verify_packet, LogicalPacket, PacketKind};
 
 const NAME: &str = "mkreplica";
-
 
 fn single_name(args: &Args) -> anyhow::Result<&str> {
     match args.names.as_slice() {
@@ -132,10 +131,10 @@ fn export(args: &Args) -> anyhow::Result<()> {
     let name = single_name(args)?;
     let out = args.out.as_deref().expect("clap requires -out");
     let max_size = args.maxsize;
-    let mut replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
-    let lock = replica.lock("mkreplica -export")?;
-    cli::print_lock_takeover(NAME, &lock);
-    let (outcome, _) = replica.record_local_changes()?;
+    let mut replica =
+        Replica::open(&replica::discover(args.replica.as_deref())?)?.lock("mkreplica -export")?;
+    cli::print_lock_takeover(NAME, &replica);
+    let (outcome, _) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
     let made = creation::export_creation(&mut replica, name, out, max_size, &args.comment)?;
     outln!(

@@ -184,7 +184,10 @@ pub fn progress_bar() -> indicatif::ProgressBar {
 }
 
 /// Tells the user when a lock left by a dead process was taken over.
-pub fn print_lock_takeover(name: &str, lock: &crate::store::lock::ReplicaLock) {
+pub fn print_lock_takeover(name: &str, replica: &crate::replica::LockedReplica) {
+    let Some(lock) = replica.held_lock() else {
+        return;
+    };
     if let Some(pid) = lock.took_over_from {
         eprintln!(
             "{name}: note: took over the lock {} left by process {pid}, which is no longer running",

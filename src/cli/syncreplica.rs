@@ -124,8 +124,8 @@ pub struct Args {
     pub targets: Vec<String>,
 }
 
-use crate::cli::report::usage;
 use crate::cli;
+use crate::cli::report::usage;
 use crate::replica::{self, Replica};
 use crate::ship;
 use crate::sync::{apply, export, import};
@@ -133,8 +133,7 @@ use crate::tree::scan::{self, ScanHooks};
 
 const NAME: &str = "syncreplica";
 
-
-fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
+fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     let shipping_by_bay = args.ship || args.fship;
     if !shipping_by_bay && (args.sclass.is_some() || args.bays.pexpire.is_some()) {
         usage!("-sclass and -pexpire apply to -ship and -fship only, not to -out");
@@ -160,11 +159,11 @@ fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
         Some((_, _, _, outgoing)) => outgoing.as_path(),
         None => args.out.as_deref().expect("clap requires a destination"),
     };
-    let lock = replica.lock("syncreplica -export")?;
-    cli::print_lock_takeover(NAME, &lock);
+    let mut replica = replica.lock("syncreplica -export")?;
+    cli::print_lock_takeover(NAME, &replica);
     // Resolve targets before recording, so a typo changes nothing.
-    export::resolve_targets(replica, &args.targets)?;
-    let (outcome, _) = replica.record_local_changes()?;
+    export::resolve_targets(&replica, &args.targets)?;
+    let (outcome, _) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
     let progress = cli::progress_bar();
     let request = export::ExportRequest {
@@ -176,7 +175,7 @@ fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
         progress: &progress,
         full_content: args.fullcontent,
     };
-    let results = export::export_updates(replica, &request)?;
+    let results = export::export_updates(&mut replica, &request)?;
     progress.finish_and_clear();
     let mut shipped: Vec<(String, Vec<String>)> = Vec::new();
     for (target, result) in &results {
@@ -218,7 +217,7 @@ fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
     }
     // The replica is not needed for shipping: other commands need not wait
     // for a slow link.
-    drop(lock);
+    drop(replica);
     if let Some((shipping, class, expires, _)) = &shipping {
         let orders = shipping
             .order_packets(class, &shipped, *expires, chrono::Utc::now())
@@ -252,7 +251,7 @@ fn export(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn import(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
+fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     if !args.receive && args.sclass.is_some() {
         usage!("-sclass applies to -import -receive only");
     }
@@ -280,14 +279,14 @@ fn import(replica: &mut Replica, args: &Args) -> anyhow::Result<()> {
         }
         args.targets.iter().map(std::path::PathBuf::from).collect()
     };
-    let lock = replica.lock("syncreplica -import")?;
-    cli::print_lock_takeover(NAME, &lock);
+    let mut replica = replica.lock("syncreplica -import")?;
+    cli::print_lock_takeover(NAME, &replica);
     let request = import::ImportRequest {
         sources,
         remove: args.remove || args.receive,
         progress: cli::progress_bar(),
     };
-    let outcomes = import::import(replica, &request)?;
+    let outcomes = import::import(&mut replica, &request)?;
     request.progress.finish_and_clear();
     let mut total = apply::ApplyReport::default();
     let mut problems = 0;
@@ -370,7 +369,7 @@ fn plural(count: u64) -> &'static str {
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let root = replica::discover(args.replica.as_deref())?;
-    let mut replica = Replica::open(&root)?;
+    let replica = Replica::open(&root)?;
     if args.status {
         if apply::is_pending(&replica)? {
             eprintln!(
@@ -385,13 +384,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             scan::render_status(&replica.identity.replica_name, &root, &outcome)
         );
     } else if args.export {
-        export(&mut replica, &args)?;
+        export(replica, &args)?;
     } else if args.import {
-        import(&mut replica, &args)?;
+        import(replica, &args)?;
     } else if args.record {
-        let lock = replica.lock("syncreplica -record")?;
-        cli::print_lock_takeover(NAME, &lock);
-        let (outcome, summary) = replica.record_local_changes()?;
+        let mut replica = replica.lock("syncreplica -record")?;
+        cli::print_lock_takeover(NAME, &replica);
+        let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
         cli::print_warnings(NAME, &outcome.warnings);
         match summary.epochs {
             Some((first, last)) => outln!(

@@ -29,7 +29,7 @@ use packet_format::{
 
 use crate::error::{Error, IoContext, Result};
 use crate::ops::{Change, ChunkId, Id, Operation, PathState};
-use crate::replica::{self, Replica};
+use crate::replica::{self, LockedReplica, Replica};
 use crate::store::config;
 use crate::store::identity::{self, Identity};
 use crate::store::state::{self, EntryWrite, Member, StatKey, State};
@@ -51,7 +51,7 @@ pub struct CreationExport {
 /// Writes a replica-creation packet for a new member `new_name` into
 /// `out_dir`. The caller holds the lock and has recorded local changes.
 pub fn export_creation(
-    replica: &mut Replica,
+    replica: &mut LockedReplica,
     new_name: &str,
     out_dir: &Path,
     max_size: u64,
@@ -95,9 +95,9 @@ pub fn export_creation(
     // of it later. A path whose current state is not what its last logged
     // operation says (a merge after a conflict) is re-asserted by a fresh
     // local operation, so that replaying the log gives exactly this tree.
-    let entries = replica.state.load_entries()?;
+    let entries = replica.state().load_entries()?;
     let mut snapshot: Vec<Operation> = Vec::new();
-    replica.state.for_each_operation(|op| snapshot.push(op))?;
+    replica.state().for_each_operation(|op| snapshot.push(op))?;
     let mut last_by_path: HashMap<&[u8], usize> = HashMap::new();
     for (index, op) in snapshot.iter().enumerate() {
         if let Some(change) = op.change.path_change() {
@@ -107,7 +107,7 @@ pub fn export_creation(
     let mut paths: Vec<&Vec<u8>> = entries.keys().collect();
     paths.sort();
     let mut reasserted: Vec<(Vec<u8>, Operation)> = Vec::new();
-    let mut next_epoch = replica.state.epoch(&me, &me)?;
+    let mut next_epoch = replica.state().epoch(&me, &me)?;
     let now = crate::sys::clock::now_ns();
     for path in paths {
         let entry = &entries[path];
@@ -153,7 +153,7 @@ pub fn export_creation(
     };
     snapshot.push(add_member.clone());
 
-    let mut table = replica.state.epoch_table()?;
+    let mut table = replica.state().epoch_table()?;
     let mut own_row: BTreeMap<Id, u64> = table
         .remove(&me)
         .map(|row| row.into_iter().collect())
@@ -210,8 +210,7 @@ pub fn export_creation(
         }),
     };
     let signing_key = replica.signing_key()?;
-    let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)
-        ?;
+    let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)?;
     // Content of the current tree only: older versions are history the
     // new member keeps for forwarding, not files it needs.
     let mut local = LocalChunks::index(replica)?;
@@ -243,7 +242,7 @@ pub fn export_creation(
     let parts = writer.finish()?;
 
     let committed = write_key_file(&key_file, &new_id, &secret).and_then(|()| {
-        replica.state.transaction(|tx| {
+        replica.state_mut().transaction(|tx| {
             for (path, op) in &reasserted {
                 state::append_operation(tx, op)?;
                 if let Some(change) = op.change.path_change() {
@@ -351,15 +350,16 @@ pub fn import_creation(
     key_file: &Path,
 ) -> Result<CreationImport> {
     let header = packet.header().clone();
-    let payload = packet.parts()[0]
-        .creation()
-        .cloned()
-        .ok_or_else(|| Error::BadCreationPacket {
-            what: format!(
-                "{} is not a replica-creation packet",
-                packet.parts()[0].path().display()
-            ),
-        })?;
+    let payload =
+        packet.parts()[0]
+            .creation()
+            .cloned()
+            .ok_or_else(|| Error::BadCreationPacket {
+                what: format!(
+                    "{} is not a replica-creation packet",
+                    packet.parts()[0].path().display()
+                ),
+            })?;
     // Names from the packet become the replica's identity and member list.
     identity::validate_name(&payload.new_replica.name)?;
     identity::validate_name(&header.family.name)?;
@@ -502,13 +502,15 @@ fn materialize(
             } => {
                 let mut file = std::fs::File::create(&disk).at(&disk)?;
                 for chunk in chunks {
-                    let bytes = spool.get(&chunk.id)?.ok_or_else(|| Error::BadCreationPacket {
-                        what: format!(
-                            "chunk {} of {} is not in the creation packet",
-                            hex::encode(chunk.id),
-                            relpath::display(path)
-                        ),
-                    })?;
+                    let bytes = spool
+                        .get(&chunk.id)?
+                        .ok_or_else(|| Error::BadCreationPacket {
+                            what: format!(
+                                "chunk {} of {} is not in the creation packet",
+                                hex::encode(chunk.id),
+                                relpath::display(path)
+                            ),
+                        })?;
                     file.write_all(&bytes).at(&disk)?;
                 }
                 file.set_permissions(std::fs::Permissions::from_mode(*mode))

@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use crate::error::{Error, Result};
-use crate::replica::Replica;
+use crate::replica::{LockedReplica, Replica};
 use crate::store::state::{self, Member};
 
 /// Renders the rows named in `rows` (names or ids), or all of them.
@@ -22,7 +22,7 @@ pub fn render_rows(replica: &Replica, rows: &[String]) -> Result<String> {
             .map(|name| replica.member(name))
             .collect::<Result<_>>()?
     };
-    let table = replica.state.epoch_table()?;
+    let table = replica.state().epoch_table()?;
     let width = members.iter().map(|m| m.name.len()).max().unwrap_or(0);
     let mut out = String::new();
     let _ = writeln!(
@@ -88,7 +88,7 @@ pub fn plan_change(
             .map_err(|_| bad(format!("\"{epoch}\" is not a whole number")))?;
         let origin = replica.member(origin.trim())?;
         if origin.replica == me {
-            let own = replica.state.epoch(&me, &me)?;
+            let own = replica.state().epoch(&me, &me)?;
             if epoch > own {
                 return Err(bad(format!(
                     "{} has recorded only up to epoch {own}",
@@ -100,7 +100,7 @@ pub fn plan_change(
             return Err(bad(format!("{} is named twice", origin.name)));
         }
         changes.push(EpochChange {
-            from: replica.state.epoch(&row.replica, &origin.replica)?,
+            from: replica.state().epoch(&row.replica, &origin.replica)?,
             origin,
             to: epoch,
         });
@@ -109,8 +109,12 @@ pub fn plan_change(
 }
 
 /// Applies planned changes in one transaction. The caller holds the lock.
-pub fn apply_change(replica: &mut Replica, row: &Member, changes: &[EpochChange]) -> Result<()> {
-    replica.state.transaction(|tx| {
+pub fn apply_change(
+    replica: &mut LockedReplica,
+    row: &Member,
+    changes: &[EpochChange],
+) -> Result<()> {
+    replica.state_mut().transaction(|tx| {
         for change in changes {
             state::set_epoch(tx, &row.replica, &change.origin.replica, change.to)?;
         }

@@ -21,7 +21,7 @@ use packet_format::{EpochRange, PacketKind, PacketMeta, PacketWriter, Target, Wr
 
 use crate::error::{Error, IoContext, Result};
 use crate::ops::{ChunkId, Id, Operation, PathState};
-use crate::replica::Replica;
+use crate::replica::{LockedReplica, Replica};
 use crate::store::identity;
 use crate::store::state::{self, Member};
 use crate::tree::relpath;
@@ -105,7 +105,7 @@ pub fn resolve_targets(replica: &Replica, names: &[String]) -> Result<Vec<Member
 /// Exports to every target. The caller holds the lock and has recorded
 /// local changes first.
 pub fn export_updates(
-    replica: &mut Replica,
+    replica: &mut LockedReplica,
     request: &ExportRequest,
 ) -> Result<Vec<(Member, TargetExport)>> {
     if !request.out_dir.is_dir() {
@@ -124,12 +124,12 @@ pub fn export_updates(
 }
 
 fn export_to(
-    replica: &mut Replica,
+    replica: &mut LockedReplica,
     target: &Member,
     request: &ExportRequest,
 ) -> Result<TargetExport> {
     let me = replica.identity.replica_id;
-    let table = replica.state.epoch_table()?;
+    let table = replica.state().epoch_table()?;
     let own_row: BTreeMap<Id, u64> = table
         .get(&me)
         .map(|row| row.iter().map(|(k, v)| (*k, *v)).collect())
@@ -148,7 +148,7 @@ fn export_to(
                     last: have,
                 },
             );
-            ops.extend(replica.state.operations_between(origin, believed, have)?);
+            ops.extend(replica.state().operations_between(origin, believed, have)?);
         }
     }
     if ops.is_empty() {
@@ -164,7 +164,7 @@ fn export_to(
     };
     let mut local = LocalChunks::index(replica)?;
 
-    let sequence = replica.state.next_sequence(&target.replica)?;
+    let sequence = replica.state().next_sequence(&target.replica)?;
     let packet_id = identity::random_id();
     let now = crate::sys::clock::now_ns();
     let meta = PacketMeta {
@@ -185,8 +185,7 @@ fn export_to(
     };
     let write_dir = request.work_dir.unwrap_or(request.out_dir);
     let key = replica.signing_key()?.to_bytes();
-    let mut writer =
-        PacketWriter::create(write_dir, request.max_size, &key, meta)?;
+    let mut writer = PacketWriter::create(write_dir, request.max_size, &key, meta)?;
     let mut summary = ExportSummary {
         sequence,
         ..ExportSummary::default()
@@ -245,7 +244,7 @@ fn export_to(
         .first()
         .map(|p| p.file_name.clone())
         .unwrap_or_default();
-    replica.state.transaction(|tx| {
+    replica.state_mut().transaction(|tx| {
         for (origin, range) in &ranges {
             state::raise_epoch(tx, &target.replica, origin, range.last)?;
         }
@@ -299,7 +298,7 @@ fn chunks_target_has(
         }
     }
     let mut has = HashSet::new();
-    for (path, entry) in replica.state.load_entries()? {
+    for (path, entry) in replica.state().load_entries()? {
         if let PathState::File { chunks, .. } = &entry.state {
             if !touched.contains(path.as_slice()) && has_version(&entry.version) {
                 has.extend(chunks.iter().map(|c| c.id));
@@ -309,7 +308,7 @@ fn chunks_target_has(
     if !deleted.is_empty() {
         // The last version of each deleted path that the target has.
         let mut last: HashMap<Vec<u8>, Vec<ChunkId>> = HashMap::new();
-        replica.state.for_each_operation(|op| {
+        replica.state().for_each_operation(|op| {
             if let Some(change) = op.change.path_change() {
                 if !deleted.contains(change.path.as_slice()) || !has_version(change.version) {
                     return;
@@ -339,7 +338,7 @@ pub struct LocalChunks {
 impl LocalChunks {
     pub fn index(replica: &Replica) -> Result<LocalChunks> {
         let mut places = HashMap::new();
-        for (path, entry) in replica.state.load_entries()? {
+        for (path, entry) in replica.state().load_entries()? {
             if let PathState::File { chunks, .. } = &entry.state {
                 let mut offset = 0u64;
                 for chunk in chunks {

@@ -17,7 +17,7 @@ use packet_format::{verify_packet, Examination, LogicalPacket, PacketKind, Signa
 use crate::cli::render::lspacket::{LocalView, Readiness};
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{ChunkId, Id, Operation};
-use crate::replica::Replica;
+use crate::replica::LockedReplica;
 use crate::store::state;
 use crate::sync::apply::{self, ApplyHooks, ApplyReport, ChunkSource};
 use crate::sync::packets::{self, ChunkSpool};
@@ -51,7 +51,10 @@ pub enum PacketOutcome {
     },
     /// Damaged, not signed by a family member, or refused by the apply
     /// engine; left in place, and nothing of it applied.
-    Refused { files: Vec<PathBuf>, why: Refusal },
+    Refused {
+        files: Vec<PathBuf>,
+        why: Refusal,
+    },
 }
 
 /// Options of an import run.
@@ -66,8 +69,8 @@ pub struct ImportRequest {
 /// Imports every packet found in `request.sources`. The caller holds the
 /// lock. Local changes are recorded first, so they take part in conflict
 /// detection.
-pub fn import(replica: &mut Replica, request: &ImportRequest) -> Result<Vec<PacketOutcome>> {
-    replica.record_local_changes()?;
+pub fn import(replica: &mut LockedReplica, request: &ImportRequest) -> Result<Vec<PacketOutcome>> {
+    crate::sync::record::record_local_changes(replica)?;
     let files = packets::collect_packet_files(&request.sources)?;
     let mut outcomes = import_files(replica, request, &files)?;
     // A packet signed by a member that joined in a packet applied just now
@@ -91,23 +94,21 @@ pub fn import(replica: &mut Replica, request: &ImportRequest) -> Result<Vec<Pack
         if !now_trusted {
             return Ok(outcomes);
         }
-        outcomes.retain(
-            |o| {
-                !matches!(
-                    o,
-                    PacketOutcome::Refused {
-                        why: Refusal::NotAMember { .. },
-                        ..
-                    }
-                )
-            },
-        );
+        outcomes.retain(|o| {
+            !matches!(
+                o,
+                PacketOutcome::Refused {
+                    why: Refusal::NotAMember { .. },
+                    ..
+                }
+            )
+        });
         outcomes.extend(import_files(replica, request, &retry)?);
     }
 }
 
 fn import_files(
-    replica: &mut Replica,
+    replica: &mut LockedReplica,
     request: &ImportRequest,
     files: &[PathBuf],
 ) -> Result<Vec<PacketOutcome>> {
@@ -286,7 +287,7 @@ fn import_files(
 
 /// Verifies all parts of one logical packet again (they were examined, now
 /// they are checked in full, right before use) and applies it.
-fn apply_logical(replica: &mut Replica, files: &[PathBuf]) -> Result<(String, ApplyReport)> {
+fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(String, ApplyReport)> {
     let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
     let mut parts = Vec::new();
     for file in files {
@@ -295,7 +296,11 @@ fn apply_logical(replica: &mut Replica, files: &[PathBuf]) -> Result<(String, Ap
     let packet = LogicalPacket::assemble(parts)?;
     let header = packet.header().clone();
     let me = replica.identity.replica_id;
-    let own = replica.state.epoch_table()?.remove(&me).unwrap_or_default();
+    let own = replica
+        .state()
+        .epoch_table()?
+        .remove(&me)
+        .unwrap_or_default();
     let mut ops: Vec<Operation> = Vec::new();
     for op in packet.operations() {
         let op = op?;
@@ -317,7 +322,7 @@ fn apply_logical(replica: &mut Replica, files: &[PathBuf]) -> Result<(String, Ap
         .iter()
         .find(|t| t.id == me)
         .map_or(0, |t| t.seq);
-    replica.state.transaction(|tx| {
+    replica.state_mut().transaction(|tx| {
         // The sender had everything in its row: raise the estimate of it.
         for (origin, epoch) in &header.epoch_row {
             state::raise_epoch(tx, &header.sender.id, origin, *epoch)?;

@@ -8,3 +8,4 @@ pub mod epochs;
 pub mod export;
 pub mod import;
 pub mod packets;
+pub mod record;

@@ -143,15 +143,36 @@ fn mode_of(state: &PathState) -> u32 {
     }
 }
 
+/// A path the scan left as recorded, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanWarning {
     pub path: Vec<u8>,
-    pub message: String,
+    pub kind: WarningKind,
+}
+
+/// Why a path was left as recorded. Callers match on this, never on text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WarningKind {
+    #[error("cannot read link, left as recorded: {0}")]
+    UnreadableLink(String),
+    #[error("changed while being read ({READ_ATTEMPTS} attempts); not recorded this time")]
+    Busy,
+    #[error("cannot read, left as recorded: {0}")]
+    Unreadable(String),
+    #[error("cannot read directory, left as recorded: {0}")]
+    UnreadableDirectory(String),
+    #[error("a nested replica's state folder, skipped")]
+    NestedReplica,
+    #[error("cannot stat, left as recorded: {0}")]
+    Unstattable(String),
+    /// A socket, FIFO or device: not replicated.
+    #[error("is a {0}; skipped")]
+    Special(&'static str),
 }
 
 impl std::fmt::Display for ScanWarning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", relpath::display(&self.path), self.message)
+        write!(f, "{}: {}", relpath::display(&self.path), self.kind)
     }
 }
 
@@ -269,7 +290,7 @@ where
                 Err(err) => {
                     outcome.warnings.push(ScanWarning {
                         path: rel,
-                        message: format!("cannot read link, left as recorded: {err}"),
+                        kind: WarningKind::UnreadableLink(err.to_string()),
                     });
                     continue;
                 }
@@ -293,16 +314,14 @@ where
                 Ok(ReadResult::KeptChanging) => {
                     outcome.warnings.push(ScanWarning {
                         path: rel,
-                        message: format!(
-                            "changed while being read ({READ_ATTEMPTS} attempts); not recorded this time"
-                        ),
+                        kind: WarningKind::Busy,
                     });
                     continue;
                 }
                 Err(err) => {
                     outcome.warnings.push(ScanWarning {
                         path: rel,
-                        message: format!("cannot read, left as recorded: {err}"),
+                        kind: WarningKind::Unreadable(err.to_string()),
                     });
                     continue;
                 }
@@ -384,7 +403,7 @@ fn walk(
             Err(err) => {
                 outcome.warnings.push(ScanWarning {
                     path: dir_rel.clone(),
-                    message: format!("cannot read directory, left as recorded: {err}"),
+                    kind: WarningKind::UnreadableDirectory(err.to_string()),
                 });
                 unreadable.push(dir_rel);
                 continue;
@@ -405,7 +424,7 @@ fn walk(
                     // A nested replica's state folder: never replicated.
                     outcome.warnings.push(ScanWarning {
                         path: rel,
-                        message: NESTED_REPLICA_WARNING.into(),
+                        kind: WarningKind::NestedReplica,
                     });
                 }
                 continue;
@@ -417,7 +436,7 @@ fn walk(
                 Err(err) => {
                     outcome.warnings.push(ScanWarning {
                         path: rel.clone(),
-                        message: format!("cannot stat, left as recorded: {err}"),
+                        kind: WarningKind::Unstattable(err.to_string()),
                     });
                     unreadable.push(rel);
                     continue;
@@ -439,7 +458,7 @@ fn walk(
                 };
                 outcome.warnings.push(ScanWarning {
                     path: rel,
-                    message: format!("is a {what}; skipped"),
+                    kind: WarningKind::Special(what),
                 });
                 continue;
             }
@@ -467,7 +486,6 @@ fn walk(
 
 /// The warning for a `.syncreplica` folder below the root; `mkreplica`
 /// refuses to create a replica around another one because of it.
-pub const NESTED_REPLICA_WARNING: &str = "a nested replica's state folder, skipped";
 
 enum ReadResult {
     Stable { state: PathState, stat: StatKey },

@@ -10,8 +10,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
+use syncreplica::error::Refusal;
 use syncreplica::ops::{Change, ChunkId, ChunkRef, Id, Operation, PathState, VersionVector};
-use syncreplica::replica::Replica;
+use syncreplica::replica::LockedReplica;
 use syncreplica::store::state::{self, Member};
 use syncreplica::sync::apply::{self, ApplyHooks, ApplyReport, ChunkSource};
 use syncreplica::tree::scan::ScanHooks;
@@ -24,7 +25,7 @@ const T0: u64 = 1_795_256_100;
 
 struct Site {
     _dir: tempfile::TempDir,
-    replica: Replica,
+    replica: LockedReplica,
 }
 
 impl Site {
@@ -38,7 +39,7 @@ impl Site {
 
     fn row(&self) -> HashMap<Id, u64> {
         self.replica
-            .state
+            .state()
             .epoch_table()
             .unwrap()
             .remove(&self.id())
@@ -72,7 +73,7 @@ fn site(name: &str, files: &[(&str, &str)]) -> Site {
     let report = syncreplica::replica::init(&root, "fam", name).unwrap();
     Site {
         _dir: dir,
-        replica: report.replica,
+        replica: report.replica.lock("test").unwrap(),
     }
 }
 
@@ -89,7 +90,7 @@ fn introduce(sites: &mut [&mut Site]) {
     for site in sites.iter_mut() {
         let me = site.id();
         site.replica
-            .state
+            .state_mut()
             .transaction(|tx| {
                 for member in members.iter().filter(|m| m.replica != me) {
                     state::insert_member(tx, member, 0)?;
@@ -128,7 +129,7 @@ fn missing_ops(from: &Site, to: &Site) -> Vec<Operation> {
         if upto > after {
             ops.extend(
                 from.replica
-                    .state
+                    .state()
                     .operations_between(&origin, after, upto)
                     .unwrap(),
             );
@@ -155,7 +156,7 @@ impl Store {
     }
 
     fn add(&mut self, site: &Site) {
-        for (path, entry) in site.replica.state.load_entries().unwrap() {
+        for (path, entry) in site.replica.state().load_entries().unwrap() {
             if let PathState::File { chunks, .. } = entry.state {
                 let Ok(bytes) = std::fs::read(site.root().join(OsStr::from_bytes(&path))) else {
                     continue;
@@ -193,7 +194,7 @@ impl ChunkSource for Store {
 
 fn chunk_ids(site: &Site) -> HashSet<ChunkId> {
     let mut ids = HashSet::new();
-    for entry in site.replica.state.load_entries().unwrap().values() {
+    for entry in site.replica.state().load_entries().unwrap().values() {
         if let PathState::File { chunks, .. } = &entry.state {
             ids.extend(chunks.iter().map(|c| c.id));
         }
@@ -464,7 +465,7 @@ fn duplicates_are_skipped_and_gaps_refused() {
     let me = alpha.id();
     let all: Vec<Operation> = alpha
         .replica
-        .state
+        .state()
         .operations_between(&me, 0, alpha.row()[&me])
         .unwrap()
         .into_iter()
@@ -496,7 +497,10 @@ fn duplicates_are_skipped_and_gaps_refused() {
         &mut ApplyHooks::default(),
     )
     .unwrap_err();
-    assert!(matches!(err, Error::ApplyFailed { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Refused(Refusal::OperationLog { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("not contiguous"), "{err}");
     assert_eq!(listing(&beta.root()), before);
     assert_eq!(beta.row(), row);
@@ -639,7 +643,7 @@ fn hostile_paths_are_refused_and_change_nothing() {
             // A sender that has seen the link and still writes below it:
             // hostile. (One that never saw it is a concurrent change of
             // structure, which the directory wins; see the next test.)
-            let entries = beta.replica.state.load_entries().unwrap();
+            let entries = beta.replica.state().load_entries().unwrap();
             let seen = entries[b"out".as_slice()].version.clone();
             for op in &mut ops {
                 if let Change::Path { version, .. } = &mut op.change {
@@ -656,7 +660,7 @@ fn hostile_paths_are_refused_and_change_nothing() {
         )
         .unwrap_err();
         assert!(
-            matches!(err, Error::HostilePath { .. }),
+            matches!(err, Error::Refused(Refusal::HostilePath { .. })),
             "{what}: expected a refused path, got {err}"
         );
         let after = (listing(&beta.root()), beta.row(), listing(outside.path()));
@@ -675,7 +679,7 @@ fn excluded_paths_are_left_alone() {
         &[("local.cfg", "theirs"), ("shared.txt", "shared")],
         &[("local.cfg", "mine")],
     );
-    beta.replica.config.exclude = vec!["local.cfg".into()];
+    beta.replica.config_mut().exclude = vec!["local.cfg".into()];
     record(&mut beta);
     let (report, _) = sync(&alpha, &mut beta).unwrap();
     assert_eq!(report.skipped_excluded, 1, "{report:?}");
@@ -779,7 +783,7 @@ fn a_deleted_directory_with_local_content_is_kept() {
     let (alpha, beta) = pair(&[("d/f.txt", "f")], &[]);
     let mut sites = vec![alpha, beta];
     settle(&mut sites);
-    sites[1].replica.config.exclude = vec!["*.tmp".into()];
+    sites[1].replica.config_mut().exclude = vec!["*.tmp".into()];
     put(&sites[1].root(), "d/scratch.tmp", b"local only", 1);
     record(&mut sites[1]);
     std::fs::remove_dir_all(sites[0].root().join("d")).unwrap();
@@ -883,11 +887,11 @@ fn a_crash_at_any_step_leaves_old_or_new_and_rerunning_finishes() {
         }
         // Reopen, as a new process would, and finish.
         let root = beta.root();
-        beta.replica = Replica::open(&root).unwrap();
+        beta.replica.reopen("test").unwrap();
         if k % 3 == 0 {
             // A crash while recovering is recovered from too.
             let _ = apply::recover_with(&mut beta.replica, &mut ApplyHooks::crash_at(2));
-            beta.replica = Replica::open(&root).unwrap();
+            beta.replica.reopen("test").unwrap();
         }
         apply::recover(&mut beta.replica).unwrap();
         let report = apply::apply_batch(
@@ -905,11 +909,11 @@ fn a_crash_at_any_step_leaves_old_or_new_and_rerunning_finishes() {
         for (origin, upto) in [(alpha.id(), row.0), (beta.id(), row.1)] {
             let logged = beta
                 .replica
-                .state
+                .state()
                 .operations_between(&origin, 0, upto)
                 .unwrap();
             assert_eq!(logged.len() as u64, upto, "step {k}");
-            let beyond = beta.replica.state.operation(&origin, upto + 1).unwrap();
+            let beyond = beta.replica.state().operation(&origin, upto + 1).unwrap();
             assert!(beyond.is_none(), "step {k}");
         }
         let committed = report.already_had == ops.len() as u64;
@@ -1000,7 +1004,7 @@ fn shuffled_batch(from: &Site, to: &Site, rng: &mut XorShift) -> Vec<Operation> 
         let after = have.get(&origin).copied().unwrap_or(0).min(upto);
         let ops: Vec<Operation> = from
             .replica
-            .state
+            .state()
             .operations_between(&origin, 0, upto)
             .unwrap()
             .into_iter()
@@ -1036,7 +1040,7 @@ fn dump(sites: &[Site]) {
         }
         let mut entries: Vec<_> = site
             .replica
-            .state
+            .state()
             .load_entries()
             .unwrap()
             .into_iter()
@@ -1066,7 +1070,7 @@ fn dump(sites: &[Site]) {
         for (origin, upto) in site.row() {
             ops.extend(
                 site.replica
-                    .state
+                    .state()
                     .operations_between(&origin, 0, upto)
                     .unwrap(),
             );
@@ -1140,7 +1144,7 @@ fn three_replicas_converge_under_random_edits_and_orders() {
                 match applied {
                     Ok(_) => {}
                     Err(e) if apply::is_injected_crash(&e) => {
-                        b.replica = Replica::open(&b.root()).unwrap();
+                        b.replica.reopen("test").unwrap();
                         apply::recover(&mut b.replica).unwrap();
                         apply::apply_batch(
                             &mut b.replica,
@@ -1209,7 +1213,10 @@ fn members_are_added_once_and_a_changed_key_is_refused() {
         )
         .unwrap_err();
         assert!(
-            matches!(err, Error::ApplyFailed { .. } | Error::BadName { .. }),
+            matches!(
+                err,
+                Error::Refused(Refusal::Membership { .. }) | Error::BadName { .. }
+            ),
             "{what}: {err}"
         );
         assert_eq!(beta.row(), row, "{what}");

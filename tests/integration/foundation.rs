@@ -201,7 +201,7 @@ fn unchanged_files_are_not_read_but_racily_clean_ones_are() {
     // Written just before it was recorded: racily clean, so it is read again
     // even though its stat has not changed since.
     write(dir.path(), "fresh.txt", "just written");
-    let mut replica = Replica::open(dir.path()).unwrap();
+    let mut replica = Replica::open(dir.path()).unwrap().lock("test").unwrap();
     let outcome = replica.scan(&mut ScanHooks::default()).unwrap();
     replica.record(&outcome).unwrap();
     let outcome = replica.scan(&mut ScanHooks::default()).unwrap();
@@ -229,7 +229,7 @@ fn a_file_changing_during_the_scan_is_never_recorded_half_written() {
     init(dir.path(), "alpha");
     let root = dir.path().to_path_buf();
     write(&root, "growing.log", "line 1\n");
-    let mut replica = Replica::open(&root).unwrap();
+    let mut replica = Replica::open(&root).unwrap().lock("test").unwrap();
     let before = own_epoch(&root);
 
     // A writer that appends every time the scanner finishes reading.
@@ -254,9 +254,12 @@ fn a_file_changing_during_the_scan_is_never_recorded_half_written() {
         .find(|w| w.path == b"growing.log")
         .expect("a warning");
     assert!(
-        warning.message.contains("changed while being read"),
+        warning
+            .kind
+            .to_string()
+            .contains("changed while being read"),
         "{}",
-        warning.message
+        warning.kind
     );
     replica.record(&outcome).unwrap();
     assert_eq!(own_epoch(&root), before);
@@ -329,7 +332,7 @@ fn excludes_from_ignore_file_and_config_stay_local() {
     assert!(root.join("etc/hosts").exists());
     let replica = Replica::open(root).unwrap();
     assert!(!replica
-        .state
+        .state()
         .load_entries()
         .unwrap()
         .contains_key(b"etc/hosts".as_slice()));
@@ -530,10 +533,10 @@ fn a_stale_lock_of_a_dead_process_is_taken_over() {
 
 /// Adds a sibling member directly, as an import of its creation packet will.
 fn add_sibling(root: &Path, name: &str) -> Id {
-    let mut replica = Replica::open(root).unwrap();
+    let mut replica = Replica::open(root).unwrap().lock("test").unwrap();
     let id = Id([name.len() as u8; 16]);
     replica
-        .state
+        .state_mut()
         .transaction(|tx| {
             state::insert_member(
                 tx,

@@ -146,7 +146,7 @@ pub fn own_operations_after(root: &Path, after: u64) -> Vec<Operation> {
     let me = replica.identity.replica_id;
     let mut ops = Vec::new();
     let mut epoch = after + 1;
-    while let Some(op) = replica.state.operation(&me, epoch).unwrap() {
+    while let Some(op) = replica.state().operation(&me, epoch).unwrap() {
         ops.push(op);
         epoch += 1;
     }
@@ -156,7 +156,7 @@ pub fn own_operations_after(root: &Path, after: u64) -> Vec<Operation> {
 pub fn own_epoch(root: &Path) -> u64 {
     let replica = Replica::open(root).unwrap();
     let me = replica.identity.replica_id;
-    replica.state.epoch(&me, &me).unwrap()
+    replica.state().epoch(&me, &me).unwrap()
 }
 
 /// (path, state) of each path operation, for compact assertions.

@@ -341,7 +341,7 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
             "beta",
         ],
     )
-    .fails_with(1);
+    .fails_with(2);
     assert!(
         res.stderr.contains("invalid -pexpire \"soon\""),
         "{}",
@@ -363,7 +363,7 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
             "beta",
         ],
     )
-    .fails_with(1);
+    .fails_with(2);
     assert!(
         res.stderr
             .contains("-sclass and -pexpire apply to -ship and -fship only"),
@@ -377,8 +377,12 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
         "{}",
         res.stderr
     );
-    let res = export_to(&fam.root("alpha"), &out, &["beta"], &["-maxsize", "10k"]).fails_with(1);
-    assert!(res.stderr.contains("64"), "{}", res.stderr);
+    let res = export_to(&fam.root("alpha"), &out, &["beta"], &["-maxsize", "10k"]).fails_with(2);
+    assert!(
+        res.stderr.contains("64") && res.stderr.contains("10k"),
+        "{}",
+        res.stderr
+    );
 }
 
 #[test]
@@ -426,7 +430,7 @@ fn forged_packet(sender: &Path, target: &Path, out: &Path, changes: Vec<syncrepl
     let from = Replica::open(sender).unwrap();
     let to = Replica::open(target).unwrap();
     let me = from.identity.replica_id;
-    let have = to.state.epoch(&to.identity.replica_id, &me).unwrap();
+    let have = to.state().epoch(&to.identity.replica_id, &me).unwrap();
     let count = changes.len() as u64;
     let meta = PacketMeta {
         kind: PacketKind::Update,
@@ -498,11 +502,11 @@ fn path_escape_packets_are_refused_with_the_replica_unchanged() {
     };
     let beta_replica = syncreplica::replica::Replica::open(&b).unwrap();
     let beta_id = beta_replica.identity.replica_id;
-    let have = beta_replica.state.epoch(&beta_id, &me).unwrap();
+    let have = beta_replica.state().epoch(&beta_id, &me).unwrap();
     // The link's version: a sender that has seen it and still writes
     // below it is hostile (one that never saw it has a concurrent change
     // of structure, which the directory wins without following the link).
-    let link_version = beta_replica.state.load_entries().unwrap()[b"local-link".as_slice()]
+    let link_version = beta_replica.state().load_entries().unwrap()[b"local-link".as_slice()]
         .version
         .clone();
     let cases: Vec<(&str, Vec<Change>)> = vec![
@@ -699,7 +703,7 @@ fn a_scan_first_finishes_an_import_interrupted_by_a_crash() {
     // import committed but not finished (its journal pending).
     let mut crashed_pending = false;
     for step in 1..60 {
-        let mut beta = Replica::open(&b).unwrap();
+        let mut beta = Replica::open(&b).unwrap().lock("test").unwrap();
         let keys: Vec<[u8; 32]> = beta
             .members()
             .unwrap()
@@ -750,8 +754,8 @@ fn a_file_changed_after_the_scan_fails_the_export_and_writes_nothing() {
     let fam = family(&["alpha", "beta"], &[("f", "0")]);
     let a = fam.root("alpha");
     write(&a, "data.txt", "recorded content");
-    let mut alpha = Replica::open(&a).unwrap();
-    alpha.record_local_changes().unwrap();
+    let mut alpha = Replica::open(&a).unwrap().lock("test").unwrap();
+    syncreplica::sync::record::record_local_changes(&mut alpha).unwrap();
     // Changed between the scan and the read, same size.
     write(&a, "data.txt", "RECORDED CONTENT");
     let out = fam.packet_dir("changed");
@@ -779,7 +783,9 @@ fn a_file_changed_after_the_scan_fails_the_export_and_writes_nothing() {
         0,
         "nothing written"
     );
-    // The estimate was not raised: the next export sends it all.
+    // The estimate was not raised: the next export (another process, once
+    // this one has let go of the lock) sends it all.
+    drop(alpha);
     let res = export_to(&a, &out, &["beta"], &[]).ok();
     assert!(res.stdout.contains("Exported to beta"), "{}", res.stdout);
 }

@@ -20,7 +20,11 @@ impl LocalView {
         let me = replica.identity.replica_id;
         Ok(LocalView {
             replica: me,
-            own_row: replica.state.epoch_table()?.remove(&me).unwrap_or_default(),
+            own_row: replica
+                .state()
+                .epoch_table()?
+                .remove(&me)
+                .unwrap_or_default(),
             names: replica
                 .members()?
                 .into_iter()

@@ -10,7 +10,7 @@ use crate::store::identity;
 pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
     let me = replica.identity.replica_id;
     let members = replica.members()?;
-    let table = replica.state.epoch_table()?;
+    let table = replica.state().epoch_table()?;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -46,7 +46,7 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
                 ("last sent:        ", "sent"),
                 ("last received:    ", "received"),
             ] {
-                let text = match replica.state.last_packet(direction, &member.replica)? {
+                let text = match replica.state().last_packet(direction, &member.replica)? {
                     Some(p) => format!(
                         "{} (sequence {}, {})",
                         p.file_name,

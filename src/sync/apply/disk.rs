@@ -557,9 +557,8 @@ fn copy_into_place(from: &Path, to: &Path) -> Result<()> {
 }
 
 fn set_mtime_nofollow(path: &Path, mtime_ns: i64) -> Result<()> {
-    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        Error::hostile(path.display().to_string(), "contains NUL")
-    })?;
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::hostile(path.display().to_string(), "contains NUL"))?;
     let time = libc::timespec {
         tv_sec: mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
         tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,

@@ -136,7 +136,7 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::ops::{ChunkId, Operation};
-use crate::replica::Replica;
+use crate::replica::{LockedReplica, Replica};
 use crate::store::state;
 
 pub use disk::purge_soft_deleted;
@@ -239,7 +239,7 @@ pub fn is_injected_crash(err: &Error) -> bool {
 /// and state, following the rules in the module documentation. Either the
 /// whole batch is committed, or (on a refused batch) nothing changes.
 pub fn apply_batch(
-    replica: &mut Replica,
+    replica: &mut LockedReplica,
     ops: &[Operation],
     chunks: &mut dyn ChunkSource,
     hooks: &mut ApplyHooks,
@@ -266,7 +266,7 @@ pub fn apply_batch(
 /// Finishes a batch interrupted after its commit (runs the rest of its
 /// journal), or removes staging left by one interrupted before. Returns
 /// whether a committed batch was pending.
-pub fn recover(replica: &mut Replica) -> Result<bool> {
+pub fn recover(replica: &mut LockedReplica) -> Result<bool> {
     recover_with(replica, &mut ApplyHooks::default())
 }
 
@@ -281,9 +281,9 @@ pub fn is_pending(replica: &Replica) -> Result<bool> {
 }
 
 /// [`recover`] with crash injection, for tests.
-pub fn recover_with(replica: &mut Replica, hooks: &mut ApplyHooks) -> Result<bool> {
+pub fn recover_with(replica: &mut LockedReplica, hooks: &mut ApplyHooks) -> Result<bool> {
     let encoded = replica
-        .state
+        .state_mut()
         .transaction(|tx| Ok(state::pending_apply(tx)?))?;
     if encoded.is_empty() {
         let staging = staging_dir(replica);
@@ -296,7 +296,7 @@ pub fn recover_with(replica: &mut Replica, hooks: &mut ApplyHooks) -> Result<boo
     for bytes in &encoded {
         actions.push(
             postcard::from_bytes(bytes).map_err(|e| Error::CorruptState {
-                path: replica.state.path().to_path_buf(),
+                path: replica.state().path().to_path_buf(),
                 what: format!("apply journal: {e}"),
             })?,
         );
@@ -312,10 +312,10 @@ fn staging_dir(replica: &Replica) -> PathBuf {
 
 /// Step (c): one transaction with everything the batch changes in the
 /// database, and the journal of its disk actions.
-fn commit(replica: &mut Replica, plan: &plan::Plan) -> Result<()> {
+fn commit(replica: &mut LockedReplica, plan: &plan::Plan) -> Result<()> {
     let me = replica.identity.replica_id;
     let now = crate::sys::clock::now_ns();
-    replica.state.transaction(|tx| {
+    replica.state_mut().transaction(|tx| {
         state::create_pending_apply(tx)?;
         for member in &plan.new_members {
             state::insert_member(tx, member, now)?;
@@ -351,10 +351,10 @@ fn commit(replica: &mut Replica, plan: &plan::Plan) -> Result<()> {
 }
 
 /// Step (e): the journal is done; forget it and the staged files.
-fn finish(replica: &mut Replica, hooks: &mut ApplyHooks) -> Result<()> {
+fn finish(replica: &mut LockedReplica, hooks: &mut ApplyHooks) -> Result<()> {
     hooks.step("before clearing the journal")?;
     replica
-        .state
+        .state_mut()
         .transaction(|tx| Ok(state::clear_pending_apply(tx)?))?;
     hooks.step("after clearing the journal")?;
     let staging = staging_dir(replica);

@@ -306,10 +306,10 @@ fn superseded_in_batch(ops: &[Operation]) -> std::collections::HashSet<(Id, u64)
 /// Plans a batch: see the module documentation of [`super`] for the rules.
 pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
     let me = replica.identity.replica_id;
-    let table = replica.state.epoch_table()?;
+    let table = replica.state().epoch_table()?;
     let last = table.get(&me).cloned().unwrap_or_default();
     let own_epoch = last.get(&me).copied().unwrap_or(0);
-    let recorded = replica.state.load_entries()?;
+    let recorded = replica.state().load_entries()?;
     let recorded_live = recorded
         .iter()
         .filter(|(_, e)| e.state != PathState::Deleted)
