@@ -6,7 +6,8 @@
 //! * [`bay`]: the storage-backend trait [`BayStore`] with a directory and an
 //!   in-memory implementation, and a storage class's three bays;
 //! * [`order`]: one shipping order per packet part, its retries and expiry;
-//! * [`transport`]: delivery of a packet and its order into a directory.
+//! * [`transport`]: delivery of a packet and its order into a directory;
+//! * [`toml_config`]: TOML files parsed with errors naming line and key.
 
 pub mod bay;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod notify;
 pub mod order;
 pub mod poll;
 pub mod receive;
+pub mod toml_config;
 pub mod transport;
 pub mod trust;
 
