@@ -25,6 +25,7 @@ pub mod relpath;
 pub mod replica;
 pub mod scan;
 pub mod ship;
+pub mod ship_trust;
 pub mod state;
 
 pub use error::{Error, Result};

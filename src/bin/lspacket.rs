@@ -9,6 +9,7 @@ use syncreplica::listing::{self, LocalView};
 use syncreplica::packets;
 use syncreplica::replica::{self, Replica};
 use syncreplica::ship::Shipping;
+use syncreplica::ship_trust::ReplicaMembers;
 
 const NAME: &str = "lspacket";
 
@@ -41,7 +42,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     };
     let entries = if args.packets.is_empty() {
         let shipping = Shipping::load(args.shipconf.as_deref())?;
-        match shipping::trust::trusted_keys(&shipping.config) {
+        match shipping::trust::trusted_keys(&shipping.config, &ReplicaMembers) {
             Ok(trusted) => keys.extend(trusted),
             Err(err) => eprintln!("{NAME}: warning: {err}"),
         }

@@ -4,12 +4,14 @@
 //! as well as the GNU form (`--maxsize 50m`): [`normalize_args`] rewrites the
 //! former into the latter before clap sees them.
 
+mod args;
 pub mod chepoch;
 pub mod lsepoch;
 pub mod lspacket;
 pub mod lsreplica;
 pub mod mkorder;
 pub mod mkreplica;
+pub mod shipping_server;
 pub mod syncreplica;
 
 use std::io::Write;
@@ -52,9 +54,7 @@ Exit status:
   2  the command line was wrong
   3  another process holds the replica's lock";
 
-/// Rewrites MultiSite's single-dash long options into clap's form; shared
-/// with `shipping_server`, whose crate this CLI depends on.
-pub use shipping::cli::normalize_args;
+pub use args::{normalize_args, parse_args};
 
 /// Parses a size such as `65536`, `64k`, `50m` or `2g` (binary multiples).
 pub fn parse_size(value: &str) -> crate::Result<u64> {
@@ -63,11 +63,6 @@ pub fn parse_size(value: &str) -> crate::Result<u64> {
         why: why.to_string(),
     })
 }
-
-/// Parses the process arguments into `T`, accepting single-dash long
-/// options; a bad command line prints `COMMAND: error: …` and exits 2
-/// ([`EXIT_USAGE`]). Shared with `shipping_server`.
-pub use shipping::cli::parse_args;
 
 /// Runs a command's body and turns its error into `COMMAND: error: …`,
 /// an optional `hint:` line and the documented exit code.
@@ -97,7 +92,7 @@ pub fn all_commands() -> Vec<Command> {
         lsepoch::Args::command(),
         chepoch::Args::command(),
         mkorder::Args::command(),
-        shipping::cli::Args::command(),
+        shipping_server::Args::command(),
     ]
 }
 
