@@ -14,10 +14,10 @@
 //! ```
 
 pub mod cli;
-
 pub mod error;
 pub mod replica;
 pub mod ship;
+pub mod ship_trust;
 pub mod store;
 pub mod sync;
 pub mod sys;

@@ -111,11 +111,11 @@ pub trait BayStore: Send + Sync {
     }
 
     /// An error about entry `name` of this store.
-    fn error(&self, name: &str, source: io::Error) -> Error {
+    fn error(&self, name: &str, cause: io::Error) -> Error {
         Error::Bay {
             bay: self.describe(),
             name: name.to_string(),
-            source,
+            cause,
         }
     }
 }

@@ -9,8 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
+use toml::Spanned;
 
 use crate::error::{Error, Result};
+use crate::toml_config::{self, line_of, TomlError};
 use crate::DEFAULT_STORAGE_CLASS;
 
 /// Environment variable naming the configuration file.
@@ -330,8 +332,8 @@ impl ShippingConfig {
     /// it has no `default` class and `data_dir` is known, the built-in
     /// default class is added.
     pub fn parse(text: &str, path: &Path, data_dir: Option<&Path>) -> Result<ShippingConfig> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|err| describe_toml_error(text, path, &err))?;
+        let raw: RawConfig = toml_config::parse(text).map_err(|err| config_error(path, err))?;
+        let places = RoutePlaces::of(&raw, text);
         let mut config = raw.into_config();
         if !config.classes.contains_key(DEFAULT_STORAGE_CLASS) {
             if let Some(data_dir) = data_dir {
@@ -340,45 +342,51 @@ impl ShippingConfig {
                     .insert(DEFAULT_STORAGE_CLASS.to_string(), default_class(data_dir));
             }
         }
-        config.check(text, path)?;
+        config.check(&places, path)?;
         Ok(config)
     }
 
     /// Checks between entries: a destination is routed through one hop
-    /// only, and every hop can be reached without a loop.
-    fn check(&self, text: &str, path: &Path) -> Result<()> {
-        let mut routed: BTreeMap<&str, &str> = BTreeMap::new();
-        for (hop, destinations) in &self.routes {
-            for destination in destinations {
-                if let Some(other) = routed.insert(destination, hop) {
-                    return Err(Error::Config {
-                        path: path.to_path_buf(),
-                        line: find_line(text, &format!("\"{destination}\"")),
-                        key: Some(format!("routes.{hop}")),
-                        message: format!(
+    /// only, and every hop can be reached without a loop. Errors point at
+    /// the entries' places in the file.
+    fn check(&self, places: &RoutePlaces, path: &Path) -> Result<()> {
+        let error = |line: Option<usize>, key: String, message: String| Error::Config {
+            path: path.to_path_buf(),
+            line,
+            key: Some(key),
+            message,
+        };
+        // In the order written, so the error is at the first routing.
+        let mut routed: BTreeMap<&str, (&str, usize)> = BTreeMap::new();
+        for (destination, hop, line) in &places.destinations {
+            match routed.get(destination.as_str()) {
+                Some((other, _)) if other == hop => {}
+                Some((other, other_line)) => {
+                    return Err(error(
+                        Some(*other_line),
+                        format!("routes.{other}"),
+                        format!(
                             "destination {destination:?} is routed through both {other:?} and {hop:?}"
                         ),
-                    });
+                    ));
+                }
+                None => {
+                    routed.insert(destination, (hop, *line));
                 }
             }
         }
         let hops = self
             .routes
             .keys()
-            .map(|hop| (hop, format!("routes.{hop}")))
+            .map(|hop| (hop, format!("routes.{hop}"), places.hops.get(hop).copied()))
             .chain(
                 self.default_route
                     .iter()
-                    .map(|hop| (hop, "default_route".to_string())),
+                    .map(|hop| (hop, "default_route".to_string(), places.default_route)),
             );
-        for (hop, key) in hops {
+        for (hop, key, line) in hops {
             if let Err(err) = self.resolve(hop) {
-                return Err(Error::Config {
-                    path: path.to_path_buf(),
-                    line: find_key_line(text, hop_key(&key)),
-                    key: Some(key),
-                    message: err.to_string(),
-                });
+                return Err(error(line, key, err.to_string()));
             }
         }
         Ok(())
@@ -507,9 +515,9 @@ struct RawConfig {
     #[serde(default)]
     classes: BTreeMap<Name, RawClass>,
     #[serde(default)]
-    routes: BTreeMap<Name, Vec<Name>>,
+    routes: BTreeMap<Name, Spanned<Vec<Spanned<Name>>>>,
     #[serde(default)]
-    default_route: Option<Name>,
+    default_route: Option<Spanned<Name>>,
     #[serde(default)]
     destinations: BTreeMap<Name, RawDestination>,
     #[serde(default)]
@@ -565,14 +573,15 @@ impl RawConfig {
                 .map(|(Name(hop), destinations)| {
                     let mut seen = BTreeSet::new();
                     let list = destinations
+                        .into_inner()
                         .into_iter()
-                        .map(|Name(d)| d)
+                        .map(|d| d.into_inner().0)
                         .filter(|d| seen.insert(d.clone()))
                         .collect();
                     (hop, list)
                 })
                 .collect(),
-            default_route: self.default_route.map(|Name(n)| n),
+            default_route: self.default_route.map(|n| n.into_inner().0),
             destinations: self
                 .destinations
                 .into_iter()
@@ -586,6 +595,42 @@ impl RawConfig {
             idle_timeout: self.idle_timeout,
             notify: self.notify,
             listen: self.listen,
+        }
+    }
+}
+
+/// Lines of the route entries, for the checks between entries.
+struct RoutePlaces {
+    /// Hop -> the line of its `routes` entry.
+    hops: BTreeMap<String, usize>,
+    /// (destination, hop, line) of every routed destination, in the order
+    /// written.
+    destinations: Vec<(String, String, usize)>,
+    default_route: Option<usize>,
+}
+
+impl RoutePlaces {
+    fn of(raw: &RawConfig, text: &str) -> RoutePlaces {
+        let mut destinations: Vec<(usize, String, String)> = Vec::new();
+        let mut hops = BTreeMap::new();
+        for (Name(hop), list) in &raw.routes {
+            hops.insert(hop.clone(), line_of(text, list.span().start));
+            for destination in list.get_ref() {
+                let at = destination.span().start;
+                destinations.push((at, destination.get_ref().0.clone(), hop.clone()));
+            }
+        }
+        destinations.sort();
+        RoutePlaces {
+            hops,
+            destinations: destinations
+                .into_iter()
+                .map(|(at, destination, hop)| (destination, hop, line_of(text, at)))
+                .collect(),
+            default_route: raw
+                .default_route
+                .as_ref()
+                .map(|hop| line_of(text, hop.span().start)),
         }
     }
 }
@@ -739,141 +784,14 @@ fn de_expiry_days<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     })
 }
 
-// ---------------------------------------------------------------------------
-// Error positions.
-
-/// Turns a toml error into `Error::Config` with the line (from the error's
-/// span, as the root crate's `describe_toml_error` does) and the key.
-fn describe_toml_error(text: &str, path: &Path, err: &toml::de::Error) -> Error {
-    let message = err.message().trim().to_string();
-    let (line, key) = match err.span() {
-        Some(span) => {
-            let start = span.start.min(text.len());
-            let end = span.end.clamp(start, text.len());
-            let line = text[..start].matches('\n').count() + 1;
-            (Some(line), key_at(text, start, end))
-        }
-        None => (None, None),
-    };
+/// A TOML error in `path` as [`Error::Config`].
+fn config_error(path: &Path, err: TomlError) -> Error {
     Error::Config {
         path: path.to_path_buf(),
-        line,
-        key,
-        message,
+        line: err.line,
+        key: err.key,
+        message: err.message,
     }
-}
-
-/// The dotted key (`table.key`) that the span `start..end` belongs to.
-fn key_at(text: &str, start: usize, end: usize) -> Option<String> {
-    let lines: Vec<&str> = text.split('\n').collect();
-    let line_index = text[..start].matches('\n').count();
-    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-    let column = start - line_start;
-    let line = lines.get(line_index)?;
-    let span_text = unquote(text[start..end].trim());
-
-    if line.trim_start().starts_with('[') {
-        // A table header: the span is the header or a name within it.
-        let header = table_name(line)?;
-        return Some(if span_text.is_empty() || header.ends_with(&span_text) {
-            header
-        } else {
-            span_text
-        });
-    }
-
-    // The key of this line, or of the assignment a multi-line value
-    // started on.
-    let mut key = None;
-    for index in (0..=line_index).rev() {
-        let candidate = lines[index];
-        if candidate.trim_start().starts_with('[') {
-            break;
-        }
-        if let Some(eq) = assignment_eq(candidate) {
-            key = Some(if index == line_index && column < eq {
-                span_text.clone()
-            } else {
-                unquote(candidate[..eq].trim())
-            });
-            break;
-        }
-    }
-    let key = key.filter(|k| !k.is_empty()).or_else(|| {
-        (!span_text.is_empty() && !span_text.contains(['\n', '='])).then(|| span_text.clone())
-    })?;
-    let table = lines[..line_index]
-        .iter()
-        .rev()
-        .find(|l| l.trim_start().starts_with('['))
-        .and_then(|l| table_name(l));
-    Some(match table {
-        Some(table) => format!("{table}.{key}"),
-        None => key,
-    })
-}
-
-/// The index of the `=` of a `key = value` line, outside quotes.
-fn assignment_eq(line: &str) -> Option<usize> {
-    let trimmed = line.trim_start();
-    if trimmed.starts_with('#') || trimmed.starts_with('"') && !trimmed.contains('=') {
-        return None;
-    }
-    let mut quote: Option<char> = None;
-    for (i, c) in line.char_indices() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, '=') => return Some(i),
-            (None, '#' | '[' | '{') => return None,
-            _ => {}
-        }
-    }
-    None
-}
-
-fn table_name(line: &str) -> Option<String> {
-    let inner = line
-        .trim()
-        .trim_start_matches('[')
-        .split(']')
-        .next()?
-        .trim();
-    Some(
-        inner
-            .split('.')
-            .map(|part| unquote(part.trim()))
-            .collect::<Vec<_>>()
-            .join("."),
-    )
-}
-
-fn unquote(text: &str) -> String {
-    text.trim_matches(|c| c == '"' || c == '\'').to_string()
-}
-
-/// The last part of a dotted key.
-fn hop_key(key: &str) -> &str {
-    key.rsplit('.').next().unwrap_or(key)
-}
-
-/// The 1-based line of the first `key = ...` assignment.
-fn find_key_line(text: &str, key: &str) -> Option<usize> {
-    text.split('\n')
-        .position(|line| {
-            let line = line.trim_start();
-            let rest = line
-                .strip_prefix(key)
-                .or_else(|| line.strip_prefix(&format!("\"{key}\"")));
-            rest.is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
-        .map(|index| index + 1)
-}
-
-/// The 1-based line of the first occurrence of `needle`.
-fn find_line(text: &str, needle: &str) -> Option<usize> {
-    text.find(needle)
-        .map(|at| text[..at].matches('\n').count() + 1)
 }
 
 #[cfg(test)]

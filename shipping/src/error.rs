@@ -1,5 +1,9 @@
 //! Typed errors. Every variant names what it is about: the file, the
 //! configuration key, the bay entry or the destination.
+//!
+//! A variant that wraps a lower-level error shows it in its own message
+//! (`{cause}`) and does not also report it as its `source()`, so that a
+//! caller printing the whole chain (anyhow's `{:#}`) shows it once.
 
 use std::path::PathBuf;
 
@@ -9,7 +13,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// `shipping.toml` is malformed: an unknown key, a bad value or an
     /// inconsistency between entries.
-    #[error("{}: {}{}{message}", path.display(), line.map(|n| format!("line {n}: ")).unwrap_or_default(), key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+    #[error("{}: {}{message}", path.display(), crate::toml_config::position(*line, key.as_deref()))]
     Config {
         path: PathBuf,
         /// 1-based line of the offending key or value, when known.
@@ -31,20 +35,20 @@ pub enum Error {
     )]
     NoDataDir,
 
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// Shown in the message, so not a `source()`.
+        cause: std::io::Error,
     },
 
     /// An operation on a bay entry failed.
-    #[error("{bay}: {name}: {source}")]
+    #[error("{bay}: {name}: {cause}")]
     Bay {
         bay: String,
         name: String,
-        #[source]
-        source: std::io::Error,
+        /// Shown in the message, so not a `source()`.
+        cause: std::io::Error,
     },
 
     /// A bay entry name that is not a plain file name.
@@ -105,20 +109,48 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Error {
         Error::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 
     /// True when the error says a bay entry does not exist.
     pub fn is_not_found(&self) -> bool {
         match self {
-            Error::Bay { source, .. } | Error::Io { source, .. } => {
-                source.kind() == std::io::ErrorKind::NotFound
+            Error::Bay { cause, .. } | Error::Io { cause, .. } => {
+                cause.kind() == std::io::ErrorKind::NotFound
             }
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_is_shown_once() {
+        let gone = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let errors = [
+            Error::io("/bays/x", gone()),
+            Error::Bay {
+                bay: "outgoing".into(),
+                name: "p".into(),
+                cause: gone(),
+            },
+        ];
+        for err in errors {
+            let mut chain = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                chain = format!("{chain}: {cause}");
+                source = cause.source();
+            }
+            assert_eq!(chain.matches("gone").count(), 1, "{chain}");
+            assert!(err.is_not_found());
         }
     }
 }

@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::order::{format_time, ShippingOrder};
 use crate::receive::{Receiver, Rejection};
 use crate::transport::CheckingReader;
+use crate::trust::MemberKeys;
 
 pub const EXPIRES_HEADER: &str = "X-Syncreplica-Expires";
 pub const DESTINATIONS_HEADER: &str = "X-Syncreplica-Destinations";
@@ -149,13 +150,15 @@ impl HttpServer {
 
     /// Answers connections, at most `workers` at a time (more wait to be
     /// accepted), until `shutdown` is set; uploads in progress then are
-    /// finished first. `log` gets one line per request.
+    /// finished first. `members` reads the families of `trusted_replicas`
+    /// (afresh for each packet). `log` gets one line per request.
     pub fn serve(
         &self,
         config: &ShippingConfig,
         class_name: &str,
         shutdown: &AtomicBool,
         workers: usize,
+        members: &dyn MemberKeys,
         log: &(dyn Fn(&str) + Sync),
     ) -> Result<()> {
         let class = config.class(class_name)?.clone();
@@ -189,7 +192,7 @@ impl HttpServer {
                 scope.spawn(move || {
                     let _slot = slot;
                     let mut connection = Connection::new(stream, peer, self.idle_timeout);
-                    connection.handle(config, class_name, class, log);
+                    connection.handle(config, class_name, class, members, log);
                 });
             }
         });
@@ -251,6 +254,7 @@ impl Connection {
         config: &ShippingConfig,
         class_name: &str,
         class: &crate::config::StorageClass,
+        members: &dyn MemberKeys,
         log: &(dyn Fn(&str) + Sync),
     ) {
         let head = match self.read_head() {
@@ -263,7 +267,7 @@ impl Connection {
             }
         };
         let answer = match head.method.as_str() {
-            "PUT" => self.receive(&head, config, class_name, class),
+            "PUT" => self.receive(&head, config, class_name, class, members),
             "GET" | "HEAD" if head.path == "/" => Ok((
                 200,
                 "syncreplica shipping_server: PUT /packets/NAME to ship a packet".to_string(),
@@ -385,6 +389,7 @@ impl Connection {
         config: &ShippingConfig,
         class_name: &str,
         class: &crate::config::StorageClass,
+        members: &dyn MemberKeys,
     ) -> Result<(u16, String, Option<String>), Rejection> {
         let path = head.path.as_str();
         let name = path
@@ -422,10 +427,11 @@ impl Connection {
         let destinations: Option<Vec<String>> = header(DESTINATIONS_HEADER)
             .filter(|text| !text.is_empty())
             .map(|text| text.split(',').map(|d| d.trim().to_string()).collect());
-        let trusted_keys = crate::trust::trusted_keys(config).map_err(|err| Rejection {
-            status: 500,
-            reason: err.to_string(),
-        })?;
+        let trusted_keys =
+            crate::trust::trusted_keys(config, members).map_err(|err| Rejection {
+                status: 500,
+                reason: err.to_string(),
+            })?;
         let receiver = Receiver {
             config,
             class_name: class_name.to_string(),

@@ -6,10 +6,15 @@
 //! * [`bay`]: the storage-backend trait [`BayStore`] with a directory and an
 //!   in-memory implementation, and a storage class's three bays;
 //! * [`order`]: one shipping order per packet part, its retries and expiry;
-//! * [`transport`]: delivery of a packet and its order into a directory.
+//! * [`transport`]: delivery of a packet and its order into a directory;
+//! * [`server`]: receiving over HTTP and polling until told to stop;
+//! * [`trust`]: the keys whose packets are accepted;
+//! * [`toml_config`]: TOML files parsed with errors naming line and key.
+//!
+//! The `shipping_server` command (its command line and signals) lives in
+//! the syncreplica crate.
 
 pub mod bay;
-pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -17,6 +22,8 @@ pub mod notify;
 pub mod order;
 pub mod poll;
 pub mod receive;
+pub mod server;
+pub mod toml_config;
 pub mod transport;
 pub mod trust;
 
@@ -28,6 +35,9 @@ pub use config::{ConfigSource, Hop, Lookup, NextHop, ShippingConfig, StorageClas
 pub use error::{Error, Result};
 pub use order::ShippingOrder;
 pub use transport::deliver_to_dir;
+
+/// The formats of shipping orders, bays and `shipping.toml`, for the man page.
+pub const FORMATS: &str = include_str!("../FORMAT.md");
 
 /// Name of the storage class used when none is given.
 pub const DEFAULT_STORAGE_CLASS: &str = "default";

@@ -100,7 +100,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     };
     let entries = if args.packets.is_empty() {
         let shipping = Shipping::load(args.shipconf.as_deref())?;
-        match shipping::trust::trusted_keys(&shipping.config) {
+        match shipping::trust::trusted_keys(&shipping.config, &crate::ship_trust::ReplicaMembers) {
             Ok(trusted) => keys.extend(trusted),
             Err(err) => eprintln!("{NAME}: warning: {err}"),
         }

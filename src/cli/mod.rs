@@ -24,6 +24,7 @@ macro_rules! outln {
     }};
 }
 
+mod args;
 pub mod chepoch;
 pub mod lsepoch;
 pub mod lspacket;
@@ -32,6 +33,7 @@ pub mod mkorder;
 pub mod mkreplica;
 pub mod render;
 pub mod report;
+pub mod shipping_server;
 pub mod syncreplica;
 
 use std::io::Write;
@@ -74,9 +76,7 @@ Exit status:
   2  the command line was wrong
   3  another process holds the replica's lock";
 
-/// Rewrites MultiSite's single-dash long options into clap's form; shared
-/// with `shipping_server`, whose crate this CLI depends on.
-pub use shipping::cli::normalize_args;
+pub use args::{normalize_args, parse_args};
 
 /// Output formats of the listing commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -108,11 +108,6 @@ pub fn parse_size(value: &str) -> crate::Result<u64> {
     })
 }
 
-/// Parses the process arguments into `T`, accepting single-dash long
-/// options; a bad command line prints `COMMAND: error: …` and exits 2
-/// ([`EXIT_USAGE`]). Shared with `shipping_server`.
-pub use shipping::cli::parse_args;
-
 /// A command's whole life: parses the process arguments into `A` (a bad
 /// command line prints `COMMAND: error: …` and exits 2), runs `body`, and
 /// turns its outcome into an exit code with [`report::report`].
@@ -135,7 +130,7 @@ pub fn all_commands() -> Vec<Command> {
         lsepoch::Args::command(),
         chepoch::Args::command(),
         mkorder::Args::command(),
-        shipping::cli::Args::command(),
+        shipping_server::Args::command(),
     ]
 }
 

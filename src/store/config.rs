@@ -53,25 +53,20 @@ impl Config {
         Config::parse(&text, path)
     }
 
-    /// Parses config text; errors name the file, the line and the key.
+    /// Parses config text; errors name the file, the line and the key
+    /// (shipping.toml's parser, [`shipping::toml_config::parse`]).
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
-        toml::from_str(text).map_err(|err| Error::Config {
+        shipping::toml_config::parse(text).map_err(|err| Error::Config {
             path: path.to_path_buf(),
-            message: describe_toml_error(text, &err),
+            message: err.to_string(),
         })
     }
 }
 
-/// "line N: message", with the line number computed from the error's span.
+/// "line N: message" for a file read with `toml::from_str`, the line
+/// taken from the error's span.
 pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
-    let message = err.message().trim().to_string();
-    match err.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("line {line}: {message}")
-        }
-        None => message,
-    }
+    shipping::toml_config::TomlError::from_toml(text, err, None).to_string()
 }
 
 pub fn config_path(state_dir: &Path) -> PathBuf {
@@ -101,6 +96,7 @@ mod tests {
         assert!(message.contains("/r/.syncreplica/config.toml"), "{message}");
         assert!(message.contains("line 2"), "{message}");
         assert!(message.contains("soft_delete_dayz"), "{message}");
+        assert!(message.contains("key `soft_delete_dayz`"), "{message}");
     }
 
     #[test]

@@ -46,42 +46,15 @@ fn binary(name: &str) -> PathBuf {
         "lspacket" => env!("CARGO_BIN_EXE_lspacket"),
         "chepoch" => env!("CARGO_BIN_EXE_chepoch"),
         "mkorder" => env!("CARGO_BIN_EXE_mkorder"),
-        "shipping_server" => return shipping_server_binary(),
+        "shipping_server" => env!("CARGO_BIN_EXE_shipping_server"),
         other => panic!("no binary {other}"),
     };
     PathBuf::from(path)
 }
 
-/// `shipping_server` belongs to the shipping crate, so cargo does not hand
-/// its path to this package's tests: it is built here (a no-op when it is
-/// up to date) into the same target directory and profile.
+/// The `shipping_server` binary, for tests that start it themselves.
 pub fn shipping_server_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            // The test binary is target/<profile>/deps/integration-<hash>.
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            let target_dir = profile_dir.parent().unwrap();
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut build = Command::new(cargo);
-            build
-                .args(["build", "-p", "shipping", "--bin", "shipping_server"])
-                .arg("--target-dir")
-                .arg(target_dir)
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                build.arg("--release");
-            }
-            let output = build.output().expect("cargo runs");
-            assert!(
-                output.status.success(),
-                "building shipping_server failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            profile_dir.join("shipping_server")
-        })
-        .clone()
+    binary("shipping_server")
 }
 
 /// Runs `name args…` in `cwd` with `stdin` as its input.

@@ -1,0 +1,157 @@
+//! TOML configuration files parsed into serde types, with errors that name
+//! the line and the key: the line from toml's span of the error, the key
+//! from the path `serde_path_to_error` records on the way down. Used for
+//! `shipping.toml` and for the replica's `.syncreplica/config.toml`.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::Deserialize;
+
+/// Why a TOML file could not be read into its type, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TomlError {
+    /// 1-based line of the offending key or value, when known.
+    pub line: Option<usize>,
+    /// The dotted key (`table.key`), when known.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for TomlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}{}",
+            position(self.line, self.key.as_deref()),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for TomlError {}
+
+/// `line N: key `K`: `, or the part of it that is known.
+pub fn position(line: Option<usize>, key: Option<&str>) -> String {
+    let mut text = String::new();
+    if let Some(line) = line {
+        text.push_str(&format!("line {line}: "));
+    }
+    if let Some(key) = key {
+        text.push_str(&format!("key `{key}`: "));
+    }
+    text
+}
+
+/// The 1-based line holding byte `offset` of `text`.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    text.as_bytes()[..offset]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Parses `text` into `T`.
+pub fn parse<'de, T: Deserialize<'de>>(text: &'de str) -> Result<T, TomlError> {
+    let document =
+        toml::Deserializer::parse(text).map_err(|err| TomlError::from_toml(text, &err, None))?;
+    serde_path_to_error::deserialize(document).map_err(|err| {
+        let key = dotted_key(err.path());
+        TomlError::from_toml(text, err.inner(), key)
+    })
+}
+
+impl TomlError {
+    /// `err`, from parsing `text`, at the line of its span; `key` when
+    /// known.
+    pub fn from_toml(text: &str, err: &toml::de::Error, key: Option<String>) -> TomlError {
+        let span: Option<Range<usize>> = err.span();
+        TomlError {
+            line: span.map(|span| line_of(text, span.start)),
+            key,
+            message: err.message().trim().to_string(),
+        }
+    }
+}
+
+/// The table keys of `path`, joined by dots; list indexes are left out
+/// (an element is named by its list's key).
+fn dotted_key(path: &serde_path_to_error::Path) -> Option<String> {
+    let keys: Vec<&str> = path
+        .iter()
+        .filter_map(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => Some(key.as_str()),
+            serde_path_to_error::Segment::Enum { variant } => Some(variant.as_str()),
+            _ => None,
+        })
+        .collect();
+    (!keys.is_empty()).then(|| keys.join("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Doc {
+        #[serde(default)]
+        size: u32,
+        #[serde(default)]
+        names: Vec<u32>,
+        #[serde(default)]
+        tables: BTreeMap<String, Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        value: u32,
+    }
+
+    fn error(text: &str) -> TomlError {
+        parse::<Doc>(text).unwrap_err()
+    }
+
+    #[test]
+    fn a_bad_value_names_its_line_and_key() {
+        let err = error("\nsize = \"big\"\n");
+        assert_eq!((err.line, err.key.as_deref()), (Some(2), Some("size")));
+        assert!(err.to_string().starts_with("line 2: key `size`: "), "{err}");
+    }
+
+    #[test]
+    fn a_list_element_is_named_by_the_list() {
+        let err = error("names = [\n  1,\n  \"x\",\n]\n");
+        assert_eq!((err.line, err.key.as_deref()), (Some(3), Some("names")));
+    }
+
+    #[test]
+    fn nested_tables_and_unknown_keys() {
+        let err = error("[tables.a]\nvalue = 1\n[tables.b]\nvalue = -1\n");
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(4), Some("tables.b.value"))
+        );
+        let err = error("size = 1\n[tables.a]\nvalue = 1\nvalu = 2\n");
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(4), Some("tables.a.valu"))
+        );
+        let err = error("size = 1\nsise = 2\n");
+        assert_eq!((err.line, err.key.as_deref()), (Some(2), Some("sise")));
+    }
+
+    #[test]
+    fn a_syntax_error_has_a_line() {
+        let err = error("size = 1\nsize = 2\n");
+        assert_eq!(err.line, Some(2), "{err}");
+        let err = error("size = \n");
+        assert_eq!(err.line, Some(1), "{err}");
+    }
+}

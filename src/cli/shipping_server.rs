@@ -1,0 +1,206 @@
+//! `shipping_server`'s command line and its run: the work itself is in
+//! the shipping crate ([`shipping::poll`], [`shipping::server`]); this adds
+//! the options, the log on stdout, the signals and the exit status.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use clap::Parser;
+use shipping::order::format_time;
+use shipping::poll::{PassReport, Shipper};
+use shipping::server::{run_until_stopped, Listening};
+use shipping::{ShippingConfig, DEFAULT_STORAGE_CLASS, FORMATS};
+
+use crate::ship_trust::ReplicaMembers;
+
+/// Moves packets between sites, as MultiSite's shipping_server does: works
+/// through the shipping orders in the storage bays (-poll, or the ORDERs
+/// named) and receives packets from other hosts over HTTP (-listen).
+#[derive(Parser, Debug)]
+#[command(
+    name = "shipping_server",
+    version,
+    group = clap::ArgGroup::new("work").args(["poll", "listen", "orders"]).required(true).multiple(true),
+    after_long_help = after_help(),
+)]
+pub struct Args {
+    /// The shipping configuration to use, instead of looking in
+    /// $SYNCREPLICA_SHIPPING_CONF, the user's config directory and
+    /// /etc/syncreplica/shipping.toml (in that order).
+    #[arg(long, value_name = "FILE")]
+    pub shipconf: Option<PathBuf>,
+
+    /// Storage class to work on: with -poll, only this class's orders
+    /// (default: every class); with -listen, the class whose bays receive
+    /// packets (default: "default").
+    #[arg(long, value_name = "CLASS")]
+    pub sclass: Option<String>,
+
+    /// Work through every shipping order in the outgoing bays: deliver each
+    /// packet through the next hop of each destination's route, retry
+    /// failed deliveries whose backoff has passed, and move expired packets
+    /// to the return bay (running the notify program). Exits 1 when a
+    /// delivery failed (it stays queued and is retried at a later pass).
+    #[arg(long)]
+    pub poll: bool,
+
+    /// With -poll: keep running, one pass every SECS seconds, until SIGTERM
+    /// or SIGINT.
+    #[arg(long, value_name = "SECS", requires = "poll", value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: Option<u64>,
+
+    /// Receive packets over HTTP (PUT /packets/NAME) on ADDR (IP:PORT;
+    /// default: `listen` in shipping.toml) until SIGTERM or SIGINT. Only
+    /// packets signed by a trusted key are stored. With -poll, also
+    /// forwards (every -interval seconds, default 60).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
+    pub listen: Option<String>,
+
+    /// Shipping orders (PACKET.order files, or their packets) to work
+    /// through now, in any directory, whatever their retry backoff; nothing
+    /// else is touched.
+    #[arg(value_name = "ORDER", conflicts_with_all = ["poll", "listen"])]
+    pub orders: Vec<PathBuf>,
+}
+
+fn after_help() -> String {
+    format!(
+        "The configuration (shipping.toml) has storage classes with their bays and expiry, routes, \
+destinations (a URL or a directory), local replicas, trusted keys, min_free_space, max_packet_size, \
+the notify program and the listen address; the formats below end with an example.\n\n\
+Exit status:\n  0  success\n  1  a delivery or an order failed (it is kept and retried), or the server could not start\n  2  the command line was wrong\n\n\
+Options may be written with one dash, as in MultiSite (-poll), or two (--poll).\n\n{FORMATS}"
+    )
+}
+
+/// One log line, stamped, on stdout (lines of a daemon's log).
+fn log_line(line: &str) {
+    let now = format_time(&chrono::Utc::now());
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{now} shipping_server: {line}");
+    let _ = out.flush();
+}
+
+/// Runs `shipping_server`; returns the exit status.
+pub fn run(args: Args) -> i32 {
+    match execute(&args) {
+        Ok(report) if report.is_clean() => 0,
+        Ok(_) => 1,
+        Err(err) => {
+            // `{:#}` is the message with its causes, joined by ": ".
+            eprintln!("shipping_server: error: {err:#}");
+            if let Some(hint) = hint(&err) {
+                eprintln!("shipping_server: hint: {hint}");
+            }
+            1
+        }
+    }
+}
+
+fn hint(err: &anyhow::Error) -> Option<String> {
+    let library = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<shipping::Error>())?;
+    match library {
+        shipping::Error::UnknownClass { .. } => {
+            Some("storage classes are the [classes.NAME] tables of shipping.toml".into())
+        }
+        shipping::Error::Listen { .. } => {
+            Some("is another shipping_server running on that address?".into())
+        }
+        _ => None,
+    }
+}
+
+fn execute(args: &Args) -> anyhow::Result<PassReport> {
+    let (config, source) = ShippingConfig::load(args.shipconf.as_deref())?;
+    let classes: Vec<String> = match &args.sclass {
+        Some(class) => {
+            config.class(class)?;
+            vec![class.clone()]
+        }
+        None => config.classes.keys().cloned().collect(),
+    };
+    let shipper = Shipper {
+        config: &config,
+        log: &log_line,
+    };
+    let now = chrono::Utc::now;
+
+    if !args.orders.is_empty() {
+        let report = shipper.process_paths(&args.orders, now())?;
+        log_line(&report.summary());
+        return Ok(report);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let daemon = args.listen.is_some() || args.interval.is_some();
+    if daemon {
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(signal, Arc::clone(&stop))
+                .context("cannot install the signal handler")?;
+        }
+    }
+
+    let listening = match &args.listen {
+        None => None,
+        Some(text) => {
+            let addr: SocketAddr = if text.is_empty() {
+                config.listen.ok_or_else(|| {
+                    anyhow!(
+                        "no address to listen on: give -listen IP:PORT or set `listen` in {source}"
+                    )
+                })?
+            } else {
+                text.parse().map_err(|_| {
+                    anyhow!(
+                        "-listen {text:?}: not an address; expected IP:PORT, such as 0.0.0.0:7421"
+                    )
+                })?
+            };
+            let class = args.sclass.as_deref().unwrap_or(DEFAULT_STORAGE_CLASS);
+            let listening = Listening::open(&config, class, addr, &log_line)?;
+            log_line(&format!(
+                "listening on {} (storage class {class}, configuration: {source})",
+                listening.server.addr()
+            ));
+            Some(listening)
+        }
+    };
+
+    if !daemon {
+        let report = shipper.poll(&classes, now())?;
+        log_line(&report.summary());
+        return Ok(report);
+    }
+
+    let poll_every = args
+        .poll
+        .then(|| Duration::from_secs(args.interval.unwrap_or(60)));
+    run_until_stopped(
+        &shipper,
+        &classes,
+        listening.as_ref(),
+        poll_every,
+        &ReplicaMembers,
+        &stop,
+    )?;
+    log_line("stopped");
+    Ok(PassReport::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+}
