@@ -13,10 +13,10 @@ use crate::error::{Error, IoContext, Result};
 use crate::ops::{Change, Id, Operation};
 use crate::store::config::{self, Config};
 use crate::store::identity::{self, Identity};
+use crate::store::layout::STATE_DIR;
 use crate::store::lock::ReplicaLock;
 use crate::store::state::{self, Member, State};
 use crate::tree::excludes::Excludes;
-use crate::tree::relpath::STATE_DIR;
 use crate::tree::scan::{self, ScanHooks, ScanOutcome};
 
 pub struct Replica {
@@ -153,13 +153,13 @@ pub struct RecordSummary {
     pub forgotten: usize,
 }
 
-pub fn state_dir(root: &Path) -> PathBuf {
-    root.join(STATE_DIR)
-}
+pub use crate::store::layout::state_dir;
 
 /// Whether `dir` is a replica root (has a state folder with an identity).
 pub fn is_replica_root(dir: &Path) -> bool {
-    state_dir(dir).join(identity::IDENTITY_FILE).is_file()
+    state_dir(dir)
+        .join(crate::store::layout::IDENTITY_FILE)
+        .is_file()
 }
 
 /// Finds the replica root: `start` (or the current directory) and then

@@ -11,7 +11,7 @@ use shipping::trust::{MemberKeys, MemberKeysError};
 
 use crate::error::Error;
 use crate::replica::state_dir;
-use crate::store::state::STATE_DB_FILE;
+use crate::store::layout::STATE_DB_FILE;
 
 /// Reads the members of replicas from their state databases.
 #[derive(Debug, Clone, Copy, Default)]

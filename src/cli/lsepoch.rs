@@ -27,7 +27,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
     out!(
         "{}",
-        crate::sync::epochs::render_rows(&replica, &args.rows)?
+        crate::cli::render::lsepoch::render_rows(&replica, &args.rows)?
     );
     Ok(())
 }

@@ -65,10 +65,11 @@ Exit status:
   2  the command line was wrong";
 
 use crate::cli;
-use crate::cli::render::lspacket::{self as listing, LocalView};
+use crate::cli::render::lspacket as listing;
 use crate::cli::report::usage;
 use crate::replica::{self, Replica};
 use crate::ship::Shipping;
+use crate::sync::epochs::LocalView;
 use crate::sync::packets;
 use shipping::bay::{Bay, BayStore, DirStore};
 use shipping::ShippingOrder;

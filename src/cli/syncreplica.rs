@@ -129,7 +129,7 @@ use crate::cli::report::usage;
 use crate::replica::{self, Replica};
 use crate::ship;
 use crate::sync::{apply, export, import};
-use crate::tree::scan::{self, ScanHooks};
+use crate::tree::scan::ScanHooks;
 
 const NAME: &str = "syncreplica";
 
@@ -381,7 +381,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cli::print_warnings(NAME, &outcome.warnings);
         out!(
             "{}",
-            scan::render_status(&replica.identity.replica_name, &root, &outcome)
+            crate::cli::render::status::render_status(
+                &replica.identity.replica_name,
+                &root,
+                &outcome
+            )
         );
     } else if args.export {
         export(replica, &args)?;

@@ -70,7 +70,7 @@ pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
 }
 
 pub fn config_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("config.toml")
+    state_dir.join(crate::store::layout::CONFIG_FILE)
 }
 
 pub fn write_default(state_dir: &Path) -> Result<()> {

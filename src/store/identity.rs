@@ -8,10 +8,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
 use crate::ops::Id;
+use crate::store::layout::{IDENTITY_FILE, SIGNING_KEY_FILE};
 use crate::sys::fsutil;
-
-pub const IDENTITY_FILE: &str = "identity.toml";
-pub const SIGNING_KEY_FILE: &str = "signing_key";
 
 /// Who this replica is. Stored as `.syncreplica/identity.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,8 +11,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-
-pub const LOCK_FILE: &str = "lock";
+use crate::store::layout::LOCK_FILE;
 
 /// Held while a command changes the replica; released on drop.
 #[derive(Debug)]

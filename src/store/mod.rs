@@ -4,5 +4,6 @@
 
 pub mod config;
 pub mod identity;
+pub mod layout;
 pub mod lock;
 pub mod state;

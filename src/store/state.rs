@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::error::{Error, Result};
 use crate::ops::{Id, Operation, PathState, VersionVector};
+use crate::store::layout::STATE_DB_FILE;
 
 /// The error of a [`State::transaction`] body: SQL errors get the
 /// database's path when they leave the transaction, so none is ever
@@ -34,7 +35,6 @@ impl From<Error> for TxError {
     }
 }
 
-pub const STATE_DB_FILE: &str = "state.db";
 const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "

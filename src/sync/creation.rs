@@ -32,10 +32,11 @@ use crate::ops::{Change, ChunkId, Id, Operation, PathState};
 use crate::replica::{self, LockedReplica, Replica};
 use crate::store::config;
 use crate::store::identity::{self, Identity};
+use crate::store::layout::STATE_DIR;
 use crate::store::state::{self, EntryWrite, Member, StatKey, State};
-use crate::sync::export::LocalChunks;
+use crate::sync::chunks::LocalChunks;
 use crate::sync::packets::ChunkSpool;
-use crate::tree::relpath::{self, STATE_DIR};
+use crate::tree::relpath;
 use crate::tree::scan;
 
 /// What `mkreplica -export` wrote.
@@ -231,7 +232,7 @@ pub fn export_creation(
                         }
                     })?;
                     chunk_bytes += bytes.len() as u64;
-                    crate::sync::export::add_local_chunk(&mut writer, &local, &chunk.id, &bytes)?;
+                    crate::sync::chunks::add_local_chunk(&mut writer, &local, &chunk.id, &bytes)?;
                 }
             }
         }

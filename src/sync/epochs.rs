@@ -1,57 +1,19 @@
-//! `lsepoch` and `chepoch`: the epoch table, MultiSite's epoch number matrix.
+//! The epoch table, MultiSite's epoch number matrix (`lsepoch`, `chepoch`),
+//! and what it says about a packet's readiness.
 //!
 //! Row R, column O holds the highest epoch of origin O's operations that R
 //! has. This replica's own row is exact. The other rows are estimates: an
 //! export raises them, and an administrator lowers one with `chepoch` after
 //! a packet was lost, so the next export sends its operations again.
 
-use std::fmt::Write;
+use std::collections::HashMap;
+
+use packet_format::Header;
 
 use crate::error::{Error, Result};
+use crate::ops::Id;
 use crate::replica::{LockedReplica, Replica};
 use crate::store::state::{self, Member};
-
-/// Renders the rows named in `rows` (names or ids), or all of them.
-pub fn render_rows(replica: &Replica, rows: &[String]) -> Result<String> {
-    let me = replica.identity.replica_id;
-    let members = replica.members()?;
-    let selected: Vec<Member> = if rows.is_empty() {
-        members.clone()
-    } else {
-        rows.iter()
-            .map(|name| replica.member(name))
-            .collect::<Result<_>>()?
-    };
-    let table = replica.state().epoch_table()?;
-    let width = members.iter().map(|m| m.name.len()).max().unwrap_or(0);
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "For replica family \"{}\" (family id {}):",
-        replica.identity.family_name, replica.identity.family_id
-    );
-    for row in &selected {
-        let kind = if row.replica == me {
-            "this replica; exact"
-        } else {
-            "estimate"
-        };
-        let _ = writeln!(out, "Epochs in row \"{}\" ({kind}):", row.name);
-        let values = table.get(&row.replica);
-        for origin in &members {
-            let epoch = values
-                .and_then(|v| v.get(&origin.replica))
-                .copied()
-                .unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "  {:<width$} = {epoch:<8} (replica id {})",
-                origin.name, origin.replica
-            );
-        }
-    }
-    Ok(out)
-}
 
 /// One planned change of an estimate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,4 +82,89 @@ pub fn apply_change(
         }
         Ok(())
     })
+}
+
+/// What the local replica knows, to annotate targets.
+pub struct LocalView {
+    pub replica: Id,
+    pub own_row: HashMap<Id, u64>,
+    pub names: HashMap<Id, String>,
+}
+
+impl LocalView {
+    pub fn of(replica: &Replica) -> Result<LocalView> {
+        let me = replica.identity.replica_id;
+        Ok(LocalView {
+            replica: me,
+            own_row: replica
+                .state()
+                .epoch_table()?
+                .remove(&me)
+                .unwrap_or_default(),
+            names: replica
+                .members()?
+                .into_iter()
+                .map(|m| (m.replica, m.name))
+                .collect(),
+        })
+    }
+
+    /// Whether this replica can apply a packet with `header` now.
+    pub fn readiness(&self, header: &Header) -> Readiness {
+        let mut applied = true;
+        for (origin, range) in &header.epoch_ranges {
+            let have = self.own_row.get(origin).copied().unwrap_or(0);
+            if range.last > have {
+                applied = false;
+            }
+            if range.first > have + 1 {
+                return Readiness::Waits {
+                    origin: self
+                        .names
+                        .get(origin)
+                        .cloned()
+                        .unwrap_or_else(|| origin.to_hex()),
+                    first: have + 1,
+                    last: range.first - 1,
+                    have,
+                };
+            }
+        }
+        if applied {
+            Readiness::Applied
+        } else {
+            Readiness::Ready
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Applied,
+    /// Changes `first..=last` from `origin` must arrive first.
+    Waits {
+        origin: String,
+        first: u64,
+        last: u64,
+        have: u64,
+    },
+}
+
+impl std::fmt::Display for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Readiness::Ready => write!(f, "can be applied now"),
+            Readiness::Applied => write!(f, "already applied"),
+            Readiness::Waits {
+                origin,
+                first,
+                last,
+                have,
+            } => write!(
+                f,
+                "waits for changes {first}-{last} from {origin}; this replica has {have}"
+            ),
+        }
+    }
 }

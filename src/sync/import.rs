@@ -14,12 +14,12 @@ use std::path::PathBuf;
 
 use packet_format::{verify_packet, Examination, LogicalPacket, PacketKind, SignatureStatus};
 
-use crate::cli::render::lspacket::{LocalView, Readiness};
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{ChunkId, Id, Operation};
 use crate::replica::LockedReplica;
 use crate::store::state;
 use crate::sync::apply::{self, ApplyHooks, ApplyReport, ChunkSource};
+use crate::sync::epochs::{LocalView, Readiness};
 use crate::sync::packets::{self, ChunkSpool};
 
 impl ChunkSource for ChunkSpool {

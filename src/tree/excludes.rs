@@ -62,7 +62,7 @@ impl Excludes {
 
     /// Whether a replica-relative path, or any of its parents, is excluded.
     pub fn excludes_relative(&self, rel: &[u8], is_dir: bool) -> bool {
-        if rel.split(|&b| b == b'/').next() == Some(relpath::STATE_DIR.as_bytes()) {
+        if rel.split(|&b| b == b'/').next() == Some(crate::store::layout::STATE_DIR.as_bytes()) {
             return true;
         }
         let disk = relpath::to_disk_path(&self.root, rel);

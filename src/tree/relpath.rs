@@ -4,13 +4,10 @@
 //! so a name that is not UTF-8 is neither mangled nor rejected. Relative
 //! paths are `/`-separated with no leading or trailing slash.
 
+use crate::store::layout::STATE_DIR;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-
-/// Name of the state folder at a replica's root. It is never scanned,
-/// exported or written by an import.
-pub const STATE_DIR: &str = ".syncreplica";
 
 /// `path` (below `root`) as replica-relative bytes. `None` for the root itself
 /// or a path outside it.

@@ -419,7 +419,7 @@ fn walk(
                 rel.push(b'/');
             }
             rel.extend_from_slice(name);
-            if name == relpath::STATE_DIR.as_bytes() {
+            if name == crate::store::layout::STATE_DIR.as_bytes() {
                 if !dir_rel.is_empty() {
                     // A nested replica's state folder: never replicated.
                     outcome.warnings.push(ScanWarning {
@@ -549,37 +549,4 @@ fn read_stable(
 
 fn same_content_stat(a: &StatKey, b: &StatKey) -> bool {
     a.size == b.size && a.mtime_ns == b.mtime_ns && a.ctime_ns == b.ctime_ns && a.inode == b.inode
-}
-
-/// The `syncreplica -status` report.
-pub fn render_status(replica_name: &str, root: &Path, outcome: &ScanOutcome) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let count = outcome.changes.len();
-    if count == 0 && outcome.newly_excluded.is_empty() {
-        let _ = writeln!(
-            out,
-            "Replica \"{replica_name}\" ({}): no changes to record; the tree matches the recorded state.",
-            root.display()
-        );
-        return out;
-    }
-    let _ = writeln!(
-        out,
-        "Replica \"{replica_name}\" ({}): {count} change{} not yet recorded:",
-        root.display(),
-        if count == 1 { "" } else { "s" }
-    );
-    for change in &outcome.changes {
-        let _ = writeln!(out, "  {}", change.describe());
-    }
-    for path in &outcome.newly_excluded {
-        let _ = writeln!(
-            out,
-            "  {:<14} {} (will be forgotten locally, not deleted elsewhere)",
-            "now excluded:",
-            relpath::display(path)
-        );
-    }
-    out
 }

@@ -1,97 +1,9 @@
 //! `lspacket`: MultiSite's packet listing, with the local replica's view.
 
-use std::collections::HashMap;
-
 use packet_format::{render_listing_with, Examination, Header, SignatureStatus, Target};
 use serde_json::json;
 
-use crate::ops::Id;
-use crate::replica::Replica;
-
-/// What the local replica knows, to annotate targets.
-pub struct LocalView {
-    pub replica: Id,
-    pub own_row: HashMap<Id, u64>,
-    pub names: HashMap<Id, String>,
-}
-
-impl LocalView {
-    pub fn of(replica: &Replica) -> crate::Result<LocalView> {
-        let me = replica.identity.replica_id;
-        Ok(LocalView {
-            replica: me,
-            own_row: replica
-                .state()
-                .epoch_table()?
-                .remove(&me)
-                .unwrap_or_default(),
-            names: replica
-                .members()?
-                .into_iter()
-                .map(|m| (m.replica, m.name))
-                .collect(),
-        })
-    }
-
-    /// Whether this replica can apply a packet with `header` now.
-    pub fn readiness(&self, header: &Header) -> Readiness {
-        let mut applied = true;
-        for (origin, range) in &header.epoch_ranges {
-            let have = self.own_row.get(origin).copied().unwrap_or(0);
-            if range.last > have {
-                applied = false;
-            }
-            if range.first > have + 1 {
-                return Readiness::Waits {
-                    origin: self
-                        .names
-                        .get(origin)
-                        .cloned()
-                        .unwrap_or_else(|| origin.to_hex()),
-                    first: have + 1,
-                    last: range.first - 1,
-                    have,
-                };
-            }
-        }
-        if applied {
-            Readiness::Applied
-        } else {
-            Readiness::Ready
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readiness {
-    Ready,
-    Applied,
-    /// Changes `first..=last` from `origin` must arrive first.
-    Waits {
-        origin: String,
-        first: u64,
-        last: u64,
-        have: u64,
-    },
-}
-
-impl std::fmt::Display for Readiness {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Readiness::Ready => write!(f, "can be applied now"),
-            Readiness::Applied => write!(f, "already applied"),
-            Readiness::Waits {
-                origin,
-                first,
-                last,
-                have,
-            } => write!(
-                f,
-                "waits for changes {first}-{last} from {origin}; this replica has {have}"
-            ),
-        }
-    }
-}
+use crate::sync::epochs::LocalView;
 
 /// Whether a listed packet should make lspacket exit non-zero.
 pub fn is_problem(exam: &Examination) -> bool {

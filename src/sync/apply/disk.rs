@@ -10,47 +10,17 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::journal::Action;
 use super::plan::Plan;
-use super::{is_injected_crash, ApplyHooks, ChunkSource, DELETED_DIR, STAGING_DIR};
+use super::{is_injected_crash, ApplyHooks, ChunkSource};
 use crate::error::{Error, IoContext, Refusal, Result};
 use crate::ops::{ChunkId, ChunkRef, PathState};
 use crate::replica::Replica;
+use crate::store::layout::{DELETED_DIR, STAGING_DIR};
 use crate::store::state::RecordedEntry;
 use crate::tree::relpath;
-
-/// One disk action of the journal. Every action can run again after a
-/// crash and leaves the same result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Action {
-    /// Hard-links (or copies) the regular file at `path` to `to`, relative
-    /// to the state folder; done once `to` exists.
-    Preserve { path: Vec<u8>, to: Vec<u8> },
-    /// Removes `path` if it is a regular file.
-    RemoveFile { path: Vec<u8> },
-    /// Removes `path` if it is a symlink or a special file.
-    RemoveSpecial { path: Vec<u8> },
-    /// Removes `path` if it is a directory (empty by then).
-    RemoveDir { path: Vec<u8> },
-    /// Creates the directory `path` if it does not exist, with its final
-    /// mode plus owner access (exact once `SetDirMode` ran).
-    MakeDir { path: Vec<u8>, mode: u32 },
-    /// Renames staged file `staged` to `path`; done once it is gone.
-    Place { staged: u64, path: Vec<u8> },
-    /// Makes `path` a symlink to `target`, replacing what is there in one
-    /// rename.
-    Link { path: Vec<u8>, target: Vec<u8> },
-    /// Sets a file's mode and mtime (content unchanged).
-    SetFileMeta {
-        path: Vec<u8>,
-        mode: u32,
-        mtime_ns: i64,
-    },
-    /// Sets a directory's mode, after everything inside it is done.
-    SetDirMode { path: Vec<u8>, mode: u32 },
-}
 
 fn system_time(ns: i64) -> SystemTime {
     if ns >= 0 {
@@ -231,7 +201,7 @@ impl Finder<'_> {
 /// cuts files, so the ids match those of the versions they were.
 fn index_soft_deleted(root: &Path) -> HashMap<ChunkId, (PathBuf, u64)> {
     let mut index = HashMap::new();
-    let mut pending = vec![root.join(relpath::STATE_DIR).join(DELETED_DIR)];
+    let mut pending = vec![root.join(crate::store::layout::STATE_DIR).join(DELETED_DIR)];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;

@@ -130,22 +130,21 @@
 //!   copied onto another filesystem.
 
 mod disk;
+mod journal;
 mod plan;
+
+use journal::Action;
 
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::ops::{ChunkId, Operation};
 use crate::replica::{LockedReplica, Replica};
+use crate::store::layout::STAGING_DIR;
 use crate::store::state;
 
 pub use disk::purge_soft_deleted;
 pub use plan::{conflict_copy_name, validate_path, winner_is_first};
-
-/// Folder under `.syncreplica/` holding staged file contents of a batch.
-pub const STAGING_DIR: &str = "staging";
-/// Folder under `.syncreplica/` holding soft-deleted files by day.
-pub const DELETED_DIR: &str = "deleted";
 /// Start of the message of a crash injected by [`ApplyHooks`].
 
 /// Where the bytes of chunks come from, e.g. a packet's chunk entries.
@@ -294,12 +293,10 @@ pub fn recover_with(replica: &mut LockedReplica, hooks: &mut ApplyHooks) -> Resu
     }
     let mut actions = Vec::with_capacity(encoded.len());
     for bytes in &encoded {
-        actions.push(
-            postcard::from_bytes(bytes).map_err(|e| Error::CorruptState {
-                path: replica.state().path().to_path_buf(),
-                what: format!("apply journal: {e}"),
-            })?,
-        );
+        actions.push(Action::decode(bytes).map_err(|e| Error::CorruptState {
+            path: replica.state().path().to_path_buf(),
+            what: format!("apply journal: {e}"),
+        })?);
     }
     disk::execute(replica, &actions, hooks)?;
     finish(replica, hooks)?;
@@ -343,8 +340,7 @@ fn commit(replica: &mut LockedReplica, plan: &plan::Plan) -> Result<()> {
             )?;
         }
         for (seq, action) in plan.actions.iter().enumerate() {
-            let bytes = postcard::to_stdvec(action).expect("actions encode");
-            state::push_pending_apply(tx, seq as u64, &bytes)?;
+            state::push_pending_apply(tx, seq as u64, &action.encode())?;
         }
         Ok(())
     })

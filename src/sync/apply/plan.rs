@@ -8,15 +8,17 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::disk::Action;
-use super::{ApplyReport, DELETED_DIR};
+use super::journal::Action;
+use super::ApplyReport;
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{Causality, Change, ChunkRef, Id, Operation, PathState, VersionVector};
 use crate::replica::Replica;
 use crate::store::identity;
+use crate::store::layout::DELETED_DIR;
+use crate::store::layout::STATE_DIR;
 use crate::store::state::{Member, RecordedEntry};
 use crate::tree::excludes::Excludes;
-use crate::tree::relpath::{self, NAME_MAX, PATH_MAX, STATE_DIR};
+use crate::tree::relpath::{self, NAME_MAX, PATH_MAX};
 
 /// Mode of directories this replica creates to hold incoming paths.
 const DEFAULT_DIR_MODE: u32 = 0o755;
