@@ -18,7 +18,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -36,6 +35,7 @@ use crate::store::layout::STATE_DIR;
 use crate::store::state::{self, EntryWrite, Member, StatKey, State};
 use crate::sync::chunks::LocalChunks;
 use crate::sync::packets::ChunkSpool;
+use crate::tree::confined::{ConfinedRoot, Located, Place};
 use crate::tree::relpath;
 use crate::tree::scan;
 
@@ -487,13 +487,23 @@ fn materialize(
     path_ops.sort_by(|a, b| a.0.cmp(b.0));
     let mut files = 0;
     let mut stats: std::collections::HashMap<Vec<u8>, StatKey> = Default::default();
+    let confined = ConfinedRoot::open(root)?;
+    // Every path goes through the confined root: its parent is held as a
+    // handle, so a directory swapped for a symlink meanwhile is refused,
+    // not followed. Parents come first (sorted), so none is created here.
+    let place_of = |path: &[u8]| -> Result<Place> {
+        match confined.locate(path, false)? {
+            Located::At(place) => Ok(place),
+            Located::Blocked(why) => Err(Error::hostile(relpath::display(path), why)),
+        }
+    };
     for (path, path_state) in &path_ops {
-        relpath::check_enclosed(root, path)?;
-        let disk = relpath::to_disk_path(root, path);
+        let place = place_of(path)?;
+        let disk = place.display_path();
         match path_state {
-            PathState::Directory { .. } => std::fs::create_dir(&disk).at(&disk)?,
+            PathState::Directory { .. } => place.make_dir(0o700).at(&disk)?,
             PathState::Symlink { target } => {
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &disk).at(&disk)?
+                place.symlink_sibling(place.name(), target).at(&disk)?
             }
             PathState::File {
                 mode,
@@ -501,7 +511,7 @@ fn materialize(
                 chunks,
                 ..
             } => {
-                let mut file = std::fs::File::create(&disk).at(&disk)?;
+                let mut file = place.create_new().at(&disk)?;
                 for chunk in chunks {
                     let bytes = spool
                         .get(&chunk.id)?
@@ -525,8 +535,7 @@ fn materialize(
     }
     for (path, path_state) in path_ops.iter().rev() {
         if let PathState::Directory { mode } = path_state {
-            let disk = relpath::to_disk_path(root, path);
-            std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(*mode)).at(&disk)?;
+            place_of(path)?.set_mode(*mode)?;
         }
     }
     // One filesystem sync for the whole tree rather than one per file: until

@@ -41,11 +41,6 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Flushes every file of the filesystem holding `path` to disk (syncfs).
 pub fn sync_filesystem(path: &Path) -> Result<()> {
-    use std::os::fd::AsRawFd;
     let dir = std::fs::File::open(path).at(path)?;
-    // SAFETY: syncfs only reads the descriptor, which stays open meanwhile.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-        return Err(crate::Error::io(path, std::io::Error::last_os_error()));
-    }
-    Ok(())
+    rustix::fs::syncfs(&dir).map_err(|e| crate::Error::io(path, e.into()))
 }

@@ -3,6 +3,7 @@
 //! scan that compares the tree with the recorded state ([`scan`]).
 
 pub mod chunking;
+pub mod confined;
 pub mod excludes;
 pub mod relpath;
 pub mod scan;

@@ -1380,3 +1380,137 @@ fn a_path_soft_deleted_twice_a_day_keeps_both_versions() {
     assert_eq!(std::fs::read(day.join("a.txt.1")).unwrap(), b"second");
     assert_eq!(content(&beta, "a.txt"), b"third");
 }
+
+/// Everything under `dir`, for "nothing was written outside" checks.
+fn everything_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(path.clone());
+            }
+            found.push(path);
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Swaps the directory `root/d` for a symlink to `outside` (keeping the
+/// real one as `d.real`), or back; errors are ignored, as a racing
+/// attacker would.
+fn swap_dir_for_link(root: &Path, outside: &Path) {
+    let (d, real) = (root.join("d"), root.join("d.real"));
+    match std::fs::symlink_metadata(&d) {
+        Ok(meta) if meta.is_dir() => {
+            if std::fs::rename(&d, &real).is_ok() {
+                let _ = std::os::unix::fs::symlink(outside, &d);
+            }
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(&d);
+            let _ = std::fs::rename(&real, &d);
+        }
+        Err(_) => {
+            let _ = std::fs::rename(&real, &d);
+        }
+    }
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_between_check_and_use_is_never_followed() {
+    let (alpha, mut beta) = pair(&[], &[("d/kept.txt", "mine")]);
+    let outside = tempfile::tempdir().unwrap();
+    let (file, mut store) = file_state(b"from the packet");
+    let first = beta.row().get(&alpha.id()).copied().unwrap_or(0) + 1;
+    let ops = forged(
+        alpha.id(),
+        first,
+        &[
+            (b"d/new.txt", file.clone()),
+            (b"d/sub", PathState::Directory { mode: 0o755 }),
+            (b"d/sub/deeper.txt", file.clone()),
+        ],
+    );
+    // The plan sees a real directory `d`; right before the first action
+    // below it is resolved, `d` becomes a symlink to a folder outside.
+    let root = beta.root();
+    let target = outside.path().to_path_buf();
+    let swapped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = swapped.clone();
+    let mut hooks = ApplyHooks {
+        before_resolve: Some(std::sync::Arc::new(move |parent: &[u8]| {
+            if parent.starts_with(b"d") && !flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                swap_dir_for_link(&root, &target);
+            }
+        })),
+        ..ApplyHooks::default()
+    };
+    let report = apply::apply_batch(&mut beta.replica, &ops, &mut store, &mut hooks).unwrap();
+    assert!(
+        swapped.load(std::sync::atomic::Ordering::SeqCst),
+        "the hook ran"
+    );
+    assert_eq!(everything_under(outside.path()), Vec::<PathBuf>::new());
+    // The actions below the swapped directory were skipped and said so.
+    assert!(
+        report.conflicts.iter().any(|n| n.contains("symlink")),
+        "{:?}",
+        report.conflicts
+    );
+    assert_eq!(
+        std::fs::read(beta.root().join("d.real/kept.txt")).unwrap(),
+        b"mine"
+    );
+}
+
+#[test]
+fn imports_racing_a_directory_symlink_swap_never_write_outside() {
+    let (alpha, mut beta) = pair(&[], &[("d/kept.txt", "mine")]);
+    let outside = tempfile::tempdir().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (root, outside, stop) = (beta.root(), outside.path().to_path_buf(), stop.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                swap_dir_for_link(&root, &outside);
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let started = std::time::Instant::now();
+    let mut rounds = 0;
+    while rounds < 300 && started.elapsed() < Duration::from_secs(20) {
+        let (file, mut store) = file_state(format!("round {rounds}").as_bytes());
+        let first = beta.row().get(&alpha.id()).copied().unwrap_or(0) + 1;
+        let ops = forged(
+            alpha.id(),
+            first,
+            &[
+                (format!("d/f{rounds}").as_bytes(), file.clone()),
+                (b"d/kept.txt", file.clone()),
+                (format!("d/n{rounds}/g").as_bytes(), file),
+            ],
+        );
+        // Refusals and skipped actions are fine; a write outside is not.
+        let _ = apply::apply_batch(
+            &mut beta.replica,
+            &ops,
+            &mut store,
+            &mut ApplyHooks::default(),
+        );
+        assert_eq!(
+            everything_under(outside.path()),
+            Vec::<PathBuf>::new(),
+            "round {rounds}"
+        );
+        rounds += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let swaps = swapper.join().unwrap();
+    assert!(rounds >= 20 && swaps > 0, "{rounds} rounds, {swaps} swaps");
+}

@@ -358,9 +358,14 @@ fn a_bad_config_is_a_clear_error_naming_file_and_line() {
 fn special_files_are_skipped_with_a_warning() {
     let dir = tree(&[("a", "a")]);
     let fifo = dir.path().join("pipe");
-    let c_path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
     let out = run(
         dir.path(),
         "mkreplica",

@@ -66,7 +66,11 @@ impl Server {
     /// SIGTERM, then the exit status: a clean shutdown exits 0.
     fn terminate(mut self) -> i32 {
         let mut child = self.child.take().unwrap();
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
         child.wait().unwrap().code().unwrap_or(-1)
     }
 

@@ -2,11 +2,11 @@
 //! disk actions, and purging soft-deleted files.
 
 use std::collections::{BTreeSet, HashMap};
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +20,9 @@ use crate::ops::{ChunkId, ChunkRef, PathState};
 use crate::replica::Replica;
 use crate::store::layout::{DELETED_DIR, STAGING_DIR};
 use crate::store::state::RecordedEntry;
+use crate::tree::confined::{ConfinedRoot, DiskKind, Located, Place};
 use crate::tree::relpath;
+use rustix::fs::FileType;
 
 fn system_time(ns: i64) -> SystemTime {
     if ns >= 0 {
@@ -64,8 +66,10 @@ fn stage_all(
     staging: &Path,
 ) -> Result<u64> {
     std::fs::create_dir_all(staging).at(staging)?;
+    let confined = ConfinedRoot::open(&replica.root)?;
     let mut finder = Finder {
         root: &replica.root,
+        confined: &confined,
         staging,
         recorded: &plan.recorded,
         local: None,
@@ -111,6 +115,7 @@ type LocalIndex = HashMap<ChunkId, Vec<(Vec<u8>, u64)>>;
 /// or in a file this replica has; always verified against the id.
 struct Finder<'a> {
     root: &'a Path,
+    confined: &'a ConfinedRoot,
     staging: &'a Path,
     recorded: &'a HashMap<Vec<u8>, RecordedEntry>,
     /// Chunk id -> (path, offset), built on first use.
@@ -128,10 +133,14 @@ fn verified(chunk: &ChunkRef, bytes: &[u8]) -> bool {
 }
 
 fn read_at(path: &Path, offset: u64, len: u32) -> std::io::Result<Vec<u8>> {
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)?;
+    read_from(file, offset, len)
+}
+
+fn read_from(mut file: File, offset: u64, len: u32) -> std::io::Result<Vec<u8>> {
     file.seek(SeekFrom::Start(offset))?;
     let mut bytes = vec![0; len as usize];
     file.read_exact(&mut bytes)?;
@@ -172,8 +181,11 @@ impl Finder<'_> {
             index
         });
         for (path, offset) in local.get(&chunk.id).into_iter().flatten() {
-            let disk = relpath::to_disk_path(self.root, path);
-            if let Ok(bytes) = read_at(&disk, *offset, chunk.len) {
+            let read = self
+                .confined
+                .open_file(path)
+                .and_then(|file| read_from(file, *offset, chunk.len));
+            if let Ok(bytes) = read {
                 if verified(chunk, &bytes) {
                     return Ok(bytes);
                 }
@@ -229,45 +241,6 @@ fn index_soft_deleted(root: &Path) -> HashMap<ChunkId, (PathBuf, u64)> {
     index
 }
 
-/// Where an action on `rel` can happen.
-enum Located {
-    At(PathBuf),
-    /// A parent is missing (for removals), or is a symlink or not a
-    /// directory: nothing below it is touched.
-    Blocked(&'static str),
-}
-
-/// The on-disk path of `rel` below `root`, walking its parents without
-/// ever following a symlink. With `create`, missing parents are made.
-fn enclosed(root: &Path, rel: &[u8], create: bool) -> Result<Located> {
-    let components: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
-    let (last, parents) = components.split_last().expect("split yields one");
-    let mut current = root.to_path_buf();
-    for component in parents {
-        current.push(OsStr::from_bytes(component));
-        match std::fs::symlink_metadata(&current) {
-            Ok(meta) if meta.file_type().is_dir() => {}
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Ok(Located::Blocked("a parent directory is a symlink"))
-            }
-            Ok(_) => return Ok(Located::Blocked("a parent is not a directory")),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                if !create {
-                    return Ok(Located::Blocked("a parent is missing"));
-                }
-                match std::fs::DirBuilder::new().mode(0o755).create(&current) {
-                    Ok(()) => {}
-                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(err) => return Err(Error::io(&current, err)),
-                }
-            }
-            Err(err) => return Err(Error::io(&current, err)),
-        }
-    }
-    current.push(OsStr::from_bytes(last));
-    Ok(Located::At(current))
-}
-
 /// A disk action that could not be done because the tree changed since
 /// the batch was planned; it is skipped (never forced) and reported.
 fn skipped(notes: &mut Vec<String>, rel: &[u8], why: &str) {
@@ -275,6 +248,12 @@ fn skipped(notes: &mut Vec<String>, rel: &[u8], why: &str) {
         "{}: left as it is: {why} (changed during the import)",
         relpath::display(rel)
     ));
+}
+
+fn file_type(place: &Place) -> Result<Option<FileType>> {
+    Ok(place
+        .stat()?
+        .map(|stat| FileType::from_raw_mode(stat.st_mode)))
 }
 
 fn lstat(path: &Path) -> Result<Option<std::fs::Metadata>> {
@@ -296,7 +275,7 @@ pub(crate) fn execute(
     actions: &[Action],
     hooks: &mut ApplyHooks,
 ) -> Result<Vec<String>> {
-    let root = &replica.root;
+    let confined = ConfinedRoot::open(&replica.root)?;
     let state_dir = replica.state_dir();
     let staging = state_dir.join(STAGING_DIR);
     // Folders changed by `Preserve` actions not yet synced, and the others.
@@ -311,7 +290,15 @@ pub(crate) fn execute(
             sync_dirs(std::mem::take(&mut touched))?;
         }
         let mut changed = BTreeSet::new();
-        run(root, &state_dir, &staging, action, &mut changed, &mut notes)?;
+        run(
+            &confined,
+            &state_dir,
+            &staging,
+            action,
+            &mut changed,
+            &mut notes,
+            hooks,
+        )?;
         if matches!(action, Action::Preserve { .. }) {
             touched.extend(changed);
         } else {
@@ -336,37 +323,46 @@ fn sync_dirs(dirs: BTreeSet<PathBuf>) -> Result<()> {
 }
 
 fn run(
-    root: &Path,
+    confined: &ConfinedRoot,
     state_dir: &Path,
     staging: &Path,
     action: &Action,
     touched: &mut BTreeSet<PathBuf>,
     notes: &mut Vec<String>,
+    hooks: &ApplyHooks,
 ) -> Result<()> {
+    let hook = hooks.before_resolve.as_ref();
+    // Resolves the action's path: its parent is held as a handle, so what
+    // was checked is what is used (see `tree::confined`).
+    let locate = |path: &[u8], create: bool| confined.locate_with(path, create, hook);
     match action {
         Action::Preserve { path, to } => {
             let target = state_dir.join(OsStr::from_bytes(to));
             if lstat(&target)?.is_some() {
                 return Ok(());
             }
-            let Located::At(source) = enclosed(root, path, false)? else {
+            let Located::At(source) = locate(path, false)? else {
                 return Ok(());
             };
-            if !lstat(&source)?.is_some_and(|m| m.file_type().is_file()) {
+            if file_type(&source)? != Some(FileType::RegularFile) {
                 return Ok(());
             }
             let folder = parent_of(&target);
             std::fs::create_dir_all(&folder).at(&folder)?;
-            if std::fs::hard_link(&source, &target).is_err() {
+            if source.hard_link_to(&target).is_err() {
                 // Filesystems without hard links: copy, then rename.
                 let mut partial = target.clone().into_os_string();
                 partial.push(".partial");
                 let partial = PathBuf::from(partial);
-                std::fs::copy(&source, &partial).at(&partial)?;
-                let mtime = std::fs::metadata(&source)
+                let mut from = source
+                    .open_read()
+                    .map_err(|e| Error::io(source.display_path(), e))?;
+                let mtime = from
+                    .metadata()
                     .and_then(|m| m.modified())
-                    .at(&source)?;
-                let copy = File::open(&partial).at(&partial)?;
+                    .map_err(|e| Error::io(source.display_path(), e))?;
+                let mut copy = File::create(&partial).at(&partial)?;
+                std::io::copy(&mut from, &mut copy).at(&partial)?;
                 copy.set_modified(mtime).at(&partial)?;
                 copy.sync_all().at(&partial)?;
                 std::fs::rename(&partial, &target).at(&target)?;
@@ -377,56 +373,64 @@ fn run(
             }
         }
         Action::RemoveFile { path } => {
-            if let Located::At(full) = enclosed(root, path, false)? {
-                if lstat(&full)?.is_some_and(|m| m.file_type().is_file()) {
-                    std::fs::remove_file(&full).at(&full)?;
-                    touched.insert(parent_of(&full));
+            if let Located::At(place) = locate(path, false)? {
+                if file_type(&place)? == Some(FileType::RegularFile) {
+                    place
+                        .remove(false)
+                        .map_err(|e| Error::io(place.display_path(), e))?;
+                    touched.insert(place.parent_path().to_path_buf());
                 }
             }
         }
         Action::RemoveSpecial { path } => {
-            if let Located::At(full) = enclosed(root, path, false)? {
-                if lstat(&full)?.is_some_and(|m| !m.is_dir() && !m.file_type().is_file()) {
-                    std::fs::remove_file(&full).at(&full)?;
-                    touched.insert(parent_of(&full));
+            if let Located::At(place) = locate(path, false)? {
+                if file_type(&place)?
+                    .is_some_and(|t| t != FileType::Directory && t != FileType::RegularFile)
+                {
+                    place
+                        .remove(false)
+                        .map_err(|e| Error::io(place.display_path(), e))?;
+                    touched.insert(place.parent_path().to_path_buf());
                 }
             }
         }
         Action::RemoveDir { path } => {
-            if let Located::At(full) = enclosed(root, path, false)? {
-                if lstat(&full)?.is_some_and(|m| m.file_type().is_dir()) {
-                    match std::fs::remove_dir(&full) {
+            if let Located::At(place) = locate(path, false)? {
+                if file_type(&place)? == Some(FileType::Directory) {
+                    match place.remove(true) {
                         Ok(()) => {
-                            touched.insert(parent_of(&full));
+                            touched.insert(place.parent_path().to_path_buf());
                         }
-                        Err(err) if err.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                        Err(err)
+                            if err.raw_os_error()
+                                == Some(rustix::io::Errno::NOTEMPTY.raw_os_error()) =>
+                        {
                             skipped(notes, path, "the directory is not empty");
                         }
-                        Err(err) => return Err(Error::io(&full, err)),
+                        Err(err) => return Err(Error::io(place.display_path(), err)),
                     }
                 }
             }
         }
         Action::MakeDir { path, mode } => {
-            let full = match enclosed(root, path, true)? {
-                Located::At(full) => full,
+            let place = match locate(path, true)? {
+                Located::At(place) => place,
                 Located::Blocked(why) => {
                     skipped(notes, path, why);
                     return Ok(());
                 }
             };
-            match std::fs::DirBuilder::new().mode(0o700).create(&full) {
+            match place.make_dir(0o700) {
                 Ok(()) => {
-                    let mode = std::fs::Permissions::from_mode(mode | 0o700);
-                    std::fs::set_permissions(&full, mode).at(&full)?;
-                    touched.insert(parent_of(&full));
+                    place.set_mode(mode | 0o700)?;
+                    touched.insert(place.parent_path().to_path_buf());
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if !lstat(&full)?.is_some_and(|m| m.file_type().is_dir()) {
+                    if file_type(&place)? != Some(FileType::Directory) {
                         skipped(notes, path, "something else is there");
                     }
                 }
-                Err(err) => return Err(Error::io(&full, err)),
+                Err(err) => return Err(Error::io(place.display_path(), err)),
             }
         }
         Action::Place { staged, path } => {
@@ -434,74 +438,69 @@ fn run(
             if lstat(&from)?.is_none() {
                 return Ok(());
             }
-            let full = match enclosed(root, path, true)? {
-                Located::At(full) => full,
+            let place = match locate(path, true)? {
+                Located::At(place) => place,
                 Located::Blocked(why) => {
                     skipped(notes, path, why);
                     return Ok(());
                 }
             };
-            if lstat(&full)?.is_some_and(|m| m.file_type().is_dir()) {
+            if file_type(&place)? == Some(FileType::Directory) {
                 skipped(notes, path, "a directory is there");
                 return Ok(());
             }
-            match std::fs::rename(&from, &full) {
+            match place.rename_in(&from) {
                 Ok(()) => {}
                 // The path is on another filesystem (a mount inside the
                 // replica): copy beside it, then rename there.
-                Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
-                    copy_into_place(&from, &full)?;
+                Err(err) if err.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+                    copy_into_place(&from, &place)?;
                 }
-                Err(err) => return Err(Error::io(&full, err)),
+                Err(err) => return Err(Error::io(place.display_path(), err)),
             }
-            touched.insert(parent_of(&full));
+            touched.insert(place.parent_path().to_path_buf());
         }
         Action::Link { path, target } => {
-            let full = match enclosed(root, path, true)? {
-                Located::At(full) => full,
+            let place = match locate(path, true)? {
+                Located::At(place) => place,
                 Located::Blocked(why) => {
                     skipped(notes, path, why);
                     return Ok(());
                 }
             };
-            if let Some(meta) = lstat(&full)? {
-                if meta.is_dir() {
+            match place.kind()? {
+                DiskKind::Dir(_) => {
                     skipped(notes, path, "a directory is there");
                     return Ok(());
                 }
-                if meta.file_type().is_symlink() {
-                    let now = std::fs::read_link(&full).at(&full)?;
-                    if now.as_os_str().as_bytes() == target.as_slice() {
-                        return Ok(());
-                    }
-                }
+                DiskKind::Symlink(now) if now == *target => return Ok(()),
+                _ => {}
             }
-            let temp = parent_of(&full).join(".syncreplica-new-link");
-            if lstat(&temp)?.is_some() {
-                std::fs::remove_file(&temp).at(&temp)?;
-            }
-            std::os::unix::fs::symlink(OsStr::from_bytes(target), &temp).at(&temp)?;
-            std::fs::rename(&temp, &full).at(&full)?;
-            touched.insert(parent_of(&full));
+            let temp = OsStr::new(".syncreplica-new-link");
+            let fail = |e| Error::io(place.parent_path().join(temp), e);
+            place.remove_sibling(temp).map_err(fail)?;
+            place.symlink_sibling(temp, target).map_err(fail)?;
+            place
+                .rename_sibling(temp)
+                .map_err(|e| Error::io(place.display_path(), e))?;
+            touched.insert(place.parent_path().to_path_buf());
         }
         Action::SetFileMeta {
             path,
             mode,
             mtime_ns,
         } => {
-            if let Located::At(full) = enclosed(root, path, false)? {
-                if lstat(&full)?.is_some_and(|m| m.file_type().is_file()) {
-                    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(*mode))
-                        .at(&full)?;
-                    set_mtime_nofollow(&full, *mtime_ns)?;
+            if let Located::At(place) = locate(path, false)? {
+                if file_type(&place)? == Some(FileType::RegularFile) {
+                    place.set_mode(*mode)?;
+                    place.set_mtime(*mtime_ns)?;
                 }
             }
         }
         Action::SetDirMode { path, mode } => {
-            if let Located::At(full) = enclosed(root, path, false)? {
-                if lstat(&full)?.is_some_and(|m| m.file_type().is_dir()) {
-                    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(*mode))
-                        .at(&full)?;
+            if let Located::At(place) = locate(path, false)? {
+                if file_type(&place)? == Some(FileType::Directory) {
+                    place.set_mode(*mode)?;
                 }
             }
         }
@@ -512,47 +511,21 @@ fn run(
 /// Copies `from` to a temporary name beside `to` (mode and mtime kept),
 /// fsyncs it, renames it over `to` and removes `from`. Run again after a
 /// crash, it copies the same bytes again.
-fn copy_into_place(from: &Path, to: &Path) -> Result<()> {
-    let temp = parent_of(to).join(".syncreplica-new-file");
-    std::fs::copy(from, &temp).at(&temp)?;
-    let mtime = std::fs::metadata(from)
-        .and_then(|m| m.modified())
-        .at(from)?;
-    // Read-only: the owner may set times whatever the mode.
-    let copy = File::open(&temp).at(&temp)?;
-    copy.set_modified(mtime).at(&temp)?;
-    copy.sync_all().at(&temp)?;
-    std::fs::rename(&temp, to).at(to)?;
+fn copy_into_place(from: &Path, to: &Place) -> Result<()> {
+    let temp = OsStr::new(".syncreplica-new-file");
+    let temp_path = to.parent_path().join(temp);
+    to.remove_sibling(temp).at(&temp_path)?;
+    let mut source = File::open(from).at(from)?;
+    let meta = source.metadata().at(from)?;
+    let mut copy = to.create_sibling(temp).at(&temp_path)?;
+    std::io::copy(&mut source, &mut copy).at(&temp_path)?;
+    copy.set_permissions(meta.permissions()).at(&temp_path)?;
+    copy.set_modified(meta.modified().at(from)?)
+        .at(&temp_path)?;
+    copy.sync_all().at(&temp_path)?;
+    to.rename_sibling(temp)
+        .map_err(|e| Error::io(to.display_path(), e))?;
     std::fs::remove_file(from).at(from)
-}
-
-fn set_mtime_nofollow(path: &Path, mtime_ns: i64) -> Result<()> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::hostile(path.display().to_string(), "contains NUL"))?;
-    let time = libc::timespec {
-        tv_sec: mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
-        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
-    };
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        time,
-    ];
-    // SAFETY: a valid NUL-terminated path and two timespecs.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc != 0 {
-        return Err(Error::io(path, std::io::Error::last_os_error()));
-    }
-    Ok(())
 }
 
 /// Removes the day folders of `.syncreplica/deleted/` that are more than

@@ -201,11 +201,25 @@ pub struct ApplyReport {
 /// journal action, before and after clearing the journal); when the count
 /// reaches `crash_at`, the engine returns an error starting with
 /// [`Error::InjectedCrash`] at once, without any cleanup, as `kill -9` would.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct ApplyHooks {
     pub crash_at: Option<usize>,
     /// Steps counted so far.
     pub steps: usize,
+    /// Called with a journal action's parent path right before it is
+    /// resolved on disk, so a test can change the tree at the point where
+    /// a check-then-use engine could be raced.
+    pub before_resolve: Option<crate::tree::confined::ResolveHook>,
+}
+
+impl std::fmt::Debug for ApplyHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplyHooks")
+            .field("crash_at", &self.crash_at)
+            .field("steps", &self.steps)
+            .field("before_resolve", &self.before_resolve.is_some())
+            .finish()
+    }
 }
 
 impl ApplyHooks {
@@ -213,7 +227,7 @@ impl ApplyHooks {
     pub fn crash_at(step: usize) -> ApplyHooks {
         ApplyHooks {
             crash_at: Some(step),
-            steps: 0,
+            ..ApplyHooks::default()
         }
     }
 

@@ -5,7 +5,6 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::journal::Action;
@@ -17,6 +16,7 @@ use crate::store::identity;
 use crate::store::layout::DELETED_DIR;
 use crate::store::layout::STATE_DIR;
 use crate::store::state::{Member, RecordedEntry};
+use crate::tree::confined::{ConfinedRoot, DiskKind};
 use crate::tree::excludes::Excludes;
 use crate::tree::relpath::{self, NAME_MAX, PATH_MAX};
 
@@ -206,51 +206,9 @@ fn below(path: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (lo, hi)
 }
 
-/// What is on disk at a path, looked up without following any symlink: a
-/// path below a symlink or a non-directory counts as missing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum DiskKind {
-    Missing,
-    File,
-    Dir(u32),
-    Symlink(Vec<u8>),
-    Other,
-}
-
-pub(crate) fn disk_kind(root: &Path, rel: &[u8]) -> Result<DiskKind> {
-    let mut current = root.to_path_buf();
-    let components: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
-    for (i, component) in components.iter().enumerate() {
-        current.push(OsStr::from_bytes(component));
-        let meta = match std::fs::symlink_metadata(&current) {
-            Ok(meta) => meta,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(DiskKind::Missing),
-            Err(err) if err.raw_os_error() == Some(libc::ENOTDIR) => return Ok(DiskKind::Missing),
-            Err(err) => return Err(Error::io(&current, err)),
-        };
-        let kind = meta.file_type();
-        if i + 1 < components.len() {
-            if !kind.is_dir() {
-                return Ok(DiskKind::Missing);
-            }
-            continue;
-        }
-        return Ok(if kind.is_dir() {
-            DiskKind::Dir(meta.mode() & 0o7777)
-        } else if kind.is_file() {
-            DiskKind::File
-        } else if kind.is_symlink() {
-            let target = std::fs::read_link(&current).map_err(|e| Error::io(&current, e))?;
-            DiskKind::Symlink(target.as_os_str().as_bytes().to_vec())
-        } else {
-            DiskKind::Other
-        });
-    }
-    Ok(DiskKind::Missing)
-}
-
 struct Planner<'a> {
     root: &'a Path,
+    confined: ConfinedRoot,
     me: Id,
     excludes: Excludes,
     recorded: HashMap<Vec<u8>, RecordedEntry>,
@@ -319,6 +277,7 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         .collect();
     let mut planner = Planner {
         root: &replica.root,
+        confined: ConfinedRoot::open(&replica.root)?,
         me,
         excludes: replica.excludes()?,
         recorded,
@@ -447,7 +406,7 @@ impl Planner<'_> {
             || self
                 .effective(path)
                 .is_some_and(|e| matches!(e.state, PathState::Directory { .. }))
-            || matches!(disk_kind(self.root, path)?, DiskKind::Dir(_));
+            || matches!(self.confined.kind(path)?, DiskKind::Dir(_));
         Ok(self.excludes.excludes_relative(path, is_dir)
             || (dir_elsewhere && self.excludes.excludes_relative(path, true)))
     }
@@ -688,8 +647,7 @@ impl Planner<'_> {
                 Some(entry) if entry.state != PathState::Deleted => continue,
                 _ => {}
             }
-            if !self.recorded.contains_key(&copy)
-                && disk_kind(self.root, &copy)? != DiskKind::Missing
+            if !self.recorded.contains_key(&copy) && self.confined.kind(&copy)? != DiskKind::Missing
             {
                 continue; // an unrecorded local file has that name
             }
@@ -716,7 +674,7 @@ impl Planner<'_> {
         {
             return Ok(true);
         }
-        if !matches!(disk_kind(self.root, path)?, DiskKind::Dir(_)) {
+        if !matches!(self.confined.kind(path)?, DiskKind::Dir(_)) {
             return Ok(false);
         }
         // Unrecorded local content (excluded files, for instance).
@@ -750,7 +708,7 @@ impl Planner<'_> {
         if let Some(PathState::Directory { mode }) = self.recorded.get(path).map(|e| &e.state) {
             return Ok(*mode);
         }
-        Ok(match disk_kind(self.root, path)? {
+        Ok(match self.confined.kind(path)? {
             DiskKind::Dir(mode) => mode & 0o1777,
             _ => DEFAULT_DIR_MODE,
         })
@@ -815,7 +773,7 @@ impl Planner<'_> {
                     let current = self.effective(ancestor);
                     let fine = match &current {
                         Some(entry) => matches!(entry.state, PathState::Directory { .. }),
-                        None => matches!(disk_kind(self.root, ancestor)?, DiskKind::Dir(_)),
+                        None => matches!(self.confined.kind(ancestor)?, DiskKind::Dir(_)),
                     };
                     if fine {
                         continue;
@@ -878,7 +836,7 @@ impl Planner<'_> {
                 (true, true) => self.report.changed += 1,
                 (false, false) => {}
             }
-            let disk = disk_kind(self.root, path)?;
+            let disk = self.confined.kind(path)?;
             let p = path.clone();
             let mut keep_old_file = |preserve: &mut Vec<Action>| {
                 let to = reserved.soft_delete_target(self.root, &day, path);

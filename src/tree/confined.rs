@@ -1,0 +1,542 @@
+//! The only code that resolves paths from packets on disk.
+//!
+//! Every name in a packet is hostile until proved enclosed (zip2 and
+//! Syncthing take the same stance). Checking a path with `lstat` and using
+//! it later by name leaves a window in which another user of the tree can
+//! swap a directory for a symlink to `/etc`: an import run as root would
+//! then write there. So nothing here re-resolves a path string: the parent
+//! directory of a packet path is opened once, as a handle, with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`,
+//! and the last name is then created, replaced, removed, chmodded, timed or
+//! renamed relative to that handle, never following a symlink. The kernel
+//! does the check and the use in one step.
+//!
+//! On kernels without `openat2` (before Linux 5.6) the parent is walked one
+//! name at a time with `openat(O_PATH | O_DIRECTORY | O_NOFOLLOW)`, which
+//! gives the same guarantee.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
+};
+use rustix::io::Errno;
+
+use crate::error::{Error, Result};
+use crate::tree::relpath;
+
+/// Resolution rules for every lookup below the root.
+const BENEATH: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
+
+/// What is on disk at a path, looked up without following any symlink: a
+/// path below a symlink or a non-directory counts as missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskKind {
+    Missing,
+    File,
+    /// A directory, with its permission bits.
+    Dir(u32),
+    /// A symlink, with its target.
+    Symlink(Vec<u8>),
+    /// A socket, FIFO or device.
+    Other,
+}
+
+/// A replica root, opened as a directory handle.
+#[derive(Debug)]
+pub struct ConfinedRoot {
+    root: PathBuf,
+    dir: OwnedFd,
+}
+
+/// Where an action on a packet path can happen.
+pub enum Located {
+    At(Place),
+    /// A parent is missing (when not creating), or is a symlink or not a
+    /// directory: nothing below it is touched.
+    Blocked(&'static str),
+}
+
+/// The last name of a packet path, held by its parent directory's handle.
+#[derive(Debug)]
+pub struct Place {
+    parent: OwnedFd,
+    parent_path: PathBuf,
+    name: Vec<u8>,
+}
+
+/// Test hook: called with the parent path (relative to the root) right
+/// before it is opened, so a test can swap a directory for a symlink at the
+/// very point where a check-then-use design would be raced.
+pub type ResolveHook = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+impl ConfinedRoot {
+    /// Opens the replica root `root` (which may itself be reached through
+    /// symlinks: it is the administrator's choice, not a packet's).
+    pub fn open(root: &Path) -> Result<ConfinedRoot> {
+        let dir = rfs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io(root, e.into()))?;
+        Ok(ConfinedRoot {
+            root: root.to_path_buf(),
+            dir,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Resolves `rel` (a packet path) to its parent's handle and last name.
+    /// With `create`, missing parents are made (mode 0755, each one created
+    /// relative to the handle of the one above). A path that fails the
+    /// lexical rules ([`relpath::lexical_problem`]) is refused.
+    pub fn locate(&self, rel: &[u8], create: bool) -> Result<Located> {
+        self.locate_with(rel, create, None)
+    }
+
+    /// [`ConfinedRoot::locate`] with a test hook run before the parent is
+    /// opened.
+    pub fn locate_with(
+        &self,
+        rel: &[u8],
+        create: bool,
+        hook: Option<&ResolveHook>,
+    ) -> Result<Located> {
+        if let Some(why) = relpath::lexical_problem(rel) {
+            return Err(Error::hostile(relpath::display(rel), why));
+        }
+        let (parent_rel, name) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(slash) => (&rel[..slash], &rel[slash + 1..]),
+            None => (&b""[..], rel),
+        };
+        if let Some(hook) = hook {
+            hook(parent_rel);
+        }
+        let parent_path = relpath::to_disk_path(&self.root, parent_rel);
+        let parent = match self.open_dir(parent_rel) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) if create => match self.make_dirs(parent_rel)? {
+                Ok(fd) => fd,
+                Err(why) => return Ok(Located::Blocked(why)),
+            },
+            Err(errno) => match blocked_reason(errno) {
+                Some(why) => return Ok(Located::Blocked(why)),
+                None => return Err(Error::io(&parent_path, errno.into())),
+            },
+        };
+        Ok(Located::At(Place {
+            parent,
+            parent_path,
+            name: name.to_vec(),
+        }))
+    }
+
+    /// What is at `rel` now, without following symlinks anywhere.
+    pub fn kind(&self, rel: &[u8]) -> Result<DiskKind> {
+        match self.locate(rel, false)? {
+            Located::At(place) => place.kind(),
+            Located::Blocked(_) => Ok(DiskKind::Missing),
+        }
+    }
+
+    /// Opens the regular file at `rel` for reading, never through a
+    /// symlink.
+    pub fn open_file(&self, rel: &[u8]) -> std::io::Result<File> {
+        let fd = rfs::openat2(
+            &self.dir,
+            OsStr::from_bytes(rel),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            BENEATH,
+        )
+        .or_else(|errno| match errno {
+            Errno::NOSYS => {
+                let (parent_rel, name) = split(rel);
+                let parent = self.walk(parent_rel)?;
+                rfs::openat(
+                    &parent,
+                    OsStr::from_bytes(name),
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+            }
+            other => Err(other),
+        })?;
+        Ok(File::from(fd))
+    }
+
+    /// The directory `rel` (empty: the root) as a handle, never through a
+    /// symlink.
+    fn open_dir(&self, rel: &[u8]) -> std::result::Result<OwnedFd, Errno> {
+        let path: &OsStr = if rel.is_empty() {
+            OsStr::new(".")
+        } else {
+            OsStr::from_bytes(rel)
+        };
+        match rfs::openat2(
+            &self.dir,
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            BENEATH,
+        ) {
+            Err(Errno::NOSYS) => self.walk(rel),
+            other => other,
+        }
+    }
+
+    /// Opens `rel` one name at a time, none of them a symlink.
+    fn walk(&self, rel: &[u8]) -> std::result::Result<OwnedFd, Errno> {
+        let mut current = rfs::openat(
+            &self.dir,
+            ".",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        if rel.is_empty() {
+            return Ok(current);
+        }
+        for component in rel.split(|&b| b == b'/') {
+            current = open_child_dir(&current, component)?;
+        }
+        Ok(current)
+    }
+
+    /// Makes the missing directories of `rel`, each relative to the handle
+    /// of its parent. `Err(why)` when a component is not a directory.
+    fn make_dirs(&self, rel: &[u8]) -> Result<std::result::Result<OwnedFd, &'static str>> {
+        let mut current = self
+            .walk(b"")
+            .map_err(|e| Error::io(&self.root, e.into()))?;
+        let mut path = self.root.clone();
+        for component in rel.split(|&b| b == b'/') {
+            path.push(OsStr::from_bytes(component));
+            let name = OsStr::from_bytes(component);
+            match rfs::mkdirat(&current, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(errno) => return Err(Error::io(&path, errno.into())),
+            }
+            current = match open_child_dir(&current, component) {
+                Ok(fd) => fd,
+                Err(errno) => match blocked_reason(errno) {
+                    Some(why) => return Ok(Err(why)),
+                    None => return Err(Error::io(&path, errno.into())),
+                },
+            };
+        }
+        Ok(Ok(current))
+    }
+}
+
+fn split(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(slash) => (&rel[..slash], &rel[slash + 1..]),
+        None => (&b""[..], rel),
+    }
+}
+
+fn open_child_dir(parent: &OwnedFd, name: &[u8]) -> std::result::Result<OwnedFd, Errno> {
+    rfs::openat(
+        parent,
+        OsStr::from_bytes(name),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// The refusals a resolution can meet, in words; other errors are I/O
+/// errors.
+fn blocked_reason(errno: Errno) -> Option<&'static str> {
+    match errno {
+        // RESOLVE_NO_SYMLINKS, or O_NOFOLLOW on a symlink.
+        Errno::LOOP => Some("a parent directory is a symlink"),
+        Errno::NOTDIR => Some("a parent is not a directory"),
+        // RESOLVE_BENEATH: the path would leave the root.
+        Errno::XDEV => Some("a parent leads outside the replica"),
+        Errno::NOENT => Some("a parent is missing"),
+        _ => None,
+    }
+}
+
+impl Place {
+    /// The parent directory's path, for messages and directory fsyncs.
+    pub fn parent_path(&self) -> &Path {
+        &self.parent_path
+    }
+
+    /// The full path, for messages only: never used to reach the file.
+    pub fn display_path(&self) -> PathBuf {
+        self.parent_path.join(OsStr::from_bytes(&self.name))
+    }
+
+    /// The parent directory's handle.
+    pub fn parent(&self) -> BorrowedFd<'_> {
+        self.parent.as_fd()
+    }
+
+    /// The last name of the path.
+    pub fn name(&self) -> &OsStr {
+        OsStr::from_bytes(&self.name)
+    }
+
+    fn io(&self, errno: Errno) -> Error {
+        Error::io(self.display_path(), errno.into())
+    }
+
+    /// `lstat` of the name; `None` when nothing is there.
+    pub fn stat(&self) -> Result<Option<rfs::Stat>> {
+        match rfs::statat(&self.parent, self.name(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => Ok(Some(stat)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(errno) => Err(self.io(errno)),
+        }
+    }
+
+    /// The kind of what is there now.
+    pub fn kind(&self) -> Result<DiskKind> {
+        let Some(stat) = self.stat()? else {
+            return Ok(DiskKind::Missing);
+        };
+        Ok(match FileType::from_raw_mode(stat.st_mode) {
+            FileType::Directory => DiskKind::Dir(stat.st_mode & 0o7777),
+            FileType::RegularFile => DiskKind::File,
+            FileType::Symlink => DiskKind::Symlink(self.read_link()?),
+            _ => DiskKind::Other,
+        })
+    }
+
+    /// The target of the symlink at the name.
+    pub fn read_link(&self) -> Result<Vec<u8>> {
+        rfs::readlinkat(&self.parent, self.name(), Vec::new())
+            .map(|target| target.into_bytes())
+            .map_err(|e| self.io(e))
+    }
+
+    /// Removes a non-directory (`dir` false) or an empty directory.
+    pub fn remove(&self, dir: bool) -> std::io::Result<()> {
+        let flags = if dir {
+            AtFlags::REMOVEDIR
+        } else {
+            AtFlags::empty()
+        };
+        Ok(rfs::unlinkat(&self.parent, self.name(), flags)?)
+    }
+
+    /// Creates a directory with `mode`.
+    pub fn make_dir(&self, mode: u32) -> std::io::Result<()> {
+        Ok(rfs::mkdirat(
+            &self.parent,
+            self.name(),
+            Mode::from_raw_mode(mode),
+        )?)
+    }
+
+    /// Sets the permission bits of the file or directory at the name; a
+    /// symlink there is left alone (Linux cannot chmod a symlink).
+    pub fn set_mode(&self, mode: u32) -> Result<()> {
+        // An O_PATH handle of the name itself (never of a symlink's
+        // target), then chmod through its /proc entry: fchmod does not take
+        // O_PATH handles, and fchmodat has no "no follow" on Linux.
+        let fd = rfs::openat(
+            &self.parent,
+            self.name(),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.io(e))?;
+        let stat = rfs::fstat(&fd).map_err(|e| self.io(e))?;
+        if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+            return Ok(());
+        }
+        let mode = Mode::from_raw_mode(mode);
+        let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        match rfs::chmod(proc_path.as_str(), mode) {
+            Ok(()) => Ok(()),
+            // No /proc: open the object itself (directories and readable
+            // files), which cannot be a symlink with O_NOFOLLOW.
+            Err(Errno::NOENT) => {
+                let fd = rfs::openat(
+                    &self.parent,
+                    self.name(),
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.io(e))?;
+                rfs::fchmod(&fd, mode).map_err(|e| self.io(e))
+            }
+            Err(errno) => Err(self.io(errno)),
+        }
+    }
+
+    /// Sets the modification time, in ns since the Unix epoch, of what is
+    /// at the name (a symlink itself, never its target).
+    pub fn set_mtime(&self, mtime_ns: i64) -> Result<()> {
+        let times = Timestamps {
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: rfs::UTIME_OMIT,
+            },
+            last_modification: Timespec {
+                tv_sec: mtime_ns.div_euclid(1_000_000_000),
+                tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+            },
+        };
+        rfs::utimensat(&self.parent, self.name(), &times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.io(e))
+    }
+
+    /// Renames `from` (a file of ours, outside the tree: staging) to the
+    /// name, replacing what is there.
+    pub fn rename_in(&self, from: &Path) -> std::io::Result<()> {
+        Ok(rfs::renameat(rfs::CWD, from, &self.parent, self.name())?)
+    }
+
+    /// Renames the entry `temp` of the same directory over the name.
+    pub fn rename_sibling(&self, temp: &OsStr) -> std::io::Result<()> {
+        Ok(rfs::renameat(
+            &self.parent,
+            temp,
+            &self.parent,
+            self.name(),
+        )?)
+    }
+
+    /// Hard-links the file at the name to `to` (a path of ours, outside
+    /// the tree: the soft-delete folder).
+    pub fn hard_link_to(&self, to: &Path) -> std::io::Result<()> {
+        Ok(rfs::linkat(
+            &self.parent,
+            self.name(),
+            rfs::CWD,
+            to,
+            AtFlags::empty(),
+        )?)
+    }
+
+    /// Creates the symlink `temp` -> `target` in the parent directory.
+    pub fn symlink_sibling(&self, temp: &OsStr, target: &[u8]) -> std::io::Result<()> {
+        Ok(rfs::symlinkat(
+            OsStr::from_bytes(target),
+            &self.parent,
+            temp,
+        )?)
+    }
+
+    /// Removes the entry `temp` of the parent directory if it is there.
+    pub fn remove_sibling(&self, temp: &OsStr) -> std::io::Result<()> {
+        match rfs::unlinkat(&self.parent, temp, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+
+    /// Creates the new file `temp` in the parent directory for writing
+    /// (mode 0600 until the caller sets the final one).
+    pub fn create_sibling(&self, temp: &OsStr) -> std::io::Result<File> {
+        let fd = rfs::openat(
+            &self.parent,
+            temp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// Creates a new file at the name itself (nothing may be there).
+    pub fn create_new(&self) -> std::io::Result<File> {
+        self.create_sibling(&OsStr::from_bytes(&self.name).to_owned())
+    }
+
+    /// Opens the regular file at the name for reading, never through a
+    /// symlink.
+    pub fn open_read(&self) -> std::io::Result<File> {
+        let fd = rfs::openat(
+            &self.parent,
+            self.name(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(File::from(fd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root_with_escape() -> (tempfile::TempDir, tempfile::TempDir, ConfinedRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        let root = ConfinedRoot::open(dir.path()).unwrap();
+        (dir, outside, root)
+    }
+
+    #[test]
+    fn a_symlinked_parent_is_blocked_and_nothing_is_created_outside() {
+        let (_dir, outside, root) = root_with_escape();
+        for create in [false, true] {
+            match root.locate(b"link/passwd", create).unwrap() {
+                Located::Blocked(why) => assert!(why.contains("symlink"), "{why}"),
+                Located::At(place) => panic!("resolved {:?}", place.display_path()),
+            }
+            match root.locate(b"link/deeper/file", create).unwrap() {
+                Located::Blocked(_) => {}
+                Located::At(place) => panic!("resolved {:?}", place.display_path()),
+            }
+        }
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        assert_eq!(root.kind(b"link/x").unwrap(), DiskKind::Missing);
+    }
+
+    #[test]
+    fn the_last_name_may_be_a_symlink_and_is_not_followed() {
+        let (dir, outside, root) = root_with_escape();
+        let Located::At(place) = root.locate(b"link", false).unwrap() else {
+            panic!("blocked");
+        };
+        assert!(matches!(place.kind().unwrap(), DiskKind::Symlink(_)));
+        place.set_mode(0o600).unwrap();
+        place.set_mtime(1_000_000_000).unwrap();
+        assert_ne!(
+            std::fs::metadata(outside.path())
+                .unwrap()
+                .modified()
+                .unwrap(),
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1)
+        );
+        assert!(place.open_read().is_err());
+        assert!(root.open_file(b"link").is_err());
+        drop(dir);
+    }
+
+    #[test]
+    fn missing_parents_are_made_beneath_the_root() {
+        let (dir, _outside, root) = root_with_escape();
+        let Located::At(place) = root.locate(b"real/a/b/file", true).unwrap() else {
+            panic!("blocked");
+        };
+        assert!(dir.path().join("real/a/b").is_dir());
+        let mut file = place.create_new().unwrap();
+        std::io::Write::write_all(&mut file, b"x").unwrap();
+        assert_eq!(root.kind(b"real/a/b/file").unwrap(), DiskKind::File);
+        assert!(matches!(root.kind(b"real/a").unwrap(), DiskKind::Dir(_)));
+        assert!(matches!(
+            root.locate(b"real/a/b/file/under", false).unwrap(),
+            Located::Blocked("a parent is not a directory")
+        ));
+        assert!(root.locate(b"../x", false).is_err());
+        assert!(root.locate(b".syncreplica/state.db", false).is_err());
+    }
+}
