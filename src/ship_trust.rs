@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags};
 use shipping::trust::{MemberKeys, MemberKeysError};
 
 use crate::error::Error;
-use crate::replica::state_dir;
+use crate::store::layout::state_dir;
 use crate::store::layout::STATE_DB_FILE;
 
 /// Reads the members of replicas from their state databases.

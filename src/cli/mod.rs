@@ -120,7 +120,9 @@ pub fn main<A: clap::Parser>(
     report::report(name, outcome)
 }
 
-/// Every command's clap definition, for man pages and their staleness test.
+/// Every command's clap definition, for the man pages (rendered and checked
+/// for staleness by `tests/integration/man_pages.rs`, so clap_mangen is not
+/// a dependency of the programs).
 pub fn all_commands() -> Vec<Command> {
     vec![
         syncreplica::Args::command(),
@@ -132,15 +134,6 @@ pub fn all_commands() -> Vec<Command> {
         mkorder::Args::command(),
         shipping_server::Args::command(),
     ]
-}
-
-/// Renders the man page (roff) of one command.
-pub fn render_man_page(command: Command) -> Vec<u8> {
-    let mut out = Vec::new();
-    clap_mangen::Man::new(command)
-        .render(&mut out)
-        .expect("rendering into memory cannot fail");
-    out
 }
 
 /// Asks a yes/no question on the terminal; anything but "y"/"yes" is no,
@@ -178,6 +171,18 @@ pub fn progress_bar() -> indicatif::ProgressBar {
     bar
 }
 
+impl crate::sync::Progress for indicatif::ProgressBar {
+    fn start(&self, what: &str, total: u64) {
+        self.set_length(total);
+        self.set_position(0);
+        self.set_message(what.to_string());
+    }
+
+    fn advance(&self, done: u64) {
+        self.inc(done);
+    }
+}
+
 /// Tells the user when a lock left by a dead process was taken over.
 pub fn print_lock_takeover(name: &str, replica: &crate::replica::LockedReplica) {
     let Some(lock) = replica.held_lock() else {
@@ -189,30 +194,6 @@ pub fn print_lock_takeover(name: &str, replica: &crate::replica::LockedReplica) 
             lock.path().display()
         );
     }
-}
-
-/// Names of the commands whose page in `man_dir` is missing or differs from
-/// what their clap definition renders now.
-pub fn stale_man_pages(man_dir: &std::path::Path) -> Vec<String> {
-    all_commands()
-        .into_iter()
-        .filter_map(|command| {
-            let name = command.get_name().to_string();
-            let expected = render_man_page(command);
-            let committed = std::fs::read(man_dir.join(format!("{name}.1"))).ok();
-            (committed.as_deref() != Some(&expected[..])).then_some(name)
-        })
-        .collect()
-}
-
-/// Writes every command's man page into `man_dir`.
-pub fn write_man_pages(man_dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(man_dir)?;
-    for command in all_commands() {
-        let path = man_dir.join(format!("{}.1", command.get_name()));
-        std::fs::write(path, render_man_page(command))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -281,13 +281,14 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     };
     let mut replica = replica.lock("syncreplica -import")?;
     cli::print_lock_takeover(NAME, &replica);
+    let progress = cli::progress_bar();
     let request = import::ImportRequest {
         sources,
         remove: args.remove || args.receive,
-        progress: cli::progress_bar(),
+        progress: &progress,
     };
     let outcomes = import::import(&mut replica, &request)?;
-    request.progress.finish_and_clear();
+    progress.finish_and_clear();
     let mut total = apply::ApplyReport::default();
     let mut problems = 0;
     let mut applied = 0;

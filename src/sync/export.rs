@@ -36,7 +36,7 @@ pub struct ExportRequest<'a> {
     pub max_size: u64,
     pub comment: &'a str,
     /// Advanced once per operation written (hidden unless on a terminal).
-    pub progress: &'a indicatif::ProgressBar,
+    pub progress: &'a dyn crate::sync::Progress,
     /// Ship the content of every final state, even chunks the target is
     /// believed to hold (for a target that no longer has them).
     pub full_content: bool,
@@ -190,13 +190,11 @@ fn export_to(
         ..ExportSummary::default()
     };
     let mut sent: HashSet<ChunkId> = HashSet::new();
-    request.progress.set_length(ops.len() as u64);
-    request.progress.set_position(0);
     request
         .progress
-        .set_message(format!("exporting to {}", target.name));
+        .start(&format!("exporting to {}", target.name), ops.len() as u64);
     for op in &ops {
-        request.progress.inc(1);
+        request.progress.advance(1);
         if let Some(change) = op.change.path_change() {
             match change.state {
                 PathState::Deleted => summary.deleted += 1,

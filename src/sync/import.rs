@@ -58,10 +58,10 @@ pub enum PacketOutcome {
 }
 
 /// Options of an import run.
-pub struct ImportRequest {
+pub struct ImportRequest<'a> {
     pub sources: Vec<PathBuf>,
-    /// Advanced once per logical packet applied (hidden unless on a terminal).
-    pub progress: indicatif::ProgressBar,
+    /// Advanced once per logical packet applied.
+    pub progress: &'a dyn crate::sync::Progress,
     /// Remove packet files once applied, or found already applied.
     pub remove: bool,
 }
@@ -69,7 +69,7 @@ pub struct ImportRequest {
 /// Imports every packet found in `request.sources`. The caller holds the
 /// lock. Local changes are recorded first, so they take part in conflict
 /// detection.
-pub fn import(replica: &mut LockedReplica, request: &ImportRequest) -> Result<Vec<PacketOutcome>> {
+pub fn import(replica: &mut LockedReplica, request: &ImportRequest<'_>) -> Result<Vec<PacketOutcome>> {
     crate::sync::record::record_local_changes(replica)?;
     let files = packets::collect_packet_files(&request.sources)?;
     let mut outcomes = import_files(replica, request, &files)?;
@@ -109,7 +109,7 @@ pub fn import(replica: &mut LockedReplica, request: &ImportRequest) -> Result<Ve
 
 fn import_files(
     replica: &mut LockedReplica,
-    request: &ImportRequest,
+    request: &ImportRequest<'_>,
     files: &[PathBuf],
 ) -> Result<Vec<PacketOutcome>> {
     let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
@@ -207,8 +207,9 @@ fn import_files(
 
     let mut failed: Vec<(Vec<Examination>, Refusal)> = Vec::new();
     // Apply whatever is ready, until nothing more is.
-    request.progress.set_length(candidates.len() as u64);
-    request.progress.set_message("importing packets");
+    request
+        .progress
+        .start("importing packets", candidates.len() as u64);
     loop {
         let view = LocalView::of(replica)?;
         let mut progressed = false;
@@ -234,7 +235,7 @@ fn import_files(
         if let Some(&(_, id)) = ready.first() {
             let parts = candidates.remove(&id).expect("present");
             let files: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
-            request.progress.inc(1);
+            request.progress.advance(1);
             match apply_logical(replica, &files) {
                 Ok((sender, report)) => {
                     if request.remove {

@@ -759,7 +759,6 @@ fn a_file_changed_after_the_scan_fails_the_export_and_writes_nothing() {
     // Changed between the scan and the read, same size.
     write(&a, "data.txt", "RECORDED CONTENT");
     let out = fam.packet_dir("changed");
-    let progress = indicatif::ProgressBar::hidden();
     let targets = vec!["beta".to_string()];
     let request = ExportRequest {
         targets: &targets,
@@ -767,7 +766,7 @@ fn a_file_changed_after_the_scan_fails_the_export_and_writes_nothing() {
         work_dir: None,
         max_size: 1 << 20,
         comment: "",
-        progress: &progress,
+        progress: &syncreplica::sync::NoProgress,
         full_content: false,
     };
     let err = export_updates(&mut alpha, &request)
