@@ -17,6 +17,7 @@ pub mod notify;
 pub mod order;
 pub mod poll;
 pub mod receive;
+pub mod size;
 pub mod transport;
 pub mod trust;
 
