@@ -1,12 +1,15 @@
-//! Regenerates the committed test vectors in `tests/vectors/`:
+//! Regenerates the committed test vectors in `tests/vectors/`, each with its
+//! sidecar `NAME.expect` (format: `tests/vectors/README.md`):
 //!
 //! ```text
 //! cargo run -p packet-format --example make_vectors
 //! ```
 //!
 //! Keys, ids, times and data are fixed, so the output is byte-identical on
-//! every run (given the same zip and zstd crate versions). Tests only read
-//! the committed files; a change in these bytes is a format change.
+//! every run (given the same zstd crate version). Tests only read the
+//! committed files; a change in these bytes is a format change. The
+//! sidecars say what this program meant each vector to be, worked out from
+//! its inputs, not read back from the vectors.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -17,8 +20,8 @@ use std::path::{Path, PathBuf};
 use common::*;
 use packet_format::testing::{encode_header_raw, sign_header, write_raw_zip};
 use packet_format::{
-    verify_packet, Encoding, FormatVersion, Header, PacketKind, PacketWriter, ENTRY_CHUNKS,
-    ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_SIGNATURE, MIN_PART_SIZE,
+    key_fingerprint, verify_packet, Encoding, FormatVersion, Header, PacketKind, PacketWriter,
+    ENTRY_CHUNKS, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_SIGNATURE, MIN_PART_SIZE,
 };
 use sha2::{Digest, Sha256};
 
@@ -27,7 +30,10 @@ fn main() {
     std::fs::create_dir_all(&out).unwrap();
     for entry in std::fs::read_dir(&out).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "zip") {
+        if path
+            .extension()
+            .is_some_and(|e| e == "zip" || e == "expect")
+        {
             std::fs::remove_file(path).unwrap();
         }
     }
@@ -57,10 +63,7 @@ fn main() {
         &SENDER_SECRET,
         spanning_files(),
     );
-    assert!(
-        multi.len() >= 3,
-        "multipart vector should have several parts"
-    );
+    assert_eq!(multi.len(), 3, "multipart vector should have three parts");
     write_packet(
         &out,
         "unknown_key",
@@ -110,7 +113,8 @@ fn main() {
 
     // Trailing garbage after a valid packet.
     let mut garbage = bytes.clone();
-    garbage.extend_from_slice(b"trailing garbage appended in transit\n");
+    let appended = b"trailing garbage appended in transit\n";
+    garbage.extend_from_slice(appended);
     std::fs::write(out.join("trailing_garbage.zip"), garbage).unwrap();
 
     // A correctly signed packet from the future.
@@ -176,6 +180,8 @@ fn main() {
         &bomb_bytes,
         &sign_header(&SENDER_SECRET, &bomb_bytes),
     );
+
+    write_sidecars(&out, appended.len());
 
     let mut names: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
@@ -279,4 +285,174 @@ fn write_with(path: &Path, entries: &[(String, Vec<u8>)], header: &[u8], signatu
     all.push((ENTRY_HEADER, header));
     all.push((ENTRY_SIGNATURE, signature));
     write_raw_zip(path, &all).unwrap();
+}
+
+/// What each vector is meant to be, in the sidecar format of
+/// `tests/vectors/README.md`.
+fn write_sidecars(out: &Path, garbage_len: usize) {
+    let sender = hex::encode(public_key(&SENDER_SECRET));
+    let other = hex::encode(public_key(&OTHER_SECRET));
+    let sender_fp = key_fingerprint(&public_key(&SENDER_SECRET));
+    let other_fp = key_fingerprint(&public_key(&OTHER_SECRET));
+    let trust = format!("trust: {sender}");
+
+    let valid = |comment: &str, header: Vec<String>, files: &[Vec<Vec<u8>>]| {
+        let mut lines = vec![
+            format!("# {comment}"),
+            "expect: ok".to_string(),
+            trust.clone(),
+            format!("signer: {sender}"),
+        ];
+        lines.extend(header);
+        lines.extend(content(files));
+        lines.extend([
+            "listing-signature: verified".to_string(),
+            "listing-error: none".to_string(),
+            "listing-header: present".to_string(),
+            "unzip: ok".to_string(),
+        ]);
+        lines
+    };
+    let failing = |comment: &str, expect: String| {
+        vec![
+            format!("# {comment}"),
+            format!("expect: {expect}"),
+            trust.clone(),
+        ]
+    };
+    let mut sidecars: Vec<(String, Vec<String>)> = Vec::new();
+
+    let update = valid(
+        "A valid update packet.",
+        vec![
+            "kind: update".into(),
+            "part: 1/1".into(),
+            format!("created-ns: {CREATED_NS}"),
+            "target: 0 seq=42 name=lambik".into(),
+        ],
+        &small_files(),
+    );
+    sidecars.push(("update".into(), update));
+
+    let creation = valid(
+        "A valid replica-creation packet.",
+        vec![
+            "kind: creation".into(),
+            "part: 1/1".into(),
+            "new-replica: lambik".into(),
+            format!("member: 0 name=boston key={sender}"),
+        ],
+        &small_files(),
+    );
+    sidecars.push(("creation".into(), creation));
+
+    for k in 1..=3 {
+        let part = valid(
+            "A valid update split at the 64 KiB minimum, a chunk spanning parts.",
+            vec![
+                "kind: update".into(),
+                format!("part: {k}/3"),
+                "packet: multipart".into(),
+                format!("size-at-most: {MIN_PART_SIZE}"),
+            ],
+            &spanning_files(),
+        );
+        sidecars.push((format!("multipart_{k}of3"), part));
+    }
+
+    let mut unknown = failing(
+        "Valid, but signed by the other key, which is not trusted.",
+        format!("error UnknownKey fingerprint={other_fp}"),
+    );
+    unknown.extend([
+        format!("signer: {other}"),
+        "listing-signature: unknown-key".into(),
+        "listing-error: none".into(),
+        format!("listing-long: Signature: unknown key {other_fp}"),
+        "unzip: ok".into(),
+    ]);
+    sidecars.push(("unknown_key".into(), unknown));
+
+    let mut bad = failing(
+        "Header signed by a key other than the one it names.",
+        format!("error BadSignature fingerprint={sender_fp}"),
+    );
+    bad.extend([
+        "listing-signature: bad".into(),
+        "listing-long: Signature: BAD".into(),
+    ]);
+    sidecars.push(("bad_signature".into(), bad));
+
+    let mut flipped = failing(
+        "One chunk byte flipped after signing, zip CRC-32 fixed up.",
+        "error DigestMismatch name=chunks".into(),
+    );
+    flipped.extend([
+        "listing-signature: verified".into(),
+        "listing-short: Packet is damaged: SHA-256 of entry \"chunks\" does not match".into(),
+    ]);
+    sidecars.push(("flipped_chunk".into(), flipped));
+
+    let mut truncated = failing("The first half of update.zip.", "error Truncated".into());
+    truncated.push("listing-header: none".into());
+    sidecars.push(("truncated".into(), truncated));
+
+    let mut newer = failing(
+        "A validly signed header claiming format 2.0.",
+        "error NewerFormat major=2".into(),
+    );
+    newer.push("message: packet format 2.x is newer than this program supports".into());
+    sidecars.push(("newer_major".into(), newer));
+
+    sidecars.push((
+        "duplicate_entry".into(),
+        failing(
+            "Two entries named chunks.",
+            "error DuplicateEntry name=chunks".into(),
+        ),
+    ));
+    sidecars.push((
+        "oversized_entry".into(),
+        failing(
+            "Validly signed; operations decodes to 4 MiB more than declared.",
+            "error OversizedEntry name=operations".into(),
+        ),
+    ));
+    sidecars.push((
+        "trailing_garbage".into(),
+        failing(
+            "update.zip with bytes appended.",
+            format!("error TrailingGarbage bytes={garbage_len}"),
+        ),
+    ));
+
+    for (stem, lines) in sidecars {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(out.join(format!("{stem}.expect")), text).unwrap();
+    }
+}
+
+/// Expected operations and chunks of a packet made by `write_packet`.
+fn content(files: &[Vec<Vec<u8>>]) -> Vec<String> {
+    let mut lines = vec![format!("operations: {}", files.len())];
+    for (index, chunks) in files.iter().enumerate() {
+        let path = format!("docs/file{index}.txt");
+        let op = file_op(index as u64 + 1, &path, chunks);
+        lines.push(format!(
+            "operation: {index} epoch={} path={path} sha256={}",
+            op.epoch,
+            hex::encode(Sha256::digest(op.encode()))
+        ));
+    }
+    let all: Vec<&Vec<u8>> = files.iter().flatten().collect();
+    lines.push(format!("chunks: {}", all.len()));
+    for (index, chunk) in all.iter().enumerate() {
+        lines.push(format!(
+            "chunk: {index} len={} sha256={}",
+            chunk.len(),
+            hex::encode(chunk_id(chunk))
+        ));
+    }
+    lines
 }

@@ -1,14 +1,17 @@
-//! Strict check of the zip container (SPEC.md §3).
+//! The zip container (SPEC.md §3): its one layout, written by
+//! [`ZipLayout`] and checked strictly by [`scan`].
 //!
-//! Packets are written by the `zip` crate with every optional field fixed,
-//! so the reader accepts exactly one layout: local entries back to back from
-//! offset 0, then the central directory, then an end record with no comment,
-//! then end of file. General zip readers are lenient about duplicates,
-//! prefixes, gaps and trailing bytes; ours is not, because every byte it
-//! tolerates is a byte an attacker may use.
+//! There is exactly one accepted layout: local entries back to back from
+//! offset 0, each a fixed local header and Stored data, then the central
+//! directory, then an end record with no comment, then end of file. Every
+//! optional field has one fixed value. The writer and the reader share the
+//! constants below, so what one writes is what the other accepts. General
+//! zip readers are lenient about duplicates, prefixes, gaps and trailing
+//! bytes; ours is not, because every byte it tolerates is a byte an attacker
+//! may use.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::error::ErrorKind;
 
@@ -33,6 +36,248 @@ pub(crate) const MAX_NAME_LEN: usize = 32;
 /// Zip overhead of one entry named `name`: local header + central header.
 pub(crate) fn entry_overhead(name: &str) -> u64 {
     LOCAL_HEADER_LEN + CENTRAL_HEADER_LEN + 2 * name.len() as u64
+}
+
+/// One entry as the central directory lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct WrittenEntry {
+    pub name: String,
+    pub local_offset: u32,
+    pub crc32: u32,
+    pub size: u32,
+}
+
+impl WrittenEntry {
+    /// Offset just past this entry's data.
+    pub fn end(&self) -> u64 {
+        self.local_offset as u64 + LOCAL_HEADER_LEN + self.name.len() as u64 + self.size as u64
+    }
+}
+
+/// An entry being streamed: its CRC-32 and size are patched into the local
+/// header when it is finished.
+struct OpenEntry {
+    crc: crc32fast::Hasher,
+    size: u64,
+}
+
+/// Writes the canonical layout of SPEC.md §3, byte for byte: Stored entries
+/// from offset 0, fixed header fields, no data descriptors (so a streamed
+/// entry's CRC-32 and size are written into its local header afterwards),
+/// no extra fields, no comments, no Zip64.
+pub(crate) struct ZipLayout<W: Write + Seek> {
+    out: W,
+    /// Where the next byte goes (always the end of what was written).
+    position: u64,
+    entries: Vec<WrittenEntry>,
+    open: Option<OpenEntry>,
+}
+
+fn layout_error(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, what)
+}
+
+/// Zip fields are 32 bits; a part is at most 2 GiB (SPEC.md §10).
+fn fits_u32(value: u64, what: impl FnOnce() -> String) -> io::Result<u32> {
+    u32::try_from(value)
+        .map_err(|_| layout_error(format!("{} ({value}) does not fit a zip field", what())))
+}
+
+fn local_header(name: &str, crc32: u32, size: u32) -> Vec<u8> {
+    let mut header = Vec::with_capacity(LOCAL_HEADER_LEN as usize + name.len());
+    header.extend_from_slice(&LOCAL_SIG.to_le_bytes());
+    header.extend_from_slice(&VERSION_NEEDED.to_le_bytes());
+    header.extend_from_slice(&0u16.to_le_bytes()); // flags
+    header.extend_from_slice(&0u16.to_le_bytes()); // method: Stored
+    header.extend_from_slice(&0u16.to_le_bytes()); // time
+    header.extend_from_slice(&DOS_DATE.to_le_bytes());
+    header.extend_from_slice(&crc32.to_le_bytes());
+    header.extend_from_slice(&size.to_le_bytes()); // compressed
+    header.extend_from_slice(&size.to_le_bytes()); // uncompressed
+    header.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    header.extend_from_slice(&0u16.to_le_bytes()); // extra field length
+    header.extend_from_slice(name.as_bytes());
+    header
+}
+
+fn central_header(entry: &WrittenEntry) -> Vec<u8> {
+    let mut header = Vec::with_capacity(CENTRAL_HEADER_LEN as usize + entry.name.len());
+    header.extend_from_slice(&CENTRAL_SIG.to_le_bytes());
+    header.extend_from_slice(&VERSION_MADE_BY.to_le_bytes());
+    header.extend_from_slice(&VERSION_NEEDED.to_le_bytes());
+    header.extend_from_slice(&0u16.to_le_bytes()); // flags
+    header.extend_from_slice(&0u16.to_le_bytes()); // method: Stored
+    header.extend_from_slice(&0u16.to_le_bytes()); // time
+    header.extend_from_slice(&DOS_DATE.to_le_bytes());
+    header.extend_from_slice(&entry.crc32.to_le_bytes());
+    header.extend_from_slice(&entry.size.to_le_bytes()); // compressed
+    header.extend_from_slice(&entry.size.to_le_bytes()); // uncompressed
+    header.extend_from_slice(&(entry.name.len() as u16).to_le_bytes());
+    header.extend_from_slice(&0u16.to_le_bytes()); // extra field length
+    header.extend_from_slice(&0u16.to_le_bytes()); // comment length
+    header.extend_from_slice(&0u16.to_le_bytes()); // disk number
+    header.extend_from_slice(&0u16.to_le_bytes()); // internal attributes
+    header.extend_from_slice(&EXTERNAL_ATTRIBUTES.to_le_bytes());
+    header.extend_from_slice(&entry.local_offset.to_le_bytes());
+    header.extend_from_slice(entry.name.as_bytes());
+    header
+}
+
+impl<W: Write + Seek> ZipLayout<W> {
+    /// Starts a zip at offset 0 of `out`, which must be empty.
+    pub fn new(out: W) -> ZipLayout<W> {
+        ZipLayout {
+            out,
+            position: 0,
+            entries: Vec::new(),
+            open: None,
+        }
+    }
+
+    /// Continues a zip whose `entries` (all finished, as returned by
+    /// [`ZipLayout::into_entries`]) are already in `out`: seeks past the
+    /// last one, where the next entry goes.
+    pub fn resume(mut out: W, entries: Vec<WrittenEntry>) -> io::Result<ZipLayout<W>> {
+        let position = entries.last().map_or(0, WrittenEntry::end);
+        out.seek(SeekFrom::Start(position))?;
+        Ok(ZipLayout {
+            out,
+            position,
+            entries,
+            open: None,
+        })
+    }
+
+    fn check_new_entry(&self, name: &str) -> io::Result<u32> {
+        if !is_valid_entry_name(name.as_bytes()) {
+            return Err(layout_error(format!(
+                "entry name {name:?} is not 1 to {MAX_NAME_LEN} of [a-z_]"
+            )));
+        }
+        if self.entries.len() >= MAX_ENTRIES {
+            return Err(layout_error(format!(
+                "entry {name:?} would be entry {}, more than {MAX_ENTRIES}",
+                self.entries.len() + 1
+            )));
+        }
+        fits_u32(self.position, || format!("offset of entry {name:?}"))
+    }
+
+    /// Writes a whole entry whose bytes are at hand.
+    pub fn add_entry(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.finish_entry()?;
+        let local_offset = self.check_new_entry(name)?;
+        let size = fits_u32(bytes.len() as u64, || format!("size of entry {name:?}"))?;
+        let crc32 = crc32fast::hash(bytes);
+        self.out.write_all(&local_header(name, crc32, size))?;
+        self.out.write_all(bytes)?;
+        let entry = WrittenEntry {
+            name: name.to_string(),
+            local_offset,
+            crc32,
+            size,
+        };
+        self.position = entry.end();
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Starts an entry whose bytes follow through [`Write`]; it ends with
+    /// the next entry, [`ZipLayout::finish_entry`] or the end of the zip.
+    pub fn start_entry(&mut self, name: &str) -> io::Result<()> {
+        self.finish_entry()?;
+        let local_offset = self.check_new_entry(name)?;
+        self.out.write_all(&local_header(name, 0, 0))?;
+        self.entries.push(WrittenEntry {
+            name: name.to_string(),
+            local_offset,
+            crc32: 0,
+            size: 0,
+        });
+        self.position += LOCAL_HEADER_LEN + name.len() as u64;
+        self.open = Some(OpenEntry {
+            crc: crc32fast::Hasher::new(),
+            size: 0,
+        });
+        Ok(())
+    }
+
+    /// Ends the streamed entry, if any: writes its CRC-32 and sizes into
+    /// its local header.
+    pub fn finish_entry(&mut self) -> io::Result<()> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        let entry = self.entries.last_mut().expect("an open entry is listed");
+        entry.size = fits_u32(open.size, || format!("size of entry {:?}", entry.name))?;
+        entry.crc32 = open.crc.finalize();
+        let mut patch = [0u8; 12];
+        patch[0..4].copy_from_slice(&entry.crc32.to_le_bytes());
+        patch[4..8].copy_from_slice(&entry.size.to_le_bytes());
+        patch[8..12].copy_from_slice(&entry.size.to_le_bytes());
+        // CRC-32, compressed and uncompressed size are at 14..26.
+        self.out
+            .seek(SeekFrom::Start(entry.local_offset as u64 + 14))?;
+        self.out.write_all(&patch)?;
+        self.out.seek(SeekFrom::Start(self.position))?;
+        Ok(())
+    }
+
+    /// Ends the last entry and hands back the output and the entries, to
+    /// [`ZipLayout::resume`] later; no central directory is written.
+    pub fn into_entries(mut self) -> io::Result<(W, Vec<WrittenEntry>)> {
+        self.finish_entry()?;
+        Ok((self.out, self.entries))
+    }
+
+    /// Ends the last entry, writes the central directory and the end
+    /// record, and hands back the output (not flushed).
+    pub fn finish(mut self) -> io::Result<W> {
+        self.finish_entry()?;
+        let cd_offset = fits_u32(self.position, || "offset of the central directory".into())?;
+        let mut central = Vec::new();
+        for entry in &self.entries {
+            central.extend_from_slice(&central_header(entry));
+        }
+        let cd_size = fits_u32(central.len() as u64, || {
+            "size of the central directory".into()
+        })?;
+        fits_u32(
+            self.position + central.len() as u64 + END_RECORD_LEN,
+            || "size of the zip".into(),
+        )?;
+        let count = self.entries.len() as u16;
+        let mut end = Vec::with_capacity(END_RECORD_LEN as usize);
+        end.extend_from_slice(&END_SIG.to_le_bytes());
+        end.extend_from_slice(&0u16.to_le_bytes()); // this disk
+        end.extend_from_slice(&0u16.to_le_bytes()); // disk of the central directory
+        end.extend_from_slice(&count.to_le_bytes()); // entries on this disk
+        end.extend_from_slice(&count.to_le_bytes()); // entries
+        end.extend_from_slice(&cd_size.to_le_bytes());
+        end.extend_from_slice(&cd_offset.to_le_bytes());
+        end.extend_from_slice(&0u16.to_le_bytes()); // comment length
+        self.out.write_all(&central)?;
+        self.out.write_all(&end)?;
+        Ok(self.out)
+    }
+}
+
+/// Bytes of the entry started by [`ZipLayout::start_entry`].
+impl<W: Write + Seek> Write for ZipLayout<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Some(open) = self.open.as_mut() else {
+            return Err(io::Error::other("zip data written outside an entry"));
+        };
+        let n = self.out.write(buf)?;
+        open.crc.update(&buf[..n]);
+        open.size += n as u64;
+        self.position += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Where one entry's bytes are in the file.
@@ -235,4 +480,58 @@ fn diagnose_missing_end(file: &mut File, len: u64) -> ErrorKind {
         }
     }
     ErrorKind::Truncated("no end-of-central-directory record".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    fn scan_bytes(bytes: &[u8]) -> Result<Vec<EntryLocation>, ErrorKind> {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        scan(&mut file, bytes.len() as u64)
+    }
+
+    #[test]
+    fn streamed_and_whole_entries_are_the_same_bytes() {
+        let mut whole = ZipLayout::new(Cursor::new(Vec::new()));
+        whole.add_entry("chunks", b"hello, world").unwrap();
+        whole.add_entry("header", b"").unwrap();
+        let whole = whole.finish().unwrap().into_inner();
+
+        let mut streamed = ZipLayout::new(Cursor::new(Vec::new()));
+        streamed.start_entry("chunks").unwrap();
+        streamed.write_all(b"hello, ").unwrap();
+        streamed.write_all(b"world").unwrap();
+        let (out, entries) = streamed.into_entries().unwrap();
+        let mut resumed = ZipLayout::resume(out, entries).unwrap();
+        resumed.start_entry("header").unwrap();
+        let streamed = resumed.finish().unwrap().into_inner();
+        assert_eq!(whole, streamed);
+
+        let entries = scan_bytes(&whole).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].name, "chunks");
+        assert_eq!(entries[0].crc32, crc32fast::hash(b"hello, world"));
+        assert_eq!(entries[0].data_offset, LOCAL_HEADER_LEN + 6);
+        assert_eq!(entries[1].size, 0);
+        let overhead: u64 = ["chunks", "header"].iter().map(|n| entry_overhead(n)).sum();
+        assert_eq!(whole.len() as u64, overhead + 12 + END_RECORD_LEN);
+    }
+
+    #[test]
+    fn refuses_what_the_layout_does_not_allow() {
+        let mut zip = ZipLayout::new(Cursor::new(Vec::new()));
+        let err = zip.add_entry("Chunks", b"").unwrap_err();
+        assert!(err.to_string().contains("\"Chunks\""), "{err}");
+        let err = zip.write_all(b"x").unwrap_err();
+        assert!(err.to_string().contains("outside an entry"), "{err}");
+        for _ in 0..MAX_ENTRIES {
+            zip.add_entry("x", b"").unwrap();
+        }
+        let err = zip.add_entry("extra", b"").unwrap_err();
+        assert!(err.to_string().contains("\"extra\""), "{err}");
+    }
 }

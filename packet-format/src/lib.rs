@@ -103,11 +103,12 @@ pub const ENTRY_SIGNATURE: &str = "signature";
 /// Not part of the supported API.
 #[doc(hidden)]
 pub mod testing {
-    use std::io::Write;
+    use std::io::BufWriter;
     use std::path::Path;
 
     use ed25519_dalek::{Signer, SigningKey};
 
+    use crate::container::ZipLayout;
     use crate::header::{encode_header, Header, SIGNATURE_CONTEXT};
 
     /// Encodes a header with whatever version it claims.
@@ -122,17 +123,15 @@ pub mod testing {
         SigningKey::from_bytes(secret_key).sign(&message).to_bytes()
     }
 
-    /// Writes a zip of the given entries, in order, with the canonical
-    /// per-entry options.
+    /// Writes a zip of the given entries, in order, in the canonical layout
+    /// (SPEC.md §3), whatever the entries hold.
     pub fn write_raw_zip(path: &Path, entries: &[(&str, &[u8])]) -> std::io::Result<()> {
         let file = std::fs::File::create(path)?;
-        let mut zip = zip::ZipWriter::new(file);
+        let mut zip = ZipLayout::new(BufWriter::new(file));
         for (name, bytes) in entries {
-            zip.start_file(*name, crate::writer::file_options())
-                .map_err(std::io::Error::other)?;
-            zip.write_all(bytes)?;
+            zip.add_entry(name, bytes)?;
         }
-        zip.finish().map_err(std::io::Error::other)?;
+        zip.finish()?.into_inner().map_err(|err| err.into_error())?;
         Ok(())
     }
 }

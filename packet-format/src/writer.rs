@@ -2,30 +2,29 @@
 //!
 //! Why the parts are finished only in [`PacketWriter::finish`]: every header
 //! carries `part k of n`, and `n` is known only when the stream ends. So each
-//! part is first written as a zip holding its data entries (`chunks`,
-//! `operations`, maybe `creation`) under a hidden temporary name. At the end
-//! the header (with `n`) and the signature are appended to each part, which
-//! then gets its final name. The header is the last data in the file, which
-//! zip allows because readers go by the central directory.
+//! part's data entries (`chunks`, `operations`, maybe `creation`) are first
+//! written under a hidden temporary name, laid out as SPEC.md §3 says (see
+//! [`ZipLayout`]); only their CRC-32s are kept. At the end the header (with
+//! `n`) and the signature entries are written after them, then the central
+//! directory and end record, and the part gets its final name. The header is
+//! the last data in the file, which zip allows because readers go by the
+//! central directory.
 //!
 //! Why no part can exceed the cap: the zip overhead of the fixed entry set is
 //! exact, the header is budgeted at the length it would have with every
 //! number at its maximum, and data records are split into pieces so that a
 //! record never exceeds the room left in the current part.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 use tempfile::TempPath;
-use zip::write::SimpleFileOptions;
 
-use crate::container::{entry_overhead, END_RECORD_LEN};
+use crate::container::{entry_overhead, WrittenEntry, ZipLayout, END_RECORD_LEN};
 use crate::error::{ErrorKind, Result};
 use crate::header::{
     encode_header, CreationPayload, Encoding, EntryInfo, EpochRange, FormatVersion, Header, Named,
@@ -83,20 +82,10 @@ pub struct WrittenPart {
     pub size: u64,
 }
 
-pub(crate) fn file_options() -> SimpleFileOptions {
-    // Every field fixed: the reader accepts exactly this layout, and equal
-    // inputs give byte-identical packets.
-    SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored)
-        .last_modified_time(zip::DateTime::default())
-        .unix_permissions(0o644)
-        .large_file(false)
-}
-
 /// A part whose data entries are being written.
 struct OpenPart {
     temp: TempPath,
-    zip: zip::ZipWriter<BufWriter<File>>,
+    zip: ZipLayout<BufWriter<File>>,
     chunks_sha: Sha256,
     chunks_len: u64,
     chunk_records: u64,
@@ -111,6 +100,9 @@ struct OpenPart {
 struct PendingPart {
     temp: TempPath,
     entries: Vec<EntryInfo>,
+    /// The CRC-32 of each entry; with `entries` this is the zip layout
+    /// written so far (entries are contiguous from offset 0).
+    crc32s: Vec<u32>,
     operation_records: u64,
     chunk_records: u64,
 }
@@ -394,7 +386,9 @@ impl PacketWriter {
             message.extend_from_slice(&header_bytes);
             let signature = self.signing_key.sign(&message).to_bytes();
             let temp_path: &Path = &part.temp;
-            append_header_and_signature(temp_path, &header_bytes, &signature)
+            let data_entries = written_entries(&header.entries, &part.crc32s)
+                .map_err(|kind| kind.at(temp_path))?;
+            append_header_and_signature(temp_path, data_entries, &header_bytes, &signature)
                 .map_err(|kind| kind.at(temp_path))?;
             let size = std::fs::metadata(temp_path)
                 .map_err(|err| ErrorKind::io("reading part size", err).at(temp_path))?
@@ -490,9 +484,9 @@ impl PacketWriter {
         let (file, temp) = named.into_parts();
         let ops_spool = tempfile::tempfile_in(&self.out_dir)
             .map_err(|err| ErrorKind::io("creating the operation spool", err).at(&self.out_dir))?;
-        let mut zip = zip::ZipWriter::new(BufWriter::with_capacity(1 << 20, file));
-        zip.start_file(ENTRY_CHUNKS, file_options())
-            .map_err(|err| ErrorKind::Zip(err.to_string()).at(&temp))?;
+        let mut zip = ZipLayout::new(BufWriter::with_capacity(1 << 20, file));
+        zip.start_entry(ENTRY_CHUNKS)
+            .map_err(|err| ErrorKind::io("writing a part", err).at(&temp))?;
         self.current = Some(OpenPart {
             temp,
             zip,
@@ -546,8 +540,8 @@ impl PacketWriter {
         source
             .seek(SeekFrom::Start(0))
             .map_err(|err| at(ErrorKind::io("rewinding the operation spool", err)))?;
-        zip.start_file(ENTRY_OPERATIONS, file_options())
-            .map_err(|err| at(ErrorKind::Zip(err.to_string())))?;
+        zip.start_entry(ENTRY_OPERATIONS)
+            .map_err(|err| at(ErrorKind::io("writing operations", err)))?;
         let sha256 = copy_hashing(&mut source, &mut zip)
             .map_err(|err| at(ErrorKind::io("writing operations", err)))?;
         entries.push(EntryInfo {
@@ -559,9 +553,7 @@ impl PacketWriter {
         });
 
         if let Some(creation) = &self.creation_bytes {
-            zip.start_file(ENTRY_CREATION, file_options())
-                .map_err(|err| at(ErrorKind::Zip(err.to_string())))?;
-            zip.write_all(creation)
+            zip.add_entry(ENTRY_CREATION, creation)
                 .map_err(|err| at(ErrorKind::io("writing the creation entry", err)))?;
             entries.push(EntryInfo {
                 name: ENTRY_CREATION.into(),
@@ -571,14 +563,15 @@ impl PacketWriter {
                 sha256: Sha256::digest(creation).into(),
             });
         }
-        let mut file = zip
-            .finish()
-            .map_err(|err| at(ErrorKind::Zip(err.to_string())))?;
+        let (mut file, written) = zip
+            .into_entries()
+            .map_err(|err| at(ErrorKind::io("writing a part", err)))?;
         file.flush()
             .map_err(|err| at(ErrorKind::io("writing a part", err)))?;
         self.pending.push(PendingPart {
             temp,
             entries,
+            crc32s: written.iter().map(|entry| entry.crc32).collect(),
             operation_records: part.op_records,
             chunk_records: part.chunk_records,
         });
@@ -630,74 +623,64 @@ fn copy_hashing(source: &mut impl Read, sink: &mut impl Write) -> std::io::Resul
     }
 }
 
-/// A file handle shared between the zip writer and us, so that we can cut
-/// off the old central directory after `ZipWriter::new_append` has read it.
-#[derive(Clone)]
-struct SharedFile(Rc<RefCell<File>>);
-
-impl Read for SharedFile {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.borrow_mut().read(buf)
+/// The zip entries of a pending part, rebuilt from its pins and CRC-32s:
+/// contiguous from offset 0, in pin order.
+fn written_entries(pins: &[EntryInfo], crc32s: &[u32]) -> Result<Vec<WrittenEntry>, ErrorKind> {
+    let mut entries: Vec<WrittenEntry> = Vec::with_capacity(pins.len());
+    for (pin, &crc32) in pins.iter().zip(crc32s) {
+        let offset = entries.last().map_or(0, WrittenEntry::end);
+        let fits = |value: u64, what: &str| {
+            u32::try_from(value).map_err(|_| {
+                ErrorKind::Zip(format!(
+                    "{what} of entry {:?} ({value}) does not fit a zip field",
+                    pin.name
+                ))
+            })
+        };
+        entries.push(WrittenEntry {
+            name: pin.name.clone(),
+            local_offset: fits(offset, "offset")?,
+            crc32,
+            size: fits(pin.stored_size, "size")?,
+        });
     }
+    Ok(entries)
 }
 
-impl Write for SharedFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.borrow_mut().write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.borrow_mut().flush()
-    }
-}
-
-impl Seek for SharedFile {
-    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        self.0.borrow_mut().seek(pos)
-    }
-}
-
-/// Appends `header` and `signature` entries to a finished zip, in place of
-/// its central directory, and writes the new central directory.
+/// Writes the `header` and `signature` entries after a part's data
+/// entries, then the central directory and the end record.
 fn append_header_and_signature(
     path: &Path,
+    data_entries: Vec<WrittenEntry>,
     header: &[u8],
     signature: &[u8; 64],
 ) -> Result<(), ErrorKind> {
     let file = File::options()
-        .read(true)
         .write(true)
         .open(path)
         .map_err(|err| ErrorKind::io("reopening a part", err))?;
-    let shared = SharedFile(Rc::new(RefCell::new(file)));
-    let mut zip = zip::ZipWriter::new_append(shared.clone())
-        .map_err(|err| ErrorKind::Zip(err.to_string()))?;
-    {
-        // new_append would write after the old central directory, leaving it
-        // as garbage inside the file; cut it off and write in its place.
-        let mut file = shared.0.borrow_mut();
-        let mut end = [0u8; END_RECORD_LEN as usize];
-        file.seek(SeekFrom::End(-(END_RECORD_LEN as i64)))
-            .and_then(|_| file.read_exact(&mut end))
-            .map_err(|err| ErrorKind::io("reading the end record", err))?;
-        let cd_offset = u32::from_le_bytes(end[16..20].try_into().unwrap()) as u64;
-        file.set_len(cd_offset)
-            .and_then(|()| file.seek(SeekFrom::Start(cd_offset)).map(drop))
-            .map_err(|err| ErrorKind::io("truncating a part", err))?;
+    let expected = data_entries.last().map_or(0, WrittenEntry::end);
+    let len = file
+        .metadata()
+        .map_err(|err| ErrorKind::io("reading part size", err))?
+        .len();
+    if len != expected {
+        return Err(ErrorKind::Zip(format!(
+            "part file is {len} bytes, its data entries end at {expected}"
+        )));
     }
-    let zip_err = |err: zip::result::ZipError| ErrorKind::Zip(err.to_string());
-    zip.start_file(ENTRY_HEADER, file_options())
-        .map_err(zip_err)?;
-    zip.write_all(header)
+    let mut zip = ZipLayout::resume(BufWriter::new(file), data_entries)
+        .map_err(|err| ErrorKind::io("reopening a part", err))?;
+    zip.add_entry(ENTRY_HEADER, header)
         .map_err(|err| ErrorKind::io("writing the header", err))?;
-    zip.start_file(ENTRY_SIGNATURE, file_options())
-        .map_err(zip_err)?;
-    zip.write_all(signature)
+    zip.add_entry(ENTRY_SIGNATURE, signature)
         .map_err(|err| ErrorKind::io("writing the signature", err))?;
-    zip.finish().map_err(zip_err)?;
-    shared
-        .0
-        .borrow_mut()
-        .sync_all()
+    let file = zip
+        .finish()
+        .map_err(|err| ErrorKind::io("writing the central directory", err))?
+        .into_inner()
+        .map_err(|err| ErrorKind::io("writing the central directory", err.into_error()))?;
+    file.sync_all()
         .map_err(|err| ErrorKind::io("syncing a part", err))?;
     Ok(())
 }

@@ -468,7 +468,7 @@ fn default_class(data_dir: &Path) -> StorageClass {
 
 /// Reads a size with an optional k, m or g suffix (powers of 1024).
 pub fn parse_size(value: &str) -> Result<u64, String> {
-    packet_format::vocabulary::parse_size(value).map_err(|why| format!("bad size {value:?}: {why}"))
+    crate::size::parse_size(value).map_err(|why| format!("bad size {value:?}: {why}"))
 }
 
 /// Replica and hop names: the alphabet of replica names.

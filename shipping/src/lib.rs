@@ -23,6 +23,7 @@ pub mod order;
 pub mod poll;
 pub mod receive;
 pub mod server;
+pub mod size;
 pub mod toml_config;
 pub mod transport;
 pub mod trust;

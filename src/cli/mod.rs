@@ -102,7 +102,7 @@ pub fn max_size_arg(value: &str) -> Result<u64, String> {
 
 /// Parses a size such as `65536`, `64k`, `50m` or `2g` (binary multiples).
 pub fn parse_size(value: &str) -> crate::Result<u64> {
-    packet_format::vocabulary::parse_size(value).map_err(|why| crate::Error::BadSize {
+    shipping::size::parse_size(value).map_err(|why| crate::Error::BadSize {
         value: value.to_string(),
         why: why.to_string(),
     })
@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_bad_size_is_a_typed_error_naming_it() {
-        // The suffixes themselves are tested in packet_format::vocabulary.
+        // The suffixes themselves are tested in shipping::size.
         assert_eq!(parse_size("50m").unwrap(), 50 << 20);
         match parse_size("5x") {
             Err(crate::Error::BadSize { value, .. }) => assert_eq!(value, "5x"),
