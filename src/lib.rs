@@ -20,8 +20,12 @@ pub mod ship;
 pub mod ship_trust;
 pub mod store;
 pub mod sync;
-pub mod sys;
+pub(crate) mod sys;
 pub mod tree;
 
-pub use error::{Error, Result};
+// The API most callers need; the modules above give the rest (the
+// integration tests drive the engine through them).
+pub use error::{Error, Refusal, Result};
 pub use packet_format::ops;
+pub use replica::{LockedReplica, Replica};
+pub use sync::{NoProgress, Progress};

@@ -18,11 +18,12 @@ pub struct Error {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    #[error("{context}: {source}")]
+    /// The cause is printed in the message and not also exposed as
+    /// `source()`, so a chain of errors never repeats it.
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     // --- zip container ---
@@ -112,7 +113,7 @@ impl ErrorKind {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> ErrorKind {
         ErrorKind::Io {
             context: context.into(),
-            source,
+            cause: source,
         }
     }
 

@@ -69,7 +69,10 @@ pub struct ImportRequest<'a> {
 /// Imports every packet found in `request.sources`. The caller holds the
 /// lock. Local changes are recorded first, so they take part in conflict
 /// detection.
-pub fn import(replica: &mut LockedReplica, request: &ImportRequest<'_>) -> Result<Vec<PacketOutcome>> {
+pub fn import(
+    replica: &mut LockedReplica,
+    request: &ImportRequest<'_>,
+) -> Result<Vec<PacketOutcome>> {
     crate::sync::record::record_local_changes(replica)?;
     let files = packets::collect_packet_files(&request.sources)?;
     let mut outcomes = import_files(replica, request, &files)?;

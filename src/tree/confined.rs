@@ -454,7 +454,7 @@ impl Place {
 
     /// Creates a new file at the name itself (nothing may be there).
     pub fn create_new(&self) -> std::io::Result<File> {
-        self.create_sibling(&OsStr::from_bytes(&self.name).to_owned())
+        self.create_sibling(OsStr::from_bytes(&self.name))
     }
 
     /// Opens the regular file at the name for reading, never through a

@@ -52,6 +52,11 @@ fn binary(name: &str) -> PathBuf {
     PathBuf::from(path)
 }
 
+/// The path of one of the programs, for tests that start it themselves.
+pub fn binary_path(name: &str) -> PathBuf {
+    binary(name)
+}
+
 /// The `shipping_server` binary, for tests that start it themselves.
 pub fn shipping_server_binary() -> PathBuf {
     binary("shipping_server")

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod apply;
+mod architecture;
 mod convergence;
 mod foundation;
 mod man_pages;
