@@ -2,7 +2,7 @@
 //! operations taken from one replica's log and applied to another's with
 //! `apply::apply_batch`, chunks served from the sender's files.
 
-use crate::helpers::XorShift;
+use crate::helpers::{numbered_operations, XorShift};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -542,25 +542,16 @@ fn file_state(content: &[u8]) -> (PathState, Store) {
 
 /// Operations of `origin` numbered from `first`, one per (path, state).
 fn forged(origin: Id, first: u64, changes: &[(&[u8], PathState)]) -> Vec<Operation> {
-    changes
-        .iter()
-        .enumerate()
-        .map(|(i, (path, state))| {
-            let epoch = first + i as u64;
-            let mut version = VersionVector::default();
-            version.set(origin, epoch);
-            Operation {
-                origin,
-                epoch,
-                recorded_ns: 0,
-                change: Change::Path {
-                    path: path.to_vec(),
-                    version,
-                    state: state.clone(),
-                },
-            }
-        })
-        .collect()
+    let changes = changes.iter().enumerate().map(|(i, (path, state))| {
+        let mut version = VersionVector::default();
+        version.set(origin, first + i as u64);
+        Change::Path {
+            path: path.to_vec(),
+            version,
+            state: state.clone(),
+        }
+    });
+    numbered_operations(origin, first, 0, changes)
 }
 
 #[test]
