@@ -484,9 +484,6 @@ fn walk(
     Ok((walked, unreadable))
 }
 
-/// The warning for a `.syncreplica` folder below the root; `mkreplica`
-/// refuses to create a replica around another one because of it.
-
 enum ReadResult {
     Stable { state: PathState, stat: StatKey },
     Vanished,

@@ -145,7 +145,6 @@ use crate::store::state;
 
 pub use disk::purge_soft_deleted;
 pub use plan::{conflict_copy_name, validate_path, winner_is_first};
-/// Start of the message of a crash injected by [`ApplyHooks`].
 
 /// Where the bytes of chunks come from, e.g. a packet's chunk entries.
 pub trait ChunkSource {
