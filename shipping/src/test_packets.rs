@@ -9,6 +9,8 @@ use packet_format::{Named, PacketKind, PacketMeta, PacketWriter, Target};
 use crate::config::{ShippingConfig, StorageClass};
 use crate::DEFAULT_STORAGE_CLASS;
 
+pub use test_support::{files_under, public_key};
+
 pub const SENDER_SECRET: [u8; 32] = [7; 32];
 pub const STRANGER_SECRET: [u8; 32] = [9; 32];
 
@@ -17,12 +19,6 @@ pub fn at(text: &str) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(text)
         .unwrap()
         .with_timezone(&chrono::Utc)
-}
-
-pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
-    ed25519_dalek::SigningKey::from_bytes(secret)
-        .verifying_key()
-        .to_bytes()
 }
 
 /// Writes an empty update packet from "boston" to `target`, signed with
@@ -63,30 +59,4 @@ pub fn config(root: &Path) -> ShippingConfig {
         StorageClass::under(&root.join("bays")),
     );
     config
-}
-
-/// Every file under `dir` but lock files, relative, sorted.
-pub fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&next) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if !path
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".lock")
-            {
-                out.push(path.strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
 }

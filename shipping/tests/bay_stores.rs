@@ -36,8 +36,7 @@ fn with_each_pair(test: impl Fn(&dyn BayStore, &dyn BayStore)) {
 }
 
 fn assert_no_temp_files(dir: &std::path::Path) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
+    for name in test_support::entry_names(dir) {
         assert!(!name.starts_with('.'), "left behind: {name}");
     }
 }
@@ -199,11 +198,7 @@ fn many_writes_leave_only_final_files() {
             .write(&format!("p{}.zip", i % 5), &[i as u8; 1000])
             .unwrap();
     }
-    let mut names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
+    let names = test_support::entry_names(dir.path());
     assert_eq!(names, ["p0.zip", "p1.zip", "p2.zip", "p3.zip", "p4.zip"]);
 }
 

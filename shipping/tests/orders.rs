@@ -24,8 +24,7 @@ fn with_each_store(test: impl Fn(&dyn BayStore)) {
     test(&MemStore::new("outgoing"));
     let dir = tempfile::tempdir().unwrap();
     test(&DirStore::new(dir.path()));
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
+    for name in test_support::entry_names(dir.path()) {
         assert!(!name.starts_with('.'), "left behind: {name}");
     }
 }

@@ -41,12 +41,8 @@ fn packet_data() -> Vec<u8> {
 
 /// Entry names, lock files left out.
 fn dir_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|name| !name.starts_with(".lock"))
-        .collect();
-    names.sort();
+    let mut names = test_support::entry_names(dir);
+    names.retain(|name| !name.starts_with(".lock"));
     names
 }
 

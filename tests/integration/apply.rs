@@ -2,7 +2,7 @@
 //! operations taken from one replica's log and applied to another's with
 //! `apply::apply_batch`, chunks served from the sender's files.
 
-use crate::helpers::XorShift;
+use crate::helpers::{numbered_operations, XorShift};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -35,6 +35,15 @@ impl Site {
 
     fn id(&self) -> Id {
         self.replica.identity.replica_id
+    }
+
+    /// Applies `ops` with chunks from `chunks`, no hooks.
+    fn apply(
+        &mut self,
+        ops: &[Operation],
+        chunks: &mut dyn ChunkSource,
+    ) -> Result<ApplyReport, Error> {
+        apply::apply_batch(&mut self.replica, ops, chunks, &mut ApplyHooks::default())
     }
 
     fn row(&self) -> HashMap<Id, u64> {
@@ -211,13 +220,7 @@ fn sync(from: &Site, to: &mut Site) -> Option<(ApplyReport, u64)> {
         return None;
     }
     let mut store = Store::of(from).withholding(to);
-    let report = apply::apply_batch(
-        &mut to.replica,
-        &ops,
-        &mut store,
-        &mut ApplyHooks::default(),
-    )
-    .unwrap();
+    let report = to.apply(&ops, &mut store).unwrap();
     Some((report, store.served))
 }
 
@@ -245,8 +248,7 @@ fn settle_with(sites: &mut [Site], store: &mut Store) {
                 moved = true;
                 store.add(a);
                 store.add(b);
-                apply::apply_batch(&mut b.replica, &ops, store, &mut ApplyHooks::default())
-                    .unwrap();
+                b.apply(&ops, store).unwrap();
             }
         }
         if !moved && changed == 0 {
@@ -472,13 +474,7 @@ fn duplicates_are_skipped_and_gaps_refused() {
         .map(|(_, op)| op)
         .collect();
     let before = listing(&beta.root());
-    let report = apply::apply_batch(
-        &mut beta.replica,
-        &all,
-        &mut apply::NoChunks,
-        &mut ApplyHooks::default(),
-    )
-    .unwrap();
+    let report = beta.apply(&all, &mut apply::NoChunks).unwrap();
     assert_eq!(report.already_had, all.len() as u64);
     assert_eq!(listing(&beta.root()), before);
 
@@ -490,13 +486,7 @@ fn duplicates_are_skipped_and_gaps_refused() {
     let ops = missing_ops(&alpha, &beta);
     assert_eq!(ops.len(), 3);
     let row = beta.row();
-    let err = apply::apply_batch(
-        &mut beta.replica,
-        &ops[1..],
-        &mut Store::of(&alpha),
-        &mut ApplyHooks::default(),
-    )
-    .unwrap_err();
+    let err = beta.apply(&ops[1..], &mut Store::of(&alpha)).unwrap_err();
     assert!(
         matches!(err, Error::Refused(Refusal::OperationLog { .. })),
         "{err}"
@@ -509,13 +499,7 @@ fn duplicates_are_skipped_and_gaps_refused() {
         .into_iter()
         .chain(ops[1..].iter().cloned())
         .collect::<Vec<_>>();
-    let report = apply::apply_batch(
-        &mut beta.replica,
-        &batch,
-        &mut Store::of(&alpha),
-        &mut ApplyHooks::default(),
-    )
-    .unwrap();
+    let report = beta.apply(&batch, &mut Store::of(&alpha)).unwrap();
     assert_eq!(report.already_had, 2);
     assert_eq!((report.added, report.changed), (2, 1));
     assert_same_trees(&alpha, &beta);
@@ -542,25 +526,16 @@ fn file_state(content: &[u8]) -> (PathState, Store) {
 
 /// Operations of `origin` numbered from `first`, one per (path, state).
 fn forged(origin: Id, first: u64, changes: &[(&[u8], PathState)]) -> Vec<Operation> {
-    changes
-        .iter()
-        .enumerate()
-        .map(|(i, (path, state))| {
-            let epoch = first + i as u64;
-            let mut version = VersionVector::default();
-            version.set(origin, epoch);
-            Operation {
-                origin,
-                epoch,
-                recorded_ns: 0,
-                change: Change::Path {
-                    path: path.to_vec(),
-                    version,
-                    state: state.clone(),
-                },
-            }
-        })
-        .collect()
+    let changes = changes.iter().enumerate().map(|(i, (path, state))| {
+        let mut version = VersionVector::default();
+        version.set(origin, first + i as u64);
+        Change::Path {
+            path: path.to_vec(),
+            version,
+            state: state.clone(),
+        }
+    });
+    numbered_operations(origin, first, 0, changes)
 }
 
 #[test]
@@ -573,13 +548,7 @@ fn a_concurrent_write_below_a_local_symlink_replaces_the_link_never_follows_it()
     let (file, mut store) = file_state(b"evil");
     let first = beta.row().get(&alpha.id()).copied().unwrap_or(0) + 1;
     let ops = forged(alpha.id(), first, &[(b"out/victim", file)]);
-    let report = apply::apply_batch(
-        &mut beta.replica,
-        &ops,
-        &mut store,
-        &mut ApplyHooks::default(),
-    )
-    .unwrap();
+    let report = beta.apply(&ops, &mut store).unwrap();
     assert_eq!(report.conflicts.len(), 1, "{report:?}");
     let out = std::fs::symlink_metadata(beta.root().join("out")).unwrap();
     assert!(out.is_dir(), "the link gave way to a directory");
@@ -652,13 +621,7 @@ fn hostile_paths_are_refused_and_change_nothing() {
             }
         }
         let (_, mut store) = file_state(b"evil");
-        let err = apply::apply_batch(
-            &mut beta.replica,
-            &ops,
-            &mut store,
-            &mut ApplyHooks::default(),
-        )
-        .unwrap_err();
+        let err = beta.apply(&ops, &mut store).unwrap_err();
         assert!(
             matches!(err, Error::Refused(Refusal::HostilePath { .. })),
             "{what}: expected a refused path, got {err}"
@@ -894,13 +857,7 @@ fn a_crash_at_any_step_leaves_old_or_new_and_rerunning_finishes() {
             beta.replica.reopen("test").unwrap();
         }
         apply::recover(&mut beta.replica).unwrap();
-        let report = apply::apply_batch(
-            &mut beta.replica,
-            &ops,
-            &mut Store::of(&alpha),
-            &mut ApplyHooks::default(),
-        )
-        .unwrap();
+        let report = beta.apply(&ops, &mut Store::of(&alpha)).unwrap();
         assert_eq!(listing(&beta.root()), new, "step {k}");
         let row = (beta.row()[&alpha.id()], beta.row()[&beta.id()]);
         assert_eq!(row, new_row, "step {k}: epochs differ");
@@ -1146,13 +1103,8 @@ fn three_replicas_converge_under_random_edits_and_orders() {
                     Err(e) if apply::is_injected_crash(&e) => {
                         b.replica.reopen("test").unwrap();
                         apply::recover(&mut b.replica).unwrap();
-                        apply::apply_batch(
-                            &mut b.replica,
-                            &batch,
-                            &mut store,
-                            &mut ApplyHooks::default(),
-                        )
-                        .unwrap_or_else(|e| panic!("seed {seed} round {round}, again: {e}"));
+                        b.apply(&batch, &mut store)
+                            .unwrap_or_else(|e| panic!("seed {seed} round {round}, again: {e}"));
                     }
                     Err(e) => panic!("seed {seed} round {round}: {e}"),
                 }
@@ -1205,13 +1157,7 @@ fn members_are_added_once_and_a_changed_key_is_refused() {
         ("a bad name", add(first + 2, Id([9; 16]), "../x", 3)),
     ] {
         let row = beta.row();
-        let err = apply::apply_batch(
-            &mut beta.replica,
-            &[op],
-            &mut apply::NoChunks,
-            &mut ApplyHooks::default(),
-        )
-        .unwrap_err();
+        let err = beta.apply(&[op], &mut apply::NoChunks).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -1237,13 +1183,7 @@ fn a_chunk_found_nowhere_refuses_the_batch() {
     store
         .chunks
         .retain(|_, bytes| bytes.as_slice() != b"changed");
-    let err = apply::apply_batch(
-        &mut beta.replica,
-        &ops,
-        &mut store,
-        &mut ApplyHooks::default(),
-    )
-    .unwrap_err();
+    let err = beta.apply(&ops, &mut store).unwrap_err();
     assert!(
         err.to_string()
             .contains("neither in the packet nor in this replica"),
@@ -1260,13 +1200,7 @@ fn a_chunk_found_nowhere_refuses_the_batch() {
             *bytes = b"CHANGED".to_vec();
         }
     }
-    let err = apply::apply_batch(
-        &mut beta.replica,
-        &ops,
-        &mut store,
-        &mut ApplyHooks::default(),
-    )
-    .unwrap_err();
+    let err = beta.apply(&ops, &mut store).unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
     assert!(before == (listing(&beta.root()), beta.row()));
 }
@@ -1333,13 +1267,7 @@ fn timing_of_a_large_batch() {
     let ops = missing_ops(&alpha, &beta);
     let mut store = Store::of(&alpha);
     let started = std::time::Instant::now();
-    let report = apply::apply_batch(
-        &mut beta.replica,
-        &ops,
-        &mut store,
-        &mut ApplyHooks::default(),
-    )
-    .unwrap();
+    let report = beta.apply(&ops, &mut store).unwrap();
     eprintln!(
         "{} ops applied in {:?}: {report:?}",
         ops.len(),
@@ -1351,13 +1279,7 @@ fn timing_of_a_large_batch() {
     record(&mut alpha);
     let ops = missing_ops(&alpha, &beta);
     let started = std::time::Instant::now();
-    let report = apply::apply_batch(
-        &mut beta.replica,
-        &ops,
-        &mut store,
-        &mut ApplyHooks::default(),
-    )
-    .unwrap();
+    let report = beta.apply(&ops, &mut store).unwrap();
     eprintln!(
         "{} deletions applied in {:?}: {} deleted",
         ops.len(),

@@ -7,6 +7,8 @@ use std::process::{Command, Output, Stdio};
 use syncreplica::ops::Operation;
 use syncreplica::replica::Replica;
 
+pub use test_support::{entry_names, files_under, numbered_operations, XorShift};
+
 /// Output of one command run.
 #[derive(Debug)]
 pub struct Run {
@@ -295,20 +297,4 @@ pub fn epoch_in_row(root: &Path, row: &str, origin: &str) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {origin} in row {row}:\n{listing}"))
-}
-
-/// A small seeded generator (xorshift64), so random tests repeat exactly.
-pub struct XorShift(pub u64);
-
-impl XorShift {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }

@@ -150,32 +150,6 @@ fn bay(conf: &Path, which: &str) -> PathBuf {
     }
 }
 
-/// Files (not directories, not the lock) anywhere under `dir`.
-fn stored_files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if !path
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".lock")
-            {
-                out.push(path.display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn arg(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -299,11 +273,11 @@ fn sender_hub_receiver_over_http_with_a_directory_leg() {
     assert!(out.stdout.contains("delivered"), "{}", out.stdout);
     // The hub took responsibility: the sender's bay is empty.
     assert_eq!(
-        stored_files(&bay(&sender_conf, "outgoing")),
+        files_under(&bay(&sender_conf, "outgoing")),
         Vec::<String>::new()
     );
     assert_eq!(
-        stored_files(&bay(&hub_conf, "outgoing")).len(),
+        files_under(&bay(&hub_conf, "outgoing")).len(),
         4,
         "two packets and their orders"
     );
@@ -312,7 +286,7 @@ fn sender_hub_receiver_over_http_with_a_directory_leg() {
     let pass = shipping_server(&hub_conf, &["-poll"]).ok();
     assert!(pass.stdout.contains("2 delivered"), "{}", pass.stdout);
     assert_eq!(
-        stored_files(&bay(&hub_conf, "outgoing")),
+        files_under(&bay(&hub_conf, "outgoing")),
         Vec::<String>::new()
     );
     assert_eq!(packet_files(&usb).len(), 1);
@@ -332,12 +306,12 @@ fn sender_hub_receiver_over_http_with_a_directory_leg() {
     .ok();
     assert!(lab.stdout.contains("1 packet applied"), "{}", lab.stdout);
     assert_eq!(
-        stored_files(&usb),
+        files_under(&usb),
         Vec::<String>::new(),
         "packet and order consumed"
     );
     assert_eq!(
-        stored_files(&bay(&receiver_conf, "incoming")),
+        files_under(&bay(&receiver_conf, "incoming")),
         Vec::<String>::new()
     );
     let expected = tree_listing(&fam.root("boston"));
@@ -428,10 +402,11 @@ fn an_expired_order_goes_to_the_return_bay_and_the_administrator_is_told() {
     let pass = shipping_server(&sender_conf, &["-poll"]).ok();
     assert!(pass.stdout.contains("1 expired"), "{}", pass.stdout);
     assert_eq!(
-        stored_files(&bay(&sender_conf, "outgoing")),
+        files_under(&bay(&sender_conf, "outgoing")),
         Vec::<String>::new()
     );
-    let returned = stored_files(&bay(&sender_conf, "return"));
+    let return_bay = bay(&sender_conf, "return");
+    let returned = files_under(&return_bay);
     assert_eq!(returned.len(), 2, "packet and order: {returned:?}");
 
     let told = std::fs::read_to_string(&notice).expect("the notify program ran");
@@ -455,16 +430,16 @@ fn an_expired_order_goes_to_the_return_bay_and_the_administrator_is_told() {
     );
 
     // The administrator sends it again from the return bay.
-    let packet = returned.iter().find(|p| p.ends_with(".zip")).unwrap();
+    let packet = return_bay.join(returned.iter().find(|p| p.ends_with(".zip")).unwrap());
     let again = run(
         dir,
         "mkorder",
-        ["-shipconf", arg(&sender_conf), "-data", packet.as_str()],
+        ["-shipconf", arg(&sender_conf), "-data", arg(&packet)],
     )
     .ok();
     assert!(again.stdout.contains("for ship"), "{}", again.stdout);
-    assert_eq!(stored_files(&bay(&sender_conf, "outgoing")).len(), 2);
-    assert!(!Path::new(packet).exists(), "moved out of the return bay");
+    assert_eq!(files_under(&bay(&sender_conf, "outgoing")).len(), 2);
+    assert!(!packet.exists(), "moved out of the return bay");
 }
 
 #[test]
@@ -526,11 +501,11 @@ fn untrusted_tampered_and_oversized_uploads_are_refused_with_nothing_stored() {
     let refused = receiver.log().matches("refused PUT").count();
     assert_eq!(refused, 5, "{}", receiver.log());
     assert_eq!(
-        stored_files(&bay(&receiver_conf, "incoming")),
+        files_under(&bay(&receiver_conf, "incoming")),
         Vec::<String>::new()
     );
     assert_eq!(
-        stored_files(&bay(&receiver_conf, "outgoing")),
+        files_under(&bay(&receiver_conf, "outgoing")),
         Vec::<String>::new()
     );
 
@@ -539,7 +514,7 @@ fn untrusted_tampered_and_oversized_uploads_are_refused_with_nothing_stored() {
     assert_eq!(status, 201, "{text}");
     let (status, _) = put(&receiver.addr, &name(good), &read(good));
     assert_eq!(status, 200);
-    assert_eq!(stored_files(&bay(&receiver_conf, "incoming")).len(), 1);
+    assert_eq!(files_under(&bay(&receiver_conf, "incoming")).len(), 1);
 }
 
 #[test]
@@ -643,7 +618,7 @@ fn a_hub_killed_mid_way_and_restarted_loses_nothing() {
     )
     .ok();
     assert_eq!(
-        stored_files(&bay(&sender_conf, "outgoing")),
+        files_under(&bay(&sender_conf, "outgoing")),
         Vec::<String>::new()
     );
 
@@ -690,14 +665,14 @@ fn a_hub_killed_mid_way_and_restarted_loses_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Wait for the forwarding pass to finish removing its copy.
-    while !stored_files(&bay(&hub_conf, "outgoing")).is_empty() {
+    while !files_under(&bay(&hub_conf, "outgoing")).is_empty() {
         assert!(Instant::now() < deadline, "not removed:\n{}", hub.log());
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(hub.terminate(), 0);
     // Nothing half-received survives the restart.
     assert_eq!(
-        stored_files(&bay(&hub_conf, "incoming")),
+        files_under(&bay(&hub_conf, "incoming")),
         Vec::<String>::new()
     );
 
@@ -828,7 +803,7 @@ fn a_peer_that_falls_silent_mid_upload_is_dropped_and_nothing_is_kept() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(receiver.log().contains("broken off"), "{}", receiver.log());
-    assert_eq!(stored_files(&bay(&conf, "incoming")), Vec::<String>::new());
+    assert_eq!(files_under(&bay(&conf, "incoming")), Vec::<String>::new());
     // A head trickled in a line at a time, each within the idle timeout,
     // is still cut off once the whole head is late.
     let mut trickle = TcpStream::connect(&receiver.addr).unwrap();
@@ -887,7 +862,7 @@ fn mkorder_checks_every_packet_before_submitting_any() {
         "{}",
         refused.stderr
     );
-    assert!(!bay(&conf, "outgoing").exists() || stored_files(&bay(&conf, "outgoing")).is_empty());
+    assert!(!bay(&conf, "outgoing").exists() || files_under(&bay(&conf, "outgoing")).is_empty());
     assert!(good.exists(), "nothing moved");
 
     let ok = run(

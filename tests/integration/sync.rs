@@ -266,12 +266,8 @@ fn concurrent_edits_get_one_winner_and_the_same_conflict_copy_everywhere() {
         "beta's version, edited later"
     );
     let copies = |root: &Path| -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(root)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains(".sync-conflict-"))
-            .collect();
-        names.sort();
+        let mut names = entry_names(root);
+        names.retain(|n| n.contains(".sync-conflict-"));
         names
     };
     let at_a = copies(&a);
@@ -425,7 +421,6 @@ fn lspacket_listing_snapshots() {
 /// written into `out`: what a compromised or buggy sibling could send.
 fn forged_packet(sender: &Path, target: &Path, out: &Path, changes: Vec<syncreplica::ops::Change>) {
     use packet_format::{EpochRange, Named, PacketKind, PacketMeta, PacketWriter, Target};
-    use syncreplica::ops::Operation;
     use syncreplica::replica::Replica;
     let from = Replica::open(sender).unwrap();
     let to = Replica::open(target).unwrap();
@@ -463,13 +458,7 @@ fn forged_packet(sender: &Path, target: &Path, out: &Path, changes: Vec<syncrepl
     };
     let key = from.signing_key().unwrap().to_bytes();
     let mut writer = PacketWriter::create(out, 1 << 20, &key, meta).unwrap();
-    for (i, change) in changes.into_iter().enumerate() {
-        let op = Operation {
-            origin: me,
-            epoch: have + 1 + i as u64,
-            recorded_ns: 1,
-            change,
-        };
+    for op in numbered_operations(me, have + 1, 1, changes) {
         writer.add_operation(&op).unwrap();
     }
     writer.finish().unwrap();

@@ -7,17 +7,13 @@ use std::collections::BTreeMap;
 use packet_format::ops::{Change, ChunkRef, Id, Operation, PathState, VersionVector};
 use packet_format::{CreationPayload, EpochRange, Member, Named, PacketKind, PacketMeta, Target};
 use sha2::{Digest, Sha256};
+pub use test_support::public_key;
+use test_support::XorShift;
 
 pub const SENDER_SECRET: [u8; 32] = [0x11; 32];
 pub const OTHER_SECRET: [u8; 32] = [0x22; 32];
 /// 2025-11-21T10:30:00Z
 pub const CREATED_NS: i64 = 1_763_721_000_000_000_000;
-
-pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
-    ed25519_dalek::SigningKey::from_bytes(secret)
-        .verifying_key()
-        .to_bytes()
-}
 
 pub fn sender_id() -> Id {
     Id([0xa1; 16])
@@ -72,15 +68,8 @@ pub fn meta(kind: PacketKind) -> PacketMeta {
 
 /// Deterministic pseudo-random bytes (xorshift), incompressible.
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
+    let mut rng = XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    (0..len).map(|_| (rng.next() >> 24) as u8).collect()
 }
 
 /// Compressible bytes: repeated text.
