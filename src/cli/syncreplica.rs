@@ -135,12 +135,6 @@ const NAME: &str = "syncreplica";
 
 fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     let shipping_by_bay = args.ship || args.fship;
-    if !shipping_by_bay && (args.sclass.is_some() || args.bays.pexpire.is_some()) {
-        usage!("-sclass and -pexpire apply to -ship and -fship only, not to -out");
-    }
-    if args.targets.is_empty() {
-        usage!("-export needs at least one TARGET (a sibling's name; lsreplica lists them)");
-    }
     let max_size = args.maxsize;
     // Everything about shipping is checked before anything is recorded.
     let shipping = if shipping_by_bay {
@@ -252,12 +246,6 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
 }
 
 fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
-    if !args.receive && args.sclass.is_some() {
-        usage!("-sclass applies to -import -receive only");
-    }
-    if args.bays.pexpire.is_some() {
-        usage!("-pexpire applies to -export -ship and -fship only");
-    }
     let sources: Vec<std::path::PathBuf> = if args.receive {
         let shipping = ship::Shipping::load(args.bays.shipconf.as_deref())?;
         let classes = shipping.classes(args.sclass.as_deref())?;
@@ -272,11 +260,6 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
         }
         files
     } else {
-        if args.targets.is_empty() {
-            usage!(
-                "-import needs packet files or directories holding them, or -receive for the incoming bays"
-            );
-        }
         args.targets.iter().map(std::path::PathBuf::from).collect()
     };
     let mut replica = replica.lock("syncreplica -import")?;
@@ -367,8 +350,36 @@ fn plural(count: u64) -> &'static str {
     }
 }
 
+/// Usage errors clap cannot express: checked before the replica is
+/// looked up, so a wrong command line says so wherever it is run.
+fn check_usage(args: &Args) -> anyhow::Result<()> {
+    if args.export {
+        if !(args.ship || args.fship) && (args.sclass.is_some() || args.bays.pexpire.is_some()) {
+            usage!("-sclass and -pexpire apply to -ship and -fship only, not to -out");
+        }
+        if args.targets.is_empty() {
+            usage!("-export needs at least one TARGET (a sibling's name; lsreplica lists them)");
+        }
+    }
+    if args.import {
+        if !args.receive && args.sclass.is_some() {
+            usage!("-sclass applies to -import -receive only");
+        }
+        if args.bays.pexpire.is_some() {
+            usage!("-pexpire applies to -export -ship and -fship only");
+        }
+        if !args.receive && args.targets.is_empty() {
+            usage!(
+                "-import needs packet files or directories holding them, or -receive for the incoming bays"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    check_usage(&args)?;
     let root = replica::discover(args.replica.as_deref())?;
     let replica = Replica::open(&root)?;
     if args.status {
