@@ -71,9 +71,9 @@ pub struct Place {
     name: Vec<u8>,
 }
 
-/// Test hook: called with the parent path (relative to the root) right
-/// before it is opened, so a test can swap a directory for a symlink at the
-/// very point where a check-then-use design would be raced.
+/// Test hook: called with the path (relative to the root) right before
+/// its parent is opened, so a test can change the tree at the very point
+/// where a check-then-use design would be raced.
 pub type ResolveHook = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
 
 impl ConfinedRoot {
@@ -120,7 +120,7 @@ impl ConfinedRoot {
             None => (&b""[..], rel),
         };
         if let Some(hook) = hook {
-            hook(parent_rel);
+            hook(rel);
         }
         let parent_path = relpath::to_disk_path(&self.root, parent_rel);
         let parent = match self.open_dir(parent_rel) {
@@ -399,6 +399,68 @@ impl Place {
     /// name, replacing what is there.
     pub fn rename_in(&self, from: &Path) -> std::io::Result<()> {
         Ok(rfs::renameat(rfs::CWD, from, &self.parent, self.name())?)
+    }
+
+    /// Renames `from` (a file of ours, outside the tree) to the name, only
+    /// if nothing is there (`AlreadyExists` otherwise): nothing a user
+    /// created meanwhile can be replaced.
+    pub fn rename_in_new(&self, from: &Path) -> std::io::Result<()> {
+        match rfs::renameat_with(
+            rfs::CWD,
+            from,
+            &self.parent,
+            self.name(),
+            rfs::RenameFlags::NOREPLACE,
+        ) {
+            // Filesystems without RENAME_NOREPLACE: check, then rename.
+            Err(Errno::INVAL) | Err(Errno::NOSYS) => {
+                if self.stat().map_err(std::io::Error::other)?.is_some() {
+                    return Err(std::io::ErrorKind::AlreadyExists.into());
+                }
+                Ok(rfs::renameat(rfs::CWD, from, &self.parent, self.name())?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Moves what is at the name to `to` (a path of ours, outside the
+    /// tree), if nothing is at `to` yet.
+    pub fn move_out(&self, to: &Path) -> std::io::Result<()> {
+        match rfs::renameat_with(
+            &self.parent,
+            self.name(),
+            rfs::CWD,
+            to,
+            rfs::RenameFlags::NOREPLACE,
+        ) {
+            Err(Errno::INVAL) | Err(Errno::NOSYS) => {
+                if to.symlink_metadata().is_ok() {
+                    return Err(std::io::ErrorKind::AlreadyExists.into());
+                }
+                Ok(rfs::renameat(&self.parent, self.name(), rfs::CWD, to)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Creates the symlink `name -> target`; `AlreadyExists` if something
+    /// is there.
+    pub fn symlink(&self, target: &[u8]) -> std::io::Result<()> {
+        Ok(rfs::symlinkat(
+            OsStr::from_bytes(target),
+            &self.parent,
+            self.name(),
+        )?)
+    }
+
+    /// Renames the name to `other`, an entry of the same directory.
+    pub fn rename_sibling_to(&self, other: &OsStr) -> std::io::Result<()> {
+        Ok(rfs::renameat(
+            &self.parent,
+            self.name(),
+            &self.parent,
+            other,
+        )?)
     }
 
     /// Renames the entry `temp` of the same directory over the name.

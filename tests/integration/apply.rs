@@ -1363,8 +1363,8 @@ fn a_directory_swapped_for_a_symlink_between_check_and_use_is_never_followed() {
     let swapped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = swapped.clone();
     let mut hooks = ApplyHooks {
-        before_resolve: Some(std::sync::Arc::new(move |parent: &[u8]| {
-            if parent.starts_with(b"d") && !flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        before_resolve: Some(std::sync::Arc::new(move |path: &[u8]| {
+            if path.starts_with(b"d/") && !flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 swap_dir_for_link(&root, &target);
             }
         })),
@@ -1435,4 +1435,249 @@ fn imports_racing_a_directory_symlink_swap_never_write_outside() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let swaps = swapper.join().unwrap();
     assert!(rounds >= 20 && swaps > 0, "{rounds} rounds, {swaps} swaps");
+}
+
+// ------------------------------------------- saves racing an import
+
+/// Applies what `from` has that `to` lacks, with `edit` run on `to`'s tree
+/// right before the engine resolves `at` for a disk action (once): a user's
+/// save at the worst moment.
+fn sync_racing(
+    from: &Site,
+    to: &mut Site,
+    at: &str,
+    edit: impl Fn(&Path) + Send + Sync + 'static,
+) -> ApplyReport {
+    record(to);
+    let ops = missing_ops(from, to);
+    assert!(!ops.is_empty());
+    let root = to.root();
+    let at = at.as_bytes().to_vec();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let mut hooks = ApplyHooks {
+        before_resolve: Some(std::sync::Arc::new(move |path: &[u8]| {
+            if path == at.as_slice() && !flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                edit(&root);
+            }
+        })),
+        ..ApplyHooks::default()
+    };
+    let mut store = Store::of(from);
+    let report = apply::apply_batch(&mut to.replica, &ops, &mut store, &mut hooks).unwrap();
+    assert!(
+        done.load(std::sync::atomic::Ordering::SeqCst),
+        "the edit ran"
+    );
+    report
+}
+
+/// Every file in `dir` (not below) whose name starts with `stem`, with its
+/// content.
+fn files_starting(dir: &Path, stem: &str) -> Vec<(String, Vec<u8>)> {
+    let mut found: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(stem))
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// An editor's save: a new file renamed over the old one.
+fn save_by_rename(path: &Path, content: &[u8]) {
+    let temp = path.with_extension("swp-tmp");
+    std::fs::write(&temp, content).unwrap();
+    std::fs::rename(&temp, path).unwrap();
+}
+
+#[test]
+fn a_save_racing_a_replacement_is_kept_as_a_conflict_copy() {
+    for by_rename in [true, false] {
+        let (mut alpha, mut beta) = pair(&[("doc.txt", "v1")], &[]);
+        sync(&alpha, &mut beta).unwrap();
+        put(&alpha.root(), "doc.txt", b"alpha's v2", 20);
+        record(&mut alpha);
+        let report = sync_racing(&alpha, &mut beta, "doc.txt", move |root| {
+            let path = root.join("doc.txt");
+            if by_rename {
+                save_by_rename(&path, b"beta's save");
+            } else {
+                std::fs::write(&path, b"beta's save, in place").unwrap();
+            }
+        });
+        let found = files_starting(&beta.root(), "doc");
+        let mine: &[u8] = if by_rename {
+            b"beta's save"
+        } else {
+            b"beta's save, in place"
+        };
+        assert_eq!(content(&beta, "doc.txt"), b"alpha's v2", "{found:?}");
+        assert!(
+            found
+                .iter()
+                .any(|(name, c)| name.contains("sync-conflict") && c == mine),
+            "by rename: {by_rename}: {found:?}"
+        );
+        assert!(
+            report
+                .conflicts
+                .iter()
+                .any(|c| c.contains("changed here during the import")),
+            "{report:?}"
+        );
+        // The next scan records the kept save, so the next export sends it.
+        assert!(record(&mut beta) >= 1);
+    }
+}
+
+#[test]
+fn a_file_created_where_an_import_creates_one_is_kept() {
+    let (mut alpha, mut beta) = pair(&[("a.txt", "a")], &[]);
+    sync(&alpha, &mut beta).unwrap();
+    put(&alpha.root(), "new.txt", b"alpha's new file", 30);
+    record(&mut alpha);
+    let report = sync_racing(&alpha, &mut beta, "new.txt", |root| {
+        std::fs::write(root.join("new.txt"), b"beta made this too").unwrap();
+    });
+    let found = files_starting(&beta.root(), "new");
+    assert_eq!(content(&beta, "new.txt"), b"alpha's new file");
+    assert!(
+        found
+            .iter()
+            .any(|(name, c)| name.contains("sync-conflict") && c == b"beta made this too"),
+        "{found:?}"
+    );
+    assert!(!report.conflicts.is_empty());
+}
+
+#[test]
+fn an_edit_racing_a_deletion_stays() {
+    let (mut alpha, mut beta) = pair(&[("gone.txt", "old")], &[]);
+    sync(&alpha, &mut beta).unwrap();
+    std::fs::remove_file(alpha.root().join("gone.txt")).unwrap();
+    record(&mut alpha);
+    let report = sync_racing(&alpha, &mut beta, "gone.txt", |root| {
+        save_by_rename(&root.join("gone.txt"), b"edited meanwhile");
+    });
+    assert_eq!(content(&beta, "gone.txt"), b"edited meanwhile");
+    assert!(
+        report
+            .conflicts
+            .iter()
+            .any(|c| c.contains("local version is kept")),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn an_edit_racing_a_chmod_or_touch_wins() {
+    let (mut alpha, mut beta) = pair(&[("m.txt", "same")], &[]);
+    sync(&alpha, &mut beta).unwrap();
+    let path = alpha.root().join("m.txt");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    set_mtime(&path, 40);
+    record(&mut alpha);
+    let report = sync_racing(&alpha, &mut beta, "m.txt", |root| {
+        std::fs::write(root.join("m.txt"), b"edited meanwhile").unwrap();
+    });
+    assert_eq!(content(&beta, "m.txt"), b"edited meanwhile");
+    assert!(
+        report.conflicts.iter().any(|c| c.contains("changed here")),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn an_edit_racing_a_symlink_replacing_the_file_is_kept() {
+    let (mut alpha, mut beta) = pair(&[("l", "file first")], &[]);
+    sync(&alpha, &mut beta).unwrap();
+    std::fs::remove_file(alpha.root().join("l")).unwrap();
+    std::os::unix::fs::symlink("target", alpha.root().join("l")).unwrap();
+    record(&mut alpha);
+    sync_racing(&alpha, &mut beta, "l", |root| {
+        std::fs::write(root.join("l"), b"edited meanwhile").unwrap();
+    });
+    assert_eq!(
+        std::fs::read_link(beta.root().join("l")).unwrap(),
+        PathBuf::from("target")
+    );
+    let found = files_starting(&beta.root(), "l");
+    assert!(
+        found.iter().any(|(_, c)| c == b"edited meanwhile"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_file_made_where_an_import_makes_a_directory_is_kept() {
+    let (mut alpha, mut beta) = pair(&[("a.txt", "a")], &[]);
+    sync(&alpha, &mut beta).unwrap();
+    put(&alpha.root(), "dir/inner.txt", b"inner", 50);
+    record(&mut alpha);
+    let report = sync_racing(&alpha, &mut beta, "dir", |root| {
+        std::fs::write(root.join("dir"), b"a file made meanwhile").unwrap();
+    });
+    assert_eq!(content(&beta, "dir"), b"a file made meanwhile");
+    assert!(!report.conflicts.is_empty(), "{report:?}");
+}
+
+#[test]
+fn a_file_added_to_a_directory_an_import_replaces_by_a_file_is_kept() {
+    let (mut alpha, mut beta) = pair(&[("d/x.txt", "x")], &[]);
+    sync(&alpha, &mut beta).unwrap();
+    std::fs::remove_dir_all(alpha.root().join("d")).unwrap();
+    put(&alpha.root(), "d", b"now a file", 60);
+    record(&mut alpha);
+    sync_racing(&alpha, &mut beta, "d/x.txt", |root| {
+        std::fs::write(root.join("d/added.txt"), b"added meanwhile").unwrap();
+    });
+    assert_eq!(content(&beta, "d/added.txt"), b"added meanwhile");
+}
+
+#[test]
+fn a_file_an_import_replaces_by_a_directory_keeps_a_racing_edit() {
+    let (mut alpha, mut beta) = pair(&[("f", "a file")], &[]);
+    sync(&alpha, &mut beta).unwrap();
+    std::fs::remove_file(alpha.root().join("f")).unwrap();
+    put(&alpha.root(), "f/inside.txt", b"inside", 70);
+    record(&mut alpha);
+    sync_racing(&alpha, &mut beta, "f", |root| {
+        save_by_rename(&root.join("f"), b"edited meanwhile");
+    });
+    let kept = files_starting(&beta.root(), "f");
+    assert!(
+        kept.iter().any(|(_, c)| c == b"edited meanwhile"),
+        "{kept:?}"
+    );
+}
+
+#[test]
+fn the_kept_version_of_a_hard_linked_file_is_a_real_copy() {
+    let (mut alpha, mut beta) = pair(&[("a.txt", "version 1")], &[]);
+    sync(&alpha, &mut beta).unwrap();
+    // At beta, a second name for the same file, outside the replica's view.
+    beta.replica.config_mut().exclude = vec!["other-name".into()];
+    std::fs::hard_link(beta.root().join("a.txt"), beta.root().join("other-name")).unwrap();
+    put(&alpha.root(), "a.txt", b"version 2", 80);
+    record(&mut alpha);
+    sync(&alpha, &mut beta).unwrap();
+    assert_eq!(content(&beta, "a.txt"), b"version 2");
+    // Editing the other name must not change the kept version 1.
+    std::fs::write(
+        beta.root().join("other-name"),
+        b"edited through the other name",
+    )
+    .unwrap();
+    let deleted = beta.root().join(".syncreplica/deleted").join(today());
+    let kept = files_starting(&deleted, "a");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].1, b"version 1");
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use super::journal::Action;
+use super::journal::{stat_mtime_ns, Action, Expect};
 use super::plan::Plan;
 use super::{is_injected_crash, ApplyHooks, ChunkSource};
 use crate::error::{Error, IoContext, Refusal, Result};
@@ -278,36 +278,24 @@ pub(crate) fn execute(
     let confined = ConfinedRoot::open(&replica.root)?;
     let state_dir = replica.state_dir();
     let staging = state_dir.join(STAGING_DIR);
-    // Folders changed by `Preserve` actions not yet synced, and the others.
+    // Folders the actions changed, fsynced at the end.
     let mut touched = BTreeSet::new();
-    let mut later = BTreeSet::new();
     let mut notes = Vec::new();
-    for action in actions {
-        if !matches!(action, Action::Preserve { .. }) && !touched.is_empty() {
-            // The kept copies must be durable before anything replaces or
-            // removes the originals: after a power loss, a replayed
-            // `Preserve` would otherwise keep the new content.
-            sync_dirs(std::mem::take(&mut touched))?;
-        }
-        let mut changed = BTreeSet::new();
-        run(
-            &confined,
-            &state_dir,
-            &staging,
-            action,
-            &mut changed,
-            &mut notes,
-            hooks,
-        )?;
-        if matches!(action, Action::Preserve { .. }) {
-            touched.extend(changed);
-        } else {
-            later.extend(changed);
-        }
+    // What the actions replace or remove is moved aside there first (see
+    // `displace`), so it can be compared with what the plan saw.
+    std::fs::create_dir_all(&staging).at(&staging)?;
+    let ctx = Context {
+        confined: &confined,
+        state_dir: &state_dir,
+        staging: &staging,
+        replica_name: &replica.identity.replica_name,
+        hook: hooks.before_resolve.clone(),
+    };
+    for (seq, action) in actions.iter().enumerate() {
+        run(&ctx, seq, action, &mut touched, &mut notes)?;
         hooks.step("ran a journal action")?;
     }
     sync_dirs(touched)?;
-    sync_dirs(later)?;
     Ok(notes)
 }
 
@@ -322,64 +310,302 @@ fn sync_dirs(dirs: BTreeSet<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// What every journal action needs.
+struct Context<'a> {
+    confined: &'a ConfinedRoot,
+    state_dir: &'a Path,
+    staging: &'a Path,
+    /// This replica's name, for conflict copies of local changes.
+    replica_name: &'a str,
+    hook: Option<crate::tree::confined::ResolveHook>,
+}
+
+impl Context<'_> {
+    /// Resolves an action's path: its parent is held as a handle, so what
+    /// was checked is what is used (see `tree::confined`).
+    fn locate(&self, path: &[u8], create: bool) -> Result<Located> {
+        self.confined.locate_with(path, create, self.hook.as_ref())
+    }
+
+    /// Where action `seq` moves what it replaces or removes.
+    fn aside(&self, seq: usize) -> PathBuf {
+        self.staging.join(format!("displaced-{seq}"))
+    }
+}
+
+/// Moves what is at `place` (unless it is a directory or nothing) to
+/// `aside`, unless an earlier run of the action did. `false` when it cannot
+/// be moved there (another filesystem mounted inside the replica). When
+/// the file's ctime (which the rename changes) is no longer the one the
+/// plan saw, a marker beside `aside` says so to [`settle`].
+fn displace(place: &Place, aside: &Path, expect: &Expect) -> Result<bool> {
+    if lstat(aside)?.is_some() {
+        return Ok(true);
+    }
+    let Some(before) = place.stat()? else {
+        return Ok(true);
+    };
+    if FileType::from_raw_mode(before.st_mode) == FileType::Directory {
+        return Ok(true);
+    }
+    let changed = changed_marker(aside);
+    if !expect.ctime_holds(&before) {
+        File::create(&changed).at(&changed)?;
+    }
+    match place.move_out(aside) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let _ = std::fs::remove_file(&changed);
+            Ok(true)
+        }
+        Err(err) if err.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+            let _ = std::fs::remove_file(&changed);
+            Ok(false)
+        }
+        Err(err) => Err(Error::io(place.display_path(), err)),
+    }
+}
+
+fn changed_marker(aside: &Path) -> PathBuf {
+    let mut name = aside.as_os_str().to_owned();
+    name.push(".changed");
+    PathBuf::from(name)
+}
+
+/// Settles what [`displace`] moved aside for the action on `rel`: the
+/// version the plan expected is dropped (a copy was kept before, where the
+/// plan wanted one); anything else is a local change made during the
+/// import and is kept, beside `rel` as a conflict copy (`put_back`: at
+/// `rel` itself, when the action only removed it).
+fn settle(
+    ctx: &Context,
+    rel: &[u8],
+    aside: &Path,
+    expect: &Expect,
+    keep: Option<&[u8]>,
+    put_back: bool,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let stat = match rustix::fs::lstat(aside) {
+        Ok(stat) => stat,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(errno) => return Err(Error::io(aside, errno.into())),
+    };
+    let marker = changed_marker(aside);
+    let ctime_changed = lstat(&marker)?.is_some();
+    let outcome = settle_found(
+        ctx,
+        rel,
+        aside,
+        &stat,
+        expect,
+        !ctime_changed,
+        keep,
+        put_back,
+        notes,
+    );
+    if ctime_changed && outcome.is_ok() {
+        std::fs::remove_file(&marker).at(&marker)?;
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+fn settle_found(
+    ctx: &Context,
+    rel: &[u8],
+    aside: &Path,
+    stat: &rustix::fs::Stat,
+    expect: &Expect,
+    ctime_held: bool,
+    keep: Option<&[u8]>,
+    put_back: bool,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    if ctime_held && expect.holds_moved(stat) {
+        if let Some(keep) = keep {
+            return keep_version(
+                ctx,
+                aside,
+                stat,
+                &ctx.state_dir.join(OsStr::from_bytes(keep)),
+            );
+        }
+        return std::fs::remove_file(aside).at(aside);
+    }
+    if put_back {
+        if let Located::At(place) = ctx.locate(rel, true)? {
+            match place.rename_in_new(aside) {
+                Ok(()) => {
+                    notes.push(format!(
+                        "{}: changed here during the import; the local version is kept",
+                        relpath::display(rel)
+                    ));
+                    return Ok(());
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(Error::io(place.display_path(), err)),
+            }
+        }
+    }
+    keep_as_conflict_copy(ctx, rel, aside, stat_mtime_ns(stat), notes)
+}
+
+/// Keeps the replaced version `aside` as `target` (soft-deleted): renamed
+/// when `aside` is the file's only name, copied when the file has other
+/// names in the tree (a later edit through them must not reach the kept
+/// version).
+fn keep_version(ctx: &Context, aside: &Path, stat: &rustix::fs::Stat, target: &Path) -> Result<()> {
+    let _ = ctx;
+    let folder = parent_of(target);
+    std::fs::create_dir_all(&folder).at(&folder)?;
+    if lstat(target)?.is_none() {
+        if stat.st_nlink > 1 {
+            let mut partial = target.to_path_buf().into_os_string();
+            partial.push(".partial");
+            let partial = PathBuf::from(partial);
+            let mut from = File::open(aside).at(aside)?;
+            let mtime = from.metadata().and_then(|m| m.modified()).at(aside)?;
+            let mut copy = File::create(&partial).at(&partial)?;
+            std::io::copy(&mut from, &mut copy).at(&partial)?;
+            copy.set_modified(mtime).at(&partial)?;
+            copy.sync_all().at(&partial)?;
+            std::fs::rename(&partial, target).at(target)?;
+        } else {
+            std::fs::rename(aside, target).at(target)?;
+            sync_dir(&folder).at(&folder)?;
+            return Ok(());
+        }
+        sync_dir(&folder).at(&folder)?;
+    }
+    std::fs::remove_file(aside).at(aside)
+}
+
+/// Moves `aside` (a local version made during the import) into the tree
+/// beside `rel`, under a conflict-copy name no file has yet, and says so.
+fn keep_as_conflict_copy(
+    ctx: &Context,
+    rel: &[u8],
+    aside: &Path,
+    mtime_ns: i64,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..=i], &rel[i + 1..]),
+        None => (&b""[..], rel),
+    };
+    let base = super::conflict_copy_name(name, mtime_ns, ctx.replica_name);
+    for attempt in 0..1000u32 {
+        let mut copy = parent.to_vec();
+        copy.extend_from_slice(&base);
+        if attempt > 0 {
+            copy.extend_from_slice(format!(".{attempt}").as_bytes());
+        }
+        let place = match ctx.locate(&copy, true)? {
+            Located::At(place) => place,
+            Located::Blocked(_) => break,
+        };
+        match place.rename_in_new(aside) {
+            Ok(()) => {
+                notes.push(format!(
+                    "{}: changed here during the import; the local version is kept as {}",
+                    relpath::display(rel),
+                    relpath::display(&copy)
+                ));
+                return Ok(());
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(Error::io(place.display_path(), err)),
+        }
+    }
+    // Nowhere in the tree to put it (its directory went away): it is kept
+    // with the soft-deleted files of the day, which the import never purges
+    // early.
+    let day = chrono::Utc::now().format("%Y%m%d").to_string();
+    let folder = ctx.state_dir.join(DELETED_DIR).join(day);
+    std::fs::create_dir_all(&folder).at(&folder)?;
+    let kept = folder.join(format!(
+        "{}.local-{}",
+        String::from_utf8_lossy(name),
+        aside
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    std::fs::rename(aside, &kept).at(&kept)?;
+    notes.push(format!(
+        "{}: changed here during the import; the local version is kept as {}",
+        relpath::display(rel),
+        kept.display()
+    ));
+    Ok(())
+}
+
+/// Without a place aside (another filesystem mounted inside the replica):
+/// a local change found at `place` is renamed to a conflict copy in its own
+/// directory before the action goes on.
+fn guard_in_place(
+    ctx: &Context,
+    rel: &[u8],
+    place: &Place,
+    expect: &Expect,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let stat = place.stat()?;
+    if stat.is_none() || expect.holds(stat.as_ref()) {
+        return Ok(());
+    }
+    let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..=i], &rel[i + 1..]),
+        None => (&b""[..], rel),
+    };
+    let mut copy = parent.to_vec();
+    copy.extend_from_slice(&super::conflict_copy_name(
+        name,
+        stat.as_ref().map_or(0, stat_mtime_ns),
+        ctx.replica_name,
+    ));
+    if let Located::At(target) = ctx.locate(&copy, false)? {
+        if target.stat()?.is_none() {
+            place
+                .rename_sibling_to(target.name())
+                .map_err(|e| Error::io(place.display_path(), e))?;
+            notes.push(format!(
+                "{}: changed here during the import; the local version is kept as {}",
+                relpath::display(rel),
+                relpath::display(&copy)
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn run(
-    confined: &ConfinedRoot,
-    state_dir: &Path,
-    staging: &Path,
+    ctx: &Context,
+    seq: usize,
     action: &Action,
     touched: &mut BTreeSet<PathBuf>,
     notes: &mut Vec<String>,
-    hooks: &ApplyHooks,
 ) -> Result<()> {
-    let hook = hooks.before_resolve.as_ref();
-    // Resolves the action's path: its parent is held as a handle, so what
-    // was checked is what is used (see `tree::confined`).
-    let locate = |path: &[u8], create: bool| confined.locate_with(path, create, hook);
+    let staging = ctx.staging;
+    let locate = |path: &[u8], create: bool| ctx.locate(path, create);
     match action {
-        Action::Preserve { path, to } => {
-            let target = state_dir.join(OsStr::from_bytes(to));
-            if lstat(&target)?.is_some() {
-                return Ok(());
-            }
-            let Located::At(source) = locate(path, false)? else {
-                return Ok(());
-            };
-            if file_type(&source)? != Some(FileType::RegularFile) {
-                return Ok(());
-            }
-            let folder = parent_of(&target);
-            std::fs::create_dir_all(&folder).at(&folder)?;
-            if source.hard_link_to(&target).is_err() {
-                // Filesystems without hard links: copy, then rename.
-                let mut partial = target.clone().into_os_string();
-                partial.push(".partial");
-                let partial = PathBuf::from(partial);
-                let mut from = source
-                    .open_read()
-                    .map_err(|e| Error::io(source.display_path(), e))?;
-                let mtime = from
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .map_err(|e| Error::io(source.display_path(), e))?;
-                let mut copy = File::create(&partial).at(&partial)?;
-                std::io::copy(&mut from, &mut copy).at(&partial)?;
-                copy.set_modified(mtime).at(&partial)?;
-                copy.sync_all().at(&partial)?;
-                std::fs::rename(&partial, &target).at(&target)?;
-            }
-            // The folder and the ones `create_dir_all` may have made.
-            for dir in folder.ancestors().take_while(|d| d.starts_with(state_dir)) {
-                touched.insert(dir.to_path_buf());
-            }
-        }
-        Action::RemoveFile { path } => {
+        Action::RemoveFile { path, expect, keep } => {
             if let Located::At(place) = locate(path, false)? {
-                if file_type(&place)? == Some(FileType::RegularFile) {
+                let aside = ctx.aside(seq);
+                if lstat(&aside)?.is_none() && file_type(&place)? != Some(FileType::RegularFile) {
+                    return Ok(());
+                }
+                if displace(&place, &aside, expect)? {
+                    settle(ctx, path, &aside, expect, keep.as_deref(), true, notes)?;
+                } else if expect.holds(place.stat()?.as_ref()) {
                     place
                         .remove(false)
                         .map_err(|e| Error::io(place.display_path(), e))?;
-                    touched.insert(place.parent_path().to_path_buf());
+                } else {
+                    skipped(notes, path, "it was changed here");
                 }
+                touched.insert(place.parent_path().to_path_buf());
             }
         }
         Action::RemoveSpecial { path } => {
@@ -433,7 +659,12 @@ fn run(
                 Err(err) => return Err(Error::io(place.display_path(), err)),
             }
         }
-        Action::Place { staged, path } => {
+        Action::Place {
+            staged,
+            path,
+            expect,
+            keep,
+        } => {
             let from = staging.join(staged.to_string());
             if lstat(&from)?.is_none() {
                 return Ok(());
@@ -449,18 +680,44 @@ fn run(
                 skipped(notes, path, "a directory is there");
                 return Ok(());
             }
-            match place.rename_in(&from) {
-                Ok(()) => {}
-                // The path is on another filesystem (a mount inside the
-                // replica): copy beside it, then rename there.
-                Err(err) if err.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
-                    copy_into_place(&from, &place)?;
+            let aside = ctx.aside(seq);
+            if !displace(&place, &aside, expect)? {
+                // Another filesystem inside the replica: guard, then copy.
+                guard_in_place(ctx, path, &place, expect, notes)?;
+                copy_into_place(&from, &place)?;
+                touched.insert(place.parent_path().to_path_buf());
+                return Ok(());
+            }
+            settle(ctx, path, &aside, expect, keep.as_deref(), false, notes)?;
+            // Nothing is at the name now; one created in the meantime is
+            // the user's, kept as a conflict copy, and the placement tried
+            // again.
+            loop {
+                match place.rename_in_new(&from) {
+                    Ok(()) => break,
+                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                        if !displace(&place, &aside, expect)? {
+                            guard_in_place(ctx, path, &place, &Expect::Absent, notes)?;
+                        }
+                        settle(ctx, path, &aside, &Expect::Absent, None, false, notes)?;
+                    }
+                    Err(err)
+                        if err.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
+                    {
+                        copy_into_place(&from, &place)?;
+                        break;
+                    }
+                    Err(err) => return Err(Error::io(place.display_path(), err)),
                 }
-                Err(err) => return Err(Error::io(place.display_path(), err)),
             }
             touched.insert(place.parent_path().to_path_buf());
         }
-        Action::Link { path, target } => {
+        Action::Link {
+            path,
+            target,
+            expect,
+            keep,
+        } => {
             let place = match locate(path, true)? {
                 Located::At(place) => place,
                 Located::Blocked(why) => {
@@ -476,25 +733,53 @@ fn run(
                 DiskKind::Symlink(now) if now == *target => return Ok(()),
                 _ => {}
             }
-            let temp = OsStr::new(".syncreplica-new-link");
-            let fail = |e| Error::io(place.parent_path().join(temp), e);
-            place.remove_sibling(temp).map_err(fail)?;
-            place.symlink_sibling(temp, target).map_err(fail)?;
-            place
-                .rename_sibling(temp)
-                .map_err(|e| Error::io(place.display_path(), e))?;
+            let aside = ctx.aside(seq);
+            if !displace(&place, &aside, expect)? {
+                guard_in_place(ctx, path, &place, expect, notes)?;
+                place
+                    .remove(false)
+                    .map_err(|e| Error::io(place.display_path(), e))?;
+            }
+            settle(ctx, path, &aside, expect, keep.as_deref(), false, notes)?;
+            loop {
+                match place.symlink(target) {
+                    Ok(()) => break,
+                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                        if !displace(&place, &aside, expect)? {
+                            return Err(Error::io(place.display_path(), err));
+                        }
+                        settle(ctx, path, &aside, &Expect::Absent, None, false, notes)?;
+                    }
+                    Err(err) => return Err(Error::io(place.display_path(), err)),
+                }
+            }
             touched.insert(place.parent_path().to_path_buf());
         }
         Action::SetFileMeta {
             path,
             mode,
             mtime_ns,
+            expect,
         } => {
             if let Located::At(place) = locate(path, false)? {
-                if file_type(&place)? == Some(FileType::RegularFile) {
-                    place.set_mode(*mode)?;
-                    place.set_mtime(*mtime_ns)?;
+                let Some(stat) = place.stat()? else {
+                    return Ok(());
+                };
+                if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+                    return Ok(());
                 }
+                let done =
+                    stat.st_mode & 0o7777 == *mode & 0o7777 && stat_mtime_ns(&stat) == *mtime_ns;
+                if done {
+                    return Ok(());
+                }
+                if !expect.holds(Some(&stat)) {
+                    // Edited here during the import: the edit wins.
+                    skipped(notes, path, "it was changed here");
+                    return Ok(());
+                }
+                place.set_mode(*mode)?;
+                place.set_mtime(*mtime_ns)?;
             }
         }
         Action::SetDirMode { path, mode } => {

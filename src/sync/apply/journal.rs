@@ -12,17 +12,20 @@ use serde::{Deserialize, Serialize};
 
 /// The version of the journal encoding. Raise it whenever [`Action`]
 /// changes shape.
-pub(crate) const JOURNAL_VERSION: u8 = 1;
+pub(crate) const JOURNAL_VERSION: u8 = 2;
 
 /// One disk action of the journal. Every action can run again after a
 /// crash and leaves the same result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Action {
-    /// Hard-links (or copies) the regular file at `path` to `to`, relative
-    /// to the state folder; done once `to` exists.
-    Preserve { path: Vec<u8>, to: Vec<u8> },
-    /// Removes `path` if it is a regular file.
-    RemoveFile { path: Vec<u8> },
+    /// Removes `path` if it is a regular file still as `expect` says (a
+    /// file changed meanwhile is the user's and stays), keeping it as
+    /// `keep` (relative to the state folder) when given.
+    RemoveFile {
+        path: Vec<u8>,
+        expect: Expect,
+        keep: Option<Vec<u8>>,
+    },
     /// Removes `path` if it is a symlink or a special file.
     RemoveSpecial { path: Vec<u8> },
     /// Removes `path` if it is a directory (empty by then).
@@ -30,19 +33,148 @@ pub(crate) enum Action {
     /// Creates the directory `path` if it does not exist, with its final
     /// mode plus owner access (exact once `SetDirMode` ran).
     MakeDir { path: Vec<u8>, mode: u32 },
-    /// Renames staged file `staged` to `path`; done once it is gone.
-    Place { staged: u64, path: Vec<u8> },
-    /// Makes `path` a symlink to `target`, replacing what is there in one
-    /// rename.
-    Link { path: Vec<u8>, target: Vec<u8> },
-    /// Sets a file's mode and mtime (content unchanged).
+    /// Renames staged file `staged` to `path`; done once it is gone. What
+    /// is at `path` is first moved aside: if it is not what `expect` says
+    /// (a save during the import), it is kept as a conflict copy; if it is,
+    /// it becomes `keep` (the soft-deleted version), when given. A kept
+    /// version is a real copy when the file has other names (hard links),
+    /// so a later edit through them cannot change it.
+    Place {
+        staged: u64,
+        path: Vec<u8>,
+        expect: Expect,
+        keep: Option<Vec<u8>>,
+    },
+    /// Makes `path` a symlink to `target`; what is there is moved aside
+    /// first, as for `Place`.
+    Link {
+        path: Vec<u8>,
+        target: Vec<u8>,
+        expect: Expect,
+        keep: Option<Vec<u8>>,
+    },
+    /// Sets a file's mode and mtime (content unchanged), unless the file
+    /// changed since the plan (then the local edit wins).
     SetFileMeta {
         path: Vec<u8>,
         mode: u32,
         mtime_ns: i64,
+        expect: Expect,
     },
     /// Sets a directory's mode, after everything inside it is done.
     SetDirMode { path: Vec<u8>, mode: u32 },
+}
+
+/// What the plan found at a path that an action replaces or removes.
+/// Anything else there when the action runs is a concurrent local change,
+/// which is never discarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Expect {
+    /// Nothing was there.
+    Absent,
+    /// A regular file, as `lstat` showed it.
+    File {
+        inode: u64,
+        size: u64,
+        mtime_ns: i64,
+        ctime_ns: i64,
+    },
+    /// A symlink or special file (not guarded: it holds no user data).
+    Other,
+}
+
+impl Expect {
+    /// Whether `stat` (an `lstat` now; `None`: nothing there) is what the
+    /// plan saw.
+    pub(crate) fn holds(&self, stat: Option<&rustix::fs::Stat>) -> bool {
+        use rustix::fs::FileType;
+        match (self, stat) {
+            (Expect::Absent, None) => true,
+            (
+                Expect::File {
+                    inode,
+                    size,
+                    mtime_ns,
+                    ctime_ns,
+                },
+                Some(stat),
+            ) => {
+                FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
+                    && stat.st_ino == *inode
+                    && stat.st_size as u64 == *size
+                    && stat_mtime_ns(stat) == *mtime_ns
+                    && stat_ctime_ns(stat) == *ctime_ns
+            }
+            (Expect::Other, Some(stat)) => !matches!(
+                FileType::from_raw_mode(stat.st_mode),
+                FileType::RegularFile | FileType::Directory
+            ),
+            _ => false,
+        }
+    }
+
+    /// Whether `stat`, of the file after it was renamed aside, is the file
+    /// the plan saw: the rename itself changed its ctime, so that is
+    /// compared before the rename ([`Expect::ctime_holds`]).
+    pub(crate) fn holds_moved(&self, stat: &rustix::fs::Stat) -> bool {
+        match *self {
+            Expect::File {
+                inode,
+                size,
+                mtime_ns,
+                ..
+            } => {
+                rustix::fs::FileType::from_raw_mode(stat.st_mode)
+                    == rustix::fs::FileType::RegularFile
+                    && stat.st_ino == inode
+                    && stat.st_size as u64 == size
+                    && stat_mtime_ns(stat) == mtime_ns
+            }
+            _ => self.holds(Some(stat)),
+        }
+    }
+
+    /// Whether the ctime in `stat` (taken before a rename) is the one the
+    /// plan saw; true for expectations without one.
+    pub(crate) fn ctime_holds(&self, stat: &rustix::fs::Stat) -> bool {
+        match self {
+            Expect::File { ctime_ns, .. } => stat_ctime_ns(stat) == *ctime_ns,
+            _ => true,
+        }
+    }
+
+    /// What `stat` shows, as an expectation.
+    pub(crate) fn of(stat: Option<&rustix::fs::Stat>) -> Expect {
+        use rustix::fs::FileType;
+        match stat {
+            None => Expect::Absent,
+            Some(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile => {
+                Expect::File {
+                    inode: stat.st_ino,
+                    size: stat.st_size as u64,
+                    mtime_ns: stat_mtime_ns(stat),
+                    ctime_ns: stat_ctime_ns(stat),
+                }
+            }
+            Some(_) => Expect::Other,
+        }
+    }
+}
+
+/// The mtime in `stat`, in ns since the Unix epoch (saturating).
+// The casts are no-ops on 64-bit Linux, not on every target.
+#[allow(clippy::unnecessary_cast)]
+pub(crate) fn stat_mtime_ns(stat: &rustix::fs::Stat) -> i64 {
+    (stat.st_mtime as i64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(stat.st_mtime_nsec as i64)
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn stat_ctime_ns(stat: &rustix::fs::Stat) -> i64 {
+    (stat.st_ctime as i64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(stat.st_ctime_nsec as i64)
 }
 
 impl Action {

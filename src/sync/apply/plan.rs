@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::journal::Action;
+use super::journal::{Action, Expect};
 use super::ApplyReport;
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{Causality, Change, ChunkRef, Id, Operation, PathState, VersionVector};
@@ -16,7 +16,7 @@ use crate::store::identity;
 use crate::store::layout::DELETED_DIR;
 use crate::store::layout::STATE_DIR;
 use crate::store::state::{Member, RecordedEntry};
-use crate::tree::confined::{ConfinedRoot, DiskKind};
+use crate::tree::confined::{ConfinedRoot, DiskKind, Located};
 use crate::tree::excludes::Excludes;
 use crate::tree::relpath::{self, NAME_MAX, PATH_MAX};
 
@@ -812,7 +812,6 @@ impl Planner<'_> {
     fn finish(mut self) -> Result<Plan> {
         let day = chrono::Utc::now().format("%Y%m%d").to_string();
         let mut reserved = Reserved::default();
-        let mut preserve = Vec::new();
         let mut removals: Vec<(Vec<u8>, Action)> = Vec::new();
         let mut creations = Vec::new();
         let mut dir_modes = Vec::new();
@@ -836,14 +835,22 @@ impl Planner<'_> {
                 (true, true) => self.report.changed += 1,
                 (false, false) => {}
             }
-            let disk = self.confined.kind(path)?;
+            // What is there now, and the exact file the actions may replace
+            // or remove: anything else found when they run is a save made
+            // during the import, kept (see `journal::Expect`).
+            let (disk, expect) = match self.confined.locate(path, false)? {
+                Located::At(place) => {
+                    let stat = place.stat()?;
+                    (place.kind()?, Expect::of(stat.as_ref()))
+                }
+                Located::Blocked(_) => (DiskKind::Missing, Expect::Absent),
+            };
             let p = path.clone();
-            let mut keep_old_file = |preserve: &mut Vec<Action>| {
-                let to = reserved.soft_delete_target(self.root, &day, path);
-                preserve.push(Action::Preserve {
-                    path: p.clone(),
-                    to,
-                });
+            // Where the file replaced or removed here is kept (a rename of
+            // the displaced file, or a copy when it has other names).
+            let mut keep: Option<Vec<u8>> = None;
+            let mut keep_old_file = || {
+                keep = Some(reserved.soft_delete_target(self.root, &day, path));
             };
             match &entry.state {
                 PathState::File {
@@ -861,11 +868,12 @@ impl Planner<'_> {
                             path: p.clone(),
                             mode: *mode,
                             mtime_ns: *mtime_ns,
+                            expect,
                         });
                         continue;
                     }
                     match disk {
-                        DiskKind::File => keep_old_file(&mut preserve),
+                        DiskKind::File => keep_old_file(),
                         DiskKind::Dir(_) => {
                             removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
                         }
@@ -879,14 +887,32 @@ impl Planner<'_> {
                         mode: *mode,
                         mtime_ns: *mtime_ns,
                     });
-                    creations.push(Action::Place { staged, path: p });
+                    // A directory there is removed first: then nothing is.
+                    let expect = if matches!(disk, DiskKind::Dir(_)) {
+                        Expect::Absent
+                    } else {
+                        expect
+                    };
+                    creations.push(Action::Place {
+                        staged,
+                        path: p,
+                        expect,
+                        keep,
+                    });
                 }
                 PathState::Directory { mode } => {
                     match disk {
                         DiskKind::Dir(_) => {}
                         DiskKind::File => {
-                            keep_old_file(&mut preserve);
-                            removals.push((p.clone(), Action::RemoveFile { path: p.clone() }));
+                            keep_old_file();
+                            removals.push((
+                                p.clone(),
+                                Action::RemoveFile {
+                                    path: p.clone(),
+                                    expect,
+                                    keep,
+                                },
+                            ));
                             creations.push(Action::MakeDir {
                                 path: p.clone(),
                                 mode: *mode,
@@ -912,22 +938,36 @@ impl Planner<'_> {
                 PathState::Symlink { target } => {
                     match &disk {
                         DiskKind::Symlink(now) if now == target => continue,
-                        DiskKind::File => keep_old_file(&mut preserve),
+                        DiskKind::File => keep_old_file(),
                         DiskKind::Dir(_) => {
                             removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
                         }
                         _ => {}
                     }
+                    let expect = if matches!(disk, DiskKind::Dir(_)) {
+                        Expect::Absent
+                    } else {
+                        expect
+                    };
                     creations.push(Action::Link {
                         path: p,
                         target: target.clone(),
+                        expect,
+                        keep,
                     });
                 }
                 PathState::Deleted => match disk {
                     DiskKind::Missing => {}
                     DiskKind::File => {
-                        keep_old_file(&mut preserve);
-                        removals.push((p.clone(), Action::RemoveFile { path: p }));
+                        keep_old_file();
+                        removals.push((
+                            p.clone(),
+                            Action::RemoveFile {
+                                path: p,
+                                expect,
+                                keep,
+                            },
+                        ));
                     }
                     DiskKind::Dir(_) => removals.push((p.clone(), Action::RemoveDir { path: p })),
                     DiskKind::Symlink(_) | DiskKind::Other => {
@@ -938,8 +978,7 @@ impl Planner<'_> {
         }
         // Deepest first, so children go before their directory.
         removals.sort_by(|a, b| b.0.cmp(&a.0));
-        let mut actions = preserve;
-        actions.extend(removals.into_iter().map(|(_, a)| a));
+        let mut actions: Vec<Action> = removals.into_iter().map(|(_, a)| a).collect();
         actions.extend(creations);
         actions.extend(dir_modes.into_iter().rev());
         self.report.local_operations = self.local_ops.len() as u64;
