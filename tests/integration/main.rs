@@ -9,4 +9,5 @@ mod convergence;
 mod foundation;
 mod man_pages;
 mod shipping;
+mod soak;
 mod sync;

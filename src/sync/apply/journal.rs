@@ -81,6 +81,9 @@ pub(crate) enum Expect {
     },
     /// A symlink or special file (not guarded: it holds no user data).
     Other,
+    /// A file the last scan could not vouch for (busy, or changed after
+    /// the scan): whatever is there is kept, never discarded.
+    Unverified,
 }
 
 impl Expect {
@@ -140,23 +143,6 @@ impl Expect {
         match self {
             Expect::File { ctime_ns, .. } => stat_ctime_ns(stat) == *ctime_ns,
             _ => true,
-        }
-    }
-
-    /// What `stat` shows, as an expectation.
-    pub(crate) fn of(stat: Option<&rustix::fs::Stat>) -> Expect {
-        use rustix::fs::FileType;
-        match stat {
-            None => Expect::Absent,
-            Some(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile => {
-                Expect::File {
-                    inode: stat.st_ino,
-                    size: stat.st_size as u64,
-                    mtime_ns: stat_mtime_ns(stat),
-                    ctime_ns: stat_ctime_ns(stat),
-                }
-            }
-            Some(_) => Expect::Other,
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::store::identity;
 use crate::store::layout::DELETED_DIR;
 use crate::store::layout::STATE_DIR;
 use crate::store::state::{Member, RecordedEntry};
-use crate::tree::confined::{ConfinedRoot, DiskKind, Located};
+use crate::tree::confined::{ConfinedRoot, DiskKind};
 use crate::tree::excludes::Excludes;
 use crate::tree::relpath::{self, NAME_MAX, PATH_MAX};
 
@@ -838,12 +838,20 @@ impl Planner<'_> {
             // What is there now, and the exact file the actions may replace
             // or remove: anything else found when they run is a save made
             // during the import, kept (see `journal::Expect`).
-            let (disk, expect) = match self.confined.locate(path, false)? {
-                Located::At(place) => {
-                    let stat = place.stat()?;
-                    (place.kind()?, Expect::of(stat.as_ref()))
-                }
-                Located::Blocked(_) => (DiskKind::Missing, Expect::Absent),
+            // The expectation comes from the scan that recorded the state
+            // this plan decided on, not from a look now: a file saved after
+            // that scan must not be taken for the version it replaced.
+            let disk = self.confined.kind(path)?;
+            let expect = match (&disk, self.recorded.get(path).and_then(|e| e.stat)) {
+                (DiskKind::Missing, _) => Expect::Absent,
+                (DiskKind::File, Some(stat)) => Expect::File {
+                    inode: stat.inode,
+                    size: stat.size,
+                    mtime_ns: stat.mtime_ns,
+                    ctime_ns: stat.ctime_ns,
+                },
+                (DiskKind::File, None) => Expect::Unverified,
+                _ => Expect::Other,
             };
             let p = path.clone();
             // Where the file replaced or removed here is kept (a rename of
