@@ -157,7 +157,7 @@ pub(crate) fn stat_mtime_ns(stat: &rustix::fs::Stat) -> i64 {
 }
 
 #[allow(clippy::unnecessary_cast)]
-fn stat_ctime_ns(stat: &rustix::fs::Stat) -> i64 {
+pub(crate) fn stat_ctime_ns(stat: &rustix::fs::Stat) -> i64 {
     (stat.st_ctime as i64)
         .saturating_mul(1_000_000_000)
         .saturating_add(stat.st_ctime_nsec as i64)

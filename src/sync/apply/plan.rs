@@ -808,6 +808,32 @@ impl Planner<'_> {
         Err(Error::Refused(Refusal::Inconsistent))
     }
 
+    /// The expectation for a file the recorded state has no stat for: the
+    /// file as it is now, if its content is the recorded content;
+    /// otherwise [`Expect::Unverified`] (it is then kept, never discarded).
+    fn verify_unscanned(&self, path: &[u8]) -> Result<Expect> {
+        let Some(PathState::File { chunks, .. }) = self.recorded.get(path).map(|e| &e.state) else {
+            return Ok(Expect::Unverified);
+        };
+        let Ok(file) = self.confined.open_file(path) else {
+            return Ok(Expect::Unverified);
+        };
+        let Ok(before) = rustix::fs::fstat(&file) else {
+            return Ok(Expect::Unverified);
+        };
+        match crate::tree::chunking::chunk_stream(&file, |_, _| Ok(())) {
+            Ok(found) if found == *chunks => {}
+            _ => return Ok(Expect::Unverified),
+        }
+        let mtime_ns = super::journal::stat_mtime_ns(&before);
+        Ok(Expect::File {
+            inode: before.st_ino,
+            size: before.st_size as u64,
+            mtime_ns,
+            ctime_ns: super::journal::stat_ctime_ns(&before),
+        })
+    }
+
     /// Derives the disk actions and counts, step (a)'s result.
     fn finish(mut self) -> Result<Plan> {
         let day = chrono::Utc::now().format("%Y%m%d").to_string();
@@ -850,7 +876,9 @@ impl Planner<'_> {
                     mtime_ns: stat.mtime_ns,
                     ctime_ns: stat.ctime_ns,
                 },
-                (DiskKind::File, None) => Expect::Unverified,
+                // Placed by an earlier import and not scanned since: its
+                // content is checked now instead.
+                (DiskKind::File, None) => self.verify_unscanned(path)?,
                 _ => Expect::Other,
             };
             let p = path.clone();
