@@ -175,14 +175,14 @@ impl Receiver<'_> {
         // Flushed to disk where it ends up: by `adopt` or by each copy.
         self.check_space(0)?;
 
-        let (header, canonical) = match packet_format::verify_packet(temp.path(), &self.trusted_keys)
-        {
-            Ok(verified) => (
-                verified.header().clone(),
-                packet_format::canonical_file_name(verified.header(), verified.creation()),
-            ),
-            Err(err) => return Err(refusal(name, &err.kind)),
-        };
+        let (header, canonical) =
+            match packet_format::verify_packet(temp.path(), &self.trusted_keys) {
+                Ok(verified) => (
+                    verified.header().clone(),
+                    packet_format::canonical_file_name(verified.header(), verified.creation()),
+                ),
+                Err(err) => return Err(refusal(name, &err.kind)),
+            };
         // The name is the signed header's, not the uploader's: under any
         // other, an old packet could squat a later one's name, or one
         // packet be stored under several.
@@ -741,7 +741,9 @@ mod tests {
         let refused = setup.send(&old, &name_of(&future), None).unwrap_err();
         assert_eq!(refused.status, 400, "{refused}");
         assert!(
-            refused.reason.contains(&format!("names it {}", name_of(&old))),
+            refused
+                .reason
+                .contains(&format!("names it {}", name_of(&old))),
             "{refused}"
         );
         assert_eq!(setup.stored(), Vec::<String>::new());
