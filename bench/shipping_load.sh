@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load benchmark: UPLOADS concurrent HTTP uploads of a SIZE_MIB packet to
+# Load benchmark: UPLOADS concurrent HTTP uploads of SIZE_MIB packets to
 # one `shipping_server -listen`, which verifies each in full (signature,
 # every entry's SHA-256) and stores it durably before answering. Reports
 # the throughput, the server's peak memory (VmHWM; target: under 100 MiB,
@@ -32,22 +32,26 @@ now() { date +%s.%N; }
 rate() { awk -v bytes="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.1f", bytes / 1048576 / (b - a) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-# One signed packet of about SIZE_MIB (incompressible content), from a
-# real export between two replicas of one family.
+# UPLOADS distinct signed packets of about SIZE_MIB each (incompressible
+# content), from real exports between two replicas of one family: a
+# shipping server stores a packet only under the name its signed header
+# implies, and the same packet only once.
 mkdir -p "$work/a" "$work/creation" "$work/out"
 head -c $((size_mib * 1048576 - 4096)) /dev/urandom >"$work/a/payload.bin"
 (cd "$work/a" && "$bin/mkreplica" -init -family load sender >/dev/null)
 "$bin/mkreplica" -export -replica "$work/a" -out "$work/creation" receiver >/dev/null
 "$bin/mkreplica" -import -replica "$work/b" "$work/creation" >/dev/null 2>&1
-head -c $((size_mib * 1048576 - 4096)) /dev/urandom >"$work/a/payload.bin"
-"$bin/syncreplica" -export -replica "$work/a" -out "$work/out" receiver >/dev/null
-packet=$(ls "$work/out"/sync_*.zip)
-packet_bytes=$(stat -c %s "$packet")
-stem=$(basename "$packet" .zip)
-total=$((packet_bytes * uploads))
-echo "packet: $(basename "$packet"), $packet_bytes bytes; $uploads concurrent uploads, $total bytes in all"
+for _ in $(seq "$uploads"); do
+    head -c $((size_mib * 1048576 - 4096)) /dev/urandom >"$work/a/payload.bin"
+    "$bin/syncreplica" -export -replica "$work/a" -out "$work/out" receiver >/dev/null
+done
+packets=("$work/out"/sync_*.zip)
+total=$(cat "${packets[@]}" | wc -c)
+echo "${#packets[@]} packets of about $((total / ${#packets[@]})) bytes; $uploads concurrent uploads, $total bytes in all"
 
+# All uploads come from 127.0.0.1: let that one address have them all.
 cat >"$work/shipping.toml" <<EOF
+max_connections_per_peer = $((uploads < 1024 ? uploads : 1024))
 local_replicas = ["receiver"]
 trusted_replicas = ["$work/b"]
 [classes.default]
@@ -60,8 +64,8 @@ for _ in $(seq 100); do grep -q "listening on" "$work/server.log" && break; slee
 addr=$(grep -o 'listening on [^ ]*' "$work/server.log" | cut -d' ' -f3)
 
 start=$(now)
-for i in $(seq "$uploads"); do
-    curl -sS -o /dev/null -w '%{http_code}\n' -T "$packet" "http://$addr/packets/${stem}_load$i.zip" >>"$work/codes" &
+for packet in "${packets[@]}"; do
+    curl -sS -o /dev/null -w '%{http_code}\n' -T "$packet" "http://$addr/packets/$(basename "$packet")" >>"$work/codes" &
 done
 wait $(jobs -p | grep -v "^$server_pid$") 2>/dev/null || true
 end=$(now)
@@ -91,8 +95,8 @@ rsync_pid=$!
 for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
 start=$(now)
 pids=()
-for i in $(seq "$uploads"); do
-    rsync -q "$packet" "rsync://127.0.0.1:$port/in/${stem}_load$i.zip" &
+for packet in "${packets[@]}"; do
+    rsync -q "$packet" "rsync://127.0.0.1:$port/in/$(basename "$packet")" &
     pids+=($!)
 done
 wait "${pids[@]}"

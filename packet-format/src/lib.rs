@@ -69,7 +69,9 @@ pub use header::{
 };
 pub use listing::{render_listing, render_listing_with};
 pub use logical::{LogicalChunks, LogicalOperations, LogicalPacket};
-pub use naming::{is_packet_file_name, packet_file_name, utc_display, utc_timestamp};
+pub use naming::{
+    canonical_file_name, is_packet_file_name, packet_file_name, utc_display, utc_timestamp,
+};
 pub use reader::{
     examine_packet, verify_packet, ChunkPiece, ChunkPieces, Examination, OperationRecord,
     OperationRecords, SignatureStatus, VerifiedPacket,

@@ -3,7 +3,7 @@
 //! Names are for people and for ordering in a directory listing; readers
 //! never trust them (everything they say is also in the signed header).
 
-use crate::header::{Header, PacketKind};
+use crate::header::{CreationPayload, Header, PacketKind};
 
 /// Longest replica name kept in a file name, in bytes.
 const MAX_NAME_PART: usize = 64;
@@ -54,6 +54,20 @@ pub fn packet_file_name(
 /// the content, which only verification can vouch for.
 pub fn is_packet_file_name(name: &str) -> bool {
     (name.starts_with("sync_") || name.starts_with("repl_")) && name.ends_with(".zip")
+}
+
+/// The file name the writer gave the part whose (verified) header is
+/// `header`; `creation` is its creation payload, for replica-creation
+/// packets. Everything it says comes from signed data, so a receiver can
+/// insist on it: a packet stored under any other name could squat the
+/// name of another packet, or be stored twice.
+pub fn canonical_file_name(header: &Header, creation: Option<&CreationPayload>) -> String {
+    packet_file_name_for(
+        header,
+        header.part,
+        header.parts,
+        creation.map(|c| c.new_replica.name.as_str()),
+    )
 }
 
 /// File name for part `part` of `parts` of the packet described by `header`.

@@ -4,7 +4,8 @@ mod common;
 
 use common::*;
 use packet_format::{
-    verify_packet, ErrorKind, LogicalPacket, PacketKind, PacketWriter, MIN_PART_SIZE,
+    canonical_file_name, verify_packet, ErrorKind, LogicalPacket, PacketKind, PacketWriter,
+    MIN_PART_SIZE,
 };
 
 /// Writes `files` (each a list of chunks) as one logical packet and reads
@@ -40,7 +41,13 @@ fn round_trip(max_size: u64, files: &[Vec<Vec<u8>>]) -> usize {
             part.size
         );
         assert_eq!(std::fs::metadata(&part.path).unwrap().len(), part.size);
-        verified.push(verify_packet(&part.path, &trusted).unwrap());
+        let packet = verify_packet(&part.path, &trusted).unwrap();
+        assert_eq!(
+            canonical_file_name(packet.header(), packet.creation()),
+            part.file_name,
+            "the name a reader derives from the signed header is the writer's"
+        );
+        verified.push(packet);
     }
     let logical = LogicalPacket::assemble(verified).unwrap();
     let ops: Vec<_> = logical.operations().collect::<Result<_, _>>().unwrap();
@@ -202,6 +209,10 @@ fn creation_packets_carry_their_payload() {
     );
     let packet = verify_packet(&parts[0].path, &[public_key(&SENDER_SECRET)]).unwrap();
     assert_eq!(packet.creation().unwrap().new_replica.name, "lambik");
+    assert_eq!(
+        canonical_file_name(packet.header(), packet.creation()),
+        parts[0].file_name
+    );
 }
 
 #[test]

@@ -23,6 +23,12 @@ pub const CONF_FILE_NAME: &str = "shipping.toml";
 pub const SYSTEM_CONF_DIR: &str = "/etc/syncreplica";
 /// Seconds a connection may stay silent, when `idle_timeout` is not set.
 pub const DEFAULT_IDLE_TIMEOUT: u64 = 300;
+/// Seconds a connection has to send its whole request head, when
+/// `head_timeout` is not set.
+pub const DEFAULT_HEAD_TIMEOUT: u64 = 10;
+/// Connections one peer address may have open at once, when
+/// `max_connections_per_peer` is not set.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: u64 = 8;
 /// Days an order lives before it expires, when a class does not say.
 pub const DEFAULT_EXPIRY_DAYS: u32 = 14;
 
@@ -44,6 +50,14 @@ max_packet_size = "200m"
 # Drop a connection that sends nothing for this many seconds (default 300),
 # so that peers vanishing mid-upload do not tie up the server.
 idle_timeout = 300
+
+# Drop a connection that has not sent its whole request head within this
+# many seconds (default 10): a client trickling its head cannot hold on.
+head_timeout = 10
+
+# Connections one peer address may have open at once (default 8); more
+# are answered 429.
+max_connections_per_peer = 8
 
 # Program run to tell an administrator about expired and returned packets.
 notify = "/usr/local/bin/syncreplica-notify"
@@ -187,6 +201,10 @@ pub struct ShippingConfig {
     pub max_packet_size: Option<u64>,
     /// Seconds a connection may stay silent before the server drops it.
     pub idle_timeout: Option<u64>,
+    /// Seconds a connection has to send its whole request head.
+    pub head_timeout: Option<u64>,
+    /// Connections one peer address may have open at once.
+    pub max_connections_per_peer: Option<u64>,
     /// Command run to notify an administrator.
     pub notify: Option<String>,
     pub listen: Option<SocketAddr>,
@@ -532,6 +550,10 @@ struct RawConfig {
     max_packet_size: Option<u64>,
     #[serde(default, deserialize_with = "de_idle_timeout")]
     idle_timeout: Option<u64>,
+    #[serde(default, deserialize_with = "de_head_timeout")]
+    head_timeout: Option<u64>,
+    #[serde(default, deserialize_with = "de_max_connections_per_peer")]
+    max_connections_per_peer: Option<u64>,
     #[serde(default, deserialize_with = "de_notify")]
     notify: Option<String>,
     #[serde(default, deserialize_with = "de_listen")]
@@ -593,6 +615,8 @@ impl RawConfig {
             min_free_space: self.min_free_space,
             max_packet_size: self.max_packet_size,
             idle_timeout: self.idle_timeout,
+            head_timeout: self.head_timeout,
+            max_connections_per_peer: self.max_connections_per_peer,
             notify: self.notify,
             listen: self.listen,
         }
@@ -758,6 +782,26 @@ fn de_idle_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Er
     Ok(Some(seconds))
 }
 
+fn de_head_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let seconds = u64::deserialize(d)?;
+    if seconds == 0 || seconds > 3600 {
+        return Err(serde::de::Error::custom(format!(
+            "head_timeout {seconds} is out of range: give seconds from 1 to 3600"
+        )));
+    }
+    Ok(Some(seconds))
+}
+
+fn de_max_connections_per_peer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let count = u64::deserialize(d)?;
+    if count == 0 || count > 1024 {
+        return Err(serde::de::Error::custom(format!(
+            "max_connections_per_peer {count} is out of range: give a number from 1 to 1024"
+        )));
+    }
+    Ok(Some(count))
+}
+
 fn de_notify<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     checked_string(d, |text| {
         if text.trim().is_empty() {
@@ -863,11 +907,25 @@ mod tests {
     }
 
     #[test]
+    fn bad_head_timeouts_and_connection_caps_name_their_line_and_key() {
+        let (line, key, shown) = config_error("listen = \"127.0.0.1:1\"\nhead_timeout = 0\n");
+        assert_eq!(line, Some(2));
+        assert_eq!(key.as_deref(), Some("head_timeout"));
+        assert!(shown.contains("from 1 to 3600"), "{shown}");
+        let (line, key, shown) = config_error("max_connections_per_peer = 5000\n");
+        assert_eq!(line, Some(1));
+        assert_eq!(key.as_deref(), Some("max_connections_per_peer"));
+        assert!(shown.contains("from 1 to 1024"), "{shown}");
+    }
+
+    #[test]
     fn example_parses() {
         let config = parse(EXAMPLE_SHIPPING_TOML).unwrap();
         assert_eq!(config.listen, Some("0.0.0.0:7421".parse().unwrap()));
         assert_eq!(config.min_free_space, Some(1 << 30));
         assert_eq!(config.local_replicas, ["boston"]);
+        assert_eq!(config.head_timeout, Some(10));
+        assert_eq!(config.max_connections_per_peer, Some(8));
         assert_eq!(config.trusted_replicas, [PathBuf::from("/srv/projects")]);
         assert_eq!(config.trusted_keys[0].to_bytes()[0], 0x3b);
         let class = config.class("default").unwrap();

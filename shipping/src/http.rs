@@ -4,9 +4,11 @@
 //! The server is a small one of its own on std sockets, with `httparse`
 //! reading request heads: every connection gets read and write timeouts
 //! (a peer that vanishes mid-upload frees its worker and leaves nothing
-//! behind), a request is checked before `100 Continue` is sent, and the
-//! number of uploads at a time is bounded. tiny_http, tried first, offers
-//! no socket timeouts.
+//! behind), the request head has a deadline of its own (`head_timeout`)
+//! and must be complete before the connection takes one of the bounded
+//! upload places, one peer address may hold only so many connections, and
+//! a request is checked before `100 Continue` is sent. tiny_http, tried
+//! first, offers no socket timeouts.
 //!
 //! The protocol is one request: `PUT /packets/<file name>` (or
 //! `PUT /<file name>`, which is what `curl -T FILE http://host:port/`
@@ -19,8 +21,9 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -115,19 +118,46 @@ pub fn upload(
 /// Longest request head (request line and headers) accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// Connections whose request heads are being read at a time; more wait in
+/// the kernel's accept queue. A head reader holds a thread with a small
+/// stack and a 64 KiB buffer, and at most `head_timeout`.
+pub const HEAD_READERS: usize = 256;
+
+/// Stack of the thread serving one connection: reading, hashing and
+/// writing go through heap buffers.
+const CONNECTION_STACK: usize = 256 * 1024;
+
+/// How long connections may take, and how many there may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A connection that sends or takes nothing this long is dropped.
+    pub idle_timeout: Duration,
+    /// The whole request head must have arrived this long after the
+    /// connection was accepted.
+    pub head_timeout: Duration,
+    /// Uploads received (request bodies read) at a time; a connection
+    /// takes one of these only once its request head is complete.
+    pub uploads: usize,
+    /// Connections one peer address may have open at once; more are
+    /// answered 429 and closed.
+    pub per_peer: usize,
+}
+
 /// A bound HTTP listener.
 pub struct HttpServer {
     listener: TcpListener,
     addr: SocketAddr,
-    idle_timeout: Duration,
+    limits: Limits,
 }
 
 impl HttpServer {
     /// Listens on `addr` (port 0 picks a free port; see [`Self::addr`]).
-    /// A connection that sends or takes nothing for `idle_timeout` is
-    /// dropped, so peers that vanish mid-upload (a satellite link going
-    /// down without closing the connection) cannot tie up the workers.
-    pub fn bind(addr: SocketAddr, idle_timeout: Duration) -> Result<HttpServer> {
+    /// A connection that sends or takes nothing for `limits.idle_timeout`
+    /// is dropped, so peers that vanish mid-upload (a satellite link going
+    /// down without closing the connection) cannot tie up the server; one
+    /// that has not sent its request head within `limits.head_timeout` is
+    /// answered 408.
+    pub fn bind(addr: SocketAddr, limits: Limits) -> Result<HttpServer> {
         let failed = |err: io::Error| Error::Listen {
             addr: addr.to_string(),
             message: err.to_string(),
@@ -139,7 +169,7 @@ impl HttpServer {
         Ok(HttpServer {
             listener,
             addr,
-            idle_timeout,
+            limits,
         })
     }
 
@@ -148,26 +178,30 @@ impl HttpServer {
         self.addr
     }
 
-    /// Answers connections, at most `workers` at a time (more wait to be
-    /// accepted), until `shutdown` is set; uploads in progress then are
-    /// finished first. `members` reads the families of `trusted_replicas`
-    /// (afresh for each packet). `log` gets one line per request.
+    /// Answers connections until `shutdown` is set; uploads in progress
+    /// then are finished first. Request heads are read by up to
+    /// [`HEAD_READERS`] connections at a time, each within the head
+    /// timeout; an upload slot (`limits.uploads` of them) is taken only
+    /// once a head is complete, so clients that never finish their heads
+    /// cannot keep uploads out. `members` reads the families of
+    /// `trusted_replicas` (afresh for each packet). `log` gets one line
+    /// per request.
     pub fn serve(
         &self,
         config: &ShippingConfig,
         class_name: &str,
         shutdown: &AtomicBool,
-        workers: usize,
         members: &dyn MemberKeys,
         log: &(dyn Fn(&str) + Sync),
     ) -> Result<()> {
         let class = config.class(class_name)?.clone();
-        let active = AtomicUsize::new(0);
+        let gate = Gate::default();
+        let limits = self.limits;
         std::thread::scope(|scope| {
             while !shutdown.load(Ordering::SeqCst) {
-                // At capacity, later connections wait in the kernel's
-                // accept queue until a worker is free.
-                if active.load(Ordering::SeqCst) >= workers.max(1) {
+                // With every head reader busy, later connections wait in
+                // the kernel's accept queue.
+                if gate.heads() >= HEAD_READERS {
                     std::thread::sleep(Duration::from_millis(20));
                     continue;
                 }
@@ -183,43 +217,251 @@ impl HttpServer {
                         continue;
                     }
                 };
+                let Some(ticket) = gate.admit(peer.ip(), limits.per_peer.max(1)) else {
+                    let reason = format!(
+                        "{} already has {} connections open here (max_connections_per_peer); try again when one has finished",
+                        peer.ip(),
+                        limits.per_peer.max(1)
+                    );
+                    log(&format!("refused connection from {peer}: 429 {reason}"));
+                    // The answer is given by a thread of its own, which
+                    // reads off the request for a moment so the client is
+                    // not reset before it reads why; with too many of
+                    // those already, it is given without waiting.
+                    match gate.start_refusal() {
+                        Some(refusal) => {
+                            let spawned = std::thread::Builder::new()
+                                .name("http-refusal".into())
+                                .stack_size(CONNECTION_STACK)
+                                .spawn_scoped(scope, move || {
+                                    let _refusal = refusal;
+                                    refuse(stream, 429, &reason, Duration::from_secs(1));
+                                });
+                            if let Err(err) = spawned {
+                                log(&format!("error: {peer}: no thread for the answer: {err}"));
+                            }
+                        }
+                        None => refuse(stream, 429, &reason, Duration::ZERO),
+                    }
+                    continue;
+                };
                 if let Err(err) = self.prepare(&stream) {
                     log(&format!("error: {peer}: {err}"));
                     continue;
                 }
-                let slot = Slot::take(&active);
                 let class = &class;
-                scope.spawn(move || {
-                    let _slot = slot;
-                    let mut connection = Connection::new(stream, peer, self.idle_timeout);
-                    connection.handle(config, class_name, class, members, log);
-                });
+                let spawned = std::thread::Builder::new()
+                    .name("http-connection".into())
+                    .stack_size(CONNECTION_STACK)
+                    .spawn_scoped(scope, move || {
+                        let mut ticket = ticket;
+                        let mut connection = Connection::new(stream, peer, limits);
+                        connection.handle(
+                            config,
+                            class_name,
+                            class,
+                            members,
+                            log,
+                            &mut ticket,
+                            shutdown,
+                        );
+                    });
+                if let Err(err) = spawned {
+                    log(&format!(
+                        "error: {peer}: no thread for the connection: {err}"
+                    ));
+                }
             }
+            gate.wake_all();
         });
         Ok(())
     }
 
     fn prepare(&self, stream: &TcpStream) -> io::Result<()> {
         stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(self.idle_timeout))?;
-        stream.set_write_timeout(Some(self.idle_timeout))?;
+        stream.set_read_timeout(Some(self.limits.idle_timeout))?;
+        stream.set_write_timeout(Some(self.limits.idle_timeout))?;
         stream.set_nodelay(true)
     }
 }
 
-/// A worker slot, given back when dropped (also when a worker panics).
-struct Slot<'a>(&'a AtomicUsize);
+/// Refused connections being answered at a time by threads of their own;
+/// past this, they are answered without waiting on the client.
+const REFUSERS: usize = 32;
 
-impl<'a> Slot<'a> {
-    fn take(active: &'a AtomicUsize) -> Slot<'a> {
-        active.fetch_add(1, Ordering::SeqCst);
-        Slot(active)
+/// Answers a connection that is not served (`status`, `reason`) and closes
+/// it. What the client sends is read off for up to `linger` (only what has
+/// already arrived when zero), so that it gets the answer rather than a
+/// reset.
+fn refuse(stream: TcpStream, status: u16, reason: &str, linger: Duration) {
+    let mut stream = stream;
+    let deadline = Instant::now() + linger;
+    let drain = |stream: &mut TcpStream| {
+        let mut sink = [0u8; 16 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ready = if left.is_zero() {
+                stream.set_nonblocking(true)
+            } else {
+                stream
+                    .set_nonblocking(false)
+                    .and_then(|()| stream.set_read_timeout(Some(left)))
+            };
+            if ready.is_err() {
+                return;
+            }
+            match stream.read(&mut sink) {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
+    };
+    let body = format!("{reason}\n");
+    let response = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 10\r\nConnection: close\r\n\r\n{body}",
+        reason_phrase(status),
+        body.len()
+    );
+    // Small enough for the socket's send buffer: the write does not wait.
+    if stream.set_nonblocking(true).is_err() || stream.write_all(response.as_bytes()).is_err() {
+        return;
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    drain(&mut stream);
+}
+
+/// The server's count of connections: those reading their heads, those
+/// receiving uploads, and how many each peer address has open.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    heads: usize,
+    refusals: usize,
+    uploads: usize,
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        // The counts stay right even if a holder panicked: each change is
+        // one statement.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn heads(&self) -> usize {
+        self.lock().heads
+    }
+
+    /// Counts a new connection from `ip`, reading its head; `None` when
+    /// `ip` already has `per_peer` connections open.
+    fn admit(&self, ip: IpAddr, per_peer: usize) -> Option<Ticket<'_>> {
+        let ip = ip.to_canonical();
+        let mut state = self.lock();
+        let open = state.per_peer.entry(ip).or_insert(0);
+        if *open >= per_peer {
+            return None;
+        }
+        *open += 1;
+        state.heads += 1;
+        Some(Ticket {
+            gate: self,
+            ip,
+            reading_head: true,
+            uploading: false,
+        })
+    }
+
+    /// Counts a refused connection being answered by a thread of its own;
+    /// `None` when [`REFUSERS`] are already.
+    fn start_refusal(&self) -> Option<Refusal<'_>> {
+        let mut state = self.lock();
+        if state.refusals >= REFUSERS {
+            return None;
+        }
+        state.refusals += 1;
+        Some(Refusal(self))
+    }
+
+    fn wake_all(&self) {
+        self.freed.notify_all();
     }
 }
 
-impl Drop for Slot<'_> {
+/// A refused connection being answered, given back when dropped.
+struct Refusal<'a>(&'a Gate);
+
+impl Drop for Refusal<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.lock().refusals -= 1;
+    }
+}
+
+/// One admitted connection's place in the [`Gate`], given back when
+/// dropped (also when its thread panics).
+struct Ticket<'a> {
+    gate: &'a Gate,
+    ip: IpAddr,
+    reading_head: bool,
+    uploading: bool,
+}
+
+impl Ticket<'_> {
+    /// The head is read (or given up on): the connection no longer
+    /// counts as a head reader.
+    fn head_done(&mut self) {
+        if std::mem::take(&mut self.reading_head) {
+            self.gate.lock().heads -= 1;
+        }
+    }
+
+    /// Waits for one of `uploads` upload slots; false when `shutdown` was
+    /// set first.
+    fn take_upload_slot(&mut self, uploads: usize, shutdown: &AtomicBool) -> bool {
+        self.head_done();
+        let mut state = self.gate.lock();
+        while state.uploads >= uploads.max(1) {
+            if shutdown.load(Ordering::SeqCst) {
+                return false;
+            }
+            state = self
+                .gate
+                .freed
+                .wait_timeout(state, Duration::from_millis(200))
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+        state.uploads += 1;
+        self.uploading = true;
+        true
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let mut state = self.gate.lock();
+        if self.reading_head {
+            state.heads -= 1;
+        }
+        if self.uploading {
+            state.uploads -= 1;
+        }
+        if let Some(open) = state.per_peer.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                state.per_peer.remove(&self.ip);
+            }
+        }
+        drop(state);
+        if self.uploading {
+            self.gate.freed.notify_one();
+        }
     }
 }
 
@@ -227,8 +469,9 @@ impl Drop for Slot<'_> {
 struct Connection {
     reader: BufReader<TcpStream>,
     peer: SocketAddr,
+    limits: Limits,
     /// The whole request head must have arrived by then: a client
-    /// trickling header bytes cannot hold a worker past the idle timeout.
+    /// trickling header bytes is cut off after the head timeout.
     head_deadline: Instant,
 }
 
@@ -241,14 +484,16 @@ struct Head {
 }
 
 impl Connection {
-    fn new(stream: TcpStream, peer: SocketAddr, head_within: Duration) -> Connection {
+    fn new(stream: TcpStream, peer: SocketAddr, limits: Limits) -> Connection {
         Connection {
             reader: BufReader::with_capacity(64 * 1024, stream),
             peer,
-            head_deadline: Instant::now() + head_within,
+            limits,
+            head_deadline: Instant::now() + limits.head_timeout,
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle(
         &mut self,
         config: &ShippingConfig,
@@ -256,8 +501,12 @@ impl Connection {
         class: &crate::config::StorageClass,
         members: &dyn MemberKeys,
         log: &(dyn Fn(&str) + Sync),
+        ticket: &mut Ticket<'_>,
+        shutdown: &AtomicBool,
     ) {
-        let head = match self.read_head() {
+        let head = self.read_head();
+        ticket.head_done();
+        let head = match head {
             Ok(Some(head)) => head,
             Ok(None) => return, // closed before sending anything
             Err(rejection) => {
@@ -266,8 +515,21 @@ impl Connection {
                 return;
             }
         };
+        let _ = self
+            .reader
+            .get_ref()
+            .set_read_timeout(Some(self.limits.idle_timeout));
         let answer = match head.method.as_str() {
-            "PUT" => self.receive(&head, config, class_name, class, members),
+            "PUT" => {
+                if ticket.take_upload_slot(self.limits.uploads, shutdown) {
+                    self.receive(&head, config, class_name, class, members)
+                } else {
+                    Err(Rejection {
+                        status: 503,
+                        reason: "the server is shutting down; try again later".into(),
+                    })
+                }
+            }
             "GET" | "HEAD" if head.path == "/" => Ok((
                 200,
                 "syncreplica shipping_server: PUT /packets/NAME to ship a packet".to_string(),
@@ -306,43 +568,77 @@ impl Connection {
     /// Reads and parses the request head; `None` when the peer closed the
     /// connection without sending one.
     fn read_head(&mut self) -> Result<Option<Head>, Rejection> {
-        let broken = |err: io::Error| Rejection {
-            status: 400,
-            reason: format!("request head not received: {err}"),
+        let head_timeout = self.limits.head_timeout;
+        let late = || Rejection {
+            status: 408,
+            reason: format!(
+                "request head not complete within {} s (head_timeout)",
+                head_timeout.as_secs()
+            ),
         };
         let mut buffer: Vec<u8> = Vec::new();
         loop {
-            let available = self.reader.fill_buf().map_err(broken)?;
+            // Each read waits no longer than the head has left.
+            let left = self.head_deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(late());
+            }
+            let wait = left.min(self.limits.idle_timeout);
+            let _ = self.reader.get_ref().set_read_timeout(Some(wait));
+            let available = match self.reader.fill_buf() {
+                Ok(available) => available,
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) && Instant::now() >= self.head_deadline =>
+                {
+                    return Err(late())
+                }
+                Err(err) => {
+                    return Err(Rejection {
+                        status: 400,
+                        reason: format!("request head not received: {err}"),
+                    })
+                }
+            };
             if available.is_empty() {
                 if buffer.is_empty() {
                     return Ok(None);
                 }
-                return Err(broken(io::ErrorKind::UnexpectedEof.into()));
+                return Err(Rejection {
+                    status: 400,
+                    reason: "request head not received: the connection was closed mid-way".into(),
+                });
             }
             // Take bytes up to the end of the head only; the rest is body.
             let mut taken = 0;
+            let mut complete = false;
             for &byte in available {
+                if byte == b'\n' && !buffer.ends_with(b"\r") {
+                    return Err(Rejection {
+                        status: 400,
+                        reason: "a line of the request head ends in a bare LF: HTTP/1.1 lines end in CRLF".into(),
+                    });
+                }
                 buffer.push(byte);
                 taken += 1;
+                // Checked byte by byte: a head that arrives in one read
+                // is held to the limit too.
+                if buffer.len() > MAX_HEAD {
+                    return Err(Rejection {
+                        status: 431,
+                        reason: format!("request head larger than {MAX_HEAD} bytes"),
+                    });
+                }
                 if buffer.ends_with(b"\r\n\r\n") {
+                    complete = true;
                     break;
                 }
             }
             self.reader.consume(taken);
-            if buffer.ends_with(b"\r\n\r\n") {
+            if complete {
                 break;
-            }
-            if Instant::now() > self.head_deadline {
-                return Err(Rejection {
-                    status: 408,
-                    reason: "request head not complete in time".into(),
-                });
-            }
-            if buffer.len() > MAX_HEAD {
-                return Err(Rejection {
-                    status: 431,
-                    reason: format!("request head larger than {MAX_HEAD} bytes"),
-                });
             }
         }
         let mut slots = [httparse::EMPTY_HEADER; 64];
@@ -401,13 +697,27 @@ impl Connection {
             status: 400,
             reason,
         };
-        let chunked = header("transfer-encoding")
-            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+        let chunked = match header("transfer-encoding") {
+            None => false,
+            Some(te) if te.eq_ignore_ascii_case("chunked") => true,
+            Some(te) => {
+                return Err(bad(format!(
+                    "Transfer-Encoding {te:?} is not accepted: send the packet as it is, with Content-Length or with Transfer-Encoding: chunked alone"
+                )))
+            }
+        };
         let declared = match header("content-length") {
             _ if chunked => None,
             Some(text) => Some(
-                text.parse::<u64>()
-                    .map_err(|_| bad(format!("Content-Length {text:?} is not a number")))?,
+                text.bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| text.parse::<u64>().ok())
+                    .flatten()
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "Content-Length {text:?} is not a number of bytes (decimal digits only, no sign)"
+                        ))
+                    })?,
             ),
             None => {
                 return Err(Rejection {
@@ -520,8 +830,10 @@ fn reason_phrase(status: u16) -> &'static str {
         411 => "Length Required",
         413 => "Content Too Large",
         422 => "Unprocessable Content",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        503 => "Service Unavailable",
         507 => "Insufficient Storage",
         _ => "Status",
     }

@@ -175,10 +175,24 @@ impl Receiver<'_> {
         // Flushed to disk where it ends up: by `adopt` or by each copy.
         self.check_space(0)?;
 
-        let header = match packet_format::verify_packet(temp.path(), &self.trusted_keys) {
-            Ok(verified) => verified.header().clone(),
-            Err(err) => return Err(refusal(name, &err.kind)),
-        };
+        let (header, canonical) =
+            match packet_format::verify_packet(temp.path(), &self.trusted_keys) {
+                Ok(verified) => (
+                    verified.header().clone(),
+                    packet_format::canonical_file_name(verified.header(), verified.creation()),
+                ),
+                Err(err) => return Err(refusal(name, &err.kind)),
+            };
+        // The name is the signed header's, not the uploader's: under any
+        // other, an old packet could squat a later one's name, or one
+        // packet be stored under several.
+        if name != canonical {
+            return Err(Rejection::new(
+                400,
+                format!("{name}: the packet's signed header names it {canonical}; upload it under that name"),
+            ));
+        }
+        let identity = PacketIdentity::of(&header);
         let destinations: Vec<String> = match destinations {
             Some(names) => {
                 for destination in names {
@@ -217,12 +231,12 @@ impl Receiver<'_> {
         let in_incoming = if local.is_empty() {
             None
         } else {
-            Some(present(&incoming, name, &sha256)?)
+            Some(self.present(&incoming, name, &sha256, &identity)?)
         };
         let in_outgoing = if forwarded.is_empty() {
             None
         } else {
-            Some(present(&outgoing, name, &sha256)?)
+            Some(self.present(&outgoing, name, &sha256, &identity)?)
         };
         let existing_order = match in_outgoing {
             Some(true) if outgoing.exists(&order_name(name)).map_err(internal)? => {
@@ -373,23 +387,74 @@ pub fn remove_abandoned_uploads(class: &StorageClass) -> std::io::Result<usize> 
     Ok(removed)
 }
 
-/// Whether `bay` already holds this very packet as `name`; a different
-/// packet of that name is a conflict, refused with 409.
-fn present(bay: &DirStore, name: &str, sha256: &str) -> Result<bool, Rejection> {
-    if !bay.exists(name).map_err(internal)? {
-        return Ok(false);
+/// Which part of which packet: what tells a duplicate from a conflict.
+struct PacketIdentity {
+    id: packet_format::ops::Id,
+    part: u32,
+    parts: u32,
+}
+
+impl PacketIdentity {
+    fn of(header: &packet_format::Header) -> PacketIdentity {
+        PacketIdentity {
+            id: header.packet_id,
+            part: header.part,
+            parts: header.parts,
+        }
     }
-    let (existing, _) = hash_entry(bay, name).map_err(internal)?;
-    if existing == sha256 {
-        return Ok(true);
+
+    fn same_as(&self, other: &PacketIdentity) -> bool {
+        self.id == other.id && self.part == other.part && self.parts == other.parts
     }
-    Err(Rejection::new(
-        409,
-        format!(
-            "{name}: {} already holds a different packet of that name",
-            bay.describe()
-        ),
-    ))
+}
+
+impl std::fmt::Display for PacketIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "packet {} part {} of {}", self.id, self.part, self.parts)
+    }
+}
+
+impl Receiver<'_> {
+    /// Whether `bay` already holds this packet (the same packet id and
+    /// part) as `name`, its canonical name; a different packet of that
+    /// name is a conflict, refused with 409.
+    fn present(
+        &self,
+        bay: &DirStore,
+        name: &str,
+        sha256: &str,
+        identity: &PacketIdentity,
+    ) -> Result<bool, Rejection> {
+        if !bay.exists(name).map_err(internal)? {
+            return Ok(false);
+        }
+        let (existing, _) = hash_entry(bay, name).map_err(internal)?;
+        if existing == sha256 {
+            return Ok(true);
+        }
+        // Other bytes: the same part signed alike is still a duplicate.
+        let path = bay.dir().join(name);
+        let held = packet_format::verify_packet(&path, &self.trusted_keys)
+            .map(|verified| PacketIdentity::of(verified.header()));
+        match held {
+            Ok(held) if held.same_as(identity) => Ok(true),
+            Ok(held) => Err(Rejection::new(
+                409,
+                format!(
+                    "{name}: {} already holds a different packet under that name ({held}; this is {identity})",
+                    bay.describe()
+                ),
+            )),
+            Err(err) => Err(Rejection::new(
+                409,
+                format!(
+                    "{name}: {} already holds a file of that name that is not this packet ({})",
+                    bay.describe(),
+                    err.kind
+                ),
+            )),
+        }
+    }
 }
 
 /// Packet names: a plain file name as the packet format makes them.
@@ -652,16 +717,51 @@ mod tests {
     #[test]
     fn a_different_packet_under_a_name_already_here_is_a_conflict() {
         let setup = Setup::new();
-        let first = packet(&setup.dir.path().join("a"), "ship", 1, &SENDER_SECRET);
-        let second = packet(&setup.dir.path().join("b"), "ship", 2, &SENDER_SECRET);
+        let first = packet_with_id(&setup.dir.path().join("a"), "ship", 1, 1, &SENDER_SECRET);
+        let second = packet_with_id(&setup.dir.path().join("b"), "ship", 1, 2, &SENDER_SECRET);
         let name = name_of(&first);
+        assert_eq!(name, name_of(&second), "two packets, one name");
         setup.send(&first, &name, None).unwrap();
         let refused = setup.send(&second, &name, None).unwrap_err();
         assert_eq!(refused.status, 409, "{refused}");
+        assert!(refused.reason.contains("different packet"), "{refused}");
         assert_eq!(
             std::fs::read(setup.dir.path().join("bays/incoming").join(&name)).unwrap(),
             std::fs::read(&first).unwrap(),
             "the first is kept"
+        );
+    }
+
+    #[test]
+    fn a_packet_is_stored_only_under_the_name_its_signed_header_implies() {
+        let setup = Setup::new();
+        let old = packet(&setup.dir.path().join("a"), "ship", 1, &SENDER_SECRET);
+        let future = packet(&setup.dir.path().join("b"), "ship", 2, &SENDER_SECRET);
+        // An old packet under a later one's name cannot squat it...
+        let refused = setup.send(&old, &name_of(&future), None).unwrap_err();
+        assert_eq!(refused.status, 400, "{refused}");
+        assert!(
+            refused
+                .reason
+                .contains(&format!("names it {}", name_of(&old))),
+            "{refused}"
+        );
+        assert_eq!(setup.stored(), Vec::<String>::new());
+        // ...so the later one still arrives.
+        let receipt = setup.send(&future, &name_of(&future), None).unwrap();
+        assert!(!receipt.duplicate);
+        // One packet under several names is stored once.
+        setup.send(&old, &name_of(&old), None).unwrap();
+        let other_name = name_of(&old).replace(".zip", "_again.zip");
+        let refused = setup.send(&old, &other_name, None).unwrap_err();
+        assert_eq!(refused.status, 400, "{refused}");
+        assert!(setup.send(&old, &name_of(&old), None).unwrap().duplicate);
+        assert_eq!(
+            setup.stored(),
+            [
+                format!("incoming/{}", name_of(&old)),
+                format!("incoming/{}", name_of(&future))
+            ]
         );
     }
 

@@ -10,15 +10,18 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::bay::Bays;
-use crate::config::{ShippingConfig, DEFAULT_IDLE_TIMEOUT};
+use crate::config::{
+    ShippingConfig, DEFAULT_HEAD_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_PEER,
+};
 use crate::error::{Error, Result};
-use crate::http::HttpServer;
+use crate::http::{HttpServer, Limits};
 use crate::poll::{PassReport, Shipper};
 use crate::receive::remove_abandoned_uploads;
 use crate::trust::MemberKeys;
 
-/// Uploads received at the same time; later connections wait to be
-/// accepted. Each holds about 200 KiB of buffers.
+/// Uploads received at the same time; a connection takes one once its
+/// request head is complete, and later ones wait for one to be free. Each
+/// holds about 200 KiB of buffers.
 pub const HTTP_WORKERS: usize = 64;
 
 /// An HTTP listener, bound and ready to receive into one storage class.
@@ -39,8 +42,18 @@ impl Listening {
         log: &dyn Fn(&str),
     ) -> Result<Listening> {
         let storage = config.class(class)?;
-        let idle = config.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
-        let server = HttpServer::bind(addr, Duration::from_secs(idle))?;
+        let limits = Limits {
+            idle_timeout: Duration::from_secs(config.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)),
+            head_timeout: Duration::from_secs(config.head_timeout.unwrap_or(DEFAULT_HEAD_TIMEOUT)),
+            uploads: HTTP_WORKERS,
+            per_peer: usize::try_from(
+                config
+                    .max_connections_per_peer
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_PEER),
+            )
+            .unwrap_or(usize::MAX),
+        };
+        let server = HttpServer::bind(addr, limits)?;
         Bays::open(storage)?;
         let abandoned = remove_abandoned_uploads(storage)
             .map_err(|err| Error::io(storage.incoming_dir(), err))?;
@@ -71,14 +84,9 @@ pub fn run_until_stopped(
     std::thread::scope(|scope| -> Result<()> {
         let serving = listening.map(|listening| {
             scope.spawn(move || {
-                listening.server.serve(
-                    shipper.config,
-                    &listening.class,
-                    stop,
-                    HTTP_WORKERS,
-                    members,
-                    shipper.log,
-                )
+                listening
+                    .server
+                    .serve(shipper.config, &listening.class, stop, members, shipper.log)
             })
         });
         if let Some(interval) = poll_every {

@@ -24,6 +24,12 @@ pub fn at(text: &str) -> chrono::DateTime<chrono::Utc> {
 /// Writes an empty update packet from "boston" to `target`, signed with
 /// `secret`, into `dir`; returns its path.
 pub fn packet(dir: &Path, target: &str, seq: u64, secret: &[u8; 32]) -> PathBuf {
+    packet_with_id(dir, target, seq, seq as u8, secret)
+}
+
+/// [`packet`] with packet id `[id; 16]`: two packets differing only in
+/// their id get the same file name.
+pub fn packet_with_id(dir: &Path, target: &str, seq: u64, id: u8, secret: &[u8; 32]) -> PathBuf {
     let meta = PacketMeta {
         kind: PacketKind::Update,
         family: Named {
@@ -39,7 +45,7 @@ pub fn packet(dir: &Path, target: &str, seq: u64, secret: &[u8; 32]) -> PathBuf 
             name: target.into(),
             seq,
         }],
-        packet_id: Id([seq as u8; 16]),
+        packet_id: Id([id; 16]),
         created_ns: 1_790_000_000_000_000_000 + seq as i64,
         comment: String::new(),
         epoch_ranges: Default::default(),

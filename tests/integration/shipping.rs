@@ -229,6 +229,159 @@ fn put(addr: &str, name: &str, body: &[u8]) -> (u16, String) {
     (status, text)
 }
 
+/// Sends `request` as it is to `addr` in one write; returns the status and
+/// the answer's text, or `None` when no answer came within 15 s.
+fn raw_request(addr: &str, request: &[u8]) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let _ = stream.write_all(request);
+    read_answer(&mut stream)
+}
+
+/// The status and text of the answer on `stream`, if one comes.
+fn read_answer(stream: &mut TcpStream) -> Option<(u16, String)> {
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let text = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    Some((status, text.to_string()))
+}
+
+/// The receiver of `fam` with `extra` top-level settings, and one packet
+/// for "ship" (its path).
+fn receiver_and_packet(fam: &Family, extra: &str) -> (Server, PathBuf) {
+    let conf = shipping_conf(
+        fam.dir.path(),
+        "receiver",
+        &format!(
+            "{extra}\nlocal_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
+            fam.root("ship").display()
+        ),
+        "",
+    );
+    let receiver = Server::start(&conf, "127.0.0.1:0", &[]);
+    write(&fam.root("boston"), "f", "1");
+    let out = fam.packet_dir("out");
+    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
+    let packet = packet_files(&out)[0].clone();
+    (receiver, packet)
+}
+
+#[test]
+fn clients_trickling_request_heads_do_not_keep_uploads_out() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let (receiver, packet) =
+        receiver_and_packet(&fam, "head_timeout = 3\nmax_connections_per_peer = 100");
+    // More clients than there are upload places, each sending its request
+    // head a byte a second (the idle timeout is 300 s).
+    let mut slow: Vec<TcpStream> = (0..70)
+        .map(|_| TcpStream::connect(&receiver.addr).unwrap())
+        .collect();
+    let trickler = std::thread::spawn(move || {
+        let head = b"PUT /packets/sync_slow.zip HTTP/1.1\r\n";
+        for i in 0..5 {
+            for stream in &mut slow {
+                let _ = stream.write_all(&head[i..=i]);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        slow
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let bytes = std::fs::read(&packet).unwrap();
+    let name = packet.file_name().unwrap().to_str().unwrap();
+    let (status, text) = put(&receiver.addr, name, &bytes);
+    assert_eq!(status, 201, "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the upload waited {:?}",
+        started.elapsed()
+    );
+    // The trickling clients were cut off at the head timeout.
+    let mut slow = trickler.join().unwrap();
+    for stream in slow.iter_mut().take(5) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let (status, text) = read_answer(stream).expect("an answer");
+        assert_eq!(status, 408, "{text}");
+        assert!(text.contains("head_timeout"), "{text}");
+    }
+}
+
+#[test]
+fn one_address_may_hold_only_so_many_connections() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let (receiver, packet) = receiver_and_packet(&fam, "");
+    // The default is 8 connections per peer address.
+    let held: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(&receiver.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, text) =
+        raw_request(&receiver.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("an answer");
+    assert_eq!(status, 429, "{text}");
+    assert!(text.contains("max_connections_per_peer"), "{text}");
+    assert!(receiver.log().contains("refused connection from 127.0.0.1"));
+    // Once they are closed, the address is served again.
+    drop(held);
+    let bytes = std::fs::read(&packet).unwrap();
+    let name = packet.file_name().unwrap().to_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, text) =
+            raw_request(&receiver.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("an answer");
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429, "{text}");
+        assert!(Instant::now() < deadline, "still refused: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, text) = put(&receiver.addr, name, &bytes);
+    assert_eq!(status, 201, "{text}");
+}
+
+#[test]
+fn malformed_request_heads_get_precise_answers() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let (receiver, _) = receiver_and_packet(&fam, "");
+    let big_head = format!(
+        "PUT /packets/sync_x.zip HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\nContent-Length: 5\r\n\r\nhello",
+        "a".repeat(20 * 1024)
+    );
+    let cases: [(&[u8], u16, &str); 4] = [
+        (
+            b"PUT /packets/sync_x.zip HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            400,
+            "Transfer-Encoding \"chunked, gzip\" is not accepted",
+        ),
+        (
+            b"PUT /packets/sync_x.zip HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+            400,
+            "Content-Length \"+5\" is not a number of bytes",
+        ),
+        (
+            b"PUT /packets/sync_x.zip HTTP/1.1\nHost: x\nContent-Length: 5\n\nhello",
+            400,
+            "bare LF",
+        ),
+        // Sent in one write, so it arrives in one read.
+        (big_head.as_bytes(), 431, "larger than 16384 bytes"),
+    ];
+    for (request, want, says) in cases {
+        let shown = String::from_utf8_lossy(&request[..request.len().min(80)]).to_string();
+        let (status, text) = raw_request(&receiver.addr, request)
+            .unwrap_or_else(|| panic!("no answer to {shown:?}"));
+        assert_eq!(status, want, "{shown:?}: {text}");
+        assert!(text.contains(says), "{shown:?}: {text}");
+    }
+}
+
 #[test]
 fn sender_hub_receiver_over_http_with_a_directory_leg() {
     let fam = family(&["boston", "ship", "lab"], &[("doc/a.txt", "one")]);
@@ -776,7 +929,7 @@ fn a_peer_that_falls_silent_mid_upload_is_dropped_and_nothing_is_kept() {
         dir,
         "receiver",
         &format!(
-            "idle_timeout = 1\nlocal_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
+            "idle_timeout = 1\nhead_timeout = 2\nlocal_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
             fam.root("ship").display()
         ),
         "",
@@ -805,7 +958,7 @@ fn a_peer_that_falls_silent_mid_upload_is_dropped_and_nothing_is_kept() {
     assert!(receiver.log().contains("broken off"), "{}", receiver.log());
     assert_eq!(files_under(&bay(&conf, "incoming")), Vec::<String>::new());
     // A head trickled in a line at a time, each within the idle timeout,
-    // is still cut off once the whole head is late.
+    // is still cut off once the whole head is late (head_timeout).
     let mut trickle = TcpStream::connect(&receiver.addr).unwrap();
     trickle
         .write_all(b"PUT /packets/x.zip HTTP/1.1\r\n")
@@ -826,6 +979,7 @@ fn a_peer_that_falls_silent_mid_upload_is_dropped_and_nothing_is_kept() {
         .unwrap();
     let _ = trickle.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("head_timeout"), "{answer:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
     // The server still serves others.
     let (status, text) = put(&receiver.addr, name, &bytes);
