@@ -17,7 +17,6 @@ use packet_format::{verify_packet, Examination, LogicalPacket, PacketKind, Signa
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{ChunkId, Id, Operation};
 use crate::replica::LockedReplica;
-use crate::store::state;
 use crate::sync::apply::{self, ApplyHooks, ApplyReport, ChunkSource};
 use crate::sync::epochs::{LocalView, Readiness};
 use crate::sync::packets::{self, ChunkSpool};
@@ -315,8 +314,6 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         }
     }
     let mut spool = ChunkSpool::fill(&packet, &replica.state_dir())?;
-    let report = apply::apply_batch(replica, &ops, &mut spool, &mut ApplyHooks::default())?;
-    let now = crate::sys::clock::now_ns();
     let first_name = files[0]
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -326,22 +323,22 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         .iter()
         .find(|t| t.id == me)
         .map_or(0, |t| t.seq);
-    replica.state_mut().transaction(|tx| {
-        // The sender had everything in its row: raise the estimate of it.
-        for (origin, epoch) in &header.epoch_row {
-            state::raise_epoch(tx, &header.sender.id, origin, *epoch)?;
-        }
-        state::log_packet(
-            tx,
-            "received",
-            &header.sender.id,
-            &header.packet_id,
-            sequence,
-            &first_name,
-            now,
-        )?;
-        Ok(())
-    })?;
+    let receipt = apply::Receipt {
+        sender: header.sender.id,
+        epoch_row: header.epoch_row.iter().map(|(o, e)| (*o, *e)).collect(),
+        packet_id: header.packet_id,
+        sequence,
+        file_name: first_name,
+        at_ns: crate::sys::clock::now_ns(),
+    };
+    let report = apply::apply_batch_with(
+        replica,
+        &ops,
+        &mut spool,
+        &mut ApplyHooks::default(),
+        Some(&receipt),
+    )?;
+    crate::sys::testhook::crash_point("import-after-commit");
     Ok((header.sender.name.clone(), report))
 }
 
