@@ -6,9 +6,9 @@
 //! cleanup, no destructors), as `kill -9` would. Unset (as in every real
 //! use) it does nothing. This is the only place that reads the variable.
 //!
-//! Points (see the callers): `export-after-parts`, `export-after-orders`,
-//! `import-after-commit`, `mkreplica-import-after-staging`,
-//! `mkreplica-init-after-staging`, `export-writing-part`.
+//! Points (see the callers): `export-after-parts`,
+//! `export-before-commit`, `import-after-commit`,
+//! `mkreplica-import-before-rename`, `mkreplica-init-before-rename`.
 
 /// The environment variable naming the point to abort at.
 pub const CRASH_AT_VAR: &str = "SYNCREPLICA_TEST_CRASH_AT";

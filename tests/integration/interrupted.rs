@@ -30,3 +30,104 @@ fn an_import_killed_after_its_commit_has_raised_the_senders_estimate() {
     let log = run(&b, "lspacket", [out.as_os_str()]).ok().stdout;
     assert!(log.contains("already applied"), "{log}");
 }
+
+fn init_leftovers(root: &std::path::Path) -> Vec<String> {
+    entry_names(root)
+        .into_iter()
+        .filter(|n| n.starts_with(".syncreplica.init-"))
+        .collect()
+}
+
+#[test]
+fn a_killed_mkreplica_import_is_cleaned_up_by_the_next_run() {
+    let fam = family(&["alpha"], &[("docs/a.txt", "hello"), ("b.txt", "b")]);
+    let a = fam.root("alpha");
+    let out = fam.packet_dir("creation");
+    run(
+        &a,
+        "mkreplica",
+        [
+            "-export".as_ref(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "beta".as_ref(),
+        ] as [&std::ffi::OsStr; 4],
+    )
+    .ok();
+    let b = fam.root("beta");
+    let args: [&std::ffi::OsStr; 4] = [
+        "-import".as_ref(),
+        "-replica".as_ref(),
+        b.as_os_str(),
+        out.as_os_str(),
+    ];
+    let killed = run_crashing_at(
+        fam.dir.path(),
+        "mkreplica",
+        args,
+        "mkreplica-import-before-rename",
+    );
+    assert_crashed(&killed);
+    assert_eq!(init_leftovers(&b).len(), 1, "{:?}", entry_names(&b));
+    // A file the user put there meanwhile is not the packet's: kept, and
+    // the directory is then not empty.
+    write(&b, "mine.txt", "user's");
+    let refused = run(fam.dir.path(), "mkreplica", args).fails_with(1);
+    assert!(refused.stderr.contains("not empty"), "{}", refused.stderr);
+    assert_eq!(
+        std::fs::read_to_string(b.join("mine.txt")).unwrap(),
+        "user's"
+    );
+    std::fs::remove_file(b.join("mine.txt")).unwrap();
+    let again = run(fam.dir.path(), "mkreplica", args).ok();
+    assert!(
+        again.stdout.contains("killed before it finished"),
+        "{}",
+        again.stdout
+    );
+    assert!(init_leftovers(&b).is_empty());
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+}
+
+#[test]
+fn a_killed_mkreplica_init_is_cleaned_up_by_the_next_run() {
+    let dir = tree(&[("a.txt", "a")]);
+    let args = ["-init", "-family", "fam", "alpha"];
+    assert_crashed(&run_crashing_at(
+        dir.path(),
+        "mkreplica",
+        args,
+        "mkreplica-init-before-rename",
+    ));
+    assert_eq!(init_leftovers(dir.path()).len(), 1);
+    let again = run(dir.path(), "mkreplica", args).ok();
+    assert!(
+        again.stdout.contains("killed before it finished"),
+        "{}",
+        again.stdout
+    );
+    assert!(init_leftovers(dir.path()).is_empty());
+    let status = run(dir.path(), "syncreplica", ["-status"]).ok();
+    assert!(!status.stdout.contains("init-"), "{}", status.stdout);
+}
+
+#[test]
+fn mkreplica_init_refused_for_nesting_creates_nothing() {
+    let dir = tree(&[("a.txt", "a")]);
+    init(dir.path(), "outer");
+    let inner = dir.path().join("sub/inner");
+    let refused = run(
+        dir.path(),
+        "mkreplica",
+        [
+            "-init".as_ref(),
+            "-family".as_ref(),
+            "f2".as_ref(),
+            "-replica".as_ref(),
+            inner.as_os_str(),
+            "inner".as_ref(),
+        ] as [&std::ffi::OsStr; 6],
+    );
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(!dir.path().join("sub").exists());
+}
