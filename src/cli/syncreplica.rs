@@ -67,8 +67,9 @@ pub struct Args {
     #[arg(long)]
     pub remove: bool,
 
-    /// With -export: an existing directory that receives the packet files,
-    /// under their standard names (sync_<sender>_<time>_<target>_<seq>[_<k>of<n>].zip).
+    /// With -export: the directory that receives the packet files, under
+    /// their standard names (sync_<sender>_<time>_<target>_<seq>[_<k>of<n>].zip);
+    /// created if missing, once every other check has passed.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
@@ -155,8 +156,27 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     };
     let mut replica = replica.lock("syncreplica -export")?;
     cli::print_lock_takeover(NAME, &replica);
-    // Resolve targets before recording, so a typo changes nothing.
+    // Everything is checked before anything is recorded or created, so a
+    // refused export changes nothing.
     export::resolve_targets(&replica, &args.targets)?;
+    export::check_max_size(max_size)?;
+    for dir in args.workdir.iter().map(PathBuf::as_path).chain([out]) {
+        if dir.exists() && !dir.is_dir() {
+            return Err(crate::error::Error::NotADirectory {
+                path: dir.to_path_buf(),
+            }
+            .into());
+        }
+    }
+    if let Some(work) = &args.workdir {
+        if !work.exists() {
+            return Err(crate::error::Error::NotADirectory { path: work.clone() }.into());
+        }
+    }
+    if !out.exists() {
+        std::fs::create_dir_all(out).map_err(|e| crate::error::Error::io(out, e))?;
+        outln!("Created the -out directory {}.", out.display());
+    }
     if let Some((shipping, class, expires, _)) = &shipping {
         adopt_unordered(&mut replica, shipping, class, *expires)?;
     }
@@ -378,6 +398,7 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 problems += 1;
                 eprintln!("{NAME}: error: refused {}: {why}", display_files(files));
             }
+            import::PacketOutcome::NotRemoved { .. } => {}
         }
     }
     outln!(
@@ -389,10 +410,24 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
         total.conflicts.len(),
         total.bytes_written
     );
+    let mut not_removed = 0;
+    for outcome in &outcomes {
+        if let import::PacketOutcome::NotRemoved { error, .. } = outcome {
+            not_removed += 1;
+            eprintln!("{NAME}: error: applied, but could not remove the packet file {error}");
+        }
+    }
     if problems > 0 {
         anyhow::bail!(
             "{problems} packet{} refused; the replica is unchanged by them",
             plural(problems)
+        );
+    }
+    if not_removed > 0 {
+        anyhow::bail!(
+            "{not_removed} packet file{} could not be removed; remove {} by hand",
+            plural(not_removed),
+            if not_removed == 1 { "it" } else { "them" }
         );
     }
     Ok(())

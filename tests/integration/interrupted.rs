@@ -131,3 +131,74 @@ fn mkreplica_init_refused_for_nesting_creates_nothing() {
     assert_ne!(refused.code, 0, "{}", refused.stdout);
     assert!(!dir.path().join("sub").exists());
 }
+
+#[test]
+fn a_refused_export_records_nothing_and_a_missing_out_dir_is_created_last() {
+    let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
+    let a = fam.root("alpha");
+    write(&a, "new.txt", "pending");
+    let before = own_epoch(&a);
+    let missing = fam.dir.path().join("stick/packets");
+    // A file where the directory should be: refused, nothing recorded.
+    let file = fam.dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    export_to(&a, &file, &["beta"], &[]).fails_with(1);
+    assert_eq!(own_epoch(&a), before);
+    // A bad target with a missing directory: nothing recorded or created.
+    export_to(&a, &missing, &["nobody"], &[]).fails_with(1);
+    assert_eq!(own_epoch(&a), before);
+    assert!(!missing.exists());
+    // A missing directory alone is created, and said so.
+    let made = export_to(&a, &missing, &["beta"], &[]).ok();
+    assert!(
+        made.stdout.contains("Created the -out directory"),
+        "{}",
+        made.stdout
+    );
+    assert_eq!(packet_files(&missing).len(), 1);
+}
+
+#[test]
+fn import_remove_that_cannot_remove_reports_what_was_applied_then_fails() {
+    let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    write(&a, "new.txt", "made at alpha");
+    let out = fam.packet_dir("ro");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    // What read-only media does to every removal, done deterministically
+    // (even for root): the order beside the packet cannot be removed.
+    let name = packet_files(&out)[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let order = out.join(format!("{name}.order"));
+    write(&order, "inside", "x");
+    let res = run(
+        &b,
+        "syncreplica",
+        ["-import".as_ref(), "-remove".as_ref(), out.as_os_str()],
+    )
+    .fails_with(1);
+    assert!(
+        res.stdout.contains("Applied packet from alpha"),
+        "{}",
+        res.stdout
+    );
+    assert!(
+        res.stdout.contains("Import summary: 1 packet applied"),
+        "{}",
+        res.stdout
+    );
+    assert!(
+        res.stderr.contains("could not remove the packet file")
+            && res.stderr.contains(&format!("{name}.order")),
+        "{}",
+        res.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("new.txt")).unwrap(),
+        "made at alpha"
+    );
+}
