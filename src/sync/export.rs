@@ -25,6 +25,9 @@ use crate::store::identity;
 use crate::store::state::{self, Member};
 use crate::sync::chunks::{add_local_chunk, LocalChunks};
 
+/// See [`ExportRequest::before_commit`].
+pub type BeforeCommit<'a> = dyn Fn(&Member, &[WrittenPart]) -> Result<()> + 'a;
+
 /// What to export and where.
 pub struct ExportRequest<'a> {
     pub targets: &'a [String],
@@ -45,7 +48,7 @@ pub struct ExportRequest<'a> {
     /// orders here): an error, or a kill, leaves the estimates as they
     /// were, so the next export sends the same operations again rather
     /// than believing delivered what nothing will ship.
-    pub before_commit: Option<&'a dyn Fn(&Member, &[WrittenPart]) -> Result<()>>,
+    pub before_commit: Option<&'a BeforeCommit<'a>>,
 }
 
 /// What was sent to one target.
