@@ -256,6 +256,9 @@ impl Replica {
 /// What `mkreplica -init` did.
 pub struct InitReport {
     pub replica: Replica,
+    /// Pids of killed earlier runs whose state folder under construction
+    /// was removed first.
+    pub cleaned_up: Vec<u32>,
     pub scan: ScanOutcome,
     pub record: RecordSummary,
     pub fingerprint: String,
@@ -274,23 +277,39 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
         other => other,
     })?;
     identity::validate_name(name)?;
+    let in_replica = |root: &Path| -> Result<()> {
+        if let Some(outer) = root.ancestors().find(|d| is_replica_root(d)) {
+            let name = Identity::load(&state_dir(outer))
+                .map(|i| i.replica_name)
+                .unwrap_or_else(|_| "?".into());
+            return Err(Error::AlreadyInReplica {
+                path: root.to_path_buf(),
+                root: outer.to_path_buf(),
+                name,
+            });
+        }
+        Ok(())
+    };
     if !dir.exists() {
+        // Refused before anything is created.
+        if let Some(existing) = dir.ancestors().skip(1).find(|d| d.is_dir()) {
+            let existing = std::fs::canonicalize(existing).at(existing)?;
+            in_replica(&existing)?;
+        }
         std::fs::create_dir_all(dir).at(dir)?;
     }
     let root = std::fs::canonicalize(dir).at(dir)?;
     if !root.is_dir() {
         return Err(Error::NotADirectory { path: root });
     }
-    if let Some(outer) = root.ancestors().find(|d| is_replica_root(d)) {
-        let name = Identity::load(&state_dir(outer))
-            .map(|i| i.replica_name)
-            .unwrap_or_else(|_| "?".into());
-        return Err(Error::AlreadyInReplica {
-            path: root.clone(),
-            root: outer.to_path_buf(),
-            name,
-        });
+    in_replica(&root)?;
+    // What an earlier run killed before it finished left: its state folder
+    // under construction (the tree itself is the user's and untouched).
+    let cleaned_up = crate::store::lock::abandoned_init_dirs(&root);
+    for (staging, _) in &cleaned_up {
+        std::fs::remove_dir_all(staging).at(staging)?;
     }
+    let cleaned_up: Vec<u32> = cleaned_up.into_iter().map(|(_, pid)| pid).collect();
     let final_dir = state_dir(&root);
     if final_dir.exists() {
         return Err(Error::ContainsReplica {
@@ -331,6 +350,7 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
             return Err(err);
         }
     }
+    crate::sys::testhook::crash_point("mkreplica-init-before-rename");
     std::fs::rename(&staging, &final_dir).at(&final_dir)?;
     crate::sys::fsutil::sync_dir(&root)?;
 
@@ -342,6 +362,7 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
     let key = replica.signing_key()?;
     Ok(InitReport {
         replica,
+        cleaned_up,
         scan: outcome,
         record,
         fingerprint: identity::fingerprint(&key.verifying_key().to_bytes()),

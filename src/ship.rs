@@ -92,6 +92,39 @@ impl Shipping {
         Ok(shipper.ship(class_name, packets, Utc::now())?)
     }
 
+    /// Packets sent by `sender` lying in the outgoing bay of `class_name`,
+    /// with their headers and whether each has its shipping order (an
+    /// export killed between writing its parts and queueing them leaves
+    /// them without), sorted by name.
+    pub fn packets_from(
+        &self,
+        class_name: &str,
+        sender: &crate::ops::Id,
+    ) -> Result<Vec<(PathBuf, packet_format::Header, bool)>> {
+        let outgoing = self.outgoing(class_name)?;
+        let listing = shipping::order::list_bay(&outgoing)?;
+        let mut found = Vec::new();
+        let all = listing
+            .unordered
+            .iter()
+            .map(|n| (n, false))
+            .chain(listing.ordered.iter().map(|n| (n, true)));
+        for (name, ordered) in all {
+            if !name.starts_with("sync_") {
+                continue;
+            }
+            let path = outgoing.dir().join(name);
+            let exam = packet_format::examine_packet(&path, &[]);
+            if let (None, Some(header)) = (exam.error, exam.header) {
+                if header.sender.id == *sender {
+                    found.push((path, header, ordered));
+                }
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+
     /// The packet files waiting in the incoming bays of `classes`.
     pub fn incoming_packets(&self, classes: &[String]) -> Result<Vec<PathBuf>> {
         let mut files = Vec::new();

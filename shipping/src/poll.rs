@@ -103,9 +103,9 @@ impl Shipper<'_> {
                     continue;
                 }
             };
-            self.clean_up(&outgoing, &listing, now);
+            let adopted = self.clean_up(&outgoing, class_name, class, &listing, now);
             self.sweep_abandoned(&[class.outgoing_dir(), class.incoming_dir()], now);
-            for packet in &listing.ordered {
+            for packet in listing.ordered.iter().chain(&adopted) {
                 report.add(&self.process(&outgoing, class, packet, now, Due::AfterBackoff));
             }
         }
@@ -156,14 +156,20 @@ impl Shipper<'_> {
     }
 
     /// Removes orders whose packet is gone (what an interrupted removal
-    /// leaves: packets always go first) and points at packets that have
-    /// no order (an export or mkorder cut off between the two).
+    /// leaves: packets always go first), and deals with packets that have
+    /// no order (an export or mkorder cut off between the two): one sent
+    /// by a replica of this host (`local_replicas`) is queued for the
+    /// targets in its header, as `mkorder -data` would; another is pointed
+    /// at. Returns the packets queued.
     fn clean_up(
         &self,
         outgoing: &DirStore,
+        class_name: &str,
+        class: &StorageClass,
         listing: &crate::order::BayListing,
         now: DateTime<Utc>,
-    ) {
+    ) -> Vec<String> {
+        let mut adopted = Vec::new();
         for order in &listing.orphan_orders {
             let packet = packet_of(order).unwrap_or_default();
             let removed = DirLock::take(outgoing.dir(), ENTRIES_LOCK).and_then(|_entries| {
@@ -185,15 +191,60 @@ impl Shipper<'_> {
                 .and_then(|p| std::fs::metadata(p).ok())
                 .and_then(|m| m.modified().ok())
                 .is_some_and(|t| DateTime::<Utc>::from(t) + chrono::Duration::minutes(1) < now);
-            if old_enough {
-                self.say(&format!(
-                    "warning: {packet} in {} has no shipping order and is not shipped; \
-                     queue it with mkorder -data {}/{packet}",
-                    outgoing.describe(),
-                    outgoing.describe()
-                ));
+            if !old_enough {
+                continue;
             }
+            match self.adopt(outgoing, class_name, class, packet, now) {
+                Ok(true) => {
+                    adopted.push(packet.clone());
+                    continue;
+                }
+                Ok(false) => {}
+                Err(err) => self.say(&format!("error: queueing {packet}: {err}")),
+            }
+            self.say(&format!(
+                "warning: {packet} in {} has no shipping order and is not shipped; \
+                 queue it with mkorder -data {}/{packet}",
+                outgoing.describe(),
+                outgoing.describe()
+            ));
         }
+        adopted
+    }
+
+    /// Queues `packet`, lying in `outgoing` without an order, if a replica
+    /// of this host sent it: the orders of an export killed before it wrote
+    /// them. Returns whether it did.
+    fn adopt(
+        &self,
+        outgoing: &DirStore,
+        class_name: &str,
+        class: &StorageClass,
+        packet: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let path = outgoing.path(packet)?;
+        let exam = packet_format::examine_packet(&path, &[]);
+        let Some(header) = exam.header.filter(|_| exam.error.is_none()) else {
+            return Ok(false);
+        };
+        if !self.config.is_local(&header.sender.name) || header.targets.is_empty() {
+            return Ok(false);
+        }
+        let destinations: Vec<&str> = header.targets.iter().map(|t| t.name.as_str()).collect();
+        let _entries = DirLock::take(outgoing.dir(), ENTRIES_LOCK)?;
+        if outgoing.exists(&order_name(packet))? {
+            return Ok(false);
+        }
+        let order = ShippingOrder::create(outgoing, packet, class_name, class, &destinations, now)?;
+        order.save(outgoing)?;
+        self.say(&format!(
+            "queued {packet} in {} for {}: a packet of local replica {} left without a shipping order (an interrupted export)",
+            outgoing.describe(),
+            destinations.join(", "),
+            header.sender.name
+        ));
+        Ok(true)
     }
 
     /// Removes temporary files (`.tmp-*`) untouched for a day: what writes

@@ -106,6 +106,9 @@ fn init(args: &Args) -> anyhow::Result<()> {
         None => std::env::current_dir()?,
     };
     let report = replica::init(&dir, family, name)?;
+    for pid in &report.cleaned_up {
+        outln!("Removed the unfinished state folder of an earlier mkreplica killed before it finished (process {pid}).");
+    }
     cli::print_warnings(NAME, &report.scan.warnings);
     let replica = &report.replica;
     outln!(
@@ -224,6 +227,9 @@ fn import(args: &Args) -> anyhow::Result<()> {
         None => std::env::current_dir()?,
     };
     let made = creation::import_creation(&packet, &dir, &key_file)?;
+    for pid in &made.cleaned_up {
+        outln!("Removed the half-made tree of an earlier mkreplica -import killed before it finished (process {pid}); started again.");
+    }
     outln!(
         "Created replica \"{}\" of family \"{}\" at {} from {}'s creation packet ({} files).",
         made.replica.identity.replica_name,

@@ -67,8 +67,9 @@ pub struct Args {
     #[arg(long)]
     pub remove: bool,
 
-    /// With -export: an existing directory that receives the packet files,
-    /// under their standard names (sync_<sender>_<time>_<target>_<seq>[_<k>of<n>].zip).
+    /// With -export: the directory that receives the packet files, under
+    /// their standard names (sync_<sender>_<time>_<target>_<seq>[_<k>of<n>].zip);
+    /// created if missing, once every other check has passed.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
@@ -155,11 +156,52 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     };
     let mut replica = replica.lock("syncreplica -export")?;
     cli::print_lock_takeover(NAME, &replica);
-    // Resolve targets before recording, so a typo changes nothing.
+    // Everything is checked before anything is recorded or created, so a
+    // refused export changes nothing.
     export::resolve_targets(&replica, &args.targets)?;
+    export::check_max_size(max_size)?;
+    for dir in args.workdir.iter().map(PathBuf::as_path).chain([out]) {
+        if dir.exists() && !dir.is_dir() {
+            return Err(crate::error::Error::NotADirectory {
+                path: dir.to_path_buf(),
+            }
+            .into());
+        }
+    }
+    if let Some(work) = &args.workdir {
+        if !work.exists() {
+            return Err(crate::error::Error::NotADirectory { path: work.clone() }.into());
+        }
+    }
+    if !out.exists() {
+        std::fs::create_dir_all(out).map_err(|e| crate::error::Error::io(out, e))?;
+        outln!("Created the -out directory {}.", out.display());
+    }
+    if let Some((shipping, class, expires, _)) = &shipping {
+        adopt_unordered(&mut replica, shipping, class, *expires)?;
+    }
     let (outcome, _) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
     let progress = cli::progress_bar();
+    // With -ship, each target's parts are queued before its estimates are
+    // raised: a kill in between leaves them queued and the estimates low
+    // (the next export sends the operations again), never estimates that
+    // count on parts nothing will ship.
+    let orders: std::cell::RefCell<Vec<shipping::order::ShippingOrder>> = Default::default();
+    let queue = |target: &crate::store::state::Member,
+                 parts: &[packet_format::WrittenPart]|
+     -> crate::error::Result<()> {
+        let Some((shipping, class, expires, _)) = &shipping else {
+            return Ok(());
+        };
+        let packets: Vec<(String, Vec<String>)> = parts
+            .iter()
+            .map(|p| (p.file_name.clone(), vec![target.name.clone()]))
+            .collect();
+        let made = shipping.order_packets(class, &packets, *expires, chrono::Utc::now())?;
+        orders.borrow_mut().extend(made);
+        Ok(())
+    };
     let request = export::ExportRequest {
         targets: &args.targets,
         out_dir: out,
@@ -168,17 +210,10 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         comment: &args.comment,
         progress: &progress,
         full_content: args.fullcontent,
+        before_commit: Some(&queue),
     };
     let results = export::export_updates(&mut replica, &request)?;
     progress.finish_and_clear();
-    let mut shipped: Vec<(String, Vec<String>)> = Vec::new();
-    for (target, result) in &results {
-        if let export::TargetExport::Written(summary) = result {
-            for part in &summary.parts {
-                shipped.push((part.file_name.clone(), vec![target.name.clone()]));
-            }
-        }
-    }
     for (target, result) in results {
         match result {
             export::TargetExport::UpToDate => {
@@ -212,15 +247,8 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     // The replica is not needed for shipping: other commands need not wait
     // for a slow link.
     drop(replica);
-    if let Some((shipping, class, expires, _)) = &shipping {
-        let orders = shipping
-            .order_packets(class, &shipped, *expires, chrono::Utc::now())
-            .map_err(|err| {
-                anyhow::anyhow!(
-                    "the packets were written to {} but not queued: {err}; queue them with mkorder -data PACKET",
-                    out.display()
-                )
-            })?;
+    let orders = orders.into_inner();
+    if let Some((shipping, class, _, _)) = &shipping {
         if let Some(first) = orders.first() {
             outln!(
                 "Queued {} packet file{} for shipping in storage class {class} (expires {}).",
@@ -240,6 +268,62 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
             }
         } else if !orders.is_empty() {
             outln!("shipping_server -poll delivers them.");
+        }
+    }
+    Ok(())
+}
+
+/// Finishes what an export killed after writing its parts into the
+/// outgoing bay left undone: queues those without a shipping order, and
+/// records as sent the complete ones not in the packet log (their
+/// estimates were not raised, so the next export would send them again).
+/// Says so.
+fn adopt_unordered(
+    replica: &mut replica::LockedReplica,
+    shipping: &ship::Shipping,
+    class: &str,
+    expires: Option<chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<()> {
+    let found = shipping.packets_from(class, &replica.identity.replica_id)?;
+    let unordered: Vec<PathBuf> = found
+        .iter()
+        .filter(|(_, _, ordered)| !ordered)
+        .map(|(path, _, _)| path.clone())
+        .collect();
+    if !unordered.is_empty() {
+        let queued = ship::submit_files(
+            shipping,
+            class,
+            &unordered,
+            &[],
+            expires,
+            false,
+            chrono::Utc::now(),
+        )?;
+        for item in &queued {
+            outln!(
+                "Queued {}, left without a shipping order by an interrupted export, for {}.",
+                item.order.packet,
+                item.order.destinations.join(", ")
+            );
+        }
+    }
+    let mut by_packet: std::collections::BTreeMap<_, Vec<&(PathBuf, packet_format::Header, bool)>> =
+        Default::default();
+    for item in &found {
+        by_packet.entry(item.1.packet_id).or_default().push(item);
+    }
+    for parts in by_packet.values() {
+        let header = &parts[0].1;
+        let complete = (1..=header.parts).all(|k| parts.iter().any(|(_, h, _)| h.part == k));
+        if complete {
+            let first = parts
+                .iter()
+                .find(|(_, h, _)| h.part == 1)
+                .and_then(|(p, _, _)| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            export::record_adopted(replica, header, &first)?;
         }
     }
     Ok(())
@@ -314,6 +398,7 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 problems += 1;
                 eprintln!("{NAME}: error: refused {}: {why}", display_files(files));
             }
+            import::PacketOutcome::NotRemoved { .. } => {}
         }
     }
     outln!(
@@ -325,10 +410,24 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
         total.conflicts.len(),
         total.bytes_written
     );
+    let mut not_removed = 0;
+    for outcome in &outcomes {
+        if let import::PacketOutcome::NotRemoved { error, .. } = outcome {
+            not_removed += 1;
+            eprintln!("{NAME}: error: applied, but could not remove the packet file {error}");
+        }
+    }
     if problems > 0 {
         anyhow::bail!(
             "{problems} packet{} refused; the replica is unchanged by them",
             plural(problems)
+        );
+    }
+    if not_removed > 0 {
+        anyhow::bail!(
+            "{not_removed} packet file{} could not be removed; remove {} by hand",
+            plural(not_removed),
+            if not_removed == 1 { "it" } else { "them" }
         );
     }
     Ok(())

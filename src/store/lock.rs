@@ -102,6 +102,28 @@ pub fn process_is_alive(pid: u32) -> bool {
     )
 }
 
+/// The state folders under construction (`.syncreplica.init-PID`) in
+/// `root` whose process is gone: what a `mkreplica -init` or `-import`
+/// killed before it renamed its state folder into place leaves. A folder
+/// whose process still runs is not listed (it may be at work).
+pub fn abandoned_init_dirs(root: &Path) -> Vec<(PathBuf, u32)> {
+    let prefix = format!("{}.init-", crate::store::layout::STATE_DIR);
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(PathBuf, u32)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let pid: u32 = name.to_str()?.strip_prefix(&prefix)?.parse().ok()?;
+            let abandoned = pid != std::process::id() && !process_is_alive(pid);
+            abandoned.then(|| (entry.path(), pid))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

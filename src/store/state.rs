@@ -440,6 +440,18 @@ impl State {
         Ok(())
     }
 
+    /// Whether the packet log has a packet with this id.
+    pub fn packet_logged(&self, packet_id: &Id) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM packets WHERE packet_id = ?1",
+                params![packet_id.to_hex()],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|count| count > 0)
+            .map_err(|source| self.db_error(source))
+    }
+
     /// The next sequence number of packets from this replica to `peer`.
     pub fn next_sequence(&self, peer: &Id) -> Result<u64> {
         self.conn

@@ -331,6 +331,8 @@ fn read_key_file(path: &Path) -> Result<(Id, [u8; 32])> {
 /// What `mkreplica -import` made.
 pub struct CreationImport {
     pub replica: Replica,
+    /// Pids of killed earlier runs whose half-made tree was removed first.
+    pub cleaned_up: Vec<u32>,
     pub fingerprint: String,
     pub sender: String,
     pub files: u64,
@@ -397,6 +399,11 @@ pub fn import_creation(
     }
 
     let existed = dir.exists();
+    let cleaned_up = if existed {
+        remove_abandoned_import(dir, packet)?
+    } else {
+        Vec::new()
+    };
     if existed {
         let mut entries = std::fs::read_dir(dir).at(dir)?;
         if entries.next().is_some() {
@@ -422,6 +429,7 @@ pub fn import_creation(
     match result {
         Ok((replica, files)) => Ok(CreationImport {
             replica,
+            cleaned_up,
             fingerprint: header.signer_fingerprint(),
             sender: header.sender.name.clone(),
             files,
@@ -444,6 +452,53 @@ pub fn import_creation(
             Err(err)
         }
     }
+}
+
+/// Removes what a `mkreplica -import` into `dir` killed before it finished
+/// left: its state folder under construction (`.syncreplica.init-PID`, its
+/// process gone) and the top-level entries the packet creates. If anything
+/// else is there, nothing is removed (the caller then finds the directory
+/// not empty). Returns the
+/// pids of the runs cleaned up after.
+fn remove_abandoned_import(dir: &Path, packet: &LogicalPacket) -> Result<Vec<u32>> {
+    let abandoned = crate::store::lock::abandoned_init_dirs(dir);
+    if abandoned.is_empty() || dir.join(STATE_DIR).exists() {
+        return Ok(Vec::new());
+    }
+    let mut tops: std::collections::HashSet<Vec<u8>> = Default::default();
+    for op in packet.operations() {
+        if let Some(change) = op?.change.path_change() {
+            let top = change.path.split(|&b| b == b'/').next().unwrap_or_default();
+            tops.insert(top.to_vec());
+        }
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let ours: Vec<PathBuf> = std::fs::read_dir(dir)
+        .at(dir)?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| !abandoned.iter().any(|(staging, _)| staging == path))
+        .collect();
+    if ours.iter().any(|path| {
+        !path
+            .file_name()
+            .is_some_and(|n| tops.contains(n.as_bytes()))
+    }) {
+        // Something the packet does not make: not only leftovers.
+        return Ok(Vec::new());
+    }
+    for (staging, _) in &abandoned {
+        std::fs::remove_dir_all(staging).at(staging)?;
+    }
+    for path in ours {
+        let meta = std::fs::symlink_metadata(&path).at(&path)?;
+        if meta.is_dir() {
+            std::fs::remove_dir_all(&path).at(&path)?;
+        } else {
+            std::fs::remove_file(&path).at(&path)?;
+        }
+    }
+    Ok(abandoned.into_iter().map(|(_, pid)| pid).collect())
 }
 
 fn materialize(
@@ -605,6 +660,7 @@ fn materialize(
     drop(state);
     drop(spool);
     let final_dir = replica::state_dir(root);
+    crate::sys::testhook::crash_point("mkreplica-import-before-rename");
     std::fs::rename(&staging, &final_dir).at(&final_dir)?;
     crate::sys::fsutil::sync_dir(root)?;
     Ok((Replica::open(root)?, files))

@@ -25,6 +25,9 @@ use crate::store::identity;
 use crate::store::state::{self, Member};
 use crate::sync::chunks::{add_local_chunk, LocalChunks};
 
+/// See [`ExportRequest::before_commit`].
+pub type BeforeCommit<'a> = dyn Fn(&Member, &[WrittenPart]) -> Result<()> + 'a;
+
 /// What to export and where.
 pub struct ExportRequest<'a> {
     pub targets: &'a [String],
@@ -40,6 +43,12 @@ pub struct ExportRequest<'a> {
     /// Ship the content of every final state, even chunks the target is
     /// believed to hold (for a target that no longer has them).
     pub full_content: bool,
+    /// Called with each target's parts once they are in `out_dir`, before
+    /// the target's estimates are raised (`-ship` writes the shipping
+    /// orders here): an error, or a kill, leaves the estimates as they
+    /// were, so the next export sends the same operations again rather
+    /// than believing delivered what nothing will ship.
+    pub before_commit: Option<&'a BeforeCommit<'a>>,
 }
 
 /// What was sent to one target.
@@ -237,27 +246,75 @@ fn export_to(
             }
         }
     }
+    crate::sys::testhook::crash_point("export-after-parts");
+    if let Some(before_commit) = request.before_commit {
+        before_commit(target, &parts)?;
+    }
+    crate::sys::testhook::crash_point("export-before-commit");
     let first_name = parts
         .first()
         .map(|p| p.file_name.clone())
         .unwrap_or_default();
-    replica.state_mut().transaction(|tx| {
-        for (origin, range) in &ranges {
-            state::raise_epoch(tx, &target.replica, origin, range.last)?;
-        }
-        state::log_packet(
-            tx,
-            "sent",
-            &target.replica,
-            &packet_id,
-            sequence,
-            &first_name,
-            now,
-        )?;
-        Ok(())
-    })?;
+    record_sent(
+        replica,
+        &target.replica,
+        &ranges,
+        &packet_id,
+        sequence,
+        &first_name,
+        now,
+    )?;
     summary.parts = parts;
     Ok(TargetExport::Written(summary))
+}
+
+/// Raises `target`'s estimates past `ranges` and logs the packet as sent.
+fn record_sent(
+    replica: &mut LockedReplica,
+    target: &Id,
+    ranges: &BTreeMap<Id, EpochRange>,
+    packet_id: &Id,
+    sequence: u64,
+    first_name: &str,
+    now: i64,
+) -> Result<()> {
+    replica.state_mut().transaction(|tx| {
+        for (origin, range) in ranges {
+            state::raise_epoch(tx, target, origin, range.last)?;
+        }
+        state::log_packet(tx, "sent", target, packet_id, sequence, first_name, now)?;
+        Ok(())
+    })
+}
+
+/// Records as sent a packet of this replica found complete (every part
+/// present) and queued but never recorded: an export killed after writing
+/// its parts and before raising the estimates. Does nothing if it is
+/// recorded already. `first_name` names its first part.
+pub fn record_adopted(
+    replica: &mut LockedReplica,
+    header: &packet_format::Header,
+    first_name: &str,
+) -> Result<()> {
+    let me = replica.identity.replica_id;
+    if header.sender.id != me
+        || header.kind != PacketKind::Update
+        || replica.state().packet_logged(&header.packet_id)?
+    {
+        return Ok(());
+    }
+    for target in &header.targets {
+        record_sent(
+            replica,
+            &target.id,
+            &header.epoch_ranges,
+            &header.packet_id,
+            target.seq,
+            first_name,
+            crate::sys::clock::now_ns(),
+        )?;
+    }
+    Ok(())
 }
 
 /// Chunks the target will hold when it applies this packet, so they need

@@ -17,7 +17,6 @@ use packet_format::{verify_packet, Examination, LogicalPacket, PacketKind, Signa
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{ChunkId, Id, Operation};
 use crate::replica::LockedReplica;
-use crate::store::state;
 use crate::sync::apply::{self, ApplyHooks, ApplyReport, ChunkSource};
 use crate::sync::epochs::{LocalView, Readiness};
 use crate::sync::packets::{self, ChunkSpool};
@@ -48,6 +47,12 @@ pub enum PacketOutcome {
     LeftAlone {
         files: Vec<PathBuf>,
         why: String,
+    },
+    /// A packet file (or its order) that could not be removed after its
+    /// packet was applied or found already applied (read-only media, say).
+    NotRemoved {
+        file: PathBuf,
+        error: Error,
     },
     /// Damaged, not signed by a family member, or refused by the apply
     /// engine; left in place, and nothing of it applied.
@@ -225,10 +230,9 @@ fn import_files(
                 Readiness::Applied => {
                     let parts = candidates.remove(&id).expect("present");
                     let files: Vec<PathBuf> = parts.into_iter().map(|e| e.path).collect();
-                    if request.remove {
-                        remove_files(&files)?;
-                    }
+                    let removal = remove_if(request.remove, &files);
                     outcomes.push(PacketOutcome::AlreadyApplied { files });
+                    outcomes.extend(removal);
                 }
                 Readiness::Ready => ready.push((header.created_ns, id)),
                 Readiness::Waits { .. } => {}
@@ -241,14 +245,13 @@ fn import_files(
             request.progress.advance(1);
             match apply_logical(replica, &files) {
                 Ok((sender, report)) => {
-                    if request.remove {
-                        remove_files(&files)?;
-                    }
+                    let removal = remove_if(request.remove, &files);
                     outcomes.push(PacketOutcome::Applied {
                         files,
                         sender,
                         report,
                     });
+                    outcomes.extend(removal);
                 }
                 Err(Error::Packet(err)) => outcomes.push(PacketOutcome::Refused {
                     files,
@@ -270,10 +273,9 @@ fn import_files(
         let header = parts[0].header.clone().expect("header");
         let files: Vec<PathBuf> = parts.into_iter().map(|e| e.path).collect();
         if view.readiness(&header) == Readiness::Applied {
-            if request.remove {
-                remove_files(&files)?;
-            }
+            let removal = remove_if(request.remove, &files);
             outcomes.push(PacketOutcome::AlreadyApplied { files });
+            outcomes.extend(removal);
         } else {
             outcomes.push(PacketOutcome::Refused { files, why });
         }
@@ -315,8 +317,6 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         }
     }
     let mut spool = ChunkSpool::fill(&packet, &replica.state_dir())?;
-    let report = apply::apply_batch(replica, &ops, &mut spool, &mut ApplyHooks::default())?;
-    let now = crate::sys::clock::now_ns();
     let first_name = files[0]
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -326,37 +326,52 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         .iter()
         .find(|t| t.id == me)
         .map_or(0, |t| t.seq);
-    replica.state_mut().transaction(|tx| {
-        // The sender had everything in its row: raise the estimate of it.
-        for (origin, epoch) in &header.epoch_row {
-            state::raise_epoch(tx, &header.sender.id, origin, *epoch)?;
-        }
-        state::log_packet(
-            tx,
-            "received",
-            &header.sender.id,
-            &header.packet_id,
-            sequence,
-            &first_name,
-            now,
-        )?;
-        Ok(())
-    })?;
+    let receipt = apply::Receipt {
+        sender: header.sender.id,
+        epoch_row: header.epoch_row.iter().map(|(o, e)| (*o, *e)).collect(),
+        packet_id: header.packet_id,
+        sequence,
+        file_name: first_name,
+        at_ns: crate::sys::clock::now_ns(),
+    };
+    let report = apply::apply_batch_with(
+        replica,
+        &ops,
+        &mut spool,
+        &mut ApplyHooks::default(),
+        Some(&receipt),
+    )?;
+    crate::sys::testhook::crash_point("import-after-commit");
     Ok((header.sender.name.clone(), report))
 }
 
-/// Removes consumed packet files, and the shipping order a directory
-/// transport left beside each (`PACKET.order`), if any.
-fn remove_files(files: &[PathBuf]) -> Result<()> {
+/// With `remove`, removes consumed packet files, and the shipping order a
+/// directory transport left beside each (`PACKET.order`), if any. The
+/// packet is applied whatever happens here: a file that cannot be removed
+/// is reported, not an error that would hide what was applied.
+fn remove_if(remove: bool, files: &[PathBuf]) -> Vec<PacketOutcome> {
+    let mut failed = Vec::new();
+    if !remove {
+        return failed;
+    }
     for file in files {
-        std::fs::remove_file(file).map_err(|e| Error::io(file, e))?;
+        if let Err(err) = std::fs::remove_file(file) {
+            failed.push(PacketOutcome::NotRemoved {
+                file: file.clone(),
+                error: Error::io(file, err),
+            });
+            continue;
+        }
         let mut order = file.clone().into_os_string();
         order.push(shipping::order::ORDER_SUFFIX);
         match std::fs::remove_file(&order) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(Error::io(PathBuf::from(order), err)),
+            Err(err) => failed.push(PacketOutcome::NotRemoved {
+                file: PathBuf::from(&order),
+                error: Error::io(PathBuf::from(order), err),
+            }),
         }
     }
-    Ok(())
+    failed
 }

@@ -92,6 +92,37 @@ where
     }
 }
 
+/// Runs `name args…` in `cwd` killed at the named test-hook point
+/// (`SYNCREPLICA_TEST_CRASH_AT`, see `syncreplica::sys::testhook`).
+pub fn run_crashing_at<I, S>(cwd: &Path, name: &str, args: I, point: &str) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let output = Command::new(binary(name))
+        .args(args)
+        .current_dir(cwd)
+        .env("SYNCREPLICA_TEST_CRASH_AT", point)
+        .stdin(Stdio::null())
+        .output()
+        .expect("binary starts");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Asserts that a run was killed at its crash point (no exit status).
+#[track_caller]
+pub fn assert_crashed(run: &Run) {
+    assert_eq!(
+        run.code, -1,
+        "expected a kill at the crash point:\nstdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+}
+
 pub fn run<I, S>(cwd: &Path, name: &str, args: I) -> Run
 where
     I: IntoIterator<Item = S>,

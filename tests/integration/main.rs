@@ -7,6 +7,7 @@ mod apply;
 mod architecture;
 mod convergence;
 mod foundation;
+mod interrupted;
 mod man_pages;
 mod shipping;
 mod soak;

@@ -1082,3 +1082,117 @@ fn mkorder_checks_every_packet_before_submitting_any() {
     .fails_with(1);
     assert!(twice.stderr.contains("its order is"), "{}", twice.stderr);
 }
+
+/// Packets in `outgoing` without an order beside them.
+fn unordered_in(outgoing: &Path) -> Vec<PathBuf> {
+    packet_files(outgoing)
+        .into_iter()
+        .filter(|p| {
+            !outgoing
+                .join(format!(
+                    "{}.order",
+                    p.file_name().unwrap().to_str().unwrap()
+                ))
+                .exists()
+        })
+        .collect()
+}
+
+#[test]
+fn an_export_killed_before_queueing_leaves_nothing_unshipped() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let conf = shipping_conf(
+        dir,
+        "sender",
+        "local_replicas = [\"boston\"]",
+        "[destinations.ship]\nurl = \"http://127.0.0.1:9\"\n",
+    );
+    let boston = fam.root("boston");
+    let outgoing = bay(&conf, "outgoing");
+    write(&boston, "f", "1");
+    let args = ["-export", "-ship", "-shipconf", arg(&conf), "ship"];
+    // Killed with the parts in the bay and no order yet: the estimate is
+    // not raised, and the next export queues the parts it finds.
+    assert_crashed(&run_crashing_at(
+        &boston,
+        "syncreplica",
+        args,
+        "export-after-parts",
+    ));
+    assert_eq!(unordered_in(&outgoing).len(), 1);
+    let next = run(&boston, "syncreplica", args).ok();
+    assert!(
+        next.stdout
+            .contains("left without a shipping order by an interrupted export"),
+        "{}",
+        next.stdout
+    );
+    assert!(
+        next.stdout.contains("ship lacks nothing"),
+        "{}",
+        next.stdout
+    );
+    assert_eq!(unordered_in(&outgoing), Vec::<PathBuf>::new());
+
+    // Killed after the orders, before the estimate: the next export
+    // records the queued packet as sent rather than writing it again.
+    write(&boston, "f", "2");
+    assert_crashed(&run_crashing_at(
+        &boston,
+        "syncreplica",
+        args,
+        "export-before-commit",
+    ));
+    assert_eq!(unordered_in(&outgoing), Vec::<PathBuf>::new());
+    let again = run(&boston, "syncreplica", args).ok();
+    assert!(
+        again.stdout.contains("ship lacks nothing"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(packet_files(&outgoing).len(), 2);
+    write(&boston, "f", "3");
+    let third = run(&boston, "syncreplica", args).ok();
+    assert!(
+        third.stdout.contains("Exported to ship"),
+        "{}",
+        third.stdout
+    );
+}
+
+#[test]
+fn poll_queues_a_local_replicas_packet_left_without_an_order() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let target = dir.join("ship-dropbox");
+    std::fs::create_dir(&target).unwrap();
+    let conf = shipping_conf(
+        dir,
+        "sender",
+        "local_replicas = [\"boston\"]",
+        &format!("[destinations.ship]\ndir = \"{}\"\n", target.display()),
+    );
+    let outgoing = bay(&conf, "outgoing");
+    write(&fam.root("boston"), "f", "1");
+    let args = ["-export", "-ship", "-shipconf", arg(&conf), "ship"];
+    assert_crashed(&run_crashing_at(
+        &fam.root("boston"),
+        "syncreplica",
+        args,
+        "export-after-parts",
+    ));
+    let left = unordered_in(&outgoing);
+    assert_eq!(left.len(), 1);
+    // Old enough not to be an export still at work.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+    std::fs::File::options()
+        .write(true)
+        .open(&left[0])
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let pass = shipping_server(&conf, &["-poll"]).ok();
+    assert!(pass.stdout.contains("queued"), "{}", pass.stdout);
+    assert_eq!(packet_files(&target).len(), 1, "{}", pass.stdout);
+}

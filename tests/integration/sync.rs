@@ -757,6 +757,7 @@ fn a_file_changed_after_the_scan_fails_the_export_and_writes_nothing() {
         comment: "",
         progress: &syncreplica::sync::NoProgress,
         full_content: false,
+        before_commit: None,
     };
     let err = export_updates(&mut alpha, &request)
         .err()

@@ -255,12 +255,39 @@ pub fn apply_batch(
     chunks: &mut dyn ChunkSource,
     hooks: &mut ApplyHooks,
 ) -> Result<ApplyReport> {
+    apply_batch_with(replica, ops, chunks, hooks, None)
+}
+
+/// The record of a received packet, committed in the same transaction as
+/// the batch it carried: the raised estimate of its sender and the packet
+/// log line. Committed apart, a kill in between would leave the packet
+/// applied (a re-run says "Already applied") but the sender's estimate
+/// low, so the next export would send the sender back its own operations.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub sender: crate::ops::Id,
+    /// The sender's own epoch row as the packet states it.
+    pub epoch_row: Vec<(crate::ops::Id, u64)>,
+    pub packet_id: crate::ops::Id,
+    pub sequence: u64,
+    pub file_name: String,
+    pub at_ns: i64,
+}
+
+/// [`apply_batch`], committing `receipt` with the batch.
+pub fn apply_batch_with(
+    replica: &mut LockedReplica,
+    ops: &[Operation],
+    chunks: &mut dyn ChunkSource,
+    hooks: &mut ApplyHooks,
+    receipt: Option<&Receipt>,
+) -> Result<ApplyReport> {
     recover(replica)?;
     let plan = plan::plan(replica, ops)?;
     let mut report = plan.report.clone();
     report.bytes_written = disk::stage(replica, &plan, chunks, hooks)?;
     hooks.step("before commit")?;
-    let committed = commit(replica, &plan);
+    let committed = commit(replica, &plan, receipt);
     if let Err(err) = committed {
         let _ = std::fs::remove_dir_all(staging_dir(replica));
         return Err(err);
@@ -321,7 +348,7 @@ fn staging_dir(replica: &Replica) -> PathBuf {
 
 /// Step (c): one transaction with everything the batch changes in the
 /// database, and the journal of its disk actions.
-fn commit(replica: &mut LockedReplica, plan: &plan::Plan) -> Result<()> {
+fn commit(replica: &mut LockedReplica, plan: &plan::Plan, receipt: Option<&Receipt>) -> Result<()> {
     let me = replica.identity.replica_id;
     let now = crate::sys::clock::now_ns();
     replica.state_mut().transaction(|tx| {
@@ -353,6 +380,21 @@ fn commit(replica: &mut LockedReplica, plan: &plan::Plan) -> Result<()> {
         }
         for (seq, action) in plan.actions.iter().enumerate() {
             state::push_pending_apply(tx, seq as u64, &action.encode())?;
+        }
+        if let Some(receipt) = receipt {
+            // The sender had everything in its row: raise the estimate of it.
+            for (origin, epoch) in &receipt.epoch_row {
+                state::raise_epoch(tx, &receipt.sender, origin, *epoch)?;
+            }
+            state::log_packet(
+                tx,
+                "received",
+                &receipt.sender,
+                &receipt.packet_id,
+                receipt.sequence,
+                &receipt.file_name,
+                receipt.at_ns,
+            )?;
         }
         Ok(())
     })

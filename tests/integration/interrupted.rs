@@ -1,0 +1,204 @@
+//! Nothing a user made is ever lost, and no interruption leaves a replica
+//! stuck: commands killed at named points (the test hook
+//! `SYNCREPLICA_TEST_CRASH_AT`) and commands that fail.
+
+use crate::helpers::*;
+
+#[test]
+fn an_import_killed_after_its_commit_has_raised_the_senders_estimate() {
+    let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    write(&a, "new.txt", "made at alpha");
+    let out = fam.packet_dir("ab");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    let killed = run_crashing_at(
+        &b,
+        "syncreplica",
+        ["-import".as_ref(), out.as_os_str()],
+        "import-after-commit",
+    );
+    assert_crashed(&killed);
+    let again = import_from(&b, &[&out]).ok();
+    assert!(again.stdout.contains("Already applied"), "{}", again.stdout);
+    // beta knows alpha has its own operations: nothing goes back.
+    let back = export_to(&b, &fam.packet_dir("ba"), &["alpha"], &[]).ok();
+    assert!(
+        back.stdout.contains("alpha lacks nothing"),
+        "{}",
+        back.stdout
+    );
+    let log = run(&b, "lspacket", [out.as_os_str()]).ok().stdout;
+    assert!(log.contains("already applied"), "{log}");
+}
+
+fn init_leftovers(root: &std::path::Path) -> Vec<String> {
+    entry_names(root)
+        .into_iter()
+        .filter(|n| n.starts_with(".syncreplica.init-"))
+        .collect()
+}
+
+#[test]
+fn a_killed_mkreplica_import_is_cleaned_up_by_the_next_run() {
+    let fam = family(&["alpha"], &[("docs/a.txt", "hello"), ("b.txt", "b")]);
+    let a = fam.root("alpha");
+    let out = fam.packet_dir("creation");
+    run(
+        &a,
+        "mkreplica",
+        [
+            "-export".as_ref(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "beta".as_ref(),
+        ] as [&std::ffi::OsStr; 4],
+    )
+    .ok();
+    let b = fam.root("beta");
+    let args: [&std::ffi::OsStr; 4] = [
+        "-import".as_ref(),
+        "-replica".as_ref(),
+        b.as_os_str(),
+        out.as_os_str(),
+    ];
+    let killed = run_crashing_at(
+        fam.dir.path(),
+        "mkreplica",
+        args,
+        "mkreplica-import-before-rename",
+    );
+    assert_crashed(&killed);
+    assert_eq!(init_leftovers(&b).len(), 1, "{:?}", entry_names(&b));
+    // A file the user put there meanwhile is not the packet's: kept, and
+    // the directory is then not empty.
+    write(&b, "mine.txt", "user's");
+    let refused = run(fam.dir.path(), "mkreplica", args).fails_with(1);
+    assert!(refused.stderr.contains("not empty"), "{}", refused.stderr);
+    assert_eq!(
+        std::fs::read_to_string(b.join("mine.txt")).unwrap(),
+        "user's"
+    );
+    std::fs::remove_file(b.join("mine.txt")).unwrap();
+    let again = run(fam.dir.path(), "mkreplica", args).ok();
+    assert!(
+        again.stdout.contains("killed before it finished"),
+        "{}",
+        again.stdout
+    );
+    assert!(init_leftovers(&b).is_empty());
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+}
+
+#[test]
+fn a_killed_mkreplica_init_is_cleaned_up_by_the_next_run() {
+    let dir = tree(&[("a.txt", "a")]);
+    let args = ["-init", "-family", "fam", "alpha"];
+    assert_crashed(&run_crashing_at(
+        dir.path(),
+        "mkreplica",
+        args,
+        "mkreplica-init-before-rename",
+    ));
+    assert_eq!(init_leftovers(dir.path()).len(), 1);
+    let again = run(dir.path(), "mkreplica", args).ok();
+    assert!(
+        again.stdout.contains("killed before it finished"),
+        "{}",
+        again.stdout
+    );
+    assert!(init_leftovers(dir.path()).is_empty());
+    let status = run(dir.path(), "syncreplica", ["-status"]).ok();
+    assert!(!status.stdout.contains("init-"), "{}", status.stdout);
+}
+
+#[test]
+fn mkreplica_init_refused_for_nesting_creates_nothing() {
+    let dir = tree(&[("a.txt", "a")]);
+    init(dir.path(), "outer");
+    let inner = dir.path().join("sub/inner");
+    let refused = run(
+        dir.path(),
+        "mkreplica",
+        [
+            "-init".as_ref(),
+            "-family".as_ref(),
+            "f2".as_ref(),
+            "-replica".as_ref(),
+            inner.as_os_str(),
+            "inner".as_ref(),
+        ] as [&std::ffi::OsStr; 6],
+    );
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(!dir.path().join("sub").exists());
+}
+
+#[test]
+fn a_refused_export_records_nothing_and_a_missing_out_dir_is_created_last() {
+    let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
+    let a = fam.root("alpha");
+    write(&a, "new.txt", "pending");
+    let before = own_epoch(&a);
+    let missing = fam.dir.path().join("stick/packets");
+    // A file where the directory should be: refused, nothing recorded.
+    let file = fam.dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    export_to(&a, &file, &["beta"], &[]).fails_with(1);
+    assert_eq!(own_epoch(&a), before);
+    // A bad target with a missing directory: nothing recorded or created.
+    export_to(&a, &missing, &["nobody"], &[]).fails_with(1);
+    assert_eq!(own_epoch(&a), before);
+    assert!(!missing.exists());
+    // A missing directory alone is created, and said so.
+    let made = export_to(&a, &missing, &["beta"], &[]).ok();
+    assert!(
+        made.stdout.contains("Created the -out directory"),
+        "{}",
+        made.stdout
+    );
+    assert_eq!(packet_files(&missing).len(), 1);
+}
+
+#[test]
+fn import_remove_that_cannot_remove_reports_what_was_applied_then_fails() {
+    let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    write(&a, "new.txt", "made at alpha");
+    let out = fam.packet_dir("ro");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    // What read-only media does to every removal, done deterministically
+    // (even for root): the order beside the packet cannot be removed.
+    let name = packet_files(&out)[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let order = out.join(format!("{name}.order"));
+    write(&order, "inside", "x");
+    let res = run(
+        &b,
+        "syncreplica",
+        ["-import".as_ref(), "-remove".as_ref(), out.as_os_str()],
+    )
+    .fails_with(1);
+    assert!(
+        res.stdout.contains("Applied packet from alpha"),
+        "{}",
+        res.stdout
+    );
+    assert!(
+        res.stdout.contains("Import summary: 1 packet applied"),
+        "{}",
+        res.stdout
+    );
+    assert!(
+        res.stderr.contains("could not remove the packet file")
+            && res.stderr.contains(&format!("{name}.order")),
+        "{}",
+        res.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("new.txt")).unwrap(),
+        "made at alpha"
+    );
+}
