@@ -109,14 +109,14 @@ pub enum Error {
     ChangedDuringExport { path: PathBuf },
 
     /// A recorded chunk is no longer in the tree (creation export).
-    #[error("chunk {chunk} of {path} is missing from the tree; run syncreplica -status")]
+    #[error("chunk {chunk} of {path} is missing from the tree (changed since it was recorded)")]
     ChunkMissingLocally { chunk: String, path: String },
 
     /// A creation packet that cannot make a replica.
     #[error("{what}")]
     BadCreationPacket { what: String },
 
-    #[error("{} is not empty; mkreplica -import needs an absent or empty directory", dir.display())]
+    #[error("{} is not empty", dir.display())]
     NotEmpty { dir: PathBuf },
 
     /// One packet refused; the others of an import go on.
@@ -143,9 +143,9 @@ pub enum Refusal {
     #[error(transparent)]
     Damaged(packet_format::Error),
 
-    /// The packet could not be examined at all.
-    #[error("cannot be read")]
-    Unreadable,
+    /// The packet file could not be read (permissions, I/O): not damage.
+    #[error("cannot be read: {cause}")]
+    Unreadable { cause: String },
 
     /// Intact, but not signed by a current member of the family (it may be
     /// signed by a member that a packet of the same run introduces).
@@ -159,9 +159,7 @@ pub enum Refusal {
     /// Content the packet relies on this replica holding, which it does not.
     #[error(
         "chunk {chunk} of {path} is neither in the packet nor in this replica \
-         (the sender believed this replica still had that content); \
-         nothing was changed. At the sender, lower its estimate with chepoch to this \
-         replica's row (lsepoch here) and export again with -fullcontent"
+         (the sender believed this replica still had that content); nothing was changed"
     )]
     MissingContent { chunk: String, path: String },
 

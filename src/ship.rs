@@ -262,10 +262,15 @@ pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
         why,
     };
     let trimmed = text.trim();
+    const FORMS: &str =
+        "expected days (7 or 7d), hours (12h), seconds (90s), a date (2026-12-01) or an RFC 3339 time";
     let relative = |digits: &str, unit: chrono::Duration| -> Result<DateTime<Utc>> {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(FORMS.into()));
+        }
         let count: i32 = digits
             .parse()
-            .map_err(|_| bad("expected a whole number".into()))?;
+            .map_err(|_| bad("the number is too large".into()))?;
         if count <= 0 {
             return Err(bad("it must be at least 1".into()));
         }
@@ -286,9 +291,7 @@ pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
     } else if let Ok(time) = DateTime::parse_from_rfc3339(trimmed) {
         time.with_timezone(&Utc)
     } else {
-        return Err(bad(
-            "expected days (7 or 7d), hours (12h), seconds (90s), a date (2026-12-01) or an RFC 3339 time".into(),
-        ));
+        return Err(bad(FORMS.into()));
     };
     if when <= now {
         return Err(bad(format!("{} is not in the future", format_time(&when))));

@@ -7,23 +7,29 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use clap::{Command, CommandFactory, FromArgMatches};
 
-/// Rewrites `-name` and `-name=value` into `--name` and `--name=value` when
-/// `name` is a long option of `command`. Values of options are left alone,
-/// and so is everything after `--`.
+/// Rewrites `-name` and `-name=value` into `--name` and `--name=value`:
+/// for the long options of `command`, and for any other word of more than
+/// one letter too (no command has bundled short flags), so clap reports an
+/// unknown `-statsu` by its name and suggests `--status`, not `-s`. Values
+/// of options are left alone, and so is everything after `--`; an option
+/// whose value is optional (`-listen [ADDR]`) takes the next word only if
+/// it is not an option.
 pub fn normalize_args(command: &Command, args: Vec<OsString>) -> Vec<OsString> {
+    // Long name -> (takes a value, the value is optional).
     let mut takes_value = std::collections::HashMap::new();
     for arg in command.get_arguments() {
         let needs_value = arg.get_action().takes_values();
+        let optional = arg.get_num_args().is_some_and(|n| n.min_values() == 0);
         if let Some(long) = arg.get_long() {
-            takes_value.insert(long.to_string(), needs_value);
+            takes_value.insert(long.to_string(), (needs_value, optional));
         }
         for alias in arg.get_all_aliases().unwrap_or_default() {
-            takes_value.insert(alias.to_string(), needs_value);
+            takes_value.insert(alias.to_string(), (needs_value, optional));
         }
     }
-    takes_value.insert("help".into(), false);
+    takes_value.insert("help".into(), (false, false));
     if command.get_version().is_some() {
-        takes_value.insert("version".into(), false);
+        takes_value.insert("version".into(), (false, false));
     }
 
     let mut out = Vec::with_capacity(args.len());
@@ -32,13 +38,16 @@ pub fn normalize_args(command: &Command, args: Vec<OsString>) -> Vec<OsString> {
         out.push(program);
     }
     let mut skip_value = false;
+    let mut optional_value = false;
     let mut rest_positional = false;
     for arg in iter {
-        if rest_positional || skip_value {
+        let looks_like_option = arg.as_bytes().len() > 1 && arg.as_bytes()[0] == b'-';
+        if rest_positional || (skip_value && !(optional_value && looks_like_option)) {
             skip_value = false;
             out.push(arg);
             continue;
         }
+        skip_value = false;
         let bytes = arg.as_bytes();
         if bytes == b"--" {
             rest_positional = true;
@@ -56,8 +65,16 @@ pub fn normalize_args(command: &Command, args: Vec<OsString>) -> Vec<OsString> {
         let name_end = body.iter().position(|&b| b == b'=').unwrap_or(body.len());
         let name = String::from_utf8_lossy(&body[..name_end]);
         match takes_value.get(name.as_ref()) {
-            Some(&needs_value) if dashes == 2 || name.len() > 1 => {
+            Some(&(needs_value, optional)) if dashes == 2 || name.len() > 1 => {
                 skip_value = needs_value && name_end == body.len();
+                optional_value = optional;
+                let mut rewritten = b"--".to_vec();
+                rewritten.extend_from_slice(body);
+                out.push(OsString::from_vec(rewritten));
+            }
+            // An unknown word: clap names it whole and suggests the option
+            // meant.
+            None if dashes == 1 && name.len() > 1 => {
                 let mut rewritten = b"--".to_vec();
                 rewritten.extend_from_slice(body);
                 out.push(OsString::from_vec(rewritten));
@@ -117,10 +134,22 @@ mod tests {
     }
 
     #[test]
-    fn unknown_words_and_positionals_after_double_dash_are_kept() {
+    fn unknown_words_are_named_whole_and_positionals_after_double_dash_kept() {
         assert_eq!(
             normalized(&["shipping_server", "-bogus", "--", "-poll"]),
-            ["shipping_server", "-bogus", "--", "-poll"]
+            ["shipping_server", "--bogus", "--", "-poll"]
+        );
+    }
+
+    #[test]
+    fn an_optional_value_does_not_swallow_the_next_option() {
+        assert_eq!(
+            normalized(&["shipping_server", "-listen", "-poll", "-interval", "5"]),
+            ["shipping_server", "--listen", "--poll", "--interval", "5"]
+        );
+        assert_eq!(
+            normalized(&["shipping_server", "-listen", "127.0.0.1:1", "-poll"]),
+            ["shipping_server", "--listen", "127.0.0.1:1", "--poll"]
         );
     }
 }

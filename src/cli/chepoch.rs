@@ -26,7 +26,7 @@ pub struct Args {
     pub row: String,
 
     /// New estimates, as ORIGIN=EPOCH with ORIGIN a member's name or id.
-    #[arg(value_name = "ORIGIN=EPOCH", required = true)]
+    #[arg(value_name = "ORIGIN=EPOCH", required = true, value_parser = super::epoch_setting_arg)]
     pub settings: Vec<String>,
 }
 

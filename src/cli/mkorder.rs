@@ -74,7 +74,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     }
     if args.fship {
         let names: Vec<String> = submitted.iter().map(|s| s.order.packet.clone()).collect();
-        let report = shipping.forward_now(&class, &names, &|line| println!("  {line}"))?;
+        let report = shipping.forward_now(&class, &names, &|line| outln!("  {line}"))?;
         if !report.is_clean() {
             anyhow::bail!(
                 "{}; the packets stay queued and shipping_server -poll retries them",

@@ -60,7 +60,7 @@ pub struct Args {
 
     /// With -import: the SHA-256 fingerprint (64 hex digits) the packet's
     /// signing key must have, as printed by mkreplica -export at the sender.
-    #[arg(long, value_name = "HEX")]
+    #[arg(long, value_name = "HEX", value_parser = super::fingerprint_arg)]
     pub fingerprint: Option<String>,
 
     /// With -import: the new member's key file (default: NEWNAME.key beside

@@ -7,20 +7,22 @@
 //! as well as the GNU form (`--maxsize 50m`): [`normalize_args`] rewrites the
 //! former into the latter before clap sees them.
 
-/// `print!` that returns the write error instead of panicking, so a closed
-/// pipe ends the command quietly (see [`report`]).
+/// `print!` that never panics: a closed or failing standard output does
+/// not stop the command halfway (see [`report::print`]).
 macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        write!(std::io::stdout().lock(), $($arg)*)?
-    }};
+    ($($arg:tt)*) => {
+        $crate::cli::report::print(format_args!($($arg)*))
+    };
 }
 
-/// `println!` that returns the write error instead of panicking.
+/// `println!` that never panics (see [`out!`]).
 macro_rules! outln {
+    () => {
+        $crate::cli::report::print(format_args!("\n"))
+    };
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*)?
+        $crate::cli::report::print(format_args!($($arg)*));
+        $crate::cli::report::print(format_args!("\n"));
     }};
 }
 
@@ -47,7 +49,7 @@ pub struct BayOptions {
     /// When packets put into a storage bay expire if undelivered: days
     /// (7 or 7d), hours (12h), seconds (90s), a date (2026-12-01) or an
     /// RFC 3339 time (default: the storage class's expiry_days, 14).
-    #[arg(long, value_name = "WHEN")]
+    #[arg(long, value_name = "WHEN", value_parser = expiry_arg)]
     pub pexpire: Option<String>,
 
     /// The shipping configuration to use, instead of looking in
@@ -98,6 +100,44 @@ pub fn max_size_arg(value: &str) -> Result<u64, String> {
     let size = parse_size(value).map_err(why)?;
     crate::sync::export::check_max_size(size).map_err(why)?;
     Ok(size)
+}
+
+/// clap's check of `-pexpire`: one of the accepted forms, in the future.
+pub fn expiry_arg(value: &str) -> Result<String, String> {
+    match crate::ship::parse_expiry(value, chrono::Utc::now()) {
+        Ok(_) => Ok(value.to_string()),
+        Err(crate::Error::BadExpiry { why, .. }) => Err(why),
+        Err(other) => Err(other.to_string()),
+    }
+}
+
+/// clap's check of an `ORIGIN=EPOCH` setting (chepoch): its shape only;
+/// the origin is looked up in the replica later.
+pub fn epoch_setting_arg(value: &str) -> Result<String, String> {
+    let (origin, epoch) = value
+        .split_once('=')
+        .ok_or("expected ORIGIN=EPOCH, e.g. boston=1300")?;
+    if origin.trim().is_empty() {
+        return Err("the ORIGIN before '=' is empty".into());
+    }
+    epoch
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| format!("\"{epoch}\" is not a whole number"))?;
+    Ok(value.to_string())
+}
+
+/// clap's check of `-fingerprint`: 64 hexadecimal digits.
+pub fn fingerprint_arg(value: &str) -> Result<String, String> {
+    let trimmed = value.trim();
+    if trimmed.len() == 64 && trimmed.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(trimmed.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "expected 64 hexadecimal digits (the SHA-256 fingerprint mkreplica -export prints), got {} characters",
+            trimmed.len()
+        ))
+    }
 }
 
 /// Parses a size such as `65536`, `64k`, `50m` or `2g` (binary multiples).

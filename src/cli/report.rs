@@ -4,6 +4,8 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use crate::error::{Error, Refusal};
 
@@ -23,17 +25,58 @@ macro_rules! usage {
 }
 pub(crate) use usage;
 
+/// Set once standard output failed; later output is dropped.
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+/// The first failure of standard output other than a closed pipe.
+static STDOUT_ERROR: Mutex<Option<std::io::Error>> = Mutex::new(None);
+
+/// Writes to standard output. A failure never stops the command midway
+/// (an export must still write its shipping orders when `| head` has gone):
+/// the output is dropped from then on, and [`report`] says what happened
+/// once the command is done.
+pub fn print(args: std::fmt::Arguments) {
+    if STDOUT_FAILED.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(err) = std::io::stdout().lock().write_fmt(args) {
+        STDOUT_FAILED.store(true, Ordering::Relaxed);
+        if err.kind() != std::io::ErrorKind::BrokenPipe {
+            let mut first = STDOUT_ERROR.lock().unwrap_or_else(|e| e.into_inner());
+            first.get_or_insert(err);
+        }
+    }
+}
+
 /// Prints `err` (if any) as `NAME: error: …` and an optional hint, and
 /// returns the exit code. A closed standard output (`| head`) is not an
-/// error: the command stops quietly with 0, as ripgrep does.
+/// error, as in ripgrep: a command that otherwise succeeded exits 0. Any
+/// other failure to write it (a full disk) is reported, exit 1.
 pub fn report(name: &str, outcome: anyhow::Result<()>) -> ExitCode {
+    let _ = std::io::stdout().lock().flush().map_err(|err| {
+        if err.kind() != std::io::ErrorKind::BrokenPipe {
+            let mut first = STDOUT_ERROR.lock().unwrap_or_else(|e| e.into_inner());
+            first.get_or_insert(err);
+        }
+    });
     let err = match outcome {
-        Ok(()) => return ExitCode::from(EXIT_SUCCESS as u8),
+        Ok(()) => {
+            let failed = STDOUT_ERROR
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            return match failed {
+                Some(err) => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "{name}: error: writing to standard output: {err}"
+                    );
+                    ExitCode::from(EXIT_FAILURE as u8)
+                }
+                None => ExitCode::from(EXIT_SUCCESS as u8),
+            };
+        }
         Err(err) => err,
     };
-    if is_broken_pipe(&err) {
-        return ExitCode::from(EXIT_SUCCESS as u8);
-    }
     let mut stderr = std::io::stderr().lock();
     // `{:#}` is the message with its causes, joined by ": "; the library's
     // errors print their cause in Display and expose no source, so nothing
@@ -52,20 +95,25 @@ pub fn report(name: &str, outcome: anyhow::Result<()>) -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            || matches!(e.downcast_ref::<Error>(), Some(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
-
 /// Process exit code for a library error (documented in every man page).
 pub fn exit_code(err: &Error) -> i32 {
     match err {
         Error::Locked { .. } => EXIT_LOCKED,
         Error::BadSize { .. } | Error::BadExpiry { .. } => EXIT_USAGE,
         _ => EXIT_FAILURE,
+    }
+}
+
+/// What to do about a refused packet, where there is something to do.
+pub fn refusal_hint(refusal: &Refusal) -> Option<&'static str> {
+    match refusal {
+        Refusal::MissingContent { .. } => Some(
+            "at the sender, lower its estimate with chepoch to this replica's row (lsepoch here) and export again with -fullcontent",
+        ),
+        Refusal::NotAMember { .. } => {
+            Some("lsreplica lists the members whose packets this replica accepts")
+        }
+        _ => None,
     }
 }
 
@@ -89,7 +137,13 @@ pub fn hint(err: &Error) -> Option<String> {
             "write ORIGIN=EPOCH, e.g. boston=1300, with ORIGIN a member's name".into()
         }
         Error::SchemaTooNew { .. } => "use a newer syncreplica".into(),
-        Error::Refused(Refusal::MissingContent { .. }) => return None,
+        Error::Refused(refusal) => return refusal_hint(refusal).map(str::to_string),
+        Error::ChunkMissingLocally { .. } => {
+            "run syncreplica -status to see what changed, then export again".into()
+        }
+        Error::NotEmpty { .. } => {
+            "mkreplica -import needs an absent or empty directory".into()
+        }
         Error::Shipping(shipping::Error::UnknownClass { .. }) => {
             "storage classes are the [classes.NAME] tables of shipping.toml; without -sclass the class is \"default\"".into()
         }

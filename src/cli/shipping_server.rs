@@ -58,7 +58,7 @@ pub struct Args {
     /// default: `listen` in shipping.toml) until SIGTERM or SIGINT. Only
     /// packets signed by a trusted key are stored. With -poll, also
     /// forwards (every -interval seconds, default 60).
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "", value_parser = listen_arg)]
     pub listen: Option<String>,
 
     /// Shipping orders (PACKET.order files, or their packets) to work
@@ -192,6 +192,16 @@ fn execute(args: &Args) -> anyhow::Result<PassReport> {
     )?;
     log_line("stopped");
     Ok(PassReport::default())
+}
+
+/// clap's check of `-listen ADDR`: empty (the configured address) or
+/// IP:PORT.
+fn listen_arg(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.parse::<std::net::SocketAddr>().is_ok() {
+        Ok(value.to_string())
+    } else {
+        Err("expected IP:PORT, e.g. 0.0.0.0:7421 or [::]:7421".into())
+    }
 }
 
 #[cfg(test)]

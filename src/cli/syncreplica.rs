@@ -259,7 +259,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         }
         if args.fship && !orders.is_empty() {
             let names: Vec<String> = orders.iter().map(|o| o.packet.clone()).collect();
-            let report = shipping.forward_now(class, &names, &|line| println!("  {line}"))?;
+            let report = shipping.forward_now(class, &names, &|line| outln!("  {line}"))?;
             if !report.is_clean() {
                 eprintln!(
                     "{NAME}: warning: {}; the packets stay queued and shipping_server -poll retries them",
@@ -354,7 +354,18 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
         remove: args.remove || args.receive,
         progress: &progress,
     };
-    let outcomes = import::import(&mut replica, &request)?;
+    let outcomes = match import::import(&mut replica, &request) {
+        Ok(outcomes) => outcomes,
+        // Exit 1 promises nothing half-changed: say so when a committed
+        // packet's disk steps are what failed.
+        Err(err) if apply::is_pending(&replica).unwrap_or(false) => {
+            return Err(anyhow::Error::from(err).context(
+                "a packet is committed but not all of its changes are on disk yet \
+                 (the next syncreplica -record or -import finishes them once this is fixed)",
+            ));
+        }
+        Err(err) => return Err(err.into()),
+    };
     progress.finish_and_clear();
     let mut total = apply::ApplyReport::default();
     let mut problems = 0;
@@ -396,7 +407,18 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
             }
             import::PacketOutcome::Refused { files, why } => {
                 problems += 1;
-                eprintln!("{NAME}: error: refused {}: {why}", display_files(files));
+                // A packet-format error names the file itself.
+                let why_text = match why {
+                    crate::error::Refusal::Damaged(err) => err.kind.to_string(),
+                    other => other.to_string(),
+                };
+                eprintln!(
+                    "{NAME}: error: refused {}: {why_text}",
+                    display_files(files)
+                );
+                if let Some(hint) = crate::cli::report::refusal_hint(why) {
+                    eprintln!("{NAME}: hint: {hint}");
+                }
             }
             import::PacketOutcome::NotRemoved { .. } => {}
         }
@@ -452,6 +474,12 @@ fn plural(count: u64) -> &'static str {
 /// Usage errors clap cannot express: checked before the replica is
 /// looked up, so a wrong command line says so wherever it is run.
 fn check_usage(args: &Args) -> anyhow::Result<()> {
+    if (args.status || args.record) && !args.targets.is_empty() {
+        usage!(
+            "-status and -record take no operands (got {})",
+            args.targets.join(" ")
+        );
+    }
     if args.export {
         if !(args.ship || args.fship) && (args.sclass.is_some() || args.bays.pexpire.is_some()) {
             usage!("-sclass and -pexpire apply to -ship and -fship only, not to -out");

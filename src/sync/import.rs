@@ -124,7 +124,12 @@ fn import_files(
     let grouped = packets::examine_all(files, &keys);
     let mut outcomes = Vec::new();
     for exam in grouped.damaged {
-        let why = exam.error.map_or(Refusal::Unreadable, Refusal::Damaged);
+        let why = match exam.error {
+            Some(err) => refusal_of(err),
+            None => Refusal::Unreadable {
+                cause: "no packet header found".into(),
+            },
+        };
         outcomes.push(PacketOutcome::Refused {
             files: vec![exam.path],
             why,
@@ -255,7 +260,7 @@ fn import_files(
                 }
                 Err(Error::Packet(err)) => outcomes.push(PacketOutcome::Refused {
                     files,
-                    why: Refusal::Damaged(err),
+                    why: refusal_of(err),
                 }),
                 // Refused whole (apply is atomic): try the others; another
                 // packet may carry the same changes (a resend).
@@ -374,4 +379,15 @@ fn remove_if(remove: bool, files: &[PathBuf]) -> Vec<PacketOutcome> {
         }
     }
     failed
+}
+
+/// A packet-format error as the refusal of its packet: damage, or a file
+/// that could not be read at all (which is not the packet's fault).
+fn refusal_of(err: packet_format::Error) -> Refusal {
+    match &err.kind {
+        packet_format::ErrorKind::Io { .. } => Refusal::Unreadable {
+            cause: err.to_string(),
+        },
+        _ => Refusal::Damaged(err),
+    }
 }

@@ -240,3 +240,141 @@ fn a_closed_stdout_ends_a_listing_quietly_with_0() {
         assert!(!stderr.contains("panicked"), "{command}: {stderr}");
     }
 }
+
+#[test]
+fn usage_errors_exit_2_wherever_they_are_found() {
+    let dir = tree(&[("a", "a")]);
+    init(dir.path(), "alpha");
+    let outside = tree(&[]);
+    let cases: &[(&Path, &str, &[&str], &str)] = &[
+        (
+            dir.path(),
+            "chepoch",
+            &["alpha", "alpha=abc"],
+            "is not a whole number",
+        ),
+        (
+            outside.path(),
+            "syncreplica",
+            &["-export", "-ship", "-pexpire", "garbage", "x"],
+            "garbage",
+        ),
+        (
+            outside.path(),
+            "syncreplica",
+            &["-export", "-out", ".", "-maxsize", "10k", "x"],
+            "10k",
+        ),
+        (
+            outside.path(),
+            "mkreplica",
+            &["-import", "-fingerprint", "zz", "."],
+            "64 hexadecimal digits",
+        ),
+        (
+            outside.path(),
+            "shipping_server",
+            &["-listen", "notanaddr"],
+            "IP:PORT",
+        ),
+        (
+            dir.path(),
+            "syncreplica",
+            &["-status", "extra"],
+            "take no operands",
+        ),
+        (dir.path(), "syncreplica", &["-statsu"], "--status"),
+        (dir.path(), "lsreplica", &["-bogus"], "--bogus"),
+    ];
+    for (cwd, command, args, says) in cases {
+        let out = run(cwd, command, args.iter().copied()).fails_with(2);
+        assert!(
+            out.stderr.contains(says),
+            "{command} {args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn an_option_with_an_optional_value_leaves_the_next_option_alone() {
+    // The README's daemon form: -listen takes no value here.
+    let out = run(
+        Path::new("/"),
+        "shipping_server",
+        [
+            "-listen",
+            "-poll",
+            "-interval",
+            "5",
+            "-shipconf",
+            "/nonexistent.toml",
+        ],
+    )
+    .fails_with(1);
+    assert!(
+        !out.stderr.contains("unexpected argument"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_full_standard_output_is_an_error_that_says_so() {
+    let dir = tree(&[("a", "a")]);
+    init(dir.path(), "alpha");
+    write(dir.path(), "b", "unrecorded");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = std::process::Command::new(binary_path("syncreplica"))
+        .arg("-status")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::from(full))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("standard output"), "{stderr}");
+}
+
+#[test]
+fn a_closed_stdout_does_not_stop_an_export_halfway() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let a = fam.root("alpha");
+    let conf = fam.dir.path().join("shipping.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[classes.default]\nstorage_bay = \"{0}/bay\"\nreturn_bay = \"{0}/bay/return\"\n",
+            fam.dir.path().display()
+        ),
+    )
+    .unwrap();
+    write(&a, "f", "changed");
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(binary_path("syncreplica"))
+        .args([
+            "-export",
+            "-ship",
+            "-shipconf",
+            conf.to_str().unwrap(),
+            "beta",
+        ])
+        .current_dir(&a)
+        .stdout(std::process::Stdio::from(writer))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // Every part has its shipping order.
+    let bay = fam.dir.path().join("bay");
+    let names = entry_names(&bay.join("outgoing"));
+    let packets = names.iter().filter(|n| n.ends_with(".zip")).count();
+    let orders = names.iter().filter(|n| n.ends_with(".order")).count();
+    assert!(packets > 0 && packets == orders, "{names:?}");
+}

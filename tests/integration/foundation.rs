@@ -604,30 +604,41 @@ fn lsepoch_and_chepoch_show_and_repair_estimates() {
     assert!(row.contains("boston_hub = 7 "), "{row}");
     assert!(!row.contains("row \"alpha\""), "{row}");
 
-    for (args, message) in [
-        (vec!["-force", "alpha", "alpha=1"], "this replica's own row"),
+    // A malformed setting is a usage error (2), found before the replica
+    // is read; the others need the replica's members and epochs (1).
+    for (args, message, code) in [
+        (
+            vec!["-force", "alpha", "alpha=1"],
+            "this replica's own row",
+            1,
+        ),
         (
             vec!["-force", "nowhere", "alpha=1"],
             "unknown replica \"nowhere\"",
+            1,
         ),
         (
             vec!["-force", "boston_hub", "alpha"],
             "expected ORIGIN=EPOCH",
+            2,
         ),
         (
             vec!["-force", "boston_hub", "alpha=x"],
             "is not a whole number",
+            2,
         ),
         (
             vec!["-force", "boston_hub", "alpha=99"],
             "recorded only up to epoch 3",
+            1,
         ),
         (
             vec!["-force", "boston_hub", "alpha=1", "alpha=2"],
             "named twice",
+            1,
         ),
     ] {
-        let out = run(root, "chepoch", &args).fails_with(1);
+        let out = run(root, "chepoch", &args).fails_with(code);
         assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
     }
     // None of the refused requests changed anything.

@@ -892,9 +892,9 @@ fn shipping_server_command_line_errors_are_clear() {
         "shipping_server",
         ["-shipconf", arg(&conf), "-listen", "nowhere"],
     )
-    .fails_with(1);
+    .fails_with(2);
     assert!(
-        listen.stderr.contains("-listen \"nowhere\""),
+        listen.stderr.contains("'nowhere'") && listen.stderr.contains("IP:PORT"),
         "{}",
         listen.stderr
     );
