@@ -941,3 +941,18 @@ fn lspacket_json_is_for_scripts() {
     let bad = packets.iter().find(|p| !p["damaged"].is_null()).unwrap();
     assert!(bad["path"].as_str().unwrap().ends_with("sync_garbage.zip"));
 }
+
+#[test]
+fn lspacket_gives_no_readiness_for_a_damaged_packet() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    write(&fam.root("alpha"), "f", "changed");
+    let out = fam.packet_dir("damaged");
+    export_to(&fam.root("alpha"), &out, &["beta"], &[]).ok();
+    let packet = packet_files(&out).remove(0);
+    let mut bytes = std::fs::read(&packet).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&packet, bytes).unwrap();
+    let res = run(&fam.root("beta"), "lspacket", [packet.as_os_str()]).fails_with(1);
+    assert!(!res.stdout.contains("can be applied now"), "{}", res.stdout);
+}

@@ -15,9 +15,10 @@ fn note_for(view: Option<&LocalView>, header: &Header, target: &Target) -> Optio
     (target.id == view.replica).then(|| format!("(local: {})", view.readiness(header)))
 }
 
-/// Text listing of one packet.
+/// Text listing of one packet. A damaged or unverified packet gets no
+/// readiness note: it cannot be applied, whatever its epochs say.
 pub fn render_text(exam: &Examination, long: bool, view: Option<&LocalView>) -> String {
-    let header = exam.header.clone();
+    let header = exam.header.clone().filter(|_| !is_problem(exam));
     render_listing_with(exam, long, &|target| {
         header.as_ref().and_then(|h| note_for(view, h, target))
     })
@@ -51,7 +52,9 @@ pub fn render_json(exam: &Examination, view: Option<&LocalView>) -> serde_json::
                     "id": t.id.to_hex(),
                     "sequence": t.seq,
                     "local": local,
-                    "status": view.filter(|_| local).map(|v| v.readiness(header).to_string()),
+                    "status": view
+                        .filter(|_| local && !is_problem(exam))
+                        .map(|v| v.readiness(header).to_string()),
                 })
             })
             .collect();
