@@ -344,15 +344,7 @@ fn a_full_standard_output_is_an_error_that_says_so() {
 fn a_closed_stdout_does_not_stop_an_export_halfway() {
     let fam = family(&["alpha", "beta"], &[("f", "0")]);
     let a = fam.root("alpha");
-    let conf = fam.dir.path().join("shipping.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[classes.default]\nstorage_bay = \"{0}/bay\"\nreturn_bay = \"{0}/bay/return\"\n",
-            fam.dir.path().display()
-        ),
-    )
-    .unwrap();
+    let conf = bay_shipping_conf(fam.dir.path());
     write(&a, "f", "changed");
     let (reader, writer) = rustix::pipe::pipe().unwrap();
     drop(reader);

@@ -250,6 +250,21 @@ pub fn family(names: &[&str], files: &[(&str, &str)]) -> Family {
     Family { dir }
 }
 
+/// A `shipping.toml` in `dir` with one storage class, "default", whose
+/// bays are `dir/bay` (outgoing, incoming) and `dir/bay/return`.
+pub fn bay_shipping_conf(dir: &Path) -> PathBuf {
+    let conf = dir.join("shipping.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[classes.default]\nstorage_bay = \"{0}/bay\"\nreturn_bay = \"{0}/bay/return\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
 /// `syncreplica -export -out DIR TARGETS…` at `root`.
 pub fn export_to(root: &Path, out: &Path, targets: &[&str], extra: &[&str]) -> Run {
     let mut args: Vec<std::ffi::OsString> = vec!["-export".into(), "-out".into(), out.into()];

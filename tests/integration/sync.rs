@@ -293,15 +293,7 @@ fn concurrent_edits_get_one_winner_and_the_same_conflict_copy_everywhere() {
 #[test]
 fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
     let fam = family(&["alpha", "beta"], &[("f", "0")]);
-    let conf = fam.dir.path().join("shipping.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[classes.default]\nstorage_bay = \"{0}/bay\"\nreturn_bay = \"{0}/bay/return\"\n",
-            fam.dir.path().display()
-        ),
-    )
-    .unwrap();
+    let conf = bay_shipping_conf(fam.dir.path());
     let conf = conf.to_str().unwrap();
     write(&fam.root("alpha"), "f", "changed");
     let epoch_before = own_epoch(&fam.root("alpha"));
