@@ -9,6 +9,16 @@ pub fn now_ns() -> i64 {
     now.as_nanos() as i64
 }
 
+/// A file time (seconds and nanoseconds since the Unix epoch, as `stat`
+/// gives them) in nanoseconds, saturating: times before 1677 or after 2262
+/// become the nearest representable instant instead of wrapping (a wrapped
+/// time showed as a change nobody made and could win a conflict). The
+/// packet format stores nanoseconds in an i64; carrying the full range is
+/// for its next major version.
+pub fn file_time_ns(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
 /// UTC time for listings, e.g. `2026-11-21 22:06:41 UTC`.
 pub fn format_time_ns(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns)

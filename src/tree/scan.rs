@@ -210,8 +210,8 @@ pub struct ScanHooks<'a> {
 pub fn stat_key(meta: &Metadata) -> StatKey {
     StatKey {
         size: meta.size(),
-        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        mtime_ns: crate::sys::clock::file_time_ns(meta.mtime(), meta.mtime_nsec()),
+        ctime_ns: crate::sys::clock::file_time_ns(meta.ctime(), meta.ctime_nsec()),
         inode: meta.ino(),
         mode: meta.mode() & 0o7777,
     }

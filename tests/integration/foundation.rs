@@ -657,3 +657,52 @@ fn lsreplica_lists_members_with_fingerprints() {
         insta::assert_snapshot!("lsreplica_long", long.stdout);
     });
 }
+
+#[test]
+fn files_dated_far_from_now_record_without_wrapping_or_phantom_changes() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    // 2400-01-01, 1600-01-01 and 1969-12-31: beyond and before what i64
+    // nanoseconds hold, and before 1970.
+    for (name, secs) in [
+        ("future.txt", 13_569_465_600i64),
+        ("past.txt", -11_676_096_000),
+        ("before1970.txt", -86_400),
+    ] {
+        write(&a, name, name);
+        let file = std::fs::File::options()
+            .write(true)
+            .open(a.join(name))
+            .unwrap();
+        let when = if secs >= 0 {
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64)
+        } else {
+            std::time::UNIX_EPOCH - std::time::Duration::from_secs(secs.unsigned_abs())
+        };
+        file.set_modified(when).unwrap();
+    }
+    run(&a, "syncreplica", ["-record"]).ok();
+    // Nothing changed since: nothing to record, at the origin...
+    let status = run(&a, "syncreplica", ["-status"]).ok();
+    assert!(!status.stdout.contains("future.txt"), "{}", status.stdout);
+    let out = fam.packet_dir("dates");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    import_from(&b, &[&out]).ok();
+    // ...nor at the receiver, and before-1970 keeps its exact time.
+    let status = run(&b, "syncreplica", ["-status"]).ok();
+    for name in ["future.txt", "past.txt", "before1970.txt"] {
+        assert!(!status.stdout.contains(name), "{}", status.stdout);
+        assert_eq!(std::fs::read_to_string(b.join(name)).unwrap(), name);
+    }
+    assert_eq!(
+        std::fs::metadata(b.join("before1970.txt"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        std::time::UNIX_EPOCH - std::time::Duration::from_secs(86_400)
+    );
+    // Nothing goes back to overwrite the origin.
+    let back = fam.packet_dir("back");
+    let res = export_to(&b, &back, &["alpha"], &[]).ok();
+    assert!(res.stdout.contains("lacks nothing"), "{}", res.stdout);
+}
