@@ -757,4 +757,78 @@ mod tests {
         assert!(root.locate(b"../x", false).is_err());
         assert!(root.locate(b".syncreplica/state.db", false).is_err());
     }
+
+    #[test]
+    fn directories_are_listed_through_handles_and_fifos_never_opened() {
+        let (dir, outside, root) = root_with_escape();
+        std::fs::write(outside.path().join("secret"), b"x").unwrap();
+        std::fs::write(dir.path().join("real/file"), b"x").unwrap();
+        std::fs::create_dir(dir.path().join("real/sub")).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(dir.path().join("real/fifo"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut listing = root.list_dir(b"real").unwrap();
+        listing.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            listing,
+            vec![
+                (b"fifo".to_vec(), FileType::Fifo),
+                (b"file".to_vec(), FileType::RegularFile),
+                (b"sub".to_vec(), FileType::Directory),
+            ]
+        );
+        assert!(root
+            .list_dir(b"")
+            .unwrap()
+            .contains(&(b"link".to_vec(), FileType::Symlink)));
+        // A symlinked directory is never listed (nor what it points to).
+        // (ENOTDIR: O_DIRECTORY is checked before O_NOFOLLOW.)
+        assert!(matches!(
+            root.list_dir(b"link").unwrap_err(),
+            Errno::LOOP | Errno::NOTDIR
+        ));
+        assert_eq!(root.list_dir(b"real/file").unwrap_err(), Errno::NOTDIR);
+        // A FIFO is refused, not waited on; so is a path no packet may name.
+        assert!(root.open_file(b"real/fifo").is_err());
+        assert!(root.open_file(b"real/sub").is_err());
+        assert!(root.open_file(b"real/../real/file").is_err());
+        assert!(root.open_file(b"real/file").is_ok());
+        root.sync_dir(b"real/fifo").unwrap();
+        root.sync_dir(b"link").unwrap();
+        root.sync_dir(b"real").unwrap();
+        root.sync_dir(b"").unwrap();
+    }
+
+    #[test]
+    fn set_mode_changes_files_and_directories_not_symlink_targets() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, outside, root) = root_with_escape();
+        std::fs::write(dir.path().join("real/file"), b"x").unwrap();
+        let before = std::fs::metadata(outside.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        for (rel, mode) in [
+            (&b"real/file"[..], 0o640),
+            (b"real", 0o750),
+            (b"link", 0o700),
+        ] {
+            let Located::At(place) = root.locate(rel, false).unwrap() else {
+                panic!("blocked");
+            };
+            place.set_mode(mode).unwrap();
+        }
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&dir.path().join("real/file")), 0o640);
+        assert_eq!(mode(&dir.path().join("real")), 0o750);
+        assert_eq!(
+            std::fs::metadata(outside.path())
+                .unwrap()
+                .permissions()
+                .mode(),
+            before
+        );
+    }
 }
