@@ -1379,8 +1379,11 @@ fn touched(state: &PathState, mode: u32, secs: u64) -> PathState {
     }
 }
 
+/// Mode, mtime (s, ns) and content (for files) of a path.
+type Meta = (u32, i64, i64, Option<Vec<u8>>);
+
 /// Mode, mtime and content (for files) of `path`, not following a symlink.
-fn meta_of(path: &Path) -> (u32, i64, i64, Option<Vec<u8>>) {
+fn meta_of(path: &Path) -> Meta {
     let meta = std::fs::symlink_metadata(path).unwrap();
     let content = meta.is_file().then(|| std::fs::read(path).unwrap());
     (meta.mode(), meta.mtime(), meta.mtime_nsec(), content)
@@ -1389,10 +1392,7 @@ fn meta_of(path: &Path) -> (u32, i64, i64, Option<Vec<u8>>) {
 /// A folder outside every replica with one file, `kept.txt` (the name a
 /// replica's `d/kept.txt` has once `d` leads there), at a fixed mtime; and
 /// what must stay as it is: mode, mtime and content of both.
-fn outside_with_a_file() -> (
-    tempfile::TempDir,
-    impl Fn() -> Vec<(u32, i64, i64, Option<Vec<u8>>)>,
-) {
+fn outside_with_a_file() -> (tempfile::TempDir, impl Fn() -> Vec<Meta>) {
     let outside = tempfile::tempdir().unwrap();
     let file = outside.path().join("kept.txt");
     std::fs::write(&file, b"outside").unwrap();
