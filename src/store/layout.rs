@@ -10,6 +10,10 @@
 //!     staging/                STAGING_DIR     new content of an import in progress
 //!     deleted/YYYYMMDD/       DELETED_DIR     what imports replaced or deleted
 //! ```
+//!
+//! Inside the tree itself, outside the state folder, an import uses the
+//! names in [`TREE_TEMP_NAMES`] beside a target while it works. Packets can
+//! never name them and scans never record them (see `tree::relpath`).
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +34,19 @@ pub const LOCK_FILE: &str = "lock";
 pub const STAGING_DIR: &str = "staging";
 /// Where files an import deletes or replaces are kept, by day.
 pub const DELETED_DIR: &str = "deleted";
+
+/// Temporary name beside a target while an import copies a file onto
+/// another filesystem mounted inside the replica.
+pub const TEMP_NEW_FILE: &str = ".syncreplica-new-file";
+/// Every temporary name an import uses inside the tree: reserved, so a
+/// packet can never name one and the engine never mistakes a user's file
+/// for its own temporary.
+pub const TREE_TEMP_NAMES: &[&str] = &[TEMP_NEW_FILE];
+
+/// Whether `name` (one path component) is one of [`TREE_TEMP_NAMES`].
+pub fn is_tree_temp_name(name: &[u8]) -> bool {
+    TREE_TEMP_NAMES.iter().any(|temp| temp.as_bytes() == name)
+}
 
 /// The state folder of the replica rooted at `root`.
 pub fn state_dir(root: &Path) -> PathBuf {

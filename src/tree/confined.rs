@@ -68,6 +68,8 @@ pub enum Located {
 pub struct Place {
     parent: OwnedFd,
     parent_path: PathBuf,
+    /// The parent, relative to the root (empty: the root).
+    parent_rel: Vec<u8>,
     name: Vec<u8>,
 }
 
@@ -137,6 +139,7 @@ impl ConfinedRoot {
         Ok(Located::At(Place {
             parent,
             parent_path,
+            parent_rel: parent_rel.to_vec(),
             name: name.to_vec(),
         }))
     }
@@ -150,47 +153,131 @@ impl ConfinedRoot {
     }
 
     /// Opens the regular file at `rel` for reading, never through a
-    /// symlink.
+    /// symlink. Anything else there (a FIFO, a device, a directory) is
+    /// refused without blocking: the open is non-blocking and the handle is
+    /// checked to be a regular file (for which `O_NONBLOCK` changes
+    /// nothing) before it is returned.
     pub fn open_file(&self, rel: &[u8]) -> std::io::Result<File> {
-        let fd = rfs::openat2(
+        if let Some(why) = relpath::lexical_problem(rel) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{}: {why}", relpath::display(rel)),
+            ));
+        }
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match rfs::openat2(
             &self.dir,
             OsStr::from_bytes(rel),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            flags,
             Mode::empty(),
             BENEATH,
-        )
-        .or_else(|errno| match errno {
-            Errno::NOSYS => {
+        ) {
+            Err(errno) if no_openat2(errno) => {
                 let (parent_rel, name) = split(rel);
                 let parent = self.walk(parent_rel)?;
-                rfs::openat(
-                    &parent,
-                    OsStr::from_bytes(name),
-                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
+                rfs::openat(&parent, OsStr::from_bytes(name), flags, Mode::empty())
             }
-            other => Err(other),
-        })?;
+            other => other,
+        }?;
+        let stat = rfs::fstat(&fd)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{}: not a regular file", relpath::display(rel)),
+            ));
+        }
         Ok(File::from(fd))
+    }
+
+    /// The entries of the directory `rel` (empty: the root), each with its
+    /// type (`lstat`'s when the filesystem does not say), never through a
+    /// symlink: the directory is opened beneath the root and read through
+    /// that handle. `ELOOP`, `ENOTDIR`, `ENOENT` or `EXDEV` when `rel` is
+    /// not (or no longer) a directory reachable that way.
+    pub fn list_dir(&self, rel: &[u8]) -> std::result::Result<Vec<(Vec<u8>, FileType)>, Errno> {
+        if !rel.is_empty() && relpath::lexical_problem(rel).is_some() {
+            return Err(Errno::INVAL);
+        }
+        let fd = self.open_dir_with(
+            rel,
+            OFlags::RDONLY
+                | OFlags::DIRECTORY
+                | OFlags::NOFOLLOW
+                | OFlags::NONBLOCK
+                | OFlags::CLOEXEC,
+        )?;
+        let mut entries = Vec::new();
+        let mut dir = rfs::Dir::new(fd)?;
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let kind = match entry.file_type() {
+                FileType::Unknown => {
+                    match rfs::statat(dir.fd()?, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(stat) => FileType::from_raw_mode(stat.st_mode),
+                        Err(Errno::NOENT) => continue,
+                        Err(errno) => return Err(errno),
+                    }
+                }
+                kind => kind,
+            };
+            entries.push((name.to_vec(), kind));
+        }
+        Ok(entries)
+    }
+
+    /// Fsyncs the directory `rel` (empty: the root), opened beneath the
+    /// root without following symlinks and without blocking. Nothing to do
+    /// (`Ok`) when it is no longer a directory there: another user of the
+    /// tree replaced it (by a symlink, a FIFO...) since it was changed.
+    pub fn sync_dir(&self, rel: &[u8]) -> Result<()> {
+        let path = relpath::to_disk_path(&self.root, rel);
+        let fd = match self.open_dir_with(
+            rel,
+            OFlags::RDONLY
+                | OFlags::DIRECTORY
+                | OFlags::NOFOLLOW
+                | OFlags::NONBLOCK
+                | OFlags::CLOEXEC,
+        ) {
+            Ok(fd) => fd,
+            Err(errno) if blocked_reason(errno).is_some() => return Ok(()),
+            Err(errno) => return Err(Error::io(&path, errno.into())),
+        };
+        rfs::fsync(&fd).map_err(|e| Error::io(&path, e.into()))
     }
 
     /// The directory `rel` (empty: the root) as a handle, never through a
     /// symlink.
     fn open_dir(&self, rel: &[u8]) -> std::result::Result<OwnedFd, Errno> {
+        self.open_dir_with(rel, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC)
+    }
+
+    /// The directory `rel` opened with `flags` beneath the root, never
+    /// through a symlink.
+    fn open_dir_with(&self, rel: &[u8], flags: OFlags) -> std::result::Result<OwnedFd, Errno> {
         let path: &OsStr = if rel.is_empty() {
             OsStr::new(".")
         } else {
             OsStr::from_bytes(rel)
         };
-        match rfs::openat2(
-            &self.dir,
-            path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            BENEATH,
-        ) {
-            Err(Errno::NOSYS) => self.walk(rel),
+        match rfs::openat2(&self.dir, path, flags, Mode::empty(), BENEATH) {
+            Err(errno) if no_openat2(errno) => {
+                if rel.is_empty() {
+                    return rfs::openat(&self.dir, ".", flags, Mode::empty());
+                }
+                let (parent_rel, name) = split(rel);
+                let parent = self.walk(parent_rel)?;
+                rfs::openat(
+                    &parent,
+                    OsStr::from_bytes(name),
+                    flags | OFlags::NOFOLLOW | OFlags::DIRECTORY,
+                    Mode::empty(),
+                )
+            }
             other => other,
         }
     }
@@ -238,6 +325,13 @@ impl ConfinedRoot {
     }
 }
 
+/// Whether an `openat2` error means the call itself is unavailable:
+/// `ENOSYS` before Linux 5.6, `EPERM` under seccomp profiles that predate
+/// it (older Docker releases), which then use the component walk.
+fn no_openat2(errno: Errno) -> bool {
+    errno == Errno::NOSYS || errno == Errno::PERM
+}
+
 fn split(rel: &[u8]) -> (&[u8], &[u8]) {
     match rel.iter().rposition(|&b| b == b'/') {
         Some(slash) => (&rel[..slash], &rel[slash + 1..]),
@@ -272,6 +366,12 @@ impl Place {
     /// The parent directory's path, for messages and directory fsyncs.
     pub fn parent_path(&self) -> &Path {
         &self.parent_path
+    }
+
+    /// The parent directory relative to the root (empty: the root), for
+    /// [`ConfinedRoot::sync_dir`].
+    pub fn parent_rel(&self) -> &[u8] {
+        &self.parent_rel
     }
 
     /// The full path, for messages only: never used to reach the file.
@@ -344,9 +444,19 @@ impl Place {
     /// Sets the permission bits of the file or directory at the name; a
     /// symlink there is left alone (Linux cannot chmod a symlink).
     pub fn set_mode(&self, mode: u32) -> Result<()> {
+        let mode = Mode::from_raw_mode(mode);
+        // `fchmodat2(AT_SYMLINK_NOFOLLOW)` (Linux 6.6) does it in one
+        // step. rustix 1.1 answers EOPNOTSUPP for that flag without asking
+        // the kernel, which the kernel also answers for a symlink: either
+        // way the handle-based way below decides.
+        match rfs::chmodat(&self.parent, self.name(), mode, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(()) => return Ok(()),
+            Err(Errno::OPNOTSUPP) | Err(Errno::NOSYS) | Err(Errno::INVAL) => {}
+            Err(errno) => return Err(self.io(errno)),
+        }
         // An O_PATH handle of the name itself (never of a symlink's
         // target), then chmod through its /proc entry: fchmod does not take
-        // O_PATH handles, and fchmodat has no "no follow" on Linux.
+        // O_PATH handles.
         let fd = rfs::openat(
             &self.parent,
             self.name(),
@@ -358,21 +468,29 @@ impl Place {
         if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
             return Ok(());
         }
-        let mode = Mode::from_raw_mode(mode);
         let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
         match rfs::chmod(proc_path.as_str(), mode) {
             Ok(()) => Ok(()),
             // No /proc: open the object itself (directories and readable
-            // files), which cannot be a symlink with O_NOFOLLOW.
+            // files), which cannot be a symlink with O_NOFOLLOW, and chmod
+            // it only if it is the object checked above (the name may have
+            // been given to another file meanwhile).
             Err(Errno::NOENT) => {
-                let fd = rfs::openat(
+                let opened = rfs::openat(
                     &self.parent,
                     self.name(),
                     OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
                 .map_err(|e| self.io(e))?;
-                rfs::fchmod(&fd, mode).map_err(|e| self.io(e))
+                let now = rfs::fstat(&opened).map_err(|e| self.io(e))?;
+                if (now.st_dev, now.st_ino) != (stat.st_dev, stat.st_ino) {
+                    return Err(Error::io(
+                        self.display_path(),
+                        std::io::Error::other("replaced by another file while its mode was set"),
+                    ));
+                }
+                rfs::fchmod(&opened, mode).map_err(|e| self.io(e))
             }
             Err(errno) => Err(self.io(errno)),
         }
@@ -502,6 +620,37 @@ impl Place {
         }
     }
 
+    /// `lstat` of the entry `temp` of the parent directory; `None` when
+    /// nothing is there.
+    pub fn stat_sibling(&self, temp: &OsStr) -> std::io::Result<Option<rfs::Stat>> {
+        match rfs::statat(&self.parent, temp, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => Ok(Some(stat)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+
+    /// Renames the entry `from` of the parent directory to `to`, another
+    /// entry of it, only if nothing is at `to` (`AlreadyExists`
+    /// otherwise).
+    pub fn rename_sibling_new(&self, from: &OsStr, to: &OsStr) -> std::io::Result<()> {
+        match rfs::renameat_with(
+            &self.parent,
+            from,
+            &self.parent,
+            to,
+            rfs::RenameFlags::NOREPLACE,
+        ) {
+            Err(Errno::INVAL) | Err(Errno::NOSYS) => {
+                if self.stat_sibling(to)?.is_some() {
+                    return Err(std::io::ErrorKind::AlreadyExists.into());
+                }
+                Ok(rfs::renameat(&self.parent, from, &self.parent, to)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// Creates the new file `temp` in the parent directory for writing
     /// (mode 0600 until the caller sets the final one).
     pub fn create_sibling(&self, temp: &OsStr) -> std::io::Result<File> {
@@ -520,14 +669,21 @@ impl Place {
     }
 
     /// Opens the regular file at the name for reading, never through a
-    /// symlink.
+    /// symlink and without blocking on a FIFO or device there (refused).
     pub fn open_read(&self) -> std::io::Result<File> {
         let fd = rfs::openat(
             &self.parent,
             self.name(),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let stat = rfs::fstat(&fd)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{}: not a regular file", self.display_path().display()),
+            ));
+        }
         Ok(File::from(fd))
     }
 }
@@ -600,5 +756,79 @@ mod tests {
         ));
         assert!(root.locate(b"../x", false).is_err());
         assert!(root.locate(b".syncreplica/state.db", false).is_err());
+    }
+
+    #[test]
+    fn directories_are_listed_through_handles_and_fifos_never_opened() {
+        let (dir, outside, root) = root_with_escape();
+        std::fs::write(outside.path().join("secret"), b"x").unwrap();
+        std::fs::write(dir.path().join("real/file"), b"x").unwrap();
+        std::fs::create_dir(dir.path().join("real/sub")).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(dir.path().join("real/fifo"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut listing = root.list_dir(b"real").unwrap();
+        listing.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            listing,
+            vec![
+                (b"fifo".to_vec(), FileType::Fifo),
+                (b"file".to_vec(), FileType::RegularFile),
+                (b"sub".to_vec(), FileType::Directory),
+            ]
+        );
+        assert!(root
+            .list_dir(b"")
+            .unwrap()
+            .contains(&(b"link".to_vec(), FileType::Symlink)));
+        // A symlinked directory is never listed (nor what it points to).
+        // (ENOTDIR: O_DIRECTORY is checked before O_NOFOLLOW.)
+        assert!(matches!(
+            root.list_dir(b"link").unwrap_err(),
+            Errno::LOOP | Errno::NOTDIR
+        ));
+        assert_eq!(root.list_dir(b"real/file").unwrap_err(), Errno::NOTDIR);
+        // A FIFO is refused, not waited on; so is a path no packet may name.
+        assert!(root.open_file(b"real/fifo").is_err());
+        assert!(root.open_file(b"real/sub").is_err());
+        assert!(root.open_file(b"real/../real/file").is_err());
+        assert!(root.open_file(b"real/file").is_ok());
+        root.sync_dir(b"real/fifo").unwrap();
+        root.sync_dir(b"link").unwrap();
+        root.sync_dir(b"real").unwrap();
+        root.sync_dir(b"").unwrap();
+    }
+
+    #[test]
+    fn set_mode_changes_files_and_directories_not_symlink_targets() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, outside, root) = root_with_escape();
+        std::fs::write(dir.path().join("real/file"), b"x").unwrap();
+        let before = std::fs::metadata(outside.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        for (rel, mode) in [
+            (&b"real/file"[..], 0o640),
+            (b"real", 0o750),
+            (b"link", 0o700),
+        ] {
+            let Located::At(place) = root.locate(rel, false).unwrap() else {
+                panic!("blocked");
+            };
+            place.set_mode(mode).unwrap();
+        }
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&dir.path().join("real/file")), 0o640);
+        assert_eq!(mode(&dir.path().join("real")), 0o750);
+        assert_eq!(
+            std::fs::metadata(outside.path())
+                .unwrap()
+                .permissions()
+                .mode(),
+            before
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! so a name that is not UTF-8 is neither mangled nor rejected. Relative
 //! paths are `/`-separated with no leading or trailing slash.
 
-use crate::store::layout::STATE_DIR;
+use crate::store::layout::{is_tree_temp_name, STATE_DIR};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -88,6 +88,11 @@ pub fn lexical_problem(rel: &[u8]) -> Option<&'static str> {
             name if name == STATE_DIR.as_bytes() => {
                 return Some("it names a replica state folder (.syncreplica)")
             }
+            // The engine's own temporaries (at any depth, so every prefix
+            // of a valid path is valid too): never a packet's to name.
+            name if is_tree_temp_name(name) => {
+                return Some("it names a temporary file of the import (.syncreplica-new-file)")
+            }
             name if name.len() > NAME_MAX => return Some("a name in it is longer than 255 bytes"),
             _ => {}
         }
@@ -130,6 +135,9 @@ mod tests {
             b"a/",
             b".syncreplica/state.db",
             b"sub/.syncreplica/x",
+            b".syncreplica-new-file",
+            b"d/.syncreplica-new-file",
+            b"d/.syncreplica-new-file/x",
             b"a\0b",
         ] {
             assert!(lexical_problem(bad).is_some(), "{}", display(bad));
@@ -140,6 +148,7 @@ mod tests {
             b"caf\xe9",
             b"..hidden",
             b"sub/.syncreplicaignore",
+            b"d/.syncreplica-new-file.sync-conflict-20261121-101500-beta",
         ] {
             assert_eq!(lexical_problem(good), None, "{}", display(good));
         }

@@ -163,6 +163,9 @@ pub enum WarningKind {
     UnreadableDirectory(String),
     #[error("a nested replica's state folder, skipped")]
     NestedReplica,
+    /// A name an import uses for its temporaries (`store::layout`).
+    #[error("an import's temporary name, never replicated; skipped")]
+    TempName,
     #[error("cannot stat, left as recorded: {0}")]
     Unstattable(String),
     /// A socket, FIFO or device: not replicated.
@@ -427,6 +430,16 @@ fn walk(
                         kind: WarningKind::NestedReplica,
                     });
                 }
+                continue;
+            }
+            if crate::store::layout::is_tree_temp_name(name) {
+                // A packet can never name it (`relpath::lexical_problem`):
+                // left by an interrupted import, or a user's file that the
+                // next import keeps as a conflict copy.
+                outcome.warnings.push(ScanWarning {
+                    path: rel,
+                    kind: WarningKind::TempName,
+                });
                 continue;
             }
             let meta = match meta {

@@ -1341,16 +1341,86 @@ fn swap_dir_for_link(root: &Path, outside: &Path) {
     }
 }
 
+/// Operations of `origin` numbered from `first`, one per (path, state),
+/// each having seen what `site` records at its path: they fast-forward it
+/// (no conflict to decide), so a chmod or touch always becomes an action.
+fn forged_over(
+    site: &Site,
+    origin: Id,
+    first: u64,
+    changes: &[(&[u8], PathState)],
+) -> Vec<Operation> {
+    let recorded = site.replica.state().load_entries().unwrap();
+    let changes = changes.iter().enumerate().map(|(i, (path, state))| {
+        let mut version = recorded
+            .get(*path)
+            .map(|entry| entry.version.clone())
+            .unwrap_or_default();
+        version.set(origin, first + i as u64);
+        Change::Path {
+            path: path.to_vec(),
+            version,
+            state: state.clone(),
+        }
+    });
+    numbered_operations(origin, first, 0, changes)
+}
+
+/// `state` (a file) with another mode and mtime: same content.
+fn touched(state: &PathState, mode: u32, secs: u64) -> PathState {
+    let PathState::File { size, chunks, .. } = state else {
+        panic!("not a file: {state:?}");
+    };
+    PathState::File {
+        mode,
+        mtime_ns: ((T0 + secs) * 1_000_000_000) as i64,
+        size: *size,
+        chunks: chunks.clone(),
+    }
+}
+
+/// Mode, mtime (s, ns) and content (for files) of a path.
+type Meta = (u32, i64, i64, Option<Vec<u8>>);
+
+/// Mode, mtime and content (for files) of `path`, not following a symlink.
+fn meta_of(path: &Path) -> Meta {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    let content = meta.is_file().then(|| std::fs::read(path).unwrap());
+    (meta.mode(), meta.mtime(), meta.mtime_nsec(), content)
+}
+
+/// A folder outside every replica with one file, `kept.txt` (the name a
+/// replica's `d/kept.txt` has once `d` leads there), at a fixed mtime; and
+/// what must stay as it is: mode, mtime and content of both.
+fn outside_with_a_file() -> (tempfile::TempDir, impl Fn() -> Vec<Meta>) {
+    let outside = tempfile::tempdir().unwrap();
+    let file = outside.path().join("kept.txt");
+    std::fs::write(&file, b"outside").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    set_mtime(&file, 1);
+    std::fs::set_permissions(outside.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = outside.path().to_path_buf();
+    let state = move || vec![meta_of(&dir), meta_of(&dir.join("kept.txt"))];
+    (outside, state)
+}
+
 #[test]
 fn a_directory_swapped_for_a_symlink_between_check_and_use_is_never_followed() {
     let (alpha, mut beta) = pair(&[], &[("d/kept.txt", "mine")]);
-    let outside = tempfile::tempdir().unwrap();
+    let (outside, outside_state) = outside_with_a_file();
+    let before = outside_state();
     let (file, mut store) = file_state(b"from the packet");
+    let (mine, _) = file_state(b"mine");
     let first = beta.row().get(&alpha.id()).copied().unwrap_or(0) + 1;
-    let ops = forged(
+    // A chmod of `d` and a touch of `d/kept.txt` (SetDirMode and
+    // SetFileMeta), besides new content below `d`.
+    let ops = forged_over(
+        &beta,
         alpha.id(),
         first,
         &[
+            (b"d", PathState::Directory { mode: 0o700 }),
+            (b"d/kept.txt", touched(&mine, 0o600, 5000)),
             (b"d/new.txt", file.clone()),
             (b"d/sub", PathState::Directory { mode: 0o755 }),
             (b"d/sub/deeper.txt", file.clone()),
@@ -1375,7 +1445,11 @@ fn a_directory_swapped_for_a_symlink_between_check_and_use_is_never_followed() {
         swapped.load(std::sync::atomic::Ordering::SeqCst),
         "the hook ran"
     );
-    assert_eq!(everything_under(outside.path()), Vec::<PathBuf>::new());
+    assert_eq!(
+        everything_under(outside.path()),
+        vec![outside.path().join("kept.txt")]
+    );
+    assert_eq!(outside_state(), before, "mode or mtime changed outside");
     // The actions below the swapped directory were skipped and said so.
     assert!(
         report.conflicts.iter().any(|n| n.contains("symlink")),
@@ -1391,7 +1465,8 @@ fn a_directory_swapped_for_a_symlink_between_check_and_use_is_never_followed() {
 #[test]
 fn imports_racing_a_directory_symlink_swap_never_write_outside() {
     let (alpha, mut beta) = pair(&[], &[("d/kept.txt", "mine")]);
-    let outside = tempfile::tempdir().unwrap();
+    let (outside, outside_state) = outside_with_a_file();
+    let before = outside_state();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let swapper = {
         let (root, outside, stop) = (beta.root(), outside.path().to_path_buf(), stop.clone());
@@ -1406,19 +1481,35 @@ fn imports_racing_a_directory_symlink_swap_never_write_outside() {
     };
     let started = std::time::Instant::now();
     let mut rounds = 0;
+    let (mut kept, _) = file_state(b"mine");
     while rounds < 300 && started.elapsed() < Duration::from_secs(20) {
         let (file, mut store) = file_state(format!("round {rounds}").as_bytes());
+        // `d/kept.txt` gets new content one round, a chmod and touch
+        // (SetFileMeta) the next; `d` is chmodded (SetDirMode) every round.
+        if rounds % 2 == 0 {
+            kept = touched(&kept, [0o600, 0o640][rounds / 2 % 2], 10 + rounds as u64);
+        } else {
+            kept = file.clone();
+        }
         let first = beta.row().get(&alpha.id()).copied().unwrap_or(0) + 1;
-        let ops = forged(
+        let ops = forged_over(
+            &beta,
             alpha.id(),
             first,
             &[
+                (
+                    b"d",
+                    PathState::Directory {
+                        mode: [0o700, 0o750][rounds % 2],
+                    },
+                ),
                 (format!("d/f{rounds}").as_bytes(), file.clone()),
-                (b"d/kept.txt", file.clone()),
+                (b"d/kept.txt", kept.clone()),
                 (format!("d/n{rounds}/g").as_bytes(), file),
             ],
         );
-        // Refusals and skipped actions are fine; a write outside is not.
+        // Refusals and skipped actions are fine; a write outside is not,
+        // nor a chmod or a touch.
         let _ = apply::apply_batch(
             &mut beta.replica,
             &ops,
@@ -1427,14 +1518,91 @@ fn imports_racing_a_directory_symlink_swap_never_write_outside() {
         );
         assert_eq!(
             everything_under(outside.path()),
-            Vec::<PathBuf>::new(),
+            vec![outside.path().join("kept.txt")],
             "round {rounds}"
         );
+        assert_eq!(outside_state(), before, "round {rounds}");
         rounds += 1;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let swaps = swapper.join().unwrap();
     assert!(rounds >= 20 && swaps > 0, "{rounds} rounds, {swaps} swaps");
+}
+
+/// Runs `apply` on another thread; fails the test if it has not returned
+/// within a minute (a blocking open of a FIFO never returns).
+fn within_a_minute<T: Send + 'static>(apply: impl FnOnce() -> T + Send + 'static) -> T {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = send.send(apply());
+    });
+    receive
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the import hung (opened a FIFO?)")
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_directory_or_file_swapped_for_a_fifo_never_hangs_an_import() {
+    let (alpha, mut beta) = pair(&[], &[("d/kept.txt", "mine")]);
+    // 1. `d`, where the import placed a file, becomes a FIFO before the
+    //    import fsyncs the directories it changed.
+    let (file, mut store) = file_state(b"from the packet");
+    let (other, other_store) = file_state(b"another");
+    store.chunks.extend(other_store.chunks);
+    let first = beta.row().get(&alpha.id()).copied().unwrap_or(0) + 1;
+    let ops = forged_over(
+        &beta,
+        alpha.id(),
+        first,
+        &[(b"d/new.txt", file.clone()), (b"z.txt", other.clone())],
+    );
+    let root = beta.root();
+    let mut hooks = ApplyHooks {
+        before_resolve: Some(std::sync::Arc::new(move |path: &[u8]| {
+            if path == b"z.txt" && !root.join("d.real").exists() {
+                std::fs::rename(root.join("d"), root.join("d.real")).unwrap();
+                mkfifo(&root.join("d"));
+            }
+        })),
+        ..ApplyHooks::default()
+    };
+    let (beta, result) = within_a_minute(move || {
+        let result = apply::apply_batch(&mut beta.replica, &ops, &mut store, &mut hooks);
+        (beta, result)
+    });
+    result.unwrap();
+    let mut beta = beta;
+    assert_eq!(
+        std::fs::read(beta.root().join("d.real/new.txt")).unwrap(),
+        b"from the packet"
+    );
+    assert_eq!(content(&beta, "z.txt"), b"another");
+    // 2. `z.txt`, placed by that import (so not scanned since: the next
+    //    import reads it to verify it), becomes a FIFO.
+    std::fs::remove_file(beta.root().join("z.txt")).unwrap();
+    mkfifo(&beta.root().join("z.txt"));
+    let (third, mut store) = file_state(b"third");
+    let first = beta.row().get(&alpha.id()).copied().unwrap_or(0) + 1;
+    let ops = forged_over(&beta, alpha.id(), first, &[(b"z.txt", third)]);
+    let (beta, result) = within_a_minute(move || {
+        let result = apply::apply_batch(
+            &mut beta.replica,
+            &ops,
+            &mut store,
+            &mut ApplyHooks::default(),
+        );
+        (beta, result)
+    });
+    let report = result.unwrap();
+    assert_eq!(content(&beta, "z.txt"), b"third", "{report:?}");
 }
 
 // ------------------------------------------- saves racing an import

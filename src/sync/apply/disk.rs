@@ -18,7 +18,7 @@ use super::{is_injected_crash, ApplyHooks, ChunkSource};
 use crate::error::{Error, IoContext, Refusal, Result};
 use crate::ops::{ChunkId, ChunkRef, PathState};
 use crate::replica::Replica;
-use crate::store::layout::{DELETED_DIR, STAGING_DIR};
+use crate::store::layout::{DELETED_DIR, STAGING_DIR, TEMP_NEW_FILE};
 use crate::store::state::RecordedEntry;
 use crate::tree::confined::{ConfinedRoot, DiskKind, Located, Place};
 use crate::tree::relpath;
@@ -32,8 +32,16 @@ fn system_time(ns: i64) -> SystemTime {
     }
 }
 
+/// Fsyncs a folder of the state folder (staging, soft-deleted files);
+/// never one of the tree, which [`ConfinedRoot::sync_dir`] reaches.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir).and_then(|d| d.sync_all())
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(rustix::fs::fsync(&fd)?)
 }
 
 /// Step (b): writes every new file under `.syncreplica/staging/<n>`,
@@ -295,17 +303,17 @@ pub(crate) fn execute(
         run(&ctx, seq, action, &mut touched, &mut notes)?;
         hooks.step("ran a journal action")?;
     }
-    sync_dirs(touched)?;
+    sync_dirs(&confined, touched)?;
     Ok(notes)
 }
 
-fn sync_dirs(dirs: BTreeSet<PathBuf>) -> Result<()> {
+/// Fsyncs the tree's directories the actions changed (relative to the
+/// root), each opened beneath the root as a directory, without following
+/// a symlink or blocking: one replaced since (by a symlink, a FIFO...) is
+/// skipped.
+fn sync_dirs(confined: &ConfinedRoot, dirs: BTreeSet<Vec<u8>>) -> Result<()> {
     for dir in dirs {
-        match sync_dir(&dir) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(Error::io(&dir, err)),
-        }
+        confined.sync_dir(&dir)?;
     }
     Ok(())
 }
@@ -584,7 +592,7 @@ fn run(
     ctx: &Context,
     seq: usize,
     action: &Action,
-    touched: &mut BTreeSet<PathBuf>,
+    touched: &mut BTreeSet<Vec<u8>>,
     notes: &mut Vec<String>,
 ) -> Result<()> {
     let staging = ctx.staging;
@@ -605,7 +613,7 @@ fn run(
                 } else {
                     skipped(notes, path, "it was changed here");
                 }
-                touched.insert(place.parent_path().to_path_buf());
+                touched.insert(place.parent_rel().to_vec());
             }
         }
         Action::RemoveSpecial { path } => {
@@ -616,7 +624,7 @@ fn run(
                     place
                         .remove(false)
                         .map_err(|e| Error::io(place.display_path(), e))?;
-                    touched.insert(place.parent_path().to_path_buf());
+                    touched.insert(place.parent_rel().to_vec());
                 }
             }
         }
@@ -625,7 +633,7 @@ fn run(
                 if file_type(&place)? == Some(FileType::Directory) {
                     match place.remove(true) {
                         Ok(()) => {
-                            touched.insert(place.parent_path().to_path_buf());
+                            touched.insert(place.parent_rel().to_vec());
                         }
                         Err(err)
                             if err.raw_os_error()
@@ -649,7 +657,7 @@ fn run(
             match place.make_dir(0o700) {
                 Ok(()) => {
                     place.set_mode(mode | 0o700)?;
-                    touched.insert(place.parent_path().to_path_buf());
+                    touched.insert(place.parent_rel().to_vec());
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
                     if file_type(&place)? != Some(FileType::Directory) {
@@ -684,8 +692,8 @@ fn run(
             if !displace(&place, &aside, expect)? {
                 // Another filesystem inside the replica: guard, then copy.
                 guard_in_place(ctx, path, &place, expect, notes)?;
-                copy_into_place(&from, &place)?;
-                touched.insert(place.parent_path().to_path_buf());
+                copy_into_place(ctx, seq, path, &from, &place, notes)?;
+                touched.insert(place.parent_rel().to_vec());
                 return Ok(());
             }
             settle(ctx, path, &aside, expect, keep.as_deref(), false, notes)?;
@@ -704,13 +712,13 @@ fn run(
                     Err(err)
                         if err.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
                     {
-                        copy_into_place(&from, &place)?;
+                        copy_into_place(ctx, seq, path, &from, &place, notes)?;
                         break;
                     }
                     Err(err) => return Err(Error::io(place.display_path(), err)),
                 }
             }
-            touched.insert(place.parent_path().to_path_buf());
+            touched.insert(place.parent_rel().to_vec());
         }
         Action::Link {
             path,
@@ -753,7 +761,7 @@ fn run(
                     Err(err) => return Err(Error::io(place.display_path(), err)),
                 }
             }
-            touched.insert(place.parent_path().to_path_buf());
+            touched.insert(place.parent_rel().to_vec());
         }
         Action::SetFileMeta {
             path,
@@ -796,13 +804,48 @@ fn run(
 /// Copies `from` to a temporary name beside `to` (mode and mtime kept),
 /// fsyncs it, renames it over `to` and removes `from`. Run again after a
 /// crash, it copies the same bytes again.
-fn copy_into_place(from: &Path, to: &Place) -> Result<()> {
-    let temp = OsStr::new(".syncreplica-new-file");
+///
+/// The temporary name ([`TEMP_NEW_FILE`]) is reserved: no packet can name
+/// it and no scan records it. Still, only a temporary this action made is
+/// ever removed: it is created with `O_EXCL`, and its device and inode are
+/// noted in the staging folder until it is renamed into place. Anything
+/// else found under that name is a user's file, kept as a conflict copy.
+fn copy_into_place(
+    ctx: &Context,
+    seq: usize,
+    rel: &[u8],
+    from: &Path,
+    to: &Place,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let temp = OsStr::new(TEMP_NEW_FILE);
     let temp_path = to.parent_path().join(temp);
-    to.remove_sibling(temp).at(&temp_path)?;
+    let marker = temp_marker(&ctx.aside(seq));
+    if let Some(ours) = read_temp_marker(&marker)? {
+        // Left by this action before a crash: removed only if it is still
+        // the very file it made.
+        if let Some(stat) = to.stat_sibling(temp).at(&temp_path)? {
+            if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
+                && (stat.st_dev, stat.st_ino) == ours
+            {
+                to.remove_sibling(temp).at(&temp_path)?;
+            }
+        }
+        std::fs::remove_file(&marker).at(&marker)?;
+    }
+    let mut copy = loop {
+        match to.create_sibling(temp) {
+            Ok(file) => break file,
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                keep_foreign_temp(ctx, rel, to, notes)?;
+            }
+            Err(err) => return Err(Error::io(&temp_path, err)),
+        }
+    };
+    let made = rustix::fs::fstat(&copy).map_err(|e| Error::io(&temp_path, e.into()))?;
+    std::fs::write(&marker, format!("{} {}\n", made.st_dev, made.st_ino)).at(&marker)?;
     let mut source = File::open(from).at(from)?;
     let meta = source.metadata().at(from)?;
-    let mut copy = to.create_sibling(temp).at(&temp_path)?;
     std::io::copy(&mut source, &mut copy).at(&temp_path)?;
     copy.set_permissions(meta.permissions()).at(&temp_path)?;
     copy.set_modified(meta.modified().at(from)?)
@@ -810,7 +853,83 @@ fn copy_into_place(from: &Path, to: &Place) -> Result<()> {
     copy.sync_all().at(&temp_path)?;
     to.rename_sibling(temp)
         .map_err(|e| Error::io(to.display_path(), e))?;
+    match std::fs::remove_file(&marker) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(Error::io(&marker, err)),
+    }
     std::fs::remove_file(from).at(from)
+}
+
+/// Where [`copy_into_place`] notes the temporary it made for the action
+/// whose displaced file would be `aside`.
+fn temp_marker(aside: &Path) -> PathBuf {
+    let mut name = aside.as_os_str().to_owned();
+    name.push(".temp");
+    PathBuf::from(name)
+}
+
+/// The (device, inode) a temp marker notes; `None` without a marker (or
+/// with one cut short by a crash: its temporary is then kept, as a
+/// user's).
+fn read_temp_marker(marker: &Path) -> Result<Option<(u64, u64)>> {
+    let text = match std::fs::read_to_string(marker) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(Error::io(marker, err)),
+    };
+    let mut numbers = text.split_whitespace().map(str::parse::<u64>);
+    Ok(match (numbers.next(), numbers.next()) {
+        (Some(Ok(dev)), Some(Ok(ino))) => Some((dev, ino)),
+        _ => None,
+    })
+}
+
+/// Something that is not this import's is at the temporary name beside
+/// `to`: renamed to a conflict-copy name in the same directory (never
+/// removed), and said so.
+fn keep_foreign_temp(ctx: &Context, rel: &[u8], to: &Place, notes: &mut Vec<String>) -> Result<()> {
+    let temp = OsStr::new(TEMP_NEW_FILE);
+    let temp_path = to.parent_path().join(temp);
+    let Some(stat) = to.stat_sibling(temp).at(&temp_path)? else {
+        return Ok(());
+    };
+    let parent = match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => &rel[..=i],
+        None => &b""[..],
+    };
+    let base = super::conflict_copy_name(
+        TEMP_NEW_FILE.as_bytes(),
+        stat_mtime_ns(&stat),
+        ctx.replica_name,
+    );
+    for attempt in 0..1000u32 {
+        let mut name = base.clone();
+        if attempt > 0 {
+            name.extend_from_slice(format!(".{attempt}").as_bytes());
+        }
+        match to.rename_sibling_new(temp, OsStr::from_bytes(&name)) {
+            Ok(()) => {
+                let mut copy = parent.to_vec();
+                copy.extend_from_slice(&name);
+                notes.push(format!(
+                    "{}{}: a file had the name the import uses for its temporary \
+                     copies; it is kept as {}",
+                    relpath::display(parent),
+                    TEMP_NEW_FILE,
+                    relpath::display(&copy)
+                ));
+                return Ok(());
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(Error::io(&temp_path, err)),
+        }
+    }
+    Err(Error::io(
+        &temp_path,
+        std::io::Error::other("no free conflict-copy name for it"),
+    ))
 }
 
 /// Removes the day folders of `.syncreplica/deleted/` that are more than
@@ -865,4 +984,137 @@ fn count_files(dir: &Path) -> Result<u64> {
         }
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        confined: ConfinedRoot,
+        state_dir: PathBuf,
+        staging: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let state_dir = root.join(crate::store::layout::STATE_DIR);
+        let staging = state_dir.join(STAGING_DIR);
+        std::fs::create_dir_all(&staging).unwrap();
+        std::fs::create_dir(root.join("d")).unwrap();
+        let confined = ConfinedRoot::open(&root).unwrap();
+        Fixture {
+            _dir: dir,
+            root,
+            confined,
+            state_dir,
+            staging,
+        }
+    }
+
+    impl Fixture {
+        fn ctx(&self) -> Context<'_> {
+            Context {
+                confined: &self.confined,
+                state_dir: &self.state_dir,
+                staging: &self.staging,
+                replica_name: "beta",
+                hook: None,
+            }
+        }
+
+        fn staged(&self, content: &[u8]) -> PathBuf {
+            let from = self.staging.join("0");
+            std::fs::write(&from, content).unwrap();
+            from
+        }
+
+        fn place(&self, rel: &[u8]) -> Place {
+            match self.confined.locate(rel, false).unwrap() {
+                Located::At(place) => place,
+                Located::Blocked(why) => panic!("{why}"),
+            }
+        }
+
+        fn names_in_d(&self) -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(self.root.join("d"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    #[test]
+    fn a_users_file_at_the_temporary_name_is_kept_as_a_conflict_copy() {
+        let f = fixture();
+        std::fs::write(f.root.join("d").join(TEMP_NEW_FILE), b"the user's").unwrap();
+        let from = f.staged(b"new content");
+        let mut notes = Vec::new();
+        copy_into_place(&f.ctx(), 0, b"d/x", &from, &f.place(b"d/x"), &mut notes).unwrap();
+        assert_eq!(std::fs::read(f.root.join("d/x")).unwrap(), b"new content");
+        assert!(!from.exists());
+        let names = f.names_in_d();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let kept = names
+            .iter()
+            .find(|n| n.starts_with(&format!("{TEMP_NEW_FILE}.sync-conflict-")))
+            .expect("kept");
+        assert_eq!(
+            std::fs::read(f.root.join("d").join(kept)).unwrap(),
+            b"the user's"
+        );
+        assert!(notes.iter().any(|n| n.contains(kept.as_str())), "{notes:?}");
+        // Nothing left in staging but the staging folder itself.
+        assert_eq!(std::fs::read_dir(&f.staging).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_temporary_left_by_the_same_action_before_a_crash_is_removed() {
+        let f = fixture();
+        let place = f.place(b"d/x");
+        // The temporary an earlier run made, and its marker.
+        let temp = place.create_sibling(OsStr::new(TEMP_NEW_FILE)).unwrap();
+        let stat = rustix::fs::fstat(&temp).unwrap();
+        std::fs::write(
+            temp_marker(&f.ctx().aside(0)),
+            format!("{} {}\n", stat.st_dev, stat.st_ino),
+        )
+        .unwrap();
+        drop(temp);
+        let from = f.staged(b"new content");
+        let mut notes = Vec::new();
+        copy_into_place(&f.ctx(), 0, b"d/x", &from, &place, &mut notes).unwrap();
+        assert_eq!(f.names_in_d(), vec!["x".to_string()]);
+        assert!(notes.is_empty(), "{notes:?}");
+        // A marker naming another file does not make a user's file ours.
+        std::fs::write(f.root.join("d").join(TEMP_NEW_FILE), b"the user's").unwrap();
+        std::fs::write(temp_marker(&f.ctx().aside(1)), "1 1\n").unwrap();
+        let from = f.staged(b"newer content");
+        copy_into_place(&f.ctx(), 1, b"d/x", &from, &place, &mut notes).unwrap();
+        assert_eq!(f.names_in_d().len(), 2, "{:?}", f.names_in_d());
+        assert_eq!(notes.len(), 1, "{notes:?}");
+    }
+
+    #[test]
+    fn sync_dirs_skips_a_directory_replaced_by_a_fifo_or_a_symlink() {
+        let f = fixture();
+        std::fs::rename(f.root.join("d"), f.root.join("d.real")).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(f.root.join("d"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::os::unix::fs::symlink("/", f.root.join("e")).unwrap();
+        let dirs = [b"d".to_vec(), b"e".to_vec(), b"gone".to_vec(), Vec::new()]
+            .into_iter()
+            .collect();
+        // Would block forever opening the FIFO if it were opened for
+        // reading like a file.
+        sync_dirs(&f.confined, dirs).unwrap();
+    }
 }

@@ -2,13 +2,19 @@
 //! state database in the same transaction as the batch, and replayed after
 //! a crash until they are all done.
 //!
-//! Each action is stored as one row: a version tag byte
-//! ([`JOURNAL_VERSION`]) followed by the action's postcard encoding. A
-//! journal left by another version of this program is refused with a
-//! clear error instead of being misread (postcard is not self-describing:
-//! a changed enum would decode as a different action).
+//! Each action is stored as one row: the magic [`JOURNAL_MAGIC`], a
+//! version byte ([`JOURNAL_VERSION`]), then the action's postcard
+//! encoding. A journal left by another version of this program is refused
+//! with a clear error instead of being misread (postcard is not
+//! self-describing: a changed enum would decode as a different action).
+//! The magic matters: rows of earlier development builds carried no tag,
+//! and their first byte (the enum discriminant) could pass for a version
+//! byte; a row without the magic is never decoded.
 
 use serde::{Deserialize, Serialize};
+
+/// Every journal row starts with these bytes.
+pub(crate) const JOURNAL_MAGIC: &[u8; 3] = b"SRJ";
 
 /// The version of the journal encoding. Raise it whenever [`Action`]
 /// changes shape.
@@ -166,14 +172,26 @@ pub(crate) fn stat_ctime_ns(stat: &rustix::fs::Stat) -> i64 {
 impl Action {
     /// The row stored in the journal.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut bytes = vec![JOURNAL_VERSION];
+        let mut bytes = JOURNAL_MAGIC.to_vec();
+        bytes.push(JOURNAL_VERSION);
         bytes.extend(postcard::to_stdvec(self).expect("actions encode"));
         bytes
     }
 
     /// Reads a journal row; the error says what is wrong with it.
     pub(crate) fn decode(row: &[u8]) -> Result<Action, String> {
-        match row.split_first() {
+        let Some(tagged) = row.strip_prefix(JOURNAL_MAGIC) else {
+            return Err(if row.is_empty() {
+                "empty journal row".into()
+            } else {
+                "an interrupted import's journal written by an earlier development build \
+                 of syncreplica (rows without a format tag): finish it with that build \
+                 (its next import or sync does), or check the tree and delete the \
+                 pending_apply rows of .syncreplica/state.db"
+                    .into()
+            });
+        };
+        match tagged.split_first() {
             Some((&JOURNAL_VERSION, body)) => {
                 postcard::from_bytes(body).map_err(|e| format!("undecodable action: {e}"))
             }
@@ -181,7 +199,7 @@ impl Action {
                 "journal version {version}, this program knows {JOURNAL_VERSION}: \
                  finish the interrupted import with the version of syncreplica that began it"
             )),
-            None => Err("empty journal row".into()),
+            None => Err("journal row without a version".into()),
         }
     }
 }
@@ -197,13 +215,52 @@ mod tests {
             mode: 0o755,
         };
         let row = action.encode();
-        assert_eq!(row[0], JOURNAL_VERSION);
+        assert_eq!(&row[..3], JOURNAL_MAGIC);
+        assert_eq!(row[3], JOURNAL_VERSION);
         assert_eq!(Action::decode(&row).unwrap(), action);
         let mut other = row.clone();
-        other[0] = JOURNAL_VERSION + 1;
+        other[3] = JOURNAL_VERSION + 1;
         assert!(Action::decode(&other)
             .unwrap_err()
             .contains("journal version"));
         assert!(Action::decode(&[]).is_err());
+        assert!(Action::decode(JOURNAL_MAGIC).is_err());
+    }
+
+    #[test]
+    fn an_untagged_row_of_an_earlier_build_is_refused_not_misread() {
+        // Earlier development builds stored the bare postcard encoding:
+        // its first byte is the enum discriminant (`MakeDir` is 3, and
+        // `RemoveDir`'s 2 equals the old one-byte tag), which a bare
+        // version byte could not tell from a tag.
+        for action in [
+            Action::SetDirMode {
+                path: b"d".to_vec(),
+                mode: 0o755,
+            },
+            Action::MakeDir {
+                path: b"a/b".to_vec(),
+                mode: 0o755,
+            },
+            Action::RemoveSpecial {
+                path: b"x".to_vec(),
+            },
+        ] {
+            let legacy = postcard::to_stdvec(&action).unwrap();
+            let err = Action::decode(&legacy).unwrap_err();
+            assert!(err.contains("earlier development build"), "{err}");
+            assert!(err.contains("pending_apply"), "{err}");
+        }
+        // A row of the one-byte-tag format (tag 2, then postcard).
+        let mut tagged = vec![2u8];
+        tagged.extend(
+            postcard::to_stdvec(&Action::RemoveDir {
+                path: b"d".to_vec(),
+            })
+            .unwrap(),
+        );
+        assert!(Action::decode(&tagged)
+            .unwrap_err()
+            .contains("earlier development build"));
     }
 }

@@ -21,9 +21,10 @@
 //!    path is empty, absolute, has an empty, `.` or `..` component, contains
 //!    NUL, has a component of more than 255 bytes, has a component named
 //!    `.syncreplica` (at any depth: scans never record nested state
-//!    folders), or when any ancestor is a symlink: on disk now (checked with
-//!    `symlink_metadata` component by component from the root, never
-//!    following a link), or as planned by an earlier operation of the same
+//!    folders) or `.syncreplica-new-file` (the engine's temporary name),
+//!    or when any ancestor is a symlink: on disk now (looked up through
+//!    `tree::confined`, beneath the root, never following a link), or as
+//!    planned by an earlier operation of the same
 //!    batch — unless that symlink is recorded and the operation is
 //!    concurrent with it (the sibling never saw the link: it had a
 //!    directory there). That is a conflict of structure, which the
@@ -125,9 +126,11 @@
 //! * A directory mode without owner write (e.g. `0555`) is applied last, but
 //!   a later batch that must write inside it fails (journal kept, retried by
 //!   [`recover`]) unless the process may write there anyway.
-//! * Temporary names `.syncreplica-new-link` and `.syncreplica-new-file`
-//!   are used beside the target while a symlink is swapped or a file is
-//!   copied onto another filesystem.
+//! * The temporary name `.syncreplica-new-file` (`store::layout`'s
+//!   `TREE_TEMP_NAMES`) is used beside the target while a file is copied
+//!   onto another filesystem mounted inside the replica. Packets can never
+//!   name it (rule 3) and scans skip it; a file found under that name that
+//!   this import did not make is kept as a conflict copy, never removed.
 
 mod disk;
 mod journal;

@@ -19,6 +19,8 @@ use crate::store::state::{Member, RecordedEntry};
 use crate::tree::confined::{ConfinedRoot, DiskKind};
 use crate::tree::excludes::Excludes;
 use crate::tree::relpath::{self, NAME_MAX, PATH_MAX};
+use rustix::fs::FileType;
+use rustix::io::Errno;
 
 /// Mode of directories this replica creates to hold incoming paths.
 const DEFAULT_DIR_MODE: u32 = 0o755;
@@ -448,11 +450,8 @@ impl Planner<'_> {
     }
 
     fn check_ancestors(&self, path: &[u8], version: &VersionVector) -> Result<()> {
-        let mut disk = self.root.to_path_buf();
         let mut disk_matters = true;
         for ancestor in ancestors(path) {
-            let name = split_last(ancestor).1;
-            disk.push(OsStr::from_bytes(name));
             let planned = self.planned.get(ancestor).map(|e| &e.state);
             if let Some(PathState::Symlink { .. }) = planned {
                 self.through_link(path, ancestor, version, "made earlier in this batch")?;
@@ -462,16 +461,14 @@ impl Planner<'_> {
             if !disk_matters {
                 continue;
             }
-            let meta = match std::fs::symlink_metadata(&disk) {
-                Ok(meta) => meta,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                    disk_matters = false;
-                    continue;
-                }
-                Err(err) => return Err(Error::io(&disk, err)),
-            };
-            let kind = meta.file_type();
-            if kind.is_dir() {
+            // Looked up beneath the root, no symlink followed: a parent
+            // that is not a real directory counts as missing.
+            let kind = self.confined.kind(ancestor)?;
+            if let DiskKind::Dir(_) = kind {
+                continue;
+            }
+            if kind == DiskKind::Missing {
+                disk_matters = false;
                 continue;
             }
             if let Some(PathState::Directory { .. }) = planned {
@@ -479,7 +476,7 @@ impl Planner<'_> {
                 disk_matters = false;
                 continue;
             }
-            if kind.is_symlink() {
+            if let DiskKind::Symlink(_) = kind {
                 self.through_link(path, ancestor, version, "in this replica")?;
             }
             disk_matters = false;
@@ -677,14 +674,21 @@ impl Planner<'_> {
         if !matches!(self.confined.kind(path)?, DiskKind::Dir(_)) {
             return Ok(false);
         }
-        // Unrecorded local content (excluded files, for instance).
+        // Unrecorded local content (excluded files, for instance), listed
+        // through directory handles opened beneath the root: a directory
+        // swapped for a symlink meanwhile is not listed (not followed).
         let mut pending = vec![path.to_vec()];
         while let Some(dir) = pending.pop() {
-            let disk = relpath::to_disk_path(self.root, &dir);
-            let listing = std::fs::read_dir(&disk).map_err(|e| Error::io(&disk, e))?;
-            for item in listing {
-                let item = item.map_err(|e| Error::io(&disk, e))?;
-                let child = join(&dir, item.file_name().as_bytes());
+            let listing = match self.confined.list_dir(&dir) {
+                Ok(listing) => listing,
+                Err(Errno::LOOP | Errno::NOTDIR | Errno::NOENT | Errno::XDEV) => continue,
+                Err(errno) => {
+                    let disk = relpath::to_disk_path(self.root, &dir);
+                    return Err(Error::io(&disk, errno.into()));
+                }
+            };
+            for (name, kind) in listing {
+                let child = join(&dir, &name);
                 let planned_deleted = self
                     .planned
                     .get(&child)
@@ -692,11 +696,7 @@ impl Planner<'_> {
                 if !planned_deleted {
                     return Ok(true);
                 }
-                let is_dir = item
-                    .file_type()
-                    .map_err(|e| Error::io(item.path(), e))?
-                    .is_dir();
-                if is_dir {
+                if kind == FileType::Directory {
                     pending.push(child);
                 }
             }
