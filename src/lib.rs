@@ -16,15 +16,21 @@
 pub mod cli;
 pub mod error;
 pub mod replica;
-pub mod ship;
-pub mod ship_trust;
-pub mod store;
-pub mod sync;
+pub(crate) mod ship;
+pub(crate) mod ship_trust;
 pub(crate) mod sys;
+
+// Public so the integration tests can drive the engine below the commands
+// (apply batches with crash hooks, scans with hooks, forged states); they
+// are not an API, and their docs are hidden.
+#[doc(hidden)]
+pub mod store;
+#[doc(hidden)]
+pub mod sync;
+#[doc(hidden)]
 pub mod tree;
 
-// The API most callers need; the modules above give the rest (the
-// integration tests drive the engine through them).
+// The API: what a program embedding syncreplica needs.
 pub use error::{Error, Refusal, Result};
 pub use packet_format::ops;
 pub use replica::{LockedReplica, Replica};
