@@ -46,6 +46,21 @@ pub enum Error {
         command: Option<String>,
     },
 
+    /// A command that changes the replica, run by a user who may not
+    /// write its files or on a read-only filesystem.
+    #[error(
+        "cannot change replica {}: {}: {}",
+        root.display(),
+        path.display(),
+        if *read_only_fs { "read-only file system" } else { "permission denied" }
+    )]
+    NotWritable {
+        root: PathBuf,
+        /// The file or folder that could not be written.
+        path: PathBuf,
+        read_only_fs: bool,
+    },
+
     #[error("state database {}: {cause}", path.display())]
     Database {
         path: PathBuf,

@@ -137,6 +137,14 @@ pub fn hint(err: &Error) -> Option<String> {
             "write ORIGIN=EPOCH, e.g. boston=1300, with ORIGIN a member's name".into()
         }
         Error::SchemaTooNew { .. } => "use a newer syncreplica".into(),
+        Error::NotWritable {
+            read_only_fs: false,
+            ..
+        } => "this command changes the replica: run it as a user who may write the replica's files (its owner); -status, lsepoch, lsreplica and lspacket only read it".into(),
+        Error::NotWritable {
+            read_only_fs: true,
+            ..
+        } => "this command changes the replica: remount its filesystem read-write first; -status, lsepoch, lsreplica and lspacket only read it".into(),
         Error::Refused(refusal) => return refusal_hint(refusal).map(str::to_string),
         Error::ChunkMissingLocally { .. } => {
             "run syncreplica -status to see what changed, then export again".into()

@@ -44,3 +44,72 @@ pub fn sync_filesystem(path: &Path) -> Result<()> {
     let dir = std::fs::File::open(path).at(path)?;
     rustix::fs::syncfs(&dir).map_err(|e| crate::Error::io(path, e.into()))
 }
+
+/// Whether the filesystem holding `path` is mounted read-only (false when
+/// that cannot be told).
+pub fn is_read_only_fs(path: &Path) -> bool {
+    rustix::fs::statvfs(path)
+        .map(|s| s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+        .unwrap_or(false)
+}
+
+/// Bytes an unprivileged process may still write on the filesystem
+/// holding `path` (`f_bavail * f_frsize`).
+pub fn free_space(path: &Path) -> Result<u64> {
+    let stat = rustix::fs::statvfs(path).map_err(|e| crate::Error::io(path, e.into()))?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// The mount point of the filesystem holding `path`: its highest ancestor
+/// on the same device (`path` itself if that cannot be told).
+pub fn mount_point(path: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(device) = std::fs::metadata(path).map(|m| m.dev()) else {
+        return path.to_path_buf();
+    };
+    let mut top = path;
+    for dir in path.ancestors().skip(1) {
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.dev() == device => top = dir,
+            _ => break,
+        }
+    }
+    top.to_path_buf()
+}
+
+/// A size for people: `512 bytes`, `1.5 KiB`, `3.2 MiB`, `1.1 GiB`…
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_size(0), "0 bytes");
+        assert_eq!(human_size(1023), "1023 bytes");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(2 * 1024 * 1024), "2.0 MiB");
+        assert_eq!(human_size(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn mount_point_is_an_ancestor() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = mount_point(dir.path());
+        assert!(dir.path().starts_with(&top));
+        assert!(free_space(dir.path()).is_ok());
+    }
+}

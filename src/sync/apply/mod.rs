@@ -313,9 +313,9 @@ pub fn recover(replica: &mut LockedReplica) -> Result<bool> {
 /// paths for local changes, so commands that scan and record must call
 /// [`recover`] first (they hold the lock), and `-status` can warn.
 pub fn is_pending(replica: &Replica) -> Result<bool> {
-    let mut state = state::State::open(&replica.state_dir())?;
-    let pending = state.transaction(|tx| Ok(state::pending_apply(tx)?))?;
-    Ok(!pending.is_empty())
+    // A connection of its own, read-only: `-status` may run where the
+    // replica cannot be written, and must see the journal as committed.
+    state::State::open_read_only(&replica.state_dir())?.has_pending_apply()
 }
 
 /// [`recover`] with crash injection, for tests.
