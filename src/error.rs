@@ -187,6 +187,22 @@ pub enum Refusal {
     #[error("{what}")]
     Membership { what: String },
 
+    /// The replica's filesystem has too little free space for what the
+    /// packet writes (checked before anything is staged).
+    #[error(
+        "needs {}, has {} free on {} (the filesystem of replica {}); nothing was changed",
+        crate::sys::fsutil::human_size(*needed),
+        crate::sys::fsutil::human_size(*free),
+        mount.display(),
+        root.display()
+    )]
+    NoSpace {
+        needed: u64,
+        free: u64,
+        mount: PathBuf,
+        root: PathBuf,
+    },
+
     /// Paths that cannot form one tree.
     #[error("the batch's paths could not be arranged into a consistent tree")]
     Inconsistent,

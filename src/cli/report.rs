@@ -110,6 +110,9 @@ pub fn refusal_hint(refusal: &Refusal) -> Option<&'static str> {
         Refusal::MissingContent { .. } => Some(
             "at the sender, lower its estimate with chepoch to this replica's row (lsepoch here) and export again with -fullcontent",
         ),
+        Refusal::NoSpace { .. } => Some(
+            "free space on that filesystem (or move the replica to a larger one) and import the packet again",
+        ),
         Refusal::NotAMember { .. } => {
             Some("lsreplica lists the members whose packets this replica accepts")
         }

@@ -228,3 +228,78 @@ fn listings_work_on_a_read_only_filesystem() {
     mount.remount_read_only();
     check_listings_work_and_record_fails(&[], mount.path(), &root, "read-only file system");
 }
+
+#[test]
+fn a_packet_larger_than_the_free_space_is_refused_before_anything_is_written() {
+    let Some(mount) = Mount::tmpfs("2m") else {
+        eprintln!("note: skipped: mounting a tmpfs is not permitted here");
+        return;
+    };
+    let family = family(&["alpha"], &[("small.txt", "small\n")]);
+    let alpha = family.root("alpha");
+    let creation = family.packet_dir("creation");
+    run(
+        &alpha,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            creation.as_os_str(),
+            "beta".as_ref(),
+        ],
+    )
+    .ok();
+    let beta = mount.path().join("beta");
+    run(
+        family.dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            beta.as_os_str(),
+            creation.as_os_str(),
+        ],
+    )
+    .ok();
+    // 3 MiB that no compression shrinks.
+    let mut random = XorShift(0x5eed);
+    let big: Vec<u8> = (0..3 * 1024 * 1024 / 8)
+        .flat_map(|_| random.next().to_le_bytes())
+        .collect();
+    std::fs::write(alpha.join("big.bin"), &big).unwrap();
+    let out = family.packet_dir("updates");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    let before = tree_listing(&beta);
+    let alpha_at_beta = epoch_in_row(&beta, "beta", "alpha");
+    let import = import_from(&beta, &[&out]).fails_with(1);
+    // The 3 MiB staged, and the spool of the packet's chunks beside it.
+    assert!(
+        import.stderr.contains("syncreplica: error: refused ")
+            && import.stderr.contains(": needs 6.0 MiB, has ")
+            && import.stderr.contains(&format!(
+                " free on {} (the filesystem of replica {}); nothing was changed",
+                mount.path().display(),
+                beta.display()
+            ))
+            && import
+                .stderr
+                .contains("syncreplica: hint: free space on that filesystem"),
+        "{}",
+        import.stderr
+    );
+    assert_eq!(tree_listing(&beta), before);
+    assert_eq!(epoch_in_row(&beta, "beta", "alpha"), alpha_at_beta);
+    assert!(
+        !beta.join(".syncreplica/staging").exists(),
+        "nothing staged"
+    );
+    // On a filesystem with room, the same packet applies.
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=32m"])
+        .arg(mount.path())
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    import_from(&beta, &[&out]).ok();
+    assert_eq!(std::fs::read(beta.join("big.bin")).unwrap(), big);
+}
