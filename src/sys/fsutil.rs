@@ -77,33 +77,9 @@ pub fn mount_point(path: &Path) -> std::path::PathBuf {
     top.to_path_buf()
 }
 
-/// A size for people: `512 bytes`, `1.5 KiB`, `3.2 MiB`, `1.1 GiB`…
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_size(0), "0 bytes");
-        assert_eq!(human_size(1023), "1023 bytes");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(2 * 1024 * 1024), "2.0 MiB");
-        assert_eq!(human_size(3 << 30), "3.0 GiB");
-    }
 
     #[test]
     fn mount_point_is_an_ancestor() {
