@@ -46,6 +46,21 @@ pub enum Error {
         command: Option<String>,
     },
 
+    /// A command that changes the replica, run by a user who may not
+    /// write its files or on a read-only filesystem.
+    #[error(
+        "cannot change replica {}: {}: {}",
+        root.display(),
+        path.display(),
+        if *read_only_fs { "read-only file system" } else { "permission denied" }
+    )]
+    NotWritable {
+        root: PathBuf,
+        /// The file or folder that could not be written.
+        path: PathBuf,
+        read_only_fs: bool,
+    },
+
     #[error("state database {}: {cause}", path.display())]
     Database {
         path: PathBuf,
@@ -172,9 +187,40 @@ pub enum Refusal {
     #[error("{what}")]
     Membership { what: String },
 
+    /// The replica's filesystem has too little free space for what the
+    /// packet writes (checked before anything is staged).
+    #[error(
+        "needs {}, has {} free on {} (the filesystem of replica {}); nothing was changed",
+        human_size(*needed),
+        human_size(*free),
+        mount.display(),
+        root.display()
+    )]
+    NoSpace {
+        needed: u64,
+        free: u64,
+        mount: PathBuf,
+        root: PathBuf,
+    },
+
     /// Paths that cannot form one tree.
     #[error("the batch's paths could not be arranged into a consistent tree")]
     Inconsistent,
+}
+
+/// A size for people: `512 bytes`, `1.5 KiB`, `3.2 MiB`, `1.1 GiB`…
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 fn holder_detail(command: &Option<String>) -> String {
@@ -221,5 +267,19 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for std::result::Result<T, io::Error> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|cause| Error::io(path, cause))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_size(0), "0 bytes");
+        assert_eq!(human_size(1023), "1023 bytes");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(2 * 1024 * 1024), "2.0 MiB");
+        assert_eq!(human_size(3 << 30), "3.0 GiB");
     }
 }

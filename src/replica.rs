@@ -4,6 +4,12 @@
 //! scans); [`Replica::lock`] turns it into a [`LockedReplica`], the only
 //! way to reach the state database for writing ([`LockedReplica::state_mut`]),
 //! so every function that changes a replica takes `&mut LockedReplica`.
+//!
+//! [`Replica::open`] opens the state database read-only, so the listing
+//! commands work for a user who may only read the replica, and on a
+//! read-only filesystem; [`Replica::lock`] takes the lock and opens it
+//! again for writing, and says plainly when the user or the filesystem
+//! does not allow that ([`Error::NotWritable`]).
 
 use std::path::{Path, PathBuf};
 
@@ -65,18 +71,28 @@ impl LockedReplica {
         let root = self.root.clone();
         // The old lock goes first: this process would otherwise find it taken.
         self.lock = None;
-        let replica = Replica::open(&root)?;
-        let lock = ReplicaLock::acquire(&root, &replica.state_dir(), command)?;
-        *self = LockedReplica {
-            replica,
-            lock: Some(lock),
-        };
+        *self = Replica::open(&root)?.lock(command)?;
         Ok(())
     }
 
     /// Releases the lock, keeping the replica open for reading.
     pub fn unlock(self) -> Replica {
         self.replica
+    }
+
+    /// The lock and a state database open for writing, for `replica`.
+    fn take(mut replica: Replica, command: &str) -> Result<LockedReplica> {
+        let root = replica.root.clone();
+        let dir = replica.state_dir();
+        let lock =
+            ReplicaLock::acquire(&root, &dir, command).map_err(|e| not_writable(&root, e))?;
+        // Opened after the lock is held: the read-only connection may have
+        // been opened without locks (`State::open_read_only`).
+        replica.state = State::open(&dir).map_err(|e| not_writable(&root, e))?;
+        Ok(LockedReplica {
+            replica,
+            lock: Some(lock),
+        })
     }
 
     /// A replica being assembled under a temporary name (mkreplica), which
@@ -145,6 +161,47 @@ impl LockedReplica {
     }
 }
 
+/// A failure to open the replica for writing, as [`Error::NotWritable`]
+/// when the user or the filesystem does not allow writing; other errors
+/// as they are.
+fn not_writable(root: &Path, err: Error) -> Error {
+    use rusqlite::ErrorCode;
+    let read_only_fs = match &err {
+        Error::Io { cause, .. } => match cause.kind() {
+            std::io::ErrorKind::PermissionDenied => false,
+            std::io::ErrorKind::ReadOnlyFilesystem => true,
+            _ => return err,
+        },
+        Error::Database { cause, path } => match cause.sqlite_error_code() {
+            Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied | ErrorCode::CannotOpen) => {
+                if crate::sys::fsutil::is_read_only_fs(path) {
+                    true
+                } else {
+                    // SQLite writes the database and, beside it, its
+                    // -wal and -shm files.
+                    let writable =
+                        |p: &Path| rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_ok();
+                    if writable(path) && path.parent().is_none_or(writable) {
+                        return err;
+                    }
+                    false
+                }
+            }
+            _ => return err,
+        },
+        _ => return err,
+    };
+    let path = match &err {
+        Error::Io { path, .. } | Error::Database { path, .. } => path.clone(),
+        _ => root.to_path_buf(),
+    };
+    Error::NotWritable {
+        root: root.to_path_buf(),
+        path,
+        read_only_fs,
+    }
+}
+
 /// What recording a scan did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecordSummary {
@@ -183,7 +240,7 @@ impl Replica {
         let dir = state_dir(root);
         let identity = Identity::load(&dir)?;
         let config = Config::load(&config::config_path(&dir))?;
-        let state = State::open(&dir)?;
+        let state = State::open_read_only(&dir)?;
         Ok(Replica {
             root: root.to_path_buf(),
             identity,
@@ -204,11 +261,7 @@ impl Replica {
     /// Takes the replica's lock, for commands that change it; `command`
     /// is shown to a process that finds it taken.
     pub fn lock(self, command: &str) -> Result<LockedReplica> {
-        let lock = ReplicaLock::acquire(&self.root, &self.state_dir(), command)?;
-        Ok(LockedReplica {
-            replica: self,
-            lock: Some(lock),
-        })
+        LockedReplica::take(self, command)
     }
 
     pub fn signing_key(&self) -> Result<SigningKey> {
@@ -228,7 +281,7 @@ impl Replica {
         let excludes = self.excludes()?;
         let state_dir = self.state_dir();
         // A second connection, so the entries load while the tree is walked.
-        let load = move || State::open(&state_dir)?.load_entries();
+        let load = move || State::open_read_only(&state_dir)?.load_entries();
         scan::scan(&self.root, &excludes, load, hooks)
     }
 

@@ -110,6 +110,9 @@ pub fn refusal_hint(refusal: &Refusal) -> Option<&'static str> {
         Refusal::MissingContent { .. } => Some(
             "at the sender, lower its estimate with chepoch to this replica's row (lsepoch here) and export again with -fullcontent",
         ),
+        Refusal::NoSpace { .. } => Some(
+            "free space on that filesystem (or move the replica to a larger one) and import the packet again",
+        ),
         Refusal::NotAMember { .. } => {
             Some("lsreplica lists the members whose packets this replica accepts")
         }
@@ -137,6 +140,14 @@ pub fn hint(err: &Error) -> Option<String> {
             "write ORIGIN=EPOCH, e.g. boston=1300, with ORIGIN a member's name".into()
         }
         Error::SchemaTooNew { .. } => "use a newer syncreplica".into(),
+        Error::NotWritable {
+            read_only_fs: false,
+            ..
+        } => "this command changes the replica: run it as a user who may write the replica's files (its owner); -status, lsepoch, lsreplica and lspacket only read it".into(),
+        Error::NotWritable {
+            read_only_fs: true,
+            ..
+        } => "this command changes the replica: remount its filesystem read-write first; -status, lsepoch, lsreplica and lspacket only read it".into(),
         Error::Refused(refusal) => return refusal_hint(refusal).map(str::to_string),
         Error::ChunkMissingLocally { .. } => {
             "run syncreplica -status to see what changed, then export again".into()

@@ -31,7 +31,12 @@ use clap::Parser;
 /// NAME.sync-conflict-YYYYMMDD-HHMMSS-REPLICA.EXT. Files an import deletes
 /// or replaces are kept under .syncreplica/deleted/ for soft_delete_days.
 /// Each packet is applied atomically: an import killed at any point leaves
-/// every path old or new, and running it again finishes the job.
+/// every path old or new, and running it again finishes the job. A packet
+/// whose new content does not fit in the free space of the replica's
+/// filesystem is refused before anything is staged.
+///
+/// -status only reads the replica: it works for a user who may read it but
+/// not write it, and on a read-only filesystem.
 #[derive(Debug, Parser)]
 #[command(name = "syncreplica", version, after_help = super::EXIT_STATUS_HELP)]
 #[command(group = clap::ArgGroup::new("mode").required(true))]

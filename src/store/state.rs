@@ -143,6 +143,92 @@ impl State {
         Ok(state)
     }
 
+    /// Opens the database in `state_dir` for reading only, for the
+    /// listing commands: it works for a user who may read the replica but
+    /// not write it, and on a read-only filesystem. Nothing is created,
+    /// converted or checkpointed.
+    ///
+    /// SQLite reads a WAL database through its `-shm` index, which it
+    /// creates if missing. Where it cannot (a folder the user may not
+    /// write, a read-only filesystem) and the `-wal` file is absent or
+    /// empty, every committed transaction is in the main file, which is
+    /// then opened `immutable=1` (no locks, no `-shm`). A non-empty `-wal`
+    /// that cannot be indexed is an error rather than a stale read.
+    pub fn open_read_only(state_dir: &Path) -> Result<State> {
+        let path = state_dir.join(STATE_DB_FILE);
+        // SQLite would create a missing file even read-only via a URI:
+        // report it as the missing file it is.
+        std::fs::metadata(&path).map_err(|cause| Error::Io {
+            path: path.clone(),
+            cause,
+        })?;
+        let state = match State::open_uri(&path, "mode=ro") {
+            Ok(state) => state,
+            Err(err) => {
+                let wal = state_dir.join(format!("{STATE_DB_FILE}-wal"));
+                let wal_empty = match std::fs::metadata(&wal) {
+                    Ok(meta) => meta.len() == 0,
+                    Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+                };
+                if !wal_empty {
+                    return Err(err);
+                }
+                State::open_uri(&path, "immutable=1").map_err(|_| err)?
+            }
+        };
+        Ok(state)
+    }
+
+    fn open_uri(path: &Path, parameters: &str) -> Result<State> {
+        use rusqlite::OpenFlags;
+        let uri = format!("file:{}?{parameters}", uri_path(path));
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&uri, flags).map_err(|cause| Error::Database {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        let state = State {
+            conn,
+            path: path.to_path_buf(),
+        };
+        let db = |source| state.db_error(source);
+        // A read-only connection cannot checkpoint; say so anyway, so
+        // closing it never tries to.
+        state
+            .conn
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )
+            .map_err(db)?;
+        state
+            .conn
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db)?;
+        // Reading the schema version makes SQLite open the file (and its
+        // WAL) now, so a failure shows here and not in the first query.
+        let version: i64 = state
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(db)?;
+        match version {
+            SCHEMA_VERSION => Ok(state),
+            0 => Err(state.corrupt("not initialised (no schema)")),
+            found => Err(Error::SchemaTooNew {
+                path: state.path.clone(),
+                found,
+                known: SCHEMA_VERSION,
+            }),
+        }
+    }
+
+    /// Whether the connection is read-only (opened by [`State::open_read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
+    }
+
     fn configure(&self) -> Result<()> {
         let db = |source| self.db_error(source);
         self.conn
@@ -227,6 +313,28 @@ impl State {
         })?;
         tx.commit().map_err(|e| Self::db_error_at(&path, e))?;
         Ok(value)
+    }
+
+    /// Whether the apply journal holds actions, read without creating its
+    /// table (so it works on a read-only connection).
+    pub fn has_pending_apply(&self) -> Result<bool> {
+        let db = |source| self.db_error(source);
+        let table: i64 = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'pending_apply'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(db)?;
+        if table == 0 {
+            return Ok(false);
+        }
+        self.conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM pending_apply)", [], |row| {
+                row.get::<_, bool>(0)
+            })
+            .map_err(db)
     }
 
     /// Every recorded entry, tombstones included, keyed by path.
@@ -480,6 +588,21 @@ impl State {
             .map(|b| Operation::decode(&b).map_err(|e| self.corrupt(format!("oplog entry: {e}"))))
             .transpose()
     }
+}
+
+/// `path` as the path of an SQLite `file:` URI: `%`, `?` and `#` (and
+/// any byte that is not printable ASCII) percent-encoded.
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &byte in path.as_os_str().as_bytes() {
+        match byte {
+            b'%' | b'?' | b'#' => out.push_str(&format!("%{byte:02X}")),
+            0x21..=0x7e => out.push(byte as char),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
 }
 
 // Writes, used inside `State::transaction`. They take the transaction so a

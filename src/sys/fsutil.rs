@@ -44,3 +44,48 @@ pub fn sync_filesystem(path: &Path) -> Result<()> {
     let dir = std::fs::File::open(path).at(path)?;
     rustix::fs::syncfs(&dir).map_err(|e| crate::Error::io(path, e.into()))
 }
+
+/// Whether the filesystem holding `path` is mounted read-only (false when
+/// that cannot be told).
+pub fn is_read_only_fs(path: &Path) -> bool {
+    rustix::fs::statvfs(path)
+        .map(|s| s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+        .unwrap_or(false)
+}
+
+/// Bytes an unprivileged process may still write on the filesystem
+/// holding `path` (`f_bavail * f_frsize`).
+pub fn free_space(path: &Path) -> Result<u64> {
+    let stat = rustix::fs::statvfs(path).map_err(|e| crate::Error::io(path, e.into()))?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// The mount point of the filesystem holding `path`: its highest ancestor
+/// on the same device (`path` itself if that cannot be told).
+pub fn mount_point(path: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(device) = std::fs::metadata(path).map(|m| m.dev()) else {
+        return path.to_path_buf();
+    };
+    let mut top = path;
+    for dir in path.ancestors().skip(1) {
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.dev() == device => top = dir,
+            _ => break,
+        }
+    }
+    top.to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_point_is_an_ancestor() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = mount_point(dir.path());
+        assert!(dir.path().starts_with(&top));
+        assert!(free_space(dir.path()).is_ok());
+    }
+}

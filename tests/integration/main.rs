@@ -9,6 +9,7 @@ mod convergence;
 mod foundation;
 mod interrupted;
 mod man_pages;
+mod readonly;
 mod shipping;
 mod soak;
 mod sync;

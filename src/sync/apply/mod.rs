@@ -140,7 +140,7 @@ use journal::Action;
 
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::ops::{ChunkId, Operation};
 use crate::replica::{LockedReplica, Replica};
 use crate::store::layout::STAGING_DIR;
@@ -153,6 +153,13 @@ pub trait ChunkSource {
     /// Bytes of a chunk carried by the packet, or `None` if not carried.
     /// The engine verifies the bytes against the id before use.
     fn chunk(&mut self, id: &ChunkId) -> Result<Option<Vec<u8>>>;
+
+    /// Bytes the source writes on the replica's filesystem when first
+    /// asked for a chunk (a spool of the packet's chunks), counted in the
+    /// engine's check of free space before anything is staged.
+    fn bytes_to_spool(&self) -> u64 {
+        0
+    }
 }
 
 /// A source that carries nothing: every chunk must already be local.
@@ -287,6 +294,7 @@ pub fn apply_batch_with(
 ) -> Result<ApplyReport> {
     recover(replica)?;
     let plan = plan::plan(replica, ops)?;
+    check_space(replica, &plan, chunks)?;
     let mut report = plan.report.clone();
     report.bytes_written = disk::stage(replica, &plan, chunks, hooks)?;
     hooks.step("before commit")?;
@@ -304,6 +312,44 @@ pub fn apply_batch_with(
     Ok(report)
 }
 
+/// The bytes a batch writes on the replica's filesystem before its
+/// commit: the content of every file it stages, and what the chunk source
+/// still has to spool there to serve it.
+fn bytes_needed(plan: &plan::Plan, chunks: &dyn ChunkSource) -> u64 {
+    let staged: u64 = plan
+        .jobs
+        .iter()
+        .flat_map(|job| &job.chunks)
+        .map(|chunk| u64::from(chunk.len))
+        .sum();
+    if staged == 0 {
+        return 0;
+    }
+    staged.saturating_add(chunks.bytes_to_spool())
+}
+
+/// Refuses the batch, before anything is staged, when the replica's
+/// filesystem lacks the room for it ([`Refusal::NoSpace`]). The database
+/// growth and the rounding of files to blocks are not counted: this
+/// catches the packet that cannot fit, not every full disk.
+fn check_space(replica: &Replica, plan: &plan::Plan, chunks: &dyn ChunkSource) -> Result<()> {
+    let needed = bytes_needed(plan, chunks);
+    if needed == 0 {
+        return Ok(());
+    }
+    let dir = replica.state_dir();
+    let free = crate::sys::fsutil::free_space(&dir)?;
+    if needed > free {
+        return Err(Error::Refused(Refusal::NoSpace {
+            needed,
+            free,
+            mount: crate::sys::fsutil::mount_point(&dir),
+            root: replica.root.clone(),
+        }));
+    }
+    Ok(())
+}
+
 /// Finishes a batch interrupted after its commit (runs the rest of its
 /// journal), or removes staging left by one interrupted before. Returns
 /// whether a committed batch was pending.
@@ -316,9 +362,9 @@ pub fn recover(replica: &mut LockedReplica) -> Result<bool> {
 /// paths for local changes, so commands that scan and record must call
 /// [`recover`] first (they hold the lock), and `-status` can warn.
 pub fn is_pending(replica: &Replica) -> Result<bool> {
-    let mut state = state::State::open(&replica.state_dir())?;
-    let pending = state.transaction(|tx| Ok(state::pending_apply(tx)?))?;
-    Ok(!pending.is_empty())
+    // A connection of its own, read-only: `-status` may run where the
+    // replica cannot be written, and must see the journal as committed.
+    state::State::open_read_only(&replica.state_dir())?.has_pending_apply()
 }
 
 /// [`recover`] with crash injection, for tests.

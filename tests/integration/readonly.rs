@@ -1,0 +1,305 @@
+//! Where the replica cannot be written: by a user with read access only,
+//! on a read-only filesystem, and on a filesystem too small for a packet.
+//!
+//! The tests run as root; the "ordinary user" is `nobody` (through
+//! `setpriv`, or `runuser`), and the filesystems are tmpfs mounts. Where
+//! neither tool exists, or mounting is not permitted, a test says so and
+//! skips that part.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::helpers::*;
+
+/// The command that runs a program as `nobody`, if one exists here and
+/// this process may switch users.
+fn as_nobody() -> Option<Vec<&'static str>> {
+    if !rustix::process::geteuid().is_root() {
+        return None;
+    }
+    let works = |cmd: &[&str]| {
+        Command::new(cmd[0])
+            .args(&cmd[1..])
+            .arg("true")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let setpriv = vec![
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+    ];
+    let runuser = vec!["runuser", "-u", "nobody", "--"];
+    [setpriv, runuser].into_iter().find(|cmd| works(cmd))
+}
+
+fn run_with<I, S>(prefix: &[&str], cwd: &Path, name: &str, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = match prefix {
+        [] => Command::new(binary_path(name)),
+        [first, rest @ ..] => {
+            let mut command = Command::new(first);
+            command.args(rest).arg(binary_path(name));
+            command
+        }
+    };
+    let output = command
+        .args(args)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("binary starts");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Every file under `dir`, state folder included, with its size, mtime
+/// and content digest: "nothing changed" is this listing staying equal.
+fn snapshot(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            if meta.is_dir() {
+                out.push(format!("dir {rel} {:o}", meta.mode()));
+                pending.push(path);
+            } else {
+                let digest = sha2::Digest::finalize(
+                    <sha2::Sha256 as sha2::Digest>::new_with_prefix(std::fs::read(&path).unwrap()),
+                );
+                out.push(format!(
+                    "file {rel} {:o} {} {}",
+                    meta.mode(),
+                    meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+                    hex::encode(digest)
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Readable by all, writable by the owner (root) only; the signing key
+/// stays private (no listing needs it).
+fn make_read_only_for_others(dir: &Path) {
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.file_name() != Some(OsStr::new("signing_key")) {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+    }
+}
+
+/// A replica with one recorded file and one change not yet recorded.
+fn replica_with_pending_change() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("alpha");
+    std::fs::create_dir(&root).unwrap();
+    write(&root, "recorded.txt", "recorded\n");
+    init(&root, "alpha");
+    write(&root, "new.txt", "not recorded yet\n");
+    (dir, root)
+}
+
+/// The listing commands succeed and the writing one fails naming `why`,
+/// exit 1, with a hint; nothing under `dir` changes.
+fn check_listings_work_and_record_fails(prefix: &[&str], dir: &Path, root: &Path, why: &str) {
+    let before = snapshot(dir);
+    let status = run_with(prefix, root, "syncreplica", ["-status"]).ok();
+    assert!(status.stdout.contains("new.txt"), "{}", status.stdout);
+    let epochs = run_with(prefix, root, "lsepoch", None::<&str>).ok();
+    assert!(epochs.stdout.contains("alpha = 1"), "{}", epochs.stdout);
+    let members = run_with(prefix, root, "lsreplica", None::<&str>).ok();
+    assert!(members.stdout.contains("alpha"), "{}", members.stdout);
+    let record = run_with(prefix, root, "syncreplica", ["-record"]).fails_with(1);
+    assert!(
+        record.stderr.contains(&format!(
+            "syncreplica: error: cannot change replica {}",
+            root.display()
+        )) && record.stderr.contains(why)
+            && record.stderr.contains("syncreplica: hint: "),
+        "{}",
+        record.stderr
+    );
+    assert_eq!(snapshot(dir), before, "nothing may change");
+}
+
+#[test]
+fn listings_work_for_a_user_who_may_only_read() {
+    let Some(nobody) = as_nobody() else {
+        eprintln!("note: skipped: not root, or neither setpriv nor runuser can run as nobody");
+        return;
+    };
+    let (dir, root) = replica_with_pending_change();
+    make_read_only_for_others(dir.path());
+    check_listings_work_and_record_fails(&nobody, dir.path(), &root, "permission denied");
+    // Without the -wal and -shm files a writer's clean exit removes, which
+    // this user could not create.
+    let state = root.join(".syncreplica");
+    for name in ["state.db-wal", "state.db-shm"] {
+        let path = state.join(name);
+        if path.exists() {
+            if name.ends_with("wal") {
+                assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+            }
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    check_listings_work_and_record_fails(&nobody, dir.path(), &root, "permission denied");
+    // The owner still records.
+    run(&root, "syncreplica", ["-record"]).ok();
+}
+
+/// A tmpfs mounted at a fresh directory, unmounted on drop; `None` where
+/// mounting is not permitted.
+struct Mount {
+    dir: tempfile::TempDir,
+}
+
+impl Mount {
+    fn tmpfs(size: &str) -> Option<Mount> {
+        if !rustix::process::geteuid().is_root() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        mounted.then_some(Mount { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn remount_read_only(&self) {
+        let done = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(self.path())
+            .status()
+            .unwrap();
+        assert!(done.success());
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn listings_work_on_a_read_only_filesystem() {
+    let Some(mount) = Mount::tmpfs("16m") else {
+        eprintln!("note: skipped: mounting a tmpfs is not permitted here");
+        return;
+    };
+    let (_dir, original) = replica_with_pending_change();
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&original)
+        .arg(mount.path())
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let root = mount.path().join("alpha");
+    mount.remount_read_only();
+    check_listings_work_and_record_fails(&[], mount.path(), &root, "read-only file system");
+}
+
+#[test]
+fn a_packet_larger_than_the_free_space_is_refused_before_anything_is_written() {
+    let Some(mount) = Mount::tmpfs("2m") else {
+        eprintln!("note: skipped: mounting a tmpfs is not permitted here");
+        return;
+    };
+    let family = family(&["alpha"], &[("small.txt", "small\n")]);
+    let alpha = family.root("alpha");
+    let creation = family.packet_dir("creation");
+    run(
+        &alpha,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            creation.as_os_str(),
+            "beta".as_ref(),
+        ],
+    )
+    .ok();
+    let beta = mount.path().join("beta");
+    run(
+        family.dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            beta.as_os_str(),
+            creation.as_os_str(),
+        ],
+    )
+    .ok();
+    // 3 MiB that no compression shrinks.
+    let mut random = XorShift(0x5eed);
+    let big: Vec<u8> = (0..3 * 1024 * 1024 / 8)
+        .flat_map(|_| random.next().to_le_bytes())
+        .collect();
+    std::fs::write(alpha.join("big.bin"), &big).unwrap();
+    let out = family.packet_dir("updates");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    let before = tree_listing(&beta);
+    let alpha_at_beta = epoch_in_row(&beta, "beta", "alpha");
+    let import = import_from(&beta, &[&out]).fails_with(1);
+    // The 3 MiB staged, and the spool of the packet's chunks beside it.
+    assert!(
+        import.stderr.contains("syncreplica: error: refused ")
+            && import.stderr.contains(": needs 6.0 MiB, has ")
+            && import.stderr.contains(&format!(
+                " free on {} (the filesystem of replica {}); nothing was changed",
+                mount.path().display(),
+                beta.display()
+            ))
+            && import
+                .stderr
+                .contains("syncreplica: hint: free space on that filesystem"),
+        "{}",
+        import.stderr
+    );
+    assert_eq!(tree_listing(&beta), before);
+    assert_eq!(epoch_in_row(&beta, "beta", "alpha"), alpha_at_beta);
+    assert!(
+        !beta.join(".syncreplica/staging").exists(),
+        "nothing staged"
+    );
+    // On a filesystem with room, the same packet applies.
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=32m"])
+        .arg(mount.path())
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    import_from(&beta, &[&out]).ok();
+    assert_eq!(std::fs::read(beta.join("big.bin")).unwrap(), big);
+}
