@@ -154,6 +154,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         Some((_, _, _, outgoing)) => outgoing.as_path(),
         None => args.out.as_deref().expect("clap requires a destination"),
     };
+    let stop = cli::stop_on_signals()?;
     let mut replica = replica.lock("syncreplica -export")?;
     cli::print_lock_takeover(NAME, &replica);
     // Everything is checked before anything is recorded or created, so a
@@ -211,6 +212,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         progress: &progress,
         full_content: args.fullcontent,
         before_commit: Some(&queue),
+        stop: &stop,
     };
     let results = export::export_updates(&mut replica, &request)?;
     progress.finish_and_clear();

@@ -49,6 +49,11 @@ pub struct ExportRequest<'a> {
     /// were, so the next export sends the same operations again rather
     /// than believing delivered what nothing will ship.
     pub before_commit: Option<&'a BeforeCommit<'a>>,
+    /// Checked between operations and chunks: once a signal has set it,
+    /// the packet being written is discarded (its temporary files removed)
+    /// and the export returns [`Error::Interrupted`] without raising that
+    /// target's estimates. Targets finished before it stay exported.
+    pub stop: &'a crate::sync::StopFlag,
 }
 
 /// What was sent to one target.
@@ -203,6 +208,7 @@ fn export_to(
         .progress
         .start(&format!("exporting to {}", target.name), ops.len() as u64);
     for op in &ops {
+        request.stop.check()?;
         request.progress.advance(1);
         if let Some(change) = op.change.path_change() {
             match change.state {
@@ -216,6 +222,7 @@ fn export_to(
                     // Versions overwritten since are superseded within this
                     // packet and not needed.
                     for chunk in chunks {
+                        request.stop.check()?;
                         if target_has.contains(&chunk.id) {
                             summary.chunks_reused += 1;
                             continue;
@@ -235,7 +242,13 @@ fn export_to(
         }
         writer.add_operation(op)?;
         summary.operations += 1;
+        if summary.operations == 1 {
+            crate::sys::testhook::pause_point("export-writing", request.stop);
+        }
     }
+    // The last moment to give up: from here the parts are finished and
+    // committed without pause.
+    request.stop.check()?;
     let mut parts = writer.finish()?;
     if let Some(work_dir) = request.work_dir {
         if work_dir != request.out_dir {

@@ -202,3 +202,96 @@ fn import_remove_that_cannot_remove_reports_what_was_applied_then_fails() {
         "made at alpha"
     );
 }
+
+/// Files whose names an unfinished packet part has.
+fn partials(dir: &std::path::Path) -> Vec<String> {
+    entry_names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(".syncpkt-") && n.ends_with(".partial"))
+        .collect()
+}
+
+#[test]
+fn a_signalled_export_removes_its_partial_files_commits_nothing_and_exits_143() {
+    let big: String = (0..30_000).map(|i| format!("line {i}\n")).collect();
+    let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    write(&a, "big.txt", &big);
+    write(&a, "new.txt", "made at alpha");
+    let estimate = epoch_in_row(&a, "beta", "alpha");
+    let out = fam.packet_dir("ab");
+    let marker = fam.dir.path().join("paused");
+    let paused = start_paused_at(
+        &a,
+        "syncreplica",
+        [
+            "-export".as_ref(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "beta".as_ref(),
+        ] as [&std::ffi::OsStr; 4],
+        "export-writing",
+        &marker,
+    );
+    assert_eq!(partials(&out).len(), 1, "{:?}", entry_names(&out));
+    let res = paused.signal(rustix::process::Signal::TERM);
+    assert_eq!(res.code, 143, "{res:?}");
+    assert!(
+        res.stderr.contains("interrupted by SIGTERM"),
+        "{}",
+        res.stderr
+    );
+    assert_eq!(
+        entry_names(&out),
+        Vec::<String>::new(),
+        "nothing left behind"
+    );
+    assert_eq!(
+        epoch_in_row(&a, "beta", "alpha"),
+        estimate,
+        "estimate unchanged"
+    );
+    // The lock was released and the next export sends everything.
+    let again = export_to(&a, &out, &["beta"], &[]).ok();
+    assert!(
+        again.stdout.contains("Exported to beta"),
+        "{}",
+        again.stdout
+    );
+    import_from(&b, &[&out]).ok();
+    assert_eq!(std::fs::read_to_string(b.join("big.txt")).unwrap(), big);
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+}
+
+#[test]
+fn an_interrupted_mkreplica_export_leaves_nothing_and_exits_130() {
+    let big: String = (0..30_000).map(|i| format!("line {i}\n")).collect();
+    let fam = family(&["alpha"], &[("big.txt", &big), ("b.txt", "b")]);
+    let a = fam.root("alpha");
+    let out = fam.packet_dir("creation");
+    let marker = fam.dir.path().join("paused");
+    let args = [
+        "-export".as_ref(),
+        "-out".as_ref(),
+        out.as_os_str(),
+        "beta".as_ref(),
+    ] as [&std::ffi::OsStr; 4];
+    let paused = start_paused_at(&a, "mkreplica", args, "export-writing", &marker);
+    assert_eq!(partials(&out).len(), 1, "{:?}", entry_names(&out));
+    let res = paused.signal(rustix::process::Signal::INT);
+    assert_eq!(res.code, 130, "{res:?}");
+    assert!(
+        res.stderr.contains("interrupted by SIGINT"),
+        "{}",
+        res.stderr
+    );
+    assert_eq!(
+        entry_names(&out),
+        Vec::<String>::new(),
+        "no part, no key file"
+    );
+    let members = run(&a, "lsreplica", [] as [&str; 0]).ok().stdout;
+    assert!(!members.contains("beta"), "{members}");
+    // Unlocked and unchanged: the same export works now.
+    run(&a, "mkreplica", args).ok();
+}

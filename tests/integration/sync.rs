@@ -806,6 +806,7 @@ fn a_file_changed_after_the_scan_fails_the_export_and_writes_nothing() {
         progress: &syncreplica::sync::NoProgress,
         full_content: false,
         before_commit: None,
+        stop: &syncreplica::sync::StopFlag::new(),
     };
     let err = export_updates(&mut alpha, &request)
         .err()
