@@ -476,9 +476,11 @@ impl PacketWriter {
     }
 
     fn open_part(&mut self) -> Result<()> {
+        // The name says which host and process write it, so that a later
+        // export can tell one whose writer is gone (see `naming`).
         let named = tempfile::Builder::new()
-            .prefix(".syncpkt-")
-            .suffix(".partial")
+            .prefix(&naming::partial_prefix())
+            .suffix(naming::PARTIAL_SUFFIX)
             .tempfile_in(&self.out_dir)
             .map_err(|err| ErrorKind::io("creating a part file", err).at(&self.out_dir))?;
         let (file, temp) = named.into_parts();

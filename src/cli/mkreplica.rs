@@ -138,6 +138,9 @@ fn export(args: &Args) -> anyhow::Result<()> {
     let mut replica =
         Replica::open(&replica::discover(args.replica.as_deref())?)?.lock("mkreplica -export")?;
     cli::print_lock_takeover(NAME, &replica);
+    if out.is_dir() {
+        cli::remove_abandoned_partials(&[out]);
+    }
     let (outcome, _) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
     let made = creation::export_creation(&mut replica, name, out, max_size, &args.comment, &stop)?;

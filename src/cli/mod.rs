@@ -247,6 +247,24 @@ pub fn stop_on_signals() -> anyhow::Result<crate::sync::StopFlag> {
     Ok(stop)
 }
 
+/// Removes the temporary part files that exports killed on this host left
+/// in `dirs` (and any untouched for a day), and says so.
+pub fn remove_abandoned_partials(dirs: &[&std::path::Path]) {
+    let mut seen = Vec::new();
+    for dir in dirs {
+        if seen.contains(dir) {
+            continue;
+        }
+        seen.push(*dir);
+        for path in crate::sync::export::remove_abandoned_partials(dir) {
+            outln!(
+                "Removed {}, left unfinished by an interrupted export.",
+                path.display()
+            );
+        }
+    }
+}
+
 /// Tells the user when a lock left by a dead process was taken over.
 pub fn print_lock_takeover(name: &str, replica: &crate::replica::LockedReplica) {
     let Some(lock) = replica.held_lock() else {

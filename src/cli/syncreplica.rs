@@ -178,6 +178,13 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         std::fs::create_dir_all(out).map_err(|e| crate::error::Error::io(out, e))?;
         outln!("Created the -out directory {}.", out.display());
     }
+    let dirs: Vec<&std::path::Path> = args
+        .workdir
+        .iter()
+        .map(PathBuf::as_path)
+        .chain([out])
+        .collect();
+    cli::remove_abandoned_partials(&dirs);
     if let Some((shipping, class, expires, _)) = &shipping {
         adopt_unordered(&mut replica, shipping, class, *expires)?;
     }

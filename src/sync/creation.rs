@@ -243,6 +243,7 @@ pub fn export_creation(
         stop.check()?;
         writer.add_operation(op)?;
         if index == 0 {
+            crate::sys::testhook::crash_point("export-writing");
             crate::sys::testhook::pause_point("export-writing", stop);
         }
     }

@@ -243,6 +243,7 @@ fn export_to(
         writer.add_operation(op)?;
         summary.operations += 1;
         if summary.operations == 1 {
+            crate::sys::testhook::crash_point("export-writing");
             crate::sys::testhook::pause_point("export-writing", request.stop);
         }
     }
@@ -405,4 +406,49 @@ fn move_file(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(&temp, to).at(to)?;
     std::fs::remove_file(from).at(from)?;
     Ok(())
+}
+
+/// How long a temporary part file may go untouched before any export may
+/// take it for abandoned, whoever wrote it.
+pub const ABANDONED_PARTIAL_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes from `dir` the temporary part files (`.syncpkt-*.partial`) of
+/// exports that are provably over: written on this host by a process that
+/// no longer runs (killed, or the machine went down), or untouched for
+/// [`ABANDONED_PARTIAL_AGE`]. Never another host's recent ones: a stick may
+/// be shared by hosts exporting at once. Returns what it removed; a file
+/// that cannot be removed is left (the export then fails, or not, on its
+/// own merits).
+pub fn remove_abandoned_partials(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !packet_format::is_partial_name(name) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let dead_here = packet_format::partial_owner(name).is_some_and(|owner| {
+            owner.host == packet_format::this_host_id()
+                && owner.pid != std::process::id()
+                && !crate::store::lock::process_is_alive(owner.pid)
+        });
+        let stale = meta
+            .modified()
+            .ok()
+            .and_then(|mtime| now.duration_since(mtime).ok())
+            .is_some_and(|age| age > ABANDONED_PARTIAL_AGE);
+        if (dead_here || stale) && std::fs::remove_file(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed.sort();
+    removed
 }

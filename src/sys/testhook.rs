@@ -6,7 +6,8 @@
 //! cleanup, no destructors), as `kill -9` would. Unset (as in every real
 //! use) it does nothing. This is the only place that reads the variable.
 //!
-//! Points (see the callers): `export-after-parts`,
+//! Points (see the callers): `export-writing` (a part file open),
+//! `export-after-parts`,
 //! `export-before-commit`, `import-after-commit`,
 //! `mkreplica-import-before-rename`, `mkreplica-init-before-rename`.
 //!
