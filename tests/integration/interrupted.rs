@@ -306,8 +306,12 @@ fn a_later_export_removes_partials_only_when_provably_abandoned() {
     let killed = run_crashing_at(
         &a,
         "syncreplica",
-        ["-export".as_ref(), "-out".as_ref(), out.as_os_str(), "beta".as_ref()]
-            as [&std::ffi::OsStr; 4],
+        [
+            "-export".as_ref(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "beta".as_ref(),
+        ] as [&std::ffi::OsStr; 4],
         "export-writing",
     );
     assert_crashed(&killed);
