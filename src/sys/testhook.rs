@@ -35,7 +35,7 @@ pub const PAUSE_MARKER_VAR: &str = "SYNCREPLICA_TEST_PAUSE_MARKER";
 
 /// If `SYNCREPLICA_TEST_PAUSE_AT` is `point`: writes the marker file and
 /// waits until it is removed or `stop` says a signal arrived.
-pub fn pause_point(point: &str, stop: &crate::sync::StopFlag) {
+pub fn pause_point(point: &str, stop: &crate::sys::stop::StopFlag) {
     if std::env::var_os(PAUSE_AT_VAR).is_none_or(|v| v != point) {
         return;
     }
