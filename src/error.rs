@@ -123,6 +123,11 @@ pub enum Error {
     #[error("{} changed while it was being exported; nothing was written, run the export again", path.display())]
     ChangedDuringExport { path: PathBuf },
 
+    /// A signal (SIGINT, SIGTERM) stopped an export before its commit: the
+    /// packet being written was discarded, its estimates left as they were.
+    #[error("interrupted by {}; the packet being written was removed and nothing was recorded as sent", signal_name(*signal))]
+    Interrupted { signal: i32 },
+
     /// A recorded chunk is no longer in the tree (creation export).
     #[error("chunk {chunk} of {path} is missing from the tree (changed since it was recorded)")]
     ChunkMissingLocally { chunk: String, path: String },
@@ -267,6 +272,15 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for std::result::Result<T, io::Error> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|cause| Error::io(path, cause))
+    }
+}
+
+/// `SIGINT`, `SIGTERM`, or `signal N`.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        2 => "SIGINT".into(),
+        15 => "SIGTERM".into(),
+        other => format!("signal {other}"),
     }
 }
 

@@ -70,7 +70,9 @@ pub use header::{
 pub use listing::{render_listing, render_listing_with};
 pub use logical::{LogicalChunks, LogicalOperations, LogicalPacket};
 pub use naming::{
-    canonical_file_name, is_packet_file_name, packet_file_name, utc_display, utc_timestamp,
+    canonical_file_name, is_packet_file_name, is_partial_name, packet_file_name, partial_owner,
+    partial_prefix, this_host_id, utc_display, utc_timestamp, PartialOwner, PARTIAL_PREFIX,
+    PARTIAL_SUFFIX,
 };
 pub use reader::{
     examine_packet, verify_packet, ChunkPiece, ChunkPieces, Examination, OperationRecord,

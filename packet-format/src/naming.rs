@@ -191,3 +191,85 @@ mod tests {
         assert_eq!(utc_timestamp(-1), "19691231T235959Z");
     }
 }
+
+/// Temporary part files are `.syncpkt-<HOST>-<PID>-<RANDOM>.partial`.
+pub const PARTIAL_PREFIX: &str = ".syncpkt-";
+/// See [`PARTIAL_PREFIX`].
+pub const PARTIAL_SUFFIX: &str = ".partial";
+
+/// This host's id in temporary part names: 16 hex digits of a SHA-256 of
+/// the machine id (`/etc/machine-id`, else `/var/lib/dbus/machine-id`) and
+/// the host name, so containers sharing a machine id still differ. A stick
+/// may be written by several hosts at once; only a part of this host can be
+/// proved abandoned (its process is gone).
+pub fn this_host_id() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let mut machine = read("/etc/machine-id");
+        if machine.trim().is_empty() {
+            machine = read("/var/lib/dbus/machine-id");
+        }
+        let hostname = read("/proc/sys/kernel/hostname");
+        let mut sha = Sha256::new();
+        sha.update(b"syncreplica host\0");
+        sha.update(machine.trim().as_bytes());
+        sha.update(b"\0");
+        sha.update(hostname.trim().as_bytes());
+        hex::encode(&sha.finalize()[..8])
+    })
+}
+
+/// The prefix of the temporary part files this process writes.
+pub fn partial_prefix() -> String {
+    format!("{PARTIAL_PREFIX}{}-{}-", this_host_id(), std::process::id())
+}
+
+/// Who wrote a temporary part file, as its name says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartialOwner {
+    /// [`this_host_id`] of the host that wrote it.
+    pub host: String,
+    pub pid: u32,
+}
+
+/// True for a temporary part file's name (any version's).
+pub fn is_partial_name(name: &str) -> bool {
+    name.starts_with(PARTIAL_PREFIX) && name.ends_with(PARTIAL_SUFFIX)
+}
+
+/// The writer of a temporary part file, if its name says (names from
+/// before host and pid were recorded do not).
+pub fn partial_owner(name: &str) -> Option<PartialOwner> {
+    let rest = name
+        .strip_prefix(PARTIAL_PREFIX)?
+        .strip_suffix(PARTIAL_SUFFIX)?;
+    let mut fields = rest.splitn(3, '-');
+    let host = fields.next()?;
+    let pid = fields.next()?;
+    fields.next()?;
+    if host.len() != 16 || !host.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(PartialOwner {
+        host: host.to_string(),
+        pid: pid.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod partial_tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_name_says_who_wrote_it() {
+        let name = format!("{}Ab3xYz{PARTIAL_SUFFIX}", partial_prefix());
+        assert!(is_partial_name(&name));
+        let owner = partial_owner(&name).unwrap();
+        assert_eq!(owner.host, this_host_id());
+        assert_eq!(owner.pid, std::process::id());
+        assert_eq!(partial_owner(".syncpkt-Ab3xYz.partial"), None);
+        assert_eq!(partial_owner(".syncpkt-nothex0123456789-1-x.partial"), None);
+    }
+}

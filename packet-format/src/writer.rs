@@ -299,6 +299,32 @@ impl PacketWriter {
         Ok(())
     }
 
+    /// Narrows the epoch ranges the header will state, for a stream that
+    /// ends early: each range must lie within the one given at creation
+    /// (an origin may be dropped). The caller has added only operations
+    /// that fall inside the narrowed ranges, each range covered whole; no
+    /// operation outside them may be added after this.
+    pub fn narrow_epoch_ranges(&mut self, ranges: BTreeMap<Id, EpochRange>) -> Result<()> {
+        for (origin, range) in &ranges {
+            let inside = self
+                .template
+                .epoch_ranges
+                .get(origin)
+                .is_some_and(|wide| wide.first <= range.first && range.last <= wide.last);
+            if !inside || range.first > range.last {
+                return Err(ErrorKind::InvalidMetadata(format!(
+                    "epoch range {}-{} of {origin} is not within the packet's",
+                    range.first, range.last
+                ))
+                .at(&self.out_dir));
+            }
+        }
+        // Never longer than the header budgeted for: numbers only shrink
+        // and ranges only go.
+        self.template.epoch_ranges = ranges;
+        Ok(())
+    }
+
     /// Adds the bytes of one chunk; `id` must be their SHA-256.
     pub fn add_chunk(&mut self, id: &ChunkId, data: &[u8]) -> Result<()> {
         if data.is_empty() || data.len() > MAX_CHUNK_LEN {
@@ -476,9 +502,11 @@ impl PacketWriter {
     }
 
     fn open_part(&mut self) -> Result<()> {
+        // The name says which host and process write it, so that a later
+        // export can tell one whose writer is gone (see `naming`).
         let named = tempfile::Builder::new()
-            .prefix(".syncpkt-")
-            .suffix(".partial")
+            .prefix(&naming::partial_prefix())
+            .suffix(naming::PARTIAL_SUFFIX)
             .tempfile_in(&self.out_dir)
             .map_err(|err| ErrorKind::io("creating a part file", err).at(&self.out_dir))?;
         let (file, temp) = named.into_parts();

@@ -134,12 +134,16 @@ fn export(args: &Args) -> anyhow::Result<()> {
     let name = single_name(args)?;
     let out = args.out.as_deref().expect("clap requires -out");
     let max_size = args.maxsize;
+    let stop = cli::stop_on_signals()?;
     let mut replica =
         Replica::open(&replica::discover(args.replica.as_deref())?)?.lock("mkreplica -export")?;
     cli::print_lock_takeover(NAME, &replica);
+    if out.is_dir() {
+        cli::remove_abandoned_partials(&[out]);
+    }
     let (outcome, _) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
-    let made = creation::export_creation(&mut replica, name, out, max_size, &args.comment)?;
+    let made = creation::export_creation(&mut replica, name, out, max_size, &args.comment, &stop)?;
     outln!(
         "Wrote the replica-creation packet for new member \"{name}\" of family \"{}\" ({} files, {} bytes of content):",
         replica.identity.family_name, made.files, made.chunk_bytes

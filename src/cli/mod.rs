@@ -76,7 +76,8 @@ Exit status:
   0  success
   1  the command failed; the message names the file or value and nothing was half-changed
   2  the command line was wrong
-  3  another process holds the replica's lock";
+  3  another process holds the replica's lock
+  130, 143  an export was interrupted by SIGINT (Ctrl-C) or SIGTERM: the packet being written was removed and nothing was recorded as sent (a second signal ends it at once)";
 
 pub use args::{normalize_args, parse_args};
 
@@ -220,6 +221,47 @@ impl crate::sync::Progress for indicatif::ProgressBar {
 
     fn advance(&self, done: u64) {
         self.inc(done);
+    }
+}
+
+/// Installs SIGINT and SIGTERM handlers for a long command (an export):
+/// the first signal sets the returned flag, which the library checks
+/// between operations and chunks and answers by cleaning up and returning
+/// [`crate::Error::Interrupted`] (exit 128 + the signal); a second one
+/// ends the process at once with that status.
+pub fn stop_on_signals() -> anyhow::Result<crate::sync::StopFlag> {
+    use anyhow::Context;
+    use std::sync::{atomic::AtomicBool, Arc};
+    let stop = crate::sync::StopFlag::new();
+    let seen = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // In this order: the shutdown sees the flag only from the second
+        // signal on.
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&seen))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&seen)))
+            .and_then(|_| {
+                signal_hook::flag::register_usize(signal, Arc::clone(stop.cell()), signal as usize)
+            })
+            .context("cannot install the signal handlers")?;
+    }
+    Ok(stop)
+}
+
+/// Removes the temporary part files that exports killed on this host left
+/// in `dirs` (and any untouched for a day), and says so.
+pub fn remove_abandoned_partials(dirs: &[&std::path::Path]) {
+    let mut seen = Vec::new();
+    for dir in dirs {
+        if seen.contains(dir) {
+            continue;
+        }
+        seen.push(*dir);
+        for path in crate::sync::export::remove_abandoned_partials(dir) {
+            outln!(
+                "Removed {}, left unfinished by an interrupted export.",
+                path.display()
+            );
+        }
     }
 }
 

@@ -100,6 +100,7 @@ pub fn exit_code(err: &Error) -> i32 {
     match err {
         Error::Locked { .. } => EXIT_LOCKED,
         Error::BadSize { .. } | Error::BadExpiry { .. } => EXIT_USAGE,
+        Error::Interrupted { signal } => 128 + signal,
         _ => EXIT_FAILURE,
     }
 }

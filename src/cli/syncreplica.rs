@@ -16,7 +16,11 @@ use clap::Parser;
 /// most -maxsize bytes each, and raises its estimates of the targets. Only
 /// the content each target lacks is shipped: renamed and copied files, and
 /// chunks repeated within the export, travel once or not at all. When a
-/// target lacks nothing it says so and writes nothing.
+/// target lacks nothing it says so and writes nothing. A file changed
+/// since the scan (still being written) holds back the change that needs
+/// its content and those after it, with a warning naming it: the packet
+/// ships what comes before, and the next export, which records the file's
+/// new version, sends the rest.
 ///
 /// -import verifies every packet found in the PACKET_OR_DIR arguments in
 /// full (signature by a current family member, every entry's digest) before
@@ -159,6 +163,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         Some((_, _, _, outgoing)) => outgoing.as_path(),
         None => args.out.as_deref().expect("clap requires a destination"),
     };
+    let stop = cli::stop_on_signals()?;
     let mut replica = replica.lock("syncreplica -export")?;
     cli::print_lock_takeover(NAME, &replica);
     // Everything is checked before anything is recorded or created, so a
@@ -182,6 +187,13 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         std::fs::create_dir_all(out).map_err(|e| crate::error::Error::io(out, e))?;
         outln!("Created the -out directory {}.", out.display());
     }
+    let dirs: Vec<&std::path::Path> = args
+        .workdir
+        .iter()
+        .map(PathBuf::as_path)
+        .chain([out])
+        .collect();
+    cli::remove_abandoned_partials(&dirs);
     if let Some((shipping, class, expires, _)) = &shipping {
         adopt_unordered(&mut replica, shipping, class, *expires)?;
     }
@@ -216,6 +228,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         progress: &progress,
         full_content: args.fullcontent,
         before_commit: Some(&queue),
+        stop: &stop,
     };
     let results = export::export_updates(&mut replica, &request)?;
     progress.finish_and_clear();
@@ -246,6 +259,16 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 for part in &summary.parts {
                     outln!("  {} ({} bytes)", part.path.display(), part.size);
                 }
+                if let Some(held) = &summary.held_back {
+                    warn_held_back(&target.name, held);
+                }
+            }
+            export::TargetExport::HeldBack(held) => {
+                outln!(
+                    "No packet written for {}: the first change it lacks needs a file that changed since the scan.",
+                    target.name
+                );
+                warn_held_back(&target.name, &held);
             }
         }
     }
@@ -276,6 +299,17 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Says which busy file held an export back, and that the rest follows.
+fn warn_held_back(target: &str, held: &export::HeldBack) {
+    eprintln!(
+        "{NAME}: warning: {}: changed since the scan recorded it (still being written?); the export to {target} stops before the first change that needs its content; the {} remaining change{} follow{} with the next export, once the file's new version is recorded",
+        held.path.display(),
+        held.operations,
+        plural(held.operations),
+        if held.operations == 1 { "s" } else { "" },
+    );
 }
 
 /// Finishes what an export killed after writing its parts into the

@@ -50,13 +50,25 @@ impl LocalChunks {
             return Ok(None);
         };
         let disk = relpath::to_disk_path(root, path);
+        // A file removed or shrunk since the scan is a file changed since
+        // the scan, as one whose bytes no longer match (`add_local_chunk`).
+        let changed = |err: std::io::Error, disk: &Path| match err.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof => {
+                Error::ChangedDuringExport {
+                    path: disk.to_path_buf(),
+                }
+            }
+            _ => Error::io(disk, err),
+        };
         if self.open.as_ref().is_none_or(|(open, _)| open != path) {
-            self.open = Some((path.clone(), std::fs::File::open(&disk).at(&disk)?));
+            let file = std::fs::File::open(&disk).map_err(|err| changed(err, &disk))?;
+            self.open = Some((path.clone(), file));
         }
         let file = &mut self.open.as_mut().expect("opened above").1;
         file.seek(SeekFrom::Start(*offset)).at(&disk)?;
         let mut bytes = vec![0u8; *len as usize];
-        file.read_exact(&mut bytes).at(&disk)?;
+        file.read_exact(&mut bytes)
+            .map_err(|err| changed(err, &disk))?;
         // Not hashed here: the packet writer checks every chunk against its
         // id, and `add_chunk` below turns a mismatch into this message.
         self.last_read = Some(disk);

@@ -57,6 +57,7 @@ pub fn export_creation(
     out_dir: &Path,
     max_size: u64,
     comment: &str,
+    stop: &crate::sync::StopFlag,
 ) -> Result<CreationExport> {
     identity::validate_name(new_name)?;
     crate::sync::export::check_max_size(max_size)?;
@@ -224,6 +225,7 @@ pub fn export_creation(
         if let PathState::File { chunks, .. } = &entries[path].state {
             files += 1;
             for chunk in chunks {
+                stop.check()?;
                 if sent.insert(chunk.id) {
                     let bytes = local.read(&replica.root, &chunk.id)?.ok_or_else(|| {
                         Error::ChunkMissingLocally {
@@ -237,9 +239,17 @@ pub fn export_creation(
             }
         }
     }
-    for op in &snapshot {
+    for (index, op) in snapshot.iter().enumerate() {
+        stop.check()?;
         writer.add_operation(op)?;
+        if index == 0 {
+            crate::sys::testhook::crash_point("export-writing");
+            crate::sys::testhook::pause_point("export-writing", stop);
+        }
     }
+    // The last moment to give up: from here the parts are finished and
+    // committed without pause.
+    stop.check()?;
     let parts = writer.finish()?;
 
     let committed = write_key_file(&key_file, &new_id, &secret).and_then(|()| {

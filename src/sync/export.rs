@@ -49,6 +49,11 @@ pub struct ExportRequest<'a> {
     /// were, so the next export sends the same operations again rather
     /// than believing delivered what nothing will ship.
     pub before_commit: Option<&'a BeforeCommit<'a>>,
+    /// Checked between operations and chunks: once a signal has set it,
+    /// the packet being written is discarded (its temporary files removed)
+    /// and the export returns [`Error::Interrupted`] without raising that
+    /// target's estimates. Targets finished before it stay exported.
+    pub stop: &'a crate::sync::StopFlag,
 }
 
 /// What was sent to one target.
@@ -63,12 +68,34 @@ pub struct ExportSummary {
     pub chunks_reused: u64,
     pub parts: Vec<WrittenPart>,
     pub sequence: u64,
+    /// Set when the packet stops before the operations it should have
+    /// ended with (see [`HeldBack`]).
+    pub held_back: Option<HeldBack>,
+}
+
+/// A file whose content was no longer what the scan recorded when the
+/// export came to read it (rewritten, shrunk or removed meanwhile: a busy
+/// file). Epochs must stay contiguous, so the packet stops before the
+/// first operation that needs that content: the operations before it are
+/// shipped and the estimates raised only past them; this one and the rest
+/// follow with the next export, which records the file's new version
+/// first (the old version's content is then no longer at hand and is not
+/// needed: the new version supersedes it within that packet).
+#[derive(Debug, Clone)]
+pub struct HeldBack {
+    /// The changed file, on disk.
+    pub path: std::path::PathBuf,
+    /// Operations left for the next export.
+    pub operations: u64,
 }
 
 pub enum TargetExport {
     /// The target lacks nothing.
     UpToDate,
     Written(ExportSummary),
+    /// The very first operation the target lacks needs content that could
+    /// no longer be read as recorded: no packet was written.
+    HeldBack(HeldBack),
 }
 
 /// Checks a -maxsize value against the packet format's limits.
@@ -202,40 +229,97 @@ fn export_to(
     request
         .progress
         .start(&format!("exporting to {}", target.name), ops.len() as u64);
-    for op in &ops {
+    // The epochs shipped so far, per origin: the ranges the packet states
+    // if it has to stop early.
+    let mut shipped: BTreeMap<Id, EpochRange> = BTreeMap::new();
+    let mut held_back = None;
+    'ops: for (index, op) in ops.iter().enumerate() {
+        request.stop.check()?;
         request.progress.advance(1);
-        if let Some(change) = op.change.path_change() {
-            match change.state {
-                PathState::Deleted => summary.deleted += 1,
-                PathState::File { chunks, .. } => {
-                    summary.files_added_or_changed += 1;
-                    // Any version here may be what the target ends up with
-                    // (conflict resolution there can pick one that is not
-                    // the last in this packet), so the content of every
-                    // version still at hand travels, each chunk once.
-                    // Versions overwritten since are superseded within this
-                    // packet and not needed.
-                    for chunk in chunks {
-                        if target_has.contains(&chunk.id) {
-                            summary.chunks_reused += 1;
-                            continue;
-                        }
-                        if !sent.insert(chunk.id) {
-                            continue;
-                        }
-                        if let Some(bytes) = local.read(&replica.root, &chunk.id)? {
-                            add_local_chunk(&mut writer, &local, &chunk.id, &bytes)?;
-                            summary.chunks_sent += 1;
-                            summary.chunk_bytes_sent += bytes.len() as u64;
-                        }
-                    }
+        // Counted into the summary only once the operation is added.
+        let (mut reused, mut chunks_sent, mut bytes_sent) = (0, 0, 0);
+        if let Some(PathState::File { chunks, .. }) = op.change.path_change().map(|c| c.state) {
+            // Any version here may be what the target ends up with
+            // (conflict resolution there can pick one that is not the last
+            // in this packet), so the content of every version still at
+            // hand travels, each chunk once. Versions overwritten since are
+            // superseded within this packet and not needed.
+            for chunk in chunks {
+                request.stop.check()?;
+                if target_has.contains(&chunk.id) {
+                    reused += 1;
+                    continue;
                 }
-                _ => summary.files_added_or_changed += 1,
+                if !sent.insert(chunk.id) {
+                    continue;
+                }
+                let read = local
+                    .read(&replica.root, &chunk.id)
+                    .and_then(|bytes| match bytes {
+                        Some(bytes) => add_local_chunk(&mut writer, &local, &chunk.id, &bytes)
+                            .map(|()| Some(bytes.len() as u64)),
+                        None => Ok(None),
+                    });
+                match read {
+                    Ok(Some(len)) => {
+                        chunks_sent += 1;
+                        bytes_sent += len;
+                    }
+                    Ok(None) => {}
+                    // A busy file: its content is no longer what this
+                    // operation recorded. The packet stops before it (see
+                    // `HeldBack`); chunks of it already added are unused.
+                    Err(Error::ChangedDuringExport { path }) => {
+                        held_back = Some(HeldBack {
+                            path,
+                            operations: (ops.len() - index) as u64,
+                        });
+                        break 'ops;
+                    }
+                    Err(err) => return Err(err),
+                }
             }
         }
+        match op.change.path_change().map(|c| c.state) {
+            Some(PathState::Deleted) => summary.deleted += 1,
+            Some(_) => summary.files_added_or_changed += 1,
+            None => {}
+        }
+        summary.chunks_reused += reused;
+        summary.chunks_sent += chunks_sent;
+        summary.chunk_bytes_sent += bytes_sent;
         writer.add_operation(op)?;
+        shipped
+            .entry(op.origin)
+            .and_modify(|range| range.last = op.epoch)
+            .or_insert(EpochRange {
+                first: op.epoch,
+                last: op.epoch,
+            });
         summary.operations += 1;
+        if summary.operations == 1 {
+            crate::sys::testhook::crash_point("export-writing");
+            crate::sys::testhook::pause_point("export-writing", request.stop);
+        }
     }
+    let ranges = match held_back {
+        None => ranges,
+        // Nothing could be read as recorded: no packet (the writer's
+        // temporary files go with it).
+        Some(held_back) if summary.operations == 0 => {
+            return Ok(TargetExport::HeldBack(held_back));
+        }
+        Some(held_back) => {
+            // Each origin's operations travel in epoch order, so what was
+            // added is, per origin, the start of its range, without gaps.
+            writer.narrow_epoch_ranges(shipped.clone())?;
+            summary.held_back = Some(held_back);
+            shipped
+        }
+    };
+    // The last moment to give up: from here the parts are finished and
+    // committed without pause.
+    request.stop.check()?;
     let mut parts = writer.finish()?;
     if let Some(work_dir) = request.work_dir {
         if work_dir != request.out_dir {
@@ -392,4 +476,49 @@ fn move_file(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(&temp, to).at(to)?;
     std::fs::remove_file(from).at(from)?;
     Ok(())
+}
+
+/// How long a temporary part file may go untouched before any export may
+/// take it for abandoned, whoever wrote it.
+pub const ABANDONED_PARTIAL_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes from `dir` the temporary part files (`.syncpkt-*.partial`) of
+/// exports that are provably over: written on this host by a process that
+/// no longer runs (killed, or the machine went down), or untouched for
+/// [`ABANDONED_PARTIAL_AGE`]. Never another host's recent ones: a stick may
+/// be shared by hosts exporting at once. Returns what it removed; a file
+/// that cannot be removed is left (the export then fails, or not, on its
+/// own merits).
+pub fn remove_abandoned_partials(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !packet_format::is_partial_name(name) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let dead_here = packet_format::partial_owner(name).is_some_and(|owner| {
+            owner.host == packet_format::this_host_id()
+                && owner.pid != std::process::id()
+                && !crate::store::lock::process_is_alive(owner.pid)
+        });
+        let stale = meta
+            .modified()
+            .ok()
+            .and_then(|mtime| now.duration_since(mtime).ok())
+            .is_some_and(|age| age > ABANDONED_PARTIAL_AGE);
+        if (dead_here || stale) && std::fs::remove_file(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed.sort();
+    removed
 }

@@ -27,3 +27,5 @@ impl Progress for NoProgress {
     fn start(&self, _what: &str, _total: u64) {}
     fn advance(&self, _done: u64) {}
 }
+
+pub use crate::sys::stop::StopFlag;

@@ -6,9 +6,17 @@
 //! cleanup, no destructors), as `kill -9` would. Unset (as in every real
 //! use) it does nothing. This is the only place that reads the variable.
 //!
-//! Points (see the callers): `export-after-parts`,
+//! Points (see the callers): `export-writing` (a part file open),
+//! `export-after-parts`,
 //! `export-before-commit`, `import-after-commit`,
 //! `mkreplica-import-before-rename`, `mkreplica-init-before-rename`.
+//!
+//! Pauses, for tests that must act while a command is midway (send it a
+//! signal, change a file): when `SYNCREPLICA_TEST_PAUSE_AT` names the point
+//! reached and `SYNCREPLICA_TEST_PAUSE_MARKER` names a file, the process
+//! creates that file (holding its pid) and waits until the test removes it
+//! or a signal asks the process to stop. Points: `export-writing` (an
+//! update or creation export that has its first part file open).
 
 /// The environment variable naming the point to abort at.
 pub const CRASH_AT_VAR: &str = "SYNCREPLICA_TEST_CRASH_AT";
@@ -17,5 +25,33 @@ pub const CRASH_AT_VAR: &str = "SYNCREPLICA_TEST_CRASH_AT";
 pub fn crash_point(point: &str) {
     if std::env::var_os(CRASH_AT_VAR).is_some_and(|v| v == point) {
         std::process::abort();
+    }
+}
+
+/// The environment variable naming the point to pause at.
+pub const PAUSE_AT_VAR: &str = "SYNCREPLICA_TEST_PAUSE_AT";
+/// The environment variable naming the marker file of a pause.
+pub const PAUSE_MARKER_VAR: &str = "SYNCREPLICA_TEST_PAUSE_MARKER";
+
+/// If `SYNCREPLICA_TEST_PAUSE_AT` is `point`: writes the marker file and
+/// waits until it is removed or `stop` says a signal arrived.
+pub fn pause_point(point: &str, stop: &crate::sys::stop::StopFlag) {
+    if std::env::var_os(PAUSE_AT_VAR).is_none_or(|v| v != point) {
+        return;
+    }
+    let Some(marker) = std::env::var_os(PAUSE_MARKER_VAR) else {
+        return;
+    };
+    let marker = std::path::PathBuf::from(marker);
+    let temp = marker.with_extension("writing");
+    // Written whole, then renamed: the test never sees half a marker.
+    if std::fs::write(&temp, std::process::id().to_string())
+        .and_then(|()| std::fs::rename(&temp, &marker))
+        .is_err()
+    {
+        return;
+    }
+    while marker.exists() && stop.signal().is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }

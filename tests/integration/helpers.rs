@@ -344,3 +344,69 @@ pub fn epoch_in_row(root: &Path, row: &str, origin: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {origin} in row {row}:\n{listing}"))
 }
+
+/// A command started paused at a test-hook point
+/// (`SYNCREPLICA_TEST_PAUSE_AT`, see `syncreplica::sys::testhook`).
+pub struct Paused {
+    pub child: std::process::Child,
+    pub marker: PathBuf,
+}
+
+/// Starts `name args…` in `cwd` to pause at `point`, and returns once it
+/// is there (its marker file exists). Panics if it ends before.
+pub fn start_paused_at<I, S>(cwd: &Path, name: &str, args: I, point: &str, marker: &Path) -> Paused
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut child = Command::new(binary(name))
+        .args(args)
+        .current_dir(cwd)
+        .env("SYNCREPLICA_TEST_PAUSE_AT", point)
+        .env("SYNCREPLICA_TEST_PAUSE_MARKER", marker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    // Waits for the process to reach the point, not for time to pass.
+    while !marker.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "{name} ended ({status}) before pausing at {point}:\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Paused {
+        child,
+        marker: marker.to_path_buf(),
+    }
+}
+
+impl Paused {
+    /// Sends `signal` to the paused process and waits for it to end.
+    pub fn signal(self, signal: rustix::process::Signal) -> Run {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, signal).unwrap();
+        self.finish()
+    }
+
+    /// Lets the paused process go on, and waits for it to end.
+    pub fn resume(self) -> Run {
+        std::fs::remove_file(&self.marker).unwrap();
+        self.finish()
+    }
+
+    fn finish(self) -> Run {
+        let output = self.child.wait_with_output().unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}

@@ -202,3 +202,146 @@ fn import_remove_that_cannot_remove_reports_what_was_applied_then_fails() {
         "made at alpha"
     );
 }
+
+/// Files whose names an unfinished packet part has.
+fn partials(dir: &std::path::Path) -> Vec<String> {
+    entry_names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(".syncpkt-") && n.ends_with(".partial"))
+        .collect()
+}
+
+#[test]
+fn a_signalled_export_removes_its_partial_files_commits_nothing_and_exits_143() {
+    let big: String = (0..30_000).map(|i| format!("line {i}\n")).collect();
+    let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    write(&a, "big.txt", &big);
+    write(&a, "new.txt", "made at alpha");
+    let estimate = epoch_in_row(&a, "beta", "alpha");
+    let out = fam.packet_dir("ab");
+    let marker = fam.dir.path().join("paused");
+    let paused = start_paused_at(
+        &a,
+        "syncreplica",
+        [
+            "-export".as_ref(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "beta".as_ref(),
+        ] as [&std::ffi::OsStr; 4],
+        "export-writing",
+        &marker,
+    );
+    assert_eq!(partials(&out).len(), 1, "{:?}", entry_names(&out));
+    let res = paused.signal(rustix::process::Signal::TERM);
+    assert_eq!(res.code, 143, "{res:?}");
+    assert!(
+        res.stderr.contains("interrupted by SIGTERM"),
+        "{}",
+        res.stderr
+    );
+    assert_eq!(
+        entry_names(&out),
+        Vec::<String>::new(),
+        "nothing left behind"
+    );
+    assert_eq!(
+        epoch_in_row(&a, "beta", "alpha"),
+        estimate,
+        "estimate unchanged"
+    );
+    // The lock was released and the next export sends everything.
+    let again = export_to(&a, &out, &["beta"], &[]).ok();
+    assert!(
+        again.stdout.contains("Exported to beta"),
+        "{}",
+        again.stdout
+    );
+    import_from(&b, &[&out]).ok();
+    assert_eq!(std::fs::read_to_string(b.join("big.txt")).unwrap(), big);
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+}
+
+#[test]
+fn an_interrupted_mkreplica_export_leaves_nothing_and_exits_130() {
+    let big: String = (0..30_000).map(|i| format!("line {i}\n")).collect();
+    let fam = family(&["alpha"], &[("big.txt", &big), ("b.txt", "b")]);
+    let a = fam.root("alpha");
+    let out = fam.packet_dir("creation");
+    let marker = fam.dir.path().join("paused");
+    let args = [
+        "-export".as_ref(),
+        "-out".as_ref(),
+        out.as_os_str(),
+        "beta".as_ref(),
+    ] as [&std::ffi::OsStr; 4];
+    let paused = start_paused_at(&a, "mkreplica", args, "export-writing", &marker);
+    assert_eq!(partials(&out).len(), 1, "{:?}", entry_names(&out));
+    let res = paused.signal(rustix::process::Signal::INT);
+    assert_eq!(res.code, 130, "{res:?}");
+    assert!(
+        res.stderr.contains("interrupted by SIGINT"),
+        "{}",
+        res.stderr
+    );
+    assert_eq!(
+        entry_names(&out),
+        Vec::<String>::new(),
+        "no part, no key file"
+    );
+    let members = run(&a, "lsreplica", [] as [&str; 0]).ok().stdout;
+    assert!(!members.contains("beta"), "{members}");
+    // Unlocked and unchanged: the same export works now.
+    run(&a, "mkreplica", args).ok();
+}
+
+#[test]
+fn a_later_export_removes_partials_only_when_provably_abandoned() {
+    let big: String = (0..30_000).map(|i| format!("line {i}\n")).collect();
+    let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    write(&a, "big.txt", &big);
+    let out = fam.packet_dir("ab");
+    let killed = run_crashing_at(
+        &a,
+        "syncreplica",
+        [
+            "-export".as_ref(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "beta".as_ref(),
+        ] as [&std::ffi::OsStr; 4],
+        "export-writing",
+    );
+    assert_crashed(&killed);
+    let left = partials(&out);
+    assert_eq!(left.len(), 1, "{:?}", entry_names(&out));
+    // Another host's export, under way (its pid means nothing here).
+    let elsewhere = ".syncpkt-0123456789abcdef-999999999-Xy12Ab.partial";
+    // One of this host whose process still runs (this test).
+    let running = format!("{}Cd34Ef.partial", packet_format::partial_prefix());
+    // Another host's, untouched for two days: abandoned whoever wrote it.
+    let old = ".syncpkt-0123456789abcdef-7-Gh56Ij.partial";
+    for name in [elsewhere, running.as_str(), old] {
+        std::fs::write(out.join(name), "unfinished").unwrap();
+    }
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(48 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(out.join(old))
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+    let res = export_to(&a, &out, &["beta"], &[]).ok();
+    assert!(res.stdout.contains(&left[0]), "{}", res.stdout);
+    assert!(res.stdout.contains(old), "{}", res.stdout);
+    let mut kept = vec![elsewhere.to_string(), running];
+    kept.sort();
+    assert_eq!(partials(&out), kept);
+    for name in &kept {
+        std::fs::remove_file(out.join(name)).unwrap();
+    }
+    import_from(&b, &[&out]).ok();
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+}

@@ -777,12 +777,13 @@ fn a_scan_first_finishes_an_import_interrupted_by_a_crash() {
 }
 
 #[test]
-fn a_file_changed_after_the_scan_fails_the_export_and_writes_nothing() {
+fn a_file_changed_after_the_scan_is_left_for_the_next_export_and_nothing_is_written() {
     use syncreplica::replica::Replica;
-    use syncreplica::sync::export::{export_updates, ExportRequest};
+    use syncreplica::sync::export::{export_updates, ExportRequest, TargetExport};
     let fam = family(&["alpha", "beta"], &[("f", "0")]);
-    let a = fam.root("alpha");
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
     write(&a, "data.txt", "recorded content");
+    let estimate = epoch_in_row(&a, "beta", "alpha");
     let mut alpha = Replica::open(&a).unwrap().lock("test").unwrap();
     syncreplica::sync::record::record_local_changes(&mut alpha).unwrap();
     // Changed between the scan and the read, same size.
@@ -798,25 +799,122 @@ fn a_file_changed_after_the_scan_fails_the_export_and_writes_nothing() {
         progress: &syncreplica::sync::NoProgress,
         full_content: false,
         before_commit: None,
+        stop: &syncreplica::sync::StopFlag::new(),
     };
-    let err = export_updates(&mut alpha, &request)
-        .err()
-        .expect("the export fails");
-    assert!(
-        err.to_string()
-            .contains("changed while it was being exported"),
-        "{err}"
-    );
+    let results = export_updates(&mut alpha, &request).unwrap();
+    // Its only change needs that content: no packet, the file named.
+    match &results[0].1 {
+        TargetExport::HeldBack(held) => {
+            assert!(held.path.ends_with("data.txt"), "{held:?}");
+            assert_eq!(held.operations, 1);
+        }
+        _ => panic!("expected the export to be held back"),
+    }
     assert_eq!(
         std::fs::read_dir(&out).unwrap().count(),
         0,
         "nothing written"
     );
     // The estimate was not raised: the next export (another process, once
-    // this one has let go of the lock) sends it all.
+    // this one has let go of the lock) records the new version and sends
+    // it all.
     drop(alpha);
+    assert_eq!(epoch_in_row(&a, "beta", "alpha"), estimate);
     let res = export_to(&a, &out, &["beta"], &[]).ok();
     assert!(res.stdout.contains("Exported to beta"), "{}", res.stdout);
+    import_from(&b, &[&out]).ok();
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+}
+
+/// A busy file, changed by `change` while an export is midway, holds back
+/// its change and those after it; the rest ships, and the next export
+/// sends what was held back.
+fn a_busy_file_is_left_for_the_next_export(change: impl Fn(&std::path::Path)) {
+    let big: String = (0..30_000).map(|i| format!("line {i}\n")).collect();
+    let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let estimate = epoch_in_row(&a, "beta", "alpha");
+    write(&a, "first.txt", "recorded first");
+    run(&a, "syncreplica", ["-record"]).ok();
+    write(&a, "busy.log", &big);
+    run(&a, "syncreplica", ["-record"]).ok();
+    write(&a, "last.txt", "recorded last");
+    run(&a, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("busy");
+    let marker = fam.dir.path().join("paused");
+    // Paused once first.txt's change is in the packet.
+    let paused = start_paused_at(
+        &a,
+        "syncreplica",
+        [
+            "-export".as_ref(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "beta".as_ref(),
+        ] as [&std::ffi::OsStr; 4],
+        "export-writing",
+        &marker,
+    );
+    change(&a.join("busy.log"));
+    let res = paused.resume().ok();
+    assert!(
+        res.stdout
+            .contains("): 1 operation, 1 file added or changed"),
+        "{}",
+        res.stdout
+    );
+    assert!(
+        res.stderr
+            .contains("busy.log: changed since the scan recorded it"),
+        "{}",
+        res.stderr
+    );
+    assert!(
+        res.stderr
+            .contains("the 2 remaining changes follow with the next export"),
+        "{}",
+        res.stderr
+    );
+    // Raised past what was shipped, and no further.
+    assert_eq!(epoch_in_row(&a, "beta", "alpha"), estimate + 1);
+    // The packet says so: its range ends where it stopped.
+    let ls = run(&a, "lspacket", ["-long".as_ref(), out.as_os_str()])
+        .ok()
+        .stdout;
+    let range = format!(
+        "alpha  first epoch is {}  last epoch is {}\n",
+        estimate + 1,
+        estimate + 1
+    );
+    assert!(ls.contains(&range), "{ls}");
+    import_from(&b, &[&out]).ok();
+    assert_eq!(
+        std::fs::read_to_string(b.join("first.txt")).unwrap(),
+        "recorded first"
+    );
+    assert!(!b.join("busy.log").exists());
+    assert!(!b.join("last.txt").exists());
+    // The next export records the new version and sends the rest.
+    let out2 = fam.packet_dir("rest");
+    let res = export_to(&a, &out2, &["beta"], &[]).ok();
+    assert!(!res.stderr.contains("warning"), "{}", res.stderr);
+    import_from(&b, &[&out2]).ok();
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+}
+
+#[test]
+fn a_file_rewritten_during_the_export_is_left_for_the_next_one() {
+    a_busy_file_is_left_for_the_next_export(|path| {
+        let same_size = std::fs::read_to_string(path).unwrap().to_uppercase();
+        std::fs::write(path, same_size).unwrap();
+    });
+}
+
+#[test]
+fn a_file_shrunk_during_the_export_is_left_for_the_next_one() {
+    a_busy_file_is_left_for_the_next_export(|path| {
+        std::fs::write(path, "shorter now").unwrap();
+    });
 }
 
 #[test]
