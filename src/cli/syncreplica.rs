@@ -187,6 +187,14 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         std::fs::create_dir_all(out).map_err(|e| crate::error::Error::io(out, e))?;
         outln!("Created the -out directory {}.", out.display());
     }
+    // Packets are written there: a directory this user cannot write to is
+    // refused now, before the scan records anything.
+    for dir in args.workdir.iter().map(PathBuf::as_path).chain([out]) {
+        tempfile::Builder::new()
+            .prefix(".syncreplica-probe-")
+            .tempfile_in(dir)
+            .map_err(|e| crate::error::Error::io(dir, std::io::Error::from(e.kind())))?;
+    }
     let dirs: Vec<&std::path::Path> = args
         .workdir
         .iter()

@@ -250,6 +250,46 @@ impl ConfinedRoot {
         rfs::fsync(&fd).map_err(|e| Error::io(&path, e.into()))
     }
 
+    /// `stat` of the directory `rel` (empty: the root), opened beneath the
+    /// root; `None` when it is not there or not a directory.
+    pub fn dir_stat(&self, rel: &[u8]) -> Result<Option<rfs::Stat>> {
+        let path = relpath::to_disk_path(&self.root, rel);
+        match self.open_dir(rel) {
+            Ok(fd) => rfs::fstat(&fd)
+                .map(Some)
+                .map_err(|e| Error::io(&path, e.into())),
+            Err(errno) if blocked_reason(errno).is_some() => Ok(None),
+            Err(errno) => Err(Error::io(&path, errno.into())),
+        }
+    }
+
+    /// Sets the permission bits of the directory `rel` (empty: the root),
+    /// reached beneath the root without following a symlink.
+    pub fn set_dir_mode(&self, rel: &[u8], mode: u32) -> Result<()> {
+        let path = relpath::to_disk_path(&self.root, rel);
+        let fd = match self.open_dir(rel) {
+            Ok(fd) => fd,
+            Err(errno) if blocked_reason(errno).is_some() => return Ok(()),
+            Err(errno) => return Err(Error::io(&path, errno.into())),
+        };
+        let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        let mode = Mode::from_raw_mode(mode);
+        match rfs::chmod(proc_path.as_str(), mode) {
+            Ok(()) => Ok(()),
+            Err(Errno::NOENT) => {
+                // No /proc: the directory itself, opened for reading.
+                let dir = self
+                    .open_dir_with(
+                        rel,
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    )
+                    .map_err(|e| Error::io(&path, e.into()))?;
+                rfs::fchmod(&dir, mode).map_err(|e| Error::io(&path, e.into()))
+            }
+            Err(errno) => Err(Error::io(&path, errno.into())),
+        }
+    }
+
     /// The directory `rel` (empty: the root) as a handle, never through a
     /// symlink.
     fn open_dir(&self, rel: &[u8]) -> std::result::Result<OwnedFd, Errno> {
@@ -569,6 +609,31 @@ impl Place {
             &self.parent,
             self.name(),
         )?)
+    }
+
+    /// Renames the name to `other`, an entry of the same directory, only
+    /// if nothing is there (`AlreadyExists` otherwise).
+    pub fn rename_sibling_to_new(&self, other: &OsStr) -> std::io::Result<()> {
+        match rfs::renameat_with(
+            &self.parent,
+            self.name(),
+            &self.parent,
+            other,
+            rfs::RenameFlags::NOREPLACE,
+        ) {
+            Err(Errno::INVAL) | Err(Errno::NOSYS) => {
+                match rfs::statat(&self.parent, other, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(_) => Err(std::io::ErrorKind::AlreadyExists.into()),
+                    Err(_) => Ok(rfs::renameat(
+                        &self.parent,
+                        self.name(),
+                        &self.parent,
+                        other,
+                    )?),
+                }
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Renames the name to `other`, an entry of the same directory.

@@ -1849,3 +1849,85 @@ fn the_kept_version_of_a_hard_linked_file_is_a_real_copy() {
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(kept[0].1, b"version 1");
 }
+
+#[test]
+fn a_directory_made_where_a_placement_retries_ends_it_instead_of_spinning() {
+    let (mut alpha, mut beta) = pair(&[("a.txt", "a")], &[]);
+    sync(&alpha, &mut beta).unwrap();
+    put(&alpha.root(), "new.txt", b"alpha's new file", 30);
+    record(&mut alpha);
+    record(&mut beta);
+    let ops = missing_ops(&alpha, &beta);
+    let root = beta.root();
+    let mut hooks = ApplyHooks {
+        before_resolve: Some(std::sync::Arc::new(move |path: &[u8]| {
+            if path == b"new.txt" && !root.join("new.txt").exists() {
+                // A file appears where the packet creates one...
+                std::fs::write(root.join("new.txt"), b"user's file").unwrap();
+            } else if path.starts_with(b"new.sync-conflict") {
+                // ...and, while it is being kept, a directory takes its place.
+                let _ = std::fs::create_dir(root.join("new.txt"));
+            }
+        })),
+        ..ApplyHooks::default()
+    };
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let mut store = Store::of(&alpha);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let result = apply::apply_batch(&mut beta.replica, &ops, &mut store, &mut hooks);
+            done_tx.send(result.map(|r| r.conflicts)).unwrap();
+        });
+        let notes = done_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the import ends")
+            .unwrap();
+        assert!(notes.iter().any(|n| n.contains("new.txt")), "{notes:?}");
+    });
+    assert!(beta.root().join("new.txt").is_dir());
+    let kept = files_starting(&beta.root(), "new");
+    assert!(kept.iter().any(|(_, c)| c == b"user's file"), "{kept:?}");
+}
+
+#[test]
+fn a_version_moved_aside_before_a_crash_is_kept_when_the_import_is_finished() {
+    let (mut alpha, mut beta) = pair(&[("doc.txt", "v1")], &[]);
+    sync(&alpha, &mut beta).unwrap();
+    put(&alpha.root(), "doc.txt", b"alpha's v2", 20);
+    record(&mut alpha);
+    record(&mut beta);
+    let ops = missing_ops(&alpha, &beta);
+    // Crash right after the commit: the journal is pending.
+    let mut crashed = false;
+    for k in 1..10 {
+        let mut hooks = ApplyHooks::crash_at(k);
+        let err = apply::apply_batch(&mut beta.replica, &ops, &mut Store::of(&alpha), &mut hooks)
+            .unwrap_err();
+        if err.to_string().contains("after commit") {
+            crashed = true;
+            break;
+        }
+        beta.replica.reopen("test").unwrap();
+        apply::recover(&mut beta.replica).unwrap();
+    }
+    assert!(crashed);
+    // As if the placement had moved a user's save aside, then the process
+    // died; meanwhile a directory took the path.
+    let staging = beta.root().join(".syncreplica/staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("displaced-0"), b"USER SAVE during import").unwrap();
+    std::fs::remove_file(beta.root().join("doc.txt")).unwrap();
+    std::fs::create_dir(beta.root().join("doc.txt")).unwrap();
+    beta.replica.reopen("test").unwrap();
+    assert!(apply::recover(&mut beta.replica).unwrap());
+    let root = beta.root();
+    let mut everywhere: Vec<Vec<u8>> = test_support::files_under(&root)
+        .into_iter()
+        .filter_map(|p| std::fs::read(root.join(p)).ok())
+        .collect();
+    everywhere.sort();
+    assert!(
+        everywhere.iter().any(|c| c == b"USER SAVE during import"),
+        "the moved-aside version is gone"
+    );
+}

@@ -303,3 +303,102 @@ fn a_packet_larger_than_the_free_space_is_refused_before_anything_is_written() {
     import_from(&beta, &[&out]).ok();
     assert_eq!(std::fs::read(beta.join("big.bin")).unwrap(), big);
 }
+
+/// Gives `dir` and everything under it to `nobody`.
+fn give_to_nobody(dir: &Path) {
+    let status = Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn an_ordinary_user_imports_into_a_read_only_directory_and_its_mode_stays() {
+    let Some(prefix) = as_nobody() else {
+        eprintln!("note: skipped: not root, or neither setpriv nor runuser can run as nobody");
+        return;
+    };
+    let fam = family(
+        &["alpha", "beta"],
+        &[("ro/f.txt", "old"), ("other.txt", "o")],
+    );
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    write(&a, "ro/f.txt", "new content");
+    write(&a, "ro/added.txt", "added");
+    let out = fam.packet_dir("ro");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    // The directory that holds the replicas must be passable for nobody.
+    let set_mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    set_mode(fam.dir.path(), 0o755);
+    give_to_nobody(&b);
+    give_to_nobody(&out);
+    set_mode(&b.join("ro"), 0o555);
+    let res = run_with(
+        &prefix,
+        &b,
+        "syncreplica",
+        [OsStr::new("-import"), out.as_os_str()],
+    );
+    assert_eq!(res.code, 0, "{}\n{}", res.stdout, res.stderr);
+    assert_eq!(
+        std::fs::read_to_string(b.join("ro/f.txt")).unwrap(),
+        "new content"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("ro/added.txt")).unwrap(),
+        "added"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(b.join("ro")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o7777, 0o555);
+    // Nothing left to record (no chmod to send back), nothing pending.
+    let status = run_with(&prefix, &b, "syncreplica", ["-status"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(!status.stdout.contains("ro"), "{}", status.stdout);
+    assert!(!status.stderr.contains("interrupted"), "{}", status.stderr);
+}
+
+#[test]
+fn an_export_to_a_folder_the_user_cannot_write_records_nothing() {
+    let Some(prefix) = as_nobody() else {
+        eprintln!("note: skipped: not root, or neither setpriv nor runuser can run as nobody");
+        return;
+    };
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let a = fam.root("alpha");
+    std::fs::set_permissions(
+        fam.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    give_to_nobody(&a);
+    let out = fam.packet_dir("not-writable");
+    write(&a, "f", "changed");
+    give_to_nobody(&a);
+    let before = run_with(&prefix, &a, "syncreplica", ["-status"]).stdout;
+    assert!(before.contains('f'), "{before}");
+    let res = run_with(
+        &prefix,
+        &a,
+        "syncreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "beta".as_ref(),
+        ],
+    );
+    assert_eq!(res.code, 1, "{}", res.stderr);
+    assert!(res.stderr.contains("permission denied"), "{}", res.stderr);
+    assert!(!res.stderr.contains(".syncpkt"), "{}", res.stderr);
+    // Nothing was recorded: the change is still pending.
+    assert_eq!(
+        run_with(&prefix, &a, "syncreplica", ["-status"]).stdout,
+        before
+    );
+}

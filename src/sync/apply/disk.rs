@@ -303,6 +303,7 @@ pub(crate) fn execute(
         run(&ctx, seq, action, &mut touched, &mut notes)?;
         hooks.step("ran a journal action")?;
     }
+    restore_dir_modes(&confined, &staging)?;
     sync_dirs(&confined, touched)?;
     Ok(notes)
 }
@@ -330,15 +331,92 @@ struct Context<'a> {
 
 impl Context<'_> {
     /// Resolves an action's path: its parent is held as a handle, so what
-    /// was checked is what is used (see `tree::confined`).
+    /// was checked is what is used (see `tree::confined`). Every caller
+    /// changes something there, so the directory that will change is made
+    /// writable first if it is read-only (see [`Context::writable`]).
     fn locate(&self, path: &[u8], create: bool) -> Result<Located> {
+        let parent = match path.iter().rposition(|&b| b == b'/') {
+            Some(i) => &path[..i],
+            None => &b""[..],
+        };
+        // The deepest directory that exists: the one a creation changes.
+        let mut dir = parent;
+        loop {
+            if self.confined.dir_stat(dir)?.is_some() {
+                self.writable(dir)?;
+                break;
+            }
+            match dir.iter().rposition(|&b| b == b'/') {
+                Some(i) => dir = &dir[..i],
+                None if !dir.is_empty() => dir = b"",
+                None => break,
+            }
+        }
         self.confined.locate_with(path, create, self.hook.as_ref())
+    }
+
+    /// Makes the directory `rel` writable for its owner if this process
+    /// owns it and it is not (an ordinary user's replica may hold a 0555
+    /// directory: the importer owns the tree and may change it). The mode
+    /// the directory had is noted in the staging folder first, and put
+    /// back by [`restore_dir_modes`] once the journal ran, also after a
+    /// crash, so a read-only directory never becomes a change of its own.
+    fn writable(&self, rel: &[u8]) -> Result<()> {
+        let euid = rustix::process::geteuid();
+        if euid.is_root() {
+            return Ok(());
+        }
+        let Some(stat) = self.confined.dir_stat(rel)? else {
+            return Ok(());
+        };
+        if stat.st_uid != euid.as_raw() || stat.st_mode & 0o200 != 0 {
+            return Ok(());
+        }
+        let marker = self.staging.join(format!("dirmode-{}", hex::encode(rel)));
+        if lstat(&marker)?.is_none() {
+            crate::sys::fsutil::write_atomic(
+                &marker,
+                format!("{:o}", stat.st_mode & 0o7777).as_bytes(),
+                0o600,
+            )?;
+        }
+        self.confined
+            .set_dir_mode(rel, (stat.st_mode & 0o7777) | 0o700)
     }
 
     /// Where action `seq` moves what it replaces or removes.
     fn aside(&self, seq: usize) -> PathBuf {
         self.staging.join(format!("displaced-{seq}"))
     }
+}
+
+/// Puts back the modes of the directories [`Context::writable`] opened up,
+/// unless a journal action set a new one meanwhile (its marker is gone).
+fn restore_dir_modes(confined: &ConfinedRoot, staging: &Path) -> Result<()> {
+    let Ok(listing) = std::fs::read_dir(staging) else {
+        return Ok(());
+    };
+    let mut markers: Vec<(Vec<u8>, PathBuf)> = listing
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let rel = hex::decode(name.strip_prefix("dirmode-")?).ok()?;
+            Some((rel, entry.path()))
+        })
+        .collect();
+    // Deepest first: a parent made read-only again would refuse nothing
+    // here, but order keeps the intent plain.
+    markers.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
+    for (rel, marker) in markers {
+        let text = std::fs::read_to_string(&marker).at(&marker)?;
+        let mode = u32::from_str_radix(text.trim(), 8).map_err(|_| Error::CorruptState {
+            path: marker.clone(),
+            what: format!("not a mode: {text:?}"),
+        })?;
+        confined.set_dir_mode(&rel, mode)?;
+        std::fs::remove_file(&marker).at(&marker)?;
+    }
+    Ok(())
 }
 
 /// Moves what is at `place` (unless it is a directory or nothing) to
@@ -532,20 +610,76 @@ fn keep_as_conflict_copy(
     let day = chrono::Utc::now().format("%Y%m%d").to_string();
     let folder = ctx.state_dir.join(DELETED_DIR).join(day);
     std::fs::create_dir_all(&folder).at(&folder)?;
-    let kept = folder.join(format!(
-        "{}.local-{}",
-        String::from_utf8_lossy(name),
-        aside
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    std::fs::rename(aside, &kept).at(&kept)?;
+    let kept = unique_in(
+        &folder,
+        &format!(
+            "{}.local-{}",
+            String::from_utf8_lossy(name),
+            aside
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ),
+    );
+    rename_new(aside, &kept)?;
     notes.push(format!(
         "{}: changed here during the import; the local version is kept as {}",
         relpath::display(rel),
         kept.display()
     ));
+    Ok(())
+}
+
+/// A name in `folder` starting with `base` that nothing has yet.
+fn unique_in(folder: &Path, base: &str) -> PathBuf {
+    let mut candidate = folder.join(base);
+    let mut n = 1;
+    while candidate.symlink_metadata().is_ok() {
+        candidate = folder.join(format!("{base}.{n}"));
+        n += 1;
+    }
+    candidate
+}
+
+/// Renames `from` to `to` (both in the state folder) unless something is
+/// at `to`: a kept version never replaces another.
+fn rename_new(from: &Path, to: &Path) -> Result<()> {
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        from,
+        rustix::fs::CWD,
+        to,
+        rustix::fs::RenameFlags::NOREPLACE,
+    )
+    .or_else(|errno| match errno {
+        rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS if to.symlink_metadata().is_err() => {
+            rustix::fs::rename(from, to)
+        }
+        other => Err(other),
+    })
+    .map_err(|e| Error::io(to, e.into()))
+}
+
+/// Moves what an interrupted action left aside and nothing settled
+/// (`displaced-N`) to the soft-deleted files of the day before the staging
+/// folder goes: a version moved aside is never deleted with it.
+pub(crate) fn keep_leftovers(staging: &Path, state_dir: &Path) -> Result<()> {
+    let Ok(listing) = std::fs::read_dir(staging) else {
+        return Ok(());
+    };
+    let day = chrono::Utc::now().format("%Y%m%d").to_string();
+    let folder = state_dir.join(DELETED_DIR).join(day);
+    for entry in listing.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_aside = name.starts_with("displaced-")
+            && !name.ends_with(".changed")
+            && !name.ends_with(".temp");
+        if is_aside {
+            std::fs::create_dir_all(&folder).at(&folder)?;
+            let kept = unique_in(&folder, &format!("left-by-import.{name}"));
+            rename_new(&entry.path(), &kept)?;
+        }
+    }
     Ok(())
 }
 
@@ -567,25 +701,38 @@ fn guard_in_place(
         Some(i) => (&rel[..=i], &rel[i + 1..]),
         None => (&b""[..], rel),
     };
-    let mut copy = parent.to_vec();
-    copy.extend_from_slice(&super::conflict_copy_name(
+    let base = super::conflict_copy_name(
         name,
         stat.as_ref().map_or(0, stat_mtime_ns),
         ctx.replica_name,
-    ));
-    if let Located::At(target) = ctx.locate(&copy, false)? {
-        if target.stat()?.is_none() {
-            place
-                .rename_sibling_to(target.name())
-                .map_err(|e| Error::io(place.display_path(), e))?;
-            notes.push(format!(
-                "{}: changed here during the import; the local version is kept as {}",
-                relpath::display(rel),
-                relpath::display(&copy)
-            ));
+    );
+    for attempt in 0..1000u32 {
+        let mut copy = parent.to_vec();
+        copy.extend_from_slice(&base);
+        if attempt > 0 {
+            copy.extend_from_slice(format!(".{attempt}").as_bytes());
+        }
+        let Located::At(target) = ctx.locate(&copy, false)? else {
+            break;
+        };
+        match place.rename_sibling_to_new(target.name()) {
+            Ok(()) => {
+                notes.push(format!(
+                    "{}: changed here during the import; the local version is kept as {}",
+                    relpath::display(rel),
+                    relpath::display(&copy)
+                ));
+                return Ok(());
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(Error::io(place.display_path(), err)),
         }
     }
-    Ok(())
+    // Nothing may replace a local version that cannot be kept.
+    Err(Error::io(
+        place.display_path(),
+        std::io::Error::other("changed here during the import and no conflict-copy name is free"),
+    ))
 }
 
 fn run(
@@ -599,9 +746,12 @@ fn run(
     let locate = |path: &[u8], create: bool| ctx.locate(path, create);
     match action {
         Action::RemoveFile { path, expect, keep } => {
+            let aside = ctx.aside(seq);
+            // What an interrupted run moved aside is settled first, whatever
+            // the tree looks like now.
+            settle(ctx, path, &aside, expect, keep.as_deref(), true, notes)?;
             if let Located::At(place) = locate(path, false)? {
-                let aside = ctx.aside(seq);
-                if lstat(&aside)?.is_none() && file_type(&place)? != Some(FileType::RegularFile) {
+                if file_type(&place)? != Some(FileType::RegularFile) {
                     return Ok(());
                 }
                 if displace(&place, &aside, expect)? {
@@ -674,6 +824,8 @@ fn run(
             keep,
         } => {
             let from = staging.join(staged.to_string());
+            let aside = ctx.aside(seq);
+            settle(ctx, path, &aside, expect, keep.as_deref(), false, notes)?;
             if lstat(&from)?.is_none() {
                 return Ok(());
             }
@@ -699,11 +851,17 @@ fn run(
             settle(ctx, path, &aside, expect, keep.as_deref(), false, notes)?;
             // Nothing is at the name now; one created in the meantime is
             // the user's, kept as a conflict copy, and the placement tried
-            // again.
+            // again (a few times: a directory made there meanwhile ends it).
+            let mut attempts = 0;
             loop {
+                attempts += 1;
                 match place.rename_in_new(&from) {
                     Ok(()) => break,
                     Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                        if attempts > 5 || file_type(&place)? == Some(FileType::Directory) {
+                            skipped(notes, path, "something was made there during the import");
+                            return Ok(());
+                        }
                         if !displace(&place, &aside, expect)? {
                             guard_in_place(ctx, path, &place, &Expect::Absent, notes)?;
                         }
@@ -726,6 +884,8 @@ fn run(
             expect,
             keep,
         } => {
+            let aside = ctx.aside(seq);
+            settle(ctx, path, &aside, expect, keep.as_deref(), false, notes)?;
             let place = match locate(path, true)? {
                 Located::At(place) => place,
                 Located::Blocked(why) => {
@@ -749,10 +909,16 @@ fn run(
                     .map_err(|e| Error::io(place.display_path(), e))?;
             }
             settle(ctx, path, &aside, expect, keep.as_deref(), false, notes)?;
+            let mut attempts = 0;
             loop {
+                attempts += 1;
                 match place.symlink(target) {
                     Ok(()) => break,
                     Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                        if attempts > 5 || file_type(&place)? == Some(FileType::Directory) {
+                            skipped(notes, path, "something was made there during the import");
+                            return Ok(());
+                        }
                         if !displace(&place, &aside, expect)? {
                             return Err(Error::io(place.display_path(), err));
                         }
@@ -781,7 +947,24 @@ fn run(
                 if done {
                     return Ok(());
                 }
-                if !expect.holds(Some(&stat)) {
+                // The file the plan saw, or that file half-way through this
+                // action (a run cut off between the chmod and the utimes,
+                // which changed its ctime and maybe its mode).
+                let half_done = match *expect {
+                    Expect::File {
+                        inode,
+                        size,
+                        mtime_ns: seen,
+                        ..
+                    } => {
+                        stat.st_ino == inode
+                            && stat.st_size as u64 == size
+                            && stat_mtime_ns(&stat) == seen
+                            && stat.st_mode & 0o7777 == *mode & 0o7777
+                    }
+                    _ => false,
+                };
+                if !expect.holds(Some(&stat)) && !half_done {
                     // Edited here during the import: the edit wins.
                     skipped(notes, path, "it was changed here");
                     return Ok(());
@@ -795,6 +978,14 @@ fn run(
                 if file_type(&place)? == Some(FileType::Directory) {
                     place.set_mode(*mode)?;
                 }
+            }
+            // The packet's mode wins over the one noted when the directory
+            // was opened up for this import.
+            let marker = ctx.staging.join(format!("dirmode-{}", hex::encode(path)));
+            match std::fs::remove_file(&marker) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(Error::io(&marker, err)),
             }
         }
     }

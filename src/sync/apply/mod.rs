@@ -457,6 +457,9 @@ fn finish(replica: &mut LockedReplica, hooks: &mut ApplyHooks) -> Result<()> {
         .transaction(|tx| Ok(state::clear_pending_apply(tx)?))?;
     hooks.step("after clearing the journal")?;
     let staging = staging_dir(replica);
+    // A version an interrupted action moved aside is kept, never deleted
+    // with the staging folder.
+    disk::keep_leftovers(&staging, &replica.state_dir())?;
     match std::fs::remove_dir_all(&staging) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
