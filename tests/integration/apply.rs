@@ -1931,3 +1931,30 @@ fn a_version_moved_aside_before_a_crash_is_kept_when_the_import_is_finished() {
         "the moved-aside version is gone"
     );
 }
+
+#[test]
+fn a_symlink_made_during_an_import_is_kept() {
+    let (mut alpha, mut beta) = pair(&[("a", "a")], &[]);
+    std::os::unix::fs::symlink("a", alpha.root().join("l")).unwrap();
+    record(&mut alpha);
+    sync(&alpha, &mut beta).unwrap();
+    std::fs::remove_file(alpha.root().join("l")).unwrap();
+    put(&alpha.root(), "l", b"now a file", 90);
+    record(&mut alpha);
+    sync_racing(&alpha, &mut beta, "l", |root| {
+        std::fs::remove_file(root.join("l")).unwrap();
+        std::os::unix::fs::symlink("mine", root.join("l")).unwrap();
+    });
+    assert_eq!(content(&beta, "l"), b"now a file");
+    let kept: Vec<PathBuf> = std::fs::read_dir(beta.root())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("l.sync-conflict")
+        })
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .collect();
+    assert_eq!(kept, [PathBuf::from("mine")]);
+}

@@ -85,7 +85,10 @@ pub(crate) enum Expect {
         mtime_ns: i64,
         ctime_ns: i64,
     },
-    /// A symlink or special file (not guarded: it holds no user data).
+    /// A symlink, by its own inode (a rename keeps it; one made anew by a
+    /// person during the import has another).
+    Symlink { inode: u64 },
+    /// A special file (FIFO, socket, device: it holds no user data).
     Other,
     /// A file the last scan could not vouch for (busy, or changed after
     /// the scan): whatever is there is kept, never discarded.
@@ -113,6 +116,9 @@ impl Expect {
                     && stat.st_size as u64 == *size
                     && stat_mtime_ns(stat) == *mtime_ns
                     && stat_ctime_ns(stat) == *ctime_ns
+            }
+            (Expect::Symlink { inode }, Some(stat)) => {
+                FileType::from_raw_mode(stat.st_mode) == FileType::Symlink && stat.st_ino == *inode
             }
             (Expect::Other, Some(stat)) => !matches!(
                 FileType::from_raw_mode(stat.st_mode),

@@ -97,9 +97,9 @@
 //!    stored target bytes (never followed), deleted paths are removed. A file
 //!    whose content is unchanged only gets its mode and mtime set.
 //! 8. **Soft delete.** A regular file that an import deletes or replaces is
-//!    first kept (hard-linked, or copied if the filesystem cannot link) as
-//!    `.syncreplica/deleted/YYYYMMDD/<path>` (UTC day of the import; `.1`,
-//!    `.2`… appended to the name if taken). [`purge_soft_deleted`] removes
+//!    kept as `.syncreplica/deleted/YYYYMMDD/<path>` (UTC day of the import;
+//!    `.1`, `.2`… appended to the name if taken): the displaced file itself
+//!    (rule 10), renamed, or a real copy when it has other hard links. [`purge_soft_deleted`] removes
 //!    day folders older than `soft_delete_days`; `apply_batch` calls it at
 //!    the end.
 //! 9. **Crash safety.** (a) Plan everything in memory; (b) stage every new
@@ -107,15 +107,28 @@
 //!    log, epochs, members, entries (without stat, so the next scan reads
 //!    those files once) and a journal of disk actions in one transaction;
 //!    (d) execute the journal, every action idempotent, then fsync the
-//!    directories; (e) clear the journal and remove the staging folder.
+//!    directories; (e) clear the journal and remove the staging folder
+//!    (after moving anything still set aside there to the soft-deleted
+//!    files: a displaced version is never deleted with it).
 //!    An action that the tree no longer allows (a directory to remove that
 //!    gained content, a parent that became a file or a symlink since the
 //!    plan) is skipped, never forced, and reported in `conflicts`; the next
 //!    scan records what is really there.
 //!    [`recover`] finishes (d) and (e) after a crash, or removes staging
-//!    left by a batch that never committed. Replaced files and symlinks are
-//!    swapped with one rename, so a crash leaves each path old or new; only
-//!    a change of type (file to directory...) passes through "absent".
+//!    left by a batch that never committed.
+//! 10. **Nothing a person made is lost.** Every action that replaces or
+//!    removes a file or symlink first moves it aside
+//!    (`staging/displaced-N`) and compares it with what the scan before the
+//!    import recorded (inode, size, mtime; the ctime before the move; a
+//!    symlink's inode; a file placed by an earlier import and never scanned
+//!    is verified by content first). A match is the version the plan
+//!    replaced (kept per rule 8, or dropped); anything else was made during
+//!    the import and is kept: beside the path as a conflict copy, or back
+//!    at the path when the action only removed it. New files and links are
+//!    placed with `RENAME_NOREPLACE`/`symlinkat`, so one a person created
+//!    meanwhile is moved aside and kept the same way. A replayed action
+//!    settles what it had set aside before anything else. Between the move
+//!    aside and the placement a path is briefly absent.
 //!
 //! The caller holds the replica's lock, has recorded a scan of local changes
 //! (so they take part in conflict detection) and calls [`recover`] before

@@ -879,6 +879,23 @@ impl Planner<'_> {
                 // Placed by an earlier import and not scanned since: its
                 // content is checked now instead.
                 (DiskKind::File, None) => self.verify_unscanned(path)?,
+                // A link the scan did not record as it is now is someone's
+                // new one: kept, never replaced.
+                (DiskKind::Symlink(now), _)
+                    if !matches!(
+                        self.recorded.get(path).map(|e| &e.state),
+                        Some(PathState::Symlink { target }) if target == now
+                    ) =>
+                {
+                    Expect::Unverified
+                }
+                (DiskKind::Symlink(_), _) => match self.confined.locate(path, false)? {
+                    crate::tree::confined::Located::At(place) => match place.stat()? {
+                        Some(stat) => Expect::Symlink { inode: stat.st_ino },
+                        None => Expect::Absent,
+                    },
+                    crate::tree::confined::Located::Blocked(_) => Expect::Absent,
+                },
                 _ => Expect::Other,
             };
             let p = path.clone();
