@@ -138,6 +138,7 @@ fn export(args: &Args) -> anyhow::Result<()> {
     let mut replica =
         Replica::open(&replica::discover(args.replica.as_deref())?)?.lock("mkreplica -export")?;
     cli::print_lock_takeover(NAME, &replica);
+    cli::finish_interrupted(NAME, &mut replica)?;
     if out.is_dir() {
         cli::remove_abandoned_partials(&[out]);
     }

@@ -265,6 +265,21 @@ pub fn remove_abandoned_partials(dirs: &[&std::path::Path]) {
     }
 }
 
+/// Finishes an import a crash or a kill interrupted, before the command
+/// does its own work, and says what that did.
+pub fn finish_interrupted(
+    name: &str,
+    replica: &mut crate::replica::LockedReplica,
+) -> anyhow::Result<()> {
+    if let Some(notes) = crate::sync::apply::recover_reporting(replica)? {
+        eprintln!("{name}: note: finished an import that was interrupted");
+        for note in notes {
+            eprintln!("{name}: note: {note}");
+        }
+    }
+    Ok(())
+}
+
 /// Tells the user when a lock left by a dead process was taken over.
 pub fn print_lock_takeover(name: &str, replica: &crate::replica::LockedReplica) {
     let Some(lock) = replica.held_lock() else {

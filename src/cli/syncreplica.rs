@@ -166,6 +166,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     let stop = cli::stop_on_signals()?;
     let mut replica = replica.lock("syncreplica -export")?;
     cli::print_lock_takeover(NAME, &replica);
+    cli::finish_interrupted(NAME, &mut replica)?;
     // Everything is checked before anything is recorded or created, so a
     // refused export changes nothing.
     export::resolve_targets(&replica, &args.targets)?;
@@ -395,6 +396,7 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     };
     let mut replica = replica.lock("syncreplica -import")?;
     cli::print_lock_takeover(NAME, &replica);
+    cli::finish_interrupted(NAME, &mut replica)?;
     let progress = cli::progress_bar();
     let request = import::ImportRequest {
         sources,
@@ -580,6 +582,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else if args.record {
         let mut replica = replica.lock("syncreplica -record")?;
         cli::print_lock_takeover(NAME, &replica);
+        cli::finish_interrupted(NAME, &mut replica)?;
         let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
         cli::print_warnings(NAME, &outcome.warnings);
         match summary.epochs {

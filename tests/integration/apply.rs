@@ -1958,3 +1958,45 @@ fn a_symlink_made_during_an_import_is_kept() {
         .collect();
     assert_eq!(kept, [PathBuf::from("mine")]);
 }
+
+#[test]
+fn the_command_that_finishes_an_interrupted_import_says_what_it_did() {
+    let (mut alpha, mut beta) = pair(&[("doc.txt", "v1")], &[]);
+    sync(&alpha, &mut beta).unwrap();
+    put(&alpha.root(), "doc.txt", b"alpha's v2", 20);
+    record(&mut alpha);
+    record(&mut beta);
+    let ops = missing_ops(&alpha, &beta);
+    let mut crashed = false;
+    for k in 1..10 {
+        let mut hooks = ApplyHooks::crash_at(k);
+        let err = apply::apply_batch(&mut beta.replica, &ops, &mut Store::of(&alpha), &mut hooks)
+            .unwrap_err();
+        if err.to_string().contains("after commit") {
+            crashed = true;
+            break;
+        }
+        beta.replica.reopen("test").unwrap();
+        apply::recover(&mut beta.replica).unwrap();
+    }
+    assert!(crashed);
+    // Someone saved the file before the import was finished.
+    save_by_rename(&beta.root().join("doc.txt"), b"saved meanwhile");
+    let Site { _dir, replica } = beta;
+    let root = replica.root.clone();
+    drop(replica);
+    let out = crate::helpers::run(&root, "syncreplica", ["-record"]).ok();
+    assert!(
+        out.stderr
+            .contains("finished an import that was interrupted")
+            && out.stderr.contains("doc.txt"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read(root.join("doc.txt")).unwrap(), b"alpha's v2");
+    let kept = files_starting(&root, "doc");
+    assert!(
+        kept.iter().any(|(_, c)| c == b"saved meanwhile"),
+        "{kept:?}"
+    );
+}

@@ -17,7 +17,7 @@
 //!    another key, another id with the same name, or a name that is not a
 //!    valid replica name refuses the batch.
 //! 3. **Hostile paths.** A path from a packet is hostile until proved
-//!    enclosed. The batch is refused ([`crate::Error::HostilePath`]) when a
+//!    enclosed. The batch is refused ([`crate::Refusal::HostilePath`]) when a
 //!    path is empty, absolute, has an empty, `.` or `..` component, contains
 //!    NUL, has a component of more than 255 bytes, has a component named
 //!    `.syncreplica` (at any depth: scans never record nested state
@@ -117,18 +117,18 @@
 //!    [`recover`] finishes (d) and (e) after a crash, or removes staging
 //!    left by a batch that never committed.
 //! 10. **Nothing a person made is lost.** Every action that replaces or
-//!    removes a file or symlink first moves it aside
-//!    (`staging/displaced-N`) and compares it with what the scan before the
-//!    import recorded (inode, size, mtime; the ctime before the move; a
-//!    symlink's inode; a file placed by an earlier import and never scanned
-//!    is verified by content first). A match is the version the plan
-//!    replaced (kept per rule 8, or dropped); anything else was made during
-//!    the import and is kept: beside the path as a conflict copy, or back
-//!    at the path when the action only removed it. New files and links are
-//!    placed with `RENAME_NOREPLACE`/`symlinkat`, so one a person created
-//!    meanwhile is moved aside and kept the same way. A replayed action
-//!    settles what it had set aside before anything else. Between the move
-//!    aside and the placement a path is briefly absent.
+//!     removes a file or symlink first moves it aside
+//!     (`staging/displaced-N`) and compares it with what the scan before the
+//!     import recorded (inode, size, mtime; the ctime before the move; a
+//!     symlink's inode; a file placed by an earlier import and never scanned
+//!     is verified by content first). A match is the version the plan
+//!     replaced (kept per rule 8, or dropped); anything else was made during
+//!     the import and is kept: beside the path as a conflict copy, or back
+//!     at the path when the action only removed it. New files and links are
+//!     placed with `RENAME_NOREPLACE`/`symlinkat`, so one a person created
+//!     meanwhile is moved aside and kept the same way. A replayed action
+//!     settles what it had set aside before anything else. Between the move
+//!     aside and the placement a path is briefly absent.
 //!
 //! The caller holds the replica's lock, has recorded a scan of local changes
 //! (so they take part in conflict detection) and calls [`recover`] before
@@ -382,15 +382,32 @@ pub fn is_pending(replica: &Replica) -> Result<bool> {
 
 /// [`recover`] with crash injection, for tests.
 pub fn recover_with(replica: &mut LockedReplica, hooks: &mut ApplyHooks) -> Result<bool> {
+    Ok(recover_noting(replica, hooks)?.is_some())
+}
+
+/// [`recover`], returning the notes of the finished batch (conflict copies
+/// kept, actions skipped), or `None` when nothing was pending: for a
+/// command to tell the user what finishing the interrupted import did.
+pub fn recover_reporting(replica: &mut LockedReplica) -> Result<Option<Vec<String>>> {
+    recover_noting(replica, &mut ApplyHooks::default())
+}
+
+fn recover_noting(
+    replica: &mut LockedReplica,
+    hooks: &mut ApplyHooks,
+) -> Result<Option<Vec<String>>> {
     let encoded = replica
         .state_mut()
         .transaction(|tx| Ok(state::pending_apply(tx)?))?;
     if encoded.is_empty() {
         let staging = staging_dir(replica);
         if staging.exists() {
+            // Staging of a batch that never committed holds only staged
+            // content; anything set aside is kept all the same.
+            disk::keep_leftovers(&staging, &replica.state_dir())?;
             std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
         }
-        return Ok(false);
+        return Ok(None);
     }
     let mut actions = Vec::with_capacity(encoded.len());
     for bytes in &encoded {
@@ -399,9 +416,9 @@ pub fn recover_with(replica: &mut LockedReplica, hooks: &mut ApplyHooks) -> Resu
             what: format!("apply journal: {e}"),
         })?);
     }
-    disk::execute(replica, &actions, hooks)?;
+    let notes = disk::execute(replica, &actions, hooks)?;
     finish(replica, hooks)?;
-    Ok(true)
+    Ok(Some(notes))
 }
 
 fn staging_dir(replica: &Replica) -> PathBuf {
