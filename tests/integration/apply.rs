@@ -1889,6 +1889,22 @@ fn a_directory_made_where_a_placement_retries_ends_it_instead_of_spinning() {
     assert!(kept.iter().any(|(_, c)| c == b"user's file"), "{kept:?}");
 }
 
+/// Applies `ops` from `from` at `to` and crashes it right after the
+/// commit: the journal is pending, nothing of it ran.
+fn crash_right_after_commit(from: &Site, to: &mut Site, ops: &[Operation]) {
+    for k in 1..10 {
+        let mut hooks = ApplyHooks::crash_at(k);
+        let err =
+            apply::apply_batch(&mut to.replica, ops, &mut Store::of(from), &mut hooks).unwrap_err();
+        if err.to_string().contains("after commit") {
+            return;
+        }
+        to.replica.reopen("test").unwrap();
+        apply::recover(&mut to.replica).unwrap();
+    }
+    panic!("no step right after the commit");
+}
+
 #[test]
 fn a_version_moved_aside_before_a_crash_is_kept_when_the_import_is_finished() {
     let (mut alpha, mut beta) = pair(&[("doc.txt", "v1")], &[]);
@@ -1898,19 +1914,7 @@ fn a_version_moved_aside_before_a_crash_is_kept_when_the_import_is_finished() {
     record(&mut beta);
     let ops = missing_ops(&alpha, &beta);
     // Crash right after the commit: the journal is pending.
-    let mut crashed = false;
-    for k in 1..10 {
-        let mut hooks = ApplyHooks::crash_at(k);
-        let err = apply::apply_batch(&mut beta.replica, &ops, &mut Store::of(&alpha), &mut hooks)
-            .unwrap_err();
-        if err.to_string().contains("after commit") {
-            crashed = true;
-            break;
-        }
-        beta.replica.reopen("test").unwrap();
-        apply::recover(&mut beta.replica).unwrap();
-    }
-    assert!(crashed);
+    crash_right_after_commit(&alpha, &mut beta, &ops);
     // As if the placement had moved a user's save aside, then the process
     // died; meanwhile a directory took the path.
     let staging = beta.root().join(".syncreplica/staging");
@@ -1967,19 +1971,7 @@ fn the_command_that_finishes_an_interrupted_import_says_what_it_did() {
     record(&mut alpha);
     record(&mut beta);
     let ops = missing_ops(&alpha, &beta);
-    let mut crashed = false;
-    for k in 1..10 {
-        let mut hooks = ApplyHooks::crash_at(k);
-        let err = apply::apply_batch(&mut beta.replica, &ops, &mut Store::of(&alpha), &mut hooks)
-            .unwrap_err();
-        if err.to_string().contains("after commit") {
-            crashed = true;
-            break;
-        }
-        beta.replica.reopen("test").unwrap();
-        apply::recover(&mut beta.replica).unwrap();
-    }
-    assert!(crashed);
+    crash_right_after_commit(&alpha, &mut beta, &ops);
     // Someone saved the file before the import was finished.
     save_by_rename(&beta.root().join("doc.txt"), b"saved meanwhile");
     let Site { _dir, replica } = beta;

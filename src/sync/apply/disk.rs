@@ -567,15 +567,18 @@ fn keep_version(ctx: &Context, aside: &Path, stat: &rustix::fs::Stat, target: &P
     std::fs::remove_file(aside).at(aside)
 }
 
-/// Moves `aside` (a local version made during the import) into the tree
-/// beside `rel`, under a conflict-copy name no file has yet, and says so.
-fn keep_as_conflict_copy(
+/// Tries the conflict-copy names beside `rel` (`NAME.sync-conflict-…`,
+/// then `.1`, `.2`…) until `take` moves the local version to one that
+/// nothing holds; says where it went. `false` when no name can be used
+/// (the directory is gone or blocked).
+fn take_conflict_name(
     ctx: &Context,
     rel: &[u8],
-    aside: &Path,
     mtime_ns: i64,
+    create: bool,
     notes: &mut Vec<String>,
-) -> Result<()> {
+    mut take: impl FnMut(&Place) -> std::io::Result<()>,
+) -> Result<bool> {
     let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
         Some(i) => (&rel[..=i], &rel[i + 1..]),
         None => (&b""[..], rel),
@@ -587,22 +590,40 @@ fn keep_as_conflict_copy(
         if attempt > 0 {
             copy.extend_from_slice(format!(".{attempt}").as_bytes());
         }
-        let place = match ctx.locate(&copy, true)? {
-            Located::At(place) => place,
-            Located::Blocked(_) => break,
+        let Located::At(place) = ctx.locate(&copy, create)? else {
+            return Ok(false);
         };
-        match place.rename_in_new(aside) {
+        match take(&place) {
             Ok(()) => {
                 notes.push(format!(
                     "{}: changed here during the import; the local version is kept as {}",
                     relpath::display(rel),
                     relpath::display(&copy)
                 ));
-                return Ok(());
+                return Ok(true);
             }
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(err) => return Err(Error::io(place.display_path(), err)),
         }
+    }
+    Ok(false)
+}
+
+/// Moves `aside` (a local version made during the import) into the tree
+/// beside `rel`, under a conflict-copy name no file has yet, and says so.
+fn keep_as_conflict_copy(
+    ctx: &Context,
+    rel: &[u8],
+    aside: &Path,
+    mtime_ns: i64,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
+    let moved = take_conflict_name(ctx, rel, mtime_ns, true, notes, |place| {
+        place.rename_in_new(aside)
+    })?;
+    if moved {
+        return Ok(());
     }
     // Nowhere in the tree to put it (its directory went away): it is kept
     // with the soft-deleted files of the day, which the import never purges
@@ -697,36 +718,12 @@ fn guard_in_place(
     if stat.is_none() || expect.holds(stat.as_ref()) {
         return Ok(());
     }
-    let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
-        Some(i) => (&rel[..=i], &rel[i + 1..]),
-        None => (&b""[..], rel),
-    };
-    let base = super::conflict_copy_name(
-        name,
-        stat.as_ref().map_or(0, stat_mtime_ns),
-        ctx.replica_name,
-    );
-    for attempt in 0..1000u32 {
-        let mut copy = parent.to_vec();
-        copy.extend_from_slice(&base);
-        if attempt > 0 {
-            copy.extend_from_slice(format!(".{attempt}").as_bytes());
-        }
-        let Located::At(target) = ctx.locate(&copy, false)? else {
-            break;
-        };
-        match place.rename_sibling_to_new(target.name()) {
-            Ok(()) => {
-                notes.push(format!(
-                    "{}: changed here during the import; the local version is kept as {}",
-                    relpath::display(rel),
-                    relpath::display(&copy)
-                ));
-                return Ok(());
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(Error::io(place.display_path(), err)),
-        }
+    let mtime_ns = stat.as_ref().map_or(0, stat_mtime_ns);
+    let moved = take_conflict_name(ctx, rel, mtime_ns, false, notes, |target| {
+        place.rename_sibling_to_new(target.name())
+    })?;
+    if moved {
+        return Ok(());
     }
     // Nothing may replace a local version that cannot be kept.
     Err(Error::io(

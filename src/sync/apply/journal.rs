@@ -85,9 +85,10 @@ pub(crate) enum Expect {
         mtime_ns: i64,
         ctime_ns: i64,
     },
-    /// A symlink, by its own inode (a rename keeps it; one made anew by a
-    /// person during the import has another).
-    Symlink { inode: u64 },
+    /// A symlink, by its own inode and mtime (a rename keeps both; one a
+    /// person makes anew during the import has another mtime, even where
+    /// the filesystem hands out the freed inode number again).
+    Symlink { inode: u64, mtime_ns: i64 },
     /// A special file (FIFO, socket, device: it holds no user data).
     Other,
     /// A file the last scan could not vouch for (busy, or changed after
@@ -117,8 +118,10 @@ impl Expect {
                     && stat_mtime_ns(stat) == *mtime_ns
                     && stat_ctime_ns(stat) == *ctime_ns
             }
-            (Expect::Symlink { inode }, Some(stat)) => {
-                FileType::from_raw_mode(stat.st_mode) == FileType::Symlink && stat.st_ino == *inode
+            (Expect::Symlink { inode, mtime_ns }, Some(stat)) => {
+                FileType::from_raw_mode(stat.st_mode) == FileType::Symlink
+                    && stat.st_ino == *inode
+                    && stat_mtime_ns(stat) == *mtime_ns
             }
             (Expect::Other, Some(stat)) => !matches!(
                 FileType::from_raw_mode(stat.st_mode),
