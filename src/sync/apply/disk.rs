@@ -508,7 +508,7 @@ fn settle_found(
     put_back: bool,
     notes: &mut Vec<String>,
 ) -> Result<()> {
-    if ctime_held && expect.holds_moved(stat) {
+    if ctime_held && expect.holds_moved(stat) && expect.holds_link(aside) {
         if let Some(keep) = keep {
             return keep_version(
                 ctx,
@@ -715,7 +715,13 @@ fn guard_in_place(
     notes: &mut Vec<String>,
 ) -> Result<()> {
     let stat = place.stat()?;
-    if stat.is_none() || expect.holds(stat.as_ref()) {
+    let same_link = match expect {
+        Expect::Symlink { target_hash } => place
+            .read_link()
+            .is_ok_and(|target| Expect::hash_target(&target) == *target_hash),
+        _ => true,
+    };
+    if stat.is_none() || (expect.holds(stat.as_ref()) && same_link) {
         return Ok(());
     }
     let mtime_ns = stat.as_ref().map_or(0, stat_mtime_ns);

@@ -85,10 +85,11 @@ pub(crate) enum Expect {
         mtime_ns: i64,
         ctime_ns: i64,
     },
-    /// A symlink, by its own inode and mtime (a rename keeps both; one a
-    /// person makes anew during the import has another mtime, even where
-    /// the filesystem hands out the freed inode number again).
-    Symlink { inode: u64, mtime_ns: i64 },
+    /// A symlink, by its target (a link's whole content): the first 16
+    /// bytes of the target's SHA-256. A link a person makes during the
+    /// import with another target is theirs; one with the same target is
+    /// the same link.
+    Symlink { target_hash: [u8; 16] },
     /// A special file (FIFO, socket, device: it holds no user data).
     Other,
     /// A file the last scan could not vouch for (busy, or changed after
@@ -118,10 +119,10 @@ impl Expect {
                     && stat_mtime_ns(stat) == *mtime_ns
                     && stat_ctime_ns(stat) == *ctime_ns
             }
-            (Expect::Symlink { inode, mtime_ns }, Some(stat)) => {
+            // The target is compared by the caller, who can read the link
+            // (`Expect::holds_link`); a stat alone only says it is a link.
+            (Expect::Symlink { .. }, Some(stat)) => {
                 FileType::from_raw_mode(stat.st_mode) == FileType::Symlink
-                    && stat.st_ino == *inode
-                    && stat_mtime_ns(stat) == *mtime_ns
             }
             (Expect::Other, Some(stat)) => !matches!(
                 FileType::from_raw_mode(stat.st_mode),
@@ -150,6 +151,27 @@ impl Expect {
             }
             _ => self.holds(Some(stat)),
         }
+    }
+
+    /// Whether the link at `path` (ours: the staging folder) is the one
+    /// the plan saw, for a [`Expect::Symlink`]; true for other expectations.
+    pub(crate) fn holds_link(&self, path: &std::path::Path) -> bool {
+        match self {
+            Expect::Symlink { target_hash } => std::fs::read_link(path).is_ok_and(|target| {
+                use std::os::unix::ffi::OsStrExt;
+                &Expect::hash_target(target.as_os_str().as_bytes()) == target_hash
+            }),
+            _ => true,
+        }
+    }
+
+    /// The hash a [`Expect::Symlink`] keeps of a link target.
+    pub(crate) fn hash_target(target: &[u8]) -> [u8; 16] {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(target);
+        let mut short = [0; 16];
+        short.copy_from_slice(&digest[..16]);
+        short
     }
 
     /// Whether the ctime in `stat` (taken before a rename) is the one the

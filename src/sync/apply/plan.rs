@@ -889,15 +889,8 @@ impl Planner<'_> {
                 {
                     Expect::Unverified
                 }
-                (DiskKind::Symlink(_), _) => match self.confined.locate(path, false)? {
-                    crate::tree::confined::Located::At(place) => match place.stat()? {
-                        Some(stat) => Expect::Symlink {
-                            inode: stat.st_ino,
-                            mtime_ns: super::journal::stat_mtime_ns(&stat),
-                        },
-                        None => Expect::Absent,
-                    },
-                    crate::tree::confined::Located::Blocked(_) => Expect::Absent,
+                (DiskKind::Symlink(target), _) => Expect::Symlink {
+                    target_hash: Expect::hash_target(target),
                 },
                 _ => Expect::Other,
             };
