@@ -352,6 +352,23 @@ pub struct Paused {
     pub marker: PathBuf,
 }
 
+/// `syncreplica -export -out OUT beta` at `root`, paused at the
+/// `export-writing` point (see [`start_paused_at`]).
+pub fn export_paused(root: &Path, out: &Path, marker: &Path) -> Paused {
+    start_paused_at(
+        root,
+        "syncreplica",
+        [
+            OsStr::new("-export"),
+            OsStr::new("-out"),
+            out.as_os_str(),
+            OsStr::new("beta"),
+        ],
+        "export-writing",
+        marker,
+    )
+}
+
 /// Starts `name args…` in `cwd` to pause at `point`, and returns once it
 /// is there (its marker file exists). Panics if it ends before.
 pub fn start_paused_at<I, S>(cwd: &Path, name: &str, args: I, point: &str, marker: &Path) -> Paused

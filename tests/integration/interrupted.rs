@@ -221,18 +221,7 @@ fn a_signalled_export_removes_its_partial_files_commits_nothing_and_exits_143() 
     let estimate = epoch_in_row(&a, "beta", "alpha");
     let out = fam.packet_dir("ab");
     let marker = fam.dir.path().join("paused");
-    let paused = start_paused_at(
-        &a,
-        "syncreplica",
-        [
-            "-export".as_ref(),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "beta".as_ref(),
-        ] as [&std::ffi::OsStr; 4],
-        "export-writing",
-        &marker,
-    );
+    let paused = export_paused(&a, &out, &marker);
     assert_eq!(partials(&out).len(), 1, "{:?}", entry_names(&out));
     let res = paused.signal(rustix::process::Signal::TERM);
     assert_eq!(res.code, 143, "{res:?}");

@@ -843,18 +843,7 @@ fn a_busy_file_is_left_for_the_next_export(change: impl Fn(&std::path::Path)) {
     let out = fam.packet_dir("busy");
     let marker = fam.dir.path().join("paused");
     // Paused once first.txt's change is in the packet.
-    let paused = start_paused_at(
-        &a,
-        "syncreplica",
-        [
-            "-export".as_ref(),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "beta".as_ref(),
-        ] as [&std::ffi::OsStr; 4],
-        "export-writing",
-        &marker,
-    );
+    let paused = export_paused(&a, &out, &marker);
     change(&a.join("busy.log"));
     let res = paused.resume().ok();
     assert!(
