@@ -553,12 +553,6 @@ impl Place {
             .map_err(|e| self.io(e))
     }
 
-    /// Renames `from` (a file of ours, outside the tree: staging) to the
-    /// name, replacing what is there.
-    pub fn rename_in(&self, from: &Path) -> std::io::Result<()> {
-        Ok(rfs::renameat(rfs::CWD, from, &self.parent, self.name())?)
-    }
-
     /// Renames `from` (a file of ours, outside the tree) to the name, only
     /// if nothing is there (`AlreadyExists` otherwise): nothing a user
     /// created meanwhile can be replaced.
@@ -611,41 +605,6 @@ impl Place {
         )?)
     }
 
-    /// Renames the name to `other`, an entry of the same directory, only
-    /// if nothing is there (`AlreadyExists` otherwise).
-    pub fn rename_sibling_to_new(&self, other: &OsStr) -> std::io::Result<()> {
-        match rfs::renameat_with(
-            &self.parent,
-            self.name(),
-            &self.parent,
-            other,
-            rfs::RenameFlags::NOREPLACE,
-        ) {
-            Err(Errno::INVAL) | Err(Errno::NOSYS) => {
-                match rfs::statat(&self.parent, other, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(_) => Err(std::io::ErrorKind::AlreadyExists.into()),
-                    Err(_) => Ok(rfs::renameat(
-                        &self.parent,
-                        self.name(),
-                        &self.parent,
-                        other,
-                    )?),
-                }
-            }
-            other => Ok(other?),
-        }
-    }
-
-    /// Renames the name to `other`, an entry of the same directory.
-    pub fn rename_sibling_to(&self, other: &OsStr) -> std::io::Result<()> {
-        Ok(rfs::renameat(
-            &self.parent,
-            self.name(),
-            &self.parent,
-            other,
-        )?)
-    }
-
     /// Renames the entry `temp` of the same directory over the name.
     pub fn rename_sibling(&self, temp: &OsStr) -> std::io::Result<()> {
         Ok(rfs::renameat(
@@ -653,18 +612,6 @@ impl Place {
             temp,
             &self.parent,
             self.name(),
-        )?)
-    }
-
-    /// Hard-links the file at the name to `to` (a path of ours, outside
-    /// the tree: the soft-delete folder).
-    pub fn hard_link_to(&self, to: &Path) -> std::io::Result<()> {
-        Ok(rfs::linkat(
-            &self.parent,
-            self.name(),
-            rfs::CWD,
-            to,
-            AtFlags::empty(),
         )?)
     }
 

@@ -726,7 +726,7 @@ fn guard_in_place(
     }
     let mtime_ns = stat.as_ref().map_or(0, stat_mtime_ns);
     let moved = take_conflict_name(ctx, rel, mtime_ns, false, notes, |target| {
-        place.rename_sibling_to_new(target.name())
+        place.rename_sibling_new(place.name(), target.name())
     })?;
     if moved {
         return Ok(());
