@@ -71,7 +71,7 @@ pub enum Error {
         "state database {} has schema version {found}; this program knows version {known}",
         path.display()
     )]
-    SchemaTooNew {
+    SchemaVersion {
         path: PathBuf,
         found: i64,
         known: i64,
@@ -207,6 +207,12 @@ pub enum Refusal {
         mount: PathBuf,
         root: PathBuf,
     },
+
+    /// Something a later version of the packet format added that this
+    /// program cannot apply and may not ignore (SPEC.md §6): an operation
+    /// kind, a path-state kind or a critical metadata key.
+    #[error("{what} needs a newer syncreplica; nothing of this packet was applied")]
+    NeedsNewer { what: String },
 
     /// Paths that cannot form one tree.
     #[error("the batch's paths could not be arranged into a consistent tree")]

@@ -110,7 +110,7 @@ impl LockedReplica {
         let me = self.identity.replica_id;
         let recorded = self.state.load_entries()?;
         let last = self.state.epoch(&me, &me)?;
-        let now = crate::sys::clock::now_ns();
+        let now = crate::sys::clock::now();
         self.state_mut().transaction(|tx| {
             let mut epoch = last;
             for change in &outcome.changes {
@@ -123,7 +123,7 @@ impl LockedReplica {
                 let op = Operation {
                     origin: me,
                     epoch,
-                    recorded_ns: now,
+                    recorded: now,
                     change: Change::Path {
                         path: change.path.clone(),
                         version: version.clone(),

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Read, Write};
 use std::time::Instant;
 
-use packet_format::ops::{Change, ChunkRef, Id, Operation, PathState, VersionVector};
+use packet_format::ops::{
+    Change, ChunkRef, Extensions, Id, Operation, PathState, Timestamp, VersionVector,
+};
 use packet_format::{
     verify_packet, EpochRange, LogicalPacket, Named, PacketKind, PacketMeta, PacketWriter, Target,
 };
@@ -83,7 +85,7 @@ fn main() {
             seq: 1,
         }],
         packet_id: Id([4; 16]),
-        created_ns: 0,
+        created: Timestamp::default(),
         comment: "benchmark".into(),
         epoch_ranges: BTreeMap::from([(
             sender,
@@ -122,15 +124,16 @@ fn main() {
             let op = Operation {
                 origin: sender,
                 epoch,
-                recorded_ns: 0,
+                recorded: Timestamp::default(),
                 change: Change::Path {
                     path: format!("data/file{epoch:06}.bin").into_bytes(),
                     version: VersionVector(BTreeMap::from([(sender, epoch)])),
                     state: PathState::File {
                         mode: 0o644,
-                        mtime_ns: 0,
+                        mtime: Timestamp::default(),
                         size: refs.iter().map(|r| r.len as u64).sum(),
                         chunks: std::mem::take(&mut refs),
+                        ext: Extensions::default(),
                     },
                 },
             };

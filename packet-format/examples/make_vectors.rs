@@ -18,12 +18,16 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use common::*;
+use packet_format::ops::{
+    change_kind, Change, ChunkRef, Extensions, Operation, PathState, Timestamp, VersionVector,
+};
 use packet_format::testing::{encode_header_raw, sign_header, write_raw_zip};
 use packet_format::{
     key_fingerprint, verify_packet, Encoding, FormatVersion, Header, PacketKind, PacketWriter,
     ENTRY_CHUNKS, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_SIGNATURE, MIN_PART_SIZE,
 };
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 fn main() {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
@@ -117,9 +121,21 @@ fn main() {
     garbage.extend_from_slice(appended);
     std::fs::write(out.join("trailing_garbage.zip"), garbage).unwrap();
 
+    // A correctly signed packet from the past: format 1 kept times in
+    // nanoseconds and had no kind envelopes.
+    let mut past = header.clone();
+    past.version = FormatVersion { major: 1, minor: 0 };
+    let past_bytes = encode_header_raw(&past);
+    write_with(
+        &out.join("older_major.zip"),
+        &entries,
+        &past_bytes,
+        &sign_header(&SENDER_SECRET, &past_bytes),
+    );
+
     // A correctly signed packet from the future.
     let mut future = header.clone();
-    future.version = FormatVersion { major: 2, minor: 0 };
+    future.version = FormatVersion { major: 3, minor: 0 };
     let future_bytes = encode_header_raw(&future);
     write_with(
         &out.join("newer_major.zip"),
@@ -181,6 +197,7 @@ fn main() {
         &sign_header(&SENDER_SECRET, &bomb_bytes),
     );
 
+    write_states_packet(&out);
     write_sidecars(&out, appended.len());
 
     let mut names: Vec<_> = std::fs::read_dir(&out)
@@ -327,7 +344,7 @@ fn write_sidecars(out: &Path, garbage_len: usize) {
         vec![
             "kind: update".into(),
             "part: 1/1".into(),
-            format!("created-ns: {CREATED_NS}"),
+            format!("created: {}.{:09}", CREATED.secs, CREATED.nanos),
             "target: 0 seq=42 name=lambik".into(),
         ],
         &small_files(),
@@ -398,11 +415,20 @@ fn write_sidecars(out: &Path, garbage_len: usize) {
     sidecars.push(("truncated".into(), truncated));
 
     let mut newer = failing(
-        "A validly signed header claiming format 2.0.",
-        "error NewerFormat major=2".into(),
+        "A validly signed header claiming format 3.0.",
+        "error NewerFormat major=3".into(),
     );
-    newer.push("message: packet format 2.x is newer than this program supports".into());
+    newer.push("message: packet format 3.x is newer than this program supports".into());
     sidecars.push(("newer_major".into(), newer));
+
+    let mut older = failing(
+        "A validly signed header claiming format 1.0.",
+        "error OlderFormat major=1".into(),
+    );
+    older.push("message: packet format 1.0 is older than this program reads (2.x)".into());
+    sidecars.push(("older_major".into(), older));
+
+    sidecars.push(("states".into(), states_sidecar(&trust, &sender)));
 
     sidecars.push((
         "duplicate_entry".into(),
@@ -431,6 +457,151 @@ fn write_sidecars(out: &Path, garbage_len: usize) {
         text.push('\n');
         std::fs::write(out.join(format!("{stem}.expect")), text).unwrap();
     }
+}
+
+/// Every path-state kind, time stamps far outside an `i64` of nanoseconds
+/// (before 1677, before 1970 with nanoseconds, after 2262), directory and
+/// symlink times, metadata extensions (one ignorable, one critical), an
+/// operation of an informational kind and one of a state kind this version
+/// does not know: what `states.zip` carries, in order.
+fn states_ops() -> (Vec<u8>, Vec<Operation>) {
+    let data = text(20, 500);
+    let chunk = ChunkRef {
+        id: chunk_id(&data),
+        len: data.len() as u32,
+    };
+    let at = |secs, nanos| Timestamp::new(secs, nanos).unwrap();
+    let file = |mtime| PathState::File {
+        mode: 0o640,
+        mtime,
+        size: data.len() as u64,
+        chunks: vec![chunk],
+        ext: Extensions::default(),
+    };
+    let mut ext = Extensions::default();
+    ext.insert(2, b"ignorable".to_vec());
+    ext.insert(1001, b"critical".to_vec());
+    let changes = vec![
+        ("far/future.txt", file(at(13_569_465_600, 123_456_789))), // 2400-01-01
+        ("far/past.txt", file(at(-11_676_096_000, 0))),            // 1600-01-01
+        ("far/before-1970.txt", file(at(-1, 999_999_999))),
+        (
+            "far",
+            PathState::Directory {
+                mode: 0o755,
+                mtime: Some(at(CREATED.secs, 5)),
+                ext,
+            },
+        ),
+        (
+            "far/link",
+            PathState::Symlink {
+                target: b"future.txt".to_vec(),
+                mtime: None,
+                ext: Extensions::default(),
+            },
+        ),
+        ("far/gone.txt", PathState::Deleted),
+        (
+            "far/fifo",
+            PathState::Unknown {
+                kind: 77,
+                body: vec![0x01, 0xa4],
+            },
+        ),
+    ];
+    let mut ops: Vec<Operation> = changes
+        .into_iter()
+        .enumerate()
+        .map(|(index, (path, state))| Operation {
+            origin: sender_id(),
+            epoch: index as u64 + 1,
+            recorded: CREATED,
+            change: Change::Path {
+                path: path.as_bytes().to_vec(),
+                version: VersionVector(BTreeMap::from([(sender_id(), index as u64 + 1)])),
+                state,
+            },
+        })
+        .collect();
+    ops.push(Operation {
+        origin: sender_id(),
+        epoch: ops.len() as u64 + 1,
+        recorded: CREATED,
+        change: Change::Unknown {
+            kind: change_kind::INFORMATIONAL + 1,
+            body: b"a tree digest, say".to_vec(),
+        },
+    });
+    (data, ops)
+}
+
+fn write_states_packet(out: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = PacketWriter::create(
+        dir.path(),
+        1 << 20,
+        &SENDER_SECRET,
+        meta(PacketKind::Update),
+    )
+    .unwrap();
+    let (data, ops) = states_ops();
+    writer.add_chunk(&chunk_id(&data), &data).unwrap();
+    for op in &ops {
+        writer.add_operation(op).unwrap();
+    }
+    let parts = writer.finish().unwrap();
+    std::fs::copy(&parts[0].path, out.join("states.zip")).unwrap();
+}
+
+fn states_sidecar(trust: &str, sender: &str) -> Vec<String> {
+    let (data, ops) = states_ops();
+    let mut lines = vec![
+        "# Every state kind, far time stamps, extensions, unknown kinds.".to_string(),
+        "expect: ok".into(),
+        trust.to_string(),
+        format!("signer: {sender}"),
+        "kind: update".into(),
+        format!("operations: {}", ops.len()),
+    ];
+    let expected = [
+        ("file", "13569465600.123456789", "none"),
+        ("file", "-11676096000.000000000", "none"),
+        ("file", "-1.999999999", "none"),
+        ("directory", "1763721000.000000005", "2,1001"),
+        ("symlink", "none", "none"),
+        ("deleted", "none", "none"),
+        ("unknown:77", "none", "none"),
+        ("none", "none", "none"),
+    ];
+    for (index, (op, (state, mtime, ext))) in ops.iter().zip(expected).enumerate() {
+        let kind = match &op.change {
+            Change::Unknown { kind, .. } => *kind,
+            _ => change_kind::PATH,
+        };
+        let path = match op.change.path_change() {
+            Some(change) => format!(" path={}", String::from_utf8_lossy(change.path)),
+            None => String::new(),
+        };
+        lines.push(format!(
+            "operation: {index} epoch={} kind={kind}{path} state={state} mtime={mtime} ext={ext} sha256={}",
+            op.epoch,
+            hex::encode(Sha256::digest(op.encode()))
+        ));
+    }
+    lines.extend([
+        "chunks: 1".to_string(),
+        format!(
+            "chunk: 0 len={} sha256={}",
+            data.len(),
+            hex::encode(chunk_id(&data))
+        ),
+        "listing-signature: verified".into(),
+        "listing-error: none".into(),
+        "listing-header: present".into(),
+        "unzip: ok".into(),
+    ]);
+    lines
 }
 
 /// Expected operations and chunks of a packet made by `write_packet`.

@@ -49,7 +49,7 @@ pub enum ErrorKind {
     NotAPacket,
     #[error("packet format {}.x is newer than this program supports ({}.{})", version.major, crate::FORMAT_MAJOR, crate::FORMAT_MINOR)]
     NewerFormat { version: FormatVersion },
-    #[error("packet format {version} is older than this program supports")]
+    #[error("packet format {version} is older than this program reads ({}.x); the sending site must upgrade syncreplica and export again", crate::FORMAT_MAJOR)]
     OlderFormat { version: FormatVersion },
     #[error("malformed header: {0}")]
     MalformedHeader(String),

@@ -16,13 +16,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::ErrorKind;
-use crate::ops::Id;
+use crate::ops::{Id, Timestamp};
 
 /// First bytes of every header entry.
 pub const MAGIC: [u8; 8] = *b"SYNCRPKT";
 /// Major format version this library writes and reads. A reader refuses any
 /// other major version.
-pub const FORMAT_MAJOR: u16 = 1;
+pub const FORMAT_MAJOR: u16 = 2;
 /// Minor format version this library writes. Readers accept newer minors of
 /// their own major (the body may only grow at its end).
 pub const FORMAT_MINOR: u16 = 0;
@@ -171,8 +171,8 @@ pub struct Header {
     pub part: u32,
     /// Number of physical parts of the logical packet.
     pub parts: u32,
-    /// Creation time, nanoseconds since the Unix epoch (UTC).
-    pub created_ns: i64,
+    /// Creation time (UTC).
+    pub created: Timestamp,
     pub comment: String,
     /// For each origin replica, the epochs carried by the logical packet.
     pub epoch_ranges: BTreeMap<Id, EpochRange>,

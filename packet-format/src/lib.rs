@@ -1,4 +1,4 @@
-//! syncreplica's packet container, format v1. See `SPEC.md` for the
+//! syncreplica's packet container, format 2. See `SPEC.md` for the
 //! byte-level layout and the rules a reader enforces.
 //!
 //! A packet is the only thing that travels between sites. One physical

@@ -115,7 +115,7 @@ fn render_header(
         header.sender.name.escape_debug(),
         header.sender.id
     );
-    let _ = writeln!(out, "Created: {}", utc_display(header.created_ns));
+    let _ = writeln!(out, "Created: {}", utc_display(header.created.secs));
     let _ = writeln!(out, "The following replicas are referenced by this packet:");
     for (origin, range) in &header.epoch_ranges {
         let label = name_of(header, origin).unwrap_or_else(|| origin.to_hex());

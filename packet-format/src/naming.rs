@@ -4,6 +4,7 @@
 //! never trust them (everything they say is also in the signed header).
 
 use crate::header::{CreationPayload, Header, PacketKind};
+use crate::ops::Timestamp;
 
 /// Longest replica name kept in a file name, in bytes.
 const MAX_NAME_PART: usize = 64;
@@ -22,14 +23,14 @@ const MAX_NAME_PART: usize = 64;
 pub fn packet_file_name(
     kind: PacketKind,
     sender: &str,
-    created_ns: i64,
+    created: Timestamp,
     target: &str,
     seq: u64,
     new_replica: Option<&str>,
     part: u32,
     parts: u32,
 ) -> String {
-    let stamp = utc_timestamp(created_ns);
+    let stamp = utc_timestamp(created.secs);
     let sender = sanitize(sender);
     let mut name = match kind {
         PacketKind::ReplicaCreation => format!(
@@ -85,7 +86,7 @@ pub(crate) fn packet_file_name_for(
     packet_file_name(
         header.kind,
         &header.sender.name,
-        header.created_ns,
+        header.created,
         target,
         seq,
         new_replica,
@@ -115,26 +116,27 @@ fn sanitize(name: &str) -> String {
     out
 }
 
-/// `YYYYMMDDTHHMMSSZ` for a time in nanoseconds since the Unix epoch.
-pub fn utc_timestamp(created_ns: i64) -> String {
-    let (date, (h, m, s)) = utc_parts(created_ns);
+/// `YYYYMMDDTHHMMSSZ` for a time in seconds since the Unix epoch (any
+/// `i64`; years beyond 9999 take more digits).
+pub fn utc_timestamp(secs: i64) -> String {
+    let (date, (h, m, s)) = utc_parts(secs);
     format!(
         "{:04}{:02}{:02}T{h:02}{m:02}{s:02}Z",
         date.0, date.1, date.2
     )
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC`, for listings.
-pub fn utc_display(created_ns: i64) -> String {
-    let (date, (h, m, s)) = utc_parts(created_ns);
+/// `YYYY-MM-DD HH:MM:SS UTC` for a time in seconds since the Unix epoch,
+/// for listings.
+pub fn utc_display(secs: i64) -> String {
+    let (date, (h, m, s)) = utc_parts(secs);
     format!(
         "{:04}-{:02}-{:02} {h:02}:{m:02}:{s:02} UTC",
         date.0, date.1, date.2
     )
 }
 
-fn utc_parts(created_ns: i64) -> ((i64, u32, u32), (i64, i64, i64)) {
-    let secs = created_ns.div_euclid(1_000_000_000);
+fn utc_parts(secs: i64) -> ((i64, u32, u32), (i64, i64, i64)) {
     let days = secs.div_euclid(86_400);
     let of_day = secs.rem_euclid(86_400);
     (
@@ -164,8 +166,11 @@ mod tests {
 
     #[test]
     fn names_follow_the_spec() {
-        let t = 1_763_683_200_000_000_000; // 2025-11-21T00:00:00Z
-        assert_eq!(utc_timestamp(t + 3_723_000_000_000), "20251121T010203Z");
+        let t = Timestamp::new(1_763_683_200, 0).unwrap(); // 2025-11-21T00:00:00Z
+        assert_eq!(utc_timestamp(t.secs + 3_723), "20251121T010203Z");
+        // Far from 1970, both ways: what an i64 of nanoseconds cannot hold.
+        assert_eq!(utc_timestamp(13_569_465_600), "24000101T000000Z");
+        assert_eq!(utc_timestamp(-11_676_096_000), "16000101T000000Z");
         assert_eq!(
             packet_file_name(PacketKind::Update, "boston", t, "ship", 7, None, 1, 1),
             "sync_boston_20251121T000000Z_ship_7.zip"

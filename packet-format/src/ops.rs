@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// 128-bit random identifier of a replica or a replica family.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -98,26 +98,252 @@ impl VersionVector {
     }
 }
 
+/// A point in time: whole seconds since 1970-01-01 00:00:00 UTC (negative
+/// before it) and the nanoseconds after that second (`0..1_000_000_000`).
+///
+/// Two fields rather than one nanosecond count, so that every time a
+/// filesystem can hold travels unchanged: an `i64` of nanoseconds only
+/// spans 1677..2262 (SPEC.md §6). A decoded `nanos` of 10^9 or more is an
+/// error, so each instant has exactly one encoding. The derived order is
+/// chronological.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(try_from = "RawTimestamp")]
+pub struct Timestamp {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+#[derive(Deserialize)]
+struct RawTimestamp {
+    secs: i64,
+    nanos: u32,
+}
+
+impl TryFrom<RawTimestamp> for Timestamp {
+    type Error = String;
+
+    fn try_from(raw: RawTimestamp) -> Result<Self, String> {
+        Timestamp::new(raw.secs, raw.nanos)
+            .ok_or_else(|| format!("time stamp nanoseconds {} out of range", raw.nanos))
+    }
+}
+
+impl Timestamp {
+    /// `None` when `nanos` is not below 10^9.
+    pub fn new(secs: i64, nanos: u32) -> Option<Timestamp> {
+        (nanos < 1_000_000_000).then_some(Timestamp { secs, nanos })
+    }
+
+    /// From `stat`'s two fields; a negative or oversized nanosecond field
+    /// (which no sane kernel reports) is carried into the seconds.
+    pub fn from_stat(secs: i64, nsec: i64) -> Timestamp {
+        let secs = secs.saturating_add(nsec.div_euclid(1_000_000_000));
+        Timestamp {
+            secs,
+            nanos: nsec.rem_euclid(1_000_000_000) as u32,
+        }
+    }
+
+    /// From nanoseconds since the Unix epoch (the range of an `i64`).
+    pub fn from_nanos(nanos: i64) -> Timestamp {
+        Timestamp::from_stat(0, nanos)
+    }
+
+    /// Nanoseconds since the Unix epoch, saturating outside 1677..2262:
+    /// for local comparisons and display only, never for the wire.
+    pub fn as_nanos_saturating(&self) -> i64 {
+        self.secs
+            .saturating_mul(1_000_000_000)
+            .saturating_add(i64::from(self.nanos))
+    }
+
+    /// The current time of the system clock.
+    pub fn now() -> Timestamp {
+        Timestamp::from_system_time(std::time::SystemTime::now())
+    }
+
+    /// From a [`std::time::SystemTime`], before or after 1970.
+    pub fn from_system_time(time: std::time::SystemTime) -> Timestamp {
+        match time.duration_since(std::time::UNIX_EPOCH) {
+            Ok(after) => Timestamp {
+                secs: i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+                nanos: after.subsec_nanos(),
+            },
+            Err(before) => {
+                let before = before.duration();
+                let secs = i64::try_from(before.as_secs()).unwrap_or(i64::MAX);
+                match before.subsec_nanos() {
+                    0 => Timestamp {
+                        secs: -secs,
+                        nanos: 0,
+                    },
+                    n => Timestamp {
+                        secs: -secs - 1,
+                        nanos: 1_000_000_000 - n,
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// One entry of an [`Extensions`] map: a registered key (SPEC.md §6.4) and
+/// its value, the postcard encoding of the type the key is registered with.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Extension {
+    pub key: u32,
+    pub value: Vec<u8>,
+}
+
+/// Metadata beyond the fixed fields of a path state: owners, ACLs,
+/// extended attributes, hard-link groups and whatever later minor versions
+/// register (SPEC.md §6.4). Keys are strictly ascending (checked when
+/// decoding, so each map has one encoding). An **odd** key is *critical*: a
+/// reader that does not know it must not apply the state. An **even** key
+/// may be ignored by a reader that does not know it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<Extension>")]
+pub struct Extensions(Vec<Extension>);
+
+impl TryFrom<Vec<Extension>> for Extensions {
+    type Error = String;
+
+    fn try_from(entries: Vec<Extension>) -> Result<Self, String> {
+        if let Some(pair) = entries.windows(2).find(|pair| pair[0].key >= pair[1].key) {
+            return Err(format!(
+                "metadata keys out of order or repeated ({} then {})",
+                pair[0].key, pair[1].key
+            ));
+        }
+        Ok(Extensions(entries))
+    }
+}
+
+impl Extensions {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Extension> {
+        self.0.iter()
+    }
+
+    /// The value stored under `key`.
+    pub fn get(&self, key: u32) -> Option<&[u8]> {
+        self.0
+            .binary_search_by_key(&key, |entry| entry.key)
+            .ok()
+            .map(|at| self.0[at].value.as_slice())
+    }
+
+    /// Stores `value` under `key`, replacing any earlier value.
+    pub fn insert(&mut self, key: u32, value: Vec<u8>) {
+        match self.0.binary_search_by_key(&key, |entry| entry.key) {
+            Ok(at) => self.0[at].value = value,
+            Err(at) => self.0.insert(at, Extension { key, value }),
+        }
+    }
+
+    /// The first critical (odd) key not in `known`: the reason a reader
+    /// that knows only `known` must refuse the state.
+    pub fn unknown_critical(&self, known: &[u32]) -> Option<u32> {
+        self.0
+            .iter()
+            .map(|entry| entry.key)
+            .find(|key| key % 2 == 1 && !known.contains(key))
+    }
+}
+
 /// What a path became.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On the wire each state is a kind code and a length-prefixed body
+/// (SPEC.md §6.3), so that a reader meets a state kind added by a later
+/// minor version as [`PathState::Unknown`] and refuses it by name instead
+/// of failing to decode the operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PathState {
     /// A regular file. `mode` holds the permission bits (exec bit included).
     File {
         mode: u32,
-        mtime_ns: i64,
+        mtime: Timestamp,
         size: u64,
         chunks: Vec<ChunkRef>,
+        ext: Extensions,
     },
     /// A directory; recorded for every directory so empty ones survive.
-    Directory { mode: u32 },
+    /// `mtime` is `None` where the origin does not keep directory times.
+    Directory {
+        mode: u32,
+        mtime: Option<Timestamp>,
+        ext: Extensions,
+    },
     /// A symbolic link, stored as its target bytes and never followed.
-    Symlink { target: Vec<u8> },
+    Symlink {
+        target: Vec<u8>,
+        mtime: Option<Timestamp>,
+        ext: Extensions,
+    },
     /// The path no longer exists.
     Deleted,
+    /// A state kind from a newer minor version: it decodes, so listings
+    /// can show it, but it is never applied.
+    Unknown { kind: u32, body: Vec<u8> },
+}
+
+impl PathState {
+    /// A directory with just a mode.
+    pub fn directory(mode: u32) -> PathState {
+        PathState::Directory {
+            mode,
+            mtime: None,
+            ext: Extensions::default(),
+        }
+    }
+
+    /// A symbolic link with just a target.
+    pub fn symlink(target: Vec<u8>) -> PathState {
+        PathState::Symlink {
+            target,
+            mtime: None,
+            ext: Extensions::default(),
+        }
+    }
+
+    /// The metadata extensions of the state, if its kind has any.
+    pub fn extensions(&self) -> Option<&Extensions> {
+        match self {
+            PathState::File { ext, .. }
+            | PathState::Directory { ext, .. }
+            | PathState::Symlink { ext, .. } => Some(ext),
+            PathState::Deleted | PathState::Unknown { .. } => None,
+        }
+    }
+}
+
+/// Path-state kind codes (SPEC.md §6.3).
+pub mod state_kind {
+    pub const FILE: u32 = 1;
+    pub const DIRECTORY: u32 = 2;
+    pub const SYMLINK: u32 = 3;
+    pub const DELETED: u32 = 4;
+}
+
+/// Operation kind codes (SPEC.md §6.2). Codes from [`change_kind::INFORMATIONAL`]
+/// up name operations a reader that does not know them may keep and relay
+/// without applying; any other unknown code makes the packet unusable.
+pub mod change_kind {
+    pub const PATH: u32 = 1;
+    pub const ADD_MEMBER: u32 = 2;
+    pub const RESOLVE: u32 = 3;
+    pub const INFORMATIONAL: u32 = 0x1_0000;
 }
 
 /// A change carried by an operation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On the wire: a kind code and a length-prefixed body (SPEC.md §6.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// `path` is relative to the replica root, `/`-separated, raw bytes
     /// (non-UTF-8 names are kept exactly). Receivers must treat it as hostile.
@@ -143,6 +369,305 @@ pub enum Change {
         state: PathState,
         author: Id,
     },
+    /// An operation kind from a newer minor version, kept as received.
+    Unknown { kind: u32, body: Vec<u8> },
+}
+
+impl Change {
+    /// Whether a reader that does not know this change may keep and relay
+    /// it without applying it (SPEC.md §6.2).
+    pub fn is_informational(&self) -> bool {
+        matches!(self, Change::Unknown { kind, .. } if *kind >= change_kind::INFORMATIONAL)
+    }
+}
+
+// The wire bodies. Serialising borrows; deserialising owns.
+
+#[derive(Serialize)]
+struct FileBodyRef<'a> {
+    mode: u32,
+    mtime: &'a Timestamp,
+    size: u64,
+    chunks: &'a [ChunkRef],
+    ext: &'a Extensions,
+}
+
+#[derive(Deserialize)]
+struct FileBody {
+    mode: u32,
+    mtime: Timestamp,
+    size: u64,
+    chunks: Vec<ChunkRef>,
+    ext: Extensions,
+}
+
+#[derive(Serialize)]
+struct DirectoryBodyRef<'a> {
+    mode: u32,
+    mtime: &'a Option<Timestamp>,
+    ext: &'a Extensions,
+}
+
+#[derive(Deserialize)]
+struct DirectoryBody {
+    mode: u32,
+    mtime: Option<Timestamp>,
+    ext: Extensions,
+}
+
+#[derive(Serialize)]
+struct SymlinkBodyRef<'a> {
+    target: &'a [u8],
+    mtime: &'a Option<Timestamp>,
+    ext: &'a Extensions,
+}
+
+#[derive(Deserialize)]
+struct SymlinkBody {
+    target: Vec<u8>,
+    mtime: Option<Timestamp>,
+    ext: Extensions,
+}
+
+#[derive(Serialize)]
+struct PathBodyRef<'a> {
+    path: &'a [u8],
+    version: &'a VersionVector,
+    state: &'a PathState,
+}
+
+#[derive(Deserialize)]
+struct PathBody {
+    path: Vec<u8>,
+    version: VersionVector,
+    state: PathState,
+}
+
+#[derive(Serialize)]
+struct AddMemberBodyRef<'a> {
+    replica: &'a Id,
+    name: &'a str,
+    public_key: &'a [u8; 32],
+}
+
+#[derive(Deserialize)]
+struct AddMemberBody {
+    replica: Id,
+    name: String,
+    public_key: [u8; 32],
+}
+
+#[derive(Serialize)]
+struct ResolveBodyRef<'a> {
+    path: &'a [u8],
+    version: &'a VersionVector,
+    state: &'a PathState,
+    author: &'a Id,
+}
+
+#[derive(Deserialize)]
+struct ResolveBody {
+    path: Vec<u8>,
+    version: VersionVector,
+    state: PathState,
+    author: Id,
+}
+
+/// Serialises `(kind, postcard(body))`.
+fn serialize_tagged<S: Serializer, B: Serialize>(
+    serializer: S,
+    kind: u32,
+    body: &B,
+) -> Result<S::Ok, S::Error> {
+    let bytes = postcard::to_stdvec(body).map_err(serde::ser::Error::custom)?;
+    (kind, serde_bytes_ref(&bytes)).serialize(serializer)
+}
+
+/// Bytes serialise as a length and the bytes, like `Vec<u8>` in postcard.
+fn serde_bytes_ref(bytes: &[u8]) -> &[u8] {
+    bytes
+}
+
+/// Decodes a body that must use every byte it was given: trailing bytes
+/// would be a second encoding of the same value.
+fn decode_body<'de, B: Deserialize<'de>, E: serde::de::Error>(
+    what: &str,
+    bytes: &'de [u8],
+) -> Result<B, E> {
+    match postcard::take_from_bytes::<B>(bytes) {
+        Ok((body, [])) => Ok(body),
+        Ok((_, rest)) => Err(E::custom(format!(
+            "{what} has {} trailing bytes",
+            rest.len()
+        ))),
+        Err(err) => Err(E::custom(format!("{what}: {err}"))),
+    }
+}
+
+impl Serialize for PathState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use state_kind::*;
+        match self {
+            PathState::File {
+                mode,
+                mtime,
+                size,
+                chunks,
+                ext,
+            } => serialize_tagged(
+                serializer,
+                FILE,
+                &FileBodyRef {
+                    mode: *mode,
+                    mtime,
+                    size: *size,
+                    chunks,
+                    ext,
+                },
+            ),
+            PathState::Directory { mode, mtime, ext } => serialize_tagged(
+                serializer,
+                DIRECTORY,
+                &DirectoryBodyRef {
+                    mode: *mode,
+                    mtime,
+                    ext,
+                },
+            ),
+            PathState::Symlink { target, mtime, ext } => {
+                serialize_tagged(serializer, SYMLINK, &SymlinkBodyRef { target, mtime, ext })
+            }
+            PathState::Deleted => serialize_tagged(serializer, DELETED, &()),
+            PathState::Unknown { kind, body } => {
+                (*kind, serde_bytes_ref(body)).serialize(serializer)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PathState {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use state_kind::*;
+        let (kind, body): (u32, Vec<u8>) = Deserialize::deserialize(deserializer)?;
+        Ok(match kind {
+            FILE => {
+                let b: FileBody = decode_body("file state", &body)?;
+                PathState::File {
+                    mode: b.mode,
+                    mtime: b.mtime,
+                    size: b.size,
+                    chunks: b.chunks,
+                    ext: b.ext,
+                }
+            }
+            DIRECTORY => {
+                let b: DirectoryBody = decode_body("directory state", &body)?;
+                PathState::Directory {
+                    mode: b.mode,
+                    mtime: b.mtime,
+                    ext: b.ext,
+                }
+            }
+            SYMLINK => {
+                let b: SymlinkBody = decode_body("symlink state", &body)?;
+                PathState::Symlink {
+                    target: b.target,
+                    mtime: b.mtime,
+                    ext: b.ext,
+                }
+            }
+            DELETED => {
+                decode_body::<(), _>("deleted state", &body)?;
+                PathState::Deleted
+            }
+            kind => PathState::Unknown { kind, body },
+        })
+    }
+}
+
+impl Serialize for Change {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use change_kind::*;
+        match self {
+            Change::Path {
+                path,
+                version,
+                state,
+            } => serialize_tagged(
+                serializer,
+                PATH,
+                &PathBodyRef {
+                    path,
+                    version,
+                    state,
+                },
+            ),
+            Change::AddMember {
+                replica,
+                name,
+                public_key,
+            } => serialize_tagged(
+                serializer,
+                ADD_MEMBER,
+                &AddMemberBodyRef {
+                    replica,
+                    name,
+                    public_key,
+                },
+            ),
+            Change::Resolve {
+                path,
+                version,
+                state,
+                author,
+            } => serialize_tagged(
+                serializer,
+                RESOLVE,
+                &ResolveBodyRef {
+                    path,
+                    version,
+                    state,
+                    author,
+                },
+            ),
+            Change::Unknown { kind, body } => (*kind, serde_bytes_ref(body)).serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Change {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use change_kind::*;
+        let (kind, body): (u32, Vec<u8>) = Deserialize::deserialize(deserializer)?;
+        Ok(match kind {
+            PATH => {
+                let b: PathBody = decode_body("path change", &body)?;
+                Change::Path {
+                    path: b.path,
+                    version: b.version,
+                    state: b.state,
+                }
+            }
+            ADD_MEMBER => {
+                let b: AddMemberBody = decode_body("member change", &body)?;
+                Change::AddMember {
+                    replica: b.replica,
+                    name: b.name,
+                    public_key: b.public_key,
+                }
+            }
+            RESOLVE => {
+                let b: ResolveBody = decode_body("resolve change", &body)?;
+                Change::Resolve {
+                    path: b.path,
+                    version: b.version,
+                    state: b.state,
+                    author: b.author,
+                }
+            }
+            kind => Change::Unknown { kind, body },
+        })
+    }
 }
 
 /// The parts of a change that concern a path.
@@ -180,7 +705,7 @@ impl Change {
                 state,
                 author: Some(*author),
             }),
-            Change::AddMember { .. } => None,
+            Change::AddMember { .. } | Change::Unknown { .. } => None,
         }
     }
 }
@@ -190,9 +715,9 @@ impl Change {
 pub struct Operation {
     pub origin: Id,
     pub epoch: u64,
-    /// Wall-clock time the origin recorded the change (ns since the epoch);
-    /// informational only, never used to order operations.
-    pub recorded_ns: i64,
+    /// Wall-clock time the origin recorded the change; informational only,
+    /// never used to order operations.
+    pub recorded: Timestamp,
     pub change: Change,
 }
 
@@ -201,8 +726,12 @@ impl Operation {
         postcard::to_stdvec(self).expect("operation encoding cannot fail")
     }
 
+    /// Decodes one operation, which must use every byte of `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Operation, postcard::Error> {
-        postcard::from_bytes(bytes)
+        match postcard::take_from_bytes(bytes)? {
+            (op, []) => Ok(op),
+            _ => Err(postcard::Error::DeserializeBadEncoding),
+        }
     }
 }
 
@@ -231,21 +760,87 @@ mod tests {
         let op = Operation {
             origin: Id([7; 16]),
             epoch: 3,
-            recorded_ns: 1,
+            recorded: Timestamp::from_nanos(1),
             change: Change::Path {
                 path: b"dir/\xffname".to_vec(),
                 version: vv(&[(7, 3)]),
                 state: PathState::File {
                     mode: 0o755,
-                    mtime_ns: 5,
+                    mtime: Timestamp {
+                        secs: 13_569_465_600, // 2400-01-01
+                        nanos: 5,
+                    },
                     size: 4,
                     chunks: vec![ChunkRef {
                         id: [1; 32],
                         len: 4,
                     }],
+                    ext: Extensions::default(),
                 },
             },
         };
         assert_eq!(Operation::decode(&op.encode()).unwrap(), op);
+        let mut trailing = op.encode();
+        trailing.push(0);
+        assert!(Operation::decode(&trailing).is_err());
+    }
+
+    #[test]
+    fn unknown_kinds_decode_and_reencode_unchanged() {
+        let op = Operation {
+            origin: Id([7; 16]),
+            epoch: 1,
+            recorded: Timestamp::default(),
+            change: Change::Unknown {
+                kind: change_kind::INFORMATIONAL + 5,
+                body: vec![1, 2, 3],
+            },
+        };
+        let bytes = op.encode();
+        let back = Operation::decode(&bytes).unwrap();
+        assert!(back.change.is_informational());
+        assert_eq!(back.encode(), bytes);
+    }
+
+    #[test]
+    fn time_stamps_keep_every_instant() {
+        for (secs, nanos) in [
+            (-62_135_596_800, 0),
+            (-1, 999_999_999),
+            (i64::MAX, 1),
+            (i64::MIN, 0),
+        ] {
+            let t = Timestamp::new(secs, nanos).unwrap();
+            assert_eq!(
+                postcard::from_bytes::<Timestamp>(&postcard::to_stdvec(&t).unwrap()).unwrap(),
+                t
+            );
+        }
+        let bad = postcard::to_stdvec(&(0i64, 1_000_000_000u32)).unwrap();
+        assert!(postcard::from_bytes::<Timestamp>(&bad).is_err());
+        let before = std::time::UNIX_EPOCH - std::time::Duration::new(1, 250);
+        assert_eq!(
+            Timestamp::from_system_time(before),
+            Timestamp {
+                secs: -2,
+                nanos: 999_999_750
+            }
+        );
+        assert_eq!(
+            Timestamp::from_stat(-5, 3).as_nanos_saturating(),
+            -4_999_999_997
+        );
+    }
+
+    #[test]
+    fn extension_keys_are_strictly_ascending() {
+        let mut ext = Extensions::default();
+        ext.insert(4, vec![1]);
+        ext.insert(1, vec![2]);
+        assert_eq!(ext.get(1), Some(&[2u8][..]));
+        assert_eq!(ext.unknown_critical(&[]), Some(1));
+        assert_eq!(ext.unknown_critical(&[1]), None);
+        let unordered = postcard::to_stdvec(&vec![(4u32, vec![1u8]), (1, vec![2])]).unwrap();
+        assert!(postcard::from_bytes::<Extensions>(&unordered).is_err());
     }
 }

@@ -30,7 +30,7 @@ use crate::header::{
     encode_header, CreationPayload, Encoding, EntryInfo, EpochRange, FormatVersion, Header, Named,
     PacketKind, Target, SIGNATURE_CONTEXT,
 };
-use crate::ops::{ChunkId, Id, Operation};
+use crate::ops::{ChunkId, Id, Operation, Timestamp};
 use crate::records::{
     ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_PLAIN, CODEC_ZSTD,
     OP_RECORD_HEADER_LEN,
@@ -60,8 +60,8 @@ pub struct PacketMeta {
     pub targets: Vec<Target>,
     /// Identifies the logical packet (random, chosen by the caller).
     pub packet_id: Id,
-    /// Creation time, nanoseconds since the Unix epoch (UTC).
-    pub created_ns: i64,
+    /// Creation time (UTC).
+    pub created: Timestamp,
     pub comment: String,
     /// Epochs carried, per origin. Every operation added must fall inside.
     pub epoch_ranges: BTreeMap<Id, EpochRange>,
@@ -174,7 +174,7 @@ impl PacketWriter {
             packet_id: meta.packet_id,
             part: 1,
             parts: 1,
-            created_ns: meta.created_ns,
+            created: meta.created,
             comment: meta.comment,
             epoch_ranges: meta.epoch_ranges,
             epoch_row: meta.epoch_row,

@@ -75,6 +75,32 @@ impl<'a> Cursor<'a> {
     fn byte(&mut self) -> u8 {
         self.raw(1)[0]
     }
+    /// A length, then that many bytes.
+    fn bytes(&mut self) -> &'a [u8] {
+        let len = self.varint() as usize;
+        self.raw(len)
+    }
+    /// Seconds (zigzag) then nanoseconds, below 10^9.
+    fn time(&mut self) -> (i64, u64) {
+        let time = (self.signed(), self.varint());
+        assert!(time.1 < 1_000_000_000);
+        time
+    }
+    fn optional_time(&mut self) -> Option<(i64, u64)> {
+        match self.byte() {
+            0 => None,
+            1 => Some(self.time()),
+            other => panic!("option tag {other}"),
+        }
+    }
+    /// Key/value pairs, keys strictly ascending.
+    fn extensions(&mut self) -> Vec<(u64, Vec<u8>)> {
+        let ext: Vec<(u64, Vec<u8>)> = (0..self.varint())
+            .map(|_| (self.varint(), self.bytes().to_vec()))
+            .collect();
+        assert!(ext.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        ext
+    }
 }
 
 struct Pin {
@@ -95,7 +121,7 @@ fn update_vector_decodes_without_the_library() {
 
     // Fixed prefix.
     assert_eq!(&header[..8], b"SYNCRPKT");
-    assert_eq!(u16le(header, 8), 1, "major");
+    assert_eq!(u16le(header, 8), 2, "major");
     assert_eq!(u16le(header, 10), 0, "minor");
     let key: [u8; 32] = header[12..44].try_into().unwrap();
     let expected_key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32])
@@ -126,7 +152,7 @@ fn update_vector_decodes_without_the_library() {
     assert_eq!(c.varint(), 42, "sequence number");
     assert_eq!(c.raw(16), [0xc3; 16], "packet id");
     assert_eq!((c.varint(), c.varint()), (1, 1), "part 1 of 1");
-    assert_eq!(c.signed(), 1_763_721_000_000_000_000);
+    assert_eq!((c.signed(), c.varint()), (1_763_721_000, 0), "created");
     assert_eq!(c.string(), "nightly sync");
     assert_eq!(c.varint(), 1, "one epoch range");
     assert_eq!(c.raw(16), [0xa1; 16]);
@@ -192,4 +218,211 @@ fn update_vector_decodes_without_the_library() {
         count += 1;
     }
     assert_eq!(count, chunk_records);
+
+    // Operations: three files, docs/file{0,1,2}.txt at epochs 1..=3, whose
+    // chunk lists together name the four chunks above, in order.
+    let ops = operations(pins[1].encoding, entries[1].1);
+    assert_eq!(ops.len() as u64, operation_records);
+    let mut chunk_ids = Vec::new();
+    for (index, op) in ops.iter().enumerate() {
+        assert_eq!(op.origin, [0xa1; 16]);
+        assert_eq!(op.epoch, index as u64 + 1);
+        assert_eq!(op.recorded, (1_763_721_000, 0));
+        let Body::Path {
+            path,
+            version,
+            state,
+        } = &op.body
+        else {
+            panic!("operation {index} is not a path change")
+        };
+        assert_eq!(path, format!("docs/file{index}.txt").as_bytes());
+        assert_eq!(version, &vec![([0xa1; 16], index as u64 + 1)]);
+        let State::File {
+            mode,
+            mtime,
+            size,
+            chunks,
+            ext,
+        } = state
+        else {
+            panic!("operation {index} is not a file")
+        };
+        assert_eq!((*mode, *mtime), (0o644, Some((1_763_721_000, 0))));
+        assert_eq!(*size, chunks.iter().map(|(_, len)| *len).sum::<u64>());
+        assert!(ext.is_empty());
+        chunk_ids.extend(chunks.iter().map(|(id, _)| id.clone()));
+    }
+    assert_eq!(chunk_ids.len(), 4);
+    let mut at = 0;
+    for id in &chunk_ids {
+        assert_eq!(&chunks[at..at + 32], id.as_slice());
+        at += 49 + u32le(chunks, at + 45) as usize;
+    }
+}
+
+/// Time stamps outside an i64 of nanoseconds, every state kind, metadata
+/// extensions and unknown kinds, decoded by hand from `states.zip`.
+#[test]
+fn states_vector_decodes_without_the_library() {
+    let file = std::fs::read("tests/vectors/states.zip").unwrap();
+    let entries = zip_entries(&file);
+    let header = entries[2].1;
+    // Which of the two encodings: a zstd frame starts with the magic
+    // 28 b5 2f fd (RFC 8878); plain records start with an operation length,
+    // which that would put above the 16 MiB limit.
+    let raw = entries[1].1;
+    let ops = if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        operations(1, raw)
+    } else {
+        operations(0, raw)
+    };
+    assert!(header.starts_with(b"SYNCRPKT"));
+    assert_eq!(ops.len(), 8);
+    let state = |index: usize| match &ops[index].body {
+        Body::Path { state, .. } => state,
+        other => panic!("operation {index}: {other:?}"),
+    };
+    let file_time = |index: usize| match state(index) {
+        State::File { mtime, .. } => mtime.unwrap(),
+        other => panic!("operation {index}: {other:?}"),
+    };
+    assert_eq!(file_time(0), (13_569_465_600, 123_456_789), "2400-01-01");
+    assert_eq!(file_time(1), (-11_676_096_000, 0), "1600-01-01");
+    assert_eq!(file_time(2), (-1, 999_999_999), "just before 1970");
+    match state(3) {
+        State::Directory { mode, mtime, ext } => {
+            assert_eq!((*mode, *mtime), (0o755, Some((1_763_721_000, 5))));
+            let keys: Vec<u64> = ext.iter().map(|(key, _)| *key).collect();
+            assert_eq!(keys, [2, 1001], "ascending; 1001 is odd, so critical");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(state(4), State::Symlink { target, mtime: None, ext } if target == b"future.txt" && ext.is_empty())
+    );
+    assert!(matches!(state(5), State::Deleted));
+    assert!(matches!(state(6), State::Unknown(77)));
+    assert!(matches!(ops[7].body, Body::Unknown(kind) if kind >= 0x1_0000));
+}
+
+#[derive(Debug)]
+struct HandOp {
+    origin: Vec<u8>,
+    epoch: u64,
+    recorded: (i64, u64),
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    Path {
+        path: Vec<u8>,
+        version: Vec<([u8; 16], u64)>,
+        state: State,
+    },
+    Unknown(u64),
+}
+
+#[derive(Debug)]
+enum State {
+    File {
+        mode: u64,
+        mtime: Option<(i64, u64)>,
+        size: u64,
+        chunks: Vec<(Vec<u8>, u64)>,
+        ext: Vec<(u64, Vec<u8>)>,
+    },
+    Directory {
+        mode: u64,
+        mtime: Option<(i64, u64)>,
+        ext: Vec<(u64, Vec<u8>)>,
+    },
+    Symlink {
+        target: Vec<u8>,
+        mtime: Option<(i64, u64)>,
+        ext: Vec<(u64, Vec<u8>)>,
+    },
+    Deleted,
+    Unknown(u64),
+}
+
+/// The operation records of an `operations` entry (SPEC §6.1), each a
+/// whole operation here, decoded per §6.2 and §6.3.
+fn operations(encoding: u8, stored: &[u8]) -> Vec<HandOp> {
+    let raw = match encoding {
+        0 => stored.to_vec(),
+        1 => zstd::decode_all(stored).unwrap(),
+        other => panic!("encoding {other}"),
+    };
+    let mut ops = Vec::new();
+    let mut at = 0;
+    while at < raw.len() {
+        let total = u32le(&raw, at) as usize;
+        let (offset, piece) = (u32le(&raw, at + 4), u32le(&raw, at + 8) as usize);
+        assert_eq!((offset, piece), (0, total), "whole operations");
+        let bytes = &raw[at + 12..at + 12 + total];
+        let mut c = Cursor { bytes, at: 0 };
+        let origin = c.raw(16).to_vec();
+        let epoch = c.varint();
+        let recorded = c.time();
+        let kind = c.varint();
+        let body = c.bytes();
+        assert_eq!(c.at, bytes.len(), "nothing after the operation");
+        let body = match kind {
+            1 => {
+                let mut b = Cursor { bytes: body, at: 0 };
+                let path = b.bytes().to_vec();
+                let version = (0..b.varint())
+                    .map(|_| (b.raw(16).try_into().unwrap(), b.varint()))
+                    .collect();
+                let state_kind = b.varint();
+                let state_body = b.bytes();
+                assert_eq!(b.at, body.len(), "nothing after the path body");
+                Body::Path {
+                    path,
+                    version,
+                    state: state(state_kind, state_body),
+                }
+            }
+            other => Body::Unknown(other),
+        };
+        ops.push(HandOp {
+            origin,
+            epoch,
+            recorded,
+            body,
+        });
+        at += 12 + total;
+    }
+    ops
+}
+
+fn state(kind: u64, body: &[u8]) -> State {
+    let mut c = Cursor { bytes: body, at: 0 };
+    let state = match kind {
+        1 => State::File {
+            mode: c.varint(),
+            mtime: Some(c.time()),
+            size: c.varint(),
+            chunks: (0..c.varint())
+                .map(|_| (c.raw(32).to_vec(), c.varint()))
+                .collect(),
+            ext: c.extensions(),
+        },
+        2 => State::Directory {
+            mode: c.varint(),
+            mtime: c.optional_time(),
+            ext: c.extensions(),
+        },
+        3 => State::Symlink {
+            target: c.bytes().to_vec(),
+            mtime: c.optional_time(),
+            ext: c.extensions(),
+        },
+        4 => State::Deleted,
+        other => return State::Unknown(other),
+    };
+    assert_eq!(c.at, body.len(), "nothing after a state body");
+    state
 }

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use packet_format::ops::Change;
+use packet_format::ops::{change_kind, Change, PathState, Timestamp};
 use packet_format::{
     examine_packet, render_listing, verify_packet, ErrorKind, LogicalPacket, PacketKind,
     SignatureStatus, VerifiedPacket,
@@ -107,7 +107,7 @@ const KEYS: &[&str] = &[
     "part",
     "packet",
     "size-at-most",
-    "created-ns",
+    "created",
     "target",
     "new-replica",
     "member",
@@ -122,6 +122,31 @@ const KEYS: &[&str] = &[
     "listing-long",
     "unzip",
 ];
+
+/// `SECS.NANOS`, nanoseconds in nine digits: the sidecar form of a time.
+fn time_text(time: &Timestamp) -> String {
+    format!("{}.{:09}", time.secs, time.nanos)
+}
+
+/// The wire kind code of a change (SPEC.md §6.2).
+fn change_kind(change: &Change) -> u32 {
+    match change {
+        Change::Path { .. } => change_kind::PATH,
+        Change::AddMember { .. } => change_kind::ADD_MEMBER,
+        Change::Resolve { .. } => change_kind::RESOLVE,
+        Change::Unknown { kind, .. } => *kind,
+    }
+}
+
+fn state_text(state: &PathState) -> String {
+    match state {
+        PathState::File { .. } => "file".into(),
+        PathState::Directory { .. } => "directory".into(),
+        PathState::Symlink { .. } => "symlink".into(),
+        PathState::Deleted => "deleted".into(),
+        PathState::Unknown { kind, .. } => format!("unknown:{kind}"),
+    }
+}
 
 fn key_from_hex(what: &str, text: &str) -> [u8; 32] {
     hex::decode(text)
@@ -294,12 +319,8 @@ fn check_header(name: &str, expect: &Expect, packet: &VerifiedPacket) {
             packet.size()
         );
     }
-    if let Some(ns) = expect.one("created-ns") {
-        assert_eq!(
-            header.created_ns,
-            expect.parse::<i64>("created-ns", ns),
-            "{name}"
-        );
+    if let Some(created) = expect.one("created") {
+        assert_eq!(time_text(&header.created), created, "{name}");
     }
     for line in expect.all("target") {
         let (index, fields) = expect.indexed("target", line);
@@ -399,10 +420,48 @@ fn check_content(name: &str, expect: &Expect, packet: &VerifiedPacket, all: &[(S
             match field {
                 "epoch" => assert_eq!(op.epoch.to_string(), want, "{name}: {line}"),
                 "path" => {
-                    let Change::Path { path, .. } = &op.change else {
+                    let Some(change) = op.change.path_change() else {
                         panic!("{name}: {line}: not a path operation")
                     };
-                    assert_eq!(String::from_utf8_lossy(path), want, "{name}: {line}");
+                    assert_eq!(String::from_utf8_lossy(change.path), want, "{name}: {line}");
+                }
+                "kind" => assert_eq!(change_kind(&op.change).to_string(), want, "{name}: {line}"),
+                "state" => {
+                    let state = op.change.path_change().map(|c| c.state);
+                    assert_eq!(
+                        state.map_or("none".into(), state_text),
+                        want,
+                        "{name}: {line}"
+                    )
+                }
+                "mtime" => {
+                    let state = op.change.path_change().map(|c| c.state);
+                    let mtime = match state {
+                        Some(PathState::File { mtime, .. }) => Some(*mtime),
+                        Some(
+                            PathState::Directory { mtime, .. } | PathState::Symlink { mtime, .. },
+                        ) => *mtime,
+                        _ => None,
+                    };
+                    assert_eq!(
+                        mtime.as_ref().map_or("none".into(), time_text),
+                        want,
+                        "{name}: {line}"
+                    )
+                }
+                "ext" => {
+                    let keys: Vec<String> = op
+                        .change
+                        .path_change()
+                        .and_then(|c| c.state.extensions())
+                        .map(|ext| ext.iter().map(|e| e.key.to_string()).collect())
+                        .unwrap_or_default();
+                    let keys = if keys.is_empty() {
+                        "none".into()
+                    } else {
+                        keys.join(",")
+                    };
+                    assert_eq!(keys, want, "{name}: {line}")
                 }
                 "sha256" => assert_eq!(
                     hex::encode(Sha256::digest(op.encode())),

@@ -46,7 +46,7 @@ pub fn packet_with_id(dir: &Path, target: &str, seq: u64, id: u8, secret: &[u8; 
             seq,
         }],
         packet_id: Id([id; 16]),
-        created_ns: 1_790_000_000_000_000_000 + seq as i64,
+        created: packet_format::ops::Timestamp::new(1_790_000_000, seq as u32).expect("seq < 10^9"),
         comment: String::new(),
         epoch_ranges: Default::default(),
         epoch_row: Default::default(),

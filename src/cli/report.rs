@@ -114,6 +114,9 @@ pub fn refusal_hint(refusal: &Refusal) -> Option<&'static str> {
         Refusal::NoSpace { .. } => Some(
             "free space on that filesystem (or move the replica to a larger one) and import the packet again",
         ),
+        Refusal::NeedsNewer { .. } => Some(
+            "upgrade syncreplica at this site (the sender's version writes what this one cannot apply) and import the packet again",
+        ),
         Refusal::NotAMember { .. } => {
             Some("lsreplica lists the members whose packets this replica accepts")
         }
@@ -140,7 +143,14 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::BadEpochSetting { .. } => {
             "write ORIGIN=EPOCH, e.g. boston=1300, with ORIGIN a member's name".into()
         }
-        Error::SchemaTooNew { .. } => "use a newer syncreplica".into(),
+        Error::SchemaVersion { found, known, .. } if found > known => {
+            "use a newer syncreplica".into()
+        }
+        Error::SchemaVersion { .. } => {
+            "the replica was made by an older syncreplica whose state this one cannot read; \
+             make it again from a sibling (mkreplica -export there, mkreplica -import here)"
+                .into()
+        }
         Error::NotWritable {
             read_only_fs: false,
             ..

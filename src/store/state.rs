@@ -35,7 +35,8 @@ impl From<Error> for TxError {
     }
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: operations and states in packet format 2's encoding (SPEC.md §6).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE members (
@@ -216,7 +217,7 @@ impl State {
         match version {
             SCHEMA_VERSION => Ok(state),
             0 => Err(state.corrupt("not initialised (no schema)")),
-            found => Err(Error::SchemaTooNew {
+            found => Err(Error::SchemaVersion {
                 path: state.path.clone(),
                 found,
                 known: SCHEMA_VERSION,
@@ -262,7 +263,7 @@ impl State {
                 tx.commit().map_err(db)
             }
             SCHEMA_VERSION => Ok(()),
-            found => Err(Error::SchemaTooNew {
+            found => Err(Error::SchemaVersion {
                 path: self.path.clone(),
                 found,
                 known: SCHEMA_VERSION,

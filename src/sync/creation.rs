@@ -110,7 +110,7 @@ pub fn export_creation(
     paths.sort();
     let mut reasserted: Vec<(Vec<u8>, Operation)> = Vec::new();
     let mut next_epoch = replica.state().epoch(&me, &me)?;
-    let now = crate::sys::clock::now_ns();
+    let now = crate::sys::clock::now();
     for path in paths {
         let entry = &entries[path];
         let exact = last_by_path.get(path.as_slice()).is_some_and(|&index| {
@@ -130,7 +130,7 @@ pub fn export_creation(
                 Operation {
                     origin: me,
                     epoch: next_epoch,
-                    recorded_ns: now,
+                    recorded: now,
                     change: Change::Resolve {
                         path: path.clone(),
                         version,
@@ -146,7 +146,7 @@ pub fn export_creation(
     let add_member = Operation {
         origin: me,
         epoch: next_epoch,
-        recorded_ns: now,
+        recorded: now,
         change: Change::AddMember {
             replica: new_id,
             name: new_name.to_string(),
@@ -198,7 +198,7 @@ pub fn export_creation(
             seq: 1,
         }],
         packet_id: identity::random_id(),
-        created_ns: now,
+        created: now,
         comment: comment.to_string(),
         epoch_ranges: ranges,
         epoch_row: own_row.clone(),
@@ -272,13 +272,21 @@ pub fn export_creation(
                 }
             }
             state::append_operation(tx, &add_member)?;
-            state::insert_member(tx, &new_member, now)?;
+            state::insert_member(tx, &new_member, now.as_nanos_saturating())?;
             state::set_epoch(tx, &me, &me, next_epoch)?;
             for (origin, epoch) in &own_row {
                 state::raise_epoch(tx, &new_id, origin, *epoch)?;
             }
             let first = parts.first().map(|p| p.file_name.as_str()).unwrap_or("");
-            state::log_packet(tx, "sent", &new_id, &Id([0; 16]), 1, first, now)?;
+            state::log_packet(
+                tx,
+                "sent",
+                &new_id,
+                &Id([0; 16]),
+                1,
+                first,
+                now.as_nanos_saturating(),
+            )?;
             Ok(())
         })
     });
@@ -534,7 +542,13 @@ fn materialize(
 
     let mut ops: Vec<Operation> = Vec::new();
     for op in packet.operations() {
-        ops.push(op?);
+        let op = op?;
+        if let Some(what) = crate::sync::apply::needs_newer_for(&op) {
+            return Err(Error::BadCreationPacket {
+                what: format!("{what} needs a newer syncreplica"),
+            });
+        }
+        ops.push(op);
     }
     // Replaying the log: each path ends as its last operation says (the
     // sender re-asserted any path where that would not give its tree).
@@ -567,12 +581,12 @@ fn materialize(
         let disk = place.display_path();
         match path_state {
             PathState::Directory { .. } => place.make_dir(0o700).at(&disk)?,
-            PathState::Symlink { target } => {
+            PathState::Symlink { target, .. } => {
                 place.symlink_sibling(place.name(), target).at(&disk)?
             }
             PathState::File {
                 mode,
-                mtime_ns,
+                mtime,
                 chunks,
                 ..
             } => {
@@ -591,15 +605,16 @@ fn materialize(
                 }
                 file.set_permissions(std::fs::Permissions::from_mode(*mode))
                     .at(&disk)?;
-                file.set_modified(time_from_ns(*mtime_ns)).at(&disk)?;
+                crate::tree::confined::set_file_mtime(&file, *mtime).at(&disk)?;
                 stats.insert((*path).clone(), scan::stat_key(&file.metadata().at(&disk)?));
                 files += 1;
             }
             PathState::Deleted => {}
+            PathState::Unknown { .. } => unreachable!("refused above"),
         }
     }
     for (path, path_state) in path_ops.iter().rev() {
-        if let PathState::Directory { mode } = path_state {
+        if let PathState::Directory { mode, .. } = path_state {
             place_of(path)?.set_mode(*mode)?;
         }
     }
@@ -619,7 +634,7 @@ fn materialize(
                     name: member.name.clone(),
                     public_key: member.public_key,
                 },
-                header.created_ns,
+                header.created.as_nanos_saturating(),
             )?;
         }
         for op in &ops {
@@ -674,12 +689,4 @@ fn materialize(
     std::fs::rename(&staging, &final_dir).at(&final_dir)?;
     crate::sys::fsutil::sync_dir(root)?;
     Ok((Replica::open(root)?, files))
-}
-
-fn time_from_ns(ns: i64) -> std::time::SystemTime {
-    if ns >= 0 {
-        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64)
-    } else {
-        std::time::UNIX_EPOCH - std::time::Duration::from_nanos(ns.unsigned_abs())
-    }
 }

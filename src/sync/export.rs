@@ -201,7 +201,7 @@ fn export_to(
 
     let sequence = replica.state().next_sequence(&target.replica)?;
     let packet_id = identity::random_id();
-    let now = crate::sys::clock::now_ns();
+    let now = crate::sys::clock::now();
     let meta = PacketMeta {
         kind: PacketKind::Update,
         family: replica.identity.family(),
@@ -212,7 +212,7 @@ fn export_to(
             seq: sequence,
         }],
         packet_id,
-        created_ns: now,
+        created: now,
         comment: request.comment.to_string(),
         epoch_ranges: ranges.clone(),
         epoch_row: own_row.clone(),
@@ -346,7 +346,7 @@ fn export_to(
         &packet_id,
         sequence,
         &first_name,
-        now,
+        now.as_nanos_saturating(),
     )?;
     summary.parts = parts;
     Ok(TargetExport::Written(summary))

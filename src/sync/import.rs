@@ -261,7 +261,7 @@ fn import_files(
         let mut progressed = false;
         let ids: Vec<Id> = candidates.keys().copied().collect();
         // Oldest first among the ready ones, for a stable order.
-        let mut ready: Vec<(i64, Id)> = Vec::new();
+        let mut ready: Vec<(packet_format::ops::Timestamp, Id)> = Vec::new();
         for id in ids {
             let header = candidates[&id][0].header.as_ref().expect("header");
             match view.readiness(header) {
@@ -272,7 +272,7 @@ fn import_files(
                     outcomes.push(PacketOutcome::AlreadyApplied { files });
                     outcomes.extend(removal);
                 }
-                Readiness::Ready => ready.push((header.created_ns, id)),
+                Readiness::Ready => ready.push((header.created, id)),
                 Readiness::Waits { .. } => {}
             }
         }

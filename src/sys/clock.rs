@@ -9,12 +9,17 @@ pub fn now_ns() -> i64 {
     now.as_nanos() as i64
 }
 
+/// Now, exactly, for operation and packet time stamps.
+pub fn now() -> packet_format::ops::Timestamp {
+    packet_format::ops::Timestamp::now()
+}
+
 /// A file time (seconds and nanoseconds since the Unix epoch, as `stat`
 /// gives them) in nanoseconds, saturating: times before 1677 or after 2262
-/// become the nearest representable instant instead of wrapping (a wrapped
-/// time showed as a change nobody made and could win a conflict). The
-/// packet format stores nanoseconds in an i64; carrying the full range is
-/// for its next major version.
+/// become the nearest representable instant instead of wrapping. Only for
+/// the scan's local stat comparisons, where a saturated time still differs
+/// from other versions of the file in ctime, inode or size; what travels
+/// is exact ([`now`], `tree::scan::file_mtime`).
 pub fn file_time_ns(secs: i64, nsec: i64) -> i64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nsec)
 }

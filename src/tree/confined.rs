@@ -27,6 +27,7 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
+use crate::ops::Timestamp;
 use crate::tree::relpath;
 
 /// Resolution rules for every lookup below the root.
@@ -536,21 +537,16 @@ impl Place {
         }
     }
 
-    /// Sets the modification time, in ns since the Unix epoch, of what is
-    /// at the name (a symlink itself, never its target).
-    pub fn set_mtime(&self, mtime_ns: i64) -> Result<()> {
-        let times = Timestamps {
-            last_access: Timespec {
-                tv_sec: 0,
-                tv_nsec: rfs::UTIME_OMIT,
-            },
-            last_modification: Timespec {
-                tv_sec: mtime_ns.div_euclid(1_000_000_000),
-                tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
-            },
-        };
-        rfs::utimensat(&self.parent, self.name(), &times, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| self.io(e))
+    /// Sets the modification time of what is at the name (a symlink
+    /// itself, never its target), leaving the access time alone.
+    pub fn set_mtime(&self, mtime: Timestamp) -> Result<()> {
+        rfs::utimensat(
+            &self.parent,
+            self.name(),
+            &mtime_only(mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.io(e))
     }
 
     /// Renames `from` (a file of ours, outside the tree) to the name, only
@@ -700,6 +696,27 @@ impl Place {
     }
 }
 
+/// `utimensat` times that set the modification time to `mtime`, exactly
+/// (seconds are a full `i64`: any year the filesystem can hold), and leave
+/// the access time alone.
+fn mtime_only(mtime: Timestamp) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: rfs::UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: mtime.secs,
+            tv_nsec: mtime.nanos.into(),
+        },
+    }
+}
+
+/// Sets the modification time of an open file (see [`Place::set_mtime`]).
+pub fn set_file_mtime(file: &File, mtime: Timestamp) -> std::io::Result<()> {
+    rfs::futimens(file, &mtime_only(mtime)).map_err(std::io::Error::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,7 +755,7 @@ mod tests {
         };
         assert!(matches!(place.kind().unwrap(), DiskKind::Symlink(_)));
         place.set_mode(0o600).unwrap();
-        place.set_mtime(1_000_000_000).unwrap();
+        place.set_mtime(Timestamp::new(1, 0).unwrap()).unwrap();
         assert_ne!(
             std::fs::metadata(outside.path())
                 .unwrap()

@@ -19,7 +19,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::ops::PathState;
+use crate::ops::{PathState, Timestamp};
 use crate::store::state::{RecordedEntry, StatKey};
 use crate::tree::chunking;
 use crate::tree::excludes::Excludes;
@@ -75,6 +75,40 @@ pub fn type_name(state: &PathState) -> &'static str {
         PathState::Directory { .. } => "directory",
         PathState::Symlink { .. } => "symlink",
         PathState::Deleted => "nothing",
+        PathState::Unknown { .. } => "unknown kind",
+    }
+}
+
+/// Gives `new` (what the scan saw) what this version cannot observe on
+/// disk from `old` (the recorded state of the same kind): metadata
+/// extensions it does not know and directory and symlink times, which it
+/// does not keep. Without this, a state that arrived with them would look
+/// locally changed at the next scan and go back without them.
+fn carry_unobserved(new: &mut PathState, old: Option<&PathState>) {
+    match (new, old) {
+        (PathState::File { ext, .. }, Some(PathState::File { ext: kept, .. })) => {
+            *ext = kept.clone();
+        }
+        (
+            PathState::Directory { mtime, ext, .. },
+            Some(PathState::Directory {
+                mtime: kept_mtime,
+                ext: kept,
+                ..
+            }),
+        )
+        | (
+            PathState::Symlink { mtime, ext, .. },
+            Some(PathState::Symlink {
+                mtime: kept_mtime,
+                ext: kept,
+                ..
+            }),
+        ) => {
+            *mtime = *kept_mtime;
+            *ext = kept.clone();
+        }
+        _ => {}
     }
 }
 
@@ -115,7 +149,7 @@ impl LocalChange {
         let path = relpath::display(&self.path);
         let kind = self.kind();
         match (kind, &self.old, &self.new) {
-            (ChangeKind::Added, _, PathState::Symlink { target }) => {
+            (ChangeKind::Added, _, PathState::Symlink { target, .. }) => {
                 format!("new symlink:   {path} -> {}", relpath::display(target))
             }
             (ChangeKind::Added, _, new) => {
@@ -138,7 +172,7 @@ impl LocalChange {
 
 fn mode_of(state: &PathState) -> u32 {
     match state {
-        PathState::File { mode, .. } | PathState::Directory { mode } => *mode,
+        PathState::File { mode, .. } | PathState::Directory { mode, .. } => *mode,
         _ => 0,
     }
 }
@@ -220,6 +254,11 @@ pub fn stat_key(meta: &Metadata) -> StatKey {
     }
 }
 
+/// A file's modification time, exactly (any year the filesystem holds).
+pub fn file_mtime(meta: &Metadata) -> Timestamp {
+    Timestamp::from_stat(meta.mtime(), meta.mtime_nsec())
+}
+
 /// Whether a file must be read, or its recorded content can be trusted.
 pub fn needs_read(recorded: &RecordedEntry, current: &StatKey) -> bool {
     let (Some(stat), Some(scanned_ns)) = (recorded.stat, recorded.scanned_ns) else {
@@ -283,12 +322,10 @@ where
             .filter(|s| **s != PathState::Deleted);
         let mut new_stat = None;
         let new_state = if kind == WalkedKind::Directory {
-            PathState::Directory { mode: stat.mode }
+            PathState::directory(stat.mode)
         } else if kind == WalkedKind::Symlink {
             match std::fs::read_link(&path) {
-                Ok(target) => PathState::Symlink {
-                    target: target.as_os_str().as_bytes().to_vec(),
-                },
+                Ok(target) => PathState::symlink(target.as_os_str().as_bytes().to_vec()),
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(err) => {
                     outcome.warnings.push(ScanWarning {
@@ -331,6 +368,8 @@ where
             }
         };
 
+        let mut new_state = new_state;
+        carry_unobserved(&mut new_state, old_state);
         if old_state == Some(&new_state) {
             if let Some(stat) = new_stat {
                 outcome.refreshed.push((rel, stat));
@@ -531,7 +570,8 @@ fn read_stable(
         if let Some(hook) = hooks.after_read.as_mut() {
             hook(path);
         }
-        let after = stat_key(&file.metadata()?);
+        let after_meta = file.metadata()?;
+        let after = stat_key(&after_meta);
         let at_path = match std::fs::symlink_metadata(path) {
             Ok(meta) => stat_key(&meta),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -546,9 +586,10 @@ fn read_stable(
             return Ok(ReadResult::Stable {
                 state: PathState::File {
                     mode: after.mode,
-                    mtime_ns: after.mtime_ns,
+                    mtime: file_mtime(&after_meta),
                     size: after.size,
                     chunks,
+                    ext: Default::default(),
                 },
                 stat: after,
             });

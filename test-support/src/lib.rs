@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use packet_format::ops::{Change, Id, Operation};
+use packet_format::ops::{Change, Id, Operation, Timestamp};
 
 /// Every file under `dir` but lock files (`.lock*`), relative, sorted.
 /// A missing directory has none.
@@ -63,11 +63,11 @@ impl XorShift {
 }
 
 /// Operations of `origin`, one per change, numbered from epoch `first`,
-/// all recorded at `recorded_ns`: what a sibling (honest or not) sends.
+/// all recorded at `recorded`: what a sibling (honest or not) sends.
 pub fn numbered_operations(
     origin: Id,
     first: u64,
-    recorded_ns: i64,
+    recorded: Timestamp,
     changes: impl IntoIterator<Item = Change>,
 ) -> Vec<Operation> {
     changes
@@ -76,7 +76,7 @@ pub fn numbered_operations(
         .map(|(i, change)| Operation {
             origin,
             epoch: first + i as u64,
-            recorded_ns,
+            recorded,
             change,
         })
         .collect()

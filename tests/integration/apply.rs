@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use syncreplica::error::Refusal;
-use syncreplica::ops::{Change, ChunkId, ChunkRef, Id, Operation, PathState, VersionVector};
+use syncreplica::ops::{
+    Change, ChunkId, ChunkRef, Id, Operation, PathState, Timestamp, VersionVector,
+};
 use syncreplica::replica::LockedReplica;
 use syncreplica::store::state::{self, Member};
 use syncreplica::sync::apply::{self, ApplyHooks, ApplyReport, ChunkSource};
@@ -353,11 +355,13 @@ fn short_state(state: &PathState) -> String {
     match state {
         PathState::File {
             mode,
-            mtime_ns,
+            mtime,
             chunks,
             ..
         } => format!(
-            "file {mode:o} {mtime_ns} {:?}",
+            "file {mode:o} {}.{:09} {:?}",
+            mtime.secs,
+            mtime.nanos,
             chunks.first().map(|c| hex::encode(&c.id[..3]))
         ),
         other => format!("{other:?}"),
@@ -513,12 +517,13 @@ fn file_state(content: &[u8]) -> (PathState, Store) {
     (
         PathState::File {
             mode: 0o644,
-            mtime_ns: 0,
+            mtime: Timestamp::default(),
             size: content.len() as u64,
             chunks: vec![ChunkRef {
                 id,
                 len: content.len() as u32,
             }],
+            ext: Default::default(),
         },
         store,
     )
@@ -535,7 +540,7 @@ fn forged(origin: Id, first: u64, changes: &[(&[u8], PathState)]) -> Vec<Operati
             state: state.clone(),
         }
     });
-    numbered_operations(origin, first, 0, changes)
+    numbered_operations(origin, first, Timestamp::default(), changes)
 }
 
 #[test]
@@ -571,9 +576,7 @@ fn hostile_paths_are_refused_and_change_nothing() {
     std::os::unix::fs::symlink(outside.path(), beta.root().join("out")).unwrap();
     record(&mut beta);
     let (file, _) = file_state(b"evil");
-    let link = |target: &str| PathState::Symlink {
-        target: target.as_bytes().to_vec(),
-    };
+    let link = |target: &str| PathState::symlink(target.as_bytes().to_vec());
     let outside_path = outside.path().to_str().unwrap().to_string();
     type Case<'a> = (&'a str, Vec<(&'a [u8], PathState)>);
     let cases: Vec<Case> = vec![
@@ -1130,7 +1133,7 @@ fn members_are_added_once_and_a_changed_key_is_refused() {
     let add = |epoch: u64, replica: Id, name: &str, key: u8| Operation {
         origin: alpha.id(),
         epoch,
-        recorded_ns: 0,
+        recorded: Timestamp::default(),
         change: Change::AddMember {
             replica,
             name: name.into(),
@@ -1363,7 +1366,7 @@ fn forged_over(
             state: state.clone(),
         }
     });
-    numbered_operations(origin, first, 0, changes)
+    numbered_operations(origin, first, Timestamp::default(), changes)
 }
 
 /// `state` (a file) with another mode and mtime: same content.
@@ -1373,9 +1376,10 @@ fn touched(state: &PathState, mode: u32, secs: u64) -> PathState {
     };
     PathState::File {
         mode,
-        mtime_ns: ((T0 + secs) * 1_000_000_000) as i64,
+        mtime: Timestamp::new((T0 + secs) as i64, 0).unwrap(),
         size: *size,
         chunks: chunks.clone(),
+        ext: Default::default(),
     }
 }
 
@@ -1419,10 +1423,10 @@ fn a_directory_swapped_for_a_symlink_between_check_and_use_is_never_followed() {
         alpha.id(),
         first,
         &[
-            (b"d", PathState::Directory { mode: 0o700 }),
+            (b"d", PathState::directory(0o700)),
             (b"d/kept.txt", touched(&mine, 0o600, 5000)),
             (b"d/new.txt", file.clone()),
-            (b"d/sub", PathState::Directory { mode: 0o755 }),
+            (b"d/sub", PathState::directory(0o755)),
             (b"d/sub/deeper.txt", file.clone()),
         ],
     );
@@ -1497,12 +1501,7 @@ fn imports_racing_a_directory_symlink_swap_never_write_outside() {
             alpha.id(),
             first,
             &[
-                (
-                    b"d",
-                    PathState::Directory {
-                        mode: [0o700, 0o750][rounds % 2],
-                    },
-                ),
+                (b"d", PathState::directory([0o700, 0o750][rounds % 2])),
                 (format!("d/f{rounds}").as_bytes(), file.clone()),
                 (b"d/kept.txt", kept.clone()),
                 (format!("d/n{rounds}/g").as_bytes(), file),

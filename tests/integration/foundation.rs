@@ -130,12 +130,7 @@ fn every_kind_of_change_is_captured() {
     assert_eq!(changes[0].1, PathState::Deleted);
     assert_eq!(state_of(b"delete.txt"), PathState::Deleted);
     assert_eq!(state_of(b"rename-from.txt"), PathState::Deleted);
-    assert_eq!(
-        state_of(b"link"),
-        PathState::Symlink {
-            target: b"keep.txt".to_vec()
-        }
-    );
+    assert_eq!(state_of(b"link"), PathState::symlink(b"keep.txt".to_vec()));
     assert!(matches!(state_of(b"empty"), PathState::Directory { .. }));
     assert!(matches!(
         state_of(b"script.sh"),

@@ -213,7 +213,11 @@ impl Family {
 /// Makes replicas `names[0]` (with `files`) and the rest from creation
 /// packets exported by the first.
 pub fn family(names: &[&str], files: &[(&str, &str)]) -> Family {
-    let dir = tempfile::tempdir().unwrap();
+    family_in(tempfile::tempdir().unwrap(), names, files)
+}
+
+/// [`family`] in `dir` (a folder on a filesystem of the test's choosing).
+pub fn family_in(dir: tempfile::TempDir, names: &[&str], files: &[(&str, &str)]) -> Family {
     let first = dir.path().join(names[0]);
     std::fs::create_dir(&first).unwrap();
     for (path, content) in files {
@@ -310,9 +314,10 @@ pub fn tree_listing(root: &Path) -> Vec<String> {
                     <sha2::Sha256 as sha2::Digest>::new_with_prefix(&content),
                 );
                 out.push(format!(
-                    "file {name} {:o} {} {}",
+                    "file {name} {:o} {}.{:09} {}",
                     meta.mode() & 0o7777,
-                    meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                    meta.mtime(),
+                    meta.mtime_nsec(),
                     hex::encode(digest)
                 ));
             }

@@ -435,7 +435,7 @@ fn forged_packet(sender: &Path, target: &Path, out: &Path, changes: Vec<syncrepl
             seq: 99,
         }],
         packet_id: syncreplica::store::identity::random_id(),
-        created_ns: 1,
+        created: syncreplica::ops::Timestamp::new(1, 0).unwrap(),
         comment: "forged".into(),
         epoch_ranges: [(
             me,
@@ -450,7 +450,12 @@ fn forged_packet(sender: &Path, target: &Path, out: &Path, changes: Vec<syncrepl
     };
     let key = from.signing_key().unwrap().to_bytes();
     let mut writer = PacketWriter::create(out, 1 << 20, &key, meta).unwrap();
-    for op in numbered_operations(me, have + 1, 1, changes) {
+    for op in numbered_operations(
+        me,
+        have + 1,
+        syncreplica::ops::Timestamp::new(1, 0).unwrap(),
+        changes,
+    ) {
         writer.add_operation(&op).unwrap();
     }
     writer.finish().unwrap();
@@ -472,14 +477,12 @@ fn path_escape_packets_are_refused_with_the_replica_unchanged() {
     let file = |path: &[u8], epoch: u64| Change::Path {
         path: path.to_vec(),
         version: VersionVector([(me, epoch)].into()),
-        state: PathState::Directory { mode: 0o755 },
+        state: PathState::directory(0o755),
     };
     let link = |path: &[u8], target: &str, epoch: u64| Change::Path {
         path: path.to_vec(),
         version: VersionVector([(me, epoch)].into()),
-        state: PathState::Symlink {
-            target: target.as_bytes().to_vec(),
-        },
+        state: PathState::symlink(target.as_bytes().to_vec()),
     };
     let beta_replica = syncreplica::replica::Replica::open(&b).unwrap();
     let beta_id = beta_replica.identity.replica_id;
@@ -500,7 +503,7 @@ fn path_escape_packets_are_refused_with_the_replica_unchanged() {
             vec![Change::Path {
                 path: b"local-link/escaped".to_vec(),
                 version: link_version.merged(&VersionVector([(me, have + 1)].into())),
-                state: PathState::Directory { mode: 0o755 },
+                state: PathState::directory(0o755),
             }],
         ),
         (
@@ -547,7 +550,7 @@ fn a_hostile_packet_refuses_only_itself_in_an_import_run() {
         vec![Change::Path {
             path: b"../escaped".to_vec(),
             version: VersionVector([(me, have + 1)].into()),
-            state: PathState::Directory { mode: 0o755 },
+            state: PathState::directory(0o755),
         }],
     );
     // ...and an honest one from gamma, in the same folder.
@@ -1034,4 +1037,209 @@ fn lspacket_gives_no_readiness_for_a_damaged_packet() {
     std::fs::write(&packet, bytes).unwrap();
     let res = run(&fam.root("beta"), "lspacket", [packet.as_os_str()]).fails_with(1);
     assert!(!res.stdout.contains("can be applied now"), "{}", res.stdout);
+}
+
+/// Times an `i64` of nanoseconds cannot hold (after 2262, before 1677),
+/// times before 1970 with nanoseconds, and an ordinary old one travel
+/// exactly, and arrive as no change at all: nothing to record at either
+/// site, nothing to send back. (Format 1 wrapped 2400 to 1901.) The far
+/// past needs a filesystem that holds it: tmpfs does, ext4 stops at 1901,
+/// so the family lives in /dev/shm where that is a tmpfs.
+#[test]
+fn file_times_of_any_year_travel_exactly_and_are_no_change() {
+    let on_tmpfs = std::fs::metadata("/dev/shm").is_ok_and(|m| m.is_dir())
+        && tempfile::tempdir_in("/dev/shm").is_ok();
+    let dir = if on_tmpfs {
+        tempfile::tempdir_in("/dev/shm").unwrap()
+    } else {
+        eprintln!("no /dev/shm: the year-1600 case is skipped (ext4 cannot hold it)");
+        tempfile::tempdir().unwrap()
+    };
+    let fam = family_in(dir, &["alpha", "beta"], &[("seed.txt", "seed")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    let mut cases: Vec<(&str, i64, u32)> = vec![
+        ("far/2400.txt", 13_569_465_600, 123_456_789),
+        ("far/1969.txt", -1, 500_000_000),
+        ("far/1905.txt", -2_051_222_400, 7),
+    ];
+    if on_tmpfs {
+        cases.push(("far/1600.txt", -11_676_096_000, 250_000_000));
+    }
+    let when = |secs: i64, nanos: u32| {
+        let whole = std::time::Duration::from_secs(secs.unsigned_abs());
+        let base = if secs >= 0 {
+            std::time::UNIX_EPOCH + whole
+        } else {
+            std::time::UNIX_EPOCH - whole
+        };
+        base + std::time::Duration::from_nanos(nanos.into())
+    };
+    for (path, secs, nanos) in &cases {
+        write(&alpha, path, path);
+        let file = std::fs::File::options()
+            .write(true)
+            .open(alpha.join(path))
+            .unwrap();
+        file.set_modified(when(*secs, *nanos)).unwrap();
+    }
+    let out = fam.packet_dir("times");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    import_from(&beta, &[&out]).ok();
+    for (path, secs, nanos) in &cases {
+        let meta = std::fs::symlink_metadata(beta.join(path)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (meta.mtime(), meta.mtime_nsec()),
+            (*secs, i64::from(*nanos)),
+            "{path} at beta"
+        );
+    }
+    assert_eq!(tree_listing(&alpha), tree_listing(&beta));
+    for root in [&alpha, &beta] {
+        let status = run(root, "syncreplica", ["-status"]).ok();
+        assert!(
+            status.stdout.contains("no changes to record"),
+            "{}: {}",
+            root.display(),
+            status.stdout
+        );
+    }
+    let back = fam.packet_dir("back");
+    let run = export_to(&beta, &back, &["alpha"], &[]).ok();
+    assert!(run.stdout.contains("lacks nothing"), "{}", run.stdout);
+    assert!(packet_files(&back).is_empty());
+}
+
+/// What a later minor version of the format may add (SPEC.md §2, §6.2–6.4),
+/// met by this version: an informational operation kind is logged and
+/// relayed but not applied; an ignorable (even) metadata key is kept and
+/// relayed, and is no local change; an unknown path-state kind or critical
+/// (odd) metadata key refuses the packet, saying a newer syncreplica is
+/// needed, with the replica unchanged and still usable.
+#[test]
+fn extensions_from_newer_versions_are_relayed_skipped_or_refused_by_rule() {
+    use syncreplica::ops::{Change, Extensions, PathState, VersionVector};
+    let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
+    let (a, b, c) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    // Beta learns of gamma (made after it) from alpha first.
+    let intro = fam.packet_dir("intro");
+    export_to(&a, &intro, &["beta"], &[]).ok();
+    import_from(&b, &[&intro]).ok();
+    let me = syncreplica::replica::Replica::open(&a)
+        .unwrap()
+        .identity
+        .replica_id;
+    let beta = syncreplica::replica::Replica::open(&b).unwrap();
+    let have = beta.state().epoch(&beta.identity.replica_id, &me).unwrap();
+    drop(beta);
+    let dir = |path: &[u8], epoch: u64, ext: Extensions| Change::Path {
+        path: path.to_vec(),
+        version: VersionVector([(me, epoch)].into()),
+        state: PathState::Directory {
+            mode: 0o755,
+            mtime: None,
+            ext,
+        },
+    };
+    let with_key = |key: u32| {
+        let mut ext = Extensions::default();
+        ext.insert(key, b"from the future".to_vec());
+        ext
+    };
+
+    // Refused: an unknown state kind, a critical key, an unknown
+    // operation kind below the informational range.
+    let refused: Vec<(&str, Change, &str)> = vec![
+        (
+            "state kind",
+            Change::Path {
+                path: b"fifo".to_vec(),
+                version: VersionVector([(me, have + 1)].into()),
+                state: PathState::Unknown {
+                    kind: 9,
+                    body: vec![],
+                },
+            },
+            "path-state kind 9",
+        ),
+        (
+            "critical key",
+            dir(b"acl", have + 1, with_key(7)),
+            "critical key 7",
+        ),
+        (
+            "operation kind",
+            Change::Unknown {
+                kind: 40,
+                body: vec![1],
+            },
+            "operation kind 40",
+        ),
+    ];
+    for (label, change, says) in refused {
+        let out = fam.packet_dir(&label.replace(' ', "-"));
+        forged_packet(&a, &b, &out, vec![change]);
+        let before = tree_listing(&b);
+        let res = import_from(&b, &[&out]);
+        assert_ne!(res.code, 0, "{label}: accepted:\n{}", res.stdout);
+        assert!(res.stderr.contains(says), "{label}: {}", res.stderr);
+        assert!(
+            res.stderr.contains("needs a newer syncreplica"),
+            "{label}: {}",
+            res.stderr
+        );
+        assert!(
+            res.stderr.contains("upgrade syncreplica"),
+            "{label}: {}",
+            res.stderr
+        );
+        assert_eq!(tree_listing(&b), before, "{label}");
+    }
+
+    // Accepted: an informational operation and an ignorable key.
+    let out = fam.packet_dir("accepted");
+    forged_packet(
+        &a,
+        &b,
+        &out,
+        vec![
+            Change::Unknown {
+                kind: 0x1_0001,
+                body: b"a tree digest, say".to_vec(),
+            },
+            dir(b"owned", have + 2, with_key(2)),
+        ],
+    );
+    import_from(&b, &[&out]).ok();
+    assert!(b.join("owned").is_dir());
+    let status = run(&b, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+    // Beta relays both to gamma unchanged; gamma keeps the key too.
+    let relay = fam.packet_dir("relay");
+    export_to(&b, &relay, &["gamma"], &[]).ok();
+    import_from(&c, &[&relay]).ok();
+    assert!(c.join("owned").is_dir());
+    let gamma = syncreplica::replica::Replica::open(&c).unwrap();
+    let entries = gamma.state().load_entries().unwrap();
+    assert_eq!(
+        entries[b"owned".as_slice()]
+            .state
+            .extensions()
+            .and_then(|ext| ext.get(2)),
+        Some(&b"from the future"[..])
+    );
+    let upto = gamma
+        .state()
+        .epoch(&gamma.identity.replica_id, &me)
+        .unwrap();
+    let ops = gamma.state().operations_between(&me, 0, upto).unwrap();
+    assert!(
+        ops.iter()
+            .any(|(_, op)| matches!(&op.change, Change::Unknown { kind: 0x1_0001, body } if body == b"a tree digest, say")),
+        "the informational operation was relayed"
+    );
 }

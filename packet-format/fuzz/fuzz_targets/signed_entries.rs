@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         packet_id: Id([3; 16]),
         part: 1,
         parts: 1,
-        created_ns: 0,
+        created: packet_format::ops::Timestamp::default(),
         comment: String::new(),
         epoch_ranges: BTreeMap::new(),
         epoch_row: BTreeMap::new(),

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use packet_format::ops::{Change, ChunkRef, Id, Operation, PathState, VersionVector};
+use packet_format::ops::{
+    Change, ChunkRef, Extensions, Id, Operation, PathState, Timestamp, VersionVector,
+};
 use packet_format::{CreationPayload, EpochRange, Member, Named, PacketKind, PacketMeta, Target};
 use sha2::{Digest, Sha256};
 pub use test_support::public_key;
@@ -13,7 +15,10 @@ use test_support::XorShift;
 pub const SENDER_SECRET: [u8; 32] = [0x11; 32];
 pub const OTHER_SECRET: [u8; 32] = [0x22; 32];
 /// 2025-11-21T10:30:00Z
-pub const CREATED_NS: i64 = 1_763_721_000_000_000_000;
+pub const CREATED: Timestamp = Timestamp {
+    secs: 1_763_721_000,
+    nanos: 0,
+};
 
 pub fn sender_id() -> Id {
     Id([0xa1; 16])
@@ -52,7 +57,7 @@ pub fn meta(kind: PacketKind) -> PacketMeta {
             seq: 42,
         }],
         packet_id: Id([0xc3; 16]),
-        created_ns: CREATED_NS,
+        created: CREATED,
         comment: "nightly sync".into(),
         epoch_ranges: BTreeMap::from([(
             sender_id(),
@@ -86,13 +91,13 @@ pub fn file_op(epoch: u64, path: &str, chunks: &[Vec<u8>]) -> Operation {
     Operation {
         origin: sender_id(),
         epoch,
-        recorded_ns: CREATED_NS,
+        recorded: CREATED,
         change: Change::Path {
             path: path.as_bytes().to_vec(),
             version: VersionVector(BTreeMap::from([(sender_id(), epoch)])),
             state: PathState::File {
                 mode: 0o644,
-                mtime_ns: CREATED_NS,
+                mtime: CREATED,
                 size: chunks.iter().map(|c| c.len() as u64).sum(),
                 chunks: chunks
                     .iter()
@@ -101,6 +106,7 @@ pub fn file_op(epoch: u64, path: &str, chunks: &[Vec<u8>]) -> Operation {
                         len: c.len() as u32,
                     })
                     .collect(),
+                ext: Extensions::default(),
             },
         },
     }

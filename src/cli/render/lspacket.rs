@@ -74,7 +74,7 @@ pub fn render_json(exam: &Examination, view: Option<&LocalView>) -> serde_json::
         value["comment"] = json!(header.comment);
         value["part"] = json!(header.part);
         value["parts"] = json!(header.parts);
-        value["created"] = json!(packet_format::utc_display(header.created_ns));
+        value["created"] = json!(packet_format::utc_display(header.created.secs));
         value["format_version"] =
             json!(format!("{}.{}", header.version.major, header.version.minor));
         value["targets"] = json!(targets);

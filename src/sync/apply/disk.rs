@@ -8,29 +8,20 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use super::journal::{stat_mtime_ns, Action, Expect};
+use super::journal::{stat_mtime, stat_mtime_ns, Action, Expect};
 use super::plan::Plan;
 use super::{is_injected_crash, ApplyHooks, ChunkSource};
 use crate::error::{Error, IoContext, Refusal, Result};
-use crate::ops::{ChunkId, ChunkRef, PathState};
+use crate::ops::{ChunkId, ChunkRef, PathState, Timestamp};
 use crate::replica::Replica;
 use crate::store::layout::{DELETED_DIR, STAGING_DIR, TEMP_NEW_FILE};
 use crate::store::state::RecordedEntry;
 use crate::tree::confined::{ConfinedRoot, DiskKind, Located, Place};
 use crate::tree::relpath;
 use rustix::fs::FileType;
-
-fn system_time(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
 
 /// Fsyncs a folder of the state folder (staging, soft-deleted files);
 /// never one of the tree, which [`ConfinedRoot::sync_dir`] reaches.
@@ -107,7 +98,7 @@ fn stage_all(
         }
         file.set_permissions(std::fs::Permissions::from_mode(job.mode))
             .at(&path)?;
-        file.set_modified(system_time(job.mtime_ns)).at(&path)?;
+        crate::tree::confined::set_file_mtime(&file, job.mtime).at(&path)?;
         file.sync_all().at(&path)?;
         written += offset;
         hooks.step("staged a file")?;
@@ -534,7 +525,7 @@ fn settle_found(
             }
         }
     }
-    keep_as_conflict_copy(ctx, rel, aside, stat_mtime_ns(stat), notes)
+    keep_as_conflict_copy(ctx, rel, aside, stat_mtime(stat), notes)
 }
 
 /// Keeps the replaced version `aside` as `target` (soft-deleted): renamed
@@ -574,7 +565,7 @@ fn keep_version(ctx: &Context, aside: &Path, stat: &rustix::fs::Stat, target: &P
 fn take_conflict_name(
     ctx: &Context,
     rel: &[u8],
-    mtime_ns: i64,
+    mtime: Timestamp,
     create: bool,
     notes: &mut Vec<String>,
     mut take: impl FnMut(&Place) -> std::io::Result<()>,
@@ -583,7 +574,7 @@ fn take_conflict_name(
         Some(i) => (&rel[..=i], &rel[i + 1..]),
         None => (&b""[..], rel),
     };
-    let base = super::conflict_copy_name(name, mtime_ns, ctx.replica_name);
+    let base = super::conflict_copy_name(name, mtime, ctx.replica_name);
     for attempt in 0..1000u32 {
         let mut copy = parent.to_vec();
         copy.extend_from_slice(&base);
@@ -615,11 +606,11 @@ fn keep_as_conflict_copy(
     ctx: &Context,
     rel: &[u8],
     aside: &Path,
-    mtime_ns: i64,
+    mtime: Timestamp,
     notes: &mut Vec<String>,
 ) -> Result<()> {
     let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
-    let moved = take_conflict_name(ctx, rel, mtime_ns, true, notes, |place| {
+    let moved = take_conflict_name(ctx, rel, mtime, true, notes, |place| {
         place.rename_in_new(aside)
     })?;
     if moved {
@@ -724,8 +715,8 @@ fn guard_in_place(
     if stat.is_none() || (expect.holds(stat.as_ref()) && same_link) {
         return Ok(());
     }
-    let mtime_ns = stat.as_ref().map_or(0, stat_mtime_ns);
-    let moved = take_conflict_name(ctx, rel, mtime_ns, false, notes, |target| {
+    let mtime = stat.as_ref().map_or(Timestamp::default(), stat_mtime);
+    let moved = take_conflict_name(ctx, rel, mtime, false, notes, |target| {
         place.rename_sibling_new(place.name(), target.name())
     })?;
     if moved {
@@ -935,7 +926,7 @@ fn run(
         Action::SetFileMeta {
             path,
             mode,
-            mtime_ns,
+            mtime,
             expect,
         } => {
             if let Located::At(place) = locate(path, false)? {
@@ -945,8 +936,7 @@ fn run(
                 if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
                     return Ok(());
                 }
-                let done =
-                    stat.st_mode & 0o7777 == *mode & 0o7777 && stat_mtime_ns(&stat) == *mtime_ns;
+                let done = stat.st_mode & 0o7777 == *mode & 0o7777 && stat_mtime(&stat) == *mtime;
                 if done {
                     return Ok(());
                 }
@@ -973,7 +963,7 @@ fn run(
                     return Ok(());
                 }
                 place.set_mode(*mode)?;
-                place.set_mtime(*mtime_ns)?;
+                place.set_mtime(*mtime)?;
             }
         }
         Action::SetDirMode { path, mode } => {
@@ -1094,7 +1084,7 @@ fn keep_foreign_temp(ctx: &Context, rel: &[u8], to: &Place, notes: &mut Vec<Stri
     };
     let base = super::conflict_copy_name(
         TEMP_NEW_FILE.as_bytes(),
-        stat_mtime_ns(&stat),
+        stat_mtime(&stat),
         ctx.replica_name,
     );
     for attempt in 0..1000u32 {

@@ -13,12 +13,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ops::Timestamp;
+
 /// Every journal row starts with these bytes.
 pub(crate) const JOURNAL_MAGIC: &[u8; 3] = b"SRJ";
 
 /// The version of the journal encoding. Raise it whenever [`Action`]
 /// changes shape.
-pub(crate) const JOURNAL_VERSION: u8 = 2;
+pub(crate) const JOURNAL_VERSION: u8 = 3;
 
 /// One disk action of the journal. Every action can run again after a
 /// crash and leaves the same result.
@@ -64,7 +66,7 @@ pub(crate) enum Action {
     SetFileMeta {
         path: Vec<u8>,
         mode: u32,
-        mtime_ns: i64,
+        mtime: Timestamp,
         expect: Expect,
     },
     /// Sets a directory's mode, after everything inside it is done.
@@ -184,7 +186,15 @@ impl Expect {
     }
 }
 
-/// The mtime in `stat`, in ns since the Unix epoch (saturating).
+/// The mtime in `stat`, exactly (any year).
+#[allow(clippy::unnecessary_cast)]
+pub(crate) fn stat_mtime(stat: &rustix::fs::Stat) -> Timestamp {
+    Timestamp::from_stat(stat.st_mtime as i64, stat.st_mtime_nsec as i64)
+}
+
+/// The mtime in `stat`, in ns since the Unix epoch (saturating): for
+/// comparing two stats of one file, where a saturated far time still
+/// differs in ctime, inode or size from any other version.
 // The casts are no-ops on 64-bit Linux, not on every target.
 #[allow(clippy::unnecessary_cast)]
 pub(crate) fn stat_mtime_ns(stat: &rustix::fs::Stat) -> i64 {

@@ -148,6 +148,7 @@
 mod disk;
 mod journal;
 mod plan;
+pub(crate) use plan::needs_newer_for;
 
 use journal::Action;
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::journal::{Action, Expect};
 use super::ApplyReport;
 use crate::error::{Error, Refusal, Result};
-use crate::ops::{Causality, Change, ChunkRef, Id, Operation, PathState, VersionVector};
+use crate::ops::{Causality, Change, ChunkRef, Id, Operation, PathState, Timestamp, VersionVector};
 use crate::replica::Replica;
 use crate::store::identity;
 use crate::store::layout::DELETED_DIR;
@@ -40,7 +40,7 @@ pub(crate) struct StageJob {
     pub path: Vec<u8>,
     pub chunks: Vec<ChunkRef>,
     pub mode: u32,
-    pub mtime_ns: i64,
+    pub mtime: Timestamp,
 }
 
 /// Everything a batch will do.
@@ -84,15 +84,41 @@ pub fn validate_path(path: &[u8]) -> Result<()> {
     }
 }
 
+/// Critical metadata keys (SPEC.md §6.4) this version applies: none yet.
+const KNOWN_CRITICAL_KEYS: &[u32] = &[];
+
+fn needs_newer(what: String) -> Error {
+    Error::Refused(Refusal::NeedsNewer { what })
+}
+
+/// What in `op` a later format version added that this version can
+/// neither apply nor ignore (SPEC.md §6.2–6.4), if anything.
+pub(crate) fn needs_newer_for(op: &Operation) -> Option<String> {
+    if let Change::Unknown { kind, .. } = &op.change {
+        return (!op.change.is_informational())
+            .then(|| format!("operation {} (operation kind {kind})", op.epoch));
+    }
+    let change = op.change.path_change()?;
+    let path = relpath::display(change.path);
+    if let PathState::Unknown { kind, .. } = change.state {
+        return Some(format!("the state of \"{path}\" (path-state kind {kind})"));
+    }
+    let ext = change.state.extensions()?;
+    let key = ext.unknown_critical(KNOWN_CRITICAL_KEYS)?;
+    Some(format!("the metadata of \"{path}\" (critical key {key})"))
+}
+
 /// Checks an incoming state and drops what is never applied (setuid and
 /// setgid bits).
+/// Operations are checked by [`needs_newer_for`] first.
 fn sanitize(path: &[u8], state: &PathState) -> Result<PathState> {
     Ok(match state {
         PathState::File {
             mode,
-            mtime_ns,
+            mtime,
             size,
             chunks,
+            ext,
         } => {
             let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
             if total != *size {
@@ -103,15 +129,18 @@ fn sanitize(path: &[u8], state: &PathState) -> Result<PathState> {
             }
             PathState::File {
                 mode: mode & 0o777,
-                mtime_ns: *mtime_ns,
+                mtime: *mtime,
                 size: *size,
                 chunks: chunks.clone(),
+                ext: ext.clone(),
             }
         }
-        PathState::Directory { mode } => PathState::Directory {
+        PathState::Directory { mode, mtime, ext } => PathState::Directory {
             mode: mode & 0o1777,
+            mtime: *mtime,
+            ext: ext.clone(),
         },
-        PathState::Symlink { target } => {
+        PathState::Symlink { target, .. } => {
             if target.is_empty() || target.contains(&0) || target.len() > PATH_MAX {
                 return Err(hostile(
                     path,
@@ -121,16 +150,22 @@ fn sanitize(path: &[u8], state: &PathState) -> Result<PathState> {
             state.clone()
         }
         PathState::Deleted => PathState::Deleted,
+        PathState::Unknown { kind, .. } => {
+            return Err(needs_newer(format!(
+                "the state of \"{}\" (path-state kind {kind})",
+                relpath::display(path)
+            )))
+        }
     })
 }
 
-fn mtime_rank(state: &PathState) -> (bool, bool, i64) {
+fn mtime_rank(state: &PathState) -> (bool, bool, Timestamp) {
     (
         matches!(state, PathState::Directory { .. }),
         !matches!(state, PathState::Deleted),
         match state {
-            PathState::File { mtime_ns, .. } => *mtime_ns,
-            _ => 0,
+            PathState::File { mtime, .. } => *mtime,
+            _ => Timestamp::default(),
         },
     )
 }
@@ -150,16 +185,18 @@ pub fn winner_is_first(a: &PathState, b: &PathState) -> bool {
 }
 
 /// `NAME.sync-conflict-YYYYMMDD-HHMMSS-REPLICA.EXT` for a file `name`
-/// whose losing version has mtime `mtime_ns` and was made by `replica`.
+/// whose losing version has mtime `mtime` and was made by `replica`.
+/// Years outside 0..=9999 print with their sign or extra digits.
 /// The extension is what follows the last `.` that is not the name's first
 /// character. The stem is shortened if the name would exceed 255 bytes.
-pub fn conflict_copy_name(name: &[u8], mtime_ns: i64, replica: &str) -> Vec<u8> {
+pub fn conflict_copy_name(name: &[u8], mtime: Timestamp, replica: &str) -> Vec<u8> {
     let dot = name.iter().rposition(|&b| b == b'.').filter(|&i| i > 0);
     let (stem, ext) = match dot {
         Some(i) => (&name[..i], Some(&name[i + 1..])),
         None => (name, None),
     };
-    let stamp = chrono::DateTime::from_timestamp_nanos(mtime_ns).format("%Y%m%d-%H%M%S");
+    let stamp = packet_format::utc_timestamp(mtime.secs).replace('T', "-");
+    let stamp = stamp.trim_end_matches('Z');
     let middle = format!(".sync-conflict-{stamp}-{replica}");
     let ext_len = ext.map_or(0, |e| e.len() + 1);
     let keep = NAME_MAX
@@ -336,6 +373,9 @@ impl Planner<'_> {
                 op.epoch - 1
             )));
         }
+        if let Some(what) = needs_newer_for(op) {
+            return Err(needs_newer(format!("{what} of {}", self.label(&op.origin))));
+        }
         self.last.insert(op.origin, op.epoch);
         self.raised.insert(op.origin, op.epoch);
         self.accepted.push(op.clone());
@@ -362,6 +402,9 @@ impl Planner<'_> {
                 state,
                 author,
             } => self.path_operation(*author, path, version, state),
+            // Logged and relayed, never applied (SPEC.md §6.2); the
+            // others were refused above.
+            Change::Unknown { .. } => Ok(()),
         }
     }
 
@@ -589,7 +632,7 @@ impl Planner<'_> {
         self.local_ops.push(Operation {
             origin: self.me,
             epoch: self.own_epoch,
-            recorded_ns: self.now_ns,
+            recorded: Timestamp::from_nanos(self.now_ns),
             change,
         });
         self.planned.insert(
@@ -613,7 +656,7 @@ impl Planner<'_> {
         let PathState::File {
             size,
             chunks,
-            mtime_ns,
+            mtime,
             ..
         } = loser
         else {
@@ -635,7 +678,7 @@ impl Planner<'_> {
             } else {
                 format!("{who}-{attempt}")
             };
-            let copy = join(parent, &conflict_copy_name(name, *mtime_ns, &label));
+            let copy = join(parent, &conflict_copy_name(name, *mtime, &label));
             if validate_path(&copy).is_err() || self.excluded(&copy, false)? {
                 return Ok(None);
             }
@@ -705,7 +748,7 @@ impl Planner<'_> {
     }
 
     fn dir_mode_for(&self, path: &[u8]) -> Result<u32> {
-        if let Some(PathState::Directory { mode }) = self.recorded.get(path).map(|e| &e.state) {
+        if let Some(PathState::Directory { mode, .. }) = self.recorded.get(path).map(|e| &e.state) {
             return Ok(*mode);
         }
         Ok(match self.confined.kind(path)? {
@@ -748,7 +791,7 @@ impl Planner<'_> {
                 }
                 let displaced = self.planned[path].clone();
                 let mode = self.dir_mode_for(path)?;
-                self.local_operation(path, PathState::Directory { mode });
+                self.local_operation(path, PathState::directory(mode));
                 let copy = self.conflict_copy(path, &displaced.state, displaced.author, None)?;
                 let what = match displaced.state {
                     PathState::Deleted => "deletion".to_string(),
@@ -779,7 +822,7 @@ impl Planner<'_> {
                         continue;
                     }
                     let mode = self.dir_mode_for(ancestor)?;
-                    self.local_operation(ancestor, PathState::Directory { mode });
+                    self.local_operation(ancestor, PathState::directory(mode));
                     let mut copy = None;
                     if let Some(entry) = &current {
                         copy = self.conflict_copy(ancestor, &entry.state, entry.author, None)?;
@@ -884,7 +927,7 @@ impl Planner<'_> {
                 (DiskKind::Symlink(now), _)
                     if !matches!(
                         self.recorded.get(path).map(|e| &e.state),
-                        Some(PathState::Symlink { target }) if target == now
+                        Some(PathState::Symlink { target, .. }) if target == now
                     ) =>
                 {
                     Expect::Unverified
@@ -904,7 +947,7 @@ impl Planner<'_> {
             match &entry.state {
                 PathState::File {
                     mode,
-                    mtime_ns,
+                    mtime,
                     chunks,
                     ..
                 } => {
@@ -916,7 +959,7 @@ impl Planner<'_> {
                         creations.push(Action::SetFileMeta {
                             path: p.clone(),
                             mode: *mode,
-                            mtime_ns: *mtime_ns,
+                            mtime: *mtime,
                             expect,
                         });
                         continue;
@@ -934,7 +977,7 @@ impl Planner<'_> {
                         path: p.clone(),
                         chunks: chunks.clone(),
                         mode: *mode,
-                        mtime_ns: *mtime_ns,
+                        mtime: *mtime,
                     });
                     // A directory there is removed first: then nothing is.
                     let expect = if matches!(disk, DiskKind::Dir(_)) {
@@ -949,7 +992,7 @@ impl Planner<'_> {
                         keep,
                     });
                 }
-                PathState::Directory { mode } => {
+                PathState::Directory { mode, .. } => {
                     match disk {
                         DiskKind::Dir(_) => {}
                         DiskKind::File => {
@@ -984,7 +1027,7 @@ impl Planner<'_> {
                         mode: *mode,
                     });
                 }
-                PathState::Symlink { target } => {
+                PathState::Symlink { target, .. } => {
                     match &disk {
                         DiskKind::Symlink(now) if now == target => continue,
                         DiskKind::File => keep_old_file(),
@@ -1023,6 +1066,8 @@ impl Planner<'_> {
                         removals.push((p.clone(), Action::RemoveSpecial { path: p }))
                     }
                 },
+                // Refused before planning (`needs_newer_for`).
+                PathState::Unknown { .. } => {}
             }
         }
         // Deepest first, so children go before their directory.
@@ -1111,7 +1156,7 @@ mod tests {
     #[test]
     fn conflict_copy_names() {
         // 2026-11-21 10:15:00 UTC
-        let ns = 1_795_256_100_000_000_000;
+        let ns = Timestamp::new(1_795_256_100, 0).unwrap();
         assert_eq!(
             conflict_copy_name(b"report.txt", ns, "boston"),
             b"report.sync-conflict-20261121-101500-boston.txt".to_vec()
@@ -1130,6 +1175,12 @@ mod tests {
         );
         let long = vec![b'x'; 250];
         assert!(conflict_copy_name(&long, ns, "b").len() <= NAME_MAX);
+        // Times an i64 of nanoseconds cannot hold.
+        let far = Timestamp::new(13_569_465_600, 0).unwrap();
+        assert_eq!(
+            conflict_copy_name(b"a.txt", far, "b"),
+            b"a.sync-conflict-24000101-000000-b.txt".to_vec()
+        );
     }
 
     #[test]
@@ -1144,25 +1195,25 @@ mod tests {
 
     #[test]
     fn winners() {
-        let file = |mtime_ns| PathState::File {
+        let file = |secs| PathState::File {
             mode: 0o644,
-            mtime_ns,
+            mtime: Timestamp { secs, nanos: 0 },
             size: 0,
             chunks: vec![],
+            ext: Default::default(),
         };
-        let dir = PathState::Directory { mode: 0o755 };
+        let dir = PathState::directory(0o755);
         assert!(winner_is_first(&file(1), &PathState::Deleted));
         assert!(!winner_is_first(&PathState::Deleted, &file(1)));
         assert!(winner_is_first(&file(2), &file(1)));
+        // 2400 is newer than 2200: no wrapping of nanosecond counts.
+        assert!(winner_is_first(&file(13_569_465_600), &file(7_258_118_400)));
+        assert!(winner_is_first(&file(1), &file(-11_676_096_000)));
         assert!(winner_is_first(&dir, &file(i64::MAX)));
-        let link = PathState::Symlink {
-            target: b"x".to_vec(),
-        };
+        let link = PathState::symlink(b"x".to_vec());
         assert!(winner_is_first(&dir, &link));
         // Ties are broken by encoding, and never both ways.
-        let a = PathState::Symlink {
-            target: b"a".to_vec(),
-        };
+        let a = PathState::symlink(b"a".to_vec());
         assert_ne!(winner_is_first(&a, &link), winner_is_first(&link, &a));
     }
 }
