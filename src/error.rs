@@ -172,6 +172,10 @@ pub enum Refusal {
     #[error("not signed by a current member of the family: {signature}")]
     NotAMember { signature: String },
 
+    /// Signed by one member, naming another as its sender.
+    #[error("claims to come from {claimed} but is signed by {signer}")]
+    Impersonation { claimed: String, signer: String },
+
     /// Content that does not match its hash.
     #[error("chunk {chunk} of {path}, as carried by the packet, does not match its id")]
     BadContent { chunk: String, path: String },

@@ -198,6 +198,44 @@ fn main() {
     );
 
     write_states_packet(&out);
+    // Validly signed, but the operations repeat epoch 2 and never reach
+    // the declared 3: a duplicate a reader must refuse, not deduplicate.
+    let mut dup_ops = Vec::new();
+    for (epoch, (index, chunks)) in [1u64, 2, 2]
+        .into_iter()
+        .zip(small_files().iter().enumerate())
+    {
+        let op = file_op(epoch, &format!("docs/file{index}.txt"), chunks);
+        let bytes = op.encode();
+        dup_ops.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        dup_ops.extend_from_slice(&0u32.to_le_bytes());
+        dup_ops.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        dup_ops.extend_from_slice(&bytes);
+    }
+    let mut dup_header = header.clone();
+    let pin = dup_header
+        .entries
+        .iter_mut()
+        .find(|e| e.name == ENTRY_OPERATIONS)
+        .unwrap();
+    pin.encoding = Encoding::Plain;
+    pin.stored_size = dup_ops.len() as u64;
+    pin.raw_size = dup_ops.len() as u64;
+    pin.sha256 = Sha256::digest(&dup_ops).into();
+    let dup_header_bytes = encode_header_raw(&dup_header);
+    let mut dup_op_entries = entries.clone();
+    dup_op_entries
+        .iter_mut()
+        .find(|(n, _)| n == ENTRY_OPERATIONS)
+        .unwrap()
+        .1 = dup_ops;
+    write_with(
+        &out.join("epoch_duplicate.zip"),
+        &dup_op_entries,
+        &dup_header_bytes,
+        &sign_header(&SENDER_SECRET, &dup_header_bytes),
+    );
+
     write_sidecars(&out, appended.len());
 
     let mut names: Vec<_> = std::fs::read_dir(&out)
@@ -236,7 +274,13 @@ fn write_packet(
     files: Vec<Vec<Vec<u8>>>,
 ) -> Vec<PathBuf> {
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = PacketWriter::create(dir.path(), max_size, secret, meta(kind)).unwrap();
+    let mut writer = PacketWriter::create(
+        dir.path(),
+        max_size,
+        secret,
+        carrying(meta(kind), files.len() as u64),
+    )
+    .unwrap();
     for (index, chunks) in files.iter().enumerate() {
         for chunk in chunks {
             writer.add_chunk(&chunk_id(chunk), chunk).unwrap();
@@ -431,6 +475,18 @@ fn write_sidecars(out: &Path, garbage_len: usize) {
     sidecars.push(("states".into(), states_sidecar(&trust, &sender)));
 
     sidecars.push((
+        "epoch_duplicate".into(),
+        vec![
+            "# Validly signed; the operations carry epochs 1, 2, 2 of a declared 1..=3.".into(),
+            "expect: ok".into(),
+            trust.clone(),
+            "read-error: EpochRanges".into(),
+            "listing-signature: verified".into(),
+            "unzip: ok".into(),
+        ],
+    ));
+
+    sidecars.push((
         "duplicate_entry".into(),
         failing(
             "Two entries named chunks.",
@@ -538,14 +594,14 @@ fn states_ops() -> (Vec<u8>, Vec<Operation>) {
 
 fn write_states_packet(out: &Path) {
     let dir = tempfile::tempdir().unwrap();
+    let (data, ops) = states_ops();
     let mut writer = PacketWriter::create(
         dir.path(),
         1 << 20,
         &SENDER_SECRET,
-        meta(PacketKind::Update),
+        carrying(meta(PacketKind::Update), ops.len() as u64),
     )
     .unwrap();
-    let (data, ops) = states_ops();
     writer.add_chunk(&chunk_id(&data), &data).unwrap();
     for op in &ops {
         writer.add_operation(op).unwrap();

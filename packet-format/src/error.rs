@@ -83,6 +83,8 @@ pub enum ErrorKind {
     // --- logical packets ---
     #[error("parts do not form one complete logical packet: {0}")]
     IncompleteLogicalPacket(String),
+    #[error("operations do not match the header's epoch ranges: {0}")]
+    EpochRanges(String),
 
     // --- writer ---
     #[error("maximum packet size {requested} is below the minimum of {minimum} bytes")]

@@ -4,7 +4,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{ErrorKind, Result};
 use crate::header::Header;
-use crate::ops::{ChunkId, Operation};
+use crate::ops::{ChunkId, Id, Operation};
 use crate::reader::{
     decode_operation, ChunkPieces, OperationRecord, OperationRecords, VerifiedPacket,
 };
@@ -75,6 +75,7 @@ impl LogicalPacket {
             current: None,
             pending: None,
             done: false,
+            last_epoch: std::collections::BTreeMap::new(),
         }
     }
 
@@ -99,10 +100,54 @@ pub struct LogicalOperations<'a> {
     /// An operation being reassembled: total length and bytes so far.
     pending: Option<(u32, Vec<u8>)>,
     done: bool,
+    /// Per origin, the epoch of its last operation so far.
+    last_epoch: std::collections::BTreeMap<Id, u64>,
 }
 
 impl LogicalOperations<'_> {
+    /// The next operation, checked against the header's epoch ranges
+    /// (SPEC.md §4): each origin's operations are exactly its range, in
+    /// order, each epoch once.
     fn step(&mut self) -> Result<Option<Operation>> {
+        let ranges = &self.parts[0].header().epoch_ranges;
+        let Some(op) = self.step_raw()? else {
+            for (origin, range) in ranges {
+                if self.last_epoch.get(origin) != Some(&range.last) {
+                    return Err(self.ranges(format!(
+                        "origin {origin} should end at epoch {}, ends at {}",
+                        range.last,
+                        self.last_epoch.get(origin).copied().unwrap_or(0)
+                    )));
+                }
+            }
+            return Ok(None);
+        };
+        let Some(range) = ranges.get(&op.origin) else {
+            return Err(self.ranges(format!(
+                "operation {} of origin {} has no range",
+                op.epoch, op.origin
+            )));
+        };
+        let expected = match self.last_epoch.get(&op.origin) {
+            None => range.first,
+            Some(last) => last.saturating_add(1),
+        };
+        if op.epoch != expected || op.epoch > range.last {
+            return Err(self.ranges(format!(
+                "origin {}: epoch {} where {expected} belongs (range {}..={})",
+                op.origin, op.epoch, range.first, range.last
+            )));
+        }
+        self.last_epoch.insert(op.origin, op.epoch);
+        Ok(Some(op))
+    }
+
+    fn ranges(&self, what: String) -> crate::Error {
+        let part = &self.parts[self.next_part.saturating_sub(1)];
+        ErrorKind::EpochRanges(what).at(part.path())
+    }
+
+    fn step_raw(&mut self) -> Result<Option<Operation>> {
         loop {
             let Some(records) = self.current.as_mut() else {
                 if self.next_part == self.parts.len() {

@@ -127,6 +127,8 @@ pub struct PacketWriter {
     current: Option<OpenPart>,
     pending: Vec<PendingPart>,
     compressor: zstd::bulk::Compressor<'static>,
+    /// Per origin, the first and last epoch added so far.
+    added: BTreeMap<Id, EpochRange>,
 }
 
 impl PacketWriter {
@@ -235,6 +237,7 @@ impl PacketWriter {
             current: None,
             pending: Vec::new(),
             compressor,
+            added: BTreeMap::new(),
         })
     }
 
@@ -255,6 +258,20 @@ impl PacketWriter {
                 origin: op.origin.to_hex(),
                 epoch: op.epoch,
             }
+            .at(&self.out_dir));
+        }
+        // Each origin's operations in epoch order, each epoch once, with
+        // no gap: what a reader checks (SPEC.md §4).
+        let first = self.template.epoch_ranges[&op.origin].first;
+        let expected = self
+            .added
+            .get(&op.origin)
+            .map_or(first, |range| range.last.saturating_add(1));
+        if op.epoch != expected {
+            return Err(ErrorKind::EpochRanges(format!(
+                "origin {}: epoch {} added where {expected} belongs",
+                op.origin, op.epoch
+            ))
             .at(&self.out_dir));
         }
         let bytes = op.encode();
@@ -296,6 +313,13 @@ impl PacketWriter {
             part.op_records += 1;
             offset += take;
         }
+        self.added
+            .entry(op.origin)
+            .or_insert(EpochRange {
+                first: op.epoch,
+                last: op.epoch,
+            })
+            .last = op.epoch;
         Ok(())
     }
 
@@ -375,6 +399,13 @@ impl PacketWriter {
     /// Finishes every part: writes headers and signatures, gives the files
     /// their final names, and returns them in part order.
     pub fn finish(mut self) -> Result<Vec<WrittenPart>> {
+        if self.added != self.template.epoch_ranges {
+            return Err(ErrorKind::EpochRanges(format!(
+                "the header declares {:?}, the operations added cover {:?}",
+                self.template.epoch_ranges, self.added
+            ))
+            .at(&self.out_dir));
+        }
         if self.current.is_none() && self.pending.is_empty() {
             // An empty logical packet still gets one part (e.g. a creation
             // packet of an empty replica).

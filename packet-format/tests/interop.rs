@@ -14,7 +14,13 @@ use packet_format::{
 };
 
 fn write(dir: &Path, kind: PacketKind, max_size: u64, files: &[Vec<Vec<u8>>]) -> Vec<PathBuf> {
-    let mut writer = PacketWriter::create(dir, max_size, &SENDER_SECRET, meta(kind)).unwrap();
+    let mut writer = PacketWriter::create(
+        dir,
+        max_size,
+        &SENDER_SECRET,
+        carrying(meta(kind), files.len() as u64),
+    )
+    .unwrap();
     for (index, chunks) in files.iter().enumerate() {
         for chunk in chunks {
             writer.add_chunk(&chunk_id(chunk), chunk).unwrap();

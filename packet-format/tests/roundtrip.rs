@@ -16,7 +16,7 @@ fn round_trip(max_size: u64, files: &[Vec<Vec<u8>>]) -> usize {
         dir.path(),
         max_size,
         &SENDER_SECRET,
-        meta(PacketKind::Update),
+        carrying(meta(PacketKind::Update), files.len() as u64),
     )
     .unwrap();
     let mut expected_ops = Vec::new();
@@ -86,7 +86,7 @@ fn huge_operation_spans_parts() {
         dir.path(),
         MIN_PART_SIZE,
         &SENDER_SECRET,
-        meta(PacketKind::Update),
+        carrying(meta(PacketKind::Update), 1),
     )
     .unwrap();
     let chunks: Vec<Vec<u8>> = (0..5000).map(|i| noise(i, 8)).collect();

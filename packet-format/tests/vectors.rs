@@ -113,6 +113,7 @@ const KEYS: &[&str] = &[
     "member",
     "operations",
     "operation",
+    "read-error",
     "chunks",
     "chunk",
     "listing-signature",
@@ -402,6 +403,14 @@ fn check_content(name: &str, expect: &Expect, packet: &VerifiedPacket, all: &[(S
     }
     let logical =
         LogicalPacket::assemble(parts).unwrap_or_else(|err| panic!("{name}: reassembly: {err}"));
+    if let Some(want) = expect.one("read-error") {
+        let err = logical
+            .operations()
+            .find_map(Result::err)
+            .unwrap_or_else(|| panic!("{name}: operations read without {want}"));
+        assert_eq!(error_fields(&err.kind).0, want, "{name}: {}", err.kind);
+        return;
+    }
     let ops: Vec<_> = logical
         .operations()
         .collect::<Result<_, _>>()

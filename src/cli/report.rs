@@ -114,6 +114,9 @@ pub fn refusal_hint(refusal: &Refusal) -> Option<&'static str> {
         Refusal::NoSpace { .. } => Some(
             "free space on that filesystem (or move the replica to a larger one) and import the packet again",
         ),
+        Refusal::Impersonation { .. } => Some(
+            "a member is forging packets in another's name: check that member's site and key (lsreplica -long lists the keys)",
+        ),
         Refusal::NeedsNewer { .. } => Some(
             "upgrade syncreplica at this site (the sender's version writes what this one cannot apply) and import the packet again",
         ),

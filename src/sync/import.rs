@@ -339,6 +339,7 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
     }
     let packet = LogicalPacket::assemble(parts)?;
     let header = packet.header().clone();
+    check_sender(replica, &header)?;
     let me = replica.identity.replica_id;
     let own = replica
         .state()
@@ -354,6 +355,14 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
             ops.push(op);
         }
     }
+    // What anyone can hold of each origin: what this replica has, or what
+    // the packet carries (its reader checked the epoch ranges).
+    let mut known: BTreeMap<Id, u64> = own.iter().map(|(o, e)| (*o, *e)).collect();
+    for (origin, range) in &header.epoch_ranges {
+        let slot = known.entry(*origin).or_insert(0);
+        *slot = (*slot).max(range.last);
+    }
+    check_versions(&ops, &known)?;
     let mut spool = LazySpool {
         packet: &packet,
         dir: replica.state_dir(),
@@ -370,7 +379,17 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         .map_or(0, |t| t.seq);
     let receipt = apply::Receipt {
         sender: header.sender.id,
-        epoch_row: header.epoch_row.iter().map(|(o, e)| (*o, *e)).collect(),
+        // The sender cannot hold more of an origin than exists, and this
+        // replica can never send it more than it knows: a claim beyond
+        // that is capped (no estimate can be poisoned into "has it all").
+        epoch_row: header
+            .epoch_row
+            .iter()
+            .map(|(origin, epoch)| {
+                let cap = known.get(origin).copied().unwrap_or(0);
+                (*origin, (*epoch).min(cap))
+            })
+            .collect(),
         packet_id: header.packet_id,
         sequence,
         file_name: first_name,
@@ -385,6 +404,54 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
     )?;
     crate::sys::testhook::crash_point("import-after-commit");
     Ok((header.sender.name.clone(), report))
+}
+
+/// Refuses a packet whose header names as sender a member other than the
+/// one whose key signed it ([`Refusal::Impersonation`]): the sender's
+/// epoch row and sequence numbers are believed as that member's.
+fn check_sender(replica: &LockedReplica, header: &packet_format::Header) -> Result<()> {
+    let members = replica.members()?;
+    let signer = members
+        .iter()
+        .find(|m| m.public_key == header.signer_key)
+        .map_or_else(
+            || format!("key {}", header.signer_fingerprint()),
+            |m| format!("\"{}\"", m.name.escape_debug()),
+        );
+    let claimed = members.iter().find(|m| m.replica == header.sender.id);
+    match claimed {
+        Some(member) if member.public_key == header.signer_key => Ok(()),
+        _ => Err(Error::Refused(Refusal::Impersonation {
+            claimed: format!("\"{}\"", header.sender.name.escape_debug()),
+            signer,
+        })),
+    }
+}
+
+/// Refuses operations whose version vectors claim epochs that exist
+/// nowhere (beyond `known`): such a claim would make every genuine later
+/// edit of the path look older.
+fn check_versions(ops: &[Operation], known: &BTreeMap<Id, u64>) -> Result<()> {
+    for op in ops {
+        let Some(change) = op.change.path_change() else {
+            continue;
+        };
+        for (origin, epoch) in &change.version.0 {
+            let cap = known.get(origin).copied().unwrap_or(0);
+            if *epoch > cap {
+                return Err(Error::Refused(Refusal::OperationLog {
+                    what: format!(
+                        "operation {} of {} gives \"{}\" a version that claims epoch {epoch} of {origin}, \
+                         which neither this replica nor the packet holds (at most {cap})",
+                        op.epoch,
+                        op.origin,
+                        crate::tree::relpath::display(change.path)
+                    ),
+                }));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// With `remove`, removes consumed packet files, and the shipping order a

@@ -432,3 +432,80 @@ impl Paused {
         }
     }
 }
+
+/// A packet from `sender` (its real key) to `target` carrying `changes` as
+/// `sender`'s next operations (after what `target` has of it), written into
+/// `out`: what a compromised or buggy sibling could send.
+pub fn forged_packet(
+    sender: &Path,
+    target: &Path,
+    out: &Path,
+    changes: Vec<syncreplica::ops::Change>,
+) {
+    forge(sender, target, out, changes, sender, |_| {});
+}
+
+/// [`forged_packet`], signed with `signer`'s key (a member other than the
+/// one the header names, if it differs from `sender`), after `tweak` has
+/// changed any header field it likes.
+pub fn forge(
+    sender: &Path,
+    target: &Path,
+    out: &Path,
+    changes: Vec<syncreplica::ops::Change>,
+    signer: &Path,
+    tweak: impl FnOnce(&mut packet_format::PacketMeta),
+) {
+    use packet_format::{EpochRange, Named, PacketKind, PacketMeta, PacketWriter, Target};
+    use syncreplica::replica::Replica;
+    let from = Replica::open(sender).unwrap();
+    let to = Replica::open(target).unwrap();
+    let me = from.identity.replica_id;
+    let have = to.state().epoch(&to.identity.replica_id, &me).unwrap();
+    let count = changes.len() as u64;
+    let mut meta = PacketMeta {
+        kind: PacketKind::Update,
+        family: Named {
+            id: from.identity.family_id,
+            name: from.identity.family_name.clone(),
+        },
+        sender: Named {
+            id: me,
+            name: from.identity.replica_name.clone(),
+        },
+        targets: vec![Target {
+            id: to.identity.replica_id,
+            name: to.identity.replica_name.clone(),
+            seq: 99,
+        }],
+        packet_id: syncreplica::store::identity::random_id(),
+        created: syncreplica::ops::Timestamp::new(1, 0).unwrap(),
+        comment: "forged".into(),
+        epoch_ranges: [(
+            me,
+            EpochRange {
+                first: have + 1,
+                last: have + count,
+            },
+        )]
+        .into(),
+        epoch_row: [(me, have + count)].into(),
+        creation: None,
+    };
+    tweak(&mut meta);
+    let key = Replica::open(signer)
+        .unwrap()
+        .signing_key()
+        .unwrap()
+        .to_bytes();
+    let mut writer = PacketWriter::create(out, 1 << 20, &key, meta).unwrap();
+    for op in numbered_operations(
+        me,
+        have + 1,
+        syncreplica::ops::Timestamp::new(1, 0).unwrap(),
+        changes,
+    ) {
+        writer.add_operation(&op).unwrap();
+    }
+    writer.finish().unwrap();
+}

@@ -7,6 +7,7 @@ mod apply;
 mod architecture;
 mod convergence;
 mod foundation;
+mod hostile;
 mod interrupted;
 mod man_pages;
 mod readonly;

@@ -409,58 +409,6 @@ fn lspacket_listing_snapshots() {
     });
 }
 
-/// A packet from `sender` (its real key) to `target` carrying `ops`,
-/// written into `out`: what a compromised or buggy sibling could send.
-fn forged_packet(sender: &Path, target: &Path, out: &Path, changes: Vec<syncreplica::ops::Change>) {
-    use packet_format::{EpochRange, Named, PacketKind, PacketMeta, PacketWriter, Target};
-    use syncreplica::replica::Replica;
-    let from = Replica::open(sender).unwrap();
-    let to = Replica::open(target).unwrap();
-    let me = from.identity.replica_id;
-    let have = to.state().epoch(&to.identity.replica_id, &me).unwrap();
-    let count = changes.len() as u64;
-    let meta = PacketMeta {
-        kind: PacketKind::Update,
-        family: Named {
-            id: from.identity.family_id,
-            name: from.identity.family_name.clone(),
-        },
-        sender: Named {
-            id: me,
-            name: from.identity.replica_name.clone(),
-        },
-        targets: vec![Target {
-            id: to.identity.replica_id,
-            name: to.identity.replica_name.clone(),
-            seq: 99,
-        }],
-        packet_id: syncreplica::store::identity::random_id(),
-        created: syncreplica::ops::Timestamp::new(1, 0).unwrap(),
-        comment: "forged".into(),
-        epoch_ranges: [(
-            me,
-            EpochRange {
-                first: have + 1,
-                last: have + count,
-            },
-        )]
-        .into(),
-        epoch_row: [(me, have + count)].into(),
-        creation: None,
-    };
-    let key = from.signing_key().unwrap().to_bytes();
-    let mut writer = PacketWriter::create(out, 1 << 20, &key, meta).unwrap();
-    for op in numbered_operations(
-        me,
-        have + 1,
-        syncreplica::ops::Timestamp::new(1, 0).unwrap(),
-        changes,
-    ) {
-        writer.add_operation(&op).unwrap();
-    }
-    writer.finish().unwrap();
-}
-
 #[test]
 fn path_escape_packets_are_refused_with_the_replica_unchanged() {
     use syncreplica::ops::{Change, PathState, VersionVector};

@@ -28,6 +28,22 @@ pub fn target_id() -> Id {
     Id([0xb2; 16])
 }
 
+/// The sender's operations `1..=ops` declared in `meta`'s epoch ranges:
+/// what a writer must then be given, exactly.
+pub fn carrying(mut meta: PacketMeta, ops: u64) -> PacketMeta {
+    if ops > 0 {
+        meta.epoch_ranges = BTreeMap::from([(
+            sender_id(),
+            EpochRange {
+                first: 1,
+                last: ops,
+            },
+        )]);
+    }
+    meta
+}
+
+/// Metadata of a packet that carries no operations (see [`carrying`]).
 pub fn meta(kind: PacketKind) -> PacketMeta {
     let creation = (kind == PacketKind::ReplicaCreation).then(|| CreationPayload {
         new_replica: Named {
@@ -59,13 +75,7 @@ pub fn meta(kind: PacketKind) -> PacketMeta {
         packet_id: Id([0xc3; 16]),
         created: CREATED,
         comment: "nightly sync".into(),
-        epoch_ranges: BTreeMap::from([(
-            sender_id(),
-            EpochRange {
-                first: 1,
-                last: 1000,
-            },
-        )]),
+        epoch_ranges: BTreeMap::new(),
         epoch_row: BTreeMap::from([(sender_id(), 1000), (target_id(), 17)]),
         creation,
     }

@@ -1,0 +1,136 @@
+//! Hostile members: packets validly signed by a real member's key, with
+//! forged fields. Each is refused as a whole, with the replica unchanged
+//! and still healthy (a -record and an export work afterwards), or capped
+//! to what is true.
+
+use std::path::Path;
+
+use syncreplica::ops::{Change, PathState, VersionVector};
+use syncreplica::replica::Replica;
+
+use crate::helpers::*;
+
+fn id_of(root: &Path) -> syncreplica::ops::Id {
+    Replica::open(root).unwrap().identity.replica_id
+}
+
+/// After a refusal: the tree is as it was, and the replica records and
+/// exports as usual.
+fn still_healthy(fam: &Family, root: &Path, target: &str) {
+    write(root, "after-refusal.txt", "still works");
+    run(root, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir(&format!("healthy-{target}"));
+    export_to(root, &out, &[target], &[]).ok();
+    assert_eq!(packet_files(&out).len(), 1);
+}
+
+/// A new directory `path` with `version`.
+fn dir_change(path: &str, version: Vec<(syncreplica::ops::Id, u64)>) -> Change {
+    Change::Path {
+        path: path.as_bytes().to_vec(),
+        version: VersionVector(version.into_iter().collect()),
+        state: PathState::directory(0o755),
+    }
+}
+
+#[test]
+fn a_packet_signed_by_one_member_in_anothers_name_is_refused() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
+    let (a, b, c) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    // Beta learns of gamma from alpha.
+    let intro = fam.packet_dir("intro");
+    export_to(&a, &intro, &["beta"], &[]).ok();
+    import_from(&b, &[&intro]).ok();
+    let alpha = id_of(&a);
+    let have = epoch_in_row(&b, "beta", "alpha");
+    let out = fam.packet_dir("forged");
+    // Gamma signs; the header says alpha, and claims alpha holds 2^62 of
+    // everything.
+    forge(
+        &a,
+        &b,
+        &out,
+        vec![dir_change("planted", vec![(alpha, have + 1)])],
+        &c,
+        |meta| {
+            for epoch in meta.epoch_row.values_mut() {
+                *epoch = 1 << 62;
+            }
+        },
+    );
+    let before = tree_listing(&b);
+    let res = import_from(&b, &[&out]);
+    assert_ne!(res.code, 0, "accepted:\n{}", res.stdout);
+    assert!(
+        res.stderr
+            .contains("claims to come from \"alpha\" but is signed by \"gamma\""),
+        "{}",
+        res.stderr
+    );
+    assert_eq!(tree_listing(&b), before);
+    assert_eq!(
+        epoch_in_row(&b, "alpha", "alpha"),
+        epoch_in_row(&b, "beta", "alpha")
+    );
+    still_healthy(&fam, &b, "alpha");
+}
+
+#[test]
+fn an_epoch_row_beyond_what_exists_is_capped_and_exports_go_on() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let alpha = id_of(&a);
+    let have = epoch_in_row(&b, "beta", "alpha");
+    let out = fam.packet_dir("row");
+    forge(
+        &a,
+        &b,
+        &out,
+        vec![dir_change("d", vec![(alpha, have + 1)])],
+        &a,
+        |meta| {
+            for epoch in meta.epoch_row.values_mut() {
+                *epoch = 1 << 62;
+            }
+        },
+    );
+    import_from(&b, &[&out]).ok();
+    // Beta's estimate of alpha is what exists, not 2^62: its own later
+    // changes still go to alpha.
+    let beta_own = epoch_in_row(&b, "beta", "beta");
+    assert!(epoch_in_row(&b, "alpha", "beta") <= beta_own);
+    assert_eq!(epoch_in_row(&b, "alpha", "alpha"), have + 1);
+    write(&b, "from-beta.txt", "news");
+    let back = fam.packet_dir("back");
+    export_to(&b, &back, &["alpha"], &[]).ok();
+    assert_eq!(packet_files(&back).len(), 1, "beta still exports to alpha");
+}
+
+#[test]
+fn a_version_claiming_epochs_that_exist_nowhere_is_refused() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let alpha = id_of(&a);
+    let have = epoch_in_row(&b, "beta", "alpha");
+    let out = fam.packet_dir("version");
+    forge(
+        &a,
+        &b,
+        &out,
+        vec![dir_change("d", vec![(alpha, u64::MAX)])],
+        &a,
+        |_| {},
+    );
+    let before = tree_listing(&b);
+    let res = import_from(&b, &[&out]);
+    assert_ne!(res.code, 0, "accepted:\n{}", res.stdout);
+    assert!(
+        res.stderr
+            .contains(&format!("claims epoch {} of", u64::MAX)),
+        "{}",
+        res.stderr
+    );
+    assert_eq!(tree_listing(&b), before);
+    assert_eq!(epoch_in_row(&b, "beta", "alpha"), have);
+    still_healthy(&fam, &b, "alpha");
+}
