@@ -172,6 +172,11 @@ pub enum Refusal {
     #[error("not signed by a current member of the family: {signature}")]
     NotAMember { signature: String },
 
+    /// An operation whose origin did not seal it (SPEC.md §7): forged in
+    /// another member's name, or altered on the way.
+    #[error("{what}")]
+    Unsealed { what: String },
+
     /// Signed by one member, naming another as its sender.
     #[error("claims to come from {claimed} but is signed by {signer}")]
     Impersonation { claimed: String, signer: String },

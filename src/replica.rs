@@ -111,6 +111,7 @@ impl LockedReplica {
         let recorded = self.state.load_entries()?;
         let last = self.state.epoch(&me, &me)?;
         let now = crate::sys::clock::now();
+        let secret = self.signing_key()?.to_bytes();
         self.state_mut().transaction(|tx| {
             let mut epoch = last;
             for change in &outcome.changes {
@@ -152,6 +153,7 @@ impl LockedReplica {
             }
             if epoch > last {
                 state::set_epoch(tx, &me, &me, epoch)?;
+                state::seal_own_run(tx, &secret, &me, last + 1, epoch)?;
             }
             Ok(RecordSummary {
                 epochs: (epoch > last).then_some((last + 1, epoch)),
@@ -264,8 +266,12 @@ impl Replica {
         LockedReplica::take(self, command)
     }
 
+    /// The replica's secret key, from the folder that holds its state
+    /// database (which, while `mkreplica -init` builds a replica, is not
+    /// yet the final state folder).
     pub fn signing_key(&self) -> Result<SigningKey> {
-        identity::load_signing_key(&self.state_dir())
+        let dir = self.state.path().parent().unwrap_or(self.state.path());
+        identity::load_signing_key(dir)
     }
 
     pub fn excludes(&self) -> Result<Excludes> {

@@ -95,6 +95,7 @@ fn main() {
             },
         )]),
         epoch_row: BTreeMap::new(),
+        seals: Vec::new(),
         creation: None,
     };
     let started = Instant::now();

@@ -274,24 +274,18 @@ fn write_packet(
     files: Vec<Vec<Vec<u8>>>,
 ) -> Vec<PathBuf> {
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = PacketWriter::create(
-        dir.path(),
-        max_size,
-        secret,
-        carrying(meta(kind), files.len() as u64),
-    )
-    .unwrap();
-    for (index, chunks) in files.iter().enumerate() {
+    let ops: Vec<Operation> = files
+        .iter()
+        .enumerate()
+        .map(|(index, chunks)| file_op(index as u64 + 1, &format!("docs/file{index}.txt"), chunks))
+        .collect();
+    let meta = sealed(carrying(meta(kind), ops.len() as u64), secret, &ops);
+    let mut writer = PacketWriter::create(dir.path(), max_size, secret, meta).unwrap();
+    for (chunks, op) in files.iter().zip(&ops) {
         for chunk in chunks {
             writer.add_chunk(&chunk_id(chunk), chunk).unwrap();
         }
-        writer
-            .add_operation(&file_op(
-                index as u64 + 1,
-                &format!("docs/file{index}.txt"),
-                chunks,
-            ))
-            .unwrap();
+        writer.add_operation(op).unwrap();
     }
     let parts = writer.finish().unwrap();
     parts
@@ -599,7 +593,11 @@ fn write_states_packet(out: &Path) {
         dir.path(),
         1 << 20,
         &SENDER_SECRET,
-        carrying(meta(PacketKind::Update), ops.len() as u64),
+        sealed(
+            carrying(meta(PacketKind::Update), ops.len() as u64),
+            &SENDER_SECRET,
+            &ops,
+        ),
     )
     .unwrap();
     writer.add_chunk(&chunk_id(&data), &data).unwrap();
@@ -619,6 +617,8 @@ fn states_sidecar(trust: &str, sender: &str) -> Vec<String> {
         format!("signer: {sender}"),
         "kind: update".into(),
         format!("operations: {}", ops.len()),
+        "seals: 1".into(),
+        format!("seal: 0 first=1 last={} tail=none", ops.len()),
     ];
     let expected = [
         ("file", "13569465600.123456789", "none"),
@@ -662,7 +662,11 @@ fn states_sidecar(trust: &str, sender: &str) -> Vec<String> {
 
 /// Expected operations and chunks of a packet made by `write_packet`.
 fn content(files: &[Vec<Vec<u8>>]) -> Vec<String> {
-    let mut lines = vec![format!("operations: {}", files.len())];
+    let mut lines = vec![
+        format!("operations: {}", files.len()),
+        "seals: 1".to_string(),
+        format!("seal: 0 first=1 last={} tail=none", files.len()),
+    ];
     for (index, chunks) in files.iter().enumerate() {
         let path = format!("docs/file{index}.txt");
         let op = file_op(index as u64 + 1, &path, chunks);

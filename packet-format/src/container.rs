@@ -77,7 +77,7 @@ fn layout_error(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, what)
 }
 
-/// Zip fields are 32 bits; a part is at most 2 GiB (SPEC.md §10).
+/// Zip fields are 32 bits; a part is at most 2 GiB (SPEC.md §3, §10).
 fn fits_u32(value: u64, what: impl FnOnce() -> String) -> io::Result<u32> {
     u32::try_from(value)
         .map_err(|_| layout_error(format!("{} ({value}) does not fit a zip field", what())))

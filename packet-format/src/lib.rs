@@ -59,6 +59,7 @@ mod naming;
 pub mod ops;
 mod reader;
 mod records;
+pub mod seals;
 pub mod vocabulary;
 mod writer;
 
@@ -94,12 +95,15 @@ pub const MAX_OPERATION_LEN: usize = 16 * 1024 * 1024;
 pub const MAX_HEADER_LEN: u64 = 1024 * 1024;
 /// Largest `creation` entry a reader accepts.
 pub const MAX_CREATION_LEN: u64 = 16 * 1024 * 1024;
+/// Largest `seals` entry a reader accepts (about 190 000 seals).
+pub const MAX_SEALS_LEN: u64 = 16 * 1024 * 1024;
 
 /// Fixed entry names (SPEC.md §3). No name from a packet is ever used as a
 /// path on disk.
 pub const ENTRY_CHUNKS: &str = "chunks";
 pub const ENTRY_OPERATIONS: &str = "operations";
 pub const ENTRY_CREATION: &str = "creation";
+pub const ENTRY_SEALS: &str = "seals";
 pub const ENTRY_HEADER: &str = "header";
 pub const ENTRY_SIGNATURE: &str = "signature";
 

@@ -38,6 +38,12 @@ impl LogicalPacket {
                 )
                 .at(part.path()));
             }
+            if part.seals() != parts[0].seals() {
+                return Err(ErrorKind::IncompleteLogicalPacket(
+                    "parts carry different seals".into(),
+                )
+                .at(part.path()));
+            }
             if header.part != index as u32 + 1 {
                 return Err(ErrorKind::IncompleteLogicalPacket(format!(
                     "part {} is missing or duplicated",
@@ -55,6 +61,11 @@ impl LogicalPacket {
             .at(first_path));
         }
         Ok(LogicalPacket { parts })
+    }
+
+    /// The origin seals of the packet's operations (SPEC.md §7).
+    pub fn seals(&self) -> &[crate::seals::Seal] {
+        self.parts[0].seals()
     }
 
     pub fn parts(&self) -> &[VerifiedPacket] {

@@ -1,4 +1,4 @@
-//! Packet file names (SPEC.md §8).
+//! Packet file names (SPEC.md §11).
 //!
 //! Names are for people and for ordering in a directory listing; readers
 //! never trust them (everything they say is also in the signed header).

@@ -1,4 +1,4 @@
-//! Verifying and reading packets (SPEC.md §9).
+//! Verifying and reading packets (SPEC.md §12).
 //!
 //! Order of checks, cheapest and least trusting first: zip structure, header
 //! prefix (magic, major version), signature over the header bytes exactly as
@@ -23,7 +23,7 @@ use crate::records::{
     ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_ZSTD, OP_RECORD_HEADER_LEN,
 };
 use crate::{
-    ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_SIGNATURE,
+    ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_SEALS, ENTRY_SIGNATURE,
     MAX_CREATION_LEN, MAX_HEADER_LEN, MAX_PART_SIZE,
 };
 
@@ -59,6 +59,7 @@ pub struct VerifiedPacket {
     size: u64,
     header: Header,
     creation: Option<CreationPayload>,
+    seals: Vec<crate::seals::Seal>,
     locations: Vec<EntryLocation>,
 }
 
@@ -251,7 +252,10 @@ fn read_small_entry(file: &mut File, location: &EntryLocation) -> Result<Vec<u8>
 
 /// Is `name` an entry this version knows?
 fn is_known_entry(name: &str) -> bool {
-    matches!(name, ENTRY_CHUNKS | ENTRY_OPERATIONS | ENTRY_CREATION)
+    matches!(
+        name,
+        ENTRY_CHUNKS | ENTRY_OPERATIONS | ENTRY_CREATION | ENTRY_SEALS
+    )
 }
 
 /// Checks that the zip entries are exactly those the header pins, in the
@@ -302,20 +306,19 @@ fn check_entry_set(header: &Header, locations: &[EntryLocation]) -> Result<(), E
                 name: entry.name.clone(),
             });
         }
-        if entry.raw_size > MAX_PART_SIZE
-            || (entry.name == ENTRY_CREATION && entry.raw_size > MAX_CREATION_LEN)
-        {
+        let limit = match entry.name.as_str() {
+            ENTRY_CREATION => MAX_CREATION_LEN,
+            ENTRY_SEALS => crate::MAX_SEALS_LEN,
+            _ => MAX_PART_SIZE,
+        };
+        if entry.raw_size > limit {
             return Err(ErrorKind::OversizedEntry {
                 name: entry.name.clone(),
-                limit: if entry.name == ENTRY_CREATION {
-                    MAX_CREATION_LEN
-                } else {
-                    MAX_PART_SIZE
-                },
+                limit,
             });
         }
     }
-    for required in [ENTRY_CHUNKS, ENTRY_OPERATIONS] {
+    for required in [ENTRY_CHUNKS, ENTRY_OPERATIONS, ENTRY_SEALS] {
         if header.entry(required).is_none() {
             return Err(ErrorKind::MissingEntry {
                 name: required.into(),
@@ -342,6 +345,7 @@ fn finish_verification(opened: Opened, header: Header) -> Result<VerifiedPacket>
         size: opened.size,
         header,
         creation: None,
+        seals: Vec::new(),
         locations: opened.locations,
     };
     // Stream every entry once, decoding records as the importer will.
@@ -383,6 +387,26 @@ fn finish_verification(opened: Opened, header: Header) -> Result<VerifiedPacket>
         }
         packet.creation = Some(payload);
     }
+    let bytes = packet.read_whole_entry(ENTRY_SEALS, Mode::Verify)?;
+    let malformed = |detail: String| {
+        ErrorKind::MalformedRecord {
+            name: ENTRY_SEALS.into(),
+            detail,
+        }
+        .at(&packet.path)
+    };
+    let seals = match postcard::take_from_bytes::<Vec<crate::seals::Seal>>(&bytes) {
+        Ok((seals, [])) => seals,
+        Ok(_) => return Err(malformed("bytes after the seals".into())),
+        Err(err) => return Err(malformed(err.to_string())),
+    };
+    if let Some(seal) = seals.iter().find(|seal| !seal.is_well_formed()) {
+        return Err(malformed(format!(
+            "seal of {} for epochs {}..={} is malformed",
+            seal.origin, seal.first, seal.last
+        )));
+    }
+    packet.seals = seals;
     // Entries from a newer minor version: check them, then ignore them.
     let unknown: Vec<String> = packet
         .header
@@ -428,6 +452,12 @@ impl VerifiedPacket {
     /// The replica-creation payload, for creation packets.
     pub fn creation(&self) -> Option<&CreationPayload> {
         self.creation.as_ref()
+    }
+
+    /// The origin seals this part carries (every part carries all of the
+    /// logical packet's; SPEC.md §7).
+    pub fn seals(&self) -> &[crate::seals::Seal] {
+        &self.seals
     }
 
     /// Streams the chunk pieces of this part, in stored order. Whole chunks

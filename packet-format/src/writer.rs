@@ -36,9 +36,9 @@ use crate::records::{
     OP_RECORD_HEADER_LEN,
 };
 use crate::{
-    naming, ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_SIGNATURE,
-    FORMAT_MAJOR, FORMAT_MINOR, MAX_CHUNK_LEN, MAX_HEADER_LEN, MAX_OPERATION_LEN, MAX_PART_SIZE,
-    MIN_PART_SIZE,
+    naming, ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_SEALS,
+    ENTRY_SIGNATURE, FORMAT_MAJOR, FORMAT_MINOR, MAX_CHUNK_LEN, MAX_HEADER_LEN, MAX_OPERATION_LEN,
+    MAX_PART_SIZE, MIN_PART_SIZE,
 };
 
 /// Room a part must have for data records once its metadata is paid for.
@@ -67,6 +67,10 @@ pub struct PacketMeta {
     pub epoch_ranges: BTreeMap<Id, EpochRange>,
     /// The sender's epoch row at export time.
     pub epoch_row: BTreeMap<Id, u64>,
+    /// The origin seals of the runs the operations belong to (SPEC.md §7),
+    /// written into every part. A run the packet carries only in part has
+    /// its tail set. [`PacketWriter::narrow_epoch_ranges`] may replace them.
+    pub seals: Vec<crate::seals::Seal>,
     /// Required for [`PacketKind::ReplicaCreation`], refused otherwise;
     /// repeated in every part so each part stands alone.
     pub creation: Option<CreationPayload>,
@@ -129,6 +133,10 @@ pub struct PacketWriter {
     compressor: zstd::bulk::Compressor<'static>,
     /// Per origin, the first and last epoch added so far.
     added: BTreeMap<Id, EpochRange>,
+    seals: Vec<crate::seals::Seal>,
+    /// Room reserved in every part for the `seals` entry: the seals with
+    /// a tail on each, so narrowing never outgrows it.
+    seals_budget: u64,
 }
 
 impl PacketWriter {
@@ -159,6 +167,14 @@ impl PacketWriter {
         check_meta(&meta).map_err(|what| fail(ErrorKind::InvalidMetadata(what)))?;
         let signing_key = SigningKey::from_bytes(signing_key);
         let new_replica_name = meta.creation.as_ref().map(|c| c.new_replica.name.clone());
+        let seals_budget = seals_budget(&meta.seals);
+        if seals_budget > crate::MAX_SEALS_LEN {
+            return Err(fail(ErrorKind::InvalidMetadata(format!(
+                "{} seals are more than a part can carry",
+                meta.seals.len()
+            ))));
+        }
+        let seals = meta.seals;
         let creation_bytes = meta
             .creation
             .as_ref()
@@ -189,6 +205,7 @@ impl PacketWriter {
         if creation_bytes.is_some() {
             entry_names.push(ENTRY_CREATION);
         }
+        entry_names.push(ENTRY_SEALS);
         // The longest header this packet can have: every number at its
         // widest varint, every entry pinned.
         let mut widest = template.clone();
@@ -216,7 +233,8 @@ impl PacketWriter {
         let fixed = zip_overhead
             + header_budget
             + 64
-            + creation_bytes.as_ref().map_or(0, |b| b.len() as u64);
+            + creation_bytes.as_ref().map_or(0, |b| b.len() as u64)
+            + seals_budget;
         if header_budget > MAX_HEADER_LEN || fixed + MIN_DATA_ROOM > max_size {
             return Err(fail(ErrorKind::MetadataTooLarge {
                 needed: fixed + MIN_DATA_ROOM,
@@ -238,6 +256,8 @@ impl PacketWriter {
             pending: Vec::new(),
             compressor,
             added: BTreeMap::new(),
+            seals,
+            seals_budget,
         })
     }
 
@@ -328,7 +348,20 @@ impl PacketWriter {
     /// (an origin may be dropped). The caller has added only operations
     /// that fall inside the narrowed ranges, each range covered whole; no
     /// operation outside them may be added after this.
-    pub fn narrow_epoch_ranges(&mut self, ranges: BTreeMap<Id, EpochRange>) -> Result<()> {
+    /// `seals` replace the packet's seals (those of the runs still
+    /// carried, with tails where a run is now cut short); they may not
+    /// name more runs than before.
+    pub fn narrow_epoch_ranges(
+        &mut self,
+        ranges: BTreeMap<Id, EpochRange>,
+        seals: Vec<crate::seals::Seal>,
+    ) -> Result<()> {
+        if seals_budget(&seals) > self.seals_budget {
+            return Err(ErrorKind::InvalidMetadata(
+                "narrowing added seals the packet had no room for".into(),
+            )
+            .at(&self.out_dir));
+        }
         for (origin, range) in &ranges {
             let inside = self
                 .template
@@ -346,6 +379,7 @@ impl PacketWriter {
         // Never longer than the header budgeted for: numbers only shrink
         // and ranges only go.
         self.template.epoch_ranges = ranges;
+        self.seals = seals;
         Ok(())
     }
 
@@ -427,11 +461,20 @@ impl PacketWriter {
         }
         let pending = std::mem::take(&mut self.pending);
         let mut written = Vec::with_capacity(pending.len());
+        let seals_bytes = postcard::to_stdvec(&self.seals).expect("encoding cannot fail");
+        let seals_pin = EntryInfo {
+            name: ENTRY_SEALS.into(),
+            encoding: Encoding::Plain,
+            stored_size: seals_bytes.len() as u64,
+            raw_size: seals_bytes.len() as u64,
+            sha256: Sha256::digest(&seals_bytes).into(),
+        };
         for ((index, part), name) in pending.into_iter().enumerate().zip(names) {
             let mut header = self.template.clone();
             header.part = index as u32 + 1;
             header.parts = parts;
             header.entries = part.entries;
+            header.entries.push(seals_pin.clone());
             header.operation_records = part.operation_records;
             header.chunk_records = part.chunk_records;
             let header_bytes = encode_header(&header);
@@ -443,10 +486,17 @@ impl PacketWriter {
             message.extend_from_slice(&header_bytes);
             let signature = self.signing_key.sign(&message).to_bytes();
             let temp_path: &Path = &part.temp;
-            let data_entries = written_entries(&header.entries, &part.crc32s)
-                .map_err(|kind| kind.at(temp_path))?;
-            append_header_and_signature(temp_path, data_entries, &header_bytes, &signature)
-                .map_err(|kind| kind.at(temp_path))?;
+            let streamed = &header.entries[..header.entries.len() - 1];
+            let data_entries =
+                written_entries(streamed, &part.crc32s).map_err(|kind| kind.at(temp_path))?;
+            append_header_and_signature(
+                temp_path,
+                data_entries,
+                &seals_bytes,
+                &header_bytes,
+                &signature,
+            )
+            .map_err(|kind| kind.at(temp_path))?;
             let size = std::fs::metadata(temp_path)
                 .map_err(|err| ErrorKind::io("reading part size", err).at(temp_path))?
                 .len();
@@ -708,9 +758,34 @@ fn written_entries(pins: &[EntryInfo], crc32s: &[u32]) -> Result<Vec<WrittenEntr
 
 /// Writes the `header` and `signature` entries after a part's data
 /// entries, then the central directory and the end record.
+/// Encoded length of `seals` were each to carry a tail: the most they can
+/// grow to when narrowed.
+fn seals_budget(seals: &[crate::seals::Seal]) -> u64 {
+    let widest: Vec<crate::seals::Seal> = seals
+        .iter()
+        .map(|seal| crate::seals::Seal {
+            tail: Some(crate::seals::SealTail {
+                epoch: u64::MAX,
+                link: [0xff; 32],
+            }),
+            first: u64::MAX,
+            last: u64::MAX,
+            ..*seal
+        })
+        .collect();
+    // Plus the widest varint of the list's length.
+    postcard::to_stdvec(&widest)
+        .expect("encoding cannot fail")
+        .len() as u64
+        + 10
+}
+
+/// Appends the `seals` entry (written last of the data entries, once the
+/// seals are final), the header and the signature to a part.
 fn append_header_and_signature(
     path: &Path,
     data_entries: Vec<WrittenEntry>,
+    seals: &[u8],
     header: &[u8],
     signature: &[u8; 64],
 ) -> Result<(), ErrorKind> {
@@ -730,6 +805,8 @@ fn append_header_and_signature(
     }
     let mut zip = ZipLayout::resume(BufWriter::new(file), data_entries)
         .map_err(|err| ErrorKind::io("reopening a part", err))?;
+    zip.add_entry(ENTRY_SEALS, seals)
+        .map_err(|err| ErrorKind::io("writing the seals", err))?;
     zip.add_entry(ENTRY_HEADER, header)
         .map_err(|err| ErrorKind::io("writing the header", err))?;
     zip.add_entry(ENTRY_SIGNATURE, signature)

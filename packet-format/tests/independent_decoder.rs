@@ -115,9 +115,12 @@ fn update_vector_decodes_without_the_library() {
     let file = std::fs::read("tests/vectors/update.zip").unwrap();
     let entries = zip_entries(&file);
     let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["chunks", "operations", "header", "signature"]);
-    let header = entries[2].1;
-    let signature = entries[3].1;
+    assert_eq!(
+        names,
+        ["chunks", "operations", "seals", "header", "signature"]
+    );
+    let header = entries[3].1;
+    let signature = entries[4].1;
 
     // Fixed prefix.
     assert_eq!(&header[..8], b"SYNCRPKT");
@@ -258,6 +261,34 @@ fn update_vector_decodes_without_the_library() {
         chunk_ids.extend(chunks.iter().map(|(id, _)| id.clone()));
     }
     assert_eq!(chunk_ids.len(), 4);
+
+    // Seals (SPEC §7): one, of the sender's run 1..=3, whole; it signs the
+    // backward chain of the operations' bytes.
+    let mut s = Cursor {
+        bytes: entries[2].1,
+        at: 0,
+    };
+    assert_eq!(s.varint(), 1, "one seal");
+    assert_eq!(s.raw(16), [0xa1; 16], "origin");
+    assert_eq!((s.varint(), s.varint()), (1, 3), "run");
+    let seal_signature = s.raw(64).to_vec();
+    assert_eq!(s.byte(), 0, "no tail");
+    assert_eq!(s.at, entries[2].1.len());
+    let mut link = [0u8; 32];
+    for op in ops.iter().rev() {
+        let mut hash = Sha256::new();
+        hash.update(link);
+        hash.update(&op.raw);
+        link = hash.finalize().into();
+    }
+    let mut sealed = b"syncreplica seal v1\n".to_vec();
+    sealed.extend_from_slice(&[0xa1; 16]);
+    sealed.extend_from_slice(&1u64.to_le_bytes());
+    sealed.extend_from_slice(&3u64.to_le_bytes());
+    sealed.extend_from_slice(&link);
+    let seal_signature =
+        ed25519_dalek::Signature::from_bytes(seal_signature.as_slice().try_into().unwrap());
+    verifying.verify_strict(&sealed, &seal_signature).unwrap();
     let mut at = 0;
     for id in &chunk_ids {
         assert_eq!(&chunks[at..at + 32], id.as_slice());
@@ -271,7 +302,7 @@ fn update_vector_decodes_without_the_library() {
 fn states_vector_decodes_without_the_library() {
     let file = std::fs::read("tests/vectors/states.zip").unwrap();
     let entries = zip_entries(&file);
-    let header = entries[2].1;
+    let header = entries[3].1;
     // Which of the two encodings: a zstd frame starts with the magic
     // 28 b5 2f fd (RFC 8878); plain records start with an operation length,
     // which that would put above the 16 MiB limit.
@@ -312,6 +343,8 @@ fn states_vector_decodes_without_the_library() {
 
 #[derive(Debug)]
 struct HandOp {
+    /// The operation's bytes, as its record holds them.
+    raw: Vec<u8>,
     origin: Vec<u8>,
     epoch: u64,
     recorded: (i64, u64),
@@ -392,6 +425,7 @@ fn operations(encoding: u8, stored: &[u8]) -> Vec<HandOp> {
             other => Body::Unknown(other),
         };
         ops.push(HandOp {
+            raw: bytes.to_vec(),
             origin,
             epoch,
             recorded,

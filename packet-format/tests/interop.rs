@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use packet_format::{
     verify_packet, PacketKind, PacketWriter, ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER,
-    ENTRY_OPERATIONS, ENTRY_SIGNATURE, MIN_PART_SIZE,
+    ENTRY_OPERATIONS, ENTRY_SEALS, ENTRY_SIGNATURE, MIN_PART_SIZE,
 };
 
 fn write(dir: &Path, kind: PacketKind, max_size: u64, files: &[Vec<Vec<u8>>]) -> Vec<PathBuf> {
@@ -67,7 +67,7 @@ fn the_zip_crate_reads_written_packets() {
         if kind == PacketKind::ReplicaCreation {
             expected.push(ENTRY_CREATION);
         }
-        expected.extend([ENTRY_HEADER, ENTRY_SIGNATURE]);
+        expected.extend([ENTRY_SEALS, ENTRY_HEADER, ENTRY_SIGNATURE]);
 
         let bytes = std::fs::read(&path).unwrap();
         let mut archive = zip::ZipArchive::new(std::fs::File::open(&path).unwrap())

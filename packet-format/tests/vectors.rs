@@ -114,6 +114,8 @@ const KEYS: &[&str] = &[
     "operations",
     "operation",
     "read-error",
+    "seals",
+    "seal",
     "chunks",
     "chunk",
     "listing-signature",
@@ -480,6 +482,35 @@ fn check_content(name: &str, expect: &Expect, packet: &VerifiedPacket, all: &[(S
                 other => panic!("{file}: `operation` has no field {other:?}"),
             }
         }
+    }
+    if let Some(count) = expect.number("seals") {
+        assert_eq!(logical.seals().len() as u64, count, "{name}: seals");
+    }
+    for line in expect.all("seal") {
+        let (index, fields) = expect.indexed("seal", line);
+        let seal = &logical.seals()[expect.parse::<usize>("seal", index)];
+        for (field, want) in fields {
+            let got = match field {
+                "first" => seal.first.to_string(),
+                "last" => seal.last.to_string(),
+                "tail" => seal.tail.map_or("none".into(), |t| t.epoch.to_string()),
+                other => panic!("{file}: `seal` has no field {other:?}"),
+            };
+            assert_eq!(got, want, "{name}: {line}");
+        }
+        // It verifies with the signer's key over the carried operations.
+        let signer = key_from_hex(&file, expect.one("signer").expect("`seal` needs `signer`"));
+        let run: Vec<Vec<u8>> = ops
+            .iter()
+            .filter(|op| op.origin == seal.origin)
+            .filter(|op| (seal.first..=seal.carried_last()).contains(&op.epoch))
+            .map(|op| op.encode())
+            .collect();
+        let head = packet_format::seals::chain(run.iter().map(Vec::as_slice), seal.after_carried());
+        assert!(
+            seal.verify(&signer, &head),
+            "{name}: {line} does not verify"
+        );
     }
     if let Some(count) = expect.number("chunks") {
         assert_eq!(chunks.len() as u64, count, "{name}: chunks");

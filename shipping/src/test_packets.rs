@@ -50,6 +50,7 @@ pub fn packet_with_id(dir: &Path, target: &str, seq: u64, id: u8, secret: &[u8; 
         comment: String::new(),
         epoch_ranges: Default::default(),
         epoch_row: Default::default(),
+        seals: Vec::new(),
         creation: None,
     };
     std::fs::create_dir_all(dir).unwrap();

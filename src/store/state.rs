@@ -13,6 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use crate::error::{Error, Result};
 use crate::ops::{Id, Operation, PathState, VersionVector};
 use crate::store::layout::STATE_DB_FILE;
+use packet_format::seals::{Seal, SealTail, Signature};
 
 /// The error of a [`State::transaction`] body: SQL errors get the
 /// database's path when they leave the transaction, so none is ever
@@ -76,6 +77,19 @@ CREATE TABLE epochs (
     origin      BLOB NOT NULL,
     epoch       INTEGER NOT NULL,
     PRIMARY KEY (row_replica, origin)
+);
+-- Origin seals (packet SPEC.md §7): an origin's signature over a run of
+-- its operations, kept to authenticate them to every later receiver. A
+-- seal with a tail covers this replica's share of a run it holds only in
+-- part (epochs first .. tail_epoch - 1).
+CREATE TABLE seals (
+    origin      BLOB NOT NULL,
+    first       INTEGER NOT NULL,
+    last        INTEGER NOT NULL,
+    signature   BLOB NOT NULL,
+    tail_epoch  INTEGER,
+    tail_link   BLOB,
+    PRIMARY KEY (origin, first)
 );
 CREATE TABLE packets (
     id          INTEGER PRIMARY KEY,
@@ -549,6 +563,54 @@ impl State {
         Ok(())
     }
 
+    /// The encodings of `origin`'s operations `first..=last`, in epoch
+    /// order, exactly as logged (what seals sign).
+    pub fn operation_bytes(&self, origin: &Id, first: u64, last: u64) -> Result<Vec<Vec<u8>>> {
+        operation_bytes(&self.conn, origin, first, last).map_err(|source| self.db_error(source))
+    }
+
+    /// The seals of `origin` whose runs meet `first..=last`, by first epoch.
+    pub fn seals_meeting(&self, origin: &Id, first: u64, last: u64) -> Result<Vec<Seal>> {
+        let db = |source| self.db_error(source);
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT first, last, signature, tail_epoch, tail_link FROM seals
+                 WHERE origin = ?1 AND last >= ?2 AND first <= ?3 ORDER BY first",
+            )
+            .map_err(db)?;
+        let mut rows = statement
+            .query(params![origin.0.as_slice(), first as i64, last as i64])
+            .map_err(db)?;
+        let mut seals = Vec::new();
+        while let Some(row) = rows.next().map_err(db)? {
+            let signature: Vec<u8> = row.get(2).map_err(db)?;
+            let tail_epoch: Option<i64> = row.get(3).map_err(db)?;
+            let tail_link: Option<Vec<u8>> = row.get(4).map_err(db)?;
+            let tail = match (tail_epoch, tail_link) {
+                (Some(epoch), Some(link)) => Some(SealTail {
+                    epoch: epoch as u64,
+                    link: link
+                        .try_into()
+                        .map_err(|_| self.corrupt("seal tail link is not 32 bytes"))?,
+                }),
+                _ => None,
+            };
+            seals.push(Seal {
+                origin: *origin,
+                first: row.get::<_, i64>(0).map_err(db)? as u64,
+                last: row.get::<_, i64>(1).map_err(db)? as u64,
+                signature: Signature(
+                    signature
+                        .try_into()
+                        .map_err(|_| self.corrupt("seal signature is not 64 bytes"))?,
+                ),
+                tail,
+            });
+        }
+        Ok(seals)
+    }
+
     /// Whether the packet log has a packet with this id.
     pub fn packet_logged(&self, packet_id: &Id) -> Result<bool> {
         self.conn
@@ -639,6 +701,79 @@ pub fn append_operation(tx: &Transaction, op: &Operation) -> rusqlite::Result<()
             op.encode()
         ])
         .map(drop)
+}
+
+/// See [`State::operation_bytes`]; also inside a transaction.
+pub fn operation_bytes(
+    conn: &Connection,
+    origin: &Id,
+    first: u64,
+    last: u64,
+) -> rusqlite::Result<Vec<Vec<u8>>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT op FROM oplog WHERE origin = ?1 AND epoch >= ?2 AND epoch <= ?3 ORDER BY epoch",
+    )?;
+    let rows = statement.query_map(
+        params![origin.0.as_slice(), first as i64, last as i64],
+        |row| row.get::<_, Vec<u8>>(0),
+    )?;
+    rows.collect()
+}
+
+/// Seals this replica's own run `first..=last` (just logged in `tx`) with
+/// its signing key and stores the seal: every command that logs operations
+/// of its own does this in the same transaction, so no operation of this
+/// replica's ever exists unsealed.
+pub fn seal_own_run(
+    tx: &Transaction,
+    secret: &[u8; 32],
+    origin: &Id,
+    first: u64,
+    last: u64,
+) -> rusqlite::Result<Seal> {
+    let ops = operation_bytes(tx, origin, first, last)?;
+    assert_eq!(
+        ops.len() as u64,
+        last - first + 1,
+        "the run was just logged"
+    );
+    let head =
+        packet_format::seals::chain(ops.iter().map(Vec::as_slice), packet_format::seals::END);
+    let seal = Seal::sign(secret, *origin, first, last, &head);
+    put_seal(tx, &seal)?;
+    Ok(seal)
+}
+
+/// Stores a seal, replacing one of the same run that covers less (a
+/// shorter share, or the same share: the newer wins).
+pub fn put_seal(tx: &Transaction, seal: &Seal) -> rusqlite::Result<()> {
+    let existing: Option<Option<i64>> = tx
+        .query_row(
+            "SELECT tail_epoch FROM seals WHERE origin = ?1 AND first = ?2",
+            params![seal.origin.0.as_slice(), seal.first as i64],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if let Some(existing) = existing {
+        let held = existing.map_or(u64::MAX, |epoch| epoch as u64);
+        let offered = seal.tail.map_or(u64::MAX, |tail| tail.epoch);
+        if offered < held {
+            return Ok(());
+        }
+    }
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO seals (origin, first, last, signature, tail_epoch, tail_link)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        seal.origin.0.as_slice(),
+        seal.first as i64,
+        seal.last as i64,
+        seal.signature.0.as_slice(),
+        seal.tail.map(|tail| tail.epoch as i64),
+        seal.tail.map(|tail| tail.link.to_vec()),
+    ])
+    .map(drop)
 }
 
 /// What `put_entry` writes for one path.

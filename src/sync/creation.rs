@@ -109,7 +109,8 @@ pub fn export_creation(
     let mut paths: Vec<&Vec<u8>> = entries.keys().collect();
     paths.sort();
     let mut reasserted: Vec<(Vec<u8>, Operation)> = Vec::new();
-    let mut next_epoch = replica.state().epoch(&me, &me)?;
+    let logged_epoch = replica.state().epoch(&me, &me)?;
+    let mut next_epoch = logged_epoch;
     let now = crate::sys::clock::now();
     for path in paths {
         let entry = &entries[path];
@@ -188,6 +189,35 @@ pub fn export_creation(
         name: new_name.to_string(),
         public_key: new_member.public_key,
     });
+    // The log's runs are sealed already; the run this export adds (the
+    // re-asserted paths and the new member) is sealed here, and stored
+    // with it when the export commits.
+    let signing_key = replica.signing_key()?;
+    let mut logged = ranges.clone();
+    match logged.get_mut(&me) {
+        Some(range) if range.first > logged_epoch => {
+            logged.remove(&me);
+        }
+        Some(range) => range.last = logged_epoch,
+        None => {}
+    }
+    let mut seals = crate::sync::seals::for_export(replica.state(), &logged)?;
+    let new_run: Vec<Vec<u8>> = reasserted
+        .iter()
+        .map(|(_, op)| op)
+        .chain([&add_member])
+        .map(Operation::encode)
+        .collect();
+    let head =
+        packet_format::seals::chain(new_run.iter().map(Vec::as_slice), packet_format::seals::END);
+    let new_seal = packet_format::seals::Seal::sign(
+        &signing_key.to_bytes(),
+        me,
+        logged_epoch + 1,
+        next_epoch,
+        &head,
+    );
+    seals.push(new_seal);
     let meta = PacketMeta {
         kind: PacketKind::ReplicaCreation,
         family: replica.identity.family(),
@@ -202,6 +232,7 @@ pub fn export_creation(
         comment: comment.to_string(),
         epoch_ranges: ranges,
         epoch_row: own_row.clone(),
+        seals,
         creation: Some(CreationPayload {
             new_replica: Named {
                 id: new_id,
@@ -211,7 +242,6 @@ pub fn export_creation(
             estimates,
         }),
     };
-    let signing_key = replica.signing_key()?;
     let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)?;
     // Content of the current tree only: older versions are history the
     // new member keeps for forwarding, not files it needs.
@@ -272,6 +302,7 @@ pub fn export_creation(
                 }
             }
             state::append_operation(tx, &add_member)?;
+            state::put_seal(tx, &new_seal)?;
             state::insert_member(tx, &new_member, now.as_nanos_saturating())?;
             state::set_epoch(tx, &me, &me, next_epoch)?;
             for (origin, epoch) in &own_row {
@@ -550,6 +581,21 @@ fn materialize(
         }
         ops.push(op);
     }
+    // Every operation sealed by its origin, as for an update (the keys are
+    // the payload's members; the new replica holds nothing yet).
+    let keys = payload
+        .members
+        .iter()
+        .map(|m| (m.id, m.public_key))
+        .collect();
+    let seals =
+        crate::sync::seals::verify_incoming(None, packet.seals(), &ops, &HashMap::new(), &keys)
+            .map_err(|err| match err {
+                Error::Refused(refusal) => Error::BadCreationPacket {
+                    what: refusal.to_string(),
+                },
+                other => other,
+            })?;
     // Replaying the log: each path ends as its last operation says (the
     // sender re-asserted any path where that would not give its tree).
     let mut last_by_path: HashMap<&Vec<u8>, &Operation> = HashMap::new();
@@ -639,6 +685,9 @@ fn materialize(
         }
         for op in &ops {
             state::append_operation(tx, op)?;
+        }
+        for seal in &seals {
+            state::put_seal(tx, seal)?;
         }
         for op in last_by_path.values() {
             if let Some(change) = op.change.path_change() {

@@ -216,6 +216,7 @@ fn export_to(
         comment: request.comment.to_string(),
         epoch_ranges: ranges.clone(),
         epoch_row: own_row.clone(),
+        seals: crate::sync::seals::for_export(replica.state(), &ranges)?,
         creation: None,
     };
     let write_dir = request.work_dir.unwrap_or(request.out_dir);
@@ -312,7 +313,8 @@ fn export_to(
         Some(held_back) => {
             // Each origin's operations travel in epoch order, so what was
             // added is, per origin, the start of its range, without gaps.
-            writer.narrow_epoch_ranges(shipped.clone())?;
+            let seals = crate::sync::seals::for_export(replica.state(), &shipped)?;
+            writer.narrow_epoch_ranges(shipped.clone(), seals)?;
             summary.held_back = Some(held_back);
             shipped
         }

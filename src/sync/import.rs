@@ -363,6 +363,18 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         *slot = (*slot).max(range.last);
     }
     check_versions(&ops, &known)?;
+    let keys = replica
+        .members()?
+        .into_iter()
+        .map(|m| (m.replica, m.public_key))
+        .collect();
+    let seals = crate::sync::seals::verify_incoming(
+        Some(replica.state()),
+        packet.seals(),
+        &ops,
+        &own,
+        &keys,
+    )?;
     let mut spool = LazySpool {
         packet: &packet,
         dir: replica.state_dir(),
@@ -394,6 +406,7 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         sequence,
         file_name: first_name,
         at_ns: crate::sys::clock::now_ns(),
+        seals,
     };
     let report = apply::apply_batch_with(
         replica,

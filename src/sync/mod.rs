@@ -10,6 +10,7 @@ pub mod export;
 pub mod import;
 pub mod packets;
 pub mod record;
+pub mod seals;
 
 /// Progress of a long step, for the CLI to show (a bar on a terminal,
 /// nothing in pipes and logs). The library only reports; it never prints.

@@ -434,35 +434,66 @@ impl Paused {
 }
 
 /// A packet from `sender` (its real key) to `target` carrying `changes` as
-/// `sender`'s next operations (after what `target` has of it), written into
-/// `out`: what a compromised or buggy sibling could send.
+/// `sender`'s next operations (after what `target` has of it), sealed by
+/// it, written into `out`: what a compromised or buggy sibling could send.
 pub fn forged_packet(
     sender: &Path,
     target: &Path,
     out: &Path,
     changes: Vec<syncreplica::ops::Change>,
 ) {
-    forge(sender, target, out, changes, sender, |_| {});
+    let who = Forgery {
+        origin: sender,
+        sender,
+        signer: sender,
+        sealer: sender,
+    };
+    forge(&who, target, out, changes, |_| {});
 }
 
-/// [`forged_packet`], signed with `signer`'s key (a member other than the
-/// one the header names, if it differs from `sender`), after `tweak` has
-/// changed any header field it likes.
+/// Whose a forged packet claims to be and whose keys made it: operations
+/// of `origin` (numbered after what the target has of it) sealed with
+/// `sealer`'s key, in a packet naming `sender` and signed by `signer`.
+pub struct Forgery<'a> {
+    pub origin: &'a Path,
+    pub sender: &'a Path,
+    pub signer: &'a Path,
+    pub sealer: &'a Path,
+}
+
+/// Writes the packet `who` describes into `out`, for `target`, after
+/// `tweak` has changed any header field it likes.
 pub fn forge(
-    sender: &Path,
+    who: &Forgery,
     target: &Path,
     out: &Path,
     changes: Vec<syncreplica::ops::Change>,
-    signer: &Path,
     tweak: impl FnOnce(&mut packet_format::PacketMeta),
 ) {
+    use packet_format::seals::{chain, Seal, END};
     use packet_format::{EpochRange, Named, PacketKind, PacketMeta, PacketWriter, Target};
     use syncreplica::replica::Replica;
-    let from = Replica::open(sender).unwrap();
+    let key_of = |root: &Path| {
+        Replica::open(root)
+            .unwrap()
+            .signing_key()
+            .unwrap()
+            .to_bytes()
+    };
+    let origin = Replica::open(who.origin).unwrap().identity.replica_id;
+    let from = Replica::open(who.sender).unwrap();
     let to = Replica::open(target).unwrap();
-    let me = from.identity.replica_id;
-    let have = to.state().epoch(&to.identity.replica_id, &me).unwrap();
-    let count = changes.len() as u64;
+    let have = to.state().epoch(&to.identity.replica_id, &origin).unwrap();
+    let ops = numbered_operations(
+        origin,
+        have + 1,
+        syncreplica::ops::Timestamp::new(1, 0).unwrap(),
+        changes,
+    );
+    let count = ops.len() as u64;
+    let encoded: Vec<Vec<u8>> = ops.iter().map(|op| op.encode()).collect();
+    let head = chain(encoded.iter().map(Vec::as_slice), END);
+    let seal = Seal::sign(&key_of(who.sealer), origin, have + 1, have + count, &head);
     let mut meta = PacketMeta {
         kind: PacketKind::Update,
         family: Named {
@@ -470,7 +501,7 @@ pub fn forge(
             name: from.identity.family_name.clone(),
         },
         sender: Named {
-            id: me,
+            id: from.identity.replica_id,
             name: from.identity.replica_name.clone(),
         },
         targets: vec![Target {
@@ -482,30 +513,21 @@ pub fn forge(
         created: syncreplica::ops::Timestamp::new(1, 0).unwrap(),
         comment: "forged".into(),
         epoch_ranges: [(
-            me,
+            origin,
             EpochRange {
                 first: have + 1,
                 last: have + count,
             },
         )]
         .into(),
-        epoch_row: [(me, have + count)].into(),
+        epoch_row: [(origin, have + count)].into(),
+        seals: vec![seal],
         creation: None,
     };
     tweak(&mut meta);
-    let key = Replica::open(signer)
-        .unwrap()
-        .signing_key()
-        .unwrap()
-        .to_bytes();
-    let mut writer = PacketWriter::create(out, 1 << 20, &key, meta).unwrap();
-    for op in numbered_operations(
-        me,
-        have + 1,
-        syncreplica::ops::Timestamp::new(1, 0).unwrap(),
-        changes,
-    ) {
-        writer.add_operation(&op).unwrap();
+    let mut writer = PacketWriter::create(out, 1 << 20, &key_of(who.signer), meta).unwrap();
+    for op in &ops {
+        writer.add_operation(op).unwrap();
     }
     writer.finish().unwrap();
 }

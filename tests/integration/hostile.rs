@@ -24,6 +24,16 @@ fn still_healthy(fam: &Family, root: &Path, target: &str) {
     assert_eq!(packet_files(&out).len(), 1);
 }
 
+/// A packet `root` makes of its own operations, honestly sealed.
+fn own(root: &Path) -> Forgery<'_> {
+    Forgery {
+        origin: root,
+        sender: root,
+        signer: root,
+        sealer: root,
+    }
+}
+
 /// A new directory `path` with `version`.
 fn dir_change(path: &str, version: Vec<(syncreplica::ops::Id, u64)>) -> Change {
     Change::Path {
@@ -46,12 +56,17 @@ fn a_packet_signed_by_one_member_in_anothers_name_is_refused() {
     let out = fam.packet_dir("forged");
     // Gamma signs; the header says alpha, and claims alpha holds 2^62 of
     // everything.
+    let who = Forgery {
+        origin: &a,
+        sender: &a,
+        signer: &c,
+        sealer: &c,
+    };
     forge(
-        &a,
+        &who,
         &b,
         &out,
         vec![dir_change("planted", vec![(alpha, have + 1)])],
-        &c,
         |meta| {
             for epoch in meta.epoch_row.values_mut() {
                 *epoch = 1 << 62;
@@ -83,11 +98,10 @@ fn an_epoch_row_beyond_what_exists_is_capped_and_exports_go_on() {
     let have = epoch_in_row(&b, "beta", "alpha");
     let out = fam.packet_dir("row");
     forge(
-        &a,
+        &own(&a),
         &b,
         &out,
         vec![dir_change("d", vec![(alpha, have + 1)])],
-        &a,
         |meta| {
             for epoch in meta.epoch_row.values_mut() {
                 *epoch = 1 << 62;
@@ -114,11 +128,10 @@ fn a_version_claiming_epochs_that_exist_nowhere_is_refused() {
     let have = epoch_in_row(&b, "beta", "alpha");
     let out = fam.packet_dir("version");
     forge(
-        &a,
+        &own(&a),
         &b,
         &out,
         vec![dir_change("d", vec![(alpha, u64::MAX)])],
-        &a,
         |_| {},
     );
     let before = tree_listing(&b);
@@ -132,5 +145,56 @@ fn a_version_claiming_epochs_that_exist_nowhere_is_refused() {
     );
     assert_eq!(tree_listing(&b), before);
     assert_eq!(epoch_in_row(&b, "beta", "alpha"), have);
+    still_healthy(&fam, &b, "alpha");
+}
+
+/// A member relaying operations in another member's name (its own packet,
+/// its own key, but operations "of alpha" it sealed itself), or without
+/// any seal: refused, because only the origin can seal its operations
+/// (an altered operation fails the same check). Genuine relays work (the
+/// three-site relay tests).
+#[test]
+fn operations_not_sealed_by_their_origin_are_refused() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
+    let (a, b, c) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    let intro = fam.packet_dir("intro");
+    export_to(&a, &intro, &["beta"], &[]).ok();
+    import_from(&b, &[&intro]).ok();
+    let alpha = id_of(&a);
+    let have = epoch_in_row(&b, "beta", "alpha");
+    let out = fam.packet_dir("not-alphas");
+    let who = Forgery {
+        origin: &a,
+        sender: &c,
+        signer: &c,
+        sealer: &c,
+    };
+    forge(
+        &who,
+        &b,
+        &out,
+        vec![dir_change("planted", vec![(alpha, have + 1)])],
+        |_| {},
+    );
+    let before = tree_listing(&b);
+    let res = import_from(&b, &[&out]);
+    assert_ne!(res.code, 0, "accepted:\n{}", res.stdout);
+    assert!(res.stderr.contains("does not verify"), "{}", res.stderr);
+    assert_eq!(tree_listing(&b), before);
+    assert_eq!(epoch_in_row(&b, "beta", "alpha"), have);
+
+    // No seal at all.
+    let bare = fam.packet_dir("bare");
+    forge(
+        &who,
+        &b,
+        &bare,
+        vec![dir_change("planted", vec![(alpha, have + 1)])],
+        |meta| meta.seals.clear(),
+    );
+    let res = import_from(&b, &[&bare]);
+    assert_ne!(res.code, 0, "accepted:\n{}", res.stdout);
+    assert!(res.stderr.contains("carries no seal"), "{}", res.stderr);
+    assert_eq!(tree_listing(&b), before);
     still_healthy(&fam, &b, "alpha");
 }

@@ -14,6 +14,8 @@ use packet_format::{
 use sha2::{Digest, Sha256};
 
 const SECRET: [u8; 32] = [0x11; 32];
+/// An empty list of origin seals (they are checked by importers, not here).
+const NO_SEALS: &[u8] = &[0];
 
 fuzz_target!(|data: &[u8]| {
     // Layout: [ops encoding flag][raw size u32 LE][chunks len u32 LE] chunks ops
@@ -60,6 +62,7 @@ fuzz_target!(|data: &[u8]| {
         entries: vec![
             pin("chunks", chunks, Encoding::Plain, chunks.len() as u64),
             pin("operations", ops, ops_encoding, ops_raw),
+            pin("seals", NO_SEALS, Encoding::Plain, NO_SEALS.len() as u64),
         ],
         operation_records: u64::from(data[0] >> 1),
         chunk_records: u64::from(data[1]),
@@ -74,6 +77,7 @@ fuzz_target!(|data: &[u8]| {
         &[
             ("chunks", chunks),
             ("operations", ops),
+            ("seals", NO_SEALS),
             ("header", &header_bytes),
             ("signature", &signature),
         ],

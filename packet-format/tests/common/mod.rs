@@ -43,6 +43,17 @@ pub fn carrying(mut meta: PacketMeta, ops: u64) -> PacketMeta {
     meta
 }
 
+/// `meta` with the seal of `ops` (one run of the sender's, from epoch 1),
+/// signed with `secret`.
+pub fn sealed(mut meta: PacketMeta, secret: &[u8; 32], ops: &[Operation]) -> PacketMeta {
+    use packet_format::seals::{chain, Seal, END};
+    let encoded: Vec<Vec<u8>> = ops.iter().map(Operation::encode).collect();
+    let head = chain(encoded.iter().map(Vec::as_slice), END);
+    let last = ops.len() as u64;
+    meta.seals = vec![Seal::sign(secret, sender_id(), 1, last, &head)];
+    meta
+}
+
 /// Metadata of a packet that carries no operations (see [`carrying`]).
 pub fn meta(kind: PacketKind) -> PacketMeta {
     let creation = (kind == PacketKind::ReplicaCreation).then(|| CreationPayload {
@@ -77,6 +88,7 @@ pub fn meta(kind: PacketKind) -> PacketMeta {
         comment: "nightly sync".into(),
         epoch_ranges: BTreeMap::new(),
         epoch_row: BTreeMap::from([(sender_id(), 1000), (target_id(), 17)]),
+        seals: Vec::new(),
         creation,
     }
 }

@@ -296,6 +296,9 @@ pub struct Receipt {
     pub sequence: u64,
     pub file_name: String,
     pub at_ns: i64,
+    /// The packet's origin seals, verified, kept to pass on with the
+    /// operations they cover.
+    pub seals: Vec<packet_format::seals::Seal>,
 }
 
 /// [`apply_batch`], committing `receipt` with the batch.
@@ -431,6 +434,10 @@ fn staging_dir(replica: &Replica) -> PathBuf {
 fn commit(replica: &mut LockedReplica, plan: &plan::Plan, receipt: Option<&Receipt>) -> Result<()> {
     let me = replica.identity.replica_id;
     let now = crate::sys::clock::now_ns();
+    let secret = match plan.local_ops.is_empty() {
+        true => None,
+        false => Some(replica.signing_key()?.to_bytes()),
+    };
     replica.state_mut().transaction(|tx| {
         state::create_pending_apply(tx)?;
         for member in &plan.new_members {
@@ -442,8 +449,10 @@ fn commit(replica: &mut LockedReplica, plan: &plan::Plan, receipt: Option<&Recei
         for (origin, epoch) in &plan.raised {
             state::set_epoch(tx, &me, origin, *epoch)?;
         }
-        if let Some(last) = plan.local_ops.last() {
+        if let (Some(first), Some(last)) = (plan.local_ops.first(), plan.local_ops.last()) {
             state::set_epoch(tx, &me, &me, last.epoch)?;
+            let secret = secret.expect("loaded when the plan has local operations");
+            state::seal_own_run(tx, &secret, &me, first.epoch, last.epoch)?;
         }
         for (path, entry) in &plan.entries {
             state::put_entry(
@@ -465,6 +474,9 @@ fn commit(replica: &mut LockedReplica, plan: &plan::Plan, receipt: Option<&Recei
             // The sender had everything in its row: raise the estimate of it.
             for (origin, epoch) in &receipt.epoch_row {
                 state::raise_epoch(tx, &receipt.sender, origin, *epoch)?;
+            }
+            for seal in &receipt.seals {
+                state::put_seal(tx, seal)?;
             }
             state::log_packet(
                 tx,
