@@ -28,10 +28,11 @@ use clap::Parser;
 /// they are found in: a packet that depends on changes not yet received
 /// waits (and is applied in the same run once its predecessor is), one
 /// already applied is reported, one for another family or replica is left
-/// alone. Local changes are recorded first and take part in conflict
-/// detection: concurrent changes to one path get one deterministic winner
-/// (a modification beats a deletion, then the newest mtime), and the
-/// losing content is kept beside the file as
+/// alone. Local changes are recorded right before the first packet is
+/// applied (an import that applies nothing records nothing) and take part
+/// in conflict detection: concurrent changes to one path get one
+/// deterministic winner (a modification beats a deletion, then the newest
+/// mtime), and the losing content is kept beside the file as
 /// NAME.sync-conflict-YYYYMMDD-HHMMSS-REPLICA.EXT. Files an import deletes
 /// or replaces are kept under .syncreplica/deleted/ for soft_delete_days.
 /// Each packet is applied atomically: an import killed at any point leaves

@@ -462,7 +462,7 @@ fn path_escape_packets_are_refused_with_the_replica_unchanged() {
     let fam = family(&["alpha", "beta"], &[("f", "0")]);
     let (a, b) = (fam.root("alpha"), fam.root("beta"));
     std::os::unix::fs::symlink("/tmp", b.join("local-link")).unwrap();
-    import_from(&b, &[&fam.packet_dir("none")]).ok(); // records the symlink
+    run(&b, "syncreplica", ["-record"]).ok(); // records the symlink
     let outside = fam.dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     let me = syncreplica::replica::Replica::open(&a)
