@@ -189,6 +189,16 @@ pub fn confirm(question: &str) -> std::io::Result<bool> {
     Ok(answer == "y" || answer == "yes")
 }
 
+/// Warns that the file at `path` changed since the scan recorded it (a busy
+/// file) and was left for a later export; `what_follows` says what
+/// became of it.
+pub fn warn_busy_file(name: &str, path: &std::path::Path, what_follows: &str) {
+    eprintln!(
+        "{name}: warning: {}: changed since the scan recorded it (still being written?); {what_follows}",
+        path.display()
+    );
+}
+
 /// Prints scan warnings as `COMMAND: warning: PATH: WHAT`.
 pub fn print_warnings(name: &str, warnings: &[crate::tree::scan::ScanWarning]) {
     for warning in warnings {

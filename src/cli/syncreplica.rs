@@ -313,12 +313,15 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
 
 /// Says which busy file held an export back, and that the rest follows.
 fn warn_held_back(target: &str, held: &export::HeldBack) {
-    eprintln!(
-        "{NAME}: warning: {}: changed since the scan recorded it (still being written?); the export to {target} stops before the first change that needs its content; the {} remaining change{} follow{} with the next export, once the file's new version is recorded",
-        held.path.display(),
-        held.operations,
-        plural(held.operations),
-        if held.operations == 1 { "s" } else { "" },
+    cli::warn_busy_file(
+        NAME,
+        &held.path,
+        &format!(
+            "the export to {target} stops before the first change that needs its content; the {} remaining change{} follow{} with the next export, once the file's new version is recorded",
+            held.operations,
+            plural(held.operations),
+            if held.operations == 1 { "s" } else { "" },
+        ),
     );
 }
 
