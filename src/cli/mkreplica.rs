@@ -145,8 +145,9 @@ fn export(args: &Args) -> anyhow::Result<()> {
     if out.is_dir() {
         cli::remove_abandoned_partials(&[out]);
     }
-    let (outcome, _) = crate::sync::record::record_local_changes(&mut replica)?;
+    let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
+    cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
     let made = creation::export_creation(&mut replica, name, out, max_size, &args.comment, &stop)?;
     outln!(
         "Wrote the replica-creation packet for new member \"{name}\" of family \"{}\" ({} files, {} bytes of content):",

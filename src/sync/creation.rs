@@ -707,6 +707,15 @@ fn materialize(
     // here, and an interrupted import is simply run again in an empty
     // directory.
     crate::sys::fsutil::sync_filesystem(root)?;
+    // The rules the new replica starts with (an ignore file may have come
+    // with the tree): nothing is missing because of them yet.
+    let exclude_rules = crate::tree::excludes::Excludes::load(
+        root,
+        &config::Config::default().exclude,
+        &config::config_path(&staging),
+    )?
+    .rules()
+    .to_string();
     let scanned_ns = crate::sys::clock::now_ns();
     let me = payload.new_replica.id;
     state.transaction(|tx| {
@@ -758,6 +767,7 @@ fn materialize(
             }
         }
         state::set_epoch(tx, &me, &me, 0)?;
+        state::set_recorded_excludes(tx, &exclude_rules)?;
         state::log_packet(
             tx,
             "received",
