@@ -245,10 +245,14 @@ fn export_to(
     // if it has to stop early.
     let mut shipped: BTreeMap<Id, EpochRange> = BTreeMap::new();
     let mut held_back = None;
+    // Operations whose content (or that of what they rely on) is in the
+    // packet already.
+    let mut in_packet = vec![false; ops.len()];
     'ops: for (index, op) in ops.iter().enumerate() {
         request.stop.check()?;
         request.progress.advance(1);
-        summary.chunks_reused += op_chunks(op)
+        // Counted once the operation is in the packet.
+        let reused = op_chunks(op)
             .filter(|chunk| target_has.contains(&chunk.id))
             .count() as u64;
         // This operation's content, and, where it is no longer at hand
@@ -257,7 +261,9 @@ fn export_to(
         // version of a path in a packet, so the packet must not end
         // between the two.
         let mut at = Some(index);
-        while let Some(current) = at {
+        let mut walked = Vec::new();
+        while let Some(current) = at.filter(|&i| !in_packet[i]) {
+            walked.push(current);
             match ship_content(
                 &ops[current],
                 &mut local,
@@ -283,11 +289,16 @@ fn export_to(
                 }
             }
         }
+        // Their content is in the packet (each chain is walked once).
+        for i in walked {
+            in_packet[i] = true;
+        }
         match op.change.path_change().map(|c| c.state) {
             Some(PathState::Deleted) => summary.deleted += 1,
             Some(_) => summary.files_added_or_changed += 1,
             None => {}
         }
+        summary.chunks_reused += reused;
         writer.add_operation(op)?;
         shipped
             .entry(op.origin)
