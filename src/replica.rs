@@ -158,6 +158,7 @@ impl LockedReplica {
             Ok(RecordSummary {
                 epochs: (epoch > last).then_some((last + 1, epoch)),
                 forgotten: outcome.newly_excluded.len(),
+                missing: Vec::new(),
             })
         })
     }
@@ -210,6 +211,10 @@ pub struct RecordSummary {
     /// Epochs given to the new operations, if any were recorded.
     pub epochs: Option<(u64, u64)>,
     pub forgotten: usize,
+    /// Paths the family holds that this replica lacks since its exclude
+    /// rules changed (see `crate::sync::record`), filled in by
+    /// `record_local_changes`.
+    pub missing: Vec<Vec<u8>>,
 }
 
 pub use crate::store::layout::state_dir;
@@ -401,7 +406,7 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
     }
 
     let staging = root.join(format!("{STATE_DIR}.init-{}", std::process::id()));
-    let built = build_state_dir(&staging, &root, family, name, &outcome);
+    let built = build_state_dir(&staging, &root, family, name, &outcome, excludes.rules());
     match built {
         Ok(()) => {}
         Err(err) => {
@@ -416,7 +421,7 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
     let replica = Replica::open(&root)?;
     let record = RecordSummary {
         epochs: replica_epochs(&replica)?,
-        forgotten: 0,
+        ..RecordSummary::default()
     };
     let key = replica.signing_key()?;
     Ok(InitReport {
@@ -440,6 +445,7 @@ fn build_state_dir(
     family: &str,
     name: &str,
     outcome: &ScanOutcome,
+    exclude_rules: &str,
 ) -> Result<()> {
     std::fs::create_dir(staging).at(staging)?;
     let identity = Identity {
@@ -466,6 +472,8 @@ fn build_state_dir(
         };
         state::insert_member(tx, &member, crate::sys::clock::now_ns())?;
         state::set_epoch(tx, &me, &me, 0)?;
+        // Nothing can be missing because of excludes yet.
+        state::set_recorded_excludes(tx, exclude_rules)?;
         Ok(())
     })?;
     replica.record(outcome)?;

@@ -160,7 +160,9 @@ pub fn submit_files(
     copy: bool,
     now: DateTime<Utc>,
 ) -> Result<Vec<Submitted>> {
-    let outgoing = shipping.outgoing(class_name)?;
+    // Looked at, not created: a refused submission leaves no new bay
+    // behind. It is created once every packet has passed its checks.
+    let outgoing = DirStore::new(shipping.config.class(class_name)?.outgoing_dir());
     let mut planned: Vec<(PathBuf, String, Vec<String>, bool)> = Vec::new();
     for file in files {
         let name = file
@@ -171,6 +173,14 @@ pub fn submit_files(
                 why: "not a packet file name".into(),
             })?
             .to_string();
+        // The bay holds one entry per name: a second file of that name would
+        // replace the first one's packet under its order.
+        if let Some((first, ..)) = planned.iter().find(|(_, other, ..)| *other == name) {
+            return Err(Error::NotSubmittable {
+                path: file.clone(),
+                why: format!("{name} is named twice (also as {})", first.display()),
+            });
+        }
         shipping::receive::check_packet_name(&name).map_err(|r| Error::NotSubmittable {
             path: file.clone(),
             why: r.reason.to_string(),
@@ -196,6 +206,12 @@ pub fn submit_files(
         } else {
             destinations.to_vec()
         };
+        if targets.is_empty() {
+            return Err(Error::NotSubmittable {
+                path: file.clone(),
+                why: "its header names no target; name the DESTINATIONs".into(),
+            });
+        }
         for target in &targets {
             shipping::config::validate_name(target).map_err(|why| Error::BadName {
                 name: target.clone(),
@@ -227,6 +243,7 @@ pub fn submit_files(
         planned.push((file.clone(), name, targets, in_place));
     }
 
+    let outgoing = shipping.outgoing(class_name)?;
     let mut submitted = Vec::new();
     for (file, name, targets, in_place) in planned {
         if !in_place {

@@ -134,23 +134,34 @@ impl Shipper<'_> {
     /// order file or its packet, in any directory; the order's storage
     /// class gives the incoming and return bays. Every remaining
     /// destination is attempted at once, backoff or not: naming an order
-    /// is asking for it.
+    /// is asking for it. Every order named is checked first (found,
+    /// readable, of a storage class the configuration has): one that is
+    /// not refuses them all, before anything is delivered. An order named
+    /// twice is worked through once.
     pub fn process_paths(&self, paths: &[PathBuf], now: DateTime<Utc>) -> Result<PassReport> {
-        let mut report = PassReport::default();
+        let mut named: Vec<(PathBuf, String)> = Vec::new();
         for path in paths {
             let (dir, packet) = split_order_path(path)?;
+            let order = ShippingOrder::load(&DirStore::new(&dir), &packet)?;
+            self.config.class(&order.storage_class)?;
+            if !named.contains(&(dir.clone(), packet.clone())) {
+                named.push((dir, packet));
+            }
+        }
+        let mut report = PassReport::default();
+        for (dir, packet) in named {
             let store = DirStore::new(&dir);
             let _lock = DirLock::take(&dir, PASS_LOCK)?;
-            let order = match ShippingOrder::load(&store, &packet) {
-                Ok(order) => order,
+            // Read again under the lock: a pass may have changed it since.
+            let class = ShippingOrder::load(&store, &packet)
+                .and_then(|order| self.config.class(&order.storage_class));
+            match class {
+                Ok(class) => report.add(&self.process(&store, class, &packet, now, Due::Now)),
                 Err(err) => {
                     self.say(&format!("error: {err}"));
                     report.errors += 1;
-                    continue;
                 }
-            };
-            let class = self.config.class(&order.storage_class)?;
-            report.add(&self.process(&store, class, &packet, now, Due::Now));
+            }
         }
         Ok(report)
     }

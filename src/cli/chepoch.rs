@@ -38,9 +38,10 @@ const NAME: &str = "chepoch";
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut replica =
-        Replica::open(&replica::discover(args.replica.as_deref())?)?.lock("chepoch")?;
-    cli::print_lock_takeover(NAME, &replica);
+    // Checked, and confirmed, on the replica opened for reading: a refused
+    // or unconfirmed change touches nothing (not even the lock file), and
+    // no lock is held while the question waits for an answer.
+    let replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
     let (row, changes) = epochs::plan_change(&replica, &args.row, &args.settings)?;
     if !args.force {
         for change in &changes {
@@ -53,8 +54,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    epochs::apply_change(&mut replica, &row, &changes)?;
-    for change in &changes {
+    let mut replica = replica.lock("chepoch")?;
+    cli::print_lock_takeover(NAME, &replica);
+    // Planned again under the lock: an import or export may have moved
+    // the row since the question was asked.
+    let (row, locked_changes) = epochs::plan_change(&replica, &args.row, &args.settings)?;
+    if !args.force && locked_changes != changes {
+        anyhow::bail!(
+            "row \"{}\" changed while the question waited (an import or export ran); it is unchanged: run chepoch again",
+            row.name
+        );
+    }
+    epochs::apply_change(&mut replica, &row, &locked_changes)?;
+    for change in &locked_changes {
         outln!(
             "Entry for {} in row \"{}\" changed from: {} to {}",
             change.origin.name,

@@ -9,7 +9,8 @@ use clap::Parser;
 /// shipping order, for the DESTINATIONs named or, without any, for the
 /// targets in the packet's header. The next `shipping_server -poll`
 /// delivers it, or at once with -fship. Every packet is checked first: a
-/// damaged one, or one already queued, submits nothing.
+/// damaged one, one already queued, or a name given twice submits nothing
+/// (and creates no bay).
 #[derive(Debug, Parser)]
 #[command(name = "mkorder", version, after_help = super::EXIT_STATUS_HELP)]
 pub struct Args {

@@ -17,7 +17,10 @@ use clap::Parser;
 /// and the new member's secret signing key into DIR/NEWNAME.key (mode 0600).
 /// The packet may travel by any route; carry the key file separately or by
 /// a trusted route. Siblings learn the new member's public key with this
-/// replica's next updates.
+/// replica's next updates. A file changed since the scan (still being
+/// written) is left out of the packet, with a warning naming it: the new
+/// replica is made without it, and the next syncreplica -export to
+/// NEWNAME sends it (its new version, once recorded).
 ///
 /// `mkreplica -import -replica DIR PACKET_OR_DIR...` creates the new replica
 /// at DIR, which must be absent or empty, from the creation packet's parts
@@ -142,8 +145,9 @@ fn export(args: &Args) -> anyhow::Result<()> {
     if out.is_dir() {
         cli::remove_abandoned_partials(&[out]);
     }
-    let (outcome, _) = crate::sync::record::record_local_changes(&mut replica)?;
+    let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
+    cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
     let made = creation::export_creation(&mut replica, name, out, max_size, &args.comment, &stop)?;
     outln!(
         "Wrote the replica-creation packet for new member \"{name}\" of family \"{}\" ({} files, {} bytes of content):",
@@ -151,6 +155,15 @@ fn export(args: &Args) -> anyhow::Result<()> {
     );
     for part in &made.parts {
         outln!("  {} ({} bytes)", part.path.display(), part.size);
+    }
+    for path in &made.held_back {
+        cli::warn_busy_file(
+            NAME,
+            path,
+            &format!(
+                "the creation packet goes without it, and {name} gets it (its new version, once recorded) with the next syncreplica -export to {name}"
+            ),
+        );
     }
     outln!(
         "New member's signing key: {} (mode 0600)",
@@ -243,6 +256,21 @@ fn import(args: &Args) -> anyhow::Result<()> {
         made.sender,
         made.files
     );
+    if !made.not_carried.is_empty() {
+        let names: Vec<String> = made
+            .not_carried
+            .iter()
+            .map(|p| crate::tree::relpath::display(p))
+            .collect();
+        outln!(
+            "Left out {} file{} that {} found changed while it wrote the packet ({}); its next update brings {}.",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            made.sender,
+            names.join(", "),
+            if names.len() == 1 { "it" } else { "them" }
+        );
+    }
     if args.fingerprint.is_some() {
         outln!(
             "The packet's signing key matched the expected fingerprint {}.",

@@ -189,6 +189,52 @@ pub fn confirm(question: &str) -> std::io::Result<bool> {
     Ok(answer == "y" || answer == "yes")
 }
 
+/// Warns that the file at `path` changed since the scan recorded it (a busy
+/// file) and was left for a later export; `what_follows` says what
+/// became of it.
+pub fn warn_busy_file(name: &str, path: &std::path::Path, what_follows: &str) {
+    eprintln!(
+        "{name}: warning: {}: changed since the scan recorded it (still being written?); {what_follows}",
+        path.display()
+    );
+}
+
+/// How many missing paths a warning names (`-status` lists them all).
+const MISSING_SHOWN: usize = 10;
+
+/// Warns about paths the family holds that this replica lacks since its
+/// exclude rules changed (`sync::record`), and says how to get them back.
+pub fn warn_missing(name: &str, replica: &str, missing: &[Vec<u8>]) {
+    if missing.is_empty() {
+        return;
+    }
+    let shown: Vec<String> = missing
+        .iter()
+        .take(MISSING_SHOWN)
+        .map(|p| crate::tree::relpath::display(p))
+        .collect();
+    let more = missing.len() - shown.len();
+    let more_text = if more > 0 {
+        format!(" and {more} more (syncreplica -status lists them all)")
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "{name}: warning: {} path{} the family holds {} missing here (not on disk, not recorded, now included): {}{more_text}; an exclude lifted since does not bring back what was deleted here or made elsewhere while it was in force, and nothing was recorded as deleted",
+        missing.len(),
+        if missing.len() == 1 { "" } else { "s" },
+        if missing.len() == 1 { "is" } else { "are" },
+        shown.join(", "),
+    );
+    let resend: Vec<String> = shown.iter().map(|p| format!("-resend '{p}'")).collect();
+    eprintln!(
+        "{name}: hint: at a sibling that has {}, run: syncreplica -export {} -out DIR {replica} (or -record with the same -resend, then export as usual), and import its packet here; or exclude {} again",
+        if missing.len() == 1 { "it" } else { "them" },
+        resend.join(" "),
+        if missing.len() == 1 { "it" } else { "them" },
+    );
+}
+
 /// Prints scan warnings as `COMMAND: warning: PATH: WHAT`.
 pub fn print_warnings(name: &str, warnings: &[crate::tree::scan::ScanWarning]) {
     for warning in warnings {

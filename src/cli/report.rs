@@ -166,6 +166,12 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::ChunkMissingLocally { .. } => {
             "run syncreplica -status to see what changed, then export again".into()
         }
+        Error::NotHeld { .. } => {
+            "-resend sends what this replica holds: run it at a sibling that has the path".into()
+        }
+        Error::BadResendPath { .. } => {
+            "name the path relative to the replica root, as syncreplica -status prints it, e.g. docs/report.txt".into()
+        }
         Error::NotEmpty { .. } => {
             "mkreplica -import needs an absent or empty directory".into()
         }

@@ -63,7 +63,8 @@ pub struct Args {
 
     /// Shipping orders (PACKET.order files, or their packets) to work
     /// through now, in any directory, whatever their retry backoff; nothing
-    /// else is touched.
+    /// else is touched. All are checked first: one that is missing,
+    /// unreadable or of an unknown storage class delivers none.
     #[arg(value_name = "ORDER", conflicts_with_all = ["poll", "listen"])]
     pub orders: Vec<PathBuf>,
 }

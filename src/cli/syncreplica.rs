@@ -28,10 +28,11 @@ use clap::Parser;
 /// they are found in: a packet that depends on changes not yet received
 /// waits (and is applied in the same run once its predecessor is), one
 /// already applied is reported, one for another family or replica is left
-/// alone. Local changes are recorded first and take part in conflict
-/// detection: concurrent changes to one path get one deterministic winner
-/// (a modification beats a deletion, then the newest mtime), and the
-/// losing content is kept beside the file as
+/// alone. Local changes are recorded right before the first packet is
+/// applied (an import that applies nothing records nothing) and take part
+/// in conflict detection: concurrent changes to one path get one
+/// deterministic winner (a modification beats a deletion, then the newest
+/// mtime), and the losing content is kept beside the file as
 /// NAME.sync-conflict-YYYYMMDD-HHMMSS-REPLICA.EXT. Files an import deletes
 /// or replaces are kept under .syncreplica/deleted/ for soft_delete_days.
 /// Each packet is applied atomically: an import killed at any point leaves
@@ -123,6 +124,16 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
 
+    /// With -record or -export: record the state of PATH (relative to the
+    /// replica root, as -status prints it) and of everything recorded below
+    /// it again, as new changes, so that exports send them, content
+    /// included, to every sibling: for a sibling that lacks them since an
+    /// exclude was lifted there (its -status and -record name them). A
+    /// sibling that changed one meanwhile sees a conflict. Repeat for
+    /// several paths.
+    #[arg(long, value_name = "PATH")]
+    pub resend: Vec<PathBuf>,
+
     /// The replica's root. Without it, the current directory and then its
     /// parents are searched for a replica.
     #[arg(long, value_name = "DIR")]
@@ -138,7 +149,7 @@ use crate::cli;
 use crate::cli::report::usage;
 use crate::replica::{self, Replica};
 use crate::ship;
-use crate::sync::{apply, export, import};
+use crate::sync::{apply, export, import, record};
 use crate::tree::scan::ScanHooks;
 
 const NAME: &str = "syncreplica";
@@ -163,6 +174,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         Some((_, _, _, outgoing)) => outgoing.as_path(),
         None => args.out.as_deref().expect("clap requires a destination"),
     };
+    let resend = resend_paths(&replica, args)?;
     let stop = cli::stop_on_signals()?;
     let mut replica = replica.lock("syncreplica -export")?;
     cli::print_lock_takeover(NAME, &replica);
@@ -206,8 +218,10 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     if let Some((shipping, class, expires, _)) = &shipping {
         adopt_unordered(&mut replica, shipping, class, *expires)?;
     }
-    let (outcome, _) = crate::sync::record::record_local_changes(&mut replica)?;
+    let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
+    resend_now(&mut replica, &resend)?;
+    cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
     let progress = cli::progress_bar();
     // With -ship, each target's parts are queued before its estimates are
     // raised: a kill in between leaves them queued and the estimates low
@@ -312,12 +326,15 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
 
 /// Says which busy file held an export back, and that the rest follows.
 fn warn_held_back(target: &str, held: &export::HeldBack) {
-    eprintln!(
-        "{NAME}: warning: {}: changed since the scan recorded it (still being written?); the export to {target} stops before the first change that needs its content; the {} remaining change{} follow{} with the next export, once the file's new version is recorded",
-        held.path.display(),
-        held.operations,
-        plural(held.operations),
-        if held.operations == 1 { "s" } else { "" },
+    cli::warn_busy_file(
+        NAME,
+        &held.path,
+        &format!(
+            "the export to {target} stops before the first change that needs its content; the {} remaining change{} follow{} with the next export, once the file's new version is recorded",
+            held.operations,
+            plural(held.operations),
+            if held.operations == 1 { "s" } else { "" },
+        ),
     );
 }
 
@@ -488,6 +505,11 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
             eprintln!("{NAME}: error: applied, but could not remove the packet file {error}");
         }
     }
+    // Checked after the packets: one of them may have brought the paths.
+    let excludes = replica.excludes()?;
+    if let Some(missing) = record::missing_since_excludes_changed(&replica, &excludes)? {
+        cli::warn_missing(NAME, &replica.identity.replica_name, &missing);
+    }
     if problems > 0 {
         anyhow::bail!(
             "{problems} packet{} refused; the replica is unchanged by them",
@@ -499,6 +521,41 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
             "{not_removed} packet file{} could not be removed; remove {} by hand",
             plural(not_removed),
             if not_removed == 1 { "it" } else { "them" }
+        );
+    }
+    Ok(())
+}
+
+/// The `-resend` paths, checked against the replica before anything is
+/// recorded.
+fn resend_paths(replica: &Replica, args: &Args) -> anyhow::Result<Vec<Vec<u8>>> {
+    let paths = args
+        .resend
+        .iter()
+        .map(|p| record::resend_path(p.as_os_str()))
+        .collect::<crate::error::Result<Vec<_>>>()?;
+    record::check_resend(replica, &paths)?;
+    Ok(paths)
+}
+
+/// Re-asserts the `-resend` paths (after local changes are recorded), and
+/// says so.
+fn resend_now(replica: &mut replica::LockedReplica, paths: &[Vec<u8>]) -> anyhow::Result<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let resent = record::resend(replica, paths)?;
+    for path in &resent.gone {
+        eprintln!(
+            "{NAME}: warning: -resend '{}': deleted since the command started; nothing resent for it",
+            crate::tree::relpath::display(path)
+        );
+    }
+    if let Some((first, last)) = resent.epochs {
+        outln!(
+            "Recorded {} path{} again as epochs {first}-{last}, to be sent to every sibling with their content.",
+            resent.paths,
+            plural(resent.paths as u64)
         );
     }
     Ok(())
@@ -523,6 +580,9 @@ fn plural(count: u64) -> &'static str {
 /// Usage errors clap cannot express: checked before the replica is
 /// looked up, so a wrong command line says so wherever it is run.
 fn check_usage(args: &Args) -> anyhow::Result<()> {
+    if !(args.resend.is_empty() || args.record || args.export) {
+        usage!("-resend applies to -record and -export only");
+    }
     if (args.status || args.record) && !args.targets.is_empty() {
         usage!(
             "-status and -record take no operands (got {})",
@@ -567,19 +627,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         let outcome = replica.scan(&mut ScanHooks::default())?;
         cli::print_warnings(NAME, &outcome.warnings);
+        let excludes = replica.excludes()?;
+        let missing =
+            record::missing_since_excludes_changed(&replica, &excludes)?.unwrap_or_default();
         out!(
             "{}",
             crate::cli::render::status::render_status(
                 &replica.identity.replica_name,
                 &root,
-                &outcome
+                &outcome,
+                &missing
             )
         );
+        cli::warn_missing(NAME, &replica.identity.replica_name, &missing);
     } else if args.export {
         export(replica, &args)?;
     } else if args.import {
         import(replica, &args)?;
     } else if args.record {
+        let resend = resend_paths(&replica, &args)?;
         let mut replica = replica.lock("syncreplica -record")?;
         cli::print_lock_takeover(NAME, &replica);
         cli::finish_interrupted(NAME, &mut replica)?;
@@ -603,6 +669,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 summary.forgotten
             );
         }
+        resend_now(&mut replica, &resend)?;
+        cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
     }
     Ok(())
 }

@@ -352,6 +352,33 @@ impl State {
             .map_err(db)
     }
 
+    /// The exclude rules (`Excludes::rules`) stored by the last record
+    /// that found no path missing because of them; `None` if none was
+    /// stored yet. Read without creating the table, so it works on a
+    /// read-only connection.
+    pub fn recorded_excludes(&self) -> Result<Option<String>> {
+        let db = |source| self.db_error(source);
+        let table: i64 = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'recorded_excludes'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(db)?;
+        if table == 0 {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT rules FROM recorded_excludes WHERE id = 1",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(db)
+    }
+
     /// Every recorded entry, tombstones included, keyed by path.
     pub fn load_entries(&self) -> Result<HashMap<Vec<u8>, RecordedEntry>> {
         let db = |source| self.db_error(source);
@@ -914,4 +941,24 @@ pub fn pending_apply(tx: &Transaction) -> rusqlite::Result<Vec<Vec<u8>>> {
 pub fn clear_pending_apply(tx: &Transaction) -> rusqlite::Result<()> {
     create_pending_apply(tx)?;
     tx.execute("DELETE FROM pending_apply", []).map(drop)
+}
+
+// The exclude rules in force at the last record that found nothing
+// missing because of them (see `crate::sync::record`). Created on first
+// use, so older databases need no migration.
+
+/// Stores `rules` as the exclude rules of the last record.
+pub fn set_recorded_excludes(tx: &Transaction, rules: &str) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS recorded_excludes (
+             id      INTEGER PRIMARY KEY CHECK (id = 1),
+             rules   TEXT NOT NULL
+         );",
+    )?;
+    tx.execute(
+        "INSERT INTO recorded_excludes (id, rules) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET rules = excluded.rules",
+        params![rules],
+    )
+    .map(drop)
 }

@@ -1,9 +1,9 @@
 //! Chunks this replica's current files hold, read back for packets
 //! (update and creation exports alike).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use packet_format::PacketWriter;
 
@@ -14,45 +14,103 @@ use crate::tree::relpath;
 
 /// Where this replica's current files hold each chunk.
 pub struct LocalChunks {
-    places: HashMap<ChunkId, (Vec<u8>, u64, u32)>,
+    /// Every (path, offset, length) of each chunk, in no particular order:
+    /// a chunk shared by several files is read from another one when the
+    /// first has changed.
+    places: HashMap<ChunkId, Vec<(Vec<u8>, u64, u32)>>,
+    /// Files found changed since the scan recorded them (busy files):
+    /// never read again in this export.
+    changed: HashSet<Vec<u8>>,
     /// The file read last: chunks are mostly asked for in file order, so
     /// it is kept open rather than reopened for every chunk.
     open: Option<(Vec<u8>, std::fs::File)>,
-    /// Where the last chunk came from, for messages.
-    last_read: Option<std::path::PathBuf>,
+}
+
+/// What became of a chunk asked for a packet ([`LocalChunks::add_to`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkRead {
+    /// Read from a current file, checked and added: its length in bytes.
+    Added(u64),
+    /// No current file holds it (a version overwritten since).
+    NotHeld,
+    /// The files that held it no longer hold it as the scan recorded them
+    /// (rewritten, shrunk or removed since: a busy file); this one, on
+    /// disk, is the first found so. Nothing was added.
+    Changed(PathBuf),
 }
 
 impl LocalChunks {
     pub fn index(replica: &Replica) -> Result<LocalChunks> {
-        let mut places = HashMap::new();
+        let mut places: HashMap<ChunkId, Vec<(Vec<u8>, u64, u32)>> = HashMap::new();
         for (path, entry) in replica.state().load_entries()? {
             if let PathState::File { chunks, .. } = &entry.state {
                 let mut offset = 0u64;
                 for chunk in chunks {
                     places
                         .entry(chunk.id)
-                        .or_insert((path.clone(), offset, chunk.len));
+                        .or_default()
+                        .push((path.clone(), offset, chunk.len));
                     offset += u64::from(chunk.len);
                 }
             }
         }
         Ok(LocalChunks {
             places,
+            changed: HashSet::new(),
             open: None,
-            last_read: None,
         })
     }
 
-    /// The chunk's bytes, read from a current file and checked against its
-    /// id; `None` if no current file holds it.
-    pub fn read(&mut self, root: &Path, id: &ChunkId) -> Result<Option<Vec<u8>>> {
-        let Some((path, offset, len)) = self.places.get(id) else {
-            return Ok(None);
+    /// Reads chunk `id` from a current file of the replica rooted at
+    /// `root` and adds it to `writer`, which checks it against its id. A
+    /// file whose bytes are no longer what the scan recorded is taken for
+    /// busy and left alone from then on; the chunk is then read from
+    /// another file that holds it, if any.
+    pub fn add_to(
+        &mut self,
+        root: &Path,
+        writer: &mut PacketWriter,
+        id: &ChunkId,
+    ) -> Result<ChunkRead> {
+        let Some(places) = self.places.get(id) else {
+            return Ok(ChunkRead::NotHeld);
         };
-        let disk = relpath::to_disk_path(root, path);
+        let mut first_changed = None;
+        for (path, offset, len) in places.clone() {
+            let disk = relpath::to_disk_path(root, &path);
+            if self.changed.contains(&path) {
+                first_changed.get_or_insert(disk);
+                continue;
+            }
+            let read = self.read_at(&path, &disk, offset, len).and_then(|bytes| {
+                writer
+                    .add_chunk(id, &bytes)
+                    .map(|()| bytes.len() as u64)
+                    .map_err(|err| match err.kind {
+                        packet_format::ErrorKind::ChunkIdMismatch { .. } => {
+                            Error::ChangedDuringExport { path: disk.clone() }
+                        }
+                        _ => Error::Packet(err),
+                    })
+            });
+            match read {
+                Ok(len) => return Ok(ChunkRead::Added(len)),
+                Err(Error::ChangedDuringExport { path: disk }) => {
+                    self.changed.insert(path);
+                    first_changed.get_or_insert(disk);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(first_changed.map_or(ChunkRead::NotHeld, ChunkRead::Changed))
+    }
+
+    /// The `len` bytes at `offset` of `path` (`disk` on disk), not yet
+    /// checked against their id.
+    fn read_at(&mut self, path: &[u8], disk: &Path, offset: u64, len: u32) -> Result<Vec<u8>> {
         // A file removed or shrunk since the scan is a file changed since
-        // the scan, as one whose bytes no longer match (`add_local_chunk`).
-        let changed = |err: std::io::Error, disk: &Path| match err.kind() {
+        // the scan, as one whose bytes no longer match.
+        let changed = |err: std::io::Error| match err.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof => {
                 Error::ChangedDuringExport {
                     path: disk.to_path_buf(),
@@ -61,33 +119,13 @@ impl LocalChunks {
             _ => Error::io(disk, err),
         };
         if self.open.as_ref().is_none_or(|(open, _)| open != path) {
-            let file = std::fs::File::open(&disk).map_err(|err| changed(err, &disk))?;
-            self.open = Some((path.clone(), file));
+            let file = std::fs::File::open(disk).map_err(changed)?;
+            self.open = Some((path.to_vec(), file));
         }
         let file = &mut self.open.as_mut().expect("opened above").1;
-        file.seek(SeekFrom::Start(*offset)).at(&disk)?;
-        let mut bytes = vec![0u8; *len as usize];
-        file.read_exact(&mut bytes)
-            .map_err(|err| changed(err, &disk))?;
-        // Not hashed here: the packet writer checks every chunk against its
-        // id, and `add_chunk` below turns a mismatch into this message.
-        self.last_read = Some(disk);
-        Ok(Some(bytes))
+        file.seek(SeekFrom::Start(offset)).at(disk)?;
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact(&mut bytes).map_err(changed)?;
+        Ok(bytes)
     }
-}
-
-/// Adds a chunk read by `local` to `writer`; a chunk whose bytes no longer
-/// match its id means the file changed after the scan recorded it.
-pub fn add_local_chunk(
-    writer: &mut PacketWriter,
-    local: &LocalChunks,
-    id: &ChunkId,
-    bytes: &[u8],
-) -> Result<()> {
-    writer.add_chunk(id, bytes).map_err(|err| match err.kind {
-        packet_format::ErrorKind::ChunkIdMismatch { .. } => Error::ChangedDuringExport {
-            path: local.last_read.clone().unwrap_or_default(),
-        },
-        _ => Error::Packet(err),
-    })
 }

@@ -15,6 +15,16 @@
 //! The new member's secret key is NOT in the packet, which may pass through
 //! untrusted hands: it is written beside it as `NEWNAME.key` (mode 0600),
 //! to be carried separately or by a trusted route.
+//!
+//! A file that changed since the scan recorded it (a busy file: the
+//! recorded version's content is gone) does not stop the export, as it
+//! does not stop an update export: the packet goes without its content,
+//! the new replica is made without that file (no entry, so its first scan
+//! records no deletion), and the exporter re-asserts the recorded version
+//! in an operation after the `AddMember`, which the new member therefore
+//! lacks: the next update to it carries that version, or the file's newer
+//! one (recorded by that export's scan, superseding it in the same
+//! packet).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -33,7 +43,7 @@ use crate::store::config;
 use crate::store::identity::{self, Identity};
 use crate::store::layout::STATE_DIR;
 use crate::store::state::{self, EntryWrite, Member, StatKey, State};
-use crate::sync::chunks::LocalChunks;
+use crate::sync::chunks::{ChunkRead, LocalChunks};
 use crate::sync::packets::ChunkSpool;
 use crate::tree::confined::{ConfinedRoot, Located, Place};
 use crate::tree::relpath;
@@ -47,10 +57,16 @@ pub struct CreationExport {
     pub new_replica: Id,
     pub files: u64,
     pub chunk_bytes: u64,
+    /// Files (on disk) that changed since the scan recorded them: the
+    /// packet does not carry them, and the next update to the new member
+    /// does (see [`export_creation`]).
+    pub held_back: Vec<PathBuf>,
 }
 
 /// Writes a replica-creation packet for a new member `new_name` into
 /// `out_dir`. The caller holds the lock and has recorded local changes.
+/// Busy files are left out (see the module documentation) and listed in
+/// [`CreationExport::held_back`].
 pub fn export_creation(
     replica: &mut LockedReplica,
     new_name: &str,
@@ -243,45 +259,102 @@ pub fn export_creation(
         }),
     };
     let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)?;
+    // The first thing written is where tests kill or pause a creation export.
+    let mut first_written = true;
+    let mut written = |stop: &crate::sync::StopFlag| {
+        if std::mem::take(&mut first_written) {
+            crate::sys::testhook::crash_point("export-writing");
+            crate::sys::testhook::pause_point("export-writing", stop);
+        }
+    };
     // Content of the current tree only: older versions are history the
     // new member keeps for forwarding, not files it needs.
     let mut local = LocalChunks::index(replica)?;
     let mut sent: HashSet<ChunkId> = HashSet::new();
     let mut files = 0;
     let mut chunk_bytes = 0;
+    // Busy files: changed since the scan recorded them, so the recorded
+    // version's content is gone. The packet goes without it (the new
+    // replica makes the rest and leaves these out), and each is
+    // re-asserted below, so the next update to the new member carries it,
+    // or its new version, as the next update to any sibling carries a busy
+    // file held back from an export.
+    let mut held_back: Vec<(Vec<u8>, PathBuf)> = Vec::new();
     let mut paths: Vec<&Vec<u8>> = entries.keys().collect();
     paths.sort();
-    for path in paths {
+    'files: for path in paths {
         if let PathState::File { chunks, .. } = &entries[path].state {
-            files += 1;
             for chunk in chunks {
                 stop.check()?;
-                if sent.insert(chunk.id) {
-                    let bytes = local.read(&replica.root, &chunk.id)?.ok_or_else(|| {
-                        Error::ChunkMissingLocally {
+                if sent.contains(&chunk.id) {
+                    continue;
+                }
+                match local.add_to(&replica.root, &mut writer, &chunk.id)? {
+                    ChunkRead::Added(len) => {
+                        sent.insert(chunk.id);
+                        chunk_bytes += len;
+                    }
+                    ChunkRead::NotHeld => {
+                        return Err(Error::ChunkMissingLocally {
                             chunk: hex::encode(chunk.id),
                             path: relpath::display(path),
-                        }
-                    })?;
-                    chunk_bytes += bytes.len() as u64;
-                    crate::sync::chunks::add_local_chunk(&mut writer, &local, &chunk.id, &bytes)?;
+                        })
+                    }
+                    ChunkRead::Changed(disk) => {
+                        held_back.push((path.clone(), disk));
+                        continue 'files;
+                    }
                 }
             }
+            files += 1;
+            written(stop);
         }
     }
-    for (index, op) in snapshot.iter().enumerate() {
+    for op in &snapshot {
         stop.check()?;
         writer.add_operation(op)?;
-        if index == 0 {
-            crate::sys::testhook::crash_point("export-writing");
-            crate::sys::testhook::pause_point("export-writing", stop);
-        }
+        written(stop);
     }
     // The last moment to give up: from here the parts are finished and
     // committed without pause.
     stop.check()?;
     let parts = writer.finish()?;
 
+    // The re-assertions of the busy files: operations of this replica after
+    // the AddMember, which the new member lacks (its row stops at the
+    // AddMember), built on each file's version as the packet states it.
+    let mut last_epoch = next_epoch;
+    let reasserted_versions: HashMap<&[u8], &crate::ops::VersionVector> = reasserted
+        .iter()
+        .filter_map(|(path, op)| {
+            op.change
+                .path_change()
+                .map(|c| (path.as_slice(), c.version))
+        })
+        .collect();
+    let resent: Vec<(Vec<u8>, Operation)> = held_back
+        .iter()
+        .map(|(path, _)| {
+            let entry = &entries[path];
+            let mut version = reasserted_versions
+                .get(path.as_slice())
+                .map_or_else(|| entry.version.clone(), |v| (*v).clone());
+            last_epoch += 1;
+            version.set(me, last_epoch);
+            let op = Operation {
+                origin: me,
+                epoch: last_epoch,
+                recorded: now,
+                change: Change::Resolve {
+                    path: path.clone(),
+                    version,
+                    state: entry.state.clone(),
+                    author: entry.author,
+                },
+            };
+            (path.clone(), op)
+        })
+        .collect();
     let committed = write_key_file(&key_file, &new_id, &secret).and_then(|()| {
         replica.state_mut().transaction(|tx| {
             for (path, op) in &reasserted {
@@ -304,7 +377,29 @@ pub fn export_creation(
             state::append_operation(tx, &add_member)?;
             state::put_seal(tx, &new_seal)?;
             state::insert_member(tx, &new_member, now.as_nanos_saturating())?;
-            state::set_epoch(tx, &me, &me, next_epoch)?;
+            for (path, op) in &resent {
+                state::append_operation(tx, op)?;
+                if let Some(change) = op.change.path_change() {
+                    let old = &entries[path];
+                    state::put_entry(
+                        tx,
+                        &EntryWrite {
+                            path,
+                            state: change.state,
+                            version: change.version,
+                            author: &old.author,
+                            stat: old.stat,
+                            scanned_ns: old.scanned_ns,
+                        },
+                    )?;
+                }
+            }
+            if last_epoch > next_epoch {
+                // The re-assertions are a run of their own, sealed like any.
+                let secret = signing_key.to_bytes();
+                state::seal_own_run(tx, &secret, &me, next_epoch + 1, last_epoch)?;
+            }
+            state::set_epoch(tx, &me, &me, last_epoch)?;
             for (origin, epoch) in &own_row {
                 state::raise_epoch(tx, &new_id, origin, *epoch)?;
             }
@@ -335,6 +430,7 @@ pub fn export_creation(
         new_replica: new_id,
         files,
         chunk_bytes,
+        held_back: held_back.into_iter().map(|(_, disk)| disk).collect(),
     })
 }
 
@@ -385,6 +481,9 @@ pub struct CreationImport {
     pub fingerprint: String,
     pub sender: String,
     pub files: u64,
+    /// Files the packet does not carry (the sender found them busy): not
+    /// made here; the sender's next update brings them.
+    pub not_carried: Vec<Vec<u8>>,
 }
 
 /// The signer's fingerprint of a creation packet's first part, for
@@ -476,12 +575,13 @@ pub fn import_creation(
     }
     let result = materialize(packet, &header, &payload, &root, &secret);
     match result {
-        Ok((replica, files)) => Ok(CreationImport {
+        Ok((replica, files, not_carried)) => Ok(CreationImport {
             replica,
             cleaned_up,
             fingerprint: header.signer_fingerprint(),
             sender: header.sender.name.clone(),
             files,
+            not_carried,
         }),
         Err(err) => {
             // Leave the directory as it was found: absent or empty.
@@ -556,7 +656,7 @@ fn materialize(
     payload: &CreationPayload,
     root: &Path,
     secret: &[u8; 32],
-) -> Result<(Replica, u64)> {
+) -> Result<(Replica, u64, Vec<Vec<u8>>)> {
     let staging = root.join(format!("{STATE_DIR}.init-{}", std::process::id()));
     std::fs::create_dir(&staging).at(&staging)?;
     let identity = Identity {
@@ -611,6 +711,7 @@ fn materialize(
         .collect();
     path_ops.sort_by(|a, b| a.0.cmp(b.0));
     let mut files = 0;
+    let mut not_carried: Vec<Vec<u8>> = Vec::new();
     let mut stats: std::collections::HashMap<Vec<u8>, StatKey> = Default::default();
     let confined = ConfinedRoot::open(root)?;
     // Every path goes through the confined root: its parent is held as a
@@ -636,17 +737,20 @@ fn materialize(
                 chunks,
                 ..
             } => {
+                // A file the sender found busy (changed since its scan) is
+                // not carried: it is left out here, without an entry, and
+                // comes with the sender's next update (see
+                // `export_creation`). The packet is signed and every byte
+                // of it checked, so a missing chunk is the sender's doing.
+                if !chunks.iter().all(|chunk| spool.contains(&chunk.id)) {
+                    not_carried.push((*path).clone());
+                    continue;
+                }
                 let mut file = place.create_new().at(&disk)?;
                 for chunk in chunks {
                     let bytes = spool
                         .get(&chunk.id)?
-                        .ok_or_else(|| Error::BadCreationPacket {
-                            what: format!(
-                                "chunk {} of {} is not in the creation packet",
-                                hex::encode(chunk.id),
-                                relpath::display(path)
-                            ),
-                        })?;
+                        .expect("every chunk was found in the spool above");
                     file.write_all(&bytes).at(&disk)?;
                 }
                 file.set_permissions(std::fs::Permissions::from_mode(*mode))
@@ -669,6 +773,15 @@ fn materialize(
     // here, and an interrupted import is simply run again in an empty
     // directory.
     crate::sys::fsutil::sync_filesystem(root)?;
+    // The rules the new replica starts with (an ignore file may have come
+    // with the tree): nothing is missing because of them yet.
+    let exclude_rules = crate::tree::excludes::Excludes::load(
+        root,
+        &config::Config::default().exclude,
+        &config::config_path(&staging),
+    )?
+    .rules()
+    .to_string();
     let scanned_ns = crate::sys::clock::now_ns();
     let me = payload.new_replica.id;
     state.transaction(|tx| {
@@ -692,6 +805,9 @@ fn materialize(
         for op in last_by_path.values() {
             if let Some(change) = op.change.path_change() {
                 let path = change.path;
+                if not_carried.contains(path) {
+                    continue;
+                }
                 let stat = stats.get(path).copied();
                 let author = change.author.unwrap_or(op.origin);
                 state::put_entry(
@@ -720,6 +836,7 @@ fn materialize(
             }
         }
         state::set_epoch(tx, &me, &me, 0)?;
+        state::set_recorded_excludes(tx, &exclude_rules)?;
         state::log_packet(
             tx,
             "received",
@@ -737,5 +854,5 @@ fn materialize(
     crate::sys::testhook::crash_point("mkreplica-import-before-rename");
     std::fs::rename(&staging, &final_dir).at(&final_dir)?;
     crate::sys::fsutil::sync_dir(root)?;
-    Ok((Replica::open(root)?, files))
+    Ok((Replica::open(root)?, files, not_carried))
 }

@@ -23,7 +23,7 @@ use crate::ops::{ChunkId, Id, Operation, PathState};
 use crate::replica::{LockedReplica, Replica};
 use crate::store::identity;
 use crate::store::state::{self, Member};
-use crate::sync::chunks::{add_local_chunk, LocalChunks};
+use crate::sync::chunks::{ChunkRead, LocalChunks};
 
 /// See [`ExportRequest::before_commit`].
 pub type BeforeCommit<'a> = dyn Fn(&Member, &[WrittenPart]) -> Result<()> + 'a;
@@ -80,7 +80,10 @@ pub struct ExportSummary {
 /// shipped and the estimates raised only past them; this one and the rest
 /// follow with the next export, which records the file's new version
 /// first (the old version's content is then no longer at hand and is not
-/// needed: the new version supersedes it within that packet).
+/// needed: the new version supersedes it within that packet). For the
+/// same reason a packet never ends between an operation whose content is
+/// no longer at hand and the later one on its path that supersedes it:
+/// when that one's file is busy, the packet stops before both.
 #[derive(Debug, Clone)]
 pub struct HeldBack {
     /// The changed file, on disk.
@@ -230,56 +233,66 @@ fn export_to(
     request
         .progress
         .start(&format!("exporting to {}", target.name), ops.len() as u64);
+    // For each operation, the next one of the packet on the same path: an
+    // operation whose content is no longer at hand relies on it.
+    let mut next_on_path: Vec<Option<usize>> = vec![None; ops.len()];
+    let mut later: HashMap<&[u8], usize> = HashMap::new();
+    for (index, op) in ops.iter().enumerate().rev() {
+        if let Some(change) = op.change.path_change() {
+            next_on_path[index] = later.insert(change.path.as_slice(), index);
+        }
+    }
     // The epochs shipped so far, per origin: the ranges the packet states
     // if it has to stop early.
     let mut shipped: BTreeMap<Id, EpochRange> = BTreeMap::new();
     let mut held_back = None;
+    // Operations whose content (or that of what they rely on) is in the
+    // packet already.
+    let mut in_packet = vec![false; ops.len()];
     'ops: for (index, op) in ops.iter().enumerate() {
         request.stop.check()?;
         request.progress.advance(1);
-        // Counted into the summary only once the operation is added.
-        let (mut reused, mut chunks_sent, mut bytes_sent) = (0, 0, 0);
-        if let Some(PathState::File { chunks, .. }) = op.change.path_change().map(|c| c.state) {
-            // Any version here may be what the target ends up with
-            // (conflict resolution there can pick one that is not the last
-            // in this packet), so the content of every version still at
-            // hand travels, each chunk once. Versions overwritten since are
-            // superseded within this packet and not needed.
-            for chunk in chunks {
-                request.stop.check()?;
-                if target_has.contains(&chunk.id) {
-                    reused += 1;
-                    continue;
-                }
-                if !sent.insert(chunk.id) {
-                    continue;
-                }
-                let read = local
-                    .read(&replica.root, &chunk.id)
-                    .and_then(|bytes| match bytes {
-                        Some(bytes) => add_local_chunk(&mut writer, &local, &chunk.id, &bytes)
-                            .map(|()| Some(bytes.len() as u64)),
-                        None => Ok(None),
+        // Counted once the operation is in the packet.
+        let reused = op_chunks(op)
+            .filter(|chunk| target_has.contains(&chunk.id))
+            .count() as u64;
+        // This operation's content, and, where it is no longer at hand
+        // (a version overwritten since), that of the later operations on
+        // the same path it relies on: the target applies only the newest
+        // version of a path in a packet, so the packet must not end
+        // between the two.
+        let mut at = Some(index);
+        let mut walked = Vec::new();
+        while let Some(current) = at.filter(|&i| !in_packet[i]) {
+            walked.push(current);
+            match ship_content(
+                &ops[current],
+                &mut local,
+                &replica.root,
+                &mut writer,
+                &target_has,
+                &mut sent,
+                &mut summary,
+                request.stop,
+            )? {
+                Content::Shipped => at = None,
+                Content::ReliesOnLater => at = next_on_path[current],
+                // A busy file: its content is no longer what its
+                // operation recorded. The packet stops before this
+                // operation (see `HeldBack`); chunks already added are
+                // unused.
+                Content::Changed(path) => {
+                    held_back = Some(HeldBack {
+                        path,
+                        operations: (ops.len() - index) as u64,
                     });
-                match read {
-                    Ok(Some(len)) => {
-                        chunks_sent += 1;
-                        bytes_sent += len;
-                    }
-                    Ok(None) => {}
-                    // A busy file: its content is no longer what this
-                    // operation recorded. The packet stops before it (see
-                    // `HeldBack`); chunks of it already added are unused.
-                    Err(Error::ChangedDuringExport { path }) => {
-                        held_back = Some(HeldBack {
-                            path,
-                            operations: (ops.len() - index) as u64,
-                        });
-                        break 'ops;
-                    }
-                    Err(err) => return Err(err),
+                    break 'ops;
                 }
             }
+        }
+        // Their content is in the packet (each chain is walked once).
+        for i in walked {
+            in_packet[i] = true;
         }
         match op.change.path_change().map(|c| c.state) {
             Some(PathState::Deleted) => summary.deleted += 1,
@@ -287,8 +300,6 @@ fn export_to(
             None => {}
         }
         summary.chunks_reused += reused;
-        summary.chunks_sent += chunks_sent;
-        summary.chunk_bytes_sent += bytes_sent;
         writer.add_operation(op)?;
         shipped
             .entry(op.origin)
@@ -352,6 +363,61 @@ fn export_to(
     )?;
     summary.parts = parts;
     Ok(TargetExport::Written(summary))
+}
+
+/// The chunks of an operation's file state (none for other states).
+fn op_chunks(op: &Operation) -> impl Iterator<Item = &crate::ops::ChunkRef> {
+    let chunks: &[crate::ops::ChunkRef] = match op.change.path_change().map(|c| c.state) {
+        Some(PathState::File { chunks, .. }) => chunks,
+        _ => &[],
+    };
+    chunks.iter()
+}
+
+/// Whether an operation's content is in the packet ([`ship_content`]).
+enum Content {
+    /// Every chunk the target lacks is in the packet.
+    Shipped,
+    /// Some chunk is no longer held by any current file: the version was
+    /// overwritten since, and a later operation on the path supersedes it.
+    ReliesOnLater,
+    /// The file holding a chunk changed since the scan (a busy file).
+    Changed(std::path::PathBuf),
+}
+
+/// Adds to `writer` every chunk of `op` that the target lacks and the
+/// packet does not carry yet, read from the current files. Any version
+/// here may be what the target ends up with (conflict resolution there
+/// can pick one that is not the last in this packet), so the content of
+/// every version still at hand travels, each chunk once.
+#[allow(clippy::too_many_arguments)]
+fn ship_content(
+    op: &Operation,
+    local: &mut LocalChunks,
+    root: &Path,
+    writer: &mut PacketWriter,
+    target_has: &HashSet<ChunkId>,
+    sent: &mut HashSet<ChunkId>,
+    summary: &mut ExportSummary,
+    stop: &crate::sync::StopFlag,
+) -> Result<Content> {
+    let mut content = Content::Shipped;
+    for chunk in op_chunks(op) {
+        stop.check()?;
+        if target_has.contains(&chunk.id) || sent.contains(&chunk.id) {
+            continue;
+        }
+        match local.add_to(root, writer, &chunk.id)? {
+            ChunkRead::Added(len) => {
+                sent.insert(chunk.id);
+                summary.chunks_sent += 1;
+                summary.chunk_bytes_sent += len;
+            }
+            ChunkRead::NotHeld => content = Content::ReliesOnLater,
+            ChunkRead::Changed(path) => return Ok(Content::Changed(path)),
+        }
+    }
+    Ok(content)
 }
 
 /// Raises `target`'s estimates past `ranges` and logs the packet as sent.

@@ -105,15 +105,17 @@ pub struct ImportRequest<'a> {
 }
 
 /// Imports every packet found in `request.sources`. The caller holds the
-/// lock. Local changes are recorded first, so they take part in conflict
-/// detection.
+/// lock. Local changes are recorded right before the first packet is
+/// applied, so they take part in conflict detection; an import that
+/// applies nothing (a source missing, every packet refused, waiting or
+/// already applied) records nothing either.
 pub fn import(
     replica: &mut LockedReplica,
     request: &ImportRequest<'_>,
 ) -> Result<Vec<PacketOutcome>> {
-    crate::sync::record::record_local_changes(replica)?;
     let files = packets::collect_packet_files(&request.sources)?;
-    let mut outcomes = import_files(replica, request, &files)?;
+    let mut recorded = false;
+    let mut outcomes = import_files(replica, request, &files, &mut recorded)?;
     // A packet signed by a member that joined in a packet applied just now
     // (its key arrived with that one) gets a second chance.
     loop {
@@ -144,14 +146,17 @@ pub fn import(
                 }
             )
         });
-        outcomes.extend(import_files(replica, request, &retry)?);
+        outcomes.extend(import_files(replica, request, &retry, &mut recorded)?);
     }
 }
 
+/// `recorded` says whether local changes were recorded already in this
+/// run; they are before the first packet is applied.
 fn import_files(
     replica: &mut LockedReplica,
     request: &ImportRequest<'_>,
     files: &[PathBuf],
+    recorded: &mut bool,
 ) -> Result<Vec<PacketOutcome>> {
     let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
     let grouped = packets::examine_all(files, &keys);
@@ -281,6 +286,10 @@ fn import_files(
             let parts = candidates.remove(&id).expect("present");
             let files: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
             request.progress.advance(1);
+            if !*recorded {
+                crate::sync::record::record_local_changes(replica)?;
+                *recorded = true;
+            }
             match apply_logical(replica, &files) {
                 Ok((sender, report)) => {
                     let removal = remove_if(request.remove, &files);

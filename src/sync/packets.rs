@@ -108,6 +108,11 @@ impl ChunkSpool {
         self.index.is_empty()
     }
 
+    /// Whether the packet carries chunk `id`.
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.index.contains_key(id)
+    }
+
     pub fn get(&mut self, id: &ChunkId) -> Result<Option<Vec<u8>>> {
         let Some(&(offset, len)) = self.index.get(id) else {
             return Ok(None);

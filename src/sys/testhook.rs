@@ -16,7 +16,8 @@
 //! reached and `SYNCREPLICA_TEST_PAUSE_MARKER` names a file, the process
 //! creates that file (holding its pid) and waits until the test removes it
 //! or a signal asks the process to stop. Points: `export-writing` (an
-//! update or creation export that has its first part file open).
+//! update export that has written its first operation, a creation export
+//! its first file's content; both have their first part file open).
 
 /// The environment variable naming the point to abort at.
 pub const CRASH_AT_VAR: &str = "SYNCREPLICA_TEST_CRASH_AT";

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::tree::relpath;
 
 pub const IGNORE_FILE: &str = ".syncreplicaignore";
@@ -17,13 +17,23 @@ pub const IGNORE_FILE: &str = ".syncreplicaignore";
 pub struct Excludes {
     root: PathBuf,
     matcher: Gitignore,
+    rules: String,
 }
 
 impl Excludes {
     pub fn load(root: &Path, config_patterns: &[String], config_path: &Path) -> Result<Excludes> {
         let mut builder = GitignoreBuilder::new(root);
         let ignore_file = root.join(IGNORE_FILE);
+        let mut rules = String::new();
+        for pattern in config_patterns {
+            rules.push_str(&format!("config: {pattern}\n"));
+        }
         if ignore_file.exists() {
+            let text = std::fs::read(&ignore_file).at(&ignore_file)?;
+            rules.push_str(&format!(
+                "{IGNORE_FILE}:\n{}",
+                String::from_utf8_lossy(&text)
+            ));
             if let Some(err) = builder.add(&ignore_file) {
                 return Err(Error::ExcludePattern {
                     path: ignore_file,
@@ -46,7 +56,16 @@ impl Excludes {
         Ok(Excludes {
             root: root.to_path_buf(),
             matcher,
+            rules,
         })
+    }
+
+    /// The rules in force, as text: the configured patterns and the
+    /// ignore file's content. Two loads with the same text exclude the
+    /// same paths; the state keeps the text of the last record, to see
+    /// when the rules change.
+    pub fn rules(&self) -> &str {
+        &self.rules
     }
 
     /// Whether a replica-relative path is excluded by a pattern matching it

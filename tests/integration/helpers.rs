@@ -531,3 +531,76 @@ pub fn forge(
     }
     writer.finish().unwrap();
 }
+
+/// Everything a command could change in a directory (a replica with its
+/// state folder, a bay): every file with its mode, mtime and content
+/// digest, every directory with its mode, and the state database's rows
+/// (SQLite's own files are compared by content, not bytes: a reader may
+/// touch its index). "Nothing changed" is this listing staying equal.
+/// The replica's lock file is left out: it only says who holds the lock,
+/// and every command that may change the replica takes it.
+pub fn everything_under(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if meta.is_dir() {
+                out.push(format!("dir {rel} {:o}", meta.mode()));
+                pending.push(path);
+            } else if name == "state.db" {
+                out.extend(
+                    database_rows(&path)
+                        .into_iter()
+                        .map(|r| format!("{rel}: {r}")),
+                );
+            } else if name.starts_with("state.db-") || rel == ".syncreplica/lock" {
+                continue;
+            } else {
+                let digest = sha2::Digest::finalize(
+                    <sha2::Sha256 as sha2::Digest>::new_with_prefix(std::fs::read(&path).unwrap()),
+                );
+                out.push(format!(
+                    "file {rel} {:o} {} {}",
+                    meta.mode(),
+                    meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+                    hex::encode(digest)
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every row of every table of an SQLite database, as text, sorted.
+fn database_rows(path: &Path) -> Vec<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(|name| name.unwrap())
+        .collect();
+    let mut rows = Vec::new();
+    for table in tables {
+        let mut statement = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+        let columns = statement.column_count();
+        let mut query = statement.query([]).unwrap();
+        while let Some(row) = query.next().unwrap() {
+            let values: Vec<String> = (0..columns)
+                .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                .collect();
+            rows.push(format!("{table}: {}", values.join(" | ")));
+        }
+    }
+    rows.sort();
+    rows
+}

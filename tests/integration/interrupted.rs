@@ -334,3 +334,108 @@ fn a_later_export_removes_partials_only_when_provably_abandoned() {
     import_from(&b, &[&out]).ok();
     assert_eq!(tree_listing(&a), tree_listing(&b));
 }
+
+#[test]
+fn a_refused_or_unconfirmed_chepoch_changes_nothing() {
+    let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
+    let a = fam.root("alpha");
+    let before = everything_under(&a);
+    for (args, message) in [
+        (vec!["nobody", "alpha=1"], "unknown replica \"nobody\""),
+        (vec!["alpha", "alpha=1"], "this replica's own row"),
+        (vec!["beta", "alpha=99"], "recorded only up to epoch"),
+        (vec!["beta", "alpha=0", "alpha=1"], "named twice"),
+        (
+            vec!["-force", "beta", "nobody=1"],
+            "unknown replica \"nobody\"",
+        ),
+    ] {
+        let out = run(&a, "chepoch", &args).fails_with(1);
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+        assert_eq!(everything_under(&a), before, "{args:?}");
+    }
+    let out = run_in(&a, "chepoch", ["beta", "alpha=0"], "no\n").fails_with(1);
+    assert!(out.stderr.contains("not confirmed"), "{}", out.stderr);
+    assert_eq!(everything_under(&a), before, "unconfirmed");
+    run_in(&a, "chepoch", ["beta", "alpha=0"], "yes\n").ok();
+    assert_eq!(epoch_in_row(&a, "beta", "alpha"), 0);
+}
+
+#[test]
+fn a_refused_lsepoch_changes_nothing() {
+    let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
+    let a = fam.root("alpha");
+    let before = everything_under(&a);
+    let out = run(&a, "lsepoch", ["nobody"]).fails_with(1);
+    assert!(
+        out.stderr.contains("unknown replica \"nobody\""),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(everything_under(&a), before);
+}
+
+#[test]
+fn an_import_that_applies_nothing_records_nothing() {
+    let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
+    let b = fam.root("beta");
+    write(&b, "pending.txt", "not recorded yet");
+    let before = everything_under(&b);
+    // A source that is not there: refused before anything is recorded.
+    let missing = fam.dir.path().join("no-such-stick");
+    let out = import_from(&b, &[&missing]).fails_with(1);
+    assert!(out.stderr.contains("no-such-stick"), "{}", out.stderr);
+    assert_eq!(everything_under(&b), before);
+    // A damaged packet: refused, and the replica is unchanged (the
+    // pending change is not recorded either).
+    let dir = fam.packet_dir("damaged");
+    std::fs::write(
+        dir.join("sync_alpha_19700101T000000Z_beta_9.zip"),
+        b"PK\x03\x04 not really",
+    )
+    .unwrap();
+    let out = import_from(&b, &[&dir]).fails_with(1);
+    assert!(out.stderr.contains("refused"), "{}", out.stderr);
+    assert_eq!(everything_under(&b), before);
+    // Applying a packet records the pending change first, as always.
+    write(&fam.root("alpha"), "new.txt", "from alpha");
+    let out = fam.packet_dir("good");
+    export_to(&fam.root("alpha"), &out, &["beta"], &[]).ok();
+    let epoch = own_epoch(&b);
+    import_from(&b, &[&out]).ok();
+    assert_eq!(own_epoch(&b), epoch + 1);
+    assert!(b.join("new.txt").exists());
+}
+
+#[test]
+fn chepoch_does_not_hold_the_lock_while_its_question_waits() {
+    use std::io::{Read, Write};
+    let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
+    let a = fam.root("alpha");
+    let mut asking = std::process::Command::new(binary_path("chepoch"))
+        .args(["beta", "alpha=0"])
+        .current_dir(&a)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Waits for the question itself, not for time to pass.
+    let mut stdout = asking.stdout.take().unwrap();
+    let mut shown = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&shown).contains("[no] ") {
+        assert_eq!(stdout.read(&mut byte).unwrap(), 1, "chepoch ended early");
+        shown.push(byte[0]);
+    }
+    // Someone may answer tomorrow: meanwhile the replica is not locked.
+    write(&a, "new.txt", "recorded while chepoch asks");
+    let record = run(&a, "syncreplica", ["-record"]);
+    asking.stdin.take().unwrap().write_all(b"yes\n").unwrap();
+    let status = asking.wait().unwrap();
+    record.ok();
+    // The change was planned before that record and still applies: the
+    // record moved alpha's own row, not beta's.
+    assert!(status.success());
+    assert_eq!(epoch_in_row(&a, "beta", "alpha"), 0);
+}

@@ -6,6 +6,7 @@ mod helpers;
 mod apply;
 mod architecture;
 mod convergence;
+mod excludes;
 mod foundation;
 mod hostile;
 mod interrupted;

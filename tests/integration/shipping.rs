@@ -1016,8 +1016,28 @@ fn mkorder_checks_every_packet_before_submitting_any() {
         "{}",
         refused.stderr
     );
-    assert!(!bay(&conf, "outgoing").exists() || files_under(&bay(&conf, "outgoing")).is_empty());
+    assert!(!bay(&conf, "outgoing").exists(), "no bay made for nothing");
     assert!(good.exists(), "nothing moved");
+    // The same packet named twice (here, once as a copy elsewhere) would
+    // put two files under one name: refused, nothing submitted.
+    let elsewhere = fam.packet_dir("copy").join(good.file_name().unwrap());
+    std::fs::copy(&good, &elsewhere).unwrap();
+    let twice = run(
+        dir,
+        "mkorder",
+        [
+            "-shipconf",
+            arg(&conf),
+            "-data",
+            arg(&good),
+            "-data",
+            arg(&elsewhere),
+        ],
+    )
+    .fails_with(1);
+    assert!(twice.stderr.contains("is named twice"), "{}", twice.stderr);
+    assert!(!bay(&conf, "outgoing").exists(), "nothing submitted");
+    assert!(good.exists() && elsewhere.exists(), "nothing moved");
 
     let ok = run(
         dir,
@@ -1195,4 +1215,90 @@ fn poll_queues_a_local_replicas_packet_left_without_an_order() {
     let pass = shipping_server(&conf, &["-poll"]).ok();
     assert!(pass.stdout.contains("queued"), "{}", pass.stdout);
     assert_eq!(packet_files(&target).len(), 1, "{}", pass.stdout);
+}
+
+#[test]
+fn named_orders_are_all_checked_before_any_is_delivered() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let conf = receiver_conf(&fam);
+    write(&fam.root("boston"), "f", "1");
+    run(
+        &fam.root("boston"),
+        "syncreplica",
+        ["-export", "-ship", "-shipconf", arg(&conf), "ship"],
+    )
+    .ok();
+    let outgoing = bay(&conf, "outgoing");
+    let order = packet_files(&outgoing)[0].with_extension("zip.order");
+    assert!(order.is_file(), "{:?}", files_under(&outgoing));
+    let before = everything_under(&bay(&conf, ""));
+    // A second order that is not there: nothing is delivered.
+    let missing = dir.join("sync_boston_19700101T000000Z_ship_9.zip.order");
+    let refused = shipping_server(&conf, &[arg(&order), arg(&missing)]).fails_with(1);
+    assert!(
+        refused.stderr.contains("no shipping order found"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        everything_under(&bay(&conf, "")),
+        before,
+        "nothing delivered"
+    );
+    // An order of a storage class the configuration lacks: the same.
+    let other = fam.packet_dir("other");
+    let name = packet_files(&outgoing)[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    std::fs::copy(outgoing.join(&name), other.join(&name)).unwrap();
+    let text = std::fs::read_to_string(&order).unwrap().replace(
+        "storage_class = \"default\"",
+        "storage_class = \"elsewhere\"",
+    );
+    std::fs::write(other.join(format!("{name}.order")), text).unwrap();
+    let refused = shipping_server(&conf, &[arg(&order), arg(&other.join(&name))]).fails_with(1);
+    assert!(refused.stderr.contains("elsewhere"), "{}", refused.stderr);
+    assert_eq!(
+        everything_under(&bay(&conf, "")),
+        before,
+        "nothing delivered"
+    );
+    // Named alone (and twice), it is delivered once.
+    let done = shipping_server(&conf, &[arg(&order), arg(&order)]).ok();
+    assert!(done.stdout.contains("1 delivered"), "{}", done.stdout);
+    receive_at_ship(&fam, &conf);
+    assert_eq!(
+        tree_listing(&fam.root("ship")),
+        tree_listing(&fam.root("boston"))
+    );
+}
+
+#[test]
+fn a_receive_that_applies_nothing_records_nothing() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let conf = receiver_conf(&fam);
+    let ship = fam.root("ship");
+    write(&ship, "pending.txt", "not recorded yet");
+    let incoming = bay(&conf, "incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    std::fs::write(
+        incoming.join("sync_boston_19700101T000000Z_ship_9.zip"),
+        b"PK\x03\x04 not really",
+    )
+    .unwrap();
+    let before = everything_under(&ship);
+    let bay_before = everything_under(&incoming);
+    let out = run(
+        &ship,
+        "syncreplica",
+        ["-import", "-receive", "-shipconf", arg(&conf)],
+    )
+    .fails_with(1);
+    assert!(out.stderr.contains("refused"), "{}", out.stderr);
+    assert_eq!(everything_under(&ship), before, "replica unchanged");
+    assert_eq!(everything_under(&incoming), bay_before, "bay unchanged");
 }

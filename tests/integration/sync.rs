@@ -415,7 +415,7 @@ fn path_escape_packets_are_refused_with_the_replica_unchanged() {
     let fam = family(&["alpha", "beta"], &[("f", "0")]);
     let (a, b) = (fam.root("alpha"), fam.root("beta"));
     std::os::unix::fs::symlink("/tmp", b.join("local-link")).unwrap();
-    import_from(&b, &[&fam.packet_dir("none")]).ok(); // records the symlink
+    run(&b, "syncreplica", ["-record"]).ok(); // records the symlink
     let outside = fam.dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     let me = syncreplica::replica::Replica::open(&a)
@@ -854,6 +854,148 @@ fn a_file_rewritten_during_the_export_is_left_for_the_next_one() {
 fn a_file_shrunk_during_the_export_is_left_for_the_next_one() {
     a_busy_file_is_left_for_the_next_export(|path| {
         std::fs::write(path, "shorter now").unwrap();
+    });
+}
+
+#[test]
+fn a_packet_held_back_by_a_busy_file_never_ends_between_two_versions_of_it() {
+    let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    write(&a, "first.txt", "recorded first");
+    run(&a, "syncreplica", ["-record"]).ok();
+    let version = |tag: &str| -> String { (0..30_000).map(|i| format!("{tag} {i}\n")).collect() };
+    // Two versions of one file, both unsent: the first one's content is
+    // no longer at hand, the second one's supersedes it.
+    write(&a, "busy.log", &version("one"));
+    run(&a, "syncreplica", ["-record"]).ok();
+    write(&a, "busy.log", &version("two"));
+    run(&a, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("busy");
+    let marker = fam.dir.path().join("paused");
+    // Paused once first.txt's change is in the packet; then the second
+    // version is overwritten too.
+    let paused = export_paused(&a, &out, &marker);
+    write(&a, "busy.log", &version("three"));
+    let res = paused.resume().ok();
+    // The packet stops before the first version, which it could not carry
+    // without the second.
+    assert!(
+        res.stdout
+            .contains("): 1 operation, 1 file added or changed"),
+        "{}",
+        res.stdout
+    );
+    assert!(
+        res.stderr.contains("the 2 remaining changes follow"),
+        "{}",
+        res.stderr
+    );
+    import_from(&b, &[&out]).ok();
+    let out2 = fam.packet_dir("rest");
+    export_to(&a, &out2, &["beta"], &[]).ok();
+    import_from(&b, &[&out2]).ok();
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+}
+
+/// A file rewritten while `mkreplica -export` writes the creation packet:
+/// the packet goes without it, with a warning; the new replica is made
+/// without it (and records no deletion of it), and the next export to
+/// the new member brings it, whatever `then` did to it meanwhile.
+fn a_busy_file_is_left_out_of_a_creation_packet(
+    then: impl Fn(&std::path::Path, &[u8], std::time::SystemTime),
+) {
+    let big: String = (0..30_000).map(|i| format!("line {i}\n")).collect();
+    let fam = family(
+        &["alpha"],
+        &[
+            ("a-first.txt", "first"),
+            ("busy.log", &big),
+            ("z-last.txt", "last"),
+        ],
+    );
+    let a = fam.root("alpha");
+    let out = fam.packet_dir("creation");
+    let marker = fam.dir.path().join("paused");
+    let args = [
+        "-export".as_ref(),
+        "-out".as_ref(),
+        out.as_os_str(),
+        "beta".as_ref(),
+    ] as [&std::ffi::OsStr; 4];
+    // Paused once the first file's content (files go in path order) is in
+    // the packet.
+    let paused = start_paused_at(&a, "mkreplica", args, "export-writing", &marker);
+    let busy = a.join("busy.log");
+    let recorded_mtime = std::fs::metadata(&busy).unwrap().modified().unwrap();
+    std::fs::write(&busy, big.to_uppercase()).unwrap();
+    let res = paused.resume().ok();
+    assert!(
+        res.stderr
+            .contains("busy.log: changed since the scan recorded it")
+            && res.stderr.contains("the creation packet goes without it"),
+        "{}",
+        res.stderr
+    );
+    assert!(res.stdout.contains("(2 files,"), "{}", res.stdout);
+    let b = fam.root("beta");
+    let made = run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            "-import".as_ref(),
+            "-replica".as_ref(),
+            b.as_os_str(),
+            out.as_os_str(),
+        ] as [&std::ffi::OsStr; 4],
+    )
+    .ok();
+    assert!(
+        made.stdout.contains(
+            "Left out 1 file that alpha found changed while it wrote the packet (busy.log)"
+        ),
+        "{}",
+        made.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("z-last.txt")).unwrap(),
+        "last"
+    );
+    assert!(!b.join("busy.log").exists());
+    // Beta never had it: nothing to record, no deletion sent back.
+    let record = run(&b, "syncreplica", ["-record"]).ok();
+    assert!(
+        record.stdout.contains("Nothing to record"),
+        "{}",
+        record.stdout
+    );
+    then(&busy, big.as_bytes(), recorded_mtime);
+    let out2 = fam.packet_dir("next");
+    let res = export_to(&a, &out2, &["beta"], &[]).ok();
+    assert!(!res.stderr.contains("warning"), "{}", res.stderr);
+    import_from(&b, &[&out2]).ok();
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+}
+
+#[test]
+fn a_file_rewritten_during_mkreplica_export_comes_with_the_next_update() {
+    a_busy_file_is_left_out_of_a_creation_packet(|_, _, _| {});
+}
+
+#[test]
+fn a_file_rewritten_during_mkreplica_export_and_put_back_comes_with_the_next_update() {
+    // Back as recorded (content and mtime) before the next scan: no new
+    // version is recorded, and the recorded one is what the next update
+    // carries.
+    a_busy_file_is_left_out_of_a_creation_packet(|path, original, mtime| {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path);
+        let mut file = file.unwrap();
+        std::io::Write::write_all(&mut file, original).unwrap();
+        file.set_modified(mtime).unwrap();
+        let status = run(path.parent().unwrap(), "syncreplica", ["-status"]).ok();
+        assert!(!status.stdout.contains("busy.log"), "{}", status.stdout);
     });
 }
 

@@ -6,7 +6,14 @@ use crate::tree::relpath;
 use crate::tree::scan::ScanOutcome;
 
 /// The `syncreplica -status` report.
-pub fn render_status(replica_name: &str, root: &Path, outcome: &ScanOutcome) -> String {
+/// `missing`: paths the family holds that this replica lacks since its
+/// exclude rules changed (`sync::record`); not changes to record.
+pub fn render_status(
+    replica_name: &str,
+    root: &Path,
+    outcome: &ScanOutcome,
+    missing: &[Vec<u8>],
+) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let count = outcome.changes.len();
@@ -16,6 +23,7 @@ pub fn render_status(replica_name: &str, root: &Path, outcome: &ScanOutcome) -> 
             "Replica \"{replica_name}\" ({}): no changes to record; the tree matches the recorded state.",
             root.display()
         );
+        render_missing(&mut out, missing);
         return out;
     }
     let _ = writeln!(
@@ -35,5 +43,23 @@ pub fn render_status(replica_name: &str, root: &Path, outcome: &ScanOutcome) -> 
             relpath::display(path)
         );
     }
+    render_missing(&mut out, missing);
     out
+}
+
+fn render_missing(out: &mut String, missing: &[Vec<u8>]) {
+    use std::fmt::Write;
+    if missing.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{} path{} the family holds {} missing here since the exclude rules changed (not a change to record):",
+        missing.len(),
+        if missing.len() == 1 { "" } else { "s" },
+        if missing.len() == 1 { "is" } else { "are" },
+    );
+    for path in missing {
+        let _ = writeln!(out, "  {:<14} {}", "missing:", relpath::display(path));
+    }
 }

@@ -1,0 +1,152 @@
+//! Excludes that change: a path excluded here while it was deleted here or
+//! made elsewhere is missing once the exclude is lifted; it is reported
+//! (never recorded as deleted) until a sibling resends it. And local
+//! (excluded) files inside a directory a sibling deletes are kept.
+
+use std::path::Path;
+
+use crate::helpers::*;
+
+/// Sets the `exclude` patterns of `root`'s config.toml.
+fn set_excludes(root: &Path, patterns: &[&str]) {
+    let config = root.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("exclude = "))
+        .unwrap()
+        .to_string();
+    let quoted: Vec<String> = patterns.iter().map(|p| format!("\"{p}\"")).collect();
+    let text = text.replace(&line, &format!("exclude = [{}]", quoted.join(", ")));
+    std::fs::write(&config, text).unwrap();
+}
+
+#[test]
+fn paths_missing_after_an_exclude_is_lifted_are_reported_and_come_back_when_resent() {
+    let fam = family(
+        &["alpha", "beta", "gamma"],
+        &[("docs/a.txt", "a"), ("docs/b.txt", "b"), ("keep.txt", "k")],
+    );
+    let (a, b, g) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    set_excludes(&b, &["docs/"]);
+    let forgot = run(&b, "syncreplica", ["-record"]).ok();
+    assert!(
+        forgot.stdout.contains("Forgot 3 path(s)"),
+        "{}",
+        forgot.stdout
+    );
+    // Deleted here while excluded; docs/c.txt is made at alpha meanwhile.
+    std::fs::remove_dir_all(b.join("docs")).unwrap();
+    write(&a, "docs/c.txt", "made while beta excluded docs");
+    let out = fam.packet_dir("c");
+    export_to(&a, &out, &["beta", "gamma"], &[]).ok();
+    import_from(&b, &[&out]).ok();
+    import_from(&g, &[&out]).ok();
+
+    set_excludes(&b, &[]);
+    let status = run(&b, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record")
+            && status.stdout.contains("missing:       docs\n"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status
+            .stderr
+            .contains("1 path the family holds is missing here")
+            && status
+                .stderr
+                .contains("syncreplica -export -resend 'docs' -out DIR beta"),
+        "{}",
+        status.stderr
+    );
+    // Recording sees no deletion and reports the same, every time.
+    let epoch = own_epoch(&b);
+    for _ in 0..2 {
+        let record = run(&b, "syncreplica", ["-record"]).ok();
+        assert!(
+            record.stdout.contains("Nothing to record"),
+            "{}",
+            record.stdout
+        );
+        assert!(record.stderr.contains("missing here"), "{}", record.stderr);
+    }
+    assert_eq!(own_epoch(&b), epoch, "nothing recorded as deleted");
+
+    // The repair, at a sibling that has them: it goes to every sibling.
+    let resent = fam.packet_dir("resent");
+    let res = export_to(&a, &resent, &["beta", "gamma"], &["-resend", "docs"]).ok();
+    assert!(
+        res.stdout.contains("Recorded 4 paths again"),
+        "{}",
+        res.stdout
+    );
+    let back = import_from(&b, &[&resent]).ok();
+    assert!(back.stdout.contains("4 added"), "{}", back.stdout);
+    assert!(!back.stderr.contains("missing"), "{}", back.stderr);
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+    let record = run(&b, "syncreplica", ["-record"]).ok();
+    assert!(record.stderr.is_empty(), "{}", record.stderr);
+    // A sibling that had them all along only takes the new versions.
+    let same = import_from(&g, &[&resent]).ok();
+    assert!(same.stdout.contains("0 in conflict"), "{}", same.stdout);
+    assert_eq!(tree_listing(&a), tree_listing(&g));
+}
+
+#[test]
+fn a_resend_of_a_path_this_replica_lacks_changes_nothing() {
+    let fam = family(&["alpha", "beta"], &[("docs/a.txt", "a")]);
+    let a = fam.root("alpha");
+    write(&a, "pending.txt", "not recorded yet");
+    let before = everything_under(&a);
+    let out = fam.packet_dir("none");
+    for (args, message) in [
+        (vec!["-record", "-resend", "nothere"], "does not hold it"),
+        (vec!["-record", "-resend", "../docs"], "'.' or '..'"),
+    ] {
+        let res = run(&a, "syncreplica", &args).fails_with(1);
+        assert!(res.stderr.contains(message), "{args:?}: {}", res.stderr);
+        assert_eq!(everything_under(&a), before, "{args:?}");
+    }
+    let res = export_to(&a, &out, &["beta"], &["-resend", "nothere"]).fails_with(1);
+    assert!(res.stderr.contains("does not hold it"), "{}", res.stderr);
+    assert_eq!(everything_under(&a), before);
+    let usage = run(&a, "syncreplica", ["-status", "-resend", "docs"]).fails_with(2);
+    assert!(
+        usage.stderr.contains("-resend applies to"),
+        "{}",
+        usage.stderr
+    );
+}
+
+#[test]
+fn local_files_in_a_directory_a_sibling_deletes_are_kept_and_said_so() {
+    let fam = family(&["alpha", "beta"], &[("d/f.txt", "f")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    set_excludes(&b, &["*.tmp"]);
+    write(&b, "d/scratch.tmp", "local only");
+    run(&b, "syncreplica", ["-record"]).ok();
+    std::fs::remove_dir_all(a.join("d")).unwrap();
+    let out = fam.packet_dir("ab");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    let res = import_from(&b, &[&out]).ok();
+    assert!(
+        res.stdout.contains(
+            "conflict: d: kept as a directory, it still has content; alpha's deletion gave way"
+        ),
+        "{}",
+        res.stdout
+    );
+    assert!(!b.join("d/f.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(b.join("d/scratch.tmp")).unwrap(),
+        "local only"
+    );
+    // The directory that stayed goes back to alpha, the local file does not.
+    let back = fam.packet_dir("ba");
+    export_to(&b, &back, &["alpha"], &[]).ok();
+    import_from(&a, &[&back]).ok();
+    assert!(a.join("d").is_dir());
+    assert!(!a.join("d/scratch.tmp").exists());
+}
