@@ -243,6 +243,9 @@ fn import(args: &Args) -> anyhow::Result<()> {
         made.sender,
         made.files
     );
+    for note in &made.conflicts {
+        outln!("  conflict: {note}");
+    }
     if args.fingerprint.is_some() {
         outln!(
             "The packet's signing key matched the expected fingerprint {}.",
