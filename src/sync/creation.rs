@@ -757,7 +757,8 @@ struct Folded<'a> {
 /// them, are not. Each such file is kept as a conflict copy
 /// (`conflict_copy_name`, with `label`'s member name) in the folder as
 /// this filesystem holds it, when that folder is made. `staging_name` is
-/// the state folder being built at the root, whose name no path may take.
+/// the state folder being built at the root: neither its name nor the one
+/// it takes at the end (`.syncreplica`) can be a path's.
 fn fold_collisions<'a>(
     folding: crate::tree::folding::Folding,
     path_ops: &[(&Vec<u8>, &'a PathState)],
@@ -775,16 +776,19 @@ fn fold_collisions<'a>(
     let live = |state: &PathState| *state != PathState::Deleted;
     // The holder of each name: the first path in byte order.
     let mut holders: HashMap<Vec<u8>, (Vec<u8>, &PathState)> = HashMap::new();
-    holders.insert(
-        folding.key(staging_name).into_owned(),
-        (staging_name.to_vec(), &PathState::Deleted),
-    );
+    // The state folder, under the name it is built and the one it takes.
+    for name in [staging_name, STATE_DIR.as_bytes()] {
+        holders.insert(
+            folding.key(name).into_owned(),
+            (name.to_vec(), &PathState::Deleted),
+        );
+    }
     // Names a conflict copy may not take.
     let mut taken: HashSet<Vec<u8>> = path_ops
         .iter()
         .filter(|(_, s)| live(s))
         .map(|(path, _)| folding.key(path).into_owned())
-        .chain([folding.key(staging_name).into_owned()])
+        .chain([staging_name, STATE_DIR.as_bytes()].map(|n| folding.key(n).into_owned()))
         .collect();
     // In byte order, a folder before what it holds: each path made takes
     // its name, for the ones after it.

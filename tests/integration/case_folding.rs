@@ -225,7 +225,11 @@ fn nfc_and_nfd_spellings_are_one_name_where_normalisation_folds() {
 fn a_creation_packet_on_a_folding_site_keeps_the_other_spelling_as_a_copy() {
     let fam = family(
         &["alpha"],
-        &[("Report.txt", "upper"), ("report.txt", "lower")],
+        &[
+            ("Report.txt", "upper"),
+            ("report.txt", "lower"),
+            (".SyncReplica/x", "not state"),
+        ],
     );
     let out = fam.packet_dir("creation");
     run(
@@ -264,6 +268,13 @@ fn a_creation_packet_on_a_folding_site_keeps_the_other_spelling_as_a_copy() {
             "conflict: report.txt: report.txt and Report.txt are the same name on this \
              filesystem (it ignores case); kept Report.txt, and alpha's report.txt as {copy}"
         )),
+        "{}",
+        res.stdout
+    );
+    assert!(!beta.join(".SyncReplica").exists(), "{}", res.stdout);
+    assert!(
+        res.stdout
+            .contains(".SyncReplica: .SyncReplica and .syncreplica are the same name"),
         "{}",
         res.stdout
     );
@@ -521,4 +532,29 @@ fn a_real_exfat_replica_keeps_both_spellings() {
         "alpha's Report"
     );
     drop(stick);
+}
+
+/// A folder a case-sensitive site may have, `.SyncReplica`, is the state
+/// folder on a site that folds case: nothing may be made in it.
+#[test]
+fn a_path_that_folds_onto_the_state_folder_is_not_made() {
+    let fam = family(&["alpha", "beta"], &[("keep", "k")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    write(&alpha, ".SyncReplica/state.db", "not a database");
+    let res = ship(&fam, "alpha", "beta", "1", "case");
+    assert!(!beta.join(".SyncReplica").exists(), "{}", res.stdout);
+    assert!(
+        res.stdout.contains(
+            ".SyncReplica: .SyncReplica and .syncreplica are the same name on this filesystem"
+        ),
+        "{}",
+        res.stdout
+    );
+    assert!(
+        res.stdout
+            .contains(".SyncReplica/state.db: its folder .SyncReplica and .syncreplica"),
+        "{}",
+        res.stdout
+    );
+    run_folding(&beta, "case", "syncreplica", ["-status"]).ok();
 }

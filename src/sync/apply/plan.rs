@@ -1381,6 +1381,10 @@ impl Planner<'_> {
     /// folder: each of its prefixes is a directory after the batch, or
     /// nothing at all.
     fn holds_folder(&self, dir: &[u8]) -> Result<bool> {
+        if !dir.is_empty() && validate_path(dir).is_err() {
+            // The state folder, whose name another spelling folded onto.
+            return Ok(false);
+        }
         let mut prefixes = ancestors(dir);
         if !dir.is_empty() {
             prefixes.push(dir);
