@@ -210,6 +210,9 @@ fn below(path: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (lo, hi)
 }
 
+/// Exact names in one folder.
+type Names = HashSet<Vec<u8>>;
+
 struct Planner<'a> {
     root: &'a Path,
     confined: ConfinedRoot,
@@ -241,7 +244,7 @@ struct Planner<'a> {
     folding: Folding,
     /// On a filesystem that folds names: exact names listed in each
     /// directory looked at (`None`: not listable), by directory path.
-    listings: RefCell<HashMap<Vec<u8>, Option<HashSet<Vec<u8>>>>>,
+    listings: RefCell<HashMap<Vec<u8>, Option<Names>>>,
     /// On a filesystem that folds names: recorded live paths by folding
     /// key, made on first use.
     recorded_keys: OnceCell<HashMap<Vec<u8>, Vec<Vec<u8>>>>,
@@ -1109,11 +1112,7 @@ impl Planner<'_> {
     /// `look` applied to the exact names in the folder `dir` (the root when
     /// empty), `None` when it is not a folder reachable beneath the root.
     /// Listed once per batch.
-    fn in_listing<T>(
-        &self,
-        dir: &[u8],
-        look: impl FnOnce(Option<&HashSet<Vec<u8>>>) -> T,
-    ) -> Result<T> {
+    fn in_listing<T>(&self, dir: &[u8], look: impl FnOnce(Option<&Names>) -> T) -> Result<T> {
         if let Some(names) = self.listings.borrow().get(dir) {
             return Ok(look(names.as_ref()));
         }
