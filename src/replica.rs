@@ -23,6 +23,7 @@ use crate::store::layout::STATE_DIR;
 use crate::store::lock::ReplicaLock;
 use crate::store::state::{self, Member, State};
 use crate::tree::excludes::Excludes;
+use crate::tree::folding::Folding;
 use crate::tree::scan::{self, ScanHooks, ScanOutcome};
 
 pub struct Replica {
@@ -287,13 +288,19 @@ impl Replica {
         )
     }
 
+    /// How the replica's filesystem compares names: see [`folding`].
+    pub fn folding(&self) -> Result<Folding> {
+        folding(&self.root, &self.state_dir())
+    }
+
     /// Compares the tree with the recorded state, changing nothing.
     pub fn scan(&self, hooks: &mut ScanHooks) -> Result<ScanOutcome> {
         let excludes = self.excludes()?;
+        let folding = self.folding()?;
         let state_dir = self.state_dir();
         // A second connection, so the entries load while the tree is walked.
         let load = move || State::open_read_only(&state_dir)?.load_entries();
-        scan::scan(&self.root, &excludes, load, hooks)
+        scan::scan(&self.root, &excludes, folding, load, hooks)
     }
 
     pub fn members(&self) -> Result<Vec<Member>> {
@@ -314,6 +321,72 @@ impl Replica {
                 name: name_or_id.to_string(),
                 family: self.identity.family_name.clone(),
             })
+    }
+}
+
+/// How the filesystem of the replica rooted at `root`, with its state
+/// folder at `state_dir`, compares names ([`Folding`]). Forced by the test
+/// hook `SYNCREPLICA_TEST_FOLD` (`sys::testhook`); else the probe's answer
+/// cached in the state folder (`store::filesystem`) if it was given for
+/// this filesystem; else a new probe in the state folder, whose answer is
+/// cached (a cache that cannot be written is not an error). Where the
+/// state folder cannot be written (read-only replica or filesystem), case
+/// folding is told by looking the state folder up under another case, and
+/// Unicode normalisation is taken as not folded.
+///
+/// Errors: the root cannot be stat'ed, or the probe failed otherwise than
+/// for want of write access.
+pub fn folding(root: &Path, state_dir: &Path) -> Result<Folding> {
+    use crate::store::filesystem::{self, FilesystemFacts};
+    if let Some((case, unicode)) = crate::sys::testhook::forced_folding() {
+        return Ok(Folding { case, unicode });
+    }
+    let (device, fs_type) = filesystem::identify(root).at(root)?;
+    if let Some(facts) = filesystem::load(state_dir, (device, fs_type)) {
+        return Ok(Folding {
+            case: facts.folds_case,
+            unicode: facts.folds_unicode,
+        });
+    }
+    match crate::tree::folding::probe(state_dir) {
+        Ok(found) => {
+            let facts = FilesystemFacts {
+                device,
+                fs_type,
+                folds_case: found.case,
+                folds_unicode: found.unicode,
+            };
+            // Only a cache: the next command probes again.
+            let _ = filesystem::save(state_dir, &facts);
+            Ok(found)
+        }
+        Err(err)
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            let name = state_dir.file_name().unwrap_or_default().to_string_lossy();
+            let other_case: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_lowercase() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c.to_ascii_lowercase()
+                    }
+                })
+                .collect();
+            let case = other_case != name
+                && state_dir
+                    .parent()
+                    .is_some_and(|parent| parent.join(&other_case).exists());
+            Ok(Folding {
+                case,
+                unicode: false,
+            })
+        }
+        Err(err) => Err(Error::io(state_dir, err)),
     }
 }
 
@@ -385,9 +458,12 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
     let config = Config::default();
     let excludes = Excludes::load(&root, &config.exclude, &config::config_path(&final_dir))?;
     let nothing_recorded = || Ok(Default::default());
+    // Nothing is recorded yet: no recorded path can be missing under
+    // another spelling, so how names fold does not matter.
     let outcome = scan::scan(
         &root,
         &excludes,
+        Folding::default(),
         nothing_recorded,
         &mut ScanHooks::default(),
     )?;

@@ -271,6 +271,9 @@ fn import(args: &Args) -> anyhow::Result<()> {
             if names.len() == 1 { "it" } else { "them" }
         );
     }
+    for note in &made.conflicts {
+        outln!("  conflict: {note}");
+    }
     if args.fingerprint.is_some() {
         outln!(
             "The packet's signing key matched the expected fingerprint {}.",

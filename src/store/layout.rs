@@ -7,6 +7,7 @@
 //!     config.toml             CONFIG_FILE     settings (store::config)
 //!     state.db                STATE_DB_FILE   SQLite: entries, oplog, epochs, members
 //!     lock                    LOCK_FILE       flock, naming the holder's pid
+//!     filesystem.toml         FILESYSTEM_FILE how the filesystem compares names (a probe's cache)
 //!     staging/                STAGING_DIR     new content of an import in progress
 //!     deleted/YYYYMMDD/       DELETED_DIR     what imports replaced or deleted
 //! ```
@@ -30,6 +31,8 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub const STATE_DB_FILE: &str = "state.db";
 /// The lock file that commands which change the replica hold.
 pub const LOCK_FILE: &str = "lock";
+/// What a probe found about the filesystem (`store::filesystem`).
+pub const FILESYSTEM_FILE: &str = "filesystem.toml";
 /// Where an import stages new content before it is placed.
 pub const STAGING_DIR: &str = "staging";
 /// Where files an import deletes or replaces are kept, by day.

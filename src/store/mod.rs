@@ -1,8 +1,10 @@
 //! The `.syncreplica/` folder of a replica: the names in it ([`layout`]),
 //! identity and signing key ([`identity`]), settings ([`config`]), the
-//! replica lock ([`lock`]) and the state database ([`state`]).
+//! replica lock ([`lock`]), the state database ([`state`]) and what a probe
+//! found about the filesystem ([`filesystem`]).
 
 pub mod config;
+pub mod filesystem;
 pub mod identity;
 pub mod layout;
 pub mod lock;

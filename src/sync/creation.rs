@@ -484,6 +484,10 @@ pub struct CreationImport {
     /// Files the packet does not carry (the sender found them busy): not
     /// made here; the sender's next update brings them.
     pub not_carried: Vec<Vec<u8>>,
+    /// One note per path the packet has that this filesystem could not
+    /// hold beside another one (it folds case or Unicode normalisation),
+    /// naming the conflict copy made of it.
+    pub conflicts: Vec<String>,
 }
 
 /// The signer's fingerprint of a creation packet's first part, for
@@ -575,13 +579,19 @@ pub fn import_creation(
     }
     let result = materialize(packet, &header, &payload, &root, &secret);
     match result {
-        Ok((replica, files, not_carried)) => Ok(CreationImport {
+        Ok(Materialized {
+            replica,
+            files,
+            not_carried,
+            conflicts,
+        }) => Ok(CreationImport {
             replica,
             cleaned_up,
             fingerprint: header.signer_fingerprint(),
             sender: header.sender.name.clone(),
             files,
             not_carried,
+            conflicts,
         }),
         Err(err) => {
             // Leave the directory as it was found: absent or empty.
@@ -650,13 +660,22 @@ fn remove_abandoned_import(dir: &Path, packet: &LogicalPacket) -> Result<Vec<u32
     Ok(abandoned.into_iter().map(|(_, pid)| pid).collect())
 }
 
+/// What [`materialize`] made: the replica, its file count, the files the
+/// packet did not carry, and the notes on names this filesystem folds.
+struct Materialized {
+    replica: Replica,
+    files: u64,
+    not_carried: Vec<Vec<u8>>,
+    conflicts: Vec<String>,
+}
+
 fn materialize(
     packet: &LogicalPacket,
     header: &packet_format::Header,
     payload: &CreationPayload,
     root: &Path,
     secret: &[u8; 32],
-) -> Result<(Replica, u64, Vec<Vec<u8>>)> {
+) -> Result<Materialized> {
     let staging = root.join(format!("{STATE_DIR}.init-{}", std::process::id()));
     std::fs::create_dir(&staging).at(&staging)?;
     let identity = Identity {
@@ -710,6 +729,31 @@ fn materialize(
         .filter_map(|(path, op)| op.change.path_change().map(|c| (*path, c.state)))
         .collect();
     path_ops.sort_by(|a, b| a.0.cmp(b.0));
+    // Probed in the state folder being built: the answer is cached there.
+    let folding = replica::folding(root, &staging)?;
+    let label = |path: &[u8]| {
+        let op = last_by_path[&path.to_vec()];
+        let author = op
+            .change
+            .path_change()
+            .and_then(|c| c.author)
+            .unwrap_or(op.origin);
+        payload
+            .members
+            .iter()
+            .find(|m| m.id == author)
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| author.to_hex())
+    };
+    let staging_name = staging
+        .file_name()
+        .map(|n| n.as_encoded_bytes().to_vec())
+        .unwrap_or_default();
+    let folded = fold_collisions(folding, &path_ops, &staging_name, label);
+    let path_ops: Vec<(&Vec<u8>, &PathState)> = path_ops
+        .into_iter()
+        .filter(|(path, _)| !folded.dropped.contains(*path))
+        .collect();
     let mut files = 0;
     let mut not_carried: Vec<Vec<u8>> = Vec::new();
     let mut stats: std::collections::HashMap<Vec<u8>, StatKey> = Default::default();
@@ -763,6 +807,36 @@ fn materialize(
             PathState::Unknown { .. } => unreachable!("refused above"),
         }
     }
+    // Not recorded: the next scan records them as this replica's new files.
+    for (copy, path_state) in &folded.copies {
+        let PathState::File {
+            mode,
+            mtime,
+            chunks,
+            ..
+        } = path_state
+        else {
+            continue;
+        };
+        let place = place_of(copy)?;
+        let disk = place.display_path();
+        let mut file = place.create_new().at(&disk)?;
+        for chunk in chunks {
+            let bytes = spool
+                .get(&chunk.id)?
+                .ok_or_else(|| Error::BadCreationPacket {
+                    what: format!(
+                        "chunk {} of {} is not in the creation packet",
+                        hex::encode(chunk.id),
+                        relpath::display(copy)
+                    ),
+                })?;
+            file.write_all(&bytes).at(&disk)?;
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(*mode))
+            .at(&disk)?;
+        crate::tree::confined::set_file_mtime(&file, *mtime).at(&disk)?;
+    }
     for (path, path_state) in path_ops.iter().rev() {
         if let PathState::Directory { mode, .. } = path_state {
             place_of(path)?.set_mode(*mode)?;
@@ -805,7 +879,9 @@ fn materialize(
         for op in last_by_path.values() {
             if let Some(change) = op.change.path_change() {
                 let path = change.path;
-                if not_carried.contains(path) {
+                if not_carried.contains(path) || folded.dropped.contains(path) {
+                    // Not on disk here: no entry, so no scan takes its
+                    // absence for a deletion (rule 11 of the apply engine).
                     continue;
                 }
                 let stat = stats.get(path).copied();
@@ -854,5 +930,193 @@ fn materialize(
     crate::sys::testhook::crash_point("mkreplica-import-before-rename");
     std::fs::rename(&staging, &final_dir).at(&final_dir)?;
     crate::sys::fsutil::sync_dir(root)?;
-    Ok((Replica::open(root)?, files, not_carried))
+    Ok(Materialized {
+        replica: Replica::open(root)?,
+        files,
+        not_carried,
+        conflicts: folded.notes,
+    })
+}
+
+/// The paths of a creation packet that a filesystem folding names cannot
+/// hold (see [`fold_collisions`]).
+struct Folded<'a> {
+    /// Not made, and not recorded.
+    dropped: HashSet<Vec<u8>>,
+    /// Conflict copies to write, with the state whose content they hold.
+    copies: Vec<(Vec<u8>, &'a PathState)>,
+    notes: Vec<String>,
+}
+
+/// Rule 11 of the apply engine for a new replica: on a filesystem that
+/// folds names, of the paths `path_ops` makes (sorted) that are one name
+/// there, the smallest in byte order is made; the others, and what lies in
+/// them, are not. Each such file is kept as a conflict copy
+/// (`conflict_copy_name`, with `label`'s member name) in the folder as
+/// this filesystem holds it, when that folder is made. `staging_name` is
+/// the state folder being built at the root: neither its name nor the one
+/// it takes at the end (`.syncreplica`) can be a path's.
+fn fold_collisions<'a>(
+    folding: crate::tree::folding::Folding,
+    path_ops: &[(&Vec<u8>, &'a PathState)],
+    staging_name: &[u8],
+    label: impl Fn(&[u8]) -> String,
+) -> Folded<'a> {
+    let mut folded = Folded {
+        dropped: HashSet::new(),
+        copies: Vec::new(),
+        notes: Vec::new(),
+    };
+    if !folding.folds() {
+        return folded;
+    }
+    let live = |state: &PathState| *state != PathState::Deleted;
+    // The holder of each name: the first path in byte order.
+    let mut holders: HashMap<Vec<u8>, (Vec<u8>, &PathState)> = HashMap::new();
+    // The state folder, under the name it is built and the one it takes.
+    for name in [staging_name, STATE_DIR.as_bytes()] {
+        holders.insert(
+            folding.key(name).into_owned(),
+            (name.to_vec(), &PathState::Deleted),
+        );
+    }
+    // Names a conflict copy may not take.
+    let mut taken: HashSet<Vec<u8>> = path_ops
+        .iter()
+        .filter(|(_, s)| live(s))
+        .map(|(path, _)| folding.key(path).into_owned())
+        .chain([staging_name, STATE_DIR.as_bytes()].map(|n| folding.key(n).into_owned()))
+        .collect();
+    // In byte order, a folder before what it holds: each path made takes
+    // its name, for the ones after it.
+    for (path, state) in path_ops.iter().filter(|(_, s)| live(s)) {
+        let mut prefixes: Vec<&[u8]> = path
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'/')
+            .map(|(i, _)| &path[..i])
+            .collect();
+        prefixes.push(path);
+        let clash = prefixes.into_iter().find_map(|prefix| {
+            holders
+                .get(folding.key(prefix).as_ref())
+                .filter(|(holder, _)| holder.as_slice() != prefix)
+                .map(|(holder, _)| (prefix, holder.clone()))
+        });
+        let Some((at, holder)) = clash else {
+            holders
+                .entry(folding.key(path).into_owned())
+                .or_insert(((*path).clone(), *state));
+            continue;
+        };
+        let holder_of = |path: &[u8]| holders.get(folding.key(path).as_ref());
+        folded.dropped.insert((*path).clone());
+        let what = folding.describe();
+        let clash = if at == path.as_slice() {
+            format!(
+                "{} and {} are the same name on this filesystem ({what})",
+                relpath::display(path),
+                relpath::display(&holder)
+            )
+        } else {
+            format!(
+                "its folder {} and {} are the same name on this filesystem ({what})",
+                relpath::display(at),
+                relpath::display(&holder)
+            )
+        };
+        let who = label(path);
+        let not_made = format!(
+            "{who}'s {} is not made here (the other replicas keep it)",
+            scan::type_name(state)
+        );
+        let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (&path[..0], &path[..]),
+        };
+        // The folder as this filesystem holds it, if it is made as one.
+        let mut dir: Option<Vec<u8>> = Some(Vec::new());
+        for component in parent.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            dir = dir.and_then(|dir| {
+                let mut candidate = dir;
+                if !candidate.is_empty() {
+                    candidate.push(b'/');
+                }
+                candidate.extend_from_slice(component);
+                match holder_of(&candidate) {
+                    Some((holder, PathState::Directory { .. })) => Some(holder.clone()),
+                    _ => None,
+                }
+            });
+        }
+        let outcome = match (state, dir) {
+            (
+                PathState::File {
+                    size,
+                    chunks,
+                    mtime,
+                    ..
+                },
+                Some(dir),
+            ) if *size > 0 => {
+                let mut here = dir.clone();
+                if !here.is_empty() {
+                    here.push(b'/');
+                }
+                here.extend_from_slice(name);
+                let same = match holder_of(&here) {
+                    Some((beside, PathState::File { chunks: there, .. })) if there == chunks => {
+                        Some(beside)
+                    }
+                    _ => None,
+                };
+                if let Some(beside) = same {
+                    format!(
+                        "kept {}, which has the same content",
+                        relpath::display(beside)
+                    )
+                } else {
+                    let copy = (1..=100).find_map(|attempt| {
+                        let label = if attempt == 1 {
+                            who.clone()
+                        } else {
+                            format!("{who}-{attempt}")
+                        };
+                        let mut copy = dir.clone();
+                        if !copy.is_empty() {
+                            copy.push(b'/');
+                        }
+                        copy.extend(crate::sync::apply::conflict_copy_name(name, *mtime, &label));
+                        (crate::sync::apply::validate_path(&copy).is_ok()
+                            && taken.insert(folding.key(&copy).into_owned()))
+                        .then_some(copy)
+                    });
+                    match copy {
+                        Some(copy) => {
+                            let note = format!(
+                                "kept {}, and {who}'s {} as {}",
+                                relpath::display(&holder),
+                                relpath::display(path),
+                                relpath::display(&copy)
+                            );
+                            folded.copies.push((copy, *state));
+                            note
+                        }
+                        None => format!("kept {}; {not_made}", relpath::display(&holder)),
+                    }
+                }
+            }
+            (PathState::File { .. }, _) => {
+                format!("kept {}; {not_made}", relpath::display(&holder))
+            }
+            // What lies below a folder that is not made goes unsaid: the
+            // folder's note and its files' notes say it.
+            _ if at != path.as_slice() => continue,
+            _ => format!("kept {}; {not_made}", relpath::display(&holder)),
+        };
+        folded
+            .notes
+            .push(format!("{}: {clash}; {outcome}", relpath::display(path)));
+    }
+    folded
 }

@@ -18,6 +18,12 @@
 //! or a signal asks the process to stop. Points: `export-writing` (an
 //! update export that has written its first operation, a creation export
 //! its first file's content; both have their first part file open).
+//!
+//! A forced filesystem: when `SYNCREPLICA_TEST_FOLD` is set, its words
+//! (`case`, `unicode`, comma-separated; empty or `none` for neither) replace
+//! the probe of how the replica's filesystem compares names, so the tests
+//! can act out a case- or normalisation-folding filesystem (exFAT, vfat,
+//! APFS) on the ones they have. Nothing is cached from it.
 
 /// The environment variable naming the point to abort at.
 pub const CRASH_AT_VAR: &str = "SYNCREPLICA_TEST_CRASH_AT";
@@ -55,4 +61,15 @@ pub fn pause_point(point: &str, stop: &crate::sys::stop::StopFlag) {
     while marker.exists() && stop.signal().is_none() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+}
+
+/// The environment variable that forces the answer of the folding probe.
+pub const FOLD_VAR: &str = "SYNCREPLICA_TEST_FOLD";
+
+/// `Some((folds_case, folds_unicode))` when `SYNCREPLICA_TEST_FOLD` is
+/// set; other words than `case`, `unicode` and `none` are ignored.
+pub fn forced_folding() -> Option<(bool, bool)> {
+    let value = std::env::var(FOLD_VAR).ok()?;
+    let words: Vec<&str> = value.split(',').map(str::trim).collect();
+    Some((words.contains(&"case"), words.contains(&"unicode")))
 }

@@ -23,6 +23,7 @@ use crate::ops::{PathState, Timestamp};
 use crate::store::state::{RecordedEntry, StatKey};
 use crate::tree::chunking;
 use crate::tree::excludes::Excludes;
+use crate::tree::folding::Folding;
 use crate::tree::relpath;
 
 /// Files changed less than this long before the scan that recorded them are
@@ -202,6 +203,12 @@ pub enum WarningKind {
     TempName,
     #[error("cannot stat, left as recorded: {0}")]
     Unstattable(String),
+    /// A recorded path missing from a filesystem that folds names, while
+    /// another recorded path with the same name there is on disk: the
+    /// filesystem can hold only one of them, so the other's absence is
+    /// not a deletion.
+    #[error("not on disk: {0} holds its name on this filesystem (which takes both for one name); left as recorded")]
+    FoldedAway(String),
     /// A socket, FIFO or device: not replicated.
     #[error("is a {0}; skipped")]
     Special(&'static str),
@@ -289,9 +296,14 @@ enum WalkedKind {
 /// Scans the tree under `root`. `load_recorded` fetches the recorded state;
 /// it runs on a second thread while this one walks the tree, because both
 /// take about as long and neither needs the other until the comparison.
+/// `folding` is how the filesystem compares names: where two recorded
+/// paths are one name there ([`Folding::key`]) and one of them is on disk,
+/// the other's absence is not recorded as a deletion
+/// ([`WarningKind::FoldedAway`]).
 pub fn scan<F>(
     root: &Path,
     excludes: &Excludes,
+    folding: Folding,
     load_recorded: F,
     hooks: &mut ScanHooks,
 ) -> Result<ScanOutcome>
@@ -311,6 +323,9 @@ where
     let (walked, unreadable) = walked?;
     let mut recorded = recorded?;
     let mut updates: Vec<LocalChange> = Vec::new();
+    let folded = folding
+        .folds()
+        .then(|| FoldedNames::new(folding, &walked, &recorded));
 
     for Walked { rel, kind, stat } in walked {
         let path = relpath::to_disk_path(root, &rel);
@@ -397,6 +412,13 @@ where
             outcome.newly_excluded.push(path);
             continue;
         }
+        if let Some(twin) = folded.as_ref().and_then(|f| f.holder_of(&path)) {
+            outcome.warnings.push(ScanWarning {
+                kind: WarningKind::FoldedAway(relpath::display(twin).to_string()),
+                path,
+            });
+            continue;
+        }
         deletions.push(LocalChange {
             path,
             old: Some(entry.state),
@@ -410,6 +432,68 @@ where
     outcome.changes = deletions;
     outcome.changes.extend(updates);
     Ok(outcome)
+}
+
+/// On a filesystem that folds names: which names the walk found, and how
+/// many recorded live paths share each name there.
+struct FoldedNames {
+    folding: Folding,
+    /// Folding key -> a path found on disk with that key.
+    on_disk: HashMap<Vec<u8>, Vec<u8>>,
+    /// Folding key -> recorded live paths with that key.
+    recorded: HashMap<Vec<u8>, usize>,
+}
+
+impl FoldedNames {
+    fn new(
+        folding: Folding,
+        walked: &[Walked],
+        recorded: &HashMap<Vec<u8>, RecordedEntry>,
+    ) -> FoldedNames {
+        let mut on_disk = HashMap::new();
+        for found in walked {
+            on_disk
+                .entry(folding.key(&found.rel).into_owned())
+                .or_insert_with(|| found.rel.clone());
+        }
+        let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
+        for (path, entry) in recorded {
+            if entry.state != PathState::Deleted {
+                *counts.entry(folding.key(path).into_owned()).or_default() += 1;
+            }
+        }
+        FoldedNames {
+            folding,
+            on_disk,
+            recorded: counts,
+        }
+    }
+
+    /// For a recorded live path the walk did not find: the path on disk
+    /// that holds its name, or the name of a folder above it, when the
+    /// recorded state has two paths or more under that name (the family
+    /// tells them apart, this filesystem cannot). A lone recorded path
+    /// under another spelling on disk is a rename (a person changed the
+    /// case), recorded as usual.
+    fn holder_of(&self, path: &[u8]) -> Option<&[u8]> {
+        let mut prefixes: Vec<&[u8]> = path
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'/')
+            .map(|(i, _)| &path[..i])
+            .collect();
+        prefixes.push(path);
+        prefixes.into_iter().find_map(|prefix| {
+            let key = self.folding.key(prefix);
+            if self.recorded.get(key.as_ref()).copied().unwrap_or(0) < 2 {
+                return None;
+            }
+            self.on_disk
+                .get(key.as_ref())
+                .map(Vec::as_slice)
+                .filter(|holder| *holder != prefix)
+        })
+    }
 }
 
 /// Walks the tree, never following symlinks and never entering excluded

@@ -5,6 +5,7 @@ mod helpers;
 
 mod apply;
 mod architecture;
+mod case_folding;
 mod convergence;
 mod excludes;
 mod foundation;

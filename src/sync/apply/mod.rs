@@ -129,6 +129,27 @@
 //!     meanwhile is moved aside and kept the same way. A replayed action
 //!     settles what it had set aside before anything else. Between the move
 //!     aside and the placement a path is briefly absent.
+//! 11. **Names the filesystem folds.** Where the replica's filesystem folds
+//!     case or Unicode normalisation (`Replica::folding`: a probe cached in
+//!     `.syncreplica/filesystem.toml`), two paths of the family can be one
+//!     name on disk. After the operations are planned, a path the batch
+//!     makes (not recorded live here) that is the same name as another path
+//!     of the tree after the batch, or lies in a folder that is, is not
+//!     made: the name stays with, in this order, a path on disk under its
+//!     exact name (recorded or not, such as an excluded file or the state
+//!     folder, so `.SyncReplica/x` never reaches it), a recorded path, a
+//!     conflict copy of this batch, then the first of the batch's paths in
+//!     byte order. The operation is logged and its epoch raised, but no
+//!     entry is written (as for an excluded path), so no scan takes its
+//!     absence for a deletion and the other replicas keep it. A file's
+//!     content is kept as a conflict copy (rule 5's name, the operation's
+//!     author) in its folder as this filesystem holds it, unless the name's
+//!     holder has the same content; every such path is a conflict, with a
+//!     note "A and B are the same name on this filesystem (it ignores
+//!     case); kept B, and X's A as COPY". On such a filesystem every lookup
+//!     of the plan counts a path only under its exact name (listing the
+//!     folders), so a deletion or replacement of `report.txt` never reaches
+//!     `Report.txt`.
 //!
 //! The caller holds the replica's lock, has recorded a scan of local changes
 //! (so they take part in conflict detection) and calls [`recover`] before
@@ -139,6 +160,11 @@
 //! * A directory mode without owner write (e.g. `0555`) is applied last, but
 //!   a later batch that must write inside it fails (journal kept, retried by
 //!   [`recover`]) unless the process may write there anyway.
+//! * Rule 11 decides per batch. A path not made here is not made later
+//!   either when the path that holds its name goes (its content is in its
+//!   conflict copy); a changed version of it makes another conflict copy.
+//!   Case is folded with Unicode's lower-case mapping, which may differ
+//!   from a filesystem's own table for rare letters.
 //! * The temporary name `.syncreplica-new-file` (`store::layout`'s
 //!   `TREE_TEMP_NAMES`) is used beside the target while a file is copied
 //!   onto another filesystem mounted inside the replica. Packets can never

@@ -1,8 +1,9 @@
 //! Step (a): decide every path's final state and every disk action, in
 //! memory. Nothing here writes; an error refuses the batch unchanged.
 
+use std::cell::{OnceCell, RefCell};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use crate::store::layout::STATE_DIR;
 use crate::store::state::{Member, RecordedEntry};
 use crate::tree::confined::{ConfinedRoot, DiskKind};
 use crate::tree::excludes::Excludes;
+use crate::tree::folding::Folding;
 use crate::tree::relpath::{self, NAME_MAX, PATH_MAX};
 use rustix::fs::FileType;
 use rustix::io::Errno;
@@ -245,6 +247,9 @@ fn below(path: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (lo, hi)
 }
 
+/// Exact names in one folder.
+type Names = HashSet<Vec<u8>>;
+
 struct Planner<'a> {
     root: &'a Path,
     confined: ConfinedRoot,
@@ -272,6 +277,14 @@ struct Planner<'a> {
     /// each side has, whatever way the operations were batched, and the
     /// content of a version overwritten at its sender is never needed.
     superseded: std::collections::HashSet<(Id, u64)>,
+    /// How the replica's filesystem compares names (`tree::folding`).
+    folding: Folding,
+    /// On a filesystem that folds names: exact names listed in each
+    /// directory looked at (`None`: not listable), by directory path.
+    listings: RefCell<HashMap<Vec<u8>, Option<Names>>>,
+    /// On a filesystem that folds names: recorded live paths by folding
+    /// key, made on first use.
+    recorded_keys: OnceCell<HashMap<Vec<u8>, Vec<Vec<u8>>>>,
 }
 
 /// The operations of `ops` that a later one on the same path supersedes.
@@ -333,10 +346,14 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         report: ApplyReport::default(),
         now_ns: crate::sys::clock::now_ns(),
         superseded: superseded_in_batch(ops),
+        folding: replica.folding()?,
+        listings: RefCell::new(HashMap::new()),
+        recorded_keys: OnceCell::new(),
     };
     for op in ops {
         planner.operation(op)?;
     }
+    planner.fold_collisions()?;
     planner.record_resolutions();
     planner.repair_structure()?;
     planner.finish()
@@ -451,7 +468,7 @@ impl Planner<'_> {
             || self
                 .effective(path)
                 .is_some_and(|e| matches!(e.state, PathState::Directory { .. }))
-            || matches!(self.confined.kind(path)?, DiskKind::Dir(_));
+            || matches!(self.disk_kind(path)?, DiskKind::Dir(_));
         Ok(self.excludes.excludes_relative(path, is_dir)
             || (dir_elsewhere && self.excludes.excludes_relative(path, true)))
     }
@@ -506,7 +523,7 @@ impl Planner<'_> {
             }
             // Looked up beneath the root, no symlink followed: a parent
             // that is not a real directory counts as missing.
-            let kind = self.confined.kind(ancestor)?;
+            let kind = self.disk_kind(ancestor)?;
             if let DiskKind::Dir(_) = kind {
                 continue;
             }
@@ -653,6 +670,20 @@ impl Planner<'_> {
         loser_author: Id,
         winner: Option<&PathState>,
     ) -> Result<Option<Vec<u8>>> {
+        let (parent, name) = split_last(path);
+        self.conflict_copy_in(parent, name, loser, loser_author, winner)
+    }
+
+    /// Keeps a losing file, named after `name`, in the folder `parent`
+    /// (rules 5 and 11); returns the copy's path.
+    fn conflict_copy_in(
+        &mut self,
+        parent: &[u8],
+        name: &[u8],
+        loser: &PathState,
+        loser_author: Id,
+        winner: Option<&PathState>,
+    ) -> Result<Option<Vec<u8>>> {
         let PathState::File {
             size,
             chunks,
@@ -670,7 +701,6 @@ impl Planner<'_> {
                 return Ok(None);
             }
         }
-        let (parent, name) = split_last(path);
         let who = self.label(&loser_author);
         for attempt in 1..=100 {
             let label = if attempt == 1 {
@@ -687,9 +717,11 @@ impl Planner<'_> {
                 Some(entry) if entry.state != PathState::Deleted => continue,
                 _ => {}
             }
-            if !self.recorded.contains_key(&copy) && self.confined.kind(&copy)? != DiskKind::Missing
-            {
+            if !self.recorded.contains_key(&copy) && self.disk_kind(&copy)? != DiskKind::Missing {
                 continue; // an unrecorded local file has that name
+            }
+            if self.fold_taken(&copy)? {
+                continue; // another spelling of it is taken on this filesystem
             }
             self.local_operation(&copy, loser.clone());
             return Ok(Some(copy));
@@ -714,7 +746,7 @@ impl Planner<'_> {
         {
             return Ok(true);
         }
-        if !matches!(self.confined.kind(path)?, DiskKind::Dir(_)) {
+        if !matches!(self.disk_kind(path)?, DiskKind::Dir(_)) {
             return Ok(false);
         }
         // Unrecorded local content (excluded files, for instance), listed
@@ -751,7 +783,7 @@ impl Planner<'_> {
         if let Some(PathState::Directory { mode, .. }) = self.recorded.get(path).map(|e| &e.state) {
             return Ok(*mode);
         }
-        Ok(match self.confined.kind(path)? {
+        Ok(match self.disk_kind(path)? {
             DiskKind::Dir(mode) => mode & 0o1777,
             _ => DEFAULT_DIR_MODE,
         })
@@ -816,7 +848,7 @@ impl Planner<'_> {
                     let current = self.effective(ancestor);
                     let fine = match &current {
                         Some(entry) => matches!(entry.state, PathState::Directory { .. }),
-                        None => matches!(self.confined.kind(ancestor)?, DiskKind::Dir(_)),
+                        None => matches!(self.disk_kind(ancestor)?, DiskKind::Dir(_)),
                     };
                     if fine {
                         continue;
@@ -910,7 +942,7 @@ impl Planner<'_> {
             // The expectation comes from the scan that recorded the state
             // this plan decided on, not from a look now: a file saved after
             // that scan must not be taken for the version it replaced.
-            let disk = self.confined.kind(path)?;
+            let disk = self.disk_kind(path)?;
             let expect = match (&disk, self.recorded.get(path).and_then(|e| e.stat)) {
                 (DiskKind::Missing, _) => Expect::Absent,
                 (DiskKind::File, Some(stat)) => Expect::File {
@@ -1087,6 +1119,334 @@ impl Planner<'_> {
             recorded: self.recorded,
             report: self.report,
         })
+    }
+}
+
+/// Rule 11: names that a folding filesystem takes for one.
+impl Planner<'_> {
+    /// What is on disk at exactly `path`. On a filesystem that folds
+    /// names a lookup also answers for another spelling (`report.txt`
+    /// finds `Report.txt`), so there a path counts only when each of its
+    /// components is listed under its exact name.
+    fn disk_kind(&self, path: &[u8]) -> Result<DiskKind> {
+        let kind = self.confined.kind(path)?;
+        if kind == DiskKind::Missing || !self.folding.folds() || self.exactly_on_disk(path)? {
+            return Ok(kind);
+        }
+        Ok(DiskKind::Missing)
+    }
+
+    /// Whether every component of `path` is listed in its folder under
+    /// its exact name.
+    fn exactly_on_disk(&self, path: &[u8]) -> Result<bool> {
+        let mut parent_len = 0;
+        let mut start = 0;
+        for name in path.split(|&b| b == b'/') {
+            let listed = self.in_listing(&path[..parent_len], |names| {
+                names.is_some_and(|names| names.contains(name))
+            })?;
+            if !listed {
+                return Ok(false);
+            }
+            parent_len = start + name.len();
+            start = parent_len + 1;
+        }
+        Ok(true)
+    }
+
+    /// `look` applied to the exact names in the folder `dir` (the root when
+    /// empty), `None` when it is not a folder reachable beneath the root.
+    /// Listed once per batch.
+    fn in_listing<T>(&self, dir: &[u8], look: impl FnOnce(Option<&Names>) -> T) -> Result<T> {
+        if let Some(names) = self.listings.borrow().get(dir) {
+            return Ok(look(names.as_ref()));
+        }
+        let names = match self.confined.list_dir(dir) {
+            Ok(listing) => Some(listing.into_iter().map(|(name, _)| name).collect()),
+            Err(Errno::LOOP | Errno::NOTDIR | Errno::NOENT | Errno::XDEV | Errno::INVAL) => None,
+            Err(errno) => {
+                let disk = relpath::to_disk_path(self.root, dir);
+                return Err(Error::io(&disk, errno.into()));
+            }
+        };
+        let value = look(names.as_ref());
+        self.listings.borrow_mut().insert(dir.to_vec(), names);
+        Ok(value)
+    }
+
+    /// Whether another path that is the same name as `path` on this
+    /// filesystem is in the tree, or will be after the batch: recorded,
+    /// planned, or an unrecorded name on disk. Always false on a
+    /// filesystem that tells every name apart.
+    fn fold_taken(&self, path: &[u8]) -> Result<bool> {
+        if !self.folding.folds() {
+            return Ok(false);
+        }
+        let key = self.folding.key(path);
+        let recorded = self.recorded_keys.get_or_init(|| {
+            let mut by_key: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
+            for path in &self.recorded_live {
+                by_key
+                    .entry(self.folding.key(path).into_owned())
+                    .or_default()
+                    .push(path.clone());
+            }
+            by_key
+        });
+        let stays = |other: &Vec<u8>| {
+            other.as_slice() != path
+                && !self
+                    .planned
+                    .get(other)
+                    .is_some_and(|e| e.state == PathState::Deleted)
+        };
+        if recorded
+            .get(key.as_ref())
+            .is_some_and(|paths| paths.iter().any(stays))
+        {
+            return Ok(true);
+        }
+        if self.planned.iter().any(|(other, entry)| {
+            other.as_slice() != path
+                && entry.state != PathState::Deleted
+                && self.folding.key(other) == key
+        }) {
+            return Ok(true);
+        }
+        let (parent, name) = split_last(path);
+        if !parent.is_empty() && !self.exactly_on_disk(parent)? {
+            return Ok(false);
+        }
+        let name_key = self.folding.key(name);
+        self.in_listing(parent, |names| {
+            names.is_some_and(|names| {
+                names
+                    .iter()
+                    .any(|other| other.as_slice() != name && self.folding.key(other) == name_key)
+            })
+        })
+    }
+
+    /// Rule 11: on a filesystem that folds names, a path this batch makes
+    /// that is the same name there as another path of the tree is not
+    /// made. The name goes to, in this order: a path on disk under its
+    /// exact name (recorded or not: an excluded file, the state folder), a
+    /// recorded path, a path this replica makes in the batch (a conflict
+    /// copy), then the first in byte order of the paths the batch makes.
+    /// A path whose folder is such a name is not made either. The file's
+    /// content is kept as a conflict copy, in the folder as this filesystem
+    /// holds it; nothing is recorded for the path itself, so the next scan
+    /// does not take its absence for a deletion and the other replicas
+    /// keep it.
+    fn fold_collisions(&mut self) -> Result<()> {
+        const ON_DISK: u8 = 0;
+        const RECORDED: u8 = 1;
+        const MADE_HERE: u8 = 2;
+        if !self.folding.folds() {
+            return Ok(());
+        }
+        let made_here: HashSet<Vec<u8>> = self
+            .local_ops
+            .iter()
+            .filter_map(|op| op.change.path_change().map(|c| c.path.clone()))
+            .collect();
+        let new_paths: Vec<Vec<u8>> = self
+            .planned
+            .iter()
+            .filter(|(path, entry)| {
+                entry.state != PathState::Deleted
+                    && !self.recorded_live.contains(*path)
+                    && !made_here.contains(*path)
+            })
+            .map(|(path, _)| path.clone())
+            .collect();
+        if new_paths.is_empty() {
+            return Ok(());
+        }
+        // Every name the tree will hold, by folding key.
+        let mut groups: HashMap<Vec<u8>, Vec<(u8, Vec<u8>)>> = HashMap::new();
+        let mut add = |rank: u8, path: &[u8]| {
+            groups
+                .entry(self.folding.key(path).into_owned())
+                .or_default()
+                .push((rank, path.to_vec()));
+        };
+        for path in &self.recorded_live {
+            if !self
+                .planned
+                .get(path)
+                .is_some_and(|e| e.state == PathState::Deleted)
+            {
+                add(RECORDED, path);
+            }
+        }
+        for path in &made_here {
+            if self
+                .planned
+                .get(path)
+                .is_some_and(|e| e.state != PathState::Deleted)
+                && !self.recorded_live.contains(path)
+            {
+                add(MADE_HERE, path);
+            }
+        }
+        // Unrecorded names on disk in every folder the new paths go through.
+        let mut dirs: BTreeSet<Vec<u8>> = BTreeSet::from([Vec::new()]);
+        for path in &new_paths {
+            dirs.extend(ancestors(path).into_iter().map(<[u8]>::to_vec));
+        }
+        for dir in &dirs {
+            if !dir.is_empty() && !self.exactly_on_disk(dir)? {
+                continue;
+            }
+            let names: Vec<Vec<u8>> = self.in_listing(dir, |names| {
+                names
+                    .map(|n| n.iter().cloned().collect())
+                    .unwrap_or_default()
+            })?;
+            for name in names {
+                let path = join(dir, &name);
+                if !self.recorded_live.contains(&path) && !self.planned.contains_key(&path) {
+                    add(ON_DISK, &path);
+                }
+            }
+        }
+        // A recorded path is on disk, unless another spelling of it is (a
+        // state recorded where the filesystem told them apart).
+        for group in groups.values_mut().filter(|g| g.len() > 1) {
+            for (rank, path) in group.iter_mut() {
+                if *rank == RECORDED && self.exactly_on_disk(path)? {
+                    *rank = ON_DISK;
+                }
+            }
+        }
+        let mut holders: HashMap<Vec<u8>, Vec<u8>> = groups
+            .into_iter()
+            .filter_map(|(key, group)| group.into_iter().min().map(|(_, path)| (key, path)))
+            .collect();
+        // The new paths in byte order, a folder before what it holds: each
+        // one made takes its name, for the ones after it.
+        let folding = self.folding;
+        let mut dropped = Vec::new();
+        for path in &new_paths {
+            let mut prefixes = ancestors(path);
+            prefixes.push(path);
+            let clash = prefixes.into_iter().find_map(|prefix| {
+                holders
+                    .get(folding.key(prefix).as_ref())
+                    .filter(|holder| holder.as_slice() != prefix)
+                    .map(|holder| (prefix.to_vec(), holder.clone()))
+            });
+            match clash {
+                Some((at, holder)) => dropped.push((path.clone(), at, holder)),
+                None => {
+                    holders
+                        .entry(folding.key(path).into_owned())
+                        .or_insert_with(|| path.clone());
+                }
+            }
+        }
+        let holder_of = |path: &[u8]| holders.get(folding.key(path).as_ref());
+        for (path, at, holder) in dropped {
+            let Some(entry) = self.planned.remove(&path) else {
+                continue;
+            };
+            self.resolved.remove(&path);
+            let (parent, name) = split_last(&path);
+            // The folder as this filesystem holds it.
+            let mut dir = Vec::new();
+            for component in parent.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+                let candidate = join(&dir, component);
+                dir = holder_of(&candidate).cloned().unwrap_or(candidate);
+            }
+            let what = self.folding.describe();
+            let clash = if at == path {
+                format!(
+                    "{} and {} are the same name on this filesystem ({what})",
+                    relpath::display(&path),
+                    relpath::display(&holder)
+                )
+            } else {
+                format!(
+                    "its folder {} and {} are the same name on this filesystem ({what})",
+                    relpath::display(&at),
+                    relpath::display(&holder)
+                )
+            };
+            let who = self.label(&entry.author);
+            let kind = crate::tree::scan::type_name(&entry.state);
+            let not_made = format!("{who}'s {kind} is not made here (the other replicas keep it)");
+            let outcome = match &entry.state {
+                PathState::File { size, chunks, .. } => {
+                    // What holds its name here, whose content may be the same.
+                    let here = join(&dir, name);
+                    let beside = holder_of(&here).cloned().unwrap_or(here);
+                    let same = matches!(
+                        self.effective(&beside).map(|e| e.state),
+                        Some(PathState::File { chunks: ref there, .. }) if there == chunks
+                    );
+                    if same {
+                        format!(
+                            "kept {}, which has the same content",
+                            relpath::display(&beside)
+                        )
+                    } else if *size == 0 {
+                        format!(
+                            "kept {}; {who}'s empty file is not made here",
+                            relpath::display(&holder)
+                        )
+                    } else if !self.holds_folder(&dir)? {
+                        format!("kept {}; {not_made}", relpath::display(&holder))
+                    } else {
+                        match self.conflict_copy_in(&dir, name, &entry.state, entry.author, None)? {
+                            Some(copy) => format!(
+                                "kept {}, and {who}'s {} as {}",
+                                relpath::display(&holder),
+                                relpath::display(&path),
+                                relpath::display(&copy)
+                            ),
+                            None => format!("kept {}; {not_made}", relpath::display(&holder)),
+                        }
+                    }
+                }
+                // What lies below a folder that is not made goes unsaid:
+                // the folder's note and its files' notes say it.
+                _ if at != path => continue,
+                _ => format!("kept {}; {not_made}", relpath::display(&holder)),
+            };
+            self.report
+                .conflicts
+                .push(format!("{}: {clash}; {outcome}", relpath::display(&path)));
+        }
+        Ok(())
+    }
+
+    /// Whether `dir` is, or can become without displacing anything, a
+    /// folder: each of its prefixes is a directory after the batch, or
+    /// nothing at all.
+    fn holds_folder(&self, dir: &[u8]) -> Result<bool> {
+        if !dir.is_empty() && validate_path(dir).is_err() {
+            // The state folder, whose name another spelling folded onto.
+            return Ok(false);
+        }
+        let mut prefixes = ancestors(dir);
+        if !dir.is_empty() {
+            prefixes.push(dir);
+        }
+        for prefix in prefixes {
+            let fine = match self.effective(prefix).map(|e| e.state) {
+                Some(PathState::Directory { .. } | PathState::Deleted) => true,
+                Some(_) => false,
+                None => matches!(
+                    self.disk_kind(prefix)?,
+                    DiskKind::Dir(_) | DiskKind::Missing
+                ),
+            };
+            if !fine {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 
