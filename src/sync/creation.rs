@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use packet_format::{
@@ -31,10 +31,11 @@ use crate::ops::{Change, ChunkId, Id, Operation, PathState};
 use crate::replica::{self, LockedReplica, Replica};
 use crate::store::config;
 use crate::store::identity::{self, Identity};
-use crate::store::layout::STATE_DIR;
+use crate::store::layout::{STAGING_DIR, STATE_DIR};
 use crate::store::state::{self, EntryWrite, Member, StatKey, State};
+use crate::sync::assemble;
 use crate::sync::chunks::LocalChunks;
-use crate::sync::packets::ChunkSpool;
+use crate::sync::packets::PacketChunks;
 use crate::tree::confined::{ConfinedRoot, Located, Place};
 use crate::tree::relpath;
 use crate::tree::scan;
@@ -530,7 +531,6 @@ fn materialize(
     crate::sys::fsutil::create_new_file(&identity::signing_key_path(&staging), secret, 0o600)?;
     config::write_default(&staging)?;
     let mut state = State::open(&staging)?;
-    let mut spool = ChunkSpool::fill(packet, &staging)?;
 
     let mut ops: Vec<Operation> = Vec::new();
     for op in packet.operations() {
@@ -550,6 +550,49 @@ fn materialize(
         .filter_map(|(path, op)| op.change.path_change().map(|c| (*path, c.state)))
         .collect();
     path_ops.sort_by(|a, b| a.0.cmp(b.0));
+    // Every file's content is written once, straight from the packet, in
+    // the state folder under construction; each is then renamed into the
+    // tree below, in path order with the directories.
+    let content = staging.join(STAGING_DIR);
+    std::fs::create_dir(&content).at(&content)?;
+    let targets: Vec<assemble::Target> = path_ops
+        .iter()
+        .filter_map(|(path, path_state)| match path_state {
+            PathState::File {
+                mode,
+                mtime_ns,
+                chunks,
+                ..
+            } => Some((path, mode, mtime_ns, chunks)),
+            _ => None,
+        })
+        .enumerate()
+        .map(|(n, (path, mode, mtime_ns, chunks))| assemble::Target {
+            path: content.join(n.to_string()),
+            rel: path,
+            chunks,
+            mode: *mode,
+            mtime_ns: *mtime_ns,
+        })
+        .collect();
+    assemble::write_files(
+        &targets,
+        &mut PacketChunks::new(packet),
+        assemble::Options {
+            elsewhere: &mut |_| None,
+            missing: &|chunk, rel| Error::BadCreationPacket {
+                what: format!(
+                    "chunk {} of {} is not in the creation packet",
+                    hex::encode(chunk.id),
+                    relpath::display(rel)
+                ),
+            },
+            // One filesystem sync for the whole tree below.
+            fsync: false,
+            after_file: &mut || Ok(()),
+        },
+    )?;
+    let mut staged = targets.iter().map(|target| &target.path);
     let mut files = 0;
     let mut stats: std::collections::HashMap<Vec<u8>, StatKey> = Default::default();
     let confined = ConfinedRoot::open(root)?;
@@ -570,34 +613,18 @@ fn materialize(
             PathState::Symlink { target } => {
                 place.symlink_sibling(place.name(), target).at(&disk)?
             }
-            PathState::File {
-                mode,
-                mtime_ns,
-                chunks,
-                ..
-            } => {
-                let mut file = place.create_new().at(&disk)?;
-                for chunk in chunks {
-                    let bytes = spool
-                        .get(&chunk.id)?
-                        .ok_or_else(|| Error::BadCreationPacket {
-                            what: format!(
-                                "chunk {} of {} is not in the creation packet",
-                                hex::encode(chunk.id),
-                                relpath::display(path)
-                            ),
-                        })?;
-                    file.write_all(&bytes).at(&disk)?;
-                }
-                file.set_permissions(std::fs::Permissions::from_mode(*mode))
-                    .at(&disk)?;
-                file.set_modified(time_from_ns(*mtime_ns)).at(&disk)?;
-                stats.insert((*path).clone(), scan::stat_key(&file.metadata().at(&disk)?));
+            PathState::File { .. } => {
+                let from = staged.next().expect("one staged file per file");
+                place.rename_in_new(from).at(&disk)?;
+                // Stat after the rename, which changes the ctime.
+                let meta = place.open_read().at(&disk)?.metadata().at(&disk)?;
+                stats.insert((*path).clone(), scan::stat_key(&meta));
                 files += 1;
             }
             PathState::Deleted => {}
         }
     }
+    std::fs::remove_dir(&content).at(&content)?;
     for (path, path_state) in path_ops.iter().rev() {
         if let PathState::Directory { mode } = path_state {
             place_of(path)?.set_mode(*mode)?;
@@ -668,18 +695,9 @@ fn materialize(
         Ok(())
     })?;
     drop(state);
-    drop(spool);
     let final_dir = replica::state_dir(root);
     crate::sys::testhook::crash_point("mkreplica-import-before-rename");
     std::fs::rename(&staging, &final_dir).at(&final_dir)?;
     crate::sys::fsutil::sync_dir(root)?;
     Ok((Replica::open(root)?, files))
-}
-
-fn time_from_ns(ns: i64) -> std::time::SystemTime {
-    if ns >= 0 {
-        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64)
-    } else {
-        std::time::UNIX_EPOCH - std::time::Duration::from_nanos(ns.unsigned_abs())
-    }
 }
