@@ -344,6 +344,60 @@ fn an_import_writes_new_content_once_so_it_fits_in_less_than_twice_its_size() {
     assert!(!beta.join(".syncreplica/staging").exists());
 }
 
+#[test]
+fn mkreplica_import_writes_content_once_so_it_fits_in_less_than_twice_its_size() {
+    const MIB: u64 = 1024 * 1024;
+    const HEAD: usize = 256 * 1024;
+    let new = 8 * MIB;
+    // 1.3 times the content: room for it written once, and the database.
+    let Some(mount) = Mount::tmpfs(&(new * 13 / 10).next_multiple_of(4096).to_string()) else {
+        eprintln!("note: skipped: mounting a tmpfs is not permitted here");
+        return;
+    };
+    let family = family(&["alpha"], &[]);
+    let alpha = family.root("alpha");
+    let mut random = XorShift(0xc0ffee);
+    let big: Vec<u8> = (0..new / 8)
+        .flat_map(|_| random.next().to_le_bytes())
+        .collect();
+    // Shared chunks are written at each place that needs them.
+    std::fs::write(alpha.join("big.bin"), &big).unwrap();
+    std::fs::create_dir(alpha.join("d")).unwrap();
+    std::fs::write(alpha.join("d/head.bin"), &big[..HEAD]).unwrap();
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let creation = family.packet_dir("creation");
+    run(
+        &alpha,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            creation.as_os_str(),
+            "beta".as_ref(),
+        ],
+    )
+    .ok();
+    let beta = mount.path().join("beta");
+    run(
+        family.dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            beta.as_os_str(),
+            creation.as_os_str(),
+        ],
+    )
+    .ok();
+    assert_eq!(std::fs::read(beta.join("big.bin")).unwrap(), big);
+    assert_eq!(
+        std::fs::read(beta.join("d/head.bin")).unwrap(),
+        &big[..HEAD]
+    );
+    assert_eq!(tree_listing(&alpha), tree_listing(&beta));
+    assert!(!beta.join(".syncreplica/staging").exists());
+}
+
 /// Gives `dir` and everything under it to `nobody`.
 fn give_to_nobody(dir: &Path) {
     let status = Command::new("chown")
