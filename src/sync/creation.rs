@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use packet_format::{
@@ -41,10 +41,11 @@ use crate::ops::{Change, ChunkId, Id, Operation, PathState};
 use crate::replica::{self, LockedReplica, Replica};
 use crate::store::config;
 use crate::store::identity::{self, Identity};
-use crate::store::layout::STATE_DIR;
+use crate::store::layout::{STAGING_DIR, STATE_DIR};
 use crate::store::state::{self, EntryWrite, Member, StatKey, State};
+use crate::sync::assemble;
 use crate::sync::chunks::{ChunkRead, LocalChunks};
-use crate::sync::packets::ChunkSpool;
+use crate::sync::packets::PacketChunks;
 use crate::tree::confined::{ConfinedRoot, Located, Place};
 use crate::tree::relpath;
 use crate::tree::scan;
@@ -688,7 +689,6 @@ fn materialize(
     crate::sys::fsutil::create_new_file(&identity::signing_key_path(&staging), secret, 0o600)?;
     config::write_default(&staging)?;
     let mut state = State::open(&staging)?;
-    let mut spool = ChunkSpool::fill(packet, &staging)?;
 
     let mut ops: Vec<Operation> = Vec::new();
     for op in packet.operations() {
@@ -754,6 +754,58 @@ fn materialize(
         .into_iter()
         .filter(|(path, _)| !folded.dropped.contains(*path))
         .collect();
+    // Every file's content is written once, straight from the packet, in
+    // the state folder under construction; each is then renamed into the
+    // tree below, in path order with the directories. Conflict copies of
+    // names this filesystem folds are written the same way.
+    let content = staging.join(STAGING_DIR);
+    std::fs::create_dir(&content).at(&content)?;
+    let files_and_copies: Vec<(&Vec<u8>, &PathState)> = path_ops
+        .iter()
+        .copied()
+        .chain(folded.copies.iter().map(|(copy, state)| (copy, *state)))
+        .filter(|(_, state)| matches!(state, PathState::File { .. }))
+        .collect();
+    let targets: Vec<assemble::Target> = files_and_copies
+        .iter()
+        .enumerate()
+        .filter_map(|(n, (path, state))| match state {
+            PathState::File {
+                mode,
+                mtime,
+                chunks,
+                ..
+            } => Some(assemble::Target {
+                path: content.join(n.to_string()),
+                rel: path.as_slice(),
+                chunks: chunks.as_slice(),
+                mode: *mode,
+                mtime: *mtime,
+            }),
+            _ => None,
+        })
+        .collect();
+    // A file the sender found busy (changed since its scan) is not carried:
+    // it is left out here, without an entry, and comes with the sender's
+    // next update (see `export_creation`). The packet is signed and every
+    // byte of it checked, so a missing chunk is the sender's doing.
+    let assembled = assemble::write_files(
+        &targets,
+        &mut PacketChunks::new(packet),
+        assemble::Options {
+            elsewhere: &mut |_| None,
+            missing: &|_, _| None,
+            // One filesystem sync for the whole tree below.
+            fsync: false,
+            after_file: &mut || Ok(()),
+        },
+    )?;
+    let left_out: HashSet<&[u8]> = assembled
+        .incomplete
+        .iter()
+        .map(|&index| targets[index].rel)
+        .collect();
+    let mut staged = targets.iter().map(|target| (target.rel, &target.path));
     let mut files = 0;
     let mut not_carried: Vec<Vec<u8>> = Vec::new();
     let mut stats: std::collections::HashMap<Vec<u8>, StatKey> = Default::default();
@@ -775,32 +827,17 @@ fn materialize(
             PathState::Symlink { target, .. } => {
                 place.symlink_sibling(place.name(), target).at(&disk)?
             }
-            PathState::File {
-                mode,
-                mtime,
-                chunks,
-                ..
-            } => {
-                // A file the sender found busy (changed since its scan) is
-                // not carried: it is left out here, without an entry, and
-                // comes with the sender's next update (see
-                // `export_creation`). The packet is signed and every byte
-                // of it checked, so a missing chunk is the sender's doing.
-                if !chunks.iter().all(|chunk| spool.contains(&chunk.id)) {
+            PathState::File { .. } => {
+                let (rel, from) = staged.next().expect("one staged file per file");
+                debug_assert_eq!(rel, path.as_slice());
+                if left_out.contains(rel) {
                     not_carried.push((*path).clone());
                     continue;
                 }
-                let mut file = place.create_new().at(&disk)?;
-                for chunk in chunks {
-                    let bytes = spool
-                        .get(&chunk.id)?
-                        .expect("every chunk was found in the spool above");
-                    file.write_all(&bytes).at(&disk)?;
-                }
-                file.set_permissions(std::fs::Permissions::from_mode(*mode))
-                    .at(&disk)?;
-                crate::tree::confined::set_file_mtime(&file, *mtime).at(&disk)?;
-                stats.insert((*path).clone(), scan::stat_key(&file.metadata().at(&disk)?));
+                place.rename_in_new(from).at(&disk)?;
+                // Stat after the rename, which changes the ctime.
+                let meta = place.open_read().at(&disk)?.metadata().at(&disk)?;
+                stats.insert((*path).clone(), scan::stat_key(&meta));
                 files += 1;
             }
             PathState::Deleted => {}
@@ -808,35 +845,15 @@ fn materialize(
         }
     }
     // Not recorded: the next scan records them as this replica's new files.
-    for (copy, path_state) in &folded.copies {
-        let PathState::File {
-            mode,
-            mtime,
-            chunks,
-            ..
-        } = path_state
-        else {
+    for (rel, from) in staged {
+        if left_out.contains(rel) {
             continue;
-        };
-        let place = place_of(copy)?;
-        let disk = place.display_path();
-        let mut file = place.create_new().at(&disk)?;
-        for chunk in chunks {
-            let bytes = spool
-                .get(&chunk.id)?
-                .ok_or_else(|| Error::BadCreationPacket {
-                    what: format!(
-                        "chunk {} of {} is not in the creation packet",
-                        hex::encode(chunk.id),
-                        relpath::display(copy)
-                    ),
-                })?;
-            file.write_all(&bytes).at(&disk)?;
         }
-        file.set_permissions(std::fs::Permissions::from_mode(*mode))
-            .at(&disk)?;
-        crate::tree::confined::set_file_mtime(&file, *mtime).at(&disk)?;
+        let place = place_of(rel)?;
+        let disk = place.display_path();
+        place.rename_in_new(from).at(&disk)?;
     }
+    std::fs::remove_dir(&content).at(&content)?;
     for (path, path_state) in path_ops.iter().rev() {
         if let PathState::Directory { mode, .. } = path_state {
             place_of(path)?.set_mode(*mode)?;
@@ -925,7 +942,6 @@ fn materialize(
         Ok(())
     })?;
     drop(state);
-    drop(spool);
     let final_dir = replica::state_dir(root);
     crate::sys::testhook::crash_point("mkreplica-import-before-rename");
     std::fs::rename(&staging, &final_dir).at(&final_dir)?;

@@ -15,50 +15,11 @@ use std::path::PathBuf;
 use packet_format::{verify_packet, Examination, LogicalPacket, PacketKind, SignatureStatus};
 
 use crate::error::{Error, Refusal, Result};
-use crate::ops::{ChunkId, Id, Operation};
+use crate::ops::{Id, Operation};
 use crate::replica::LockedReplica;
-use crate::sync::apply::{self, ApplyHooks, ApplyReport, ChunkSource};
+use crate::sync::apply::{self, ApplyHooks, ApplyReport};
 use crate::sync::epochs::{LocalView, Readiness};
-use crate::sync::packets::{self, ChunkSpool};
-
-impl ChunkSource for ChunkSpool {
-    fn chunk(&mut self, id: &ChunkId) -> Result<Option<Vec<u8>>> {
-        self.get(id)
-    }
-}
-
-/// The packet's chunks, spooled into the state folder when the engine
-/// first asks for one: after its check of free space, which counts the
-/// spool ([`ChunkSource::bytes_to_spool`]), so a packet too large for the
-/// replica's filesystem is refused before anything is written.
-struct LazySpool<'a> {
-    packet: &'a LogicalPacket,
-    dir: PathBuf,
-    spool: Option<ChunkSpool>,
-}
-
-impl ChunkSource for LazySpool<'_> {
-    fn chunk(&mut self, id: &ChunkId) -> Result<Option<Vec<u8>>> {
-        if self.spool.is_none() {
-            self.spool = Some(ChunkSpool::fill(self.packet, &self.dir)?);
-        }
-        self.spool.as_mut().expect("filled").get(id)
-    }
-
-    fn bytes_to_spool(&self) -> u64 {
-        if self.spool.is_some() {
-            return 0;
-        }
-        // The decoded size of each part's chunk records: the chunks' bytes
-        // and a few bytes of framing each.
-        self.packet
-            .parts()
-            .iter()
-            .filter_map(|part| part.header().entry(packet_format::ENTRY_CHUNKS))
-            .map(|entry| entry.raw_size)
-            .sum()
-    }
-}
+use crate::sync::packets::{self, PacketChunks};
 
 /// What happened to one logical packet.
 #[derive(Debug)]
@@ -384,11 +345,7 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         &own,
         &keys,
     )?;
-    let mut spool = LazySpool {
-        packet: &packet,
-        dir: replica.state_dir(),
-        spool: None,
-    };
+    let mut chunks = PacketChunks::new(&packet);
     let first_name = files[0]
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -420,7 +377,7 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
     let report = apply::apply_batch_with(
         replica,
         &ops,
-        &mut spool,
+        &mut chunks,
         &mut ApplyHooks::default(),
         Some(&receipt),
     )?;

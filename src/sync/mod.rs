@@ -3,6 +3,7 @@
 //! engine ([`apply`]: a pure plan, a journal, and the disk steps).
 
 pub mod apply;
+pub(crate) mod assemble;
 pub mod chunks;
 pub mod creation;
 pub mod epochs;

@@ -1,14 +1,14 @@
-//! Finding packet files, grouping parts into logical packets, and the chunk
-//! spool that imports read content from.
+//! Finding packet files, grouping parts into logical packets, and the
+//! packet's chunks as a source that imports read content from.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use packet_format::{examine_packet, Examination, LogicalPacket};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::ops::{ChunkId, Id};
+use crate::sync::apply::ChunkSource;
 
 /// Packet files named on a command line: files as given, directories
 /// listed (not recursively; only `sync_*.zip`/`repl_*.zip` names, so the
@@ -65,61 +65,35 @@ pub fn examine_all(files: &[PathBuf], trusted_keys: &[[u8; 32]]) -> Grouped {
     grouped
 }
 
-/// Chunks of a logical packet, spooled to a temporary file so that memory
-/// stays bounded whatever the packet size, and read back by id.
-pub struct ChunkSpool {
-    file: std::fs::File,
-    path: PathBuf,
-    index: HashMap<ChunkId, (u64, u32)>,
+/// The chunks a logical packet carries, as a [`ChunkSource`]: streamed
+/// from its parts in stored order each time they are asked for, one chunk
+/// in memory at a time and no copy of them written anywhere (the engine
+/// writes each straight to where it is needed).
+pub struct PacketChunks<'a> {
+    packet: &'a LogicalPacket,
 }
 
-impl ChunkSpool {
-    /// Spools every chunk of `packet` into a temporary file in `dir`. The
-    /// packet reader has already checked each chunk against its id.
-    pub fn fill(packet: &LogicalPacket, dir: &Path) -> Result<ChunkSpool> {
-        let temp = tempfile::tempfile_in(dir).at(dir)?;
-        let mut writer = std::io::BufWriter::new(temp);
-        let mut index = HashMap::new();
-        let mut offset = 0u64;
-        for chunk in packet.chunks() {
+impl<'a> PacketChunks<'a> {
+    pub fn new(packet: &'a LogicalPacket) -> PacketChunks<'a> {
+        PacketChunks { packet }
+    }
+}
+
+impl ChunkSource for PacketChunks<'_> {
+    /// Every chunk of the packet, whatever `wanted` says: the packet is
+    /// read in order anyway, and the sink skips what it does not need.
+    /// The reader has checked each chunk against its id; a part changed
+    /// since it was verified ends the stream with an error, after chunks
+    /// were handed over, which the engine has only staged by then.
+    fn deliver(
+        &mut self,
+        _wanted: &[ChunkId],
+        sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        for chunk in self.packet.chunks() {
             let (id, bytes) = chunk?;
-            if index.contains_key(&id) {
-                continue;
-            }
-            writer.write_all(&bytes).at(dir)?;
-            index.insert(id, (offset, bytes.len() as u32));
-            offset += bytes.len() as u64;
+            sink(&id, &bytes)?;
         }
-        let file = writer
-            .into_inner()
-            .map_err(|e| Error::io(dir, e.into_error()))?;
-        Ok(ChunkSpool {
-            file,
-            path: dir.to_path_buf(),
-            index,
-        })
-    }
-
-    pub fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
-    }
-
-    /// Whether the packet carries chunk `id`.
-    pub fn contains(&self, id: &ChunkId) -> bool {
-        self.index.contains_key(id)
-    }
-
-    pub fn get(&mut self, id: &ChunkId) -> Result<Option<Vec<u8>>> {
-        let Some(&(offset, len)) = self.index.get(id) else {
-            return Ok(None);
-        };
-        let mut bytes = vec![0u8; len as usize];
-        self.file.seek(SeekFrom::Start(offset)).at(&self.path)?;
-        self.file.read_exact(&mut bytes).at(&self.path)?;
-        Ok(Some(bytes))
+        Ok(())
     }
 }

@@ -193,13 +193,21 @@ impl Store {
 }
 
 impl ChunkSource for Store {
-    fn chunk(&mut self, id: &ChunkId) -> syncreplica::Result<Option<Vec<u8>>> {
-        if self.withheld.contains(id) {
-            return Ok(None);
+    fn deliver(
+        &mut self,
+        wanted: &[ChunkId],
+        sink: &mut dyn FnMut(&ChunkId, &[u8]) -> syncreplica::Result<()>,
+    ) -> syncreplica::Result<()> {
+        for id in wanted {
+            if self.withheld.contains(id) {
+                continue;
+            }
+            if let Some(bytes) = self.chunks.get(id) {
+                self.served += 1;
+                sink(id, bytes)?;
+            }
         }
-        let found = self.chunks.get(id).cloned();
-        self.served += u64::from(found.is_some());
-        Ok(found)
+        Ok(())
     }
 }
 

@@ -194,6 +194,16 @@ impl Mount {
         self.dir.path()
     }
 
+    /// Changes the filesystem's size to `bytes`.
+    fn resize(&self, bytes: u64) {
+        let done = Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(self.path())
+            .status()
+            .unwrap();
+        assert!(done.success());
+    }
+
     fn remount_read_only(&self) {
         let done = Command::new("mount")
             .args(["-o", "remount,ro"])
@@ -229,12 +239,12 @@ fn listings_work_on_a_read_only_filesystem() {
     check_listings_work_and_record_fails(&[], mount.path(), &root, "read-only file system");
 }
 
-#[test]
-fn a_packet_larger_than_the_free_space_is_refused_before_anything_is_written() {
-    let Some(mount) = Mount::tmpfs("2m") else {
-        eprintln!("note: skipped: mounting a tmpfs is not permitted here");
-        return;
-    };
+/// A family whose replica alpha is on the disk and beta (made by
+/// `mkreplica -import`) is on `mount`, and an update packet for beta
+/// (outside `mount`) that adds `big.bin`: `mib` MiB that no compression
+/// shrinks. Returns the family, beta's root, the packet's folder and the
+/// content.
+fn update_for_a_replica_on(mount: &Mount, mib: usize) -> (Family, PathBuf, PathBuf, Vec<u8>) {
     let family = family(&["alpha"], &[("small.txt", "small\n")]);
     let alpha = family.root("alpha");
     let creation = family.packet_dir("creation");
@@ -261,21 +271,30 @@ fn a_packet_larger_than_the_free_space_is_refused_before_anything_is_written() {
         ],
     )
     .ok();
-    // 3 MiB that no compression shrinks.
     let mut random = XorShift(0x5eed);
-    let big: Vec<u8> = (0..3 * 1024 * 1024 / 8)
+    let big: Vec<u8> = (0..mib * 1024 * 1024 / 8)
         .flat_map(|_| random.next().to_le_bytes())
         .collect();
     std::fs::write(alpha.join("big.bin"), &big).unwrap();
     let out = family.packet_dir("updates");
     export_to(&alpha, &out, &["beta"], &[]).ok();
+    (family, beta, out, big)
+}
+
+#[test]
+fn a_packet_larger_than_the_free_space_is_refused_before_anything_is_written() {
+    let Some(mount) = Mount::tmpfs("2m") else {
+        eprintln!("note: skipped: mounting a tmpfs is not permitted here");
+        return;
+    };
+    let (_family, beta, out, big) = update_for_a_replica_on(&mount, 3);
     let before = tree_listing(&beta);
     let alpha_at_beta = epoch_in_row(&beta, "beta", "alpha");
     let import = import_from(&beta, &[&out]).fails_with(1);
-    // The 3 MiB staged, and the spool of the packet's chunks beside it.
+    // The 3 MiB staged, written once (no copy of the packet's chunks).
     assert!(
         import.stderr.contains("syncreplica: error: refused ")
-            && import.stderr.contains(": needs 6.0 MiB, has ")
+            && import.stderr.contains(": needs 3.0 MiB, has ")
             && import.stderr.contains(&format!(
                 " free on {} (the filesystem of replica {}); nothing was changed",
                 mount.path().display(),
@@ -294,14 +313,89 @@ fn a_packet_larger_than_the_free_space_is_refused_before_anything_is_written() {
         "nothing staged"
     );
     // On a filesystem with room, the same packet applies.
-    let grown = Command::new("mount")
-        .args(["-o", "remount,size=32m"])
-        .arg(mount.path())
-        .status()
-        .unwrap();
-    assert!(grown.success());
+    mount.resize(32 * 1024 * 1024);
     import_from(&beta, &[&out]).ok();
     assert_eq!(std::fs::read(beta.join("big.bin")).unwrap(), big);
+}
+
+#[test]
+fn an_import_writes_new_content_once_so_it_fits_in_less_than_twice_its_size() {
+    let Some(mount) = Mount::tmpfs("64m") else {
+        eprintln!("note: skipped: mounting a tmpfs is not permitted here");
+        return;
+    };
+    const MIB: u64 = 1024 * 1024;
+    let new = 8 * MIB;
+    let (_family, beta, out, big) = update_for_a_replica_on(&mount, (new / MIB) as usize);
+    // Shrink the filesystem to leave 1.3 times the new content free: room
+    // for it written once (and for the database's growth), not twice.
+    let stat = rustix::fs::statvfs(mount.path()).unwrap();
+    let used = (stat.f_blocks - stat.f_bfree) * stat.f_frsize;
+    let size = (used + new * 13 / 10).next_multiple_of(4096);
+    mount.resize(size);
+    let stat = rustix::fs::statvfs(mount.path()).unwrap();
+    let free = stat.f_bavail * stat.f_frsize;
+    assert!(
+        free >= new * 5 / 4 && free < new * 3 / 2,
+        "{free} bytes free for {new} bytes of new content"
+    );
+    import_from(&beta, &[&out]).ok();
+    assert_eq!(std::fs::read(beta.join("big.bin")).unwrap(), big);
+    assert!(!beta.join(".syncreplica/staging").exists());
+}
+
+#[test]
+fn mkreplica_import_writes_content_once_so_it_fits_in_less_than_twice_its_size() {
+    const MIB: u64 = 1024 * 1024;
+    const HEAD: usize = 256 * 1024;
+    let new = 8 * MIB;
+    // 1.3 times the content: room for it written once, and the database.
+    let Some(mount) = Mount::tmpfs(&(new * 13 / 10).next_multiple_of(4096).to_string()) else {
+        eprintln!("note: skipped: mounting a tmpfs is not permitted here");
+        return;
+    };
+    let family = family(&["alpha"], &[]);
+    let alpha = family.root("alpha");
+    let mut random = XorShift(0xc0ffee);
+    let big: Vec<u8> = (0..new / 8)
+        .flat_map(|_| random.next().to_le_bytes())
+        .collect();
+    // Shared chunks are written at each place that needs them.
+    std::fs::write(alpha.join("big.bin"), &big).unwrap();
+    std::fs::create_dir(alpha.join("d")).unwrap();
+    std::fs::write(alpha.join("d/head.bin"), &big[..HEAD]).unwrap();
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let creation = family.packet_dir("creation");
+    run(
+        &alpha,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            creation.as_os_str(),
+            "beta".as_ref(),
+        ],
+    )
+    .ok();
+    let beta = mount.path().join("beta");
+    run(
+        family.dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            beta.as_os_str(),
+            creation.as_os_str(),
+        ],
+    )
+    .ok();
+    assert_eq!(std::fs::read(beta.join("big.bin")).unwrap(), big);
+    assert_eq!(
+        std::fs::read(beta.join("d/head.bin")).unwrap(),
+        &big[..HEAD]
+    );
+    assert_eq!(tree_listing(&alpha), tree_listing(&beta));
+    assert!(!beta.join(".syncreplica/staging").exists());
 }
 
 /// Gives `dir` and everything under it to `nobody`.

@@ -669,7 +669,7 @@ fn a_rename_racing_a_delete_is_repaired_with_fullcontent() {
 fn a_scan_first_finishes_an_import_interrupted_by_a_crash() {
     use syncreplica::replica::Replica;
     use syncreplica::sync::apply::{self, ApplyHooks};
-    use syncreplica::sync::packets::ChunkSpool;
+    use syncreplica::sync::packets::PacketChunks;
     let fam = family(&["alpha", "beta"], &[("keep.txt", "k")]);
     let (a, b) = (fam.root("alpha"), fam.root("beta"));
     for i in 0..5 {
@@ -693,9 +693,13 @@ fn a_scan_first_finishes_an_import_interrupted_by_a_crash() {
         let part = packet_format::verify_packet(&packet_files(&out)[0], &keys).unwrap();
         let packet = packet_format::LogicalPacket::assemble(vec![part]).unwrap();
         let ops: Vec<_> = packet.operations().map(|op| op.unwrap()).collect();
-        let mut spool = ChunkSpool::fill(&packet, &beta.state_dir()).unwrap();
-        let result =
-            apply::apply_batch(&mut beta, &ops, &mut spool, &mut ApplyHooks::crash_at(step));
+        let mut chunks = PacketChunks::new(&packet);
+        let result = apply::apply_batch(
+            &mut beta,
+            &ops,
+            &mut chunks,
+            &mut ApplyHooks::crash_at(step),
+        );
         match result {
             Err(err) if apply::is_injected_crash(&err) => {
                 if apply::is_pending(&beta).unwrap() {

@@ -4,9 +4,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -19,6 +19,7 @@ use crate::ops::{ChunkId, ChunkRef, PathState, Timestamp};
 use crate::replica::Replica;
 use crate::store::layout::{DELETED_DIR, STAGING_DIR, TEMP_NEW_FILE};
 use crate::store::state::RecordedEntry;
+use crate::sync::assemble::{self, Options, Target};
 use crate::tree::confined::{ConfinedRoot, DiskKind, Located, Place};
 use crate::tree::relpath;
 use rustix::fs::FileType;
@@ -66,56 +67,51 @@ fn stage_all(
 ) -> Result<u64> {
     std::fs::create_dir_all(staging).at(staging)?;
     let confined = ConfinedRoot::open(&replica.root)?;
-    let mut finder = Finder {
+    let mut local = LocalFinder {
         root: &replica.root,
         confined: &confined,
-        staging,
         recorded: &plan.recorded,
         local: None,
         soft_deleted: None,
-        staged: HashMap::new(),
-        source,
     };
-    let mut written = 0;
-    for job in &plan.jobs {
-        let path = staging.join(job.staged.to_string());
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .at(&path)?;
-        let mut offset = 0u64;
-        for chunk in &job.chunks {
-            let bytes = finder.find(chunk, &job.path)?;
-            file.write_all(&bytes).at(&path)?;
-            finder
-                .staged
-                .entry(chunk.id)
-                .or_insert((job.staged, offset));
-            offset += u64::from(chunk.len);
-        }
-        file.set_permissions(std::fs::Permissions::from_mode(job.mode))
-            .at(&path)?;
-        crate::tree::confined::set_file_mtime(&file, job.mtime).at(&path)?;
-        file.sync_all().at(&path)?;
-        written += offset;
-        hooks.step("staged a file")?;
-    }
+    let targets: Vec<Target> = plan
+        .jobs
+        .iter()
+        .map(|job| Target {
+            path: staging.join(job.staged.to_string()),
+            rel: &job.path,
+            chunks: &job.chunks,
+            mode: job.mode,
+            mtime: job.mtime,
+        })
+        .collect();
+    let written = assemble::write_files(
+        &targets,
+        source,
+        Options {
+            elsewhere: &mut |chunk| local.find(chunk),
+            missing: &|chunk, rel| {
+                Some(Error::Refused(Refusal::MissingContent {
+                    chunk: hex::encode(chunk.id),
+                    path: relpath::display(rel),
+                }))
+            },
+            fsync: true,
+            after_file: &mut || hooks.step("staged a file"),
+        },
+    )?;
     sync_dir(staging).at(staging)?;
-    Ok(written)
+    Ok(written.bytes)
 }
 
 /// Where each chunk of this replica's recorded files is: (path, offset).
 type LocalIndex = HashMap<ChunkId, Vec<(Vec<u8>, u64)>>;
 
-/// Finds chunk bytes: staged earlier in this batch, carried by the packet,
-/// or in a file this replica has; always verified against the id.
-struct Finder<'a> {
+/// Finds the chunks a packet does not carry in a file this replica has,
+/// or among its soft-deleted files; always verified against the id.
+struct LocalFinder<'a> {
     root: &'a Path,
     confined: &'a ConfinedRoot,
-    staging: &'a Path,
     recorded: &'a HashMap<Vec<u8>, RecordedEntry>,
     /// Chunk id -> (path, offset), built on first use.
     local: Option<LocalIndex>,
@@ -123,8 +119,6 @@ struct Finder<'a> {
     /// use: a version an earlier import replaced may be what a conflict
     /// copy or a rename needs now.
     soft_deleted: Option<HashMap<ChunkId, (PathBuf, u64)>>,
-    staged: HashMap<ChunkId, (u64, u64)>,
-    source: &'a mut dyn ChunkSource,
 }
 
 fn verified(chunk: &ChunkRef, bytes: &[u8]) -> bool {
@@ -146,25 +140,9 @@ fn read_from(mut file: File, offset: u64, len: u32) -> std::io::Result<Vec<u8>> 
     Ok(bytes)
 }
 
-impl Finder<'_> {
-    fn find(&mut self, chunk: &ChunkRef, for_path: &[u8]) -> Result<Vec<u8>> {
-        if let Some((staged, offset)) = self.staged.get(&chunk.id) {
-            let path = self.staging.join(staged.to_string());
-            if let Ok(bytes) = read_at(&path, *offset, chunk.len) {
-                if verified(chunk, &bytes) {
-                    return Ok(bytes);
-                }
-            }
-        }
-        if let Some(bytes) = self.source.chunk(&chunk.id)? {
-            if verified(chunk, &bytes) {
-                return Ok(bytes);
-            }
-            return Err(Error::Refused(Refusal::BadContent {
-                chunk: hex::encode(chunk.id),
-                path: relpath::display(for_path),
-            }));
-        }
+impl LocalFinder<'_> {
+    /// The chunk's bytes, verified; `None` if no file here holds it.
+    fn find(&mut self, chunk: &ChunkRef) -> Option<Vec<u8>> {
         let recorded = self.recorded;
         let local = self.local.get_or_insert_with(|| {
             let mut index = LocalIndex::new();
@@ -186,7 +164,7 @@ impl Finder<'_> {
                 .and_then(|file| read_from(file, *offset, chunk.len));
             if let Ok(bytes) = read {
                 if verified(chunk, &bytes) {
-                    return Ok(bytes);
+                    return Some(bytes);
                 }
             }
         }
@@ -197,14 +175,11 @@ impl Finder<'_> {
         if let Some((path, offset)) = deleted.get(&chunk.id) {
             if let Ok(bytes) = read_at(path, *offset, chunk.len) {
                 if verified(chunk, &bytes) {
-                    return Ok(bytes);
+                    return Some(bytes);
                 }
             }
         }
-        Err(Error::Refused(Refusal::MissingContent {
-            chunk: hex::encode(chunk.id),
-            path: relpath::display(for_path),
-        }))
+        None
     }
 }
 

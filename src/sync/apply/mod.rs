@@ -87,11 +87,15 @@
 //!    path that ends up existing becomes a directory. Each such repair is a
 //!    conflict that the directory wins, recorded as an operation of this
 //!    replica (a displaced file becomes a conflict copy as in rule 5).
-//! 7. **Writing states.** A file's content is assembled from its chunk list:
-//!    each chunk from a file staged earlier in the batch, else from the
-//!    [`ChunkSource`], else from a file this replica has whose recorded chunk
-//!    list contains it, else from a soft-deleted file; every chunk's SHA-256
-//!    and length are verified before use. A chunk found nowhere refuses the batch. Mode (setuid and setgid
+//! 7. **Writing states.** A file's content is assembled from its chunk list,
+//!    each chunk written once at every place the batch's files need it:
+//!    as the [`ChunkSource`] streams it (a packet, in stored order, with no
+//!    copy made first), else from a file this replica has whose recorded
+//!    chunk list contains it, else from a soft-deleted file; every chunk's
+//!    SHA-256 and length are verified before use. A chunk found nowhere
+//!    refuses the batch. Before anything is staged, a batch whose staged
+//!    content exceeds the free space of the replica's filesystem is
+//!    refused ([`crate::Refusal::NoSpace`]). Mode (setuid and setgid
 //!    bits are dropped, and the entry records the mode as written) and mtime
 //!    are set. Directories are created, symlinks are created with their
 //!    stored target bytes (never followed), deleted paths are removed. A file
@@ -190,33 +194,50 @@ pub use disk::purge_soft_deleted;
 pub use plan::{conflict_copy_name, validate_path, winner_is_first};
 /// Where the bytes of chunks come from, e.g. a packet's chunk entries.
 pub trait ChunkSource {
-    /// Bytes of a chunk carried by the packet, or `None` if not carried.
-    /// The engine verifies the bytes against the id before use.
-    fn chunk(&mut self, id: &ChunkId) -> Result<Option<Vec<u8>>>;
-
-    /// Bytes the source writes on the replica's filesystem when first
-    /// asked for a chunk (a spool of the packet's chunks), counted in the
-    /// engine's check of free space before anything is staged.
-    fn bytes_to_spool(&self) -> u64 {
-        0
-    }
+    /// Hands `sink` the chunks this source carries, each once, in the
+    /// source's own order. `wanted` lists the chunks the batch needs, in
+    /// the order its files first need them: a source that looks chunks up
+    /// by id hands over those of `wanted` it has; a packet streams every
+    /// chunk it carries in stored order (the sink skips the rest), so no
+    /// copy of them is made first. The engine checks every chunk against
+    /// its id before use. Errors: the sink's, and the source's own (a
+    /// damaged packet).
+    fn deliver(
+        &mut self,
+        wanted: &[ChunkId],
+        sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
+    ) -> Result<()>;
 }
 
 /// A source that carries nothing: every chunk must already be local.
 pub struct NoChunks;
 
 impl ChunkSource for NoChunks {
-    fn chunk(&mut self, _id: &ChunkId) -> Result<Option<Vec<u8>>> {
-        Ok(None)
+    fn deliver(
+        &mut self,
+        _wanted: &[ChunkId],
+        _sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        Ok(())
     }
 }
 
+/// A lookup by id (bytes, or `None` if not carried) as a source.
 impl<F> ChunkSource for F
 where
     F: FnMut(&ChunkId) -> Result<Option<Vec<u8>>>,
 {
-    fn chunk(&mut self, id: &ChunkId) -> Result<Option<Vec<u8>>> {
-        self(id)
+    fn deliver(
+        &mut self,
+        wanted: &[ChunkId],
+        sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        for id in wanted {
+            if let Some(bytes) = self(id)? {
+                sink(id, &bytes)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -337,7 +358,7 @@ pub fn apply_batch_with(
 ) -> Result<ApplyReport> {
     recover(replica)?;
     let plan = plan::plan(replica, ops)?;
-    check_space(replica, &plan, chunks)?;
+    check_space(replica, &plan)?;
     let mut report = plan.report.clone();
     report.bytes_written = disk::stage(replica, &plan, chunks, hooks)?;
     hooks.step("before commit")?;
@@ -356,27 +377,24 @@ pub fn apply_batch_with(
 }
 
 /// The bytes a batch writes on the replica's filesystem before its
-/// commit: the content of every file it stages, and what the chunk source
-/// still has to spool there to serve it.
-fn bytes_needed(plan: &plan::Plan, chunks: &dyn ChunkSource) -> u64 {
-    let staged: u64 = plan
-        .jobs
+/// commit: the content of every file it stages. Chunks are written
+/// straight from the packet into the staged files (`crate::sync::assemble`),
+/// so nothing else is written on the way.
+fn bytes_needed(plan: &plan::Plan) -> u64 {
+    plan.jobs
         .iter()
         .flat_map(|job| &job.chunks)
         .map(|chunk| u64::from(chunk.len))
-        .sum();
-    if staged == 0 {
-        return 0;
-    }
-    staged.saturating_add(chunks.bytes_to_spool())
+        .sum()
 }
 
 /// Refuses the batch, before anything is staged, when the replica's
-/// filesystem lacks the room for it ([`Refusal::NoSpace`]). The database
-/// growth and the rounding of files to blocks are not counted: this
-/// catches the packet that cannot fit, not every full disk.
-fn check_space(replica: &Replica, plan: &plan::Plan, chunks: &dyn ChunkSource) -> Result<()> {
-    let needed = bytes_needed(plan, chunks);
+/// filesystem lacks the room for the content it stages
+/// ([`Refusal::NoSpace`]). The database growth and the rounding of files
+/// to blocks are not counted: this catches the packet that cannot fit, not
+/// every full disk.
+fn check_space(replica: &Replica, plan: &plan::Plan) -> Result<()> {
+    let needed = bytes_needed(plan);
     if needed == 0 {
         return Ok(());
     }
