@@ -134,7 +134,7 @@ pub enum Error {
 
     /// A signal (SIGINT, SIGTERM) stopped an export before its commit: the
     /// packet being written was discarded, its estimates left as they were.
-    #[error("interrupted by {}; the packet being written was removed and nothing was recorded as sent", signal_name(*signal))]
+    #[error("interrupted by {}; the packet being written was removed and is not recorded as sent (a target reported above as exported stays exported)", signal_name(*signal))]
     Interrupted { signal: i32 },
 
     /// A recorded chunk is no longer in the tree (creation export).

@@ -165,6 +165,33 @@ impl LockedReplica {
     }
 }
 
+/// Refuses `root` (a canonical path) when it lies in a replica (or is
+/// one): replicas do not nest. [`Error::AlreadyInReplica`] names the outer
+/// replica.
+pub(crate) fn refuse_nesting(root: &Path) -> Result<()> {
+    if let Some(outer) = root.ancestors().find(|d| is_replica_root(d)) {
+        let name = Identity::load(&state_dir(outer))
+            .map(|i| i.replica_name)
+            .unwrap_or_else(|_| "?".into());
+        return Err(Error::AlreadyInReplica {
+            path: root.to_path_buf(),
+            root: outer.to_path_buf(),
+            name,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a directory that may not exist yet, before anything is
+/// created: its nearest existing ancestor must not lie in a replica.
+pub(crate) fn refuse_nesting_of_new(dir: &Path) -> Result<()> {
+    if let Some(existing) = dir.ancestors().find(|d| d.is_dir()) {
+        let existing = std::fs::canonicalize(existing).at(existing)?;
+        refuse_nesting(&existing)?;
+    }
+    Ok(())
+}
+
 /// A failure to open the replica for writing, as [`Error::NotWritable`]
 /// when the user or the filesystem does not allow writing; other errors
 /// as they are.
@@ -414,25 +441,10 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
         other => other,
     })?;
     identity::validate_name(name)?;
-    let in_replica = |root: &Path| -> Result<()> {
-        if let Some(outer) = root.ancestors().find(|d| is_replica_root(d)) {
-            let name = Identity::load(&state_dir(outer))
-                .map(|i| i.replica_name)
-                .unwrap_or_else(|_| "?".into());
-            return Err(Error::AlreadyInReplica {
-                path: root.to_path_buf(),
-                root: outer.to_path_buf(),
-                name,
-            });
-        }
-        Ok(())
-    };
+    let in_replica = refuse_nesting;
     if !dir.exists() {
         // Refused before anything is created.
-        if let Some(existing) = dir.ancestors().skip(1).find(|d| d.is_dir()) {
-            let existing = std::fs::canonicalize(existing).at(existing)?;
-            in_replica(&existing)?;
-        }
+        refuse_nesting_of_new(dir)?;
         std::fs::create_dir_all(dir).at(dir)?;
     }
     let root = std::fs::canonicalize(dir).at(dir)?;

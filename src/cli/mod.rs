@@ -77,7 +77,7 @@ Exit status:
   1  the command failed; the message names the file or value and nothing was half-changed
   2  the command line was wrong
   3  another process holds the replica's lock
-  130, 143  an export was interrupted by SIGINT (Ctrl-C) or SIGTERM: the packet being written was removed and nothing was recorded as sent (a second signal ends it at once)";
+  130, 143  an export was interrupted by SIGINT (Ctrl-C) or SIGTERM: the packet being written was removed and is not recorded as sent; targets reported as exported before it stay exported (a second signal ends it at once)";
 
 pub use args::{normalize_args, parse_args};
 

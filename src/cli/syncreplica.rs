@@ -252,49 +252,11 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         full_content: args.fullcontent,
         before_commit: Some(&queue),
         stop: &stop,
+        after_target: Some(&print_target_export),
     };
-    let results = export::export_updates(&mut replica, &request)?;
+    // Each target is reported as it is done (`print_target_export`).
+    export::export_updates(&mut replica, &request)?;
     progress.finish_and_clear();
-    for (target, result) in results {
-        match result {
-            export::TargetExport::UpToDate => {
-                outln!(
-                    "{} lacks nothing from this replica; no packet written.",
-                    target.name
-                )
-            }
-            export::TargetExport::Written(summary) => {
-                outln!(
-                    "Exported to {} (packet sequence number {}): {} operation{}, {} file{} added or changed, {} deleted, {} chunk{} ({} bytes) shipped, {} reused from content {} has.",
-                    target.name,
-                    summary.sequence,
-                    summary.operations,
-                    plural(summary.operations),
-                    summary.files_added_or_changed,
-                    plural(summary.files_added_or_changed),
-                    summary.deleted,
-                    summary.chunks_sent,
-                    plural(summary.chunks_sent),
-                    summary.chunk_bytes_sent,
-                    summary.chunks_reused,
-                    target.name
-                );
-                for part in &summary.parts {
-                    outln!("  {} ({} bytes)", part.path.display(), part.size);
-                }
-                if let Some(held) = &summary.held_back {
-                    warn_held_back(&target.name, held);
-                }
-            }
-            export::TargetExport::HeldBack(held) => {
-                outln!(
-                    "No packet written for {}: the first change it lacks needs a file that changed since the scan.",
-                    target.name
-                );
-                warn_held_back(&target.name, &held);
-            }
-        }
-    }
     // The replica is not needed for shipping: other commands need not wait
     // for a slow link.
     drop(replica);
@@ -322,6 +284,48 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Says what an export did for one target, as soon as it is done.
+fn print_target_export(target: &crate::store::state::Member, result: &export::TargetExport) {
+    match result {
+        export::TargetExport::UpToDate => {
+            outln!(
+                "{} lacks nothing from this replica; no packet written.",
+                target.name
+            )
+        }
+        export::TargetExport::Written(summary) => {
+            outln!(
+                "Exported to {} (packet sequence number {}): {} operation{}, {} file{} added or changed, {} deleted, {} chunk{} ({} bytes) shipped, {} reused from content {} has.",
+                target.name,
+                summary.sequence,
+                summary.operations,
+                plural(summary.operations),
+                summary.files_added_or_changed,
+                plural(summary.files_added_or_changed),
+                summary.deleted,
+                summary.chunks_sent,
+                plural(summary.chunks_sent),
+                summary.chunk_bytes_sent,
+                summary.chunks_reused,
+                target.name
+            );
+            for part in &summary.parts {
+                outln!("  {} ({} bytes)", part.path.display(), part.size);
+            }
+            if let Some(held) = &summary.held_back {
+                warn_held_back(&target.name, held);
+            }
+        }
+        export::TargetExport::HeldBack(held) => {
+            outln!(
+                "No packet written for {}: the first change it lacks needs a file that changed since the scan.",
+                target.name
+            );
+            warn_held_back(&target.name, held);
+        }
+    }
 }
 
 /// Says which busy file held an export back, and that the rest follows.

@@ -551,6 +551,8 @@ pub fn import_creation(
         });
     }
 
+    // Replicas do not nest: refused before anything is created.
+    replica::refuse_nesting_of_new(dir)?;
     let existed = dir.exists();
     let cleaned_up = if existed {
         remove_abandoned_import(dir, packet)?
@@ -568,16 +570,6 @@ pub fn import_creation(
         std::fs::create_dir_all(dir).at(dir)?;
     }
     let root = std::fs::canonicalize(dir).at(dir)?;
-    if let Some(outer) = root
-        .parent()
-        .and_then(|p| p.ancestors().find(|d| replica::is_replica_root(d)))
-    {
-        return Err(Error::AlreadyInReplica {
-            path: root.clone(),
-            root: outer.to_path_buf(),
-            name: "?".into(),
-        });
-    }
     let result = materialize(packet, &header, &payload, &root, &secret);
     match result {
         Ok(Materialized {
@@ -595,16 +587,13 @@ pub fn import_creation(
             conflicts,
         }),
         Err(err) => {
-            // Leave the directory as it was found: absent or empty.
-            if let Ok(entries) = std::fs::read_dir(&root) {
-                for entry in entries.flatten() {
-                    let path = entry.path();
-                    let _ = if path.is_dir() && !path.is_symlink() {
-                        std::fs::remove_dir_all(&path)
-                    } else {
-                        std::fs::remove_file(&path)
-                    };
-                }
+            // Leave the directory as it was found, absent or empty: remove
+            // what this run made, and only that (a file a person put there
+            // meanwhile stays).
+            let staging = root.join(format!("{STATE_DIR}.init-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&staging);
+            if let Ok(made) = made_by_packet(&root, packet) {
+                let _ = remove_made(&made);
             }
             if !existed {
                 let _ = std::fs::remove_dir(&root);
@@ -616,49 +605,114 @@ pub fn import_creation(
 
 /// Removes what a `mkreplica -import` into `dir` killed before it finished
 /// left: its state folder under construction (`.syncreplica.init-PID`, its
-/// process gone) and the top-level entries the packet creates. If anything
-/// else is there, nothing is removed (the caller then finds the directory
-/// not empty). Returns the
-/// pids of the runs cleaned up after.
+/// process gone) and the tree it made, but only when everything in `dir`
+/// is what the packet makes, as it makes it (see [`made_by_packet`]). If
+/// anything else is there (a file a person added or changed, at any
+/// depth), nothing is removed and the caller finds the directory not
+/// empty. Returns the pids of the runs cleaned up after.
 fn remove_abandoned_import(dir: &Path, packet: &LogicalPacket) -> Result<Vec<u32>> {
     let abandoned = crate::store::lock::abandoned_init_dirs(dir);
     if abandoned.is_empty() || dir.join(STATE_DIR).exists() {
         return Ok(Vec::new());
     }
-    let mut tops: std::collections::HashSet<Vec<u8>> = Default::default();
-    for op in packet.operations() {
-        if let Some(change) = op?.change.path_change() {
-            let top = change.path.split(|&b| b == b'/').next().unwrap_or_default();
-            tops.insert(top.to_vec());
-        }
-    }
-    use std::os::unix::ffi::OsStrExt;
-    let ours: Vec<PathBuf> = std::fs::read_dir(dir)
-        .at(dir)?
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| !abandoned.iter().any(|(staging, _)| staging == path))
-        .collect();
-    if ours.iter().any(|path| {
-        !path
-            .file_name()
-            .is_some_and(|n| tops.contains(n.as_bytes()))
-    }) {
-        // Something the packet does not make: not only leftovers.
+    let made = made_by_packet(dir, packet)?;
+    let leftovers: Vec<&PathBuf> = abandoned.iter().map(|(staging, _)| staging).collect();
+    if made
+        .foreign
+        .iter()
+        .any(|path| !leftovers.iter().any(|staging| path.starts_with(staging)))
+    {
         return Ok(Vec::new());
     }
     for (staging, _) in &abandoned {
         std::fs::remove_dir_all(staging).at(staging)?;
     }
-    for path in ours {
-        let meta = std::fs::symlink_metadata(&path).at(&path)?;
-        if meta.is_dir() {
-            std::fs::remove_dir_all(&path).at(&path)?;
-        } else {
-            std::fs::remove_file(&path).at(&path)?;
+    remove_made(&made)?;
+    Ok(abandoned.into_iter().map(|(_, pid)| pid).collect())
+}
+
+/// What a directory holds, sorted into what a creation packet makes there
+/// (`ours`: files of the packet's size and mtime, links to the packet's
+/// target, and directories of the packet's) and everything else
+/// (`foreign`), each a path on disk. A directory holding anything foreign
+/// is foreign too, so removing `ours` never takes a person's file with it.
+struct Made {
+    ours: Vec<PathBuf>,
+    foreign: Vec<PathBuf>,
+}
+
+fn made_by_packet(dir: &Path, packet: &LogicalPacket) -> Result<Made> {
+    let mut states: HashMap<Vec<u8>, PathState> = HashMap::new();
+    for op in packet.operations() {
+        let op = op?;
+        if let Some(change) = op.change.path_change() {
+            states.insert(change.path.clone(), change.state.clone());
         }
     }
-    Ok(abandoned.into_iter().map(|(_, pid)| pid).collect())
+    let mut made = Made {
+        ours: Vec::new(),
+        foreign: Vec::new(),
+    };
+    sort_made(dir, &[], &states, &mut made)?;
+    Ok(made)
+}
+
+/// Sorts the entries of `dir` (tree path `rel`) into `made`; true when all
+/// of them are ours.
+fn sort_made(
+    dir: &Path,
+    rel: &[u8],
+    states: &HashMap<Vec<u8>, PathState>,
+    made: &mut Made,
+) -> Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let mut all_ours = true;
+    for entry in std::fs::read_dir(dir).at(dir)?.flatten() {
+        let path = entry.path();
+        let mut tree_path = rel.to_vec();
+        if !tree_path.is_empty() {
+            tree_path.push(b'/');
+        }
+        tree_path.extend_from_slice(entry.file_name().as_bytes());
+        let meta = std::fs::symlink_metadata(&path).at(&path)?;
+        let ours = match states.get(&tree_path) {
+            Some(PathState::Directory { .. }) if meta.is_dir() => {
+                sort_made(&path, &tree_path, states, made)?
+            }
+            Some(PathState::File { size, mtime, .. }) if meta.is_file() => {
+                meta.size() == *size
+                    && meta.mtime() == mtime.secs
+                    && meta.mtime_nsec() == i64::from(mtime.nanos)
+            }
+            Some(PathState::Symlink { target, .. }) if meta.file_type().is_symlink() => {
+                std::fs::read_link(&path).is_ok_and(|t| t.as_os_str().as_bytes() == target)
+            }
+            _ => false,
+        };
+        if ours {
+            made.ours.push(path);
+        } else {
+            all_ours = false;
+            made.foreign.push(path);
+        }
+    }
+    Ok(all_ours)
+}
+
+/// Removes the paths [`made_by_packet`] found ours, deepest first.
+fn remove_made(made: &Made) -> Result<()> {
+    let mut ours: Vec<&PathBuf> = made.ours.iter().collect();
+    ours.sort_by(|a, b| b.cmp(a));
+    for path in ours {
+        let meta = std::fs::symlink_metadata(path).at(path)?;
+        if meta.is_dir() {
+            std::fs::remove_dir(path).at(path)?;
+        } else {
+            std::fs::remove_file(path).at(path)?;
+        }
+    }
+    Ok(())
 }
 
 /// What [`materialize`] made: the replica, its file count, the files the
@@ -1102,7 +1156,11 @@ fn fold_collisions<'a>(
                         if !copy.is_empty() {
                             copy.push(b'/');
                         }
-                        copy.extend(crate::sync::apply::conflict_copy_name(name, *mtime, &label));
+                        copy.extend(crate::sync::apply::conflict_copy_name(
+                            name,
+                            Some(*mtime),
+                            &label,
+                        ));
                         (crate::sync::apply::validate_path(&copy).is_ok()
                             && taken.insert(folding.key(&copy).into_owned()))
                         .then_some(copy)

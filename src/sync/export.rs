@@ -26,6 +26,9 @@ use crate::store::state::{self, Member};
 use crate::sync::chunks::{ChunkRead, LocalChunks};
 
 /// See [`ExportRequest::before_commit`].
+/// See [`ExportRequest::after_target`].
+pub type AfterTarget<'a> = dyn Fn(&Member, &TargetExport) + 'a;
+
 pub type BeforeCommit<'a> = dyn Fn(&Member, &[WrittenPart]) -> Result<()> + 'a;
 
 /// What to export and where.
@@ -54,6 +57,9 @@ pub struct ExportRequest<'a> {
     /// and the export returns [`Error::Interrupted`] without raising that
     /// target's estimates. Targets finished before it stay exported.
     pub stop: &'a crate::sync::StopFlag,
+    /// Called as each target is done, in order, so that what was exported
+    /// is reported even when a later target is interrupted or fails.
+    pub after_target: Option<&'a AfterTarget<'a>>,
 }
 
 /// What was sent to one target.
@@ -156,6 +162,9 @@ pub fn export_updates(
     let mut results = Vec::new();
     for target in targets {
         let outcome = export_to(replica, &target, request)?;
+        if let Some(after) = request.after_target {
+            after(&target, &outcome);
+        }
         results.push((target, outcome));
     }
     Ok(results)

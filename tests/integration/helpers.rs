@@ -417,6 +417,18 @@ impl Paused {
         self.finish()
     }
 
+    /// Lets the paused process go on to the next time it reaches its
+    /// point, and returns once it is there. Panics if it ends before.
+    pub fn next(&mut self) {
+        std::fs::remove_file(&self.marker).unwrap();
+        while !self.marker.exists() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("ended ({status}) before pausing again");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// Lets the paused process go on, and waits for it to end.
     pub fn resume(self) -> Run {
         std::fs::remove_file(&self.marker).unwrap();

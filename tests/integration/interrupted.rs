@@ -2,6 +2,8 @@
 //! stuck: commands killed at named points (the test hook
 //! `SYNCREPLICA_TEST_CRASH_AT`) and commands that fail.
 
+use std::ffi::OsStr;
+
 use crate::helpers::*;
 
 #[test]
@@ -79,6 +81,22 @@ fn a_killed_mkreplica_import_is_cleaned_up_by_the_next_run() {
         "user's"
     );
     std::fs::remove_file(b.join("mine.txt")).unwrap();
+    // Deeper down too, and a packet file a person edited: kept, refused.
+    write(&b, "docs/mine.txt", "user's too");
+    let refused = run(fam.dir.path(), "mkreplica", args).fails_with(1);
+    assert!(refused.stderr.contains("not empty"), "{}", refused.stderr);
+    assert_eq!(
+        std::fs::read_to_string(b.join("docs/mine.txt")).unwrap(),
+        "user's too"
+    );
+    std::fs::remove_file(b.join("docs/mine.txt")).unwrap();
+    write(&b, "docs/a.txt", "edited after the kill");
+    run(fam.dir.path(), "mkreplica", args).fails_with(1);
+    assert_eq!(
+        std::fs::read_to_string(b.join("docs/a.txt")).unwrap(),
+        "edited after the kill"
+    );
+    std::fs::remove_file(b.join("docs/a.txt")).unwrap();
     let again = run(fam.dir.path(), "mkreplica", args).ok();
     assert!(
         again.stdout.contains("killed before it finished"),
@@ -438,4 +456,83 @@ fn chepoch_does_not_hold_the_lock_while_its_question_waits() {
     // record moved alpha's own row, not beta's.
     assert!(status.success());
     assert_eq!(epoch_in_row(&a, "beta", "alpha"), 0);
+}
+
+/// `mkreplica -import` into a directory inside a replica is refused
+/// before anything is made: no directory appears in the outer replica (it
+/// would be recorded and sent to its siblings), and the message names it.
+#[test]
+fn mkreplica_import_refused_for_nesting_creates_nothing() {
+    let fam = family(&["alpha"], &[("docs/a.txt", "hello")]);
+    let a = fam.root("alpha");
+    let out = fam.packet_dir("creation");
+    run(
+        &a,
+        "mkreplica",
+        [
+            "-export".as_ref(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "beta".as_ref(),
+        ] as [&std::ffi::OsStr; 4],
+    )
+    .ok();
+    let before = everything_under(&a);
+    let inside = a.join("x/y/z");
+    let refused = run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            "-import".as_ref(),
+            "-replica".as_ref(),
+            inside.as_os_str(),
+            out.as_os_str(),
+        ] as [&std::ffi::OsStr; 4],
+    )
+    .fails_with(1);
+    assert!(
+        refused.stderr.contains("inside replica \"alpha\""),
+        "{}",
+        refused.stderr
+    );
+    assert!(!a.join("x").exists());
+    assert_eq!(everything_under(&a), before);
+}
+
+/// An export to two targets interrupted while writing the second says
+/// what it did for the first: exported (its packet stays, its estimate is
+/// raised) before the message that the packet being written was removed.
+#[test]
+fn an_interrupted_export_to_several_targets_reports_those_done() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("seed", "0")]);
+    let a = fam.root("alpha");
+    write(&a, "news.txt", "news");
+    let out = fam.packet_dir("usb");
+    let marker = fam.dir.path().join("paused");
+    let mut paused = start_paused_at(
+        &a,
+        "syncreplica",
+        [
+            OsStr::new("-export"),
+            OsStr::new("-out"),
+            out.as_os_str(),
+            OsStr::new("beta"),
+            OsStr::new("gamma"),
+        ],
+        "export-writing",
+        &marker,
+    );
+    paused.next(); // beta written; now writing gamma's
+    let run = paused.signal(rustix::process::Signal::INT);
+    assert_eq!(run.code, 130, "{}", run.stderr);
+    assert!(run.stdout.contains("Exported to beta"), "{}", run.stdout);
+    assert!(!run.stdout.contains("Exported to gamma"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("interrupted by SIGINT"),
+        "{}",
+        run.stderr
+    );
+    let names = entry_names(&out);
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].contains("_beta_"), "{names:?}");
 }

@@ -755,6 +755,7 @@ fn a_file_changed_after_the_scan_is_left_for_the_next_export_and_nothing_is_writ
         full_content: false,
         before_commit: None,
         stop: &syncreplica::sync::StopFlag::new(),
+        after_target: None,
     };
     let results = export_updates(&mut alpha, &request).unwrap();
     // Its only change needs that content: no packet, the file named.
@@ -1336,4 +1337,65 @@ fn extensions_from_newer_versions_are_relayed_skipped_or_refused_by_rule() {
             .any(|(_, op)| matches!(&op.change, Change::Unknown { kind: 0x1_0001, body } if body == b"a tree digest, say")),
         "the informational operation was relayed"
     );
+}
+
+/// A local symlink or empty file that loses a conflict is kept, as a
+/// conflict copy beside the winner, like any file: nothing a person made
+/// is discarded (a symlink losing to a directory, to a file and to another
+/// symlink; an empty file losing to a newer file).
+#[test]
+fn a_losing_symlink_or_empty_file_is_kept_as_a_conflict_copy() {
+    let fam = family(&["alpha", "beta"], &[("seed", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    // Alpha: a directory, a file and a symlink; beta, concurrently, a
+    // symlink at each of those names, and an empty file where alpha
+    // writes a newer one.
+    write(&a, "x/in", "in");
+    write(&a, "z", "alpha's file");
+    std::os::unix::fs::symlink("alpha-target", a.join("l")).unwrap();
+    std::os::unix::fs::symlink("mine-x", b.join("x")).unwrap();
+    std::os::unix::fs::symlink("mine-z", b.join("z")).unwrap();
+    std::os::unix::fs::symlink("mine-l", b.join("l")).unwrap();
+    write(&b, "e", "");
+    run(&b, "syncreplica", ["-record"]).ok();
+    write(&a, "e", "alpha's newer e");
+    let out = fam.packet_dir("a2b");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    let res = import_from(&b, &[&out]).ok();
+    let links: Vec<(String, String)> = std::fs::read_dir(&b)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_symlink())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_link(&p).unwrap().display().to_string(),
+            )
+        })
+        .collect();
+    for mine in ["mine-x", "mine-z", "mine-l"] {
+        let kept: Vec<_> = links.iter().filter(|(_, t)| t == mine).collect();
+        assert_eq!(kept.len(), 1, "{mine} kept once: {links:?}\n{}", res.stdout);
+        assert!(
+            kept[0].0.contains(".sync-conflict-"),
+            "{mine} kept as a conflict copy: {links:?}"
+        );
+        assert!(res.stdout.contains(&kept[0].0), "{}", res.stdout);
+    }
+    let empty_copies: Vec<_> = std::fs::read_dir(&b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("e.sync-conflict-"))
+        .collect();
+    // Which of the two versions of `e` wins goes by mtime; the other is
+    // kept either way, here or at alpha.
+    let e_here = std::fs::read_to_string(b.join("e")).unwrap();
+    if e_here == "alpha's newer e" {
+        assert_eq!(empty_copies.len(), 1, "{}", res.stdout);
+    }
+    // The copies travel like any local change, and both sites converge.
+    let back = fam.packet_dir("b2a");
+    export_to(&b, &back, &["alpha"], &[]).ok();
+    import_from(&a, &[&back]).ok();
+    assert_eq!(tree_listing(&a), tree_listing(&b));
 }

@@ -549,7 +549,7 @@ fn take_conflict_name(
         Some(i) => (&rel[..=i], &rel[i + 1..]),
         None => (&b""[..], rel),
     };
-    let base = super::conflict_copy_name(name, mtime, ctx.replica_name);
+    let base = super::conflict_copy_name(name, Some(mtime), ctx.replica_name);
     for attempt in 0..1000u32 {
         let mut copy = parent.to_vec();
         copy.extend_from_slice(&base);
@@ -1059,7 +1059,7 @@ fn keep_foreign_temp(ctx: &Context, rel: &[u8], to: &Place, notes: &mut Vec<Stri
     };
     let base = super::conflict_copy_name(
         TEMP_NEW_FILE.as_bytes(),
-        stat_mtime(&stat),
+        Some(stat_mtime(&stat)),
         ctx.replica_name,
     );
     for attempt in 0..1000u32 {

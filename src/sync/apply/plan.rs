@@ -187,19 +187,25 @@ pub fn winner_is_first(a: &PathState, b: &PathState) -> bool {
 }
 
 /// `NAME.sync-conflict-YYYYMMDD-HHMMSS-REPLICA.EXT` for a file `name`
-/// whose losing version has mtime `mtime` and was made by `replica`.
-/// Years outside 0..=9999 print with their sign or extra digits.
+/// whose losing version has mtime `mtime` and was made by `replica`
+/// (`NAME.sync-conflict-REPLICA.EXT` for a version without a time, such
+/// as a symlink's). Years outside 0..=9999 print with their sign or extra
+/// digits.
 /// The extension is what follows the last `.` that is not the name's first
 /// character. The stem is shortened if the name would exceed 255 bytes.
-pub fn conflict_copy_name(name: &[u8], mtime: Timestamp, replica: &str) -> Vec<u8> {
+pub fn conflict_copy_name(name: &[u8], mtime: Option<Timestamp>, replica: &str) -> Vec<u8> {
     let dot = name.iter().rposition(|&b| b == b'.').filter(|&i| i > 0);
     let (stem, ext) = match dot {
         Some(i) => (&name[..i], Some(&name[i + 1..])),
         None => (name, None),
     };
-    let stamp = packet_format::utc_timestamp(mtime.secs).replace('T', "-");
-    let stamp = stamp.trim_end_matches('Z');
-    let middle = format!(".sync-conflict-{stamp}-{replica}");
+    let middle = match mtime {
+        Some(mtime) => {
+            let stamp = packet_format::utc_timestamp(mtime.secs).replace('T', "-");
+            format!(".sync-conflict-{}-{replica}", stamp.trim_end_matches('Z'))
+        }
+        None => format!(".sync-conflict-{replica}"),
+    };
     let ext_len = ext.map_or(0, |e| e.len() + 1);
     let keep = NAME_MAX
         .saturating_sub(middle.len() + ext_len)
@@ -684,23 +690,23 @@ impl Planner<'_> {
         loser_author: Id,
         winner: Option<&PathState>,
     ) -> Result<Option<Vec<u8>>> {
-        let PathState::File {
-            size,
-            chunks,
-            mtime,
-            ..
-        } = loser
-        else {
-            return Ok(None);
-        };
-        if *size == 0 {
-            return Ok(None);
-        }
-        if let Some(PathState::File { chunks: same, .. }) = winner {
-            if same == chunks {
+        // Files (empty ones too) and symlinks: what a person made. A
+        // directory never loses, and a deletion holds nothing to keep.
+        let stamp = match (loser, winner) {
+            (PathState::File { chunks, .. }, Some(PathState::File { chunks: same, .. }))
+                if same == chunks =>
+            {
                 return Ok(None);
             }
-        }
+            (PathState::Symlink { target, .. }, Some(PathState::Symlink { target: same, .. }))
+                if same == target =>
+            {
+                return Ok(None);
+            }
+            (PathState::File { mtime, .. }, _) => Some(*mtime),
+            (PathState::Symlink { mtime, .. }, _) => *mtime,
+            _ => return Ok(None),
+        };
         let who = self.label(&loser_author);
         for attempt in 1..=100 {
             let label = if attempt == 1 {
@@ -708,7 +714,7 @@ impl Planner<'_> {
             } else {
                 format!("{who}-{attempt}")
             };
-            let copy = join(parent, &conflict_copy_name(name, *mtime, &label));
+            let copy = join(parent, &conflict_copy_name(name, stamp, &label));
             if validate_path(&copy).is_err() || self.excluded(&copy, false)? {
                 return Ok(None);
             }
@@ -1518,27 +1524,27 @@ mod tests {
         // 2026-11-21 10:15:00 UTC
         let ns = Timestamp::new(1_795_256_100, 0).unwrap();
         assert_eq!(
-            conflict_copy_name(b"report.txt", ns, "boston"),
+            conflict_copy_name(b"report.txt", Some(ns), "boston"),
             b"report.sync-conflict-20261121-101500-boston.txt".to_vec()
         );
         assert_eq!(
-            conflict_copy_name(b"Makefile", ns, "boston"),
+            conflict_copy_name(b"Makefile", Some(ns), "boston"),
             b"Makefile.sync-conflict-20261121-101500-boston".to_vec()
         );
         assert_eq!(
-            conflict_copy_name(b".bashrc", ns, "b"),
+            conflict_copy_name(b".bashrc", Some(ns), "b"),
             b".bashrc.sync-conflict-20261121-101500-b".to_vec()
         );
         assert_eq!(
-            conflict_copy_name(b"a.tar.gz", ns, "b"),
+            conflict_copy_name(b"a.tar.gz", Some(ns), "b"),
             b"a.tar.sync-conflict-20261121-101500-b.gz".to_vec()
         );
         let long = vec![b'x'; 250];
-        assert!(conflict_copy_name(&long, ns, "b").len() <= NAME_MAX);
+        assert!(conflict_copy_name(&long, Some(ns), "b").len() <= NAME_MAX);
         // Times an i64 of nanoseconds cannot hold.
         let far = Timestamp::new(13_569_465_600, 0).unwrap();
         assert_eq!(
-            conflict_copy_name(b"a.txt", far, "b"),
+            conflict_copy_name(b"a.txt", Some(far), "b"),
             b"a.sync-conflict-24000101-000000-b.txt".to_vec()
         );
     }
