@@ -215,9 +215,14 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         .chain([out])
         .collect();
     cli::remove_abandoned_partials(&dirs);
-    if let Some((shipping, class, expires, _)) = &shipping {
-        adopt_unordered(&mut replica, shipping, class, *expires)?;
-    }
+    // Parts an interrupted export left without an order: queued now, and
+    // with -fship delivered with this export's.
+    let adopted = match &shipping {
+        Some((shipping, class, expires, _)) => {
+            adopt_unordered(&mut replica, shipping, class, *expires)?
+        }
+        None => Vec::new(),
+    };
     let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
     resend_now(&mut replica, &resend)?;
@@ -227,7 +232,8 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     // raised: a kill in between leaves them queued and the estimates low
     // (the next export sends the operations again), never estimates that
     // count on parts nothing will ship.
-    let orders: std::cell::RefCell<Vec<shipping::order::ShippingOrder>> = Default::default();
+    let orders: std::cell::RefCell<Vec<shipping::order::ShippingOrder>> =
+        std::cell::RefCell::new(adopted);
     let queue = |target: &crate::store::state::Member,
                  parts: &[packet_format::WrittenPart]|
      -> crate::error::Result<()> {
@@ -352,8 +358,9 @@ fn adopt_unordered(
     shipping: &ship::Shipping,
     class: &str,
     expires: Option<chrono::DateTime<chrono::Utc>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<shipping::order::ShippingOrder>> {
     let found = shipping.packets_from(class, &replica.identity.replica_id)?;
+    let mut adopted = Vec::new();
     let unordered: Vec<PathBuf> = found
         .iter()
         .filter(|(_, _, ordered)| !ordered)
@@ -376,6 +383,7 @@ fn adopt_unordered(
                 item.order.destinations.join(", ")
             );
         }
+        adopted.extend(queued.into_iter().map(|item| item.order));
     }
     let mut by_packet: std::collections::BTreeMap<_, Vec<&(PathBuf, packet_format::Header, bool)>> =
         Default::default();
@@ -395,7 +403,7 @@ fn adopt_unordered(
             export::record_adopted(replica, header, &first)?;
         }
     }
-    Ok(())
+    Ok(adopted)
 }
 
 fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
