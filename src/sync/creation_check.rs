@@ -228,6 +228,27 @@ pub(crate) fn check(packet: &LogicalPacket, payload: &CreationPayload) -> Result
             Some(_) => {}
         }
     }
+    let members: Vec<Member> = std::iter::once(first)
+        .chain(
+            order
+                .iter()
+                .filter_map(|id| list.iter().find(|m| m.id == *id)),
+        )
+        .map(|m| Member {
+            replica: m.id,
+            name: m.name.clone(),
+            public_key: m.public_key,
+        })
+        .collect();
+
+    // Every operation sealed by its origin, with keys from the first
+    // member's outward (the new replica holds nothing yet).
+    let keys = HashMap::from([(first.id, first.public_key)]);
+    let seals =
+        crate::sync::seals::verify_incoming(None, packet.seals(), &ops, &HashMap::new(), &keys)
+            .map_err(refused)?;
+    check_sender(&members, header).map_err(refused)?;
+    // The sender made the new member, and nobody else.
     match added.get(&new) {
         None => {
             return Err(bad(format!(
@@ -252,26 +273,6 @@ pub(crate) fn check(packet: &LogicalPacket, payload: &CreationPayload) -> Result
         }
         Some(_) => {}
     }
-    let members: Vec<Member> = std::iter::once(first)
-        .chain(
-            order
-                .iter()
-                .filter_map(|id| list.iter().find(|m| m.id == *id)),
-        )
-        .map(|m| Member {
-            replica: m.id,
-            name: m.name.clone(),
-            public_key: m.public_key,
-        })
-        .collect();
-
-    // Every operation sealed by its origin, with keys from the first
-    // member's outward (the new replica holds nothing yet).
-    let keys = HashMap::from([(first.id, first.public_key)]);
-    let seals =
-        crate::sync::seals::verify_incoming(None, packet.seals(), &ops, &HashMap::new(), &keys)
-            .map_err(refused)?;
-    check_sender(&members, header).map_err(refused)?;
 
     // Paths as an import checks them: every one lexically, and the state
     // each path ends with (the one applied) as the apply engine takes it.
