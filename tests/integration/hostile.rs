@@ -648,3 +648,58 @@ fn a_creation_packet_naming_the_state_folder_under_construction_is_refused() {
     );
     assert_eq!(own_epoch(&a), before);
 }
+
+/// The checks take what members' real exports make: a creation packet
+/// from a member that is not the family's first, whose log holds members
+/// added by others, relayed to it.
+#[test]
+fn a_creation_packet_from_a_later_member_passes_the_checks() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    // Beta learns of gamma from alpha, then makes delta.
+    write(&a, "more.txt", "from alpha");
+    let intro = fam.packet_dir("intro");
+    export_to(&a, &intro, &["beta"], &[]).ok();
+    import_from(&b, &[&intro]).ok();
+    let out = fam.packet_dir("delta");
+    let exported = run(
+        &b,
+        "mkreplica",
+        [
+            "-export".as_ref(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "delta".as_ref(),
+        ] as [&std::ffi::OsStr; 4],
+    )
+    .ok();
+    assert!(
+        exported.stdout.contains("fingerprint"),
+        "{}",
+        exported.stdout
+    );
+    let fingerprint = syncreplica::store::identity::fingerprint(
+        &Replica::open(&b)
+            .unwrap()
+            .signing_key()
+            .unwrap()
+            .verifying_key()
+            .to_bytes(),
+    );
+    let d = fam.root("delta");
+    mkreplica_import(fam.dir.path(), &fingerprint, &d, &out).ok();
+    assert_eq!(tree_listing(&d), tree_listing(&b));
+    let members = run(&d, "lsreplica", [] as [&str; 0]).ok().stdout;
+    for name in ["alpha", "beta", "gamma", "delta"] {
+        assert!(members.contains(name), "{members}");
+    }
+    // Its row is the log it holds: its first export goes out.
+    write(&d, "from-delta.txt", "news");
+    let to = fam.packet_dir("delta-beta");
+    export_to(&d, &to, &["beta"], &[]).ok();
+    import_from(&b, &[&to]).ok();
+    assert_eq!(
+        std::fs::read_to_string(b.join("from-delta.txt")).unwrap(),
+        "news"
+    );
+}
