@@ -141,9 +141,10 @@ pub enum Error {
     #[error("chunk {chunk} of {path} is missing from the tree (changed since it was recorded)")]
     ChunkMissingLocally { chunk: String, path: String },
 
-    /// A creation packet that cannot make a replica.
-    #[error("{what}")]
-    BadCreationPacket { what: String },
+    /// A creation packet that cannot make a replica (refused before
+    /// anything is made, or with what was made removed).
+    #[error("creation packet {}: {what}; nothing was created", packet.display())]
+    BadCreationPacket { packet: PathBuf, what: String },
 
     #[error("{} is not empty", dir.display())]
     NotEmpty { dir: PathBuf },

@@ -19,7 +19,6 @@ use crate::error::{Error, IoContext, Result};
 use crate::ops::{Change, Id, Operation};
 use crate::store::config::{self, Config};
 use crate::store::identity::{self, Identity};
-use crate::store::layout::STATE_DIR;
 use crate::store::lock::ReplicaLock;
 use crate::store::state::{self, Member, State};
 use crate::tree::excludes::Excludes;
@@ -493,7 +492,7 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
         });
     }
 
-    let staging = root.join(format!("{STATE_DIR}.init-{}", std::process::id()));
+    let staging = crate::store::layout::state_dir_under_construction(&root, std::process::id());
     let built = build_state_dir(&staging, &root, family, name, &outcome, excludes.rules());
     match built {
         Ok(()) => {}

@@ -27,6 +27,13 @@ use clap::Parser;
 /// and NEWNAME.key (found beside the packet, or named with -key). It prints
 /// the fingerprint of the key that signed the packet, for checking out of
 /// band; with -fingerprint it refuses a packet signed by any other key.
+/// Whoever signed it, the packet is checked as syncreplica -import checks
+/// an update, and refused, with nothing made, unless it carries every
+/// operation of every member from the first, each sealed by its origin,
+/// its member list is the family's first member and the members those
+/// operations add, its sender is its signer, and its epoch row claims no
+/// more than it carries. Modes lose their setuid and setgid bits, as in
+/// any import.
 #[derive(Debug, Parser)]
 #[command(name = "mkreplica", version, after_help = super::EXIT_STATUS_HELP)]
 #[command(group = clap::ArgGroup::new("mode").required(true))]

@@ -172,6 +172,9 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::BadResendPath { .. } => {
             "name the path relative to the replica root, as syncreplica -status prints it, e.g. docs/report.txt".into()
         }
+        Error::BadCreationPacket { .. } => {
+            "ask the sender for a new creation packet (mkreplica -export there) and check its fingerprint with them".into()
+        }
         Error::NotEmpty { .. } => {
             "mkreplica -import needs an absent or empty directory".into()
         }

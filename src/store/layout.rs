@@ -13,8 +13,10 @@
 //! ```
 //!
 //! Inside the tree itself, outside the state folder, an import uses the
-//! names in [`TREE_TEMP_NAMES`] beside a target while it works. Packets can
-//! never name them and scans never record them (see `tree::relpath`).
+//! names in [`TREE_TEMP_NAMES`] beside a target while it works, and
+//! `mkreplica -init`/`-import` build the state folder at the root as
+//! `.syncreplica.init-PID` ([`STATE_DIR_INIT_PREFIX`]). Packets can never
+//! name them and scans never record them (see `tree::relpath`).
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +51,28 @@ pub const TREE_TEMP_NAMES: &[&str] = &[TEMP_NEW_FILE];
 /// Whether `name` (one path component) is one of [`TREE_TEMP_NAMES`].
 pub fn is_tree_temp_name(name: &[u8]) -> bool {
     TREE_TEMP_NAMES.iter().any(|temp| temp.as_bytes() == name)
+}
+
+/// The state folder under construction is `STATE_DIR_INIT_PREFIX` + PID:
+/// `mkreplica -init` and `-import` build it at the root and rename it to
+/// [`STATE_DIR`] last, so there is no replica until it is complete.
+pub const STATE_DIR_INIT_PREFIX: &str = ".syncreplica.init-";
+
+/// The state folder process `pid` builds at `root` (see
+/// [`STATE_DIR_INIT_PREFIX`]).
+pub fn state_dir_under_construction(root: &Path, pid: u32) -> PathBuf {
+    root.join(format!("{STATE_DIR_INIT_PREFIX}{pid}"))
+}
+
+/// Whether `name` (one path component) has the form of a state folder
+/// under construction: [`STATE_DIR_INIT_PREFIX`] and decimal digits.
+/// Reserved like [`TREE_TEMP_NAMES`] (for any pid, at any depth): a
+/// creation packet, whose paths are made while that folder is built
+/// beside them, can never name it, nor what lies in it (the new
+/// replica's key, identity and configuration).
+pub fn is_state_dir_under_construction(name: &[u8]) -> bool {
+    name.strip_prefix(STATE_DIR_INIT_PREFIX.as_bytes())
+        .is_some_and(|pid| !pid.is_empty() && pid.iter().all(u8::is_ascii_digit))
 }
 
 /// The state folder of the replica rooted at `root`.

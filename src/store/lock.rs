@@ -107,7 +107,7 @@ pub fn process_is_alive(pid: u32) -> bool {
 /// killed before it renamed its state folder into place leaves. A folder
 /// whose process still runs is not listed (it may be at work).
 pub fn abandoned_init_dirs(root: &Path) -> Vec<(PathBuf, u32)> {
-    let prefix = format!("{}.init-", crate::store::layout::STATE_DIR);
+    let prefix = crate::store::layout::STATE_DIR_INIT_PREFIX;
     let Ok(entries) = std::fs::read_dir(root) else {
         return Vec::new();
     };
@@ -115,7 +115,7 @@ pub fn abandoned_init_dirs(root: &Path) -> Vec<(PathBuf, u32)> {
         .flatten()
         .filter_map(|entry| {
             let name = entry.file_name();
-            let pid: u32 = name.to_str()?.strip_prefix(&prefix)?.parse().ok()?;
+            let pid: u32 = name.to_str()?.strip_prefix(prefix)?.parse().ok()?;
             let abandoned = pid != std::process::id() && !process_is_alive(pid);
             abandoned.then(|| (entry.path(), pid))
         })

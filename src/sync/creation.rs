@@ -26,6 +26,7 @@
 //! one (recorded by that export's scan, superseding it in the same
 //! packet).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -43,8 +44,10 @@ use crate::store::config;
 use crate::store::identity::{self, Identity};
 use crate::store::layout::{STAGING_DIR, STATE_DIR};
 use crate::store::state::{self, EntryWrite, Member, StatKey, State};
+use crate::sync::apply::ChunkSource;
 use crate::sync::assemble;
 use crate::sync::chunks::{ChunkRead, LocalChunks};
+use crate::sync::creation_check::Checked;
 use crate::sync::packets::PacketChunks;
 use crate::tree::confined::{ConfinedRoot, Located, Place};
 use crate::tree::relpath;
@@ -511,10 +514,8 @@ pub fn import_creation(
             .creation()
             .cloned()
             .ok_or_else(|| Error::BadCreationPacket {
-                what: format!(
-                    "{} is not a replica-creation packet",
-                    packet.parts()[0].path().display()
-                ),
+                packet: packet.parts()[0].path().to_path_buf(),
+                what: "not a replica-creation packet".into(),
             })?;
     // Names from the packet become the replica's identity and member list.
     identity::validate_name(&payload.new_replica.name)?;
@@ -522,15 +523,16 @@ pub fn import_creation(
     for member in &payload.members {
         identity::validate_name(&member.name)?;
     }
+    // Everything an update import checks, and the member list against the
+    // log, before anything is made.
+    let checked = crate::sync::creation_check::check(packet, &payload)?;
     let (key_id, secret) = read_key_file(key_file)?;
     let new = &payload.new_replica;
-    let member = payload
+    let member = checked
         .members
         .iter()
-        .find(|m| m.id == new.id)
-        .ok_or_else(|| Error::BadCreationPacket {
-            what: "the creation packet does not list the new replica among the members".into(),
-        })?;
+        .find(|m| m.replica == new.id)
+        .expect("the check found the new replica among the members");
     let key = ed25519_dalek::SigningKey::from_bytes(&secret);
     if key_id != new.id || key.verifying_key().to_bytes() != member.public_key {
         return Err(Error::BadIdentity {
@@ -539,15 +541,6 @@ pub fn import_creation(
                 "this key is not the key of new replica \"{}\" in the packet",
                 new.name
             ),
-        });
-    }
-    let sender_listed = payload
-        .members
-        .iter()
-        .any(|m| m.id == header.sender.id && m.public_key == header.signer_key);
-    if !sender_listed {
-        return Err(Error::BadCreationPacket {
-            what: "the packet's signer is not the family member it claims to be".into(),
         });
     }
 
@@ -570,7 +563,7 @@ pub fn import_creation(
         std::fs::create_dir_all(dir).at(dir)?;
     }
     let root = std::fs::canonicalize(dir).at(dir)?;
-    let result = materialize(packet, &header, &payload, &root, &secret);
+    let result = materialize(packet, &header, &payload, &checked, &root, &secret);
     match result {
         Ok(Materialized {
             replica,
@@ -590,7 +583,8 @@ pub fn import_creation(
             // Leave the directory as it was found, absent or empty: remove
             // what this run made, and only that (a file a person put there
             // meanwhile stays).
-            let staging = root.join(format!("{STATE_DIR}.init-{}", std::process::id()));
+            let staging =
+                crate::store::layout::state_dir_under_construction(&root, std::process::id());
             let _ = std::fs::remove_dir_all(&staging);
             if let Ok(made) = made_by_packet(&root, packet) {
                 let _ = remove_made(&made);
@@ -724,14 +718,19 @@ struct Materialized {
     conflicts: Vec<String>,
 }
 
+/// Makes the new replica at `root` (empty) from a checked creation packet:
+/// the state folder is built as `.syncreplica.init-PID`, a name no packet
+/// path can have (`tree::relpath`), so nothing the packet makes can reach
+/// into it, and renamed into place last.
 fn materialize(
     packet: &LogicalPacket,
     header: &packet_format::Header,
     payload: &CreationPayload,
+    checked: &Checked,
     root: &Path,
     secret: &[u8; 32],
 ) -> Result<Materialized> {
-    let staging = root.join(format!("{STATE_DIR}.init-{}", std::process::id()));
+    let staging = crate::store::layout::state_dir_under_construction(root, std::process::id());
     std::fs::create_dir(&staging).at(&staging)?;
     let identity = Identity {
         family_name: header.family.name.clone(),
@@ -744,58 +743,29 @@ fn materialize(
     config::write_default(&staging)?;
     let mut state = State::open(&staging)?;
 
-    let mut ops: Vec<Operation> = Vec::new();
-    for op in packet.operations() {
-        let op = op?;
-        if let Some(what) = crate::sync::apply::needs_newer_for(&op) {
-            return Err(Error::BadCreationPacket {
-                what: format!("{what} needs a newer syncreplica"),
-            });
-        }
-        ops.push(op);
-    }
-    // Every operation sealed by its origin, as for an update (the keys are
-    // the payload's members; the new replica holds nothing yet).
-    let keys = payload
-        .members
-        .iter()
-        .map(|m| (m.id, m.public_key))
-        .collect();
-    let seals =
-        crate::sync::seals::verify_incoming(None, packet.seals(), &ops, &HashMap::new(), &keys)
-            .map_err(|err| match err {
-                Error::Refused(refusal) => Error::BadCreationPacket {
-                    what: refusal.to_string(),
-                },
-                other => other,
-            })?;
+    let ops = &checked.ops;
     // Replaying the log: each path ends as its last operation says (the
-    // sender re-asserted any path where that would not give its tree).
-    let mut last_by_path: HashMap<&Vec<u8>, &Operation> = HashMap::new();
-    for op in &ops {
-        if let Some(change) = op.change.path_change() {
-            last_by_path.insert(change.path, op);
-        }
-    }
-    // Parents before children; directory modes last, in case one is read-only.
-    let mut path_ops: Vec<(&Vec<u8>, &PathState)> = last_by_path
+    // sender re-asserted any path where that would not give its tree), in
+    // the state the apply engine would give it. Parents before children
+    // (the map is sorted); directory modes last, in case one is read-only.
+    let path_ops: Vec<(&Vec<u8>, &PathState)> = checked
+        .paths
         .iter()
-        .filter_map(|(path, op)| op.change.path_change().map(|c| (*path, c.state)))
+        .map(|(path, (_, state))| (path, state))
         .collect();
-    path_ops.sort_by(|a, b| a.0.cmp(b.0));
     // Probed in the state folder being built: the answer is cached there.
     let folding = replica::folding(root, &staging)?;
     let label = |path: &[u8]| {
-        let op = last_by_path[&path.to_vec()];
+        let op = &ops[checked.paths[path].0];
         let author = op
             .change
             .path_change()
             .and_then(|c| c.author)
             .unwrap_or(op.origin);
-        payload
+        checked
             .members
             .iter()
-            .find(|m| m.id == author)
+            .find(|m| m.replica == author)
             .map(|m| m.name.clone())
             .unwrap_or_else(|| author.to_hex())
     };
@@ -843,12 +813,31 @@ fn materialize(
     // it is left out here, without an entry, and comes with the sender's
     // next update (see `export_creation`). The packet is signed and every
     // byte of it checked, so a missing chunk is the sender's doing.
+    // A chunk's id is the SHA-256 of its bytes, so it has one length: a
+    // file naming a chunk the packet carries with another length lies
+    // about its content (and its size, the sum of its chunk lengths).
+    let carried_lengths = RefCell::new(HashMap::new());
     let assembled = assemble::write_files(
         &targets,
-        &mut PacketChunks::new(packet),
+        &mut NotingLengths {
+            chunks: PacketChunks::new(packet),
+            lengths: &carried_lengths,
+        },
         assemble::Options {
             elsewhere: &mut |_| None,
-            missing: &|_, _| None,
+            missing: &|chunk, rel| {
+                let carried = carried_lengths.borrow().get(&chunk.id).copied()?;
+                (carried != chunk.len as usize).then(|| Error::BadCreationPacket {
+                    packet: packet.parts()[0].path().to_path_buf(),
+                    what: format!(
+                        "\"{}\" names chunk {} as {} bytes long, but the packet carries it \
+                         with {carried} bytes",
+                        relpath::display(rel),
+                        hex::encode(chunk.id),
+                        chunk.len
+                    ),
+                })
+            },
             // One filesystem sync for the whole tree below.
             fsync: false,
             after_file: &mut || Ok(()),
@@ -929,60 +918,56 @@ fn materialize(
     .to_string();
     let scanned_ns = crate::sys::clock::now_ns();
     let me = payload.new_replica.id;
+    let not_carried_set: HashSet<&[u8]> = not_carried.iter().map(Vec::as_slice).collect();
     state.transaction(|tx| {
-        for member in &payload.members {
-            state::insert_member(
-                tx,
-                &Member {
-                    replica: member.id,
-                    name: member.name.clone(),
-                    public_key: member.public_key,
-                },
-                header.created.as_nanos_saturating(),
-            )?;
+        for member in &checked.members {
+            state::insert_member(tx, member, header.created.as_nanos_saturating())?;
         }
-        for op in &ops {
+        for op in ops {
             state::append_operation(tx, op)?;
         }
-        for seal in &seals {
+        for seal in &checked.seals {
             state::put_seal(tx, seal)?;
         }
-        for op in last_by_path.values() {
-            if let Some(change) = op.change.path_change() {
-                let path = change.path;
-                if not_carried.contains(path) || folded.dropped.contains(path) {
-                    // Not on disk here: no entry, so no scan takes its
-                    // absence for a deletion (rule 11 of the apply engine).
-                    continue;
-                }
-                let stat = stats.get(path).copied();
-                let author = change.author.unwrap_or(op.origin);
-                state::put_entry(
-                    tx,
-                    &EntryWrite {
-                        path,
-                        state: change.state,
-                        version: change.version,
-                        author: &author,
-                        stat,
-                        scanned_ns: stat.map(|_| scanned_ns),
-                    },
-                )?;
-            }
-        }
-        for (origin, epoch) in &header.epoch_row {
-            state::set_epoch(tx, &me, origin, *epoch)?;
-            state::set_epoch(tx, &header.sender.id, origin, *epoch)?;
-        }
-        for (member, row) in &payload.estimates {
-            if *member == me || *member == header.sender.id {
+        for (path, (index, path_state)) in &checked.paths {
+            let op = &ops[*index];
+            let Some(change) = op.change.path_change() else {
+                continue;
+            };
+            if not_carried_set.contains(path.as_slice()) || folded.dropped.contains(path) {
+                // Not on disk here: no entry, so no scan takes its
+                // absence for a deletion (rule 11 of the apply engine).
                 continue;
             }
+            let stat = stats.get(path).copied();
+            let author = change.author.unwrap_or(op.origin);
+            state::put_entry(
+                tx,
+                &EntryWrite {
+                    path,
+                    state: path_state,
+                    version: change.version,
+                    author: &author,
+                    stat,
+                    scanned_ns: stat.map(|_| scanned_ns),
+                },
+            )?;
+        }
+        // This replica holds the whole log; the sender holds what its row
+        // says (no more than that, checked); the others, what the sender
+        // believes, capped at what exists.
+        for member in &checked.members {
+            let epoch = checked.carried.get(&member.replica).copied().unwrap_or(0);
+            state::set_epoch(tx, &me, &member.replica, epoch)?;
+        }
+        for (origin, epoch) in &checked.sender_row {
+            state::set_epoch(tx, &header.sender.id, origin, *epoch)?;
+        }
+        for (member, row) in &checked.estimates {
             for (origin, epoch) in row {
                 state::set_epoch(tx, member, origin, *epoch)?;
             }
         }
-        state::set_epoch(tx, &me, &me, 0)?;
         state::set_recorded_excludes(tx, &exclude_rules)?;
         state::log_packet(
             tx,
@@ -1006,6 +991,30 @@ fn materialize(
         not_carried,
         conflicts: folded.notes,
     })
+}
+
+/// The chunks of a creation packet, noting the length of each wanted one
+/// it carries (see `materialize`).
+struct NotingLengths<'a> {
+    chunks: PacketChunks<'a>,
+    lengths: &'a RefCell<HashMap<ChunkId, usize>>,
+}
+
+impl ChunkSource for NotingLengths<'_> {
+    fn deliver(
+        &mut self,
+        wanted: &[ChunkId],
+        sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let wanted_ids: HashSet<&ChunkId> = wanted.iter().collect();
+        let lengths = self.lengths;
+        self.chunks.deliver(wanted, &mut |id, bytes| {
+            if wanted_ids.contains(id) {
+                lengths.borrow_mut().insert(*id, bytes.len());
+            }
+            sink(id, bytes)
+        })
+    }
 }
 
 /// The paths of a creation packet that a filesystem folding names cannot

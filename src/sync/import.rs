@@ -17,6 +17,7 @@ use packet_format::{verify_packet, Examination, LogicalPacket, PacketKind, Signa
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{Id, Operation};
 use crate::replica::LockedReplica;
+use crate::store::state::Member;
 use crate::sync::apply::{self, ApplyHooks, ApplyReport};
 use crate::sync::epochs::{LocalView, Readiness};
 use crate::sync::packets::{self, PacketChunks};
@@ -309,7 +310,7 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
     }
     let packet = LogicalPacket::assemble(parts)?;
     let header = packet.header().clone();
-    check_sender(replica, &header)?;
+    check_sender(&replica.members()?, &header)?;
     let me = replica.identity.replica_id;
     let own = replica
         .state()
@@ -357,17 +358,7 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         .map_or(0, |t| t.seq);
     let receipt = apply::Receipt {
         sender: header.sender.id,
-        // The sender cannot hold more of an origin than exists, and this
-        // replica can never send it more than it knows: a claim beyond
-        // that is capped (no estimate can be poisoned into "has it all").
-        epoch_row: header
-            .epoch_row
-            .iter()
-            .map(|(origin, epoch)| {
-                let cap = known.get(origin).copied().unwrap_or(0);
-                (*origin, (*epoch).min(cap))
-            })
-            .collect(),
+        epoch_row: cap_row(&header.epoch_row, &known).into_iter().collect(),
         packet_id: header.packet_id,
         sequence,
         file_name: first_name,
@@ -385,11 +376,27 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
     Ok((header.sender.name.clone(), report))
 }
 
-/// Refuses a packet whose header names as sender a member other than the
-/// one whose key signed it ([`Refusal::Impersonation`]): the sender's
-/// epoch row and sequence numbers are believed as that member's.
-fn check_sender(replica: &LockedReplica, header: &packet_format::Header) -> Result<()> {
-    let members = replica.members()?;
+/// An epoch row a packet states (its sender's, or an estimate of another
+/// member's), capped per origin at `known`: what this replica holds or the
+/// packet carries, 0 for an origin absent there. No one can hold more of
+/// an origin than exists, and this replica can never send more than it
+/// knows, so a claim beyond that is capped: no estimate can be poisoned
+/// into "has it all" (which would stop every export to that member), and
+/// every stored value fits SQLite's signed integers.
+pub(crate) fn cap_row(row: &BTreeMap<Id, u64>, known: &BTreeMap<Id, u64>) -> BTreeMap<Id, u64> {
+    row.iter()
+        .map(|(origin, epoch)| {
+            let cap = known.get(origin).copied().unwrap_or(0);
+            (*origin, (*epoch).min(cap))
+        })
+        .collect()
+}
+
+/// Refuses a packet whose header names as sender a member (of `members`)
+/// other than the one whose key signed it ([`Refusal::Impersonation`]):
+/// the sender's epoch row and sequence numbers are believed as that
+/// member's.
+pub(crate) fn check_sender(members: &[Member], header: &packet_format::Header) -> Result<()> {
     let signer = members
         .iter()
         .find(|m| m.public_key == header.signer_key)
@@ -408,9 +415,10 @@ fn check_sender(replica: &LockedReplica, header: &packet_format::Header) -> Resu
 }
 
 /// Refuses operations whose version vectors claim epochs that exist
-/// nowhere (beyond `known`): such a claim would make every genuine later
-/// edit of the path look older.
-fn check_versions(ops: &[Operation], known: &BTreeMap<Id, u64>) -> Result<()> {
+/// nowhere (beyond `known`, per origin the highest epoch this replica
+/// holds or the packet carries) as [`Refusal::OperationLog`]: such a claim
+/// would make every genuine later edit of the path look older.
+pub(crate) fn check_versions(ops: &[Operation], known: &BTreeMap<Id, u64>) -> Result<()> {
     for op in ops {
         let Some(change) = op.change.path_change() else {
             continue;

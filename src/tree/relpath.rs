@@ -4,7 +4,7 @@
 //! so a name that is not UTF-8 is neither mangled nor rejected. Relative
 //! paths are `/`-separated with no leading or trailing slash.
 
-use crate::store::layout::{is_tree_temp_name, STATE_DIR};
+use crate::store::layout::{is_state_dir_under_construction, is_tree_temp_name, STATE_DIR};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -93,6 +93,13 @@ pub fn lexical_problem(rel: &[u8]) -> Option<&'static str> {
             name if is_tree_temp_name(name) => {
                 return Some("it names a temporary file of the import (.syncreplica-new-file)")
             }
+            // Where mkreplica builds the state folder: a creation packet's
+            // paths are made beside it, and must never reach into it.
+            name if is_state_dir_under_construction(name) => {
+                return Some(
+                    "it names a replica state folder under construction (.syncreplica.init-PID)",
+                )
+            }
             name if name.len() > NAME_MAX => return Some("a name in it is longer than 255 bytes"),
             _ => {}
         }
@@ -138,6 +145,8 @@ mod tests {
             b".syncreplica-new-file",
             b"d/.syncreplica-new-file",
             b"d/.syncreplica-new-file/x",
+            b".syncreplica.init-4242/signing_key",
+            b"d/.syncreplica.init-1",
             b"a\0b",
         ] {
             assert!(lexical_problem(bad).is_some(), "{}", display(bad));
@@ -149,6 +158,9 @@ mod tests {
             b"..hidden",
             b"sub/.syncreplicaignore",
             b"d/.syncreplica-new-file.sync-conflict-20261121-101500-beta",
+            b".syncreplica.init-",
+            b".syncreplica.init-notes",
+            b".syncreplica.init-12.txt",
         ] {
             assert_eq!(lexical_problem(good), None, "{}", display(good));
         }

@@ -198,8 +198,9 @@ pub enum WarningKind {
     UnreadableDirectory(String),
     #[error("a nested replica's state folder, skipped")]
     NestedReplica,
-    /// A name an import uses for its temporaries (`store::layout`).
-    #[error("an import's temporary name, never replicated; skipped")]
+    /// A name an import or mkreplica uses for its temporaries
+    /// (`store::layout`).
+    #[error("a name syncreplica keeps for its temporaries, never replicated; skipped")]
     TempName,
     #[error("cannot stat, left as recorded: {0}")]
     Unstattable(String),
@@ -555,10 +556,12 @@ fn walk(
                 }
                 continue;
             }
-            if crate::store::layout::is_tree_temp_name(name) {
+            if crate::store::layout::is_tree_temp_name(name)
+                || crate::store::layout::is_state_dir_under_construction(name)
+            {
                 // A packet can never name it (`relpath::lexical_problem`):
-                // left by an interrupted import, or a user's file that the
-                // next import keeps as a conflict copy.
+                // left by an interrupted import or mkreplica, or a user's
+                // file that the next import keeps as a conflict copy.
                 outcome.warnings.push(ScanWarning {
                     path: rel,
                     kind: WarningKind::TempName,

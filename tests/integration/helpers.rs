@@ -616,3 +616,151 @@ fn database_rows(path: &Path) -> Vec<String> {
     rows.sort();
     rows
 }
+
+/// A creation packet being forged (see [`forge_creation`]): its
+/// operations, in packet order, and the chunks it carries.
+pub struct CreationForge {
+    pub ops: Vec<Operation>,
+    pub chunks: Vec<([u8; 32], Vec<u8>)>,
+}
+
+/// Forges a creation packet for a new member `name`, as a compromised or
+/// buggy `sender` could: a real `mkreplica -export` at `sender` makes the
+/// honest packet and the new member's key file; `edit` then changes its
+/// operations and chunks; each origin's operations are sealed again (one
+/// seal per origin over what the packet carries of it) with that origin's
+/// real key, taken from the replicas `keys` (and the new member's key
+/// file); `tweak` then sets any header or payload field (the ranges, row,
+/// seals and members are in place by then). The packet is signed with
+/// `sender`'s key and written into `out`, the key file `NAME.key` beside
+/// it. Returns the signer's fingerprint, for `mkreplica -import
+/// -fingerprint`.
+pub fn forge_creation(
+    sender: &Path,
+    keys: &[&Path],
+    name: &str,
+    out: &Path,
+    edit: impl FnOnce(&mut CreationForge),
+    tweak: impl FnOnce(&mut packet_format::PacketMeta),
+) -> String {
+    use packet_format::seals::{chain, Seal, END};
+    use packet_format::{EpochRange, LogicalPacket, PacketMeta, PacketWriter};
+    use std::collections::{BTreeMap, HashMap};
+    use syncreplica::ops::Id;
+    let honest = tempfile::tempdir().unwrap();
+    run(
+        sender,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            honest.path().as_os_str(),
+            name.as_ref(),
+        ],
+    )
+    .ok();
+    let from = Replica::open(sender).unwrap();
+    let signer = from.signing_key().unwrap();
+    let mut secrets: HashMap<Id, [u8; 32]> = HashMap::new();
+    for root in keys.iter().chain([&sender]) {
+        let replica = Replica::open(root).unwrap();
+        secrets.insert(
+            replica.identity.replica_id,
+            replica.signing_key().unwrap().to_bytes(),
+        );
+    }
+    let key_file = honest.path().join(format!("{name}.key"));
+    let key_text = std::fs::read_to_string(&key_file).unwrap();
+    let field = |key: &str| {
+        key_text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap()
+            .to_string()
+    };
+    let new_secret: [u8; 32] = hex::decode(field("secret_key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    secrets.insert(Id::from_hex(&field("replica_id")).unwrap(), new_secret);
+    std::fs::copy(&key_file, out.join(format!("{name}.key"))).unwrap();
+
+    let parts = packet_files(honest.path())
+        .iter()
+        .map(|file| {
+            packet_format::verify_packet(file, &[signer.verifying_key().to_bytes()]).unwrap()
+        })
+        .collect();
+    let packet = LogicalPacket::assemble(parts).unwrap();
+    let header = packet.header().clone();
+    let mut forge = CreationForge {
+        ops: packet.operations().map(|op| op.unwrap()).collect(),
+        chunks: packet
+            .chunks()
+            .map(|chunk| {
+                let (id, bytes) = chunk.unwrap();
+                (id, bytes)
+            })
+            .collect(),
+    };
+    let creation = packet.parts()[0].creation().cloned();
+    edit(&mut forge);
+
+    let mut by_origin: BTreeMap<Id, Vec<&Operation>> = BTreeMap::new();
+    for op in &forge.ops {
+        by_origin.entry(op.origin).or_default().push(op);
+    }
+    let mut ranges = BTreeMap::new();
+    let mut seals = Vec::new();
+    for (origin, ops) in &by_origin {
+        let (first, last) = (ops[0].epoch, ops[ops.len() - 1].epoch);
+        ranges.insert(*origin, EpochRange { first, last });
+        let encoded: Vec<Vec<u8>> = ops.iter().map(|op| op.encode()).collect();
+        let head = chain(encoded.iter().map(Vec::as_slice), END);
+        let secret = secrets
+            .get(origin)
+            .unwrap_or_else(|| panic!("no key for origin {origin}"));
+        seals.push(Seal::sign(secret, *origin, first, last, &head));
+    }
+    let mut meta = PacketMeta {
+        kind: header.kind,
+        family: header.family.clone(),
+        sender: header.sender.clone(),
+        targets: header.targets.clone(),
+        packet_id: syncreplica::store::identity::random_id(),
+        created: header.created,
+        comment: "forged".into(),
+        epoch_ranges: ranges,
+        epoch_row: header.epoch_row.clone(),
+        seals,
+        creation,
+    };
+    tweak(&mut meta);
+    let mut writer = PacketWriter::create(out, 1 << 20, &signer.to_bytes(), meta).unwrap();
+    for (id, bytes) in &forge.chunks {
+        writer.add_chunk(id, bytes).unwrap();
+    }
+    for op in &forge.ops {
+        writer.add_operation(op).unwrap();
+    }
+    writer.finish().unwrap();
+    syncreplica::store::identity::fingerprint(&signer.verifying_key().to_bytes())
+}
+
+/// `mkreplica -import -fingerprint FINGERPRINT -replica ROOT PACKETS`
+/// from `cwd`.
+pub fn mkreplica_import(cwd: &Path, fingerprint: &str, root: &Path, packets: &Path) -> Run {
+    run(
+        cwd,
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-fingerprint".as_ref(),
+            fingerprint.as_ref(),
+            "-replica".as_ref(),
+            root.as_os_str(),
+            packets.as_os_str(),
+        ],
+    )
+}

@@ -198,3 +198,508 @@ fn operations_not_sealed_by_their_origin_are_refused() {
     assert_eq!(tree_listing(&b), before);
     still_healthy(&fam, &b, "alpha");
 }
+
+// Creation packets (`mkreplica -import`), forged by a real member that
+// holds every key of its origins: checked as updates are, and against the
+// whole log they must carry. Each refusal names what is wrong and makes
+// nothing, even with the signer's fingerprint given.
+
+/// The state a path operation gives, to change.
+fn state_mut(op: &mut syncreplica::ops::Operation) -> Option<&mut PathState> {
+    match &mut op.change {
+        Change::Path { state, .. } | Change::Resolve { state, .. } => Some(state),
+        _ => None,
+    }
+}
+
+/// The last operation of the forged log for `path`.
+fn last_op_for<'a>(
+    ops: &'a mut [syncreplica::ops::Operation],
+    path: &str,
+) -> &'a mut syncreplica::ops::Operation {
+    ops.iter_mut()
+        .rev()
+        .find(|op| {
+            op.change
+                .path_change()
+                .is_some_and(|c| c.path == path.as_bytes())
+        })
+        .unwrap_or_else(|| panic!("no operation for {path}"))
+}
+
+/// `mkreplica -import` of the packets in `out` refuses them, saying
+/// `says`, and leaves an absent target absent and an empty one empty.
+#[track_caller]
+fn creation_refused(fam: &Family, fingerprint: &str, out: &Path, says: &str) {
+    let absent = fam.dir.path().join("new-absent");
+    let res = mkreplica_import(fam.dir.path(), fingerprint, &absent, out);
+    assert_ne!(res.code, 0, "accepted:\n{}", res.stdout);
+    assert!(res.stderr.contains(says), "{}", res.stderr);
+    assert!(
+        res.stderr.contains("creation packet") && res.stderr.contains("nothing was created"),
+        "{}",
+        res.stderr
+    );
+    assert!(!absent.exists(), "{:?}", entry_names(&absent));
+    let empty = fam.dir.path().join("new-empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let res = mkreplica_import(fam.dir.path(), fingerprint, &empty, out);
+    assert_ne!(res.code, 0, "accepted:\n{}", res.stdout);
+    assert!(res.stderr.contains(says), "{}", res.stderr);
+    assert!(entry_names(&empty).is_empty(), "{:?}", entry_names(&empty));
+}
+
+#[test]
+fn a_creation_packet_gets_its_modes_capped_as_an_update_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let fam = family(&["alpha"], &[("d/f", "content")]);
+    let a = fam.root("alpha");
+    let out = fam.packet_dir("modes");
+    let fingerprint = forge_creation(
+        &a,
+        &[],
+        "gamma",
+        &out,
+        |forge| {
+            for path in ["d", "d/f"] {
+                match state_mut(last_op_for(&mut forge.ops, path)).unwrap() {
+                    PathState::File { mode, .. } | PathState::Directory { mode, .. } => {
+                        *mode = 0o7777
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        },
+        |_| {},
+    );
+    let g = fam.root("gamma");
+    mkreplica_import(fam.dir.path(), &fingerprint, &g, &out).ok();
+    let mode = |p: &str| std::fs::metadata(g.join(p)).unwrap().permissions().mode() & 0o7777;
+    // Setuid and setgid dropped; the sticky bit of a directory kept.
+    assert_eq!(mode("d/f"), 0o777);
+    assert_eq!(mode("d"), 0o1777);
+    // Recorded as made: the first scan finds nothing changed.
+    run(&g, "syncreplica", ["-record"]).ok();
+    assert_eq!(own_epoch(&g), 0);
+}
+
+#[test]
+fn a_creation_packet_missing_the_first_epochs_of_an_origin_is_refused() {
+    let fam = family(&["alpha"], &[("f", "0"), ("g", "1")]);
+    let a = fam.root("alpha");
+    let alpha = id_of(&a);
+    let out = fam.packet_dir("gap");
+    let fingerprint = forge_creation(
+        &a,
+        &[],
+        "gamma",
+        &out,
+        |forge| {
+            forge
+                .ops
+                .retain(|op| !(op.origin == alpha && op.epoch == 1))
+        },
+        |_| {},
+    );
+    creation_refused(&fam, &fingerprint, &out, "but not 1..=1");
+}
+
+#[test]
+fn a_creation_packet_whose_row_claims_more_than_it_carries_is_refused() {
+    let fam = family(&["alpha"], &[("f", "0")]);
+    let a = fam.root("alpha");
+    let alpha = id_of(&a);
+    let out = fam.packet_dir("row");
+    let fingerprint = forge_creation(
+        &a,
+        &[],
+        "gamma",
+        &out,
+        |_| {},
+        |meta| {
+            let carried = meta.epoch_ranges[&alpha].last;
+            meta.epoch_row.insert(alpha, carried + 2);
+        },
+    );
+    creation_refused(&fam, &fingerprint, &out, "claims epoch");
+}
+
+#[test]
+fn a_creation_packets_estimates_are_capped_and_name_only_members() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let (alpha, beta) = (id_of(&a), id_of(&b));
+    let out = fam.packet_dir("estimates");
+    let fingerprint = forge_creation(
+        &a,
+        &[],
+        "gamma",
+        &out,
+        |_| {},
+        |meta| {
+            let creation = meta.creation.as_mut().unwrap();
+            creation
+                .estimates
+                .insert(beta, [(alpha, 1 << 62), (beta, 1 << 63)].into());
+        },
+    );
+    let g = fam.root("gamma");
+    mkreplica_import(fam.dir.path(), &fingerprint, &g, &out).ok();
+    assert!(epoch_in_row(&g, "beta", "alpha") <= epoch_in_row(&g, "gamma", "alpha"));
+    assert_eq!(epoch_in_row(&g, "beta", "beta"), 0);
+    // The new replica's first exports go out as usual.
+    write(&g, "from-gamma.txt", "news");
+    for target in ["alpha", "beta"] {
+        let to = fam.packet_dir(&format!("gamma-{target}"));
+        export_to(&g, &to, &[target], &[]).ok();
+        assert_eq!(packet_files(&to).len(), 1, "to {target}");
+    }
+
+    // An estimate of a replica that is not a member.
+    let stranger = syncreplica::store::identity::random_id();
+    let out = fam.packet_dir("stranger");
+    let fingerprint = forge_creation(
+        &a,
+        &[],
+        "delta",
+        &out,
+        |_| {},
+        |meta| {
+            let creation = meta.creation.as_mut().unwrap();
+            creation.estimates.insert(stranger, [(alpha, 1)].into());
+        },
+    );
+    creation_refused(&fam, &fingerprint, &out, "which is not a member");
+}
+
+#[test]
+fn a_creation_packet_whose_sizes_or_chunk_lengths_lie_is_refused() {
+    let fam = family(&["alpha"], &[("f", "content")]);
+    let a = fam.root("alpha");
+    type Lie = fn(&mut PathState);
+    let lies: [(&str, Lie, &str); 3] = [
+        (
+            "size",
+            |state| {
+                if let PathState::File { size, .. } = state {
+                    *size += 1;
+                }
+            },
+            "its size 8 is not the sum of its chunks (7)",
+        ),
+        (
+            "chunk-length",
+            |state| {
+                if let PathState::File { size, chunks, .. } = state {
+                    chunks[0].len += 1;
+                    *size += 1;
+                }
+            },
+            "as 8 bytes long, but the packet carries it with 7 bytes",
+        ),
+        (
+            "chunk-limit",
+            |state| {
+                if let PathState::File { size, chunks, .. } = state {
+                    chunks[0].len = 300 * 1024;
+                    *size = 300 * 1024;
+                }
+            },
+            "chunks are 1 to 262144 bytes",
+        ),
+    ];
+    for (n, (label, lie, says)) in lies.into_iter().enumerate() {
+        let out = fam.packet_dir(label);
+        let fingerprint = forge_creation(
+            &a,
+            &[],
+            &format!("new{n}"),
+            &out,
+            |forge| lie(state_mut(last_op_for(&mut forge.ops, "f")).unwrap()),
+            |_| {},
+        );
+        creation_refused(&fam, &fingerprint, &out, says);
+    }
+}
+
+#[test]
+fn a_creation_packets_member_list_must_be_the_one_its_log_makes() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let a = fam.root("alpha");
+    let beta = id_of(&fam.root("beta"));
+    let alpha = id_of(&a);
+
+    // An extra member, which no operation adds.
+    let out = fam.packet_dir("extra");
+    let fingerprint = forge_creation(
+        &a,
+        &[],
+        "gamma",
+        &out,
+        |_| {},
+        |meta| {
+            let creation = meta.creation.as_mut().unwrap();
+            creation.members.push(packet_format::Member {
+                id: syncreplica::store::identity::random_id(),
+                name: "mallory".into(),
+                public_key: [7; 32],
+            });
+        },
+    );
+    creation_refused(&fam, &fingerprint, &out, "\"mallory\" (");
+    creation_refused(&fam, &fingerprint, &out, "which no operation of it adds");
+
+    // A real member left out.
+    let out = fam.packet_dir("missing");
+    let fingerprint = forge_creation(
+        &a,
+        &[],
+        "delta",
+        &out,
+        |_| {},
+        |meta| {
+            let creation = meta.creation.as_mut().unwrap();
+            creation.members.retain(|m| m.id != beta);
+        },
+    );
+    creation_refused(
+        &fam,
+        &fingerprint,
+        &out,
+        &format!("member \"beta\" ({beta}), added by operation"),
+    );
+
+    // A member with another key than the operation adding it gives.
+    let out = fam.packet_dir("rekeyed");
+    let fingerprint = forge_creation(
+        &a,
+        &[],
+        "epsilon",
+        &out,
+        |_| {},
+        |meta| {
+            let creation = meta.creation.as_mut().unwrap();
+            creation
+                .members
+                .iter_mut()
+                .find(|m| m.id == beta)
+                .unwrap()
+                .public_key = [9; 32];
+        },
+    );
+    creation_refused(&fam, &fingerprint, &out, "another name or key");
+
+    // The first member with another key: its operations do not verify.
+    let out = fam.packet_dir("first-rekeyed");
+    let fingerprint = forge_creation(
+        &a,
+        &[],
+        "zeta",
+        &out,
+        |_| {},
+        |meta| {
+            let creation = meta.creation.as_mut().unwrap();
+            let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+            creation
+                .members
+                .iter_mut()
+                .find(|m| m.id == alpha)
+                .unwrap()
+                .public_key = key.verifying_key().to_bytes();
+        },
+    );
+    creation_refused(&fam, &fingerprint, &out, "does not verify");
+}
+
+#[test]
+fn a_creation_packet_signed_by_one_member_in_anothers_name_is_refused() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let alpha_name = Replica::open(&a).unwrap().identity.replica();
+    let out = fam.packet_dir("impersonation");
+    let fingerprint = forge_creation(
+        &b,
+        &[&a],
+        "gamma",
+        &out,
+        |_| {},
+        |meta| {
+            meta.sender = alpha_name;
+        },
+    );
+    creation_refused(
+        &fam,
+        &fingerprint,
+        &out,
+        "claims to come from \"alpha\" but is signed by \"beta\"",
+    );
+}
+
+#[test]
+fn a_creation_packet_with_a_version_beyond_what_exists_is_refused() {
+    let fam = family(&["alpha"], &[("f", "0")]);
+    let a = fam.root("alpha");
+    let alpha = id_of(&a);
+    let out = fam.packet_dir("version");
+    let fingerprint = forge_creation(
+        &a,
+        &[],
+        "gamma",
+        &out,
+        |forge| {
+            if let Change::Path { version, .. } | Change::Resolve { version, .. } =
+                &mut last_op_for(&mut forge.ops, "f").change
+            {
+                version.set(alpha, 1 << 40);
+            }
+        },
+        |_| {},
+    );
+    creation_refused(
+        &fam,
+        &fingerprint,
+        &out,
+        &format!("claims epoch {} of {alpha}", 1u64 << 40),
+    );
+}
+
+#[test]
+fn a_creation_packet_carrying_operations_of_the_new_replica_is_refused() {
+    let fam = family(&["alpha"], &[("f", "0")]);
+    let a = fam.root("alpha");
+    let out = fam.packet_dir("own");
+    let fingerprint = forge_creation(
+        &a,
+        &[],
+        "gamma",
+        &out,
+        |forge| {
+            let gamma = forge
+                .ops
+                .iter()
+                .find_map(|op| match &op.change {
+                    Change::AddMember { replica, name, .. } if name == "gamma" => Some(*replica),
+                    _ => None,
+                })
+                .unwrap();
+            forge.ops.extend(numbered_operations(
+                gamma,
+                1,
+                syncreplica::ops::Timestamp::new(1, 0).unwrap(),
+                [dir_change("early", vec![(gamma, 1)])],
+            ));
+        },
+        |_| {},
+    );
+    creation_refused(&fam, &fingerprint, &out, "of the new replica");
+}
+
+/// The new replica's state folder is built as `.syncreplica.init-PID`
+/// beside the paths the packet makes: a packet naming such a folder (for
+/// any pid) is refused, so it can never replace the new replica's key or
+/// configuration.
+#[test]
+fn a_creation_packet_naming_the_state_folder_under_construction_is_refused() {
+    let fam = family(&["alpha"], &[("f", "0")]);
+    let a = fam.root("alpha");
+    let alpha = id_of(&a);
+    let out = fam.packet_dir("init-dir");
+    let fingerprint = forge_creation(
+        &a,
+        &[],
+        "gamma",
+        &out,
+        |forge| {
+            let next = forge
+                .ops
+                .iter()
+                .filter(|op| op.origin == alpha)
+                .map(|op| op.epoch)
+                .max()
+                .unwrap()
+                + 1;
+            forge.ops.extend(numbered_operations(
+                alpha,
+                next,
+                syncreplica::ops::Timestamp::new(1, 0).unwrap(),
+                [
+                    dir_change(".syncreplica.init-4242", vec![(alpha, next)]),
+                    dir_change(".syncreplica.init-4242/more", vec![(alpha, next + 1)]),
+                ],
+            ));
+        },
+        |_| {},
+    );
+    creation_refused(
+        &fam,
+        &fingerprint,
+        &out,
+        "names a replica state folder under construction",
+    );
+    // Such a name in a tree is never recorded (so never sent), and said so.
+    let before = own_epoch(&a);
+    write(&a, ".syncreplica.init-7/x", "a user's");
+    let res = run(&a, "syncreplica", ["-record"]).ok();
+    assert!(
+        format!("{}{}", res.stdout, res.stderr).contains("never replicated"),
+        "{}\n{}",
+        res.stdout,
+        res.stderr
+    );
+    assert_eq!(own_epoch(&a), before);
+}
+
+/// The checks take what members' real exports make: a creation packet
+/// from a member that is not the family's first, whose log holds members
+/// added by others, relayed to it.
+#[test]
+fn a_creation_packet_from_a_later_member_passes_the_checks() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    // Beta learns of gamma from alpha, then makes delta.
+    write(&a, "more.txt", "from alpha");
+    let intro = fam.packet_dir("intro");
+    export_to(&a, &intro, &["beta"], &[]).ok();
+    import_from(&b, &[&intro]).ok();
+    let out = fam.packet_dir("delta");
+    let exported = run(
+        &b,
+        "mkreplica",
+        [
+            "-export".as_ref(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "delta".as_ref(),
+        ] as [&std::ffi::OsStr; 4],
+    )
+    .ok();
+    assert!(
+        exported.stdout.contains("fingerprint"),
+        "{}",
+        exported.stdout
+    );
+    let fingerprint = syncreplica::store::identity::fingerprint(
+        &Replica::open(&b)
+            .unwrap()
+            .signing_key()
+            .unwrap()
+            .verifying_key()
+            .to_bytes(),
+    );
+    let d = fam.root("delta");
+    mkreplica_import(fam.dir.path(), &fingerprint, &d, &out).ok();
+    assert_eq!(tree_listing(&d), tree_listing(&b));
+    let members = run(&d, "lsreplica", [] as [&str; 0]).ok().stdout;
+    for name in ["alpha", "beta", "gamma", "delta"] {
+        assert!(members.contains(name), "{members}");
+    }
+    // Its row is the log it holds: its first export goes out.
+    write(&d, "from-delta.txt", "news");
+    let to = fam.packet_dir("delta-beta");
+    export_to(&d, &to, &["beta"], &[]).ok();
+    import_from(&b, &[&to]).ok();
+    assert_eq!(
+        std::fs::read_to_string(b.join("from-delta.txt")).unwrap(),
+        "news"
+    );
+}

@@ -178,7 +178,7 @@
 mod disk;
 mod journal;
 mod plan;
-pub(crate) use plan::needs_newer_for;
+pub(crate) use plan::{needs_newer_for, sanitize};
 
 use journal::Action;
 

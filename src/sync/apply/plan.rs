@@ -111,9 +111,12 @@ pub(crate) fn needs_newer_for(op: &Operation) -> Option<String> {
 }
 
 /// Checks an incoming state and drops what is never applied (setuid and
-/// setgid bits).
+/// setgid bits): what an import applies and what `mkreplica -import` makes
+/// alike. Refuses ([`Refusal::HostilePath`]) a file whose chunks are not
+/// 1 ..= [`packet_format::MAX_CHUNK_LEN`] bytes each or whose size is not
+/// their sum, and a symlink target that is empty, too long or holds NUL.
 /// Operations are checked by [`needs_newer_for`] first.
-fn sanitize(path: &[u8], state: &PathState) -> Result<PathState> {
+pub(crate) fn sanitize(path: &[u8], state: &PathState) -> Result<PathState> {
     Ok(match state {
         PathState::File {
             mode,
@@ -122,6 +125,22 @@ fn sanitize(path: &[u8], state: &PathState) -> Result<PathState> {
             chunks,
             ext,
         } => {
+            // SPEC.md §13: no writer makes another length, and the
+            // assembler sizes the file from these before any byte arrives.
+            if let Some(bad) = chunks
+                .iter()
+                .find(|c| c.len == 0 || c.len as usize > packet_format::MAX_CHUNK_LEN)
+            {
+                return Err(hostile(
+                    path,
+                    format!(
+                        "its chunk {} is {} bytes long (chunks are 1 to {} bytes)",
+                        hex::encode(bad.id),
+                        bad.len,
+                        packet_format::MAX_CHUNK_LEN
+                    ),
+                ));
+            }
             let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
             if total != *size {
                 return Err(hostile(
