@@ -83,8 +83,14 @@ pub enum Error {
     #[error("{}: {message}", path.display())]
     Config { path: PathBuf, message: String },
 
-    #[error("{}: bad exclude pattern: {message}", path.display())]
-    ExcludePattern { path: PathBuf, message: String },
+    /// A pattern of a local exclude source that cannot be used: `place`
+    /// is "line N" of the ignore file, or the config.toml entry.
+    #[error("{}: {place}: bad exclude pattern: {message}", path.display())]
+    ExcludePattern {
+        path: PathBuf,
+        place: String,
+        message: String,
+    },
 
     #[error("invalid size \"{value}\": {why}")]
     BadSize { value: String, why: String },

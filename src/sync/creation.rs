@@ -717,10 +717,14 @@ fn materialize(
             })?;
     // Replaying the log: each path ends as its last operation says (the
     // sender re-asserted any path where that would not give its tree).
+    // The root ignore file is every replica's own: operations on it (from
+    // a version that recorded it) are logged, never made.
     let mut last_by_path: HashMap<&Vec<u8>, &Operation> = HashMap::new();
     for op in &ops {
         if let Some(change) = op.change.path_change() {
-            last_by_path.insert(change.path, op);
+            if !crate::tree::excludes::is_local_only(change.path) {
+                last_by_path.insert(change.path, op);
+            }
         }
     }
     // Parents before children; directory modes last, in case one is read-only.
@@ -864,8 +868,9 @@ fn materialize(
     // here, and an interrupted import is simply run again in an empty
     // directory.
     crate::sys::fsutil::sync_filesystem(root)?;
-    // The rules the new replica starts with (an ignore file may have come
-    // with the tree): nothing is missing because of them yet.
+    // The rules the new replica starts with (a shared file that an ignore
+    // file would include may have come with the tree, the ignore file
+    // itself never does): nothing is missing because of them yet.
     let exclude_rules = crate::tree::excludes::Excludes::load(
         root,
         &config::Config::default().exclude,

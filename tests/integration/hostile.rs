@@ -198,3 +198,88 @@ fn operations_not_sealed_by_their_origin_are_refused() {
     assert_eq!(tree_listing(&b), before);
     still_healthy(&fam, &b, "alpha");
 }
+
+/// A path change setting `path` to a file holding `content`, the first
+/// version `origin` makes of it.
+fn file_change(path: &str, origin: syncreplica::ops::Id, epoch: u64, content: &[u8]) -> Change {
+    Change::Path {
+        path: path.as_bytes().to_vec(),
+        version: VersionVector([(origin, epoch)].into()),
+        state: file_state(content),
+    }
+}
+
+/// The paths `root` has recorded (live entries), sorted.
+fn recorded_paths(root: &Path) -> Vec<String> {
+    let entries = Replica::open(root).unwrap().state().load_entries().unwrap();
+    let mut paths: Vec<String> = entries
+        .iter()
+        .filter(|(_, e)| e.state != PathState::Deleted)
+        .map(|(p, _)| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// `.syncreplicaignore` at the root is each replica's own: a packet
+/// writing one (`*`, which would make the receiver forget every entry and
+/// apply nothing more; `{a,b`, which would fail its every later record)
+/// has it logged, never written, while the rest of the packet applies.
+#[test]
+fn a_packet_writing_the_ignore_file_steers_nothing() {
+    let fam = family(&["alpha", "beta"], &[("f", "0"), ("d/g", "1")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    write(&b, ".syncreplicaignore", "local.tmp\n");
+    write(&b, "local.tmp", "beta's own");
+    run(&b, "syncreplica", ["-record"]).ok();
+    let alpha = id_of(&a);
+    for (round, patterns) in [(1, &b"*\n"[..]), (2, b"{a,b\n")] {
+        let have = epoch_in_row(&b, "beta", "alpha");
+        let entries_before = recorded_paths(&b);
+        let new_file = format!("new-{round}.txt");
+        let out = fam.packet_dir(&format!("ignore-{round}"));
+        forge_with_content(
+            &own(&a),
+            &b,
+            &out,
+            vec![
+                file_change(".syncreplicaignore", alpha, have + 1, patterns),
+                file_change(&new_file, alpha, have + 2, b"applied"),
+            ],
+            &[patterns, b"applied"],
+            |_| {},
+        );
+        let res = import_from(&b, &[&out]).ok();
+        assert!(res.stdout.contains("1 added"), "{}", res.stdout);
+        assert_eq!(
+            std::fs::read_to_string(b.join(".syncreplicaignore")).unwrap(),
+            "local.tmp\n",
+            "round {round}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(b.join(&new_file)).unwrap(),
+            "applied"
+        );
+        // Logged (the epochs follow on), not applied.
+        assert_eq!(epoch_in_row(&b, "beta", "alpha"), have + 2);
+        let mut expected = entries_before.clone();
+        expected.push(new_file.clone());
+        expected.sort();
+        assert_eq!(recorded_paths(&b), expected, "round {round}");
+        // Recording forgets nothing and fails on nothing.
+        let record = run(&b, "syncreplica", ["-record"]).ok();
+        assert!(
+            record.stdout.contains("Nothing to record") && record.stderr.is_empty(),
+            "{}{}",
+            record.stdout,
+            record.stderr
+        );
+        assert_eq!(recorded_paths(&b), expected, "round {round}");
+        write(&b, &format!("edit-{round}.txt"), "recorded and exported");
+        run(&b, "syncreplica", ["-record"]).ok();
+        let back = fam.packet_dir(&format!("back-{round}"));
+        export_to(&b, &back, &["alpha"], &[]).ok();
+        assert_eq!(packet_files(&back).len(), 1);
+    }
+    assert!(!recorded_paths(&b).contains(&".syncreplicaignore".to_string()));
+}

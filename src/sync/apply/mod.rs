@@ -36,7 +36,10 @@
 //!    whose size is not the sum of its chunk lengths, are refused too.
 //! 4. **Excludes.** Excluded paths (the patterns as loaded when the batch
 //!    starts) are never touched: the operation is logged and the epoch raised,
-//!    but entry and file stay as they are (`skipped_excluded`).
+//!    but entry and file stay as they are (`skipped_excluded`). The root
+//!    `.syncreplicaignore` is always excluded (each replica's own), and
+//!    shared (included) patterns never exclude a path recorded or planned
+//!    here ([`crate::tree::excludes`]).
 //! 5. **Conflicts** are decided by version vectors, never by wall clocks. The
 //!    local side is the recorded entry (a tombstone's version counts; no
 //!    entry is the empty vector). Within a batch only the newest version of

@@ -469,8 +469,12 @@ impl Planner<'_> {
                 .effective(path)
                 .is_some_and(|e| matches!(e.state, PathState::Directory { .. }))
             || matches!(self.disk_kind(path)?, DiskKind::Dir(_));
-        Ok(self.excludes.excludes_relative(path, is_dir)
-            || (dir_elsewhere && self.excludes.excludes_relative(path, true)))
+        // Shared patterns never exclude a path recorded (or planned) here.
+        let recorded = self
+            .effective(path)
+            .is_some_and(|e| e.state != PathState::Deleted);
+        Ok(self.excludes.excludes_relative(path, is_dir, recorded)
+            || (dir_elsewhere && self.excludes.excludes_relative(path, true, recorded)))
     }
 
     /// No ancestor may be a symlink: as planned by this batch, or on disk
