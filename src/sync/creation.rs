@@ -589,7 +589,12 @@ pub fn import_creation(
             replica,
             cleaned_up,
             fingerprint: header.signer_fingerprint(),
-            sender: header.sender.name.clone(),
+            // The name the (validated) member list gives the signer.
+            sender: payload
+                .members
+                .iter()
+                .find(|m| m.id == header.sender.id)
+                .map_or_else(|| header.sender.id.to_hex(), |m| m.name.clone()),
             files,
             not_carried,
             conflicts,

@@ -430,18 +430,20 @@ impl Planner<'_> {
             if known.public_key != public_key {
                 return Err(membership_refusal(format!(
                     "member \"{}\" ({replica}) is already known with another signing key",
-                    known.name
+                    crate::error::printable(&known.name)
                 )));
             }
             return Ok(());
         }
+        // Validated before it is shown in any message; a bad name refuses
+        // this packet, not the whole import.
+        identity::validate_name(name).map_err(|err| membership_refusal(err.to_string()))?;
         if let Some(known) = self.members.iter().find(|m| m.name == name) {
             return Err(membership_refusal(format!(
                 "new member \"{name}\" ({replica}) has the name of member {}",
                 known.replica
             )));
         }
-        identity::validate_name(name)?;
         let member = Member {
             replica,
             name: name.to_string(),
