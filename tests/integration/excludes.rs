@@ -305,3 +305,49 @@ fn an_ignore_file_recorded_before_is_forgotten_not_deleted() {
     assert_eq!(recorded(&a), ["f"]);
     assert!(a.join(".syncreplicaignore").exists());
 }
+
+/// Shared patterns cannot suppress the conflict copy that keeps the
+/// losing side of a conflict: the copy is recorded as soon as it is made.
+#[test]
+fn shared_patterns_never_suppress_a_conflict_copy() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    for root in [&a, &b] {
+        write(root, ".syncreplicaignore", "#include shared.ignore\n");
+    }
+    for (round, patterns) in [(1, "nothing-yet\n"), (2, "*\n")] {
+        write(&a, "shared.ignore", patterns);
+        let out = fam.packet_dir(&format!("shared-{round}"));
+        export_to(&a, &out, &["beta"], &[]).ok();
+        import_from(&b, &[&out]).ok();
+    }
+    write(&b, "f", "beta's edit, the older one");
+    run(&b, "syncreplica", ["-record"]).ok();
+    write(&a, "f", "alpha's edit, the newer one");
+    let filetime = |root: &Path, secs: i64| {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(root.join("f"))
+            .unwrap();
+        file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64))
+            .unwrap();
+    };
+    filetime(&b, 1_000_000_000);
+    filetime(&a, 2_000_000_000);
+    run(&b, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("conflict");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    let res = import_from(&b, &[&out]).ok();
+    assert!(res.stdout.contains("1 conflict"), "{}", res.stdout);
+    let copies: Vec<String> = std::fs::read_dir(&b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("f.sync-conflict-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}\n{}", res.stdout);
+    assert_eq!(
+        std::fs::read_to_string(b.join(&copies[0])).unwrap(),
+        "beta's edit, the older one"
+    );
+    assert!(recorded(&b).contains(&copies[0]));
+}

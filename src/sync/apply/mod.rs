@@ -82,7 +82,8 @@
 //!    so it travels to siblings; a sibling that made the same copy converges
 //!    by the identical-state rule. If the name is taken by different
 //!    content, `-2`, `-3`… is appended to the replica name. No copy is made
-//!    when the copy's path is excluded.
+//!    when the copy's path is excluded by a local pattern (shared patterns
+//!    do not apply: the copy is recorded as soon as it is made).
 //! 6. **Structure.** After all operations are planned, the tree is made
 //!    consistent: a path that ends up deleted, a file or a symlink but still
 //!    has content below it (recorded, planned, or on disk and not recorded,

@@ -466,15 +466,21 @@ impl Planner<'_> {
     }
 
     fn excluded(&self, path: &[u8], is_dir: bool) -> Result<bool> {
+        // Shared patterns never exclude a path recorded (or planned) here.
+        let recorded = self
+            .effective(path)
+            .is_some_and(|e| e.state != PathState::Deleted);
+        self.excluded_as(path, is_dir, recorded)
+    }
+
+    /// [`Planner::excluded`], with `recorded` saying whether shared
+    /// patterns are out of play for `path`.
+    fn excluded_as(&self, path: &[u8], is_dir: bool, recorded: bool) -> Result<bool> {
         let dir_elsewhere = is_dir
             || self
                 .effective(path)
                 .is_some_and(|e| matches!(e.state, PathState::Directory { .. }))
             || matches!(self.disk_kind(path)?, DiskKind::Dir(_));
-        // Shared patterns never exclude a path recorded (or planned) here.
-        let recorded = self
-            .effective(path)
-            .is_some_and(|e| e.state != PathState::Deleted);
         Ok(self.excludes.excludes_relative(path, is_dir, recorded)
             || (dir_elsewhere && self.excludes.excludes_relative(path, true, recorded)))
     }
@@ -715,7 +721,9 @@ impl Planner<'_> {
                 format!("{who}-{attempt}")
             };
             let copy = join(parent, &conflict_copy_name(name, *mtime, &label));
-            if validate_path(&copy).is_err() || self.excluded(&copy, false)? {
+            // A copy is recorded as soon as it is made, so shared patterns
+            // (which a sibling may have set to `*`) cannot suppress it.
+            if validate_path(&copy).is_err() || self.excluded_as(&copy, false, true)? {
                 return Ok(None);
             }
             match self.effective(&copy) {
