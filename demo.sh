@@ -69,8 +69,8 @@ show syncreplica -import -remove -replica boston usb
 echo
 echo "# 6. Are the trees equal?"
 show ls -l ship/docs
-if diff -r --no-dereference --exclude=.syncreplica --exclude=hosts.local boston ship; then
-    echo "The trees are equal (hosts.local is excluded: it stays local)."
+if diff -r --no-dereference --exclude=.syncreplica --exclude=.syncreplicaignore --exclude=hosts.local boston ship; then
+    echo "The trees are equal (hosts.local is excluded, and .syncreplicaignore is boston's own: both stay local)."
 else
     echo "The trees differ!" >&2
     exit 1
@@ -108,7 +108,7 @@ show lspacket -shipconf ship-shipping.toml -replica ship
 show syncreplica -import -receive -shipconf ship-shipping.toml -replica ship
 kill -TERM "$server"; wait "$server" || true; server=
 cat server.log
-if diff -r --no-dereference --exclude=.syncreplica --exclude=hosts.local boston ship; then
+if diff -r --no-dereference --exclude=.syncreplica --exclude=.syncreplicaignore --exclude=hosts.local boston ship; then
     echo "The trees are equal again: the change travelled over HTTP."
 else
     echo "The trees differ!" >&2

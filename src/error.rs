@@ -83,13 +83,19 @@ pub enum Error {
     #[error("{}: {message}", path.display())]
     Config { path: PathBuf, message: String },
 
-    #[error("{}: bad exclude pattern: {message}", path.display())]
-    ExcludePattern { path: PathBuf, message: String },
+    /// A pattern of a local exclude source that cannot be used: `place`
+    /// is "line N" of the ignore file, or the config.toml entry.
+    #[error("{}: {place}: bad exclude pattern: {message}", path.display())]
+    ExcludePattern {
+        path: PathBuf,
+        place: String,
+        message: String,
+    },
 
     #[error("invalid size \"{value}\": {why}")]
     BadSize { value: String, why: String },
 
-    #[error("invalid replica name \"{name}\": {why}")]
+    #[error("invalid replica name \"{}\": {why}", printable(name))]
     BadName { name: String, why: String },
 
     #[error("unknown replica \"{name}\" in family \"{family}\"")]
@@ -238,6 +244,71 @@ pub enum Refusal {
     Inconsistent,
 }
 
+/// Text from outside (a name, a comment or a path from a packet, a file
+/// name) as it may be shown: a backslash and every control character (a
+/// newline, a terminal escape sequence's ESC) escaped, as Rust escapes
+/// them (`\\`, `\n`, `\u{1b}`), and every byte that is not UTF-8 as
+/// `\xNN`; so it can neither forge a line of output nor drive the
+/// terminal, and two distinct texts never print the same. Every command
+/// prints names and paths that came from elsewhere through this.
+pub fn printable_bytes(text: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for chunk in text.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            if ch == '\\' {
+                out.push_str("\\\\");
+            } else if ch.is_control() {
+                out.extend(ch.escape_default());
+            } else {
+                out.push(ch);
+            }
+        }
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
+}
+
+/// [`printable_bytes`] of a string; borrowed when nothing needs escaping.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(|c| c == '\\' || c.is_control()) {
+        std::borrow::Cow::Owned(printable_bytes(text.as_bytes()))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// [`printable_bytes`] of a path.
+pub fn printable_path(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    printable_bytes(path.as_os_str().as_bytes())
+}
+
+/// Output that was already formatted, made safe as a whole: its control
+/// characters escaped (backslashes left, so what [`printable`] escaped is
+/// not escaped twice), but for newlines when `keep_newlines` (a
+/// multi-line listing whose fields were made [`printable`]) and tabs.
+/// The last line of defence where output leaves a command: whatever text
+/// from elsewhere a message carries cannot drive the terminal, and in a
+/// one-line message (an error, a warning, a log line) cannot start a
+/// line of its own.
+pub fn neutralized(text: &str, keep_newlines: bool) -> std::borrow::Cow<'_, str> {
+    let escape = |c: char| c.is_control() && c != '\t' && !(keep_newlines && c == '\n');
+    if !text.chars().any(escape) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for ch in text.chars() {
+        if escape(ch) {
+            out.extend(ch.escape_default());
+        } else {
+            out.push(ch);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A size for people: `512 bytes`, `1.5 KiB`, `3.2 MiB`, `1.1 GiB`…
 pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -312,6 +383,35 @@ pub fn signal_name(signal: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_from_elsewhere_is_made_printable() {
+        let hostile = "a\\b\u{1b}[31m\nSignature: verified\r\t";
+        assert_eq!(
+            printable(hostile),
+            "a\\\\b\\u{1b}[31m\\nSignature: verified\\r\\t"
+        );
+        assert!(matches!(
+            printable("plain-name"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(printable_bytes(b"caf\xe9"), "caf\\xe9");
+        // Already formatted output: backslashes stay, tabs stay, newlines
+        // stay only where asked.
+        assert_eq!(
+            neutralized(hostile, true),
+            "a\\b\\u{1b}[31m\nSignature: verified\\r\t"
+        );
+        assert_eq!(
+            neutralized(hostile, false),
+            "a\\b\\u{1b}[31m\\nSignature: verified\\r\t"
+        );
+        let err = Error::BadName {
+            name: "x\ny".into(),
+            why: "no".into(),
+        };
+        assert_eq!(err.to_string(), "invalid replica name \"x\\ny\": no");
+    }
 
     #[test]
     fn human_sizes() {

@@ -135,7 +135,8 @@ fuzz_target!(|data: &[u8]| {
             if level > 0 {
                 path.push(b'/');
             }
-            path.extend_from_slice(input.pick(COMPONENTS));
+            let component: &[u8] = input.pick(COMPONENTS);
+            path.extend_from_slice(component);
         }
         let state = match input.next() % 5 {
             0 | 1 => {
@@ -154,7 +155,10 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             2 => PathState::directory(u32::from(input.next()) << 3 | 0o700),
-            3 => PathState::symlink(input.pick(TARGETS).to_vec()),
+            3 => {
+                let target: &[u8] = input.pick(TARGETS);
+                PathState::symlink(target.to_vec())
+            }
             _ => PathState::Deleted,
         };
         // Mostly the next epoch; sometimes a gap or a repeat.

@@ -31,6 +31,7 @@ pub struct Args {
 }
 
 use crate::cli;
+use crate::error::printable;
 use crate::replica::{self, Replica};
 use crate::sync::epochs;
 
@@ -45,9 +46,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (row, changes) = epochs::plan_change(&replica, &args.row, &args.settings)?;
     if !args.force {
         for change in &changes {
-            outln!("  {}: {} -> {}", change.origin.name, change.from, change.to);
+            outln!(
+                "  {}: {} -> {}",
+                printable(&change.origin.name),
+                change.from,
+                change.to
+            );
         }
-        if !cli::confirm(&format!("Change epochs in row \"{}\"?", row.name))? {
+        if !cli::confirm(&format!(
+            "Change epochs in row \"{}\"?",
+            printable(&row.name)
+        ))? {
             anyhow::bail!(
                 "not confirmed; row \"{}\" is unchanged (use -force to skip the question)",
                 row.name
@@ -69,8 +78,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for change in &locked_changes {
         outln!(
             "Entry for {} in row \"{}\" changed from: {} to {}",
-            change.origin.name,
-            row.name,
+            printable(&change.origin.name),
+            printable(&row.name),
             change.from,
             change.to
         );

@@ -103,7 +103,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
         let shipping = Shipping::load(args.shipconf.as_deref())?;
         match shipping::trust::trusted_keys(&shipping.config, &crate::ship_trust::ReplicaMembers) {
             Ok(trusted) => keys.extend(trusted),
-            Err(err) => eprintln!("{NAME}: warning: {err}"),
+            Err(err) => errln!("{NAME}: warning: {err}"),
         }
         bay_entries(&shipping, args.sclass.as_deref())?
     } else {
@@ -144,9 +144,9 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             }
             json.push(value);
         } else if args.short {
-            outln!("{}", entry.file.display());
+            outln!("{}", crate::error::printable_path(&entry.file));
         } else {
-            out!("{}", listing::render_text(&exam, args.long, view.as_ref()));
+            out!("{}", listing::render_text(exam, args.long, view.as_ref()));
             if let Some((class, bay)) = &entry.bay {
                 outln!("Storage bay: {} (class {class})", bay.name());
             }
@@ -193,7 +193,7 @@ fn bay_entries(shipping: &Shipping, sclass: Option<&str>) -> anyhow::Result<Vec<
                     Ok(true) => match ShippingOrder::load(&store, &name) {
                         Ok(order) => Some(order),
                         Err(err) => {
-                            eprintln!("{NAME}: warning: {err}");
+                            errln!("{NAME}: warning: {err}");
                             None
                         }
                     },

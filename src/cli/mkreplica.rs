@@ -260,7 +260,7 @@ fn import(args: &Args) -> anyhow::Result<()> {
         made.replica.identity.replica_name,
         made.replica.identity.family_name,
         made.replica.root.display(),
-        made.sender,
+        crate::error::printable(&made.sender),
         made.files
     );
     if !made.not_carried.is_empty() {
@@ -273,7 +273,7 @@ fn import(args: &Args) -> anyhow::Result<()> {
             "Left out {} file{} that {} found changed while it wrote the packet ({}); its next update brings {}.",
             names.len(),
             if names.len() == 1 { "" } else { "s" },
-            made.sender,
+            crate::error::printable(&made.sender),
             names.join(", "),
             if names.len() == 1 { "it" } else { "them" }
         );

@@ -26,6 +26,14 @@ macro_rules! outln {
     }};
 }
 
+/// `eprintln!` for one line of a message (a warning, a note): its control
+/// characters, newlines included, are escaped (see [`report::print_err`]).
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::cli::report::print_err(format_args!($($arg)*))
+    };
+}
+
 mod args;
 pub mod chepoch;
 pub mod lsepoch;
@@ -193,7 +201,7 @@ pub fn confirm(question: &str) -> std::io::Result<bool> {
 /// file) and was left for a later export; `what_follows` says what
 /// became of it.
 pub fn warn_busy_file(name: &str, path: &std::path::Path, what_follows: &str) {
-    eprintln!(
+    errln!(
         "{name}: warning: {}: changed since the scan recorded it (still being written?); {what_follows}",
         path.display()
     );
@@ -219,7 +227,7 @@ pub fn warn_missing(name: &str, replica: &str, missing: &[Vec<u8>]) {
     } else {
         String::new()
     };
-    eprintln!(
+    errln!(
         "{name}: warning: {} path{} the family holds {} missing here (not on disk, not recorded, now included): {}{more_text}; an exclude lifted since does not bring back what was deleted here or made elsewhere while it was in force, and nothing was recorded as deleted",
         missing.len(),
         if missing.len() == 1 { "" } else { "s" },
@@ -227,7 +235,7 @@ pub fn warn_missing(name: &str, replica: &str, missing: &[Vec<u8>]) {
         shown.join(", "),
     );
     let resend: Vec<String> = shown.iter().map(|p| format!("-resend '{p}'")).collect();
-    eprintln!(
+    errln!(
         "{name}: hint: at a sibling that has {}, run: syncreplica -export {} -out DIR {replica} (or -record with the same -resend, then export as usual), and import its packet here; or exclude {} again",
         if missing.len() == 1 { "it" } else { "them" },
         resend.join(" "),
@@ -238,7 +246,7 @@ pub fn warn_missing(name: &str, replica: &str, missing: &[Vec<u8>]) {
 /// Prints scan warnings as `COMMAND: warning: PATH: WHAT`.
 pub fn print_warnings(name: &str, warnings: &[crate::tree::scan::ScanWarning]) {
     for warning in warnings {
-        eprintln!("{name}: warning: {warning}");
+        errln!("{name}: warning: {warning}");
     }
 }
 
@@ -318,9 +326,9 @@ pub fn finish_interrupted(
     replica: &mut crate::replica::LockedReplica,
 ) -> anyhow::Result<()> {
     if let Some(notes) = crate::sync::apply::recover_reporting(replica)? {
-        eprintln!("{name}: note: finished an import that was interrupted");
+        errln!("{name}: note: finished an import that was interrupted");
         for note in notes {
-            eprintln!("{name}: note: {note}");
+            errln!("{name}: note: {note}");
         }
     }
     Ok(())
@@ -332,7 +340,7 @@ pub fn print_lock_takeover(name: &str, replica: &crate::replica::LockedReplica) 
         return;
     };
     if let Some(pid) = lock.took_over_from {
-        eprintln!(
+        errln!(
             "{name}: note: took over the lock {} left by process {pid}, which is no longer running",
             lock.path().display()
         );

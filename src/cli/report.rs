@@ -34,17 +34,36 @@ static STDOUT_ERROR: Mutex<Option<std::io::Error>> = Mutex::new(None);
 /// (an export must still write its shipping orders when `| head` has gone):
 /// the output is dropped from then on, and [`report`] says what happened
 /// once the command is done.
+///
+/// Control characters other than newlines and tabs are escaped
+/// ([`crate::error::neutralized`]): whatever text from elsewhere the
+/// output carries cannot drive the terminal. (Fields that could forge a
+/// line, such as names from packets, are made
+/// [`crate::error::printable`] where they are formatted.)
 pub fn print(args: std::fmt::Arguments) {
     if STDOUT_FAILED.load(Ordering::Relaxed) {
         return;
     }
-    if let Err(err) = std::io::stdout().lock().write_fmt(args) {
+    let text = std::fmt::format(args);
+    let text = crate::error::neutralized(&text, true);
+    if let Err(err) = std::io::stdout().lock().write_all(text.as_bytes()) {
         STDOUT_FAILED.store(true, Ordering::Relaxed);
         if err.kind() != std::io::ErrorKind::BrokenPipe {
             let mut first = STDOUT_ERROR.lock().unwrap_or_else(|e| e.into_inner());
             first.get_or_insert(err);
         }
     }
+}
+
+/// Writes one line to standard error (see `errln!`), every control
+/// character in it escaped, newlines included: a message is one line, and
+/// text from elsewhere in it can neither drive the terminal nor start a
+/// line of its own (a forged "Signature: verified").
+pub fn print_err(args: std::fmt::Arguments) {
+    let text = std::fmt::format(args);
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(crate::error::neutralized(&text, false).as_bytes());
+    let _ = stderr.write_all(b"\n");
 }
 
 /// Prints `err` (if any) as `NAME: error: …` and an optional hint, and
@@ -81,7 +100,13 @@ pub fn report(name: &str, outcome: anyhow::Result<()>) -> ExitCode {
     // `{:#}` is the message with its causes, joined by ": "; the library's
     // errors print their cause in Display and expose no source, so nothing
     // is said twice.
-    let _ = writeln!(stderr, "{name}: error: {err:#}");
+    // One line, whatever names or paths from elsewhere the message holds.
+    let message = format!("{err:#}");
+    let _ = writeln!(
+        stderr,
+        "{name}: error: {}",
+        crate::error::neutralized(&message, false)
+    );
     let library = err.chain().find_map(|e| e.downcast_ref::<Error>());
     if let Some(hint) = library.and_then(hint) {
         let _ = writeln!(stderr, "{name}: hint: {hint}");

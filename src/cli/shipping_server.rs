@@ -79,10 +79,14 @@ Options may be written with one dash, as in MultiSite (-poll), or two (--poll).\
     )
 }
 
-/// One log line, stamped, on stdout (lines of a daemon's log).
+/// One log line, stamped, on stdout (lines of a daemon's log). Its control
+/// characters are escaped, newlines included: packet and upload names
+/// in it come from elsewhere, and can neither drive a terminal showing
+/// the log nor forge a line of it.
 fn log_line(line: &str) {
     let now = format_time(&chrono::Utc::now());
     let mut out = std::io::stdout().lock();
+    let line = crate::error::neutralized(line, false);
     let _ = writeln!(out, "{now} shipping_server: {line}");
     let _ = out.flush();
 }
@@ -94,9 +98,9 @@ pub fn run(args: Args) -> i32 {
         Ok(_) => 1,
         Err(err) => {
             // `{:#}` is the message with its causes, joined by ": ".
-            eprintln!("shipping_server: error: {err:#}");
+            errln!("shipping_server: error: {err:#}");
             if let Some(hint) = hint(&err) {
-                eprintln!("shipping_server: hint: {hint}");
+                errln!("shipping_server: hint: {hint}");
             }
             1
         }

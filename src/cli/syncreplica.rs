@@ -147,6 +147,7 @@ pub struct Args {
 
 use crate::cli;
 use crate::cli::report::usage;
+use crate::error::{printable, printable_path};
 use crate::replica::{self, Replica};
 use crate::ship;
 use crate::sync::{apply, export, import, record};
@@ -280,7 +281,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
             let names: Vec<String> = orders.iter().map(|o| o.packet.clone()).collect();
             let report = shipping.forward_now(class, &names, &|line| outln!("  {line}"))?;
             if !report.is_clean() {
-                eprintln!(
+                errln!(
                     "{NAME}: warning: {}; the packets stay queued and shipping_server -poll retries them",
                     report.summary()
                 );
@@ -298,13 +299,13 @@ fn print_target_export(target: &crate::store::state::Member, result: &export::Ta
         export::TargetExport::UpToDate => {
             outln!(
                 "{} lacks nothing from this replica; no packet written.",
-                target.name
+                printable(&target.name)
             )
         }
         export::TargetExport::Written(summary) => {
             outln!(
                 "Exported to {} (packet sequence number {}): {} operation{}, {} file{} added or changed, {} deleted, {} chunk{} ({} bytes) shipped, {} reused from content {} has.",
-                target.name,
+                printable(&target.name),
                 summary.sequence,
                 summary.operations,
                 plural(summary.operations),
@@ -315,10 +316,10 @@ fn print_target_export(target: &crate::store::state::Member, result: &export::Ta
                 plural(summary.chunks_sent),
                 summary.chunk_bytes_sent,
                 summary.chunks_reused,
-                target.name
+                printable(&target.name)
             );
             for part in &summary.parts {
-                outln!("  {} ({} bytes)", part.path.display(), part.size);
+                outln!("  {} ({} bytes)", printable_path(&part.path), part.size);
             }
             if let Some(held) = &summary.held_back {
                 warn_held_back(&target.name, held);
@@ -327,7 +328,7 @@ fn print_target_export(target: &crate::store::state::Member, result: &export::Ta
         export::TargetExport::HeldBack(held) => {
             outln!(
                 "No packet written for {}: the first change it lacks needs a file that changed since the scan.",
-                target.name
+                printable(&target.name)
             );
             warn_held_back(&target.name, held);
         }
@@ -457,7 +458,8 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
             } => {
                 applied += 1;
                 outln!(
-                    "Applied packet from {sender}: {} ({} added, {} changed, {} deleted, {} conflict{})",
+                    "Applied packet from {}: {} ({} added, {} changed, {} deleted, {} conflict{})",
+                    printable(sender),
                     display_files(files),
                     report.added,
                     report.changed,
@@ -490,12 +492,12 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                     crate::error::Refusal::Damaged(err) => err.kind.to_string(),
                     other => other.to_string(),
                 };
-                eprintln!(
+                errln!(
                     "{NAME}: error: refused {}: {why_text}",
                     display_files(files)
                 );
                 if let Some(hint) = crate::cli::report::refusal_hint(why) {
-                    eprintln!("{NAME}: hint: {hint}");
+                    errln!("{NAME}: hint: {hint}");
                 }
             }
             import::PacketOutcome::NotRemoved { .. } => {}
@@ -514,7 +516,7 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     for outcome in &outcomes {
         if let import::PacketOutcome::NotRemoved { error, .. } = outcome {
             not_removed += 1;
-            eprintln!("{NAME}: error: applied, but could not remove the packet file {error}");
+            errln!("{NAME}: error: applied, but could not remove the packet file {error}");
         }
     }
     // Checked after the packets: one of them may have brought the paths.
@@ -558,7 +560,7 @@ fn resend_now(replica: &mut replica::LockedReplica, paths: &[Vec<u8>]) -> anyhow
     }
     let resent = record::resend(replica, paths)?;
     for path in &resent.gone {
-        eprintln!(
+        errln!(
             "{NAME}: warning: -resend '{}': deleted since the command started; nothing resent for it",
             crate::tree::relpath::display(path)
         );
@@ -573,10 +575,16 @@ fn resend_now(replica: &mut replica::LockedReplica, paths: &[Vec<u8>]) -> anyhow
     Ok(())
 }
 
+/// Packet files as shown: their names may come from elsewhere (a bay
+/// that shipping_server filled), so they are made printable.
 fn display_files(files: &[std::path::PathBuf]) -> String {
     match files {
-        [one] => one.display().to_string(),
-        [first, ..] => format!("{} (+{} more parts)", first.display(), files.len() - 1),
+        [one] => printable_path(one),
+        [first, ..] => format!(
+            "{} (+{} more parts)",
+            printable_path(first),
+            files.len() - 1
+        ),
         [] => String::new(),
     }
 }
@@ -632,7 +640,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let replica = Replica::open(&root)?;
     if args.status {
         if apply::is_pending(&replica)? {
-            eprintln!(
+            errln!(
                 "{NAME}: warning: an import was interrupted and is not finished; \
                  run syncreplica -record or -import to finish it before reading this list"
             );

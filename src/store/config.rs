@@ -10,8 +10,10 @@ use crate::error::{Error, IoContext, Result};
 pub const DEFAULT_CONFIG_TOML: &str = r#"# syncreplica settings for this replica.
 
 # Paths that stay local to this replica, in gitignore syntax, in addition to
-# the patterns in .syncreplicaignore at the replica root. Excluded paths are
-# never exported and never overwritten or deleted by an import.
+# the patterns in .syncreplicaignore at the replica root (itself local: never
+# replicated; a line #include PATH in it adds the patterns of a shared,
+# replicated file, which never exclude a path already recorded). Excluded
+# paths are never exported and never overwritten or deleted by an import.
 # Example for a replicated system tree: ["/etc/hosts", "/etc/fstab", "/etc/adjtime"]
 exclude = []
 

@@ -574,7 +574,12 @@ pub fn import_creation(
             replica,
             cleaned_up,
             fingerprint: header.signer_fingerprint(),
-            sender: header.sender.name.clone(),
+            // The name the (validated) member list gives the signer.
+            sender: payload
+                .members
+                .iter()
+                .find(|m| m.id == header.sender.id)
+                .map_or_else(|| header.sender.id.to_hex(), |m| m.name.clone()),
             files,
             not_carried,
             conflicts,
@@ -748,9 +753,12 @@ fn materialize(
     // sender re-asserted any path where that would not give its tree), in
     // the state the apply engine would give it. Parents before children
     // (the map is sorted); directory modes last, in case one is read-only.
+    // The root ignore file is every replica's own: operations on it (from
+    // a version that recorded it) are logged, never made.
     let path_ops: Vec<(&Vec<u8>, &PathState)> = checked
         .paths
         .iter()
+        .filter(|(path, _)| !crate::tree::excludes::is_local_only(path))
         .map(|(path, (_, state))| (path, state))
         .collect();
     // Probed in the state folder being built: the answer is cached there.
@@ -907,8 +915,9 @@ fn materialize(
     // here, and an interrupted import is simply run again in an empty
     // directory.
     crate::sys::fsutil::sync_filesystem(root)?;
-    // The rules the new replica starts with (an ignore file may have come
-    // with the tree): nothing is missing because of them yet.
+    // The rules the new replica starts with (a shared file that an ignore
+    // file would include may have come with the tree, the ignore file
+    // itself never does): nothing is missing because of them yet.
     let exclude_rules = crate::tree::excludes::Excludes::load(
         root,
         &config::Config::default().exclude,
@@ -934,7 +943,10 @@ fn materialize(
             let Some(change) = op.change.path_change() else {
                 continue;
             };
-            if not_carried_set.contains(path.as_slice()) || folded.dropped.contains(path) {
+            if not_carried_set.contains(path.as_slice())
+                || folded.dropped.contains(path)
+                || crate::tree::excludes::is_local_only(path)
+            {
                 // Not on disk here: no entry, so no scan takes its
                 // absence for a deletion (rule 11 of the apply engine).
                 continue;

@@ -165,7 +165,8 @@ fn import_files(
                 files,
                 why: format!(
                     "meant for family \"{}\", not \"{}\"",
-                    header.family.name, replica.identity.family_name
+                    crate::error::printable(&header.family.name),
+                    replica.identity.family_name
                 ),
             });
         } else if header.kind == PacketKind::ReplicaCreation {
@@ -179,7 +180,11 @@ fn import_files(
                 why: "a packet kind this version does not know".into(),
             });
         } else if !header.targets.iter().any(|t| t.id == me) {
-            let names: Vec<&str> = header.targets.iter().map(|t| t.name.as_str()).collect();
+            let names: Vec<std::borrow::Cow<str>> = header
+                .targets
+                .iter()
+                .map(|t| crate::error::printable(&t.name))
+                .collect();
             outcomes.push(PacketOutcome::LeftAlone {
                 files,
                 why: format!("meant for {}", names.join(", ")),
@@ -310,7 +315,9 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
     }
     let packet = LogicalPacket::assemble(parts)?;
     let header = packet.header().clone();
-    check_sender(&replica.members()?, &header)?;
+    // Named as this replica knows the member who signed (a validated
+    // name), never as the header claims.
+    let sender = check_sender(&replica.members()?, &header)?;
     let me = replica.identity.replica_id;
     let own = replica
         .state()
@@ -373,7 +380,7 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         Some(&receipt),
     )?;
     crate::sys::testhook::crash_point("import-after-commit");
-    Ok((header.sender.name.clone(), report))
+    Ok((sender, report))
 }
 
 /// An epoch row a packet states (its sender's, or an estimate of another
@@ -395,20 +402,21 @@ pub(crate) fn cap_row(row: &BTreeMap<Id, u64>, known: &BTreeMap<Id, u64>) -> BTr
 /// Refuses a packet whose header names as sender a member (of `members`)
 /// other than the one whose key signed it ([`Refusal::Impersonation`]):
 /// the sender's epoch row and sequence numbers are believed as that
-/// member's.
-pub(crate) fn check_sender(members: &[Member], header: &packet_format::Header) -> Result<()> {
+/// member's. Returns the sender's name as this replica knows it (the
+/// header's name is not checked, and never shown).
+pub(crate) fn check_sender(members: &[Member], header: &packet_format::Header) -> Result<String> {
     let signer = members
         .iter()
         .find(|m| m.public_key == header.signer_key)
         .map_or_else(
             || format!("key {}", header.signer_fingerprint()),
-            |m| format!("\"{}\"", m.name.escape_debug()),
+            |m| format!("\"{}\"", crate::error::printable(&m.name)),
         );
     let claimed = members.iter().find(|m| m.replica == header.sender.id);
     match claimed {
-        Some(member) if member.public_key == header.signer_key => Ok(()),
+        Some(member) if member.public_key == header.signer_key => Ok(member.name.clone()),
         _ => Err(Error::Refused(Refusal::Impersonation {
-            claimed: format!("\"{}\"", header.sender.name.escape_debug()),
+            claimed: format!("\"{}\"", crate::error::printable(&header.sender.name)),
             signer,
         })),
     }

@@ -96,7 +96,7 @@ pub fn missing_since_excludes_changed(
             let held = versions.iter().find(|(_, s)| *s != PathState::Deleted);
             held.is_some_and(|(_, state)| {
                 let is_dir = matches!(state, PathState::Directory { .. });
-                !excludes.excludes_relative(path, is_dir)
+                !excludes.excludes_relative(path, is_dir, false)
                     && std::fs::symlink_metadata(relpath::to_disk_path(&replica.root, path))
                         .is_err()
             })
@@ -144,7 +144,7 @@ pub fn check_resend(replica: &Replica, paths: &[Vec<u8>]) -> Result<()> {
         let recorded = entries
             .get(path)
             .is_some_and(|e| e.state != PathState::Deleted);
-        if excludes.excludes_relative(path, is_dir) || !(recorded || meta.is_ok()) {
+        if excludes.excludes_relative(path, is_dir, recorded) || !(recorded || meta.is_ok()) {
             return Err(Error::NotHeld {
                 path: relpath::display(path),
                 replica: replica.identity.replica_name.clone(),

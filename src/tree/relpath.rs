@@ -34,25 +34,11 @@ pub fn to_disk_path(root: &Path, rel: &[u8]) -> PathBuf {
     root.join(OsStr::from_bytes(rel))
 }
 
-/// Human-readable form for messages; invalid UTF-8 bytes are escaped as
-/// `\xNN`, so two distinct names never print the same.
+/// Human-readable form for messages ([`crate::error::printable_bytes`]):
+/// control characters and invalid UTF-8 bytes are escaped, so two
+/// distinct names never print the same and none can forge a line.
 pub fn display(rel: &[u8]) -> String {
-    let mut out = String::with_capacity(rel.len());
-    for chunk in rel.utf8_chunks() {
-        for ch in chunk.valid().chars() {
-            if ch == '\\' {
-                out.push_str("\\\\");
-            } else if ch.is_control() {
-                out.extend(ch.escape_default());
-            } else {
-                out.push(ch);
-            }
-        }
-        for byte in chunk.invalid() {
-            out.push_str(&format!("\\x{byte:02x}"));
-        }
-    }
-    out
+    crate::error::printable_bytes(rel)
 }
 
 /// Whether `ancestor` is `rel` itself or one of its parent directories.

@@ -12,7 +12,7 @@
 //! does. A file that changes while it is read (stat before and after
 //! differ) is retried, then reported, and never recorded half-written.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -213,6 +213,14 @@ pub enum WarningKind {
     /// A socket, FIFO or device: not replicated.
     #[error("is a {0}; skipped")]
     Special(&'static str),
+    /// A shared exclude file that `.syncreplicaignore` includes and that
+    /// cannot be used ([`crate::tree::excludes`]): its patterns are not in
+    /// force.
+    #[error(
+        "included by {} line {line} but skipped: {why}; its patterns are not in force until it is fixed",
+        crate::tree::excludes::IGNORE_FILE
+    )]
+    SkippedInclude { line: usize, why: String },
 }
 
 impl std::fmt::Display for ScanWarning {
@@ -315,12 +323,34 @@ where
         scanned_ns: crate::sys::clock::now_ns(),
         ..ScanOutcome::default()
     };
-    let (walked, recorded) = std::thread::scope(|scope| {
-        let loader = scope.spawn(load_recorded);
-        let walked = walk(root, excludes, &mut outcome);
-        let recorded = loader.join().expect("the state loader does not panic");
-        (walked, recorded)
-    });
+    for skipped in excludes.skipped_includes() {
+        outcome.warnings.push(ScanWarning {
+            path: skipped.path.clone(),
+            kind: WarningKind::SkippedInclude {
+                line: skipped.line,
+                why: skipped.why.clone(),
+            },
+        });
+    }
+    let (walked, recorded) = if excludes.has_shared() {
+        // Shared patterns never exclude recorded paths: the walk needs to
+        // know them, so they are loaded first.
+        let recorded = load_recorded()?;
+        let live: BTreeSet<&[u8]> = recorded
+            .iter()
+            .filter(|(_, e)| e.state != PathState::Deleted)
+            .map(|(p, _)| p.as_slice())
+            .collect();
+        let walked = walk(root, excludes, Some(&live), &mut outcome);
+        (walked, Ok(recorded))
+    } else {
+        std::thread::scope(|scope| {
+            let loader = scope.spawn(load_recorded);
+            let walked = walk(root, excludes, None, &mut outcome);
+            let recorded = loader.join().expect("the state loader does not panic");
+            (walked, recorded)
+        })
+    };
     let (walked, unreadable) = walked?;
     let mut recorded = recorded?;
     let mut updates: Vec<LocalChange> = Vec::new();
@@ -409,7 +439,7 @@ where
             continue;
         }
         let is_dir = matches!(entry.state, PathState::Directory { .. });
-        if excludes.excludes_relative(&path, is_dir) {
+        if excludes.excludes_relative(&path, is_dir, true) {
             outcome.newly_excluded.push(path);
             continue;
         }
@@ -501,6 +531,8 @@ impl FoldedNames {
 /// directories. Returns what it found, parents before children, and the
 /// directories it could not read (whose recorded content is then unknown,
 /// not deleted); paths that cannot be stat'ed count as unreadable too.
+/// `live`: the recorded live paths, given when shared patterns are in
+/// force (they never exclude those, nor a directory holding any).
 ///
 /// A hand-written walk rather than `walkdir`: std's `DirEntry::metadata`
 /// stats relative to the open directory (`fstatat`), where walkdir stats
@@ -508,6 +540,7 @@ impl FoldedNames {
 fn walk(
     root: &Path,
     excludes: &Excludes,
+    live: Option<&BTreeSet<&[u8]>>,
     outcome: &mut ScanOutcome,
 ) -> Result<(Vec<Walked>, Vec<Vec<u8>>)> {
     let mut walked = Vec::new();
@@ -582,7 +615,8 @@ fn walk(
                 }
             };
             let file_type = meta.file_type();
-            if excludes.excludes_relative_direct(&rel, file_type.is_dir()) {
+            let recorded = live.is_some_and(|live| holds_recorded(live, &rel));
+            if excludes.excludes_relative_direct(&rel, file_type.is_dir(), recorded) {
                 continue;
             }
             if !(file_type.is_dir() || file_type.is_symlink() || file_type.is_file()) {
@@ -621,6 +655,24 @@ fn walk(
         }
     }
     Ok((walked, unreadable))
+}
+
+/// Whether `rel` or a path below it is in `live`.
+fn holds_recorded(live: &BTreeSet<&[u8]>, rel: &[u8]) -> bool {
+    if live.contains(rel) {
+        return true;
+    }
+    // Paths below `rel` sort between "rel/" and "rel0" ('0' follows '/').
+    let mut below = rel.to_vec();
+    below.push(b'/');
+    let mut end = rel.to_vec();
+    end.push(b'0');
+    live.range::<[u8], _>((
+        std::ops::Bound::Included(below.as_slice()),
+        std::ops::Bound::Excluded(end.as_slice()),
+    ))
+    .next()
+    .is_some()
 }
 
 enum ReadResult {

@@ -482,6 +482,35 @@ pub fn forge(
     changes: Vec<syncreplica::ops::Change>,
     tweak: impl FnOnce(&mut packet_format::PacketMeta),
 ) {
+    forge_with_content(who, target, out, changes, &[], tweak);
+}
+
+/// A one-chunk file state holding `content` (not empty), for
+/// [`forge_with_content`].
+pub fn file_state(content: &[u8]) -> syncreplica::ops::PathState {
+    use sha2::Digest;
+    syncreplica::ops::PathState::File {
+        mode: 0o644,
+        mtime: syncreplica::ops::Timestamp::new(1_700_000_000, 0).unwrap(),
+        size: content.len() as u64,
+        chunks: vec![syncreplica::ops::ChunkRef {
+            id: sha2::Sha256::digest(content).into(),
+            len: content.len() as u32,
+        }],
+        ext: Default::default(),
+    }
+}
+
+/// [`forge`], the packet also carrying `contents` as chunks (each one
+/// chunk, as [`file_state`] makes them).
+pub fn forge_with_content(
+    who: &Forgery,
+    target: &Path,
+    out: &Path,
+    changes: Vec<syncreplica::ops::Change>,
+    contents: &[&[u8]],
+    tweak: impl FnOnce(&mut packet_format::PacketMeta),
+) {
     use packet_format::seals::{chain, Seal, END};
     use packet_format::{EpochRange, Named, PacketKind, PacketMeta, PacketWriter, Target};
     use syncreplica::replica::Replica;
@@ -540,6 +569,11 @@ pub fn forge(
     let mut writer = PacketWriter::create(out, 1 << 20, &key_of(who.signer), meta).unwrap();
     for op in &ops {
         writer.add_operation(op).unwrap();
+    }
+    for content in contents {
+        let id: [u8; 32] =
+            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(content)).into();
+        writer.add_chunk(&id, content).unwrap();
     }
     writer.finish().unwrap();
 }

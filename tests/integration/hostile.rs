@@ -703,3 +703,216 @@ fn a_creation_packet_from_a_later_member_passes_the_checks() {
         "news"
     );
 }
+
+/// A path change setting `path` to a file holding `content`, the first
+/// version `origin` makes of it.
+fn file_change(path: &str, origin: syncreplica::ops::Id, epoch: u64, content: &[u8]) -> Change {
+    Change::Path {
+        path: path.as_bytes().to_vec(),
+        version: VersionVector([(origin, epoch)].into()),
+        state: file_state(content),
+    }
+}
+
+/// The paths `root` has recorded (live entries), sorted.
+fn recorded_paths(root: &Path) -> Vec<String> {
+    let entries = Replica::open(root).unwrap().state().load_entries().unwrap();
+    let mut paths: Vec<String> = entries
+        .iter()
+        .filter(|(_, e)| e.state != PathState::Deleted)
+        .map(|(p, _)| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// `.syncreplicaignore` at the root is each replica's own: a packet
+/// writing one (`*`, which would make the receiver forget every entry and
+/// apply nothing more; `{a,b`, which would fail its every later record)
+/// has it logged, never written, while the rest of the packet applies.
+#[test]
+fn a_packet_writing_the_ignore_file_steers_nothing() {
+    let fam = family(&["alpha", "beta"], &[("f", "0"), ("d/g", "1")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    write(&b, ".syncreplicaignore", "local.tmp\n");
+    write(&b, "local.tmp", "beta's own");
+    run(&b, "syncreplica", ["-record"]).ok();
+    let alpha = id_of(&a);
+    for (round, patterns) in [(1, &b"*\n"[..]), (2, b"{a,b\n")] {
+        let have = epoch_in_row(&b, "beta", "alpha");
+        let entries_before = recorded_paths(&b);
+        let new_file = format!("new-{round}.txt");
+        let out = fam.packet_dir(&format!("ignore-{round}"));
+        forge_with_content(
+            &own(&a),
+            &b,
+            &out,
+            vec![
+                file_change(".syncreplicaignore", alpha, have + 1, patterns),
+                file_change(&new_file, alpha, have + 2, b"applied"),
+            ],
+            &[patterns, b"applied"],
+            |_| {},
+        );
+        let res = import_from(&b, &[&out]).ok();
+        assert!(res.stdout.contains("1 added"), "{}", res.stdout);
+        assert_eq!(
+            std::fs::read_to_string(b.join(".syncreplicaignore")).unwrap(),
+            "local.tmp\n",
+            "round {round}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(b.join(&new_file)).unwrap(),
+            "applied"
+        );
+        // Logged (the epochs follow on), not applied.
+        assert_eq!(epoch_in_row(&b, "beta", "alpha"), have + 2);
+        let mut expected = entries_before.clone();
+        expected.push(new_file.clone());
+        expected.sort();
+        assert_eq!(recorded_paths(&b), expected, "round {round}");
+        // Recording forgets nothing and fails on nothing.
+        let record = run(&b, "syncreplica", ["-record"]).ok();
+        assert!(
+            record.stdout.contains("Nothing to record") && record.stderr.is_empty(),
+            "{}{}",
+            record.stdout,
+            record.stderr
+        );
+        assert_eq!(recorded_paths(&b), expected, "round {round}");
+        write(&b, &format!("edit-{round}.txt"), "recorded and exported");
+        run(&b, "syncreplica", ["-record"]).ok();
+        let back = fam.packet_dir(&format!("back-{round}"));
+        export_to(&b, &back, &["alpha"], &[]).ok();
+        assert_eq!(packet_files(&back).len(), 1);
+    }
+    assert!(!recorded_paths(&b).contains(&".syncreplicaignore".to_string()));
+}
+
+/// A name from a packet made to drive a terminal and forge a line.
+const HOSTILE_NAME: &str = "\u{1b}[31mevil\u{1b}[0m\nSignature: verified";
+
+/// What a command printed holds no raw control character (but line ends)
+/// and no line that a name could have forged; `signature_lines` is how
+/// many "Signature:" lines the command prints itself.
+#[track_caller]
+fn assert_shown_safely(what: &str, res: &Run, signature_lines: usize) {
+    for (stream, text) in [("stdout", &res.stdout), ("stderr", &res.stderr)] {
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{what}: raw control characters on {stream}: {text:?}"
+        );
+    }
+    let both = format!("{}{}", res.stdout, res.stderr);
+    let forged = both
+        .lines()
+        .filter(|line| line.starts_with("Signature:"))
+        .count();
+    assert_eq!(forged, signature_lines, "{what}: {both}");
+}
+
+/// The hostile name as the commands show it.
+const HOSTILE_SHOWN: &str = "\\u{1b}[31mevil\\u{1b}[0m\\nSignature: verified";
+
+/// Names, comments and file names from a packet reach the user escaped
+/// (or as this replica knows the member), whatever command prints them:
+/// none can drive the terminal or forge a line such as "Signature:
+/// verified".
+#[test]
+fn names_from_packets_are_shown_escaped_by_every_command() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
+    let (a, b, c) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    let alpha = id_of(&a);
+    let have = epoch_in_row(&b, "beta", "alpha");
+    let out = fam.packet_dir("names");
+    forge(
+        &own(&a),
+        &b,
+        &out,
+        vec![dir_change("d", vec![(alpha, have + 1)])],
+        |meta| {
+            meta.sender.name = HOSTILE_NAME.into();
+            meta.family.name = HOSTILE_NAME.into();
+            meta.comment = HOSTILE_NAME.into();
+            meta.targets[0].name = HOSTILE_NAME.into();
+        },
+    );
+    let dir = out.to_str().unwrap();
+    for (args, signatures) in [
+        (vec![dir], 0),
+        (vec!["-long", dir], 1),
+        (vec!["-short", dir], 0),
+    ] {
+        let res = run(&b, "lspacket", &args).ok();
+        assert_shown_safely(&format!("lspacket {args:?}"), &res, signatures);
+        if args[0] != "-short" {
+            for field in ["Family: ", "Comment supplied at packet creation is: "] {
+                assert!(
+                    res.stdout.contains(&format!("{field}{HOSTILE_SHOWN}")),
+                    "{field}: {}",
+                    res.stdout
+                );
+            }
+        }
+    }
+    let res = import_from(&b, &[&out]).ok();
+    assert_shown_safely("-import", &res, 0);
+    assert!(
+        res.stdout.contains("Applied packet from alpha:"),
+        "{}",
+        res.stdout
+    );
+    for (command, args) in [("lsreplica", vec!["-long"]), ("lsepoch", vec![])] {
+        let res = run(&b, command, &args).ok();
+        assert_shown_safely(command, &res, 0);
+    }
+
+    // Left alone: for another member, or another family.
+    let gamma = id_of(&c);
+    for (label, family_too) in [("other-target", false), ("other-family", true)] {
+        let out = fam.packet_dir(label);
+        forge(
+            &own(&a),
+            &b,
+            &out,
+            vec![dir_change("e", vec![(alpha, have + 2)])],
+            |meta| {
+                meta.sender.name = HOSTILE_NAME.into();
+                meta.targets[0].id = gamma;
+                meta.targets[0].name = HOSTILE_NAME.into();
+                if family_too {
+                    meta.family.id = syncreplica::store::identity::random_id();
+                    meta.family.name = HOSTILE_NAME.into();
+                }
+            },
+        );
+        let res = import_from(&b, &[&out]).ok();
+        assert_shown_safely(label, &res, 0);
+        assert!(
+            res.stdout.contains("Left alone:") && res.stdout.contains(HOSTILE_SHOWN),
+            "{}",
+            res.stdout
+        );
+    }
+
+    // A new member whose name would forge a line: refused, said safely.
+    let out = fam.packet_dir("member");
+    forge(
+        &own(&a),
+        &b,
+        &out,
+        vec![Change::AddMember {
+            replica: syncreplica::store::identity::random_id(),
+            name: HOSTILE_NAME.into(),
+            public_key: [7; 32],
+        }],
+        |_| {},
+    );
+    let before = tree_listing(&b);
+    let res = import_from(&b, &[&out]);
+    assert_eq!(res.code, 1, "{}{}", res.stdout, res.stderr);
+    assert_shown_safely("AddMember", &res, 0);
+    assert!(res.stderr.contains("refused"), "{}", res.stderr);
+    assert_eq!(tree_listing(&b), before);
+    still_healthy(&fam, &b, "alpha");
+}

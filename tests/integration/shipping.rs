@@ -1302,3 +1302,98 @@ fn a_receive_that_applies_nothing_records_nothing() {
     assert_eq!(everything_under(&ship), before, "replica unchanged");
     assert_eq!(everything_under(&incoming), bay_before, "bay unchanged");
 }
+
+/// A hop that answers every upload with `status` and `body`, once per
+/// connection, until the test ends; returns its URL.
+fn hostile_hop(status: u16, body: &'static [u8]) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            // The whole request first, so the sender sees the answer.
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 65536];
+            let mut wanted = None;
+            while let Ok(n) = stream.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buffer[..n]);
+                if wanted.is_none() {
+                    if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        wanted = Some(end + 4 + length);
+                    }
+                }
+                if wanted.is_some_and(|w| request.len() >= w) {
+                    break;
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 {status} Refused\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    url
+}
+
+/// What a remote hop answers is text from elsewhere: in shipping_server's
+/// log and in lspacket's listing of the order it is escaped, so it can
+/// neither drive a terminal nor forge a log line.
+#[test]
+fn a_hops_answer_is_logged_and_listed_escaped() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let url = hostile_hop(
+        500,
+        b"\x1b[2J\x1b[31mno\n2030-01-01T00:00:00Z shipping_server: 1 delivered\r\nSignature: verified",
+    );
+    let sender_conf = sender_conf(dir, &url);
+    write(&fam.root("boston"), "f", "1");
+    run(
+        &fam.root("boston"),
+        "syncreplica",
+        ["-export", "-ship", "-shipconf", arg(&sender_conf), "ship"],
+    )
+    .ok();
+    let poll = shipping_server(&sender_conf, &["-poll"]).fails_with(1);
+    let listing = run(dir, "lspacket", ["-shipconf", arg(&sender_conf)]);
+    for (what, text) in [
+        ("log", &poll.stdout),
+        ("log (stderr)", &poll.stderr),
+        ("lspacket", &listing.stdout),
+        ("lspacket (stderr)", &listing.stderr),
+    ] {
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{what}: raw control characters: {text:?}"
+        );
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("2030") || l.starts_with("Signature: verified")),
+            "{what}: a forged line: {text}"
+        );
+    }
+    assert!(
+        poll.stdout
+            .contains("refused with HTTP 500: \\u{1b}[2J\\u{1b}[31mno\\n2030"),
+        "{}",
+        poll.stdout
+    );
+    assert!(
+        listing
+            .stdout
+            .contains("refused with HTTP 500: \\u{1b}[2J\\u{1b}[31mno"),
+        "{}",
+        listing.stdout
+    );
+}

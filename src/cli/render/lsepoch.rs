@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::error::Result;
+use crate::error::{printable, Result};
 use crate::replica::Replica;
 use crate::store::state::Member;
 
@@ -31,7 +31,7 @@ pub fn render_rows(replica: &Replica, rows: &[String]) -> Result<String> {
         } else {
             "estimate"
         };
-        let _ = writeln!(out, "Epochs in row \"{}\" ({kind}):", row.name);
+        let _ = writeln!(out, "Epochs in row \"{}\" ({kind}):", printable(&row.name));
         let values = table.get(&row.replica);
         for origin in &members {
             let epoch = values
@@ -41,7 +41,8 @@ pub fn render_rows(replica: &Replica, rows: &[String]) -> Result<String> {
             let _ = writeln!(
                 out,
                 "  {:<width$} = {epoch:<8} (replica id {})",
-                origin.name, origin.replica
+                printable(&origin.name),
+                origin.replica
             );
         }
     }

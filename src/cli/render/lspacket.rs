@@ -3,7 +3,9 @@
 use packet_format::{render_listing_with, Examination, Header, SignatureStatus, Target};
 use serde_json::json;
 
+use crate::error::{printable, printable_path};
 use crate::sync::epochs::LocalView;
+use std::path::PathBuf;
 
 /// Whether a listed packet should make lspacket exit non-zero.
 pub fn is_problem(exam: &Examination) -> bool {
@@ -17,9 +19,17 @@ fn note_for(view: Option<&LocalView>, header: &Header, target: &Target) -> Optio
 
 /// Text listing of one packet. A damaged or unverified packet gets no
 /// readiness note: it cannot be applied, whatever its epochs say.
-pub fn render_text(exam: &Examination, long: bool, view: Option<&LocalView>) -> String {
-    let header = exam.header.clone().filter(|_| !is_problem(exam));
-    render_listing_with(exam, long, &|target| {
+///
+/// The listing escapes the names and comment it takes from the header,
+/// but for the family name; that, and the file's path (a name from
+/// elsewhere when it sits in a bay), are made printable here first.
+pub fn render_text(mut exam: Examination, long: bool, view: Option<&LocalView>) -> String {
+    let header = exam.header.clone().filter(|_| !is_problem(&exam));
+    exam.path = PathBuf::from(printable_path(&exam.path));
+    if let Some(header) = exam.header.as_mut() {
+        header.family.name = printable(&header.family.name).into_owned();
+    }
+    render_listing_with(&exam, long, &|target| {
         header.as_ref().and_then(|h| note_for(view, h, target))
     })
 }
@@ -91,23 +101,25 @@ pub fn render_order_text(order: &shipping::ShippingOrder, returned: bool) -> Str
         out.push_str(&format!(
             "Returned: expired at {} before reaching {}\n",
             format_time(&order.expires),
-            order.destinations.join(", ")
+            printable(&order.destinations.join(", "))
         ));
     } else {
         out.push_str(&format!(
             "Shipping order: to {}; created {}; expires {}\n",
-            order.destinations.join(", "),
+            printable(&order.destinations.join(", ")),
             format_time(&order.created),
             format_time(&order.expires)
         ));
     }
     for (destination, attempts) in &order.attempts {
         out.push_str(&format!(
-            "  delivery to {destination}: {} failed attempt{}, last at {}: {}; next try after {}\n",
+            "  delivery to {}: {} failed attempt{}, last at {}: {}; next try after {}\n",
+            printable(destination),
             attempts.failures,
             if attempts.failures == 1 { "" } else { "s" },
             format_time(&attempts.last_attempt),
-            attempts.last_error,
+            // May quote what a remote server answered.
+            printable(&attempts.last_error),
             format_time(&attempts.next_retry)
         ));
     }

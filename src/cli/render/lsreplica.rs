@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::error::Result;
+use crate::error::{printable, Result};
 use crate::replica::Replica;
 use crate::store::identity;
 
@@ -29,10 +29,14 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         };
         let fingerprint = identity::fingerprint(&member.public_key);
         if !long {
-            let _ = writeln!(out, "  {:<width$}  key {fingerprint}{local}", member.name);
+            let _ = writeln!(
+                out,
+                "  {:<width$}  key {fingerprint}{local}",
+                printable(&member.name)
+            );
             continue;
         }
-        let _ = writeln!(out, "replica \"{}\"{local}", member.name);
+        let _ = writeln!(out, "replica \"{}\"{local}", printable(&member.name));
         let _ = writeln!(out, "  replica id:        {}", member.replica);
         let _ = writeln!(out, "  key fingerprint:   {fingerprint}");
         // The key itself, for a relay host's shipping.toml `trusted_keys`.
@@ -49,7 +53,8 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
                 let text = match replica.state().last_packet(direction, &member.replica)? {
                     Some(p) => format!(
                         "{} (sequence {}, {})",
-                        p.file_name,
+                        // A packet file's name, from elsewhere (a bay).
+                        printable(&p.file_name),
                         p.sequence,
                         crate::sys::clock::format_time_ns(p.at_ns)
                     ),
@@ -66,7 +71,7 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
                     .and_then(|r| r.get(&origin.replica))
                     .copied()
                     .unwrap_or(0);
-                format!("{}={epoch}", origin.name)
+                format!("{}={epoch}", printable(&origin.name))
             })
             .collect();
         let kind = if member.replica == me {

@@ -36,7 +36,10 @@
 //!    whose size is not the sum of its chunk lengths, are refused too.
 //! 4. **Excludes.** Excluded paths (the patterns as loaded when the batch
 //!    starts) are never touched: the operation is logged and the epoch raised,
-//!    but entry and file stay as they are (`skipped_excluded`).
+//!    but entry and file stay as they are (`skipped_excluded`). The root
+//!    `.syncreplicaignore` is always excluded (each replica's own), and
+//!    shared (included) patterns never exclude a path recorded or planned
+//!    here ([`crate::tree::excludes`]).
 //! 5. **Conflicts** are decided by version vectors, never by wall clocks. The
 //!    local side is the recorded entry (a tombstone's version counts; no
 //!    entry is the empty vector). Within a batch only the newest version of
@@ -79,7 +82,8 @@
 //!    so it travels to siblings; a sibling that made the same copy converges
 //!    by the identical-state rule. If the name is taken by different
 //!    content, `-2`, `-3`… is appended to the replica name. No copy is made
-//!    when the copy's path is excluded.
+//!    when the copy's path is excluded by a local pattern (shared patterns
+//!    do not apply: the copy is recorded as soon as it is made).
 //! 6. **Structure.** After all operations are planned, the tree is made
 //!    consistent: a path that ends up deleted, a file or a symlink but still
 //!    has content below it (recorded, planned, or on disk and not recorded,

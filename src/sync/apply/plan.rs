@@ -455,18 +455,20 @@ impl Planner<'_> {
             if known.public_key != public_key {
                 return Err(membership_refusal(format!(
                     "member \"{}\" ({replica}) is already known with another signing key",
-                    known.name
+                    crate::error::printable(&known.name)
                 )));
             }
             return Ok(());
         }
+        // Validated before it is shown in any message; a bad name refuses
+        // this packet, not the whole import.
+        identity::validate_name(name).map_err(|err| membership_refusal(err.to_string()))?;
         if let Some(known) = self.members.iter().find(|m| m.name == name) {
             return Err(membership_refusal(format!(
                 "new member \"{name}\" ({replica}) has the name of member {}",
                 known.replica
             )));
         }
-        identity::validate_name(name)?;
         let member = Member {
             replica,
             name: name.to_string(),
@@ -489,13 +491,23 @@ impl Planner<'_> {
     }
 
     fn excluded(&self, path: &[u8], is_dir: bool) -> Result<bool> {
+        // Shared patterns never exclude a path recorded (or planned) here.
+        let recorded = self
+            .effective(path)
+            .is_some_and(|e| e.state != PathState::Deleted);
+        self.excluded_as(path, is_dir, recorded)
+    }
+
+    /// [`Planner::excluded`], with `recorded` saying whether shared
+    /// patterns are out of play for `path`.
+    fn excluded_as(&self, path: &[u8], is_dir: bool, recorded: bool) -> Result<bool> {
         let dir_elsewhere = is_dir
             || self
                 .effective(path)
                 .is_some_and(|e| matches!(e.state, PathState::Directory { .. }))
             || matches!(self.disk_kind(path)?, DiskKind::Dir(_));
-        Ok(self.excludes.excludes_relative(path, is_dir)
-            || (dir_elsewhere && self.excludes.excludes_relative(path, true)))
+        Ok(self.excludes.excludes_relative(path, is_dir, recorded)
+            || (dir_elsewhere && self.excludes.excludes_relative(path, true, recorded)))
     }
 
     /// No ancestor may be a symlink: as planned by this batch, or on disk
@@ -734,7 +746,9 @@ impl Planner<'_> {
                 format!("{who}-{attempt}")
             };
             let copy = join(parent, &conflict_copy_name(name, stamp, &label));
-            if validate_path(&copy).is_err() || self.excluded(&copy, false)? {
+            // A copy is recorded as soon as it is made, so shared patterns
+            // (which a sibling may have set to `*`) cannot suppress it.
+            if validate_path(&copy).is_err() || self.excluded_as(&copy, false, true)? {
                 return Ok(None);
             }
             match self.effective(&copy) {
