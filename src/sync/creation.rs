@@ -546,6 +546,7 @@ pub fn import_creation(
 
     // Replicas do not nest: refused before anything is created.
     replica::refuse_nesting_of_new(dir)?;
+    check_space(dir, &checked)?;
     let existed = dir.exists();
     let cleaned_up = if existed {
         remove_abandoned_import(dir, packet)?
@@ -628,6 +629,34 @@ fn remove_abandoned_import(dir: &Path, packet: &LogicalPacket) -> Result<Vec<u32
     }
     remove_made(&made)?;
     Ok(abandoned.into_iter().map(|(_, pid)| pid).collect())
+}
+
+/// Refuses, before anything is made, a new replica whose files do not
+/// fit in the free space of the filesystem that will hold `dir`
+/// ([`Refusal::NoSpace`]; content is written once, so the files' size is
+/// what it needs, plus the state database, not counted).
+fn check_space(dir: &Path, checked: &crate::sync::creation_check::Checked) -> Result<()> {
+    let needed: u64 = checked
+        .paths
+        .values()
+        .map(|(_, state)| match state {
+            PathState::File { size, .. } => *size,
+            _ => 0,
+        })
+        .sum();
+    let Some(existing) = dir.ancestors().find(|d| d.is_dir()) else {
+        return Ok(());
+    };
+    let free = crate::sys::fsutil::free_space(existing)?;
+    if needed > free {
+        return Err(Error::Refused(crate::error::Refusal::NoSpace {
+            needed,
+            free,
+            mount: crate::sys::fsutil::mount_point(existing),
+            root: dir.to_path_buf(),
+        }));
+    }
+    Ok(())
 }
 
 /// What a directory holds, sorted into what a creation packet makes there

@@ -398,6 +398,55 @@ fn mkreplica_import_writes_content_once_so_it_fits_in_less_than_twice_its_size()
     assert!(!beta.join(".syncreplica/staging").exists());
 }
 
+/// A new replica larger than the free space is refused before anything is
+/// made, saying how much it needs and has (it used to fail midway with
+/// "No space left on device" on an internal path).
+#[test]
+fn a_new_replica_larger_than_the_free_space_is_refused_first() {
+    let Some(mount) = Mount::tmpfs("1048576") else {
+        eprintln!("note: skipped: mounting a tmpfs is not permitted here");
+        return;
+    };
+    let family = family(&["alpha"], &[]);
+    let alpha = family.root("alpha");
+    let mut random = XorShift(7);
+    let big: Vec<u8> = (0..(4 << 20) / 8)
+        .flat_map(|_| random.next().to_le_bytes())
+        .collect();
+    std::fs::write(alpha.join("big.bin"), &big).unwrap();
+    let creation = family.packet_dir("creation");
+    run(
+        &alpha,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            creation.as_os_str(),
+            "beta".as_ref(),
+        ],
+    )
+    .ok();
+    let beta = mount.path().join("beta");
+    let refused = run(
+        family.dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            beta.as_os_str(),
+            creation.as_os_str(),
+        ],
+    )
+    .fails_with(1);
+    assert!(
+        refused.stderr.contains("needs 4.0 MiB"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("free on"), "{}", refused.stderr);
+    assert!(!beta.exists());
+}
+
 /// Gives `dir` and everything under it to `nobody`.
 fn give_to_nobody(dir: &Path) {
     let status = Command::new("chown")
