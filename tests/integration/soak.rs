@@ -7,8 +7,11 @@
 //! exports; the import at this replica runs as a real process while a
 //! thread edits in place, saves editor-style (new file renamed over the
 //! old), creates files where the packet creates them, and renames files.
-//! Afterwards every version the thread left behind must exist somewhere in
-//! the tree: at its path, or as a conflict copy.
+//! Afterwards every version the thread wrote must exist somewhere in the
+//! tree, at its path or as a conflict copy, unless the thread itself saved
+//! over it: before each save it reads the file, and only when that still
+//! holds its own last version there is the old version retired. So an
+//! edit the import clobbered is caught even when a later save hides it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -46,8 +49,15 @@ fn env_number(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// What the editing thread left: path -> the content it wrote last there.
-type Left = Arc<Mutex<BTreeMap<PathBuf, Vec<u8>>>>;
+/// What the editing thread wrote: per path the content it wrote last
+/// there, and every version that must still exist somewhere.
+#[derive(Default)]
+struct Written {
+    last: BTreeMap<PathBuf, Vec<u8>>,
+    expected: BTreeSet<Vec<u8>>,
+}
+
+type Left = Arc<Mutex<Written>>;
 
 /// Edits `root` until `stop`, choosing among `paths`; returns the number of
 /// edits made.
@@ -64,6 +74,9 @@ fn edit_until(
         let rel = &paths[rng.below(paths.len())];
         let path = root.join(rel);
         let token = format!("user edit {round}-{edits} of {rel}").into_bytes();
+        // What the path holds right before this save: if it is still this
+        // thread's last version there, saving over it retires that one.
+        let before = std::fs::read(&path).ok();
         let wrote = match rng.below(4) {
             // In place.
             0 => std::fs::OpenOptions::new()
@@ -89,15 +102,22 @@ fn edit_until(
                 let to = root.join(format!("renamed-{round}-{edits}.txt"));
                 if std::fs::rename(&path, &to).is_ok() {
                     let mut left = left.lock().unwrap();
-                    if let Some(content) = left.remove(&path) {
-                        left.insert(to, content);
+                    if let Some(content) = left.last.remove(&path) {
+                        left.last.insert(to, content);
                     }
                 }
                 false
             }
         };
         if wrote {
-            left.lock().unwrap().insert(path, token);
+            let mut left = left.lock().unwrap();
+            if let Some(previous) = left.last.get(&path).cloned() {
+                if before.as_ref() == Some(&previous) {
+                    left.expected.remove(&previous);
+                }
+            }
+            left.expected.insert(token.clone());
+            left.last.insert(path, token);
         }
         edits += 1;
         std::thread::sleep(std::time::Duration::from_micros(300));
@@ -169,11 +189,10 @@ fn edits_racing_imports_are_never_lost() {
         let lost: Vec<String> = left
             .lock()
             .unwrap()
+            .expected
             .iter()
-            .filter(|(_, content)| !present.contains(*content))
-            .map(|(path, content)| {
-                format!("{}: {}", path.display(), String::from_utf8_lossy(content))
-            })
+            .filter(|content| !present.contains(*content))
+            .map(|content| String::from_utf8_lossy(content).into_owned())
             .collect();
         assert!(
             lost.is_empty(),
