@@ -20,8 +20,9 @@ fn still_healthy(fam: &Family, root: &Path, target: &str) {
     write(root, "after-refusal.txt", "still works");
     run(root, "syncreplica", ["-record"]).ok();
     let out = fam.packet_dir(&format!("healthy-{target}"));
+    let before = packet_files(&out).len();
     export_to(root, &out, &[target], &[]).ok();
-    assert_eq!(packet_files(&out).len(), 1);
+    assert_eq!(packet_files(&out).len(), before + 1);
 }
 
 /// A packet `root` makes of its own operations, honestly sealed.
@@ -197,4 +198,111 @@ fn operations_not_sealed_by_their_origin_are_refused() {
     assert!(res.stderr.contains("carries no seal"), "{}", res.stderr);
     assert_eq!(tree_listing(&b), before);
     still_healthy(&fam, &b, "alpha");
+}
+
+// One packet must never brick a replica: every check that can fail comes
+// before the commit, and a disk step that still fails after it is reported
+// and recorded, never replayed forever.
+
+/// `changes` as `a`'s next operations at `b`, each with the version
+/// {a: its epoch}.
+fn next_of(a: &Path, b: &Path, changes: Vec<(String, PathState)>) -> Vec<Change> {
+    let origin = id_of(a);
+    let have = epoch_in_row(b, "beta", "alpha");
+    changes
+        .into_iter()
+        .enumerate()
+        .map(|(i, (path, state))| Change::Path {
+            path: path.into_bytes(),
+            version: VersionVector([(origin, have + 1 + i as u64)].into_iter().collect()),
+            state,
+        })
+        .collect()
+}
+
+/// No import is left half done.
+fn nothing_pending(root: &Path) {
+    let status = run(root, "syncreplica", ["-status"]).ok();
+    assert!(!status.stderr.contains("interrupted"), "{}", status.stderr);
+    assert!(!root.join(".syncreplica/staging").exists());
+}
+
+/// The engine once used `.syncreplica-new-link` beside a symlink it made:
+/// a packet making a folder of that name, then a link beside it, made
+/// every later command replay a failing step. The engine's only name in
+/// the tree (`.syncreplica-new-file`) cannot be named by a packet at all.
+#[test]
+fn names_like_the_engines_temporaries_never_stick_an_import() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let out = fam.packet_dir("old-temp");
+    let changes = next_of(
+        &a,
+        &b,
+        vec![
+            ("d".into(), PathState::directory(0o755)),
+            (
+                "d/.syncreplica-new-link".into(),
+                PathState::directory(0o755),
+            ),
+            ("d/l".into(), PathState::symlink(b"target".to_vec())),
+        ],
+    );
+    forge(&own(&a), &b, &out, changes, |_| {});
+    import_from(&b, &[&out]).ok();
+    assert!(b.join("d/.syncreplica-new-link").is_dir());
+    assert_eq!(
+        std::fs::read_link(b.join("d/l")).unwrap(),
+        Path::new("target")
+    );
+    nothing_pending(&b);
+    still_healthy(&fam, &b, "alpha");
+
+    let out = fam.packet_dir("temp");
+    let changes = next_of(
+        &a,
+        &b,
+        vec![
+            ("e".into(), PathState::directory(0o755)),
+            (
+                "e/.syncreplica-new-file".into(),
+                PathState::directory(0o755),
+            ),
+            ("e/l".into(), PathState::symlink(b"target".to_vec())),
+        ],
+    );
+    forge(&own(&a), &b, &out, changes, |_| {});
+    let before = tree_listing(&b);
+    let res = import_from(&b, &[&out]);
+    assert_ne!(res.code, 0, "accepted:\n{}", res.stdout);
+    assert!(
+        res.stderr.contains("names a temporary file of the import"),
+        "{}",
+        res.stderr
+    );
+    assert_eq!(tree_listing(&b), before);
+    nothing_pending(&b);
+    still_healthy(&fam, &b, "alpha");
+}
+
+/// A folder whose path is longer than a file name may be (here 130
+/// bytes) once made every import that created it stick: the engine noted
+/// the folder's mode under a file named after the path.
+#[test]
+fn a_folder_with_a_long_name_from_a_sibling_is_made_and_nothing_sticks() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let long = "d".repeat(130);
+    write(&a, &format!("{long}/{long}/inside.txt"), "content");
+    run(&a, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("long-dir");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    import_from(&b, &[&out]).ok();
+    assert_eq!(
+        std::fs::read_to_string(b.join(format!("{long}/{long}/inside.txt"))).unwrap(),
+        "content"
+    );
+    nothing_pending(&b);
+    still_healthy(&fam, &b, "alpha");
+    assert_eq!(tree_listing(&a).len() + 1, tree_listing(&b).len());
 }

@@ -338,11 +338,11 @@ impl Context<'_> {
         if stat.st_uid != euid.as_raw() || stat.st_mode & 0o200 != 0 {
             return Ok(());
         }
-        let marker = self.staging.join(format!("dirmode-{}", hex::encode(rel)));
+        let marker = dir_mode_marker(self.staging, rel);
         if lstat(&marker)?.is_none() {
             crate::sys::fsutil::write_atomic(
                 &marker,
-                format!("{:o}", stat.st_mode & 0o7777).as_bytes(),
+                format!("{:o}\n{}", stat.st_mode & 0o7777, hex::encode(rel)).as_bytes(),
                 0o600,
             )?;
         }
@@ -356,29 +356,47 @@ impl Context<'_> {
     }
 }
 
+/// Where [`Context::writable`] notes the mode a directory `rel` had: a
+/// name of fixed length (a hash of the path), since a directory's path can
+/// be far longer than a file name may be. The path itself is in the
+/// marker, after the mode.
+fn dir_mode_marker(staging: &Path, rel: &[u8]) -> PathBuf {
+    let digest = Sha256::digest(rel);
+    staging.join(format!("dirmode-{}", hex::encode(&digest[..16])))
+}
+
+/// The directory (relative to the root) and mode a marker of
+/// [`dir_mode_marker`] notes.
+fn read_dir_mode_marker(marker: &Path) -> Result<(Vec<u8>, u32)> {
+    let text = std::fs::read_to_string(marker).at(marker)?;
+    let corrupt = || Error::CorruptState {
+        path: marker.to_path_buf(),
+        what: format!("not a mode and a directory: {text:?}"),
+    };
+    let (mode, rel) = text.split_once('\n').ok_or_else(corrupt)?;
+    let mode = u32::from_str_radix(mode.trim(), 8).map_err(|_| corrupt())?;
+    let rel = hex::decode(rel.trim()).map_err(|_| corrupt())?;
+    Ok((rel, mode))
+}
+
 /// Puts back the modes of the directories [`Context::writable`] opened up,
 /// unless a journal action set a new one meanwhile (its marker is gone).
 fn restore_dir_modes(confined: &ConfinedRoot, staging: &Path) -> Result<()> {
     let Ok(listing) = std::fs::read_dir(staging) else {
         return Ok(());
     };
-    let mut markers: Vec<(Vec<u8>, PathBuf)> = listing
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            let rel = hex::decode(name.strip_prefix("dirmode-")?).ok()?;
-            Some((rel, entry.path()))
-        })
-        .collect();
+    let mut markers: Vec<(Vec<u8>, u32, PathBuf)> = Vec::new();
+    for entry in listing.flatten() {
+        if entry.file_name().as_bytes().starts_with(b"dirmode-") {
+            let marker = entry.path();
+            let (rel, mode) = read_dir_mode_marker(&marker)?;
+            markers.push((rel, mode, marker));
+        }
+    }
     // Deepest first: a parent made read-only again would refuse nothing
     // here, but order keeps the intent plain.
     markers.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
-    for (rel, marker) in markers {
-        let text = std::fs::read_to_string(&marker).at(&marker)?;
-        let mode = u32::from_str_radix(text.trim(), 8).map_err(|_| Error::CorruptState {
-            path: marker.clone(),
-            what: format!("not a mode: {text:?}"),
-        })?;
+    for (rel, mode, marker) in markers {
         confined.set_dir_mode(&rel, mode)?;
         std::fs::remove_file(&marker).at(&marker)?;
     }
@@ -949,7 +967,7 @@ fn run(
             }
             // The packet's mode wins over the one noted when the directory
             // was opened up for this import.
-            let marker = ctx.staging.join(format!("dirmode-{}", hex::encode(path)));
+            let marker = dir_mode_marker(ctx.staging, path);
             match std::fs::remove_file(&marker) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
