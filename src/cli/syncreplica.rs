@@ -456,6 +456,9 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 for note in &report.conflicts {
                     outln!("  conflict: {note}");
                 }
+                for note in &report.not_made {
+                    outln!("  not made here: {note}");
+                }
                 total.added += report.added;
                 total.changed += report.changed;
                 total.deleted += report.deleted;

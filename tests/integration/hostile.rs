@@ -220,6 +220,31 @@ fn next_of(a: &Path, b: &Path, changes: Vec<(String, PathState)>) -> Vec<Change>
         .collect()
 }
 
+fn empty_file() -> PathState {
+    PathState::File {
+        mode: 0o644,
+        mtime: syncreplica::ops::Timestamp::new(1_700_000_000, 0).unwrap(),
+        size: 0,
+        chunks: Vec::new(),
+        ext: Default::default(),
+    }
+}
+
+/// A relative path of exactly `len` bytes: folders named with 199 `x`s,
+/// then a last name of `y`s ending in `end`.
+fn path_of_len(len: usize, end: &str) -> String {
+    let mut path = String::new();
+    while len - path.len() > 200 + end.len() {
+        path.push_str(&"x".repeat(199));
+        path.push('/');
+    }
+    let rest = len - path.len() - end.len();
+    path.push_str(&"y".repeat(rest));
+    path.push_str(end);
+    assert_eq!(path.len(), len);
+    path
+}
+
 /// No import is left half done.
 fn nothing_pending(root: &Path) {
     let status = run(root, "syncreplica", ["-status"]).ok();
@@ -305,4 +330,95 @@ fn a_folder_with_a_long_name_from_a_sibling_is_made_and_nothing_sticks() {
     nothing_pending(&b);
     still_healthy(&fam, &b, "alpha");
     assert_eq!(tree_listing(&a).len() + 1, tree_listing(&b).len());
+}
+
+/// A path the packet format allows (4,095 bytes) but that this replica's
+/// root makes longer than the system takes (root + "/" + path over 4,095
+/// bytes) is not made here: logged and relayed like an excluded path,
+/// with a note, so no scan, export or editor ever meets a path it cannot
+/// open. One that fits exactly is made.
+#[test]
+fn a_path_too_long_for_this_replicas_root_is_not_made_here() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let room = 4095 - b.as_os_str().len() - 1;
+    let too_long = path_of_len(4095, ".txt");
+    let just_too_long = path_of_len(room + 1, ".txt");
+    let fits = format!("fits/{}", path_of_len(room - 5, ".txt"));
+    // 2,047 one-letter folders: 4,093 bytes.
+    let mut changes = Vec::new();
+    let mut deep = String::from("a");
+    for _ in 0..2047 {
+        changes.push((deep.clone(), PathState::directory(0o755)));
+        deep.push_str("/a");
+    }
+    changes.push((too_long.clone(), empty_file()));
+    changes.push((just_too_long.clone(), empty_file()));
+    changes.push((fits.clone(), empty_file()));
+    let count = changes.len() as u64;
+    let alpha_had = epoch_in_row(&b, "beta", "alpha");
+    let out = fam.packet_dir("long");
+    forge(&own(&a), &b, &out, next_of(&a, &b, changes), |_| {});
+    let before = tree_listing(&b);
+    let res = import_from(&b, &[&out]).ok();
+    assert!(
+        res.stdout.contains("not made here") && res.stdout.contains("4095"),
+        "{}",
+        res.stdout
+    );
+    // Logged (so relayed), not made.
+    assert_eq!(epoch_in_row(&b, "beta", "alpha"), alpha_had + count);
+    assert!(b.join(&fits).is_file());
+    // The one-letter folders are made as deep as they fit.
+    let fit = (room + 1) / 2;
+    let chain = |depth: usize| vec!["a"; depth].join("/");
+    assert!(b.join(chain(fit)).is_dir());
+    assert!(!b.join(chain(fit + 1)).exists());
+    let mut after = tree_listing(&b);
+    after.retain(|line| !line.contains(" fits") && !line.starts_with("dir  a"));
+    assert_eq!(after, before);
+    assert!(!b.join(&too_long[..199]).exists());
+    nothing_pending(&b);
+    still_healthy(&fam, &b, "alpha");
+}
+
+/// A file whose path fits in the tree but not below
+/// `.syncreplica/deleted/YYYYMMDD/`: the import that replaced it failed
+/// to keep its old version, and every later command replayed that. The
+/// old version is kept under a shorter name in the day's folder instead.
+#[test]
+fn a_replaced_file_whose_kept_path_would_be_too_long_is_still_kept() {
+    // Roots of the same length: the path fits in both trees.
+    let fam = family(&["alpha", "gamma"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("gamma"));
+    assert_eq!(a.as_os_str().len(), b.as_os_str().len());
+    // Fits in the tree (root + "/" + path = 4,081 bytes), not under
+    // .syncreplica/deleted/YYYYMMDD/ (4,111).
+    let path = path_of_len(4095 - b.as_os_str().len() - 15, ".txt");
+    write(&a, &path, "first version");
+    run(&a, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("first");
+    export_to(&a, &out, &["gamma"], &[]).ok();
+    import_from(&b, &[&out]).ok();
+    assert_eq!(
+        std::fs::read_to_string(b.join(&path)).unwrap(),
+        "first version"
+    );
+    write(&a, &path, "second version");
+    run(&a, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("second");
+    export_to(&a, &out, &["gamma"], &[]).ok();
+    import_from(&b, &[&out]).ok();
+    assert_eq!(
+        std::fs::read_to_string(b.join(&path)).unwrap(),
+        "second version"
+    );
+    let deleted = b.join(".syncreplica/deleted");
+    let kept: Vec<_> = files_under(&deleted)
+        .into_iter()
+        .filter(|f| std::fs::read(deleted.join(f)).is_ok_and(|c| c == b"first version"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the first version is kept");
+    nothing_pending(&b);
+    still_healthy(&fam, &b, "alpha");
 }

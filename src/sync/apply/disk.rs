@@ -574,6 +574,13 @@ fn take_conflict_name(
         if attempt > 0 {
             copy.extend_from_slice(format!(".{attempt}").as_bytes());
         }
+        if relpath::lexical_problem(&copy).is_some()
+            || !relpath::fits_below(ctx.confined.root(), &copy)
+        {
+            // No name beside it (too long): kept with the soft-deleted
+            // files instead.
+            return Ok(false);
+        }
         let Located::At(place) = ctx.locate(&copy, create)? else {
             return Ok(false);
         };
@@ -615,6 +622,8 @@ fn keep_as_conflict_copy(
     let day = chrono::Utc::now().format("%Y%m%d").to_string();
     let folder = ctx.state_dir.join(DELETED_DIR).join(day);
     std::fs::create_dir_all(&folder).at(&folder)?;
+    // Shortened, so that the suffixes keep it within a file name's length.
+    let name = &name[..name.len().min(200)];
     let kept = unique_in(
         &folder,
         &format!(

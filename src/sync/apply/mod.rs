@@ -34,6 +34,14 @@
 //!    earlier operation of the batch turns into a directory counts as that
 //!    directory. A symlink target that is empty or contains NUL, and a file
 //!    whose size is not the sum of its chunk lengths, are refused too.
+//!    A path that passes these checks but does not fit below this
+//!    replica's root (root, `/` and path over 4,095 bytes, Linux's
+//!    `PATH_MAX`: the scan, an export or an editor could not open it by
+//!    its full name) is not made here: like an excluded path, its
+//!    operation is logged and relayed and its epoch raised, but no entry
+//!    is written and nothing is touched; the report says so
+//!    (`not_made`). A conflict copy that would not fit is not made either
+//!    (the replaced version is still kept, rule 8).
 //! 4. **Excludes.** Excluded paths (the patterns as loaded when the batch
 //!    starts) are never touched: the operation is logged and the epoch raised,
 //!    but entry and file stay as they are (`skipped_excluded`).
@@ -103,7 +111,11 @@
 //! 8. **Soft delete.** A regular file that an import deletes or replaces is
 //!    kept as `.syncreplica/deleted/YYYYMMDD/<path>` (UTC day of the import;
 //!    `.1`, `.2`… appended to the name if taken): the displaced file itself
-//!    (rule 10), renamed, or a real copy when it has other hard links. [`purge_soft_deleted`] removes
+//!    (rule 10), renamed, or a real copy when it has other hard links. A
+//!    path too long to be kept there whole is kept as
+//!    `.syncreplica/deleted/YYYYMMDD/long-paths/HASH-NAME` (the first 16
+//!    bytes of the path's SHA-256 in hex, the last name shortened to 200
+//!    bytes). [`purge_soft_deleted`] removes
 //!    day folders older than `soft_delete_days`; `apply_batch` calls it at
 //!    the end.
 //! 9. **Crash safety.** (a) Plan everything in memory; (b) stage every new
@@ -254,6 +266,10 @@ pub struct ApplyReport {
     pub conflicts: Vec<String>,
     /// Operations on excluded paths: logged, not applied.
     pub skipped_excluded: u64,
+    /// One note per kind of path not made here for a limit of this
+    /// replica (a path too long below its root): logged and relayed, not
+    /// applied.
+    pub not_made: Vec<String>,
     /// Duplicate operations, and operations older than the recorded state.
     pub already_had: u64,
     /// Bytes of file content written.

@@ -277,6 +277,9 @@ struct Planner<'a> {
     /// each side has, whatever way the operations were batched, and the
     /// content of a version overwritten at its sender is never needed.
     superseded: std::collections::HashSet<(Id, u64)>,
+    /// Paths not made because they do not fit below the root
+    /// (`relpath::fits_below`), in batch order.
+    too_long: Vec<Vec<u8>>,
     /// How the replica's filesystem compares names (`tree::folding`).
     folding: Folding,
     /// On a filesystem that folds names: exact names listed in each
@@ -346,6 +349,7 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         report: ApplyReport::default(),
         now_ns: crate::sys::clock::now_ns(),
         superseded: superseded_in_batch(ops),
+        too_long: Vec::new(),
         folding: replica.folding()?,
         listings: RefCell::new(HashMap::new()),
         recorded_keys: OnceCell::new(),
@@ -553,6 +557,12 @@ impl Planner<'_> {
     ) -> Result<()> {
         validate_path(path)?;
         let incoming = sanitize(path, state)?;
+        if !relpath::fits_below(self.root, path) {
+            // Rule 3: longer than this system takes below this root. Like
+            // an excluded path: logged and relayed, never made.
+            self.too_long.push(path.to_vec());
+            return Ok(());
+        }
         self.check_ancestors(path, version)?;
         let is_dir = matches!(incoming, PathState::Directory { .. });
         if self.excluded(path, is_dir)? {
@@ -709,7 +719,10 @@ impl Planner<'_> {
                 format!("{who}-{attempt}")
             };
             let copy = join(parent, &conflict_copy_name(name, *mtime, &label));
-            if validate_path(&copy).is_err() || self.excluded(&copy, false)? {
+            if validate_path(&copy).is_err()
+                || !relpath::fits_below(self.root, &copy)
+                || self.excluded(&copy, false)?
+            {
                 return Ok(None);
             }
             match self.effective(&copy) {
@@ -1108,6 +1121,22 @@ impl Planner<'_> {
         actions.extend(creations);
         actions.extend(dir_modes.into_iter().rev());
         self.report.local_operations = self.local_ops.len() as u64;
+        if let Some(first) = self.too_long.first() {
+            let more = match self.too_long.len() - 1 {
+                0 => String::new(),
+                1 => " and 1 path below or beside it".to_string(),
+                n => format!(" and {n} paths below or beside it"),
+            };
+            let room = relpath::PATH_MAX.saturating_sub(self.root.as_os_str().len() + 1);
+            self.report.not_made.push(format!(
+                "{}{more}: longer than this replica's root {} leaves room for \
+                 (a path may have {room} bytes here: {} in all, the most the system \
+                 opens); the other replicas keep them",
+                relpath::display_short(first, 120),
+                self.root.display(),
+                relpath::PATH_MAX,
+            ));
+        }
         Ok(Plan {
             accepted: self.accepted,
             raised: self.raised,
@@ -1457,6 +1486,23 @@ fn copy_note(copy: Option<&[u8]>) -> String {
     }
 }
 
+/// `long-paths/HASH-NAME`: where a version whose path is too long to be
+/// kept whole is kept, below the day's folder (see
+/// `Reserved::soft_delete_target`).
+fn short_kept_name(path: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(path);
+    let (_, name) = split_last(path);
+    let mut keep = name.len().min(200);
+    // Not in the middle of a character, where the name is UTF-8.
+    while keep < name.len() && std::str::from_utf8(&name[..keep]).is_err() && keep > 196 {
+        keep -= 1;
+    }
+    let mut out = format!("long-paths/{}-", hex::encode(&digest[..16])).into_bytes();
+    out.extend_from_slice(&name[..keep]);
+    out
+}
+
 /// Soft-delete names handed out in this batch.
 #[derive(Default)]
 struct Reserved {
@@ -1468,11 +1514,28 @@ impl Reserved {
     /// `deleted/DAY/PATH` relative to the state folder, with `.1`, `.2`…
     /// appended to the name if taken (and `DAY.1`… if a parent is taken by
     /// a file).
+    ///
+    /// A path too long to be kept there whole (the state folder's path,
+    /// `deleted/DAY.N/`, the path and a `.NNN` or `.partial` suffix over
+    /// [`PATH_MAX`]) is kept as `deleted/DAY/long-paths/HASH-NAME`
+    /// instead: HASH is the first 16 bytes of the path's SHA-256 in hex,
+    /// NAME its last name (shortened to 200 bytes), so the old version is
+    /// kept whatever the path's length.
     fn soft_delete_target(&mut self, root: &Path, day: &str, path: &[u8]) -> Vec<u8> {
         let state_dir = root.join(STATE_DIR);
         let exists = |rel: &[u8]| {
             let disk: PathBuf = state_dir.join(OsStr::from_bytes(rel));
             std::fs::symlink_metadata(disk).ok()
+        };
+        // Room for `DAY.NNN`, `.NNN` and `.partial` (a copy's temporary).
+        const SUFFIXES: usize = 4 + 4 + 8;
+        let whole = state_dir.as_os_str().len() + 1 + DELETED_DIR.len() + 1 + day.len() + 1;
+        let short;
+        let path = if whole + path.len() + SUFFIXES > PATH_MAX {
+            short = short_kept_name(path);
+            short.as_slice()
+        } else {
+            path
         };
         for folder in 0.. {
             let day_dir = if folder == 0 {
@@ -1541,6 +1604,26 @@ mod tests {
             conflict_copy_name(b"a.txt", far, "b"),
             b"a.sync-conflict-24000101-000000-b.txt".to_vec()
         );
+    }
+
+    #[test]
+    fn a_kept_version_too_long_to_keep_whole_gets_a_short_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reserved = Reserved::default();
+        let short = reserved.soft_delete_target(dir.path(), "20260101", b"d/x.txt");
+        assert_eq!(short, b"deleted/20260101/d/x.txt");
+        let name = "n".repeat(250);
+        let long = format!("{}/{name}", "d".repeat(3800));
+        let kept = reserved.soft_delete_target(dir.path(), "20260101", long.as_bytes());
+        let kept = String::from_utf8(kept).unwrap();
+        assert!(kept.starts_with("deleted/20260101/long-paths/"), "{kept}");
+        let last = kept.rsplit('/').next().unwrap();
+        assert_eq!(last.len(), 32 + 1 + 200, "{last}");
+        assert!(last.ends_with(&name[..200]));
+        // Another path with the same last name gets another hash.
+        let other = format!("{}/{name}", "e".repeat(3800));
+        let other = reserved.soft_delete_target(dir.path(), "20260101", other.as_bytes());
+        assert_ne!(other, kept.as_bytes());
     }
 
     #[test]
