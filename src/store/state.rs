@@ -1096,7 +1096,8 @@ fn create_failed_apply(tx: &Transaction) -> rusqlite::Result<()> {
              at_ns   INTEGER NOT NULL,
              step    TEXT NOT NULL,
              error   TEXT NOT NULL
-         );",
+         );
+         CREATE INDEX IF NOT EXISTS failed_apply_path ON failed_apply (path);",
     )
 }
 
@@ -1125,6 +1126,14 @@ pub fn forget_failed_steps<'a>(
     paths: impl IntoIterator<Item = &'a [u8]>,
 ) -> rusqlite::Result<()> {
     create_failed_apply(tx)?;
+    // Nearly always empty: then a batch's or a record's paths are not
+    // looked up one by one.
+    let any: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM failed_apply)", [], |row| {
+        row.get(0)
+    })?;
+    if !any {
+        return Ok(());
+    }
     let mut delete = tx.prepare_cached("DELETE FROM failed_apply WHERE path = ?1")?;
     for path in paths {
         delete.execute(params![path])?;
