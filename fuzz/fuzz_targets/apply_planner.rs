@@ -135,7 +135,7 @@ fuzz_target!(|data: &[u8]| {
             if level > 0 {
                 path.push(b'/');
             }
-            let component: &[u8] = input.pick(COMPONENTS);
+            let component: &[u8] = input.pick::<&[u8]>(COMPONENTS);
             path.extend_from_slice(component);
         }
         let state = match input.next() % 5 {
@@ -156,7 +156,7 @@ fuzz_target!(|data: &[u8]| {
             }
             2 => PathState::directory(u32::from(input.next()) << 3 | 0o700),
             3 => {
-                let target: &[u8] = input.pick(TARGETS);
+                let target: &[u8] = input.pick::<&[u8]>(TARGETS);
                 PathState::symlink(target.to_vec())
             }
             _ => PathState::Deleted,

@@ -325,13 +325,44 @@ pub fn finish_interrupted(
     name: &str,
     replica: &mut crate::replica::LockedReplica,
 ) -> anyhow::Result<()> {
-    if let Some(notes) = crate::sync::apply::recover_reporting(replica)? {
+    if let Some(done) = crate::sync::apply::recover_reporting(replica)? {
         errln!("{name}: note: finished an import that was interrupted");
-        for note in notes {
+        for note in done.notes {
             errln!("{name}: note: {note}");
         }
+        report_failed(name, &done.failed);
+        let paths: Vec<Vec<u8>> = done.failed.into_iter().map(|f| f.path).collect();
+        hint_failed(name, &replica.identity.replica_name, &paths);
     }
     Ok(())
+}
+
+/// Says which disk steps of an import failed for good (`sync::apply`,
+/// rule 9), one error line each.
+pub fn report_failed(name: &str, failed: &[crate::store::state::FailedStep]) {
+    for step in failed {
+        errln!(
+            "{name}: error: not applied here: {}",
+            crate::cli::render::status::describe_failed(step)
+        );
+    }
+}
+
+/// How to bring the paths of failed steps once their cause is fixed.
+pub fn hint_failed(name: &str, replica: &str, paths: &[Vec<u8>]) {
+    if paths.is_empty() {
+        return;
+    }
+    let resend: Vec<String> = paths
+        .iter()
+        .take(MISSING_SHOWN)
+        .map(|p| format!("-resend '{}'", crate::tree::relpath::display_short(p, 120)))
+        .collect();
+    errln!(
+        "{name}: hint: the entries keep what the tree holds and the other replicas keep the new versions; once the cause is fixed, run at a sibling: syncreplica -export {} -out DIR {replica}, and import its packet here (syncreplica -status lists {} until then)",
+        resend.join(" "),
+        if paths.len() == 1 { "it" } else { "them" },
+    );
 }
 
 /// Tells the user when a lock left by a dead process was taken over.

@@ -38,10 +38,18 @@ use clap::Parser;
 /// Each packet is applied atomically: an import killed at any point leaves
 /// every path old or new, and running it again finishes the job. A packet
 /// whose new content does not fit in the free space of the replica's
-/// filesystem is refused before anything is staged.
+/// filesystem is refused before anything is staged. A path too long for
+/// this replica's root (root, "/" and path over 4,095 bytes) is not made
+/// here, and the import says so. A disk step that fails after a packet's
+/// commit (a folder the user may not write) leaves that path at its older
+/// version and is reported ("not applied here"); the other packets are
+/// applied, the command exits 1, and -status lists the path until a later
+/// packet writes it (once the cause is fixed, -resend PATH at a sibling
+/// sends it again).
 ///
 /// -status only reads the replica: it works for a user who may read it but
-/// not write it, and on a read-only filesystem.
+/// not write it, and on a read-only filesystem. It also lists the paths an
+/// import could not write.
 #[derive(Debug, Parser)]
 #[command(name = "syncreplica", version, after_help = super::EXIT_STATUS_HELP)]
 #[command(group = clap::ArgGroup::new("mode").required(true))]
@@ -447,6 +455,7 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     };
     progress.finish_and_clear();
     let mut total = apply::ApplyReport::default();
+    let mut failed_steps: Vec<Vec<u8>> = Vec::new();
     let mut problems = 0;
     let mut applied = 0;
     for outcome in &outcomes {
@@ -470,6 +479,11 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 for note in &report.conflicts {
                     outln!("  conflict: {note}");
                 }
+                for note in &report.not_made {
+                    outln!("  not made here: {note}");
+                }
+                cli::report_failed(NAME, &report.failed);
+                failed_steps.extend(report.failed.iter().map(|f| f.path.clone()));
                 total.added += report.added;
                 total.changed += report.changed;
                 total.deleted += report.deleted;
@@ -528,6 +542,16 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
         anyhow::bail!(
             "{problems} packet{} refused; the replica is unchanged by them",
             plural(problems)
+        );
+    }
+    if !failed_steps.is_empty() {
+        cli::hint_failed(NAME, &replica.identity.replica_name, &failed_steps);
+        anyhow::bail!(
+            "{} path{} could not be written; the packets are applied but for {}, and the replica goes on (syncreplica -status lists {})",
+            failed_steps.len(),
+            plural(failed_steps.len() as u64),
+            if failed_steps.len() == 1 { "it" } else { "them" },
+            if failed_steps.len() == 1 { "it" } else { "them" },
         );
     }
     if not_removed > 0 {
@@ -650,13 +674,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let excludes = replica.excludes()?;
         let missing =
             record::missing_since_excludes_changed(&replica, &excludes)?.unwrap_or_default();
+        let failed = replica.state().failed_steps()?;
         out!(
             "{}",
             crate::cli::render::status::render_status(
                 &replica.identity.replica_name,
                 &root,
                 &outcome,
-                &missing
+                &missing,
+                &failed
             )
         );
         cli::warn_missing(NAME, &replica.identity.replica_name, &missing);

@@ -330,6 +330,40 @@ impl State {
         Ok(value)
     }
 
+    /// The disk steps of imports that failed for good, oldest first, read
+    /// without creating their table (so it works on a read-only
+    /// connection).
+    pub fn failed_steps(&self) -> Result<Vec<FailedStep>> {
+        let db = |source| self.db_error(source);
+        let table: i64 = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'failed_apply'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(db)?;
+        if table == 0 {
+            return Ok(Vec::new());
+        }
+        let mut statement = self
+            .conn
+            .prepare("SELECT path, source, at_ns, step, error FROM failed_apply ORDER BY id")
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(FailedStep {
+                    path: row.get(0)?,
+                    source: row.get(1)?,
+                    at_ns: row.get(2)?,
+                    step: row.get(3)?,
+                    error: row.get(4)?,
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db)
+    }
+
     /// Whether the apply journal holds actions, read without creating its
     /// table (so it works on a read-only connection).
     pub fn has_pending_apply(&self) -> Result<bool> {
@@ -912,14 +946,16 @@ pub fn forget_entry(tx: &Transaction, path: &[u8]) -> rusqlite::Result<()> {
 // batch that are not known to be done yet. Created on first use, so older
 // databases need no migration.
 
-/// Creates the `pending_apply` journal table if it does not exist.
+/// Creates the `pending_apply` journal table, and those kept with it, if
+/// they do not exist.
 pub fn create_pending_apply(tx: &Transaction) -> rusqlite::Result<()> {
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS pending_apply (
              seq     INTEGER PRIMARY KEY,
              action  BLOB NOT NULL
          );",
-    )
+    )?;
+    create_pending_apply_extras(tx)
 }
 
 /// Adds one encoded disk action to the journal.
@@ -937,10 +973,172 @@ pub fn pending_apply(tx: &Transaction) -> rusqlite::Result<Vec<Vec<u8>>> {
     rows.collect()
 }
 
-/// Empties the journal once every action is done.
+/// Empties the journal once every action is done, with what it kept for
+/// steps that fail ([`keep_entry_before_apply`], [`set_pending_apply_source`]).
 pub fn clear_pending_apply(tx: &Transaction) -> rusqlite::Result<()> {
     create_pending_apply(tx)?;
-    tx.execute("DELETE FROM pending_apply", []).map(drop)
+    tx.execute_batch(
+        "DELETE FROM pending_apply;
+         DELETE FROM pending_apply_before;
+         DELETE FROM pending_apply_source;",
+    )
+}
+
+// What a committed batch needs if one of its disk steps fails for good:
+// the entries of the paths its actions touch as they were before it (so a
+// failed path's entry can say what the tree still holds), and what the
+// batch came from. Created with the journal, kept until it is cleared.
+
+fn create_pending_apply_extras(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS pending_apply_before (
+             path        BLOB PRIMARY KEY,
+             present     INTEGER NOT NULL,
+             state       BLOB,
+             version     BLOB,
+             size        INTEGER,
+             mtime_ns    INTEGER,
+             ctime_ns    INTEGER,
+             inode       INTEGER,
+             mode        INTEGER,
+             scanned_ns  INTEGER,
+             author      BLOB
+         );
+         CREATE TABLE IF NOT EXISTS pending_apply_source (
+             id      INTEGER PRIMARY KEY CHECK (id = 1),
+             source  TEXT NOT NULL
+         );",
+    )
+}
+
+/// Notes `path`'s entry as it is before the batch (or that it has none),
+/// unless it is noted already. Call before the batch's entries are written.
+pub fn keep_entry_before_apply(tx: &Transaction, path: &[u8]) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO pending_apply_before
+         SELECT path, 1, state, version, size, mtime_ns, ctime_ns, inode, mode, scanned_ns, author
+         FROM entries WHERE path = ?1",
+    )?
+    .execute(params![path])?;
+    tx.prepare_cached("INSERT OR IGNORE INTO pending_apply_before (path, present) VALUES (?1, 0)")?
+        .execute(params![path])
+        .map(drop)
+}
+
+/// Puts `path`'s entry back as [`keep_entry_before_apply`] noted it (none,
+/// if it had none); does nothing for a path not noted.
+pub fn restore_entry_before_apply(tx: &Transaction, path: &[u8]) -> rusqlite::Result<()> {
+    create_pending_apply_extras(tx)?;
+    let present: Option<bool> = tx
+        .prepare_cached("SELECT present FROM pending_apply_before WHERE path = ?1")?
+        .query_row(params![path], |row| row.get(0))
+        .optional()?;
+    match present {
+        None => Ok(()),
+        Some(false) => forget_entry(tx, path),
+        Some(true) => tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO entries
+                 (path, state, version, size, mtime_ns, ctime_ns, inode, mode, scanned_ns, author)
+                 SELECT path, state, version, size, mtime_ns, ctime_ns, inode, mode, scanned_ns, author
+                 FROM pending_apply_before WHERE path = ?1",
+            )?
+            .execute(params![path])
+            .map(drop),
+    }
+}
+
+/// Names what the batch being committed came from (a packet's file name),
+/// for the steps of it that fail.
+pub fn set_pending_apply_source(tx: &Transaction, source: &str) -> rusqlite::Result<()> {
+    create_pending_apply_extras(tx)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO pending_apply_source (id, source) VALUES (1, ?1)",
+        params![source],
+    )
+    .map(drop)
+}
+
+/// What [`set_pending_apply_source`] named, if anything.
+pub fn pending_apply_source(tx: &Transaction) -> rusqlite::Result<Option<String>> {
+    create_pending_apply_extras(tx)?;
+    tx.query_row("SELECT source FROM pending_apply_source", [], |row| {
+        row.get(0)
+    })
+    .optional()
+}
+
+// Disk steps of committed batches that failed for good (see
+// `crate::sync::apply`, rule 9): listed by `-status` until a later batch
+// writes the path, or a record takes a local change of it. Created on
+// first use, so older databases need no migration.
+
+/// A disk step that an import could not do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedStep {
+    pub path: Vec<u8>,
+    /// What the batch came from (a packet's file name).
+    pub source: String,
+    /// When it failed, ns since the Unix epoch.
+    pub at_ns: i64,
+    /// The step, in words ("placing the new version").
+    pub step: String,
+    /// The error, in words.
+    pub error: String,
+}
+
+fn create_failed_apply(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS failed_apply (
+             id      INTEGER PRIMARY KEY,
+             path    BLOB NOT NULL,
+             source  TEXT NOT NULL,
+             at_ns   INTEGER NOT NULL,
+             step    TEXT NOT NULL,
+             error   TEXT NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS failed_apply_path ON failed_apply (path);",
+    )
+}
+
+/// Records a step that failed; an earlier failure of the same path is
+/// replaced.
+pub fn add_failed_step(tx: &Transaction, failed: &FailedStep) -> rusqlite::Result<()> {
+    forget_failed_steps(tx, [failed.path.as_slice()])?;
+    tx.prepare_cached(
+        "INSERT INTO failed_apply (path, source, at_ns, step, error)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        failed.path,
+        failed.source,
+        failed.at_ns,
+        failed.step,
+        failed.error
+    ])
+    .map(drop)
+}
+
+/// Forgets the failed steps of `paths`, if any: the paths were written
+/// since.
+pub fn forget_failed_steps<'a>(
+    tx: &Transaction,
+    paths: impl IntoIterator<Item = &'a [u8]>,
+) -> rusqlite::Result<()> {
+    create_failed_apply(tx)?;
+    // Nearly always empty: then a batch's or a record's paths are not
+    // looked up one by one.
+    let any: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM failed_apply)", [], |row| {
+        row.get(0)
+    })?;
+    if !any {
+        return Ok(());
+    }
+    let mut delete = tx.prepare_cached("DELETE FROM failed_apply WHERE path = ?1")?;
+    for path in paths {
+        delete.execute(params![path])?;
+    }
+    Ok(())
 }
 
 // The exclude rules in force at the last record that found nothing

@@ -8,7 +8,8 @@
 //!
 //! Points (see the callers): `export-writing` (a part file open),
 //! `export-after-parts`,
-//! `export-before-commit`, `import-after-commit`,
+//! `export-before-commit`, `apply-after-commit` (an import's batch is
+//! committed, none of its disk steps run), `import-after-commit`,
 //! `mkreplica-import-before-rename`, `mkreplica-init-before-rename`.
 //!
 //! Pauses, for tests that must act while a command is midway (send it a

@@ -48,8 +48,35 @@ pub fn is_within(rel: &[u8], ancestor: &[u8]) -> bool {
 
 /// Longest file name most filesystems accept.
 pub const NAME_MAX: usize = 255;
-/// Longest path accepted from a packet.
+/// Longest path accepted from a packet, and longest full path on disk
+/// (Linux's `PATH_MAX` is 4096 bytes with the terminating NUL): the
+/// system refuses longer ones with `ENAMETOOLONG`.
 pub const PATH_MAX: usize = 4095;
+
+/// Whether `rel` fits below `root` on disk: `root/rel` is at most
+/// [`PATH_MAX`] bytes, so every tool (the scan, an export, an editor) can
+/// open it by its full name. A packet path that does not fit is not made
+/// in this replica (see `sync::apply`, rule 3).
+pub fn fits_below(root: &Path, rel: &[u8]) -> bool {
+    root.as_os_str().len() + 1 + rel.len() <= PATH_MAX
+}
+
+/// `rel` shortened for a message: its first and last bytes around `…`
+/// when it is longer than `max` bytes (a path of 4,000 bytes is not
+/// read, only recognised).
+pub fn display_short(rel: &[u8], max: usize) -> String {
+    if rel.len() <= max {
+        return display(rel);
+    }
+    let head = max * 2 / 3;
+    let tail = max - head;
+    format!(
+        "{}…{} ({} bytes)",
+        display(&rel[..head]),
+        display(&rel[rel.len() - tail..]),
+        rel.len()
+    )
+}
 
 /// Why a path taken from a packet cannot be used, judged on its bytes
 /// alone: every name in a packet is hostile until proved enclosed.
@@ -150,6 +177,23 @@ mod tests {
         ] {
             assert_eq!(lexical_problem(good), None, "{}", display(good));
         }
+    }
+
+    #[test]
+    fn a_path_fits_below_a_root_up_to_path_max_in_all() {
+        let root = Path::new("/r/oo/t");
+        let room = PATH_MAX - "/r/oo/t/".len();
+        assert!(fits_below(root, &vec![b'a'; room]));
+        assert!(!fits_below(root, &vec![b'a'; room + 1]));
+    }
+
+    #[test]
+    fn long_paths_are_shortened_for_messages() {
+        assert_eq!(display_short(b"a/b", 10), "a/b");
+        let long = [b"x".repeat(100), b"/end.txt".to_vec()].concat();
+        let short = display_short(&long, 30);
+        assert!(short.starts_with(&"x".repeat(20)), "{short}");
+        assert!(short.ends_with("/end.txt (108 bytes)"), "{short}");
     }
 
     #[test]

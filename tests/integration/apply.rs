@@ -576,6 +576,30 @@ fn a_concurrent_write_below_a_local_symlink_replaces_the_link_never_follows_it()
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
 }
 
+/// A link the batch replaces by a directory before writing below it is
+/// that directory: nothing is reached through a link.
+#[test]
+fn a_link_a_batch_turns_into_a_directory_holds_what_it_writes_below() {
+    let (alpha, mut beta) = pair(&[], &[("keep.txt", "kept")]);
+    let (file, mut store) = file_state(b"below");
+    let first = beta.row().get(&alpha.id()).copied().unwrap_or(0) + 1;
+    let ops = forged(
+        alpha.id(),
+        first,
+        &[
+            (b"d", PathState::directory(0o755)),
+            (b"d/l", PathState::symlink(b"/".to_vec())),
+            (b"d/l", PathState::directory(0o755)),
+            (b"d/l/x", file),
+        ],
+    );
+    beta.apply(&ops, &mut store).unwrap();
+    assert!(std::fs::symlink_metadata(beta.root().join("d/l"))
+        .unwrap()
+        .is_dir());
+    assert_eq!(std::fs::read(beta.root().join("d/l/x")).unwrap(), b"below");
+}
+
 #[test]
 fn hostile_paths_are_refused_and_change_nothing() {
     let (alpha, mut beta) = pair(&[], &[("keep.txt", "kept"), ("inside/x.txt", "x")]);
@@ -604,6 +628,15 @@ fn hostile_paths_are_refused_and_change_nothing() {
                 (b"ok.txt", file.clone()),
                 (b"l", link(&outside_path)),
                 (b"l/victim", file.clone()),
+            ],
+        ),
+        (
+            "symlink made earlier in the batch, deep",
+            vec![
+                (b"d", PathState::directory(0o755)),
+                (b"d/e", PathState::directory(0o755)),
+                (b"d/e/l", link(&outside_path)),
+                (b"d/e/l/x/victim", file.clone()),
             ],
         ),
         (

@@ -20,8 +20,9 @@ fn still_healthy(fam: &Family, root: &Path, target: &str) {
     write(root, "after-refusal.txt", "still works");
     run(root, "syncreplica", ["-record"]).ok();
     let out = fam.packet_dir(&format!("healthy-{target}"));
+    let before = packet_files(&out).len();
     export_to(root, &out, &[target], &[]).ok();
-    assert_eq!(packet_files(&out).len(), 1);
+    assert_eq!(packet_files(&out).len(), before + 1);
 }
 
 /// A packet `root` makes of its own operations, honestly sealed.
@@ -915,4 +916,451 @@ fn names_from_packets_are_shown_escaped_by_every_command() {
     assert!(res.stderr.contains("refused"), "{}", res.stderr);
     assert_eq!(tree_listing(&b), before);
     still_healthy(&fam, &b, "alpha");
+}
+
+// One packet must never brick a replica: every check that can fail comes
+// before the commit, and a disk step that still fails after it is reported
+// and recorded, never replayed forever.
+
+/// `changes` as `a`'s next operations at `b`, each with the version
+/// {a: its epoch}.
+fn next_of(a: &Path, b: &Path, changes: Vec<(String, PathState)>) -> Vec<Change> {
+    let origin = id_of(a);
+    let have = epoch_in_row(b, "beta", "alpha");
+    changes
+        .into_iter()
+        .enumerate()
+        .map(|(i, (path, state))| Change::Path {
+            path: path.into_bytes(),
+            version: VersionVector([(origin, have + 1 + i as u64)].into_iter().collect()),
+            state,
+        })
+        .collect()
+}
+
+fn empty_file() -> PathState {
+    PathState::File {
+        mode: 0o644,
+        mtime: syncreplica::ops::Timestamp::new(1_700_000_000, 0).unwrap(),
+        size: 0,
+        chunks: Vec::new(),
+        ext: Default::default(),
+    }
+}
+
+/// A relative path of exactly `len` bytes: folders named with 199 `x`s,
+/// then a last name of `y`s ending in `end`.
+fn path_of_len(len: usize, end: &str) -> String {
+    let mut path = String::new();
+    while len - path.len() > 200 + end.len() {
+        path.push_str(&"x".repeat(199));
+        path.push('/');
+    }
+    let rest = len - path.len() - end.len();
+    path.push_str(&"y".repeat(rest));
+    path.push_str(end);
+    assert_eq!(path.len(), len);
+    path
+}
+
+/// No import is left half done.
+fn nothing_pending(root: &Path) {
+    let status = run(root, "syncreplica", ["-status"]).ok();
+    assert!(!status.stderr.contains("interrupted"), "{}", status.stderr);
+    assert!(!root.join(".syncreplica/staging").exists());
+}
+
+/// The engine once used `.syncreplica-new-link` beside a symlink it made:
+/// a packet making a folder of that name, then a link beside it, made
+/// every later command replay a failing step. The engine's only name in
+/// the tree (`.syncreplica-new-file`) cannot be named by a packet at all.
+#[test]
+fn names_like_the_engines_temporaries_never_stick_an_import() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let out = fam.packet_dir("old-temp");
+    let changes = next_of(
+        &a,
+        &b,
+        vec![
+            ("d".into(), PathState::directory(0o755)),
+            (
+                "d/.syncreplica-new-link".into(),
+                PathState::directory(0o755),
+            ),
+            ("d/l".into(), PathState::symlink(b"target".to_vec())),
+        ],
+    );
+    forge(&own(&a), &b, &out, changes, |_| {});
+    import_from(&b, &[&out]).ok();
+    assert!(b.join("d/.syncreplica-new-link").is_dir());
+    assert_eq!(
+        std::fs::read_link(b.join("d/l")).unwrap(),
+        Path::new("target")
+    );
+    nothing_pending(&b);
+    still_healthy(&fam, &b, "alpha");
+
+    let out = fam.packet_dir("temp");
+    let changes = next_of(
+        &a,
+        &b,
+        vec![
+            ("e".into(), PathState::directory(0o755)),
+            (
+                "e/.syncreplica-new-file".into(),
+                PathState::directory(0o755),
+            ),
+            ("e/l".into(), PathState::symlink(b"target".to_vec())),
+        ],
+    );
+    forge(&own(&a), &b, &out, changes, |_| {});
+    let before = tree_listing(&b);
+    let res = import_from(&b, &[&out]);
+    assert_ne!(res.code, 0, "accepted:\n{}", res.stdout);
+    assert!(
+        res.stderr.contains("names a temporary file of the import"),
+        "{}",
+        res.stderr
+    );
+    assert_eq!(tree_listing(&b), before);
+    nothing_pending(&b);
+    still_healthy(&fam, &b, "alpha");
+}
+
+/// A folder whose path is longer than a file name may be (here 130
+/// bytes) once made every import that created it stick: the engine noted
+/// the folder's mode under a file named after the path.
+#[test]
+fn a_folder_with_a_long_name_from_a_sibling_is_made_and_nothing_sticks() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let long = "d".repeat(130);
+    write(&a, &format!("{long}/{long}/inside.txt"), "content");
+    run(&a, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("long-dir");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    import_from(&b, &[&out]).ok();
+    assert_eq!(
+        std::fs::read_to_string(b.join(format!("{long}/{long}/inside.txt"))).unwrap(),
+        "content"
+    );
+    nothing_pending(&b);
+    still_healthy(&fam, &b, "alpha");
+    assert_eq!(tree_listing(&a).len() + 1, tree_listing(&b).len());
+}
+
+/// A path the packet format allows (4,095 bytes) but that this replica's
+/// root makes longer than the system takes (root + "/" + path over 4,095
+/// bytes) is not made here: logged and relayed like an excluded path,
+/// with a note, so no scan, export or editor ever meets a path it cannot
+/// open. One that fits exactly is made.
+#[test]
+fn a_path_too_long_for_this_replicas_root_is_not_made_here() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let room = 4095 - b.as_os_str().len() - 1;
+    let too_long = path_of_len(4095, ".txt");
+    let just_too_long = path_of_len(room + 1, ".txt");
+    let fits = format!("fits/{}", path_of_len(room - 5, ".txt"));
+    // 2,047 one-letter folders: 4,093 bytes.
+    let mut changes = Vec::new();
+    let mut deep = String::from("a");
+    for _ in 0..2047 {
+        changes.push((deep.clone(), PathState::directory(0o755)));
+        deep.push_str("/a");
+    }
+    changes.push((too_long.clone(), empty_file()));
+    changes.push((just_too_long.clone(), empty_file()));
+    changes.push((fits.clone(), empty_file()));
+    let count = changes.len() as u64;
+    let alpha_had = epoch_in_row(&b, "beta", "alpha");
+    let out = fam.packet_dir("long");
+    forge(&own(&a), &b, &out, next_of(&a, &b, changes), |_| {});
+    let before = tree_listing(&b);
+    let res = import_from(&b, &[&out]).ok();
+    assert!(
+        res.stdout.contains("not made here") && res.stdout.contains("4095"),
+        "{}",
+        res.stdout
+    );
+    // Logged (so relayed), not made.
+    assert_eq!(epoch_in_row(&b, "beta", "alpha"), alpha_had + count);
+    assert!(b.join(&fits).is_file());
+    // The one-letter folders are made as deep as they fit.
+    // Depth k takes 2k - 1 bytes.
+    let fit = room.div_ceil(2);
+    let chain = |depth: usize| vec!["a"; depth].join("/");
+    assert!(b.join(chain(fit)).is_dir());
+    assert!(!b.join(chain(fit + 1)).exists());
+    let mut after = tree_listing(&b);
+    after.retain(|line| !line.contains(" fits") && !line.starts_with("dir  a"));
+    assert_eq!(after, before);
+    assert!(!b.join(&too_long[..199]).exists());
+    nothing_pending(&b);
+    still_healthy(&fam, &b, "alpha");
+}
+
+/// A file whose path fits in the tree but not below
+/// `.syncreplica/deleted/YYYYMMDD/`: the import that replaced it failed
+/// to keep its old version, and every later command replayed that. The
+/// old version is kept under a shorter name in the day's folder instead.
+#[test]
+fn a_replaced_file_whose_kept_path_would_be_too_long_is_still_kept() {
+    // Roots of the same length: the path fits in both trees.
+    let fam = family(&["alpha", "gamma"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("gamma"));
+    assert_eq!(a.as_os_str().len(), b.as_os_str().len());
+    // Fits in the tree (root + "/" + path = 4,081 bytes), not under
+    // .syncreplica/deleted/YYYYMMDD/ (4,111).
+    let path = path_of_len(4095 - b.as_os_str().len() - 15, ".txt");
+    write(&a, &path, "first version");
+    run(&a, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("first");
+    export_to(&a, &out, &["gamma"], &[]).ok();
+    import_from(&b, &[&out]).ok();
+    assert_eq!(
+        std::fs::read_to_string(b.join(&path)).unwrap(),
+        "first version"
+    );
+    write(&a, &path, "second version");
+    run(&a, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("second");
+    export_to(&a, &out, &["gamma"], &[]).ok();
+    import_from(&b, &[&out]).ok();
+    assert_eq!(
+        std::fs::read_to_string(b.join(&path)).unwrap(),
+        "second version"
+    );
+    let deleted = b.join(".syncreplica/deleted");
+    let kept: Vec<_> = files_under(&deleted)
+        .into_iter()
+        .filter(|f| std::fs::read(deleted.join(f)).is_ok_and(|c| c == b"first version"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the first version is kept");
+    nothing_pending(&b);
+    still_healthy(&fam, &b, "alpha");
+}
+
+/// A disk step that fails after the commit (here: a folder the importing
+/// user may not write) is reported, the path's entry keeps what the tree
+/// holds, the failure is listed by -status, and the replica goes on:
+/// -record, exports and later packets work. Nothing replays it forever.
+#[test]
+fn a_step_that_fails_after_the_commit_is_reported_and_the_replica_goes_on() {
+    use crate::readonly::{as_nobody, give_to_nobody, run_with};
+    use std::ffi::OsStr;
+    let Some(nobody) = as_nobody() else {
+        eprintln!("note: skipped: not root, or neither setpriv nor runuser can run as nobody");
+        return;
+    };
+    let fam = family(
+        &["alpha", "beta"],
+        &[("locked/old.txt", "old"), ("open/f.txt", "f")],
+    );
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    std::fs::set_permissions(
+        fam.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    write(&a, "locked/new.txt", "cannot land");
+    write(&a, "locked/old.txt", "changed at alpha");
+    write(&a, "open/g.txt", "lands");
+    run(&a, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("first");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    give_to_nobody(&b);
+    give_to_nobody(&out);
+    // Beta's user may not write into `locked` (root's).
+    let status = std::process::Command::new("chown")
+        .arg("root:root")
+        .arg(b.join("locked"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let as_beta = |args: &[&OsStr]| run_with(&nobody, &b, "syncreplica", args.iter().copied());
+
+    let res = as_beta(&[OsStr::new("-import"), out.as_os_str()]);
+    assert_eq!(res.code, 1, "{}\n{}", res.stdout, res.stderr);
+    assert!(
+        res.stderr.contains("locked/new.txt") && res.stderr.contains("ermission denied"),
+        "{}",
+        res.stderr
+    );
+    assert!(res.stderr.contains("-resend"), "{}", res.stderr);
+    // What could be done is done; what could not is as it was.
+    assert_eq!(
+        std::fs::read_to_string(b.join("open/g.txt")).unwrap(),
+        "lands"
+    );
+    assert!(!b.join("locked/new.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(b.join("locked/old.txt")).unwrap(),
+        "old"
+    );
+    // Nothing pending, nothing to record (the tree is what the entries
+    // say), and -status lists what was not done.
+    let status = as_beta(&[OsStr::new("-status")]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(!status.stderr.contains("interrupted"), "{}", status.stderr);
+    assert!(
+        status.stdout.contains("Not applied here")
+            && status.stdout.contains("locked/new.txt")
+            && status.stdout.contains("locked/old.txt"),
+        "{}",
+        status.stdout
+    );
+    let record = as_beta(&[OsStr::new("-record")]);
+    assert_eq!(record.code, 0, "{}", record.stderr);
+    assert!(
+        record.stdout.contains("Nothing to record"),
+        "{}",
+        record.stdout
+    );
+    // Local work and other packets go on.
+    write(&a, "open/h.txt", "later");
+    run(&a, "syncreplica", ["-record"]).ok();
+    let later = fam.packet_dir("later");
+    export_to(&a, &later, &["beta"], &[]).ok();
+    give_to_nobody(&later);
+    let res = as_beta(&[OsStr::new("-import"), later.as_os_str()]);
+    assert_eq!(res.code, 0, "{}\n{}", res.stdout, res.stderr);
+    assert_eq!(
+        std::fs::read_to_string(b.join("open/h.txt")).unwrap(),
+        "later"
+    );
+    write(&b, "open/local.txt", "beta's");
+    give_to_nobody(&b.join("open"));
+    let record = as_beta(&[OsStr::new("-record")]);
+    assert_eq!(record.code, 0, "{}", record.stderr);
+    let back = fam.packet_dir("back");
+    give_to_nobody(&back);
+    let export = as_beta(&[
+        OsStr::new("-export"),
+        OsStr::new("-out"),
+        back.as_os_str(),
+        OsStr::new("alpha"),
+    ]);
+    assert_eq!(export.code, 0, "{}", export.stderr);
+    import_from(&a, &[&back]).ok();
+    assert_eq!(
+        std::fs::read_to_string(a.join("open/local.txt")).unwrap(),
+        "beta's"
+    );
+    // Once the cause is fixed, a resend from alpha brings the paths.
+    let status = std::process::Command::new("chown")
+        .arg("nobody:nogroup")
+        .arg(b.join("locked"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let resend = fam.packet_dir("resend");
+    run(
+        &a,
+        "syncreplica",
+        [
+            OsStr::new("-export"),
+            OsStr::new("-resend"),
+            OsStr::new("locked"),
+            OsStr::new("-out"),
+            resend.as_os_str(),
+            OsStr::new("beta"),
+        ],
+    )
+    .ok();
+    give_to_nobody(&resend);
+    let res = as_beta(&[OsStr::new("-import"), resend.as_os_str()]);
+    assert_eq!(res.code, 0, "{}\n{}", res.stdout, res.stderr);
+    assert_eq!(
+        std::fs::read_to_string(b.join("locked/new.txt")).unwrap(),
+        "cannot land"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("locked/old.txt")).unwrap(),
+        "changed at alpha"
+    );
+    let status = as_beta(&[OsStr::new("-status")]);
+    assert!(
+        !status.stdout.contains("Not applied here"),
+        "{}",
+        status.stdout
+    );
+}
+
+/// The same failing step met when an interrupted import is finished (by
+/// the next -record): recorded once, never replayed again.
+#[test]
+fn a_step_that_fails_when_an_interrupted_import_is_finished_is_not_replayed() {
+    use crate::readonly::{as_nobody, give_to_nobody, run_with};
+    use std::ffi::OsStr;
+    let Some(nobody) = as_nobody() else {
+        eprintln!("note: skipped: not root, or neither setpriv nor runuser can run as nobody");
+        return;
+    };
+    let fam = family(&["alpha", "beta"], &[("locked/old.txt", "old")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    std::fs::set_permissions(
+        fam.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    write(&a, "locked/new.txt", "cannot land");
+    write(&a, "open.txt", "lands");
+    run(&a, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("first");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    give_to_nobody(&b);
+    give_to_nobody(&out);
+    let status = std::process::Command::new("chown")
+        .arg("root:root")
+        .arg(b.join("locked"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Killed right after its commit: the journal is pending.
+    let mut crashing = nobody.clone();
+    crashing.extend(["env", "SYNCREPLICA_TEST_CRASH_AT=apply-after-commit"]);
+    let res = run_with(
+        &crashing,
+        &b,
+        "syncreplica",
+        [OsStr::new("-import"), out.as_os_str()],
+    );
+    assert_crashed(&res);
+    let as_beta = |args: &[&str]| run_with(&nobody, &b, "syncreplica", args.iter().copied());
+    let status = as_beta(&["-status"]);
+    assert!(status.stderr.contains("interrupted"), "{}", status.stderr);
+    // The next command finishes it: the failing step is reported once.
+    let record = as_beta(&["-record"]);
+    assert_eq!(record.code, 0, "{}\n{}", record.stdout, record.stderr);
+    assert!(
+        record
+            .stderr
+            .contains("finished an import that was interrupted")
+            && record.stderr.contains("not applied here: locked/new.txt")
+            && record.stderr.contains("ermission denied"),
+        "{}",
+        record.stderr
+    );
+    assert!(
+        record.stdout.contains("Nothing to record"),
+        "{}",
+        record.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("open.txt")).unwrap(),
+        "lands"
+    );
+    let again = as_beta(&["-record"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(!again.stderr.contains("locked/new.txt"), "{}", again.stderr);
+    let status = as_beta(&["-status"]);
+    assert!(!status.stderr.contains("interrupted"), "{}", status.stderr);
+    assert!(
+        status.stdout.contains("not applied:   locked/new.txt"),
+        "{}",
+        status.stdout
+    );
+    assert!(!b.join(".syncreplica/staging").exists());
 }

@@ -15,7 +15,7 @@ use crate::helpers::*;
 
 /// The command that runs a program as `nobody`, if one exists here and
 /// this process may switch users.
-fn as_nobody() -> Option<Vec<&'static str>> {
+pub(crate) fn as_nobody() -> Option<Vec<&'static str>> {
     if !rustix::process::geteuid().is_root() {
         return None;
     }
@@ -36,7 +36,7 @@ fn as_nobody() -> Option<Vec<&'static str>> {
     [setpriv, runuser].into_iter().find(|cmd| works(cmd))
 }
 
-fn run_with<I, S>(prefix: &[&str], cwd: &Path, name: &str, args: I) -> Run
+pub(crate) fn run_with<I, S>(prefix: &[&str], cwd: &Path, name: &str, args: I) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -448,7 +448,7 @@ fn a_new_replica_larger_than_the_free_space_is_refused_first() {
 }
 
 /// Gives `dir` and everything under it to `nobody`.
-fn give_to_nobody(dir: &Path) {
+pub(crate) fn give_to_nobody(dir: &Path) {
     let status = Command::new("chown")
         .args(["-R", "nobody:nogroup"])
         .arg(dir)

@@ -2,17 +2,20 @@
 
 use std::path::Path;
 
+use crate::store::state::FailedStep;
 use crate::tree::relpath;
 use crate::tree::scan::ScanOutcome;
 
 /// The `syncreplica -status` report.
 /// `missing`: paths the family holds that this replica lacks since its
 /// exclude rules changed (`sync::record`); not changes to record.
+/// `failed`: disk steps imports could not do (`sync::apply`, rule 9).
 pub fn render_status(
     replica_name: &str,
     root: &Path,
     outcome: &ScanOutcome,
     missing: &[Vec<u8>],
+    failed: &[FailedStep],
 ) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -24,6 +27,7 @@ pub fn render_status(
             root.display()
         );
         render_missing(&mut out, missing);
+        render_failed(&mut out, replica_name, failed);
         return out;
     }
     let _ = writeln!(
@@ -44,7 +48,48 @@ pub fn render_status(
         );
     }
     render_missing(&mut out, missing);
+    render_failed(&mut out, replica_name, failed);
     out
+}
+
+/// The disk steps imports could not do (`crate::sync::apply`, rule 9),
+/// with what to do about them.
+fn render_failed(out: &mut String, replica_name: &str, failed: &[FailedStep]) {
+    use std::fmt::Write;
+    if failed.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "Not applied here: {} path{} an import could not write (the entries keep what the tree holds; the other replicas keep the new versions):",
+        failed.len(),
+        if failed.len() == 1 { "" } else { "s" },
+    );
+    for step in failed {
+        let _ = writeln!(out, "  {:<14} {}", "not applied:", describe_failed(step));
+    }
+    let resend: Vec<String> = failed
+        .iter()
+        .map(|f| format!("-resend '{}'", relpath::display_short(&f.path, 120)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "Once the cause is fixed, run at a sibling that has them: syncreplica -export {} -out DIR {replica_name}, and import its packet here.",
+        resend.join(" ")
+    );
+}
+
+/// One failed step in words: the path, the step, where it came from and
+/// when, and the error.
+pub fn describe_failed(step: &FailedStep) -> String {
+    let when = chrono::DateTime::from_timestamp_nanos(step.at_ns).format("%Y-%m-%d %H:%M:%S UTC");
+    format!(
+        "{} ({} failed; {}, {when}): {}",
+        relpath::display_short(&step.path, 120),
+        step.step,
+        step.source,
+        step.error
+    )
 }
 
 fn render_missing(out: &mut String, missing: &[Vec<u8>]) {

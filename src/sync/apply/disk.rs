@@ -242,13 +242,38 @@ fn parent_of(path: &Path) -> PathBuf {
     path.parent().unwrap_or(Path::new("/")).to_path_buf()
 }
 
+/// A journal action that failed for good: not retried (see the module
+/// documentation of [`super`], rule 9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub path: Vec<u8>,
+    /// The step, in words.
+    pub step: &'static str,
+    /// The error, in words.
+    pub error: String,
+}
+
+/// What running the journal did besides its actions.
+#[derive(Debug, Default)]
+pub(crate) struct Executed {
+    /// Actions skipped because the tree changed meanwhile, and versions
+    /// kept as conflict copies.
+    pub notes: Vec<String>,
+    /// Actions that failed.
+    pub failures: Vec<Failure>,
+}
+
 /// Step (d): runs the journal, then fsyncs the directories it changed.
-/// Returns notes on actions skipped because the tree changed meanwhile.
+/// An action that fails is recorded in [`Executed::failures`] (anything
+/// it had moved aside is put back, or kept) and the others run on: one
+/// step that cannot be done never stops the rest, nor the replica. Only
+/// a crash injected by a test, and a state folder that cannot be
+/// written, stop it.
 pub(crate) fn execute(
     replica: &Replica,
     actions: &[Action],
     hooks: &mut ApplyHooks,
-) -> Result<Vec<String>> {
+) -> Result<Executed> {
     let confined = ConfinedRoot::open(&replica.root)?;
     let state_dir = replica.state_dir();
     let staging = state_dir.join(STAGING_DIR);
@@ -265,24 +290,68 @@ pub(crate) fn execute(
         replica_name: &replica.identity.replica_name,
         hook: hooks.before_resolve.clone(),
     };
+    let mut failures = Vec::new();
     for (seq, action) in actions.iter().enumerate() {
-        run(&ctx, seq, action, &mut touched, &mut notes)?;
+        if let Err(err) = run(&ctx, seq, action, &mut touched, &mut notes) {
+            if is_injected_crash(&err) {
+                return Err(err);
+            }
+            put_back_displaced(&ctx, seq, action.path());
+            failures.push(Failure {
+                path: action.path().to_vec(),
+                step: action.step(),
+                error: err.to_string(),
+            });
+        }
         hooks.step("ran a journal action")?;
     }
-    restore_dir_modes(&confined, &staging)?;
-    sync_dirs(&confined, touched)?;
-    Ok(notes)
+    restore_dir_modes(&confined, &staging, &mut failures)?;
+    sync_dirs(&confined, touched, &mut failures);
+    Ok(Executed { notes, failures })
+}
+
+/// After action `seq` on `rel` failed: what it had moved aside goes back
+/// to `rel` if nothing is there, so the path holds what it held before.
+/// Anything else stays aside and is kept with the soft-deleted files when
+/// the staging folder goes (`keep_leftovers`).
+fn put_back_displaced(ctx: &Context, seq: usize, rel: &[u8]) {
+    let aside = ctx.aside(seq);
+    let Ok(Located::At(place)) = ctx.confined.locate(rel, false) else {
+        return;
+    };
+    // A temporary copy this action made beside the path goes (it is
+    // noted as ours; anything else under that name is left alone).
+    let marker = temp_marker(&aside);
+    if let Ok(Some((dev, ino))) = read_temp_marker(&marker) {
+        let temp = OsStr::new(TEMP_NEW_FILE);
+        if let Ok(Some(stat)) = place.stat_sibling(temp) {
+            if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
+                && (stat.st_dev, stat.st_ino) == (dev, ino)
+            {
+                let _ = place.remove_sibling(temp);
+            }
+        }
+        let _ = std::fs::remove_file(&marker);
+    }
+    if lstat(&aside).ok().flatten().is_some() && place.rename_in_new(&aside).is_ok() {
+        let _ = std::fs::remove_file(changed_marker(&aside));
+    }
 }
 
 /// Fsyncs the tree's directories the actions changed (relative to the
 /// root), each opened beneath the root as a directory, without following
 /// a symlink or blocking: one replaced since (by a symlink, a FIFO...) is
-/// skipped.
-fn sync_dirs(confined: &ConfinedRoot, dirs: BTreeSet<Vec<u8>>) -> Result<()> {
+/// skipped. One that cannot be synced is a failure of its own.
+fn sync_dirs(confined: &ConfinedRoot, dirs: BTreeSet<Vec<u8>>, failures: &mut Vec<Failure>) {
     for dir in dirs {
-        confined.sync_dir(&dir)?;
+        if let Err(err) = confined.sync_dir(&dir) {
+            failures.push(Failure {
+                path: dir,
+                step: "writing the folder to disk (fsync)",
+                error: err.to_string(),
+            });
+        }
     }
-    Ok(())
 }
 
 /// What every journal action needs.
@@ -338,11 +407,11 @@ impl Context<'_> {
         if stat.st_uid != euid.as_raw() || stat.st_mode & 0o200 != 0 {
             return Ok(());
         }
-        let marker = self.staging.join(format!("dirmode-{}", hex::encode(rel)));
+        let marker = dir_mode_marker(self.staging, rel);
         if lstat(&marker)?.is_none() {
             crate::sys::fsutil::write_atomic(
                 &marker,
-                format!("{:o}", stat.st_mode & 0o7777).as_bytes(),
+                format!("{:o}\n{}", stat.st_mode & 0o7777, hex::encode(rel)).as_bytes(),
                 0o600,
             )?;
         }
@@ -356,30 +425,60 @@ impl Context<'_> {
     }
 }
 
+/// Where [`Context::writable`] notes the mode a directory `rel` had: a
+/// name of fixed length (a hash of the path), since a directory's path can
+/// be far longer than a file name may be. The path itself is in the
+/// marker, after the mode.
+fn dir_mode_marker(staging: &Path, rel: &[u8]) -> PathBuf {
+    let digest = Sha256::digest(rel);
+    staging.join(format!("dirmode-{}", hex::encode(&digest[..16])))
+}
+
+/// The directory (relative to the root) and mode a marker of
+/// [`dir_mode_marker`] notes.
+fn read_dir_mode_marker(marker: &Path) -> Result<(Vec<u8>, u32)> {
+    let text = std::fs::read_to_string(marker).at(marker)?;
+    let corrupt = || Error::CorruptState {
+        path: marker.to_path_buf(),
+        what: format!("not a mode and a directory: {text:?}"),
+    };
+    let (mode, rel) = text.split_once('\n').ok_or_else(corrupt)?;
+    let mode = u32::from_str_radix(mode.trim(), 8).map_err(|_| corrupt())?;
+    let rel = hex::decode(rel.trim()).map_err(|_| corrupt())?;
+    Ok((rel, mode))
+}
+
 /// Puts back the modes of the directories [`Context::writable`] opened up,
 /// unless a journal action set a new one meanwhile (its marker is gone).
-fn restore_dir_modes(confined: &ConfinedRoot, staging: &Path) -> Result<()> {
+/// A mode that cannot be put back is a failure (the marker goes all the
+/// same: the journal is not run again for it).
+fn restore_dir_modes(
+    confined: &ConfinedRoot,
+    staging: &Path,
+    failures: &mut Vec<Failure>,
+) -> Result<()> {
     let Ok(listing) = std::fs::read_dir(staging) else {
         return Ok(());
     };
-    let mut markers: Vec<(Vec<u8>, PathBuf)> = listing
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            let rel = hex::decode(name.strip_prefix("dirmode-")?).ok()?;
-            Some((rel, entry.path()))
-        })
-        .collect();
+    let mut markers: Vec<(Vec<u8>, u32, PathBuf)> = Vec::new();
+    for entry in listing.flatten() {
+        if entry.file_name().as_bytes().starts_with(b"dirmode-") {
+            let marker = entry.path();
+            let (rel, mode) = read_dir_mode_marker(&marker)?;
+            markers.push((rel, mode, marker));
+        }
+    }
     // Deepest first: a parent made read-only again would refuse nothing
     // here, but order keeps the intent plain.
     markers.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
-    for (rel, marker) in markers {
-        let text = std::fs::read_to_string(&marker).at(&marker)?;
-        let mode = u32::from_str_radix(text.trim(), 8).map_err(|_| Error::CorruptState {
-            path: marker.clone(),
-            what: format!("not a mode: {text:?}"),
-        })?;
-        confined.set_dir_mode(&rel, mode)?;
+    for (rel, mode, marker) in markers {
+        if let Err(err) = confined.set_dir_mode(&rel, mode) {
+            failures.push(Failure {
+                path: rel,
+                step: "putting the folder's mode back",
+                error: err.to_string(),
+            });
+        }
         std::fs::remove_file(&marker).at(&marker)?;
     }
     Ok(())
@@ -556,6 +655,13 @@ fn take_conflict_name(
         if attempt > 0 {
             copy.extend_from_slice(format!(".{attempt}").as_bytes());
         }
+        if relpath::lexical_problem(&copy).is_some()
+            || !relpath::fits_below(ctx.confined.root(), &copy)
+        {
+            // No name beside it (too long): kept with the soft-deleted
+            // files instead.
+            return Ok(false);
+        }
         let Located::At(place) = ctx.locate(&copy, create)? else {
             return Ok(false);
         };
@@ -597,6 +703,8 @@ fn keep_as_conflict_copy(
     let day = chrono::Utc::now().format("%Y%m%d").to_string();
     let folder = ctx.state_dir.join(DELETED_DIR).join(day);
     std::fs::create_dir_all(&folder).at(&folder)?;
+    // Shortened, so that the suffixes keep it within a file name's length.
+    let name = &name[..name.len().min(200)];
     let kept = unique_in(
         &folder,
         &format!(
@@ -949,7 +1057,7 @@ fn run(
             }
             // The packet's mode wins over the one noted when the directory
             // was opened up for this import.
-            let marker = ctx.staging.join(format!("dirmode-{}", hex::encode(path)));
+            let marker = dir_mode_marker(ctx.staging, path);
             match std::fs::remove_file(&marker) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -1274,6 +1382,8 @@ mod tests {
             .collect();
         // Would block forever opening the FIFO if it were opened for
         // reading like a file.
-        sync_dirs(&f.confined, dirs).unwrap();
+        let mut failures = Vec::new();
+        sync_dirs(&f.confined, dirs, &mut failures);
+        assert_eq!(failures, Vec::new());
     }
 }

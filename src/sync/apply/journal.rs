@@ -211,6 +211,34 @@ pub(crate) fn stat_ctime_ns(stat: &rustix::fs::Stat) -> i64 {
 }
 
 impl Action {
+    /// The path the action works on, relative to the root.
+    pub(crate) fn path(&self) -> &[u8] {
+        match self {
+            Action::RemoveFile { path, .. }
+            | Action::RemoveSpecial { path }
+            | Action::RemoveDir { path }
+            | Action::MakeDir { path, .. }
+            | Action::Place { path, .. }
+            | Action::Link { path, .. }
+            | Action::SetFileMeta { path, .. }
+            | Action::SetDirMode { path, .. } => path,
+        }
+    }
+
+    /// The action, in words, for a report of its failure.
+    pub(crate) fn step(&self) -> &'static str {
+        match self {
+            Action::RemoveFile { .. } => "removing the file",
+            Action::RemoveSpecial { .. } => "removing the link or special file",
+            Action::RemoveDir { .. } => "removing the folder",
+            Action::MakeDir { .. } => "making the folder",
+            Action::Place { .. } => "placing the new version",
+            Action::Link { .. } => "making the link",
+            Action::SetFileMeta { .. } => "setting the file's mode and time",
+            Action::SetDirMode { .. } => "setting the folder's mode",
+        }
+    }
+
     /// The row stored in the journal.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut bytes = JOURNAL_MAGIC.to_vec();

@@ -34,6 +34,14 @@
 //!    earlier operation of the batch turns into a directory counts as that
 //!    directory. A symlink target that is empty or contains NUL, and a file
 //!    whose size is not the sum of its chunk lengths, are refused too.
+//!    A path that passes these checks but does not fit below this
+//!    replica's root (root, `/` and path over 4,095 bytes, Linux's
+//!    `PATH_MAX`: the scan, an export or an editor could not open it by
+//!    its full name) is not made here: like an excluded path, its
+//!    operation is logged and relayed and its epoch raised, but no entry
+//!    is written and nothing is touched; the report says so
+//!    (`not_made`). A conflict copy that would not fit is not made either
+//!    (the replaced version is still kept, rule 8).
 //! 4. **Excludes.** Excluded paths (the patterns as loaded when the batch
 //!    starts) are never touched: the operation is logged and the epoch raised,
 //!    but entry and file stay as they are (`skipped_excluded`). The root
@@ -107,7 +115,11 @@
 //! 8. **Soft delete.** A regular file that an import deletes or replaces is
 //!    kept as `.syncreplica/deleted/YYYYMMDD/<path>` (UTC day of the import;
 //!    `.1`, `.2`… appended to the name if taken): the displaced file itself
-//!    (rule 10), renamed, or a real copy when it has other hard links. [`purge_soft_deleted`] removes
+//!    (rule 10), renamed, or a real copy when it has other hard links. A
+//!    path too long to be kept there whole is kept as
+//!    `.syncreplica/deleted/YYYYMMDD/long-paths/HASH-NAME` (the first 16
+//!    bytes of the path's SHA-256 in hex, the last name shortened to 200
+//!    bytes). [`purge_soft_deleted`] removes
 //!    day folders older than `soft_delete_days`; `apply_batch` calls it at
 //!    the end.
 //! 9. **Crash safety.** (a) Plan everything in memory; (b) stage every new
@@ -124,6 +136,25 @@
 //!    scan records what is really there.
 //!    [`recover`] finishes (d) and (e) after a crash, or removes staging
 //!    left by a batch that never committed.
+//!    Every check that can refuse a batch (paths, lengths, space) runs
+//!    before (c). An action that still fails in (d) (a folder the
+//!    importing user may not write, an I/O error) is not retried: the
+//!    other actions run on, what it had moved aside goes back to its path
+//!    (or is kept with the soft-deleted files), and (e) records it in the
+//!    same transaction that clears the journal: the path's entry goes back
+//!    to what it was before the batch (the commit notes those entries in
+//!    `pending_apply_before`), so the tree and the entry agree and no
+//!    scan takes the old version, or its absence, for a local change; and
+//!    a row of `failed_apply` says which path, which step, which packet,
+//!    when and why. The import reports it (`failed`; the command exits 1
+//!    once every packet is done), `syncreplica -status` lists it, and the
+//!    replica goes on: local work is recorded, other packets apply, and a
+//!    replay after a crash meets the failure once, records it the same
+//!    way and clears the journal. The batch's operations stay logged and
+//!    its epochs raised, so the other replicas do not send the change
+//!    again; once the cause is fixed, `-resend PATH` at a sibling that
+//!    has it sends it anew. A row goes when a later batch writes its path
+//!    or a record takes a local change of it.
 //! 10. **Nothing a person made is lost.** Every action that replaces or
 //!     removes a file or symlink first moves it aside
 //!     (`staging/displaced-N`) and compares it with what the scan before the
@@ -165,9 +196,13 @@
 //!
 //! # Limits
 //!
-//! * A directory mode without owner write (e.g. `0555`) is applied last, but
-//!   a later batch that must write inside it fails (journal kept, retried by
-//!   [`recover`]) unless the process may write there anyway.
+//! * A directory mode without owner write (e.g. `0555`) is applied last; a
+//!   later batch that must write inside it opens it up for the owner (and
+//!   puts the mode back), but a directory of another user that the
+//!   process may not write makes those steps fail (rule 9).
+//! * A failed step (rule 9) is not retried by the engine: the path stays
+//!   at its older version here until a sibling resends it or changes it
+//!   again.
 //! * Rule 11 decides per batch. A path not made here is not made later
 //!   either when the path that holds its name goes (its content is in its
 //!   conflict copy); a changed version of it makes another conflict copy.
@@ -258,6 +293,10 @@ pub struct ApplyReport {
     pub conflicts: Vec<String>,
     /// Operations on excluded paths: logged, not applied.
     pub skipped_excluded: u64,
+    /// One note per kind of path not made here for a limit of this
+    /// replica (a path too long below its root): logged and relayed, not
+    /// applied.
+    pub not_made: Vec<String>,
     /// Duplicate operations, and operations older than the recorded state.
     pub already_had: u64,
     /// Bytes of file content written.
@@ -267,6 +306,9 @@ pub struct ApplyReport {
     pub local_operations: u64,
     /// Soft-deleted files purged at the end.
     pub purged: u64,
+    /// Disk steps that failed after the commit (rule 9): not done, the
+    /// path's entry as it was, listed by `syncreplica -status`.
+    pub failed: Vec<state::FailedStep>,
 }
 
 /// Test hooks: a deterministic crash-injection point. Steps are counted
@@ -372,9 +414,10 @@ pub fn apply_batch_with(
         return Err(err);
     }
     hooks.step("after commit")?;
-    let notes = disk::execute(replica, &plan.actions, hooks)?;
-    report.conflicts.extend(notes);
-    finish(replica, hooks)?;
+    crate::sys::testhook::crash_point("apply-after-commit");
+    let executed = disk::execute(replica, &plan.actions, hooks)?;
+    report.conflicts.extend(executed.notes);
+    report.failed = finish(replica, &executed.failures, hooks)?;
     // The batch is applied; a purge that fails is retried next time.
     report.purged = purge_soft_deleted(replica, replica.config.soft_delete_days).unwrap_or(0);
     Ok(report)
@@ -437,17 +480,25 @@ pub fn recover_with(replica: &mut LockedReplica, hooks: &mut ApplyHooks) -> Resu
     Ok(recover_noting(replica, hooks)?.is_some())
 }
 
-/// [`recover`], returning the notes of the finished batch (conflict copies
-/// kept, actions skipped), or `None` when nothing was pending: for a
-/// command to tell the user what finishing the interrupted import did.
-pub fn recover_reporting(replica: &mut LockedReplica) -> Result<Option<Vec<String>>> {
+/// What finishing an interrupted import did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Conflict copies kept, actions skipped.
+    pub notes: Vec<String>,
+    /// Steps that failed (rule 9).
+    pub failed: Vec<state::FailedStep>,
+}
+
+/// [`recover`], returning what finishing the pending batch did, or `None`
+/// when nothing was pending: for a command to tell the user.
+pub fn recover_reporting(replica: &mut LockedReplica) -> Result<Option<Recovered>> {
     recover_noting(replica, &mut ApplyHooks::default())
 }
 
 fn recover_noting(
     replica: &mut LockedReplica,
     hooks: &mut ApplyHooks,
-) -> Result<Option<Vec<String>>> {
+) -> Result<Option<Recovered>> {
     let encoded = replica
         .state_mut()
         .transaction(|tx| Ok(state::pending_apply(tx)?))?;
@@ -468,9 +519,12 @@ fn recover_noting(
             what: format!("apply journal: {e}"),
         })?);
     }
-    let notes = disk::execute(replica, &actions, hooks)?;
-    finish(replica, hooks)?;
-    Ok(Some(notes))
+    let executed = disk::execute(replica, &actions, hooks)?;
+    let failed = finish(replica, &executed.failures, hooks)?;
+    Ok(Some(Recovered {
+        notes: executed.notes,
+        failed,
+    }))
 }
 
 fn staging_dir(replica: &Replica) -> PathBuf {
@@ -486,8 +540,21 @@ fn commit(replica: &mut LockedReplica, plan: &plan::Plan, receipt: Option<&Recei
         true => None,
         false => Some(replica.signing_key()?.to_bytes()),
     };
+    let source = match receipt {
+        Some(receipt) => format!("packet {}", receipt.file_name),
+        None => "an import".to_string(),
+    };
     replica.state_mut().transaction(|tx| {
         state::create_pending_apply(tx)?;
+        state::set_pending_apply_source(tx, &source)?;
+        // Before the entries change: what a path's entry goes back to if
+        // a step on it fails for good.
+        for action in &plan.actions {
+            state::keep_entry_before_apply(tx, action.path())?;
+        }
+        // The batch writes these paths anew: an earlier failure on them
+        // is moot (a failure of this batch is recorded again).
+        state::forget_failed_steps(tx, plan.entries.keys().map(Vec::as_slice))?;
         for member in &plan.new_members {
             state::insert_member(tx, member, now)?;
         }
@@ -540,20 +607,45 @@ fn commit(replica: &mut LockedReplica, plan: &plan::Plan, receipt: Option<&Recei
     })
 }
 
-/// Step (e): the journal is done; forget it and the staged files.
-fn finish(replica: &mut LockedReplica, hooks: &mut ApplyHooks) -> Result<()> {
+/// Step (e): the journal is done; forget it and the staged files. In the
+/// same transaction, each path of a step that failed gets back the entry
+/// it had before the batch (the tree still holds that version, or what a
+/// scan will find), and the failure is recorded. Returns the failures as
+/// recorded.
+fn finish(
+    replica: &mut LockedReplica,
+    failures: &[disk::Failure],
+    hooks: &mut ApplyHooks,
+) -> Result<Vec<state::FailedStep>> {
     hooks.step("before clearing the journal")?;
-    replica
-        .state_mut()
-        .transaction(|tx| Ok(state::clear_pending_apply(tx)?))?;
+    let at_ns = crate::sys::clock::now_ns();
+    let recorded = replica.state_mut().transaction(|tx| {
+        let source =
+            state::pending_apply_source(tx)?.unwrap_or_else(|| "an interrupted import".to_string());
+        let mut recorded = Vec::new();
+        for failure in failures {
+            state::restore_entry_before_apply(tx, &failure.path)?;
+            let step = state::FailedStep {
+                path: failure.path.clone(),
+                source: source.clone(),
+                at_ns,
+                step: failure.step.to_string(),
+                error: failure.error.clone(),
+            };
+            state::add_failed_step(tx, &step)?;
+            recorded.push(step);
+        }
+        state::clear_pending_apply(tx)?;
+        Ok(recorded)
+    })?;
     hooks.step("after clearing the journal")?;
     let staging = staging_dir(replica);
     // A version an interrupted action moved aside is kept, never deleted
     // with the staging folder.
     disk::keep_leftovers(&staging, &replica.state_dir())?;
     match std::fs::remove_dir_all(&staging) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(()) => Ok(recorded),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(recorded),
         Err(err) => Err(Error::io(&staging, err)),
     }
 }

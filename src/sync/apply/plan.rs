@@ -272,6 +272,59 @@ fn below(path: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (lo, hi)
 }
 
+/// Polynomial hashes of byte strings modulo the prime 2^61 - 1, with a
+/// base drawn at random per process (so no packet can be made to
+/// collide): the hashes of all the prefixes of a path in one pass. Equal
+/// hashes are only a hint, always confirmed by comparing the paths.
+#[derive(Debug, Clone, Copy)]
+struct PrefixHasher {
+    base: u64,
+}
+
+const HASH_PRIME: u64 = (1 << 61) - 1;
+
+impl PrefixHasher {
+    fn new() -> PrefixHasher {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        PrefixHasher {
+            base: 256 + random % (HASH_PRIME - 512),
+        }
+    }
+
+    /// `hash * base + byte + 1` modulo the prime, for `hash` below it
+    /// (2^61 ≡ 1: the high bits fold onto the low ones).
+    fn step(&self, hash: u64, byte: u8) -> u64 {
+        let product = u128::from(hash) * u128::from(self.base) + u128::from(byte) + 1;
+        let folded = (product as u64 & HASH_PRIME) + (product >> 61) as u64;
+        if folded >= HASH_PRIME {
+            folded - HASH_PRIME
+        } else {
+            folded
+        }
+    }
+
+    fn hash(&self, bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0, |hash, &byte| self.step(hash, byte))
+    }
+
+    /// (length, hash) of each proper ancestor of `path`, shallowest first
+    /// (as [`ancestors`] lists them).
+    fn ancestors(&self, path: &[u8]) -> Vec<(usize, u64)> {
+        let mut out = Vec::new();
+        let mut hash = 0;
+        for (i, &byte) in path.iter().enumerate() {
+            if byte == b'/' {
+                out.push((i, hash));
+            }
+            hash = self.step(hash, byte);
+        }
+        out
+    }
+}
+
 /// Exact names in one folder.
 type Names = HashSet<Vec<u8>>;
 
@@ -302,6 +355,14 @@ struct Planner<'a> {
     /// each side has, whatever way the operations were batched, and the
     /// content of a version overwritten at its sender is never needed.
     superseded: std::collections::HashSet<(Id, u64)>,
+    /// Keyed hashes of path prefixes (see [`PrefixHasher`]).
+    hasher: PrefixHasher,
+    /// Hashes of the paths `planned` holds as symlinks, with their counts:
+    /// which ancestors of a path may be planned links, in one pass.
+    link_hashes: HashMap<u64, u32>,
+    /// Paths not made because they do not fit below the root
+    /// (`relpath::fits_below`), in batch order.
+    too_long: Vec<Vec<u8>>,
     /// How the replica's filesystem compares names (`tree::folding`).
     folding: Folding,
     /// On a filesystem that folds names: exact names listed in each
@@ -371,6 +432,9 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         report: ApplyReport::default(),
         now_ns: crate::sys::clock::now_ns(),
         superseded: superseded_in_batch(ops),
+        too_long: Vec::new(),
+        hasher: PrefixHasher::new(),
+        link_hashes: HashMap::new(),
         folding: replica.folding()?,
         listings: RefCell::new(HashMap::new()),
         recorded_keys: OnceCell::new(),
@@ -546,39 +610,114 @@ impl Planner<'_> {
         ))
     }
 
+    /// Rule 3 for the ancestors of `path`: none may be a symlink, planned
+    /// (every one is checked) or on disk (looked up beneath the root, no
+    /// symlink followed; the first ancestor that is not a real directory
+    /// decides, and only above the first planned link). Near-linear in the
+    /// path's length, whatever its depth: planned links are found by
+    /// prefix hash, and the first ancestor that is not a directory on disk
+    /// by bisection (on a filesystem that does not fold names).
     fn check_ancestors(&self, path: &[u8], version: &VersionVector) -> Result<()> {
-        let mut disk_matters = true;
-        for ancestor in ancestors(path) {
-            let planned = self.planned.get(ancestor).map(|e| &e.state);
-            if let Some(PathState::Symlink { .. }) = planned {
-                self.through_link(path, ancestor, version, "made earlier in this batch")?;
-                disk_matters = false;
-                continue;
-            }
-            if !disk_matters {
-                continue;
-            }
-            // Looked up beneath the root, no symlink followed: a parent
-            // that is not a real directory counts as missing.
+        let ancestors = ancestors(path);
+        let links = self.planned_links_among(path, &ancestors);
+        let disk_end = links.first().copied().unwrap_or(ancestors.len());
+        if let Some(j) = self.first_not_dir(&ancestors[..disk_end])? {
+            let ancestor = ancestors[j];
             let kind = self.disk_kind(ancestor)?;
-            if let DiskKind::Dir(_) = kind {
-                continue;
-            }
-            if kind == DiskKind::Missing {
-                disk_matters = false;
-                continue;
-            }
-            if let Some(PathState::Directory { .. }) = planned {
-                // This batch replaces it by a directory before use.
-                disk_matters = false;
-                continue;
-            }
-            if let DiskKind::Symlink(_) = kind {
+            let planned_dir = matches!(
+                self.planned.get(ancestor).map(|e| &e.state),
+                Some(PathState::Directory { .. })
+            );
+            // Missing, or replaced by a directory before use: nothing
+            // below it is reached on disk.
+            if let (DiskKind::Symlink(_), false) = (&kind, planned_dir) {
                 self.through_link(path, ancestor, version, "in this replica")?;
             }
-            disk_matters = false;
+        }
+        for i in links {
+            self.through_link(path, ancestors[i], version, "made earlier in this batch")?;
         }
         Ok(())
+    }
+
+    /// The indices in `ancestors` (of `path`, shallowest first) of the
+    /// ones this batch plans as symlinks.
+    fn planned_links_among(&self, path: &[u8], ancestors: &[&[u8]]) -> Vec<usize> {
+        if self.link_hashes.is_empty() {
+            return Vec::new();
+        }
+        let mut found = Vec::new();
+        for (i, (len, hash)) in self.hasher.ancestors(path).into_iter().enumerate() {
+            if !self.link_hashes.contains_key(&hash) {
+                continue;
+            }
+            debug_assert_eq!(ancestors[i].len(), len);
+            if let Some(PathState::Symlink { .. }) =
+                self.planned.get(ancestors[i]).map(|e| &e.state)
+            {
+                found.push(i);
+            }
+        }
+        found
+    }
+
+    /// The index of the first of `dirs` (a path's ancestors, shallowest
+    /// first) that is not a real directory on disk, if any. Where names do
+    /// not fold, an ancestor opens as a directory beneath the root exactly
+    /// when all before it do, so a bisection finds it.
+    fn first_not_dir(&self, dirs: &[&[u8]]) -> Result<Option<usize>> {
+        if self.folding.folds() {
+            for (i, dir) in dirs.iter().enumerate() {
+                if !matches!(self.disk_kind(dir)?, DiskKind::Dir(_)) {
+                    return Ok(Some(i));
+                }
+            }
+            return Ok(None);
+        }
+        let (mut lo, mut hi) = (0, dirs.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.confined.dir_stat(dirs[mid])?.is_some() {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok((lo < dirs.len()).then_some(lo))
+    }
+
+    /// Sets `path`'s planned entry, keeping [`Planner::link_hashes`] in
+    /// step.
+    fn set_planned(&mut self, path: &[u8], entry: Entry) {
+        let now_link = matches!(entry.state, PathState::Symlink { .. });
+        let was_link = self
+            .planned
+            .insert(path.to_vec(), entry)
+            .is_some_and(|old| matches!(old.state, PathState::Symlink { .. }));
+        self.count_link(path, now_link, was_link);
+    }
+
+    /// Removes `path`'s planned entry, keeping [`Planner::link_hashes`] in
+    /// step.
+    fn unplan(&mut self, path: &[u8]) -> Option<Entry> {
+        let old = self.planned.remove(path)?;
+        self.count_link(path, false, matches!(old.state, PathState::Symlink { .. }));
+        Some(old)
+    }
+
+    fn count_link(&mut self, path: &[u8], now_link: bool, was_link: bool) {
+        if now_link == was_link {
+            return;
+        }
+        let hash = self.hasher.hash(path);
+        if now_link {
+            *self.link_hashes.entry(hash).or_default() += 1;
+        } else if let Some(count) = self.link_hashes.get_mut(&hash) {
+            *count -= 1;
+            if *count == 0 {
+                self.link_hashes.remove(&hash);
+            }
+        }
     }
 
     fn path_operation(
@@ -590,6 +729,12 @@ impl Planner<'_> {
     ) -> Result<()> {
         validate_path(path)?;
         let incoming = sanitize(path, state)?;
+        if !relpath::fits_below(self.root, path) {
+            // Rule 3: longer than this system takes below this root. Like
+            // an excluded path: logged and relayed, never made.
+            self.too_long.push(path.to_vec());
+            return Ok(());
+        }
         self.check_ancestors(path, version)?;
         let is_dir = matches!(incoming, PathState::Directory { .. });
         if self.excluded(path, is_dir)? {
@@ -603,8 +748,8 @@ impl Planner<'_> {
         });
         match version.compare(&local.version) {
             Causality::After => {
-                self.planned.insert(
-                    path.to_vec(),
+                self.set_planned(
+                    path,
                     Entry {
                         state: incoming,
                         version: version.clone(),
@@ -617,8 +762,8 @@ impl Planner<'_> {
                 let version = local.version.merged(version);
                 if local.state == incoming {
                     let author = local.author.max(origin);
-                    self.planned.insert(
-                        path.to_vec(),
+                    self.set_planned(
+                        path,
                         Entry {
                             state: incoming,
                             version,
@@ -634,8 +779,8 @@ impl Planner<'_> {
                     (local.state, local.author, incoming, origin)
                 };
                 self.resolved.insert(path.to_vec(), version.clone());
-                self.planned.insert(
-                    path.to_vec(),
+                self.set_planned(
+                    path,
                     Entry {
                         state: winner.clone(),
                         version,
@@ -689,8 +834,8 @@ impl Planner<'_> {
             recorded: Timestamp::from_nanos(self.now_ns),
             change,
         });
-        self.planned.insert(
-            path.to_vec(),
+        self.set_planned(
+            path,
             Entry {
                 state,
                 version,
@@ -748,7 +893,10 @@ impl Planner<'_> {
             let copy = join(parent, &conflict_copy_name(name, stamp, &label));
             // A copy is recorded as soon as it is made, so shared patterns
             // (which a sibling may have set to `*`) cannot suppress it.
-            if validate_path(&copy).is_err() || self.excluded_as(&copy, false, true)? {
+            if validate_path(&copy).is_err()
+                || !relpath::fits_below(self.root, &copy)
+                || self.excluded_as(&copy, false, true)?
+            {
                 return Ok(None);
             }
             match self.effective(&copy) {
@@ -882,8 +1030,17 @@ impl Planner<'_> {
                 .filter(|(_, e)| e.state != PathState::Deleted)
                 .map(|(p, _)| p.clone())
                 .collect();
+            // In byte order, a path's ancestors that are also ancestors of
+            // the path before it (or that path, a directory) were made
+            // sure of already: each path costs its own length, not its
+            // depth times its length.
+            let mut previous: Option<Vec<u8>> = None;
             for path in live {
-                for ancestor in ancestors(&path) {
+                let known = match &previous {
+                    Some(previous) => self.known_directories(&path, previous),
+                    None => 0,
+                };
+                for ancestor in ancestors(&path).into_iter().skip(known) {
                     let current = self.effective(ancestor);
                     let fine = match &current {
                         Some(entry) => matches!(entry.state, PathState::Directory { .. }),
@@ -914,12 +1071,42 @@ impl Planner<'_> {
                     }
                     changed = true;
                 }
+                previous = Some(path);
             }
             if !changed {
                 return Ok(());
             }
         }
         Err(Error::Refused(Refusal::Inconsistent))
+    }
+
+    /// How many of `path`'s ancestors (shallowest first) are ancestors of
+    /// `previous`, or `previous` itself when it is a directory after the
+    /// batch: those [`Planner::repair_structure`] made sure of with
+    /// `previous`.
+    fn known_directories(&self, path: &[u8], previous: &[u8]) -> usize {
+        let common = path
+            .iter()
+            .zip(previous)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let mut known = 0;
+        for (i, &byte) in path.iter().enumerate().take(common + 1) {
+            if byte != b'/' {
+                continue;
+            }
+            // `path[..i]` is an ancestor of `path`.
+            let of_previous = i < common
+                || (i == previous.len()
+                    && self
+                        .effective(previous)
+                        .is_some_and(|e| matches!(e.state, PathState::Directory { .. })));
+            if !of_previous {
+                break;
+            }
+            known += 1;
+        }
+        known
     }
 
     /// The expectation for a file the recorded state has no stat for: the
@@ -1147,6 +1334,22 @@ impl Planner<'_> {
         actions.extend(creations);
         actions.extend(dir_modes.into_iter().rev());
         self.report.local_operations = self.local_ops.len() as u64;
+        if let Some(first) = self.too_long.first() {
+            let more = match self.too_long.len() - 1 {
+                0 => String::new(),
+                1 => " and 1 path below or beside it".to_string(),
+                n => format!(" and {n} paths below or beside it"),
+            };
+            let room = relpath::PATH_MAX.saturating_sub(self.root.as_os_str().len() + 1);
+            self.report.not_made.push(format!(
+                "{}{more}: longer than this replica's root {} leaves room for \
+                 (a path may have {room} bytes here: {} in all, the most the system \
+                 opens); the other replicas keep them",
+                relpath::display_short(first, 120),
+                self.root.display(),
+                relpath::PATH_MAX,
+            ));
+        }
         Ok(Plan {
             accepted: self.accepted,
             raised: self.raised,
@@ -1387,7 +1590,7 @@ impl Planner<'_> {
         }
         let holder_of = |path: &[u8]| holders.get(folding.key(path).as_ref());
         for (path, at, holder) in dropped {
-            let Some(entry) = self.planned.remove(&path) else {
+            let Some(entry) = self.unplan(&path) else {
                 continue;
             };
             self.resolved.remove(&path);
@@ -1496,6 +1699,23 @@ fn copy_note(copy: Option<&[u8]>) -> String {
     }
 }
 
+/// `long-paths/HASH-NAME`: where a version whose path is too long to be
+/// kept whole is kept, below the day's folder (see
+/// `Reserved::soft_delete_target`).
+fn short_kept_name(path: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(path);
+    let (_, name) = split_last(path);
+    let mut keep = name.len().min(200);
+    // Not in the middle of a character, where the name is UTF-8.
+    while keep < name.len() && std::str::from_utf8(&name[..keep]).is_err() && keep > 196 {
+        keep -= 1;
+    }
+    let mut out = format!("long-paths/{}-", hex::encode(&digest[..16])).into_bytes();
+    out.extend_from_slice(&name[..keep]);
+    out
+}
+
 /// Soft-delete names handed out in this batch.
 #[derive(Default)]
 struct Reserved {
@@ -1507,11 +1727,28 @@ impl Reserved {
     /// `deleted/DAY/PATH` relative to the state folder, with `.1`, `.2`…
     /// appended to the name if taken (and `DAY.1`… if a parent is taken by
     /// a file).
+    ///
+    /// A path too long to be kept there whole (the state folder's path,
+    /// `deleted/DAY.N/`, the path and a `.NNN` or `.partial` suffix over
+    /// [`PATH_MAX`]) is kept as `deleted/DAY/long-paths/HASH-NAME`
+    /// instead: HASH is the first 16 bytes of the path's SHA-256 in hex,
+    /// NAME its last name (shortened to 200 bytes), so the old version is
+    /// kept whatever the path's length.
     fn soft_delete_target(&mut self, root: &Path, day: &str, path: &[u8]) -> Vec<u8> {
         let state_dir = root.join(STATE_DIR);
         let exists = |rel: &[u8]| {
             let disk: PathBuf = state_dir.join(OsStr::from_bytes(rel));
             std::fs::symlink_metadata(disk).ok()
+        };
+        // Room for `DAY.NNN`, `.NNN` and `.partial` (a copy's temporary).
+        const SUFFIXES: usize = 4 + 4 + 8;
+        let whole = state_dir.as_os_str().len() + 1 + DELETED_DIR.len() + 1 + day.len() + 1;
+        let short;
+        let path = if whole + path.len() + SUFFIXES > PATH_MAX {
+            short = short_kept_name(path);
+            short.as_slice()
+        } else {
+            path
         };
         for folder in 0.. {
             let day_dir = if folder == 0 {
@@ -1580,6 +1817,47 @@ mod tests {
             conflict_copy_name(b"a.txt", Some(far), "b"),
             b"a.sync-conflict-24000101-000000-b.txt".to_vec()
         );
+    }
+
+    #[test]
+    fn a_kept_version_too_long_to_keep_whole_gets_a_short_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reserved = Reserved::default();
+        let short = reserved.soft_delete_target(dir.path(), "20260101", b"d/x.txt");
+        assert_eq!(short, b"deleted/20260101/d/x.txt");
+        let name = "n".repeat(250);
+        let long = format!("{}/{name}", "d".repeat(3800));
+        let kept = reserved.soft_delete_target(dir.path(), "20260101", long.as_bytes());
+        let kept = String::from_utf8(kept).unwrap();
+        assert!(kept.starts_with("deleted/20260101/long-paths/"), "{kept}");
+        let last = kept.rsplit('/').next().unwrap();
+        assert_eq!(last.len(), 32 + 1 + 200, "{last}");
+        assert!(last.ends_with(&name[..200]));
+        // Another path with the same last name gets another hash.
+        let other = format!("{}/{name}", "e".repeat(3800));
+        let other = reserved.soft_delete_target(dir.path(), "20260101", other.as_bytes());
+        assert_ne!(other, kept.as_bytes());
+    }
+
+    #[test]
+    fn prefix_hashes_are_the_hashes_of_the_prefixes() {
+        let hasher = PrefixHasher::new();
+        let path = b"a/bc/\xff\xfe/d";
+        let prefixes = hasher.ancestors(path);
+        assert_eq!(prefixes.len(), 3);
+        for (len, hash) in prefixes {
+            assert_eq!(hash, hasher.hash(&path[..len]));
+        }
+        assert_ne!(hasher.hash(b"a/b"), hasher.hash(b"a/c"));
+        // The reduction stays below the prime with the largest inputs.
+        let top = PrefixHasher {
+            base: HASH_PRIME - 1,
+        };
+        let mut hash = HASH_PRIME - 1;
+        for _ in 0..100 {
+            hash = top.step(hash, 255);
+            assert!(hash < HASH_PRIME);
+        }
     }
 
     #[test]
