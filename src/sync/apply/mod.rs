@@ -54,7 +54,14 @@
 //!    a path is compared: an operation that a later one of the batch on the
 //!    same path has seen (version `After` or `Equal`) is logged but not
 //!    compared, so conflicts are judged on the newest version each side has
-//!    and content overwritten at the sender is never needed.
+//!    and content overwritten at the sender is never needed. A path given
+//!    more than 256 (`plan::MAX_CONCURRENT_VERSIONS`) pairwise-concurrent
+//!    versions by one batch (or more than the family has members, when it
+//!    has more) refuses the batch ([`crate::Refusal::HostilePath`]): an
+//!    origin's versions of a path are ordered, so a real history has at
+//!    most one per origin, and the planner compares each operation on a
+//!    path with at most that many (the latest ones no later operation has
+//!    seen), so planning stays linear in the operations.
 //!    Incoming `After` local: fast-forward.
 //!    `Before` or `Equal`: stale, nothing to do (`already_had`).
 //!    `Concurrent`: if both states are identical, the merged version is

@@ -373,32 +373,73 @@ struct Planner<'a> {
     recorded_keys: OnceCell<HashMap<Vec<u8>, Vec<Vec<u8>>>>,
 }
 
+/// At most this many pairwise-concurrent versions of one path in one
+/// batch (SPEC.md §13), or one per member when the family is larger:
+/// each origin's versions of a path are ordered (an origin only ever
+/// raises its own version of a path), so a real history has at most one
+/// per origin, and planning costs the operations on a path times this.
+pub const MAX_CONCURRENT_VERSIONS: usize = 256;
+
 /// The operations of `ops` that a later one on the same path supersedes.
-fn superseded_in_batch(ops: &[Operation]) -> std::collections::HashSet<(Id, u64)> {
-    let mut by_path: HashMap<&[u8], Vec<(usize, &VersionVector)>> = HashMap::new();
+/// Each path's operations are walked from the last, keeping the latest
+/// versions no later one has seen (pairwise concurrent): a later operation
+/// has seen this one exactly when one of those has. Refuses
+/// ([`Refusal::HostilePath`]) a path with more than `limit` of them.
+fn superseded_in_batch(
+    ops: &[Operation],
+    limit: usize,
+) -> Result<std::collections::HashSet<(Id, u64)>> {
+    let mut by_path: HashMap<&[u8], Vec<usize>> = HashMap::new();
     for (index, op) in ops.iter().enumerate() {
         if let Some(change) = op.change.path_change() {
             by_path
                 .entry(change.path.as_slice())
                 .or_default()
-                .push((index, change.version));
+                .push(index);
         }
     }
     let key = |index: usize| (ops[index].origin, ops[index].epoch);
+    let version = |index: usize| {
+        ops[index]
+            .change
+            .path_change()
+            .expect("indexed above")
+            .version
+    };
     let mut superseded = std::collections::HashSet::new();
-    for versions in by_path.values() {
-        for (position, (index, version)) in versions.iter().enumerate() {
-            // A repeated copy of the same operation supersedes nothing.
-            let seen_later = versions[position + 1..].iter().any(|(later_index, later)| {
-                key(*later_index) != key(*index)
-                    && matches!(later.compare(version), Causality::After | Causality::Equal)
+    for (path, mut indices) in by_path {
+        // A repeated copy of an operation is never applied (the planner
+        // skips it as already had), so it supersedes nothing.
+        let mut first = HashSet::new();
+        indices.retain(|&index| first.insert(key(index)));
+        // The maximal versions of the operations after the current one.
+        let mut frontier: Vec<usize> = Vec::new();
+        for &index in indices.iter().rev() {
+            let mine = version(index);
+            let seen_later = frontier.iter().any(|&later| {
+                matches!(
+                    version(later).compare(mine),
+                    Causality::After | Causality::Equal
+                )
             });
             if seen_later {
-                superseded.insert((ops[*index].origin, ops[*index].epoch));
+                superseded.insert(key(index));
+                continue;
+            }
+            frontier.retain(|&later| version(later).compare(mine) != Causality::Before);
+            frontier.push(index);
+            if frontier.len() > limit {
+                return Err(hostile(
+                    path,
+                    format!(
+                        "this packet gives it more than {limit} pairwise-concurrent versions \
+                         (the limit per path and packet; a family makes at most one per member)"
+                    ),
+                ));
             }
         }
     }
-    superseded
+    Ok(superseded)
 }
 
 /// Plans a batch: see the module documentation of [`super`] for the rules.
@@ -413,6 +454,8 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         .filter(|(_, e)| e.state != PathState::Deleted)
         .map(|(p, _)| p.clone())
         .collect();
+    let members = replica.members()?;
+    let superseded = superseded_in_batch(ops, MAX_CONCURRENT_VERSIONS.max(members.len()))?;
     let mut planner = Planner {
         root: &replica.root,
         confined: ConfinedRoot::open(&replica.root)?,
@@ -421,7 +464,7 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         recorded,
         recorded_live,
         planned: BTreeMap::new(),
-        members: replica.members()?,
+        members,
         new_members: Vec::new(),
         last,
         raised: BTreeMap::new(),
@@ -431,7 +474,7 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         resolved: BTreeMap::new(),
         report: ApplyReport::default(),
         now_ns: crate::sys::clock::now_ns(),
-        superseded: superseded_in_batch(ops),
+        superseded,
         too_long: Vec::new(),
         hasher: PrefixHasher::new(),
         link_hashes: HashMap::new(),
