@@ -415,7 +415,7 @@ pub fn apply_batch_with(
     let mut report = plan.report.clone();
     report.bytes_written = disk::stage(replica, &plan, chunks, hooks)?;
     hooks.step("before commit")?;
-    let committed = commit(replica, &plan, receipt);
+    let committed = commit(replica, ops, &plan, receipt);
     if let Err(err) = committed {
         let _ = std::fs::remove_dir_all(staging_dir(replica));
         return Err(err);
@@ -540,7 +540,12 @@ fn staging_dir(replica: &Replica) -> PathBuf {
 
 /// Step (c): one transaction with everything the batch changes in the
 /// database, and the journal of its disk actions.
-fn commit(replica: &mut LockedReplica, plan: &plan::Plan, receipt: Option<&Receipt>) -> Result<()> {
+fn commit(
+    replica: &mut LockedReplica,
+    ops: &[Operation],
+    plan: &plan::Plan,
+    receipt: Option<&Receipt>,
+) -> Result<()> {
     let me = replica.identity.replica_id;
     let now = crate::sys::clock::now_ns();
     let secret = match plan.local_ops.is_empty() {
@@ -565,7 +570,8 @@ fn commit(replica: &mut LockedReplica, plan: &plan::Plan, receipt: Option<&Recei
         for member in &plan.new_members {
             state::insert_member(tx, member, now)?;
         }
-        for op in plan.accepted.iter().chain(&plan.local_ops) {
+        let accepted = plan.accepted.iter().map(|&index| &ops[index]);
+        for op in accepted.chain(&plan.local_ops) {
             state::append_operation(tx, op)?;
         }
         for (origin, epoch) in &plan.raised {

@@ -47,8 +47,9 @@ pub(crate) struct StageJob {
 
 /// Everything a batch will do.
 pub(crate) struct Plan {
-    /// New incoming operations, in order, for the log.
-    pub accepted: Vec<Operation>,
+    /// New incoming operations, in order, for the log: indices into the
+    /// batch (not copies, which would double what a large batch holds).
+    pub accepted: Vec<usize>,
     /// Origin -> new epoch of this replica's own row.
     pub raised: BTreeMap<Id, u64>,
     pub new_members: Vec<Member>,
@@ -341,7 +342,7 @@ struct Planner<'a> {
     new_members: Vec<Member>,
     last: HashMap<Id, u64>,
     raised: BTreeMap<Id, u64>,
-    accepted: Vec<Operation>,
+    accepted: Vec<usize>,
     own_epoch: u64,
     local_ops: Vec<Operation>,
     /// Paths whose conflict this batch resolved, with the merged version
@@ -482,8 +483,8 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         listings: RefCell::new(HashMap::new()),
         recorded_keys: OnceCell::new(),
     };
-    for op in ops {
-        planner.operation(op)?;
+    for (index, op) in ops.iter().enumerate() {
+        planner.operation(index, op)?;
     }
     planner.fold_collisions()?;
     planner.record_resolutions();
@@ -501,7 +502,7 @@ impl Planner<'_> {
             .unwrap_or_else(|| id.to_hex())
     }
 
-    fn operation(&mut self, op: &Operation) -> Result<()> {
+    fn operation(&mut self, index: usize, op: &Operation) -> Result<()> {
         let last = self.last.get(&op.origin).copied().unwrap_or(0);
         if op.epoch <= last {
             self.report.already_had += 1;
@@ -527,7 +528,7 @@ impl Planner<'_> {
         }
         self.last.insert(op.origin, op.epoch);
         self.raised.insert(op.origin, op.epoch);
-        self.accepted.push(op.clone());
+        self.accepted.push(index);
         match &op.change {
             Change::AddMember {
                 replica,
