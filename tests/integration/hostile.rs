@@ -1364,3 +1364,48 @@ fn a_step_that_fails_when_an_interrupted_import_is_finished_is_not_replayed() {
     );
     assert!(!b.join(".syncreplica/staging").exists());
 }
+
+/// A packet giving one path more pairwise-concurrent versions than the
+/// documented limit (SPEC.md §13): each would cost planning time against
+/// every other, and a real family makes at most one per origin. Refused
+/// as a whole, naming the path and the limit; the replica unchanged and
+/// healthy.
+#[test]
+fn too_many_concurrent_versions_of_one_path_are_refused() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let n: u64 = std::env::var("SYNCREPLICA_TEST_CONCURRENT").map_or(300, |v| v.parse().unwrap());
+    // Beta's own epochs, so versions can claim them.
+    for i in 0..n {
+        write(&b, &format!("own/{i}"), "x");
+    }
+    run(&b, "syncreplica", ["-record"]).ok();
+    let (alpha, beta) = (id_of(&a), id_of(&b));
+    let have = epoch_in_row(&b, "beta", "alpha");
+    let beta_has = epoch_in_row(&b, "beta", "beta");
+    assert!(beta_has >= n);
+    // Operation i: {alpha: have + i, beta: n - i}, so no two are ordered.
+    let changes = (1..=n)
+        .map(|i| Change::Path {
+            path: b"p".to_vec(),
+            version: VersionVector([(alpha, have + i), (beta, n - i)].into()),
+            state: PathState::symlink(format!("target-{i}").into_bytes()),
+        })
+        .collect();
+    let out = fam.packet_dir("concurrent");
+    forge(&own(&a), &b, &out, changes, |_| {});
+    let before = tree_listing(&b);
+    let started = std::time::Instant::now();
+    let res = import_from(&b, &[&out]);
+    eprintln!("import of {n} concurrent versions: {:?}", started.elapsed());
+    assert_ne!(res.code, 0, "accepted:\n{}", res.stdout);
+    assert!(
+        res.stderr.contains("\"p\"") && res.stderr.contains("pairwise-concurrent versions"),
+        "{}",
+        res.stderr
+    );
+    assert!(tree_listing(&b) == before, "the tree changed");
+    assert_eq!(epoch_in_row(&b, "beta", "alpha"), have);
+    assert_eq!(epoch_in_row(&b, "beta", "beta"), beta_has);
+    still_healthy(&fam, &b, "alpha");
+}

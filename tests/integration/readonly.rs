@@ -318,6 +318,83 @@ fn a_packet_larger_than_the_free_space_is_refused_before_anything_is_written() {
     assert_eq!(std::fs::read(beta.join("big.bin")).unwrap(), big);
 }
 
+/// One 256 KiB chunk referenced 4,096 times: a packet of about 1 MiB
+/// whose file is 1 GiB once written. Legitimate content can be like that,
+/// so it is not refused for its shape: the space it writes is counted,
+/// every reference as written, before anything is staged, and on a
+/// filesystem without that room it is refused whole.
+#[test]
+fn a_chunk_referenced_thousands_of_times_is_counted_as_written() {
+    use syncreplica::ops::{Change, ChunkRef, PathState, Timestamp, VersionVector};
+    let Some(mount) = Mount::tmpfs("16m") else {
+        eprintln!("note: skipped: mounting a tmpfs is not permitted here");
+        return;
+    };
+    let (family, beta, _out, _big) = update_for_a_replica_on(&mount, 1);
+    let alpha = family.root("alpha");
+    let mut random = XorShift(0xbad);
+    let chunk: Vec<u8> = (0..packet_format::MAX_CHUNK_LEN / 8)
+        .flat_map(|_| random.next().to_le_bytes())
+        .collect();
+    let id: [u8; 32] =
+        sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&chunk)).into();
+    let references = 4096;
+    let state = PathState::File {
+        mode: 0o644,
+        mtime: Timestamp::new(1_700_000_000, 0).unwrap(),
+        size: (references * chunk.len()) as u64,
+        chunks: vec![
+            ChunkRef {
+                id,
+                len: chunk.len() as u32,
+            };
+            references
+        ],
+        ext: Default::default(),
+    };
+    let alpha_id = syncreplica::replica::Replica::open(&alpha)
+        .unwrap()
+        .identity
+        .replica_id;
+    let have = epoch_in_row(&beta, "beta", "alpha");
+    let who = Forgery {
+        origin: &alpha,
+        sender: &alpha,
+        signer: &alpha,
+        sealer: &alpha,
+    };
+    let out = family.packet_dir("references");
+    forge_with_content(
+        &who,
+        &beta,
+        &out,
+        vec![Change::Path {
+            path: b"gigabyte.bin".to_vec(),
+            version: VersionVector([(alpha_id, have + 1)].into()),
+            state,
+        }],
+        &[&chunk],
+        |_| {},
+    );
+    let before = tree_listing(&beta);
+    let import = import_from(&beta, &[&out]).fails_with(1);
+    assert!(
+        import.stderr.contains(": needs 1.0 GiB, has ")
+            && import.stderr.contains("nothing was changed"),
+        "{}",
+        import.stderr
+    );
+    assert_eq!(tree_listing(&beta), before);
+    assert_eq!(epoch_in_row(&beta, "beta", "alpha"), have);
+    assert!(!beta.join(".syncreplica/staging").exists());
+    // Still healthy: it records and exports.
+    write(&beta, "after.txt", "still works");
+    run(&beta, "syncreplica", ["-record"]).ok();
+    let back = family.packet_dir("back");
+    export_to(&beta, &back, &["alpha"], &[]).ok();
+    assert_eq!(packet_files(&back).len(), 1);
+}
+
 #[test]
 fn an_import_writes_new_content_once_so_it_fits_in_less_than_twice_its_size() {
     let Some(mount) = Mount::tmpfs("64m") else {

@@ -54,7 +54,14 @@
 //!    a path is compared: an operation that a later one of the batch on the
 //!    same path has seen (version `After` or `Equal`) is logged but not
 //!    compared, so conflicts are judged on the newest version each side has
-//!    and content overwritten at the sender is never needed.
+//!    and content overwritten at the sender is never needed. A path given
+//!    more than 256 (`plan::MAX_CONCURRENT_VERSIONS`) pairwise-concurrent
+//!    versions by one batch (or more than the family has members, when it
+//!    has more) refuses the batch ([`crate::Refusal::HostilePath`]): an
+//!    origin's versions of a path are ordered, so a real history has at
+//!    most one per origin, and the planner compares each operation on a
+//!    path with at most that many (the latest ones no later operation has
+//!    seen), so planning stays linear in the operations.
 //!    Incoming `After` local: fast-forward.
 //!    `Before` or `Equal`: stale, nothing to do (`already_had`).
 //!    `Concurrent`: if both states are identical, the merged version is
@@ -408,7 +415,7 @@ pub fn apply_batch_with(
     let mut report = plan.report.clone();
     report.bytes_written = disk::stage(replica, &plan, chunks, hooks)?;
     hooks.step("before commit")?;
-    let committed = commit(replica, &plan, receipt);
+    let committed = commit(replica, ops, &plan, receipt);
     if let Err(err) = committed {
         let _ = std::fs::remove_dir_all(staging_dir(replica));
         return Err(err);
@@ -533,7 +540,12 @@ fn staging_dir(replica: &Replica) -> PathBuf {
 
 /// Step (c): one transaction with everything the batch changes in the
 /// database, and the journal of its disk actions.
-fn commit(replica: &mut LockedReplica, plan: &plan::Plan, receipt: Option<&Receipt>) -> Result<()> {
+fn commit(
+    replica: &mut LockedReplica,
+    ops: &[Operation],
+    plan: &plan::Plan,
+    receipt: Option<&Receipt>,
+) -> Result<()> {
     let me = replica.identity.replica_id;
     let now = crate::sys::clock::now_ns();
     let secret = match plan.local_ops.is_empty() {
@@ -558,7 +570,8 @@ fn commit(replica: &mut LockedReplica, plan: &plan::Plan, receipt: Option<&Recei
         for member in &plan.new_members {
             state::insert_member(tx, member, now)?;
         }
-        for op in plan.accepted.iter().chain(&plan.local_ops) {
+        let accepted = plan.accepted.iter().map(|&index| &ops[index]);
+        for op in accepted.chain(&plan.local_ops) {
             state::append_operation(tx, op)?;
         }
         for (origin, epoch) in &plan.raised {

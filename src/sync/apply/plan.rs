@@ -47,8 +47,9 @@ pub(crate) struct StageJob {
 
 /// Everything a batch will do.
 pub(crate) struct Plan {
-    /// New incoming operations, in order, for the log.
-    pub accepted: Vec<Operation>,
+    /// New incoming operations, in order, for the log: indices into the
+    /// batch (not copies, which would double what a large batch holds).
+    pub accepted: Vec<usize>,
     /// Origin -> new epoch of this replica's own row.
     pub raised: BTreeMap<Id, u64>,
     pub new_members: Vec<Member>,
@@ -341,7 +342,7 @@ struct Planner<'a> {
     new_members: Vec<Member>,
     last: HashMap<Id, u64>,
     raised: BTreeMap<Id, u64>,
-    accepted: Vec<Operation>,
+    accepted: Vec<usize>,
     own_epoch: u64,
     local_ops: Vec<Operation>,
     /// Paths whose conflict this batch resolved, with the merged version
@@ -373,32 +374,73 @@ struct Planner<'a> {
     recorded_keys: OnceCell<HashMap<Vec<u8>, Vec<Vec<u8>>>>,
 }
 
+/// At most this many pairwise-concurrent versions of one path in one
+/// batch (SPEC.md §13), or one per member when the family is larger:
+/// each origin's versions of a path are ordered (an origin only ever
+/// raises its own version of a path), so a real history has at most one
+/// per origin, and planning costs the operations on a path times this.
+pub const MAX_CONCURRENT_VERSIONS: usize = 256;
+
 /// The operations of `ops` that a later one on the same path supersedes.
-fn superseded_in_batch(ops: &[Operation]) -> std::collections::HashSet<(Id, u64)> {
-    let mut by_path: HashMap<&[u8], Vec<(usize, &VersionVector)>> = HashMap::new();
+/// Each path's operations are walked from the last, keeping the latest
+/// versions no later one has seen (pairwise concurrent): a later operation
+/// has seen this one exactly when one of those has. Refuses
+/// ([`Refusal::HostilePath`]) a path with more than `limit` of them.
+fn superseded_in_batch(
+    ops: &[Operation],
+    limit: usize,
+) -> Result<std::collections::HashSet<(Id, u64)>> {
+    let mut by_path: HashMap<&[u8], Vec<usize>> = HashMap::new();
     for (index, op) in ops.iter().enumerate() {
         if let Some(change) = op.change.path_change() {
             by_path
                 .entry(change.path.as_slice())
                 .or_default()
-                .push((index, change.version));
+                .push(index);
         }
     }
     let key = |index: usize| (ops[index].origin, ops[index].epoch);
+    let version = |index: usize| {
+        ops[index]
+            .change
+            .path_change()
+            .expect("indexed above")
+            .version
+    };
     let mut superseded = std::collections::HashSet::new();
-    for versions in by_path.values() {
-        for (position, (index, version)) in versions.iter().enumerate() {
-            // A repeated copy of the same operation supersedes nothing.
-            let seen_later = versions[position + 1..].iter().any(|(later_index, later)| {
-                key(*later_index) != key(*index)
-                    && matches!(later.compare(version), Causality::After | Causality::Equal)
+    for (path, mut indices) in by_path {
+        // A repeated copy of an operation is never applied (the planner
+        // skips it as already had), so it supersedes nothing.
+        let mut first = HashSet::new();
+        indices.retain(|&index| first.insert(key(index)));
+        // The maximal versions of the operations after the current one.
+        let mut frontier: Vec<usize> = Vec::new();
+        for &index in indices.iter().rev() {
+            let mine = version(index);
+            let seen_later = frontier.iter().any(|&later| {
+                matches!(
+                    version(later).compare(mine),
+                    Causality::After | Causality::Equal
+                )
             });
             if seen_later {
-                superseded.insert((ops[*index].origin, ops[*index].epoch));
+                superseded.insert(key(index));
+                continue;
+            }
+            frontier.retain(|&later| version(later).compare(mine) != Causality::Before);
+            frontier.push(index);
+            if frontier.len() > limit {
+                return Err(hostile(
+                    path,
+                    format!(
+                        "this packet gives it more than {limit} pairwise-concurrent versions \
+                         (the limit per path and packet; a family makes at most one per member)"
+                    ),
+                ));
             }
         }
     }
-    superseded
+    Ok(superseded)
 }
 
 /// Plans a batch: see the module documentation of [`super`] for the rules.
@@ -413,6 +455,8 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         .filter(|(_, e)| e.state != PathState::Deleted)
         .map(|(p, _)| p.clone())
         .collect();
+    let members = replica.members()?;
+    let superseded = superseded_in_batch(ops, MAX_CONCURRENT_VERSIONS.max(members.len()))?;
     let mut planner = Planner {
         root: &replica.root,
         confined: ConfinedRoot::open(&replica.root)?,
@@ -421,7 +465,7 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         recorded,
         recorded_live,
         planned: BTreeMap::new(),
-        members: replica.members()?,
+        members,
         new_members: Vec::new(),
         last,
         raised: BTreeMap::new(),
@@ -431,7 +475,7 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         resolved: BTreeMap::new(),
         report: ApplyReport::default(),
         now_ns: crate::sys::clock::now_ns(),
-        superseded: superseded_in_batch(ops),
+        superseded,
         too_long: Vec::new(),
         hasher: PrefixHasher::new(),
         link_hashes: HashMap::new(),
@@ -439,8 +483,8 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         listings: RefCell::new(HashMap::new()),
         recorded_keys: OnceCell::new(),
     };
-    for op in ops {
-        planner.operation(op)?;
+    for (index, op) in ops.iter().enumerate() {
+        planner.operation(index, op)?;
     }
     planner.fold_collisions()?;
     planner.record_resolutions();
@@ -458,7 +502,7 @@ impl Planner<'_> {
             .unwrap_or_else(|| id.to_hex())
     }
 
-    fn operation(&mut self, op: &Operation) -> Result<()> {
+    fn operation(&mut self, index: usize, op: &Operation) -> Result<()> {
         let last = self.last.get(&op.origin).copied().unwrap_or(0);
         if op.epoch <= last {
             self.report.already_had += 1;
@@ -484,7 +528,7 @@ impl Planner<'_> {
         }
         self.last.insert(op.origin, op.epoch);
         self.raised.insert(op.origin, op.epoch);
-        self.accepted.push(op.clone());
+        self.accepted.push(index);
         match &op.change {
             Change::AddMember {
                 replica,
