@@ -43,7 +43,12 @@ pub fn render_listing_with(
         }
     }
     if let Some(err) = &exam.error {
-        let _ = writeln!(out, "Packet is damaged: {}", err.kind);
+        // A file that cannot be read (permissions, I/O) is not damaged.
+        let what = match err.kind {
+            crate::ErrorKind::Io { .. } => "Packet cannot be read",
+            _ => "Packet is damaged",
+        };
+        let _ = writeln!(out, "{what}: {}", err.kind);
     }
     out
 }

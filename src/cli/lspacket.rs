@@ -161,7 +161,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     }
     if problems > 0 {
         anyhow::bail!(
-            "{problems} of {} packet{} damaged or not signed by a known family member",
+            "{problems} of {} packet{} unreadable, damaged or not signed by a known family member",
             entries.len(),
             if entries.len() == 1 { " is" } else { "s are" }
         );

@@ -622,3 +622,29 @@ fn an_export_to_a_folder_the_user_cannot_write_records_nothing() {
         before
     );
 }
+
+/// A packet this user may not read is reported as unreadable, not damaged.
+#[test]
+fn lspacket_says_an_unreadable_packet_cannot_be_read() {
+    let Some(prefix) = as_nobody() else {
+        eprintln!("note: skipped: needs root to run a command as nobody");
+        return;
+    };
+    let fam = family(&["alpha", "beta"], &[("a.txt", "a")]);
+    let a = fam.root("alpha");
+    write(&a, "b.txt", "b");
+    let out = fam.packet_dir("usb");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    let packet = packet_files(&out).remove(0);
+    std::fs::set_permissions(&packet, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(fam.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let listed = run_with(&prefix, Path::new("/"), "lspacket", [packet.as_os_str()]);
+    assert_eq!(listed.code, 1, "{}{}", listed.stdout, listed.stderr);
+    assert!(
+        listed.stdout.contains("Packet cannot be read"),
+        "{}",
+        listed.stdout
+    );
+    assert!(!listed.stdout.contains("damaged:"), "{}", listed.stdout);
+}
