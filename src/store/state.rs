@@ -330,20 +330,25 @@ impl State {
         Ok(value)
     }
 
+    /// Whether the database has table `name`, asked without creating it:
+    /// tables made on first use are read this way, so that a read-only
+    /// connection works before they exist.
+    fn has_table(&self, name: &str) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+                [name],
+                |row| row.get::<_, bool>(0),
+            )
+            .map_err(|source| self.db_error(source))
+    }
+
     /// The disk steps of imports that failed for good, oldest first, read
     /// without creating their table (so it works on a read-only
     /// connection).
     pub fn failed_steps(&self) -> Result<Vec<FailedStep>> {
         let db = |source| self.db_error(source);
-        let table: i64 = self
-            .conn
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'failed_apply'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(db)?;
-        if table == 0 {
+        if !self.has_table("failed_apply")? {
             return Ok(Vec::new());
         }
         let mut statement = self
@@ -368,15 +373,7 @@ impl State {
     /// table (so it works on a read-only connection).
     pub fn has_pending_apply(&self) -> Result<bool> {
         let db = |source| self.db_error(source);
-        let table: i64 = self
-            .conn
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'pending_apply'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(db)?;
-        if table == 0 {
+        if !self.has_table("pending_apply")? {
             return Ok(false);
         }
         self.conn
@@ -392,15 +389,7 @@ impl State {
     /// read-only connection.
     pub fn recorded_excludes(&self) -> Result<Option<String>> {
         let db = |source| self.db_error(source);
-        let table: i64 = self
-            .conn
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'recorded_excludes'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(db)?;
-        if table == 0 {
+        if !self.has_table("recorded_excludes")? {
             return Ok(None);
         }
         self.conn

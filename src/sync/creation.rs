@@ -359,44 +359,37 @@ pub fn export_creation(
             (path.clone(), op)
         })
         .collect();
+    // A re-assertion is logged, and the path's entry takes its version;
+    // the file on disk is as recorded, so its stat stays.
+    let log_reassertion =
+        |tx: &rusqlite::Transaction, path: &Vec<u8>, op: &Operation| -> rusqlite::Result<()> {
+            state::append_operation(tx, op)?;
+            if let Some(change) = op.change.path_change() {
+                let old = &entries[path];
+                state::put_entry(
+                    tx,
+                    &EntryWrite {
+                        path,
+                        state: change.state,
+                        version: change.version,
+                        author: &old.author,
+                        stat: old.stat,
+                        scanned_ns: old.scanned_ns,
+                    },
+                )?;
+            }
+            Ok(())
+        };
     let committed = write_key_file(&key_file, &new_id, &secret).and_then(|()| {
         replica.state_mut().transaction(|tx| {
             for (path, op) in &reasserted {
-                state::append_operation(tx, op)?;
-                if let Some(change) = op.change.path_change() {
-                    let old = &entries[path];
-                    state::put_entry(
-                        tx,
-                        &EntryWrite {
-                            path,
-                            state: change.state,
-                            version: change.version,
-                            author: &old.author,
-                            stat: old.stat,
-                            scanned_ns: old.scanned_ns,
-                        },
-                    )?;
-                }
+                log_reassertion(tx, path, op)?;
             }
             state::append_operation(tx, &add_member)?;
             state::put_seal(tx, &new_seal)?;
             state::insert_member(tx, &new_member, now.as_nanos_saturating())?;
             for (path, op) in &resent {
-                state::append_operation(tx, op)?;
-                if let Some(change) = op.change.path_change() {
-                    let old = &entries[path];
-                    state::put_entry(
-                        tx,
-                        &EntryWrite {
-                            path,
-                            state: change.state,
-                            version: change.version,
-                            author: &old.author,
-                            stat: old.stat,
-                            scanned_ns: old.scanned_ns,
-                        },
-                    )?;
-                }
+                log_reassertion(tx, path, op)?;
             }
             if last_epoch > next_epoch {
                 // The re-assertions are a run of their own, sealed like any.
@@ -1110,12 +1103,7 @@ fn fold_collisions<'a>(
     // In byte order, a folder before what it holds: each path made takes
     // its name, for the ones after it.
     for (path, state) in path_ops.iter().filter(|(_, s)| live(s)) {
-        let mut prefixes: Vec<&[u8]> = path
-            .iter()
-            .enumerate()
-            .filter(|(_, &b)| b == b'/')
-            .map(|(i, _)| &path[..i])
-            .collect();
+        let mut prefixes = relpath::ancestors(path);
         prefixes.push(path);
         let clash = prefixes.into_iter().find_map(|prefix| {
             holders

@@ -41,6 +41,16 @@ pub fn display(rel: &[u8]) -> String {
     crate::error::printable_bytes(rel)
 }
 
+/// Proper ancestors of the relative path `rel`, shallowest first
+/// (`a/b/c` gives `a`, `a/b`).
+pub fn ancestors(rel: &[u8]) -> Vec<&[u8]> {
+    rel.iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'/')
+        .map(|(i, _)| &rel[..i])
+        .collect()
+}
+
 /// Whether `ancestor` is `rel` itself or one of its parent directories.
 pub fn is_within(rel: &[u8], ancestor: &[u8]) -> bool {
     rel.starts_with(ancestor) && (rel.len() == ancestor.len() || rel[ancestor.len()] == b'/')

@@ -507,12 +507,7 @@ impl FoldedNames {
     /// under another spelling on disk is a rename (a person changed the
     /// case), recorded as usual.
     fn holder_of(&self, path: &[u8]) -> Option<&[u8]> {
-        let mut prefixes: Vec<&[u8]> = path
-            .iter()
-            .enumerate()
-            .filter(|(_, &b)| b == b'/')
-            .map(|(i, _)| &path[..i])
-            .collect();
+        let mut prefixes = relpath::ancestors(path);
         prefixes.push(path);
         prefixes.into_iter().find_map(|prefix| {
             let key = self.folding.key(prefix);

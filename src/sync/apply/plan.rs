@@ -20,7 +20,7 @@ use crate::store::state::{Member, RecordedEntry};
 use crate::tree::confined::{ConfinedRoot, DiskKind};
 use crate::tree::excludes::Excludes;
 use crate::tree::folding::Folding;
-use crate::tree::relpath::{self, NAME_MAX, PATH_MAX};
+use crate::tree::relpath::{self, ancestors, NAME_MAX, PATH_MAX};
 use rustix::fs::FileType;
 use rustix::io::Errno;
 
@@ -253,15 +253,6 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(name);
     out
-}
-
-/// Proper ancestors of `path`, shallowest first.
-fn ancestors(path: &[u8]) -> Vec<&[u8]> {
-    path.iter()
-        .enumerate()
-        .filter(|(_, &b)| b == b'/')
-        .map(|(i, _)| &path[..i])
-        .collect()
 }
 
 /// The range of keys strictly below `path` in a sorted map.
