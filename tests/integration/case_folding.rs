@@ -232,17 +232,7 @@ fn a_creation_packet_on_a_folding_site_keeps_the_other_spelling_as_a_copy() {
         ],
     );
     let out = fam.packet_dir("creation");
-    run(
-        &fam.root("alpha"),
-        "mkreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "beta".as_ref(),
-        ],
-    )
-    .ok();
+    mkreplica_export(&fam.root("alpha"), &out, "beta").ok();
     let beta = fam.root("beta");
     let res = run_folding(
         fam.dir.path(),
@@ -467,17 +457,7 @@ fn a_real_exfat_replica_keeps_both_spellings() {
     let fam = family(&["alpha"], &[("Report.txt", "alpha's Report")]);
     let alpha = fam.root("alpha");
     let out = fam.packet_dir("creation");
-    run(
-        &alpha,
-        "mkreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "beta".as_ref(),
-        ],
-    )
-    .ok();
+    mkreplica_export(&alpha, &out, "beta").ok();
     let beta = stick.mount.join("beta");
     run(
         fam.dir.path(),

@@ -202,6 +202,15 @@ impl Family {
         self.dir.path().join(name)
     }
 
+    /// Exports from member `from` to member `to` into a fresh packet
+    /// directory named after `label`, and imports it at `to`; both must
+    /// succeed.
+    pub fn send(&self, from: &str, to: &str, label: &str) {
+        let out = self.packet_dir(label);
+        export_to(&self.root(from), &out, &[to], &[]).ok();
+        import_from(&self.root(to), &[&out]).ok();
+    }
+
     /// A fresh, empty directory under the family's temporary folder.
     pub fn packet_dir(&self, label: &str) -> PathBuf {
         let dir = self.dir.path().join(format!("packets-{label}"));
@@ -252,6 +261,30 @@ pub fn family_in(dir: tempfile::TempDir, names: &[&str], files: &[(&str, &str)])
         .ok();
     }
     Family { dir }
+}
+
+/// `mkreplica -export -out OUT NAME` at `root`: a creation packet for a new
+/// member NAME.
+pub fn mkreplica_export(root: &Path, out: &Path, name: &str) -> Run {
+    run(
+        root,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            OsStr::new("-out"),
+            out.as_os_str(),
+            OsStr::new(name),
+        ],
+    )
+}
+
+/// `len` pseudo-random bytes from `seed` (incompressible content).
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut random = XorShift(seed);
+    (0..len.div_ceil(8))
+        .flat_map(|_| random.next().to_le_bytes())
+        .take(len)
+        .collect()
 }
 
 /// A `shipping.toml` in `dir` with one storage class, "default", whose

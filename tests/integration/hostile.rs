@@ -49,9 +49,7 @@ fn a_packet_signed_by_one_member_in_anothers_name_is_refused() {
     let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
     let (a, b, c) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
     // Beta learns of gamma from alpha.
-    let intro = fam.packet_dir("intro");
-    export_to(&a, &intro, &["beta"], &[]).ok();
-    import_from(&b, &[&intro]).ok();
+    fam.send("alpha", "beta", "intro");
     let alpha = id_of(&a);
     let have = epoch_in_row(&b, "beta", "alpha");
     let out = fam.packet_dir("forged");
@@ -158,9 +156,7 @@ fn a_version_claiming_epochs_that_exist_nowhere_is_refused() {
 fn operations_not_sealed_by_their_origin_are_refused() {
     let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
     let (a, b, c) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
-    let intro = fam.packet_dir("intro");
-    export_to(&a, &intro, &["beta"], &[]).ok();
-    import_from(&b, &[&intro]).ok();
+    fam.send("alpha", "beta", "intro");
     let alpha = id_of(&a);
     let have = epoch_in_row(&b, "beta", "alpha");
     let out = fam.packet_dir("not-alphas");
@@ -659,21 +655,9 @@ fn a_creation_packet_from_a_later_member_passes_the_checks() {
     let (a, b) = (fam.root("alpha"), fam.root("beta"));
     // Beta learns of gamma from alpha, then makes delta.
     write(&a, "more.txt", "from alpha");
-    let intro = fam.packet_dir("intro");
-    export_to(&a, &intro, &["beta"], &[]).ok();
-    import_from(&b, &[&intro]).ok();
+    fam.send("alpha", "beta", "intro");
     let out = fam.packet_dir("delta");
-    let exported = run(
-        &b,
-        "mkreplica",
-        [
-            "-export".as_ref(),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "delta".as_ref(),
-        ] as [&std::ffi::OsStr; 4],
-    )
-    .ok();
+    let exported = mkreplica_export(&b, &out, "delta").ok();
     assert!(
         exported.stdout.contains("fingerprint"),
         "{}",

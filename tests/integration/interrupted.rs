@@ -45,17 +45,7 @@ fn a_killed_mkreplica_import_is_cleaned_up_by_the_next_run() {
     let fam = family(&["alpha"], &[("docs/a.txt", "hello"), ("b.txt", "b")]);
     let a = fam.root("alpha");
     let out = fam.packet_dir("creation");
-    run(
-        &a,
-        "mkreplica",
-        [
-            "-export".as_ref(),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "beta".as_ref(),
-        ] as [&std::ffi::OsStr; 4],
-    )
-    .ok();
+    mkreplica_export(&a, &out, "beta").ok();
     let b = fam.root("beta");
     let args: [&std::ffi::OsStr; 4] = [
         "-import".as_ref(),
@@ -466,17 +456,7 @@ fn mkreplica_import_refused_for_nesting_creates_nothing() {
     let fam = family(&["alpha"], &[("docs/a.txt", "hello")]);
     let a = fam.root("alpha");
     let out = fam.packet_dir("creation");
-    run(
-        &a,
-        "mkreplica",
-        [
-            "-export".as_ref(),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "beta".as_ref(),
-        ] as [&std::ffi::OsStr; 4],
-    )
-    .ok();
+    mkreplica_export(&a, &out, "beta").ok();
     let before = everything_under(&a);
     let inside = a.join("x/y/z");
     let refused = run(

@@ -248,17 +248,7 @@ fn update_for_a_replica_on(mount: &Mount, mib: usize) -> (Family, PathBuf, PathB
     let family = family(&["alpha"], &[("small.txt", "small\n")]);
     let alpha = family.root("alpha");
     let creation = family.packet_dir("creation");
-    run(
-        &alpha,
-        "mkreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            creation.as_os_str(),
-            "beta".as_ref(),
-        ],
-    )
-    .ok();
+    mkreplica_export(&alpha, &creation, "beta").ok();
     let beta = mount.path().join("beta");
     run(
         family.dir.path(),
@@ -271,10 +261,7 @@ fn update_for_a_replica_on(mount: &Mount, mib: usize) -> (Family, PathBuf, PathB
         ],
     )
     .ok();
-    let mut random = XorShift(0x5eed);
-    let big: Vec<u8> = (0..mib * 1024 * 1024 / 8)
-        .flat_map(|_| random.next().to_le_bytes())
-        .collect();
+    let big = random_bytes(0x5eed, mib * 1024 * 1024);
     std::fs::write(alpha.join("big.bin"), &big).unwrap();
     let out = family.packet_dir("updates");
     export_to(&alpha, &out, &["beta"], &[]).ok();
@@ -332,10 +319,7 @@ fn a_chunk_referenced_thousands_of_times_is_counted_as_written() {
     };
     let (family, beta, _out, _big) = update_for_a_replica_on(&mount, 1);
     let alpha = family.root("alpha");
-    let mut random = XorShift(0xbad);
-    let chunk: Vec<u8> = (0..packet_format::MAX_CHUNK_LEN / 8)
-        .flat_map(|_| random.next().to_le_bytes())
-        .collect();
+    let chunk = random_bytes(0xbad, packet_format::MAX_CHUNK_LEN);
     let id: [u8; 32] =
         sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&chunk)).into();
     let references = 4096;
@@ -433,27 +417,14 @@ fn mkreplica_import_writes_content_once_so_it_fits_in_less_than_twice_its_size()
     };
     let family = family(&["alpha"], &[]);
     let alpha = family.root("alpha");
-    let mut random = XorShift(0xc0ffee);
-    let big: Vec<u8> = (0..new / 8)
-        .flat_map(|_| random.next().to_le_bytes())
-        .collect();
+    let big = random_bytes(0xc0ffee, new as usize);
     // Shared chunks are written at each place that needs them.
     std::fs::write(alpha.join("big.bin"), &big).unwrap();
     std::fs::create_dir(alpha.join("d")).unwrap();
     std::fs::write(alpha.join("d/head.bin"), &big[..HEAD]).unwrap();
     run(&alpha, "syncreplica", ["-record"]).ok();
     let creation = family.packet_dir("creation");
-    run(
-        &alpha,
-        "mkreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            creation.as_os_str(),
-            "beta".as_ref(),
-        ],
-    )
-    .ok();
+    mkreplica_export(&alpha, &creation, "beta").ok();
     let beta = mount.path().join("beta");
     run(
         family.dir.path(),
@@ -486,23 +457,10 @@ fn a_new_replica_larger_than_the_free_space_is_refused_first() {
     };
     let family = family(&["alpha"], &[]);
     let alpha = family.root("alpha");
-    let mut random = XorShift(7);
-    let big: Vec<u8> = (0..(4 << 20) / 8)
-        .flat_map(|_| random.next().to_le_bytes())
-        .collect();
+    let big = random_bytes(7, 4 << 20);
     std::fs::write(alpha.join("big.bin"), &big).unwrap();
     let creation = family.packet_dir("creation");
-    run(
-        &alpha,
-        "mkreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            creation.as_os_str(),
-            "beta".as_ref(),
-        ],
-    )
-    .ok();
+    mkreplica_export(&alpha, &creation, "beta").ok();
     let beta = mount.path().join("beta");
     let refused = run(
         family.dir.path(),

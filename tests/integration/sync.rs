@@ -481,9 +481,7 @@ fn a_hostile_packet_refuses_only_itself_in_an_import_run() {
     let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
     let (a, b, g) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
     // Beta learns of gamma (and its key) from alpha first.
-    let intro = fam.packet_dir("intro");
-    export_to(&a, &intro, &["beta"], &[]).ok();
-    import_from(&b, &[&intro]).ok();
+    fam.send("alpha", "beta", "intro");
     let out = fam.packet_dir("mixed");
     // A packet from alpha naming a path outside the replica...
     let me = syncreplica::replica::Replica::open(&a)
@@ -1217,9 +1215,7 @@ fn extensions_from_newer_versions_are_relayed_skipped_or_refused_by_rule() {
     let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
     let (a, b, c) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
     // Beta learns of gamma (made after it) from alpha first.
-    let intro = fam.packet_dir("intro");
-    export_to(&a, &intro, &["beta"], &[]).ok();
-    import_from(&b, &[&intro]).ok();
+    fam.send("alpha", "beta", "intro");
     let me = syncreplica::replica::Replica::open(&a)
         .unwrap()
         .identity
