@@ -92,8 +92,13 @@ pub enum Error {
     TrustedReplica { root: PathBuf, message: String },
 
     /// The HTTP listener could not be started.
+    /// `kind` lets the command give a hint that fits the cause.
     #[error("cannot listen on {addr}: {message}")]
-    Listen { addr: String, message: String },
+    Listen {
+        addr: String,
+        message: String,
+        kind: std::io::ErrorKind,
+    },
 
     /// Delivery to a hop failed.
     #[error("{hop}: {message}")]

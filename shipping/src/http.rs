@@ -161,6 +161,7 @@ impl HttpServer {
         let failed = |err: io::Error| Error::Listen {
             addr: addr.to_string(),
             message: err.to_string(),
+            kind: err.kind(),
         };
         let listener = TcpListener::bind(addr).map_err(failed)?;
         // Non-blocking accepts let the loop notice a shutdown request.

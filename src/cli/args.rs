@@ -98,14 +98,68 @@ pub fn parse_args<T: CommandFactory + FromArgMatches>() -> T {
     match parsed {
         Ok(args) => args,
         Err(err) if !err.use_stderr() => {
-            let _ = err.print();
+            // Help and version: on stdout, spelled as the documentation
+            // spells the options.
+            let _ = write!(
+                std::io::stdout(),
+                "{}",
+                multisite_spelling(&err.render().to_string())
+            );
             std::process::exit(super::EXIT_SUCCESS);
         }
         Err(err) => {
-            let _ = write!(std::io::stderr(), "{name}: {}", err.render());
+            let text = multisite_spelling(&err.render().to_string());
+            let _ = write!(std::io::stderr(), "{name}: {text}");
             std::process::exit(super::EXIT_USAGE);
         }
     }
+}
+
+/// Rewrites clap's text (help, usage, errors) into the spelling the man
+/// pages and MultiSite use: `--status` becomes `-status`, and clap's
+/// "unexpected argument '--statsu' found" (after [`normalize_args`] made
+/// `-statsu` a long word) becomes "unknown option -statsu". A bare `--`
+/// (the end of options) and dashes inside words are left alone. Help
+/// texts therefore never quote another tool's `--option` literally.
+pub fn multisite_spelling(text: &str) -> String {
+    let text = rewrite_unknown(text);
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'-');
+        if starts_word
+            && bytes[i..].starts_with(b"--")
+            && bytes.get(i + 2).is_some_and(|b| b.is_ascii_lowercase())
+        {
+            out.push('-');
+            i += 2;
+            continue;
+        }
+        let ch = text[i..].chars().next().expect("i is on a char boundary");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// clap's "unexpected argument 'X' found" for an option-like word, in the
+/// words of the issue tracker's users: "unknown option X".
+fn rewrite_unknown(text: &str) -> String {
+    const PREFIX: &str = "unexpected argument '-";
+    let Some(start) = text.find(PREFIX) else {
+        return text.to_string();
+    };
+    let word_start = start + PREFIX.len() - 1;
+    let Some(len) = text[word_start..].find("' found") else {
+        return text.to_string();
+    };
+    let word = &text[word_start..word_start + len];
+    format!(
+        "{}unknown option {word}{}",
+        &text[..start],
+        &text[word_start + len + "' found".len()..]
+    )
 }
 
 #[cfg(test)]
@@ -150,6 +204,25 @@ mod tests {
         assert_eq!(
             normalized(&["shipping_server", "-listen", "127.0.0.1:1", "-poll"]),
             ["shipping_server", "--listen", "127.0.0.1:1", "--poll"]
+        );
+    }
+
+    #[test]
+    fn clap_text_is_spelled_with_one_dash() {
+        assert_eq!(
+            multisite_spelling(
+                "error: unexpected argument '--statsu' found\n\n  tip: a similar argument exists: '--status'\n\nUsage: syncreplica <--status|--record> [X]...\n\nFor more information, try '--help'.\n"
+            ),
+            "error: unknown option -statsu\n\n  tip: a similar argument exists: '-status'\n\nUsage: syncreplica <-status|-record> [X]...\n\nFor more information, try '-help'.\n"
+        );
+        // The end of options, and dashes inside words, are left alone.
+        assert_eq!(
+            multisite_spelling("use '-- --bogus'; a--b; re-export -- x"),
+            "use '-- -bogus'; a--b; re-export -- x"
+        );
+        assert_eq!(
+            multisite_spelling("a value is required for '--maxsize <SIZE>'"),
+            "a value is required for '-maxsize <SIZE>'"
         );
     }
 }

@@ -57,7 +57,7 @@ pub struct Args {
 }
 
 const LSPACKET_EXIT: &str = "\
-Options may be written with one dash, as in MultiSite (-long), or two (--long).
+Options are written with one dash, as in MultiSite (-long); two dashes work as well.
 
 Exit status:
   0  every packet listed is intact and signed by a family member

@@ -78,7 +78,7 @@ pub const EXIT_LOCKED: i32 = 3;
 
 /// Appended to every command's help and man page.
 pub const EXIT_STATUS_HELP: &str = "\
-Options may be written with one dash, as in MultiSite (-replica DIR), or two (--replica DIR).
+Options are written with one dash, as in MultiSite (-replica DIR); two dashes work as well.
 
 Exit status:
   0  success

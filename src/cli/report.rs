@@ -112,7 +112,7 @@ pub fn report(name: &str, outcome: anyhow::Result<()>) -> ExitCode {
         let _ = writeln!(stderr, "{name}: hint: {hint}");
     }
     let code = if err.chain().any(|e| e.is::<Usage>()) {
-        let _ = writeln!(stderr, "{name}: hint: {name} --help lists the options");
+        let _ = writeln!(stderr, "{name}: hint: {name} -help lists the options");
         EXIT_USAGE
     } else {
         library.map_or(EXIT_FAILURE, exit_code)

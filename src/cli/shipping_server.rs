@@ -75,7 +75,7 @@ fn after_help() -> String {
 destinations (a URL or a directory), local replicas, trusted keys, min_free_space, max_packet_size, \
 the notify program and the listen address; the formats below end with an example.\n\n\
 Exit status:\n  0  success\n  1  a delivery or an order failed (it is kept and retried), or the server could not start\n  2  the command line was wrong\n\n\
-Options may be written with one dash, as in MultiSite (-poll), or two (--poll).\n\n{FORMATS}"
+Options are written with one dash, as in MultiSite (-poll); two dashes work as well.\n\n{FORMATS}"
     )
 }
 
@@ -115,9 +115,23 @@ fn hint(err: &anyhow::Error) -> Option<String> {
         shipping::Error::UnknownClass { .. } => {
             Some("storage classes are the [classes.NAME] tables of shipping.toml".into())
         }
-        shipping::Error::Listen { .. } => {
-            Some("is another shipping_server running on that address?".into())
-        }
+        // A hint only where the cause is known: a wrong hint sends the
+        // administrator looking for a server that is not there.
+        shipping::Error::Listen { kind, .. } => match kind {
+            std::io::ErrorKind::AddrInUse => Some(
+                "another program (another shipping_server?) listens on that address: stop it, or choose another port"
+                    .into(),
+            ),
+            std::io::ErrorKind::PermissionDenied => Some(
+                "ports below 1024 need root or CAP_NET_BIND_SERVICE: choose a port of 1024 or above"
+                    .into(),
+            ),
+            std::io::ErrorKind::AddrNotAvailable => Some(
+                "that IP is not an address of this host: use 0.0.0.0 to listen on every address"
+                    .into(),
+            ),
+            _ => None,
+        },
         _ => None,
     }
 }

@@ -901,6 +901,41 @@ fn shipping_server_command_line_errors_are_clear() {
 }
 
 #[test]
+fn a_listen_failure_gets_the_hint_that_fits_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = shipping_conf(dir.path(), "ok", "", "");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let in_use = run(
+        dir.path(),
+        "shipping_server",
+        ["-shipconf", arg(&conf), "-listen", &taken],
+    )
+    .fails_with(1);
+    assert!(
+        in_use.stderr.contains(&format!("cannot listen on {taken}"))
+            && in_use.stderr.contains("hint: another program"),
+        "{}",
+        in_use.stderr
+    );
+    // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never an address of this host.
+    let foreign = run(
+        dir.path(),
+        "shipping_server",
+        ["-shipconf", arg(&conf), "-listen", "192.0.2.1:7421"],
+    )
+    .fails_with(1);
+    assert!(
+        foreign
+            .stderr
+            .contains("hint: that IP is not an address of this host")
+            && !foreign.stderr.contains("another"),
+        "{}",
+        foreign.stderr
+    );
+}
+
+#[test]
 fn the_readme_shipping_toml_example_is_valid() {
     let readme = include_str!("../../README.md");
     let section = readme
