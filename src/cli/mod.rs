@@ -35,6 +35,7 @@ macro_rules! errln {
 }
 
 mod args;
+pub use args::multisite_spelling;
 pub mod chepoch;
 pub mod lsepoch;
 pub mod lspacket;

@@ -1,0 +1,9 @@
+complete -c mkorder -o data -d 'The packet file to submit; repeat for several' -r -F
+complete -c mkorder -o pexpire -d 'When packets put into a storage bay expire if undelivered: days (7 or 7d), hours (12h), seconds (90s), a date (2026-12-01) or an RFC 3339 time (default: the storage class\'s expiry_days, 14)' -r
+complete -c mkorder -o shipconf -d 'The shipping configuration to use, instead of looking in $SYNCREPLICA_SHIPPING_CONF, the user\'s config directory and /etc/syncreplica/shipping.toml' -r -F
+complete -c mkorder -o sclass -d 'Storage class whose outgoing bay takes the packets (default: "default")' -r
+complete -c mkorder -o ship -d 'Leave the packets for the next `shipping_server -poll` (the default)'
+complete -c mkorder -o fship -d 'Deliver to the first hop at once; a failed delivery stays queued'
+complete -c mkorder -o copy -d 'Keep the packet files where they are (without it they are moved into the storage bay)'
+complete -c mkorder -s h -o help -d 'Print help (see more with \'-help\')'
+complete -c mkorder -s V -o version -d 'Print version'

@@ -1,0 +1,20 @@
+complete -c syncreplica -o out -d 'With -export: the directory that receives the packet files, under their standard names (sync_<sender>_<time>_<target>_<seq>[_<k>of<n>].zip); created if missing, once every other check has passed' -r -F
+complete -c syncreplica -o pexpire -d 'When packets put into a storage bay expire if undelivered: days (7 or 7d), hours (12h), seconds (90s), a date (2026-12-01) or an RFC 3339 time (default: the storage class\'s expiry_days, 14)' -r
+complete -c syncreplica -o shipconf -d 'The shipping configuration to use, instead of looking in $SYNCREPLICA_SHIPPING_CONF, the user\'s config directory and /etc/syncreplica/shipping.toml' -r -F
+complete -c syncreplica -o sclass -d 'Storage class for -ship, -fship (default: "default") and -receive (default: every class)' -r
+complete -c syncreplica -o maxsize -d 'Largest size of one packet file, overhead included, with an optional k, m or g suffix (at least 64k). Larger exports are split into parts, a large file spanning parts' -r
+complete -c syncreplica -o comment -d 'Comment stored in the packets, shown by lspacket' -r
+complete -c syncreplica -o workdir -d 'Directory where packets are written before they are moved to -out (default: the -out directory; parts appear there complete)' -r -F
+complete -c syncreplica -o resend -d 'With -record or -export: record the state of PATH (relative to the replica root, as -status prints it) and of everything recorded below it again, as new changes, so that exports send them, content included, to every sibling: for a sibling that lacks them since an exclude was lifted there (its -status and -record name them). A sibling that changed one meanwhile sees a conflict. Repeat for several paths' -r -F
+complete -c syncreplica -o replica -d 'The replica\'s root. Without it, the current directory and then its parents are searched for a replica' -r -F
+complete -c syncreplica -o status -d 'List local changes not yet recorded, like `git status`, without recording them'
+complete -c syncreplica -o record -d 'Scan the tree and record every local change in the operation log'
+complete -c syncreplica -o export -d 'Write the operations each TARGET lacks into packets (see -out)'
+complete -c syncreplica -o import -d 'Verify and apply the packets in PACKET_OR_DIR...'
+complete -c syncreplica -o receive -d 'With -import: import the packets waiting in the incoming bay of the storage class (-sclass; default: every class), where shipping_server puts what it receives for local replicas. Packets applied or found already applied are removed from the bay; waiting ones and other replicas\' stay'
+complete -c syncreplica -o remove -d 'With -import: remove packet files once applied or found already applied (files in named directories are otherwise left in place)'
+complete -c syncreplica -o ship -d 'With -export: put the packet parts into the storage class\'s outgoing bay, each with a shipping order for its target; the next `shipping_server -poll` delivers them along the configured routes'
+complete -c syncreplica -o fship -d 'With -export: like -ship, then deliver at once to the first hop (later hops are forwarded by the shipping servers on the way). A failed delivery stays queued for `shipping_server -poll`'
+complete -c syncreplica -o fullcontent -d 'With -export: ship the content of every change, even chunks the target is believed to hold already (for a target whose import reported missing content)'
+complete -c syncreplica -s h -o help -d 'Print help (see more with \'-help\')'
+complete -c syncreplica -s V -o version -d 'Print version'

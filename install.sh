@@ -1,0 +1,57 @@
+#!/bin/sh
+# Installs syncreplica's commands, their man pages and their bash, zsh and
+# fish completions.
+#
+#   ./install.sh [--prefix DIR] [--binaries DIR]
+#
+#   --prefix DIR    install below DIR (default: /usr/local):
+#                     DIR/bin                                 the eight commands
+#                     DIR/share/man/man1                      their man pages
+#                     DIR/share/bash-completion/completions   bash completions
+#                     DIR/share/zsh/site-functions            zsh completions
+#                     DIR/share/fish/vendor_completions.d     fish completions
+#   --binaries DIR  install the commands already built in DIR, instead of
+#                   building them with `cargo build --release --locked`
+#
+# DESTDIR is honoured, for packagers: files go below $DESTDIR$PREFIX.
+set -eu
+
+prefix=/usr/local
+binaries=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --prefix) [ $# -ge 2 ] || { echo "install.sh: --prefix needs a directory" >&2; exit 2; }
+                  prefix=$2; shift 2 ;;
+        --binaries) [ $# -ge 2 ] || { echo "install.sh: --binaries needs a directory" >&2; exit 2; }
+                  binaries=$2; shift 2 ;;
+        -h|--help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        *) echo "install.sh: unknown option $1 (see ./install.sh --help)" >&2; exit 2 ;;
+    esac
+done
+
+here=$(cd "$(dirname "$0")" && pwd)
+commands="syncreplica mkreplica lsreplica lspacket lsepoch chepoch mkorder shipping_server"
+
+if [ -z "$binaries" ]; then
+    (cd "$here" && cargo build --release --locked --bins)
+    binaries=$here/target/release
+fi
+# Everything is checked before anything is copied: no half installation.
+for command in $commands; do
+    [ -x "$binaries/$command" ] || { echo "install.sh: $binaries/$command: not found or not executable" >&2; exit 1; }
+    [ -f "$here/man/$command.1" ] || { echo "install.sh: $here/man/$command.1: not found" >&2; exit 1; }
+done
+
+root=${DESTDIR:-}$prefix
+for command in $commands; do
+    install -D -m 755 "$binaries/$command" "$root/bin/$command"
+    install -D -m 644 "$here/man/$command.1" "$root/share/man/man1/$command.1"
+    install -D -m 644 "$here/completions/bash/$command" "$root/share/bash-completion/completions/$command"
+    install -D -m 644 "$here/completions/zsh/_$command" "$root/share/zsh/site-functions/_$command"
+    install -D -m 644 "$here/completions/fish/$command.fish" "$root/share/fish/vendor_completions.d/$command.fish"
+done
+echo "Installed $(echo $commands | wc -w) commands, their man pages and completions below $root."
+case ":${PATH:-}:" in
+    *":$prefix/bin:"*) ;;
+    *) echo "Add $prefix/bin to PATH to run them." ;;
+esac
