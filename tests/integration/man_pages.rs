@@ -276,3 +276,77 @@ fn install_refuses_a_binaries_folder_without_the_commands_and_installs_nothing()
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found or not executable"));
     assert_eq!(std::fs::read_dir(prefix.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn the_systemd_unit_verifies_and_its_command_line_parses() {
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd");
+    let unit = std::fs::read_to_string(contrib.join("shipping_server.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("ExecStart="))
+        .expect("the unit has an ExecStart line");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/bin/shipping_server"));
+    let args: Vec<&str> = words.collect();
+    // The unit's options parse: with no configuration the server stops at
+    // loading it (exit 1), not at the command line (exit 2).
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let started = std::process::Command::new(crate::helpers::shipping_server_binary())
+        .args(&args)
+        .env("SYNCREPLICA_SHIPPING_CONF", &missing)
+        .output()
+        .unwrap();
+    assert_eq!(started.status.code(), Some(1), "{started:?}");
+    assert!(
+        String::from_utf8_lossy(&started.stderr).contains("shipping configuration not found"),
+        "{started:?}"
+    );
+    if !have_tool("systemd-analyze") {
+        return;
+    }
+    // systemd-analyze checks the executable exists and the man page named
+    // in Documentation= can be shown.
+    let man = dir.path().join("man/man1");
+    std::fs::create_dir_all(&man).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("man/shipping_server.1"),
+        man.join("shipping_server.1"),
+    )
+    .unwrap();
+    let binary = crate::helpers::shipping_server_binary();
+    let local = dir.path().join("shipping_server.service");
+    std::fs::write(
+        &local,
+        unit.replace("/usr/local/bin/shipping_server", binary.to_str().unwrap()),
+    )
+    .unwrap();
+    let verified = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&local)
+        .env("MANPATH", dir.path().join("man"))
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{verified:?}");
+    assert!(verified.stderr.is_empty(), "{verified:?}");
+    // The account and the bays' folder are made as the unit expects.
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let users = std::process::Command::new("systemd-sysusers")
+        .arg(format!("--root={}", root.display()))
+        .arg(contrib.join("syncreplica.sysusers"))
+        .output()
+        .unwrap();
+    assert!(users.status.success(), "{users:?}");
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    assert!(passwd.contains("syncreplica:"), "{passwd}");
+    let folders = std::process::Command::new("systemd-tmpfiles")
+        .arg(format!("--root={}", root.display()))
+        .arg("--create")
+        .arg(contrib.join("syncreplica.tmpfiles"))
+        .output()
+        .unwrap();
+    assert!(folders.status.success(), "{folders:?}");
+    assert!(unit.contains("ReadWritePaths=/var/spool/syncreplica"));
+    assert!(root.join("var/spool/syncreplica").is_dir());
+}
