@@ -588,6 +588,10 @@ impl PacketWriter {
         let named = tempfile::Builder::new()
             .prefix(&naming::partial_prefix())
             .suffix(naming::PARTIAL_SUFFIX)
+            // 0666 less the umask, as any file a program writes (tempfile's
+            // default is 0600): a drop folder shared by several accounts
+            // works, and a site that wants packets private sets its umask.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(&self.out_dir)
             .map_err(|err| ErrorKind::io("creating a part file", err).at(&self.out_dir))?;
         let (file, temp) = named.into_parts();

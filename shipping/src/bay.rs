@@ -269,6 +269,10 @@ impl BayStore for DirStore {
         self.path(name)?;
         let mut temp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
+            // 0666 less the umask, as the packets themselves (tempfile's
+            // default is 0600): bays shared by a service account and
+            // local users work through groups and the umask.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(&self.dir)
             .map_err(|e| Error::io(&self.dir, e))?;
         let written = {

@@ -161,6 +161,8 @@ impl Receiver<'_> {
         // The temporary file is removed when dropped, on every early return.
         let mut temp = tempfile::Builder::new()
             .prefix(RECEIVE_TEMP_PREFIX)
+            // 0666 less the umask, as every packet and bay file.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(incoming.dir())
             .map_err(|e| internal(format!("{}: {e}", incoming.dir().display())))?;
         let (received, sha256) = self.copy_body(name, body, temp.as_file_mut())?;

@@ -1432,3 +1432,102 @@ fn a_hops_answer_is_logged_and_listed_escaped() {
         listing.stdout
     );
 }
+
+/// Runs `name ARGS…` in `cwd` under `umask`.
+fn run_with_umask(cwd: &Path, umask: &str, name: &str, args: &[&str]) -> Run {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(binary_path(name))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn modes_of_files_under(dir: &Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut modes: Vec<(String, u32)> = files_under(dir)
+        .into_iter()
+        .map(|path| {
+            let mode = std::fs::metadata(dir.join(&path))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            (path, mode)
+        })
+        .collect();
+    modes.sort();
+    modes
+}
+
+#[test]
+fn packets_bay_files_and_orders_honour_the_umask_and_key_files_stay_private() {
+    let fam = family(&["hq", "ship"], &[("a.txt", "one\n")]);
+    let hq = fam.root("hq");
+    write(&hq, "a.txt", "two\n");
+    let out = fam.packet_dir("group");
+    run_with_umask(
+        &hq,
+        "027",
+        "syncreplica",
+        &["-export", "-out", arg(&out), "ship"],
+    )
+    .ok();
+    let modes = modes_of_files_under(&out);
+    assert!(!modes.is_empty());
+    assert!(modes.iter().all(|(_, mode)| *mode == 0o640), "{modes:?}");
+
+    write(&hq, "a.txt", "three\n");
+    let conf = bay_shipping_conf(fam.dir.path());
+    run_with_umask(
+        &hq,
+        "022",
+        "syncreplica",
+        &["-export", "-ship", "-shipconf", arg(&conf), "ship"],
+    )
+    .ok();
+    let modes = modes_of_files_under(&fam.dir.path().join("bay"));
+    assert!(
+        modes.iter().any(|(name, _)| name.ends_with(".order")),
+        "{modes:?}"
+    );
+    assert!(
+        modes
+            .iter()
+            .filter(|(name, _)| !name.contains(".lock"))
+            .all(|(_, mode)| *mode == 0o644),
+        "{modes:?}"
+    );
+
+    // A new member's secret key is never readable by others, whatever the
+    // umask says.
+    let creation = fam.packet_dir("creation");
+    run_with_umask(
+        &hq,
+        "000",
+        "mkreplica",
+        &["-export", "-out", arg(&creation), "lab"],
+    )
+    .ok();
+    let modes = modes_of_files_under(&creation);
+    let keys: Vec<_> = modes
+        .iter()
+        .filter(|(name, _)| name.ends_with(".key"))
+        .collect();
+    assert!(!keys.is_empty(), "{modes:?}");
+    assert!(keys.iter().all(|(_, mode)| *mode == 0o600), "{modes:?}");
+    assert!(
+        modes
+            .iter()
+            .filter(|(name, _)| !name.ends_with(".key"))
+            .all(|(_, mode)| *mode == 0o666),
+        "{modes:?}"
+    );
+}
