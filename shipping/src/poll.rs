@@ -582,7 +582,12 @@ pub fn split_order_path(path: &Path) -> Result<(PathBuf, String)> {
         bay: path
             .parent()
             .map_or_else(|| ".".to_string(), |p| p.display().to_string()),
-        name: path.display().to_string(),
+        // The bay is the folder; the order is named by its file name
+        // (the whole path once, not twice).
+        name: path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
         message: why.to_string(),
     };
     let name = path

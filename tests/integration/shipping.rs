@@ -1272,7 +1272,10 @@ fn named_orders_are_all_checked_before_any_is_delivered() {
     let missing = dir.join("sync_boston_19700101T000000Z_ship_9.zip.order");
     let refused = shipping_server(&conf, &[arg(&order), arg(&missing)]).fails_with(1);
     assert!(
-        refused.stderr.contains("no shipping order found"),
+        refused.stderr.contains(&format!(
+            "{}: shipping order sync_boston_19700101T000000Z_ship_9.zip.order: no shipping order found",
+            dir.display()
+        )),
         "{}",
         refused.stderr
     );
