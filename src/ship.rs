@@ -42,6 +42,17 @@ impl Shipping {
         }
     }
 
+    /// Refuses, before anything is queued, a destination no route,
+    /// default route or `[destinations]` entry leads to (or whose routes
+    /// loop): that is a configuration to fix, not a delivery failure to
+    /// retry until the order expires.
+    pub fn check_routes<'a>(&self, destinations: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        for destination in destinations {
+            self.config.next_hop(destination)?;
+        }
+        Ok(())
+    }
+
     /// The outgoing bay of `class_name`, created if missing.
     pub fn outgoing(&self, class_name: &str) -> Result<DirStore> {
         let class = self.config.class(class_name)?;
@@ -218,6 +229,7 @@ pub fn submit_files(
                 why,
             })?;
         }
+        shipping.check_routes(targets.iter().map(String::as_str))?;
         // A packet already in the outgoing bay without an order (an export
         // cut off before its orders were written) is queued where it is.
         let in_place = file

@@ -206,6 +206,13 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::Shipping(shipping::Error::UnknownClass { .. }) => {
             "storage classes are the [classes.NAME] tables of shipping.toml; without -sclass the class is \"default\"".into()
         }
+        Error::Shipping(shipping::Error::UnknownDestination { destination, .. }) => format!(
+            "tell shipping.toml how to reach it: a table [destinations.{destination}] with url = \"http://HOST:7421\" \
+             (or dir = \"/media/usb\"), or under [routes] a line HOP = [\"{destination}\"], or default_route = \"HOP\""
+        ),
+        Error::Shipping(shipping::Error::RouteLoop { .. }) => {
+            "a destination's route must end at a [destinations] entry; fix [routes] and default_route in shipping.toml".into()
+        }
         Error::Shipping(shipping::Error::Config { .. }) => {
             "shipping_server(1) and shipping/FORMAT.md describe every key".into()
         }

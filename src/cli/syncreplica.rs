@@ -170,6 +170,9 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     let shipping = if shipping_by_bay {
         let shipping = ship::Shipping::load(args.bays.shipconf.as_deref())?;
         let class = shipping.class_name(args.sclass.as_deref())?;
+        // A target no route leads to is refused before the bay is made.
+        let targets = export::resolve_targets(&replica, &args.targets)?;
+        shipping.check_routes(targets.iter().map(|t| t.name.as_str()))?;
         let expires = match &args.bays.pexpire {
             Some(text) => Some(ship::parse_expiry(text, chrono::Utc::now())?),
             None => None,

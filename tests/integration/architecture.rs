@@ -283,8 +283,18 @@ fn usage_errors_exit_2_wherever_they_are_found() {
             &["-status", "extra"],
             "take no operands",
         ),
-        (dir.path(), "syncreplica", &["-statsu"], "--status"),
-        (dir.path(), "lsreplica", &["-bogus"], "--bogus"),
+        (
+            dir.path(),
+            "syncreplica",
+            &["-statsu"],
+            "unknown option -statsu\n\n  tip: a similar argument exists: '-status'",
+        ),
+        (
+            dir.path(),
+            "lsreplica",
+            &["-bogus"],
+            "unknown option -bogus",
+        ),
     ];
     for (cwd, command, args, says) in cases {
         let out = run(cwd, command, args.iter().copied()).fails_with(2);

@@ -288,13 +288,15 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// A `shipping.toml` in `dir` with one storage class, "default", whose
-/// bays are `dir/bay` (outgoing, incoming) and `dir/bay/return`.
+/// bays are `dir/bay` (outgoing, incoming) and `dir/bay/return`; every
+/// destination is routed to the directory hop `dir/relay`.
 pub fn bay_shipping_conf(dir: &Path) -> PathBuf {
     let conf = dir.join("shipping.toml");
     std::fs::write(
         &conf,
         format!(
-            "[classes.default]\nstorage_bay = \"{0}/bay\"\nreturn_bay = \"{0}/bay/return\"\n",
+            "default_route = \"relay\"\n\n[destinations.relay]\ndir = \"{0}/relay\"\n\n\
+             [classes.default]\nstorage_bay = \"{0}/bay\"\nreturn_bay = \"{0}/bay/return\"\n",
             dir.display()
         ),
     )

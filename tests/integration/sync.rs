@@ -316,6 +316,42 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
         "{}",
         res.stderr
     );
+    // A target no route leads to is a configuration error, said at once:
+    // nothing recorded, nothing queued.
+    let routeless = fam.dir.path().join("routeless.toml");
+    std::fs::write(
+        &routeless,
+        format!(
+            "[classes.default]\nstorage_bay = \"{0}/bay\"\nreturn_bay = \"{0}/bay/return\"\n",
+            fam.dir.path().display()
+        ),
+    )
+    .unwrap();
+    let before = everything_under(fam.dir.path());
+    let res = run(
+        &fam.root("alpha"),
+        "syncreplica",
+        [
+            "-export",
+            "-ship",
+            "-shipconf",
+            routeless.to_str().unwrap(),
+            "beta",
+        ],
+    )
+    .fails_with(1);
+    assert!(
+        res.stderr.contains("no route to \"beta\"")
+            && res
+                .stderr
+                .contains("hint: tell shipping.toml how to reach it")
+            && res
+                .stderr
+                .contains("[destinations.beta] with url = \"http://HOST:7421\""),
+        "{}",
+        res.stderr
+    );
+    assert_eq!(everything_under(fam.dir.path()), before);
     let res = run(
         &fam.root("alpha"),
         "syncreplica",
@@ -331,7 +367,7 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
     )
     .fails_with(2);
     assert!(
-        res.stderr.contains("'soon'") && res.stderr.contains("--pexpire"),
+        res.stderr.contains("'soon'") && res.stderr.contains("-pexpire <WHEN>"),
         "{}",
         res.stderr
     );
