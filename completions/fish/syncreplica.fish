@@ -14,7 +14,7 @@ complete -c syncreplica -o import -d 'Verify and apply the packets in PACKET_OR_
 complete -c syncreplica -o receive -d 'With -import: import the packets waiting in the incoming bay of the storage class (-sclass; default: every class), where shipping_server puts what it receives for local replicas. Packets applied or found already applied are removed from the bay; waiting ones and other replicas\' stay'
 complete -c syncreplica -o remove -d 'With -import: remove packet files once applied or found already applied (files in named directories are otherwise left in place)'
 complete -c syncreplica -o ship -d 'With -export: put the packet parts into the storage class\'s outgoing bay, each with a shipping order for its target; the next `shipping_server -poll` delivers them along the configured routes'
-complete -c syncreplica -o fship -d 'With -export: like -ship, then deliver at once to the first hop (later hops are forwarded by the shipping servers on the way). A failed delivery stays queued for `shipping_server -poll`'
+complete -c syncreplica -o fship -d 'With -export: like -ship, then deliver at once to the first hop (later hops are forwarded by the shipping servers on the way). A failed delivery stays queued for `shipping_server -poll`, and the command exits 1 (the export itself is recorded)'
 complete -c syncreplica -o fullcontent -d 'With -export: ship the content of every change, even chunks the target is believed to hold already (for a target whose import reported missing content)'
 complete -c syncreplica -s h -o help -d 'Print help (see more with \'-help\')'
 complete -c syncreplica -s V -o version -d 'Print version'

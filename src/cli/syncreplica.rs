@@ -99,7 +99,8 @@ pub struct Args {
 
     /// With -export: like -ship, then deliver at once to the first hop
     /// (later hops are forwarded by the shipping servers on the way). A
-    /// failed delivery stays queued for `shipping_server -poll`.
+    /// failed delivery stays queued for `shipping_server -poll`, and the
+    /// command exits 1 (the export itself is recorded).
     #[arg(long)]
     pub fship: bool,
 
@@ -291,9 +292,13 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         if args.fship && !orders.is_empty() {
             let names: Vec<String> = orders.iter().map(|o| o.packet.clone()).collect();
             let report = shipping.forward_now(class, &names, &|line| outln!("  {line}"))?;
+            // As mkorder -fship and shipping_server -poll: a delivery that
+            // failed is a failure (exit 1), even though the export itself
+            // is complete and recorded.
             if !report.is_clean() {
-                errln!(
-                    "{NAME}: warning: {}; the packets stay queued and shipping_server -poll retries them",
+                anyhow::bail!(
+                    "the export is recorded and its packets are queued, but -fship failed: {}; \
+                     shipping_server -poll retries them",
                     report.summary()
                 );
             }

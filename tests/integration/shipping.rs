@@ -494,6 +494,24 @@ fn a_receiver_down_at_the_first_poll_gets_the_packet_at_a_later_one() {
 
     let first = shipping_server(&sender_conf, &["-poll"]).fails_with(1);
     assert!(first.stdout.contains("failed"), "{}", first.stdout);
+    // -fship fails alike (exit 1), its export recorded and queued.
+    write(&fam.root("boston"), "g", "2");
+    let epoch = own_epoch(&fam.root("boston"));
+    let fship = run(
+        &fam.root("boston"),
+        "syncreplica",
+        ["-export", "-fship", "-shipconf", arg(&sender_conf), "ship"],
+    )
+    .fails_with(1);
+    assert!(
+        fship
+            .stderr
+            .contains("the export is recorded and its packets are queued, but -fship failed"),
+        "{}",
+        fship.stderr
+    );
+    assert_eq!(own_epoch(&fam.root("boston")), epoch + 1);
+    assert_eq!(packet_files(&bay(&sender_conf, "outgoing")).len(), 2);
     let listing = run(dir, "lspacket", ["-shipconf", arg(&sender_conf)]);
     assert!(
         listing
@@ -507,10 +525,10 @@ fn a_receiver_down_at_the_first_poll_gets_the_packet_at_a_later_one() {
     let receiver = Server::start(&receiver_conf, &format!("127.0.0.1:{port}"), &[]);
     // Before the backoff has passed, the order waits.
     let early = shipping_server(&sender_conf, &["-poll"]).ok();
-    assert!(early.stdout.contains("1 waiting"), "{}", early.stdout);
+    assert!(early.stdout.contains("2 waiting"), "{}", early.stdout);
     make_retries_due(&bay(&sender_conf, "outgoing"));
     let later = shipping_server(&sender_conf, &["-poll"]).ok();
-    assert!(later.stdout.contains("1 delivered"), "{}", later.stdout);
+    assert!(later.stdout.contains("2 delivered"), "{}", later.stdout);
     receive_at_ship(&fam, &receiver_conf);
     assert_eq!(
         tree_listing(&fam.root("ship")),
