@@ -155,6 +155,10 @@ pub enum Error {
     #[error("{} is not empty", dir.display())]
     NotEmpty { dir: PathBuf },
 
+    /// `mkreplica -import` found no key file where it looked.
+    #[error("{}: no key file for the new member there", path.display())]
+    MissingKeyFile { path: PathBuf },
+
     /// One packet refused; the others of an import go on.
     #[error(transparent)]
     Refused(Refusal),

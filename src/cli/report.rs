@@ -200,6 +200,9 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::BadCreationPacket { .. } => {
             "ask the sender for a new creation packet (mkreplica -export there) and check its fingerprint with them".into()
         }
+        Error::MissingKeyFile { .. } => {
+            "the key file (NEWNAME.key, written by mkreplica -export beside the packet) may travel by another route: name it with -key FILE".into()
+        }
         Error::NotEmpty { .. } => {
             "mkreplica -import needs an absent or empty directory".into()
         }

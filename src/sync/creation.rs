@@ -454,7 +454,12 @@ struct KeyFile {
 }
 
 fn read_key_file(path: &Path) -> Result<(Id, [u8; 32])> {
-    let text = std::fs::read_to_string(path).at(path)?;
+    let text = std::fs::read_to_string(path).map_err(|err| match err.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingKeyFile {
+            path: path.to_path_buf(),
+        },
+        _ => Error::io(path, err),
+    })?;
     let bad = |what: String| Error::BadIdentity {
         path: path.to_path_buf(),
         what,

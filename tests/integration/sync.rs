@@ -78,6 +78,33 @@ fn mkreplica_import_checks_fingerprint_and_target_directory() {
         std::fs::read_to_string(target.join("precious")).unwrap(),
         "keep me"
     );
+
+    // The key file carried by another route: its absence says where it
+    // was looked for and how to name it.
+    let key = out.join("beta.key");
+    let elsewhere = fam.dir.path().join("beta.key");
+    std::fs::rename(&key, &elsewhere).unwrap();
+    let fresh = fam.dir.path().join("beta2");
+    let res = run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            std::ffi::OsStr::new("-import"),
+            "-replica".as_ref(),
+            fresh.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .fails_with(1);
+    assert!(
+        res.stderr.contains(&format!(
+            "{}: no key file for the new member there",
+            key.display()
+        )) && res.stderr.contains("name it with -key FILE"),
+        "{}",
+        res.stderr
+    );
+    assert!(!fresh.exists());
 }
 
 #[test]
