@@ -132,8 +132,9 @@ fn init(args: &Args) -> anyhow::Result<()> {
     outln!("  key fingerprint: {}", report.fingerprint);
     match report.record.epochs {
         Some((first, last)) => outln!(
-            "Recorded the initial content ({} entries) as epochs {first}-{last}.",
-            report.scan.changes.len()
+            "Recorded the initial content ({}) as {}.",
+            super::counted(report.scan.changes.len() as u64, "entry", "entries"),
+            super::epochs(first, last)
         ),
         None => outln!("The directory was empty; nothing recorded yet."),
     }
@@ -256,12 +257,12 @@ fn import(args: &Args) -> anyhow::Result<()> {
         outln!("Removed the half-made tree of an earlier mkreplica -import killed before it finished (process {pid}); started again.");
     }
     outln!(
-        "Created replica \"{}\" of family \"{}\" at {} from {}'s creation packet ({} files).",
+        "Created replica \"{}\" of family \"{}\" at {} from {}'s creation packet ({}).",
         made.replica.identity.replica_name,
         made.replica.identity.family_name,
         made.replica.root.display(),
         crate::error::printable(&made.sender),
-        made.files
+        super::counted(made.files as u64, "file", "files")
     );
     if !made.not_carried.is_empty() {
         let names: Vec<String> = made

@@ -186,6 +186,22 @@ pub fn all_commands() -> Vec<Command> {
     ]
 }
 
+/// `count` with the noun that fits it: "1 file", "2 files", "0 files".
+pub fn counted(count: u64, one: &str, many: &str) -> String {
+    match count {
+        1 => format!("1 {one}"),
+        _ => format!("{count} {many}"),
+    }
+}
+
+/// A run of epochs as a sentence says it: "epoch 7" or "epochs 7-9".
+pub fn epochs(first: u64, last: u64) -> String {
+    match first == last {
+        true => format!("epoch {first}"),
+        false => format!("epochs {first}-{last}"),
+    }
+}
+
 /// Asks a yes/no question on the terminal; anything but "y"/"yes" is no,
 /// and so is end of input (a script without -force never changes anything).
 pub fn confirm(question: &str) -> std::io::Result<bool> {
@@ -382,6 +398,15 @@ pub fn print_lock_takeover(name: &str, replica: &crate::replica::LockedReplica) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_and_epoch_runs_read_as_sentences() {
+        assert_eq!(counted(1, "file", "files"), "1 file");
+        assert_eq!(counted(0, "file", "files"), "0 files");
+        assert_eq!(counted(2, "entry", "entries"), "2 entries");
+        assert_eq!(epochs(51, 51), "epoch 51");
+        assert_eq!(epochs(1, 3), "epochs 1-3");
+    }
 
     #[test]
     fn a_bad_size_is_a_typed_error_naming_it() {

@@ -599,9 +599,9 @@ fn resend_now(replica: &mut replica::LockedReplica, paths: &[Vec<u8>]) -> anyhow
     }
     if let Some((first, last)) = resent.epochs {
         outln!(
-            "Recorded {} path{} again as epochs {first}-{last}, to be sent to every sibling with their content.",
-            resent.paths,
-            plural(resent.paths as u64)
+            "Recorded {} again as {}, to be sent to every sibling with their content.",
+            cli::counted(resent.paths as u64, "path", "paths"),
+            cli::epochs(first, last)
         );
     }
     Ok(())
@@ -613,9 +613,9 @@ fn display_files(files: &[std::path::PathBuf]) -> String {
     match files {
         [one] => printable_path(one),
         [first, ..] => format!(
-            "{} (+{} more parts)",
+            "{} (+{})",
             printable_path(first),
-            files.len() - 1
+            cli::counted(files.len() as u64 - 1, "more part", "more parts")
         ),
         [] => String::new(),
     }
@@ -707,10 +707,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cli::print_warnings(NAME, &outcome.warnings);
         match summary.epochs {
             Some((first, last)) => outln!(
-                "Recorded {} change{} in replica \"{}\" as epochs {first}-{last}.",
-                outcome.changes.len(),
-                if outcome.changes.len() == 1 { "" } else { "s" },
-                replica.identity.replica_name
+                "Recorded {} in replica \"{}\" as {}.",
+                cli::counted(outcome.changes.len() as u64, "change", "changes"),
+                replica.identity.replica_name,
+                cli::epochs(first, last)
             ),
             None => outln!(
                 "Nothing to record in replica \"{}\"; the tree matches the recorded state.",

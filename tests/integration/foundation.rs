@@ -318,6 +318,14 @@ fn excludes_from_ignore_file_and_config_stay_local() {
         "{}",
         status.stdout
     );
+    // Nothing but the newly excluded path: said so, not "0 changes ...:".
+    assert!(
+        status
+            .stdout
+            .contains("no changes to record; newly excluded:\n  now excluded:  etc/hosts"),
+        "{}",
+        status.stdout
+    );
     assert!(!status.stdout.contains("fstab"), "{}", status.stdout);
     assert!(!status.stdout.contains("other.tmp"), "{}", status.stdout);
     let before = own_epoch(root);

@@ -30,12 +30,20 @@ pub fn render_status(
         render_failed(&mut out, replica_name, failed);
         return out;
     }
-    let _ = writeln!(
-        out,
-        "Replica \"{replica_name}\" ({}): {count} change{} not yet recorded:",
-        root.display(),
-        if count == 1 { "" } else { "s" }
-    );
+    match count {
+        0 => writeln!(
+            out,
+            "Replica \"{replica_name}\" ({}): no changes to record; newly excluded:",
+            root.display()
+        ),
+        _ => writeln!(
+            out,
+            "Replica \"{replica_name}\" ({}): {} not yet recorded:",
+            root.display(),
+            crate::cli::counted(count as u64, "change", "changes")
+        ),
+    }
+    .expect("writing to a String cannot fail");
     for change in &outcome.changes {
         let _ = writeln!(out, "  {}", change.describe());
     }
