@@ -440,6 +440,9 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     } else {
         args.targets.iter().map(std::path::PathBuf::from).collect()
     };
+    if !args.receive {
+        say_empty_folders(&sources)?;
+    }
     let mut replica = replica.lock("syncreplica -import")?;
     cli::print_lock_takeover(NAME, &replica);
     cli::finish_interrupted(NAME, &mut replica)?;
@@ -603,6 +606,38 @@ fn resend_now(replica: &mut replica::LockedReplica, paths: &[Vec<u8>]) -> anyhow
             cli::counted(resent.paths as u64, "path", "paths"),
             cli::epochs(first, last)
         );
+    }
+    Ok(())
+}
+
+/// Says which folders named on the command line hold no packet file, and
+/// which files there were skipped for their names: an import that finds
+/// nothing is never silent.
+fn say_empty_folders(sources: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    use crate::sync::packets;
+    for dir in sources.iter().filter(|source| source.is_dir()) {
+        if !packets::collect_packet_files(std::slice::from_ref(dir))?.is_empty() {
+            continue;
+        }
+        let others = packets::other_files_in(dir)?;
+        match others.len() {
+            0 => outln!("No packet files in {}.", printable_path(dir)),
+            n => {
+                let shown: Vec<String> = others
+                    .iter()
+                    .take(5)
+                    .map(|n| printable(n).into_owned())
+                    .collect();
+                outln!(
+                    "No packet files in {}; skipped {}: {}{} (packets are named sync_*.zip or repl_*.zip; \
+                     name a renamed one on the command line, or look at it with lspacket FILE).",
+                    printable_path(dir),
+                    cli::counted(n as u64, "other file", "other files"),
+                    shown.join(", "),
+                    if n > 5 { ", …" } else { "" }
+                );
+            }
+        }
     }
     Ok(())
 }

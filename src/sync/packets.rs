@@ -34,6 +34,25 @@ pub fn collect_packet_files(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The files of directory `dir` that [`collect_packet_files`] skips for
+/// their names (shipping orders and hidden files aside), sorted: what a
+/// user who renamed a packet (an e-mail attachment saved as
+/// `attachment.zip`) needs to be told about.
+pub fn other_files_in(dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .at(dir)?
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path())
+        .filter(|path| path.is_file() && !is_packet_name(path))
+        .filter_map(|path| {
+            let name = path.file_name()?.to_string_lossy().into_owned();
+            (!name.starts_with('.') && !name.ends_with(".order")).then_some(name)
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 fn is_packet_name(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())

@@ -1458,3 +1458,43 @@ fn a_losing_symlink_or_empty_file_is_kept_as_a_conflict_copy() {
     import_from(&a, &[&back]).ok();
     assert_eq!(tree_listing(&a), tree_listing(&b));
 }
+
+#[test]
+fn an_import_that_finds_no_packet_says_what_it_found_and_skipped() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let empty = fam.packet_dir("empty");
+    let res = import_from(&fam.root("beta"), &[&empty]).ok();
+    assert!(
+        res.stdout
+            .contains(&format!("No packet files in {}.", empty.display())),
+        "{}",
+        res.stdout
+    );
+    // A packet saved under another name (an e-mail attachment) is named,
+    // and the way to use it given.
+    write(&fam.root("alpha"), "f", "1");
+    let out = fam.packet_dir("mail");
+    export_to(&fam.root("alpha"), &out, &["beta"], &[]).ok();
+    let packet = &packet_files(&out)[0];
+    let renamed = out.join("attachment.zip");
+    std::fs::rename(packet, &renamed).unwrap();
+    let res = import_from(&fam.root("beta"), &[&out]).ok();
+    assert!(
+        res.stdout.contains("skipped 1 other file: attachment.zip")
+            && res
+                .stdout
+                .contains("name a renamed one on the command line"),
+        "{}",
+        res.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(fam.root("beta").join("f")).unwrap(),
+        "0"
+    );
+    // Named on the command line, it is applied whatever its name.
+    import_from(&fam.root("beta"), &[&renamed]).ok();
+    assert_eq!(
+        std::fs::read_to_string(fam.root("beta").join("f")).unwrap(),
+        "1"
+    );
+}
