@@ -125,10 +125,26 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
         outln!("No packets found.");
         return Ok(());
     }
+    let exams: Vec<packet_format::Examination> = entries
+        .iter()
+        .map(|entry| packet_format::examine_packet(&entry.file, &keys))
+        .collect();
+    // One readiness rule with -import: a packet whose parts are not all
+    // listed here waits for the rest.
+    let mut view = view;
+    if let Some(view) = view.as_mut() {
+        for exam in exams.iter().filter(|exam| !listing::is_problem(exam)) {
+            if let Some(header) = &exam.header {
+                view.parts
+                    .entry(header.packet_id)
+                    .or_default()
+                    .insert(header.part);
+            }
+        }
+    }
     let mut problems = 0;
     let mut json = Vec::new();
-    for entry in &entries {
-        let exam = packet_format::examine_packet(&entry.file, &keys);
+    for (entry, exam) in entries.iter().zip(exams) {
         if listing::is_problem(&exam) {
             problems += 1;
         }

@@ -89,6 +89,10 @@ pub struct LocalView {
     pub replica: Id,
     pub own_row: HashMap<Id, u64>,
     pub names: HashMap<Id, String>,
+    /// The parts at hand of each logical packet (by packet id), when the
+    /// caller knows them (lspacket of a folder): a packet with parts
+    /// missing cannot be applied, whatever its epochs say.
+    pub parts: HashMap<Id, std::collections::BTreeSet<u32>>,
 }
 
 impl LocalView {
@@ -106,11 +110,20 @@ impl LocalView {
                 .into_iter()
                 .map(|m| (m.replica, m.name))
                 .collect(),
+            parts: HashMap::new(),
         })
     }
 
     /// Whether this replica can apply a packet with `header` now.
     pub fn readiness(&self, header: &Header) -> Readiness {
+        if let Some(present) = self.parts.get(&header.packet_id) {
+            if present.len() < header.parts as usize {
+                return Readiness::MissingParts {
+                    present: present.iter().copied().collect(),
+                    total: header.parts,
+                };
+            }
+        }
         let mut applied = true;
         for (origin, range) in &header.epoch_ranges {
             let have = self.own_row.get(origin).copied().unwrap_or(0);
@@ -142,6 +155,12 @@ impl LocalView {
 pub enum Readiness {
     Ready,
     Applied,
+    /// Parts of the logical packet are not at hand (`present` are, of
+    /// `total`).
+    MissingParts {
+        present: Vec<u32>,
+        total: u32,
+    },
     /// Changes `first..=last` from `origin` must arrive first.
     Waits {
         origin: String,
@@ -156,6 +175,9 @@ impl std::fmt::Display for Readiness {
         match self {
             Readiness::Ready => write!(f, "can be applied now"),
             Readiness::Applied => write!(f, "already applied"),
+            Readiness::MissingParts { present, total } => {
+                write!(f, "{}", missing_parts_note(present, *total))
+            }
             Readiness::Waits {
                 origin,
                 first,
@@ -166,5 +188,56 @@ impl std::fmt::Display for Readiness {
                 "waits for changes {first}-{last} from {origin}; this replica has {have}"
             ),
         }
+    }
+}
+
+/// What a logical packet with only some parts at hand waits for, in words:
+/// "waits for part 2 of 3 (has parts 1 and 3)". `present` is sorted.
+/// lspacket and -import say it alike.
+pub fn missing_parts_note(present: &[u32], total: u32) -> String {
+    let missing: Vec<u32> = (1..=total).filter(|p| !present.contains(p)).collect();
+    format!(
+        "waits for {} of {total} (has {})",
+        numbered("part", "parts", &missing),
+        if present.is_empty() {
+            "none".to_string()
+        } else {
+            numbered("part", "parts", present)
+        }
+    )
+}
+
+/// "part 2", "parts 1 and 3", "parts 1, 2 and 4"; long lists shortened.
+fn numbered(one: &str, many: &str, numbers: &[u32]) -> String {
+    let shown: Vec<String> = numbers.iter().take(8).map(u32::to_string).collect();
+    match shown.len() {
+        0 => format!("no {many}"),
+        1 => format!("{one} {}", shown[0]),
+        _ if numbers.len() > shown.len() => {
+            format!("{many} {}, … ({} in all)", shown.join(", "), numbers.len())
+        }
+        n => format!("{many} {} and {}", shown[..n - 1].join(", "), shown[n - 1]),
+    }
+}
+
+#[cfg(test)]
+mod parts_tests {
+    use super::missing_parts_note;
+
+    #[test]
+    fn missing_parts_are_said_in_words() {
+        assert_eq!(
+            missing_parts_note(&[1, 3], 3),
+            "waits for part 2 of 3 (has parts 1 and 3)"
+        );
+        assert_eq!(
+            missing_parts_note(&[2], 4),
+            "waits for parts 1, 3 and 4 of 4 (has part 2)"
+        );
+        let present: Vec<u32> = (1..=20).collect();
+        assert_eq!(
+            missing_parts_note(&present, 30),
+            "waits for parts 21, 22, 23, 24, 25, 26, 27, 28, … (10 in all) of 30 (has parts 1, 2, 3, 4, 5, 6, 7, 8, … (20 in all))"
+        );
     }
 }

@@ -211,12 +211,7 @@ fn import_files(
             present.sort_unstable();
             outcomes.push(PacketOutcome::Waiting {
                 files,
-                why: format!(
-                    "has {} of its {} parts (present: {:?}); waits for the rest",
-                    parts.len(),
-                    header.parts,
-                    present
-                ),
+                why: crate::sync::epochs::missing_parts_note(&present, header.parts),
             });
         } else {
             candidates.insert(id, parts);
@@ -245,7 +240,9 @@ fn import_files(
                     outcomes.extend(removal);
                 }
                 Readiness::Ready => ready.push((header.created, id)),
-                Readiness::Waits { .. } => {}
+                // Candidates have every part (checked above); a view
+                // without part counts never says MissingParts.
+                Readiness::Waits { .. } | Readiness::MissingParts { .. } => {}
             }
         }
         ready.sort();

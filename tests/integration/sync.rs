@@ -221,14 +221,31 @@ fn a_file_bigger_than_maxsize_spans_the_parts_of_one_packet() {
             part.display()
         );
     }
-    // Missing a part: waits, changes nothing.
+    // Missing a part (the second): waits, changes nothing; lspacket and
+    // -import say so alike, in words.
     let partial = fam.packet_dir("partial");
-    for part in &parts[..parts.len() - 1] {
+    for part in parts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, p)| p)
+    {
         std::fs::copy(part, partial.join(part.file_name().unwrap())).unwrap();
     }
+    let n = parts.len();
+    let rest = if n == 3 {
+        "parts 1 and 3".to_string()
+    } else {
+        let middle: Vec<String> = (3..n).map(|p| p.to_string()).collect();
+        format!("parts 1, {} and {n}", middle.join(", "))
+    };
+    let says = format!("waits for part 2 of {n} (has {rest})");
     let res = import_from(&b, &[&partial]).ok();
-    assert!(res.stdout.contains("waits for the rest"), "{}", res.stdout);
+    assert!(res.stdout.contains(&says), "{says}\n{}", res.stdout);
     assert!(!b.join("big.bin").exists());
+    let listing = run(&b, "lspacket", [partial.as_os_str()]).ok().stdout;
+    assert!(listing.contains(&format!("(local: {says})")), "{listing}");
+    assert!(!listing.contains("can be applied now"), "{listing}");
     import_from(&b, &[&out]).ok();
     assert_eq!(std::fs::read(b.join("big.bin")).unwrap(), big);
 }
