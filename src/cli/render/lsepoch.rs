@@ -122,7 +122,7 @@ pub fn render_rows(replica: &Replica, rows: &[String]) -> Result<String> {
         let kind = if row.exact {
             "this replica; exact"
         } else {
-            "estimate; confirmed is what its packets say it has"
+            "estimate"
         };
         let _ = writeln!(
             out,
