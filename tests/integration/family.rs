@@ -14,7 +14,12 @@ use crate::helpers::*;
 /// waiting decisions `shift_secs` ahead.
 fn export_later(root: &Path, out: &Path, target: &str, shift_secs: u64) -> Run {
     let output = Command::new(binary_path("syncreplica"))
-        .args([OsStr::new("-export"), "-out".as_ref(), out.as_os_str(), target.as_ref()])
+        .args([
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            out.as_os_str(),
+            target.as_ref(),
+        ])
         .current_dir(root)
         .env("SYNCREPLICA_TEST_CLOCK_SHIFT", shift_secs.to_string())
         .output()
@@ -30,7 +35,10 @@ fn export_later(root: &Path, out: &Path, target: &str, shift_secs: u64) -> Run {
 fn set_resend_after(root: &Path, value: &str) {
     let path = root.join(".syncreplica/config.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let text = text.replace("resend_after = \"7d\"", &format!("resend_after = \"{value}\""));
+    let text = text.replace(
+        "resend_after = \"7d\"",
+        &format!("resend_after = \"{value}\""),
+    );
     assert!(text.contains(&format!("resend_after = \"{value}\"")));
     std::fs::write(&path, text).unwrap();
 }
@@ -43,7 +51,11 @@ fn read(root: &Path, path: &str) -> String {
 fn acknowledge(fam: &Family, from: &str, to: &str, label: &str) -> Run {
     let out = fam.packet_dir(label);
     let run = export_to(&fam.root(from), &out, &[to], &["-ack"]).ok();
-    assert!(run.stdout.contains("Wrote an acknowledgement"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Wrote an acknowledgement"),
+        "{}",
+        run.stdout
+    );
     import_from(&fam.root(to), &[&out]).ok()
 }
 
@@ -86,7 +98,11 @@ fn a_lost_packet_is_resent_after_resend_after_without_chepoch() {
     set_resend_after(&boston, "1h");
     // lambik confirms what it has: boston now knows it answers.
     let acked = acknowledge(&fam, "lambik", "boston", "hello");
-    assert!(acked.stdout.contains("Acknowledgement from lambik"), "{}", acked.stdout);
+    assert!(
+        acked.stdout.contains("Acknowledgement from lambik"),
+        "{}",
+        acked.stdout
+    );
     let before = confirmed(&boston, "lambik", "boston").unwrap();
 
     write(&boston, "a.txt", "two");
@@ -102,7 +118,8 @@ fn a_lost_packet_is_resent_after_resend_after_without_chepoch() {
     let later = fam.packet_dir("later");
     let run = export_later(&boston, &later, "lambik", 2 * 3600).ok();
     assert!(
-        run.stdout.contains("Resending to lambik 1 change of boston"),
+        run.stdout
+            .contains("Resending to lambik 1 change of boston"),
         "{}",
         run.stdout
     );
@@ -141,10 +158,18 @@ fn no_automatic_resend_on_a_one_way_link_but_resendall_resends() {
 
     let now = fam.packet_dir("now");
     let resent = export_to(&boston, &now, &["lambik"], &["-resendall"]).ok();
-    assert!(resent.stdout.contains("Resending to lambik"), "{}", resent.stdout);
+    assert!(
+        resent.stdout.contains("Resending to lambik"),
+        "{}",
+        resent.stdout
+    );
     assert!(resent.stdout.contains("-resendall"), "{}", resent.stdout);
     let imported = import_from(&lambik, &[&now]).ok();
-    assert!(imported.stdout.contains("Applied packet from boston"), "{}", imported.stdout);
+    assert!(
+        imported.stdout.contains("Applied packet from boston"),
+        "{}",
+        imported.stdout
+    );
     assert_eq!(read(&lambik, "a.txt"), "two");
 }
 
@@ -235,15 +260,30 @@ fn a_twin_is_refused_with_nothing_lost_at_the_parent() {
         "{}",
         refused.stderr
     );
-    assert!(refused.stderr.contains("creation packet repl_boston_"), "{}", refused.stderr);
-    assert!(refused.stderr.contains("mkreplica -export"), "{}", refused.stderr);
-    assert!(!refused.stdout.contains("Already applied"), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("creation packet repl_boston_"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("mkreplica -export"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stdout.contains("Already applied"),
+        "{}",
+        refused.stdout
+    );
     // Nothing lost: the parent's tree as it was, the refused packet kept.
     assert_eq!(tree_listing(&boston), tree_before);
     assert!(!boston.join("second.txt").exists());
     assert_eq!(packet_files(&out).len(), 1);
     let listing = run(&boston, "lsreplica", Vec::<&str>::new()).ok().stdout;
-    assert!(listing.contains("lambik") && listing.contains("CLONED"), "{listing}");
+    assert!(
+        listing.contains("lambik") && listing.contains("CLONED"),
+        "{listing}"
+    );
     let long = run(&boston, "lsreplica", ["-long"]).ok().stdout;
     assert!(long.contains("CLONED (alarm of"), "{long}");
     // The first copy goes on being accepted.
@@ -276,7 +316,11 @@ fn a_twin_relayed_by_a_sibling_is_refused_for_its_other_change() {
         "{}",
         refused.stderr
     );
-    assert!(refused.stderr.contains("different change"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("different change"),
+        "{}",
+        refused.stderr
+    );
     assert_eq!(tree_listing(&boston), tree_before);
 }
 
