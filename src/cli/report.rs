@@ -197,7 +197,9 @@ pub fn hint(err: &Error) -> Option<String> {
             "run syncreplica -status to see what changed, then export again".into()
         }
         Error::NotHeld { .. } => {
-            "-resend sends what this replica holds: run it at a sibling that has the path".into()
+            "-resend sends what this replica holds: run it at a sibling that has the path \
+             (to resend a sibling what it has not confirmed, use -export -resendall TARGET)"
+                .into()
         }
         Error::BadResendPath { .. } => {
             "name the path relative to the replica root, as syncreplica -status prints it, e.g. docs/report.txt".into()

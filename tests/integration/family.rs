@@ -214,9 +214,41 @@ fn an_ack_confirms_and_the_listings_show_it() {
     assert!(lambik["last_heard"].is_string());
     let text = run(&boston, "lsepoch", ["lambik"]).ok().stdout;
     assert!(text.contains(&format!("confirmed {own} on")), "{text}");
-    // An acknowledgement seen again is already applied, not noted twice.
     let long = run(&boston, "lsreplica", ["-long"]).ok().stdout;
     assert!(long.contains("unconfirmed:       nothing"), "{long}");
+    // An acknowledgement imported again is already applied.
+    let again = import_from(&boston, &[&fam.packet_dir("ack")]).ok();
+    assert!(again.stdout.contains("Already applied"), "{}", again.stdout);
+}
+
+#[test]
+fn resend_after_per_sibling_overrides_the_global_value() {
+    let fam = family(&["boston", "lambik"], &[("a.txt", "one")]);
+    let boston = fam.root("boston");
+    set_resend_after(&boston, "1h");
+    let config = boston.join(".syncreplica/config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[siblings.lambik]\nresend_after = \"never\"\n");
+    std::fs::write(&config, text).unwrap();
+    acknowledge(&fam, "lambik", "boston", "hello");
+    write(&boston, "a.txt", "two");
+    export_to(&boston, &fam.packet_dir("lost"), &["lambik"], &[]).ok();
+    let later = fam.packet_dir("later");
+    let run = export_later(&boston, &later, "lambik", 365 * 24 * 3600).ok();
+    assert!(run.stdout.contains("lacks nothing"), "{}", run.stdout);
+
+    // A value that is no period is refused, naming the file and the line.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("resend_after = \"never\"", "resend_after = \"soon\"");
+    std::fs::write(&config, text).unwrap();
+    let refused = export_to(&boston, &later, &["lambik"], &[]).fails_with(1);
+    assert!(refused.stderr.contains("config.toml"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("\"soon\" is not a period"),
+        "{}",
+        refused.stderr
+    );
 }
 
 /// Two replicas made from one creation packet.
@@ -286,6 +318,15 @@ fn a_twin_is_refused_with_nothing_lost_at_the_parent() {
     );
     let long = run(&boston, "lsreplica", ["-long"]).ok().stdout;
     assert!(long.contains("CLONED (alarm of"), "{long}");
+    let members = lsreplica_json(&boston);
+    let alarms = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "lambik")
+        .unwrap()["clone_alarms"]
+        .clone();
+    assert_eq!(alarms.as_array().unwrap().len(), 1, "{alarms}");
     // The first copy goes on being accepted.
     write(&first, "first.txt", "again");
     fam.send("lambik", "boston", "first-again");
