@@ -26,7 +26,13 @@ use clap::Parser;
 /// at DIR, which must be absent or empty, from the creation packet's parts
 /// and NEWNAME.key (found beside the packet, or named with -key). It prints
 /// the fingerprint of the key that signed the packet, for checking out of
-/// band; with -fingerprint it refuses a packet signed by any other key.
+/// band; with -fingerprint it refuses a packet signed by any other key. It
+/// names the creation packet it used, and refuses, creating nothing, when
+/// the files and folders named hold more than one (for different new
+/// members), listing them: name the files of the one to use. Each import
+/// makes a distinct copy (its own incarnation id): importing one creation
+/// packet twice makes two copies of one replica, and siblings refuse the
+/// packets of whichever they hear from second (syncreplica -import).
 /// Whoever signed it, the packet is checked as syncreplica -import checks
 /// an update, and refused, with nothing made, unless it carries every
 /// operation of every member from the first, each sealed by its origin,
