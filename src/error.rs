@@ -246,6 +246,13 @@ pub enum Refusal {
     /// Paths that cannot form one tree.
     #[error("the batch's paths could not be arranged into a consistent tree")]
     Inconsistent,
+
+    /// Two copies of one replica (one creation packet imported twice) are
+    /// both in use: the packet comes from the copy this replica did not
+    /// hear from first, or carries an operation numbered like a different
+    /// one this replica has. Recorded as a clone alarm (`lsreplica`).
+    #[error("replica \"{replica}\" is cloned: {what}; nothing of this packet was applied")]
+    Cloned { replica: String, what: String },
 }
 
 /// Text from outside (a name, a comment or a path from a packet, a file

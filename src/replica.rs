@@ -54,6 +54,21 @@ impl LockedReplica {
         &mut self.replica.state
     }
 
+    /// This copy's incarnation id (clone detection), carried in every
+    /// packet it signs. A replica made before incarnations existed gets
+    /// one now, on first use.
+    pub fn incarnation(&mut self) -> Result<Id> {
+        if let Some((id, _)) = self.state().own_incarnation()? {
+            return Ok(id);
+        }
+        let id = identity::random_id();
+        let now = crate::sys::clock::now_ns();
+        self.state_mut()
+            .transaction(|tx| Ok(state::set_own_incarnation(tx, &id, now, "")?))?;
+        // Read back: the stored one wins should two ever race.
+        Ok(self.state().own_incarnation()?.map_or(id, |(id, _)| id))
+    }
+
     /// The settings, to change in memory (the file is left as it is).
     pub fn config_mut(&mut self) -> &mut Config {
         &mut self.replica.config
@@ -562,6 +577,8 @@ fn build_state_dir(
         };
         state::insert_member(tx, &member, crate::sys::clock::now_ns())?;
         state::set_epoch(tx, &me, &me, 0)?;
+        let now = crate::sys::clock::now_ns();
+        state::set_own_incarnation(tx, &identity::random_id(), now, "")?;
         // Nothing can be missing because of excludes yet.
         state::set_recorded_excludes(tx, exclude_rules)?;
         Ok(())

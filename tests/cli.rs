@@ -11,7 +11,11 @@ fn cli_transcripts() {
     // written here, outside the sandboxes, one storage class per transcript.
     let bays = tempfile::tempdir().unwrap();
     let conf = bays.path().join("shipping.toml");
-    let mut text = String::new();
+    // Every destination goes to a directory hop, as a USB stick would.
+    let mut text = format!(
+        "default_route = \"usb\"\n\n[destinations.usb]\ndir = {:?}\n\n",
+        bays.path().join("usb")
+    );
     for class in ["mkorder", "shipping_server"] {
         let dir = bays.path().join(class);
         text += &format!(

@@ -16,5 +16,7 @@ complete -c syncreplica -o remove -d 'With -import: remove packet files once app
 complete -c syncreplica -o ship -d 'With -export: put the packet parts into the storage class\'s outgoing bay, each with a shipping order for its target; the next `shipping_server -poll` delivers them along the configured routes'
 complete -c syncreplica -o fship -d 'With -export: like -ship, then deliver at once to the first hop (later hops are forwarded by the shipping servers on the way). A failed delivery stays queued for `shipping_server -poll`, and the command exits 1 (the export itself is recorded)'
 complete -c syncreplica -o fullcontent -d 'With -export: ship the content of every change, even chunks the target is believed to hold already (for a target whose import reported missing content)'
+complete -c syncreplica -o resendall -d 'With -export: send each TARGET again, now, every change it has not confirmed (those sent since the last packet from it that had them), without waiting for resend_after. Resending is harmless: the target skips what it has'
+complete -c syncreplica -o ack -d 'With -export: write for each TARGET a small packet that carries no changes, only this replica\'s epoch row, to confirm what it received (so the target does not resend it after resend_after)'
 complete -c syncreplica -s h -o help -d 'Print help (see more with \'-help\')'
 complete -c syncreplica -s V -o version -d 'Print version'

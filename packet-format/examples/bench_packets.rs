@@ -97,6 +97,7 @@ fn main() {
         epoch_row: BTreeMap::new(),
         seals: Vec::new(),
         creation: None,
+        incarnation: None,
     };
     let started = Instant::now();
     let mut writer = PacketWriter::create(&out_dir, max_size, &[7; 32], meta).unwrap();

@@ -25,7 +25,11 @@ pub const MAGIC: [u8; 8] = *b"SYNCRPKT";
 pub const FORMAT_MAJOR: u16 = 2;
 /// Minor format version this library writes. Readers accept newer minors of
 /// their own major (the body may only grow at its end).
-pub const FORMAT_MINOR: u16 = 0;
+///
+/// 1 appends the sender's incarnation id ([`Header::incarnation`]).
+pub const FORMAT_MINOR: u16 = 1;
+/// The first minor whose header body ends with the incarnation field.
+pub const MINOR_WITH_INCARNATION: u16 = 1;
 /// Length of the fixed prefix: magic, major, minor, signer key.
 pub(crate) const HEADER_PREFIX_LEN: usize = 8 + 2 + 2 + 32;
 /// Domain separation for the signature: the signed message is this string
@@ -184,6 +188,14 @@ pub struct Header {
     pub operation_records: u64,
     /// Number of records in the `chunks` entry of this part.
     pub chunk_records: u64,
+    /// Minor 1 on: the sending replica's incarnation id, chosen at random
+    /// when that copy of the replica was made, so that two copies of one
+    /// replica (a creation packet imported twice) can be told apart
+    /// (clone detection). `None` in a 2.0 header, or when the writer has
+    /// none. Appended after the fields above, so it is not part of the
+    /// derived encoding: [`encode_header`] and [`decode_body`] handle it.
+    #[serde(skip)]
+    pub incarnation: Option<Id>,
 }
 
 impl Header {
@@ -214,6 +226,10 @@ pub(crate) fn encode_header(header: &Header) -> Vec<u8> {
     out.extend_from_slice(&header.signer_key);
     let body = postcard::to_stdvec(header).expect("header encoding cannot fail");
     out.extend_from_slice(&body);
+    if header.version.minor >= MINOR_WITH_INCARNATION {
+        let field = postcard::to_stdvec(&header.incarnation).expect("encoding cannot fail");
+        out.extend_from_slice(&field);
+    }
     out
 }
 
@@ -264,8 +280,17 @@ pub(crate) fn decode_prefix(bytes: &[u8]) -> Result<HeaderPrefix, ErrorKind> {
 /// verification, the signature too).
 pub(crate) fn decode_body(bytes: &[u8], prefix: &HeaderPrefix) -> Result<Header, ErrorKind> {
     let body = &bytes[HEADER_PREFIX_LEN..];
-    let (mut header, rest): (Header, &[u8]) = postcard::take_from_bytes(body)
+    let (mut header, mut rest): (Header, &[u8]) = postcard::take_from_bytes(body)
         .map_err(|err| ErrorKind::MalformedHeader(format!("cannot decode body: {err}")))?;
+    // Fields appended by minor versions, in the order they were added.
+    if prefix.version.minor >= MINOR_WITH_INCARNATION {
+        let (incarnation, after): (Option<Id>, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(|err| {
+                ErrorKind::MalformedHeader(format!("cannot decode the incarnation field: {err}"))
+            })?;
+        header.incarnation = incarnation;
+        rest = after;
+    }
     // A newer minor may append fields; our own minor has nothing after the body.
     if !rest.is_empty() && !is_newer_minor(prefix.version) {
         return Err(ErrorKind::MalformedHeader(format!(
@@ -310,4 +335,70 @@ pub struct CreationPayload {
     pub members: Vec<Member>,
     /// Member id -> (origin id -> highest epoch that member is believed to have).
     pub estimates: BTreeMap<Id, BTreeMap<Id, u64>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(minor: u16, incarnation: Option<Id>) -> Header {
+        Header {
+            version: FormatVersion { major: 2, minor },
+            signer_key: [7; 32],
+            kind: PacketKind::Update,
+            family: Named {
+                id: Id([1; 16]),
+                name: "f".into(),
+            },
+            sender: Named {
+                id: Id([2; 16]),
+                name: "s".into(),
+            },
+            targets: Vec::new(),
+            packet_id: Id([3; 16]),
+            part: 1,
+            parts: 1,
+            created: Timestamp::new(1, 0).unwrap(),
+            comment: String::new(),
+            epoch_ranges: BTreeMap::new(),
+            epoch_row: BTreeMap::new(),
+            entries: Vec::new(),
+            operation_records: 0,
+            chunk_records: 0,
+            incarnation,
+        }
+    }
+
+    fn round_trip(original: &Header) -> Result<Header, ErrorKind> {
+        let bytes = encode_header(original);
+        let prefix = decode_prefix(&bytes)?;
+        decode_body(&bytes, &prefix)
+    }
+
+    #[test]
+    fn incarnation_travels_from_minor_1() {
+        for incarnation in [None, Some(Id([9; 16]))] {
+            let original = header(1, incarnation);
+            assert_eq!(round_trip(&original).unwrap(), original);
+        }
+    }
+
+    #[test]
+    fn a_2_0_header_has_no_incarnation_and_still_decodes() {
+        let original = header(0, Some(Id([9; 16])));
+        let decoded = round_trip(&original).unwrap();
+        assert_eq!(decoded.incarnation, None, "2.0 has no such field");
+        assert_eq!(decoded.version.minor, 0);
+    }
+
+    #[test]
+    fn a_minor_1_header_without_the_field_is_malformed() {
+        let mut bytes = encode_header(&header(0, None));
+        bytes[10] = 1;
+        let prefix = decode_prefix(&bytes).unwrap();
+        assert!(matches!(
+            decode_body(&bytes, &prefix),
+            Err(ErrorKind::MalformedHeader(_))
+        ));
+    }
 }

@@ -74,6 +74,8 @@ pub struct PacketMeta {
     /// Required for [`PacketKind::ReplicaCreation`], refused otherwise;
     /// repeated in every part so each part stands alone.
     pub creation: Option<CreationPayload>,
+    /// The sender's incarnation id ([`Header::incarnation`]), if it has one.
+    pub incarnation: Option<Id>,
 }
 
 /// One physical packet file written by [`PacketWriter::finish`].
@@ -199,6 +201,7 @@ impl PacketWriter {
             entries: Vec::new(),
             operation_records: 0,
             chunk_records: 0,
+            incarnation: meta.incarnation,
         };
 
         let mut entry_names = vec![ENTRY_CHUNKS, ENTRY_OPERATIONS];

@@ -125,7 +125,7 @@ fn update_vector_decodes_without_the_library() {
     // Fixed prefix.
     assert_eq!(&header[..8], b"SYNCRPKT");
     assert_eq!(u16le(header, 8), 2, "major");
-    assert_eq!(u16le(header, 10), 0, "minor");
+    assert_eq!(u16le(header, 10), 1, "minor");
     let key: [u8; 32] = header[12..44].try_into().unwrap();
     let expected_key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32])
         .verifying_key()
@@ -186,6 +186,9 @@ fn update_vector_decodes_without_the_library() {
         .collect();
     let operation_records = c.varint();
     let chunk_records = c.varint();
+    // Minor 1: the sender's incarnation, an option (tag 1, then 16 bytes).
+    assert_eq!(c.byte(), 1, "incarnation present");
+    assert_eq!(c.raw(16), [0xd4; 16], "incarnation id");
     assert_eq!(c.at, header.len(), "nothing after the body");
     assert_eq!((operation_records, chunk_records), (3, 4));
 

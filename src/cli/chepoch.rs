@@ -9,6 +9,16 @@ use clap::Parser;
 /// estimate makes the next export resend what a lost packet carried. The
 /// local replica's own row is exact and cannot be changed. Asks for
 /// confirmation unless -force is given.
+///
+/// Lost packets mostly repair themselves: each sibling's packets confirm
+/// what it has, and an export resends what stays unconfirmed for
+/// resend_after (config.toml), or at once with syncreplica -export
+/// -resendall. chepoch is still needed when that cannot help: a sibling
+/// that never sends packets back (a one-way link) and lost one, where
+/// -resendall would resend everything it never confirmed; a sibling
+/// restored from an old backup, whose confirmed row is now too high; a
+/// sibling's resend_after set to never; or to stop resending to a
+/// sibling known to have the changes by another route (raise its row).
 #[derive(Debug, Parser)]
 #[command(name = "chepoch", version, after_help = super::EXIT_STATUS_HELP)]
 pub struct Args {

@@ -5,16 +5,24 @@ use clap::Parser;
 /// List the members of a replica's family.
 ///
 /// Prints each member's name, replica id and the fingerprint of its signing
-/// key (SHA-256 of the ed25519 public key), marking the local replica.
+/// key (SHA-256 of the ed25519 public key), marking the local replica, and
+/// CLONED for a member of which two copies are in use (one creation packet
+/// imported twice: syncreplica -import refuses the second copy's packets).
 #[derive(Debug, Parser)]
 #[command(name = "lsreplica", version, after_help = super::EXIT_STATUS_HELP)]
 pub struct Args {
     /// Also show each member's public key (64 hex digits, what a relay
     /// host's shipping.toml lists in trusted_keys) and what this replica
-    /// knows of it: the last packet sent to it and received from it, and
-    /// its epoch row.
+    /// knows of it: the last packet sent to it and received from it, when
+    /// it was last heard from, the changes it has not confirmed having,
+    /// its epoch row, and any clone alarm about it.
     #[arg(long)]
     pub long: bool,
+
+    /// Output format: text (MultiSite's listing) or json (for scripts; a
+    /// "version" field gives the shape's version).
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub fmt: super::Format,
 
     /// The replica's root. Without it, the current directory and then its
     /// parents are searched for a replica.
@@ -26,6 +34,11 @@ use crate::replica::{self, Replica};
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
+    if args.fmt == super::Format::Json {
+        let listing = crate::cli::render::lsreplica::members(&replica)?;
+        outln!("{}", serde_json::to_string_pretty(&listing)?);
+        return Ok(());
+    }
     out!(
         "{}",
         crate::cli::render::lsreplica::render_members(&replica, args.long)?

@@ -26,7 +26,13 @@ use clap::Parser;
 /// at DIR, which must be absent or empty, from the creation packet's parts
 /// and NEWNAME.key (found beside the packet, or named with -key). It prints
 /// the fingerprint of the key that signed the packet, for checking out of
-/// band; with -fingerprint it refuses a packet signed by any other key.
+/// band; with -fingerprint it refuses a packet signed by any other key. It
+/// names the creation packet it used, and refuses, creating nothing, when
+/// the files and folders named hold more than one (for different new
+/// members), listing them: name the files of the one to use. Each import
+/// makes a distinct copy (its own incarnation id): importing one creation
+/// packet twice makes two copies of one replica, and siblings refuse the
+/// packets of whichever they hear from second (syncreplica -import).
 /// Whoever signed it, the packet is checked as syncreplica -import checks
 /// an update, and refused, with nothing made, unless it carries every
 /// operation of every member from the first, each sealed by its origin,
@@ -198,23 +204,83 @@ fn import(args: &Args) -> anyhow::Result<()> {
             args.names.join(", ")
         );
     }
-    // The first part tells who signed; that key is trusted only if it
-    // matches -fingerprint or, without it, as printed for checking.
-    let first = packet_format::examine_packet(&files[0], &[]);
-    let header = first.header.as_ref().ok_or_else(|| {
-        anyhow::anyhow!(
-            "{}: {}",
-            files[0].display(),
-            first
-                .error
-                .as_ref()
-                .map(|e| e.to_string())
-                .unwrap_or_default()
-        )
-    })?;
-    if header.kind != PacketKind::ReplicaCreation {
-        anyhow::bail!("{} is not a replica-creation packet", files[0].display());
+    // Which creation packets are there: exactly one may be, or which new
+    // member to make is a guess.
+    let mut creations: Vec<(packet_format::Header, Vec<PathBuf>)> = Vec::new();
+    let mut first_problem = None;
+    for file in &files {
+        let exam = packet_format::examine_packet(file, &[]);
+        match exam.header {
+            Some(header) if header.kind == PacketKind::ReplicaCreation => {
+                match creations
+                    .iter_mut()
+                    .find(|(h, _)| h.packet_id == header.packet_id)
+                {
+                    Some((_, parts)) => parts.push(file.clone()),
+                    None => creations.push((header, vec![file.clone()])),
+                }
+            }
+            Some(_) => {
+                first_problem.get_or_insert_with(|| {
+                    format!("{} is not a replica-creation packet", file.display())
+                });
+            }
+            None => {
+                first_problem.get_or_insert_with(|| {
+                    format!(
+                        "{}: {}",
+                        file.display(),
+                        exam.error
+                            .as_ref()
+                            .map(|e| e.to_string())
+                            .unwrap_or_default()
+                    )
+                });
+            }
+        }
     }
+    let files: Vec<PathBuf> = match creations.as_slice() {
+        [] => anyhow::bail!(
+            "{}",
+            first_problem.unwrap_or_else(|| "no replica-creation packet found".into())
+        ),
+        [(_, parts)] => parts.clone(),
+        several => {
+            let listed: Vec<String> = several
+                .iter()
+                .map(|(header, parts)| {
+                    format!(
+                        "  {}{}: for new member \"{}\" of family \"{}\", from {}, written {}",
+                        crate::error::printable_path(&parts[0]),
+                        if parts.len() > 1 {
+                            format!(" (+{} more parts)", parts.len() - 1)
+                        } else {
+                            String::new()
+                        },
+                        crate::error::printable(
+                            &header
+                                .targets
+                                .first()
+                                .map(|t| t.name.clone())
+                                .unwrap_or_default()
+                        ),
+                        crate::error::printable(&header.family.name),
+                        crate::error::printable(&header.sender.name),
+                        crate::sys::clock::format_time_ns(header.created.as_nanos_saturating())
+                    )
+                })
+                .collect();
+            anyhow::bail!(
+                "{} hold{} {} different replica-creation packets, so which replica to make is ambiguous; nothing was created:\n{}\n\
+                 hint: name the files of the one to use (all its parts), or a folder that holds only that one",
+                args.names.join(", "),
+                if args.names.len() == 1 { "s" } else { "" },
+                several.len(),
+                listed.join("\n")
+            );
+        }
+    };
+    let header = &creations[0].0;
     let fingerprint = header.signer_fingerprint();
     if let Some(expected) = &args.fingerprint {
         if !expected.trim().eq_ignore_ascii_case(&fingerprint) {
@@ -253,6 +319,16 @@ fn import(args: &Args) -> anyhow::Result<()> {
         None => std::env::current_dir()?,
     };
     let made = creation::import_creation(&packet, &dir, &key_file)?;
+    outln!(
+        "Used the creation packet {}{} for new member \"{}\".",
+        crate::error::printable_path(&files[0]),
+        if files.len() > 1 {
+            format!(" (+{} more parts)", files.len() - 1)
+        } else {
+            String::new()
+        },
+        crate::error::printable(&new_name)
+    );
     for pid in &made.cleaned_up {
         outln!("Removed the half-made tree of an earlier mkreplica -import killed before it finished (process {pid}); started again.");
     }

@@ -145,6 +145,11 @@ pub fn refusal_hint(refusal: &Refusal) -> Option<&'static str> {
         Refusal::NeedsNewer { .. } => Some(
             "upgrade syncreplica at this site (the sender's version writes what this one cannot apply) and import the packet again",
         ),
+        Refusal::Cloned { .. } => Some(
+            "keep one copy of that replica; at a sibling, make a new member with mkreplica -export under a new name, \
+             import it where the other copy is, move that copy's changed files into it, and stop using the copy \
+             (the refused packet stays where it is; lsreplica shows the alarm)",
+        ),
         Refusal::NotAMember { .. } => {
             Some("lsreplica lists the members whose packets this replica accepts")
         }
@@ -192,7 +197,9 @@ pub fn hint(err: &Error) -> Option<String> {
             "run syncreplica -status to see what changed, then export again".into()
         }
         Error::NotHeld { .. } => {
-            "-resend sends what this replica holds: run it at a sibling that has the path".into()
+            "-resend sends what this replica holds: run it at a sibling that has the path \
+             (to resend a sibling what it has not confirmed, use -export -resendall TARGET)"
+                .into()
         }
         Error::BadResendPath { .. } => {
             "name the path relative to the replica root, as syncreplica -status prints it, e.g. docs/report.txt".into()

@@ -22,6 +22,17 @@ use clap::Parser;
 /// ships what comes before, and the next export, which records the file's
 /// new version, sends the rest.
 ///
+/// Every packet carries its sender's epoch row, which its receiver keeps
+/// as that sibling's confirmation of what it has (lsepoch shows it beside
+/// the estimate). What was sent to a sibling but is still unconfirmed
+/// resend_after (config.toml, default 7 days, per sibling too) after it
+/// was sent goes again with the next -export to that sibling, and the
+/// export says so: a lost packet needs no chepoch. Only siblings that have
+/// sent this replica a packet confirm; on a one-way link nothing is resent
+/// by itself. -resendall resends every unconfirmed change at once; -ack
+/// writes a packet with no changes, only this replica's row, for a
+/// sibling that has nothing else to send back.
+///
 /// -import verifies every packet found in the PACKET_OR_DIR arguments in
 /// full (signature by a current family member, every entry's digest) before
 /// anything is applied, then applies them in sequence order, whatever order
@@ -142,6 +153,19 @@ pub struct Args {
     /// several paths.
     #[arg(long, value_name = "PATH")]
     pub resend: Vec<PathBuf>,
+
+    /// With -export: send each TARGET again, now, every change it has not
+    /// confirmed (those sent since the last packet from it that had them),
+    /// without waiting for resend_after. Resending is harmless: the target
+    /// skips what it has.
+    #[arg(long)]
+    pub resendall: bool,
+
+    /// With -export: write for each TARGET a small packet that carries no
+    /// changes, only this replica's epoch row, to confirm what it received
+    /// (so the target does not resend it after resend_after).
+    #[arg(long, conflicts_with_all = ["resendall", "fullcontent", "resend"])]
+    pub ack: bool,
 
     /// The replica's root. Without it, the current directory and then its
     /// parents are searched for a replica.
@@ -272,6 +296,13 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         before_commit: Some(&queue),
         stop: &stop,
         after_target: Some(&print_target_export),
+        mode: if args.ack {
+            export::Mode::AckOnly
+        } else if args.resendall {
+            export::Mode::ResendAll
+        } else {
+            export::Mode::Normal
+        },
     };
     // Each target is reported as it is done (`print_target_export`).
     export::export_updates(&mut replica, &request)?;
@@ -318,7 +349,18 @@ fn print_target_export(target: &crate::store::state::Member, result: &export::Ta
                 printable(&target.name)
             )
         }
+        export::TargetExport::Written(summary) if summary.ack_only => {
+            outln!(
+                "Wrote an acknowledgement for {} (packet sequence number {}): no changes, only this replica's epoch row.",
+                printable(&target.name),
+                summary.sequence
+            );
+            for part in &summary.parts {
+                outln!("  {} ({} bytes)", printable_path(&part.path), part.size);
+            }
+        }
         export::TargetExport::Written(summary) => {
+            print_resent(&target.name, &summary.resent);
             outln!(
                 "Exported to {} (packet sequence number {}): {} operation{}, {} file{} added or changed, {} deleted, {} chunk{} ({} bytes) shipped, {} reused from content {} has.",
                 printable(&target.name),
@@ -348,6 +390,29 @@ fn print_target_export(target: &crate::store::state::Member, result: &export::Ta
             );
             warn_held_back(&target.name, held);
         }
+    }
+}
+
+/// Says what an export sends again, and why: resending is never silent.
+fn print_resent(target: &str, resent: &[export::Resend]) {
+    for resend in resent {
+        let count = resend.last - resend.first + 1;
+        let why = match &resend.reason {
+            export::ResendReason::Asked => "-resendall".to_string(),
+            export::ResendReason::Unconfirmed { sent_ns, after } => format!(
+                "sent {} and not confirmed by {} within resend_after = {after}",
+                crate::sys::clock::format_time_ns(*sent_ns),
+                printable(target)
+            ),
+        };
+        outln!(
+            "Resending to {} {count} change{} of {} (epochs {}-{}): {why}.",
+            printable(target),
+            plural(count),
+            printable(&resend.origin.name),
+            resend.first,
+            resend.last
+        );
     }
 }
 
@@ -503,6 +568,13 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
             }
             import::PacketOutcome::AlreadyApplied { files } => {
                 outln!("Already applied: {}", display_files(files))
+            }
+            import::PacketOutcome::Acknowledged { files, sender } => {
+                outln!(
+                    "Acknowledgement from {}: {} (no changes; its epoch row is noted as what it has)",
+                    printable(sender),
+                    display_files(files)
+                )
             }
             import::PacketOutcome::Waiting { files, why } => {
                 outln!("Packet {} {why}", display_files(files))
@@ -669,6 +741,9 @@ fn plural(count: u64) -> &'static str {
 fn check_usage(args: &Args) -> anyhow::Result<()> {
     if !(args.resend.is_empty() || args.record || args.export) {
         usage!("-resend applies to -record and -export only");
+    }
+    if (args.resendall || args.ack) && !args.export {
+        usage!("-resendall and -ack apply to -export only");
     }
     if (args.status || args.record) && !args.targets.is_empty() {
         usage!(

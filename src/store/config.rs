@@ -1,5 +1,6 @@
 //! The replica's own settings: `.syncreplica/config.toml`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -20,6 +21,18 @@ exclude = []
 # Days that a file deleted or replaced by an import is kept under
 # .syncreplica/deleted/ before it is purged.
 soft_delete_days = 30
+
+# How long an export waits for a sibling to confirm what it was sent (each
+# packet a sibling sends carries its epoch row: what it has) before it sends
+# the unconfirmed changes again, in case a packet was lost. Only siblings
+# that have sent this replica a packet confirm; on a one-way link nothing is
+# resent automatically (syncreplica -export -resendall TARGET resends now).
+# A number with a unit s, m, h or d ("7d", "36h"), or "never".
+resend_after = "7d"
+
+# The same per sibling, overriding the above:
+# [siblings.NAME]
+# resend_after = "never"
 "#;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -29,6 +42,76 @@ pub struct Config {
     pub exclude: Vec<String>,
     #[serde(default = "default_soft_delete_days")]
     pub soft_delete_days: u32,
+    /// How long an export waits for confirmation before it resends.
+    #[serde(default)]
+    pub resend_after: ResendAfter,
+    /// Settings per sibling, by member name.
+    #[serde(default)]
+    pub siblings: BTreeMap<String, SiblingConfig>,
+}
+
+/// Settings for one sibling (`[siblings.NAME]`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SiblingConfig {
+    pub resend_after: Option<ResendAfter>,
+}
+
+/// `resend_after`: a period, or never (`None`). Written as a number and a
+/// unit (`s`, `m`, `h`, `d`) or `never`; default 7 days.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct ResendAfter(pub Option<std::time::Duration>);
+
+impl Default for ResendAfter {
+    fn default() -> Self {
+        ResendAfter(Some(std::time::Duration::from_secs(7 * 24 * 3600)))
+    }
+}
+
+impl TryFrom<String> for ResendAfter {
+    type Error = String;
+
+    fn try_from(text: String) -> std::result::Result<Self, String> {
+        let trimmed = text.trim();
+        if trimmed == "never" {
+            return Ok(ResendAfter(None));
+        }
+        let bad = || {
+            format!(
+                "resend_after \"{text}\" is not a period: write a whole number and a unit s, m, h or d (\"7d\", \"36h\"), or \"never\""
+            )
+        };
+        let unit_at = trimmed.len().checked_sub(1).ok_or_else(bad)?;
+        let (number, unit) = trimmed.split_at(unit_at);
+        let number: u64 = number.trim().parse().map_err(|_| bad())?;
+        let seconds = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 24 * 3600,
+            _ => return Err(bad()),
+        };
+        let secs = number.checked_mul(seconds).ok_or_else(bad)?;
+        Ok(ResendAfter(Some(std::time::Duration::from_secs(secs))))
+    }
+}
+
+impl std::fmt::Display for ResendAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => write!(f, "never"),
+            Some(period) => {
+                let secs = period.as_secs();
+                for (unit, size) in [("d", 24 * 3600), ("h", 3600), ("m", 60)] {
+                    if secs >= size && secs % size == 0 {
+                        return write!(f, "{}{unit}", secs / size);
+                    }
+                }
+                write!(f, "{secs}s")
+            }
+        }
+    }
 }
 
 fn default_soft_delete_days() -> u32 {
@@ -40,7 +123,20 @@ impl Default for Config {
         Config {
             exclude: Vec::new(),
             soft_delete_days: default_soft_delete_days(),
+            resend_after: ResendAfter::default(),
+            siblings: BTreeMap::new(),
         }
+    }
+}
+
+impl Config {
+    /// `resend_after` for the sibling named `name`: its own setting, or the
+    /// global one.
+    pub fn resend_after_for(&self, name: &str) -> ResendAfter {
+        self.siblings
+            .get(name)
+            .and_then(|sibling| sibling.resend_after)
+            .unwrap_or(self.resend_after)
     }
 }
 
@@ -99,6 +195,17 @@ mod tests {
         assert!(message.contains("line 2"), "{message}");
         assert!(message.contains("soft_delete_dayz"), "{message}");
         assert!(message.contains("key `soft_delete_dayz`"), "{message}");
+    }
+
+    #[test]
+    fn resend_after_global_and_per_sibling() {
+        let text = "resend_after = \"36h\"\n[siblings.lambik]\nresend_after = \"never\"\n";
+        let config = Config::parse(text, Path::new("c.toml")).unwrap();
+        assert_eq!(config.resend_after_for("boston").to_string(), "36h");
+        assert_eq!(config.resend_after_for("lambik"), ResendAfter(None));
+        let err = Config::parse("resend_after = \"7 weeks\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("7 weeks"), "{err}");
+        assert!(err.to_string().contains("line 1"), "{err}");
     }
 
     #[test]

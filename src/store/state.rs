@@ -1149,3 +1149,406 @@ pub fn set_recorded_excludes(tx: &Transaction, rules: &str) -> rusqlite::Result<
     )
     .map(drop)
 }
+
+// The family's health (issue 13): what each sibling confirmed, when this
+// replica last heard from it, when it sent what is still unconfirmed, this
+// replica's incarnation, the incarnations seen of each member and the
+// clone alarms raised. Tables made on first use, so older databases need
+// no migration; reads work on a read-only connection.
+
+const FAMILY_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS confirmed (
+    sibling     BLOB NOT NULL,
+    origin      BLOB NOT NULL,
+    epoch       INTEGER NOT NULL,
+    -- When `epoch` was reached: the receipt of the packet that raised it.
+    at_ns       INTEGER NOT NULL,
+    PRIMARY KEY (sibling, origin)
+);
+CREATE TABLE IF NOT EXISTS heard (
+    sibling     BLOB PRIMARY KEY,
+    at_ns       INTEGER NOT NULL,
+    packet      TEXT NOT NULL
+);
+-- One row per export and origin still unconfirmed: the target was sent
+-- `origin`'s epochs up to `last` at `at_ns`. Rows go once confirmed.
+CREATE TABLE IF NOT EXISTS sent_ranges (
+    target      BLOB NOT NULL,
+    origin      BLOB NOT NULL,
+    last        INTEGER NOT NULL,
+    at_ns       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS own_incarnation (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    incarnation BLOB NOT NULL,
+    at_ns       INTEGER NOT NULL,
+    -- The creation packet this copy was made from ('' for a family's first
+    -- replica, or one made before incarnations existed).
+    creation_packet TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS incarnations (
+    replica     BLOB PRIMARY KEY,
+    incarnation BLOB NOT NULL,
+    at_ns       INTEGER NOT NULL,
+    packet      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clone_alarms (
+    id          INTEGER PRIMARY KEY,
+    replica     BLOB NOT NULL,
+    at_ns       INTEGER NOT NULL,
+    packet      TEXT NOT NULL,
+    what        TEXT NOT NULL
+);
+";
+
+fn family_tables(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(FAMILY_TABLES)
+}
+
+/// One origin of a sibling's confirmed row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirmed {
+    pub epoch: u64,
+    /// When this replica received the packet that confirmed `epoch`.
+    pub at_ns: i64,
+}
+
+/// The last packet received from a sibling (its row came with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heard {
+    pub at_ns: i64,
+    pub packet: String,
+}
+
+/// An incarnation of a member as first seen here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownIncarnation {
+    pub incarnation: Id,
+    pub at_ns: i64,
+    pub packet: String,
+}
+
+/// A clone alarm raised here (see `crate::sync::family`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloneAlarm {
+    pub replica: Id,
+    pub at_ns: i64,
+    pub packet: String,
+    pub what: String,
+}
+
+impl State {
+    /// Every sibling's confirmed row: sibling -> origin -> confirmed.
+    pub fn confirmed_table(&self) -> Result<HashMap<Id, HashMap<Id, Confirmed>>> {
+        let db = |source| self.db_error(source);
+        let mut table: HashMap<Id, HashMap<Id, Confirmed>> = HashMap::new();
+        if !self.has_table("confirmed")? {
+            return Ok(table);
+        }
+        let mut statement = self
+            .conn
+            .prepare("SELECT sibling, origin, epoch, at_ns FROM confirmed")
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(db)?;
+        for row in rows {
+            let (sibling, origin, epoch, at_ns) = row.map_err(db)?;
+            let (Some(sibling), Some(origin)) = (id_of(&sibling), id_of(&origin)) else {
+                return Err(self.corrupt("confirmed: an id is not 16 bytes"));
+            };
+            table.entry(sibling).or_default().insert(
+                origin,
+                Confirmed {
+                    epoch: epoch as u64,
+                    at_ns,
+                },
+            );
+        }
+        Ok(table)
+    }
+
+    /// When this replica last received a packet from `sibling`.
+    pub fn heard(&self, sibling: &Id) -> Result<Option<Heard>> {
+        if !self.has_table("heard")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT at_ns, packet FROM heard WHERE sibling = ?1",
+                params![sibling.0.as_slice()],
+                |row| {
+                    Ok(Heard {
+                        at_ns: row.get(0)?,
+                        packet: row.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))
+    }
+
+    /// When this replica first sent `target` an operation of `origin`
+    /// beyond epoch `confirmed` that is still unconfirmed, if it did.
+    pub fn oldest_unconfirmed_send(
+        &self,
+        target: &Id,
+        origin: &Id,
+        confirmed: u64,
+    ) -> Result<Option<i64>> {
+        if !self.has_table("sent_ranges")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT MIN(at_ns) FROM sent_ranges WHERE target = ?1 AND origin = ?2 AND last > ?3",
+                params![target.0.as_slice(), origin.0.as_slice(), confirmed as i64],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+            .map_err(|source| self.db_error(source))
+    }
+
+    /// This copy's incarnation id and the creation packet it came from
+    /// ('' if none is known), if it has one yet.
+    pub fn own_incarnation(&self) -> Result<Option<(Id, String)>> {
+        if !self.has_table("own_incarnation")? {
+            return Ok(None);
+        }
+        let row: Option<(Vec<u8>, String)> = self
+            .conn
+            .query_row(
+                "SELECT incarnation, creation_packet FROM own_incarnation WHERE id = 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))?;
+        match row {
+            None => Ok(None),
+            Some((bytes, packet)) => match id_of(&bytes) {
+                Some(id) => Ok(Some((id, packet))),
+                None => Err(self.corrupt("own_incarnation: not 16 bytes")),
+            },
+        }
+    }
+
+    /// The incarnation of `replica` this replica accepts packets from.
+    pub fn known_incarnation(&self, replica: &Id) -> Result<Option<KnownIncarnation>> {
+        if !self.has_table("incarnations")? {
+            return Ok(None);
+        }
+        let row: Option<(Vec<u8>, i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT incarnation, at_ns, packet FROM incarnations WHERE replica = ?1",
+                params![replica.0.as_slice()],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))?;
+        match row {
+            None => Ok(None),
+            Some((bytes, at_ns, packet)) => match id_of(&bytes) {
+                Some(incarnation) => Ok(Some(KnownIncarnation {
+                    incarnation,
+                    at_ns,
+                    packet,
+                })),
+                None => Err(self.corrupt("incarnations: not 16 bytes")),
+            },
+        }
+    }
+
+    /// Clone alarms raised here, oldest first.
+    pub fn clone_alarms(&self) -> Result<Vec<CloneAlarm>> {
+        let db = |source| self.db_error(source);
+        if !self.has_table("clone_alarms")? {
+            return Ok(Vec::new());
+        }
+        let mut statement = self
+            .conn
+            .prepare("SELECT replica, at_ns, packet, what FROM clone_alarms ORDER BY id")
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut alarms = Vec::new();
+        for row in rows {
+            let (replica, at_ns, packet, what) = row.map_err(db)?;
+            let replica = id_of(&replica).ok_or_else(|| self.corrupt("clone_alarms: bad id"))?;
+            alarms.push(CloneAlarm {
+                replica,
+                at_ns,
+                packet,
+                what,
+            });
+        }
+        Ok(alarms)
+    }
+
+    /// The creation packet this replica wrote for `replica`, if any (its
+    /// first part's file name and when).
+    pub fn creation_packet_for(&self, replica: &Id) -> Result<Option<PacketLogEntry>> {
+        self.conn
+            .query_row(
+                "SELECT sequence, file_name, at_ns FROM packets
+                 WHERE direction = 'sent' AND peer = ?1 AND packet_id = ?2
+                 ORDER BY id LIMIT 1",
+                params![replica.0.as_slice(), Id([0; 16]).to_hex()],
+                |row| {
+                    Ok(PacketLogEntry {
+                        sequence: row.get::<_, i64>(0)? as u64,
+                        file_name: row.get(1)?,
+                        at_ns: row.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))
+    }
+}
+
+fn id_of(bytes: &[u8]) -> Option<Id> {
+    <[u8; 16]>::try_from(bytes).ok().map(Id)
+}
+
+/// Notes `sibling`'s epoch row, received at `at_ns` in `packet`: each
+/// origin's confirmed epoch rises to it (never falls: an old packet can
+/// arrive late), and what it confirms is no longer waiting for a resend.
+pub fn note_confirmation(
+    tx: &Transaction,
+    sibling: &Id,
+    row: &[(Id, u64)],
+    at_ns: i64,
+    packet: &str,
+) -> rusqlite::Result<()> {
+    family_tables(tx)?;
+    for (origin, epoch) in row {
+        tx.execute(
+            "INSERT INTO confirmed (sibling, origin, epoch, at_ns) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (sibling, origin) DO UPDATE SET
+                 at_ns = CASE WHEN excluded.epoch > epoch THEN excluded.at_ns ELSE at_ns END,
+                 epoch = MAX(epoch, excluded.epoch)",
+            params![
+                sibling.0.as_slice(),
+                origin.0.as_slice(),
+                *epoch as i64,
+                at_ns
+            ],
+        )?;
+        tx.execute(
+            "DELETE FROM sent_ranges WHERE target = ?1 AND origin = ?2 AND last <= ?3",
+            params![sibling.0.as_slice(), origin.0.as_slice(), *epoch as i64],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO heard (sibling, at_ns, packet) VALUES (?1, ?2, ?3)
+         ON CONFLICT (sibling) DO UPDATE SET at_ns = excluded.at_ns, packet = excluded.packet",
+        params![sibling.0.as_slice(), at_ns, packet],
+    )
+    .map(drop)
+}
+
+/// Notes that `target` was sent `origin`'s epochs `first..=last` at
+/// `at_ns`. Earlier sends this one repeats are superseded: the time to
+/// wait for their confirmation starts again.
+pub fn note_sent(
+    tx: &Transaction,
+    target: &Id,
+    origin: &Id,
+    first: u64,
+    last: u64,
+    at_ns: i64,
+) -> rusqlite::Result<()> {
+    family_tables(tx)?;
+    tx.execute(
+        "DELETE FROM sent_ranges WHERE target = ?1 AND origin = ?2 AND last >= ?3 AND last <= ?4",
+        params![
+            target.0.as_slice(),
+            origin.0.as_slice(),
+            first as i64,
+            last as i64
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO sent_ranges (target, origin, last, at_ns) VALUES (?1, ?2, ?3, ?4)",
+        params![target.0.as_slice(), origin.0.as_slice(), last as i64, at_ns],
+    )
+    .map(drop)
+}
+
+/// Stores this copy's incarnation (once: an existing one is kept).
+pub fn set_own_incarnation(
+    tx: &Transaction,
+    incarnation: &Id,
+    at_ns: i64,
+    creation_packet: &str,
+) -> rusqlite::Result<()> {
+    family_tables(tx)?;
+    tx.execute(
+        "INSERT OR IGNORE INTO own_incarnation (id, incarnation, at_ns, creation_packet)
+         VALUES (1, ?1, ?2, ?3)",
+        params![incarnation.0.as_slice(), at_ns, creation_packet],
+    )
+    .map(drop)
+}
+
+/// Records the incarnation of `replica` that packets are accepted from
+/// (the first one seen; an existing record is kept).
+pub fn record_incarnation(
+    tx: &Transaction,
+    replica: &Id,
+    incarnation: &Id,
+    at_ns: i64,
+    packet: &str,
+) -> rusqlite::Result<()> {
+    family_tables(tx)?;
+    tx.execute(
+        "INSERT OR IGNORE INTO incarnations (replica, incarnation, at_ns, packet)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![
+            replica.0.as_slice(),
+            incarnation.0.as_slice(),
+            at_ns,
+            packet
+        ],
+    )
+    .map(drop)
+}
+
+/// Records a clone alarm about `replica` (once per packet).
+pub fn add_clone_alarm(tx: &Transaction, alarm: &CloneAlarm) -> rusqlite::Result<()> {
+    family_tables(tx)?;
+    let exists: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM clone_alarms WHERE replica = ?1 AND packet = ?2)",
+        params![alarm.replica.0.as_slice(), alarm.packet],
+        |row| row.get(0),
+    )?;
+    if exists {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO clone_alarms (replica, at_ns, packet, what) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            alarm.replica.0.as_slice(),
+            alarm.at_ns,
+            alarm.packet,
+            alarm.what
+        ],
+    )
+    .map(drop)
+}

@@ -103,6 +103,7 @@ pub fn export_creation(
         });
     }
     let me = replica.identity.replica_id;
+    let incarnation = replica.incarnation()?;
     let new_id = identity::random_id();
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).expect("the operating system's random source works");
@@ -261,6 +262,7 @@ pub fn export_creation(
             members,
             estimates,
         }),
+        incarnation: Some(incarnation),
     };
     let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)?;
     // The first thing written is where tests kill or pause a creation export.
@@ -1001,6 +1003,26 @@ fn materialize(
         }
         for (origin, epoch) in &checked.sender_row {
             state::set_epoch(tx, &header.sender.id, origin, *epoch)?;
+        }
+        // The sender's row is its confirmation of what it has, as in any
+        // packet; and each import of a creation packet makes a copy of its
+        // own, told apart by its incarnation (clone detection).
+        let packet_name = packet.parts()[0]
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let row: Vec<(Id, u64)> = checked.sender_row.iter().map(|(o, e)| (*o, *e)).collect();
+        state::note_confirmation(tx, &header.sender.id, &row, scanned_ns, &packet_name)?;
+        state::set_own_incarnation(tx, &identity::random_id(), scanned_ns, &packet_name)?;
+        if let Some(incarnation) = &header.incarnation {
+            state::record_incarnation(
+                tx,
+                &header.sender.id,
+                incarnation,
+                scanned_ns,
+                &packet_name,
+            )?;
         }
         for (member, row) in &checked.estimates {
             for (origin, epoch) in row {

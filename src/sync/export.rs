@@ -5,8 +5,18 @@
 //! believed to have of every origin; everything this replica has beyond
 //! that is sent, third replicas' operations included, so a hub forwards
 //! what passes through it. Afterwards the estimates are raised, as
-//! MultiSite does; a lost packet is repaired by lowering them with
-//! `chepoch` and exporting again.
+//! MultiSite does.
+//!
+//! Acknowledgements: every packet carries its sender's epoch row, which
+//! this replica keeps as that sibling's *confirmed* row
+//! (`state::note_confirmation`). What was sent (the estimate) but is not
+//! confirmed `resend_after` after it was sent is sent again by the next
+//! export to that sibling, if the sibling confirms at all (has sent this
+//! replica a packet: on a one-way link nothing ever confirms). A lost
+//! packet is so repaired without `chepoch`; [`Mode::ResendAll`] resends
+//! every unconfirmed operation at once, and [`Mode::AckOnly`] writes a
+//! packet with no operations, only this replica's row, for a sibling that
+//! has nothing else to send.
 //!
 //! Bytes: operations travel in the order this replica logged them (which
 //! respects causality). Content travels as chunks, each once, and never a
@@ -30,6 +40,44 @@ use crate::sync::chunks::{ChunkRead, LocalChunks};
 pub type AfterTarget<'a> = dyn Fn(&Member, &TargetExport) + 'a;
 
 pub type BeforeCommit<'a> = dyn Fn(&Member, &[WrittenPart]) -> Result<()> + 'a;
+
+/// What an export sends besides what the estimates say the target lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// What the target lacks, and again what it has not confirmed
+    /// `resend_after` after it was sent (siblings that confirm only).
+    #[default]
+    Normal,
+    /// What the target lacks, and again everything it has not confirmed,
+    /// now (`-resendall`).
+    ResendAll,
+    /// No operations: a packet carrying only this replica's epoch row, as
+    /// an acknowledgement (`-ack`).
+    AckOnly,
+}
+
+/// Why operations are sent again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResendReason {
+    /// Sent at `sent_ns` and still unconfirmed `after` later.
+    Unconfirmed {
+        sent_ns: i64,
+        after: crate::store::config::ResendAfter,
+    },
+    /// `-resendall` asked for it.
+    Asked,
+}
+
+/// Operations of one origin sent again to a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resend {
+    pub origin: Member,
+    /// The epochs sent again (`first..=last`): past the target's confirmed
+    /// epoch, up to what it was believed to have.
+    pub first: u64,
+    pub last: u64,
+    pub reason: ResendReason,
+}
 
 /// What to export and where.
 pub struct ExportRequest<'a> {
@@ -60,6 +108,8 @@ pub struct ExportRequest<'a> {
     /// Called as each target is done, in order, so that what was exported
     /// is reported even when a later target is interrupted or fails.
     pub after_target: Option<&'a AfterTarget<'a>>,
+    /// Resends and acknowledgements ([`Mode`]).
+    pub mode: Mode,
 }
 
 /// What was sent to one target.
@@ -77,6 +127,10 @@ pub struct ExportSummary {
     /// Set when the packet stops before the operations it should have
     /// ended with (see [`HeldBack`]).
     pub held_back: Option<HeldBack>,
+    /// Operations sent again, per origin, and why.
+    pub resent: Vec<Resend>,
+    /// A packet with no operations, only this replica's row ([`Mode::AckOnly`]).
+    pub ack_only: bool,
 }
 
 /// A file whose content was no longer what the scan recorded when the
@@ -181,11 +235,16 @@ fn export_to(
         .get(&me)
         .map(|row| row.iter().map(|(k, v)| (*k, *v)).collect())
         .unwrap_or_default();
-    let estimate = table.get(&target.replica).cloned().unwrap_or_default();
+    let mut estimate = table.get(&target.replica).cloned().unwrap_or_default();
+    let resent = match request.mode {
+        Mode::AckOnly => Vec::new(),
+        mode => plan_resend(replica, target, &own_row, &mut estimate, mode)?,
+    };
+    let ack_only = request.mode == Mode::AckOnly;
 
     let mut ranges = BTreeMap::new();
     let mut ops: Vec<(i64, Operation)> = Vec::new();
-    for (origin, &have) in &own_row {
+    for (origin, &have) in own_row.iter().filter(|_| !ack_only) {
         let believed = estimate.get(origin).copied().unwrap_or(0);
         if have > believed {
             ranges.insert(
@@ -198,7 +257,7 @@ fn export_to(
             ops.extend(replica.state().operations_between(origin, believed, have)?);
         }
     }
-    if ops.is_empty() {
+    if ops.is_empty() && !ack_only {
         return Ok(TargetExport::UpToDate);
     }
     ops.sort_by_key(|(position, _)| *position);
@@ -230,12 +289,15 @@ fn export_to(
         epoch_row: own_row.clone(),
         seals: crate::sync::seals::for_export(replica.state(), &ranges)?,
         creation: None,
+        incarnation: Some(replica.incarnation()?),
     };
     let write_dir = request.work_dir.unwrap_or(request.out_dir);
     let key = replica.signing_key()?.to_bytes();
     let mut writer = PacketWriter::create(write_dir, request.max_size, &key, meta)?;
     let mut summary = ExportSummary {
         sequence,
+        resent,
+        ack_only,
         ..ExportSummary::default()
     };
     let mut sent: HashSet<ChunkId> = HashSet::new();
@@ -442,6 +504,7 @@ fn record_sent(
     replica.state_mut().transaction(|tx| {
         for (origin, range) in ranges {
             state::raise_epoch(tx, target, origin, range.last)?;
+            state::note_sent(tx, target, origin, range.first, range.last, now)?;
         }
         state::log_packet(tx, "sent", target, packet_id, sequence, first_name, now)?;
         Ok(())
@@ -476,6 +539,71 @@ pub fn record_adopted(
         )?;
     }
     Ok(())
+}
+
+/// Lowers `estimate` (the target's row, in memory only) to what the target
+/// confirmed, for each origin whose unconfirmed operations are to be sent
+/// again: with [`Mode::ResendAll`] all of them; otherwise those sent
+/// `resend_after` ago or more, and only if the target has ever sent this
+/// replica a packet (a one-way link never confirms). The stored estimate
+/// is left alone: the export raises it again as it records what it sent.
+fn plan_resend(
+    replica: &Replica,
+    target: &Member,
+    own_row: &BTreeMap<Id, u64>,
+    estimate: &mut HashMap<Id, u64>,
+    mode: Mode,
+) -> Result<Vec<Resend>> {
+    let state = replica.state();
+    let confirmed = state
+        .confirmed_table()?
+        .remove(&target.replica)
+        .unwrap_or_default();
+    let after = replica.config.resend_after_for(&target.name);
+    let confirms = state.heard(&target.replica)?.is_some();
+    let now = crate::sys::clock::now_ns_for_waiting();
+    let members: HashMap<Id, Member> = replica
+        .members()?
+        .into_iter()
+        .map(|m| (m.replica, m))
+        .collect();
+    let mut resent = Vec::new();
+    for (origin, &have) in own_row {
+        let believed = estimate.get(origin).copied().unwrap_or(0).min(have);
+        let confirmed = confirmed.get(origin).map_or(0, |c| c.epoch);
+        if believed <= confirmed {
+            continue;
+        }
+        let reason = match mode {
+            Mode::ResendAll => ResendReason::Asked,
+            _ => {
+                let (Some(period), true) = (after.0, confirms) else {
+                    continue;
+                };
+                let Some(sent_ns) =
+                    state.oldest_unconfirmed_send(&target.replica, origin, confirmed)?
+                else {
+                    continue;
+                };
+                let waited = now.saturating_sub(sent_ns);
+                if waited < 0 || (waited as u128) < period.as_nanos() {
+                    continue;
+                }
+                ResendReason::Unconfirmed { sent_ns, after }
+            }
+        };
+        let Some(member) = members.get(origin) else {
+            continue;
+        };
+        estimate.insert(*origin, confirmed);
+        resent.push(Resend {
+            origin: member.clone(),
+            first: confirmed + 1,
+            last: believed,
+            reason,
+        });
+    }
+    Ok(resent)
 }
 
 /// Chunks the target will hold when it applies this packet, so they need

@@ -33,6 +33,12 @@ pub enum PacketOutcome {
     AlreadyApplied {
         files: Vec<PathBuf>,
     },
+    /// A packet with no changes, only its sender's epoch row (`-export
+    /// -ack`): noted as the sender's confirmation.
+    Acknowledged {
+        files: Vec<PathBuf>,
+        sender: String,
+    },
     /// Waits for earlier changes (or missing parts); left in place.
     Waiting {
         files: Vec<PathBuf>,
@@ -214,7 +220,15 @@ fn import_files(
                 why: crate::sync::epochs::missing_parts_note(&present, header.parts),
             });
         } else {
-            candidates.insert(id, parts);
+            // Before readiness: the other copy's packets would otherwise be
+            // "already applied", their changes silently lost.
+            let packet = first_file_name(&files);
+            match crate::sync::family::check_incarnation(replica, &header, &packet)? {
+                Some(why) => outcomes.push(PacketOutcome::Refused { files, why }),
+                None => {
+                    candidates.insert(id, parts);
+                }
+            }
         }
     }
 
@@ -233,8 +247,35 @@ fn import_files(
             let header = candidates[&id][0].header.as_ref().expect("header");
             match view.readiness(header) {
                 Readiness::Applied => {
+                    let header = header.clone();
                     let parts = candidates.remove(&id).expect("present");
                     let files: Vec<PathBuf> = parts.into_iter().map(|e| e.path).collect();
+                    // Nothing to apply, but its sender's row confirms what
+                    // the sender has (an acknowledgement, or a resend that
+                    // crossed this replica's own), once per packet.
+                    if !replica.state().packet_logged(&header.packet_id)? {
+                        match acknowledge(replica, &files) {
+                            Ok(sender) if header.epoch_ranges.is_empty() => {
+                                let removal = remove_if(request.remove, &files);
+                                outcomes.push(PacketOutcome::Acknowledged { files, sender });
+                                outcomes.extend(removal);
+                                continue;
+                            }
+                            Ok(_) => {}
+                            Err(Error::Packet(err)) => {
+                                outcomes.push(PacketOutcome::Refused {
+                                    files,
+                                    why: refusal_of(err),
+                                });
+                                continue;
+                            }
+                            Err(Error::Refused(why)) => {
+                                outcomes.push(PacketOutcome::Refused { files, why });
+                                continue;
+                            }
+                            Err(err) => return Err(err),
+                        }
+                    }
                     let removal = remove_if(request.remove, &files);
                     outcomes.push(PacketOutcome::AlreadyApplied { files });
                     outcomes.extend(removal);
@@ -283,7 +324,8 @@ fn import_files(
     for (parts, why) in failed {
         let header = parts[0].header.clone().expect("header");
         let files: Vec<PathBuf> = parts.into_iter().map(|e| e.path).collect();
-        if view.readiness(&header) == Readiness::Applied {
+        let cloned = matches!(why, Refusal::Cloned { .. });
+        if !cloned && view.readiness(&header) == Readiness::Applied {
             let removal = remove_if(request.remove, &files);
             outcomes.push(PacketOutcome::AlreadyApplied { files });
             outcomes.extend(removal);
@@ -322,12 +364,18 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         .remove(&me)
         .unwrap_or_default();
     let mut ops: Vec<Operation> = Vec::new();
+    let first_name = first_file_name(files);
     for op in packet.operations() {
         let op = op?;
         // Echoes of this replica's own operations and duplicates are
-        // skipped; the engine checks the rest for gaps.
+        // skipped, once found the same as this replica's (else two copies
+        // of their origin are in use); the engine checks the rest for gaps.
         if op.epoch > own.get(&op.origin).copied().unwrap_or(0) {
             ops.push(op);
+        } else if let Some(refusal) =
+            crate::sync::family::check_duplicates(replica, std::slice::from_ref(&op), &first_name)?
+        {
+            return Err(Error::Refused(refusal));
         }
     }
     // What anyone can hold of each origin: what this replica has, or what
@@ -351,10 +399,6 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         &keys,
     )?;
     let mut chunks = PacketChunks::new(&packet);
-    let first_name = files[0]
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let sequence = header
         .targets
         .iter()
@@ -378,6 +422,72 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
     )?;
     crate::sys::testhook::crash_point("import-after-commit");
     Ok((sender, report))
+}
+
+/// The first file of a packet, by name, as the packet log keeps it.
+fn first_file_name(files: &[PathBuf]) -> String {
+    files
+        .first()
+        .and_then(|f| f.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Notes a verified packet that brings nothing new (an acknowledgement,
+/// or operations this replica has) as its sender's confirmation: raises
+/// the sender's estimate to its row, keeps the row as confirmed, and logs
+/// the packet as received, in one transaction. Its operations are checked
+/// against this replica's own copies first (clone detection). Returns the
+/// sender's name.
+fn acknowledge(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<String> {
+    let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
+    let mut parts = Vec::new();
+    for file in files {
+        parts.push(verify_packet(file, &keys)?);
+    }
+    let packet = LogicalPacket::assemble(parts)?;
+    let header = packet.header().clone();
+    let sender = check_sender(&replica.members()?, &header)?;
+    let me = replica.identity.replica_id;
+    let own = replica
+        .state()
+        .epoch_table()?
+        .remove(&me)
+        .unwrap_or_default();
+    let first_name = first_file_name(files);
+    for op in packet.operations() {
+        let op = op?;
+        if let Some(refusal) =
+            crate::sync::family::check_duplicates(replica, std::slice::from_ref(&op), &first_name)?
+        {
+            return Err(Error::Refused(refusal));
+        }
+    }
+    let known: BTreeMap<Id, u64> = own.iter().map(|(o, e)| (*o, *e)).collect();
+    let row: Vec<(Id, u64)> = cap_row(&header.epoch_row, &known).into_iter().collect();
+    let sequence = header
+        .targets
+        .iter()
+        .find(|t| t.id == me)
+        .map_or(0, |t| t.seq);
+    let at_ns = crate::sys::clock::now_ns();
+    replica.state_mut().transaction(|tx| {
+        for (origin, epoch) in &row {
+            crate::store::state::raise_epoch(tx, &header.sender.id, origin, *epoch)?;
+        }
+        crate::store::state::note_confirmation(tx, &header.sender.id, &row, at_ns, &first_name)?;
+        crate::store::state::log_packet(
+            tx,
+            "received",
+            &header.sender.id,
+            &header.packet_id,
+            sequence,
+            &first_name,
+            at_ns,
+        )?;
+        Ok(())
+    })?;
+    Ok(sender)
 }
 
 /// An epoch row a packet states (its sender's, or an estimate of another

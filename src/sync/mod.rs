@@ -9,6 +9,7 @@ pub mod creation;
 mod creation_check;
 pub mod epochs;
 pub mod export;
+pub mod family;
 pub mod import;
 pub mod packets;
 pub mod record;

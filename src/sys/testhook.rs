@@ -26,6 +26,21 @@
 //! can act out a case- or normalisation-folding filesystem (exFAT, vfat,
 //! APFS) on the ones they have. Nothing is cached from it.
 
+/// A clock moved forward, for the tests of waiting periods (automatic
+/// resend after `resend_after`): `SYNCREPLICA_TEST_CLOCK_SHIFT` holds
+/// whole seconds added to the time those decisions take as now
+/// ([`crate::sys::clock::now_ns_for_waiting`]), so a test need not sleep.
+/// Nothing else sees it: file and operation times stay true.
+pub const CLOCK_SHIFT_VAR: &str = "SYNCREPLICA_TEST_CLOCK_SHIFT";
+
+/// [`CLOCK_SHIFT_VAR`] in nanoseconds; 0 when unset or not a number.
+pub fn clock_shift_ns() -> i64 {
+    std::env::var(CLOCK_SHIFT_VAR)
+        .ok()
+        .and_then(|text| text.trim().parse::<i64>().ok())
+        .map_or(0, |secs| secs.saturating_mul(1_000_000_000))
+}
+
 /// The environment variable naming the point to abort at.
 pub const CRASH_AT_VAR: &str = "SYNCREPLICA_TEST_CRASH_AT";
 

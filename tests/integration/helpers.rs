@@ -599,6 +599,7 @@ pub fn forge_with_content(
         epoch_row: [(origin, have + count)].into(),
         seals: vec![seal],
         creation: None,
+        incarnation: None,
     };
     tweak(&mut meta);
     let mut writer = PacketWriter::create(out, 1 << 20, &key_of(who.signer), meta).unwrap();
@@ -804,6 +805,8 @@ pub fn forge_creation(
         epoch_row: header.epoch_row.clone(),
         seals,
         creation,
+        // A forger copies what the genuine header says.
+        incarnation: header.incarnation,
     };
     tweak(&mut meta);
     let mut writer = PacketWriter::create(out, 1 << 20, &signer.to_bytes(), meta).unwrap();

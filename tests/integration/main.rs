@@ -8,6 +8,7 @@ mod architecture;
 mod case_folding;
 mod convergence;
 mod excludes;
+mod family;
 mod foundation;
 mod hostile;
 mod interrupted;

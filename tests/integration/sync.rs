@@ -834,6 +834,7 @@ fn a_file_changed_after_the_scan_is_left_for_the_next_export_and_nothing_is_writ
         before_commit: None,
         stop: &syncreplica::sync::StopFlag::new(),
         after_target: None,
+        mode: Default::default(),
     };
     let results = export_updates(&mut alpha, &request).unwrap();
     // Its only change needs that content: no packet, the file named.

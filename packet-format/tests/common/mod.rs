@@ -90,6 +90,7 @@ pub fn meta(kind: PacketKind) -> PacketMeta {
         epoch_row: BTreeMap::from([(sender_id(), 1000), (target_id(), 17)]),
         seals: Vec::new(),
         creation,
+        incarnation: Some(Id([0xd4; 16])),
     }
 }
 

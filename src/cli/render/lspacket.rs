@@ -89,6 +89,8 @@ pub fn render_json(exam: &Examination, view: Option<&LocalView>) -> serde_json::
             json!(format!("{}.{}", header.version.major, header.version.minor));
         value["targets"] = json!(targets);
         value["epoch_ranges"] = json!(ranges);
+        // The sender copy's incarnation (format 2.1; clone detection).
+        value["sender_incarnation"] = json!(header.incarnation.map(|id| id.to_hex()));
     }
     value
 }

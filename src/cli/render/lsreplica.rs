@@ -1,85 +1,283 @@
 //! `lsreplica`: the family's members as this replica knows them.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
+use serde::Serialize;
+
 use crate::error::{printable, Result};
+use crate::ops::Id;
 use crate::replica::Replica;
 use crate::store::identity;
+use crate::store::state::PacketLogEntry;
+use crate::sys::clock::{format_time_ns, rfc3339_ns};
 
-/// Renders the member listing. `long` adds the packet log and epoch rows.
-pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
+/// Version of the JSON listing's shape; raised when a field changes meaning
+/// or goes (new fields may be added without it).
+pub const JSON_VERSION: u32 = 1;
+
+/// `lsreplica -fmt json`.
+#[derive(Debug, Serialize)]
+pub struct MemberList {
+    pub version: u32,
+    pub family: String,
+    pub family_id: String,
+    pub members: Vec<MemberInfo>,
+}
+
+/// One member.
+#[derive(Debug, Serialize)]
+pub struct MemberInfo {
+    pub name: String,
+    pub replica_id: String,
+    pub key_fingerprint: String,
+    /// 64 hex digits (what a relay host's shipping.toml lists).
+    pub public_key: String,
+    pub this_replica: bool,
+    pub last_sent: Option<PacketInfo>,
+    pub last_received: Option<PacketInfo>,
+    /// When this replica last received a packet from it (its epoch row
+    /// came with it), RFC 3339 UTC.
+    pub last_heard: Option<String>,
+    /// Changes sent to it (or believed held by it) that it has not
+    /// confirmed having: per origin, the epochs past its confirmed row up
+    /// to the estimate.
+    pub unconfirmed: Vec<Unconfirmed>,
+    /// Its epoch row as this replica has it (exact for this replica,
+    /// estimates for the others), by origin name.
+    pub epoch_row: BTreeMap<String, u64>,
+    /// Clone alarms raised here about it (see syncreplica -import).
+    pub clone_alarms: Vec<AlarmInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PacketInfo {
+    pub file: String,
+    pub sequence: u64,
+    pub at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Unconfirmed {
+    pub origin: String,
+    pub first: u64,
+    pub last: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlarmInfo {
+    pub at: String,
+    pub packet: String,
+    pub what: String,
+}
+
+fn packet_info(entry: Option<PacketLogEntry>) -> Option<PacketInfo> {
+    entry.map(|p| PacketInfo {
+        file: p.file_name,
+        sequence: p.sequence,
+        at: rfc3339_ns(p.at_ns),
+    })
+}
+
+/// The member listing as data.
+pub fn members(replica: &Replica) -> Result<MemberList> {
     let me = replica.identity.replica_id;
+    let state = replica.state();
     let members = replica.members()?;
-    let table = replica.state().epoch_table()?;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Family \"{}\" (family id {}), {} member{}:",
-        replica.identity.family_name,
-        replica.identity.family_id,
-        members.len(),
-        if members.len() == 1 { "" } else { "s" }
-    );
-    let width = members.iter().map(|m| m.name.len()).max().unwrap_or(0);
+    let table = state.epoch_table()?;
+    let confirmed = state.confirmed_table()?;
+    let alarms = state.clone_alarms()?;
+    let names: HashMap<Id, String> = members
+        .iter()
+        .map(|m| (m.replica, m.name.clone()))
+        .collect();
+    let mut list = Vec::new();
     for member in &members {
-        let local = if member.replica == me {
-            " (this replica)"
-        } else {
-            ""
-        };
-        let fingerprint = identity::fingerprint(&member.public_key);
-        if !long {
-            let _ = writeln!(
-                out,
-                "  {:<width$}  key {fingerprint}{local}",
-                printable(&member.name)
-            );
-            continue;
-        }
-        let _ = writeln!(out, "replica \"{}\"{local}", printable(&member.name));
-        let _ = writeln!(out, "  replica id:        {}", member.replica);
-        let _ = writeln!(out, "  key fingerprint:   {fingerprint}");
-        // The key itself, for a relay host's shipping.toml `trusted_keys`.
-        let _ = writeln!(
-            out,
-            "  public key:        {}",
-            hex::encode(member.public_key)
-        );
-        if member.replica != me {
-            for (label, direction) in [
-                ("last sent:        ", "sent"),
-                ("last received:    ", "received"),
-            ] {
-                let text = match replica.state().last_packet(direction, &member.replica)? {
-                    Some(p) => format!(
-                        "{} (sequence {}, {})",
-                        // A packet file's name, from elsewhere (a bay).
-                        printable(&p.file_name),
-                        p.sequence,
-                        crate::sys::clock::format_time_ns(p.at_ns)
-                    ),
-                    None => "none".into(),
-                };
-                let _ = writeln!(out, "  {label} {text}");
-            }
-        }
+        let own = member.replica == me;
         let row = table.get(&member.replica);
-        let entries: Vec<String> = members
+        let epoch_row: BTreeMap<String, u64> = members
             .iter()
             .map(|origin| {
                 let epoch = row
                     .and_then(|r| r.get(&origin.replica))
                     .copied()
                     .unwrap_or(0);
+                (origin.name.clone(), epoch)
+            })
+            .collect();
+        let mut unconfirmed = Vec::new();
+        if !own {
+            let confirmed = confirmed.get(&member.replica);
+            for origin in &members {
+                let estimate = row
+                    .and_then(|r| r.get(&origin.replica))
+                    .copied()
+                    .unwrap_or(0);
+                let have = confirmed
+                    .and_then(|c| c.get(&origin.replica))
+                    .map_or(0, |c| c.epoch);
+                if estimate > have {
+                    unconfirmed.push(Unconfirmed {
+                        origin: names[&origin.replica].clone(),
+                        first: have + 1,
+                        last: estimate,
+                    });
+                }
+            }
+        }
+        list.push(MemberInfo {
+            name: member.name.clone(),
+            replica_id: member.replica.to_hex(),
+            key_fingerprint: identity::fingerprint(&member.public_key),
+            public_key: hex::encode(member.public_key),
+            this_replica: own,
+            last_sent: packet_info(if own {
+                None
+            } else {
+                state.last_packet("sent", &member.replica)?
+            }),
+            last_received: packet_info(if own {
+                None
+            } else {
+                state.last_packet("received", &member.replica)?
+            }),
+            last_heard: state.heard(&member.replica)?.map(|h| rfc3339_ns(h.at_ns)),
+            unconfirmed,
+            epoch_row,
+            clone_alarms: alarms
+                .iter()
+                .filter(|a| a.replica == member.replica)
+                .map(|a| AlarmInfo {
+                    at: rfc3339_ns(a.at_ns),
+                    packet: a.packet.clone(),
+                    what: a.what.clone(),
+                })
+                .collect(),
+        });
+    }
+    Ok(MemberList {
+        version: JSON_VERSION,
+        family: replica.identity.family_name.clone(),
+        family_id: replica.identity.family_id.to_hex(),
+        members: list,
+    })
+}
+
+/// Renders the member listing. `long` adds the packet log, what each
+/// sibling has not confirmed, and the epoch rows.
+pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
+    let me = replica.identity.replica_id;
+    let state = replica.state();
+    let listing = members(replica)?;
+    let mut out = String::new();
+    let count = listing.members.len();
+    let _ = writeln!(
+        out,
+        "Family \"{}\" (family id {}), {} member{}:",
+        replica.identity.family_name,
+        replica.identity.family_id,
+        count,
+        if count == 1 { "" } else { "s" }
+    );
+    let width = listing
+        .members
+        .iter()
+        .map(|m| m.name.len())
+        .max()
+        .unwrap_or(0);
+    for member in &listing.members {
+        let local = if member.this_replica {
+            " (this replica)"
+        } else {
+            ""
+        };
+        let cloned = if member.clone_alarms.is_empty() {
+            ""
+        } else {
+            " CLONED: two copies of it are in use (lsreplica -long)"
+        };
+        if !long {
+            let _ = writeln!(
+                out,
+                "  {:<width$}  key {}{local}{cloned}",
+                printable(&member.name),
+                member.key_fingerprint
+            );
+            continue;
+        }
+        let _ = writeln!(out, "replica \"{}\"{local}", printable(&member.name));
+        let _ = writeln!(out, "  replica id:        {}", member.replica_id);
+        let _ = writeln!(out, "  key fingerprint:   {}", member.key_fingerprint);
+        // The key itself, for a relay host's shipping.toml `trusted_keys`.
+        let _ = writeln!(out, "  public key:        {}", member.public_key);
+        let id = Id::from_hex(&member.replica_id).unwrap_or(Id([0; 16]));
+        if id != me {
+            for (label, direction) in [
+                ("last sent:        ", "sent"),
+                ("last received:    ", "received"),
+            ] {
+                let text = match state.last_packet(direction, &id)? {
+                    Some(p) => format!(
+                        "{} (sequence {}, {})",
+                        // A packet file's name, from elsewhere (a bay).
+                        printable(&p.file_name),
+                        p.sequence,
+                        format_time_ns(p.at_ns)
+                    ),
+                    None => "none".into(),
+                };
+                let _ = writeln!(out, "  {label} {text}");
+            }
+            let heard = match state.heard(&id)? {
+                Some(h) => format_time_ns(h.at_ns),
+                None => "never (nothing it has is confirmed; no automatic resend to it)".into(),
+            };
+            let _ = writeln!(out, "  last heard from:   {heard}");
+            let unconfirmed = if member.unconfirmed.is_empty() {
+                "nothing".to_string()
+            } else {
+                let total: u64 = member
+                    .unconfirmed
+                    .iter()
+                    .map(|u| u.last - u.first + 1)
+                    .sum();
+                let ranges: Vec<String> = member
+                    .unconfirmed
+                    .iter()
+                    .map(|u| format!("{} {}-{}", printable(&u.origin), u.first, u.last))
+                    .collect();
+                format!(
+                    "{total} change{} ({})",
+                    if total == 1 { "" } else { "s" },
+                    ranges.join(", ")
+                )
+            };
+            let _ = writeln!(out, "  unconfirmed:       {unconfirmed}");
+        }
+        // In member order, as the family lists them.
+        let entries: Vec<String> = listing
+            .members
+            .iter()
+            .map(|origin| {
+                let epoch = member.epoch_row.get(&origin.name).copied().unwrap_or(0);
                 format!("{}={epoch}", printable(&origin.name))
             })
             .collect();
-        let kind = if member.replica == me {
+        let kind = if member.this_replica {
             "exact"
         } else {
             "estimate"
         };
         let _ = writeln!(out, "  epoch row ({kind}): {}", entries.join(" "));
+        for alarm in &member.clone_alarms {
+            let _ = writeln!(
+                out,
+                "  CLONED (alarm of {}, packet {}): {}",
+                alarm.at,
+                printable(&alarm.packet),
+                printable(&alarm.what)
+            );
+        }
     }
     Ok(out)
 }

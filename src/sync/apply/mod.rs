@@ -603,6 +603,15 @@ fn commit(
             for (origin, epoch) in &receipt.epoch_row {
                 state::raise_epoch(tx, &receipt.sender, origin, *epoch)?;
             }
+            // And keep it as what the sender confirmed having, so that
+            // exports to it resend only what it lacks (`crate::sync::export`).
+            state::note_confirmation(
+                tx,
+                &receipt.sender,
+                &receipt.epoch_row,
+                receipt.at_ns,
+                &receipt.file_name,
+            )?;
             for seal in &receipt.seals {
                 state::put_seal(tx, seal)?;
             }

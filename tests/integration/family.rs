@@ -1,0 +1,415 @@
+//! A family that heals itself (issue 13): acknowledgements, automatic
+//! resend of what a sibling never confirmed, `-resendall`, `-ack`, and
+//! clone detection (two copies of one replica; an ambiguous creation
+//! folder). Waiting periods use the test clock
+//! (`SYNCREPLICA_TEST_CLOCK_SHIFT`), never sleeps.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
+
+use crate::helpers::*;
+
+/// `syncreplica -export -out OUT TARGET` at `root`, with the clock of
+/// waiting decisions `shift_secs` ahead.
+fn export_later(root: &Path, out: &Path, target: &str, shift_secs: u64) -> Run {
+    let output = Command::new(binary_path("syncreplica"))
+        .args([
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            out.as_os_str(),
+            target.as_ref(),
+        ])
+        .current_dir(root)
+        .env("SYNCREPLICA_TEST_CLOCK_SHIFT", shift_secs.to_string())
+        .output()
+        .unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Sets `resend_after` in the replica's config.toml.
+fn set_resend_after(root: &Path, value: &str) {
+    let path = root.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace(
+        "resend_after = \"7d\"",
+        &format!("resend_after = \"{value}\""),
+    );
+    assert!(text.contains(&format!("resend_after = \"{value}\"")));
+    std::fs::write(&path, text).unwrap();
+}
+
+fn read(root: &Path, path: &str) -> String {
+    std::fs::read_to_string(root.join(path)).unwrap()
+}
+
+/// `-export -ack` from `from` to `to`, imported at `to`.
+fn acknowledge(fam: &Family, from: &str, to: &str, label: &str) -> Run {
+    let out = fam.packet_dir(label);
+    let run = export_to(&fam.root(from), &out, &[to], &["-ack"]).ok();
+    assert!(
+        run.stdout.contains("Wrote an acknowledgement"),
+        "{}",
+        run.stdout
+    );
+    import_from(&fam.root(to), &[&out]).ok()
+}
+
+fn lsepoch_json(root: &Path) -> serde_json::Value {
+    let run = run(root, "lsepoch", ["-fmt", "json"]).ok();
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+fn lsreplica_json(root: &Path) -> serde_json::Value {
+    let run = run(root, "lsreplica", ["-fmt", "json"]).ok();
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+/// The confirmed epoch of `origin` in `row`, as lsepoch -fmt json says.
+fn confirmed(root: &Path, row: &str, origin: &str) -> Option<u64> {
+    let table = lsepoch_json(root);
+    assert_eq!(table["version"], 1);
+    let row = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["replica"] == row)
+        .unwrap()
+        .clone();
+    let cell = row["origins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["origin"] == origin)
+        .unwrap()
+        .clone();
+    cell["confirmed"].as_u64()
+}
+
+#[test]
+fn a_lost_packet_is_resent_after_resend_after_without_chepoch() {
+    let fam = family(&["boston", "lambik"], &[("a.txt", "one")]);
+    let boston = fam.root("boston");
+    let lambik = fam.root("lambik");
+    set_resend_after(&boston, "1h");
+    // lambik confirms what it has: boston now knows it answers.
+    let acked = acknowledge(&fam, "lambik", "boston", "hello");
+    assert!(
+        acked.stdout.contains("Acknowledgement from lambik"),
+        "{}",
+        acked.stdout
+    );
+    let before = confirmed(&boston, "lambik", "boston").unwrap();
+
+    write(&boston, "a.txt", "two");
+    let lost = fam.packet_dir("lost");
+    export_to(&boston, &lost, &["lambik"], &[]).ok();
+    // The packet is lost on the way. Within resend_after nothing goes again.
+    let soon = fam.packet_dir("soon");
+    let run = export_later(&boston, &soon, "lambik", 30 * 60).ok();
+    assert!(run.stdout.contains("lacks nothing"), "{}", run.stdout);
+    assert!(packet_files(&soon).is_empty());
+
+    // Past resend_after, unconfirmed: resent, and the export says why.
+    let later = fam.packet_dir("later");
+    let run = export_later(&boston, &later, "lambik", 2 * 3600).ok();
+    assert!(
+        run.stdout
+            .contains("Resending to lambik 1 change of boston"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("resend_after = 1h"), "{}", run.stdout);
+    import_from(&lambik, &[&later]).ok();
+    assert_eq!(read(&lambik, "a.txt"), "two");
+
+    // lambik's next packet confirms it: nothing is resent any more.
+    acknowledge(&fam, "lambik", "boston", "thanks");
+    assert_eq!(
+        confirmed(&boston, "lambik", "boston"),
+        Some(before + 1),
+        "the acknowledgement confirms the resent change"
+    );
+    let again = fam.packet_dir("again");
+    let run = export_later(&boston, &again, "lambik", 4 * 3600).ok();
+    assert!(run.stdout.contains("lacks nothing"), "{}", run.stdout);
+    assert!(packet_files(&again).is_empty());
+}
+
+#[test]
+fn no_automatic_resend_on_a_one_way_link_but_resendall_resends() {
+    let fam = family(&["boston", "lambik"], &[("a.txt", "one")]);
+    let boston = fam.root("boston");
+    let lambik = fam.root("lambik");
+    write(&boston, "a.txt", "two");
+    let lost = fam.packet_dir("lost");
+    export_to(&boston, &lost, &["lambik"], &[]).ok();
+    // lambik never sends anything back: nothing confirms, nothing is
+    // resent by itself, even long after the default 7 days.
+    let later = fam.packet_dir("later");
+    let waited = export_later(&boston, &later, "lambik", 30 * 24 * 3600).ok();
+    assert!(waited.stdout.contains("lacks nothing"), "{}", waited.stdout);
+    let listing = run(&boston, "lsreplica", ["-long"]).ok().stdout;
+    assert!(listing.contains("last heard from:   never"), "{listing}");
+
+    let now = fam.packet_dir("now");
+    let resent = export_to(&boston, &now, &["lambik"], &["-resendall"]).ok();
+    assert!(
+        resent.stdout.contains("Resending to lambik"),
+        "{}",
+        resent.stdout
+    );
+    assert!(resent.stdout.contains("-resendall"), "{}", resent.stdout);
+    let imported = import_from(&lambik, &[&now]).ok();
+    assert!(
+        imported.stdout.contains("Applied packet from boston"),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(read(&lambik, "a.txt"), "two");
+}
+
+#[test]
+fn an_ack_confirms_and_the_listings_show_it() {
+    let fam = family(&["boston", "lambik"], &[("a.txt", "one")]);
+    let boston = fam.root("boston");
+    write(&boston, "b.txt", "new");
+    fam.send("boston", "lambik", "update");
+    let own = own_epoch(&boston);
+    assert_eq!(epoch_in_row(&boston, "lambik", "boston"), own);
+    assert_eq!(
+        confirmed(&boston, "lambik", "boston"),
+        None,
+        "lambik never sent boston a packet"
+    );
+    let members = lsreplica_json(&boston);
+    assert_eq!(members["version"], 1);
+    let lambik = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "lambik")
+        .unwrap()
+        .clone();
+    assert_eq!(lambik["unconfirmed"][0]["origin"], "boston");
+    assert_eq!(lambik["unconfirmed"][0]["first"], 1);
+    assert_eq!(lambik["unconfirmed"][0]["last"], own);
+    assert!(lambik["last_heard"].is_null());
+
+    acknowledge(&fam, "lambik", "boston", "ack");
+    assert_eq!(confirmed(&boston, "lambik", "boston"), Some(own));
+    let members = lsreplica_json(&boston);
+    let lambik = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "lambik")
+        .unwrap()
+        .clone();
+    assert_eq!(lambik["unconfirmed"].as_array().unwrap().len(), 0);
+    assert!(lambik["last_heard"].is_string());
+    let text = run(&boston, "lsepoch", ["lambik"]).ok().stdout;
+    assert!(text.contains(&format!("confirmed {own} on")), "{text}");
+    let long = run(&boston, "lsreplica", ["-long"]).ok().stdout;
+    assert!(long.contains("unconfirmed:       nothing"), "{long}");
+    // An acknowledgement imported again is already applied.
+    let again = import_from(&boston, &[&fam.packet_dir("ack")]).ok();
+    assert!(again.stdout.contains("Already applied"), "{}", again.stdout);
+}
+
+#[test]
+fn resend_after_per_sibling_overrides_the_global_value() {
+    let fam = family(&["boston", "lambik"], &[("a.txt", "one")]);
+    let boston = fam.root("boston");
+    set_resend_after(&boston, "1h");
+    let config = boston.join(".syncreplica/config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[siblings.lambik]\nresend_after = \"never\"\n");
+    std::fs::write(&config, text).unwrap();
+    acknowledge(&fam, "lambik", "boston", "hello");
+    write(&boston, "a.txt", "two");
+    export_to(&boston, &fam.packet_dir("lost"), &["lambik"], &[]).ok();
+    let later = fam.packet_dir("later");
+    let run = export_later(&boston, &later, "lambik", 365 * 24 * 3600).ok();
+    assert!(run.stdout.contains("lacks nothing"), "{}", run.stdout);
+
+    // A value that is no period is refused, naming the file and the line.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("resend_after = \"never\"", "resend_after = \"soon\"");
+    std::fs::write(&config, text).unwrap();
+    let refused = export_to(&boston, &later, &["lambik"], &[]).fails_with(1);
+    assert!(refused.stderr.contains("config.toml"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("\"soon\" is not a period"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// Two replicas made from one creation packet.
+fn twins(fam: &Family) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let boston = fam.root("boston");
+    let creation = fam.packet_dir("creation");
+    mkreplica_export(&boston, &creation, "lambik").ok();
+    let first = fam.root("lambik");
+    let second = fam.root("lambik-twin");
+    for root in [&first, &second] {
+        run(
+            fam.dir.path(),
+            "mkreplica",
+            [
+                OsStr::new("-import"),
+                "-replica".as_ref(),
+                root.as_os_str(),
+                creation.as_os_str(),
+            ],
+        )
+        .ok();
+    }
+    (boston, first, second)
+}
+
+#[test]
+fn a_twin_is_refused_with_nothing_lost_at_the_parent() {
+    let fam = family(&["boston"], &[("a.txt", "one")]);
+    let (boston, first, second) = twins(&fam);
+    write(&first, "first.txt", "from the first copy");
+    write(&second, "second.txt", "from the second copy");
+    fam.send("lambik", "boston", "first");
+    assert_eq!(read(&boston, "first.txt"), "from the first copy");
+
+    let out = fam.packet_dir("second");
+    export_to(&second, &out, &["boston"], &[]).ok();
+    let tree_before = tree_listing(&boston);
+    let refused = import_from(&boston, &[&out]).fails_with(1);
+    assert!(
+        refused.stderr.contains("replica \"lambik\" is cloned"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("creation packet repl_boston_"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("mkreplica -export"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stdout.contains("Already applied"),
+        "{}",
+        refused.stdout
+    );
+    // Nothing lost: the parent's tree as it was, the refused packet kept.
+    assert_eq!(tree_listing(&boston), tree_before);
+    assert!(!boston.join("second.txt").exists());
+    assert_eq!(packet_files(&out).len(), 1);
+    let listing = run(&boston, "lsreplica", Vec::<&str>::new()).ok().stdout;
+    assert!(
+        listing.contains("lambik") && listing.contains("CLONED"),
+        "{listing}"
+    );
+    let long = run(&boston, "lsreplica", ["-long"]).ok().stdout;
+    assert!(long.contains("CLONED (alarm of"), "{long}");
+    let members = lsreplica_json(&boston);
+    let alarms = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "lambik")
+        .unwrap()["clone_alarms"]
+        .clone();
+    assert_eq!(alarms.as_array().unwrap().len(), 1, "{alarms}");
+    // The first copy goes on being accepted.
+    write(&first, "first.txt", "again");
+    fam.send("lambik", "boston", "first-again");
+    assert_eq!(read(&boston, "first.txt"), "again");
+}
+
+#[test]
+fn a_twin_relayed_by_a_sibling_is_refused_for_its_other_change() {
+    let fam = family(&["boston", "carol"], &[("a.txt", "one")]);
+    let (boston, first, second) = twins(&fam);
+    let carol = fam.root("carol");
+    // carol learns of lambik.
+    fam.send("boston", "carol", "introduce");
+    // Each copy makes its change number 1.., one heard by boston, the other
+    // by carol; carol passes its copy's on to boston.
+    write(&first, "first.txt", "first");
+    write(&second, "second.txt", "second");
+    fam.send("lambik", "boston", "first");
+    let out = fam.packet_dir("to-carol");
+    export_to(&second, &out, &["carol"], &[]).ok();
+    import_from(&carol, &[&out]).ok();
+    let relay = fam.packet_dir("relay");
+    export_to(&carol, &relay, &["boston"], &[]).ok();
+    let tree_before = tree_listing(&boston);
+    let refused = import_from(&boston, &[&relay]).fails_with(1);
+    assert!(
+        refused.stderr.contains("replica \"lambik\" is cloned"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("different change"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(tree_listing(&boston), tree_before);
+}
+
+#[test]
+fn mkreplica_import_refuses_a_folder_with_two_creation_packets() {
+    let fam = family(&["boston"], &[("a.txt", "one")]);
+    let boston = fam.root("boston");
+    let creation = fam.packet_dir("creation");
+    mkreplica_export(&boston, &creation, "lambik").ok();
+    mkreplica_export(&boston, &creation, "carol").ok();
+    let target = fam.root("new");
+    let refused = run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            target.as_os_str(),
+            creation.as_os_str(),
+        ],
+    )
+    .fails_with(1);
+    assert!(refused.stderr.contains("ambiguous"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("\"lambik\""), "{}", refused.stderr);
+    assert!(refused.stderr.contains("\"carol\""), "{}", refused.stderr);
+    assert!(!target.exists(), "nothing created");
+
+    // Named by its file, one is used, and the command says which.
+    let packet = packet_files(&creation)
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("_carol"))
+        .unwrap();
+    let made = run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            target.as_os_str(),
+            "-key".as_ref(),
+            creation.join("carol.key").as_os_str(),
+            packet.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(
+        made.stdout.contains("Used the creation packet") && made.stdout.contains("\"carol\""),
+        "{}",
+        made.stdout
+    );
+}
