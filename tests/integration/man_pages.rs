@@ -350,3 +350,159 @@ fn the_systemd_unit_verifies_and_its_command_line_parses() {
     assert!(unit.contains("ReadWritePaths=/var/spool/syncreplica"));
     assert!(root.join("var/spool/syncreplica").is_dir());
 }
+
+/// A value for a placeholder of a synopsis, by its name.
+fn sample_value(placeholder: &str) -> String {
+    let name = placeholder.trim_end_matches('…');
+    match name {
+        "SIZE" => "50m".into(),
+        "WHEN" => "7d".into(),
+        "SECS" => "60".into(),
+        "ADDR" => "127.0.0.1:7421".into(),
+        "HEX" => "ab".repeat(32),
+        "ORIGIN=EPOCH" => "boston=3".into(),
+        "CLASS" => "default".into(),
+        "TEXT" => "a comment".into(),
+        "FAMILY" => "projects".into(),
+        "DIR" | "PACKET_OR_DIR" | "FILE" | "PACKET" | "ORDER" => "/media/usb".into(),
+        _ => "ship".into(),
+    }
+}
+
+/// The argument lists a synopsis stands for: optional parts included,
+/// `{a | b}` once per alternative, `…` (repetition) once, placeholders
+/// given sample values.
+fn expand_synopsis(synopsis: &str) -> Vec<Vec<String>> {
+    let text = synopsis.replace("\\|", "|");
+    // Alternatives of the first brace group, each expanded on its own.
+    if let (Some(open), Some(close)) = (text.find('{'), text.find('}')) {
+        return text[open + 1..close]
+            .split('|')
+            .flat_map(|choice| {
+                expand_synopsis(&format!(
+                    "{}{}{}",
+                    &text[..open],
+                    choice.trim(),
+                    &text[close + 1..]
+                ))
+            })
+            .collect();
+    }
+    // Of a bracketed `a | b`, the first.
+    let mut flat = String::new();
+    let mut rest = text.as_str();
+    while let Some(open) = rest.find('[') {
+        let close = open + rest[open..].find(']').expect("brackets are balanced");
+        flat.push_str(&rest[..open]);
+        flat.push_str(rest[open + 1..close].split('|').next().unwrap().trim());
+        rest = &rest[close + 1..];
+    }
+    flat.push_str(rest);
+    let words: Vec<String> = flat
+        .split_whitespace()
+        .filter(|word| *word != "…")
+        .map(|word| {
+            let bare = word.trim_end_matches('…');
+            let is_placeholder = bare
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c == '_' || c == '=');
+            match is_placeholder && !bare.is_empty() {
+                true => sample_value(bare),
+                false => bare.to_string(),
+            }
+        })
+        .collect();
+    vec![words]
+}
+
+/// Command lines as the README writes them: its commands table's
+/// synopses, and the lines of its shell examples that run a command.
+fn readme_command_lines() -> Vec<Vec<String>> {
+    let readme = include_str!("../../README.md");
+    let names: Vec<String> = cli::all_commands()
+        .iter()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    let runs = |line: &str| {
+        line.split_whitespace()
+            .next()
+            .is_some_and(|first| names.iter().any(|n| n == first))
+    };
+    let mut lines = Vec::new();
+    let table = readme
+        .split("| command | what it does |")
+        .nth(1)
+        .expect("the README has a commands table");
+    let table = table.split("\n\n").next().unwrap();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let cell = row[3..].split('`').next().unwrap();
+        if runs(cell) && cell.contains(" -") {
+            lines.extend(expand_synopsis(cell));
+        }
+    }
+    let mut in_shell = false;
+    for line in readme.lines() {
+        match line.trim() {
+            "```sh" => in_shell = true,
+            "```" => in_shell = false,
+            text if in_shell && runs(text) => {
+                // A placeholder in an example (HEX) gets a sample value.
+                let command = text.split('#').next().unwrap().trim().trim_end_matches('&');
+                lines.extend(expand_synopsis(command));
+            }
+            _ => {}
+        }
+    }
+    lines
+}
+
+/// Command lines the man pages quote (`syncreplica -export -out DIR`),
+/// from the texts they are rendered from: each command's long
+/// description, its options' help and the text after them.
+fn man_page_command_lines() -> Vec<Vec<String>> {
+    let names: Vec<String> = cli::all_commands()
+        .iter()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    let mut texts = Vec::new();
+    for command in cli::all_commands() {
+        texts.extend(command.get_long_about().map(|t| t.to_string()));
+        texts.extend(command.get_after_long_help().map(|t| t.to_string()));
+        for arg in command.get_arguments() {
+            texts.extend(arg.get_long_help().map(|t| t.to_string()));
+            texts.extend(arg.get_help().map(|t| t.to_string()));
+        }
+    }
+    let mut lines = Vec::new();
+    for text in texts {
+        for (i, quoted) in text.split('`').enumerate() {
+            let first = quoted.split_whitespace().next().unwrap_or_default();
+            if i % 2 == 1 && quoted.contains(" -") && names.iter().any(|n| n == first) {
+                lines.extend(expand_synopsis(quoted));
+            }
+        }
+    }
+    lines
+}
+
+#[test]
+fn every_command_line_in_the_readme_and_man_pages_parses_as_written() {
+    let man = man_page_command_lines();
+    assert!(man.len() > 5, "{man:?}");
+    let mut lines = readme_command_lines();
+    lines.extend(man);
+    assert!(lines.len() > 25, "{lines:?}");
+    for words in lines {
+        let command = cli::all_commands()
+            .into_iter()
+            .find(|c| c.get_name() == words[0])
+            .unwrap();
+        let args = cli::normalize_args(
+            &command,
+            words.iter().map(std::ffi::OsString::from).collect(),
+        );
+        if let Err(err) = command.try_get_matches_from(args) {
+            panic!("README: {}: {}", words.join(" "), err.render());
+        }
+    }
+}
