@@ -1,5 +1,5 @@
 complete -c mkreplica -o family -d 'With -init: name of the new family' -r
-complete -c mkreplica -o out -d 'With -export: existing directory that receives the packet parts and the new member\'s key file' -r -F
+complete -c mkreplica -o out -d 'With -export: the directory that receives the packet parts and the new member\'s key file; made if missing (once every check has passed). Unlike MultiSite\'s -out, which takes a file-name prefix, this names a folder: the files get their standard names in it' -r -F
 complete -c mkreplica -o maxsize -d 'With -export: largest size of one packet file, with an optional k, m or g suffix (at least 64k)' -r
 complete -c mkreplica -o comment -d 'With -export: comment stored in the packet' -r
 complete -c mkreplica -o fingerprint -d 'With -import: the SHA-256 fingerprint (64 hex digits) the packet\'s signing key must have, as printed by mkreplica -export at the sender' -r

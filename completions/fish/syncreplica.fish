@@ -1,4 +1,4 @@
-complete -c syncreplica -o out -d 'With -export: the directory that receives the packet files, under their standard names (sync_<sender>_<time>_<target>_<seq>[_<k>of<n>].zip); created if missing, once every other check has passed' -r -F
+complete -c syncreplica -o out -d 'With -export: the directory that receives the packet files, under their standard names (sync_<sender>_<time>_<target>_<seq>[_<k>of<n>].zip); created if missing, once every other check has passed. Unlike MultiSite\'s -out, which takes a file-name prefix (-out /media/usb/update1), this names a folder' -r -F
 complete -c syncreplica -o pexpire -d 'When packets put into a storage bay expire if undelivered: days (7 or 7d), hours (12h), seconds (90s), a date (2026-12-01) or an RFC 3339 time (default: the storage class\'s expiry_days, 14)' -r
 complete -c syncreplica -o shipconf -d 'The shipping configuration to use, instead of looking in $SYNCREPLICA_SHIPPING_CONF, the user\'s config directory and /etc/syncreplica/shipping.toml' -r -F
 complete -c syncreplica -o sclass -d 'Storage class for -ship, -fship (default: "default") and -receive (default: every class)' -r

@@ -60,8 +60,10 @@ pub struct Args {
     #[arg(long, value_name = "FAMILY")]
     pub family: Option<String>,
 
-    /// With -export: existing directory that receives the packet parts and
-    /// the new member's key file.
+    /// With -export: the directory that receives the packet parts and the
+    /// new member's key file; made if missing (once every check has
+    /// passed). Unlike MultiSite's -out, which takes a file-name prefix,
+    /// this names a folder: the files get their standard names in it.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
@@ -156,8 +158,14 @@ fn export(args: &Args) -> anyhow::Result<()> {
         Replica::open(&replica::discover(args.replica.as_deref())?)?.lock("mkreplica -export")?;
     cli::print_lock_takeover(NAME, &replica);
     cli::finish_interrupted(NAME, &mut replica)?;
+    // Everything is checked before anything is recorded or created; a
+    // missing -out is then made, as syncreplica -export makes one.
+    creation::check_export(&replica, name, out, max_size)?;
     if out.is_dir() {
         cli::remove_abandoned_partials(&[out]);
+    } else {
+        std::fs::create_dir_all(out).map_err(|e| crate::error::Error::io(out, e))?;
+        outln!("Created the -out directory {}.", out.display());
     }
     let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);

@@ -98,7 +98,9 @@ pub struct Args {
 
     /// With -export: the directory that receives the packet files, under
     /// their standard names (sync_<sender>_<time>_<target>_<seq>[_<k>of<n>].zip);
-    /// created if missing, once every other check has passed.
+    /// created if missing, once every other check has passed. Unlike
+    /// MultiSite's -out, which takes a file-name prefix
+    /// (-out /media/usb/update1), this names a folder.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 

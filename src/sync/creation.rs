@@ -79,29 +79,13 @@ pub fn export_creation(
     comment: &str,
     stop: &crate::sync::StopFlag,
 ) -> Result<CreationExport> {
-    identity::validate_name(new_name)?;
-    crate::sync::export::check_max_size(max_size)?;
+    check_export(replica, new_name, out_dir, max_size)?;
     if !out_dir.is_dir() {
         return Err(Error::NotADirectory {
             path: out_dir.to_path_buf(),
         });
     }
-    if replica.members()?.iter().any(|m| m.name == new_name) {
-        return Err(Error::BadName {
-            name: new_name.to_string(),
-            why: "the family already has a member of that name".into(),
-        });
-    }
     let key_file = out_dir.join(format!("{new_name}.key"));
-    if key_file.exists() {
-        return Err(Error::BadName {
-            name: new_name.to_string(),
-            why: format!(
-                "{} already exists; remove it or choose another -out",
-                key_file.display()
-            ),
-        });
-    }
     let me = replica.identity.replica_id;
     let incarnation = replica.incarnation()?;
     let new_id = identity::random_id();
@@ -431,6 +415,42 @@ pub fn export_creation(
         chunk_bytes,
         held_back: held_back.into_iter().map(|(_, disk)| disk).collect(),
     })
+}
+
+/// The checks of [`export_creation`] that need nothing written: the new
+/// name, the size, a member of that name, a key file in the way, and
+/// `out_dir` (absent, to be created, or a directory). Run before anything
+/// is recorded or created.
+pub fn check_export(
+    replica: &Replica,
+    new_name: &str,
+    out_dir: &Path,
+    max_size: u64,
+) -> Result<()> {
+    identity::validate_name(new_name)?;
+    crate::sync::export::check_max_size(max_size)?;
+    if out_dir.exists() && !out_dir.is_dir() {
+        return Err(Error::NotADirectory {
+            path: out_dir.to_path_buf(),
+        });
+    }
+    if replica.members()?.iter().any(|m| m.name == new_name) {
+        return Err(Error::BadName {
+            name: new_name.to_string(),
+            why: "the family already has a member of that name".into(),
+        });
+    }
+    let key_file = out_dir.join(format!("{new_name}.key"));
+    if key_file.exists() {
+        return Err(Error::BadName {
+            name: new_name.to_string(),
+            why: format!(
+                "{} already exists; remove it or choose another -out",
+                key_file.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn write_key_file(path: &Path, replica: &Id, secret: &[u8; 32]) -> Result<()> {

@@ -1516,3 +1516,36 @@ fn an_import_that_finds_no_packet_says_what_it_found_and_skipped() {
         "1"
     );
 }
+
+#[test]
+fn mkreplica_export_makes_a_missing_out_directory_only_after_its_checks() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let a = fam.root("alpha");
+    write(&a, "f", "changed");
+    let epoch = own_epoch(&a);
+    // Checks first: a name taken, or -out a file, creates and records nothing.
+    let missing = fam.dir.path().join("stick/new");
+    let taken = mkreplica_export(&a, &missing, "beta").fails_with(1);
+    assert!(
+        taken.stderr.contains("already has a member"),
+        "{}",
+        taken.stderr
+    );
+    let file = fam.dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let res = mkreplica_export(&a, &file, "gamma").fails_with(1);
+    assert!(res.stderr.contains("is not a directory"), "{}", res.stderr);
+    assert!(!missing.exists());
+    assert_eq!(own_epoch(&a), epoch);
+    let made = mkreplica_export(&a, &missing, "gamma").ok();
+    assert!(
+        made.stdout.contains(&format!(
+            "Created the -out directory {}.",
+            missing.display()
+        )),
+        "{}",
+        made.stdout
+    );
+    assert!(missing.join("gamma.key").is_file());
+    assert_eq!(packet_files(&missing).len(), 1);
+}
