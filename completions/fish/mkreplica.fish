@@ -1,12 +1,13 @@
 complete -c mkreplica -o family -d 'With -init: name of the new family' -r
 complete -c mkreplica -o out -d 'With -export: the directory that receives the packet parts and the new member\'s key file; made if missing (once every check has passed). Unlike MultiSite\'s -out, which takes a file-name prefix, this names a folder: the files get their standard names in it' -r -F
 complete -c mkreplica -o maxsize -d 'With -export: largest size of one packet file, with an optional k, m or g suffix (at least 64k)' -r
-complete -c mkreplica -o comment -d 'With -export: comment stored in the packet' -r
+complete -c mkreplica -s c -o comment -d 'With -export: comment stored in the packet (-c TEXT, as in MultiSite)' -r
 complete -c mkreplica -o fingerprint -d 'With -import: the SHA-256 fingerprint (64 hex digits) the packet\'s signing key must have, as printed by mkreplica -export at the sender' -r
 complete -c mkreplica -o key -d 'With -import: the new member\'s key file (default: NEWNAME.key beside the packet)' -r -F
 complete -c mkreplica -o replica -d 'Replica root: for -init and -import, where the new replica goes (default: the current directory); for -export, the exporting replica (default: found from the current directory up)' -r -F
 complete -c mkreplica -o init -d 'Create a new replica family with NAME as its first member'
 complete -c mkreplica -o export -d 'Write a replica-creation packet for a new member NAME (needs -out)'
 complete -c mkreplica -o import -d 'Create a replica from a creation packet\'s parts'
+complete -c mkreplica -o ncomment -o nc -d 'No comment (MultiSite\'s -nc, -ncomment): the default'
 complete -c mkreplica -s h -o help -d 'Print help (see more with \'-help\')'
 complete -c mkreplica -s V -o version -d 'Print version'

@@ -3,7 +3,7 @@ complete -c syncreplica -o pexpire -d 'When packets put into a storage bay expir
 complete -c syncreplica -o shipconf -d 'The shipping configuration to use, instead of looking in $SYNCREPLICA_SHIPPING_CONF, the user\'s config directory and /etc/syncreplica/shipping.toml' -r -F
 complete -c syncreplica -o sclass -d 'Storage class for -ship, -fship (default: "default") and -receive (default: every class)' -r
 complete -c syncreplica -o maxsize -d 'Largest size of one packet file, overhead included, with an optional k, m or g suffix (at least 64k). Larger exports are split into parts, a large file spanning parts' -r
-complete -c syncreplica -o comment -d 'Comment stored in the packets, shown by lspacket' -r
+complete -c syncreplica -s c -o comment -d 'Comment stored in the packets, shown by lspacket (-c TEXT, as in MultiSite)' -r
 complete -c syncreplica -o workdir -d 'Directory where packets are written before they are moved to -out (default: the -out directory; parts appear there complete)' -r -F
 complete -c syncreplica -o resend -d 'With -record or -export: record the state of PATH (relative to the replica root, as -status prints it) and of everything recorded below it again, as new changes, so that exports send them, content included, to every sibling: for a sibling that lacks them since an exclude was lifted there (its -status and -record name them). A sibling that changed one meanwhile sees a conflict. Repeat for several paths' -r -F
 complete -c syncreplica -o replica -d 'The replica\'s root. Without it, the current directory and then its parents are searched for a replica' -r -F
@@ -16,6 +16,7 @@ complete -c syncreplica -o remove -d 'With -import: remove packet files once app
 complete -c syncreplica -o ship -d 'With -export: put the packet parts into the storage class\'s outgoing bay, each with a shipping order for its target; the next `shipping_server -poll` delivers them along the configured routes'
 complete -c syncreplica -o fship -d 'With -export: like -ship, then deliver at once to the first hop (later hops are forwarded by the shipping servers on the way). A failed delivery stays queued for `shipping_server -poll`, and the command exits 1 (the export itself is recorded)'
 complete -c syncreplica -o fullcontent -d 'With -export: ship the content of every change, even chunks the target is believed to hold already (for a target whose import reported missing content)'
+complete -c syncreplica -o ncomment -o nc -d 'No comment (MultiSite\'s -nc, -ncomment): the default'
 complete -c syncreplica -o resendall -d 'With -export: send each TARGET again, now, every change it has not confirmed (those sent since the last packet from it that had them), without waiting for resend_after. Resending is harmless: the target skips what it has'
 complete -c syncreplica -o ack -d 'With -export: write for each TARGET a small packet that carries no changes, only this replica\'s epoch row, to confirm what it received (so the target does not resend it after resend_after)'
 complete -c syncreplica -s h -o help -d 'Print help (see more with \'-help\')'

@@ -72,9 +72,13 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", default_value = "2g", value_parser = super::max_size_arg)]
     pub maxsize: u64,
 
-    /// With -export: comment stored in the packet.
-    #[arg(long, value_name = "TEXT", default_value = "")]
+    /// With -export: comment stored in the packet (-c TEXT, as in MultiSite).
+    #[arg(long, short = 'c', value_name = "TEXT", default_value = "")]
     pub comment: String,
+
+    /// No comment (MultiSite's -nc, -ncomment): the default.
+    #[arg(long = "ncomment", visible_alias = "nc", conflicts_with = "comment")]
+    pub ncomment: bool,
 
     /// With -import: the SHA-256 fingerprint (64 hex digits) the packet's
     /// signing key must have, as printed by mkreplica -export at the sender.

@@ -137,9 +137,13 @@ pub struct Args {
     #[arg(long)]
     pub fullcontent: bool,
 
-    /// Comment stored in the packets, shown by lspacket.
-    #[arg(long, value_name = "TEXT", default_value = "")]
+    /// Comment stored in the packets, shown by lspacket (-c TEXT, as in MultiSite).
+    #[arg(long, short = 'c', value_name = "TEXT", default_value = "")]
     pub comment: String,
+
+    /// No comment (MultiSite's -nc, -ncomment): the default.
+    #[arg(long = "ncomment", visible_alias = "nc", conflicts_with = "comment")]
+    pub ncomment: bool,
 
     /// Directory where packets are written before they are moved to -out
     /// (default: the -out directory; parts appear there complete).

@@ -462,7 +462,8 @@ fn lspacket_listing_snapshots() {
         &fam.root("alpha"),
         &out,
         &["beta"],
-        &["-comment", "weekly sync"],
+        // MultiSite's short form of -comment.
+        &["-c", "weekly sync"],
     )
     .ok();
     let short = run(&fam.root("beta"), "lspacket", [out.as_os_str()])
@@ -487,6 +488,20 @@ fn lspacket_listing_snapshots() {
         insta::assert_snapshot!("lspacket_default", short);
         insta::assert_snapshot!("lspacket_long", long);
     });
+    // -nc (no comment) is accepted, and refused beside a comment.
+    write(&fam.root("alpha"), "g", "newer");
+    let plain = fam.packet_dir("plain");
+    export_to(&fam.root("alpha"), &plain, &["beta"], &["-nc"]).ok();
+    let listing = run(&fam.root("beta"), "lspacket", [plain.as_os_str()])
+        .ok()
+        .stdout;
+    assert!(!listing.contains("weekly sync"), "{listing}");
+    let both = export_to(&fam.root("alpha"), &plain, &["beta"], &["-nc", "-c", "x"]).fails_with(2);
+    assert!(
+        both.stderr.contains("cannot be used with"),
+        "{}",
+        both.stderr
+    );
 }
 
 #[test]
