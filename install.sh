@@ -6,7 +6,7 @@
 #
 #   --prefix DIR    install below DIR (default: /usr/local):
 #                     DIR/bin                                 the eight commands
-#                     DIR/share/man/man1                      their man pages
+#                     DIR/share/man/man1, man5                their man pages
 #                     DIR/share/bash-completion/completions   bash completions
 #                     DIR/share/zsh/site-functions            zsh completions
 #                     DIR/share/fish/vendor_completions.d     fish completions
@@ -41,6 +41,7 @@ for command in $commands; do
     [ -x "$binaries/$command" ] || { echo "install.sh: $binaries/$command: not found or not executable" >&2; exit 1; }
     [ -f "$here/man/$command.1" ] || { echo "install.sh: $here/man/$command.1: not found" >&2; exit 1; }
 done
+[ -f "$here/man/syncreplica-shipping.5" ] || { echo "install.sh: $here/man/syncreplica-shipping.5: not found" >&2; exit 1; }
 
 root=${DESTDIR:-}$prefix
 for command in $commands; do
@@ -50,6 +51,7 @@ for command in $commands; do
     install -D -m 644 "$here/completions/zsh/_$command" "$root/share/zsh/site-functions/_$command"
     install -D -m 644 "$here/completions/fish/$command.fish" "$root/share/fish/vendor_completions.d/$command.fish"
 done
+install -D -m 644 "$here/man/syncreplica-shipping.5" "$root/share/man/man5/syncreplica-shipping.5"
 echo "Installed $(echo $commands | wc -w) commands, their man pages and completions below $root."
 case ":${PATH:-}:" in
     *":$prefix/bin:"*) ;;

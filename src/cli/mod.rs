@@ -40,6 +40,7 @@ pub mod chepoch;
 pub mod lsepoch;
 pub mod lspacket;
 pub mod lsreplica;
+pub mod manual;
 pub mod mkorder;
 pub mod mkreplica;
 pub mod render;
@@ -170,9 +171,9 @@ pub fn main<A: clap::Parser>(
     report::report(name, outcome)
 }
 
-/// Every command's clap definition, for the man pages (rendered and checked
-/// for staleness by `tests/integration/man_pages.rs`, so clap_mangen is not
-/// a dependency of the programs).
+/// Every command's clap definition, for the man pages and completions
+/// (rendered and checked for staleness by `tests/integration/man_pages.rs`
+/// with [`manual`], so the renderers are not part of the programs).
 pub fn all_commands() -> Vec<Command> {
     vec![
         syncreplica::Args::command(),

@@ -14,7 +14,7 @@ use clap::Parser;
 use shipping::order::format_time;
 use shipping::poll::{PassReport, Shipper};
 use shipping::server::{run_until_stopped, Listening};
-use shipping::{ShippingConfig, DEFAULT_STORAGE_CLASS, FORMATS};
+use shipping::{ShippingConfig, DEFAULT_STORAGE_CLASS};
 
 use crate::ship_trust::ReplicaMembers;
 
@@ -26,7 +26,7 @@ use crate::ship_trust::ReplicaMembers;
     name = "shipping_server",
     version,
     group = clap::ArgGroup::new("work").args(["poll", "listen", "orders"]).required(true).multiple(true),
-    after_long_help = after_help(),
+    after_help = AFTER_HELP,
 )]
 pub struct Args {
     /// The shipping configuration to use, instead of looking in
@@ -69,15 +69,21 @@ pub struct Args {
     pub orders: Vec<PathBuf>,
 }
 
-fn after_help() -> String {
-    format!(
-        "The configuration (shipping.toml) has storage classes with their bays and expiry, routes, \
+/// The text after the options in --help: the configuration in brief
+/// (its full format is a page of its own, syncreplica-shipping(5), and
+/// shipping/FORMAT.md), the exit status, the option spelling.
+const AFTER_HELP: &str = "\
+The configuration (shipping.toml) has storage classes with their bays and expiry, routes, \
 destinations (a URL or a directory), local replicas, trusted keys, min_free_space, max_packet_size, \
-the notify program and the listen address; the formats below end with an example.\n\n\
-Exit status:\n  0  success\n  1  a delivery or an order failed (it is kept and retried), or the server could not start\n  2  the command line was wrong\n\n\
-Options are written with one dash, as in MultiSite (-poll); two dashes work as well.\n\n{FORMATS}"
-    )
-}
+the notify program and the listen address. Its format and that of the shipping orders are in \
+syncreplica-shipping(5) (man 5 syncreplica-shipping; shipping/FORMAT.md in the source), with an example.
+
+Exit status:
+  0  success
+  1  a delivery or an order failed (it is kept and retried), or the server could not start
+  2  the command line was wrong
+
+Options are written with one dash, as in MultiSite (-poll); two dashes work as well.";
 
 /// One log line, stamped, on stdout (lines of a daemon's log). Its control
 /// characters are escaped, newlines included: packet and upload names

@@ -180,7 +180,7 @@ fn crates_depend_on_what_they_should() {
     let syncreplica = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     assert!(!dependency_names(&syncreplica, "dependencies")
         .iter()
-        .any(|d| d == "clap_mangen"));
+        .any(|d| d == "clap_complete"));
     let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap();
     for package in ["zstd", "sha2"] {
         let versions = lock

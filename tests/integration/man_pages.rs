@@ -8,13 +8,421 @@ use clap::Command;
 use clap_complete::Shell;
 use syncreplica::cli;
 
-/// Renders the man page (roff) of one command.
-fn render_man_page(command: Command) -> Vec<u8> {
-    let mut out = Vec::new();
-    clap_mangen::Man::new(command)
-        .render(&mut out)
-        .expect("rendering into memory cannot fail");
+/// The date the pages carry (mandoc wants one): the date of the release
+/// their text describes.
+const MANUAL_DATE: &str = "2026-11-30";
+
+/// `text` with its first letter in lower case, as NAME lines have it.
+fn lower_first(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_lowercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// `text` as roff text: backslashes and dashes escaped, and a line that
+/// would start with a control character protected.
+fn roff_escape(text: &str) -> String {
+    // Non-ASCII characters as \[uXXXX], which groff and mandoc both read
+    // whatever the locale.
+    let escaped: String = text
+        .replace('\\', "\\e")
+        .replace('-', "\\-")
+        .chars()
+        .map(|c| match c.is_ascii() {
+            true => c.to_string(),
+            false => format!("\\[u{:04X}]", c as u32),
+        })
+        .collect();
+    escaped
+        .lines()
+        .map(
+            |line| match line.starts_with('.') || line.starts_with('\'') {
+                true => format!("\\&{line}"),
+                false => line.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Markdown's inline marks (`code`, **bold**) as roff fonts, the rest
+/// escaped.
+fn roff_inline(text: &str) -> String {
+    let mut out = String::new();
+    for (i, piece) in text.split('`').enumerate() {
+        if i % 2 == 1 {
+            out.push_str(&format!("\\fB{}\\fR", roff_escape(piece)));
+            continue;
+        }
+        for (j, part) in piece.split("**").enumerate() {
+            match j % 2 {
+                1 => out.push_str(&format!("\\fB{}\\fR", roff_escape(part))),
+                _ => out.push_str(&roff_escape(part)),
+            }
+        }
+    }
     out
+}
+
+/// A synopsis line (as in [`cli::manual`]): options bold, placeholders
+/// italic, brackets and bars as they are.
+fn roff_synopsis(line: &str) -> String {
+    let words: Vec<String> = line
+        .split_whitespace()
+        .map(|word| {
+            let core = word.trim_matches(|c| "[]{}|…".contains(c));
+            if core.is_empty() {
+                return roff_escape(word);
+            }
+            let start = word.find(core).unwrap();
+            let (before, after) = (&word[..start], &word[start + core.len()..]);
+            let styled = if core.starts_with('-') {
+                format!("\\fB{}\\fR", roff_escape(core))
+            } else if core
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || "_=".contains(c))
+            {
+                format!("\\fI{}\\fR", roff_escape(core))
+            } else {
+                format!("\\fB{}\\fR", roff_escape(core))
+            };
+            format!("{}{styled}{}", roff_escape(before), roff_escape(after))
+        })
+        .collect();
+    words.join(" ")
+}
+
+/// Paragraphs of clap's help text as roff: a paragraph per blank-line
+/// block; a block of indented lines (a list) stays preformatted.
+fn roff_paragraphs(text: &str) -> String {
+    let mut out = String::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        if block.lines().skip(1).all(|l| l.starts_with("  ")) && block.lines().count() > 1 {
+            let mut lines = block.lines();
+            out.push_str(&format!(".PP\n{}\n", roff_escape(lines.next().unwrap())));
+            for line in lines {
+                let line = line.trim();
+                match line.split_once("  ") {
+                    Some((term, what)) => out.push_str(&format!(
+                        ".TP\n\\fB{}\\fR\n{}\n",
+                        roff_escape(term),
+                        roff_escape(what.trim())
+                    )),
+                    None => out.push_str(&format!(".IP\n{}\n", roff_escape(line))),
+                }
+            }
+        } else {
+            out.push_str(&format!(
+                ".PP\n{}\n",
+                roff_escape(&block.replace('\n', " "))
+            ));
+        }
+    }
+    out
+}
+
+/// The man page (roff, section 1) of one command: NAME, SYNOPSIS,
+/// DESCRIPTION, OPTIONS, EXIT STATUS, ENVIRONMENT, FILES, EXAMPLES, SEE
+/// ALSO, from its clap definition and [`cli::manual`].
+fn render_man_page(command: Command) -> Vec<u8> {
+    let name = command.get_name().to_string();
+    let manual = cli::manual::manual(&name);
+    let version = command.get_version().unwrap_or_default().to_string();
+    let mut out = format!(
+        ".TH {} 1 {MANUAL_DATE} \"syncreplica {version}\" \"User Commands\"\n",
+        name.to_uppercase().replace('_', "\\(ul")
+    );
+    let about = command
+        .get_about()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    out += &format!(
+        ".SH NAME\n{} \\- {}\n",
+        roff_escape(&name),
+        roff_escape(&lower_first(about.trim_end_matches('.')))
+    );
+    out += ".SH SYNOPSIS\n";
+    for (i, line) in manual.synopses.iter().enumerate() {
+        if i > 0 {
+            out += ".br\n";
+        }
+        out += &format!("{}\n", roff_synopsis(line));
+    }
+    out += ".SH DESCRIPTION\n";
+    let long = command
+        .get_long_about()
+        .or(command.get_about())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    out += &roff_paragraphs(&long);
+    out += ".SH OPTIONS\n";
+    let mut arguments: Vec<&clap::Arg> = command
+        .get_arguments()
+        .filter(|arg| !arg.is_hide_set())
+        .collect();
+    // Options first, then operands, as man pages list them.
+    arguments.sort_by_key(|arg| arg.is_positional());
+    for arg in arguments {
+        let values: Vec<String> = arg
+            .get_value_names()
+            .map(|names| names.iter().map(|n| n.to_string()).collect())
+            .unwrap_or_default();
+        let takes = arg.get_action().takes_values();
+        let optional = arg.get_num_args().is_some_and(|n| n.min_values() == 0);
+        let mut term = Vec::new();
+        if let Some(short) = arg.get_short() {
+            term.push(format!("\\fB\\-{short}\\fR"));
+        }
+        if let Some(long) = arg.get_long() {
+            term.push(format!("\\fB\\-{}\\fR", roff_escape(long)));
+        }
+        for alias in arg.get_visible_aliases().unwrap_or_default() {
+            term.push(format!("\\fB\\-{}\\fR", roff_escape(alias)));
+        }
+        let mut term = term.join(", ");
+        if arg.is_positional() {
+            let value = values
+                .first()
+                .cloned()
+                .unwrap_or_else(|| arg.get_id().to_string().to_uppercase());
+            let many = matches!(arg.get_action(), clap::ArgAction::Append)
+                || arg.get_num_args().is_some_and(|n| n.max_values() > 1);
+            term = format!(
+                "\\fI{}\\fR{}",
+                roff_escape(&value),
+                if many { "\\[u2026]" } else { "" }
+            );
+        } else if takes && !values.is_empty() {
+            let value = format!("\\fI{}\\fR", roff_escape(&values[0]));
+            term = match optional {
+                true => format!("{term} [{value}]"),
+                false => format!("{term} {value}"),
+            };
+        }
+        let help = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        out += &format!(
+            ".TP\n{term}\n{}\n",
+            roff_escape(&help.replace("\n\n", " ").replace('\n', " "))
+        );
+        let possible: Vec<String> = arg
+            .get_possible_values()
+            .iter()
+            .filter(|v| !v.is_hide_set())
+            .map(|v| match v.get_help() {
+                Some(help) => format!("{} ({})", v.get_name(), help),
+                None => v.get_name().to_string(),
+            })
+            .collect();
+        if takes && !possible.is_empty() {
+            out += &format!(".IP\nValues: {}.\n", roff_escape(&possible.join(", ")));
+        }
+        let defaults: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|v| v.to_string_lossy().into_owned())
+            .filter(|v| !v.is_empty())
+            .collect();
+        if takes && !defaults.is_empty() && !arg.is_positional() {
+            out += &format!(".IP\nDefault: {}.\n", roff_escape(&defaults.join(", ")));
+        }
+    }
+    out += ".TP\n\\fB\\-h\\fR, \\fB\\-help\\fR\nPrint help (\\fB\\-h\\fR: a summary).\n";
+    out += ".TP\n\\fB\\-V\\fR, \\fB\\-version\\fR\nPrint the version.\n";
+    let after = command
+        .get_after_long_help()
+        .or(command.get_after_help())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    // The exit status list becomes its section; the rest stays prose.
+    let (prose, exit) = match after.split_once("Exit status:\n") {
+        Some((before, rest)) => {
+            let (list, tail) = rest.split_once("\n\n").unwrap_or((rest, ""));
+            (format!("{before}\n\n{tail}"), Some(list.to_string()))
+        }
+        None => (after.clone(), None),
+    };
+    out += &roff_paragraphs(&prose);
+    if let Some(list) = exit {
+        out += ".SH EXIT STATUS\n";
+        for line in list.lines() {
+            let line = line.trim();
+            let (code, what) = line.split_once("  ").unwrap_or((line, ""));
+            out += &format!(
+                ".TP\n\\fB{}\\fR\n{}\n",
+                roff_escape(code),
+                roff_escape(what.trim())
+            );
+        }
+    }
+    if !manual.environment.is_empty() {
+        out += ".SH ENVIRONMENT\n";
+        for (variable, what) in manual.environment {
+            out += &format!(
+                ".TP\n\\fB{}\\fR\n{}\n",
+                roff_escape(variable),
+                roff_escape(what)
+            );
+        }
+    }
+    if !manual.files.is_empty() {
+        out += ".SH FILES\n";
+        for (path, what) in manual.files {
+            out += &format!(
+                ".TP\n\\fI{}\\fR\n{}\n",
+                roff_escape(path),
+                roff_escape(what)
+            );
+        }
+    }
+    if !manual.examples.is_empty() {
+        out += ".SH EXAMPLES\n";
+        for (what, line) in manual.examples {
+            out += &format!(
+                ".PP\n{}:\n.PP\n.RS 4\n.EX\n{}\n.EE\n.RE\n",
+                roff_escape(what),
+                roff_escape(line)
+            );
+        }
+    }
+    let others: Vec<String> = cli::all_commands()
+        .iter()
+        .map(|c| c.get_name().to_string())
+        .filter(|other| *other != name)
+        .map(|other| format!("\\fB{}\\fR(1)", roff_escape(&other)))
+        .chain(["\\fBsyncreplica\\-shipping\\fR(5)".to_string()])
+        .collect();
+    out += &format!(".SH SEE ALSO\n{}\n", others.join(",\n"));
+    tidy(&out).into_bytes()
+}
+
+/// Drops the paragraph macros roff ignores anyway (right after a section
+/// heading), which mandoc -T lint warns about.
+fn tidy(roff: &str) -> String {
+    roff.replace(".SH SYNOPSIS\n.PP\n", ".SH SYNOPSIS\n")
+        .split('\n')
+        .collect::<Vec<_>>()
+        .windows(2)
+        .fold(String::new(), |mut out, pair| {
+            if out.is_empty() {
+                out.push_str(pair[0]);
+                out.push('\n');
+            }
+            let after_heading = pair[0].starts_with(".SH") || pair[0].starts_with(".SS");
+            if !(after_heading && pair[1] == ".PP") {
+                out.push_str(pair[1]);
+                out.push('\n');
+            }
+            out
+        })
+        .trim_end_matches('\n')
+        .to_string()
+        + "\n"
+}
+
+/// A Markdown document (headings, paragraphs, `-` and `1.` lists, fenced
+/// code, pipe tables, inline code and bold) as a man page of `section`.
+fn markdown_to_man(markdown: &str, name: &str, section: u8, title: &str) -> Vec<u8> {
+    let mut out = format!(
+        ".TH {} {section} {MANUAL_DATE} \"syncreplica\" \"File Formats\"\n.SH NAME\n{} \\- {}\n",
+        name.to_uppercase(),
+        roff_escape(name),
+        roff_escape(title)
+    );
+    let mut lines = markdown.lines().peekable();
+    let mut paragraph: Vec<String> = Vec::new();
+    let flush = |paragraph: &mut Vec<String>, out: &mut String| {
+        if !paragraph.is_empty() {
+            out.push_str(&format!(".PP\n{}\n", roff_inline(&paragraph.join(" "))));
+            paragraph.clear();
+        }
+    };
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim_end();
+        if let Some(heading) = trimmed.strip_prefix("# ") {
+            flush(&mut paragraph, &mut out);
+            out += &format!(".SH \"{}\"\n", roff_escape(&heading.to_uppercase()));
+        } else if let Some(heading) = trimmed.strip_prefix("## ").or(trimmed.strip_prefix("### ")) {
+            flush(&mut paragraph, &mut out);
+            out += &format!(".SS \"{}\"\n", roff_inline(heading).replace('"', "\\(dq"));
+        } else if trimmed.starts_with("```") {
+            flush(&mut paragraph, &mut out);
+            out += ".PP\n.RS 4\n.EX\n";
+            for code in lines.by_ref() {
+                if code.trim_end().starts_with("```") {
+                    break;
+                }
+                out += &format!("{}\n", roff_escape(code));
+            }
+            out += ".EE\n.RE\n";
+        } else if trimmed.starts_with('|') {
+            flush(&mut paragraph, &mut out);
+            let mut rows = vec![trimmed.to_string()];
+            while lines.peek().is_some_and(|l| l.starts_with('|')) {
+                rows.push(lines.next().unwrap().to_string());
+            }
+            let cells = |row: &str| -> Vec<String> {
+                row.trim()
+                    .trim_matches('|')
+                    .split(" | ")
+                    .map(|c| c.trim().to_string())
+                    .collect()
+            };
+            let header = cells(&rows[0]);
+            out += &format!(
+                ".TS\nallbox tab(\t);\n{}.\n",
+                vec!["lx"; header.len()].join(" ")
+            );
+            for (i, row) in rows.iter().enumerate() {
+                if i == 1 {
+                    continue; // the | --- | line
+                }
+                let row: Vec<String> = cells(row)
+                    .iter()
+                    .map(|c| format!("T{{\n{}\nT}}", roff_inline(c)))
+                    .collect();
+                out += &format!("{}\n", row.join("\t"));
+            }
+            out += ".TE\n";
+        } else if let Some(item) = trimmed.strip_prefix("- ") {
+            flush(&mut paragraph, &mut out);
+            let mut text = item.to_string();
+            while lines
+                .peek()
+                .is_some_and(|l| l.starts_with("  ") && !l.trim().is_empty())
+            {
+                text.push(' ');
+                text.push_str(lines.next().unwrap().trim());
+            }
+            out += &format!(".IP \\(bu 2\n{}\n", roff_inline(&text));
+        } else if let Some((number, item)) = trimmed
+            .split_once(". ")
+            .filter(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        {
+            flush(&mut paragraph, &mut out);
+            let mut text = item.to_string();
+            while lines
+                .peek()
+                .is_some_and(|l| l.starts_with("   ") && !l.trim().is_empty())
+            {
+                text.push(' ');
+                text.push_str(lines.next().unwrap().trim());
+            }
+            out += &format!(".IP {number}. 4\n{}\n", roff_inline(&text));
+        } else if trimmed.is_empty() {
+            flush(&mut paragraph, &mut out);
+        } else {
+            paragraph.push(trimmed.to_string());
+        }
+    }
+    flush(&mut paragraph, &mut out);
+    out += ".SH SEE ALSO\n\\fBshipping_server\\fR(1), \\fBsyncreplica\\fR(1), \\fBmkorder\\fR(1), \\fBlspacket\\fR(1)\n";
+    tidy(&out).into_bytes()
 }
 
 /// The completion script of one command for `shell`, offering the options
@@ -70,6 +478,15 @@ fn generated_files() -> Vec<(String, Vec<u8>)> {
         }
         files.push((format!("man/{name}.1"), render_man_page(command)));
     }
+    files.push((
+        "man/syncreplica-shipping.5".to_string(),
+        markdown_to_man(
+            shipping::FORMATS,
+            "syncreplica-shipping",
+            5,
+            "shipping.toml and shipping orders of syncreplica's shipping servers",
+        ),
+    ));
     files
 }
 
@@ -244,6 +661,8 @@ fn install_puts_commands_pages_and_completions_below_a_prefix() {
             }
         }
     }
+    let format_page = share.join("man/man5/syncreplica-shipping.5");
+    assert!(format_page.is_file());
     // The completions offer the options as documented, with one dash.
     if have_tool("bash") {
         let script = share.join("bash-completion/completions/syncreplica");
@@ -486,8 +905,54 @@ fn man_page_command_lines() -> Vec<Vec<String>> {
 }
 
 #[test]
+fn every_page_passes_mandoc_and_groff_lint() {
+    let man = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    let pages: Vec<std::path::PathBuf> = std::fs::read_dir(&man)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(pages.len(), cli::all_commands().len() + 1, "{pages:?}");
+    for page in pages {
+        if have_tool("mandoc") {
+            let lint = std::process::Command::new("mandoc")
+                .args(["-T", "lint", "-W", "warning"])
+                .arg(&page)
+                .output()
+                .unwrap();
+            assert!(
+                lint.status.success() && lint.stdout.is_empty() && lint.stderr.is_empty(),
+                "mandoc -T lint {}: {lint:?}",
+                page.display()
+            );
+        }
+        if have_tool("groff") {
+            let lint = std::process::Command::new("groff")
+                .args(["-ww", "-z", "-t", "-man"])
+                .arg(&page)
+                .output()
+                .unwrap();
+            assert!(
+                lint.status.success() && lint.stderr.is_empty(),
+                "groff -ww {}: {lint:?}",
+                page.display()
+            );
+        }
+    }
+}
+
+#[test]
 fn every_command_line_in_the_readme_and_man_pages_parses_as_written() {
-    let man = man_page_command_lines();
+    let mut man = man_page_command_lines();
+    for command in cli::all_commands() {
+        let manual = cli::manual::manual(command.get_name());
+        for line in manual
+            .synopses
+            .iter()
+            .chain(manual.examples.iter().map(|(_, l)| l))
+        {
+            man.extend(expand_synopsis(line));
+        }
+    }
     assert!(man.len() > 5, "{man:?}");
     let mut lines = readme_command_lines();
     lines.extend(man);
