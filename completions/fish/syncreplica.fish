@@ -7,6 +7,8 @@ complete -c syncreplica -s c -o comment -d 'Comment stored in the packets, shown
 complete -c syncreplica -o workdir -d 'Directory where packets are written before they are moved to -out (default: the -out directory; parts appear there complete)' -r -F
 complete -c syncreplica -o resend -d 'With -record or -export: record the state of PATH (relative to the replica root, as -status prints it) and of everything recorded below it again, as new changes, so that exports send them, content included, to every sibling: for a sibling that lacks them since an exclude was lifted there (its -status and -record name them). A sibling that changed one meanwhile sees a conflict. Repeat for several paths' -r -F
 complete -c syncreplica -o replica -d 'The replica\'s root. Without it, the current directory and then its parents are searched for a replica' -r -F
+complete -c syncreplica -o fmt -d 'With -status: output format, text (like git status) or json (for scripts: one object with a "version" field, lists of changes, newly excluded, missing and not-applied paths; see the man page)' -r -f -a "text\t'MultiSite\'s text listing'
+json\t'JSON, for scripts'"
 complete -c syncreplica -o status -d 'List local changes not yet recorded, like `git status`, without recording them'
 complete -c syncreplica -o record -d 'Scan the tree and record every local change in the operation log'
 complete -c syncreplica -o export -d 'Write the operations each TARGET lacks into packets (see -out)'

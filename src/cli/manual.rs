@@ -56,7 +56,7 @@ pub fn manual(name: &str) -> Manual {
     match name {
         "syncreplica" => Manual {
             synopses: &[
-                "syncreplica -status [-replica DIR]",
+                "syncreplica -status [-fmt json] [-replica DIR]",
                 "syncreplica -record [-resend PATH…] [-replica DIR]",
                 "syncreplica -export -out DIR [-maxsize SIZE] [-c TEXT | -nc] [-workdir DIR] [-fullcontent] [-replica DIR] TARGET…",
                 "syncreplica -export {-resendall | -ack} -out DIR TARGET…",

@@ -178,6 +178,12 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub replica: Option<PathBuf>,
 
+    /// With -status: output format, text (like git status) or json (for
+    /// scripts: one object with a "version" field, lists of changes,
+    /// newly excluded, missing and not-applied paths; see the man page).
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub fmt: super::Format,
+
     /// With -export: the siblings to export to, by name or replica id.
     /// With -import: packet files, or directories holding them.
     #[arg(value_name = "TARGET | PACKET_OR_DIR")]
@@ -751,6 +757,9 @@ fn check_usage(args: &Args) -> anyhow::Result<()> {
     if (args.resendall || args.ack) && !args.export {
         usage!("-resendall and -ack apply to -export only");
     }
+    if args.fmt == cli::Format::Json && !args.status {
+        usage!("-fmt json applies to -status only");
+    }
     if (args.status || args.record) && !args.targets.is_empty() {
         usage!(
             "-status and -record take no operands (got {})",
@@ -799,6 +808,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let missing =
             record::missing_since_excludes_changed(&replica, &excludes)?.unwrap_or_default();
         let failed = replica.state().failed_steps()?;
+        if args.fmt == cli::Format::Json {
+            let json = crate::cli::render::status::status_json(
+                &replica.identity.replica_name,
+                &root,
+                &outcome,
+                &missing,
+                &failed,
+            );
+            outln!("{}", serde_json::to_string_pretty(&json)?);
+            return Ok(());
+        }
         out!(
             "{}",
             crate::cli::render::status::render_status(

@@ -709,3 +709,58 @@ fn files_dated_far_from_now_record_without_wrapping_or_phantom_changes() {
     let res = export_to(&b, &back, &["alpha"], &[]).ok();
     assert!(res.stdout.contains("lacks nothing"), "{}", res.stdout);
 }
+
+#[test]
+fn status_in_json_lists_every_change_for_scripts() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tree(&[
+        ("keep.txt", "same"),
+        ("gone.txt", "x"),
+        ("run.sh", "#!/bin/sh\n"),
+    ]);
+    let root = dir.path();
+    init(root, "alpha");
+    let clean = run(root, "syncreplica", ["-status", "-fmt", "json"]).ok();
+    let value: serde_json::Value = serde_json::from_str(&clean.stdout).unwrap();
+    assert_eq!(value["version"], 1);
+    assert_eq!(value["changes"], serde_json::json!([]));
+    assert_eq!(value["not_applied"], serde_json::json!([]));
+
+    write(root, "new.txt", "fresh");
+    std::fs::remove_file(root.join("gone.txt")).unwrap();
+    std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run(root, "syncreplica", ["-status", "-fmt", "json"]).ok();
+    let value: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(value["replica"], "alpha");
+    let changes: Vec<(String, String)> = value["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["change"].as_str().unwrap().to_string(),
+                c["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("deleted".to_string(), "gone.txt".to_string()),
+            ("new".to_string(), "new.txt".to_string()),
+            ("mode changed".to_string(), "run.sh".to_string()),
+        ]
+    );
+    let mode = &value["changes"][2];
+    assert_eq!(
+        (mode["old_mode"].as_u64(), mode["new_mode"].as_u64()),
+        (Some(0o644), Some(0o755))
+    );
+    // JSON is for -status only; elsewhere it is a usage error.
+    let refused = run(root, "syncreplica", ["-record", "-fmt", "json"]).fails_with(2);
+    assert!(
+        refused.stderr.contains("-fmt json applies to -status only"),
+        "{}",
+        refused.stderr
+    );
+}

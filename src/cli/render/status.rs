@@ -116,3 +116,97 @@ fn render_missing(out: &mut String, missing: &[Vec<u8>]) {
         let _ = writeln!(out, "  {:<14} {}", "missing:", relpath::display(path));
     }
 }
+
+/// `syncreplica -status -fmt json`: one object, shape version 1.
+/// Paths are `/`-separated and relative to the replica root; a name that
+/// is not UTF-8 is shown with its bytes escaped (as in the text listing).
+/// An empty list is `[]`, never left out.
+#[derive(Debug, serde::Serialize)]
+pub struct StatusJson {
+    pub version: u32,
+    pub replica: String,
+    pub root: String,
+    /// The changes a -record would record, in the order it records them.
+    pub changes: Vec<ChangeJson>,
+    /// Recorded paths now excluded: forgotten here, not deleted elsewhere.
+    pub newly_excluded: Vec<String>,
+    /// Paths the family holds that this replica lacks since its exclude
+    /// rules changed.
+    pub missing: Vec<String>,
+    /// Disk steps imports could not do here.
+    pub not_applied: Vec<NotAppliedJson>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ChangeJson {
+    /// "new", "modified", "mode changed", "touched", "type changed" or
+    /// "deleted".
+    pub change: &'static str,
+    pub path: String,
+    /// "file", "directory", "symlink" or "nothing" (deleted).
+    pub was: Option<&'static str>,
+    pub now: &'static str,
+    /// Permission bits before and after, for files and directories.
+    pub old_mode: Option<u32>,
+    pub new_mode: Option<u32>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct NotAppliedJson {
+    pub path: String,
+    pub step: String,
+    pub source: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub error: String,
+}
+
+/// The JSON form of [`render_status`].
+pub fn status_json(
+    replica_name: &str,
+    root: &Path,
+    outcome: &ScanOutcome,
+    missing: &[Vec<u8>],
+    failed: &[FailedStep],
+) -> StatusJson {
+    use crate::ops::PathState;
+    use crate::tree::scan::type_name;
+    let mode = |state: &PathState| match state {
+        PathState::File { mode, .. } | PathState::Directory { mode, .. } => Some(*mode),
+        _ => None,
+    };
+    StatusJson {
+        version: 1,
+        replica: replica_name.to_string(),
+        root: root.display().to_string(),
+        changes: outcome
+            .changes
+            .iter()
+            .map(|change| ChangeJson {
+                change: change.kind().label(),
+                path: relpath::display(&change.path),
+                was: change.old.as_ref().map(type_name),
+                now: type_name(&change.new),
+                old_mode: change.old.as_ref().and_then(mode),
+                new_mode: mode(&change.new),
+            })
+            .collect(),
+        newly_excluded: outcome
+            .newly_excluded
+            .iter()
+            .map(|p| relpath::display(p))
+            .collect(),
+        missing: missing.iter().map(|p| relpath::display(p)).collect(),
+        not_applied: failed
+            .iter()
+            .map(|step| NotAppliedJson {
+                path: relpath::display(&step.path),
+                step: step.step.clone(),
+                source: step.source.clone(),
+                at: chrono::DateTime::from_timestamp_nanos(step.at_ns)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                error: step.error.clone(),
+            })
+            .collect(),
+    }
+}
