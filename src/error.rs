@@ -155,6 +155,10 @@ pub enum Error {
     #[error("{} is not empty", dir.display())]
     NotEmpty { dir: PathBuf },
 
+    /// A folder the command needs and does not make is not there.
+    #[error("{}: no such directory ({what})", path.display())]
+    MissingDirectory { path: PathBuf, what: &'static str },
+
     /// `mkreplica -import` found no key file where it looked.
     #[error("{}: no key file for the new member there", path.display())]
     MissingKeyFile { path: PathBuf },

@@ -142,15 +142,30 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             }
         }
     }
+    // Packets named outside any replica have no keys to be checked
+    // against: an unknown key there is "not checked", not a problem.
+    let unchecked = replica.is_none() && !args.packets.is_empty();
+    let not_checked = |exam: &packet_format::Examination| {
+        unchecked
+            && exam.error.is_none()
+            && matches!(
+                exam.signature,
+                Some(packet_format::SignatureStatus::UnknownKey { .. })
+            )
+    };
     let mut problems = 0;
     let mut json = Vec::new();
     for (entry, exam) in entries.iter().zip(exams) {
-        if listing::is_problem(&exam) {
+        let not_checked = not_checked(&exam);
+        if listing::is_problem(&exam) && !not_checked {
             problems += 1;
         }
         let returned = matches!(entry.bay, Some((_, Bay::Return)));
         if args.fmt == cli::Format::Json {
             let mut value = listing::render_json(&exam, view.as_ref());
+            if not_checked {
+                value["signature"]["status"] = serde_json::json!("not checked");
+            }
             if let Some((class, bay)) = &entry.bay {
                 value["storage_class"] = serde_json::json!(class);
                 value["bay"] = serde_json::json!(bay.name());
@@ -162,7 +177,15 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
         } else if args.short {
             outln!("{}", crate::error::printable_path(&entry.file));
         } else {
-            out!("{}", listing::render_text(exam, args.long, view.as_ref()));
+            let text = listing::render_text(exam, args.long, view.as_ref());
+            let text = match not_checked {
+                true => text.replace(
+                    "Signature: unknown key ",
+                    "Signature: not checked (no replica here; use -replica DIR to check it); key fingerprint ",
+                ),
+                false => text,
+            };
+            out!("{text}");
             if let Some((class, bay)) = &entry.bay {
                 outln!("Storage bay: {} (class {class})", bay.name());
             }

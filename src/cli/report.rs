@@ -207,6 +207,9 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::BadCreationPacket { .. } => {
             "ask the sender for a new creation packet (mkreplica -export there) and check its fingerprint with them".into()
         }
+        Error::MissingDirectory { .. } => {
+            "it is not made for you (unlike -out): check the name, or mount the disk".into()
+        }
         Error::MissingKeyFile { .. } => {
             "the key file (NEWNAME.key, written by mkreplica -export beside the packet) may travel by another route: name it with -key FILE".into()
         }

@@ -127,9 +127,9 @@ pub struct Args {
 
     /// Largest size of one packet file, overhead included, with an optional
     /// k, m or g suffix (at least 64k). Larger exports are split into parts,
-    /// a large file spanning parts.
-    #[arg(long, value_name = "SIZE", default_value = "2g", value_parser = super::max_size_arg)]
-    pub maxsize: u64,
+    /// a large file spanning parts. Default: 2g.
+    #[arg(long, value_name = "SIZE", value_parser = super::max_size_arg)]
+    pub maxsize: Option<u64>,
 
     /// With -export: ship the content of every change, even chunks the
     /// target is believed to hold already (for a target whose import
@@ -200,9 +200,12 @@ use crate::tree::scan::ScanHooks;
 
 const NAME: &str = "syncreplica";
 
+/// -maxsize when not given: 2 GiB, below what FAT32 sticks can hold.
+const DEFAULT_MAX_SIZE: u64 = 2 << 30;
+
 fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     let shipping_by_bay = args.ship || args.fship;
-    let max_size = args.maxsize;
+    let max_size = args.maxsize.unwrap_or(DEFAULT_MAX_SIZE);
     // Everything about shipping is checked before anything is recorded.
     let shipping = if shipping_by_bay {
         let shipping = ship::Shipping::load(args.bays.shipconf.as_deref())?;
@@ -242,7 +245,13 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     }
     if let Some(work) = &args.workdir {
         if !work.exists() {
-            return Err(crate::error::Error::NotADirectory { path: work.clone() }.into());
+            // Not made for the user, unlike -out: a working folder that is
+            // not there is most likely a typing error or an unmounted disk.
+            return Err(crate::error::Error::MissingDirectory {
+                path: work.clone(),
+                what: "the -workdir",
+            }
+            .into());
         }
     }
     if !out.exists() {
@@ -756,6 +765,25 @@ fn check_usage(args: &Args) -> anyhow::Result<()> {
     }
     if (args.resendall || args.ack) && !args.export {
         usage!("-resendall and -ack apply to -export only");
+    }
+    if !args.export {
+        let given: Vec<&str> = [
+            ("-out", args.out.is_some()),
+            ("-maxsize", args.maxsize.is_some()),
+            ("-workdir", args.workdir.is_some()),
+            ("-fullcontent", args.fullcontent),
+            ("-comment", !args.comment.is_empty() || args.ncomment),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect();
+        if !given.is_empty() {
+            usage!(
+                "{} appl{} to -export only",
+                given.join(", "),
+                if given.len() == 1 { "ies" } else { "y" }
+            );
+        }
     }
     if args.fmt == cli::Format::Json && !args.status {
         usage!("-fmt json applies to -status only");

@@ -295,6 +295,18 @@ fn usage_errors_exit_2_wherever_they_are_found() {
             &["-bogus"],
             "unknown option -bogus",
         ),
+        (
+            dir.path(),
+            "syncreplica",
+            &["-import", "-maxsize", "1m", "-fullcontent", "x"],
+            "-maxsize, -fullcontent apply to -export only",
+        ),
+        (
+            dir.path(),
+            "syncreplica",
+            &["-record", "-c", "why"],
+            "-comment applies to -export only",
+        ),
     ];
     for (cwd, command, args, says) in cases {
         let out = run(cwd, command, args.iter().copied()).fails_with(2);

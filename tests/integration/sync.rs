@@ -1564,3 +1564,66 @@ fn mkreplica_export_makes_a_missing_out_directory_only_after_its_checks() {
     assert!(missing.join("gamma.key").is_file());
     assert_eq!(packet_files(&missing).len(), 1);
 }
+
+#[test]
+fn lspacket_outside_a_replica_lists_intact_packets_as_not_checked_and_damaged_ones_as_damaged() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    write(&fam.root("alpha"), "f", "1");
+    let out = fam.packet_dir("stick");
+    export_to(&fam.root("alpha"), &out, &["beta"], &[]).ok();
+    // The family's parent folder is no replica: nothing to check keys with.
+    let listing = run(fam.dir.path(), "lspacket", [out.as_os_str()]).ok();
+    assert!(
+        listing
+            .stdout
+            .contains("Signature: not checked (no replica here; use -replica DIR to check it)"),
+        "{}",
+        listing.stdout
+    );
+    let json = run(
+        fam.dir.path(),
+        "lspacket",
+        ["-fmt".as_ref(), "json".as_ref(), out.as_os_str()],
+    )
+    .ok();
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value[0]["signature"]["status"], "not checked");
+    let packet = &packet_files(&out)[0];
+    let mut bytes = std::fs::read(packet).unwrap();
+    let middle = bytes.len() / 3;
+    bytes[middle] ^= 0xff;
+    std::fs::write(packet, bytes).unwrap();
+    let damaged = run(fam.dir.path(), "lspacket", [out.as_os_str()]).fails_with(1);
+    assert!(
+        damaged.stdout.contains("Packet is damaged"),
+        "{}",
+        damaged.stdout
+    );
+}
+
+#[test]
+fn a_missing_workdir_is_named_as_missing_and_nothing_is_recorded() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let a = fam.root("alpha");
+    write(&a, "f", "1");
+    let epoch = own_epoch(&a);
+    let missing = fam.dir.path().join("not-mounted");
+    let out = fam.packet_dir("out");
+    let res = export_to(
+        &a,
+        &out,
+        &["beta"],
+        &["-workdir", missing.to_str().unwrap()],
+    )
+    .fails_with(1);
+    assert!(
+        res.stderr.contains(&format!(
+            "{}: no such directory (the -workdir)",
+            missing.display()
+        )) && res.stderr.contains("hint: it is not made for you"),
+        "{}",
+        res.stderr
+    );
+    assert_eq!(own_epoch(&a), epoch);
+    assert!(!missing.exists());
+}
