@@ -1627,3 +1627,21 @@ fn a_missing_workdir_is_named_as_missing_and_nothing_is_recorded() {
     assert_eq!(own_epoch(&a), epoch);
     assert!(!missing.exists());
 }
+
+#[test]
+fn a_conflict_with_a_deletion_is_called_a_deletion() {
+    let fam = family(&["alpha", "beta"], &[("doc.txt", "v1")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    std::fs::remove_file(a.join("doc.txt")).unwrap();
+    write(&b, "doc.txt", "v2 from beta");
+    let out = fam.packet_dir("1");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    let res = import_from(&b, &[&out]).ok();
+    assert!(
+        res.stdout
+            .contains("concurrent changes by beta (file) and alpha (a deletion); kept beta's"),
+        "{}",
+        res.stdout
+    );
+    assert!(!res.stdout.contains("(nothing)"), "{}", res.stdout);
+}

@@ -827,9 +827,9 @@ impl Planner<'_> {
                     "{}: concurrent changes by {} ({}) and {} ({}); kept {}'s{}",
                     relpath::display(path),
                     self.label(&winner_author),
-                    crate::tree::scan::type_name(&winner),
+                    change_word(&winner),
                     self.label(&loser_author),
-                    crate::tree::scan::type_name(&loser),
+                    change_word(&loser),
                     self.label(&winner_author),
                     copy_note(copy.as_deref()),
                 );
@@ -1927,5 +1927,14 @@ mod tests {
         // Ties are broken by encoding, and never both ways.
         let a = PathState::symlink(b"a".to_vec());
         assert_ne!(winner_is_first(&a, &link), winner_is_first(&link, &a));
+    }
+}
+
+/// A concurrent change in a conflict note: what the version is, "a
+/// deletion" rather than "nothing" for a path deleted.
+fn change_word(state: &PathState) -> &'static str {
+    match state {
+        PathState::Deleted => "a deletion",
+        other => crate::tree::scan::type_name(other),
     }
 }
