@@ -1820,6 +1820,15 @@ impl Reserved {
     }
 }
 
+/// A concurrent change in a conflict note: what the version is, "a
+/// deletion" rather than "nothing" for a path deleted.
+fn change_word(state: &PathState) -> &'static str {
+    match state {
+        PathState::Deleted => "a deletion",
+        other => crate::tree::scan::type_name(other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1927,14 +1936,5 @@ mod tests {
         // Ties are broken by encoding, and never both ways.
         let a = PathState::symlink(b"a".to_vec());
         assert_ne!(winner_is_first(&a, &link), winner_is_first(&link, &a));
-    }
-}
-
-/// A concurrent change in a conflict note: what the version is, "a
-/// deletion" rather than "nothing" for a path deleted.
-fn change_word(state: &PathState) -> &'static str {
-    match state {
-        PathState::Deleted => "a deletion",
-        other => crate::tree::scan::type_name(other),
     }
 }
