@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use packet_format::seals::{chain, Seal, SealTail};
+use packet_format::seals::{chain, link, Seal, SealTail};
 use packet_format::EpochRange;
 
 use crate::error::{Error, Refusal, Result};
@@ -68,39 +68,109 @@ fn unsealed(what: String) -> Error {
     Error::Refused(Refusal::Unsealed { what })
 }
 
+/// The operations a packet brings, as [`verify_incoming`] reads them: a
+/// slice (a creation packet's) or an import's batch, kept on disk
+/// ([`crate::sync::apply::batch::OpBatch`]) and read one at a time.
+pub trait Incoming {
+    /// Calls `f` with each (origin, epoch) brought, by origin, then epoch.
+    fn each_epoch(&self, f: &mut dyn FnMut(Id, u64) -> Result<()>) -> Result<()>;
+    /// Calls `f` with the encodings of `origin`'s operations
+    /// `first..=last` brought, from the last back; returns how many.
+    fn backwards(
+        &self,
+        origin: &Id,
+        first: u64,
+        last: u64,
+        f: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<u64>;
+    /// The `AddMember` operations brought: (origin, epoch, member, key).
+    fn added_members(&self) -> Vec<(Id, u64, Id, [u8; 32])>;
+}
+
+impl Incoming for [Operation] {
+    fn each_epoch(&self, f: &mut dyn FnMut(Id, u64) -> Result<()>) -> Result<()> {
+        let mut keys: Vec<(Id, u64)> = self.iter().map(|op| (op.origin, op.epoch)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for (origin, epoch) in keys {
+            f(origin, epoch)?;
+        }
+        Ok(())
+    }
+
+    fn backwards(
+        &self,
+        origin: &Id,
+        first: u64,
+        last: u64,
+        f: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<u64> {
+        let mut run: BTreeMap<u64, &Operation> = BTreeMap::new();
+        for op in self {
+            if op.origin == *origin && (first..=last).contains(&op.epoch) {
+                run.entry(op.epoch).or_insert(op);
+            }
+        }
+        for (epoch, op) in run.iter().rev() {
+            f(*epoch, &op.encode())?;
+        }
+        Ok(run.len() as u64)
+    }
+
+    fn added_members(&self) -> Vec<(Id, u64, Id, [u8; 32])> {
+        self.iter()
+            .filter_map(|op| match &op.change {
+                Change::AddMember {
+                    replica,
+                    public_key,
+                    ..
+                } => Some((op.origin, op.epoch, *replica, *public_key)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// Checks that every operation of `incoming` (the operations a packet
 /// brings that this replica lacks, per origin in epoch order) is covered
 /// by a verified seal of `seals` (rule 3). `held` is this replica's own
 /// row (what it logged of each origin), `keys` the members' keys. Returns
-/// the seals to keep.
+/// the seals to keep. Holds no operation: each run is chained from its
+/// end, one operation at a time.
 pub fn verify_incoming(
     state: Option<&State>,
     seals: &[Seal],
-    incoming: &[Operation],
+    incoming: &(impl Incoming + ?Sized),
     held: &HashMap<Id, u64>,
     keys: &HashMap<Id, [u8; 32]>,
 ) -> Result<Vec<Seal>> {
     let mut keys = keys.clone();
-    let mut by_origin: BTreeMap<Id, BTreeMap<u64, &Operation>> = BTreeMap::new();
-    for op in incoming {
-        by_origin.entry(op.origin).or_default().insert(op.epoch, op);
-    }
-    // Each incoming operation, the seal that covers it (by index).
+    // Each incoming operation, the seal that covers it (by index); runs
+    // are long, so the last seal found is tried first.
     let mut pending: Vec<(usize, &Seal)> = Vec::new();
-    for (origin, ops) in &by_origin {
-        for (epoch, _) in ops.iter() {
-            let Some(found) = seals.iter().position(|seal| {
-                seal.origin == *origin && seal.first <= *epoch && *epoch <= seal.carried_last()
-            }) else {
-                return Err(unsealed(format!(
-                    "operation {epoch} of {origin} carries no seal of its origin"
-                )));
-            };
-            if !pending.iter().any(|(index, _)| *index == found) {
-                pending.push((found, &seals[found]));
+    let mut last_found: Option<usize> = None;
+    incoming.each_epoch(&mut |origin, epoch| {
+        let covers = |seal: &Seal| {
+            seal.origin == origin && seal.first <= epoch && epoch <= seal.carried_last()
+        };
+        let found = match last_found.filter(|&i| covers(&seals[i])) {
+            Some(found) => found,
+            None => {
+                let Some(found) = seals.iter().position(covers) else {
+                    return Err(unsealed(format!(
+                        "operation {epoch} of {origin} carries no seal of its origin"
+                    )));
+                };
+                found
             }
+        };
+        last_found = Some(found);
+        if !pending.iter().any(|(index, _)| *index == found) {
+            pending.push((found, &seals[found]));
         }
-    }
+        Ok(())
+    })?;
+    let added = incoming.added_members();
     let mut verified = Vec::new();
     // Verify what can be, learn the keys its AddMember operations bring,
     // and go on until nothing more verifies.
@@ -112,8 +182,7 @@ pub fn verify_incoming(
                 left.push((index, seal));
                 continue;
             };
-            let run = run_operations(state, seal, &by_origin, held)?;
-            let head = chain(run.iter().map(Vec::as_slice), seal.after_carried());
+            let head = run_head(state, seal, incoming, held)?;
             if !seal.verify(&key, &head) {
                 return Err(unsealed(format!(
                     "the seal of operations {}..={} of {} does not verify: they were not \
@@ -123,19 +192,9 @@ pub fn verify_incoming(
                     seal.origin
                 )));
             }
-            if let Some(ops) = by_origin.get(&seal.origin) {
-                for op in ops
-                    .range(seal.first..=seal.carried_last())
-                    .map(|(_, op)| op)
-                {
-                    if let Change::AddMember {
-                        replica,
-                        public_key,
-                        ..
-                    } = &op.change
-                    {
-                        keys.entry(*replica).or_insert(*public_key);
-                    }
+            for (origin, epoch, replica, public_key) in &added {
+                if *origin == seal.origin && (seal.first..=seal.carried_last()).contains(epoch) {
+                    keys.entry(*replica).or_insert(*public_key);
                 }
             }
             verified.push(*seal);
@@ -152,43 +211,61 @@ pub fn verify_incoming(
     Ok(verified)
 }
 
-/// The encodings of a seal's carried run: what this replica logged, then
-/// what the packet brings.
-fn run_operations(
+/// The head of a seal's carried run ([`chain`] from its link after the
+/// carried part): the packet's operations, then what this replica logged,
+/// each folded in from the end back, one at a time.
+fn run_head(
     state: Option<&State>,
     seal: &Seal,
-    by_origin: &BTreeMap<Id, BTreeMap<u64, &Operation>>,
+    incoming: &(impl Incoming + ?Sized),
     held: &HashMap<Id, u64>,
-) -> Result<Vec<Vec<u8>>> {
+) -> Result<[u8; 32]> {
     let have = held.get(&seal.origin).copied().unwrap_or(0);
-    let mut run = Vec::new();
+    let from_packet = have.max(seal.first - 1) + 1;
+    let mut head = seal.after_carried();
+    if from_packet <= seal.carried_last() {
+        let mut expected = seal.carried_last();
+        let mut missing = None;
+        incoming.backwards(
+            &seal.origin,
+            from_packet,
+            seal.carried_last(),
+            &mut |epoch, bytes| {
+                if epoch != expected {
+                    missing.get_or_insert(expected);
+                }
+                expected = epoch.saturating_sub(1);
+                head = link(&head, bytes);
+                Ok(())
+            },
+        )?;
+        if expected >= from_packet {
+            missing.get_or_insert(expected);
+        }
+        if let Some(epoch) = missing {
+            return Err(unsealed(format!(
+                "the seal of {}..={} of {} needs operation {epoch}, which neither this \
+                 replica nor the packet holds",
+                seal.first,
+                seal.carried_last(),
+                seal.origin
+            )));
+        }
+    }
     if seal.first <= have {
         let state = state.expect("a replica that holds operations has a state");
-        run = state.operation_bytes(&seal.origin, seal.first, have.min(seal.carried_last()))?;
+        let last = have.min(seal.carried_last());
+        let count = state.fold_operations_backwards(&seal.origin, seal.first, last, |bytes| {
+            head = link(&head, bytes);
+        })?;
+        if count != last - seal.first + 1 {
+            return Err(unsealed(format!(
+                "operations {}..={} of {} are not all at hand to check their seal",
+                seal.first,
+                seal.carried_last(),
+                seal.origin
+            )));
+        }
     }
-    let from_packet = have.max(seal.first - 1) + 1;
-    for epoch in from_packet..=seal.carried_last() {
-        let op = by_origin
-            .get(&seal.origin)
-            .and_then(|ops| ops.get(&epoch))
-            .ok_or_else(|| {
-                unsealed(format!(
-                    "the seal of {}..={} of {} needs operation {epoch}, which neither this \
-                     replica nor the packet holds",
-                    seal.first,
-                    seal.carried_last(),
-                    seal.origin
-                ))
-            })?;
-        run.push(op.encode());
-    }
-    if run.len() as u64 != seal.carried_last() - seal.first + 1 {
-        return Err(unsealed(format!(
-            "operations {}..={} of {} are not all at hand to check their seal",
-            seal.first,
-            seal.carried_last(),
-            seal.origin
-        )));
-    }
-    Ok(run)
+    Ok(head)
 }

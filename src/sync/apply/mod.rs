@@ -221,6 +221,7 @@
 //!   name it (rule 3) and scans skip it; a file found under that name that
 //!   this import did not make is kept as a conflict copy, never removed.
 
+pub mod batch;
 mod disk;
 mod journal;
 mod plan;
@@ -373,13 +374,35 @@ pub fn is_injected_crash(err: &Error) -> bool {
 /// Applies `ops` (already verified, from other replicas) to `replica`'s tree
 /// and state, following the rules in the module documentation. Either the
 /// whole batch is committed, or (on a refused batch) nothing changes.
+/// The operations are copied into a [`batch::OpBatch`] first, as an import
+/// streams them there ([`apply_stored`]).
 pub fn apply_batch(
     replica: &mut LockedReplica,
     ops: &[Operation],
     chunks: &mut dyn ChunkSource,
     hooks: &mut ApplyHooks,
 ) -> Result<ApplyReport> {
-    apply_batch_with(replica, ops, chunks, hooks, None)
+    let logged = own_row(replica)?;
+    let mut batch = batch::OpBatch::create(replica.state(), &logged)?;
+    let result = (|| {
+        for op in ops {
+            batch.push(replica.state(), op)?;
+        }
+        batch.finish(replica.state())?;
+        apply_stored(replica, &batch, chunks, hooks, None)
+    })();
+    batch.close(replica.state());
+    result
+}
+
+/// This replica's own epoch row: what it logged of each origin.
+pub(crate) fn own_row(replica: &Replica) -> Result<std::collections::HashMap<crate::ops::Id, u64>> {
+    let me = replica.identity.replica_id;
+    Ok(replica
+        .state()
+        .epoch_table()?
+        .remove(&me)
+        .unwrap_or_default())
 }
 
 /// The record of a received packet, committed in the same transaction as
@@ -401,21 +424,22 @@ pub struct Receipt {
     pub seals: Vec<packet_format::seals::Seal>,
 }
 
-/// [`apply_batch`], committing `receipt` with the batch.
-pub fn apply_batch_with(
+/// [`apply_batch`] of the operations in `batch` (filled and finished),
+/// committing `receipt` with them. The caller closes `batch`.
+pub fn apply_stored(
     replica: &mut LockedReplica,
-    ops: &[Operation],
+    batch: &batch::OpBatch,
     chunks: &mut dyn ChunkSource,
     hooks: &mut ApplyHooks,
     receipt: Option<&Receipt>,
 ) -> Result<ApplyReport> {
     recover(replica)?;
-    let plan = plan::plan(replica, ops)?;
+    let plan = plan::plan(replica, batch)?;
     check_space(replica, &plan)?;
     let mut report = plan.report.clone();
     report.bytes_written = disk::stage(replica, &plan, chunks, hooks)?;
     hooks.step("before commit")?;
-    let committed = commit(replica, ops, &plan, receipt);
+    let committed = commit(replica, batch, &plan, receipt);
     if let Err(err) = committed {
         let _ = std::fs::remove_dir_all(staging_dir(replica));
         return Err(err);
@@ -506,6 +530,8 @@ fn recover_noting(
     replica: &mut LockedReplica,
     hooks: &mut ApplyHooks,
 ) -> Result<Option<Recovered>> {
+    // A batch's scratch database left by a crash (never part of a commit).
+    batch::remove_stale(replica.state())?;
     let encoded = replica
         .state_mut()
         .transaction(|tx| Ok(state::pending_apply(tx)?))?;
@@ -542,7 +568,7 @@ fn staging_dir(replica: &Replica) -> PathBuf {
 /// database, and the journal of its disk actions.
 fn commit(
     replica: &mut LockedReplica,
-    ops: &[Operation],
+    batch: &batch::OpBatch,
     plan: &plan::Plan,
     receipt: Option<&Receipt>,
 ) -> Result<()> {
@@ -570,8 +596,15 @@ fn commit(
         for member in &plan.new_members {
             state::insert_member(tx, member, now)?;
         }
-        let accepted = plan.accepted.iter().map(|&index| &ops[index]);
-        for op in accepted.chain(&plan.local_ops) {
+        // Read from the scratch database inside this transaction, one at
+        // a time: the log gets them all, or none.
+        batch.for_each_encoded(tx, |position, origin, epoch, bytes| {
+            if plan.accepted.get(position) {
+                state::append_encoded_operation(tx, &origin, epoch, bytes)?;
+            }
+            Ok(())
+        })?;
+        for op in &plan.local_ops {
             state::append_operation(tx, op)?;
         }
         for (origin, epoch) in &plan.raised {
