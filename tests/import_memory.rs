@@ -115,6 +115,7 @@ fn peak_heap_of_import(count: u64, kind: ManyOps) -> usize {
     let origin = from.identity.replica_id;
     let bay = dir.path().join("bay");
     std::fs::create_dir_all(&bay).unwrap();
+    let have = to.state().epoch(&to.identity.replica_id, &origin).unwrap();
     let packet = write_many_ops(&ManyOpsPacket {
         family: Named {
             id: from.identity.family_id,
@@ -129,7 +130,7 @@ fn peak_heap_of_import(count: u64, kind: ManyOps) -> usize {
             id: to.identity.replica_id,
             name: to.identity.replica_name.clone(),
         },
-        have: to.state().epoch(&to.identity.replica_id, &origin).unwrap(),
+        have,
         count,
         kind,
         out_dir: &bay,
@@ -153,7 +154,7 @@ fn peak_heap_of_import(count: u64, kind: ManyOps) -> usize {
         "{outcomes:?}"
     );
     let epoch = to.state().epoch(&to.identity.replica_id, &origin).unwrap();
-    assert_eq!(epoch, count, "every operation logged");
+    assert_eq!(epoch, have + count, "every operation logged");
     peak
 }
 

@@ -362,8 +362,9 @@ struct Planner<'a> {
     /// which ancestors of a path may be planned links, in one pass.
     link_hashes: HashMap<u64, u32>,
     /// Paths not made because they do not fit below the root
-    /// (`relpath::fits_below`), in batch order.
-    too_long: Vec<Vec<u8>>,
+    /// (`relpath::fits_below`): the first in batch order, and how many
+    /// (counted per operation; only the first is named).
+    too_long: Option<(Vec<u8>, u64)>,
     /// How the replica's filesystem compares names (`tree::folding`).
     folding: Folding,
     /// On a filesystem that folds names: exact names listed in each
@@ -461,7 +462,7 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
         report: ApplyReport::default(),
         now_ns: crate::sys::clock::now_ns(),
         superseded,
-        too_long: Vec::new(),
+        too_long: None,
         hasher: PrefixHasher::new(),
         link_hashes: HashMap::new(),
         folding: replica.folding()?,
@@ -759,7 +760,10 @@ impl Planner<'_> {
         if !relpath::fits_below(self.root, path) {
             // Rule 3: longer than this system takes below this root. Like
             // an excluded path: logged and relayed, never made.
-            self.too_long.push(path.to_vec());
+            match &mut self.too_long {
+                Some((_, count)) => *count += 1,
+                None => self.too_long = Some((path.to_vec(), 1)),
+            }
             return Ok(());
         }
         self.check_ancestors(path, version)?;
@@ -1361,8 +1365,8 @@ impl Planner<'_> {
         actions.extend(creations);
         actions.extend(dir_modes.into_iter().rev());
         self.report.local_operations = self.local_ops.len() as u64;
-        if let Some(first) = self.too_long.first() {
-            let more = match self.too_long.len() - 1 {
+        if let Some((first, count)) = &self.too_long {
+            let more = match count - 1 {
                 0 => String::new(),
                 1 => " and 1 path below or beside it".to_string(),
                 n => format!(" and {n} paths below or beside it"),
