@@ -29,21 +29,23 @@ forge="$here/target/release/examples/forge_ops"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# Prints "PEAK_MB SECONDS" of a command, failing if it fails.
+# Prints "PEAK_MB WALL_SECONDS CPU_SECONDS" of a command (CPU: user + system,
+# steadier than wall time on a shared machine), failing if it fails.
 measure() {
     local out="$work/time.txt"
     if ! /usr/bin/time -v "$@" >"$work/cmd.out" 2>"$out"; then
         cat "$work/cmd.out" "$out" >&2
         return 1
     fi
-    local kb secs
+    local kb secs cpu
     kb=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$out")
     secs=$(awk -F': ' '/Elapsed \(wall clock\)/ { print $2 }' "$out" |
         awk -F: '{ t = 0; for (i = 1; i <= NF; i++) t = t * 60 + $i; print t }')
-    echo "$((kb / 1024)) $secs"
+    cpu=$(awk -F': ' '/User time|System time/ { t += $2 } END { printf "%.2f", t }' "$out")
+    echo "$((kb / 1024)) $secs $cpu"
 }
 
-printf '%-8s %10s %10s %10s %12s\n' kind ops packet_KB peak_MB seconds
+printf '%-8s %10s %10s %10s %10s %10s\n' kind ops packet_KB peak_MB wall_s cpu_s
 for n in "${counts[@]}"; do
     for kind in $kinds; do
         run="$work/$kind-$n"
@@ -54,11 +56,11 @@ for n in "${counts[@]}"; do
         rm -f "$run/bay"/*
         packet=$("$forge" "$run/a" "$run/b" "$run/bay" "$n" "$kind")
         size=$(( $(stat -c %s "$packet") / 1024 ))
-        read -r mb secs < <(measure "$bin/syncreplica" -import -replica "$run/b" "$packet")
-        printf '%-8s %10s %10s %10s %12s\n' "$kind" "$n" "$size" "$mb" "$secs"
+        read -r mb secs cpu < <(measure "$bin/syncreplica" -import -replica "$run/b" "$packet")
+        printf '%-8s %10s %10s %10s %10s %10s\n' "$kind" "$n" "$size" "$mb" "$secs" "$cpu"
         if [ "$kind" = deleted ]; then
-            read -r mb secs < <(measure "$bin/syncreplica" -status -replica "$run/b")
-            printf '%-8s %10s %10s %10s %12s\n' "baseline" "$n" "-" "$mb" "$secs"
+            read -r mb secs cpu < <(measure "$bin/syncreplica" -status -replica "$run/b")
+            printf '%-8s %10s %10s %10s %10s %10s\n' "baseline" "$n" "-" "$mb" "$secs" "$cpu"
         fi
         rm -rf "$run"
     done

@@ -72,49 +72,24 @@ fn unsealed(what: String) -> Error {
 /// slice (a creation packet's) or an import's batch, kept on disk
 /// ([`crate::sync::apply::batch::OpBatch`]) and read one at a time.
 pub trait Incoming {
-    /// Calls `f` with each (origin, epoch) brought, by origin, then epoch.
-    fn each_epoch(&self, f: &mut dyn FnMut(Id, u64) -> Result<()>) -> Result<()>;
-    /// Calls `f` with the encodings of `origin`'s operations
-    /// `first..=last` brought, from the last back; returns how many.
-    fn backwards(
-        &self,
-        origin: &Id,
-        first: u64,
-        last: u64,
-        f: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
-    ) -> Result<u64>;
+    /// Calls `f` with each operation brought (origin, epoch, encoding),
+    /// each epoch of an origin once, each origin's from its highest epoch
+    /// down (origins may interleave).
+    fn backwards(&self, f: &mut dyn FnMut(Id, u64, &[u8]) -> Result<()>) -> Result<()>;
     /// The `AddMember` operations brought: (origin, epoch, member, key).
     fn added_members(&self) -> Vec<(Id, u64, Id, [u8; 32])>;
 }
 
 impl Incoming for [Operation] {
-    fn each_epoch(&self, f: &mut dyn FnMut(Id, u64) -> Result<()>) -> Result<()> {
-        let mut keys: Vec<(Id, u64)> = self.iter().map(|op| (op.origin, op.epoch)).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        for (origin, epoch) in keys {
-            f(origin, epoch)?;
+    fn backwards(&self, f: &mut dyn FnMut(Id, u64, &[u8]) -> Result<()>) -> Result<()> {
+        let mut ops: BTreeMap<(Id, u64), &Operation> = BTreeMap::new();
+        for op in self {
+            ops.entry((op.origin, op.epoch)).or_insert(op);
+        }
+        for ((origin, epoch), op) in ops.iter().rev() {
+            f(*origin, *epoch, &op.encode())?;
         }
         Ok(())
-    }
-
-    fn backwards(
-        &self,
-        origin: &Id,
-        first: u64,
-        last: u64,
-        f: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
-    ) -> Result<u64> {
-        let mut run: BTreeMap<u64, &Operation> = BTreeMap::new();
-        for op in self {
-            if op.origin == *origin && (first..=last).contains(&op.epoch) {
-                run.entry(op.epoch).or_insert(op);
-            }
-        }
-        for (epoch, op) in run.iter().rev() {
-            f(*epoch, &op.encode())?;
-        }
-        Ok(run.len() as u64)
     }
 
     fn added_members(&self) -> Vec<(Id, u64, Id, [u8; 32])> {
@@ -131,12 +106,28 @@ impl Incoming for [Operation] {
     }
 }
 
+/// A seal being checked: the head of its carried run so far, folded in
+/// from the end, and the next epoch (down) the packet must bring.
+struct Folding {
+    head: [u8; 32],
+    /// The packet brings `from_packet..=carried_last`.
+    from_packet: u64,
+    expected: u64,
+    missing: Option<u64>,
+    /// Whether the packet brings any operation it covers.
+    touched: bool,
+}
+
 /// Checks that every operation of `incoming` (the operations a packet
 /// brings that this replica lacks, per origin in epoch order) is covered
 /// by a verified seal of `seals` (rule 3). `held` is this replica's own
 /// row (what it logged of each origin), `keys` the members' keys. Returns
-/// the seals to keep. Holds no operation: each run is chained from its
-/// end, one operation at a time.
+/// the seals to keep (those covering an operation brought).
+///
+/// Holds no operation: one pass over them, from the last back, folds each
+/// into the head of every seal covering it (seals of an origin swept by
+/// their carried range); what this replica logged of a run is folded in
+/// after, also one at a time.
 pub fn verify_incoming(
     state: Option<&State>,
     seals: &[Seal],
@@ -145,31 +136,99 @@ pub fn verify_incoming(
     keys: &HashMap<Id, [u8; 32]>,
 ) -> Result<Vec<Seal>> {
     let mut keys = keys.clone();
-    // Each incoming operation, the seal that covers it (by index); runs
-    // are long, so the last seal found is tried first.
-    let mut pending: Vec<(usize, &Seal)> = Vec::new();
-    let mut last_found: Option<usize> = None;
-    incoming.each_epoch(&mut |origin, epoch| {
-        let covers = |seal: &Seal| {
-            seal.origin == origin && seal.first <= epoch && epoch <= seal.carried_last()
-        };
-        let found = match last_found.filter(|&i| covers(&seals[i])) {
-            Some(found) => found,
-            None => {
-                let Some(found) = seals.iter().position(covers) else {
-                    return Err(unsealed(format!(
-                        "operation {epoch} of {origin} carries no seal of its origin"
-                    )));
-                };
-                found
+    let mut folding: Vec<Folding> = seals
+        .iter()
+        .map(|seal| {
+            let have = held.get(&seal.origin).copied().unwrap_or(0);
+            let from_packet = have.max(seal.first.saturating_sub(1)) + 1;
+            Folding {
+                head: seal.after_carried(),
+                from_packet,
+                expected: seal.carried_last(),
+                missing: None,
+                touched: false,
             }
+        })
+        .collect();
+    // Per origin, its seals by carried end, highest first, and how many of
+    // them the sweep has reached; the ones reached whose start it has not
+    // passed are active.
+    let mut by_origin: HashMap<Id, (Vec<usize>, usize, Vec<usize>)> = HashMap::new();
+    for (index, seal) in seals.iter().enumerate() {
+        by_origin.entry(seal.origin).or_default().0.push(index);
+    }
+    for (order, _, _) in by_origin.values_mut() {
+        order.sort_by_key(|&i| std::cmp::Reverse(seals[i].carried_last()));
+    }
+    incoming.backwards(&mut |origin, epoch, bytes| {
+        let Some((order, reached, active)) = by_origin.get_mut(&origin) else {
+            return Err(unsealed(format!(
+                "operation {epoch} of {origin} carries no seal of its origin"
+            )));
         };
-        last_found = Some(found);
-        if !pending.iter().any(|(index, _)| *index == found) {
-            pending.push((found, &seals[found]));
+        while *reached < order.len() && seals[order[*reached]].carried_last() >= epoch {
+            active.push(order[*reached]);
+            *reached += 1;
+        }
+        active.retain(|&i| epoch >= seals[i].first);
+        if active.is_empty() {
+            return Err(unsealed(format!(
+                "operation {epoch} of {origin} carries no seal of its origin"
+            )));
+        }
+        for &i in active.iter() {
+            let fold = &mut folding[i];
+            fold.touched = true;
+            if epoch < fold.from_packet {
+                // Logged here already: folded in from the log.
+                continue;
+            }
+            if epoch != fold.expected {
+                fold.missing.get_or_insert(fold.expected);
+            }
+            fold.expected = epoch.saturating_sub(1);
+            fold.head = link(&fold.head, bytes);
         }
         Ok(())
     })?;
+    let mut pending: Vec<usize> = Vec::new();
+    for (index, seal) in seals.iter().enumerate() {
+        let fold = &mut folding[index];
+        if !fold.touched {
+            continue;
+        }
+        if fold.expected >= fold.from_packet && fold.from_packet <= seal.carried_last() {
+            fold.missing.get_or_insert(fold.expected);
+        }
+        if let Some(epoch) = fold.missing {
+            return Err(unsealed(format!(
+                "the seal of {}..={} of {} needs operation {epoch}, which neither this \
+                 replica nor the packet holds",
+                seal.first,
+                seal.carried_last(),
+                seal.origin
+            )));
+        }
+        let have = held.get(&seal.origin).copied().unwrap_or(0);
+        if seal.first <= have {
+            let state = state.expect("a replica that holds operations has a state");
+            let last = have.min(seal.carried_last());
+            let head = &mut fold.head;
+            let count =
+                state.fold_operations_backwards(&seal.origin, seal.first, last, |bytes| {
+                    *head = link(head, bytes);
+                })?;
+            if count != last - seal.first + 1 {
+                return Err(unsealed(format!(
+                    "operations {}..={} of {} are not all at hand to check their seal",
+                    seal.first,
+                    seal.carried_last(),
+                    seal.origin
+                )));
+            }
+        }
+        pending.push(index);
+    }
     let added = incoming.added_members();
     let mut verified = Vec::new();
     // Verify what can be, learn the keys its AddMember operations bring,
@@ -177,13 +236,13 @@ pub fn verify_incoming(
     while !pending.is_empty() {
         let before = pending.len();
         let mut left = Vec::new();
-        for (index, seal) in pending {
+        for index in pending {
+            let seal = &seals[index];
             let Some(key) = keys.get(&seal.origin).copied() else {
-                left.push((index, seal));
+                left.push(index);
                 continue;
             };
-            let head = run_head(state, seal, incoming, held)?;
-            if !seal.verify(&key, &head) {
+            if !seal.verify(&key, &folding[index].head) {
                 return Err(unsealed(format!(
                     "the seal of operations {}..={} of {} does not verify: they were not \
                      written as they are by that replica",
@@ -200,7 +259,7 @@ pub fn verify_incoming(
             verified.push(*seal);
         }
         if left.len() == before {
-            let (_, seal) = left[0];
+            let seal = &seals[left[0]];
             return Err(unsealed(format!(
                 "operations of {} are sealed by a replica that is not a member",
                 seal.origin
@@ -209,63 +268,4 @@ pub fn verify_incoming(
         pending = left;
     }
     Ok(verified)
-}
-
-/// The head of a seal's carried run ([`chain`] from its link after the
-/// carried part): the packet's operations, then what this replica logged,
-/// each folded in from the end back, one at a time.
-fn run_head(
-    state: Option<&State>,
-    seal: &Seal,
-    incoming: &(impl Incoming + ?Sized),
-    held: &HashMap<Id, u64>,
-) -> Result<[u8; 32]> {
-    let have = held.get(&seal.origin).copied().unwrap_or(0);
-    let from_packet = have.max(seal.first - 1) + 1;
-    let mut head = seal.after_carried();
-    if from_packet <= seal.carried_last() {
-        let mut expected = seal.carried_last();
-        let mut missing = None;
-        incoming.backwards(
-            &seal.origin,
-            from_packet,
-            seal.carried_last(),
-            &mut |epoch, bytes| {
-                if epoch != expected {
-                    missing.get_or_insert(expected);
-                }
-                expected = epoch.saturating_sub(1);
-                head = link(&head, bytes);
-                Ok(())
-            },
-        )?;
-        if expected >= from_packet {
-            missing.get_or_insert(expected);
-        }
-        if let Some(epoch) = missing {
-            return Err(unsealed(format!(
-                "the seal of {}..={} of {} needs operation {epoch}, which neither this \
-                 replica nor the packet holds",
-                seal.first,
-                seal.carried_last(),
-                seal.origin
-            )));
-        }
-    }
-    if seal.first <= have {
-        let state = state.expect("a replica that holds operations has a state");
-        let last = have.min(seal.carried_last());
-        let count = state.fold_operations_backwards(&seal.origin, seal.first, last, |bytes| {
-            head = link(&head, bytes);
-        })?;
-        if count != last - seal.first + 1 {
-            return Err(unsealed(format!(
-                "operations {}..={} of {} are not all at hand to check their seal",
-                seal.first,
-                seal.carried_last(),
-                seal.origin
-            )));
-        }
-    }
-    Ok(head)
 }

@@ -20,7 +20,7 @@ use rusqlite::{params, Connection};
 
 use crate::error::{Error, Result};
 use crate::ops::{Change, Id, Operation, VersionVector};
-use crate::store::state::{State, TxError};
+use crate::store::state::State;
 
 /// At most this many operations of a batch are decoded and held at once
 /// (a slice read back in [`OpBatch::for_each`], or written by
@@ -53,11 +53,22 @@ impl OpBits {
 /// A batch's operations, in the order given, in the scratch database. Made
 /// by [`OpBatch::create`], filled by [`OpBatch::push`], then read;
 /// [`OpBatch::close`] detaches and removes the scratch database.
+/// A row of the scratch table: a path change's path and version are
+/// kept apart too, so the pass that reads them decodes nothing else.
+struct Row {
+    origin: Id,
+    epoch: u64,
+    path: Option<Vec<u8>>,
+    version: Option<Vec<u8>>,
+    repeat: bool,
+    op: Vec<u8>,
+}
+
 pub struct OpBatch {
     file: PathBuf,
     len: u64,
-    /// Rows not yet written: (origin, epoch, path, repeat, encoding).
-    pending: Vec<(Id, u64, Option<Vec<u8>>, bool, Vec<u8>)>,
+    /// Rows not yet written.
+    pending: Vec<Row>,
     /// Per origin, the highest epoch this replica logged or an earlier
     /// operation of the batch brought: an operation at or below it is
     /// never applied (the planner skips it as already had).
@@ -102,6 +113,7 @@ impl OpBatch {
                  origin BLOB NOT NULL,
                  epoch INTEGER NOT NULL,
                  path BLOB,
+                 version BLOB,
                  repeat INTEGER NOT NULL,
                  op BLOB NOT NULL
              );",
@@ -133,9 +145,16 @@ impl OpBatch {
             self.added
                 .push((op.origin, op.epoch, *replica, *public_key));
         }
-        let path = op.change.path_change().map(|c| c.path.clone());
-        self.pending
-            .push((op.origin, op.epoch, path, repeat, op.encode()));
+        let change = op.change.path_change();
+        self.pending.push(Row {
+            origin: op.origin,
+            epoch: op.epoch,
+            path: change.as_ref().map(|c| c.path.clone()),
+            version: change
+                .map(|c| postcard::to_stdvec(c.version).expect("version vectors encode")),
+            repeat,
+            op: op.encode(),
+        });
         if self.pending.len() >= OPS_IN_MEMORY {
             self.flush(state)?;
         }
@@ -151,17 +170,18 @@ impl OpBatch {
             let tx = state.conn().unchecked_transaction()?;
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO batch.ops (seq, origin, epoch, path, repeat, op)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO batch.ops (seq, origin, epoch, path, version, repeat, op)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
-                for (origin, epoch, path, repeat, op) in &rows {
+                for row in &rows {
                     insert.execute(params![
                         self.len as i64,
-                        origin.0.as_slice(),
-                        *epoch as i64,
-                        path,
-                        *repeat,
-                        op
+                        row.origin.0.as_slice(),
+                        row.epoch as i64,
+                        row.path,
+                        row.version,
+                        row.repeat,
+                        row.op
                     ])?;
                     self.len += 1;
                 }
@@ -180,8 +200,7 @@ impl OpBatch {
         state
             .conn()
             .execute_batch(
-                "CREATE INDEX batch.ops_by_path ON ops (path, seq) WHERE path IS NOT NULL;
-                 CREATE INDEX batch.ops_by_origin ON ops (origin, epoch);",
+                "CREATE INDEX batch.ops_by_path ON ops (path, seq) WHERE path IS NOT NULL;",
             )
             .map_err(|e| state.db_error(e))?;
         self.sealed = true;
@@ -191,6 +210,11 @@ impl OpBatch {
     /// Ends the filling; to be called once every operation is pushed.
     pub fn finish(&mut self, state: &State) -> Result<()> {
         self.seal(state)
+    }
+
+    /// The scratch database's file.
+    pub fn file(&self) -> &Path {
+        &self.file
     }
 
     /// Operations in the batch.
@@ -253,26 +277,16 @@ impl OpBatch {
         Ok(())
     }
 
-    /// Calls `f` with the raw rows (position, origin, epoch, encoding), in
-    /// order, one at a time: what the commit logs, inside its transaction.
-    pub fn for_each_encoded(
-        &self,
-        conn: &Connection,
-        mut f: impl FnMut(u64, Id, u64, &[u8]) -> std::result::Result<(), TxError>,
-    ) -> std::result::Result<(), TxError> {
-        let mut statement =
-            conn.prepare("SELECT seq, origin, epoch, op FROM batch.ops ORDER BY seq")?;
-        let mut rows = statement.query([])?;
-        while let Some(row) = rows.next()? {
-            let seq: i64 = row.get(0)?;
-            let origin: Vec<u8> = row.get(1)?;
-            let origin = id_of(&origin)
-                .ok_or_else(|| scratch_error(&self.file, "an origin that is not 16 bytes"))?;
-            let epoch: i64 = row.get(2)?;
-            let bytes: Vec<u8> = row.get(3)?;
-            f(seq as u64, origin, epoch as u64, &bytes)?;
-        }
-        Ok(())
+    /// Copies the operations that are not repeats (what the planner
+    /// accepts from a batch it does not refuse) into the operation log, in
+    /// the commit's transaction `tx`; returns how many.
+    pub fn log_into(&self, tx: &Connection) -> rusqlite::Result<u64> {
+        tx.execute(
+            "INSERT INTO main.oplog (origin, epoch, op)
+             SELECT origin, epoch, op FROM batch.ops WHERE NOT repeat ORDER BY seq",
+            [],
+        )
+        .map(|rows| rows as u64)
     }
 
     /// For each path the batch changes, in byte order, its operations
@@ -288,7 +302,7 @@ impl OpBatch {
         let err = |e| scratch_error(&self.file, e);
         let mut statement = conn
             .prepare(
-                "SELECT path, seq, op FROM batch.ops
+                "SELECT path, seq, version FROM batch.ops
                  WHERE path IS NOT NULL AND NOT repeat ORDER BY path, seq DESC",
             )
             .map_err(err)?;
@@ -297,46 +311,36 @@ impl OpBatch {
             let path: Vec<u8> = row.get(0).map_err(err)?;
             let seq: i64 = row.get(1).map_err(err)?;
             let bytes: Vec<u8> = row.get(2).map_err(err)?;
-            let op = self.decode(&bytes)?;
-            let change = op
-                .change
-                .path_change()
-                .ok_or_else(|| scratch_error(&self.file, "a path row without a path change"))?;
-            f(&path, seq as u64, change.version)?;
+            let version: VersionVector =
+                postcard::from_bytes(&bytes).map_err(|e| scratch_error(&self.file, e))?;
+            f(&path, seq as u64, &version)?;
         }
         Ok(())
     }
 
-    /// Calls `f` with the encodings of `origin`'s operations `first..=last`
-    /// in the batch, from the last one back, one at a time; returns how
-    /// many there were (each epoch at most once: repeats left out).
+    /// Calls `f` with every operation that is not a repeat (origin,
+    /// epoch, encoding), from the last one back, one at a time. Each
+    /// origin's come in descending epochs: a batch's operations of one
+    /// origin that are not repeats rise in batch order.
     pub fn for_each_backwards(
         &self,
         conn: &Connection,
-        origin: &Id,
-        first: u64,
-        last: u64,
-        mut f: impl FnMut(u64, &[u8]) -> Result<()>,
-    ) -> Result<u64> {
+        mut f: impl FnMut(Id, u64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         let err = |e| scratch_error(&self.file, e);
         let mut statement = conn
-            .prepare_cached(
-                "SELECT epoch, op FROM batch.ops
-                 WHERE origin = ?1 AND epoch >= ?2 AND epoch <= ?3 AND NOT repeat
-                 ORDER BY epoch DESC",
-            )
+            .prepare("SELECT origin, epoch, op FROM batch.ops WHERE NOT repeat ORDER BY seq DESC")
             .map_err(err)?;
-        let mut rows = statement
-            .query(params![origin.0.as_slice(), first as i64, last as i64])
-            .map_err(err)?;
-        let mut count = 0;
+        let mut rows = statement.query([]).map_err(err)?;
         while let Some(row) = rows.next().map_err(err)? {
-            let epoch: i64 = row.get(0).map_err(err)?;
-            let bytes: Vec<u8> = row.get(1).map_err(err)?;
-            f(epoch as u64, &bytes)?;
-            count += 1;
+            let origin: Vec<u8> = row.get(0).map_err(err)?;
+            let origin = id_of(&origin)
+                .ok_or_else(|| scratch_error(&self.file, "an origin that is not 16 bytes"))?;
+            let epoch: i64 = row.get(1).map_err(err)?;
+            let bytes: Vec<u8> = row.get(2).map_err(err)?;
+            f(origin, epoch as u64, &bytes)?;
         }
-        Ok(count)
+        Ok(())
     }
 
     /// Detaches and removes the scratch database.
@@ -354,33 +358,8 @@ pub struct Reading<'a> {
 }
 
 impl crate::sync::seals::Incoming for Reading<'_> {
-    fn each_epoch(&self, f: &mut dyn FnMut(Id, u64) -> Result<()>) -> Result<()> {
-        let file = &self.batch.file;
-        let err = |e| scratch_error(file, e);
-        let mut statement = self
-            .conn
-            .prepare("SELECT origin, epoch FROM batch.ops WHERE NOT repeat ORDER BY origin, epoch")
-            .map_err(err)?;
-        let mut rows = statement.query([]).map_err(err)?;
-        while let Some(row) = rows.next().map_err(err)? {
-            let origin: Vec<u8> = row.get(0).map_err(err)?;
-            let origin = id_of(&origin)
-                .ok_or_else(|| scratch_error(file, "an origin that is not 16 bytes"))?;
-            let epoch: i64 = row.get(1).map_err(err)?;
-            f(origin, epoch as u64)?;
-        }
-        Ok(())
-    }
-
-    fn backwards(
-        &self,
-        origin: &Id,
-        first: u64,
-        last: u64,
-        f: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
-    ) -> Result<u64> {
-        self.batch
-            .for_each_backwards(self.conn, origin, first, last, f)
+    fn backwards(&self, f: &mut dyn FnMut(Id, u64, &[u8]) -> Result<()>) -> Result<()> {
+        self.batch.for_each_backwards(self.conn, f)
     }
 
     fn added_members(&self) -> Vec<(Id, u64, Id, [u8; 32])> {

@@ -129,7 +129,9 @@
 //!    bytes). [`purge_soft_deleted`] removes
 //!    day folders older than `soft_delete_days`; `apply_batch` calls it at
 //!    the end.
-//! 9. **Crash safety.** (a) Plan everything in memory; (b) stage every new
+//! 9. **Crash safety.** (a) Plan everything, writing nothing (the batch's
+//!    operations wait in a scratch database, [`batch`], never in the
+//!    state: a crash forgets them); (b) stage every new
 //!    file's content under `.syncreplica/staging/<n>`, fsynced; (c) commit
 //!    log, epochs, members, entries (without stat, so the next scan reads
 //!    those files once) and a journal of disk actions in one transaction;
@@ -596,14 +598,20 @@ fn commit(
         for member in &plan.new_members {
             state::insert_member(tx, member, now)?;
         }
-        // Read from the scratch database inside this transaction, one at
-        // a time: the log gets them all, or none.
-        batch.for_each_encoded(tx, |position, origin, epoch, bytes| {
-            if plan.accepted.get(position) {
-                state::append_encoded_operation(tx, &origin, epoch, bytes)?;
+        // Copied from the scratch database inside this transaction: the
+        // log gets them all, or none. The planner accepted exactly the
+        // operations that are not repeats, or refused the batch.
+        let logged = batch.log_into(tx)?;
+        if logged != plan.accepted {
+            return Err(Error::CorruptState {
+                path: batch.file().to_path_buf(),
+                what: format!(
+                    "the batch logs {logged} operations where its plan accepted {}",
+                    plan.accepted
+                ),
             }
-            Ok(())
-        })?;
+            .into());
+        }
         for op in &plan.local_ops {
             state::append_operation(tx, op)?;
         }

@@ -3,8 +3,8 @@
 //!
 //! Memory: the batch's operations stay in its scratch database
 //! ([`super::batch::OpBatch`]) and are read back in slices of at most
-//! [`super::batch::OPS_IN_MEMORY`]; per operation the plan keeps two bits
-//! (superseded, accepted). What it holds grows with the paths the batch
+//! [`super::batch::OPS_IN_MEMORY`]; per operation the plan keeps one bit
+//! (superseded). What it holds grows with the paths the batch
 //! leaves changed (their final entries and disk actions) and with the
 //! replica's recorded entries, not with the operations.
 
@@ -55,9 +55,9 @@ pub(crate) struct StageJob {
 
 /// Everything a batch will do.
 pub(crate) struct Plan {
-    /// New incoming operations, for the log: their positions in the
-    /// batch, one bit each (the operations stay in its scratch database).
-    pub accepted: OpBits,
+    /// How many new incoming operations the log gets (every one of the
+    /// batch that is not a repeat; they stay in its scratch database).
+    pub accepted: u64,
     /// Origin -> new epoch of this replica's own row.
     pub raised: BTreeMap<Id, u64>,
     pub new_members: Vec<Member>,
@@ -341,7 +341,7 @@ struct Planner<'a> {
     new_members: Vec<Member>,
     last: HashMap<Id, u64>,
     raised: BTreeMap<Id, u64>,
-    accepted: OpBits,
+    accepted: u64,
     own_epoch: u64,
     local_ops: Vec<Operation>,
     /// Paths whose conflict this batch resolved, with the merged version
@@ -455,7 +455,7 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
         new_members: Vec::new(),
         last,
         raised: BTreeMap::new(),
-        accepted: OpBits::default(),
+        accepted: 0,
         own_epoch,
         local_ops: Vec::new(),
         resolved: BTreeMap::new(),
@@ -512,7 +512,7 @@ impl Planner<'_> {
         }
         self.last.insert(op.origin, op.epoch);
         self.raised.insert(op.origin, op.epoch);
-        self.accepted.set(position);
+        self.accepted += 1;
         match &op.change {
             Change::AddMember {
                 replica,
