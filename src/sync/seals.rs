@@ -68,6 +68,9 @@ fn unsealed(what: String) -> Error {
     Error::Refused(Refusal::Unsealed { what })
 }
 
+/// A visitor of operations (origin, epoch, encoding).
+pub type OpVisitor<'a> = dyn FnMut(Id, u64, &[u8]) -> Result<()> + 'a;
+
 /// The operations a packet brings, as [`verify_incoming`] reads them: a
 /// slice (a creation packet's) or an import's batch, kept on disk
 /// ([`crate::sync::apply::batch::OpBatch`]) and read one at a time.
@@ -75,13 +78,13 @@ pub trait Incoming {
     /// Calls `f` with each operation brought (origin, epoch, encoding),
     /// each epoch of an origin once, each origin's from its highest epoch
     /// down (origins may interleave).
-    fn backwards(&self, f: &mut dyn FnMut(Id, u64, &[u8]) -> Result<()>) -> Result<()>;
+    fn backwards(&self, f: &mut OpVisitor) -> Result<()>;
     /// The `AddMember` operations brought: (origin, epoch, member, key).
     fn added_members(&self) -> Vec<(Id, u64, Id, [u8; 32])>;
 }
 
 impl Incoming for [Operation] {
-    fn backwards(&self, f: &mut dyn FnMut(Id, u64, &[u8]) -> Result<()>) -> Result<()> {
+    fn backwards(&self, f: &mut OpVisitor) -> Result<()> {
         let mut ops: BTreeMap<(Id, u64), &Operation> = BTreeMap::new();
         for op in self {
             ops.entry((op.origin, op.epoch)).or_insert(op);

@@ -360,7 +360,7 @@ pub struct Reading<'a> {
 }
 
 impl crate::sync::seals::Incoming for Reading<'_> {
-    fn backwards(&self, f: &mut dyn FnMut(Id, u64, &[u8]) -> Result<()>) -> Result<()> {
+    fn backwards(&self, f: &mut crate::sync::seals::OpVisitor) -> Result<()> {
         self.batch.for_each_backwards(self.conn, f)
     }
 
