@@ -285,6 +285,12 @@ impl State {
         }
     }
 
+    /// The connection, for a batch's scratch database attached to it
+    /// (`sync::apply::batch`).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -615,6 +621,36 @@ impl State {
 
     /// The encodings of `origin`'s operations `first..=last`, in epoch
     /// order, exactly as logged (what seals sign).
+    /// Calls `f` with the encodings of `origin`'s logged operations
+    /// `first..=last`, from the last one back, one at a time (a seal's run
+    /// can be millions long); returns how many there were.
+    pub fn fold_operations_backwards(
+        &self,
+        origin: &Id,
+        first: u64,
+        last: u64,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<u64> {
+        let db = |source| self.db_error(source);
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT op FROM oplog WHERE origin = ?1 AND epoch >= ?2 AND epoch <= ?3
+                 ORDER BY epoch DESC",
+            )
+            .map_err(db)?;
+        let mut rows = statement
+            .query(params![origin.0.as_slice(), first as i64, last as i64])
+            .map_err(db)?;
+        let mut count = 0;
+        while let Some(row) = rows.next().map_err(db)? {
+            let bytes: Vec<u8> = row.get(0).map_err(db)?;
+            f(&bytes);
+            count += 1;
+        }
+        Ok(count)
+    }
+
     pub fn operation_bytes(&self, origin: &Id, first: u64, last: u64) -> Result<Vec<Vec<u8>>> {
         operation_bytes(&self.conn, origin, first, last).map_err(|source| self.db_error(source))
     }
@@ -750,6 +786,19 @@ pub fn append_operation(tx: &Transaction, op: &Operation) -> rusqlite::Result<()
             op.epoch as i64,
             op.encode()
         ])
+        .map(drop)
+}
+
+/// [`append_operation`] of an operation already encoded (`op`, as
+/// [`Operation::encode`] makes it).
+pub fn append_encoded_operation(
+    tx: &Transaction,
+    origin: &Id,
+    epoch: u64,
+    op: &[u8],
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT INTO oplog (origin, epoch, op) VALUES (?1, ?2, ?3)")?
+        .execute(params![origin.0.as_slice(), epoch as i64, op])
         .map(drop)
 }
 

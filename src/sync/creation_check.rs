@@ -244,9 +244,14 @@ pub(crate) fn check(packet: &LogicalPacket, payload: &CreationPayload) -> Result
     // Every operation sealed by its origin, with keys from the first
     // member's outward (the new replica holds nothing yet).
     let keys = HashMap::from([(first.id, first.public_key)]);
-    let seals =
-        crate::sync::seals::verify_incoming(None, packet.seals(), &ops, &HashMap::new(), &keys)
-            .map_err(refused)?;
+    let seals = crate::sync::seals::verify_incoming(
+        None,
+        packet.seals(),
+        ops.as_slice(),
+        &HashMap::new(),
+        &keys,
+    )
+    .map_err(refused)?;
     check_sender(&members, header).map_err(refused)?;
     // The sender made the new member, and nobody else.
     match added.get(&new) {

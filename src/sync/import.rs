@@ -9,7 +9,7 @@
 //! the same run as soon as its predecessor is. A packet already applied is
 //! reported as such; one for another family or replica is left alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use packet_format::{verify_packet, Examination, LogicalPacket, PacketKind, SignatureStatus};
@@ -18,6 +18,7 @@ use crate::error::{Error, Refusal, Result};
 use crate::ops::{Id, Operation};
 use crate::replica::LockedReplica;
 use crate::store::state::Member;
+use crate::sync::apply::batch::OpBatch;
 use crate::sync::apply::{self, ApplyHooks, ApplyReport};
 use crate::sync::epochs::{LocalView, Readiness};
 use crate::sync::packets::{self, PacketChunks};
@@ -346,6 +347,11 @@ fn import_files(
 
 /// Verifies all parts of one logical packet again (they were examined, now
 /// they are checked in full, right before use) and applies it.
+///
+/// Memory stays bounded whatever the number of operations: they stream
+/// from the packet into the batch's scratch database ([`OpBatch`]),
+/// checked one at a time on the way (echoes skipped, versions bounded),
+/// and the seal check and the apply engine read them back from there.
 fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(String, ApplyReport)> {
     let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
     let mut parts = Vec::new();
@@ -357,48 +363,63 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
     // Named as this replica knows the member who signed (a validated
     // name), never as the header claims.
     let sender = check_sender(&replica.members()?, &header)?;
+    let own = apply::own_row(replica)?;
+    let mut batch = OpBatch::create(replica.state(), &own)?;
+    let result = apply_packet(replica, files, &packet, &own, &mut batch);
+    batch.close(replica.state());
+    Ok((sender, result?))
+}
+
+/// [`apply_logical`] once the packet is verified, with `batch` to fill.
+fn apply_packet(
+    replica: &mut LockedReplica,
+    files: &[PathBuf],
+    packet: &LogicalPacket,
+    own: &HashMap<Id, u64>,
+    batch: &mut OpBatch,
+) -> Result<ApplyReport> {
+    let header = packet.header();
     let me = replica.identity.replica_id;
-    let own = replica
-        .state()
-        .epoch_table()?
-        .remove(&me)
-        .unwrap_or_default();
-    let mut ops: Vec<Operation> = Vec::new();
     let first_name = first_file_name(files);
+    // What anyone can hold of each origin: what this replica has, or what
+    // the packet carries (its reader checks the epoch ranges).
+    let mut known: BTreeMap<Id, u64> = own.iter().map(|(o, e)| (*o, *e)).collect();
+    for (origin, range) in &header.epoch_ranges {
+        let slot = known.entry(*origin).or_insert(0);
+        *slot = (*slot).max(range.last);
+    }
     for op in packet.operations() {
         let op = op?;
         // Echoes of this replica's own operations and duplicates are
         // skipped, once found the same as this replica's (else two copies
         // of their origin are in use); the engine checks the rest for gaps.
         if op.epoch > own.get(&op.origin).copied().unwrap_or(0) {
-            ops.push(op);
+            check_version(&op, &known)?;
+            batch.push(replica.state(), &op)?;
         } else if let Some(refusal) =
             crate::sync::family::check_duplicates(replica, std::slice::from_ref(&op), &first_name)?
         {
             return Err(Error::Refused(refusal));
         }
     }
-    // What anyone can hold of each origin: what this replica has, or what
-    // the packet carries (its reader checked the epoch ranges).
-    let mut known: BTreeMap<Id, u64> = own.iter().map(|(o, e)| (*o, *e)).collect();
-    for (origin, range) in &header.epoch_ranges {
-        let slot = known.entry(*origin).or_insert(0);
-        *slot = (*slot).max(range.last);
-    }
-    check_versions(&ops, &known)?;
+    batch.finish(replica.state())?;
     let keys = replica
         .members()?
         .into_iter()
         .map(|m| (m.replica, m.public_key))
         .collect();
+    let reading = crate::sync::apply::batch::Reading {
+        batch,
+        conn: replica.state().conn(),
+    };
     let seals = crate::sync::seals::verify_incoming(
         Some(replica.state()),
         packet.seals(),
-        &ops,
-        &own,
+        &reading,
+        own,
         &keys,
     )?;
-    let mut chunks = PacketChunks::new(&packet);
+    let mut chunks = PacketChunks::new(packet);
     let sequence = header
         .targets
         .iter()
@@ -413,15 +434,15 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         at_ns: crate::sys::clock::now_ns(),
         seals,
     };
-    let report = apply::apply_batch_with(
+    let report = apply::apply_stored(
         replica,
-        &ops,
+        batch,
         &mut chunks,
         &mut ApplyHooks::default(),
         Some(&receipt),
     )?;
     crate::sys::testhook::crash_point("import-after-commit");
-    Ok((sender, report))
+    Ok(report)
 }
 
 /// The first file of a packet, by name, as the packet log keeps it.
@@ -534,10 +555,12 @@ pub(crate) fn check_sender(members: &[Member], header: &packet_format::Header) -
 /// holds or the packet carries) as [`Refusal::OperationLog`]: such a claim
 /// would make every genuine later edit of the path look older.
 pub(crate) fn check_versions(ops: &[Operation], known: &BTreeMap<Id, u64>) -> Result<()> {
-    for op in ops {
-        let Some(change) = op.change.path_change() else {
-            continue;
-        };
+    ops.iter().try_for_each(|op| check_version(op, known))
+}
+
+/// [`check_versions`] of one operation.
+pub(crate) fn check_version(op: &Operation, known: &BTreeMap<Id, u64>) -> Result<()> {
+    if let Some(change) = op.change.path_change() {
         for (origin, epoch) in &change.version.0 {
             let cap = known.get(origin).copied().unwrap_or(0);
             if *epoch > cap {

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use packet_format::seals::{chain, Seal, SealTail};
+use packet_format::seals::{chain, link, Seal, SealTail};
 use packet_format::EpochRange;
 
 use crate::error::{Error, Refusal, Result};
@@ -68,53 +68,184 @@ fn unsealed(what: String) -> Error {
     Error::Refused(Refusal::Unsealed { what })
 }
 
+/// A visitor of operations (origin, epoch, encoding).
+pub type OpVisitor<'a> = dyn FnMut(Id, u64, &[u8]) -> Result<()> + 'a;
+
+/// The operations a packet brings, as [`verify_incoming`] reads them: a
+/// slice (a creation packet's) or an import's batch, kept on disk
+/// ([`crate::sync::apply::batch::OpBatch`]) and read one at a time.
+pub trait Incoming {
+    /// Calls `f` with each operation brought (origin, epoch, encoding),
+    /// each epoch of an origin once, each origin's from its highest epoch
+    /// down (origins may interleave).
+    fn backwards(&self, f: &mut OpVisitor) -> Result<()>;
+    /// The `AddMember` operations brought: (origin, epoch, member, key).
+    fn added_members(&self) -> Vec<(Id, u64, Id, [u8; 32])>;
+}
+
+impl Incoming for [Operation] {
+    fn backwards(&self, f: &mut OpVisitor) -> Result<()> {
+        let mut ops: BTreeMap<(Id, u64), &Operation> = BTreeMap::new();
+        for op in self {
+            ops.entry((op.origin, op.epoch)).or_insert(op);
+        }
+        for ((origin, epoch), op) in ops.iter().rev() {
+            f(*origin, *epoch, &op.encode())?;
+        }
+        Ok(())
+    }
+
+    fn added_members(&self) -> Vec<(Id, u64, Id, [u8; 32])> {
+        self.iter()
+            .filter_map(|op| match &op.change {
+                Change::AddMember {
+                    replica,
+                    public_key,
+                    ..
+                } => Some((op.origin, op.epoch, *replica, *public_key)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A seal being checked: the head of its carried run so far, folded in
+/// from the end, and the next epoch (down) the packet must bring.
+struct Folding {
+    head: [u8; 32],
+    /// The packet brings `from_packet..=carried_last`.
+    from_packet: u64,
+    expected: u64,
+    missing: Option<u64>,
+    /// Whether the packet brings any operation it covers.
+    touched: bool,
+}
+
 /// Checks that every operation of `incoming` (the operations a packet
 /// brings that this replica lacks, per origin in epoch order) is covered
 /// by a verified seal of `seals` (rule 3). `held` is this replica's own
 /// row (what it logged of each origin), `keys` the members' keys. Returns
-/// the seals to keep.
+/// the seals to keep (those covering an operation brought).
+///
+/// Holds no operation: one pass over them, from the last back, folds each
+/// into the head of every seal covering it (seals of an origin swept by
+/// their carried range); what this replica logged of a run is folded in
+/// after, also one at a time.
 pub fn verify_incoming(
     state: Option<&State>,
     seals: &[Seal],
-    incoming: &[Operation],
+    incoming: &(impl Incoming + ?Sized),
     held: &HashMap<Id, u64>,
     keys: &HashMap<Id, [u8; 32]>,
 ) -> Result<Vec<Seal>> {
     let mut keys = keys.clone();
-    let mut by_origin: BTreeMap<Id, BTreeMap<u64, &Operation>> = BTreeMap::new();
-    for op in incoming {
-        by_origin.entry(op.origin).or_default().insert(op.epoch, op);
+    let mut folding: Vec<Folding> = seals
+        .iter()
+        .map(|seal| {
+            let have = held.get(&seal.origin).copied().unwrap_or(0);
+            let from_packet = have.max(seal.first.saturating_sub(1)) + 1;
+            Folding {
+                head: seal.after_carried(),
+                from_packet,
+                expected: seal.carried_last(),
+                missing: None,
+                touched: false,
+            }
+        })
+        .collect();
+    // Per origin, its seals by carried end, highest first, and how many of
+    // them the sweep has reached; the ones reached whose start it has not
+    // passed are active.
+    let mut by_origin: HashMap<Id, (Vec<usize>, usize, Vec<usize>)> = HashMap::new();
+    for (index, seal) in seals.iter().enumerate() {
+        by_origin.entry(seal.origin).or_default().0.push(index);
     }
-    // Each incoming operation, the seal that covers it (by index).
-    let mut pending: Vec<(usize, &Seal)> = Vec::new();
-    for (origin, ops) in &by_origin {
-        for (epoch, _) in ops.iter() {
-            let Some(found) = seals.iter().position(|seal| {
-                seal.origin == *origin && seal.first <= *epoch && *epoch <= seal.carried_last()
-            }) else {
+    for (order, _, _) in by_origin.values_mut() {
+        order.sort_by_key(|&i| std::cmp::Reverse(seals[i].carried_last()));
+    }
+    incoming.backwards(&mut |origin, epoch, bytes| {
+        let Some((order, reached, active)) = by_origin.get_mut(&origin) else {
+            return Err(unsealed(format!(
+                "operation {epoch} of {origin} carries no seal of its origin"
+            )));
+        };
+        while *reached < order.len() && seals[order[*reached]].carried_last() >= epoch {
+            active.push(order[*reached]);
+            *reached += 1;
+        }
+        active.retain(|&i| epoch >= seals[i].first);
+        if active.is_empty() {
+            return Err(unsealed(format!(
+                "operation {epoch} of {origin} carries no seal of its origin"
+            )));
+        }
+        for &i in active.iter() {
+            let fold = &mut folding[i];
+            fold.touched = true;
+            if epoch < fold.from_packet {
+                // Logged here already: folded in from the log.
+                continue;
+            }
+            if epoch != fold.expected {
+                fold.missing.get_or_insert(fold.expected);
+            }
+            fold.expected = epoch.saturating_sub(1);
+            fold.head = link(&fold.head, bytes);
+        }
+        Ok(())
+    })?;
+    let mut pending: Vec<usize> = Vec::new();
+    for (index, seal) in seals.iter().enumerate() {
+        let fold = &mut folding[index];
+        if !fold.touched {
+            continue;
+        }
+        if fold.expected >= fold.from_packet && fold.from_packet <= seal.carried_last() {
+            fold.missing.get_or_insert(fold.expected);
+        }
+        if let Some(epoch) = fold.missing {
+            return Err(unsealed(format!(
+                "the seal of {}..={} of {} needs operation {epoch}, which neither this \
+                 replica nor the packet holds",
+                seal.first,
+                seal.carried_last(),
+                seal.origin
+            )));
+        }
+        let have = held.get(&seal.origin).copied().unwrap_or(0);
+        if seal.first <= have {
+            let state = state.expect("a replica that holds operations has a state");
+            let last = have.min(seal.carried_last());
+            let head = &mut fold.head;
+            let count =
+                state.fold_operations_backwards(&seal.origin, seal.first, last, |bytes| {
+                    *head = link(head, bytes);
+                })?;
+            if count != last - seal.first + 1 {
                 return Err(unsealed(format!(
-                    "operation {epoch} of {origin} carries no seal of its origin"
+                    "operations {}..={} of {} are not all at hand to check their seal",
+                    seal.first,
+                    seal.carried_last(),
+                    seal.origin
                 )));
-            };
-            if !pending.iter().any(|(index, _)| *index == found) {
-                pending.push((found, &seals[found]));
             }
         }
+        pending.push(index);
     }
+    let added = incoming.added_members();
     let mut verified = Vec::new();
     // Verify what can be, learn the keys its AddMember operations bring,
     // and go on until nothing more verifies.
     while !pending.is_empty() {
         let before = pending.len();
         let mut left = Vec::new();
-        for (index, seal) in pending {
+        for index in pending {
+            let seal = &seals[index];
             let Some(key) = keys.get(&seal.origin).copied() else {
-                left.push((index, seal));
+                left.push(index);
                 continue;
             };
-            let run = run_operations(state, seal, &by_origin, held)?;
-            let head = chain(run.iter().map(Vec::as_slice), seal.after_carried());
-            if !seal.verify(&key, &head) {
+            if !seal.verify(&key, &folding[index].head) {
                 return Err(unsealed(format!(
                     "the seal of operations {}..={} of {} does not verify: they were not \
                      written as they are by that replica",
@@ -123,25 +254,15 @@ pub fn verify_incoming(
                     seal.origin
                 )));
             }
-            if let Some(ops) = by_origin.get(&seal.origin) {
-                for op in ops
-                    .range(seal.first..=seal.carried_last())
-                    .map(|(_, op)| op)
-                {
-                    if let Change::AddMember {
-                        replica,
-                        public_key,
-                        ..
-                    } = &op.change
-                    {
-                        keys.entry(*replica).or_insert(*public_key);
-                    }
+            for (origin, epoch, replica, public_key) in &added {
+                if *origin == seal.origin && (seal.first..=seal.carried_last()).contains(epoch) {
+                    keys.entry(*replica).or_insert(*public_key);
                 }
             }
             verified.push(*seal);
         }
         if left.len() == before {
-            let (_, seal) = left[0];
+            let seal = &seals[left[0]];
             return Err(unsealed(format!(
                 "operations of {} are sealed by a replica that is not a member",
                 seal.origin
@@ -150,45 +271,4 @@ pub fn verify_incoming(
         pending = left;
     }
     Ok(verified)
-}
-
-/// The encodings of a seal's carried run: what this replica logged, then
-/// what the packet brings.
-fn run_operations(
-    state: Option<&State>,
-    seal: &Seal,
-    by_origin: &BTreeMap<Id, BTreeMap<u64, &Operation>>,
-    held: &HashMap<Id, u64>,
-) -> Result<Vec<Vec<u8>>> {
-    let have = held.get(&seal.origin).copied().unwrap_or(0);
-    let mut run = Vec::new();
-    if seal.first <= have {
-        let state = state.expect("a replica that holds operations has a state");
-        run = state.operation_bytes(&seal.origin, seal.first, have.min(seal.carried_last()))?;
-    }
-    let from_packet = have.max(seal.first - 1) + 1;
-    for epoch in from_packet..=seal.carried_last() {
-        let op = by_origin
-            .get(&seal.origin)
-            .and_then(|ops| ops.get(&epoch))
-            .ok_or_else(|| {
-                unsealed(format!(
-                    "the seal of {}..={} of {} needs operation {epoch}, which neither this \
-                     replica nor the packet holds",
-                    seal.first,
-                    seal.carried_last(),
-                    seal.origin
-                ))
-            })?;
-        run.push(op.encode());
-    }
-    if run.len() as u64 != seal.carried_last() - seal.first + 1 {
-        return Err(unsealed(format!(
-            "operations {}..={} of {} are not all at hand to check their seal",
-            seal.first,
-            seal.carried_last(),
-            seal.origin
-        )));
-    }
-    Ok(run)
 }

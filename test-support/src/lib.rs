@@ -91,3 +91,119 @@ pub fn entry_names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The shape of a packet of many small operations ([`write_many_ops`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManyOps {
+    /// N versions of the one directory `d`.
+    OnePath,
+    /// N tombstones `dNNN/fNNNNNNN` of paths never made: entries, no
+    /// disk work.
+    Deleted,
+    /// N directories `dNNN/NNNNNNN`, each made on disk.
+    Dirs,
+}
+
+impl ManyOps {
+    /// `one`, `deleted` or `dirs`.
+    pub fn parse(name: &str) -> Option<ManyOps> {
+        match name {
+            "one" => Some(ManyOps::OnePath),
+            "deleted" => Some(ManyOps::Deleted),
+            "dirs" => Some(ManyOps::Dirs),
+            _ => None,
+        }
+    }
+
+    /// Operation `epoch` of `origin`, the `index`th (from 0) of the packet.
+    pub fn operation(self, origin: Id, epoch: u64, index: u64) -> Operation {
+        use packet_format::ops::{PathState, VersionVector};
+        let mut version = VersionVector::default();
+        version.set(origin, epoch);
+        let (path, state) = match self {
+            ManyOps::OnePath => (b"d".to_vec(), PathState::directory(0o755)),
+            ManyOps::Deleted => (
+                format!("d{:03}/f{index:07}", index % 1000).into_bytes(),
+                PathState::Deleted,
+            ),
+            ManyOps::Dirs => (
+                format!("d{:03}/{index:07}", index % 1000).into_bytes(),
+                PathState::directory(0o755),
+            ),
+        };
+        Operation {
+            origin,
+            epoch,
+            recorded: Timestamp::new(1, 0).unwrap(),
+            change: Change::Path {
+                path,
+                version,
+                state,
+            },
+        }
+    }
+}
+
+/// Who sends a packet of [`write_many_ops`], and to whom.
+pub struct ManyOpsPacket<'a> {
+    pub family: packet_format::Named,
+    /// The sender, also the operations' origin, sealer and signer.
+    pub sender: packet_format::Named,
+    pub secret: [u8; 32],
+    pub target: packet_format::Named,
+    /// What the target holds of the sender's operations: the packet's
+    /// first epoch follows it.
+    pub have: u64,
+    pub count: u64,
+    pub kind: ManyOps,
+    pub out_dir: &'a Path,
+}
+
+/// Writes an update packet of `count` small operations of `kind`, sealed
+/// and signed by the sender, as an honest but long-disconnected sibling
+/// would send, without holding them all (for memory tests and
+/// `bench/import_memory.sh`). Returns the packet file.
+pub fn write_many_ops(spec: &ManyOpsPacket) -> std::path::PathBuf {
+    use packet_format::seals::{link, Seal, END};
+    use packet_format::{EpochRange, PacketKind, PacketMeta, PacketWriter, Target};
+    let origin = spec.sender.id;
+    let first = spec.have + 1;
+    let op = |index: u64| spec.kind.operation(origin, first + index, index);
+    // The seal's head chains the run from its end: the operations are
+    // made again, last first, rather than held.
+    let mut head = END;
+    for index in (0..spec.count).rev() {
+        head = link(&head, &op(index).encode());
+    }
+    let last = spec.have + spec.count;
+    let seal = Seal::sign(&spec.secret, origin, first, last, &head);
+    let meta = PacketMeta {
+        kind: PacketKind::Update,
+        family: spec.family.clone(),
+        sender: spec.sender.clone(),
+        targets: vec![Target {
+            id: spec.target.id,
+            name: spec.target.name.clone(),
+            seq: 99,
+        }],
+        packet_id: {
+            let mut id = [0x5a; 16];
+            id[..8].copy_from_slice(&spec.have.to_le_bytes());
+            id[8..].copy_from_slice(&spec.count.to_le_bytes());
+            Id(id)
+        },
+        created: Timestamp::new(1, 0).unwrap(),
+        comment: format!("{} operations ({:?})", spec.count, spec.kind),
+        epoch_ranges: [(origin, EpochRange { first, last })].into(),
+        epoch_row: [(origin, last)].into(),
+        seals: vec![seal],
+        creation: None,
+        incarnation: None,
+    };
+    let mut writer = PacketWriter::create(spec.out_dir, 1 << 31, &spec.secret, meta).unwrap();
+    for index in 0..spec.count {
+        writer.add_operation(&op(index)).unwrap();
+    }
+    let parts = writer.finish().unwrap();
+    parts[0].path.clone()
+}

@@ -20,8 +20,13 @@ fn an_import_killed_after_its_commit_has_raised_the_senders_estimate() {
         "import-after-commit",
     );
     assert_crashed(&killed);
+    // The batch's operations waited in a scratch database, which a crash
+    // leaves behind and the next command's recovery removes.
+    let scratch = b.join(".syncreplica/batch-ops.db");
+    assert!(scratch.exists());
     let again = import_from(&b, &[&out]).ok();
     assert!(again.stdout.contains("Already applied"), "{}", again.stdout);
+    assert!(!scratch.exists());
     // beta knows alpha has its own operations: nothing goes back.
     let back = export_to(&b, &fam.packet_dir("ba"), &["alpha"], &[]).ok();
     assert!(

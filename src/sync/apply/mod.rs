@@ -129,7 +129,9 @@
 //!    bytes). [`purge_soft_deleted`] removes
 //!    day folders older than `soft_delete_days`; `apply_batch` calls it at
 //!    the end.
-//! 9. **Crash safety.** (a) Plan everything in memory; (b) stage every new
+//! 9. **Crash safety.** (a) Plan everything, writing nothing (the batch's
+//!    operations wait in a scratch database, [`batch`], never in the
+//!    state: a crash forgets them); (b) stage every new
 //!    file's content under `.syncreplica/staging/<n>`, fsynced; (c) commit
 //!    log, epochs, members, entries (without stat, so the next scan reads
 //!    those files once) and a journal of disk actions in one transaction;
@@ -221,6 +223,7 @@
 //!   name it (rule 3) and scans skip it; a file found under that name that
 //!   this import did not make is kept as a conflict copy, never removed.
 
+pub mod batch;
 mod disk;
 mod journal;
 mod plan;
@@ -373,13 +376,35 @@ pub fn is_injected_crash(err: &Error) -> bool {
 /// Applies `ops` (already verified, from other replicas) to `replica`'s tree
 /// and state, following the rules in the module documentation. Either the
 /// whole batch is committed, or (on a refused batch) nothing changes.
+/// The operations are copied into a [`batch::OpBatch`] first, as an import
+/// streams them there ([`apply_stored`]).
 pub fn apply_batch(
     replica: &mut LockedReplica,
     ops: &[Operation],
     chunks: &mut dyn ChunkSource,
     hooks: &mut ApplyHooks,
 ) -> Result<ApplyReport> {
-    apply_batch_with(replica, ops, chunks, hooks, None)
+    let logged = own_row(replica)?;
+    let mut batch = batch::OpBatch::create(replica.state(), &logged)?;
+    let result = (|| {
+        for op in ops {
+            batch.push(replica.state(), op)?;
+        }
+        batch.finish(replica.state())?;
+        apply_stored(replica, &batch, chunks, hooks, None)
+    })();
+    batch.close(replica.state());
+    result
+}
+
+/// This replica's own epoch row: what it logged of each origin.
+pub(crate) fn own_row(replica: &Replica) -> Result<std::collections::HashMap<crate::ops::Id, u64>> {
+    let me = replica.identity.replica_id;
+    Ok(replica
+        .state()
+        .epoch_table()?
+        .remove(&me)
+        .unwrap_or_default())
 }
 
 /// The record of a received packet, committed in the same transaction as
@@ -401,21 +426,22 @@ pub struct Receipt {
     pub seals: Vec<packet_format::seals::Seal>,
 }
 
-/// [`apply_batch`], committing `receipt` with the batch.
-pub fn apply_batch_with(
+/// [`apply_batch`] of the operations in `batch` (filled and finished),
+/// committing `receipt` with them. The caller closes `batch`.
+pub fn apply_stored(
     replica: &mut LockedReplica,
-    ops: &[Operation],
+    batch: &batch::OpBatch,
     chunks: &mut dyn ChunkSource,
     hooks: &mut ApplyHooks,
     receipt: Option<&Receipt>,
 ) -> Result<ApplyReport> {
     recover(replica)?;
-    let plan = plan::plan(replica, ops)?;
+    let plan = plan::plan(replica, batch)?;
     check_space(replica, &plan)?;
     let mut report = plan.report.clone();
     report.bytes_written = disk::stage(replica, &plan, chunks, hooks)?;
     hooks.step("before commit")?;
-    let committed = commit(replica, ops, &plan, receipt);
+    let committed = commit(replica, batch, &plan, receipt);
     if let Err(err) = committed {
         let _ = std::fs::remove_dir_all(staging_dir(replica));
         return Err(err);
@@ -506,6 +532,8 @@ fn recover_noting(
     replica: &mut LockedReplica,
     hooks: &mut ApplyHooks,
 ) -> Result<Option<Recovered>> {
+    // A batch's scratch database left by a crash (never part of a commit).
+    batch::remove_stale(replica.state())?;
     let encoded = replica
         .state_mut()
         .transaction(|tx| Ok(state::pending_apply(tx)?))?;
@@ -542,7 +570,7 @@ fn staging_dir(replica: &Replica) -> PathBuf {
 /// database, and the journal of its disk actions.
 fn commit(
     replica: &mut LockedReplica,
-    ops: &[Operation],
+    batch: &batch::OpBatch,
     plan: &plan::Plan,
     receipt: Option<&Receipt>,
 ) -> Result<()> {
@@ -570,8 +598,21 @@ fn commit(
         for member in &plan.new_members {
             state::insert_member(tx, member, now)?;
         }
-        let accepted = plan.accepted.iter().map(|&index| &ops[index]);
-        for op in accepted.chain(&plan.local_ops) {
+        // Copied from the scratch database inside this transaction: the
+        // log gets them all, or none. The planner accepted exactly the
+        // operations that are not repeats, or refused the batch.
+        let logged = batch.log_into(tx)?;
+        if logged != plan.accepted {
+            return Err(Error::CorruptState {
+                path: batch.file().to_path_buf(),
+                what: format!(
+                    "the batch logs {logged} operations where its plan accepted {}",
+                    plan.accepted
+                ),
+            }
+            .into());
+        }
+        for op in &plan.local_ops {
             state::append_operation(tx, op)?;
         }
         for (origin, epoch) in &plan.raised {

@@ -1,5 +1,12 @@
-//! Step (a): decide every path's final state and every disk action, in
-//! memory. Nothing here writes; an error refuses the batch unchanged.
+//! Step (a): decide every path's final state and every disk action.
+//! Nothing here writes; an error refuses the batch unchanged.
+//!
+//! Memory: the batch's operations stay in its scratch database
+//! ([`super::batch::OpBatch`]) and are read back in slices of at most
+//! [`super::batch::OPS_IN_MEMORY`]; per operation the plan keeps one bit
+//! (superseded). What it holds grows with the paths the batch
+//! leaves changed (their final entries and disk actions) and with the
+//! replica's recorded entries, not with the operations.
 
 use std::cell::{OnceCell, RefCell};
 use std::cmp::Ordering;
@@ -8,6 +15,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::batch::{OpBatch, OpBits};
 use super::journal::{Action, Expect};
 use super::ApplyReport;
 use crate::error::{Error, Refusal, Result};
@@ -47,9 +55,9 @@ pub(crate) struct StageJob {
 
 /// Everything a batch will do.
 pub(crate) struct Plan {
-    /// New incoming operations, in order, for the log: indices into the
-    /// batch (not copies, which would double what a large batch holds).
-    pub accepted: Vec<usize>,
+    /// How many new incoming operations the log gets (every one of the
+    /// batch that is not a repeat; they stay in its scratch database).
+    pub accepted: u64,
     /// Origin -> new epoch of this replica's own row.
     pub raised: BTreeMap<Id, u64>,
     pub new_members: Vec<Member>,
@@ -333,7 +341,7 @@ struct Planner<'a> {
     new_members: Vec<Member>,
     last: HashMap<Id, u64>,
     raised: BTreeMap<Id, u64>,
-    accepted: Vec<usize>,
+    accepted: u64,
     own_epoch: u64,
     local_ops: Vec<Operation>,
     /// Paths whose conflict this batch resolved, with the merged version
@@ -341,20 +349,22 @@ struct Planner<'a> {
     resolved: BTreeMap<Vec<u8>, VersionVector>,
     report: ApplyReport,
     now_ns: i64,
-    /// Operations (origin, epoch) that a later operation of this batch on
-    /// the same path has already seen: only the later one is compared with
-    /// the local state. Conflicts are thus judged on the newest version
-    /// each side has, whatever way the operations were batched, and the
-    /// content of a version overwritten at its sender is never needed.
-    superseded: std::collections::HashSet<(Id, u64)>,
+    /// Operations (by position in the batch) that a later operation of
+    /// this batch on the same path has already seen: only the later one is
+    /// compared with the local state. Conflicts are thus judged on the
+    /// newest version each side has, whatever way the operations were
+    /// batched, and the content of a version overwritten at its sender is
+    /// never needed.
+    superseded: OpBits,
     /// Keyed hashes of path prefixes (see [`PrefixHasher`]).
     hasher: PrefixHasher,
     /// Hashes of the paths `planned` holds as symlinks, with their counts:
     /// which ancestors of a path may be planned links, in one pass.
     link_hashes: HashMap<u64, u32>,
     /// Paths not made because they do not fit below the root
-    /// (`relpath::fits_below`), in batch order.
-    too_long: Vec<Vec<u8>>,
+    /// (`relpath::fits_below`): the first in batch order, and how many
+    /// (counted per operation; only the first is named).
+    too_long: Option<(Vec<u8>, u64)>,
     /// How the replica's filesystem compares names (`tree::folding`).
     folding: Folding,
     /// On a filesystem that folds names: exact names listed in each
@@ -372,70 +382,54 @@ struct Planner<'a> {
 /// per origin, and planning costs the operations on a path times this.
 pub const MAX_CONCURRENT_VERSIONS: usize = 256;
 
-/// The operations of `ops` that a later one on the same path supersedes.
-/// Each path's operations are walked from the last, keeping the latest
-/// versions no later one has seen (pairwise concurrent): a later operation
-/// has seen this one exactly when one of those has. Refuses
-/// ([`Refusal::HostilePath`]) a path with more than `limit` of them.
+/// The operations of `batch` that a later one on the same path
+/// supersedes, by position. Each path's operations are walked from the
+/// last (read from the scratch database in path order, one at a time),
+/// keeping the latest versions no later one has seen (pairwise
+/// concurrent): a later operation has seen this one exactly when one of
+/// those has. Refuses ([`Refusal::HostilePath`]) a path with more than
+/// `limit` of them. Memory: that frontier, and a bit per operation.
 fn superseded_in_batch(
-    ops: &[Operation],
+    conn: &rusqlite::Connection,
+    batch: &OpBatch,
     limit: usize,
-) -> Result<std::collections::HashSet<(Id, u64)>> {
-    let mut by_path: HashMap<&[u8], Vec<usize>> = HashMap::new();
-    for (index, op) in ops.iter().enumerate() {
-        if let Some(change) = op.change.path_change() {
-            by_path
-                .entry(change.path.as_slice())
-                .or_default()
-                .push(index);
+) -> Result<OpBits> {
+    let mut superseded = OpBits::default();
+    let mut current: Option<Vec<u8>> = None;
+    // The maximal versions of the operations after the current one.
+    let mut frontier: Vec<VersionVector> = Vec::new();
+    // A repeated operation is never applied (the planner skips it as
+    // already had), so it supersedes nothing: the batch leaves repeats out.
+    batch.for_each_by_path_backwards(conn, |path, position, mine| {
+        if current.as_deref() != Some(path) {
+            current = Some(path.to_vec());
+            frontier.clear();
         }
-    }
-    let key = |index: usize| (ops[index].origin, ops[index].epoch);
-    let version = |index: usize| {
-        ops[index]
-            .change
-            .path_change()
-            .expect("indexed above")
-            .version
-    };
-    let mut superseded = std::collections::HashSet::new();
-    for (path, mut indices) in by_path {
-        // A repeated copy of an operation is never applied (the planner
-        // skips it as already had), so it supersedes nothing.
-        let mut first = HashSet::new();
-        indices.retain(|&index| first.insert(key(index)));
-        // The maximal versions of the operations after the current one.
-        let mut frontier: Vec<usize> = Vec::new();
-        for &index in indices.iter().rev() {
-            let mine = version(index);
-            let seen_later = frontier.iter().any(|&later| {
-                matches!(
-                    version(later).compare(mine),
-                    Causality::After | Causality::Equal
-                )
-            });
-            if seen_later {
-                superseded.insert(key(index));
-                continue;
-            }
-            frontier.retain(|&later| version(later).compare(mine) != Causality::Before);
-            frontier.push(index);
-            if frontier.len() > limit {
-                return Err(hostile(
-                    path,
-                    format!(
-                        "this packet gives it more than {limit} pairwise-concurrent versions \
-                         (the limit per path and packet; a family makes at most one per member)"
-                    ),
-                ));
-            }
+        let seen_later = frontier
+            .iter()
+            .any(|later| matches!(later.compare(mine), Causality::After | Causality::Equal));
+        if seen_later {
+            superseded.set(position);
+            return Ok(());
         }
-    }
+        frontier.retain(|later| later.compare(mine) != Causality::Before);
+        frontier.push(mine.clone());
+        if frontier.len() > limit {
+            return Err(hostile(
+                path,
+                format!(
+                    "this packet gives it more than {limit} pairwise-concurrent versions \
+                     (the limit per path and packet; a family makes at most one per member)"
+                ),
+            ));
+        }
+        Ok(())
+    })?;
     Ok(superseded)
 }
 
 /// Plans a batch: see the module documentation of [`super`] for the rules.
-pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
+pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
     let me = replica.identity.replica_id;
     let table = replica.state().epoch_table()?;
     let last = table.get(&me).cloned().unwrap_or_default();
@@ -447,7 +441,8 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         .map(|(p, _)| p.clone())
         .collect();
     let members = replica.members()?;
-    let superseded = superseded_in_batch(ops, MAX_CONCURRENT_VERSIONS.max(members.len()))?;
+    let conn = replica.state().conn();
+    let superseded = superseded_in_batch(conn, batch, MAX_CONCURRENT_VERSIONS.max(members.len()))?;
     let mut planner = Planner {
         root: &replica.root,
         confined: ConfinedRoot::open(&replica.root)?,
@@ -460,23 +455,21 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         new_members: Vec::new(),
         last,
         raised: BTreeMap::new(),
-        accepted: Vec::new(),
+        accepted: 0,
         own_epoch,
         local_ops: Vec::new(),
         resolved: BTreeMap::new(),
         report: ApplyReport::default(),
         now_ns: crate::sys::clock::now_ns(),
         superseded,
-        too_long: Vec::new(),
+        too_long: None,
         hasher: PrefixHasher::new(),
         link_hashes: HashMap::new(),
         folding: replica.folding()?,
         listings: RefCell::new(HashMap::new()),
         recorded_keys: OnceCell::new(),
     };
-    for (index, op) in ops.iter().enumerate() {
-        planner.operation(index, op)?;
-    }
+    batch.for_each(conn, |position, op| planner.operation(position, op))?;
     planner.fold_collisions()?;
     planner.record_resolutions();
     planner.repair_structure()?;
@@ -493,7 +486,7 @@ impl Planner<'_> {
             .unwrap_or_else(|| id.to_hex())
     }
 
-    fn operation(&mut self, index: usize, op: &Operation) -> Result<()> {
+    fn operation(&mut self, position: u64, op: &Operation) -> Result<()> {
         let last = self.last.get(&op.origin).copied().unwrap_or(0);
         if op.epoch <= last {
             self.report.already_had += 1;
@@ -519,7 +512,7 @@ impl Planner<'_> {
         }
         self.last.insert(op.origin, op.epoch);
         self.raised.insert(op.origin, op.epoch);
-        self.accepted.push(index);
+        self.accepted += 1;
         match &op.change {
             Change::AddMember {
                 replica,
@@ -527,7 +520,7 @@ impl Planner<'_> {
                 public_key,
             } => self.add_member(*replica, name, *public_key),
             Change::Path { path, .. } | Change::Resolve { path, .. }
-                if self.superseded.contains(&(op.origin, op.epoch)) =>
+                if self.superseded.get(position) =>
             {
                 // Logged (above) but not compared: see `superseded`.
                 validate_path(path)
@@ -767,7 +760,10 @@ impl Planner<'_> {
         if !relpath::fits_below(self.root, path) {
             // Rule 3: longer than this system takes below this root. Like
             // an excluded path: logged and relayed, never made.
-            self.too_long.push(path.to_vec());
+            match &mut self.too_long {
+                Some((_, count)) => *count += 1,
+                None => self.too_long = Some((path.to_vec(), 1)),
+            }
             return Ok(());
         }
         self.check_ancestors(path, version)?;
@@ -1369,8 +1365,8 @@ impl Planner<'_> {
         actions.extend(creations);
         actions.extend(dir_modes.into_iter().rev());
         self.report.local_operations = self.local_ops.len() as u64;
-        if let Some(first) = self.too_long.first() {
-            let more = match self.too_long.len() - 1 {
+        if let Some((first, count)) = &self.too_long {
+            let more = match count - 1 {
                 0 => String::new(),
                 1 => " and 1 path below or beside it".to_string(),
                 n => format!(" and {n} paths below or beside it"),
