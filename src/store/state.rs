@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::error::{Error, Result};
-use crate::ops::{Id, Operation, PathState, VersionVector};
+use crate::ops::{ChunkId, Id, Operation, PathState, VersionVector};
 use crate::store::layout::STATE_DB_FILE;
 use packet_format::seals::{Seal, SealTail, Signature};
 
@@ -340,6 +340,22 @@ impl State {
                 [name],
                 |row| row.get::<_, bool>(0),
             )
+            .map_err(|source| self.db_error(source))
+    }
+
+    /// The packed pieces of `chunk` ([`crate::tree::chunking::pack_pieces`]),
+    /// if a scan or an import recorded them.
+    pub fn chunk_pieces(&self, chunk: &ChunkId) -> Result<Option<Vec<u8>>> {
+        if !self.has_table("chunk_pieces")? {
+            return Ok(None);
+        }
+        self.conn
+            .prepare_cached("SELECT pieces FROM chunk_pieces WHERE chunk = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_row([chunk.as_slice()], |row| row.get(0))
+                    .optional()
+            })
             .map_err(|source| self.db_error(source))
     }
 
@@ -824,6 +840,33 @@ pub fn put_seal(tx: &Transaction, seal: &Seal) -> rusqlite::Result<()> {
         seal.tail.map(|tail| tail.link.to_vec()),
     ])
     .map(drop)
+}
+
+/// Records the packed pieces of chunks (made on first use: a second level
+/// of content-defined cuts inside each chunk, about 10 bytes per KiB of
+/// content, that lets an export send a changed chunk as a recipe over the
+/// chunk it replaces). A chunk's pieces never change, so rows are only
+/// added.
+pub fn put_chunk_pieces<'a>(
+    tx: &Transaction,
+    pieces: impl IntoIterator<Item = &'a (ChunkId, Vec<u8>)>,
+) -> rusqlite::Result<()> {
+    let mut pieces = pieces.into_iter().peekable();
+    if pieces.peek().is_none() {
+        return Ok(());
+    }
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS chunk_pieces (
+             chunk  BLOB PRIMARY KEY,
+             pieces BLOB NOT NULL
+         ) WITHOUT ROWID",
+    )?;
+    let mut insert =
+        tx.prepare_cached("INSERT OR IGNORE INTO chunk_pieces (chunk, pieces) VALUES (?1, ?2)")?;
+    for (chunk, packed) in pieces {
+        insert.execute(params![chunk.as_slice(), packed])?;
+    }
+    Ok(())
 }
 
 /// What `put_entry` writes for one path.
