@@ -111,7 +111,7 @@ pub(crate) fn write_files(
         open: Vec::new(),
     };
     let wanted: Vec<ChunkId> = order.iter().map(|(id, _)| *id).collect();
-    source.deliver(&wanted, &mut |id, bytes| {
+    let delivered = source.deliver_with(&wanted, &mut *options.elsewhere, &mut |id, bytes| {
         let Ok(len) = u32::try_from(bytes.len()) else {
             return Ok(());
         };
@@ -126,7 +126,32 @@ pub(crate) fn write_files(
             }));
         }
         writers.put(&places, bytes)
-    })?;
+    });
+    if let Err(Error::Packet(err)) = &delivered {
+        // A chunk the packet gives as changes to one this replica should
+        // hold, which it does not (or no longer) hold: as a chunk missing.
+        if let packet_format::ErrorKind::MissingBase { chunk, base } = &err.kind {
+            let needed_by = spots
+                .iter()
+                .find(|((id, _), _)| hex::encode(id) == *chunk)
+                .map(|(_, places)| targets[places[0].file].rel);
+            if let Some(rel) = needed_by {
+                if let Some(err) = (options.missing)(
+                    &ChunkRef {
+                        id: hex::decode(base)
+                            .ok()
+                            .and_then(|b| b.try_into().ok())
+                            .unwrap_or_default(),
+                        len: 0,
+                    },
+                    rel,
+                ) {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    delivered?;
     let mut incomplete: Vec<usize> = Vec::new();
     for key in &order {
         let Some(places) = spots.remove(key) else {

@@ -325,8 +325,11 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         .remove(&me)
         .unwrap_or_default();
     let mut ops: Vec<Operation> = Vec::new();
+    // File states given relative to another version become full states
+    // here, before seals, the log or the engine see them.
+    let mut expander = crate::sync::delta::Expander::new(replica.state());
     for op in packet.operations() {
-        let op = op?;
+        let op = expander.expand(op?)?;
         // Echoes of this replica's own operations and duplicates are
         // skipped; the engine checks the rest for gaps.
         if op.epoch > own.get(&op.origin).copied().unwrap_or(0) {

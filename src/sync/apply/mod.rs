@@ -253,6 +253,18 @@ pub trait ChunkSource {
         wanted: &[ChunkId],
         sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
     ) -> Result<()>;
+
+    /// As [`ChunkSource::deliver`], for a source that may carry chunks as
+    /// recipes over chunks held here (chunk codec 2): `bases` finds those,
+    /// checked against their id and length. The default ignores `bases`.
+    fn deliver_with(
+        &mut self,
+        wanted: &[ChunkId],
+        _bases: &mut packet_format::BaseChunks,
+        sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.deliver(wanted, sink)
+    }
 }
 
 /// A source that carries nothing: every chunk must already be local.

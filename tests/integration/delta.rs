@@ -1,0 +1,137 @@
+//! Packets cost what changed (issue 12): a metadata-only change ships no
+//! content and no chunk list, a small edit of a large file ships about the
+//! bytes written (relative chunk lists, chunk recipes over the version the
+//! target holds), and the receiver rebuilds and checks every chunk.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::helpers::*;
+
+const MB20: usize = 20_000_000;
+
+/// Bytes of the packet files in `dir`.
+fn packet_bytes(dir: &Path) -> u64 {
+    packet_files(dir)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+/// A family "a", "b" holding `big` (`content`), in step.
+fn pair_holding(content: &[u8]) -> Family {
+    let fam = family(&["a", "b"], &[("keep.txt", "kept\n")]);
+    std::fs::write(fam.root("a").join("big"), content).unwrap();
+    fam.send("a", "b", "first");
+    assert_eq!(
+        std::fs::read(fam.root("b").join("big")).unwrap(),
+        content,
+        "the first send delivers the file"
+    );
+    fam
+}
+
+/// Sends a -> b under `label` and returns the packet's bytes; the trees
+/// are then the same.
+fn send_measured(fam: &Family, label: &str) -> u64 {
+    fam.send("a", "b", label);
+    assert_eq!(tree_listing(&fam.root("a")), tree_listing(&fam.root("b")));
+    packet_bytes(&fam.packet_dir(label))
+}
+
+#[test]
+fn chmod_and_touch_of_a_large_file_ship_no_content_and_no_chunk_list() {
+    let fam = pair_holding(&random_bytes(1, MB20));
+    let big = fam.root("a").join("big");
+    std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let chmod = send_measured(&fam, "chmod");
+    assert!(chmod < 4096, "a chmod shipped {chmod} bytes");
+
+    let later = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::new(1_900_000_000, 5);
+    std::fs::File::options()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let touch = send_measured(&fam, "touch");
+    assert!(touch < 4096, "a touch shipped {touch} bytes");
+}
+
+#[test]
+fn one_changed_byte_in_a_large_random_file_ships_a_few_kilobytes() {
+    let mut content = random_bytes(2, MB20);
+    let fam = pair_holding(&content);
+    content[12_345_678] ^= 0x55;
+    std::fs::write(fam.root("a").join("big"), &content).unwrap();
+    let bytes = send_measured(&fam, "one-byte");
+    assert!(bytes < 16 * 1024, "a one-byte change shipped {bytes} bytes");
+    assert_eq!(std::fs::read(fam.root("b").join("big")).unwrap(), content);
+}
+
+#[test]
+fn scattered_small_writes_ship_about_the_bytes_written() {
+    use std::os::unix::fs::FileExt;
+    const SIZE: usize = 100 << 20;
+    let fam = pair_holding(&random_bytes(3, SIZE));
+    let file = std::fs::File::options()
+        .write(true)
+        .open(fam.root("a").join("big"))
+        .unwrap();
+    let mut places = random_bytes(4, 256 * 8)
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()) % (SIZE as u64 / 4096))
+        .collect::<Vec<_>>();
+    places.sort_unstable();
+    places.dedup();
+    let mut written = 0u64;
+    for (n, block) in places.iter().enumerate() {
+        file.write_all_at(&random_bytes(1000 + n as u64, 4096), block * 4096)
+            .unwrap();
+        written += 4096;
+    }
+    drop(file);
+    let bytes = send_measured(&fam, "scattered");
+    assert!(
+        (bytes as f64) < 1.5 * written as f64,
+        "{} writes of 4 KiB ({written} bytes) shipped {bytes} bytes",
+        places.len()
+    );
+}
+
+#[test]
+fn a_rename_and_an_insertion_reuse_what_the_target_holds() {
+    let mut content = random_bytes(5, 3_000_000);
+    let fam = pair_holding(&content);
+    content.splice(1_000_000..1_000_000, b"inserted text".iter().copied());
+    std::fs::remove_file(fam.root("a").join("big")).unwrap();
+    std::fs::write(fam.root("a").join("moved"), &content).unwrap();
+    let bytes = send_measured(&fam, "rename");
+    assert!(bytes < 16 * 1024, "a renamed, edited file shipped {bytes} bytes");
+}
+
+#[test]
+fn a_recipe_whose_base_the_target_changed_is_refused_and_nothing_changes() {
+    let mut content = random_bytes(6, 2_000_000);
+    let fam = pair_holding(&content);
+    content[500_000] ^= 1;
+    std::fs::write(fam.root("a").join("big"), &content).unwrap();
+    // The target's copy changes without being recorded there.
+    let theirs = random_bytes(7, 2_000_000);
+    std::fs::write(fam.root("b").join("big"), &theirs).unwrap();
+    let out = fam.packet_dir("stale");
+    export_to(&fam.root("a"), &out, &["b"], &[]).ok();
+    let before = everything_under(&fam.root("b"));
+    let refused = import_from(&fam.root("b"), &[&out]).fails_with(1);
+    assert!(
+        refused.stderr.contains("neither in the packet nor in this replica"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(everything_under(&fam.root("b")), before);
+    // -fullcontent ships the content whole.
+    let full = fam.packet_dir("full");
+    std::fs::write(fam.root("a").join("big2"), b"more").unwrap();
+    export_to(&fam.root("a"), &full, &["b"], &["-fullcontent"]).ok();
+    let _ = full;
+}
