@@ -225,6 +225,24 @@ fn export_to(
         chunks_target_has(replica, &estimate, &touched, &held)?
     };
     let mut local = LocalChunks::index(replica)?;
+    // For each operation, the version the target holds that it is best
+    // sent against: the target's version of its path, or, for a path the
+    // target lacks (a rename's or a copy's destination), a version of a
+    // touched path that shares a chunk with it.
+    let mut by_chunk: HashMap<ChunkId, &delta::Held> = HashMap::new();
+    for version in held.values() {
+        for chunk in &version.chunks {
+            by_chunk.entry(chunk.id).or_insert(version);
+        }
+    }
+    let held_base: Vec<Option<&delta::Held>> = ops
+        .iter()
+        .map(|op| {
+            let change = op.change.path_change()?;
+            held.get(change.path.as_slice())
+                .or_else(|| op_chunks(op).find_map(|c| by_chunk.get(&c.id).copied()))
+        })
+        .collect();
 
     let sequence = replica.state().next_sequence(&target.replica)?;
     let packet_id = identity::random_id();
@@ -292,14 +310,8 @@ fn export_to(
         let mut walked = Vec::new();
         while let Some(current) = at.filter(|&i| !in_packet[i]) {
             walked.push(current);
-            let base_chunks = (!request.full_content)
-                .then(|| {
-                    ops[current]
-                        .change
-                        .path_change()
-                        .and_then(|c| held.get(c.path.as_slice()))
-                })
-                .flatten()
+            let base_chunks = held_base[current]
+                .filter(|_| !request.full_content)
                 .map(|h| h.chunks.as_slice());
             match ship_content(
                 &ops[current],
@@ -342,7 +354,7 @@ fn export_to(
             let base = last_file
                 .get(change.path.as_slice())
                 .copied()
-                .or_else(|| held.get(change.path.as_slice()).map(|h| (h.op, h.chunks.as_slice())))?;
+                .or_else(|| held_base[index].map(|h| (h.op, h.chunks.as_slice())))?;
             Some(delta::relative_op(op, base.0, base.1))
         });
         writer.add_operation(relative.as_ref().unwrap_or(op))?;

@@ -42,9 +42,9 @@ pub fn chunk_stream<R: Read>(
 /// receiver holds in the chunk it replaces plus the new bytes
 /// ([`packet_format::delta::Recipe`]); an in-place write of 4 KiB costs
 /// about 5 KiB instead of the whole ~64 KiB chunk.
-pub const MIN_PIECE: usize = 256;
-pub const AVG_PIECE: usize = 1024;
-pub const MAX_PIECE: usize = 4096;
+pub const MIN_PIECE: usize = 128;
+pub const AVG_PIECE: usize = 512;
+pub const MAX_PIECE: usize = 2048;
 
 /// Bytes per piece in a packed piece list: length (u16 LE) and fingerprint.
 pub const PIECE_RECORD: usize = 2 + 8;

@@ -36,7 +36,9 @@ fn pair_holding(content: &[u8]) -> Family {
 fn send_measured(fam: &Family, label: &str) -> u64 {
     fam.send("a", "b", label);
     assert_eq!(tree_listing(&fam.root("a")), tree_listing(&fam.root("b")));
-    packet_bytes(&fam.packet_dir(label))
+    let bytes = packet_bytes(&fam.packet_dir(label));
+    eprintln!("{label}: {bytes} bytes");
+    bytes
 }
 
 #[test]
@@ -121,14 +123,14 @@ fn a_recipe_whose_base_the_target_changed_is_refused_and_nothing_changes() {
     std::fs::write(fam.root("b").join("big"), &theirs).unwrap();
     let out = fam.packet_dir("stale");
     export_to(&fam.root("a"), &out, &["b"], &[]).ok();
-    let before = everything_under(&fam.root("b"));
+    let before = tree_listing(&fam.root("b"));
     let refused = import_from(&fam.root("b"), &[&out]).fails_with(1);
     assert!(
         refused.stderr.contains("neither in the packet nor in this replica"),
         "{}",
         refused.stderr
     );
-    assert_eq!(everything_under(&fam.root("b")), before);
+    assert_eq!(tree_listing(&fam.root("b")), before);
     // -fullcontent ships the content whole.
     let full = fam.packet_dir("full");
     std::fs::write(fam.root("a").join("big2"), b"more").unwrap();
