@@ -36,6 +36,9 @@ pub(crate) struct Target<'a> {
 /// How [`write_files`] treats what its source does not carry, and how
 /// durable the files must be.
 pub(crate) struct Options<'a> {
+    /// Called once with each distinct chunk written, from the source or
+    /// from elsewhere, once it is checked.
+    pub on_chunk: Option<&'a mut dyn FnMut(&ChunkId, &[u8])>,
     /// The bytes of a chunk the source did not deliver, read from
     /// elsewhere and already checked against its id and length; `None`
     /// when found nowhere.
@@ -111,6 +114,7 @@ pub(crate) fn write_files(
         open: Vec::new(),
     };
     let wanted: Vec<ChunkId> = order.iter().map(|(id, _)| *id).collect();
+    let mut on_chunk = options.on_chunk;
     let delivered = source.deliver_with(&wanted, &mut *options.elsewhere, &mut |id, bytes| {
         let Ok(len) = u32::try_from(bytes.len()) else {
             return Ok(());
@@ -124,6 +128,9 @@ pub(crate) fn write_files(
                 chunk: hex::encode(id),
                 path: relpath::display(targets[places[0].file].rel),
             }));
+        }
+        if let Some(on_chunk) = on_chunk.as_mut() {
+            on_chunk(id, bytes);
         }
         writers.put(&places, bytes)
     });
@@ -170,6 +177,9 @@ pub(crate) fn write_files(
                 }
             }
         };
+        if let Some(on_chunk) = on_chunk.as_mut() {
+            on_chunk(&chunk.id, &bytes);
+        }
         writers.put(&places, &bytes)?;
     }
     drop(writers);
@@ -346,6 +356,7 @@ mod tests {
             &targets,
             &mut source,
             Options {
+                on_chunk: None,
                 elsewhere: &mut |wanted| {
                     asked.push(wanted.id);
                     (wanted.id == chunk(c).id).then(|| c.to_vec())
@@ -395,6 +406,7 @@ mod tests {
                 &targets,
                 source,
                 Options {
+                    on_chunk: None,
                     elsewhere: &mut |_| None,
                     missing: &missing,
                     fsync: false,
@@ -461,6 +473,7 @@ mod left_out {
             &targets,
             &mut source,
             Options {
+                on_chunk: None,
                 elsewhere: &mut |_| None,
                 missing: &|_, _| None,
                 fsync: false,

@@ -137,3 +137,15 @@ fn a_recipe_whose_base_the_target_changed_is_refused_and_nothing_changes() {
     export_to(&fam.root("a"), &full, &["b"], &["-fullcontent"]).ok();
     let _ = full;
 }
+
+#[test]
+fn a_replica_that_received_a_file_sends_its_edits_as_recipes_too() {
+    let mut content = random_bytes(8, 5_000_000);
+    let fam = pair_holding(&content);
+    content[4_000_000..4_000_100].copy_from_slice(&random_bytes(9, 100));
+    std::fs::write(fam.root("b").join("big"), &content).unwrap();
+    fam.send("b", "a", "back");
+    let bytes = packet_bytes(&fam.packet_dir("back"));
+    assert!(bytes < 16 * 1024, "an edit at the receiver shipped {bytes} bytes");
+    assert_eq!(std::fs::read(fam.root("a").join("big")).unwrap(), content);
+}

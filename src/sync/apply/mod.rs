@@ -425,9 +425,10 @@ pub fn apply_batch_with(
     let plan = plan::plan(replica, ops)?;
     check_space(replica, &plan)?;
     let mut report = plan.report.clone();
-    report.bytes_written = disk::stage(replica, &plan, chunks, hooks)?;
+    let staged = disk::stage(replica, &plan, chunks, hooks)?;
+    report.bytes_written = staged.bytes;
     hooks.step("before commit")?;
-    let committed = commit(replica, ops, &plan, receipt);
+    let committed = commit(replica, ops, &plan, receipt, &staged.pieces);
     if let Err(err) = committed {
         let _ = std::fs::remove_dir_all(staging_dir(replica));
         return Err(err);
@@ -557,6 +558,7 @@ fn commit(
     ops: &[Operation],
     plan: &plan::Plan,
     receipt: Option<&Receipt>,
+    pieces: &[(crate::ops::ChunkId, Vec<u8>)],
 ) -> Result<()> {
     let me = replica.identity.replica_id;
     let now = crate::sys::clock::now_ns();
@@ -571,6 +573,9 @@ fn commit(
     replica.state_mut().transaction(|tx| {
         state::create_pending_apply(tx)?;
         state::set_pending_apply_source(tx, &source)?;
+        // The pieces of the chunks staged: so that this replica, too, can
+        // send a later change of these files as recipes.
+        state::put_chunk_pieces(tx, pieces)?;
         // Before the entries change: what a path's entry goes back to if
         // a step on it fails for good.
         for action in &plan.actions {
