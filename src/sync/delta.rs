@@ -25,13 +25,43 @@ use crate::tree::relpath;
 pub struct Held {
     pub op: OperationRef,
     pub chunks: Vec<ChunkRef>,
+    /// The file state as that operation gave it.
+    pub state: PathState,
 }
 
-/// For each of `paths`, the version the target holds per `estimate`: the
-/// last operation on the path, in this replica's log order, whose version
-/// vector the estimate covers. Paths the target holds nothing of (or
-/// holds deleted) are absent.
+/// For each path `ops` touch, the version the target holds per `estimate`:
+/// the last operation on the path, in this replica's log order, whose
+/// version vector the estimate covers. Paths the target holds nothing of
+/// (or holds deleted) are absent, and so are paths that an operation of
+/// `ops` re-asserts with exactly that state: a re-assertion (`-resend`, a
+/// busy file left out of a creation packet) says the target may have that
+/// version in its log without its content (it was excluded there, a step
+/// failed there, the packet went without it), so nothing of it is relied
+/// on.
 pub fn held_versions(
+    state: &State,
+    estimate: &HashMap<Id, u64>,
+    ops: &[Operation],
+) -> Result<HashMap<Vec<u8>, Held>> {
+    let paths: HashSet<&[u8]> = ops
+        .iter()
+        .filter_map(|op| op.change.path_change().map(|c| c.path.as_slice()))
+        .collect();
+    let mut held = held_by_log(state, estimate, &paths)?;
+    for op in ops {
+        if let Some(change) = op.change.path_change() {
+            if held
+                .get(change.path.as_slice())
+                .is_some_and(|h| h.state == *change.state)
+            {
+                held.remove(change.path.as_slice());
+            }
+        }
+    }
+    Ok(held)
+}
+
+fn held_by_log(
     state: &State,
     estimate: &HashMap<Id, u64>,
     paths: &HashSet<&[u8]>,
@@ -66,6 +96,7 @@ pub fn held_versions(
                             epoch: op.epoch,
                         },
                         chunks: chunks.clone(),
+                        state: change.state.clone(),
                     },
                 );
             }

@@ -218,7 +218,7 @@ fn export_to(
     // The version of each path this packet touches that the target holds:
     // file states are sent relative to it, and changed chunks as recipes
     // over its chunks.
-    let held = delta::held_versions(replica.state(), &estimate, &touched)?;
+    let held = delta::held_versions(replica.state(), &estimate, &ops)?;
     let target_has = if request.full_content {
         HashSet::new()
     } else {
