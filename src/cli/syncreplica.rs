@@ -311,8 +311,12 @@ fn print_target_export(target: &crate::store::state::Member, result: &export::Ta
             )
         }
         export::TargetExport::Written(summary) => {
+            let recipes = match summary.chunks_as_recipes {
+                0 => String::new(),
+                n => format!(" ({n} as changes to chunks it has)"),
+            };
             outln!(
-                "Exported to {} (packet sequence number {}): {} operation{}, {} file{} added or changed, {} deleted, {} chunk{} ({} bytes) shipped, {} reused from content {} has.",
+                "Exported to {} (packet sequence number {}): {} operation{}, {} file{} added or changed, {} deleted, {} chunk{} ({} bytes){recipes} shipped, {} reused from content {} has.",
                 printable(&target.name),
                 summary.sequence,
                 summary.operations,

@@ -20,11 +20,41 @@ const PATHS: &[&str] = &[
     "d1/b.txt",
     "d2/c.txt",
     "d2/sub/x.bin",
+    "big1.bin",
+    "d1/big2.bin",
 ];
+
+/// An edit in place of a large-ish file: a few bytes overwritten, some
+/// appended, or a block of random bytes written at a random place (made
+/// first if absent). Exports then reuse the chunks the target holds and
+/// send changed chunks as recipes.
+fn edit_in_place(rng: &mut XorShift, path: &Path) {
+    use std::os::unix::fs::FileExt;
+    if path.is_dir() || std::fs::create_dir_all(path.parent().unwrap()).is_err() {
+        return;
+    }
+    if !path.is_file() {
+        let _ = std::fs::write(path, random_bytes(rng.next(), 200_000 + rng.below(400_000)));
+        return;
+    }
+    let Ok(file) = std::fs::File::options().write(true).open(path) else {
+        return;
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0).max(1);
+    let at = rng.next() % len;
+    let bytes = match rng.below(3) {
+        0 => random_bytes(rng.next(), 1 + rng.below(16)),
+        1 => random_bytes(rng.next(), 4096),
+        _ => vec![0u8; 1 + rng.below(70_000)],
+    };
+    let at = if rng.below(4) == 0 { len } else { at };
+    let _ = file.write_all_at(&bytes, at);
+}
 
 fn random_edit(rng: &mut XorShift, root: &Path, label: &str) {
     let path = root.join(PATHS[rng.below(PATHS.len())]);
-    match rng.below(7) {
+    match rng.below(9) {
+        7 | 8 => edit_in_place(rng, &path),
         0..=2 => {
             if std::fs::create_dir_all(path.parent().unwrap()).is_ok() && !path.is_dir() {
                 let content = format!("{label} wrote {}\n", rng.next()).repeat(1 + rng.below(50));
@@ -126,6 +156,89 @@ fn converge_with_seed(seed: u64) {
             first,
             "seed {seed}: {name} differs from r0"
         );
+    }
+}
+
+/// One replica at a time edits (so no version the target holds is ever
+/// changed under it), the others receive its packets in random order with
+/// duplicates, then everyone exchanges with everyone without
+/// -fullcontent: chunks the targets hold are reused, file states travel
+/// relative to the targets' versions, changed chunks as recipes, through
+/// relays too. Every round ends with the same tree everywhere.
+fn converge_reusing_content_with_seed(seed: u64) {
+    let names = ["r0", "r1", "r2"];
+    let fam = family(&names, &[("a.txt", "start\n")]);
+    let intro = fam.packet_dir("intro");
+    export_to(&fam.root("r0"), &intro, &["r1", "r2"], &[]).ok();
+    import_from(&fam.root("r1"), &[&intro]).ok();
+    import_from(&fam.root("r2"), &[&intro]).ok();
+    let mut rng = XorShift(seed);
+    let mut exports = 0;
+    let mut recipes = false;
+    for round in 0..5 {
+        let editor = names[rng.below(names.len())];
+        for _ in 0..2 + rng.below(5) {
+            random_edit(&mut rng, &fam.root(editor), editor);
+        }
+        // At least one large file edited in place every round.
+        let big = ["big1.bin", "d1/big2.bin"][rng.below(2)];
+        edit_in_place(&mut rng, &fam.root(editor).join(big));
+        // The editor to one or both others, delivered in random order,
+        // duplicates included; then everyone to everyone until quiet.
+        let mut pool: Vec<PathBuf> = Vec::new();
+        for pass in 0..6 {
+            let mut sent_any = false;
+            for name in names {
+                if pass == 0 && name != editor {
+                    continue;
+                }
+                let targets: Vec<&str> = names
+                    .iter()
+                    .copied()
+                    .filter(|t| *t != name && (pass > 0 || rng.below(3) > 0))
+                    .collect();
+                if targets.is_empty() {
+                    continue;
+                }
+                exports += 1;
+                let out = fam.packet_dir(&format!("reuse-{round}-{exports}"));
+                let run = export_to(&fam.root(name), &out, &targets, &[]).ok();
+                recipes |= run.stdout.contains("as changes to chunks it has");
+                sent_any |= !packet_files(&out).is_empty();
+                pool.push(out);
+            }
+            for name in names {
+                let mut order: Vec<&PathBuf> = pool.iter().collect();
+                for i in (1..order.len()).rev() {
+                    order.swap(i, rng.below(i + 1));
+                }
+                let Some(again) = order.first().copied() else {
+                    continue;
+                };
+                order.push(again);
+                let sources: Vec<&Path> = order.iter().map(|p| p.as_path()).collect();
+                import_from(&fam.root(name), &sources).ok();
+            }
+            if pass > 0 && !sent_any {
+                break;
+            }
+        }
+        let first = tree_listing(&fam.root("r0"));
+        for name in &names[1..] {
+            assert_eq!(
+                tree_listing(&fam.root(name)),
+                first,
+                "seed {seed}, round {round}: {name} differs from r0"
+            );
+        }
+    }
+    assert!(recipes, "seed {seed}: no chunk travelled as a recipe");
+}
+
+#[test]
+fn one_editor_at_a_time_converges_reusing_content() {
+    for seed in [0x5eed_0001, 99, 123_456_789] {
+        converge_reusing_content_with_seed(seed);
     }
 }
 
