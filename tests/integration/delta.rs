@@ -149,3 +149,46 @@ fn a_replica_that_received_a_file_sends_its_edits_as_recipes_too() {
     assert!(bytes < 16 * 1024, "an edit at the receiver shipped {bytes} bytes");
     assert_eq!(std::fs::read(fam.root("a").join("big")).unwrap(), content);
 }
+
+#[test]
+fn an_import_of_recipes_killed_after_its_commit_finishes_with_the_same_tree() {
+    for point in ["apply-after-commit", "import-after-commit"] {
+        let mut content = random_bytes(10, 3_000_000);
+        let fam = pair_holding(&content);
+        // An edit in place, a chmod and a rename with an insertion: reuse,
+        // relative states and recipes in one packet.
+        content[1_500_000..1_504_096].copy_from_slice(&random_bytes(11, 4096));
+        std::fs::write(fam.root("a").join("big"), &content).unwrap();
+        let mut moved = random_bytes(12, 700_000);
+        std::fs::write(fam.root("a").join("other"), &moved).unwrap();
+        fam.send("a", "b", "other");
+        std::fs::remove_file(fam.root("a").join("other")).unwrap();
+        moved.splice(300_000..300_000, b"inserted".iter().copied());
+        std::fs::write(fam.root("a").join("moved"), &moved).unwrap();
+        std::fs::set_permissions(
+            fam.root("a").join("keep.txt"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let out = fam.packet_dir(point);
+        let exported = export_to(&fam.root("a"), &out, &["b"], &[]).ok();
+        assert!(
+            exported.stdout.contains("as changes to chunks it has"),
+            "{}",
+            exported.stdout
+        );
+        let killed = run_crashing_at(
+            &fam.root("b"),
+            "syncreplica",
+            ["-import".as_ref(), out.as_os_str()],
+            point,
+        );
+        assert_crashed(&killed);
+        import_from(&fam.root("b"), &[&out]).ok();
+        assert_eq!(
+            tree_listing(&fam.root("a")),
+            tree_listing(&fam.root("b")),
+            "{point}"
+        );
+    }
+}
