@@ -688,8 +688,15 @@ fn delta_ops() -> Delta {
         &[edited.clone(), x, y, z.clone(), z.clone(), z],
     );
     let mut third = file_op(3, "disk.img", &[]);
-    let (Change::Path { state: second_state, .. }, Change::Path { state: third_state, .. }) =
-        (&second.change, &mut third.change)
+    let (
+        Change::Path {
+            state: second_state,
+            ..
+        },
+        Change::Path {
+            state: third_state, ..
+        },
+    ) = (&second.change, &mut third.change)
     else {
         unreachable!()
     };
@@ -787,7 +794,11 @@ fn write_delta_packet(out: &Path) {
     )
     .unwrap();
     assert!(writer
-        .add_chunk_recipe(&chunk_id(&delta.edited), delta.edited.len() as u32, &delta.recipe)
+        .add_chunk_recipe(
+            &chunk_id(&delta.edited),
+            delta.edited.len() as u32,
+            &delta.recipe
+        )
         .unwrap());
     for op in &delta.carried {
         writer.add_operation(op).unwrap();
@@ -799,7 +810,8 @@ fn write_delta_packet(out: &Path) {
 fn delta_sidecar(trust: &str, sender: &str) -> Vec<String> {
     let delta = delta_ops();
     let mut lines = vec![
-        "# A file state relative to another (kind 5) and a chunk as a recipe (codec 2).".to_string(),
+        "# A file state relative to another (kind 5) and a chunk as a recipe (codec 2)."
+            .to_string(),
         "expect: ok".into(),
         trust.to_string(),
         format!("signer: {sender}"),

@@ -137,7 +137,10 @@ impl RelativeFile {
     pub fn decode(body: &[u8]) -> Result<RelativeFile, String> {
         match postcard::take_from_bytes::<RelativeFile>(body) {
             Ok((file, [])) => Ok(file),
-            Ok((_, rest)) => Err(format!("relative file state has {} trailing bytes", rest.len())),
+            Ok((_, rest)) => Err(format!(
+                "relative file state has {} trailing bytes",
+                rest.len()
+            )),
             Err(err) => Err(format!("relative file state: {err}")),
         }
     }
@@ -150,7 +153,10 @@ impl RelativeFile {
         for run in &self.runs {
             let count = match run {
                 Run::Same { from, count } => {
-                    if from.checked_add(*count).is_none_or(|end| end > base.len() as u64) {
+                    if from
+                        .checked_add(*count)
+                        .is_none_or(|end| end > base.len() as u64)
+                    {
                         return Err(format!(
                             "run of {count} chunks from {from} reaches past the {} of its base",
                             base.len()
@@ -277,7 +283,9 @@ impl Recipe {
             built += u64::from(len);
         }
         if built != u64::from(chunk_len) {
-            return Err(format!("recipe builds {built} bytes for a chunk of {chunk_len}"));
+            return Err(format!(
+                "recipe builds {built} bytes for a chunk of {chunk_len}"
+            ));
         }
         Ok(recipe)
     }
@@ -366,7 +374,10 @@ mod tests {
                 ext: Extensions::default(),
             };
             let back = RelativeFile::decode(match &file.to_state() {
-                PathState::Unknown { kind: FILE_RELATIVE, body } => body,
+                PathState::Unknown {
+                    kind: FILE_RELATIVE,
+                    body,
+                } => body,
                 other => panic!("{other:?}"),
             })
             .unwrap();
@@ -411,7 +422,10 @@ mod tests {
     #[test]
     fn recipes_rebuild_and_are_checked() {
         let base = b"0123456789abcdef".to_vec();
-        let bases = vec![ChunkRef { id: [7; 32], len: 16 }];
+        let bases = vec![ChunkRef {
+            id: [7; 32],
+            len: 16,
+        }];
         let recipe = Recipe::new(
             bases,
             vec![

@@ -334,7 +334,8 @@ impl LogicalChunks<'_> {
             }
             .at(&path)
         };
-        let recipe = crate::delta::Recipe::decode(&piece.data, piece.chunk_len).map_err(malformed)?;
+        let recipe =
+            crate::delta::Recipe::decode(&piece.data, piece.chunk_len).map_err(malformed)?;
         let mut bases = Vec::with_capacity(recipe.bases.len());
         for base in &recipe.bases {
             let found = self.bases.as_mut().and_then(|find| find(base));

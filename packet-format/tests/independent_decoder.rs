@@ -519,7 +519,10 @@ fn delta_vector_decodes_without_the_library() {
     let chunks = entries[0].1;
     let id = &chunks[..32];
     let chunk_len = u32le(chunks, 32) as usize;
-    assert_eq!((u32le(chunks, 36), u32le(chunks, 40) as usize), (0, chunk_len));
+    assert_eq!(
+        (u32le(chunks, 36), u32le(chunks, 40) as usize),
+        (0, chunk_len)
+    );
     assert_eq!(chunks[44], 2, "codec 2: recipe");
     let stored_len = u32le(chunks, 45) as usize;
     assert_eq!(49 + stored_len, chunks.len());
@@ -538,7 +541,11 @@ fn delta_vector_decodes_without_the_library() {
     }
     let steps: Vec<Step> = (0..r.varint())
         .map(|_| match r.varint() {
-            0 => Step::Copy(r.varint() as usize, r.varint() as usize, r.varint() as usize),
+            0 => Step::Copy(
+                r.varint() as usize,
+                r.varint() as usize,
+                r.varint() as usize,
+            ),
             1 => Step::Literal(r.varint() as usize),
             other => panic!("step {other}"),
         })
@@ -570,10 +577,16 @@ fn delta_vector_decodes_without_the_library() {
 
     // Operations: expand kind 5 against the earlier file states.
     let raw = entries[1].1;
-    let encoding = if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) { 1 } else { 0 };
+    let encoding = if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        1
+    } else {
+        0
+    };
     let ops = operations(encoding, raw);
     assert_eq!(ops.len(), 3);
-    let mut files: Vec<(Vec<u8>, u64, Vec<(Vec<u8>, u64)>)> = Vec::new();
+    // (origin, epoch, chunk list) of each file state so far.
+    type Chunks = Vec<(Vec<u8>, u64)>;
+    let mut files: Vec<(Vec<u8>, u64, Chunks)> = Vec::new();
     let mut encoded = Vec::new();
     for op in &ops {
         let Body::Path {

@@ -33,12 +33,15 @@ pub(crate) struct Target<'a> {
     pub mtime: Timestamp,
 }
 
+/// Sees each chunk written: its id and bytes.
+pub(crate) type OnChunk<'a> = dyn FnMut(&ChunkId, &[u8]) + 'a;
+
 /// How [`write_files`] treats what its source does not carry, and how
 /// durable the files must be.
 pub(crate) struct Options<'a> {
     /// Called once with each distinct chunk written, from the source or
     /// from elsewhere, once it is checked.
-    pub on_chunk: Option<&'a mut dyn FnMut(&ChunkId, &[u8])>,
+    pub on_chunk: Option<&'a mut OnChunk<'a>>,
     /// The bytes of a chunk the source did not deliver, read from
     /// elsewhere and already checked against its id and length; `None`
     /// when found nowhere.

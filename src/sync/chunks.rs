@@ -108,7 +108,11 @@ impl LocalChunks {
     /// The bytes of chunk `id` read from a current file and checked
     /// against the id, as [`LocalChunks::add_to`] finds them, without
     /// adding them anywhere: `Ok(Err(..))` says why there are none.
-    pub fn read(&mut self, root: &Path, id: &ChunkId) -> Result<std::result::Result<Vec<u8>, ChunkRead>> {
+    pub fn read(
+        &mut self,
+        root: &Path,
+        id: &ChunkId,
+    ) -> Result<std::result::Result<Vec<u8>, ChunkRead>> {
         use sha2::{Digest, Sha256};
         let Some(places) = self.places.get(id) else {
             return Ok(Err(ChunkRead::NotHeld));
@@ -129,7 +133,9 @@ impl LocalChunks {
                 Err(err) => return Err(err),
             }
         }
-        Ok(Err(first_changed.map_or(ChunkRead::NotHeld, ChunkRead::Changed)))
+        Ok(Err(
+            first_changed.map_or(ChunkRead::NotHeld, ChunkRead::Changed)
+        ))
     }
 
     /// The `len` bytes at `offset` of `path` (`disk` on disk), not yet

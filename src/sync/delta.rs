@@ -134,7 +134,9 @@ pub fn relative_op(op: &Operation, base: OperationRef, base_chunks: &[ChunkRef])
         ext: ext.clone(),
     }
     .to_state();
-    let shorter = postcard::to_stdvec(&relative).map(|b| b.len()).unwrap_or(usize::MAX)
+    let shorter = postcard::to_stdvec(&relative)
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX)
         < postcard::to_stdvec(&*state).map(|b| b.len()).unwrap_or(0);
     if shorter {
         *state = relative;

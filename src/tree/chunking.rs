@@ -91,7 +91,7 @@ pub fn pack_pieces(pieces: &[Piece]) -> Vec<u8> {
 
 /// The inverse of [`pack_pieces`]; `None` for bytes it did not write.
 pub fn unpack_pieces(packed: &[u8]) -> Option<Vec<Piece>> {
-    if packed.len() % PIECE_RECORD != 0 {
+    if !packed.len().is_multiple_of(PIECE_RECORD) {
         return None;
     }
     let mut offset = 0u32;

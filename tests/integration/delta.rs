@@ -109,7 +109,10 @@ fn a_rename_and_an_insertion_reuse_what_the_target_holds() {
     std::fs::remove_file(fam.root("a").join("big")).unwrap();
     std::fs::write(fam.root("a").join("moved"), &content).unwrap();
     let bytes = send_measured(&fam, "rename");
-    assert!(bytes < 16 * 1024, "a renamed, edited file shipped {bytes} bytes");
+    assert!(
+        bytes < 16 * 1024,
+        "a renamed, edited file shipped {bytes} bytes"
+    );
 }
 
 #[test]
@@ -126,7 +129,9 @@ fn a_recipe_whose_base_the_target_changed_is_refused_and_nothing_changes() {
     let before = tree_listing(&fam.root("b"));
     let refused = import_from(&fam.root("b"), &[&out]).fails_with(1);
     assert!(
-        refused.stderr.contains("neither in the packet nor in this replica"),
+        refused
+            .stderr
+            .contains("neither in the packet nor in this replica"),
         "{}",
         refused.stderr
     );
@@ -146,7 +151,10 @@ fn a_replica_that_received_a_file_sends_its_edits_as_recipes_too() {
     std::fs::write(fam.root("b").join("big"), &content).unwrap();
     fam.send("b", "a", "back");
     let bytes = packet_bytes(&fam.packet_dir("back"));
-    assert!(bytes < 16 * 1024, "an edit at the receiver shipped {bytes} bytes");
+    assert!(
+        bytes < 16 * 1024,
+        "an edit at the receiver shipped {bytes} bytes"
+    );
     assert_eq!(std::fs::read(fam.root("a").join("big")).unwrap(), content);
 }
 
