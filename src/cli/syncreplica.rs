@@ -117,9 +117,10 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", default_value = "2g", value_parser = super::max_size_arg)]
     pub maxsize: u64,
 
-    /// With -export: ship the content of every change, even chunks the
-    /// target is believed to hold already (for a target whose import
-    /// reported missing content).
+    /// With -export: ship the content of every change whole, even chunks
+    /// the target is believed to hold already, and none as changes to
+    /// chunks it holds (for a target whose import reported missing
+    /// content).
     #[arg(long)]
     pub fullcontent: bool,
 
