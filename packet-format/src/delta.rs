@@ -340,6 +340,48 @@ impl Recipe {
     }
 }
 
+/// Informational operation kind of a [`ContentRequest`] (SPEC.md §6.2).
+pub const CONTENT_REQUEST: u32 = 0x1_0002;
+
+/// At most this many paths per content request.
+pub const MAX_REQUESTED_PATHS: usize = 1024;
+
+/// A content request (informational operation kind [`CONTENT_REQUEST`]):
+/// its origin could not apply a packet from `to` because content the
+/// packet relied on it holding was gone, and asks `to` to send `paths`
+/// whole. `have` is the origin's epoch row when it asked: `to` sends again
+/// from there. Relayed like any operation; acted on by `to` only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentRequest {
+    pub to: Id,
+    pub paths: Vec<Vec<u8>>,
+    pub have: std::collections::BTreeMap<Id, u64>,
+}
+
+impl ContentRequest {
+    /// The change that carries this request.
+    pub fn to_change(&self) -> crate::ops::Change {
+        crate::ops::Change::Unknown {
+            kind: CONTENT_REQUEST,
+            body: postcard::to_stdvec(self).expect("request encodes"),
+        }
+    }
+
+    /// The request a change carries, if it is a well-formed one.
+    pub fn of(change: &crate::ops::Change) -> Option<ContentRequest> {
+        match change {
+            crate::ops::Change::Unknown {
+                kind: CONTENT_REQUEST,
+                body,
+            } => match postcard::take_from_bytes::<ContentRequest>(body) {
+                Ok((request, [])) if request.paths.len() <= MAX_REQUESTED_PATHS => Some(request),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -331,6 +331,14 @@ fn print_target_export(target: &crate::store::state::Member, result: &export::Ta
                 summary.chunks_reused,
                 printable(&target.name)
             );
+            if summary.answered > 0 {
+                outln!(
+                    "  {} path{} {} asked for (a content request) sent whole.",
+                    summary.answered,
+                    plural(summary.answered),
+                    printable(&target.name)
+                );
+            }
             for part in &summary.parts {
                 outln!("  {} ({} bytes)", printable_path(&part.path), part.size);
             }

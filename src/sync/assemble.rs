@@ -309,6 +309,7 @@ mod tests {
         Some(Error::Refused(Refusal::MissingContent {
             chunk: hex::encode(chunk.id),
             path: relpath::display(rel),
+            rel: rel.to_vec(),
         }))
     }
 

@@ -332,3 +332,145 @@ impl<'a> RecipeMaker<'a> {
         Ok(Some(Recipe::new(bases, steps, literals)))
     }
 }
+
+// Content requests (issue 12, item 5). Reuse makes a packet depend on what
+// its target holds; the target may have changed or lost it (it edited the
+// file, a rename raced a delete). Its import then applies nothing of the
+// packet and asks the sender, in an informational operation of its own
+// ([`ContentRequest`]) that its next packet carries, to send those paths
+// whole; the sender notes the request, sends again from the requester's
+// row, with those paths' content whole, and the waiting packet is then
+// superseded. No person needed.
+
+/// A path is asked for, or answered, at most once in this long.
+pub const RESEND_AFTER_NS: i64 = 3600 * 1_000_000_000;
+
+/// After an import refused packets from `sender` for content it relied on
+/// this replica holding: asks `sender` for `paths` whole (those not asked
+/// for within [`RESEND_AFTER_NS`]), by logging a sealed content request.
+/// Returns the paths asked for now.
+pub fn ask_for_content(
+    replica: &mut crate::replica::LockedReplica,
+    sender: Id,
+    paths: &[Vec<u8>],
+) -> Result<Vec<Vec<u8>>> {
+    let now = crate::sys::clock::now_ns();
+    let asked: HashMap<Vec<u8>, i64> = replica
+        .state()
+        .content_requests(&sender, "asked")?
+        .into_iter()
+        .collect();
+    let mut fresh: Vec<Vec<u8>> = paths
+        .iter()
+        .filter(|path| {
+            asked
+                .get(*path)
+                .is_none_or(|at| now - at >= RESEND_AFTER_NS)
+        })
+        .cloned()
+        .collect();
+    fresh.sort();
+    fresh.dedup();
+    fresh.truncate(packet_format::delta::MAX_REQUESTED_PATHS);
+    if fresh.is_empty() {
+        return Ok(fresh);
+    }
+    let me = replica.identity.replica_id;
+    let have: std::collections::BTreeMap<Id, u64> = replica
+        .state()
+        .epoch_table()?
+        .remove(&me)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let last = replica.state().epoch(&me, &me)?;
+    let secret = replica.signing_key()?.to_bytes();
+    let op = Operation {
+        origin: me,
+        epoch: last + 1,
+        recorded: crate::sys::clock::now(),
+        change: packet_format::delta::ContentRequest {
+            to: sender,
+            paths: fresh.clone(),
+            have,
+        }
+        .to_change(),
+    };
+    replica.state_mut().transaction(|tx| {
+        crate::store::state::append_operation(tx, &op)?;
+        crate::store::state::set_epoch(tx, &me, &me, op.epoch)?;
+        crate::store::state::seal_own_run(tx, &secret, &me, op.epoch, op.epoch)?;
+        for path in &fresh {
+            crate::store::state::put_content_request(tx, &sender, path, "asked", now)?;
+        }
+        Ok(())
+    })?;
+    Ok(fresh)
+}
+
+/// Notes the content requests addressed to this replica among `ops` (just
+/// applied): each path (not answered within [`RESEND_AFTER_NS`]) is to be
+/// sent whole with the next export to the requester, and the requester's
+/// estimate is lowered to the row it stated, so that export sends again
+/// what it lacks. Returns one note per request, for the import's report.
+pub fn take_requests(
+    replica: &mut crate::replica::LockedReplica,
+    ops: &[Operation],
+) -> Result<Vec<String>> {
+    let me = replica.identity.replica_id;
+    let now = crate::sys::clock::now_ns();
+    let mut notes = Vec::new();
+    for op in ops {
+        let Some(request) = packet_format::delta::ContentRequest::of(&op.change) else {
+            continue;
+        };
+        if request.to != me || op.origin == me {
+            continue;
+        }
+        let answered: HashMap<Vec<u8>, i64> = replica
+            .state()
+            .content_requests(&op.origin, "answered")?
+            .into_iter()
+            .collect();
+        let paths: Vec<&Vec<u8>> = request
+            .paths
+            .iter()
+            .filter(|path| {
+                answered
+                    .get(*path)
+                    .is_none_or(|at| now - at >= RESEND_AFTER_NS)
+            })
+            .collect();
+        let name = replica
+            .members()?
+            .into_iter()
+            .find(|m| m.replica == op.origin)
+            .map_or_else(|| op.origin.to_hex(), |m| m.name);
+        if paths.is_empty() {
+            notes.push(format!(
+                "{} asks again for content sent whole within the hour; not sent again yet",
+                crate::error::printable(&name)
+            ));
+            continue;
+        }
+        replica.state_mut().transaction(|tx| {
+            for path in &paths {
+                crate::store::state::put_content_request(tx, &op.origin, path, "to_answer", now)?;
+            }
+            for (origin, epoch) in &request.have {
+                crate::store::state::lower_epoch(tx, &op.origin, origin, *epoch)?;
+            }
+            Ok(())
+        })?;
+        notes.push(format!(
+            "{} asks for the content of {} path{} (\"{}\"{}): the next export to it sends {} whole",
+            crate::error::printable(&name),
+            paths.len(),
+            if paths.len() == 1 { "" } else { "s" },
+            relpath::display(paths[0]),
+            if paths.len() > 1 { ", ..." } else { "" },
+            if paths.len() == 1 { "it" } else { "them" },
+        ));
+    }
+    Ok(notes)
+}

@@ -77,6 +77,8 @@ pub struct ExportSummary {
     /// Of `chunks_sent`, those sent as recipes over chunks the target
     /// holds (chunk codec 2).
     pub chunks_as_recipes: u64,
+    /// Paths the target had asked for whole (content requests), sent so.
+    pub answered: u64,
     /// Chunks referenced but not shipped because the target has them.
     pub chunks_reused: u64,
     pub parts: Vec<WrittenPart>,
@@ -218,7 +220,16 @@ fn export_to(
     // The version of each path this packet touches that the target holds:
     // file states are sent relative to it, and changed chunks as recipes
     // over its chunks.
-    let held = delta::held_versions(replica.state(), &estimate, &ops)?;
+    let mut held = delta::held_versions(replica.state(), &estimate, &ops)?;
+    // Paths the target asked for whole (content requests): nothing of them
+    // is relied on.
+    let requested: HashSet<Vec<u8>> = replica
+        .state()
+        .content_requests(&target.replica, "to_answer")?
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect();
+    held.retain(|path, _| !requested.contains(path));
     let target_has = if request.full_content {
         HashSet::new()
     } else {
@@ -310,9 +321,14 @@ fn export_to(
         let mut walked = Vec::new();
         while let Some(current) = at.filter(|&i| !in_packet[i]) {
             walked.push(current);
+            let whole = ops[current]
+                .change
+                .path_change()
+                .is_some_and(|c| requested.contains(c.path.as_slice()));
             let base_chunks = held_base[current]
-                .filter(|_| !request.full_content)
+                .filter(|_| !request.full_content && !whole)
                 .map(|h| h.chunks.as_slice());
+            let no_chunks = HashSet::new();
             match ship_content(
                 &ops[current],
                 &mut local,
@@ -320,7 +336,7 @@ fn export_to(
                 base_chunks,
                 &replica.root,
                 &mut writer,
-                &target_has,
+                if whole { &no_chunks } else { &target_has },
                 &mut sent,
                 &mut summary,
                 request.stop,
@@ -418,6 +434,8 @@ fn export_to(
         .first()
         .map(|p| p.file_name.clone())
         .unwrap_or_default();
+    let answered: Vec<Vec<u8>> = requested.into_iter().collect();
+    summary.answered = answered.len() as u64;
     record_sent(
         replica,
         &target.replica,
@@ -426,6 +444,7 @@ fn export_to(
         sequence,
         &first_name,
         now.as_nanos_saturating(),
+        &answered,
     )?;
     summary.parts = parts;
     Ok(TargetExport::Written(summary))
@@ -523,6 +542,7 @@ fn ship_content(
 }
 
 /// Raises `target`'s estimates past `ranges` and logs the packet as sent.
+#[allow(clippy::too_many_arguments)]
 fn record_sent(
     replica: &mut LockedReplica,
     target: &Id,
@@ -531,10 +551,16 @@ fn record_sent(
     sequence: u64,
     first_name: &str,
     now: i64,
+    answered: &[Vec<u8>],
 ) -> Result<()> {
     replica.state_mut().transaction(|tx| {
         for (origin, range) in ranges {
             state::raise_epoch(tx, target, origin, range.last)?;
+        }
+        // Content requests of the target this packet answers.
+        for path in answered {
+            state::forget_content_request(tx, target, path, "to_answer")?;
+            state::put_content_request(tx, target, path, "answered", now)?;
         }
         state::log_packet(tx, "sent", target, packet_id, sequence, first_name, now)?;
         Ok(())
@@ -566,6 +592,7 @@ pub fn record_adopted(
             target.seq,
             first_name,
             crate::sys::clock::now_ns(),
+            &[],
         )?;
     }
     Ok(())

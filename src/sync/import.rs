@@ -283,6 +283,24 @@ fn import_files(
         }
     }
     let view = LocalView::of(replica)?;
+    // Content a refused packet relied on this replica holding, that it no
+    // longer holds: asked of the packet's sender (a content request, which
+    // this replica's next packet to it carries).
+    let mut wanted: BTreeMap<Id, Vec<Vec<u8>>> = BTreeMap::new();
+    for (parts, why) in &failed {
+        let header = parts[0].header.as_ref().expect("header");
+        if let Refusal::MissingContent { rel, .. } = why {
+            if view.readiness(header) != Readiness::Applied {
+                wanted
+                    .entry(header.sender.id)
+                    .or_default()
+                    .push(rel.clone());
+            }
+        }
+    }
+    for (sender, paths) in wanted {
+        crate::sync::delta::ask_for_content(replica, sender, &paths)?;
+    }
     for (parts, why) in failed {
         let header = parts[0].header.clone().expect("header");
         let files: Vec<PathBuf> = parts.into_iter().map(|e| e.path).collect();
@@ -375,13 +393,18 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         at_ns: crate::sys::clock::now_ns(),
         seals,
     };
-    let report = apply::apply_batch_with(
+    let mut report = apply::apply_batch_with(
         replica,
         &ops,
         &mut chunks,
         &mut ApplyHooks::default(),
         Some(&receipt),
     )?;
+    // Requests for content addressed to this replica: answered by the
+    // next export to their origin.
+    report
+        .conflicts
+        .extend(crate::sync::delta::take_requests(replica, &ops)?);
     crate::sys::testhook::crash_point("import-after-commit");
     Ok((sender, report))
 }

@@ -200,3 +200,67 @@ fn an_import_of_recipes_killed_after_its_commit_finishes_with_the_same_tree() {
         );
     }
 }
+
+/// A rename at one site racing an edit at the other: the packet relies on
+/// content the target no longer holds. The import applies nothing of it
+/// and asks the sender (a content request, carried by its next packet
+/// there); the sender's next export answers with that content whole, and
+/// the replicas converge with no person involved.
+#[test]
+fn a_rename_racing_an_edit_is_repaired_by_a_content_request() {
+    let content = random_bytes(13, 2_000_000);
+    let fam = pair_holding(&content);
+    let (a, b) = (fam.root("a"), fam.root("b"));
+    std::fs::rename(a.join("big"), a.join("renamed")).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::options()
+            .write(true)
+            .open(b.join("big"))
+            .unwrap();
+        file.write_all_at(&random_bytes(14, 4096), 1_000_000)
+            .unwrap();
+    }
+    let ab = fam.packet_dir("ab");
+    export_to(&a, &ab, &["b"], &[]).ok();
+    let refused = import_from(&b, &[&ab]).fails_with(1);
+    assert!(refused.stderr.contains("renamed"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("content request"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!b.join("renamed").exists());
+    // b's next packet to a carries the request; a notes it.
+    let ba = fam.packet_dir("ba");
+    export_to(&b, &ba, &["a"], &[]).ok();
+    let noted = import_from(&a, &[&ba]).ok();
+    assert!(
+        noted
+            .stdout
+            .contains("asks for the content of 1 path (\"renamed\")"),
+        "{}",
+        noted.stdout
+    );
+    // a's next export sends it whole; b applies it (the refused packet is
+    // then superseded).
+    let answer = fam.packet_dir("answer");
+    let sent = export_to(&a, &answer, &["b"], &[]).ok();
+    assert!(
+        sent.stdout
+            .contains("1 path b asked for (a content request) sent whole"),
+        "{}",
+        sent.stdout
+    );
+    import_from(&b, &[&answer, &ab]).ok();
+    assert_eq!(std::fs::read(b.join("renamed")).unwrap(), content);
+    // Both settle the rest (b's edit of the path a renamed) on their own.
+    for round in 0..3 {
+        fam.send("a", "b", &format!("settle-ab-{round}"));
+        fam.send("b", "a", &format!("settle-ba-{round}"));
+    }
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+    // Asked once, answered once: a later export sends nothing whole again.
+    let later = export_to(&a, &fam.packet_dir("later"), &["b"], &[]).ok();
+    assert!(!later.stdout.contains("asked for"), "{}", later.stdout);
+}

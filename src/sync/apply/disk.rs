@@ -109,6 +109,7 @@ fn stage_all(
                 Some(Error::Refused(Refusal::MissingContent {
                     chunk: hex::encode(chunk.id),
                     path: relpath::display(rel),
+                    rel: rel.to_vec(),
                 }))
             },
             fsync: true,
