@@ -308,9 +308,14 @@ fn export_to(
     'ops: for (index, op) in ops.iter().enumerate() {
         request.stop.check()?;
         request.progress.advance(1);
-        // Counted once the operation is in the packet.
+        // Counted once the operation is in the packet (a path the target
+        // asked for whole relies on nothing).
+        let asked = op
+            .change
+            .path_change()
+            .is_some_and(|c| requested.contains(c.path.as_slice()));
         let reused = op_chunks(op)
-            .filter(|chunk| target_has.contains(&chunk.id))
+            .filter(|chunk| !asked && target_has.contains(&chunk.id))
             .count() as u64;
         // This operation's content, and, where it is no longer at hand
         // (a version overwritten since), that of the later operations on

@@ -347,11 +347,12 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
     // here, before seals, the log or the engine see them.
     let mut expander = crate::sync::delta::Expander::new(replica.state());
     for op in packet.operations() {
-        let op = expander.expand(op?)?;
+        let op = op?;
         // Echoes of this replica's own operations and duplicates are
-        // skipped; the engine checks the rest for gaps.
+        // skipped (this replica logged them: a later operation relative
+        // to one finds it in the log); the engine checks the rest for gaps.
         if op.epoch > own.get(&op.origin).copied().unwrap_or(0) {
-            ops.push(op);
+            ops.push(expander.expand(op)?);
         }
     }
     // What anyone can hold of each origin: what this replica has, or what
