@@ -214,7 +214,12 @@ pub enum Refusal {
         "chunk {chunk} of {path} is neither in the packet nor in this replica \
          (the sender believed this replica still had that content); nothing was changed"
     )]
-    MissingContent { chunk: String, path: String },
+    MissingContent {
+        chunk: String,
+        path: String,
+        /// The path, as the packet gives it.
+        rel: Vec<u8>,
+    },
 
     /// Operations that contradict the operation log (gaps, claims in this
     /// replica's name).

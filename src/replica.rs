@@ -163,6 +163,7 @@ impl LockedReplica {
             // A path an import could not write is this replica's again
             // once a change of it is recorded.
             state::forget_failed_steps(tx, outcome.changes.iter().map(|c| c.path.as_slice()))?;
+            state::put_chunk_pieces(tx, &outcome.pieces)?;
             for (path, stat) in &outcome.refreshed {
                 state::refresh_stat(tx, path, *stat, outcome.scanned_ns)?;
             }

@@ -198,6 +198,7 @@ fn main() {
     );
 
     write_states_packet(&out);
+    write_delta_packet(&out);
     // Validly signed, but the operations repeat epoch 2 and never reach
     // the declared 3: a duplicate a reader must refuse, not deduplicate.
     let mut dup_ops = Vec::new();
@@ -467,6 +468,7 @@ fn write_sidecars(out: &Path, garbage_len: usize) {
     sidecars.push(("older_major".into(), older));
 
     sidecars.push(("states".into(), states_sidecar(&trust, &sender)));
+    sidecars.push(("delta".into(), delta_sidecar(&trust, &sender)));
 
     sidecars.push((
         "epoch_duplicate".into(),
@@ -651,6 +653,194 @@ fn states_sidecar(trust: &str, sender: &str) -> Vec<String> {
             "chunk: 0 len={} sha256={}",
             data.len(),
             hex::encode(chunk_id(&data))
+        ),
+        "listing-signature: verified".into(),
+        "listing-error: none".into(),
+        "listing-header: present".into(),
+        "unzip: ok".into(),
+    ]);
+    lines
+}
+
+/// What `delta.zip` is made of: the chunk the target holds (`base`), the
+/// chunk that replaces it (`edited`, sent as a recipe over `base`), the
+/// other chunks the target holds, the full operations as the origin
+/// logged and sealed them, and those the packet carries (operation 2
+/// relative to 1, operation 3, a change of mode only, relative to 2).
+struct Delta {
+    base: Vec<u8>,
+    edited: Vec<u8>,
+    recipe: packet_format::delta::Recipe,
+    full: Vec<Operation>,
+    carried: Vec<Operation>,
+}
+
+fn delta_ops() -> Delta {
+    use packet_format::delta::{OperationRef, Recipe, RelativeFile, Step};
+    let base = text(30, 600);
+    let mut edited = base.clone();
+    edited[200..210].copy_from_slice(b"0123456789");
+    let (x, y, z) = (text(31, 100), text(32, 100), vec![0u8; 64]);
+    let first = file_op(1, "disk.img", &[base.clone(), x.clone(), y.clone()]);
+    let second = file_op(
+        2,
+        "disk.img",
+        &[edited.clone(), x, y, z.clone(), z.clone(), z],
+    );
+    let mut third = file_op(3, "disk.img", &[]);
+    let (
+        Change::Path {
+            state: second_state,
+            ..
+        },
+        Change::Path {
+            state: third_state, ..
+        },
+    ) = (&second.change, &mut third.change)
+    else {
+        unreachable!()
+    };
+    *third_state = match second_state.clone() {
+        PathState::File {
+            mtime,
+            size,
+            chunks,
+            ext,
+            ..
+        } => PathState::File {
+            mode: 0o600,
+            mtime,
+            size,
+            chunks,
+            ext,
+        },
+        _ => unreachable!(),
+    };
+    let full = vec![first, second, third];
+    let chunks_of = |op: &Operation| match op.change.path_change().map(|c| c.state) {
+        Some(PathState::File { chunks, .. }) => chunks.clone(),
+        _ => unreachable!(),
+    };
+    let relative = |op: &Operation, base: &Operation| {
+        let PathState::File {
+            mode, mtime, ext, ..
+        } = op.change.path_change().unwrap().state.clone()
+        else {
+            unreachable!()
+        };
+        let state = RelativeFile {
+            base: OperationRef {
+                origin: base.origin,
+                epoch: base.epoch,
+            },
+            mode,
+            mtime,
+            runs: RelativeFile::runs_between(&chunks_of(base), &chunks_of(op)),
+            ext,
+        }
+        .to_state();
+        let mut out = op.clone();
+        if let Change::Path { state: s, .. } = &mut out.change {
+            *s = state;
+        }
+        out
+    };
+    let carried = vec![
+        full[0].clone(),
+        relative(&full[1], &full[0]),
+        relative(&full[2], &full[1]),
+    ];
+    let recipe = Recipe::new(
+        vec![ChunkRef {
+            id: chunk_id(&base),
+            len: base.len() as u32,
+        }],
+        vec![
+            Step::Copy {
+                base: 0,
+                offset: 0,
+                len: 200,
+            },
+            Step::Literal { len: 10 },
+            Step::Copy {
+                base: 0,
+                offset: 210,
+                len: 390,
+            },
+        ],
+        b"0123456789".to_vec(),
+    );
+    Delta {
+        base,
+        edited,
+        recipe,
+        full,
+        carried,
+    }
+}
+
+fn write_delta_packet(out: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let delta = delta_ops();
+    let mut writer = PacketWriter::create(
+        dir.path(),
+        1 << 20,
+        &SENDER_SECRET,
+        sealed(
+            carrying(meta(PacketKind::Update), delta.full.len() as u64),
+            &SENDER_SECRET,
+            &delta.full,
+        ),
+    )
+    .unwrap();
+    assert!(writer
+        .add_chunk_recipe(
+            &chunk_id(&delta.edited),
+            delta.edited.len() as u32,
+            &delta.recipe
+        )
+        .unwrap());
+    for op in &delta.carried {
+        writer.add_operation(op).unwrap();
+    }
+    let parts = writer.finish().unwrap();
+    std::fs::copy(&parts[0].path, out.join("delta.zip")).unwrap();
+}
+
+fn delta_sidecar(trust: &str, sender: &str) -> Vec<String> {
+    let delta = delta_ops();
+    let mut lines = vec![
+        "# A file state relative to another (kind 5) and a chunk as a recipe (codec 2)."
+            .to_string(),
+        "expect: ok".into(),
+        trust.to_string(),
+        format!("signer: {sender}"),
+        "kind: update".into(),
+        format!("operations: {}", delta.carried.len()),
+        "seals: 1".into(),
+        format!("seal: 0 first=1 last={} tail=none", delta.full.len()),
+        format!("base: {}", hex::encode(&delta.base)),
+    ];
+    let states = ["file", "file-relative", "file-relative"];
+    for (index, (op, state)) in delta.carried.iter().zip(states).enumerate() {
+        lines.push(format!(
+            "operation: {index} epoch={} path=disk.img state={state} sha256={}",
+            op.epoch,
+            hex::encode(Sha256::digest(op.encode()))
+        ));
+    }
+    for (index, op) in delta.full.iter().enumerate() {
+        lines.push(format!(
+            "expanded: {index} sha256={}",
+            hex::encode(Sha256::digest(op.encode()))
+        ));
+    }
+    lines.extend([
+        "chunks: 1".to_string(),
+        format!(
+            "chunk: 0 len={} sha256={}",
+            delta.edited.len(),
+            hex::encode(chunk_id(&delta.edited))
         ),
         "listing-signature: verified".into(),
         "listing-error: none".into(),

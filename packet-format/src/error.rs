@@ -77,6 +77,8 @@ pub enum ErrorKind {
     MalformedRecord { name: String, detail: String },
     #[error("chunk {chunk} does not match its SHA-256")]
     ChunkDigestMismatch { chunk: String },
+    #[error("chunk {chunk} is given as changes to chunk {base}, which is not at hand")]
+    MissingBase { chunk: String, base: String },
     #[error("entry {name:?} changed on disk since it was verified")]
     ChangedSinceVerification { name: String },
 

@@ -51,6 +51,7 @@
 //! ```
 
 mod container;
+pub mod delta;
 mod error;
 mod header;
 mod listing;
@@ -69,7 +70,7 @@ pub use header::{
     Member, Named, PacketKind, Target, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, SIGNATURE_CONTEXT,
 };
 pub use listing::{render_listing, render_listing_with};
-pub use logical::{LogicalChunks, LogicalOperations, LogicalPacket};
+pub use logical::{BaseChunks, LogicalChunks, LogicalOperations, LogicalPacket};
 pub use naming::{
     canonical_file_name, is_packet_file_name, is_partial_name, packet_file_name, partial_owner,
     partial_prefix, this_host_id, utc_display, utc_timestamp, PartialOwner, PARTIAL_PREFIX,

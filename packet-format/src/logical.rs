@@ -4,7 +4,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{ErrorKind, Result};
 use crate::header::Header;
-use crate::ops::{ChunkId, Id, Operation};
+use crate::ops::{ChunkId, ChunkRef, Id, Operation};
 use crate::reader::{
     decode_operation, ChunkPieces, OperationRecord, OperationRecords, VerifiedPacket,
 };
@@ -90,14 +90,28 @@ impl LogicalPacket {
         }
     }
 
+    /// As [`LogicalPacket::chunks`], with `bases` giving the chunks that
+    /// recipes (chunk codec 2) are built from; each built chunk is checked
+    /// against its SHA-256.
+    pub fn chunks_with<'a>(&'a self, bases: &'a mut BaseChunks<'a>) -> LogicalChunks<'a> {
+        let mut chunks = self.chunks();
+        chunks.bases = Some(bases);
+        chunks
+    }
+
     /// All chunks, in stream order, with split ones reassembled and checked
     /// against their SHA-256.
+    ///
+    /// A chunk given as a recipe (codec 2) needs chunks held elsewhere:
+    /// this iterator ends with [`ErrorKind::MissingBase`] at the first one;
+    /// see [`LogicalPacket::chunks_with`].
     pub fn chunks(&self) -> LogicalChunks<'_> {
         LogicalChunks {
             parts: &self.parts,
             next_part: 0,
             current: None,
             pending: None,
+            bases: None,
             done: false,
         }
     }
@@ -231,6 +245,10 @@ impl Iterator for LogicalOperations<'_> {
     }
 }
 
+/// Where a reader finds the bases of recipes: the bytes of a chunk it
+/// holds, already checked against the chunk's id and length, or `None`.
+pub type BaseChunks<'a> = dyn FnMut(&ChunkRef) -> Option<Vec<u8>> + 'a;
+
 /// Iterator over the chunks of a logical packet: `(id, bytes)`.
 pub struct LogicalChunks<'a> {
     parts: &'a [VerifiedPacket],
@@ -238,6 +256,7 @@ pub struct LogicalChunks<'a> {
     current: Option<ChunkPieces>,
     pending: Option<(ChunkId, u32, Vec<u8>)>,
     done: bool,
+    bases: Option<&'a mut BaseChunks<'a>>,
 }
 
 impl LogicalChunks<'_> {
@@ -259,6 +278,12 @@ impl LogicalChunks<'_> {
                 continue;
             };
             let piece = piece?;
+            if piece.recipe {
+                if self.pending.is_some() {
+                    return Err(self.broken("split chunk interrupted"));
+                }
+                return self.rebuild(piece).map(Some);
+            }
             if piece.is_whole() {
                 if self.pending.is_some() {
                     return Err(self.broken("split chunk interrupted"));
@@ -294,6 +319,40 @@ impl LogicalChunks<'_> {
     fn broken(&self, what: &str) -> crate::Error {
         let part = &self.parts[self.next_part.saturating_sub(1)];
         ErrorKind::IncompleteLogicalPacket(what.into()).at(part.path())
+    }
+}
+
+impl LogicalChunks<'_> {
+    /// Builds a chunk from its recipe and the bases, and checks it.
+    fn rebuild(&mut self, piece: crate::reader::ChunkPiece) -> Result<(ChunkId, Vec<u8>)> {
+        let path = self.parts[self.next_part - 1].path().to_path_buf();
+        let chunk = hex::encode(piece.id);
+        let malformed = |detail: String| {
+            ErrorKind::MalformedRecord {
+                name: crate::ENTRY_CHUNKS.into(),
+                detail: format!("chunk {chunk}: {detail}"),
+            }
+            .at(&path)
+        };
+        let recipe =
+            crate::delta::Recipe::decode(&piece.data, piece.chunk_len).map_err(malformed)?;
+        let mut bases = Vec::with_capacity(recipe.bases.len());
+        for base in &recipe.bases {
+            let found = self.bases.as_mut().and_then(|find| find(base));
+            let Some(bytes) = found else {
+                return Err(ErrorKind::MissingBase {
+                    chunk: chunk.clone(),
+                    base: hex::encode(base.id),
+                }
+                .at(&path));
+            };
+            bases.push(bytes);
+        }
+        let data = recipe.build(&bases).map_err(malformed)?;
+        if data.len() != piece.chunk_len as usize || Sha256::digest(&data).as_slice() != piece.id {
+            return Err(ErrorKind::ChunkDigestMismatch { chunk }.at(&path));
+        }
+        Ok((piece.id, data))
     }
 }
 

@@ -20,7 +20,8 @@ use crate::header::{
 };
 use crate::ops::{ChunkId, Operation};
 use crate::records::{
-    ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_ZSTD, OP_RECORD_HEADER_LEN,
+    ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_RECIPE, CODEC_ZSTD,
+    OP_RECORD_HEADER_LEN,
 };
 use crate::{
     ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_SEALS, ENTRY_SIGNATURE,
@@ -773,12 +774,16 @@ pub struct ChunkPiece {
     pub id: ChunkId,
     pub chunk_len: u32,
     pub offset: u32,
+    /// `data` is an encoded [`crate::delta::Recipe`] for the whole chunk
+    /// (codec 2), not the chunk's bytes.
+    pub recipe: bool,
     pub data: Vec<u8>,
 }
 
 impl ChunkPiece {
+    /// Whether `data` holds the whole chunk's bytes.
     pub fn is_whole(&self) -> bool {
-        self.offset == 0 && self.data.len() == self.chunk_len as usize
+        !self.recipe && self.offset == 0 && self.data.len() == self.chunk_len as usize
     }
 }
 
@@ -800,7 +805,9 @@ impl ChunkPieces {
         reader.check_piece_position(record.offset, record.piece_len, record.chunk_len)?;
         let mut stored = vec![0u8; record.stored_len as usize];
         reader.read_exact_raw(&mut stored)?;
-        let data = if record.codec == CODEC_ZSTD {
+        let data = if record.codec == CODEC_RECIPE {
+            stored
+        } else if record.codec == CODEC_ZSTD {
             let data =
                 zstd::bulk::decompress(&stored, record.piece_len as usize).map_err(|err| {
                     ErrorKind::Decompression {
@@ -819,6 +826,7 @@ impl ChunkPieces {
             id: record.id,
             chunk_len: record.chunk_len,
             offset: record.offset,
+            recipe: record.codec == CODEC_RECIPE,
             data,
         };
         if piece.is_whole() && Sha256::digest(&piece.data).as_slice() != piece.id {

@@ -12,6 +12,8 @@ pub(crate) const OP_RECORD_HEADER_LEN: usize = 4 + 4 + 4;
 /// Per-record codec of a chunk piece.
 pub(crate) const CODEC_PLAIN: u8 = 0;
 pub(crate) const CODEC_ZSTD: u8 = 1;
+/// A [`crate::delta::Recipe`]: always a whole chunk, smaller than it.
+pub(crate) const CODEC_RECIPE: u8 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ChunkRecordHeader {
@@ -63,6 +65,14 @@ impl ChunkRecordHeader {
             CODEC_PLAIN if self.stored_len == self.piece_len => Ok(()),
             // zstd is only used where it helps, so it is always smaller.
             CODEC_ZSTD if self.stored_len < self.piece_len => Ok(()),
+            CODEC_RECIPE if self.offset == 0 && self.piece_len == self.chunk_len => {
+                if self.stored_len < self.piece_len {
+                    Ok(())
+                } else {
+                    Err("stored length inconsistent with codec".into())
+                }
+            }
+            CODEC_RECIPE => Err("a recipe must give a whole chunk".into()),
             CODEC_PLAIN | CODEC_ZSTD => Err("stored length inconsistent with codec".into()),
             other => Err(format!("unknown codec {other}")),
         }

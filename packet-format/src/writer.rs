@@ -32,8 +32,8 @@ use crate::header::{
 };
 use crate::ops::{ChunkId, Id, Operation, Timestamp};
 use crate::records::{
-    ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_PLAIN, CODEC_ZSTD,
-    OP_RECORD_HEADER_LEN,
+    ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_PLAIN, CODEC_RECIPE,
+    CODEC_ZSTD, OP_RECORD_HEADER_LEN,
 };
 use crate::{
     naming, ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_SEALS,
@@ -431,6 +431,35 @@ impl PacketWriter {
             self.close_part()?;
         }
         Ok(())
+    }
+
+    /// Adds chunk `id` (`chunk_len` bytes) as a recipe over chunks the
+    /// target holds (chunk codec 2). A recipe is never split: it starts a
+    /// new part when the room left is too small. Returns `false`, adding
+    /// nothing, when the recipe is not smaller than the chunk or cannot fit
+    /// in a part: the caller then adds the chunk's bytes. The writer cannot
+    /// check a recipe against `id` (it lacks the bases); the receiver does.
+    pub fn add_chunk_recipe(
+        &mut self,
+        id: &ChunkId,
+        chunk_len: u32,
+        recipe: &crate::delta::Recipe,
+    ) -> Result<bool> {
+        let stored = recipe.encode();
+        let header_len = CHUNK_RECORD_HEADER_LEN as u64;
+        if chunk_len as usize > MAX_CHUNK_LEN
+            || stored.len() >= chunk_len as usize
+            || header_len + stored.len() as u64 > self.data_room
+        {
+            return Ok(false);
+        }
+        if header_len + stored.len() as u64 > self.free_room()? {
+            self.close_part()?;
+            self.free_room()?;
+        }
+        let len = u64::from(chunk_len);
+        self.write_chunk_record(id, len, 0, len, CODEC_RECIPE, &stored)?;
+        Ok(true)
     }
 
     /// Finishes every part: writes headers and signatures, gives the files

@@ -384,6 +384,8 @@ enum State {
         ext: Vec<(u64, Vec<u8>)>,
     },
     Deleted,
+    /// Kind 5 (SPEC §6.3.1): the body, expanded by the caller.
+    Relative(Vec<u8>),
     Unknown(u64),
 }
 
@@ -462,8 +464,255 @@ fn state(kind: u64, body: &[u8]) -> State {
             ext: c.extensions(),
         },
         4 => State::Deleted,
+        5 => return State::Relative(body.to_vec()),
         other => return State::Unknown(other),
     };
     assert_eq!(c.at, body.len(), "nothing after a state body");
     state
+}
+
+/// Postcard's unsigned varint (LEB128).
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn put_time(out: &mut Vec<u8>, (secs, nanos): (i64, u64)) {
+    put_varint(out, ((secs << 1) ^ (secs >> 63)) as u64);
+    put_varint(out, nanos);
+}
+
+/// A relative file state (SPEC §6.3.1, kind 5) and a recipe chunk (§5.1),
+/// decoded by hand from `delta.zip`: the relative states are expanded
+/// against the operations before them and re-encoded as the file states
+/// (kind 1) the origin sealed, and the seal verifies over those; the
+/// recipe is built from the base chunk the target holds and hashes to its
+/// id.
+#[test]
+fn delta_vector_decodes_without_the_library() {
+    let file = std::fs::read("tests/vectors/delta.zip").unwrap();
+    let expect = std::fs::read_to_string("tests/vectors/delta.expect").unwrap();
+    let base = hex::decode(
+        expect
+            .lines()
+            .find_map(|line| line.strip_prefix("base: "))
+            .unwrap(),
+    )
+    .unwrap();
+    let entries = zip_entries(&file);
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["chunks", "operations", "seals", "header", "signature"]
+    );
+
+    // The one chunk record: codec 2, a recipe over `base`.
+    let chunks = entries[0].1;
+    let id = &chunks[..32];
+    let chunk_len = u32le(chunks, 32) as usize;
+    assert_eq!(
+        (u32le(chunks, 36), u32le(chunks, 40) as usize),
+        (0, chunk_len)
+    );
+    assert_eq!(chunks[44], 2, "codec 2: recipe");
+    let stored_len = u32le(chunks, 45) as usize;
+    assert_eq!(49 + stored_len, chunks.len());
+    assert!(stored_len < chunk_len);
+    let mut r = Cursor {
+        bytes: &chunks[49..],
+        at: 0,
+    };
+    let bases: Vec<(Vec<u8>, u64)> = (0..r.varint())
+        .map(|_| (r.raw(32).to_vec(), r.varint()))
+        .collect();
+    assert_eq!(bases, [(Sha256::digest(&base).to_vec(), base.len() as u64)]);
+    enum Step {
+        Copy(usize, usize, usize),
+        Literal(usize),
+    }
+    let steps: Vec<Step> = (0..r.varint())
+        .map(|_| match r.varint() {
+            0 => Step::Copy(
+                r.varint() as usize,
+                r.varint() as usize,
+                r.varint() as usize,
+            ),
+            1 => Step::Literal(r.varint() as usize),
+            other => panic!("step {other}"),
+        })
+        .collect();
+    let literal_codec = r.byte();
+    let literals = match literal_codec {
+        0 => r.bytes().to_vec(),
+        1 => zstd::decode_all(r.bytes()).unwrap(),
+        other => panic!("literal codec {other}"),
+    };
+    assert_eq!(r.at, stored_len, "nothing after the recipe");
+    let mut built = Vec::new();
+    let mut taken = 0;
+    for step in steps {
+        match step {
+            Step::Copy(b, offset, len) => {
+                assert_eq!(b, 0);
+                built.extend_from_slice(&base[offset..offset + len]);
+            }
+            Step::Literal(len) => {
+                built.extend_from_slice(&literals[taken..taken + len]);
+                taken += len;
+            }
+        }
+    }
+    assert_eq!(taken, literals.len());
+    assert_eq!(built.len(), chunk_len);
+    assert_eq!(Sha256::digest(&built).as_slice(), id, "the rebuilt chunk");
+
+    // Operations: expand kind 5 against the earlier file states.
+    let raw = entries[1].1;
+    let encoding = if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        1
+    } else {
+        0
+    };
+    let ops = operations(encoding, raw);
+    assert_eq!(ops.len(), 3);
+    // (origin, epoch, chunk list) of each file state so far.
+    type Chunks = Vec<(Vec<u8>, u64)>;
+    let mut files: Vec<(Vec<u8>, u64, Chunks)> = Vec::new();
+    let mut encoded = Vec::new();
+    for op in &ops {
+        let Body::Path {
+            path,
+            version,
+            state,
+        } = &op.body
+        else {
+            panic!("{op:?}")
+        };
+        let (mode, mtime, chunks, ext) = match state {
+            State::File {
+                mode,
+                mtime,
+                chunks,
+                ext,
+                ..
+            } => {
+                // Full states travel as their origin encoded them.
+                encoded.push(op.raw.clone());
+                files.push((op.origin.clone(), op.epoch, chunks.clone()));
+                let _ = (mode, mtime, ext);
+                continue;
+            }
+            State::Relative(body) => {
+                let mut c = Cursor { bytes: body, at: 0 };
+                let (origin, epoch) = (c.raw(16).to_vec(), c.varint());
+                let mode = c.varint();
+                let mtime = c.time();
+                let base = &files
+                    .iter()
+                    .find(|(o, e, _)| *o == origin && *e == epoch)
+                    .expect("the base is earlier in the packet")
+                    .2;
+                let mut chunks = Vec::new();
+                for _ in 0..c.varint() {
+                    match c.varint() {
+                        0 => {
+                            let (from, count) = (c.varint() as usize, c.varint() as usize);
+                            chunks.extend_from_slice(&base[from..from + count]);
+                        }
+                        1 => {
+                            for _ in 0..c.varint() {
+                                chunks.push((c.raw(32).to_vec(), c.varint()));
+                            }
+                        }
+                        2 => {
+                            let chunk = (c.raw(32).to_vec(), c.varint());
+                            let count = c.varint() as usize;
+                            chunks.extend(std::iter::repeat_n(chunk, count));
+                        }
+                        other => panic!("run {other}"),
+                    }
+                }
+                let ext = body[c.at..].to_vec();
+                c.extensions();
+                assert_eq!(c.at, body.len(), "nothing after the relative state");
+                (mode, mtime, chunks, ext)
+            }
+            other => panic!("{other:?}"),
+        };
+        // Re-encode as the origin logged it: a kind-1 file state.
+        let mut state_body = Vec::new();
+        put_varint(&mut state_body, mode);
+        put_time(&mut state_body, mtime);
+        put_varint(&mut state_body, chunks.iter().map(|c| c.1).sum());
+        put_varint(&mut state_body, chunks.len() as u64);
+        for (id, len) in &chunks {
+            state_body.extend_from_slice(id);
+            put_varint(&mut state_body, *len);
+        }
+        state_body.extend_from_slice(&ext);
+        let mut path_body = Vec::new();
+        put_bytes(&mut path_body, path);
+        put_varint(&mut path_body, version.len() as u64);
+        for (origin, epoch) in version {
+            path_body.extend_from_slice(origin);
+            put_varint(&mut path_body, *epoch);
+        }
+        put_varint(&mut path_body, 1);
+        put_bytes(&mut path_body, &state_body);
+        let mut whole = op.origin.clone();
+        put_varint(&mut whole, op.epoch);
+        put_time(&mut whole, op.recorded);
+        put_varint(&mut whole, 1);
+        put_bytes(&mut whole, &path_body);
+        files.push((op.origin.clone(), op.epoch, chunks));
+        encoded.push(whole);
+    }
+    // The expanded operations are those the sidecar pins...
+    let pinned: Vec<String> = expect
+        .lines()
+        .filter_map(|line| line.strip_prefix("expanded: "))
+        .map(|rest| rest.split("sha256=").nth(1).unwrap().to_string())
+        .collect();
+    let got: Vec<String> = encoded
+        .iter()
+        .map(|bytes| hex::encode(Sha256::digest(bytes)))
+        .collect();
+    assert_eq!(got, pinned);
+    // ... and the origin's seal (SPEC §7) verifies over them.
+    let mut seals = Cursor {
+        bytes: entries[2].1,
+        at: 0,
+    };
+    assert_eq!(seals.varint(), 1);
+    let origin = seals.raw(16).to_vec();
+    let (first, last) = (seals.varint(), seals.varint());
+    let signature: [u8; 64] = seals.raw(64).try_into().unwrap();
+    assert_eq!(seals.byte(), 0, "no tail");
+    let mut link = [0u8; 32];
+    for op in encoded.iter().rev() {
+        let mut hasher = Sha256::new();
+        hasher.update(link);
+        hasher.update(op);
+        link = hasher.finalize().into();
+    }
+    let mut message = b"syncreplica seal v1\n".to_vec();
+    message.extend_from_slice(&origin);
+    message.extend_from_slice(&first.to_le_bytes());
+    message.extend_from_slice(&last.to_le_bytes());
+    message.extend_from_slice(&link);
+    let key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32]).verifying_key();
+    key.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&signature))
+        .unwrap();
 }

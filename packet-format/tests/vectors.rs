@@ -118,6 +118,8 @@ const KEYS: &[&str] = &[
     "seal",
     "chunks",
     "chunk",
+    "base",
+    "expanded",
     "listing-signature",
     "listing-error",
     "listing-header",
@@ -147,6 +149,10 @@ fn state_text(state: &PathState) -> String {
         PathState::Directory { .. } => "directory".into(),
         PathState::Symlink { .. } => "symlink".into(),
         PathState::Deleted => "deleted".into(),
+        PathState::Unknown {
+            kind: packet_format::delta::FILE_RELATIVE,
+            ..
+        } => "file-relative".into(),
         PathState::Unknown { kind, .. } => format!("unknown:{kind}"),
     }
 }
@@ -417,10 +423,67 @@ fn check_content(name: &str, expect: &Expect, packet: &VerifiedPacket, all: &[(S
         .operations()
         .collect::<Result<_, _>>()
         .unwrap_or_else(|err| panic!("{name}: {err}"));
+    // The chunks the target holds, that recipes are built from.
+    let bases: std::collections::HashMap<[u8; 32], Vec<u8>> = expect
+        .all("base")
+        .into_iter()
+        .map(|text| {
+            let bytes = hex::decode(text).unwrap_or_else(|_| panic!("{file}: base is not hex"));
+            (Sha256::digest(&bytes).into(), bytes)
+        })
+        .collect();
+    let mut find_base = |chunk: &packet_format::ops::ChunkRef| {
+        bases
+            .get(&chunk.id)
+            .filter(|bytes| bytes.len() == chunk.len as usize)
+            .cloned()
+    };
     let chunks: Vec<_> = logical
-        .chunks()
+        .chunks_with(&mut find_base)
         .collect::<Result<_, _>>()
         .unwrap_or_else(|err| panic!("{name}: {err}"));
+    // Relative file states expanded, as a receiver does before it checks
+    // seals (SPEC.md §6.3.1); bases within the packet only.
+    let mut files: std::collections::HashMap<(packet_format::ops::Id, u64), Vec<_>> =
+        std::collections::HashMap::new();
+    let expanded: Vec<packet_format::ops::Operation> = ops
+        .iter()
+        .map(|op| {
+            let mut op = op.clone();
+            if let Change::Path { state, .. } | Change::Resolve { state, .. } = &mut op.change {
+                if let PathState::Unknown {
+                    kind: packet_format::delta::FILE_RELATIVE,
+                    body,
+                } = state
+                {
+                    let relative = packet_format::delta::RelativeFile::decode(body)
+                        .unwrap_or_else(|err| panic!("{name}: {err}"));
+                    let base = &files[&(relative.base.origin, relative.base.epoch)];
+                    *state = relative
+                        .expand(base)
+                        .unwrap_or_else(|err| panic!("{name}: {err}"));
+                }
+                if let PathState::File { chunks, .. } = state {
+                    files.insert((op.origin, op.epoch), chunks.clone());
+                }
+            }
+            op
+        })
+        .collect();
+    for line in expect.all("expanded") {
+        let (index, fields) = expect.indexed("expanded", line);
+        let op = &expanded[expect.parse::<usize>("expanded", index)];
+        for (field, want) in fields {
+            match field {
+                "sha256" => assert_eq!(
+                    hex::encode(Sha256::digest(op.encode())),
+                    want,
+                    "{name}: {line}"
+                ),
+                other => panic!("{file}: `expanded` has no field {other:?}"),
+            }
+        }
+    }
     if let Some(count) = expect.number("operations") {
         assert_eq!(ops.len() as u64, count, "{name}: operations");
     }
@@ -500,7 +563,7 @@ fn check_content(name: &str, expect: &Expect, packet: &VerifiedPacket, all: &[(S
         }
         // It verifies with the signer's key over the carried operations.
         let signer = key_from_hex(&file, expect.one("signer").expect("`seal` needs `signer`"));
-        let run: Vec<Vec<u8>> = ops
+        let run: Vec<Vec<u8>> = expanded
             .iter()
             .filter(|op| op.origin == seal.origin)
             .filter(|op| (seal.first..=seal.carried_last()).contains(&op.epoch))

@@ -134,7 +134,7 @@ pub fn exit_code(err: &Error) -> i32 {
 pub fn refusal_hint(refusal: &Refusal) -> Option<&'static str> {
     match refusal {
         Refusal::MissingContent { .. } => Some(
-            "at the sender, lower its estimate with chepoch to this replica's row (lsepoch here) and export again with -fullcontent",
+            "this replica asks the sender for that content whole with its next packet to it (a content request), and the packet's changes come with the answer; where packets only go one way, at the sender lower its estimate with chepoch to this replica's row (lsepoch here) and export again with -fullcontent",
         ),
         Refusal::NoSpace { .. } => Some(
             "free space on that filesystem (or move the replica to a larger one) and import the packet again",

@@ -131,9 +131,10 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", value_parser = super::max_size_arg)]
     pub maxsize: Option<u64>,
 
-    /// With -export: ship the content of every change, even chunks the
-    /// target is believed to hold already (for a target whose import
-    /// reported missing content).
+    /// With -export: ship the content of every change whole, even chunks
+    /// the target is believed to hold already, and none as changes to
+    /// chunks it holds (for a target whose import reported missing
+    /// content).
     #[arg(long)]
     pub fullcontent: bool,
 
@@ -382,8 +383,12 @@ fn print_target_export(target: &crate::store::state::Member, result: &export::Ta
         }
         export::TargetExport::Written(summary) => {
             print_resent(&target.name, &summary.resent);
+            let recipes = match summary.chunks_as_recipes {
+                0 => String::new(),
+                n => format!(" ({n} as changes to chunks it has)"),
+            };
             outln!(
-                "Exported to {} (packet sequence number {}): {} operation{}, {} file{} added or changed, {} deleted, {} chunk{} ({} bytes) shipped, {} reused from content {} has.",
+                "Exported to {} (packet sequence number {}): {} operation{}, {} file{} added or changed, {} deleted, {} chunk{} ({} bytes){recipes} shipped, {} reused from content {} has.",
                 printable(&target.name),
                 summary.sequence,
                 summary.operations,
@@ -397,6 +402,14 @@ fn print_target_export(target: &crate::store::state::Member, result: &export::Ta
                 summary.chunks_reused,
                 printable(&target.name)
             );
+            if summary.answered > 0 {
+                outln!(
+                    "  {} path{} {} asked for (a content request) sent whole.",
+                    summary.answered,
+                    plural(summary.answered),
+                    printable(&target.name)
+                );
+            }
             for part in &summary.parts {
                 outln!("  {} ({} bytes)", printable_path(&part.path), part.size);
             }

@@ -33,9 +33,15 @@ pub(crate) struct Target<'a> {
     pub mtime: Timestamp,
 }
 
+/// Sees each chunk written: its id and bytes.
+pub(crate) type OnChunk<'a> = dyn FnMut(&ChunkId, &[u8]) + 'a;
+
 /// How [`write_files`] treats what its source does not carry, and how
 /// durable the files must be.
 pub(crate) struct Options<'a> {
+    /// Called once with each distinct chunk written, from the source or
+    /// from elsewhere, once it is checked.
+    pub on_chunk: Option<&'a mut OnChunk<'a>>,
     /// The bytes of a chunk the source did not deliver, read from
     /// elsewhere and already checked against its id and length; `None`
     /// when found nowhere.
@@ -111,7 +117,8 @@ pub(crate) fn write_files(
         open: Vec::new(),
     };
     let wanted: Vec<ChunkId> = order.iter().map(|(id, _)| *id).collect();
-    source.deliver(&wanted, &mut |id, bytes| {
+    let mut on_chunk = options.on_chunk;
+    let delivered = source.deliver_with(&wanted, &mut *options.elsewhere, &mut |id, bytes| {
         let Ok(len) = u32::try_from(bytes.len()) else {
             return Ok(());
         };
@@ -125,8 +132,36 @@ pub(crate) fn write_files(
                 path: relpath::display(targets[places[0].file].rel),
             }));
         }
+        if let Some(on_chunk) = on_chunk.as_mut() {
+            on_chunk(id, bytes);
+        }
         writers.put(&places, bytes)
-    })?;
+    });
+    if let Err(Error::Packet(err)) = &delivered {
+        // A chunk the packet gives as changes to one this replica should
+        // hold, which it does not (or no longer) hold: as a chunk missing.
+        if let packet_format::ErrorKind::MissingBase { chunk, base } = &err.kind {
+            let needed_by = spots
+                .iter()
+                .find(|((id, _), _)| hex::encode(id) == *chunk)
+                .map(|(_, places)| targets[places[0].file].rel);
+            if let Some(rel) = needed_by {
+                if let Some(err) = (options.missing)(
+                    &ChunkRef {
+                        id: hex::decode(base)
+                            .ok()
+                            .and_then(|b| b.try_into().ok())
+                            .unwrap_or_default(),
+                        len: 0,
+                    },
+                    rel,
+                ) {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    delivered?;
     let mut incomplete: Vec<usize> = Vec::new();
     for key in &order {
         let Some(places) = spots.remove(key) else {
@@ -145,6 +180,9 @@ pub(crate) fn write_files(
                 }
             }
         };
+        if let Some(on_chunk) = on_chunk.as_mut() {
+            on_chunk(&chunk.id, &bytes);
+        }
         writers.put(&places, &bytes)?;
     }
     drop(writers);
@@ -271,6 +309,7 @@ mod tests {
         Some(Error::Refused(Refusal::MissingContent {
             chunk: hex::encode(chunk.id),
             path: relpath::display(rel),
+            rel: rel.to_vec(),
         }))
     }
 
@@ -321,6 +360,7 @@ mod tests {
             &targets,
             &mut source,
             Options {
+                on_chunk: None,
                 elsewhere: &mut |wanted| {
                     asked.push(wanted.id);
                     (wanted.id == chunk(c).id).then(|| c.to_vec())
@@ -370,6 +410,7 @@ mod tests {
                 &targets,
                 source,
                 Options {
+                    on_chunk: None,
                     elsewhere: &mut |_| None,
                     missing: &missing,
                     fsync: false,
@@ -436,6 +477,7 @@ mod left_out {
             &targets,
             &mut source,
             Options {
+                on_chunk: None,
                 elsewhere: &mut |_| None,
                 missing: &|_, _| None,
                 fsync: false,

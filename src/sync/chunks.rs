@@ -105,6 +105,39 @@ impl LocalChunks {
         Ok(first_changed.map_or(ChunkRead::NotHeld, ChunkRead::Changed))
     }
 
+    /// The bytes of chunk `id` read from a current file and checked
+    /// against the id, as [`LocalChunks::add_to`] finds them, without
+    /// adding them anywhere: `Ok(Err(..))` says why there are none.
+    pub fn read(
+        &mut self,
+        root: &Path,
+        id: &ChunkId,
+    ) -> Result<std::result::Result<Vec<u8>, ChunkRead>> {
+        use sha2::{Digest, Sha256};
+        let Some(places) = self.places.get(id) else {
+            return Ok(Err(ChunkRead::NotHeld));
+        };
+        let mut first_changed = None;
+        for (path, offset, len) in places.clone() {
+            let disk = relpath::to_disk_path(root, &path);
+            if self.changed.contains(&path) {
+                first_changed.get_or_insert(disk);
+                continue;
+            }
+            match self.read_at(&path, &disk, offset, len) {
+                Ok(bytes) if Sha256::digest(&bytes).as_slice() == id => return Ok(Ok(bytes)),
+                Ok(_) | Err(Error::ChangedDuringExport { .. }) => {
+                    self.changed.insert(path);
+                    first_changed.get_or_insert(disk);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(Err(
+            first_changed.map_or(ChunkRead::NotHeld, ChunkRead::Changed)
+        ))
+    }
+
     /// The `len` bytes at `offset` of `path` (`disk` on disk), not yet
     /// checked against their id.
     fn read_at(&mut self, path: &[u8], disk: &Path, offset: u64, len: u32) -> Result<Vec<u8>> {

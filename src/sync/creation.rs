@@ -874,6 +874,9 @@ fn materialize(
     // file naming a chunk the packet carries with another length lies
     // about its content (and its size, the sum of its chunk lengths).
     let carried_lengths = RefCell::new(HashMap::new());
+    // The pieces of every chunk written, for the state database (so this
+    // replica can send later changes of these files as recipes).
+    let mut pieces: Vec<(ChunkId, Vec<u8>)> = Vec::new();
     let assembled = assemble::write_files(
         &targets,
         &mut NotingLengths {
@@ -881,6 +884,10 @@ fn materialize(
             lengths: &carried_lengths,
         },
         assemble::Options {
+            on_chunk: Some(&mut |id: &ChunkId, bytes: &[u8]| {
+                let cut = crate::tree::chunking::pieces(bytes);
+                pieces.push((*id, crate::tree::chunking::pack_pieces(&cut)));
+            }),
             elsewhere: &mut |_| None,
             missing: &|chunk, rel| {
                 let carried = carried_lengths.borrow().get(&chunk.id).copied()?;
@@ -978,6 +985,7 @@ fn materialize(
     let me = payload.new_replica.id;
     let not_carried_set: HashSet<&[u8]> = not_carried.iter().map(Vec::as_slice).collect();
     state.transaction(|tx| {
+        state::put_chunk_pieces(tx, &pieces)?;
         for member in &checked.members {
             state::insert_member(tx, member, header.created.as_nanos_saturating())?;
         }

@@ -34,6 +34,8 @@ use crate::replica::{LockedReplica, Replica};
 use crate::store::identity;
 use crate::store::state::{self, Member};
 use crate::sync::chunks::{ChunkRead, LocalChunks};
+use crate::sync::delta;
+use packet_format::delta::OperationRef;
 
 /// See [`ExportRequest::before_commit`].
 /// See [`ExportRequest::after_target`].
@@ -119,7 +121,14 @@ pub struct ExportSummary {
     pub files_added_or_changed: u64,
     pub deleted: u64,
     pub chunks_sent: u64,
+    /// Bytes of chunk data in the packet: whole chunks, and the recipes of
+    /// chunks sent as recipes.
     pub chunk_bytes_sent: u64,
+    /// Of `chunks_sent`, those sent as recipes over chunks the target
+    /// holds (chunk codec 2).
+    pub chunks_as_recipes: u64,
+    /// Paths the target had asked for whole (content requests), sent so.
+    pub answered: u64,
     /// Chunks referenced but not shipped because the target has them.
     pub chunks_reused: u64,
     pub parts: Vec<WrittenPart>,
@@ -263,12 +272,47 @@ fn export_to(
     ops.sort_by_key(|(position, _)| *position);
     let ops: Vec<Operation> = ops.into_iter().map(|(_, op)| op).collect();
 
+    let touched: HashSet<&[u8]> = ops
+        .iter()
+        .filter_map(|op| op.change.path_change().map(|c| c.path.as_slice()))
+        .collect();
+    // The version of each path this packet touches that the target holds:
+    // file states are sent relative to it, and changed chunks as recipes
+    // over its chunks.
+    let mut held = delta::held_versions(replica.state(), &estimate, &ops)?;
+    // Paths the target asked for whole (content requests): nothing of them
+    // is relied on.
+    let requested: HashSet<Vec<u8>> = replica
+        .state()
+        .content_requests(&target.replica, "to_answer")?
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect();
+    held.retain(|path, _| !requested.contains(path));
     let target_has = if request.full_content {
         HashSet::new()
     } else {
-        chunks_target_has(replica, &estimate, &ops)?
+        chunks_target_has(replica, &estimate, &touched, &held)?
     };
     let mut local = LocalChunks::index(replica)?;
+    // For each operation, the version the target holds that it is best
+    // sent against: the target's version of its path, or, for a path the
+    // target lacks (a rename's or a copy's destination), a version of a
+    // touched path that shares a chunk with it.
+    let mut by_chunk: HashMap<ChunkId, &delta::Held> = HashMap::new();
+    for version in held.values() {
+        for chunk in &version.chunks {
+            by_chunk.entry(chunk.id).or_insert(version);
+        }
+    }
+    let held_base: Vec<Option<&delta::Held>> = ops
+        .iter()
+        .map(|op| {
+            let change = op.change.path_change()?;
+            held.get(change.path.as_slice())
+                .or_else(|| op_chunks(op).find_map(|c| by_chunk.get(&c.id).copied()))
+        })
+        .collect();
 
     let sequence = replica.state().next_sequence(&target.replica)?;
     let packet_id = identity::random_id();
@@ -320,12 +364,20 @@ fn export_to(
     // Operations whose content (or that of what they rely on) is in the
     // packet already.
     let mut in_packet = vec![false; ops.len()];
+    // Per path, the last file operation of the packet so far: the base a
+    // later one on the path is given relative to.
+    let mut last_file: HashMap<&[u8], (OperationRef, &[crate::ops::ChunkRef])> = HashMap::new();
     'ops: for (index, op) in ops.iter().enumerate() {
         request.stop.check()?;
         request.progress.advance(1);
-        // Counted once the operation is in the packet.
+        // Counted once the operation is in the packet (a path the target
+        // asked for whole relies on nothing).
+        let asked = op
+            .change
+            .path_change()
+            .is_some_and(|c| requested.contains(c.path.as_slice()));
         let reused = op_chunks(op)
-            .filter(|chunk| target_has.contains(&chunk.id))
+            .filter(|chunk| !asked && target_has.contains(&chunk.id))
             .count() as u64;
         // This operation's content, and, where it is no longer at hand
         // (a version overwritten since), that of the later operations on
@@ -336,12 +388,22 @@ fn export_to(
         let mut walked = Vec::new();
         while let Some(current) = at.filter(|&i| !in_packet[i]) {
             walked.push(current);
+            let whole = ops[current]
+                .change
+                .path_change()
+                .is_some_and(|c| requested.contains(c.path.as_slice()));
+            let base_chunks = held_base[current]
+                .filter(|_| !request.full_content && !whole)
+                .map(|h| h.chunks.as_slice());
+            let no_chunks = HashSet::new();
             match ship_content(
                 &ops[current],
                 &mut local,
+                replica.state(),
+                base_chunks,
                 &replica.root,
                 &mut writer,
-                &target_has,
+                if whole { &no_chunks } else { &target_has },
                 &mut sent,
                 &mut summary,
                 request.stop,
@@ -371,7 +433,23 @@ fn export_to(
             None => {}
         }
         summary.chunks_reused += reused;
-        writer.add_operation(op)?;
+        let relative = op.change.path_change().and_then(|change| {
+            let base = last_file
+                .get(change.path.as_slice())
+                .copied()
+                .or_else(|| held_base[index].map(|h| (h.op, h.chunks.as_slice())))?;
+            Some(delta::relative_op(op, base.0, base.1))
+        });
+        writer.add_operation(relative.as_ref().unwrap_or(op))?;
+        if let Some(change) = op.change.path_change() {
+            if let PathState::File { chunks, .. } = change.state {
+                let this = OperationRef {
+                    origin: op.origin,
+                    epoch: op.epoch,
+                };
+                last_file.insert(change.path.as_slice(), (this, chunks.as_slice()));
+            }
+        }
         shipped
             .entry(op.origin)
             .and_modify(|range| range.last = op.epoch)
@@ -423,6 +501,8 @@ fn export_to(
         .first()
         .map(|p| p.file_name.clone())
         .unwrap_or_default();
+    let answered: Vec<Vec<u8>> = requested.into_iter().collect();
+    summary.answered = answered.len() as u64;
     record_sent(
         replica,
         &target.replica,
@@ -431,6 +511,7 @@ fn export_to(
         sequence,
         &first_name,
         now.as_nanos_saturating(),
+        &answered,
     )?;
     summary.parts = parts;
     Ok(TargetExport::Written(summary))
@@ -465,6 +546,8 @@ enum Content {
 fn ship_content(
     op: &Operation,
     local: &mut LocalChunks,
+    state: &crate::store::state::State,
+    base_chunks: Option<&[crate::ops::ChunkRef]>,
     root: &Path,
     writer: &mut PacketWriter,
     target_has: &HashSet<ChunkId>,
@@ -473,10 +556,44 @@ fn ship_content(
     stop: &crate::sync::StopFlag,
 ) -> Result<Content> {
     let mut content = Content::Shipped;
+    let all: Vec<crate::ops::ChunkRef> = op_chunks(op).copied().collect();
+    let mut recipes = base_chunks.map(|held| delta::RecipeMaker::new(state, held, &all));
+    let mut offset = 0u64;
     for chunk in op_chunks(op) {
         stop.check()?;
+        let at = offset;
+        offset += u64::from(chunk.len);
         if target_has.contains(&chunk.id) || sent.contains(&chunk.id) {
             continue;
+        }
+        if let Some(maker) = recipes.as_mut() {
+            // A changed chunk of a file the target holds a version of: as
+            // the pieces it holds of the old chunks near it plus the new
+            // bytes, where that is smaller.
+            match local.read(root, &chunk.id)? {
+                Ok(bytes) => {
+                    if let Some(recipe) = maker.recipe(at, &bytes)? {
+                        if writer.add_chunk_recipe(&chunk.id, chunk.len, &recipe)? {
+                            sent.insert(chunk.id);
+                            summary.chunks_sent += 1;
+                            summary.chunks_as_recipes += 1;
+                            summary.chunk_bytes_sent += recipe.encode().len() as u64;
+                            continue;
+                        }
+                    }
+                    writer.add_chunk(&chunk.id, &bytes)?;
+                    sent.insert(chunk.id);
+                    summary.chunks_sent += 1;
+                    summary.chunk_bytes_sent += bytes.len() as u64;
+                    continue;
+                }
+                Err(ChunkRead::NotHeld) => {
+                    content = Content::ReliesOnLater;
+                    continue;
+                }
+                Err(ChunkRead::Changed(path)) => return Ok(Content::Changed(path)),
+                Err(ChunkRead::Added(_)) => unreachable!("read never adds"),
+            }
         }
         match local.add_to(root, writer, &chunk.id)? {
             ChunkRead::Added(len) => {
@@ -492,6 +609,7 @@ fn ship_content(
 }
 
 /// Raises `target`'s estimates past `ranges` and logs the packet as sent.
+#[allow(clippy::too_many_arguments)]
 fn record_sent(
     replica: &mut LockedReplica,
     target: &Id,
@@ -500,11 +618,17 @@ fn record_sent(
     sequence: u64,
     first_name: &str,
     now: i64,
+    answered: &[Vec<u8>],
 ) -> Result<()> {
     replica.state_mut().transaction(|tx| {
         for (origin, range) in ranges {
             state::raise_epoch(tx, target, origin, range.last)?;
             state::note_sent(tx, target, origin, range.first, range.last, now)?;
+        }
+        // Content requests of the target this packet answers.
+        for path in answered {
+            state::forget_content_request(tx, target, path, "to_answer")?;
+            state::put_content_request(tx, target, path, "answered", now)?;
         }
         state::log_packet(tx, "sent", target, packet_id, sequence, first_name, now)?;
         Ok(())
@@ -536,6 +660,7 @@ pub fn record_adopted(
             target.seq,
             first_name,
             crate::sys::clock::now_ns(),
+            &[],
         )?;
     }
     Ok(())
@@ -607,14 +732,12 @@ fn plan_resend(
 }
 
 /// Chunks the target will hold when it applies this packet, so they need
-/// not travel:
-///
-/// * those of this replica's current files whose version the target has
-///   (per the estimate) and that this packet does not touch: the target's
-///   copy is that version, unless it changed the file meanwhile;
-/// * those of the last version of a path this packet deletes, if the
-///   target has that version: a rename's source is still on disk while the
-///   target assembles the new name.
+/// not travel: those of every version the target is believed to hold (per
+/// the estimate), that is of this replica's current files whose version the
+/// target has and that this packet does not touch, and of the version the
+/// target holds of each path the packet touches (`held`): the target reads
+/// those from the file before it replaces it, from a rename's source, or
+/// from its soft-deleted files, checking each against its id.
 ///
 /// Older versions are never relied on: the target may no longer have them.
 /// If the target did change such a file concurrently, its import stops with
@@ -622,7 +745,8 @@ fn plan_resend(
 fn chunks_target_has(
     replica: &Replica,
     estimate: &HashMap<Id, u64>,
-    ops: &[Operation],
+    touched: &HashSet<&[u8]>,
+    held: &HashMap<Vec<u8>, delta::Held>,
 ) -> Result<HashSet<ChunkId>> {
     let has_version = |version: &crate::ops::VersionVector| {
         version
@@ -630,16 +754,6 @@ fn chunks_target_has(
             .iter()
             .all(|(origin, epoch)| *epoch <= estimate.get(origin).copied().unwrap_or(0))
     };
-    let mut touched: HashSet<&[u8]> = HashSet::new();
-    let mut deleted: HashSet<&[u8]> = HashSet::new();
-    for op in ops {
-        if let Some(change) = op.change.path_change() {
-            touched.insert(change.path);
-            if *change.state == PathState::Deleted {
-                deleted.insert(change.path);
-            }
-        }
-    }
     let mut has = HashSet::new();
     for (path, entry) in replica.state().load_entries()? {
         if let PathState::File { chunks, .. } = &entry.state {
@@ -648,22 +762,8 @@ fn chunks_target_has(
             }
         }
     }
-    if !deleted.is_empty() {
-        // The last version of each deleted path that the target has.
-        let mut last: HashMap<Vec<u8>, Vec<ChunkId>> = HashMap::new();
-        replica.state().for_each_operation(|op| {
-            if let Some(change) = op.change.path_change() {
-                if !deleted.contains(change.path.as_slice()) || !has_version(change.version) {
-                    return;
-                }
-                let chunks = match change.state {
-                    PathState::File { chunks, .. } => chunks.iter().map(|c| c.id).collect(),
-                    _ => Vec::new(),
-                };
-                last.insert(change.path.clone(), chunks);
-            }
-        })?;
-        has.extend(last.into_values().flatten());
+    for version in held.values() {
+        has.extend(version.chunks.iter().map(|c| c.id));
     }
     Ok(has)
 }

@@ -85,6 +85,14 @@ pub fn check_incarnation(
     }
 }
 
+/// Whether this replica's log holds a different operation under `op`'s
+/// origin and epoch (`op` in full, its relative file state expanded):
+/// the sign of two copies of its origin. Reads only.
+pub fn differs_from_log(state: &crate::store::state::State, op: &Operation) -> Result<bool> {
+    let stored = state.operation_bytes(&op.origin, op.epoch, op.epoch)?;
+    Ok(stored.first().is_some_and(|stored| *stored != op.encode()))
+}
+
 /// Compares the operations of a packet that this replica has already
 /// (same origin and epoch) with its own copies: a different one means two
 /// copies of the origin number their changes independently. Returns the

@@ -322,6 +322,24 @@ fn import_files(
         }
     }
     let view = LocalView::of(replica)?;
+    // Content a refused packet relied on this replica holding, that it no
+    // longer holds: asked of the packet's sender (a content request, which
+    // this replica's next packet to it carries).
+    let mut wanted: BTreeMap<Id, Vec<Vec<u8>>> = BTreeMap::new();
+    for (parts, why) in &failed {
+        let header = parts[0].header.as_ref().expect("header");
+        if let Refusal::MissingContent { rel, .. } = why {
+            if view.readiness(header) != Readiness::Applied {
+                wanted
+                    .entry(header.sender.id)
+                    .or_default()
+                    .push(rel.clone());
+            }
+        }
+    }
+    for (sender, paths) in wanted {
+        crate::sync::delta::ask_for_content(replica, sender, &paths)?;
+    }
     for (parts, why) in failed {
         let header = parts[0].header.clone().expect("header");
         let files: Vec<PathBuf> = parts.into_iter().map(|e| e.path).collect();
@@ -381,6 +399,13 @@ fn apply_packet(
     let header = packet.header();
     let me = replica.identity.replica_id;
     let first_name = first_file_name(files);
+    // File states given relative to another version become full states
+    // here, before seals, the log or the engine see them.
+    let mut expander = crate::sync::delta::Expander::new(replica.state());
+    // Content requests addressed to this replica, answered by its next
+    // export to their origin (few: each names at most 1,024 paths).
+    let mut requests: Vec<Operation> = Vec::new();
+    let mut different: Option<Operation> = None;
     // What anyone can hold of each origin: what this replica has, or what
     // the packet carries (its reader checks the epoch ranges).
     let mut known: BTreeMap<Id, u64> = own.iter().map(|(o, e)| (*o, *e)).collect();
@@ -394,11 +419,28 @@ fn apply_packet(
         // skipped, once found the same as this replica's (else two copies
         // of their origin are in use); the engine checks the rest for gaps.
         if op.epoch > own.get(&op.origin).copied().unwrap_or(0) {
+            // Echoes skipped first: a later operation relative to one of
+            // them finds it in this replica's log.
+            let op = expander.expand(op)?;
             check_version(&op, &known)?;
+            if packet_format::delta::ContentRequest::of(&op.change).is_some_and(|r| r.to == me) {
+                requests.push(op.clone());
+            }
             batch.push(replica.state(), &op)?;
-        } else if let Some(refusal) =
-            crate::sync::family::check_duplicates(replica, std::slice::from_ref(&op), &first_name)?
-        {
+        } else if let Some(full) = expand_copy(&mut expander, op) {
+            // A copy of an operation this replica has: the same, or the
+            // sign of two copies of its origin (checked in full below).
+            if crate::sync::family::differs_from_log(replica.state(), &full)? {
+                different = Some(full);
+                break;
+            }
+        }
+    }
+    drop(expander);
+    if let Some(op) = different {
+        let found =
+            crate::sync::family::check_duplicates(replica, std::slice::from_ref(&op), &first_name)?;
+        if let Some(refusal) = found {
             return Err(Error::Refused(refusal));
         }
     }
@@ -434,15 +476,28 @@ fn apply_packet(
         at_ns: crate::sys::clock::now_ns(),
         seals,
     };
-    let report = apply::apply_stored(
+    let mut report = apply::apply_stored(
         replica,
         batch,
         &mut chunks,
         &mut ApplyHooks::default(),
         Some(&receipt),
     )?;
+    // Requests for content addressed to this replica: answered by the
+    // next export to their origin.
+    report
+        .conflicts
+        .extend(crate::sync::delta::take_requests(replica, &requests)?);
     crate::sys::testhook::crash_point("import-after-commit");
     Ok(report)
+}
+
+/// A copy of an operation this replica has, in full, to compare with its
+/// own: a relative file state is expanded against its base; `None` when
+/// that cannot be done (the base is not here), and then nothing is
+/// compared (the copy is skipped as every copy is).
+fn expand_copy(expander: &mut crate::sync::delta::Expander, op: Operation) -> Option<Operation> {
+    expander.expand(op).ok()
 }
 
 /// The first file of a packet, by name, as the packet log keeps it.
@@ -476,11 +531,21 @@ fn acknowledge(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<String>
         .remove(&me)
         .unwrap_or_default();
     let first_name = first_file_name(files);
+    let mut expander = crate::sync::delta::Expander::new(replica.state());
+    let mut different: Option<Operation> = None;
     for op in packet.operations() {
-        let op = op?;
-        if let Some(refusal) =
-            crate::sync::family::check_duplicates(replica, std::slice::from_ref(&op), &first_name)?
-        {
+        if let Some(full) = expand_copy(&mut expander, op?) {
+            if crate::sync::family::differs_from_log(replica.state(), &full)? {
+                different = Some(full);
+                break;
+            }
+        }
+    }
+    drop(expander);
+    if let Some(op) = different {
+        let found =
+            crate::sync::family::check_duplicates(replica, std::slice::from_ref(&op), &first_name)?;
+        if let Some(refusal) = found {
             return Err(Error::Refused(refusal));
         }
     }

@@ -7,6 +7,7 @@ pub(crate) mod assemble;
 pub mod chunks;
 pub mod creation;
 mod creation_check;
+pub mod delta;
 pub mod epochs;
 pub mod export;
 pub mod family;

@@ -115,4 +115,19 @@ impl ChunkSource for PacketChunks<'_> {
         }
         Ok(())
     }
+
+    /// As `deliver`, building the chunks the packet carries as recipes
+    /// from `bases` (each rebuilt chunk is checked against its SHA-256).
+    fn deliver_with(
+        &mut self,
+        _wanted: &[ChunkId],
+        bases: &mut packet_format::BaseChunks,
+        sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        for chunk in self.packet.chunks_with(bases) {
+            let (id, bytes) = chunk?;
+            sink(&id, &bytes)?;
+        }
+        Ok(())
+    }
 }

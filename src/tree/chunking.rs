@@ -36,6 +36,84 @@ pub fn chunk_stream<R: Read>(
     Ok(chunks)
 }
 
+/// Second level, inside each chunk: content-defined pieces of about 512 B
+/// (128 B to 2 KiB), cut from the chunk's start, so the same chunk always
+/// has the same pieces. A changed chunk then travels as the pieces the
+/// receiver holds in the chunk it replaces plus the new bytes
+/// ([`packet_format::delta::Recipe`]); an in-place write of 4 KiB costs
+/// about 5.7 KiB instead of the whole ~64 KiB chunk. Smaller pieces cost
+/// state: 10 bytes each in `state.db` (about 22 MB per GiB of content);
+/// with 1 KiB pieces a 4 KiB write cost 1.68x its bytes, with 512 B 1.41x.
+pub const MIN_PIECE: usize = 128;
+pub const AVG_PIECE: usize = 512;
+pub const MAX_PIECE: usize = 2048;
+
+/// Bytes per piece in a packed piece list: length (u16 LE) and fingerprint.
+pub const PIECE_RECORD: usize = 2 + 8;
+
+/// One piece of a chunk: where it starts, its length, and its fingerprint
+/// (the first 8 bytes of its SHA-256; fingerprints never travel, they only
+/// find pieces the receiver already holds, and the receiver checks every
+/// rebuilt chunk against its full SHA-256).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub offset: u32,
+    pub len: u32,
+    pub print: u64,
+}
+
+/// The pieces of one chunk's bytes, in order.
+pub fn pieces(chunk: &[u8]) -> Vec<Piece> {
+    if chunk.is_empty() {
+        return Vec::new();
+    }
+    fastcdc::v2020::FastCDC::new(chunk, MIN_PIECE, AVG_PIECE, MAX_PIECE)
+        .map(|cut| {
+            let bytes = &chunk[cut.offset..cut.offset + cut.length];
+            let digest = Sha256::digest(bytes);
+            Piece {
+                offset: cut.offset as u32,
+                len: cut.length as u32,
+                print: u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")),
+            }
+        })
+        .collect()
+}
+
+/// The pieces of a chunk packed for the state database:
+/// [`PIECE_RECORD`] bytes each.
+pub fn pack_pieces(pieces: &[Piece]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pieces.len() * PIECE_RECORD);
+    for piece in pieces {
+        out.extend_from_slice(&(piece.len as u16).to_le_bytes());
+        out.extend_from_slice(&piece.print.to_le_bytes());
+    }
+    out
+}
+
+/// The inverse of [`pack_pieces`]; `None` for bytes it did not write.
+pub fn unpack_pieces(packed: &[u8]) -> Option<Vec<Piece>> {
+    if !packed.len().is_multiple_of(PIECE_RECORD) {
+        return None;
+    }
+    let mut offset = 0u32;
+    Some(
+        packed
+            .chunks_exact(PIECE_RECORD)
+            .map(|record| {
+                let len = u32::from(u16::from_le_bytes([record[0], record[1]]));
+                let piece = Piece {
+                    offset,
+                    len,
+                    print: u64::from_le_bytes(record[2..].try_into().expect("8 bytes")),
+                };
+                offset += len;
+                piece
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +162,24 @@ mod tests {
             after.len() - shared,
             after.len()
         );
+    }
+
+    #[test]
+    fn a_small_write_changes_few_pieces() {
+        let data = pseudo_random(64 * 1024, 3);
+        let mut edited = data.clone();
+        edited[30_000..30_000 + 4096].copy_from_slice(&pseudo_random(4096, 4));
+        let before = pieces(&data);
+        let after = pieces(&edited);
+        assert_eq!(unpack_pieces(&pack_pieces(&before)).unwrap(), before);
+        let old: std::collections::HashSet<u64> = before.iter().map(|p| p.print).collect();
+        let fresh: u32 = after
+            .iter()
+            .filter(|p| !old.contains(&p.print))
+            .map(|p| p.len)
+            .sum();
+        assert!(fresh < 4096 + 3 * 1024, "{fresh} bytes of new pieces");
+        assert!(after.iter().all(|p| p.len as usize <= MAX_PIECE));
     }
 
     #[test]

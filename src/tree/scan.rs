@@ -247,6 +247,10 @@ pub struct ScanOutcome {
     pub files_seen: u64,
     pub files_read: u64,
     pub bytes_read: u64,
+    /// The packed pieces ([`chunking::pack_pieces`]) of every chunk read,
+    /// for the state database: what a later export needs to send the
+    /// chunk that replaces one of them as a recipe.
+    pub pieces: Vec<(crate::ops::ChunkId, Vec<u8>)>,
 }
 
 /// A callback given the on-disk path of a file.
@@ -695,8 +699,10 @@ fn read_stable(
         // opening is judged by what was actually read.
         let before = stat_key(&file.metadata()?);
         let mut bytes = 0u64;
-        let chunks = chunking::chunk_stream(&file, |chunk, _| {
+        let mut pieces = Vec::new();
+        let chunks = chunking::chunk_stream(&file, |chunk, data| {
             bytes += u64::from(chunk.len);
+            pieces.push((chunk.id, chunking::pack_pieces(&chunking::pieces(data))));
             Ok(())
         })?;
         outcome.files_read += 1;
@@ -717,6 +723,7 @@ fn read_stable(
             && same_content_stat(&after, &at_path)
             && bytes == after.size
         {
+            outcome.pieces.extend(pieces);
             return Ok(ReadResult::Stable {
                 state: PathState::File {
                     mode: after.mode,

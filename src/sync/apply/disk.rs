@@ -36,17 +36,27 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     Ok(rustix::fs::fsync(&fd)?)
 }
 
+/// What [`stage`] wrote.
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    /// Bytes of content.
+    pub bytes: u64,
+    /// The packed pieces of every chunk written
+    /// ([`crate::tree::chunking::pack_pieces`]), for the state database.
+    pub pieces: Vec<(ChunkId, Vec<u8>)>,
+}
+
 /// Step (b): writes every new file under `.syncreplica/staging/<n>`,
-/// fsynced. Returns the bytes written. On an error (other than an
+/// fsynced. Returns what it wrote. On an error (other than an
 /// injected crash) the staging folder is removed again.
 pub(crate) fn stage(
     replica: &Replica,
     plan: &Plan,
     source: &mut dyn ChunkSource,
     hooks: &mut ApplyHooks,
-) -> Result<u64> {
+) -> Result<Staged> {
     if plan.jobs.is_empty() {
-        return Ok(0);
+        return Ok(Staged::default());
     }
     let staging = replica.state_dir().join(STAGING_DIR);
     let result = stage_all(replica, plan, source, hooks, &staging);
@@ -64,7 +74,7 @@ fn stage_all(
     source: &mut dyn ChunkSource,
     hooks: &mut ApplyHooks,
     staging: &Path,
-) -> Result<u64> {
+) -> Result<Staged> {
     std::fs::create_dir_all(staging).at(staging)?;
     let confined = ConfinedRoot::open(&replica.root)?;
     let mut local = LocalFinder {
@@ -85,15 +95,21 @@ fn stage_all(
             mtime: job.mtime,
         })
         .collect();
+    let mut pieces = Vec::new();
     let written = assemble::write_files(
         &targets,
         source,
         Options {
+            on_chunk: Some(&mut |id: &ChunkId, bytes: &[u8]| {
+                let cut = crate::tree::chunking::pieces(bytes);
+                pieces.push((*id, crate::tree::chunking::pack_pieces(&cut)));
+            }),
             elsewhere: &mut |chunk| local.find(chunk),
             missing: &|chunk, rel| {
                 Some(Error::Refused(Refusal::MissingContent {
                     chunk: hex::encode(chunk.id),
                     path: relpath::display(rel),
+                    rel: rel.to_vec(),
                 }))
             },
             fsync: true,
@@ -101,7 +117,10 @@ fn stage_all(
         },
     )?;
     sync_dir(staging).at(staging)?;
-    Ok(written.bytes)
+    Ok(Staged {
+        bytes: written.bytes,
+        pieces,
+    })
 }
 
 /// Where each chunk of this replica's recorded files is: (path, offset).

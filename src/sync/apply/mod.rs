@@ -256,6 +256,18 @@ pub trait ChunkSource {
         wanted: &[ChunkId],
         sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
     ) -> Result<()>;
+
+    /// As [`ChunkSource::deliver`], for a source that may carry chunks as
+    /// recipes over chunks held here (chunk codec 2): `bases` finds those,
+    /// checked against their id and length. The default ignores `bases`.
+    fn deliver_with(
+        &mut self,
+        wanted: &[ChunkId],
+        _bases: &mut packet_format::BaseChunks,
+        sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.deliver(wanted, sink)
+    }
 }
 
 /// A source that carries nothing: every chunk must already be local.
@@ -439,9 +451,10 @@ pub fn apply_stored(
     let plan = plan::plan(replica, batch)?;
     check_space(replica, &plan)?;
     let mut report = plan.report.clone();
-    report.bytes_written = disk::stage(replica, &plan, chunks, hooks)?;
+    let staged = disk::stage(replica, &plan, chunks, hooks)?;
+    report.bytes_written = staged.bytes;
     hooks.step("before commit")?;
-    let committed = commit(replica, batch, &plan, receipt);
+    let committed = commit(replica, batch, &plan, receipt, &staged.pieces);
     if let Err(err) = committed {
         let _ = std::fs::remove_dir_all(staging_dir(replica));
         return Err(err);
@@ -573,6 +586,7 @@ fn commit(
     batch: &batch::OpBatch,
     plan: &plan::Plan,
     receipt: Option<&Receipt>,
+    pieces: &[(crate::ops::ChunkId, Vec<u8>)],
 ) -> Result<()> {
     let me = replica.identity.replica_id;
     let now = crate::sys::clock::now_ns();
@@ -587,6 +601,9 @@ fn commit(
     replica.state_mut().transaction(|tx| {
         state::create_pending_apply(tx)?;
         state::set_pending_apply_source(tx, &source)?;
+        // The pieces of the chunks staged: so that this replica, too, can
+        // send a later change of these files as recipes.
+        state::put_chunk_pieces(tx, pieces)?;
         // Before the entries change: what a path's entry goes back to if
         // a step on it fails for good.
         for action in &plan.actions {

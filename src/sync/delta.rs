@@ -1,0 +1,476 @@
+//! Paying for the change, not the file: relative file states (a file's
+//! chunk list given against a version the target holds, SPEC.md §6.3.1)
+//! and chunk recipes (a changed chunk given as pieces of the chunk it
+//! replaces plus the new bytes, SPEC.md §5.1).
+//!
+//! Both sides: the exporter finds, per path, the version the target is
+//! believed to hold ([`held_versions`]) and encodes against it; the
+//! importer expands relative states before anything else looks at the
+//! operations ([`Expander`]), so seals, the log and the engine only ever
+//! see full states.
+
+use std::collections::{HashMap, HashSet};
+
+use packet_format::delta::{OperationRef, Recipe, RelativeFile, Step, FILE_RELATIVE};
+
+use crate::error::{Error, Refusal, Result};
+use crate::ops::{Change, ChunkId, ChunkRef, Id, Operation, PathState};
+use crate::store::state::State;
+use crate::tree::chunking::{self, Piece};
+use crate::tree::relpath;
+
+/// The version of a path the target is believed to hold: the operation
+/// that made it and its chunks (empty for a state that is not a file).
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub op: OperationRef,
+    pub chunks: Vec<ChunkRef>,
+    /// The file state as that operation gave it.
+    pub state: PathState,
+}
+
+/// For each path `ops` touch, the version the target holds per `estimate`:
+/// the last operation on the path, in this replica's log order, whose
+/// version vector the estimate covers. Paths the target holds nothing of
+/// (or holds deleted) are absent, and so are paths that an operation of
+/// `ops` re-asserts with exactly that state: a re-assertion (`-resend`, a
+/// busy file left out of a creation packet) says the target may have that
+/// version in its log without its content (it was excluded there, a step
+/// failed there, the packet went without it), so nothing of it is relied
+/// on.
+pub fn held_versions(
+    state: &State,
+    estimate: &HashMap<Id, u64>,
+    ops: &[Operation],
+) -> Result<HashMap<Vec<u8>, Held>> {
+    let paths: HashSet<&[u8]> = ops
+        .iter()
+        .filter_map(|op| op.change.path_change().map(|c| c.path.as_slice()))
+        .collect();
+    let mut held = held_by_log(state, estimate, &paths)?;
+    for op in ops {
+        if let Some(change) = op.change.path_change() {
+            if held
+                .get(change.path.as_slice())
+                .is_some_and(|h| h.state == *change.state)
+            {
+                held.remove(change.path.as_slice());
+            }
+        }
+    }
+    Ok(held)
+}
+
+fn held_by_log(
+    state: &State,
+    estimate: &HashMap<Id, u64>,
+    paths: &HashSet<&[u8]>,
+) -> Result<HashMap<Vec<u8>, Held>> {
+    let has_version = |version: &crate::ops::VersionVector| {
+        version
+            .0
+            .iter()
+            .all(|(origin, epoch)| *epoch <= estimate.get(origin).copied().unwrap_or(0))
+    };
+    let mut held: HashMap<Vec<u8>, Held> = HashMap::new();
+    if paths.is_empty() {
+        return Ok(held);
+    }
+    state.for_each_operation(|op| {
+        let Some(change) = op.change.path_change() else {
+            return;
+        };
+        // The operation itself must be one the target has: a resolution's
+        // version need not name its own epoch.
+        let has_op = op.epoch <= estimate.get(&op.origin).copied().unwrap_or(0);
+        if !paths.contains(change.path.as_slice()) || !has_version(change.version) || !has_op {
+            return;
+        }
+        match change.state {
+            PathState::File { chunks, .. } => {
+                held.insert(
+                    change.path.clone(),
+                    Held {
+                        op: OperationRef {
+                            origin: op.origin,
+                            epoch: op.epoch,
+                        },
+                        chunks: chunks.clone(),
+                        state: change.state.clone(),
+                    },
+                );
+            }
+            _ => {
+                held.remove(change.path.as_slice());
+            }
+        }
+    })?;
+    Ok(held)
+}
+
+/// `op` with its file state given relative to `base` (whose chunks are
+/// `base_chunks`) when that is shorter; `op` unchanged otherwise.
+pub fn relative_op(op: &Operation, base: OperationRef, base_chunks: &[ChunkRef]) -> Operation {
+    let mut out = op.clone();
+    let state = match &mut out.change {
+        Change::Path { state, .. } | Change::Resolve { state, .. } => state,
+        _ => return out,
+    };
+    let PathState::File {
+        mode,
+        mtime,
+        chunks,
+        ext,
+        ..
+    } = &*state
+    else {
+        return out;
+    };
+    let relative = RelativeFile {
+        base,
+        mode: *mode,
+        mtime: *mtime,
+        runs: RelativeFile::runs_between(base_chunks, chunks),
+        ext: ext.clone(),
+    }
+    .to_state();
+    let shorter = postcard::to_stdvec(&relative)
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX)
+        < postcard::to_stdvec(&*state).map(|b| b.len()).unwrap_or(0);
+    if shorter {
+        *state = relative;
+    }
+    out
+}
+
+/// Expands the relative file states of a packet's operations, in packet
+/// order: the base of each is an earlier operation of the packet or one
+/// this replica logged.
+pub struct Expander<'a> {
+    state: &'a State,
+    /// The chunk lists of the packet's file operations so far.
+    in_packet: HashMap<(Id, u64), Vec<ChunkRef>>,
+}
+
+impl<'a> Expander<'a> {
+    pub fn new(state: &'a State) -> Expander<'a> {
+        Expander {
+            state,
+            in_packet: HashMap::new(),
+        }
+    }
+
+    /// `op` with a relative file state replaced by the full one. Errors: a
+    /// base this replica does not have or that is not a file
+    /// ([`Refusal::OperationLog`]), a malformed relative state.
+    pub fn expand(&mut self, mut op: Operation) -> Result<Operation> {
+        let (path, state) = match &mut op.change {
+            Change::Path { path, state, .. } | Change::Resolve { path, state, .. } => {
+                (path.clone(), state)
+            }
+            _ => return Ok(op),
+        };
+        let (origin, epoch) = (op.origin, op.epoch);
+        let refuse = |what: String| {
+            Error::Refused(Refusal::OperationLog {
+                what: format!(
+                    "operation {origin}:{epoch} on \"{}\": {what}",
+                    relpath::display(&path)
+                ),
+            })
+        };
+        if let PathState::Unknown {
+            kind: FILE_RELATIVE,
+            body,
+        } = &*state
+        {
+            let relative = RelativeFile::decode(body).map_err(refuse)?;
+            let base = relative.base;
+            let expanded = match self.in_packet.get(&(base.origin, base.epoch)) {
+                Some(chunks) => relative.expand(chunks),
+                None => match self.state.operation(&base.origin, base.epoch)? {
+                    Some(base_op) => match base_op.change.path_change().map(|c| c.state) {
+                        Some(PathState::File { chunks, .. }) => relative.expand(chunks),
+                        _ => Err(format!(
+                            "its file is given relative to operation {}:{}, which is not a file",
+                            base.origin, base.epoch
+                        )),
+                    },
+                    None => Err(format!(
+                        "its file is given relative to operation {}:{}, which this replica does \
+                         not have (the sender's estimate of this replica is ahead of it: see \
+                         lsepoch and chepoch)",
+                        base.origin, base.epoch
+                    )),
+                },
+            };
+            *state = expanded.map_err(refuse)?;
+        }
+        if let PathState::File { chunks, .. } = &*state {
+            self.in_packet.insert((origin, epoch), chunks.clone());
+        }
+        Ok(op)
+    }
+}
+
+/// Builds recipes for the changed chunks of one file version against the
+/// chunks of the version the target holds, using the pieces recorded for
+/// those (chunks without recorded pieces are not used).
+pub struct RecipeMaker<'a> {
+    state: &'a State,
+    /// The target's version's chunks that the new version lacks, with
+    /// their offsets in that version.
+    old: Vec<(u64, ChunkRef)>,
+    pieces: HashMap<ChunkId, Option<Vec<Piece>>>,
+}
+
+/// How far from a new chunk's place (in bytes) the old chunks it may be
+/// built from are looked for: an edit in place or a small insertion
+/// keeps the old bytes near.
+const NEAR: u64 = 1024 * 1024;
+
+impl<'a> RecipeMaker<'a> {
+    pub fn new(state: &'a State, held: &[ChunkRef], new: &[ChunkRef]) -> RecipeMaker<'a> {
+        let kept: HashSet<&ChunkId> = new.iter().map(|c| &c.id).collect();
+        let mut offset = 0u64;
+        let mut old = Vec::new();
+        for chunk in held {
+            if !kept.contains(&chunk.id) {
+                old.push((offset, *chunk));
+            }
+            offset += u64::from(chunk.len);
+        }
+        RecipeMaker {
+            state,
+            old,
+            pieces: HashMap::new(),
+        }
+    }
+
+    /// A recipe for `bytes` (the new chunk `id`, at `offset` in its file),
+    /// or `None` when the old chunks near it share too little with it.
+    pub fn recipe(&mut self, offset: u64, bytes: &[u8]) -> Result<Option<Recipe>> {
+        if self.old.is_empty() {
+            return Ok(None);
+        }
+        let end = offset + bytes.len() as u64;
+        let mut near: Vec<(u64, ChunkRef)> = self
+            .old
+            .iter()
+            .filter(|(at, c)| *at < end + NEAR && at + u64::from(c.len) + NEAR > offset)
+            .copied()
+            .collect();
+        near.sort_by_key(|(at, _)| at.abs_diff(offset));
+        near.truncate(packet_format::delta::MAX_RECIPE_BASES);
+        // Fingerprint -> (index in `near`, offset, length).
+        let mut found: HashMap<u64, (usize, u32, u32)> = HashMap::new();
+        for (index, (_, chunk)) in near.iter().enumerate() {
+            let pieces = match self.pieces.get(&chunk.id) {
+                Some(pieces) => pieces,
+                None => {
+                    let pieces = self
+                        .state
+                        .chunk_pieces(&chunk.id)?
+                        .and_then(|packed| chunking::unpack_pieces(&packed))
+                        .filter(|p| p.iter().map(|p| p.len).sum::<u32>() == chunk.len);
+                    self.pieces.entry(chunk.id).or_insert(pieces)
+                }
+            };
+            for piece in pieces.iter().flatten() {
+                found
+                    .entry(piece.print)
+                    .or_insert((index, piece.offset, piece.len));
+            }
+        }
+        if found.is_empty() {
+            return Ok(None);
+        }
+        let mut used: Vec<usize> = Vec::new();
+        let mut steps: Vec<Step> = Vec::new();
+        let mut literals = Vec::new();
+        let mut copied = 0usize;
+        for piece in chunking::pieces(bytes) {
+            let data = &bytes[piece.offset as usize..(piece.offset + piece.len) as usize];
+            match found.get(&piece.print).filter(|f| f.2 == piece.len) {
+                Some(&(index, from, len)) => {
+                    let base = match used.iter().position(|&u| u == index) {
+                        Some(at) => at,
+                        None => {
+                            used.push(index);
+                            used.len() - 1
+                        }
+                    } as u32;
+                    copied += len as usize;
+                    match steps.last_mut() {
+                        Some(Step::Copy {
+                            base: b,
+                            offset: o,
+                            len: l,
+                        }) if *b == base && *o + *l == from => *l += len,
+                        _ => steps.push(Step::Copy {
+                            base,
+                            offset: from,
+                            len,
+                        }),
+                    }
+                }
+                None => {
+                    literals.extend_from_slice(data);
+                    match steps.last_mut() {
+                        Some(Step::Literal { len }) => *len += piece.len,
+                        _ => steps.push(Step::Literal { len: piece.len }),
+                    }
+                }
+            }
+        }
+        // Worth it only when much of the chunk is found.
+        if copied < bytes.len() / 4 {
+            return Ok(None);
+        }
+        let bases = used.iter().map(|&index| near[index].1).collect();
+        Ok(Some(Recipe::new(bases, steps, literals)))
+    }
+}
+
+// Content requests (issue 12, item 5). Reuse makes a packet depend on what
+// its target holds; the target may have changed or lost it (it edited the
+// file, a rename raced a delete). Its import then applies nothing of the
+// packet and asks the sender, in an informational operation of its own
+// ([`ContentRequest`]) that its next packet carries, to send those paths
+// whole; the sender notes the request, sends again from the requester's
+// row, with those paths' content whole, and the waiting packet is then
+// superseded. No person needed.
+
+/// A path is asked for, or answered, at most once in this long.
+pub const RESEND_AFTER_NS: i64 = 3600 * 1_000_000_000;
+
+/// After an import refused packets from `sender` for content it relied on
+/// this replica holding: asks `sender` for `paths` whole (those not asked
+/// for within [`RESEND_AFTER_NS`]), by logging a sealed content request.
+/// Returns the paths asked for now.
+pub fn ask_for_content(
+    replica: &mut crate::replica::LockedReplica,
+    sender: Id,
+    paths: &[Vec<u8>],
+) -> Result<Vec<Vec<u8>>> {
+    let now = crate::sys::clock::now_ns();
+    let asked: HashMap<Vec<u8>, i64> = replica
+        .state()
+        .content_requests(&sender, "asked")?
+        .into_iter()
+        .collect();
+    let mut fresh: Vec<Vec<u8>> = paths
+        .iter()
+        .filter(|path| {
+            asked
+                .get(*path)
+                .is_none_or(|at| now - at >= RESEND_AFTER_NS)
+        })
+        .cloned()
+        .collect();
+    fresh.sort();
+    fresh.dedup();
+    fresh.truncate(packet_format::delta::MAX_REQUESTED_PATHS);
+    if fresh.is_empty() {
+        return Ok(fresh);
+    }
+    let me = replica.identity.replica_id;
+    let have: std::collections::BTreeMap<Id, u64> = replica
+        .state()
+        .epoch_table()?
+        .remove(&me)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let last = replica.state().epoch(&me, &me)?;
+    let secret = replica.signing_key()?.to_bytes();
+    let op = Operation {
+        origin: me,
+        epoch: last + 1,
+        recorded: crate::sys::clock::now(),
+        change: packet_format::delta::ContentRequest {
+            to: sender,
+            paths: fresh.clone(),
+            have,
+        }
+        .to_change(),
+    };
+    replica.state_mut().transaction(|tx| {
+        crate::store::state::append_operation(tx, &op)?;
+        crate::store::state::set_epoch(tx, &me, &me, op.epoch)?;
+        crate::store::state::seal_own_run(tx, &secret, &me, op.epoch, op.epoch)?;
+        for path in &fresh {
+            crate::store::state::put_content_request(tx, &sender, path, "asked", now)?;
+        }
+        Ok(())
+    })?;
+    Ok(fresh)
+}
+
+/// Notes the content requests addressed to this replica among `ops` (just
+/// applied): each path (not answered within [`RESEND_AFTER_NS`]) is to be
+/// sent whole with the next export to the requester, and the requester's
+/// estimate is lowered to the row it stated, so that export sends again
+/// what it lacks. Returns one note per request, for the import's report.
+pub fn take_requests(
+    replica: &mut crate::replica::LockedReplica,
+    ops: &[Operation],
+) -> Result<Vec<String>> {
+    let me = replica.identity.replica_id;
+    let now = crate::sys::clock::now_ns();
+    let mut notes = Vec::new();
+    for op in ops {
+        let Some(request) = packet_format::delta::ContentRequest::of(&op.change) else {
+            continue;
+        };
+        if request.to != me || op.origin == me {
+            continue;
+        }
+        let answered: HashMap<Vec<u8>, i64> = replica
+            .state()
+            .content_requests(&op.origin, "answered")?
+            .into_iter()
+            .collect();
+        let paths: Vec<&Vec<u8>> = request
+            .paths
+            .iter()
+            .filter(|path| {
+                answered
+                    .get(*path)
+                    .is_none_or(|at| now - at >= RESEND_AFTER_NS)
+            })
+            .collect();
+        let name = replica
+            .members()?
+            .into_iter()
+            .find(|m| m.replica == op.origin)
+            .map_or_else(|| op.origin.to_hex(), |m| m.name);
+        if paths.is_empty() {
+            notes.push(format!(
+                "{} asks again for content sent whole within the hour; not sent again yet",
+                crate::error::printable(&name)
+            ));
+            continue;
+        }
+        replica.state_mut().transaction(|tx| {
+            for path in &paths {
+                crate::store::state::put_content_request(tx, &op.origin, path, "to_answer", now)?;
+            }
+            for (origin, epoch) in &request.have {
+                crate::store::state::lower_epoch(tx, &op.origin, origin, *epoch)?;
+            }
+            Ok(())
+        })?;
+        notes.push(format!(
+            "{} asks for the content of {} path{} (\"{}\"{}): the next export to it sends {} whole",
+            crate::error::printable(&name),
+            paths.len(),
+            if paths.len() == 1 { "" } else { "s" },
+            relpath::display(paths[0]),
+            if paths.len() > 1 { ", ..." } else { "" },
+            if paths.len() == 1 { "it" } else { "them" },
+        ));
+    }
+    Ok(notes)
+}

@@ -1,0 +1,266 @@
+//! Packets cost what changed (issue 12): a metadata-only change ships no
+//! content and no chunk list, a small edit of a large file ships about the
+//! bytes written (relative chunk lists, chunk recipes over the version the
+//! target holds), and the receiver rebuilds and checks every chunk.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::helpers::*;
+
+const MB20: usize = 20_000_000;
+
+/// Bytes of the packet files in `dir`.
+fn packet_bytes(dir: &Path) -> u64 {
+    packet_files(dir)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+/// A family "a", "b" holding `big` (`content`), in step.
+fn pair_holding(content: &[u8]) -> Family {
+    let fam = family(&["a", "b"], &[("keep.txt", "kept\n")]);
+    std::fs::write(fam.root("a").join("big"), content).unwrap();
+    fam.send("a", "b", "first");
+    assert_eq!(
+        std::fs::read(fam.root("b").join("big")).unwrap(),
+        content,
+        "the first send delivers the file"
+    );
+    fam
+}
+
+/// Sends a -> b under `label` and returns the packet's bytes; the trees
+/// are then the same.
+fn send_measured(fam: &Family, label: &str) -> u64 {
+    fam.send("a", "b", label);
+    assert_eq!(tree_listing(&fam.root("a")), tree_listing(&fam.root("b")));
+    let bytes = packet_bytes(&fam.packet_dir(label));
+    eprintln!("{label}: {bytes} bytes");
+    bytes
+}
+
+#[test]
+fn chmod_and_touch_of_a_large_file_ship_no_content_and_no_chunk_list() {
+    let fam = pair_holding(&random_bytes(1, MB20));
+    let big = fam.root("a").join("big");
+    std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let chmod = send_measured(&fam, "chmod");
+    assert!(chmod < 4096, "a chmod shipped {chmod} bytes");
+
+    let later = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::new(1_900_000_000, 5);
+    std::fs::File::options()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let touch = send_measured(&fam, "touch");
+    assert!(touch < 4096, "a touch shipped {touch} bytes");
+}
+
+#[test]
+fn one_changed_byte_in_a_large_random_file_ships_a_few_kilobytes() {
+    let mut content = random_bytes(2, MB20);
+    let fam = pair_holding(&content);
+    content[12_345_678] ^= 0x55;
+    std::fs::write(fam.root("a").join("big"), &content).unwrap();
+    let bytes = send_measured(&fam, "one-byte");
+    assert!(bytes < 16 * 1024, "a one-byte change shipped {bytes} bytes");
+    assert_eq!(std::fs::read(fam.root("b").join("big")).unwrap(), content);
+}
+
+#[test]
+fn scattered_small_writes_ship_about_the_bytes_written() {
+    use std::os::unix::fs::FileExt;
+    const SIZE: usize = 100 << 20;
+    let fam = pair_holding(&random_bytes(3, SIZE));
+    let file = std::fs::File::options()
+        .write(true)
+        .open(fam.root("a").join("big"))
+        .unwrap();
+    let mut places = random_bytes(4, 256 * 8)
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()) % (SIZE as u64 / 4096))
+        .collect::<Vec<_>>();
+    places.sort_unstable();
+    places.dedup();
+    let mut written = 0u64;
+    for (n, block) in places.iter().enumerate() {
+        file.write_all_at(&random_bytes(1000 + n as u64, 4096), block * 4096)
+            .unwrap();
+        written += 4096;
+    }
+    drop(file);
+    let bytes = send_measured(&fam, "scattered");
+    assert!(
+        (bytes as f64) < 1.5 * written as f64,
+        "{} writes of 4 KiB ({written} bytes) shipped {bytes} bytes",
+        places.len()
+    );
+}
+
+#[test]
+fn a_rename_and_an_insertion_reuse_what_the_target_holds() {
+    let mut content = random_bytes(5, 3_000_000);
+    let fam = pair_holding(&content);
+    content.splice(1_000_000..1_000_000, b"inserted text".iter().copied());
+    std::fs::remove_file(fam.root("a").join("big")).unwrap();
+    std::fs::write(fam.root("a").join("moved"), &content).unwrap();
+    let bytes = send_measured(&fam, "rename");
+    assert!(
+        bytes < 16 * 1024,
+        "a renamed, edited file shipped {bytes} bytes"
+    );
+}
+
+#[test]
+fn a_recipe_whose_base_the_target_changed_is_refused_and_nothing_changes() {
+    let mut content = random_bytes(6, 2_000_000);
+    let fam = pair_holding(&content);
+    content[500_000] ^= 1;
+    std::fs::write(fam.root("a").join("big"), &content).unwrap();
+    // The target's copy changes without being recorded there.
+    let theirs = random_bytes(7, 2_000_000);
+    std::fs::write(fam.root("b").join("big"), &theirs).unwrap();
+    let out = fam.packet_dir("stale");
+    export_to(&fam.root("a"), &out, &["b"], &[]).ok();
+    let before = tree_listing(&fam.root("b"));
+    let refused = import_from(&fam.root("b"), &[&out]).fails_with(1);
+    assert!(
+        refused
+            .stderr
+            .contains("neither in the packet nor in this replica"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(tree_listing(&fam.root("b")), before);
+    // -fullcontent ships the content whole.
+    let full = fam.packet_dir("full");
+    std::fs::write(fam.root("a").join("big2"), b"more").unwrap();
+    export_to(&fam.root("a"), &full, &["b"], &["-fullcontent"]).ok();
+    let _ = full;
+}
+
+#[test]
+fn a_replica_that_received_a_file_sends_its_edits_as_recipes_too() {
+    let mut content = random_bytes(8, 5_000_000);
+    let fam = pair_holding(&content);
+    content[4_000_000..4_000_100].copy_from_slice(&random_bytes(9, 100));
+    std::fs::write(fam.root("b").join("big"), &content).unwrap();
+    fam.send("b", "a", "back");
+    let bytes = packet_bytes(&fam.packet_dir("back"));
+    assert!(
+        bytes < 16 * 1024,
+        "an edit at the receiver shipped {bytes} bytes"
+    );
+    assert_eq!(std::fs::read(fam.root("a").join("big")).unwrap(), content);
+}
+
+#[test]
+fn an_import_of_recipes_killed_after_its_commit_finishes_with_the_same_tree() {
+    for point in ["apply-after-commit", "import-after-commit"] {
+        let mut content = random_bytes(10, 3_000_000);
+        let fam = pair_holding(&content);
+        // An edit in place, a chmod and a rename with an insertion: reuse,
+        // relative states and recipes in one packet.
+        content[1_500_000..1_504_096].copy_from_slice(&random_bytes(11, 4096));
+        std::fs::write(fam.root("a").join("big"), &content).unwrap();
+        let mut moved = random_bytes(12, 700_000);
+        std::fs::write(fam.root("a").join("other"), &moved).unwrap();
+        fam.send("a", "b", "other");
+        std::fs::remove_file(fam.root("a").join("other")).unwrap();
+        moved.splice(300_000..300_000, b"inserted".iter().copied());
+        std::fs::write(fam.root("a").join("moved"), &moved).unwrap();
+        std::fs::set_permissions(
+            fam.root("a").join("keep.txt"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let out = fam.packet_dir(point);
+        let exported = export_to(&fam.root("a"), &out, &["b"], &[]).ok();
+        assert!(
+            exported.stdout.contains("as changes to chunks it has"),
+            "{}",
+            exported.stdout
+        );
+        let killed = run_crashing_at(
+            &fam.root("b"),
+            "syncreplica",
+            ["-import".as_ref(), out.as_os_str()],
+            point,
+        );
+        assert_crashed(&killed);
+        import_from(&fam.root("b"), &[&out]).ok();
+        assert_eq!(
+            tree_listing(&fam.root("a")),
+            tree_listing(&fam.root("b")),
+            "{point}"
+        );
+    }
+}
+
+/// A rename at one site racing an edit at the other: the packet relies on
+/// content the target no longer holds. The import applies nothing of it
+/// and asks the sender (a content request, carried by its next packet
+/// there); the sender's next export answers with that content whole, and
+/// the replicas converge with no person involved.
+#[test]
+fn a_rename_racing_an_edit_is_repaired_by_a_content_request() {
+    let content = random_bytes(13, 2_000_000);
+    let fam = pair_holding(&content);
+    let (a, b) = (fam.root("a"), fam.root("b"));
+    std::fs::rename(a.join("big"), a.join("renamed")).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::options()
+            .write(true)
+            .open(b.join("big"))
+            .unwrap();
+        file.write_all_at(&random_bytes(14, 4096), 1_000_000)
+            .unwrap();
+    }
+    let ab = fam.packet_dir("ab");
+    export_to(&a, &ab, &["b"], &[]).ok();
+    let refused = import_from(&b, &[&ab]).fails_with(1);
+    assert!(refused.stderr.contains("renamed"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("content request"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!b.join("renamed").exists());
+    // b's next packet to a carries the request; a notes it.
+    let ba = fam.packet_dir("ba");
+    export_to(&b, &ba, &["a"], &[]).ok();
+    let noted = import_from(&a, &[&ba]).ok();
+    assert!(
+        noted
+            .stdout
+            .contains("asks for the content of 1 path (\"renamed\")"),
+        "{}",
+        noted.stdout
+    );
+    // a's next export sends it whole; b applies it (the refused packet is
+    // then superseded).
+    let answer = fam.packet_dir("answer");
+    let sent = export_to(&a, &answer, &["b"], &[]).ok();
+    assert!(
+        sent.stdout
+            .contains("1 path b asked for (a content request) sent whole"),
+        "{}",
+        sent.stdout
+    );
+    import_from(&b, &[&answer, &ab]).ok();
+    assert_eq!(std::fs::read(b.join("renamed")).unwrap(), content);
+    // Both settle the rest (b's edit of the path a renamed) on their own.
+    for round in 0..3 {
+        fam.send("a", "b", &format!("settle-ab-{round}"));
+        fam.send("b", "a", &format!("settle-ba-{round}"));
+    }
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+    // Asked once, answered once: a later export sends nothing whole again.
+    let later = export_to(&a, &fam.packet_dir("later"), &["b"], &[]).ok();
+    assert!(!later.stdout.contains("asked for"), "{}", later.stdout);
+}
