@@ -488,6 +488,35 @@ fn adopt_unordered(
     Ok(adopted)
 }
 
+/// One packet's tree digest compared: verified in step is one line; a
+/// difference is a loud warning with the command that lists where.
+fn report_digest(check: &crate::sync::digest::Check) {
+    use crate::sync::digest::Outcome;
+    match &check.outcome {
+        Outcome::Verified => outln!(
+            "  verified in step with {} at epoch row {} ({} entr{})",
+            check.sender,
+            check.row,
+            check.entries,
+            if check.entries == 1 { "y" } else { "ies" }
+        ),
+        Outcome::Differs => {
+            errln!(
+                "{NAME}: WARNING: this replica's tree differs from {}'s at the same version \
+                 (epoch row {}): both hold the same changes but not the same files",
+                check.sender,
+                check.row
+            );
+            errln!(
+                "{NAME}: hint: `syncreplica -verify {}` lists the subtrees that differ and \
+                 checks this replica's files against what it recorded",
+                check.sender
+            );
+        }
+        Outcome::NotCompared(_) => {}
+    }
+}
+
 fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     let sources: Vec<std::path::PathBuf> = if args.receive {
         let shipping = ship::Shipping::load(args.bays.shipconf.as_deref())?;
@@ -597,6 +626,7 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                     errln!("{NAME}: hint: {hint}");
                 }
             }
+            import::PacketOutcome::Digest(check) => report_digest(check),
             import::PacketOutcome::NotRemoved { .. } => {}
         }
     }

@@ -1,0 +1,501 @@
+//! Proof of convergence (issue 13): a Merkle digest of a replica's tree.
+//!
+//! Every update packet carries its sender's digest of the tree it has
+//! recorded at the epoch row in its header ([`TreeDigest`], SPEC.md §4).
+//! A receiver that, once the packet is applied, holds exactly that row
+//! computes its own digest the same way and compares: equal means both
+//! replicas hold the same tree (recorded as "verified in step"); different
+//! is a loud warning naming the command that lists where they differ.
+//!
+//! Sites exclude different paths. The digest covers only the paths that
+//! neither side excludes: the sender leaves out what its own patterns and
+//! the target's (as last heard, from the target's packets) exclude, and
+//! says which target patterns it assumed (their hash); the receiver
+//! leaves out what its own patterns and the sender's (carried in full)
+//! exclude, and compares only when its patterns hash as the sender
+//! assumed. So a local exclude never raises a false alarm: until the
+//! sender has heard the new patterns the receiver says "not compared".
+//!
+//! The leaf of a live entry covers its kind, content (the chunk list's
+//! hash), permission bits and a file's mtime; what not every site keeps
+//! is left out (directory and symlink times, the setuid/setgid bits a
+//! receiver drops, the `ext` metadata that depends on preserve settings).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use packet_format::{DigestNode, TreeDigest, MAX_DIGEST_NODES};
+use sha2::{Digest, Sha256};
+
+use crate::ops::{ChunkRef, PathState};
+use crate::tree::excludes::SHARED_MARK;
+
+/// SHA-256 of a pattern list, each line followed by `\n`: what a
+/// [`TreeDigest`]'s `assumed` holds.
+pub fn patterns_hash(patterns: &[String]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for pattern in patterns {
+        hash.update(pattern.as_bytes());
+        hash.update(b"\n");
+    }
+    hash.finalize().into()
+}
+
+/// The paths left out of a digest: those any of several sites' pattern
+/// lists excludes (a path, or one of its parents, matching).
+pub struct Filter {
+    matchers: Vec<Gitignore>,
+}
+
+impl Filter {
+    /// A filter for the pattern lists of [`crate::tree::excludes::Excludes::patterns`]
+    /// form (local patterns, then [`SHARED_MARK`] and the shared ones; each
+    /// part matched on its own, as the scan does, so a negation in one never
+    /// undoes the other's patterns). A line that does not parse is skipped:
+    /// a sibling's patterns are not this replica's to refuse.
+    pub fn of(lists: &[&[String]]) -> Filter {
+        let mut matchers = Vec::new();
+        for list in lists {
+            for part in list.split(|line| line == SHARED_MARK) {
+                if part.is_empty() {
+                    continue;
+                }
+                let mut builder = GitignoreBuilder::new("/");
+                for line in part {
+                    let _ = builder.add_line(None, line);
+                }
+                if let Ok(matcher) = builder.build() {
+                    matchers.push(matcher);
+                }
+            }
+        }
+        Filter { matchers }
+    }
+
+    /// Whether `rel` (replica-relative) is left out.
+    pub fn excludes(&self, rel: &[u8], is_dir: bool) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let path = Path::new(std::ffi::OsStr::from_bytes(rel));
+        self.matchers
+            .iter()
+            .any(|m| m.matched_path_or_any_parents(path, is_dir).is_ignore())
+    }
+}
+
+/// The hash of a file's content as its chunk list names it.
+pub fn content_id(chunks: &[ChunkRef]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for chunk in chunks {
+        hash.update(chunk.id);
+        hash.update(chunk.len.to_le_bytes());
+    }
+    hash.finalize().into()
+}
+
+/// The leaf of one live entry (SPEC.md §4); `None` for a deletion or a
+/// state kind this version does not know (left out on both sides).
+pub fn leaf(state: &PathState) -> Option<[u8; 32]> {
+    let mut hash = Sha256::new();
+    match state {
+        PathState::File {
+            mode,
+            mtime,
+            size,
+            chunks,
+            ..
+        } => {
+            hash.update(b"file\0");
+            hash.update((mode & 0o1777).to_le_bytes());
+            hash.update(mtime.secs.to_le_bytes());
+            hash.update(mtime.nanos.to_le_bytes());
+            hash.update(size.to_le_bytes());
+            hash.update(content_id(chunks));
+        }
+        PathState::Directory { mode, .. } => {
+            hash.update(b"dir\0");
+            hash.update((mode & 0o1777).to_le_bytes());
+        }
+        PathState::Symlink { target, .. } => {
+            hash.update(b"symlink\0");
+            hash.update(target);
+        }
+        PathState::Deleted | PathState::Unknown { .. } => return None,
+    }
+    Some(hash.finalize().into())
+}
+
+#[derive(Default)]
+struct Node {
+    leaf: Option<[u8; 32]>,
+    children: BTreeMap<Vec<u8>, Node>,
+}
+
+/// A digest as computed here, with every directory node (for listings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Computed {
+    pub root: [u8; 32],
+    pub entries: u64,
+    /// Every node with children, by path (the root is the empty path).
+    pub nodes: BTreeMap<Vec<u8>, [u8; 32]>,
+}
+
+impl Computed {
+    /// The directory nodes a packet carries: breadth first from the root's
+    /// children (by depth, then path), at most [`MAX_DIGEST_NODES`].
+    pub fn carried_nodes(&self) -> Vec<DigestNode> {
+        let mut nodes: Vec<(usize, &Vec<u8>, &[u8; 32])> = self
+            .nodes
+            .iter()
+            .filter(|(path, _)| !path.is_empty())
+            .map(|(path, digest)| (path.iter().filter(|&&b| b == b'/').count(), path, digest))
+            .collect();
+        nodes.sort();
+        nodes
+            .into_iter()
+            .take(MAX_DIGEST_NODES)
+            .map(|(_, path, digest)| DigestNode {
+                path: path.clone(),
+                digest: *digest,
+            })
+            .collect()
+    }
+
+    /// The header field for this digest.
+    pub fn to_header(&self, patterns: &[String], assumed: [u8; 32]) -> TreeDigest {
+        TreeDigest {
+            patterns: patterns.to_vec(),
+            assumed,
+            entries: self.entries,
+            root: self.root,
+            nodes: self.carried_nodes(),
+        }
+    }
+}
+
+/// The digest of `entries` (path, state), leaving out what `filter`
+/// excludes.
+pub fn compute<'a>(
+    entries: impl IntoIterator<Item = (&'a [u8], &'a PathState)>,
+    filter: &Filter,
+) -> Computed {
+    let mut root = Node::default();
+    let mut count = 0u64;
+    for (path, state) in entries {
+        let Some(leaf) = leaf(state) else { continue };
+        let is_dir = matches!(state, PathState::Directory { .. });
+        if path.is_empty() || filter.excludes(path, is_dir) {
+            continue;
+        }
+        let mut node = &mut root;
+        for name in path.split(|&b| b == b'/') {
+            node = node.children.entry(name.to_vec()).or_default();
+        }
+        node.leaf = Some(leaf);
+        count += 1;
+    }
+    let mut nodes = BTreeMap::new();
+    let digest = hash_node(&root, &mut Vec::new(), &mut nodes);
+    Computed {
+        root: digest,
+        entries: count,
+        nodes,
+    }
+}
+
+fn hash_node(node: &Node, path: &mut Vec<u8>, out: &mut BTreeMap<Vec<u8>, [u8; 32]>) -> [u8; 32] {
+    if node.children.is_empty() && !path.is_empty() {
+        if let Some(leaf) = node.leaf {
+            return leaf;
+        }
+    }
+    let mut hash = Sha256::new();
+    hash.update(b"node\0");
+    hash.update(node.leaf.unwrap_or([0; 32]));
+    for (name, child) in &node.children {
+        let before = path.len();
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name);
+        let digest = hash_node(child, path, out);
+        path.truncate(before);
+        hash.update((name.len() as u32).to_le_bytes());
+        hash.update(name);
+        hash.update(digest);
+    }
+    let digest: [u8; 32] = hash.finalize().into();
+    out.insert(path.clone(), digest);
+    digest
+}
+
+/// Where `ours` differs from a sibling's carried digest: the deepest
+/// carried directory nodes that differ (or that one side lacks), as
+/// replica-relative paths; the empty path when the difference lies in
+/// the top level's own entries or below directories not carried. Empty
+/// when the roots are equal.
+pub fn differing_subtrees(ours: &Computed, theirs: &TreeDigest) -> Vec<Vec<u8>> {
+    if ours.root == theirs.root {
+        return Vec::new();
+    }
+    let differs: Vec<&DigestNode> = theirs
+        .nodes
+        .iter()
+        .filter(|node| ours.nodes.get(&node.path) != Some(&node.digest))
+        .collect();
+    let carried: std::collections::BTreeSet<&[u8]> =
+        theirs.nodes.iter().map(|n| n.path.as_slice()).collect();
+    // Ours that they do not carry although they would (a subtree only
+    // this side has) at a depth they carried fully.
+    let mut out: Vec<Vec<u8>> = differs
+        .iter()
+        .filter(|node| {
+            !differs.iter().any(|other| {
+                other.path.len() > node.path.len()
+                    && other.path.starts_with(&node.path)
+                    && other.path[node.path.len()] == b'/'
+            })
+        })
+        .map(|node| node.path.clone())
+        .collect();
+    if theirs.nodes.len() < MAX_DIGEST_NODES {
+        for path in ours.nodes.keys() {
+            if !path.is_empty() && !carried.contains(path.as_slice()) {
+                let parent_carried_or_top = match path.iter().rposition(|&b| b == b'/') {
+                    None => true,
+                    Some(at) => carried.contains(&path[..at]),
+                };
+                if parent_carried_or_top
+                    && !out
+                        .iter()
+                        .any(|o| path.starts_with(o) && path.get(o.len()) == Some(&b'/'))
+                {
+                    out.push(path.clone());
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(Vec::new());
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Timestamp;
+
+    fn file(byte: u8) -> PathState {
+        PathState::File {
+            mode: 0o644,
+            mtime: Timestamp::new(1, 0).unwrap(),
+            size: 1,
+            chunks: vec![ChunkRef {
+                id: [byte; 32],
+                len: 1,
+            }],
+            ext: Default::default(),
+        }
+    }
+
+    #[test]
+    fn excluded_paths_and_deletions_are_left_out() {
+        let dir = PathState::directory(0o755);
+        let all = [
+            (&b"a"[..], &dir),
+            (&b"a/x"[..], &file(1)),
+            (&b"a/y.o"[..], &file(2)),
+            (&b"gone"[..], &PathState::Deleted),
+        ];
+        let plain = compute(all.iter().copied(), &Filter::of(&[]));
+        assert_eq!(plain.entries, 3);
+        let patterns = vec!["*.o".to_string()];
+        let filtered = compute(all.iter().copied(), &Filter::of(&[&patterns]));
+        assert_eq!(filtered.entries, 2);
+        let without = compute(all[..2].iter().copied(), &Filter::of(&[]));
+        assert_eq!(filtered.root, without.root);
+        assert_ne!(plain.root, without.root);
+    }
+
+    #[test]
+    fn a_changed_file_is_found_below_its_directory() {
+        let dir = PathState::directory(0o755);
+        let ours = compute(
+            [(&b"a"[..], &dir), (&b"a/b"[..], &dir), (&b"a/b/x"[..], &file(1)), (&b"c"[..], &file(1))],
+            &Filter::of(&[]),
+        );
+        let theirs = compute(
+            [(&b"a"[..], &dir), (&b"a/b"[..], &dir), (&b"a/b/x"[..], &file(2)), (&b"c"[..], &file(1))],
+            &Filter::of(&[]),
+        );
+        let header = theirs.to_header(&[], patterns_hash(&[]));
+        assert_eq!(differing_subtrees(&ours, &header), vec![b"a/b".to_vec()]);
+        let same = ours.to_header(&[], patterns_hash(&[]));
+        assert!(differing_subtrees(&ours, &same).is_empty());
+    }
+}
+
+/// What the comparison with a packet's digest found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both trees are the same at `row`.
+    Verified,
+    /// The trees differ at `row`.
+    Differs,
+    /// Not compared, and why.
+    NotCompared(String),
+}
+
+impl Outcome {
+    /// As the state keeps it.
+    pub fn stored(&self) -> String {
+        match self {
+            Outcome::Verified => "verified".into(),
+            Outcome::Differs => "differs".into(),
+            Outcome::NotCompared(why) => format!("not compared: {why}"),
+        }
+    }
+}
+
+/// The check of one packet's digest, for the import's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// The sender, as this replica names it.
+    pub sender: String,
+    /// The version compared, as `name=epoch, …` with member names.
+    pub row: String,
+    pub entries: u64,
+    pub outcome: Outcome,
+}
+
+/// The digest this replica's packet to `target` carries: its recorded
+/// tree, leaving out what its own patterns and `target`'s (as last heard)
+/// exclude.
+pub fn for_export(
+    replica: &crate::replica::Replica,
+    target: &crate::ops::Id,
+) -> crate::error::Result<TreeDigest> {
+    let excludes = replica.excludes()?;
+    let own = excludes.patterns();
+    let theirs = replica
+        .state()
+        .sibling_patterns(target)?
+        .unwrap_or_default();
+    let entries = replica.state().load_entries()?;
+    let computed = compute(
+        entries.iter().map(|(path, e)| (path.as_slice(), &e.state)),
+        &Filter::of(&[own, &theirs]),
+    );
+    Ok(computed.to_header(own, patterns_hash(&theirs)))
+}
+
+/// This replica's recorded tree, restricted as for a comparison with a
+/// digest whose sender has `their_patterns`.
+pub fn local_for(
+    replica: &crate::replica::Replica,
+    their_patterns: &[String],
+) -> crate::error::Result<(Computed, [u8; 32])> {
+    let excludes = replica.excludes()?;
+    let own = excludes.patterns();
+    let entries = replica.state().load_entries()?;
+    let computed = compute(
+        entries.iter().map(|(path, e)| (path.as_slice(), &e.state)),
+        &Filter::of(&[own, their_patterns]),
+    );
+    Ok((computed, patterns_hash(own)))
+}
+
+/// `row` as `name=epoch, …`, origins named as this replica knows them.
+pub fn row_text(
+    members: &[crate::store::state::Member],
+    row: &BTreeMap<crate::ops::Id, u64>,
+) -> String {
+    let mut parts: Vec<String> = row
+        .iter()
+        .filter(|(_, epoch)| **epoch > 0)
+        .map(|(origin, epoch)| {
+            let name = members
+                .iter()
+                .find(|m| m.replica == *origin)
+                .map_or_else(|| origin.to_hex(), |m| m.name.clone());
+            format!("{}={epoch}", crate::error::printable(&name))
+        })
+        .collect();
+    parts.sort();
+    if parts.is_empty() {
+        "nothing yet".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// After a packet from a sibling was applied (or found to bring nothing
+/// new): keeps the sender's patterns and digest, and compares the digest
+/// with this replica's own when this replica holds exactly the version it
+/// describes. `None` when the packet carries no digest.
+pub fn check_after_import(
+    replica: &mut crate::replica::LockedReplica,
+    header: &packet_format::Header,
+    packet: &str,
+) -> crate::error::Result<Option<Check>> {
+    let Some(theirs) = &header.tree_digest else {
+        return Ok(None);
+    };
+    let sender = header.sender.id;
+    let me = replica.identity.replica_id;
+    let members = replica.members()?;
+    let Some(member) = members.iter().find(|m| m.replica == sender) else {
+        return Ok(None);
+    };
+    let own_row = replica
+        .state()
+        .epoch_table()?
+        .remove(&me)
+        .unwrap_or_default();
+    let origins: std::collections::BTreeSet<_> =
+        own_row.keys().chain(header.epoch_row.keys()).collect();
+    let same_version = origins.iter().all(|origin| {
+        own_row.get(origin).copied().unwrap_or(0) == header.epoch_row.get(origin).copied().unwrap_or(0)
+    });
+    let outcome = if !same_version {
+        Outcome::NotCompared(format!(
+            "this replica holds another version ({})",
+            row_text(&members, &own_row.iter().map(|(o, e)| (*o, *e)).collect())
+        ))
+    } else {
+        let (ours, own_hash) = local_for(replica, &theirs.patterns)?;
+        if own_hash != theirs.assumed {
+            Outcome::NotCompared(
+                "the sender does not know this replica's exclude patterns yet (it learns them \
+                 from this replica's next packet)"
+                    .into(),
+            )
+        } else if ours.root == theirs.root {
+            Outcome::Verified
+        } else {
+            Outcome::Differs
+        }
+    };
+    let now = crate::sys::clock::now_ns();
+    let received = crate::store::state::DigestReceived {
+        sibling: sender,
+        at_ns: now,
+        packet: packet.to_string(),
+        row: header.epoch_row.clone(),
+        digest: theirs.clone(),
+        outcome: outcome.stored(),
+    };
+    replica.state_mut().transaction(|tx| {
+        crate::store::state::set_sibling_patterns(tx, &sender, &theirs.patterns, now)?;
+        Ok(crate::store::state::note_digest(tx, &received)?)
+    })?;
+    Ok(Some(Check {
+        sender: crate::error::printable(&member.name).into_owned(),
+        row: row_text(&members, &header.epoch_row),
+        entries: theirs.entries,
+        outcome,
+    }))
+}
