@@ -83,6 +83,16 @@ pub struct Args {
     #[arg(long, group = "mode")]
     pub import: bool,
 
+    /// Read every recorded file back from disk, re-hashing its content, and
+    /// report what differs from what was recorded: silent damage (same
+    /// size and mtime, other content: bit rot, an edit that restored the
+    /// time stamp) and ordinary unrecorded changes. With a SIBLING: also
+    /// compare this replica's recorded tree with the tree digest of that
+    /// sibling's last packet and list the subtrees that differ. Only reads;
+    /// exits 1 when it finds damage or a difference.
+    #[arg(long, group = "mode")]
+    pub verify: bool,
+
     /// With -import: import the packets waiting in the incoming bay of the
     /// storage class (-sclass; default: every class), where shipping_server
     /// puts what it receives for local replicas. Packets applied or found
@@ -174,6 +184,7 @@ pub struct Args {
 
     /// With -export: the siblings to export to, by name or replica id.
     /// With -import: packet files, or directories holding them.
+    /// With -verify: at most one sibling to compare with.
     #[arg(value_name = "TARGET | PACKET_OR_DIR")]
     pub targets: Vec<String>,
 }
@@ -488,6 +499,120 @@ fn adopt_unordered(
     Ok(adopted)
 }
 
+/// `-verify [SIBLING]`: the tree read back from disk against the recorded
+/// state, then (with a sibling) the recorded state against the sibling's
+/// last digest.
+fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
+    use crate::tree::relpath;
+    let sibling = match sibling {
+        Some(name) => Some(
+            crate::sync::export::resolve_targets(replica, std::slice::from_ref(name))?
+                .remove(0),
+        ),
+        None => None,
+    };
+    let report = crate::sync::digest::verify_disk(replica)?;
+    let silent = report.mismatches.iter().filter(|m| m.silent).count() as u64;
+    for mismatch in &report.mismatches {
+        if mismatch.silent {
+            outln!(
+                "damaged: {}: {}",
+                relpath::display(&mismatch.path),
+                mismatch.what
+            );
+        } else {
+            outln!(
+                "not as recorded: {}: {}",
+                relpath::display(&mismatch.path),
+                mismatch.what
+            );
+        }
+    }
+    outln!(
+        "Read {} ({} bytes) back from disk: {} recorded entr{} (digest {}), on disk {}.",
+        cli::counted(report.files_read, "file", "files"),
+        report.bytes_read,
+        report.recorded.entries,
+        if report.recorded.entries == 1 { "y" } else { "ies" },
+        short_digest(&report.recorded.root),
+        if report.disk.root == report.recorded.root {
+            "the same".to_string()
+        } else {
+            format!("digest {}", short_digest(&report.disk.root))
+        }
+    );
+    let mut problems = Vec::new();
+    if silent > 0 {
+        errln!(
+            "{NAME}: WARNING: {} changed behind the scan's back (same size and mtime as \
+             recorded, other content): bit rot, or an edit that restored the file's time",
+            cli::counted(silent, "file", "files")
+        );
+        errln!(
+            "{NAME}: hint: restore the damaged files from a sibling or a backup; -record \
+             does not see them (its fast path trusts size and mtime)"
+        );
+        problems.push(cli::counted(silent, "damaged file", "damaged files"));
+    }
+    let changed = report.mismatches.len() as u64 - silent;
+    if changed > 0 {
+        outln!(
+            "{} not as recorded: ordinary local changes, which syncreplica -record records.",
+            cli::counted(changed, "path is", "paths are")
+        );
+    }
+    if let Some(member) = sibling {
+        let name = printable(&member.name);
+        match crate::sync::digest::against_sibling(replica, &member.replica)? {
+            None => outln!(
+                "No tree digest from {name} yet: its packets carry one from syncreplica 2.2 on."
+            ),
+            Some(found) => {
+                outln!(
+                    "Last digest from {name}: at epoch row {}, in {} ({}).",
+                    found.row,
+                    found.received.packet,
+                    found.received.outcome
+                );
+                if let Some(own) = &found.own_row {
+                    outln!(
+                        "This replica now holds epoch row {own}: differences include the changes \
+                         made since on either side."
+                    );
+                }
+                if found.patterns_differ {
+                    outln!(
+                        "{name} assumed other exclude patterns of this replica's: paths they \
+                         exclude now count as differences."
+                    );
+                }
+                if found.differing.is_empty() {
+                    outln!("In step with {name}: the recorded trees are the same.");
+                } else {
+                    outln!("Differs from {name} in:");
+                    for path in &found.differing {
+                        if path.is_empty() {
+                            outln!("  / (entries at the top level, or in folders not listed)");
+                        } else {
+                            outln!("  {}/", relpath::display(path));
+                        }
+                    }
+                    problems.push(format!("differs from {name}"));
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("verify: {}", problems.join("; "));
+    }
+    Ok(())
+}
+
+/// The first 16 hex digits of a digest, as listings show it.
+fn short_digest(digest: &[u8; 32]) -> String {
+    hex::encode(&digest[..8])
+}
+
 /// One packet's tree digest compared: verified in step is one line; a
 /// difference is a loud warning with the command that lists where.
 fn report_digest(check: &crate::sync::digest::Check) {
@@ -781,6 +906,12 @@ fn check_usage(args: &Args) -> anyhow::Result<()> {
             args.targets.join(" ")
         );
     }
+    if args.verify && args.targets.len() > 1 {
+        usage!(
+            "-verify takes at most one SIBLING (got {})",
+            args.targets.join(" ")
+        );
+    }
     if args.export {
         if !(args.ship || args.fship) && (args.sclass.is_some() || args.bays.pexpire.is_some()) {
             usage!("-sclass and -pexpire apply to -ship and -fship only, not to -out");
@@ -838,6 +969,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         export(replica, &args)?;
     } else if args.import {
         import(replica, &args)?;
+    } else if args.verify {
+        verify(&replica, args.targets.first())?;
     } else if args.record {
         let resend = resend_paths(&replica, &args)?;
         let mut replica = replica.lock("syncreplica -record")?;

@@ -499,3 +499,202 @@ pub fn check_after_import(
         outcome,
     }))
 }
+
+/// A recorded path whose tree entry is not what was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub path: Vec<u8>,
+    /// Same kind, size, mode and mtime as recorded, other content: what
+    /// the scan's fast path cannot see (bit rot, an edit that restored the
+    /// time stamp).
+    pub silent: bool,
+    pub what: String,
+}
+
+/// What `syncreplica -verify` found on disk.
+#[derive(Debug, Clone)]
+pub struct DiskReport {
+    pub mismatches: Vec<Mismatch>,
+    /// The recorded tree's digest and the tree's as read now, both
+    /// leaving out what this replica's patterns exclude.
+    pub recorded: Computed,
+    pub disk: Computed,
+    pub files_read: u64,
+    pub bytes_read: u64,
+}
+
+/// Reads every recorded path back from disk, re-hashing each file's
+/// content (never trusting the recorded stat), and compares it with what
+/// was recorded. Only reads; paths not recorded are the scan's business
+/// (`-status`). Errors: the state database cannot be read, or the
+/// exclude patterns are bad; a path that cannot be read is a mismatch.
+pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<DiskReport> {
+    use std::os::unix::fs::MetadataExt;
+    let excludes = replica.excludes()?;
+    let own = excludes.patterns().to_vec();
+    let filter = Filter::of(&[&own]);
+    let entries = replica.state().load_entries()?;
+    let mut paths: Vec<&Vec<u8>> = entries.keys().collect();
+    paths.sort();
+    let mut mismatches = Vec::new();
+    let mut on_disk: Vec<(Vec<u8>, PathState)> = Vec::new();
+    let (mut files_read, mut bytes_read) = (0u64, 0u64);
+    for path in paths {
+        let recorded = &entries[path].state;
+        if leaf(recorded).is_none() {
+            continue;
+        }
+        let disk = crate::tree::relpath::to_disk_path(&replica.root, path);
+        let mut mismatch = |silent: bool, what: String| {
+            mismatches.push(Mismatch {
+                path: path.clone(),
+                silent,
+                what,
+            })
+        };
+        let meta = match std::fs::symlink_metadata(&disk) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                mismatch(false, "missing".into());
+                continue;
+            }
+            Err(err) => {
+                mismatch(false, format!("cannot be read: {err}"));
+                continue;
+            }
+        };
+        let state = if meta.file_type().is_symlink() {
+            match std::fs::read_link(&disk) {
+                Ok(target) => {
+                    use std::os::unix::ffi::OsStrExt;
+                    PathState::symlink(target.as_os_str().as_bytes().to_vec())
+                }
+                Err(err) => {
+                    mismatch(false, format!("cannot be read: {err}"));
+                    continue;
+                }
+            }
+        } else if meta.is_dir() {
+            PathState::directory(meta.mode() & 0o7777)
+        } else if meta.is_file() {
+            let chunks = match std::fs::File::open(&disk)
+                .and_then(|file| crate::tree::chunking::chunk_stream(file, |_, _| Ok(())))
+            {
+                Ok(chunks) => chunks,
+                Err(err) => {
+                    mismatch(false, format!("cannot be read: {err}"));
+                    continue;
+                }
+            };
+            files_read += 1;
+            bytes_read += meta.len();
+            let ext = match recorded {
+                PathState::File { ext, .. } => ext.clone(),
+                _ => Default::default(),
+            };
+            PathState::File {
+                mode: meta.mode() & 0o7777,
+                mtime: crate::tree::scan::file_mtime(&meta),
+                size: meta.len(),
+                chunks,
+                ext,
+            }
+        } else {
+            mismatch(false, "is now a special file".into());
+            continue;
+        };
+        if leaf(&state) != leaf(recorded) {
+            let silent = match (recorded, &state) {
+                (
+                    PathState::File {
+                        mode: m1,
+                        mtime: t1,
+                        size: s1,
+                        ..
+                    },
+                    PathState::File {
+                        mode: m2,
+                        mtime: t2,
+                        size: s2,
+                        ..
+                    },
+                ) => m1 & 0o1777 == m2 & 0o1777 && t1 == t2 && s1 == s2,
+                _ => false,
+            };
+            let what = if silent {
+                "content differs from what was recorded, with the same size and mtime".to_string()
+            } else {
+                format!(
+                    "changed since recorded (now a {}; recorded a {})",
+                    crate::tree::scan::type_name(&state),
+                    crate::tree::scan::type_name(recorded)
+                )
+            };
+            mismatch(silent, what);
+        }
+        on_disk.push((path.clone(), state));
+    }
+    let recorded = compute(
+        entries.iter().map(|(path, e)| (path.as_slice(), &e.state)),
+        &filter,
+    );
+    let disk = compute(on_disk.iter().map(|(p, s)| (p.as_slice(), s)), &filter);
+    Ok(DiskReport {
+        mismatches,
+        recorded,
+        disk,
+        files_read,
+        bytes_read,
+    })
+}
+
+/// The comparison of this replica's recorded tree with a sibling's last
+/// digest.
+#[derive(Debug, Clone)]
+pub struct SiblingReport {
+    pub received: crate::store::state::DigestReceived,
+    /// The version the digest describes, as `name=epoch, …`.
+    pub row: String,
+    /// This replica's own row now, when it is not that version.
+    pub own_row: Option<String>,
+    /// When the sender assumed other patterns of this replica's.
+    pub patterns_differ: bool,
+    /// Subtrees that differ ([`differing_subtrees`]); empty when in step.
+    pub differing: Vec<Vec<u8>>,
+}
+
+/// Compares this replica's recorded tree with the last digest received
+/// from the member `sibling` (an id), if there is one.
+pub fn against_sibling(
+    replica: &crate::replica::Replica,
+    sibling: &crate::ops::Id,
+) -> crate::error::Result<Option<SiblingReport>> {
+    let Some(received) = replica
+        .state()
+        .digests_received()?
+        .into_iter()
+        .find(|d| d.sibling == *sibling)
+    else {
+        return Ok(None);
+    };
+    let members = replica.members()?;
+    let me = replica.identity.replica_id;
+    let own_row = replica
+        .state()
+        .epoch_table()?
+        .remove(&me)
+        .unwrap_or_default();
+    let own_row: BTreeMap<crate::ops::Id, u64> = own_row.into_iter().collect();
+    let same = own_row
+        .keys()
+        .chain(received.row.keys())
+        .all(|o| own_row.get(o).copied().unwrap_or(0) == received.row.get(o).copied().unwrap_or(0));
+    let (ours, own_hash) = local_for(replica, &received.digest.patterns)?;
+    Ok(Some(SiblingReport {
+        row: row_text(&members, &received.row),
+        own_row: (!same).then(|| row_text(&members, &own_row)),
+        patterns_differ: own_hash != received.digest.assumed,
+        differing: differing_subtrees(&ours, &received.digest),
+        received,
+    }))
+}

@@ -7,6 +7,7 @@ mod apply;
 mod architecture;
 mod case_folding;
 mod convergence;
+mod digest;
 mod excludes;
 mod family;
 mod foundation;
