@@ -58,6 +58,17 @@ use clap::Parser;
 /// packet writes it (once the cause is fixed, -resend PATH at a sibling
 /// sends it again).
 ///
+/// Every packet also carries a digest of its sender's recorded tree at the
+/// epoch row it carries, leaving out what either side excludes. An import
+/// that leaves this replica at exactly that version compares it with its
+/// own: "verified in step with X at epoch row R" (lsreplica -long shows the
+/// last one), or a warning naming the sibling, the version and
+/// `syncreplica -verify X`, which lists the subtrees that differ.
+/// -verify alone reads every recorded file back from disk and reports
+/// silent damage: content that changed while its size and mtime stayed as
+/// recorded (bit rot, an edit that restored the time stamp), which the
+/// scan's fast path does not see.
+///
 /// -status only reads the replica: it works for a user who may read it but
 /// not write it, and on a read-only filesystem. It also lists the paths an
 /// import could not write.
