@@ -517,8 +517,7 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
     use crate::tree::relpath;
     let sibling = match sibling {
         Some(name) => Some(
-            crate::sync::export::resolve_targets(replica, std::slice::from_ref(name))?
-                .remove(0),
+            crate::sync::export::resolve_targets(replica, std::slice::from_ref(name))?.remove(0),
         ),
         None => None,
     };
@@ -544,7 +543,11 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
         cli::counted(report.files_read, "file", "files"),
         report.bytes_read,
         report.recorded.entries,
-        if report.recorded.entries == 1 { "y" } else { "ies" },
+        if report.recorded.entries == 1 {
+            "y"
+        } else {
+            "ies"
+        },
         short_digest(&report.recorded.root),
         if report.disk.root == report.recorded.root {
             "the same".to_string()

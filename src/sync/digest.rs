@@ -324,11 +324,21 @@ mod tests {
     fn a_changed_file_is_found_below_its_directory() {
         let dir = PathState::directory(0o755);
         let ours = compute(
-            [(&b"a"[..], &dir), (&b"a/b"[..], &dir), (&b"a/b/x"[..], &file(1)), (&b"c"[..], &file(1))],
+            [
+                (&b"a"[..], &dir),
+                (&b"a/b"[..], &dir),
+                (&b"a/b/x"[..], &file(1)),
+                (&b"c"[..], &file(1)),
+            ],
             &Filter::of(&[]),
         );
         let theirs = compute(
-            [(&b"a"[..], &dir), (&b"a/b"[..], &dir), (&b"a/b/x"[..], &file(2)), (&b"c"[..], &file(1))],
+            [
+                (&b"a"[..], &dir),
+                (&b"a/b"[..], &dir),
+                (&b"a/b/x"[..], &file(2)),
+                (&b"c"[..], &file(1)),
+            ],
             &Filter::of(&[]),
         );
         let header = theirs.to_header(&[], patterns_hash(&[]));
@@ -458,7 +468,8 @@ pub fn check_after_import(
     let origins: std::collections::BTreeSet<_> =
         own_row.keys().chain(header.epoch_row.keys()).collect();
     let same_version = origins.iter().all(|origin| {
-        own_row.get(origin).copied().unwrap_or(0) == header.epoch_row.get(origin).copied().unwrap_or(0)
+        own_row.get(origin).copied().unwrap_or(0)
+            == header.epoch_row.get(origin).copied().unwrap_or(0)
     });
     let outcome = if !same_version {
         Outcome::NotCompared(format!(

@@ -45,7 +45,10 @@ fn send(fam: &Family, from: &str, to: &str, label: &str, extra: &[&str]) -> Run 
 
 #[test]
 fn a_receiver_at_the_same_version_is_verified_in_step_and_lsreplica_says_so() {
-    let fam = family(&["boston", "lambik"], &[("a.txt", "one"), ("d/b.txt", "two")]);
+    let fam = family(
+        &["boston", "lambik"],
+        &[("a.txt", "one"), ("d/b.txt", "two")],
+    );
     let lambik = fam.root("lambik");
     write(&fam.root("boston"), "a.txt", "changed");
     let run = send(&fam, "boston", "lambik", "1", &[]).ok();
@@ -92,7 +95,10 @@ fn a_receiver_at_the_same_version_is_verified_in_step_and_lsreplica_says_so() {
         "{outcome}"
     );
     // The last verification stays.
-    assert_eq!(member(&listing, "boston")["verified"]["epoch_row"]["boston"], 5);
+    assert_eq!(
+        member(&listing, "boston")["verified"]["epoch_row"]["boston"],
+        5
+    );
 }
 
 fn run_ok_record(root: &Path) {
@@ -215,7 +221,11 @@ fn diverge_silently(root: &Path, rel: &str, content: &str) {
 fn a_digest_mismatch_is_a_loud_warning_and_verify_lists_where() {
     let fam = family(
         &["boston", "lambik"],
-        &[("a.txt", "one"), ("docs/deep/c.txt", "three"), ("e/f.txt", "f")],
+        &[
+            ("a.txt", "one"),
+            ("docs/deep/c.txt", "three"),
+            ("e/f.txt", "f"),
+        ],
     );
     let lambik = fam.root("lambik");
     // lambik's docs/deep/c.txt goes wrong without a new version.
@@ -237,7 +247,11 @@ fn a_digest_mismatch_is_a_loud_warning_and_verify_lists_where() {
     );
     assert!(!run.stdout.contains("verified in step"), "{}", run.stdout);
     let long = crate::helpers::run(&lambik, "lsreplica", ["-long"]).ok();
-    assert!(long.stdout.contains("  verified:          never"), "{}", long.stdout);
+    assert!(
+        long.stdout.contains("  verified:          never"),
+        "{}",
+        long.stdout
+    );
     assert!(
         long.stdout.contains("  last digest:       DIFFERS"),
         "{}",
@@ -248,23 +262,42 @@ fn a_digest_mismatch_is_a_loud_warning_and_verify_lists_where() {
     let verify = crate::helpers::run(&lambik, "syncreplica", ["-verify", "boston"]);
     assert_eq!(verify.code, 1, "{}\n{}", verify.stdout, verify.stderr);
     assert!(
-        verify.stdout.contains("Differs from boston in:\n  docs/deep/\n"),
+        verify
+            .stdout
+            .contains("Differs from boston in:\n  docs/deep/\n"),
         "{}",
         verify.stdout
     );
     // boston itself is in step with nobody's digest yet, and its disk is
     // as recorded.
     let at_boston = crate::helpers::run(&fam.root("boston"), "syncreplica", ["-verify"]).ok();
-    assert!(at_boston.stdout.contains("on disk the same"), "{}", at_boston.stdout);
+    assert!(
+        at_boston.stdout.contains("on disk the same"),
+        "{}",
+        at_boston.stdout
+    );
 }
 
 #[test]
 fn verify_finds_content_changed_behind_the_scans_back() {
-    let fam = family(&["boston"], &[("a.txt", "hello world"), ("d/b.bin", "0123456789")]);
+    let fam = family(
+        &["boston"],
+        &[("a.txt", "hello world"), ("d/b.bin", "0123456789")],
+    );
     let boston = fam.root("boston");
     let clean = crate::helpers::run(&boston, "syncreplica", ["-verify"]).ok();
-    assert!(clean.stdout.contains("Read 2 files (21 bytes) back from disk"), "{}", clean.stdout);
-    assert!(clean.stdout.contains("on disk the same"), "{}", clean.stdout);
+    assert!(
+        clean
+            .stdout
+            .contains("Read 2 files (21 bytes) back from disk"),
+        "{}",
+        clean.stdout
+    );
+    assert!(
+        clean.stdout.contains("on disk the same"),
+        "{}",
+        clean.stdout
+    );
     assert!(!clean.stdout.contains("damaged"), "{}", clean.stdout);
 
     // Same size, and the mtime put back (utimensat): the scan's fast path
@@ -278,7 +311,10 @@ fn verify_finds_content_changed_behind_the_scans_back() {
         .unwrap()
         .set_modified(before)
         .unwrap();
-    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), before);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().modified().unwrap(),
+        before
+    );
 
     let run = crate::helpers::run(&boston, "syncreplica", ["-verify"]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
@@ -296,13 +332,18 @@ fn verify_finds_content_changed_behind_the_scans_back() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("verify: 1 damaged file"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("verify: 1 damaged file"),
+        "{}",
+        run.stderr
+    );
 
     // An ordinary edit is a change to record, not damage.
     write(&boston, "a.txt", "hello there, world");
     let run = crate::helpers::run(&boston, "syncreplica", ["-verify"]);
     assert!(
-        run.stdout.contains("not as recorded: a.txt: changed since recorded"),
+        run.stdout
+            .contains("not as recorded: a.txt: changed since recorded"),
         "{}",
         run.stdout
     );
@@ -314,10 +355,18 @@ fn verify_refuses_two_siblings_and_names_an_unknown_one() {
     let boston = fam.root("boston");
     let run = crate::helpers::run(&boston, "syncreplica", ["-verify", "lambik", "boston"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("-verify takes at most one SIBLING"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("-verify takes at most one SIBLING"),
+        "{}",
+        run.stderr
+    );
     let run = crate::helpers::run(&boston, "syncreplica", ["-verify", "nobody"]);
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("nobody"), "{}", run.stderr);
     let run = crate::helpers::run(&boston, "syncreplica", ["-verify", "lambik"]).ok();
-    assert!(run.stdout.contains("No tree digest from lambik yet"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("No tree digest from lambik yet"),
+        "{}",
+        run.stdout
+    );
 }
