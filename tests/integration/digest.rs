@@ -51,7 +51,16 @@ fn a_receiver_at_the_same_version_is_verified_in_step_and_lsreplica_says_so() {
     );
     let lambik = fam.root("lambik");
     write(&fam.root("boston"), "a.txt", "changed");
-    let run = send(&fam, "boston", "lambik", "1", &[]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&fam.root("boston"), &out, &["lambik"], &[]).ok();
+    // lspacket shows the digest the packet carries.
+    // (Outside a replica the signer is unknown: lspacket exits 1.)
+    let listed = crate::helpers::run(&out, "lspacket", ["-fmt", "json", "."]);
+    let json: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(json[0]["format_version"], "2.2", "{json}");
+    assert_eq!(json[0]["tree_digest"]["entries"], 3, "{json}");
+    assert_eq!(json[0]["tree_digest"]["nodes"], 1, "{json}");
+    let run = import_from(&lambik, &[&out]).ok();
     assert!(
         run.stdout
             .contains("verified in step with boston at epoch row boston=5 (3 entries)"),
