@@ -302,6 +302,39 @@ mod tests {
     }
 
     #[test]
+    fn what_sites_preserve_differently_is_left_out_of_a_leaf() {
+        let plain = file(1);
+        // An owner (metadata key 2) kept at one site only, and the setuid
+        // bit a receiver drops.
+        let mut with_owner = file(1);
+        if let PathState::File { ext, mode, .. } = &mut with_owner {
+            ext.insert(2, vec![1, 2, 3]);
+            *mode |= 0o4000;
+        }
+        assert_eq!(leaf(&plain), leaf(&with_owner));
+        // Directory and symlink times are not kept everywhere either.
+        let dir = PathState::directory(0o755);
+        let dated = PathState::Directory {
+            mode: 0o755,
+            mtime: Timestamp::new(5, 0),
+            ext: Default::default(),
+        };
+        assert_eq!(leaf(&dir), leaf(&dated));
+        // Content, a file's mtime and its permission bits are covered.
+        assert_ne!(leaf(&plain), leaf(&file(2)));
+        let mut later = file(1);
+        if let PathState::File { mtime, .. } = &mut later {
+            mtime.nanos = 1;
+        }
+        assert_ne!(leaf(&plain), leaf(&later));
+        let mut executable = file(1);
+        if let PathState::File { mode, .. } = &mut executable {
+            *mode = 0o755;
+        }
+        assert_ne!(leaf(&plain), leaf(&executable));
+    }
+
+    #[test]
     fn excluded_paths_and_deletions_are_left_out() {
         let dir = PathState::directory(0o755);
         let all = [
@@ -318,6 +351,23 @@ mod tests {
         let without = compute(all[..2].iter().copied(), &Filter::of(&[]));
         assert_eq!(filtered.root, without.root);
         assert_ne!(plain.root, without.root);
+    }
+
+    #[test]
+    fn a_shared_negation_never_undoes_a_local_pattern() {
+        let patterns: Vec<String> = ["*.log", SHARED_MARK, "!keep.log", "tmp/"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let filter = Filter::of(&[&patterns]);
+        assert!(filter.excludes(b"keep.log", false));
+        assert!(filter.excludes(b"a/tmp/x", false));
+        assert!(!filter.excludes(b"a/x", false));
+        assert_eq!(
+            patterns_hash(&[]),
+            <[u8; 32]>::from(Sha256::digest(b"")),
+            "an empty list hashes as nothing (SPEC §4.1)"
+        );
     }
 
     #[test]
