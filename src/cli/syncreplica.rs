@@ -653,6 +653,11 @@ fn report_digest(check: &crate::sync::digest::Check) {
             );
         }
         Outcome::NotCompared(_) => {}
+        Outcome::Failed(why) => errln!(
+            "{NAME}: warning: the packet from {} is applied, but its tree digest could not be \
+             compared with this replica's: {why}",
+            check.sender
+        ),
     }
 }
 

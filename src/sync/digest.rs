@@ -407,6 +407,8 @@ pub enum Outcome {
     Differs,
     /// Not compared, and why.
     NotCompared(String),
+    /// The comparison itself failed (the packet stays applied).
+    Failed(String),
 }
 
 impl Outcome {
@@ -416,6 +418,7 @@ impl Outcome {
             Outcome::Verified => "verified".into(),
             Outcome::Differs => "differs".into(),
             Outcome::NotCompared(why) => format!("not compared: {why}"),
+            Outcome::Failed(why) => format!("not compared: the comparison failed: {why}"),
         }
     }
 }
@@ -495,8 +498,40 @@ pub fn row_text(
 /// After a packet from a sibling was applied (or found to bring nothing
 /// new): keeps the sender's patterns and digest, and compares the digest
 /// with this replica's own when this replica holds exactly the version it
-/// describes. `None` when the packet carries no digest.
+/// describes. `None` when the packet carries no digest. Never fails: the
+/// packet is committed already, so an error (reading the state or the
+/// exclude patterns) is reported as [`Outcome::Failed`], not as a failed
+/// import.
 pub fn check_after_import(
+    replica: &mut crate::replica::LockedReplica,
+    header: &packet_format::Header,
+    packet: &str,
+) -> Option<Check> {
+    match compare_after_import(replica, header, packet) {
+        Ok(check) => check,
+        Err(err) => Some(Check {
+            sender: crate::error::printable(&header.sender.name).into_owned(),
+            row: String::new(),
+            entries: 0,
+            outcome: Outcome::Failed(error_chain(&err)),
+        }),
+    }
+}
+
+/// An error with its sources, as one line (Display or source(), never
+/// both: each level adds only its own words).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn compare_after_import(
     replica: &mut crate::replica::LockedReplica,
     header: &packet_format::Header,
     packet: &str,

@@ -263,7 +263,7 @@ fn import_files(
                                 replica,
                                 &header,
                                 &first_file_name(&files),
-                            )?,
+                            ),
                             Err(_) => None,
                         };
                         match acknowledged {
@@ -317,7 +317,7 @@ fn import_files(
                         replica,
                         &header,
                         &first_file_name(&files),
-                    )?;
+                    );
                     let removal = remove_if(request.remove, &files);
                     outcomes.push(PacketOutcome::Applied {
                         files,
