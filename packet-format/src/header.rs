@@ -226,13 +226,14 @@ pub struct TreeDigest {
     pub entries: u64,
     /// The root node's digest.
     pub root: [u8; 32],
-    /// Digests of directory nodes, breadth first from the root's children,
-    /// at most [`MAX_DIGEST_NODES`]: where they differ, a receiver can name
-    /// the subtrees that differ.
+    /// Digests of the nodes below the root (entries and directories),
+    /// breadth first from the root's children, at most
+    /// [`MAX_DIGEST_NODES`]: where they differ, a receiver can name the
+    /// paths (or, in a large tree, the folders) that differ.
     pub nodes: Vec<DigestNode>,
 }
 
-/// One directory node of a [`TreeDigest`].
+/// One node (an entry or a directory) of a [`TreeDigest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DigestNode {
     /// Replica-relative, `/`-separated.

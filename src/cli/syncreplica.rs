@@ -63,7 +63,7 @@ use clap::Parser;
 /// that leaves this replica at exactly that version compares it with its
 /// own: "verified in step with X at epoch row R" (lsreplica -long shows the
 /// last one), or a warning naming the sibling, the version and
-/// `syncreplica -verify X`, which lists the subtrees that differ.
+/// `syncreplica -verify X`, which lists the paths that differ.
 /// -verify alone reads every recorded file back from disk and reports
 /// silent damage: content that changed while its size and mtime stayed as
 /// recorded (bit rot, an edit that restored the time stamp), which the
@@ -99,7 +99,8 @@ pub struct Args {
     /// size and mtime, other content: bit rot, an edit that restored the
     /// time stamp) and ordinary unrecorded changes. With a SIBLING: also
     /// compare this replica's recorded tree with the tree digest of that
-    /// sibling's last packet and list the subtrees that differ. Only reads;
+    /// sibling's last packet and list the paths that differ (in a large
+    /// tree, the deepest folders that digest reaches). Only reads;
     /// exits 1 when it finds damage or a difference.
     #[arg(long, group = "mode")]
     pub verify: bool,
@@ -603,12 +604,15 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
                 if found.differing.is_empty() {
                     outln!("In step with {name}: the recorded trees are the same.");
                 } else {
-                    outln!("Differs from {name} in:");
+                    outln!(
+                        "Differs from {name} at (a folder: somewhere below it, where {name}'s \
+                         digest does not go deeper):"
+                    );
                     for path in &found.differing {
                         if path.is_empty() {
-                            outln!("  / (entries at the top level, or in folders not listed)");
+                            outln!("  / (somewhere in the tree)");
                         } else {
-                            outln!("  {}/", relpath::display(path));
+                            outln!("  {}", relpath::display(path));
                         }
                     }
                     problems.push(format!("differs from {name}"));
@@ -647,7 +651,7 @@ fn report_digest(check: &crate::sync::digest::Check) {
                 check.row
             );
             errln!(
-                "{NAME}: hint: `syncreplica -verify {}` lists the subtrees that differ and \
+                "{NAME}: hint: `syncreplica -verify {}` lists the paths that differ and \
                  checks this replica's files against what it recorded",
                 check.sender
             );

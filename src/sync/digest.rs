@@ -136,13 +136,14 @@ struct Node {
 pub struct Computed {
     pub root: [u8; 32],
     pub entries: u64,
-    /// Every node with children, by path (the root is the empty path).
+    /// Every node, by path (the root is the empty path).
     pub nodes: BTreeMap<Vec<u8>, [u8; 32]>,
 }
 
 impl Computed {
-    /// The directory nodes a packet carries: breadth first from the root's
-    /// children (by depth, then path), at most [`MAX_DIGEST_NODES`].
+    /// The nodes a packet carries: breadth first from the root's children
+    /// (by depth, then path), at most [`MAX_DIGEST_NODES`]; in a small tree
+    /// every entry, so a receiver names the very paths that differ.
     pub fn carried_nodes(&self) -> Vec<DigestNode> {
         let mut nodes: Vec<(usize, &Vec<u8>, &[u8; 32])> = self
             .nodes
@@ -206,6 +207,7 @@ pub fn compute<'a>(
 fn hash_node(node: &Node, path: &mut Vec<u8>, out: &mut BTreeMap<Vec<u8>, [u8; 32]>) -> [u8; 32] {
     if node.children.is_empty() && !path.is_empty() {
         if let Some(leaf) = node.leaf {
+            out.insert(path.clone(), leaf);
             return leaf;
         }
     }
@@ -230,9 +232,9 @@ fn hash_node(node: &Node, path: &mut Vec<u8>, out: &mut BTreeMap<Vec<u8>, [u8; 3
 }
 
 /// Where `ours` differs from a sibling's carried digest: the deepest
-/// carried directory nodes that differ (or that one side lacks), as
-/// replica-relative paths; the empty path when the difference lies in
-/// the top level's own entries or below directories not carried. Empty
+/// carried nodes that differ (or that one side lacks), as replica-relative
+/// paths (a directory stands for something below it, when its children
+/// are not carried); the empty path when no carried node differs. Empty
 /// when the roots are equal.
 pub fn differing_subtrees(ours: &Computed, theirs: &TreeDigest) -> Vec<Vec<u8>> {
     if ours.root == theirs.root {
@@ -392,7 +394,11 @@ mod tests {
             &Filter::of(&[]),
         );
         let header = theirs.to_header(&[], patterns_hash(&[]));
-        assert_eq!(differing_subtrees(&ours, &header), vec![b"a/b".to_vec()]);
+        assert_eq!(differing_subtrees(&ours, &header), vec![b"a/b/x".to_vec()]);
+        // Only the directory carried (a large tree): the directory is named.
+        let mut top = header.clone();
+        top.nodes.retain(|n| n.path == b"a" || n.path == b"c");
+        assert_eq!(differing_subtrees(&ours, &top), vec![b"a".to_vec()]);
         let same = ours.to_header(&[], patterns_hash(&[]));
         assert!(differing_subtrees(&ours, &same).is_empty());
     }
@@ -755,7 +761,7 @@ pub struct SiblingReport {
     pub own_row: Option<String>,
     /// When the sender assumed other patterns of this replica's.
     pub patterns_differ: bool,
-    /// Subtrees that differ ([`differing_subtrees`]); empty when in step.
+    /// Paths that differ ([`differing_subtrees`]); empty when in step.
     pub differing: Vec<Vec<u8>>,
 }
 
