@@ -58,7 +58,10 @@ pub struct MemberInfo {
 
 #[derive(Debug, Serialize)]
 pub struct DigestInfo {
+    /// RFC 3339 UTC.
     pub at: String,
+    #[serde(skip)]
+    pub at_ns: i64,
     pub packet: String,
     /// The version compared, by origin name.
     pub epoch_row: BTreeMap<String, u64>,
@@ -187,6 +190,7 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
                 .find(|v| v.sibling == member.replica)
                 .map(|v| DigestInfo {
                     at: rfc3339_ns(v.at_ns),
+                    at_ns: v.at_ns,
                     packet: v.packet.clone(),
                     epoch_row: by_name(&v.row),
                     entries: v.entries,
@@ -197,6 +201,7 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
                 .find(|d| d.sibling == member.replica)
                 .map(|d| DigestInfo {
                     at: rfc3339_ns(d.at_ns),
+                    at_ns: d.at_ns,
                     packet: d.packet.clone(),
                     epoch_row: by_name(&d.row),
                     entries: d.digest.entries,
@@ -316,7 +321,7 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
                     row(v),
                     v.entries,
                     if v.entries == 1 { "y" } else { "ies" },
-                    v.at,
+                    format_time_ns(v.at_ns),
                     printable(&v.packet)
                 ),
                 None => "never".into(),
@@ -335,7 +340,7 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
                             last.outcome.clone()
                         },
                         row(last),
-                        last.at
+                        format_time_ns(last.at_ns)
                     );
                 }
             }
