@@ -482,6 +482,36 @@ mod tests {
     }
 
     #[test]
+    fn a_tree_digest_with_too_many_nodes_is_malformed() {
+        let mut original = header(2, None);
+        let node = DigestNode {
+            path: b"a".to_vec(),
+            digest: [6; 32],
+        };
+        original.tree_digest = Some(TreeDigest {
+            patterns: Vec::new(),
+            assumed: [4; 32],
+            entries: 0,
+            root: [5; 32],
+            nodes: vec![node; MAX_DIGEST_NODES],
+        });
+        assert!(round_trip(&original).is_ok());
+        original
+            .tree_digest
+            .as_mut()
+            .unwrap()
+            .nodes
+            .push(DigestNode {
+                path: b"b".to_vec(),
+                digest: [7; 32],
+            });
+        assert!(matches!(
+            round_trip(&original),
+            Err(ErrorKind::MalformedHeader(why)) if why.contains("more than 256 nodes")
+        ));
+    }
+
+    #[test]
     fn a_2_0_header_has_no_incarnation_and_still_decodes() {
         let original = header(0, Some(Id([9; 16])));
         let decoded = round_trip(&original).unwrap();
