@@ -98,6 +98,7 @@ fn main() {
         seals: Vec::new(),
         creation: None,
         incarnation: None,
+        tree_digest: None,
     };
     let started = Instant::now();
     let mut writer = PacketWriter::create(&out_dir, max_size, &[7; 32], meta).unwrap();

@@ -26,10 +26,14 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// Minor format version this library writes. Readers accept newer minors of
 /// their own major (the body may only grow at its end).
 ///
-/// 1 appends the sender's incarnation id ([`Header::incarnation`]).
-pub const FORMAT_MINOR: u16 = 1;
+/// 1 appends the sender's incarnation id ([`Header::incarnation`]);
+/// 2 appends the sender's tree digest ([`Header::tree_digest`]).
+pub const FORMAT_MINOR: u16 = 2;
 /// The first minor whose header body ends with the incarnation field.
 pub const MINOR_WITH_INCARNATION: u16 = 1;
+/// The first minor whose header body has the tree digest after the
+/// incarnation field.
+pub const MINOR_WITH_TREE_DIGEST: u16 = 2;
 /// Length of the fixed prefix: magic, major, minor, signer key.
 pub(crate) const HEADER_PREFIX_LEN: usize = 8 + 2 + 2 + 32;
 /// Domain separation for the signature: the signed message is this string
@@ -196,7 +200,49 @@ pub struct Header {
     /// derived encoding: [`encode_header`] and [`decode_body`] handle it.
     #[serde(skip)]
     pub incarnation: Option<Id>,
+    /// Minor 2 on: a digest of the sender's recorded tree at `epoch_row`
+    /// (proof of convergence, SPEC.md §4). `None` in older headers, or
+    /// when the writer sends none. Appended after `incarnation`.
+    #[serde(skip)]
+    pub tree_digest: Option<TreeDigest>,
 }
+
+/// The sender's tree at the version its header's `epoch_row` names, as a
+/// Merkle tree over its recorded entries, restricted to the paths that
+/// neither the sender's exclude patterns nor the target's (as the sender
+/// last heard them) leave out. See SPEC.md §4 for the leaf and node
+/// encodings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeDigest {
+    /// The sender's exclude patterns (gitignore lines: its configured
+    /// excludes, its `.syncreplicaignore` and the files that includes), so
+    /// a receiver leaves out the same paths.
+    pub patterns: Vec<String>,
+    /// SHA-256 of the target's patterns the sender left out as well (the
+    /// patterns of an empty list when it has not heard them): a receiver
+    /// compares only when its own patterns hash the same.
+    pub assumed: [u8; 32],
+    /// Live entries (not deleted) covered.
+    pub entries: u64,
+    /// The root node's digest.
+    pub root: [u8; 32],
+    /// Digests of the nodes below the root (entries and directories),
+    /// breadth first from the root's children, at most
+    /// [`MAX_DIGEST_NODES`]: where they differ, a receiver can name the
+    /// paths (or, in a large tree, the folders) that differ.
+    pub nodes: Vec<DigestNode>,
+}
+
+/// One node (an entry or a directory) of a [`TreeDigest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestNode {
+    /// Replica-relative, `/`-separated.
+    pub path: Vec<u8>,
+    pub digest: [u8; 32],
+}
+
+/// Most directory nodes a [`TreeDigest`] carries.
+pub const MAX_DIGEST_NODES: usize = 256;
 
 impl Header {
     /// The entry pin named `name`, if the header has one.
@@ -228,6 +274,10 @@ pub(crate) fn encode_header(header: &Header) -> Vec<u8> {
     out.extend_from_slice(&body);
     if header.version.minor >= MINOR_WITH_INCARNATION {
         let field = postcard::to_stdvec(&header.incarnation).expect("encoding cannot fail");
+        out.extend_from_slice(&field);
+    }
+    if header.version.minor >= MINOR_WITH_TREE_DIGEST {
+        let field = postcard::to_stdvec(&header.tree_digest).expect("encoding cannot fail");
         out.extend_from_slice(&field);
     }
     out
@@ -289,6 +339,22 @@ pub(crate) fn decode_body(bytes: &[u8], prefix: &HeaderPrefix) -> Result<Header,
                 ErrorKind::MalformedHeader(format!("cannot decode the incarnation field: {err}"))
             })?;
         header.incarnation = incarnation;
+        rest = after;
+    }
+    if prefix.version.minor >= MINOR_WITH_TREE_DIGEST {
+        let (digest, after): (Option<TreeDigest>, &[u8]) = postcard::take_from_bytes(rest)
+            .map_err(|err| {
+                ErrorKind::MalformedHeader(format!("cannot decode the tree digest field: {err}"))
+            })?;
+        if digest
+            .as_ref()
+            .is_some_and(|d| d.nodes.len() > MAX_DIGEST_NODES)
+        {
+            return Err(ErrorKind::MalformedHeader(format!(
+                "the tree digest carries more than {MAX_DIGEST_NODES} nodes"
+            )));
+        }
+        header.tree_digest = digest;
         rest = after;
     }
     // A newer minor may append fields; our own minor has nothing after the body.
@@ -366,6 +432,7 @@ mod tests {
             operation_records: 0,
             chunk_records: 0,
             incarnation,
+            tree_digest: None,
         }
     }
 
@@ -381,6 +448,67 @@ mod tests {
             let original = header(1, incarnation);
             assert_eq!(round_trip(&original).unwrap(), original);
         }
+    }
+
+    #[test]
+    fn tree_digest_travels_from_minor_2_and_not_before() {
+        let mut original = header(2, Some(Id([9; 16])));
+        original.tree_digest = Some(TreeDigest {
+            patterns: vec!["*.o".into()],
+            assumed: [4; 32],
+            entries: 3,
+            root: [5; 32],
+            nodes: vec![DigestNode {
+                path: b"a".to_vec(),
+                digest: [6; 32],
+            }],
+        });
+        assert_eq!(round_trip(&original).unwrap(), original);
+        let mut older = original.clone();
+        older.version.minor = 1;
+        assert_eq!(round_trip(&older).unwrap().tree_digest, None);
+        // A 2.1 reader of a 2.2 header skips the field (newer minor).
+        let bytes = encode_header(&original);
+        let mut cut = bytes.clone();
+        cut[10] = 1;
+        let prefix = decode_prefix(&cut).unwrap();
+        assert!(
+            matches!(
+                decode_body(&cut, &prefix),
+                Err(ErrorKind::MalformedHeader(_))
+            ),
+            "a 2.1 header with trailing bytes is malformed"
+        );
+    }
+
+    #[test]
+    fn a_tree_digest_with_too_many_nodes_is_malformed() {
+        let mut original = header(2, None);
+        let node = DigestNode {
+            path: b"a".to_vec(),
+            digest: [6; 32],
+        };
+        original.tree_digest = Some(TreeDigest {
+            patterns: Vec::new(),
+            assumed: [4; 32],
+            entries: 0,
+            root: [5; 32],
+            nodes: vec![node; MAX_DIGEST_NODES],
+        });
+        assert!(round_trip(&original).is_ok());
+        original
+            .tree_digest
+            .as_mut()
+            .unwrap()
+            .nodes
+            .push(DigestNode {
+                path: b"b".to_vec(),
+                digest: [7; 32],
+            });
+        assert!(matches!(
+            round_trip(&original),
+            Err(ErrorKind::MalformedHeader(why)) if why.contains("more than 256 nodes")
+        ));
     }
 
     #[test]

@@ -66,8 +66,9 @@ mod writer;
 
 pub use error::{Error, ErrorKind, Result};
 pub use header::{
-    key_fingerprint, CreationPayload, Encoding, EntryInfo, EpochRange, FormatVersion, Header,
-    Member, Named, PacketKind, Target, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, SIGNATURE_CONTEXT,
+    key_fingerprint, CreationPayload, DigestNode, Encoding, EntryInfo, EpochRange, FormatVersion,
+    Header, Member, Named, PacketKind, Target, TreeDigest, FORMAT_MAJOR, FORMAT_MINOR, MAGIC,
+    MAX_DIGEST_NODES, SIGNATURE_CONTEXT,
 };
 pub use listing::{render_listing, render_listing_with};
 pub use logical::{BaseChunks, LogicalChunks, LogicalOperations, LogicalPacket};

@@ -76,6 +76,8 @@ pub struct PacketMeta {
     pub creation: Option<CreationPayload>,
     /// The sender's incarnation id ([`Header::incarnation`]), if it has one.
     pub incarnation: Option<Id>,
+    /// The sender's tree digest ([`Header::tree_digest`]), if it sends one.
+    pub tree_digest: Option<crate::header::TreeDigest>,
 }
 
 /// One physical packet file written by [`PacketWriter::finish`].
@@ -202,6 +204,7 @@ impl PacketWriter {
             operation_records: 0,
             chunk_records: 0,
             incarnation: meta.incarnation,
+            tree_digest: meta.tree_digest,
         };
 
         let mut entry_names = vec![ENTRY_CHUNKS, ENTRY_OPERATIONS];

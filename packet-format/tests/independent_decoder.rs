@@ -125,7 +125,7 @@ fn update_vector_decodes_without_the_library() {
     // Fixed prefix.
     assert_eq!(&header[..8], b"SYNCRPKT");
     assert_eq!(u16le(header, 8), 2, "major");
-    assert_eq!(u16le(header, 10), 1, "minor");
+    assert_eq!(u16le(header, 10), 2, "minor");
     let key: [u8; 32] = header[12..44].try_into().unwrap();
     let expected_key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32])
         .verifying_key()
@@ -189,6 +189,18 @@ fn update_vector_decodes_without_the_library() {
     // Minor 1: the sender's incarnation, an option (tag 1, then 16 bytes).
     assert_eq!(c.byte(), 1, "incarnation present");
     assert_eq!(c.raw(16), [0xd4; 16], "incarnation id");
+    // Minor 2: the tree digest, an option (tag 1, then patterns, assumed,
+    // entries, root, nodes).
+    assert_eq!(c.byte(), 1, "tree digest present");
+    assert_eq!(c.varint(), 1, "one pattern");
+    assert_eq!(c.string(), "*.o");
+    assert_eq!(c.raw(32), [0xd5; 32], "assumed patterns' hash");
+    assert_eq!(c.varint(), 2, "entries");
+    assert_eq!(c.raw(32), [0xd6; 32], "root");
+    assert_eq!(c.varint(), 1, "one node");
+    assert_eq!(c.varint(), 3, "node path length");
+    assert_eq!(c.raw(3), b"src");
+    assert_eq!(c.raw(32), [0xd7; 32], "node digest");
     assert_eq!(c.at, header.len(), "nothing after the body");
     assert_eq!((operation_records, chunk_records), (3, 4));
 

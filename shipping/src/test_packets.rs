@@ -53,6 +53,7 @@ pub fn packet_with_id(dir: &Path, target: &str, seq: u64, id: u8, secret: &[u8; 
         seals: Vec::new(),
         creation: None,
         incarnation: None,
+        tree_digest: None,
     };
     std::fs::create_dir_all(dir).unwrap();
     let writer = PacketWriter::create(dir, 1 << 20, secret, meta).unwrap();

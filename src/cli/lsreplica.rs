@@ -15,7 +15,9 @@ pub struct Args {
     /// host's shipping.toml lists in trusted_keys) and what this replica
     /// knows of it: the last packet sent to it and received from it, when
     /// it was last heard from, the changes it has not confirmed having,
-    /// its epoch row, and any clone alarm about it.
+    /// its epoch row, any clone alarm about it, and when this replica's tree
+    /// was last verified the same as its (the tree digest of its packets;
+    /// see syncreplica -verify).
     #[arg(long)]
     pub long: bool,
 

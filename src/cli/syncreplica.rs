@@ -58,6 +58,17 @@ use clap::Parser;
 /// packet writes it (once the cause is fixed, -resend PATH at a sibling
 /// sends it again).
 ///
+/// Every packet also carries a digest of its sender's recorded tree at the
+/// epoch row it carries, leaving out what either side excludes. An import
+/// that leaves this replica at exactly that version compares it with its
+/// own: "verified in step with X at epoch row R" (lsreplica -long shows the
+/// last one), or a warning naming the sibling, the version and
+/// `syncreplica -verify X`, which lists the paths that differ.
+/// -verify alone reads every recorded file back from disk and reports
+/// silent damage: content that changed while its size and mtime stayed as
+/// recorded (bit rot, an edit that restored the time stamp), which the
+/// scan's fast path does not see.
+///
 /// -status only reads the replica: it works for a user who may read it but
 /// not write it, and on a read-only filesystem. It also lists the paths an
 /// import could not write.
@@ -82,6 +93,17 @@ pub struct Args {
     /// Verify and apply the packets in PACKET_OR_DIR...
     #[arg(long, group = "mode")]
     pub import: bool,
+
+    /// Read every recorded file back from disk, re-hashing its content, and
+    /// report what differs from what was recorded: silent damage (same
+    /// size and mtime, other content: bit rot, an edit that restored the
+    /// time stamp) and ordinary unrecorded changes. With a SIBLING: also
+    /// compare this replica's recorded tree with the tree digest of that
+    /// sibling's last packet and list the paths that differ (in a large
+    /// tree, the deepest folders that digest reaches). Only reads;
+    /// exits 1 when it finds damage or a difference.
+    #[arg(long, group = "mode")]
+    pub verify: bool,
 
     /// With -import: import the packets waiting in the incoming bay of the
     /// storage class (-sclass; default: every class), where shipping_server
@@ -187,6 +209,7 @@ pub struct Args {
 
     /// With -export: the siblings to export to, by name or replica id.
     /// With -import: packet files, or directories holding them.
+    /// With -verify: at most one sibling to compare with.
     #[arg(value_name = "TARGET | PACKET_OR_DIR")]
     pub targets: Vec<String>,
 }
@@ -522,6 +545,160 @@ fn adopt_unordered(
     Ok(adopted)
 }
 
+/// `-verify [SIBLING]`: the tree read back from disk against the recorded
+/// state, then (with a sibling) the recorded state against the sibling's
+/// last digest.
+fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
+    use crate::tree::relpath;
+    let sibling = match sibling {
+        Some(name) => Some(
+            crate::sync::export::resolve_targets(replica, std::slice::from_ref(name))?.remove(0),
+        ),
+        None => None,
+    };
+    let report = crate::sync::digest::verify_disk(replica)?;
+    let silent = report.mismatches.iter().filter(|m| m.silent).count() as u64;
+    for mismatch in &report.mismatches {
+        if mismatch.silent {
+            outln!(
+                "damaged: {}: {}",
+                relpath::display(&mismatch.path),
+                mismatch.what
+            );
+        } else {
+            outln!(
+                "not as recorded: {}: {}",
+                relpath::display(&mismatch.path),
+                mismatch.what
+            );
+        }
+    }
+    outln!(
+        "Read {} ({} bytes) back from disk: {} recorded entr{} (digest {}), on disk {}.",
+        cli::counted(report.files_read, "file", "files"),
+        report.bytes_read,
+        report.recorded.entries,
+        if report.recorded.entries == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+        short_digest(&report.recorded.root),
+        if report.disk.root == report.recorded.root {
+            "the same".to_string()
+        } else {
+            format!("digest {}", short_digest(&report.disk.root))
+        }
+    );
+    let mut problems = Vec::new();
+    if silent > 0 {
+        errln!(
+            "{NAME}: WARNING: {} changed behind the scan's back (same size and mtime as \
+             recorded, other content): bit rot, or an edit that restored the file's time",
+            cli::counted(silent, "file", "files")
+        );
+        errln!(
+            "{NAME}: hint: restore the damaged files from a sibling or a backup; -record \
+             does not see them (its fast path trusts size and mtime)"
+        );
+        problems.push(cli::counted(silent, "damaged file", "damaged files"));
+    }
+    let changed = report.mismatches.len() as u64 - silent;
+    if changed > 0 {
+        outln!(
+            "{} not as recorded: ordinary local changes, which syncreplica -record records.",
+            cli::counted(changed, "path is", "paths are")
+        );
+    }
+    if let Some(member) = sibling {
+        let name = printable(&member.name);
+        match crate::sync::digest::against_sibling(replica, &member.replica)? {
+            None => outln!(
+                "No tree digest from {name} yet: its packets carry one from syncreplica 2.2 on."
+            ),
+            Some(found) => {
+                outln!(
+                    "Last digest from {name}: at epoch row {}, in {} ({}).",
+                    found.row,
+                    found.received.packet,
+                    found.received.outcome
+                );
+                if let Some(own) = &found.own_row {
+                    outln!(
+                        "This replica now holds epoch row {own}: differences include the changes \
+                         made since on either side."
+                    );
+                }
+                if found.patterns_differ {
+                    outln!(
+                        "{name} assumed other exclude patterns of this replica's: paths they \
+                         exclude now count as differences."
+                    );
+                }
+                if found.differing.is_empty() {
+                    outln!("In step with {name}: the recorded trees are the same.");
+                } else {
+                    outln!(
+                        "Differs from {name} at (a folder: somewhere below it, where {name}'s \
+                         digest does not go deeper):"
+                    );
+                    for path in &found.differing {
+                        if path.is_empty() {
+                            outln!("  / (somewhere in the tree)");
+                        } else {
+                            outln!("  {}", relpath::display(path));
+                        }
+                    }
+                    problems.push(format!("differs from {name}"));
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("verify: {}", problems.join("; "));
+    }
+    Ok(())
+}
+
+/// The first 16 hex digits of a digest, as listings show it.
+fn short_digest(digest: &[u8; 32]) -> String {
+    hex::encode(&digest[..8])
+}
+
+/// One packet's tree digest compared: verified in step is one line; a
+/// difference is a loud warning with the command that lists where.
+fn report_digest(check: &crate::sync::digest::Check) {
+    use crate::sync::digest::Outcome;
+    match &check.outcome {
+        Outcome::Verified => outln!(
+            "  verified in step with {} at epoch row {} ({} entr{})",
+            check.sender,
+            check.row,
+            check.entries,
+            if check.entries == 1 { "y" } else { "ies" }
+        ),
+        Outcome::Differs => {
+            errln!(
+                "{NAME}: WARNING: this replica's tree differs from {}'s at the same version \
+                 (epoch row {}): both hold the same changes but not the same files",
+                check.sender,
+                check.row
+            );
+            errln!(
+                "{NAME}: hint: `syncreplica -verify {}` lists the paths that differ and \
+                 checks this replica's files against what it recorded",
+                check.sender
+            );
+        }
+        Outcome::NotCompared(_) => {}
+        Outcome::Failed(why) => errln!(
+            "{NAME}: warning: the packet from {} is applied, but its tree digest could not be \
+             compared with this replica's: {why}",
+            check.sender
+        ),
+    }
+}
+
 fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     let sources: Vec<std::path::PathBuf> = if args.receive {
         let shipping = ship::Shipping::load(args.bays.shipconf.as_deref())?;
@@ -631,6 +808,7 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                     errln!("{NAME}: hint: {hint}");
                 }
             }
+            import::PacketOutcome::Digest(check) => report_digest(check),
             import::PacketOutcome::NotRemoved { .. } => {}
         }
     }
@@ -807,6 +985,12 @@ fn check_usage(args: &Args) -> anyhow::Result<()> {
             args.targets.join(" ")
         );
     }
+    if args.verify && args.targets.len() > 1 {
+        usage!(
+            "-verify takes at most one SIBLING (got {})",
+            args.targets.join(" ")
+        );
+    }
     if args.export {
         if !(args.ship || args.fship) && (args.sclass.is_some() || args.bays.pexpire.is_some()) {
             usage!("-sclass and -pexpire apply to -ship and -fship only, not to -out");
@@ -875,6 +1059,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         export(replica, &args)?;
     } else if args.import {
         import(replica, &args)?;
+    } else if args.verify {
+        verify(&replica, args.targets.first())?;
     } else if args.record {
         let resend = resend_paths(&replica, &args)?;
         let mut replica = replica.lock("syncreplica -record")?;

@@ -5,7 +5,7 @@
 //! Every change is made inside a transaction, so a crash leaves the
 //! database as it was before or after a command's change, never between.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -1716,4 +1716,197 @@ pub fn add_clone_alarm(tx: &Transaction, alarm: &CloneAlarm) -> rusqlite::Result
         ],
     )
     .map(drop)
+}
+
+// Proof of convergence (issue 13): each sibling's exclude patterns as its
+// packets carry them, the last tree digest received from each sibling with
+// what the comparison found, and the last time each was verified in step.
+// Tables made on first use; reads work on a read-only connection.
+
+const DIGEST_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS sibling_patterns (
+    sibling     BLOB PRIMARY KEY,
+    patterns    BLOB NOT NULL,
+    at_ns       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS digests_received (
+    sibling     BLOB PRIMARY KEY,
+    at_ns       INTEGER NOT NULL,
+    packet      TEXT NOT NULL,
+    -- postcard map origin -> epoch: the version the digest describes
+    row         BLOB NOT NULL,
+    -- postcard TreeDigest
+    digest      BLOB NOT NULL,
+    -- 'verified', 'differs', or 'not compared: WHY'
+    outcome     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS digests_verified (
+    sibling     BLOB PRIMARY KEY,
+    at_ns       INTEGER NOT NULL,
+    packet      TEXT NOT NULL,
+    row         BLOB NOT NULL,
+    entries     INTEGER NOT NULL
+);
+";
+
+fn digest_tables(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(DIGEST_TABLES)
+}
+
+/// The last tree digest received from a sibling, and the comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestReceived {
+    pub sibling: Id,
+    pub at_ns: i64,
+    pub packet: String,
+    pub row: BTreeMap<Id, u64>,
+    pub digest: packet_format::TreeDigest,
+    pub outcome: String,
+}
+
+/// The last time this replica was verified in step with a sibling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestVerified {
+    pub sibling: Id,
+    pub at_ns: i64,
+    pub packet: String,
+    pub row: BTreeMap<Id, u64>,
+    pub entries: u64,
+}
+
+fn digest_id_of(bytes: Vec<u8>) -> Id {
+    Id(bytes.try_into().unwrap_or([0; 16]))
+}
+
+impl State {
+    /// A sibling's exclude patterns as its last packet with a digest
+    /// carried them (`None`: never heard).
+    pub fn sibling_patterns(&self, sibling: &Id) -> Result<Option<Vec<String>>> {
+        if !self.has_table("sibling_patterns")? {
+            return Ok(None);
+        }
+        let bytes: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT patterns FROM sibling_patterns WHERE sibling = ?1",
+                params![sibling.0.as_slice()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))?;
+        bytes
+            .map(|b| postcard::from_bytes(&b).map_err(|e| self.corrupt(format!("patterns: {e}"))))
+            .transpose()
+    }
+
+    /// The last digest received from each sibling.
+    pub fn digests_received(&self) -> Result<Vec<DigestReceived>> {
+        if !self.has_table("digests_received")? {
+            return Ok(Vec::new());
+        }
+        let db = |source| self.db_error(source);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT sibling, at_ns, packet, row, digest, outcome FROM digests_received
+                 ORDER BY sibling",
+            )
+            .map_err(db)?;
+        let mut rows = statement.query([]).map_err(db)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(db)? {
+            let row_bytes: Vec<u8> = row.get(3).map_err(db)?;
+            let digest: Vec<u8> = row.get(4).map_err(db)?;
+            out.push(DigestReceived {
+                sibling: digest_id_of(row.get(0).map_err(db)?),
+                at_ns: row.get(1).map_err(db)?,
+                packet: row.get(2).map_err(db)?,
+                row: postcard::from_bytes(&row_bytes)
+                    .map_err(|e| self.corrupt(format!("digest row: {e}")))?,
+                digest: postcard::from_bytes(&digest)
+                    .map_err(|e| self.corrupt(format!("digest: {e}")))?,
+                outcome: row.get(5).map_err(db)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// When this replica was last verified in step with each sibling.
+    pub fn digests_verified(&self) -> Result<Vec<DigestVerified>> {
+        if !self.has_table("digests_verified")? {
+            return Ok(Vec::new());
+        }
+        let db = |source| self.db_error(source);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT sibling, at_ns, packet, row, entries FROM digests_verified
+                 ORDER BY sibling",
+            )
+            .map_err(db)?;
+        let mut rows = statement.query([]).map_err(db)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(db)? {
+            let row_bytes: Vec<u8> = row.get(3).map_err(db)?;
+            out.push(DigestVerified {
+                sibling: digest_id_of(row.get(0).map_err(db)?),
+                at_ns: row.get(1).map_err(db)?,
+                packet: row.get(2).map_err(db)?,
+                row: postcard::from_bytes(&row_bytes)
+                    .map_err(|e| self.corrupt(format!("digest row: {e}")))?,
+                entries: row.get::<_, i64>(4).map_err(db)? as u64,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Keeps a sibling's exclude patterns, as its packet carried them.
+pub fn set_sibling_patterns(
+    tx: &Transaction,
+    sibling: &Id,
+    patterns: &[String],
+    at_ns: i64,
+) -> rusqlite::Result<()> {
+    digest_tables(tx)?;
+    let bytes = postcard::to_stdvec(patterns).expect("encoding cannot fail");
+    tx.execute(
+        "INSERT OR REPLACE INTO sibling_patterns (sibling, patterns, at_ns) VALUES (?1, ?2, ?3)",
+        params![sibling.0.as_slice(), bytes, at_ns],
+    )
+    .map(drop)
+}
+
+/// Keeps the last digest received from a sibling and, when verified,
+/// the verification.
+pub fn note_digest(tx: &Transaction, received: &DigestReceived) -> rusqlite::Result<()> {
+    digest_tables(tx)?;
+    let row = postcard::to_stdvec(&received.row).expect("encoding cannot fail");
+    let digest = postcard::to_stdvec(&received.digest).expect("encoding cannot fail");
+    tx.execute(
+        "INSERT OR REPLACE INTO digests_received (sibling, at_ns, packet, row, digest, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            received.sibling.0.as_slice(),
+            received.at_ns,
+            received.packet,
+            row,
+            digest,
+            received.outcome
+        ],
+    )?;
+    if received.outcome == "verified" {
+        tx.execute(
+            "INSERT OR REPLACE INTO digests_verified (sibling, at_ns, packet, row, entries)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                received.sibling.0.as_slice(),
+                received.at_ns,
+                received.packet,
+                row,
+                received.digest.entries as i64
+            ],
+        )?;
+    }
+    Ok(())
 }

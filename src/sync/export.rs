@@ -334,6 +334,7 @@ fn export_to(
         seals: crate::sync::seals::for_export(replica.state(), &ranges)?,
         creation: None,
         incarnation: Some(replica.incarnation()?),
+        tree_digest: Some(crate::sync::digest::for_export(replica, &target.replica)?),
     };
     let write_dir = request.work_dir.unwrap_or(request.out_dir);
     let key = replica.signing_key()?.to_bytes();

@@ -56,6 +56,9 @@ pub enum PacketOutcome {
         file: PathBuf,
         error: Error,
     },
+    /// The comparison of the packet's tree digest with this replica's
+    /// tree (follows the packet's `Applied` or `Acknowledged` outcome).
+    Digest(crate::sync::digest::Check),
     /// Damaged, not signed by a family member, or refused by the apply
     /// engine; left in place, and nothing of it applied.
     Refused {
@@ -255,14 +258,26 @@ fn import_files(
                     // the sender has (an acknowledgement, or a resend that
                     // crossed this replica's own), once per packet.
                     if !replica.state().packet_logged(&header.packet_id)? {
-                        match acknowledge(replica, &files) {
+                        let acknowledged = acknowledge(replica, &files);
+                        let check = match &acknowledged {
+                            Ok(_) => crate::sync::digest::check_after_import(
+                                replica,
+                                &header,
+                                &first_file_name(&files),
+                            ),
+                            Err(_) => None,
+                        };
+                        match acknowledged {
                             Ok(sender) if header.epoch_ranges.is_empty() => {
                                 let removal = remove_if(request.remove, &files);
                                 outcomes.push(PacketOutcome::Acknowledged { files, sender });
+                                outcomes.extend(check.map(PacketOutcome::Digest));
                                 outcomes.extend(removal);
                                 continue;
                             }
-                            Ok(_) => {}
+                            Ok(_) => {
+                                outcomes.extend(check.map(PacketOutcome::Digest));
+                            }
                             Err(Error::Packet(err)) => {
                                 outcomes.push(PacketOutcome::Refused {
                                     files,
@@ -298,12 +313,19 @@ fn import_files(
             }
             match apply_logical(replica, &files) {
                 Ok((sender, report)) => {
+                    let header = parts[0].header.clone().expect("header");
+                    let check = crate::sync::digest::check_after_import(
+                        replica,
+                        &header,
+                        &first_file_name(&files),
+                    );
                     let removal = remove_if(request.remove, &files);
                     outcomes.push(PacketOutcome::Applied {
                         files,
                         sender,
                         report,
                     });
+                    outcomes.extend(check.map(PacketOutcome::Digest));
                     outcomes.extend(removal);
                 }
                 Err(Error::Packet(err)) => outcomes.push(PacketOutcome::Refused {

@@ -8,6 +8,7 @@ pub mod chunks;
 pub mod creation;
 mod creation_check;
 pub mod delta;
+pub mod digest;
 pub mod epochs;
 pub mod export;
 pub mod family;

@@ -86,7 +86,20 @@ pub struct Excludes {
     /// The included files' patterns: in force for paths not recorded.
     shared: Gitignore,
     rules: String,
+    /// The pattern lines in force, for the tree digest: local ones, then
+    /// [`SHARED_MARK`] and the included files' (comments and blank lines
+    /// left out).
+    patterns: Vec<String>,
     skipped: Vec<SkippedInclude>,
+}
+
+/// Separates the local patterns from the included files' in
+/// [`Excludes::patterns`] (a comment to gitignore, so never a pattern).
+pub const SHARED_MARK: &str = "#shared";
+
+/// Whether a pattern line means anything (not blank, not a comment).
+fn is_pattern(line: &str) -> bool {
+    !line.trim().is_empty() && !line.starts_with('#')
 }
 
 impl Excludes {
@@ -104,6 +117,8 @@ impl Excludes {
         let mut shared = GitignoreBuilder::new(root);
         let ignore_file = root.join(IGNORE_FILE);
         let mut rules = String::new();
+        let mut patterns: Vec<String> = Vec::new();
+        let mut shared_patterns: Vec<String> = Vec::new();
         for pattern in config_patterns {
             rules.push_str(&format!("config: {pattern}\n"));
         }
@@ -129,8 +144,12 @@ impl Excludes {
                 local
                     .add_line(Some(ignore_file.clone()), line)
                     .map_err(|err| bad(glob_message(&err)))?;
+                if is_pattern(line) {
+                    patterns.push(line.to_string());
+                }
             }
         }
+        patterns.extend(config_patterns.iter().filter(|p| is_pattern(p)).cloned());
         for (index, pattern) in config_patterns.iter().enumerate() {
             local
                 .add_line(None, pattern)
@@ -163,7 +182,15 @@ impl Excludes {
                 add_included(&mut shared, &path, &text)?;
                 Ok(text)
             }) {
-                Ok(text) => rules.push_str(&format!("include {shown}:\n{text}")),
+                Ok(text) => {
+                    shared_patterns.extend(
+                        lines(text.as_bytes())
+                            .filter_map(|(_, line)| std::str::from_utf8(line).ok())
+                            .filter(|line| is_pattern(line))
+                            .map(str::to_string),
+                    );
+                    rules.push_str(&format!("include {shown}:\n{text}"))
+                }
                 Err(why) => {
                     rules.push_str(&format!("include {shown}: skipped\n"));
                     skipped.push(SkippedInclude { path, line, why });
@@ -171,11 +198,16 @@ impl Excludes {
             }
         }
         let shared = shared.build().unwrap_or_else(|_| Gitignore::empty());
+        if !shared_patterns.is_empty() {
+            patterns.push(SHARED_MARK.to_string());
+            patterns.extend(shared_patterns);
+        }
         Ok(Excludes {
             root: root.to_path_buf(),
             local,
             shared,
             rules,
+            patterns,
             skipped,
         })
     }
@@ -186,6 +218,12 @@ impl Excludes {
     /// record, to see when the rules change.
     pub fn rules(&self) -> &str {
         &self.rules
+    }
+
+    /// The pattern lines in force (see [`SHARED_MARK`]): what a packet's
+    /// tree digest carries so a sibling leaves out the same paths.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
     }
 
     /// Included files whose patterns are not in force, and why.

@@ -199,6 +199,7 @@ pub fn write_many_ops(spec: &ManyOpsPacket) -> std::path::PathBuf {
         seals: vec![seal],
         creation: None,
         incarnation: None,
+        tree_digest: None,
     };
     let mut writer = PacketWriter::create(spec.out_dir, 1 << 31, &spec.secret, meta).unwrap();
     for index in 0..spec.count {

@@ -600,6 +600,7 @@ pub fn forge_with_content(
         seals: vec![seal],
         creation: None,
         incarnation: None,
+        tree_digest: None,
     };
     tweak(&mut meta);
     let mut writer = PacketWriter::create(out, 1 << 20, &key_of(who.signer), meta).unwrap();
@@ -807,6 +808,7 @@ pub fn forge_creation(
         creation,
         // A forger copies what the genuine header says.
         incarnation: header.incarnation,
+        tree_digest: header.tree_digest.clone(),
     };
     tweak(&mut meta);
     let mut writer = PacketWriter::create(out, 1 << 20, &signer.to_bytes(), meta).unwrap();

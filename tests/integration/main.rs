@@ -8,6 +8,7 @@ mod architecture;
 mod case_folding;
 mod convergence;
 mod delta;
+mod digest;
 mod excludes;
 mod family;
 mod foundation;

@@ -91,6 +91,16 @@ pub fn meta(kind: PacketKind) -> PacketMeta {
         seals: Vec::new(),
         creation,
         incarnation: Some(Id([0xd4; 16])),
+        tree_digest: Some(packet_format::TreeDigest {
+            patterns: vec!["*.o".into()],
+            assumed: [0xd5; 32],
+            entries: 2,
+            root: [0xd6; 32],
+            nodes: vec![packet_format::DigestNode {
+                path: b"src".to_vec(),
+                digest: [0xd7; 32],
+            }],
+        }),
     }
 }
 

@@ -91,6 +91,15 @@ pub fn render_json(exam: &Examination, view: Option<&LocalView>) -> serde_json::
         value["epoch_ranges"] = json!(ranges);
         // The sender copy's incarnation (format 2.1; clone detection).
         value["sender_incarnation"] = json!(header.incarnation.map(|id| id.to_hex()));
+        // The sender's tree digest at its epoch row (format 2.2; proof of
+        // convergence). The patterns are text from elsewhere, kept as data.
+        value["tree_digest"] = json!(header.tree_digest.as_ref().map(|d| json!({
+            "root": hex::encode(d.root),
+            "entries": d.entries,
+            "patterns": d.patterns,
+            "assumed_target_patterns": hex::encode(d.assumed),
+            "nodes": d.nodes.len(),
+        })));
     }
     value
 }

@@ -48,6 +48,25 @@ pub struct MemberInfo {
     pub epoch_row: BTreeMap<String, u64>,
     /// Clone alarms raised here about it (see syncreplica -import).
     pub clone_alarms: Vec<AlarmInfo>,
+    /// The last time this replica's tree was verified the same as its
+    /// (its packet's tree digest, at the version both held).
+    pub verified: Option<DigestInfo>,
+    /// The last tree digest received from it and what the comparison
+    /// found: "verified", "differs" or "not compared: WHY".
+    pub last_digest: Option<DigestInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DigestInfo {
+    /// RFC 3339 UTC.
+    pub at: String,
+    #[serde(skip)]
+    pub at_ns: i64,
+    pub packet: String,
+    /// The version compared, by origin name.
+    pub epoch_row: BTreeMap<String, u64>,
+    pub entries: u64,
+    pub outcome: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -87,6 +106,19 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
     let table = state.epoch_table()?;
     let confirmed = state.confirmed_table()?;
     let alarms = state.clone_alarms()?;
+    let received = state.digests_received()?;
+    let verified = state.digests_verified()?;
+    let by_name = |row: &BTreeMap<Id, u64>| -> BTreeMap<String, u64> {
+        row.iter()
+            .map(|(origin, epoch)| {
+                let name = members
+                    .iter()
+                    .find(|m| m.replica == *origin)
+                    .map_or_else(|| origin.to_hex(), |m| m.name.clone());
+                (name, *epoch)
+            })
+            .collect()
+    };
     let names: HashMap<Id, String> = members
         .iter()
         .map(|m| (m.replica, m.name.clone()))
@@ -153,6 +185,28 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
                     what: a.what.clone(),
                 })
                 .collect(),
+            verified: verified
+                .iter()
+                .find(|v| v.sibling == member.replica)
+                .map(|v| DigestInfo {
+                    at: rfc3339_ns(v.at_ns),
+                    at_ns: v.at_ns,
+                    packet: v.packet.clone(),
+                    epoch_row: by_name(&v.row),
+                    entries: v.entries,
+                    outcome: "verified".into(),
+                }),
+            last_digest: received
+                .iter()
+                .find(|d| d.sibling == member.replica)
+                .map(|d| DigestInfo {
+                    at: rfc3339_ns(d.at_ns),
+                    at_ns: d.at_ns,
+                    packet: d.packet.clone(),
+                    epoch_row: by_name(&d.row),
+                    entries: d.digest.entries,
+                    outcome: d.outcome.clone(),
+                }),
         });
     }
     Ok(MemberList {
@@ -253,6 +307,43 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
                 )
             };
             let _ = writeln!(out, "  unconfirmed:       {unconfirmed}");
+            let row = |info: &DigestInfo| -> String {
+                info.epoch_row
+                    .iter()
+                    .filter(|(_, e)| **e > 0)
+                    .map(|(o, e)| format!("{}={e}", printable(o)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let verified = match &member.verified {
+                Some(v) => format!(
+                    "in step at epoch row {} ({} entr{}, {}, packet {})",
+                    row(v),
+                    v.entries,
+                    if v.entries == 1 { "y" } else { "ies" },
+                    format_time_ns(v.at_ns),
+                    printable(&v.packet)
+                ),
+                None => "never".into(),
+            };
+            let _ = writeln!(out, "  verified:          {verified}");
+            if let Some(last) = &member.last_digest {
+                if last.outcome != "verified" {
+                    let _ = writeln!(
+                        out,
+                        "  last digest:       {} (epoch row {}, {})",
+                        if last.outcome == "differs" {
+                            "DIFFERS from this replica's tree at that version \
+                             (syncreplica -verify lists where)"
+                                .to_string()
+                        } else {
+                            last.outcome.clone()
+                        },
+                        row(last),
+                        format_time_ns(last.at_ns)
+                    );
+                }
+            }
         }
         // In member order, as the family lists them.
         let entries: Vec<String> = listing

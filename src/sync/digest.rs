@@ -1,0 +1,802 @@
+//! Proof of convergence (issue 13): a Merkle digest of a replica's tree.
+//!
+//! Every update packet carries its sender's digest of the tree it has
+//! recorded at the epoch row in its header ([`TreeDigest`], SPEC.md §4).
+//! A receiver that, once the packet is applied, holds exactly that row
+//! computes its own digest the same way and compares: equal means both
+//! replicas hold the same tree (recorded as "verified in step"); different
+//! is a loud warning naming the command that lists where they differ.
+//!
+//! Sites exclude different paths. The digest covers only the paths that
+//! neither side excludes: the sender leaves out what its own patterns and
+//! the target's (as last heard, from the target's packets) exclude, and
+//! says which target patterns it assumed (their hash); the receiver
+//! leaves out what its own patterns and the sender's (carried in full)
+//! exclude, and compares only when its patterns hash as the sender
+//! assumed. So a local exclude never raises a false alarm: until the
+//! sender has heard the new patterns the receiver says "not compared".
+//!
+//! The leaf of a live entry covers its kind, content (the chunk list's
+//! hash), permission bits and a file's mtime; what not every site keeps
+//! is left out (directory and symlink times, the setuid/setgid bits a
+//! receiver drops, the `ext` metadata that depends on preserve settings).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use packet_format::{DigestNode, TreeDigest, MAX_DIGEST_NODES};
+use sha2::{Digest, Sha256};
+
+use crate::ops::{ChunkRef, PathState};
+use crate::tree::excludes::SHARED_MARK;
+
+/// SHA-256 of a pattern list, each line followed by `\n`: what a
+/// [`TreeDigest`]'s `assumed` holds.
+pub fn patterns_hash(patterns: &[String]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for pattern in patterns {
+        hash.update(pattern.as_bytes());
+        hash.update(b"\n");
+    }
+    hash.finalize().into()
+}
+
+/// The paths left out of a digest: those any of several sites' pattern
+/// lists excludes (a path, or one of its parents, matching).
+pub struct Filter {
+    matchers: Vec<Gitignore>,
+}
+
+impl Filter {
+    /// A filter for the pattern lists of [`crate::tree::excludes::Excludes::patterns`]
+    /// form (local patterns, then [`SHARED_MARK`] and the shared ones; each
+    /// part matched on its own, as the scan does, so a negation in one never
+    /// undoes the other's patterns). A line that does not parse is skipped:
+    /// a sibling's patterns are not this replica's to refuse.
+    pub fn of(lists: &[&[String]]) -> Filter {
+        let mut matchers = Vec::new();
+        for list in lists {
+            for part in list.split(|line| line == SHARED_MARK) {
+                if part.is_empty() {
+                    continue;
+                }
+                let mut builder = GitignoreBuilder::new("/");
+                for line in part {
+                    let _ = builder.add_line(None, line);
+                }
+                if let Ok(matcher) = builder.build() {
+                    matchers.push(matcher);
+                }
+            }
+        }
+        Filter { matchers }
+    }
+
+    /// Whether `rel` (replica-relative) is left out.
+    pub fn excludes(&self, rel: &[u8], is_dir: bool) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let path = Path::new(std::ffi::OsStr::from_bytes(rel));
+        self.matchers
+            .iter()
+            .any(|m| m.matched_path_or_any_parents(path, is_dir).is_ignore())
+    }
+}
+
+/// The hash of a file's content as its chunk list names it.
+pub fn content_id(chunks: &[ChunkRef]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for chunk in chunks {
+        hash.update(chunk.id);
+        hash.update(chunk.len.to_le_bytes());
+    }
+    hash.finalize().into()
+}
+
+/// The leaf of one live entry (SPEC.md §4); `None` for a deletion or a
+/// state kind this version does not know (left out on both sides).
+pub fn leaf(state: &PathState) -> Option<[u8; 32]> {
+    let mut hash = Sha256::new();
+    match state {
+        PathState::File {
+            mode,
+            mtime,
+            size,
+            chunks,
+            ..
+        } => {
+            hash.update(b"file\0");
+            hash.update((mode & 0o1777).to_le_bytes());
+            hash.update(mtime.secs.to_le_bytes());
+            hash.update(mtime.nanos.to_le_bytes());
+            hash.update(size.to_le_bytes());
+            hash.update(content_id(chunks));
+        }
+        PathState::Directory { mode, .. } => {
+            hash.update(b"dir\0");
+            hash.update((mode & 0o1777).to_le_bytes());
+        }
+        PathState::Symlink { target, .. } => {
+            hash.update(b"symlink\0");
+            hash.update(target);
+        }
+        PathState::Deleted | PathState::Unknown { .. } => return None,
+    }
+    Some(hash.finalize().into())
+}
+
+#[derive(Default)]
+struct Node {
+    leaf: Option<[u8; 32]>,
+    children: BTreeMap<Vec<u8>, Node>,
+}
+
+/// A digest as computed here, with every directory node (for listings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Computed {
+    pub root: [u8; 32],
+    pub entries: u64,
+    /// Every node, by path (the root is the empty path).
+    pub nodes: BTreeMap<Vec<u8>, [u8; 32]>,
+}
+
+impl Computed {
+    /// The nodes a packet carries: breadth first from the root's children
+    /// (by depth, then path), at most [`MAX_DIGEST_NODES`]; in a small tree
+    /// every entry, so a receiver names the very paths that differ.
+    pub fn carried_nodes(&self) -> Vec<DigestNode> {
+        let mut nodes: Vec<(usize, &Vec<u8>, &[u8; 32])> = self
+            .nodes
+            .iter()
+            .filter(|(path, _)| !path.is_empty())
+            .map(|(path, digest)| (path.iter().filter(|&&b| b == b'/').count(), path, digest))
+            .collect();
+        nodes.sort();
+        nodes
+            .into_iter()
+            .take(MAX_DIGEST_NODES)
+            .map(|(_, path, digest)| DigestNode {
+                path: path.clone(),
+                digest: *digest,
+            })
+            .collect()
+    }
+
+    /// The header field for this digest.
+    pub fn to_header(&self, patterns: &[String], assumed: [u8; 32]) -> TreeDigest {
+        TreeDigest {
+            patterns: patterns.to_vec(),
+            assumed,
+            entries: self.entries,
+            root: self.root,
+            nodes: self.carried_nodes(),
+        }
+    }
+}
+
+/// The digest of `entries` (path, state), leaving out what `filter`
+/// excludes.
+pub fn compute<'a>(
+    entries: impl IntoIterator<Item = (&'a [u8], &'a PathState)>,
+    filter: &Filter,
+) -> Computed {
+    let mut root = Node::default();
+    let mut count = 0u64;
+    for (path, state) in entries {
+        let Some(leaf) = leaf(state) else { continue };
+        let is_dir = matches!(state, PathState::Directory { .. });
+        if path.is_empty() || filter.excludes(path, is_dir) {
+            continue;
+        }
+        let mut node = &mut root;
+        for name in path.split(|&b| b == b'/') {
+            node = node.children.entry(name.to_vec()).or_default();
+        }
+        node.leaf = Some(leaf);
+        count += 1;
+    }
+    let mut nodes = BTreeMap::new();
+    let digest = hash_node(&root, &mut Vec::new(), &mut nodes);
+    Computed {
+        root: digest,
+        entries: count,
+        nodes,
+    }
+}
+
+fn hash_node(node: &Node, path: &mut Vec<u8>, out: &mut BTreeMap<Vec<u8>, [u8; 32]>) -> [u8; 32] {
+    if node.children.is_empty() && !path.is_empty() {
+        if let Some(leaf) = node.leaf {
+            out.insert(path.clone(), leaf);
+            return leaf;
+        }
+    }
+    let mut hash = Sha256::new();
+    hash.update(b"node\0");
+    hash.update(node.leaf.unwrap_or([0; 32]));
+    for (name, child) in &node.children {
+        let before = path.len();
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name);
+        let digest = hash_node(child, path, out);
+        path.truncate(before);
+        hash.update((name.len() as u32).to_le_bytes());
+        hash.update(name);
+        hash.update(digest);
+    }
+    let digest: [u8; 32] = hash.finalize().into();
+    out.insert(path.clone(), digest);
+    digest
+}
+
+/// Where `ours` differs from a sibling's carried digest: the deepest
+/// carried nodes that differ (or that one side lacks), as replica-relative
+/// paths (a directory stands for something below it, when its children
+/// are not carried); the empty path when no carried node differs. Empty
+/// when the roots are equal.
+pub fn differing_subtrees(ours: &Computed, theirs: &TreeDigest) -> Vec<Vec<u8>> {
+    if ours.root == theirs.root {
+        return Vec::new();
+    }
+    let differs: Vec<&DigestNode> = theirs
+        .nodes
+        .iter()
+        .filter(|node| ours.nodes.get(&node.path) != Some(&node.digest))
+        .collect();
+    let carried: std::collections::BTreeSet<&[u8]> =
+        theirs.nodes.iter().map(|n| n.path.as_slice()).collect();
+    // Ours that they do not carry although they would (a subtree only
+    // this side has) at a depth they carried fully.
+    let mut out: Vec<Vec<u8>> = differs
+        .iter()
+        .filter(|node| {
+            !differs.iter().any(|other| {
+                other.path.len() > node.path.len()
+                    && other.path.starts_with(&node.path)
+                    && other.path[node.path.len()] == b'/'
+            })
+        })
+        .map(|node| node.path.clone())
+        .collect();
+    if theirs.nodes.len() < MAX_DIGEST_NODES {
+        for path in ours.nodes.keys() {
+            if !path.is_empty() && !carried.contains(path.as_slice()) {
+                let parent_carried_or_top = match path.iter().rposition(|&b| b == b'/') {
+                    None => true,
+                    Some(at) => carried.contains(&path[..at]),
+                };
+                if parent_carried_or_top
+                    && !out
+                        .iter()
+                        .any(|o| path.starts_with(o) && path.get(o.len()) == Some(&b'/'))
+                {
+                    out.push(path.clone());
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(Vec::new());
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Timestamp;
+
+    fn file(byte: u8) -> PathState {
+        PathState::File {
+            mode: 0o644,
+            mtime: Timestamp::new(1, 0).unwrap(),
+            size: 1,
+            chunks: vec![ChunkRef {
+                id: [byte; 32],
+                len: 1,
+            }],
+            ext: Default::default(),
+        }
+    }
+
+    #[test]
+    fn what_sites_preserve_differently_is_left_out_of_a_leaf() {
+        let plain = file(1);
+        // An owner (metadata key 2) kept at one site only, and the setuid
+        // bit a receiver drops.
+        let mut with_owner = file(1);
+        if let PathState::File { ext, mode, .. } = &mut with_owner {
+            ext.insert(2, vec![1, 2, 3]);
+            *mode |= 0o4000;
+        }
+        assert_eq!(leaf(&plain), leaf(&with_owner));
+        // Directory and symlink times are not kept everywhere either.
+        let dir = PathState::directory(0o755);
+        let dated = PathState::Directory {
+            mode: 0o755,
+            mtime: Timestamp::new(5, 0),
+            ext: Default::default(),
+        };
+        assert_eq!(leaf(&dir), leaf(&dated));
+        // Content, a file's mtime and its permission bits are covered.
+        assert_ne!(leaf(&plain), leaf(&file(2)));
+        let mut later = file(1);
+        if let PathState::File { mtime, .. } = &mut later {
+            mtime.nanos = 1;
+        }
+        assert_ne!(leaf(&plain), leaf(&later));
+        let mut executable = file(1);
+        if let PathState::File { mode, .. } = &mut executable {
+            *mode = 0o755;
+        }
+        assert_ne!(leaf(&plain), leaf(&executable));
+    }
+
+    #[test]
+    fn excluded_paths_and_deletions_are_left_out() {
+        let dir = PathState::directory(0o755);
+        let all = [
+            (&b"a"[..], &dir),
+            (&b"a/x"[..], &file(1)),
+            (&b"a/y.o"[..], &file(2)),
+            (&b"gone"[..], &PathState::Deleted),
+        ];
+        let plain = compute(all.iter().copied(), &Filter::of(&[]));
+        assert_eq!(plain.entries, 3);
+        let patterns = vec!["*.o".to_string()];
+        let filtered = compute(all.iter().copied(), &Filter::of(&[&patterns]));
+        assert_eq!(filtered.entries, 2);
+        let without = compute(all[..2].iter().copied(), &Filter::of(&[]));
+        assert_eq!(filtered.root, without.root);
+        assert_ne!(plain.root, without.root);
+    }
+
+    #[test]
+    fn a_shared_negation_never_undoes_a_local_pattern() {
+        let patterns: Vec<String> = ["*.log", SHARED_MARK, "!keep.log", "tmp/"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let filter = Filter::of(&[&patterns]);
+        assert!(filter.excludes(b"keep.log", false));
+        assert!(filter.excludes(b"a/tmp/x", false));
+        assert!(!filter.excludes(b"a/x", false));
+        assert_eq!(
+            patterns_hash(&[]),
+            <[u8; 32]>::from(Sha256::digest(b"")),
+            "an empty list hashes as nothing (SPEC §4.1)"
+        );
+    }
+
+    #[test]
+    fn a_changed_file_is_found_below_its_directory() {
+        let dir = PathState::directory(0o755);
+        let ours = compute(
+            [
+                (&b"a"[..], &dir),
+                (&b"a/b"[..], &dir),
+                (&b"a/b/x"[..], &file(1)),
+                (&b"c"[..], &file(1)),
+            ],
+            &Filter::of(&[]),
+        );
+        let theirs = compute(
+            [
+                (&b"a"[..], &dir),
+                (&b"a/b"[..], &dir),
+                (&b"a/b/x"[..], &file(2)),
+                (&b"c"[..], &file(1)),
+            ],
+            &Filter::of(&[]),
+        );
+        let header = theirs.to_header(&[], patterns_hash(&[]));
+        assert_eq!(differing_subtrees(&ours, &header), vec![b"a/b/x".to_vec()]);
+        // Only the directory carried (a large tree): the directory is named.
+        let mut top = header.clone();
+        top.nodes.retain(|n| n.path == b"a" || n.path == b"c");
+        assert_eq!(differing_subtrees(&ours, &top), vec![b"a".to_vec()]);
+        let same = ours.to_header(&[], patterns_hash(&[]));
+        assert!(differing_subtrees(&ours, &same).is_empty());
+    }
+}
+
+/// What the comparison with a packet's digest found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both trees are the same at `row`.
+    Verified,
+    /// The trees differ at `row`.
+    Differs,
+    /// Not compared, and why.
+    NotCompared(String),
+    /// The comparison itself failed (the packet stays applied).
+    Failed(String),
+}
+
+impl Outcome {
+    /// As the state keeps it.
+    pub fn stored(&self) -> String {
+        match self {
+            Outcome::Verified => "verified".into(),
+            Outcome::Differs => "differs".into(),
+            Outcome::NotCompared(why) => format!("not compared: {why}"),
+            Outcome::Failed(why) => format!("not compared: the comparison failed: {why}"),
+        }
+    }
+}
+
+/// The check of one packet's digest, for the import's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// The sender, as this replica names it.
+    pub sender: String,
+    /// The version compared, as `name=epoch, …` with member names.
+    pub row: String,
+    pub entries: u64,
+    pub outcome: Outcome,
+}
+
+/// The digest this replica's packet to `target` carries: its recorded
+/// tree, leaving out what its own patterns and `target`'s (as last heard)
+/// exclude.
+pub fn for_export(
+    replica: &crate::replica::Replica,
+    target: &crate::ops::Id,
+) -> crate::error::Result<TreeDigest> {
+    let excludes = replica.excludes()?;
+    let own = excludes.patterns();
+    let theirs = replica
+        .state()
+        .sibling_patterns(target)?
+        .unwrap_or_default();
+    let entries = replica.state().load_entries()?;
+    let computed = compute(
+        entries.iter().map(|(path, e)| (path.as_slice(), &e.state)),
+        &Filter::of(&[own, &theirs]),
+    );
+    Ok(computed.to_header(own, patterns_hash(&theirs)))
+}
+
+/// This replica's recorded tree, restricted as for a comparison with a
+/// digest whose sender has `their_patterns`.
+pub fn local_for(
+    replica: &crate::replica::Replica,
+    their_patterns: &[String],
+) -> crate::error::Result<(Computed, [u8; 32])> {
+    let excludes = replica.excludes()?;
+    let own = excludes.patterns();
+    let entries = replica.state().load_entries()?;
+    let computed = compute(
+        entries.iter().map(|(path, e)| (path.as_slice(), &e.state)),
+        &Filter::of(&[own, their_patterns]),
+    );
+    Ok((computed, patterns_hash(own)))
+}
+
+/// `row` as `name=epoch, …`, origins named as this replica knows them.
+pub fn row_text(
+    members: &[crate::store::state::Member],
+    row: &BTreeMap<crate::ops::Id, u64>,
+) -> String {
+    let mut parts: Vec<String> = row
+        .iter()
+        .filter(|(_, epoch)| **epoch > 0)
+        .map(|(origin, epoch)| {
+            let name = members
+                .iter()
+                .find(|m| m.replica == *origin)
+                .map_or_else(|| origin.to_hex(), |m| m.name.clone());
+            format!("{}={epoch}", crate::error::printable(&name))
+        })
+        .collect();
+    parts.sort();
+    if parts.is_empty() {
+        "nothing yet".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// After a packet from a sibling was applied (or found to bring nothing
+/// new): keeps the sender's patterns and digest, and compares the digest
+/// with this replica's own when this replica holds exactly the version it
+/// describes. `None` when the packet carries no digest. Never fails: the
+/// packet is committed already, so an error (reading the state or the
+/// exclude patterns) is reported as [`Outcome::Failed`], not as a failed
+/// import.
+pub fn check_after_import(
+    replica: &mut crate::replica::LockedReplica,
+    header: &packet_format::Header,
+    packet: &str,
+) -> Option<Check> {
+    match compare_after_import(replica, header, packet) {
+        Ok(check) => check,
+        Err(err) => Some(Check {
+            sender: crate::error::printable(&header.sender.name).into_owned(),
+            row: String::new(),
+            entries: 0,
+            outcome: Outcome::Failed(error_chain(&err)),
+        }),
+    }
+}
+
+/// An error with its sources, as one line (Display or source(), never
+/// both: each level adds only its own words).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn compare_after_import(
+    replica: &mut crate::replica::LockedReplica,
+    header: &packet_format::Header,
+    packet: &str,
+) -> crate::error::Result<Option<Check>> {
+    let Some(theirs) = &header.tree_digest else {
+        return Ok(None);
+    };
+    let sender = header.sender.id;
+    let me = replica.identity.replica_id;
+    let members = replica.members()?;
+    let Some(member) = members.iter().find(|m| m.replica == sender) else {
+        return Ok(None);
+    };
+    let own_row = replica
+        .state()
+        .epoch_table()?
+        .remove(&me)
+        .unwrap_or_default();
+    let origins: std::collections::BTreeSet<_> =
+        own_row.keys().chain(header.epoch_row.keys()).collect();
+    let same_version = origins.iter().all(|origin| {
+        own_row.get(origin).copied().unwrap_or(0)
+            == header.epoch_row.get(origin).copied().unwrap_or(0)
+    });
+    let outcome = if !same_version {
+        Outcome::NotCompared(format!(
+            "this replica holds another version ({})",
+            row_text(&members, &own_row.iter().map(|(o, e)| (*o, *e)).collect())
+        ))
+    } else {
+        let (ours, own_hash) = local_for(replica, &theirs.patterns)?;
+        if own_hash != theirs.assumed {
+            Outcome::NotCompared(
+                "the sender does not know this replica's exclude patterns yet (it learns them \
+                 from this replica's next packet)"
+                    .into(),
+            )
+        } else if ours.root == theirs.root {
+            Outcome::Verified
+        } else {
+            Outcome::Differs
+        }
+    };
+    let now = crate::sys::clock::now_ns();
+    let received = crate::store::state::DigestReceived {
+        sibling: sender,
+        at_ns: now,
+        packet: packet.to_string(),
+        row: header.epoch_row.clone(),
+        digest: theirs.clone(),
+        outcome: outcome.stored(),
+    };
+    replica.state_mut().transaction(|tx| {
+        crate::store::state::set_sibling_patterns(tx, &sender, &theirs.patterns, now)?;
+        Ok(crate::store::state::note_digest(tx, &received)?)
+    })?;
+    Ok(Some(Check {
+        sender: crate::error::printable(&member.name).into_owned(),
+        row: row_text(&members, &header.epoch_row),
+        entries: theirs.entries,
+        outcome,
+    }))
+}
+
+/// A recorded path whose tree entry is not what was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub path: Vec<u8>,
+    /// Same kind, size, mode and mtime as recorded, other content: what
+    /// the scan's fast path cannot see (bit rot, an edit that restored the
+    /// time stamp).
+    pub silent: bool,
+    pub what: String,
+}
+
+/// What `syncreplica -verify` found on disk.
+#[derive(Debug, Clone)]
+pub struct DiskReport {
+    pub mismatches: Vec<Mismatch>,
+    /// The recorded tree's digest and the tree's as read now, both
+    /// leaving out what this replica's patterns exclude.
+    pub recorded: Computed,
+    pub disk: Computed,
+    pub files_read: u64,
+    pub bytes_read: u64,
+}
+
+/// Reads every recorded path back from disk, re-hashing each file's
+/// content (never trusting the recorded stat), and compares it with what
+/// was recorded. Only reads; paths not recorded are the scan's business
+/// (`-status`). Errors: the state database cannot be read, or the
+/// exclude patterns are bad; a path that cannot be read is a mismatch.
+pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<DiskReport> {
+    use std::os::unix::fs::MetadataExt;
+    let excludes = replica.excludes()?;
+    let own = excludes.patterns().to_vec();
+    let filter = Filter::of(&[&own]);
+    let entries = replica.state().load_entries()?;
+    let mut paths: Vec<&Vec<u8>> = entries.keys().collect();
+    paths.sort();
+    let mut mismatches = Vec::new();
+    let mut on_disk: Vec<(Vec<u8>, PathState)> = Vec::new();
+    let (mut files_read, mut bytes_read) = (0u64, 0u64);
+    for path in paths {
+        let recorded = &entries[path].state;
+        if leaf(recorded).is_none() {
+            continue;
+        }
+        let disk = crate::tree::relpath::to_disk_path(&replica.root, path);
+        let mut mismatch = |silent: bool, what: String| {
+            mismatches.push(Mismatch {
+                path: path.clone(),
+                silent,
+                what,
+            })
+        };
+        let meta = match std::fs::symlink_metadata(&disk) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                mismatch(false, "missing".into());
+                continue;
+            }
+            Err(err) => {
+                mismatch(false, format!("cannot be read: {err}"));
+                continue;
+            }
+        };
+        let state = if meta.file_type().is_symlink() {
+            match std::fs::read_link(&disk) {
+                Ok(target) => {
+                    use std::os::unix::ffi::OsStrExt;
+                    PathState::symlink(target.as_os_str().as_bytes().to_vec())
+                }
+                Err(err) => {
+                    mismatch(false, format!("cannot be read: {err}"));
+                    continue;
+                }
+            }
+        } else if meta.is_dir() {
+            PathState::directory(meta.mode() & 0o7777)
+        } else if meta.is_file() {
+            let chunks = match std::fs::File::open(&disk)
+                .and_then(|file| crate::tree::chunking::chunk_stream(file, |_, _| Ok(())))
+            {
+                Ok(chunks) => chunks,
+                Err(err) => {
+                    mismatch(false, format!("cannot be read: {err}"));
+                    continue;
+                }
+            };
+            files_read += 1;
+            bytes_read += meta.len();
+            let ext = match recorded {
+                PathState::File { ext, .. } => ext.clone(),
+                _ => Default::default(),
+            };
+            PathState::File {
+                mode: meta.mode() & 0o7777,
+                mtime: crate::tree::scan::file_mtime(&meta),
+                size: meta.len(),
+                chunks,
+                ext,
+            }
+        } else {
+            mismatch(false, "is now a special file".into());
+            continue;
+        };
+        if leaf(&state) != leaf(recorded) {
+            let silent = match (recorded, &state) {
+                (
+                    PathState::File {
+                        mode: m1,
+                        mtime: t1,
+                        size: s1,
+                        ..
+                    },
+                    PathState::File {
+                        mode: m2,
+                        mtime: t2,
+                        size: s2,
+                        ..
+                    },
+                ) => m1 & 0o1777 == m2 & 0o1777 && t1 == t2 && s1 == s2,
+                _ => false,
+            };
+            let what = if silent {
+                "content differs from what was recorded, with the same size and mtime".to_string()
+            } else {
+                format!(
+                    "changed since recorded (now a {}; recorded a {})",
+                    crate::tree::scan::type_name(&state),
+                    crate::tree::scan::type_name(recorded)
+                )
+            };
+            mismatch(silent, what);
+        }
+        on_disk.push((path.clone(), state));
+    }
+    let recorded = compute(
+        entries.iter().map(|(path, e)| (path.as_slice(), &e.state)),
+        &filter,
+    );
+    let disk = compute(on_disk.iter().map(|(p, s)| (p.as_slice(), s)), &filter);
+    Ok(DiskReport {
+        mismatches,
+        recorded,
+        disk,
+        files_read,
+        bytes_read,
+    })
+}
+
+/// The comparison of this replica's recorded tree with a sibling's last
+/// digest.
+#[derive(Debug, Clone)]
+pub struct SiblingReport {
+    pub received: crate::store::state::DigestReceived,
+    /// The version the digest describes, as `name=epoch, …`.
+    pub row: String,
+    /// This replica's own row now, when it is not that version.
+    pub own_row: Option<String>,
+    /// When the sender assumed other patterns of this replica's.
+    pub patterns_differ: bool,
+    /// Paths that differ ([`differing_subtrees`]); empty when in step.
+    pub differing: Vec<Vec<u8>>,
+}
+
+/// Compares this replica's recorded tree with the last digest received
+/// from the member `sibling` (an id), if there is one.
+pub fn against_sibling(
+    replica: &crate::replica::Replica,
+    sibling: &crate::ops::Id,
+) -> crate::error::Result<Option<SiblingReport>> {
+    let Some(received) = replica
+        .state()
+        .digests_received()?
+        .into_iter()
+        .find(|d| d.sibling == *sibling)
+    else {
+        return Ok(None);
+    };
+    let members = replica.members()?;
+    let me = replica.identity.replica_id;
+    let own_row = replica
+        .state()
+        .epoch_table()?
+        .remove(&me)
+        .unwrap_or_default();
+    let own_row: BTreeMap<crate::ops::Id, u64> = own_row.into_iter().collect();
+    let same = own_row
+        .keys()
+        .chain(received.row.keys())
+        .all(|o| own_row.get(o).copied().unwrap_or(0) == received.row.get(o).copied().unwrap_or(0));
+    let (ours, own_hash) = local_for(replica, &received.digest.patterns)?;
+    Ok(Some(SiblingReport {
+        row: row_text(&members, &received.row),
+        own_row: (!same).then(|| row_text(&members, &own_row)),
+        patterns_differ: own_hash != received.digest.assumed,
+        differing: differing_subtrees(&ours, &received.digest),
+        received,
+    }))
+}

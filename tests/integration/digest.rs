@@ -1,0 +1,382 @@
+//! Proof of convergence (issue 13): every packet carries its sender's tree
+//! digest; a receiver that holds exactly the version it describes compares
+//! and says "verified in step", or warns loudly; local excludes never raise
+//! a false alarm; `syncreplica -verify` finds content changed behind the
+//! scan's back, and lists where the tree differs from a sibling's digest.
+
+use std::path::Path;
+
+use crate::helpers::*;
+
+/// Sets the `exclude` patterns of `root`'s config.toml.
+fn set_excludes(root: &Path, patterns: &[&str]) {
+    let config = root.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("exclude = "))
+        .unwrap()
+        .to_string();
+    let quoted: Vec<String> = patterns.iter().map(|p| format!("\"{p}\"")).collect();
+    let text = text.replace(&line, &format!("exclude = [{}]", quoted.join(", ")));
+    std::fs::write(&config, text).unwrap();
+}
+
+fn lsreplica_json(root: &Path) -> serde_json::Value {
+    let run = run(root, "lsreplica", ["-fmt", "json"]).ok();
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+fn member<'a>(listing: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    listing["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap()
+}
+
+/// Exports `from` → `to` and imports; returns the import's run.
+fn send(fam: &Family, from: &str, to: &str, label: &str, extra: &[&str]) -> Run {
+    let out = fam.packet_dir(label);
+    export_to(&fam.root(from), &out, &[to], extra).ok();
+    import_from(&fam.root(to), &[&out])
+}
+
+#[test]
+fn a_receiver_at_the_same_version_is_verified_in_step_and_lsreplica_says_so() {
+    let fam = family(
+        &["boston", "lambik"],
+        &[("a.txt", "one"), ("d/b.txt", "two")],
+    );
+    let lambik = fam.root("lambik");
+    write(&fam.root("boston"), "a.txt", "changed");
+    let out = fam.packet_dir("1");
+    export_to(&fam.root("boston"), &out, &["lambik"], &[]).ok();
+    // lspacket shows the digest the packet carries.
+    // (Outside a replica the signer is unknown: lspacket exits 1.)
+    let listed = crate::helpers::run(&out, "lspacket", ["-fmt", "json", "."]);
+    let json: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(json[0]["format_version"], "2.2", "{json}");
+    assert_eq!(json[0]["tree_digest"]["entries"], 3, "{json}");
+    // a.txt, d and d/b.txt: every entry of a small tree.
+    assert_eq!(json[0]["tree_digest"]["nodes"], 3, "{json}");
+    let run = import_from(&lambik, &[&out]).ok();
+    assert!(
+        run.stdout
+            .contains("verified in step with boston at epoch row boston=5 (3 entries)"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(!run.stderr.contains("WARNING"), "{}", run.stderr);
+
+    let long = crate::helpers::run(&lambik, "lsreplica", ["-long"]).ok();
+    assert!(
+        long.stdout
+            .contains("  verified:          in step at epoch row boston=5 (3 entries, "),
+        "{}",
+        long.stdout
+    );
+    let listing = lsreplica_json(&lambik);
+    let boston = member(&listing, "boston");
+    assert_eq!(boston["verified"]["epoch_row"]["boston"], 5);
+    assert_eq!(boston["verified"]["entries"], 3);
+    assert_eq!(boston["last_digest"]["outcome"], "verified");
+    // boston has not heard a digest from lambik.
+    let listing = lsreplica_json(&fam.root("boston"));
+    assert!(member(&listing, "lambik")["verified"].is_null());
+
+    // lambik changes something before the next packet arrives: another
+    // version, so nothing is compared (and nothing is said).
+    write(&lambik, "mine.txt", "x");
+    run_ok_record(&lambik);
+    write(&fam.root("boston"), "a.txt", "again");
+    let run = send(&fam, "boston", "lambik", "2", &[]).ok();
+    assert!(!run.stdout.contains("verified in step"), "{}", run.stdout);
+    assert!(!run.stderr.contains("WARNING"), "{}", run.stderr);
+    let listing = lsreplica_json(&lambik);
+    let outcome = member(&listing, "boston")["last_digest"]["outcome"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        outcome.starts_with("not compared: this replica holds another version"),
+        "{outcome}"
+    );
+    // The last verification stays.
+    assert_eq!(
+        member(&listing, "boston")["verified"]["epoch_row"]["boston"],
+        5
+    );
+}
+
+fn run_ok_record(root: &Path) {
+    run(root, "syncreplica", ["-record"]).ok();
+}
+
+#[test]
+fn local_excludes_at_one_site_raise_no_false_alarm_and_are_verified_over_the_rest() {
+    let fam = family(
+        &["boston", "lambik"],
+        &[("a.txt", "one"), ("build/out.o", "obj"), ("notes.log", "l")],
+    );
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    // lambik keeps *.log and build/ local (config.toml); boston keeps
+    // secret.txt local through its .syncreplicaignore.
+    set_excludes(&lambik, &["*.log", "/build/"]);
+    run_ok_record(&lambik);
+    write(&boston, ".syncreplicaignore", "secret.txt\n");
+    write(&boston, "secret.txt", "s");
+
+    // boston has not heard lambik's patterns: its digest covers notes.log
+    // and build/, which lambik forgot. Not compared, no alarm.
+    write(&boston, "a.txt", "two");
+    let run = send(&fam, "boston", "lambik", "1", &[]).ok();
+    assert!(!run.stderr.contains("WARNING"), "{}", run.stderr);
+    assert!(!run.stdout.contains("verified in step"), "{}", run.stdout);
+    let listing = lsreplica_json(&lambik);
+    assert!(
+        member(&listing, "boston")["last_digest"]["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("does not know this replica's exclude patterns"),
+        "{listing}"
+    );
+
+    // lambik's acknowledgement carries its patterns to boston; boston's
+    // next packet leaves out what either side excludes and is verified.
+    let run = send(&fam, "lambik", "boston", "ack", &["-ack"]).ok();
+    assert!(!run.stderr.contains("WARNING"), "{}", run.stderr);
+    write(&boston, "a.txt", "three");
+    write(&boston, "build/new.o", "obj2");
+    let run = send(&fam, "boston", "lambik", "2", &[]).ok();
+    assert!(!run.stderr.contains("WARNING"), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("verified in step with boston"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(!lambik.join("build/new.o").exists());
+    assert!(!lambik.join("secret.txt").exists());
+    // And the other way round: boston verifies lambik's packet.
+    write(&lambik, "from-lambik.txt", "l");
+    let run = send(&fam, "lambik", "boston", "3", &[]).ok();
+    assert!(
+        run.stdout.contains("verified in step with lambik"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+}
+
+/// Puts `content` (as long as the old) into `rel` with its mtime kept, and
+/// records it in `root`'s state database without an operation, as a buggy
+/// apply or a restored backup of the database would: the tree and its
+/// record agree, the scan sees nothing, and the version is unchanged.
+fn diverge_silently(root: &Path, rel: &str, content: &str) {
+    use syncreplica::ops::PathState;
+    use syncreplica::store::state;
+    let path = root.join(rel);
+    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+    std::fs::write(&path, content).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(before)
+        .unwrap();
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    let new_chunks =
+        syncreplica::tree::chunking::chunk_stream(content.as_bytes(), |_, _| Ok(())).unwrap();
+    let mut db = state::State::open(&root.join(".syncreplica")).unwrap();
+    let entries = db.load_entries().unwrap();
+    let entry = entries[rel.as_bytes()].clone();
+    let PathState::File {
+        mode,
+        mtime,
+        size,
+        ext,
+        ..
+    } = entry.state
+    else {
+        panic!("not a file")
+    };
+    assert_eq!(size, content.len() as u64);
+    let changed = PathState::File {
+        mode,
+        mtime,
+        size,
+        chunks: new_chunks,
+        ext,
+    };
+    db.transaction(|tx| {
+        Ok(state::put_entry(
+            tx,
+            &state::EntryWrite {
+                path: rel.as_bytes(),
+                state: &changed,
+                version: &entry.version,
+                author: &entry.author,
+                stat: Some(syncreplica::tree::scan::stat_key(&meta)),
+                scanned_ns: entry.scanned_ns,
+            },
+        )?)
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_digest_mismatch_is_a_loud_warning_and_verify_lists_where() {
+    let fam = family(
+        &["boston", "lambik"],
+        &[
+            ("a.txt", "one"),
+            ("docs/deep/c.txt", "three"),
+            ("e/f.txt", "f"),
+        ],
+    );
+    let lambik = fam.root("lambik");
+    // lambik's docs/deep/c.txt goes wrong without a new version.
+    diverge_silently(&lambik, "docs/deep/c.txt", "thr3e");
+    write(&fam.root("boston"), "a.txt", "two");
+    let run = send(&fam, "boston", "lambik", "1", &[]).ok();
+    assert!(
+        run.stderr.contains(
+            "syncreplica: WARNING: this replica's tree differs from boston's at the same version (epoch row boston="
+        ),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("`syncreplica -verify boston` lists"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("verified in step"), "{}", run.stdout);
+    let long = crate::helpers::run(&lambik, "lsreplica", ["-long"]).ok();
+    assert!(
+        long.stdout.contains("  verified:          never"),
+        "{}",
+        long.stdout
+    );
+    assert!(
+        long.stdout.contains("  last digest:       DIFFERS"),
+        "{}",
+        long.stdout
+    );
+
+    // The command the warning names: the path that differs.
+    let verify = crate::helpers::run(&lambik, "syncreplica", ["-verify", "boston"]);
+    assert_eq!(verify.code, 1, "{}\n{}", verify.stdout, verify.stderr);
+    assert!(
+        verify
+            .stdout
+            .contains("where boston's digest does not go deeper):\n  docs/deep/c.txt\n"),
+        "{}",
+        verify.stdout
+    );
+    // boston itself is in step with nobody's digest yet, and its disk is
+    // as recorded.
+    let at_boston = crate::helpers::run(&fam.root("boston"), "syncreplica", ["-verify"]).ok();
+    assert!(
+        at_boston.stdout.contains("on disk the same"),
+        "{}",
+        at_boston.stdout
+    );
+}
+
+#[test]
+fn verify_finds_content_changed_behind_the_scans_back() {
+    let fam = family(
+        &["boston"],
+        &[("a.txt", "hello world"), ("d/b.bin", "0123456789")],
+    );
+    let boston = fam.root("boston");
+    let clean = crate::helpers::run(&boston, "syncreplica", ["-verify"]).ok();
+    assert!(
+        clean
+            .stdout
+            .contains("Read 2 files (21 bytes) back from disk"),
+        "{}",
+        clean.stdout
+    );
+    assert!(
+        clean.stdout.contains("on disk the same"),
+        "{}",
+        clean.stdout
+    );
+    assert!(!clean.stdout.contains("damaged"), "{}", clean.stdout);
+
+    // Same size, and the mtime put back (utimensat): the scan's fast path
+    // compares size and time stamps, not content.
+    let path = boston.join("d/b.bin");
+    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+    std::fs::write(&path, "0123456780").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(before)
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().modified().unwrap(),
+        before
+    );
+
+    let run = crate::helpers::run(&boston, "syncreplica", ["-verify"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(
+            "damaged: d/b.bin: content differs from what was recorded, with the same size and mtime"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("a.txt"), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("WARNING: 1 file changed behind the scan's back"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("verify: 1 damaged file"),
+        "{}",
+        run.stderr
+    );
+
+    // An ordinary edit is a change to record, not damage.
+    write(&boston, "a.txt", "hello there, world");
+    let run = crate::helpers::run(&boston, "syncreplica", ["-verify"]);
+    assert!(
+        run.stdout
+            .contains("not as recorded: a.txt: changed since recorded"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn verify_refuses_two_siblings_and_names_an_unknown_one() {
+    let fam = family(&["boston", "lambik"], &[("a.txt", "one")]);
+    let boston = fam.root("boston");
+    let run = crate::helpers::run(&boston, "syncreplica", ["-verify", "lambik", "boston"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("-verify takes at most one SIBLING"),
+        "{}",
+        run.stderr
+    );
+    let run = crate::helpers::run(&boston, "syncreplica", ["-verify", "nobody"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("nobody"), "{}", run.stderr);
+    let run = crate::helpers::run(&boston, "syncreplica", ["-verify", "lambik"]).ok();
+    assert!(
+        run.stdout.contains("No tree digest from lambik yet"),
+        "{}",
+        run.stdout
+    );
+}
