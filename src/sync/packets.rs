@@ -96,4 +96,10 @@ impl ChunkSource for PacketChunks<'_> {
         }
         Ok(())
     }
+
+    /// `packet_format`'s reader checks every chunk's SHA-256 against its
+    /// id before handing it over.
+    fn checks_ids(&self) -> bool {
+        true
+    }
 }

@@ -246,13 +246,21 @@ pub trait ChunkSource {
     /// by id hands over those of `wanted` it has; a packet streams every
     /// chunk it carries in stored order (the sink skips the rest), so no
     /// copy of them is made first. The engine checks every chunk against
-    /// its id before use. Errors: the sink's, and the source's own (a
-    /// damaged packet).
+    /// its id before use, unless [`ChunkSource::checks_ids`] says the
+    /// source did. Errors: the sink's, and the source's own (a damaged
+    /// packet).
     fn deliver(
         &mut self,
         wanted: &[ChunkId],
         sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
     ) -> Result<()>;
+
+    /// Whether every chunk this source hands over was checked against its
+    /// id already (a packet's reader checks them): the engine then does
+    /// not hash it a second time. False unless a source says otherwise.
+    fn checks_ids(&self) -> bool {
+        false
+    }
 }
 
 /// A source that carries nothing: every chunk must already be local.
@@ -433,11 +441,13 @@ pub fn apply_batch_with(
 /// The bytes a batch writes on the replica's filesystem before its
 /// commit: the content of every file it stages. Chunks are written
 /// straight from the packet into the staged files (`crate::sync::assemble`),
-/// so nothing else is written on the way.
+/// so nothing else is written on the way. All-zero chunks are left as
+/// holes, so they take no room and are not counted.
 fn bytes_needed(plan: &plan::Plan) -> u64 {
     plan.jobs
         .iter()
         .flat_map(|job| &job.chunks)
+        .filter(|chunk| !crate::tree::chunking::is_zero_chunk(chunk))
         .map(|chunk| u64::from(chunk.len))
         .sum()
 }
