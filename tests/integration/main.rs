@@ -15,4 +15,5 @@ mod man_pages;
 mod readonly;
 mod shipping;
 mod soak;
+mod sparse;
 mod sync;
