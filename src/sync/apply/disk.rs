@@ -289,6 +289,7 @@ pub(crate) fn execute(
         staging: &staging,
         replica_name: &replica.identity.replica_name,
         hook: hooks.before_resolve.clone(),
+        kept_in: Default::default(),
     };
     let mut failures = Vec::new();
     for (seq, action) in actions.iter().enumerate() {
@@ -307,6 +308,12 @@ pub(crate) fn execute(
     }
     restore_dir_modes(&confined, &staging, &mut failures)?;
     sync_dirs(&confined, touched, &mut failures);
+    // Before the journal is marked done: a kept version whose rename a
+    // crash lost is still aside in staging, and is kept from there
+    // (`keep_leftovers`).
+    for folder in ctx.kept_in.take() {
+        sync_dir(&folder).at(&folder)?;
+    }
     Ok(Executed { notes, failures })
 }
 
@@ -362,6 +369,10 @@ struct Context<'a> {
     /// This replica's name, for conflict copies of local changes.
     replica_name: &'a str,
     hook: Option<crate::tree::confined::ResolveHook>,
+    /// Folders of `.syncreplica/deleted/` that kept versions were renamed
+    /// into, fsynced once each at the end of the journal (one fsync per
+    /// folder, not per kept file).
+    kept_in: std::cell::RefCell<BTreeSet<PathBuf>>,
 }
 
 impl Context<'_> {
@@ -607,7 +618,6 @@ fn settle_found(
 /// names in the tree (a later edit through them must not reach the kept
 /// version).
 fn keep_version(ctx: &Context, aside: &Path, stat: &rustix::fs::Stat, target: &Path) -> Result<()> {
-    let _ = ctx;
     let folder = parent_of(target);
     std::fs::create_dir_all(&folder).at(&folder)?;
     if lstat(target)?.is_none() {
@@ -624,10 +634,10 @@ fn keep_version(ctx: &Context, aside: &Path, stat: &rustix::fs::Stat, target: &P
             std::fs::rename(&partial, target).at(target)?;
         } else {
             std::fs::rename(aside, target).at(target)?;
-            sync_dir(&folder).at(&folder)?;
+            ctx.kept_in.borrow_mut().insert(folder);
             return Ok(());
         }
-        sync_dir(&folder).at(&folder)?;
+        ctx.kept_in.borrow_mut().insert(folder);
     }
     std::fs::remove_file(aside).at(aside)
 }
@@ -1290,6 +1300,7 @@ mod tests {
                 staging: &self.staging,
                 replica_name: "beta",
                 hook: None,
+                kept_in: Default::default(),
             }
         }
 
