@@ -739,10 +739,15 @@ fn read_stable(
         let before = stat_key(&file.metadata()?);
         let mut bytes = 0u64;
         let reader = chunking::HoleSkippingReader::new(&file, before.size);
-        let chunks = chunking::chunk_stream(reader, |chunk, _| {
+        let count = |chunk: &crate::ops::ChunkRef, _: &[u8]| {
             bytes += u64::from(chunk.len);
             Ok(())
-        })?;
+        };
+        let chunks = if before.size >= chunking::PIPELINE_FROM {
+            chunking::chunk_stream_pipelined(reader, count)?
+        } else {
+            chunking::chunk_stream(reader, count)?
+        };
         outcome.files_read += 1;
         outcome.bytes_read += bytes;
         if let Some(hook) = hooks.after_read.as_mut() {
@@ -801,7 +806,7 @@ fn snapshot(path: &Path, dir: &Path, rel: &[u8], outcome: &mut ScanOutcome) -> O
         rustix::fs::ioctl_ficlone(&copy, &source)?;
         let meta = source.metadata()?;
         let size = copy.metadata()?.len();
-        let chunks = chunking::chunk_stream(
+        let chunks = chunking::chunk_stream_pipelined(
             chunking::HoleSkippingReader::new(&copy, size),
             |_, _| Ok(()),
         )?;
