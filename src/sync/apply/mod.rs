@@ -130,11 +130,13 @@
 //!    day folders older than `soft_delete_days`; `apply_batch` calls it at
 //!    the end.
 //! 9. **Crash safety.** (a) Plan everything in memory; (b) stage every new
-//!    file's content under `.syncreplica/staging/<n>`, fsynced; (c) commit
+//!    file's content under `.syncreplica/staging/<n>`, fsynced (one
+//!    `syncfs` for more than a few files: the same guarantee); (c) commit
 //!    log, epochs, members, entries (without stat, so the next scan reads
 //!    those files once) and a journal of disk actions in one transaction;
 //!    (d) execute the journal, every action idempotent, then fsync the
-//!    directories; (e) clear the journal and remove the staging folder
+//!    directories (those of the tree it changed, and the soft-deleted
+//!    folders that received kept versions); (e) clear the journal and remove the staging folder
 //!    (after moving anything still set aside there to the soft-deleted
 //!    files: a displaced version is never deleted with it).
 //!    An action that the tree no longer allows (a directory to remove that
