@@ -105,6 +105,9 @@ cmp "$work/src/disk.img" "$work/beta/disk.img" && echo "  images equal: yes"
 echo "  allocated: sender $(mib "$(allocated "$work/src/disk.img")") MiB," \
     "syncreplica receiver $(mib "$(allocated "$work/beta/disk.img")") MiB," \
     "rsync receiver $(mib "$(allocated "$work/rs-dest/disk.img")") MiB"
+db=$(apparent "$work/src/.syncreplica/state.db")
+echo "  recorded state (state.db) at the sender: $db bytes," \
+    "$(awk -v d="$db" -v m="$size_mib" 'BEGIN { printf "%.0f", d / (m / 1024) }') bytes per GiB of image"
 # The receiver's first scan reads the image once (written within the
 # racy window); a one-time cost, outside the update's figures.
 sleep 2.1
