@@ -53,7 +53,7 @@ impl Mount {
         self.dir.path()
     }
 
-    fn mount(args: &[&OsStr]) -> Result<Mount, String> {
+    fn with_args(args: &[&OsStr]) -> Result<Mount, String> {
         if !rustix::process::geteuid().is_root() {
             return Err("not root (mount needs it)".into());
         }
@@ -70,7 +70,7 @@ impl Mount {
     }
 
     fn tmpfs(size: &str) -> Result<Mount, String> {
-        Mount::mount(&[
+        Mount::with_args(&[
             "-t".as_ref(),
             "tmpfs".as_ref(),
             "-o".as_ref(),
@@ -94,7 +94,7 @@ impl Mount {
         if !made.status.success() {
             return Err(String::from_utf8_lossy(&made.stderr).trim().to_string());
         }
-        Mount::mount(&["-o".as_ref(), "loop".as_ref(), image.as_os_str()])
+        Mount::with_args(&["-o".as_ref(), "loop".as_ref(), image.as_os_str()])
     }
 }
 
