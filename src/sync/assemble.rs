@@ -44,16 +44,11 @@ pub(crate) struct Options<'a> {
     /// error, or `None` to leave the files that need it out (they are
     /// removed, and listed in [`Assembled::incomplete`]).
     pub missing: &'a dyn Fn(&ChunkRef, &[u8]) -> Option<Error>,
-    /// Make the files durable once written: an fsync each, or, for more
-    /// than [`FSYNC_EACH_UP_TO`] files, one `syncfs` of the filesystem
-    /// holding them (all targets are on the first one's).
+    /// Fsync each file once written (several at once, see [`fsync_all`]).
     pub fsync: bool,
     /// Called once per file, in order, when it is complete.
     pub after_file: &'a mut dyn FnMut() -> Result<()>,
 }
-
-/// Up to this many files are fsynced one by one; more, by one `syncfs`.
-pub(crate) const FSYNC_EACH_UP_TO: usize = 8;
 
 /// A place a chunk goes: the file's index in the targets, and the offset.
 struct Spot {
@@ -178,11 +173,6 @@ pub(crate) fn write_files(
             .sum::<u64>();
     }
 
-    // Many files are made durable by one sync of their filesystem: the
-    // same guarantee (every byte and inode of them on disk when it
-    // returns, errors reported) with one journal commit, where an fsync
-    // per file costs one commit each.
-    let one_sync = options.fsync && targets.len() - incomplete.len() > FSYNC_EACH_UP_TO;
     // Mode and mtime last: no write follows them, and a read-only mode
     // does not stop one.
     for (index, target) in targets.iter().enumerate() {
@@ -193,18 +183,59 @@ pub(crate) fn write_files(
         file.set_permissions(std::fs::Permissions::from_mode(target.mode))
             .at(&target.path)?;
         crate::tree::confined::set_file_mtime(&file, target.mtime).at(&target.path)?;
-        if options.fsync && !one_sync {
-            file.sync_all().at(&target.path)?;
-        }
         (options.after_file)()?;
     }
-    if one_sync {
-        let dir = targets[0].path.parent().unwrap_or(Path::new("/"));
-        crate::sys::fsutil::sync_filesystem(dir)?;
+    if options.fsync {
+        let complete: Vec<&Path> = targets
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| incomplete.binary_search(index).is_err())
+            .map(|(_, target)| target.path.as_path())
+            .collect();
+        fsync_all(&complete)?;
     }
     Ok(Assembled {
         bytes: total,
         incomplete,
+    })
+}
+
+/// Files fsynced at once by [`fsync_all`].
+const FSYNC_THREADS: usize = 8;
+
+/// Fsyncs every file in `paths`, several at once: the filesystem's
+/// journal takes concurrent fsyncs into one commit (ext4, xfs), where one
+/// after the other each waits for a commit of its own. Every file is
+/// fsynced as before (a `syncfs` would give the same guarantee in one
+/// call, but waits for every other process's writes on that filesystem
+/// too: 2.5 s under a build where 50 fsyncs took 0.1 s). The first error
+/// is returned, once all are done.
+fn fsync_all(paths: &[&Path]) -> Result<()> {
+    let fsync = |path: &Path| open(path, false).and_then(|file| file.sync_all()).at(path);
+    if paths.len() <= 1 {
+        return paths.iter().try_for_each(|path| fsync(path));
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..FSYNC_THREADS.min(paths.len()))
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    let mut first_error = Ok(());
+                    while let Some(path) =
+                        paths.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        if let Err(err) = fsync(path) {
+                            first_error = first_error.and(Err(err));
+                        }
+                    }
+                    first_error
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().expect("an fsync thread does not panic"))
+            .fold(Ok(()), Result::and)
     })
 }
 

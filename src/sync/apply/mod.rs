@@ -130,8 +130,8 @@
 //!    day folders older than `soft_delete_days`; `apply_batch` calls it at
 //!    the end.
 //! 9. **Crash safety.** (a) Plan everything in memory; (b) stage every new
-//!    file's content under `.syncreplica/staging/<n>`, fsynced (one
-//!    `syncfs` for more than a few files: the same guarantee); (c) commit
+//!    file's content under `.syncreplica/staging/<n>`, fsynced (several
+//!    at once, so the journal commits them together); (c) commit
 //!    log, epochs, members, entries (without stat, so the next scan reads
 //!    those files once) and a journal of disk actions in one transaction;
 //!    (d) execute the journal, every action idempotent, then fsync the
