@@ -200,43 +200,15 @@ pub(crate) fn write_files(
     })
 }
 
-/// Files fsynced at once by [`fsync_all`].
-const FSYNC_THREADS: usize = 8;
-
-/// Fsyncs every file in `paths`, several at once: the filesystem's
-/// journal takes concurrent fsyncs into one commit (ext4, xfs), where one
-/// after the other each waits for a commit of its own. Every file is
-/// fsynced as before (a `syncfs` would give the same guarantee in one
-/// call, but waits for every other process's writes on that filesystem
-/// too: 2.5 s under a build where 50 fsyncs took 0.1 s). The first error
-/// is returned, once all are done.
+/// Fsyncs every file in `paths`, several at once
+/// ([`crate::sys::fsutil::in_parallel`]); the first error once all are
+/// done.
 fn fsync_all(paths: &[&Path]) -> Result<()> {
-    let fsync = |path: &Path| open(path, false).and_then(|file| file.sync_all()).at(path);
-    if paths.len() <= 1 {
-        return paths.iter().try_for_each(|path| fsync(path));
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..FSYNC_THREADS.min(paths.len()))
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    let mut first_error = Ok(());
-                    while let Some(path) =
-                        paths.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                    {
-                        if let Err(err) = fsync(path) {
-                            first_error = first_error.and(Err(err));
-                        }
-                    }
-                    first_error
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|worker| worker.join().expect("an fsync thread does not panic"))
-            .fold(Ok(()), Result::and)
+    crate::sys::fsutil::in_parallel(paths, crate::sys::fsutil::FSYNC_THREADS, |path| {
+        open(path, false).and_then(|file| file.sync_all()).at(path)
     })
+    .into_iter()
+    .collect()
 }
 
 /// Opens a target: created (replacing anything there) and writable, or

@@ -311,9 +311,12 @@ pub(crate) fn execute(
     // Before the journal is marked done: a kept version whose rename a
     // crash lost is still aside in staging, and is kept from there
     // (`keep_leftovers`).
-    for folder in ctx.kept_in.take() {
-        sync_dir(&folder).at(&folder)?;
-    }
+    let kept_in: Vec<PathBuf> = ctx.kept_in.take().into_iter().collect();
+    crate::sys::fsutil::in_parallel(&kept_in, crate::sys::fsutil::FSYNC_THREADS, |folder| {
+        sync_dir(folder).at(folder)
+    })
+    .into_iter()
+    .collect::<Result<()>>()?;
     Ok(Executed { notes, failures })
 }
 
@@ -350,8 +353,13 @@ fn put_back_displaced(ctx: &Context, seq: usize, rel: &[u8]) {
 /// a symlink or blocking: one replaced since (by a symlink, a FIFO...) is
 /// skipped. One that cannot be synced is a failure of its own.
 fn sync_dirs(confined: &ConfinedRoot, dirs: BTreeSet<Vec<u8>>, failures: &mut Vec<Failure>) {
-    for dir in dirs {
-        if let Err(err) = confined.sync_dir(&dir) {
+    let dirs: Vec<Vec<u8>> = dirs.into_iter().collect();
+    // Several at once: the journal commits them together.
+    let synced = crate::sys::fsutil::in_parallel(&dirs, crate::sys::fsutil::FSYNC_THREADS, |dir| {
+        confined.sync_dir(dir)
+    });
+    for (dir, result) in dirs.into_iter().zip(synced) {
+        if let Err(err) = result {
             failures.push(Failure {
                 path: dir,
                 step: "writing the folder to disk (fsync)",
