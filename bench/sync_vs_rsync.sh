@@ -10,7 +10,7 @@
 # Prints packet bytes, export time and import time for both, and the ratios
 # syncreplica / rsync (below 1 is better for syncreplica).
 #
-# Usage: bench/sync_vs_rsync.sh [FILES] [TOTAL_MIB]
+# Usage: [BENCH_BIN=DIR] bench/sync_vs_rsync.sh [FILES] [TOTAL_MIB]
 set -euo pipefail
 files=${1:-20000}
 total_mib=${2:-500}
@@ -18,8 +18,14 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 if ! command -v rsync >/dev/null; then
     apt-get update -qq && apt-get install -y -qq rsync >/dev/null
 fi
-cargo build --release --quiet --manifest-path "$here/Cargo.toml"
-bin="$here/target/release"
+# BENCH_BIN: a folder holding the binaries to measure (e.g. copies of an
+# earlier build), instead of building this tree's.
+if [ -n "${BENCH_BIN:-}" ]; then
+    bin=$BENCH_BIN
+else
+    cargo build --release --quiet --manifest-path "$here/Cargo.toml"
+    bin="$here/target/release"
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -19,6 +19,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::ops::{Change, Id, Operation};
 use crate::store::config::{self, Config};
 use crate::store::identity::{self, Identity};
+use crate::store::layout;
 use crate::store::lock::ReplicaLock;
 use crate::store::state::{self, Member, State};
 use crate::tree::excludes::Excludes;
@@ -340,12 +341,25 @@ impl Replica {
 
     /// Compares the tree with the recorded state, changing nothing.
     pub fn scan(&self, hooks: &mut ScanHooks) -> Result<ScanOutcome> {
+        self.scan_with(hooks, None)
+    }
+
+    /// [`Replica::scan`] for a scan whose outcome is recorded: a file
+    /// that keeps changing while it is read is cloned (reflink) into the
+    /// state folder's [`layout::SNAPSHOTS_DIR`] where the filesystem can,
+    /// and the clone's content is what is recorded; snapshots of earlier
+    /// scans are removed (see [`scan::scan`]).
+    pub fn scan_to_record(&self, hooks: &mut ScanHooks) -> Result<ScanOutcome> {
+        self.scan_with(hooks, Some(&self.state_dir().join(layout::SNAPSHOTS_DIR)))
+    }
+
+    fn scan_with(&self, hooks: &mut ScanHooks, snapshots: Option<&Path>) -> Result<ScanOutcome> {
         let excludes = self.excludes()?;
         let folding = self.folding()?;
         let state_dir = self.state_dir();
         // A second connection, so the entries load while the tree is walked.
         let load = move || State::open_read_only(&state_dir)?.load_entries();
-        scan::scan(&self.root, &excludes, folding, load, hooks)
+        scan::scan(&self.root, &excludes, folding, load, hooks, snapshots)
     }
 
     pub fn members(&self) -> Result<Vec<Member>> {
@@ -496,6 +510,7 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
         Folding::default(),
         nothing_recorded,
         &mut ScanHooks::default(),
+        None,
     )?;
     if let Some(nested) = outcome
         .warnings

@@ -10,6 +10,7 @@
 //!     filesystem.toml         FILESYSTEM_FILE how the filesystem compares names (a probe's cache)
 //!     staging/                STAGING_DIR     new content of an import in progress
 //!     deleted/YYYYMMDD/       DELETED_DIR     what imports replaced or deleted
+//!     snapshots/HASH          SNAPSHOTS_DIR   reflink clones of files that kept changing
 //! ```
 //!
 //! Inside the tree itself, outside the state folder, an import uses the
@@ -39,6 +40,19 @@ pub const FILESYSTEM_FILE: &str = "filesystem.toml";
 pub const STAGING_DIR: &str = "staging";
 /// Where files an import deletes or replaces are kept, by day.
 pub const DELETED_DIR: &str = "deleted";
+/// Point-in-time clones (reflinks) of files that kept changing while the
+/// scan read them, each named by [`snapshot_name`] of its path: the
+/// recorded version of such a file is the clone's content, and exports
+/// read it from there (`tree::scan`, `sync::chunks`).
+pub const SNAPSHOTS_DIR: &str = "snapshots";
+
+/// The name of the snapshot of the tree path `rel` in [`SNAPSHOTS_DIR`]:
+/// the hex SHA-256 of the path (any path, of any length, gives a valid
+/// file name).
+pub fn snapshot_name(rel: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(rel))
+}
 
 /// Temporary name beside a target while an import copies a file onto
 /// another filesystem mounted inside the replica.

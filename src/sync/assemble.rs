@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, IoContext, Refusal, Result};
 use crate::ops::{ChunkId, ChunkRef, Timestamp};
 use crate::sync::apply::ChunkSource;
-use crate::tree::relpath;
+use crate::tree::{chunking, relpath};
 
 /// One file to write.
 pub(crate) struct Target<'a> {
@@ -50,7 +50,7 @@ pub(crate) struct Options<'a> {
     /// error, or `None` to leave the files that need it out (they are
     /// removed, and listed in [`Assembled::incomplete`]).
     pub missing: &'a dyn Fn(&ChunkRef, &[u8]) -> Option<Error>,
-    /// Fsync each file once written.
+    /// Fsync each file once written (several at once, see [`fsync_all`]).
     pub fsync: bool,
     /// Called once per file, in order, when it is complete.
     pub after_file: &'a mut dyn FnMut() -> Result<()>,
@@ -73,7 +73,10 @@ pub(crate) struct Assembled {
 
 /// Writes every target from its chunk list: content, then mode and mtime.
 /// Returns what it wrote ([`Assembled`]). Every chunk
-/// is checked against its id and length before it is written. Errors: a
+/// is checked against its id and length before it is written (the id by
+/// the source when it says it checks them, [`ChunkSource::checks_ids`]).
+/// All-zero chunks are not written at all, nor zero 4 KiB blocks within a
+/// chunk: the files are sparse where their content is zeros. Errors: a
 /// chunk whose bytes do not match its id ([`Refusal::BadContent`]), one
 /// found nowhere (`options.missing`), the source's own (a damaged packet),
 /// and I/O. On error the targets are left as they are, for the caller to
@@ -94,6 +97,13 @@ pub(crate) fn write_files(
         let file = open(&target.path, true).at(&target.path)?;
         let mut offset = 0u64;
         for chunk in target.chunks {
+            if chunking::is_zero_chunk(chunk) {
+                // Never written: the file is made at its full length
+                // below, and what was never written is a hole that reads
+                // as zeros. A sparse file stays sparse.
+                offset += u64::from(chunk.len);
+                continue;
+            }
             let key = (chunk.id, chunk.len);
             spots
                 .entry(key)
@@ -118,6 +128,10 @@ pub(crate) fn write_files(
     };
     let wanted: Vec<ChunkId> = order.iter().map(|(id, _)| *id).collect();
     let mut on_chunk = options.on_chunk;
+    // A packet's reader has hashed every chunk already (a chunk rebuilt
+    // from a recipe included): a second SHA-256 of every byte would only
+    // cost time.
+    let check = !source.checks_ids();
     let delivered = source.deliver_with(&wanted, &mut *options.elsewhere, &mut |id, bytes| {
         let Ok(len) = u32::try_from(bytes.len()) else {
             return Ok(());
@@ -126,7 +140,7 @@ pub(crate) fn write_files(
         let Some(places) = spots.remove(&(*id, len)) else {
             return Ok(());
         };
-        if Sha256::digest(bytes).as_slice() != id {
+        if check && Sha256::digest(bytes).as_slice() != id {
             return Err(Error::Refused(Refusal::BadContent {
                 chunk: hex::encode(id),
                 path: relpath::display(targets[places[0].file].rel),
@@ -208,15 +222,32 @@ pub(crate) fn write_files(
         file.set_permissions(std::fs::Permissions::from_mode(target.mode))
             .at(&target.path)?;
         crate::tree::confined::set_file_mtime(&file, target.mtime).at(&target.path)?;
-        if options.fsync {
-            file.sync_all().at(&target.path)?;
-        }
         (options.after_file)()?;
+    }
+    if options.fsync {
+        let complete: Vec<&Path> = targets
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| incomplete.binary_search(index).is_err())
+            .map(|(_, target)| target.path.as_path())
+            .collect();
+        fsync_all(&complete)?;
     }
     Ok(Assembled {
         bytes: total,
         incomplete,
     })
+}
+
+/// Fsyncs every file in `paths`, several at once
+/// ([`crate::sys::fsutil::in_parallel`]); the first error once all are
+/// done.
+fn fsync_all(paths: &[&Path]) -> Result<()> {
+    crate::sys::fsutil::in_parallel(paths, crate::sys::fsutil::FSYNC_THREADS, |path| {
+        open(path, false).and_then(|file| file.sync_all()).at(path)
+    })
+    .into_iter()
+    .collect()
 }
 
 /// Opens a target: created (replacing anything there) and writable, or
@@ -243,12 +274,48 @@ struct Writers<'a> {
 
 const OPEN_WRITERS: usize = 16;
 
+/// The block size holes are made of: a zero block of the file (at a
+/// multiple of this offset) is not written, so it stays a hole. 4 KiB is
+/// the block of ext4, xfs and btrfs as usually made; on a filesystem with
+/// larger blocks a partly written block is simply allocated.
+const HOLE_BLOCK: u64 = 4096;
+
+/// Writes `bytes` at `offset` of a file that is a hole there (made by
+/// `set_len`, never written), leaving the zero blocks in it unwritten.
+fn write_sparse(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    let end = offset + bytes.len() as u64;
+    // Runs of non-zero blocks, each written in one call.
+    let mut run_start: Option<u64> = None;
+    let mut at = offset;
+    while at < end {
+        let block_end = ((at / HOLE_BLOCK + 1) * HOLE_BLOCK).min(end);
+        let block = &bytes[(at - offset) as usize..(block_end - offset) as usize];
+        let zero = chunking::is_all_zero(block);
+        match (zero, run_start) {
+            (false, None) => run_start = Some(at),
+            (true, Some(start)) => {
+                file.write_all_at(
+                    &bytes[(start - offset) as usize..(at - offset) as usize],
+                    start,
+                )?;
+                run_start = None;
+            }
+            _ => {}
+        }
+        at = block_end;
+    }
+    if let Some(start) = run_start {
+        file.write_all_at(&bytes[(start - offset) as usize..], start)?;
+    }
+    Ok(())
+}
+
 impl Writers<'_> {
     fn put(&mut self, places: &[Spot], bytes: &[u8]) -> Result<()> {
         for spot in places {
             let path = &self.targets[spot.file].path;
             let file = self.file(spot.file)?;
-            file.write_all_at(bytes, spot.offset).at(path)?;
+            write_sparse(file, bytes, spot.offset).at(path)?;
         }
         Ok(())
     }
@@ -434,6 +501,64 @@ mod tests {
                 if *chunk == hex::encode(self::chunk(b"absent").id)),
             "{err:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod sparse {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Zero chunks and zero blocks inside chunks are left unwritten: the
+    /// file holds the right bytes and allocates only its data blocks.
+    #[test]
+    fn zeros_are_left_as_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8 + 1).collect();
+        let zeros = vec![0u8; chunking::MAX_CHUNK];
+        let mut tail = vec![0u8; 65536];
+        tail[..100].fill(7);
+        let chunks: Vec<ChunkRef> = [&data, &zeros, &tail]
+            .iter()
+            .map(|bytes| ChunkRef {
+                id: Sha256::digest(bytes).into(),
+                len: bytes.len() as u32,
+            })
+            .collect();
+        let targets = [Target {
+            path: dir.path().join("0"),
+            rel: b"disk.img",
+            chunks: &chunks,
+            mode: 0o644,
+            mtime: Timestamp::default(),
+        }];
+        let mut asked = Vec::new();
+        let mut source = |id: &ChunkId| {
+            asked.push(*id);
+            Ok([&data, &zeros, &tail]
+                .into_iter()
+                .find(|bytes| Sha256::digest(bytes).as_slice() == id)
+                .cloned())
+        };
+        write_files(
+            &targets,
+            &mut source,
+            Options {
+                elsewhere: &mut |_| None,
+                missing: &|_, _| None,
+                fsync: false,
+                after_file: &mut || Ok(()),
+                on_chunk: None,
+            },
+        )
+        .unwrap();
+        // The zero chunk is not even asked for.
+        assert_eq!(asked, vec![chunks[0].id, chunks[2].id]);
+        let written = std::fs::read(dir.path().join("0")).unwrap();
+        assert_eq!(written, [data.clone(), zeros, tail].concat());
+        // Blocks of 4 KiB: two for the data, one for the tail's 100 bytes.
+        let allocated = std::fs::metadata(dir.path().join("0")).unwrap().blocks() * 512;
+        assert!(allocated <= 3 * 4096, "{allocated} bytes allocated");
     }
 }
 

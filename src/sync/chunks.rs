@@ -10,6 +10,7 @@ use packet_format::PacketWriter;
 use crate::error::{Error, IoContext, Result};
 use crate::ops::{ChunkId, PathState};
 use crate::replica::Replica;
+use crate::store::layout;
 use crate::tree::relpath;
 
 /// Where this replica's current files hold each chunk.
@@ -24,6 +25,9 @@ pub struct LocalChunks {
     /// The file read last: chunks are mostly asked for in file order, so
     /// it is kept open rather than reopened for every chunk.
     open: Option<(Vec<u8>, std::fs::File)>,
+    /// Names in the snapshot folder ([`layout::SNAPSHOTS_DIR`]): a file
+    /// with a snapshot was recorded from it, so its content is read there.
+    snapshots: HashSet<String>,
 }
 
 /// What became of a chunk asked for a packet ([`LocalChunks::add_to`]).
@@ -54,10 +58,19 @@ impl LocalChunks {
                 }
             }
         }
+        let snapshots = std::fs::read_dir(replica.state_dir().join(layout::SNAPSHOTS_DIR))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|entry| entry.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(LocalChunks {
             places,
             changed: HashSet::new(),
             open: None,
+            snapshots,
         })
     }
 
@@ -77,7 +90,14 @@ impl LocalChunks {
         };
         let mut first_changed = None;
         for (path, offset, len) in places.clone() {
-            let disk = relpath::to_disk_path(root, &path);
+            let snapshot = layout::snapshot_name(&path);
+            let disk = if self.snapshots.contains(&snapshot) {
+                layout::state_dir(root)
+                    .join(layout::SNAPSHOTS_DIR)
+                    .join(snapshot)
+            } else {
+                relpath::to_disk_path(root, &path)
+            };
             if self.changed.contains(&path) {
                 first_changed.get_or_insert(disk);
                 continue;

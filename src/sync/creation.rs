@@ -657,15 +657,18 @@ fn remove_abandoned_import(dir: &Path, packet: &LogicalPacket) -> Result<Vec<u32
 /// Refuses, before anything is made, a new replica whose files do not
 /// fit in the free space of the filesystem that will hold `dir`
 /// ([`Refusal::NoSpace`]; content is written once, so the files' size is
-/// what it needs, plus the state database, not counted).
+/// what it needs, plus the state database, not counted; all-zero chunks
+/// are left as holes and cost nothing).
 fn check_space(dir: &Path, checked: &crate::sync::creation_check::Checked) -> Result<()> {
     let needed: u64 = checked
         .paths
         .values()
-        .map(|(_, state)| match state {
-            PathState::File { size, .. } => *size,
-            _ => 0,
+        .flat_map(|(_, state)| match state {
+            PathState::File { chunks, .. } => chunks.as_slice(),
+            _ => &[],
         })
+        .filter(|chunk| !crate::tree::chunking::is_zero_chunk(chunk))
+        .map(|chunk| u64::from(chunk.len))
         .sum();
     let Some(existing) = dir.ancestors().find(|d| d.is_dir()) else {
         return Ok(());
@@ -1106,6 +1109,10 @@ impl ChunkSource for NotingLengths<'_> {
             }
             sink(id, bytes)
         })
+    }
+
+    fn checks_ids(&self) -> bool {
+        self.chunks.checks_ids()
     }
 }
 

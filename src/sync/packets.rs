@@ -98,6 +98,9 @@ impl<'a> PacketChunks<'a> {
     }
 }
 
+/// Chunks read ahead of the one being written (at most 256 KiB each).
+const READ_AHEAD: usize = 8;
+
 impl ChunkSource for PacketChunks<'_> {
     /// Every chunk of the packet, whatever `wanted` says: the packet is
     /// read in order anyway, and the sink skips what it does not need.
@@ -109,11 +112,34 @@ impl ChunkSource for PacketChunks<'_> {
         _wanted: &[ChunkId],
         sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
     ) -> Result<()> {
-        for chunk in self.packet.chunks() {
-            let (id, bytes) = chunk?;
-            sink(&id, &bytes)?;
-        }
-        Ok(())
+        // Reading a chunk (decompressing it, checking its SHA-256) and
+        // writing it out take about as long each: a second thread reads
+        // ahead while this one writes, a few chunks at most (the channel's
+        // bound) held between them.
+        std::thread::scope(|scope| {
+            let (send, receive) = std::sync::mpsc::sync_channel(READ_AHEAD);
+            let packet = self.packet;
+            scope.spawn(move || {
+                for chunk in packet.chunks() {
+                    let failed = chunk.is_err();
+                    // The receiver is gone when the sink failed: stop.
+                    if send.send(chunk).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            for chunk in receive {
+                let (id, bytes) = chunk?;
+                sink(&id, &bytes)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `packet_format`'s reader checks every chunk's SHA-256 against its
+    /// id before handing it over.
+    fn checks_ids(&self) -> bool {
+        true
     }
 
     /// As `deliver`, building the chunks the packet carries as recipes

@@ -40,7 +40,7 @@ use crate::tree::scan::{ScanHooks, ScanOutcome};
 /// since its exclude rules changed ([`RecordSummary::missing`]).
 pub fn record_local_changes(replica: &mut LockedReplica) -> Result<(ScanOutcome, RecordSummary)> {
     crate::sync::apply::recover(replica)?;
-    let outcome = replica.scan(&mut ScanHooks::default())?;
+    let outcome = replica.scan_to_record(&mut ScanHooks::default())?;
     let mut summary = replica.record(&outcome)?;
     let excludes = replica.excludes()?;
     if let Some(missing) = missing_since_excludes_changed(replica, &excludes)? {

@@ -35,6 +35,49 @@ pub fn create_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     file.sync_all().at(path)
 }
 
+/// fsyncs made at once by [`in_parallel`]'s callers.
+pub const FSYNC_THREADS: usize = 8;
+
+/// Calls `f` on every item, on up to `threads` threads at once, and
+/// returns the results in the items' order. For fsyncs: a filesystem's
+/// journal takes concurrent fsyncs into one commit (ext4, xfs), where one
+/// after the other each waits for a commit of its own. (A `syncfs` gives
+/// the same guarantee in one call but waits for every other process's
+/// writes on the filesystem too: 2.5 s under a build, where 50 fsyncs
+/// took 0.1 s.)
+pub fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if items.len() <= 1 || threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.min(items.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(index) else {
+                            return done;
+                        };
+                        done.push((index, f(item)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("a worker does not panic"))
+            .collect()
+    });
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
+}
+
 pub fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
@@ -80,6 +123,14 @@ pub fn mount_point(path: &Path) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_parallel_keeps_the_order() {
+        let items: Vec<u32> = (0..100).collect();
+        let doubled = in_parallel(&items, 8, |n| n * 2);
+        assert_eq!(doubled, items.iter().map(|n| n * 2).collect::<Vec<_>>());
+        assert!(in_parallel(&[] as &[u32], 8, |n| *n).is_empty());
+    }
 
     #[test]
     fn mount_point_is_an_ancestor() {

@@ -18,7 +18,9 @@
 //! creates that file (holding its pid) and waits until the test removes it
 //! or a signal asks the process to stop. Points: `export-writing` (an
 //! update export that has written its first operation, a creation export
-//! its first file's content; both have their first part file open).
+//! its first file's content; both have their first part file open),
+//! `scan-after-read:NAME` (a scan has read a file named NAME, and not yet
+//! checked whether it changed meanwhile; [`pause_after_reading`]).
 //!
 //! A forced filesystem: when `SYNCREPLICA_TEST_FOLD` is set, its words
 //! (`case`, `unicode`, comma-separated; empty or `none` for neither) replace
@@ -76,6 +78,23 @@ pub fn pause_point(point: &str, stop: &crate::sys::stop::StopFlag) {
     }
     while marker.exists() && stop.signal().is_none() {
         std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The pause point `scan-after-read:NAME` for the file at `path` (NAME
+/// its file name): a test changes the file there, as a writer racing the
+/// scan would.
+pub fn pause_after_reading(path: &std::path::Path) {
+    let Some(wanted) = std::env::var_os(PAUSE_AT_VAR) else {
+        return;
+    };
+    let Some(name) = path.file_name() else {
+        return;
+    };
+    let mut point = std::ffi::OsString::from("scan-after-read:");
+    point.push(name);
+    if wanted == point {
+        pause_point(&point.to_string_lossy(), &crate::sys::stop::StopFlag::new());
     }
 }
 

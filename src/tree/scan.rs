@@ -178,7 +178,8 @@ fn mode_of(state: &PathState) -> u32 {
     }
 }
 
-/// A path the scan left as recorded, and why.
+/// A path the scan left as recorded, or recorded otherwise than it read
+/// it (from a snapshot), and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanWarning {
     pub path: Vec<u8>,
@@ -190,8 +191,17 @@ pub struct ScanWarning {
 pub enum WarningKind {
     #[error("cannot read link, left as recorded: {0}")]
     UnreadableLink(String),
+    /// Kept changing while being read, and no clone could be made (not
+    /// asked, or the filesystem has no reflinks).
     #[error("changed while being read ({READ_ATTEMPTS} attempts); not recorded this time")]
     Busy,
+    /// Kept changing while being read; a point-in-time clone (reflink)
+    /// was recorded, and is what exports send.
+    #[error(
+        "changed while being read ({READ_ATTEMPTS} attempts); recorded as a point-in-time \
+         clone (reflink) of it, which exports send"
+    )]
+    Snapshot,
     #[error("cannot read, left as recorded: {0}")]
     Unreadable(String),
     #[error("cannot read directory, left as recorded: {0}")]
@@ -313,12 +323,24 @@ enum WalkedKind {
 /// paths are one name there ([`Folding::key`]) and one of them is on disk,
 /// the other's absence is not recorded as a deletion
 /// ([`WarningKind::FoldedAway`]).
+///
+/// `snapshots`: for a scan whose outcome is recorded, the folder where a
+/// file that keeps changing while it is read (a running VM's image, a
+/// database) is cloned with a reflink (FICLONE: btrfs, xfs, …), its
+/// clone chunked and recorded instead ([`WarningKind::Snapshot`]; the
+/// exports read its content from the clone). Where the filesystem cannot
+/// clone, such a file is left as recorded ([`WarningKind::Busy`]). The
+/// folder's other snapshots, from earlier scans, are removed: every file
+/// recorded from a snapshot is read again by the next scan (its stat is
+/// not recorded), which records the live file or clones it anew. `None`:
+/// nothing is written (a `-status` scan).
 pub fn scan<F>(
     root: &Path,
     excludes: &Excludes,
     folding: Folding,
     load_recorded: F,
     hooks: &mut ScanHooks,
+    snapshots: Option<&Path>,
 ) -> Result<ScanOutcome>
 where
     F: FnOnce() -> Result<HashMap<Vec<u8>, RecordedEntry>> + Send,
@@ -362,6 +384,8 @@ where
         .folds()
         .then(|| FoldedNames::new(folding, &walked, &recorded));
 
+    // Snapshots this scan made (file names in `snapshots`).
+    let mut made_snapshots: std::collections::HashSet<String> = Default::default();
     for Walked { rel, kind, stat } in walked {
         let path = relpath::to_disk_path(root, &rel);
         // Removing what we see leaves the recorded paths that are gone.
@@ -402,11 +426,27 @@ where
                     continue;
                 }
                 Ok(ReadResult::KeptChanging) => {
-                    outcome.warnings.push(ScanWarning {
-                        path: rel,
-                        kind: WarningKind::Busy,
-                    });
-                    continue;
+                    // A point-in-time clone where the filesystem makes
+                    // one; otherwise (or if cloning fails) left as
+                    // recorded, with a warning naming it.
+                    match snapshots.and_then(|dir| snapshot(&path, dir, &rel, &mut outcome)) {
+                        Some(state) => {
+                            outcome.warnings.push(ScanWarning {
+                                path: rel.clone(),
+                                kind: WarningKind::Snapshot,
+                            });
+                            made_snapshots.insert(crate::store::layout::snapshot_name(&rel));
+                            // No stat: the next scan reads the live file again.
+                            state
+                        }
+                        None => {
+                            outcome.warnings.push(ScanWarning {
+                                path: rel,
+                                kind: WarningKind::Busy,
+                            });
+                            continue;
+                        }
+                    }
                 }
                 Err(err) => {
                     outcome.warnings.push(ScanWarning {
@@ -460,6 +500,9 @@ where
             new: PathState::Deleted,
             stat: None,
         });
+    }
+    if let Some(dir) = snapshots {
+        remove_stale_snapshots(dir, &made_snapshots);
     }
     deletions.sort_by(|a, b| b.path.cmp(&a.path));
     updates.sort_by(|a, b| a.path.cmp(&b.path));
@@ -700,16 +743,23 @@ fn read_stable(
         let before = stat_key(&file.metadata()?);
         let mut bytes = 0u64;
         let mut pieces = Vec::new();
-        let chunks = chunking::chunk_stream(&file, |chunk, data| {
+        let reader = chunking::HoleSkippingReader::new(&file, before.size);
+        let count = |chunk: &crate::ops::ChunkRef, data: &[u8]| {
             bytes += u64::from(chunk.len);
             pieces.push((chunk.id, chunking::pack_pieces(&chunking::pieces(data))));
             Ok(())
-        })?;
+        };
+        let chunks = if before.size >= chunking::PIPELINE_FROM {
+            chunking::chunk_stream_pipelined(reader, count)?
+        } else {
+            chunking::chunk_stream(reader, count)?
+        };
         outcome.files_read += 1;
         outcome.bytes_read += bytes;
         if let Some(hook) = hooks.after_read.as_mut() {
             hook(path);
         }
+        crate::sys::testhook::pause_after_reading(path);
         let after_meta = file.metadata()?;
         let after = stat_key(&after_meta);
         let at_path = match std::fs::symlink_metadata(path) {
@@ -737,6 +787,71 @@ fn read_stable(
         }
     }
     Ok(ReadResult::KeptChanging)
+}
+
+/// Clones the file at `path` (tree path `rel`) into `dir` with a reflink
+/// (FICLONE), named [`crate::store::layout::snapshot_name`], and chunks
+/// the clone: its state, or `None` where the filesystem cannot clone it
+/// (not btrfs/xfs, another filesystem than the state folder's) or any
+/// step fails (the clone is then removed). The clone is a point in time:
+/// the filesystem makes it under the file's lock, so it holds no half
+/// write. Its mode and mtime are the file's right after the clone.
+fn snapshot(path: &Path, dir: &Path, rel: &[u8], outcome: &mut ScanOutcome) -> Option<PathState> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = crate::store::layout::snapshot_name(rel);
+    let temp = dir.join(format!("{name}.new"));
+    let mut clone = || -> std::io::Result<PathState> {
+        let source = File::open(path)?;
+        std::fs::create_dir_all(dir)?;
+        let copy = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)?;
+        rustix::fs::ioctl_ficlone(&copy, &source)?;
+        let meta = source.metadata()?;
+        let size = copy.metadata()?.len();
+        let chunks = chunking::chunk_stream_pipelined(
+            chunking::HoleSkippingReader::new(&copy, size),
+            |_, _| Ok(()),
+        )?;
+        outcome.files_read += 1;
+        outcome.bytes_read += size;
+        std::fs::rename(&temp, dir.join(&name))?;
+        Ok(PathState::File {
+            mode: meta.mode() & 0o7777,
+            mtime: file_mtime(&meta),
+            size,
+            chunks,
+            ext: Default::default(),
+        })
+    };
+    match clone() {
+        Ok(state) => Some(state),
+        Err(_) => {
+            let _ = std::fs::remove_file(&temp);
+            // Made above for this clone; left if other snapshots are in it.
+            let _ = std::fs::remove_dir(dir);
+            None
+        }
+    }
+}
+
+/// Removes every file in the snapshot folder `dir` but those named in
+/// `keep` (made by this scan). Best effort: a snapshot left behind only
+/// takes room until the next scan.
+fn remove_stale_snapshots(dir: &Path, keep: &std::collections::HashSet<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(|name| keep.contains(name)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn same_content_stat(a: &StatKey, b: &StatKey) -> bool {

@@ -18,4 +18,5 @@ mod man_pages;
 mod readonly;
 mod shipping;
 mod soak;
+mod sparse;
 mod sync;

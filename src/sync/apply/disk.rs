@@ -308,6 +308,7 @@ pub(crate) fn execute(
         staging: &staging,
         replica_name: &replica.identity.replica_name,
         hook: hooks.before_resolve.clone(),
+        kept_in: Default::default(),
     };
     let mut failures = Vec::new();
     for (seq, action) in actions.iter().enumerate() {
@@ -326,6 +327,15 @@ pub(crate) fn execute(
     }
     restore_dir_modes(&confined, &staging, &mut failures)?;
     sync_dirs(&confined, touched, &mut failures);
+    // Before the journal is marked done: a kept version whose rename a
+    // crash lost is still aside in staging, and is kept from there
+    // (`keep_leftovers`).
+    let kept_in: Vec<PathBuf> = ctx.kept_in.take().into_iter().collect();
+    crate::sys::fsutil::in_parallel(&kept_in, crate::sys::fsutil::FSYNC_THREADS, |folder| {
+        sync_dir(folder).at(folder)
+    })
+    .into_iter()
+    .collect::<Result<()>>()?;
     Ok(Executed { notes, failures })
 }
 
@@ -362,8 +372,13 @@ fn put_back_displaced(ctx: &Context, seq: usize, rel: &[u8]) {
 /// a symlink or blocking: one replaced since (by a symlink, a FIFO...) is
 /// skipped. One that cannot be synced is a failure of its own.
 fn sync_dirs(confined: &ConfinedRoot, dirs: BTreeSet<Vec<u8>>, failures: &mut Vec<Failure>) {
-    for dir in dirs {
-        if let Err(err) = confined.sync_dir(&dir) {
+    let dirs: Vec<Vec<u8>> = dirs.into_iter().collect();
+    // Several at once: the journal commits them together.
+    let synced = crate::sys::fsutil::in_parallel(&dirs, crate::sys::fsutil::FSYNC_THREADS, |dir| {
+        confined.sync_dir(dir)
+    });
+    for (dir, result) in dirs.into_iter().zip(synced) {
+        if let Err(err) = result {
             failures.push(Failure {
                 path: dir,
                 step: "writing the folder to disk (fsync)",
@@ -381,6 +396,10 @@ struct Context<'a> {
     /// This replica's name, for conflict copies of local changes.
     replica_name: &'a str,
     hook: Option<crate::tree::confined::ResolveHook>,
+    /// Folders of `.syncreplica/deleted/` that kept versions were renamed
+    /// into, fsynced once each at the end of the journal (one fsync per
+    /// folder, not per kept file).
+    kept_in: std::cell::RefCell<BTreeSet<PathBuf>>,
 }
 
 impl Context<'_> {
@@ -626,7 +645,6 @@ fn settle_found(
 /// names in the tree (a later edit through them must not reach the kept
 /// version).
 fn keep_version(ctx: &Context, aside: &Path, stat: &rustix::fs::Stat, target: &Path) -> Result<()> {
-    let _ = ctx;
     let folder = parent_of(target);
     std::fs::create_dir_all(&folder).at(&folder)?;
     if lstat(target)?.is_none() {
@@ -643,10 +661,10 @@ fn keep_version(ctx: &Context, aside: &Path, stat: &rustix::fs::Stat, target: &P
             std::fs::rename(&partial, target).at(target)?;
         } else {
             std::fs::rename(aside, target).at(target)?;
-            sync_dir(&folder).at(&folder)?;
+            ctx.kept_in.borrow_mut().insert(folder);
             return Ok(());
         }
-        sync_dir(&folder).at(&folder)?;
+        ctx.kept_in.borrow_mut().insert(folder);
     }
     std::fs::remove_file(aside).at(aside)
 }
@@ -1309,6 +1327,7 @@ mod tests {
                 staging: &self.staging,
                 replica_name: "beta",
                 hook: None,
+                kept_in: Default::default(),
             }
         }
 

@@ -132,11 +132,13 @@
 //! 9. **Crash safety.** (a) Plan everything, writing nothing (the batch's
 //!    operations wait in a scratch database, [`batch`], never in the
 //!    state: a crash forgets them); (b) stage every new
-//!    file's content under `.syncreplica/staging/<n>`, fsynced; (c) commit
+//!    file's content under `.syncreplica/staging/<n>`, fsynced (several
+//!    at once, so the journal commits them together); (c) commit
 //!    log, epochs, members, entries (without stat, so the next scan reads
 //!    those files once) and a journal of disk actions in one transaction;
 //!    (d) execute the journal, every action idempotent, then fsync the
-//!    directories; (e) clear the journal and remove the staging folder
+//!    directories (those of the tree it changed, and the soft-deleted
+//!    folders that received kept versions); (e) clear the journal and remove the staging folder
 //!    (after moving anything still set aside there to the soft-deleted
 //!    files: a displaced version is never deleted with it).
 //!    An action that the tree no longer allows (a directory to remove that
@@ -249,8 +251,9 @@ pub trait ChunkSource {
     /// by id hands over those of `wanted` it has; a packet streams every
     /// chunk it carries in stored order (the sink skips the rest), so no
     /// copy of them is made first. The engine checks every chunk against
-    /// its id before use. Errors: the sink's, and the source's own (a
-    /// damaged packet).
+    /// its id before use, unless [`ChunkSource::checks_ids`] says the
+    /// source did. Errors: the sink's, and the source's own (a damaged
+    /// packet).
     fn deliver(
         &mut self,
         wanted: &[ChunkId],
@@ -267,6 +270,13 @@ pub trait ChunkSource {
         sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
     ) -> Result<()> {
         self.deliver(wanted, sink)
+    }
+
+    /// Whether every chunk this source hands over was checked against its
+    /// id already (a packet's reader checks them): the engine then does
+    /// not hash it a second time. False unless a source says otherwise.
+    fn checks_ids(&self) -> bool {
+        false
     }
 }
 
@@ -472,11 +482,13 @@ pub fn apply_stored(
 /// The bytes a batch writes on the replica's filesystem before its
 /// commit: the content of every file it stages. Chunks are written
 /// straight from the packet into the staged files (`crate::sync::assemble`),
-/// so nothing else is written on the way.
+/// so nothing else is written on the way. All-zero chunks are left as
+/// holes, so they take no room and are not counted.
 fn bytes_needed(plan: &plan::Plan) -> u64 {
     plan.jobs
         .iter()
         .flat_map(|job| &job.chunks)
+        .filter(|chunk| !crate::tree::chunking::is_zero_chunk(chunk))
         .map(|chunk| u64::from(chunk.len))
         .sum()
 }
