@@ -253,6 +253,11 @@ pub enum Refusal {
     /// one this replica has. Recorded as a clone alarm (`lsreplica`).
     #[error("replica \"{replica}\" is cloned: {what}; nothing of this packet was applied")]
     Cloned { replica: String, what: String },
+
+    /// Signed by a member removed from the family (`rmreplica`): nothing
+    /// of it is accepted, not even its epoch row.
+    #[error("signed by \"{replica}\", which was removed from the family {how}; nothing of this packet was applied")]
+    Removed { replica: String, how: String },
 }
 
 /// Text from outside (a name, a comment or a path from a packet, a file

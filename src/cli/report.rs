@@ -150,6 +150,11 @@ pub fn refusal_hint(refusal: &Refusal) -> Option<&'static str> {
              import it where the other copy is, move that copy's changed files into it, and stop using the copy \
              (the refused packet stays where it is; lsreplica shows the alarm)",
         ),
+        Refusal::Removed { .. } => Some(
+            "a removed member stays removed: if its changes are still wanted, copy its files into a \
+             current member's replica, or make it a member again under a new name with mkreplica -export \
+             (the refused packet stays where it is; lsreplica -long lists the removed members)",
+        ),
         Refusal::NotAMember { .. } => {
             Some("lsreplica lists the members whose packets this replica accepts")
         }

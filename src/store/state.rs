@@ -1552,3 +1552,105 @@ pub fn add_clone_alarm(tx: &Transaction, alarm: &CloneAlarm) -> rusqlite::Result
     )
     .map(drop)
 }
+
+// Removed members (`rmreplica`, issue 13): a member removed for good, by
+// whose operation, and when this replica applied it. Made on first use
+// like the family tables.
+
+const REMOVED_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS removed_members (
+    replica     BLOB PRIMARY KEY,
+    name        TEXT NOT NULL,
+    -- The operation that removed it: its origin (the remover) and epoch.
+    by_origin   BLOB NOT NULL,
+    by_epoch    INTEGER NOT NULL,
+    at_ns       INTEGER NOT NULL
+);
+";
+
+/// A member removed from the family (see `Change::RemoveMember`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub replica: Id,
+    /// Its name as the removal operation gave it.
+    pub name: String,
+    /// The member whose operation removed it, and that operation's epoch.
+    pub by: Id,
+    pub by_epoch: u64,
+    /// When this replica applied (or recorded) the removal.
+    pub at_ns: i64,
+}
+
+impl State {
+    /// Every member removed from the family, as far as this replica knows.
+    pub fn removed_members(&self) -> Result<Vec<Removed>> {
+        let db = |source| self.db_error(source);
+        if !self.has_table("removed_members")? {
+            return Ok(Vec::new());
+        }
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT replica, name, by_origin, by_epoch, at_ns FROM removed_members ORDER BY at_ns",
+            )
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut removed = Vec::new();
+        for row in rows {
+            let (replica, name, by, by_epoch, at_ns) = row.map_err(db)?;
+            let (Some(replica), Some(by)) = (id_of(&replica), id_of(&by)) else {
+                return Err(self.corrupt("removed_members: an id is not 16 bytes"));
+            };
+            removed.push(Removed {
+                replica,
+                name,
+                by,
+                by_epoch: by_epoch as u64,
+                at_ns,
+            });
+        }
+        Ok(removed)
+    }
+
+    /// The removal of `replica`, if it was removed.
+    pub fn removal_of(&self, replica: &Id) -> Result<Option<Removed>> {
+        Ok(self
+            .removed_members()?
+            .into_iter()
+            .find(|r| r.replica == *replica))
+    }
+}
+
+/// Records that `removed.replica` left the family (the first removal
+/// wins), and forgets what was waiting for its confirmation: a removed
+/// member holds nothing back.
+pub fn mark_removed(tx: &Transaction, removed: &Removed) -> rusqlite::Result<()> {
+    tx.execute_batch(REMOVED_TABLE)?;
+    family_tables(tx)?;
+    tx.execute(
+        "INSERT OR IGNORE INTO removed_members (replica, name, by_origin, by_epoch, at_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            removed.replica.0.as_slice(),
+            removed.name,
+            removed.by.0.as_slice(),
+            removed.by_epoch as i64,
+            removed.at_ns
+        ],
+    )?;
+    tx.execute(
+        "DELETE FROM sent_ranges WHERE target = ?1",
+        params![removed.replica.0.as_slice()],
+    )
+    .map(drop)
+}

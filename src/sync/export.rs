@@ -193,6 +193,15 @@ pub fn resolve_targets(replica: &Replica, names: &[String]) -> Result<Vec<Member
                 why: "that is this replica; name a sibling to export to".into(),
             });
         }
+        if let Some(removed) = replica.state().removal_of(&member.replica)? {
+            return Err(Error::BadName {
+                name: name.clone(),
+                why: format!(
+                    "that member was removed from the family {}; nothing is sent to it",
+                    crate::sync::family::removal_text(replica, &removed)?
+                ),
+            });
+        }
         if !members.iter().any(|m: &Member| m.replica == member.replica) {
             members.push(member);
         }

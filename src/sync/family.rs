@@ -160,3 +160,94 @@ fn raise(
         what,
     })
 }
+
+/// What `rmreplica` did.
+#[derive(Debug, Clone)]
+pub struct Removal {
+    pub member: crate::store::state::Member,
+    /// The epoch of this replica's operation that records the removal.
+    pub epoch: u64,
+}
+
+/// Removes the member `name_or_id` from the family for good (`rmreplica`):
+/// logs a sealed `RemoveMember` operation of this replica's, which every
+/// export then carries to the siblings, and applies it here, in one
+/// transaction. From then on this replica accepts no packet that member
+/// signs ([`check_removed`]), refuses it as an export target, and no
+/// longer waits for its confirmations. The caller holds the lock.
+///
+/// Errors: an unknown member ([`Error::UnknownReplica`]), this replica
+/// itself, or a member removed already ([`Error::BadName`]).
+pub fn remove_member(replica: &mut LockedReplica, name_or_id: &str) -> Result<Removal> {
+    let member = replica.member(name_or_id)?;
+    let me = replica.identity.replica_id;
+    if member.replica == me {
+        return Err(crate::error::Error::BadName {
+            name: name_or_id.to_string(),
+            why: "that is this replica; a replica cannot remove itself: run rmreplica at a sibling"
+                .into(),
+        });
+    }
+    if let Some(removed) = replica.state().removal_of(&member.replica)? {
+        return Err(crate::error::Error::BadName {
+            name: name_or_id.to_string(),
+            why: format!("it was removed already, {}", removal_text(replica, &removed)?),
+        });
+    }
+    let last = replica.state().epoch(&me, &me)?;
+    let epoch = last + 1;
+    let op = Operation {
+        origin: me,
+        epoch,
+        recorded: crate::sys::clock::now(),
+        change: crate::ops::Change::RemoveMember {
+            replica: member.replica,
+            name: member.name.clone(),
+        },
+    };
+    let removed = state::Removed {
+        replica: member.replica,
+        name: member.name.clone(),
+        by: me,
+        by_epoch: epoch,
+        at_ns: crate::sys::clock::now_ns(),
+    };
+    let secret = replica.signing_key()?.to_bytes();
+    replica.state_mut().transaction(|tx| {
+        state::append_operation(tx, &op)?;
+        state::set_epoch(tx, &me, &me, epoch)?;
+        state::seal_own_run(tx, &secret, &me, epoch, epoch)?;
+        state::mark_removed(tx, &removed)?;
+        Ok(())
+    })?;
+    Ok(Removal { member, epoch })
+}
+
+/// "by NAME's operation N on DATE", for messages about a removal.
+pub fn removal_text(
+    replica: &crate::replica::Replica,
+    removed: &state::Removed,
+) -> Result<String> {
+    let by = replica
+        .members()?
+        .into_iter()
+        .find(|m| m.replica == removed.by)
+        .map_or_else(|| removed.by.to_hex(), |m| printable(&m.name).into_owned());
+    Ok(format!(
+        "by rmreplica at {by} (its change {}), applied here on {}",
+        removed.by_epoch,
+        crate::sys::clock::format_time_ns(removed.at_ns)
+    ))
+}
+
+/// Refuses a packet signed by a removed member (`sender`, its signature
+/// verified): nothing of it is applied, not even its epoch row.
+pub fn check_removed(replica: &LockedReplica, sender: &Id) -> Result<Option<Refusal>> {
+    let Some(removed) = replica.state().removal_of(sender)? else {
+        return Ok(None);
+    };
+    Ok(Some(Refusal::Removed {
+        replica: printable(&removed.name).into_owned(),
+        how: removal_text(replica, &removed)?,
+    }))
+}

@@ -223,6 +223,10 @@ fn import_files(
             // Before readiness: the other copy's packets would otherwise be
             // "already applied", their changes silently lost.
             let packet = first_file_name(&files);
+            if let Some(why) = crate::sync::family::check_removed(replica, &header.sender.id)? {
+                outcomes.push(PacketOutcome::Refused { files, why });
+                continue;
+            }
             match crate::sync::family::check_incarnation(replica, &header, &packet)? {
                 Some(why) => outcomes.push(PacketOutcome::Refused { files, why }),
                 None => {

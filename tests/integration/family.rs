@@ -413,3 +413,117 @@ fn mkreplica_import_refuses_a_folder_with_two_creation_packets() {
         made.stdout
     );
 }
+
+fn lsreplica_member(root: &Path, name: &str) -> serde_json::Value {
+    lsreplica_json(root)["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn rmreplica_removes_a_member_for_good_at_every_sibling() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("a.txt", "one")]);
+    let (alpha, beta, gamma) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    // gamma's change made while it belongs reaches alpha, and alpha sends
+    // gamma a change it never confirms.
+    write(&gamma, "b.txt", "from gamma");
+    fam.send("gamma", "alpha", "gamma-b");
+    write(&alpha, "a.txt", "two");
+    export_to(&alpha, &fam.packet_dir("to-gamma"), &["gamma"], &[]).ok();
+    assert!(
+        !lsreplica_member(&alpha, "gamma")["unconfirmed"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "alpha waits for gamma's confirmation"
+    );
+    // gamma's packets written before it is removed, for later.
+    write(&gamma, "c.txt", "late");
+    let late_alpha = fam.packet_dir("late-alpha");
+    let late_beta = fam.packet_dir("late-beta");
+    export_to(&gamma, &late_alpha, &["alpha"], &[]).ok();
+    export_to(&gamma, &late_beta, &["beta"], &[]).ok();
+
+    // Refusals touch nothing.
+    let before = everything_under(&alpha);
+    let own = run(&alpha, "rmreplica", ["-force", "alpha"]).fails_with(1);
+    assert!(own.stderr.contains("cannot remove itself"), "{}", own.stderr);
+    let unknown = run(&alpha, "rmreplica", ["-force", "delta"]).fails_with(1);
+    assert!(unknown.stderr.contains("delta"), "{}", unknown.stderr);
+    let unconfirmed = run_in(&alpha, "rmreplica", ["gamma"], "no\n").fails_with(1);
+    assert!(
+        unconfirmed.stderr.contains("not confirmed"),
+        "{}",
+        unconfirmed.stderr
+    );
+    assert_eq!(everything_under(&alpha), before);
+
+    let removed = run(&alpha, "rmreplica", ["-force", "gamma"]).ok();
+    assert!(
+        removed.stdout.contains("Removed \"gamma\""),
+        "{}",
+        removed.stdout
+    );
+    let again = run(&alpha, "rmreplica", ["-force", "gamma"]).fails_with(1);
+    assert!(
+        again.stderr.contains("removed already"),
+        "{}",
+        again.stderr
+    );
+    let listing = run(&alpha, "lsreplica", Vec::<&str>::new()).ok().stdout;
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("gamma") && l.contains("REMOVED")),
+        "{listing}"
+    );
+    let member = lsreplica_member(&alpha, "gamma");
+    assert!(member["removed"].is_string(), "{member}");
+    assert!(
+        member["unconfirmed"].as_array().unwrap().is_empty(),
+        "a removed member holds nothing back: {member}"
+    );
+
+    // No longer an export target.
+    let out = fam.packet_dir("refused-target");
+    let refused = export_to(&alpha, &out, &["gamma"], &[]).fails_with(1);
+    assert!(
+        refused.stderr.contains("removed from the family"),
+        "{}",
+        refused.stderr
+    );
+    assert!(packet_files(&out).is_empty());
+
+    // Its packets are refused, with nothing applied.
+    let before = everything_under(&alpha);
+    let refused = import_from(&alpha, &[&late_alpha]).fails_with(1);
+    assert!(
+        refused.stderr.contains("signed by \"gamma\", which was removed"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!alpha.join("c.txt").exists());
+    assert_eq!(everything_under(&alpha), before);
+
+    // The removal travels: beta applies it with gamma's earlier change,
+    // which alpha relays, and then refuses gamma's packet too.
+    fam.send("alpha", "beta", "removal");
+    assert_eq!(read(&beta, "b.txt"), "from gamma");
+    assert_eq!(read(&beta, "a.txt"), "two");
+    assert!(lsreplica_member(&beta, "gamma")["removed"].is_string());
+    let refused = import_from(&beta, &[&late_beta]).fails_with(1);
+    assert!(
+        refused.stderr.contains("which was removed from the family"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!beta.join("c.txt").exists());
+    // alpha and beta go on without it.
+    write(&beta, "d.txt", "after");
+    fam.send("beta", "alpha", "after");
+    assert_eq!(read(&alpha, "d.txt"), "after");
+}

@@ -48,6 +48,10 @@ pub struct MemberInfo {
     pub epoch_row: BTreeMap<String, u64>,
     /// Clone alarms raised here about it (see syncreplica -import).
     pub clone_alarms: Vec<AlarmInfo>,
+    /// Set when it was removed from the family (rmreplica): by whom and
+    /// when. A removed member's packets are refused and nothing is sent
+    /// to it.
+    pub removed: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -87,6 +91,7 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
     let table = state.epoch_table()?;
     let confirmed = state.confirmed_table()?;
     let alarms = state.clone_alarms()?;
+    let removed = state.removed_members()?;
     let names: HashMap<Id, String> = members
         .iter()
         .map(|m| (m.replica, m.name.clone()))
@@ -105,8 +110,10 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
                 (origin.name.clone(), epoch)
             })
             .collect();
+        let removal = removed.iter().find(|r| r.replica == member.replica);
         let mut unconfirmed = Vec::new();
-        if !own {
+        // A removed member holds nothing back.
+        if !own && removal.is_none() {
             let confirmed = confirmed.get(&member.replica);
             for origin in &members {
                 let estimate = row
@@ -153,6 +160,9 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
                     what: a.what.clone(),
                 })
                 .collect(),
+            removed: removal
+                .map(|r| crate::sync::family::removal_text(replica, r))
+                .transpose()?,
         });
     }
     Ok(MemberList {
@@ -196,10 +206,15 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         } else {
             " CLONED: two copies of it are in use (lsreplica -long)"
         };
+        let removed = if member.removed.is_some() {
+            " REMOVED"
+        } else {
+            ""
+        };
         if !long {
             let _ = writeln!(
                 out,
-                "  {:<width$}  key {}{local}{cloned}",
+                "  {:<width$}  key {}{local}{cloned}{removed}",
                 printable(&member.name),
                 member.key_fingerprint
             );
@@ -207,6 +222,12 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         }
         let _ = writeln!(out, "replica \"{}\"{local}", printable(&member.name));
         let _ = writeln!(out, "  replica id:        {}", member.replica_id);
+        if let Some(how) = &member.removed {
+            let _ = writeln!(
+                out,
+                "  removed:           {how}; its packets are refused, nothing is sent to it"
+            );
+        }
         let _ = writeln!(out, "  key fingerprint:   {}", member.key_fingerprint);
         // The key itself, for a relay host's shipping.toml `trusted_keys`.
         let _ = writeln!(out, "  public key:        {}", member.public_key);

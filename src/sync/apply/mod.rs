@@ -570,6 +570,9 @@ fn commit(
         for member in &plan.new_members {
             state::insert_member(tx, member, now)?;
         }
+        for removed in &plan.removed {
+            state::mark_removed(tx, removed)?;
+        }
         let accepted = plan.accepted.iter().map(|&index| &ops[index]);
         for op in accepted.chain(&plan.local_ops) {
             state::append_operation(tx, op)?;

@@ -16,7 +16,7 @@ use crate::replica::Replica;
 use crate::store::identity;
 use crate::store::layout::DELETED_DIR;
 use crate::store::layout::STATE_DIR;
-use crate::store::state::{Member, RecordedEntry};
+use crate::store::state::{Member, RecordedEntry, Removed};
 use crate::tree::confined::{ConfinedRoot, DiskKind};
 use crate::tree::excludes::Excludes;
 use crate::tree::folding::Folding;
@@ -53,6 +53,9 @@ pub(crate) struct Plan {
     /// Origin -> new epoch of this replica's own row.
     pub raised: BTreeMap<Id, u64>,
     pub new_members: Vec<Member>,
+    /// Members this batch removes (`RemoveMember`), with the removing
+    /// operation's origin and epoch.
+    pub removed: Vec<Removed>,
     /// Operations this replica records itself (conflict copies, kept dirs).
     pub local_ops: Vec<Operation>,
     /// Final entries of every path the batch touches.
@@ -331,6 +334,7 @@ struct Planner<'a> {
     planned: BTreeMap<Vec<u8>, Entry>,
     members: Vec<Member>,
     new_members: Vec<Member>,
+    removed: Vec<Removed>,
     last: HashMap<Id, u64>,
     raised: BTreeMap<Id, u64>,
     accepted: Vec<usize>,
@@ -458,6 +462,7 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         planned: BTreeMap::new(),
         members,
         new_members: Vec::new(),
+        removed: Vec::new(),
         last,
         raised: BTreeMap::new(),
         accepted: Vec::new(),
@@ -526,6 +531,9 @@ impl Planner<'_> {
                 name,
                 public_key,
             } => self.add_member(*replica, name, *public_key),
+            Change::RemoveMember { replica, name } => {
+                self.remove_member(op.origin, op.epoch, *replica, name)
+            }
             Change::Path { path, .. } | Change::Resolve { path, .. }
                 if self.superseded.contains(&(op.origin, op.epoch)) =>
             {
@@ -575,6 +583,30 @@ impl Planner<'_> {
         };
         self.members.push(member.clone());
         self.new_members.push(member);
+        Ok(())
+    }
+
+    /// A member removed for good by `origin`'s operation `epoch`. The
+    /// removal of an id not (yet) known is kept too: its `AddMember` may
+    /// arrive later by another route, and the member stays removed.
+    fn remove_member(&mut self, origin: Id, epoch: u64, replica: Id, name: &str) -> Result<()> {
+        if replica == origin {
+            return Err(membership_refusal(format!(
+                "operation {epoch} of {} removes its own origin from the family",
+                self.label(&origin)
+            )));
+        }
+        let name = match identity::validate_name(name) {
+            Ok(()) => name.to_string(),
+            Err(_) => replica.to_hex(),
+        };
+        self.removed.push(Removed {
+            replica,
+            name,
+            by: origin,
+            by_epoch: epoch,
+            at_ns: self.now_ns,
+        });
         Ok(())
     }
 
@@ -1389,6 +1421,7 @@ impl Planner<'_> {
             accepted: self.accepted,
             raised: self.raised,
             new_members: self.new_members,
+            removed: self.removed,
             local_ops: self.local_ops,
             entries: planned,
             actions,
