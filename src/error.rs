@@ -169,6 +169,14 @@ pub enum Error {
 
     #[error(transparent)]
     Shipping(shipping::Error),
+
+    /// Something that would log a change of this replica's own, refused
+    /// while a restore from a backup (`mkreplica -restore`) is unfinished.
+    #[error(
+        "this replica is being restored from a backup: {what} would number a change of its own \
+         like one its siblings may hold; it waits for {waits}"
+    )]
+    Restoring { what: String, waits: String },
 }
 
 /// Why one packet is refused as a whole. Nothing of it is applied; the

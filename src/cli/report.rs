@@ -201,6 +201,11 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::ChunkMissingLocally { .. } => {
             "run syncreplica -status to see what changed, then export again".into()
         }
+        Error::Restoring { .. } => {
+            "import a packet from each sibling named (at each, syncreplica -export -ack THIS_REPLICA \
+             sends one; its next export returns the forgotten changes); lsreplica -long shows the restore"
+                .into()
+        }
         Error::NotHeld { .. } => {
             "-resend sends what this replica holds: run it at a sibling that has the path \
              (to resend a sibling what it has not confirmed, use -export -resendall TARGET)"

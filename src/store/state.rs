@@ -1654,3 +1654,198 @@ pub fn mark_removed(tx: &Transaction, removed: &Removed) -> rusqlite::Result<()>
     )
     .map(drop)
 }
+
+// Restore from a backup (`mkreplica -restore`, issue 13). A replica whose
+// directory was restored from an old copy has forgotten changes it
+// already sent: siblings hold epochs of its own that it does not. While
+// `restore` has an unfinished row, the replica records nothing of its own
+// (it would number a change like one its siblings hold); it notes, from
+// each sibling's packets, the highest of its own epochs that sibling has
+// (the sibling's row), and takes its forgotten changes back from them.
+
+const RESTORE_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS restore (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    at_ns       INTEGER NOT NULL,
+    -- This replica's own epoch when it was marked restored.
+    own_epoch   INTEGER NOT NULL,
+    -- The highest of its own epochs any sibling's packet said it holds.
+    highest_seen INTEGER NOT NULL,
+    finished_ns INTEGER
+);
+-- The siblings a restore waits to hear from, and when it did.
+CREATE TABLE IF NOT EXISTS restore_siblings (
+    sibling     BLOB PRIMARY KEY,
+    heard_ns    INTEGER
+);
+-- The newest creation time of a packet each sibling signed (its clock):
+-- a packet created later whose row holds less of the sibling's own
+-- changes than it confirmed before comes from a restored copy.
+CREATE TABLE IF NOT EXISTS sender_clock (
+    sibling     BLOB PRIMARY KEY,
+    created_ns  INTEGER NOT NULL
+);
+";
+
+fn restore_tables(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(RESTORE_TABLES)
+}
+
+/// The state of a restore (`mkreplica -restore`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreStatus {
+    pub at_ns: i64,
+    pub own_epoch: u64,
+    pub highest_seen: u64,
+    /// Each sibling waited for, and when it was heard from since.
+    pub siblings: Vec<(Id, Option<i64>)>,
+    pub finished_ns: Option<i64>,
+}
+
+impl State {
+    /// The last restore of this replica, finished or not.
+    pub fn restore_status(&self) -> Result<Option<RestoreStatus>> {
+        let db = |source| self.db_error(source);
+        if !self.has_table("restore")? {
+            return Ok(None);
+        }
+        let row: Option<(i64, i64, i64, Option<i64>)> = self
+            .conn
+            .query_row(
+                "SELECT at_ns, own_epoch, highest_seen, finished_ns FROM restore WHERE id = 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        let Some((at_ns, own_epoch, highest_seen, finished_ns)) = row else {
+            return Ok(None);
+        };
+        let mut statement = self
+            .conn
+            .prepare("SELECT sibling, heard_ns FROM restore_siblings")
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Option<i64>>(1)?))
+            })
+            .map_err(db)?;
+        let mut siblings = Vec::new();
+        for row in rows {
+            let (sibling, heard) = row.map_err(db)?;
+            let sibling = id_of(&sibling).ok_or_else(|| self.corrupt("restore: bad id"))?;
+            siblings.push((sibling, heard));
+        }
+        Ok(Some(RestoreStatus {
+            at_ns,
+            own_epoch: own_epoch as u64,
+            highest_seen: highest_seen as u64,
+            siblings,
+            finished_ns,
+        }))
+    }
+
+    /// The newest creation time (the sender's clock, ns) of a packet from
+    /// `sibling` seen here.
+    pub fn sender_clock(&self, sibling: &Id) -> Result<Option<i64>> {
+        if !self.has_table("sender_clock")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT created_ns FROM sender_clock WHERE sibling = ?1",
+                params![sibling.0.as_slice()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))
+    }
+}
+
+/// Marks this replica restored at `at_ns`, with its own epoch `own_epoch`,
+/// waiting to hear from `siblings` (a restore begun before starts over).
+pub fn start_restore(
+    tx: &Transaction,
+    at_ns: i64,
+    own_epoch: u64,
+    siblings: &[Id],
+) -> rusqlite::Result<()> {
+    restore_tables(tx)?;
+    tx.execute("DELETE FROM restore", [])?;
+    tx.execute("DELETE FROM restore_siblings", [])?;
+    tx.execute(
+        "INSERT INTO restore (id, at_ns, own_epoch, highest_seen) VALUES (1, ?1, ?2, ?2)",
+        params![at_ns, own_epoch as i64],
+    )?;
+    for sibling in siblings {
+        tx.execute(
+            "INSERT INTO restore_siblings (sibling) VALUES (?1)",
+            params![sibling.0.as_slice()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Notes, during a restore, a packet from `sibling` whose row says it
+/// holds this replica's own changes up to `holds`.
+pub fn note_restore_heard(
+    tx: &Transaction,
+    sibling: &Id,
+    holds: u64,
+    at_ns: i64,
+) -> rusqlite::Result<()> {
+    restore_tables(tx)?;
+    tx.execute(
+        "UPDATE restore SET highest_seen = MAX(highest_seen, ?1) WHERE finished_ns IS NULL",
+        params![holds.min(i64::MAX as u64) as i64],
+    )?;
+    tx.execute(
+        "UPDATE restore_siblings SET heard_ns = ?2 WHERE sibling = ?1 AND heard_ns IS NULL",
+        params![sibling.0.as_slice(), at_ns],
+    )
+    .map(drop)
+}
+
+/// Ends the restore at `at_ns`.
+pub fn finish_restore(tx: &Transaction, at_ns: i64) -> rusqlite::Result<()> {
+    restore_tables(tx)?;
+    tx.execute(
+        "UPDATE restore SET finished_ns = ?1 WHERE finished_ns IS NULL",
+        params![at_ns],
+    )
+    .map(drop)
+}
+
+/// Keeps the newest creation time seen of `sibling`'s packets.
+pub fn note_sender_clock(tx: &Transaction, sibling: &Id, created_ns: i64) -> rusqlite::Result<()> {
+    restore_tables(tx)?;
+    tx.execute(
+        "INSERT INTO sender_clock (sibling, created_ns) VALUES (?1, ?2)
+         ON CONFLICT (sibling) DO UPDATE SET created_ns = MAX(created_ns, excluded.created_ns)",
+        params![sibling.0.as_slice(), created_ns],
+    )
+    .map(drop)
+}
+
+/// A sibling restored from a backup: its row (`row`, as its packet states
+/// it) replaces this replica's estimate of it and its confirmations, so
+/// the next export sends it what it forgot.
+pub fn lower_row(tx: &Transaction, sibling: &Id, row: &[(Id, u64)]) -> rusqlite::Result<()> {
+    family_tables(tx)?;
+    for (origin, epoch) in row {
+        tx.execute(
+            "INSERT INTO epochs (row_replica, origin, epoch) VALUES (?1, ?2, ?3)
+             ON CONFLICT (row_replica, origin) DO UPDATE SET epoch = MIN(epoch, excluded.epoch)",
+            params![sibling.0.as_slice(), origin.0.as_slice(), *epoch as i64],
+        )?;
+        tx.execute(
+            "UPDATE confirmed SET epoch = MIN(epoch, ?3) WHERE sibling = ?1 AND origin = ?2",
+            params![sibling.0.as_slice(), origin.0.as_slice(), *epoch as i64],
+        )?;
+    }
+    tx.execute(
+        "DELETE FROM sent_ranges WHERE target = ?1",
+        params![sibling.0.as_slice()],
+    )
+    .map(drop)
+}

@@ -80,6 +80,7 @@ pub fn export_creation(
     stop: &crate::sync::StopFlag,
 ) -> Result<CreationExport> {
     identity::validate_name(new_name)?;
+    crate::sync::family::refuse_while_restoring(replica, "making a new member")?;
     crate::sync::export::check_max_size(max_size)?;
     if !out_dir.is_dir() {
         return Err(Error::NotADirectory {

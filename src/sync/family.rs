@@ -194,6 +194,7 @@ pub fn remove_member(replica: &mut LockedReplica, name_or_id: &str) -> Result<Re
             why: format!("it was removed already, {}", removal_text(replica, &removed)?),
         });
     }
+    refuse_while_restoring(replica, "removing a member")?;
     let last = replica.state().epoch(&me, &me)?;
     let epoch = last + 1;
     let op = Operation {
@@ -250,4 +251,196 @@ pub fn check_removed(replica: &LockedReplica, sender: &Id) -> Result<Option<Refu
         replica: printable(&removed.name).into_owned(),
         how: removal_text(replica, &removed)?,
     }))
+}
+
+/// What a restore still waits for (see [`start_restore`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreWait {
+    /// Siblings not heard from since the restore, by name.
+    pub siblings: Vec<String>,
+    /// This replica's own changes a sibling holds and it does not yet:
+    /// the epochs `first..=last`.
+    pub own_missing: Option<(u64, u64)>,
+}
+
+impl RestoreWait {
+    pub fn is_empty(&self) -> bool {
+        self.siblings.is_empty() && self.own_missing.is_none()
+    }
+}
+
+impl std::fmt::Display for RestoreWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if !self.siblings.is_empty() {
+            let names: Vec<String> = self.siblings.iter().map(|n| format!("\"{n}\"")).collect();
+            parts.push(format!("a packet from {}", names.join(", ")));
+        }
+        if let Some((first, last)) = self.own_missing {
+            parts.push(format!(
+                "its own {} that a sibling holds and it forgot",
+                crate::cli::epochs(first, last).replace("epoch", "change")
+            ));
+        }
+        f.write_str(&parts.join(" and "))
+    }
+}
+
+/// Marks this replica restored from a backup (`mkreplica -restore`): it
+/// records nothing of its own until it has heard from each of `siblings`
+/// (names or ids; every current member but itself when empty) and holds
+/// again every change of its own that their rows say they hold, which
+/// their next exports to it send. The caller holds the lock. Returns
+/// what the restore waits for.
+pub fn start_restore(replica: &mut LockedReplica, siblings: &[String]) -> Result<RestoreWait> {
+    let me = replica.identity.replica_id;
+    let removed: Vec<Id> = replica
+        .state()
+        .removed_members()?
+        .into_iter()
+        .map(|r| r.replica)
+        .collect();
+    let mut ids = Vec::new();
+    if siblings.is_empty() {
+        ids.extend(
+            replica
+                .members()?
+                .into_iter()
+                .map(|m| m.replica)
+                .filter(|id| *id != me && !removed.contains(id)),
+        );
+    }
+    for name in siblings {
+        let member = replica.member(name)?;
+        if member.replica == me {
+            return Err(crate::error::Error::BadName {
+                name: name.clone(),
+                why: "that is this replica; name the siblings to wait for".into(),
+            });
+        }
+        if !ids.contains(&member.replica) {
+            ids.push(member.replica);
+        }
+    }
+    let own = replica.state().epoch(&me, &me)?;
+    let now = crate::sys::clock::now_ns();
+    replica
+        .state_mut()
+        .transaction(|tx| Ok(state::start_restore(tx, now, own, &ids)?))?;
+    Ok(restore_wait(replica)?.unwrap_or_default())
+}
+
+/// What an unfinished restore waits for; `None` when there is none.
+pub fn restore_wait(replica: &crate::replica::Replica) -> Result<Option<RestoreWait>> {
+    let Some(status) = replica.state().restore_status()? else {
+        return Ok(None);
+    };
+    if status.finished_ns.is_some() {
+        return Ok(None);
+    }
+    let me = replica.identity.replica_id;
+    let members = replica.members()?;
+    let removed = replica.state().removed_members()?;
+    let siblings = status
+        .siblings
+        .iter()
+        .filter(|(id, heard)| heard.is_none() && !removed.iter().any(|r| r.replica == *id))
+        .map(|(id, _)| {
+            members
+                .iter()
+                .find(|m| m.replica == *id)
+                .map_or_else(|| id.to_hex(), |m| printable(&m.name).into_owned())
+        })
+        .collect();
+    let own = replica.state().epoch(&me, &me)?;
+    let own_missing = (status.highest_seen > own).then_some((own + 1, status.highest_seen));
+    Ok(Some(RestoreWait {
+        siblings,
+        own_missing,
+    }))
+}
+
+/// Ends an unfinished restore that waits for nothing more. Returns
+/// whether it ended now.
+pub fn finish_restore_if_done(replica: &mut LockedReplica) -> Result<bool> {
+    match restore_wait(replica)? {
+        Some(wait) if wait.is_empty() => {
+            let now = crate::sys::clock::now_ns();
+            replica
+                .state_mut()
+                .transaction(|tx| Ok(state::finish_restore(tx, now)?))?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Refuses `what` (something that would log a change of this replica's
+/// own) while a restore is unfinished: it would be numbered like a change
+/// a sibling may hold.
+pub fn refuse_while_restoring(replica: &crate::replica::Replica, what: &str) -> Result<()> {
+    match restore_wait(replica)? {
+        Some(wait) => Err(crate::error::Error::Restoring {
+            what: what.to_string(),
+            waits: wait.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Notes a verified packet of a current member (`header`), before it is
+/// applied: during this replica's restore, what the sender holds of this
+/// replica's own changes; and whether the sender itself was restored from
+/// a backup (a packet it made later than any seen before, whose row holds
+/// less of its own changes than it confirmed): then this replica's
+/// estimate of it falls to that row, so the next export sends it what it
+/// forgot. Returns a note for the user in the latter case.
+pub fn note_member_packet(replica: &mut LockedReplica, header: &Header) -> Result<Option<String>> {
+    let me = replica.identity.replica_id;
+    let sender = header.sender.id;
+    let created = header.created.as_nanos_saturating();
+    let previous = replica.state().sender_clock(&sender)?;
+    let confirmed = replica
+        .state()
+        .confirmed_table()?
+        .get(&sender)
+        .and_then(|row| row.get(&sender))
+        .map_or(0, |c| c.epoch);
+    let stated = header.epoch_row.get(&sender).copied().unwrap_or(0);
+    let restored = previous.is_some_and(|p| created > p) && stated < confirmed;
+    let mut row: Vec<(Id, u64)> = Vec::new();
+    if restored {
+        // Every origin this replica knows: one the sender's row lacks, it
+        // holds nothing of.
+        let own = replica.state().epoch_table()?.remove(&me).unwrap_or_default();
+        row = own
+            .keys()
+            .map(|origin| (*origin, header.epoch_row.get(origin).copied().unwrap_or(0)))
+            .collect();
+    }
+    let restoring = restore_wait(replica)?.is_some();
+    let holds = header.epoch_row.get(&me).copied().unwrap_or(0);
+    let now = crate::sys::clock::now_ns();
+    replica.state_mut().transaction(|tx| {
+        state::note_sender_clock(tx, &sender, created)?;
+        if restored {
+            state::lower_row(tx, &sender, &row)?;
+        }
+        if restoring {
+            state::note_restore_heard(tx, &sender, holds, now)?;
+        }
+        Ok(())
+    })?;
+    if !restored {
+        return Ok(None);
+    }
+    let name = replica
+        .members()?
+        .into_iter()
+        .find(|m| m.replica == sender)
+        .map_or_else(|| sender.to_hex(), |m| printable(&m.name).into_owned());
+    Ok(Some(format!(
+        "\"{name}\" was restored from a backup: it holds its own changes up to {stated}, not {confirmed} \
+         as it said before; the next export to it sends what it forgot"
+    )))
 }

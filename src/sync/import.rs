@@ -49,6 +49,9 @@ pub enum PacketOutcome {
         files: Vec<PathBuf>,
         why: String,
     },
+    /// Something learnt from a packet's header that the user should know
+    /// (a sibling restored from a backup).
+    Note { note: String },
     /// A packet file (or its order) that could not be removed after its
     /// packet was applied or found already applied (read-only media, say).
     NotRemoved {
@@ -230,6 +233,9 @@ fn import_files(
             match crate::sync::family::check_incarnation(replica, &header, &packet)? {
                 Some(why) => outcomes.push(PacketOutcome::Refused { files, why }),
                 None => {
+                    if let Some(note) = crate::sync::family::note_member_packet(replica, &header)? {
+                        outcomes.push(PacketOutcome::Note { note });
+                    }
                     candidates.insert(id, parts);
                 }
             }

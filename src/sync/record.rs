@@ -175,6 +175,7 @@ pub struct Resent {
 /// changed the path meanwhile sees a conflict, settled by the usual rule.
 /// The caller holds the lock and has recorded local changes.
 pub fn resend(replica: &mut LockedReplica, paths: &[Vec<u8>]) -> Result<Resent> {
+    crate::sync::family::refuse_while_restoring(replica, "-resend")?;
     let me = replica.identity.replica_id;
     let entries = replica.state().load_entries()?;
     let mut chosen: Vec<&Vec<u8>> = Vec::new();

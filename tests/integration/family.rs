@@ -527,3 +527,84 @@ fn rmreplica_removes_a_member_for_good_at_every_sibling() {
     fam.send("beta", "alpha", "after");
     assert_eq!(read(&alpha, "d.txt"), "after");
 }
+
+/// `cp -a FROM TO`: a backup of a replica's directory, state included.
+fn copy_dir(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .args([OsStr::new("-a"), from.as_os_str(), to.as_os_str()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_replica_restored_from_an_old_copy_takes_back_its_changes_and_reuses_no_epoch() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    fam.send("alpha", "beta", "first");
+    fam.send("beta", "alpha", "first-back");
+    let backup = fam.dir.path().join("alpha-backup");
+    copy_dir(&alpha, &backup);
+    let epoch_at_backup = own_epoch(&alpha);
+
+    // Changes made and sent after the backup: beta holds them.
+    write(&alpha, "a.txt", "two");
+    write(&alpha, "b.txt", "made after the backup");
+    fam.send("alpha", "beta", "after-backup");
+    let highest = own_epoch(&alpha);
+    assert!(highest > epoch_at_backup);
+
+    // The disk dies; the old copy comes back.
+    std::fs::remove_dir_all(&alpha).unwrap();
+    copy_dir(&backup, &alpha);
+    assert_eq!(own_epoch(&alpha), epoch_at_backup);
+    let marked = run(&alpha, "mkreplica", ["-restore"]).ok();
+    assert!(
+        marked.stdout.contains("a packet from \"beta\""),
+        "{}",
+        marked.stdout
+    );
+    // Nothing of its own is numbered meanwhile.
+    write(&alpha, "c.txt", "too early");
+    let refused = run(&alpha, "syncreplica", ["-record"]).fails_with(1);
+    assert!(
+        refused.stderr.contains("being restored from a backup"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(own_epoch(&alpha), epoch_at_backup);
+    std::fs::remove_file(alpha.join("c.txt")).unwrap();
+    let listing = run(&alpha, "lsreplica", ["-long"]).ok().stdout;
+    assert!(listing.contains("restore:"), "{listing}");
+
+    // alpha's acknowledgement tells beta; beta's export returns the rest.
+    let out = fam.packet_dir("restored-ack");
+    export_to(&alpha, &out, &["beta"], &["-ack"]).ok();
+    let noted = import_from(&beta, &[&out]).ok();
+    assert!(
+        noted.stdout.contains("\"alpha\" was restored from a backup"),
+        "{}",
+        noted.stdout
+    );
+    let out = fam.packet_dir("returned");
+    export_to(&beta, &out, &["alpha"], &[]).ok();
+    let back = import_from(&alpha, &[&out]).ok();
+    assert!(back.stdout.contains("Restore finished"), "{}", back.stdout);
+    assert_eq!(own_epoch(&alpha), highest);
+    assert_eq!(read(&alpha, "a.txt"), "two");
+    assert_eq!(read(&alpha, "b.txt"), "made after the backup");
+
+    // New changes are numbered after everything beta has: no epoch twice,
+    // no clone alarm, and both trees converge.
+    write(&alpha, "d.txt", "after the restore");
+    fam.send("alpha", "beta", "new");
+    assert_eq!(own_epoch(&alpha), highest + 1);
+    assert_eq!(read(&beta, "d.txt"), "after the restore");
+    assert!(lsreplica_member(&beta, "alpha")["clone_alarms"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    write(&beta, "e.txt", "from beta");
+    fam.send("beta", "alpha", "last");
+    assert_eq!(tree_listing(&alpha), tree_listing(&beta));
+}

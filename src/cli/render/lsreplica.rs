@@ -48,6 +48,9 @@ pub struct MemberInfo {
     pub epoch_row: BTreeMap<String, u64>,
     /// Clone alarms raised here about it (see syncreplica -import).
     pub clone_alarms: Vec<AlarmInfo>,
+    /// For this replica, while a restore from a backup is unfinished
+    /// (mkreplica -restore): what it waits for.
+    pub restore_waits_for: Option<String>,
     /// Set when it was removed from the family (rmreplica): by whom and
     /// when. A removed member's packets are refused and nothing is sent
     /// to it.
@@ -160,6 +163,10 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
                     what: a.what.clone(),
                 })
                 .collect(),
+            restore_waits_for: match own {
+                true => crate::sync::family::restore_wait(replica)?.map(|w| w.to_string()),
+                false => None,
+            },
             removed: removal
                 .map(|r| crate::sync::family::removal_text(replica, r))
                 .transpose()?,
@@ -208,6 +215,8 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         };
         let removed = if member.removed.is_some() {
             " REMOVED"
+        } else if member.restore_waits_for.is_some() {
+            " RESTORING (lsreplica -long)"
         } else {
             ""
         };
@@ -222,6 +231,12 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         }
         let _ = writeln!(out, "replica \"{}\"{local}", printable(&member.name));
         let _ = writeln!(out, "  replica id:        {}", member.replica_id);
+        if let Some(wait) = &member.restore_waits_for {
+            let _ = writeln!(
+                out,
+                "  restore:           restored from a backup; records no change of its own until it has {wait}"
+            );
+        }
         if let Some(how) = &member.removed {
             let _ = writeln!(
                 out,

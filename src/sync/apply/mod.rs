@@ -548,6 +548,17 @@ fn commit(
 ) -> Result<()> {
     let me = replica.identity.replica_id;
     let now = crate::sys::clock::now_ns();
+    if !plan.local_ops.is_empty() {
+        if let Some(wait) = crate::sync::family::restore_wait(replica)? {
+            return Err(Error::Refused(Refusal::OperationLog {
+                what: format!(
+                    "this packet's changes meet local ones and would need a new change of this \
+                     replica's own (a conflict copy), which it cannot number while it is being \
+                     restored from a backup; it waits for {wait}"
+                ),
+            }));
+        }
+    }
     let secret = match plan.local_ops.is_empty() {
         true => None,
         false => Some(replica.signing_key()?.to_bytes()),

@@ -339,6 +339,9 @@ struct Planner<'a> {
     raised: BTreeMap<Id, u64>,
     accepted: Vec<usize>,
     own_epoch: u64,
+    /// Restored from a backup and not yet whole again: this replica's own
+    /// changes that siblings return are accepted (`mkreplica -restore`).
+    restoring: bool,
     local_ops: Vec<Operation>,
     /// Paths whose conflict this batch resolved, with the merged version
     /// the resolution was stored under.
@@ -467,6 +470,7 @@ pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
         raised: BTreeMap::new(),
         accepted: Vec::new(),
         own_epoch,
+        restoring: crate::sync::family::restore_wait(replica)?.is_some(),
         local_ops: Vec::new(),
         resolved: BTreeMap::new(),
         report: ApplyReport::default(),
@@ -504,7 +508,7 @@ impl Planner<'_> {
             self.report.already_had += 1;
             return Ok(());
         }
-        if op.origin == self.me {
+        if op.origin == self.me && !self.restoring {
             return Err(log_refusal(format!(
                 "operation {} claims to come from this replica, which has recorded only {last}",
                 op.epoch
@@ -524,6 +528,11 @@ impl Planner<'_> {
         }
         self.last.insert(op.origin, op.epoch);
         self.raised.insert(op.origin, op.epoch);
+        if op.origin == self.me {
+            // A change of its own that this replica, restored from a
+            // backup, forgot and a sibling returns.
+            self.own_epoch = self.own_epoch.max(op.epoch);
+        }
         self.accepted.push(index);
         match &op.change {
             Change::AddMember {
