@@ -177,6 +177,19 @@ pub enum Error {
          like one its siblings may hold; it waits for {waits}"
     )]
     Restoring { what: String, waits: String },
+
+    /// An export a target cannot read: its packets show an older packet
+    /// format than the packet needs.
+    #[error(
+        "cannot export to \"{member}\": its packets show it reads packet format {has}, and {what}, \
+         which needs format {needs}; nothing was written"
+    )]
+    NeedsUpgrade {
+        member: String,
+        has: String,
+        needs: String,
+        what: String,
+    },
 }
 
 /// Why one packet is refused as a whole. Nothing of it is applied; the

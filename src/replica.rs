@@ -122,9 +122,6 @@ impl LockedReplica {
     /// Records a scan's changes as operations of this replica, numbered from
     /// its last epoch on, in one transaction.
     pub fn record(&mut self, outcome: &ScanOutcome) -> Result<RecordSummary> {
-        if !outcome.changes.is_empty() {
-            crate::sync::family::refuse_while_restoring(self, "recording local changes")?;
-        }
         let me = self.identity.replica_id;
         let recorded = self.state.load_entries()?;
         let last = self.state.epoch(&me, &me)?;

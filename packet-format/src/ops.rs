@@ -737,9 +737,7 @@ impl Change {
                 state,
                 author: Some(*author),
             }),
-            Change::AddMember { .. } | Change::RemoveMember { .. } | Change::Unknown { .. } => {
-                None
-            }
+            Change::AddMember { .. } | Change::RemoveMember { .. } | Change::Unknown { .. } => None,
         }
     }
 }

@@ -116,15 +116,18 @@ pub struct Args {
     /// -init and -export: NAME of the new replica (letters, digits, '_', '-',
     /// '.'). -import: the creation packet's parts, or directories holding them.
     /// -restore: the siblings to wait for.
-    #[arg(value_name = "NAME | PACKET_OR_DIR | SIBLING", required_unless_present = "restore")]
+    #[arg(
+        value_name = "NAME | PACKET_OR_DIR | SIBLING",
+        required_unless_present = "restore"
+    )]
     pub names: Vec<String>,
 }
 
 use std::path::Path;
 
 use crate::cli;
-use crate::error::printable;
 use crate::cli::report::usage;
+use crate::error::printable;
 use crate::replica::{self, Replica};
 use crate::sync::creation;
 use crate::sync::packets;

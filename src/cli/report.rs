@@ -201,6 +201,10 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::ChunkMissingLocally { .. } => {
             "run syncreplica -status to see what changed, then export again".into()
         }
+        Error::NeedsUpgrade { member, .. } => format!(
+            "upgrade syncreplica at \"{member}\" (the family's oldest version sets what every packet to it may \
+             carry; lsreplica -long shows each member's packet format), then export again"
+        ),
         Error::Restoring { .. } => {
             "import a packet from each sibling named (at each, syncreplica -export -ack THIS_REPLICA \
              sends one; its next export returns the forgotten changes); lsreplica -long shows the restore"

@@ -1849,3 +1849,69 @@ pub fn lower_row(tx: &Transaction, sibling: &Id, row: &[(Id, u64)]) -> rusqlite:
     )
     .map(drop)
 }
+
+// The packet format each member writes, as its newest packet here says
+// (issue 13, mixed versions): what an export to it may use.
+
+const VERSIONS_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS member_versions (
+    sibling     BLOB PRIMARY KEY,
+    major       INTEGER NOT NULL,
+    minor       INTEGER NOT NULL,
+    at_ns       INTEGER NOT NULL
+);
+";
+
+/// A member's packet format as last seen, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenVersion {
+    pub version: packet_format::FormatVersion,
+    pub at_ns: i64,
+}
+
+impl State {
+    /// The packet format of `sibling`'s newest packet seen here.
+    pub fn member_version(&self, sibling: &Id) -> Result<Option<SeenVersion>> {
+        if !self.has_table("member_versions")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT major, minor, at_ns FROM member_versions WHERE sibling = ?1",
+                params![sibling.0.as_slice()],
+                |row| {
+                    Ok(SeenVersion {
+                        version: packet_format::FormatVersion {
+                            major: row.get::<_, i64>(0)? as u16,
+                            minor: row.get::<_, i64>(1)? as u16,
+                        },
+                        at_ns: row.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))
+    }
+}
+
+/// Notes that `sibling`'s newest packet uses `version`.
+pub fn note_member_version(
+    tx: &Transaction,
+    sibling: &Id,
+    version: packet_format::FormatVersion,
+    at_ns: i64,
+) -> rusqlite::Result<()> {
+    tx.execute_batch(VERSIONS_TABLE)?;
+    tx.execute(
+        "INSERT INTO member_versions (sibling, major, minor, at_ns) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (sibling) DO UPDATE SET major = excluded.major, minor = excluded.minor,
+             at_ns = excluded.at_ns",
+        params![
+            sibling.0.as_slice(),
+            i64::from(version.major),
+            i64::from(version.minor),
+            at_ns
+        ],
+    )
+    .map(drop)
+}

@@ -271,6 +271,7 @@ fn export_to(
     }
     ops.sort_by_key(|(position, _)| *position);
     let ops: Vec<Operation> = ops.into_iter().map(|(_, op)| op).collect();
+    crate::sync::family::check_target_version(replica, target, &ops)?;
 
     let target_has = if request.full_content {
         HashSet::new()

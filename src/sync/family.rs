@@ -191,7 +191,10 @@ pub fn remove_member(replica: &mut LockedReplica, name_or_id: &str) -> Result<Re
     if let Some(removed) = replica.state().removal_of(&member.replica)? {
         return Err(crate::error::Error::BadName {
             name: name_or_id.to_string(),
-            why: format!("it was removed already, {}", removal_text(replica, &removed)?),
+            why: format!(
+                "it was removed already, {}",
+                removal_text(replica, &removed)?
+            ),
         });
     }
     refuse_while_restoring(replica, "removing a member")?;
@@ -225,10 +228,7 @@ pub fn remove_member(replica: &mut LockedReplica, name_or_id: &str) -> Result<Re
 }
 
 /// "by NAME's operation N on DATE", for messages about a removal.
-pub fn removal_text(
-    replica: &crate::replica::Replica,
-    removed: &state::Removed,
-) -> Result<String> {
+pub fn removal_text(replica: &crate::replica::Replica, removed: &state::Removed) -> Result<String> {
     let by = replica
         .members()?
         .into_iter()
@@ -277,9 +277,12 @@ impl std::fmt::Display for RestoreWait {
             parts.push(format!("a packet from {}", names.join(", ")));
         }
         if let Some((first, last)) = self.own_missing {
+            let changes = match first == last {
+                true => format!("change {first}"),
+                false => format!("changes {first}-{last}"),
+            };
             parts.push(format!(
-                "its own {} that a sibling holds and it forgot",
-                crate::cli::epochs(first, last).replace("epoch", "change")
+                "its own {changes} that a sibling holds and it forgot"
             ));
         }
         f.write_str(&parts.join(" and "))
@@ -412,7 +415,11 @@ pub fn note_member_packet(replica: &mut LockedReplica, header: &Header) -> Resul
     if restored {
         // Every origin this replica knows: one the sender's row lacks, it
         // holds nothing of.
-        let own = replica.state().epoch_table()?.remove(&me).unwrap_or_default();
+        let own = replica
+            .state()
+            .epoch_table()?
+            .remove(&me)
+            .unwrap_or_default();
         row = own
             .keys()
             .map(|origin| (*origin, header.epoch_row.get(origin).copied().unwrap_or(0)))
@@ -421,7 +428,13 @@ pub fn note_member_packet(replica: &mut LockedReplica, header: &Header) -> Resul
     let restoring = restore_wait(replica)?.is_some();
     let holds = header.epoch_row.get(&me).copied().unwrap_or(0);
     let now = crate::sys::clock::now_ns();
+    // The newest packet says which format the sender writes now (a late
+    // old one must not take it back).
+    let newest = previous.is_none_or(|p| created >= p);
     replica.state_mut().transaction(|tx| {
+        if newest {
+            state::note_member_version(tx, &sender, header.version, now)?;
+        }
         state::note_sender_clock(tx, &sender, created)?;
         if restored {
             state::lower_row(tx, &sender, &row)?;
@@ -443,4 +456,78 @@ pub fn note_member_packet(replica: &mut LockedReplica, header: &Header) -> Resul
         "\"{name}\" was restored from a backup: it holds its own changes up to {stated}, not {confirmed} \
          as it said before; the next export to it sends what it forgot"
     )))
+}
+
+/// The first minor of packet format 2 whose readers know `RemoveMember`
+/// (operation kind 5). It travels in packets written as 2.1; a 2.1
+/// reader built before the kind existed refuses it by name (NeedsNewer).
+// If the format's minor is raised for it, this follows.
+pub const MINOR_WITH_REMOVE_MEMBER: u16 = 1;
+
+/// The lowest packet format (major 2) whose readers can apply `change`.
+pub fn minor_needed(change: &crate::ops::Change) -> u16 {
+    use crate::ops::Change;
+    match change {
+        Change::Path { .. } | Change::AddMember { .. } | Change::Resolve { .. } => 0,
+        Change::RemoveMember { .. } => MINOR_WITH_REMOVE_MEMBER,
+        // Relayed unread by any reader.
+        Change::Unknown { .. } if change.is_informational() => 0,
+        Change::Unknown { .. } => packet_format::FORMAT_MINOR,
+    }
+}
+
+/// Refuses an export to `target` of `ops` that the packet format its
+/// packets show it reads cannot carry: an older major (it can read no
+/// packet this program writes), or an operation kind that came after its
+/// minor. A member never heard from is assumed to read what this program
+/// writes (nothing better is known: a one-way link). Errors with
+/// [`crate::error::Error::NeedsUpgrade`].
+pub fn check_target_version(
+    replica: &crate::replica::Replica,
+    target: &crate::store::state::Member,
+    ops: &[Operation],
+) -> Result<()> {
+    let Some(seen) = replica.state().member_version(&target.replica)? else {
+        return Ok(());
+    };
+    let has = seen.version;
+    let writes = packet_format::FormatVersion {
+        major: packet_format::FORMAT_MAJOR,
+        minor: packet_format::FORMAT_MINOR,
+    };
+    let refuse = |needs: packet_format::FormatVersion, what: String| {
+        Err(crate::error::Error::NeedsUpgrade {
+            member: printable(&target.name).into_owned(),
+            has: has.to_string(),
+            needs: needs.to_string(),
+            what,
+        })
+    };
+    if has.major < writes.major {
+        return refuse(
+            writes,
+            format!("this syncreplica writes packet format {writes}"),
+        );
+    }
+    if has.major > writes.major {
+        // Its packets would not have been read here: nothing to check.
+        return Ok(());
+    }
+    if let Some(op) = ops.iter().find(|op| minor_needed(&op.change) > has.minor) {
+        let needs = packet_format::FormatVersion {
+            major: writes.major,
+            minor: minor_needed(&op.change),
+        };
+        let what = match &op.change {
+            crate::ops::Change::RemoveMember { name, .. } => {
+                format!(
+                    "the packet carries the removal of \"{}\" (rmreplica)",
+                    printable(name)
+                )
+            }
+            _ => "the packet carries an operation kind its format predates".into(),
+        };
+        return refuse(needs, what);
+    }
+    Ok(())
 }

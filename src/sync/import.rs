@@ -51,7 +51,9 @@ pub enum PacketOutcome {
     },
     /// Something learnt from a packet's header that the user should know
     /// (a sibling restored from a backup).
-    Note { note: String },
+    Note {
+        note: String,
+    },
     /// A packet file (or its order) that could not be removed after its
     /// packet was applied or found already applied (read-only media, say).
     NotRemoved {

@@ -41,6 +41,9 @@ use crate::tree::scan::{ScanHooks, ScanOutcome};
 pub fn record_local_changes(replica: &mut LockedReplica) -> Result<(ScanOutcome, RecordSummary)> {
     crate::sync::apply::recover(replica)?;
     let outcome = replica.scan(&mut ScanHooks::default())?;
+    if !outcome.changes.is_empty() {
+        crate::sync::family::refuse_while_restoring(replica, "recording local changes")?;
+    }
     let mut summary = replica.record(&outcome)?;
     let excludes = replica.excludes()?;
     if let Some(missing) = missing_since_excludes_changed(replica, &excludes)? {

@@ -451,7 +451,11 @@ fn rmreplica_removes_a_member_for_good_at_every_sibling() {
     // Refusals touch nothing.
     let before = everything_under(&alpha);
     let own = run(&alpha, "rmreplica", ["-force", "alpha"]).fails_with(1);
-    assert!(own.stderr.contains("cannot remove itself"), "{}", own.stderr);
+    assert!(
+        own.stderr.contains("cannot remove itself"),
+        "{}",
+        own.stderr
+    );
     let unknown = run(&alpha, "rmreplica", ["-force", "delta"]).fails_with(1);
     assert!(unknown.stderr.contains("delta"), "{}", unknown.stderr);
     let unconfirmed = run_in(&alpha, "rmreplica", ["gamma"], "no\n").fails_with(1);
@@ -469,11 +473,7 @@ fn rmreplica_removes_a_member_for_good_at_every_sibling() {
         removed.stdout
     );
     let again = run(&alpha, "rmreplica", ["-force", "gamma"]).fails_with(1);
-    assert!(
-        again.stderr.contains("removed already"),
-        "{}",
-        again.stderr
-    );
+    assert!(again.stderr.contains("removed already"), "{}", again.stderr);
     let listing = run(&alpha, "lsreplica", Vec::<&str>::new()).ok().stdout;
     assert!(
         listing
@@ -502,7 +502,9 @@ fn rmreplica_removes_a_member_for_good_at_every_sibling() {
     let before = everything_under(&alpha);
     let refused = import_from(&alpha, &[&late_alpha]).fails_with(1);
     assert!(
-        refused.stderr.contains("signed by \"gamma\", which was removed"),
+        refused
+            .stderr
+            .contains("signed by \"gamma\", which was removed"),
         "{}",
         refused.stderr
     );
@@ -582,7 +584,9 @@ fn a_replica_restored_from_an_old_copy_takes_back_its_changes_and_reuses_no_epoc
     export_to(&alpha, &out, &["beta"], &["-ack"]).ok();
     let noted = import_from(&beta, &[&out]).ok();
     assert!(
-        noted.stdout.contains("\"alpha\" was restored from a backup"),
+        noted
+            .stdout
+            .contains("\"alpha\" was restored from a backup"),
         "{}",
         noted.stdout
     );
@@ -607,4 +611,85 @@ fn a_replica_restored_from_an_old_copy_takes_back_its_changes_and_reuses_no_epoc
     write(&beta, "e.txt", "from beta");
     fam.send("beta", "alpha", "last");
     assert_eq!(tree_listing(&alpha), tree_listing(&beta));
+}
+
+/// Sets, in `root`'s state, the packet format `member`'s newest packet
+/// used: what a sibling running an older syncreplica leaves there.
+fn pretend_member_writes(root: &Path, member: &str, major: u16, minor: u16) {
+    let id = lsreplica_member(root, member)["replica_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let conn = rusqlite::Connection::open(root.join(".syncreplica/state.db")).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE member_versions SET major = ?2, minor = ?3 WHERE sibling = ?1",
+            rusqlite::params![hex::decode(id).unwrap(), major, minor],
+        )
+        .unwrap();
+    assert_eq!(changed, 1, "a packet from {member} was imported before");
+}
+
+#[test]
+fn each_member_s_packet_format_is_learnt_and_an_export_it_cannot_read_is_refused() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    let writes = format!(
+        "{}.{}",
+        packet_format::FORMAT_MAJOR,
+        packet_format::FORMAT_MINOR
+    );
+    // Never heard from: unknown.
+    assert!(lsreplica_member(&alpha, "beta")["format_version"].is_null());
+    assert_eq!(lsreplica_member(&alpha, "alpha")["format_version"], *writes);
+    write(&beta, "b.txt", "from beta");
+    fam.send("beta", "alpha", "hello");
+    assert_eq!(lsreplica_member(&alpha, "beta")["format_version"], *writes);
+    let listing = run(&alpha, "lsreplica", ["-long"]).ok().stdout;
+    assert!(
+        listing.contains(&format!(
+            "packet format:     {writes} (its newest packet here)"
+        )),
+        "{listing}"
+    );
+
+    // beta still runs a release that predates member removal.
+    pretend_member_writes(&alpha, "beta", 2, 0);
+    run(&alpha, "rmreplica", ["-force", "gamma"]).ok();
+    let out = fam.packet_dir("too-new");
+    let refused = export_to(&alpha, &out, &["beta"], &[]).fails_with(1);
+    assert!(
+        refused
+            .stderr
+            .contains("cannot export to \"beta\": its packets show it reads packet format 2.0"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("removal of \"gamma\""),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("upgrade syncreplica at \"beta\""),
+        "{}",
+        refused.stderr
+    );
+    assert!(packet_files(&out).is_empty());
+    // An acknowledgement carries no operation: any 2.x reader takes it.
+    export_to(&alpha, &out, &["beta"], &["-ack"]).ok();
+    // An older major reads nothing this program writes.
+    pretend_member_writes(&alpha, "beta", 1, 3);
+    let refused = export_to(&alpha, &fam.packet_dir("major"), &["beta"], &["-ack"]).fails_with(1);
+    assert!(
+        refused.stderr.contains("reads packet format 1.3"),
+        "{}",
+        refused.stderr
+    );
+
+    // beta upgrades: its next packet says so, and the export goes.
+    write(&beta, "b.txt", "upgraded");
+    fam.send("beta", "alpha", "upgraded");
+    fam.send("alpha", "beta", "removal");
+    assert!(lsreplica_member(&beta, "gamma")["removed"].is_string());
 }

@@ -48,6 +48,11 @@ pub struct MemberInfo {
     pub epoch_row: BTreeMap<String, u64>,
     /// Clone alarms raised here about it (see syncreplica -import).
     pub clone_alarms: Vec<AlarmInfo>,
+    /// The packet format it writes ("2.1"): this program's for this
+    /// replica, for the others what their newest packet here used; null
+    /// for a member never heard from. Exports to it carry nothing its
+    /// format predates.
+    pub format_version: Option<String>,
     /// For this replica, while a restore from a backup is unfinished
     /// (mkreplica -restore): what it waits for.
     pub restore_waits_for: Option<String>,
@@ -163,6 +168,16 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
                     what: a.what.clone(),
                 })
                 .collect(),
+            format_version: match own {
+                true => Some(format!(
+                    "{}.{}",
+                    packet_format::FORMAT_MAJOR,
+                    packet_format::FORMAT_MINOR
+                )),
+                false => state
+                    .member_version(&member.replica)?
+                    .map(|seen| seen.version.to_string()),
+            },
             restore_waits_for: match own {
                 true => crate::sync::family::restore_wait(replica)?.map(|w| w.to_string()),
                 false => None,
@@ -231,6 +246,12 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         }
         let _ = writeln!(out, "replica \"{}\"{local}", printable(&member.name));
         let _ = writeln!(out, "  replica id:        {}", member.replica_id);
+        let format = match (&member.format_version, member.this_replica) {
+            (Some(version), true) => format!("{version} (this program's)"),
+            (Some(version), false) => format!("{version} (its newest packet here)"),
+            (None, _) => "unknown (no packet from it yet)".into(),
+        };
+        let _ = writeln!(out, "  packet format:     {format}");
         if let Some(wait) = &member.restore_waits_for {
             let _ = writeln!(
                 out,
