@@ -1915,3 +1915,62 @@ pub fn note_member_version(
     )
     .map(drop)
 }
+
+impl State {
+    /// One row of the epoch table (origin -> epoch): what
+    /// [`State::epoch_table`] holds for `row`, without reading the others
+    /// (a family of N members has N rows of N origins).
+    pub fn epoch_row(&self, row: &Id) -> Result<HashMap<Id, u64>> {
+        let db = |source| self.db_error(source);
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT origin, epoch FROM epochs WHERE row_replica = ?1")
+            .map_err(db)?;
+        let rows = statement
+            .query_map(params![row.0.as_slice()], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(db)?;
+        let mut out = HashMap::new();
+        for entry in rows {
+            let (origin, epoch) = entry.map_err(db)?;
+            let origin = id_of(&origin).ok_or_else(|| self.corrupt("epoch table: bad replica id"))?;
+            out.insert(origin, epoch as u64);
+        }
+        Ok(out)
+    }
+
+    /// One sibling's confirmed row (see [`State::confirmed_table`]).
+    pub fn confirmed_row(&self, sibling: &Id) -> Result<HashMap<Id, Confirmed>> {
+        let db = |source| self.db_error(source);
+        let mut out = HashMap::new();
+        if !self.has_table("confirmed")? {
+            return Ok(out);
+        }
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT origin, epoch, at_ns FROM confirmed WHERE sibling = ?1")
+            .map_err(db)?;
+        let rows = statement
+            .query_map(params![sibling.0.as_slice()], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        for entry in rows {
+            let (origin, epoch, at_ns) = entry.map_err(db)?;
+            let origin = id_of(&origin).ok_or_else(|| self.corrupt("confirmed: bad id"))?;
+            out.insert(
+                origin,
+                Confirmed {
+                    epoch: epoch as u64,
+                    at_ns,
+                },
+            );
+        }
+        Ok(out)
+    }
+}

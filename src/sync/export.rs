@@ -239,12 +239,9 @@ fn export_to(
     request: &ExportRequest,
 ) -> Result<TargetExport> {
     let me = replica.identity.replica_id;
-    let table = replica.state().epoch_table()?;
-    let own_row: BTreeMap<Id, u64> = table
-        .get(&me)
-        .map(|row| row.iter().map(|(k, v)| (*k, *v)).collect())
-        .unwrap_or_default();
-    let mut estimate = table.get(&target.replica).cloned().unwrap_or_default();
+    // Two rows, not the table: it has a row per member.
+    let own_row: BTreeMap<Id, u64> = replica.state().epoch_row(&me)?.into_iter().collect();
+    let mut estimate = replica.state().epoch_row(&target.replica)?;
     let resent = match request.mode {
         Mode::AckOnly => Vec::new(),
         mode => plan_resend(replica, target, &own_row, &mut estimate, mode)?,
@@ -565,10 +562,7 @@ fn plan_resend(
     mode: Mode,
 ) -> Result<Vec<Resend>> {
     let state = replica.state();
-    let confirmed = state
-        .confirmed_table()?
-        .remove(&target.replica)
-        .unwrap_or_default();
+    let confirmed = state.confirmed_row(&target.replica)?;
     let after = replica.config.resend_after_for(&target.name);
     let confirms = state.heard(&target.replica)?.is_some();
     let now = crate::sys::clock::now_ns_for_waiting();

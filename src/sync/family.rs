@@ -415,11 +415,7 @@ pub fn note_member_packet(replica: &mut LockedReplica, header: &Header) -> Resul
     if restored {
         // Every origin this replica knows: one the sender's row lacks, it
         // holds nothing of.
-        let own = replica
-            .state()
-            .epoch_table()?
-            .remove(&me)
-            .unwrap_or_default();
+        let own = replica.state().epoch_row(&me)?;
         row = own
             .keys()
             .map(|origin| (*origin, header.epoch_row.get(origin).copied().unwrap_or(0)))

@@ -370,11 +370,7 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
     // name), never as the header claims.
     let sender = check_sender(&replica.members()?, &header)?;
     let me = replica.identity.replica_id;
-    let own = replica
-        .state()
-        .epoch_table()?
-        .remove(&me)
-        .unwrap_or_default();
+    let own = replica.state().epoch_row(&me)?;
     let mut ops: Vec<Operation> = Vec::new();
     let first_name = first_file_name(files);
     for op in packet.operations() {
@@ -461,11 +457,7 @@ fn acknowledge(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<String>
     let header = packet.header().clone();
     let sender = check_sender(&replica.members()?, &header)?;
     let me = replica.identity.replica_id;
-    let own = replica
-        .state()
-        .epoch_table()?
-        .remove(&me)
-        .unwrap_or_default();
+    let own = replica.state().epoch_row(&me)?;
     let first_name = first_file_name(files);
     for op in packet.operations() {
         let op = op?;

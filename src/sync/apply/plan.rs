@@ -444,8 +444,7 @@ fn superseded_in_batch(
 /// Plans a batch: see the module documentation of [`super`] for the rules.
 pub(crate) fn plan(replica: &Replica, ops: &[Operation]) -> Result<Plan> {
     let me = replica.identity.replica_id;
-    let table = replica.state().epoch_table()?;
-    let last = table.get(&me).cloned().unwrap_or_default();
+    let last = replica.state().epoch_row(&me)?;
     let own_epoch = last.get(&me).copied().unwrap_or(0);
     let recorded = replica.state().load_entries()?;
     let recorded_live = recorded
