@@ -98,6 +98,11 @@ pub enum Error {
     #[error("invalid replica name \"{}\": {why}", printable(name))]
     BadName { name: String, why: String },
 
+    /// A member named where it cannot be used (this replica itself, a
+    /// removed member).
+    #[error("member \"{}\": {why}", printable(name))]
+    Member { name: String, why: String },
+
     #[error("unknown replica \"{name}\" in family \"{family}\"")]
     UnknownReplica { name: String, family: String },
 

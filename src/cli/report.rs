@@ -178,6 +178,9 @@ pub fn hint(err: &Error) -> Option<String> {
             "write a number of bytes with an optional k, m or g suffix, e.g. 50m".into()
         }
         Error::UnknownReplica { .. } => "lsreplica lists the family's members".into(),
+        Error::Member { why, .. } if why.contains("removed") => {
+            "lsreplica -long lists the family's members, the removed ones marked REMOVED".into()
+        }
         Error::BadEpochSetting { .. } => {
             "write ORIGIN=EPOCH, e.g. boston=1300, with ORIGIN a member's name".into()
         }

@@ -194,10 +194,10 @@ pub fn resolve_targets(replica: &Replica, names: &[String]) -> Result<Vec<Member
             });
         }
         if let Some(removed) = replica.state().removal_of(&member.replica)? {
-            return Err(Error::BadName {
+            return Err(Error::Member {
                 name: name.clone(),
                 why: format!(
-                    "that member was removed from the family {}; nothing is sent to it",
+                    "removed from the family {}; nothing is sent to it",
                     crate::sync::family::removal_text(replica, &removed)?
                 ),
             });

@@ -177,19 +177,19 @@ pub struct Removal {
 /// longer waits for its confirmations. The caller holds the lock.
 ///
 /// Errors: an unknown member ([`Error::UnknownReplica`]), this replica
-/// itself, or a member removed already ([`Error::BadName`]).
+/// itself, or a member removed already ([`Error::Member`]).
 pub fn remove_member(replica: &mut LockedReplica, name_or_id: &str) -> Result<Removal> {
     let member = replica.member(name_or_id)?;
     let me = replica.identity.replica_id;
     if member.replica == me {
-        return Err(crate::error::Error::BadName {
+        return Err(crate::error::Error::Member {
             name: name_or_id.to_string(),
             why: "that is this replica; a replica cannot remove itself: run rmreplica at a sibling"
                 .into(),
         });
     }
     if let Some(removed) = replica.state().removal_of(&member.replica)? {
-        return Err(crate::error::Error::BadName {
+        return Err(crate::error::Error::Member {
             name: name_or_id.to_string(),
             why: format!(
                 "it was removed already, {}",
@@ -316,7 +316,7 @@ pub fn start_restore(replica: &mut LockedReplica, siblings: &[String]) -> Result
     for name in siblings {
         let member = replica.member(name)?;
         if member.replica == me {
-            return Err(crate::error::Error::BadName {
+            return Err(crate::error::Error::Member {
                 name: name.clone(),
                 why: "that is this replica; name the siblings to wait for".into(),
             });
