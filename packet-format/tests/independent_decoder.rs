@@ -344,7 +344,10 @@ fn states_vector_decodes_without_the_library() {
     assert!(matches!(ops[7].body, Body::Unknown(kind) if kind >= 0x1_0000));
     match &ops[8].body {
         Body::RemoveMember { replica, name } => {
-            assert_eq!((replica.as_slice(), name.as_str()), (&[0x77; 16][..], "gamma"));
+            assert_eq!(
+                (replica.as_slice(), name.as_str()),
+                (&[0x77; 16][..], "gamma")
+            );
         }
         other => panic!("operation 8: {other:?}"),
     }

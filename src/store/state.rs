@@ -1934,7 +1934,8 @@ impl State {
         let mut out = HashMap::new();
         for entry in rows {
             let (origin, epoch) = entry.map_err(db)?;
-            let origin = id_of(&origin).ok_or_else(|| self.corrupt("epoch table: bad replica id"))?;
+            let origin =
+                id_of(&origin).ok_or_else(|| self.corrupt("epoch table: bad replica id"))?;
             out.insert(origin, epoch as u64);
         }
         Ok(out)
