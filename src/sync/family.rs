@@ -401,6 +401,16 @@ pub fn refuse_while_restoring(replica: &crate::replica::Replica, what: &str) -> 
 pub fn note_member_packet(replica: &mut LockedReplica, header: &Header) -> Result<Option<String>> {
     let me = replica.identity.replica_id;
     let sender = header.sender.id;
+    // Only what the sender signed itself speaks for it: a packet naming
+    // another member as its sender is refused later (impersonation), and
+    // must not lower that member's estimates or set its format first.
+    if !replica
+        .members()?
+        .iter()
+        .any(|m| m.replica == sender && m.public_key == header.signer_key)
+    {
+        return Ok(None);
+    }
     let created = header.created.as_nanos_saturating();
     let previous = replica.state().sender_clock(&sender)?;
     let confirmed = replica
