@@ -1429,6 +1429,7 @@ fn a_packet_in_anothers_name_does_not_pass_for_that_member_restored() {
     };
     forge(&who, &g, &out, vec![change], |meta| {
         meta.epoch_row.insert(alpha, 0);
+        meta.created = syncreplica::ops::Timestamp::new(4_000_000_000, 0).unwrap();
     });
     let refused = import_from(&g, &[&out]).fails_with(1);
     assert!(
