@@ -7,13 +7,18 @@
 # in N, at most 32 bytes per member) and the export's wall time (target:
 # N = 1000 at most twice N = 10).
 #
-# Usage: bench/family_scale.sh [N...]
+# The tree holds FILES files (default 1000) for every N, so that only the
+# number of members differs: member i changes file i (or adds one past
+# FILES).
+#
+# Usage: [FILES=1000] bench/family_scale.sh [N...]
 #   SYNCREPLICA_BIN=DIR   use the programs in DIR (default: a release
 #                         build of the workspace; PROFILE=debug uses
 #                         target/debug as it is)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 sizes=("$@")
+files=${FILES:-1000}
 [ ${#sizes[@]} -gt 0 ] || sizes=(10 100 1000)
 if [ -n "${SYNCREPLICA_BIN:-}" ]; then
     bin=$SYNCREPLICA_BIN
@@ -38,6 +43,7 @@ for n in "${sizes[@]}"; do
     mkdir -p "$dir/hub" "$dir/to-hub"
     start=$(now_ms)
     echo base >"$dir/hub/base.txt"
+    for f in $(seq 1 $((files - 1))); do echo "file $f" >"$dir/hub/f$f.txt"; done
     (cd "$dir/hub" && "$bin/mkreplica" -init -family scale hub >/dev/null)
     for i in $(seq 1 $((n - 1))); do
         mkdir "$dir/c$i"
@@ -45,7 +51,11 @@ for n in "${sizes[@]}"; do
         "$bin/mkreplica" -import -replica "$dir/m$i" "$dir/c$i" >/dev/null
         rm -rf "$dir/c$i"
         # Each member's own change, so hub's row has an entry per origin.
-        echo "from m$i" >"$dir/m$i/m$i.txt"
+        if [ "$i" -lt "$files" ]; then
+            echo "from m$i" >"$dir/m$i/f$i.txt"
+        else
+            echo "from m$i" >"$dir/m$i/m$i.txt"
+        fi
         (cd "$dir/m$i" && "$bin/syncreplica" -export -out "$dir/to-hub" hub >/dev/null)
     done
     (cd "$dir/hub" && "$bin/syncreplica" -import -remove "$dir/to-hub" >/dev/null)

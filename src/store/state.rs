@@ -1975,3 +1975,35 @@ impl State {
         Ok(out)
     }
 }
+
+impl State {
+    /// Every send to `target` still waiting for its confirmation, per
+    /// origin: (last epoch sent, when). One query for an export, rather
+    /// than one per origin (a family of N members has N origins).
+    pub fn unconfirmed_sends(&self, target: &Id) -> Result<HashMap<Id, Vec<(u64, i64)>>> {
+        let db = |source| self.db_error(source);
+        let mut out: HashMap<Id, Vec<(u64, i64)>> = HashMap::new();
+        if !self.has_table("sent_ranges")? {
+            return Ok(out);
+        }
+        let mut statement = self
+            .conn
+            .prepare("SELECT origin, last, at_ns FROM sent_ranges WHERE target = ?1")
+            .map_err(db)?;
+        let rows = statement
+            .query_map(params![target.0.as_slice()], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        for row in rows {
+            let (origin, last, at_ns) = row.map_err(db)?;
+            let origin = id_of(&origin).ok_or_else(|| self.corrupt("sent_ranges: bad id"))?;
+            out.entry(origin).or_default().push((last as u64, at_ns));
+        }
+        Ok(out)
+    }
+}

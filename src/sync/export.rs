@@ -565,6 +565,7 @@ fn plan_resend(
     let confirmed = state.confirmed_row(&target.replica)?;
     let after = replica.config.resend_after_for(&target.name);
     let confirms = state.heard(&target.replica)?.is_some();
+    let sends = state.unconfirmed_sends(&target.replica)?;
     let now = crate::sys::clock::now_ns_for_waiting();
     let members: HashMap<Id, Member> = replica
         .members()?
@@ -584,8 +585,14 @@ fn plan_resend(
                 let (Some(period), true) = (after.0, confirms) else {
                     continue;
                 };
-                let Some(sent_ns) =
-                    state.oldest_unconfirmed_send(&target.replica, origin, confirmed)?
+                // As State::oldest_unconfirmed_send, from one read.
+                let Some(sent_ns) = sends
+                    .get(origin)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(last, _)| *last > confirmed)
+                    .map(|(_, at)| *at)
+                    .min()
                 else {
                     continue;
                 };
