@@ -964,6 +964,24 @@ fn materialize(
         }
         for op in ops {
             state::append_operation(tx, op)?;
+            // The log's removals hold here too (rmreplica).
+            if let Change::RemoveMember { replica, name } = &op.change {
+                if *replica != op.origin {
+                    state::mark_removed(
+                        tx,
+                        &state::Removed {
+                            replica: *replica,
+                            name: match identity::validate_name(name) {
+                                Ok(()) => name.clone(),
+                                Err(_) => replica.to_hex(),
+                            },
+                            by: op.origin,
+                            by_epoch: op.epoch,
+                            at_ns: scanned_ns,
+                        },
+                    )?;
+                }
+            }
         }
         for seal in &checked.seals {
             state::put_seal(tx, seal)?;

@@ -850,3 +850,35 @@ fn two_hundred_replicas_in_a_star_converge_despite_lost_and_duplicated_packets()
 fn two_hundred_replicas_in_a_chain_converge_despite_lost_and_duplicated_packets() {
     simulate_family(Topology::Chain, 0x5eed_0002);
 }
+
+#[test]
+fn a_member_made_after_a_removal_knows_of_it() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let alpha = fam.root("alpha");
+    run(&alpha, "rmreplica", ["-force", "beta"]).ok();
+    let out = fam.packet_dir("creation-gamma");
+    mkreplica_export(&alpha, &out, "gamma").ok();
+    let gamma = fam.dir.path().join("gamma");
+    run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            gamma.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(
+        lsreplica_member(&gamma, "beta")["removed"].is_string(),
+        "{}",
+        lsreplica_member(&gamma, "beta")
+    );
+    let refused = export_to(&gamma, &fam.packet_dir("to-beta"), &["beta"], &[]).fails_with(1);
+    assert!(
+        refused.stderr.contains("removed from the family"),
+        "{}",
+        refused.stderr
+    );
+}
