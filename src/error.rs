@@ -98,6 +98,11 @@ pub enum Error {
     #[error("invalid replica name \"{}\": {why}", printable(name))]
     BadName { name: String, why: String },
 
+    /// A member named where it cannot be used (this replica itself, a
+    /// removed member).
+    #[error("member \"{}\": {why}", printable(name))]
+    Member { name: String, why: String },
+
     #[error("unknown replica \"{name}\" in family \"{family}\"")]
     UnknownReplica { name: String, family: String },
 
@@ -173,6 +178,27 @@ pub enum Error {
 
     #[error(transparent)]
     Shipping(shipping::Error),
+
+    /// Something that would log a change of this replica's own, refused
+    /// while a restore from a backup (`mkreplica -restore`) is unfinished.
+    #[error(
+        "this replica is being restored from a backup: {what} would number a change of its own \
+         like one its siblings may hold; it waits for {waits}"
+    )]
+    Restoring { what: String, waits: String },
+
+    /// An export a target cannot read: its packets show an older packet
+    /// format than the packet needs.
+    #[error(
+        "cannot export to \"{member}\": its packets show it reads packet format {has}, and {what}, \
+         which needs format {needs}; nothing was written"
+    )]
+    NeedsUpgrade {
+        member: String,
+        has: String,
+        needs: String,
+        what: String,
+    },
 }
 
 /// Why one packet is refused as a whole. Nothing of it is applied; the
@@ -262,6 +288,11 @@ pub enum Refusal {
     /// one this replica has. Recorded as a clone alarm (`lsreplica`).
     #[error("replica \"{replica}\" is cloned: {what}; nothing of this packet was applied")]
     Cloned { replica: String, what: String },
+
+    /// Signed by a member removed from the family (`rmreplica`): nothing
+    /// of it is accepted, not even its epoch row.
+    #[error("signed by \"{replica}\", which was removed from the family {how}; nothing of this packet was applied")]
+    Removed { replica: String, how: String },
 }
 
 /// Text from outside (a name, a comment or a path from a packet, a file

@@ -40,6 +40,7 @@ fn cli_transcripts() {
         ("lsreplica", trycmd::cargo::cargo_bin!("lsreplica")),
         ("lsepoch", trycmd::cargo::cargo_bin!("lsepoch")),
         ("chepoch", trycmd::cargo::cargo_bin!("chepoch")),
+        ("rmreplica", trycmd::cargo::cargo_bin!("rmreplica")),
         ("mkorder", trycmd::cargo::cargo_bin!("mkorder")),
         (
             "shipping_server",

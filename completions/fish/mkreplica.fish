@@ -8,6 +8,7 @@ complete -c mkreplica -o replica -d 'Replica root: for -init and -import, where 
 complete -c mkreplica -o init -d 'Create a new replica family with NAME as its first member'
 complete -c mkreplica -o export -d 'Write a replica-creation packet for a new member NAME (needs -out)'
 complete -c mkreplica -o import -d 'Create a replica from a creation packet\'s parts'
+complete -c mkreplica -o restore -d 'Mark this replica restored from a backup; it waits to hear from the SIBLINGs named (default: every other current member)'
 complete -c mkreplica -o ncomment -o nc -d 'No comment (MultiSite\'s -nc, -ncomment): the default'
 complete -c mkreplica -s h -o help -d 'Print help (see more with \'-help\')'
 complete -c mkreplica -s V -o version -d 'Print version'

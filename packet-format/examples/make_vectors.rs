@@ -585,6 +585,15 @@ fn states_ops() -> (Vec<u8>, Vec<Operation>) {
             body: b"a tree digest, say".to_vec(),
         },
     });
+    ops.push(Operation {
+        origin: sender_id(),
+        epoch: ops.len() as u64 + 1,
+        recorded: CREATED,
+        change: Change::RemoveMember {
+            replica: packet_format::ops::Id([0x77; 16]),
+            name: "gamma".into(),
+        },
+    });
     (data, ops)
 }
 
@@ -631,10 +640,12 @@ fn states_sidecar(trust: &str, sender: &str) -> Vec<String> {
         ("deleted", "none", "none"),
         ("unknown:77", "none", "none"),
         ("none", "none", "none"),
+        ("none", "none", "none"),
     ];
     for (index, (op, (state, mtime, ext))) in ops.iter().zip(expected).enumerate() {
         let kind = match &op.change {
             Change::Unknown { kind, .. } => *kind,
+            Change::RemoveMember { .. } => change_kind::REMOVE_MEMBER,
             _ => change_kind::PATH,
         };
         let path = match op.change.path_change() {

@@ -337,6 +337,8 @@ pub mod change_kind {
     pub const PATH: u32 = 1;
     pub const ADD_MEMBER: u32 = 2;
     pub const RESOLVE: u32 = 3;
+    /// A member leaves the family for good (`rmreplica`).
+    pub const REMOVE_MEMBER: u32 = 5;
     pub const INFORMATIONAL: u32 = 0x1_0000;
 }
 
@@ -369,6 +371,12 @@ pub enum Change {
         state: PathState,
         author: Id,
     },
+    /// A member was removed from the family for good (`rmreplica`): from
+    /// the receipt of this operation on, no packet that member signs is
+    /// accepted, and it is no longer sent anything. Its operations that
+    /// other members relay still are (they were made while it belonged).
+    /// `name` is the member's name as the remover knew it (informational).
+    RemoveMember { replica: Id, name: String },
     /// An operation kind from a newer minor version, kept as received.
     Unknown { kind: u32, body: Vec<u8> },
 }
@@ -455,6 +463,18 @@ struct AddMemberBody {
     replica: Id,
     name: String,
     public_key: [u8; 32],
+}
+
+#[derive(Serialize)]
+struct RemoveMemberBodyRef<'a> {
+    replica: &'a Id,
+    name: &'a str,
+}
+
+#[derive(Deserialize)]
+struct RemoveMemberBody {
+    replica: Id,
+    name: String,
 }
 
 #[derive(Serialize)]
@@ -630,6 +650,11 @@ impl Serialize for Change {
                     author,
                 },
             ),
+            Change::RemoveMember { replica, name } => serialize_tagged(
+                serializer,
+                REMOVE_MEMBER,
+                &RemoveMemberBodyRef { replica, name },
+            ),
             Change::Unknown { kind, body } => (*kind, serde_bytes_ref(body)).serialize(serializer),
         }
     }
@@ -663,6 +688,13 @@ impl<'de> Deserialize<'de> for Change {
                     version: b.version,
                     state: b.state,
                     author: b.author,
+                }
+            }
+            REMOVE_MEMBER => {
+                let b: RemoveMemberBody = decode_body("member removal", &body)?;
+                Change::RemoveMember {
+                    replica: b.replica,
+                    name: b.name,
                 }
             }
             kind => Change::Unknown { kind, body },
@@ -705,7 +737,7 @@ impl Change {
                 state,
                 author: Some(*author),
             }),
-            Change::AddMember { .. } | Change::Unknown { .. } => None,
+            Change::AddMember { .. } | Change::RemoveMember { .. } | Change::Unknown { .. } => None,
         }
     }
 }

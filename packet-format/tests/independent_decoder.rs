@@ -328,7 +328,7 @@ fn states_vector_decodes_without_the_library() {
         operations(0, raw)
     };
     assert!(header.starts_with(b"SYNCRPKT"));
-    assert_eq!(ops.len(), 8);
+    assert_eq!(ops.len(), 9);
     let state = |index: usize| match &ops[index].body {
         Body::Path { state, .. } => state,
         other => panic!("operation {index}: {other:?}"),
@@ -354,6 +354,15 @@ fn states_vector_decodes_without_the_library() {
     assert!(matches!(state(5), State::Deleted));
     assert!(matches!(state(6), State::Unknown(77)));
     assert!(matches!(ops[7].body, Body::Unknown(kind) if kind >= 0x1_0000));
+    match &ops[8].body {
+        Body::RemoveMember { replica, name } => {
+            assert_eq!(
+                (replica.as_slice(), name.as_str()),
+                (&[0x77; 16][..], "gamma")
+            );
+        }
+        other => panic!("operation 8: {other:?}"),
+    }
 }
 
 #[derive(Debug)]
@@ -372,6 +381,11 @@ enum Body {
         path: Vec<u8>,
         version: Vec<([u8; 16], u64)>,
         state: State,
+    },
+    /// Kind 5 (SPEC §6.2): `{ replica: [u8;16], name: string }`.
+    RemoveMember {
+        replica: Vec<u8>,
+        name: String,
     },
     Unknown(u64),
 }
@@ -438,6 +452,13 @@ fn operations(encoding: u8, stored: &[u8]) -> Vec<HandOp> {
                     version,
                     state: state(state_kind, state_body),
                 }
+            }
+            5 => {
+                let mut b = Cursor { bytes: body, at: 0 };
+                let replica = b.raw(16).to_vec();
+                let name = b.string();
+                assert_eq!(b.at, body.len(), "nothing after the member removal");
+                Body::RemoveMember { replica, name }
             }
             other => Body::Unknown(other),
         };

@@ -139,6 +139,7 @@ fn change_kind(change: &Change) -> u32 {
         Change::Path { .. } => change_kind::PATH,
         Change::AddMember { .. } => change_kind::ADD_MEMBER,
         Change::Resolve { .. } => change_kind::RESOLVE,
+        Change::RemoveMember { .. } => change_kind::REMOVE_MEMBER,
         Change::Unknown { kind, .. } => *kind,
     }
 }

@@ -5,19 +5,26 @@ use clap::Parser;
 /// List the members of a replica's family.
 ///
 /// Prints each member's name, replica id and the fingerprint of its signing
-/// key (SHA-256 of the ed25519 public key), marking the local replica, and
+/// key (SHA-256 of the ed25519 public key), marking the local replica;
 /// CLONED for a member of which two copies are in use (one creation packet
-/// imported twice: syncreplica -import refuses the second copy's packets).
+/// imported twice: syncreplica -import refuses the second copy's packets);
+/// REMOVED for a member removed from the family with rmreplica (its
+/// packets are refused, nothing is exported to it); and RESTORING for this
+/// replica while a restore from a backup (mkreplica -restore) is
+/// unfinished.
 #[derive(Debug, Parser)]
 #[command(name = "lsreplica", version, after_help = super::EXIT_STATUS_HELP)]
 pub struct Args {
     /// Also show each member's public key (64 hex digits, what a relay
-    /// host's shipping.toml lists in trusted_keys) and what this replica
-    /// knows of it: the last packet sent to it and received from it, when
-    /// it was last heard from, the changes it has not confirmed having,
-    /// its epoch row, any clone alarm about it, and when this replica's tree
-    /// was last verified the same as its (the tree digest of its packets;
-    /// see syncreplica -verify).
+    /// host's shipping.toml lists in trusted_keys), the packet format it
+    /// writes (its newest packet here says; exports to it carry nothing
+    /// that format predates), and what this replica knows of it: the last
+    /// packet sent to it and received from it, when it was last heard
+    /// from, the changes it has not confirmed having, its epoch row, any
+    /// clone alarm about it, its removal, when this replica's tree was
+    /// last verified the same as its (the tree digest of its packets; see
+    /// syncreplica -verify), and for this replica what an unfinished
+    /// restore waits for.
     #[arg(long)]
     pub long: bool,
 

@@ -81,6 +81,7 @@ pub fn manual(name: &str) -> Manual {
                 "mkreplica -init -family FAMILY [-replica DIR] NAME",
                 "mkreplica -export -out DIR [-maxsize SIZE] [-c TEXT | -nc] [-replica DIR] NEWNAME",
                 "mkreplica -import [-fingerprint HEX] [-key FILE] [-replica DIR] PACKET_OR_DIR…",
+                "mkreplica -restore [-replica DIR] [SIBLING…]",
             ],
             files: REPLICA_FILES,
             environment: &[],
@@ -125,6 +126,12 @@ pub fn manual(name: &str) -> Manual {
                 "The ship lost everything of boston's after epoch 40: resend it with the next export",
                 "chepoch ship boston=40",
             )],
+        },
+        "rmreplica" => Manual {
+            synopses: &["rmreplica [-force] [-replica DIR] NAME"],
+            files: REPLICA_FILES,
+            environment: &[],
+            examples: &[("The ship was decommissioned: remove it for good", "rmreplica ship")],
         },
         "mkorder" => Manual {
             synopses: &[

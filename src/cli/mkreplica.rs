@@ -40,6 +40,24 @@ use clap::Parser;
 /// operations add, its sender is its signer, and its epoch row claims no
 /// more than it carries. Modes lose their setuid and setgid bits, as in
 /// any import.
+///
+/// `mkreplica -restore [-replica DIR] [SIBLING...]`, run in a replica just
+/// restored from a backup (an old copy of its directory, state folder
+/// included), before anything else: such a replica has forgotten changes
+/// it already sent, which its siblings hold. It is marked restored, and
+/// until the restore is finished it records no change of its own (each
+/// would be numbered like one its siblings hold): syncreplica -record
+/// refuses, and -import and -export work without recording. Each
+/// sibling's packets tell it which of its own changes that sibling holds;
+/// its own packets tell each sibling that it was restored, and the
+/// sibling's next export returns what it forgot. The restore finishes
+/// with the import that leaves it waiting for nothing: a packet received
+/// from each SIBLING named (default: every other current member), and
+/// every change of its own that any of them holds. It then numbers its
+/// changes after the highest one any sibling has, so no change number is
+/// used twice and no sibling raises a clone alarm. lsreplica -long shows
+/// what a restore waits for. The usual round: syncreplica -export -ack
+/// SIBLING here, import it there; that sibling exports here; import it.
 #[derive(Debug, Parser)]
 #[command(name = "mkreplica", version, after_help = super::EXIT_STATUS_HELP)]
 #[command(group = clap::ArgGroup::new("mode").required(true))]
@@ -55,6 +73,11 @@ pub struct Args {
     /// Create a replica from a creation packet's parts.
     #[arg(long, group = "mode")]
     pub import: bool,
+
+    /// Mark this replica restored from a backup; it waits to hear from the
+    /// SIBLINGs named (default: every other current member).
+    #[arg(long, group = "mode")]
+    pub restore: bool,
 
     /// With -init: name of the new family.
     #[arg(long, value_name = "FAMILY")]
@@ -98,7 +121,11 @@ pub struct Args {
 
     /// -init and -export: NAME of the new replica (letters, digits, '_', '-',
     /// '.'). -import: the creation packet's parts, or directories holding them.
-    #[arg(value_name = "NAME | PACKET_OR_DIR", required = true)]
+    /// -restore: the siblings to wait for.
+    #[arg(
+        value_name = "NAME | PACKET_OR_DIR | SIBLING",
+        required_unless_present = "restore"
+    )]
     pub names: Vec<String>,
 }
 
@@ -106,6 +133,7 @@ use std::path::Path;
 
 use crate::cli;
 use crate::cli::report::usage;
+use crate::error::printable;
 use crate::replica::{self, Replica};
 use crate::sync::creation;
 use crate::sync::packets;
@@ -385,9 +413,39 @@ fn import(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn restore(args: &Args) -> anyhow::Result<()> {
+    if args.family.is_some() || args.out.is_some() {
+        usage!("-family and -out do not apply to -restore");
+    }
+    let mut replica =
+        Replica::open(&replica::discover(args.replica.as_deref())?)?.lock("mkreplica -restore")?;
+    cli::print_lock_takeover(NAME, &replica);
+    let wait = crate::sync::family::start_restore(&mut replica, &args.names)?;
+    if crate::sync::family::finish_restore_if_done(&mut replica)? {
+        outln!(
+            "Replica \"{}\" has no sibling to wait for; nothing to restore.",
+            printable(&replica.identity.replica_name)
+        );
+        return Ok(());
+    }
+    outln!(
+        "Marked replica \"{}\" restored from a backup; it records no change of its own until it \
+         has {wait}.",
+        printable(&replica.identity.replica_name)
+    );
+    outln!(
+        "  Next: syncreplica -export -ack SIBLING here for each, import it there, export from there \
+         to \"{}\" and import that here.",
+        printable(&replica.identity.replica_name)
+    );
+    Ok(())
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.init {
         init(&args)
+    } else if args.restore {
+        restore(&args)
     } else if args.export {
         export(&args)
     } else {

@@ -45,6 +45,7 @@ pub mod mkorder;
 pub mod mkreplica;
 pub mod render;
 pub mod report;
+pub mod rmreplica;
 pub mod shipping_server;
 pub mod syncreplica;
 
@@ -182,6 +183,7 @@ pub fn all_commands() -> Vec<Command> {
         lsreplica::Args::command(),
         lsepoch::Args::command(),
         chepoch::Args::command(),
+        rmreplica::Args::command(),
         mkorder::Args::command(),
         shipping_server::Args::command(),
     ]

@@ -150,6 +150,11 @@ pub fn refusal_hint(refusal: &Refusal) -> Option<&'static str> {
              import it where the other copy is, move that copy's changed files into it, and stop using the copy \
              (the refused packet stays where it is; lsreplica shows the alarm)",
         ),
+        Refusal::Removed { .. } => Some(
+            "a removed member stays removed: if its changes are still wanted, copy its files into a \
+             current member's replica, or make it a member again under a new name with mkreplica -export \
+             (the refused packet stays where it is; lsreplica -long lists the removed members)",
+        ),
         Refusal::NotAMember { .. } => {
             Some("lsreplica lists the members whose packets this replica accepts")
         }
@@ -173,6 +178,9 @@ pub fn hint(err: &Error) -> Option<String> {
             "write a number of bytes with an optional k, m or g suffix, e.g. 50m".into()
         }
         Error::UnknownReplica { .. } => "lsreplica lists the family's members".into(),
+        Error::Member { why, .. } if why.contains("removed") => {
+            "lsreplica -long lists the family's members, the removed ones marked REMOVED".into()
+        }
         Error::BadEpochSetting { .. } => {
             "write ORIGIN=EPOCH, e.g. boston=1300, with ORIGIN a member's name".into()
         }
@@ -195,6 +203,15 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::Refused(refusal) => return refusal_hint(refusal).map(str::to_string),
         Error::ChunkMissingLocally { .. } => {
             "run syncreplica -status to see what changed, then export again".into()
+        }
+        Error::NeedsUpgrade { member, .. } => format!(
+            "upgrade syncreplica at \"{member}\" (the family's oldest version sets what every packet to it may \
+             carry; lsreplica -long shows each member's packet format), then export again"
+        ),
+        Error::Restoring { .. } => {
+            "import a packet from each sibling named (at each, syncreplica -export -ack THIS_REPLICA \
+             sends one; its next export returns the forgotten changes); lsreplica -long shows the restore"
+                .into()
         }
         Error::NotHeld { .. } => {
             "-resend sends what this replica holds: run it at a sibling that has the path \

@@ -809,6 +809,7 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 }
             }
             import::PacketOutcome::Digest(check) => report_digest(check),
+            import::PacketOutcome::Note { note } => outln!("Note: {note}"),
             import::PacketOutcome::NotRemoved { .. } => {}
         }
     }
@@ -827,6 +828,14 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
             not_removed += 1;
             errln!("{NAME}: error: applied, but could not remove the packet file {error}");
         }
+    }
+    if crate::sync::family::finish_restore_if_done(&mut replica)? {
+        outln!(
+            "Restore finished: every sibling waited for was heard from and this replica holds again \
+             every change of its own they hold; it records changes again, numbered after them."
+        );
+    } else if let Some(wait) = crate::sync::family::restore_wait(&replica)? {
+        outln!("Restore from a backup unfinished: this replica waits for {wait}.");
     }
     // Checked after the packets: one of them may have brought the paths.
     let excludes = replica.excludes()?;

@@ -1877,6 +1877,108 @@ pub fn set_sibling_patterns(
     .map(drop)
 }
 
+// Removed members (`rmreplica`, issue 13): a member removed for good, by
+// whose operation, and when this replica applied it. Made on first use
+// like the family tables.
+
+const REMOVED_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS removed_members (
+    replica     BLOB PRIMARY KEY,
+    name        TEXT NOT NULL,
+    -- The operation that removed it: its origin (the remover) and epoch.
+    by_origin   BLOB NOT NULL,
+    by_epoch    INTEGER NOT NULL,
+    at_ns       INTEGER NOT NULL
+);
+";
+
+/// A member removed from the family (see `Change::RemoveMember`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub replica: Id,
+    /// Its name as the removal operation gave it.
+    pub name: String,
+    /// The member whose operation removed it, and that operation's epoch.
+    pub by: Id,
+    pub by_epoch: u64,
+    /// When this replica applied (or recorded) the removal.
+    pub at_ns: i64,
+}
+
+impl State {
+    /// Every member removed from the family, as far as this replica knows.
+    pub fn removed_members(&self) -> Result<Vec<Removed>> {
+        let db = |source| self.db_error(source);
+        if !self.has_table("removed_members")? {
+            return Ok(Vec::new());
+        }
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT replica, name, by_origin, by_epoch, at_ns FROM removed_members ORDER BY at_ns",
+            )
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut removed = Vec::new();
+        for row in rows {
+            let (replica, name, by, by_epoch, at_ns) = row.map_err(db)?;
+            let (Some(replica), Some(by)) = (id_of(&replica), id_of(&by)) else {
+                return Err(self.corrupt("removed_members: an id is not 16 bytes"));
+            };
+            removed.push(Removed {
+                replica,
+                name,
+                by,
+                by_epoch: by_epoch as u64,
+                at_ns,
+            });
+        }
+        Ok(removed)
+    }
+
+    /// The removal of `replica`, if it was removed.
+    pub fn removal_of(&self, replica: &Id) -> Result<Option<Removed>> {
+        Ok(self
+            .removed_members()?
+            .into_iter()
+            .find(|r| r.replica == *replica))
+    }
+}
+
+/// Records that `removed.replica` left the family (the first removal
+/// wins), and forgets what was waiting for its confirmation: a removed
+/// member holds nothing back.
+pub fn mark_removed(tx: &Transaction, removed: &Removed) -> rusqlite::Result<()> {
+    tx.execute_batch(REMOVED_TABLE)?;
+    family_tables(tx)?;
+    tx.execute(
+        "INSERT OR IGNORE INTO removed_members (replica, name, by_origin, by_epoch, at_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            removed.replica.0.as_slice(),
+            removed.name,
+            removed.by.0.as_slice(),
+            removed.by_epoch as i64,
+            removed.at_ns
+        ],
+    )?;
+    tx.execute(
+        "DELETE FROM sent_ranges WHERE target = ?1",
+        params![removed.replica.0.as_slice()],
+    )
+    .map(drop)
+}
+
 /// Keeps the last digest received from a sibling and, when verified,
 /// the verification.
 pub fn note_digest(tx: &Transaction, received: &DigestReceived) -> rusqlite::Result<()> {
@@ -1909,4 +2011,357 @@ pub fn note_digest(tx: &Transaction, received: &DigestReceived) -> rusqlite::Res
         )?;
     }
     Ok(())
+}
+
+// Restore from a backup (`mkreplica -restore`, issue 13). A replica whose
+// directory was restored from an old copy has forgotten changes it
+// already sent: siblings hold epochs of its own that it does not. While
+// `restore` has an unfinished row, the replica records nothing of its own
+// (it would number a change like one its siblings hold); it notes, from
+// each sibling's packets, the highest of its own epochs that sibling has
+// (the sibling's row), and takes its forgotten changes back from them.
+
+const RESTORE_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS restore (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    at_ns       INTEGER NOT NULL,
+    -- This replica's own epoch when it was marked restored.
+    own_epoch   INTEGER NOT NULL,
+    -- The highest of its own epochs any sibling's packet said it holds.
+    highest_seen INTEGER NOT NULL,
+    finished_ns INTEGER
+);
+-- The siblings a restore waits to hear from, and when it did.
+CREATE TABLE IF NOT EXISTS restore_siblings (
+    sibling     BLOB PRIMARY KEY,
+    heard_ns    INTEGER
+);
+-- The newest creation time of a packet each sibling signed (its clock):
+-- a packet created later whose row holds less of the sibling's own
+-- changes than it confirmed before comes from a restored copy.
+CREATE TABLE IF NOT EXISTS sender_clock (
+    sibling     BLOB PRIMARY KEY,
+    created_ns  INTEGER NOT NULL
+);
+";
+
+fn restore_tables(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(RESTORE_TABLES)
+}
+
+/// The state of a restore (`mkreplica -restore`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreStatus {
+    pub at_ns: i64,
+    pub own_epoch: u64,
+    pub highest_seen: u64,
+    /// Each sibling waited for, and when it was heard from since.
+    pub siblings: Vec<(Id, Option<i64>)>,
+    pub finished_ns: Option<i64>,
+}
+
+impl State {
+    /// The last restore of this replica, finished or not.
+    pub fn restore_status(&self) -> Result<Option<RestoreStatus>> {
+        let db = |source| self.db_error(source);
+        if !self.has_table("restore")? {
+            return Ok(None);
+        }
+        let row: Option<(i64, i64, i64, Option<i64>)> = self
+            .conn
+            .query_row(
+                "SELECT at_ns, own_epoch, highest_seen, finished_ns FROM restore WHERE id = 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        let Some((at_ns, own_epoch, highest_seen, finished_ns)) = row else {
+            return Ok(None);
+        };
+        let mut statement = self
+            .conn
+            .prepare("SELECT sibling, heard_ns FROM restore_siblings")
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Option<i64>>(1)?))
+            })
+            .map_err(db)?;
+        let mut siblings = Vec::new();
+        for row in rows {
+            let (sibling, heard) = row.map_err(db)?;
+            let sibling = id_of(&sibling).ok_or_else(|| self.corrupt("restore: bad id"))?;
+            siblings.push((sibling, heard));
+        }
+        Ok(Some(RestoreStatus {
+            at_ns,
+            own_epoch: own_epoch as u64,
+            highest_seen: highest_seen as u64,
+            siblings,
+            finished_ns,
+        }))
+    }
+
+    /// The newest creation time (the sender's clock, ns) of a packet from
+    /// `sibling` seen here.
+    pub fn sender_clock(&self, sibling: &Id) -> Result<Option<i64>> {
+        if !self.has_table("sender_clock")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT created_ns FROM sender_clock WHERE sibling = ?1",
+                params![sibling.0.as_slice()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))
+    }
+}
+
+/// Marks this replica restored at `at_ns`, with its own epoch `own_epoch`,
+/// waiting to hear from `siblings` (a restore begun before starts over).
+pub fn start_restore(
+    tx: &Transaction,
+    at_ns: i64,
+    own_epoch: u64,
+    siblings: &[Id],
+) -> rusqlite::Result<()> {
+    restore_tables(tx)?;
+    tx.execute("DELETE FROM restore", [])?;
+    tx.execute("DELETE FROM restore_siblings", [])?;
+    tx.execute(
+        "INSERT INTO restore (id, at_ns, own_epoch, highest_seen) VALUES (1, ?1, ?2, ?2)",
+        params![at_ns, own_epoch as i64],
+    )?;
+    for sibling in siblings {
+        tx.execute(
+            "INSERT INTO restore_siblings (sibling) VALUES (?1)",
+            params![sibling.0.as_slice()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Notes, during a restore, a packet from `sibling` whose row says it
+/// holds this replica's own changes up to `holds`.
+pub fn note_restore_heard(
+    tx: &Transaction,
+    sibling: &Id,
+    holds: u64,
+    at_ns: i64,
+) -> rusqlite::Result<()> {
+    restore_tables(tx)?;
+    tx.execute(
+        "UPDATE restore SET highest_seen = MAX(highest_seen, ?1) WHERE finished_ns IS NULL",
+        params![holds.min(i64::MAX as u64) as i64],
+    )?;
+    tx.execute(
+        "UPDATE restore_siblings SET heard_ns = ?2 WHERE sibling = ?1 AND heard_ns IS NULL",
+        params![sibling.0.as_slice(), at_ns],
+    )
+    .map(drop)
+}
+
+/// Ends the restore at `at_ns`.
+pub fn finish_restore(tx: &Transaction, at_ns: i64) -> rusqlite::Result<()> {
+    restore_tables(tx)?;
+    tx.execute(
+        "UPDATE restore SET finished_ns = ?1 WHERE finished_ns IS NULL",
+        params![at_ns],
+    )
+    .map(drop)
+}
+
+/// Keeps the newest creation time seen of `sibling`'s packets.
+pub fn note_sender_clock(tx: &Transaction, sibling: &Id, created_ns: i64) -> rusqlite::Result<()> {
+    restore_tables(tx)?;
+    tx.execute(
+        "INSERT INTO sender_clock (sibling, created_ns) VALUES (?1, ?2)
+         ON CONFLICT (sibling) DO UPDATE SET created_ns = MAX(created_ns, excluded.created_ns)",
+        params![sibling.0.as_slice(), created_ns],
+    )
+    .map(drop)
+}
+
+/// A sibling restored from a backup: its row (`row`, as its packet states
+/// it) replaces this replica's estimate of it and its confirmations, so
+/// the next export sends it what it forgot.
+pub fn lower_row(tx: &Transaction, sibling: &Id, row: &[(Id, u64)]) -> rusqlite::Result<()> {
+    family_tables(tx)?;
+    for (origin, epoch) in row {
+        tx.execute(
+            "INSERT INTO epochs (row_replica, origin, epoch) VALUES (?1, ?2, ?3)
+             ON CONFLICT (row_replica, origin) DO UPDATE SET epoch = MIN(epoch, excluded.epoch)",
+            params![sibling.0.as_slice(), origin.0.as_slice(), *epoch as i64],
+        )?;
+        tx.execute(
+            "UPDATE confirmed SET epoch = MIN(epoch, ?3) WHERE sibling = ?1 AND origin = ?2",
+            params![sibling.0.as_slice(), origin.0.as_slice(), *epoch as i64],
+        )?;
+    }
+    tx.execute(
+        "DELETE FROM sent_ranges WHERE target = ?1",
+        params![sibling.0.as_slice()],
+    )
+    .map(drop)
+}
+
+// The packet format each member writes, as its newest packet here says
+// (issue 13, mixed versions): what an export to it may use.
+
+const VERSIONS_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS member_versions (
+    sibling     BLOB PRIMARY KEY,
+    major       INTEGER NOT NULL,
+    minor       INTEGER NOT NULL,
+    at_ns       INTEGER NOT NULL
+);
+";
+
+/// A member's packet format as last seen, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenVersion {
+    pub version: packet_format::FormatVersion,
+    pub at_ns: i64,
+}
+
+impl State {
+    /// The packet format of `sibling`'s newest packet seen here.
+    pub fn member_version(&self, sibling: &Id) -> Result<Option<SeenVersion>> {
+        if !self.has_table("member_versions")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT major, minor, at_ns FROM member_versions WHERE sibling = ?1",
+                params![sibling.0.as_slice()],
+                |row| {
+                    Ok(SeenVersion {
+                        version: packet_format::FormatVersion {
+                            major: row.get::<_, i64>(0)? as u16,
+                            minor: row.get::<_, i64>(1)? as u16,
+                        },
+                        at_ns: row.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))
+    }
+}
+
+/// Notes that `sibling`'s newest packet uses `version`.
+pub fn note_member_version(
+    tx: &Transaction,
+    sibling: &Id,
+    version: packet_format::FormatVersion,
+    at_ns: i64,
+) -> rusqlite::Result<()> {
+    tx.execute_batch(VERSIONS_TABLE)?;
+    tx.execute(
+        "INSERT INTO member_versions (sibling, major, minor, at_ns) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (sibling) DO UPDATE SET major = excluded.major, minor = excluded.minor,
+             at_ns = excluded.at_ns",
+        params![
+            sibling.0.as_slice(),
+            i64::from(version.major),
+            i64::from(version.minor),
+            at_ns
+        ],
+    )
+    .map(drop)
+}
+
+impl State {
+    /// One row of the epoch table (origin -> epoch): what
+    /// [`State::epoch_table`] holds for `row`, without reading the others
+    /// (a family of N members has N rows of N origins).
+    pub fn epoch_row(&self, row: &Id) -> Result<HashMap<Id, u64>> {
+        let db = |source| self.db_error(source);
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT origin, epoch FROM epochs WHERE row_replica = ?1")
+            .map_err(db)?;
+        let rows = statement
+            .query_map(params![row.0.as_slice()], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(db)?;
+        let mut out = HashMap::new();
+        for entry in rows {
+            let (origin, epoch) = entry.map_err(db)?;
+            let origin =
+                id_of(&origin).ok_or_else(|| self.corrupt("epoch table: bad replica id"))?;
+            out.insert(origin, epoch as u64);
+        }
+        Ok(out)
+    }
+
+    /// One sibling's confirmed row (see [`State::confirmed_table`]).
+    pub fn confirmed_row(&self, sibling: &Id) -> Result<HashMap<Id, Confirmed>> {
+        let db = |source| self.db_error(source);
+        let mut out = HashMap::new();
+        if !self.has_table("confirmed")? {
+            return Ok(out);
+        }
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT origin, epoch, at_ns FROM confirmed WHERE sibling = ?1")
+            .map_err(db)?;
+        let rows = statement
+            .query_map(params![sibling.0.as_slice()], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        for entry in rows {
+            let (origin, epoch, at_ns) = entry.map_err(db)?;
+            let origin = id_of(&origin).ok_or_else(|| self.corrupt("confirmed: bad id"))?;
+            out.insert(
+                origin,
+                Confirmed {
+                    epoch: epoch as u64,
+                    at_ns,
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl State {
+    /// Every send to `target` still waiting for its confirmation, per
+    /// origin: (last epoch sent, when). One query for an export, rather
+    /// than one per origin (a family of N members has N origins).
+    pub fn unconfirmed_sends(&self, target: &Id) -> Result<HashMap<Id, Vec<(u64, i64)>>> {
+        let db = |source| self.db_error(source);
+        let mut out: HashMap<Id, Vec<(u64, i64)>> = HashMap::new();
+        if !self.has_table("sent_ranges")? {
+            return Ok(out);
+        }
+        let mut statement = self
+            .conn
+            .prepare("SELECT origin, last, at_ns FROM sent_ranges WHERE target = ?1")
+            .map_err(db)?;
+        let rows = statement
+            .query_map(params![target.0.as_slice()], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        for row in rows {
+            let (origin, last, at_ns) = row.map_err(db)?;
+            let origin = id_of(&origin).ok_or_else(|| self.corrupt("sent_ranges: bad id"))?;
+            out.entry(origin).or_default().push((last as u64, at_ns));
+        }
+        Ok(out)
+    }
 }

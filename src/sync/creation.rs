@@ -431,6 +431,7 @@ pub fn check_export(
     max_size: u64,
 ) -> Result<()> {
     identity::validate_name(new_name)?;
+    crate::sync::family::refuse_while_restoring(replica, "making a new member")?;
     crate::sync::export::check_max_size(max_size)?;
     if out_dir.exists() && !out_dir.is_dir() {
         return Err(Error::NotADirectory {
@@ -997,6 +998,24 @@ fn materialize(
         }
         for op in ops {
             state::append_operation(tx, op)?;
+            // The log's removals hold here too (rmreplica).
+            if let Change::RemoveMember { replica, name } = &op.change {
+                if *replica != op.origin {
+                    state::mark_removed(
+                        tx,
+                        &state::Removed {
+                            replica: *replica,
+                            name: match identity::validate_name(name) {
+                                Ok(()) => name.clone(),
+                                Err(_) => replica.to_hex(),
+                            },
+                            by: op.origin,
+                            by_epoch: op.epoch,
+                            at_ns: scanned_ns,
+                        },
+                    )?;
+                }
+            }
         }
         for seal in &checked.seals {
             state::put_seal(tx, seal)?;

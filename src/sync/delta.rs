@@ -376,13 +376,8 @@ pub fn ask_for_content(
         return Ok(fresh);
     }
     let me = replica.identity.replica_id;
-    let have: std::collections::BTreeMap<Id, u64> = replica
-        .state()
-        .epoch_table()?
-        .remove(&me)
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    let have: std::collections::BTreeMap<Id, u64> =
+        replica.state().epoch_row(&me)?.into_iter().collect();
     let last = replica.state().epoch(&me, &me)?;
     let secret = replica.signing_key()?.to_bytes();
     let op = Operation {

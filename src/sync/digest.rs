@@ -551,11 +551,7 @@ fn compare_after_import(
     let Some(member) = members.iter().find(|m| m.replica == sender) else {
         return Ok(None);
     };
-    let own_row = replica
-        .state()
-        .epoch_table()?
-        .remove(&me)
-        .unwrap_or_default();
+    let own_row = replica.state().epoch_row(&me)?;
     let origins: std::collections::BTreeSet<_> =
         own_row.keys().chain(header.epoch_row.keys()).collect();
     let same_version = origins.iter().all(|origin| {
@@ -781,11 +777,7 @@ pub fn against_sibling(
     };
     let members = replica.members()?;
     let me = replica.identity.replica_id;
-    let own_row = replica
-        .state()
-        .epoch_table()?
-        .remove(&me)
-        .unwrap_or_default();
+    let own_row = replica.state().epoch_row(&me)?;
     let own_row: BTreeMap<crate::ops::Id, u64> = own_row.into_iter().collect();
     let same = own_row
         .keys()

@@ -100,11 +100,7 @@ impl LocalView {
         let me = replica.identity.replica_id;
         Ok(LocalView {
             replica: me,
-            own_row: replica
-                .state()
-                .epoch_table()?
-                .remove(&me)
-                .unwrap_or_default(),
+            own_row: replica.state().epoch_row(&me)?,
             names: replica
                 .members()?
                 .into_iter()

@@ -202,6 +202,15 @@ pub fn resolve_targets(replica: &Replica, names: &[String]) -> Result<Vec<Member
                 why: "that is this replica; name a sibling to export to".into(),
             });
         }
+        if let Some(removed) = replica.state().removal_of(&member.replica)? {
+            return Err(Error::Member {
+                name: name.clone(),
+                why: format!(
+                    "removed from the family {}; nothing is sent to it",
+                    crate::sync::family::removal_text(replica, &removed)?
+                ),
+            });
+        }
         if !members.iter().any(|m: &Member| m.replica == member.replica) {
             members.push(member);
         }
@@ -239,12 +248,9 @@ fn export_to(
     request: &ExportRequest,
 ) -> Result<TargetExport> {
     let me = replica.identity.replica_id;
-    let table = replica.state().epoch_table()?;
-    let own_row: BTreeMap<Id, u64> = table
-        .get(&me)
-        .map(|row| row.iter().map(|(k, v)| (*k, *v)).collect())
-        .unwrap_or_default();
-    let mut estimate = table.get(&target.replica).cloned().unwrap_or_default();
+    // Two rows, not the table: it has a row per member.
+    let own_row: BTreeMap<Id, u64> = replica.state().epoch_row(&me)?.into_iter().collect();
+    let mut estimate = replica.state().epoch_row(&target.replica)?;
     let resent = match request.mode {
         Mode::AckOnly => Vec::new(),
         mode => plan_resend(replica, target, &own_row, &mut estimate, mode)?,
@@ -271,6 +277,7 @@ fn export_to(
     }
     ops.sort_by_key(|(position, _)| *position);
     let ops: Vec<Operation> = ops.into_iter().map(|(_, op)| op).collect();
+    crate::sync::family::check_target_version(replica, target, &ops)?;
 
     let touched: HashSet<&[u8]> = ops
         .iter()
@@ -681,12 +688,10 @@ fn plan_resend(
     mode: Mode,
 ) -> Result<Vec<Resend>> {
     let state = replica.state();
-    let confirmed = state
-        .confirmed_table()?
-        .remove(&target.replica)
-        .unwrap_or_default();
+    let confirmed = state.confirmed_row(&target.replica)?;
     let after = replica.config.resend_after_for(&target.name);
     let confirms = state.heard(&target.replica)?.is_some();
+    let sends = state.unconfirmed_sends(&target.replica)?;
     let now = crate::sys::clock::now_ns_for_waiting();
     let members: HashMap<Id, Member> = replica
         .members()?
@@ -706,8 +711,14 @@ fn plan_resend(
                 let (Some(period), true) = (after.0, confirms) else {
                     continue;
                 };
-                let Some(sent_ns) =
-                    state.oldest_unconfirmed_send(&target.replica, origin, confirmed)?
+                // As State::oldest_unconfirmed_send, from one read.
+                let Some(sent_ns) = sends
+                    .get(origin)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(last, _)| *last > confirmed)
+                    .map(|(_, at)| *at)
+                    .min()
                 else {
                     continue;
                 };

@@ -168,3 +168,379 @@ fn raise(
         what,
     })
 }
+
+/// What `rmreplica` did.
+#[derive(Debug, Clone)]
+pub struct Removal {
+    pub member: crate::store::state::Member,
+    /// The epoch of this replica's operation that records the removal.
+    pub epoch: u64,
+}
+
+/// Removes the member `name_or_id` from the family for good (`rmreplica`):
+/// logs a sealed `RemoveMember` operation of this replica's, which every
+/// export then carries to the siblings, and applies it here, in one
+/// transaction. From then on this replica accepts no packet that member
+/// signs ([`check_removed`]), refuses it as an export target, and no
+/// longer waits for its confirmations. The caller holds the lock.
+///
+/// Errors: an unknown member ([`Error::UnknownReplica`]), this replica
+/// itself, or a member removed already ([`Error::Member`]).
+pub fn remove_member(replica: &mut LockedReplica, name_or_id: &str) -> Result<Removal> {
+    let member = replica.member(name_or_id)?;
+    let me = replica.identity.replica_id;
+    if member.replica == me {
+        return Err(crate::error::Error::Member {
+            name: name_or_id.to_string(),
+            why: "that is this replica; a replica cannot remove itself: run rmreplica at a sibling"
+                .into(),
+        });
+    }
+    if let Some(removed) = replica.state().removal_of(&member.replica)? {
+        return Err(crate::error::Error::Member {
+            name: name_or_id.to_string(),
+            why: format!(
+                "it was removed already, {}",
+                removal_text(replica, &removed)?
+            ),
+        });
+    }
+    refuse_while_restoring(replica, "removing a member")?;
+    let last = replica.state().epoch(&me, &me)?;
+    let epoch = last + 1;
+    let op = Operation {
+        origin: me,
+        epoch,
+        recorded: crate::sys::clock::now(),
+        change: crate::ops::Change::RemoveMember {
+            replica: member.replica,
+            name: member.name.clone(),
+        },
+    };
+    let removed = state::Removed {
+        replica: member.replica,
+        name: member.name.clone(),
+        by: me,
+        by_epoch: epoch,
+        at_ns: crate::sys::clock::now_ns(),
+    };
+    let secret = replica.signing_key()?.to_bytes();
+    replica.state_mut().transaction(|tx| {
+        state::append_operation(tx, &op)?;
+        state::set_epoch(tx, &me, &me, epoch)?;
+        state::seal_own_run(tx, &secret, &me, epoch, epoch)?;
+        state::mark_removed(tx, &removed)?;
+        Ok(())
+    })?;
+    Ok(Removal { member, epoch })
+}
+
+/// "by NAME's operation N on DATE", for messages about a removal.
+pub fn removal_text(replica: &crate::replica::Replica, removed: &state::Removed) -> Result<String> {
+    let by = replica
+        .members()?
+        .into_iter()
+        .find(|m| m.replica == removed.by)
+        .map_or_else(|| removed.by.to_hex(), |m| printable(&m.name).into_owned());
+    Ok(format!(
+        "by rmreplica at {by} (its change {}), applied here on {}",
+        removed.by_epoch,
+        crate::sys::clock::format_time_ns(removed.at_ns)
+    ))
+}
+
+/// Refuses a packet signed by a removed member (`sender`, its signature
+/// verified): nothing of it is applied, not even its epoch row.
+pub fn check_removed(replica: &LockedReplica, sender: &Id) -> Result<Option<Refusal>> {
+    let Some(removed) = replica.state().removal_of(sender)? else {
+        return Ok(None);
+    };
+    Ok(Some(Refusal::Removed {
+        replica: printable(&removed.name).into_owned(),
+        how: removal_text(replica, &removed)?,
+    }))
+}
+
+/// What a restore still waits for (see [`start_restore`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreWait {
+    /// Siblings not heard from since the restore, by name.
+    pub siblings: Vec<String>,
+    /// This replica's own changes a sibling holds and it does not yet:
+    /// the epochs `first..=last`.
+    pub own_missing: Option<(u64, u64)>,
+}
+
+impl RestoreWait {
+    pub fn is_empty(&self) -> bool {
+        self.siblings.is_empty() && self.own_missing.is_none()
+    }
+}
+
+impl std::fmt::Display for RestoreWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if !self.siblings.is_empty() {
+            let names: Vec<String> = self.siblings.iter().map(|n| format!("\"{n}\"")).collect();
+            parts.push(format!("a packet from {}", names.join(", ")));
+        }
+        if let Some((first, last)) = self.own_missing {
+            let changes = match first == last {
+                true => format!("change {first}"),
+                false => format!("changes {first}-{last}"),
+            };
+            parts.push(format!(
+                "its own {changes} that a sibling holds and it forgot"
+            ));
+        }
+        f.write_str(&parts.join(" and "))
+    }
+}
+
+/// Marks this replica restored from a backup (`mkreplica -restore`): it
+/// records nothing of its own until it has heard from each of `siblings`
+/// (names or ids; every current member but itself when empty) and holds
+/// again every change of its own that their rows say they hold, which
+/// their next exports to it send. The caller holds the lock. Returns
+/// what the restore waits for.
+pub fn start_restore(replica: &mut LockedReplica, siblings: &[String]) -> Result<RestoreWait> {
+    let me = replica.identity.replica_id;
+    let removed: Vec<Id> = replica
+        .state()
+        .removed_members()?
+        .into_iter()
+        .map(|r| r.replica)
+        .collect();
+    let mut ids = Vec::new();
+    if siblings.is_empty() {
+        ids.extend(
+            replica
+                .members()?
+                .into_iter()
+                .map(|m| m.replica)
+                .filter(|id| *id != me && !removed.contains(id)),
+        );
+    }
+    for name in siblings {
+        let member = replica.member(name)?;
+        if member.replica == me {
+            return Err(crate::error::Error::Member {
+                name: name.clone(),
+                why: "that is this replica; name the siblings to wait for".into(),
+            });
+        }
+        if !ids.contains(&member.replica) {
+            ids.push(member.replica);
+        }
+    }
+    let own = replica.state().epoch(&me, &me)?;
+    let now = crate::sys::clock::now_ns();
+    replica
+        .state_mut()
+        .transaction(|tx| Ok(state::start_restore(tx, now, own, &ids)?))?;
+    Ok(restore_wait(replica)?.unwrap_or_default())
+}
+
+/// What an unfinished restore waits for; `None` when there is none.
+pub fn restore_wait(replica: &crate::replica::Replica) -> Result<Option<RestoreWait>> {
+    let Some(status) = replica.state().restore_status()? else {
+        return Ok(None);
+    };
+    if status.finished_ns.is_some() {
+        return Ok(None);
+    }
+    let me = replica.identity.replica_id;
+    let members = replica.members()?;
+    let removed = replica.state().removed_members()?;
+    let siblings = status
+        .siblings
+        .iter()
+        .filter(|(id, heard)| heard.is_none() && !removed.iter().any(|r| r.replica == *id))
+        .map(|(id, _)| {
+            members
+                .iter()
+                .find(|m| m.replica == *id)
+                .map_or_else(|| id.to_hex(), |m| printable(&m.name).into_owned())
+        })
+        .collect();
+    let own = replica.state().epoch(&me, &me)?;
+    let own_missing = (status.highest_seen > own).then_some((own + 1, status.highest_seen));
+    Ok(Some(RestoreWait {
+        siblings,
+        own_missing,
+    }))
+}
+
+/// Ends an unfinished restore that waits for nothing more. Returns
+/// whether it ended now.
+pub fn finish_restore_if_done(replica: &mut LockedReplica) -> Result<bool> {
+    match restore_wait(replica)? {
+        Some(wait) if wait.is_empty() => {
+            let now = crate::sys::clock::now_ns();
+            replica
+                .state_mut()
+                .transaction(|tx| Ok(state::finish_restore(tx, now)?))?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Refuses `what` (something that would log a change of this replica's
+/// own) while a restore is unfinished: it would be numbered like a change
+/// a sibling may hold.
+pub fn refuse_while_restoring(replica: &crate::replica::Replica, what: &str) -> Result<()> {
+    match restore_wait(replica)? {
+        Some(wait) => Err(crate::error::Error::Restoring {
+            what: what.to_string(),
+            waits: wait.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Notes a verified packet of a current member (`header`), before it is
+/// applied: during this replica's restore, what the sender holds of this
+/// replica's own changes; and whether the sender itself was restored from
+/// a backup (a packet it made later than any seen before, whose row holds
+/// less of its own changes than it confirmed): then this replica's
+/// estimate of it falls to that row, so the next export sends it what it
+/// forgot. Returns a note for the user in the latter case.
+pub fn note_member_packet(replica: &mut LockedReplica, header: &Header) -> Result<Option<String>> {
+    let me = replica.identity.replica_id;
+    let sender = header.sender.id;
+    // Only what the sender signed itself speaks for it: a packet naming
+    // another member as its sender is refused later (impersonation), and
+    // must not lower that member's estimates or set its format first.
+    if !replica
+        .members()?
+        .iter()
+        .any(|m| m.replica == sender && m.public_key == header.signer_key)
+    {
+        return Ok(None);
+    }
+    let created = header.created.as_nanos_saturating();
+    let previous = replica.state().sender_clock(&sender)?;
+    let confirmed = replica
+        .state()
+        .confirmed_table()?
+        .get(&sender)
+        .and_then(|row| row.get(&sender))
+        .map_or(0, |c| c.epoch);
+    let stated = header.epoch_row.get(&sender).copied().unwrap_or(0);
+    let restored = previous.is_some_and(|p| created > p) && stated < confirmed;
+    let mut row: Vec<(Id, u64)> = Vec::new();
+    if restored {
+        // Every origin this replica knows: one the sender's row lacks, it
+        // holds nothing of.
+        let own = replica.state().epoch_row(&me)?;
+        row = own
+            .keys()
+            .map(|origin| (*origin, header.epoch_row.get(origin).copied().unwrap_or(0)))
+            .collect();
+    }
+    let restoring = restore_wait(replica)?.is_some();
+    let holds = header.epoch_row.get(&me).copied().unwrap_or(0);
+    let now = crate::sys::clock::now_ns();
+    // The newest packet says which format the sender writes now (a late
+    // old one must not take it back).
+    let newest = previous.is_none_or(|p| created >= p);
+    replica.state_mut().transaction(|tx| {
+        if newest {
+            state::note_member_version(tx, &sender, header.version, now)?;
+        }
+        state::note_sender_clock(tx, &sender, created)?;
+        if restored {
+            state::lower_row(tx, &sender, &row)?;
+        }
+        if restoring {
+            state::note_restore_heard(tx, &sender, holds, now)?;
+        }
+        Ok(())
+    })?;
+    if !restored {
+        return Ok(None);
+    }
+    let name = replica
+        .members()?
+        .into_iter()
+        .find(|m| m.replica == sender)
+        .map_or_else(|| sender.to_hex(), |m| printable(&m.name).into_owned());
+    Ok(Some(format!(
+        "\"{name}\" was restored from a backup: it holds its own changes up to {stated}, not {confirmed} \
+         as it said before; the next export to it sends what it forgot"
+    )))
+}
+
+/// The first minor of packet format 2 whose readers know `RemoveMember`
+/// (operation kind 5): 2.2, the version that brought it with the tree
+/// digest. An older reader refuses it by name (NeedsNewer).
+pub const MINOR_WITH_REMOVE_MEMBER: u16 = 2;
+
+/// The lowest packet format (major 2) whose readers can apply `change`.
+pub fn minor_needed(change: &crate::ops::Change) -> u16 {
+    use crate::ops::Change;
+    match change {
+        Change::Path { .. } | Change::AddMember { .. } | Change::Resolve { .. } => 0,
+        Change::RemoveMember { .. } => MINOR_WITH_REMOVE_MEMBER,
+        // Relayed unread by any reader.
+        Change::Unknown { .. } if change.is_informational() => 0,
+        Change::Unknown { .. } => packet_format::FORMAT_MINOR,
+    }
+}
+
+/// Refuses an export to `target` of `ops` that the packet format its
+/// packets show it reads cannot carry: an older major (it can read no
+/// packet this program writes), or an operation kind that came after its
+/// minor. A member never heard from is assumed to read what this program
+/// writes (nothing better is known: a one-way link). Errors with
+/// [`crate::error::Error::NeedsUpgrade`].
+pub fn check_target_version(
+    replica: &crate::replica::Replica,
+    target: &crate::store::state::Member,
+    ops: &[Operation],
+) -> Result<()> {
+    let Some(seen) = replica.state().member_version(&target.replica)? else {
+        return Ok(());
+    };
+    let has = seen.version;
+    let writes = packet_format::FormatVersion {
+        major: packet_format::FORMAT_MAJOR,
+        minor: packet_format::FORMAT_MINOR,
+    };
+    let refuse = |needs: packet_format::FormatVersion, what: String| {
+        Err(crate::error::Error::NeedsUpgrade {
+            member: printable(&target.name).into_owned(),
+            has: has.to_string(),
+            needs: needs.to_string(),
+            what,
+        })
+    };
+    if has.major < writes.major {
+        return refuse(
+            writes,
+            format!("this syncreplica writes packet format {writes}"),
+        );
+    }
+    if has.major > writes.major {
+        // Its packets would not have been read here: nothing to check.
+        return Ok(());
+    }
+    if let Some(op) = ops.iter().find(|op| minor_needed(&op.change) > has.minor) {
+        let needs = packet_format::FormatVersion {
+            major: writes.major,
+            minor: minor_needed(&op.change),
+        };
+        let what = match &op.change {
+            crate::ops::Change::RemoveMember { name, .. } => {
+                format!(
+                    "the packet carries the removal of \"{}\" (rmreplica)",
+                    printable(name)
+                )
+            }
+            _ => "the packet carries an operation kind its format predates".into(),
+        };
+        return refuse(needs, what);
+    }
+    Ok(())
+}

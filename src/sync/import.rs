@@ -50,6 +50,11 @@ pub enum PacketOutcome {
         files: Vec<PathBuf>,
         why: String,
     },
+    /// Something learnt from a packet's header that the user should know
+    /// (a sibling restored from a backup).
+    Note {
+        note: String,
+    },
     /// A packet file (or its order) that could not be removed after its
     /// packet was applied or found already applied (read-only media, say).
     NotRemoved {
@@ -227,9 +232,16 @@ fn import_files(
             // Before readiness: the other copy's packets would otherwise be
             // "already applied", their changes silently lost.
             let packet = first_file_name(&files);
+            if let Some(why) = crate::sync::family::check_removed(replica, &header.sender.id)? {
+                outcomes.push(PacketOutcome::Refused { files, why });
+                continue;
+            }
             match crate::sync::family::check_incarnation(replica, &header, &packet)? {
                 Some(why) => outcomes.push(PacketOutcome::Refused { files, why }),
                 None => {
+                    if let Some(note) = crate::sync::family::note_member_packet(replica, &header)? {
+                        outcomes.push(PacketOutcome::Note { note });
+                    }
                     candidates.insert(id, parts);
                 }
             }
@@ -547,11 +559,7 @@ fn acknowledge(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<String>
     let header = packet.header().clone();
     let sender = check_sender(&replica.members()?, &header)?;
     let me = replica.identity.replica_id;
-    let own = replica
-        .state()
-        .epoch_table()?
-        .remove(&me)
-        .unwrap_or_default();
+    let own = replica.state().epoch_row(&me)?;
     let first_name = first_file_name(files);
     let mut expander = crate::sync::delta::Expander::new(replica.state());
     let mut different: Option<Operation> = None;

@@ -41,6 +41,9 @@ use crate::tree::scan::{ScanHooks, ScanOutcome};
 pub fn record_local_changes(replica: &mut LockedReplica) -> Result<(ScanOutcome, RecordSummary)> {
     crate::sync::apply::recover(replica)?;
     let outcome = replica.scan_to_record(&mut ScanHooks::default())?;
+    if !outcome.changes.is_empty() {
+        crate::sync::family::refuse_while_restoring(replica, "recording local changes")?;
+    }
     let mut summary = replica.record(&outcome)?;
     let excludes = replica.excludes()?;
     if let Some(missing) = missing_since_excludes_changed(replica, &excludes)? {
@@ -175,6 +178,7 @@ pub struct Resent {
 /// changed the path meanwhile sees a conflict, settled by the usual rule.
 /// The caller holds the lock and has recorded local changes.
 pub fn resend(replica: &mut LockedReplica, paths: &[Vec<u8>]) -> Result<Resent> {
+    crate::sync::family::refuse_while_restoring(replica, "-resend")?;
     let me = replica.identity.replica_id;
     let entries = replica.state().load_entries()?;
     let mut chosen: Vec<&Vec<u8>> = Vec::new();

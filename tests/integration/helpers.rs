@@ -47,6 +47,7 @@ fn binary(name: &str) -> PathBuf {
         "lsepoch" => env!("CARGO_BIN_EXE_lsepoch"),
         "lspacket" => env!("CARGO_BIN_EXE_lspacket"),
         "chepoch" => env!("CARGO_BIN_EXE_chepoch"),
+        "rmreplica" => env!("CARGO_BIN_EXE_rmreplica"),
         "mkorder" => env!("CARGO_BIN_EXE_mkorder"),
         "shipping_server" => env!("CARGO_BIN_EXE_shipping_server"),
         other => panic!("no binary {other}"),

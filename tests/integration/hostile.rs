@@ -1393,3 +1393,52 @@ fn too_many_concurrent_versions_of_one_path_are_refused() {
     assert_eq!(epoch_in_row(&b, "beta", "beta"), beta_has);
     still_healthy(&fam, &b, "alpha");
 }
+
+/// A packet signed by beta that names alpha as its sender, made later than
+/// alpha's last packet and with a row that holds none of alpha's changes,
+/// looks like alpha restored from a backup: it must not lower gamma's
+/// estimate of alpha, nor note anything of alpha (its format, its clock),
+/// before the import refuses it for impersonation.
+#[test]
+fn a_packet_in_anothers_name_does_not_pass_for_that_member_restored() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
+    let (a, b, g) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    write(&a, "f", "1");
+    fam.send("alpha", "gamma", "from-alpha");
+    let alpha = id_of(&a);
+    // The import's scan may refresh a path's stat columns: only the
+    // family's records count here.
+    let family_rows = |root: &Path| -> Vec<String> {
+        everything_under(root)
+            .into_iter()
+            .filter(|row| !row.contains("state.db: entries:"))
+            .collect()
+    };
+    let before = family_rows(&g);
+    let out = fam.packet_dir("forged");
+    let who = Forgery {
+        origin: &b,
+        sender: &a,
+        signer: &b,
+        sealer: &b,
+    };
+    let change = Change::Path {
+        path: b"gone".to_vec(),
+        version: VersionVector::default(),
+        state: PathState::Deleted,
+    };
+    forge(&who, &g, &out, vec![change], |meta| {
+        meta.epoch_row.insert(alpha, 0);
+        meta.created = syncreplica::ops::Timestamp::new(4_000_000_000, 0).unwrap();
+    });
+    let refused = import_from(&g, &[&out]).fails_with(1);
+    assert!(
+        refused
+            .stderr
+            .contains("claims to come from \"alpha\" but is signed by \"beta\""),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stdout.contains("restored"), "{}", refused.stdout);
+    assert_eq!(family_rows(&g), before);
+}

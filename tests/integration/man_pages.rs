@@ -562,6 +562,7 @@ fn every_binary_has_a_page() {
         "lsreplica",
         "lsepoch",
         "chepoch",
+        "rmreplica",
         "lspacket",
         "mkorder",
         "shipping_server",

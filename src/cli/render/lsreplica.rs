@@ -48,6 +48,18 @@ pub struct MemberInfo {
     pub epoch_row: BTreeMap<String, u64>,
     /// Clone alarms raised here about it (see syncreplica -import).
     pub clone_alarms: Vec<AlarmInfo>,
+    /// The packet format it writes ("2.1"): this program's for this
+    /// replica, for the others what their newest packet here used; null
+    /// for a member never heard from. Exports to it carry nothing its
+    /// format predates.
+    pub format_version: Option<String>,
+    /// For this replica, while a restore from a backup is unfinished
+    /// (mkreplica -restore): what it waits for.
+    pub restore_waits_for: Option<String>,
+    /// Set when it was removed from the family (rmreplica): by whom and
+    /// when. A removed member's packets are refused and nothing is sent
+    /// to it.
+    pub removed: Option<String>,
     /// The last time this replica's tree was verified the same as its
     /// (its packet's tree digest, at the version both held).
     pub verified: Option<DigestInfo>,
@@ -119,6 +131,7 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
             })
             .collect()
     };
+    let removed = state.removed_members()?;
     let names: HashMap<Id, String> = members
         .iter()
         .map(|m| (m.replica, m.name.clone()))
@@ -137,8 +150,10 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
                 (origin.name.clone(), epoch)
             })
             .collect();
+        let removal = removed.iter().find(|r| r.replica == member.replica);
         let mut unconfirmed = Vec::new();
-        if !own {
+        // A removed member holds nothing back.
+        if !own && removal.is_none() {
             let confirmed = confirmed.get(&member.replica);
             for origin in &members {
                 let estimate = row
@@ -207,6 +222,23 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
                     entries: d.digest.entries,
                     outcome: d.outcome.clone(),
                 }),
+            format_version: match own {
+                true => Some(format!(
+                    "{}.{}",
+                    packet_format::FORMAT_MAJOR,
+                    packet_format::FORMAT_MINOR
+                )),
+                false => state
+                    .member_version(&member.replica)?
+                    .map(|seen| seen.version.to_string()),
+            },
+            restore_waits_for: match own {
+                true => crate::sync::family::restore_wait(replica)?.map(|w| w.to_string()),
+                false => None,
+            },
+            removed: removal
+                .map(|r| crate::sync::family::removal_text(replica, r))
+                .transpose()?,
         });
     }
     Ok(MemberList {
@@ -250,10 +282,17 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         } else {
             " CLONED: two copies of it are in use (lsreplica -long)"
         };
+        let removed = if member.removed.is_some() {
+            " REMOVED"
+        } else if member.restore_waits_for.is_some() {
+            " RESTORING (lsreplica -long)"
+        } else {
+            ""
+        };
         if !long {
             let _ = writeln!(
                 out,
-                "  {:<width$}  key {}{local}{cloned}",
+                "  {:<width$}  key {}{local}{cloned}{removed}",
                 printable(&member.name),
                 member.key_fingerprint
             );
@@ -261,6 +300,24 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         }
         let _ = writeln!(out, "replica \"{}\"{local}", printable(&member.name));
         let _ = writeln!(out, "  replica id:        {}", member.replica_id);
+        let format = match (&member.format_version, member.this_replica) {
+            (Some(version), true) => format!("{version} (this program's)"),
+            (Some(version), false) => format!("{version} (its newest packet here)"),
+            (None, _) => "unknown (no packet from it yet)".into(),
+        };
+        let _ = writeln!(out, "  packet format:     {format}");
+        if let Some(wait) = &member.restore_waits_for {
+            let _ = writeln!(
+                out,
+                "  restore:           restored from a backup; records no change of its own until it has {wait}"
+            );
+        }
+        if let Some(how) = &member.removed {
+            let _ = writeln!(
+                out,
+                "  removed:           {how}; its packets are refused, nothing is sent to it"
+            );
+        }
         let _ = writeln!(out, "  key fingerprint:   {}", member.key_fingerprint);
         // The key itself, for a relay host's shipping.toml `trusted_keys`.
         let _ = writeln!(out, "  public key:        {}", member.public_key);

@@ -422,11 +422,7 @@ pub fn apply_batch(
 /// This replica's own epoch row: what it logged of each origin.
 pub(crate) fn own_row(replica: &Replica) -> Result<std::collections::HashMap<crate::ops::Id, u64>> {
     let me = replica.identity.replica_id;
-    Ok(replica
-        .state()
-        .epoch_table()?
-        .remove(&me)
-        .unwrap_or_default())
+    Ok(replica.state().epoch_row(&me)?)
 }
 
 /// The record of a received packet, committed in the same transaction as
@@ -602,6 +598,17 @@ fn commit(
 ) -> Result<()> {
     let me = replica.identity.replica_id;
     let now = crate::sys::clock::now_ns();
+    if !plan.local_ops.is_empty() {
+        if let Some(wait) = crate::sync::family::restore_wait(replica)? {
+            return Err(Error::Refused(Refusal::OperationLog {
+                what: format!(
+                    "this packet's changes meet local ones and would need a new change of this \
+                     replica's own (a conflict copy), which it cannot number while it is being \
+                     restored from a backup; it waits for {wait}"
+                ),
+            }));
+        }
+    }
     let secret = match plan.local_ops.is_empty() {
         true => None,
         false => Some(replica.signing_key()?.to_bytes()),
@@ -626,6 +633,9 @@ fn commit(
         state::forget_failed_steps(tx, plan.entries.keys().map(Vec::as_slice))?;
         for member in &plan.new_members {
             state::insert_member(tx, member, now)?;
+        }
+        for removed in &plan.removed {
+            state::mark_removed(tx, removed)?;
         }
         // Copied from the scratch database inside this transaction: the
         // log gets them all, or none. The planner accepted exactly the

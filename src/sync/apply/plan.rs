@@ -24,7 +24,7 @@ use crate::replica::Replica;
 use crate::store::identity;
 use crate::store::layout::DELETED_DIR;
 use crate::store::layout::STATE_DIR;
-use crate::store::state::{Member, RecordedEntry};
+use crate::store::state::{Member, RecordedEntry, Removed};
 use crate::tree::confined::{ConfinedRoot, DiskKind};
 use crate::tree::excludes::Excludes;
 use crate::tree::folding::Folding;
@@ -61,6 +61,9 @@ pub(crate) struct Plan {
     /// Origin -> new epoch of this replica's own row.
     pub raised: BTreeMap<Id, u64>,
     pub new_members: Vec<Member>,
+    /// Members this batch removes (`RemoveMember`), with the removing
+    /// operation's origin and epoch.
+    pub removed: Vec<Removed>,
     /// Operations this replica records itself (conflict copies, kept dirs).
     pub local_ops: Vec<Operation>,
     /// Final entries of every path the batch touches.
@@ -339,10 +342,14 @@ struct Planner<'a> {
     planned: BTreeMap<Vec<u8>, Entry>,
     members: Vec<Member>,
     new_members: Vec<Member>,
+    removed: Vec<Removed>,
     last: HashMap<Id, u64>,
     raised: BTreeMap<Id, u64>,
     accepted: u64,
     own_epoch: u64,
+    /// Restored from a backup and not yet whole again: this replica's own
+    /// changes that siblings return are accepted (`mkreplica -restore`).
+    restoring: bool,
     local_ops: Vec<Operation>,
     /// Paths whose conflict this batch resolved, with the merged version
     /// the resolution was stored under.
@@ -431,8 +438,7 @@ fn superseded_in_batch(
 /// Plans a batch: see the module documentation of [`super`] for the rules.
 pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
     let me = replica.identity.replica_id;
-    let table = replica.state().epoch_table()?;
-    let last = table.get(&me).cloned().unwrap_or_default();
+    let last = replica.state().epoch_row(&me)?;
     let own_epoch = last.get(&me).copied().unwrap_or(0);
     let recorded = replica.state().load_entries()?;
     let recorded_live = recorded
@@ -453,10 +459,12 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
         planned: BTreeMap::new(),
         members,
         new_members: Vec::new(),
+        removed: Vec::new(),
         last,
         raised: BTreeMap::new(),
         accepted: 0,
         own_epoch,
+        restoring: crate::sync::family::restore_wait(replica)?.is_some(),
         local_ops: Vec::new(),
         resolved: BTreeMap::new(),
         report: ApplyReport::default(),
@@ -492,7 +500,7 @@ impl Planner<'_> {
             self.report.already_had += 1;
             return Ok(());
         }
-        if op.origin == self.me {
+        if op.origin == self.me && !self.restoring {
             return Err(log_refusal(format!(
                 "operation {} claims to come from this replica, which has recorded only {last}",
                 op.epoch
@@ -512,6 +520,11 @@ impl Planner<'_> {
         }
         self.last.insert(op.origin, op.epoch);
         self.raised.insert(op.origin, op.epoch);
+        if op.origin == self.me {
+            // A change of its own that this replica, restored from a
+            // backup, forgot and a sibling returns.
+            self.own_epoch = self.own_epoch.max(op.epoch);
+        }
         self.accepted += 1;
         match &op.change {
             Change::AddMember {
@@ -519,6 +532,9 @@ impl Planner<'_> {
                 name,
                 public_key,
             } => self.add_member(*replica, name, *public_key),
+            Change::RemoveMember { replica, name } => {
+                self.remove_member(op.origin, op.epoch, *replica, name)
+            }
             Change::Path { path, .. } | Change::Resolve { path, .. }
                 if self.superseded.get(position) =>
             {
@@ -568,6 +584,30 @@ impl Planner<'_> {
         };
         self.members.push(member.clone());
         self.new_members.push(member);
+        Ok(())
+    }
+
+    /// A member removed for good by `origin`'s operation `epoch`. The
+    /// removal of an id not (yet) known is kept too: its `AddMember` may
+    /// arrive later by another route, and the member stays removed.
+    fn remove_member(&mut self, origin: Id, epoch: u64, replica: Id, name: &str) -> Result<()> {
+        if replica == origin {
+            return Err(membership_refusal(format!(
+                "operation {epoch} of {} removes its own origin from the family",
+                self.label(&origin)
+            )));
+        }
+        let name = match identity::validate_name(name) {
+            Ok(()) => name.to_string(),
+            Err(_) => replica.to_hex(),
+        };
+        self.removed.push(Removed {
+            replica,
+            name,
+            by: origin,
+            by_epoch: epoch,
+            at_ns: self.now_ns,
+        });
         Ok(())
     }
 
@@ -1385,6 +1425,7 @@ impl Planner<'_> {
             accepted: self.accepted,
             raised: self.raised,
             new_members: self.new_members,
+            removed: self.removed,
             local_ops: self.local_ops,
             entries: planned,
             actions,

@@ -1,0 +1,74 @@
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Remove a member from the family for good.
+///
+/// Records, as a signed change of this replica, that the member NAME has
+/// left the family (a decommissioned site, a cloned copy). The next export
+/// to each sibling carries the removal; each sibling applies it when it
+/// imports that packet. From then on a replica that has the removal
+/// accepts no packet the removed member signs (syncreplica -import refuses
+/// it and says so), exports nothing to it, and no longer waits for its
+/// confirmations (nothing is resent to it). Changes the removed member
+/// made before, relayed by other members, are still accepted.
+///
+/// A replica cannot remove itself, and a removal cannot be undone: to take
+/// a removed site back, make it a new member under a new name with
+/// mkreplica -export. Asks for confirmation unless -force is given.
+#[derive(Debug, Parser)]
+#[command(name = "rmreplica", version, after_help = super::EXIT_STATUS_HELP)]
+pub struct Args {
+    /// Remove without asking for confirmation.
+    #[arg(long)]
+    pub force: bool,
+
+    /// The replica's root. Without it, the current directory and then its
+    /// parents are searched for a replica.
+    #[arg(long, value_name = "DIR")]
+    pub replica: Option<PathBuf>,
+
+    /// The member to remove, by name or replica id.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+use crate::cli;
+use crate::error::printable;
+use crate::replica::{self, Replica};
+
+const NAME: &str = "rmreplica";
+
+/// Runs the command.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    // Checked, and confirmed, on the replica opened for reading: a refused
+    // or unconfirmed removal touches nothing, and no lock is held while
+    // the question waits for an answer.
+    let replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
+    let member = replica.member(&args.name)?;
+    if !args.force
+        && !cli::confirm(&format!(
+            "Remove \"{}\" from family \"{}\" for good?",
+            printable(&member.name),
+            printable(&replica.identity.family_name)
+        ))?
+    {
+        anyhow::bail!(
+            "not confirmed; \"{}\" stays a member (use -force to skip the question)",
+            member.name
+        );
+    }
+    drop(replica);
+    let mut replica = Replica::open(&replica::discover(args.replica.as_deref())?)?.lock(NAME)?;
+    cli::print_lock_takeover(NAME, &replica);
+    let removal = crate::sync::family::remove_member(&mut replica, &args.name)?;
+    outln!(
+        "Removed \"{}\" ({}) from family \"{}\" (change {} of this replica); \
+         the next export to each sibling carries the removal.",
+        printable(&removal.member.name),
+        removal.member.replica,
+        printable(&replica.identity.family_name),
+        removal.epoch
+    );
+    Ok(())
+}
