@@ -3,9 +3,10 @@
 # (--only-write-batch / --read-batch) on the same data, in the same run.
 #
 #   1. creating a replica of a tree of about 500 MiB in about 20,000 files
-#      (mkreplica -export / -import against rsync to an empty directory);
+#      (mkreplica -export / -import against rsync to an empty directory,
+#      and the export against `tar | zstd -3 -T0` of the same tree);
 #   2. editing 1% of those files (syncreplica -export / -import against
-#      rsync batch from the old tree).
+#      rsync batch from the old tree, read with and without --fsync).
 #
 # Prints packet bytes, export time and import time for both, and the ratios
 # syncreplica / rsync (below 1 is better for syncreplica).
@@ -85,6 +86,12 @@ report "create a replica ($files files)" "$sr_bytes" "$(elapsed "$t0" "$t1")" "$
     "$(bytes_in "$work/batch1")" "$(elapsed "$t4" "$t5")" "$(elapsed "$t6" "$t7")"
 diff -r --exclude=.syncreplica "$work/src" "$work/beta" >/dev/null && echo "  trees equal: yes"
 echo "  first scan at the new replica (reads every file once): $(elapsed "$t8" "$t9") s"
+# The issue's other yardstick for creation: tar piped to zstd -3 on every
+# core, the bytes and the time to write them.
+t10=$(now); tar -C "$work/src" --exclude=.syncreplica -cf - . | zstd -q -3 -T0 -o "$work/tree.tar.zst"; t11=$(now)
+tz_bytes=$(bytes_in "$work/tree.tar.zst")
+printf '  %-12s %14s %12s\n' "tar|zstd -3" "$tz_bytes" "$(elapsed "$t10" "$t11")"
+printf '  %-12s %14s %12s\n' "ratio" "$(ratio "$sr_bytes" "$tz_bytes")" "$(ratio "$(elapsed "$t0" "$t1")" "$(elapsed "$t10" "$t11")")"
 
 # 2. Edit 1% of the files: a few bytes changed in the middle of each.
 python3 - "$work/src" <<'PY'
@@ -104,7 +111,11 @@ t0=$(now); "$bin/syncreplica" -export -out "$work/pk2" -replica "$work/src" beta
 t2=$(now); "$bin/syncreplica" -import -replica "$work/beta" "$work/pk2" >/dev/null; t3=$(now)
 sr_bytes=$(du -cb "$work"/pk2/*.zip | tail -1 | cut -f1)
 t4=$(now); rsync -a --exclude=.syncreplica --only-write-batch="$work/batch2" "$work/src/" "$work/rs-dest/"; t5=$(now)
+cp -a "$work/rs-dest" "$work/rs-dest-fsync"
 t6=$(now); rsync -a --read-batch="$work/batch2" "$work/rs-dest/"; t7=$(now)
+t12=$(now); rsync -a --fsync --read-batch="$work/batch2" "$work/rs-dest-fsync/"; t13=$(now)
 report "edit 1% of the files" "$sr_bytes" "$(elapsed "$t0" "$t1")" "$(elapsed "$t2" "$t3")" \
     "$(bytes_in "$work/batch2")" "$(elapsed "$t4" "$t5")" "$(elapsed "$t6" "$t7")"
 diff -r --exclude=.syncreplica "$work/src" "$work/beta" >/dev/null && echo "  trees equal: yes"
+printf '  %-12s %14s %12s %12s\n' "rsync --fsync" "" "" "$(elapsed "$t12" "$t13")"
+printf '  %-12s %14s %12s %12s\n' "ratio" "" "" "$(ratio "$(elapsed "$t2" "$t3")" "$(elapsed "$t12" "$t13")")"
