@@ -305,8 +305,16 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         }
         None => Vec::new(),
     };
-    let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
+    let (outcome, summary, waiting) = crate::sync::record::record_for_export(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
+    if waiting > 0 {
+        errln!(
+            "{NAME}: warning: this replica is being restored from a backup: {} not recorded yet \
+             (it would be numbered like a change a sibling may hold); this export sends what was \
+             recorded before, and the first export after the restore finishes sends the rest",
+            cli::counted(waiting as u64, "local change is", "local changes are")
+        );
+    }
     resend_now(&mut replica, &resend)?;
     cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
     let progress = cli::progress_bar();

@@ -44,6 +44,34 @@ pub fn record_local_changes(replica: &mut LockedReplica) -> Result<(ScanOutcome,
     if !outcome.changes.is_empty() {
         crate::sync::family::refuse_while_restoring(replica, "recording local changes")?;
     }
+    record_scanned(replica, outcome)
+}
+
+/// [`record_local_changes`] for an export: while this replica is being
+/// restored from a backup (`mkreplica -restore`), its local changes are
+/// left unrecorded, not refused, so that `-export` and `-export -ack`
+/// still tell its siblings of the restore (without that, the restore
+/// could never finish). Returns how many changes wait, for the caller
+/// to say so.
+pub fn record_for_export(
+    replica: &mut LockedReplica,
+) -> Result<(ScanOutcome, RecordSummary, usize)> {
+    if crate::sync::family::restore_wait(replica)?.is_some() {
+        crate::sync::apply::recover(replica)?;
+        let outcome = replica.scan(&mut ScanHooks::default())?;
+        let waiting = outcome.changes.len();
+        return Ok((outcome, RecordSummary::default(), waiting));
+    }
+    let (outcome, summary) = record_local_changes(replica)?;
+    Ok((outcome, summary, 0))
+}
+
+/// Records what a scan found, and notes the paths missing since the
+/// exclude rules changed.
+fn record_scanned(
+    replica: &mut LockedReplica,
+    outcome: ScanOutcome,
+) -> Result<(ScanOutcome, RecordSummary)> {
     let mut summary = replica.record(&outcome)?;
     let excludes = replica.excludes()?;
     if let Some(missing) = missing_since_excludes_changed(replica, &excludes)? {

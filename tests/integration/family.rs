@@ -575,13 +575,20 @@ fn a_replica_restored_from_an_old_copy_takes_back_its_changes_and_reuses_no_epoc
         refused.stderr
     );
     assert_eq!(own_epoch(&alpha), epoch_at_backup);
-    std::fs::remove_file(alpha.join("c.txt")).unwrap();
     let listing = run(&alpha, "lsreplica", ["-long"]).ok().stdout;
     assert!(listing.contains("restore:"), "{listing}");
 
-    // alpha's acknowledgement tells beta; beta's export returns the rest.
+    // alpha's acknowledgement tells beta, local edit or not (left
+    // unrecorded, and said so); beta's export returns the rest.
     let out = fam.packet_dir("restored-ack");
-    export_to(&alpha, &out, &["beta"], &["-ack"]).ok();
+    let ack = export_to(&alpha, &out, &["beta"], &["-ack"]).ok();
+    assert!(
+        ack.stderr.contains("1 local change is not recorded yet"),
+        "{}",
+        ack.stderr
+    );
+    assert_eq!(own_epoch(&alpha), epoch_at_backup);
+    std::fs::remove_file(alpha.join("c.txt")).unwrap();
     let noted = import_from(&beta, &[&out]).ok();
     assert!(
         noted
