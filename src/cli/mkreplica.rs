@@ -310,13 +310,19 @@ fn import(args: &Args) -> anyhow::Result<()> {
                     )
                 })
                 .collect();
+            // One line each on stderr (each made printable by errln!),
+            // then the error: a message with newlines would be escaped.
+            errln!("{NAME}: the replica-creation packets found:");
+            for line in &listed {
+                errln!("{NAME}:   {line}");
+            }
             anyhow::bail!(
-                "{} hold{} {} different replica-creation packets, so which replica to make is ambiguous; nothing was created:\n{}\n\
-                 hint: name the files of the one to use (all its parts), or a folder that holds only that one",
+                "{} hold{} {} different replica-creation packets (listed above), so which replica to make \
+                 is ambiguous; nothing was created. Name the files of the one to use (all its parts), or a \
+                 folder that holds only that one",
                 args.names.join(", "),
                 if args.names.len() == 1 { "s" } else { "" },
                 several.len(),
-                listed.join("\n")
             );
         }
     };

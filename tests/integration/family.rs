@@ -385,6 +385,15 @@ fn mkreplica_import_refuses_a_folder_with_two_creation_packets() {
     )
     .fails_with(1);
     assert!(refused.stderr.contains("ambiguous"), "{}", refused.stderr);
+    // One packet a line, never an escaped "\n".
+    assert!(!refused.stderr.contains("\\n"), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("mkreplica: the replica-creation packets found:\nmkreplica:   "),
+        "{}",
+        refused.stderr
+    );
     assert!(refused.stderr.contains("\"lambik\""), "{}", refused.stderr);
     assert!(refused.stderr.contains("\"carol\""), "{}", refused.stderr);
     assert!(!target.exists(), "nothing created");
