@@ -637,18 +637,25 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
                          made since on either side."
                     );
                 }
-                if found.patterns_differ {
-                    outln!(
-                        "{name} assumed other exclude patterns of this replica's: paths they \
-                         exclude now count as differences."
-                    );
-                }
                 if found.differing.is_empty() {
                     outln!("In step with {name}: the recorded trees are the same.");
+                } else if found.patterns_differ {
+                    // What this replica excludes and the sibling did not
+                    // know of would show as differences: no alarm, as at
+                    // import ("not compared").
+                    outln!(
+                        "Not compared with {name}: its last digest assumed other exclude patterns \
+                         of this replica's (it learns them from this replica's next packet; \
+                         syncreplica -export -ack {name} sends one). Paths that differ, excluded \
+                         ones included:"
+                    );
+                    for path in &found.differing {
+                        outln!("  {}", relpath::display(path));
+                    }
                 } else {
                     outln!(
-                        "Differs from {name} at (a folder: somewhere below it, where {name}'s \
-                         digest does not go deeper):"
+                        "Differs from {name} at (a path, or a folder where {name}'s digest does \
+                         not go deeper):"
                     );
                     for path in &found.differing {
                         if path.is_empty() {

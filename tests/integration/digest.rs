@@ -143,6 +143,13 @@ fn local_excludes_at_one_site_raise_no_false_alarm_and_are_verified_over_the_res
             .contains("does not know this replica's exclude patterns"),
         "{listing}"
     );
+    // -verify says so too, and raises no alarm.
+    let verify = crate::helpers::run(&lambik, "syncreplica", ["-verify", "boston"]).ok();
+    assert!(
+        verify.stdout.contains("Not compared with boston"),
+        "{}",
+        verify.stdout
+    );
 
     // lambik's acknowledgement carries its patterns to boston; boston's
     // next packet leaves out what either side excludes and is verified.
