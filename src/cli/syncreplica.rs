@@ -463,7 +463,7 @@ fn print_resent(target: &str, resent: &[export::Resend]) {
     for resend in resent {
         let count = resend.last - resend.first + 1;
         let why = match &resend.reason {
-            export::ResendReason::Asked => "-resendall".to_string(),
+            export::ResendReason::Asked => "asked for with -resendall".to_string(),
             export::ResendReason::Unconfirmed { sent_ns, after } => format!(
                 "sent {} and not confirmed by {} within resend_after = {after}",
                 crate::sys::clock::format_time_ns(*sent_ns),
@@ -471,12 +471,11 @@ fn print_resent(target: &str, resent: &[export::Resend]) {
             ),
         };
         outln!(
-            "Resending to {} {count} change{} of {} (epochs {}-{}): {why}.",
+            "Resending to {} {} of {} ({}): {why}.",
             printable(target),
-            plural(count),
+            cli::counted(count, "change", "changes"),
             printable(&resend.origin.name),
-            resend.first,
-            resend.last
+            cli::epochs(resend.first, resend.last)
         );
     }
 }

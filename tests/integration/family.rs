@@ -119,7 +119,7 @@ fn a_lost_packet_is_resent_after_resend_after_without_chepoch() {
     let run = export_later(&boston, &later, "lambik", 2 * 3600).ok();
     assert!(
         run.stdout
-            .contains("Resending to lambik 1 change of boston"),
+            .contains("Resending to lambik 1 change of boston (epoch "),
         "{}",
         run.stdout
     );
