@@ -236,11 +236,7 @@ impl<'a> RecipeMaker<'a> {
         let mut offset = 0u64;
         let mut old = Vec::new();
         for chunk in held {
-            // A zero chunk stays a base even where the new version keeps
-            // zero chunks elsewhere: a write into a hole (a VM image's
-            // free space) is then shipped as its new bytes, not as the
-            // whole chunk.
-            if !kept.contains(&chunk.id) || chunking::is_zero_chunk(chunk) {
+            if !kept.contains(&chunk.id) {
                 old.push((offset, *chunk));
             }
             offset += u64::from(chunk.len);
@@ -273,17 +269,11 @@ impl<'a> RecipeMaker<'a> {
             let pieces = match self.pieces.get(&chunk.id) {
                 Some(pieces) => pieces,
                 None => {
-                    // Zero chunks are never read by the scan (holes), so
-                    // their pieces are not recorded: they are those of
-                    // zeros, computed here.
-                    let pieces = match chunking::is_zero_chunk(chunk) {
-                        true => Some(chunking::pieces(&vec![0u8; chunk.len as usize])),
-                        false => self
-                            .state
-                            .chunk_pieces(&chunk.id)?
-                            .and_then(|packed| chunking::unpack_pieces(&packed)),
-                    }
-                    .filter(|p| p.iter().map(|p| p.len).sum::<u32>() == chunk.len);
+                    let pieces = self
+                        .state
+                        .chunk_pieces(&chunk.id)?
+                        .and_then(|packed| chunking::unpack_pieces(&packed))
+                        .filter(|p| p.iter().map(|p| p.len).sum::<u32>() == chunk.len);
                     self.pieces.entry(chunk.id).or_insert(pieces)
                 }
             };
