@@ -2301,17 +2301,24 @@ impl State {
 
     /// One sibling's confirmed row (see [`State::confirmed_table`]).
     pub fn confirmed_row(&self, sibling: &Id) -> Result<HashMap<Id, Confirmed>> {
-        let db = |source| self.db_error(source);
         let mut out = HashMap::new();
         if !self.has_table("confirmed")? {
             return Ok(out);
         }
-        let mut statement = self
-            .conn
-            .prepare_cached("SELECT origin, epoch, at_ns FROM confirmed WHERE sibling = ?1")
-            .map_err(db)?;
+        let sql = "SELECT origin, epoch, at_ns FROM confirmed WHERE sibling = ?1";
+        for (origin, epoch, at_ns) in self.origin_rows(sql, sibling, "confirmed")? {
+            out.insert(origin, Confirmed { epoch, at_ns });
+        }
+        Ok(out)
+    }
+
+    /// The (origin, epoch, time) rows `sql` selects for `key` (its `?1`),
+    /// `table` naming them in an error.
+    fn origin_rows(&self, sql: &str, key: &Id, table: &str) -> Result<Vec<(Id, u64, i64)>> {
+        let db = |source| self.db_error(source);
+        let mut statement = self.conn.prepare_cached(sql).map_err(db)?;
         let rows = statement
-            .query_map(params![sibling.0.as_slice()], |r| {
+            .query_map(params![key.0.as_slice()], |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, i64>(1)?,
@@ -2319,16 +2326,11 @@ impl State {
                 ))
             })
             .map_err(db)?;
-        for entry in rows {
-            let (origin, epoch, at_ns) = entry.map_err(db)?;
-            let origin = id_of(&origin).ok_or_else(|| self.corrupt("confirmed: bad id"))?;
-            out.insert(
-                origin,
-                Confirmed {
-                    epoch: epoch as u64,
-                    at_ns,
-                },
-            );
+        let mut out = Vec::new();
+        for row in rows {
+            let (origin, epoch, at_ns) = row.map_err(db)?;
+            let origin = id_of(&origin).ok_or_else(|| self.corrupt(format!("{table}: bad id")))?;
+            out.push((origin, epoch as u64, at_ns));
         }
         Ok(out)
     }
@@ -2339,28 +2341,13 @@ impl State {
     /// origin: (last epoch sent, when). One query for an export, rather
     /// than one per origin (a family of N members has N origins).
     pub fn unconfirmed_sends(&self, target: &Id) -> Result<HashMap<Id, Vec<(u64, i64)>>> {
-        let db = |source| self.db_error(source);
         let mut out: HashMap<Id, Vec<(u64, i64)>> = HashMap::new();
         if !self.has_table("sent_ranges")? {
             return Ok(out);
         }
-        let mut statement = self
-            .conn
-            .prepare("SELECT origin, last, at_ns FROM sent_ranges WHERE target = ?1")
-            .map_err(db)?;
-        let rows = statement
-            .query_map(params![target.0.as_slice()], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(db)?;
-        for row in rows {
-            let (origin, last, at_ns) = row.map_err(db)?;
-            let origin = id_of(&origin).ok_or_else(|| self.corrupt("sent_ranges: bad id"))?;
-            out.entry(origin).or_default().push((last as u64, at_ns));
+        let sql = "SELECT origin, last, at_ns FROM sent_ranges WHERE target = ?1";
+        for (origin, last, at_ns) in self.origin_rows(sql, target, "sent_ranges")? {
+            out.entry(origin).or_default().push((last, at_ns));
         }
         Ok(out)
     }

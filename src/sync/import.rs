@@ -471,13 +471,7 @@ fn apply_packet(
         }
     }
     drop(expander);
-    if let Some(op) = different {
-        let found =
-            crate::sync::family::check_duplicates(replica, std::slice::from_ref(&op), &first_name)?;
-        if let Some(refusal) = found {
-            return Err(Error::Refused(refusal));
-        }
-    }
+    refuse_a_different_copy(replica, different, &first_name)?;
     batch.finish(replica.state())?;
     let keys = replica
         .members()?
@@ -526,6 +520,22 @@ fn apply_packet(
     Ok(report)
 }
 
+/// Raises the clone alarm, and refuses the packet, for `different`: a copy
+/// of an operation this replica has that differs from its own.
+fn refuse_a_different_copy(
+    replica: &mut LockedReplica,
+    different: Option<Operation>,
+    packet: &str,
+) -> Result<()> {
+    let Some(op) = different else {
+        return Ok(());
+    };
+    match crate::sync::family::check_duplicates(replica, std::slice::from_ref(&op), packet)? {
+        Some(refusal) => Err(Error::Refused(refusal)),
+        None => Ok(()),
+    }
+}
+
 /// A copy of an operation this replica has, in full, to compare with its
 /// own: a relative file state is expanded against its base; `None` when
 /// that cannot be done (the base is not here), and then nothing is
@@ -572,13 +582,7 @@ fn acknowledge(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<String>
         }
     }
     drop(expander);
-    if let Some(op) = different {
-        let found =
-            crate::sync::family::check_duplicates(replica, std::slice::from_ref(&op), &first_name)?;
-        if let Some(refusal) = found {
-            return Err(Error::Refused(refusal));
-        }
-    }
+    refuse_a_different_copy(replica, different, &first_name)?;
     let known: BTreeMap<Id, u64> = own.iter().map(|(o, e)| (*o, *e)).collect();
     let row: Vec<(Id, u64)> = cap_row(&header.epoch_row, &known).into_iter().collect();
     let sequence = header
