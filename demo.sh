@@ -11,7 +11,10 @@
 #   7. ship a change over HTTP through a shipping_server (on 127.0.0.1).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-cargo build --release --quiet --workspace --manifest-path "$here/Cargo.toml"
+# The first build takes minutes on a small machine: say so, and let cargo
+# show its progress rather than leave a silent terminal.
+echo "Building syncreplica (release; the first build takes a few minutes)..."
+cargo build --release --workspace --manifest-path "$here/Cargo.toml"
 export PATH="$here/target/release:$PATH"
 work=$(mktemp -d "${TMPDIR:-/tmp}/syncreplica-demo.XXXXXX")
 server=
