@@ -42,7 +42,22 @@ pub fn normalize_args(command: &Command, args: Vec<OsString>) -> Vec<OsString> {
     let mut rest_positional = false;
     for arg in iter {
         let looks_like_option = arg.as_bytes().len() > 1 && arg.as_bytes()[0] == b'-';
-        if rest_positional || (skip_value && !(optional_value && looks_like_option)) {
+        // A value that is one of the command's own options (`-resend
+        // -out DIR`) means the value was left out: clap then says which
+        // option needs one, rather than taking `-out` for a path and
+        // failing on `-o`. A path spelt like an option is written `./-out`.
+        let is_known_option = looks_like_option && {
+            let body = arg.as_bytes().trim_ascii_start();
+            let body = body
+                .strip_prefix(b"--")
+                .or(body.strip_prefix(b"-"))
+                .unwrap_or(body);
+            let end = body.iter().position(|&b| b == b'=').unwrap_or(body.len());
+            takes_value.contains_key(String::from_utf8_lossy(&body[..end]).as_ref())
+        };
+        if rest_positional
+            || (skip_value && !(optional_value && looks_like_option) && !is_known_option)
+        {
             skip_value = false;
             out.push(arg);
             continue;
@@ -178,8 +193,8 @@ mod tests {
     #[test]
     fn single_dash_long_options_become_double_dash() {
         assert_eq!(
-            normalized(&["shipping_server", "-poll", "-sclass", "-poll"]),
-            ["shipping_server", "--poll", "--sclass", "-poll"]
+            normalized(&["shipping_server", "-poll", "-sclass", "default"]),
+            ["shipping_server", "--poll", "--sclass", "default"]
         );
         assert_eq!(
             normalized(&["shipping_server", "-sclass=x", "--poll"]),
@@ -192,6 +207,19 @@ mod tests {
         assert_eq!(
             normalized(&["shipping_server", "-bogus", "--", "-poll"]),
             ["shipping_server", "--bogus", "--", "-poll"]
+        );
+    }
+
+    #[test]
+    fn a_missing_value_does_not_swallow_the_next_option() {
+        assert_eq!(
+            normalized(&["shipping_server", "-sclass", "-poll"]),
+            ["shipping_server", "--sclass", "--poll"]
+        );
+        // Any other word is a value, even one that starts with a dash.
+        assert_eq!(
+            normalized(&["shipping_server", "-sclass", "-x-class"]),
+            ["shipping_server", "--sclass", "-x-class"]
         );
     }
 

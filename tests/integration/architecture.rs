@@ -307,6 +307,12 @@ fn usage_errors_exit_2_wherever_they_are_found() {
             &["-record", "-c", "why"],
             "-comment applies to -export only",
         ),
+        (
+            dir.path(),
+            "syncreplica",
+            &["-export", "-resend", "-out", "/tmp/x", "beta"],
+            "a value is required for '-resend <PATH>'",
+        ),
     ];
     for (cwd, command, args, says) in cases {
         let out = run(cwd, command, args.iter().copied()).fails_with(2);
