@@ -6,7 +6,9 @@
 //! ```text
 //! bin/      ~10-line mains: parse, call cli, exit
 //! cli/      the only layer that prints, exits, or uses clap/indicatif/anyhow
-//! sync/     the engine: epochs, packets, export, import, creation, apply
+//! sync/     the engine: epochs, packets, export, import, creation, apply,
+//!           delta (recipes, content requests), family (acks, clones,
+//!           removal, restore), digest (tree digests)
 //! replica   Replica (read) → LockedReplica (write); ship: bays for replicas
 //! tree/     the working tree: relpath, confined, excludes, chunking, scan
 //! store/    .syncreplica/: layout, identity, config, lock, state database
