@@ -210,7 +210,9 @@ pub fn hint(err: &Error) -> Option<String> {
         ),
         Error::Restoring { .. } => {
             "import a packet from each sibling named (at each, syncreplica -export -ack THIS_REPLICA \
-             sends one; its next export returns the forgotten changes); lsreplica -long shows the restore"
+             sends one; its next export returns the forgotten changes); lsreplica -long shows the restore. \
+             A member that will never send one (never made, or gone for good): run mkreplica -restore \
+             again naming only the others (and rmreplica NAME once the restore is finished)"
                 .into()
         }
         Error::NotHeld { .. } => {

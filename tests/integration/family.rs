@@ -579,7 +579,10 @@ fn a_replica_restored_from_an_old_copy_takes_back_its_changes_and_reuses_no_epoc
     write(&alpha, "c.txt", "too early");
     let refused = run(&alpha, "syncreplica", ["-record"]).fails_with(1);
     assert!(
-        refused.stderr.contains("being restored from a backup"),
+        refused.stderr.contains("being restored from a backup")
+            && refused
+                .stderr
+                .contains("mkreplica -restore again naming only the others"),
         "{}",
         refused.stderr
     );
