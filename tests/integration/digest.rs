@@ -8,20 +8,6 @@ use std::path::Path;
 
 use crate::helpers::*;
 
-/// Sets the `exclude` patterns of `root`'s config.toml.
-fn set_excludes(root: &Path, patterns: &[&str]) {
-    let config = root.join(".syncreplica/config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("exclude = "))
-        .unwrap()
-        .to_string();
-    let quoted: Vec<String> = patterns.iter().map(|p| format!("\"{p}\"")).collect();
-    let text = text.replace(&line, &format!("exclude = [{}]", quoted.join(", ")));
-    std::fs::write(&config, text).unwrap();
-}
-
 fn lsreplica_json(root: &Path) -> serde_json::Value {
     let run = run(root, "lsreplica", ["-fmt", "json"]).ok();
     serde_json::from_str(&run.stdout).unwrap()

@@ -839,3 +839,17 @@ pub fn mkreplica_import(cwd: &Path, fingerprint: &str, root: &Path, packets: &Pa
         ],
     )
 }
+
+/// Sets the `exclude` patterns of `root`'s config.toml.
+pub fn set_excludes(root: &Path, patterns: &[&str]) {
+    let config = root.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("exclude = "))
+        .unwrap()
+        .to_string();
+    let quoted: Vec<String> = patterns.iter().map(|p| format!("\"{p}\"")).collect();
+    let text = text.replace(&line, &format!("exclude = [{}]", quoted.join(", ")));
+    std::fs::write(&config, text).unwrap();
+}

@@ -94,6 +94,16 @@ fn roff_synopsis(line: &str) -> String {
     words.join(" ")
 }
 
+/// One tagged paragraph: `term` in font `font` (B bold, I italic), then
+/// `what`, both escaped.
+fn roff_item(font: char, term: &str, what: &str) -> String {
+    format!(
+        ".TP\n\\f{font}{}\\fR\n{}\n",
+        roff_escape(term),
+        roff_escape(what)
+    )
+}
+
 /// Paragraphs of clap's help text as roff: a paragraph per blank-line
 /// block; a block of indented lines (a list) stays preformatted.
 fn roff_paragraphs(text: &str) -> String {
@@ -105,11 +115,7 @@ fn roff_paragraphs(text: &str) -> String {
             for line in lines {
                 let line = line.trim();
                 match line.split_once("  ") {
-                    Some((term, what)) => out.push_str(&format!(
-                        ".TP\n\\fB{}\\fR\n{}\n",
-                        roff_escape(term),
-                        roff_escape(what.trim())
-                    )),
+                    Some((term, what)) => out.push_str(&roff_item('B', term, what.trim())),
                     None => out.push_str(&format!(".IP\n{}\n", roff_escape(line))),
                 }
             }
@@ -253,31 +259,19 @@ fn render_man_page(command: Command) -> Vec<u8> {
         for line in list.lines() {
             let line = line.trim();
             let (code, what) = line.split_once("  ").unwrap_or((line, ""));
-            out += &format!(
-                ".TP\n\\fB{}\\fR\n{}\n",
-                roff_escape(code),
-                roff_escape(what.trim())
-            );
+            out += &roff_item('B', code, what.trim());
         }
     }
     if !manual.environment.is_empty() {
         out += ".SH ENVIRONMENT\n";
         for (variable, what) in manual.environment {
-            out += &format!(
-                ".TP\n\\fB{}\\fR\n{}\n",
-                roff_escape(variable),
-                roff_escape(what)
-            );
+            out += &roff_item('B', variable, what);
         }
     }
     if !manual.files.is_empty() {
         out += ".SH FILES\n";
         for (path, what) in manual.files {
-            out += &format!(
-                ".TP\n\\fI{}\\fR\n{}\n",
-                roff_escape(path),
-                roff_escape(what)
-            );
+            out += &roff_item('I', path, what);
         }
     }
     if !manual.examples.is_empty() {
