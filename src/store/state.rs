@@ -1460,26 +1460,6 @@ impl State {
             .map_err(|source| self.db_error(source))
     }
 
-    /// When this replica first sent `target` an operation of `origin`
-    /// beyond epoch `confirmed` that is still unconfirmed, if it did.
-    pub fn oldest_unconfirmed_send(
-        &self,
-        target: &Id,
-        origin: &Id,
-        confirmed: u64,
-    ) -> Result<Option<i64>> {
-        if !self.has_table("sent_ranges")? {
-            return Ok(None);
-        }
-        self.conn
-            .query_row(
-                "SELECT MIN(at_ns) FROM sent_ranges WHERE target = ?1 AND origin = ?2 AND last > ?3",
-                params![target.0.as_slice(), origin.0.as_slice(), confirmed as i64],
-                |row| row.get::<_, Option<i64>>(0),
-            )
-            .map_err(|source| self.db_error(source))
-    }
-
     /// This copy's incarnation id and the creation packet it came from
     /// ('' if none is known), if it has one yet.
     pub fn own_incarnation(&self) -> Result<Option<(Id, String)>> {

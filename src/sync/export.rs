@@ -711,7 +711,7 @@ fn plan_resend(
                 let (Some(period), true) = (after.0, confirms) else {
                     continue;
                 };
-                // As State::oldest_unconfirmed_send, from one read.
+                // The oldest send still unconfirmed beyond `confirmed`.
                 let Some(sent_ns) = sends
                     .get(origin)
                     .into_iter()
