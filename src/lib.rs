@@ -36,4 +36,3 @@ pub mod tree;
 pub use error::{Error, Refusal, Result};
 pub use packet_format::ops;
 pub use replica::{LockedReplica, Replica};
-pub use sync::{NoProgress, Progress};

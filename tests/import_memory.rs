@@ -143,7 +143,6 @@ fn peak_heap_of_import(count: u64, kind: ManyOps) -> usize {
         &mut to,
         &ImportRequest {
             sources: vec![packet],
-            progress: &syncreplica::NoProgress,
             remove: false,
         },
     )

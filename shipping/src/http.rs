@@ -71,6 +71,11 @@ pub fn upload(
     let agent: ureq::Agent = config.into();
     let mismatch = AtomicBool::new(false);
     let mut reader = CheckingReader::new(from.open(&order.packet)?, order, &mismatch);
+    let _sending = crate::progress::phase(
+        &format!("sending {}", order.packet),
+        crate::progress::Unit::Bytes,
+        Some(order.size),
+    );
     let result = agent
         .put(&target)
         .header("Content-Length", order.size.to_string())

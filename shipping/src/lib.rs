@@ -21,6 +21,7 @@ pub mod http;
 pub mod notify;
 pub mod order;
 pub mod poll;
+pub mod progress;
 pub mod receive;
 pub mod server;
 pub mod size;

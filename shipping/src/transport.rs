@@ -82,7 +82,14 @@ pub fn deliver(
     };
     let mismatch = AtomicBool::new(false);
     let mut reader = CheckingReader::new(from.open(packet)?, &order, &mismatch);
-    if let Err(err) = to.write_from(packet, &mut reader) {
+    let copying = crate::progress::phase(
+        &format!("copying {packet}"),
+        crate::progress::Unit::Bytes,
+        Some(order.size),
+    );
+    let written = to.write_from(packet, &mut reader);
+    drop(copying);
+    if let Err(err) = written {
         if mismatch.load(Ordering::Relaxed) {
             return Err(Error::PacketMismatch {
                 bay: from.describe(),
@@ -168,6 +175,7 @@ impl<R: Read> Read for CheckingReader<'_, R> {
             buf.len().min(usize::try_from(room).unwrap_or(usize::MAX))
         };
         let n = self.inner.read(&mut buf[..limit])?;
+        crate::progress::advance(n as u64);
         self.size += n as u64;
         self.hasher.update(&buf[..n]);
         let bad = if n == 0 || self.size == self.expected_size {

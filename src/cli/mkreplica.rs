@@ -119,6 +119,12 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub replica: Option<PathBuf>,
 
+    /// No progress line and no summary lines, only warnings and errors
+    /// (on standard error). The progress line (bytes, percentage, rate,
+    /// time left) is shown only when standard error is a terminal.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
     /// -init and -export: NAME of the new replica (letters, digits, '_', '-',
     /// '.'). -import: the creation packet's parts, or directories holding them.
     /// -restore: the siblings to wait for.
@@ -204,8 +210,10 @@ fn export(args: &Args) -> anyhow::Result<()> {
     cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
     let made = creation::export_creation(&mut replica, name, out, max_size, &args.comment, &stop)?;
     outln!(
-        "Wrote the replica-creation packet for new member \"{name}\" of family \"{}\" ({} files, {} bytes of content):",
-        replica.identity.family_name, made.files, made.chunk_bytes
+        "Wrote the replica-creation packet for new member \"{name}\" of family \"{}\" ({}, {} bytes of content):",
+        replica.identity.family_name,
+        cli::counted(made.files as u64, "file", "files"),
+        made.chunk_bytes
     );
     for part in &made.parts {
         outln!("  {} ({} bytes)", part.path.display(), part.size);
@@ -248,8 +256,10 @@ fn import(args: &Args) -> anyhow::Result<()> {
     // member to make is a guess.
     let mut creations: Vec<(packet_format::Header, Vec<PathBuf>)> = Vec::new();
     let mut first_problem = None;
+    let checking = bytes_phase("checking packets", &files);
     for file in &files {
         let exam = packet_format::examine_packet(file, &[]);
+        advance_by_size(file);
         match exam.header {
             Some(header) if header.kind == PacketKind::ReplicaCreation => {
                 match creations
@@ -279,6 +289,7 @@ fn import(args: &Args) -> anyhow::Result<()> {
             }
         }
     }
+    drop(checking);
     let files: Vec<PathBuf> = match creations.as_slice() {
         [] => anyhow::bail!(
             "{}",
@@ -340,12 +351,15 @@ fn import(args: &Args) -> anyhow::Result<()> {
     let signer = header.signer_key;
     let packet_id = header.packet_id;
     let mut parts = Vec::new();
+    let verifying = bytes_phase("verifying the creation packet", &files);
     for file in &files {
         let part = verify_packet(file, &[signer])?;
+        advance_by_size(file);
         if part.header().packet_id == packet_id {
             parts.push(part);
         }
     }
+    drop(verifying);
     let packet = LogicalPacket::assemble(parts)?;
     let new_name = packet.parts()[0]
         .creation()
@@ -448,6 +462,8 @@ fn restore(args: &Args) -> anyhow::Result<()> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    cli::report::set_quiet(args.quiet);
+    cli::show_progress(args.quiet);
     if args.init {
         init(&args)
     } else if args.restore {
@@ -457,4 +473,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         import(&args)
     }
+}
+
+/// A progress phase over the bytes of `files` (each read whole).
+fn bytes_phase(what: &str, files: &[PathBuf]) -> crate::sys::progress::Phase {
+    let total = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum();
+    crate::sys::progress::phase(what, crate::sys::progress::Unit::Bytes, Some(total))
+}
+
+/// Counts `file`'s bytes as done in the current phase.
+fn advance_by_size(file: &Path) {
+    crate::sys::progress::advance(std::fs::metadata(file).map_or(0, |m| m.len()));
 }

@@ -270,31 +270,92 @@ pub fn print_warnings(name: &str, warnings: &[crate::tree::scan::ScanWarning]) {
     }
 }
 
-/// A progress bar on stderr when it is a terminal, hidden otherwise (so
-/// scripts and logs get only the summary lines).
-pub fn progress_bar() -> indicatif::ProgressBar {
+/// Shows the progress the library reports ([`crate::sys::progress`]) as
+/// one line on standard error, like `rsync --info=progress2`: bytes done,
+/// percentage, rate and time left, then what is being done. Only when
+/// standard error is a terminal and `quiet` is false: pipes, files and
+/// logs get the summary lines alone. Call once, before the work starts.
+pub fn show_progress(quiet: bool) {
     use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
+    if quiet || !std::io::stderr().is_terminal() {
+        return;
     }
-    let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
+    crate::sys::progress::install(Box::new(TerminalMeter));
 }
 
-impl crate::sync::Progress for indicatif::ProgressBar {
-    fn start(&self, what: &str, total: u64) {
-        self.set_length(total);
-        self.set_position(0);
-        self.set_message(what.to_string());
+/// The bar of the phase in progress, if any: [`report::print`] and
+/// [`report::print_err`] hide it while they write (see [`above_progress`]).
+static CURRENT_BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> =
+    std::sync::Mutex::new(None);
+
+/// Runs `write` with the progress line (if one is shown) taken off the
+/// terminal, so a message is never glued to it, and draws it again after.
+pub(crate) fn above_progress<R>(write: impl FnOnce() -> R) -> R {
+    let bar = CURRENT_BAR
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match bar {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
+
+/// [`crate::sys::progress::Meter`] drawing an indicatif bar on stderr.
+struct TerminalMeter;
+
+/// How often the line is redrawn while nothing advances (a part being
+/// verified whole), so the time shown keeps moving.
+const PROGRESS_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl crate::sys::progress::Meter for TerminalMeter {
+    fn start(&self, what: &str, unit: crate::sys::progress::Unit, total: Option<u64>) {
+        use crate::sys::progress::Unit;
+        let template = match (unit, total) {
+            (Unit::Bytes, Some(_)) => {
+                "{bytes:>10} {percent:>3}% {bytes_per_sec:>12} {eta_precise} [{bar:20}] {wide_msg}"
+            }
+            (Unit::Bytes, None) => "{bytes:>10} {bytes_per_sec:>12} {elapsed_precise} {wide_msg}",
+            (Unit::Files, _) => "{pos:>10} files {elapsed_precise} {wide_msg}",
+        };
+        let bar = indicatif::ProgressBar::with_draw_target(
+            total,
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(crate::error::neutralized(what, false).into_owned());
+        bar.enable_steady_tick(PROGRESS_TICK);
+        bar.force_draw();
+        let previous = CURRENT_BAR
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(bar);
+        if let Some(previous) = previous {
+            previous.finish_and_clear();
+        }
     }
 
     fn advance(&self, done: u64) {
-        self.inc(done);
+        if let Some(bar) = CURRENT_BAR
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            bar.inc(done);
+            // A file that grew while it was read: the total follows.
+            if bar.length().is_some_and(|len| bar.position() > len) {
+                bar.set_length(bar.position());
+            }
+        }
+    }
+
+    fn finish(&self) {
+        let bar = CURRENT_BAR.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
     }
 }
 

@@ -41,12 +41,36 @@ static STDOUT_ERROR: Mutex<Option<std::io::Error>> = Mutex::new(None);
 /// line, such as names from packets, are made
 /// [`crate::error::printable`] where they are formatted.)
 pub fn print(args: std::fmt::Arguments) {
+    if STDOUT_FAILED.load(Ordering::Relaxed) || QUIET.load(Ordering::Relaxed) {
+        return;
+    }
+    print_data(args);
+}
+
+/// Whether `-quiet` silences [`print`] (the summaries).
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// `-quiet`: from now on [`print`] (`out!`, `outln!`: the summary lines)
+/// writes nothing; warnings and errors still go to standard error, and
+/// [`print_data`] (the JSON a script asked for) to standard output.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// [`print`] even under `-quiet`: for output that is the command's
+/// result (JSON asked for with -fmt json).
+pub fn print_data(args: std::fmt::Arguments) {
     if STDOUT_FAILED.load(Ordering::Relaxed) {
         return;
     }
     let text = std::fmt::format(args);
     let text = crate::error::neutralized(&text, true);
-    if let Err(err) = std::io::stdout().lock().write_all(text.as_bytes()) {
+    let written = crate::cli::above_progress(|| {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(text.as_bytes())?;
+        stdout.flush()
+    });
+    if let Err(err) = written {
         STDOUT_FAILED.store(true, Ordering::Relaxed);
         if err.kind() != std::io::ErrorKind::BrokenPipe {
             let mut first = STDOUT_ERROR.lock().unwrap_or_else(|e| e.into_inner());
@@ -61,9 +85,11 @@ pub fn print(args: std::fmt::Arguments) {
 /// line of its own (a forged "Signature: verified").
 pub fn print_err(args: std::fmt::Arguments) {
     let text = std::fmt::format(args);
-    let mut stderr = std::io::stderr().lock();
-    let _ = stderr.write_all(crate::error::neutralized(&text, false).as_bytes());
-    let _ = stderr.write_all(b"\n");
+    crate::cli::above_progress(|| {
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr.write_all(crate::error::neutralized(&text, false).as_bytes());
+        let _ = stderr.write_all(b"\n");
+    });
 }
 
 /// Prints `err` (if any) as `NAME: error: …` and an optional hint, and

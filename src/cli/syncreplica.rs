@@ -201,6 +201,13 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub replica: Option<PathBuf>,
 
+    /// No progress line and no summary lines: only warnings and errors
+    /// (on standard error), and the JSON asked for with -fmt json. The
+    /// progress line (bytes, percentage, rate, time left) is shown only
+    /// when standard error is a terminal.
+    #[arg(long, short = 'q', conflicts_with = "status")]
+    pub quiet: bool,
+
     /// With -status: output format, text (like git status) or json (for
     /// scripts: one object with a "version" field, lists of changes,
     /// newly excluded, missing and not-applied paths; see the man page).
@@ -317,7 +324,6 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     }
     resend_now(&mut replica, &resend)?;
     cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
-    let progress = cli::progress_bar();
     // With -ship, each target's parts are queued before its estimates are
     // raised: a kill in between leaves them queued and the estimates low
     // (the next export sends the operations again), never estimates that
@@ -344,7 +350,6 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         work_dir: args.workdir.as_deref(),
         max_size,
         comment: &args.comment,
-        progress: &progress,
         full_content: args.fullcontent,
         before_commit: Some(&queue),
         stop: &stop,
@@ -359,7 +364,6 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     };
     // Each target is reported as it is done (`print_target_export`).
     export::export_updates(&mut replica, &request)?;
-    progress.finish_and_clear();
     // The replica is not needed for shipping: other commands need not wait
     // for a slow link.
     drop(replica);
@@ -736,11 +740,9 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     let mut replica = replica.lock("syncreplica -import")?;
     cli::print_lock_takeover(NAME, &replica);
     cli::finish_interrupted(NAME, &mut replica)?;
-    let progress = cli::progress_bar();
     let request = import::ImportRequest {
         sources,
         remove: args.remove || args.receive,
-        progress: &progress,
     };
     let outcomes = match import::import(&mut replica, &request) {
         Ok(outcomes) => outcomes,
@@ -754,7 +756,6 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
         }
         Err(err) => return Err(err.into()),
     };
-    progress.finish_and_clear();
     let mut total = apply::ApplyReport::default();
     let mut failed_steps: Vec<Vec<u8>> = Vec::new();
     let mut problems = 0;
@@ -1041,6 +1042,8 @@ fn check_usage(args: &Args) -> anyhow::Result<()> {
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     check_usage(&args)?;
+    cli::report::set_quiet(args.quiet);
+    cli::show_progress(args.quiet);
     let root = replica::discover(args.replica.as_deref())?;
     let replica = Replica::open(&root)?;
     if args.status {

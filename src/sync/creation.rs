@@ -275,10 +275,23 @@ pub fn export_creation(
     let mut held_back: Vec<(Vec<u8>, PathBuf)> = Vec::new();
     let mut paths: Vec<&Vec<u8>> = entries.keys().collect();
     paths.sort();
+    let content: u64 = entries
+        .values()
+        .filter_map(|entry| match &entry.state {
+            PathState::File { size, .. } => Some(*size),
+            _ => None,
+        })
+        .sum();
+    let _writing = crate::sys::progress::phase(
+        "writing the creation packet",
+        crate::sys::progress::Unit::Bytes,
+        Some(content),
+    );
     'files: for path in paths {
         if let PathState::File { chunks, .. } = &entries[path].state {
             for chunk in chunks {
                 stop.check()?;
+                crate::sys::progress::advance(u64::from(chunk.len));
                 if sent.contains(&chunk.id) {
                     continue;
                 }
@@ -884,6 +897,19 @@ fn materialize(
     // The pieces of every chunk written, for the state database (so this
     // replica can send later changes of these files as recipes).
     let mut pieces: Vec<(ChunkId, Vec<u8>)> = Vec::new();
+    // Each distinct chunk is counted once, as `on_chunk` sees it.
+    let mut distinct = HashSet::new();
+    let to_write: u64 = targets
+        .iter()
+        .flat_map(|target| target.chunks.iter())
+        .filter(|chunk| distinct.insert(chunk.id))
+        .map(|chunk| u64::from(chunk.len))
+        .sum();
+    let _writing = crate::sys::progress::phase(
+        "writing the replica's files",
+        crate::sys::progress::Unit::Bytes,
+        Some(to_write),
+    );
     let assembled = assemble::write_files(
         &targets,
         &mut NotingLengths {
@@ -892,6 +918,7 @@ fn materialize(
         },
         assemble::Options {
             on_chunk: Some(&mut |id: &ChunkId, bytes: &[u8]| {
+                crate::sys::progress::advance(bytes.len() as u64);
                 let cut = crate::tree::chunking::pieces(bytes);
                 pieces.push((*id, crate::tree::chunking::pack_pieces(&cut)));
             }),

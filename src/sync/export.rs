@@ -91,8 +91,6 @@ pub struct ExportRequest<'a> {
     pub work_dir: Option<&'a Path>,
     pub max_size: u64,
     pub comment: &'a str,
-    /// Advanced once per operation written (hidden unless on a terminal).
-    pub progress: &'a dyn crate::sync::Progress,
     /// Ship the content of every final state, even chunks the target is
     /// believed to hold (for a target that no longer has them).
     pub full_content: bool,
@@ -353,9 +351,18 @@ fn export_to(
         ..ExportSummary::default()
     };
     let mut sent: HashSet<ChunkId> = HashSet::new();
-    request
-        .progress
-        .start(&format!("exporting to {}", target.name), ops.len() as u64);
+    // In bytes of the operations' content, each chunk counted as it is
+    // written or found not needed (the target has it, or the packet does).
+    let content: u64 = ops
+        .iter()
+        .flat_map(op_chunks)
+        .map(|chunk| u64::from(chunk.len))
+        .sum();
+    let _writing = crate::sys::progress::phase(
+        &format!("exporting to {}", target.name),
+        crate::sys::progress::Unit::Bytes,
+        Some(content),
+    );
     // For each operation, the next one of the packet on the same path: an
     // operation whose content is no longer at hand relies on it.
     let mut next_on_path: Vec<Option<usize>> = vec![None; ops.len()];
@@ -377,7 +384,6 @@ fn export_to(
     let mut last_file: HashMap<&[u8], (OperationRef, &[crate::ops::ChunkRef])> = HashMap::new();
     'ops: for (index, op) in ops.iter().enumerate() {
         request.stop.check()?;
-        request.progress.advance(1);
         // Counted once the operation is in the packet (a path the target
         // asked for whole relies on nothing).
         let asked = op
@@ -569,6 +575,7 @@ fn ship_content(
     let mut offset = 0u64;
     for chunk in op_chunks(op) {
         stop.check()?;
+        crate::sys::progress::advance(u64::from(chunk.len));
         let at = offset;
         offset += u64::from(chunk.len);
         if target_has.contains(&chunk.id) || sent.contains(&chunk.id) {

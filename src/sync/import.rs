@@ -73,10 +73,8 @@ pub enum PacketOutcome {
 }
 
 /// Options of an import run.
-pub struct ImportRequest<'a> {
+pub struct ImportRequest {
     pub sources: Vec<PathBuf>,
-    /// Advanced once per logical packet applied.
-    pub progress: &'a dyn crate::sync::Progress,
     /// Remove packet files once applied, or found already applied.
     pub remove: bool,
 }
@@ -88,7 +86,7 @@ pub struct ImportRequest<'a> {
 /// already applied) records nothing either.
 pub fn import(
     replica: &mut LockedReplica,
-    request: &ImportRequest<'_>,
+    request: &ImportRequest,
 ) -> Result<Vec<PacketOutcome>> {
     let files = packets::collect_packet_files(&request.sources)?;
     let mut recorded = false;
@@ -131,7 +129,7 @@ pub fn import(
 /// run; they are before the first packet is applied.
 fn import_files(
     replica: &mut LockedReplica,
-    request: &ImportRequest<'_>,
+    request: &ImportRequest,
     files: &[PathBuf],
     recorded: &mut bool,
 ) -> Result<Vec<PacketOutcome>> {
@@ -250,9 +248,6 @@ fn import_files(
 
     let mut failed: Vec<(Vec<Examination>, Refusal)> = Vec::new();
     // Apply whatever is ready, until nothing more is.
-    request
-        .progress
-        .start("importing packets", candidates.len() as u64);
     loop {
         let view = LocalView::of(replica)?;
         let mut progressed = false;
@@ -318,7 +313,6 @@ fn import_files(
         if let Some(&(_, id)) = ready.first() {
             let parts = candidates.remove(&id).expect("present");
             let files: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
-            request.progress.advance(1);
             if !*recorded {
                 crate::sync::record::record_local_changes(replica)?;
                 *recorded = true;
@@ -407,9 +401,20 @@ fn import_files(
 fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(String, ApplyReport)> {
     let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
     let mut parts = Vec::new();
-    for file in files {
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .collect();
+    let verifying = crate::sys::progress::phase(
+        &format!("verifying {}", first_file_name(files)),
+        crate::sys::progress::Unit::Bytes,
+        Some(sizes.iter().sum()),
+    );
+    for (file, size) in files.iter().zip(sizes) {
         parts.push(verify_packet(file, &keys)?);
+        crate::sys::progress::advance(size);
     }
+    drop(verifying);
     let packet = LogicalPacket::assemble(parts)?;
     let header = packet.header().clone();
     // Named as this replica knows the member who signed (a validated

@@ -17,21 +17,4 @@ pub mod packets;
 pub mod record;
 pub mod seals;
 
-/// Progress of a long step, for the CLI to show (a bar on a terminal,
-/// nothing in pipes and logs). The library only reports; it never prints.
-pub trait Progress {
-    /// Starts a phase of `total` units, described by `what`.
-    fn start(&self, what: &str, total: u64);
-    /// `done` more units are finished.
-    fn advance(&self, done: u64);
-}
-
-/// Shows nothing.
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn start(&self, _what: &str, _total: u64) {}
-    fn advance(&self, _done: u64) {}
-}
-
 pub use crate::sys::stop::StopFlag;

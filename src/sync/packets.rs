@@ -71,8 +71,19 @@ pub fn examine_all(files: &[PathBuf], trusted_keys: &[[u8; 32]]) -> Grouped {
         logical: BTreeMap::new(),
         damaged: Vec::new(),
     };
-    for file in files {
+    // Examining reads every byte (the signature covers the whole file).
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .collect();
+    let _checking = crate::sys::progress::phase(
+        "checking packets",
+        crate::sys::progress::Unit::Bytes,
+        Some(sizes.iter().sum()),
+    );
+    for (file, size) in files.iter().zip(sizes) {
         let exam = examine_packet(file, trusted_keys);
+        crate::sys::progress::advance(size);
         match (&exam.error, &exam.header) {
             (None, Some(header)) => {
                 let id = header.packet_id;

@@ -358,6 +358,11 @@ where
             },
         });
     }
+    let walking = crate::sys::progress::phase(
+        "scanning the tree",
+        crate::sys::progress::Unit::Files,
+        None,
+    );
     let (walked, recorded) = if excludes.has_shared() {
         // Shared patterns never exclude recorded paths: the walk needs to
         // know them, so they are loaded first.
@@ -377,8 +382,21 @@ where
             (walked, recorded)
         })
     };
+    drop(walking);
     let (walked, unreadable) = walked?;
     let mut recorded = recorded?;
+    // The bytes the comparison reads: files new or not clean by their stat.
+    let to_hash: u64 = walked
+        .iter()
+        .filter(|w| w.kind == WalkedKind::File)
+        .filter(|w| recorded.get(&w.rel).is_none_or(|old| needs_read(old, &w.stat)))
+        .map(|w| w.stat.size)
+        .sum();
+    let _hashing = crate::sys::progress::phase(
+        "hashing new and changed files",
+        crate::sys::progress::Unit::Bytes,
+        Some(to_hash),
+    );
     let mut updates: Vec<LocalChange> = Vec::new();
     let folded = folding
         .folds()
@@ -612,6 +630,7 @@ fn walk(
             }
         };
         listed.sort_by(|a, b| a.0.cmp(&b.0));
+        crate::sys::progress::advance(listed.len() as u64);
         let mut subdirs = Vec::new();
         for (name, meta) in listed {
             let name = name.as_bytes();
@@ -746,6 +765,7 @@ fn read_stable(
         let reader = chunking::HoleSkippingReader::new(&file, before.size);
         let count = |chunk: &crate::ops::ChunkRef, data: &[u8]| {
             bytes += u64::from(chunk.len);
+            crate::sys::progress::advance(u64::from(chunk.len));
             pieces.push((chunk.id, chunking::pack_pieces(&chunking::pieces(data))));
             Ok(())
         };

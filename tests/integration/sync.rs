@@ -844,7 +844,6 @@ fn a_file_changed_after_the_scan_is_left_for_the_next_export_and_nothing_is_writ
         work_dir: None,
         max_size: 1 << 20,
         comment: "",
-        progress: &syncreplica::sync::NoProgress,
         full_content: false,
         before_commit: None,
         stop: &syncreplica::sync::StopFlag::new(),

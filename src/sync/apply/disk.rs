@@ -96,11 +96,26 @@ fn stage_all(
         })
         .collect();
     let mut pieces = Vec::new();
+    // Each distinct chunk is counted once, as `on_chunk` sees it.
+    let mut distinct = std::collections::HashSet::new();
+    let content: u64 = plan
+        .jobs
+        .iter()
+        .flat_map(|job| job.chunks.iter())
+        .filter(|chunk| distinct.insert(chunk.id))
+        .map(|chunk| u64::from(chunk.len))
+        .sum();
+    let _staging = crate::sys::progress::phase(
+        "writing new content",
+        crate::sys::progress::Unit::Bytes,
+        Some(content),
+    );
     let written = assemble::write_files(
         &targets,
         source,
         Options {
             on_chunk: Some(&mut |id: &ChunkId, bytes: &[u8]| {
+                crate::sys::progress::advance(bytes.len() as u64);
                 let cut = crate::tree::chunking::pieces(bytes);
                 pieces.push((*id, crate::tree::chunking::pack_pieces(&cut)));
             }),
