@@ -38,6 +38,12 @@ pub struct Args {
     #[arg(long, value_name = "CLASS")]
     pub sclass: Option<String>,
 
+    /// No progress line and no summary lines, only warnings and errors
+    /// (on standard error). The progress line of -fship's deliveries is
+    /// shown only when standard error is a terminal.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
     /// Replicas to deliver to (default: the packet's targets).
     #[arg(value_name = "DESTINATION")]
     pub destinations: Vec<String>,
@@ -88,5 +94,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    crate::cli::report::set_quiet(args.quiet);
+    crate::cli::show_progress(args.quiet);
     run_ref(&args)
 }

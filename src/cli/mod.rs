@@ -285,8 +285,7 @@ pub fn show_progress(quiet: bool) {
 
 /// The bar of the phase in progress, if any: [`report::print`] and
 /// [`report::print_err`] hide it while they write (see [`above_progress`]).
-static CURRENT_BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> =
-    std::sync::Mutex::new(None);
+static CURRENT_BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
 
 /// Runs `write` with the progress line (if one is shown) taken off the
 /// terminal, so a message is never glued to it, and draws it again after.

@@ -67,6 +67,14 @@ pub struct Args {
     /// unreadable or of an unknown storage class delivers none.
     #[arg(value_name = "ORDER", conflicts_with_all = ["poll", "listen"])]
     pub orders: Vec<PathBuf>,
+
+    /// For one pass run by hand (-poll without -interval, or ORDERs): no
+    /// progress line and no log lines; the exit status still says whether
+    /// a delivery failed. The progress line (bytes, percentage, rate, time
+    /// left) is shown only when standard error is a terminal. A server
+    /// (-listen, -interval) always logs.
+    #[arg(long, short = 'q', conflicts_with_all = ["listen", "interval"])]
+    pub quiet: bool,
 }
 
 /// The text after the options in --help: the configuration in brief
@@ -90,15 +98,25 @@ Options are written with one dash, as in MultiSite (-poll); two dashes work as w
 /// in it come from elsewhere, and can neither drive a terminal showing
 /// the log nor forge a line of it.
 fn log_line(line: &str) {
+    if QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let now = format_time(&chrono::Utc::now());
-    let mut out = std::io::stdout().lock();
     let line = crate::error::neutralized(line, false);
-    let _ = writeln!(out, "{now} shipping_server: {line}");
-    let _ = out.flush();
+    crate::cli::above_progress(|| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{now} shipping_server: {line}");
+        let _ = out.flush();
+    });
 }
+
+/// `-quiet`: [`log_line`] writes nothing.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Runs `shipping_server`; returns the exit status.
 pub fn run(args: Args) -> i32 {
+    QUIET.store(args.quiet, std::sync::atomic::Ordering::Relaxed);
+    crate::cli::show_progress(args.quiet);
     match execute(&args) {
         Ok(report) if report.is_clean() => 0,
         Ok(_) => 1,

@@ -84,10 +84,7 @@ pub struct ImportRequest {
 /// applied, so they take part in conflict detection; an import that
 /// applies nothing (a source missing, every packet refused, waiting or
 /// already applied) records nothing either.
-pub fn import(
-    replica: &mut LockedReplica,
-    request: &ImportRequest,
-) -> Result<Vec<PacketOutcome>> {
+pub fn import(replica: &mut LockedReplica, request: &ImportRequest) -> Result<Vec<PacketOutcome>> {
     let files = packets::collect_packet_files(&request.sources)?;
     let mut recorded = false;
     let mut outcomes = import_files(replica, request, &files, &mut recorded)?;

@@ -358,11 +358,8 @@ where
             },
         });
     }
-    let walking = crate::sys::progress::phase(
-        "scanning the tree",
-        crate::sys::progress::Unit::Files,
-        None,
-    );
+    let walking =
+        crate::sys::progress::phase("scanning the tree", crate::sys::progress::Unit::Files, None);
     let (walked, recorded) = if excludes.has_shared() {
         // Shared patterns never exclude recorded paths: the walk needs to
         // know them, so they are loaded first.
@@ -389,7 +386,11 @@ where
     let to_hash: u64 = walked
         .iter()
         .filter(|w| w.kind == WalkedKind::File)
-        .filter(|w| recorded.get(&w.rel).is_none_or(|old| needs_read(old, &w.stat)))
+        .filter(|w| {
+            recorded
+                .get(&w.rel)
+                .is_none_or(|old| needs_read(old, &w.stat))
+        })
         .map(|w| w.stat.size)
         .sum();
     let _hashing = crate::sys::progress::phase(

@@ -15,6 +15,7 @@ mod foundation;
 mod hostile;
 mod interrupted;
 mod man_pages;
+mod progress;
 mod readonly;
 mod shipping;
 mod soak;

@@ -1,0 +1,264 @@
+//! The progress line: in bytes, with rate and time left, on a terminal
+//! only (a pseudo-terminal here), never in pipes; `-quiet` silences it and
+//! the summaries.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
+
+use crate::helpers::*;
+
+/// Runs the program in a pseudo-terminal (python3's `pty`: standard
+/// input, output and error are all the terminal, 120 columns wide) and
+/// returns its exit code and everything it wrote there.
+const PTY_RUNNER: &str = r#"
+import fcntl, os, pty, struct, sys, termios
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack('HHHH', 24, 120, 0, 0))
+    os.execv(sys.argv[1], sys.argv[1:])
+out = b''
+while True:
+    try:
+        data = os.read(fd, 65536)
+    except OSError:
+        break
+    if not data:
+        break
+    out += data
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(out)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
+fn run_on_terminal<I, S>(cwd: &Path, name: &str, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(PTY_RUNNER)
+        .arg(binary_path(name))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("python3 runs");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Whether `text` holds a progress line of the phase `what`: its text and
+/// a byte rate.
+fn shows_progress(text: &str, what: &str) -> bool {
+    text.lines()
+        .flat_map(|line| line.split('\r'))
+        .any(|line| line.contains(what) && line.contains("B/s"))
+}
+
+/// Nothing a progress line writes: no phase text, no rate, no escapes.
+#[track_caller]
+fn assert_no_progress(run: &Run) {
+    for text in [&run.stdout, &run.stderr] {
+        for sign in [
+            "B/s",
+            "scanning the tree",
+            "hashing new",
+            "exporting to",
+            "\x1b[",
+        ] {
+            assert!(!text.contains(sign), "{sign:?} in {text:?}");
+        }
+    }
+}
+
+/// A family a, b where a has 3 MB more than b: a large enough export.
+fn family_with_new_content() -> Family {
+    let family = family(&["a", "b"], &[("small", "x")]);
+    std::fs::write(family.root("a").join("big"), random_bytes(7, 3 << 20)).unwrap();
+    family
+}
+
+#[test]
+fn progress_is_shown_in_bytes_on_a_terminal() {
+    let family = family_with_new_content();
+    let out = family.packet_dir("tty");
+    let export = run_on_terminal(
+        &family.root("a"),
+        "syncreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "b".as_ref(),
+        ],
+    )
+    .ok();
+    for phase in ["hashing new and changed files", "exporting to b"] {
+        assert!(
+            shows_progress(&export.stdout, phase),
+            "{phase}: {}",
+            export.stdout
+        );
+    }
+    // The scan's walk counts files.
+    assert!(export.stdout.contains("files"), "{}", export.stdout);
+    // The summary follows on a line of its own, not glued to the bar.
+    let screen = export.stdout.replace("\x1b[2K", "").replace('\r', "\n");
+    assert!(
+        screen.lines().any(|line| line.starts_with("Exported to b")),
+        "{}",
+        export.stdout
+    );
+    let import = run_on_terminal(
+        &family.root("b"),
+        "syncreplica",
+        [OsStr::new("-import"), out.as_os_str()],
+    )
+    .ok();
+    for phase in [
+        "checking packets",
+        "verifying sync_a_",
+        "writing new content",
+    ] {
+        assert!(
+            shows_progress(&import.stdout, phase),
+            "{phase}: {}",
+            import.stdout
+        );
+    }
+    assert_eq!(
+        std::fs::read(family.root("b").join("big")).unwrap(),
+        random_bytes(7, 3 << 20)
+    );
+}
+
+#[test]
+fn progress_never_goes_to_pipes() {
+    let family = family_with_new_content();
+    let out = family.packet_dir("pipe");
+    let export = export_to(&family.root("a"), &out, &["b"], &[]).ok();
+    assert_no_progress(&export);
+    assert!(export.stdout.contains("Exported to b"), "{}", export.stdout);
+    let import = import_from(&family.root("b"), &[&out]).ok();
+    assert_no_progress(&import);
+    assert!(
+        import.stdout.contains("Applied packet from a"),
+        "{}",
+        import.stdout
+    );
+}
+
+#[test]
+fn quiet_silences_progress_and_summaries_but_not_the_work() {
+    let family = family_with_new_content();
+    let out = family.packet_dir("quiet");
+    let export = run_on_terminal(
+        &family.root("a"),
+        "syncreplica",
+        [
+            OsStr::new("-export"),
+            "-quiet".as_ref(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "b".as_ref(),
+        ],
+    )
+    .ok();
+    assert_no_progress(&export);
+    assert!(!export.stdout.contains("Exported"), "{}", export.stdout);
+    assert_eq!(packet_files(&out).len(), 1);
+    let import = run_on_terminal(
+        &family.root("b"),
+        "syncreplica",
+        [OsStr::new("-import"), "-q".as_ref(), out.as_os_str()],
+    )
+    .ok();
+    assert_no_progress(&import);
+    assert!(!import.stdout.contains("Applied"), "{}", import.stdout);
+    assert!(family.root("b").join("big").exists());
+    // -status prints what it is asked for: -quiet would only hide it.
+    run(&family.root("b"), "syncreplica", ["-status", "-quiet"]).fails_with(2);
+}
+
+#[test]
+fn mkreplica_import_shows_progress_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("a");
+    std::fs::create_dir(&first).unwrap();
+    std::fs::write(first.join("big"), random_bytes(3, 3 << 20)).unwrap();
+    init(&first, "a");
+    let out = dir.path().join("creation");
+    let export = run_on_terminal(
+        &first,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "b".as_ref(),
+        ],
+    )
+    .ok();
+    assert!(
+        shows_progress(&export.stdout, "writing the creation packet"),
+        "{}",
+        export.stdout
+    );
+    let root = dir.path().join("b");
+    let import = run_on_terminal(
+        dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            root.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    for phase in [
+        "checking packets",
+        "verifying the creation packet",
+        "writing the replica's files",
+    ] {
+        assert!(
+            shows_progress(&import.stdout, phase),
+            "{phase}: {}",
+            import.stdout
+        );
+    }
+    assert!(
+        import.stdout.contains("Created replica \"b\""),
+        "{}",
+        import.stdout
+    );
+}
+
+#[test]
+fn shipping_deliveries_show_progress_on_a_terminal() {
+    let family = family_with_new_content();
+    let conf = bay_shipping_conf(family.dir.path());
+    std::fs::create_dir_all(family.dir.path().join("relay")).unwrap();
+    let export = run_on_terminal(
+        &family.root("a"),
+        "syncreplica",
+        [
+            OsStr::new("-export"),
+            "-fship".as_ref(),
+            "-shipconf".as_ref(),
+            conf.as_os_str(),
+            "b".as_ref(),
+        ],
+    )
+    .ok();
+    assert!(
+        shows_progress(&export.stdout, "copying sync_a_"),
+        "{}",
+        export.stdout
+    );
+    assert_eq!(packet_files(&family.dir.path().join("relay")).len(), 1);
+}
