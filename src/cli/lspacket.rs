@@ -122,7 +122,11 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             .collect()
     };
     if entries.is_empty() {
-        outln!("No packets found.");
+        if args.fmt == cli::Format::Json {
+            print_json(Vec::new())?;
+        } else {
+            outln!("No packets found.");
+        }
         return Ok(());
     }
     let exams: Vec<packet_format::Examination> = entries
@@ -163,16 +167,14 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
         let returned = matches!(entry.bay, Some((_, Bay::Return)));
         if args.fmt == cli::Format::Json {
             let mut value = listing::render_json(&exam, view.as_ref());
-            if not_checked {
-                value["signature"]["status"] = serde_json::json!("not checked");
+            if let Some(signature) = value.signature.as_mut().filter(|_| not_checked) {
+                signature.status = "not checked";
             }
             if let Some((class, bay)) = &entry.bay {
-                value["storage_class"] = serde_json::json!(class);
-                value["bay"] = serde_json::json!(bay.name());
+                value.storage_class = Some(class.clone());
+                value.bay = Some(bay.name().to_string());
             }
-            if let Some(order) = &entry.order {
-                value["order"] = listing::render_order_json(order);
-            }
+            value.order = entry.order.as_ref().map(listing::render_order_json);
             json.push(value);
         } else if args.short {
             outln!("{}", crate::error::printable_path(&entry.file));
@@ -196,7 +198,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
         }
     }
     if args.fmt == cli::Format::Json {
-        outln!("{}", serde_json::to_string_pretty(&json)?);
+        print_json(json)?;
     }
     if problems > 0 {
         anyhow::bail!(
@@ -249,7 +251,23 @@ fn bay_entries(shipping: &Shipping, sclass: Option<&str>) -> anyhow::Result<Vec<
     Ok(entries)
 }
 
+/// Prints the JSON listing (see [`listing::PacketList`]).
+fn print_json(packets: Vec<listing::PacketJson>) -> anyhow::Result<()> {
+    let list = listing::PacketList {
+        version: listing::JSON_VERSION,
+        packets,
+    };
+    cli::report::print_data(format_args!("{}\n", serde_json::to_string_pretty(&list)?));
+    Ok(())
+}
+
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.fmt == cli::Format::Json && (args.short || args.long) {
+        usage!(
+            "{} applies to the text listing; -fmt json always lists every field",
+            if args.short { "-short" } else { "-long" }
+        );
+    }
     run_ref(&args)
 }

@@ -208,9 +208,10 @@ pub struct Args {
     #[arg(long, short = 'q', conflicts_with = "status")]
     pub quiet: bool,
 
-    /// With -status: output format, text (like git status) or json (for
-    /// scripts: one object with a "version" field, lists of changes,
-    /// newly excluded, missing and not-applied paths; see the man page).
+    /// With -status, -export and -import: output format, text or json
+    /// (for scripts: one object with a "version" field instead of the
+    /// listing or the summary lines; warnings and errors still go to
+    /// standard error; see JSON OUTPUT in the man page).
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub fmt: super::Format,
 
@@ -363,11 +364,30 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         },
     };
     // Each target is reported as it is done (`print_target_export`).
-    export::export_updates(&mut replica, &request)?;
+    let results = export::export_updates(&mut replica, &request)?;
     // The replica is not needed for shipping: other commands need not wait
     // for a slow link.
     drop(replica);
     let orders = orders.into_inner();
+    if args.fmt == cli::Format::Json {
+        use crate::cli::render::transfer;
+        let json = transfer::ExportJson {
+            version: transfer::JSON_VERSION,
+            targets: results
+                .iter()
+                .map(|(target, result)| transfer::target_json(&target.name, result))
+                .collect(),
+            queued: orders
+                .iter()
+                .map(|order| transfer::QueuedJson {
+                    packet: order.packet.clone(),
+                    destinations: order.destinations.clone(),
+                    expires: shipping::order::format_time(&order.expires),
+                })
+                .collect(),
+        };
+        cli::report::print_data(format_args!("{}\n", serde_json::to_string_pretty(&json)?));
+    }
     if let Some((shipping, class, _, _)) = &shipping {
         if let Some(first) = orders.first() {
             outln!(
@@ -728,6 +748,9 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 plural(classes.len() as u64),
                 shipping.source
             );
+            if args.fmt == cli::Format::Json {
+                print_import_json(&[])?;
+            }
             return Ok(());
         }
         files
@@ -828,6 +851,9 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
             import::PacketOutcome::NotRemoved { .. } => {}
         }
     }
+    if args.fmt == cli::Format::Json {
+        print_import_json(&outcomes)?;
+    }
     outln!(
         "Import summary: {applied} packet{} applied; {} added, {} changed, {} deleted, {} in conflict; {} bytes written.",
         plural(applied),
@@ -880,6 +906,13 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
             if not_removed == 1 { "it" } else { "them" }
         );
     }
+    Ok(())
+}
+
+/// Prints `-import -fmt json` (see [`crate::cli::render::transfer`]).
+fn print_import_json(outcomes: &[import::PacketOutcome]) -> anyhow::Result<()> {
+    let json = crate::cli::render::transfer::import_json(outcomes);
+    cli::report::print_data(format_args!("{}\n", serde_json::to_string_pretty(&json)?));
     Ok(())
 }
 
@@ -1000,8 +1033,8 @@ fn check_usage(args: &Args) -> anyhow::Result<()> {
             );
         }
     }
-    if args.fmt == cli::Format::Json && !args.status {
-        usage!("-fmt json applies to -status only");
+    if args.fmt == cli::Format::Json && !(args.status || args.export || args.import) {
+        usage!("-fmt json applies to -status, -export and -import");
     }
     if (args.status || args.record) && !args.targets.is_empty() {
         usage!(
@@ -1042,7 +1075,9 @@ fn check_usage(args: &Args) -> anyhow::Result<()> {
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     check_usage(&args)?;
-    cli::report::set_quiet(args.quiet);
+    // With -fmt json the JSON is the output: the summary lines would
+    // break it.
+    cli::report::set_quiet(args.quiet || args.fmt == cli::Format::Json);
     cli::show_progress(args.quiet);
     let root = replica::discover(args.replica.as_deref())?;
     let replica = Replica::open(&root)?;
@@ -1067,7 +1102,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &missing,
                 &failed,
             );
-            outln!("{}", serde_json::to_string_pretty(&json)?);
+            cli::report::print_data(format_args!("{}\n", serde_json::to_string_pretty(&json)?));
             return Ok(());
         }
         out!(

@@ -1,7 +1,7 @@
 //! `lspacket`: MultiSite's packet listing, with the local replica's view.
 
 use packet_format::{render_listing_with, Examination, Header, SignatureStatus, Target};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::error::{printable, printable_path};
 use crate::sync::epochs::LocalView;
@@ -34,74 +34,208 @@ pub fn render_text(mut exam: Examination, long: bool, view: Option<&LocalView>) 
     })
 }
 
-/// JSON object for one packet.
-pub fn render_json(exam: &Examination, view: Option<&LocalView>) -> serde_json::Value {
+/// Version of `lspacket -fmt json`'s shape; raised when a field changes
+/// meaning or goes (new fields may be added without it).
+pub const JSON_VERSION: u32 = 1;
+
+/// `lspacket -fmt json`: every packet listed, in listing order (an empty
+/// list when none was found).
+#[derive(Debug, Serialize)]
+pub struct PacketList {
+    pub version: u32,
+    pub packets: Vec<PacketJson>,
+}
+
+/// One packet file. The header fields are there only when its header
+/// could be read (a damaged file has `path`, `size`, `damaged`).
+#[derive(Debug, Serialize)]
+pub struct PacketJson {
+    pub path: String,
+    /// The file's size in bytes (`null`: it could not be opened).
+    pub size: Option<u64>,
+    /// What is wrong with it (`null`: intact).
+    pub damaged: Option<String>,
+    /// `null` when the file could not be read that far.
+    pub signature: Option<SignatureJson>,
+    #[serde(flatten)]
+    pub header: Option<HeaderJson>,
+    /// For a packet in a storage bay: its class and bay
+    /// ("outgoing", "incoming", "return").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bay: Option<String>,
+    /// For a packet in a storage bay: its shipping order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<OrderJson>,
+}
+
+/// Who signed a packet, as far as this replica can tell.
+#[derive(Debug, Serialize)]
+pub struct SignatureJson {
+    /// "verified", "unknown key", "bad", or "not checked" (outside a
+    /// replica: no family keys to check it against).
+    pub status: &'static str,
+    /// The signing key's SHA-256 fingerprint (`null` when verified).
+    pub fingerprint: Option<String>,
+}
+
+/// What a packet's header says (unauthenticated unless the signature is
+/// "verified").
+#[derive(Debug, Serialize)]
+pub struct HeaderJson {
+    /// "Update", "Replica Creation" or "Unknown (CODE)".
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub family: NamedJson,
+    pub sender: NamedJson,
+    pub packet_id: String,
+    pub comment: String,
+    pub part: u32,
+    pub parts: u32,
+    /// RFC 3339, UTC.
+    pub created: String,
+    /// "MAJOR.MINOR".
+    pub format_version: String,
+    pub targets: Vec<TargetJson>,
+    /// Per origin replica id (hex): the first and last epochs carried.
+    pub epoch_ranges: std::collections::BTreeMap<String, RangeJson>,
+    /// The sender copy's incarnation id (format 2.1), `null` before.
+    pub sender_incarnation: Option<String>,
+    /// The sender's tree digest at its epoch row (format 2.2), `null` before.
+    pub tree_digest: Option<DigestJson>,
+}
+
+/// A name with its id (hex).
+#[derive(Debug, Serialize)]
+pub struct NamedJson {
+    pub name: String,
+    pub id: String,
+}
+
+/// One target of a packet.
+#[derive(Debug, Serialize)]
+pub struct TargetJson {
+    pub name: String,
+    pub id: String,
+    /// The packet's sequence number for this target.
+    pub sequence: u64,
+    /// Whether this target is the replica lspacket runs in.
+    pub local: bool,
+    /// For the local target of an intact packet: "can be applied now",
+    /// "waits for …", "applied already" (as in the text listing).
+    pub status: Option<String>,
+}
+
+/// A run of epochs.
+#[derive(Debug, Serialize)]
+pub struct RangeJson {
+    pub first: u64,
+    pub last: u64,
+}
+
+/// A packet's tree digest, in brief.
+#[derive(Debug, Serialize)]
+pub struct DigestJson {
+    pub root: String,
+    pub entries: u64,
+    /// The sender's exclude patterns (text from elsewhere, kept as data).
+    pub patterns: Vec<String>,
+    pub assumed_target_patterns: String,
+    pub nodes: usize,
+}
+
+/// JSON object for one packet (the bay and order are filled by the caller).
+pub fn render_json(exam: &Examination, view: Option<&LocalView>) -> PacketJson {
     let signature = exam.signature.as_ref().map(|s| match s {
-        SignatureStatus::Verified => json!({"status": "verified"}),
-        SignatureStatus::UnknownKey { fingerprint } => {
-            json!({"status": "unknown key", "fingerprint": fingerprint})
-        }
-        SignatureStatus::Bad { fingerprint } => {
-            json!({"status": "bad", "fingerprint": fingerprint})
-        }
+        SignatureStatus::Verified => SignatureJson {
+            status: "verified",
+            fingerprint: None,
+        },
+        SignatureStatus::UnknownKey { fingerprint } => SignatureJson {
+            status: "unknown key",
+            fingerprint: Some(fingerprint.clone()),
+        },
+        SignatureStatus::Bad { fingerprint } => SignatureJson {
+            status: "bad",
+            fingerprint: Some(fingerprint.clone()),
+        },
     });
-    let mut value = json!({
-        "path": exam.path.display().to_string(),
-        "size": exam.size,
-        "damaged": exam.error.as_ref().map(|e| e.to_string()),
-        "signature": signature,
-    });
-    if let Some(header) = &exam.header {
-        let targets: Vec<_> = header
+    let header = exam.header.as_ref().map(|header| HeaderJson {
+        kind: match header.kind {
+            packet_format::PacketKind::Update => "Update".to_string(),
+            packet_format::PacketKind::ReplicaCreation => "Replica Creation".to_string(),
+            packet_format::PacketKind::Unknown(code) => format!("Unknown ({code})"),
+        },
+        family: NamedJson {
+            name: header.family.name.clone(),
+            id: header.family.id.to_hex(),
+        },
+        sender: NamedJson {
+            name: header.sender.name.clone(),
+            id: header.sender.id.to_hex(),
+        },
+        packet_id: header.packet_id.to_hex(),
+        comment: header.comment.clone(),
+        part: header.part,
+        parts: header.parts,
+        created: rfc3339_secs(header.created.secs),
+        format_version: format!("{}.{}", header.version.major, header.version.minor),
+        targets: header
             .targets
             .iter()
             .map(|t| {
                 let local = view.is_some_and(|v| v.replica == t.id);
-                json!({
-                    "name": t.name,
-                    "id": t.id.to_hex(),
-                    "sequence": t.seq,
-                    "local": local,
-                    "status": view
+                TargetJson {
+                    name: t.name.clone(),
+                    id: t.id.to_hex(),
+                    sequence: t.seq,
+                    local,
+                    status: view
                         .filter(|_| local && !is_problem(exam))
                         .map(|v| v.readiness(header).to_string()),
-                })
+                }
             })
-            .collect();
-        let ranges: serde_json::Map<String, serde_json::Value> = header
+            .collect(),
+        epoch_ranges: header
             .epoch_ranges
             .iter()
-            .map(|(origin, r)| (origin.to_hex(), json!({"first": r.first, "last": r.last})))
-            .collect();
-        value["type"] = json!(match header.kind {
-            packet_format::PacketKind::Update => "Update".to_string(),
-            packet_format::PacketKind::ReplicaCreation => "Replica Creation".to_string(),
-            packet_format::PacketKind::Unknown(code) => format!("Unknown ({code})"),
-        });
-        value["family"] = json!({"name": header.family.name, "id": header.family.id.to_hex()});
-        value["sender"] = json!({"name": header.sender.name, "id": header.sender.id.to_hex()});
-        value["packet_id"] = json!(header.packet_id.to_hex());
-        value["comment"] = json!(header.comment);
-        value["part"] = json!(header.part);
-        value["parts"] = json!(header.parts);
-        value["created"] = json!(packet_format::utc_display(header.created.secs));
-        value["format_version"] =
-            json!(format!("{}.{}", header.version.major, header.version.minor));
-        value["targets"] = json!(targets);
-        value["epoch_ranges"] = json!(ranges);
-        // The sender copy's incarnation (format 2.1; clone detection).
-        value["sender_incarnation"] = json!(header.incarnation.map(|id| id.to_hex()));
-        // The sender's tree digest at its epoch row (format 2.2; proof of
-        // convergence). The patterns are text from elsewhere, kept as data.
-        value["tree_digest"] = json!(header.tree_digest.as_ref().map(|d| json!({
-            "root": hex::encode(d.root),
-            "entries": d.entries,
-            "patterns": d.patterns,
-            "assumed_target_patterns": hex::encode(d.assumed),
-            "nodes": d.nodes.len(),
-        })));
+            .map(|(origin, r)| {
+                (
+                    origin.to_hex(),
+                    RangeJson {
+                        first: r.first,
+                        last: r.last,
+                    },
+                )
+            })
+            .collect(),
+        sender_incarnation: header.incarnation.map(|id| id.to_hex()),
+        tree_digest: header.tree_digest.as_ref().map(|d| DigestJson {
+            root: hex::encode(d.root),
+            entries: d.entries,
+            patterns: d.patterns.clone(),
+            assumed_target_patterns: hex::encode(d.assumed),
+            nodes: d.nodes.len(),
+        }),
+    });
+    PacketJson {
+        path: exam.path.display().to_string(),
+        size: exam.size,
+        damaged: exam.error.as_ref().map(|e| e.to_string()),
+        signature,
+        header,
+        storage_class: None,
+        bay: None,
+        order: None,
     }
-    value
+}
+
+/// Seconds since the epoch as RFC 3339 (UTC, `Z`).
+fn rfc3339_secs(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| secs.to_string())
 }
 
 /// Text lines about a packet's shipping order (after its listing).
@@ -137,28 +271,46 @@ pub fn render_order_text(order: &shipping::ShippingOrder, returned: bool) -> Str
     out
 }
 
+/// A packet's shipping order (times RFC 3339, UTC).
+#[derive(Debug, Serialize)]
+pub struct OrderJson {
+    pub destinations: Vec<String>,
+    pub created: String,
+    pub expires: String,
+    /// Per destination: its failed delivery attempts so far.
+    pub attempts: std::collections::BTreeMap<String, AttemptsJson>,
+}
+
+/// Failed delivery attempts to one destination.
+#[derive(Debug, Serialize)]
+pub struct AttemptsJson {
+    pub failures: u32,
+    pub last_attempt: String,
+    pub last_error: String,
+    pub next_retry: String,
+}
+
 /// JSON object for a packet's shipping order.
-pub fn render_order_json(order: &shipping::ShippingOrder) -> serde_json::Value {
+pub fn render_order_json(order: &shipping::ShippingOrder) -> OrderJson {
     use shipping::order::format_time;
-    let attempts: serde_json::Map<String, serde_json::Value> = order
-        .attempts
-        .iter()
-        .map(|(d, a)| {
-            (
-                d.clone(),
-                json!({
-                    "failures": a.failures,
-                    "last_attempt": format_time(&a.last_attempt),
-                    "last_error": a.last_error,
-                    "next_retry": format_time(&a.next_retry),
-                }),
-            )
-        })
-        .collect();
-    json!({
-        "destinations": order.destinations,
-        "created": format_time(&order.created),
-        "expires": format_time(&order.expires),
-        "attempts": attempts,
-    })
+    OrderJson {
+        destinations: order.destinations.clone(),
+        created: format_time(&order.created),
+        expires: format_time(&order.expires),
+        attempts: order
+            .attempts
+            .iter()
+            .map(|(d, a)| {
+                (
+                    d.clone(),
+                    AttemptsJson {
+                        failures: a.failures,
+                        last_attempt: format_time(&a.last_attempt),
+                        last_error: a.last_error.clone(),
+                        next_retry: format_time(&a.next_retry),
+                    },
+                )
+            })
+            .collect(),
+    }
 }

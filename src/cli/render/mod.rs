@@ -5,3 +5,4 @@ pub mod lsepoch;
 pub mod lspacket;
 pub mod lsreplica;
 pub mod status;
+pub mod transfer;
