@@ -5,10 +5,13 @@ complete -c mkreplica -s c -o comment -d 'With -export: comment stored in the pa
 complete -c mkreplica -o fingerprint -d 'With -import: the SHA-256 fingerprint (64 hex digits) the packet\'s signing key must have, as printed by mkreplica -export at the sender' -r
 complete -c mkreplica -o key -d 'With -import: the new member\'s key file (default: NEWNAME.key beside the packet)' -r -F
 complete -c mkreplica -o replica -d 'Replica root: for -init and -import, where the new replica goes (default: the current directory); for -export, the exporting replica (default: found from the current directory up)' -r -F
+complete -c mkreplica -o fmt -d 'With -import: output format, text or json (for scripts: one object with a "version" field instead of the summary lines; see JSON OUTPUT in the man page)' -r -f -a "text\t'MultiSite\'s text listing'
+json\t'JSON, for scripts'"
 complete -c mkreplica -o init -d 'Create a new replica family with NAME as its first member'
 complete -c mkreplica -o export -d 'Write a replica-creation packet for a new member NAME (needs -out)'
 complete -c mkreplica -o import -d 'Create a replica from a creation packet\'s parts'
 complete -c mkreplica -o restore -d 'Mark this replica restored from a backup; it waits to hear from the SIBLINGs named (default: every other current member)'
 complete -c mkreplica -o ncomment -o nc -d 'No comment (MultiSite\'s -nc, -ncomment): the default'
+complete -c mkreplica -s q -o quiet -d 'No progress line and no summary lines, only warnings and errors (on standard error). The progress line (bytes, percentage, rate, time left) is shown only when standard error is a terminal'
 complete -c mkreplica -s h -o help -d 'Print help (see more with \'-help\')'
 complete -c mkreplica -s V -o version -d 'Print version'

@@ -7,7 +7,7 @@ complete -c syncreplica -s c -o comment -d 'Comment stored in the packets, shown
 complete -c syncreplica -o workdir -d 'Directory where packets are written before they are moved to -out (default: the -out directory; parts appear there complete)' -r -F
 complete -c syncreplica -o resend -d 'With -record or -export: record the state of PATH (relative to the replica root, as -status prints it) and of everything recorded below it again, as new changes, so that exports send them, content included, to every sibling: for a sibling that lacks them since an exclude was lifted there (its -status and -record name them). A sibling that changed one meanwhile sees a conflict. Repeat for several paths' -r -F
 complete -c syncreplica -o replica -d 'The replica\'s root. Without it, the current directory and then its parents are searched for a replica' -r -F
-complete -c syncreplica -o fmt -d 'With -status: output format, text (like git status) or json (for scripts: one object with a "version" field, lists of changes, newly excluded, missing and not-applied paths; see the man page)' -r -f -a "text\t'MultiSite\'s text listing'
+complete -c syncreplica -o fmt -d 'With -status, -export and -import: output format, text or json (for scripts: one object with a "version" field instead of the listing or the summary lines; warnings and errors still go to standard error; see JSON OUTPUT in the man page)' -r -f -a "text\t'MultiSite\'s text listing'
 json\t'JSON, for scripts'"
 complete -c syncreplica -o status -d 'List local changes not yet recorded, like `git status`, without recording them'
 complete -c syncreplica -o record -d 'Scan the tree and record every local change in the operation log'
@@ -22,5 +22,6 @@ complete -c syncreplica -o fullcontent -d 'With -export: ship the content of eve
 complete -c syncreplica -o ncomment -o nc -d 'No comment (MultiSite\'s -nc, -ncomment): the default'
 complete -c syncreplica -o resendall -d 'With -export: send each TARGET again, now, every change it has not confirmed (those sent since the last packet from it that had them), without waiting for resend_after. Resending is harmless: the target skips what it has'
 complete -c syncreplica -o ack -d 'With -export: write for each TARGET a small packet that carries no changes, only this replica\'s epoch row, to confirm what it received (so the target does not resend it after resend_after)'
+complete -c syncreplica -s q -o quiet -d 'No progress line and no summary lines: only warnings and errors (on standard error), and the JSON asked for with -fmt json. The progress line (bytes, percentage, rate, time left) is shown only when standard error is a terminal'
 complete -c syncreplica -s h -o help -d 'Print help (see more with \'-help\')'
 complete -c syncreplica -s V -o version -d 'Print version'

@@ -17,7 +17,13 @@ pub struct Manual {
     pub environment: &'static [(&'static str, &'static str)],
     /// (what it does, command line).
     pub examples: &'static [(&'static str, &'static str)],
+    /// The JSON OUTPUT section: (the command line that prints it, the
+    /// object's fields). Each object has a "version" field.
+    pub json: &'static [(&'static str, &'static str)],
 }
+
+/// What every JSON output shares, said once per page.
+pub const JSON_COMMON: &str = "Times are RFC 3339 in UTC (2026-11-30T12:04:20Z); a list with nothing in it is [], never left out; null marks a value that does not apply. \"version\" is raised only when a field changes meaning or goes; new fields may be added without it.";
 
 const REPLICA_FILES: &[(&str, &str)] = &[
     (
@@ -57,11 +63,11 @@ pub fn manual(name: &str) -> Manual {
         "syncreplica" => Manual {
             synopses: &[
                 "syncreplica -status [-fmt json] [-replica DIR]",
-                "syncreplica -record [-resend PATH…] [-replica DIR]",
-                "syncreplica -export -out DIR [-maxsize SIZE] [-c TEXT | -nc] [-workdir DIR] [-fullcontent] [-replica DIR] TARGET…",
+                "syncreplica -record [-resend PATH…] [-quiet] [-replica DIR]",
+                "syncreplica -export -out DIR [-maxsize SIZE] [-c TEXT | -nc] [-workdir DIR] [-fullcontent] [-fmt json] [-quiet] [-replica DIR] TARGET…",
                 "syncreplica -export {-resendall | -ack} -out DIR TARGET…",
                 "syncreplica -export {-ship | -fship} [-sclass CLASS] [-pexpire WHEN] [-shipconf FILE] [-maxsize SIZE] TARGET…",
-                "syncreplica -import [-remove] [-replica DIR] PACKET_OR_DIR…",
+                "syncreplica -import [-remove] [-fmt json] [-quiet] [-replica DIR] PACKET_OR_DIR…",
                 "syncreplica -import -receive [-sclass CLASS] [-shipconf FILE]",
             ],
             files: REPLICA_FILES,
@@ -74,13 +80,28 @@ pub fn manual(name: &str) -> Manual {
                 ),
                 ("Apply what the stick holds for this replica, then remove it", "syncreplica -import -remove /media/usb"),
                 ("Queue changes for the shipping server and hand them to the first hop", "syncreplica -export -fship ship"),
+                ("A script's view of an import", "syncreplica -import -fmt json /media/usb"),
+            ],
+            json: &[
+                (
+                    "syncreplica -status -fmt json",
+                    "{version: 1, replica, root, changes: [{change (\"new\", \"modified\", \"mode changed\", \"touched\", \"type changed\", \"deleted\"), path, was (\"file\", \"directory\", \"symlink\" or null), now, old_mode, new_mode (permission bits or null)}], newly_excluded: [PATH], missing: [PATH], not_applied: [{path, step, source, at, error}]}",
+                ),
+                (
+                    "syncreplica -export -fmt json",
+                    "{version: 1, targets: [{target, outcome (\"written\", \"acknowledgement\", \"up to date\", \"held back\"), sequence (null when nothing was written), operations, files_added_or_changed, deleted, chunks_sent, chunk_bytes_sent, chunks_as_recipes, chunks_reused, answered, parts: [{path, size}], resent: [{origin, first, last, reason (\"asked\", \"unconfirmed\"), sent}], held_back: {path, operations} or null}], queued: [{packet, destinations, expires}] (with -ship, -fship)}. Printed once every target is done; a failed -fship delivery still exits 1 after it.",
+                ),
+                (
+                    "syncreplica -import -fmt json",
+                    "{version: 1, packets: [{files: [PATH], outcome (\"applied\", \"already applied\", \"acknowledgement\", \"waiting\", \"left alone\", \"refused\"), sender, why (for waiting, left alone, refused), changes: {added, changed, deleted, bytes_written, conflicts: [NOTE], not_made: [NOTE], failed: [NOTE]} (for applied, else null)}], applied, added, changed, deleted, conflicts, bytes_written, notes: [NOTE]}. Printed before the exit status is decided: an import that refused a packet prints it and exits 1.",
+                ),
             ],
         },
         "mkreplica" => Manual {
             synopses: &[
                 "mkreplica -init -family FAMILY [-replica DIR] NAME",
-                "mkreplica -export -out DIR [-maxsize SIZE] [-c TEXT | -nc] [-replica DIR] NEWNAME",
-                "mkreplica -import [-fingerprint HEX] [-key FILE] [-replica DIR] PACKET_OR_DIR…",
+                "mkreplica -export -out DIR [-maxsize SIZE] [-c TEXT | -nc] [-quiet] [-replica DIR] NEWNAME",
+                "mkreplica -import [-fingerprint HEX] [-key FILE] [-fmt json] [-quiet] [-replica DIR] PACKET_OR_DIR…",
                 "mkreplica -restore [-replica DIR] [SIBLING…]",
             ],
             files: REPLICA_FILES,
@@ -93,6 +114,10 @@ pub fn manual(name: &str) -> Manual {
                     "mkreplica -import -fingerprint HEX -key /secure/ship.key -replica /srv/projects /media/usb",
                 ),
             ],
+            json: &[(
+                "mkreplica -import -fmt json",
+                "{version: 1, replica, replica_id, family, family_id, root, packet: [PART], sender, files, not_carried: [PATH], conflicts: [NOTE], fingerprint, fingerprint_checked}",
+            )],
         },
         "lspacket" => Manual {
             synopses: &[
@@ -105,18 +130,30 @@ pub fn manual(name: &str) -> Manual {
                 ("What is on the stick, and can it be applied here?", "lspacket /media/usb"),
                 ("Every packet in the storage bays, with its shipping order", "lspacket"),
             ],
+            json: &[(
+                "lspacket -fmt json",
+                "{version: 1, packets: [{path, size, damaged (what is wrong, or null), signature: {status (\"verified\", \"unknown key\", \"bad\", \"not checked\"), fingerprint} or null, and when the header could be read: type, family: {name, id}, sender: {name, id}, packet_id, comment, part, parts, created, format_version, targets: [{name, id, sequence, local, status}], epoch_ranges: {ORIGIN_ID: {first, last}}, sender_incarnation, tree_digest: {root, entries, patterns, assumed_target_patterns, nodes} or null; in a storage bay also storage_class, bay and order: {destinations, created, expires, attempts: {DESTINATION: {failures, last_attempt, last_error, next_retry}}}}]}. Always every field: -long and -short are refused with -fmt json (exit 2).",
+            )],
         },
         "lsreplica" => Manual {
             synopses: &["lsreplica [-long] [-fmt json] [-replica DIR]"],
             files: REPLICA_FILES,
             environment: &[],
             examples: &[("Members, keys, what each has confirmed", "lsreplica -long")],
+            json: &[(
+                "lsreplica -fmt json",
+                "{version: 1, family, family_id, members: [{name, replica_id, key_fingerprint, public_key, this_replica, last_sent: {file, sequence, at} or null, last_received (the same), last_heard, unconfirmed: [{origin, first, last}], epoch_row: {ORIGIN: EPOCH}, clone_alarms: [{at, packet, what}], format_version, restore_waits_for, removed, verified: {at, packet, epoch_row, entries, outcome} or null, last_digest (the same)}]}. Always every field (-long or not).",
+            )],
         },
         "lsepoch" => Manual {
             synopses: &["lsepoch [-fmt json] [-replica DIR] [REPLICA…]"],
             files: REPLICA_FILES,
             environment: &[],
             examples: &[("This replica's row and its estimate of the ship's", "lsepoch boston ship")],
+            json: &[(
+                "lsepoch -fmt json",
+                "{version: 1, family, family_id, replica, rows: [{replica, replica_id, exact (this replica's own row), origins: [{origin, origin_id, epoch, confirmed, confirmed_at}]}]}",
+            )],
         },
         "chepoch" => Manual {
             synopses: &["chepoch [-replica DIR] [-force] REPLICA ORIGIN=EPOCH…"],
@@ -126,16 +163,18 @@ pub fn manual(name: &str) -> Manual {
                 "The ship lost everything of boston's after epoch 40: resend it with the next export",
                 "chepoch ship boston=40",
             )],
+            json: &[],
         },
         "rmreplica" => Manual {
             synopses: &["rmreplica [-force] [-replica DIR] NAME"],
             files: REPLICA_FILES,
             environment: &[],
             examples: &[("The ship was decommissioned: remove it for good", "rmreplica ship")],
+            json: &[],
         },
         "mkorder" => Manual {
             synopses: &[
-                "mkorder -data PACKET… [-ship | -fship] [-copy] [-sclass CLASS] [-pexpire WHEN] [-shipconf FILE] [DESTINATION…]",
+                "mkorder -data PACKET… [-ship | -fship] [-copy] [-sclass CLASS] [-pexpire WHEN] [-shipconf FILE] [-quiet] [DESTINATION…]",
             ],
             files: SHIPPING_FILES,
             environment: SHIPPING_ENV,
@@ -143,12 +182,13 @@ pub fn manual(name: &str) -> Manual {
                 "Send a returned packet again, at once",
                 "mkorder -fship -data /var/spool/syncreplica/default/return/sync_boston_20261121T232549Z_ship_7.zip",
             )],
+            json: &[],
         },
         "shipping_server" => Manual {
             synopses: &[
                 "shipping_server [-sclass CLASS] [-shipconf FILE] -poll [-interval SECS]",
                 "shipping_server -listen [ADDR] [-poll -interval SECS] [-shipconf FILE]",
-                "shipping_server [-shipconf FILE] ORDER…",
+                "shipping_server [-shipconf FILE] [-quiet] ORDER…",
             ],
             files: SHIPPING_FILES,
             environment: SHIPPING_ENV,
@@ -156,6 +196,7 @@ pub fn manual(name: &str) -> Manual {
                 ("A hub: receive packets and forward queued ones every minute", "shipping_server -listen 0.0.0.0:7421 -poll -interval 60"),
                 ("One pass through the outgoing bays, for cron", "shipping_server -poll"),
             ],
+            json: &[],
         },
         other => panic!("no manual for {other}"),
     }

@@ -125,6 +125,12 @@ pub struct Args {
     #[arg(long, short = 'q')]
     pub quiet: bool,
 
+    /// With -import: output format, text or json (for scripts: one object
+    /// with a "version" field instead of the summary lines; see JSON
+    /// OUTPUT in the man page).
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub fmt: super::Format,
+
     /// -init and -export: NAME of the new replica (letters, digits, '_', '-',
     /// '.'). -import: the creation packet's parts, or directories holding them.
     /// -restore: the siblings to wait for.
@@ -430,6 +436,28 @@ fn import(args: &Args) -> anyhow::Result<()> {
         );
         outln!("  Compare it with the one mkreplica -export printed at the sender.");
     }
+    if args.fmt == cli::Format::Json {
+        let json = crate::cli::render::transfer::CreationImportJson {
+            version: crate::cli::render::transfer::JSON_VERSION,
+            replica: made.replica.identity.replica_name.clone(),
+            replica_id: made.replica.identity.replica_id.to_hex(),
+            family: made.replica.identity.family_name.clone(),
+            family_id: made.replica.identity.family_id.to_hex(),
+            root: made.replica.root.display().to_string(),
+            packet: files.iter().map(|f| f.display().to_string()).collect(),
+            sender: made.sender.clone(),
+            files: made.files as u64,
+            not_carried: made
+                .not_carried
+                .iter()
+                .map(|p| crate::tree::relpath::display(p))
+                .collect(),
+            conflicts: made.conflicts.clone(),
+            fingerprint: made.fingerprint.clone(),
+            fingerprint_checked: args.fingerprint.is_some(),
+        };
+        cli::report::print_data(format_args!("{}\n", serde_json::to_string_pretty(&json)?));
+    }
     Ok(())
 }
 
@@ -462,7 +490,10 @@ fn restore(args: &Args) -> anyhow::Result<()> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    cli::report::set_quiet(args.quiet);
+    if args.fmt == cli::Format::Json && !args.import {
+        usage!("-fmt json applies to -import only");
+    }
+    cli::report::set_quiet(args.quiet || args.fmt == cli::Format::Json);
     cli::show_progress(args.quiet);
     if args.init {
         init(&args)

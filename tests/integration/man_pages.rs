@@ -274,6 +274,15 @@ fn render_man_page(command: Command) -> Vec<u8> {
             out += &roff_item('I', path, what);
         }
     }
+    if !manual.json.is_empty() {
+        out += &format!(
+            ".SH JSON OUTPUT\n.PP\n{}\n",
+            roff_escape(cli::manual::JSON_COMMON)
+        );
+        for (line, fields) in manual.json {
+            out += &roff_item('B', line, fields);
+        }
+    }
     if !manual.examples.is_empty() {
         out += ".SH EXAMPLES\n";
         for (what, line) in manual.examples {

@@ -283,3 +283,28 @@ pub fn import_json(outcomes: &[import::PacketOutcome]) -> ImportJson {
     }
     json
 }
+
+/// `mkreplica -import -fmt json`: the replica made.
+#[derive(Debug, Serialize)]
+pub struct CreationImportJson {
+    pub version: u32,
+    pub replica: String,
+    pub replica_id: String,
+    pub family: String,
+    pub family_id: String,
+    /// The new replica's root.
+    pub root: String,
+    /// The creation packet's part files used.
+    pub packet: Vec<String>,
+    /// The member that wrote the packet.
+    pub sender: String,
+    /// Files made.
+    pub files: u64,
+    /// Files the sender found busy and left out (its next update brings them).
+    pub not_carried: Vec<String>,
+    pub conflicts: Vec<String>,
+    /// The SHA-256 fingerprint of the key that signed the packet.
+    pub fingerprint: String,
+    /// Whether it was checked against -fingerprint.
+    pub fingerprint_checked: bool,
+}
