@@ -756,10 +756,12 @@ fn status_in_json_lists_every_change_for_scripts() {
         (mode["old_mode"].as_u64(), mode["new_mode"].as_u64()),
         (Some(0o644), Some(0o755))
     );
-    // JSON is for -status only; elsewhere it is a usage error.
+    // JSON is for -status, -export and -import; elsewhere it is a usage error.
     let refused = run(root, "syncreplica", ["-record", "-fmt", "json"]).fails_with(2);
     assert!(
-        refused.stderr.contains("-fmt json applies to -status only"),
+        refused
+            .stderr
+            .contains("-fmt json applies to -status, -export and -import"),
         "{}",
         refused.stderr
     );

@@ -1118,6 +1118,7 @@ fn mkorder_checks_every_packet_before_submitting_any() {
 
     let listing = run(dir, "lspacket", ["-shipconf", arg(&conf), "-fmt", "json"]);
     let json: serde_json::Value = serde_json::from_str(&listing.stdout).unwrap();
+    let json = &json["packets"];
     assert_eq!(json[0]["bay"], "outgoing");
     assert_eq!(json[0]["storage_class"], "default");
     assert_eq!(json[0]["order"]["destinations"][0], "ship");

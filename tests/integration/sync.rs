@@ -1200,7 +1200,8 @@ fn lspacket_json_is_for_scripts() {
         res.stderr
     );
     let listed: serde_json::Value = serde_json::from_str(&res.stdout).unwrap();
-    let packets = listed.as_array().unwrap();
+    assert_eq!(listed["version"], 1);
+    let packets = listed["packets"].as_array().unwrap();
     assert_eq!(packets.len(), 2);
     let good = packets.iter().find(|p| p["damaged"].is_null()).unwrap();
     assert_eq!(good["type"], "Update");
@@ -1210,6 +1211,115 @@ fn lspacket_json_is_for_scripts() {
     assert_eq!(good["targets"][0]["status"], "can be applied now");
     let bad = packets.iter().find(|p| !p["damaged"].is_null()).unwrap();
     assert!(bad["path"].as_str().unwrap().ends_with("sync_garbage.zip"));
+    // Times are RFC 3339.
+    let created = good["created"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(created).is_ok(),
+        "{created}"
+    );
+    // Nothing found: an empty list, not prose.
+    let empty = fam.packet_dir("empty");
+    let none = run(
+        &fam.root("beta"),
+        "lspacket",
+        [
+            std::ffi::OsStr::new("-fmt"),
+            "json".as_ref(),
+            empty.as_os_str(),
+        ],
+    )
+    .ok();
+    let none: serde_json::Value = serde_json::from_str(&none.stdout).unwrap();
+    assert_eq!(none, serde_json::json!({"version": 1, "packets": []}));
+    // -short and -long mean nothing for JSON: a usage error.
+    for option in ["-short", "-long"] {
+        let refused = run(
+            &fam.root("beta"),
+            "lspacket",
+            [
+                std::ffi::OsStr::new("-fmt"),
+                "json".as_ref(),
+                option.as_ref(),
+                out.as_os_str(),
+            ],
+        )
+        .fails_with(2);
+        assert!(refused.stderr.contains(option), "{}", refused.stderr);
+    }
+}
+
+/// `-export -fmt json` and `-import -fmt json`: one object each, with a
+/// version, parsed here; no summary lines around it.
+#[test]
+fn export_and_import_summaries_as_json() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    write(&fam.root("alpha"), "g", "new");
+    let out = fam.packet_dir("json");
+    let export = export_to(&fam.root("alpha"), &out, &["beta"], &["-fmt", "json"]).ok();
+    let json: serde_json::Value =
+        serde_json::from_str(&export.stdout).unwrap_or_else(|e| panic!("{e}: {}", export.stdout));
+    assert_eq!(json["version"], 1);
+    let target = &json["targets"][0];
+    assert_eq!(target["target"], "beta");
+    assert_eq!(target["outcome"], "written");
+    assert_eq!(target["operations"], 1);
+    assert_eq!(target["files_added_or_changed"], 1);
+    assert_eq!(target["held_back"], serde_json::Value::Null);
+    let part = target["parts"][0]["path"].as_str().unwrap();
+    assert!(std::path::Path::new(part).exists(), "{part}");
+    assert_eq!(json["queued"], serde_json::json!([]));
+    // Nothing more to send: "up to date", still an object.
+    let again = export_to(&fam.root("alpha"), &out, &["beta"], &["-fmt", "json"]).ok();
+    let again: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!(again["targets"][0]["outcome"], "up to date");
+    assert_eq!(again["targets"][0]["sequence"], serde_json::Value::Null);
+
+    let import = run(
+        &fam.root("beta"),
+        "syncreplica",
+        [
+            std::ffi::OsStr::new("-import"),
+            "-fmt".as_ref(),
+            "json".as_ref(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    let json: serde_json::Value =
+        serde_json::from_str(&import.stdout).unwrap_or_else(|e| panic!("{e}: {}", import.stdout));
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["applied"], 1);
+    assert_eq!(json["added"], 1);
+    assert_eq!(json["packets"][0]["outcome"], "applied");
+    assert_eq!(json["packets"][0]["sender"], "alpha");
+    assert_eq!(json["packets"][0]["changes"]["added"], 1);
+    assert_eq!(
+        std::fs::read_to_string(fam.root("beta").join("g")).unwrap(),
+        "new"
+    );
+    // The same packet again: "already applied", nothing added.
+    let again = run(
+        &fam.root("beta"),
+        "syncreplica",
+        [
+            std::ffi::OsStr::new("-import"),
+            "-fmt".as_ref(),
+            "json".as_ref(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    let again: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!(again["applied"], 0);
+    assert_eq!(again["packets"][0]["outcome"], "already applied");
+    assert_eq!(again["packets"][0]["changes"], serde_json::Value::Null);
+    // Modes without a JSON form refuse it.
+    run(
+        &fam.root("beta"),
+        "syncreplica",
+        ["-record", "-fmt", "json"],
+    )
+    .fails_with(2);
 }
 
 #[test]
@@ -1586,7 +1696,7 @@ fn lspacket_outside_a_replica_lists_intact_packets_as_not_checked_and_damaged_on
     )
     .ok();
     let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!(value[0]["signature"]["status"], "not checked");
+    assert_eq!(value["packets"][0]["signature"]["status"], "not checked");
     let packet = &packet_files(&out)[0];
     let mut bytes = std::fs::read(packet).unwrap();
     let middle = bytes.len() / 3;
@@ -1643,4 +1753,47 @@ fn a_conflict_with_a_deletion_is_called_a_deletion() {
         res.stdout
     );
     assert!(!res.stdout.contains("(nothing)"), "{}", res.stdout);
+}
+
+/// `mkreplica -import -fmt json`: the replica made, as one object.
+#[test]
+fn mkreplica_import_summary_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("a");
+    std::fs::create_dir(&first).unwrap();
+    write(&first, "f", "content");
+    init(&first, "a");
+    let out = dir.path().join("creation");
+    mkreplica_export(&first, &out, "b").ok();
+    let root = dir.path().join("b");
+    let made = run(
+        dir.path(),
+        "mkreplica",
+        [
+            std::ffi::OsStr::new("-import"),
+            "-fmt".as_ref(),
+            "json".as_ref(),
+            "-replica".as_ref(),
+            root.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    let json: serde_json::Value =
+        serde_json::from_str(&made.stdout).unwrap_or_else(|e| panic!("{e}: {}", made.stdout));
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["replica"], "b");
+    assert_eq!(json["sender"], "a");
+    assert_eq!(json["files"], 1);
+    assert_eq!(json["fingerprint_checked"], false);
+    assert_eq!(json["fingerprint"].as_str().unwrap().len(), 64);
+    assert_eq!(json["not_carried"], serde_json::json!([]));
+    assert!(root.join("f").exists());
+    // Only -import has a JSON form.
+    run(
+        &first,
+        "mkreplica",
+        ["-export", "-fmt", "json", "-out", "x", "c"],
+    )
+    .fails_with(2);
 }

@@ -275,9 +275,7 @@ pub fn import_json(outcomes: &[import::PacketOutcome]) -> ImportJson {
                 json.notes.push(note.clone());
                 continue;
             }
-            import::PacketOutcome::Digest(_) | import::PacketOutcome::NotRemoved { .. } => {
-                continue
-            }
+            import::PacketOutcome::Digest(_) | import::PacketOutcome::NotRemoved { .. } => continue,
         };
         json.packets.push(entry);
     }
