@@ -189,6 +189,131 @@ pub fn all_commands() -> Vec<Command> {
     ]
 }
 
+/// The modes of `command` whose options differ (the mode flag, and the
+/// ids of the options and operands that apply with it), for completions.
+fn completion_modes(command: &str) -> &'static [(&'static str, &'static [&'static str])] {
+    match command {
+        "syncreplica" => &[
+            ("status", &["fmt", "replica"]),
+            ("record", &["resend", "quiet", "replica"]),
+            (
+                "export",
+                &[
+                    "out",
+                    "ship",
+                    "fship",
+                    "pexpire",
+                    "shipconf",
+                    "sclass",
+                    "maxsize",
+                    "fullcontent",
+                    "comment",
+                    "ncomment",
+                    "workdir",
+                    "resend",
+                    "resendall",
+                    "ack",
+                    "fmt",
+                    "quiet",
+                    "replica",
+                    "targets",
+                ],
+            ),
+            (
+                "import",
+                &[
+                    "receive", "remove", "sclass", "shipconf", "fmt", "quiet", "replica", "targets",
+                ],
+            ),
+            ("verify", &["replica", "targets"]),
+        ],
+        "mkreplica" => &[
+            ("init", &["family", "quiet", "replica", "names"]),
+            (
+                "export",
+                &[
+                    "out", "maxsize", "comment", "ncomment", "quiet", "replica", "names",
+                ],
+            ),
+            (
+                "import",
+                &["fingerprint", "key", "fmt", "quiet", "replica", "names"],
+            ),
+            ("restore", &["quiet", "replica", "names"]),
+        ],
+        _ => &[],
+    }
+}
+
+/// The command as shell completions see it: for a command with modes
+/// (`syncreplica -export`, `mkreplica -import`), each mode is a
+/// subcommand named as typed (`-export`) that offers only its own
+/// options, so `syncreplica -export <TAB>` offers export options and not
+/// import ones. clap_complete knows only subcommands, not option groups:
+/// this shape exists for the generators only, never for parsing.
+pub fn completion_command(command: Command) -> Command {
+    let modes = completion_modes(command.get_name());
+    if modes.is_empty() {
+        return command;
+    }
+    // clap takes names as `&'static str` (without its "string" feature):
+    // the few a generator run needs are leaked, once per script written.
+    fn leak(text: &str) -> &'static str {
+        Box::leak(text.to_string().into_boxed_str())
+    }
+    // A copy of an argument without its relations to others (which name
+    // arguments and groups a mode's subcommand does not have).
+    let copy = |arg: &clap::Arg| -> clap::Arg {
+        let mut new = clap::Arg::new(arg.get_id().clone())
+            .action(arg.get_action().clone())
+            .value_parser(arg.get_value_parser().clone())
+            .value_hint(arg.get_value_hint());
+        if let Some(long) = arg.get_long() {
+            new = new.long(leak(long));
+        }
+        if let Some(short) = arg.get_short() {
+            new = new.short(short);
+        }
+        if let Some(aliases) = arg.get_visible_aliases() {
+            new = new.visible_aliases(aliases.into_iter().map(leak).collect::<Vec<_>>());
+        }
+        if let Some(help) = arg.get_help() {
+            new = new.help(help.clone());
+        }
+        if let Some(names) = arg.get_value_names() {
+            new = new.value_names(names.iter().map(|n| leak(n)).collect::<Vec<_>>());
+        }
+        if let Some(range) = arg.get_num_args() {
+            new = new.num_args(range);
+        }
+        new
+    };
+    let mut root = Command::new(leak(command.get_name()))
+        .about(command.get_about().cloned().unwrap_or_default())
+        .disable_help_subcommand(true)
+        .disable_version_flag(true)
+        .disable_help_flag(true);
+    for (mode, ids) in modes {
+        let Some(flag) = command.get_arguments().find(|a| a.get_id() == *mode) else {
+            continue;
+        };
+        let mut sub = Command::new(leak(&format!("-{mode}")))
+            .disable_help_flag(true)
+            .disable_version_flag(true);
+        if let Some(help) = flag.get_help() {
+            sub = sub.about(help.clone());
+        }
+        for arg in command
+            .get_arguments()
+            .filter(|a| ids.contains(&a.get_id().as_str()))
+        {
+            sub = sub.arg(copy(arg));
+        }
+        root = root.subcommand(sub);
+    }
+    root
+}
+
 /// `count` with the noun that fits it: "1 file", "2 files", "0 files".
 pub fn counted(count: u64, one: &str, many: &str) -> String {
     match count {

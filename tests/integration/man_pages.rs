@@ -434,8 +434,9 @@ fn markdown_to_man(markdown: &str, name: &str, section: u8, title: &str) -> Vec<
 /// scripts are respelled like clap's help text, and fish's long options
 /// (`-l NAME`, completed as `--NAME`) become old-style ones (`-o NAME`,
 /// completed as `-NAME`).
-fn render_completion(shell: Shell, mut command: Command) -> Vec<u8> {
+fn render_completion(shell: Shell, command: Command) -> Vec<u8> {
     let name = command.get_name().to_string();
+    let mut command = cli::completion_command(command);
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut command, &name, &mut out);
     let text = String::from_utf8(out).expect("clap_complete writes UTF-8");
@@ -448,7 +449,11 @@ fn render_completion(shell: Shell, mut command: Command) -> Vec<u8> {
                     false => line.to_string(),
                 })
                 .collect();
-            cli::multisite_spelling(&(lines.join("\n") + "\n"))
+            // The modes are subcommands spelled as options (`-export`,
+            // see `cli::completion_command`): argparse must keep such an
+            // unknown option-like word as the command, not fail on it.
+            let text = (lines.join("\n") + "\n").replace("argparse -s (", "argparse -s -i (");
+            cli::multisite_spelling(&text)
         }
         _ => cli::multisite_spelling(&text),
     };
@@ -974,4 +979,79 @@ fn every_command_line_in_the_readme_and_man_pages_parses_as_written() {
             panic!("README: {}: {}", words.join(" "), err.render());
         }
     }
+}
+
+/// What bash completes after `words` (the last one being completed) with
+/// the committed completion script of `command`.
+fn bash_completions(command: &str, words: &[&str]) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = format!(
+        "source {:?}\nCOMP_WORDS=({})\nCOMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))\n\
+         _{command} {command} \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\n\
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+        root.join("completions/bash").join(command),
+        words
+            .iter()
+            .map(|w| format!("'{w}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn completions_offer_the_options_of_the_chosen_mode() {
+    let modes = bash_completions("syncreplica", &["syncreplica", "-"]);
+    assert_eq!(
+        modes,
+        ["-status", "-record", "-export", "-import", "-verify"],
+        "the first word is the mode"
+    );
+    let export = bash_completions("syncreplica", &["syncreplica", "-export", "-"]);
+    let import = bash_completions("syncreplica", &["syncreplica", "-import", "-"]);
+    for option in [
+        "-out", "-maxsize", "-ack", "-fship", "-quiet", "-fmt", "-replica",
+    ] {
+        assert!(export.contains(&option.to_string()), "{option}: {export:?}");
+    }
+    for option in ["-receive", "-remove", "-status", "-import"] {
+        assert!(
+            !export.contains(&option.to_string()),
+            "{option}: {export:?}"
+        );
+    }
+    for option in ["-receive", "-remove", "-quiet", "-fmt", "-replica"] {
+        assert!(import.contains(&option.to_string()), "{option}: {import:?}");
+    }
+    for option in ["-out", "-maxsize", "-ack", "-export"] {
+        assert!(
+            !import.contains(&option.to_string()),
+            "{option}: {import:?}"
+        );
+    }
+    // Options later in the line still complete in their mode; values too.
+    let later = bash_completions(
+        "syncreplica",
+        &["syncreplica", "-export", "-out", "x", "-res"],
+    );
+    assert_eq!(later, ["-resend", "-resendall"]);
+    let formats = bash_completions("syncreplica", &["syncreplica", "-import", "-fmt", ""]);
+    assert_eq!(formats, ["text", "json"]);
+    let mk = bash_completions("mkreplica", &["mkreplica", "-import", "-"]);
+    assert!(mk.contains(&"-fingerprint".to_string()), "{mk:?}");
+    assert!(!mk.contains(&"-family".to_string()), "{mk:?}");
 }
