@@ -259,11 +259,17 @@ pub fn submit_files(
     let mut submitted = Vec::new();
     for (file, name, targets, in_place) in planned {
         if !in_place {
-            let mut source = std::fs::File::open(&file).map_err(|e| Error::Io {
+            let source = std::fs::File::open(&file).map_err(|e| Error::Io {
                 path: file.clone(),
                 cause: e,
             })?;
-            outgoing.write_from(&name, &mut source)?;
+            let size = source.metadata().ok().map(|m| m.len());
+            let _copying = crate::sys::progress::phase(
+                &format!("copying {name} into the outgoing bay"),
+                crate::sys::progress::Unit::Bytes,
+                size,
+            );
+            outgoing.write_from(&name, &mut Counted(source))?;
         }
         let order = shipping
             .order_packets(class_name, &[(name.clone(), targets)], expires, now)?
@@ -280,6 +286,17 @@ pub fn submit_files(
         });
     }
     Ok(submitted)
+}
+
+/// A reader that reports the bytes read as progress.
+struct Counted<R>(R);
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        crate::sys::progress::advance(n as u64);
+        Ok(n)
+    }
 }
 
 /// Reads `-pexpire`: a number of days (`7`, `7d`), hours (`12h`), seconds

@@ -637,6 +637,18 @@ pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<Di
     let mut mismatches = Vec::new();
     let mut on_disk: Vec<(Vec<u8>, PathState)> = Vec::new();
     let (mut files_read, mut bytes_read) = (0u64, 0u64);
+    let recorded_bytes = entries
+        .values()
+        .filter_map(|entry| match &entry.state {
+            PathState::File { size, .. } => Some(*size),
+            _ => None,
+        })
+        .sum();
+    let _reading = crate::sys::progress::phase(
+        "reading recorded files back",
+        crate::sys::progress::Unit::Bytes,
+        Some(recorded_bytes),
+    );
     for path in paths {
         let recorded = &entries[path].state;
         if leaf(recorded).is_none() {
@@ -675,9 +687,12 @@ pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<Di
         } else if meta.is_dir() {
             PathState::directory(meta.mode() & 0o7777)
         } else if meta.is_file() {
-            let chunks = match std::fs::File::open(&disk)
-                .and_then(|file| crate::tree::chunking::chunk_stream(file, |_, _| Ok(())))
-            {
+            let chunks = match std::fs::File::open(&disk).and_then(|file| {
+                crate::tree::chunking::chunk_stream(file, |chunk, _| {
+                    crate::sys::progress::advance(u64::from(chunk.len));
+                    Ok(())
+                })
+            }) {
                 Ok(chunks) => chunks,
                 Err(err) => {
                     mismatch(false, format!("cannot be read: {err}"));

@@ -134,6 +134,12 @@ fn progress_is_shown_in_bytes_on_a_terminal() {
         std::fs::read(family.root("b").join("big")).unwrap(),
         random_bytes(7, 3 << 20)
     );
+    let verify = run_on_terminal(&family.root("b"), "syncreplica", ["-verify"]).ok();
+    assert!(
+        shows_progress(&verify.stdout, "reading recorded files back"),
+        "{}",
+        verify.stdout
+    );
 }
 
 #[test]
