@@ -12,7 +12,7 @@
 //! replica   Replica (read) → LockedReplica (write); ship: bays for replicas
 //! tree/     the working tree: relpath, confined, excludes, chunking, scan
 //! store/    .syncreplica/: layout, identity, config, lock, state database
-//! sys/      OS glue: durable writes, clock;   error: library errors only
+//! sys/      OS glue: durable writes, clock, progress facade;   error: library errors only
 //! ```
 
 pub mod cli;
