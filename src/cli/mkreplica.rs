@@ -427,7 +427,7 @@ fn restore(args: &Args) -> anyhow::Result<()> {
         Replica::open(&replica::discover(args.replica.as_deref())?)?.lock("mkreplica -restore")?;
     cli::print_lock_takeover(NAME, &replica);
     let wait = crate::sync::family::start_restore(&mut replica, &args.names)?;
-    if crate::sync::family::finish_restore_if_done(&mut replica)? {
+    if crate::sync::family::finish_restore_if_done(&mut replica)?.is_some() {
         outln!(
             "Replica \"{}\" has no sibling to wait for; nothing to restore.",
             printable(&replica.identity.replica_name)

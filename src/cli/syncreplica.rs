@@ -843,11 +843,14 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
             errln!("{NAME}: error: applied, but could not remove the packet file {error}");
         }
     }
-    if crate::sync::family::finish_restore_if_done(&mut replica)? {
+    if let Some(end) = crate::sync::family::finish_restore_if_done(&mut replica)? {
         outln!(
             "Restore finished: every sibling waited for was heard from and this replica holds again \
              every change of its own they hold; it records changes again, numbered after them."
         );
+        if end != crate::sync::family::RestoreEnd::default() {
+            outln!("  The restore {end}; the next export sends them as new changes.");
+        }
     } else if let Some(wait) = crate::sync::family::restore_wait(&replica)? {
         outln!("Restore from a backup unfinished: this replica waits for {wait}.");
     }

@@ -249,7 +249,12 @@ fn export_to(
 ) -> Result<TargetExport> {
     let me = replica.identity.replica_id;
     // Two rows, not the table: it has a row per member.
-    let own_row: BTreeMap<Id, u64> = replica.state().epoch_row(&me)?.into_iter().collect();
+    let mut own_row: BTreeMap<Id, u64> = replica.state().epoch_row(&me)?.into_iter().collect();
+    // During a restore, less of its own than it logged (see
+    // family::stated_own_epoch): its siblings send back their copies.
+    if let Some(own) = own_row.get_mut(&me) {
+        *own = crate::sync::family::stated_own_epoch(replica, *own)?;
+    }
     let mut estimate = replica.state().epoch_row(&target.replica)?;
     let resent = match request.mode {
         Mode::AckOnly => Vec::new(),

@@ -242,6 +242,10 @@ fn import_files(
                     if let Some(note) = crate::sync::family::note_member_packet(replica, &header)? {
                         outcomes.push(PacketOutcome::Note { note });
                     }
+                    let paths: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
+                    if let Some(note) = set_aside_collisions(replica, &paths)? {
+                        outcomes.push(PacketOutcome::Note { note });
+                    }
                     candidates.insert(id, parts);
                 }
             }
@@ -518,6 +522,70 @@ fn apply_packet(
         .extend(crate::sync::delta::take_requests(replica, &requests)?);
     crate::sys::testhook::crash_point("import-after-commit");
     Ok(report)
+}
+
+/// During a restore (`mkreplica -restore`), compares the packet's copies
+/// of this replica's own changes with the ones it logged: the first that
+/// differs (the restored copy numbered a change like one made before the
+/// backup came back, which the sibling holds) sets aside its own changes
+/// from there on ([`crate::sync::family::set_aside_from`]), so the
+/// sibling's apply in their place; the restore's end logs them again,
+/// renumbered. Returns a note for the user then. A packet that is not
+/// whole or does not verify is left to the import proper to refuse.
+fn set_aside_collisions(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<Option<String>> {
+    if crate::sync::family::restore_wait(replica)?.is_none() {
+        return Ok(None);
+    }
+    let me = replica.identity.replica_id;
+    let own = replica.state().epoch(&me, &me)?;
+    let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
+    let mut parts = Vec::new();
+    for file in files {
+        match verify_packet(file, &keys) {
+            Ok(part) => parts.push(part),
+            Err(_) => return Ok(None),
+        }
+    }
+    let Ok(packet) = LogicalPacket::assemble(parts) else {
+        return Ok(None);
+    };
+    if !packet
+        .header()
+        .epoch_ranges
+        .get(&me)
+        .is_some_and(|range| range.first <= own)
+    {
+        return Ok(None);
+    }
+    let mut expander = crate::sync::delta::Expander::new(replica.state());
+    let mut first_different = None;
+    for op in packet.operations() {
+        let Ok(op) = op else { break };
+        if op.origin != me || op.epoch > own {
+            continue;
+        }
+        if let Some(full) = expand_copy(&mut expander, op) {
+            if crate::sync::family::differs_from_log(replica.state(), &full)? {
+                first_different = Some(full.epoch);
+                break;
+            }
+        }
+    }
+    drop(expander);
+    let Some(epoch) = first_different else {
+        return Ok(None);
+    };
+    let (first, last) = crate::sync::family::set_aside_from(replica, epoch)?;
+    let changes = match first == last {
+        true => format!("change {first}"),
+        false => format!("changes {first}-{last}"),
+    };
+    Ok(Some(format!(
+        "{} holds a different change of this replica's own numbered {epoch}: made before the \
+         backup came back; its own {changes} are set aside and, once the restore finishes, \
+         logged again numbered after every change a sibling holds",
+        crate::error::printable(&first_file_name(files))
+    )))
 }
 
 /// Raises the clone alarm, and refuses the packet, for `different`: a copy

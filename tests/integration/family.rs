@@ -901,3 +901,80 @@ fn a_member_made_after_a_removal_knows_of_it() {
         refused.stderr
     );
 }
+
+/// The restored copy numbered a change of its own like one a sibling holds
+/// from before the disk died (same origin and epoch, other content), and
+/// even sent it, before anyone ran `mkreplica -restore`. The restore takes
+/// the sibling's change back and renumbers its own after every epoch any
+/// sibling has seen: nothing lost, no epoch reused, both trees the same.
+#[test]
+fn a_restored_copy_s_own_change_numbered_like_a_sibling_s_is_renumbered() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    fam.send("alpha", "beta", "first");
+    fam.send("beta", "alpha", "first-back");
+    let backup = fam.dir.path().join("alpha-backup");
+    copy_dir(&alpha, &backup);
+    let at_backup = own_epoch(&alpha);
+
+    // The lost disk's last change, which beta holds.
+    write(&alpha, "b.txt", "made after the backup");
+    fam.send("alpha", "beta", "after-backup");
+    assert_eq!(own_epoch(&alpha), at_backup + 1);
+
+    // The old copy comes back and, before anyone thinks of a restore,
+    // records a change numbered at_backup + 1 too, and sends it: beta
+    // refuses it (the same number, other content).
+    std::fs::remove_dir_all(&alpha).unwrap();
+    copy_dir(&backup, &alpha);
+    write(&alpha, "c.txt", "made by the restored copy");
+    let out = fam.packet_dir("collides");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    assert_eq!(own_epoch(&alpha), at_backup + 1);
+    let refused = import_from(&beta, &[&out]);
+    assert!(
+        refused.stdout.contains("different change") || refused.stderr.contains("different change"),
+        "{refused:?}"
+    );
+
+    // Now the restore.
+    run(&alpha, "mkreplica", ["-restore"]).ok();
+    let out = fam.packet_dir("restored-ack");
+    export_to(&alpha, &out, &["beta"], &["-ack"]).ok();
+    let noted = import_from(&beta, &[&out]).ok();
+    assert!(
+        noted
+            .stdout
+            .contains("\"alpha\" was restored from a backup"),
+        "{}",
+        noted.stdout
+    );
+    let out = fam.packet_dir("returned");
+    export_to(&beta, &out, &["alpha"], &[]).ok();
+    let back = import_from(&alpha, &[&out]).ok();
+    assert!(back.stdout.contains("Restore finished"), "{}", back.stdout);
+    assert!(
+        back.stdout.contains(&format!(
+            "renumbered 1 change of its own numbered like one a sibling holds: {} is now {}",
+            at_backup + 1,
+            at_backup + 2
+        )),
+        "{}",
+        back.stdout
+    );
+    assert_eq!(read(&alpha, "b.txt"), "made after the backup");
+    assert_eq!(read(&alpha, "c.txt"), "made by the restored copy");
+    assert_eq!(own_epoch(&alpha), at_backup + 2);
+
+    // The renumbered change travels as a new one; no alarm, no epoch twice.
+    fam.send("alpha", "beta", "renumbered");
+    assert_eq!(read(&beta, "c.txt"), "made by the restored copy");
+    assert_eq!(tree_listing(&alpha), tree_listing(&beta));
+    write(&alpha, "d.txt", "after the restore");
+    fam.send("alpha", "beta", "new");
+    assert_eq!(own_epoch(&alpha), at_backup + 3);
+    fam.send("beta", "alpha", "last");
+    assert_eq!(tree_listing(&alpha), tree_listing(&beta));
+    let ops = own_operations_after(&alpha, at_backup);
+    assert_eq!(ops.len(), 3);
+}
