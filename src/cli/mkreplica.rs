@@ -426,7 +426,17 @@ fn restore(args: &Args) -> anyhow::Result<()> {
     let mut replica =
         Replica::open(&replica::discover(args.replica.as_deref())?)?.lock("mkreplica -restore")?;
     cli::print_lock_takeover(NAME, &replica);
-    let wait = crate::sync::family::start_restore(&mut replica, &args.names)?;
+    let (wait, never_heard) = crate::sync::family::start_restore(&mut replica, &args.names)?;
+    if !never_heard.is_empty() {
+        let names: Vec<String> = never_heard.iter().map(|n| format!("\"{n}\"")).collect();
+        outln!(
+            "Not waiting for {}: no packet from {} was ever imported here (a one-way link or a \
+             member that never sent one); name the siblings to wait for to include {}.",
+            names.join(", "),
+            if names.len() == 1 { "it" } else { "them" },
+            if names.len() == 1 { "it" } else { "them" }
+        );
+    }
     if crate::sync::family::finish_restore_if_done(&mut replica)?.is_some() {
         outln!(
             "Replica \"{}\" has no sibling to wait for; nothing to restore.",

@@ -571,12 +571,16 @@ impl State {
             .map_err(|source| self.db_error(source))
     }
 
-    /// The last packet logged in `direction` ("sent"/"received") for `peer`.
+    /// The newest packet logged in `direction` ("sent"/"received") for
+    /// `peer`: the highest sequence number (the sender numbers its packets
+    /// to each target in order), the last logged among equals. A late
+    /// duplicate of an older packet, imported after a newer one, does not
+    /// take its place.
     pub fn last_packet(&self, direction: &str, peer: &Id) -> Result<Option<PacketLogEntry>> {
         self.conn
             .query_row(
                 "SELECT sequence, file_name, at_ns FROM packets
-                 WHERE direction = ?1 AND peer = ?2 ORDER BY id DESC LIMIT 1",
+                 WHERE direction = ?1 AND peer = ?2 ORDER BY sequence DESC, id DESC LIMIT 1",
                 params![direction, peer.0.as_slice()],
                 |row| {
                     Ok(PacketLogEntry {

@@ -301,9 +301,15 @@ impl std::fmt::Display for RestoreWait {
 /// records nothing of its own until it has heard from each of `siblings`
 /// (names or ids; every current member but itself when empty) and holds
 /// again every change of its own that their rows say they hold, which
-/// their next exports to it send. The caller holds the lock. Returns
-/// what the restore waits for.
-pub fn start_restore(replica: &mut LockedReplica, siblings: &[String]) -> Result<RestoreWait> {
+/// their next exports to it send. With no names, a member this replica
+/// never received a packet from is left out (one that never sends, a
+/// one-way link, would keep the restore waiting for ever): named in the
+/// second value. The caller holds the lock. Returns what the restore
+/// waits for.
+pub fn start_restore(
+    replica: &mut LockedReplica,
+    siblings: &[String],
+) -> Result<(RestoreWait, Vec<String>)> {
     let me = replica.identity.replica_id;
     let removed: Vec<Id> = replica
         .state()
@@ -312,14 +318,18 @@ pub fn start_restore(replica: &mut LockedReplica, siblings: &[String]) -> Result
         .map(|r| r.replica)
         .collect();
     let mut ids = Vec::new();
+    let mut never_heard = Vec::new();
     if siblings.is_empty() {
-        ids.extend(
-            replica
-                .members()?
-                .into_iter()
-                .map(|m| m.replica)
-                .filter(|id| *id != me && !removed.contains(id)),
-        );
+        for member in replica.members()? {
+            if member.replica == me || removed.contains(&member.replica) {
+                continue;
+            }
+            if replica.state().heard(&member.replica)?.is_none() {
+                never_heard.push(printable(&member.name).into_owned());
+                continue;
+            }
+            ids.push(member.replica);
+        }
     }
     for name in siblings {
         let member = replica.member(name)?;
@@ -356,7 +366,7 @@ pub fn start_restore(replica: &mut LockedReplica, siblings: &[String]) -> Result
         state::set_restore_base(tx, base)?;
         Ok(())
     })?;
-    Ok(restore_wait(replica)?.unwrap_or_default())
+    Ok((restore_wait(replica)?.unwrap_or_default(), never_heard))
 }
 
 /// The epoch of its own this replica states in its packets: during an

@@ -553,7 +553,8 @@ fn a_replica_restored_from_an_old_copy_takes_back_its_changes_and_reuses_no_epoc
     let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
     let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
     fam.send("alpha", "beta", "first");
-    fam.send("beta", "alpha", "first-back");
+    // beta answers (a member never heard from is not waited for).
+    acknowledge(&fam, "beta", "alpha", "first-back");
     let backup = fam.dir.path().join("alpha-backup");
     copy_dir(&alpha, &backup);
     let epoch_at_backup = own_epoch(&alpha);
@@ -912,7 +913,8 @@ fn a_restored_copy_s_own_change_numbered_like_a_sibling_s_is_renumbered() {
     let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
     let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
     fam.send("alpha", "beta", "first");
-    fam.send("beta", "alpha", "first-back");
+    // beta answers (a member never heard from is not waited for).
+    acknowledge(&fam, "beta", "alpha", "first-back");
     let backup = fam.dir.path().join("alpha-backup");
     copy_dir(&alpha, &backup);
     let at_backup = own_epoch(&alpha);
@@ -977,4 +979,78 @@ fn a_restored_copy_s_own_change_numbered_like_a_sibling_s_is_renumbered() {
     assert_eq!(tree_listing(&alpha), tree_listing(&beta));
     let ops = own_operations_after(&alpha, at_backup);
     assert_eq!(ops.len(), 3);
+}
+
+/// The line of `lsreplica -long` at `root` that begins with `label`,
+/// inside `member`'s block.
+fn long_line(root: &Path, member: &str, label: &str) -> String {
+    let listing = run(root, "lsreplica", ["-long"]).ok().stdout;
+    let block = listing
+        .split("\n\n")
+        .find(|b| b.contains(&format!("\"{member}\"")) || b.starts_with(member))
+        .unwrap_or_else(|| panic!("no block for {member}:\n{listing}"));
+    block
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no {label} line:\n{block}"))
+        .to_string()
+}
+
+#[test]
+fn a_late_duplicate_does_not_take_the_place_of_the_newest_packet_received() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    write(&beta, "b.txt", "first");
+    let older = fam.packet_dir("older");
+    export_to(&beta, &older, &["alpha"], &[]).ok();
+    write(&beta, "b.txt", "second");
+    // The first packet is late; the next resends what it carried.
+    let newer = fam.packet_dir("newer");
+    export_to(&beta, &newer, &["alpha"], &["-resendall"]).ok();
+    import_from(&alpha, &[&newer]).ok();
+    let newest = packet_files(&newer)[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let line = long_line(&alpha, "beta", "last received:");
+    assert!(line.contains(&newest), "{line}");
+    // The older packet turns up late: nothing new, and it does not pass
+    // for the newest.
+    import_from(&alpha, &[&older]).ok();
+    assert_eq!(read(&alpha, "b.txt"), "second");
+    let line = long_line(&alpha, "beta", "last received:");
+    assert!(line.contains(&newest), "{line}");
+    let json = lsreplica_member(&alpha, "beta");
+    assert_eq!(json["last_received"]["file"], *newest, "{json}");
+}
+
+#[test]
+fn a_restore_with_no_names_leaves_out_members_never_heard_from() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    write(&beta, "b.txt", "from beta");
+    fam.send("beta", "alpha", "hello");
+    // gamma never sent alpha anything (a one-way link).
+    let marked = run(&alpha, "mkreplica", ["-restore"]).ok();
+    assert!(
+        marked
+            .stdout
+            .contains("Not waiting for \"gamma\": no packet from it was ever imported here")
+            && marked.stdout.contains("a packet from \"beta\"")
+            && !marked.stdout.contains("a packet from \"beta\", \"gamma\""),
+        "{}",
+        marked.stdout
+    );
+    let out = fam.packet_dir("ack");
+    export_to(&beta, &out, &["alpha"], &["-ack"]).ok();
+    let done = import_from(&alpha, &[&out]).ok();
+    assert!(done.stdout.contains("Restore finished"), "{}", done.stdout);
+    // Named, it is waited for.
+    let named = run(&alpha, "mkreplica", ["-restore", "gamma"]).ok();
+    assert!(
+        named.stdout.contains("a packet from \"gamma\""),
+        "{}",
+        named.stdout
+    );
 }
