@@ -52,10 +52,16 @@ use clap::Parser;
 /// its own packets tell each sibling that it was restored, and the
 /// sibling's next export returns what it forgot. The restore finishes
 /// with the import that leaves it waiting for nothing: a packet received
-/// from each SIBLING named (default: every other current member), and
-/// every change of its own that any of them holds. It then numbers its
-/// changes after the highest one any sibling has, so no change number is
-/// used twice and no sibling raises a clone alarm. lsreplica -long shows
+/// from each SIBLING named (default: every other current member it ever
+/// received a packet from; the others are named and left out), and every
+/// change of its own that any of them holds. It then numbers its changes
+/// after the highest one any sibling has, so no change number is used
+/// twice and no sibling raises a clone alarm. A change the restored copy
+/// recorded before the restore, numbered like a different one a sibling
+/// holds (made before the disk died), is set aside when that sibling's
+/// copy comes back and logged again, renumbered after every change a
+/// sibling holds, when the restore finishes: it travels as a new change,
+/// and the import says so. lsreplica -long shows
 /// what a restore waits for. The usual round: syncreplica -export -ack
 /// SIBLING here, import it there; that sibling exports here; import it.
 #[derive(Debug, Parser)]
