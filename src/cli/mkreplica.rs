@@ -202,7 +202,8 @@ fn export(args: &Args) -> anyhow::Result<()> {
     if out.is_dir() {
         cli::remove_abandoned_partials(&[out]);
     } else {
-        std::fs::create_dir_all(out).map_err(|e| crate::error::Error::io(out, e))?;
+        std::fs::create_dir_all(out)
+            .map_err(|e| crate::error::Error::out_directory(out, true, &e))?;
         outln!("Created the -out directory {}.", out.display());
     }
     let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;

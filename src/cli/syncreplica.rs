@@ -279,7 +279,8 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         }
     }
     if !out.exists() {
-        std::fs::create_dir_all(out).map_err(|e| crate::error::Error::io(out, e))?;
+        std::fs::create_dir_all(out)
+            .map_err(|e| crate::error::Error::out_directory(out, true, &e))?;
         outln!("Created the -out directory {}.", out.display());
     }
     // Packets are written there: a directory this user cannot write to is
@@ -288,7 +289,10 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         tempfile::Builder::new()
             .prefix(".syncreplica-probe-")
             .tempfile_in(dir)
-            .map_err(|e| crate::error::Error::io(dir, std::io::Error::from(e.kind())))?;
+            .map_err(|e| match dir == out {
+                true => crate::error::Error::out_directory(out, false, &e),
+                false => crate::error::Error::io(dir, std::io::Error::from(e.kind())),
+            })?;
     }
     let dirs: Vec<&std::path::Path> = args
         .workdir
