@@ -43,6 +43,7 @@ use crate::replica::{self, Replica};
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
+    super::warn_config("lsreplica", &replica)?;
     if args.fmt == super::Format::Json {
         let listing = crate::cli::render::lsreplica::members(&replica)?;
         outln!("{}", serde_json::to_string_pretty(&listing)?);

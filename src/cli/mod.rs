@@ -217,6 +217,50 @@ pub fn confirm(question: &str) -> std::io::Result<bool> {
     Ok(answer == "y" || answer == "yes")
 }
 
+/// Warns about each `[siblings.NAME]` table of config.toml whose NAME is
+/// no member of the family (a typing error leaves its settings applying to
+/// no one), naming the file, the unknown name and the nearest member name.
+pub fn warn_config(name: &str, replica: &crate::replica::Replica) -> crate::error::Result<()> {
+    if replica.config.siblings.is_empty() {
+        return Ok(());
+    }
+    let members: Vec<String> = replica.members()?.into_iter().map(|m| m.name).collect();
+    let file = crate::store::config::config_path(&replica.state_dir());
+    for sibling in replica.config.siblings.keys() {
+        if members.contains(sibling) {
+            continue;
+        }
+        let nearest = members
+            .iter()
+            .filter(|m| **m != replica.identity.replica_name)
+            .map(|m| (strsim::damerau_levenshtein(sibling, m), m))
+            .min();
+        let suggestion = match nearest {
+            Some((distance, member)) if distance <= sibling.chars().count().max(2) / 2 + 1 => {
+                format!(
+                    "; did you mean [siblings.{}]?",
+                    crate::error::printable(member)
+                )
+            }
+            _ => format!(
+                "; the members are {}",
+                members
+                    .iter()
+                    .map(|m| crate::error::printable(m).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        errln!(
+            "{name}: warning: {}: [siblings.{}] names no member of the family, so its settings apply \
+             to no one{suggestion}",
+            file.display(),
+            crate::error::printable(sibling)
+        );
+    }
+    Ok(())
+}
+
 /// Warns that the file at `path` changed since the scan recorded it (a busy
 /// file) and was left for a later export; `what_follows` says what
 /// became of it.

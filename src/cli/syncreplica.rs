@@ -1050,6 +1050,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     check_usage(&args)?;
     let root = replica::discover(args.replica.as_deref())?;
     let replica = Replica::open(&root)?;
+    if args.status || args.export {
+        cli::warn_config(NAME, &replica)?;
+    }
     if args.status {
         if apply::is_pending(&replica)? {
             errln!(

@@ -1054,3 +1054,46 @@ fn a_restore_with_no_names_leaves_out_members_never_heard_from() {
         named.stdout
     );
 }
+
+#[test]
+fn an_unknown_sibling_in_config_toml_is_warned_about_with_the_nearest_name() {
+    let fam = family(&["boston", "lambik"], &[("a.txt", "one")]);
+    let boston = fam.root("boston");
+    let config = boston.join(".syncreplica/config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[siblings.lambic]\nresend_after = \"never\"\n");
+    std::fs::write(&config, text).unwrap();
+    let expected = format!(
+        "warning: {}: [siblings.lambic] names no member of the family, so its settings apply to \
+         no one; did you mean [siblings.lambik]?",
+        config.display()
+    );
+    let status = run(&boston, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stderr.contains(&format!("syncreplica: {expected}")),
+        "{}",
+        status.stderr
+    );
+    let listing = run(&boston, "lsreplica", ["-long"]).ok();
+    assert!(
+        listing.stderr.contains(&format!("lsreplica: {expected}")),
+        "{}",
+        listing.stderr
+    );
+    let out = fam.packet_dir("export");
+    let export = export_to(&boston, &out, &["lambik"], &[]).ok();
+    assert!(export.stderr.contains(&expected), "{}", export.stderr);
+    // A name far from every member: the members are listed instead.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[siblings.lambic]", "[siblings.zzzzzzzz]");
+    std::fs::write(&config, text).unwrap();
+    let status = run(&boston, "syncreplica", ["-status"]).ok();
+    assert!(
+        status
+            .stderr
+            .contains("[siblings.zzzzzzzz] names no member of the family, so its settings apply to no one; the members are boston, lambik"),
+        "{}",
+        status.stderr
+    );
+}

@@ -406,7 +406,14 @@ fn mkreplica_refuses_nested_replicas_and_changes_nothing() {
     let out = run(
         dir.path(),
         "mkreplica",
-        ["-init", "-family", "other", "-replica", "inner/new/deeper", "nested"],
+        [
+            "-init",
+            "-family",
+            "other",
+            "-replica",
+            "inner/new/deeper",
+            "nested",
+        ],
     )
     .fails_with(1);
     let root = std::fs::canonicalize(dir.path()).unwrap();
@@ -796,7 +803,9 @@ fn an_out_directory_that_cannot_be_made_is_refused_clearly_before_anything_is_re
         refused.stderr.contains(
             "syncreplica: error: cannot write packets to the -out directory /proc/nope: it does \
              not exist and cannot be made there"
-        ) && refused.stderr.contains("syncreplica: hint: name with -out a directory"),
+        ) && refused
+            .stderr
+            .contains("syncreplica: hint: name with -out a directory"),
         "{}",
         refused.stderr
     );
