@@ -787,6 +787,15 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 for note in &report.not_made {
                     outln!("  not made here: {note}");
                 }
+                for name in &report.members_added {
+                    outln!("  new member of the family: \"{}\"", printable(name));
+                }
+                for name in &report.members_removed {
+                    outln!(
+                        "  member removed from the family (rmreplica): \"{}\"; its packets are refused from now on",
+                        printable(name)
+                    );
+                }
                 cli::report_failed(NAME, &report.failed);
                 failed_steps.extend(report.failed.iter().map(|f| f.path.clone()));
                 total.added += report.added;

@@ -522,7 +522,32 @@ fn rmreplica_removes_a_member_for_good_at_every_sibling() {
 
     // The removal travels: beta applies it with gamma's earlier change,
     // which alpha relays, and then refuses gamma's packet too.
-    fam.send("alpha", "beta", "removal");
+    let out = fam.packet_dir("removal");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    let applied = import_from(&beta, &[&out]).ok();
+    assert!(
+        applied
+            .stdout
+            .contains("  member removed from the family (rmreplica): \"gamma\""),
+        "{}",
+        applied.stdout
+    );
+    let epochs = run(&beta, "lsepoch", Vec::<&str>::new()).ok().stdout;
+    assert!(
+        epochs.contains("Epochs in row \"gamma\" (estimate; REMOVED from the family"),
+        "{epochs}"
+    );
+    assert!(
+        epochs.contains("Epochs in row \"alpha\" (estimate):"),
+        "{epochs}"
+    );
+    let json = lsepoch_json(&beta);
+    let rows = json["rows"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r["removed"] == (r["replica"] == "gamma")),
+        "{json}"
+    );
     assert_eq!(read(&beta, "b.txt"), "from gamma");
     assert_eq!(read(&beta, "a.txt"), "two");
     assert!(lsreplica_member(&beta, "gamma")["removed"].is_string());
@@ -1095,5 +1120,21 @@ fn an_unknown_sibling_in_config_toml_is_warned_about_with_the_nearest_name() {
             .contains("[siblings.zzzzzzzz] names no member of the family, so its settings apply to no one; the members are boston, lambik"),
         "{}",
         status.stderr
+    );
+}
+
+#[test]
+fn a_new_member_is_named_in_the_import_summary() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("a.txt", "one")]);
+    // beta was made before gamma: alpha's next packet introduces it.
+    let out = fam.packet_dir("intro");
+    export_to(&fam.root("alpha"), &out, &["beta"], &[]).ok();
+    let applied = import_from(&fam.root("beta"), &[&out]).ok();
+    assert!(
+        applied
+            .stdout
+            .contains("  new member of the family: \"gamma\""),
+        "{}",
+        applied.stdout
     );
 }
