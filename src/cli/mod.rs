@@ -217,6 +217,33 @@ pub fn confirm(question: &str) -> std::io::Result<bool> {
     Ok(answer == "y" || answer == "yes")
 }
 
+/// Warns, with what to do, when this replica learnt that it is the copy
+/// of itself that its siblings refuse (a clone alarm about its own id,
+/// raised by a sibling's packet: see `sync::family::check_duplicates`).
+pub fn warn_self_clone(name: &str, replica: &crate::replica::Replica) -> crate::error::Result<()> {
+    let me = replica.identity.replica_id;
+    if let Some(alarm) = replica
+        .state()
+        .clone_alarms()?
+        .into_iter()
+        .filter(|a| a.replica == me)
+        .last()
+    {
+        errln!(
+            "{name}: warning: this replica is a clone (alarm of {}, packet {}): {}",
+            crate::sys::clock::format_time_ns(alarm.at_ns),
+            crate::error::printable(&alarm.packet),
+            alarm.what
+        );
+        errln!(
+            "{name}: hint: its changes never reach the family; at a sibling, make a new member \
+             with mkreplica -export NEWNAME, import it into a new directory here, move this copy's \
+             changed files into it, and stop using this copy"
+        );
+    }
+    Ok(())
+}
+
 /// Warns about each `[siblings.NAME]` table of config.toml whose NAME is
 /// no member of the family (a typing error leaves its settings applying to
 /// no one), naming the file, the unknown name and the nearest member name.

@@ -1061,6 +1061,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let replica = Replica::open(&root)?;
     if args.status || args.export {
         cli::warn_config(NAME, &replica)?;
+        cli::warn_self_clone(NAME, &replica)?;
     }
     if args.status {
         if apply::is_pending(&replica)? {

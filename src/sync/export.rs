@@ -242,6 +242,40 @@ pub fn export_updates(
     Ok(results)
 }
 
+/// While this replica holds a clone alarm about `target` (it refused
+/// packets of another copy of it), a packet to it also carries the first
+/// change of the target's own this replica holds: the copy it accepts
+/// skips it (its own, the same), the refused copy finds it differs from
+/// its own change of that number, or that it never made it, and is told
+/// it is the refused copy (`family::check_duplicates`,
+/// `family::refuse_own_never_made`) instead of only ever hearing that its
+/// tree differs.
+fn tell_a_refused_copy(
+    replica: &LockedReplica,
+    target: &Member,
+    own_row: &BTreeMap<Id, u64>,
+    ranges: &mut BTreeMap<Id, EpochRange>,
+    ops: &mut Vec<(i64, Operation)>,
+) -> Result<()> {
+    if ranges.contains_key(&target.replica)
+        || own_row.get(&target.replica).copied().unwrap_or(0) == 0
+        || !replica
+            .state()
+            .clone_alarms()?
+            .iter()
+            .any(|a| a.replica == target.replica)
+    {
+        return Ok(());
+    }
+    let first = replica.state().operations_between(&target.replica, 0, 1)?;
+    if first.is_empty() {
+        return Ok(());
+    }
+    ranges.insert(target.replica, EpochRange { first: 1, last: 1 });
+    ops.extend(first);
+    Ok(())
+}
+
 fn export_to(
     replica: &mut LockedReplica,
     target: &Member,
@@ -279,6 +313,9 @@ fn export_to(
     }
     if ops.is_empty() && !ack_only {
         return Ok(TargetExport::UpToDate);
+    }
+    if !ack_only {
+        tell_a_refused_copy(replica, target, &own_row, &mut ranges, &mut ops)?;
     }
     ops.sort_by_key(|(position, _)| *position);
     let ops: Vec<Operation> = ops.into_iter().map(|(_, op)| op).collect();

@@ -35,6 +35,9 @@ pub fn check_incarnation(
         return Ok(None);
     };
     let sender = header.sender.id;
+    // Two copies name their packets alike (same sender, target, sequence,
+    // often the same second): each is named by its packet id too.
+    let packet = &format!("{packet} (packet id {})", header.packet_id);
     let Some(member) = replica
         .members()?
         .into_iter()
@@ -72,13 +75,16 @@ pub fn check_incarnation(
         Some(known) if known.incarnation == incarnation => Ok(None),
         Some(known) => {
             let origin = creation_origin(replica, &sender)?;
+            // Each copy named by its own packet: the refused one by this
+            // packet, the accepted one by the first packet seen from it.
             let what = format!(
-                "this packet comes from a copy of it (incarnation {incarnation}) other than the one \
-                 this replica has accepted packets from since {} (incarnation {}, first seen in {}); \
+                "the refused copy (incarnation {incarnation}) wrote the packet {}; the accepted copy \
+                 (incarnation {}) wrote the packet {}, the first this replica took from it, on {}; \
                  both copies were made from {origin}",
-                crate::sys::clock::format_time_ns(known.at_ns),
+                printable(packet),
                 known.incarnation,
-                printable(&known.packet)
+                printable(&known.packet),
+                crate::sys::clock::format_time_ns(known.at_ns),
             );
             raise(replica, &sender, &member.name, packet, what).map(Some)
         }
@@ -116,15 +122,49 @@ pub fn check_duplicates(
                 .find(|m| m.replica == op.origin)
                 .map_or_else(|| op.origin.to_hex(), |m| m.name);
             let origin = creation_origin(replica, &op.origin)?;
-            let what = format!(
-                "the packet carries its change number {} and this replica has a different change \
-                 with that number: two copies of it, made from {origin}, number their changes independently",
-                op.epoch
-            );
+            let what = if op.origin == replica.identity.replica_id {
+                format!(
+                    "THIS replica is the copy its siblings refuse: the packet carries change {} of \
+                     its own as another copy of it made it, and this copy made a different change \
+                     with that number; both copies were made from {origin}, and the siblings \
+                     accept the other's packets, so this copy's changes never reach them",
+                    op.epoch
+                )
+            } else {
+                format!(
+                    "the packet carries its change number {} and this replica has a different change \
+                     with that number: two copies of it, made from {origin}, number their changes independently",
+                    op.epoch
+                )
+            };
             return raise(replica, &op.origin, &name, packet, what).map(Some);
         }
     }
     Ok(None)
+}
+
+/// Refuses a packet that carries a change of this replica's own numbered
+/// `epoch`, beyond the `own` it ever made, outside a restore: another copy
+/// of this replica made it (a sibling that refused that copy's twin sends
+/// it back on purpose, see `export`), or this copy was restored from a
+/// backup without `mkreplica -restore`. Records the alarm about itself
+/// and returns the refusal.
+pub fn refuse_own_never_made(
+    replica: &mut LockedReplica,
+    epoch: u64,
+    own: u64,
+    packet: &str,
+) -> Result<Refusal> {
+    let me = replica.identity.replica_id;
+    let name = replica.identity.replica_name.clone();
+    let origin = creation_origin(replica, &me)?;
+    let what = format!(
+        "THIS replica is the copy its siblings refuse: the packet carries change {epoch} of its \
+         own, which this copy never made (it made {own}): another copy of it, made from {origin}, \
+         is in use and the siblings accept that copy's packets, so this copy's changes never \
+         reach them (if this copy was restored from a backup instead, run mkreplica -restore here)"
+    );
+    raise(replica, &me, &name, packet, what)
 }
 
 /// Where the copies of `replica` came from, as far as this replica knows.

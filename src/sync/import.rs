@@ -444,6 +444,9 @@ fn apply_packet(
     // export to their origin (few: each names at most 1,024 paths).
     let mut requests: Vec<Operation> = Vec::new();
     let mut different: Option<Operation> = None;
+    // A change of its own this copy never made, outside a restore.
+    let mut never_made: Option<u64> = None;
+    let restoring = crate::sync::family::restore_wait(replica)?.is_some();
     // What anyone can hold of each origin: what this replica has, or what
     // the packet carries (its reader checks the epoch ranges).
     let mut known: BTreeMap<Id, u64> = own.iter().map(|(o, e)| (*o, *e)).collect();
@@ -457,6 +460,10 @@ fn apply_packet(
         // skipped, once found the same as this replica's (else two copies
         // of their origin are in use); the engine checks the rest for gaps.
         if op.epoch > own.get(&op.origin).copied().unwrap_or(0) {
+            if op.origin == me && !restoring {
+                never_made = Some(op.epoch);
+                break;
+            }
             // Echoes skipped first: a later operation relative to one of
             // them finds it in this replica's log.
             let op = expander.expand(op)?;
@@ -476,6 +483,15 @@ fn apply_packet(
     }
     drop(expander);
     refuse_a_different_copy(replica, different, &first_name)?;
+    if let Some(epoch) = never_made {
+        let made = own.get(&me).copied().unwrap_or(0);
+        return Err(Error::Refused(crate::sync::family::refuse_own_never_made(
+            replica,
+            epoch,
+            made,
+            &first_name,
+        )?));
+    }
     batch.finish(replica.state())?;
     let keys = replica
         .members()?

@@ -297,6 +297,36 @@ fn a_twin_is_refused_with_nothing_lost_at_the_parent() {
         "{}",
         refused.stderr
     );
+    // Each copy is named by a packet of its own.
+    let refused_file = packet_files(&out)[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let accepted_file = packet_files(&fam.packet_dir("first"))[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    // Both files may be named alike (same sender, target, sequence and
+    // second): the packet ids tell the copies apart.
+    let ids: Vec<&str> = refused
+        .stderr
+        .split("(packet id ")
+        .skip(1)
+        .map(|rest| rest.split(')').next().unwrap())
+        .collect();
+    assert!(
+        refused.stderr.contains(&format!(
+            "wrote the packet {refused_file} (packet id {}); the accepted copy",
+            ids[0]
+        )) && refused.stderr.contains(&format!(
+            "wrote the packet {accepted_file} (packet id {}), the first",
+            ids[1]
+        )) && ids[0] != ids[1],
+        "{}",
+        refused.stderr
+    );
     assert!(
         refused.stderr.contains("mkreplica -export"),
         "{}",
@@ -331,6 +361,49 @@ fn a_twin_is_refused_with_nothing_lost_at_the_parent() {
     write(&first, "first.txt", "again");
     fam.send("lambik", "boston", "first-again");
     assert_eq!(read(&boston, "first.txt"), "again");
+
+    // boston's next packet to "lambik" tells the refused copy what it is;
+    // the accepted copy takes the same packet as any other.
+    write(&boston, "b.txt", "from boston");
+    let out = fam.packet_dir("told");
+    export_to(&boston, &out, &["lambik"], &[]).ok();
+    let copy = fam.packet_dir("told-copy");
+    for file in packet_files(&out) {
+        std::fs::copy(&file, copy.join(file.file_name().unwrap())).unwrap();
+    }
+    let tree_before = tree_listing(&second);
+    let told = import_from(&second, &[&copy]).fails_with(1);
+    assert!(
+        told.stderr
+            .contains("replica \"lambik\" is cloned: THIS replica is the copy its siblings refuse"),
+        "{}",
+        told.stderr
+    );
+    assert!(!second.join("b.txt").exists());
+    let listing = run(&second, "lsreplica", Vec::<&str>::new()).ok().stdout;
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("lambik") && l.contains("this replica") && l.contains("CLONED")),
+        "{listing}"
+    );
+    let status = run(&second, "syncreplica", ["-status"]).ok();
+    assert!(
+        status
+            .stderr
+            .contains("syncreplica: warning: this replica is a clone (alarm of")
+            && status.stderr.contains("mkreplica -export NEWNAME"),
+        "{}",
+        status.stderr
+    );
+    assert_eq!(tree_listing(&second), tree_before);
+    let accepted = import_from(&first, &[&out]).ok();
+    assert!(
+        accepted.stdout.contains("Applied packet from boston"),
+        "{}",
+        accepted.stdout
+    );
+    assert_eq!(read(&first, "b.txt"), "from boston");
 }
 
 #[test]
