@@ -23,8 +23,9 @@ pub struct Args {
     /// from, the changes it has not confirmed having, its epoch row, any
     /// clone alarm about it, its removal, when this replica's tree was
     /// last verified the same as its (the tree digest of its packets; see
-    /// syncreplica -verify), and for this replica what an unfinished
-    /// restore waits for.
+    /// syncreplica -verify), and for this replica the size of its
+    /// operation log (operations, bytes) and what an unfinished restore
+    /// waits for.
     #[arg(long)]
     pub long: bool,
 

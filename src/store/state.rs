@@ -2250,6 +2250,17 @@ pub fn renumber_entry_version(
 }
 
 impl State {
+    /// The operation log's size: (operations, bytes of their encodings).
+    pub fn oplog_size(&self) -> Result<(u64, u64)> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(op)), 0) FROM oplog",
+                [],
+                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(|source| self.db_error(source))
+    }
+
     /// The recorded version of `path`, if it has an entry.
     pub fn entry_version(&self, path: &[u8]) -> Result<Option<VersionVector>> {
         let bytes: Option<Vec<u8>> = self

@@ -1211,3 +1211,30 @@ fn a_new_member_is_named_in_the_import_summary() {
         applied.stdout
     );
 }
+
+#[test]
+fn lsreplica_long_shows_the_size_of_the_operation_log() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let alpha = fam.root("alpha");
+    let json = lsreplica_json(&alpha);
+    let operations = json["oplog"]["operations"].as_u64().unwrap();
+    let bytes = json["oplog"]["bytes"].as_u64().unwrap();
+    assert!(operations >= 2 && bytes > 0, "{json}");
+    write(&alpha, "b.txt", "two");
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let json = lsreplica_json(&alpha);
+    assert_eq!(
+        json["oplog"]["operations"].as_u64().unwrap(),
+        operations + 1
+    );
+    assert!(json["oplog"]["bytes"].as_u64().unwrap() > bytes);
+    let line = long_line(&alpha, "alpha", "operation log:");
+    assert_eq!(
+        line.trim(),
+        format!(
+            "operation log:     {} operations, {} bytes",
+            operations + 1,
+            json["oplog"]["bytes"]
+        )
+    );
+}
