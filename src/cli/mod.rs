@@ -226,8 +226,8 @@ pub fn warn_self_clone(name: &str, replica: &crate::replica::Replica) -> crate::
         .state()
         .clone_alarms()?
         .into_iter()
-        .filter(|a| a.replica == me)
-        .last()
+        .rev()
+        .find(|a| a.replica == me)
     {
         errln!(
             "{name}: warning: this replica is a clone (alarm of {}, packet {}): {}",

@@ -285,9 +285,13 @@ fn export_to(
     // Two rows, not the table: it has a row per member.
     let mut own_row: BTreeMap<Id, u64> = replica.state().epoch_row(&me)?.into_iter().collect();
     // During a restore, less of its own than it logged (see
-    // family::stated_own_epoch): its siblings send back their copies.
+    // family::stated_own_epoch): its siblings send back their copies. The
+    // tree digest then describes no row the packet states: left out.
+    let mut row_is_exact = true;
     if let Some(own) = own_row.get_mut(&me) {
-        *own = crate::sync::family::stated_own_epoch(replica, *own)?;
+        let stated = crate::sync::family::stated_own_epoch(replica, *own)?;
+        row_is_exact = stated == *own;
+        *own = stated;
     }
     let mut estimate = replica.state().epoch_row(&target.replica)?;
     let resent = match request.mode {
@@ -383,7 +387,10 @@ fn export_to(
         seals: crate::sync::seals::for_export(replica.state(), &ranges)?,
         creation: None,
         incarnation: Some(replica.incarnation()?),
-        tree_digest: Some(crate::sync::digest::for_export(replica, &target.replica)?),
+        tree_digest: match row_is_exact {
+            true => Some(crate::sync::digest::for_export(replica, &target.replica)?),
+            false => None,
+        },
     };
     let write_dir = request.work_dir.unwrap_or(request.out_dir);
     let key = replica.signing_key()?.to_bytes();

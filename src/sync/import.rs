@@ -565,11 +565,11 @@ fn set_aside_collisions(replica: &mut LockedReplica, files: &[PathBuf]) -> Resul
     let Ok(packet) = LogicalPacket::assemble(parts) else {
         return Ok(None);
     };
-    if !packet
+    if packet
         .header()
         .epoch_ranges
         .get(&me)
-        .is_some_and(|range| range.first <= own)
+        .is_none_or(|range| range.first > own)
     {
         return Ok(None);
     }
