@@ -290,7 +290,10 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
             .prefix(".syncreplica-probe-")
             .tempfile_in(dir)
             .map_err(|e| match dir == out {
-                true => crate::error::Error::out_directory(out, false, &e),
+                // The kind only: the probe file's name means nothing to the user.
+                true => {
+                    crate::error::Error::out_directory(out, false, &std::io::Error::from(e.kind()))
+                }
                 false => crate::error::Error::io(dir, std::io::Error::from(e.kind())),
             })?;
     }
