@@ -164,6 +164,11 @@ pub enum Error {
     #[error("{}: no such directory ({what})", path.display())]
     MissingDirectory { path: PathBuf, what: &'static str },
 
+    /// The directory packets go to (`-out`) cannot be made or written to:
+    /// `what` says why, in words (the OS error included, not as a source).
+    #[error("cannot write packets to the -out directory {}: {what}", path.display())]
+    OutDirectory { path: PathBuf, what: String },
+
     /// `mkreplica -import` found no key file where it looked.
     #[error("{}: no key file for the new member there", path.display())]
     MissingKeyFile { path: PathBuf },
@@ -383,6 +388,26 @@ fn holder_detail(command: &Option<String>) -> String {
 }
 
 impl Error {
+    /// The `-out` directory `path` could not be made (`making`) or written
+    /// to: [`Error::OutDirectory`], saying which in words.
+    pub fn out_directory(path: &std::path::Path, making: bool, cause: &io::Error) -> Error {
+        let what = match (making, cause.kind()) {
+            (true, io::ErrorKind::NotFound) => format!(
+                "it does not exist and cannot be made there (its parent is missing, or the \
+                 filesystem takes no new directories: {cause})"
+            ),
+            (true, _) => format!("it does not exist and cannot be made ({cause})"),
+            (false, io::ErrorKind::PermissionDenied) => {
+                format!("this user may not create files in it ({cause})")
+            }
+            (false, _) => format!("a file cannot be created in it ({cause})"),
+        };
+        Error::OutDirectory {
+            path: path.to_path_buf(),
+            what,
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, cause: io::Error) -> Error {
         Error::Io {
             path: path.into(),

@@ -205,8 +205,17 @@ pub(crate) fn refuse_nesting(root: &Path) -> Result<()> {
 /// created: its nearest existing ancestor must not lie in a replica.
 pub(crate) fn refuse_nesting_of_new(dir: &Path) -> Result<()> {
     if let Some(existing) = dir.ancestors().find(|d| d.is_dir()) {
-        let existing = std::fs::canonicalize(existing).at(existing)?;
-        refuse_nesting(&existing)?;
+        let canonical = std::fs::canonicalize(existing).at(existing)?;
+        if let Err(Error::AlreadyInReplica { root, name, .. }) = refuse_nesting(&canonical) {
+            // Named as asked (the directory to be made), not as the
+            // ancestor that exists.
+            let rest = dir.strip_prefix(existing).unwrap_or(Path::new(""));
+            return Err(Error::AlreadyInReplica {
+                path: canonical.join(rest),
+                root,
+                name,
+            });
+        }
     }
     Ok(())
 }

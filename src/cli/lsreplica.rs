@@ -23,8 +23,9 @@ pub struct Args {
     /// from, the changes it has not confirmed having, its epoch row, any
     /// clone alarm about it, its removal, when this replica's tree was
     /// last verified the same as its (the tree digest of its packets; see
-    /// syncreplica -verify), and for this replica what an unfinished
-    /// restore waits for.
+    /// syncreplica -verify), and for this replica the size of its
+    /// operation log (operations, bytes) and what an unfinished restore
+    /// waits for.
     #[arg(long)]
     pub long: bool,
 
@@ -43,6 +44,7 @@ use crate::replica::{self, Replica};
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
+    super::warn_config("lsreplica", &replica)?;
     if args.fmt == super::Format::Json {
         let listing = crate::cli::render::lsreplica::members(&replica)?;
         outln!("{}", serde_json::to_string_pretty(&listing)?);

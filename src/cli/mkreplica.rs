@@ -52,10 +52,16 @@ use clap::Parser;
 /// its own packets tell each sibling that it was restored, and the
 /// sibling's next export returns what it forgot. The restore finishes
 /// with the import that leaves it waiting for nothing: a packet received
-/// from each SIBLING named (default: every other current member), and
-/// every change of its own that any of them holds. It then numbers its
-/// changes after the highest one any sibling has, so no change number is
-/// used twice and no sibling raises a clone alarm. lsreplica -long shows
+/// from each SIBLING named (default: every other current member it ever
+/// received a packet from; the others are named and left out), and every
+/// change of its own that any of them holds. It then numbers its changes
+/// after the highest one any sibling has, so no change number is used
+/// twice and no sibling raises a clone alarm. A change the restored copy
+/// recorded before the restore, numbered like a different one a sibling
+/// holds (made before the disk died), is set aside when that sibling's
+/// copy comes back and logged again, renumbered after every change a
+/// sibling holds, when the restore finishes: it travels as a new change,
+/// and the import says so. lsreplica -long shows
 /// what a restore waits for. The usual round: syncreplica -export -ack
 /// SIBLING here, import it there; that sibling exports here; import it.
 #[derive(Debug, Parser)]
@@ -208,7 +214,8 @@ fn export(args: &Args) -> anyhow::Result<()> {
     if out.is_dir() {
         cli::remove_abandoned_partials(&[out]);
     } else {
-        std::fs::create_dir_all(out).map_err(|e| crate::error::Error::io(out, e))?;
+        std::fs::create_dir_all(out)
+            .map_err(|e| crate::error::Error::out_directory(out, true, &e))?;
         outln!("Created the -out directory {}.", out.display());
     }
     let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
@@ -468,8 +475,18 @@ fn restore(args: &Args) -> anyhow::Result<()> {
     let mut replica =
         Replica::open(&replica::discover(args.replica.as_deref())?)?.lock("mkreplica -restore")?;
     cli::print_lock_takeover(NAME, &replica);
-    let wait = crate::sync::family::start_restore(&mut replica, &args.names)?;
-    if crate::sync::family::finish_restore_if_done(&mut replica)? {
+    let (wait, never_heard) = crate::sync::family::start_restore(&mut replica, &args.names)?;
+    if !never_heard.is_empty() {
+        let names: Vec<String> = never_heard.iter().map(|n| format!("\"{n}\"")).collect();
+        outln!(
+            "Not waiting for {}: no packet from {} was ever imported here (a one-way link or a \
+             member that never sent one); name the siblings to wait for to include {}.",
+            names.join(", "),
+            if names.len() == 1 { "it" } else { "them" },
+            if names.len() == 1 { "it" } else { "them" }
+        );
+    }
+    if crate::sync::family::finish_restore_if_done(&mut replica)?.is_some() {
         outln!(
             "Replica \"{}\" has no sibling to wait for; nothing to restore.",
             printable(&replica.identity.replica_name)

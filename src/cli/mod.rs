@@ -342,6 +342,77 @@ pub fn confirm(question: &str) -> std::io::Result<bool> {
     Ok(answer == "y" || answer == "yes")
 }
 
+/// Warns, with what to do, when this replica learnt that it is the copy
+/// of itself that its siblings refuse (a clone alarm about its own id,
+/// raised by a sibling's packet: see `sync::family::check_duplicates`).
+pub fn warn_self_clone(name: &str, replica: &crate::replica::Replica) -> crate::error::Result<()> {
+    let me = replica.identity.replica_id;
+    if let Some(alarm) = replica
+        .state()
+        .clone_alarms()?
+        .into_iter()
+        .rev()
+        .find(|a| a.replica == me)
+    {
+        errln!(
+            "{name}: warning: this replica is a clone (alarm of {}, packet {}): {}",
+            crate::sys::clock::format_time_ns(alarm.at_ns),
+            crate::error::printable(&alarm.packet),
+            alarm.what
+        );
+        errln!(
+            "{name}: hint: its changes never reach the family; at a sibling, make a new member \
+             with mkreplica -export NEWNAME, import it into a new directory here, move this copy's \
+             changed files into it, and stop using this copy"
+        );
+    }
+    Ok(())
+}
+
+/// Warns about each `[siblings.NAME]` table of config.toml whose NAME is
+/// no member of the family (a typing error leaves its settings applying to
+/// no one), naming the file, the unknown name and the nearest member name.
+pub fn warn_config(name: &str, replica: &crate::replica::Replica) -> crate::error::Result<()> {
+    if replica.config.siblings.is_empty() {
+        return Ok(());
+    }
+    let members: Vec<String> = replica.members()?.into_iter().map(|m| m.name).collect();
+    let file = crate::store::config::config_path(&replica.state_dir());
+    for sibling in replica.config.siblings.keys() {
+        if members.contains(sibling) {
+            continue;
+        }
+        let nearest = members
+            .iter()
+            .filter(|m| **m != replica.identity.replica_name)
+            .map(|m| (strsim::damerau_levenshtein(sibling, m), m))
+            .min();
+        let suggestion = match nearest {
+            Some((distance, member)) if distance <= sibling.chars().count().max(2) / 2 + 1 => {
+                format!(
+                    "; did you mean [siblings.{}]?",
+                    crate::error::printable(member)
+                )
+            }
+            _ => format!(
+                "; the members are {}",
+                members
+                    .iter()
+                    .map(|m| crate::error::printable(m).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        errln!(
+            "{name}: warning: {}: [siblings.{}] names no member of the family, so its settings apply \
+             to no one{suggestion}",
+            file.display(),
+            crate::error::printable(sibling)
+        );
+    }
+    Ok(())
+}
+
 /// Warns that the file at `path` changed since the scan recorded it (a busy
 /// file) and was left for a later export; `what_follows` says what
 /// became of it.

@@ -252,6 +252,9 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::BadCreationPacket { .. } => {
             "ask the sender for a new creation packet (mkreplica -export there) and check its fingerprint with them".into()
         }
+        Error::OutDirectory { .. } => {
+            "name with -out a directory this user can write to, or one that can be made (its parent exists on a writable filesystem)".into()
+        }
         Error::MissingDirectory { .. } => {
             "it is not made for you (unlike -out): check the name, or mount the disk".into()
         }

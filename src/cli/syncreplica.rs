@@ -287,7 +287,8 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         }
     }
     if !out.exists() {
-        std::fs::create_dir_all(out).map_err(|e| crate::error::Error::io(out, e))?;
+        std::fs::create_dir_all(out)
+            .map_err(|e| crate::error::Error::out_directory(out, true, &e))?;
         outln!("Created the -out directory {}.", out.display());
     }
     // Packets are written there: a directory this user cannot write to is
@@ -296,7 +297,13 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         tempfile::Builder::new()
             .prefix(".syncreplica-probe-")
             .tempfile_in(dir)
-            .map_err(|e| crate::error::Error::io(dir, std::io::Error::from(e.kind())))?;
+            .map_err(|e| match dir == out {
+                // The kind only: the probe file's name means nothing to the user.
+                true => {
+                    crate::error::Error::out_directory(out, false, &std::io::Error::from(e.kind()))
+                }
+                false => crate::error::Error::io(dir, std::io::Error::from(e.kind())),
+            })?;
     }
     let dirs: Vec<&std::path::Path> = args
         .workdir
@@ -807,6 +814,15 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 for note in &report.not_made {
                     outln!("  not made here: {note}");
                 }
+                for name in &report.members_added {
+                    outln!("  new member of the family: \"{}\"", printable(name));
+                }
+                for name in &report.members_removed {
+                    outln!(
+                        "  member removed from the family (rmreplica): \"{}\"; its packets are refused from now on",
+                        printable(name)
+                    );
+                }
                 cli::report_failed(NAME, &report.failed);
                 failed_steps.extend(report.failed.iter().map(|f| f.path.clone()));
                 total.added += report.added;
@@ -870,11 +886,14 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
             errln!("{NAME}: error: applied, but could not remove the packet file {error}");
         }
     }
-    if crate::sync::family::finish_restore_if_done(&mut replica)? {
+    if let Some(end) = crate::sync::family::finish_restore_if_done(&mut replica)? {
         outln!(
             "Restore finished: every sibling waited for was heard from and this replica holds again \
              every change of its own they hold; it records changes again, numbered after them."
         );
+        if end != crate::sync::family::RestoreEnd::default() {
+            outln!("  The restore {end}; the next export sends them as new changes.");
+        }
     } else if let Some(wait) = crate::sync::family::restore_wait(&replica)? {
         outln!("Restore from a backup unfinished: this replica waits for {wait}.");
     }
@@ -1081,6 +1100,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     cli::show_progress(args.quiet);
     let root = replica::discover(args.replica.as_deref())?;
     let replica = Replica::open(&root)?;
+    if args.status || args.export {
+        cli::warn_config(NAME, &replica)?;
+        cli::warn_self_clone(NAME, &replica)?;
+    }
     if args.status {
         if apply::is_pending(&replica)? {
             errln!(

@@ -571,12 +571,16 @@ impl State {
             .map_err(|source| self.db_error(source))
     }
 
-    /// The last packet logged in `direction` ("sent"/"received") for `peer`.
+    /// The newest packet logged in `direction` ("sent"/"received") for
+    /// `peer`: the highest sequence number (the sender numbers its packets
+    /// to each target in order), the last logged among equals. A late
+    /// duplicate of an older packet, imported after a newer one, does not
+    /// take its place.
     pub fn last_packet(&self, direction: &str, peer: &Id) -> Result<Option<PacketLogEntry>> {
         self.conn
             .query_row(
                 "SELECT sequence, file_name, at_ns FROM packets
-                 WHERE direction = ?1 AND peer = ?2 ORDER BY id DESC LIMIT 1",
+                 WHERE direction = ?1 AND peer = ?2 ORDER BY sequence DESC, id DESC LIMIT 1",
                 params![direction, peer.0.as_slice()],
                 |row| {
                     Ok(PacketLogEntry {
@@ -2152,6 +2156,162 @@ pub fn finish_restore(tx: &Transaction, at_ns: i64) -> rusqlite::Result<()> {
         params![at_ns],
     )
     .map(drop)
+}
+
+// What a restore sets aside (issue 13): the restored copy may have
+// numbered changes of its own like ones a sibling already holds from
+// before the disk died (same epoch, other content). Those are taken out of
+// the log, the sibling's taken back in their place, and they are logged
+// again, renumbered after every epoch any sibling has seen, when the
+// restore finishes. `restore_base` is the epoch of its own the copy states
+// in its packets during the restore: every sibling held at least that
+// much of it, so its siblings send back (and it compares) everything
+// above.
+const RESTORE_SET_ASIDE: &str = "
+CREATE TABLE IF NOT EXISTS restore_base (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    base        INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS restore_set_aside (
+    epoch       INTEGER PRIMARY KEY,
+    op          BLOB NOT NULL
+);
+";
+
+/// Sets the epoch of its own this replica states during a restore.
+pub fn set_restore_base(tx: &Transaction, base: u64) -> rusqlite::Result<()> {
+    tx.execute_batch(RESTORE_SET_ASIDE)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO restore_base (id, base) VALUES (1, ?1)",
+        params![base.min(i64::MAX as u64) as i64],
+    )
+    .map(drop)
+}
+
+/// Takes this replica's own operations `from..=top` (`me`'s) out of the
+/// log into `restore_set_aside`, with their seals: a seal of a run that
+/// begins before `from` is replaced by one over the run's share below it
+/// (signed with `secret`). Its own epoch becomes `from - 1`.
+pub fn set_aside_own(
+    tx: &Transaction,
+    secret: &[u8; 32],
+    me: &Id,
+    from: u64,
+    top: u64,
+) -> rusqlite::Result<()> {
+    tx.execute_batch(RESTORE_SET_ASIDE)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO restore_set_aside (epoch, op)
+         SELECT epoch, op FROM oplog WHERE origin = ?1 AND epoch >= ?2 AND epoch <= ?3",
+        params![me.0.as_slice(), from as i64, top as i64],
+    )?;
+    tx.execute(
+        "DELETE FROM oplog WHERE origin = ?1 AND epoch >= ?2 AND epoch <= ?3",
+        params![me.0.as_slice(), from as i64, top as i64],
+    )?;
+    let cut: Option<i64> = tx
+        .query_row(
+            "SELECT first FROM seals WHERE origin = ?1 AND first < ?2 AND last >= ?2",
+            params![me.0.as_slice(), from as i64],
+            |row| row.get(0),
+        )
+        .optional()?;
+    tx.execute(
+        "DELETE FROM seals WHERE origin = ?1 AND last >= ?2",
+        params![me.0.as_slice(), from as i64],
+    )?;
+    if let Some(first) = cut {
+        seal_own_run(tx, secret, me, first as u64, from - 1)?;
+    }
+    set_epoch(tx, me, me, from - 1)
+}
+
+/// Forgets what a restore set aside (logged again, renumbered).
+pub fn clear_set_aside(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(RESTORE_SET_ASIDE)?;
+    tx.execute("DELETE FROM restore_set_aside", []).map(drop)
+}
+
+/// Gives the entry of `path` the version `new` if it has `old` (a change
+/// renumbered by a restore); returns whether it had.
+pub fn renumber_entry_version(
+    tx: &Transaction,
+    path: &[u8],
+    old: &VersionVector,
+    new: &VersionVector,
+) -> rusqlite::Result<bool> {
+    let old = postcard::to_stdvec(old).expect("version encodes");
+    let new = postcard::to_stdvec(new).expect("version encodes");
+    tx.execute(
+        "UPDATE entries SET version = ?3 WHERE path = ?1 AND version = ?2",
+        params![path, old, new],
+    )
+    .map(|changed| changed > 0)
+}
+
+impl State {
+    /// The operation log's size: (operations, bytes of their encodings).
+    pub fn oplog_size(&self) -> Result<(u64, u64)> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(op)), 0) FROM oplog",
+                [],
+                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(|source| self.db_error(source))
+    }
+
+    /// The recorded version of `path`, if it has an entry.
+    pub fn entry_version(&self, path: &[u8]) -> Result<Option<VersionVector>> {
+        let bytes: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT version FROM entries WHERE path = ?1",
+                params![path],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))?;
+        bytes
+            .map(|b| {
+                postcard::from_bytes(&b)
+                    .map_err(|_| self.corrupt("entries: a version does not decode"))
+            })
+            .transpose()
+    }
+
+    /// The epoch of its own this replica states during a restore.
+    pub fn restore_base(&self) -> Result<Option<u64>> {
+        if !self.has_table("restore_base")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row("SELECT base FROM restore_base WHERE id = 1", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|base| base.map(|b| b as u64))
+            .map_err(|source| self.db_error(source))
+    }
+
+    /// The operations of its own a restore set aside: (old epoch,
+    /// encoding), by epoch.
+    pub fn set_aside(&self) -> Result<Vec<(u64, Vec<u8>)>> {
+        let db = |source| self.db_error(source);
+        if !self.has_table("restore_set_aside")? {
+            return Ok(Vec::new());
+        }
+        let mut statement = self
+            .conn
+            .prepare("SELECT epoch, op FROM restore_set_aside ORDER BY epoch")
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, i64>(0)? as u64, row.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db)
+    }
 }
 
 /// Keeps the newest creation time seen of `sibling`'s packets.

@@ -240,6 +240,40 @@ pub fn export_updates(
     Ok(results)
 }
 
+/// While this replica holds a clone alarm about `target` (it refused
+/// packets of another copy of it), a packet to it also carries the first
+/// change of the target's own this replica holds: the copy it accepts
+/// skips it (its own, the same), the refused copy finds it differs from
+/// its own change of that number, or that it never made it, and is told
+/// it is the refused copy (`family::check_duplicates`,
+/// `family::refuse_own_never_made`) instead of only ever hearing that its
+/// tree differs.
+fn tell_a_refused_copy(
+    replica: &LockedReplica,
+    target: &Member,
+    own_row: &BTreeMap<Id, u64>,
+    ranges: &mut BTreeMap<Id, EpochRange>,
+    ops: &mut Vec<(i64, Operation)>,
+) -> Result<()> {
+    if ranges.contains_key(&target.replica)
+        || own_row.get(&target.replica).copied().unwrap_or(0) == 0
+        || !replica
+            .state()
+            .clone_alarms()?
+            .iter()
+            .any(|a| a.replica == target.replica)
+    {
+        return Ok(());
+    }
+    let first = replica.state().operations_between(&target.replica, 0, 1)?;
+    if first.is_empty() {
+        return Ok(());
+    }
+    ranges.insert(target.replica, EpochRange { first: 1, last: 1 });
+    ops.extend(first);
+    Ok(())
+}
+
 fn export_to(
     replica: &mut LockedReplica,
     target: &Member,
@@ -247,7 +281,16 @@ fn export_to(
 ) -> Result<TargetExport> {
     let me = replica.identity.replica_id;
     // Two rows, not the table: it has a row per member.
-    let own_row: BTreeMap<Id, u64> = replica.state().epoch_row(&me)?.into_iter().collect();
+    let mut own_row: BTreeMap<Id, u64> = replica.state().epoch_row(&me)?.into_iter().collect();
+    // During a restore, less of its own than it logged (see
+    // family::stated_own_epoch): its siblings send back their copies. The
+    // tree digest then describes no row the packet states: left out.
+    let mut row_is_exact = true;
+    if let Some(own) = own_row.get_mut(&me) {
+        let stated = crate::sync::family::stated_own_epoch(replica, *own)?;
+        row_is_exact = stated == *own;
+        *own = stated;
+    }
     let mut estimate = replica.state().epoch_row(&target.replica)?;
     let resent = match request.mode {
         Mode::AckOnly => Vec::new(),
@@ -272,6 +315,9 @@ fn export_to(
     }
     if ops.is_empty() && !ack_only {
         return Ok(TargetExport::UpToDate);
+    }
+    if !ack_only {
+        tell_a_refused_copy(replica, target, &own_row, &mut ranges, &mut ops)?;
     }
     ops.sort_by_key(|(position, _)| *position);
     let ops: Vec<Operation> = ops.into_iter().map(|(_, op)| op).collect();
@@ -339,7 +385,10 @@ fn export_to(
         seals: crate::sync::seals::for_export(replica.state(), &ranges)?,
         creation: None,
         incarnation: Some(replica.incarnation()?),
-        tree_digest: Some(crate::sync::digest::for_export(replica, &target.replica)?),
+        tree_digest: match row_is_exact {
+            true => Some(crate::sync::digest::for_export(replica, &target.replica)?),
+            false => None,
+        },
     };
     let write_dir = request.work_dir.unwrap_or(request.out_dir);
     let key = replica.signing_key()?.to_bytes();

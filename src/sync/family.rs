@@ -35,6 +35,9 @@ pub fn check_incarnation(
         return Ok(None);
     };
     let sender = header.sender.id;
+    // Two copies name their packets alike (same sender, target, sequence,
+    // often the same second): each is named by its packet id too.
+    let packet = &format!("{packet} (packet id {})", header.packet_id);
     let Some(member) = replica
         .members()?
         .into_iter()
@@ -72,13 +75,16 @@ pub fn check_incarnation(
         Some(known) if known.incarnation == incarnation => Ok(None),
         Some(known) => {
             let origin = creation_origin(replica, &sender)?;
+            // Each copy named by its own packet: the refused one by this
+            // packet, the accepted one by the first packet seen from it.
             let what = format!(
-                "this packet comes from a copy of it (incarnation {incarnation}) other than the one \
-                 this replica has accepted packets from since {} (incarnation {}, first seen in {}); \
+                "the refused copy (incarnation {incarnation}) wrote the packet {}; the accepted copy \
+                 (incarnation {}) wrote the packet {}, the first this replica took from it, on {}; \
                  both copies were made from {origin}",
-                crate::sys::clock::format_time_ns(known.at_ns),
+                printable(packet),
                 known.incarnation,
-                printable(&known.packet)
+                printable(&known.packet),
+                crate::sys::clock::format_time_ns(known.at_ns),
             );
             raise(replica, &sender, &member.name, packet, what).map(Some)
         }
@@ -116,15 +122,49 @@ pub fn check_duplicates(
                 .find(|m| m.replica == op.origin)
                 .map_or_else(|| op.origin.to_hex(), |m| m.name);
             let origin = creation_origin(replica, &op.origin)?;
-            let what = format!(
-                "the packet carries its change number {} and this replica has a different change \
-                 with that number: two copies of it, made from {origin}, number their changes independently",
-                op.epoch
-            );
+            let what = if op.origin == replica.identity.replica_id {
+                format!(
+                    "THIS replica is the copy its siblings refuse: the packet carries change {} of \
+                     its own as another copy of it made it, and this copy made a different change \
+                     with that number; both copies were made from {origin}, and the siblings \
+                     accept the other's packets, so this copy's changes never reach them",
+                    op.epoch
+                )
+            } else {
+                format!(
+                    "the packet carries its change number {} and this replica has a different change \
+                     with that number: two copies of it, made from {origin}, number their changes independently",
+                    op.epoch
+                )
+            };
             return raise(replica, &op.origin, &name, packet, what).map(Some);
         }
     }
     Ok(None)
+}
+
+/// Refuses a packet that carries a change of this replica's own numbered
+/// `epoch`, beyond the `own` it ever made, outside a restore: another copy
+/// of this replica made it (a sibling that refused that copy's twin sends
+/// it back on purpose, see `export`), or this copy was restored from a
+/// backup without `mkreplica -restore`. Records the alarm about itself
+/// and returns the refusal.
+pub fn refuse_own_never_made(
+    replica: &mut LockedReplica,
+    epoch: u64,
+    own: u64,
+    packet: &str,
+) -> Result<Refusal> {
+    let me = replica.identity.replica_id;
+    let name = replica.identity.replica_name.clone();
+    let origin = creation_origin(replica, &me)?;
+    let what = format!(
+        "THIS replica is the copy its siblings refuse: the packet carries change {epoch} of its \
+         own, which this copy never made (it made {own}): another copy of it, made from {origin}, \
+         is in use and the siblings accept that copy's packets, so this copy's changes never \
+         reach them (if this copy was restored from a backup instead, run mkreplica -restore here)"
+    );
+    raise(replica, &me, &name, packet, what)
 }
 
 /// Where the copies of `replica` came from, as far as this replica knows.
@@ -301,9 +341,15 @@ impl std::fmt::Display for RestoreWait {
 /// records nothing of its own until it has heard from each of `siblings`
 /// (names or ids; every current member but itself when empty) and holds
 /// again every change of its own that their rows say they hold, which
-/// their next exports to it send. The caller holds the lock. Returns
-/// what the restore waits for.
-pub fn start_restore(replica: &mut LockedReplica, siblings: &[String]) -> Result<RestoreWait> {
+/// their next exports to it send. With no names, a member this replica
+/// never received a packet from is left out (one that never sends, a
+/// one-way link, would keep the restore waiting for ever): named in the
+/// second value. The caller holds the lock. Returns what the restore
+/// waits for.
+pub fn start_restore(
+    replica: &mut LockedReplica,
+    siblings: &[String],
+) -> Result<(RestoreWait, Vec<String>)> {
     let me = replica.identity.replica_id;
     let removed: Vec<Id> = replica
         .state()
@@ -312,14 +358,18 @@ pub fn start_restore(replica: &mut LockedReplica, siblings: &[String]) -> Result
         .map(|r| r.replica)
         .collect();
     let mut ids = Vec::new();
+    let mut never_heard = Vec::new();
     if siblings.is_empty() {
-        ids.extend(
-            replica
-                .members()?
-                .into_iter()
-                .map(|m| m.replica)
-                .filter(|id| *id != me && !removed.contains(id)),
-        );
+        for member in replica.members()? {
+            if member.replica == me || removed.contains(&member.replica) {
+                continue;
+            }
+            if replica.state().heard(&member.replica)?.is_none() {
+                never_heard.push(printable(&member.name).into_owned());
+                continue;
+            }
+            ids.push(member.replica);
+        }
     }
     for name in siblings {
         let member = replica.member(name)?;
@@ -334,11 +384,172 @@ pub fn start_restore(replica: &mut LockedReplica, siblings: &[String]) -> Result
         }
     }
     let own = replica.state().epoch(&me, &me)?;
+    // The copy states, during the restore, the least of its own that every
+    // sibling waited for confirmed holding: each sibling takes it for a
+    // restore and sends back everything above, which this replica compares
+    // with its own (`set_aside_collisions`).
+    let confirmed = replica.state().confirmed_table()?;
+    let base = ids
+        .iter()
+        .map(|id| {
+            confirmed
+                .get(id)
+                .and_then(|row| row.get(&me))
+                .map_or(0, |c| c.epoch)
+        })
+        .min()
+        .unwrap_or(own)
+        .min(own);
     let now = crate::sys::clock::now_ns();
+    replica.state_mut().transaction(|tx| {
+        state::start_restore(tx, now, own, &ids)?;
+        state::set_restore_base(tx, base)?;
+        Ok(())
+    })?;
+    Ok((restore_wait(replica)?.unwrap_or_default(), never_heard))
+}
+
+/// The epoch of its own this replica states in its packets: during an
+/// unfinished restore, the least of its own every sibling waited for
+/// confirmed holding (so each sends back its copies of the rest); else
+/// `own`.
+pub fn stated_own_epoch(replica: &crate::replica::Replica, own: u64) -> Result<u64> {
+    if restore_wait(replica)?.is_none() {
+        return Ok(own);
+    }
+    Ok(replica.state().restore_base()?.unwrap_or(own).min(own))
+}
+
+/// During a restore, a sibling's copy of a change of this replica's own
+/// (`epoch`) differs from the one this copy logged: the copy numbered a
+/// change of its own like one made before the backup was restored. Its
+/// own changes from `epoch` on are set aside (out of the log, their seals
+/// cut; logged again, renumbered after every epoch any sibling has seen,
+/// when the restore finishes), so the sibling's apply in their place.
+/// Returns the range set aside.
+pub fn set_aside_from(replica: &mut LockedReplica, epoch: u64) -> Result<(u64, u64)> {
+    let me = replica.identity.replica_id;
+    let top = replica.state().epoch(&me, &me)?;
+    let secret = replica.signing_key()?.to_bytes();
     replica
         .state_mut()
-        .transaction(|tx| Ok(state::start_restore(tx, now, own, &ids)?))?;
-    Ok(restore_wait(replica)?.unwrap_or_default())
+        .transaction(|tx| Ok(state::set_aside_own(tx, &secret, &me, epoch, top)?))?;
+    Ok((epoch, top))
+}
+
+/// What the end of a restore did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreEnd {
+    /// Changes of its own renumbered: (old epoch, new epoch).
+    pub renumbered: Vec<(u64, u64)>,
+    /// Changes of its own set aside and not logged again: their paths
+    /// took a sibling's later change meanwhile (old epoch, path).
+    pub superseded: Vec<(u64, Vec<u8>)>,
+}
+
+impl std::fmt::Display for RestoreEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.renumbered.is_empty() {
+            let n = self.renumbered.len();
+            let pairs: Vec<String> = self
+                .renumbered
+                .iter()
+                .map(|(old, new)| format!("{old} is now {new}"))
+                .collect();
+            write!(
+                f,
+                "renumbered {n} change{} of its own numbered like one a sibling holds: {}",
+                if n == 1 { "" } else { "s" },
+                pairs.join(", ")
+            )?;
+        }
+        for (old, path) in &self.superseded {
+            write!(
+                f,
+                "{}its change {old} to \"{}\" was not kept: a sibling's later change of that path \
+                 came back meanwhile",
+                if self.renumbered.is_empty() { "" } else { "; " },
+                String::from_utf8_lossy(path)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Logs again, renumbered after this replica's own epoch (by then the
+/// highest any sibling has seen), the changes of its own the restore set
+/// aside; the recorded versions of their paths follow. One transaction.
+fn renumber_set_aside(replica: &mut LockedReplica) -> Result<RestoreEnd> {
+    let set_aside = replica.state().set_aside()?;
+    let mut end = RestoreEnd::default();
+    if set_aside.is_empty() {
+        return Ok(end);
+    }
+    let me = replica.identity.replica_id;
+    let own = replica.state().epoch(&me, &me)?;
+    let mut ops = Vec::new();
+    // Per path, the version the last change set aside left there.
+    let mut last: std::collections::HashMap<Vec<u8>, crate::ops::VersionVector> =
+        std::collections::HashMap::new();
+    for (old, bytes) in &set_aside {
+        let op = Operation::decode(bytes).map_err(|e| crate::error::Error::CorruptState {
+            path: replica.state().path().to_path_buf(),
+            what: format!("a change set aside by the restore does not decode: {e}"),
+        })?;
+        if let Some((path, version)) = path_version(&op.change) {
+            last.insert(path.to_vec(), version.clone());
+        }
+        ops.push((*old, op));
+    }
+    // A path whose recorded version is no longer the one the changes set
+    // aside left there took a sibling's change since: logging them again
+    // would make the siblings' trees differ from this one.
+    let mut superseded = std::collections::HashSet::new();
+    for (path, version) in &last {
+        if replica.state().entry_version(path)?.as_ref() != Some(version) {
+            superseded.insert(path.clone());
+        }
+    }
+    let secret = replica.signing_key()?.to_bytes();
+    replica.state_mut().transaction(|tx| {
+        let mut epoch = own;
+        for (old, mut op) in ops {
+            let new = epoch + 1;
+            if let crate::ops::Change::Path { path, version, .. }
+            | crate::ops::Change::Resolve { path, version, .. } = &mut op.change
+            {
+                if superseded.contains(path.as_slice()) {
+                    end.superseded.push((old, path.clone()));
+                    continue;
+                }
+                let before = version.clone();
+                if version.get(&me) == old {
+                    version.set(me, new);
+                }
+                // Only the last change of a path left its version there.
+                state::renumber_entry_version(tx, path, &before, version)?;
+            }
+            op.epoch = new;
+            state::append_operation(tx, &op)?;
+            end.renumbered.push((old, new));
+            epoch = new;
+        }
+        if epoch > own {
+            state::set_epoch(tx, &me, &me, epoch)?;
+            state::seal_own_run(tx, &secret, &me, own + 1, epoch)?;
+        }
+        state::clear_set_aside(tx)?;
+        Ok(())
+    })?;
+    Ok(end)
+}
+
+fn path_version(change: &crate::ops::Change) -> Option<(&[u8], &crate::ops::VersionVector)> {
+    match change {
+        crate::ops::Change::Path { path, version, .. }
+        | crate::ops::Change::Resolve { path, version, .. } => Some((path, version)),
+        _ => None,
+    }
 }
 
 /// What an unfinished restore waits for; `None` when there is none.
@@ -371,18 +582,20 @@ pub fn restore_wait(replica: &crate::replica::Replica) -> Result<Option<RestoreW
     }))
 }
 
-/// Ends an unfinished restore that waits for nothing more. Returns
-/// whether it ended now.
-pub fn finish_restore_if_done(replica: &mut LockedReplica) -> Result<bool> {
+/// Ends an unfinished restore that waits for nothing more, logging again
+/// (renumbered) the changes of its own it set aside. Returns what it did
+/// when it ended now.
+pub fn finish_restore_if_done(replica: &mut LockedReplica) -> Result<Option<RestoreEnd>> {
     match restore_wait(replica)? {
         Some(wait) if wait.is_empty() => {
+            let end = renumber_set_aside(replica)?;
             let now = crate::sys::clock::now_ns();
             replica
                 .state_mut()
                 .transaction(|tx| Ok(state::finish_restore(tx, now)?))?;
-            Ok(true)
+            Ok(Some(end))
         }
-        _ => Ok(false),
+        _ => Ok(None),
     }
 }
 

@@ -237,6 +237,10 @@ fn import_files(
                     if let Some(note) = crate::sync::family::note_member_packet(replica, &header)? {
                         outcomes.push(PacketOutcome::Note { note });
                     }
+                    let paths: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
+                    if let Some(note) = set_aside_collisions(replica, &paths)? {
+                        outcomes.push(PacketOutcome::Note { note });
+                    }
                     candidates.insert(id, parts);
                 }
             }
@@ -442,6 +446,9 @@ fn apply_packet(
     // export to their origin (few: each names at most 1,024 paths).
     let mut requests: Vec<Operation> = Vec::new();
     let mut different: Option<Operation> = None;
+    // A change of its own this copy never made, outside a restore.
+    let mut never_made: Option<u64> = None;
+    let restoring = crate::sync::family::restore_wait(replica)?.is_some();
     // What anyone can hold of each origin: what this replica has, or what
     // the packet carries (its reader checks the epoch ranges).
     let mut known: BTreeMap<Id, u64> = own.iter().map(|(o, e)| (*o, *e)).collect();
@@ -455,6 +462,10 @@ fn apply_packet(
         // skipped, once found the same as this replica's (else two copies
         // of their origin are in use); the engine checks the rest for gaps.
         if op.epoch > own.get(&op.origin).copied().unwrap_or(0) {
+            if op.origin == me && !restoring {
+                never_made = Some(op.epoch);
+                break;
+            }
             // Echoes skipped first: a later operation relative to one of
             // them finds it in this replica's log.
             let op = expander.expand(op)?;
@@ -474,6 +485,15 @@ fn apply_packet(
     }
     drop(expander);
     refuse_a_different_copy(replica, different, &first_name)?;
+    if let Some(epoch) = never_made {
+        let made = own.get(&me).copied().unwrap_or(0);
+        return Err(Error::Refused(crate::sync::family::refuse_own_never_made(
+            replica,
+            epoch,
+            made,
+            &first_name,
+        )?));
+    }
     batch.finish(replica.state())?;
     let keys = replica
         .members()?
@@ -520,6 +540,70 @@ fn apply_packet(
         .extend(crate::sync::delta::take_requests(replica, &requests)?);
     crate::sys::testhook::crash_point("import-after-commit");
     Ok(report)
+}
+
+/// During a restore (`mkreplica -restore`), compares the packet's copies
+/// of this replica's own changes with the ones it logged: the first that
+/// differs (the restored copy numbered a change like one made before the
+/// backup came back, which the sibling holds) sets aside its own changes
+/// from there on ([`crate::sync::family::set_aside_from`]), so the
+/// sibling's apply in their place; the restore's end logs them again,
+/// renumbered. Returns a note for the user then. A packet that is not
+/// whole or does not verify is left to the import proper to refuse.
+fn set_aside_collisions(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<Option<String>> {
+    if crate::sync::family::restore_wait(replica)?.is_none() {
+        return Ok(None);
+    }
+    let me = replica.identity.replica_id;
+    let own = replica.state().epoch(&me, &me)?;
+    let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
+    let mut parts = Vec::new();
+    for file in files {
+        match verify_packet(file, &keys) {
+            Ok(part) => parts.push(part),
+            Err(_) => return Ok(None),
+        }
+    }
+    let Ok(packet) = LogicalPacket::assemble(parts) else {
+        return Ok(None);
+    };
+    if packet
+        .header()
+        .epoch_ranges
+        .get(&me)
+        .is_none_or(|range| range.first > own)
+    {
+        return Ok(None);
+    }
+    let mut expander = crate::sync::delta::Expander::new(replica.state());
+    let mut first_different = None;
+    for op in packet.operations() {
+        let Ok(op) = op else { break };
+        if op.origin != me || op.epoch > own {
+            continue;
+        }
+        if let Some(full) = expand_copy(&mut expander, op) {
+            if crate::sync::family::differs_from_log(replica.state(), &full)? {
+                first_different = Some(full.epoch);
+                break;
+            }
+        }
+    }
+    drop(expander);
+    let Some(epoch) = first_different else {
+        return Ok(None);
+    };
+    let (first, last) = crate::sync::family::set_aside_from(replica, epoch)?;
+    let changes = match first == last {
+        true => format!("change {first}"),
+        false => format!("changes {first}-{last}"),
+    };
+    Ok(Some(format!(
+        "{} holds a different change of this replica's own numbered {epoch}: made before the \
+         backup came back; its own {changes} are set aside and, once the restore finishes, \
+         logged again numbered after every change a sibling holds",
+        crate::error::printable(&first_file_name(files))
+    )))
 }
 
 /// Raises the clone alarm, and refuses the packet, for `different`: a copy

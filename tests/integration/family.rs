@@ -297,6 +297,36 @@ fn a_twin_is_refused_with_nothing_lost_at_the_parent() {
         "{}",
         refused.stderr
     );
+    // Each copy is named by a packet of its own.
+    let refused_file = packet_files(&out)[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let accepted_file = packet_files(&fam.packet_dir("first"))[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    // Both files may be named alike (same sender, target, sequence and
+    // second): the packet ids tell the copies apart.
+    let ids: Vec<&str> = refused
+        .stderr
+        .split("(packet id ")
+        .skip(1)
+        .map(|rest| rest.split(')').next().unwrap())
+        .collect();
+    assert!(
+        refused.stderr.contains(&format!(
+            "wrote the packet {refused_file} (packet id {}); the accepted copy",
+            ids[0]
+        )) && refused.stderr.contains(&format!(
+            "wrote the packet {accepted_file} (packet id {}), the first",
+            ids[1]
+        )) && ids[0] != ids[1],
+        "{}",
+        refused.stderr
+    );
     assert!(
         refused.stderr.contains("mkreplica -export"),
         "{}",
@@ -331,6 +361,49 @@ fn a_twin_is_refused_with_nothing_lost_at_the_parent() {
     write(&first, "first.txt", "again");
     fam.send("lambik", "boston", "first-again");
     assert_eq!(read(&boston, "first.txt"), "again");
+
+    // boston's next packet to "lambik" tells the refused copy what it is;
+    // the accepted copy takes the same packet as any other.
+    write(&boston, "b.txt", "from boston");
+    let out = fam.packet_dir("told");
+    export_to(&boston, &out, &["lambik"], &[]).ok();
+    let copy = fam.packet_dir("told-copy");
+    for file in packet_files(&out) {
+        std::fs::copy(&file, copy.join(file.file_name().unwrap())).unwrap();
+    }
+    let tree_before = tree_listing(&second);
+    let told = import_from(&second, &[&copy]).fails_with(1);
+    assert!(
+        told.stderr
+            .contains("replica \"lambik\" is cloned: THIS replica is the copy its siblings refuse"),
+        "{}",
+        told.stderr
+    );
+    assert!(!second.join("b.txt").exists());
+    let listing = run(&second, "lsreplica", Vec::<&str>::new()).ok().stdout;
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("lambik") && l.contains("this replica") && l.contains("CLONED")),
+        "{listing}"
+    );
+    let status = run(&second, "syncreplica", ["-status"]).ok();
+    assert!(
+        status
+            .stderr
+            .contains("syncreplica: warning: this replica is a clone (alarm of")
+            && status.stderr.contains("mkreplica -export NEWNAME"),
+        "{}",
+        status.stderr
+    );
+    assert_eq!(tree_listing(&second), tree_before);
+    let accepted = import_from(&first, &[&out]).ok();
+    assert!(
+        accepted.stdout.contains("Applied packet from boston"),
+        "{}",
+        accepted.stdout
+    );
+    assert_eq!(read(&first, "b.txt"), "from boston");
 }
 
 #[test]
@@ -522,7 +595,32 @@ fn rmreplica_removes_a_member_for_good_at_every_sibling() {
 
     // The removal travels: beta applies it with gamma's earlier change,
     // which alpha relays, and then refuses gamma's packet too.
-    fam.send("alpha", "beta", "removal");
+    let out = fam.packet_dir("removal");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    let applied = import_from(&beta, &[&out]).ok();
+    assert!(
+        applied
+            .stdout
+            .contains("  member removed from the family (rmreplica): \"gamma\""),
+        "{}",
+        applied.stdout
+    );
+    let epochs = run(&beta, "lsepoch", Vec::<&str>::new()).ok().stdout;
+    assert!(
+        epochs.contains("Epochs in row \"gamma\" (estimate; REMOVED from the family"),
+        "{epochs}"
+    );
+    assert!(
+        epochs.contains("Epochs in row \"alpha\" (estimate):"),
+        "{epochs}"
+    );
+    let json = lsepoch_json(&beta);
+    let rows = json["rows"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r["removed"] == (r["replica"] == "gamma")),
+        "{json}"
+    );
     assert_eq!(read(&beta, "b.txt"), "from gamma");
     assert_eq!(read(&beta, "a.txt"), "two");
     assert!(lsreplica_member(&beta, "gamma")["removed"].is_string());
@@ -553,7 +651,8 @@ fn a_replica_restored_from_an_old_copy_takes_back_its_changes_and_reuses_no_epoc
     let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
     let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
     fam.send("alpha", "beta", "first");
-    fam.send("beta", "alpha", "first-back");
+    // beta answers (a member never heard from is not waited for).
+    acknowledge(&fam, "beta", "alpha", "first-back");
     let backup = fam.dir.path().join("alpha-backup");
     copy_dir(&alpha, &backup);
     let epoch_at_backup = own_epoch(&alpha);
@@ -899,5 +998,243 @@ fn a_member_made_after_a_removal_knows_of_it() {
         refused.stderr.contains("removed from the family"),
         "{}",
         refused.stderr
+    );
+}
+
+/// The restored copy numbered a change of its own like one a sibling holds
+/// from before the disk died (same origin and epoch, other content), and
+/// even sent it, before anyone ran `mkreplica -restore`. The restore takes
+/// the sibling's change back and renumbers its own after every epoch any
+/// sibling has seen: nothing lost, no epoch reused, both trees the same.
+#[test]
+fn a_restored_copy_s_own_change_numbered_like_a_sibling_s_is_renumbered() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    fam.send("alpha", "beta", "first");
+    // beta answers (a member never heard from is not waited for).
+    acknowledge(&fam, "beta", "alpha", "first-back");
+    let backup = fam.dir.path().join("alpha-backup");
+    copy_dir(&alpha, &backup);
+    let at_backup = own_epoch(&alpha);
+
+    // The lost disk's last change, which beta holds.
+    write(&alpha, "b.txt", "made after the backup");
+    fam.send("alpha", "beta", "after-backup");
+    assert_eq!(own_epoch(&alpha), at_backup + 1);
+
+    // The old copy comes back and, before anyone thinks of a restore,
+    // records a change numbered at_backup + 1 too, and sends it: beta
+    // refuses it (the same number, other content).
+    std::fs::remove_dir_all(&alpha).unwrap();
+    copy_dir(&backup, &alpha);
+    write(&alpha, "c.txt", "made by the restored copy");
+    let out = fam.packet_dir("collides");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    assert_eq!(own_epoch(&alpha), at_backup + 1);
+    let refused = import_from(&beta, &[&out]);
+    assert!(
+        refused.stdout.contains("different change") || refused.stderr.contains("different change"),
+        "{refused:?}"
+    );
+
+    // Now the restore.
+    run(&alpha, "mkreplica", ["-restore"]).ok();
+    let out = fam.packet_dir("restored-ack");
+    export_to(&alpha, &out, &["beta"], &["-ack"]).ok();
+    let noted = import_from(&beta, &[&out]).ok();
+    assert!(
+        noted
+            .stdout
+            .contains("\"alpha\" was restored from a backup"),
+        "{}",
+        noted.stdout
+    );
+    let out = fam.packet_dir("returned");
+    export_to(&beta, &out, &["alpha"], &[]).ok();
+    let back = import_from(&alpha, &[&out]).ok();
+    assert!(back.stdout.contains("Restore finished"), "{}", back.stdout);
+    assert!(
+        back.stdout.contains(&format!(
+            "renumbered 1 change of its own numbered like one a sibling holds: {} is now {}",
+            at_backup + 1,
+            at_backup + 2
+        )),
+        "{}",
+        back.stdout
+    );
+    assert_eq!(read(&alpha, "b.txt"), "made after the backup");
+    assert_eq!(read(&alpha, "c.txt"), "made by the restored copy");
+    assert_eq!(own_epoch(&alpha), at_backup + 2);
+
+    // The renumbered change travels as a new one; no alarm, no epoch twice.
+    fam.send("alpha", "beta", "renumbered");
+    assert_eq!(read(&beta, "c.txt"), "made by the restored copy");
+    assert_eq!(tree_listing(&alpha), tree_listing(&beta));
+    write(&alpha, "d.txt", "after the restore");
+    fam.send("alpha", "beta", "new");
+    assert_eq!(own_epoch(&alpha), at_backup + 3);
+    fam.send("beta", "alpha", "last");
+    assert_eq!(tree_listing(&alpha), tree_listing(&beta));
+    let ops = own_operations_after(&alpha, at_backup);
+    assert_eq!(ops.len(), 3);
+}
+
+/// The line of `lsreplica -long` at `root` that begins with `label`,
+/// inside `member`'s block.
+fn long_line(root: &Path, member: &str, label: &str) -> String {
+    let listing = run(root, "lsreplica", ["-long"]).ok().stdout;
+    let block = listing
+        .split("\n\n")
+        .find(|b| b.contains(&format!("\"{member}\"")) || b.starts_with(member))
+        .unwrap_or_else(|| panic!("no block for {member}:\n{listing}"));
+    block
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no {label} line:\n{block}"))
+        .to_string()
+}
+
+#[test]
+fn a_late_duplicate_does_not_take_the_place_of_the_newest_packet_received() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    write(&beta, "b.txt", "first");
+    let older = fam.packet_dir("older");
+    export_to(&beta, &older, &["alpha"], &[]).ok();
+    write(&beta, "b.txt", "second");
+    // The first packet is late; the next resends what it carried.
+    let newer = fam.packet_dir("newer");
+    export_to(&beta, &newer, &["alpha"], &["-resendall"]).ok();
+    import_from(&alpha, &[&newer]).ok();
+    let newest = packet_files(&newer)[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let line = long_line(&alpha, "beta", "last received:");
+    assert!(line.contains(&newest), "{line}");
+    // The older packet turns up late: nothing new, and it does not pass
+    // for the newest.
+    import_from(&alpha, &[&older]).ok();
+    assert_eq!(read(&alpha, "b.txt"), "second");
+    let line = long_line(&alpha, "beta", "last received:");
+    assert!(line.contains(&newest), "{line}");
+    let json = lsreplica_member(&alpha, "beta");
+    assert_eq!(json["last_received"]["file"], *newest, "{json}");
+}
+
+#[test]
+fn a_restore_with_no_names_leaves_out_members_never_heard_from() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    write(&beta, "b.txt", "from beta");
+    fam.send("beta", "alpha", "hello");
+    // gamma never sent alpha anything (a one-way link).
+    let marked = run(&alpha, "mkreplica", ["-restore"]).ok();
+    assert!(
+        marked
+            .stdout
+            .contains("Not waiting for \"gamma\": no packet from it was ever imported here")
+            && marked.stdout.contains("a packet from \"beta\"")
+            && !marked.stdout.contains("a packet from \"beta\", \"gamma\""),
+        "{}",
+        marked.stdout
+    );
+    let out = fam.packet_dir("ack");
+    export_to(&beta, &out, &["alpha"], &["-ack"]).ok();
+    let done = import_from(&alpha, &[&out]).ok();
+    assert!(done.stdout.contains("Restore finished"), "{}", done.stdout);
+    // Named, it is waited for.
+    let named = run(&alpha, "mkreplica", ["-restore", "gamma"]).ok();
+    assert!(
+        named.stdout.contains("a packet from \"gamma\""),
+        "{}",
+        named.stdout
+    );
+}
+
+#[test]
+fn an_unknown_sibling_in_config_toml_is_warned_about_with_the_nearest_name() {
+    let fam = family(&["boston", "lambik"], &[("a.txt", "one")]);
+    let boston = fam.root("boston");
+    let config = boston.join(".syncreplica/config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[siblings.lambic]\nresend_after = \"never\"\n");
+    std::fs::write(&config, text).unwrap();
+    let expected = format!(
+        "warning: {}: [siblings.lambic] names no member of the family, so its settings apply to \
+         no one; did you mean [siblings.lambik]?",
+        config.display()
+    );
+    let status = run(&boston, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stderr.contains(&format!("syncreplica: {expected}")),
+        "{}",
+        status.stderr
+    );
+    let listing = run(&boston, "lsreplica", ["-long"]).ok();
+    assert!(
+        listing.stderr.contains(&format!("lsreplica: {expected}")),
+        "{}",
+        listing.stderr
+    );
+    let out = fam.packet_dir("export");
+    let export = export_to(&boston, &out, &["lambik"], &[]).ok();
+    assert!(export.stderr.contains(&expected), "{}", export.stderr);
+    // A name far from every member: the members are listed instead.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[siblings.lambic]", "[siblings.zzzzzzzz]");
+    std::fs::write(&config, text).unwrap();
+    let status = run(&boston, "syncreplica", ["-status"]).ok();
+    assert!(
+        status
+            .stderr
+            .contains("[siblings.zzzzzzzz] names no member of the family, so its settings apply to no one; the members are boston, lambik"),
+        "{}",
+        status.stderr
+    );
+}
+
+#[test]
+fn a_new_member_is_named_in_the_import_summary() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("a.txt", "one")]);
+    // beta was made before gamma: alpha's next packet introduces it.
+    let out = fam.packet_dir("intro");
+    export_to(&fam.root("alpha"), &out, &["beta"], &[]).ok();
+    let applied = import_from(&fam.root("beta"), &[&out]).ok();
+    assert!(
+        applied
+            .stdout
+            .contains("  new member of the family: \"gamma\""),
+        "{}",
+        applied.stdout
+    );
+}
+
+#[test]
+fn lsreplica_long_shows_the_size_of_the_operation_log() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let alpha = fam.root("alpha");
+    let json = lsreplica_json(&alpha);
+    let operations = json["oplog"]["operations"].as_u64().unwrap();
+    let bytes = json["oplog"]["bytes"].as_u64().unwrap();
+    assert!(operations >= 2 && bytes > 0, "{json}");
+    write(&alpha, "b.txt", "two");
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let json = lsreplica_json(&alpha);
+    assert_eq!(
+        json["oplog"]["operations"].as_u64().unwrap(),
+        operations + 1
+    );
+    assert!(json["oplog"]["bytes"].as_u64().unwrap() > bytes);
+    let line = long_line(&alpha, "alpha", "operation log:");
+    assert_eq!(
+        line.trim(),
+        format!(
+            "operation log:     {} operations, {} bytes",
+            operations + 1,
+            json["oplog"]["bytes"]
+        )
     );
 }

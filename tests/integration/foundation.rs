@@ -401,6 +401,31 @@ fn mkreplica_refuses_nested_replicas_and_changes_nothing() {
     );
     assert!(out.stderr.contains("mkreplica: hint:"), "{}", out.stderr);
     assert!(!dir.path().join("inner/.syncreplica").exists());
+    // A directory still to be made is named as asked, not as its nearest
+    // existing ancestor.
+    let out = run(
+        dir.path(),
+        "mkreplica",
+        [
+            "-init",
+            "-family",
+            "other",
+            "-replica",
+            "inner/new/deeper",
+            "nested",
+        ],
+    )
+    .fails_with(1);
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    assert!(
+        out.stderr.contains(&format!(
+            "{} is already inside replica \"outer\"",
+            root.join("inner/new/deeper").display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.path().join("inner/new").exists());
 
     // The other way round: a replica below the new root.
     let outer = tempfile::tempdir().unwrap();
@@ -655,7 +680,10 @@ fn lsreplica_lists_members_with_fingerprints() {
     add_sibling(dir.path(), "beta");
     let short = run(dir.path(), "lsreplica", [] as [&str; 0]).ok();
     let long = run(dir.path(), "lsreplica", ["-long"]).ok();
-    insta::with_settings!({filters => redactions()}, {
+    // An operation's encoding holds its time: its length varies by a byte.
+    let mut filters = redactions();
+    filters.push((r"(operation log: .*), \d+ bytes", "$1, [N] bytes"));
+    insta::with_settings!({filters => filters}, {
         insta::assert_snapshot!("lsreplica_short", short.stdout);
         insta::assert_snapshot!("lsreplica_long", long.stdout);
     });
@@ -765,4 +793,36 @@ fn status_in_json_lists_every_change_for_scripts() {
         "{}",
         refused.stderr
     );
+}
+
+#[test]
+fn an_out_directory_that_cannot_be_made_is_refused_clearly_before_anything_is_recorded() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let alpha = fam.root("alpha");
+    write(&alpha, "b.txt", "new");
+    let before = own_epoch(&alpha);
+    // /proc takes no new directories.
+    let out = std::path::Path::new("/proc/nope");
+    let refused = export_to(&alpha, out, &["beta"], &[]).fails_with(1);
+    assert!(
+        refused.stderr.contains(
+            "syncreplica: error: cannot write packets to the -out directory /proc/nope: it does \
+             not exist and cannot be made there"
+        ) && refused
+            .stderr
+            .contains("syncreplica: hint: name with -out a directory"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(own_epoch(&alpha), before);
+    let refused = mkreplica_export(&alpha, out, "gamma").fails_with(1);
+    assert!(
+        refused
+            .stderr
+            .contains("mkreplica: error: cannot write packets to the -out directory /proc/nope")
+            && refused.stderr.contains("mkreplica: hint:"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(own_epoch(&alpha), before);
 }

@@ -33,6 +33,9 @@ pub struct EpochRow {
     pub replica_id: String,
     /// This replica's own row: exact. Any other row is an estimate.
     pub exact: bool,
+    /// Removed from the family (`rmreplica`): its row no longer changes,
+    /// and it holds back nothing.
+    pub removed: bool,
     pub origins: Vec<EpochCell>,
 }
 
@@ -65,6 +68,12 @@ pub fn table(replica: &Replica, rows: &[String]) -> Result<EpochTable> {
     };
     let table = replica.state().epoch_table()?;
     let confirmed = replica.state().confirmed_table()?;
+    let removed: Vec<Id> = replica
+        .state()
+        .removed_members()?
+        .into_iter()
+        .map(|r| r.replica)
+        .collect();
     let empty: HashMap<Id, Confirmed> = HashMap::new();
     Ok(EpochTable {
         version: JSON_VERSION,
@@ -81,6 +90,7 @@ pub fn table(replica: &Replica, rows: &[String]) -> Result<EpochTable> {
                     replica: row.name.clone(),
                     replica_id: row.replica.to_hex(),
                     exact: own,
+                    removed: removed.contains(&row.replica),
                     origins: members
                         .iter()
                         .map(|origin| {
@@ -121,6 +131,8 @@ pub fn render_rows(replica: &Replica, rows: &[String]) -> Result<String> {
     for row in &listing.rows {
         let kind = if row.exact {
             "this replica; exact"
+        } else if row.removed {
+            "estimate; REMOVED from the family by rmreplica, it holds back nothing"
         } else {
             "estimate"
         };

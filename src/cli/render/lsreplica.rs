@@ -22,7 +22,19 @@ pub struct MemberList {
     pub version: u32,
     pub family: String,
     pub family_id: String,
+    /// This replica's operation log.
+    pub oplog: OplogSize,
     pub members: Vec<MemberInfo>,
+}
+
+/// The size of this replica's operation log: every operation of every
+/// member it holds.
+#[derive(Debug, Serialize)]
+pub struct OplogSize {
+    pub operations: u64,
+    /// Bytes of the operations' encodings (the database adds its own
+    /// overhead).
+    pub bytes: u64,
 }
 
 /// One member.
@@ -245,6 +257,10 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
         version: JSON_VERSION,
         family: replica.identity.family_name.clone(),
         family_id: replica.identity.family_id.to_hex(),
+        oplog: {
+            let (operations, bytes) = state.oplog_size()?;
+            OplogSize { operations, bytes }
+        },
         members: list,
     })
 }
@@ -306,6 +322,19 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
             (None, _) => "unknown (no packet from it yet)".into(),
         };
         let _ = writeln!(out, "  packet format:     {format}");
+        if member.this_replica {
+            let _ = writeln!(
+                out,
+                "  operation log:     {} operation{}, {} bytes",
+                listing.oplog.operations,
+                if listing.oplog.operations == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                listing.oplog.bytes
+            );
+        }
         if let Some(wait) = &member.restore_waits_for {
             let _ = writeln!(
                 out,

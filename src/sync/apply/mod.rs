@@ -341,6 +341,10 @@ pub struct ApplyReport {
     /// Disk steps that failed after the commit (rule 9): not done, the
     /// path's entry as it was, listed by `syncreplica -status`.
     pub failed: Vec<state::FailedStep>,
+    /// Members the batch brought (`AddMember`), by name.
+    pub members_added: Vec<String>,
+    /// Members the batch removed (`RemoveMember`), by name.
+    pub members_removed: Vec<String>,
 }
 
 /// Test hooks: a deterministic crash-injection point. Steps are counted

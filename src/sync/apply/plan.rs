@@ -1421,6 +1421,9 @@ impl Planner<'_> {
                 relpath::PATH_MAX,
             ));
         }
+        // Said in the import summary: who joined or left the family.
+        self.report.members_added = self.new_members.iter().map(|m| m.name.clone()).collect();
+        self.report.members_removed = self.removed.iter().map(|r| r.name.clone()).collect();
         Ok(Plan {
             accepted: self.accepted,
             raised: self.raised,
