@@ -103,6 +103,17 @@ pub struct Args {
     #[arg(long = "ncomment", visible_alias = "nc", conflicts_with = "comment")]
     pub ncomment: bool,
 
+    /// With -export: write a manifest, a creation packet without content
+    /// (the recorded state: paths, metadata, chunk ids), for a new member
+    /// made over a tree that holds the content already (-import -adopt).
+    #[arg(long, requires = "export")]
+    pub manifest: bool,
+
+    /// With -import: make the new member over the existing tree at -replica
+    /// DIR (see above); with a manifest, the files it lacks are asked for.
+    #[arg(long, requires = "import")]
+    pub adopt: bool,
+
     /// With -import: the SHA-256 fingerprint (64 hex digits) the packet's
     /// signing key must have, as printed by mkreplica -export at the sender.
     #[arg(long, value_name = "HEX", value_parser = super::fingerprint_arg)]
@@ -202,7 +213,15 @@ fn export(args: &Args) -> anyhow::Result<()> {
     let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
     cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
-    let made = creation::export_creation(&mut replica, name, out, max_size, &args.comment, &stop)?;
+    let made = creation::export_creation(
+        &mut replica,
+        name,
+        out,
+        max_size,
+        &args.comment,
+        args.manifest,
+        &stop,
+    )?;
     outln!(
         "Wrote the replica-creation packet for new member \"{name}\" of family \"{}\" ({} files, {} bytes of content):",
         replica.identity.family_name, made.files, made.chunk_bytes
@@ -364,6 +383,9 @@ fn import(args: &Args) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()?,
     };
+    if args.adopt {
+        return adopt(args, &packet, &files, &dir, &key_file);
+    }
     let made = creation::import_creation(&packet, &dir, &key_file)?;
     outln!(
         "Used the creation packet {}{} for new member \"{}\".",
@@ -414,6 +436,82 @@ fn import(args: &Args) -> anyhow::Result<()> {
             "The packet was signed by key fingerprint {}.",
             made.fingerprint
         );
+        outln!("  Compare it with the one mkreplica -export printed at the sender.");
+    }
+    Ok(())
+}
+
+fn adopt(
+    args: &Args,
+    packet: &LogicalPacket,
+    files: &[PathBuf],
+    dir: &Path,
+    key_file: &Path,
+) -> anyhow::Result<()> {
+    let (replica, made) = crate::sync::adopt::adopt_creation(packet, dir, key_file)?;
+    let sender = printable(&made.sender);
+    outln!(
+        "Used the creation packet {}{}.",
+        crate::error::printable_path(&files[0]),
+        if files.len() > 1 {
+            format!(" (+{} more parts)", files.len() - 1)
+        } else {
+            String::new()
+        },
+    );
+    outln!(
+        "Adopted {} as replica \"{}\" of family \"{}\" from {sender}'s creation packet.",
+        replica.root.display(),
+        printable(&replica.identity.replica_name),
+        printable(&replica.identity.family_name),
+    );
+    outln!(
+        "  kept as they were: {} ({} with mode or mtime set to the recorded one)",
+        super::counted(made.kept, "file", "files"),
+        made.metadata_fixed
+    );
+    if made.made > 0 {
+        outln!(
+            "  made: {} (directories, symlinks, empty files)",
+            super::counted(made.made, "entry", "entries")
+        );
+    }
+    for (path, kept) in &made.set_aside {
+        outln!(
+            "  set aside: {} (not the family's version), kept as {}",
+            crate::tree::relpath::display(path),
+            crate::error::printable_path(kept)
+        );
+    }
+    if made.excluded > 0 {
+        outln!(
+            "  left alone: {} this replica excludes",
+            super::counted(made.excluded, "path", "paths")
+        );
+    }
+    if made.local_only > 0 {
+        outln!(
+            "  the family lacks {} here: kept, recorded as this replica's own by its next scan",
+            super::counted(made.local_only, "path", "paths")
+        );
+    }
+    if made.asked.is_empty() {
+        outln!("The tree holds every file of the family's; nothing to ask for.");
+    } else {
+        outln!(
+            "Asked {sender} for {} (missing here, or other content here): \
+             syncreplica -export {sender} here, import it there; {sender}'s next export to \"{}\" brings them.",
+            super::counted(made.asked.len() as u64, "file", "files"),
+            printable(&replica.identity.replica_name),
+        );
+    }
+    if args.fingerprint.is_some() {
+        outln!(
+            "The packet's signing key matched the expected fingerprint {}.",
+            made.fingerprint
+        );
+    } else {
+        outln!("The packet was signed by key fingerprint {}.", made.fingerprint);
         outln!("  Compare it with the one mkreplica -export printed at the sender.");
     }
     Ok(())

@@ -70,13 +70,17 @@ pub struct CreationExport {
 /// Writes a replica-creation packet for a new member `new_name` into
 /// `out_dir`. The caller holds the lock and has recorded local changes.
 /// Busy files are left out (see the module documentation) and listed in
-/// [`CreationExport::held_back`].
+/// [`CreationExport::held_back`]. `manifest`: the packet carries no
+/// content at all, only the recorded state (chunk ids included), for a
+/// new member made over a tree that holds most of it already
+/// (`mkreplica -import -adopt`, [`crate::sync::adopt`]).
 pub fn export_creation(
     replica: &mut LockedReplica,
     new_name: &str,
     out_dir: &Path,
     max_size: u64,
     comment: &str,
+    manifest: bool,
     stop: &crate::sync::StopFlag,
 ) -> Result<CreationExport> {
     check_export(replica, new_name, out_dir, max_size)?;
@@ -277,7 +281,7 @@ pub fn export_creation(
     paths.sort();
     'files: for path in paths {
         if let PathState::File { chunks, .. } = &entries[path].state {
-            for chunk in chunks {
+            for chunk in chunks.iter().filter(|_| !manifest) {
                 stop.check()?;
                 if sent.contains(&chunk.id) {
                     continue;
@@ -572,6 +576,16 @@ pub(crate) fn check_creation(
     Ok((header, payload, checked, secret))
 }
 
+/// Whether a checked creation packet is a manifest
+/// (`mkreplica -export -manifest`): it carries no chunk, while some file of
+/// its tree has content.
+pub(crate) fn is_manifest(packet: &LogicalPacket, checked: &Checked) -> Result<bool> {
+    let needs_content = checked.paths.values().any(|(_, state)| {
+        matches!(state, PathState::File { chunks, .. } if chunks.iter().any(|c| !crate::tree::chunking::is_zero_chunk(c)))
+    });
+    Ok(needs_content && packet.chunks().next().is_none())
+}
+
 /// Creates the new replica at `dir` (absent or empty) from a verified
 /// creation packet. `key_file` holds the new member's secret key. On error,
 /// `dir` is left as it was found.
@@ -581,6 +595,11 @@ pub fn import_creation(
     key_file: &Path,
 ) -> Result<CreationImport> {
     let (header, payload, checked, secret) = check_creation(packet, key_file)?;
+    if is_manifest(packet, &checked)? {
+        return Err(Error::ManifestNeedsAdopt {
+            packet: packet.parts()[0].path().to_path_buf(),
+        });
+    }
     // Replicas do not nest: refused before anything is created.
     replica::refuse_nesting_of_new(dir)?;
     check_space(dir, &checked)?;
