@@ -179,6 +179,7 @@ impl LockedReplica {
                 epochs: (epoch > last).then_some((last + 1, epoch)),
                 forgotten: outcome.newly_excluded.len(),
                 missing: Vec::new(),
+                mirror: None,
             })
         })
     }
@@ -262,6 +263,9 @@ pub struct RecordSummary {
     /// rules changed (see `crate::sync::record`), filled in by
     /// `record_local_changes`.
     pub missing: Vec<Vec<u8>>,
+    /// For a mirror: the local changes undone instead of recorded
+    /// (`crate::sync::mirror`), filled in by `record_local_changes`.
+    pub mirror: Option<crate::sync::mirror::Undone>,
 }
 
 pub use crate::store::layout::state_dir;

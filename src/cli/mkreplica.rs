@@ -114,6 +114,12 @@ pub struct Args {
     #[arg(long, requires = "import")]
     pub adopt: bool,
 
+    /// With -import: make the new member a mirror of the packet's sender: it
+    /// records no change of its own; the family's version always wins (see
+    /// above). chreplica -nomirror makes it an ordinary member.
+    #[arg(long, requires = "import")]
+    pub mirror: bool,
+
     /// With -import: the SHA-256 fingerprint (64 hex digits) the packet's
     /// signing key must have, as printed by mkreplica -export at the sender.
     #[arg(long, value_name = "HEX", value_parser = super::fingerprint_arg)]
@@ -386,7 +392,7 @@ fn import(args: &Args) -> anyhow::Result<()> {
     if args.adopt {
         return adopt(args, &packet, &files, &dir, &key_file);
     }
-    let made = creation::import_creation(&packet, &dir, &key_file)?;
+    let made = creation::import_creation(&packet, &dir, &key_file, args.mirror)?;
     outln!(
         "Used the creation packet {}{} for new member \"{}\".",
         crate::error::printable_path(&files[0]),
@@ -426,6 +432,7 @@ fn import(args: &Args) -> anyhow::Result<()> {
     for note in &made.conflicts {
         outln!("  conflict: {note}");
     }
+    print_mirror_of(args, &made.sender);
     if args.fingerprint.is_some() {
         outln!(
             "The packet's signing key matched the expected fingerprint {}.",
@@ -448,7 +455,7 @@ fn adopt(
     dir: &Path,
     key_file: &Path,
 ) -> anyhow::Result<()> {
-    let (replica, made) = crate::sync::adopt::adopt_creation(packet, dir, key_file)?;
+    let (replica, made) = crate::sync::adopt::adopt_creation(packet, dir, key_file, args.mirror)?;
     let sender = printable(&made.sender);
     outln!(
         "Used the creation packet {}{}.",
@@ -495,6 +502,7 @@ fn adopt(
             super::counted(made.local_only, "path", "paths")
         );
     }
+    print_mirror_of(args, &made.sender);
     if made.asked.is_empty() {
         outln!("The tree holds every file of the family's; nothing to ask for.");
     } else {
@@ -515,6 +523,17 @@ fn adopt(
         outln!("  Compare it with the one mkreplica -export printed at the sender.");
     }
     Ok(())
+}
+
+fn print_mirror_of(args: &Args, sender: &str) {
+    if args.mirror {
+        outln!(
+            "It is a mirror of {}: it records no change of its own, and the family's version always \
+             wins here (local changes to the family's paths are set aside); chreplica -nomirror makes it an \
+             ordinary member.",
+            printable(sender)
+        );
+    }
 }
 
 fn restore(args: &Args) -> anyhow::Result<()> {

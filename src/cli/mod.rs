@@ -227,6 +227,15 @@ pub fn warn_busy_file(name: &str, path: &std::path::Path, what_follows: &str) {
     );
 }
 
+/// What a mirror undid instead of recording (`sync::mirror`), one line each.
+pub fn print_mirror(summary: &crate::replica::RecordSummary) {
+    if let Some(undone) = &summary.mirror {
+        for note in crate::sync::mirror::notes(undone) {
+            outln!("{note}");
+        }
+    }
+}
+
 /// How many missing paths a warning names (`-status` lists them all).
 const MISSING_SHOWN: usize = 10;
 

@@ -316,6 +316,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         );
     }
     resend_now(&mut replica, &resend)?;
+    cli::print_mirror(&summary);
     cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
     let progress = cli::progress_bar();
     // With -ship, each target's parts are queued before its estimates are
@@ -1110,6 +1111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         resend_now(&mut replica, &resend)?;
+        cli::print_mirror(&summary);
         cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
     }
     Ok(())

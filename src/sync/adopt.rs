@@ -70,6 +70,7 @@ pub fn adopt_creation(
     packet: &LogicalPacket,
     dir: &Path,
     key_file: &Path,
+    mirror: bool,
 ) -> Result<(Replica, Adoption)> {
     let (header, payload, checked, secret) = check_creation(packet, key_file)?;
     if !dir.is_dir() {
@@ -89,7 +90,9 @@ pub fn adopt_creation(
     }
     let staging = crate::store::layout::state_dir_under_construction(&root, std::process::id());
     std::fs::create_dir(&staging).at(&staging)?;
-    let result = adopt_into(packet, &header, &payload, &checked, &root, &staging, &secret);
+    let result = adopt_into(
+        packet, &header, &payload, &checked, &root, &staging, &secret, mirror,
+    );
     if result.is_err() {
         // Nothing set aside may be lost: the folder goes only when it holds
         // nothing but the state being built.
@@ -117,6 +120,7 @@ fn adopt_into(
     root: &Path,
     staging: &Path,
     secret: &[u8; 32],
+    mirror: bool,
 ) -> Result<Adoption> {
     let identity = Identity {
         family_name: header.family.name.clone(),
@@ -329,6 +333,7 @@ fn adopt_into(
         stats: &stats,
         exclude_rules: &exclude_rules,
         scanned_ns,
+        mirror_of: mirror.then_some(header.sender.id),
     };
     let on_disk = |path: &[u8]| present.contains(path);
     let creator = header.sender.id;

@@ -593,6 +593,7 @@ pub fn import_creation(
     packet: &LogicalPacket,
     dir: &Path,
     key_file: &Path,
+    mirror: bool,
 ) -> Result<CreationImport> {
     let (header, payload, checked, secret) = check_creation(packet, key_file)?;
     if is_manifest(packet, &checked)? {
@@ -620,7 +621,7 @@ pub fn import_creation(
         std::fs::create_dir_all(dir).at(dir)?;
     }
     let root = std::fs::canonicalize(dir).at(dir)?;
-    let result = materialize(packet, &header, &payload, &checked, &root, &secret);
+    let result = materialize(packet, &header, &payload, &checked, &root, &secret, mirror);
     match result {
         Ok(Materialized {
             replica,
@@ -822,6 +823,7 @@ fn materialize(
     checked: &Checked,
     root: &Path,
     secret: &[u8; 32],
+    mirror: bool,
 ) -> Result<Materialized> {
     let staging = crate::store::layout::state_dir_under_construction(root, std::process::id());
     std::fs::create_dir(&staging).at(&staging)?;
@@ -1032,6 +1034,7 @@ fn materialize(
         stats: &stats,
         exclude_rules: &exclude_rules,
         scanned_ns,
+        mirror_of: mirror.then_some(header.sender.id),
     };
     let on_disk = |path: &[u8]| {
         // Not on disk here: no entry, so no scan takes its absence for a
@@ -1067,6 +1070,8 @@ pub(crate) struct NewState<'a> {
     pub stats: &'a HashMap<Vec<u8>, StatKey>,
     pub exclude_rules: &'a str,
     pub scanned_ns: i64,
+    /// The member the new replica mirrors (`-mirror`: its creator).
+    pub mirror_of: Option<Id>,
 }
 
 /// Writes a new replica's state from its checked creation packet: members,
@@ -1087,7 +1092,11 @@ pub(crate) fn write_new_state(
         stats,
         exclude_rules,
         scanned_ns,
+        mirror_of,
     } = *new;
+    if let Some(upstream) = &mirror_of {
+        state::set_mirror(tx, Some(upstream))?;
+    }
     let ops = &checked.ops;
     state::put_chunk_pieces(tx, pieces)?;
     for member in &checked.members {

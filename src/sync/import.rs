@@ -320,8 +320,15 @@ fn import_files(
             let files: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
             request.progress.advance(1);
             if !*recorded {
-                crate::sync::record::record_local_changes(replica)?;
+                let (_, summary) = crate::sync::record::record_local_changes(replica)?;
                 *recorded = true;
+                if let Some(undone) = &summary.mirror {
+                    outcomes.extend(
+                        crate::sync::mirror::notes(undone)
+                            .into_iter()
+                            .map(|note| PacketOutcome::Note { note }),
+                    );
+                }
             }
             match apply_logical(replica, &files) {
                 Ok((sender, report)) => {

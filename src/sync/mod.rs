@@ -14,6 +14,7 @@ pub mod epochs;
 pub mod export;
 pub mod family;
 pub mod import;
+pub mod mirror;
 pub mod packets;
 pub mod record;
 pub mod seals;
