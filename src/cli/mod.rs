@@ -37,6 +37,7 @@ macro_rules! errln {
 mod args;
 pub use args::multisite_spelling;
 pub mod chepoch;
+pub mod chreplica;
 pub mod lsepoch;
 pub mod lspacket;
 pub mod lsreplica;
@@ -184,6 +185,7 @@ pub fn all_commands() -> Vec<Command> {
         lsepoch::Args::command(),
         chepoch::Args::command(),
         rmreplica::Args::command(),
+        chreplica::Args::command(),
         mkorder::Args::command(),
         shipping_server::Args::command(),
     ]
