@@ -10,5 +10,8 @@ complete -c mkreplica -o export -d 'Write a replica-creation packet for a new me
 complete -c mkreplica -o import -d 'Create a replica from a creation packet\'s parts'
 complete -c mkreplica -o restore -d 'Mark this replica restored from a backup; it waits to hear from the SIBLINGs named (default: every other current member)'
 complete -c mkreplica -o ncomment -o nc -d 'No comment (MultiSite\'s -nc, -ncomment): the default'
+complete -c mkreplica -o manifest -d 'With -export: write a manifest, a creation packet without content (the recorded state: paths, metadata, chunk ids), for a new member made over a tree that holds the content already (-import -adopt)'
+complete -c mkreplica -o adopt -d 'With -import: make the new member over the existing tree at -replica DIR (see above); with a manifest, the files it lacks are asked for'
+complete -c mkreplica -o mirror -d 'With -import: make the new member a mirror of the packet\'s sender: it records no change of its own; the family\'s version always wins (see above). chreplica -nomirror makes it an ordinary member'
 complete -c mkreplica -s h -o help -d 'Print help (see more with \'-help\')'
 complete -c mkreplica -s V -o version -d 'Print version'

@@ -41,6 +41,31 @@ use clap::Parser;
 /// more than it carries. Modes lose their setuid and setgid bits, as in
 /// any import.
 ///
+/// `mkreplica -export -manifest -out DIR NEWNAME` writes a manifest: a
+/// creation packet with the family, the new member's identity and the
+/// whole log (paths, modes, mtimes, chunk ids) but no content, for a new
+/// member made over a tree that holds the content already, such as a
+/// migrated server. A plain -import refuses it. `mkreplica -import -adopt
+/// -replica DIR PACKET_OR_DIR...` makes the new member over the tree at
+/// DIR (it must exist and not be a replica): a file whose content is the
+/// family's (the same chunk ids) is kept as it is, not rewritten, its mode
+/// and mtime set where they differ; directories, symlinks and empty files
+/// it lacks are made; what stands where the family has something else is
+/// set aside, moved to .syncreplica/deleted/DAY/PATH, never deleted; paths
+/// its .syncreplicaignore excludes are left alone; local files the family
+/// lacks stay, recorded by the next scan as this member's own. The files it
+/// lacks or had other content for are asked for: its first packet to the
+/// creator (syncreplica -export CREATOR) carries content requests, and the
+/// creator's next export to it sends those files.
+///
+/// With -mirror, the new member (made by -import or -import -adopt) is a
+/// mirror of the packet's sender: it records no change of its own; a
+/// changed mode or mtime on one of the family's paths is set back, and any
+/// other local change there is set aside (.syncreplica/deleted/DAY/PATH,
+/// listed in the command's report) and the family's version asked for
+/// again. Local paths the family lacks are left alone and never sent.
+/// chreplica -nomirror makes it an ordinary member.
+///
 /// `mkreplica -restore [-replica DIR] [SIBLING...]`, run in a replica just
 /// restored from a backup (an old copy of its directory, state folder
 /// included), before anything else: such a replica has forgotten changes
