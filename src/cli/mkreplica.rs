@@ -544,7 +544,10 @@ fn adopt(
             made.fingerprint
         );
     } else {
-        outln!("The packet was signed by key fingerprint {}.", made.fingerprint);
+        outln!(
+            "The packet was signed by key fingerprint {}.",
+            made.fingerprint
+        );
         outln!("  Compare it with the one mkreplica -export printed at the sender.");
     }
     Ok(())

@@ -65,7 +65,9 @@ pub struct Adoption {
 /// `key_file` holds the new member's secret key. Errors: everything
 /// [`crate::sync::creation::import_creation`] refuses, `dir` missing or
 /// already a replica. On error, nothing set aside is lost: it stays under
-/// the unfinished state folder `.syncreplica.init-PID`, named in the error.
+/// the unfinished state folder, `.syncreplica.init-PID/deleted/`, which is
+/// then kept; running the adoption again carries on (what was set aside is
+/// asked for).
 pub fn adopt_creation(
     packet: &LogicalPacket,
     dir: &Path,
@@ -226,7 +228,12 @@ fn adopt_into(
         match family {
             PathState::Directory { mode, .. } => {
                 match &here {
-                    Some((PathState::Directory { mode: local_mode, .. }, _)) => {
+                    Some((
+                        PathState::Directory {
+                            mode: local_mode, ..
+                        },
+                        _,
+                    )) => {
                         if local_mode != mode {
                             dir_modes.push((path, *mode));
                         }

@@ -1170,13 +1170,7 @@ pub(crate) fn write_new_state(
     state::note_confirmation(tx, &header.sender.id, &row, scanned_ns, &packet_name)?;
     state::set_own_incarnation(tx, &identity::random_id(), scanned_ns, &packet_name)?;
     if let Some(incarnation) = &header.incarnation {
-        state::record_incarnation(
-            tx,
-            &header.sender.id,
-            incarnation,
-            scanned_ns,
-            &packet_name,
-        )?;
+        state::record_incarnation(tx, &header.sender.id, incarnation, scanned_ns, &packet_name)?;
     }
     for (member, row) in &checked.estimates {
         for (origin, epoch) in row {

@@ -27,9 +27,9 @@ use crate::ops::{Id, Operation, PathState};
 use crate::replica::LockedReplica;
 use crate::store::layout::DELETED_DIR;
 use crate::store::state;
+use crate::store::state::StatKey;
 use crate::tree::confined::{ConfinedRoot, Located};
 use crate::tree::relpath;
-use crate::store::state::StatKey;
 use crate::tree::scan::ScanOutcome;
 
 /// What [`keep_family_versions`] undid.
@@ -77,13 +77,7 @@ pub fn keep_family_versions(
             Located::Blocked(why) => return Err(Error::hostile(relpath::display(&path), why)),
         };
         let same_content = match (old, &change.new) {
-            (
-                PathState::File { chunks: a, .. },
-                PathState::File {
-                    chunks: b,
-                    ..
-                },
-            ) => a == b,
+            (PathState::File { chunks: a, .. }, PathState::File { chunks: b, .. }) => a == b,
             (PathState::Directory { .. }, PathState::Directory { .. }) => true,
             _ => false,
         };

@@ -111,7 +111,13 @@ fn adoption_keeps_matching_files_and_ships_only_the_differences() {
     let manifest = run(
         src.path(),
         "mkreplica",
-        ["-export", "-manifest", "-out", out.to_str().unwrap(), "beta"],
+        [
+            "-export",
+            "-manifest",
+            "-out",
+            out.to_str().unwrap(),
+            "beta",
+        ],
     )
     .ok();
     assert!(
@@ -133,7 +139,11 @@ fn adoption_keeps_matching_files_and_ships_only_the_differences() {
         ],
     )
     .fails_with(1);
-    assert!(refused.stderr.contains("is a manifest"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("is a manifest"),
+        "{}",
+        refused.stderr
+    );
     assert!(refused.stderr.contains("-adopt"), "{}", refused.stderr);
     assert!(!empty.exists());
 
@@ -174,7 +184,10 @@ fn adoption_keeps_matching_files_and_ships_only_the_differences() {
         std::fs::metadata(dst.join("d3/f7")).unwrap().mode() & 0o7777,
         std::fs::metadata(src.path().join("d3/f7")).unwrap().mode() & 0o7777
     );
-    assert_eq!(std::fs::read_link(dst.join("link")).unwrap(), Path::new("d1/f1"));
+    assert_eq!(
+        std::fs::read_link(dst.join("link")).unwrap(),
+        Path::new("d1/f1")
+    );
 
     // The round trip: the new member's first packet asks, the creator's
     // next export answers.
@@ -190,7 +203,12 @@ fn adoption_keeps_matching_files_and_ships_only_the_differences() {
         .iter()
         .map(|p| std::fs::metadata(src.path().join(p)).unwrap().len())
         .sum();
-    assert_eq!(bytes_shipped(&answer.stdout), differing, "{}", answer.stdout);
+    assert_eq!(
+        bytes_shipped(&answer.stdout),
+        differing,
+        "{}",
+        answer.stdout
+    );
 
     assert_eq!(rsync_differences(src.path(), &dst), Vec::<String>::new());
     // The new server's own file is kept, and is the family's now.
@@ -217,7 +235,13 @@ fn adoption_refuses_a_replica_and_a_missing_folder() {
     run(
         src.path(),
         "mkreplica",
-        ["-export", "-manifest", "-out", out.to_str().unwrap(), "beta"],
+        [
+            "-export",
+            "-manifest",
+            "-out",
+            out.to_str().unwrap(),
+            "beta",
+        ],
     )
     .ok();
     let missing = work.path().join("missing");
@@ -274,15 +298,22 @@ fn a_mirror_sets_local_changes_aside_and_gets_the_family_version_back() {
     .ok();
     assert!(made.stdout.contains("mirror of alpha"), "{}", made.stdout);
     let listed = run(&mirror, "lsreplica", [] as [&str; 0]).ok();
-    assert!(listed.stdout.contains("MIRROR of alpha"), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("MIRROR of alpha"),
+        "{}",
+        listed.stdout
+    );
     let json = run(&mirror, "lsreplica", ["-fmt", "json"]).ok();
-    assert!(json.stdout.contains("\"mirror_of\": \"alpha\""), "{}", json.stdout);
+    assert!(
+        json.stdout.contains("\"mirror_of\": \"alpha\""),
+        "{}",
+        json.stdout
+    );
 
     // A running service writes on the mirror.
     std::fs::write(mirror.join("d0/f0"), "written by a service\n").unwrap();
     std::fs::remove_file(mirror.join("d1/f1")).unwrap();
-    std::fs::set_permissions(mirror.join("d2/f2"), std::fs::Permissions::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(mirror.join("d2/f2"), std::fs::Permissions::from_mode(0o600)).unwrap();
     write(&mirror, "service.log", "log\n");
     let source_before = tree_listing(src.path());
 
@@ -290,7 +321,9 @@ fn a_mirror_sets_local_changes_aside_and_gets_the_family_version_back() {
     let to_mirror = work.path().join("to-mirror");
     let exported = export_to(&mirror, &to_alpha, &["alpha"], &[]).ok();
     assert!(
-        exported.stdout.contains("mirror: d0/f0 changed here; set aside"),
+        exported
+            .stdout
+            .contains("mirror: d0/f0 changed here; set aside"),
         "{}",
         exported.stdout
     );
@@ -348,5 +381,63 @@ fn chreplica_refuses_itself_and_strangers() {
     assert!(!listed.stdout.contains("MIRROR"), "{}", listed.stdout);
     run(&alpha, "chreplica", ["-mirror", "beta"]).ok();
     let listed = run(&alpha, "lsreplica", [] as [&str; 0]).ok();
-    assert!(listed.stdout.contains("MIRROR of beta"), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("MIRROR of beta"),
+        "{}",
+        listed.stdout
+    );
+}
+
+#[test]
+fn adoption_leaves_excluded_paths_alone() {
+    let src = source_tree(8);
+    init(src.path(), "alpha");
+    let work = tempfile::tempdir().unwrap();
+    let dst = work.path().join("migrated");
+    copy_tree(src.path(), &dst);
+    // Host-local: this server's own version stays, and is not asked for.
+    std::fs::write(dst.join("d0/f4"), "this host's own\n").unwrap();
+    std::fs::write(dst.join(".syncreplicaignore"), "d0/f4\n").unwrap();
+    let out = work.path().join("manifest");
+    run(
+        src.path(),
+        "mkreplica",
+        [
+            "-export",
+            "-manifest",
+            "-out",
+            out.to_str().unwrap(),
+            "beta",
+        ],
+    )
+    .ok();
+    let adopted = run(
+        work.path(),
+        "mkreplica",
+        [
+            "-import",
+            "-adopt",
+            "-replica",
+            dst.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    assert!(
+        adopted
+            .stdout
+            .contains("left alone: 1 path this replica excludes"),
+        "{}",
+        adopted.stdout
+    );
+    assert!(
+        adopted.stdout.contains("nothing to ask for"),
+        "{}",
+        adopted.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(dst.join("d0/f4")).unwrap(),
+        "this host's own\n"
+    );
+    assert!(!dst.join(".syncreplica/deleted").exists());
 }
