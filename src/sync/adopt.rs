@@ -114,6 +114,7 @@ pub fn adopt_creation(
     Ok((Replica::open(&root)?, adoption))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn adopt_into(
     packet: &LogicalPacket,
     header: &packet_format::Header,

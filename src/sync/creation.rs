@@ -1177,7 +1177,7 @@ pub(crate) fn write_new_state(
             state::set_epoch(tx, member, origin, *epoch)?;
         }
     }
-    state::set_recorded_excludes(tx, &exclude_rules)?;
+    state::set_recorded_excludes(tx, exclude_rules)?;
     state::log_packet(
         tx,
         "received",
