@@ -265,7 +265,21 @@ pub struct RecordSummary {
     pub missing: Vec<Vec<u8>>,
     /// For a mirror: the local changes undone instead of recorded
     /// (`crate::sync::mirror`), filled in by `record_local_changes`.
-    pub mirror: Option<crate::sync::mirror::Undone>,
+    pub mirror: Option<MirrorUndone>,
+}
+
+/// What a mirror undid instead of recording (`crate::sync::mirror`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MirrorUndone {
+    /// Replicated paths changed here: set aside (where kept, if anything was
+    /// on disk) and asked for again.
+    pub set_aside: Vec<(Vec<u8>, Option<PathBuf>)>,
+    /// Replicated paths whose mode or mtime was set back.
+    pub metadata_restored: Vec<Vec<u8>>,
+    /// New local paths the family does not have: left alone, not recorded.
+    pub local_only: usize,
+    /// The member asked for the family's versions.
+    pub upstream: Option<String>,
 }
 
 pub use crate::store::layout::state_dir;

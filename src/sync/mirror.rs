@@ -32,19 +32,7 @@ use crate::tree::confined::{ConfinedRoot, Located};
 use crate::tree::relpath;
 use crate::tree::scan::ScanOutcome;
 
-/// What [`keep_family_versions`] undid.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Undone {
-    /// Replicated paths changed here: set aside (where kept, if anything was
-    /// on disk) and asked for again.
-    pub set_aside: Vec<(Vec<u8>, Option<PathBuf>)>,
-    /// Replicated paths whose mode or mtime was set back.
-    pub metadata_restored: Vec<Vec<u8>>,
-    /// New local paths the family does not have: left alone, not recorded.
-    pub local_only: usize,
-    /// The member asked for the family's versions.
-    pub upstream: Option<String>,
-}
+pub use crate::replica::MirrorUndone as Undone;
 
 /// For a mirror of `upstream`: takes out of `outcome` every local change
 /// and undoes those on replicated paths (see the module documentation),
