@@ -781,6 +781,9 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 for note in &report.conflicts {
                     outln!("  conflict: {note}");
                 }
+                for note in &report.requests {
+                    outln!("  content request: {note}");
+                }
                 for note in &report.not_made {
                     outln!("  not made here: {note}");
                 }

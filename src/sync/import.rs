@@ -521,7 +521,7 @@ fn apply_packet(
     // Requests for content addressed to this replica: answered by the
     // next export to their origin.
     report
-        .conflicts
+        .requests
         .extend(crate::sync::delta::take_requests(replica, &requests)?);
     crate::sys::testhook::crash_point("import-after-commit");
     Ok(report)

@@ -194,7 +194,15 @@ fn adoption_keeps_matching_files_and_ships_only_the_differences() {
     let to_alpha = work.path().join("to-alpha");
     let to_beta = work.path().join("to-beta");
     export_to(&dst, &to_alpha, &["alpha"], &[]).ok();
-    import_from(src.path(), &[&to_alpha]).ok();
+    let asked = import_from(src.path(), &[&to_alpha]).ok();
+    assert!(
+        asked
+            .stdout
+            .contains("content request: beta asks for the content of 3 paths"),
+        "{}",
+        asked.stdout
+    );
+    assert!(asked.stdout.contains("0 conflicts"), "{}", asked.stdout);
     let answer = export_to(src.path(), &to_beta, &["beta"], &[]).ok();
     import_from(&dst, &[&to_beta]).ok();
 
