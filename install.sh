@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
 done
 
 here=$(cd "$(dirname "$0")" && pwd)
-commands="syncreplica mkreplica lsreplica lspacket lsepoch chepoch rmreplica mkorder shipping_server"
+commands="syncreplica mkreplica lsreplica lspacket lsepoch chepoch rmreplica chreplica mkorder shipping_server"
 
 if [ -z "$binaries" ]; then
     (cd "$here" && cargo build --release --locked --bins)

@@ -160,6 +160,11 @@ pub enum Error {
     #[error("{} is not empty", dir.display())]
     NotEmpty { dir: PathBuf },
 
+    /// A manifest (a creation packet without content) given to a plain
+    /// `mkreplica -import`.
+    #[error("creation packet {} is a manifest: it carries the recorded state but no content; nothing was created", packet.display())]
+    ManifestNeedsAdopt { packet: PathBuf },
+
     /// A folder the command needs and does not make is not there.
     #[error("{}: no such directory ({what})", path.display())]
     MissingDirectory { path: PathBuf, what: &'static str },

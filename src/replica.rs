@@ -179,6 +179,7 @@ impl LockedReplica {
                 epochs: (epoch > last).then_some((last + 1, epoch)),
                 forgotten: outcome.newly_excluded.len(),
                 missing: Vec::new(),
+                mirror: None,
             })
         })
     }
@@ -271,6 +272,23 @@ pub struct RecordSummary {
     /// rules changed (see `crate::sync::record`), filled in by
     /// `record_local_changes`.
     pub missing: Vec<Vec<u8>>,
+    /// For a mirror: the local changes undone instead of recorded
+    /// (`crate::sync::mirror`), filled in by `record_local_changes`.
+    pub mirror: Option<MirrorUndone>,
+}
+
+/// What a mirror undid instead of recording (`crate::sync::mirror`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MirrorUndone {
+    /// Replicated paths changed here: set aside (where kept, if anything was
+    /// on disk) and asked for again.
+    pub set_aside: Vec<(Vec<u8>, Option<PathBuf>)>,
+    /// Replicated paths whose mode or mtime was set back.
+    pub metadata_restored: Vec<Vec<u8>>,
+    /// New local paths the family does not have: left alone, not recorded.
+    pub local_only: usize,
+    /// The member asked for the family's versions.
+    pub upstream: Option<String>,
 }
 
 pub use crate::store::layout::state_dir;

@@ -172,6 +172,15 @@ pub fn manual(name: &str) -> Manual {
             examples: &[("The ship was decommissioned: remove it for good", "rmreplica ship")],
             json: &[],
         },
+        "chreplica" => Manual {
+            synopses: &["chreplica -mirror UPSTREAM [-replica DIR]", "chreplica -nomirror [-replica DIR]"],
+            files: REPLICA_FILES,
+            environment: &[],
+            examples: &[
+                ("Keep the migrated server an exact copy of its source until cut-over", "chreplica -mirror oldserver"),
+                ("Cut-over done: the new server's changes count from now on", "chreplica -nomirror"),
+            ],
+        },
         "mkorder" => Manual {
             synopses: &[
                 "mkorder -data PACKET… [-ship | -fship] [-copy] [-sclass CLASS] [-pexpire WHEN] [-shipconf FILE] [-quiet] [DESTINATION…]",

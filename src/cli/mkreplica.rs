@@ -41,6 +41,31 @@ use clap::Parser;
 /// more than it carries. Modes lose their setuid and setgid bits, as in
 /// any import.
 ///
+/// `mkreplica -export -manifest -out DIR NEWNAME` writes a manifest: a
+/// creation packet with the family, the new member's identity and the
+/// whole log (paths, modes, mtimes, chunk ids) but no content, for a new
+/// member made over a tree that holds the content already, such as a
+/// migrated server. A plain -import refuses it. `mkreplica -import -adopt
+/// -replica DIR PACKET_OR_DIR...` makes the new member over the tree at
+/// DIR (it must exist and not be a replica): a file whose content is the
+/// family's (the same chunk ids) is kept as it is, not rewritten, its mode
+/// and mtime set where they differ; directories, symlinks and empty files
+/// it lacks are made; what stands where the family has something else is
+/// set aside, moved to .syncreplica/deleted/DAY/PATH, never deleted; paths
+/// its .syncreplicaignore excludes are left alone; local files the family
+/// lacks stay, recorded by the next scan as this member's own. The files it
+/// lacks or had other content for are asked for: its first packet to the
+/// creator (syncreplica -export CREATOR) carries content requests, and the
+/// creator's next export to it sends those files.
+///
+/// With -mirror, the new member (made by -import or -import -adopt) is a
+/// mirror of the packet's sender: it records no change of its own; a
+/// changed mode or mtime on one of the family's paths is set back, and any
+/// other local change there is set aside (.syncreplica/deleted/DAY/PATH,
+/// listed in the command's report) and the family's version asked for
+/// again. Local paths the family lacks are left alone and never sent.
+/// chreplica -nomirror makes it an ordinary member.
+///
 /// `mkreplica -restore [-replica DIR] [SIBLING...]`, run in a replica just
 /// restored from a backup (an old copy of its directory, state folder
 /// included), before anything else: such a replica has forgotten changes
@@ -108,6 +133,23 @@ pub struct Args {
     /// No comment (MultiSite's -nc, -ncomment): the default.
     #[arg(long = "ncomment", visible_alias = "nc", conflicts_with = "comment")]
     pub ncomment: bool,
+
+    /// With -export: write a manifest, a creation packet without content
+    /// (the recorded state: paths, metadata, chunk ids), for a new member
+    /// made over a tree that holds the content already (-import -adopt).
+    #[arg(long, requires = "export")]
+    pub manifest: bool,
+
+    /// With -import: make the new member over the existing tree at -replica
+    /// DIR (see above); with a manifest, the files it lacks are asked for.
+    #[arg(long, requires = "import")]
+    pub adopt: bool,
+
+    /// With -import: make the new member a mirror of the packet's sender: it
+    /// records no change of its own; the family's version always wins (see
+    /// above). chreplica -nomirror makes it an ordinary member.
+    #[arg(long, requires = "import")]
+    pub mirror: bool,
 
     /// With -import: the SHA-256 fingerprint (64 hex digits) the packet's
     /// signing key must have, as printed by mkreplica -export at the sender.
@@ -221,7 +263,15 @@ fn export(args: &Args) -> anyhow::Result<()> {
     let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
     cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
-    let made = creation::export_creation(&mut replica, name, out, max_size, &args.comment, &stop)?;
+    let made = creation::export_creation(
+        &mut replica,
+        name,
+        out,
+        max_size,
+        &args.comment,
+        args.manifest,
+        &stop,
+    )?;
     outln!(
         "Wrote the replica-creation packet for new member \"{name}\" of family \"{}\" ({}, {} bytes of content):",
         replica.identity.family_name,
@@ -391,7 +441,10 @@ fn import(args: &Args) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()?,
     };
-    let made = creation::import_creation(&packet, &dir, &key_file)?;
+    if args.adopt {
+        return adopt(args, &packet, &files, &dir, &key_file);
+    }
+    let made = creation::import_creation(&packet, &dir, &key_file, args.mirror)?;
     outln!(
         "Used the creation packet {}{} for new member \"{}\".",
         crate::error::printable_path(&files[0]),
@@ -431,6 +484,7 @@ fn import(args: &Args) -> anyhow::Result<()> {
     for note in &made.conflicts {
         outln!("  conflict: {note}");
     }
+    print_mirror_of(args, &made.sender);
     if args.fingerprint.is_some() {
         outln!(
             "The packet's signing key matched the expected fingerprint {}.",
@@ -466,6 +520,97 @@ fn import(args: &Args) -> anyhow::Result<()> {
         cli::report::print_data(format_args!("{}\n", serde_json::to_string_pretty(&json)?));
     }
     Ok(())
+}
+
+fn adopt(
+    args: &Args,
+    packet: &LogicalPacket,
+    files: &[PathBuf],
+    dir: &Path,
+    key_file: &Path,
+) -> anyhow::Result<()> {
+    let (replica, made) = crate::sync::adopt::adopt_creation(packet, dir, key_file, args.mirror)?;
+    let sender = printable(&made.sender);
+    outln!(
+        "Used the creation packet {}{}.",
+        crate::error::printable_path(&files[0]),
+        if files.len() > 1 {
+            format!(" (+{} more parts)", files.len() - 1)
+        } else {
+            String::new()
+        },
+    );
+    outln!(
+        "Adopted {} as replica \"{}\" of family \"{}\" from {sender}'s creation packet.",
+        replica.root.display(),
+        printable(&replica.identity.replica_name),
+        printable(&replica.identity.family_name),
+    );
+    outln!(
+        "  kept as they were: {} ({} with mode or mtime set to the recorded one)",
+        super::counted(made.kept, "file", "files"),
+        made.metadata_fixed
+    );
+    if made.made > 0 {
+        outln!(
+            "  made: {} (directories, symlinks, empty files)",
+            super::counted(made.made, "entry", "entries")
+        );
+    }
+    for (path, kept) in &made.set_aside {
+        outln!(
+            "  set aside: {} (not the family's version), kept as {}",
+            crate::tree::relpath::display(path),
+            crate::error::printable_path(kept)
+        );
+    }
+    if made.excluded > 0 {
+        outln!(
+            "  left alone: {} this replica excludes",
+            super::counted(made.excluded, "path", "paths")
+        );
+    }
+    if made.local_only > 0 {
+        outln!(
+            "  the family lacks {} here: kept, recorded as this replica's own by its next scan",
+            super::counted(made.local_only, "path", "paths")
+        );
+    }
+    print_mirror_of(args, &made.sender);
+    if made.asked.is_empty() {
+        outln!("The tree holds every file of the family's; nothing to ask for.");
+    } else {
+        outln!(
+            "Asked {sender} for {} (missing here, or other content here): \
+             syncreplica -export {sender} here, import it there; {sender}'s next export to \"{}\" brings them.",
+            super::counted(made.asked.len() as u64, "file", "files"),
+            printable(&replica.identity.replica_name),
+        );
+    }
+    if args.fingerprint.is_some() {
+        outln!(
+            "The packet's signing key matched the expected fingerprint {}.",
+            made.fingerprint
+        );
+    } else {
+        outln!(
+            "The packet was signed by key fingerprint {}.",
+            made.fingerprint
+        );
+        outln!("  Compare it with the one mkreplica -export printed at the sender.");
+    }
+    Ok(())
+}
+
+fn print_mirror_of(args: &Args, sender: &str) {
+    if args.mirror {
+        outln!(
+            "It is a mirror of {}: it records no change of its own, and the family's version always \
+             wins here (local changes to the family's paths are set aside); chreplica -nomirror makes it an \
+             ordinary member.",
+            printable(sender)
+        );
+    }
 }
 
 fn restore(args: &Args) -> anyhow::Result<()> {

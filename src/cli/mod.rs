@@ -37,6 +37,7 @@ macro_rules! errln {
 mod args;
 pub use args::multisite_spelling;
 pub mod chepoch;
+pub mod chreplica;
 pub mod lsepoch;
 pub mod lspacket;
 pub mod lsreplica;
@@ -184,6 +185,7 @@ pub fn all_commands() -> Vec<Command> {
         lsepoch::Args::command(),
         chepoch::Args::command(),
         rmreplica::Args::command(),
+        chreplica::Args::command(),
         mkorder::Args::command(),
         shipping_server::Args::command(),
     ]
@@ -421,6 +423,15 @@ pub fn warn_busy_file(name: &str, path: &std::path::Path, what_follows: &str) {
         "{name}: warning: {}: changed since the scan recorded it (still being written?); {what_follows}",
         path.display()
     );
+}
+
+/// What a mirror undid instead of recording (`sync::mirror`), one line each.
+pub fn print_mirror(summary: &crate::replica::RecordSummary) {
+    if let Some(undone) = &summary.mirror {
+        for note in crate::sync::mirror::notes(undone) {
+            outln!("{note}");
+        }
+    }
 }
 
 /// How many missing paths a warning names (`-status` lists them all).

@@ -262,7 +262,10 @@ pub fn hint(err: &Error) -> Option<String> {
             "the key file (NEWNAME.key, written by mkreplica -export beside the packet) may travel by another route: name it with -key FILE".into()
         }
         Error::NotEmpty { .. } => {
-            "mkreplica -import needs an absent or empty directory".into()
+            "mkreplica -import needs an absent or empty directory; to make the member over a tree that holds the content already, ask the sender for a manifest (mkreplica -export -manifest) and use mkreplica -import -adopt".into()
+        }
+        Error::ManifestNeedsAdopt { .. } => {
+            "make the new member over a tree that holds the content already: mkreplica -import -adopt -replica DIR; or ask the sender for a packet with content (mkreplica -export without -manifest)".into()
         }
         Error::Shipping(shipping::Error::UnknownClass { .. }) => {
             "storage classes are the [classes.NAME] tables of shipping.toml; without -sclass the class is \"default\"".into()

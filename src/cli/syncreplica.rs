@@ -331,6 +331,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         );
     }
     resend_now(&mut replica, &resend)?;
+    cli::print_mirror(&summary);
     cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
     // With -ship, each target's parts are queued before its estimates are
     // raised: a kill in between leaves them queued and the estimates low
@@ -811,6 +812,9 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 for note in &report.conflicts {
                     outln!("  conflict: {note}");
                 }
+                for note in &report.requests {
+                    outln!("  content request: {note}");
+                }
                 for note in &report.not_made {
                     outln!("  not made here: {note}");
                 }
@@ -1171,6 +1175,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         resend_now(&mut replica, &resend)?;
+        cli::print_mirror(&summary);
         cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
     }
     Ok(())

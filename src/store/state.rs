@@ -448,6 +448,23 @@ impl State {
             .map_err(db)
     }
 
+    /// The member this replica mirrors (`mkreplica -import -mirror`,
+    /// `chreplica -mirror`), or `None` for an ordinary member.
+    pub fn mirror_upstream(&self) -> Result<Option<Id>> {
+        let db = |source| self.db_error(source);
+        if !self.has_table("mirror")? {
+            return Ok(None);
+        }
+        let blob: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT upstream FROM mirror WHERE id = 1", [], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(db)?;
+        Ok(blob.and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok().map(Id)))
+    }
+
     /// Every recorded entry, tombstones included, keyed by path.
     pub fn load_entries(&self) -> Result<HashMap<Vec<u8>, RecordedEntry>> {
         let db = |source| self.db_error(source);
@@ -1317,6 +1334,27 @@ pub fn set_recorded_excludes(tx: &Transaction, rules: &str) -> rusqlite::Result<
         params![rules],
     )
     .map(drop)
+}
+
+/// Makes this replica a mirror of `upstream`, or (`None`) an ordinary
+/// member (see [`State::mirror_upstream`]).
+pub fn set_mirror(tx: &Transaction, upstream: Option<&Id>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS mirror (
+             id       INTEGER PRIMARY KEY CHECK (id = 1),
+             upstream BLOB NOT NULL
+         );",
+    )?;
+    match upstream {
+        Some(id) => tx
+            .execute(
+                "INSERT INTO mirror (id, upstream) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET upstream = excluded.upstream",
+                params![id.0.as_slice()],
+            )
+            .map(drop),
+        None => tx.execute("DELETE FROM mirror", []).map(drop),
+    }
 }
 
 // The family's health (issue 13): what each sibling confirmed, when this

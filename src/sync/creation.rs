@@ -70,13 +70,17 @@ pub struct CreationExport {
 /// Writes a replica-creation packet for a new member `new_name` into
 /// `out_dir`. The caller holds the lock and has recorded local changes.
 /// Busy files are left out (see the module documentation) and listed in
-/// [`CreationExport::held_back`].
+/// [`CreationExport::held_back`]. `manifest`: the packet carries no
+/// content at all, only the recorded state (chunk ids included), for a
+/// new member made over a tree that holds most of it already
+/// (`mkreplica -import -adopt`, [`crate::sync::adopt`]).
 pub fn export_creation(
     replica: &mut LockedReplica,
     new_name: &str,
     out_dir: &Path,
     max_size: u64,
     comment: &str,
+    manifest: bool,
     stop: &crate::sync::StopFlag,
 ) -> Result<CreationExport> {
     check_export(replica, new_name, out_dir, max_size)?;
@@ -289,7 +293,7 @@ pub fn export_creation(
     );
     'files: for path in paths {
         if let PathState::File { chunks, .. } = &entries[path].state {
-            for chunk in chunks {
+            for chunk in chunks.iter().filter(|_| !manifest) {
                 stop.check()?;
                 crate::sys::progress::advance(u64::from(chunk.len));
                 if sent.contains(&chunk.id) {
@@ -537,14 +541,15 @@ pub fn creation_fingerprint(packet: &LogicalPacket) -> String {
     packet.header().signer_fingerprint()
 }
 
-/// Creates the new replica at `dir` (absent or empty) from a verified
-/// creation packet. `key_file` holds the new member's secret key. On error,
-/// `dir` is left as it was found.
-pub fn import_creation(
+/// The checks every creation import makes before anything is made: the
+/// packet is a creation packet, its names are valid, everything an update
+/// import checks holds ([`crate::sync::creation_check::check`]), and
+/// `key_file` holds the new member's key. Returns the header, the creation
+/// payload, the checked operations and the secret key.
+pub(crate) fn check_creation(
     packet: &LogicalPacket,
-    dir: &Path,
     key_file: &Path,
-) -> Result<CreationImport> {
+) -> Result<(packet_format::Header, CreationPayload, Checked, [u8; 32])> {
     let header = packet.header().clone();
     let payload =
         packet.parts()[0]
@@ -581,6 +586,34 @@ pub fn import_creation(
         });
     }
 
+    Ok((header, payload, checked, secret))
+}
+
+/// Whether a checked creation packet is a manifest
+/// (`mkreplica -export -manifest`): it carries no chunk, while some file of
+/// its tree has content.
+pub(crate) fn is_manifest(packet: &LogicalPacket, checked: &Checked) -> Result<bool> {
+    let needs_content = checked.paths.values().any(|(_, state)| {
+        matches!(state, PathState::File { chunks, .. } if chunks.iter().any(|c| !crate::tree::chunking::is_zero_chunk(c)))
+    });
+    Ok(needs_content && packet.chunks().next().is_none())
+}
+
+/// Creates the new replica at `dir` (absent or empty) from a verified
+/// creation packet. `key_file` holds the new member's secret key. On error,
+/// `dir` is left as it was found.
+pub fn import_creation(
+    packet: &LogicalPacket,
+    dir: &Path,
+    key_file: &Path,
+    mirror: bool,
+) -> Result<CreationImport> {
+    let (header, payload, checked, secret) = check_creation(packet, key_file)?;
+    if is_manifest(packet, &checked)? {
+        return Err(Error::ManifestNeedsAdopt {
+            packet: packet.parts()[0].path().to_path_buf(),
+        });
+    }
     // Replicas do not nest: refused before anything is created.
     replica::refuse_nesting_of_new(dir)?;
     check_space(dir, &checked)?;
@@ -601,7 +634,7 @@ pub fn import_creation(
         std::fs::create_dir_all(dir).at(dir)?;
     }
     let root = std::fs::canonicalize(dir).at(dir)?;
-    let result = materialize(packet, &header, &payload, &checked, &root, &secret);
+    let result = materialize(packet, &header, &payload, &checked, &root, &secret, mirror);
     match result {
         Ok(Materialized {
             replica,
@@ -803,6 +836,7 @@ fn materialize(
     checked: &Checked,
     root: &Path,
     secret: &[u8; 32],
+    mirror: bool,
 ) -> Result<Materialized> {
     let staging = crate::store::layout::state_dir_under_construction(root, std::process::id());
     std::fs::create_dir(&staging).at(&staging)?;
@@ -1018,109 +1052,25 @@ fn materialize(
     let scanned_ns = crate::sys::clock::now_ns();
     let me = payload.new_replica.id;
     let not_carried_set: HashSet<&[u8]> = not_carried.iter().map(Vec::as_slice).collect();
-    state.transaction(|tx| {
-        state::put_chunk_pieces(tx, &pieces)?;
-        for member in &checked.members {
-            state::insert_member(tx, member, header.created.as_nanos_saturating())?;
-        }
-        for op in ops {
-            state::append_operation(tx, op)?;
-            // The log's removals hold here too (rmreplica).
-            if let Change::RemoveMember { replica, name } = &op.change {
-                if *replica != op.origin {
-                    state::mark_removed(
-                        tx,
-                        &state::Removed {
-                            replica: *replica,
-                            name: match identity::validate_name(name) {
-                                Ok(()) => name.clone(),
-                                Err(_) => replica.to_hex(),
-                            },
-                            by: op.origin,
-                            by_epoch: op.epoch,
-                            at_ns: scanned_ns,
-                        },
-                    )?;
-                }
-            }
-        }
-        for seal in &checked.seals {
-            state::put_seal(tx, seal)?;
-        }
-        for (path, (index, path_state)) in &checked.paths {
-            let op = &ops[*index];
-            let Some(change) = op.change.path_change() else {
-                continue;
-            };
-            if not_carried_set.contains(path.as_slice())
-                || folded.dropped.contains(path)
-                || crate::tree::excludes::is_local_only(path)
-            {
-                // Not on disk here: no entry, so no scan takes its
-                // absence for a deletion (rule 11 of the apply engine).
-                continue;
-            }
-            let stat = stats.get(path).copied();
-            let author = change.author.unwrap_or(op.origin);
-            state::put_entry(
-                tx,
-                &EntryWrite {
-                    path,
-                    state: path_state,
-                    version: change.version,
-                    author: &author,
-                    stat,
-                    scanned_ns: stat.map(|_| scanned_ns),
-                },
-            )?;
-        }
-        // This replica holds the whole log; the sender holds what its row
-        // says (no more than that, checked); the others, what the sender
-        // believes, capped at what exists.
-        for member in &checked.members {
-            let epoch = checked.carried.get(&member.replica).copied().unwrap_or(0);
-            state::set_epoch(tx, &me, &member.replica, epoch)?;
-        }
-        for (origin, epoch) in &checked.sender_row {
-            state::set_epoch(tx, &header.sender.id, origin, *epoch)?;
-        }
-        // The sender's row is its confirmation of what it has, as in any
-        // packet; and each import of a creation packet makes a copy of its
-        // own, told apart by its incarnation (clone detection).
-        let packet_name = packet.parts()[0]
-            .path()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let row: Vec<(Id, u64)> = checked.sender_row.iter().map(|(o, e)| (*o, *e)).collect();
-        state::note_confirmation(tx, &header.sender.id, &row, scanned_ns, &packet_name)?;
-        state::set_own_incarnation(tx, &identity::random_id(), scanned_ns, &packet_name)?;
-        if let Some(incarnation) = &header.incarnation {
-            state::record_incarnation(
-                tx,
-                &header.sender.id,
-                incarnation,
-                scanned_ns,
-                &packet_name,
-            )?;
-        }
-        for (member, row) in &checked.estimates {
-            for (origin, epoch) in row {
-                state::set_epoch(tx, member, origin, *epoch)?;
-            }
-        }
-        state::set_recorded_excludes(tx, &exclude_rules)?;
-        state::log_packet(
-            tx,
-            "received",
-            &header.sender.id,
-            &header.packet_id,
-            1,
-            &packet.parts()[0].path().display().to_string(),
-            scanned_ns,
-        )?;
-        Ok(())
-    })?;
+    let new_state = NewState {
+        packet,
+        header,
+        checked,
+        me,
+        pieces: &pieces,
+        stats: &stats,
+        exclude_rules: &exclude_rules,
+        scanned_ns,
+        mirror_of: mirror.then_some(header.sender.id),
+    };
+    let on_disk = |path: &[u8]| {
+        // Not on disk here: no entry, so no scan takes its absence for a
+        // deletion (rule 11 of the apply engine).
+        !(not_carried_set.contains(path)
+            || folded.dropped.contains(path)
+            || crate::tree::excludes::is_local_only(path))
+    };
+    state.transaction(|tx| write_new_state(tx, &new_state, &on_disk))?;
     drop(state);
     let final_dir = replica::state_dir(root);
     crate::sys::testhook::crash_point("mkreplica-import-before-rename");
@@ -1132,6 +1082,139 @@ fn materialize(
         not_carried,
         conflicts: folded.notes,
     })
+}
+
+/// What a new replica's state database is given (see [`write_new_state`]).
+pub(crate) struct NewState<'a> {
+    pub packet: &'a LogicalPacket,
+    pub header: &'a packet_format::Header,
+    pub checked: &'a Checked,
+    /// The new replica's id.
+    pub me: Id,
+    /// Packed pieces of the chunks on disk.
+    pub pieces: &'a [(ChunkId, Vec<u8>)],
+    /// Stat of each file made or kept, for the next scan's fast path.
+    pub stats: &'a HashMap<Vec<u8>, StatKey>,
+    pub exclude_rules: &'a str,
+    pub scanned_ns: i64,
+    /// The member the new replica mirrors (`-mirror`: its creator).
+    pub mirror_of: Option<Id>,
+}
+
+/// Writes a new replica's state from its checked creation packet: members,
+/// the whole log and its seals, an entry for each path `on_disk` says the
+/// tree holds as the packet states it, the epoch table, the sender's
+/// confirmation and incarnation, the recorded excludes and the packet log.
+pub(crate) fn write_new_state(
+    tx: &rusqlite::Transaction,
+    new: &NewState,
+    on_disk: &dyn Fn(&[u8]) -> bool,
+) -> std::result::Result<(), state::TxError> {
+    let NewState {
+        packet,
+        header,
+        checked,
+        me,
+        pieces,
+        stats,
+        exclude_rules,
+        scanned_ns,
+        mirror_of,
+    } = *new;
+    if let Some(upstream) = &mirror_of {
+        state::set_mirror(tx, Some(upstream))?;
+    }
+    let ops = &checked.ops;
+    state::put_chunk_pieces(tx, pieces)?;
+    for member in &checked.members {
+        state::insert_member(tx, member, header.created.as_nanos_saturating())?;
+    }
+    for op in ops {
+        state::append_operation(tx, op)?;
+        // The log's removals hold here too (rmreplica).
+        if let Change::RemoveMember { replica, name } = &op.change {
+            if *replica != op.origin {
+                state::mark_removed(
+                    tx,
+                    &state::Removed {
+                        replica: *replica,
+                        name: match identity::validate_name(name) {
+                            Ok(()) => name.clone(),
+                            Err(_) => replica.to_hex(),
+                        },
+                        by: op.origin,
+                        by_epoch: op.epoch,
+                        at_ns: scanned_ns,
+                    },
+                )?;
+            }
+        }
+    }
+    for seal in &checked.seals {
+        state::put_seal(tx, seal)?;
+    }
+    for (path, (index, path_state)) in &checked.paths {
+        let op = &ops[*index];
+        let Some(change) = op.change.path_change() else {
+            continue;
+        };
+        if !on_disk(path) {
+            continue;
+        }
+        let stat = stats.get(path).copied();
+        let author = change.author.unwrap_or(op.origin);
+        state::put_entry(
+            tx,
+            &EntryWrite {
+                path,
+                state: path_state,
+                version: change.version,
+                author: &author,
+                stat,
+                scanned_ns: stat.map(|_| scanned_ns),
+            },
+        )?;
+    }
+    // This replica holds the whole log; the sender holds what its row
+    // says (no more than that, checked); the others, what the sender
+    // believes, capped at what exists.
+    for member in &checked.members {
+        let epoch = checked.carried.get(&member.replica).copied().unwrap_or(0);
+        state::set_epoch(tx, &me, &member.replica, epoch)?;
+    }
+    for (origin, epoch) in &checked.sender_row {
+        state::set_epoch(tx, &header.sender.id, origin, *epoch)?;
+    }
+    // The sender's row is its confirmation of what it has, as in any
+    // packet; and each import of a creation packet makes a copy of its
+    // own, told apart by its incarnation (clone detection).
+    let packet_name = packet.parts()[0]
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let row: Vec<(Id, u64)> = checked.sender_row.iter().map(|(o, e)| (*o, *e)).collect();
+    state::note_confirmation(tx, &header.sender.id, &row, scanned_ns, &packet_name)?;
+    state::set_own_incarnation(tx, &identity::random_id(), scanned_ns, &packet_name)?;
+    if let Some(incarnation) = &header.incarnation {
+        state::record_incarnation(tx, &header.sender.id, incarnation, scanned_ns, &packet_name)?;
+    }
+    for (member, row) in &checked.estimates {
+        for (origin, epoch) in row {
+            state::set_epoch(tx, member, origin, *epoch)?;
+        }
+    }
+    state::set_recorded_excludes(tx, exclude_rules)?;
+    state::log_packet(
+        tx,
+        "received",
+        &header.sender.id,
+        &header.packet_id,
+        1,
+        &packet.parts()[0].path().display().to_string(),
+        scanned_ns,
+    )?;
+    Ok(())
 }
 
 /// The chunks of a creation packet, noting the length of each wanted one

@@ -457,6 +457,8 @@ pub fn take_requests(
             }
             Ok(())
         })?;
+        let owned: Vec<Vec<u8>> = paths.iter().map(|p| (*p).clone()).collect();
+        reassert_held(replica, &request.have, &owned)?;
         notes.push(format!(
             "{} asks for the content of {} path{} (\"{}\"{}): the next export to it sends {} whole",
             crate::error::printable(&name),
@@ -468,4 +470,81 @@ pub fn take_requests(
         ));
     }
     Ok(notes)
+}
+
+/// Re-asserts, as fresh operations of this replica, the current state of
+/// each of `paths` that the requester already holds by its own account
+/// (`have` covers the version): a member made over an existing tree
+/// (`mkreplica -import -adopt`) has the whole log but lacks the content of
+/// some files, so no operation it lacks would carry them. The
+/// re-assertion dominates the version it holds, and the next export to it
+/// sends the path whole (it is asked for); siblings receive the same state
+/// again, content they hold.
+fn reassert_held(
+    replica: &mut crate::replica::LockedReplica,
+    have: &std::collections::BTreeMap<Id, u64>,
+    paths: &[Vec<u8>],
+) -> Result<()> {
+    let covered = |version: &crate::ops::VersionVector| {
+        version
+            .0
+            .iter()
+            .all(|(origin, epoch)| *epoch <= have.get(origin).copied().unwrap_or(0))
+    };
+    let entries = replica.state().load_entries()?;
+    let wanted: Vec<(&Vec<u8>, &crate::store::state::RecordedEntry)> = paths
+        .iter()
+        .filter_map(|path| entries.get(path).map(|entry| (path, entry)))
+        .filter(|(_, entry)| entry.state != PathState::Deleted && covered(&entry.version))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let me = replica.identity.replica_id;
+    let first = replica.state().epoch(&me, &me)? + 1;
+    let secret = replica.signing_key()?.to_bytes();
+    let now = crate::sys::clock::now();
+    let ops: Vec<Operation> = wanted
+        .iter()
+        .enumerate()
+        .map(|(n, (path, entry))| {
+            let epoch = first + n as u64;
+            let mut version = entry.version.clone();
+            version.set(me, epoch);
+            Operation {
+                origin: me,
+                epoch,
+                recorded: now,
+                change: Change::Resolve {
+                    path: (*path).clone(),
+                    version,
+                    state: entry.state.clone(),
+                    author: entry.author,
+                },
+            }
+        })
+        .collect();
+    let last = first + ops.len() as u64 - 1;
+    replica.state_mut().transaction(|tx| {
+        for (op, (path, entry)) in ops.iter().zip(&wanted) {
+            crate::store::state::append_operation(tx, op)?;
+            if let Some(change) = op.change.path_change() {
+                crate::store::state::put_entry(
+                    tx,
+                    &crate::store::state::EntryWrite {
+                        path,
+                        state: change.state,
+                        version: change.version,
+                        author: &entry.author,
+                        stat: entry.stat,
+                        scanned_ns: entry.scanned_ns,
+                    },
+                )?;
+            }
+        }
+        crate::store::state::set_epoch(tx, &me, &me, last)?;
+        crate::store::state::seal_own_run(tx, &secret, &me, first, last)?;
+        Ok(())
+    })?;
+    Ok(())
 }

@@ -315,8 +315,15 @@ fn import_files(
             let parts = candidates.remove(&id).expect("present");
             let files: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
             if !*recorded {
-                crate::sync::record::record_local_changes(replica)?;
+                let (_, summary) = crate::sync::record::record_local_changes(replica)?;
                 *recorded = true;
+                if let Some(undone) = &summary.mirror {
+                    outcomes.extend(
+                        crate::sync::mirror::notes(undone)
+                            .into_iter()
+                            .map(|note| PacketOutcome::Note { note }),
+                    );
+                }
             }
             match apply_logical(replica, &files) {
                 Ok((sender, report)) => {
@@ -536,7 +543,7 @@ fn apply_packet(
     // Requests for content addressed to this replica: answered by the
     // next export to their origin.
     report
-        .conflicts
+        .requests
         .extend(crate::sync::delta::take_requests(replica, &requests)?);
     crate::sys::testhook::crash_point("import-after-commit");
     Ok(report)

@@ -2,6 +2,7 @@
 //! files ([`packets`]), export, import, creation packets, and the apply
 //! engine ([`apply`]: a pure plan, a journal, and the disk steps).
 
+pub mod adopt;
 pub mod apply;
 pub(crate) mod assemble;
 pub mod chunks;
@@ -13,6 +14,7 @@ pub mod epochs;
 pub mod export;
 pub mod family;
 pub mod import;
+pub mod mirror;
 pub mod packets;
 pub mod record;
 pub mod seals;

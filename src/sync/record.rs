@@ -70,9 +70,19 @@ pub fn record_for_export(
 /// exclude rules changed.
 fn record_scanned(
     replica: &mut LockedReplica,
-    outcome: ScanOutcome,
+    mut outcome: ScanOutcome,
 ) -> Result<(ScanOutcome, RecordSummary)> {
+    // A mirror records nothing of its own: what its scan found is undone.
+    let mirror = match replica.state().mirror_upstream()? {
+        Some(upstream) => Some(crate::sync::mirror::keep_family_versions(
+            replica,
+            &mut outcome,
+            upstream,
+        )?),
+        None => None,
+    };
     let mut summary = replica.record(&outcome)?;
+    summary.mirror = mirror;
     let excludes = replica.excludes()?;
     if let Some(missing) = missing_since_excludes_changed(replica, &excludes)? {
         if missing.is_empty() {

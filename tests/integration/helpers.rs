@@ -48,6 +48,7 @@ fn binary(name: &str) -> PathBuf {
         "lspacket" => env!("CARGO_BIN_EXE_lspacket"),
         "chepoch" => env!("CARGO_BIN_EXE_chepoch"),
         "rmreplica" => env!("CARGO_BIN_EXE_rmreplica"),
+        "chreplica" => env!("CARGO_BIN_EXE_chreplica"),
         "mkorder" => env!("CARGO_BIN_EXE_mkorder"),
         "shipping_server" => env!("CARGO_BIN_EXE_shipping_server"),
         other => panic!("no binary {other}"),

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod adopt;
 mod apply;
 mod architecture;
 mod case_folding;

@@ -571,6 +571,7 @@ fn every_binary_has_a_page() {
         "lsepoch",
         "chepoch",
         "rmreplica",
+        "chreplica",
         "lspacket",
         "mkorder",
         "shipping_server",

@@ -68,6 +68,10 @@ pub struct MemberInfo {
     /// For this replica, while a restore from a backup is unfinished
     /// (mkreplica -restore): what it waits for.
     pub restore_waits_for: Option<String>,
+    /// For this replica when it is a mirror (mkreplica -import -mirror,
+    /// chreplica -mirror): the name of the member it mirrors. A mirror
+    /// records no change of its own; the family's version wins there.
+    pub mirror_of: Option<String>,
     /// Set when it was removed from the family (rmreplica): by whom and
     /// when. A removed member's packets are refused and nothing is sent
     /// to it.
@@ -144,6 +148,7 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
             .collect()
     };
     let removed = state.removed_members()?;
+    let mirror_of = state.mirror_upstream()?;
     let names: HashMap<Id, String> = members
         .iter()
         .map(|m| (m.replica, m.name.clone()))
@@ -251,6 +256,15 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
             removed: removal
                 .map(|r| crate::sync::family::removal_text(replica, r))
                 .transpose()?,
+            mirror_of: match (own, mirror_of) {
+                (true, Some(upstream)) => Some(
+                    names
+                        .get(&upstream)
+                        .cloned()
+                        .unwrap_or_else(|| upstream.to_hex()),
+                ),
+                _ => None,
+            },
         });
     }
     Ok(MemberList {
@@ -298,6 +312,11 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         } else {
             " CLONED: two copies of it are in use (lsreplica -long)"
         };
+        let mirror = member
+            .mirror_of
+            .as_ref()
+            .map(|of| format!(" MIRROR of {}", printable(of)))
+            .unwrap_or_default();
         let removed = if member.removed.is_some() {
             " REMOVED"
         } else if member.restore_waits_for.is_some() {
@@ -308,7 +327,7 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         if !long {
             let _ = writeln!(
                 out,
-                "  {:<width$}  key {}{local}{cloned}{removed}",
+                "  {:<width$}  key {}{local}{mirror}{cloned}{removed}",
                 printable(&member.name),
                 member.key_fingerprint
             );
@@ -339,6 +358,13 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
             let _ = writeln!(
                 out,
                 "  restore:           restored from a backup; records no change of its own until it has {wait}"
+            );
+        }
+        if let Some(of) = &member.mirror_of {
+            let _ = writeln!(
+                out,
+                "  mirror:            of \"{}\": records no change of its own; the family's version wins here",
+                printable(of)
             );
         }
         if let Some(how) = &member.removed {

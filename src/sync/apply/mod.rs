@@ -323,6 +323,9 @@ pub struct ApplyReport {
     pub deleted: u64,
     /// One human-readable note per conflict, naming any conflict copy.
     pub conflicts: Vec<String>,
+    /// One note per content request addressed to this replica that the
+    /// packet carried (`crate::sync::delta::take_requests`): not conflicts.
+    pub requests: Vec<String>,
     /// Operations on excluded paths: logged, not applied.
     pub skipped_excluded: u64,
     /// One note per kind of path not made here for a limit of this

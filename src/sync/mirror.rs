@@ -1,0 +1,214 @@
+//! Mirrors for cut-over: a member that is an exact copy of the family's
+//! tree, whatever is written there meanwhile.
+//!
+//! A mirror (`mkreplica -import -mirror`, `chreplica -mirror UPSTREAM`)
+//! never records a change of its own as authoritative. What the scan that
+//! starts every command finds on a replicated path (one with a live
+//! recorded entry) is undone instead of recorded:
+//!
+//! - a mode or mtime changed on a file or directory whose content is the
+//!   recorded one is set back at once;
+//! - anything else (new content, a deletion, another kind of entry) is set
+//!   aside (whatever is on disk is moved to `.syncreplica/deleted/DAY/PATH`,
+//!   soft-deleted as imports keep replaced versions), the path's entry is
+//!   forgotten, and the family's version is asked for from UPSTREAM with a
+//!   content request ([`crate::sync::delta`]): the mirror's next packet to
+//!   UPSTREAM carries it, and UPSTREAM's next export brings the version back.
+//!
+//! Paths the family does not have (new local files) are neither recorded
+//! nor touched: they stay as local files, never sent. The family's
+//! versions always win: packets are applied as in any member.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::error::{Error, IoContext, Result};
+use crate::ops::{Id, Operation, PathState};
+use crate::replica::LockedReplica;
+use crate::store::layout::DELETED_DIR;
+use crate::store::state;
+use crate::store::state::StatKey;
+use crate::tree::confined::{ConfinedRoot, Located};
+use crate::tree::relpath;
+use crate::tree::scan::ScanOutcome;
+
+pub use crate::replica::MirrorUndone as Undone;
+
+/// For a mirror of `upstream`: takes out of `outcome` every local change
+/// and undoes those on replicated paths (see the module documentation),
+/// so that recording the rest records nothing of this replica's own.
+pub fn keep_family_versions(
+    replica: &mut LockedReplica,
+    outcome: &mut ScanOutcome,
+    upstream: Id,
+) -> Result<Undone> {
+    let mut undone = Undone::default();
+    let changes = std::mem::take(&mut outcome.changes);
+    if changes.is_empty() {
+        return Ok(undone);
+    }
+    let confined = ConfinedRoot::open(&replica.root)?;
+    let day = chrono::Utc::now().format("%Y%m%d").to_string();
+    let aside_dir = replica.state_dir().join(DELETED_DIR).join(day);
+    let mut forget: Vec<Vec<u8>> = Vec::new();
+    let mut refreshed: Vec<(Vec<u8>, StatKey)> = Vec::new();
+    // Deletions come deepest first, then the rest in path order: what is
+    // under a folder set aside went with it.
+    for change in changes {
+        let Some(old) = &change.old else {
+            undone.local_only += 1;
+            continue;
+        };
+        let path = change.path.clone();
+        let place = match confined.locate(&path, false)? {
+            Located::At(place) => place,
+            Located::Blocked(why) => return Err(Error::hostile(relpath::display(&path), why)),
+        };
+        let same_content = match (old, &change.new) {
+            (PathState::File { chunks: a, .. }, PathState::File { chunks: b, .. }) => a == b,
+            (PathState::Directory { .. }, PathState::Directory { .. }) => true,
+            _ => false,
+        };
+        if same_content {
+            let (mode, mtime) = match old {
+                PathState::File { mode, mtime, .. } => (*mode, Some(*mtime)),
+                PathState::Directory { mode, .. } => (*mode, None),
+                _ => unreachable!("matched above"),
+            };
+            place.set_mode(mode)?;
+            if let Some(mtime) = mtime {
+                place.set_mtime(mtime)?;
+            }
+            let disk = place.display_path();
+            if matches!(old, PathState::File { .. }) {
+                let meta = std::fs::symlink_metadata(&disk).at(&disk)?;
+                refreshed.push((path.clone(), crate::tree::scan::stat_key(&meta)));
+            }
+            undone.metadata_restored.push(path);
+            continue;
+        }
+        let kept = if place.stat()?.is_some() {
+            let mut kept = relpath::to_disk_path(&aside_dir, &path);
+            let mut n = 0;
+            while kept.symlink_metadata().is_ok() {
+                n += 1;
+                let mut name = relpath::to_disk_path(&aside_dir, &path).into_os_string();
+                name.push(format!(".{n}"));
+                kept = PathBuf::from(name);
+            }
+            if let Some(parent) = kept.parent() {
+                std::fs::create_dir_all(parent).at(parent)?;
+            }
+            place.move_out(&kept).at(&kept)?;
+            Some(kept)
+        } else {
+            None
+        };
+        undone.set_aside.push((path.clone(), kept));
+        forget.push(path);
+    }
+    // What a folder set aside held is gone with it: forgotten too, and
+    // asked for (the folder's re-assertion alone would not bring it).
+    let entries = replica.state().load_entries()?;
+    let gone: Vec<Vec<u8>> = entries
+        .iter()
+        .filter(|(path, entry)| {
+            entry.state != PathState::Deleted
+                && !forget.contains(path)
+                && relpath::ancestors(path)
+                    .iter()
+                    .any(|a| forget.iter().any(|f| f.as_slice() == *a))
+        })
+        .map(|(path, _)| path.clone())
+        .collect();
+    forget.extend(gone);
+    forget.sort();
+    undone.upstream = Some(
+        replica
+            .members()?
+            .into_iter()
+            .find(|m| m.replica == upstream)
+            .map_or_else(|| upstream.to_hex(), |m| m.name),
+    );
+    let me = replica.identity.replica_id;
+    let have: BTreeMap<Id, u64> = replica.state().epoch_row(&me)?.into_iter().collect();
+    let first = replica.state().epoch(&me, &me)? + 1;
+    let now = crate::sys::clock::now();
+    let requests: Vec<Operation> = forget
+        .chunks(packet_format::delta::MAX_REQUESTED_PATHS)
+        .enumerate()
+        .map(|(n, paths)| Operation {
+            origin: me,
+            epoch: first + n as u64,
+            recorded: now,
+            change: packet_format::delta::ContentRequest {
+                to: upstream,
+                paths: paths.to_vec(),
+                have: have.clone(),
+            }
+            .to_change(),
+        })
+        .collect();
+    let secret = replica.signing_key()?.to_bytes();
+    let scanned_ns = outcome.scanned_ns;
+    let now_ns = crate::sys::clock::now_ns();
+    replica.state_mut().transaction(|tx| {
+        for path in &forget {
+            state::forget_entry(tx, path)?;
+        }
+        for (path, stat) in &refreshed {
+            state::refresh_stat(tx, path, *stat, scanned_ns)?;
+        }
+        for op in &requests {
+            state::append_operation(tx, op)?;
+        }
+        if let Some(last) = requests.last() {
+            state::set_epoch(tx, &me, &me, last.epoch)?;
+            state::seal_own_run(tx, &secret, &me, first, last.epoch)?;
+        }
+        for path in &forget {
+            state::put_content_request(tx, &upstream, path, "asked", now_ns)?;
+        }
+        Ok(())
+    })?;
+    Ok(undone)
+}
+
+/// One line per thing undone, for the command's report: e.g. "mirror: etc/hosts
+/// changed here; set aside as .syncreplica/deleted/20261130/etc/hosts, the
+/// family's version asked for from alpha".
+pub fn notes(undone: &Undone) -> Vec<String> {
+    let upstream = crate::error::printable(undone.upstream.as_deref().unwrap_or("?"));
+    let mut notes: Vec<String> = undone
+        .set_aside
+        .iter()
+        .map(|(path, kept)| match kept {
+            Some(kept) => format!(
+                "mirror: {} changed here; set aside as {}, the family's version asked for from {upstream}",
+                relpath::display(path),
+                crate::error::printable_path(kept)
+            ),
+            None => format!(
+                "mirror: {} deleted here; the family's version asked for from {upstream}",
+                relpath::display(path)
+            ),
+        })
+        .collect();
+    notes.extend(undone.metadata_restored.iter().map(|path| {
+        format!(
+            "mirror: {}: mode or mtime changed here; set back to the family's",
+            relpath::display(path)
+        )
+    }));
+    if undone.local_only > 0 {
+        notes.push(format!(
+            "mirror: {} the family does not have left alone, not recorded",
+            if undone.local_only == 1 {
+                "1 new local path".to_string()
+            } else {
+                format!("{} new local paths", undone.local_only)
+            }
+        ));
+    }
+    notes
+}
