@@ -102,6 +102,8 @@ pub fn manual(name: &str) -> Manual {
                 "mkreplica -init -family FAMILY [-replica DIR] NAME",
                 "mkreplica -export -out DIR [-maxsize SIZE] [-c TEXT | -nc] [-quiet] [-replica DIR] NEWNAME",
                 "mkreplica -import [-fingerprint HEX] [-key FILE] [-fmt json] [-quiet] [-replica DIR] PACKET_OR_DIR…",
+                "mkreplica -export -manifest -out DIR [-replica DIR] NEWNAME",
+                "mkreplica -import -adopt [-mirror] [-fingerprint HEX] [-key FILE] -replica DIR PACKET_OR_DIR…",
                 "mkreplica -restore [-replica DIR] [SIBLING…]",
             ],
             files: REPLICA_FILES,
@@ -180,6 +182,7 @@ pub fn manual(name: &str) -> Manual {
                 ("Keep the migrated server an exact copy of its source until cut-over", "chreplica -mirror oldserver"),
                 ("Cut-over done: the new server's changes count from now on", "chreplica -nomirror"),
             ],
+            json: &[],
         },
         "mkorder" => Manual {
             synopses: &[
