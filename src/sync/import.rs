@@ -455,7 +455,7 @@ fn apply_packet(
         if op.epoch > own.get(&op.origin).copied().unwrap_or(0) {
             // Echoes skipped first: a later operation relative to one of
             // them finds it in this replica's log.
-            let op = expander.expand(op)?;
+            let op = expander.expand_in(op, Some(&*batch))?;
             check_version(&op, &known)?;
             if packet_format::delta::ContentRequest::of(&op.change).is_some_and(|r| r.to == me) {
                 requests.push(op.clone());

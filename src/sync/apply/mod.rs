@@ -229,6 +229,7 @@ pub mod batch;
 mod disk;
 mod journal;
 mod plan;
+mod planned;
 pub(crate) use plan::{needs_newer_for, sanitize};
 
 use journal::Action;
@@ -630,7 +631,7 @@ fn commit(
         }
         // The batch writes these paths anew: an earlier failure on them
         // is moot (a failure of this batch is recorded again).
-        state::forget_failed_steps(tx, plan.entries.keys().map(Vec::as_slice))?;
+        state::forget_failed_steps_in(tx, "SELECT path FROM batch.planned")?;
         for member in &plan.new_members {
             state::insert_member(tx, member, now)?;
         }
@@ -662,7 +663,9 @@ fn commit(
             let secret = secret.expect("loaded when the plan has local operations");
             state::seal_own_run(tx, &secret, &me, first.epoch, last.epoch)?;
         }
-        for (path, entry) in &plan.entries {
+        // Read from the scratch database inside this transaction, one
+        // row at a time.
+        plan.entries.for_each_row(tx, |path, entry| {
             state::put_entry(
                 tx,
                 &state::EntryWrite {
@@ -673,8 +676,9 @@ fn commit(
                     stat: None,
                     scanned_ns: None,
                 },
-            )?;
-        }
+            )
+            .map_err(Into::into)
+        })?;
         for (seq, action) in plan.actions.iter().enumerate() {
             state::push_pending_apply(tx, seq as u64, &action.encode())?;
         }
