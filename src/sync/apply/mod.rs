@@ -130,8 +130,9 @@
 //!    day folders older than `soft_delete_days`; `apply_batch` calls it at
 //!    the end.
 //! 9. **Crash safety.** (a) Plan everything, writing nothing (the batch's
-//!    operations wait in a scratch database, [`batch`], never in the
-//!    state: a crash forgets them); (b) stage every new
+//!    operations and the planned entries wait in a scratch database,
+//!    [`batch`], never in the state: a crash forgets them; a full disk
+//!    there is [`Error::ScratchFull`], with nothing changed); (b) stage every new
 //!    file's content under `.syncreplica/staging/<n>`, fsynced (several
 //!    at once, so the journal commits them together); (c) commit
 //!    log, epochs, members, entries (without stat, so the next scan reads

@@ -4,9 +4,16 @@
 //! Memory: the batch's operations stay in its scratch database
 //! ([`super::batch::OpBatch`]) and are read back in slices of at most
 //! [`super::batch::OPS_IN_MEMORY`]; per operation the plan keeps one bit
-//! (superseded). What it holds grows with the paths the batch
-//! leaves changed (their final entries and disk actions) and with the
-//! replica's recorded entries, not with the operations.
+//! (superseded). The paths' final entries go to the same scratch
+//! database ([`super::planned::Planned`], at most
+//! [`super::planned::HOT_MAX`] in memory), and the walks over them
+//! (structure repair, the disk actions) read them back a page at a
+//! time. What the plan still holds in memory grows with the replica's
+//! recorded entries, with the disk actions and staged files of the paths
+//! whose disk state changes, with this replica's own operations (conflict
+//! copies, folders made) and the conflicts' notes, and, on a filesystem
+//! that folds names, with the paths made: not with the operations, nor
+//! with the paths that only change entries.
 
 use std::cell::{OnceCell, RefCell};
 use std::cmp::Ordering;

@@ -172,6 +172,7 @@ impl Planned {
     }
 
     /// The most paths held in memory at once so far.
+    #[cfg(test)]
     pub fn largest_hot(&self) -> usize {
         self.largest_hot
     }
@@ -305,5 +306,90 @@ impl Planned {
             f(&path, &self.decode(&bytes)?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::state::State;
+    use crate::sync::apply::batch::OpBatch;
+
+    fn entry(state: PathState, epoch: u64) -> Entry {
+        let mut version = VersionVector::default();
+        version.set(Id([1; 16]), epoch);
+        Entry {
+            state,
+            version,
+            author: Id([1; 16]),
+        }
+    }
+
+    #[test]
+    fn a_plan_larger_than_memory_holds_is_spilled_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let batch = OpBatch::create(&state, &Default::default()).unwrap();
+        let conn = state.conn();
+        let mut planned = Planned::create(conn, batch.file()).unwrap();
+        let count = 3 * HOT_MAX as u64 + 7;
+        let path = |i: u64| format!("d/{i:06}").into_bytes();
+        for i in 0..count {
+            let state = match i % 3 {
+                0 => PathState::Deleted,
+                1 => PathState::directory(0o755),
+                _ => PathState::symlink(b"t".to_vec()),
+            };
+            assert_eq!(planned.insert(conn, &path(i), entry(state, i + 1)).unwrap(), None);
+        }
+        assert!(planned.largest_hot() <= HOT_MAX);
+        // The first ones were written to the table, the last are in memory.
+        let first = planned.get(conn, &path(0)).unwrap().unwrap();
+        assert_eq!(first, entry(PathState::Deleted, 1));
+        assert!(planned.contains(conn, &path(count - 1)).unwrap());
+        assert!(!planned.contains(conn, b"d/x").unwrap());
+        // Replaced and removed, in the table and in memory.
+        let old = planned
+            .insert(conn, &path(1), entry(PathState::Deleted, 99))
+            .unwrap();
+        assert_eq!(old, Some(entry(PathState::directory(0o755), 2)));
+        assert!(planned.remove(conn, &path(2)).unwrap().is_some());
+        assert_eq!(planned.get(conn, &path(2)).unwrap(), None);
+        // Ranges and pages see the changes.
+        assert!(!planned.any_live_in(conn, &path(0), &path(2)).unwrap());
+        assert!(planned.any_live_in(conn, &path(0), &path(5)).unwrap());
+        let mut seen = Vec::new();
+        let mut last: Option<Vec<u8>> = None;
+        loop {
+            let page = planned
+                .page(conn, last.as_deref(), true, Only::Live)
+                .unwrap();
+            let Some((end, _)) = page.last() else { break };
+            last = Some(end.clone());
+            assert!(page.len() <= PAGE);
+            seen.extend(page.into_iter().map(|(p, e)| {
+                assert_ne!(e.state, PathState::Deleted);
+                p
+            }));
+        }
+        let mut expected: Vec<Vec<u8>> = (0..count)
+            .filter(|i| i % 3 != 0 && *i != 1 && *i != 2)
+            .map(path)
+            .collect();
+        expected.reverse();
+        assert_eq!(seen, expected);
+        // The commit's reading, one row at a time, in byte order.
+        let mut rows = 0;
+        let mut previous: Option<Vec<u8>> = None;
+        planned
+            .for_each_row(conn, |p, _| {
+                assert!(previous.as_deref() < Some(p));
+                previous = Some(p.to_vec());
+                rows += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(rows, count - 1);
+        batch.close(&state);
     }
 }
