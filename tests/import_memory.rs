@@ -247,10 +247,19 @@ fn a_batch_larger_than_the_plan_held_in_memory_is_planned_and_applied_whole() {
     let b = dir.path().join("b");
     let packet = many_ops_packet(dir.path(), &b, 6_000, ManyOps::Dirs);
     let out = Command::new(env!("CARGO_BIN_EXE_syncreplica"))
-        .args(["-import".as_ref(), "-replica".as_ref(), b.as_os_str(), packet.as_os_str()])
+        .args([
+            "-import".as_ref(),
+            "-replica".as_ref(),
+            b.as_os_str(),
+            packet.as_os_str(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let to = Replica::open(&b).unwrap();
     let kinds = recorded_kinds(&to);
     let mut expected = std::collections::BTreeMap::new();
@@ -260,7 +269,10 @@ fn a_batch_larger_than_the_plan_held_in_memory_is_planned_and_applied_whole() {
         expected.insert(format!("{folder}/{index:07}").into_bytes(), "dir");
     }
     assert_eq!(kinds.len(), expected.len());
-    assert!(kinds == expected, "the entries are not the 6,000 directories and their 1,000 folders");
+    assert!(
+        kinds == expected,
+        "the entries are not the 6,000 directories and their 1,000 folders"
+    );
     for index in [0u64, 4_095, 4_096, 5_999] {
         let path = b.join(format!("d{:03}/{index:07}", index % 1000));
         assert!(path.is_dir(), "{} not made", path.display());
@@ -276,8 +288,15 @@ fn a_batch_larger_than_the_plan_held_in_memory_is_planned_and_applied_whole() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
-    assert!(!text.contains("d000/"), "status sees changes after the import: {text}");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        !text.contains("d000/"),
+        "status sees changes after the import: {text}"
+    );
 }
 
 /// Unmounts its mount point when dropped.
@@ -358,7 +377,12 @@ fn a_full_disk_while_copying_a_packet_into_the_scratch_database_is_a_clear_error
         to.state().epoch_row(&to.identity.replica_id).unwrap()
     };
     let out = Command::new(env!("CARGO_BIN_EXE_syncreplica"))
-        .args(["-import".as_ref(), "-replica".as_ref(), b.as_os_str(), packet.as_os_str()])
+        .args([
+            "-import".as_ref(),
+            "-replica".as_ref(),
+            b.as_os_str(),
+            packet.as_os_str(),
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -387,5 +411,9 @@ fn a_full_disk_while_copying_a_packet_into_the_scratch_database_is_a_clear_error
         .args(["-status".as_ref(), "-replica".as_ref(), b.as_os_str()])
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 }

@@ -470,7 +470,6 @@ fn apply_packet(
             }
         }
     }
-    drop(expander);
     refuse_a_different_copy(replica, different, &first_name)?;
     batch.finish(replica.state())?;
     let keys = replica
@@ -581,7 +580,6 @@ fn acknowledge(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<String>
             }
         }
     }
-    drop(expander);
     refuse_a_different_copy(replica, different, &first_name)?;
     let known: BTreeMap<Id, u64> = own.iter().map(|(o, e)| (*o, *e)).collect();
     let row: Vec<(Id, u64)> = cap_row(&header.epoch_row, &known).into_iter().collect();

@@ -129,14 +129,7 @@ impl OpBatch {
             .join(SCRATCH_FILE);
         detach_if_attached(conn).map_err(|e| state.db_error(e))?;
         remove_scratch(&file)?;
-        let db = |e| {
-            write_error(
-                &file,
-                e,
-                || "making it".to_string(),
-                |e| state.db_error(e),
-            )
-        };
+        let db = |e| write_error(&file, e, || "making it".to_string(), |e| state.db_error(e));
         conn.execute("ATTACH DATABASE ?1 AS batch", [file.to_string_lossy()])
             .map_err(db)?;
         // Thrown away after the batch (and after a crash): no journal, no
@@ -340,7 +333,12 @@ impl OpBatch {
     /// The operation of the batch from `origin` at `epoch` (the last
     /// pushed, should there be several), if any: a relative file state's
     /// base ([`crate::sync::delta::Expander`]). Can be asked while filling.
-    pub fn operation(&self, conn: &Connection, origin: Id, epoch: u64) -> Result<Option<Operation>> {
+    pub fn operation(
+        &self,
+        conn: &Connection,
+        origin: Id,
+        epoch: u64,
+    ) -> Result<Option<Operation>> {
         if let Some(row) = self
             .pending
             .iter()

@@ -23,8 +23,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::batch::{OpBatch, OpBits};
-use super::planned::{Only, Planned};
 use super::journal::{Action, Expect};
+use super::planned::{Only, Planned};
 use super::ApplyReport;
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{Causality, Change, ChunkRef, Id, Operation, PathState, Timestamp, VersionVector};
@@ -906,10 +906,7 @@ impl Planner<'_> {
         state: PathState,
         author: Option<Id>,
     ) -> Result<()> {
-        let mut version = self
-            .effective(path)?
-            .map(|e| e.version)
-            .unwrap_or_default();
+        let mut version = self.effective(path)?.map(|e| e.version).unwrap_or_default();
         self.own_epoch += 1;
         version.set(self.me, self.own_epoch);
         let change = match author {
@@ -1271,7 +1268,9 @@ impl Planner<'_> {
         // The planned entries a page at a time, in byte order.
         let mut last: Option<Vec<u8>> = None;
         loop {
-            let page = self.planned.page(self.conn, last.as_deref(), false, Only::All)?;
+            let page = self
+                .planned
+                .page(self.conn, last.as_deref(), false, Only::All)?;
             let Some((end, _)) = page.last() else {
                 break;
             };
@@ -1405,7 +1404,8 @@ impl Planner<'_> {
                                 mode: *mode,
                             }),
                             DiskKind::Symlink(_) | DiskKind::Other => {
-                                removals.push((p.clone(), Action::RemoveSpecial { path: p.clone() }));
+                                removals
+                                    .push((p.clone(), Action::RemoveSpecial { path: p.clone() }));
                                 creations.push(Action::MakeDir {
                                     path: p.clone(),
                                     mode: *mode,
@@ -1451,7 +1451,9 @@ impl Planner<'_> {
                                 },
                             ));
                         }
-                        DiskKind::Dir(_) => removals.push((p.clone(), Action::RemoveDir { path: p })),
+                        DiskKind::Dir(_) => {
+                            removals.push((p.clone(), Action::RemoveDir { path: p }))
+                        }
                         DiskKind::Symlink(_) | DiskKind::Other => {
                             removals.push((p.clone(), Action::RemoveSpecial { path: p }))
                         }
@@ -1685,7 +1687,9 @@ impl Planner<'_> {
             })?;
             for name in names {
                 let path = join(dir, &name);
-                if !self.recorded_live.contains(&path) && !self.planned.contains(self.conn, &path)? {
+                if !self.recorded_live.contains(&path)
+                    && !self.planned.contains(self.conn, &path)?
+                {
                     add(ON_DISK, &path);
                 }
             }

@@ -146,7 +146,12 @@ impl Planned {
     }
 
     /// Plans `entry` for `path`; returns the entry it replaces.
-    pub fn insert(&mut self, conn: &Connection, path: &[u8], entry: Entry) -> Result<Option<Entry>> {
+    pub fn insert(
+        &mut self,
+        conn: &Connection,
+        path: &[u8],
+        entry: Entry,
+    ) -> Result<Option<Entry>> {
         let old = self.get(conn, path)?;
         self.hot.insert(path.to_vec(), Some(entry));
         self.after_write(conn)?;
@@ -340,7 +345,10 @@ mod tests {
                 1 => PathState::directory(0o755),
                 _ => PathState::symlink(b"t".to_vec()),
             };
-            assert_eq!(planned.insert(conn, &path(i), entry(state, i + 1)).unwrap(), None);
+            assert_eq!(
+                planned.insert(conn, &path(i), entry(state, i + 1)).unwrap(),
+                None
+            );
         }
         assert!(planned.largest_hot() <= HOT_MAX);
         // The first ones were written to the table, the last are in memory.
