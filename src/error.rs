@@ -67,6 +67,28 @@ pub enum Error {
         cause: rusqlite::Error,
     },
 
+    /// The filesystem of the replica's state folder filled up while an
+    /// import wrote its scratch database (the packet's operations and its
+    /// plan, kept on disk rather than in memory). Nothing was changed.
+    #[error(
+        "no room for the import's scratch database {}: the filesystem {} is full ({} free) \
+         while {what}; nothing was changed",
+        file.display(),
+        mount.display(),
+        human_size(*free)
+    )]
+    ScratchFull {
+        /// The scratch database (removed again).
+        file: PathBuf,
+        /// The mount point of its filesystem.
+        mount: PathBuf,
+        /// Bytes free there when the write failed.
+        free: u64,
+        /// What was being written, e.g. "copying the packet's operations
+        /// (4096 so far)".
+        what: String,
+    },
+
     #[error(
         "state database {} has schema version {found}; this program knows version {known}",
         path.display()

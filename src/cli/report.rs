@@ -226,6 +226,12 @@ pub fn hint(err: &Error) -> Option<String> {
             read_only_fs: true,
             ..
         } => "this command changes the replica: remount its filesystem read-write first; -status, lsepoch, lsreplica and lspacket only read it".into(),
+        Error::ScratchFull { mount, .. } => format!(
+            "free space on {} (an import needs room there for its packets' operations, \
+             about as much again as their packets, until it is done), then import again; \
+             the packets are where they were",
+            mount.display()
+        ),
         Error::Refused(refusal) => return refusal_hint(refusal).map(str::to_string),
         Error::ChunkMissingLocally { .. } => {
             "run syncreplica -status to see what changed, then export again".into()

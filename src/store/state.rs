@@ -1316,6 +1316,17 @@ pub fn forget_failed_steps<'a>(
     Ok(())
 }
 
+/// [`forget_failed_steps`] for the paths `query` selects (one column,
+/// e.g. from a batch's scratch database), without reading them here.
+pub fn forget_failed_steps_in(tx: &Transaction, query: &str) -> rusqlite::Result<()> {
+    create_failed_apply(tx)?;
+    tx.execute(
+        &format!("DELETE FROM failed_apply WHERE path IN ({query})"),
+        [],
+    )
+    .map(drop)
+}
+
 // The exclude rules in force at the last record that found nothing
 // missing because of them (see `crate::sync::record`). Created on first
 // use, so older databases need no migration.

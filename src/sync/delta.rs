@@ -147,24 +147,51 @@ pub fn relative_op(op: &Operation, base: OperationRef, base_chunks: &[ChunkRef])
 /// Expands the relative file states of a packet's operations, in packet
 /// order: the base of each is an earlier operation of the packet or one
 /// this replica logged.
+///
+/// A base among the packet's new operations is looked up in the batch they
+/// go to ([`Expander::expand_in`]), kept on disk: nothing is held in
+/// memory per file operation, however many the packet carries.
 pub struct Expander<'a> {
     state: &'a State,
-    /// The chunk lists of the packet's file operations so far.
-    in_packet: HashMap<(Id, u64), Vec<ChunkRef>>,
 }
 
 impl<'a> Expander<'a> {
+    /// An expander whose bases are operations this replica logged (or
+    /// those of a batch, [`Expander::expand_in`]).
     pub fn new(state: &'a State) -> Expander<'a> {
-        Expander {
-            state,
-            in_packet: HashMap::new(),
+        Expander { state }
+    }
+
+    /// The operation `origin`:`epoch`, from `batch` or the log.
+    fn base(
+        &self,
+        batch: Option<&crate::sync::apply::batch::OpBatch>,
+        origin: Id,
+        epoch: u64,
+    ) -> Result<Option<Operation>> {
+        if let Some(batch) = batch {
+            if let Some(op) = batch.operation(self.state.conn(), origin, epoch)? {
+                return Ok(Some(op));
+            }
         }
+        self.state.operation(&origin, epoch)
     }
 
     /// `op` with a relative file state replaced by the full one. Errors: a
     /// base this replica does not have or that is not a file
     /// ([`Refusal::OperationLog`]), a malformed relative state.
-    pub fn expand(&mut self, mut op: Operation) -> Result<Operation> {
+    pub fn expand(&mut self, op: Operation) -> Result<Operation> {
+        self.expand_in(op, None)
+    }
+
+    /// [`Expander::expand`], with the base also looked up in `batch`,
+    /// which the caller fills with the expanded operations in packet
+    /// order.
+    pub fn expand_in(
+        &mut self,
+        mut op: Operation,
+        batch: Option<&crate::sync::apply::batch::OpBatch>,
+    ) -> Result<Operation> {
         let (path, state) = match &mut op.change {
             Change::Path { path, state, .. } | Change::Resolve { path, state, .. } => {
                 (path.clone(), state)
@@ -187,28 +214,22 @@ impl<'a> Expander<'a> {
         {
             let relative = RelativeFile::decode(body).map_err(refuse)?;
             let base = relative.base;
-            let expanded = match self.in_packet.get(&(base.origin, base.epoch)) {
-                Some(chunks) => relative.expand(chunks),
-                None => match self.state.operation(&base.origin, base.epoch)? {
-                    Some(base_op) => match base_op.change.path_change().map(|c| c.state) {
-                        Some(PathState::File { chunks, .. }) => relative.expand(chunks),
-                        _ => Err(format!(
-                            "its file is given relative to operation {}:{}, which is not a file",
-                            base.origin, base.epoch
-                        )),
-                    },
-                    None => Err(format!(
-                        "its file is given relative to operation {}:{}, which this replica does \
-                         not have (the sender's estimate of this replica is ahead of it: see \
-                         lsepoch and chepoch)",
+            let expanded = match self.base(batch, base.origin, base.epoch)? {
+                Some(base_op) => match base_op.change.path_change().map(|c| c.state) {
+                    Some(PathState::File { chunks, .. }) => relative.expand(chunks),
+                    _ => Err(format!(
+                        "its file is given relative to operation {}:{}, which is not a file",
                         base.origin, base.epoch
                     )),
                 },
+                None => Err(format!(
+                    "its file is given relative to operation {}:{}, which this replica does \
+                     not have (the sender's estimate of this replica is ahead of it: see \
+                     lsepoch and chepoch)",
+                    base.origin, base.epoch
+                )),
             };
             *state = expanded.map_err(refuse)?;
-        }
-        if let PathState::File { chunks, .. } = &*state {
-            self.in_packet.insert((origin, epoch), chunks.clone());
         }
         Ok(op)
     }

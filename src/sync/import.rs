@@ -475,7 +475,7 @@ fn apply_packet(
             }
             // Echoes skipped first: a later operation relative to one of
             // them finds it in this replica's log.
-            let op = expander.expand(op)?;
+            let op = expander.expand_in(op, Some(&*batch))?;
             check_version(&op, &known)?;
             if packet_format::delta::ContentRequest::of(&op.change).is_some_and(|r| r.to == me) {
                 requests.push(op.clone());
@@ -490,7 +490,6 @@ fn apply_packet(
             }
         }
     }
-    drop(expander);
     refuse_a_different_copy(replica, different, &first_name)?;
     if let Some(epoch) = never_made {
         let made = own.get(&me).copied().unwrap_or(0);
@@ -674,7 +673,6 @@ fn acknowledge(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<String>
             }
         }
     }
-    drop(expander);
     refuse_a_different_copy(replica, different, &first_name)?;
     let known: BTreeMap<Id, u64> = own.iter().map(|(o, e)| (*o, *e)).collect();
     let row: Vec<(Id, u64)> = cap_row(&header.epoch_row, &known).into_iter().collect();

@@ -80,6 +80,35 @@ pub struct OpBatch {
     sealed: bool,
 }
 
+/// The error for `source`, met writing the scratch database `file` while
+/// doing `what`: [`Error::ScratchFull`] when its filesystem is full (SQLite
+/// says so, or an I/O error meets a full filesystem), else `other`.
+pub(crate) fn write_error(
+    file: &Path,
+    source: rusqlite::Error,
+    what: impl FnOnce() -> String,
+    other: impl FnOnce(rusqlite::Error) -> Error,
+) -> Error {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let free = crate::sys::fsutil::free_space(dir).ok();
+    let full = match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => true,
+        // A write that failed for want of room can surface as an I/O
+        // error: then the filesystem has (next to) nothing left.
+        Some(rusqlite::ErrorCode::SystemIoFailure) => free.is_some_and(|f| f < 64 * 1024),
+        _ => false,
+    };
+    if !full {
+        return other(source);
+    }
+    Error::ScratchFull {
+        file: file.to_path_buf(),
+        mount: crate::sys::fsutil::mount_point(dir),
+        free: free.unwrap_or(0),
+        what: what(),
+    }
+}
+
 fn scratch_error(file: &Path, what: impl std::fmt::Display) -> Error {
     Error::CorruptState {
         path: file.to_path_buf(),
@@ -100,7 +129,7 @@ impl OpBatch {
             .join(SCRATCH_FILE);
         detach_if_attached(conn).map_err(|e| state.db_error(e))?;
         remove_scratch(&file)?;
-        let db = |e| state.db_error(e);
+        let db = |e| write_error(&file, e, || "making it".to_string(), |e| state.db_error(e));
         conn.execute("ATTACH DATABASE ?1 AS batch", [file.to_string_lossy()])
             .map_err(db)?;
         // Thrown away after the batch (and after a crash): no journal, no
@@ -118,9 +147,16 @@ impl OpBatch {
                  version BLOB,
                  repeat INTEGER NOT NULL,
                  op BLOB NOT NULL
-             );",
+             );
+             CREATE INDEX batch.ops_by_origin ON ops (origin, epoch);",
         )
-        .map_err(db)?;
+        .map_err(|e| {
+            let err = db(e);
+            // Nothing of it is kept.
+            let _ = conn.execute_batch("DETACH DATABASE batch");
+            let _ = remove_scratch(&file);
+            err
+        })?;
         Ok(OpBatch {
             file,
             len: 0,
@@ -168,6 +204,7 @@ impl OpBatch {
             return Ok(());
         }
         let rows = std::mem::take(&mut self.pending);
+        let before = self.len;
         let mut write = || -> rusqlite::Result<()> {
             let tx = state.conn().unchecked_transaction()?;
             {
@@ -190,7 +227,14 @@ impl OpBatch {
             }
             tx.commit()
         };
-        write().map_err(|e| state.db_error(e))
+        write().map_err(|e| {
+            write_error(
+                &self.file,
+                e,
+                || format!("copying the packet's operations ({before} so far)"),
+                |e| state.db_error(e),
+            )
+        })
     }
 
     /// Ends the filling: writes what is pending and indexes the rows.
@@ -204,7 +248,14 @@ impl OpBatch {
             .execute_batch(
                 "CREATE INDEX batch.ops_by_path ON ops (path, seq) WHERE path IS NOT NULL;",
             )
-            .map_err(|e| state.db_error(e))?;
+            .map_err(|e| {
+                write_error(
+                    &self.file,
+                    e,
+                    || format!("indexing the packet's {} operations", self.len),
+                    |e| state.db_error(e),
+                )
+            })?;
         self.sealed = true;
         Ok(())
     }
@@ -277,6 +328,37 @@ impl OpBatch {
             next = end;
         }
         Ok(())
+    }
+
+    /// The operation of the batch from `origin` at `epoch` (the last
+    /// pushed, should there be several), if any: a relative file state's
+    /// base ([`crate::sync::delta::Expander`]). Can be asked while filling.
+    pub fn operation(
+        &self,
+        conn: &Connection,
+        origin: Id,
+        epoch: u64,
+    ) -> Result<Option<Operation>> {
+        if let Some(row) = self
+            .pending
+            .iter()
+            .rev()
+            .find(|row| row.origin == origin && row.epoch == epoch)
+        {
+            return self.decode(&row.op).map(Some);
+        }
+        let err = |e| scratch_error(&self.file, e);
+        let bytes: Option<Vec<u8>> = conn
+            .prepare_cached(
+                "SELECT op FROM batch.ops WHERE origin = ?1 AND epoch = ?2 ORDER BY seq DESC LIMIT 1",
+            )
+            .and_then(|mut s| {
+                rusqlite::OptionalExtension::optional(
+                    s.query_row(params![origin.0.as_slice(), epoch as i64], |row| row.get(0)),
+                )
+            })
+            .map_err(err)?;
+        bytes.map(|b| self.decode(&b)).transpose()
     }
 
     /// Copies the operations that are not repeats (what the planner

@@ -130,8 +130,9 @@
 //!    day folders older than `soft_delete_days`; `apply_batch` calls it at
 //!    the end.
 //! 9. **Crash safety.** (a) Plan everything, writing nothing (the batch's
-//!    operations wait in a scratch database, [`batch`], never in the
-//!    state: a crash forgets them); (b) stage every new
+//!    operations and the planned entries wait in a scratch database,
+//!    [`batch`], never in the state: a crash forgets them; a full disk
+//!    there is [`Error::ScratchFull`], with nothing changed); (b) stage every new
 //!    file's content under `.syncreplica/staging/<n>`, fsynced (several
 //!    at once, so the journal commits them together); (c) commit
 //!    log, epochs, members, entries (without stat, so the next scan reads
@@ -229,6 +230,7 @@ pub mod batch;
 mod disk;
 mod journal;
 mod plan;
+mod planned;
 pub(crate) use plan::{needs_newer_for, sanitize};
 
 use journal::Action;
@@ -637,7 +639,7 @@ fn commit(
         }
         // The batch writes these paths anew: an earlier failure on them
         // is moot (a failure of this batch is recorded again).
-        state::forget_failed_steps(tx, plan.entries.keys().map(Vec::as_slice))?;
+        state::forget_failed_steps_in(tx, "SELECT path FROM batch.planned")?;
         for member in &plan.new_members {
             state::insert_member(tx, member, now)?;
         }
@@ -669,7 +671,9 @@ fn commit(
             let secret = secret.expect("loaded when the plan has local operations");
             state::seal_own_run(tx, &secret, &me, first.epoch, last.epoch)?;
         }
-        for (path, entry) in &plan.entries {
+        // Read from the scratch database inside this transaction, one
+        // row at a time.
+        plan.entries.for_each_row(tx, |path, entry| {
             state::put_entry(
                 tx,
                 &state::EntryWrite {
@@ -680,8 +684,9 @@ fn commit(
                     stat: None,
                     scanned_ns: None,
                 },
-            )?;
-        }
+            )
+            .map_err(Into::into)
+        })?;
         for (seq, action) in plan.actions.iter().enumerate() {
             state::push_pending_apply(tx, seq as u64, &action.encode())?;
         }

@@ -4,9 +4,16 @@
 //! Memory: the batch's operations stay in its scratch database
 //! ([`super::batch::OpBatch`]) and are read back in slices of at most
 //! [`super::batch::OPS_IN_MEMORY`]; per operation the plan keeps one bit
-//! (superseded). What it holds grows with the paths the batch
-//! leaves changed (their final entries and disk actions) and with the
-//! replica's recorded entries, not with the operations.
+//! (superseded). The paths' final entries go to the same scratch
+//! database ([`super::planned::Planned`], at most
+//! [`super::planned::HOT_MAX`] in memory), and the walks over them
+//! (structure repair, the disk actions) read them back a page at a
+//! time. What the plan still holds in memory grows with the replica's
+//! recorded entries, with the disk actions and staged files of the paths
+//! whose disk state changes, with this replica's own operations (conflict
+//! copies, folders made) and the conflicts' notes, and, on a filesystem
+//! that folds names, with the paths made: not with the operations, nor
+//! with the paths that only change entries.
 
 use std::cell::{OnceCell, RefCell};
 use std::cmp::Ordering;
@@ -17,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use super::batch::{OpBatch, OpBits};
 use super::journal::{Action, Expect};
+use super::planned::{Only, Planned};
 use super::ApplyReport;
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{Causality, Change, ChunkRef, Id, Operation, PathState, Timestamp, VersionVector};
@@ -66,8 +74,9 @@ pub(crate) struct Plan {
     pub removed: Vec<Removed>,
     /// Operations this replica records itself (conflict copies, kept dirs).
     pub local_ops: Vec<Operation>,
-    /// Final entries of every path the batch touches.
-    pub entries: BTreeMap<Vec<u8>, Entry>,
+    /// Final entries of every path the batch touches, in the batch's
+    /// scratch database (flushed).
+    pub entries: Planned,
     /// Disk actions, in the order they run.
     pub actions: Vec<Action>,
     pub jobs: Vec<StageJob>,
@@ -333,13 +342,16 @@ type Names = HashSet<Vec<u8>>;
 
 struct Planner<'a> {
     root: &'a Path,
+    /// The state's connection, with the batch's scratch database attached.
+    conn: &'a rusqlite::Connection,
     confined: ConfinedRoot,
     me: Id,
     excludes: Excludes,
     recorded: HashMap<Vec<u8>, RecordedEntry>,
     /// Live recorded paths, sorted, for "anything below this?" questions.
     recorded_live: BTreeSet<Vec<u8>>,
-    planned: BTreeMap<Vec<u8>, Entry>,
+    /// Entries as the batch leaves them, spilled to the scratch database.
+    planned: Planned,
     members: Vec<Member>,
     new_members: Vec<Member>,
     removed: Vec<Removed>,
@@ -449,14 +461,16 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
     let members = replica.members()?;
     let conn = replica.state().conn();
     let superseded = superseded_in_batch(conn, batch, MAX_CONCURRENT_VERSIONS.max(members.len()))?;
+    let planned = Planned::create(conn, batch.file())?;
     let mut planner = Planner {
         root: &replica.root,
+        conn,
         confined: ConfinedRoot::open(&replica.root)?,
         me,
         excludes: replica.excludes()?,
         recorded,
         recorded_live,
-        planned: BTreeMap::new(),
+        planned,
         members,
         new_members: Vec::new(),
         removed: Vec::new(),
@@ -479,7 +493,7 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
     };
     batch.for_each(conn, |position, op| planner.operation(position, op))?;
     planner.fold_collisions()?;
-    planner.record_resolutions();
+    planner.record_resolutions()?;
     planner.repair_structure()?;
     planner.finish()
 }
@@ -611,21 +625,21 @@ impl Planner<'_> {
         Ok(())
     }
 
-    fn effective(&self, path: &[u8]) -> Option<Entry> {
-        if let Some(entry) = self.planned.get(path) {
-            return Some(entry.clone());
+    fn effective(&self, path: &[u8]) -> Result<Option<Entry>> {
+        if let Some(entry) = self.planned.get(self.conn, path)? {
+            return Ok(Some(entry));
         }
-        self.recorded.get(path).map(|e| Entry {
+        Ok(self.recorded.get(path).map(|e| Entry {
             state: e.state.clone(),
             version: e.version.clone(),
             author: e.author,
-        })
+        }))
     }
 
     fn excluded(&self, path: &[u8], is_dir: bool) -> Result<bool> {
         // Shared patterns never exclude a path recorded (or planned) here.
         let recorded = self
-            .effective(path)
+            .effective(path)?
             .is_some_and(|e| e.state != PathState::Deleted);
         self.excluded_as(path, is_dir, recorded)
     }
@@ -635,7 +649,7 @@ impl Planner<'_> {
     fn excluded_as(&self, path: &[u8], is_dir: bool, recorded: bool) -> Result<bool> {
         let dir_elsewhere = is_dir
             || self
-                .effective(path)
+                .effective(path)?
                 .is_some_and(|e| matches!(e.state, PathState::Directory { .. }))
             || matches!(self.disk_kind(path)?, DiskKind::Dir(_));
         Ok(self.excludes.excludes_relative(path, is_dir, recorded)
@@ -657,7 +671,8 @@ impl Planner<'_> {
         version: &VersionVector,
         where_: &str,
     ) -> Result<()> {
-        let (state, link_version) = match self.planned.get(ancestor) {
+        let planned = self.planned.get(self.conn, ancestor)?;
+        let (state, link_version) = match &planned {
             Some(entry) => (Some(&entry.state), Some(&entry.version)),
             None => {
                 let entry = self.recorded.get(ancestor);
@@ -687,13 +702,13 @@ impl Planner<'_> {
     /// by bisection (on a filesystem that does not fold names).
     fn check_ancestors(&self, path: &[u8], version: &VersionVector) -> Result<()> {
         let ancestors = ancestors(path);
-        let links = self.planned_links_among(path, &ancestors);
+        let links = self.planned_links_among(path, &ancestors)?;
         let disk_end = links.first().copied().unwrap_or(ancestors.len());
         if let Some(j) = self.first_not_dir(&ancestors[..disk_end])? {
             let ancestor = ancestors[j];
             let kind = self.disk_kind(ancestor)?;
             let planned_dir = matches!(
-                self.planned.get(ancestor).map(|e| &e.state),
+                self.planned.get(self.conn, ancestor)?.map(|e| e.state),
                 Some(PathState::Directory { .. })
             );
             // Missing, or replaced by a directory before use: nothing
@@ -710,9 +725,9 @@ impl Planner<'_> {
 
     /// The indices in `ancestors` (of `path`, shallowest first) of the
     /// ones this batch plans as symlinks.
-    fn planned_links_among(&self, path: &[u8], ancestors: &[&[u8]]) -> Vec<usize> {
+    fn planned_links_among(&self, path: &[u8], ancestors: &[&[u8]]) -> Result<Vec<usize>> {
         if self.link_hashes.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let mut found = Vec::new();
         for (i, (len, hash)) in self.hasher.ancestors(path).into_iter().enumerate() {
@@ -721,12 +736,12 @@ impl Planner<'_> {
             }
             debug_assert_eq!(ancestors[i].len(), len);
             if let Some(PathState::Symlink { .. }) =
-                self.planned.get(ancestors[i]).map(|e| &e.state)
+                self.planned.get(self.conn, ancestors[i])?.map(|e| e.state)
             {
                 found.push(i);
             }
         }
-        found
+        Ok(found)
     }
 
     /// The index of the first of `dirs` (a path's ancestors, shallowest
@@ -756,21 +771,24 @@ impl Planner<'_> {
 
     /// Sets `path`'s planned entry, keeping [`Planner::link_hashes`] in
     /// step.
-    fn set_planned(&mut self, path: &[u8], entry: Entry) {
+    fn set_planned(&mut self, path: &[u8], entry: Entry) -> Result<()> {
         let now_link = matches!(entry.state, PathState::Symlink { .. });
         let was_link = self
             .planned
-            .insert(path.to_vec(), entry)
+            .insert(self.conn, path, entry)?
             .is_some_and(|old| matches!(old.state, PathState::Symlink { .. }));
         self.count_link(path, now_link, was_link);
+        Ok(())
     }
 
     /// Removes `path`'s planned entry, keeping [`Planner::link_hashes`] in
     /// step.
-    fn unplan(&mut self, path: &[u8]) -> Option<Entry> {
-        let old = self.planned.remove(path)?;
+    fn unplan(&mut self, path: &[u8]) -> Result<Option<Entry>> {
+        let Some(old) = self.planned.remove(self.conn, path)? else {
+            return Ok(None);
+        };
         self.count_link(path, false, matches!(old.state, PathState::Symlink { .. }));
-        Some(old)
+        Ok(Some(old))
     }
 
     fn count_link(&mut self, path: &[u8], now_link: bool, was_link: bool) {
@@ -812,7 +830,7 @@ impl Planner<'_> {
             self.report.skipped_excluded += 1;
             return Ok(());
         }
-        let local = self.effective(path).unwrap_or(Entry {
+        let local = self.effective(path)?.unwrap_or(Entry {
             state: PathState::Deleted,
             version: VersionVector::default(),
             author: origin,
@@ -826,7 +844,7 @@ impl Planner<'_> {
                         version: version.clone(),
                         author: origin,
                     },
-                );
+                )?;
             }
             Causality::Before | Causality::Equal => self.report.already_had += 1,
             Causality::Concurrent => {
@@ -840,7 +858,7 @@ impl Planner<'_> {
                             version,
                             author,
                         },
-                    );
+                    )?;
                     return Ok(());
                 }
                 let incoming_wins = winner_is_first(&incoming, &local.state);
@@ -857,7 +875,7 @@ impl Planner<'_> {
                         version,
                         author: winner_author,
                     },
-                );
+                )?;
                 let copy = self.conflict_copy(path, &loser, loser_author, Some(&winner))?;
                 let note = format!(
                     "{}: concurrent changes by {} ({}) and {} ({}); kept {}'s{}",
@@ -876,14 +894,19 @@ impl Planner<'_> {
     }
 
     /// Records an operation of this replica that sets `path` to `state`.
-    fn local_operation(&mut self, path: &[u8], state: PathState) {
-        self.local_operation_by(path, state, None);
+    fn local_operation(&mut self, path: &[u8], state: PathState) -> Result<()> {
+        self.local_operation_by(path, state, None)
     }
 
     /// Records a local operation; with `author`, a resolution that keeps
     /// the winning version's author (see `Change::Resolve`).
-    fn local_operation_by(&mut self, path: &[u8], state: PathState, author: Option<Id>) {
-        let mut version = self.effective(path).map(|e| e.version).unwrap_or_default();
+    fn local_operation_by(
+        &mut self,
+        path: &[u8],
+        state: PathState,
+        author: Option<Id>,
+    ) -> Result<()> {
+        let mut version = self.effective(path)?.map(|e| e.version).unwrap_or_default();
         self.own_epoch += 1;
         version.set(self.me, self.own_epoch);
         let change = match author {
@@ -912,7 +935,7 @@ impl Planner<'_> {
                 version,
                 author: author.unwrap_or(self.me),
             },
-        );
+        )
     }
 
     /// Keeps a losing file beside `path` (rule 5); returns the copy's path.
@@ -970,7 +993,7 @@ impl Planner<'_> {
             {
                 return Ok(None);
             }
-            match self.effective(&copy) {
+            match self.effective(&copy)? {
                 Some(entry) if entry.state == *loser => return Ok(Some(copy)),
                 Some(entry) if entry.state != PathState::Deleted => continue,
                 _ => {}
@@ -981,28 +1004,22 @@ impl Planner<'_> {
             if self.fold_taken(&copy)? {
                 continue; // another spelling of it is taken on this filesystem
             }
-            self.local_operation(&copy, loser.clone());
+            self.local_operation(&copy, loser.clone())?;
             return Ok(Some(copy));
         }
         Ok(None)
     }
 
     /// Whether anything would remain below `path` after the batch.
-    fn has_live_descendants(&self, path: &[u8]) -> Result<bool> {
+    fn has_live_descendants(&mut self, path: &[u8]) -> Result<bool> {
         let (lo, hi) = below(path);
-        if self
-            .planned
-            .range(lo.clone()..hi.clone())
-            .any(|(_, e)| e.state != PathState::Deleted)
-        {
+        if self.planned.any_live_in(self.conn, &lo, &hi)? {
             return Ok(true);
         }
-        if self
-            .recorded_live
-            .range(lo..hi)
-            .any(|p| !self.planned.contains_key(p))
-        {
-            return Ok(true);
+        for recorded in self.recorded_live.range(lo..hi) {
+            if !self.planned.contains(self.conn, recorded)? {
+                return Ok(true);
+            }
         }
         if !matches!(self.disk_kind(path)?, DiskKind::Dir(_)) {
             return Ok(false);
@@ -1024,7 +1041,7 @@ impl Planner<'_> {
                 let child = join(&dir, &name);
                 let planned_deleted = self
                     .planned
-                    .get(&child)
+                    .get(self.conn, &child)?
                     .is_some_and(|e| e.state == PathState::Deleted);
                 if !planned_deleted {
                     return Ok(true);
@@ -1052,16 +1069,16 @@ impl Planner<'_> {
     /// later operation of the batch superseded it. Without it, replicas that
     /// resolved different pairs of concurrent versions could hold different
     /// states under the same version vector and never converge.
-    fn record_resolutions(&mut self) {
+    fn record_resolutions(&mut self) -> Result<()> {
         for (path, version) in std::mem::take(&mut self.resolved) {
-            let Some(entry) = self.planned.get(&path) else {
+            let Some(entry) = self.planned.get(self.conn, &path)? else {
                 continue;
             };
             if entry.version == version {
-                let (state, author) = (entry.state.clone(), entry.author);
-                self.local_operation_by(&path, state, Some(author));
+                self.local_operation_by(&path, entry.state, Some(entry.author))?;
             }
         }
+        Ok(())
     }
 
     /// Rule 6: what ends up with content below it is a directory, and so
@@ -1069,80 +1086,37 @@ impl Planner<'_> {
     fn repair_structure(&mut self) -> Result<()> {
         for _round in 0..8 {
             let mut changed = false;
-            let candidates: Vec<Vec<u8>> = self
-                .planned
-                .iter()
-                .filter(|(_, e)| !matches!(e.state, PathState::Directory { .. }))
-                .map(|(p, _)| p.clone())
-                .collect();
-            for path in candidates.iter().rev() {
-                if !self.has_live_descendants(path)? {
-                    continue;
-                }
-                let displaced = self.planned[path].clone();
-                let mode = self.dir_mode_for(path)?;
-                self.local_operation(path, PathState::directory(mode));
-                let copy = self.conflict_copy(path, &displaced.state, displaced.author, None)?;
-                let what = match displaced.state {
-                    PathState::Deleted => "deletion".to_string(),
-                    ref other => crate::tree::scan::type_name(other).to_string(),
+            // The paths that are not directories, from the last back, a
+            // page at a time from the scratch database (a path this loop
+            // plans before the current one is seen too: harmless, it is
+            // looked at as the next round would).
+            let mut last: Option<Vec<u8>> = None;
+            loop {
+                let page =
+                    self.planned
+                        .page(self.conn, last.as_deref(), true, Only::NotDirectories)?;
+                let Some((end, _)) = page.last() else {
+                    break;
                 };
-                self.report.conflicts.push(format!(
-                    "{}: kept as a directory, it still has content; {}'s {what} gave way{}",
-                    relpath::display(path),
-                    self.label(&displaced.author),
-                    copy_note(copy.as_deref()),
-                ));
-                changed = true;
+                last = Some(end.clone());
+                for (path, _) in page {
+                    changed |= self.keep_as_directory(&path)?;
+                }
             }
-            let live: Vec<Vec<u8>> = self
-                .planned
-                .iter()
-                .filter(|(_, e)| e.state != PathState::Deleted)
-                .map(|(p, _)| p.clone())
-                .collect();
-            // In byte order, a path's ancestors that are also ancestors of
-            // the path before it (or that path, a directory) were made
-            // sure of already: each path costs its own length, not its
-            // depth times its length.
+            // Every path that exists after the batch, in byte order, a
+            // page at a time.
             let mut previous: Option<Vec<u8>> = None;
-            for path in live {
-                let known = match &previous {
-                    Some(previous) => self.known_directories(&path, previous),
-                    None => 0,
-                };
-                for ancestor in ancestors(&path).into_iter().skip(known) {
-                    let current = self.effective(ancestor);
-                    let fine = match &current {
-                        Some(entry) => matches!(entry.state, PathState::Directory { .. }),
-                        None => matches!(self.disk_kind(ancestor)?, DiskKind::Dir(_)),
-                    };
-                    if fine {
-                        continue;
-                    }
-                    let mode = self.dir_mode_for(ancestor)?;
-                    self.local_operation(ancestor, PathState::directory(mode));
-                    let mut copy = None;
-                    if let Some(entry) = &current {
-                        copy = self.conflict_copy(ancestor, &entry.state, entry.author, None)?;
-                    }
-                    if current
-                        .as_ref()
-                        .is_some_and(|e| e.state != PathState::Deleted)
-                    {
-                        let displaced = current.expect("checked");
-                        self.report.conflicts.push(format!(
-                            "{}: made a directory again to hold {}; {}'s {} gave way{}",
-                            relpath::display(ancestor),
-                            relpath::display(&path),
-                            self.label(&displaced.author),
-                            crate::tree::scan::type_name(&displaced.state),
-                            copy_note(copy.as_deref()),
-                        ));
-                    }
-                    changed = true;
+            loop {
+                let page = self
+                    .planned
+                    .page(self.conn, previous.as_deref(), false, Only::Live)?;
+                if page.is_empty() {
+                    break;
                 }
-                previous = Some(path);
+                for (path, _) in page {
+                    changed |= self.make_ancestors_directories(&path, previous.as_deref())?;
+                    previous = Some(path);
+                }
             }
             if !changed {
                 return Ok(());
@@ -1151,11 +1125,88 @@ impl Planner<'_> {
         Err(Error::Refused(Refusal::Inconsistent))
     }
 
+    /// Rule 6 for `path`, not a directory after the batch: if anything
+    /// would remain below it, it stays a directory (recorded as an
+    /// operation of this replica; a displaced file becomes a conflict
+    /// copy). Returns whether it changed the plan.
+    fn keep_as_directory(&mut self, path: &[u8]) -> Result<bool> {
+        // Read afresh: the page may be older than the plan.
+        let Some(displaced) = self.planned.get(self.conn, path)? else {
+            return Ok(false);
+        };
+        if matches!(displaced.state, PathState::Directory { .. })
+            || !self.has_live_descendants(path)?
+        {
+            return Ok(false);
+        }
+        let mode = self.dir_mode_for(path)?;
+        self.local_operation(path, PathState::directory(mode))?;
+        let copy = self.conflict_copy(path, &displaced.state, displaced.author, None)?;
+        let what = match displaced.state {
+            PathState::Deleted => "deletion".to_string(),
+            ref other => crate::tree::scan::type_name(other).to_string(),
+        };
+        self.report.conflicts.push(format!(
+            "{}: kept as a directory, it still has content; {}'s {what} gave way{}",
+            relpath::display(path),
+            self.label(&displaced.author),
+            copy_note(copy.as_deref()),
+        ));
+        Ok(true)
+    }
+
+    /// Rule 6 for `path`, which exists after the batch: every ancestor
+    /// becomes a directory (recorded as an operation of this replica; a
+    /// displaced file becomes a conflict copy). In byte order, a path's
+    /// ancestors that are also ancestors of `previous` (the path before
+    /// it; or that path, a directory) were made sure of already: each
+    /// path costs its own length, not its depth times its length.
+    /// Returns whether it changed the plan.
+    fn make_ancestors_directories(&mut self, path: &[u8], previous: Option<&[u8]>) -> Result<bool> {
+        let mut changed = false;
+        let known = match previous {
+            Some(previous) => self.known_directories(path, previous)?,
+            None => 0,
+        };
+        for ancestor in ancestors(path).into_iter().skip(known) {
+            let current = self.effective(ancestor)?;
+            let fine = match &current {
+                Some(entry) => matches!(entry.state, PathState::Directory { .. }),
+                None => matches!(self.disk_kind(ancestor)?, DiskKind::Dir(_)),
+            };
+            if fine {
+                continue;
+            }
+            let mode = self.dir_mode_for(ancestor)?;
+            self.local_operation(ancestor, PathState::directory(mode))?;
+            let mut copy = None;
+            if let Some(entry) = &current {
+                copy = self.conflict_copy(ancestor, &entry.state, entry.author, None)?;
+            }
+            if current
+                .as_ref()
+                .is_some_and(|e| e.state != PathState::Deleted)
+            {
+                let displaced = current.expect("checked");
+                self.report.conflicts.push(format!(
+                    "{}: made a directory again to hold {}; {}'s {} gave way{}",
+                    relpath::display(ancestor),
+                    relpath::display(path),
+                    self.label(&displaced.author),
+                    crate::tree::scan::type_name(&displaced.state),
+                    copy_note(copy.as_deref()),
+                ));
+            }
+            changed = true;
+        }
+        Ok(changed)
+    }
+
     /// How many of `path`'s ancestors (shallowest first) are ancestors of
     /// `previous`, or `previous` itself when it is a directory after the
     /// batch: those [`Planner::repair_structure`] made sure of with
     /// `previous`.
-    fn known_directories(&self, path: &[u8], previous: &[u8]) -> usize {
+    fn known_directories(&self, path: &[u8], previous: &[u8]) -> Result<usize> {
         let common = path
             .iter()
             .zip(previous)
@@ -1170,14 +1221,14 @@ impl Planner<'_> {
             let of_previous = i < common
                 || (i == previous.len()
                     && self
-                        .effective(previous)
+                        .effective(previous)?
                         .is_some_and(|e| matches!(e.state, PathState::Directory { .. })));
             if !of_previous {
                 break;
             }
             known += 1;
         }
-        known
+        Ok(known)
     }
 
     /// The expectation for a file the recorded state has no stat for: the
@@ -1214,189 +1265,202 @@ impl Planner<'_> {
         let mut creations = Vec::new();
         let mut dir_modes = Vec::new();
         let mut jobs = Vec::new();
-        let planned = std::mem::take(&mut self.planned);
-        for (path, entry) in &planned {
-            let before = self
-                .recorded
-                .get(path)
-                .map(|e| e.state.clone())
-                .unwrap_or(PathState::Deleted);
-            if before == entry.state {
-                continue;
-            }
-            match (
-                before != PathState::Deleted,
-                entry.state != PathState::Deleted,
-            ) {
-                (false, true) => self.report.added += 1,
-                (true, false) => self.report.deleted += 1,
-                (true, true) => self.report.changed += 1,
-                (false, false) => {}
-            }
-            // What is there now, and the exact file the actions may replace
-            // or remove: anything else found when they run is a save made
-            // during the import, kept (see `journal::Expect`).
-            // The expectation comes from the scan that recorded the state
-            // this plan decided on, not from a look now: a file saved after
-            // that scan must not be taken for the version it replaced.
-            let disk = self.disk_kind(path)?;
-            let expect = match (&disk, self.recorded.get(path).and_then(|e| e.stat)) {
-                (DiskKind::Missing, _) => Expect::Absent,
-                (DiskKind::File, Some(stat)) => Expect::File {
-                    inode: stat.inode,
-                    size: stat.size,
-                    mtime_ns: stat.mtime_ns,
-                    ctime_ns: stat.ctime_ns,
-                },
-                // Placed by an earlier import and not scanned since: its
-                // content is checked now instead.
-                (DiskKind::File, None) => self.verify_unscanned(path)?,
-                // A link the scan did not record as it is now is someone's
-                // new one: kept, never replaced.
-                (DiskKind::Symlink(now), _)
-                    if !matches!(
-                        self.recorded.get(path).map(|e| &e.state),
-                        Some(PathState::Symlink { target, .. }) if target == now
-                    ) =>
-                {
-                    Expect::Unverified
+        // The planned entries a page at a time, in byte order.
+        let mut last: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .planned
+                .page(self.conn, last.as_deref(), false, Only::All)?;
+            let Some((end, _)) = page.last() else {
+                break;
+            };
+            last = Some(end.clone());
+            for (path, entry) in &page {
+                let before = self
+                    .recorded
+                    .get(path)
+                    .map(|e| e.state.clone())
+                    .unwrap_or(PathState::Deleted);
+                if before == entry.state {
+                    continue;
                 }
-                (DiskKind::Symlink(target), _) => Expect::Symlink {
-                    target_hash: Expect::hash_target(target),
-                },
-                _ => Expect::Other,
-            };
-            let p = path.clone();
-            // Where the file replaced or removed here is kept (a rename of
-            // the displaced file, or a copy when it has other names).
-            let mut keep: Option<Vec<u8>> = None;
-            let mut keep_old_file = || {
-                keep = Some(reserved.soft_delete_target(self.root, &day, path));
-            };
-            match &entry.state {
-                PathState::File {
-                    mode,
-                    mtime,
-                    chunks,
-                    ..
-                } => {
-                    let same_content = matches!(
-                        &before,
-                        PathState::File { chunks: old, .. } if old == chunks
-                    );
-                    if disk == DiskKind::File && same_content {
-                        creations.push(Action::SetFileMeta {
+                match (
+                    before != PathState::Deleted,
+                    entry.state != PathState::Deleted,
+                ) {
+                    (false, true) => self.report.added += 1,
+                    (true, false) => self.report.deleted += 1,
+                    (true, true) => self.report.changed += 1,
+                    (false, false) => {}
+                }
+                // What is there now, and the exact file the actions may replace
+                // or remove: anything else found when they run is a save made
+                // during the import, kept (see `journal::Expect`).
+                // The expectation comes from the scan that recorded the state
+                // this plan decided on, not from a look now: a file saved after
+                // that scan must not be taken for the version it replaced.
+                let disk = self.disk_kind(path)?;
+                let expect = match (&disk, self.recorded.get(path).and_then(|e| e.stat)) {
+                    (DiskKind::Missing, _) => Expect::Absent,
+                    (DiskKind::File, Some(stat)) => Expect::File {
+                        inode: stat.inode,
+                        size: stat.size,
+                        mtime_ns: stat.mtime_ns,
+                        ctime_ns: stat.ctime_ns,
+                    },
+                    // Placed by an earlier import and not scanned since: its
+                    // content is checked now instead.
+                    (DiskKind::File, None) => self.verify_unscanned(path)?,
+                    // A link the scan did not record as it is now is someone's
+                    // new one: kept, never replaced.
+                    (DiskKind::Symlink(now), _)
+                        if !matches!(
+                            self.recorded.get(path).map(|e| &e.state),
+                            Some(PathState::Symlink { target, .. }) if target == now
+                        ) =>
+                    {
+                        Expect::Unverified
+                    }
+                    (DiskKind::Symlink(target), _) => Expect::Symlink {
+                        target_hash: Expect::hash_target(target),
+                    },
+                    _ => Expect::Other,
+                };
+                let p = path.clone();
+                // Where the file replaced or removed here is kept (a rename of
+                // the displaced file, or a copy when it has other names).
+                let mut keep: Option<Vec<u8>> = None;
+                let mut keep_old_file = || {
+                    keep = Some(reserved.soft_delete_target(self.root, &day, path));
+                };
+                match &entry.state {
+                    PathState::File {
+                        mode,
+                        mtime,
+                        chunks,
+                        ..
+                    } => {
+                        let same_content = matches!(
+                            &before,
+                            PathState::File { chunks: old, .. } if old == chunks
+                        );
+                        if disk == DiskKind::File && same_content {
+                            creations.push(Action::SetFileMeta {
+                                path: p.clone(),
+                                mode: *mode,
+                                mtime: *mtime,
+                                expect,
+                            });
+                            continue;
+                        }
+                        match disk {
+                            DiskKind::File => keep_old_file(),
+                            DiskKind::Dir(_) => {
+                                removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
+                            }
+                            _ => {}
+                        }
+                        let staged = jobs.len() as u64;
+                        jobs.push(StageJob {
+                            staged,
                             path: p.clone(),
+                            chunks: chunks.clone(),
                             mode: *mode,
                             mtime: *mtime,
-                            expect,
                         });
-                        continue;
+                        // A directory there is removed first: then nothing is.
+                        let expect = if matches!(disk, DiskKind::Dir(_)) {
+                            Expect::Absent
+                        } else {
+                            expect
+                        };
+                        creations.push(Action::Place {
+                            staged,
+                            path: p,
+                            expect,
+                            keep,
+                        });
                     }
-                    match disk {
-                        DiskKind::File => keep_old_file(),
-                        DiskKind::Dir(_) => {
-                            removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
+                    PathState::Directory { mode, .. } => {
+                        match disk {
+                            DiskKind::Dir(_) => {}
+                            DiskKind::File => {
+                                keep_old_file();
+                                removals.push((
+                                    p.clone(),
+                                    Action::RemoveFile {
+                                        path: p.clone(),
+                                        expect,
+                                        keep,
+                                    },
+                                ));
+                                creations.push(Action::MakeDir {
+                                    path: p.clone(),
+                                    mode: *mode,
+                                });
+                            }
+                            DiskKind::Missing => creations.push(Action::MakeDir {
+                                path: p.clone(),
+                                mode: *mode,
+                            }),
+                            DiskKind::Symlink(_) | DiskKind::Other => {
+                                removals
+                                    .push((p.clone(), Action::RemoveSpecial { path: p.clone() }));
+                                creations.push(Action::MakeDir {
+                                    path: p.clone(),
+                                    mode: *mode,
+                                });
+                            }
                         }
-                        _ => {}
+                        dir_modes.push(Action::SetDirMode {
+                            path: p,
+                            mode: *mode,
+                        });
                     }
-                    let staged = jobs.len() as u64;
-                    jobs.push(StageJob {
-                        staged,
-                        path: p.clone(),
-                        chunks: chunks.clone(),
-                        mode: *mode,
-                        mtime: *mtime,
-                    });
-                    // A directory there is removed first: then nothing is.
-                    let expect = if matches!(disk, DiskKind::Dir(_)) {
-                        Expect::Absent
-                    } else {
-                        expect
-                    };
-                    creations.push(Action::Place {
-                        staged,
-                        path: p,
-                        expect,
-                        keep,
-                    });
-                }
-                PathState::Directory { mode, .. } => {
-                    match disk {
-                        DiskKind::Dir(_) => {}
+                    PathState::Symlink { target, .. } => {
+                        match &disk {
+                            DiskKind::Symlink(now) if now == target => continue,
+                            DiskKind::File => keep_old_file(),
+                            DiskKind::Dir(_) => {
+                                removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
+                            }
+                            _ => {}
+                        }
+                        let expect = if matches!(disk, DiskKind::Dir(_)) {
+                            Expect::Absent
+                        } else {
+                            expect
+                        };
+                        creations.push(Action::Link {
+                            path: p,
+                            target: target.clone(),
+                            expect,
+                            keep,
+                        });
+                    }
+                    PathState::Deleted => match disk {
+                        DiskKind::Missing => {}
                         DiskKind::File => {
                             keep_old_file();
                             removals.push((
                                 p.clone(),
                                 Action::RemoveFile {
-                                    path: p.clone(),
+                                    path: p,
                                     expect,
                                     keep,
                                 },
                             ));
-                            creations.push(Action::MakeDir {
-                                path: p.clone(),
-                                mode: *mode,
-                            });
                         }
-                        DiskKind::Missing => creations.push(Action::MakeDir {
-                            path: p.clone(),
-                            mode: *mode,
-                        }),
-                        DiskKind::Symlink(_) | DiskKind::Other => {
-                            removals.push((p.clone(), Action::RemoveSpecial { path: p.clone() }));
-                            creations.push(Action::MakeDir {
-                                path: p.clone(),
-                                mode: *mode,
-                            });
-                        }
-                    }
-                    dir_modes.push(Action::SetDirMode {
-                        path: p,
-                        mode: *mode,
-                    });
-                }
-                PathState::Symlink { target, .. } => {
-                    match &disk {
-                        DiskKind::Symlink(now) if now == target => continue,
-                        DiskKind::File => keep_old_file(),
                         DiskKind::Dir(_) => {
-                            removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
+                            removals.push((p.clone(), Action::RemoveDir { path: p }))
                         }
-                        _ => {}
-                    }
-                    let expect = if matches!(disk, DiskKind::Dir(_)) {
-                        Expect::Absent
-                    } else {
-                        expect
-                    };
-                    creations.push(Action::Link {
-                        path: p,
-                        target: target.clone(),
-                        expect,
-                        keep,
-                    });
+                        DiskKind::Symlink(_) | DiskKind::Other => {
+                            removals.push((p.clone(), Action::RemoveSpecial { path: p }))
+                        }
+                    },
+                    // Refused before planning (`needs_newer_for`).
+                    PathState::Unknown { .. } => {}
                 }
-                PathState::Deleted => match disk {
-                    DiskKind::Missing => {}
-                    DiskKind::File => {
-                        keep_old_file();
-                        removals.push((
-                            p.clone(),
-                            Action::RemoveFile {
-                                path: p,
-                                expect,
-                                keep,
-                            },
-                        ));
-                    }
-                    DiskKind::Dir(_) => removals.push((p.clone(), Action::RemoveDir { path: p })),
-                    DiskKind::Symlink(_) | DiskKind::Other => {
-                        removals.push((p.clone(), Action::RemoveSpecial { path: p }))
-                    }
-                },
-                // Refused before planning (`needs_newer_for`).
-                PathState::Unknown { .. } => {}
             }
         }
         // Deepest first, so children go before their directory.
@@ -1430,7 +1494,7 @@ impl Planner<'_> {
             new_members: self.new_members,
             removed: self.removed,
             local_ops: self.local_ops,
-            entries: planned,
+            entries: self.planned,
             actions,
             jobs,
             recorded: self.recorded,
@@ -1510,24 +1574,20 @@ impl Planner<'_> {
             }
             by_key
         });
-        let stays = |other: &Vec<u8>| {
-            other.as_slice() != path
+        for other in recorded.get(key.as_ref()).into_iter().flatten() {
+            let stays = other.as_slice() != path
                 && !self
                     .planned
-                    .get(other)
-                    .is_some_and(|e| e.state == PathState::Deleted)
-        };
-        if recorded
-            .get(key.as_ref())
-            .is_some_and(|paths| paths.iter().any(stays))
-        {
-            return Ok(true);
+                    .get(self.conn, other)?
+                    .is_some_and(|e| e.state == PathState::Deleted);
+            if stays {
+                return Ok(true);
+            }
         }
-        if self.planned.iter().any(|(other, entry)| {
-            other.as_slice() != path
-                && entry.state != PathState::Deleted
-                && self.folding.key(other) == key
-        }) {
+        // Every planned path read (only where names fold).
+        if self.planned.any(self.conn, |other, entry| {
+            other != path && entry.state != PathState::Deleted && self.folding.key(other) == key
+        })? {
             return Ok(true);
         }
         let (parent, name) = split_last(path);
@@ -1567,16 +1627,23 @@ impl Planner<'_> {
             .iter()
             .filter_map(|op| op.change.path_change().map(|c| c.path.clone()))
             .collect();
-        let new_paths: Vec<Vec<u8>> = self
-            .planned
-            .iter()
-            .filter(|(path, entry)| {
-                entry.state != PathState::Deleted
-                    && !self.recorded_live.contains(*path)
-                    && !made_here.contains(*path)
-            })
-            .map(|(path, _)| path.clone())
-            .collect();
+        // In byte order. Held in memory: only where names fold.
+        let mut new_paths: Vec<Vec<u8>> = Vec::new();
+        let mut last: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .planned
+                .page(self.conn, last.as_deref(), false, Only::Live)?;
+            let Some((end, _)) = page.last() else {
+                break;
+            };
+            last = Some(end.clone());
+            new_paths.extend(
+                page.into_iter()
+                    .map(|(path, _)| path)
+                    .filter(|path| !self.recorded_live.contains(path) && !made_here.contains(path)),
+            );
+        }
         if new_paths.is_empty() {
             return Ok(());
         }
@@ -1591,7 +1658,7 @@ impl Planner<'_> {
         for path in &self.recorded_live {
             if !self
                 .planned
-                .get(path)
+                .get(self.conn, path)?
                 .is_some_and(|e| e.state == PathState::Deleted)
             {
                 add(RECORDED, path);
@@ -1600,7 +1667,7 @@ impl Planner<'_> {
         for path in &made_here {
             if self
                 .planned
-                .get(path)
+                .get(self.conn, path)?
                 .is_some_and(|e| e.state != PathState::Deleted)
                 && !self.recorded_live.contains(path)
             {
@@ -1623,7 +1690,9 @@ impl Planner<'_> {
             })?;
             for name in names {
                 let path = join(dir, &name);
-                if !self.recorded_live.contains(&path) && !self.planned.contains_key(&path) {
+                if !self.recorded_live.contains(&path)
+                    && !self.planned.contains(self.conn, &path)?
+                {
                     add(ON_DISK, &path);
                 }
             }
@@ -1665,7 +1734,7 @@ impl Planner<'_> {
         }
         let holder_of = |path: &[u8]| holders.get(folding.key(path).as_ref());
         for (path, at, holder) in dropped {
-            let Some(entry) = self.unplan(&path) else {
+            let Some(entry) = self.unplan(&path)? else {
                 continue;
             };
             self.resolved.remove(&path);
@@ -1699,7 +1768,7 @@ impl Planner<'_> {
                     let here = join(&dir, name);
                     let beside = holder_of(&here).cloned().unwrap_or(here);
                     let same = matches!(
-                        self.effective(&beside).map(|e| e.state),
+                        self.effective(&beside)?.map(|e| e.state),
                         Some(PathState::File { chunks: ref there, .. }) if there == chunks
                     );
                     if same {
@@ -1751,7 +1820,7 @@ impl Planner<'_> {
             prefixes.push(dir);
         }
         for prefix in prefixes {
-            let fine = match self.effective(prefix).map(|e| e.state) {
+            let fine = match self.effective(prefix)?.map(|e| e.state) {
                 Some(PathState::Directory { .. } | PathState::Deleted) => true,
                 Some(_) => false,
                 None => matches!(
