@@ -564,8 +564,7 @@ fn ship_content(
     stop: &crate::sync::StopFlag,
 ) -> Result<Content> {
     let mut content = Content::Shipped;
-    let all: Vec<crate::ops::ChunkRef> = op_chunks(op).copied().collect();
-    let mut recipes = base_chunks.map(|held| delta::RecipeMaker::new(state, held, &all));
+    let mut recipes = base_chunks.map(|held| delta::RecipeMaker::new(state, held));
     let mut offset = 0u64;
     for chunk in op_chunks(op) {
         stop.check()?;
