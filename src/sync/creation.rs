@@ -251,7 +251,8 @@ pub fn export_creation(
         // no sibling to compare with until a packet arrives.
         tree_digest: None,
     };
-    let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)?;
+    let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)?
+        .with_encoder_threads(crate::sync::chunks::encoder_threads());
     // The first thing written is where tests kill or pause a creation export.
     let mut first_written = true;
     let mut written = |stop: &crate::sync::StopFlag| {

@@ -345,7 +345,8 @@ fn export_to(
     };
     let write_dir = request.work_dir.unwrap_or(request.out_dir);
     let key = replica.signing_key()?.to_bytes();
-    let mut writer = PacketWriter::create(write_dir, request.max_size, &key, meta)?;
+    let mut writer = PacketWriter::create(write_dir, request.max_size, &key, meta)?
+        .with_encoder_threads(crate::sync::chunks::encoder_threads());
     let mut summary = ExportSummary {
         sequence,
         resent,
@@ -588,10 +589,10 @@ fn ship_content(
                             continue;
                         }
                     }
-                    writer.add_chunk(&chunk.id, &bytes)?;
+                    summary.chunk_bytes_sent += bytes.len() as u64;
+                    writer.add_chunk_owned(&chunk.id, bytes)?;
                     sent.insert(chunk.id);
                     summary.chunks_sent += 1;
-                    summary.chunk_bytes_sent += bytes.len() as u64;
                     continue;
                 }
                 Err(ChunkRead::NotHeld) => {
