@@ -143,6 +143,8 @@ pub struct PacketWriter {
     seals_budget: u64,
     /// Workers that check and compress chunks ([`Self::with_encoder_threads`]).
     encoders: Option<crate::encoders::EncoderPool>,
+    /// Bytes of chunk records written so far, headers included.
+    chunk_bytes: u64,
 }
 
 impl PacketWriter {
@@ -267,6 +269,7 @@ impl PacketWriter {
             seals,
             seals_budget,
             encoders: None,
+            chunk_bytes: 0,
         })
     }
 
@@ -284,6 +287,14 @@ impl PacketWriter {
         self.encoders =
             (threads > 1).then(|| crate::encoders::EncoderPool::new(threads, ZSTD_LEVEL));
         self
+    }
+
+    /// Bytes the chunks added so far take in the packet: their records'
+    /// headers and stored (compressed, or recipe) bytes. Waits for the
+    /// encoder threads; errors: as [`Self::add_chunk`].
+    pub fn chunk_bytes_written(&mut self) -> Result<u64> {
+        self.drain_encoders(true)?;
+        Ok(self.chunk_bytes)
     }
 
     /// Writes the chunks the workers finished, in order: all of them
@@ -706,6 +717,7 @@ impl PacketWriter {
         part.chunks_sha.update(stored);
         part.chunks_len += (record.len() + stored.len()) as u64;
         part.chunk_records += 1;
+        self.chunk_bytes += (record.len() + stored.len()) as u64;
         Ok(())
     }
 

@@ -121,8 +121,8 @@ pub struct ExportSummary {
     pub files_added_or_changed: u64,
     pub deleted: u64,
     pub chunks_sent: u64,
-    /// Bytes of chunk data in the packet: whole chunks, and the recipes of
-    /// chunks sent as recipes.
+    /// Bytes of file content in the chunks shipped (whole or as recipes),
+    /// before compression: see `chunk_bytes_carried` for their cost.
     pub chunk_bytes_sent: u64,
     /// Of `chunks_sent`, those sent as recipes over chunks the target
     /// holds (chunk codec 2).
@@ -131,6 +131,11 @@ pub struct ExportSummary {
     pub answered: u64,
     /// Chunks referenced but not shipped because the target has them.
     pub chunks_reused: u64,
+    /// Bytes of file content in `chunks_reused` (each reference counted).
+    pub chunk_bytes_reused: u64,
+    /// Bytes the packet spends on chunks (records, compressed data and
+    /// recipes): what shipping `chunk_bytes_sent` bytes of content costs.
+    pub chunk_bytes_carried: u64,
     pub parts: Vec<WrittenPart>,
     pub sequence: u64,
     /// Set when the packet stops before the operations it should have
@@ -385,9 +390,11 @@ fn export_to(
             .change
             .path_change()
             .is_some_and(|c| requested.contains(c.path.as_slice()));
-        let reused = op_chunks(op)
+        let (reused, reused_bytes) = op_chunks(op)
             .filter(|chunk| !asked && target_has.contains(&chunk.id))
-            .count() as u64;
+            .fold((0u64, 0u64), |(n, bytes), chunk| {
+                (n + 1, bytes + u64::from(chunk.len))
+            });
         // This operation's content, and, where it is no longer at hand
         // (a version overwritten since), that of the later operations on
         // the same path it relies on: the target applies only the newest
@@ -442,6 +449,7 @@ fn export_to(
             None => {}
         }
         summary.chunks_reused += reused;
+        summary.chunk_bytes_reused += reused_bytes;
         let relative = op.change.path_change().and_then(|change| {
             let base = last_file
                 .get(change.path.as_slice())
@@ -491,6 +499,7 @@ fn export_to(
     // The last moment to give up: from here the parts are finished and
     // committed without pause.
     request.stop.check()?;
+    summary.chunk_bytes_carried = writer.chunk_bytes_written()?;
     let mut parts = writer.finish()?;
     if let Some(work_dir) = request.work_dir {
         if work_dir != request.out_dir {
@@ -585,7 +594,7 @@ fn ship_content(
                             sent.insert(chunk.id);
                             summary.chunks_sent += 1;
                             summary.chunks_as_recipes += 1;
-                            summary.chunk_bytes_sent += recipe.encode().len() as u64;
+                            summary.chunk_bytes_sent += u64::from(chunk.len);
                             continue;
                         }
                     }

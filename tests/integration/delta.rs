@@ -316,3 +316,50 @@ fn a_rename_racing_an_edit_is_repaired_by_a_content_request() {
     let later = export_to(&a, &fam.packet_dir("later"), &["b"], &[]).ok();
     assert!(!later.stdout.contains("asked for"), "{}", later.stdout);
 }
+
+/// The number just before `marker` in `text` (digits only).
+fn number_before(text: &str, marker: &str) -> u64 {
+    let before = text
+        .split(marker)
+        .next()
+        .filter(|b| b.len() < text.len())
+        .unwrap_or_else(|| panic!("no {marker:?} in:\n{text}"));
+    let digits: String = before
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.chars().rev().collect::<String>().parse().unwrap()
+}
+
+/// The summaries say what a small edit cost, not the size of what it
+/// touched: the export, the packet bytes its chunks took beside their
+/// size and what it reused; the import, how much of what it wrote came
+/// from the packet and how much it copied from its own copy.
+#[test]
+fn summaries_say_what_a_small_edit_carried_reused_and_copied() {
+    const SIZE: usize = 4_000_000;
+    let mut content = random_bytes(30, SIZE);
+    let fam = pair_holding(&content);
+    content[2_000_000..2_004_096].copy_from_slice(&random_bytes(31, 4096));
+    std::fs::write(fam.root("a").join("big"), &content).unwrap();
+    let out = fam.packet_dir("edit");
+    let export = export_to(&fam.root("a"), &out, &["b"], &[]).ok();
+    let carried = number_before(&export.stdout, " packet bytes");
+    let reused = number_before(&export.stdout, " bytes) from content b has");
+    assert!(
+        (4096..16 * 1024).contains(&carried),
+        "{carried} packet bytes: {}",
+        export.stdout
+    );
+    assert!(reused > SIZE as u64 * 9 / 10, "{}", export.stdout);
+    assert!(carried <= packet_bytes(&out), "{}", export.stdout);
+    let import = import_from(&fam.root("b"), &[&out]).ok();
+    let written = number_before(&import.stdout, " bytes written");
+    let from_packets = number_before(&import.stdout, " from the packets");
+    let copied = number_before(&import.stdout, " copied from content held here");
+    assert_eq!(written, SIZE as u64, "{}", import.stdout);
+    assert_eq!(from_packets + copied, written, "{}", import.stdout);
+    assert!(copied > SIZE as u64 * 9 / 10, "{}", import.stdout);
+    assert_eq!(std::fs::read(fam.root("b").join("big")).unwrap(), content);
+}
