@@ -301,6 +301,13 @@ pub fn export_creation(
                 }
             }
             files += 1;
+            if files == 1 {
+                // The first file's chunks in the part file before the
+                // first kill or pause point (the encoder threads may
+                // still hold them): a kill there is tested for what it
+                // leaves behind.
+                writer.chunk_bytes_written()?;
+            }
             written(stop);
         }
     }
