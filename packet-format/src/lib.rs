@@ -52,6 +52,7 @@
 
 mod container;
 pub mod delta;
+mod encoders;
 mod error;
 mod header;
 mod listing;

@@ -33,7 +33,7 @@ use crate::header::{
 use crate::ops::{ChunkId, Id, Operation, Timestamp};
 use crate::records::{
     ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_PLAIN, CODEC_RECIPE,
-    CODEC_ZSTD, OP_RECORD_HEADER_LEN,
+    OP_RECORD_HEADER_LEN,
 };
 use crate::{
     naming, ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_SEALS,
@@ -141,6 +141,10 @@ pub struct PacketWriter {
     /// Room reserved in every part for the `seals` entry: the seals with
     /// a tail on each, so narrowing never outgrows it.
     seals_budget: u64,
+    /// Workers that check and compress chunks ([`Self::with_encoder_threads`]).
+    encoders: Option<crate::encoders::EncoderPool>,
+    /// Bytes of chunk records written so far, headers included.
+    chunk_bytes: u64,
 }
 
 impl PacketWriter {
@@ -264,7 +268,69 @@ impl PacketWriter {
             added: BTreeMap::new(),
             seals,
             seals_budget,
+            encoders: None,
+            chunk_bytes: 0,
         })
+    }
+
+    /// Checks and compresses chunks on `threads` worker threads (0 or 1:
+    /// on the caller's thread, as without this call), for a writer that
+    /// is fed faster than one core compresses. The packet is byte for
+    /// byte the same: chunks are written in the order they were added.
+    /// Memory: at most `2 × threads + 2` chunks in flight (each at most
+    /// [`MAX_CHUNK_LEN`] bytes and its compressed form). Errors of a chunk
+    /// handed to the workers ([`ErrorKind::ChunkIdMismatch`], zstd) come
+    /// from a later call: the next `add_chunk*`, `add_operation`,
+    /// `add_chunk_recipe` or `finish`; a caller that must know at once
+    /// whether bytes match their id checks them itself first.
+    pub fn with_encoder_threads(mut self, threads: usize) -> PacketWriter {
+        self.encoders =
+            (threads > 1).then(|| crate::encoders::EncoderPool::new(threads, ZSTD_LEVEL));
+        self
+    }
+
+    /// Bytes the chunks added so far take in the packet: their records'
+    /// headers and stored (compressed, or recipe) bytes. Waits for the
+    /// encoder threads; errors: as [`Self::add_chunk`].
+    pub fn chunk_bytes_written(&mut self) -> Result<u64> {
+        self.drain_encoders(true)?;
+        Ok(self.chunk_bytes)
+    }
+
+    /// Writes the chunks the workers finished, in order: all of them
+    /// (`all`), or only while as many as allowed are in flight.
+    fn drain_encoders(&mut self, all: bool) -> Result<()> {
+        loop {
+            let Some(pool) = self.encoders.as_mut() else {
+                return Ok(());
+            };
+            if !(all || pool.is_full()) {
+                return Ok(());
+            }
+            let Some(encoded) = pool.next_in_order() else {
+                if pool.is_idle() {
+                    return Ok(());
+                }
+                return Err(ErrorKind::io(
+                    "compressing chunks",
+                    std::io::Error::other("a chunk encoder thread stopped"),
+                )
+                .at(&self.out_dir));
+            };
+            let stored = match encoded.stored {
+                Ok(stored) => stored,
+                Err(crate::encoders::EncodeError::IdMismatch) => {
+                    return Err(ErrorKind::ChunkIdMismatch {
+                        chunk: hex::encode(encoded.id),
+                    }
+                    .at(&self.out_dir))
+                }
+                Err(crate::encoders::EncodeError::Zstd(err)) => {
+                    return Err(ErrorKind::io("compressing a chunk", err).at(&self.out_dir))
+                }
+            };
+            self.write_chunk(&encoded.id, &encoded.data, Some(stored))?;
+        }
     }
 
     /// Bytes each part has for data records (chunks plus operations).
@@ -274,6 +340,9 @@ impl PacketWriter {
 
     /// Adds one operation to the stream.
     pub fn add_operation(&mut self, op: &Operation) -> Result<()> {
+        // Chunks first, as one thread writes them: an operation's part
+        // depends on the room the chunks before it took.
+        self.drain_encoders(true)?;
         let in_range = self
             .template
             .epoch_ranges
@@ -391,6 +460,28 @@ impl PacketWriter {
 
     /// Adds the bytes of one chunk; `id` must be their SHA-256.
     pub fn add_chunk(&mut self, id: &ChunkId, data: &[u8]) -> Result<()> {
+        if self.encoders.is_some() {
+            return self.add_chunk_owned(id, data.to_vec());
+        }
+        self.check_chunk_len(data)?;
+        self.write_chunk(id, data, None)
+    }
+
+    /// As [`Self::add_chunk`], taking the bytes: with encoder threads
+    /// ([`Self::with_encoder_threads`]) they go to a worker uncopied.
+    pub fn add_chunk_owned(&mut self, id: &ChunkId, data: Vec<u8>) -> Result<()> {
+        self.check_chunk_len(&data)?;
+        if self.encoders.is_none() {
+            return self.write_chunk(id, &data, None);
+        }
+        self.drain_encoders(false)?;
+        if let Some(pool) = self.encoders.as_mut() {
+            pool.submit(*id, data);
+        }
+        Ok(())
+    }
+
+    fn check_chunk_len(&self, data: &[u8]) -> Result<()> {
         if data.is_empty() || data.len() > MAX_CHUNK_LEN {
             return Err(ErrorKind::ChunkTooLarge {
                 len: data.len(),
@@ -398,9 +489,20 @@ impl PacketWriter {
             }
             .at(&self.out_dir));
         }
+        Ok(())
+    }
+
+    /// Writes one chunk's records; `whole`: how the whole chunk is stored,
+    /// when a worker checked and encoded it already.
+    fn write_chunk(
+        &mut self,
+        id: &ChunkId,
+        data: &[u8],
+        mut whole: Option<(u8, Vec<u8>)>,
+    ) -> Result<()> {
         // Refuse to sign bytes that do not match their name: a reader would
         // reject the packet anyway, far from the cause.
-        if Sha256::digest(data).as_slice() != id {
+        if whole.is_none() && Sha256::digest(data).as_slice() != id {
             return Err(ErrorKind::ChunkIdMismatch {
                 chunk: hex::encode(id),
             }
@@ -416,7 +518,10 @@ impl PacketWriter {
             if header_len + rest.len() as u64 <= free
                 || header_len + (rest.len() as u64) / 2 <= free
             {
-                let (codec, stored) = self.encode_piece(rest)?;
+                let (codec, stored) = match whole.take() {
+                    Some(encoded) if offset == 0 => encoded,
+                    _ => self.encode_piece(rest)?,
+                };
                 if header_len + stored.len() as u64 <= free {
                     self.write_chunk_record(id, total, offset, rest.len() as u64, codec, &stored)?;
                     return Ok(());
@@ -448,6 +553,7 @@ impl PacketWriter {
         chunk_len: u32,
         recipe: &crate::delta::Recipe,
     ) -> Result<bool> {
+        self.drain_encoders(true)?;
         let stored = recipe.encode();
         let header_len = CHUNK_RECORD_HEADER_LEN as u64;
         if chunk_len as usize > MAX_CHUNK_LEN
@@ -468,6 +574,8 @@ impl PacketWriter {
     /// Finishes every part: writes headers and signatures, gives the files
     /// their final names, and returns them in part order.
     pub fn finish(mut self) -> Result<Vec<WrittenPart>> {
+        self.drain_encoders(true)?;
+        self.encoders = None;
         if self.added != self.template.epoch_ranges {
             return Err(ErrorKind::EpochRanges(format!(
                 "the header declares {:?}, the operations added cover {:?}",
@@ -575,12 +683,7 @@ impl PacketWriter {
             .compressor
             .compress(raw)
             .map_err(|err| ErrorKind::io("compressing a chunk", err).at(&self.out_dir))?;
-        // Only where it helps: anything that saves less than ~3% is stored.
-        if compressed.len() < raw.len() - raw.len() / 32 {
-            Ok((CODEC_ZSTD, compressed))
-        } else {
-            Ok((CODEC_PLAIN, raw.to_vec()))
-        }
+        Ok(crate::encoders::choose(raw, compressed))
     }
 
     fn write_chunk_record(
@@ -614,6 +717,7 @@ impl PacketWriter {
         part.chunks_sha.update(stored);
         part.chunks_len += (record.len() + stored.len()) as u64;
         part.chunk_records += 1;
+        self.chunk_bytes += (record.len() + stored.len()) as u64;
         Ok(())
     }
 

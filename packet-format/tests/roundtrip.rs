@@ -309,3 +309,87 @@ fn an_abandoned_writer_leaves_nothing_behind() {
     drop(writer);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// Writes `files` (lists of chunks) with `threads` encoder threads and
+/// returns the parts' bytes.
+fn written_with(threads: usize, max_size: u64, files: &[Vec<Vec<u8>>]) -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = PacketWriter::create(
+        dir.path(),
+        max_size,
+        &SENDER_SECRET,
+        carrying(meta(PacketKind::Update), files.len() as u64),
+    )
+    .unwrap()
+    .with_encoder_threads(threads);
+    for (index, chunks) in files.iter().enumerate() {
+        for chunk in chunks {
+            writer
+                .add_chunk_owned(&chunk_id(chunk), chunk.clone())
+                .unwrap();
+        }
+        let op = file_op(index as u64 + 1, &format!("dir/file{index}"), chunks);
+        writer.add_operation(&op).unwrap();
+    }
+    let parts = writer.finish().unwrap();
+    parts
+        .iter()
+        .map(|part| std::fs::read(&part.path).unwrap())
+        .collect()
+}
+
+#[test]
+fn encoder_threads_write_the_same_packet_as_one_thread() {
+    // Text-like (compressible) and random chunks, enough of them to fill
+    // the workers' queue many times and to split parts.
+    let mut seed = 7u64;
+    let mut random = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    let files: Vec<Vec<Vec<u8>>> = (0..6)
+        .map(|file| {
+            (0..9)
+                .map(|n| {
+                    if (file + n) % 2 == 0 {
+                        random(20_000 + n * 3_000)
+                    } else {
+                        format!("line {file} {n}\n").repeat(3_000).into_bytes()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    for max_size in [MIN_PART_SIZE, 100 << 20] {
+        let one = written_with(0, max_size, &files);
+        let pooled = written_with(3, max_size, &files);
+        assert!(max_size > MIN_PART_SIZE || one.len() > 1, "parts split");
+        assert_eq!(one, pooled, "max size {max_size}");
+    }
+}
+
+#[test]
+fn encoder_threads_refuse_a_mislabelled_chunk_by_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = PacketWriter::create(
+        dir.path(),
+        MIN_PART_SIZE,
+        &SENDER_SECRET,
+        meta(PacketKind::Update),
+    )
+    .unwrap()
+    .with_encoder_threads(2);
+    writer.add_chunk(&[0; 32], b"data").unwrap();
+    let err = writer.finish().unwrap_err();
+    assert!(
+        matches!(err.kind, ErrorKind::ChunkIdMismatch { .. }),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

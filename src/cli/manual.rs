@@ -93,7 +93,7 @@ pub fn manual(name: &str) -> Manual {
                 ),
                 (
                     "syncreplica -import -fmt json",
-                    "{version: 1, packets: [{files: [PATH], outcome (\"applied\", \"already applied\", \"acknowledgement\", \"waiting\", \"left alone\", \"refused\"), sender, why (for waiting, left alone, refused), changes: {added, changed, deleted, bytes_written, conflicts: [NOTE], not_made: [NOTE], failed: [NOTE]} (for applied, else null)}], applied, added, changed, deleted, conflicts, bytes_written, notes: [NOTE]}. Printed before the exit status is decided: an import that refused a packet prints it and exits 1.",
+                    "{version: 1, packets: [{files: [PATH], outcome (\"applied\", \"already applied\", \"acknowledgement\", \"waiting\", \"left alone\", \"refused\"), sender, why (for waiting, left alone, refused), changes: {added, changed, deleted, bytes_written, conflicts: [NOTE], not_made: [NOTE], failed: [NOTE]} (for applied, else null)}], applied, added, changed, deleted, conflicts, bytes_written, bytes_from_packets, bytes_copied, bytes_as_holes, notes: [NOTE]}. Printed before the exit status is decided: an import that refused a packet prints it and exits 1.",
                 ),
             ],
         },

@@ -446,12 +446,14 @@ fn print_target_export(target: &crate::store::state::Member, result: &export::Ta
         }
         export::TargetExport::Written(summary) => {
             print_resent(&target.name, &summary.resent);
+            // The content's size and what it cost in the packet: a chunk
+            // sent as changes costs a fraction of its size.
             let recipes = match summary.chunks_as_recipes {
                 0 => String::new(),
                 n => format!(" ({n} as changes to chunks it has)"),
             };
             outln!(
-                "Exported to {} (packet sequence number {}): {} operation{}, {} file{} added or changed, {} deleted, {} chunk{} ({} bytes){recipes} shipped, {} reused from content {} has.",
+                "Exported to {} (packet sequence number {}): {} operation{}, {} file{} added or changed, {} deleted, {} chunk{} ({} bytes) shipped in {} packet bytes{recipes}, {} reused ({} bytes) from content {} has.",
                 printable(&target.name),
                 summary.sequence,
                 summary.operations,
@@ -462,7 +464,9 @@ fn print_target_export(target: &crate::store::state::Member, result: &export::Ta
                 summary.chunks_sent,
                 plural(summary.chunks_sent),
                 summary.chunk_bytes_sent,
+                summary.chunk_bytes_carried,
                 summary.chunks_reused,
+                summary.chunk_bytes_reused,
                 printable(&target.name)
             );
             if summary.answered > 0 {
@@ -833,6 +837,9 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 total.changed += report.changed;
                 total.deleted += report.deleted;
                 total.bytes_written += report.bytes_written;
+                total.bytes_from_packets += report.bytes_from_packets;
+                total.bytes_copied += report.bytes_copied;
+                total.bytes_as_holes += report.bytes_as_holes;
                 total.conflicts.extend(report.conflicts.iter().cloned());
             }
             import::PacketOutcome::AlreadyApplied { files } => {
@@ -874,14 +881,23 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     if args.fmt == cli::Format::Json {
         print_import_json(&outcomes)?;
     }
+    // What the files made or changed took: the packets' bytes, the
+    // bytes copied from content held here (a file changed in one place
+    // is written whole), the zeros left as holes.
+    let holes = match total.bytes_as_holes {
+        0 => String::new(),
+        n => format!(", {n} left as holes"),
+    };
     outln!(
-        "Import summary: {applied} packet{} applied; {} added, {} changed, {} deleted, {} in conflict; {} bytes written.",
+        "Import summary: {applied} packet{} applied; {} added, {} changed, {} deleted, {} in conflict; {} bytes written ({} from the packets, {} copied from content held here{holes}).",
         plural(applied),
         total.added,
         total.changed,
         total.deleted,
         total.conflicts.len(),
-        total.bytes_written
+        total.bytes_from_packets + total.bytes_copied,
+        total.bytes_from_packets,
+        total.bytes_copied,
     );
     let mut not_removed = 0;
     for outcome in &outcomes {

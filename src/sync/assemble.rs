@@ -67,6 +67,14 @@ struct Spot {
 pub(crate) struct Assembled {
     /// Bytes of content: the sum of the complete files' sizes.
     pub bytes: u64,
+    /// Of `bytes`: written from what the source delivered (for a packet:
+    /// chunks it carries whole, or rebuilds from changes to chunks held
+    /// here).
+    pub from_source: u64,
+    /// Of `bytes`: copied from chunks held here (`Options::elsewhere`).
+    pub copied: u64,
+    /// Of `bytes`: all-zero chunks, left as holes (not written).
+    pub holes: u64,
     /// The targets (by index) left out for want of a chunk, removed.
     pub incomplete: Vec<usize>,
 }
@@ -93,6 +101,8 @@ pub(crate) fn write_files(
     // message names is the first one missing.
     let mut order: Vec<(ChunkId, u32)> = Vec::new();
     let mut total = 0u64;
+    // Per target: bytes from the source, copied here, left as holes.
+    let mut origins = vec![[0u64; 3]; targets.len()];
     for (index, target) in targets.iter().enumerate() {
         let file = open(&target.path, true).at(&target.path)?;
         let mut offset = 0u64;
@@ -102,6 +112,7 @@ pub(crate) fn write_files(
                 // below, and what was never written is a hole that reads
                 // as zeros. A sparse file stays sparse.
                 offset += u64::from(chunk.len);
+                origins[index][2] += u64::from(chunk.len);
                 continue;
             }
             let key = (chunk.id, chunk.len);
@@ -148,6 +159,9 @@ pub(crate) fn write_files(
         }
         if let Some(on_chunk) = on_chunk.as_mut() {
             on_chunk(id, bytes);
+        }
+        for spot in &places {
+            origins[spot.file][0] += u64::from(len);
         }
         writers.put(&places, bytes)
     });
@@ -197,6 +211,9 @@ pub(crate) fn write_files(
         if let Some(on_chunk) = on_chunk.as_mut() {
             on_chunk(&chunk.id, &bytes);
         }
+        for spot in &places {
+            origins[spot.file][1] += u64::from(chunk.len);
+        }
         writers.put(&places, &bytes)?;
     }
     drop(writers);
@@ -233,8 +250,19 @@ pub(crate) fn write_files(
             .collect();
         fsync_all(&complete)?;
     }
+    let complete = |kind: usize| -> u64 {
+        origins
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| incomplete.binary_search(index).is_err())
+            .map(|(_, origin)| origin[kind])
+            .sum()
+    };
     Ok(Assembled {
         bytes: total,
+        from_source: complete(0),
+        copied: complete(1),
+        holes: complete(2),
         incomplete,
     })
 }

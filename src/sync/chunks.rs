@@ -13,6 +13,13 @@ use crate::replica::Replica;
 use crate::store::layout;
 use crate::tree::relpath;
 
+/// Threads that compress chunks while an export reads the next ones
+/// ([`PacketWriter::with_encoder_threads`]): one per core, at most 4 (the
+/// reading thread checks each chunk's hash itself). One core: none.
+pub fn encoder_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
 /// Where this replica's current files hold each chunk.
 pub struct LocalChunks {
     /// Every (path, offset, length) of each chunk, in no particular order:
@@ -75,7 +82,7 @@ impl LocalChunks {
     }
 
     /// Reads chunk `id` from a current file of the replica rooted at
-    /// `root` and adds it to `writer`, which checks it against its id. A
+    /// `root`, checks it against its id and adds it to `writer`. A
     /// file whose bytes are no longer what the scan recorded is taken for
     /// busy and left alone from then on; the chunk is then read from
     /// another file that holds it, if any.
@@ -103,15 +110,18 @@ impl LocalChunks {
                 continue;
             }
             let read = self.read_at(&path, &disk, offset, len).and_then(|bytes| {
+                use sha2::{Digest, Sha256};
+                // Checked here, not left to the writer: its encoder
+                // threads report a mismatch only later, and a busy file
+                // must be known now (the chunk is then read elsewhere).
+                if Sha256::digest(&bytes).as_slice() != id {
+                    return Err(Error::ChangedDuringExport { path: disk.clone() });
+                }
+                let len = bytes.len() as u64;
                 writer
-                    .add_chunk(id, &bytes)
-                    .map(|()| bytes.len() as u64)
-                    .map_err(|err| match err.kind {
-                        packet_format::ErrorKind::ChunkIdMismatch { .. } => {
-                            Error::ChangedDuringExport { path: disk.clone() }
-                        }
-                        _ => Error::Packet(err),
-                    })
+                    .add_chunk_owned(id, bytes)
+                    .map(|()| len)
+                    .map_err(Error::Packet)
             });
             match read {
                 Ok(len) => return Ok(ChunkRead::Added(len)),

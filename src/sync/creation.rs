@@ -255,7 +255,8 @@ pub fn export_creation(
         // no sibling to compare with until a packet arrives.
         tree_digest: None,
     };
-    let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)?;
+    let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)?
+        .with_encoder_threads(crate::sync::chunks::encoder_threads());
     // The first thing written is where tests kill or pause a creation export.
     let mut first_written = true;
     let mut written = |stop: &crate::sync::StopFlag| {
@@ -317,6 +318,13 @@ pub fn export_creation(
                 }
             }
             files += 1;
+            if files == 1 {
+                // The first file's chunks in the part file before the
+                // first kill or pause point (the encoder threads may
+                // still hold them): a kill there is tested for what it
+                // leaves behind.
+                writer.chunk_bytes_written()?;
+            }
             written(stop);
         }
     }

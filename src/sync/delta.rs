@@ -240,7 +240,7 @@ impl<'a> Expander<'a> {
 /// those (chunks without recorded pieces are not used).
 pub struct RecipeMaker<'a> {
     state: &'a State,
-    /// The target's version's chunks that the new version lacks, with
+    /// The target's version's chunks (but zero chunks), with
     /// their offsets in that version.
     old: Vec<(u64, ChunkRef)>,
     pieces: HashMap<ChunkId, Option<Vec<Piece>>>,
@@ -252,12 +252,17 @@ pub struct RecipeMaker<'a> {
 const NEAR: u64 = 1024 * 1024;
 
 impl<'a> RecipeMaker<'a> {
-    pub fn new(state: &'a State, held: &[ChunkRef], new: &[ChunkRef]) -> RecipeMaker<'a> {
-        let kept: HashSet<&ChunkId> = new.iter().map(|c| &c.id).collect();
+    pub fn new(state: &'a State, held: &[ChunkRef]) -> RecipeMaker<'a> {
         let mut offset = 0u64;
         let mut old = Vec::new();
         for chunk in held {
-            if !kept.contains(&chunk.id) {
+            // Every chunk of the held version is a base the receiver has,
+            // a chunk the new version keeps too: content repeats (a disk
+            // image holds the same blocks many times), and the old chunk
+            // at the place of an edit is often also kept elsewhere in the
+            // file. Zero chunks give nothing a recipe needs (zeros
+            // compress to nothing), so they take no base slot.
+            if !chunking::is_zero_chunk(chunk) {
                 old.push((offset, *chunk));
             }
             offset += u64::from(chunk.len);
@@ -283,6 +288,9 @@ impl<'a> RecipeMaker<'a> {
             .copied()
             .collect();
         near.sort_by_key(|(at, _)| at.abs_diff(offset));
+        // A chunk held at several places is one base, the nearest.
+        let mut seen = HashSet::new();
+        near.retain(|(_, chunk)| seen.insert(chunk.id));
         near.truncate(packet_format::delta::MAX_RECIPE_BASES);
         // Fingerprint -> (index in `near`, offset, length).
         let mut found: HashMap<u64, (usize, u32, u32)> = HashMap::new();
@@ -311,9 +319,21 @@ impl<'a> RecipeMaker<'a> {
         let mut steps: Vec<Step> = Vec::new();
         let mut literals = Vec::new();
         let mut copied = 0usize;
+        let mut zeros = 0usize;
         for piece in chunking::pieces(bytes) {
             let data = &bytes[piece.offset as usize..(piece.offset + piece.len) as usize];
-            match found.get(&piece.print).filter(|f| f.2 == piece.len) {
+            // Zeros (blank image space around a write) go as literals: in
+            // the literals' zstd frame they cost next to nothing, where
+            // copying them took a step per piece (the same zero piece of
+            // a base, never a contiguous run).
+            let zero = chunking::is_all_zero(data);
+            if zero {
+                zeros += data.len();
+            }
+            match found
+                .get(&piece.print)
+                .filter(|f| f.2 == piece.len && !zero)
+            {
                 Some(&(index, from, len)) => {
                     let base = match used.iter().position(|&u| u == index) {
                         Some(at) => at,
@@ -345,8 +365,8 @@ impl<'a> RecipeMaker<'a> {
                 }
             }
         }
-        // Worth it only when much of the chunk is found.
-        if copied < bytes.len() / 4 {
+        // Worth it only when much of the chunk is found (or zeros).
+        if used.is_empty() || copied + zeros < bytes.len() / 4 {
             return Ok(None);
         }
         let bases = used.iter().map(|&index| near[index].1).collect();

@@ -119,8 +119,8 @@ pub struct ExportSummary {
     pub files_added_or_changed: u64,
     pub deleted: u64,
     pub chunks_sent: u64,
-    /// Bytes of chunk data in the packet: whole chunks, and the recipes of
-    /// chunks sent as recipes.
+    /// Bytes of file content in the chunks shipped (whole or as recipes),
+    /// before compression: see `chunk_bytes_carried` for their cost.
     pub chunk_bytes_sent: u64,
     /// Of `chunks_sent`, those sent as recipes over chunks the target
     /// holds (chunk codec 2).
@@ -129,6 +129,11 @@ pub struct ExportSummary {
     pub answered: u64,
     /// Chunks referenced but not shipped because the target has them.
     pub chunks_reused: u64,
+    /// Bytes of file content in `chunks_reused` (each reference counted).
+    pub chunk_bytes_reused: u64,
+    /// Bytes the packet spends on chunks (records, compressed data and
+    /// recipes): what shipping `chunk_bytes_sent` bytes of content costs.
+    pub chunk_bytes_carried: u64,
     pub parts: Vec<WrittenPart>,
     pub sequence: u64,
     /// Set when the packet stops before the operations it should have
@@ -392,7 +397,8 @@ fn export_to(
     };
     let write_dir = request.work_dir.unwrap_or(request.out_dir);
     let key = replica.signing_key()?.to_bytes();
-    let mut writer = PacketWriter::create(write_dir, request.max_size, &key, meta)?;
+    let mut writer = PacketWriter::create(write_dir, request.max_size, &key, meta)?
+        .with_encoder_threads(crate::sync::chunks::encoder_threads());
     let mut summary = ExportSummary {
         sequence,
         resent,
@@ -439,9 +445,11 @@ fn export_to(
             .change
             .path_change()
             .is_some_and(|c| requested.contains(c.path.as_slice()));
-        let reused = op_chunks(op)
+        let (reused, reused_bytes) = op_chunks(op)
             .filter(|chunk| !asked && target_has.contains(&chunk.id))
-            .count() as u64;
+            .fold((0u64, 0u64), |(n, bytes), chunk| {
+                (n + 1, bytes + u64::from(chunk.len))
+            });
         // This operation's content, and, where it is no longer at hand
         // (a version overwritten since), that of the later operations on
         // the same path it relies on: the target applies only the newest
@@ -496,6 +504,7 @@ fn export_to(
             None => {}
         }
         summary.chunks_reused += reused;
+        summary.chunk_bytes_reused += reused_bytes;
         let relative = op.change.path_change().and_then(|change| {
             let base = last_file
                 .get(change.path.as_slice())
@@ -545,6 +554,7 @@ fn export_to(
     // The last moment to give up: from here the parts are finished and
     // committed without pause.
     request.stop.check()?;
+    summary.chunk_bytes_carried = writer.chunk_bytes_written()?;
     let mut parts = writer.finish()?;
     if let Some(work_dir) = request.work_dir {
         if work_dir != request.out_dir {
@@ -619,8 +629,7 @@ fn ship_content(
     stop: &crate::sync::StopFlag,
 ) -> Result<Content> {
     let mut content = Content::Shipped;
-    let all: Vec<crate::ops::ChunkRef> = op_chunks(op).copied().collect();
-    let mut recipes = base_chunks.map(|held| delta::RecipeMaker::new(state, held, &all));
+    let mut recipes = base_chunks.map(|held| delta::RecipeMaker::new(state, held));
     let mut offset = 0u64;
     for chunk in op_chunks(op) {
         stop.check()?;
@@ -641,14 +650,14 @@ fn ship_content(
                             sent.insert(chunk.id);
                             summary.chunks_sent += 1;
                             summary.chunks_as_recipes += 1;
-                            summary.chunk_bytes_sent += recipe.encode().len() as u64;
+                            summary.chunk_bytes_sent += u64::from(chunk.len);
                             continue;
                         }
                     }
-                    writer.add_chunk(&chunk.id, &bytes)?;
+                    summary.chunk_bytes_sent += bytes.len() as u64;
+                    writer.add_chunk_owned(&chunk.id, bytes)?;
                     sent.insert(chunk.id);
                     summary.chunks_sent += 1;
-                    summary.chunk_bytes_sent += bytes.len() as u64;
                     continue;
                 }
                 Err(ChunkRead::NotHeld) => {

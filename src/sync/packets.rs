@@ -155,16 +155,55 @@ impl ChunkSource for PacketChunks<'_> {
 
     /// As `deliver`, building the chunks the packet carries as recipes
     /// from `bases` (each rebuilt chunk is checked against its SHA-256).
+    /// The same read-ahead thread reads, rebuilds and checks; the bases
+    /// are still read on this thread (`bases` need not be `Send`): the
+    /// reader asks for each and waits for the answer.
     fn deliver_with(
         &mut self,
         _wanted: &[ChunkId],
         bases: &mut packet_format::BaseChunks,
         sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
     ) -> Result<()> {
-        for chunk in self.packet.chunks_with(bases) {
-            let (id, bytes) = chunk?;
-            sink(&id, &bytes)?;
+        enum Ahead {
+            Chunk(packet_format::Result<(ChunkId, Vec<u8>)>),
+            /// A base the reader needs, and where to send its bytes.
+            Base(
+                crate::ops::ChunkRef,
+                std::sync::mpsc::SyncSender<Option<Vec<u8>>>,
+            ),
         }
-        Ok(())
+        std::thread::scope(|scope| {
+            let (send, receive) = std::sync::mpsc::sync_channel(READ_AHEAD);
+            let packet = self.packet;
+            scope.spawn(move || {
+                let asker = send.clone();
+                // When this thread's receiver is gone (the sink failed),
+                // a base is "not found" and the stream ends.
+                let mut ask = move |chunk: &crate::ops::ChunkRef| {
+                    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+                    asker.send(Ahead::Base(*chunk, reply)).ok()?;
+                    answer.recv().ok().flatten()
+                };
+                for chunk in packet.chunks_with(&mut ask) {
+                    let failed = chunk.is_err();
+                    if send.send(Ahead::Chunk(chunk)).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            for message in receive {
+                match message {
+                    Ahead::Chunk(chunk) => {
+                        let (id, bytes) = chunk?;
+                        sink(&id, &bytes)?;
+                    }
+                    Ahead::Base(chunk, reply) => {
+                        // The reader is gone only after an error it sent.
+                        let _ = reply.send(bases(&chunk));
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 }

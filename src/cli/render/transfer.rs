@@ -169,6 +169,11 @@ pub struct ImportJson {
     pub deleted: u64,
     pub conflicts: u64,
     pub bytes_written: u64,
+    /// Of `bytes_written`: bytes taken from the packets, bytes copied from
+    /// content this replica already held, and zeros left as holes.
+    pub bytes_from_packets: u64,
+    pub bytes_copied: u64,
+    pub bytes_as_holes: u64,
     /// What the user should know that is about no one packet (a sibling
     /// restored from a backup, the restore of this replica).
     pub notes: Vec<String>,
@@ -233,6 +238,9 @@ pub fn import_json(outcomes: &[import::PacketOutcome]) -> ImportJson {
                 json.deleted += report.deleted;
                 json.conflicts += report.conflicts.len() as u64;
                 json.bytes_written += report.bytes_written;
+                json.bytes_from_packets += report.bytes_from_packets;
+                json.bytes_copied += report.bytes_copied;
+                json.bytes_as_holes += report.bytes_as_holes;
                 PacketJson {
                     sender: Some(sender.clone()),
                     changes: Some(ChangesJson {

@@ -41,6 +41,11 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 pub(crate) struct Staged {
     /// Bytes of content.
     pub bytes: u64,
+    /// Of `bytes`: from the packets, copied from files held here, left as
+    /// holes ([`assemble::Assembled`]).
+    pub from_packets: u64,
+    pub copied: u64,
+    pub holes: u64,
     /// The packed pieces of every chunk written
     /// ([`crate::tree::chunking::pack_pieces`]), for the state database.
     pub pieces: Vec<(ChunkId, Vec<u8>)>,
@@ -134,6 +139,9 @@ fn stage_all(
     sync_dir(staging).at(staging)?;
     Ok(Staged {
         bytes: written.bytes,
+        from_packets: written.from_source,
+        copied: written.copied,
+        holes: written.holes,
         pieces,
     })
 }

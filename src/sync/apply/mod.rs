@@ -336,8 +336,14 @@ pub struct ApplyReport {
     pub not_made: Vec<String>,
     /// Duplicate operations, and operations older than the recorded state.
     pub already_had: u64,
-    /// Bytes of file content written.
+    /// Bytes of file content of the files made or changed.
     pub bytes_written: u64,
+    /// Of `bytes_written`: written from the packets (chunks carried whole
+    /// or rebuilt from changes), copied from content held here, left as
+    /// holes (all-zero chunks, not written).
+    pub bytes_from_packets: u64,
+    pub bytes_copied: u64,
+    pub bytes_as_holes: u64,
     /// Operations this replica recorded itself (conflict copies, kept
     /// directories).
     pub local_operations: u64,
@@ -468,6 +474,9 @@ pub fn apply_stored(
     let mut report = plan.report.clone();
     let staged = disk::stage(replica, &plan, chunks, hooks)?;
     report.bytes_written = staged.bytes;
+    report.bytes_from_packets = staged.from_packets;
+    report.bytes_copied = staged.copied;
+    report.bytes_as_holes = staged.holes;
     hooks.step("before commit")?;
     let committed = commit(replica, batch, &plan, receipt, &staged.pieces);
     if let Err(err) = committed {
