@@ -30,6 +30,17 @@ soft_delete_days = 30
 # A number with a unit s, m, h or d ("7d", "36h"), or "never".
 resend_after = "7d"
 
+# What this replica keeps beyond content, mode and times, out of: owner,
+# group, acls, xattrs (user.* always; security.* and trusted.* as root),
+# hardlinks, devices, specials (FIFOs and sockets). Unset: what the running
+# user can apply (everything as root; all but owner and devices otherwise).
+# An item kept but not applicable here is warned about at each import.
+# preserve = ["owner", "group", "acls", "xattrs", "hardlinks", "devices", "specials"]
+
+# Owners and ACL entries by number only, for sites whose user and group
+# names map to other ids (like rsync --numeric-ids).
+numeric_ids = false
+
 # The same per sibling, overriding the above:
 # [siblings.NAME]
 # resend_after = "never"
@@ -48,6 +59,13 @@ pub struct Config {
     /// Settings per sibling, by member name.
     #[serde(default)]
     pub siblings: BTreeMap<String, SiblingConfig>,
+    /// What is kept beyond content, mode and times (`None`: what the
+    /// running user can apply, [`crate::tree::meta::Preserve::default_for_user`]).
+    #[serde(default)]
+    pub preserve: Option<Vec<String>>,
+    /// Owners and ACL entries by number only.
+    #[serde(default)]
+    pub numeric_ids: bool,
 }
 
 /// Settings for one sibling (`[siblings.NAME]`).
@@ -125,6 +143,8 @@ impl Default for Config {
             soft_delete_days: default_soft_delete_days(),
             resend_after: ResendAfter::default(),
             siblings: BTreeMap::new(),
+            preserve: None,
+            numeric_ids: false,
         }
     }
 }
@@ -141,6 +161,18 @@ impl Config {
 }
 
 impl Config {
+    /// What this replica keeps ([`crate::tree::meta::Preserve`]); an
+    /// unknown item name is an error naming it.
+    pub fn preserve(&self) -> std::result::Result<crate::tree::meta::Preserve, String> {
+        match &self.preserve {
+            None => Ok(crate::tree::meta::Preserve {
+                numeric_ids: self.numeric_ids,
+                ..crate::tree::meta::Preserve::default_for_user()
+            }),
+            Some(names) => crate::tree::meta::Preserve::from_names(names, self.numeric_ids),
+        }
+    }
+
     /// Reads `path`; a missing file means the defaults.
     pub fn load(path: &Path) -> Result<Config> {
         let text = match std::fs::read_to_string(path) {
@@ -148,7 +180,12 @@ impl Config {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(err) => return Err(Error::io(path, err)),
         };
-        Config::parse(&text, path)
+        let config = Config::parse(&text, path)?;
+        config.preserve().map_err(|message| Error::Config {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
     }
 
     /// Parses config text; errors name the file, the line and the key

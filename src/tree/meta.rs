@@ -303,7 +303,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// The metadata of the object at `path` (never followed), as `preserve`
-/// keeps it, set into `ext` (keys this version observes are replaced or
+/// keeps it, set into `ext` (keys `preserve` keeps are replaced or
 /// removed; others are left). `uid`/`gid` come from the caller's `lstat`.
 /// `hard_link`: the leader of the path's hard-link set (its smallest name
 /// in the tree), when it has other names in the tree.
@@ -319,7 +319,12 @@ pub fn read(
     names: &mut Names,
     ext: &mut Extensions,
 ) {
-    *ext = without_observed(ext);
+    let kept = preserve.keys();
+    let mut others = Extensions::default();
+    for entry in ext.iter().filter(|entry| !kept.contains(&entry.key)) {
+        others.insert(entry.key, entry.value.clone());
+    }
+    *ext = others;
     if preserve.owner || preserve.group {
         let owner = Owner {
             user: preserve

@@ -24,6 +24,7 @@ use crate::store::state::{RecordedEntry, StatKey};
 use crate::tree::chunking;
 use crate::tree::excludes::Excludes;
 use crate::tree::folding::Folding;
+use crate::tree::meta::{self, Names, Preserve};
 use crate::tree::relpath;
 
 /// Files changed less than this long before the scan that recorded them are
@@ -53,6 +54,8 @@ pub enum ChangeKind {
     Modified,
     ModeChanged,
     TimeChanged,
+    /// Owner, group, ACLs, extended attributes or hard links only.
+    MetadataChanged,
     TypeChanged,
     Deleted,
 }
@@ -64,6 +67,7 @@ impl ChangeKind {
             ChangeKind::Modified => "modified",
             ChangeKind::ModeChanged => "mode changed",
             ChangeKind::TimeChanged => "touched",
+            ChangeKind::MetadataChanged => "metadata",
             ChangeKind::TypeChanged => "type changed",
             ChangeKind::Deleted => "deleted",
         }
@@ -85,31 +89,33 @@ pub fn type_name(state: &PathState) -> &'static str {
 /// extensions it does not know and directory and symlink times, which it
 /// does not keep. Without this, a state that arrived with them would look
 /// locally changed at the next scan and go back without them.
-fn carry_unobserved(new: &mut PathState, old: Option<&PathState>) {
-    match (new, old) {
-        (PathState::File { ext, .. }, Some(PathState::File { ext: kept, .. })) => {
-            *ext = kept.clone();
+///
+/// Keys this replica preserves are read from disk; the recorded values of
+/// the others (keys of later versions, items this replica does not keep)
+/// are carried over.
+fn carry_unobserved(new: &mut PathState, old: Option<&PathState>, preserve: &Preserve) {
+    let kept = preserve.keys();
+    let same_kind = old.is_some_and(|old| std::mem::discriminant(old) == std::mem::discriminant(&*new));
+    let (Some(ext), Some(old_ext), true) = (
+        state_ext_mut(new),
+        old.and_then(PathState::extensions),
+        same_kind,
+    ) else {
+        return;
+    };
+    for entry in old_ext.iter() {
+        if !kept.contains(&entry.key) {
+            ext.insert(entry.key, entry.value.clone());
         }
-        (
-            PathState::Directory { mtime, ext, .. },
-            Some(PathState::Directory {
-                mtime: kept_mtime,
-                ext: kept,
-                ..
-            }),
-        )
-        | (
-            PathState::Symlink { mtime, ext, .. },
-            Some(PathState::Symlink {
-                mtime: kept_mtime,
-                ext: kept,
-                ..
-            }),
-        ) => {
-            *mtime = *kept_mtime;
-            *ext = kept.clone();
-        }
-        _ => {}
+    }
+}
+
+fn state_ext_mut(state: &mut PathState) -> Option<&mut crate::ops::Extensions> {
+    match state {
+        PathState::File { ext, .. }
+        | PathState::Directory { ext, .. }
+        | PathState::Symlink { ext, .. } => Some(ext),
+        _ => None,
     }
 }
 
@@ -135,12 +141,30 @@ impl LocalChange {
                     ChangeKind::Modified
                 } else if ma != mb {
                     ChangeKind::ModeChanged
-                } else {
+                } else if mtime_of(self.old.as_ref()) != mtime_of(Some(&self.new)) {
                     ChangeKind::TimeChanged
+                } else {
+                    ChangeKind::MetadataChanged
                 }
             }
-            (Some(Directory { .. }), Directory { .. }) => ChangeKind::ModeChanged,
-            (Some(Symlink { .. }), Symlink { .. }) => ChangeKind::Modified,
+            (Some(Directory { mode: ma, .. }), Directory { mode: mb, .. }) => {
+                if ma != mb {
+                    ChangeKind::ModeChanged
+                } else if mtime_of(self.old.as_ref()) != mtime_of(Some(&self.new)) {
+                    ChangeKind::TimeChanged
+                } else {
+                    ChangeKind::MetadataChanged
+                }
+            }
+            (Some(Symlink { target: a, .. }), Symlink { target: b, .. }) => {
+                if a != b {
+                    ChangeKind::Modified
+                } else if mtime_of(self.old.as_ref()) != mtime_of(Some(&self.new)) {
+                    ChangeKind::TimeChanged
+                } else {
+                    ChangeKind::MetadataChanged
+                }
+            }
             (Some(_), _) => ChangeKind::TypeChanged,
         }
     }
@@ -168,6 +192,14 @@ impl LocalChange {
             ),
             (kind, _, _) => format!("{:<14} {path}", format!("{}:", kind.label())),
         }
+    }
+}
+
+fn mtime_of(state: Option<&PathState>) -> Option<Timestamp> {
+    match state? {
+        PathState::File { mtime, .. } => Some(*mtime),
+        PathState::Directory { mtime, .. } | PathState::Symlink { mtime, .. } => *mtime,
+        _ => None,
     }
 }
 
@@ -307,6 +339,12 @@ struct Walked {
     rel: Vec<u8>,
     kind: WalkedKind,
     stat: StatKey,
+    uid: u32,
+    gid: u32,
+    /// (device, links): hard-link sets are found by (device, inode).
+    dev: u64,
+    nlink: u64,
+    mtime: Timestamp,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -341,6 +379,7 @@ pub fn scan<F>(
     load_recorded: F,
     hooks: &mut ScanHooks,
     snapshots: Option<&Path>,
+    preserve: &Preserve,
 ) -> Result<ScanOutcome>
 where
     F: FnOnce() -> Result<HashMap<Vec<u8>, RecordedEntry>> + Send,
@@ -384,9 +423,36 @@ where
         .folds()
         .then(|| FoldedNames::new(folding, &walked, &recorded));
 
+    // Hard-link sets: files with other names in the tree, by (device,
+    // inode); each set's leader is its smallest name, so every replica
+    // names the same leader.
+    let mut leaders: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let mut set_sizes: HashMap<(u64, u64), usize> = HashMap::new();
+    if preserve.hardlinks {
+        for found in walked.iter().filter(|w| w.kind == WalkedKind::File && w.nlink > 1) {
+            let key = (found.dev, found.stat.inode);
+            *set_sizes.entry(key).or_default() += 1;
+            let leader = leaders.entry(key).or_insert_with(|| found.rel.clone());
+            if found.rel < *leader {
+                *leader = found.rel.clone();
+            }
+        }
+        leaders.retain(|key, _| set_sizes[key] > 1);
+    }
+    let mut names = Names::default();
     // Snapshots this scan made (file names in `snapshots`).
     let mut made_snapshots: std::collections::HashSet<String> = Default::default();
-    for Walked { rel, kind, stat } in walked {
+    for Walked {
+        rel,
+        kind,
+        stat,
+        uid,
+        gid,
+        dev,
+        nlink: _,
+        mtime,
+    } in walked
+    {
         let path = relpath::to_disk_path(root, &rel);
         // Removing what we see leaves the recorded paths that are gone.
         let old = recorded.remove(&rel);
@@ -396,10 +462,18 @@ where
             .filter(|s| **s != PathState::Deleted);
         let mut new_stat = None;
         let new_state = if kind == WalkedKind::Directory {
-            PathState::directory(stat.mode)
+            PathState::Directory {
+                mode: stat.mode,
+                mtime: Some(mtime),
+                ext: Default::default(),
+            }
         } else if kind == WalkedKind::Symlink {
             match std::fs::read_link(&path) {
-                Ok(target) => PathState::symlink(target.as_os_str().as_bytes().to_vec()),
+                Ok(target) => PathState::Symlink {
+                    target: target.as_os_str().as_bytes().to_vec(),
+                    mtime: Some(mtime),
+                    ext: Default::default(),
+                },
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(err) => {
                     outcome.warnings.push(ScanWarning {
@@ -459,7 +533,20 @@ where
         };
 
         let mut new_state = new_state;
-        carry_unobserved(&mut new_state, old_state);
+        if let Some(ext) = state_ext_mut(&mut new_state) {
+            meta::read(
+                &path,
+                uid,
+                gid,
+                kind == WalkedKind::Symlink,
+                kind == WalkedKind::Directory,
+                leaders.get(&(dev, stat.inode)).map(Vec::as_slice),
+                preserve,
+                &mut names,
+                ext,
+            );
+        }
+        carry_unobserved(&mut new_state, old_state, preserve);
         if old_state == Some(&new_state) {
             if let Some(stat) = new_stat {
                 outcome.refreshed.push((rel, stat));
@@ -689,6 +776,11 @@ fn walk(
                 rel,
                 kind,
                 stat: stat_key(&meta),
+                uid: meta.uid(),
+                gid: meta.gid(),
+                dev: meta.dev(),
+                nlink: meta.nlink(),
+                mtime: file_mtime(&meta),
             });
         }
         // Depth first, in name order: push in reverse so the first pops first.
