@@ -44,7 +44,7 @@ use crate::store::config;
 use crate::store::identity::{self, Identity};
 use crate::store::layout::{STAGING_DIR, STATE_DIR};
 use crate::store::state::{self, EntryWrite, Member, StatKey, State};
-use crate::sync::apply::ChunkSource;
+use crate::sync::apply::{self, ChunkSource};
 use crate::sync::assemble;
 use crate::sync::chunks::{ChunkRead, LocalChunks};
 use crate::sync::creation_check::Checked;
@@ -973,6 +973,59 @@ fn materialize(
             place_of(path)?.set_mode(*mode)?;
         }
     }
+    // Owners, ACLs, attributes and hard links as the new member preserves
+    // them (what its user can apply), then times: files and links first
+    // (every leader of a hard-link set is placed by now), directories
+    // deepest first, each after everything inside it.
+    let preserve = config::Config::default()
+        .preserve()
+        .unwrap_or_else(|_| crate::tree::meta::Preserve::default_for_user());
+    let mut names = crate::tree::meta::Names::default();
+    let mut unapplied = crate::tree::meta::Unapplied::default();
+    let mut meta_notes = Vec::new();
+    let locate_leader = |leader: &[u8]| confined.locate(leader, false);
+    let in_order = path_ops
+        .iter()
+        .filter(|(_, state)| !matches!(state, PathState::Directory { .. }))
+        .chain(
+            path_ops
+                .iter()
+                .rev()
+                .filter(|(_, state)| matches!(state, PathState::Directory { .. })),
+        );
+    for (path, path_state) in in_order {
+        let (kind, mode, mtime, ext) = match path_state {
+            PathState::File {
+                mode, mtime, ext, ..
+            } if !left_out.contains(path.as_slice()) => {
+                (apply::MetaKind::File, Some(*mode), Some(*mtime), ext)
+            }
+            PathState::Symlink { mtime, ext, .. } => (apply::MetaKind::Symlink, None, *mtime, ext),
+            PathState::Directory { mode, mtime, ext } => {
+                (apply::MetaKind::Directory, Some(*mode), *mtime, ext)
+            }
+            _ => continue,
+        };
+        let place = place_of(path)?;
+        apply::set_meta(
+            &place,
+            &locate_leader,
+            path,
+            kind,
+            mode,
+            mtime,
+            ext,
+            &preserve,
+            &mut names,
+            &mut unapplied,
+            &mut meta_notes,
+        )?;
+        if kind == apply::MetaKind::File {
+            // The fast-path stat after the owner and links changed it.
+            let meta = place.open_read().at(&place.display_path())?.metadata().at(&place.display_path())?;
+            stats.insert((*path).clone(), scan::stat_key(&meta));
+        }
+    }
     // One filesystem sync for the whole tree rather than one per file: until
     // the state folder is renamed into place below, there is no replica
     // here, and an interrupted import is simply run again in an empty
@@ -1103,7 +1156,14 @@ fn materialize(
         replica: Replica::open(root)?,
         files,
         not_carried,
-        conflicts: folded.notes,
+        conflicts: folded
+            .notes
+            .into_iter()
+            .chain(meta_notes)
+            .chain(unapplied.lines().into_iter().map(|line| {
+                format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
+            }))
+            .collect(),
     })
 }
 

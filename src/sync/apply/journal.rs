@@ -20,7 +20,7 @@ pub(crate) const JOURNAL_MAGIC: &[u8; 3] = b"SRJ";
 
 /// The version of the journal encoding. Raise it whenever [`Action`]
 /// changes shape.
-pub(crate) const JOURNAL_VERSION: u8 = 3;
+pub(crate) const JOURNAL_VERSION: u8 = 4;
 
 /// One disk action of the journal. Every action can run again after a
 /// crash and leaves the same result.
@@ -71,6 +71,26 @@ pub(crate) enum Action {
     },
     /// Sets a directory's mode, after everything inside it is done.
     SetDirMode { path: Vec<u8>, mode: u32 },
+    /// Gives what is at `path` (if it is of `kind`) the metadata of `ext`
+    /// that this replica preserves (owner, group, ACLs, xattrs; a file
+    /// whose hard-link leader is another path becomes a link to it), then
+    /// `mode` and `mtime`. After the content is placed; for a directory,
+    /// after everything inside it (its mtime is last).
+    SetMeta {
+        path: Vec<u8>,
+        kind: MetaKind,
+        mode: Option<u32>,
+        mtime: Option<Timestamp>,
+        ext: crate::ops::Extensions,
+    },
+}
+
+/// The kind of object a [`Action::SetMeta`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum MetaKind {
+    File,
+    Directory,
+    Symlink,
 }
 
 /// What the plan found at a path that an action replaces or removes.
@@ -221,7 +241,8 @@ impl Action {
             | Action::Place { path, .. }
             | Action::Link { path, .. }
             | Action::SetFileMeta { path, .. }
-            | Action::SetDirMode { path, .. } => path,
+            | Action::SetDirMode { path, .. }
+            | Action::SetMeta { path, .. } => path,
         }
     }
 
@@ -236,6 +257,7 @@ impl Action {
             Action::Link { .. } => "making the link",
             Action::SetFileMeta { .. } => "setting the file's mode and time",
             Action::SetDirMode { .. } => "setting the folder's mode",
+            Action::SetMeta { .. } => "setting owner, ACLs, attributes, links and time",
         }
     }
 

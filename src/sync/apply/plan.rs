@@ -16,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::batch::{OpBatch, OpBits};
-use super::journal::{Action, Expect};
+use super::journal::{Action, Expect, MetaKind};
 use super::ApplyReport;
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{Causality, Change, ChunkRef, Id, Operation, PathState, Timestamp, VersionVector};
@@ -169,7 +169,7 @@ pub(crate) fn sanitize(path: &[u8], state: &PathState) -> Result<PathState> {
             }
         }
         PathState::Directory { mode, mtime, ext } => PathState::Directory {
-            mode: mode & 0o1777,
+            mode: mode & 0o3777,
             mtime: *mtime,
             ext: ext.clone(),
         },
@@ -1215,6 +1215,11 @@ impl Planner<'_> {
         let mut dir_modes = Vec::new();
         let mut jobs = Vec::new();
         let planned = std::mem::take(&mut self.planned);
+        // Directories given their metadata (and so their mtime) below.
+        let mut meta_set: BTreeSet<Vec<u8>> = BTreeSet::new();
+        // Parents of changed paths: their mtime moves as names are placed
+        // or removed, and is put back to the recorded one at the end.
+        let mut parents: BTreeSet<Vec<u8>> = BTreeSet::new();
         for (path, entry) in &planned {
             let before = self
                 .recorded
@@ -1223,6 +1228,9 @@ impl Planner<'_> {
                 .unwrap_or(PathState::Deleted);
             if before == entry.state {
                 continue;
+            }
+            if let Some(cut) = path.iter().rposition(|&b| b == b'/') {
+                parents.insert(path[..cut].to_vec());
             }
             match (
                 before != PathState::Deleted,
@@ -1278,11 +1286,24 @@ impl Planner<'_> {
                     mode,
                     mtime,
                     chunks,
+                    ext,
                     ..
                 } => {
+                    let set_meta = Action::SetMeta {
+                        path: p.clone(),
+                        kind: MetaKind::File,
+                        mode: Some(*mode),
+                        mtime: Some(*mtime),
+                        ext: ext.clone(),
+                    };
+                    // A name leaving a hard-link set gets a file of its own.
+                    let leader = crate::tree::meta::hard_link_leader(ext);
                     let same_content = matches!(
                         &before,
-                        PathState::File { chunks: old, .. } if old == chunks
+                        PathState::File { chunks: old, ext: old_ext, .. }
+                            if old == chunks
+                                && (leader.is_some()
+                                    || crate::tree::meta::hard_link_leader(old_ext).is_none())
                     );
                     if disk == DiskKind::File && same_content {
                         creations.push(Action::SetFileMeta {
@@ -1291,6 +1312,7 @@ impl Planner<'_> {
                             mtime: *mtime,
                             expect,
                         });
+                        creations.push(set_meta);
                         continue;
                     }
                     match disk {
@@ -1320,8 +1342,9 @@ impl Planner<'_> {
                         expect,
                         keep,
                     });
+                    creations.push(set_meta);
                 }
-                PathState::Directory { mode, .. } => {
+                PathState::Directory { mode, mtime, ext } => {
                     match disk {
                         DiskKind::Dir(_) => {}
                         DiskKind::File => {
@@ -1351,14 +1374,33 @@ impl Planner<'_> {
                             });
                         }
                     }
+                    // Run in reverse: the mode, then the metadata and time.
+                    dir_modes.push(Action::SetMeta {
+                        path: p.clone(),
+                        kind: MetaKind::Directory,
+                        mode: Some(*mode),
+                        mtime: *mtime,
+                        ext: ext.clone(),
+                    });
+                    meta_set.insert(p.clone());
                     dir_modes.push(Action::SetDirMode {
                         path: p,
                         mode: *mode,
                     });
                 }
-                PathState::Symlink { target, .. } => {
+                PathState::Symlink { target, mtime, ext } => {
+                    let set_meta = Action::SetMeta {
+                        path: p.clone(),
+                        kind: MetaKind::Symlink,
+                        mode: None,
+                        mtime: *mtime,
+                        ext: ext.clone(),
+                    };
                     match &disk {
-                        DiskKind::Symlink(now) if now == target => continue,
+                        DiskKind::Symlink(now) if now == target => {
+                            creations.push(set_meta);
+                            continue;
+                        }
                         DiskKind::File => keep_old_file(),
                         DiskKind::Dir(_) => {
                             removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
@@ -1376,6 +1418,7 @@ impl Planner<'_> {
                         expect,
                         keep,
                     });
+                    creations.push(set_meta);
                 }
                 PathState::Deleted => match disk {
                     DiskKind::Missing => {}
@@ -1399,11 +1442,40 @@ impl Planner<'_> {
                 PathState::Unknown { .. } => {}
             }
         }
+        // A directory whose content changed but whose own state did not:
+        // its recorded mtime (and metadata) is put back, as at the origin.
+        for parent in parents.difference(&meta_set) {
+            let state = planned
+                .get(parent)
+                .map(|entry| &entry.state)
+                .or_else(|| self.recorded.get(parent).map(|e| &e.state));
+            if let Some(PathState::Directory {
+                mode,
+                mtime: Some(mtime),
+                ext,
+            }) = state
+            {
+                dir_modes.insert(
+                    0,
+                    Action::SetMeta {
+                        path: parent.clone(),
+                        kind: MetaKind::Directory,
+                        mode: Some(*mode),
+                        mtime: Some(*mtime),
+                        ext: ext.clone(),
+                    },
+                );
+            }
+        }
         // Deepest first, so children go before their directory.
         removals.sort_by(|a, b| b.0.cmp(&a.0));
         let mut actions: Vec<Action> = removals.into_iter().map(|(_, a)| a).collect();
         actions.extend(creations);
-        actions.extend(dir_modes.into_iter().rev());
+        // Deepest first: a directory's mtime is set after everything below
+        // it (sorting keeps each SetDirMode before its SetMeta).
+        let mut dir_modes: Vec<Action> = dir_modes.into_iter().rev().collect();
+        dir_modes.sort_by(|a, b| b.path().cmp(a.path()));
+        actions.extend(dir_modes);
         self.report.local_operations = self.local_ops.len() as u64;
         if let Some((first, count)) = &self.too_long {
             let more = match count - 1 {
