@@ -743,6 +743,9 @@ fn sort_made(
             Some(PathState::Symlink { target, .. }) if meta.file_type().is_symlink() => {
                 std::fs::read_link(&path).is_ok_and(|t| t.as_os_str().as_bytes() == target)
             }
+            Some(PathState::Special { kind, .. }) => {
+                crate::tree::meta::special_kind_of(meta.file_type()) == Some(*kind)
+            }
             _ => false,
         };
         if ours {
@@ -933,6 +936,11 @@ fn materialize(
             Located::Blocked(why) => Err(Error::hostile(relpath::display(path), why)),
         }
     };
+    let preserve = config::Config::default()
+        .preserve()
+        .unwrap_or_else(|_| crate::tree::meta::Preserve::default_for_user());
+    let mut unapplied = crate::tree::meta::Unapplied::default();
+    let mut not_made_special = 0u64;
     for (path, path_state) in &path_ops {
         let place = place_of(path)?;
         let disk = place.display_path();
@@ -953,6 +961,24 @@ fn materialize(
                 let meta = place.open_read().at(&disk)?.metadata().at(&disk)?;
                 stats.insert((*path).clone(), scan::stat_key(&meta));
                 files += 1;
+            }
+            PathState::Special {
+                kind,
+                mode,
+                major,
+                minor,
+                ..
+            } => {
+                if !preserve.keeps_special(*kind) {
+                    not_made_special += 1;
+                    continue;
+                }
+                if let Err(err) = place.make_node(*kind, *mode, *major, *minor) {
+                    if err.kind() != std::io::ErrorKind::PermissionDenied {
+                        return Err(Error::io(&disk, err));
+                    }
+                    unapplied.note("devices", err.to_string());
+                }
             }
             PathState::Deleted => {}
             PathState::Unknown { .. } => unreachable!("refused above"),
@@ -977,11 +1003,7 @@ fn materialize(
     // them (what its user can apply), then times: files and links first
     // (every leader of a hard-link set is placed by now), directories
     // deepest first, each after everything inside it.
-    let preserve = config::Config::default()
-        .preserve()
-        .unwrap_or_else(|_| crate::tree::meta::Preserve::default_for_user());
     let mut names = crate::tree::meta::Names::default();
-    let mut unapplied = crate::tree::meta::Unapplied::default();
     let mut meta_notes = Vec::new();
     let locate_leader = |leader: &[u8]| confined.locate(leader, false);
     let in_order = path_ops
@@ -1003,6 +1025,15 @@ fn materialize(
             PathState::Symlink { mtime, ext, .. } => (apply::MetaKind::Symlink, None, *mtime, ext),
             PathState::Directory { mode, mtime, ext } => {
                 (apply::MetaKind::Directory, Some(*mode), *mtime, ext)
+            }
+            PathState::Special {
+                kind,
+                mode,
+                mtime,
+                ext,
+                ..
+            } if preserve.keeps_special(*kind) => {
+                (apply::MetaKind::Special, Some(*mode), Some(*mtime), ext)
             }
             _ => continue,
         };
@@ -1160,6 +1191,13 @@ fn materialize(
             .notes
             .into_iter()
             .chain(meta_notes)
+            .chain((not_made_special > 0).then(|| {
+                format!(
+                    "{not_made_special} special files (FIFOs, sockets or device nodes) recorded, \
+                     not made: this replica does not keep them (preserve in config.toml; device \
+                     nodes need root)"
+                )
+            }))
             .chain(unapplied.lines().into_iter().map(|line| {
                 format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
             }))

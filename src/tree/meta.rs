@@ -150,6 +150,17 @@ impl Preserve {
         Ok(preserve)
     }
 
+    /// Whether special files of `kind` ([`crate::ops::special_kind`]) are
+    /// kept: device nodes with `devices`, FIFOs and sockets with `specials`.
+    pub fn keeps_special(&self, kind: u32) -> bool {
+        use crate::ops::special_kind;
+        match kind {
+            special_kind::FIFO | special_kind::SOCKET => self.specials,
+            special_kind::CHAR_DEVICE | special_kind::BLOCK_DEVICE => self.devices,
+            _ => false,
+        }
+    }
+
     /// The metadata keys this replica records and compares.
     pub fn keys(&self) -> Vec<u32> {
         let mut kept = Vec::new();
@@ -247,6 +258,24 @@ impl Names {
                 .unwrap_or(who.id),
             _ => who.id,
         }
+    }
+}
+
+/// The special-file kind of a file type; `None` for a file, directory
+/// or symlink.
+pub fn special_kind_of(file_type: std::fs::FileType) -> Option<u32> {
+    use crate::ops::special_kind;
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_fifo() {
+        Some(special_kind::FIFO)
+    } else if file_type.is_socket() {
+        Some(special_kind::SOCKET)
+    } else if file_type.is_char_device() {
+        Some(special_kind::CHAR_DEVICE)
+    } else if file_type.is_block_device() {
+        Some(special_kind::BLOCK_DEVICE)
+    } else {
+        None
     }
 }
 
@@ -406,7 +435,7 @@ pub fn owner(ext: &Extensions) -> Option<Owner> {
 pub struct Unapplied(pub std::collections::BTreeMap<&'static str, (u64, String)>);
 
 impl Unapplied {
-    fn note(&mut self, item: &'static str, why: String) {
+    pub fn note(&mut self, item: &'static str, why: String) {
         let slot = self.0.entry(item).or_insert((0, why));
         slot.0 += 1;
     }

@@ -79,6 +79,7 @@ pub fn type_name(state: &PathState) -> &'static str {
         PathState::File { .. } => "file",
         PathState::Directory { .. } => "directory",
         PathState::Symlink { .. } => "symlink",
+        PathState::Special { kind, .. } => special_name(*kind),
         PathState::Deleted => "nothing",
         PathState::Unknown { .. } => "unknown kind",
     }
@@ -114,7 +115,8 @@ fn state_ext_mut(state: &mut PathState) -> Option<&mut crate::ops::Extensions> {
     match state {
         PathState::File { ext, .. }
         | PathState::Directory { ext, .. }
-        | PathState::Symlink { ext, .. } => Some(ext),
+        | PathState::Symlink { ext, .. }
+        | PathState::Special { ext, .. } => Some(ext),
         _ => None,
     }
 }
@@ -149,6 +151,32 @@ impl LocalChange {
             }
             (Some(Directory { mode: ma, .. }), Directory { mode: mb, .. }) => {
                 if ma != mb {
+                    ChangeKind::ModeChanged
+                } else if mtime_of(self.old.as_ref()) != mtime_of(Some(&self.new)) {
+                    ChangeKind::TimeChanged
+                } else {
+                    ChangeKind::MetadataChanged
+                }
+            }
+            (
+                Some(Special {
+                    kind: ka,
+                    mode: ma,
+                    major: xa,
+                    minor: ya,
+                    ..
+                }),
+                Special {
+                    kind: kb,
+                    mode: mb,
+                    major: xb,
+                    minor: yb,
+                    ..
+                },
+            ) => {
+                if (ka, xa, ya) != (kb, xb, yb) {
+                    ChangeKind::Modified
+                } else if ma != mb {
                     ChangeKind::ModeChanged
                 } else if mtime_of(self.old.as_ref()) != mtime_of(Some(&self.new)) {
                     ChangeKind::TimeChanged
@@ -195,9 +223,20 @@ impl LocalChange {
     }
 }
 
+/// "fifo", "socket" or "device".
+pub fn special_name(kind: u32) -> &'static str {
+    use crate::ops::special_kind;
+    match kind {
+        special_kind::FIFO => "fifo",
+        special_kind::SOCKET => "socket",
+        special_kind::CHAR_DEVICE | special_kind::BLOCK_DEVICE => "device",
+        _ => "special file",
+    }
+}
+
 fn mtime_of(state: Option<&PathState>) -> Option<Timestamp> {
     match state? {
-        PathState::File { mtime, .. } => Some(*mtime),
+        PathState::File { mtime, .. } | PathState::Special { mtime, .. } => Some(*mtime),
         PathState::Directory { mtime, .. } | PathState::Symlink { mtime, .. } => *mtime,
         _ => None,
     }
@@ -205,7 +244,9 @@ fn mtime_of(state: Option<&PathState>) -> Option<Timestamp> {
 
 fn mode_of(state: &PathState) -> u32 {
     match state {
-        PathState::File { mode, .. } | PathState::Directory { mode, .. } => *mode,
+        PathState::File { mode, .. }
+        | PathState::Directory { mode, .. }
+        | PathState::Special { mode, .. } => *mode,
         _ => 0,
     }
 }
@@ -352,6 +393,8 @@ enum WalkedKind {
     File,
     Directory,
     Symlink,
+    /// A FIFO, socket or device node this replica keeps.
+    Special { kind: u32, major: u32, minor: u32 },
 }
 
 /// Scans the tree under `root`. `load_recorded` fetches the recorded state;
@@ -406,12 +449,12 @@ where
             .filter(|(_, e)| e.state != PathState::Deleted)
             .map(|(p, _)| p.as_slice())
             .collect();
-        let walked = walk(root, excludes, Some(&live), &mut outcome);
+        let walked = walk(root, excludes, Some(&live), &mut outcome, preserve);
         (walked, Ok(recorded))
     } else {
         std::thread::scope(|scope| {
             let loader = scope.spawn(load_recorded);
-            let walked = walk(root, excludes, None, &mut outcome);
+            let walked = walk(root, excludes, None, &mut outcome, preserve);
             let recorded = loader.join().expect("the state loader does not panic");
             (walked, recorded)
         })
@@ -461,7 +504,16 @@ where
             .map(|e| &e.state)
             .filter(|s| **s != PathState::Deleted);
         let mut new_stat = None;
-        let new_state = if kind == WalkedKind::Directory {
+        let new_state = if let WalkedKind::Special { kind, major, minor } = kind {
+            PathState::Special {
+                kind,
+                mode: stat.mode,
+                major,
+                minor,
+                mtime,
+                ext: Default::default(),
+            }
+        } else if kind == WalkedKind::Directory {
             PathState::Directory {
                 mode: stat.mode,
                 mtime: Some(mtime),
@@ -564,6 +616,11 @@ where
     let mut deletions = Vec::new();
     for (path, entry) in recorded {
         if entry.state == PathState::Deleted {
+            continue;
+        }
+        // A special file this replica does not keep (not root: no device
+        // nodes) is missing here by choice, not deleted.
+        if matches!(entry.state, PathState::Special { kind, .. } if !preserve.keeps_special(kind)) {
             continue;
         }
         if unreadable.iter().any(|dir| relpath::is_within(&path, dir)) {
@@ -671,6 +728,7 @@ fn walk(
     excludes: &Excludes,
     live: Option<&BTreeSet<&[u8]>>,
     outcome: &mut ScanOutcome,
+    preserve: &Preserve,
 ) -> Result<(Vec<Walked>, Vec<Vec<u8>>)> {
     let mut walked = Vec::new();
     let mut unreadable: Vec<Vec<u8>> = Vec::new();
@@ -746,6 +804,24 @@ fn walk(
             let file_type = meta.file_type();
             let recorded = live.is_some_and(|live| holds_recorded(live, &rel));
             if excludes.excludes_relative_direct(&rel, file_type.is_dir(), recorded) {
+                continue;
+            }
+            let special = meta::special_kind_of(file_type);
+            if let Some(kind) = special.filter(|kind| preserve.keeps_special(*kind)) {
+                walked.push(Walked {
+                    rel,
+                    kind: WalkedKind::Special {
+                        kind,
+                        major: rustix::fs::major(meta.rdev()),
+                        minor: rustix::fs::minor(meta.rdev()),
+                    },
+                    stat: stat_key(&meta),
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                    dev: meta.dev(),
+                    nlink: meta.nlink(),
+                    mtime: file_mtime(&meta),
+                });
                 continue;
             }
             if !(file_type.is_dir() || file_type.is_symlink() || file_type.is_file()) {

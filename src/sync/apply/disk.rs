@@ -1056,6 +1056,56 @@ fn run(
             }
             touched.insert(place.parent_rel().to_vec());
         }
+        Action::MakeNode {
+            path,
+            kind,
+            mode,
+            major,
+            minor,
+            expect,
+            keep,
+        } => {
+            let aside = ctx.aside(seq);
+            settle(ctx, path, &aside, expect, keep.as_deref(), false, notes)?;
+            let place = match locate(path, true)? {
+                Located::At(place) => place,
+                Located::Blocked(why) => {
+                    skipped(notes, path, why);
+                    return Ok(());
+                }
+            };
+            match place.kind()? {
+                DiskKind::Dir(_) => {
+                    skipped(notes, path, "a directory is there");
+                    return Ok(());
+                }
+                DiskKind::Missing => {}
+                _ => {
+                    if !displace(&place, &aside, expect)? {
+                        guard_in_place(ctx, path, &place, expect, notes)?;
+                        place
+                            .remove(false)
+                            .map_err(|e| Error::io(place.display_path(), e))?;
+                    }
+                    settle(ctx, path, &aside, expect, keep.as_deref(), false, notes)?;
+                }
+            }
+            match place.make_node(*kind, *mode, *major, *minor) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    skipped(notes, path, "something was made there during the import");
+                    return Ok(());
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                    ctx.unapplied
+                        .borrow_mut()
+                        .note("devices", err.to_string());
+                    return Ok(());
+                }
+                Err(err) => return Err(Error::io(place.display_path(), err)),
+            }
+            touched.insert(place.parent_rel().to_vec());
+        }
         Action::SetFileMeta {
             path,
             mode,
@@ -1162,12 +1212,17 @@ pub(crate) fn set_meta(
     let Some(stat) = place.stat()? else {
         return Ok(());
     };
-    let want = match kind {
-        MetaKind::File => FileType::RegularFile,
-        MetaKind::Directory => FileType::Directory,
-        MetaKind::Symlink => FileType::Symlink,
+    let found = FileType::from_raw_mode(stat.st_mode);
+    let fits = match kind {
+        MetaKind::File => found == FileType::RegularFile,
+        MetaKind::Directory => found == FileType::Directory,
+        MetaKind::Symlink => found == FileType::Symlink,
+        MetaKind::Special => matches!(
+            found,
+            FileType::Fifo | FileType::Socket | FileType::CharacterDevice | FileType::BlockDevice
+        ),
     };
-    if FileType::from_raw_mode(stat.st_mode) != want {
+    if !fits {
         return Ok(());
     }
     if kind == MetaKind::File && preserve.hardlinks {

@@ -61,6 +61,17 @@ pub(crate) enum Action {
         expect: Expect,
         keep: Option<Vec<u8>>,
     },
+    /// Makes a FIFO, socket or device node at `path`; what is there is
+    /// moved aside first, as for `Place`.
+    MakeNode {
+        path: Vec<u8>,
+        kind: u32,
+        mode: u32,
+        major: u32,
+        minor: u32,
+        expect: Expect,
+        keep: Option<Vec<u8>>,
+    },
     /// Sets a file's mode and mtime (content unchanged), unless the file
     /// changed since the plan (then the local edit wins).
     SetFileMeta {
@@ -91,6 +102,8 @@ pub(crate) enum MetaKind {
     File,
     Directory,
     Symlink,
+    /// A FIFO, socket or device node.
+    Special,
 }
 
 /// What the plan found at a path that an action replaces or removes.
@@ -240,6 +253,7 @@ impl Action {
             | Action::MakeDir { path, .. }
             | Action::Place { path, .. }
             | Action::Link { path, .. }
+            | Action::MakeNode { path, .. }
             | Action::SetFileMeta { path, .. }
             | Action::SetDirMode { path, .. }
             | Action::SetMeta { path, .. } => path,
@@ -255,6 +269,7 @@ impl Action {
             Action::MakeDir { .. } => "making the folder",
             Action::Place { .. } => "placing the new version",
             Action::Link { .. } => "making the link",
+            Action::MakeNode { .. } => "making the special file",
             Action::SetFileMeta { .. } => "setting the file's mode and time",
             Action::SetDirMode { .. } => "setting the folder's mode",
             Action::SetMeta { .. } => "setting owner, ACLs, attributes, links and time",

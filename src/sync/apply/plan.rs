@@ -182,6 +182,29 @@ pub(crate) fn sanitize(path: &[u8], state: &PathState) -> Result<PathState> {
             }
             state.clone()
         }
+        PathState::Special {
+            kind,
+            mode,
+            major,
+            minor,
+            mtime,
+            ext,
+        } => {
+            if !(1..=4).contains(kind) {
+                return Err(needs_newer(format!(
+                    "the state of \"{}\" (special file kind {kind})",
+                    relpath::display(path)
+                )));
+            }
+            PathState::Special {
+                kind: *kind,
+                mode: mode & 0o777,
+                major: *major,
+                minor: *minor,
+                mtime: *mtime,
+                ext: ext.clone(),
+            }
+        }
         PathState::Deleted => PathState::Deleted,
         PathState::Unknown { kind, .. } => {
             return Err(needs_newer(format!(
@@ -336,6 +359,9 @@ struct Planner<'a> {
     confined: ConfinedRoot,
     me: Id,
     excludes: Excludes,
+    /// What this replica keeps (special files it does not keep are
+    /// recorded, not made).
+    preserve: crate::tree::meta::Preserve,
     recorded: HashMap<Vec<u8>, RecordedEntry>,
     /// Live recorded paths, sorted, for "anything below this?" questions.
     recorded_live: BTreeSet<Vec<u8>>,
@@ -454,6 +480,7 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
         confined: ConfinedRoot::open(&replica.root)?,
         me,
         excludes: replica.excludes()?,
+        preserve: replica.preserve(),
         recorded,
         recorded_live,
         planned: BTreeMap::new(),
@@ -1415,6 +1442,58 @@ impl Planner<'_> {
                     creations.push(Action::Link {
                         path: p,
                         target: target.clone(),
+                        expect,
+                        keep,
+                    });
+                    creations.push(set_meta);
+                }
+                PathState::Special {
+                    kind,
+                    mode,
+                    major,
+                    minor,
+                    mtime,
+                    ext,
+                } => {
+                    let set_meta = Action::SetMeta {
+                        path: p.clone(),
+                        kind: MetaKind::Special,
+                        mode: Some(*mode),
+                        mtime: Some(*mtime),
+                        ext: ext.clone(),
+                    };
+                    if !self.preserve.keeps_special(*kind) {
+                        // Recorded, not made: counted and warned about.
+                        self.report.not_made_special += 1;
+                        continue;
+                    }
+                    let same_node = matches!(
+                        &before,
+                        PathState::Special { kind: k, major: x, minor: y, .. }
+                            if (k, x, y) == (kind, major, minor)
+                    );
+                    if disk == DiskKind::Other && same_node {
+                        creations.push(set_meta);
+                        continue;
+                    }
+                    match &disk {
+                        DiskKind::File => keep_old_file(),
+                        DiskKind::Dir(_) => {
+                            removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
+                        }
+                        _ => {}
+                    }
+                    let expect = if matches!(disk, DiskKind::Dir(_)) {
+                        Expect::Absent
+                    } else {
+                        expect
+                    };
+                    creations.push(Action::MakeNode {
+                        path: p,
+                        kind: *kind,
+                        mode: *mode,
+                        major: *major,
+                        minor: *minor,
                         expect,
                         keep,
                     });
