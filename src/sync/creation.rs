@@ -1051,9 +1051,14 @@ fn materialize(
             &mut unapplied,
             &mut meta_notes,
         )?;
-        if kind == apply::MetaKind::File {
-            // The fast-path stat after the owner and links changed it.
-            let meta = place.open_read().at(&place.display_path())?.metadata().at(&place.display_path())?;
+    }
+    // The fast-path stats, taken after every name of a hard-link set got
+    // its metadata (each change moves the shared inode's ctime).
+    for (path, path_state) in &path_ops {
+        if matches!(path_state, PathState::File { .. }) && stats.contains_key(*path) {
+            let place = place_of(path)?;
+            let disk = place.display_path();
+            let meta = place.open_read().at(&disk)?.metadata().at(&disk)?;
             stats.insert((*path).clone(), scan::stat_key(&meta));
         }
     }

@@ -406,6 +406,42 @@ pub fn read(
     }
 }
 
+/// For a process that is not root: the items it can never apply come
+/// from the recorded state `old`, not from disk (a file's owner, and
+/// extended attributes outside `user.*`), so that what an import could
+/// not apply here never looks like a local change (which would go back to
+/// the family as one). Root applies everything, and is not asked.
+pub fn carry_unappliable(new: &mut Extensions, old: &Extensions) {
+    if rustix::process::geteuid().is_root() {
+        return;
+    }
+    if let Some(recorded) = old.get(keys::OWNER) {
+        if new.get(keys::OWNER).is_some() {
+            new.insert(keys::OWNER, recorded.to_vec());
+        }
+    }
+    let attrs = |ext: &Extensions| -> Xattrs {
+        ext.get(keys::XATTRS)
+            .and_then(|bytes| postcard::from_bytes(bytes).ok())
+            .unwrap_or_default()
+    };
+    let (seen, recorded) = (attrs(new), attrs(old));
+    if recorded.iter().all(|(name, _)| name.starts_with(b"user.")) {
+        return;
+    }
+    let mut merged: Xattrs = seen
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(b"user."))
+        .chain(
+            recorded
+                .into_iter()
+                .filter(|(name, _)| !name.starts_with(b"user.")),
+        )
+        .collect();
+    merged.sort();
+    new.insert(keys::XATTRS, encode(&merged));
+}
+
 /// `ext` without the keys this replica does not preserve: what its
 /// comparisons (the tree digest) look at.
 pub fn kept_only(ext: &Extensions, preserve: &Preserve) -> Extensions {

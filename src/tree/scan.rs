@@ -109,6 +109,7 @@ fn carry_unobserved(new: &mut PathState, old: Option<&PathState>, preserve: &Pre
             ext.insert(entry.key, entry.value.clone());
         }
     }
+    meta::carry_unappliable(ext, old_ext);
 }
 
 fn state_ext_mut(state: &mut PathState) -> Option<&mut crate::ops::Extensions> {

@@ -1229,7 +1229,11 @@ impl Planner<'_> {
             inode: before.st_ino,
             size: before.st_size as u64,
             mtime_ns,
-            ctime_ns: super::journal::stat_ctime_ns(&before),
+            ctime_ns: if recorded_linked(self.recorded.get(path)) {
+                super::journal::ANY_CTIME
+            } else {
+                super::journal::stat_ctime_ns(&before)
+            },
         })
     }
 
@@ -1281,7 +1285,11 @@ impl Planner<'_> {
                     inode: stat.inode,
                     size: stat.size,
                     mtime_ns: stat.mtime_ns,
-                    ctime_ns: stat.ctime_ns,
+                    ctime_ns: if recorded_linked(self.recorded.get(path)) {
+                        super::journal::ANY_CTIME
+                    } else {
+                        stat.ctime_ns
+                    },
                 },
                 // Placed by an earlier import and not scanned since: its
                 // content is checked now instead.
@@ -1913,6 +1921,14 @@ impl Planner<'_> {
         }
         Ok(true)
     }
+}
+
+/// Whether a recorded file has other names (a hard-link set).
+fn recorded_linked(entry: Option<&RecordedEntry>) -> bool {
+    matches!(
+        entry.map(|e| &e.state),
+        Some(PathState::File { ext, .. }) if crate::tree::meta::hard_link_leader(ext).is_some()
+    )
 }
 
 fn copy_note(copy: Option<&[u8]>) -> String {
