@@ -15,7 +15,9 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# syncreplica settings for this replica
 # replicated; a line #include PATH in it adds the patterns of a shared,
 # replicated file, which never exclude a path already recorded). Excluded
 # paths are never exported and never overwritten or deleted by an import.
-# Example for a replicated system tree: ["/etc/hosts", "/etc/fstab", "/etc/adjtime"]
+# Patterns are relative to the replica root ("/" anchors there): for a
+# replica rooted at /etc, ["/hosts", "/fstab", "/adjtime"] keeps the host's
+# own /etc/hosts, /etc/fstab and /etc/adjtime.
 exclude = []
 
 # Days that a file deleted or replaced by an import is kept under

@@ -305,6 +305,20 @@ pub enum WarningKind {
         crate::tree::excludes::IGNORE_FILE
     )]
     SkippedInclude { line: usize, why: String },
+    /// A config.toml `exclude` pattern (the warning's path) that names the
+    /// replica root's own absolute path: taken relative to the root.
+    #[error(
+        "exclude pattern names this replica's root; taken as \"{0}\" (patterns are relative \
+         to the replica root: write \"{0}\" in config.toml)"
+    )]
+    RootPrefixedExclude(String),
+    /// A config.toml `exclude` pattern (the warning's path) that excludes
+    /// nothing in the tree.
+    #[error(
+        "exclude pattern matches nothing in this tree (patterns are relative to the replica \
+         root: at a replica rooted at /etc, /etc/hosts is \"/hosts\")"
+    )]
+    UnmatchedExclude,
 }
 
 impl std::fmt::Display for ScanWarning {
@@ -461,6 +475,18 @@ where
         })
     };
     let (walked, unreadable) = walked?;
+    for (written, taken) in excludes.root_prefixed() {
+        outcome.warnings.push(ScanWarning {
+            path: written.as_bytes().to_vec(),
+            kind: WarningKind::RootPrefixedExclude(taken.clone()),
+        });
+    }
+    for pattern in excludes.unmatched_config_patterns() {
+        outcome.warnings.push(ScanWarning {
+            path: pattern.into_bytes(),
+            kind: WarningKind::UnmatchedExclude,
+        });
+    }
     let mut recorded = recorded?;
     let mut updates: Vec<LocalChange> = Vec::new();
     let folded = folding
