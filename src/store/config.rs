@@ -210,6 +210,25 @@ pub fn config_path(state_dir: &Path) -> PathBuf {
     state_dir.join(crate::store::layout::CONFIG_FILE)
 }
 
+/// Sets the `exclude` list of the config file in `state_dir` (as written
+/// by [`write_default`]: its `exclude = []` line is replaced).
+pub fn set_excludes(state_dir: &Path, patterns: &[String]) -> Result<()> {
+    let path = config_path(state_dir);
+    let text = std::fs::read_to_string(&path).at(&path)?;
+    let quoted: Vec<String> = patterns
+        .iter()
+        .map(|p| toml::Value::String(p.clone()).to_string())
+        .collect();
+    let text = text.replacen(
+        "\nexclude = []\n",
+        &format!("\nexclude = [{}]\n", quoted.join(", ")),
+        1,
+    );
+    let config = Config::parse(&text, &path)?;
+    debug_assert_eq!(&config.exclude, patterns);
+    std::fs::write(&path, text).at(&path)
+}
+
 pub fn write_default(state_dir: &Path) -> Result<()> {
     let path = config_path(state_dir);
     std::fs::write(&path, DEFAULT_CONFIG_TOML).at(&path)

@@ -531,6 +531,7 @@ pub fn import_creation(
     packet: &LogicalPacket,
     dir: &Path,
     key_file: &Path,
+    exclude: &[String],
 ) -> Result<CreationImport> {
     let header = packet.header().clone();
     let payload =
@@ -588,7 +589,7 @@ pub fn import_creation(
         std::fs::create_dir_all(dir).at(dir)?;
     }
     let root = std::fs::canonicalize(dir).at(dir)?;
-    let result = materialize(packet, &header, &payload, &checked, &root, &secret);
+    let result = materialize(packet, &header, &payload, &checked, &root, &secret, exclude);
     match result {
         Ok(Materialized {
             replica,
@@ -793,6 +794,7 @@ fn materialize(
     checked: &Checked,
     root: &Path,
     secret: &[u8; 32],
+    exclude: &[String],
 ) -> Result<Materialized> {
     let staging = crate::store::layout::state_dir_under_construction(root, std::process::id());
     std::fs::create_dir(&staging).at(&staging)?;
@@ -805,6 +807,16 @@ fn materialize(
     identity.save(&staging)?;
     crate::sys::fsutil::create_new_file(&identity::signing_key_path(&staging), secret, 0o600)?;
     config::write_default(&staging)?;
+    if !exclude.is_empty() {
+        config::set_excludes(&staging, exclude)?;
+    }
+    // The new member's own patterns (mkreplica -import -exclude): what
+    // they exclude is not written, and gets no entry (as for any import).
+    let own_excludes = crate::tree::excludes::Excludes::load(
+        root,
+        exclude,
+        &config::config_path(&staging),
+    )?;
     let mut state = State::open(&staging)?;
 
     let ops = &checked.ops;
@@ -818,6 +830,13 @@ fn materialize(
         .paths
         .iter()
         .filter(|(path, _)| !crate::tree::excludes::is_local_only(path))
+        .filter(|(path, (_, state))| {
+            !own_excludes.excludes_relative(
+                path,
+                matches!(state, PathState::Directory { .. }),
+                false,
+            )
+        })
         .map(|(path, (_, state))| (path, state))
         .collect();
     // Probed in the state folder being built: the answer is cached there.
@@ -1117,6 +1136,11 @@ fn materialize(
             if not_carried_set.contains(path.as_slice())
                 || folded.dropped.contains(path)
                 || crate::tree::excludes::is_local_only(path)
+                || own_excludes.excludes_relative(
+                    path,
+                    matches!(path_state, PathState::Directory { .. }),
+                    false,
+                )
             {
                 // Not on disk here: no entry, so no scan takes its
                 // absence for a deletion (rule 11 of the apply engine).

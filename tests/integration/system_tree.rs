@@ -293,3 +293,60 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(status.contains("no changes to record"), "{status}");
 }
+
+#[test]
+fn host_local_files_are_excluded_before_the_creation_import_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("etc");
+    std::fs::create_dir(&src).unwrap();
+    for (path, content) in [("hosts", "10.0.0.1 old\n"), ("fstab", "nfs\n"), ("passwd", "root\n")] {
+        write(&src, path, content);
+    }
+    init(&src, "source");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&src, &out, "target").ok();
+    let dst = dir.path().join("target-etc");
+    run(
+        dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-exclude".as_ref(),
+            "/hosts".as_ref(),
+            "-exclude".as_ref(),
+            "/fstab".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(dst.join("passwd").exists());
+    assert!(!dst.join("hosts").exists() && !dst.join("fstab").exists());
+    let config = std::fs::read_to_string(dst.join(".syncreplica/config.toml")).unwrap();
+    assert!(config.contains("exclude = [\"/hosts\", \"/fstab\"]"), "{config}");
+    // The host's own files, made later, stay local.
+    write(&dst, "hosts", "10.0.0.2 new\n");
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(status.stdout.contains("no changes to record"), "{}", status.stdout);
+
+    // At the source: a pattern naming the root's absolute path is taken
+    // relative to the root, with a hint; one matching nothing is warned about.
+    let absolute = std::fs::canonicalize(&src).unwrap().join("hosts");
+    set_excludes(&src, &[absolute.to_str().unwrap(), "/no-such-file"]);
+    let status = run(&src, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stderr.contains("taken as \"/hosts\""),
+        "{}",
+        status.stderr
+    );
+    assert!(
+        status
+            .stderr
+            .contains("/no-such-file: exclude pattern matches nothing in this tree"),
+        "{}",
+        status.stderr
+    );
+    assert!(status.stdout.contains("now excluded:  hosts"), "{}", status.stdout);
+}
