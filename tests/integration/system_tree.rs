@@ -350,3 +350,58 @@ fn host_local_files_are_excluded_before_the_creation_import_writes_them() {
     );
     assert!(status.stdout.contains("now excluded:  hosts"), "{}", status.stdout);
 }
+
+#[test]
+fn members_that_preserve_different_metadata_raise_no_false_alarm_and_keep_each_others() {
+    if !have("setfattr") || !have("getfattr") {
+        eprintln!("SKIPPED: setfattr/getfattr are not installed (apt-get install attr)");
+        return;
+    }
+    let fam = family(&["boston", "lambik"], &[("a.txt", "a\n"), ("docs/b.txt", "b\n")]);
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    // lambik keeps nothing beyond content, mode and times.
+    let config = lambik.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\npreserve = []\n")).unwrap();
+
+    sh(&boston, "setfattr -n user.origin -v boston a.txt");
+    run(&boston, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&boston, &out, &["lambik"], &[]).ok();
+    let imported = import_from(&lambik, &[&out]).ok();
+    assert!(
+        imported.stdout.contains("verified in step with boston"),
+        "{}{}",
+        imported.stdout,
+        imported.stderr
+    );
+    // lambik does not keep the attribute, and does not take its absence
+    // for a change of its own.
+    let status = run(&lambik, "syncreplica", ["-status"]).ok();
+    assert!(status.stdout.contains("no changes to record"), "{}", status.stdout);
+
+    // lambik edits the file: the attribute it carried comes back intact.
+    write(&lambik, "a.txt", "a, edited at lambik\n");
+    run(&lambik, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("2");
+    export_to(&lambik, &out, &["boston"], &[]).ok();
+    let imported = import_from(&boston, &[&out]).ok();
+    assert!(
+        imported.stdout.contains("verified in step with lambik"),
+        "{}{}",
+        imported.stdout,
+        imported.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(boston.join("a.txt")).unwrap(),
+        "a, edited at lambik\n"
+    );
+    let attr = Command::new("getfattr")
+        .args(["-n", "user.origin", "--only-values"])
+        .arg(boston.join("a.txt"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&attr.stdout), "boston");
+    let status = run(&boston, "syncreplica", ["-status"]).ok();
+    assert!(status.stdout.contains("no changes to record"), "{}", status.stdout);
+}
