@@ -602,12 +602,19 @@ fn states_ops() -> (Vec<u8>, Vec<Operation>) {
         2,
         vec![1, 0, 1, 4, b'r', b'o', b'o', b't', 1, 0xf7, 0x21, 0],
     );
-    system.insert(4, vec![1, 8, b'u', b's', b'e', b'r', b'.', b'k', b'e', b'y', 1, b'v']);
+    system.insert(
+        4,
+        vec![
+            1, 8, b'u', b's', b'e', b'r', b'.', b'k', b'e', b'y', 1, b'v',
+        ],
+    );
     // user::rw- (tag 1, perm 6), user 4242 r-- unnamed, group::r--,
     // mask::r--, other::---.
     system.insert(
         6,
-        vec![5, 1, 6, 0, 2, 4, 1, 0x92, 0x21, 0, 4, 4, 0, 16, 4, 0, 32, 0, 0],
+        vec![
+            5, 1, 6, 0, 2, 4, 1, 0x92, 0x21, 0, 4, 4, 0, 16, 4, 0, 32, 0, 0,
+        ],
     );
     system.insert(10, vec![8, b'f', b'a', b'r', b'/', b'p', b'a', b's', b't']);
     for (path, kind, major, minor) in [("far/fifo-2", 1, 0, 0), ("far/null", 3, 1, 3)] {

@@ -375,12 +375,18 @@ fn states_vector_decodes_without_the_library() {
                 mtime,
                 ext,
             } => {
-                assert_eq!((*kind, *mode, (*major, *minor)), (want_kind, 0o620, want_dev));
+                assert_eq!(
+                    (*kind, *mode, (*major, *minor)),
+                    (want_kind, 0o620, want_dev)
+                );
                 assert_eq!(*mtime, (-86_400, 7));
                 let keys: Vec<u64> = ext.iter().map(|(key, _)| *key).collect();
                 assert_eq!(keys, [2, 4, 6, 10]);
                 // Key 2: user { id 0, name "root" }, group { id 4343, no name }.
-                let mut c = Cursor { bytes: &ext[0].1, at: 0 };
+                let mut c = Cursor {
+                    bytes: &ext[0].1,
+                    at: 0,
+                };
                 assert_eq!(c.varint(), 1, "user present");
                 assert_eq!(c.varint(), 0);
                 assert_eq!(c.varint(), 1, "name present");
@@ -390,13 +396,19 @@ fn states_vector_decodes_without_the_library() {
                 assert_eq!(c.varint(), 0, "no group name");
                 assert_eq!(c.at, ext[0].1.len());
                 // Key 4: one attribute user.key = "v".
-                let mut c = Cursor { bytes: &ext[1].1, at: 0 };
+                let mut c = Cursor {
+                    bytes: &ext[1].1,
+                    at: 0,
+                };
                 assert_eq!(c.varint(), 1);
                 assert_eq!(c.bytes(), b"user.key");
                 assert_eq!(c.bytes(), b"v");
                 assert_eq!(c.at, ext[1].1.len());
                 // Key 6: five ACL entries { tag, perm, who }.
-                let mut c = Cursor { bytes: &ext[2].1, at: 0 };
+                let mut c = Cursor {
+                    bytes: &ext[2].1,
+                    at: 0,
+                };
                 let entries: Vec<(u64, u64, Option<u64>)> = (0..c.varint())
                     .map(|_| {
                         let (tag, perm) = (c.varint(), c.varint());
@@ -410,11 +422,20 @@ fn states_vector_decodes_without_the_library() {
                     .collect();
                 assert_eq!(
                     entries,
-                    [(1, 6, None), (2, 4, Some(4242)), (4, 4, None), (16, 4, None), (32, 0, None)]
+                    [
+                        (1, 6, None),
+                        (2, 4, Some(4242)),
+                        (4, 4, None),
+                        (16, 4, None),
+                        (32, 0, None)
+                    ]
                 );
                 assert_eq!(c.at, ext[2].1.len());
                 // Key 10: the hard-link leader's path.
-                let mut c = Cursor { bytes: &ext[3].1, at: 0 };
+                let mut c = Cursor {
+                    bytes: &ext[3].1,
+                    at: 0,
+                };
                 assert_eq!(c.bytes(), b"far/past");
                 assert_eq!(c.at, ext[3].1.len());
             }

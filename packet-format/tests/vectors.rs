@@ -513,9 +513,9 @@ fn check_content(name: &str, expect: &Expect, packet: &VerifiedPacket, all: &[(S
                 "mtime" => {
                     let state = op.change.path_change().map(|c| c.state);
                     let mtime = match state {
-                        Some(
-                            PathState::File { mtime, .. } | PathState::Special { mtime, .. },
-                        ) => Some(*mtime),
+                        Some(PathState::File { mtime, .. } | PathState::Special { mtime, .. }) => {
+                            Some(*mtime)
+                        }
                         Some(
                             PathState::Directory { mtime, .. } | PathState::Symlink { mtime, .. },
                         ) => *mtime,

@@ -812,11 +812,8 @@ fn materialize(
     }
     // The new member's own patterns (mkreplica -import -exclude): what
     // they exclude is not written, and gets no entry (as for any import).
-    let own_excludes = crate::tree::excludes::Excludes::load(
-        root,
-        exclude,
-        &config::config_path(&staging),
-    )?;
+    let own_excludes =
+        crate::tree::excludes::Excludes::load(root, exclude, &config::config_path(&staging))?;
     let mut state = State::open(&staging)?;
 
     let ops = &checked.ops;

@@ -610,7 +610,11 @@ impl Place {
             special_kind::SOCKET => FileType::Socket,
             special_kind::CHAR_DEVICE => FileType::CharacterDevice,
             special_kind::BLOCK_DEVICE => FileType::BlockDevice,
-            _ => return Err(std::io::Error::from_raw_os_error(Errno::INVAL.raw_os_error())),
+            _ => {
+                return Err(std::io::Error::from_raw_os_error(
+                    Errno::INVAL.raw_os_error(),
+                ))
+            }
         };
         Ok(rfs::mknodat(
             &self.parent,

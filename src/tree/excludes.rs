@@ -109,7 +109,11 @@ fn strip_root_prefix(root: &Path, patterns: &[String]) -> (Vec<String>, Vec<(Str
     let Some(prefix) = absolute.to_str().filter(|p| *p != "/") else {
         return (patterns.to_vec(), Vec::new());
     };
-    let first = prefix.trim_start_matches('/').split('/').next().unwrap_or("");
+    let first = prefix
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("");
     let shadowed = !first.is_empty() && root.join(first).symlink_metadata().is_ok();
     let mut rewritten = Vec::new();
     let in_force = patterns

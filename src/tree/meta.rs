@@ -641,7 +641,13 @@ mod tests {
         let mut names = Names::default();
         let acl = decode_acl(&bytes, &mut names, true).unwrap();
         assert_eq!(acl.len(), 5);
-        assert_eq!(acl[1].who, Some(Principal { id: 4242, name: None }));
+        assert_eq!(
+            acl[1].who,
+            Some(Principal {
+                id: 4242,
+                name: None
+            })
+        );
         assert_eq!(encode_acl(&acl, &mut names, true), bytes);
         assert!(decode_acl(&bytes[..7], &mut names, true).is_none());
     }
@@ -650,7 +656,10 @@ mod tests {
     fn preserve_names_are_checked() {
         let p = Preserve::from_names(&["owner".into(), "acls".into()], false).unwrap();
         assert!(p.owner && p.acls && !p.group && !p.xattrs);
-        assert_eq!(p.keys(), vec![keys::OWNER, keys::ACL_ACCESS, keys::ACL_DEFAULT]);
+        assert_eq!(
+            p.keys(),
+            vec![keys::OWNER, keys::ACL_ACCESS, keys::ACL_DEFAULT]
+        );
         let err = Preserve::from_names(&["acl".into()], false).unwrap_err();
         assert!(err.contains("\"acl\""), "{err}");
     }

@@ -96,7 +96,8 @@ pub fn type_name(state: &PathState) -> &'static str {
 /// are carried over.
 fn carry_unobserved(new: &mut PathState, old: Option<&PathState>, preserve: &Preserve) {
     let kept = preserve.keys();
-    let same_kind = old.is_some_and(|old| std::mem::discriminant(old) == std::mem::discriminant(&*new));
+    let same_kind =
+        old.is_some_and(|old| std::mem::discriminant(old) == std::mem::discriminant(&*new));
     let (Some(ext), Some(old_ext), true) = (
         state_ext_mut(new),
         old.and_then(PathState::extensions),
@@ -409,7 +410,11 @@ enum WalkedKind {
     Directory,
     Symlink,
     /// A FIFO, socket or device node this replica keeps.
-    Special { kind: u32, major: u32, minor: u32 },
+    Special {
+        kind: u32,
+        major: u32,
+        minor: u32,
+    },
 }
 
 /// Scans the tree under `root`. `load_recorded` fetches the recorded state;
@@ -499,7 +504,10 @@ where
     let mut leaders: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut set_sizes: HashMap<(u64, u64), usize> = HashMap::new();
     if preserve.hardlinks {
-        for found in walked.iter().filter(|w| w.kind == WalkedKind::File && w.nlink > 1) {
+        for found in walked
+            .iter()
+            .filter(|w| w.kind == WalkedKind::File && w.nlink > 1)
+        {
             let key = (found.dev, found.stat.inode);
             *set_sizes.entry(key).or_default() += 1;
             let leader = leaders.entry(key).or_insert_with(|| found.rel.clone());

@@ -24,7 +24,9 @@ fn have(tool: &str) -> bool {
 fn skip_without_tools() -> bool {
     for tool in ["rsync", "setfacl", "setfattr", "setpriv"] {
         if !have(tool) {
-            eprintln!("SKIPPED: {tool} is not installed (apt-get install rsync acl attr util-linux)");
+            eprintln!(
+                "SKIPPED: {tool} is not installed (apt-get install rsync acl attr util-linux)"
+            );
             return true;
         }
     }
@@ -195,7 +197,11 @@ fn a_system_tree_arrives_as_rsync_aHAX_sees_it_after_creation_and_updates() {
     change_metadata(&src, true);
     let status = run(&src, "syncreplica", ["-status"]).ok();
     for path in ["etc/shadow", "etc/acl-file", "etc/unmapped", "sg/link"] {
-        assert!(status.stdout.contains(path), "-status misses {path}:\n{}", status.stdout);
+        assert!(
+            status.stdout.contains(path),
+            "-status misses {path}:\n{}",
+            status.stdout
+        );
     }
     run(&src, "syncreplica", ["-record"]).ok();
     let packets = dir.path().join("update");
@@ -218,7 +224,11 @@ fn a_system_tree_arrives_as_rsync_aHAX_sees_it_after_creation_and_updates() {
     assert!(!listing.stdout.is_empty());
     // Nothing the import did looks like a local change there.
     let status = run(&dst, "syncreplica", ["-status"]).ok();
-    assert!(status.stdout.contains("no changes to record"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
 }
 
 #[test]
@@ -242,7 +252,10 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
     // The new member's user (nobody) owns its directory and can read the packet.
     let home = dir.path().join("nobody");
     std::fs::create_dir(&home).unwrap();
-    sh(dir.path(), "chown 65534:65534 nobody && chmod -R a+rX creation");
+    sh(
+        dir.path(),
+        "chown 65534:65534 nobody && chmod -R a+rX creation",
+    );
     let dst = home.join("dst");
     let created = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -267,12 +280,7 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
     // Content, modes, times, hard links, ACLs, user.* attributes and the
     // FIFO as at the source; owners are this user's, security.* and the
     // device node are not there (a user cannot make them).
-    let differences = rsync_differences(
-        "-rlptHAc --specials",
-        &src,
-        &dst,
-        &["/etc/null"],
-    );
+    let differences = rsync_differences("-rlptHAc --specials", &src, &dst, &["/etc/null"]);
     assert_eq!(differences, Vec::<String>::new());
     let note = Command::new("getfattr")
         .args(["-n", "user.note", "--only-values"])
@@ -299,7 +307,11 @@ fn host_local_files_are_excluded_before_the_creation_import_writes_them() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("etc");
     std::fs::create_dir(&src).unwrap();
-    for (path, content) in [("hosts", "10.0.0.1 old\n"), ("fstab", "nfs\n"), ("passwd", "root\n")] {
+    for (path, content) in [
+        ("hosts", "10.0.0.1 old\n"),
+        ("fstab", "nfs\n"),
+        ("passwd", "root\n"),
+    ] {
         write(&src, path, content);
     }
     init(&src, "source");
@@ -325,11 +337,18 @@ fn host_local_files_are_excluded_before_the_creation_import_writes_them() {
     assert!(dst.join("passwd").exists());
     assert!(!dst.join("hosts").exists() && !dst.join("fstab").exists());
     let config = std::fs::read_to_string(dst.join(".syncreplica/config.toml")).unwrap();
-    assert!(config.contains("exclude = [\"/hosts\", \"/fstab\"]"), "{config}");
+    assert!(
+        config.contains("exclude = [\"/hosts\", \"/fstab\"]"),
+        "{config}"
+    );
     // The host's own files, made later, stay local.
     write(&dst, "hosts", "10.0.0.2 new\n");
     let status = run(&dst, "syncreplica", ["-status"]).ok();
-    assert!(status.stdout.contains("no changes to record"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
 
     // At the source: a pattern naming the root's absolute path is taken
     // relative to the root, with a hint; one matching nothing is warned about.
@@ -348,7 +367,11 @@ fn host_local_files_are_excluded_before_the_creation_import_writes_them() {
         "{}",
         status.stderr
     );
-    assert!(status.stdout.contains("now excluded:  hosts"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("now excluded:  hosts"),
+        "{}",
+        status.stdout
+    );
 }
 
 #[test]
@@ -357,7 +380,10 @@ fn members_that_preserve_different_metadata_raise_no_false_alarm_and_keep_each_o
         eprintln!("SKIPPED: setfattr/getfattr are not installed (apt-get install attr)");
         return;
     }
-    let fam = family(&["boston", "lambik"], &[("a.txt", "a\n"), ("docs/b.txt", "b\n")]);
+    let fam = family(
+        &["boston", "lambik"],
+        &[("a.txt", "a\n"), ("docs/b.txt", "b\n")],
+    );
     let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
     // lambik keeps nothing beyond content, mode and times.
     let config = lambik.join(".syncreplica/config.toml");
@@ -378,7 +404,11 @@ fn members_that_preserve_different_metadata_raise_no_false_alarm_and_keep_each_o
     // lambik does not keep the attribute, and does not take its absence
     // for a change of its own.
     let status = run(&lambik, "syncreplica", ["-status"]).ok();
-    assert!(status.stdout.contains("no changes to record"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
 
     // lambik edits the file: the attribute it carried comes back intact.
     write(&lambik, "a.txt", "a, edited at lambik\n");
@@ -403,5 +433,9 @@ fn members_that_preserve_different_metadata_raise_no_false_alarm_and_keep_each_o
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&attr.stdout), "boston");
     let status = run(&boston, "syncreplica", ["-status"]).ok();
-    assert!(status.stdout.contains("no changes to record"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
 }

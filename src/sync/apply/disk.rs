@@ -1097,9 +1097,7 @@ fn run(
                     return Ok(());
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
-                    ctx.unapplied
-                        .borrow_mut()
-                        .note("devices", err.to_string());
+                    ctx.unapplied.borrow_mut().note("devices", err.to_string());
                     return Ok(());
                 }
                 Err(err) => return Err(Error::io(place.display_path(), err)),
@@ -1274,7 +1272,11 @@ fn link_to_leader(
     notes: &mut Vec<String>,
 ) -> Result<()> {
     let Located::At(first) = locate(leader)? else {
-        skipped(notes, place_rel(place).as_slice(), "its hard-link leader is not reachable");
+        skipped(
+            notes,
+            place_rel(place).as_slice(),
+            "its hard-link leader is not reachable",
+        );
         return Ok(());
     };
     let Some(first_stat) = first.stat()? else {

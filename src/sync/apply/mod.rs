@@ -229,9 +229,9 @@ pub mod batch;
 mod disk;
 mod journal;
 mod plan;
-pub(crate) use plan::{needs_newer_for, sanitize};
 pub(crate) use disk::set_meta;
 pub(crate) use journal::MetaKind;
+pub(crate) use plan::{needs_newer_for, sanitize};
 
 use journal::Action;
 
@@ -482,9 +482,11 @@ pub fn apply_stored(
         ));
     }
     // Once per import, with a count (never silently dropped).
-    report.not_made.extend(executed.unapplied.lines().into_iter().map(|line| {
-        format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
-    }));
+    report
+        .not_made
+        .extend(executed.unapplied.lines().into_iter().map(|line| {
+            format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
+        }));
     report.failed = finish(replica, &executed.failures, hooks)?;
     // The batch is applied; a purge that fails is retried next time.
     report.purged = purge_soft_deleted(replica, replica.config.soft_delete_days).unwrap_or(0);
