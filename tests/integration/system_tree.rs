@@ -169,7 +169,7 @@ fn mkreplica_to(cwd: &Path, root: &Path, packets: &Path) -> Run {
 }
 
 #[test]
-fn a_system_tree_arrives_as_rsync_aHAX_sees_it_after_creation_and_updates() {
+fn a_system_tree_arrives_as_rsync_ahax_keeps_it_after_creation_and_updates() {
     if skip_without_tools() {
         return;
     }
