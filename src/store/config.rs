@@ -7,6 +7,127 @@ use serde::Deserialize;
 
 use crate::error::{Error, IoContext, Result};
 
+/// Metadata keys (SPEC.md §6.4). All even: a reader that does not know
+/// them may ignore them (it then keeps the file as its own user would).
+pub mod meta_keys {
+    pub const OWNER: u32 = 2;
+    pub const XATTRS: u32 = 4;
+    pub const ACL_ACCESS: u32 = 6;
+    pub const ACL_DEFAULT: u32 = 8;
+    pub const HARD_LINK: u32 = 10;
+    /// The keys this version reads from disk: a recorded value under any
+    /// other key is carried over by the scan (it cannot be observed).
+    pub const OBSERVED: &[u32] = &[OWNER, XATTRS, ACL_ACCESS, ACL_DEFAULT, HARD_LINK];
+}
+
+/// What a replica keeps (`preserve` in config.toml). Mode, file mtimes and
+/// symlink targets are always kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preserve {
+    pub owner: bool,
+    pub group: bool,
+    pub acls: bool,
+    pub xattrs: bool,
+    pub hardlinks: bool,
+    pub devices: bool,
+    pub specials: bool,
+    /// Owners and ACL entries by number only (`-numeric-ids`): names are
+    /// neither looked up when reading nor used when applying.
+    pub numeric_ids: bool,
+}
+
+impl Preserve {
+    /// Every item, as root keeps them.
+    pub const ALL: Preserve = Preserve {
+        owner: true,
+        group: true,
+        acls: true,
+        xattrs: true,
+        hardlinks: true,
+        devices: true,
+        specials: true,
+        numeric_ids: false,
+    };
+
+    /// What the running user can apply: everything as root; otherwise all
+    /// but owners and device nodes (a user may give a file to one of its
+    /// own groups, which is tried, and warned about where it fails).
+    pub fn default_for_user() -> Preserve {
+        if rustix::process::geteuid().is_root() {
+            Preserve::ALL
+        } else {
+            Preserve {
+                owner: false,
+                devices: false,
+                ..Preserve::ALL
+            }
+        }
+    }
+
+    /// From the names of config.toml's `preserve` list.
+    pub fn from_names(names: &[String], numeric_ids: bool) -> Result<Preserve, String> {
+        let mut preserve = Preserve {
+            owner: false,
+            group: false,
+            acls: false,
+            xattrs: false,
+            hardlinks: false,
+            devices: false,
+            specials: false,
+            numeric_ids,
+        };
+        for name in names {
+            let flag = match name.as_str() {
+                "owner" => &mut preserve.owner,
+                "group" => &mut preserve.group,
+                "acls" => &mut preserve.acls,
+                "xattrs" => &mut preserve.xattrs,
+                "hardlinks" => &mut preserve.hardlinks,
+                "devices" => &mut preserve.devices,
+                "specials" => &mut preserve.specials,
+                other => {
+                    return Err(format!(
+                        "preserve: \"{other}\" is not one of owner, group, acls, xattrs, \
+                         hardlinks, devices, specials"
+                    ))
+                }
+            };
+            *flag = true;
+        }
+        Ok(preserve)
+    }
+
+    /// Whether special files of `kind` ([`crate::ops::special_kind`]) are
+    /// kept: device nodes with `devices`, FIFOs and sockets with `specials`.
+    pub fn keeps_special(&self, kind: u32) -> bool {
+        use packet_format::ops::special_kind;
+        match kind {
+            special_kind::FIFO | special_kind::SOCKET => self.specials,
+            special_kind::CHAR_DEVICE | special_kind::BLOCK_DEVICE => self.devices,
+            _ => false,
+        }
+    }
+
+    /// The metadata keys this replica records and compares.
+    pub fn keys(&self) -> Vec<u32> {
+        let mut kept = Vec::new();
+        if self.owner || self.group {
+            kept.push(meta_keys::OWNER);
+        }
+        if self.xattrs {
+            kept.push(meta_keys::XATTRS);
+        }
+        if self.acls {
+            kept.push(meta_keys::ACL_ACCESS);
+            kept.push(meta_keys::ACL_DEFAULT);
+        }
+        if self.hardlinks {
+            kept.push(meta_keys::HARD_LINK);
+        }
+        kept
+    }
+}
+
 /// Written by `mkreplica`; every setting is shown with its default.
 pub const DEFAULT_CONFIG_TOML: &str = r#"# syncreplica settings for this replica.
 
@@ -62,7 +183,7 @@ pub struct Config {
     #[serde(default)]
     pub siblings: BTreeMap<String, SiblingConfig>,
     /// What is kept beyond content, mode and times (`None`: what the
-    /// running user can apply, [`crate::tree::meta::Preserve::default_for_user`]).
+    /// running user can apply, [`Preserve::default_for_user`]).
     #[serde(default)]
     pub preserve: Option<Vec<String>>,
     /// Owners and ACL entries by number only.
@@ -163,15 +284,15 @@ impl Config {
 }
 
 impl Config {
-    /// What this replica keeps ([`crate::tree::meta::Preserve`]); an
+    /// What this replica keeps ([`Preserve`]); an
     /// unknown item name is an error naming it.
-    pub fn preserve(&self) -> std::result::Result<crate::tree::meta::Preserve, String> {
+    pub fn preserve(&self) -> std::result::Result<Preserve, String> {
         match &self.preserve {
-            None => Ok(crate::tree::meta::Preserve {
+            None => Ok(Preserve {
                 numeric_ids: self.numeric_ids,
-                ..crate::tree::meta::Preserve::default_for_user()
+                ..Preserve::default_for_user()
             }),
-            Some(names) => crate::tree::meta::Preserve::from_names(names, self.numeric_ids),
+            Some(names) => Preserve::from_names(names, self.numeric_ids),
         }
     }
 

@@ -23,18 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ops::Extensions;
 
-/// Metadata keys (SPEC.md §6.4). All even: a reader that does not know
-/// them may ignore them (it then keeps the file as its own user would).
-pub mod keys {
-    pub const OWNER: u32 = 2;
-    pub const XATTRS: u32 = 4;
-    pub const ACL_ACCESS: u32 = 6;
-    pub const ACL_DEFAULT: u32 = 8;
-    pub const HARD_LINK: u32 = 10;
-    /// The keys this version reads from disk: a recorded value under any
-    /// other key is carried over by the scan (it cannot be observed).
-    pub const OBSERVED: &[u32] = &[OWNER, XATTRS, ACL_ACCESS, ACL_DEFAULT, HARD_LINK];
-}
+pub use crate::store::config::meta_keys as keys;
 
 /// A user or a group: the numeric id, and the name it had where it was
 /// read (none when that system had no name for it).
@@ -73,113 +62,7 @@ const ACL_USER: u16 = 2;
 const ACL_GROUP: u16 = 8;
 const ACL_UNDEFINED_ID: u32 = u32::MAX;
 
-/// What a replica keeps (`preserve` in config.toml). Mode, file mtimes and
-/// symlink targets are always kept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Preserve {
-    pub owner: bool,
-    pub group: bool,
-    pub acls: bool,
-    pub xattrs: bool,
-    pub hardlinks: bool,
-    pub devices: bool,
-    pub specials: bool,
-    /// Owners and ACL entries by number only (`-numeric-ids`): names are
-    /// neither looked up when reading nor used when applying.
-    pub numeric_ids: bool,
-}
-
-impl Preserve {
-    /// Every item, as root keeps them.
-    pub const ALL: Preserve = Preserve {
-        owner: true,
-        group: true,
-        acls: true,
-        xattrs: true,
-        hardlinks: true,
-        devices: true,
-        specials: true,
-        numeric_ids: false,
-    };
-
-    /// What the running user can apply: everything as root; otherwise all
-    /// but owners and device nodes (a user may give a file to one of its
-    /// own groups, which is tried, and warned about where it fails).
-    pub fn default_for_user() -> Preserve {
-        if rustix::process::geteuid().is_root() {
-            Preserve::ALL
-        } else {
-            Preserve {
-                owner: false,
-                devices: false,
-                ..Preserve::ALL
-            }
-        }
-    }
-
-    /// From the names of config.toml's `preserve` list.
-    pub fn from_names(names: &[String], numeric_ids: bool) -> Result<Preserve, String> {
-        let mut preserve = Preserve {
-            owner: false,
-            group: false,
-            acls: false,
-            xattrs: false,
-            hardlinks: false,
-            devices: false,
-            specials: false,
-            numeric_ids,
-        };
-        for name in names {
-            let flag = match name.as_str() {
-                "owner" => &mut preserve.owner,
-                "group" => &mut preserve.group,
-                "acls" => &mut preserve.acls,
-                "xattrs" => &mut preserve.xattrs,
-                "hardlinks" => &mut preserve.hardlinks,
-                "devices" => &mut preserve.devices,
-                "specials" => &mut preserve.specials,
-                other => {
-                    return Err(format!(
-                        "preserve: \"{other}\" is not one of owner, group, acls, xattrs, \
-                         hardlinks, devices, specials"
-                    ))
-                }
-            };
-            *flag = true;
-        }
-        Ok(preserve)
-    }
-
-    /// Whether special files of `kind` ([`crate::ops::special_kind`]) are
-    /// kept: device nodes with `devices`, FIFOs and sockets with `specials`.
-    pub fn keeps_special(&self, kind: u32) -> bool {
-        use crate::ops::special_kind;
-        match kind {
-            special_kind::FIFO | special_kind::SOCKET => self.specials,
-            special_kind::CHAR_DEVICE | special_kind::BLOCK_DEVICE => self.devices,
-            _ => false,
-        }
-    }
-
-    /// The metadata keys this replica records and compares.
-    pub fn keys(&self) -> Vec<u32> {
-        let mut kept = Vec::new();
-        if self.owner || self.group {
-            kept.push(keys::OWNER);
-        }
-        if self.xattrs {
-            kept.push(keys::XATTRS);
-        }
-        if self.acls {
-            kept.push(keys::ACL_ACCESS);
-            kept.push(keys::ACL_DEFAULT);
-        }
-        if self.hardlinks {
-            kept.push(keys::HARD_LINK);
-        }
-        kept
-    }
-}
+pub use crate::store::config::Preserve;
 
 /// Id <-> name lookups through the system's user and group databases
 /// (NSS), cached for one scan or import.

@@ -95,6 +95,20 @@ pub fn type_name(state: &PathState) -> &'static str {
 /// the others (keys of later versions, items this replica does not keep)
 /// are carried over.
 fn carry_unobserved(new: &mut PathState, old: Option<&PathState>, preserve: &Preserve) {
+    // A directory or symlink recorded without a time (from an origin that
+    // does not keep them: format 2.0-2.2) stays without one until it is
+    // made anew, so that an upgrade or an old sibling's packet is not a
+    // change of every directory.
+    match (&mut *new, old) {
+        (
+            PathState::Directory { mtime, .. },
+            Some(PathState::Directory { mtime: None, .. }),
+        )
+        | (PathState::Symlink { mtime, .. }, Some(PathState::Symlink { mtime: None, .. })) => {
+            *mtime = None;
+        }
+        _ => {}
+    }
     let kept = preserve.keys();
     let same_kind =
         old.is_some_and(|old| std::mem::discriminant(old) == std::mem::discriminant(&*new));

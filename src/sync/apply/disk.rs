@@ -1171,6 +1171,13 @@ fn run(
                 notes,
             )?;
         }
+        Action::SetDirTime { path, mtime } => {
+            if let Located::At(place) = locate(path, false)? {
+                if file_type(&place)? == Some(FileType::Directory) {
+                    place.set_mtime(*mtime)?;
+                }
+            }
+        }
         Action::SetDirMode { path, mode } => {
             if let Located::At(place) = locate(path, false)? {
                 if file_type(&place)? == Some(FileType::Directory) {

@@ -82,6 +82,9 @@ pub(crate) enum Action {
     },
     /// Sets a directory's mode, after everything inside it is done.
     SetDirMode { path: Vec<u8>, mode: u32 },
+    /// Puts back the recorded time of a directory whose content an import
+    /// changed (placing and removing names moves it), after everything.
+    SetDirTime { path: Vec<u8>, mtime: Timestamp },
     /// Gives what is at `path` (if it is of `kind`) the metadata of `ext`
     /// that this replica preserves (owner, group, ACLs, xattrs; a file
     /// whose hard-link leader is another path becomes a link to it), then
@@ -264,7 +267,8 @@ impl Action {
             | Action::MakeNode { path, .. }
             | Action::SetFileMeta { path, .. }
             | Action::SetDirMode { path, .. }
-            | Action::SetMeta { path, .. } => path,
+            | Action::SetMeta { path, .. }
+            | Action::SetDirTime { path, .. } => path,
         }
     }
 
@@ -281,6 +285,7 @@ impl Action {
             Action::SetFileMeta { .. } => "setting the file's mode and time",
             Action::SetDirMode { .. } => "setting the folder's mode",
             Action::SetMeta { .. } => "setting owner, ACLs, attributes, links and time",
+            Action::SetDirTime { .. } => "setting the folder's time",
         }
     }
 

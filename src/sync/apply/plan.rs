@@ -1537,19 +1537,14 @@ impl Planner<'_> {
                 .map(|entry| &entry.state)
                 .or_else(|| self.recorded.get(parent).map(|e| &e.state));
             if let Some(PathState::Directory {
-                mode,
-                mtime: Some(mtime),
-                ext,
+                mtime: Some(mtime), ..
             }) = state
             {
                 dir_modes.insert(
                     0,
-                    Action::SetMeta {
+                    Action::SetDirTime {
                         path: parent.clone(),
-                        kind: MetaKind::Directory,
-                        mode: Some(*mode),
-                        mtime: Some(*mtime),
-                        ext: ext.clone(),
+                        mtime: *mtime,
                     },
                 );
             }
