@@ -124,6 +124,15 @@ fn carry_unobserved(new: &mut PathState, old: Option<&PathState>, preserve: &Pre
             ext.insert(entry.key, entry.value.clone());
         }
     }
+    // A state without an owner came from an origin that does not keep
+    // owners (SPEC.md §6.4): the owner it got here is not a local change.
+    if old_ext.get(meta::keys::OWNER).is_none() {
+        let mut without = crate::ops::Extensions::default();
+        for entry in ext.iter().filter(|e| e.key != meta::keys::OWNER) {
+            without.insert(entry.key, entry.value.clone());
+        }
+        *ext = without;
+    }
     meta::carry_unappliable(ext, old_ext);
 }
 

@@ -392,7 +392,9 @@ fn special_files_are_skipped_with_a_warning() {
     // does not take the recorded one for deleted.
     let config = dir.path().join(".syncreplica/config.toml");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}\npreserve = [\"owner\"]\n")).unwrap();
+    std::fs::write(&config, format!(
+            "{text}\npreserve = [\"owner\", \"group\", \"acls\", \"xattrs\", \"hardlinks\"]\n"
+        ),).unwrap();
     let second = dir.path().join("pipe2");
     rustix::fs::mknodat(
         rustix::fs::CWD,
