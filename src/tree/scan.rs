@@ -100,10 +100,7 @@ fn carry_unobserved(new: &mut PathState, old: Option<&PathState>, preserve: &Pre
     // made anew, so that an upgrade or an old sibling's packet is not a
     // change of every directory.
     match (&mut *new, old) {
-        (
-            PathState::Directory { mtime, .. },
-            Some(PathState::Directory { mtime: None, .. }),
-        )
+        (PathState::Directory { mtime, .. }, Some(PathState::Directory { mtime: None, .. }))
         | (PathState::Symlink { mtime, .. }, Some(PathState::Symlink { mtime: None, .. })) => {
             *mtime = None;
         }

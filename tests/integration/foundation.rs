@@ -311,7 +311,10 @@ fn excludes_from_ignore_file_and_config_stay_local() {
         .unwrap()
         .replace("exclude = []", "exclude = [\"/etc/hosts\", \"/etc/fstab\"]");
     std::fs::write(&config, text).unwrap();
-    let etc_time = std::fs::metadata(root.join("etc")).unwrap().modified().unwrap();
+    let etc_time = std::fs::metadata(root.join("etc"))
+        .unwrap()
+        .modified()
+        .unwrap();
     write(root, "etc/fstab", "/dev/sda1 / ext4");
     write(root, "etc/hosts", "changed here only");
     write(root, "other.tmp", "also ignored");
@@ -392,9 +395,11 @@ fn special_files_are_skipped_with_a_warning() {
     // does not take the recorded one for deleted.
     let config = dir.path().join(".syncreplica/config.toml");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!(
-            "{text}\npreserve = [\"owner\", \"group\", \"acls\", \"xattrs\", \"hardlinks\"]\n"
-        ),).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\npreserve = [\"owner\", \"group\", \"acls\", \"xattrs\", \"hardlinks\"]\n"),
+    )
+    .unwrap();
     let second = dir.path().join("pipe2");
     rustix::fs::mknodat(
         rustix::fs::CWD,
@@ -407,11 +412,17 @@ fn special_files_are_skipped_with_a_warning() {
     std::fs::remove_file(&fifo).unwrap();
     let status = run(dir.path(), "syncreplica", ["-status"]).ok();
     assert!(
-        status.stderr.contains("syncreplica: warning: pipe2: is a fifo; skipped"),
+        status
+            .stderr
+            .contains("syncreplica: warning: pipe2: is a fifo; skipped"),
         "{}",
         status.stderr
     );
-    assert!(status.stdout.contains("no changes to record"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
 }
 
 #[test]
