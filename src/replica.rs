@@ -386,7 +386,18 @@ impl Replica {
         let state_dir = self.state_dir();
         // A second connection, so the entries load while the tree is walked.
         let load = move || State::open_read_only(&state_dir)?.load_entries();
-        scan::scan(&self.root, &excludes, folding, load, hooks, snapshots)
+        let preserve = self.preserve();
+        scan::scan(
+            &self.root, &excludes, folding, load, hooks, snapshots, &preserve,
+        )
+    }
+
+    /// What this replica keeps beyond content, mode and times (checked
+    /// when the config was loaded).
+    pub fn preserve(&self) -> crate::tree::meta::Preserve {
+        self.config
+            .preserve()
+            .unwrap_or_else(|_| crate::tree::meta::Preserve::default_for_user())
     }
 
     pub fn members(&self) -> Result<Vec<Member>> {
@@ -538,6 +549,9 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
         nothing_recorded,
         &mut ScanHooks::default(),
         None,
+        &config
+            .preserve()
+            .unwrap_or_else(|_| crate::tree::meta::Preserve::default_for_user()),
     )?;
     if let Some(nested) = outcome
         .warnings

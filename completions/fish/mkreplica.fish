@@ -4,6 +4,7 @@ complete -c mkreplica -o maxsize -d 'With -export: largest size of one packet fi
 complete -c mkreplica -s c -o comment -d 'With -export: comment stored in the packet (-c TEXT, as in MultiSite)' -r
 complete -c mkreplica -o fingerprint -d 'With -import: the SHA-256 fingerprint (64 hex digits) the packet\'s signing key must have, as printed by mkreplica -export at the sender' -r
 complete -c mkreplica -o key -d 'With -import: the new member\'s key file (default: NEWNAME.key beside the packet)' -r -F
+complete -c mkreplica -o exclude -d 'With -import: a path that stays local to the new member (gitignore syntax, relative to the replica root: "/hosts" at a replica of /etc); repeat for more. Paths it excludes are not written from the creation packet, and the new member\'s config.toml records it' -r
 complete -c mkreplica -o replica -d 'Replica root: for -init and -import, where the new replica goes (default: the current directory); for -export, the exporting replica (default: found from the current directory up)' -r -F
 complete -c mkreplica -o init -d 'Create a new replica family with NAME as its first member'
 complete -c mkreplica -o export -d 'Write a replica-creation packet for a new member NAME (needs -out)'

@@ -594,6 +594,48 @@ fn states_ops() -> (Vec<u8>, Vec<Operation>) {
             name: "gamma".into(),
         },
     });
+    // Format 2.3: special files, and the system metadata keys (SPEC.md
+    // §6.4): owner root (0) and group 4343 without a name, one extended
+    // attribute, an access ACL, a hard-link leader.
+    let mut system = Extensions::default();
+    system.insert(
+        2,
+        vec![1, 0, 1, 4, b'r', b'o', b'o', b't', 1, 0xf7, 0x21, 0],
+    );
+    system.insert(
+        4,
+        vec![
+            1, 8, b'u', b's', b'e', b'r', b'.', b'k', b'e', b'y', 1, b'v',
+        ],
+    );
+    // user::rw- (tag 1, perm 6), user 4242 r-- unnamed, group::r--,
+    // mask::r--, other::---.
+    system.insert(
+        6,
+        vec![
+            5, 1, 6, 0, 2, 4, 1, 0x92, 0x21, 0, 4, 4, 0, 16, 4, 0, 32, 0, 0,
+        ],
+    );
+    system.insert(10, vec![8, b'f', b'a', b'r', b'/', b'p', b'a', b's', b't']);
+    for (path, kind, major, minor) in [("far/fifo-2", 1, 0, 0), ("far/null", 3, 1, 3)] {
+        ops.push(Operation {
+            origin: sender_id(),
+            epoch: ops.len() as u64 + 1,
+            recorded: CREATED,
+            change: Change::Path {
+                path: path.as_bytes().to_vec(),
+                version: VersionVector(BTreeMap::from([(sender_id(), ops.len() as u64 + 1)])),
+                state: PathState::Special {
+                    kind,
+                    mode: 0o620,
+                    major,
+                    minor,
+                    mtime: at(-86_400, 7),
+                    ext: system.clone(),
+                },
+            },
+        });
+    }
     (data, ops)
 }
 
@@ -641,6 +683,8 @@ fn states_sidecar(trust: &str, sender: &str) -> Vec<String> {
         ("unknown:77", "none", "none"),
         ("none", "none", "none"),
         ("none", "none", "none"),
+        ("special:1", "-86400.000000007", "2,4,6,10"),
+        ("special:3", "-86400.000000007", "2,4,6,10"),
     ];
     for (index, (op, (state, mtime, ext))) in ops.iter().zip(expected).enumerate() {
         let kind = match &op.change {

@@ -28,12 +28,15 @@ pub const FORMAT_MAJOR: u16 = 2;
 ///
 /// 1 appends the sender's incarnation id ([`Header::incarnation`]);
 /// 2 appends the sender's tree digest ([`Header::tree_digest`]).
-pub const FORMAT_MINOR: u16 = 2;
+pub const FORMAT_MINOR: u16 = 3;
 /// The first minor whose header body ends with the incarnation field.
 pub const MINOR_WITH_INCARNATION: u16 = 1;
 /// The first minor whose header body has the tree digest after the
 /// incarnation field.
 pub const MINOR_WITH_TREE_DIGEST: u16 = 2;
+/// Special-file path states (kind 6) and the metadata keys 2-10 (owners,
+/// extended attributes, ACLs, hard-link sets).
+pub const MINOR_WITH_SYSTEM_METADATA: u16 = 3;
 /// Length of the fixed prefix: magic, major, minor, signer key.
 pub(crate) const HEADER_PREFIX_LEN: usize = 8 + 2 + 2 + 32;
 /// Domain separation for the signature: the signed message is this string

@@ -69,7 +69,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use header::{
     key_fingerprint, CreationPayload, DigestNode, Encoding, EntryInfo, EpochRange, FormatVersion,
     Header, Member, Named, PacketKind, Target, TreeDigest, FORMAT_MAJOR, FORMAT_MINOR, MAGIC,
-    MAX_DIGEST_NODES, SIGNATURE_CONTEXT,
+    MAX_DIGEST_NODES, MINOR_WITH_SYSTEM_METADATA, SIGNATURE_CONTEXT,
 };
 pub use listing::{render_listing, render_listing_with};
 pub use logical::{BaseChunks, LogicalChunks, LogicalOperations, LogicalPacket};

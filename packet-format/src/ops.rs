@@ -285,6 +285,17 @@ pub enum PathState {
         mtime: Option<Timestamp>,
         ext: Extensions,
     },
+    /// A FIFO, socket or device node (format 2.3, SPEC.md §6.3). `kind` is
+    /// a [`special_kind`] code; `major`/`minor` the device number of a
+    /// device node (0 for a FIFO or socket).
+    Special {
+        kind: u32,
+        mode: u32,
+        major: u32,
+        minor: u32,
+        mtime: Timestamp,
+        ext: Extensions,
+    },
     /// The path no longer exists.
     Deleted,
     /// A state kind from a newer minor version: it decodes, so listings
@@ -316,7 +327,8 @@ impl PathState {
         match self {
             PathState::File { ext, .. }
             | PathState::Directory { ext, .. }
-            | PathState::Symlink { ext, .. } => Some(ext),
+            | PathState::Symlink { ext, .. }
+            | PathState::Special { ext, .. } => Some(ext),
             PathState::Deleted | PathState::Unknown { .. } => None,
         }
     }
@@ -328,6 +340,16 @@ pub mod state_kind {
     pub const DIRECTORY: u32 = 2;
     pub const SYMLINK: u32 = 3;
     pub const DELETED: u32 = 4;
+    /// FIFOs, sockets and device nodes (format 2.3).
+    pub const SPECIAL: u32 = 6;
+}
+
+/// What a [`PathState::Special`] is (SPEC.md §6.3).
+pub mod special_kind {
+    pub const FIFO: u32 = 1;
+    pub const SOCKET: u32 = 2;
+    pub const CHAR_DEVICE: u32 = 3;
+    pub const BLOCK_DEVICE: u32 = 4;
 }
 
 /// Operation kind codes (SPEC.md §6.2). Codes from [`change_kind::INFORMATIONAL`]
@@ -434,6 +456,26 @@ struct SymlinkBodyRef<'a> {
 struct SymlinkBody {
     target: Vec<u8>,
     mtime: Option<Timestamp>,
+    ext: Extensions,
+}
+
+#[derive(Serialize)]
+struct SpecialBodyRef<'a> {
+    kind: u32,
+    mode: u32,
+    major: u32,
+    minor: u32,
+    mtime: &'a Timestamp,
+    ext: &'a Extensions,
+}
+
+#[derive(Deserialize)]
+struct SpecialBody {
+    kind: u32,
+    mode: u32,
+    major: u32,
+    minor: u32,
+    mtime: Timestamp,
     ext: Extensions,
 }
 
@@ -557,6 +599,25 @@ impl Serialize for PathState {
             PathState::Symlink { target, mtime, ext } => {
                 serialize_tagged(serializer, SYMLINK, &SymlinkBodyRef { target, mtime, ext })
             }
+            PathState::Special {
+                kind,
+                mode,
+                major,
+                minor,
+                mtime,
+                ext,
+            } => serialize_tagged(
+                serializer,
+                SPECIAL,
+                &SpecialBodyRef {
+                    kind: *kind,
+                    mode: *mode,
+                    major: *major,
+                    minor: *minor,
+                    mtime,
+                    ext,
+                },
+            ),
             PathState::Deleted => serialize_tagged(serializer, DELETED, &()),
             PathState::Unknown { kind, body } => {
                 (*kind, serde_bytes_ref(body)).serialize(serializer)
@@ -599,6 +660,17 @@ impl<'de> Deserialize<'de> for PathState {
             DELETED => {
                 decode_body::<(), _>("deleted state", &body)?;
                 PathState::Deleted
+            }
+            SPECIAL => {
+                let b: SpecialBody = decode_body("special file state", &body)?;
+                PathState::Special {
+                    kind: b.kind,
+                    mode: b.mode,
+                    major: b.major,
+                    minor: b.minor,
+                    mtime: b.mtime,
+                    ext: b.ext,
+                }
             }
             kind => PathState::Unknown { kind, body },
         })

@@ -125,7 +125,7 @@ fn update_vector_decodes_without_the_library() {
     // Fixed prefix.
     assert_eq!(&header[..8], b"SYNCRPKT");
     assert_eq!(u16le(header, 8), 2, "major");
-    assert_eq!(u16le(header, 10), 2, "minor");
+    assert_eq!(u16le(header, 10), 3, "minor");
     let key: [u8; 32] = header[12..44].try_into().unwrap();
     let expected_key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32])
         .verifying_key()
@@ -328,7 +328,7 @@ fn states_vector_decodes_without_the_library() {
         operations(0, raw)
     };
     assert!(header.starts_with(b"SYNCRPKT"));
-    assert_eq!(ops.len(), 9);
+    assert_eq!(ops.len(), 11);
     let state = |index: usize| match &ops[index].body {
         Body::Path { state, .. } => state,
         other => panic!("operation {index}: {other:?}"),
@@ -362,6 +362,85 @@ fn states_vector_decodes_without_the_library() {
             );
         }
         other => panic!("operation 8: {other:?}"),
+    }
+    // Format 2.3 (SPEC §6.3 kind 6, §6.4 keys 2-10): a FIFO and a
+    // character device (1, 3), with the system metadata keys.
+    for (index, want_kind, want_dev) in [(9, 1, (0, 0)), (10, 3, (1, 3))] {
+        match state(index) {
+            State::Special {
+                kind,
+                mode,
+                major,
+                minor,
+                mtime,
+                ext,
+            } => {
+                assert_eq!(
+                    (*kind, *mode, (*major, *minor)),
+                    (want_kind, 0o620, want_dev)
+                );
+                assert_eq!(*mtime, (-86_400, 7));
+                let keys: Vec<u64> = ext.iter().map(|(key, _)| *key).collect();
+                assert_eq!(keys, [2, 4, 6, 10]);
+                // Key 2: user { id 0, name "root" }, group { id 4343, no name }.
+                let mut c = Cursor {
+                    bytes: &ext[0].1,
+                    at: 0,
+                };
+                assert_eq!(c.varint(), 1, "user present");
+                assert_eq!(c.varint(), 0);
+                assert_eq!(c.varint(), 1, "name present");
+                assert_eq!(c.string(), "root");
+                assert_eq!(c.varint(), 1, "group present");
+                assert_eq!(c.varint(), 4343);
+                assert_eq!(c.varint(), 0, "no group name");
+                assert_eq!(c.at, ext[0].1.len());
+                // Key 4: one attribute user.key = "v".
+                let mut c = Cursor {
+                    bytes: &ext[1].1,
+                    at: 0,
+                };
+                assert_eq!(c.varint(), 1);
+                assert_eq!(c.bytes(), b"user.key");
+                assert_eq!(c.bytes(), b"v");
+                assert_eq!(c.at, ext[1].1.len());
+                // Key 6: five ACL entries { tag, perm, who }.
+                let mut c = Cursor {
+                    bytes: &ext[2].1,
+                    at: 0,
+                };
+                let entries: Vec<(u64, u64, Option<u64>)> = (0..c.varint())
+                    .map(|_| {
+                        let (tag, perm) = (c.varint(), c.varint());
+                        let who = (c.varint() == 1).then(|| {
+                            let id = c.varint();
+                            assert_eq!(c.varint(), 0, "no name");
+                            id
+                        });
+                        (tag, perm, who)
+                    })
+                    .collect();
+                assert_eq!(
+                    entries,
+                    [
+                        (1, 6, None),
+                        (2, 4, Some(4242)),
+                        (4, 4, None),
+                        (16, 4, None),
+                        (32, 0, None)
+                    ]
+                );
+                assert_eq!(c.at, ext[2].1.len());
+                // Key 10: the hard-link leader's path.
+                let mut c = Cursor {
+                    bytes: &ext[3].1,
+                    at: 0,
+                };
+                assert_eq!(c.bytes(), b"far/past");
+                assert_eq!(c.at, ext[3].1.len());
+            }
+            other => panic!("operation {index}: {other:?}"),
+        }
     }
 }
 
@@ -407,6 +486,15 @@ enum State {
     Symlink {
         target: Vec<u8>,
         mtime: Option<(i64, u64)>,
+        ext: Vec<(u64, Vec<u8>)>,
+    },
+    /// Kind 6 (SPEC §6.3, format 2.3).
+    Special {
+        kind: u64,
+        mode: u64,
+        major: u64,
+        minor: u64,
+        mtime: (i64, u64),
         ext: Vec<(u64, Vec<u8>)>,
     },
     Deleted,
@@ -498,6 +586,14 @@ fn state(kind: u64, body: &[u8]) -> State {
         },
         4 => State::Deleted,
         5 => return State::Relative(body.to_vec()),
+        6 => State::Special {
+            kind: c.varint(),
+            mode: c.varint(),
+            major: c.varint(),
+            minor: c.varint(),
+            mtime: c.time(),
+            ext: c.extensions(),
+        },
         other => return State::Unknown(other),
     };
     assert_eq!(c.at, body.len(), "nothing after a state body");

@@ -149,6 +149,7 @@ fn state_text(state: &PathState) -> String {
         PathState::File { .. } => "file".into(),
         PathState::Directory { .. } => "directory".into(),
         PathState::Symlink { .. } => "symlink".into(),
+        PathState::Special { kind, .. } => format!("special:{kind}"),
         PathState::Deleted => "deleted".into(),
         PathState::Unknown {
             kind: packet_format::delta::FILE_RELATIVE,
@@ -512,7 +513,9 @@ fn check_content(name: &str, expect: &Expect, packet: &VerifiedPacket, all: &[(S
                 "mtime" => {
                     let state = op.change.path_change().map(|c| c.state);
                     let mtime = match state {
-                        Some(PathState::File { mtime, .. }) => Some(*mtime),
+                        Some(PathState::File { mtime, .. } | PathState::Special { mtime, .. }) => {
+                            Some(*mtime)
+                        }
                         Some(
                             PathState::Directory { mtime, .. } | PathState::Symlink { mtime, .. },
                         ) => *mtime,

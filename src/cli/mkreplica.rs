@@ -161,6 +161,13 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
 
+    /// With -import: a path that stays local to the new member (gitignore
+    /// syntax, relative to the replica root: "/hosts" at a replica of
+    /// /etc); repeat for more. Paths it excludes are not written from the
+    /// creation packet, and the new member's config.toml records it.
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+
     /// Replica root: for -init and -import, where the new replica goes
     /// (default: the current directory); for -export, the exporting replica
     /// (default: found from the current directory up).
@@ -444,7 +451,7 @@ fn import(args: &Args) -> anyhow::Result<()> {
     if args.adopt {
         return adopt(args, &packet, &files, &dir, &key_file);
     }
-    let made = creation::import_creation(&packet, &dir, &key_file, args.mirror)?;
+    let made = creation::import_creation(&packet, &dir, &key_file, args.mirror, &args.exclude)?;
     outln!(
         "Used the creation packet {}{} for new member \"{}\".",
         crate::error::printable_path(&files[0]),

@@ -7,6 +7,127 @@ use serde::Deserialize;
 
 use crate::error::{Error, IoContext, Result};
 
+/// Metadata keys (SPEC.md §6.4). All even: a reader that does not know
+/// them may ignore them (it then keeps the file as its own user would).
+pub mod meta_keys {
+    pub const OWNER: u32 = 2;
+    pub const XATTRS: u32 = 4;
+    pub const ACL_ACCESS: u32 = 6;
+    pub const ACL_DEFAULT: u32 = 8;
+    pub const HARD_LINK: u32 = 10;
+    /// The keys this version reads from disk: a recorded value under any
+    /// other key is carried over by the scan (it cannot be observed).
+    pub const OBSERVED: &[u32] = &[OWNER, XATTRS, ACL_ACCESS, ACL_DEFAULT, HARD_LINK];
+}
+
+/// What a replica keeps (`preserve` in config.toml). Mode, file mtimes and
+/// symlink targets are always kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preserve {
+    pub owner: bool,
+    pub group: bool,
+    pub acls: bool,
+    pub xattrs: bool,
+    pub hardlinks: bool,
+    pub devices: bool,
+    pub specials: bool,
+    /// Owners and ACL entries by number only (`-numeric-ids`): names are
+    /// neither looked up when reading nor used when applying.
+    pub numeric_ids: bool,
+}
+
+impl Preserve {
+    /// Every item, as root keeps them.
+    pub const ALL: Preserve = Preserve {
+        owner: true,
+        group: true,
+        acls: true,
+        xattrs: true,
+        hardlinks: true,
+        devices: true,
+        specials: true,
+        numeric_ids: false,
+    };
+
+    /// What the running user can apply: everything as root; otherwise all
+    /// but owners and device nodes (a user may give a file to one of its
+    /// own groups, which is tried, and warned about where it fails).
+    pub fn default_for_user() -> Preserve {
+        if rustix::process::geteuid().is_root() {
+            Preserve::ALL
+        } else {
+            Preserve {
+                owner: false,
+                devices: false,
+                ..Preserve::ALL
+            }
+        }
+    }
+
+    /// From the names of config.toml's `preserve` list.
+    pub fn from_names(names: &[String], numeric_ids: bool) -> Result<Preserve, String> {
+        let mut preserve = Preserve {
+            owner: false,
+            group: false,
+            acls: false,
+            xattrs: false,
+            hardlinks: false,
+            devices: false,
+            specials: false,
+            numeric_ids,
+        };
+        for name in names {
+            let flag = match name.as_str() {
+                "owner" => &mut preserve.owner,
+                "group" => &mut preserve.group,
+                "acls" => &mut preserve.acls,
+                "xattrs" => &mut preserve.xattrs,
+                "hardlinks" => &mut preserve.hardlinks,
+                "devices" => &mut preserve.devices,
+                "specials" => &mut preserve.specials,
+                other => {
+                    return Err(format!(
+                        "preserve: \"{other}\" is not one of owner, group, acls, xattrs, \
+                         hardlinks, devices, specials"
+                    ))
+                }
+            };
+            *flag = true;
+        }
+        Ok(preserve)
+    }
+
+    /// Whether special files of `kind` ([`crate::ops::special_kind`]) are
+    /// kept: device nodes with `devices`, FIFOs and sockets with `specials`.
+    pub fn keeps_special(&self, kind: u32) -> bool {
+        use packet_format::ops::special_kind;
+        match kind {
+            special_kind::FIFO | special_kind::SOCKET => self.specials,
+            special_kind::CHAR_DEVICE | special_kind::BLOCK_DEVICE => self.devices,
+            _ => false,
+        }
+    }
+
+    /// The metadata keys this replica records and compares.
+    pub fn keys(&self) -> Vec<u32> {
+        let mut kept = Vec::new();
+        if self.owner || self.group {
+            kept.push(meta_keys::OWNER);
+        }
+        if self.xattrs {
+            kept.push(meta_keys::XATTRS);
+        }
+        if self.acls {
+            kept.push(meta_keys::ACL_ACCESS);
+            kept.push(meta_keys::ACL_DEFAULT);
+        }
+        if self.hardlinks {
+            kept.push(meta_keys::HARD_LINK);
+        }
+        kept
+    }
+}
+
 /// Written by `mkreplica`; every setting is shown with its default.
 pub const DEFAULT_CONFIG_TOML: &str = r#"# syncreplica settings for this replica.
 
@@ -15,7 +136,9 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# syncreplica settings for this replica
 # replicated; a line #include PATH in it adds the patterns of a shared,
 # replicated file, which never exclude a path already recorded). Excluded
 # paths are never exported and never overwritten or deleted by an import.
-# Example for a replicated system tree: ["/etc/hosts", "/etc/fstab", "/etc/adjtime"]
+# Patterns are relative to the replica root ("/" anchors there): for a
+# replica rooted at /etc, ["/hosts", "/fstab", "/adjtime"] keeps the host's
+# own /etc/hosts, /etc/fstab and /etc/adjtime.
 exclude = []
 
 # Days that a file deleted or replaced by an import is kept under
@@ -29,6 +152,17 @@ soft_delete_days = 30
 # resent automatically (syncreplica -export -resendall TARGET resends now).
 # A number with a unit s, m, h or d ("7d", "36h"), or "never".
 resend_after = "7d"
+
+# What this replica keeps beyond content, mode and times, out of: owner,
+# group, acls, xattrs (user.* always; security.* and trusted.* as root),
+# hardlinks, devices, specials (FIFOs and sockets). Unset: what the running
+# user can apply (everything as root; all but owner and devices otherwise).
+# An item kept but not applicable here is warned about at each import.
+# preserve = ["owner", "group", "acls", "xattrs", "hardlinks", "devices", "specials"]
+
+# Owners and ACL entries by number only, for sites whose user and group
+# names map to other ids (like rsync --numeric-ids).
+numeric_ids = false
 
 # The same per sibling, overriding the above:
 # [siblings.NAME]
@@ -48,6 +182,13 @@ pub struct Config {
     /// Settings per sibling, by member name.
     #[serde(default)]
     pub siblings: BTreeMap<String, SiblingConfig>,
+    /// What is kept beyond content, mode and times (`None`: what the
+    /// running user can apply, [`Preserve::default_for_user`]).
+    #[serde(default)]
+    pub preserve: Option<Vec<String>>,
+    /// Owners and ACL entries by number only.
+    #[serde(default)]
+    pub numeric_ids: bool,
 }
 
 /// Settings for one sibling (`[siblings.NAME]`).
@@ -125,6 +266,8 @@ impl Default for Config {
             soft_delete_days: default_soft_delete_days(),
             resend_after: ResendAfter::default(),
             siblings: BTreeMap::new(),
+            preserve: None,
+            numeric_ids: false,
         }
     }
 }
@@ -141,6 +284,18 @@ impl Config {
 }
 
 impl Config {
+    /// What this replica keeps ([`Preserve`]); an
+    /// unknown item name is an error naming it.
+    pub fn preserve(&self) -> std::result::Result<Preserve, String> {
+        match &self.preserve {
+            None => Ok(Preserve {
+                numeric_ids: self.numeric_ids,
+                ..Preserve::default_for_user()
+            }),
+            Some(names) => Preserve::from_names(names, self.numeric_ids),
+        }
+    }
+
     /// Reads `path`; a missing file means the defaults.
     pub fn load(path: &Path) -> Result<Config> {
         let text = match std::fs::read_to_string(path) {
@@ -148,7 +303,12 @@ impl Config {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(err) => return Err(Error::io(path, err)),
         };
-        Config::parse(&text, path)
+        let config = Config::parse(&text, path)?;
+        config.preserve().map_err(|message| Error::Config {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
     }
 
     /// Parses config text; errors name the file, the line and the key
@@ -169,6 +329,25 @@ pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
 
 pub fn config_path(state_dir: &Path) -> PathBuf {
     state_dir.join(crate::store::layout::CONFIG_FILE)
+}
+
+/// Sets the `exclude` list of the config file in `state_dir` (as written
+/// by [`write_default`]: its `exclude = []` line is replaced).
+pub fn set_excludes(state_dir: &Path, patterns: &[String]) -> Result<()> {
+    let path = config_path(state_dir);
+    let text = std::fs::read_to_string(&path).at(&path)?;
+    let quoted: Vec<String> = patterns
+        .iter()
+        .map(|p| toml::Value::String(p.clone()).to_string())
+        .collect();
+    let text = text.replacen(
+        "\nexclude = []\n",
+        &format!("\nexclude = [{}]\n", quoted.join(", ")),
+        1,
+    );
+    let config = Config::parse(&text, &path)?;
+    debug_assert_eq!(&config.exclude, patterns);
+    std::fs::write(&path, text).at(&path)
 }
 
 pub fn write_default(state_dir: &Path) -> Result<()> {

@@ -151,6 +151,7 @@ fn adopt_into(
         || Ok(HashMap::new()),
         &mut scan::ScanHooks::default(),
         None,
+        &crate::tree::meta::Preserve::default_for_user(),
     )?;
     let mut local: HashMap<Vec<u8>, (PathState, Option<StatKey>)> = outcome
         .changes
@@ -307,6 +308,23 @@ fn adopt_into(
                 }
                 let meta = std::fs::symlink_metadata(&disk).at(&disk)?;
                 stats.insert(path.clone(), scan::stat_key(&meta));
+                present.insert(path.clone());
+            }
+            PathState::Special {
+                kind, major, minor, ..
+            } => {
+                let same = matches!(
+                    &here,
+                    Some((PathState::Special { kind: k, major: x, minor: y, .. }, _))
+                        if (k, x, y) == (kind, major, minor)
+                );
+                if !same {
+                    // Made by the apply engine when the creator re-asserts
+                    // it (as root; recorded, not made otherwise).
+                    set_aside(path, &place)?;
+                    asked.push(path.clone());
+                    continue;
+                }
                 present.insert(path.clone());
             }
             PathState::Deleted | PathState::Unknown { .. } => {}

@@ -44,7 +44,7 @@ use crate::store::config;
 use crate::store::identity::{self, Identity};
 use crate::store::layout::{STAGING_DIR, STATE_DIR};
 use crate::store::state::{self, EntryWrite, Member, StatKey, State};
-use crate::sync::apply::ChunkSource;
+use crate::sync::apply::{self, ChunkSource};
 use crate::sync::assemble;
 use crate::sync::chunks::{ChunkRead, LocalChunks};
 use crate::sync::creation_check::Checked;
@@ -615,6 +615,7 @@ pub fn import_creation(
     dir: &Path,
     key_file: &Path,
     mirror: bool,
+    exclude: &[String],
 ) -> Result<CreationImport> {
     let (header, payload, checked, secret) = check_creation(packet, key_file)?;
     if is_manifest(packet, &checked)? {
@@ -642,7 +643,7 @@ pub fn import_creation(
         std::fs::create_dir_all(dir).at(dir)?;
     }
     let root = std::fs::canonicalize(dir).at(dir)?;
-    let result = materialize(packet, &header, &payload, &checked, &root, &secret, mirror);
+    let result = materialize(packet, &header, &payload, &checked, &root, &secret, mirror, exclude);
     match result {
         Ok(Materialized {
             replica,
@@ -797,6 +798,9 @@ fn sort_made(
             Some(PathState::Symlink { target, .. }) if meta.file_type().is_symlink() => {
                 std::fs::read_link(&path).is_ok_and(|t| t.as_os_str().as_bytes() == target)
             }
+            Some(PathState::Special { kind, .. }) => {
+                crate::tree::meta::special_kind_of(meta.file_type()) == Some(*kind)
+            }
             _ => false,
         };
         if ours {
@@ -845,6 +849,7 @@ fn materialize(
     root: &Path,
     secret: &[u8; 32],
     mirror: bool,
+    exclude: &[String],
 ) -> Result<Materialized> {
     let staging = crate::store::layout::state_dir_under_construction(root, std::process::id());
     std::fs::create_dir(&staging).at(&staging)?;
@@ -857,6 +862,13 @@ fn materialize(
     identity.save(&staging)?;
     crate::sys::fsutil::create_new_file(&identity::signing_key_path(&staging), secret, 0o600)?;
     config::write_default(&staging)?;
+    if !exclude.is_empty() {
+        config::set_excludes(&staging, exclude)?;
+    }
+    // The new member's own patterns (mkreplica -import -exclude): what
+    // they exclude is not written, and gets no entry (as for any import).
+    let own_excludes =
+        crate::tree::excludes::Excludes::load(root, exclude, &config::config_path(&staging))?;
     let mut state = State::open(&staging)?;
 
     let ops = &checked.ops;
@@ -870,6 +882,13 @@ fn materialize(
         .paths
         .iter()
         .filter(|(path, _)| !crate::tree::excludes::is_local_only(path))
+        .filter(|(path, (_, state))| {
+            !own_excludes.excludes_relative(
+                path,
+                matches!(state, PathState::Directory { .. }),
+                false,
+            )
+        })
         .map(|(path, (_, state))| (path, state))
         .collect();
     // Probed in the state folder being built: the answer is cached there.
@@ -1002,6 +1021,11 @@ fn materialize(
             Located::Blocked(why) => Err(Error::hostile(relpath::display(path), why)),
         }
     };
+    let preserve = config::Config::default()
+        .preserve()
+        .unwrap_or_else(|_| crate::tree::meta::Preserve::default_for_user());
+    let mut unapplied = crate::tree::meta::Unapplied::default();
+    let mut not_made_special = 0u64;
     for (path, path_state) in &path_ops {
         let place = place_of(path)?;
         let disk = place.display_path();
@@ -1023,6 +1047,24 @@ fn materialize(
                 stats.insert((*path).clone(), scan::stat_key(&meta));
                 files += 1;
             }
+            PathState::Special {
+                kind,
+                mode,
+                major,
+                minor,
+                ..
+            } => {
+                if !preserve.keeps_special(*kind) {
+                    not_made_special += 1;
+                    continue;
+                }
+                if let Err(err) = place.make_node(*kind, *mode, *major, *minor) {
+                    if err.kind() != std::io::ErrorKind::PermissionDenied {
+                        return Err(Error::io(&disk, err));
+                    }
+                    unapplied.note("devices", err.to_string());
+                }
+            }
             PathState::Deleted => {}
             PathState::Unknown { .. } => unreachable!("refused above"),
         }
@@ -1040,6 +1082,69 @@ fn materialize(
     for (path, path_state) in path_ops.iter().rev() {
         if let PathState::Directory { mode, .. } = path_state {
             place_of(path)?.set_mode(*mode)?;
+        }
+    }
+    // Owners, ACLs, attributes and hard links as the new member preserves
+    // them (what its user can apply), then times: files and links first
+    // (every leader of a hard-link set is placed by now), directories
+    // deepest first, each after everything inside it.
+    let mut names = crate::tree::meta::Names::default();
+    let mut meta_notes = Vec::new();
+    let locate_leader = |leader: &[u8]| confined.locate(leader, false);
+    let in_order = path_ops
+        .iter()
+        .filter(|(_, state)| !matches!(state, PathState::Directory { .. }))
+        .chain(
+            path_ops
+                .iter()
+                .rev()
+                .filter(|(_, state)| matches!(state, PathState::Directory { .. })),
+        );
+    for (path, path_state) in in_order {
+        let (kind, mode, mtime, ext) = match path_state {
+            PathState::File {
+                mode, mtime, ext, ..
+            } if !left_out.contains(path.as_slice()) => {
+                (apply::MetaKind::File, Some(*mode), Some(*mtime), ext)
+            }
+            PathState::Symlink { mtime, ext, .. } => (apply::MetaKind::Symlink, None, *mtime, ext),
+            PathState::Directory { mode, mtime, ext } => {
+                (apply::MetaKind::Directory, Some(*mode), *mtime, ext)
+            }
+            PathState::Special {
+                kind,
+                mode,
+                mtime,
+                ext,
+                ..
+            } if preserve.keeps_special(*kind) => {
+                (apply::MetaKind::Special, Some(*mode), Some(*mtime), ext)
+            }
+            _ => continue,
+        };
+        let place = place_of(path)?;
+        apply::set_meta(
+            &place,
+            &locate_leader,
+            path,
+            kind,
+            mode,
+            mtime,
+            ext,
+            &preserve,
+            &mut names,
+            &mut unapplied,
+            &mut meta_notes,
+        )?;
+    }
+    // The fast-path stats, taken after every name of a hard-link set got
+    // its metadata (each change moves the shared inode's ctime).
+    for (path, path_state) in &path_ops {
+        if matches!(path_state, PathState::File { .. }) && stats.contains_key(*path) {
+            let place = place_of(path)?;
+            let disk = place.display_path();
+            let meta = place.open_read().at(&disk)?.metadata().at(&disk)?;
+            stats.insert((*path).clone(), scan::stat_key(&meta));
         }
     }
     // One filesystem sync for the whole tree rather than one per file: until
@@ -1076,7 +1181,15 @@ fn materialize(
         // deletion (rule 11 of the apply engine).
         !(not_carried_set.contains(path)
             || folded.dropped.contains(path)
-            || crate::tree::excludes::is_local_only(path))
+            || crate::tree::excludes::is_local_only(path)
+            || own_excludes.excludes_relative(
+                path,
+                matches!(
+                    checked.paths.get(path),
+                    Some((_, PathState::Directory { .. }))
+                ),
+                false,
+            ))
     };
     state.transaction(|tx| write_new_state(tx, &new_state, &on_disk))?;
     drop(state);
@@ -1088,7 +1201,21 @@ fn materialize(
         replica: Replica::open(root)?,
         files,
         not_carried,
-        conflicts: folded.notes,
+        conflicts: folded
+            .notes
+            .into_iter()
+            .chain(meta_notes)
+            .chain((not_made_special > 0).then(|| {
+                format!(
+                    "{not_made_special} special files (FIFOs, sockets or device nodes) recorded, \
+                     not made: this replica does not keep them (preserve in config.toml; device \
+                     nodes need root)"
+                )
+            }))
+            .chain(unapplied.lines().into_iter().map(|line| {
+                format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
+            }))
+            .collect(),
     })
 }
 

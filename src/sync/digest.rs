@@ -120,6 +120,19 @@ pub fn leaf(state: &PathState) -> Option<[u8; 32]> {
             hash.update(b"symlink\0");
             hash.update(target);
         }
+        PathState::Special {
+            kind,
+            mode,
+            major,
+            minor,
+            ..
+        } => {
+            hash.update(b"special\0");
+            hash.update(kind.to_le_bytes());
+            hash.update((mode & 0o1777).to_le_bytes());
+            hash.update(major.to_le_bytes());
+            hash.update(minor.to_le_bytes());
+        }
         PathState::Deleted | PathState::Unknown { .. } => return None,
     }
     Some(hash.finalize().into())

@@ -601,6 +601,30 @@ impl Place {
         )?)
     }
 
+    /// Makes a FIFO, socket or device node ([`crate::ops::special_kind`])
+    /// at the name, with `mode` (less the umask; set exactly afterwards).
+    pub fn make_node(&self, kind: u32, mode: u32, major: u32, minor: u32) -> std::io::Result<()> {
+        use crate::ops::special_kind;
+        let file_type = match kind {
+            special_kind::FIFO => FileType::Fifo,
+            special_kind::SOCKET => FileType::Socket,
+            special_kind::CHAR_DEVICE => FileType::CharacterDevice,
+            special_kind::BLOCK_DEVICE => FileType::BlockDevice,
+            _ => {
+                return Err(std::io::Error::from_raw_os_error(
+                    Errno::INVAL.raw_os_error(),
+                ))
+            }
+        };
+        Ok(rfs::mknodat(
+            &self.parent,
+            self.name(),
+            file_type,
+            Mode::from_raw_mode(mode & 0o777),
+            rfs::makedev(major, minor),
+        )?)
+    }
+
     /// Renames the entry `temp` of the same directory over the name.
     pub fn rename_sibling(&self, temp: &OsStr) -> std::io::Result<()> {
         Ok(rfs::renameat(

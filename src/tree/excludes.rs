@@ -91,6 +91,49 @@ pub struct Excludes {
     /// left out).
     patterns: Vec<String>,
     skipped: Vec<SkippedInclude>,
+    /// config.toml's patterns as in force (after [`strip_root_prefix`]).
+    config_patterns: Vec<String>,
+    root_prefixed: Vec<(String, String)>,
+    /// Patterns that excluded a path in a walk (for the warning about
+    /// patterns that match nothing).
+    matched: std::cell::RefCell<std::collections::HashSet<String>>,
+}
+
+/// Config patterns with the replica root's absolute path in front
+/// (`/etc/hosts` at a replica rooted at `/etc`) rewritten relative to the
+/// root (`/hosts`), unless the root holds a name like the prefix's first
+/// component (then the pattern may mean it). Returns the patterns in
+/// force and the rewritten ones as (written, taken as).
+fn strip_root_prefix(root: &Path, patterns: &[String]) -> (Vec<String>, Vec<(String, String)>) {
+    let absolute = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let Some(prefix) = absolute.to_str().filter(|p| *p != "/") else {
+        return (patterns.to_vec(), Vec::new());
+    };
+    let first = prefix
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let shadowed = !first.is_empty() && root.join(first).symlink_metadata().is_ok();
+    let mut rewritten = Vec::new();
+    let in_force = patterns
+        .iter()
+        .map(|pattern| {
+            let (negation, body) = match pattern.strip_prefix('!') {
+                Some(body) => ("!", body),
+                None => ("", pattern.as_str()),
+            };
+            match body.strip_prefix(prefix) {
+                Some(rest) if rest.starts_with('/') && rest.len() > 1 && !shadowed => {
+                    let taken = format!("{negation}{rest}");
+                    rewritten.push((pattern.clone(), taken.clone()));
+                    taken
+                }
+                _ => pattern.clone(),
+            }
+        })
+        .collect();
+    (in_force, rewritten)
 }
 
 /// Separates the local patterns from the included files' in
@@ -119,6 +162,8 @@ impl Excludes {
         let mut rules = String::new();
         let mut patterns: Vec<String> = Vec::new();
         let mut shared_patterns: Vec<String> = Vec::new();
+        let (config_patterns, root_prefixed) = strip_root_prefix(root, config_patterns);
+        let config_patterns = config_patterns.as_slice();
         for pattern in config_patterns {
             rules.push_str(&format!("config: {pattern}\n"));
         }
@@ -209,7 +254,32 @@ impl Excludes {
             rules,
             patterns,
             skipped,
+            config_patterns: config_patterns
+                .iter()
+                .filter(|p| is_pattern(p) && !p.starts_with('!'))
+                .cloned()
+                .collect(),
+            root_prefixed,
+            matched: Default::default(),
         })
+    }
+
+    /// Configured patterns that named the replica root's own absolute
+    /// path, as (written, taken as): patterns are relative to the root,
+    /// so `/etc/hosts` in a replica rooted at `/etc` is taken as `/hosts`.
+    pub fn root_prefixed(&self) -> &[(String, String)] {
+        &self.root_prefixed
+    }
+
+    /// Configured patterns (config.toml `exclude`) that excluded nothing
+    /// during the walks made with these rules so far.
+    pub fn unmatched_config_patterns(&self) -> Vec<String> {
+        let matched = self.matched.borrow();
+        self.config_patterns
+            .iter()
+            .filter(|p| !matched.contains(*p))
+            .cloned()
+            .collect()
     }
 
     /// The rules in force, as text: the configured patterns, the ignore
@@ -249,8 +319,16 @@ impl Excludes {
             return true;
         }
         let path = Path::new(std::ffi::OsStr::from_bytes(rel));
-        (!self.local.is_empty() && self.local.matched(path, is_dir).is_ignore())
-            || (!recorded && self.shared_excludes(rel, is_dir))
+        if !self.local.is_empty() {
+            if let ignore::Match::Ignore(glob) = self.local.matched(path, is_dir) {
+                let mut matched = self.matched.borrow_mut();
+                if !matched.contains(glob.original()) {
+                    matched.insert(glob.original().to_string());
+                }
+                return true;
+            }
+        }
+        !recorded && self.shared_excludes(rel, is_dir)
     }
 
     /// Whether a replica-relative path, or any of its parents, is excluded.

@@ -7,5 +7,6 @@ pub mod chunking;
 pub mod confined;
 pub mod excludes;
 pub mod folding;
+pub mod meta;
 pub mod relpath;
 pub mod scan;

@@ -24,6 +24,7 @@ use crate::store::state::{RecordedEntry, StatKey};
 use crate::tree::chunking;
 use crate::tree::excludes::Excludes;
 use crate::tree::folding::Folding;
+use crate::tree::meta::{self, Names, Preserve};
 use crate::tree::relpath;
 
 /// Files changed less than this long before the scan that recorded them are
@@ -53,6 +54,8 @@ pub enum ChangeKind {
     Modified,
     ModeChanged,
     TimeChanged,
+    /// Owner, group, ACLs, extended attributes or hard links only.
+    MetadataChanged,
     TypeChanged,
     Deleted,
 }
@@ -64,6 +67,7 @@ impl ChangeKind {
             ChangeKind::Modified => "modified",
             ChangeKind::ModeChanged => "mode changed",
             ChangeKind::TimeChanged => "touched",
+            ChangeKind::MetadataChanged => "metadata",
             ChangeKind::TypeChanged => "type changed",
             ChangeKind::Deleted => "deleted",
         }
@@ -75,6 +79,7 @@ pub fn type_name(state: &PathState) -> &'static str {
         PathState::File { .. } => "file",
         PathState::Directory { .. } => "directory",
         PathState::Symlink { .. } => "symlink",
+        PathState::Special { kind, .. } => special_name(*kind),
         PathState::Deleted => "nothing",
         PathState::Unknown { .. } => "unknown kind",
     }
@@ -85,31 +90,56 @@ pub fn type_name(state: &PathState) -> &'static str {
 /// extensions it does not know and directory and symlink times, which it
 /// does not keep. Without this, a state that arrived with them would look
 /// locally changed at the next scan and go back without them.
-fn carry_unobserved(new: &mut PathState, old: Option<&PathState>) {
-    match (new, old) {
-        (PathState::File { ext, .. }, Some(PathState::File { ext: kept, .. })) => {
-            *ext = kept.clone();
-        }
-        (
-            PathState::Directory { mtime, ext, .. },
-            Some(PathState::Directory {
-                mtime: kept_mtime,
-                ext: kept,
-                ..
-            }),
-        )
-        | (
-            PathState::Symlink { mtime, ext, .. },
-            Some(PathState::Symlink {
-                mtime: kept_mtime,
-                ext: kept,
-                ..
-            }),
-        ) => {
-            *mtime = *kept_mtime;
-            *ext = kept.clone();
+///
+/// Keys this replica preserves are read from disk; the recorded values of
+/// the others (keys of later versions, items this replica does not keep)
+/// are carried over.
+fn carry_unobserved(new: &mut PathState, old: Option<&PathState>, preserve: &Preserve) {
+    // A directory or symlink recorded without a time (from an origin that
+    // does not keep them: format 2.0-2.2) stays without one until it is
+    // made anew, so that an upgrade or an old sibling's packet is not a
+    // change of every directory.
+    match (&mut *new, old) {
+        (PathState::Directory { mtime, .. }, Some(PathState::Directory { mtime: None, .. }))
+        | (PathState::Symlink { mtime, .. }, Some(PathState::Symlink { mtime: None, .. })) => {
+            *mtime = None;
         }
         _ => {}
+    }
+    let kept = preserve.keys();
+    let same_kind =
+        old.is_some_and(|old| std::mem::discriminant(old) == std::mem::discriminant(&*new));
+    let (Some(ext), Some(old_ext), true) = (
+        state_ext_mut(new),
+        old.and_then(PathState::extensions),
+        same_kind,
+    ) else {
+        return;
+    };
+    for entry in old_ext.iter() {
+        if !kept.contains(&entry.key) {
+            ext.insert(entry.key, entry.value.clone());
+        }
+    }
+    // A state without an owner came from an origin that does not keep
+    // owners (SPEC.md §6.4): the owner it got here is not a local change.
+    if old_ext.get(meta::keys::OWNER).is_none() {
+        let mut without = crate::ops::Extensions::default();
+        for entry in ext.iter().filter(|e| e.key != meta::keys::OWNER) {
+            without.insert(entry.key, entry.value.clone());
+        }
+        *ext = without;
+    }
+    meta::carry_unappliable(ext, old_ext);
+}
+
+fn state_ext_mut(state: &mut PathState) -> Option<&mut crate::ops::Extensions> {
+    match state {
+        PathState::File { ext, .. }
+        | PathState::Directory { ext, .. }
+        | PathState::Symlink { ext, .. }
+        | PathState::Special { ext, .. } => Some(ext),
+        _ => None,
     }
 }
 
@@ -135,12 +165,56 @@ impl LocalChange {
                     ChangeKind::Modified
                 } else if ma != mb {
                     ChangeKind::ModeChanged
-                } else {
+                } else if mtime_of(self.old.as_ref()) != mtime_of(Some(&self.new)) {
                     ChangeKind::TimeChanged
+                } else {
+                    ChangeKind::MetadataChanged
                 }
             }
-            (Some(Directory { .. }), Directory { .. }) => ChangeKind::ModeChanged,
-            (Some(Symlink { .. }), Symlink { .. }) => ChangeKind::Modified,
+            (Some(Directory { mode: ma, .. }), Directory { mode: mb, .. }) => {
+                if ma != mb {
+                    ChangeKind::ModeChanged
+                } else if mtime_of(self.old.as_ref()) != mtime_of(Some(&self.new)) {
+                    ChangeKind::TimeChanged
+                } else {
+                    ChangeKind::MetadataChanged
+                }
+            }
+            (
+                Some(Special {
+                    kind: ka,
+                    mode: ma,
+                    major: xa,
+                    minor: ya,
+                    ..
+                }),
+                Special {
+                    kind: kb,
+                    mode: mb,
+                    major: xb,
+                    minor: yb,
+                    ..
+                },
+            ) => {
+                if (ka, xa, ya) != (kb, xb, yb) {
+                    ChangeKind::Modified
+                } else if ma != mb {
+                    ChangeKind::ModeChanged
+                } else if mtime_of(self.old.as_ref()) != mtime_of(Some(&self.new)) {
+                    ChangeKind::TimeChanged
+                } else {
+                    ChangeKind::MetadataChanged
+                }
+            }
+            (Some(Symlink { target: a, .. }), Symlink { target: b, .. }) => {
+                if a != b {
+                    ChangeKind::Modified
+                } else if mtime_of(self.old.as_ref()) != mtime_of(Some(&self.new)) {
+                    ChangeKind::TimeChanged
+                } else {
+                    ChangeKind::MetadataChanged
+                }
+            }
             (Some(_), _) => ChangeKind::TypeChanged,
         }
     }
@@ -171,9 +245,30 @@ impl LocalChange {
     }
 }
 
+/// "fifo", "socket" or "device".
+pub fn special_name(kind: u32) -> &'static str {
+    use crate::ops::special_kind;
+    match kind {
+        special_kind::FIFO => "fifo",
+        special_kind::SOCKET => "socket",
+        special_kind::CHAR_DEVICE | special_kind::BLOCK_DEVICE => "device",
+        _ => "special file",
+    }
+}
+
+fn mtime_of(state: Option<&PathState>) -> Option<Timestamp> {
+    match state? {
+        PathState::File { mtime, .. } | PathState::Special { mtime, .. } => Some(*mtime),
+        PathState::Directory { mtime, .. } | PathState::Symlink { mtime, .. } => *mtime,
+        _ => None,
+    }
+}
+
 fn mode_of(state: &PathState) -> u32 {
     match state {
-        PathState::File { mode, .. } | PathState::Directory { mode, .. } => *mode,
+        PathState::File { mode, .. }
+        | PathState::Directory { mode, .. }
+        | PathState::Special { mode, .. } => *mode,
         _ => 0,
     }
 }
@@ -231,6 +326,20 @@ pub enum WarningKind {
         crate::tree::excludes::IGNORE_FILE
     )]
     SkippedInclude { line: usize, why: String },
+    /// A config.toml `exclude` pattern (the warning's path) that names the
+    /// replica root's own absolute path: taken relative to the root.
+    #[error(
+        "exclude pattern names this replica's root; taken as \"{0}\" (patterns are relative \
+         to the replica root: write \"{0}\" in config.toml)"
+    )]
+    RootPrefixedExclude(String),
+    /// A config.toml `exclude` pattern (the warning's path) that excludes
+    /// nothing in the tree.
+    #[error(
+        "exclude pattern matches nothing in this tree (patterns are relative to the replica \
+         root: at a replica rooted at /etc, /etc/hosts is \"/hosts\")"
+    )]
+    UnmatchedExclude,
 }
 
 impl std::fmt::Display for ScanWarning {
@@ -307,6 +416,12 @@ struct Walked {
     rel: Vec<u8>,
     kind: WalkedKind,
     stat: StatKey,
+    uid: u32,
+    gid: u32,
+    /// (device, links): hard-link sets are found by (device, inode).
+    dev: u64,
+    nlink: u64,
+    mtime: Timestamp,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -314,6 +429,12 @@ enum WalkedKind {
     File,
     Directory,
     Symlink,
+    /// A FIFO, socket or device node this replica keeps.
+    Special {
+        kind: u32,
+        major: u32,
+        minor: u32,
+    },
 }
 
 /// Scans the tree under `root`. `load_recorded` fetches the recorded state;
@@ -341,6 +462,7 @@ pub fn scan<F>(
     load_recorded: F,
     hooks: &mut ScanHooks,
     snapshots: Option<&Path>,
+    preserve: &Preserve,
 ) -> Result<ScanOutcome>
 where
     F: FnOnce() -> Result<HashMap<Vec<u8>, RecordedEntry>> + Send,
@@ -369,18 +491,30 @@ where
             .filter(|(_, e)| e.state != PathState::Deleted)
             .map(|(p, _)| p.as_slice())
             .collect();
-        let walked = walk(root, excludes, Some(&live), &mut outcome);
+        let walked = walk(root, excludes, Some(&live), &mut outcome, preserve);
         (walked, Ok(recorded))
     } else {
         std::thread::scope(|scope| {
             let loader = scope.spawn(load_recorded);
-            let walked = walk(root, excludes, None, &mut outcome);
+            let walked = walk(root, excludes, None, &mut outcome, preserve);
             let recorded = loader.join().expect("the state loader does not panic");
             (walked, recorded)
         })
     };
     drop(walking);
     let (walked, unreadable) = walked?;
+    for (written, taken) in excludes.root_prefixed() {
+        outcome.warnings.push(ScanWarning {
+            path: written.as_bytes().to_vec(),
+            kind: WarningKind::RootPrefixedExclude(taken.clone()),
+        });
+    }
+    for pattern in excludes.unmatched_config_patterns() {
+        outcome.warnings.push(ScanWarning {
+            path: pattern.into_bytes(),
+            kind: WarningKind::UnmatchedExclude,
+        });
+    }
     let mut recorded = recorded?;
     // The bytes the comparison reads: files new or not clean by their stat.
     let to_hash: u64 = walked
@@ -403,9 +537,39 @@ where
         .folds()
         .then(|| FoldedNames::new(folding, &walked, &recorded));
 
+    // Hard-link sets: files with other names in the tree, by (device,
+    // inode); each set's leader is its smallest name, so every replica
+    // names the same leader.
+    let mut leaders: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let mut set_sizes: HashMap<(u64, u64), usize> = HashMap::new();
+    if preserve.hardlinks {
+        for found in walked
+            .iter()
+            .filter(|w| w.kind == WalkedKind::File && w.nlink > 1)
+        {
+            let key = (found.dev, found.stat.inode);
+            *set_sizes.entry(key).or_default() += 1;
+            let leader = leaders.entry(key).or_insert_with(|| found.rel.clone());
+            if found.rel < *leader {
+                *leader = found.rel.clone();
+            }
+        }
+        leaders.retain(|key, _| set_sizes[key] > 1);
+    }
+    let mut names = Names::default();
     // Snapshots this scan made (file names in `snapshots`).
     let mut made_snapshots: std::collections::HashSet<String> = Default::default();
-    for Walked { rel, kind, stat } in walked {
+    for Walked {
+        rel,
+        kind,
+        stat,
+        uid,
+        gid,
+        dev,
+        nlink: _,
+        mtime,
+    } in walked
+    {
         let path = relpath::to_disk_path(root, &rel);
         // Removing what we see leaves the recorded paths that are gone.
         let old = recorded.remove(&rel);
@@ -414,11 +578,28 @@ where
             .map(|e| &e.state)
             .filter(|s| **s != PathState::Deleted);
         let mut new_stat = None;
-        let new_state = if kind == WalkedKind::Directory {
-            PathState::directory(stat.mode)
+        let new_state = if let WalkedKind::Special { kind, major, minor } = kind {
+            PathState::Special {
+                kind,
+                mode: stat.mode,
+                major,
+                minor,
+                mtime,
+                ext: Default::default(),
+            }
+        } else if kind == WalkedKind::Directory {
+            PathState::Directory {
+                mode: stat.mode,
+                mtime: Some(mtime),
+                ext: Default::default(),
+            }
         } else if kind == WalkedKind::Symlink {
             match std::fs::read_link(&path) {
-                Ok(target) => PathState::symlink(target.as_os_str().as_bytes().to_vec()),
+                Ok(target) => PathState::Symlink {
+                    target: target.as_os_str().as_bytes().to_vec(),
+                    mtime: Some(mtime),
+                    ext: Default::default(),
+                },
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(err) => {
                     outcome.warnings.push(ScanWarning {
@@ -478,7 +659,20 @@ where
         };
 
         let mut new_state = new_state;
-        carry_unobserved(&mut new_state, old_state);
+        if let Some(ext) = state_ext_mut(&mut new_state) {
+            meta::read(
+                &path,
+                uid,
+                gid,
+                kind == WalkedKind::Symlink,
+                kind == WalkedKind::Directory,
+                leaders.get(&(dev, stat.inode)).map(Vec::as_slice),
+                preserve,
+                &mut names,
+                ext,
+            );
+        }
+        carry_unobserved(&mut new_state, old_state, preserve);
         if old_state == Some(&new_state) {
             if let Some(stat) = new_stat {
                 outcome.refreshed.push((rel, stat));
@@ -496,6 +690,11 @@ where
     let mut deletions = Vec::new();
     for (path, entry) in recorded {
         if entry.state == PathState::Deleted {
+            continue;
+        }
+        // A special file this replica does not keep (not root: no device
+        // nodes) is missing here by choice, not deleted.
+        if matches!(entry.state, PathState::Special { kind, .. } if !preserve.keeps_special(kind)) {
             continue;
         }
         if unreadable.iter().any(|dir| relpath::is_within(&path, dir)) {
@@ -603,6 +802,7 @@ fn walk(
     excludes: &Excludes,
     live: Option<&BTreeSet<&[u8]>>,
     outcome: &mut ScanOutcome,
+    preserve: &Preserve,
 ) -> Result<(Vec<Walked>, Vec<Vec<u8>>)> {
     let mut walked = Vec::new();
     let mut unreadable: Vec<Vec<u8>> = Vec::new();
@@ -681,6 +881,24 @@ fn walk(
             if excludes.excludes_relative_direct(&rel, file_type.is_dir(), recorded) {
                 continue;
             }
+            let special = meta::special_kind_of(file_type);
+            if let Some(kind) = special.filter(|kind| preserve.keeps_special(*kind)) {
+                walked.push(Walked {
+                    rel,
+                    kind: WalkedKind::Special {
+                        kind,
+                        major: rustix::fs::major(meta.rdev()),
+                        minor: rustix::fs::minor(meta.rdev()),
+                    },
+                    stat: stat_key(&meta),
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                    dev: meta.dev(),
+                    nlink: meta.nlink(),
+                    mtime: file_mtime(&meta),
+                });
+                continue;
+            }
             if !(file_type.is_dir() || file_type.is_symlink() || file_type.is_file()) {
                 let what = if file_type.is_fifo() {
                     "fifo"
@@ -709,6 +927,11 @@ fn walk(
                 rel,
                 kind,
                 stat: stat_key(&meta),
+                uid: meta.uid(),
+                gid: meta.gid(),
+                dev: meta.dev(),
+                nlink: meta.nlink(),
+                mtime: file_mtime(&meta),
             });
         }
         // Depth first, in name order: push in reverse so the first pops first.

@@ -22,3 +22,4 @@ mod shipping;
 mod soak;
 mod sparse;
 mod sync;
+mod system_tree;

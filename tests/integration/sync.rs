@@ -1503,7 +1503,7 @@ fn extensions_from_newer_versions_are_relayed_skipped_or_refused_by_rule() {
                 kind: 0x1_0001,
                 body: b"a tree digest, say".to_vec(),
             },
-            dir(b"owned", have + 2, with_key(2)),
+            dir(b"owned", have + 2, with_key(1000)),
         ],
     );
     import_from(&b, &[&out]).ok();
@@ -1525,7 +1525,7 @@ fn extensions_from_newer_versions_are_relayed_skipped_or_refused_by_rule() {
         entries[b"owned".as_slice()]
             .state
             .extensions()
-            .and_then(|ext| ext.get(2)),
+            .and_then(|ext| ext.get(1000)),
         Some(&b"from the future"[..])
     );
     let upto = gamma

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::journal::{stat_mtime, stat_mtime_ns, Action, Expect};
+use super::journal::{stat_mtime, stat_mtime_ns, Action, Expect, MetaKind};
 use super::plan::Plan;
 use super::{is_injected_crash, ApplyHooks, ChunkSource};
 use crate::error::{Error, IoContext, Refusal, Result};
@@ -303,6 +303,8 @@ pub(crate) struct Executed {
     pub notes: Vec<String>,
     /// Actions that failed.
     pub failures: Vec<Failure>,
+    /// Metadata this replica keeps but could not apply, by item.
+    pub unapplied: crate::tree::meta::Unapplied,
 }
 
 /// Step (d): runs the journal, then fsyncs the directories it changed.
@@ -332,6 +334,9 @@ pub(crate) fn execute(
         replica_name: &replica.identity.replica_name,
         hook: hooks.before_resolve.clone(),
         kept_in: Default::default(),
+        preserve: replica.preserve(),
+        names: Default::default(),
+        unapplied: Default::default(),
     };
     let mut failures = Vec::new();
     for (seq, action) in actions.iter().enumerate() {
@@ -359,7 +364,11 @@ pub(crate) fn execute(
     })
     .into_iter()
     .collect::<Result<()>>()?;
-    Ok(Executed { notes, failures })
+    Ok(Executed {
+        notes,
+        failures,
+        unapplied: ctx.unapplied.take(),
+    })
 }
 
 /// After action `seq` on `rel` failed: what it had moved aside goes back
@@ -419,6 +428,10 @@ struct Context<'a> {
     /// This replica's name, for conflict copies of local changes.
     replica_name: &'a str,
     hook: Option<crate::tree::confined::ResolveHook>,
+    /// What this replica keeps, and what of it could not be applied.
+    preserve: crate::tree::meta::Preserve,
+    names: std::cell::RefCell<crate::tree::meta::Names>,
+    unapplied: std::cell::RefCell<crate::tree::meta::Unapplied>,
     /// Folders of `.syncreplica/deleted/` that kept versions were renamed
     /// into, fsynced once each at the end of the journal (one fsync per
     /// folder, not per kept file).
@@ -1066,6 +1079,54 @@ fn run(
             }
             touched.insert(place.parent_rel().to_vec());
         }
+        Action::MakeNode {
+            path,
+            kind,
+            mode,
+            major,
+            minor,
+            expect,
+            keep,
+        } => {
+            let aside = ctx.aside(seq);
+            settle(ctx, path, &aside, expect, keep.as_deref(), false, notes)?;
+            let place = match locate(path, true)? {
+                Located::At(place) => place,
+                Located::Blocked(why) => {
+                    skipped(notes, path, why);
+                    return Ok(());
+                }
+            };
+            match place.kind()? {
+                DiskKind::Dir(_) => {
+                    skipped(notes, path, "a directory is there");
+                    return Ok(());
+                }
+                DiskKind::Missing => {}
+                _ => {
+                    if !displace(&place, &aside, expect)? {
+                        guard_in_place(ctx, path, &place, expect, notes)?;
+                        place
+                            .remove(false)
+                            .map_err(|e| Error::io(place.display_path(), e))?;
+                    }
+                    settle(ctx, path, &aside, expect, keep.as_deref(), false, notes)?;
+                }
+            }
+            match place.make_node(*kind, *mode, *major, *minor) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    skipped(notes, path, "something was made there during the import");
+                    return Ok(());
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                    ctx.unapplied.borrow_mut().note("devices", err.to_string());
+                    return Ok(());
+                }
+                Err(err) => return Err(Error::io(place.display_path(), err)),
+            }
+            touched.insert(place.parent_rel().to_vec());
+        }
         Action::SetFileMeta {
             path,
             mode,
@@ -1109,6 +1170,37 @@ fn run(
                 place.set_mtime(*mtime)?;
             }
         }
+        Action::SetMeta {
+            path,
+            kind,
+            mode,
+            mtime,
+            ext,
+        } => {
+            let Located::At(place) = locate(path, false)? else {
+                return Ok(());
+            };
+            set_meta(
+                &place,
+                &|leader: &[u8]| ctx.locate(leader, false),
+                path,
+                *kind,
+                *mode,
+                *mtime,
+                ext,
+                &ctx.preserve,
+                &mut ctx.names.borrow_mut(),
+                &mut ctx.unapplied.borrow_mut(),
+                notes,
+            )?;
+        }
+        Action::SetDirTime { path, mtime } => {
+            if let Located::At(place) = locate(path, false)? {
+                if file_type(&place)? == Some(FileType::Directory) {
+                    place.set_mtime(*mtime)?;
+                }
+            }
+        }
         Action::SetDirMode { path, mode } => {
             if let Located::At(place) = locate(path, false)? {
                 if file_type(&place)? == Some(FileType::Directory) {
@@ -1126,6 +1218,128 @@ fn run(
         }
     }
     Ok(())
+}
+
+/// Gives what is at `place` (if it is of `kind`) the metadata of `ext`
+/// that `preserve` keeps, then `mode` and `mtime` (see
+/// [`Action::SetMeta`]). `locate` finds a hard-link leader.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn set_meta(
+    place: &Place,
+    locate: &dyn Fn(&[u8]) -> Result<Located>,
+    path: &[u8],
+    kind: MetaKind,
+    mode: Option<u32>,
+    mtime: Option<Timestamp>,
+    ext: &crate::ops::Extensions,
+    preserve: &crate::tree::meta::Preserve,
+    names: &mut crate::tree::meta::Names,
+    unapplied: &mut crate::tree::meta::Unapplied,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let Some(stat) = place.stat()? else {
+        return Ok(());
+    };
+    let found = FileType::from_raw_mode(stat.st_mode);
+    let fits = match kind {
+        MetaKind::File => found == FileType::RegularFile,
+        MetaKind::Directory => found == FileType::Directory,
+        MetaKind::Symlink => found == FileType::Symlink,
+        MetaKind::Special => matches!(
+            found,
+            FileType::Fifo | FileType::Socket | FileType::CharacterDevice | FileType::BlockDevice
+        ),
+    };
+    if !fits {
+        return Ok(());
+    }
+    if kind == MetaKind::File && preserve.hardlinks {
+        if let Some(leader) =
+            crate::tree::meta::hard_link_leader(ext).filter(|leader| leader != path)
+        {
+            link_to_leader(locate, place, &stat, &leader, notes)?;
+        }
+    }
+    // A handle of the name itself, never followed: the metadata calls go
+    // through its /proc entry, so they reach exactly it.
+    let fd = rustix::fs::openat(
+        place.parent(),
+        place.name(),
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| Error::io(place.display_path(), e.into()))?;
+    let handle = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ));
+    crate::tree::meta::apply(
+        &handle,
+        ext,
+        mode.filter(|_| kind != MetaKind::Symlink),
+        kind == MetaKind::Symlink,
+        kind == MetaKind::Directory,
+        preserve,
+        names,
+        unapplied,
+    )
+    .map_err(|e| Error::io(place.display_path(), e))?;
+    if let Some(mtime) = mtime {
+        place.set_mtime(mtime)?;
+    }
+    Ok(())
+}
+
+/// Makes the file at `place` (`stat`) another name of `leader`, the first
+/// name of its hard-link set, if it is not one already: the leader is
+/// linked to the reserved temporary name beside it, which is renamed over
+/// it. A leader that is not a regular file here is left (noted).
+fn link_to_leader(
+    locate: &dyn Fn(&[u8]) -> Result<Located>,
+    place: &Place,
+    stat: &rustix::fs::Stat,
+    leader: &[u8],
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let Located::At(first) = locate(leader)? else {
+        skipped(
+            notes,
+            place_rel(place).as_slice(),
+            "its hard-link leader is not reachable",
+        );
+        return Ok(());
+    };
+    let Some(first_stat) = first.stat()? else {
+        return Ok(());
+    };
+    if FileType::from_raw_mode(first_stat.st_mode) != FileType::RegularFile
+        || (first_stat.st_dev, first_stat.st_ino) == (stat.st_dev, stat.st_ino)
+    {
+        return Ok(());
+    }
+    let temp = OsStr::new(TEMP_NEW_FILE);
+    // The reserved name: anything there is a leftover of this step.
+    let _ = place.remove_sibling(temp);
+    rustix::fs::linkat(
+        first.parent(),
+        first.name(),
+        place.parent(),
+        temp,
+        rustix::fs::AtFlags::empty(),
+    )
+    .map_err(|e| Error::io(place.display_path(), e.into()))?;
+    place
+        .rename_sibling(temp)
+        .map_err(|e| Error::io(place.display_path(), e))
+}
+
+fn place_rel(place: &Place) -> Vec<u8> {
+    let mut rel = place.parent_rel().to_vec();
+    if !rel.is_empty() {
+        rel.push(b'/');
+    }
+    rel.extend_from_slice(place.name().as_bytes());
+    rel
 }
 
 /// Copies `from` to a temporary name beside `to` (mode and mtime kept),
@@ -1351,6 +1565,9 @@ mod tests {
                 replica_name: "beta",
                 hook: None,
                 kept_in: Default::default(),
+                preserve: crate::tree::meta::Preserve::default_for_user(),
+                names: Default::default(),
+                unapplied: Default::default(),
             }
         }
 

@@ -20,7 +20,7 @@ pub(crate) const JOURNAL_MAGIC: &[u8; 3] = b"SRJ";
 
 /// The version of the journal encoding. Raise it whenever [`Action`]
 /// changes shape.
-pub(crate) const JOURNAL_VERSION: u8 = 3;
+pub(crate) const JOURNAL_VERSION: u8 = 4;
 
 /// One disk action of the journal. Every action can run again after a
 /// crash and leaves the same result.
@@ -61,6 +61,17 @@ pub(crate) enum Action {
         expect: Expect,
         keep: Option<Vec<u8>>,
     },
+    /// Makes a FIFO, socket or device node at `path`; what is there is
+    /// moved aside first, as for `Place`.
+    MakeNode {
+        path: Vec<u8>,
+        kind: u32,
+        mode: u32,
+        major: u32,
+        minor: u32,
+        expect: Expect,
+        keep: Option<Vec<u8>>,
+    },
     /// Sets a file's mode and mtime (content unchanged), unless the file
     /// changed since the plan (then the local edit wins).
     SetFileMeta {
@@ -71,6 +82,31 @@ pub(crate) enum Action {
     },
     /// Sets a directory's mode, after everything inside it is done.
     SetDirMode { path: Vec<u8>, mode: u32 },
+    /// Puts back the recorded time of a directory whose content an import
+    /// changed (placing and removing names moves it), after everything.
+    SetDirTime { path: Vec<u8>, mtime: Timestamp },
+    /// Gives what is at `path` (if it is of `kind`) the metadata of `ext`
+    /// that this replica preserves (owner, group, ACLs, xattrs; a file
+    /// whose hard-link leader is another path becomes a link to it), then
+    /// `mode` and `mtime`. After the content is placed; for a directory,
+    /// after everything inside it (its mtime is last).
+    SetMeta {
+        path: Vec<u8>,
+        kind: MetaKind,
+        mode: Option<u32>,
+        mtime: Option<Timestamp>,
+        ext: crate::ops::Extensions,
+    },
+}
+
+/// The kind of object a [`Action::SetMeta`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum MetaKind {
+    File,
+    Directory,
+    Symlink,
+    /// A FIFO, socket or device node.
+    Special,
 }
 
 /// What the plan found at a path that an action replaces or removes.
@@ -99,6 +135,12 @@ pub(crate) enum Expect {
     Unverified,
 }
 
+/// The `ctime_ns` of an [`Expect::File`] for a file with other names
+/// (a hard-link set): every change the import makes to one name (its
+/// metadata, a rename aside) moves the ctime of all, so only inode, size
+/// and mtime are compared for them.
+pub(crate) const ANY_CTIME: i64 = i64::MIN;
+
 impl Expect {
     /// Whether `stat` (an `lstat` now; `None`: nothing there) is what the
     /// plan saw.
@@ -119,7 +161,7 @@ impl Expect {
                     && stat.st_ino == *inode
                     && stat.st_size as u64 == *size
                     && stat_mtime_ns(stat) == *mtime_ns
-                    && stat_ctime_ns(stat) == *ctime_ns
+                    && (*ctime_ns == ANY_CTIME || stat_ctime_ns(stat) == *ctime_ns)
             }
             // The target is compared by the caller, who can read the link
             // (`Expect::holds_link`); a stat alone only says it is a link.
@@ -180,7 +222,9 @@ impl Expect {
     /// plan saw; true for expectations without one.
     pub(crate) fn ctime_holds(&self, stat: &rustix::fs::Stat) -> bool {
         match self {
-            Expect::File { ctime_ns, .. } => stat_ctime_ns(stat) == *ctime_ns,
+            Expect::File { ctime_ns, .. } => {
+                *ctime_ns == ANY_CTIME || stat_ctime_ns(stat) == *ctime_ns
+            }
             _ => true,
         }
     }
@@ -220,8 +264,11 @@ impl Action {
             | Action::MakeDir { path, .. }
             | Action::Place { path, .. }
             | Action::Link { path, .. }
+            | Action::MakeNode { path, .. }
             | Action::SetFileMeta { path, .. }
-            | Action::SetDirMode { path, .. } => path,
+            | Action::SetDirMode { path, .. }
+            | Action::SetMeta { path, .. }
+            | Action::SetDirTime { path, .. } => path,
         }
     }
 
@@ -234,8 +281,11 @@ impl Action {
             Action::MakeDir { .. } => "making the folder",
             Action::Place { .. } => "placing the new version",
             Action::Link { .. } => "making the link",
+            Action::MakeNode { .. } => "making the special file",
             Action::SetFileMeta { .. } => "setting the file's mode and time",
             Action::SetDirMode { .. } => "setting the folder's mode",
+            Action::SetMeta { .. } => "setting owner, ACLs, attributes, links and time",
+            Action::SetDirTime { .. } => "setting the folder's time",
         }
     }
 

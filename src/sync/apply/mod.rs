@@ -231,6 +231,8 @@ mod disk;
 mod journal;
 mod plan;
 mod planned;
+pub(crate) use disk::set_meta;
+pub(crate) use journal::MetaKind;
 pub(crate) use plan::{needs_newer_for, sanitize};
 
 use journal::Action;
@@ -349,6 +351,9 @@ pub struct ApplyReport {
     pub local_operations: u64,
     /// Soft-deleted files purged at the end.
     pub purged: u64,
+    /// FIFOs, sockets and device nodes recorded but not made here (this
+    /// replica does not keep them: `preserve` in config.toml).
+    pub not_made_special: u64,
     /// Disk steps that failed after the commit (rule 9): not done, the
     /// path's entry as it was, listed by `syncreplica -status`.
     pub failed: Vec<state::FailedStep>,
@@ -487,6 +492,19 @@ pub fn apply_stored(
     crate::sys::testhook::crash_point("apply-after-commit");
     let executed = disk::execute(replica, &plan.actions, hooks)?;
     report.conflicts.extend(executed.notes);
+    if report.not_made_special > 0 {
+        report.not_made.push(format!(
+            "{} special files (FIFOs, sockets or device nodes) recorded, not made: this \
+             replica does not keep them (preserve in config.toml; device nodes need root)",
+            report.not_made_special
+        ));
+    }
+    // Once per import, with a count (never silently dropped).
+    report
+        .not_made
+        .extend(executed.unapplied.lines().into_iter().map(|line| {
+            format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
+        }));
     report.failed = finish(replica, &executed.failures, hooks)?;
     // The batch is applied; a purge that fails is retried next time.
     report.purged = purge_soft_deleted(replica, replica.config.soft_delete_days).unwrap_or(0);

@@ -23,7 +23,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::batch::{OpBatch, OpBits};
-use super::journal::{Action, Expect};
+use super::journal::{Action, Expect, MetaKind};
 use super::planned::{Only, Planned};
 use super::ApplyReport;
 use crate::error::{Error, Refusal, Result};
@@ -178,7 +178,7 @@ pub(crate) fn sanitize(path: &[u8], state: &PathState) -> Result<PathState> {
             }
         }
         PathState::Directory { mode, mtime, ext } => PathState::Directory {
-            mode: mode & 0o1777,
+            mode: mode & 0o3777,
             mtime: *mtime,
             ext: ext.clone(),
         },
@@ -190,6 +190,29 @@ pub(crate) fn sanitize(path: &[u8], state: &PathState) -> Result<PathState> {
                 ));
             }
             state.clone()
+        }
+        PathState::Special {
+            kind,
+            mode,
+            major,
+            minor,
+            mtime,
+            ext,
+        } => {
+            if !(1..=4).contains(kind) {
+                return Err(needs_newer(format!(
+                    "the state of \"{}\" (special file kind {kind})",
+                    relpath::display(path)
+                )));
+            }
+            PathState::Special {
+                kind: *kind,
+                mode: mode & 0o777,
+                major: *major,
+                minor: *minor,
+                mtime: *mtime,
+                ext: ext.clone(),
+            }
         }
         PathState::Deleted => PathState::Deleted,
         PathState::Unknown { kind, .. } => {
@@ -347,6 +370,9 @@ struct Planner<'a> {
     confined: ConfinedRoot,
     me: Id,
     excludes: Excludes,
+    /// What this replica keeps (special files it does not keep are
+    /// recorded, not made).
+    preserve: crate::tree::meta::Preserve,
     recorded: HashMap<Vec<u8>, RecordedEntry>,
     /// Live recorded paths, sorted, for "anything below this?" questions.
     recorded_live: BTreeSet<Vec<u8>>,
@@ -468,6 +494,7 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
         confined: ConfinedRoot::open(&replica.root)?,
         me,
         excludes: replica.excludes()?,
+        preserve: replica.preserve(),
         recorded,
         recorded_live,
         planned,
@@ -1253,7 +1280,11 @@ impl Planner<'_> {
             inode: before.st_ino,
             size: before.st_size as u64,
             mtime_ns,
-            ctime_ns: super::journal::stat_ctime_ns(&before),
+            ctime_ns: if recorded_linked(self.recorded.get(path)) {
+                super::journal::ANY_CTIME
+            } else {
+                super::journal::stat_ctime_ns(&before)
+            },
         })
     }
 
@@ -1266,6 +1297,11 @@ impl Planner<'_> {
         let mut dir_modes = Vec::new();
         let mut jobs = Vec::new();
         // The planned entries a page at a time, in byte order.
+        // Directories given their metadata (and so their mtime) below.
+        let mut meta_set: BTreeSet<Vec<u8>> = BTreeSet::new();
+        // Parents of changed paths: their mtime moves as names are placed
+        // or removed, and is put back to the recorded one at the end.
+        let mut parents: BTreeSet<Vec<u8>> = BTreeSet::new();
         let mut last: Option<Vec<u8>> = None;
         loop {
             let page = self
@@ -1284,6 +1320,9 @@ impl Planner<'_> {
                 if before == entry.state {
                     continue;
                 }
+            if let Some(cut) = path.iter().rposition(|&b| b == b'/') {
+                parents.insert(path[..cut].to_vec());
+            }
                 match (
                     before != PathState::Deleted,
                     entry.state != PathState::Deleted,
@@ -1306,7 +1345,11 @@ impl Planner<'_> {
                         inode: stat.inode,
                         size: stat.size,
                         mtime_ns: stat.mtime_ns,
-                        ctime_ns: stat.ctime_ns,
+                    ctime_ns: if recorded_linked(self.recorded.get(path)) {
+                        super::journal::ANY_CTIME
+                    } else {
+                        stat.ctime_ns
+                    },
                     },
                     // Placed by an earlier import and not scanned since: its
                     // content is checked now instead.
@@ -1338,11 +1381,24 @@ impl Planner<'_> {
                         mode,
                         mtime,
                         chunks,
+                    ext,
                         ..
                     } => {
+                    let set_meta = Action::SetMeta {
+                        path: p.clone(),
+                        kind: MetaKind::File,
+                        mode: Some(*mode),
+                        mtime: Some(*mtime),
+                        ext: ext.clone(),
+                    };
+                    // A name leaving a hard-link set gets a file of its own.
+                    let leader = crate::tree::meta::hard_link_leader(ext);
                         let same_content = matches!(
                             &before,
-                            PathState::File { chunks: old, .. } if old == chunks
+                        PathState::File { chunks: old, ext: old_ext, .. }
+                            if old == chunks
+                                && (leader.is_some()
+                                    || crate::tree::meta::hard_link_leader(old_ext).is_none())
                         );
                         if disk == DiskKind::File && same_content {
                             creations.push(Action::SetFileMeta {
@@ -1351,6 +1407,7 @@ impl Planner<'_> {
                                 mtime: *mtime,
                                 expect,
                             });
+                        creations.push(set_meta);
                             continue;
                         }
                         match disk {
@@ -1380,8 +1437,9 @@ impl Planner<'_> {
                             expect,
                             keep,
                         });
+                    creations.push(set_meta);
                     }
-                    PathState::Directory { mode, .. } => {
+                PathState::Directory { mode, mtime, ext } => {
                         match disk {
                             DiskKind::Dir(_) => {}
                             DiskKind::File => {
@@ -1412,14 +1470,33 @@ impl Planner<'_> {
                                 });
                             }
                         }
+                    // Run in reverse: the mode, then the metadata and time.
+                    dir_modes.push(Action::SetMeta {
+                        path: p.clone(),
+                        kind: MetaKind::Directory,
+                        mode: Some(*mode),
+                        mtime: *mtime,
+                        ext: ext.clone(),
+                    });
+                    meta_set.insert(p.clone());
                         dir_modes.push(Action::SetDirMode {
                             path: p,
                             mode: *mode,
                         });
                     }
-                    PathState::Symlink { target, .. } => {
+                PathState::Symlink { target, mtime, ext } => {
+                    let set_meta = Action::SetMeta {
+                        path: p.clone(),
+                        kind: MetaKind::Symlink,
+                        mode: None,
+                        mtime: *mtime,
+                        ext: ext.clone(),
+                    };
                         match &disk {
-                            DiskKind::Symlink(now) if now == target => continue,
+                        DiskKind::Symlink(now) if now == target => {
+                            creations.push(set_meta);
+                            continue;
+                        }
                             DiskKind::File => keep_old_file(),
                             DiskKind::Dir(_) => {
                                 removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
@@ -1437,6 +1514,59 @@ impl Planner<'_> {
                             expect,
                             keep,
                         });
+                    creations.push(set_meta);
+                }
+                PathState::Special {
+                    kind,
+                    mode,
+                    major,
+                    minor,
+                    mtime,
+                    ext,
+                } => {
+                    let set_meta = Action::SetMeta {
+                        path: p.clone(),
+                        kind: MetaKind::Special,
+                        mode: Some(*mode),
+                        mtime: Some(*mtime),
+                        ext: ext.clone(),
+                    };
+                    if !self.preserve.keeps_special(*kind) {
+                        // Recorded, not made: counted and warned about.
+                        self.report.not_made_special += 1;
+                        continue;
+                    }
+                    let same_node = matches!(
+                        &before,
+                        PathState::Special { kind: k, major: x, minor: y, .. }
+                            if (k, x, y) == (kind, major, minor)
+                    );
+                    if disk == DiskKind::Other && same_node {
+                        creations.push(set_meta);
+                        continue;
+                    }
+                    match &disk {
+                        DiskKind::File => keep_old_file(),
+                        DiskKind::Dir(_) => {
+                            removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
+                        }
+                        _ => {}
+                    }
+                    let expect = if matches!(disk, DiskKind::Dir(_)) {
+                        Expect::Absent
+                    } else {
+                        expect
+                    };
+                    creations.push(Action::MakeNode {
+                        path: p,
+                        kind: *kind,
+                        mode: *mode,
+                        major: *major,
+                        minor: *minor,
+                        expect,
+                        keep,
+                    });
+                    creations.push(set_meta);
                     }
                     PathState::Deleted => match disk {
                         DiskKind::Missing => {}
@@ -1463,11 +1593,35 @@ impl Planner<'_> {
                 }
             }
         }
+        // A directory whose content changed but whose own state did not:
+        // its recorded mtime (and metadata) is put back, as at the origin.
+        for parent in parents.difference(&meta_set) {
+            let state = match self.planned.get(self.conn, parent)? {
+                Some(entry) => Some(entry.state),
+                None => self.recorded.get(parent).map(|e| e.state.clone()),
+            };
+            if let Some(PathState::Directory {
+                mtime: Some(mtime), ..
+            }) = state
+            {
+                dir_modes.insert(
+                    0,
+                    Action::SetDirTime {
+                        path: parent.clone(),
+                        mtime,
+                    },
+                );
+            }
+        }
         // Deepest first, so children go before their directory.
         removals.sort_by(|a, b| b.0.cmp(&a.0));
         let mut actions: Vec<Action> = removals.into_iter().map(|(_, a)| a).collect();
         actions.extend(creations);
-        actions.extend(dir_modes.into_iter().rev());
+        // Deepest first: a directory's mtime is set after everything below
+        // it (sorting keeps each SetDirMode before its SetMeta).
+        let mut dir_modes: Vec<Action> = dir_modes.into_iter().rev().collect();
+        dir_modes.sort_by(|a, b| b.path().cmp(a.path()));
+        actions.extend(dir_modes);
         self.report.local_operations = self.local_ops.len() as u64;
         if let Some((first, count)) = &self.too_long {
             let more = match count - 1 {
@@ -1834,6 +1988,14 @@ impl Planner<'_> {
         }
         Ok(true)
     }
+}
+
+/// Whether a recorded file has other names (a hard-link set).
+fn recorded_linked(entry: Option<&RecordedEntry>) -> bool {
+    matches!(
+        entry.map(|e| &e.state),
+        Some(PathState::File { ext, .. }) if crate::tree::meta::hard_link_leader(ext).is_some()
+    )
 }
 
 fn copy_note(copy: Option<&[u8]>) -> String {

@@ -39,6 +39,7 @@ fn kind_code(state: &PathState) -> i64 {
         PathState::Directory { .. } => 2,
         PathState::Symlink { .. } => 3,
         PathState::Unknown { .. } => 4,
+        PathState::Special { .. } => 5,
     }
 }
 

@@ -1,0 +1,549 @@
+//! System metadata beyond mode and mtime: owner and group, POSIX ACLs,
+//! extended attributes and hard-link sets, carried in a path state's
+//! metadata map (packet-format SPEC.md §6.4, keys 2 to 10).
+//!
+//! Reading ([`read`]) happens in the scan, on paths that are never
+//! followed (`l*` calls). Applying ([`apply`]) happens in the import and in
+//! `mkreplica -import`, through a path the caller proved inside the
+//! replica. What a replica reads and applies is its `preserve` setting
+//! ([`Preserve`]); an item it keeps but cannot apply (not root, a
+//! filesystem without xattrs) is counted in [`Unapplied`] so the import
+//! warns once with a count.
+//!
+//! POSIX ACLs are read and written as the kernel's `system.posix_acl_*`
+//! attributes (through the `xattr` crate): the kernel's format is stable
+//! (version 2: a u32 header, then `{tag u16, perm u16, id u32}` entries,
+//! little-endian), and this keeps libacl out of the build.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ops::Extensions;
+
+pub use crate::store::config::meta_keys as keys;
+
+/// A user or a group: the numeric id, and the name it had where it was
+/// read (none when that system had no name for it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    pub id: u32,
+    pub name: Option<String>,
+}
+
+/// Key 2: owner user and group; `None` where the origin does not keep it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub user: Option<Principal>,
+    pub group: Option<Principal>,
+}
+
+/// Key 4: extended attributes outside `system.*`, sorted by name.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One POSIX ACL entry. `tag`: 1 owner, 2 named user, 4 owning group,
+/// 8 named group, 16 mask, 32 other (the kernel's codes). `perm`: rwx bits.
+/// `who`: the user or group of a named entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclEntry {
+    pub tag: u16,
+    pub perm: u16,
+    pub who: Option<Principal>,
+}
+
+/// Keys 6 and 8: an access or default ACL, in the kernel's order.
+pub type Acl = Vec<AclEntry>;
+
+const ACL_XATTR_ACCESS: &str = "system.posix_acl_access";
+const ACL_XATTR_DEFAULT: &str = "system.posix_acl_default";
+const ACL_USER: u16 = 2;
+const ACL_GROUP: u16 = 8;
+const ACL_UNDEFINED_ID: u32 = u32::MAX;
+
+pub use crate::store::config::Preserve;
+
+/// Id <-> name lookups through the system's user and group databases
+/// (NSS), cached for one scan or import.
+#[derive(Default)]
+pub struct Names {
+    users: HashMap<u32, Option<String>>,
+    groups: HashMap<u32, Option<String>>,
+    user_ids: HashMap<String, Option<u32>>,
+    group_ids: HashMap<String, Option<u32>>,
+}
+
+impl Names {
+    pub fn user(&mut self, id: u32, numeric: bool) -> Principal {
+        let name = if numeric {
+            None
+        } else {
+            self.users
+                .entry(id)
+                .or_insert_with(|| {
+                    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(id))
+                        .ok()
+                        .flatten()
+                        .map(|u| u.name)
+                })
+                .clone()
+        };
+        Principal { id, name }
+    }
+
+    pub fn group(&mut self, id: u32, numeric: bool) -> Principal {
+        let name = if numeric {
+            None
+        } else {
+            self.groups
+                .entry(id)
+                .or_insert_with(|| {
+                    nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(id))
+                        .ok()
+                        .flatten()
+                        .map(|g| g.name)
+                })
+                .clone()
+        };
+        Principal { id, name }
+    }
+
+    /// The local id for a user: by name where it has one known here (and
+    /// names are used), else the number.
+    pub fn local_uid(&mut self, who: &Principal, numeric: bool) -> u32 {
+        match (&who.name, numeric) {
+            (Some(name), false) => self
+                .user_ids
+                .entry(name.clone())
+                .or_insert_with(|| {
+                    nix::unistd::User::from_name(name)
+                        .ok()
+                        .flatten()
+                        .map(|u| u.uid.as_raw())
+                })
+                .unwrap_or(who.id),
+            _ => who.id,
+        }
+    }
+
+    pub fn local_gid(&mut self, who: &Principal, numeric: bool) -> u32 {
+        match (&who.name, numeric) {
+            (Some(name), false) => self
+                .group_ids
+                .entry(name.clone())
+                .or_insert_with(|| {
+                    nix::unistd::Group::from_name(name)
+                        .ok()
+                        .flatten()
+                        .map(|g| g.gid.as_raw())
+                })
+                .unwrap_or(who.id),
+            _ => who.id,
+        }
+    }
+}
+
+/// The special-file kind of a file type; `None` for a file, directory
+/// or symlink.
+pub fn special_kind_of(file_type: std::fs::FileType) -> Option<u32> {
+    use crate::ops::special_kind;
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_fifo() {
+        Some(special_kind::FIFO)
+    } else if file_type.is_socket() {
+        Some(special_kind::SOCKET)
+    } else if file_type.is_char_device() {
+        Some(special_kind::CHAR_DEVICE)
+    } else if file_type.is_block_device() {
+        Some(special_kind::BLOCK_DEVICE)
+    } else {
+        None
+    }
+}
+
+/// Whether an error means "this filesystem has no such attributes" (not a
+/// failure of this path).
+fn unsupported(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(code) if code == rustix::io::Errno::OPNOTSUPP.raw_os_error()
+            || code == rustix::io::Errno::NOTSUP.raw_os_error()
+    )
+}
+
+/// Decodes the kernel's ACL attribute; `None` when it is malformed.
+fn decode_acl(bytes: &[u8], names: &mut Names, numeric: bool) -> Option<Acl> {
+    let (header, body) = bytes.split_first_chunk::<4>()?;
+    if u32::from_le_bytes(*header) != 2 || body.len() % 8 != 0 {
+        return None;
+    }
+    Some(
+        body.chunks_exact(8)
+            .map(|entry| {
+                let tag = u16::from_le_bytes([entry[0], entry[1]]);
+                let perm = u16::from_le_bytes([entry[2], entry[3]]);
+                let id = u32::from_le_bytes([entry[4], entry[5], entry[6], entry[7]]);
+                let who = match tag {
+                    ACL_USER => Some(names.user(id, numeric)),
+                    ACL_GROUP => Some(names.group(id, numeric)),
+                    _ => None,
+                };
+                AclEntry { tag, perm, who }
+            })
+            .collect(),
+    )
+}
+
+fn encode_acl(acl: &Acl, names: &mut Names, numeric: bool) -> Vec<u8> {
+    let mut bytes = 2u32.to_le_bytes().to_vec();
+    for entry in acl {
+        let id = match (&entry.who, entry.tag) {
+            (Some(who), ACL_USER) => names.local_uid(who, numeric),
+            (Some(who), ACL_GROUP) => names.local_gid(who, numeric),
+            _ => ACL_UNDEFINED_ID,
+        };
+        bytes.extend_from_slice(&entry.tag.to_le_bytes());
+        bytes.extend_from_slice(&entry.perm.to_le_bytes());
+        bytes.extend_from_slice(&id.to_le_bytes());
+    }
+    bytes
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("metadata encodes")
+}
+
+/// The metadata of the object at `path` (never followed), as `preserve`
+/// keeps it, set into `ext` (keys `preserve` keeps are replaced or
+/// removed; others are left). `uid`/`gid` come from the caller's `lstat`.
+/// `hard_link`: the leader of the path's hard-link set (its smallest name
+/// in the tree), when it has other names in the tree.
+#[allow(clippy::too_many_arguments)]
+pub fn read(
+    path: &Path,
+    uid: u32,
+    gid: u32,
+    is_symlink: bool,
+    is_dir: bool,
+    hard_link: Option<&[u8]>,
+    preserve: &Preserve,
+    names: &mut Names,
+    ext: &mut Extensions,
+) {
+    let kept = preserve.keys();
+    let mut others = Extensions::default();
+    for entry in ext.iter().filter(|entry| !kept.contains(&entry.key)) {
+        others.insert(entry.key, entry.value.clone());
+    }
+    *ext = others;
+    if preserve.owner || preserve.group {
+        let owner = Owner {
+            user: preserve
+                .owner
+                .then(|| names.user(uid, preserve.numeric_ids)),
+            group: preserve
+                .group
+                .then(|| names.group(gid, preserve.numeric_ids)),
+        };
+        ext.insert(keys::OWNER, encode(&owner));
+    }
+    if preserve.xattrs || (preserve.acls && !is_symlink) {
+        // An unreadable or unsupported attribute list reads as none.
+        let listed: Vec<std::ffi::OsString> = match xattr::list(path) {
+            Ok(list) => list.collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut attrs: Xattrs = Vec::new();
+        for name in listed {
+            let name_bytes = std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()).to_vec();
+            if name_bytes.starts_with(b"system.") {
+                continue;
+            }
+            if preserve.xattrs {
+                if let Ok(Some(value)) = xattr::get(path, &name) {
+                    attrs.push((name_bytes, value));
+                }
+            }
+        }
+        if preserve.xattrs && !attrs.is_empty() {
+            attrs.sort();
+            ext.insert(keys::XATTRS, encode(&attrs));
+        }
+        if preserve.acls && !is_symlink {
+            let mut read_acl = |attr: &str, key: u32| {
+                if let Ok(Some(bytes)) = xattr::get(path, attr) {
+                    if let Some(acl) = decode_acl(&bytes, names, preserve.numeric_ids) {
+                        ext.insert(key, encode(&acl));
+                    }
+                }
+            };
+            read_acl(ACL_XATTR_ACCESS, keys::ACL_ACCESS);
+            if is_dir {
+                read_acl(ACL_XATTR_DEFAULT, keys::ACL_DEFAULT);
+            }
+        }
+    }
+    if let (true, Some(leader)) = (preserve.hardlinks, hard_link) {
+        ext.insert(keys::HARD_LINK, encode(&leader.to_vec()));
+    }
+}
+
+/// For a process that is not root: the items it can never apply come
+/// from the recorded state `old`, not from disk (a file's owner, and
+/// extended attributes outside `user.*`), so that what an import could
+/// not apply here never looks like a local change (which would go back to
+/// the family as one). Root applies everything, and is not asked.
+pub fn carry_unappliable(new: &mut Extensions, old: &Extensions) {
+    if rustix::process::geteuid().is_root() {
+        return;
+    }
+    if let Some(recorded) = old.get(keys::OWNER) {
+        if new.get(keys::OWNER).is_some() {
+            new.insert(keys::OWNER, recorded.to_vec());
+        }
+    }
+    let attrs = |ext: &Extensions| -> Xattrs {
+        ext.get(keys::XATTRS)
+            .and_then(|bytes| postcard::from_bytes(bytes).ok())
+            .unwrap_or_default()
+    };
+    let (seen, recorded) = (attrs(new), attrs(old));
+    if recorded.iter().all(|(name, _)| name.starts_with(b"user.")) {
+        return;
+    }
+    let mut merged: Xattrs = seen
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(b"user."))
+        .chain(
+            recorded
+                .into_iter()
+                .filter(|(name, _)| !name.starts_with(b"user.")),
+        )
+        .collect();
+    merged.sort();
+    new.insert(keys::XATTRS, encode(&merged));
+}
+
+/// `ext` without the keys this replica does not preserve: what its
+/// comparisons (the tree digest) look at.
+pub fn kept_only(ext: &Extensions, preserve: &Preserve) -> Extensions {
+    let kept = preserve.keys();
+    let mut out = Extensions::default();
+    for entry in ext.iter() {
+        if !keys::OBSERVED.contains(&entry.key) || kept.contains(&entry.key) {
+            out.insert(entry.key, entry.value.clone());
+        }
+    }
+    out
+}
+
+/// The leader of a hard-link set named in `ext`, if any.
+pub fn hard_link_leader(ext: &Extensions) -> Option<Vec<u8>> {
+    postcard::from_bytes(ext.get(keys::HARD_LINK)?).ok()
+}
+
+/// The owner recorded in `ext`, if any.
+pub fn owner(ext: &Extensions) -> Option<Owner> {
+    postcard::from_bytes(ext.get(keys::OWNER)?).ok()
+}
+
+/// Items of metadata an import or creation could not apply, by item name,
+/// with how many paths each affected: warned about once with the count.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Unapplied(pub std::collections::BTreeMap<&'static str, (u64, String)>);
+
+impl Unapplied {
+    pub fn note(&mut self, item: &'static str, why: String) {
+        let slot = self.0.entry(item).or_insert((0, why));
+        slot.0 += 1;
+    }
+
+    pub fn merge(&mut self, other: Unapplied) {
+        for (item, (count, why)) in other.0 {
+            let slot = self.0.entry(item).or_insert((0, why));
+            slot.0 += count;
+        }
+    }
+
+    /// One line per item, e.g. "owner not applied to 12 paths: Operation
+    /// not permitted (not running as root)".
+    pub fn lines(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|(item, (count, why))| {
+                let paths = if *count == 1 { "path" } else { "paths" };
+                format!("{item} not applied to {count} {paths}: {why}")
+            })
+            .collect()
+    }
+}
+
+/// Applies the metadata of `ext` that `preserve` keeps to the object at
+/// `path` (a name the caller proved inside the replica; a `/proc/self/fd`
+/// path of an `O_PATH` handle, so it is followed to exactly that object),
+/// then `mode` (after the owner: `chown` clears setuid bits) for files and
+/// directories. What cannot be applied is counted in `unapplied`, never an
+/// error: the content is in place either way.
+#[allow(clippy::too_many_arguments)]
+pub fn apply(
+    path: &Path,
+    ext: &Extensions,
+    mode: Option<u32>,
+    is_symlink: bool,
+    is_dir: bool,
+    preserve: &Preserve,
+    names: &mut Names,
+    unapplied: &mut Unapplied,
+) -> io::Result<()> {
+    let stat = rustix::fs::stat(path).map_err(io::Error::from)?;
+    if let (true, Some(owner)) = (preserve.owner || preserve.group, owner(ext)) {
+        let uid = owner
+            .user
+            .as_ref()
+            .filter(|_| preserve.owner)
+            .map(|who| names.local_uid(who, preserve.numeric_ids))
+            .filter(|uid| *uid != stat.st_uid);
+        let gid = owner
+            .group
+            .as_ref()
+            .filter(|_| preserve.group)
+            .map(|who| names.local_gid(who, preserve.numeric_ids))
+            .filter(|gid| *gid != stat.st_gid);
+        if uid.is_some() || gid.is_some() {
+            let result = rustix::fs::chown(
+                path,
+                uid.map(rustix::fs::Uid::from_raw),
+                gid.map(rustix::fs::Gid::from_raw),
+            );
+            if let Err(errno) = result {
+                let why = io::Error::from(errno).to_string();
+                if uid.is_some() {
+                    unapplied.note("owner", why.clone());
+                }
+                if gid.is_some() {
+                    unapplied.note("group", why);
+                }
+            }
+        }
+    }
+    if preserve.xattrs {
+        let wanted: Xattrs = ext
+            .get(keys::XATTRS)
+            .and_then(|bytes| postcard::from_bytes(bytes).ok())
+            .unwrap_or_default();
+        let present: Vec<std::ffi::OsString> = match xattr::list_deref(path) {
+            Ok(list) => list.collect(),
+            Err(err) if unsupported(&err) => Vec::new(),
+            Err(err) => return Err(err),
+        };
+        for name in &present {
+            let bytes = std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str());
+            if bytes.starts_with(b"system.") || wanted.iter().any(|(n, _)| n == bytes) {
+                continue;
+            }
+            if let Err(err) = xattr::remove_deref(path, name) {
+                unapplied.note("xattrs", err.to_string());
+            }
+        }
+        for (name, value) in &wanted {
+            let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
+            if xattr::get_deref(path, name).ok().flatten().as_deref() == Some(value.as_slice()) {
+                continue;
+            }
+            if let Err(err) = xattr::set_deref(path, name, value) {
+                unapplied.note("xattrs", err.to_string());
+            }
+        }
+    }
+    if preserve.acls && !is_symlink {
+        let mut put = |attr: &str, key: u32| {
+            let wanted: Option<Acl> = ext.get(key).and_then(|b| postcard::from_bytes(b).ok());
+            let now = xattr::get_deref(path, attr).ok().flatten();
+            let result = match wanted {
+                Some(acl) => {
+                    let bytes = encode_acl(&acl, names, preserve.numeric_ids);
+                    if now.as_deref() == Some(bytes.as_slice()) {
+                        return;
+                    }
+                    xattr::set_deref(path, attr, &bytes)
+                }
+                None if now.is_some() => xattr::remove_deref(path, attr),
+                None => return,
+            };
+            if let Err(err) = result {
+                unapplied.note("acls", err.to_string());
+            }
+        };
+        put(ACL_XATTR_ACCESS, keys::ACL_ACCESS);
+        if is_dir {
+            put(ACL_XATTR_DEFAULT, keys::ACL_DEFAULT);
+        }
+    }
+    if let (Some(mode), false) = (mode, is_symlink) {
+        let now = rustix::fs::stat(path).map_err(io::Error::from)?;
+        if now.st_mode & 0o7777 != mode & 0o7777 {
+            rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode & 0o7777))
+                .map_err(io::Error::from)?;
+        }
+    }
+    Ok(())
+}
+
+/// `ext` without the keys this version observes on disk: what a scan
+/// carries over from the recorded state.
+pub fn without_observed(ext: &Extensions) -> Extensions {
+    let mut out = Extensions::default();
+    for entry in ext.iter() {
+        if !keys::OBSERVED.contains(&entry.key) {
+            out.insert(entry.key, entry.value.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acl_attribute_round_trips_by_number() {
+        // user::rw-, user:4242:r--, group::r--, mask::r--, other::---
+        let mut bytes = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (1u16, 6u16, u32::MAX),
+            (2, 4, 4242),
+            (4, 4, u32::MAX),
+            (16, 4, u32::MAX),
+            (32, 0, u32::MAX),
+        ] {
+            bytes.extend_from_slice(&tag.to_le_bytes());
+            bytes.extend_from_slice(&perm.to_le_bytes());
+            bytes.extend_from_slice(&id.to_le_bytes());
+        }
+        let mut names = Names::default();
+        let acl = decode_acl(&bytes, &mut names, true).unwrap();
+        assert_eq!(acl.len(), 5);
+        assert_eq!(
+            acl[1].who,
+            Some(Principal {
+                id: 4242,
+                name: None
+            })
+        );
+        assert_eq!(encode_acl(&acl, &mut names, true), bytes);
+        assert!(decode_acl(&bytes[..7], &mut names, true).is_none());
+    }
+
+    #[test]
+    fn preserve_names_are_checked() {
+        let p = Preserve::from_names(&["owner".into(), "acls".into()], false).unwrap();
+        assert!(p.owner && p.acls && !p.group && !p.xattrs);
+        assert_eq!(
+            p.keys(),
+            vec![keys::OWNER, keys::ACL_ACCESS, keys::ACL_DEFAULT]
+        );
+        let err = Preserve::from_names(&["acl".into()], false).unwrap_err();
+        assert!(err.contains("\"acl\""), "{err}");
+    }
+}

@@ -1,0 +1,441 @@
+//! System trees (issue 14): owners and groups (also ids without names),
+//! setgid directories, hard-link sets, POSIX ACLs, extended attributes,
+//! FIFOs and device nodes, directory and symlink times, sparse files and
+//! times before 1970 survive creation and updates, as rsync judges them.
+//!
+//! rsync (`-aHAXc --numeric-ids`), setfacl and setfattr are the
+//! independent judges and tools; a machine without them, or a run that is
+//! not root where root is needed, skips with a message (CI runs as root and
+//! installs them: .ci/run).
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
+
+use crate::helpers::*;
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+fn skip_without_tools() -> bool {
+    for tool in ["rsync", "setfacl", "setfattr", "setpriv"] {
+        if !have(tool) {
+            eprintln!(
+                "SKIPPED: {tool} is not installed (apt-get install rsync acl attr util-linux)"
+            );
+            return true;
+        }
+    }
+    false
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Runs a shell script in `dir`; it must succeed.
+fn sh(dir: &Path, script: &str) {
+    let out = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What `rsync -n -i` would change to make `dst` like `src`, less the
+/// state folder and the replica roots themselves (not replicated paths:
+/// the state folder lives in them), and less `extra` excludes.
+fn rsync_differences(flags: &str, src: &Path, dst: &Path, extra: &[&str]) -> Vec<String> {
+    let mut command = Command::new("rsync");
+    command.args(flags.split_whitespace()).args([
+        "--dry-run",
+        "--itemize-changes",
+        "--delete",
+        "--exclude=/.syncreplica",
+    ]);
+    for pattern in extra {
+        command.arg(format!("--exclude={pattern}"));
+    }
+    let out = command
+        .arg(format!("{}/", src.display()))
+        .arg(format!("{}/", dst.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rsync: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| !line.ends_with(" ./"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The tree of the issue, made with the system's own tools. `root`: as
+/// root (owners, security.* attributes, a device node).
+fn build_tree(dir: &Path, root: bool) {
+    let privileged = if root {
+        "chown root:4343 sg
+         chown 4242:4343 etc/unmapped
+         chown 1000:1000 etc/user-file
+         chown 0:42 etc/shadow
+         setfattr -n security.test -v sec etc/shadow
+         mknod etc/null c 1 3"
+    } else {
+        ""
+    };
+    sh(
+        dir,
+        &format!(
+            "mkdir -p etc/sub sg/deep
+             printf 'root:x:0:\\n' > etc/shadow
+             chmod 640 etc/shadow
+             echo unmapped > etc/unmapped
+             echo user > etc/user-file
+             echo linked > etc/hosts-a
+             ln etc/hosts-a etc/hosts-b
+             ln etc/hosts-a sg/hosts-c
+             echo acl > etc/acl-file
+             setfacl -m u:4242:r,g:4343:rw etc/acl-file
+             setfacl -d -m u:4242:rx etc/sub
+             setfattr -n user.note -v hello etc/unmapped
+             mkfifo etc/initctl
+             ln -s ../etc/unmapped sg/link
+             truncate -s 3M sparse.img
+             printf tail >> sparse.img
+             echo old > old.txt
+             touch -d '1960-05-05 10:00:00' old.txt
+             chmod 2775 sg
+             {privileged}
+             touch -h -d '2001-01-01 01:01:01' sg/link
+             touch -d '2002-02-02' sg/deep etc/sub etc sg"
+        ),
+    );
+}
+
+/// Changes each kind of metadata (and a hard-link set) at `dir`.
+fn change_metadata(dir: &Path, root: bool) {
+    let privileged = if root {
+        "chown 4343:4242 etc/shadow
+         chgrp 42 etc/unmapped
+         setfattr -n security.test -v changed etc/shadow"
+    } else {
+        ""
+    };
+    sh(
+        dir,
+        &format!(
+            "chmod 600 etc/user-file
+             setfacl -m u:4242:rw etc/acl-file
+             setfacl -d -m g:4343:r etc/sub
+             setfattr -x user.note etc/unmapped
+             setfattr -n user.new -v 1 etc/hosts-a
+             echo more >> etc/hosts-b
+             ln etc/hosts-a etc/sub/hosts-d
+             rm sg/hosts-c
+             echo own > sg/hosts-c
+             rm etc/initctl
+             mkfifo etc/fifo2
+             {privileged}
+             touch -h -d '2003-03-03' sg/link
+             touch -d '1950-01-01' old.txt
+             touch -d '2004-04-04' etc/sub sg/deep etc sg"
+        ),
+    );
+}
+
+fn mkreplica_to(cwd: &Path, root: &Path, packets: &Path) -> Run {
+    run(
+        cwd,
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            root.as_os_str(),
+            packets.as_os_str(),
+        ],
+    )
+}
+
+#[test]
+fn a_system_tree_arrives_as_rsync_ahax_keeps_it_after_creation_and_updates() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (owners, security.* attributes, device nodes)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build_tree(&src, true);
+    init(&src, "alpha");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&src, &out, "beta").ok();
+    let dst = dir.path().join("dst");
+    mkreplica_to(dir.path(), &dst, &out).ok();
+    let flags = "-aHAXc --numeric-ids";
+    assert_eq!(
+        rsync_differences(flags, &src, &dst, &[]),
+        Vec::<String>::new(),
+        "after creation"
+    );
+
+    change_metadata(&src, true);
+    let status = run(&src, "syncreplica", ["-status"]).ok();
+    for path in ["etc/shadow", "etc/acl-file", "etc/unmapped", "sg/link"] {
+        assert!(
+            status.stdout.contains(path),
+            "-status misses {path}:\n{}",
+            status.stdout
+        );
+    }
+    run(&src, "syncreplica", ["-record"]).ok();
+    let packets = dir.path().join("update");
+    std::fs::create_dir(&packets).unwrap();
+    export_to(&src, &packets, &["beta"], &[]).ok();
+    let imported = import_from(&dst, &[&packets]).ok();
+    assert!(
+        !imported.stdout.contains("not applied") && !imported.stderr.contains("not applied"),
+        "{}{}",
+        imported.stdout,
+        imported.stderr
+    );
+    assert_eq!(
+        rsync_differences(flags, &src, &dst, &[]),
+        Vec::<String>::new(),
+        "after the update"
+    );
+    // Metadata-only changes travel without content.
+    let listing = run(&src, "lspacket", [packets.as_os_str()]).ok();
+    assert!(!listing.stdout.is_empty());
+    // Nothing the import did looks like a local change there.
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to make the source tree and switch to an unprivileged user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    sh(dir.path(), "chmod 755 .");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build_tree(&src, true);
+    init(&src, "alpha");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&src, &out, "beta").ok();
+    // The new member's user (nobody) owns its directory and can read the packet.
+    let home = dir.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    sh(
+        dir.path(),
+        "chown 65534:65534 nobody && chmod -R a+rX creation",
+    );
+    let dst = home.join("dst");
+    let created = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(binary_path("mkreplica"))
+        .arg("-import")
+        .arg("-replica")
+        .arg(&dst)
+        .arg(&out)
+        .current_dir(&home)
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&created.stdout),
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert!(created.status.success(), "{said}");
+    // The device node is recorded, not made, and said so.
+    assert!(said.contains("1 special files"), "{said}");
+    assert!(!dst.join("etc/null").exists());
+    // Content, modes, times, hard links, ACLs, user.* attributes and the
+    // FIFO as at the source; owners are this user's, security.* and the
+    // device node are not there (a user cannot make them).
+    let differences = rsync_differences("-rlptHAc --specials", &src, &dst, &["/etc/null"]);
+    assert_eq!(differences, Vec::<String>::new());
+    let note = Command::new("getfattr")
+        .args(["-n", "user.note", "--only-values"])
+        .arg(dst.join("etc/unmapped"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&note.stdout), "hello");
+    // Its scan sees nothing changed: what it could not apply is not a
+    // local change to send back.
+    let status = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(binary_path("syncreplica"))
+        .arg("-status")
+        .current_dir(&dst)
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("no changes to record"), "{status}");
+}
+
+#[test]
+fn host_local_files_are_excluded_before_the_creation_import_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("etc");
+    std::fs::create_dir(&src).unwrap();
+    for (path, content) in [
+        ("hosts", "10.0.0.1 old\n"),
+        ("fstab", "nfs\n"),
+        ("passwd", "root\n"),
+    ] {
+        write(&src, path, content);
+    }
+    init(&src, "source");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&src, &out, "target").ok();
+    let dst = dir.path().join("target-etc");
+    run(
+        dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-exclude".as_ref(),
+            "/hosts".as_ref(),
+            "-exclude".as_ref(),
+            "/fstab".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(dst.join("passwd").exists());
+    assert!(!dst.join("hosts").exists() && !dst.join("fstab").exists());
+    let config = std::fs::read_to_string(dst.join(".syncreplica/config.toml")).unwrap();
+    assert!(
+        config.contains("exclude = [\"/hosts\", \"/fstab\"]"),
+        "{config}"
+    );
+    // The host's own files, made later, stay local.
+    write(&dst, "hosts", "10.0.0.2 new\n");
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+
+    // At the source: a pattern naming the root's absolute path is taken
+    // relative to the root, with a hint; one matching nothing is warned about.
+    let absolute = std::fs::canonicalize(&src).unwrap().join("hosts");
+    set_excludes(&src, &[absolute.to_str().unwrap(), "/no-such-file"]);
+    let status = run(&src, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stderr.contains("taken as \"/hosts\""),
+        "{}",
+        status.stderr
+    );
+    assert!(
+        status
+            .stderr
+            .contains("/no-such-file: exclude pattern matches nothing in this tree"),
+        "{}",
+        status.stderr
+    );
+    assert!(
+        status.stdout.contains("now excluded:  hosts"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn members_that_preserve_different_metadata_raise_no_false_alarm_and_keep_each_others() {
+    if !have("setfattr") || !have("getfattr") {
+        eprintln!("SKIPPED: setfattr/getfattr are not installed (apt-get install attr)");
+        return;
+    }
+    let fam = family(
+        &["boston", "lambik"],
+        &[("a.txt", "a\n"), ("docs/b.txt", "b\n")],
+    );
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    // lambik keeps nothing beyond content, mode and times.
+    let config = lambik.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\npreserve = []\n")).unwrap();
+
+    sh(&boston, "setfattr -n user.origin -v boston a.txt");
+    run(&boston, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&boston, &out, &["lambik"], &[]).ok();
+    let imported = import_from(&lambik, &[&out]).ok();
+    assert!(
+        imported.stdout.contains("verified in step with boston"),
+        "{}{}",
+        imported.stdout,
+        imported.stderr
+    );
+    // lambik does not keep the attribute, and does not take its absence
+    // for a change of its own.
+    let status = run(&lambik, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+
+    // lambik edits the file: the attribute it carried comes back intact.
+    write(&lambik, "a.txt", "a, edited at lambik\n");
+    run(&lambik, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("2");
+    export_to(&lambik, &out, &["boston"], &[]).ok();
+    let imported = import_from(&boston, &[&out]).ok();
+    assert!(
+        imported.stdout.contains("verified in step with lambik"),
+        "{}{}",
+        imported.stdout,
+        imported.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(boston.join("a.txt")).unwrap(),
+        "a, edited at lambik\n"
+    );
+    let attr = Command::new("getfattr")
+        .args(["-n", "user.origin", "--only-values"])
+        .arg(boston.join("a.txt"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&attr.stdout), "boston");
+    let status = run(&boston, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+}
