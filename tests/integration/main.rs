@@ -16,6 +16,8 @@ mod hostile;
 mod interrupted;
 mod man_pages;
 mod readonly;
+#[cfg(feature = "s3")]
+mod s3_bays;
 mod shipping;
 mod soak;
 mod sparse;
