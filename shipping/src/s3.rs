@@ -219,7 +219,7 @@ impl S3Store {
         if !name.starts_with(".lock") {
             check_name(&self.describe(), name)?;
         }
-        Ok(self.prefix_path().child(name))
+        Ok(self.prefix_path().join(name))
     }
 
     fn prefix_path(&self) -> ObjectPath {
@@ -641,6 +641,8 @@ impl BayStore for S3Store {
                 .map_err(|e| self.err(name, e))?;
             return Ok(read as u64);
         }
+        // WriteMultipart spawns each part's upload on the current runtime.
+        let _runtime = self.runtime.enter();
         let upload = self
             .block_on(self.store.put_multipart(&key))
             .map_err(|e| self.err(name, e))?;

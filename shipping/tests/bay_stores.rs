@@ -375,14 +375,29 @@ mod s3_only {
             drop(held);
             rx.recv_timeout(Duration::from_secs(20)).unwrap();
         });
-        // A holder that died: its lease (1 s) runs out and is taken over.
-        let dead = store.take_lock(".lock", Duration::from_secs(1)).unwrap();
-        std::mem::forget(dead);
+        // A holder that died: its lease ran out two seconds ago, and is
+        // taken over at once.
+        let expired = chrono::Utc::now().timestamp() - 2;
+        store
+            .write(".lock", format!("holder = \"dead:1\"\nexpires = {expired}\n").as_bytes())
+            .unwrap();
         let started = std::time::Instant::now();
         let taken = store.take_lock(".lock", Duration::from_secs(30)).unwrap();
-        assert!(started.elapsed() >= Duration::from_millis(500));
+        assert!(started.elapsed() < Duration::from_secs(10));
         assert!(!taken.lost());
-        drop(taken);
+        // A live holder's lease is not taken over.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            let store = &store;
+            scope.spawn(move || {
+                let next = store.take_lock(".lock", Duration::from_secs(30)).unwrap();
+                tx.send(()).unwrap();
+                drop(next);
+            });
+            assert!(rx.recv_timeout(Duration::from_millis(1500)).is_err());
+            drop(taken);
+            rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        });
         s3::assert_nothing_else(&store);
     }
 
