@@ -350,21 +350,29 @@ impl BayStore for DirStore {
 pub struct MemStore {
     label: String,
     entries: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
-    locks: Arc<(Mutex<std::collections::BTreeSet<String>>, std::sync::Condvar)>,
+    locks: Arc<(
+        Mutex<std::collections::BTreeSet<String>>,
+        std::sync::Condvar,
+    )>,
     /// When each entry was written.
     times: Arc<Mutex<BTreeMap<String, chrono::DateTime<chrono::Utc>>>>,
 }
 
 /// A lock of a [`MemStore`], released when dropped.
 struct MemLock {
-    locks: Arc<(Mutex<std::collections::BTreeSet<String>>, std::sync::Condvar)>,
+    locks: Arc<(
+        Mutex<std::collections::BTreeSet<String>>,
+        std::sync::Condvar,
+    )>,
     name: String,
 }
 
 impl Drop for MemLock {
     fn drop(&mut self) {
         let (held, released) = &*self.locks;
-        held.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.name);
+        held.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.name);
         released.notify_all();
     }
 }
@@ -528,7 +536,12 @@ fn open_s3_bay(class: &crate::config::S3Class, bay: Bay) -> Result<Box<dyn BaySt
     static CLIENTS: Mutex<Vec<(String, S3Store)>> = Mutex::new(Vec::new());
     let service = format!(
         "{:?} {:?} {} {:?} {:?} {}",
-        class.endpoint, class.region, class.allow_http, class.profile, class.lease_seconds, parsed.bucket
+        class.endpoint,
+        class.region,
+        class.allow_http,
+        class.profile,
+        class.lease_seconds,
+        parsed.bucket
     );
     let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, client)) = clients.iter().find(|(key, _)| *key == service) {

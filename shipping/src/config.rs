@@ -602,12 +602,7 @@ impl RawConfig {
             classes: self
                 .classes
                 .into_iter()
-                .map(|(Name(name), class)| {
-                    (
-                        name,
-                        class.into_class(),
-                    )
-                })
+                .map(|(Name(name), class)| (name, class.into_class()))
                 .collect(),
             routes: self
                 .routes
@@ -786,7 +781,9 @@ fn check_s3_url(text: &str, rest: &str) -> Result<(), String> {
             .split('/')
             .any(|part| part.is_empty() || part == "." || part == "..")
     {
-        return Err(format!("{text:?}: the prefix has an empty, '.' or '..' part"));
+        return Err(format!(
+            "{text:?}: the prefix has an empty, '.' or '..' part"
+        ));
     }
     Ok(())
 }

@@ -465,7 +465,8 @@ impl Receiver<'_> {
         let path = match bay.local_dir() {
             Some(dir) => dir.join(name),
             None => {
-                copy = tempfile::NamedTempFile::new().map_err(|e| internal(format!("{name}: {e}")))?;
+                copy =
+                    tempfile::NamedTempFile::new().map_err(|e| internal(format!("{name}: {e}")))?;
                 let mut reader = bay.open(name).map_err(internal)?;
                 io::copy(&mut reader, &mut copy.as_file())
                     .map_err(|e| internal(format!("{name}: {e}")))?;

@@ -71,7 +71,9 @@ impl S3Url {
             || prefix.contains("//")
             || prefix.contains(['\\', '\0'])
         {
-            return Err(format!("{text:?}: the prefix has an empty, '.' or '..' part"));
+            return Err(format!(
+                "{text:?}: the prefix has an empty, '.' or '..' part"
+            ));
         }
         Ok(S3Url {
             bucket: bucket.to_string(),
@@ -298,7 +300,11 @@ impl S3Store {
         match attempt(first) {
             Ok(_) => Ok(true),
             Err(object_store::Error::Precondition { .. }) => {
-                let quoted = version.0.e_tag.as_deref().is_some_and(|t| t.starts_with('"'));
+                let quoted = version
+                    .0
+                    .e_tag
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with('"'));
                 if self.bare_etags.load(Ordering::Relaxed) || !quoted {
                     return Ok(false);
                 }
@@ -415,9 +421,11 @@ impl S3Lock {
                     // Dropped: release, if the lock is still ours.
                     _ => break,
                 }
-                let ours = store.read_versioned(&name).ok().flatten().filter(|(data, _)| {
-                    parse_lease(data).is_some_and(|(h, _)| h == holder)
-                });
+                let ours = store
+                    .read_versioned(&name)
+                    .ok()
+                    .flatten()
+                    .filter(|(data, _)| parse_lease(data).is_some_and(|(h, _)| h == holder));
                 let renewed = ours.is_some_and(|(_, version)| {
                     store
                         .replace_if(&name, lease_body(&holder, lease).as_bytes(), &version)
@@ -739,9 +747,18 @@ mod tests {
         let url = S3Url::parse("s3://bays/hub/default/").unwrap();
         assert_eq!(url.bucket, "bays");
         assert_eq!(url.prefix, "hub/default");
-        assert_eq!(url.join("outgoing").to_string(), "s3://bays/hub/default/outgoing");
+        assert_eq!(
+            url.join("outgoing").to_string(),
+            "s3://bays/hub/default/outgoing"
+        );
         assert_eq!(S3Url::parse("s3://bays").unwrap().prefix, "");
-        for bad in ["/srv/bays", "s3://", "s3://B/x", "s3://bays/a/../b", "s3://bays/a//b"] {
+        for bad in [
+            "/srv/bays",
+            "s3://",
+            "s3://B/x",
+            "s3://bays/a/../b",
+            "s3://bays/a//b",
+        ] {
             assert!(S3Url::parse(bad).is_err(), "{bad}");
         }
     }

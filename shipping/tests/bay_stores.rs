@@ -31,7 +31,12 @@ mod s3 {
 
     pub fn fresh_store() -> Option<S3Store> {
         let server = test_support::s3_server()?;
-        let url = S3Url::parse(&format!("s3://{}/bay-stores/{}", server.bucket, unique_id())).unwrap();
+        let url = S3Url::parse(&format!(
+            "s3://{}/bay-stores/{}",
+            server.bucket,
+            unique_id()
+        ))
+        .unwrap();
         let options = S3Options {
             endpoint: Some(server.endpoint.clone()),
             region: Some(server.region.clone()),
@@ -379,7 +384,10 @@ mod s3_only {
         // taken over at once.
         let expired = chrono::Utc::now().timestamp() - 2;
         store
-            .write(".lock", format!("holder = \"dead:1\"\nexpires = {expired}\n").as_bytes())
+            .write(
+                ".lock",
+                format!("holder = \"dead:1\"\nexpires = {expired}\n").as_bytes(),
+            )
             .unwrap();
         let started = std::time::Instant::now();
         let taken = store.take_lock(".lock", Duration::from_secs(30)).unwrap();
@@ -408,7 +416,10 @@ mod s3_only {
         };
         let size = 20 << 20;
         let mut source = test_support::seeded_bytes_reader(7, size);
-        assert_eq!(store.write_from("big.zip", &mut source).unwrap(), size as u64);
+        assert_eq!(
+            store.write_from("big.zip", &mut source).unwrap(),
+            size as u64
+        );
         assert_eq!(store.size("big.zip").unwrap(), size as u64);
         let mut back = store.open("big.zip").unwrap();
         let mut expected = test_support::seeded_bytes_reader(7, size);
@@ -422,8 +433,13 @@ mod s3_only {
             assert!(a[..n] == b[..n]);
         }
         drop(back);
-        let err = store.write_from("cut.zip", &mut Failing(12 << 20)).unwrap_err();
-        assert!(err.to_string().contains("the stick was pulled out"), "{err}");
+        let err = store
+            .write_from("cut.zip", &mut Failing(12 << 20))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("the stick was pulled out"),
+            "{err}"
+        );
         assert!(!store.exists("cut.zip").unwrap());
         store.remove("big.zip").unwrap();
         s3::assert_nothing_else(&store);

@@ -207,7 +207,12 @@ impl Hub {
     /// Every packet of `count` reached both receivers, each stored once.
     fn assert_all_arrived(&self, count: usize) {
         for (_, incoming) in [&self.ship, &self.lab] {
-            assert_eq!(packet_files(incoming).len(), count, "{}", incoming.display());
+            assert_eq!(
+                packet_files(incoming).len(),
+                count,
+                "{}",
+                incoming.display()
+            );
         }
     }
 }
@@ -262,12 +267,23 @@ fn three_servers_share_one_s3_bay_and_deliver_each_packet_exactly_once() {
     // the administrator was told once.
     let name = expiring.file_name().unwrap().to_str().unwrap();
     let returned = store(&hub.server, &hub.prefix, "return").list().unwrap();
-    assert_eq!(returned, [name.to_string(), format!("{name}.order")], "{logs}");
+    assert_eq!(
+        returned,
+        [name.to_string(), format!("{name}.order")],
+        "{logs}"
+    );
     let told = std::fs::read_to_string(&hub.notified).unwrap();
     assert_eq!(told.lines().collect::<Vec<_>>(), [name], "{logs}");
-    assert_eq!(logs.matches(&format!("expired {name}")).count(), 1, "{logs}");
+    assert_eq!(
+        logs.matches(&format!("expired {name}")).count(),
+        1,
+        "{logs}"
+    );
     // Nothing is left in the shared bay: no packet, no lock.
-    assert_eq!(hub.outgoing().list_all_keys().unwrap(), Vec::<String>::new());
+    assert_eq!(
+        hub.outgoing().list_all_keys().unwrap(),
+        Vec::<String>::new()
+    );
 
     // lspacket lists the return bay's packet with its order, by its
     // s3:// name.
@@ -294,7 +310,11 @@ fn servers_killed_and_restarted_at_random_lose_nothing_and_store_nothing_twice()
     let deadline = Instant::now() + Duration::from_secs(900);
     let mut kills = 0;
     while hub.orders_left() > 0 {
-        assert!(Instant::now() < deadline, "{} orders left", hub.orders_left());
+        assert!(
+            Instant::now() < deadline,
+            "{} orders left",
+            hub.orders_left()
+        );
         std::thread::sleep(Duration::from_millis(300 + rng.below(1500) as u64));
         if kills < 12 {
             let victim = rng.below(servers.len());
@@ -348,7 +368,12 @@ fn import_receive_reads_an_s3_incoming_bay() {
         .arg(format!("{}/packets/{name}", receiving.url()))
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&answer.stdout), "201", "{}", receiving.log());
+    assert_eq!(
+        String::from_utf8_lossy(&answer.stdout),
+        "201",
+        "{}",
+        receiving.log()
+    );
     drop(receiving);
     let incoming = store(&server, &prefix, "bay/incoming");
     assert_eq!(incoming.list().unwrap(), [name]);
@@ -359,7 +384,11 @@ fn import_receive_reads_an_s3_incoming_bay() {
         ["-import", "-receive", "-shipconf", conf.to_str().unwrap()],
     )
     .ok();
-    assert!(imported.stdout.contains("Applied packet"), "{}", imported.stdout);
+    assert!(
+        imported.stdout.contains("Applied packet"),
+        "{}",
+        imported.stdout
+    );
     assert_eq!(
         tree_listing(&fam.root("ship")),
         tree_listing(&fam.root("boston"))
