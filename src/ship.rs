@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use shipping::bay::{BayStore, DirStore};
+use shipping::bay::{open_bay, Bay, BayStore};
 use shipping::order::{format_time, order_name, ShippingOrder};
 use shipping::poll::{PassReport, Shipper};
 use shipping::{ConfigSource, ShippingConfig, DEFAULT_STORAGE_CLASS};
@@ -53,10 +53,57 @@ impl Shipping {
         Ok(())
     }
 
-    /// The outgoing bay of `class_name`, created if missing.
-    pub fn outgoing(&self, class_name: &str) -> Result<DirStore> {
+    /// The outgoing bay of `class_name`: a directory (created if
+    /// missing) or an S3 prefix.
+    pub fn outgoing(&self, class_name: &str) -> Result<Box<dyn BayStore>> {
         let class = self.config.class(class_name)?;
-        Ok(DirStore::create(class.outgoing_dir())?)
+        Ok(open_bay(class, Bay::Outgoing)?)
+    }
+
+    /// Where `-export -ship` writes its packets for class `class_name`:
+    /// the outgoing bay itself when it is a directory; for a bay on S3, a
+    /// local staging directory (packets are written there, then uploaded
+    /// whole by [`Shipping::upload_staged`] before their orders are made).
+    pub fn export_dir(&self, class_name: &str) -> Result<PathBuf> {
+        let outgoing = self.outgoing(class_name)?;
+        match outgoing.local_dir() {
+            Some(dir) => Ok(dir.to_path_buf()),
+            None => Ok(self.staging_dir(class_name)),
+        }
+    }
+
+    /// The staging directory of an S3 class's exports: kept between runs,
+    /// so parts an interrupted export left there are found and queued by
+    /// the next one.
+    fn staging_dir(&self, class_name: &str) -> PathBuf {
+        let base = directories::ProjectDirs::from("", "", "syncreplica")
+            .map(|dirs| dirs.data_local_dir().join("s3-staging"))
+            .unwrap_or_else(|| std::env::temp_dir().join("syncreplica-s3-staging"));
+        base.join(class_name)
+    }
+
+    /// Uploads packets `names` from the staging directory into the S3
+    /// outgoing bay of `class_name` and removes the staged files; nothing
+    /// for a directory bay (the export wrote them in place).
+    pub fn upload_staged(&self, class_name: &str, names: &[String]) -> Result<()> {
+        let outgoing = self.outgoing(class_name)?;
+        if outgoing.local_dir().is_some() {
+            return Ok(());
+        }
+        let staging = self.staging_dir(class_name);
+        for name in names {
+            let path = staging.join(name);
+            let mut file = std::fs::File::open(&path).map_err(|e| Error::Io {
+                path: path.clone(),
+                cause: e,
+            })?;
+            outgoing.write_from(name, &mut file)?;
+            std::fs::remove_file(&path).map_err(|e| Error::Io {
+                path: path.clone(),
+                cause: e,
+            })?;
+        }
+        Ok(())
     }
 
     /// Writes a shipping order for each packet already in the outgoing
@@ -74,7 +121,7 @@ impl Shipping {
         for (packet, destinations) in packets {
             let names: Vec<&str> = destinations.iter().map(String::as_str).collect();
             let mut order =
-                ShippingOrder::create(&outgoing, packet, class_name, class, &names, now)?;
+                ShippingOrder::create(outgoing.as_ref(), packet, class_name, class, &names, now)?;
             if let Some(expires) = expires {
                 order.expires = expires;
                 order.note(
@@ -82,7 +129,7 @@ impl Shipping {
                     &format!("expiry set to {} (-pexpire)", format_time(&expires)),
                 );
             }
-            order.save(&outgoing)?;
+            order.save(outgoing.as_ref())?;
             orders.push(order);
         }
         Ok(orders)
@@ -113,7 +160,22 @@ impl Shipping {
         sender: &crate::ops::Id,
     ) -> Result<Vec<(PathBuf, packet_format::Header, bool)>> {
         let outgoing = self.outgoing(class_name)?;
-        let listing = shipping::order::list_bay(&outgoing)?;
+        // An S3 bay's exports were staged locally: what an interrupted
+        // one left is there (none of it has an order).
+        let (dir, listing) = match outgoing.local_dir() {
+            Some(dir) => (
+                dir.to_path_buf(),
+                shipping::order::list_bay(outgoing.as_ref())?,
+            ),
+            None => {
+                let dir = self.staging_dir(class_name);
+                if !dir.is_dir() {
+                    return Ok(Vec::new());
+                }
+                let store = shipping::DirStore::new(&dir);
+                (dir, shipping::order::list_bay(&store)?)
+            }
+        };
         let mut found = Vec::new();
         let all = listing
             .unordered
@@ -124,7 +186,7 @@ impl Shipping {
             if !name.starts_with("sync_") {
                 continue;
             }
-            let path = outgoing.dir().join(name);
+            let path = dir.join(name);
             let exam = packet_format::examine_packet(&path, &[]);
             if let (None, Some(header)) = (exam.error, exam.header) {
                 if header.sender.id == *sender {
@@ -136,26 +198,87 @@ impl Shipping {
         Ok(found)
     }
 
-    /// The packet files waiting in the incoming bays of `classes`.
-    pub fn incoming_packets(&self, classes: &[String]) -> Result<Vec<PathBuf>> {
+    /// The packet files waiting in the incoming bays of `classes`. A
+    /// packet in an S3 incoming bay is streamed into a local staging
+    /// directory first (the import verifies it there before applying
+    /// anything); [`Fetched::settle`] then removes from the bucket what
+    /// the import consumed.
+    pub fn incoming_packets(&self, classes: &[String]) -> Result<(Vec<PathBuf>, Fetched)> {
         let mut files = Vec::new();
+        let mut fetched = Fetched::default();
         for class_name in classes {
             let class = self.config.class(class_name)?;
+            if class.s3.is_some() {
+                let incoming = open_bay(class, Bay::Incoming)?;
+                let staging = self.staging_dir(class_name).join("incoming");
+                std::fs::create_dir_all(&staging).map_err(|e| Error::Io {
+                    path: staging.clone(),
+                    cause: e,
+                })?;
+                let local = shipping::DirStore::new(&staging);
+                for name in incoming.list()? {
+                    if shipping::order::packet_of(&name).is_some() {
+                        continue;
+                    }
+                    let path = staging.join(&name);
+                    let have = std::fs::metadata(&path).map(|m| m.len()).ok();
+                    if have != Some(incoming.size(&name)?) {
+                        shipping::bay::copy_between(incoming.as_ref(), &name, &local, &name)?;
+                    }
+                    files.push(path.clone());
+                    fetched.entries.push((path, name, fetched.stores.len()));
+                }
+                fetched.stores.push(incoming);
+                continue;
+            }
             let dir = class.incoming_dir();
             if !dir.is_dir() {
                 continue;
             }
             files.extend(crate::sync::packets::collect_packet_files(&[dir])?);
         }
-        Ok(files)
+        files.sort();
+        files.dedup();
+        Ok((files, fetched))
+    }
+}
+
+/// Packets fetched from S3 incoming bays into local staging files.
+#[derive(Default)]
+pub struct Fetched {
+    stores: Vec<Box<dyn BayStore>>,
+    /// (local file, entry name in the bay, index of its store).
+    entries: Vec<(PathBuf, String, usize)>,
+}
+
+impl Fetched {
+    /// Removes from the bucket each packet whose staged copy the import
+    /// consumed (removed), and its order if it has one. Returns the
+    /// problems, one line each.
+    pub fn settle(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (path, name, store) in &self.entries {
+            if path.exists() {
+                continue;
+            }
+            let store = &self.stores[*store];
+            for entry in [name.clone(), order_name(name)] {
+                match store.remove(&entry) {
+                    Ok(()) => {}
+                    Err(err) if err.is_not_found() => {}
+                    Err(err) => problems.push(err.to_string()),
+                }
+            }
+        }
+        problems
     }
 }
 
 /// What `mkorder` did with one packet.
 pub struct Submitted {
     pub order: ShippingOrder,
-    /// Where the packet now waits.
-    pub bay: PathBuf,
+    /// Where the packet now waits: a directory or `s3://bucket/prefix`.
+    pub bay: String,
 }
 
 /// `mkorder`: copies (or, without `copy`, moves) each packet file into
@@ -173,7 +296,11 @@ pub fn submit_files(
 ) -> Result<Vec<Submitted>> {
     // Looked at, not created: a refused submission leaves no new bay
     // behind. It is created once every packet has passed its checks.
-    let outgoing = DirStore::new(shipping.config.class(class_name)?.outgoing_dir());
+    let class = shipping.config.class(class_name)?;
+    let outgoing: Box<dyn BayStore> = match &class.s3 {
+        None => Box::new(shipping::DirStore::new(class.outgoing_dir())),
+        Some(_) => open_bay(class, Bay::Outgoing)?,
+    };
     let mut planned: Vec<(PathBuf, String, Vec<String>, bool)> = Vec::new();
     for file in files {
         let name = file
@@ -235,7 +362,7 @@ pub fn submit_files(
         let in_place = file
             .parent()
             .and_then(|dir| dir.canonicalize().ok())
-            .zip(outgoing.dir().canonicalize().ok())
+            .zip(outgoing.local_dir().and_then(|d| d.canonicalize().ok()))
             .is_some_and(|(dir, bay)| dir == bay);
         let queued = outgoing.exists(&order_name(&name))?;
         if queued || (!in_place && outgoing.exists(&name)?) {
@@ -282,7 +409,7 @@ pub fn submit_files(
         }
         submitted.push(Submitted {
             order,
-            bay: outgoing.dir().to_path_buf(),
+            bay: outgoing.describe(),
         });
     }
     Ok(submitted)

@@ -110,6 +110,22 @@ pub trait BayStore: Send + Sync {
         self.remove(name)
     }
 
+    /// When the entry was last written.
+    fn modified(&self, name: &str) -> Result<chrono::DateTime<chrono::Utc>>;
+
+    /// Takes the lock `name` (one of [`PASS_LOCK`], [`ENTRIES_LOCK`]) of
+    /// this bay, waiting for it; released when the guard is dropped. A
+    /// directory takes a flock on a file, an S3 bay a lease object (see
+    /// FORMAT.md), memory a lock in the process.
+    fn lock(&self, name: &str) -> Result<Box<dyn Send>>;
+
+    /// The S3 store behind this one, when it is one: its create-only and
+    /// compare-and-swap writes.
+    #[cfg(feature = "s3")]
+    fn s3(&self) -> Option<&crate::s3::S3Store> {
+        None
+    }
+
     /// An error about entry `name` of this store.
     fn error(&self, name: &str, cause: io::Error) -> Error {
         Error::Bay {
@@ -222,6 +238,18 @@ impl BayStore for DirStore {
         Some(&self.dir)
     }
 
+    fn lock(&self, name: &str) -> Result<Box<dyn Send>> {
+        Ok(Box::new(DirLock::take(&self.dir, name)?))
+    }
+
+    fn modified(&self, name: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+        let path = self.path(name)?;
+        std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map(chrono::DateTime::from)
+            .map_err(|e| self.error(name, e))
+    }
+
     fn list(&self) -> Result<Vec<String>> {
         let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let mut names = Vec::new();
@@ -322,6 +350,31 @@ impl BayStore for DirStore {
 pub struct MemStore {
     label: String,
     entries: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    locks: Arc<(
+        Mutex<std::collections::BTreeSet<String>>,
+        std::sync::Condvar,
+    )>,
+    /// When each entry was written.
+    times: Arc<Mutex<BTreeMap<String, chrono::DateTime<chrono::Utc>>>>,
+}
+
+/// A lock of a [`MemStore`], released when dropped.
+struct MemLock {
+    locks: Arc<(
+        Mutex<std::collections::BTreeSet<String>>,
+        std::sync::Condvar,
+    )>,
+    name: String,
+}
+
+impl Drop for MemLock {
+    fn drop(&mut self) {
+        let (held, released) = &*self.locks;
+        held.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.name);
+        released.notify_all();
+    }
 }
 
 impl MemStore {
@@ -329,6 +382,8 @@ impl MemStore {
         MemStore {
             label: label.to_string(),
             entries: Arc::default(),
+            locks: Arc::default(),
+            times: Arc::default(),
         }
     }
 
@@ -344,6 +399,30 @@ impl MemStore {
 impl BayStore for MemStore {
     fn describe(&self) -> String {
         format!("memory:{}", self.label)
+    }
+
+    fn lock(&self, name: &str) -> Result<Box<dyn Send>> {
+        let (held, released) = &*self.locks;
+        let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
+        while held.contains(name) {
+            held = released.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+        held.insert(name.to_string());
+        drop(held);
+        Ok(Box::new(MemLock {
+            locks: self.locks.clone(),
+            name: name.to_string(),
+        }))
+    }
+
+    fn modified(&self, name: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+        check_name(&self.describe(), name)?;
+        if !self.entries().contains_key(name) {
+            return Err(self.missing(name));
+        }
+        let times = self.times.lock().unwrap_or_else(|e| e.into_inner());
+        // An entry renamed keeps no time of its own: the epoch (old).
+        Ok(times.get(name).copied().unwrap_or_default())
     }
 
     fn list(&self) -> Result<Vec<String>> {
@@ -381,6 +460,10 @@ impl BayStore for MemStore {
             .map_err(|e| self.error(name, e))?;
         let written = data.len() as u64;
         self.entries().insert(name.to_string(), data);
+        self.times
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), chrono::Utc::now());
         Ok(written)
     }
 
@@ -400,6 +483,92 @@ impl BayStore for MemStore {
         entries.insert(to.to_string(), data);
         Ok(())
     }
+}
+
+/// One bay of a storage class: its directory (created if missing) or,
+/// for a class on S3, its prefix. The first time a process opens an S3
+/// bay it checks that the service honours conditional writes.
+pub fn open_bay(class: &StorageClass, bay: Bay) -> Result<Box<dyn BayStore>> {
+    let dir = || match bay {
+        Bay::Outgoing => class.outgoing_dir(),
+        Bay::Incoming => class.incoming_dir(),
+        Bay::Return => class.return_dir(),
+    };
+    match &class.s3 {
+        None => Ok(Box::new(DirStore::create(dir())?)),
+        Some(s3) if bay == Bay::Return && s3.return_url.is_none() => {
+            Ok(Box::new(DirStore::create(dir())?))
+        }
+        Some(s3) => open_s3_bay(s3, bay),
+    }
+}
+
+#[cfg(feature = "s3")]
+fn open_s3_bay(class: &crate::config::S3Class, bay: Bay) -> Result<Box<dyn BayStore>> {
+    use crate::s3::{S3Options, S3Store, S3Url};
+    let bad = |url: &str, message: String| Error::S3 {
+        bay: url.to_string(),
+        message,
+    };
+    let url = match bay {
+        Bay::Return => class.return_url.clone().unwrap_or_default(),
+        _ => class.storage_url.clone(),
+    };
+    let mut parsed = S3Url::parse(&url).map_err(|m| bad(&url, m))?;
+    if bay != Bay::Return {
+        parsed = parsed.join(bay.name());
+    }
+    if let Some(endpoint) = &class.endpoint {
+        if endpoint.starts_with("http://") && !class.allow_http {
+            return Err(bad(
+                &url,
+                format!(
+                    "endpoint {endpoint} is plain HTTP: credentials and packets would cross \
+                     the network unencrypted; use https://, or set allow_http = true in the \
+                     class when the service is on this host or a trusted network"
+                ),
+            ));
+        }
+    }
+    // One client (connection pool and runtime) per service and bucket for
+    // the whole process, checked once for conditional writes; each bay is
+    // a view of it.
+    static CLIENTS: Mutex<Vec<(String, S3Store)>> = Mutex::new(Vec::new());
+    let service = format!(
+        "{:?} {:?} {} {:?} {:?} {}",
+        class.endpoint,
+        class.region,
+        class.allow_http,
+        class.profile,
+        class.lease_seconds,
+        parsed.bucket
+    );
+    let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, client)) = clients.iter().find(|(key, _)| *key == service) {
+        return Ok(Box::new(client.sibling(&parsed)));
+    }
+    let options = S3Options {
+        endpoint: class.endpoint.clone(),
+        region: class.region.clone(),
+        allow_http: class.allow_http,
+        profile: class.profile.clone(),
+        lease: class.lease_seconds.map(std::time::Duration::from_secs),
+        credentials: None,
+    };
+    let store = S3Store::open(&parsed, &options)?;
+    store.check_conditional_writes()?;
+    clients.push((service, store.sibling(&parsed)));
+    Ok(Box::new(store))
+}
+
+#[cfg(not(feature = "s3"))]
+fn open_s3_bay(class: &crate::config::S3Class, _bay: Bay) -> Result<Box<dyn BayStore>> {
+    Err(Error::S3 {
+        bay: class.storage_url.clone(),
+        message: "this program was built without S3 support; rebuild with the cargo feature \
+                  `s3` (cargo install --features s3)"
+            .into(),
+    })
 }
 
 /// One of a storage class's three bays.
@@ -442,12 +611,12 @@ impl Bays {
         }
     }
 
-    /// The class's bay directories, created if missing.
+    /// The class's bays: directories, created if missing, or S3 prefixes.
     pub fn open(class: &StorageClass) -> Result<Bays> {
         Ok(Bays::new(
-            Box::new(DirStore::create(class.outgoing_dir())?),
-            Box::new(DirStore::create(class.incoming_dir())?),
-            Box::new(DirStore::create(class.return_dir())?),
+            open_bay(class, Bay::Outgoing)?,
+            open_bay(class, Bay::Incoming)?,
+            open_bay(class, Bay::Return)?,
         ))
     }
 

@@ -107,6 +107,29 @@ pub struct StorageClass {
     pub return_bay: PathBuf,
     /// Days from an order's creation to its expiry.
     pub expiry_days: u32,
+    /// Set when the bays are on S3 (`storage_bay = "s3://..."`); then
+    /// `storage_bay` and `return_bay` are not used as directories unless
+    /// `return_bay` is a directory ([`S3Class::return_url`] None).
+    pub s3: Option<S3Class>,
+}
+
+/// Where an S3 storage class's bays are and how to reach the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Class {
+    /// `s3://bucket/prefix`: `outgoing/` and `incoming/` are under it.
+    pub storage_url: String,
+    /// `s3://bucket/prefix` of the return bay, or None when `return_bay`
+    /// is a directory.
+    pub return_url: Option<String>,
+    /// `http(s)://host:port` of an S3-compatible service (AWS without).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// A plain-HTTP endpoint is accepted only when this is set.
+    pub allow_http: bool,
+    /// Profile of the shared AWS credentials file.
+    pub profile: Option<String>,
+    /// Seconds a bay lock lives without renewal.
+    pub lease_seconds: Option<u64>,
 }
 
 impl StorageClass {
@@ -117,6 +140,7 @@ impl StorageClass {
             storage_bay: root.to_path_buf(),
             return_bay: root.join("return"),
             expiry_days: DEFAULT_EXPIRY_DAYS,
+            s3: None,
         }
     }
 
@@ -578,16 +602,7 @@ impl RawConfig {
             classes: self
                 .classes
                 .into_iter()
-                .map(|(Name(name), class)| {
-                    (
-                        name,
-                        StorageClass {
-                            storage_bay: class.storage_bay.0,
-                            return_bay: class.return_bay.0,
-                            expiry_days: class.expiry_days,
-                        },
-                    )
-                })
+                .map(|(Name(name), class)| (name, class.into_class()))
                 .collect(),
             routes: self
                 .routes
@@ -662,10 +677,115 @@ impl RoutePlaces {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawClass {
-    storage_bay: AbsPath,
-    return_bay: AbsPath,
+    storage_bay: BayLocation,
+    return_bay: BayLocation,
     #[serde(default = "default_expiry_days", deserialize_with = "de_expiry_days")]
     expiry_days: u32,
+    #[serde(default)]
+    endpoint: Option<Endpoint>,
+    #[serde(default)]
+    region: Option<Name>,
+    #[serde(default)]
+    allow_http: bool,
+    #[serde(default)]
+    profile: Option<Name>,
+    #[serde(default)]
+    lease_seconds: Option<u64>,
+}
+
+impl RawClass {
+    fn into_class(self) -> StorageClass {
+        let path = |location: &BayLocation| match location {
+            BayLocation::Dir(path) => path.clone(),
+            BayLocation::S3(_) => PathBuf::new(),
+        };
+        let s3 = match &self.storage_bay {
+            BayLocation::S3(url) => Some(S3Class {
+                storage_url: url.clone(),
+                return_url: match &self.return_bay {
+                    BayLocation::S3(url) => Some(url.clone()),
+                    BayLocation::Dir(_) => None,
+                },
+                endpoint: self.endpoint.map(|u| u.0),
+                region: self.region.map(|n| n.0),
+                allow_http: self.allow_http,
+                profile: self.profile.map(|n| n.0),
+                lease_seconds: self.lease_seconds,
+            }),
+            BayLocation::Dir(_) => None,
+        };
+        StorageClass {
+            storage_bay: path(&self.storage_bay),
+            return_bay: path(&self.return_bay),
+            expiry_days: self.expiry_days,
+            s3,
+        }
+    }
+}
+
+/// An S3 service's `http://host[:port]` or `https://host[:port]`.
+struct Endpoint(String);
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_string(d, |text| {
+            let plain = match text.strip_prefix("https://") {
+                Some(rest) => format!("http://{rest}"),
+                None => text.to_string(),
+            };
+            validate_url(&plain).map_err(|e| e.replace("http://", "http:// or https://"))?;
+            Ok(Endpoint(text.trim_end_matches('/').to_string()))
+        })
+    }
+}
+
+/// A bay: an absolute directory or `s3://bucket/prefix`.
+enum BayLocation {
+    Dir(PathBuf),
+    S3(String),
+}
+
+impl<'de> Deserialize<'de> for BayLocation {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_string(d, |text| {
+            if let Some(rest) = text.strip_prefix("s3://") {
+                check_s3_url(text, rest)?;
+                return Ok(BayLocation::S3(text.trim_end_matches('/').to_string()));
+            }
+            let path = PathBuf::from(text);
+            if !path.is_absolute() {
+                return Err(format!(
+                    "{text:?} is not an absolute path (nor an s3://bucket/prefix URL)"
+                ));
+            }
+            Ok(BayLocation::Dir(path))
+        })
+    }
+}
+
+/// Checks `s3://BUCKET[/PREFIX]` (`rest` is what follows `s3://`).
+fn check_s3_url(text: &str, rest: &str) -> Result<(), String> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !bucket_ok {
+        return Err(format!(
+            "{text:?}: {bucket:?} is not a bucket name (3 to 63 of a-z, 0-9, '-', '.')"
+        ));
+    }
+    let prefix = prefix.trim_end_matches('/');
+    if !prefix.is_empty()
+        && prefix
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(format!(
+            "{text:?}: the prefix has an empty, '.' or '..' part"
+        ));
+    }
+    Ok(())
 }
 
 fn default_expiry_days() -> u32 {

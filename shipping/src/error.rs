@@ -51,6 +51,11 @@ pub enum Error {
         cause: std::io::Error,
     },
 
+    /// An S3 bay that cannot be used as configured: bad settings, no
+    /// credentials, or a service that ignores conditional writes.
+    #[error("{bay}: {message}")]
+    S3 { bay: String, message: String },
+
     /// A bay entry name that is not a plain file name.
     #[error("{bay}: bad entry name {name:?}: {why}")]
     BadEntryName {

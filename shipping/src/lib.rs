@@ -8,6 +8,7 @@
 //! * [`order`]: one shipping order per packet part, its retries and expiry;
 //! * [`transport`]: delivery of a packet and its order into a directory;
 //! * [`server`]: receiving over HTTP and polling until told to stop;
+//! * `s3` (feature `s3`): bays on S3-compatible object storage;
 //! * [`trust`]: the keys whose packets are accepted;
 //! * [`toml_config`]: TOML files parsed with errors naming line and key.
 //!
@@ -23,6 +24,8 @@ pub mod order;
 pub mod poll;
 pub mod progress;
 pub mod receive;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod server;
 pub mod size;
 pub mod toml_config;

@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use crate::bay::{copy_between, BayStore, DirLock, DirStore, ENTRIES_LOCK, PASS_LOCK};
+use crate::bay::{
+    copy_between, open_bay, Bay, BayStore, DirLock, DirStore, ENTRIES_LOCK, PASS_LOCK,
+};
 use crate::config::{Hop, ShippingConfig, StorageClass};
 use crate::error::{Error, Result};
 use crate::notify::{self, Notice};
@@ -93,9 +95,10 @@ impl Shipper<'_> {
         let mut report = PassReport::default();
         for class_name in classes {
             let class = self.config.class(class_name)?;
-            let outgoing = DirStore::create(class.outgoing_dir())?;
-            let _lock = DirLock::take(outgoing.dir(), PASS_LOCK)?;
-            let listing = match list_bay(&outgoing) {
+            let outgoing = open_bay(class, Bay::Outgoing)?;
+            let outgoing = outgoing.as_ref();
+            let _lock = outgoing.lock(PASS_LOCK)?;
+            let listing = match list_bay(outgoing) {
                 Ok(listing) => listing,
                 Err(err) => {
                     self.say(&format!("error: {err}"));
@@ -103,10 +106,12 @@ impl Shipper<'_> {
                     continue;
                 }
             };
-            let adopted = self.clean_up(&outgoing, class_name, class, &listing, now);
-            self.sweep_abandoned(&[class.outgoing_dir(), class.incoming_dir()], now);
+            let adopted = self.clean_up(outgoing, class_name, class, &listing, now);
+            if class.s3.is_none() {
+                self.sweep_abandoned(&[class.outgoing_dir(), class.incoming_dir()], now);
+            }
             for packet in listing.ordered.iter().chain(&adopted) {
-                report.add(&self.process(&outgoing, class, packet, now, Due::AfterBackoff));
+                report.add(&self.process(outgoing, class, packet, now, Due::AfterBackoff));
             }
         }
         Ok(report)
@@ -121,11 +126,12 @@ impl Shipper<'_> {
         now: DateTime<Utc>,
     ) -> Result<PassReport> {
         let class = self.config.class(class_name)?;
-        let outgoing = DirStore::create(class.outgoing_dir())?;
-        let _lock = DirLock::take(outgoing.dir(), PASS_LOCK)?;
+        let outgoing = open_bay(class, Bay::Outgoing)?;
+        let outgoing = outgoing.as_ref();
+        let _lock = outgoing.lock(PASS_LOCK)?;
         let mut report = PassReport::default();
         for packet in packets {
-            report.add(&self.process(&outgoing, class, packet, now, Due::AfterBackoff));
+            report.add(&self.process(outgoing, class, packet, now, Due::AfterBackoff));
         }
         Ok(report)
     }
@@ -174,7 +180,7 @@ impl Shipper<'_> {
     /// at. Returns the packets queued.
     fn clean_up(
         &self,
-        outgoing: &DirStore,
+        outgoing: &dyn BayStore,
         class_name: &str,
         class: &StorageClass,
         listing: &crate::order::BayListing,
@@ -183,7 +189,7 @@ impl Shipper<'_> {
         let mut adopted = Vec::new();
         for order in &listing.orphan_orders {
             let packet = packet_of(order).unwrap_or_default();
-            let removed = DirLock::take(outgoing.dir(), ENTRIES_LOCK).and_then(|_entries| {
+            let removed = outgoing.lock(ENTRIES_LOCK).and_then(|_entries| {
                 // Looked at again under the lock: a packet may have been
                 // placed since the listing.
                 if outgoing.exists(packet)? {
@@ -197,11 +203,8 @@ impl Shipper<'_> {
         }
         for packet in &listing.unordered {
             let old_enough = outgoing
-                .path(packet)
-                .ok()
-                .and_then(|p| std::fs::metadata(p).ok())
-                .and_then(|m| m.modified().ok())
-                .is_some_and(|t| DateTime::<Utc>::from(t) + chrono::Duration::minutes(1) < now);
+                .modified(packet)
+                .is_ok_and(|t| t + chrono::Duration::minutes(1) < now);
             if !old_enough {
                 continue;
             }
@@ -228,13 +231,25 @@ impl Shipper<'_> {
     /// them. Returns whether it did.
     fn adopt(
         &self,
-        outgoing: &DirStore,
+        outgoing: &dyn BayStore,
         class_name: &str,
         class: &StorageClass,
         packet: &str,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let path = outgoing.path(packet)?;
+        // The packet format reads a file: a packet in an S3 bay is looked
+        // at through a local copy.
+        let copy;
+        let path = match outgoing.local_dir() {
+            Some(dir) => dir.join(packet),
+            None => {
+                copy = tempfile::NamedTempFile::new().map_err(|e| outgoing.error(packet, e))?;
+                let mut reader = outgoing.open(packet)?;
+                std::io::copy(&mut reader, &mut copy.as_file())
+                    .map_err(|e| outgoing.error(packet, e))?;
+                copy.path().to_path_buf()
+            }
+        };
         let exam = packet_format::examine_packet(&path, &[]);
         let Some(header) = exam.header.filter(|_| exam.error.is_none()) else {
             return Ok(false);
@@ -243,7 +258,7 @@ impl Shipper<'_> {
             return Ok(false);
         }
         let destinations: Vec<&str> = header.targets.iter().map(|t| t.name.as_str()).collect();
-        let _entries = DirLock::take(outgoing.dir(), ENTRIES_LOCK)?;
+        let _entries = outgoing.lock(ENTRIES_LOCK)?;
         if outgoing.exists(&order_name(packet))? {
             return Ok(false);
         }
@@ -298,7 +313,7 @@ impl Shipper<'_> {
     /// One order: expiry, then each due destination through its hop.
     fn process(
         &self,
-        out: &DirStore,
+        out: &dyn BayStore,
         class: &StorageClass,
         packet: &str,
         now: DateTime<Utc>,
@@ -357,9 +372,9 @@ impl Shipper<'_> {
         }
 
         if !local.is_empty() {
-            let outcome = DirStore::create(class.incoming_dir()).and_then(|incoming| {
+            let outcome = open_bay(class, Bay::Incoming).and_then(|incoming| {
                 order.verify_packet(out)?;
-                copy_between(out, packet, &incoming, packet)?;
+                copy_between(out, packet, incoming.as_ref(), packet)?;
                 Ok(incoming.describe())
             });
             self.settle(
@@ -411,7 +426,7 @@ impl Shipper<'_> {
     /// false, after logging why, when that failed.
     fn persist(
         &self,
-        out: &DirStore,
+        out: &dyn BayStore,
         order: &mut ShippingOrder,
         original: &[String],
         now: DateTime<Utc>,
@@ -484,13 +499,13 @@ impl Shipper<'_> {
     /// packet received again for more destinations) are kept.
     fn save(
         &self,
-        out: &DirStore,
+        out: &dyn BayStore,
         order: &mut ShippingOrder,
         original: &[String],
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Result<()> {
-        let _entries = DirLock::take(out.dir(), ENTRIES_LOCK)?;
+        let _entries = out.lock(ENTRIES_LOCK)?;
         if let Ok(on_disk) = ShippingOrder::load(out, &order.packet) {
             let added: Vec<String> = on_disk
                 .destinations
@@ -514,14 +529,15 @@ impl Shipper<'_> {
     /// the administrator.
     fn expire(
         &self,
-        out: &DirStore,
+        out: &dyn BayStore,
         class: &StorageClass,
         order: &mut ShippingOrder,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let returned = DirStore::create(class.return_dir())?;
+        let returned = open_bay(class, Bay::Return)?;
+        let returned = returned.as_ref();
         {
-            let _entries = DirLock::take(out.dir(), ENTRIES_LOCK)?;
+            let _entries = out.lock(ENTRIES_LOCK)?;
             // The order as it stands now, with anything added meanwhile.
             if let Ok(on_disk) = ShippingOrder::load(out, &order.packet) {
                 *order = on_disk;
@@ -535,7 +551,7 @@ impl Shipper<'_> {
                 ),
             );
             order.save(out)?;
-            move_with_order(out, &returned, &order.packet)?;
+            move_with_order(out, returned, &order.packet)?;
         }
         let subject = format!("syncreplica: packet {} expired undelivered", order.packet);
         let body = format!(

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use packet_format::ErrorKind;
 use sha2::{Digest, Sha256};
 
-use crate::bay::{check_name, BayStore, DirLock, DirStore, ENTRIES_LOCK};
+use crate::bay::{check_name, open_bay, Bay, BayStore, ENTRIES_LOCK};
 use crate::config::{ShippingConfig, StorageClass};
 use crate::order::{hash_entry, order_name, ShippingOrder};
 
@@ -121,6 +121,10 @@ impl Receiver<'_> {
         let Some(min_free) = self.config.min_free_space else {
             return Ok(());
         };
+        if self.class.s3.is_some() {
+            // Object storage tells no free space: its quota answers.
+            return Ok(());
+        }
         let dir = self.class.storage_bay.as_path();
         let available = available_space(dir).map_err(|err| {
             Rejection::new(
@@ -155,16 +159,24 @@ impl Receiver<'_> {
         now: DateTime<Utc>,
     ) -> Result<Receipt, Rejection> {
         self.precheck(name, declared_len)?;
-        let incoming = DirStore::create(self.class.incoming_dir()).map_err(internal)?;
-        let outgoing = DirStore::create(self.class.outgoing_dir()).map_err(internal)?;
+        let incoming = open_bay(&self.class, Bay::Incoming).map_err(internal)?;
+        let outgoing = open_bay(&self.class, Bay::Outgoing).map_err(internal)?;
+        let (incoming, outgoing) = (incoming.as_ref(), outgoing.as_ref());
 
         // The temporary file is removed when dropped, on every early return.
+        // It lies in the incoming bay's directory (renamed into place at the
+        // end), or for a bay on S3 in the system's temporary directory: it
+        // is verified in full before anything goes into the bucket.
+        let spool = incoming
+            .local_dir()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir);
         let mut temp = tempfile::Builder::new()
             .prefix(RECEIVE_TEMP_PREFIX)
             // 0666 less the umask, as every packet and bay file.
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .tempfile_in(incoming.dir())
-            .map_err(|e| internal(format!("{}: {e}", incoming.dir().display())))?;
+            .tempfile_in(&spool)
+            .map_err(|e| internal(format!("{}: {e}", spool.display())))?;
         let (received, sha256) = self.copy_body(name, body, temp.as_file_mut())?;
         if let Some(len) = declared_len {
             if received != len {
@@ -229,20 +241,20 @@ impl Receiver<'_> {
         // Everything that could refuse the packet is checked before
         // anything is written, under the lock that orders bay changes, so
         // a pass removing a delivered packet cannot interleave.
-        let _entries = DirLock::take(outgoing.dir(), ENTRIES_LOCK).map_err(internal)?;
+        let _entries = outgoing.lock(ENTRIES_LOCK).map_err(internal)?;
         let in_incoming = if local.is_empty() {
             None
         } else {
-            Some(self.present(&incoming, name, &sha256, &identity)?)
+            Some(self.present(incoming, name, &sha256, &identity)?)
         };
         let in_outgoing = if forwarded.is_empty() {
             None
         } else {
-            Some(self.present(&outgoing, name, &sha256, &identity)?)
+            Some(self.present(outgoing, name, &sha256, &identity)?)
         };
         let existing_order = match in_outgoing {
             Some(true) if outgoing.exists(&order_name(name)).map_err(internal)? => {
-                let order = ShippingOrder::load(&outgoing, name).map_err(internal)?;
+                let order = ShippingOrder::load(outgoing, name).map_err(internal)?;
                 if !order.sha256.eq_ignore_ascii_case(&sha256) {
                     return Err(Rejection::new(
                         409,
@@ -259,12 +271,12 @@ impl Receiver<'_> {
 
         // The copies to make: the temporary file itself is renamed into
         // the last one, so a packet needs its size once, not twice.
-        let mut targets: Vec<&DirStore> = Vec::new();
+        let mut targets: Vec<&dyn BayStore> = Vec::new();
         if in_incoming == Some(false) {
-            targets.push(&incoming);
+            targets.push(incoming);
         }
         if in_outgoing == Some(false) {
-            targets.push(&outgoing);
+            targets.push(outgoing);
         }
         let mut duplicate = targets.is_empty();
         if let Some((last, others)) = targets.split_last() {
@@ -273,7 +285,16 @@ impl Receiver<'_> {
                     File::open(temp.path()).map_err(|e| internal(format!("{name}: {e}")))?;
                 bay.write_from(name, &mut source).map_err(internal)?;
             }
-            last.adopt(name, temp).map_err(internal)?;
+            match last.local_dir() {
+                Some(dir) if dir == spool => crate::bay::DirStore::new(dir)
+                    .adopt(name, temp)
+                    .map_err(internal)?,
+                _ => {
+                    let mut source =
+                        File::open(temp.path()).map_err(|e| internal(format!("{name}: {e}")))?;
+                    last.write_from(name, &mut source).map_err(internal)?;
+                }
+            }
         }
 
         if !forwarded.is_empty() {
@@ -282,14 +303,14 @@ impl Receiver<'_> {
                     // The same packet again, perhaps for more destinations.
                     let added = order.add_destinations(&forwarded, now, "received again over HTTP");
                     if added {
-                        order.save(&outgoing).map_err(internal)?;
+                        order.save(outgoing).map_err(internal)?;
                         duplicate = false;
                     }
                 }
                 None => {
                     let names: Vec<&str> = forwarded.iter().map(String::as_str).collect();
                     let mut order = ShippingOrder::create(
-                        &outgoing,
+                        outgoing,
                         name,
                         &self.class_name,
                         &self.class,
@@ -301,7 +322,7 @@ impl Receiver<'_> {
                         order.expires = expires;
                     }
                     order.note(now, "received over HTTP");
-                    order.save(&outgoing).map_err(internal)?;
+                    order.save(outgoing).map_err(internal)?;
                     duplicate = false;
                 }
             }
@@ -368,6 +389,11 @@ pub const RECEIVE_TEMP_PREFIX: &str = ".tmp-recv-";
 /// listening, when no upload of this class is in progress). Returns how
 /// many were removed.
 pub fn remove_abandoned_uploads(class: &StorageClass) -> std::io::Result<usize> {
+    if class.s3.is_some() {
+        // Uploads into S3 bays are spooled in the system's temporary
+        // directory, not in the bay.
+        return Ok(0);
+    }
     let dir = class.incoming_dir();
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -422,7 +448,7 @@ impl Receiver<'_> {
     /// name is a conflict, refused with 409.
     fn present(
         &self,
-        bay: &DirStore,
+        bay: &dyn BayStore,
         name: &str,
         sha256: &str,
         identity: &PacketIdentity,
@@ -435,7 +461,18 @@ impl Receiver<'_> {
             return Ok(true);
         }
         // Other bytes: the same part signed alike is still a duplicate.
-        let path = bay.dir().join(name);
+        let copy;
+        let path = match bay.local_dir() {
+            Some(dir) => dir.join(name),
+            None => {
+                copy =
+                    tempfile::NamedTempFile::new().map_err(|e| internal(format!("{name}: {e}")))?;
+                let mut reader = bay.open(name).map_err(internal)?;
+                io::copy(&mut reader, &mut copy.as_file())
+                    .map_err(|e| internal(format!("{name}: {e}")))?;
+                copy.path().to_path_buf()
+            }
+        };
         let held = packet_format::verify_packet(&path, &self.trusted_keys)
             .map(|verified| PacketIdentity::of(verified.header()));
         match held {
@@ -502,6 +539,7 @@ pub fn available_space(dir: &Path) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bay::DirStore;
     use crate::config::Hop;
     use crate::test_packets::*;
 

@@ -15,6 +15,47 @@ fn with_each_store(test: impl Fn(&dyn BayStore)) {
     let store = DirStore::new(dir.path());
     test(&store);
     assert_no_temp_files(dir.path());
+    #[cfg(feature = "s3")]
+    if let Some(store) = s3::fresh_store() {
+        test(&store);
+        s3::assert_nothing_else(&store);
+    }
+}
+
+/// Stores on the tests' S3 service (a Ceph RADOS Gateway that
+/// `.ci/ceph-rgw` starts), each under a fresh prefix.
+#[cfg(feature = "s3")]
+mod s3 {
+    use shipping::s3::{unique_id, S3Options, S3Store, S3Url};
+    use shipping::BayStore;
+
+    pub fn fresh_store() -> Option<S3Store> {
+        let server = test_support::s3_server()?;
+        let url = S3Url::parse(&format!(
+            "s3://{}/bay-stores/{}",
+            server.bucket,
+            unique_id()
+        ))
+        .unwrap();
+        let options = S3Options {
+            endpoint: Some(server.endpoint.clone()),
+            region: Some(server.region.clone()),
+            allow_http: true,
+            credentials: Some((server.access_key.clone(), server.secret_key.clone())),
+            ..S3Options::default()
+        };
+        let store = S3Store::open(&url, &options).unwrap();
+        store.check_conditional_writes().unwrap();
+        Some(store)
+    }
+
+    /// Nothing but listed entries under the store's prefix: no lock, no
+    /// probe, no half-written object.
+    pub fn assert_nothing_else(store: &S3Store) {
+        let all = store.list_all_keys().unwrap();
+        let listed = store.list().unwrap();
+        assert_eq!(all, listed, "left behind in {}", store.describe());
+    }
 }
 
 /// Every pair of kinds, for moves between stores.
@@ -30,6 +71,14 @@ fn with_each_pair(test: impl Fn(&dyn BayStore, &dyn BayStore)) {
     test(&dir_a, &mem_c);
     let mem_d = MemStore::new("d");
     test(&mem_d, &dir_b);
+    #[cfg(feature = "s3")]
+    if let (Some(s3_a), Some(s3_b)) = (s3::fresh_store(), s3::fresh_store()) {
+        test(&s3_a, &s3_b);
+        test(&s3_a, &dir_a);
+        test(&dir_b, &s3_b);
+        s3::assert_nothing_else(&s3_a);
+        s3::assert_nothing_else(&s3_b);
+    }
     for dir in &dirs {
         assert_no_temp_files(dir.path());
     }
@@ -256,4 +305,143 @@ fn mem_store_clones_share_entries() {
     let b = a.clone();
     a.write("p", b"1").unwrap();
     assert_eq!(b.read("p").unwrap(), b"1");
+}
+
+/// What only S3 bays have: conditional writes, lease locks, multipart
+/// streaming.
+#[cfg(feature = "s3")]
+mod s3_only {
+    use std::io::Read;
+    use std::time::Duration;
+
+    use shipping::BayStore;
+
+    use super::{s3, Failing};
+
+    #[test]
+    fn create_new_has_one_winner_among_racing_writers() {
+        let Some(store) = s3::fresh_store() else {
+            return;
+        };
+        for round in 0..5 {
+            let name = format!("p{round}.zip.order");
+            let wins: usize = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..8)
+                    .map(|writer| {
+                        let store = &store;
+                        let name = &name;
+                        scope.spawn(move || {
+                            store
+                                .create_new(name, format!("writer {writer}").as_bytes())
+                                .unwrap() as usize
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            assert_eq!(wins, 1, "round {round}");
+            store.remove(&name).unwrap();
+        }
+        s3::assert_nothing_else(&store);
+    }
+
+    #[test]
+    fn replace_if_succeeds_only_at_the_version_read() {
+        let Some(store) = s3::fresh_store() else {
+            return;
+        };
+        store.write("o.order", b"one").unwrap();
+        let (data, version) = store.read_versioned("o.order").unwrap().unwrap();
+        assert_eq!(data, b"one");
+        assert!(store.replace_if("o.order", b"two", &version).unwrap());
+        // The version read before the change no longer matches.
+        assert!(!store.replace_if("o.order", b"three", &version).unwrap());
+        assert_eq!(store.read("o.order").unwrap(), b"two");
+        assert!(store.read_versioned("gone.order").unwrap().is_none());
+        store.remove("o.order").unwrap();
+    }
+
+    #[test]
+    fn locks_exclude_and_expired_leases_are_taken_over() {
+        let Some(store) = s3::fresh_store() else {
+            return;
+        };
+        let held = store.take_lock(".lock", Duration::from_secs(30)).unwrap();
+        // Another taker waits while the lease runs.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            let store = &store;
+            scope.spawn(move || {
+                let second = store.take_lock(".lock", Duration::from_secs(30)).unwrap();
+                tx.send(()).unwrap();
+                drop(second);
+            });
+            assert!(rx.recv_timeout(Duration::from_millis(1500)).is_err());
+            drop(held);
+            rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        });
+        // A holder that died: its lease ran out two seconds ago, and is
+        // taken over at once.
+        let expired = chrono::Utc::now().timestamp() - 2;
+        store
+            .write(
+                ".lock",
+                format!("holder = \"dead:1\"\nexpires = {expired}\n").as_bytes(),
+            )
+            .unwrap();
+        let started = std::time::Instant::now();
+        let taken = store.take_lock(".lock", Duration::from_secs(30)).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(!taken.lost());
+        // A live holder's lease is not taken over.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            let store = &store;
+            scope.spawn(move || {
+                let next = store.take_lock(".lock", Duration::from_secs(30)).unwrap();
+                tx.send(()).unwrap();
+                drop(next);
+            });
+            assert!(rx.recv_timeout(Duration::from_millis(1500)).is_err());
+            drop(taken);
+            rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        });
+        s3::assert_nothing_else(&store);
+    }
+
+    #[test]
+    fn large_entries_stream_in_parts_and_a_failed_upload_leaves_nothing() {
+        let Some(store) = s3::fresh_store() else {
+            return;
+        };
+        let size = 20 << 20;
+        let mut source = test_support::seeded_bytes_reader(7, size);
+        assert_eq!(
+            store.write_from("big.zip", &mut source).unwrap(),
+            size as u64
+        );
+        assert_eq!(store.size("big.zip").unwrap(), size as u64);
+        let mut back = store.open("big.zip").unwrap();
+        let mut expected = test_support::seeded_bytes_reader(7, size);
+        let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+        loop {
+            let n = back.read(&mut a).unwrap();
+            if n == 0 {
+                break;
+            }
+            expected.read_exact(&mut b[..n]).unwrap();
+            assert!(a[..n] == b[..n]);
+        }
+        drop(back);
+        let err = store
+            .write_from("cut.zip", &mut Failing(12 << 20))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("the stick was pulled out"),
+            "{err}"
+        );
+        assert!(!store.exists("cut.zip").unwrap());
+        store.remove("big.zip").unwrap();
+        s3::assert_nothing_else(&store);
+    }
 }

@@ -199,6 +199,12 @@ impl BayStore for Recording {
     fn rename(&self, from: &str, to: &str) -> shipping::Result<()> {
         self.inner.rename(from, to)
     }
+    fn lock(&self, name: &str) -> shipping::Result<Box<dyn Send>> {
+        self.inner.lock(name)
+    }
+    fn modified(&self, name: &str) -> shipping::Result<chrono::DateTime<chrono::Utc>> {
+        self.inner.modified(name)
+    }
 }
 
 #[test]

@@ -81,6 +81,9 @@ struct Entry {
     file: PathBuf,
     bay: Option<(String, Bay)>,
     order: Option<ShippingOrder>,
+    /// Where the packet is when `file` is only a local copy of it (a
+    /// packet in an S3 bay): `s3://bucket/prefix/bay/NAME`.
+    remote: Option<String>,
 }
 
 /// Runs the command.
@@ -99,13 +102,15 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
         ),
         None => (Vec::new(), None),
     };
+    // Local copies of packets in S3 bays, removed when done.
+    let copies = tempfile::tempdir()?;
     let entries = if args.packets.is_empty() {
         let shipping = Shipping::load(args.shipconf.as_deref())?;
         match shipping::trust::trusted_keys(&shipping.config, &crate::ship_trust::ReplicaMembers) {
             Ok(trusted) => keys.extend(trusted),
             Err(err) => errln!("{NAME}: warning: {err}"),
         }
-        bay_entries(&shipping, args.sclass.as_deref())?
+        bay_entries(&shipping, args.sclass.as_deref(), &copies)?
     } else {
         if args.sclass.is_some() {
             usage!(
@@ -118,6 +123,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
                 file,
                 bay: None,
                 order: None,
+                remote: None,
             })
             .collect()
     };
@@ -170,6 +176,9 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             if let Some(signature) = value.signature.as_mut().filter(|_| not_checked) {
                 signature.status = "not checked";
             }
+            if let Some(remote) = &entry.remote {
+                value.path = remote.clone();
+            }
             if let Some((class, bay)) = &entry.bay {
                 value.storage_class = Some(class.clone());
                 value.bay = Some(bay.name().to_string());
@@ -177,9 +186,16 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             value.order = entry.order.as_ref().map(listing::render_order_json);
             json.push(value);
         } else if args.short {
-            outln!("{}", crate::error::printable_path(&entry.file));
+            match &entry.remote {
+                Some(remote) => outln!("{remote}"),
+                None => outln!("{}", crate::error::printable_path(&entry.file)),
+            }
         } else {
             let text = listing::render_text(exam, args.long, view.as_ref());
+            let text = match &entry.remote {
+                Some(remote) => text.replace(&entry.file.display().to_string(), remote),
+                None => text,
+            };
             let text = match not_checked {
                 true => text.replace(
                     "Signature: unknown key ",
@@ -211,16 +227,57 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
 }
 
 /// Every packet in the bays of the classes selected, with its order.
-fn bay_entries(shipping: &Shipping, sclass: Option<&str>) -> anyhow::Result<Vec<Entry>> {
+fn bay_entries(
+    shipping: &Shipping,
+    sclass: Option<&str>,
+    copies: &tempfile::TempDir,
+) -> anyhow::Result<Vec<Entry>> {
     let mut entries = Vec::new();
     for class_name in shipping.classes(sclass)? {
         let class = shipping.config.class(&class_name)?;
+        if class.s3.is_some() {
+            for bay in Bay::ALL {
+                let store = shipping::bay::open_bay(class, bay)?;
+                if store.local_dir().is_some() {
+                    // A return bay that is a directory: listed below.
+                    continue;
+                }
+                let dir = copies.path().join(format!("{class_name}-{}", bay.name()));
+                std::fs::create_dir_all(&dir)?;
+                let local = DirStore::new(&dir);
+                for name in store.list()? {
+                    if shipping::order::packet_of(&name).is_some() {
+                        continue;
+                    }
+                    shipping::bay::copy_between(store.as_ref(), &name, &local, &name)?;
+                    let order = match store.exists(&shipping::order::order_name(&name)) {
+                        Ok(true) => match ShippingOrder::load(store.as_ref(), &name) {
+                            Ok(order) => Some(order),
+                            Err(err) => {
+                                errln!("{NAME}: warning: {err}");
+                                None
+                            }
+                        },
+                        _ => None,
+                    };
+                    entries.push(Entry {
+                        file: dir.join(&name),
+                        bay: Some((class_name.clone(), bay)),
+                        order,
+                        remote: Some(format!("{}/{name}", store.describe())),
+                    });
+                }
+            }
+            if class.s3.as_ref().is_some_and(|s3| s3.return_url.is_some()) {
+                continue;
+            }
+        }
         for (bay, dir) in [
             (Bay::Outgoing, class.outgoing_dir()),
             (Bay::Incoming, class.incoming_dir()),
             (Bay::Return, class.return_dir()),
         ] {
-            if !dir.is_dir() {
+            if !dir.is_dir() || (class.s3.is_some() && bay != Bay::Return) {
                 continue;
             }
             let store = DirStore::new(&dir);
@@ -244,6 +301,7 @@ fn bay_entries(shipping: &Shipping, sclass: Option<&str>) -> anyhow::Result<Vec<
                     file,
                     bay: Some((class_name.clone(), bay)),
                     order,
+                    remote: None,
                 });
             }
         }

@@ -74,7 +74,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             "Submitted {} for {} in storage class {class} (order {}/{}; expires {}).",
             item.order.packet,
             item.order.destinations.join(", "),
-            item.bay.display(),
+            item.bay,
             shipping::order::order_name(&item.order.packet),
             shipping::order::format_time(&item.order.expires)
         );

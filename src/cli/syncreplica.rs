@@ -249,7 +249,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
             Some(text) => Some(ship::parse_expiry(text, chrono::Utc::now())?),
             None => None,
         };
-        let outgoing = shipping.outgoing(&class)?.dir().to_path_buf();
+        let outgoing = shipping.export_dir(&class)?;
         Some((shipping, class, expires, outgoing))
     } else {
         None
@@ -349,6 +349,8 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
             .iter()
             .map(|p| (p.file_name.clone(), vec![target.name.clone()]))
             .collect();
+        let names: Vec<String> = packets.iter().map(|(name, _)| name.clone()).collect();
+        shipping.upload_staged(class, &names)?;
         let made = shipping.order_packets(class, &packets, *expires, chrono::Utc::now())?;
         orders.borrow_mut().extend(made);
         Ok(())
@@ -750,10 +752,12 @@ fn report_digest(check: &crate::sync::digest::Check) {
 }
 
 fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
+    let mut fetched = ship::Fetched::default();
     let sources: Vec<std::path::PathBuf> = if args.receive {
         let shipping = ship::Shipping::load(args.bays.shipconf.as_deref())?;
         let classes = shipping.classes(args.sclass.as_deref())?;
-        let files = shipping.incoming_packets(&classes)?;
+        let (files, from_s3) = shipping.incoming_packets(&classes)?;
+        fetched = from_s3;
         if files.is_empty() {
             outln!(
                 "No packets in the incoming bay{} ({}).",
@@ -791,6 +795,11 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
         }
         Err(err) => return Err(err.into()),
     };
+    // Packets fetched from an S3 incoming bay: what the import consumed
+    // leaves the bucket too.
+    for problem in fetched.settle() {
+        errln!("{NAME}: warning: removing an imported packet from its bay: {problem}");
+    }
     let mut total = apply::ApplyReport::default();
     let mut failed_steps: Vec<Vec<u8>> = Vec::new();
     let mut problems = 0;

@@ -208,3 +208,101 @@ pub fn write_many_ops(spec: &ManyOpsPacket) -> std::path::PathBuf {
     let parts = writer.finish().unwrap();
     parts[0].path.clone()
 }
+
+/// Where the tests' S3 service is: what `.ci/ceph-rgw start` prints.
+#[derive(Debug, Clone)]
+pub struct S3Server {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+}
+
+impl S3Server {
+    /// The environment a process needs to reach the service
+    /// (`AWS_ACCESS_KEY_ID` and so on).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.clone()),
+            ("AWS_REGION", self.region.clone()),
+        ]
+    }
+}
+
+/// The tests' S3 service (a Ceph RADOS Gateway on 127.0.0.1), started by
+/// `.ci/ceph-rgw start` (idempotent) on first use. None, after printing
+/// why, when it cannot be started on this machine (no root, no apt-get):
+/// the caller skips. Under `CI=true` that is a failure instead: CI must
+/// run the S3 tests.
+pub fn s3_server() -> Option<S3Server> {
+    static SERVER: std::sync::OnceLock<Result<S3Server, String>> = std::sync::OnceLock::new();
+    let server = SERVER.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/ceph-rgw");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+            return Err(format!(
+                "{} start failed ({}):\n{}",
+                script.display(),
+                out.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {key}=")))
+                .map(str::to_string)
+                .ok_or_else(|| format!("{} start printed no {key}", script.display()))
+        };
+        Ok(S3Server {
+            endpoint: value("SYNCREPLICA_TEST_S3_ENDPOINT")?,
+            bucket: value("SYNCREPLICA_TEST_S3_BUCKET")?,
+            access_key: value("AWS_ACCESS_KEY_ID")?,
+            secret_key: value("AWS_SECRET_ACCESS_KEY")?,
+            region: value("AWS_REGION")?,
+        })
+    });
+    match server {
+        Ok(server) => Some(server.clone()),
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true and the S3 test service cannot be started: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED (S3 part): no S3 test service on this machine: {why}");
+            None
+        }
+    }
+}
+
+/// A reader of `len` bytes from a seeded generator: the same seed gives
+/// the same bytes, without holding them in memory.
+pub fn seeded_bytes_reader(seed: u64, len: usize) -> impl std::io::Read {
+    struct Seeded {
+        rng: XorShift,
+        left: usize,
+    }
+    impl std::io::Read for Seeded {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.left);
+            for byte in &mut buf[..n] {
+                *byte = self.rng.next() as u8;
+            }
+            self.left -= n;
+            Ok(n)
+        }
+    }
+    Seeded {
+        rng: XorShift(seed.max(1)),
+        left: len,
+    }
+}

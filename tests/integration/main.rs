@@ -18,6 +18,8 @@ mod interrupted;
 mod man_pages;
 mod progress;
 mod readonly;
+#[cfg(feature = "s3")]
+mod s3_bays;
 mod shipping;
 mod soak;
 mod sparse;

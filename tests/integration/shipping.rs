@@ -11,16 +11,16 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 
 /// A running `shipping_server -listen`, killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Option<Child>,
-    addr: String,
+    pub(crate) addr: String,
     log: PathBuf,
 }
 
 impl Server {
     /// Starts `shipping_server -shipconf CONF -listen LISTEN EXTRA…` and
     /// waits until it says where it listens.
-    fn start(conf: &Path, listen: &str, extra: &[&str]) -> Server {
+    pub(crate) fn start(conf: &Path, listen: &str, extra: &[&str]) -> Server {
         let log = conf.with_extension(format!(
             "log-{}",
             std::time::SystemTime::now()
@@ -55,16 +55,16 @@ impl Server {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGTERM, then the exit status: a clean shutdown exits 0.
-    fn terminate(mut self) -> i32 {
+    pub(crate) fn terminate(mut self) -> i32 {
         let mut child = self.child.take().unwrap();
         rustix::process::kill_process(
             rustix::process::Pid::from_child(&child),
@@ -75,7 +75,7 @@ impl Server {
     }
 
     /// SIGKILL: no chance to clean up.
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
@@ -185,7 +185,7 @@ fn make_retries_due(outgoing: &Path) {
 }
 
 /// A port nothing listens on (bound, then released).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -972,6 +972,35 @@ fn the_readme_shipping_toml_example_is_valid() {
     )
     .unwrap_or_else(|err| panic!("README's shipping.toml: {err}"));
     assert!(config.next_hop("ship").unwrap().is_some());
+}
+
+#[test]
+fn the_readme_s3_bay_example_is_valid() {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("### Storage bays on S3")
+        .nth(1)
+        .expect("README has a section on S3 bays");
+    let example = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the section has a toml example");
+    let config = shipping::ShippingConfig::parse(
+        example,
+        Path::new("README.md"),
+        Some(Path::new("/var/lib/syncreplica")),
+    )
+    .unwrap_or_else(|err| panic!("README's S3 shipping.toml: {err}"));
+    let class = config.class("default").unwrap();
+    let s3 = class.s3.as_ref().expect("the class is on S3");
+    assert_eq!(s3.storage_url, "s3://syncreplica-bays/hub");
+    assert_eq!(
+        s3.return_url.as_deref(),
+        Some("s3://syncreplica-bays/hub/return")
+    );
+    assert_eq!(s3.endpoint.as_deref(), Some("https://rgw.example.org"));
+    assert!(!s3.allow_http);
 }
 
 #[test]

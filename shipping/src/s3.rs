@@ -1,0 +1,774 @@
+//! Storage bays on S3-compatible object storage (the `s3` feature).
+//!
+//! A bay is a key prefix in a bucket (`s3://bucket/prefix/outgoing/`), and
+//! an entry is the object under it. The client is the `object_store`
+//! crate, which is async: each [`S3Store`] keeps its own small tokio
+//! runtime and blocks on it, so the rest of the crate stays synchronous.
+//!
+//! S3 has no rename and no locks; what it does have on the services we
+//! support (AWS S3, Ceph RGW, MinIO, R2) is a conditional single PUT:
+//! `If-None-Match: *` (create only) and `If-Match: ETAG` (compare and
+//! swap). Locks are built on these ([`S3Store::take_lock`]): a lock is a small
+//! object holding its holder and a lease expiry, created only if absent,
+//! taken over only by a compare-and-swap on an expired lease, renewed by
+//! compare-and-swap while held. A server that dies leaves a lease that
+//! expires. Stores that ignore conditions (Garage) are refused when the
+//! store is opened ([`S3Store::check_conditional_writes`]). FORMAT.md
+//! tells the whole protocol.
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion, WriteMultipart,
+};
+
+use crate::bay::{check_name, BayStore};
+use crate::error::{Error, Result};
+
+/// Parts of a multipart upload: S3's smallest part is 5 MiB; 8 MiB parts
+/// take a 2 GiB packet in 256 parts, well under the limit of 10,000.
+pub const PART_SIZE: usize = 8 << 20;
+/// Parts uploaded at once. Memory held by an upload is about
+/// `PART_SIZE * (UPLOADS_IN_FLIGHT + 1)`.
+pub const UPLOADS_IN_FLIGHT: usize = 2;
+/// How long a lock is held without renewal before others may take it.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
+/// A bucket and key prefix: `s3://bucket/prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Url {
+    pub bucket: String,
+    /// Key prefix without leading or trailing `/`; may be empty.
+    pub prefix: String,
+}
+
+impl S3Url {
+    /// Parses `s3://bucket` or `s3://bucket/prefix/...`.
+    pub fn parse(text: &str) -> std::result::Result<S3Url, String> {
+        let rest = text
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{text:?} does not start with s3://"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
+            return Err(format!(
+                "{text:?}: bucket {bucket:?} is not a bucket name (3 to 63 of a-z, 0-9, '-', '.')"
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix.split('/').any(|s| s == "." || s == "..")
+            || prefix.contains("//")
+            || prefix.contains(['\\', '\0'])
+        {
+            return Err(format!(
+                "{text:?}: the prefix has an empty, '.' or '..' part"
+            ));
+        }
+        Ok(S3Url {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        })
+    }
+
+    /// The URL one level down: `s3://bucket/prefix/name`.
+    pub fn join(&self, name: &str) -> S3Url {
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.prefix)
+        };
+        S3Url {
+            bucket: self.bucket.clone(),
+            prefix,
+        }
+    }
+}
+
+impl std::fmt::Display for S3Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.prefix.is_empty() {
+            write!(f, "s3://{}", self.bucket)
+        } else {
+            write!(f, "s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+/// How to reach the service. Credentials are never here: they come from
+/// the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`), the shared credentials file
+/// (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`, profile
+/// `AWS_PROFILE` or `default`), or the instance's metadata service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Options {
+    /// `http(s)://host:port` of an S3-compatible service; AWS when absent
+    /// (or `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// Region; else `AWS_REGION`, `AWS_DEFAULT_REGION`, then `us-east-1`.
+    pub region: Option<String>,
+    /// Allow a plain-HTTP endpoint (a service on the same host or LAN).
+    pub allow_http: bool,
+    /// Profile of the shared credentials file; else `AWS_PROFILE`.
+    pub profile: Option<String>,
+    /// Lease of a bay lock; [`DEFAULT_LEASE`] when absent.
+    pub lease: Option<Duration>,
+    /// Access key id and secret given by a program (tests); the
+    /// configuration file never sets them.
+    pub credentials: Option<(String, String)>,
+}
+
+/// One bay on S3: the objects under `url`'s prefix.
+pub struct S3Store {
+    url: S3Url,
+    store: Arc<AmazonS3>,
+    runtime: Arc<tokio::runtime::Runtime>,
+    /// Ceph RGW compares `If-Match` with the ETag without its quotes;
+    /// set once a quoted one failed and the bare one matched.
+    bare_etags: Arc<AtomicBool>,
+    /// How long a lock lives without renewal.
+    lease: Duration,
+}
+
+/// A version of an entry, for compare-and-swap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(UpdateVersion);
+
+impl S3Store {
+    /// Opens the bay at `url`. Nothing is sent yet.
+    pub fn open(url: &S3Url, options: &S3Options) -> Result<S3Store> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("s3-bay")
+            .enable_all()
+            .build()
+            .map_err(|e| s3_config_error(url, format!("starting the S3 client's threads: {e}")))?;
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&url.bucket);
+        if let Some(endpoint) = options
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let region = options
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok());
+        if let Some(region) = region {
+            builder = builder.with_region(region);
+        }
+        if let Some((key, secret)) = &options.credentials {
+            builder = builder
+                .with_access_key_id(key)
+                .with_secret_access_key(secret);
+        } else if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            if let Some(creds) = shared_credentials(options.profile.as_deref())
+                .map_err(|message| s3_config_error(url, message))?
+            {
+                builder = builder
+                    .with_access_key_id(creds.access_key_id)
+                    .with_secret_access_key(creds.secret_access_key);
+                if let Some(token) = creds.session_token {
+                    builder = builder.with_token(token);
+                }
+            }
+        }
+        let store = builder
+            .with_allow_http(options.allow_http)
+            .build()
+            .map_err(|e| s3_config_error(url, e.to_string()))?;
+        Ok(S3Store {
+            url: url.clone(),
+            store: Arc::new(store),
+            runtime: Arc::new(runtime),
+            bare_etags: Arc::default(),
+            lease: options.lease.unwrap_or(DEFAULT_LEASE),
+        })
+    }
+
+    /// The store of a sibling bay (`name` under this one's parent
+    /// prefix is not meant: `url` is given whole), sharing the client
+    /// and runtime.
+    pub fn sibling(&self, url: &S3Url) -> S3Store {
+        S3Store {
+            url: url.clone(),
+            store: self.store.clone(),
+            runtime: self.runtime.clone(),
+            bare_etags: self.bare_etags.clone(),
+            lease: self.lease,
+        }
+    }
+
+    pub fn url(&self) -> &S3Url {
+        &self.url
+    }
+
+    fn key(&self, name: &str) -> Result<ObjectPath> {
+        // Lock objects (`.lock*`) are ours too; only user names are
+        // checked strictly.
+        if !name.starts_with(".lock") {
+            check_name(&self.describe(), name)?;
+        }
+        Ok(self.prefix_path().join(name))
+    }
+
+    fn prefix_path(&self) -> ObjectPath {
+        ObjectPath::from(self.url.prefix.as_str())
+    }
+
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    fn err(&self, name: &str, err: object_store::Error) -> Error {
+        let kind = match &err {
+            object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+            object_store::Error::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
+            _ => io::ErrorKind::Other,
+        };
+        self.error(name, io::Error::new(kind, err))
+    }
+
+    /// Writes `data` as entry `name` only if there is none; false when
+    /// there already was one (nothing changed).
+    pub fn create_new(&self, name: &str, data: &[u8]) -> Result<bool> {
+        let key = self.key(name)?;
+        let payload = PutPayload::from(Bytes::copy_from_slice(data));
+        let put = self
+            .store
+            .put_opts(&key, payload, PutOptions::from(PutMode::Create));
+        match self.block_on(put) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(err) => Err(self.err(name, err)),
+        }
+    }
+
+    /// The entry's content with its version, or None when it is absent.
+    pub fn read_versioned(&self, name: &str) -> Result<Option<(Vec<u8>, Version)>> {
+        let key = self.key(name)?;
+        let got = self.block_on(async {
+            let got = self.store.get(&key).await?;
+            let version = UpdateVersion {
+                e_tag: got.meta.e_tag.clone(),
+                version: got.meta.version.clone(),
+            };
+            let bytes = got.bytes().await?;
+            Ok::<_, object_store::Error>((bytes.to_vec(), Version(version)))
+        });
+        match got {
+            Ok(got) => Ok(Some(got)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(self.err(name, err)),
+        }
+    }
+
+    /// Replaces entry `name` with `data` only if it is still at
+    /// `version`; false when it changed meanwhile (nothing written).
+    pub fn replace_if(&self, name: &str, data: &[u8], version: &Version) -> Result<bool> {
+        let key = self.key(name)?;
+        let attempt = |version: UpdateVersion| {
+            let payload = PutPayload::from(Bytes::copy_from_slice(data));
+            self.block_on(self.store.put_opts(
+                &key,
+                payload,
+                PutOptions::from(PutMode::Update(version)),
+            ))
+        };
+        let bare = |v: &UpdateVersion| UpdateVersion {
+            e_tag: v.e_tag.as_ref().map(|t| t.trim_matches('"').to_string()),
+            version: v.version.clone(),
+        };
+        let first = if self.bare_etags.load(Ordering::Relaxed) {
+            bare(&version.0)
+        } else {
+            version.0.clone()
+        };
+        match attempt(first) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::Precondition { .. }) => {
+                let quoted = version
+                    .0
+                    .e_tag
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with('"'));
+                if self.bare_etags.load(Ordering::Relaxed) || !quoted {
+                    return Ok(false);
+                }
+                // Ceph RGW matches If-Match against the bare ETag only:
+                // try that form once, and keep it if it works.
+                match attempt(bare(&version.0)) {
+                    Ok(_) => {
+                        self.bare_etags.store(true, Ordering::Relaxed);
+                        Ok(true)
+                    }
+                    Err(object_store::Error::Precondition { .. }) => Ok(false),
+                    Err(err) => Err(self.err(name, err)),
+                }
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(err) => Err(self.err(name, err)),
+        }
+    }
+
+    /// Every key under the bay's prefix, relative to it, sorted: entries,
+    /// lock objects and anything deeper (for checks and clean-up).
+    pub fn list_all_keys(&self) -> Result<Vec<String>> {
+        let prefix = self.prefix_path();
+        let listed: Vec<_> = self.block_on(self.store.list(Some(&prefix)).collect::<Vec<_>>());
+        let mut names = Vec::new();
+        for meta in listed {
+            let meta = meta.map_err(|e| self.err("", e))?;
+            let key = meta.location.as_ref();
+            let relative = key
+                .strip_prefix(prefix.as_ref())
+                .unwrap_or(key)
+                .trim_start_matches('/');
+            names.push(relative.to_string());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Refuses a service that ignores conditional writes (Garage does): on
+    /// such a service two servers could both believe they hold a lock or
+    /// created an order. Two create-only PUTs of one fresh probe key must
+    /// not both succeed, and a compare-and-swap against a stale version
+    /// must fail.
+    pub fn check_conditional_writes(&self) -> Result<()> {
+        let probe = format!(".lock-probe-{}", unique_id());
+        let first = self.create_new(&probe, b"1")?;
+        let second = self.create_new(&probe, b"2")?;
+        let stale = match self.read_versioned(&probe)? {
+            Some((_, version)) => {
+                self.replace_if(&probe, b"3", &version)?;
+                self.replace_if(&probe, b"4", &version)?
+            }
+            None => true,
+        };
+        let key = self.key(&probe)?;
+        let _ = self.block_on(self.store.delete(&key));
+        if !first || second || stale {
+            return Err(s3_config_error(
+                &self.url,
+                "the service ignores conditional writes (If-None-Match / If-Match on PUT): \
+                 several shipping servers could deliver one packet twice, so it cannot hold a bay; \
+                 use a service that honours them (AWS S3, Ceph RGW, MinIO, Cloudflare R2)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes the lock `name` (a lease object in the bay), waiting while
+    /// another holder's lease runs; the guard renews it every third of
+    /// `lease` and removes it when dropped.
+    pub fn take_lock(&self, name: &str, lease: Duration) -> Result<S3Lock> {
+        let holder = format!("{}:{}", hostname(), unique_id());
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let body = lease_body(&holder, lease);
+            if self.create_new(name, body.as_bytes())? {
+                break;
+            }
+            match self.read_versioned(name)? {
+                // Released meanwhile: try to create it again at once.
+                None => continue,
+                Some((data, version)) => {
+                    let expired = parse_lease(&data).is_none_or(|(_, until)| until < now_secs());
+                    if expired && self.replace_if(name, body.as_bytes(), &version)? {
+                        break;
+                    }
+                }
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_secs(1));
+        }
+        Ok(S3Lock::start(self.sibling(&self.url), name, holder, lease))
+    }
+}
+
+/// A held lock; renewed in the background, released on drop.
+pub struct S3Lock {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    renewer: Option<std::thread::JoinHandle<()>>,
+    lost: Arc<AtomicBool>,
+}
+
+impl S3Lock {
+    fn start(store: S3Store, name: &str, holder: String, lease: Duration) -> S3Lock {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let lost = Arc::new(AtomicBool::new(false));
+        let lost2 = lost.clone();
+        let name = name.to_string();
+        let renewer = std::thread::spawn(move || {
+            loop {
+                match stopped.recv_timeout(lease / 3) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    // Dropped: release, if the lock is still ours.
+                    _ => break,
+                }
+                let ours = store
+                    .read_versioned(&name)
+                    .ok()
+                    .flatten()
+                    .filter(|(data, _)| parse_lease(data).is_some_and(|(h, _)| h == holder));
+                let renewed = ours.is_some_and(|(_, version)| {
+                    store
+                        .replace_if(&name, lease_body(&holder, lease).as_bytes(), &version)
+                        .unwrap_or(false)
+                });
+                if !renewed {
+                    lost2.store(true, Ordering::Relaxed);
+                }
+            }
+            // S3 (and RGW) cannot delete conditionally: delete only after
+            // seeing the lease is still ours. A holder whose lease expired
+            // while it slept may remove a successor's lock in the moment
+            // between; leases are long against that moment.
+            if let Ok(Some((data, _))) = store.read_versioned(&name) {
+                if parse_lease(&data).is_some_and(|(h, _)| h == holder) {
+                    if let Ok(key) = store.key(&name) {
+                        let _ = store.block_on(store.store.delete(&key));
+                    }
+                }
+            }
+        });
+        S3Lock {
+            stop: Some(stop),
+            renewer: Some(renewer),
+            lost,
+        }
+    }
+
+    /// True when a renewal found the lock taken over (this holder was
+    /// stalled past its lease).
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for S3Lock {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(renewer) = self.renewer.take() {
+            let _ = renewer.join();
+        }
+    }
+}
+
+fn lease_body(holder: &str, lease: Duration) -> String {
+    format!(
+        "holder = {holder:?}\nexpires = {}\n",
+        now_secs() + lease.as_secs().max(1) as i64
+    )
+}
+
+/// (holder, expiry in Unix seconds) of a lease object.
+fn parse_lease(data: &[u8]) -> Option<(String, i64)> {
+    let text = std::str::from_utf8(data).ok()?;
+    let mut holder = None;
+    let mut expires = None;
+    for line in text.lines() {
+        if let Some(value) = line.strip_prefix("holder = ") {
+            holder = Some(value.trim_matches('"').to_string());
+        } else if let Some(value) = line.strip_prefix("expires = ") {
+            expires = value.trim().parse().ok();
+        }
+    }
+    Some((holder?, expires?))
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
+}
+
+/// A name no other writer uses: process id, time and a counter.
+pub fn unique_id() -> String {
+    use std::sync::atomic::AtomicU64;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{nanos:x}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn s3_config_error(url: &S3Url, message: String) -> Error {
+    Error::S3 {
+        bay: url.to_string(),
+        message,
+    }
+}
+
+struct Credentials {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+}
+
+/// The profile's keys from the shared credentials file, if it has them.
+fn shared_credentials(profile: Option<&str>) -> std::result::Result<Option<Credentials>, String> {
+    let path = match std::env::var_os("AWS_SHARED_CREDENTIALS_FILE") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => match directories::BaseDirs::new() {
+            Some(dirs) => dirs.home_dir().join(".aws/credentials"),
+            None => return Ok(None),
+        },
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(format!("reading {}: {err}", path.display())),
+    };
+    let profile = profile
+        .map(str::to_string)
+        .or_else(|| std::env::var("AWS_PROFILE").ok())
+        .unwrap_or_else(|| "default".into());
+    let mut section = String::new();
+    let (mut key, mut secret, mut token) = (None, None, None);
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim().to_string();
+            continue;
+        }
+        if section != profile {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let v = v.trim().to_string();
+            match k.trim() {
+                "aws_access_key_id" => key = Some(v),
+                "aws_secret_access_key" => secret = Some(v),
+                "aws_session_token" => token = Some(v),
+                _ => {}
+            }
+        }
+    }
+    match (key, secret) {
+        (Some(access_key_id), Some(secret_access_key)) => Ok(Some(Credentials {
+            access_key_id,
+            secret_access_key,
+            session_token: token,
+        })),
+        _ => Ok(None),
+    }
+}
+
+impl BayStore for S3Store {
+    fn describe(&self) -> String {
+        self.url.to_string()
+    }
+
+    fn list(&self) -> Result<Vec<String>> {
+        let prefix = self.prefix_path();
+        let listed = self.block_on(self.store.list_with_delimiter(Some(&prefix)));
+        let listed = listed.map_err(|e| self.err("", e))?;
+        let mut names: Vec<String> = listed
+            .objects
+            .into_iter()
+            .filter_map(|meta| meta.location.filename().map(str::to_string))
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn exists(&self, name: &str) -> Result<bool> {
+        let key = self.key(name)?;
+        match self.block_on(self.store.head(&key)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(err) => Err(self.err(name, err)),
+        }
+    }
+
+    fn modified(&self, name: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+        let key = self.key(name)?;
+        self.block_on(self.store.head(&key))
+            .map(|meta| meta.last_modified)
+            .map_err(|e| self.err(name, e))
+    }
+
+    fn size(&self, name: &str) -> Result<u64> {
+        let key = self.key(name)?;
+        self.block_on(self.store.head(&key))
+            .map(|meta| meta.size)
+            .map_err(|e| self.err(name, e))
+    }
+
+    fn open(&self, name: &str) -> Result<Box<dyn Read + Send + '_>> {
+        let key = self.key(name)?;
+        let got = self
+            .block_on(self.store.get(&key))
+            .map_err(|e| self.err(name, e))?;
+        Ok(Box::new(StreamReader {
+            store: self,
+            stream: got.into_stream(),
+            chunk: Bytes::new(),
+        }))
+    }
+
+    fn write_from(&self, name: &str, reader: &mut dyn Read) -> Result<u64> {
+        let key = self.key(name)?;
+        // A small entry (an order, most packets) goes in one PUT; a larger
+        // one streams in parts, so memory stays bounded whatever the size.
+        let mut first = Vec::with_capacity(PART_SIZE.min(1 << 20));
+        let read = Read::take(&mut *reader, PART_SIZE as u64)
+            .read_to_end(&mut first)
+            .map_err(|e| self.error(name, e))?;
+        if read < PART_SIZE {
+            self.block_on(self.store.put(&key, PutPayload::from(first)))
+                .map_err(|e| self.err(name, e))?;
+            return Ok(read as u64);
+        }
+        // WriteMultipart spawns each part's upload on the current runtime.
+        let _runtime = self.runtime.enter();
+        let upload = self
+            .block_on(self.store.put_multipart(&key))
+            .map_err(|e| self.err(name, e))?;
+        let mut upload = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        upload.write(&first);
+        drop(first);
+        let mut written = read as u64;
+        let mut buf = vec![0u8; 256 << 10];
+        let outcome = loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => break Err(self.error(name, err)),
+            };
+            if let Err(err) = self.block_on(upload.wait_for_capacity(UPLOADS_IN_FLIGHT)) {
+                break Err(self.err(name, err));
+            }
+            upload.write(&buf[..n]);
+            written += n as u64;
+        };
+        match outcome {
+            Ok(()) => {
+                self.block_on(upload.finish())
+                    .map_err(|e| self.err(name, e))?;
+                Ok(written)
+            }
+            Err(err) => {
+                // Nothing becomes visible: the parts are dropped.
+                let _ = self.block_on(upload.abort());
+                Err(err)
+            }
+        }
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        let key = self.key(name)?;
+        // S3 deletes of a missing key succeed; callers expect NotFound.
+        self.block_on(self.store.head(&key))
+            .map_err(|e| self.err(name, e))?;
+        self.block_on(self.store.delete(&key))
+            .map_err(|e| self.err(name, e))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        // S3 has no rename: a server-side copy (the target appears whole),
+        // then the source is deleted.
+        let source = self.key(from)?;
+        let target = self.key(to)?;
+        self.block_on(self.store.copy(&source, &target))
+            .map_err(|e| self.err(from, e))?;
+        self.block_on(self.store.delete(&source))
+            .map_err(|e| self.err(from, e))
+    }
+
+    fn s3(&self) -> Option<&S3Store> {
+        Some(self)
+    }
+
+    fn lock(&self, name: &str) -> Result<Box<dyn Send>> {
+        Ok(Box::new(self.take_lock(name, self.lease)?))
+    }
+}
+
+/// Blocking reads over an object's byte stream; holds one chunk at a time.
+struct StreamReader<'a> {
+    store: &'a S3Store,
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    chunk: Bytes,
+}
+
+impl Read for StreamReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.store.block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(err)) => return Err(io::Error::other(err)),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        let _ = self.chunk.split_to(n);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse() {
+        let url = S3Url::parse("s3://bays/hub/default/").unwrap();
+        assert_eq!(url.bucket, "bays");
+        assert_eq!(url.prefix, "hub/default");
+        assert_eq!(
+            url.join("outgoing").to_string(),
+            "s3://bays/hub/default/outgoing"
+        );
+        assert_eq!(S3Url::parse("s3://bays").unwrap().prefix, "");
+        for bad in [
+            "/srv/bays",
+            "s3://",
+            "s3://B/x",
+            "s3://bays/a/../b",
+            "s3://bays/a//b",
+        ] {
+            assert!(S3Url::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn leases_round_trip() {
+        let body = lease_body("host:1-2-3", Duration::from_secs(60));
+        let (holder, until) = parse_lease(body.as_bytes()).unwrap();
+        assert_eq!(holder, "host:1-2-3");
+        assert!(until > now_secs() + 50);
+        assert_eq!(parse_lease(b"junk"), None);
+    }
+}

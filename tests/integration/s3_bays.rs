@@ -1,0 +1,398 @@
+//! Storage bays on S3 (a real Ceph RADOS Gateway on 127.0.0.1, started by
+//! `.ci/ceph-rgw`): several `shipping_server`s sharing one bay, `mkorder`
+//! and `lspacket` on it, expiry to an S3 return bay, `-import -receive`
+//! from an S3 incoming bay. Each test works under a prefix of its own.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use shipping::s3::{unique_id, S3Options, S3Store, S3Url};
+use shipping::BayStore;
+use syncreplica::ops::{Change, PathState, VersionVector};
+
+use crate::helpers::*;
+use crate::shipping::{free_port, Server};
+
+/// The S3 service, or None (the test skips, saying so; under CI=true it
+/// fails instead). Its credentials go to every process the test starts
+/// through the standard AWS variables.
+fn service() -> Option<test_support::S3Server> {
+    let server = test_support::s3_server()?;
+    static ENV: std::sync::Once = std::sync::Once::new();
+    ENV.call_once(|| {
+        for (key, value) in server.env() {
+            std::env::set_var(key, value);
+        }
+    });
+    Some(server)
+}
+
+/// `[classes.default]` with both bays under `s3://BUCKET/PREFIX`.
+fn s3_class(server: &test_support::S3Server, prefix: &str, lease: u64) -> String {
+    format!(
+        "[classes.default]\nstorage_bay = \"s3://{bucket}/{prefix}/bay\"\n\
+         return_bay = \"s3://{bucket}/{prefix}/return\"\nendpoint = \"{endpoint}\"\n\
+         region = \"{region}\"\nallow_http = true\nlease_seconds = {lease}\n",
+        bucket = server.bucket,
+        endpoint = server.endpoint,
+        region = server.region,
+    )
+}
+
+/// The test's view of one bay, to look at it directly.
+fn store(server: &test_support::S3Server, prefix: &str, bay: &str) -> S3Store {
+    let url = S3Url::parse(&format!("s3://{}/{prefix}/{bay}", server.bucket)).unwrap();
+    S3Store::open(
+        &url,
+        &S3Options {
+            endpoint: Some(server.endpoint.clone()),
+            region: Some(server.region.clone()),
+            allow_http: true,
+            credentials: Some((server.access_key.clone(), server.secret_key.clone())),
+            ..S3Options::default()
+        },
+    )
+    .unwrap()
+}
+
+fn public_key(root: &Path, name: &str) -> String {
+    let members = run(root, "lsreplica", ["-long"]).ok().stdout;
+    members
+        .split(&format!("replica \"{name}\""))
+        .nth(1)
+        .and_then(|rest| rest.split("public key:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("lsreplica -long prints the public key")
+        .to_string()
+}
+
+/// `count` distinct packets from boston (for ship), each with its own
+/// name: created `first`, `first + 1`… seconds after 2023-11-14.
+fn packets(fam: &Family, out: &Path, first: i64, count: i64) -> Vec<PathBuf> {
+    let boston = fam.root("boston");
+    let ship = fam.root("ship");
+    let who = Forgery {
+        origin: &boston,
+        sender: &boston,
+        signer: &boston,
+        sealer: &boston,
+    };
+    for i in first..first + count {
+        let change = Change::Path {
+            path: format!("d{i}").into_bytes(),
+            version: VersionVector(Default::default()),
+            state: PathState::directory(0o755),
+        };
+        forge(&who, &ship, out, vec![change], |meta| {
+            meta.created = syncreplica::ops::Timestamp::new(1_700_000_000 + i, 0).unwrap();
+            meta.targets[0].seq = i as u64 + 1;
+        });
+    }
+    packet_files(out)
+}
+
+/// A receiving host for `replica`, trusting boston's key, with its bays
+/// in a directory.
+fn receiver(dir: &Path, replica: &str, boston_key: &str) -> (Server, PathBuf) {
+    let conf = dir.join(format!("recv-{replica}.toml"));
+    let bay = dir.join(format!("recv-{replica}-bay"));
+    std::fs::write(
+        &conf,
+        format!(
+            "local_replicas = [\"{replica}\"]\ntrusted_keys = [\"{boston_key}\"]\n\
+             [classes.default]\nstorage_bay = \"{0}\"\nreturn_bay = \"{0}/return\"\n",
+            bay.display()
+        ),
+    )
+    .unwrap();
+    (
+        Server::start(&conf, "127.0.0.1:0", &[]),
+        bay.join("incoming"),
+    )
+}
+
+/// Receipts a receiver answered 200 ("already here"): transmissions
+/// repeated, recognised by the packet's id and part.
+fn repeats(server: &Server) -> usize {
+    server
+        .log()
+        .lines()
+        .filter(|line| line.contains("accepted PUT") && line.contains(": 200 "))
+        .count()
+}
+
+struct Hub {
+    fam: Family,
+    server: test_support::S3Server,
+    prefix: String,
+    conf: PathBuf,
+    ship: (Server, PathBuf),
+    lab: (Server, PathBuf),
+    notified: PathBuf,
+}
+
+/// A family (boston sends), two receivers (ship and lab) and a hub
+/// configuration whose bays are on S3, with `count` packets queued there
+/// for both destinations by `mkorder`; bay locks held `lease` seconds.
+fn hub(count: i64, lease: u64) -> Option<Hub> {
+    let server = service()?;
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path().to_path_buf();
+    let key = public_key(&fam.root("boston"), "boston");
+    let ship = receiver(&dir, "ship", &key);
+    let lab = receiver(&dir, "lab", &key);
+    let prefix = format!("hub-{}", unique_id());
+    let notified = dir.join("notified.log");
+    let conf = dir.join("hub.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "trusted_keys = [\"{key}\"]\nnotify = 'echo \"$SYNCREPLICA_PACKET\" >> {}'\n\
+             {}\n[destinations.ship]\nurl = \"{}\"\n[destinations.lab]\nurl = \"{}\"\n\
+             [destinations.nowhere]\nurl = \"http://127.0.0.1:{}\"\n",
+            notified.display(),
+            s3_class(&server, &prefix, lease),
+            ship.0.url(),
+            lab.0.url(),
+            free_port(),
+        ),
+    )
+    .unwrap();
+    let out = fam.packet_dir("queued");
+    let files = packets(&fam, &out, 0, count);
+    assert_eq!(files.len(), count as usize);
+    let mut args = vec!["-shipconf".to_string(), conf.display().to_string()];
+    for file in &files {
+        args.push("-data".into());
+        args.push(file.display().to_string());
+    }
+    args.extend(["ship".into(), "lab".into()]);
+    let queued = run(&dir, "mkorder", &args).ok();
+    assert_eq!(
+        queued.stdout.matches("Submitted ").count(),
+        count as usize,
+        "{}",
+        queued.stdout
+    );
+    Some(Hub {
+        fam,
+        server,
+        prefix,
+        conf,
+        ship,
+        lab,
+        notified,
+    })
+}
+
+impl Hub {
+    fn outgoing(&self) -> S3Store {
+        store(&self.server, &self.prefix, "bay/outgoing")
+    }
+
+    /// Orders still in the shared outgoing bay.
+    fn orders_left(&self) -> usize {
+        self.outgoing()
+            .list()
+            .unwrap()
+            .iter()
+            .filter(|n| n.ends_with(".order"))
+            .count()
+    }
+
+    fn start(&self) -> Server {
+        Server::start(&self.conf, "127.0.0.1:0", &["-poll", "-interval", "1"])
+    }
+
+    /// Every packet of `count` reached both receivers, each stored once.
+    fn assert_all_arrived(&self, count: usize) {
+        for (_, incoming) in [&self.ship, &self.lab] {
+            assert_eq!(
+                packet_files(incoming).len(),
+                count,
+                "{}",
+                incoming.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn three_servers_share_one_s3_bay_and_deliver_each_packet_exactly_once() {
+    // A lease long against any stall of a live server on a loaded machine.
+    let Some(hub) = hub(200, 20) else {
+        return;
+    };
+    // A packet for a destination nobody answers, expiring at once: it
+    // must reach the return bay once, with one notification, whichever
+    // server's pass finds it.
+    let out = hub.fam.packet_dir("expiring");
+    let expiring = &packets(&hub.fam, &out, 1000, 1)[0];
+    let queued = run(
+        hub.fam.dir.path(),
+        "mkorder",
+        [
+            "-shipconf",
+            hub.conf.to_str().unwrap(),
+            "-pexpire",
+            "1s",
+            "-data",
+            expiring.to_str().unwrap(),
+            "nowhere",
+        ],
+    )
+    .ok();
+    assert!(queued.stdout.contains("Submitted "), "{}", queued.stdout);
+
+    let servers: Vec<Server> = (0..3).map(|_| hub.start()).collect();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while hub.orders_left() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} orders left; logs:\n{}",
+            hub.orders_left(),
+            servers.iter().map(Server::log).collect::<String>()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let logs: String = servers.iter().map(Server::log).collect();
+    for server in servers {
+        assert_eq!(server.terminate(), 0);
+    }
+    hub.assert_all_arrived(200);
+    // Without kills, no transmission is repeated.
+    assert_eq!(repeats(&hub.ship.0), 0, "{}", hub.ship.0.log());
+    assert_eq!(repeats(&hub.lab.0), 0, "{}", hub.lab.0.log());
+    // The expired packet is in the return bay once, with its order, and
+    // the administrator was told once.
+    let name = expiring.file_name().unwrap().to_str().unwrap();
+    let returned = store(&hub.server, &hub.prefix, "return").list().unwrap();
+    assert_eq!(
+        returned,
+        [name.to_string(), format!("{name}.order")],
+        "{logs}"
+    );
+    let told = std::fs::read_to_string(&hub.notified).unwrap();
+    assert_eq!(told.lines().collect::<Vec<_>>(), [name], "{logs}");
+    assert_eq!(
+        logs.matches(&format!("expired {name}")).count(),
+        1,
+        "{logs}"
+    );
+    // Nothing is left in the shared bay: no packet, no lock.
+    assert_eq!(
+        hub.outgoing().list_all_keys().unwrap(),
+        Vec::<String>::new()
+    );
+
+    // lspacket lists the return bay's packet with its order, by its
+    // s3:// name.
+    let listed = run(
+        hub.fam.dir.path(),
+        "lspacket",
+        ["-shipconf", hub.conf.to_str().unwrap(), "-short"],
+    )
+    .ok();
+    assert_eq!(
+        listed.stdout.trim(),
+        format!("s3://{}/{}/return/{name}", hub.server.bucket, hub.prefix)
+    );
+}
+
+#[test]
+fn servers_killed_and_restarted_at_random_lose_nothing_and_store_nothing_twice() {
+    // Short leases: a killed server's lock holds the others up that long.
+    let Some(hub) = hub(200, 4) else {
+        return;
+    };
+    let mut rng = test_support::XorShift(0x5eed_16);
+    let mut servers: Vec<Server> = (0..3).map(|_| hub.start()).collect();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut kills = 0;
+    while hub.orders_left() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} orders left",
+            hub.orders_left()
+        );
+        std::thread::sleep(Duration::from_millis(300 + rng.below(1500) as u64));
+        if kills < 12 {
+            let victim = rng.below(servers.len());
+            servers.remove(victim).kill();
+            kills += 1;
+            servers.push(hub.start());
+        }
+    }
+    for server in servers {
+        assert_eq!(server.terminate(), 0);
+    }
+    // Every packet reached both destinations and is stored there once (a
+    // repeated transmission is answered "already here" and not stored
+    // again).
+    hub.assert_all_arrived(200);
+    let repeated = repeats(&hub.ship.0) + repeats(&hub.lab.0);
+    eprintln!("{kills} kills; transmissions repeated after a kill: {repeated}");
+    // A kill repeats at most the one hand-over in progress.
+    assert!(repeated <= kills, "{repeated} repeats for {kills} kills");
+}
+
+#[test]
+fn import_receive_reads_an_s3_incoming_bay() {
+    let Some(server) = service() else {
+        return;
+    };
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let prefix = format!("recv-{}", unique_id());
+    let conf = dir.join("ship.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]\n{}",
+            fam.root("ship").display(),
+            s3_class(&server, &prefix, 60)
+        ),
+    )
+    .unwrap();
+    write(&fam.root("boston"), "f", "1");
+    write(&fam.root("boston"), "g", "new");
+    let out = fam.packet_dir("sent");
+    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
+    let packet = &packet_files(&out)[0];
+    let name = packet.file_name().unwrap().to_str().unwrap();
+    // It arrives over HTTP at a server whose incoming bay is on S3.
+    let receiving = Server::start(&conf, "127.0.0.1:0", &[]);
+    let answer = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-T"])
+        .arg(packet)
+        .arg(format!("{}/packets/{name}", receiving.url()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&answer.stdout),
+        "201",
+        "{}",
+        receiving.log()
+    );
+    drop(receiving);
+    let incoming = store(&server, &prefix, "bay/incoming");
+    assert_eq!(incoming.list().unwrap(), [name]);
+
+    let imported = run(
+        &fam.root("ship"),
+        "syncreplica",
+        ["-import", "-receive", "-shipconf", conf.to_str().unwrap()],
+    )
+    .ok();
+    assert!(
+        imported.stdout.contains("Applied packet"),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(
+        tree_listing(&fam.root("ship")),
+        tree_listing(&fam.root("boston"))
+    );
+    // Consumed: gone from the bucket.
+    assert_eq!(incoming.list_all_keys().unwrap(), Vec::<String>::new());
+}
