@@ -66,9 +66,10 @@ mod writer;
 
 pub use error::{Error, ErrorKind, Result};
 pub use header::{
-    key_fingerprint, CreationPayload, DigestNode, Encoding, EntryInfo, EpochRange, FormatVersion,
+    key_fingerprint, CreationPayload, DigestNode, Encoding, Encryption, EncryptionRecipient,
+    EntryInfo, EpochRange, FormatVersion,
     Header, Member, Named, PacketKind, Target, TreeDigest, FORMAT_MAJOR, FORMAT_MINOR, MAGIC,
-    MAX_DIGEST_NODES, SIGNATURE_CONTEXT,
+    MAX_DIGEST_NODES, MINOR_WITH_ENCRYPTION, SIGNATURE_CONTEXT,
 };
 pub use listing::{render_listing, render_listing_with};
 pub use logical::{BaseChunks, LogicalChunks, LogicalOperations, LogicalPacket};
@@ -78,10 +79,12 @@ pub use naming::{
     PARTIAL_SUFFIX,
 };
 pub use reader::{
-    examine_packet, verify_packet, ChunkPiece, ChunkPieces, Examination, OperationRecord,
+    examine_packet, examine_packet_with, verify_packet, verify_packet_with, ChunkPiece, Decryption, ChunkPieces, Examination, OperationRecord,
     OperationRecords, SignatureStatus, VerifiedPacket,
 };
-pub use writer::{PacketMeta, PacketWriter, WrittenPart};
+pub use writer::{EncryptTo, PacketMeta, PacketWriter, WrittenPart};
+/// Re-exported so callers name the same age types the format uses.
+pub use age;
 
 /// Smallest accepted maximum packet size. Pieces of chunks and operations
 /// are split across parts, so any size at or above this works.
@@ -106,6 +109,12 @@ pub const ENTRY_CHUNKS: &str = "chunks";
 pub const ENTRY_OPERATIONS: &str = "operations";
 pub const ENTRY_CREATION: &str = "creation";
 pub const ENTRY_SEALS: &str = "seals";
+/// Passphrase-encrypted packets only: the packet key, an age X25519
+/// identity encrypted to the passphrase (SPEC.md §4.2).
+pub const ENTRY_PASSKEY: &str = "passkey";
+/// Creation packets only, always encrypted: the new replica's secret keys
+/// (SPEC.md §8).
+pub const ENTRY_SECRETS: &str = "secrets";
 pub const ENTRY_HEADER: &str = "header";
 pub const ENTRY_SIGNATURE: &str = "signature";
 
