@@ -493,6 +493,7 @@ mod tests {
             chunk_records: 0,
             incarnation,
             tree_digest: None,
+            encryption: None,
         }
     }
 

@@ -48,6 +48,14 @@ pub struct Config {
     /// Settings per sibling, by member name.
     #[serde(default)]
     pub siblings: BTreeMap<String, SiblingConfig>,
+    /// Encrypt update packets to their targets (issue 15); `false` is what
+    /// `-noencrypt` does for every export.
+    #[serde(default = "default_encrypt")]
+    pub encrypt: bool,
+}
+
+fn default_encrypt() -> bool {
+    true
 }
 
 /// Settings for one sibling (`[siblings.NAME]`).
@@ -125,6 +133,7 @@ impl Default for Config {
             soft_delete_days: default_soft_delete_days(),
             resend_after: ResendAfter::default(),
             siblings: BTreeMap::new(),
+            encrypt: true,
         }
     }
 }

@@ -250,6 +250,8 @@ pub fn export_creation(
         // The new replica holds exactly the state it is made from; it has
         // no sibling to compare with until a packet arrives.
         tree_digest: None,
+        encryption: None,
+        secrets: None,
     };
     let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)?;
     // The first thing written is where tests kill or pause a creation export.

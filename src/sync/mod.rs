@@ -6,6 +6,7 @@ pub mod apply;
 pub(crate) mod assemble;
 pub mod chunks;
 pub mod creation;
+pub mod crypt;
 mod creation_check;
 pub mod delta;
 pub mod digest;

@@ -602,6 +602,8 @@ pub fn forge_with_content(
         creation: None,
         incarnation: None,
         tree_digest: None,
+        encryption: None,
+        secrets: None,
     };
     tweak(&mut meta);
     let mut writer = PacketWriter::create(out, 1 << 20, &key_of(who.signer), meta).unwrap();
@@ -810,6 +812,8 @@ pub fn forge_creation(
         // A forger copies what the genuine header says.
         incarnation: header.incarnation,
         tree_digest: header.tree_digest.clone(),
+        encryption: None,
+        secrets: None,
     };
     tweak(&mut meta);
     let mut writer = PacketWriter::create(out, 1 << 20, &signer.to_bytes(), meta).unwrap();

@@ -846,6 +846,7 @@ fn a_file_changed_after_the_scan_is_left_for_the_next_export_and_nothing_is_writ
         comment: "",
         progress: &syncreplica::sync::NoProgress,
         full_content: false,
+        noencrypt: false,
         before_commit: None,
         stop: &syncreplica::sync::StopFlag::new(),
         after_target: None,

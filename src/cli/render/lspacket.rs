@@ -91,6 +91,14 @@ pub fn render_json(exam: &Examination, view: Option<&LocalView>) -> serde_json::
         value["epoch_ranges"] = json!(ranges);
         // The sender copy's incarnation (format 2.1; clone detection).
         value["sender_incarnation"] = json!(header.incarnation.map(|id| id.to_hex()));
+        // To whom the contents are encrypted (format 2.5); null: in the clear.
+        value["encryption"] = json!(header.encryption.as_ref().map(|e| json!({
+            "recipients": e.recipients.iter().map(|r| json!({
+                "id": r.id.to_hex(),
+                "key": r.key,
+            })).collect::<Vec<_>>(),
+            "passphrase": e.passphrase,
+        })));
         // The sender's tree digest at its epoch row (format 2.2; proof of
         // convergence). The patterns are text from elsewhere, kept as data.
         value["tree_digest"] = json!(header.tree_digest.as_ref().map(|d| json!({
