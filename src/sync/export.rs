@@ -356,10 +356,18 @@ fn export_to(
     let write_dir = request.work_dir.unwrap_or(request.out_dir);
     let key = replica.signing_key()?.to_bytes();
     let encryption = crate::sync::crypt::for_target(replica, &target.replica, request.noencrypt)?;
-    let meta = PacketMeta {
+    let mut meta = PacketMeta {
         encryption: encryption.clone().ok(),
         ..meta
     };
+    if meta.encryption.is_some() {
+        // The digest's nodes name paths, and the header is readable by
+        // every hop: an encrypted packet proves convergence by the root
+        // alone (SPEC.md §4.2).
+        if let Some(digest) = meta.tree_digest.as_mut() {
+            digest.nodes.clear();
+        }
+    }
     let mut writer = PacketWriter::create(write_dir, request.max_size, &key, meta)?;
     let mut summary = ExportSummary {
         sequence,
