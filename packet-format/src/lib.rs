@@ -64,12 +64,13 @@ pub mod seals;
 pub mod vocabulary;
 mod writer;
 
+/// Re-exported so callers name the same age types the format uses.
+pub use age;
 pub use error::{Error, ErrorKind, Result};
 pub use header::{
     key_fingerprint, CreationPayload, DigestNode, Encoding, Encryption, EncryptionRecipient,
-    EntryInfo, EpochRange, FormatVersion,
-    Header, Member, Named, PacketKind, Target, TreeDigest, FORMAT_MAJOR, FORMAT_MINOR, MAGIC,
-    MAX_DIGEST_NODES, MINOR_WITH_ENCRYPTION, SIGNATURE_CONTEXT,
+    EntryInfo, EpochRange, FormatVersion, Header, Member, Named, PacketKind, Target, TreeDigest,
+    FORMAT_MAJOR, FORMAT_MINOR, MAGIC, MAX_DIGEST_NODES, MINOR_WITH_ENCRYPTION, SIGNATURE_CONTEXT,
 };
 pub use listing::{render_listing, render_listing_with};
 pub use logical::{BaseChunks, LogicalChunks, LogicalOperations, LogicalPacket};
@@ -79,12 +80,11 @@ pub use naming::{
     PARTIAL_SUFFIX,
 };
 pub use reader::{
-    examine_packet, examine_packet_with, verify_packet, verify_packet_with, ChunkPiece, Decryption, ChunkPieces, Examination, OperationRecord,
-    OperationRecords, SignatureStatus, VerifiedPacket,
+    examine_packet, examine_packet_with, verify_packet, verify_packet_with, ChunkPiece,
+    ChunkPieces, Decryption, Examination, OperationRecord, OperationRecords, SignatureStatus,
+    VerifiedPacket,
 };
 pub use writer::{EncryptTo, PacketMeta, PacketWriter, WrittenPart};
-/// Re-exported so callers name the same age types the format uses.
-pub use age;
 
 /// Smallest accepted maximum packet size. Pieces of chunks and operations
 /// are split across parts, so any size at or above this works.

@@ -100,7 +100,6 @@ impl Keys {
     }
 }
 
-
 /// Largest zstd window a reader allocates: 8 MiB.
 const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
@@ -409,12 +408,10 @@ fn check_entry_set(header: &Header, locations: &[EntryLocation]) -> Result<(), E
                 actual: location.size,
             });
         }
-        let can_encrypt = header.version.minor >= crate::MINOR_WITH_ENCRYPTION
-            && header.encryption.is_some();
+        let can_encrypt =
+            header.version.minor >= crate::MINOR_WITH_ENCRYPTION && header.encryption.is_some();
         let encoding_ok = match entry.encoding {
-            Encoding::Plain => {
-                entry.raw_size == entry.stored_size && entry.name != ENTRY_SECRETS
-            }
+            Encoding::Plain => entry.raw_size == entry.stored_size && entry.name != ENTRY_SECRETS,
             Encoding::Zstd => entry.name == ENTRY_OPERATIONS || !is_known_entry(&entry.name),
             Encoding::AgePlain => {
                 can_encrypt
@@ -495,7 +492,12 @@ fn packet_key(
     let path = &packet.path;
     let bytes = packet.read_whole_entry(ENTRY_PASSKEY, Mode::Verify)?;
     let digest: [u8; 32] = Sha256::digest(&bytes).into();
-    if let Some(key) = decryption.packet_keys.lock().expect("not poisoned").get(&digest) {
+    if let Some(key) = decryption
+        .packet_keys
+        .lock()
+        .expect("not poisoned")
+        .get(&digest)
+    {
         return Ok(key.clone());
     }
     let Some(passphrase) = &decryption.passphrase else {

@@ -37,8 +37,8 @@ use crate::records::{
 };
 use crate::{
     naming, ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_PASSKEY,
-    ENTRY_SEALS, ENTRY_SECRETS, ENTRY_SIGNATURE, FORMAT_MAJOR, FORMAT_MINOR, MAX_CHUNK_LEN, MAX_HEADER_LEN, MAX_OPERATION_LEN,
-    MAX_PART_SIZE, MIN_PART_SIZE,
+    ENTRY_SEALS, ENTRY_SECRETS, ENTRY_SIGNATURE, FORMAT_MAJOR, FORMAT_MINOR, MAX_CHUNK_LEN,
+    MAX_HEADER_LEN, MAX_OPERATION_LEN, MAX_PART_SIZE, MIN_PART_SIZE,
 };
 
 /// Room a part must have for data records once its metadata is paid for.
@@ -120,12 +120,15 @@ impl Sealer {
     fn new(to: &EncryptTo) -> Result<Sealer, String> {
         let mut recipients = Vec::new();
         for recipient in &to.recipients {
-            let parsed = recipient.key.parse::<age::x25519::Recipient>().map_err(|err| {
-                format!(
-                    "encryption key {:?} of {} is not an age X25519 recipient: {err}",
-                    recipient.key, recipient.id
-                )
-            })?;
+            let parsed = recipient
+                .key
+                .parse::<age::x25519::Recipient>()
+                .map_err(|err| {
+                    format!(
+                        "encryption key {:?} of {} is not an age X25519 recipient: {err}",
+                        recipient.key, recipient.id
+                    )
+                })?;
             recipients.push(parsed);
         }
         let passkey = match &to.passphrase {
@@ -333,7 +336,9 @@ impl PacketWriter {
         let seals = meta.seals;
         let sealer = match &meta.encryption {
             None => None,
-            Some(to) => Some(Sealer::new(to).map_err(|what| fail(ErrorKind::InvalidMetadata(what)))?),
+            Some(to) => {
+                Some(Sealer::new(to).map_err(|what| fail(ErrorKind::InvalidMetadata(what)))?)
+            }
         };
         if meta.secrets.is_some() && (sealer.is_none() || meta.creation.is_none()) {
             return Err(fail(ErrorKind::InvalidMetadata(
@@ -356,10 +361,13 @@ impl PacketWriter {
         let creation_bytes = creation_plain.map(seal_bytes).transpose()?;
         let secrets_raw_len = meta.secrets.as_ref().map_or(0, |b| b.len() as u64);
         let secrets_bytes = meta.secrets.map(seal_bytes).transpose()?;
-        let encryption = meta.encryption.as_ref().map(|to| crate::header::Encryption {
-            recipients: to.recipients.clone(),
-            passphrase: to.passphrase.is_some(),
-        });
+        let encryption = meta
+            .encryption
+            .as_ref()
+            .map(|to| crate::header::Encryption {
+                recipients: to.recipients.clone(),
+                passphrase: to.passphrase.is_some(),
+            });
         let template = Header {
             version: FormatVersion {
                 major: FORMAT_MAJOR,

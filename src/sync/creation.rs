@@ -388,40 +388,41 @@ pub fn export_creation(
             }
             Ok(())
         };
-    let committed = write_key_file(&key_file, &new_id, &secret, &new_encryption_key).and_then(|()| {
-        replica.state_mut().transaction(|tx| {
-            for (path, op) in &reasserted {
-                log_reassertion(tx, path, op)?;
-            }
-            state::append_operation(tx, &add_member)?;
-            state::append_operation(tx, &member_keys)?;
-            state::put_seal(tx, &new_seal)?;
-            state::insert_member(tx, &new_member, now.as_nanos_saturating())?;
-            for (path, op) in &resent {
-                log_reassertion(tx, path, op)?;
-            }
-            if last_epoch > next_epoch {
-                // The re-assertions are a run of their own, sealed like any.
-                let secret = signing_key.to_bytes();
-                state::seal_own_run(tx, &secret, &me, next_epoch + 1, last_epoch)?;
-            }
-            state::set_epoch(tx, &me, &me, last_epoch)?;
-            for (origin, epoch) in &own_row {
-                state::raise_epoch(tx, &new_id, origin, *epoch)?;
-            }
-            let first = parts.first().map(|p| p.file_name.as_str()).unwrap_or("");
-            state::log_packet(
-                tx,
-                "sent",
-                &new_id,
-                &Id([0; 16]),
-                1,
-                first,
-                now.as_nanos_saturating(),
-            )?;
-            Ok(())
-        })
-    });
+    let committed =
+        write_key_file(&key_file, &new_id, &secret, &new_encryption_key).and_then(|()| {
+            replica.state_mut().transaction(|tx| {
+                for (path, op) in &reasserted {
+                    log_reassertion(tx, path, op)?;
+                }
+                state::append_operation(tx, &add_member)?;
+                state::append_operation(tx, &member_keys)?;
+                state::put_seal(tx, &new_seal)?;
+                state::insert_member(tx, &new_member, now.as_nanos_saturating())?;
+                for (path, op) in &resent {
+                    log_reassertion(tx, path, op)?;
+                }
+                if last_epoch > next_epoch {
+                    // The re-assertions are a run of their own, sealed like any.
+                    let secret = signing_key.to_bytes();
+                    state::seal_own_run(tx, &secret, &me, next_epoch + 1, last_epoch)?;
+                }
+                state::set_epoch(tx, &me, &me, last_epoch)?;
+                for (origin, epoch) in &own_row {
+                    state::raise_epoch(tx, &new_id, origin, *epoch)?;
+                }
+                let first = parts.first().map(|p| p.file_name.as_str()).unwrap_or("");
+                state::log_packet(
+                    tx,
+                    "sent",
+                    &new_id,
+                    &Id([0; 16]),
+                    1,
+                    first,
+                    now.as_nanos_saturating(),
+                )?;
+                Ok(())
+            })
+        });
     if let Err(err) = committed {
         for part in &parts {
             let _ = std::fs::remove_file(&part.path);
@@ -533,8 +534,11 @@ fn read_key_file(path: &Path) -> Result<NewMemberKeys> {
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| bad("secret_key is not 64 hex digits".into()))?;
     if let Some(key) = &file.encryption_key {
-        key.parse::<age::x25519::Identity>()
-            .map_err(|why| bad(format!("encryption_key is not an age X25519 identity: {why}")))?;
+        key.parse::<age::x25519::Identity>().map_err(|why| {
+            bad(format!(
+                "encryption_key is not an age X25519 identity: {why}"
+            ))
+        })?;
     }
     Ok((id, secret, file.encryption_key))
 }

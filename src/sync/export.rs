@@ -144,7 +144,8 @@ pub struct ExportSummary {
     /// A packet with no operations, only this replica's row ([`Mode::AckOnly`]).
     pub ack_only: bool,
     /// To whom the packet is encrypted (age recipients), or why it is not.
-    pub encryption: Option<std::result::Result<packet_format::EncryptTo, crate::sync::crypt::Plain>>,
+    pub encryption:
+        Option<std::result::Result<packet_format::EncryptTo, crate::sync::crypt::Plain>>,
 }
 
 /// A file whose content was no longer what the scan recorded when the

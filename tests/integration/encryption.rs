@@ -74,14 +74,22 @@ fn an_update_packet_hides_every_byte_and_name_and_only_its_target_reads_it() {
         .iter()
         .map(|m| m.public_key)
         .collect();
-    let err = packet_format::verify_packet_with(&files[0], &keys, Some(&decryption_of(&fam.root("gamma"))))
-        .unwrap_err();
+    let err = packet_format::verify_packet_with(
+        &files[0],
+        &keys,
+        Some(&decryption_of(&fam.root("gamma"))),
+    )
+    .unwrap_err();
     assert!(
         matches!(err.kind, packet_format::ErrorKind::NotForThisReplica { .. }),
         "{err}"
     );
     let listed = run(&fam.root("gamma"), "lspacket", [out.as_os_str()]).ok();
-    assert!(listed.stdout.contains("Encrypted for: beta"), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("Encrypted for: beta"),
+        "{}",
+        listed.stdout
+    );
     assert!(
         listed.stdout.contains("this replica cannot read them"),
         "{}",
@@ -89,8 +97,17 @@ fn an_update_packet_hides_every_byte_and_name_and_only_its_target_reads_it() {
     );
     assert!(!listed.stdout.contains("damaged"), "{}", listed.stdout);
     // With -long, the recipient's key.
-    let long = run(&fam.root("gamma"), "lspacket", [std::ffi::OsStr::new("-long"), out.as_os_str()]).ok();
-    assert!(long.stdout.contains("beta: encryption key age1"), "{}", long.stdout);
+    let long = run(
+        &fam.root("gamma"),
+        "lspacket",
+        [std::ffi::OsStr::new("-long"), out.as_os_str()],
+    )
+    .ok();
+    assert!(
+        long.stdout.contains("beta: encryption key age1"),
+        "{}",
+        long.stdout
+    );
 
     // The target reads and applies it.
     let listed = run(&fam.root("beta"), "lspacket", [out.as_os_str()]).ok();
@@ -108,7 +125,11 @@ fn noencrypt_writes_a_readable_packet_and_every_listing_says_so() {
     write(&fam.root("alpha"), SECRET_NAME, "plain words for everyone");
     let out = fam.packet_dir("plain");
     let exported = export_to(&fam.root("alpha"), &out, &["beta"], &["-noencrypt"]).ok();
-    assert!(exported.stdout.contains("Not encrypted"), "{}", exported.stdout);
+    assert!(
+        exported.stdout.contains("Not encrypted"),
+        "{}",
+        exported.stdout
+    );
     let files = packet_files(&out);
     let listed = run(&fam.root("beta"), "lspacket", [out.as_os_str()]).ok();
     assert!(
@@ -134,7 +155,11 @@ fn noencrypt_writes_a_readable_packet_and_every_listing_says_so() {
     write(&fam.root("alpha"), "more.txt", "more");
     let out = fam.packet_dir("plain-config");
     let exported = export_to(&fam.root("alpha"), &out, &["beta"], &[]).ok();
-    assert!(exported.stdout.contains("Not encrypted"), "{}", exported.stdout);
+    assert!(
+        exported.stdout.contains("Not encrypted"),
+        "{}",
+        exported.stdout
+    );
 }
 
 #[test]
@@ -167,7 +192,8 @@ fn a_sealed_packet_verifies_without_keys_and_cannot_be_read() {
     assert!(
         matches!(
             err.kind,
-            packet_format::ErrorKind::DigestMismatch { .. } | packet_format::ErrorKind::CrcMismatch { .. }
+            packet_format::ErrorKind::DigestMismatch { .. }
+                | packet_format::ErrorKind::CrcMismatch { .. }
         ),
         "{err}"
     );

@@ -1584,7 +1584,11 @@ fn a_hub_without_replica_verifies_and_forwards_an_encrypted_packet() {
         "default_route = \"hub\"",
         &format!("[destinations.hub]\nurl = \"{}\"\n", hub.url()),
     );
-    write(&fam.root("boston"), "doc/secret-plan.txt", "only lab may read this");
+    write(
+        &fam.root("boston"),
+        "doc/secret-plan.txt",
+        "only lab may read this",
+    );
     let out = run(
         &fam.root("boston"),
         "syncreplica",
@@ -1595,7 +1599,11 @@ fn a_hub_without_replica_verifies_and_forwards_an_encrypted_packet() {
     assert!(out.stdout.contains("delivered"), "{}", out.stdout);
     // The hub lists it (no replica there) as encrypted, not damaged.
     let listed = run(dir, "lspacket", ["-shipconf", arg(&hub_conf)]).ok();
-    assert!(listed.stdout.contains("Encrypted for: lab"), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("Encrypted for: lab"),
+        "{}",
+        listed.stdout
+    );
     let pass = shipping_server(&hub_conf, &["-poll"]).ok();
     assert!(pass.stdout.contains("1 delivered"), "{}", pass.stdout);
     for file in packet_files(&usb) {
@@ -1603,9 +1611,16 @@ fn a_hub_without_replica_verifies_and_forwards_an_encrypted_packet() {
         assert!(!bytes
             .windows(b"only lab may read".len())
             .any(|w| w == b"only lab may read"));
-        assert!(!bytes.windows(b"secret-plan".len()).any(|w| w == b"secret-plan"));
+        assert!(!bytes
+            .windows(b"secret-plan".len())
+            .any(|w| w == b"secret-plan"));
     }
-    let lab = run(&fam.root("lab"), "syncreplica", ["-import", "-remove", arg(&usb)]).ok();
+    let lab = run(
+        &fam.root("lab"),
+        "syncreplica",
+        ["-import", "-remove", arg(&usb)],
+    )
+    .ok();
     assert!(lab.stdout.contains("1 packet applied"), "{}", lab.stdout);
     assert_eq!(
         std::fs::read_to_string(fam.root("lab").join("doc/secret-plan.txt")).unwrap(),
