@@ -198,3 +198,63 @@ fn a_sealed_packet_verifies_without_keys_and_cannot_be_read() {
         "{err}"
     );
 }
+
+#[test]
+fn a_relay_re_encrypts_third_parties_operations_for_the_next_target() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
+    // gamma's key reaches beta with gamma's own first export.
+    fam.send("gamma", "beta", "hello-from-gamma");
+    write(
+        &fam.root("alpha"),
+        SECRET_NAME,
+        "relayed, never in the clear",
+    );
+    fam.send("alpha", "beta", "to-beta");
+    let out = fam.packet_dir("relay");
+    let relayed = export_to(&fam.root("beta"), &out, &["gamma"], &[]).ok();
+    assert!(
+        relayed.stdout.contains("Encrypted for: gamma"),
+        "{}",
+        relayed.stdout
+    );
+    for file in packet_files(&out) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!contains(&bytes, SECRET_NAME.as_bytes()), "{file:?}");
+        assert!(!contains(&bytes, b"relayed, never"), "{file:?}");
+    }
+    import_from(&fam.root("gamma"), &[&out]).ok();
+    assert_eq!(
+        std::fs::read_to_string(fam.root("gamma").join(SECRET_NAME)).unwrap(),
+        "relayed, never in the clear"
+    );
+}
+
+#[test]
+fn no_packet_is_encrypted_to_a_removed_member() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
+    run(&fam.root("alpha"), "rmreplica", ["-force", "gamma"]).ok();
+    write(&fam.root("alpha"), "after.txt", "after the removal");
+    let out = fam.packet_dir("to-gamma");
+    let refused = export_to(&fam.root("alpha"), &out, &["gamma"], &[]).fails_with(1);
+    assert!(refused.stderr.contains("removed"), "{}", refused.stderr);
+    assert!(packet_files(&out).is_empty());
+    // Exports to the others carry on, encrypted to them alone.
+    let out = fam.packet_dir("to-beta");
+    let exported = export_to(&fam.root("alpha"), &out, &["beta"], &[]).ok();
+    assert!(
+        exported.stdout.contains("Encrypted for: beta"),
+        "{}",
+        exported.stdout
+    );
+    let listed = run(
+        &fam.root("alpha"),
+        "lspacket",
+        [std::ffi::OsStr::new("-long"), out.as_os_str()],
+    )
+    .ok();
+    assert!(
+        !listed.stdout.contains("gamma: encryption key"),
+        "{}",
+        listed.stdout
+    );
+}
