@@ -189,6 +189,7 @@ pub fn redactions() -> Vec<(&'static str, &'static str)> {
         (r"\b[0-9a-f]{32}\b", "[ID]"),
         (r"/tmp/\.tmp[A-Za-z0-9]+", "[TMP]"),
         (r"process \d+", "process [PID]"),
+        (r"\bage1[02-9ac-hj-np-z]{58}\b", "[AGE-RECIPIENT]"),
     ]
 }
 
