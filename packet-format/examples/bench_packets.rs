@@ -99,6 +99,8 @@ fn main() {
         creation: None,
         incarnation: None,
         tree_digest: None,
+        encryption: None,
+        secrets: None,
     };
     let started = Instant::now();
     let mut writer = PacketWriter::create(&out_dir, max_size, &[7; 32], meta).unwrap();

@@ -29,6 +29,11 @@ use packet_format::{
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+/// The vector recipient's age identity (secret bytes all `0x33`): the
+/// key `encrypted.zip` is decrypted with (SPEC.md §14).
+pub const VECTOR_IDENTITY: &str =
+    "AGE-SECRET-KEY-1XVENXVENXVENXVENXVENXVENXVENXVENXVENXVENXVENXVENXVES5R36HA";
+
 fn main() {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
     std::fs::create_dir_all(&out).unwrap();
@@ -76,6 +81,8 @@ fn main() {
         &OTHER_SECRET,
         small_files(),
     );
+
+    write_encrypted(&out, &SENDER_SECRET, small_files());
 
     let valid = &update[0];
     let entries = read_entries(valid);
@@ -304,6 +311,39 @@ fn write_packet(
         .collect()
 }
 
+/// `encrypted.zip`: the update vector's content, encrypted (SPEC.md §4.2)
+/// to the recipient of [`VECTOR_IDENTITY`].
+fn write_encrypted(out: &Path, secret: &[u8; 32], files: Vec<Vec<Vec<u8>>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let ops: Vec<Operation> = files
+        .iter()
+        .enumerate()
+        .map(|(index, chunks)| file_op(index as u64 + 1, &format!("docs/file{index}.txt"), chunks))
+        .collect();
+    let identity: packet_format::age::x25519::Identity = VECTOR_IDENTITY.parse().unwrap();
+    let mut meta = sealed(
+        carrying(meta(PacketKind::Update), ops.len() as u64),
+        secret,
+        &ops,
+    );
+    meta.encryption = Some(packet_format::EncryptTo {
+        recipients: vec![packet_format::EncryptionRecipient {
+            id: meta.targets[0].id,
+            key: identity.to_public().to_string(),
+        }],
+        passphrase: None,
+    });
+    let mut writer = PacketWriter::create(dir.path(), 1 << 20, secret, meta).unwrap();
+    for (chunks, op) in files.iter().zip(&ops) {
+        for chunk in chunks {
+            writer.add_chunk(&chunk_id(chunk), chunk).unwrap();
+        }
+        writer.add_operation(op).unwrap();
+    }
+    let parts = writer.finish().unwrap();
+    std::fs::copy(&parts[0].path, out.join("encrypted.zip")).unwrap();
+}
+
 /// The data entries (all but header and signature) of a packet, in order.
 fn read_entries(path: &Path) -> Vec<(String, Vec<u8>)> {
     let mut archive = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
@@ -389,6 +429,18 @@ fn write_sidecars(out: &Path, garbage_len: usize) {
         &small_files(),
     );
     sidecars.push(("update".into(), update));
+
+    let mut encrypted = valid(
+        "A valid update packet, its entries encrypted to the vector identity.",
+        vec![
+            "kind: update".into(),
+            "part: 1/1".into(),
+            "target: 0 seq=42 name=lambik".into(),
+        ],
+        &small_files(),
+    );
+    encrypted.insert(2, format!("identity: {VECTOR_IDENTITY}"));
+    sidecars.push(("encrypted".into(), encrypted));
 
     let creation = valid(
         "A valid replica-creation packet.",

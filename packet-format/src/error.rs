@@ -79,6 +79,16 @@ pub enum ErrorKind {
     ChunkDigestMismatch { chunk: String },
     #[error("chunk {chunk} is given as changes to chunk {base}, which is not at hand")]
     MissingBase { chunk: String, base: String },
+    #[error("entry {name:?} cannot be decrypted: {detail}")]
+    Decryption { name: String, detail: String },
+    #[error("entry {name:?} is encrypted and was verified without keys: it cannot be read")]
+    Encrypted { name: String },
+    #[error("encrypted for other replicas ({recipients}): this replica holds none of their keys")]
+    NotForThisReplica { recipients: String },
+    #[error("encrypted with a passphrase, and none was given")]
+    PassphraseNeeded,
+    #[error("the passphrase does not open this packet")]
+    WrongPassphrase,
     #[error("entry {name:?} changed on disk since it was verified")]
     ChangedSinceVerification { name: String },
 

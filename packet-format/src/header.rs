@@ -27,8 +27,11 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// their own major (the body may only grow at its end).
 ///
 /// 1 appends the sender's incarnation id ([`Header::incarnation`]);
-/// 2 appends the sender's tree digest ([`Header::tree_digest`]).
-pub const FORMAT_MINOR: u16 = 3;
+/// 2 appends the sender's tree digest ([`Header::tree_digest`]);
+/// 3 adds special-file path states (kind 6) and metadata keys 2-10;
+/// 5 appends the encryption field ([`Header::encryption`]) and entry
+/// encodings 2 and 3 (age-encrypted entries). Minor 4 was never used.
+pub const FORMAT_MINOR: u16 = 5;
 /// The first minor whose header body ends with the incarnation field.
 pub const MINOR_WITH_INCARNATION: u16 = 1;
 /// The first minor whose header body has the tree digest after the
@@ -37,6 +40,9 @@ pub const MINOR_WITH_TREE_DIGEST: u16 = 2;
 /// Special-file path states (kind 6) and the metadata keys 2-10 (owners,
 /// extended attributes, ACLs, hard-link sets).
 pub const MINOR_WITH_SYSTEM_METADATA: u16 = 3;
+/// The first minor whose header body has the encryption field after the
+/// tree digest, and whose entries may use encodings 2 and 3 (SPEC.md §4.2).
+pub const MINOR_WITH_ENCRYPTION: u16 = 5;
 /// Length of the fixed prefix: magic, major, minor, signer key.
 pub(crate) const HEADER_PREFIX_LEN: usize = 8 + 2 + 2 + 32;
 /// Domain separation for the signature: the signed message is this string
@@ -122,6 +128,12 @@ pub enum Encoding {
     Plain,
     /// The entry's bytes are one zstd frame of the content.
     Zstd,
+    /// The entry's bytes are an age file (binary, v1) whose plaintext is
+    /// the content (minor 5 on, SPEC.md §4.2).
+    AgePlain,
+    /// The entry's bytes are an age file whose plaintext is one zstd
+    /// frame of the content (minor 5 on).
+    AgeZstd,
     /// An encoding from a newer minor version.
     Unknown(u8),
 }
@@ -131,8 +143,17 @@ impl From<u8> for Encoding {
         match code {
             0 => Encoding::Plain,
             1 => Encoding::Zstd,
+            2 => Encoding::AgePlain,
+            3 => Encoding::AgeZstd,
             other => Encoding::Unknown(other),
         }
+    }
+}
+
+impl Encoding {
+    /// Is the entry encrypted (encodings 2 and 3)?
+    pub fn is_encrypted(self) -> bool {
+        matches!(self, Encoding::AgePlain | Encoding::AgeZstd)
     }
 }
 
@@ -141,6 +162,8 @@ impl From<Encoding> for u8 {
         match encoding {
             Encoding::Plain => 0,
             Encoding::Zstd => 1,
+            Encoding::AgePlain => 2,
+            Encoding::AgeZstd => 3,
             Encoding::Unknown(other) => other,
         }
     }
@@ -208,6 +231,32 @@ pub struct Header {
     /// when the writer sends none. Appended after `incarnation`.
     #[serde(skip)]
     pub tree_digest: Option<TreeDigest>,
+    /// Minor 5 on: to whom the packet's encrypted entries are encrypted
+    /// (SPEC.md §4.2). `None`: nothing in the packet is encrypted.
+    /// Appended after `tree_digest`.
+    #[serde(skip)]
+    pub encryption: Option<Encryption>,
+}
+
+/// Who can read a packet's encrypted entries (SPEC.md §4.2). Informational
+/// for listings and routing: what decides is the age header of each
+/// encrypted entry, which the header pins by SHA-256.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// The replicas whose X25519 keys the entries are encrypted to.
+    pub recipients: Vec<EncryptionRecipient>,
+    /// The entries are encrypted to a key that travels in the `passkey`
+    /// entry, itself encrypted to a passphrase (creation packets).
+    pub passphrase: bool,
+}
+
+/// One recipient of an encrypted packet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionRecipient {
+    /// The replica.
+    pub id: Id,
+    /// Its age X25519 recipient, `age1...` (Bech32, 62 characters).
+    pub key: String,
 }
 
 /// The sender's tree at the version its header's `epoch_row` names, as a
@@ -281,6 +330,10 @@ pub(crate) fn encode_header(header: &Header) -> Vec<u8> {
     }
     if header.version.minor >= MINOR_WITH_TREE_DIGEST {
         let field = postcard::to_stdvec(&header.tree_digest).expect("encoding cannot fail");
+        out.extend_from_slice(&field);
+    }
+    if header.version.minor >= MINOR_WITH_ENCRYPTION {
+        let field = postcard::to_stdvec(&header.encryption).expect("encoding cannot fail");
         out.extend_from_slice(&field);
     }
     out
@@ -360,6 +413,14 @@ pub(crate) fn decode_body(bytes: &[u8], prefix: &HeaderPrefix) -> Result<Header,
         header.tree_digest = digest;
         rest = after;
     }
+    if prefix.version.minor >= MINOR_WITH_ENCRYPTION {
+        let (encryption, after): (Option<Encryption>, &[u8]) = postcard::take_from_bytes(rest)
+            .map_err(|err| {
+                ErrorKind::MalformedHeader(format!("cannot decode the encryption field: {err}"))
+            })?;
+        header.encryption = encryption;
+        rest = after;
+    }
     // A newer minor may append fields; our own minor has nothing after the body.
     if !rest.is_empty() && !is_newer_minor(prefix.version) {
         return Err(ErrorKind::MalformedHeader(format!(
@@ -436,6 +497,7 @@ mod tests {
             chunk_records: 0,
             incarnation,
             tree_digest: None,
+            encryption: None,
         }
     }
 

@@ -65,11 +65,14 @@ pub mod seals;
 pub mod vocabulary;
 mod writer;
 
+/// Re-exported so callers name the same age types the format uses.
+pub use age;
 pub use error::{Error, ErrorKind, Result};
 pub use header::{
-    key_fingerprint, CreationPayload, DigestNode, Encoding, EntryInfo, EpochRange, FormatVersion,
-    Header, Member, Named, PacketKind, Target, TreeDigest, FORMAT_MAJOR, FORMAT_MINOR, MAGIC,
-    MAX_DIGEST_NODES, MINOR_WITH_SYSTEM_METADATA, SIGNATURE_CONTEXT,
+    key_fingerprint, CreationPayload, DigestNode, Encoding, Encryption, EncryptionRecipient,
+    EntryInfo, EpochRange, FormatVersion, Header, Member, Named, PacketKind, Target, TreeDigest,
+    FORMAT_MAJOR, FORMAT_MINOR, MAGIC, MAX_DIGEST_NODES, MINOR_WITH_ENCRYPTION,
+    MINOR_WITH_SYSTEM_METADATA, SIGNATURE_CONTEXT,
 };
 pub use listing::{render_listing, render_listing_with};
 pub use logical::{BaseChunks, LogicalChunks, LogicalOperations, LogicalPacket};
@@ -79,10 +82,11 @@ pub use naming::{
     PARTIAL_SUFFIX,
 };
 pub use reader::{
-    examine_packet, verify_packet, ChunkPiece, ChunkPieces, Examination, OperationRecord,
-    OperationRecords, SignatureStatus, VerifiedPacket,
+    examine_packet, examine_packet_with, verify_packet, verify_packet_with, ChunkPiece,
+    ChunkPieces, Decryption, Examination, OperationRecord, OperationRecords, SignatureStatus,
+    VerifiedPacket,
 };
-pub use writer::{PacketMeta, PacketWriter, WrittenPart};
+pub use writer::{EncryptTo, PacketMeta, PacketWriter, WrittenPart};
 
 /// Smallest accepted maximum packet size. Pieces of chunks and operations
 /// are split across parts, so any size at or above this works.
@@ -107,6 +111,12 @@ pub const ENTRY_CHUNKS: &str = "chunks";
 pub const ENTRY_OPERATIONS: &str = "operations";
 pub const ENTRY_CREATION: &str = "creation";
 pub const ENTRY_SEALS: &str = "seals";
+/// Passphrase-encrypted packets only: the packet key, an age X25519
+/// identity encrypted to the passphrase (SPEC.md §4.2).
+pub const ENTRY_PASSKEY: &str = "passkey";
+/// Creation packets only, always encrypted: the new replica's secret keys
+/// (SPEC.md §8).
+pub const ENTRY_SECRETS: &str = "secrets";
 pub const ENTRY_HEADER: &str = "header";
 pub const ENTRY_SIGNATURE: &str = "signature";
 

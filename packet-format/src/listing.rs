@@ -44,8 +44,12 @@ pub fn render_listing_with(
     }
     if let Some(err) = &exam.error {
         // A file that cannot be read (permissions, I/O) is not damaged.
+        // Nor is one that is intact but not for this reader's keys.
         let what = match err.kind {
             crate::ErrorKind::Io { .. } => "Packet cannot be read",
+            crate::ErrorKind::NotForThisReplica { .. }
+            | crate::ErrorKind::PassphraseNeeded
+            | crate::ErrorKind::WrongPassphrase => "Packet cannot be decrypted here",
             _ => "Packet is damaged",
         };
         let _ = writeln!(out, "{what}: {}", err.kind);
@@ -93,6 +97,34 @@ fn render_header(
             target.name.escape_debug(),
             target.id
         );
+    }
+    match &header.encryption {
+        None => {
+            let _ = writeln!(out, "Encrypted for: not encrypted");
+        }
+        Some(encryption) => {
+            let mut names: Vec<String> = encryption
+                .recipients
+                .iter()
+                .map(|r| {
+                    name_of(header, &r.id)
+                        .map(|n| n.escape_debug().to_string())
+                        .unwrap_or_else(|| r.id.to_hex())
+                })
+                .collect();
+            if encryption.passphrase {
+                names.push("a passphrase".into());
+            }
+            let _ = writeln!(out, "Encrypted for: {}", names.join(", "));
+            if long {
+                for recipient in &encryption.recipients {
+                    let label = name_of(header, &recipient.id)
+                        .map(|n| n.escape_debug().to_string())
+                        .unwrap_or_else(|| recipient.id.to_hex());
+                    let _ = writeln!(out, "  {label}: encryption key {}", recipient.key);
+                }
+            }
+        }
     }
     let _ = writeln!(out, "Packet fragment: {} of {}", header.part, header.parts);
     match header.targets.as_slice() {

@@ -362,6 +362,44 @@ pub mod change_kind {
     /// A member leaves the family for good (`rmreplica`).
     pub const REMOVE_MEMBER: u32 = 5;
     pub const INFORMATIONAL: u32 = 0x1_0000;
+    /// A member's encryption key (format 2.5, informational): kept as
+    /// [`super::Change::Unknown`] so that it is logged and relayed like
+    /// any informational kind; see [`super::MemberKeys`].
+    pub const MEMBER_KEYS: u32 = 0x1_0003;
+}
+
+/// The body of an informational `MemberKeys` operation (kind `0x10003`,
+/// SPEC.md §6.2): `replica`'s age X25519 public key (`age1...`), which
+/// packets to it are encrypted to (SPEC.md §4.2). Announced by the
+/// replica itself (at creation, on `mkreplica -rekey`) or, for a replica
+/// made by `mkreplica -export`, by the member that made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberKeys {
+    pub replica: Id,
+    pub encryption_key: String,
+}
+
+impl MemberKeys {
+    /// The change that carries it.
+    pub fn to_change(&self) -> Change {
+        Change::Unknown {
+            kind: change_kind::MEMBER_KEYS,
+            body: postcard::to_stdvec(self).expect("encoding cannot fail"),
+        }
+    }
+
+    /// The announcement `change` carries, if it is one that decodes.
+    pub fn from_change(change: &Change) -> Option<MemberKeys> {
+        match change {
+            Change::Unknown { kind, body } if *kind == change_kind::MEMBER_KEYS => {
+                match postcard::take_from_bytes::<MemberKeys>(body) {
+                    Ok((keys, [])) => Some(keys),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A change carried by an operation.

@@ -5,9 +5,13 @@
 //! received, header body, entry set and sizes, then every entry streamed
 //! through SHA-256 while its records are decoded with bounded sizes.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Take};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
@@ -24,9 +28,77 @@ use crate::records::{
     OP_RECORD_HEADER_LEN,
 };
 use crate::{
-    ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_SEALS, ENTRY_SIGNATURE,
-    MAX_CREATION_LEN, MAX_HEADER_LEN, MAX_PART_SIZE,
+    ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_PASSKEY, ENTRY_SEALS,
+    ENTRY_SECRETS, ENTRY_SIGNATURE, MAX_CREATION_LEN, MAX_HEADER_LEN, MAX_PART_SIZE,
 };
+
+/// Largest `passkey` or `secrets` entry a reader accepts.
+const MAX_KEY_ENTRY_LEN: u64 = 64 * 1024;
+
+/// The secrets a reader may use to decrypt packets (SPEC.md §4.2).
+#[derive(Default)]
+pub struct Decryption {
+    /// This replica's age X25519 identities (current first, then older
+    /// ones kept after a key rotation).
+    pub identities: Vec<age::x25519::Identity>,
+    /// The passphrase of passphrase-encrypted packets, if known.
+    pub passphrase: Option<age::secrecy::SecretString>,
+    /// Packet keys already recovered from a `passkey` entry, by the
+    /// entry's SHA-256: every part of a logical packet carries the same
+    /// one, and scrypt is slow on purpose.
+    packet_keys: Mutex<HashMap<[u8; 32], Arc<age::x25519::Identity>>>,
+}
+
+impl std::fmt::Debug for Decryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decryption")
+            .field("identities", &self.identities.len())
+            .field("passphrase", &self.passphrase.is_some())
+            .finish()
+    }
+}
+
+impl Decryption {
+    /// Decryption with these identities and passphrase.
+    pub fn new(
+        identities: Vec<age::x25519::Identity>,
+        passphrase: Option<age::secrecy::SecretString>,
+    ) -> Decryption {
+        Decryption {
+            identities,
+            passphrase,
+            packet_keys: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// What a reader holds to decrypt one packet's entries.
+#[derive(Clone)]
+struct Keys {
+    decryption: Arc<Decryption>,
+    packet_key: Option<Arc<age::x25519::Identity>>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.decryption.fmt(f)
+    }
+}
+
+impl Keys {
+    fn identities(&self) -> Vec<&dyn age::Identity> {
+        let mut all: Vec<&dyn age::Identity> = self
+            .decryption
+            .identities
+            .iter()
+            .map(|id| id as &dyn age::Identity)
+            .collect();
+        if let Some(key) = &self.packet_key {
+            all.push(&**key as &dyn age::Identity);
+        }
+        all
+    }
+}
 
 /// Largest zstd window a reader allocates: 8 MiB.
 const ZSTD_WINDOW_LOG_MAX: u32 = 23;
@@ -62,6 +134,14 @@ pub struct VerifiedPacket {
     creation: Option<CreationPayload>,
     seals: Vec<crate::seals::Seal>,
     locations: Vec<EntryLocation>,
+    /// The keys its encrypted entries are read with; `None` when it has
+    /// none or was verified without decrypting.
+    keys: Option<Keys>,
+    /// Some entry is encrypted and was only checked against its pins, not
+    /// decrypted: records cannot be read.
+    sealed: bool,
+    /// The `secrets` entry, decrypted (creation packets with keys).
+    secrets: Option<Vec<u8>>,
 }
 
 /// What [`examine_packet`] could learn about a packet, damaged or not.
@@ -85,6 +165,22 @@ pub struct Examination {
 /// every operation decodes. Nothing in the packet should be acted on unless
 /// this returns `Ok`.
 pub fn verify_packet(path: &Path, trusted_keys: &[[u8; 32]]) -> Result<VerifiedPacket> {
+    verify_packet_with(path, trusted_keys, None)
+}
+
+/// [`verify_packet`], decrypting encrypted entries with `decryption`
+/// (SPEC.md §4.2). Without it (a hub), an encrypted entry is checked
+/// against its size and SHA-256 only, and the packet verifies with
+/// [`VerifiedPacket::is_sealed`] set. With it, a packet none of whose
+/// recipients it holds a key of fails with [`ErrorKind::NotForThisReplica`],
+/// a passphrase packet without the passphrase with
+/// [`ErrorKind::PassphraseNeeded`], a wrong passphrase with
+/// [`ErrorKind::WrongPassphrase`].
+pub fn verify_packet_with(
+    path: &Path,
+    trusted_keys: &[[u8; 32]],
+    decryption: Option<&Arc<Decryption>>,
+) -> Result<VerifiedPacket> {
     let opened = open_checked(path, trusted_keys)?;
     match &opened.status {
         SignatureStatus::Verified => {}
@@ -102,12 +198,22 @@ pub fn verify_packet(path: &Path, trusted_keys: &[[u8; 32]]) -> Result<VerifiedP
         }
     }
     let header = decode_body(&opened.header_bytes, &opened.prefix).map_err(|k| k.at(path))?;
-    finish_verification(opened, header)
+    finish_verification(opened, header, decryption)
 }
 
 /// Checks a packet as far as possible without failing early, for listings
 /// of packets that may be damaged or signed by keys not (yet) trusted.
 pub fn examine_packet(path: &Path, trusted_keys: &[[u8; 32]]) -> Examination {
+    examine_packet_with(path, trusted_keys, None)
+}
+
+/// [`examine_packet`], decrypting with `decryption` where it can (see
+/// [`verify_packet_with`]).
+pub fn examine_packet_with(
+    path: &Path,
+    trusted_keys: &[[u8; 32]],
+    decryption: Option<&Arc<Decryption>>,
+) -> Examination {
     let mut exam = Examination {
         path: path.to_path_buf(),
         size: std::fs::metadata(path).ok().map(|m| m.len()),
@@ -140,7 +246,7 @@ pub fn examine_packet(path: &Path, trusted_keys: &[[u8; 32]]) -> Examination {
         );
         return exam;
     }
-    if let Err(err) = finish_verification(opened, header) {
+    if let Err(err) = finish_verification(opened, header, decryption) {
         exam.error = Some(err);
     }
     exam
@@ -255,7 +361,12 @@ fn read_small_entry(file: &mut File, location: &EntryLocation) -> Result<Vec<u8>
 fn is_known_entry(name: &str) -> bool {
     matches!(
         name,
-        ENTRY_CHUNKS | ENTRY_OPERATIONS | ENTRY_CREATION | ENTRY_SEALS
+        ENTRY_CHUNKS
+            | ENTRY_OPERATIONS
+            | ENTRY_CREATION
+            | ENTRY_SEALS
+            | ENTRY_PASSKEY
+            | ENTRY_SECRETS
     )
 }
 
@@ -297,9 +408,19 @@ fn check_entry_set(header: &Header, locations: &[EntryLocation]) -> Result<(), E
                 actual: location.size,
             });
         }
+        let can_encrypt =
+            header.version.minor >= crate::MINOR_WITH_ENCRYPTION && header.encryption.is_some();
         let encoding_ok = match entry.encoding {
-            Encoding::Plain => entry.raw_size == entry.stored_size,
+            Encoding::Plain => entry.raw_size == entry.stored_size && entry.name != ENTRY_SECRETS,
             Encoding::Zstd => entry.name == ENTRY_OPERATIONS || !is_known_entry(&entry.name),
+            Encoding::AgePlain => {
+                can_encrypt
+                    && matches!(
+                        entry.name.as_str(),
+                        ENTRY_CHUNKS | ENTRY_OPERATIONS | ENTRY_CREATION | ENTRY_SECRETS
+                    )
+            }
+            Encoding::AgeZstd => can_encrypt && entry.name == ENTRY_OPERATIONS,
             Encoding::Unknown(_) => false,
         };
         if !encoding_ok {
@@ -309,6 +430,7 @@ fn check_entry_set(header: &Header, locations: &[EntryLocation]) -> Result<(), E
         }
         let limit = match entry.name.as_str() {
             ENTRY_CREATION => MAX_CREATION_LEN,
+            ENTRY_PASSKEY | ENTRY_SECRETS => MAX_KEY_ENTRY_LEN,
             ENTRY_SEALS => crate::MAX_SEALS_LEN,
             _ => MAX_PART_SIZE,
         };
@@ -335,12 +457,104 @@ fn check_entry_set(header: &Header, locations: &[EntryLocation]) -> Result<(), E
             name: ENTRY_CREATION.into(),
         }),
         _ => Ok(()),
+    }?;
+    if !has_creation && header.entry(ENTRY_SECRETS).is_some() {
+        return Err(ErrorKind::UnexpectedEntry {
+            name: ENTRY_SECRETS.into(),
+        });
     }
+    let passphrase = header.encryption.as_ref().is_some_and(|e| e.passphrase);
+    if passphrase != header.entry(ENTRY_PASSKEY).is_some() {
+        return Err(if passphrase {
+            ErrorKind::MissingEntry {
+                name: ENTRY_PASSKEY.into(),
+            }
+        } else {
+            ErrorKind::UnexpectedEntry {
+                name: ENTRY_PASSKEY.into(),
+            }
+        });
+    }
+    let encrypted = header.entries.iter().any(|e| e.encoding.is_encrypted());
+    if header.encryption.is_some() && !encrypted {
+        return Err(ErrorKind::MalformedHeader(
+            "the header names recipients but no entry is encrypted".into(),
+        ));
+    }
+    Ok(())
 }
 
-fn finish_verification(opened: Opened, header: Header) -> Result<VerifiedPacket> {
+/// Recovers the packet key from the `passkey` entry with the passphrase.
+fn packet_key(
+    packet: &VerifiedPacket,
+    decryption: &Decryption,
+) -> Result<Arc<age::x25519::Identity>> {
+    let path = &packet.path;
+    let bytes = packet.read_whole_entry(ENTRY_PASSKEY, Mode::Verify)?;
+    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    if let Some(key) = decryption
+        .packet_keys
+        .lock()
+        .expect("not poisoned")
+        .get(&digest)
+    {
+        return Ok(key.clone());
+    }
+    let Some(passphrase) = &decryption.passphrase else {
+        return Err(ErrorKind::PassphraseNeeded.at(path));
+    };
+    let identity = age::scrypt::Identity::new(passphrase.clone());
+    let decryptor = age::Decryptor::new_buffered(&bytes[..]).map_err(|err| {
+        ErrorKind::Decryption {
+            name: ENTRY_PASSKEY.into(),
+            detail: err.to_string(),
+        }
+        .at(path)
+    })?;
+    let mut plain = String::new();
+    match decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)) {
+        Ok(mut reader) => reader.read_to_string(&mut plain).map_err(|err| {
+            ErrorKind::Decryption {
+                name: ENTRY_PASSKEY.into(),
+                detail: err.to_string(),
+            }
+            .at(path)
+        })?,
+        Err(age::DecryptError::DecryptionFailed | age::DecryptError::NoMatchingKeys) => {
+            return Err(ErrorKind::WrongPassphrase.at(path))
+        }
+        Err(err) => {
+            return Err(ErrorKind::Decryption {
+                name: ENTRY_PASSKEY.into(),
+                detail: err.to_string(),
+            }
+            .at(path))
+        }
+    };
+    let key: age::x25519::Identity = plain.trim().parse().map_err(|err: &str| {
+        ErrorKind::Decryption {
+            name: ENTRY_PASSKEY.into(),
+            detail: err.to_string(),
+        }
+        .at(path)
+    })?;
+    let key = Arc::new(key);
+    decryption
+        .packet_keys
+        .lock()
+        .expect("not poisoned")
+        .insert(digest, key.clone());
+    Ok(key)
+}
+
+fn finish_verification(
+    opened: Opened,
+    header: Header,
+    decryption: Option<&Arc<Decryption>>,
+) -> Result<VerifiedPacket> {
     let path = opened.path;
     check_entry_set(&header, &opened.locations).map_err(|k| k.at(&path))?;
+    let encrypted = header.entries.iter().any(|e| e.encoding.is_encrypted());
     let mut packet = VerifiedPacket {
         path,
         size: opened.size,
@@ -348,7 +562,65 @@ fn finish_verification(opened: Opened, header: Header) -> Result<VerifiedPacket>
         creation: None,
         seals: Vec::new(),
         locations: opened.locations,
+        keys: None,
+        sealed: false,
+        secrets: None,
     };
+    if packet.header.entry(ENTRY_PASSKEY).is_some() {
+        // Checked against its pins whether or not it can be opened.
+        packet.read_whole_entry(ENTRY_PASSKEY, Mode::Verify)?;
+    }
+    if encrypted {
+        match decryption {
+            None => packet.sealed = true,
+            Some(decryption) => {
+                let packet_key = if packet.header.entry(ENTRY_PASSKEY).is_some() {
+                    match packet_key(&packet, decryption) {
+                        Ok(key) => Some(key),
+                        // A member-encrypted packet that also has a
+                        // passphrase is read with the member's key.
+                        Err(err)
+                            if !decryption.identities.is_empty()
+                                && packet
+                                    .header
+                                    .encryption
+                                    .as_ref()
+                                    .is_some_and(|e| !e.recipients.is_empty())
+                                && matches!(err.kind, ErrorKind::PassphraseNeeded) =>
+                        {
+                            None
+                        }
+                        Err(err) => return Err(err),
+                    }
+                } else {
+                    None
+                };
+                packet.keys = Some(Keys {
+                    decryption: decryption.clone(),
+                    packet_key,
+                });
+            }
+        }
+    }
+    if packet.sealed {
+        // A hub: every encrypted entry against its size and SHA-256 only.
+        let names: Vec<String> = packet
+            .header
+            .entries
+            .iter()
+            .filter(|e| e.encoding.is_encrypted())
+            .map(|e| e.name.clone())
+            .collect();
+        for name in names {
+            let location = packet.location(&name).clone();
+            let entry = packet.header.entry(&name).expect("pinned").clone();
+            let mut stream = EntryStream::open(&packet.path, &location)?;
+            stream
+                .finish(&entry, &location, Mode::Verify)
+                .map_err(|k| k.at(&packet.path))?;
+        }
+        return finish_seals(packet);
+    }
     // Stream every entry once, decoding records as the importer will.
     let mut chunk_records = 0u64;
     for piece in packet.pieces(Mode::Verify)? {
@@ -388,6 +660,14 @@ fn finish_verification(opened: Opened, header: Header) -> Result<VerifiedPacket>
         }
         packet.creation = Some(payload);
     }
+    if packet.header.entry(ENTRY_SECRETS).is_some() {
+        packet.secrets = Some(packet.read_whole_entry(ENTRY_SECRETS, Mode::Verify)?);
+    }
+    finish_seals(packet)
+}
+
+/// Reads the seals, then checks (and ignores) entries of newer minors.
+fn finish_seals(mut packet: VerifiedPacket) -> Result<VerifiedPacket> {
     let bytes = packet.read_whole_entry(ENTRY_SEALS, Mode::Verify)?;
     let malformed = |detail: String| {
         ErrorKind::MalformedRecord {
@@ -450,9 +730,29 @@ impl VerifiedPacket {
         self.size
     }
 
-    /// The replica-creation payload, for creation packets.
+    /// The replica-creation payload, for creation packets (`None` when
+    /// it is encrypted and was not decrypted).
     pub fn creation(&self) -> Option<&CreationPayload> {
         self.creation.as_ref()
+    }
+
+    /// Is some entry encrypted and not decrypted (verified by a reader
+    /// without keys)? Its records and creation payload cannot be read.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
+    /// Is any of its entries encrypted?
+    pub fn is_encrypted(&self) -> bool {
+        self.header
+            .entries
+            .iter()
+            .any(|e| e.encoding.is_encrypted())
+    }
+
+    /// The decrypted `secrets` entry of a creation packet.
+    pub fn secrets(&self) -> Option<&[u8]> {
+        self.secrets.as_deref()
     }
 
     /// The origin seals this part carries (every part carries all of the
@@ -490,6 +790,7 @@ impl VerifiedPacket {
         let stream = EntryStream::open(&self.path, &location)?;
         let content = match entry.encoding {
             Encoding::Plain => Content::Plain(stream),
+            Encoding::AgePlain | Encoding::AgeZstd => self.decrypting(stream, &entry, &location)?,
             _ => {
                 let zstd_error = |err: std::io::Error| {
                     ErrorKind::Decompression {
@@ -520,6 +821,75 @@ impl VerifiedPacket {
             index: 0,
             must_end: false,
             done: false,
+        })
+    }
+
+    /// Opens an encrypted entry for reading through age.
+    fn decrypting(
+        &self,
+        stream: EntryStream,
+        entry: &EntryInfo,
+        location: &EntryLocation,
+    ) -> Result<Content> {
+        let name = entry.name.clone();
+        let Some(keys) = &self.keys else {
+            return Err(ErrorKind::Encrypted { name }.at(&self.path));
+        };
+        let shared = Rc::new(RefCell::new(stream));
+        let failed = |detail: String| {
+            // Damage first: a ciphertext that does not match its pin is
+            // reported as such, not as a decryption failure.
+            if let Ok(mut stream) = EntryStream::open(&self.path, location) {
+                if let Err(kind @ ErrorKind::DigestMismatch { .. }) =
+                    stream.finish(entry, location, Mode::Verify)
+                {
+                    return kind.at(&self.path);
+                }
+            }
+            ErrorKind::Decryption {
+                name: entry.name.clone(),
+                detail,
+            }
+            .at(&self.path)
+        };
+        let decryptor = age::Decryptor::new_buffered(BufReader::new(SharedStream(shared.clone())))
+            .map_err(|err| failed(err.to_string()))?;
+        let reader = match decryptor.decrypt(keys.identities().into_iter()) {
+            Ok(reader) => reader,
+            Err(age::DecryptError::NoMatchingKeys) => {
+                let recipients = self
+                    .header
+                    .encryption
+                    .as_ref()
+                    .map(|e| {
+                        e.recipients
+                            .iter()
+                            .map(|r| r.id.to_hex())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                return Err(ErrorKind::NotForThisReplica { recipients }.at(&self.path));
+            }
+            Err(err) => return Err(failed(err.to_string())),
+        };
+        Ok(if entry.encoding == Encoding::AgeZstd {
+            let zstd_error = |err: std::io::Error| {
+                ErrorKind::Decompression {
+                    name: name.clone(),
+                    detail: err.to_string(),
+                }
+                .at(&self.path)
+            };
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(BufReader::new(reader))
+                .map_err(zstd_error)?
+                .single_frame();
+            decoder
+                .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(zstd_error)?;
+            Content::AgeZstd(Box::new(decoder), shared)
+        } else {
+            Content::Age(Box::new(reader), shared)
         })
     }
 
@@ -612,10 +982,27 @@ impl Read for EntryStream {
     }
 }
 
+/// An entry stream that the age decryptor reads while the reader keeps
+/// hold of it, to check its pins at the end.
+struct SharedStream(Rc<RefCell<EntryStream>>);
+
+impl Read for SharedStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+type AgeReader = age::stream::StreamReader<BufReader<SharedStream>>;
+
 /// An entry's decoded content.
 enum Content {
     Plain(EntryStream),
     Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<EntryStream>>>),
+    Age(Box<AgeReader>, Rc<RefCell<EntryStream>>),
+    AgeZstd(
+        Box<zstd::stream::read::Decoder<'static, BufReader<AgeReader>>>,
+        Rc<RefCell<EntryStream>>,
+    ),
 }
 
 impl Content {
@@ -623,17 +1010,37 @@ impl Content {
         match self {
             Content::Plain(stream) => stream.read(buf),
             Content::Zstd(decoder) => decoder.read(buf),
+            Content::Age(reader, _) => reader.read(buf),
+            Content::AgeZstd(decoder, _) => decoder.read(buf),
         }
+    }
+
+    fn is_decoding(&self) -> bool {
+        !matches!(self, Content::Plain(_))
     }
 
     /// The underlying stream, and whether the decoder left bytes unused.
     fn into_stream(self) -> (EntryStream, bool) {
+        let unshare = |shared: Rc<RefCell<EntryStream>>| {
+            Rc::try_unwrap(shared)
+                .ok()
+                .expect("the decoder that shared it is gone")
+                .into_inner()
+        };
         match self {
             Content::Plain(stream) => (stream, false),
             Content::Zstd(decoder) => {
                 let buffered = decoder.finish();
                 let leftover = !buffered.buffer().is_empty();
                 (buffered.into_inner(), leftover)
+            }
+            Content::Age(reader, shared) => {
+                drop(reader);
+                (unshare(shared), false)
+            }
+            Content::AgeZstd(decoder, shared) => {
+                let leftover = !decoder.finish().buffer().is_empty();
+                (unshare(shared), leftover)
             }
         }
     }
@@ -699,7 +1106,7 @@ impl RecordReader {
                 Ok(n) => filled += n,
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(err) => {
-                    return Err(if matches!(content, Content::Zstd(_)) {
+                    return Err(if content.is_decoding() {
                         ErrorKind::Decompression {
                             name: self.entry.name.clone(),
                             detail: err.to_string(),

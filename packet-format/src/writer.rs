@@ -36,9 +36,9 @@ use crate::records::{
     OP_RECORD_HEADER_LEN,
 };
 use crate::{
-    naming, ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_SEALS,
-    ENTRY_SIGNATURE, FORMAT_MAJOR, FORMAT_MINOR, MAX_CHUNK_LEN, MAX_HEADER_LEN, MAX_OPERATION_LEN,
-    MAX_PART_SIZE, MIN_PART_SIZE,
+    naming, ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_PASSKEY,
+    ENTRY_SEALS, ENTRY_SECRETS, ENTRY_SIGNATURE, FORMAT_MAJOR, FORMAT_MINOR, MAX_CHUNK_LEN,
+    MAX_HEADER_LEN, MAX_OPERATION_LEN, MAX_PART_SIZE, MIN_PART_SIZE,
 };
 
 /// Room a part must have for data records once its metadata is paid for.
@@ -78,6 +78,154 @@ pub struct PacketMeta {
     pub incarnation: Option<Id>,
     /// The sender's tree digest ([`Header::tree_digest`]), if it sends one.
     pub tree_digest: Option<crate::header::TreeDigest>,
+    /// `None`: nothing is encrypted. Otherwise every data entry (`chunks`,
+    /// `operations`, `creation`, `secrets`) is encrypted as SPEC.md §4.2
+    /// says.
+    pub encryption: Option<EncryptTo>,
+    /// Creation packets only, and only with `encryption`: the new
+    /// replica's secret keys, carried in the encrypted `secrets` entry.
+    pub secrets: Option<Vec<u8>>,
+}
+
+/// To whom a packet's contents are encrypted.
+#[derive(Clone, Debug, Default)]
+pub struct EncryptTo {
+    /// Replicas and their age X25519 recipients (`age1...`).
+    pub recipients: Vec<crate::header::EncryptionRecipient>,
+    /// Also (or instead) encrypt to this passphrase, through a packet key
+    /// carried in the `passkey` entry.
+    pub passphrase: Option<std::sync::Arc<age::secrecy::SecretString>>,
+}
+
+/// The age work factor (log2 of scrypt's N) for passphrase-encrypted
+/// packets, unless `SYNCREPLICA_TEST_SCRYPT_LOG_N` lowers it for tests.
+fn scrypt_log_n() -> Option<u8> {
+    std::env::var("SYNCREPLICA_TEST_SCRYPT_LOG_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
+/// What the writer needs to encrypt entries.
+struct Sealer {
+    recipients: Vec<age::x25519::Recipient>,
+    /// Length of an age file of empty plaintext to `recipients`: header,
+    /// nonce and one tag. An age file of `n` bytes is this plus `n` plus
+    /// 16 for every 64 KiB chunk after the first.
+    empty_len: u64,
+    /// The `passkey` entry, the same in every part.
+    passkey: Option<Vec<u8>>,
+}
+
+impl Sealer {
+    fn new(to: &EncryptTo) -> Result<Sealer, String> {
+        let mut recipients = Vec::new();
+        for recipient in &to.recipients {
+            let parsed = recipient
+                .key
+                .parse::<age::x25519::Recipient>()
+                .map_err(|err| {
+                    format!(
+                        "encryption key {:?} of {} is not an age X25519 recipient: {err}",
+                        recipient.key, recipient.id
+                    )
+                })?;
+            recipients.push(parsed);
+        }
+        let passkey = match &to.passphrase {
+            None => None,
+            Some(passphrase) => {
+                let packet_key = age::x25519::Identity::generate();
+                recipients.push(packet_key.to_public());
+                let mut scrypt = age::scrypt::Recipient::new((**passphrase).clone());
+                if let Some(log_n) = scrypt_log_n() {
+                    scrypt.set_work_factor(log_n);
+                }
+                use age::secrecy::ExposeSecret;
+                let secret = packet_key.to_string();
+                Some(
+                    encrypt_bytes(
+                        &[&scrypt as &dyn age::Recipient],
+                        secret.expose_secret().as_bytes(),
+                    )
+                    .map_err(|err| format!("encrypting the packet key: {err}"))?,
+                )
+            }
+        };
+        if recipients.is_empty() {
+            return Err("encryption without any recipient or passphrase".into());
+        }
+        let mut sealer = Sealer {
+            recipients,
+            empty_len: 0,
+            passkey,
+        };
+        sealer.empty_len = sealer.encrypt(&[]).map_err(|e| e.to_string())?.len() as u64;
+        Ok(sealer)
+    }
+
+    fn dyn_recipients(&self) -> Vec<&dyn age::Recipient> {
+        self.recipients
+            .iter()
+            .map(|r| r as &dyn age::Recipient)
+            .collect()
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> std::io::Result<Vec<u8>> {
+        encrypt_bytes(&self.dyn_recipients(), plain)
+    }
+
+    fn wrap<W: Write>(&self, out: W) -> std::io::Result<age::stream::StreamWriter<W>> {
+        age::Encryptor::with_recipients(self.dyn_recipients().into_iter())
+            .map_err(std::io::Error::other)?
+            .wrap_output(out)
+    }
+}
+
+fn encrypt_bytes(recipients: &[&dyn age::Recipient], plain: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(plain.len() + 256);
+    let mut writer = age::Encryptor::with_recipients(recipients.iter().copied())
+        .map_err(std::io::Error::other)?
+        .wrap_output(&mut out)?;
+    writer.write_all(plain)?;
+    writer.finish()?;
+    Ok(out)
+}
+
+/// A writer that hashes and counts what passes through it.
+struct HashCount<W> {
+    inner: W,
+    sha: Sha256,
+    len: u64,
+}
+
+impl<W: Write> Write for HashCount<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+type PartZip = ZipLayout<BufWriter<File>>;
+
+/// Where a part's chunk records go: straight into the zip entry, or
+/// through an age encryptor into it.
+enum ChunkSink {
+    Plain(PartZip),
+    Age(age::stream::StreamWriter<HashCount<PartZip>>),
+}
+
+impl ChunkSink {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            ChunkSink::Plain(zip) => zip.write_all(bytes),
+            ChunkSink::Age(writer) => writer.write_all(bytes),
+        }
+    }
 }
 
 /// One physical packet file written by [`PacketWriter::finish`].
@@ -93,7 +241,7 @@ pub struct WrittenPart {
 /// A part whose data entries are being written.
 struct OpenPart {
     temp: TempPath,
-    zip: ZipLayout<BufWriter<File>>,
+    zip: ChunkSink,
     chunks_sha: Sha256,
     chunks_len: u64,
     chunk_records: u64,
@@ -145,6 +293,13 @@ pub struct PacketWriter {
     encoders: Option<crate::encoders::EncoderPool>,
     /// Bytes of chunk records written so far, headers included.
     chunk_bytes: u64,
+    sealer: Option<Sealer>,
+    /// The encrypted `secrets` entry, the same in every part.
+    secrets_bytes: Option<Vec<u8>>,
+    /// Plaintext length of the `creation` entry (encrypted or not).
+    creation_raw_len: u64,
+    /// Plaintext length of the `secrets` entry.
+    secrets_raw_len: u64,
 }
 
 impl PacketWriter {
@@ -183,10 +338,40 @@ impl PacketWriter {
             ))));
         }
         let seals = meta.seals;
-        let creation_bytes = meta
+        let sealer = match &meta.encryption {
+            None => None,
+            Some(to) => {
+                Some(Sealer::new(to).map_err(|what| fail(ErrorKind::InvalidMetadata(what)))?)
+            }
+        };
+        if meta.secrets.is_some() && (sealer.is_none() || meta.creation.is_none()) {
+            return Err(fail(ErrorKind::InvalidMetadata(
+                "secret keys travel only in an encrypted creation packet".into(),
+            )));
+        }
+        let seal_bytes = |plain: Vec<u8>| -> Result<Vec<u8>> {
+            match &sealer {
+                None => Ok(plain),
+                Some(sealer) => sealer
+                    .encrypt(&plain)
+                    .map_err(|err| fail(ErrorKind::io("encrypting an entry", err))),
+            }
+        };
+        let creation_plain = meta
             .creation
             .as_ref()
             .map(|payload| postcard::to_stdvec(payload).expect("encoding cannot fail"));
+        let creation_raw_len = creation_plain.as_ref().map_or(0, |b| b.len() as u64);
+        let creation_bytes = creation_plain.map(seal_bytes).transpose()?;
+        let secrets_raw_len = meta.secrets.as_ref().map_or(0, |b| b.len() as u64);
+        let secrets_bytes = meta.secrets.map(seal_bytes).transpose()?;
+        let encryption = meta
+            .encryption
+            .as_ref()
+            .map(|to| crate::header::Encryption {
+                recipients: to.recipients.clone(),
+                passphrase: to.passphrase.is_some(),
+            });
         let template = Header {
             version: FormatVersion {
                 major: FORMAT_MAJOR,
@@ -209,11 +394,18 @@ impl PacketWriter {
             chunk_records: 0,
             incarnation: meta.incarnation,
             tree_digest: meta.tree_digest,
+            encryption,
         };
 
         let mut entry_names = vec![ENTRY_CHUNKS, ENTRY_OPERATIONS];
         if creation_bytes.is_some() {
             entry_names.push(ENTRY_CREATION);
+        }
+        if sealer.as_ref().is_some_and(|s| s.passkey.is_some()) {
+            entry_names.push(ENTRY_PASSKEY);
+        }
+        if secrets_bytes.is_some() {
+            entry_names.push(ENTRY_SECRETS);
         }
         entry_names.push(ENTRY_SEALS);
         // The longest header this packet can have: every number at its
@@ -240,16 +432,30 @@ impl PacketWriter {
             .map(|name| entry_overhead(name))
             .sum::<u64>()
             + END_RECORD_LEN;
+        // Encrypted `chunks` and `operations` each cost an age header,
+        // nonce and final tag, and 16 bytes per 64 KiB of plaintext.
+        let age_fixed = sealer.as_ref().map_or(0, |s| 2 * s.empty_len + 64);
         let fixed = zip_overhead
             + header_budget
             + 64
             + creation_bytes.as_ref().map_or(0, |b| b.len() as u64)
-            + seals_budget;
+            + sealer
+                .as_ref()
+                .and_then(|s| s.passkey.as_ref())
+                .map_or(0, |b| b.len() as u64)
+            + secrets_bytes.as_ref().map_or(0, |b| b.len() as u64)
+            + seals_budget
+            + age_fixed;
         if header_budget > MAX_HEADER_LEN || fixed + MIN_DATA_ROOM > max_size {
             return Err(fail(ErrorKind::MetadataTooLarge {
                 needed: fixed + MIN_DATA_ROOM,
                 max_size,
             }));
+        }
+        let mut data_room = max_size - fixed;
+        if sealer.is_some() {
+            // Plaintext `d` costs at most `d + d / 4096` stored bytes.
+            data_room = data_room * 4096 / 4097;
         }
         let compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)
             .map_err(|err| fail(ErrorKind::io("starting zstd", err)))?;
@@ -261,7 +467,7 @@ impl PacketWriter {
             creation_bytes,
             new_replica_name,
             header_budget,
-            data_room: max_size - fixed,
+            data_room,
             current: None,
             pending: Vec::new(),
             compressor,
@@ -270,6 +476,10 @@ impl PacketWriter {
             seals_budget,
             encoders: None,
             chunk_bytes: 0,
+            sealer,
+            secrets_bytes,
+            creation_raw_len,
+            secrets_raw_len,
         })
     }
 
@@ -734,11 +944,31 @@ impl PacketWriter {
             .tempfile_in(&self.out_dir)
             .map_err(|err| ErrorKind::io("creating a part file", err).at(&self.out_dir))?;
         let (file, temp) = named.into_parts();
-        let ops_spool = tempfile::tempfile_in(&self.out_dir)
-            .map_err(|err| ErrorKind::io("creating the operation spool", err).at(&self.out_dir))?;
+        // An encrypted packet's operations are spooled on this host's own
+        // disk (which holds the plain tree anyway), never next to the
+        // packet, which may be on a stick.
+        let spool_dir = if self.sealer.is_some() {
+            std::env::temp_dir()
+        } else {
+            self.out_dir.clone()
+        };
+        let ops_spool = tempfile::tempfile_in(&spool_dir)
+            .map_err(|err| ErrorKind::io("creating the operation spool", err).at(&spool_dir))?;
         let mut zip = ZipLayout::new(BufWriter::with_capacity(1 << 20, file));
         zip.start_entry(ENTRY_CHUNKS)
             .map_err(|err| ErrorKind::io("writing a part", err).at(&temp))?;
+        let zip = match &self.sealer {
+            None => ChunkSink::Plain(zip),
+            Some(sealer) => ChunkSink::Age(
+                sealer
+                    .wrap(HashCount {
+                        inner: zip,
+                        sha: Sha256::new(),
+                        len: 0,
+                    })
+                    .map_err(|err| ErrorKind::io("encrypting chunks", err).at(&temp))?,
+            ),
+        };
         self.current = Some(OpenPart {
             temp,
             zip,
@@ -758,14 +988,34 @@ impl PacketWriter {
         };
         let temp = part.temp;
         let at = |kind: ErrorKind| kind.at(&*temp);
-        let mut zip = part.zip;
-        let mut entries = vec![EntryInfo {
-            name: ENTRY_CHUNKS.into(),
-            encoding: Encoding::Plain,
-            stored_size: part.chunks_len,
-            raw_size: part.chunks_len,
-            sha256: part.chunks_sha.finalize().into(),
-        }];
+        let (mut zip, chunks_pin) = match part.zip {
+            ChunkSink::Plain(zip) => (
+                zip,
+                EntryInfo {
+                    name: ENTRY_CHUNKS.into(),
+                    encoding: Encoding::Plain,
+                    stored_size: part.chunks_len,
+                    raw_size: part.chunks_len,
+                    sha256: part.chunks_sha.finalize().into(),
+                },
+            ),
+            ChunkSink::Age(writer) => {
+                let counted = writer
+                    .finish()
+                    .map_err(|err| at(ErrorKind::io("encrypting chunks", err)))?;
+                (
+                    counted.inner,
+                    EntryInfo {
+                        name: ENTRY_CHUNKS.into(),
+                        encoding: Encoding::AgePlain,
+                        stored_size: counted.len,
+                        raw_size: part.chunks_len,
+                        sha256: counted.sha.finalize().into(),
+                    },
+                )
+            }
+        };
+        let mut entries = vec![chunks_pin];
 
         // Operations: compress the spool; keep whichever is smaller.
         let mut raw_ops = part.ops_spool.into_inner().map_err(|err| {
@@ -794,25 +1044,82 @@ impl PacketWriter {
             .map_err(|err| at(ErrorKind::io("rewinding the operation spool", err)))?;
         zip.start_entry(ENTRY_OPERATIONS)
             .map_err(|err| at(ErrorKind::io("writing operations", err)))?;
-        let sha256 = copy_hashing(&mut source, &mut zip)
-            .map_err(|err| at(ErrorKind::io("writing operations", err)))?;
-        entries.push(EntryInfo {
-            name: ENTRY_OPERATIONS.into(),
-            encoding,
-            stored_size,
-            raw_size: part.ops_len,
-            sha256,
-        });
+        match &self.sealer {
+            None => {
+                let sha256 = copy_hashing(&mut source, &mut zip)
+                    .map_err(|err| at(ErrorKind::io("writing operations", err)))?;
+                entries.push(EntryInfo {
+                    name: ENTRY_OPERATIONS.into(),
+                    encoding,
+                    stored_size,
+                    raw_size: part.ops_len,
+                    sha256,
+                });
+            }
+            Some(sealer) => {
+                let mut writer = sealer
+                    .wrap(HashCount {
+                        inner: zip,
+                        sha: Sha256::new(),
+                        len: 0,
+                    })
+                    .map_err(|err| at(ErrorKind::io("encrypting operations", err)))?;
+                std::io::copy(&mut source, &mut writer)
+                    .map_err(|err| at(ErrorKind::io("encrypting operations", err)))?;
+                let counted = writer
+                    .finish()
+                    .map_err(|err| at(ErrorKind::io("encrypting operations", err)))?;
+                zip = counted.inner;
+                entries.push(EntryInfo {
+                    name: ENTRY_OPERATIONS.into(),
+                    encoding: if encoding == Encoding::Zstd {
+                        Encoding::AgeZstd
+                    } else {
+                        Encoding::AgePlain
+                    },
+                    stored_size: counted.len,
+                    raw_size: part.ops_len,
+                    sha256: counted.sha.finalize().into(),
+                });
+            }
+        }
 
-        if let Some(creation) = &self.creation_bytes {
-            zip.add_entry(ENTRY_CREATION, creation)
-                .map_err(|err| at(ErrorKind::io("writing the creation entry", err)))?;
+        let encrypted = self.sealer.is_some();
+        let fixed_entries = [
+            (
+                ENTRY_CREATION,
+                self.creation_bytes.as_ref(),
+                self.creation_raw_len,
+                encrypted,
+            ),
+            (
+                ENTRY_PASSKEY,
+                self.sealer.as_ref().and_then(|s| s.passkey.as_ref()),
+                0,
+                false,
+            ),
+            (
+                ENTRY_SECRETS,
+                self.secrets_bytes.as_ref(),
+                self.secrets_raw_len,
+                true,
+            ),
+        ];
+        for (name, bytes, raw_len, sealed) in fixed_entries {
+            let Some(bytes) = bytes else { continue };
+            zip.add_entry(name, bytes)
+                .map_err(|err| at(ErrorKind::io(format!("writing the {name} entry"), err)))?;
+            let stored = bytes.len() as u64;
             entries.push(EntryInfo {
-                name: ENTRY_CREATION.into(),
-                encoding: Encoding::Plain,
-                stored_size: creation.len() as u64,
-                raw_size: creation.len() as u64,
-                sha256: Sha256::digest(creation).into(),
+                name: name.into(),
+                encoding: if sealed {
+                    Encoding::AgePlain
+                } else {
+                    Encoding::Plain
+                },
+                stored_size: stored,
+                raw_size: if sealed { raw_len } else { stored },
+                sha256: Sha256::digest(bytes).into(),
             });
         }
         let (mut file, written) = zip

@@ -125,7 +125,7 @@ fn update_vector_decodes_without_the_library() {
     // Fixed prefix.
     assert_eq!(&header[..8], b"SYNCRPKT");
     assert_eq!(u16le(header, 8), 2, "major");
-    assert_eq!(u16le(header, 10), 3, "minor");
+    assert_eq!(u16le(header, 10), 5, "minor");
     let key: [u8; 32] = header[12..44].try_into().unwrap();
     let expected_key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32])
         .verifying_key()
@@ -201,6 +201,8 @@ fn update_vector_decodes_without_the_library() {
     assert_eq!(c.varint(), 3, "node path length");
     assert_eq!(c.raw(3), b"src");
     assert_eq!(c.raw(32), [0xd7; 32], "node digest");
+    // Minor 5: the encryption field, an option: none (not encrypted).
+    assert_eq!(c.byte(), 0, "not encrypted");
     assert_eq!(c.at, header.len(), "nothing after the body");
     assert_eq!((operation_records, chunk_records), (3, 4));
 
@@ -844,4 +846,67 @@ fn delta_vector_decodes_without_the_library() {
     let key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32]).verifying_key();
     key.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&signature))
         .unwrap();
+}
+
+/// SPEC.md §4.2 and §14: `encrypted.zip` read with the age crate directly
+/// and the vector identity: the header ends with the encryption field
+/// naming the recipient, and the `chunks` entry (encoding 2) is an age
+/// file whose plaintext is chunk records hashing to their ids.
+#[test]
+fn encrypted_vector_decrypts_with_the_vector_key() {
+    use age::secrecy::ExposeSecret;
+    let identity: age::x25519::Identity =
+        "AGE-SECRET-KEY-1XVENXVENXVENXVENXVENXVENXVENXVENXVENXVENXVENXVENXVES5R36HA"
+            .parse()
+            .unwrap();
+    let _ = identity.to_string().expose_secret().len();
+    let file = std::fs::read("tests/vectors/encrypted.zip").unwrap();
+    let entries = zip_entries(&file);
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["chunks", "operations", "seals", "header", "signature"]
+    );
+    let header = entries[3].1;
+    assert_eq!(u16le(header, 10), 5, "minor");
+    // The header ends: option tag 1, one recipient {id, key}, passphrase false.
+    let key = identity.to_public().to_string();
+    let mut tail = vec![1u8, 1];
+    tail.extend_from_slice(&[0xb2; 16]);
+    tail.push(key.len() as u8);
+    tail.extend_from_slice(key.as_bytes());
+    tail.push(0);
+    assert!(header.ends_with(&tail), "encryption field at the end");
+
+    // chunks: decrypt, then walk the records as in the plain vector.
+    let decryptor = age::Decryptor::new(entries[0].1).unwrap();
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(
+        &mut decryptor
+            .decrypt(std::iter::once(&identity as &dyn age::Identity))
+            .unwrap(),
+        &mut plain,
+    )
+    .unwrap();
+    let mut at = 0;
+    let mut count = 0;
+    while at < plain.len() {
+        let id = &plain[at..at + 32];
+        let chunk_len = u32le(&plain, at + 32);
+        let codec = plain[at + 44];
+        let stored_len = u32le(&plain, at + 45) as usize;
+        let stored = &plain[at + 49..at + 49 + stored_len];
+        let data = match codec {
+            0 => stored.to_vec(),
+            1 => zstd::decode_all(stored).unwrap(),
+            other => panic!("codec {other}"),
+        };
+        assert_eq!(data.len() as u32, chunk_len);
+        assert_eq!(Sha256::digest(&data).as_slice(), id);
+        at += 49 + stored_len;
+        count += 1;
+    }
+    assert_eq!(count, 4, "the update vector's four chunks");
+    // Not readable without the key: the ciphertext holds no chunk record.
+    assert!(!entries[0].1.windows(32).any(|w| w == &plain[..32]));
 }

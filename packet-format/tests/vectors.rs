@@ -126,6 +126,7 @@ const KEYS: &[&str] = &[
     "listing-short",
     "listing-long",
     "unzip",
+    "identity",
 ];
 
 /// `SECS.NANOS`, nanoseconds in nine digits: the sidecar form of a time.
@@ -253,7 +254,14 @@ fn check_vector(name: &str, expect: &Expect, all: &[(String, Expect)]) {
     let outcome = expect
         .one("expect")
         .unwrap_or_else(|| panic!("{file}: no `expect` line"));
-    let result = verify_packet(&path, &trusted);
+    // An encrypted vector is read with the identity its sidecar gives.
+    let decryption = expect.one("identity").map(|identity| {
+        std::sync::Arc::new(packet_format::Decryption::new(
+            vec![identity.parse().expect("an age identity")],
+            None,
+        ))
+    });
+    let result = packet_format::verify_packet_with(&path, &trusted, decryption.as_ref());
 
     if outcome == "ok" {
         let packet = result.unwrap_or_else(|err| panic!("{name} must verify: {err}"));

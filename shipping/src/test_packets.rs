@@ -54,6 +54,8 @@ pub fn packet_with_id(dir: &Path, target: &str, seq: u64, id: u8, secret: &[u8; 
         creation: None,
         incarnation: None,
         tree_digest: None,
+        encryption: None,
+        secrets: None,
     };
     std::fs::create_dir_all(dir).unwrap();
     let writer = PacketWriter::create(dir, 1 << 20, secret, meta).unwrap();

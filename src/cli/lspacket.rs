@@ -135,9 +135,26 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    // A packet for this replica is decrypted as it is checked; one for
+    // others is checked as a hub checks it (its contents stay sealed).
+    let decryption = match &replica {
+        Some(replica) => crate::sync::crypt::decryption(replica)?,
+        None => None,
+    };
+    let me = replica.as_ref().map(|r| r.identity.replica_id);
     let exams: Vec<packet_format::Examination> = entries
         .iter()
-        .map(|entry| packet_format::examine_packet(&entry.file, &keys))
+        .map(|entry| {
+            let exam = packet_format::examine_packet(&entry.file, &keys);
+            let for_me = exam.header.as_ref().is_some_and(|h| {
+                h.encryption.is_some() && h.targets.iter().any(|t| Some(t.id) == me)
+            });
+            if for_me && exam.error.is_none() {
+                packet_format::examine_packet_with(&entry.file, &keys, decryption.as_ref())
+            } else {
+                exam
+            }
+        })
         .collect();
     // One readiness rule with -import: a packet whose parts are not all
     // listed here waits for the rest.
@@ -191,7 +208,17 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
                 None => outln!("{}", crate::error::printable_path(&entry.file)),
             }
         } else {
-            let text = listing::render_text(exam, args.long, view.as_ref());
+            let sealed_for_others = exam.error.is_none()
+                && exam.header.as_ref().is_some_and(|h| {
+                    h.encryption.is_some()
+                        && me.is_some_and(|me| h.targets.iter().all(|t| t.id != me))
+                });
+            let mut text = listing::render_text(exam, args.long, view.as_ref());
+            if sealed_for_others {
+                text.push_str(
+                    "Contents: encrypted for the targets above; this replica cannot read them.\n",
+                );
+            }
             let text = match &entry.remote {
                 Some(remote) => text.replace(&entry.file.display().to_string(), remote),
                 None => text,

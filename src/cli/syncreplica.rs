@@ -160,6 +160,13 @@ pub struct Args {
     #[arg(long)]
     pub fullcontent: bool,
 
+    /// With -export: write the packets in the clear, readable by anyone who
+    /// holds them (default: encrypted to each target's key, as the config's
+    /// `encrypt = true`). Every listing of such a packet says "not
+    /// encrypted".
+    #[arg(long)]
+    pub noencrypt: bool,
+
     /// Comment stored in the packets, shown by lspacket (-c TEXT, as in MultiSite).
     #[arg(long, short = 'c', value_name = "TEXT", default_value = "")]
     pub comment: String,
@@ -362,6 +369,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         max_size,
         comment: &args.comment,
         full_content: args.fullcontent,
+        noencrypt: args.noencrypt,
         before_commit: Some(&queue),
         stop: &stop,
         after_target: Some(&print_target_export),
@@ -427,6 +435,22 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Says to whom a packet is encrypted, or that it is not, and why.
+fn print_encryption(target: &str, summary: &export::ExportSummary) {
+    use crate::sync::crypt::Plain;
+    match &summary.encryption {
+        None => {}
+        Some(Ok(_)) => outln!("  Encrypted for: {}", printable(target)),
+        Some(Err(Plain::Asked)) => {
+            outln!("  Not encrypted (-noencrypt or encrypt = false in the config).")
+        }
+        Some(Err(Plain::NoKey)) => outln!(
+            "  Not encrypted: {} has announced no encryption key yet (it gets one with its next export).",
+            printable(target)
+        ),
+    }
+}
+
 /// Says what an export did for one target, as soon as it is done.
 fn print_target_export(target: &crate::store::state::Member, result: &export::TargetExport) {
     match result {
@@ -479,6 +503,7 @@ fn print_target_export(target: &crate::store::state::Member, result: &export::Ta
                     printable(&target.name)
                 );
             }
+            print_encryption(&target.name, summary);
             for part in &summary.parts {
                 outln!("  {} ({} bytes)", printable_path(&part.path), part.size);
             }
@@ -1068,6 +1093,7 @@ fn check_usage(args: &Args) -> anyhow::Result<()> {
             ("-maxsize", args.maxsize.is_some()),
             ("-workdir", args.workdir.is_some()),
             ("-fullcontent", args.fullcontent),
+            ("-noencrypt", args.noencrypt),
             ("-comment", !args.comment.is_empty() || args.ncomment),
         ]
         .into_iter()

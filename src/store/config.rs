@@ -189,6 +189,14 @@ pub struct Config {
     /// Owners and ACL entries by number only.
     #[serde(default)]
     pub numeric_ids: bool,
+    /// Encrypt update packets to their targets (issue 15); `false` is what
+    /// `-noencrypt` does for every export.
+    #[serde(default = "default_encrypt")]
+    pub encrypt: bool,
+}
+
+fn default_encrypt() -> bool {
+    true
 }
 
 /// Settings for one sibling (`[siblings.NAME]`).
@@ -268,6 +276,7 @@ impl Default for Config {
             siblings: BTreeMap::new(),
             preserve: None,
             numeric_ids: false,
+            encrypt: true,
         }
     }
 }

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
 use crate::ops::Id;
-use crate::store::layout::{IDENTITY_FILE, SIGNING_KEY_FILE};
+use crate::store::layout::{ENCRYPTION_KEY_FILE, IDENTITY_FILE, SIGNING_KEY_FILE};
 use crate::sys::fsutil;
 
 /// Who this replica is. Stored as `.syncreplica/identity.toml`.
@@ -112,6 +112,40 @@ pub fn load_signing_key(state_dir: &Path) -> Result<SigningKey> {
 
 pub fn signing_key_path(state_dir: &Path) -> PathBuf {
     state_dir.join(SIGNING_KEY_FILE)
+}
+
+/// Where the age X25519 identity of the replica whose state directory is
+/// `state_dir` is kept.
+pub fn encryption_key_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(ENCRYPTION_KEY_FILE)
+}
+
+/// Generates an age X25519 identity and stores it, mode 0600, as a new
+/// file (an existing one is an error: a key is never overwritten).
+pub fn create_encryption_key(state_dir: &Path) -> Result<age::x25519::Identity> {
+    use age::secrecy::ExposeSecret;
+    let key = age::x25519::Identity::generate();
+    let text = format!("{}\n", key.to_string().expose_secret());
+    fsutil::create_new_file(&encryption_key_path(state_dir), text.as_bytes(), 0o600)?;
+    Ok(key)
+}
+
+/// The replica's age identity; `None` for a replica made before packets
+/// were encrypted, which has none yet.
+pub fn load_encryption_key(state_dir: &Path) -> Result<Option<age::x25519::Identity>> {
+    let path = encryption_key_path(state_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err).at(&path),
+    };
+    text.trim()
+        .parse::<age::x25519::Identity>()
+        .map(Some)
+        .map_err(|why| Error::BadIdentity {
+            path: path.clone(),
+            what: format!("not an age X25519 identity: {why}"),
+        })
 }
 
 /// The fingerprint users compare out of band: SHA-256 of the public key.

@@ -28,6 +28,9 @@ pub const STATE_DIR: &str = ".syncreplica";
 pub const IDENTITY_FILE: &str = "identity.toml";
 /// The replica's ed25519 signing key, mode 0600.
 pub const SIGNING_KEY_FILE: &str = "signing_key";
+/// This replica's age X25519 identity (`AGE-SECRET-KEY-1...`), mode 0600:
+/// packets to it are encrypted to its public half (issue 15).
+pub const ENCRYPTION_KEY_FILE: &str = "encryption_key";
 /// The replica's settings.
 pub const CONFIG_FILE: &str = "config.toml";
 /// The state database.

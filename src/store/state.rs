@@ -336,6 +336,22 @@ impl State {
         Ok(value)
     }
 
+    /// The encryption key (age X25519 recipient, `age1...`) announced for
+    /// `replica`, if any (issue 15).
+    pub fn member_encryption_key(&self, replica: &Id) -> Result<Option<String>> {
+        if !self.has_table("member_keys")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT encryption_key FROM member_keys WHERE replica = ?1",
+                [replica.0.as_slice()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))
+    }
+
     /// Whether the database has table `name`, asked without creating it:
     /// tables made on first use are read this way, so that a read-only
     /// connection works before they exist.
@@ -846,8 +862,63 @@ pub fn append_operation(tx: &Transaction, op: &Operation) -> rusqlite::Result<()
             op.origin.0.as_slice(),
             op.epoch as i64,
             op.encode()
-        ])
-        .map(drop)
+        ])?;
+    note_member_keys(tx, op)
+}
+
+/// The kind code of `MemberKeys` as its varint appears in an encoded
+/// operation: a cheap test before decoding one.
+const MEMBER_KEYS_VARINT: [u8; 3] = [0x83, 0x80, 0x04];
+
+// Encryption keys of members (issue 15), from the `MemberKeys` operations
+// logged: made on first use.
+const MEMBER_KEYS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS member_keys (
+    replica         BLOB PRIMARY KEY,
+    encryption_key  TEXT NOT NULL,
+    -- The operation that announced it.
+    origin          BLOB NOT NULL,
+    epoch           INTEGER NOT NULL
+)";
+
+/// Records the key a `MemberKeys` operation announces. A replica's own
+/// announcement wins over the one the member that made it logged, and a
+/// later one of the same origin over an earlier one (key rotation).
+fn note_member_keys(tx: &Transaction, op: &Operation) -> rusqlite::Result<()> {
+    let Some(keys) = packet_format::ops::MemberKeys::from_change(&op.change) else {
+        return Ok(());
+    };
+    tx.execute_batch(MEMBER_KEYS_SCHEMA)?;
+    let held: Option<(Vec<u8>, i64)> = tx
+        .query_row(
+            "SELECT origin, epoch FROM member_keys WHERE replica = ?1",
+            [keys.replica.0.as_slice()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let by_self = op.origin == keys.replica;
+    let replace = match held {
+        None => true,
+        Some((origin, epoch)) => {
+            let held_by_self = origin == keys.replica.0;
+            (by_self && !held_by_self)
+                || (by_self == held_by_self && origin == op.origin.0 && epoch < op.epoch as i64)
+        }
+    };
+    if replace {
+        tx.execute(
+            "INSERT INTO member_keys (replica, encryption_key, origin, epoch) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (replica) DO UPDATE SET encryption_key = excluded.encryption_key,
+                 origin = excluded.origin, epoch = excluded.epoch",
+            params![
+                keys.replica.0.as_slice(),
+                keys.encryption_key,
+                op.origin.0.as_slice(),
+                op.epoch as i64
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 /// [`append_operation`] of an operation already encoded (`op`, as
@@ -859,8 +930,13 @@ pub fn append_encoded_operation(
     op: &[u8],
 ) -> rusqlite::Result<()> {
     tx.prepare_cached("INSERT INTO oplog (origin, epoch, op) VALUES (?1, ?2, ?3)")?
-        .execute(params![origin.0.as_slice(), epoch as i64, op])
-        .map(drop)
+        .execute(params![origin.0.as_slice(), epoch as i64, op])?;
+    if op.windows(3).any(|w| w == MEMBER_KEYS_VARINT) {
+        if let Ok(decoded) = postcard::from_bytes::<Operation>(op) {
+            note_member_keys(tx, &decoded)?;
+        }
+    }
+    Ok(())
 }
 
 /// See [`State::operation_bytes`]; also inside a transaction.

@@ -74,7 +74,7 @@ pub fn adopt_creation(
     key_file: &Path,
     mirror: bool,
 ) -> Result<(Replica, Adoption)> {
-    let (header, payload, checked, secret) = check_creation(packet, key_file)?;
+    let (header, payload, checked, secret, encryption_key) = check_creation(packet, key_file)?;
     if !dir.is_dir() {
         return Err(Error::NotADirectory {
             path: dir.to_path_buf(),
@@ -93,7 +93,15 @@ pub fn adopt_creation(
     let staging = crate::store::layout::state_dir_under_construction(&root, std::process::id());
     std::fs::create_dir(&staging).at(&staging)?;
     let result = adopt_into(
-        packet, &header, &payload, &checked, &root, &staging, &secret, mirror,
+        packet,
+        &header,
+        &payload,
+        &checked,
+        &root,
+        &staging,
+        &secret,
+        encryption_key.as_deref(),
+        mirror,
     );
     if result.is_err() {
         // Nothing set aside may be lost: the folder goes only when it holds
@@ -123,6 +131,7 @@ fn adopt_into(
     root: &Path,
     staging: &Path,
     secret: &[u8; 32],
+    encryption_key: Option<&str>,
     mirror: bool,
 ) -> Result<Adoption> {
     let identity = Identity {
@@ -133,6 +142,13 @@ fn adopt_into(
     };
     identity.save(staging)?;
     crate::sys::fsutil::create_new_file(&identity::signing_key_path(staging), secret, 0o600)?;
+    if let Some(key) = encryption_key {
+        crate::sys::fsutil::create_new_file(
+            &identity::encryption_key_path(staging),
+            format!("{key}\n").as_bytes(),
+            0o600,
+        )?;
+    }
     config::write_default(staging)?;
     let mut state = State::open(staging)?;
     let excludes = crate::tree::excludes::Excludes::load(

@@ -89,6 +89,8 @@ pub fn export_creation(
             path: out_dir.to_path_buf(),
         });
     }
+    // The new member learns this replica's encryption key from the log.
+    crate::sync::crypt::ensure_announced(replica)?;
     let key_file = out_dir.join(format!("{new_name}.key"));
     let me = replica.identity.replica_id;
     let incarnation = replica.incarnation()?;
@@ -163,7 +165,22 @@ pub fn export_creation(
             public_key: new_member.public_key,
         },
     };
+    // The new member's encryption key, announced by this replica in the
+    // same run: siblings encrypt to it from their first packet on.
+    let new_encryption_key = age::x25519::Identity::generate();
+    next_epoch += 1;
+    let member_keys = Operation {
+        origin: me,
+        epoch: next_epoch,
+        recorded: now,
+        change: packet_format::ops::MemberKeys {
+            replica: new_id,
+            encryption_key: new_encryption_key.to_public().to_string(),
+        }
+        .to_change(),
+    };
     snapshot.push(add_member.clone());
+    snapshot.push(member_keys.clone());
 
     let mut table = replica.state().epoch_table()?;
     let mut own_row: BTreeMap<Id, u64> = table
@@ -214,7 +231,7 @@ pub fn export_creation(
     let new_run: Vec<Vec<u8>> = reasserted
         .iter()
         .map(|(_, op)| op)
-        .chain([&add_member])
+        .chain([&add_member, &member_keys])
         .map(Operation::encode)
         .collect();
     let head =
@@ -254,6 +271,8 @@ pub fn export_creation(
         // The new replica holds exactly the state it is made from; it has
         // no sibling to compare with until a packet arrives.
         tree_digest: None,
+        encryption: None,
+        secrets: None,
     };
     let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)?
         .with_encoder_threads(crate::sync::chunks::encoder_threads());
@@ -394,39 +413,41 @@ pub fn export_creation(
             }
             Ok(())
         };
-    let committed = write_key_file(&key_file, &new_id, &secret).and_then(|()| {
-        replica.state_mut().transaction(|tx| {
-            for (path, op) in &reasserted {
-                log_reassertion(tx, path, op)?;
-            }
-            state::append_operation(tx, &add_member)?;
-            state::put_seal(tx, &new_seal)?;
-            state::insert_member(tx, &new_member, now.as_nanos_saturating())?;
-            for (path, op) in &resent {
-                log_reassertion(tx, path, op)?;
-            }
-            if last_epoch > next_epoch {
-                // The re-assertions are a run of their own, sealed like any.
-                let secret = signing_key.to_bytes();
-                state::seal_own_run(tx, &secret, &me, next_epoch + 1, last_epoch)?;
-            }
-            state::set_epoch(tx, &me, &me, last_epoch)?;
-            for (origin, epoch) in &own_row {
-                state::raise_epoch(tx, &new_id, origin, *epoch)?;
-            }
-            let first = parts.first().map(|p| p.file_name.as_str()).unwrap_or("");
-            state::log_packet(
-                tx,
-                "sent",
-                &new_id,
-                &Id([0; 16]),
-                1,
-                first,
-                now.as_nanos_saturating(),
-            )?;
-            Ok(())
-        })
-    });
+    let committed =
+        write_key_file(&key_file, &new_id, &secret, &new_encryption_key).and_then(|()| {
+            replica.state_mut().transaction(|tx| {
+                for (path, op) in &reasserted {
+                    log_reassertion(tx, path, op)?;
+                }
+                state::append_operation(tx, &add_member)?;
+                state::append_operation(tx, &member_keys)?;
+                state::put_seal(tx, &new_seal)?;
+                state::insert_member(tx, &new_member, now.as_nanos_saturating())?;
+                for (path, op) in &resent {
+                    log_reassertion(tx, path, op)?;
+                }
+                if last_epoch > next_epoch {
+                    // The re-assertions are a run of their own, sealed like any.
+                    let secret = signing_key.to_bytes();
+                    state::seal_own_run(tx, &secret, &me, next_epoch + 1, last_epoch)?;
+                }
+                state::set_epoch(tx, &me, &me, last_epoch)?;
+                for (origin, epoch) in &own_row {
+                    state::raise_epoch(tx, &new_id, origin, *epoch)?;
+                }
+                let first = parts.first().map(|p| p.file_name.as_str()).unwrap_or("");
+                state::log_packet(
+                    tx,
+                    "sent",
+                    &new_id,
+                    &Id([0; 16]),
+                    1,
+                    first,
+                    now.as_nanos_saturating(),
+                )?;
+                Ok(())
+            })
+        });
     if let Err(err) = committed {
         for part in &parts {
             let _ = std::fs::remove_file(&part.path);
@@ -482,10 +503,17 @@ pub fn check_export(
     Ok(())
 }
 
-fn write_key_file(path: &Path, replica: &Id, secret: &[u8; 32]) -> Result<()> {
+fn write_key_file(
+    path: &Path,
+    replica: &Id,
+    secret: &[u8; 32],
+    encryption: &age::x25519::Identity,
+) -> Result<()> {
+    use age::secrecy::ExposeSecret;
     let text = format!(
-        "# Signing key of a new syncreplica member. Keep it secret; mkreplica -import needs it.\nreplica_id = \"{replica}\"\nsecret_key = \"{}\"\n",
-        hex::encode(secret)
+        "# Signing and encryption keys of a new syncreplica member. Keep them secret; mkreplica -import needs them.\nreplica_id = \"{replica}\"\nsecret_key = \"{}\"\nencryption_key = \"{}\"\n",
+        hex::encode(secret),
+        encryption.to_string().expose_secret()
     );
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -502,9 +530,16 @@ fn write_key_file(path: &Path, replica: &Id, secret: &[u8; 32]) -> Result<()> {
 struct KeyFile {
     replica_id: String,
     secret_key: String,
+    /// Absent in key files of older versions: the new replica then makes
+    /// its own with its first export.
+    #[serde(default)]
+    encryption_key: Option<String>,
 }
 
-fn read_key_file(path: &Path) -> Result<(Id, [u8; 32])> {
+/// The new member's id, signing secret and encryption identity (text).
+type NewMemberKeys = (Id, [u8; 32], Option<String>);
+
+fn read_key_file(path: &Path) -> Result<NewMemberKeys> {
     let text = std::fs::read_to_string(path).map_err(|err| match err.kind() {
         std::io::ErrorKind::NotFound => Error::MissingKeyFile {
             path: path.to_path_buf(),
@@ -523,7 +558,14 @@ fn read_key_file(path: &Path) -> Result<(Id, [u8; 32])> {
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| bad("secret_key is not 64 hex digits".into()))?;
-    Ok((id, secret))
+    if let Some(key) = &file.encryption_key {
+        key.parse::<age::x25519::Identity>().map_err(|why| {
+            bad(format!(
+                "encryption_key is not an age X25519 identity: {why}"
+            ))
+        })?;
+    }
+    Ok((id, secret, file.encryption_key))
 }
 
 /// What `mkreplica -import` made.
@@ -553,11 +595,19 @@ pub fn creation_fingerprint(packet: &LogicalPacket) -> String {
 /// packet is a creation packet, its names are valid, everything an update
 /// import checks holds ([`crate::sync::creation_check::check`]), and
 /// `key_file` holds the new member's key. Returns the header, the creation
-/// payload, the checked operations and the secret key.
+/// payload, the checked operations, the secret signing key and the secret
+/// encryption key (an age X25519 identity; absent in key files written
+/// before encryption).
 pub(crate) fn check_creation(
     packet: &LogicalPacket,
     key_file: &Path,
-) -> Result<(packet_format::Header, CreationPayload, Checked, [u8; 32])> {
+) -> Result<(
+    packet_format::Header,
+    CreationPayload,
+    Checked,
+    [u8; 32],
+    Option<String>,
+)> {
     let header = packet.header().clone();
     let payload =
         packet.parts()[0]
@@ -576,7 +626,7 @@ pub(crate) fn check_creation(
     // Everything an update import checks, and the member list against the
     // log, before anything is made.
     let checked = crate::sync::creation_check::check(packet, &payload)?;
-    let (key_id, secret) = read_key_file(key_file)?;
+    let (key_id, secret, encryption_key) = read_key_file(key_file)?;
     let new = &payload.new_replica;
     let member = checked
         .members
@@ -594,7 +644,7 @@ pub(crate) fn check_creation(
         });
     }
 
-    Ok((header, payload, checked, secret))
+    Ok((header, payload, checked, secret, encryption_key))
 }
 
 /// Whether a checked creation packet is a manifest
@@ -617,7 +667,7 @@ pub fn import_creation(
     mirror: bool,
     exclude: &[String],
 ) -> Result<CreationImport> {
-    let (header, payload, checked, secret) = check_creation(packet, key_file)?;
+    let (header, payload, checked, secret, encryption_key) = check_creation(packet, key_file)?;
     if is_manifest(packet, &checked)? {
         return Err(Error::ManifestNeedsAdopt {
             packet: packet.parts()[0].path().to_path_buf(),
@@ -643,7 +693,7 @@ pub fn import_creation(
         std::fs::create_dir_all(dir).at(dir)?;
     }
     let root = std::fs::canonicalize(dir).at(dir)?;
-    let result = materialize(packet, &header, &payload, &checked, &root, &secret, mirror, exclude);
+    let result = materialize(packet, &header, &payload, &checked, &root, &secret, mirror, exclude, encryption_key.as_deref());
     match result {
         Ok(Materialized {
             replica,
@@ -850,6 +900,7 @@ fn materialize(
     secret: &[u8; 32],
     mirror: bool,
     exclude: &[String],
+    encryption_key: Option<&str>,
 ) -> Result<Materialized> {
     let staging = crate::store::layout::state_dir_under_construction(root, std::process::id());
     std::fs::create_dir(&staging).at(&staging)?;
@@ -861,6 +912,13 @@ fn materialize(
     };
     identity.save(&staging)?;
     crate::sys::fsutil::create_new_file(&identity::signing_key_path(&staging), secret, 0o600)?;
+    if let Some(key) = encryption_key {
+        crate::sys::fsutil::create_new_file(
+            &identity::encryption_key_path(&staging),
+            format!("{key}\n").as_bytes(),
+            0o600,
+        )?;
+    }
     config::write_default(&staging)?;
     if !exclude.is_empty() {
         config::set_excludes(&staging, exclude)?;

@@ -110,6 +110,9 @@ pub struct ExportRequest<'a> {
     pub after_target: Option<&'a AfterTarget<'a>>,
     /// Resends and acknowledgements ([`Mode`]).
     pub mode: Mode,
+    /// `-noencrypt`: write the packets in the clear even where the target
+    /// has an encryption key (the config's `encrypt = false` does the same).
+    pub noencrypt: bool,
 }
 
 /// What was sent to one target.
@@ -143,6 +146,9 @@ pub struct ExportSummary {
     pub resent: Vec<Resend>,
     /// A packet with no operations, only this replica's row ([`Mode::AckOnly`]).
     pub ack_only: bool,
+    /// To whom the packet is encrypted (age recipients), or why it is not.
+    pub encryption:
+        Option<std::result::Result<packet_format::EncryptTo, crate::sync::crypt::Plain>>,
 }
 
 /// A file whose content was no longer what the scan recorded when the
@@ -234,6 +240,9 @@ pub fn export_updates(
     }
     check_max_size(request.max_size)?;
     let targets = resolve_targets(replica, request.targets)?;
+    // Before the first packet: a replica without a key gets one, and the
+    // family hears of it with this export.
+    crate::sync::crypt::ensure_announced(replica)?;
     let mut results = Vec::new();
     for target in targets {
         let outcome = export_to(replica, &target, request)?;
@@ -394,15 +403,31 @@ fn export_to(
             true => Some(crate::sync::digest::for_export(replica, &target.replica)?),
             false => None,
         },
+        encryption: None,
+        secrets: None,
     };
     let write_dir = request.work_dir.unwrap_or(request.out_dir);
     let key = replica.signing_key()?.to_bytes();
+    let encryption = crate::sync::crypt::for_target(replica, &target.replica, request.noencrypt)?;
+    let mut meta = PacketMeta {
+        encryption: encryption.clone().ok(),
+        ..meta
+    };
+    if meta.encryption.is_some() {
+        // The digest's nodes name paths, and the header is readable by
+        // every hop: an encrypted packet proves convergence by the root
+        // alone (SPEC.md §4.2).
+        if let Some(digest) = meta.tree_digest.as_mut() {
+            digest.nodes.clear();
+        }
+    }
     let mut writer = PacketWriter::create(write_dir, request.max_size, &key, meta)?
         .with_encoder_threads(crate::sync::chunks::encoder_threads());
     let mut summary = ExportSummary {
         sequence,
         resent,
         ack_only,
+        encryption: Some(encryption),
         ..ExportSummary::default()
     };
     let mut sent: HashSet<ChunkId> = HashSet::new();

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use packet_format::{verify_packet, Examination, LogicalPacket, PacketKind, SignatureStatus};
+use packet_format::{verify_packet_with, Examination, LogicalPacket, PacketKind, SignatureStatus};
 
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{Id, Operation};
@@ -408,6 +408,7 @@ fn import_files(
 /// and the seal check and the apply engine read them back from there.
 fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(String, ApplyReport)> {
     let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
+    let decryption = crate::sync::crypt::decryption(replica)?;
     let mut parts = Vec::new();
     let sizes: Vec<u64> = files
         .iter()
@@ -419,7 +420,7 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
         Some(sizes.iter().sum()),
     );
     for (file, size) in files.iter().zip(sizes) {
-        parts.push(verify_packet(file, &keys)?);
+        parts.push(verify_packet_with(file, &keys, decryption.as_ref())?);
         crate::sys::progress::advance(size);
     }
     drop(verifying);
@@ -653,9 +654,10 @@ fn first_file_name(files: &[PathBuf]) -> String {
 /// sender's name.
 fn acknowledge(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<String> {
     let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
+    let decryption = crate::sync::crypt::decryption(replica)?;
     let mut parts = Vec::new();
     for file in files {
-        parts.push(verify_packet(file, &keys)?);
+        parts.push(verify_packet_with(file, &keys, decryption.as_ref())?);
     }
     let packet = LogicalPacket::assemble(parts)?;
     let header = packet.header().clone();

@@ -8,6 +8,7 @@ pub(crate) mod assemble;
 pub mod chunks;
 pub mod creation;
 mod creation_check;
+pub mod crypt;
 pub mod delta;
 pub mod digest;
 pub mod epochs;

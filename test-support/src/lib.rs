@@ -200,6 +200,8 @@ pub fn write_many_ops(spec: &ManyOpsPacket) -> std::path::PathBuf {
         creation: None,
         incarnation: None,
         tree_digest: None,
+        encryption: None,
+        secrets: None,
     };
     let mut writer = PacketWriter::create(spec.out_dir, 1 << 31, &spec.secret, meta).unwrap();
     for index in 0..spec.count {

@@ -182,13 +182,15 @@ fn crates_depend_on_what_they_should() {
         .iter()
         .any(|d| d == "clap_complete"));
     let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap();
-    for package in ["zstd", "sha2"] {
+    // sha2 may be there twice: age (packet encryption) still builds its
+    // KDFs on sha2 0.10, beside the workspace's own; never more.
+    for (package, allowed) in [("zstd", 1), ("sha2", 2)] {
         let versions = lock
             .lines()
             .filter(|l| *l == format!("name = \"{package}\""))
             .count();
-        assert_eq!(
-            versions, 1,
+        assert!(
+            versions <= allowed,
             "Cargo.lock has {versions} versions of {package}"
         );
     }

@@ -190,6 +190,7 @@ pub fn redactions() -> Vec<(&'static str, &'static str)> {
         (r"\b[0-9a-f]{32}\b", "[ID]"),
         (r"/tmp/\.tmp[A-Za-z0-9]+", "[TMP]"),
         (r"process \d+", "process [PID]"),
+        (r"\bage1[02-9ac-hj-np-z]{58}\b", "[AGE-RECIPIENT]"),
     ]
 }
 
@@ -603,6 +604,8 @@ pub fn forge_with_content(
         creation: None,
         incarnation: None,
         tree_digest: None,
+        encryption: None,
+        secrets: None,
     };
     tweak(&mut meta);
     let mut writer = PacketWriter::create(out, 1 << 20, &key_of(who.signer), meta).unwrap();
@@ -811,6 +814,8 @@ pub fn forge_creation(
         // A forger copies what the genuine header says.
         incarnation: header.incarnation,
         tree_digest: header.tree_digest.clone(),
+        encryption: None,
+        secrets: None,
     };
     tweak(&mut meta);
     let mut writer = PacketWriter::create(out, 1 << 20, &signer.to_bytes(), meta).unwrap();

@@ -10,6 +10,7 @@ mod case_folding;
 mod convergence;
 mod delta;
 mod digest;
+mod encryption;
 mod excludes;
 mod family;
 mod foundation;

@@ -1582,3 +1582,78 @@ fn packets_bay_files_and_orders_honour_the_umask_and_key_files_stay_private() {
         "{modes:?}"
     );
 }
+
+/// Issue 15: a hub that holds no replica and no secret, trusting only the
+/// sender's signing key, verifies and forwards an encrypted packet; the
+/// target reads it.
+#[test]
+fn a_hub_without_replica_verifies_and_forwards_an_encrypted_packet() {
+    let fam = family(&["boston", "lab"], &[("doc/a.txt", "one")]);
+    let dir = fam.dir.path();
+    let usb = fam.packet_dir("usb");
+    let secret = ed25519_dalek::SigningKey::from_bytes(
+        &std::fs::read(fam.root("boston").join(".syncreplica/signing_key"))
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    );
+    let boston_key = hex::encode(secret.verifying_key().to_bytes());
+    let hub_conf = shipping_conf(
+        dir,
+        "hub",
+        &format!("trusted_keys = [\"{boston_key}\"]"),
+        &format!(
+            "[routes]\nusb = [\"lab\"]\n\n[destinations.usb]\ndir = \"{}\"\n",
+            usb.display()
+        ),
+    );
+    let hub = Server::start(&hub_conf, "127.0.0.1:0", &[]);
+    let sender_conf = shipping_conf(
+        dir,
+        "sender",
+        "default_route = \"hub\"",
+        &format!("[destinations.hub]\nurl = \"{}\"\n", hub.url()),
+    );
+    write(
+        &fam.root("boston"),
+        "doc/secret-plan.txt",
+        "only lab may read this",
+    );
+    let out = run(
+        &fam.root("boston"),
+        "syncreplica",
+        ["-export", "-fship", "-shipconf", arg(&sender_conf), "lab"],
+    )
+    .ok();
+    assert!(out.stdout.contains("Encrypted for: lab"), "{}", out.stdout);
+    assert!(out.stdout.contains("delivered"), "{}", out.stdout);
+    // The hub lists it (no replica there) as encrypted, not damaged.
+    let listed = run(dir, "lspacket", ["-shipconf", arg(&hub_conf)]).ok();
+    assert!(
+        listed.stdout.contains("Encrypted for: lab"),
+        "{}",
+        listed.stdout
+    );
+    let pass = shipping_server(&hub_conf, &["-poll"]).ok();
+    assert!(pass.stdout.contains("1 delivered"), "{}", pass.stdout);
+    for file in packet_files(&usb) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!bytes
+            .windows(b"only lab may read".len())
+            .any(|w| w == b"only lab may read"));
+        assert!(!bytes
+            .windows(b"secret-plan".len())
+            .any(|w| w == b"secret-plan"));
+    }
+    let lab = run(
+        &fam.root("lab"),
+        "syncreplica",
+        ["-import", "-remove", arg(&usb)],
+    )
+    .ok();
+    assert!(lab.stdout.contains("1 packet applied"), "{}", lab.stdout);
+    assert_eq!(
+        std::fs::read_to_string(fam.root("lab").join("doc/secret-plan.txt")).unwrap(),
+        "only lab may read this"
+    );
+}

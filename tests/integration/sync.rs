@@ -783,7 +783,11 @@ fn a_scan_first_finishes_an_import_interrupted_by_a_crash() {
             .iter()
             .map(|m| m.public_key)
             .collect();
-        let part = packet_format::verify_packet(&packet_files(&out)[0], &keys).unwrap();
+        // The packet is encrypted to beta: read with beta's key.
+        let decryption = syncreplica::sync::crypt::decryption(&beta).unwrap();
+        let part =
+            packet_format::verify_packet_with(&packet_files(&out)[0], &keys, decryption.as_ref())
+                .unwrap();
         let packet = packet_format::LogicalPacket::assemble(vec![part]).unwrap();
         let ops: Vec<_> = packet.operations().map(|op| op.unwrap()).collect();
         let mut chunks = PacketChunks::new(&packet);
@@ -845,6 +849,7 @@ fn a_file_changed_after_the_scan_is_left_for_the_next_export_and_nothing_is_writ
         max_size: 1 << 20,
         comment: "",
         full_content: false,
+        noencrypt: false,
         before_commit: None,
         stop: &syncreplica::sync::StopFlag::new(),
         after_target: None,

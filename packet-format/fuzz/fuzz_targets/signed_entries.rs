@@ -68,6 +68,8 @@ fuzz_target!(|data: &[u8]| {
         chunk_records: u64::from(data[1]),
         incarnation: None,
         tree_digest: None,
+        encryption: None,
+        secrets: None,
     };
     let header_bytes = encode_header_raw(&header);
     let signature = sign_header(&SECRET, &header_bytes);

@@ -101,6 +101,8 @@ pub fn meta(kind: PacketKind) -> PacketMeta {
                 digest: [0xd7; 32],
             }],
         }),
+        encryption: None,
+        secrets: None,
     }
 }
 

@@ -102,8 +102,25 @@ pub struct HeaderJson {
     pub epoch_ranges: std::collections::BTreeMap<String, RangeJson>,
     /// The sender copy's incarnation id (format 2.1), `null` before.
     pub sender_incarnation: Option<String>,
+    /// To whom the contents are encrypted (format 2.5); `null`: in the clear.
+    pub encryption: Option<EncryptionJson>,
     /// The sender's tree digest at its epoch row (format 2.2), `null` before.
     pub tree_digest: Option<DigestJson>,
+}
+
+/// The recipients of an encrypted packet.
+#[derive(Debug, Serialize)]
+pub struct EncryptionJson {
+    pub recipients: Vec<RecipientJson>,
+    /// Also encrypted to a passphrase (creation packets).
+    pub passphrase: bool,
+}
+
+/// One recipient: the member and its age X25519 public key (`age1…`).
+#[derive(Debug, Serialize)]
+pub struct RecipientJson {
+    pub id: String,
+    pub key: String,
 }
 
 /// A name with its id (hex).
@@ -211,6 +228,17 @@ pub fn render_json(exam: &Examination, view: Option<&LocalView>) -> PacketJson {
             })
             .collect(),
         sender_incarnation: header.incarnation.map(|id| id.to_hex()),
+        encryption: header.encryption.as_ref().map(|e| EncryptionJson {
+            recipients: e
+                .recipients
+                .iter()
+                .map(|r| RecipientJson {
+                    id: r.id.to_hex(),
+                    key: r.key.clone(),
+                })
+                .collect(),
+            passphrase: e.passphrase,
+        }),
         tree_digest: header.tree_digest.as_ref().map(|d| DigestJson {
             root: hex::encode(d.root),
             entries: d.entries,
