@@ -760,6 +760,24 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     if !args.receive {
         say_empty_folders(&sources)?;
     }
+    // Files named on the command line (not found in a folder): one that is
+    // not for this replica is an error, not a skip.
+    let named: Vec<std::path::PathBuf> = if args.receive {
+        Vec::new()
+    } else {
+        sources
+            .iter()
+            .filter(|p| p.is_file())
+            .filter_map(|p| std::fs::canonicalize(p).ok())
+            .collect()
+    };
+    let is_named = |files: &[std::path::PathBuf]| {
+        files.iter().any(|f| {
+            std::fs::canonicalize(f)
+                .map(|c| named.contains(&c))
+                .unwrap_or(false)
+        })
+    };
     let mut replica = replica.lock("syncreplica -import")?;
     cli::print_lock_takeover(NAME, &replica);
     cli::finish_interrupted(NAME, &mut replica)?;
@@ -825,10 +843,22 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                     display_files(files)
                 )
             }
-            import::PacketOutcome::Waiting { files, why } => {
+            import::PacketOutcome::Waiting { files, why, .. } => {
                 outln!("Packet {} {why}", display_files(files))
             }
-            import::PacketOutcome::LeftAlone { files, why } => {
+            import::PacketOutcome::LeftAlone {
+                files,
+                why,
+                not_for_us: true,
+            } if is_named(files) => {
+                problems += 1;
+                errln!(
+                    "{NAME}: error: {} is not for replica \"{}\": it is {why}",
+                    display_files(files),
+                    printable(&replica.identity.replica_name)
+                );
+            }
+            import::PacketOutcome::LeftAlone { files, why, .. } => {
                 outln!("Left alone: {} is {why}", display_files(files))
             }
             import::PacketOutcome::Refused { files, why } => {

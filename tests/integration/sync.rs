@@ -1797,3 +1797,53 @@ fn mkreplica_import_summary_as_json() {
     )
     .fails_with(2);
 }
+
+#[test]
+fn a_named_packet_not_for_this_replica_is_an_error() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
+    write(&fam.root("alpha"), "g", "1");
+    let out = fam.packet_dir("for-gamma");
+    export_to(&fam.root("alpha"), &out, &["gamma"], &[]).ok();
+    let file = packet_files(&out).remove(0);
+    // Named on the command line: an error, exit 1, the file stays.
+    let res = import_from(&fam.root("beta"), &[&file]).fails_with(1);
+    assert!(
+        res.stderr.contains("is not for replica \"beta\"")
+            && res.stderr.contains("meant for gamma"),
+        "{}",
+        res.stderr
+    );
+    assert!(file.exists());
+    // Another family's packet named on the command line: the same.
+    let other = family(&["omega"], &[("o", "0")]);
+    let d = other.dir.path();
+    std::fs::create_dir(d.join("delta-out")).unwrap();
+    mkreplica_export(&other.root("omega"), &d.join("delta-out"), "delta").ok();
+    write(&other.root("omega"), "o2", "1");
+    let foreign = d.join("foreign");
+    export_to(&other.root("omega"), &foreign, &["delta"], &[]).ok();
+    let foreign_file = packet_files(&foreign).remove(0);
+    let res = import_from(&fam.root("beta"), &[&foreign_file]).fails_with(1);
+    assert!(res.stderr.contains("meant for family"), "{}", res.stderr);
+    // Found in a folder: still only skipped.
+    import_from(&fam.root("beta"), &[&out]).ok();
+}
+
+#[test]
+fn the_creation_packet_used_by_this_replica_is_removed_with_remove() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let creation = fam.dir.path().join("creation-beta");
+    assert!(!packet_files(&creation).is_empty());
+    let res = run(
+        &fam.root("beta"),
+        "syncreplica",
+        [
+            std::ffi::OsStr::new("-import"),
+            "-remove".as_ref(),
+            creation.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(res.stdout.contains("Already applied"), "{}", res.stdout);
+    assert!(packet_files(&creation).is_empty(), "{}", res.stdout);
+}

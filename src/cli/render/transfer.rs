@@ -256,11 +256,12 @@ pub fn import_json(outcomes: &[import::PacketOutcome]) -> ImportJson {
                 sender: Some(sender.clone()),
                 ..packet(files, "acknowledgement")
             },
-            import::PacketOutcome::Waiting { files, why } => PacketJson {
+            import::PacketOutcome::Waiting { files, sender, why } => PacketJson {
+                sender: Some(crate::error::printable(sender).into_owned()),
                 why: Some(why.clone()),
                 ..packet(files, "waiting")
             },
-            import::PacketOutcome::LeftAlone { files, why } => PacketJson {
+            import::PacketOutcome::LeftAlone { files, why, .. } => PacketJson {
                 why: Some(why.clone()),
                 ..packet(files, "left alone")
             },
