@@ -153,16 +153,35 @@ use packet_format::{verify_packet, LogicalPacket, PacketKind};
 
 const NAME: &str = "mkreplica";
 
+/// The one replica NAME operand, checked against the name alphabet: a bad
+/// name typed on the command line is a usage error (exit 2).
 fn single_name(args: &Args) -> anyhow::Result<&str> {
     match args.names.as_slice() {
-        [name] => Ok(name),
+        [name] => {
+            name_operand("replica", name)?;
+            Ok(name)
+        }
         _ => usage!("expected one replica NAME, got {}", args.names.len()),
+    }
+}
+
+/// Refuses a `what` name (replica, family) typed on the command line that
+/// packet file names cannot carry, as a usage error naming what it is.
+fn name_operand(what: &str, name: &str) -> anyhow::Result<()> {
+    match crate::store::identity::validate_name(name) {
+        Ok(()) => Ok(()),
+        Err(crate::error::Error::BadName { why, .. }) => usage!(
+            "invalid {what} name \"{}\": {why}",
+            crate::error::printable(name)
+        ),
+        Err(other) => Err(other.into()),
     }
 }
 
 fn init(args: &Args) -> anyhow::Result<()> {
     let name = single_name(args)?;
     let family = args.family.as_deref().expect("clap requires -family");
+    name_operand("family", family)?;
     let dir = match &args.replica {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()?,

@@ -150,7 +150,10 @@ pub fn report(name: &str, outcome: anyhow::Result<()>) -> ExitCode {
 pub fn exit_code(err: &Error) -> i32 {
     match err {
         Error::Locked { .. } => EXIT_LOCKED,
-        Error::BadSize { .. } | Error::BadExpiry { .. } => EXIT_USAGE,
+        // A -workdir that is not there is a mistyped option value.
+        Error::BadSize { .. } | Error::BadExpiry { .. } | Error::MissingDirectory { .. } => {
+            EXIT_USAGE
+        }
         Error::Interrupted { signal } => 128 + signal,
         _ => EXIT_FAILURE,
     }

@@ -265,16 +265,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     cli::finish_interrupted(NAME, &mut replica)?;
     // Everything is checked before anything is recorded or created, so a
     // refused export changes nothing.
-    export::resolve_targets(&replica, &args.targets)?;
-    export::check_max_size(max_size)?;
-    for dir in args.workdir.iter().map(PathBuf::as_path).chain([out]) {
-        if dir.exists() && !dir.is_dir() {
-            return Err(crate::error::Error::NotADirectory {
-                path: dir.to_path_buf(),
-            }
-            .into());
-        }
-    }
+    // Option values first: a mistyped one is a usage error (exit 2).
     if let Some(work) = &args.workdir {
         if !work.exists() {
             // Not made for the user, unlike -out: a working folder that is
@@ -282,6 +273,16 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
             return Err(crate::error::Error::MissingDirectory {
                 path: work.clone(),
                 what: "the -workdir",
+            }
+            .into());
+        }
+    }
+    export::resolve_targets(&replica, &args.targets)?;
+    export::check_max_size(max_size)?;
+    for dir in args.workdir.iter().map(PathBuf::as_path).chain([out]) {
+        if dir.exists() && !dir.is_dir() {
+            return Err(crate::error::Error::NotADirectory {
+                path: dir.to_path_buf(),
             }
             .into());
         }
