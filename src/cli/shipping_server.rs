@@ -196,7 +196,8 @@ fn execute(args: &Args) -> anyhow::Result<PassReport> {
             let addr: SocketAddr = if text.is_empty() {
                 config.listen.ok_or_else(|| {
                     anyhow!(
-                        "no address to listen on: give -listen IP:PORT or set `listen` in {source}"
+                        "no address to listen on: give -listen IP:PORT or set `listen` in {}",
+                        where_to_configure(&source)
                     )
                 })?
             } else {
@@ -208,6 +209,14 @@ fn execute(args: &Args) -> anyhow::Result<PassReport> {
             };
             let class = args.sclass.as_deref().unwrap_or(DEFAULT_STORAGE_CLASS);
             let listening = Listening::open(&config, class, addr, &log_line)?;
+            // Before the listening line, which tells a waiting script it is up.
+            if config.trusted_keys.is_empty() && config.trusted_replicas.is_empty() {
+                log_line(&format!(
+                    "WARNING: no trusted key: every upload is refused (403) until {} sets \
+                     trusted_replicas (a replica root here) or trusted_keys",
+                    where_to_configure(&source)
+                ));
+            }
             log_line(&format!(
                 "listening on {} (storage class {class}, configuration: {source})",
                 listening.server.addr()
@@ -235,6 +244,24 @@ fn execute(args: &Args) -> anyhow::Result<PassReport> {
     )?;
     log_line("stopped");
     Ok(PassReport::default())
+}
+
+/// The shipping.toml to edit, for a message: the file read, or where to
+/// create one when the built-in default applies.
+pub(crate) fn where_to_configure(source: &shipping::config::ConfigSource) -> String {
+    match source.path() {
+        Some(path) => path.display().to_string(),
+        None => match shipping::config::Lookup::from_environment(None).user_config_dir {
+            Some(dir) => format!(
+                "a shipping.toml (none was found; the built-in default applies; create {} \
+                 or /etc/syncreplica/shipping.toml)",
+                dir.join("shipping.toml").display()
+            ),
+            None => "a shipping.toml (none was found; the built-in default applies; create \
+                     /etc/syncreplica/shipping.toml or name one with -shipconf)"
+                .to_string(),
+        },
+    }
 }
 
 /// clap's check of `-listen ADDR`: empty (the configured address) or
