@@ -51,7 +51,7 @@ pub struct Args {
 
     /// With -poll: keep running, one pass every SECS seconds, until SIGTERM
     /// or SIGINT.
-    #[arg(long, value_name = "SECS", requires = "poll", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", requires = "poll", value_parser = interval_arg)]
     pub interval: Option<u64>,
 
     /// Receive packets over HTTP (PUT /packets/NAME) on ADDR (IP:PORT;
@@ -268,9 +268,28 @@ pub(crate) fn where_to_configure(source: &shipping::config::ConfigSource) -> Str
 /// IP:PORT.
 fn listen_arg(value: &str) -> Result<String, String> {
     if value.is_empty() || value.parse::<std::net::SocketAddr>().is_ok() {
-        Ok(value.to_string())
-    } else {
-        Err("expected IP:PORT, e.g. 0.0.0.0:7421 or [::]:7421".into())
+        return Ok(value.to_string());
+    }
+    // Say what is wrong with a port that is a number but not a port.
+    if let Some((_, port)) = value.rsplit_once(':') {
+        if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "port {port} is out of range: a port is a number from 0 to 65535 (e.g. 0.0.0.0:7421)"
+            ));
+        }
+    }
+    Err("expected IP:PORT, e.g. 0.0.0.0:7421 or [::]:7421".into())
+}
+
+/// clap's check of `-interval SECS`: a whole number of seconds, at least 1.
+fn interval_arg(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(0) => Err("the interval is at least 1 second".into()),
+        Ok(secs) => Ok(secs),
+        Err(_) => Err(format!(
+            "not a whole number of seconds (from 1 to {}; e.g. 60)",
+            u64::MAX
+        )),
     }
 }
 
