@@ -1050,7 +1050,10 @@ mod tests {
         );
         assert_eq!(line, Some(4));
         assert_eq!(key.as_deref(), Some("classes.default.expiry_days"));
-        assert!(shown.contains("expiry_days = 0") && shown.contains("from 1 to"), "{shown}");
+        assert!(
+            shown.contains("expiry_days = 0") && shown.contains("from 1 to"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -226,10 +226,9 @@ fn export(args: &Args) -> anyhow::Result<()> {
     creation::check_export(&replica, name, out, max_size)?;
     if out.is_dir() {
         cli::remove_abandoned_partials(&[out]);
-    } else {
-        std::fs::create_dir_all(out).map_err(|e| crate::error::Error::io(out, e))?;
-        outln!("Created the -out directory {}.", out.display());
     }
+    // Removed again if the export fails before a packet is there.
+    let _created_out = cli::CreatedOut::ensure(out)?;
     let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
     cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
@@ -257,11 +256,15 @@ fn export(args: &Args) -> anyhow::Result<()> {
         made.key_file.display()
     );
     outln!("  Carry it separately from the packet, or by a trusted route.");
-    outln!("Packet signed by key with fingerprint {}", made.fingerprint);
-    outln!(
-        "  At the new site, check it with: mkreplica -import -fingerprint {} ...",
+    // Even under -quiet: the receiving site needs it to check the packet.
+    cli::report::print_data(format_args!(
+        "Packet signed by key with fingerprint {}\n",
         made.fingerprint
-    );
+    ));
+    cli::report::print_data(format_args!(
+        "  At the new site, check it with: mkreplica -import -fingerprint {} ...\n",
+        made.fingerprint
+    ));
     Ok(())
 }
 

@@ -287,10 +287,8 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
             .into());
         }
     }
-    if !out.exists() {
-        std::fs::create_dir_all(out).map_err(|e| crate::error::Error::io(out, e))?;
-        outln!("Created the -out directory {}.", out.display());
-    }
+    // Removed again if no packet goes there.
+    let _created_out = cli::CreatedOut::ensure(out)?;
     // Packets are written there: a directory this user cannot write to is
     // refused now, before the scan records anything.
     for dir in args.workdir.iter().map(PathBuf::as_path).chain([out]) {
@@ -645,9 +643,18 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
     if let Some(member) = sibling {
         let name = printable(&member.name);
         match crate::sync::digest::against_sibling(replica, &member.replica)? {
-            None => outln!(
-                "No tree digest from {name} yet: its packets carry one from syncreplica 2.2 on."
-            ),
+            None => match replica.state().heard(&member.replica)? {
+                None => outln!(
+                    "Nothing received from {name} yet: there is no tree digest of its to compare \
+                     with (its packets carry one; import one with syncreplica -import)."
+                ),
+                Some(heard) => outln!(
+                    "No tree digest from {name} yet: its last packet here ({}) carries none \
+                     (packets of format 2.2 on carry one; a member running an older syncreplica \
+                     sends none).",
+                    heard.packet
+                ),
+            },
             Some(found) => {
                 outln!(
                     "Last digest from {name}: at epoch row {}, in {} ({}).",

@@ -1847,3 +1847,18 @@ fn the_creation_packet_used_by_this_replica_is_removed_with_remove() {
     assert!(res.stdout.contains("Already applied"), "{}", res.stdout);
     assert!(packet_files(&creation).is_empty(), "{}", res.stdout);
 }
+
+#[test]
+fn an_out_directory_made_for_an_export_that_writes_nothing_is_removed_again() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let a = fam.root("alpha");
+    // beta holds everything: nothing to export, so no directory either.
+    let missing = fam.dir.path().join("stick/new");
+    let res = export_to(&a, &missing, &["beta"], &[]).ok();
+    assert!(
+        !res.stdout.contains("Created the -out directory"),
+        "{}",
+        res.stdout
+    );
+    assert!(!fam.dir.path().join("stick").exists(), "{}", res.stdout);
+}
