@@ -466,7 +466,7 @@ fn import(args: &Args) -> anyhow::Result<()> {
             family: made.replica.identity.family_name.clone(),
             family_id: made.replica.identity.family_id.to_hex(),
             root: made.replica.root.display().to_string(),
-            packet: files.iter().map(|f| f.display().to_string()).collect(),
+            packets: files.iter().map(|f| f.display().to_string()).collect(),
             sender: made.sender.clone(),
             files: made.files as u64,
             not_carried: made

@@ -194,6 +194,9 @@ pub fn refusal_hint(refusal: &Refusal) -> Option<&'static str> {
 /// A second line for the user: what to do about it.
 pub fn hint(err: &Error) -> Option<String> {
     Some(match err {
+        Error::BadReplicaDir { .. } => {
+            "-replica names a replica's root directory (or one inside it); lsreplica -replica DIR checks one".into()
+        }
         Error::NoReplica { .. } => {
             "run the command inside a replica, name one with -replica DIR, or create one with mkreplica -init".into()
         }

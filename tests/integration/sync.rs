@@ -1784,6 +1784,7 @@ fn mkreplica_import_summary_as_json() {
     assert_eq!(json["version"], 1);
     assert_eq!(json["replica"], "b");
     assert_eq!(json["sender"], "a");
+    assert_eq!(json["packets"].as_array().map(Vec::len), Some(1), "{json}");
     assert_eq!(json["files"], 1);
     assert_eq!(json["fingerprint_checked"], false);
     assert_eq!(json["fingerprint"].as_str().unwrap().len(), 64);

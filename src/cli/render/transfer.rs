@@ -294,7 +294,7 @@ pub struct CreationImportJson {
     /// The new replica's root.
     pub root: String,
     /// The creation packet's part files used.
-    pub packet: Vec<String>,
+    pub packets: Vec<String>,
     /// The member that wrote the packet.
     pub sender: String,
     /// Files made.
