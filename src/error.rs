@@ -132,6 +132,11 @@ pub enum Error {
     #[error("identity file {} is damaged: {what}", path.display())]
     BadIdentity { path: PathBuf, what: String },
 
+    /// The key file for `mkreplica -import` is not there, not a key file,
+    /// or another member's key: `what` says which.
+    #[error("key file {}: {what}", path.display())]
+    BadKeyFile { path: PathBuf, what: String },
+
     #[error("invalid -pexpire \"{value}\": {why}")]
     BadExpiry { value: String, why: String },
 

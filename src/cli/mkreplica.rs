@@ -406,6 +406,15 @@ fn import(args: &Args) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()?,
     };
+    if let Some(key) = &args.key {
+        if !key.exists() {
+            return Err(crate::error::Error::BadKeyFile {
+                path: key.clone(),
+                what: "no such file (named with -key)".into(),
+            }
+            .into());
+        }
+    }
     let made = creation::import_creation(&packet, &dir, &key_file)?;
     outln!(
         "Used the creation packet {}{} for new member \"{}\".",

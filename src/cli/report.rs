@@ -261,6 +261,9 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::MissingDirectory { .. } => {
             "it is not made for you (unlike -out): check the name, or mount the disk".into()
         }
+        Error::BadKeyFile { .. } => {
+            "name with -key the NEWNAME.key that mkreplica -export wrote beside this creation packet (it may travel by another route)".into()
+        }
         Error::MissingKeyFile { .. } => {
             "the key file (NEWNAME.key, written by mkreplica -export beside the packet) may travel by another route: name it with -key FILE".into()
         }

@@ -1863,3 +1863,41 @@ fn an_out_directory_made_for_an_export_that_writes_nothing_is_removed_again() {
     );
     assert!(!fam.dir.path().join("stick").exists(), "{}", res.stdout);
 }
+
+#[test]
+fn mkreplica_import_says_what_is_wrong_with_the_key_file() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let out = fam.packet_dir("gamma");
+    mkreplica_export(&fam.root("alpha"), &out, "gamma").ok();
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, "hello\n").unwrap();
+    let beta_key = dir.join("creation-beta/beta.key");
+    assert!(beta_key.is_file());
+    for (key, expected) in [
+        (dir.join("nonexist.key"), "no such file (named with -key)"),
+        (text, "not a key file"),
+        (
+            beta_key,
+            "this is the key of member \"beta\", not of new replica \"gamma\"",
+        ),
+    ] {
+        let root = dir.join("gamma");
+        let res = run(
+            dir,
+            "mkreplica",
+            [
+                std::ffi::OsStr::new("-import"),
+                "-key".as_ref(),
+                key.as_os_str(),
+                "-replica".as_ref(),
+                root.as_os_str(),
+                out.as_os_str(),
+            ],
+        )
+        .fails_with(1);
+        assert!(res.stderr.contains(expected), "{}", res.stderr);
+        assert!(!res.stderr.contains("damaged"), "{}", res.stderr);
+        assert!(!root.exists(), "{}", res.stderr);
+    }
+}
