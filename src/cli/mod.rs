@@ -583,30 +583,6 @@ pub fn print_lock_takeover(name: &str, replica: &crate::replica::LockedReplica) 
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_and_epoch_runs_read_as_sentences() {
-        assert_eq!(counted(1, "file", "files"), "1 file");
-        assert_eq!(counted(0, "file", "files"), "0 files");
-        assert_eq!(counted(2, "entry", "entries"), "2 entries");
-        assert_eq!(epochs(51, 51), "epoch 51");
-        assert_eq!(epochs(1, 3), "epochs 1-3");
-    }
-
-    #[test]
-    fn a_bad_size_is_a_typed_error_naming_it() {
-        // The suffixes themselves are tested in shipping::size.
-        assert_eq!(parse_size("50m").unwrap(), 50 << 20);
-        match parse_size("5x") {
-            Err(crate::Error::BadSize { value, .. }) => assert_eq!(value, "5x"),
-            other => panic!("{other:?}"),
-        }
-    }
-}
-
 /// An `-out` directory this run created: removed again when the run ends
 /// with nothing in it (no packet written, or a failure), so a refused or
 /// empty export leaves no trace; announced only when it is kept. Removes
@@ -643,6 +619,30 @@ impl Drop for CreatedOut {
         }
         if out.is_dir() {
             outln!("Created the -out directory {}.", out.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_epoch_runs_read_as_sentences() {
+        assert_eq!(counted(1, "file", "files"), "1 file");
+        assert_eq!(counted(0, "file", "files"), "0 files");
+        assert_eq!(counted(2, "entry", "entries"), "2 entries");
+        assert_eq!(epochs(51, 51), "epoch 51");
+        assert_eq!(epochs(1, 3), "epochs 1-3");
+    }
+
+    #[test]
+    fn a_bad_size_is_a_typed_error_naming_it() {
+        // The suffixes themselves are tested in shipping::size.
+        assert_eq!(parse_size("50m").unwrap(), 50 << 20);
+        match parse_size("5x") {
+            Err(crate::Error::BadSize { value, .. }) => assert_eq!(value, "5x"),
+            other => panic!("{other:?}"),
         }
     }
 }
