@@ -1724,7 +1724,7 @@ fn a_missing_workdir_is_named_as_missing_and_nothing_is_recorded() {
         &["beta"],
         &["-workdir", missing.to_str().unwrap()],
     )
-    .fails_with(1);
+    .fails_with(2);
     assert!(
         res.stderr.contains(&format!(
             "{}: no such directory (the -workdir)",
