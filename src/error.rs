@@ -29,6 +29,11 @@ pub enum Error {
     #[error("no replica found in {} or any of its parent directories", start.display())]
     NoReplica { start: PathBuf },
 
+    /// `-replica DIR` names something that cannot be a replica: `why` is
+    /// "no such directory" or "is a file, not a replica directory".
+    #[error("-replica {}: {why}", path.display())]
+    BadReplicaDir { path: PathBuf, why: &'static str },
+
     #[error("{} is already inside replica \"{name}\" (rooted at {})", path.display(), root.display())]
     AlreadyInReplica {
         path: PathBuf,
@@ -148,6 +153,11 @@ pub enum Error {
 
     #[error("identity file {} is damaged: {what}", path.display())]
     BadIdentity { path: PathBuf, what: String },
+
+    /// The key file for `mkreplica -import` is not there, not a key file,
+    /// or another member's key: `what` says which.
+    #[error("key file {}: {what}", path.display())]
+    BadKeyFile { path: PathBuf, what: String },
 
     #[error("invalid -pexpire \"{value}\": {why}")]
     BadExpiry { value: String, why: String },

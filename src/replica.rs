@@ -303,10 +303,31 @@ pub fn is_replica_root(dir: &Path) -> bool {
 /// Finds the replica root: `start` (or the current directory) and then
 /// its parents, as git does.
 pub fn discover(start: Option<&Path>) -> Result<PathBuf> {
+    let explicit = start.is_some();
     let start = match start {
         Some(dir) => dir.to_path_buf(),
         None => std::env::current_dir().at(".")?,
     };
+    // Named with -replica: a typo or a file is said as such, not as a bare
+    // OS error or "no replica found".
+    if explicit {
+        let dir = start.as_path();
+        match std::fs::metadata(dir) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::BadReplicaDir {
+                    path: dir.to_path_buf(),
+                    why: "no such directory",
+                })
+            }
+            Ok(meta) if !meta.is_dir() => {
+                return Err(Error::BadReplicaDir {
+                    path: dir.to_path_buf(),
+                    why: "is a file, not a replica directory",
+                })
+            }
+            _ => {}
+        }
+    }
     let absolute = std::fs::canonicalize(&start).at(&start)?;
     absolute
         .ancestors()

@@ -893,33 +893,16 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 }
 
 fn de_idle_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let seconds = u64::deserialize(d)?;
-    if seconds == 0 || seconds > 86_400 {
-        return Err(serde::de::Error::custom(format!(
-            "idle_timeout {seconds} is out of range: give seconds from 1 to 86400"
-        )));
-    }
-    Ok(Some(seconds))
+    crate::toml_config::whole_number(d, "idle_timeout", "seconds", 1, 86_400).map(Some)
 }
 
 fn de_head_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let seconds = u64::deserialize(d)?;
-    if seconds == 0 || seconds > 3600 {
-        return Err(serde::de::Error::custom(format!(
-            "head_timeout {seconds} is out of range: give seconds from 1 to 3600"
-        )));
-    }
-    Ok(Some(seconds))
+    crate::toml_config::whole_number(d, "head_timeout", "seconds", 1, 3600).map(Some)
 }
 
 fn de_max_connections_per_peer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let count = u64::deserialize(d)?;
-    if count == 0 || count > 1024 {
-        return Err(serde::de::Error::custom(format!(
-            "max_connections_per_peer {count} is out of range: give a number from 1 to 1024"
-        )));
-    }
-    Ok(Some(count))
+    crate::toml_config::whole_number(d, "max_connections_per_peer", "connections", 1, 1024)
+        .map(Some)
 }
 
 fn de_notify<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -942,10 +925,8 @@ fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::E
 }
 
 fn de_expiry_days<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let days = i64::deserialize(d)?;
-    u32::try_from(days).ok().filter(|d| *d >= 1).ok_or_else(|| {
-        serde::de::Error::custom(format!("expiry_days must be at least 1, not {days}"))
-    })
+    crate::toml_config::whole_number(d, "expiry_days", "days", 1, u64::from(u32::MAX))
+        .map(|days| days as u32)
 }
 
 /// A TOML error in `path` as [`Error::Config`].
@@ -1189,7 +1170,10 @@ mod tests {
         );
         assert_eq!(line, Some(4));
         assert_eq!(key.as_deref(), Some("classes.default.expiry_days"));
-        assert!(shown.contains("at least 1"), "{shown}");
+        assert!(
+            shown.contains("expiry_days = 0") && shown.contains("from 1 to"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -155,3 +155,54 @@ mod tests {
         assert_eq!(err.line, Some(1), "{err}");
     }
 }
+
+/// A whole number from `min` to `max` for key `key`, for
+/// `deserialize_with`: anything else (a negative number, a string, a
+/// fraction, one out of range) is refused echoing the value as written,
+/// with the rule and the range, instead of serde's "expected u32".
+/// `what` says what the number counts ("days", "seconds").
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    key: &str,
+    what: &str,
+    min: u64,
+    max: u64,
+) -> Result<u64, D::Error> {
+    let value = toml::Value::deserialize(d)?;
+    match value {
+        toml::Value::Integer(n) if n >= 0 && (min..=max).contains(&(n as u64)) => Ok(n as u64),
+        other => Err(serde::de::Error::custom(format!(
+            "{key} = {other}: give a whole number of {what} from {min} to {max}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod whole_number_tests {
+    #[derive(Debug, serde::Deserialize)]
+    struct Days {
+        #[serde(deserialize_with = "days")]
+        #[allow(dead_code)]
+        days: u64,
+    }
+
+    fn days<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        super::whole_number(d, "days", "days", 1, 10)
+    }
+
+    #[test]
+    fn the_value_is_echoed_with_the_range() {
+        for (text, shown) in [
+            ("-1", "days = -1"),
+            ("\"x\"", "days = \"x\""),
+            ("11", "days = 11"),
+            ("1.5", "days = 1.5"),
+        ] {
+            let err = super::parse::<Days>(&format!("days = {text}\n")).unwrap_err();
+            assert!(err.message.contains(shown), "{err}");
+            assert!(err.message.contains("from 1 to 10"), "{err}");
+            assert!(!err.message.contains("expected"), "{err}");
+        }
+        assert!(super::parse::<Days>("days = 3\n").is_ok());
+    }
+}

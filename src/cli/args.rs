@@ -59,6 +59,16 @@ pub fn normalize_args(command: &Command, args: Vec<OsString>) -> Vec<OsString> {
             || (skip_value && !(optional_value && looks_like_option) && !is_known_option)
         {
             skip_value = false;
+            // A value spelt like an option (`-maxsize -5m`) is joined to its
+            // option, so clap checks it as a value ("invalid value '-5m'")
+            // instead of taking it for an unknown option.
+            if looks_like_option && !rest_positional {
+                if let Some(last) = out.last_mut() {
+                    last.push("=");
+                    last.push(&arg);
+                    continue;
+                }
+            }
             out.push(arg);
             continue;
         }
@@ -123,11 +133,107 @@ pub fn parse_args<T: CommandFactory + FromArgMatches>() -> T {
             std::process::exit(super::EXIT_SUCCESS);
         }
         Err(err) => {
-            let text = multisite_spelling(&err.render().to_string());
+            let raw: Vec<OsString> = std::env::args_os().skip(1).collect();
+            let text = usage_error_text(&T::command(), &err, &raw);
             let _ = write!(std::io::stderr(), "{name}: {text}");
             std::process::exit(super::EXIT_USAGE);
         }
     }
+}
+
+/// clap's error for a bad command line, as this tool's users read it: an
+/// unknown option echoed as typed (`raw`, the arguments after the program
+/// name) with the options the command has when clap has no suggestion; no
+/// "use '-- -x'" tip (no command here takes operands that start with a
+/// dash); an operand that is an option's name without its dash (`status`)
+/// suggested as the option; and the command's real synopsis as the usage
+/// line, not clap's rebuild of it from the arguments given.
+pub fn usage_error_text(command: &Command, err: &clap::Error, raw: &[OsString]) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let mut text = multisite_spelling(&err.render().to_string());
+    // The "to pass '-x' as a value, use '-- -x'" tip.
+    let mut kept = Vec::new();
+    let mut skip_blank = false;
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with("tip: to pass '") {
+            skip_blank = true;
+            continue;
+        }
+        if skip_blank && line.trim().is_empty() {
+            skip_blank = false;
+            continue;
+        }
+        skip_blank = false;
+        kept.push(line);
+    }
+    text = kept.concat();
+    let own_options = || -> Vec<String> {
+        command
+            .get_arguments()
+            .filter(|a| !a.is_hide_set())
+            .filter_map(|a| a.get_long().map(|l| format!("-{l}")))
+            .collect()
+    };
+    if err.kind() == ErrorKind::UnknownArgument {
+        if let Some(ContextValue::String(word)) = err.get(ContextKind::InvalidArg) {
+            // The word as typed: clap saw it with two dashes.
+            let body = word.trim_start_matches('-');
+            let typed = raw
+                .iter()
+                .filter_map(|a| a.to_str())
+                .find(|a| {
+                    let b = a.trim_start_matches('-');
+                    a.starts_with('-') && (b == body || b.split('=').next() == Some(body))
+                })
+                .map(|a| a.split('=').next().unwrap_or(a).to_string());
+            if let Some(typed) = typed {
+                text = text.replacen(
+                    &format!("unknown option -{body}"),
+                    &format!("unknown option {typed}"),
+                    1,
+                );
+            }
+            if err.get(ContextKind::SuggestedArg).is_none() {
+                let insert = format!(
+                    "\n  tip: {} has no option -{body}; its options: {}\n",
+                    command.get_name(),
+                    own_options().join(", ")
+                );
+                if let Some(at) = text.find('\n') {
+                    text.insert_str(at + 1, &insert);
+                }
+            }
+        }
+    }
+    if err.kind() == ErrorKind::MissingRequiredArgument {
+        // `syncreplica status`, by git habit.
+        let longs = own_options();
+        if let Some(word) = raw
+            .iter()
+            .filter_map(|a| a.to_str())
+            .find(|a| !a.starts_with('-') && longs.contains(&format!("-{a}")))
+        {
+            if let Some(at) = text.find("Usage: ") {
+                text.insert_str(
+                    at,
+                    &format!("  tip: options start with a dash: -{word}\n\n"),
+                );
+            }
+        }
+    }
+    // The real synopsis in place of clap's usage line.
+    let real = multisite_spelling(&command.clone().render_usage().to_string());
+    let real = real
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string();
+    if let Some(start) = text.find("Usage: ") {
+        let end = text[start..].find('\n').map_or(text.len(), |e| start + e);
+        text.replace_range(start..end, &real);
+    }
+    text
 }
 
 /// Rewrites clap's text (help, usage, errors) into the spelling the man
@@ -219,7 +325,7 @@ mod tests {
         // Any other word is a value, even one that starts with a dash.
         assert_eq!(
             normalized(&["shipping_server", "-sclass", "-x-class"]),
-            ["shipping_server", "--sclass", "-x-class"]
+            ["shipping_server", "--sclass=-x-class"]
         );
     }
 

@@ -118,7 +118,7 @@ pub fn manual(name: &str) -> Manual {
             ],
             json: &[(
                 "mkreplica -import -fmt json",
-                "{version: 1, replica, replica_id, family, family_id, root, packet: [PART], sender, files, not_carried: [PATH], conflicts: [NOTE], fingerprint, fingerprint_checked}",
+                "{version: 1, replica, replica_id, family, family_id, root, packets: [PART], sender, files, not_carried: [PATH], conflicts: [NOTE], fingerprint, fingerprint_checked}",
             )],
         },
         "lspacket" => Manual {

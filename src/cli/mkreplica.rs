@@ -208,16 +208,35 @@ use packet_format::{verify_packet, LogicalPacket, PacketKind};
 
 const NAME: &str = "mkreplica";
 
+/// The one replica NAME operand, checked against the name alphabet: a bad
+/// name typed on the command line is a usage error (exit 2).
 fn single_name(args: &Args) -> anyhow::Result<&str> {
     match args.names.as_slice() {
-        [name] => Ok(name),
+        [name] => {
+            name_operand("replica", name)?;
+            Ok(name)
+        }
         _ => usage!("expected one replica NAME, got {}", args.names.len()),
+    }
+}
+
+/// Refuses a `what` name (replica, family) typed on the command line that
+/// packet file names cannot carry, as a usage error naming what it is.
+fn name_operand(what: &str, name: &str) -> anyhow::Result<()> {
+    match crate::store::identity::validate_name(name) {
+        Ok(()) => Ok(()),
+        Err(crate::error::Error::BadName { why, .. }) => usage!(
+            "invalid {what} name \"{}\": {why}",
+            crate::error::printable(name)
+        ),
+        Err(other) => Err(other.into()),
     }
 }
 
 fn init(args: &Args) -> anyhow::Result<()> {
     let name = single_name(args)?;
     let family = args.family.as_deref().expect("clap requires -family");
+    name_operand("family", family)?;
     let dir = match &args.replica {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()?,
@@ -262,11 +281,9 @@ fn export(args: &Args) -> anyhow::Result<()> {
     creation::check_export(&replica, name, out, max_size)?;
     if out.is_dir() {
         cli::remove_abandoned_partials(&[out]);
-    } else {
-        std::fs::create_dir_all(out)
-            .map_err(|e| crate::error::Error::out_directory(out, true, &e))?;
-        outln!("Created the -out directory {}.", out.display());
     }
+    // Removed again if the export fails before a packet is there.
+    let _created_out = cli::CreatedOut::ensure(out)?;
     let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
     cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
@@ -302,11 +319,15 @@ fn export(args: &Args) -> anyhow::Result<()> {
         made.key_file.display()
     );
     outln!("  Carry it separately from the packet, or by a trusted route.");
-    outln!("Packet signed by key with fingerprint {}", made.fingerprint);
-    outln!(
-        "  At the new site, check it with: mkreplica -import -fingerprint {} ...",
+    // Even under -quiet: the receiving site needs it to check the packet.
+    cli::report::print_data(format_args!(
+        "Packet signed by key with fingerprint {}\n",
         made.fingerprint
-    );
+    ));
+    cli::report::print_data(format_args!(
+        "  At the new site, check it with: mkreplica -import -fingerprint {} ...\n",
+        made.fingerprint
+    ));
     Ok(())
 }
 
@@ -448,6 +469,15 @@ fn import(args: &Args) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()?,
     };
+    if let Some(key) = &args.key {
+        if !key.exists() {
+            return Err(crate::error::Error::BadKeyFile {
+                path: key.clone(),
+                what: "no such file (named with -key)".into(),
+            }
+            .into());
+        }
+    }
     if args.adopt {
         return adopt(args, &packet, &files, &dir, &key_file);
     }
@@ -512,7 +542,7 @@ fn import(args: &Args) -> anyhow::Result<()> {
             family: made.replica.identity.family_name.clone(),
             family_id: made.replica.identity.family_id.to_hex(),
             root: made.replica.root.display().to_string(),
-            packet: files.iter().map(|f| f.display().to_string()).collect(),
+            packets: files.iter().map(|f| f.display().to_string()).collect(),
             sender: made.sender.clone(),
             files: made.files as u64,
             not_carried: made

@@ -665,6 +665,46 @@ pub fn print_lock_takeover(name: &str, replica: &crate::replica::LockedReplica) 
     }
 }
 
+/// An `-out` directory this run created: removed again when the run ends
+/// with nothing in it (no packet written, or a failure), so a refused or
+/// empty export leaves no trace; announced only when it is kept. Removes
+/// only an empty directory, and only one this run made.
+pub(crate) struct CreatedOut {
+    /// The directories made, deepest first.
+    made: Vec<std::path::PathBuf>,
+}
+
+impl CreatedOut {
+    /// Creates `out` (and missing parents) unless it exists.
+    pub(crate) fn ensure(out: &std::path::Path) -> crate::error::Result<CreatedOut> {
+        let made: Vec<std::path::PathBuf> = out
+            .ancestors()
+            .take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists())
+            .map(std::path::Path::to_path_buf)
+            .collect();
+        if !made.is_empty() {
+            std::fs::create_dir_all(out).map_err(|e| crate::error::Error::out_directory(out, true, &e))?;
+        }
+        Ok(CreatedOut { made })
+    }
+}
+
+impl Drop for CreatedOut {
+    fn drop(&mut self) {
+        let Some(out) = self.made.first().cloned() else {
+            return;
+        };
+        for dir in &self.made {
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
+        if out.is_dir() {
+            outln!("Created the -out directory {}.", out.display());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

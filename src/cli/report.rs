@@ -150,7 +150,10 @@ pub fn report(name: &str, outcome: anyhow::Result<()>) -> ExitCode {
 pub fn exit_code(err: &Error) -> i32 {
     match err {
         Error::Locked { .. } => EXIT_LOCKED,
-        Error::BadSize { .. } | Error::BadExpiry { .. } => EXIT_USAGE,
+        // A -workdir that is not there is a mistyped option value.
+        Error::BadSize { .. } | Error::BadExpiry { .. } | Error::MissingDirectory { .. } => {
+            EXIT_USAGE
+        }
         Error::Interrupted { signal } => 128 + signal,
         _ => EXIT_FAILURE,
     }
@@ -191,6 +194,9 @@ pub fn refusal_hint(refusal: &Refusal) -> Option<&'static str> {
 /// A second line for the user: what to do about it.
 pub fn hint(err: &Error) -> Option<String> {
     Some(match err {
+        Error::BadReplicaDir { .. } => {
+            "-replica names a replica's root directory (or one inside it); lsreplica -replica DIR checks one".into()
+        }
         Error::NoReplica { .. } => {
             "run the command inside a replica, name one with -replica DIR, or create one with mkreplica -init".into()
         }
@@ -263,6 +269,9 @@ pub fn hint(err: &Error) -> Option<String> {
         }
         Error::MissingDirectory { .. } => {
             "it is not made for you (unlike -out): check the name, or mount the disk".into()
+        }
+        Error::BadKeyFile { .. } => {
+            "name with -key the NEWNAME.key that mkreplica -export wrote beside this creation packet (it may travel by another route)".into()
         }
         Error::MissingKeyFile { .. } => {
             "the key file (NEWNAME.key, written by mkreplica -export beside the packet) may travel by another route: name it with -key FILE".into()

@@ -51,7 +51,7 @@ pub struct Args {
 
     /// With -poll: keep running, one pass every SECS seconds, until SIGTERM
     /// or SIGINT.
-    #[arg(long, value_name = "SECS", requires = "poll", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", requires = "poll", value_parser = interval_arg)]
     pub interval: Option<u64>,
 
     /// Receive packets over HTTP (PUT /packets/NAME) on ADDR (IP:PORT;
@@ -196,7 +196,8 @@ fn execute(args: &Args) -> anyhow::Result<PassReport> {
             let addr: SocketAddr = if text.is_empty() {
                 config.listen.ok_or_else(|| {
                     anyhow!(
-                        "no address to listen on: give -listen IP:PORT or set `listen` in {source}"
+                        "no address to listen on: give -listen IP:PORT or set `listen` in {}",
+                        where_to_configure(&source)
                     )
                 })?
             } else {
@@ -208,6 +209,14 @@ fn execute(args: &Args) -> anyhow::Result<PassReport> {
             };
             let class = args.sclass.as_deref().unwrap_or(DEFAULT_STORAGE_CLASS);
             let listening = Listening::open(&config, class, addr, &log_line)?;
+            // Before the listening line, which tells a waiting script it is up.
+            if config.trusted_keys.is_empty() && config.trusted_replicas.is_empty() {
+                log_line(&format!(
+                    "WARNING: no trusted key: every upload is refused (403) until {} sets \
+                     trusted_replicas (a replica root here) or trusted_keys",
+                    where_to_configure(&source)
+                ));
+            }
             log_line(&format!(
                 "listening on {} (storage class {class}, configuration: {source})",
                 listening.server.addr()
@@ -237,13 +246,50 @@ fn execute(args: &Args) -> anyhow::Result<PassReport> {
     Ok(PassReport::default())
 }
 
+/// The shipping.toml to edit, for a message: the file read, or where to
+/// create one when the built-in default applies.
+pub(crate) fn where_to_configure(source: &shipping::config::ConfigSource) -> String {
+    match source.path() {
+        Some(path) => path.display().to_string(),
+        None => match shipping::config::Lookup::from_environment(None).user_config_dir {
+            Some(dir) => format!(
+                "a shipping.toml (none was found; the built-in default applies; create {} \
+                 or /etc/syncreplica/shipping.toml)",
+                dir.join("shipping.toml").display()
+            ),
+            None => "a shipping.toml (none was found; the built-in default applies; create \
+                     /etc/syncreplica/shipping.toml or name one with -shipconf)"
+                .to_string(),
+        },
+    }
+}
+
 /// clap's check of `-listen ADDR`: empty (the configured address) or
 /// IP:PORT.
 fn listen_arg(value: &str) -> Result<String, String> {
     if value.is_empty() || value.parse::<std::net::SocketAddr>().is_ok() {
-        Ok(value.to_string())
-    } else {
-        Err("expected IP:PORT, e.g. 0.0.0.0:7421 or [::]:7421".into())
+        return Ok(value.to_string());
+    }
+    // Say what is wrong with a port that is a number but not a port.
+    if let Some((_, port)) = value.rsplit_once(':') {
+        if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "port {port} is out of range: a port is a number from 0 to 65535 (e.g. 0.0.0.0:7421)"
+            ));
+        }
+    }
+    Err("expected IP:PORT, e.g. 0.0.0.0:7421 or [::]:7421".into())
+}
+
+/// clap's check of `-interval SECS`: a whole number of seconds, at least 1.
+fn interval_arg(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(0) => Err("the interval is at least 1 second".into()),
+        Ok(secs) => Ok(secs),
+        Err(_) => Err(format!(
+            "not a whole number of seconds (from 1 to {}; e.g. 60)",
+            u64::MAX
+        )),
     }
 }
 

@@ -272,16 +272,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     cli::finish_interrupted(NAME, &mut replica)?;
     // Everything is checked before anything is recorded or created, so a
     // refused export changes nothing.
-    export::resolve_targets(&replica, &args.targets)?;
-    export::check_max_size(max_size)?;
-    for dir in args.workdir.iter().map(PathBuf::as_path).chain([out]) {
-        if dir.exists() && !dir.is_dir() {
-            return Err(crate::error::Error::NotADirectory {
-                path: dir.to_path_buf(),
-            }
-            .into());
-        }
-    }
+    // Option values first: a mistyped one is a usage error (exit 2).
     if let Some(work) = &args.workdir {
         if !work.exists() {
             // Not made for the user, unlike -out: a working folder that is
@@ -293,11 +284,18 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
             .into());
         }
     }
-    if !out.exists() {
-        std::fs::create_dir_all(out)
-            .map_err(|e| crate::error::Error::out_directory(out, true, &e))?;
-        outln!("Created the -out directory {}.", out.display());
+    export::resolve_targets(&replica, &args.targets)?;
+    export::check_max_size(max_size)?;
+    for dir in args.workdir.iter().map(PathBuf::as_path).chain([out]) {
+        if dir.exists() && !dir.is_dir() {
+            return Err(crate::error::Error::NotADirectory {
+                path: dir.to_path_buf(),
+            }
+            .into());
+        }
     }
+    // Removed again if no packet goes there.
+    let _created_out = cli::CreatedOut::ensure(out)?;
     // Packets are written there: a directory this user cannot write to is
     // refused now, before the scan records anything.
     for dir in args.workdir.iter().map(PathBuf::as_path).chain([out]) {
@@ -683,9 +681,18 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
     if let Some(member) = sibling {
         let name = printable(&member.name);
         match crate::sync::digest::against_sibling(replica, &member.replica)? {
-            None => outln!(
-                "No tree digest from {name} yet: its packets carry one from syncreplica 2.2 on."
-            ),
+            None => match replica.state().heard(&member.replica)? {
+                None => outln!(
+                    "Nothing received from {name} yet: there is no tree digest of its to compare \
+                     with (its packets carry one; import one with syncreplica -import)."
+                ),
+                Some(heard) => outln!(
+                    "No tree digest from {name} yet: its last packet here ({}) carries none \
+                     (packets of format 2.2 on carry one; a member running an older syncreplica \
+                     sends none).",
+                    heard.packet
+                ),
+            },
             Some(found) => {
                 outln!(
                     "Last digest from {name}: at epoch row {}, in {} ({}).",
@@ -801,6 +808,24 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     if !args.receive {
         say_empty_folders(&sources)?;
     }
+    // Files named on the command line (not found in a folder): one that is
+    // not for this replica is an error, not a skip.
+    let named: Vec<std::path::PathBuf> = if args.receive {
+        Vec::new()
+    } else {
+        sources
+            .iter()
+            .filter(|p| p.is_file())
+            .filter_map(|p| std::fs::canonicalize(p).ok())
+            .collect()
+    };
+    let is_named = |files: &[std::path::PathBuf]| {
+        files.iter().any(|f| {
+            std::fs::canonicalize(f)
+                .map(|c| named.contains(&c))
+                .unwrap_or(false)
+        })
+    };
     let mut replica = replica.lock("syncreplica -import")?;
     cli::print_lock_takeover(NAME, &replica);
     cli::finish_interrupted(NAME, &mut replica)?;
@@ -886,10 +911,22 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                     display_files(files)
                 )
             }
-            import::PacketOutcome::Waiting { files, why } => {
+            import::PacketOutcome::Waiting { files, why, .. } => {
                 outln!("Packet {} {why}", display_files(files))
             }
-            import::PacketOutcome::LeftAlone { files, why } => {
+            import::PacketOutcome::LeftAlone {
+                files,
+                why,
+                not_for_us: true,
+            } if is_named(files) => {
+                problems += 1;
+                errln!(
+                    "{NAME}: error: {} is not for replica \"{}\": it is {why}",
+                    display_files(files),
+                    printable(&replica.identity.replica_name)
+                );
+            }
+            import::PacketOutcome::LeftAlone { files, why, .. } => {
                 outln!("Left alone: {} is {why}", display_files(files))
             }
             import::PacketOutcome::Refused { files, why } => {

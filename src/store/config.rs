@@ -174,7 +174,10 @@ numeric_ids = false
 pub struct Config {
     #[serde(default)]
     pub exclude: Vec<String>,
-    #[serde(default = "default_soft_delete_days")]
+    #[serde(
+        default = "default_soft_delete_days",
+        deserialize_with = "de_soft_delete_days"
+    )]
     pub soft_delete_days: u32,
     /// How long an export waits for confirmation before it resends.
     #[serde(default)]
@@ -261,6 +264,13 @@ impl std::fmt::Display for ResendAfter {
             }
         }
     }
+}
+
+fn de_soft_delete_days<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<u32, D::Error> {
+    shipping::toml_config::whole_number(d, "soft_delete_days", "days", 0, u64::from(u32::MAX))
+        .map(|days| days as u32)
 }
 
 fn default_soft_delete_days() -> u32 {
@@ -372,6 +382,15 @@ mod tests {
     fn default_text_parses_to_defaults() {
         let config = Config::parse(DEFAULT_CONFIG_TOML, Path::new("c.toml")).unwrap();
         assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn a_negative_soft_delete_days_is_echoed_with_its_range() {
+        let err = Config::parse("soft_delete_days = -1\n", Path::new("c.toml")).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("soft_delete_days = -1"), "{message}");
+        assert!(message.contains("from 0 to 4294967295"), "{message}");
+        assert!(!message.contains("expected u32"), "{message}");
     }
 
     #[test]

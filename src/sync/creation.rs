@@ -546,12 +546,20 @@ fn read_key_file(path: &Path) -> Result<NewMemberKeys> {
         },
         _ => Error::io(path, err),
     })?;
-    let bad = |what: String| Error::BadIdentity {
+    let bad = |what: String| Error::BadKeyFile {
         path: path.to_path_buf(),
-        what,
+        what: format!("damaged: {what}"),
     };
-    let file: KeyFile =
-        toml::from_str(&text).map_err(|e| bad(config::describe_toml_error(&text, &e)))?;
+    // Not even the shape of one (some other file named by mistake): said
+    // as such, not as a damaged key.
+    let file: KeyFile = toml::from_str(&text).map_err(|e| match toml::from_str::<toml::Table>(&text) {
+        Ok(table) if table.contains_key("secret_key") => bad(config::describe_toml_error(&text, &e)),
+        _ => Error::BadKeyFile {
+            path: path.to_path_buf(),
+            what: "not a key file (mkreplica -export writes NEWNAME.key beside the creation packet)"
+                .into(),
+        },
+    })?;
     let id = Id::from_hex(&file.replica_id)
         .ok_or_else(|| bad("replica_id is not 32 hex digits".into()))?;
     let secret: [u8; 32] = hex::decode(&file.secret_key)
@@ -635,11 +643,17 @@ pub(crate) fn check_creation(
         .expect("the check found the new replica among the members");
     let key = ed25519_dalek::SigningKey::from_bytes(&secret);
     if key_id != new.id || key.verifying_key().to_bytes() != member.public_key {
-        return Err(Error::BadIdentity {
+        let owner = checked
+            .members
+            .iter()
+            .find(|m| m.replica == key_id)
+            .map(|m| format!("the key of member \"{}\"", crate::error::printable(&m.name)))
+            .unwrap_or_else(|| "the key of another replica".into());
+        return Err(Error::BadKeyFile {
             path: key_file.to_path_buf(),
             what: format!(
-                "this key is not the key of new replica \"{}\" in the packet",
-                new.name
+                "this is {owner}, not of new replica \"{}\" in the packet",
+                crate::error::printable(&new.name)
             ),
         });
     }

@@ -41,14 +41,20 @@ pub enum PacketOutcome {
         sender: String,
     },
     /// Waits for earlier changes (or missing parts); left in place.
+    /// `sender` is the sender's name as its header gives it.
     Waiting {
         files: Vec<PathBuf>,
+        sender: String,
         why: String,
     },
     /// Not for this replica, or not importable here; left in place.
+    /// `not_for_us` says the packet belongs to another family or other
+    /// members (an error when the user named the file itself), as opposed
+    /// to a second copy of a part.
     LeftAlone {
         files: Vec<PathBuf>,
         why: String,
+        not_for_us: bool,
     },
     /// Something learnt from a packet's header that the user should know
     /// (a sibling restored from a backup).
@@ -160,6 +166,7 @@ fn import_files(
                 outcomes.push(PacketOutcome::LeftAlone {
                     files: vec![exam.path],
                     why: "a second copy of a part named already".into(),
+                    not_for_us: false,
                 });
             } else {
                 parts.push(exam);
@@ -178,16 +185,35 @@ fn import_files(
                     crate::error::printable(&header.family.name),
                     replica.identity.family_name
                 ),
+                not_for_us: true,
             });
+        } else if header.kind == PacketKind::ReplicaCreation
+            && header.targets.iter().any(|t| t.id == me)
+        {
+            // The packet this replica was made from: used already, so
+            // -remove clears it away like any applied packet.
+            let removal = remove_if(request.remove, &files);
+            outcomes.push(PacketOutcome::AlreadyApplied { files });
+            outcomes.extend(removal);
         } else if header.kind == PacketKind::ReplicaCreation {
+            let names: Vec<std::borrow::Cow<str>> = header
+                .targets
+                .iter()
+                .map(|t| crate::error::printable(&t.name))
+                .collect();
             outcomes.push(PacketOutcome::LeftAlone {
                 files,
-                why: "a replica-creation packet; use mkreplica -import".into(),
+                why: format!(
+                    "a replica-creation packet for new member {}; use mkreplica -import at its site",
+                    names.join(", ")
+                ),
+                not_for_us: true,
             });
         } else if header.kind != PacketKind::Update {
             outcomes.push(PacketOutcome::LeftAlone {
                 files,
                 why: "a packet kind this version does not know".into(),
+                not_for_us: true,
             });
         } else if !header.targets.iter().any(|t| t.id == me) {
             let names: Vec<std::borrow::Cow<str>> = header
@@ -198,6 +224,7 @@ fn import_files(
             outcomes.push(PacketOutcome::LeftAlone {
                 files,
                 why: format!("meant for {}", names.join(", ")),
+                not_for_us: true,
             });
         } else if let Some(bad) = parts
             .iter()
@@ -221,6 +248,7 @@ fn import_files(
             present.sort_unstable();
             outcomes.push(PacketOutcome::Waiting {
                 files,
+                sender: header.sender.name.clone(),
                 why: crate::sync::epochs::missing_parts_note(&present, header.parts),
             });
         } else {
@@ -393,6 +421,7 @@ fn import_files(
         let why = view.readiness(&header).to_string();
         outcomes.push(PacketOutcome::Waiting {
             files: parts.into_iter().map(|e| e.path).collect(),
+            sender: header.sender.name.clone(),
             why,
         });
     }
@@ -564,9 +593,10 @@ fn set_aside_collisions(replica: &mut LockedReplica, files: &[PathBuf]) -> Resul
     let me = replica.identity.replica_id;
     let own = replica.state().epoch(&me, &me)?;
     let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
+    let decryption = crate::sync::crypt::decryption(replica)?;
     let mut parts = Vec::new();
     for file in files {
-        match verify_packet(file, &keys) {
+        match verify_packet_with(file, &keys, decryption.as_ref()) {
             Ok(part) => parts.push(part),
             Err(_) => return Ok(None),
         }

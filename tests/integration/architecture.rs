@@ -200,12 +200,7 @@ fn crates_depend_on_what_they_should() {
 fn an_os_error_is_said_once() {
     let dir = tree(&[]);
     let missing = dir.path().join("nonexistent");
-    let out = run(
-        dir.path(),
-        "syncreplica",
-        ["-status", "-replica", missing.to_str().unwrap()],
-    )
-    .fails_with(1);
+    let out = run(dir.path(), "lspacket", [missing.to_str().unwrap()]).fails_with(1);
     assert_eq!(
         out.stderr.matches("No such file or directory").count(),
         1,

@@ -500,7 +500,7 @@ fn bad_names_and_missing_replicas_get_clear_errors() {
         "mkreplica",
         ["-init", "-family", "fam", "bad name"],
     )
-    .fails_with(1);
+    .fails_with(2);
     assert!(
         out.stderr.contains("invalid replica name \"bad name\""),
         "{}",

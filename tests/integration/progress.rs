@@ -188,6 +188,26 @@ fn quiet_silences_progress_and_summaries_but_not_the_work() {
     assert!(family.root("b").join("big").exists());
     // -status prints what it is asked for: -quiet would only hide it.
     run(&family.root("b"), "syncreplica", ["-status", "-quiet"]).fails_with(2);
+    // The new member's fingerprint is the one line -quiet keeps: the
+    // receiving site needs it.
+    let creation = family.packet_dir("quiet-creation");
+    let made = run(
+        &family.root("a"),
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-quiet".as_ref(),
+            "-out".as_ref(),
+            creation.as_os_str(),
+            "c".as_ref(),
+        ],
+    )
+    .ok();
+    assert!(
+        made.stdout.contains("fingerprint") && !made.stdout.contains("Wrote"),
+        "{}",
+        made.stdout
+    );
 }
 
 #[test]

@@ -1657,3 +1657,20 @@ fn a_hub_without_replica_verifies_and_forwards_an_encrypted_packet() {
         "only lab may read this"
     );
 }
+
+#[test]
+fn a_server_that_trusts_no_key_warns_at_start_naming_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = shipping_conf(dir.path(), "lonely", "local_replicas = [\"ship\"]", "");
+    let server = Server::start(&conf, "127.0.0.1:0", &[]);
+    let log = server.log();
+    assert!(
+        log.contains("WARNING: no trusted key") && log.contains(&conf.display().to_string()),
+        "{log}"
+    );
+    assert_eq!(server.terminate(), 0);
+    // One that trusts a family says nothing of the kind.
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let server = Server::start(&receiver_conf(&fam), "127.0.0.1:0", &[]);
+    assert!(!server.log().contains("no trusted key"), "{}", server.log());
+}

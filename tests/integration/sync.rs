@@ -1729,7 +1729,7 @@ fn a_missing_workdir_is_named_as_missing_and_nothing_is_recorded() {
         &["beta"],
         &["-workdir", missing.to_str().unwrap()],
     )
-    .fails_with(1);
+    .fails_with(2);
     assert!(
         res.stderr.contains(&format!(
             "{}: no such directory (the -workdir)",
@@ -1789,6 +1789,7 @@ fn mkreplica_import_summary_as_json() {
     assert_eq!(json["version"], 1);
     assert_eq!(json["replica"], "b");
     assert_eq!(json["sender"], "a");
+    assert_eq!(json["packets"].as_array().map(Vec::len), Some(1), "{json}");
     assert_eq!(json["files"], 1);
     assert_eq!(json["fingerprint_checked"], false);
     assert_eq!(json["fingerprint"].as_str().unwrap().len(), 64);
@@ -1801,4 +1802,107 @@ fn mkreplica_import_summary_as_json() {
         ["-export", "-fmt", "json", "-out", "x", "c"],
     )
     .fails_with(2);
+}
+
+#[test]
+fn a_named_packet_not_for_this_replica_is_an_error() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
+    write(&fam.root("alpha"), "g", "1");
+    let out = fam.packet_dir("for-gamma");
+    export_to(&fam.root("alpha"), &out, &["gamma"], &[]).ok();
+    let file = packet_files(&out).remove(0);
+    // Named on the command line: an error, exit 1, the file stays.
+    let res = import_from(&fam.root("beta"), &[&file]).fails_with(1);
+    assert!(
+        res.stderr.contains("is not for replica \"beta\"")
+            && res.stderr.contains("meant for gamma"),
+        "{}",
+        res.stderr
+    );
+    assert!(file.exists());
+    // Another family's packet named on the command line: the same.
+    let other = family(&["omega"], &[("o", "0")]);
+    let d = other.dir.path();
+    std::fs::create_dir(d.join("delta-out")).unwrap();
+    mkreplica_export(&other.root("omega"), &d.join("delta-out"), "delta").ok();
+    write(&other.root("omega"), "o2", "1");
+    let foreign = d.join("foreign");
+    export_to(&other.root("omega"), &foreign, &["delta"], &[]).ok();
+    let foreign_file = packet_files(&foreign).remove(0);
+    let res = import_from(&fam.root("beta"), &[&foreign_file]).fails_with(1);
+    assert!(res.stderr.contains("meant for family"), "{}", res.stderr);
+    // Found in a folder: still only skipped.
+    import_from(&fam.root("beta"), &[&out]).ok();
+}
+
+#[test]
+fn the_creation_packet_used_by_this_replica_is_removed_with_remove() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let creation = fam.dir.path().join("creation-beta");
+    assert!(!packet_files(&creation).is_empty());
+    let res = run(
+        &fam.root("beta"),
+        "syncreplica",
+        [
+            std::ffi::OsStr::new("-import"),
+            "-remove".as_ref(),
+            creation.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(res.stdout.contains("Already applied"), "{}", res.stdout);
+    assert!(packet_files(&creation).is_empty(), "{}", res.stdout);
+}
+
+#[test]
+fn an_out_directory_made_for_an_export_that_writes_nothing_is_removed_again() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let a = fam.root("alpha");
+    // beta holds everything: nothing to export, so no directory either.
+    let missing = fam.dir.path().join("stick/new");
+    let res = export_to(&a, &missing, &["beta"], &[]).ok();
+    assert!(
+        !res.stdout.contains("Created the -out directory"),
+        "{}",
+        res.stdout
+    );
+    assert!(!fam.dir.path().join("stick").exists(), "{}", res.stdout);
+}
+
+#[test]
+fn mkreplica_import_says_what_is_wrong_with_the_key_file() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let out = fam.packet_dir("gamma");
+    mkreplica_export(&fam.root("alpha"), &out, "gamma").ok();
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, "hello\n").unwrap();
+    let beta_key = dir.join("creation-beta/beta.key");
+    assert!(beta_key.is_file());
+    for (key, expected) in [
+        (dir.join("nonexist.key"), "no such file (named with -key)"),
+        (text, "not a key file"),
+        (
+            beta_key,
+            "this is the key of member \"beta\", not of new replica \"gamma\"",
+        ),
+    ] {
+        let root = dir.join("gamma");
+        let res = run(
+            dir,
+            "mkreplica",
+            [
+                std::ffi::OsStr::new("-import"),
+                "-key".as_ref(),
+                key.as_os_str(),
+                "-replica".as_ref(),
+                root.as_os_str(),
+                out.as_os_str(),
+            ],
+        )
+        .fails_with(1);
+        assert!(res.stderr.contains(expected), "{}", res.stderr);
+        assert!(!res.stderr.contains("damaged"), "{}", res.stderr);
+        assert!(!root.exists(), "{}", res.stderr);
+    }
 }

@@ -264,11 +264,12 @@ pub fn import_json(outcomes: &[import::PacketOutcome]) -> ImportJson {
                 sender: Some(sender.clone()),
                 ..packet(files, "acknowledgement")
             },
-            import::PacketOutcome::Waiting { files, why } => PacketJson {
+            import::PacketOutcome::Waiting { files, sender, why } => PacketJson {
+                sender: Some(crate::error::printable(sender).into_owned()),
                 why: Some(why.clone()),
                 ..packet(files, "waiting")
             },
-            import::PacketOutcome::LeftAlone { files, why } => PacketJson {
+            import::PacketOutcome::LeftAlone { files, why, .. } => PacketJson {
                 why: Some(why.clone()),
                 ..packet(files, "left alone")
             },
@@ -301,7 +302,7 @@ pub struct CreationImportJson {
     /// The new replica's root.
     pub root: String,
     /// The creation packet's part files used.
-    pub packet: Vec<String>,
+    pub packets: Vec<String>,
     /// The member that wrote the packet.
     pub sender: String,
     /// Files made.
