@@ -182,7 +182,7 @@ impl PacketWriter {
         let creation_bytes = meta
             .creation
             .as_ref()
-            .map(|payload| postcard::to_stdvec(payload).expect("encoding cannot fail"));
+            .map(|payload| crate::header::encode_creation(payload, FORMAT_MINOR));
         let template = Header {
             version: FormatVersion {
                 major: FORMAT_MAJOR,

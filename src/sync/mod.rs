@@ -15,6 +15,7 @@ pub mod family;
 pub mod import;
 pub mod packets;
 pub mod record;
+pub mod scrub;
 pub mod seals;
 
 pub use crate::sys::stop::StopFlag;
