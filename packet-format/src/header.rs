@@ -30,8 +30,10 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// 2 appends the sender's tree digest ([`Header::tree_digest`]);
 /// 3 adds special-file path states (kind 6) and metadata keys 2-10;
 /// 5 appends the encryption field ([`Header::encryption`]) and entry
-/// encodings 2 and 3 (age-encrypted entries). Minor 4 was never used.
-pub const FORMAT_MINOR: u16 = 5;
+/// encodings 2 and 3 (age-encrypted entries). Minor 4 was never used;
+/// 6 appends checkpoints to the `creation` entry
+/// ([`CreationPayload::checkpoints`]).
+pub const FORMAT_MINOR: u16 = 6;
 /// The first minor whose header body ends with the incarnation field.
 pub const MINOR_WITH_INCARNATION: u16 = 1;
 /// The first minor whose header body has the tree digest after the
@@ -43,6 +45,9 @@ pub const MINOR_WITH_SYSTEM_METADATA: u16 = 3;
 /// The first minor whose header body has the encryption field after the
 /// tree digest, and whose entries may use encodings 2 and 3 (SPEC.md §4.2).
 pub const MINOR_WITH_ENCRYPTION: u16 = 5;
+/// The first minor whose `creation` entry ends with the checkpoints of the
+/// origins whose first operations were scrubbed (SPEC.md §8.1).
+pub const MINOR_WITH_CHECKPOINT: u16 = 6;
 /// Length of the fixed prefix: magic, major, minor, signer key.
 pub(crate) const HEADER_PREFIX_LEN: usize = 8 + 2 + 2 + 32;
 /// Domain separation for the signature: the signed message is this string
@@ -465,6 +470,60 @@ pub struct CreationPayload {
     pub members: Vec<Member>,
     /// Member id -> (origin id -> highest epoch that member is believed to have).
     pub estimates: BTreeMap<Id, BTreeMap<Id, u64>>,
+    /// Minor 6 on: per origin whose operations `1..=through` the sender no
+    /// longer holds (scrubbed), the signed checkpoint covering them; at
+    /// most one per origin. Encoded after the fields above, only in packets
+    /// of minor [`MINOR_WITH_CHECKPOINT`] or later
+    /// ([`encode_creation`]/[`decode_creation`]).
+    #[serde(skip)]
+    pub checkpoints: Vec<crate::seals::Checkpoint>,
+}
+
+/// The bytes of a `creation` entry for a packet of format minor `minor`.
+pub fn encode_creation(payload: &CreationPayload, minor: u16) -> Vec<u8> {
+    let mut out = postcard::to_stdvec(payload).expect("encoding cannot fail");
+    if minor >= MINOR_WITH_CHECKPOINT {
+        let field = postcard::to_stdvec(&payload.checkpoints).expect("encoding cannot fail");
+        out.extend_from_slice(&field);
+    }
+    out
+}
+
+/// Decodes a `creation` entry of a packet of format `version`: the
+/// payload, then the fields later minors appended. Bytes after them are an
+/// error unless the packet's minor is newer than this reader's. Errors: a
+/// description of what does not decode.
+pub fn decode_creation(bytes: &[u8], version: FormatVersion) -> Result<CreationPayload, String> {
+    let (mut payload, mut rest) =
+        postcard::take_from_bytes::<CreationPayload>(bytes).map_err(|err| err.to_string())?;
+    if version.minor >= MINOR_WITH_CHECKPOINT {
+        let (checkpoints, after): (Vec<crate::seals::Checkpoint>, &[u8]) =
+            postcard::take_from_bytes(rest)
+                .map_err(|err| format!("cannot decode the checkpoints: {err}"))?;
+        for (index, checkpoint) in checkpoints.iter().enumerate() {
+            if checkpoint.through == 0 {
+                return Err(format!(
+                    "the checkpoint of {} covers no operation",
+                    checkpoint.origin
+                ));
+            }
+            if checkpoints[..index]
+                .iter()
+                .any(|c| c.origin == checkpoint.origin)
+            {
+                return Err(format!(
+                    "two checkpoints of {} (at most one per origin)",
+                    checkpoint.origin
+                ));
+            }
+        }
+        payload.checkpoints = checkpoints;
+        rest = after;
+    }
+    if !rest.is_empty() && !is_newer_minor(version) {
+        return Err("bytes after the payload".into());
+    }
+    Ok(payload)
 }
 
 #[cfg(test)]

@@ -643,21 +643,14 @@ fn finish_verification(
     }
     if packet.header.entry(ENTRY_CREATION).is_some() {
         let bytes = packet.read_whole_entry(ENTRY_CREATION, Mode::Verify)?;
-        let (payload, rest) =
-            postcard::take_from_bytes::<CreationPayload>(&bytes).map_err(|err| {
+        let payload =
+            crate::header::decode_creation(&bytes, packet.header.version).map_err(|detail| {
                 ErrorKind::MalformedRecord {
                     name: ENTRY_CREATION.into(),
-                    detail: err.to_string(),
+                    detail,
                 }
                 .at(&packet.path)
             })?;
-        if !rest.is_empty() {
-            return Err(ErrorKind::MalformedRecord {
-                name: ENTRY_CREATION.into(),
-                detail: "bytes after the payload".into(),
-            }
-            .at(&packet.path));
-        }
         packet.creation = Some(payload);
     }
     if packet.header.entry(ENTRY_SECRETS).is_some() {

@@ -161,6 +161,82 @@ impl Seal {
     }
 }
 
+/// Domain separation for checkpoints: the signed message is this, then
+/// the checkpoint's fields.
+pub const CHECKPOINT_CONTEXT: &[u8] = b"syncreplica checkpoint v1\n";
+/// The history digest before an origin's first operation.
+pub const HISTORY_START: [u8; 32] = [0; 32];
+
+/// The history digest through an operation whose encoding is `op`, given
+/// the digest through the epoch before ([`HISTORY_START`] before epoch 1):
+/// `SHA-256(before || op)`. Chained forwards, so a later checkpoint extends
+/// an earlier one with the operations between them.
+pub fn history(before: &[u8; 32], op: &[u8]) -> [u8; 32] {
+    link(before, op)
+}
+
+/// A signed statement that an origin's operations `1..=through` were
+/// scrubbed from a member's log once every member held them (SPEC.md
+/// §8.1). `history` is the digest of those operations ([`history`] chained
+/// from [`HISTORY_START`]); `signer` is the member that scrubbed them and
+/// signed, with its member key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub origin: Id,
+    pub through: u64,
+    pub history: [u8; 32],
+    pub signer: Id,
+    pub signature: Signature,
+}
+
+/// The message a checkpoint signs.
+pub fn checkpoint_message(origin: &Id, through: u64, history: &[u8; 32], signer: &Id) -> Vec<u8> {
+    let mut message = CHECKPOINT_CONTEXT.to_vec();
+    message.extend_from_slice(&origin.0);
+    message.extend_from_slice(&through.to_le_bytes());
+    message.extend_from_slice(history);
+    message.extend_from_slice(&signer.0);
+    message
+}
+
+impl Checkpoint {
+    /// Signs, as `signer` with its member key `secret`, that `origin`'s
+    /// operations `1..=through`, whose history digest is `history`, are
+    /// scrubbed.
+    pub fn sign(
+        secret: &[u8; 32],
+        signer: Id,
+        origin: Id,
+        through: u64,
+        history: [u8; 32],
+    ) -> Checkpoint {
+        let signature = SigningKey::from_bytes(secret)
+            .sign(&checkpoint_message(&origin, through, &history, &signer))
+            .to_bytes();
+        Checkpoint {
+            origin,
+            through,
+            history,
+            signer,
+            signature: Signature(signature),
+        }
+    }
+
+    /// Whether `public_key` (the signer's) signed this checkpoint. Strict
+    /// verification, as for packet signatures.
+    pub fn verify(&self, public_key: &[u8; 32]) -> bool {
+        let Ok(key) = VerifyingKey::from_bytes(public_key) else {
+            return false;
+        };
+        let signature = ed25519_dalek::Signature::from_bytes(&self.signature.0);
+        key.verify_strict(
+            &checkpoint_message(&self.origin, self.through, &self.history, &self.signer),
+            &signature,
+        )
+        .is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +265,33 @@ mod tests {
         let bytes = postcard::to_stdvec(&seal).unwrap();
         assert_eq!(postcard::from_bytes::<Seal>(&bytes).unwrap(), seal);
         assert_eq!(bytes.len(), 16 + 1 + 1 + 64 + 1);
+    }
+
+    #[test]
+    fn a_checkpoint_verifies_with_its_signer_key_and_nothing_else() {
+        let secret = [9u8; 32];
+        let public = SigningKey::from_bytes(&secret).verifying_key().to_bytes();
+        let digest = [b"a".as_slice(), b"b"]
+            .iter()
+            .fold(HISTORY_START, |before, op| history(&before, op));
+        let checkpoint = Checkpoint::sign(&secret, Id([2; 16]), Id([1; 16]), 2, digest);
+        assert!(checkpoint.verify(&public));
+        assert!(!checkpoint.verify(&[7; 32]));
+        for tweak in 0..4 {
+            let mut forged = checkpoint;
+            match tweak {
+                0 => forged.through = 3,
+                1 => forged.history[0] ^= 1,
+                2 => forged.origin = Id([3; 16]),
+                _ => forged.signer = Id([3; 16]),
+            }
+            assert!(!forged.verify(&public), "tweak {tweak}");
+        }
+        let bytes = postcard::to_stdvec(&checkpoint).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<Checkpoint>(&bytes).unwrap(),
+            checkpoint
+        );
+        assert_eq!(bytes.len(), 16 + 1 + 32 + 16 + 64);
     }
 }

@@ -360,7 +360,7 @@ impl PacketWriter {
         let creation_plain = meta
             .creation
             .as_ref()
-            .map(|payload| postcard::to_stdvec(payload).expect("encoding cannot fail"));
+            .map(|payload| crate::header::encode_creation(payload, FORMAT_MINOR));
         let creation_raw_len = creation_plain.as_ref().map_or(0, |b| b.len() as u64);
         let creation_bytes = creation_plain.map(seal_bytes).transpose()?;
         let secrets_raw_len = meta.secrets.as_ref().map_or(0, |b| b.len() as u64);

@@ -198,6 +198,7 @@ fn completion_modes(command: &str) -> &'static [(&'static str, &'static [&'stati
         "syncreplica" => &[
             ("status", &["fmt", "replica"]),
             ("record", &["resend", "quiet", "replica"]),
+            ("scrub", &["quiet", "replica"]),
             (
                 "export",
                 &[

@@ -72,6 +72,18 @@ use clap::Parser;
 /// -status only reads the replica: it works for a user who may read it but
 /// not write it, and on a read-only filesystem. It also lists the paths an
 /// import could not write.
+///
+/// The operation log keeps oplog_keep_days of history (config.toml,
+/// default 180 days): each -export, and -scrub alone, deletes from it the
+/// operations older than that which every member still in the family has
+/// confirmed holding (a removed member holds nothing back), whole runs of
+/// one origin from its first epoch on, and says what went. A checkpoint
+/// signed by this replica stands for them: creation packets (mkreplica
+/// -export) carry it instead, and their receiver accepts the shorter
+/// history; the recorded state of every path stays, so a replica made
+/// after a scrub is the same tree. A sibling that would need scrubbed
+/// operations again (its row lowered with chepoch, a restore from an old
+/// backup) is refused with a message: make it anew from a creation packet.
 #[derive(Debug, Parser)]
 #[command(name = "syncreplica", version, after_help = super::EXIT_STATUS_HELP)]
 #[command(group = clap::ArgGroup::new("mode").required(true))]
@@ -85,6 +97,12 @@ pub struct Args {
     /// Scan the tree and record every local change in the operation log.
     #[arg(long, group = "mode")]
     pub record: bool,
+
+    /// Delete from the operation log what every member confirmed holding
+    /// and is older than oplog_keep_days, and say what went (each -export
+    /// does it too).
+    #[arg(long, group = "mode")]
+    pub scrub: bool,
 
     /// Write the operations each TARGET lacks into packets (see -out).
     #[arg(long, group = "mode", requires = "destination")]
@@ -242,6 +260,36 @@ const NAME: &str = "syncreplica";
 /// -maxsize when not given: 2 GiB, below what FAT32 sticks can hold.
 const DEFAULT_MAX_SIZE: u64 = 2 << 30;
 
+/// Scrubs the log (`sync::scrub`) with the replica's `oplog_keep_days`,
+/// printing a line per origin scrubbed; returns what went.
+fn scrub_log(
+    replica: &mut crate::replica::LockedReplica,
+) -> anyhow::Result<Vec<crate::sync::scrub::Scrubbed>> {
+    let keep = u64::from(replica.config.oplog_keep_days);
+    let now = crate::sys::clock::now_ns_for_waiting();
+    let scrubbed = crate::sync::scrub::scrub(replica, keep, now)?;
+    let names: std::collections::HashMap<crate::ops::Id, String> = replica
+        .members()?
+        .into_iter()
+        .map(|m| (m.replica, m.name))
+        .collect();
+    for done in &scrubbed {
+        let name = names
+            .get(&done.origin)
+            .map_or_else(|| done.origin.to_string(), |n| printable(n).into_owned());
+        outln!(
+            "Scrubbed {} of \"{name}\" ({}, {} bytes) from the operation log: every member \
+             confirmed holding them and they are older than {}; a signed checkpoint stands \
+             for them.",
+            cli::counted(done.operations, "operation", "operations"),
+            cli::epochs(done.from, done.through),
+            done.bytes,
+            cli::counted(keep, "day", "days"),
+        );
+    }
+    Ok(scrubbed)
+}
+
 fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     let shipping_by_bay = args.ship || args.fship;
     let max_size = args.maxsize.unwrap_or(DEFAULT_MAX_SIZE);
@@ -381,6 +429,8 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     };
     // Each target is reported as it is done (`print_target_export`).
     let results = export::export_updates(&mut replica, &request)?;
+    // Then the history every member confirmed, kept oplog_keep_days.
+    scrub_log(&mut replica)?;
     // The replica is not needed for shipping: other commands need not wait
     // for a slow link.
     drop(replica);
@@ -1147,9 +1197,9 @@ fn check_usage(args: &Args) -> anyhow::Result<()> {
     if args.fmt == cli::Format::Json && !(args.status || args.export || args.import) {
         usage!("-fmt json applies to -status, -export and -import");
     }
-    if (args.status || args.record) && !args.targets.is_empty() {
+    if (args.status || args.record || args.scrub) && !args.targets.is_empty() {
         usage!(
-            "-status and -record take no operands (got {})",
+            "-status, -record and -scrub take no operands (got {})",
             args.targets.join(" ")
         );
     }
@@ -1237,6 +1287,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         import(replica, &args)?;
     } else if args.verify {
         verify(&replica, args.targets.first())?;
+    } else if args.scrub {
+        let mut replica = replica.lock("syncreplica -scrub")?;
+        cli::print_lock_takeover(NAME, &replica);
+        cli::finish_interrupted(NAME, &mut replica)?;
+        let scrubbed = scrub_log(&mut replica)?;
+        if scrubbed.is_empty() {
+            outln!(
+                "Nothing to scrub in replica \"{}\": no operation older than {} that every \
+                 member still in the family has confirmed holding (lsepoch shows what each \
+                 confirmed).",
+                replica.identity.replica_name,
+                cli::counted(u64::from(replica.config.oplog_keep_days), "day", "days")
+            );
+        }
     } else if args.record {
         let resend = resend_paths(&replica, &args)?;
         let mut replica = replica.lock("syncreplica -record")?;

@@ -164,6 +164,13 @@ resend_after = "7d"
 # names map to other ids (like rsync --numeric-ids).
 numeric_ids = false
 
+# Days of history the operation log keeps. Each export (and
+# syncreplica -scrub) deletes from the log the operations older than this
+# that every member still in the family has confirmed holding; a signed
+# checkpoint stands for them in later creation packets. The recorded state
+# of every path stays. A whole number of days.
+oplog_keep_days = 180
+
 # The same per sibling, overriding the above:
 # [siblings.NAME]
 # resend_after = "never"
@@ -182,6 +189,9 @@ pub struct Config {
     /// How long an export waits for confirmation before it resends.
     #[serde(default)]
     pub resend_after: ResendAfter,
+    /// Days of history the operation log keeps (see `sync::scrub`).
+    #[serde(default = "default_oplog_keep_days")]
+    pub oplog_keep_days: u32,
     /// Settings per sibling, by member name.
     #[serde(default)]
     pub siblings: BTreeMap<String, SiblingConfig>,
@@ -277,12 +287,17 @@ fn default_soft_delete_days() -> u32 {
     30
 }
 
+fn default_oplog_keep_days() -> u32 {
+    180
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             exclude: Vec::new(),
             soft_delete_days: default_soft_delete_days(),
             resend_after: ResendAfter::default(),
+            oplog_keep_days: default_oplog_keep_days(),
             siblings: BTreeMap::new(),
             preserve: None,
             numeric_ids: false,
@@ -419,5 +434,10 @@ mod tests {
     fn bad_value_is_rejected() {
         let err = Config::parse("soft_delete_days = -1\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
+        let err =
+            Config::parse("oplog_keep_days = \"6 months\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("oplog_keep_days"), "{err}");
+        let config = Config::parse("oplog_keep_days = 0\n", Path::new("c.toml")).unwrap();
+        assert_eq!(config.oplog_keep_days, 0);
     }
 }

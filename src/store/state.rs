@@ -2617,3 +2617,135 @@ impl State {
         Ok(out)
     }
 }
+
+// Scrubbed history (issue 13, "Bounded history"; packet SPEC.md §8.1):
+// per origin, the signed checkpoint of the epochs no longer in the log.
+// Made on first use, so older databases need no migration.
+const CHECKPOINT_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS checkpoints (
+    origin      BLOB PRIMARY KEY,
+    through     INTEGER NOT NULL,
+    history     BLOB NOT NULL,
+    signer      BLOB NOT NULL,
+    signature   BLOB NOT NULL
+);
+";
+
+/// Stores `checkpoint` as its origin's (replacing an older one: a later
+/// checkpoint covers everything an earlier one did).
+pub fn put_checkpoint(
+    tx: &Transaction,
+    checkpoint: &packet_format::seals::Checkpoint,
+) -> rusqlite::Result<()> {
+    tx.execute_batch(CHECKPOINT_TABLE)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO checkpoints (origin, through, history, signer, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            checkpoint.origin.0.as_slice(),
+            checkpoint.through as i64,
+            checkpoint.history.as_slice(),
+            checkpoint.signer.0.as_slice(),
+            checkpoint.signature.0.as_slice(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Deletes `origin`'s operations `1..=through` from the log, with the
+/// seals of the runs they made up (whole runs only: the caller scrubs at a
+/// run's end). Returns how many operations and how many bytes went.
+pub fn scrub_operations(
+    tx: &Transaction,
+    origin: &Id,
+    through: u64,
+) -> rusqlite::Result<(u64, u64)> {
+    let (count, bytes): (i64, i64) = tx.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(LENGTH(op)), 0) FROM oplog WHERE origin = ?1 AND epoch <= ?2",
+        params![origin.0.as_slice(), through as i64],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    tx.execute(
+        "DELETE FROM oplog WHERE origin = ?1 AND epoch <= ?2",
+        params![origin.0.as_slice(), through as i64],
+    )?;
+    tx.execute(
+        "DELETE FROM seals WHERE origin = ?1 AND last <= ?2",
+        params![origin.0.as_slice(), through as i64],
+    )?;
+    Ok((count as u64, bytes as u64))
+}
+
+impl State {
+    /// Every checkpoint this replica holds, by origin.
+    pub fn checkpoints(&self) -> Result<BTreeMap<Id, packet_format::seals::Checkpoint>> {
+        let db = |source| self.db_error(source);
+        let mut out = BTreeMap::new();
+        if !self.has_table("checkpoints")? {
+            return Ok(out);
+        }
+        let mut statement = self
+            .conn
+            .prepare("SELECT origin, through, history, signer, signature FROM checkpoints")
+            .map_err(db)?;
+        let mut rows = statement.query([]).map_err(db)?;
+        while let Some(row) = rows.next().map_err(db)? {
+            let bad = || self.corrupt("checkpoints: a field has the wrong length");
+            let origin = id_of(&row.get::<_, Vec<u8>>(0).map_err(db)?).ok_or_else(bad)?;
+            let signer = id_of(&row.get::<_, Vec<u8>>(3).map_err(db)?).ok_or_else(bad)?;
+            let history: [u8; 32] = row
+                .get::<_, Vec<u8>>(2)
+                .map_err(db)?
+                .try_into()
+                .map_err(|_| bad())?;
+            let signature: [u8; 64] = row
+                .get::<_, Vec<u8>>(4)
+                .map_err(db)?
+                .try_into()
+                .map_err(|_| bad())?;
+            out.insert(
+                origin,
+                packet_format::seals::Checkpoint {
+                    origin,
+                    through: row.get::<_, i64>(1).map_err(db)? as u64,
+                    history,
+                    signer,
+                    signature: Signature(signature),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// The last epoch of `origin` scrubbed from this replica's log (0:
+    /// none).
+    pub fn scrubbed_through(&self, origin: &Id) -> Result<u64> {
+        Ok(self
+            .checkpoints()?
+            .get(origin)
+            .map_or(0, |checkpoint| checkpoint.through))
+    }
+
+    /// The recorded state and version of `path`, if it has an entry
+    /// (tombstones included).
+    pub fn entry_state(&self, path: &[u8]) -> Result<Option<(PathState, VersionVector)>> {
+        let db = |source| self.db_error(source);
+        let row: Option<(Vec<u8>, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT state, version FROM entries WHERE path = ?1",
+                params![path],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        let Some((state, version)) = row else {
+            return Ok(None);
+        };
+        Ok(Some((
+            postcard::from_bytes(&state).map_err(|e| self.corrupt(format!("entry state: {e}")))?,
+            postcard::from_bytes(&version)
+                .map_err(|e| self.corrupt(format!("entry version: {e}")))?,
+        )))
+    }
+}

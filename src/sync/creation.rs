@@ -153,6 +153,31 @@ pub fn export_creation(
             ));
         }
     }
+    // A removal whose operation was scrubbed (`syncreplica -scrub`) is
+    // re-issued in this replica's name, so the new member learns it as it
+    // learns every path from the re-assertions above (a second removal of
+    // a removed member changes nothing elsewhere).
+    let checkpoints = replica.state().checkpoints()?;
+    for removed in replica.state().removed_members()? {
+        let scrubbed = checkpoints
+            .get(&removed.by)
+            .is_some_and(|c| c.through >= removed.by_epoch);
+        if scrubbed && removed.replica != me {
+            next_epoch += 1;
+            reasserted.push((
+                Vec::new(),
+                Operation {
+                    origin: me,
+                    epoch: next_epoch,
+                    recorded: now,
+                    change: Change::RemoveMember {
+                        replica: removed.replica,
+                        name: removed.name.clone(),
+                    },
+                },
+            ));
+        }
+    }
     snapshot.extend(reasserted.iter().map(|(_, op)| op.clone()));
     next_epoch += 1;
     let add_member = Operation {
@@ -266,6 +291,9 @@ pub fn export_creation(
             },
             members,
             estimates,
+            // What this replica scrubbed, or received scrubbed: the ranges
+            // start right after these (SPEC.md §8.1).
+            checkpoints: checkpoints.values().copied().collect(),
         }),
         incarnation: Some(incarnation),
         // The new replica holds exactly the state it is made from; it has
@@ -1359,6 +1387,9 @@ pub(crate) fn write_new_state(
     }
     for seal in &checked.seals {
         state::put_seal(tx, seal)?;
+    }
+    for checkpoint in &checked.checkpoints {
+        state::put_checkpoint(tx, checkpoint)?;
     }
     for (path, (index, path_state)) in &checked.paths {
         let op = &ops[*index];

@@ -4,8 +4,9 @@
 //! apply engine takes them, version vectors and epoch rows bounded by what
 //! exists), with the shared functions of [`crate::sync::import`] and
 //! [`crate::sync::apply`], and what only a whole log can be checked for:
-//! every origin's operations from epoch 1, and the member list against
-//! the log's `AddMember` operations.
+//! every origin's operations from epoch 1, or from right after a verified
+//! checkpoint of its scrubbed history (packet SPEC.md §8.1), and the member
+//! list against the log's `AddMember` operations.
 //!
 //! Whom the new replica trusts: the packet's signer, whose key fingerprint
 //! its administrator checks (with `-fingerprint`, or against the one the
@@ -23,7 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use packet_format::seals::Seal;
+use packet_format::seals::{Checkpoint, Seal};
 use packet_format::{CreationPayload, LogicalPacket};
 
 use crate::error::{Error, Result};
@@ -40,6 +41,9 @@ pub(crate) struct Checked {
     pub ops: Vec<Operation>,
     /// The seals that verified, to keep with the operations.
     pub seals: Vec<Seal>,
+    /// The checkpoints that verified (SPEC.md §8.1), to keep: each origin's
+    /// operations up to one are not carried.
+    pub checkpoints: Vec<Checkpoint>,
     /// The members: the family's first member, then those the log adds,
     /// in the order it adds them.
     pub members: Vec<Member>,
@@ -48,7 +52,8 @@ pub(crate) struct Checked {
     /// dropped).
     pub paths: BTreeMap<Vec<u8>, (usize, PathState)>,
     /// Per origin, the last epoch the packet carries (it carries every one
-    /// from 1): the new replica's own row.
+    /// from 1, or from right after the origin's checkpoint), or the
+    /// checkpoint's when it carries none: the new replica's own row.
     pub carried: BTreeMap<Id, u64>,
     /// The sender's epoch row as stated, members only (never beyond
     /// `carried`: a row claiming more is refused).
@@ -104,11 +109,57 @@ pub(crate) fn check(packet: &LogicalPacket, payload: &CreationPayload) -> Result
         ops.push(op);
     }
 
+    // Checkpoints (SPEC.md §8.1): each of an origin and by a signer of the
+    // member list, not of the new replica, signed with the signer's key
+    // there, standing for the epochs before its origin's range exactly.
+    let mut checkpoints: BTreeMap<Id, Checkpoint> = BTreeMap::new();
+    for checkpoint in &payload.checkpoints {
+        let at = format!(
+            "its checkpoint of operations 1..={} of {}",
+            checkpoint.through,
+            who(&checkpoint.origin)
+        );
+        if checkpoint.origin == new {
+            return Err(bad(format!(
+                "{at} is of the new replica itself, which has made none"
+            )));
+        }
+        if !list.iter().any(|m| m.id == checkpoint.origin) {
+            return Err(bad(format!("{at} is of a replica not in its member list")));
+        }
+        let Some(signer) = list.iter().find(|m| m.id == checkpoint.signer) else {
+            return Err(bad(format!(
+                "{at} is signed by {}, not in its member list",
+                checkpoint.signer
+            )));
+        };
+        if !checkpoint.verify(&signer.public_key) {
+            return Err(bad(format!(
+                "{at} does not verify with the key of {}, which it names as its signer: \
+                 it was not made as it is by that member",
+                who(&signer.id)
+            )));
+        }
+        if let Some(range) = header.epoch_ranges.get(&checkpoint.origin) {
+            if range.first != checkpoint.through + 1 {
+                return Err(bad(format!(
+                    "{at} does not end where the operations it carries of that origin \
+                     ({}..={}) begin",
+                    range.first, range.last
+                )));
+            }
+        }
+        checkpoints.insert(checkpoint.origin, *checkpoint);
+    }
+
     // The reader checked that each origin's operations are exactly its
     // range, without gap or repeat. A new replica starts with the whole
-    // log: nothing accounts for epochs before a range's first (a future
-    // signed checkpoint could), and the new replica has made nothing yet.
-    let mut carried: BTreeMap<Id, u64> = BTreeMap::new();
+    // log: nothing but a checkpoint accounts for epochs before a range's
+    // first, and the new replica has made nothing yet.
+    let mut carried: BTreeMap<Id, u64> = checkpoints
+        .values()
+        .map(|c| (c.origin, c.through))
+        .collect();
     for (origin, range) in &header.epoch_ranges {
         if *origin == new {
             return Err(bad(format!(
@@ -118,10 +169,11 @@ pub(crate) fn check(packet: &LogicalPacket, payload: &CreationPayload) -> Result
                 who(origin)
             )));
         }
-        if range.first != 1 {
+        if range.first != 1 && !checkpoints.contains_key(origin) {
             return Err(bad(format!(
                 "it carries operations {}..={} of {} but not 1..={}: a new replica takes \
-                 every operation of every member, and nothing accounts for the missing ones",
+                 every operation of every member, and no checkpoint accounts for the \
+                 missing ones",
                 range.first,
                 range.last,
                 who(origin),
@@ -182,10 +234,19 @@ pub(crate) fn check(packet: &LogicalPacket, payload: &CreationPayload) -> Result
             }
         }
     }
-    // The family's first member is the one member no operation adds.
+    // The family's first member is the one member no operation adds. Once
+    // history is scrubbed (a checkpoint), so may the operations adding
+    // members be: then every member no operation adds is taken as the
+    // signer vouches for it, as it vouches for the first member.
     let unadded: Vec<&packet_format::Member> =
         list.iter().filter(|m| !added.contains_key(&m.id)).collect();
+    let vouched: Vec<&packet_format::Member> = if checkpoints.is_empty() {
+        Vec::new()
+    } else {
+        unadded.clone()
+    };
     let first = match unadded.as_slice() {
+        [one, ..] if !vouched.is_empty() => *one,
         [one] => *one,
         [] => {
             return Err(bad(
@@ -228,7 +289,14 @@ pub(crate) fn check(packet: &LogicalPacket, payload: &CreationPayload) -> Result
             Some(_) => {}
         }
     }
-    let members: Vec<Member> = std::iter::once(first)
+    let roots: Vec<&packet_format::Member> = if vouched.is_empty() {
+        vec![first]
+    } else {
+        vouched
+    };
+    let members: Vec<Member> = roots
+        .iter()
+        .copied()
         .chain(
             order
                 .iter()
@@ -243,7 +311,7 @@ pub(crate) fn check(packet: &LogicalPacket, payload: &CreationPayload) -> Result
 
     // Every operation sealed by its origin, with keys from the first
     // member's outward (the new replica holds nothing yet).
-    let keys = HashMap::from([(first.id, first.public_key)]);
+    let keys: HashMap<Id, [u8; 32]> = roots.iter().map(|m| (m.id, m.public_key)).collect();
     let seals = crate::sync::seals::verify_incoming(
         None,
         packet.seals(),
@@ -338,6 +406,7 @@ pub(crate) fn check(packet: &LogicalPacket, payload: &CreationPayload) -> Result
     Ok(Checked {
         ops,
         seals,
+        checkpoints: checkpoints.into_values().collect(),
         members,
         paths,
         carried,

@@ -222,16 +222,40 @@ impl<'a> Expander<'a> {
                         base.origin, base.epoch
                     )),
                 },
-                None => Err(format!(
-                    "its file is given relative to operation {}:{}, which this replica does \
-                     not have (the sender's estimate of this replica is ahead of it: see \
-                     lsepoch and chepoch)",
-                    base.origin, base.epoch
-                )),
+                // Scrubbed here (`sync::scrub`): the path's recorded
+                // state is that operation's when its version says so.
+                None => match self.scrubbed_base(&path, base.origin, base.epoch)? {
+                    Some(chunks) => relative.expand(&chunks),
+                    None => Err(format!(
+                        "its file is given relative to operation {}:{}, which this replica does \
+                         not have (the sender's estimate of this replica is ahead of it: see \
+                         lsepoch and chepoch)",
+                        base.origin, base.epoch
+                    )),
+                },
             };
             *state = expanded.map_err(refuse)?;
         }
         Ok(op)
+    }
+}
+
+impl Expander<'_> {
+    /// The chunks of operation `origin:epoch` on `path` when this replica
+    /// scrubbed it and still records its state: the path's entry is a file
+    /// whose version names exactly that operation of its origin (no later
+    /// one of that origin touched it; a later one of another origin would
+    /// be the sender's base instead, as the target holds it).
+    fn scrubbed_base(&self, path: &[u8], origin: Id, epoch: u64) -> Result<Option<Vec<ChunkRef>>> {
+        if epoch > self.state.scrubbed_through(&origin)? {
+            return Ok(None);
+        }
+        Ok(match self.state.entry_state(path)? {
+            Some((PathState::File { chunks, .. }, version)) if version.get(&origin) == epoch => {
+                Some(chunks)
+            }
+            _ => None,
+        })
     }
 }
 

@@ -279,6 +279,10 @@ fn tell_a_refused_copy(
     {
         return Ok(());
     }
+    // Its first change scrubbed: nothing left to tell it with.
+    if replica.state().scrubbed_through(&target.replica)? >= 1 {
+        return Ok(());
+    }
     let first = replica.state().operations_between(&target.replica, 0, 1)?;
     if first.is_empty() {
         return Ok(());
@@ -317,6 +321,28 @@ fn export_to(
     for (origin, &have) in own_row.iter().filter(|_| !ack_only) {
         let believed = estimate.get(origin).copied().unwrap_or(0);
         if have > believed {
+            // Scrubbed (see `sync::scrub`): every member confirmed holding
+            // these, so only a lowered estimate (chepoch, a resend, a
+            // restored target) asks for them again.
+            let scrubbed = replica.state().scrubbed_through(origin)?;
+            if believed < scrubbed {
+                let origin_name = replica
+                    .members()?
+                    .into_iter()
+                    .find(|m| m.replica == *origin)
+                    .map_or_else(|| origin.to_string(), |m| m.name);
+                return Err(Error::Member {
+                    name: target.name.clone(),
+                    why: format!(
+                        "it needs operations {}..={scrubbed} of \"{}\", which this replica \
+                         scrubbed from its log once every member confirmed holding them \
+                         (oplog_keep_days); make it anew from a creation packet \
+                         (mkreplica -export), or raise its row with chepoch if it does hold them",
+                        believed + 1,
+                        crate::error::printable(&origin_name)
+                    ),
+                });
+            }
             ranges.insert(
                 *origin,
                 EpochRange {

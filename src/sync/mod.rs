@@ -18,6 +18,7 @@ pub mod import;
 pub mod mirror;
 pub mod packets;
 pub mod record;
+pub mod scrub;
 pub mod seals;
 
 pub use crate::sys::stop::StopFlag;

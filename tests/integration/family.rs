@@ -1238,3 +1238,182 @@ fn lsreplica_long_shows_the_size_of_the_operation_log() {
         )
     );
 }
+
+// Bounded history: scrubbing the operation log (`syncreplica -scrub`,
+// oplog_keep_days) and the checkpoints creation packets carry after it.
+
+/// Days past the default `oplog_keep_days` (180), in seconds.
+const PAST_KEEP_SECS: u64 = 200 * 86_400;
+
+/// `syncreplica -scrub` at `root`, with the clock of waiting decisions
+/// `shift_secs` ahead.
+fn scrub_later(root: &Path, shift_secs: u64) -> Run {
+    let output = Command::new(binary_path("syncreplica"))
+        .arg("-scrub")
+        .current_dir(root)
+        .env("SYNCREPLICA_TEST_CLOCK_SHIFT", shift_secs.to_string())
+        .output()
+        .unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The epochs of `origin` (a member name) still in `root`'s log.
+fn logged_epochs(root: &Path, origin: &str) -> Vec<u64> {
+    let replica = syncreplica::replica::Replica::open(root).unwrap();
+    let id = replica.member(origin).unwrap().replica;
+    let mut epochs = Vec::new();
+    replica
+        .state()
+        .for_each_operation(|op| {
+            if op.origin == id {
+                epochs.push(op.epoch);
+            }
+        })
+        .unwrap();
+    epochs
+}
+
+#[test]
+fn scrub_then_a_creation_packet_makes_an_identical_member() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one"), ("d/b.txt", "two")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    write(&alpha, "a.txt", "one, edited");
+    write(&alpha, "c.txt", "three");
+    std::fs::remove_file(alpha.join("d/b.txt")).unwrap();
+    fam.send("alpha", "beta", "edits");
+    acknowledge(&fam, "beta", "alpha", "ack");
+    let before = logged_epochs(&alpha, "alpha");
+    assert!(before.contains(&1), "{before:?}");
+    // Confirmed by all, but not old enough: nothing goes.
+    let young = scrub_later(&alpha, 0).ok();
+    assert!(
+        young.stdout.contains("Nothing to scrub"),
+        "{}",
+        young.stdout
+    );
+    assert_eq!(logged_epochs(&alpha, "alpha"), before);
+    let scrubbed = scrub_later(&alpha, PAST_KEEP_SECS).ok();
+    assert!(
+        scrubbed.stdout.contains("Scrubbed") && scrubbed.stdout.contains("of \"alpha\""),
+        "{}",
+        scrubbed.stdout
+    );
+    assert!(
+        logged_epochs(&alpha, "alpha").is_empty(),
+        "every operation of alpha went: {:?}",
+        logged_epochs(&alpha, "alpha")
+    );
+    // A new member made after the scrub holds the same tree, and takes
+    // later changes.
+    let out = fam.packet_dir("creation-gamma");
+    mkreplica_export(&alpha, &out, "gamma").ok();
+    let gamma = fam.root("gamma");
+    run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            gamma.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    assert_eq!(tree_listing(&gamma), tree_listing(&alpha));
+    assert_eq!(tree_listing(&gamma), tree_listing(&beta));
+    write(&alpha, "e.txt", "after the scrub");
+    fam.send("alpha", "gamma", "later");
+    assert_eq!(read(&gamma, "e.txt"), "after the scrub");
+    assert!(!gamma.join("d/b.txt").exists());
+    // beta, which needs nothing scrubbed, still takes updates.
+    fam.send("alpha", "beta", "later-beta");
+    assert_eq!(read(&beta, "e.txt"), "after the scrub");
+}
+
+#[test]
+fn an_unconfirmed_operation_stays_and_a_removed_member_no_longer_holds_the_scrub_back() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("a.txt", "one")]);
+    let alpha = fam.root("alpha");
+    write(&alpha, "a.txt", "two");
+    fam.send("alpha", "beta", "edit");
+    acknowledge(&fam, "beta", "alpha", "ack");
+    // gamma never confirmed anything: it holds every operation back.
+    let held = scrub_later(&alpha, PAST_KEEP_SECS).ok();
+    assert!(held.stdout.contains("Nothing to scrub"), "{}", held.stdout);
+    let confirmed_by_beta = own_epoch(&alpha);
+    run(&alpha, "rmreplica", ["-force", "gamma"]).ok();
+    // A change beta never confirmed (and the removal itself).
+    write(&alpha, "b.txt", "unconfirmed");
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let last = own_epoch(&alpha);
+    assert!(last > confirmed_by_beta + 1);
+    let scrubbed = scrub_later(&alpha, PAST_KEEP_SECS).ok();
+    assert!(scrubbed.stdout.contains("Scrubbed"), "{}", scrubbed.stdout);
+    let left = logged_epochs(&alpha, "alpha");
+    assert_eq!(
+        left,
+        (confirmed_by_beta + 1..=last).collect::<Vec<_>>(),
+        "what beta confirmed went, nothing else"
+    );
+}
+
+#[test]
+fn a_creation_packet_with_a_forged_or_missing_checkpoint_is_refused() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    write(&alpha, "a.txt", "two");
+    fam.send("alpha", "beta", "edit");
+    acknowledge(&fam, "beta", "alpha", "ack");
+    scrub_later(&alpha, PAST_KEEP_SECS).ok();
+    let secret = syncreplica::replica::Replica::open(&alpha)
+        .unwrap()
+        .signing_key()
+        .unwrap()
+        .to_bytes();
+    type Tweak = Box<dyn FnOnce(&mut packet_format::PacketMeta)>;
+    let cases: Vec<(&str, Tweak, &str)> = vec![
+        (
+            "missing",
+            Box::new(|meta| meta.creation.as_mut().unwrap().checkpoints.clear()),
+            "no checkpoint accounts for the missing ones",
+        ),
+        (
+            "forged",
+            Box::new(|meta| meta.creation.as_mut().unwrap().checkpoints[0].history[0] ^= 1),
+            "does not verify",
+        ),
+        (
+            // Signed by its signer, but for one operation more than the
+            // packet leaves out.
+            "moved",
+            Box::new(move |meta| {
+                let checkpoint = &mut meta.creation.as_mut().unwrap().checkpoints[0];
+                *checkpoint = packet_format::seals::Checkpoint::sign(
+                    &secret,
+                    checkpoint.signer,
+                    checkpoint.origin,
+                    checkpoint.through + 1,
+                    checkpoint.history,
+                );
+            }),
+            "does not end where",
+        ),
+    ];
+    for (label, tweak, expected) in cases {
+        let out = fam.packet_dir(&format!("forged-{label}"));
+        let name = format!("new-{label}");
+        let fingerprint = forge_creation(&alpha, &[&beta], &name, &out, |_| {}, tweak);
+        let root = fam.dir.path().join(format!("delta-{label}"));
+        let refused = mkreplica_import(fam.dir.path(), &fingerprint, &root, &out).fails_with(1);
+        assert!(
+            refused.stderr.contains(expected),
+            "{label}: {}",
+            refused.stderr
+        );
+        assert!(!root.exists(), "{label}: nothing made");
+    }
+}

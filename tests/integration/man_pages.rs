@@ -1019,7 +1019,7 @@ fn completions_offer_the_options_of_the_chosen_mode() {
     let modes = bash_completions("syncreplica", &["syncreplica", "-"]);
     assert_eq!(
         modes,
-        ["-status", "-record", "-export", "-import", "-verify"],
+        ["-status", "-record", "-scrub", "-export", "-import", "-verify"],
         "the first word is the mode"
     );
     let export = bash_completions("syncreplica", &["syncreplica", "-export", "-"]);

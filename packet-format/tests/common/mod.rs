@@ -67,6 +67,14 @@ pub fn meta(kind: PacketKind) -> PacketMeta {
             public_key: public_key(&SENDER_SECRET),
         }],
         estimates: [(sender_id(), [(sender_id(), 3)].into())].into(),
+        // Minor 6: the sender scrubbed epochs 1..=5 of origin e1…e1.
+        checkpoints: vec![packet_format::seals::Checkpoint::sign(
+            &SENDER_SECRET,
+            sender_id(),
+            Id([0xe1; 16]),
+            5,
+            [0xe7; 32],
+        )],
     });
     PacketMeta {
         kind,
