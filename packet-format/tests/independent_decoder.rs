@@ -930,7 +930,7 @@ fn encrypted_vector_decrypts_with_the_vector_key() {
         ["chunks", "operations", "seals", "header", "signature"]
     );
     let header = entries[3].1;
-    assert_eq!(u16le(header, 10), 5, "minor");
+    assert_eq!(u16le(header, 10), 6, "minor");
     // The header ends: option tag 1, one recipient {id, key}, passphrase false.
     let key = identity.to_public().to_string();
     let mut tail = vec![1u8, 1];
