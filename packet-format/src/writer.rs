@@ -46,6 +46,12 @@ const MIN_DATA_ROOM: u64 = 16 * 1024;
 /// Pieces smaller than this are not worth a record: start a new part.
 const MIN_PIECE: u64 = 1024;
 /// zstd level: fast enough to keep up with disks, good on text and code.
+/// Higher levels were measured on bench/sync_vs_rsync.sh's creation tree
+/// (20,000 files, 543 MB; one run, release build, loaded machine): chunk
+/// bytes 1.144× `tar | zstd -3` at level 3, 1.155× at 6, 1.151× at 9,
+/// 1.150× at 12, 1.143× at 12 tried only where level 3 compresses, for 2–4×
+/// the export time. The gap is redundancy *between* files, which frames of
+/// one chunk each cannot see (see README, Benchmarks); a level does not close it.
 const ZSTD_LEVEL: i32 = 3;
 
 /// Everything a header says that the writer does not work out itself.
