@@ -69,7 +69,6 @@ fuzz_target!(|data: &[u8]| {
         incarnation: None,
         tree_digest: None,
         encryption: None,
-        secrets: None,
     };
     let header_bytes = encode_header_raw(&header);
     let signature = sign_header(&SECRET, &header_bytes);
