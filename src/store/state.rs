@@ -884,7 +884,7 @@ CREATE TABLE IF NOT EXISTS member_keys (
 /// Records the key a `MemberKeys` operation announces. A replica's own
 /// announcement wins over the one the member that made it logged, and a
 /// later one of the same origin over an earlier one (key rotation).
-fn note_member_keys(tx: &Transaction, op: &Operation) -> rusqlite::Result<()> {
+pub fn note_member_keys(tx: &Connection, op: &Operation) -> rusqlite::Result<()> {
     let Some(keys) = packet_format::ops::MemberKeys::from_change(&op.change) else {
         return Ok(());
     };

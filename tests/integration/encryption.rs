@@ -202,7 +202,9 @@ fn a_sealed_packet_verifies_without_keys_and_cannot_be_read() {
 #[test]
 fn a_relay_re_encrypts_third_parties_operations_for_the_next_target() {
     let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
-    // gamma's key reaches beta with gamma's own first export.
+    // beta learns of gamma from its creator (beta was made before gamma),
+    // then gamma's own key reaches beta with gamma's first export.
+    fam.send("alpha", "beta", "gamma-joined");
     fam.send("gamma", "beta", "hello-from-gamma");
     write(
         &fam.root("alpha"),

@@ -373,6 +373,25 @@ impl OpBatch {
         .map(|rows| rows as u64)
     }
 
+    /// Records the encryption keys the batch's `MemberKeys` operations
+    /// announce (issue 15), in the commit's transaction `tx`, as
+    /// [`state::append_operation`] does for operations logged one by one.
+    /// The encoded kind is looked for first, so other operations are not
+    /// decoded.
+    pub fn note_member_keys(&self, tx: &Connection) -> rusqlite::Result<()> {
+        let mut statement = tx.prepare(
+            "SELECT op FROM batch.ops WHERE NOT repeat AND instr(op, X'838004') > 0 ORDER BY seq",
+        )?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let bytes: Vec<u8> = row.get(0)?;
+            if let Ok(op) = postcard::from_bytes::<Operation>(&bytes) {
+                crate::store::state::note_member_keys(tx, &op)?;
+            }
+        }
+        Ok(())
+    }
+
     /// For each path the batch changes, in byte order, its operations
     /// from the last one back (position and version), leaving out repeats
     /// (an operation at or below an epoch its origin had already: never

@@ -677,6 +677,7 @@ fn commit(
         // log gets them all, or none. The planner accepted exactly the
         // operations that are not repeats, or refused the batch.
         let logged = batch.log_into(tx)?;
+        batch.note_member_keys(tx)?;
         if logged != plan.accepted {
             return Err(Error::CorruptState {
                 path: batch.file().to_path_buf(),

@@ -1320,9 +1320,9 @@ impl Planner<'_> {
                 if before == entry.state {
                     continue;
                 }
-            if let Some(cut) = path.iter().rposition(|&b| b == b'/') {
-                parents.insert(path[..cut].to_vec());
-            }
+                if let Some(cut) = path.iter().rposition(|&b| b == b'/') {
+                    parents.insert(path[..cut].to_vec());
+                }
                 match (
                     before != PathState::Deleted,
                     entry.state != PathState::Deleted,
@@ -1345,11 +1345,11 @@ impl Planner<'_> {
                         inode: stat.inode,
                         size: stat.size,
                         mtime_ns: stat.mtime_ns,
-                    ctime_ns: if recorded_linked(self.recorded.get(path)) {
-                        super::journal::ANY_CTIME
-                    } else {
-                        stat.ctime_ns
-                    },
+                        ctime_ns: if recorded_linked(self.recorded.get(path)) {
+                            super::journal::ANY_CTIME
+                        } else {
+                            stat.ctime_ns
+                        },
                     },
                     // Placed by an earlier import and not scanned since: its
                     // content is checked now instead.
@@ -1381,18 +1381,18 @@ impl Planner<'_> {
                         mode,
                         mtime,
                         chunks,
-                    ext,
+                        ext,
                         ..
                     } => {
-                    let set_meta = Action::SetMeta {
-                        path: p.clone(),
-                        kind: MetaKind::File,
-                        mode: Some(*mode),
-                        mtime: Some(*mtime),
-                        ext: ext.clone(),
-                    };
-                    // A name leaving a hard-link set gets a file of its own.
-                    let leader = crate::tree::meta::hard_link_leader(ext);
+                        let set_meta = Action::SetMeta {
+                            path: p.clone(),
+                            kind: MetaKind::File,
+                            mode: Some(*mode),
+                            mtime: Some(*mtime),
+                            ext: ext.clone(),
+                        };
+                        // A name leaving a hard-link set gets a file of its own.
+                        let leader = crate::tree::meta::hard_link_leader(ext);
                         let same_content = matches!(
                             &before,
                         PathState::File { chunks: old, ext: old_ext, .. }
@@ -1407,7 +1407,7 @@ impl Planner<'_> {
                                 mtime: *mtime,
                                 expect,
                             });
-                        creations.push(set_meta);
+                            creations.push(set_meta);
                             continue;
                         }
                         match disk {
@@ -1437,9 +1437,9 @@ impl Planner<'_> {
                             expect,
                             keep,
                         });
-                    creations.push(set_meta);
+                        creations.push(set_meta);
                     }
-                PathState::Directory { mode, mtime, ext } => {
+                    PathState::Directory { mode, mtime, ext } => {
                         match disk {
                             DiskKind::Dir(_) => {}
                             DiskKind::File => {
@@ -1470,33 +1470,33 @@ impl Planner<'_> {
                                 });
                             }
                         }
-                    // Run in reverse: the mode, then the metadata and time.
-                    dir_modes.push(Action::SetMeta {
-                        path: p.clone(),
-                        kind: MetaKind::Directory,
-                        mode: Some(*mode),
-                        mtime: *mtime,
-                        ext: ext.clone(),
-                    });
-                    meta_set.insert(p.clone());
+                        // Run in reverse: the mode, then the metadata and time.
+                        dir_modes.push(Action::SetMeta {
+                            path: p.clone(),
+                            kind: MetaKind::Directory,
+                            mode: Some(*mode),
+                            mtime: *mtime,
+                            ext: ext.clone(),
+                        });
+                        meta_set.insert(p.clone());
                         dir_modes.push(Action::SetDirMode {
                             path: p,
                             mode: *mode,
                         });
                     }
-                PathState::Symlink { target, mtime, ext } => {
-                    let set_meta = Action::SetMeta {
-                        path: p.clone(),
-                        kind: MetaKind::Symlink,
-                        mode: None,
-                        mtime: *mtime,
-                        ext: ext.clone(),
-                    };
+                    PathState::Symlink { target, mtime, ext } => {
+                        let set_meta = Action::SetMeta {
+                            path: p.clone(),
+                            kind: MetaKind::Symlink,
+                            mode: None,
+                            mtime: *mtime,
+                            ext: ext.clone(),
+                        };
                         match &disk {
-                        DiskKind::Symlink(now) if now == target => {
-                            creations.push(set_meta);
-                            continue;
-                        }
+                            DiskKind::Symlink(now) if now == target => {
+                                creations.push(set_meta);
+                                continue;
+                            }
                             DiskKind::File => keep_old_file(),
                             DiskKind::Dir(_) => {
                                 removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
@@ -1514,59 +1514,59 @@ impl Planner<'_> {
                             expect,
                             keep,
                         });
-                    creations.push(set_meta);
-                }
-                PathState::Special {
-                    kind,
-                    mode,
-                    major,
-                    minor,
-                    mtime,
-                    ext,
-                } => {
-                    let set_meta = Action::SetMeta {
-                        path: p.clone(),
-                        kind: MetaKind::Special,
-                        mode: Some(*mode),
-                        mtime: Some(*mtime),
-                        ext: ext.clone(),
-                    };
-                    if !self.preserve.keeps_special(*kind) {
-                        // Recorded, not made: counted and warned about.
-                        self.report.not_made_special += 1;
-                        continue;
-                    }
-                    let same_node = matches!(
-                        &before,
-                        PathState::Special { kind: k, major: x, minor: y, .. }
-                            if (k, x, y) == (kind, major, minor)
-                    );
-                    if disk == DiskKind::Other && same_node {
                         creations.push(set_meta);
-                        continue;
                     }
-                    match &disk {
-                        DiskKind::File => keep_old_file(),
-                        DiskKind::Dir(_) => {
-                            removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
+                    PathState::Special {
+                        kind,
+                        mode,
+                        major,
+                        minor,
+                        mtime,
+                        ext,
+                    } => {
+                        let set_meta = Action::SetMeta {
+                            path: p.clone(),
+                            kind: MetaKind::Special,
+                            mode: Some(*mode),
+                            mtime: Some(*mtime),
+                            ext: ext.clone(),
+                        };
+                        if !self.preserve.keeps_special(*kind) {
+                            // Recorded, not made: counted and warned about.
+                            self.report.not_made_special += 1;
+                            continue;
                         }
-                        _ => {}
-                    }
-                    let expect = if matches!(disk, DiskKind::Dir(_)) {
-                        Expect::Absent
-                    } else {
-                        expect
-                    };
-                    creations.push(Action::MakeNode {
-                        path: p,
-                        kind: *kind,
-                        mode: *mode,
-                        major: *major,
-                        minor: *minor,
-                        expect,
-                        keep,
-                    });
-                    creations.push(set_meta);
+                        let same_node = matches!(
+                            &before,
+                            PathState::Special { kind: k, major: x, minor: y, .. }
+                                if (k, x, y) == (kind, major, minor)
+                        );
+                        if disk == DiskKind::Other && same_node {
+                            creations.push(set_meta);
+                            continue;
+                        }
+                        match &disk {
+                            DiskKind::File => keep_old_file(),
+                            DiskKind::Dir(_) => {
+                                removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
+                            }
+                            _ => {}
+                        }
+                        let expect = if matches!(disk, DiskKind::Dir(_)) {
+                            Expect::Absent
+                        } else {
+                            expect
+                        };
+                        creations.push(Action::MakeNode {
+                            path: p,
+                            kind: *kind,
+                            mode: *mode,
+                            major: *major,
+                            minor: *minor,
+                            expect,
+                            keep,
+                        });
+                        creations.push(set_meta);
                     }
                     PathState::Deleted => match disk {
                         DiskKind::Missing => {}
