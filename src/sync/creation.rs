@@ -627,6 +627,17 @@ pub fn creation_fingerprint(packet: &LogicalPacket) -> String {
     packet.header().signer_fingerprint()
 }
 
+/// What [`check_creation`] returns: the header, the creation payload, the
+/// checked operations, the new member's secret signing key and its secret
+/// encryption key (absent in key files written before encryption).
+pub(crate) type CheckedCreation = (
+    packet_format::Header,
+    CreationPayload,
+    Checked,
+    [u8; 32],
+    Option<String>,
+);
+
 /// The checks every creation import makes before anything is made: the
 /// packet is a creation packet, its names are valid, everything an update
 /// import checks holds ([`crate::sync::creation_check::check`]), and
@@ -634,16 +645,7 @@ pub fn creation_fingerprint(packet: &LogicalPacket) -> String {
 /// payload, the checked operations, the secret signing key and the secret
 /// encryption key (an age X25519 identity; absent in key files written
 /// before encryption).
-pub(crate) fn check_creation(
-    packet: &LogicalPacket,
-    key_file: &Path,
-) -> Result<(
-    packet_format::Header,
-    CreationPayload,
-    Checked,
-    [u8; 32],
-    Option<String>,
-)> {
+pub(crate) fn check_creation(packet: &LogicalPacket, key_file: &Path) -> Result<CheckedCreation> {
     let header = packet.header().clone();
     let payload =
         packet.parts()[0]
@@ -943,6 +945,7 @@ struct Materialized {
 /// the state folder is built as `.syncreplica.init-PID`, a name no packet
 /// path can have (`tree::relpath`), so nothing the packet makes can reach
 /// into it, and renamed into place last.
+#[allow(clippy::too_many_arguments)]
 fn materialize(
     packet: &LogicalPacket,
     header: &packet_format::Header,
