@@ -684,7 +684,8 @@ impl CreatedOut {
             .map(std::path::Path::to_path_buf)
             .collect();
         if !made.is_empty() {
-            std::fs::create_dir_all(out).map_err(|e| crate::error::Error::out_directory(out, true, &e))?;
+            std::fs::create_dir_all(out)
+                .map_err(|e| crate::error::Error::out_directory(out, true, &e))?;
         }
         Ok(CreatedOut { made })
     }

@@ -735,7 +735,17 @@ pub fn import_creation(
         std::fs::create_dir_all(dir).at(dir)?;
     }
     let root = std::fs::canonicalize(dir).at(dir)?;
-    let result = materialize(packet, &header, &payload, &checked, &root, &secret, mirror, exclude, encryption_key.as_deref());
+    let result = materialize(
+        packet,
+        &header,
+        &payload,
+        &checked,
+        &root,
+        &secret,
+        mirror,
+        exclude,
+        encryption_key.as_deref(),
+    );
     match result {
         Ok(Materialized {
             replica,

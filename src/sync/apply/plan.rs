@@ -249,6 +249,45 @@ pub fn winner_is_first(a: &PathState, b: &PathState) -> bool {
     }
 }
 
+/// Two concurrent versions of a directory merged, the same whichever is
+/// `a`: the permission bits both allow (a folder made read-only on one side
+/// stays so), the newer mtime, and the metadata of [`winner_is_first`]'s
+/// pick. `None` unless both are directories; with the mode kept and the
+/// other one when the modes differed (a conflict to report).
+fn merge_directories(a: &PathState, b: &PathState) -> Option<(PathState, Option<(u32, u32)>)> {
+    let (
+        PathState::Directory {
+            mode: mode_a,
+            mtime: mtime_a,
+            ext: ext_a,
+        },
+        PathState::Directory {
+            mode: mode_b,
+            mtime: mtime_b,
+            ..
+        },
+    ) = (a, b)
+    else {
+        return None;
+    };
+    let ext = if winner_is_first(a, b) {
+        ext_a.clone()
+    } else {
+        match b {
+            PathState::Directory { ext, .. } => ext.clone(),
+            _ => unreachable!("matched above"),
+        }
+    };
+    let mode = mode_a & mode_b;
+    let lost = (mode_a != mode_b).then(|| (mode, if mode == *mode_a { *mode_b } else { *mode_a }));
+    let merged = PathState::Directory {
+        mode,
+        mtime: (*mtime_a).max(*mtime_b),
+        ext,
+    };
+    Some((merged, lost))
+}
+
 /// `NAME.sync-conflict-YYYYMMDD-HHMMSS-REPLICA.EXT` for a file `name`
 /// whose losing version has mtime `mtime` and was made by `replica`
 /// (`NAME.sync-conflict-REPLICA.EXT` for a version without a time, such
@@ -888,6 +927,35 @@ impl Planner<'_> {
                     )?;
                     return Ok(());
                 }
+                // Two versions of a directory: nothing to lose by merging,
+                // and a local chmod must not be undone by a sibling's new
+                // time (or content) below it.
+                if let Some((merged, lost_mode)) = merge_directories(&incoming, &local.state) {
+                    let author = if winner_is_first(&incoming, &local.state) {
+                        origin
+                    } else {
+                        local.author
+                    };
+                    self.resolved.insert(path.to_vec(), version.clone());
+                    self.set_planned(
+                        path,
+                        Entry {
+                            state: merged,
+                            version,
+                            author,
+                        },
+                    )?;
+                    if let Some((kept, lost)) = lost_mode {
+                        self.report.conflicts.push(format!(
+                            "{}: concurrent changes of the folder by {} and {}; kept the \
+                             stricter mode {kept:04o} (not {lost:04o})",
+                            relpath::display(path),
+                            self.label(&local.author),
+                            self.label(&origin),
+                        ));
+                    }
+                    return Ok(());
+                }
                 let incoming_wins = winner_is_first(&incoming, &local.state);
                 let (winner, winner_author, loser, loser_author) = if incoming_wins {
                     (incoming, origin, local.state, local.author)
@@ -1320,9 +1388,9 @@ impl Planner<'_> {
                 if before == entry.state {
                     continue;
                 }
-            if let Some(cut) = path.iter().rposition(|&b| b == b'/') {
-                parents.insert(path[..cut].to_vec());
-            }
+                if let Some(cut) = path.iter().rposition(|&b| b == b'/') {
+                    parents.insert(path[..cut].to_vec());
+                }
                 match (
                     before != PathState::Deleted,
                     entry.state != PathState::Deleted,
@@ -1345,11 +1413,11 @@ impl Planner<'_> {
                         inode: stat.inode,
                         size: stat.size,
                         mtime_ns: stat.mtime_ns,
-                    ctime_ns: if recorded_linked(self.recorded.get(path)) {
-                        super::journal::ANY_CTIME
-                    } else {
-                        stat.ctime_ns
-                    },
+                        ctime_ns: if recorded_linked(self.recorded.get(path)) {
+                            super::journal::ANY_CTIME
+                        } else {
+                            stat.ctime_ns
+                        },
                     },
                     // Placed by an earlier import and not scanned since: its
                     // content is checked now instead.
@@ -1381,18 +1449,18 @@ impl Planner<'_> {
                         mode,
                         mtime,
                         chunks,
-                    ext,
+                        ext,
                         ..
                     } => {
-                    let set_meta = Action::SetMeta {
-                        path: p.clone(),
-                        kind: MetaKind::File,
-                        mode: Some(*mode),
-                        mtime: Some(*mtime),
-                        ext: ext.clone(),
-                    };
-                    // A name leaving a hard-link set gets a file of its own.
-                    let leader = crate::tree::meta::hard_link_leader(ext);
+                        let set_meta = Action::SetMeta {
+                            path: p.clone(),
+                            kind: MetaKind::File,
+                            mode: Some(*mode),
+                            mtime: Some(*mtime),
+                            ext: ext.clone(),
+                        };
+                        // A name leaving a hard-link set gets a file of its own.
+                        let leader = crate::tree::meta::hard_link_leader(ext);
                         let same_content = matches!(
                             &before,
                         PathState::File { chunks: old, ext: old_ext, .. }
@@ -1407,7 +1475,7 @@ impl Planner<'_> {
                                 mtime: *mtime,
                                 expect,
                             });
-                        creations.push(set_meta);
+                            creations.push(set_meta);
                             continue;
                         }
                         match disk {
@@ -1437,9 +1505,9 @@ impl Planner<'_> {
                             expect,
                             keep,
                         });
-                    creations.push(set_meta);
+                        creations.push(set_meta);
                     }
-                PathState::Directory { mode, mtime, ext } => {
+                    PathState::Directory { mode, mtime, ext } => {
                         match disk {
                             DiskKind::Dir(_) => {}
                             DiskKind::File => {
@@ -1470,33 +1538,33 @@ impl Planner<'_> {
                                 });
                             }
                         }
-                    // Run in reverse: the mode, then the metadata and time.
-                    dir_modes.push(Action::SetMeta {
-                        path: p.clone(),
-                        kind: MetaKind::Directory,
-                        mode: Some(*mode),
-                        mtime: *mtime,
-                        ext: ext.clone(),
-                    });
-                    meta_set.insert(p.clone());
+                        // Run in reverse: the mode, then the metadata and time.
+                        dir_modes.push(Action::SetMeta {
+                            path: p.clone(),
+                            kind: MetaKind::Directory,
+                            mode: Some(*mode),
+                            mtime: *mtime,
+                            ext: ext.clone(),
+                        });
+                        meta_set.insert(p.clone());
                         dir_modes.push(Action::SetDirMode {
                             path: p,
                             mode: *mode,
                         });
                     }
-                PathState::Symlink { target, mtime, ext } => {
-                    let set_meta = Action::SetMeta {
-                        path: p.clone(),
-                        kind: MetaKind::Symlink,
-                        mode: None,
-                        mtime: *mtime,
-                        ext: ext.clone(),
-                    };
+                    PathState::Symlink { target, mtime, ext } => {
+                        let set_meta = Action::SetMeta {
+                            path: p.clone(),
+                            kind: MetaKind::Symlink,
+                            mode: None,
+                            mtime: *mtime,
+                            ext: ext.clone(),
+                        };
                         match &disk {
-                        DiskKind::Symlink(now) if now == target => {
-                            creations.push(set_meta);
-                            continue;
-                        }
+                            DiskKind::Symlink(now) if now == target => {
+                                creations.push(set_meta);
+                                continue;
+                            }
                             DiskKind::File => keep_old_file(),
                             DiskKind::Dir(_) => {
                                 removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
@@ -1514,59 +1582,59 @@ impl Planner<'_> {
                             expect,
                             keep,
                         });
-                    creations.push(set_meta);
-                }
-                PathState::Special {
-                    kind,
-                    mode,
-                    major,
-                    minor,
-                    mtime,
-                    ext,
-                } => {
-                    let set_meta = Action::SetMeta {
-                        path: p.clone(),
-                        kind: MetaKind::Special,
-                        mode: Some(*mode),
-                        mtime: Some(*mtime),
-                        ext: ext.clone(),
-                    };
-                    if !self.preserve.keeps_special(*kind) {
-                        // Recorded, not made: counted and warned about.
-                        self.report.not_made_special += 1;
-                        continue;
-                    }
-                    let same_node = matches!(
-                        &before,
-                        PathState::Special { kind: k, major: x, minor: y, .. }
-                            if (k, x, y) == (kind, major, minor)
-                    );
-                    if disk == DiskKind::Other && same_node {
                         creations.push(set_meta);
-                        continue;
                     }
-                    match &disk {
-                        DiskKind::File => keep_old_file(),
-                        DiskKind::Dir(_) => {
-                            removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
+                    PathState::Special {
+                        kind,
+                        mode,
+                        major,
+                        minor,
+                        mtime,
+                        ext,
+                    } => {
+                        let set_meta = Action::SetMeta {
+                            path: p.clone(),
+                            kind: MetaKind::Special,
+                            mode: Some(*mode),
+                            mtime: Some(*mtime),
+                            ext: ext.clone(),
+                        };
+                        if !self.preserve.keeps_special(*kind) {
+                            // Recorded, not made: counted and warned about.
+                            self.report.not_made_special += 1;
+                            continue;
                         }
-                        _ => {}
-                    }
-                    let expect = if matches!(disk, DiskKind::Dir(_)) {
-                        Expect::Absent
-                    } else {
-                        expect
-                    };
-                    creations.push(Action::MakeNode {
-                        path: p,
-                        kind: *kind,
-                        mode: *mode,
-                        major: *major,
-                        minor: *minor,
-                        expect,
-                        keep,
-                    });
-                    creations.push(set_meta);
+                        let same_node = matches!(
+                            &before,
+                            PathState::Special { kind: k, major: x, minor: y, .. }
+                                if (k, x, y) == (kind, major, minor)
+                        );
+                        if disk == DiskKind::Other && same_node {
+                            creations.push(set_meta);
+                            continue;
+                        }
+                        match &disk {
+                            DiskKind::File => keep_old_file(),
+                            DiskKind::Dir(_) => {
+                                removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
+                            }
+                            _ => {}
+                        }
+                        let expect = if matches!(disk, DiskKind::Dir(_)) {
+                            Expect::Absent
+                        } else {
+                            expect
+                        };
+                        creations.push(Action::MakeNode {
+                            path: p,
+                            kind: *kind,
+                            mode: *mode,
+                            major: *major,
+                            minor: *minor,
+                            expect,
+                            keep,
+                        });
+                        creations.push(set_meta);
                     }
                     PathState::Deleted => match disk {
                         DiskKind::Missing => {}
@@ -2103,6 +2171,26 @@ fn change_word(state: &PathState) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_directories_merge_the_same_either_way() {
+        let dir = |mode, secs| PathState::Directory {
+            mode,
+            mtime: Some(Timestamp::new(secs, 0).unwrap()),
+            ext: Default::default(),
+        };
+        let (chmodded, touched) = (dir(0o555, 10), dir(0o755, 20));
+        let one = merge_directories(&chmodded, &touched).unwrap();
+        let other = merge_directories(&touched, &chmodded).unwrap();
+        assert_eq!(one, other);
+        assert_eq!(one.0, dir(0o555, 20));
+        assert_eq!(one.1, Some((0o555, 0o755)));
+        assert_eq!(
+            merge_directories(&dir(0o755, 1), &dir(0o755, 2)).unwrap().1,
+            None
+        );
+        assert!(merge_directories(&chmodded, &PathState::Deleted).is_none());
+    }
 
     #[test]
     fn conflict_copy_names() {
