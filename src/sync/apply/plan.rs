@@ -279,7 +279,8 @@ fn merge_directories(a: &PathState, b: &PathState) -> Option<(PathState, Option<
         }
     };
     let mode = mode_a & mode_b;
-    let lost = (mode_a != mode_b).then(|| (mode, if mode == *mode_a { *mode_b } else { *mode_a }));
+    let lost =
+        (mode_a != mode_b).then_some((mode, if mode == *mode_a { *mode_b } else { *mode_a }));
     let merged = PathState::Directory {
         mode,
         mtime: (*mtime_a).max(*mtime_b),
