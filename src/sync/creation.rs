@@ -634,6 +634,7 @@ pub fn creation_fingerprint(packet: &LogicalPacket) -> String {
 /// payload, the checked operations, the secret signing key and the secret
 /// encryption key (an age X25519 identity; absent in key files written
 /// before encryption).
+#[allow(clippy::type_complexity)]
 pub(crate) fn check_creation(
     packet: &LogicalPacket,
     key_file: &Path,
@@ -943,6 +944,7 @@ struct Materialized {
 /// the state folder is built as `.syncreplica.init-PID`, a name no packet
 /// path can have (`tree::relpath`), so nothing the packet makes can reach
 /// into it, and renamed into place last.
+#[allow(clippy::too_many_arguments)]
 fn materialize(
     packet: &LogicalPacket,
     header: &packet_format::Header,

@@ -626,7 +626,6 @@ fn set_aside_collisions(replica: &mut LockedReplica, files: &[PathBuf]) -> Resul
             }
         }
     }
-    drop(expander);
     let Some(epoch) = first_different else {
         return Ok(None);
     };
