@@ -339,12 +339,23 @@ pub(crate) fn execute(
         unapplied: Default::default(),
     };
     let mut failures = Vec::new();
+    // Paths one of whose steps failed: their later steps (the metadata and
+    // time that follow a placement) are skipped, so the path keeps its
+    // older version whole, as its restored entry says; otherwise the old
+    // file would get the new version's time and the next scan would take
+    // it for a local change.
+    let mut failed_paths: BTreeSet<Vec<u8>> = BTreeSet::new();
     for (seq, action) in actions.iter().enumerate() {
+        if failed_paths.contains(action.path()) {
+            hooks.step("ran a journal action")?;
+            continue;
+        }
         if let Err(err) = run(&ctx, seq, action, &mut touched, &mut notes) {
             if is_injected_crash(&err) {
                 return Err(err);
             }
             put_back_displaced(&ctx, seq, action.path());
+            failed_paths.insert(action.path().to_vec());
             failures.push(Failure {
                 path: action.path().to_vec(),
                 step: action.step(),

@@ -249,6 +249,46 @@ pub fn winner_is_first(a: &PathState, b: &PathState) -> bool {
     }
 }
 
+/// Two concurrent versions of a directory merged, the same whichever is
+/// `a`: the permission bits both allow (a folder made read-only on one side
+/// stays so), the newer mtime, and the metadata of [`winner_is_first`]'s
+/// pick. `None` unless both are directories; with the mode kept and the
+/// other one when the modes differed (a conflict to report).
+fn merge_directories(a: &PathState, b: &PathState) -> Option<(PathState, Option<(u32, u32)>)> {
+    let (
+        PathState::Directory {
+            mode: mode_a,
+            mtime: mtime_a,
+            ext: ext_a,
+        },
+        PathState::Directory {
+            mode: mode_b,
+            mtime: mtime_b,
+            ..
+        },
+    ) = (a, b)
+    else {
+        return None;
+    };
+    let ext = if winner_is_first(a, b) {
+        ext_a.clone()
+    } else {
+        match b {
+            PathState::Directory { ext, .. } => ext.clone(),
+            _ => unreachable!("matched above"),
+        }
+    };
+    let mode = mode_a & mode_b;
+    let lost =
+        (mode_a != mode_b).then_some((mode, if mode == *mode_a { *mode_b } else { *mode_a }));
+    let merged = PathState::Directory {
+        mode,
+        mtime: (*mtime_a).max(*mtime_b),
+        ext,
+    };
+    Some((merged, lost))
+}
+
 /// `NAME.sync-conflict-YYYYMMDD-HHMMSS-REPLICA.EXT` for a file `name`
 /// whose losing version has mtime `mtime` and was made by `replica`
 /// (`NAME.sync-conflict-REPLICA.EXT` for a version without a time, such
@@ -886,6 +926,35 @@ impl Planner<'_> {
                             author,
                         },
                     )?;
+                    return Ok(());
+                }
+                // Two versions of a directory: nothing to lose by merging,
+                // and a local chmod must not be undone by a sibling's new
+                // time (or content) below it.
+                if let Some((merged, lost_mode)) = merge_directories(&incoming, &local.state) {
+                    let author = if winner_is_first(&incoming, &local.state) {
+                        origin
+                    } else {
+                        local.author
+                    };
+                    self.resolved.insert(path.to_vec(), version.clone());
+                    self.set_planned(
+                        path,
+                        Entry {
+                            state: merged,
+                            version,
+                            author,
+                        },
+                    )?;
+                    if let Some((kept, lost)) = lost_mode {
+                        self.report.conflicts.push(format!(
+                            "{}: concurrent changes of the folder by {} and {}; kept the \
+                             stricter mode {kept:04o} (not {lost:04o})",
+                            relpath::display(path),
+                            self.label(&local.author),
+                            self.label(&origin),
+                        ));
+                    }
                     return Ok(());
                 }
                 let incoming_wins = winner_is_first(&incoming, &local.state);
@@ -2103,6 +2172,26 @@ fn change_word(state: &PathState) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_directories_merge_the_same_either_way() {
+        let dir = |mode, secs| PathState::Directory {
+            mode,
+            mtime: Some(Timestamp::new(secs, 0).unwrap()),
+            ext: Default::default(),
+        };
+        let (chmodded, touched) = (dir(0o555, 10), dir(0o755, 20));
+        let one = merge_directories(&chmodded, &touched).unwrap();
+        let other = merge_directories(&touched, &chmodded).unwrap();
+        assert_eq!(one, other);
+        assert_eq!(one.0, dir(0o555, 20));
+        assert_eq!(one.1, Some((0o555, 0o755)));
+        assert_eq!(
+            merge_directories(&dir(0o755, 1), &dir(0o755, 2)).unwrap().1,
+            None
+        );
+        assert!(merge_directories(&chmodded, &PathState::Deleted).is_none());
+    }
 
     #[test]
     fn conflict_copy_names() {
