@@ -415,12 +415,11 @@ impl S3Lock {
         let lost2 = lost.clone();
         let name = name.to_string();
         let renewer = std::thread::spawn(move || {
-            loop {
-                match stopped.recv_timeout(lease / 3) {
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                    // Dropped: release, if the lock is still ours.
-                    _ => break,
-                }
+            // Renewed every third of the lease until the lock is dropped
+            // (then released below, if it is still ours).
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(lease / 3)
+            {
                 let ours = store
                     .read_versioned(&name)
                     .ok()
