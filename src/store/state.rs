@@ -866,10 +866,6 @@ pub fn append_operation(tx: &Transaction, op: &Operation) -> rusqlite::Result<()
     note_member_keys(tx, op)
 }
 
-/// The kind code of `MemberKeys` as its varint appears in an encoded
-/// operation: a cheap test before decoding one.
-const MEMBER_KEYS_VARINT: [u8; 3] = [0x83, 0x80, 0x04];
-
 // Encryption keys of members (issue 15), from the `MemberKeys` operations
 // logged: made on first use.
 const MEMBER_KEYS_SCHEMA: &str = "
@@ -917,24 +913,6 @@ pub fn note_member_keys(tx: &Connection, op: &Operation) -> rusqlite::Result<()>
                 op.epoch as i64
             ],
         )?;
-    }
-    Ok(())
-}
-
-/// [`append_operation`] of an operation already encoded (`op`, as
-/// [`Operation::encode`] makes it).
-pub fn append_encoded_operation(
-    tx: &Transaction,
-    origin: &Id,
-    epoch: u64,
-    op: &[u8],
-) -> rusqlite::Result<()> {
-    tx.prepare_cached("INSERT INTO oplog (origin, epoch, op) VALUES (?1, ?2, ?3)")?
-        .execute(params![origin.0.as_slice(), epoch as i64, op])?;
-    if op.windows(3).any(|w| w == MEMBER_KEYS_VARINT) {
-        if let Ok(decoded) = postcard::from_bytes::<Operation>(op) {
-            note_member_keys(tx, &decoded)?;
-        }
     }
     Ok(())
 }

@@ -376,8 +376,9 @@ impl OpBatch {
     /// Records the encryption keys the batch's `MemberKeys` operations
     /// announce (issue 15), in the commit's transaction `tx`, as
     /// [`state::append_operation`] does for operations logged one by one.
-    /// The encoded kind is looked for first, so other operations are not
-    /// decoded.
+    /// The encoded kind is looked for first (`MemberKeys`, 0x10003, is
+    /// the varint 83 80 04 in an encoded operation), so other operations
+    /// are not decoded.
     pub fn note_member_keys(&self, tx: &Connection) -> rusqlite::Result<()> {
         let mut statement = tx.prepare(
             "SELECT op FROM batch.ops WHERE NOT repeat AND instr(op, X'838004') > 0 ORDER BY seq",
