@@ -243,7 +243,12 @@ pub fn s3_server() -> Option<S3Server> {
     static SERVER: std::sync::OnceLock<Result<S3Server, String>> = std::sync::OnceLock::new();
     let server = SERVER.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/ceph-rgw");
-        let out = std::process::Command::new("bash")
+        // Bounded, so that a start that cannot finish fails the tests
+        // instead of hanging them (installing and starting takes about
+        // two minutes).
+        let out = std::process::Command::new("timeout")
+            .arg("900")
+            .arg("bash")
             .arg(&script)
             .arg("start")
             .stdin(std::process::Stdio::null())
