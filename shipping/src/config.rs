@@ -93,6 +93,12 @@ hub = ["ship", "lab"]
 # directory (a USB stick, a shared folder).
 [destinations.hub]
 url = "http://hub.example.org:7421"
+# A paid link: at most 2 MiB a second (k, m and g suffixes), and only from
+# 22:00 to 06:00 local time ("HH:MM-HH:MM UTC" for UTC). A transfer still
+# running when the window closes is cut there and resumes where it stopped
+# in the next window.
+max_rate = "2m"
+hours = "22:00-06:00"
 
 [destinations.usb]
 dir = "/media/usb"
@@ -215,6 +221,9 @@ pub struct ShippingConfig {
     /// Hop for destinations with neither a route nor an entry.
     pub default_route: Option<String>,
     pub destinations: BTreeMap<String, Hop>,
+    /// Limits of the `destinations` entries that set `max_rate` or
+    /// `hours`, by entry name.
+    pub links: BTreeMap<String, crate::link::Link>,
     pub local_replicas: Vec<String>,
     pub trusted_keys: Vec<TrustedKey>,
     /// Replica roots whose family members' keys are trusted.
@@ -434,6 +443,12 @@ impl ShippingConfig {
         Ok(())
     }
 
+    /// The limits of the link to `destinations` entry `entry` (none when
+    /// it sets neither `max_rate` nor `hours`).
+    pub fn link(&self, entry: &str) -> crate::link::Link {
+        self.links.get(entry).copied().unwrap_or_default()
+    }
+
     /// The storage class called `name`.
     pub fn class(&self, name: &str) -> Result<&StorageClass> {
         self.classes.get(name).ok_or_else(|| Error::UnknownClass {
@@ -619,6 +634,12 @@ impl RawConfig {
                 })
                 .collect(),
             default_route: self.default_route.map(|n| n.into_inner().0),
+            links: self
+                .destinations
+                .iter()
+                .filter(|(_, dest)| dest.1 != crate::link::Link::default())
+                .map(|(Name(name), dest)| (name.clone(), dest.1))
+                .collect(),
             destinations: self
                 .destinations
                 .into_iter()
@@ -866,26 +887,62 @@ impl<'de> Deserialize<'de> for Url {
 struct DestinationFields {
     url: Option<Url>,
     dir: Option<AbsPath>,
+    #[serde(default, deserialize_with = "de_max_rate")]
+    max_rate: Option<u64>,
+    #[serde(default, deserialize_with = "de_hours")]
+    hours: Option<crate::link::Hours>,
 }
 
-struct RawDestination(Hop);
+struct RawDestination(Hop, crate::link::Link);
 
 impl<'de> Deserialize<'de> for RawDestination {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match DestinationFields::deserialize(d)? {
+        let fields = DestinationFields::deserialize(d)?;
+        let link = crate::link::Link {
+            max_rate: fields.max_rate,
+            hours: fields.hours,
+        };
+        match fields {
             DestinationFields {
                 url: Some(url),
                 dir: None,
-            } => Ok(RawDestination(Hop::Url(url.0))),
+                ..
+            } => Ok(RawDestination(Hop::Url(url.0), link)),
+            DestinationFields {
+                url: None,
+                dir: Some(_),
+                max_rate: Some(_),
+                ..
+            } => Err(serde::de::Error::custom(
+                "`max_rate` holds uploads to a `url` destination; a `dir` destination is \
+                 copied at the speed of its device (leave max_rate out here)",
+            )),
             DestinationFields {
                 url: None,
                 dir: Some(dir),
-            } => Ok(RawDestination(Hop::Dir(dir.0))),
+                ..
+            } => Ok(RawDestination(Hop::Dir(dir.0), link)),
             _ => Err(serde::de::Error::custom(
                 "a destination needs exactly one of `url` and `dir`",
             )),
         }
     }
+}
+
+fn de_max_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    checked_string(d, |text| {
+        let rate = parse_size(text).map_err(|e| e.replace("bad size", "bad max_rate"))?;
+        if rate == 0 {
+            return Err(format!(
+                "max_rate {text:?} would send nothing: give bytes a second above 0 (k, m and g suffixes), or leave max_rate out for no cap"
+            ));
+        }
+        Ok(Some(rate))
+    })
+}
+
+fn de_hours<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::link::Hours>, D::Error> {
+    checked_string(d, |text| crate::link::Hours::parse(text).map(Some))
 }
 
 fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -1316,6 +1373,37 @@ url = "http://near:7421"
             ..ShippingConfig::default()
         };
         assert!(matches!(looped.next_hop("x"), Err(Error::RouteLoop { .. })));
+    }
+
+    #[test]
+    fn link_limits_are_read_and_bad_ones_name_their_line_and_key() {
+        let config = parse(EXAMPLE_SHIPPING_TOML).unwrap();
+        let hub = config.link("hub");
+        assert_eq!(hub.max_rate, Some(2 << 20));
+        assert_eq!(hub.hours.unwrap().to_string(), "22:00-06:00");
+        assert_eq!(config.link("usb"), crate::link::Link::default());
+
+        let (line, key, shown) =
+            config_error("[destinations.hub]\nurl = \"http://h\"\nmax_rate = \"2q\"\n");
+        assert_eq!((line, key.as_deref()), (Some(3), Some("destinations.hub.max_rate")));
+        assert!(shown.contains("bad max_rate \"2q\""), "{shown}");
+        let (line, key, shown) =
+            config_error("[destinations.hub]\nurl = \"http://h\"\nmax_rate = \"0\"\n");
+        assert_eq!((line, key.as_deref()), (Some(3), Some("destinations.hub.max_rate")));
+        assert!(shown.contains("would send nothing"), "{shown}");
+        let (line, key, shown) = config_error(
+            "[destinations.hub]\nurl = \"http://h\"\n\nhours = \"22:00-26:00\"\n",
+        );
+        assert_eq!((line, key.as_deref()), (Some(4), Some("destinations.hub.hours")));
+        assert!(shown.contains("bad hours \"22:00-26:00\""), "{shown}");
+        let (_, key, shown) =
+            config_error("[destinations.usb]\ndir = \"/media/usb\"\nmax_rate = \"1m\"\n");
+        assert_eq!(key.as_deref(), Some("destinations.usb"));
+        assert!(shown.contains("a `dir` destination"), "{shown}");
+        // A window on a directory destination is fine: it says when.
+        let config =
+            parse("[destinations.usb]\ndir = \"/media/usb\"\nhours = \"01:00-02:00 UTC\"\n").unwrap();
+        assert!(config.link("usb").hours.unwrap().utc);
     }
 
     #[test]

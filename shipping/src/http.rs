@@ -39,18 +39,51 @@ use crate::trust::MemberKeys;
 pub const EXPIRES_HEADER: &str = "X-Syncreplica-Expires";
 pub const DESTINATIONS_HEADER: &str = "X-Syncreplica-Destinations";
 /// Answer header: the SHA-256 of the packet the receiver stored, which the
-/// sender checks before it lets go of its copy.
+/// sender checks before it lets go of its copy. In a request (`HEAD`, or
+/// a `PUT` that may be resumed): the SHA-256 of the whole packet.
 pub const SHA256_HEADER: &str = "X-Syncreplica-Sha256";
+/// Request header of a resumable upload: the whole packet's size in bytes.
+pub const SIZE_HEADER: &str = "X-Syncreplica-Size";
+/// Request header of a resumed upload: the offset its body starts at.
+pub const OFFSET_HEADER: &str = "X-Syncreplica-Offset";
+/// Answer header to `HEAD /packets/NAME`: the bytes held of that packet
+/// (of the size and SHA-256 the request names), to be sent no more.
+pub const HELD_HEADER: &str = "X-Syncreplica-Held";
 
 /// Sends packet `order.packet` from `from` to the shipping server at
 /// `url` for `destinations`; returns the server's answer. The packet is
 /// checked against the order while it is sent: a packet that no longer
-/// matches is broken off, and the server stores nothing.
+/// matches is broken off, and the server stores nothing. See
+/// [`upload_limited`].
 pub fn upload(
     url: &str,
     from: &dyn BayStore,
     order: &ShippingOrder,
     destinations: &[&str],
+) -> Result<String> {
+    upload_limited(url, from, order, destinations, &Limit::default())
+}
+
+/// How an upload is held to what its link allows.
+#[derive(Debug, Clone, Default)]
+pub struct Limit {
+    /// Bytes a second sent at most.
+    pub max_rate: Option<u64>,
+    /// The upload is cut off at this time (the end of the link's hours
+    /// window, named by the string), to be resumed later.
+    pub until: Option<(DateTime<Utc>, String)>,
+}
+
+/// [`upload`], resuming from what the server already holds of the packet
+/// (asked with `HEAD`; see FORMAT.md, "Resuming an upload") and held to
+/// `limit`: only the bytes the server lacks cross the link. The whole
+/// packet is still read here and checked against the order.
+pub fn upload_limited(
+    url: &str,
+    from: &dyn BayStore,
+    order: &ShippingOrder,
+    destinations: &[&str],
+    limit: &Limit,
 ) -> Result<String> {
     let target = format!("{}/packets/{}", url.trim_end_matches('/'), order.packet);
     let failed = |message: String| Error::Delivery {
@@ -69,28 +102,127 @@ pub fn upload(
         .timeout_per_read(Some(Duration::from_secs(600)))
         .build();
     let agent: ureq::Agent = config.into();
+    let deadline = limit.until.as_ref().map(|(end, why)| {
+        let left = (*end - Utc::now()).to_std().unwrap_or_default();
+        (Instant::now() + left, why.clone())
+    });
+    // A resumed upload may meet the end of the cut-off one still being
+    // written down there (409, 416): it asks again, a few times.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let held = ask_held(&agent, &target, order);
+        match send_rest(&agent, &target, from, order, destinations, held, limit, &deadline) {
+            Err(Sent::Busy(_)) if tries < 4 => {
+                std::thread::sleep(Duration::from_millis(500 * tries));
+            }
+            Err(Sent::Busy(message)) | Err(Sent::Failed(message)) => return Err(failed(message)),
+            Err(Sent::Error(err)) => return Err(err),
+            Ok(text) if held > 0 => {
+                return Ok(format!(
+                    "{text} (resumed: {} of {} bytes sent, {held} were there)",
+                    order.size - held,
+                    order.size
+                ))
+            }
+            Ok(text) => return Ok(text),
+        }
+    }
+}
+
+/// How a try at sending went wrong.
+enum Sent {
+    /// Worth asking again at once (another upload of it is ending).
+    Busy(String),
+    Failed(String),
+    Error(Error),
+}
+
+/// Bytes the server at `target` holds of the packet; 0 when it holds none,
+/// cannot tell or does not answer (an older server: it gets the whole).
+fn ask_held(agent: &ureq::Agent, target: &str, order: &ShippingOrder) -> u64 {
+    let Ok(response) = agent
+        .head(target)
+        .header(SIZE_HEADER, order.size.to_string())
+        .header(SHA256_HEADER, &order.sha256)
+        .call()
+    else {
+        return 0;
+    };
+    if response.status().as_u16() != 200 {
+        return 0;
+    }
+    response
+        .headers()
+        .get(HELD_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(decimal)
+        .filter(|held| *held <= order.size)
+        .unwrap_or(0)
+}
+
+/// Sends the packet from byte `held` on; the server's answer text.
+#[allow(clippy::too_many_arguments)]
+fn send_rest(
+    agent: &ureq::Agent,
+    target: &str,
+    from: &dyn BayStore,
+    order: &ShippingOrder,
+    destinations: &[&str],
+    held: u64,
+    limit: &Limit,
+    deadline: &Option<(Instant, String)>,
+) -> std::result::Result<String, Sent> {
     let mismatch = AtomicBool::new(false);
-    let mut reader = CheckingReader::new(from.open(&order.packet)?, order, &mismatch);
+    let mismatched = || {
+        Sent::Error(Error::PacketMismatch {
+            bay: from.describe(),
+            packet: order.packet.clone(),
+            why: "its size or SHA-256 differs from the order's".to_string(),
+        })
+    };
     let _sending = crate::progress::phase(
         &format!("sending {}", order.packet),
         crate::progress::Unit::Bytes,
         Some(order.size),
     );
+    let mut reader =
+        CheckingReader::new(from.open(&order.packet).map_err(Sent::Error)?, order, &mismatch);
+    // What the server holds is read here all the same: the whole packet
+    // is checked against the order before its last byte is sent.
+    if let Err(err) = io::copy(&mut (&mut reader).take(held), &mut io::sink()) {
+        if mismatch.load(Ordering::Relaxed) {
+            return Err(mismatched());
+        }
+        return Err(Sent::Error(from.error(&order.packet, err)));
+    }
+    let mut body = crate::link::Throttle::new(&mut reader, limit.max_rate, deadline.clone());
     let result = agent
-        .put(&target)
-        .header("Content-Length", order.size.to_string())
+        .put(target)
+        .header("Content-Length", (order.size - held).to_string())
         .header("Content-Type", "application/zip")
         .header(EXPIRES_HEADER, format_time(&order.expires))
         .header(DESTINATIONS_HEADER, destinations.join(","))
-        .send(ureq::SendBody::from_reader(&mut reader));
+        .header(SHA256_HEADER, &order.sha256)
+        .header(SIZE_HEADER, order.size.to_string())
+        .header(OFFSET_HEADER, held.to_string())
+        .send(ureq::SendBody::from_reader(&mut body));
     if mismatch.load(Ordering::Relaxed) {
-        return Err(Error::PacketMismatch {
-            bay: from.describe(),
-            packet: order.packet.clone(),
-            why: "its size or SHA-256 differs from the order's".to_string(),
-        });
+        return Err(mismatched());
     }
-    let mut response = result.map_err(|err| failed(err.to_string()))?;
+    let mut response = match result {
+        Ok(response) => response,
+        Err(err) => {
+            if let Some((at, why)) = deadline {
+                if Instant::now() >= *at {
+                    return Err(Sent::Failed(format!(
+                        "{why}: the upload was cut off, to resume where it stopped in the next window"
+                    )));
+                }
+            }
+            return Err(Sent::Failed(err.to_string()));
+        }
+    };
     let status = response.status().as_u16();
     let confirmed = response
         .headers()
@@ -104,17 +236,20 @@ pub fn upload(
         .read_to_string()
         .unwrap_or_default();
     let text = text.trim().to_string();
+    if status == 409 || status == 416 {
+        return Err(Sent::Busy(format!("refused with HTTP {status}: {text}")));
+    }
     if status != 200 && status != 201 {
-        return Err(failed(format!("refused with HTTP {status}: {text}")));
+        return Err(Sent::Failed(format!("refused with HTTP {status}: {text}")));
     }
     // Only a shipping server that stored this very packet says so.
     match confirmed {
         Some(sha256) if sha256.eq_ignore_ascii_case(&order.sha256) => Ok(text),
-        Some(sha256) => Err(failed(format!(
+        Some(sha256) => Err(Sent::Failed(format!(
             "answered {status} but confirmed SHA-256 {sha256}, not {}",
             order.sha256
         ))),
-        None => Err(failed(format!(
+        None => Err(Sent::Failed(format!(
             "answered {status} without {SHA256_HEADER}: not a syncreplica shipping server? ({text})"
         ))),
     }
@@ -525,6 +660,7 @@ impl Connection {
             .reader
             .get_ref()
             .set_read_timeout(Some(self.limits.idle_timeout));
+        let mut extra = String::new();
         let answer = match head.method.as_str() {
             "PUT" => {
                 if ticket.take_upload_slot(self.limits.uploads, shutdown) {
@@ -541,10 +677,14 @@ impl Connection {
                 "syncreplica shipping_server: PUT /packets/NAME to ship a packet".to_string(),
                 None,
             )),
+            "HEAD" => self.held(&head, config, class_name, class).map(|(held, text)| {
+                extra = format!("{HELD_HEADER}: {held}\r\n");
+                (200, text, None)
+            }),
             _ => Err(Rejection {
                 status: 405,
                 reason: format!(
-                    "{} {}: only PUT /packets/NAME is served",
+                    "{} {}: only PUT /packets/NAME (and HEAD, to ask how much of it is held) is served",
                     head.method, head.path
                 ),
             }),
@@ -562,13 +702,10 @@ impl Connection {
             "{verdict} {} {} from {}: {status} {text}",
             head.method, head.path, self.peer
         ));
-        let extra = sha256.map(|sha| format!("{SHA256_HEADER}: {sha}\r\n"));
-        self.answer_with(
-            status,
-            &text,
-            extra.as_deref().unwrap_or(""),
-            head.method == "HEAD",
-        );
+        if let Some(sha) = sha256 {
+            extra.push_str(&format!("{SHA256_HEADER}: {sha}\r\n"));
+        }
+        self.answer_with(status, &text, &extra, head.method == "HEAD");
     }
 
     /// Reads and parses the request head; `None` when the peer closed the
@@ -685,6 +822,38 @@ impl Connection {
         }))
     }
 
+    /// `HEAD /packets/NAME` with the packet's size and SHA-256: how many
+    /// of its bytes this server holds from an earlier, cut-off upload.
+    fn held(
+        &self,
+        head: &Head,
+        config: &ShippingConfig,
+        class_name: &str,
+        class: &crate::config::StorageClass,
+    ) -> Result<(u64, String), Rejection> {
+        let name = packet_name(&head.path);
+        let header = |wanted: &str| head.headers.get(&wanted.to_ascii_lowercase()).cloned();
+        let bad = |reason: String| Rejection {
+            status: 400,
+            reason,
+        };
+        let size = header(SIZE_HEADER)
+            .ok_or_else(|| bad(format!("HEAD {}: {SIZE_HEADER} missing", head.path)))?;
+        let size = decimal(&size).ok_or_else(|| {
+            bad(format!("{SIZE_HEADER} {size:?} is not a number of bytes"))
+        })?;
+        let sha256 = header(SHA256_HEADER)
+            .ok_or_else(|| bad(format!("HEAD {}: {SHA256_HEADER} missing", head.path)))?;
+        let receiver = Receiver {
+            config,
+            class_name: class_name.to_string(),
+            class: class.clone(),
+            trusted_keys: Vec::new(),
+        };
+        let held = receiver.held(name, size, &sha256)?;
+        Ok((held, format!("{name}: {held} of {size} bytes held")))
+    }
+
     fn receive(
         &mut self,
         head: &Head,
@@ -693,11 +862,7 @@ impl Connection {
         class: &crate::config::StorageClass,
         members: &dyn MemberKeys,
     ) -> Result<(u16, String, Option<String>), Rejection> {
-        let path = head.path.as_str();
-        let name = path
-            .strip_prefix("/packets/")
-            .or_else(|| path.strip_prefix('/'))
-            .unwrap_or(path);
+        let name = packet_name(&head.path);
         let header = |wanted: &str| head.headers.get(&wanted.to_ascii_lowercase()).cloned();
         let bad = |reason: String| Rejection {
             status: 400,
@@ -754,8 +919,32 @@ impl Connection {
             class: class.clone(),
             trusted_keys,
         };
+        // A resumable upload names the whole packet (size, SHA-256) and
+        // where its body starts.
+        let resume = match (header(SHA256_HEADER), declared) {
+            (Some(sha256), Some(length)) => {
+                let number = |key: &str| -> Result<Option<u64>, Rejection> {
+                    header(key)
+                        .map(|text| {
+                            decimal(&text).ok_or_else(|| {
+                                bad(format!("{key} {text:?} is not a number of bytes"))
+                            })
+                        })
+                        .transpose()
+                };
+                let start = number(OFFSET_HEADER)?.unwrap_or(0);
+                let size = number(SIZE_HEADER)?.unwrap_or(start.saturating_add(length));
+                if start.checked_add(length) != Some(size) {
+                    return Err(bad(format!(
+                        "{OFFSET_HEADER} {start} plus Content-Length {length} is not {SIZE_HEADER} {size}"
+                    )));
+                }
+                Some((sha256, size, start))
+            }
+            _ => None,
+        };
         // Refuse what can be refused before the client sends the body.
-        receiver.precheck(name, declared)?;
+        receiver.precheck(name, resume.as_ref().map(|r| r.1).or(declared))?;
         if header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) {
             let stream = self.reader.get_mut();
             stream
@@ -763,7 +952,22 @@ impl Connection {
                 .and_then(|()| stream.flush())
                 .map_err(|e| bad(format!("{name}: {e}")))?;
         }
-        let receipt = if chunked {
+        let receipt = if let Some((sha256, size, start)) = &resume {
+            let length = declared.expect("a length when resumable");
+            let mut body = (&mut self.reader).take(length);
+            receiver.receive_resumable(
+                name,
+                crate::receive::Resume {
+                    size: *size,
+                    sha256,
+                    start: *start,
+                },
+                &mut body,
+                expires,
+                destinations.as_deref(),
+                Utc::now(),
+            )?
+        } else if chunked {
             let mut body = ChunkedBody::new(&mut self.reader);
             receiver.receive(
                 name,
@@ -824,6 +1028,21 @@ impl Connection {
     }
 }
 
+/// The packet name in a request path: `/packets/NAME` or `/NAME`.
+fn packet_name(path: &str) -> &str {
+    path.strip_prefix("/packets/")
+        .or_else(|| path.strip_prefix('/'))
+        .unwrap_or(path)
+}
+
+/// A decimal number of bytes: digits only, no sign.
+fn decimal(text: &str) -> Option<u64> {
+    text.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| text.parse::<u64>().ok())
+        .flatten()
+}
+
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -835,6 +1054,7 @@ fn reason_phrase(status: u16) -> &'static str {
         409 => "Conflict",
         411 => "Length Required",
         413 => "Content Too Large",
+        416 => "Range Not Satisfiable",
         422 => "Unprocessable Content",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",

@@ -19,6 +19,7 @@ pub mod bay;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod link;
 pub mod notify;
 pub mod order;
 pub mod poll;

@@ -397,13 +397,36 @@ impl Shipper<'_> {
             if unsaved && !self.persist(out, &mut order, &original, now, &mut report) {
                 return report;
             }
+            // A paid link outside its hours waits, with no failed attempt.
+            let link = self.config.link(&hop_name);
+            let until = match link.window_at(now) {
+                Ok(end) => end,
+                Err(opens) => {
+                    self.say(&format!(
+                        "{packet}: waiting for {hop_name}'s hours ({}), from {}",
+                        link.hours.map(|h| h.to_string()).unwrap_or_default(),
+                        crate::order::format_time(&opens)
+                    ));
+                    report.waiting += 1;
+                    continue;
+                }
+            };
             let names: Vec<&str> = destinations.iter().map(String::as_str).collect();
             let outcome = match &hop {
                 Hop::Dir(dir) => {
                     deliver_to_dir(out, packet, dir, &names, now).map(|_| dir.display().to_string())
                 }
-                Hop::Url(url) => crate::http::upload(url, out, &order, &names)
-                    .map(|answer| format!("{url}: {answer}")),
+                Hop::Url(url) => {
+                    let limit = crate::http::Limit {
+                        max_rate: link.max_rate,
+                        until: until.map(|end| {
+                            let hours = link.hours.map(|h| h.to_string()).unwrap_or_default();
+                            (end, format!("{hop_name}'s hours ({hours}) ended"))
+                        }),
+                    };
+                    crate::http::upload_limited(url, out, &order, &names, &limit)
+                        .map(|answer| format!("{url}: {answer}"))
+                }
             };
             self.settle(
                 &mut order,

@@ -7,7 +7,8 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use packet_format::ErrorKind;
@@ -159,18 +160,19 @@ impl Receiver<'_> {
         now: DateTime<Utc>,
     ) -> Result<Receipt, Rejection> {
         self.precheck(name, declared_len)?;
-        let incoming = open_bay(&self.class, Bay::Incoming).map_err(internal)?;
-        let outgoing = open_bay(&self.class, Bay::Outgoing).map_err(internal)?;
-        let (incoming, outgoing) = (incoming.as_ref(), outgoing.as_ref());
-
         // The temporary file is removed when dropped, on every early return.
         // It lies in the incoming bay's directory (renamed into place at the
         // end), or for a bay on S3 in the system's temporary directory: it
         // is verified in full before anything goes into the bucket.
-        let spool = incoming
-            .local_dir()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(std::env::temp_dir);
+        let spool = if self.class.s3.is_some() {
+            std::env::temp_dir()
+        } else {
+            let incoming = open_bay(&self.class, Bay::Incoming).map_err(internal)?;
+            incoming
+                .local_dir()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(std::env::temp_dir)
+        };
         let mut temp = tempfile::Builder::new()
             .prefix(RECEIVE_TEMP_PREFIX)
             // 0666 less the umask, as every packet and bay file.
@@ -186,9 +188,27 @@ impl Receiver<'_> {
                 ));
             }
         }
-        // Flushed to disk where it ends up: by `adopt` or by each copy.
-        self.check_space(0)?;
+        self.store(name, temp, &spool, &sha256, expires, destinations, now)
+    }
 
+    /// Stores packet `name`, received whole into `temp` (in directory
+    /// `spool`) with SHA-256 `sha256`: verifies it, then places it in the
+    /// bays its destinations call for. See [`Self::receive`].
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        &self,
+        name: &str,
+        temp: tempfile::NamedTempFile,
+        spool: &Path,
+        sha256: &str,
+        expires: Option<DateTime<Utc>>,
+        destinations: Option<&[String]>,
+        now: DateTime<Utc>,
+    ) -> Result<Receipt, Rejection> {
+        let sha256 = sha256.to_string();
+        let incoming = open_bay(&self.class, Bay::Incoming).map_err(internal)?;
+        let outgoing = open_bay(&self.class, Bay::Outgoing).map_err(internal)?;
+        let (incoming, outgoing) = (incoming.as_ref(), outgoing.as_ref());
         let (header, canonical) =
             match packet_format::verify_packet(temp.path(), &self.trusted_keys) {
                 Ok(verified) => (
@@ -413,6 +433,389 @@ pub fn remove_abandoned_uploads(class: &StorageClass) -> std::io::Result<usize> 
         }
     }
     Ok(removed)
+}
+
+/// Prefix of the partial uploads kept for resuming: `.tmp-partial-NAME`
+/// holds the bytes received so far, `.tmp-partial-NAME.info` what they
+/// are the start of (see FORMAT.md, "Resuming an upload").
+pub const PARTIAL_PREFIX: &str = ".tmp-partial-";
+const PARTIAL_INFO_SUFFIX: &str = ".info";
+/// A partial untouched this long is removed (the sender has given up, or
+/// sends another packet under that name).
+pub const PARTIAL_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+/// A partial upload kept to be resumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    /// The packet's file name.
+    pub packet: String,
+    /// Bytes received so far.
+    pub held: u64,
+    /// The packet's whole size, as its sender declared.
+    pub size: u64,
+    /// The packet's SHA-256 (hex), as its sender declared.
+    pub sha256: String,
+    /// When bytes were last added.
+    pub modified: DateTime<Utc>,
+}
+
+/// The directory the partial uploads of `class` are kept in: its incoming
+/// bay, or for a class on S3 a private directory of this user under the
+/// system's temporary directory, one per bucket and prefix (the partial
+/// is verified whole before anything goes into the bucket, and is
+/// resumed only through this host).
+pub fn partial_dir(class: &StorageClass) -> PathBuf {
+    match &class.s3 {
+        None => class.incoming_dir(),
+        Some(s3) => {
+            let digest = hex::encode(Sha256::digest(s3.storage_url.as_bytes()));
+            std::env::temp_dir()
+                .join(format!(
+                    "syncreplica-partials-{}",
+                    rustix::process::getuid().as_raw()
+                ))
+                .join(&digest[..16])
+        }
+    }
+}
+
+/// Creates the directory partials go in: a bay directory as usual, the
+/// private spool of an S3 class owner-only, and refused when another user
+/// owns it (the system's temporary directory is shared).
+fn make_partial_dir(class: &StorageClass) -> io::Result<PathBuf> {
+    let dir = partial_dir(class);
+    if class.s3.is_none() {
+        std::fs::create_dir_all(&dir)?;
+        return Ok(dir);
+    }
+    let parent = dir.parent().expect("a parent");
+    for level in [parent, dir.as_path()] {
+        match std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(level)
+        {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err),
+        }
+        let meta = std::fs::symlink_metadata(level)?;
+        if !meta.is_dir() || meta.uid() != rustix::process::getuid().as_raw() || meta.mode() & 0o077 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is not a directory private to this user: remove it",
+                    level.display()
+                ),
+            ));
+        }
+    }
+    Ok(dir)
+}
+
+fn partial_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let data = dir.join(format!("{PARTIAL_PREFIX}{name}"));
+    let info = dir.join(format!("{PARTIAL_PREFIX}{name}{PARTIAL_INFO_SUFFIX}"));
+    (data, info)
+}
+
+/// `size = N` and `sha256 = HEX`, one a line.
+fn read_info(path: &Path) -> Option<(u64, String)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut size = None;
+    let mut sha256 = None;
+    for line in text.lines() {
+        match line.split_once(" = ") {
+            Some(("size", value)) => size = value.parse().ok(),
+            Some(("sha256", value)) => sha256 = Some(value.to_string()),
+            _ => {}
+        }
+    }
+    Some((size?, sha256?))
+}
+
+/// The partial uploads kept for `class`, by packet name. Partials
+/// untouched for [`PARTIAL_MAX_AGE`] at `now` are removed, not listed;
+/// a data file without its description is left out.
+pub fn list_partials(class: &StorageClass, now: DateTime<Utc>) -> io::Result<Vec<Partial>> {
+    let dir = partial_dir(class);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut partials = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let Some(file) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let Some(packet) = file.strip_prefix(PARTIAL_PREFIX) else {
+            continue;
+        };
+        if packet.ends_with(PARTIAL_INFO_SUFFIX) {
+            continue;
+        }
+        let (data, info) = partial_paths(&dir, packet);
+        let Ok(meta) = std::fs::metadata(&data) else {
+            continue;
+        };
+        let modified: DateTime<Utc> = meta.modified().map(DateTime::from).unwrap_or(now);
+        if modified + PARTIAL_MAX_AGE < now {
+            // Not while an upload holds it.
+            if let Ok(file) = File::open(&data) {
+                if file.try_lock().is_ok() {
+                    let _ = std::fs::remove_file(&info);
+                    let _ = std::fs::remove_file(&data);
+                }
+            }
+            continue;
+        }
+        let Some((size, sha256)) = read_info(&info) else {
+            continue;
+        };
+        partials.push(Partial {
+            packet: packet.to_string(),
+            held: meta.len(),
+            size,
+            sha256,
+            modified,
+        });
+    }
+    partials.sort_by(|a, b| a.packet.cmp(&b.packet));
+    Ok(partials)
+}
+
+/// What a resumable upload says of itself: the packet's whole size and
+/// SHA-256, and the offset its body starts at.
+#[derive(Debug, Clone, Copy)]
+pub struct Resume<'a> {
+    pub size: u64,
+    pub sha256: &'a str,
+    pub start: u64,
+}
+
+impl Receiver<'_> {
+    /// Bytes held of packet `name` whose whole is `size` bytes with
+    /// SHA-256 `sha256`: what its sender may resume from (0 when nothing
+    /// or a partial of other bytes is held).
+    pub fn held(&self, name: &str, size: u64, sha256: &str) -> Result<u64, Rejection> {
+        check_packet_name(name)?;
+        let dir = partial_dir(&self.class);
+        let (data, info) = partial_paths(&dir, name);
+        match read_info(&info) {
+            Some((held_size, held_sha)) if held_size == size && held_sha.eq_ignore_ascii_case(sha256) => {
+                Ok(std::fs::metadata(&data).map_or(0, |m| m.len().min(size)))
+            }
+            _ => Ok(0),
+        }
+    }
+
+    /// Receives the bytes of packet `name` from `resume.start` on, adding
+    /// them to what is held of it (see [`Self::held`]); once the packet is
+    /// whole, verifies its size and SHA-256 and stores it as
+    /// [`Self::receive`] does. An upload cut off keeps what arrived for
+    /// the next attempt (the rejection says how much is held); a partial of
+    /// other bytes (another size or SHA-256) is discarded, never added to;
+    /// a start other than what is held is refused with 416.
+    #[allow(clippy::too_many_arguments)]
+    pub fn receive_resumable(
+        &self,
+        name: &str,
+        resume: Resume<'_>,
+        body: &mut dyn Read,
+        expires: Option<DateTime<Utc>>,
+        destinations: Option<&[String]>,
+        now: DateTime<Utc>,
+    ) -> Result<Receipt, Rejection> {
+        self.precheck(name, Some(resume.size))?;
+        if resume.sha256.len() != 64 || !resume.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Rejection::new(
+                400,
+                format!("{name}: {:?} is not a SHA-256 (64 hex digits)", resume.sha256),
+            ));
+        }
+        if resume.start > resume.size {
+            return Err(Rejection::new(
+                416,
+                format!("{name}: offset {} is past the packet's {} bytes", resume.start, resume.size),
+            ));
+        }
+        let dir = make_partial_dir(&self.class)
+            .map_err(|e| internal(format!("{}: {e}", partial_dir(&self.class).display())))?;
+        // Sweeps partials abandoned long enough.
+        let _ = list_partials(&self.class, now);
+        let (data_path, info_path) = partial_paths(&dir, name);
+        let failed = |e: io::Error| internal(format!("{}: {e}", data_path.display()));
+        let mut data = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o666)
+            .open(&data_path)
+            .map_err(failed)?;
+        match data.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Rejection::new(
+                    409,
+                    format!("{name}: another upload of this packet is in progress here; try again when it has ended"),
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+        }
+        // The partial removed or replaced while this one waited for the
+        // lock is not this file any more: start again from what is there.
+        let same = std::fs::metadata(&data_path)
+            .is_ok_and(|m| m.ino() == data.metadata().map(|d| d.ino()).unwrap_or(0));
+        if !same {
+            return Err(Rejection::new(
+                409,
+                format!("{name}: another upload of this packet just ended here; ask again how much is held"),
+            ));
+        }
+        let matches = read_info(&info_path).is_some_and(|(size, sha)| {
+            size == resume.size && sha.eq_ignore_ascii_case(resume.sha256)
+        });
+        let mut held = if matches {
+            data.metadata().map_err(failed)?.len()
+        } else {
+            // Another packet, or none: what is there is not spliced on.
+            data.set_len(0).map_err(failed)?;
+            let info = format!(
+                "size = {}\nsha256 = {}\nstarted = {}\n",
+                resume.size,
+                resume.sha256.to_ascii_lowercase(),
+                crate::order::format_time(&now)
+            );
+            write_small_file(&info_path, info.as_bytes()).map_err(failed)?;
+            0
+        };
+        if held > resume.size {
+            data.set_len(0).map_err(failed)?;
+            held = 0;
+        }
+        if resume.start != held {
+            return Err(Rejection::new(
+                416,
+                format!(
+                    "{name}: this server holds {held} of its {} bytes, not {}: send from {held}",
+                    resume.size, resume.start
+                ),
+            ));
+        }
+
+        // The body goes at the end of what is held, at most up to the size.
+        let want = resume.size - held;
+        let mut received = 0u64;
+        let copied: io::Result<()> = (|| {
+            use std::io::{Seek, SeekFrom};
+            data.seek(SeekFrom::Start(held))?;
+            let mut out = BufWriter::with_capacity(64 * 1024, &mut data);
+            let mut buffer = vec![0u8; 64 * 1024];
+            let mut body = body.take(want.saturating_add(1));
+            loop {
+                let n = match body.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => {
+                        out.flush()?;
+                        return Err(err);
+                    }
+                };
+                if received + n as u64 > want {
+                    out.flush()?;
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "longer than the size it declared",
+                    ));
+                }
+                out.write_all(&buffer[..n])?;
+                received += n as u64;
+            }
+            out.flush()
+        })();
+        // What arrived is kept, made durable before it is counted on.
+        let synced = data.sync_data();
+        let total = held + received;
+        if let Err(err) = copied {
+            if err.kind() == io::ErrorKind::InvalidData {
+                drop(data);
+                let _ = std::fs::remove_file(&info_path);
+                let _ = std::fs::remove_file(&data_path);
+                return Err(Rejection::new(400, format!("{name}: {err}; nothing kept")));
+            }
+            return Err(Rejection::new(
+                400,
+                format!(
+                    "{name}: upload broken off after {received} bytes: {err}; {total} of {} bytes held for resuming",
+                    resume.size
+                ),
+            ));
+        }
+        synced.map_err(failed)?;
+        if total < resume.size {
+            return Err(Rejection::new(
+                400,
+                format!(
+                    "{name}: upload ended after {received} bytes; {total} of {} bytes held for resuming",
+                    resume.size
+                ),
+            ));
+        }
+
+        // Whole: checked in full, from the file, before anything else.
+        let sha256 = {
+            use std::io::{Seek, SeekFrom};
+            data.seek(SeekFrom::Start(0)).map_err(failed)?;
+            let mut hasher = Sha256::new();
+            let mut buffer = vec![0u8; 256 * 1024];
+            let mut file = &data;
+            loop {
+                match file.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => hasher.update(&buffer[..n]),
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(failed(err)),
+                }
+            }
+            hex::encode(hasher.finalize())
+        };
+        // From here the partial is done with: a mismatch or a refusal
+        // below removes it with the temporary file it becomes.
+        let temp_path = tempfile::Builder::new()
+            .prefix(RECEIVE_TEMP_PREFIX)
+            .make_in(&dir, |path| std::fs::hard_link(&data_path, path))
+            .map_err(failed)?
+            .into_temp_path();
+        let _ = std::fs::remove_file(&data_path);
+        let _ = std::fs::remove_file(&info_path);
+        let temp = tempfile::NamedTempFile::from_parts(data, temp_path);
+        if !sha256.eq_ignore_ascii_case(resume.sha256) {
+            return Err(Rejection::new(
+                400,
+                format!(
+                    "{name}: the {} bytes received have SHA-256 {sha256}, not {} as announced; nothing kept",
+                    resume.size, resume.sha256
+                ),
+            ));
+        }
+        self.store(name, temp, &dir, &sha256, expires, destinations, now)
+    }
+}
+
+/// Writes a small file whole (through a temporary file renamed over it).
+fn write_small_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().expect("a parent");
+    let mut temp = tempfile::Builder::new()
+        .prefix(crate::bay::TEMP_PREFIX)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Which part of which packet: what tells a duplicate from a conflict.
