@@ -104,11 +104,24 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     };
     // Local copies of packets in S3 bays, removed when done.
     let copies = tempfile::tempdir()?;
+    // Uploads received in part into the bays listed.
+    let mut partials: Vec<(String, shipping::receive::Partial)> = Vec::new();
+    let now = chrono::Utc::now();
     let entries = if args.packets.is_empty() {
         let shipping = Shipping::load(args.shipconf.as_deref())?;
         match shipping::trust::trusted_keys(&shipping.config, &crate::ship_trust::ReplicaMembers) {
             Ok(trusted) => keys.extend(trusted),
             Err(err) => errln!("{NAME}: warning: {err}"),
+        }
+        for class_name in shipping.classes(args.sclass.as_deref())? {
+            let class = shipping.config.class(&class_name)?;
+            match shipping::receive::list_partials(class, now) {
+                Ok(list) => partials.extend(list.into_iter().map(|p| (class_name.clone(), p))),
+                Err(err) => errln!(
+                    "{NAME}: warning: partial uploads in {}: {err}",
+                    shipping::receive::partial_dir(class).display()
+                ),
+            }
         }
         bay_entries(&shipping, args.sclass.as_deref(), &copies)?
     } else {
@@ -129,9 +142,10 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     };
     if entries.is_empty() {
         if args.fmt == cli::Format::Json {
-            print_json(Vec::new())?;
+            print_json(Vec::new(), &partials)?;
         } else {
             outln!("No packets found.");
+            print_partials(&partials, args.short, now);
         }
         return Ok(());
     }
@@ -241,7 +255,9 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
         }
     }
     if args.fmt == cli::Format::Json {
-        print_json(json)?;
+        print_json(json, &partials)?;
+    } else {
+        print_partials(&partials, args.short, now);
     }
     if problems > 0 {
         anyhow::bail!(
@@ -336,11 +352,40 @@ fn bay_entries(
     Ok(entries)
 }
 
+/// Prints the partial uploads after the packets (not with -short, which
+/// lists packet paths only).
+fn print_partials(
+    partials: &[(String, shipping::receive::Partial)],
+    short: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    if short {
+        return;
+    }
+    for (class, partial) in partials {
+        out!("{}", listing::render_partial_text(class, partial, now));
+    }
+}
+
 /// Prints the JSON listing (see [`listing::PacketList`]).
-fn print_json(packets: Vec<listing::PacketJson>) -> anyhow::Result<()> {
+fn print_json(
+    packets: Vec<listing::PacketJson>,
+    partials: &[(String, shipping::receive::Partial)],
+) -> anyhow::Result<()> {
     let list = listing::PacketList {
         version: listing::JSON_VERSION,
         packets,
+        partials: partials
+            .iter()
+            .map(|(class, p)| listing::PartialJson {
+                packet: p.packet.clone(),
+                storage_class: class.clone(),
+                held: p.held,
+                size: p.size,
+                sha256: p.sha256.clone(),
+                modified: shipping::order::format_time(&p.modified),
+            })
+            .collect(),
     };
     cli::report::print_data(format_args!("{}\n", serde_json::to_string_pretty(&list)?));
     Ok(())

@@ -44,6 +44,52 @@ pub const JSON_VERSION: u32 = 1;
 pub struct PacketList {
     pub version: u32,
     pub packets: Vec<PacketJson>,
+    /// Uploads received in part, kept for their senders to resume (listed
+    /// with the bays only; left out when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partials: Vec<PartialJson>,
+}
+
+/// An upload received in part (see shipping/FORMAT.md, "Resuming an
+/// upload").
+#[derive(Debug, Serialize)]
+pub struct PartialJson {
+    /// The packet's file name.
+    pub packet: String,
+    pub storage_class: String,
+    /// Bytes held so far.
+    pub held: u64,
+    /// The packet's whole size in bytes, as its sender declared.
+    pub size: u64,
+    pub sha256: String,
+    /// When bytes were last added (RFC 3339, UTC).
+    pub modified: String,
+}
+
+/// One line for a partial upload: `Partial upload: NAME, HELD of SIZE
+/// bytes (P %), class C, last added AGE ago`.
+pub fn render_partial_text(
+    class: &str,
+    partial: &shipping::receive::Partial,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let percent = if partial.size == 0 {
+        100.0
+    } else {
+        partial.held as f64 * 100.0 / partial.size as f64
+    };
+    let age = (now - partial.modified).num_seconds().max(0);
+    let age = match age {
+        0..=119 => format!("{age} s"),
+        120..=7199 => format!("{} min", age / 60),
+        _ => format!("{} h", age / 3600),
+    };
+    format!(
+        "Partial upload: {}, {} of {} bytes ({percent:.1} %), class {class}, last added {age} ago\n",
+        crate::error::printable(&partial.packet),
+        partial.held,
+        partial.size
+    )
 }
 
 /// One packet file. The header fields are there only when its header
