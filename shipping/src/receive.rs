@@ -691,7 +691,9 @@ impl Receiver<'_> {
             write_small_file(&info_path, info.as_bytes()).map_err(failed)?;
             0
         };
-        if held > resume.size {
+        // A sender starting over (one that did not ask what is held) gets
+        // what it asks for: the partial is started afresh.
+        if held > resume.size || (resume.start == 0 && held > 0) {
             data.set_len(0).map_err(failed)?;
             held = 0;
         }

@@ -93,7 +93,7 @@ impl Drop for Server {
 
 /// Writes `DIR/NAME.toml`: a default class with bays under `DIR/NAME-bay`,
 /// plus `extra` (top-level keys first, then tables).
-fn shipping_conf(dir: &Path, name: &str, top: &str, tables: &str) -> PathBuf {
+pub(crate) fn shipping_conf(dir: &Path, name: &str, top: &str, tables: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     let bay = dir.join(format!("{name}-bay"));
     std::fs::write(
@@ -109,7 +109,7 @@ fn shipping_conf(dir: &Path, name: &str, top: &str, tables: &str) -> PathBuf {
 
 /// The receiving host of the tests: replica "ship" is local, and packets
 /// signed by its family's members are trusted.
-fn receiver_conf(fam: &Family) -> PathBuf {
+pub(crate) fn receiver_conf(fam: &Family) -> PathBuf {
     shipping_conf(
         fam.dir.path(),
         "receiver",
@@ -132,7 +132,7 @@ fn sender_conf(dir: &Path, url: &str) -> PathBuf {
 }
 
 /// `syncreplica -import -receive` at replica "ship".
-fn receive_at_ship(fam: &Family, receiver_conf: &Path) -> Run {
+pub(crate) fn receive_at_ship(fam: &Family, receiver_conf: &Path) -> Run {
     run(
         &fam.root("ship"),
         "syncreplica",
@@ -141,7 +141,7 @@ fn receive_at_ship(fam: &Family, receiver_conf: &Path) -> Run {
     .ok()
 }
 
-fn bay(conf: &Path, which: &str) -> PathBuf {
+pub(crate) fn bay(conf: &Path, which: &str) -> PathBuf {
     let name = conf.file_stem().unwrap().to_str().unwrap();
     let root = conf.parent().unwrap().join(format!("{name}-bay"));
     match which {
@@ -150,12 +150,12 @@ fn bay(conf: &Path, which: &str) -> PathBuf {
     }
 }
 
-fn arg(path: &Path) -> &str {
+pub(crate) fn arg(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
 /// `shipping_server -shipconf CONF ARGS…`, once.
-fn shipping_server(conf: &Path, args: &[&str]) -> Run {
+pub(crate) fn shipping_server(conf: &Path, args: &[&str]) -> Run {
     let mut all = vec!["-shipconf", arg(conf)];
     all.extend_from_slice(args);
     run(conf.parent().unwrap(), "shipping_server", all)
@@ -163,7 +163,7 @@ fn shipping_server(conf: &Path, args: &[&str]) -> Run {
 
 /// Makes every failed attempt in the orders of `outgoing` due now, as if
 /// the backoff had passed.
-fn make_retries_due(outgoing: &Path) {
+pub(crate) fn make_retries_due(outgoing: &Path) {
     for entry in std::fs::read_dir(outgoing).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "order") {

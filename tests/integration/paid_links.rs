@@ -1,0 +1,362 @@
+//! Shipping on paid links, through real `shipping_server` processes: an
+//! upload cut off again and again resumes from what the receiver holds, a
+//! destination's `max_rate` holds the bytes sent, and its `hours` hold the
+//! transfer until the window opens.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::helpers::*;
+use crate::shipping::{
+    arg, bay, make_retries_due, receiver_conf, shipping_conf, shipping_server, Server,
+};
+
+/// What the proxy saw of one connection: bytes the client sent through
+/// it, and when the first and the last of them came.
+#[derive(Debug, Clone)]
+struct Seen {
+    bytes: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    cut: bool,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// Cut the connection that has passed on this many bytes (the front
+    /// one; taken off once used).
+    cuts: VecDeque<u64>,
+    connections: Vec<Seen>,
+}
+
+/// A TCP proxy in front of `upstream` that counts what clients send and
+/// drops a connection (both ways, as a link going down) once it has
+/// passed on as many bytes as the next of its cuts.
+struct Proxy {
+    url: String,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+impl Proxy {
+    fn start(upstream: &str, cuts: &[u64]) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(ProxyState {
+            cuts: cuts.iter().copied().collect(),
+            connections: Vec::new(),
+        }));
+        let upstream = upstream.to_string();
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let upstream = upstream.clone();
+                let state = shared.clone();
+                std::thread::spawn(move || relay(client, &upstream, &state));
+            }
+        });
+        Proxy { url, state }
+    }
+
+    fn connections(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().connections.clone()
+    }
+
+    /// Bytes clients sent through, over all connections.
+    fn total(&self) -> u64 {
+        self.connections().iter().map(|c| c.bytes).sum()
+    }
+
+    fn cuts_left(&self) -> usize {
+        self.state.lock().unwrap().cuts.len()
+    }
+}
+
+fn relay(mut client: TcpStream, upstream: &str, state: &Mutex<ProxyState>) {
+    let Ok(mut server) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let index = {
+        let mut state = state.lock().unwrap();
+        state.connections.push(Seen {
+            bytes: 0,
+            first: None,
+            last: None,
+            cut: false,
+        });
+        state.connections.len() - 1
+    };
+    // Answers go back as they come.
+    let (mut from_server, mut to_client) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+    let back = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_server, &mut to_client);
+        let _ = to_client.shutdown(Shutdown::Write);
+    });
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut passed = 0u64;
+    loop {
+        // Never past the next cut.
+        let room = {
+            let state = state.lock().unwrap();
+            match state.cuts.front() {
+                Some(&cut) => (cut - passed).min(buffer.len() as u64) as usize,
+                None => buffer.len(),
+            }
+        };
+        let n = match client.read(&mut buffer[..room]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if server.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+        passed += n as u64;
+        let now = Instant::now();
+        let mut state = state.lock().unwrap();
+        let seen = &mut state.connections[index];
+        seen.bytes += n as u64;
+        seen.first.get_or_insert(now);
+        seen.last = Some(now);
+        if state.cuts.front() == Some(&passed) {
+            state.cuts.pop_front();
+            state.connections[index].cut = true;
+            drop(state);
+            // The link goes down: both ends lose the connection at once.
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+            break;
+        }
+    }
+    let _ = server.shutdown(Shutdown::Write);
+    let _ = back.join();
+}
+
+/// xorshift64*: reproducible bytes that do not compress.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `low..high`.
+    fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next() % (high - low)
+    }
+
+    fn write_file(&mut self, path: &Path, size: usize) {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+        let mut block = vec![0u8; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            for word in block.chunks_mut(8) {
+                word.copy_from_slice(&self.next().to_le_bytes()[..word.len()]);
+            }
+            let n = left.min(block.len());
+            file.write_all(&block[..n]).unwrap();
+            left -= n;
+        }
+        file.flush().unwrap();
+    }
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Files under `dir` whose names start with `prefix`.
+fn named(dir: &Path, prefix: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A sender reaching "ship" at `url`, with `limits` in its destination
+/// entry.
+fn paid_sender_conf(dir: &Path, url: &str, limits: &str) -> std::path::PathBuf {
+    shipping_conf(
+        dir,
+        "sender",
+        "",
+        &format!("[destinations.ship]\nurl = \"{url}\"\n{limits}\n"),
+    )
+}
+
+/// Exports boston's change of a `size`-byte file of noise to "ship" and
+/// queues it in the sender's outgoing bay; returns the packet's path.
+fn queue_noise(fam: &Family, sender: &Path, size: usize, seed: u64) -> std::path::PathBuf {
+    Noise(seed).write_file(&fam.root("boston").join("big.bin"), size);
+    run(
+        &fam.root("boston"),
+        "syncreplica",
+        ["-export", "-ship", "-shipconf", arg(sender), "ship"],
+    )
+    .ok();
+    let packets = packet_files(&bay(sender, "outgoing"));
+    assert_eq!(packets.len(), 1, "{packets:?}");
+    packets[0].clone()
+}
+
+#[test]
+fn a_200_mb_upload_cut_four_times_resumes_and_moves_less_than_1_2_times_its_size() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let receiver_conf = receiver_conf(&fam);
+    let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
+
+    // The proxy's cuts are decided before the packet exists: each one
+    // after 5 % to 24 % of 200 MiB more (deterministic seed), so all four
+    // come before the end, wherever the packet's size lands.
+    let mib = 1u64 << 20;
+    let mut noise = Noise(0x5eed_0016);
+    let cuts: Vec<u64> = (0..4)
+        .map(|_| noise.between(10 * mib, 48 * mib))
+        .collect();
+    let proxy = Proxy::start(&receiver.addr, &cuts);
+    let sender = paid_sender_conf(dir, &proxy.url, "");
+    let packet = queue_noise(&fam, &sender, 200 << 20, 16);
+    let size = std::fs::metadata(&packet).unwrap().len();
+    let sha = sha256_of(&packet);
+    let name = packet.file_name().unwrap().to_str().unwrap().to_string();
+    let incoming = bay(&receiver_conf, "incoming");
+
+    let mut passes = 0;
+    while bay(&sender, "outgoing").join(&name).exists() {
+        passes += 1;
+        assert!(passes <= 8, "still not delivered after 7 passes");
+        let pass = shipping_server(&sender, &["-poll"]);
+        if passes == 1 {
+            // Cut off: the receiver keeps what came, and says so.
+            assert_eq!(pass.code, 1, "{}\n{}", pass.stdout, pass.stderr);
+            assert_eq!(named(&incoming, ".tmp-partial-").len(), 2);
+            let listing = run(dir, "lspacket", ["-shipconf", arg(&receiver_conf)]).ok();
+            assert!(
+                listing.stdout.contains(&format!("Partial upload: {name}, "))
+                    && listing.stdout.contains(&format!(" of {size} bytes (")),
+                "{}",
+                listing.stdout
+            );
+        }
+        make_retries_due(&bay(&sender, "outgoing"));
+    }
+    let moved = proxy.total();
+    let ratio = moved as f64 / size as f64;
+    let cut = proxy.connections().iter().filter(|c| c.cut).count();
+    eprintln!(
+        "resumed upload: packet {size} bytes, {cut} cuts at {cuts:?} bytes into their connections, \
+         {passes} passes, {moved} bytes moved through the link ({ratio:.3}x)"
+    );
+    assert_eq!((cut, proxy.cuts_left()), (4, 0), "every cut happened");
+    assert!(ratio < 1.2, "{moved} bytes moved for {size}: {ratio:.3}x");
+    assert!(moved >= size, "{moved} < {size}");
+    // Stored whole and verified, the partial gone.
+    assert_eq!(sha256_of(&incoming.join(&name)), sha);
+    assert_eq!(named(&incoming, ".tmp-"), Vec::<String>::new());
+    let listing = run(dir, "lspacket", ["-shipconf", arg(&receiver_conf)]).ok();
+    assert!(!listing.stdout.contains("Partial upload"), "{}", listing.stdout);
+    drop(receiver);
+}
+
+#[test]
+fn a_destinations_max_rate_is_honoured_within_ten_percent() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let receiver_conf = receiver_conf(&fam);
+    let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
+    let proxy = Proxy::start(&receiver.addr, &[]);
+    let rate = 2.0 * (1 << 20) as f64;
+    let sender = paid_sender_conf(dir, &proxy.url, "max_rate = \"2m\"");
+    let packet = queue_noise(&fam, &sender, 4 << 20, 2);
+    let size = std::fs::metadata(&packet).unwrap().len();
+    let started = Instant::now();
+    shipping_server(&sender, &["-poll"]).ok();
+    let took = started.elapsed().as_secs_f64();
+    // The upload is the connection that carried the packet.
+    let upload = proxy
+        .connections()
+        .into_iter()
+        .max_by_key(|c| c.bytes)
+        .unwrap();
+    assert!(upload.bytes >= size, "{upload:?}");
+    let span = (upload.last.unwrap() - upload.first.unwrap()).as_secs_f64();
+    let measured = upload.bytes as f64 / span;
+    eprintln!(
+        "max_rate 2 MiB/s: {} bytes in {span:.3} s = {:.3} MiB/s ({:+.1} %), the pass took {took:.2} s",
+        upload.bytes,
+        measured / (1 << 20) as f64,
+        (measured / rate - 1.0) * 100.0
+    );
+    assert!(measured <= rate * 1.10, "{measured} bytes/s");
+    // Only the cap is strict; a loaded machine may send slower.
+    assert!(measured >= rate * 0.5, "{measured} bytes/s");
+    assert!(bay(&receiver_conf, "incoming")
+        .join(packet.file_name().unwrap())
+        .exists());
+    drop(receiver);
+}
+
+#[test]
+fn outside_its_hours_a_destination_waits_and_inside_them_it_is_delivered() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let receiver_conf = receiver_conf(&fam);
+    let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
+    let proxy = Proxy::start(&receiver.addr, &[]);
+    let hour = chrono::Timelike::hour(&chrono::Utc::now());
+    let window = |from: u32, to: u32| {
+        format!(
+            "hours = \"{:02}:00-{:02}:00 UTC\"",
+            (hour + from) % 24,
+            (hour + to) % 24
+        )
+    };
+    // Two to three hours from now: closed.
+    let sender = paid_sender_conf(dir, &proxy.url, &window(2, 3));
+    let packet = queue_noise(&fam, &sender, 64 << 10, 3);
+    let pass = shipping_server(&sender, &["-poll"]).ok();
+    assert!(pass.stdout.contains("1 waiting"), "{}", pass.stdout);
+    assert!(
+        pass.stdout.contains("waiting for ship's hours"),
+        "{}",
+        pass.stdout
+    );
+    assert_eq!(proxy.total(), 0, "nothing crossed the link");
+    assert!(packet.exists());
+    // Waiting for the window is no failed attempt (no backoff).
+    let listing = run(&fam.root("boston"), "lspacket", ["-shipconf", arg(&sender)]).ok();
+    assert!(listing.stdout.contains("to ship"), "{}", listing.stdout);
+    assert!(!listing.stdout.contains("failed attempt"), "{}", listing.stdout);
+
+    // From an hour ago to two hours on: open.
+    let sender = paid_sender_conf(dir, &proxy.url, &window(23, 2));
+    let pass = shipping_server(&sender, &["-poll"]).ok();
+    assert!(pass.stdout.contains("1 delivered"), "{}", pass.stdout);
+    assert!(bay(&receiver_conf, "incoming")
+        .join(packet.file_name().unwrap())
+        .exists());
+    drop(receiver);
+}
