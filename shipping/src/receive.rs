@@ -1210,6 +1210,147 @@ mod tests {
         );
     }
 
+    /// The first `n` bytes of `data`, then a dropped connection.
+    struct CutAfter<'a> {
+        data: &'a [u8],
+        n: usize,
+    }
+
+    impl Read for CutAfter<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.n == 0 {
+                return Err(io::ErrorKind::ConnectionReset.into());
+            }
+            let take = buf.len().min(self.n).min(self.data.len());
+            buf[..take].copy_from_slice(&self.data[..take]);
+            self.data = &self.data[take..];
+            self.n -= take;
+            Ok(take)
+        }
+    }
+
+    fn sha_hex(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    impl Setup {
+        fn resume(&self, name: &str, whole: &[u8], sha: &str, start: usize, body: &mut dyn Read) -> Result<Receipt, Rejection> {
+            self.receiver().receive_resumable(
+                name,
+                Resume {
+                    size: whole.len() as u64,
+                    sha256: sha,
+                    start: start as u64,
+                },
+                body,
+                None,
+                None,
+                at("2026-11-21T10:00:00Z"),
+            )
+        }
+    }
+
+    #[test]
+    fn a_cut_upload_is_kept_and_resumed_to_a_verified_whole() {
+        let setup = Setup::new();
+        let sent = packet(&setup.dir.path().join("src"), "ship", 1, &SENDER_SECRET);
+        let name = name_of(&sent);
+        let bytes = std::fs::read(&sent).unwrap();
+        let sha = sha_hex(&bytes);
+        let half = bytes.len() / 2;
+        let cut = setup
+            .resume(&name, &bytes, &sha, 0, &mut CutAfter { data: &bytes, n: half })
+            .unwrap_err();
+        assert_eq!(cut.status, 400, "{cut}");
+        assert!(cut.reason.contains(&format!("{half} of {} bytes held for resuming", bytes.len())), "{cut}");
+        let receiver = setup.receiver();
+        assert_eq!(receiver.held(&name, bytes.len() as u64, &sha), Ok(half as u64));
+        // Asked about other bytes, it holds nothing.
+        assert_eq!(receiver.held(&name, bytes.len() as u64, &sha_hex(b"other")), Ok(0));
+        assert_eq!(receiver.held(&name, bytes.len() as u64 + 1, &sha), Ok(0));
+        let partials = list_partials(&receiver.class, Utc::now()).unwrap();
+        assert_eq!(partials.len(), 1);
+        assert_eq!((partials[0].packet.as_str(), partials[0].held, partials[0].size), (name.as_str(), half as u64, bytes.len() as u64));
+        assert!(
+            !setup.dir.path().join("bays/incoming").join(&name).exists(),
+            "nothing stored yet"
+        );
+
+        // Not from where it stopped: 416, and the partial stays.
+        let wrong = setup
+            .resume(&name, &bytes, &sha, half + 1, &mut &bytes[half + 1..])
+            .unwrap_err();
+        assert_eq!(wrong.status, 416, "{wrong}");
+        assert_eq!(receiver.held(&name, bytes.len() as u64, &sha), Ok(half as u64));
+
+        let receipt = setup.resume(&name, &bytes, &sha, half, &mut &bytes[half..]).unwrap();
+        assert_eq!(receipt.local, ["ship"]);
+        assert_eq!(receipt.sha256, sha);
+        assert_eq!(setup.stored(), [format!("incoming/{name}")]);
+        assert_eq!(std::fs::read(setup.dir.path().join("bays/incoming").join(&name)).unwrap(), bytes);
+        assert_eq!(list_partials(&receiver.class, Utc::now()).unwrap(), []);
+        let incoming = setup.dir.path().join("bays/incoming");
+        let leftovers: Vec<_> = std::fs::read_dir(&incoming)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".tmp"))
+            .collect();
+        assert_eq!(leftovers, Vec::<std::ffi::OsString>::new());
+    }
+
+    #[test]
+    fn a_partial_of_other_bytes_is_discarded_never_spliced() {
+        let setup = Setup::new();
+        let first = packet_with_id(&setup.dir.path().join("a"), "ship", 1, 1, &SENDER_SECRET);
+        let second = packet_with_id(&setup.dir.path().join("b"), "ship", 1, 2, &SENDER_SECRET);
+        let name = name_of(&first);
+        let (a, b) = (std::fs::read(&first).unwrap(), std::fs::read(&second).unwrap());
+        let half = a.len() / 2;
+        setup
+            .resume(&name, &a, &sha_hex(&a), 0, &mut CutAfter { data: &a, n: half })
+            .unwrap_err();
+        // Another packet under that name: its sender is told nothing is
+        // held, and what was held of the first is not spliced on.
+        let receiver = setup.receiver();
+        assert_eq!(receiver.held(&name, b.len() as u64, &sha_hex(&b)), Ok(0));
+        setup.resume(&name, &b, &sha_hex(&b), 0, &mut &b[..]).unwrap();
+        assert_eq!(std::fs::read(setup.dir.path().join("bays/incoming").join(&name)).unwrap(), b);
+
+        // Bytes that do not add up to the SHA-256 announced: refused
+        // whole, nothing kept.
+        let setup = Setup::new();
+        setup
+            .resume(&name, &a, &sha_hex(&a), 0, &mut CutAfter { data: &a, n: half })
+            .unwrap_err();
+        let mut spliced = a[..half].to_vec();
+        spliced.extend_from_slice(&b[half..a.len().min(b.len())]);
+        spliced.resize(a.len(), 0);
+        let refused = setup
+            .resume(&name, &a, &sha_hex(&a), half, &mut &spliced[half..])
+            .unwrap_err();
+        assert_eq!(refused.status, 400, "{refused}");
+        assert!(refused.reason.contains("nothing kept"), "{refused}");
+        assert_eq!(setup.stored(), Vec::<String>::new());
+        assert_eq!(list_partials(&setup.receiver().class, Utc::now()).unwrap(), []);
+        assert_eq!(std::fs::read_dir(setup.dir.path().join("bays/incoming")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn partials_untouched_for_a_day_are_swept() {
+        let setup = Setup::new();
+        let sent = packet(&setup.dir.path().join("src"), "ship", 1, &SENDER_SECRET);
+        let name = name_of(&sent);
+        let bytes = std::fs::read(&sent).unwrap();
+        setup
+            .resume(&name, &bytes, &sha_hex(&bytes), 0, &mut CutAfter { data: &bytes, n: 100 })
+            .unwrap_err();
+        let class = setup.receiver().class;
+        let now = Utc::now();
+        assert_eq!(list_partials(&class, now + chrono::TimeDelta::hours(23)).unwrap().len(), 1);
+        assert_eq!(list_partials(&class, now + chrono::TimeDelta::hours(25)).unwrap(), []);
+        assert_eq!(std::fs::read_dir(setup.dir.path().join("bays/incoming")).unwrap().count(), 0);
+    }
+
     #[test]
     fn the_same_packet_for_more_destinations_extends_its_order() {
         let mut setup = Setup::new();

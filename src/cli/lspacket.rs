@@ -51,7 +51,9 @@ pub struct Args {
     /// Packet files or directories holding them. Without any, every packet
     /// in the storage bays is listed (outgoing, incoming and return bays of
     /// every class), with its shipping order: destinations left, expiry,
-    /// failed attempts; returned packets are marked as expired.
+    /// failed attempts; returned packets are marked as expired. Uploads
+    /// received in part, kept for their senders to resume, follow
+    /// ("Partial upload: NAME, HELD of SIZE bytes").
     #[arg(value_name = "PACKET_OR_DIR")]
     pub packets: Vec<PathBuf>,
 }
