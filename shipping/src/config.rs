@@ -1385,16 +1385,24 @@ url = "http://near:7421"
 
         let (line, key, shown) =
             config_error("[destinations.hub]\nurl = \"http://h\"\nmax_rate = \"2q\"\n");
-        assert_eq!((line, key.as_deref()), (Some(3), Some("destinations.hub.max_rate")));
+        assert_eq!(
+            (line, key.as_deref()),
+            (Some(3), Some("destinations.hub.max_rate"))
+        );
         assert!(shown.contains("bad max_rate \"2q\""), "{shown}");
         let (line, key, shown) =
             config_error("[destinations.hub]\nurl = \"http://h\"\nmax_rate = \"0\"\n");
-        assert_eq!((line, key.as_deref()), (Some(3), Some("destinations.hub.max_rate")));
-        assert!(shown.contains("would send nothing"), "{shown}");
-        let (line, key, shown) = config_error(
-            "[destinations.hub]\nurl = \"http://h\"\n\nhours = \"22:00-26:00\"\n",
+        assert_eq!(
+            (line, key.as_deref()),
+            (Some(3), Some("destinations.hub.max_rate"))
         );
-        assert_eq!((line, key.as_deref()), (Some(4), Some("destinations.hub.hours")));
+        assert!(shown.contains("would send nothing"), "{shown}");
+        let (line, key, shown) =
+            config_error("[destinations.hub]\nurl = \"http://h\"\n\nhours = \"22:00-26:00\"\n");
+        assert_eq!(
+            (line, key.as_deref()),
+            (Some(4), Some("destinations.hub.hours"))
+        );
         assert!(shown.contains("bad hours \"22:00-26:00\""), "{shown}");
         let (_, key, shown) =
             config_error("[destinations.usb]\ndir = \"/media/usb\"\nmax_rate = \"1m\"\n");
@@ -1402,7 +1410,8 @@ url = "http://near:7421"
         assert!(shown.contains("a `dir` destination"), "{shown}");
         // A window on a directory destination is fine: it says when.
         let config =
-            parse("[destinations.usb]\ndir = \"/media/usb\"\nhours = \"01:00-02:00 UTC\"\n").unwrap();
+            parse("[destinations.usb]\ndir = \"/media/usb\"\nhours = \"01:00-02:00 UTC\"\n")
+                .unwrap();
         assert!(config.link("usb").hours.unwrap().utc);
     }
 

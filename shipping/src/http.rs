@@ -112,7 +112,16 @@ pub fn upload_limited(
     loop {
         tries += 1;
         let held = ask_held(&agent, &target, order);
-        match send_rest(&agent, &target, from, order, destinations, held, limit, &deadline) {
+        match send_rest(
+            &agent,
+            &target,
+            from,
+            order,
+            destinations,
+            held,
+            limit,
+            &deadline,
+        ) {
             Err(Sent::Busy(_)) if tries < 4 => {
                 std::thread::sleep(Duration::from_millis(500 * tries));
             }
@@ -186,8 +195,11 @@ fn send_rest(
         crate::progress::Unit::Bytes,
         Some(order.size),
     );
-    let mut reader =
-        CheckingReader::new(from.open(&order.packet).map_err(Sent::Error)?, order, &mismatch);
+    let mut reader = CheckingReader::new(
+        from.open(&order.packet).map_err(Sent::Error)?,
+        order,
+        &mismatch,
+    );
     // What the server holds is read here all the same: the whole packet
     // is checked against the order before its last byte is sent.
     if let Err(err) = io::copy(&mut (&mut reader).take(held), &mut io::sink()) {
@@ -839,9 +851,8 @@ impl Connection {
         };
         let size = header(SIZE_HEADER)
             .ok_or_else(|| bad(format!("HEAD {}: {SIZE_HEADER} missing", head.path)))?;
-        let size = decimal(&size).ok_or_else(|| {
-            bad(format!("{SIZE_HEADER} {size:?} is not a number of bytes"))
-        })?;
+        let size = decimal(&size)
+            .ok_or_else(|| bad(format!("{SIZE_HEADER} {size:?} is not a number of bytes")))?;
         let sha256 = header(SHA256_HEADER)
             .ok_or_else(|| bad(format!("HEAD {}: {SHA256_HEADER} missing", head.path)))?;
         let receiver = Receiver {
@@ -1147,6 +1158,80 @@ impl<R: BufRead> Read for ChunkedBody<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upload_cut_at_the_end_of_its_window_resumes_where_it_stopped() {
+        use crate::bay::MemStore;
+        use crate::test_packets::*;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.local_replicas = vec!["ship".into()];
+        config.trusted_keys =
+            vec![
+                crate::config::TrustedKey::parse(&hex::encode(public_key(&SENDER_SECRET))).unwrap(),
+            ];
+        let sent = packet_with_noise(&dir.path().join("src"), "ship", 1, 1 << 20, 16);
+        let name = sent.file_name().unwrap().to_str().unwrap().to_string();
+        let bytes = std::fs::read(&sent).unwrap();
+        let from = MemStore::new("sender");
+        from.write(&name, &bytes).unwrap();
+        let class = config.class("default").unwrap().clone();
+        let order =
+            ShippingOrder::create(&from, &name, "default", &class, &["ship"], Utc::now()).unwrap();
+
+        let limits = Limits {
+            idle_timeout: Duration::from_secs(10),
+            head_timeout: Duration::from_secs(10),
+            uploads: 4,
+            per_peer: 8,
+        };
+        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), limits).unwrap();
+        let url = format!("http://{}", server.addr());
+        let shutdown = AtomicBool::new(false);
+        let members = |_: &std::path::Path| -> std::result::Result<Vec<[u8; 32]>, crate::trust::MemberKeysError> {
+            Ok(Vec::new())
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(|| server.serve(&config, "default", &shutdown, &members, &|_| {}));
+            // 512 KiB/s and a window closing in a second: cut about half way.
+            let limit = Limit {
+                max_rate: Some(512 << 10),
+                until: Some((
+                    Utc::now() + chrono::TimeDelta::seconds(1),
+                    "the window ended".into(),
+                )),
+            };
+            let cut = upload_limited(&url, &from, &order, &["ship"], &limit).unwrap_err();
+            assert!(cut.to_string().contains("the window ended"), "{cut}");
+            let receiver = Receiver {
+                config: &config,
+                class_name: "default".into(),
+                class: class.clone(),
+                trusted_keys: Vec::new(),
+            };
+            // The receiver may still be writing down the end of it.
+            let mut held = 0;
+            for _ in 0..50 {
+                held = receiver.held(&name, order.size, &order.sha256).unwrap();
+                if held > 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(
+                held > 100 << 10 && held < order.size,
+                "{held} of {}",
+                order.size
+            );
+
+            let done = upload_limited(&url, &from, &order, &["ship"], &Limit::default()).unwrap();
+            assert!(done.contains("(resumed: "), "{done}");
+            let incoming = dir.path().join("bays/incoming");
+            assert_eq!(std::fs::read(incoming.join(&name)).unwrap(), bytes);
+            assert_eq!(receiver.held(&name, order.size, &order.sha256).unwrap(), 0);
+            shutdown.store(true, Ordering::SeqCst);
+        });
+    }
 
     #[test]
     fn chunked_bodies_are_decoded_and_bad_ones_refused() {

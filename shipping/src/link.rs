@@ -44,7 +44,9 @@ impl Hours {
     /// Reads `HH:MM-HH:MM` or `HH:MM-HH:MM UTC` (24:00 is allowed as an
     /// end). The error says why.
     pub fn parse(text: &str) -> Result<Hours, String> {
-        let bad = |why: &str| format!("bad hours {text:?}: {why} (expected \"HH:MM-HH:MM\", local time, or \"HH:MM-HH:MM UTC\")");
+        let bad = |why: &str| {
+            format!("bad hours {text:?}: {why} (expected \"HH:MM-HH:MM\", local time, or \"HH:MM-HH:MM UTC\")")
+        };
         let trimmed = text.trim();
         let (range, utc) = match trimmed.strip_suffix("UTC") {
             Some(rest) => (rest.trim_end(), true),
@@ -132,8 +134,8 @@ impl std::fmt::Display for Hours {
 }
 
 /// Passes reads through, holding them to `rate` bytes a second (a token
-/// bucket holding at most `burst` bytes, a quarter of a second's worth and
-/// at least 16 KiB) and failing them once `deadline` has passed (the end of
+/// bucket holding at most a twentieth of a second's worth, and at least
+/// 16 KiB: over any span the bytes passed exceed the rate by that at most) and failing them once `deadline` has passed (the end of
 /// the link's time window: the transfer is cut there and resumed in the
 /// next one).
 pub struct Throttle<R> {
@@ -148,7 +150,7 @@ pub struct Throttle<R> {
 impl<R> Throttle<R> {
     /// `deadline` carries the reason given when it passes.
     pub fn new(inner: R, rate: Option<u64>, deadline: Option<(Instant, String)>) -> Throttle<R> {
-        let burst = rate.map_or(0.0, |r| (r as f64 / 4.0).max(16.0 * 1024.0));
+        let burst = rate.map_or(0.0, |r| (r as f64 / 20.0).max(16.0 * 1024.0));
         Throttle {
             inner,
             rate,
@@ -182,8 +184,8 @@ impl<R: Read> Read for Throttle<R> {
         let want = buf.len().min(self.burst as usize).max(1);
         loop {
             let now = Instant::now();
-            self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate)
-                .min(self.burst);
+            self.tokens =
+                (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(self.burst);
             self.last = now;
             // Enough for a useful piece (or for what was asked).
             let piece = (want as f64).min(self.burst / 4.0).max(1.0);
@@ -206,7 +208,9 @@ mod tests {
     use super::*;
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -223,7 +227,17 @@ mod tests {
             Hours::parse("9:30-24:00 UTC").unwrap().to_string(),
             "09:30-24:00 UTC"
         );
-        for bad in ["", "22:00", "25:00-06:00", "22:00-06:60", "x-y", "06:00-06:00", "00:00-24:00", "22:0a-06:00", "24:00-06:00"] {
+        for bad in [
+            "",
+            "22:00",
+            "25:00-06:00",
+            "22:00-06:60",
+            "x-y",
+            "06:00-06:00",
+            "00:00-24:00",
+            "22:0a-06:00",
+            "24:00-06:00",
+        ] {
             let err = Hours::parse(bad).unwrap_err();
             assert!(err.contains("bad hours"), "{bad:?}: {err}");
         }

@@ -490,16 +490,16 @@ fn make_partial_dir(class: &StorageClass) -> io::Result<PathBuf> {
     }
     let parent = dir.parent().expect("a parent");
     for level in [parent, dir.as_path()] {
-        match std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(level)
-        {
+        match std::fs::DirBuilder::new().mode(0o700).create(level) {
             Ok(()) => {}
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
             Err(err) => return Err(err),
         }
         let meta = std::fs::symlink_metadata(level)?;
-        if !meta.is_dir() || meta.uid() != rustix::process::getuid().as_raw() || meta.mode() & 0o077 != 0 {
+        if !meta.is_dir()
+            || meta.uid() != rustix::process::getuid().as_raw()
+            || meta.mode() & 0o077 != 0
+        {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!(
@@ -603,7 +603,9 @@ impl Receiver<'_> {
         let dir = partial_dir(&self.class);
         let (data, info) = partial_paths(&dir, name);
         match read_info(&info) {
-            Some((held_size, held_sha)) if held_size == size && held_sha.eq_ignore_ascii_case(sha256) => {
+            Some((held_size, held_sha))
+                if held_size == size && held_sha.eq_ignore_ascii_case(sha256) =>
+            {
                 Ok(std::fs::metadata(&data).map_or(0, |m| m.len().min(size)))
             }
             _ => Ok(0),
@@ -631,13 +633,19 @@ impl Receiver<'_> {
         if resume.sha256.len() != 64 || !resume.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Rejection::new(
                 400,
-                format!("{name}: {:?} is not a SHA-256 (64 hex digits)", resume.sha256),
+                format!(
+                    "{name}: {:?} is not a SHA-256 (64 hex digits)",
+                    resume.sha256
+                ),
             ));
         }
         if resume.start > resume.size {
             return Err(Rejection::new(
                 416,
-                format!("{name}: offset {} is past the packet's {} bytes", resume.start, resume.size),
+                format!(
+                    "{name}: offset {} is past the packet's {} bytes",
+                    resume.start, resume.size
+                ),
             ));
         }
         let dir = make_partial_dir(&self.class)
@@ -1234,7 +1242,14 @@ mod tests {
     }
 
     impl Setup {
-        fn resume(&self, name: &str, whole: &[u8], sha: &str, start: usize, body: &mut dyn Read) -> Result<Receipt, Rejection> {
+        fn resume(
+            &self,
+            name: &str,
+            whole: &[u8],
+            sha: &str,
+            start: usize,
+            body: &mut dyn Read,
+        ) -> Result<Receipt, Rejection> {
             self.receiver().receive_resumable(
                 name,
                 Resume {
@@ -1259,18 +1274,46 @@ mod tests {
         let sha = sha_hex(&bytes);
         let half = bytes.len() / 2;
         let cut = setup
-            .resume(&name, &bytes, &sha, 0, &mut CutAfter { data: &bytes, n: half })
+            .resume(
+                &name,
+                &bytes,
+                &sha,
+                0,
+                &mut CutAfter {
+                    data: &bytes,
+                    n: half,
+                },
+            )
             .unwrap_err();
         assert_eq!(cut.status, 400, "{cut}");
-        assert!(cut.reason.contains(&format!("{half} of {} bytes held for resuming", bytes.len())), "{cut}");
+        assert!(
+            cut.reason.contains(&format!(
+                "{half} of {} bytes held for resuming",
+                bytes.len()
+            )),
+            "{cut}"
+        );
         let receiver = setup.receiver();
-        assert_eq!(receiver.held(&name, bytes.len() as u64, &sha), Ok(half as u64));
+        assert_eq!(
+            receiver.held(&name, bytes.len() as u64, &sha),
+            Ok(half as u64)
+        );
         // Asked about other bytes, it holds nothing.
-        assert_eq!(receiver.held(&name, bytes.len() as u64, &sha_hex(b"other")), Ok(0));
+        assert_eq!(
+            receiver.held(&name, bytes.len() as u64, &sha_hex(b"other")),
+            Ok(0)
+        );
         assert_eq!(receiver.held(&name, bytes.len() as u64 + 1, &sha), Ok(0));
         let partials = list_partials(&receiver.class, Utc::now()).unwrap();
         assert_eq!(partials.len(), 1);
-        assert_eq!((partials[0].packet.as_str(), partials[0].held, partials[0].size), (name.as_str(), half as u64, bytes.len() as u64));
+        assert_eq!(
+            (
+                partials[0].packet.as_str(),
+                partials[0].held,
+                partials[0].size
+            ),
+            (name.as_str(), half as u64, bytes.len() as u64)
+        );
         assert!(
             !setup.dir.path().join("bays/incoming").join(&name).exists(),
             "nothing stored yet"
@@ -1281,13 +1324,21 @@ mod tests {
             .resume(&name, &bytes, &sha, half + 1, &mut &bytes[half + 1..])
             .unwrap_err();
         assert_eq!(wrong.status, 416, "{wrong}");
-        assert_eq!(receiver.held(&name, bytes.len() as u64, &sha), Ok(half as u64));
+        assert_eq!(
+            receiver.held(&name, bytes.len() as u64, &sha),
+            Ok(half as u64)
+        );
 
-        let receipt = setup.resume(&name, &bytes, &sha, half, &mut &bytes[half..]).unwrap();
+        let receipt = setup
+            .resume(&name, &bytes, &sha, half, &mut &bytes[half..])
+            .unwrap();
         assert_eq!(receipt.local, ["ship"]);
         assert_eq!(receipt.sha256, sha);
         assert_eq!(setup.stored(), [format!("incoming/{name}")]);
-        assert_eq!(std::fs::read(setup.dir.path().join("bays/incoming").join(&name)).unwrap(), bytes);
+        assert_eq!(
+            std::fs::read(setup.dir.path().join("bays/incoming").join(&name)).unwrap(),
+            bytes
+        );
         assert_eq!(list_partials(&receiver.class, Utc::now()).unwrap(), []);
         let incoming = setup.dir.path().join("bays/incoming");
         let leftovers: Vec<_> = std::fs::read_dir(&incoming)
@@ -1304,23 +1355,43 @@ mod tests {
         let first = packet_with_id(&setup.dir.path().join("a"), "ship", 1, 1, &SENDER_SECRET);
         let second = packet_with_id(&setup.dir.path().join("b"), "ship", 1, 2, &SENDER_SECRET);
         let name = name_of(&first);
-        let (a, b) = (std::fs::read(&first).unwrap(), std::fs::read(&second).unwrap());
+        let (a, b) = (
+            std::fs::read(&first).unwrap(),
+            std::fs::read(&second).unwrap(),
+        );
         let half = a.len() / 2;
         setup
-            .resume(&name, &a, &sha_hex(&a), 0, &mut CutAfter { data: &a, n: half })
+            .resume(
+                &name,
+                &a,
+                &sha_hex(&a),
+                0,
+                &mut CutAfter { data: &a, n: half },
+            )
             .unwrap_err();
         // Another packet under that name: its sender is told nothing is
         // held, and what was held of the first is not spliced on.
         let receiver = setup.receiver();
         assert_eq!(receiver.held(&name, b.len() as u64, &sha_hex(&b)), Ok(0));
-        setup.resume(&name, &b, &sha_hex(&b), 0, &mut &b[..]).unwrap();
-        assert_eq!(std::fs::read(setup.dir.path().join("bays/incoming").join(&name)).unwrap(), b);
+        setup
+            .resume(&name, &b, &sha_hex(&b), 0, &mut &b[..])
+            .unwrap();
+        assert_eq!(
+            std::fs::read(setup.dir.path().join("bays/incoming").join(&name)).unwrap(),
+            b
+        );
 
         // Bytes that do not add up to the SHA-256 announced: refused
         // whole, nothing kept.
         let setup = Setup::new();
         setup
-            .resume(&name, &a, &sha_hex(&a), 0, &mut CutAfter { data: &a, n: half })
+            .resume(
+                &name,
+                &a,
+                &sha_hex(&a),
+                0,
+                &mut CutAfter { data: &a, n: half },
+            )
             .unwrap_err();
         let mut spliced = a[..half].to_vec();
         spliced.extend_from_slice(&b[half..a.len().min(b.len())]);
@@ -1331,8 +1402,16 @@ mod tests {
         assert_eq!(refused.status, 400, "{refused}");
         assert!(refused.reason.contains("nothing kept"), "{refused}");
         assert_eq!(setup.stored(), Vec::<String>::new());
-        assert_eq!(list_partials(&setup.receiver().class, Utc::now()).unwrap(), []);
-        assert_eq!(std::fs::read_dir(setup.dir.path().join("bays/incoming")).unwrap().count(), 0);
+        assert_eq!(
+            list_partials(&setup.receiver().class, Utc::now()).unwrap(),
+            []
+        );
+        assert_eq!(
+            std::fs::read_dir(setup.dir.path().join("bays/incoming"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]
@@ -1342,13 +1421,35 @@ mod tests {
         let name = name_of(&sent);
         let bytes = std::fs::read(&sent).unwrap();
         setup
-            .resume(&name, &bytes, &sha_hex(&bytes), 0, &mut CutAfter { data: &bytes, n: 100 })
+            .resume(
+                &name,
+                &bytes,
+                &sha_hex(&bytes),
+                0,
+                &mut CutAfter {
+                    data: &bytes,
+                    n: 100,
+                },
+            )
             .unwrap_err();
         let class = setup.receiver().class;
         let now = Utc::now();
-        assert_eq!(list_partials(&class, now + chrono::TimeDelta::hours(23)).unwrap().len(), 1);
-        assert_eq!(list_partials(&class, now + chrono::TimeDelta::hours(25)).unwrap(), []);
-        assert_eq!(std::fs::read_dir(setup.dir.path().join("bays/incoming")).unwrap().count(), 0);
+        assert_eq!(
+            list_partials(&class, now + chrono::TimeDelta::hours(23))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            list_partials(&class, now + chrono::TimeDelta::hours(25)).unwrap(),
+            []
+        );
+        assert_eq!(
+            std::fs::read_dir(setup.dir.path().join("bays/incoming"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]

@@ -27,9 +27,42 @@ pub fn packet(dir: &Path, target: &str, seq: u64, secret: &[u8; 32]) -> PathBuf 
     packet_with_id(dir, target, seq, seq as u8, secret)
 }
 
+/// [`packet`] carrying `size` bytes of noise (one chunk, from `seed`), for
+/// uploads that take a while.
+pub fn packet_with_noise(dir: &Path, target: &str, seq: u64, size: usize, seed: u64) -> PathBuf {
+    use sha2::Digest;
+    let mut state = seed | 1;
+    let data: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    write_packet(dir, target, seq, seq as u8, &SENDER_SECRET, |writer| {
+        // Chunks of at most 256 KiB, as the format allows.
+        for chunk in data.chunks(256 << 10) {
+            let id: [u8; 32] = sha2::Sha256::digest(chunk).into();
+            writer.add_chunk(&id, chunk).unwrap();
+        }
+    })
+}
+
 /// [`packet`] with packet id `[id; 16]`: two packets differing only in
 /// their id get the same file name.
 pub fn packet_with_id(dir: &Path, target: &str, seq: u64, id: u8, secret: &[u8; 32]) -> PathBuf {
+    write_packet(dir, target, seq, id, secret, |_| {})
+}
+
+fn write_packet(
+    dir: &Path,
+    target: &str,
+    seq: u64,
+    id: u8,
+    secret: &[u8; 32],
+    fill: impl FnOnce(&mut PacketWriter),
+) -> PathBuf {
     let meta = PacketMeta {
         kind: PacketKind::Update,
         family: Named {
@@ -58,7 +91,8 @@ pub fn packet_with_id(dir: &Path, target: &str, seq: u64, id: u8, secret: &[u8; 
         secrets: None,
     };
     std::fs::create_dir_all(dir).unwrap();
-    let writer = PacketWriter::create(dir, 1 << 20, secret, meta).unwrap();
+    let mut writer = PacketWriter::create(dir, 64 << 20, secret, meta).unwrap();
+    fill(&mut writer);
     writer.finish().unwrap().remove(0).path
 }
 

@@ -91,7 +91,8 @@ fn relay(mut client: TcpStream, upstream: &str, state: &Mutex<ProxyState>) {
         state.connections.len() - 1
     };
     // Answers go back as they come.
-    let (mut from_server, mut to_client) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+    let (mut from_server, mut to_client) =
+        (server.try_clone().unwrap(), client.try_clone().unwrap());
     let back = std::thread::spawn(move || {
         let _ = std::io::copy(&mut from_server, &mut to_client);
         let _ = to_client.shutdown(Shutdown::Write);
@@ -233,9 +234,7 @@ fn a_200_mb_upload_cut_four_times_resumes_and_moves_less_than_1_2_times_its_size
     // come before the end, wherever the packet's size lands.
     let mib = 1u64 << 20;
     let mut noise = Noise(0x5eed_0016);
-    let cuts: Vec<u64> = (0..4)
-        .map(|_| noise.between(10 * mib, 48 * mib))
-        .collect();
+    let cuts: Vec<u64> = (0..4).map(|_| noise.between(10 * mib, 48 * mib)).collect();
     let proxy = Proxy::start(&receiver.addr, &cuts);
     let sender = paid_sender_conf(dir, &proxy.url, "");
     let packet = queue_noise(&fam, &sender, 200 << 20, 16);
@@ -255,7 +254,9 @@ fn a_200_mb_upload_cut_four_times_resumes_and_moves_less_than_1_2_times_its_size
             assert_eq!(named(&incoming, ".tmp-partial-").len(), 2);
             let listing = run(dir, "lspacket", ["-shipconf", arg(&receiver_conf)]).ok();
             assert!(
-                listing.stdout.contains(&format!("Partial upload: {name}, "))
+                listing
+                    .stdout
+                    .contains(&format!("Partial upload: {name}, "))
                     && listing.stdout.contains(&format!(" of {size} bytes (")),
                 "{}",
                 listing.stdout
@@ -277,7 +278,11 @@ fn a_200_mb_upload_cut_four_times_resumes_and_moves_less_than_1_2_times_its_size
     assert_eq!(sha256_of(&incoming.join(&name)), sha);
     assert_eq!(named(&incoming, ".tmp-"), Vec::<String>::new());
     let listing = run(dir, "lspacket", ["-shipconf", arg(&receiver_conf)]).ok();
-    assert!(!listing.stdout.contains("Partial upload"), "{}", listing.stdout);
+    assert!(
+        !listing.stdout.contains("Partial upload"),
+        "{}",
+        listing.stdout
+    );
     drop(receiver);
 }
 
@@ -349,7 +354,11 @@ fn outside_its_hours_a_destination_waits_and_inside_them_it_is_delivered() {
     // Waiting for the window is no failed attempt (no backoff).
     let listing = run(&fam.root("boston"), "lspacket", ["-shipconf", arg(&sender)]).ok();
     assert!(listing.stdout.contains("to ship"), "{}", listing.stdout);
-    assert!(!listing.stdout.contains("failed attempt"), "{}", listing.stdout);
+    assert!(
+        !listing.stdout.contains("failed attempt"),
+        "{}",
+        listing.stdout
+    );
 
     // From an hour ago to two hours on: open.
     let sender = paid_sender_conf(dir, &proxy.url, &window(23, 2));
