@@ -18,6 +18,13 @@
 //! is for; without it, the targets in the packet's signed header). The
 //! answer is `201` (stored), `200` (already here) or an error status with
 //! the reason as plain text; the sender keeps its copy unless it gets 2xx.
+//!
+//! An upload may be resumed (FORMAT.md, "Resuming an upload"): the sender
+//! asks `HEAD /packets/NAME` with the packet's size and SHA-256
+//! (`X-Syncreplica-Size`, `X-Syncreplica-Sha256`), is told the bytes held
+//! (`X-Syncreplica-Held`), and sends the rest with
+//! `X-Syncreplica-Offset`; the receiver keeps what a cut-off upload
+//! brought, and verifies the whole before storing it.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -746,8 +746,13 @@ impl Receiver<'_> {
             }
             out.flush()
         })();
-        // What arrived is kept, made durable before it is counted on.
+        // What arrived is kept, made durable before it is counted on. Its
+        // description is touched too: both are swept a day after the
+        // last bytes came, not a day after the first.
         let synced = data.sync_data();
+        if let Ok(info) = std::fs::OpenOptions::new().write(true).open(&info_path) {
+            let _ = info.set_modified(std::time::SystemTime::now());
+        }
         let total = held + received;
         if let Err(err) = copied {
             if err.kind() == io::ErrorKind::InvalidData {

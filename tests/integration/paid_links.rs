@@ -196,6 +196,24 @@ fn named(dir: &Path, prefix: &str) -> Vec<String> {
     names
 }
 
+/// `lspacket -shipconf CONF` once it lists a partial upload of `name`:
+/// the receiver may still be writing down the end of the cut-off upload
+/// when the sender has given up on it.
+fn listing_with_partial(dir: &Path, conf: &Path, name: &str) -> Run {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let listing = run(dir, "lspacket", ["-shipconf", arg(conf)]);
+        if listing
+            .stdout
+            .contains(&format!("Partial upload: {name}, "))
+            || Instant::now() > deadline
+        {
+            return listing;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// A sender reaching "ship" at `url`, with `limits` in its destination
 /// entry.
 fn paid_sender_conf(dir: &Path, url: &str, limits: &str) -> std::path::PathBuf {
@@ -251,8 +269,8 @@ fn a_200_mb_upload_cut_four_times_resumes_and_moves_less_than_1_2_times_its_size
         if passes == 1 {
             // Cut off: the receiver keeps what came, and says so.
             assert_eq!(pass.code, 1, "{}\n{}", pass.stdout, pass.stderr);
+            let listing = listing_with_partial(dir, &receiver_conf, &name);
             assert_eq!(named(&incoming, ".tmp-partial-").len(), 2);
-            let listing = run(dir, "lspacket", ["-shipconf", arg(&receiver_conf)]).ok();
             assert!(
                 listing
                     .stdout
@@ -368,4 +386,99 @@ fn outside_its_hours_a_destination_waits_and_inside_them_it_is_delivered() {
         .join(packet.file_name().unwrap())
         .exists());
     drop(receiver);
+}
+
+/// Into a class whose bays are on S3: the partial is kept on the receiving
+/// server's disk and the packet goes into the bucket once whole and
+/// verified.
+#[cfg(feature = "s3")]
+#[test]
+fn an_upload_into_an_s3_bay_cut_twice_resumes_and_lands_in_the_bucket_once() {
+    use shipping::BayStore;
+    let Some(server) = test_support::s3_server() else {
+        return;
+    };
+    static ENV: std::sync::Once = std::sync::Once::new();
+    ENV.call_once(|| {
+        for (key, value) in server.env() {
+            std::env::set_var(key, value);
+        }
+    });
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let prefix = format!("paid-{}", shipping::s3::unique_id());
+    let receiver_conf = dir.join("receiver.toml");
+    std::fs::write(
+        &receiver_conf,
+        format!(
+            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]\n[classes.default]\n\
+             storage_bay = \"s3://{bucket}/{prefix}/bay\"\nreturn_bay = \"s3://{bucket}/{prefix}/return\"\n\
+             endpoint = \"{endpoint}\"\nregion = \"{region}\"\nallow_http = true\n",
+            fam.root("ship").display(),
+            bucket = server.bucket,
+            endpoint = server.endpoint,
+            region = server.region,
+        ),
+    )
+    .unwrap();
+    let receiving = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
+    let mib = 1u64 << 20;
+    let cuts = [3 * mib, 2 * mib];
+    let proxy = Proxy::start(&receiving.addr, &cuts);
+    let sender = paid_sender_conf(dir, &proxy.url, "");
+    let packet = queue_noise(&fam, &sender, 8 << 20, 5);
+    let size = std::fs::metadata(&packet).unwrap().len();
+    let name = packet.file_name().unwrap().to_str().unwrap().to_string();
+    let bytes = std::fs::read(&packet).unwrap();
+    let mut passes = 0;
+    while bay(&sender, "outgoing").join(&name).exists() {
+        passes += 1;
+        assert!(passes <= 5, "still not delivered after 4 passes");
+        let pass = shipping_server(&sender, &["-poll"]);
+        if passes == 1 {
+            assert_eq!(pass.code, 1, "{}\n{}", pass.stdout, pass.stderr);
+            let listing = listing_with_partial(dir, &receiver_conf, &name);
+            assert!(
+                listing
+                    .stdout
+                    .contains(&format!("Partial upload: {name}, ")),
+                "{}\n{}",
+                listing.stdout,
+                listing.stderr
+            );
+        }
+        make_retries_due(&bay(&sender, "outgoing"));
+    }
+    let moved = proxy.total();
+    eprintln!(
+        "S3 bay: {size} bytes, 2 cuts, {moved} bytes moved ({:.3}x)",
+        moved as f64 / size as f64
+    );
+    assert_eq!(proxy.cuts_left(), 0);
+    assert!((moved as f64) < size as f64 * 1.2, "{moved} for {size}");
+    let url = shipping::s3::S3Url::parse(&format!("s3://{}/{prefix}/bay/incoming", server.bucket))
+        .unwrap();
+    let incoming = shipping::s3::S3Store::open(
+        &url,
+        &shipping::s3::S3Options {
+            endpoint: Some(server.endpoint.clone()),
+            region: Some(server.region.clone()),
+            allow_http: true,
+            credentials: Some((server.access_key.clone(), server.secret_key.clone())),
+            ..shipping::s3::S3Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(incoming.list().unwrap(), [name.clone()]);
+    assert!(
+        incoming.read(&name).unwrap() == bytes,
+        "the bucket holds the packet as sent"
+    );
+    // No partial left on the receiving server's disk.
+    let class = shipping::config::ShippingConfig::load(Some(&receiver_conf))
+        .unwrap()
+        .0;
+    let partials = shipping::receive::partial_dir(class.class("default").unwrap());
+    assert_eq!(named(&partials, ".tmp-"), Vec::<String>::new());
+    drop(receiving);
 }
