@@ -469,7 +469,7 @@ fn an_upload_into_an_s3_bay_cut_twice_resumes_and_lands_in_the_bucket_once() {
         },
     )
     .unwrap();
-    assert_eq!(incoming.list().unwrap(), [name.clone()]);
+    assert_eq!(incoming.list().unwrap(), [name.as_str()]);
     assert!(
         incoming.read(&name).unwrap() == bytes,
         "the bucket holds the packet as sent"
