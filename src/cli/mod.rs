@@ -670,6 +670,77 @@ pub fn print_lock_takeover(name: &str, replica: &crate::replica::LockedReplica) 
 /// with nothing in it (no packet written, or a failure), so a refused or
 /// empty export leaves no trace; announced only when it is kept. Removes
 /// only an empty directory, and only one this run made.
+/// Every check on where an export writes, made before anything is
+/// recorded or changed: `out` (made if missing, and removed again when
+/// the returned guard drops with nothing in it) and `work` (-workdir,
+/// which must exist) are directories this user can create files in, on
+/// filesystems with room for at least the smallest part
+/// ([`packet_format::MIN_PART_SIZE`]). Removes the temporary files of
+/// exports that are provably over from both.
+pub(crate) fn prepare_out(
+    out: &std::path::Path,
+    work: Option<&std::path::Path>,
+) -> crate::error::Result<CreatedOut> {
+    use crate::error::Error;
+    if let Some(work) = work {
+        if !work.exists() {
+            // Not made for the user, unlike -out: a working folder that is
+            // not there is most likely a typing error or an unmounted disk.
+            return Err(Error::MissingDirectory {
+                path: work.to_path_buf(),
+                what: "the -workdir",
+            });
+        }
+    }
+    let dirs: Vec<&std::path::Path> = work.into_iter().chain([out]).collect();
+    for dir in &dirs {
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::NotADirectory {
+                path: dir.to_path_buf(),
+            });
+        }
+    }
+    let created = CreatedOut::ensure(out)?;
+    for dir in &dirs {
+        // A directory this user cannot write to is refused now.
+        tempfile::Builder::new()
+            .prefix(".syncreplica-probe-")
+            .tempfile_in(dir)
+            .map_err(|e| match *dir == out {
+                // The kind only: the probe file's name means nothing to the user.
+                true => Error::out_directory(out, false, &std::io::Error::from(e.kind())),
+                false => Error::io(*dir, std::io::Error::from(e.kind())),
+            })?;
+    }
+    remove_abandoned_partials(&dirs);
+    for (dir, role) in work
+        .map(|w| (w, "-workdir"))
+        .into_iter()
+        .chain([(out, "-out directory")])
+    {
+        let free = crate::sys::fsutil::free_space(dir)?;
+        if free < packet_format::MIN_PART_SIZE {
+            return Err(Error::NoRoomForPackets {
+                dir: dir.to_path_buf(),
+                role,
+                mount: crate::sys::fsutil::mount_point(
+                    &std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+                ),
+                free,
+                what: format!(
+                    "an export needs at least {} there; nothing was recorded or written",
+                    crate::error::human_size(packet_format::MIN_PART_SIZE)
+                ),
+                options: match work {
+                    Some(_) => "-maxsize and -workdir",
+                    None => "-maxsize",
+                },
+            });
+        }
+    }
+    Ok(created)
+}
+
 pub(crate) struct CreatedOut {
     /// The directories made, deepest first.
     made: Vec<std::path::PathBuf>,

@@ -18,6 +18,8 @@ use shipping::{ShippingConfig, DEFAULT_STORAGE_CLASS};
 
 use crate::ship_trust::ReplicaMembers;
 
+/// Deliver queued packets to other sites and receive theirs over HTTP.
+///
 /// Moves packets between sites, as MultiSite's shipping_server does: works
 /// through the shipping orders in the storage bays (-poll, or the ORDERs
 /// named) and receives packets from other hosts over HTTP (-listen).

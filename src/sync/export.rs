@@ -86,6 +86,9 @@ pub struct ExportRequest<'a> {
     pub targets: &'a [String],
     /// Existing directory that receives the packet files.
     pub out_dir: &'a Path,
+    /// What `out_dir` is to the user, for messages: "-out directory", or
+    /// "outgoing bay" (-ship).
+    pub out_role: &'static str,
     /// Where parts are written before they are moved to `out_dir`
     /// (default: `out_dir` itself; parts appear there only when complete).
     pub work_dir: Option<&'a Path>,
@@ -245,7 +248,19 @@ pub fn export_updates(
     crate::sync::crypt::ensure_announced(replica)?;
     let mut results = Vec::new();
     for target in targets {
-        let outcome = export_to(replica, &target, request)?;
+        // A full disk is said as such, naming the directory the user
+        // gave, not the temporary file that failed.
+        let mut dirs = vec![(request.out_dir, request.out_role)];
+        if let Some(work) = request.work_dir.filter(|w| *w != request.out_dir) {
+            dirs.insert(0, (work, "-workdir"));
+        }
+        let outcome = export_to(replica, &target, request).map_err(|err| {
+            err.when_no_room(
+                &dirs,
+                || format!("writing the packet for \"{}\"", target.name),
+                "-maxsize and -workdir",
+            )
+        })?;
         if let Some(after) = request.after_target {
             after(&target, &outcome);
         }
@@ -609,10 +624,18 @@ fn export_to(
     let mut parts = writer.finish()?;
     if let Some(work_dir) = request.work_dir {
         if work_dir != request.out_dir {
-            for part in &mut parts {
-                let destination = request.out_dir.join(&part.file_name);
-                move_file(&part.path, &destination)?;
-                part.path = destination;
+            for i in 0..parts.len() {
+                let destination = request.out_dir.join(&parts[i].file_name);
+                if let Err(err) = move_file(&parts[i].path, &destination) {
+                    // Nothing is recorded as sent: no part of it stays,
+                    // neither those moved already nor those still in the
+                    // working directory.
+                    for part in &parts {
+                        let _ = std::fs::remove_file(&part.path);
+                    }
+                    return Err(err);
+                }
+                parts[i].path = destination;
             }
         }
     }
@@ -902,11 +925,15 @@ fn move_file(from: &Path, to: &Path) -> Result<()> {
         return Ok(());
     }
     let temp = to.with_extension("partial");
-    std::fs::copy(from, &temp).at(&temp)?;
-    std::fs::File::open(&temp)
-        .and_then(|f| f.sync_all())
-        .at(&temp)?;
-    std::fs::rename(&temp, to).at(to)?;
+    let copied = std::fs::copy(from, &temp)
+        .and_then(|_| std::fs::File::open(&temp)?.sync_all())
+        .at(&temp)
+        .and_then(|()| std::fs::rename(&temp, to).at(to));
+    if copied.is_err() {
+        // A half-copied part on a full stick is worse than none.
+        let _ = std::fs::remove_file(&temp);
+    }
+    copied?;
     std::fs::remove_file(from).at(from)?;
     Ok(())
 }

@@ -845,6 +845,7 @@ fn a_file_changed_after_the_scan_is_left_for_the_next_export_and_nothing_is_writ
     let request = ExportRequest {
         targets: &targets,
         out_dir: &out,
+        out_role: "-out directory",
         work_dir: None,
         max_size: 1 << 20,
         comment: "",
