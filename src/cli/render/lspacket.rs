@@ -240,9 +240,10 @@ pub fn render_text(
         exam.header = None;
         exam.signature = None;
     }
-    let mut text = render_listing_with(&exam, long, &|target| {
+    let text = render_listing_with(&exam, long, &|target| {
         header.as_ref().and_then(|h| note_for(view, h, target))
     });
+    let mut text = without_empty_lines(&text);
     let line = match (judged.verdict, &judged.why) {
         (Verdict::Intact | Verdict::NotChecked, _) => None,
         (Verdict::EncryptedForOthers, None) => Some(
@@ -267,6 +268,31 @@ pub fn render_text(
         text.push('\n');
     }
     text
+}
+
+/// The headings of a listing whose items are indented below them.
+const HEADINGS: &[&str] = &[
+    "Packet intended for the following targets:",
+    "The following replicas are referenced by this packet:",
+    "Sender's epoch row:",
+];
+
+/// `listing` without the lines that say nothing: a heading with no item
+/// under it (an acknowledgement carries no epoch ranges), and the comment
+/// line of a packet written without one.
+fn without_empty_lines(listing: &str) -> String {
+    let lines: Vec<&str> = listing.lines().collect();
+    let mut out = String::with_capacity(listing.len());
+    for (i, line) in lines.iter().enumerate() {
+        let heading_alone = HEADINGS.contains(line)
+            && !lines.get(i + 1).is_some_and(|next| next.starts_with("  "));
+        if heading_alone || *line == "Comment supplied at packet creation is: " {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Version of `lspacket -fmt json`'s shape; raised when a field changes
@@ -585,5 +611,33 @@ pub fn render_order_json(order: &shipping::ShippingOrder) -> OrderJson {
                 )
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_empty_lines;
+
+    #[test]
+    fn headings_with_nothing_under_them_and_an_empty_comment_are_left_out() {
+        let listing = "Packet is: p.zip\n\
+            Comment supplied at packet creation is: \n\
+            Packet intended for the following targets:\n\
+            \x20 beta (00)\n\
+            The following replicas are referenced by this packet:\n\
+            Sender's epoch row:\n\
+            \x20 alpha=5\n\
+            Signature: verified\n";
+        assert_eq!(
+            without_empty_lines(listing),
+            "Packet is: p.zip\n\
+             Packet intended for the following targets:\n\
+             \x20 beta (00)\n\
+             Sender's epoch row:\n\
+             \x20 alpha=5\n\
+             Signature: verified\n"
+        );
+        let commented = "Comment supplied at packet creation is: weekly\n";
+        assert_eq!(without_empty_lines(commented), commented);
     }
 }
