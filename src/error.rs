@@ -247,6 +247,15 @@ pub enum Error {
     #[error(transparent)]
     Shipping(shipping::Error),
 
+    /// A shipping error that comes from the configuration (a storage
+    /// class, route or destination it lacks): `config` names the
+    /// shipping.toml in use, or "the built-in shipping configuration".
+    #[error("{config}: {cause}")]
+    ShippingConfig {
+        config: String,
+        cause: shipping::Error,
+    },
+
     /// Something that would log a change of this replica's own, refused
     /// while a restore from a backup (`mkreplica -restore`) is unfinished.
     #[error(

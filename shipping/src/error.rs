@@ -76,7 +76,7 @@ pub enum Error {
     },
 
     /// No storage class of that name is configured.
-    #[error("no storage class {class:?} in the shipping configuration")]
+    #[error("no storage class {class:?}: it has no [classes.{class}] table")]
     UnknownClass { class: String },
 
     /// A shipping order that cannot be read or does not make sense.

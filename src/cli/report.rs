@@ -293,19 +293,28 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::ManifestNeedsAdopt { .. } => {
             "make the new member over a tree that holds the content already: mkreplica -import -adopt -replica DIR; or ask the sender for a packet with content (mkreplica -export without -manifest)".into()
         }
-        Error::Shipping(shipping::Error::UnknownClass { .. }) => {
+        Error::ShippingConfig { cause, .. } | Error::Shipping(cause) => return shipping_hint(cause),
+        _ => return None,
+    })
+}
+
+/// What to do about a shipping error, where there is something to do.
+fn shipping_hint(err: &shipping::Error) -> Option<String> {
+    Some(match err {
+        shipping::Error::UnknownClass { .. } => {
             "storage classes are the [classes.NAME] tables of shipping.toml; without -sclass the class is \"default\"".into()
         }
-        Error::Shipping(shipping::Error::UnknownDestination { destination, .. }) => format!(
+        shipping::Error::UnknownDestination { destination, .. } => format!(
             "tell shipping.toml how to reach it: a table [destinations.{destination}] with url = \"http://HOST:7421\" \
              (or dir = \"/media/usb\"), or under [routes] a line HOP = [\"{destination}\"], or default_route = \"HOP\""
         ),
-        Error::Shipping(shipping::Error::RouteLoop { .. }) => {
+        shipping::Error::RouteLoop { .. } => {
             "a destination's route must end at a [destinations] entry; fix [routes] and default_route in shipping.toml".into()
         }
-        Error::Shipping(shipping::Error::Config { .. }) => {
+        shipping::Error::Config { .. } => {
             "shipping_server(1) and shipping/FORMAT.md describe every key".into()
         }
         _ => return None,
     })
 }
+

@@ -134,9 +134,12 @@ pub fn run(args: Args) -> i32 {
 }
 
 fn hint(err: &anyhow::Error) -> Option<String> {
-    let library = err
-        .chain()
-        .find_map(|e| e.downcast_ref::<shipping::Error>())?;
+    let library = err.chain().find_map(|e| {
+        e.downcast_ref::<shipping::Error>().or_else(|| match e.downcast_ref() {
+            Some(crate::Error::ShippingConfig { cause, .. }) => Some(cause),
+            _ => None,
+        })
+    })?;
     match library {
         shipping::Error::UnknownClass { .. } => {
             Some("storage classes are the [classes.NAME] tables of shipping.toml".into())
@@ -166,7 +169,12 @@ fn execute(args: &Args) -> anyhow::Result<PassReport> {
     let (config, source) = ShippingConfig::load(args.shipconf.as_deref())?;
     let classes: Vec<String> = match &args.sclass {
         Some(class) => {
-            config.class(class)?;
+            config
+                .class(class)
+                .map_err(|cause| crate::Error::ShippingConfig {
+                    config: crate::ship::config_name(&source),
+                    cause,
+                })?;
             vec![class.clone()]
         }
         None => config.classes.keys().cloned().collect(),
