@@ -356,7 +356,9 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
     )
     .fails_with(1);
     assert!(
-        res.stderr.contains("no storage class \"nosuch\"") && res.stderr.contains("hint:"),
+        res.stderr.contains(&format!(
+            "syncreplica: error: shipping configuration {conf} (-shipconf): no storage class \"nosuch\""
+        )) && res.stderr.contains("hint:"),
         "{}",
         res.stderr
     );
@@ -385,8 +387,10 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
     )
     .fails_with(1);
     assert!(
-        res.stderr.contains("no route to \"beta\"")
-            && res
+        res.stderr.contains(&format!(
+            "syncreplica: error: shipping configuration {} (-shipconf): no route to \"beta\"",
+            routeless.display()
+        )) && res
                 .stderr
                 .contains("hint: tell shipping.toml how to reach it")
             && res
