@@ -775,16 +775,7 @@ pub(crate) fn prepare_out(
     work: Option<&std::path::Path>,
 ) -> crate::error::Result<CreatedOut> {
     use crate::error::Error;
-    if let Some(work) = work {
-        if !work.exists() {
-            // Not made for the user, unlike -out: a working folder that is
-            // not there is most likely a typing error or an unmounted disk.
-            return Err(Error::MissingDirectory {
-                path: work.to_path_buf(),
-                what: "the -workdir",
-            });
-        }
-    }
+    check_workdir(work)?;
     let dirs: Vec<&std::path::Path> = work.into_iter().chain([out]).collect();
     for dir in &dirs {
         if dir.exists() && !dir.is_dir() {
@@ -795,15 +786,20 @@ pub(crate) fn prepare_out(
     }
     let created = CreatedOut::ensure(out)?;
     for dir in &dirs {
-        // A directory this user cannot write to is refused now.
-        tempfile::Builder::new()
-            .prefix(".syncreplica-probe-")
-            .tempfile_in(dir)
-            .map_err(|e| match *dir == out {
-                // The kind only: the probe file's name means nothing to the user.
-                true => Error::out_directory(out, false, &std::io::Error::from(e.kind())),
-                false => Error::io(*dir, std::io::Error::from(e.kind())),
-            })?;
+        // A directory this user cannot write to (its permissions, or a
+        // read-only filesystem) is refused now. Asked, not tried: a file
+        // made and removed there would change the directory's mtime,
+        // which a scan records when -out is inside the replica.
+        rustix::fs::accessat(
+            rustix::fs::CWD,
+            *dir,
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+            rustix::fs::AtFlags::EACCESS,
+        )
+        .map_err(|e| match *dir == out {
+            true => Error::out_directory(out, false, &e.into()),
+            false => Error::io(*dir, e.into()),
+        })?;
     }
     remove_abandoned_partials(&dirs);
     for (dir, role) in work
@@ -832,6 +828,19 @@ pub(crate) fn prepare_out(
         }
     }
     Ok(created)
+}
+
+/// A -workdir must exist: not made for the user, unlike -out, as a
+/// working folder that is not there is most likely a typing error or an
+/// unmounted disk (a usage error, exit 2).
+pub(crate) fn check_workdir(work: Option<&std::path::Path>) -> crate::error::Result<()> {
+    match work {
+        Some(work) if !work.exists() => Err(crate::error::Error::MissingDirectory {
+            path: work.to_path_buf(),
+            what: "the -workdir",
+        }),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) struct CreatedOut {

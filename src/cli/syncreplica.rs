@@ -321,6 +321,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     // Everything is checked before anything is recorded or created, so a
     // refused export changes nothing.
     // Option values first: a mistyped one is a usage error (exit 2).
+    cli::check_workdir(args.workdir.as_deref())?;
     export::resolve_targets(&replica, &args.targets)?;
     export::check_max_size(max_size)?;
     // Then where packets go: made if missing (and removed again if no
