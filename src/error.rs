@@ -290,6 +290,11 @@ pub enum Refusal {
     #[error(transparent)]
     Damaged(packet_format::Error),
 
+    /// The file is no packet at all: not a zip archive, or a zip archive
+    /// of something else (`why` says which).
+    #[error("not a packet: {why}")]
+    NotAPacket { why: String },
+
     /// The packet file could not be read (permissions, I/O): not damage.
     #[error("cannot be read: {cause}")]
     Unreadable { cause: String },

@@ -373,14 +373,16 @@ fn import(args: &Args) -> anyhow::Result<()> {
             }
             None => {
                 first_problem.get_or_insert_with(|| {
-                    format!(
-                        "{}: {}",
-                        file.display(),
-                        exam.error
+                    // The error's kind only: it names the file again.
+                    let why = match packets::not_a_packet(file) {
+                        Some(why) => format!("not a packet: {why}"),
+                        None => exam
+                            .error
                             .as_ref()
-                            .map(|e| e.to_string())
-                            .unwrap_or_default()
-                    )
+                            .map(|e| e.kind.to_string())
+                            .unwrap_or_default(),
+                    };
+                    format!("{}: {why}", file.display())
                 });
             }
         }

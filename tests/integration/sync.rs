@@ -1824,7 +1824,7 @@ fn lspacket_tells_each_kind_of_unusable_file_apart() {
     .fails_with(1);
     for line in [
         "Not a packet: not a zip archive (a packet is a zip file)",
-        "Not a packet: a zip archive, but not a packet (its first entry is \"report.txt\", not a packet's)",
+        "Not a packet: a zip archive whose first entry is \"report.txt\", not a packet's",
         "Packet is damaged: ",
         "Packet is signed by an unknown key: key ",
         "Packet is of another family: its family is ",
@@ -1858,6 +1858,35 @@ fn lspacket_tells_each_kind_of_unusable_file_apart() {
         .unwrap();
     assert_eq!(not_zip["status"], "not a packet");
     assert!(not_zip["type"].is_null() && not_zip["signature"].is_null());
+    // -import and mkreplica -import say the same of a file named to them.
+    let refused = import_from(&b, &[&text]).fails_with(1);
+    assert!(
+        refused.stderr.contains(&format!(
+            "syncreplica: error: refused {}: not a packet: not a zip archive (a packet is a zip file)",
+            text.display()
+        )),
+        "{}",
+        refused.stderr
+    );
+    let refused = run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            std::ffi::OsStr::new("-import"),
+            "-replica".as_ref(),
+            fam.dir.path().join("new").as_os_str(),
+            zip.as_os_str(),
+        ],
+    )
+    .fails_with(1);
+    assert!(
+        refused.stderr.contains(&format!(
+            "mkreplica: error: {}: not a packet: a zip archive whose first entry is \"report.txt\"",
+            zip.display()
+        )),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[test]

@@ -124,7 +124,7 @@ pub fn judge(exam: &Examination, reader: &Reader) -> Judged {
             ErrorKind::NotForThisReplica { .. }
             | ErrorKind::PassphraseNeeded
             | ErrorKind::WrongPassphrase => judged(Verdict::EncryptedForOthers, why, targets_me),
-            _ => match not_a_packet(&exam.path) {
+            _ => match crate::sync::packets::not_a_packet(&exam.path) {
                 Some(what) => judged(Verdict::NotAPacket, Some(what), true),
                 None => judged(Verdict::Damaged, why, true),
             },
@@ -168,44 +168,6 @@ pub fn judge(exam: &Examination, reader: &Reader) -> Judged {
             }
         }
     }
-}
-
-/// Why the file at `path` is no packet at all, or `None` when it may be
-/// one that is damaged: a packet is a zip archive whose first entry is
-/// `chunks` (SPEC.md §3, canonical layout), so a file that does not start
-/// as a zip archive, or whose first entry is another, is not one.
-fn not_a_packet(path: &std::path::Path) -> Option<String> {
-    use std::io::Read;
-    let mut start = [0u8; 30 + 16];
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut have = 0;
-    while have < start.len() {
-        match file.read(&mut start[have..]) {
-            Ok(0) => break,
-            Ok(n) => have += n,
-            Err(_) => return None,
-        }
-    }
-    let start = &start[..have];
-    if !start.starts_with(b"PK\x03\x04") {
-        return Some("not a zip archive (a packet is a zip file)".into());
-    }
-    if start.len() < 30 {
-        return None;
-    }
-    let name_len = usize::from(u16::from_le_bytes([start[26], start[27]]));
-    let name = &start[30..start.len().min(30 + name_len)];
-    if name_len == b"chunks".len() && name == b"chunks" {
-        return None;
-    }
-    // The whole name was read, or its first 16 bytes differ already.
-    if name.len() == name_len || !b"chunks".starts_with(name) {
-        return Some(format!(
-            "a zip archive, but not a packet (its first entry is \"{}\", not a packet's)",
-            crate::error::printable_bytes(name)
-        ));
-    }
-    None
 }
 
 fn note_for(view: Option<&LocalView>, header: &Header, target: &Target) -> Option<String> {
