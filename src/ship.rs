@@ -30,7 +30,7 @@ impl Shipping {
     /// The class named by `-sclass`, or `default`.
     pub fn class_name(&self, sclass: Option<&str>) -> Result<String> {
         let name = sclass.unwrap_or(DEFAULT_STORAGE_CLASS);
-        self.config.class(name).map_err(|e| self.from_config(e))?;
+        self.config.class(name).map_err(|e| self.config_error(e))?;
         Ok(name.to_string())
     }
 
@@ -50,13 +50,13 @@ impl Shipping {
         for destination in destinations {
             self.config
                 .next_hop(destination)
-                .map_err(|e| self.from_config(e))?;
+                .map_err(|e| self.config_error(e))?;
         }
         Ok(())
     }
 
     /// `err`, which the configuration caused, naming the file in use.
-    pub fn from_config(&self, err: shipping::Error) -> crate::Error {
+    pub fn config_error(&self, err: shipping::Error) -> crate::Error {
         crate::Error::ShippingConfig {
             config: config_name(&self.source),
             cause: err,
@@ -483,6 +483,15 @@ pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
 }
 
 /// Wraps a shipping library error.
+/// The shipping configuration in use, as messages name it: its file (and
+/// how it was found), or the built-in default.
+pub fn config_name(source: &shipping::config::ConfigSource) -> String {
+    match source.path() {
+        Some(_) => format!("shipping configuration {source}"),
+        None => "the built-in shipping configuration (no shipping.toml found)".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,14 +514,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-}
-
-/// The shipping configuration in use, as messages name it: its file (and
-/// how it was found), or the built-in default.
-pub fn config_name(source: &shipping::config::ConfigSource) -> String {
-    match source.path() {
-        Some(_) => format!("shipping configuration {source}"),
-        None => "the built-in shipping configuration (no shipping.toml found)".to_string(),
     }
 }

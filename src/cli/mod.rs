@@ -651,7 +651,10 @@ impl crate::sys::progress::Meter for TerminalMeter {
     }
 
     fn finish(&self) {
-        CURRENT_LINE.lock().unwrap_or_else(|e| e.into_inner()).take();
+        CURRENT_LINE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let bar = CURRENT_BAR.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(bar) = bar {
             bar.finish_and_clear();
@@ -916,8 +919,12 @@ mod tests {
                 assert!(fixed + 10 <= columns, "{template} at {columns}");
             }
         }
-        assert!(progress_template(Unit::Bytes, Some(1), 120).0.contains("{bar"));
-        assert!(!progress_template(Unit::Bytes, Some(1), 60).0.contains("{bar"));
+        assert!(progress_template(Unit::Bytes, Some(1), 120)
+            .0
+            .contains("{bar"));
+        assert!(!progress_template(Unit::Bytes, Some(1), 60)
+            .0
+            .contains("{bar"));
     }
 
     #[test]

@@ -317,4 +317,3 @@ fn shipping_hint(err: &shipping::Error) -> Option<String> {
         _ => return None,
     })
 }
-

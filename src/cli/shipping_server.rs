@@ -135,10 +135,11 @@ pub fn run(args: Args) -> i32 {
 
 fn hint(err: &anyhow::Error) -> Option<String> {
     let library = err.chain().find_map(|e| {
-        e.downcast_ref::<shipping::Error>().or_else(|| match e.downcast_ref() {
-            Some(crate::Error::ShippingConfig { cause, .. }) => Some(cause),
-            _ => None,
-        })
+        e.downcast_ref::<shipping::Error>()
+            .or_else(|| match e.downcast_ref() {
+                Some(crate::Error::ShippingConfig { cause, .. }) => Some(cause),
+                _ => None,
+            })
     })?;
     match library {
         shipping::Error::UnknownClass { .. } => {

@@ -642,7 +642,8 @@ fn a_full_stick_names_the_out_directory_and_leaves_nothing_behind() {
     );
     assert!(full.stderr.starts_with(&expected), "{}", full.stderr);
     assert!(
-        full.stderr.contains("syncreplica: hint: make room on that disk")
+        full.stderr
+            .contains("syncreplica: hint: make room on that disk")
             && full.stderr.contains("-maxsize SIZE")
             && full.stderr.contains("-workdir DIR"),
         "{}",
@@ -654,7 +655,11 @@ fn a_full_stick_names_the_out_directory_and_leaves_nothing_behind() {
         full.stderr
     );
     assert_eq!(names_in(stick.path()), Vec::<String>::new());
-    assert_eq!(epoch_in_row(&alpha, "beta", "alpha"), before, "nothing recorded as sent");
+    assert_eq!(
+        epoch_in_row(&alpha, "beta", "alpha"),
+        before,
+        "nothing recorded as sent"
+    );
 
     // Written elsewhere first (-workdir), the parts fill the stick as they
     // are moved there: the same, nothing left in either place.
@@ -663,7 +668,12 @@ fn a_full_stick_names_the_out_directory_and_leaves_nothing_behind() {
         &alpha,
         stick.path(),
         &["beta"],
-        &["-maxsize", "512k", "-workdir", work.path().to_str().unwrap()],
+        &[
+            "-maxsize",
+            "512k",
+            "-workdir",
+            work.path().to_str().unwrap(),
+        ],
     )
     .fails_with(1);
     assert!(full.stderr.starts_with(&expected), "{}", full.stderr);
@@ -710,7 +720,9 @@ fn an_unusable_out_is_refused_before_anything_is_recorded() {
     stick.remount_read_only();
     let refused = mkreplica_export(&alpha, &stick.path().join("new"), "gamma").fails_with(1);
     assert!(
-        refused.stderr.contains("cannot write packets to the -out directory")
+        refused
+            .stderr
+            .contains("cannot write packets to the -out directory")
             && refused.stderr.contains("Read-only file system"),
         "{}",
         refused.stderr
@@ -718,14 +730,18 @@ fn an_unusable_out_is_refused_before_anything_is_recorded() {
     assert_eq!(everything_under(&alpha), before, "nothing recorded");
     let refused = mkreplica_export(&alpha, stick.path(), "gamma").fails_with(1);
     assert!(
-        refused.stderr.contains("cannot write packets to the -out directory"),
+        refused
+            .stderr
+            .contains("cannot write packets to the -out directory"),
         "{}",
         refused.stderr
     );
     assert_eq!(everything_under(&alpha), before, "nothing recorded");
     let refused = export_to(&alpha, stick.path(), &["beta"], &[]).fails_with(1);
     assert!(
-        refused.stderr.contains("cannot write packets to the -out directory"),
+        refused
+            .stderr
+            .contains("cannot write packets to the -out directory"),
         "{}",
         refused.stderr
     );
@@ -733,7 +749,11 @@ fn an_unusable_out_is_refused_before_anything_is_recorded() {
 
     // A stick with less room than the smallest part: refused, said so.
     let full = Mount::tmpfs("1m").unwrap();
-    std::fs::write(full.path().join("filler"), vec![0u8; 1024 * 1024 - 16 * 1024]).ok();
+    std::fs::write(
+        full.path().join("filler"),
+        vec![0u8; 1024 * 1024 - 16 * 1024],
+    )
+    .ok();
     let refused = mkreplica_export(&alpha, full.path(), "gamma").fails_with(1);
     assert!(
         refused.stderr.contains(&format!(
@@ -747,7 +767,9 @@ fn an_unusable_out_is_refused_before_anything_is_recorded() {
     assert_eq!(everything_under(&alpha), before, "nothing recorded");
     let refused = export_to(&alpha, full.path(), &["beta"], &[]).fails_with(1);
     assert!(
-        refused.stderr.contains("an export needs at least 64.0 KiB there"),
+        refused
+            .stderr
+            .contains("an export needs at least 64.0 KiB there"),
         "{}",
         refused.stderr
     );

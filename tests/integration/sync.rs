@@ -391,8 +391,8 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
             "syncreplica: error: shipping configuration {} (-shipconf): no route to \"beta\"",
             routeless.display()
         )) && res
-                .stderr
-                .contains("hint: tell shipping.toml how to reach it")
+            .stderr
+            .contains("hint: tell shipping.toml how to reach it")
             && res
                 .stderr
                 .contains("[destinations.beta] with url = \"http://HOST:7421\""),
@@ -1768,7 +1768,9 @@ fn lspacket_tells_each_kind_of_unusable_file_apart() {
         !long
             .stdout
             .contains("The following replicas are referenced by this packet:")
-            && !long.stdout.contains("Comment supplied at packet creation is:"),
+            && !long
+                .stdout
+                .contains("Comment supplied at packet creation is:"),
         "{}",
         long.stdout
     );
@@ -1788,7 +1790,13 @@ fn lspacket_tells_each_kind_of_unusable_file_apart() {
     export_to(&a, &mixed, &["beta"], &[]).ok();
     let damaged = packet_files(&mixed)
         .into_iter()
-        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("sync_alpha"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("sync_alpha")
+        })
         .unwrap();
     let mut bytes = std::fs::read(&damaged).unwrap();
     let middle = bytes.len() / 3;
@@ -1816,12 +1824,7 @@ fn lspacket_tells_each_kind_of_unusable_file_apart() {
     write(&other.root("omega"), "o", "1");
     export_to(&other.root("omega"), &mixed, &["psi"], &["-noencrypt"]).ok();
 
-    let listed = run(
-        &b,
-        "lspacket",
-        [mixed.as_os_str(), text.as_os_str()],
-    )
-    .fails_with(1);
+    let listed = run(&b, "lspacket", [mixed.as_os_str(), text.as_os_str()]).fails_with(1);
     for line in [
         "Not a packet: not a zip archive (a packet is a zip file)",
         "Not a packet: a zip archive whose first entry is \"report.txt\", not a packet's",
@@ -1842,7 +1845,12 @@ fn lspacket_tells_each_kind_of_unusable_file_apart() {
     let json = run(
         &b,
         "lspacket",
-        ["-fmt".as_ref(), "json".as_ref(), mixed.as_os_str(), text.as_os_str()],
+        [
+            "-fmt".as_ref(),
+            "json".as_ref(),
+            mixed.as_os_str(),
+            text.as_os_str(),
+        ],
     )
     .fails_with(1);
     let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();

@@ -109,11 +109,10 @@ pub fn judge(exam: &Examination, reader: &Reader) -> Judged {
         why,
         problem,
     };
-    let targets_me = exam.header.as_ref().is_some_and(|h| {
-        h.targets
-            .iter()
-            .any(|t| Some(t.id) == reader.replica)
-    });
+    let targets_me = exam
+        .header
+        .as_ref()
+        .is_some_and(|h| h.targets.iter().any(|t| Some(t.id) == reader.replica));
     if let Some(err) = &exam.error {
         let why = Some(err.kind.to_string());
         return match &err.kind {
@@ -159,9 +158,8 @@ pub fn judge(exam: &Examination, reader: &Reader) -> Judged {
             true,
         ),
         _ => {
-            let sealed_for_others = header.is_some_and(|h| {
-                h.encryption.is_some() && reader.replica.is_some() && !targets_me
-            });
+            let sealed_for_others = header
+                .is_some_and(|h| h.encryption.is_some() && reader.replica.is_some() && !targets_me);
             match sealed_for_others {
                 true => judged(Verdict::EncryptedForOthers, None, false),
                 false => judged(Verdict::Intact, None, false),
@@ -246,8 +244,8 @@ fn without_empty_lines(listing: &str) -> String {
     let lines: Vec<&str> = listing.lines().collect();
     let mut out = String::with_capacity(listing.len());
     for (i, line) in lines.iter().enumerate() {
-        let heading_alone = HEADINGS.contains(line)
-            && !lines.get(i + 1).is_some_and(|next| next.starts_with("  "));
+        let heading_alone =
+            HEADINGS.contains(line) && !lines.get(i + 1).is_some_and(|next| next.starts_with("  "));
         if heading_alone || *line == "Comment supplied at packet creation is: " {
             continue;
         }
