@@ -505,6 +505,7 @@ impl Error {
                 _ => None,
             },
             Error::Shipping(shipping::Error::Bay { cause, .. }) if no_space(cause) => None,
+            Error::Shipping(shipping::Error::BayFull { .. }) => None,
             _ => return self,
         };
         let Some(&(last, last_role)) = dirs.last() else {

@@ -311,6 +311,9 @@ fn shipping_hint(err: &shipping::Error) -> Option<String> {
         shipping::Error::RouteLoop { .. } => {
             "a destination's route must end at a [destinations] entry; fix [routes] and default_route in shipping.toml".into()
         }
+        shipping::Error::BayFull { .. } => {
+            "make room on that disk, or name a directory with room in shipping.toml; the packet stays queued for the next shipping_server -poll".into()
+        }
         shipping::Error::Config { .. } => {
             "shipping_server(1) and shipping/FORMAT.md describe every key".into()
         }

@@ -775,3 +775,65 @@ fn an_unusable_out_is_refused_before_anything_is_recorded() {
     );
     assert_eq!(everything_under(&alpha), before, "nothing recorded");
 }
+
+/// A stick as a shipping destination (`dir =`) that is full: the failed
+/// delivery names the stick and the packet and says the disk is full,
+/// with the free space; nothing of the packet is left there, and it stays
+/// queued.
+#[test]
+fn a_full_stick_as_a_shipping_destination_is_said_to_be_full() {
+    let Some(stick) = Mount::tmpfs("1m") else {
+        eprintln!("note: skipped: mounting a tmpfs is not permitted here");
+        return;
+    };
+    let fam = family(&["alpha", "beta"], &[("small.txt", "small\n")]);
+    let alpha = fam.root("alpha");
+    std::fs::write(alpha.join("big.bin"), random_bytes(0x5eed, 3 << 20)).unwrap();
+    let conf = fam.dir.path().join("shipping.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "default_route = \"stick\"\n\n[destinations.stick]\ndir = \"{}\"\n\n\
+             [classes.default]\nstorage_bay = \"{1}/bay\"\nreturn_bay = \"{1}/bay/return\"\n",
+            stick.path().display(),
+            fam.dir.path().display()
+        ),
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap();
+    run(
+        &alpha,
+        "syncreplica",
+        ["-export", "-ship", "-shipconf", conf, "beta"],
+    )
+    .ok();
+    let poll = run(
+        fam.dir.path(),
+        "shipping_server",
+        ["-poll", "-shipconf", conf],
+    )
+    .fails_with(1);
+    let said = format!("{}{}", poll.stdout, poll.stderr);
+    assert!(
+        said.contains(&format!(
+            "{}: no room for sync_alpha_",
+            stick.path().display()
+        )) && said.contains(": the disk is full (")
+            && said.contains("nothing of it was left there")
+            && !said.contains("os error"),
+        "{said}"
+    );
+    assert!(
+        names_in(stick.path())
+            .iter()
+            .all(|n| !n.starts_with("sync_")),
+        "{:?}",
+        names_in(stick.path())
+    );
+    // The storage bay holds its outgoing packets in bay/outgoing.
+    assert_eq!(
+        packet_files(&fam.dir.path().join("bay/outgoing")).len(),
+        1,
+        "still queued"
+    );
+}
