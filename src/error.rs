@@ -485,55 +485,6 @@ impl Error {
         }
     }
 
-    /// This error as [`Error::NoRoomForPackets`] when it is a write that
-    /// found no space left (ENOSPC, or a disk quota) in one of `dirs`
-    /// ((directory, role), the first holding the file that failed, else
-    /// the last); otherwise unchanged. Call it once what was being
-    /// written is removed, so the free space reported is what is there.
-    pub fn when_no_room(
-        self,
-        dirs: &[(&std::path::Path, &'static str)],
-        writing: impl FnOnce() -> String,
-        options: &'static str,
-    ) -> Error {
-        let failed = match &self {
-            Error::Io { path, cause } if no_space(cause) => Some(path.clone()),
-            Error::Packet(err) => match &err.kind {
-                packet_format::ErrorKind::Io { cause, .. } if no_space(cause) => {
-                    Some(err.path.clone())
-                }
-                _ => None,
-            },
-            Error::Shipping(shipping::Error::Bay { cause, .. }) if no_space(cause) => None,
-            Error::Shipping(shipping::Error::BayFull { .. }) => None,
-            _ => return self,
-        };
-        let Some(&(last, last_role)) = dirs.last() else {
-            return self;
-        };
-        let (dir, role) = failed
-            .and_then(|file| {
-                dirs.iter()
-                    .find(|(dir, _)| file.parent() == Some(dir) || file == *dir)
-                    .copied()
-            })
-            .unwrap_or((last, last_role));
-        Error::NoRoomForPackets {
-            dir: dir.to_path_buf(),
-            role,
-            mount: crate::sys::fsutil::mount_point(
-                &std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
-            ),
-            free: crate::sys::fsutil::free_space(dir).unwrap_or(0),
-            what: format!(
-                "{} failed, its filesystem full; what was written of it was removed, and \
-                 nothing is recorded as sent",
-                writing()
-            ),
-            options,
-        }
-    }
-
     pub fn io(path: impl Into<PathBuf>, cause: io::Error) -> Error {
         Error::Io {
             path: path.into(),
@@ -560,15 +511,6 @@ impl From<shipping::Error> for Error {
     fn from(err: shipping::Error) -> Error {
         Error::Shipping(err)
     }
-}
-
-/// Whether a write failed for want of space: the filesystem is full
-/// (ENOSPC) or the user's disk quota is used up (EDQUOT).
-fn no_space(cause: &io::Error) -> bool {
-    matches!(
-        cause.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    )
 }
 
 /// Adds the path to an `io::Error`.

@@ -295,7 +295,8 @@ fn export(args: &Args) -> anyhow::Result<()> {
         &stop,
     )
     .map_err(|err| {
-        err.when_no_room(
+        crate::sync::export::when_no_room(
+            err,
             &[(out, "-out directory")],
             || format!("writing the creation packet for \"{name}\""),
             "-maxsize",

@@ -799,9 +799,14 @@ pub(crate) fn prepare_out(
             rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
             rustix::fs::AtFlags::EACCESS,
         )
-        .map_err(|e| match *dir == out {
-            true => Error::out_directory(out, false, &e.into()),
-            false => Error::io(*dir, e.into()),
+        .map_err(|e| {
+            // The kind in words ("permission denied"), as the OS says it
+            // for any file made there.
+            let cause = std::io::Error::from(std::io::Error::from(e).kind());
+            match *dir == out {
+                true => Error::out_directory(out, false, &cause),
+                false => Error::io(*dir, cause),
+            }
         })?;
     }
     remove_abandoned_partials(&dirs);
