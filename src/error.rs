@@ -206,6 +206,32 @@ pub enum Error {
     #[error("cannot write packets to the -out directory {}: {what}", path.display())]
     OutDirectory { path: PathBuf, what: String },
 
+    /// The filesystem packets were being written to (the -out or
+    /// -workdir directory, or a storage bay) filled up: what was being
+    /// written was removed again and nothing was recorded as sent.
+    #[error(
+        "no room for packets in the {role} {}: {what} ({} free on {})",
+        dir.display(),
+        human_size(*free),
+        mount.display()
+    )]
+    NoRoomForPackets {
+        /// The directory written to, as the user named it.
+        dir: PathBuf,
+        /// "-out directory", "-workdir", "outgoing bay".
+        role: &'static str,
+        /// The mount point of its filesystem.
+        mount: PathBuf,
+        /// Bytes free there (after a failed write was removed).
+        free: u64,
+        /// What failed and what became of it, e.g. "writing the packet
+        /// for \"beta\" failed; ...".
+        what: String,
+        /// The options that help, for the hint: "-maxsize" alone, or
+        /// "-maxsize and -workdir".
+        options: &'static str,
+    },
+
     /// `mkreplica -import` found no key file where it looked.
     #[error("{}: no key file for the new member there", path.display())]
     MissingKeyFile { path: PathBuf },
@@ -220,6 +246,15 @@ pub enum Error {
 
     #[error(transparent)]
     Shipping(shipping::Error),
+
+    /// A shipping error that comes from the configuration (a storage
+    /// class, route or destination it lacks): `config` names the
+    /// shipping.toml in use, or "the built-in shipping configuration".
+    #[error("{config}: {cause}")]
+    ShippingConfig {
+        config: String,
+        cause: shipping::Error,
+    },
 
     /// Something that would log a change of this replica's own, refused
     /// while a restore from a backup (`mkreplica -restore`) is unfinished.
@@ -254,6 +289,11 @@ pub enum Refusal {
     /// The packet is damaged or forged.
     #[error(transparent)]
     Damaged(packet_format::Error),
+
+    /// The file is no packet at all: not a zip archive, or a zip archive
+    /// of something else (`why` says which).
+    #[error("not a packet: {why}")]
+    NotAPacket { why: String },
 
     /// The packet file could not be read (permissions, I/O): not damage.
     #[error("cannot be read: {cause}")]

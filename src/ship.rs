@@ -30,7 +30,7 @@ impl Shipping {
     /// The class named by `-sclass`, or `default`.
     pub fn class_name(&self, sclass: Option<&str>) -> Result<String> {
         let name = sclass.unwrap_or(DEFAULT_STORAGE_CLASS);
-        self.config.class(name)?;
+        self.config.class(name).map_err(|e| self.config_error(e))?;
         Ok(name.to_string())
     }
 
@@ -48,9 +48,19 @@ impl Shipping {
     /// retry until the order expires.
     pub fn check_routes<'a>(&self, destinations: impl IntoIterator<Item = &'a str>) -> Result<()> {
         for destination in destinations {
-            self.config.next_hop(destination)?;
+            self.config
+                .next_hop(destination)
+                .map_err(|e| self.config_error(e))?;
         }
         Ok(())
+    }
+
+    /// `err`, which the configuration caused, naming the file in use.
+    pub fn config_error(&self, err: shipping::Error) -> crate::Error {
+        crate::Error::ShippingConfig {
+            config: config_name(&self.source),
+            cause: err,
+        }
     }
 
     /// The outgoing bay of `class_name`: a directory (created if
@@ -473,6 +483,15 @@ pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
 }
 
 /// Wraps a shipping library error.
+/// The shipping configuration in use, as messages name it: its file (and
+/// how it was found), or the built-in default.
+pub fn config_name(source: &shipping::config::ConfigSource) -> String {
+    match source.path() {
+        Some(_) => format!("shipping configuration {source}"),
+        None => "the built-in shipping configuration (no shipping.toml found)".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,5 +4,5 @@ complete -c shipping_server -o interval -d 'With -poll: keep running, one pass e
 complete -c shipping_server -o listen -d 'Receive packets over HTTP (PUT /packets/NAME) on ADDR (IP:PORT; default: `listen` in shipping.toml) until SIGTERM or SIGINT. Only packets signed by a trusted key are stored. With -poll, also forwards (every -interval seconds, default 60)' -r
 complete -c shipping_server -o poll -d 'Work through every shipping order in the outgoing bays: deliver each packet through the next hop of each destination\'s route, retry failed deliveries whose backoff has passed, and move expired packets to the return bay (running the notify program). Exits 1 when a delivery failed (it stays queued and is retried at a later pass)'
 complete -c shipping_server -s q -o quiet -d 'For one pass run by hand (-poll without -interval, or ORDERs): no progress line and no log lines; the exit status still says whether a delivery failed. The progress line (bytes, percentage, rate, time left) is shown only when standard error is a terminal. A server (-listen, -interval) always logs'
-complete -c shipping_server -s h -o help -d 'Print help'
+complete -c shipping_server -s h -o help -d 'Print help (see more with \'-help\')'
 complete -c shipping_server -s V -o version -d 'Print version'

@@ -303,11 +303,24 @@ impl BayStore for DirStore {
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(&self.dir)
             .map_err(|e| Error::io(&self.dir, e))?;
-        let written = {
+        let copied = {
             let mut out = io::BufWriter::new(temp.as_file_mut());
-            let written = io::copy(reader, &mut out).map_err(|e| self.error(name, e))?;
-            out.flush().map_err(|e| self.error(name, e))?;
-            written
+            io::copy(reader, &mut out).and_then(|written| out.flush().map(|()| written))
+        };
+        let written = match copied {
+            Ok(written) => written,
+            Err(cause) => {
+                // Removed first, so the free space said is what is there.
+                drop(temp);
+                return Err(match cause.kind() {
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Error::BayFull {
+                        bay: self.describe(),
+                        name: name.to_string(),
+                        free: crate::receive::available_space(&self.dir).unwrap_or(0),
+                    },
+                    _ => self.error(name, cause),
+                });
+            }
         };
         self.adopt(name, temp)?;
         Ok(written)

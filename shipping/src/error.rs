@@ -76,8 +76,20 @@ pub enum Error {
     },
 
     /// No storage class of that name is configured.
-    #[error("no storage class {class:?} in the shipping configuration")]
+    #[error("no storage class {class:?}: it has no [classes.{class}] table")]
     UnknownClass { class: String },
+
+    /// A packet copied into a directory bay or destination (a stick)
+    /// found its filesystem full: what was written of it was removed.
+    #[error(
+        "{bay}: no room for {name}: the disk is full ({} free); nothing of it was left there",
+        crate::size::human(*free)
+    )]
+    BayFull {
+        bay: String,
+        name: String,
+        free: u64,
+    },
 
     /// A shipping order that cannot be read or does not make sense.
     #[error("{bay}: shipping order {name}: {message}")]

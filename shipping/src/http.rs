@@ -239,7 +239,7 @@ fn send_rest(
                     )));
                 }
             }
-            return Err(Sent::Failed(err.to_string()));
+            return Err(Sent::Failed(http_failure(&err)));
         }
     };
     let status = response.status().as_u16();
@@ -271,6 +271,28 @@ fn send_rest(
         None => Err(Sent::Failed(format!(
             "answered {status} without {SHA256_HEADER}: not a syncreplica shipping server? ({text})"
         ))),
+    }
+}
+
+/// Why a request got no answer, in words: ureq's own text prefixes the
+/// kind of failure as it names it internally ("io: ", "timeout: "),
+/// which means nothing to an administrator reading the log.
+fn http_failure(err: &ureq::Error) -> String {
+    match err {
+        ureq::Error::Io(cause) => match cause.kind() {
+            std::io::ErrorKind::ConnectionRefused => {
+                "connection refused (no shipping server listens there)".to_string()
+            }
+            _ => cause.to_string(),
+        },
+        ureq::Error::Timeout(what) => format!("timed out ({what})"),
+        ureq::Error::HostNotFound => "host not found".to_string(),
+        ureq::Error::ConnectionFailed => "the connection could not be made".to_string(),
+        ureq::Error::BadUri(uri) => format!("not a usable URL: {uri}"),
+        ureq::Error::Protocol(what) => format!("the answer is not HTTP: {what}"),
+        ureq::Error::Http(what) => format!("HTTP error: {what}"),
+        ureq::Error::BodyStalled => "the connection stalled while sending".to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -1261,5 +1283,22 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod failure_words {
+    use super::http_failure;
+
+    #[test]
+    fn failures_read_without_ureqs_internal_prefixes() {
+        let refused = ureq::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(
+            http_failure(&refused),
+            "connection refused (no shipping server listens there)"
+        );
+        assert_eq!(http_failure(&ureq::Error::HostNotFound), "host not found");
+        let other = ureq::Error::Io(std::io::Error::other("broken pipe"));
+        assert!(!http_failure(&other).starts_with("io:"));
     }
 }

@@ -4,6 +4,21 @@
 /// Reads a size such as `65536`, `64k`, `50m` or `2g` (powers of 1024).
 /// The error says why, for the caller to wrap with the value and where it
 /// came from.
+/// A size for people: `512 bytes`, `1.5 KiB`, `3.2 MiB`, `1.1 GiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 pub fn parse_size(value: &str) -> Result<u64, &'static str> {
     let trimmed = value.trim();
     let (digits, multiplier) = match trimmed.chars().last().map(|c| c.to_ascii_lowercase()) {

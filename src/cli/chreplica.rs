@@ -2,8 +2,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// Change how this replica takes part in its family: make it a mirror, or
-/// an ordinary member again.
+/// Make this replica a mirror of a member, or an ordinary member again.
 ///
 /// `chreplica -mirror UPSTREAM` makes this replica a mirror of the member
 /// UPSTREAM (for a migrated server kept an exact copy of its source until

@@ -61,9 +61,14 @@ pub struct Args {
 const LSPACKET_EXIT: &str = "\
 Options are written with one dash, as in MultiSite (-long); two dashes work as well.
 
+Each packet that cannot be used here says why on its last line: not a packet (not a zip
+archive, or a zip archive that is not a packet), damaged (truncated, or a hash or signature
+that does not match), unreadable (permissions), signed by an unknown key, of another family,
+of an unsupported packet format, or encrypted for others; the error line counts each kind.
+
 Exit status:
-  0  every packet listed is intact and signed by a family member
-  1  a packet is damaged, its signature is bad or its key unknown, or the command failed
+  0  every packet listed is intact and signed by a family member (outside a replica: intact)
+  1  a file listed cannot be used here (see above), or the command failed
   2  the command line was wrong";
 
 use crate::cli;
@@ -144,7 +149,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     };
     if entries.is_empty() {
         if args.fmt == cli::Format::Json {
-            print_json(Vec::new(), &partials)?;
+            print_json(Vec::new(), &partials, Default::default())?;
         } else {
             outln!("No packets found.");
             print_partials(&partials, args.short, now);
@@ -187,26 +192,31 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     }
     // Packets named outside any replica have no keys to be checked
     // against: an unknown key there is "not checked", not a problem.
-    let unchecked = replica.is_none() && !args.packets.is_empty();
-    let not_checked = |exam: &packet_format::Examination| {
-        unchecked
-            && exam.error.is_none()
-            && matches!(
-                exam.signature,
-                Some(packet_format::SignatureStatus::UnknownKey { .. })
-            )
+    let reader = listing::Reader {
+        replica: me,
+        family: replica
+            .as_ref()
+            .map(|r| (r.identity.family_id, r.identity.family_name.clone())),
+        unchecked: replica.is_none() && !args.packets.is_empty(),
     };
-    let mut problems = 0;
+    let mut counts: std::collections::BTreeMap<listing::Verdict, u64> = Default::default();
+    // Files this replica should be able to use and cannot, by verdict.
+    let mut problems: std::collections::BTreeMap<listing::Verdict, u64> = Default::default();
     let mut json = Vec::new();
     for (entry, exam) in entries.iter().zip(exams) {
-        let not_checked = not_checked(&exam);
-        if listing::is_problem(&exam) && !not_checked {
-            problems += 1;
+        let judged = listing::judge(&exam, &reader);
+        *counts.entry(judged.verdict).or_default() += 1;
+        if judged.problem {
+            *problems.entry(judged.verdict).or_default() += 1;
         }
         let returned = matches!(entry.bay, Some((_, Bay::Return)));
         if args.fmt == cli::Format::Json {
-            let mut value = listing::render_json(&exam, view.as_ref());
-            if let Some(signature) = value.signature.as_mut().filter(|_| not_checked) {
+            let mut value = listing::render_json(&exam, &judged, view.as_ref());
+            if let Some(signature) = value
+                .signature
+                .as_mut()
+                .filter(|_| judged.verdict == listing::Verdict::NotChecked)
+            {
                 signature.status = "not checked";
             }
             if let Some(remote) = &entry.remote {
@@ -224,22 +234,12 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
                 None => outln!("{}", crate::error::printable_path(&entry.file)),
             }
         } else {
-            let sealed_for_others = exam.error.is_none()
-                && exam.header.as_ref().is_some_and(|h| {
-                    h.encryption.is_some()
-                        && me.is_some_and(|me| h.targets.iter().all(|t| t.id != me))
-                });
-            let mut text = listing::render_text(exam, args.long, view.as_ref());
-            if sealed_for_others {
-                text.push_str(
-                    "Contents: encrypted for the targets above; this replica cannot read them.\n",
-                );
-            }
+            let text = listing::render_text(exam, &judged, args.long, view.as_ref());
             let text = match &entry.remote {
                 Some(remote) => text.replace(&entry.file.display().to_string(), remote),
                 None => text,
             };
-            let text = match not_checked {
+            let text = match judged.verdict == listing::Verdict::NotChecked {
                 true => text.replace(
                     "Signature: unknown key ",
                     "Signature: not checked (no replica here; use -replica DIR to check it); key fingerprint ",
@@ -257,15 +257,23 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
         }
     }
     if args.fmt == cli::Format::Json {
-        print_json(json, &partials)?;
+        let summary = counts.iter().map(|(v, n)| (v.json(), *n)).collect();
+        print_json(json, &partials, summary)?;
     } else {
         print_partials(&partials, args.short, now);
     }
-    if problems > 0 {
+    if !problems.is_empty() {
+        // Each kind of trouble by its own name: a file that is no packet
+        // is not damaged, nor is a packet of another family.
+        let kinds: Vec<String> = problems
+            .iter()
+            .map(|(verdict, n)| verdict.counted(*n))
+            .collect();
         anyhow::bail!(
-            "{problems} of {} packet{} unreadable, damaged or not signed by a known family member",
-            entries.len(),
-            if entries.len() == 1 { " is" } else { "s are" }
+            "{} of {} cannot be used here: {}",
+            problems.values().sum::<u64>(),
+            cli::counted(entries.len() as u64, "file listed", "files listed"),
+            kinds.join(", ")
         );
     }
     Ok(())
@@ -290,7 +298,9 @@ fn bay_entries(
                 let dir = copies.path().join(format!("{class_name}-{}", bay.name()));
                 std::fs::create_dir_all(&dir)?;
                 let local = DirStore::new(&dir);
-                for name in store.list()? {
+                let mut names = store.list()?;
+                names.sort_by(|a, b| packets::by_name_and_number(a.as_ref(), b.as_ref()));
+                for name in names {
                     if shipping::order::packet_of(&name).is_some() {
                         continue;
                     }
@@ -373,6 +383,7 @@ fn print_partials(
 fn print_json(
     packets: Vec<listing::PacketJson>,
     partials: &[(String, shipping::receive::Partial)],
+    summary: std::collections::BTreeMap<&'static str, u64>,
 ) -> anyhow::Result<()> {
     let list = listing::PacketList {
         version: listing::JSON_VERSION,
@@ -388,6 +399,7 @@ fn print_json(
                 modified: shipping::order::format_time(&p.modified),
             })
             .collect(),
+        summary,
     };
     cli::report::print_data(format_args!("{}\n", serde_json::to_string_pretty(&list)?));
     Ok(())

@@ -279,11 +279,9 @@ fn export(args: &Args) -> anyhow::Result<()> {
     // Everything is checked before anything is recorded or created; a
     // missing -out is then made, as syncreplica -export makes one.
     creation::check_export(&replica, name, out, max_size)?;
-    if out.is_dir() {
-        cli::remove_abandoned_partials(&[out]);
-    }
-    // Removed again if the export fails before a packet is there.
-    let _created_out = cli::CreatedOut::ensure(out)?;
+    // Made if missing (removed again if the export fails before a packet
+    // is there), writable, with room: checked before the scan records.
+    let _created_out = cli::prepare_out(out, None)?;
     let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
     cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
@@ -295,7 +293,15 @@ fn export(args: &Args) -> anyhow::Result<()> {
         &args.comment,
         args.manifest,
         &stop,
-    )?;
+    )
+    .map_err(|err| {
+        crate::sync::export::when_no_room(
+            err,
+            &[(out, "-out directory")],
+            || format!("writing the creation packet for \"{name}\""),
+            "-maxsize",
+        )
+    })?;
     outln!(
         "Wrote the replica-creation packet for new member \"{name}\" of family \"{}\" ({}, {} bytes of content):",
         replica.identity.family_name,
@@ -368,14 +374,16 @@ fn import(args: &Args) -> anyhow::Result<()> {
             }
             None => {
                 first_problem.get_or_insert_with(|| {
-                    format!(
-                        "{}: {}",
-                        file.display(),
-                        exam.error
+                    // The error's kind only: it names the file again.
+                    let why = match packets::not_a_packet(file) {
+                        Some(why) => format!("not a packet: {why}"),
+                        None => exam
+                            .error
                             .as_ref()
-                            .map(|e| e.to_string())
-                            .unwrap_or_default()
-                    )
+                            .map(|e| e.kind.to_string())
+                            .unwrap_or_default(),
+                    };
+                    format!("{}: {why}", file.display())
                 });
             }
         }

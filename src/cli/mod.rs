@@ -515,24 +515,106 @@ struct TerminalMeter;
 /// verified whole), so the time shown keeps moving.
 const PROGRESS_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// The progress line's template for a terminal `columns` wide, and the
+/// columns its fields take before the message (at most: a rate of
+/// "1023.99 KiB/s", times under 100 hours). A narrow terminal drops the
+/// bar, then the rate, so the line never wraps (a wrapped line is drawn
+/// again below itself at every update).
+fn progress_template(
+    unit: crate::sys::progress::Unit,
+    total: Option<u64>,
+    columns: usize,
+) -> (&'static str, usize) {
+    use crate::sys::progress::Unit;
+    match (unit, total) {
+        (Unit::Bytes, Some(_)) if columns >= 62 + 20 => (
+            "{bytes:>10} {percent:>3}% {bytes_per_sec:>13} {eta_precise} [{bar:20}] {wide_msg}",
+            62,
+        ),
+        (Unit::Bytes, Some(_)) if columns >= 40 + 16 => (
+            "{bytes:>10} {percent:>3}% {bytes_per_sec:>13} {eta_precise} {wide_msg}",
+            40,
+        ),
+        (Unit::Bytes, Some(_)) => ("{bytes:>10} {percent:>3}% {eta_precise} {wide_msg}", 26),
+        (Unit::Bytes, None) if columns >= 34 + 16 => (
+            "{bytes:>10} {bytes_per_sec:>13} {elapsed_precise} {wide_msg}",
+            34,
+        ),
+        (Unit::Bytes, None) => ("{bytes:>10} {elapsed_precise} {wide_msg}", 20),
+        (Unit::Files, _) => ("{pos:>10} files {elapsed_precise} {wide_msg}", 27),
+    }
+}
+
+/// `text` in at most `columns` columns: whole if it fits, else its start
+/// and its end with "…" between, the end (a file name's last part, a
+/// part number) kept longer than the start.
+fn fit_to_width(text: &str, columns: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= columns {
+        return text.to_string();
+    }
+    if columns == 0 {
+        return String::new();
+    }
+    let keep = columns - 1;
+    let head = keep / 3;
+    let tail = keep - head;
+    let mut out: String = chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&chars[chars.len() - tail..]);
+    out
+}
+
+/// The width of the terminal standard error is, in columns (80 when it
+/// cannot be told).
+fn terminal_columns() -> usize {
+    console::Term::stderr()
+        .size_checked()
+        .map_or(80, |(_, columns)| usize::from(columns))
+}
+
+/// What the line in progress shows, to fit it again when the terminal's
+/// width changes.
+static CURRENT_LINE: std::sync::Mutex<Option<ProgressLine>> = std::sync::Mutex::new(None);
+
+struct ProgressLine {
+    what: String,
+    unit: crate::sys::progress::Unit,
+    total: Option<u64>,
+    columns: usize,
+}
+
+impl ProgressLine {
+    /// Styles `bar` for a terminal `columns` wide: the template that fits
+    /// and the message shortened to the room left (indicatif would cut
+    /// its end off, where a file name's most telling part is).
+    fn fit(&mut self, bar: &indicatif::ProgressBar, columns: usize) {
+        self.columns = columns;
+        let (template, fixed) = progress_template(self.unit, self.total, columns);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        // One column spare: a line that fills the last column makes some
+        // terminals wrap.
+        let room = columns.saturating_sub(fixed + 1);
+        bar.set_message(fit_to_width(&self.what, room));
+    }
+}
+
 impl crate::sys::progress::Meter for TerminalMeter {
     fn start(&self, what: &str, unit: crate::sys::progress::Unit, total: Option<u64>) {
-        use crate::sys::progress::Unit;
-        let template = match (unit, total) {
-            (Unit::Bytes, Some(_)) => {
-                "{bytes:>10} {percent:>3}% {bytes_per_sec:>12} {eta_precise} [{bar:20}] {wide_msg}"
-            }
-            (Unit::Bytes, None) => "{bytes:>10} {bytes_per_sec:>12} {elapsed_precise} {wide_msg}",
-            (Unit::Files, _) => "{pos:>10} files {elapsed_precise} {wide_msg}",
-        };
         let bar = indicatif::ProgressBar::with_draw_target(
             total,
             indicatif::ProgressDrawTarget::stderr(),
         );
-        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(crate::error::neutralized(what, false).into_owned());
+        let mut line = ProgressLine {
+            what: crate::error::neutralized(what, false).into_owned(),
+            unit,
+            total,
+            columns: 0,
+        };
+        line.fit(&bar, terminal_columns());
+        *CURRENT_LINE.lock().unwrap_or_else(|e| e.into_inner()) = Some(line);
         bar.enable_steady_tick(PROGRESS_TICK);
         bar.force_draw();
         let previous = CURRENT_BAR
@@ -555,10 +637,24 @@ impl crate::sys::progress::Meter for TerminalMeter {
             if bar.length().is_some_and(|len| bar.position() > len) {
                 bar.set_length(bar.position());
             }
+            // A terminal made narrower or wider: the line follows.
+            let columns = terminal_columns();
+            if let Some(line) = CURRENT_LINE
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+                .filter(|line| line.columns != columns)
+            {
+                line.fit(bar, columns);
+            }
         }
     }
 
     fn finish(&self) {
+        CURRENT_LINE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let bar = CURRENT_BAR.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(bar) = bar {
             bar.finish_and_clear();
@@ -670,6 +766,91 @@ pub fn print_lock_takeover(name: &str, replica: &crate::replica::LockedReplica) 
 /// with nothing in it (no packet written, or a failure), so a refused or
 /// empty export leaves no trace; announced only when it is kept. Removes
 /// only an empty directory, and only one this run made.
+/// Every check on where an export writes, made before anything is
+/// recorded or changed: `out` (made if missing, and removed again when
+/// the returned guard drops with nothing in it) and `work` (-workdir,
+/// which must exist) are directories this user can create files in, on
+/// filesystems with room for at least the smallest part
+/// ([`packet_format::MIN_PART_SIZE`]). Removes the temporary files of
+/// exports that are provably over from both.
+pub(crate) fn prepare_out(
+    out: &std::path::Path,
+    work: Option<&std::path::Path>,
+) -> crate::error::Result<CreatedOut> {
+    use crate::error::Error;
+    check_workdir(work)?;
+    let dirs: Vec<&std::path::Path> = work.into_iter().chain([out]).collect();
+    for dir in &dirs {
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::NotADirectory {
+                path: dir.to_path_buf(),
+            });
+        }
+    }
+    let created = CreatedOut::ensure(out)?;
+    for dir in &dirs {
+        // A directory this user cannot write to (its permissions, or a
+        // read-only filesystem) is refused now. Asked, not tried: a file
+        // made and removed there would change the directory's mtime,
+        // which a scan records when -out is inside the replica.
+        rustix::fs::accessat(
+            rustix::fs::CWD,
+            *dir,
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+            rustix::fs::AtFlags::EACCESS,
+        )
+        .map_err(|e| {
+            // The kind in words ("permission denied"), as the OS says it
+            // for any file made there.
+            let cause = std::io::Error::from(std::io::Error::from(e).kind());
+            match *dir == out {
+                true => Error::out_directory(out, false, &cause),
+                false => Error::io(*dir, cause),
+            }
+        })?;
+    }
+    remove_abandoned_partials(&dirs);
+    for (dir, role) in work
+        .map(|w| (w, "-workdir"))
+        .into_iter()
+        .chain([(out, "-out directory")])
+    {
+        let free = crate::sys::fsutil::free_space(dir)?;
+        if free < packet_format::MIN_PART_SIZE {
+            return Err(Error::NoRoomForPackets {
+                dir: dir.to_path_buf(),
+                role,
+                mount: crate::sys::fsutil::mount_point(
+                    &std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+                ),
+                free,
+                what: format!(
+                    "an export needs at least {} there; nothing was recorded or written",
+                    crate::error::human_size(packet_format::MIN_PART_SIZE)
+                ),
+                options: match work {
+                    Some(_) => "-maxsize and -workdir",
+                    None => "-maxsize",
+                },
+            });
+        }
+    }
+    Ok(created)
+}
+
+/// A -workdir must exist: not made for the user, unlike -out, as a
+/// working folder that is not there is most likely a typing error or an
+/// unmounted disk (a usage error, exit 2).
+pub(crate) fn check_workdir(work: Option<&std::path::Path>) -> crate::error::Result<()> {
+    match work {
+        Some(work) if !work.exists() => Err(crate::error::Error::MissingDirectory {
+            path: work.to_path_buf(),
+            what: "the -workdir",
+        }),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) struct CreatedOut {
     /// The directories made, deepest first.
     made: Vec<std::path::PathBuf>,
@@ -718,6 +899,37 @@ mod tests {
         assert_eq!(counted(2, "entry", "entries"), "2 entries");
         assert_eq!(epochs(51, 51), "epoch 51");
         assert_eq!(epochs(1, 3), "epochs 1-3");
+    }
+
+    #[test]
+    fn a_long_name_is_shortened_in_the_middle_to_fit() {
+        assert_eq!(fit_to_width("exporting to beta", 40), "exporting to beta");
+        let name = "sending sync_alpha_20261130T120000Z_beta_12_3of5.zip";
+        let fitted = fit_to_width(name, 30);
+        assert_eq!(fitted.chars().count(), 30);
+        assert_eq!(fitted, "sending s…00Z_beta_12_3of5.zip");
+        assert_eq!(fit_to_width(name, 0), "");
+    }
+
+    #[test]
+    fn the_progress_line_never_needs_more_than_the_terminal() {
+        use crate::sys::progress::Unit;
+        for columns in [40, 50, 60, 80, 120] {
+            for (unit, total) in [
+                (Unit::Bytes, Some(1)),
+                (Unit::Bytes, None),
+                (Unit::Files, None),
+            ] {
+                let (template, fixed) = progress_template(unit, total, columns);
+                assert!(fixed + 10 <= columns, "{template} at {columns}");
+            }
+        }
+        assert!(progress_template(Unit::Bytes, Some(1), 120)
+            .0
+            .contains("{bar"));
+        assert!(!progress_template(Unit::Bytes, Some(1), 60)
+            .0
+            .contains("{bar"));
     }
 
     #[test]

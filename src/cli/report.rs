@@ -264,6 +264,17 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::BadCreationPacket { .. } => {
             "ask the sender for a new creation packet (mkreplica -export there) and check its fingerprint with them".into()
         }
+        Error::NoRoomForPackets { role, options, .. } => format!(
+            "make room on that disk, or name as the {role} a directory on a disk with room for it all; {}",
+            match *options {
+                "-maxsize and -workdir" => "-maxsize SIZE (e.g. -maxsize 500m) writes parts of at most SIZE, \
+                    to carry on several sticks in turn, and -workdir DIR writes them on another disk \
+                    before they are moved to -out",
+                "-maxsize" => "-maxsize SIZE (e.g. -maxsize 500m) writes parts of at most SIZE, \
+                    to carry on several sticks in turn",
+                _ => "then run the command again",
+            }
+        ),
         Error::OutDirectory { .. } => {
             "name with -out a directory this user can write to, or one that can be made (its parent exists on a writable filesystem)".into()
         }
@@ -282,17 +293,28 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::ManifestNeedsAdopt { .. } => {
             "make the new member over a tree that holds the content already: mkreplica -import -adopt -replica DIR; or ask the sender for a packet with content (mkreplica -export without -manifest)".into()
         }
-        Error::Shipping(shipping::Error::UnknownClass { .. }) => {
+        Error::ShippingConfig { cause, .. } | Error::Shipping(cause) => return shipping_hint(cause),
+        _ => return None,
+    })
+}
+
+/// What to do about a shipping error, where there is something to do.
+fn shipping_hint(err: &shipping::Error) -> Option<String> {
+    Some(match err {
+        shipping::Error::UnknownClass { .. } => {
             "storage classes are the [classes.NAME] tables of shipping.toml; without -sclass the class is \"default\"".into()
         }
-        Error::Shipping(shipping::Error::UnknownDestination { destination, .. }) => format!(
+        shipping::Error::UnknownDestination { destination, .. } => format!(
             "tell shipping.toml how to reach it: a table [destinations.{destination}] with url = \"http://HOST:7421\" \
              (or dir = \"/media/usb\"), or under [routes] a line HOP = [\"{destination}\"], or default_route = \"HOP\""
         ),
-        Error::Shipping(shipping::Error::RouteLoop { .. }) => {
+        shipping::Error::RouteLoop { .. } => {
             "a destination's route must end at a [destinations] entry; fix [routes] and default_route in shipping.toml".into()
         }
-        Error::Shipping(shipping::Error::Config { .. }) => {
+        shipping::Error::BayFull { .. } => {
+            "make room on that disk, or name a directory with room in shipping.toml; the packet stays queued for the next shipping_server -poll".into()
+        }
+        shipping::Error::Config { .. } => {
             "shipping_server(1) and shipping/FORMAT.md describe every key".into()
         }
         _ => return None,

@@ -18,6 +18,8 @@ use shipping::{ShippingConfig, DEFAULT_STORAGE_CLASS};
 
 use crate::ship_trust::ReplicaMembers;
 
+/// Deliver queued packets to other sites and receive theirs over HTTP.
+///
 /// Moves packets between sites, as MultiSite's shipping_server does: works
 /// through the shipping orders in the storage bays (-poll, or the ORDERs
 /// named) and receives packets from other hosts over HTTP (-listen).
@@ -132,9 +134,13 @@ pub fn run(args: Args) -> i32 {
 }
 
 fn hint(err: &anyhow::Error) -> Option<String> {
-    let library = err
-        .chain()
-        .find_map(|e| e.downcast_ref::<shipping::Error>())?;
+    let library = err.chain().find_map(|e| {
+        e.downcast_ref::<shipping::Error>()
+            .or_else(|| match e.downcast_ref() {
+                Some(crate::Error::ShippingConfig { cause, .. }) => Some(cause),
+                _ => None,
+            })
+    })?;
     match library {
         shipping::Error::UnknownClass { .. } => {
             Some("storage classes are the [classes.NAME] tables of shipping.toml".into())
@@ -164,7 +170,12 @@ fn execute(args: &Args) -> anyhow::Result<PassReport> {
     let (config, source) = ShippingConfig::load(args.shipconf.as_deref())?;
     let classes: Vec<String> = match &args.sclass {
         Some(class) => {
-            config.class(class)?;
+            config
+                .class(class)
+                .map_err(|cause| crate::Error::ShippingConfig {
+                    config: crate::ship::config_name(&source),
+                    cause,
+                })?;
             vec![class.clone()]
         }
         None => config.classes.keys().cloned().collect(),

@@ -321,50 +321,13 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     // Everything is checked before anything is recorded or created, so a
     // refused export changes nothing.
     // Option values first: a mistyped one is a usage error (exit 2).
-    if let Some(work) = &args.workdir {
-        if !work.exists() {
-            // Not made for the user, unlike -out: a working folder that is
-            // not there is most likely a typing error or an unmounted disk.
-            return Err(crate::error::Error::MissingDirectory {
-                path: work.clone(),
-                what: "the -workdir",
-            }
-            .into());
-        }
-    }
+    cli::check_workdir(args.workdir.as_deref())?;
     export::resolve_targets(&replica, &args.targets)?;
     export::check_max_size(max_size)?;
-    for dir in args.workdir.iter().map(PathBuf::as_path).chain([out]) {
-        if dir.exists() && !dir.is_dir() {
-            return Err(crate::error::Error::NotADirectory {
-                path: dir.to_path_buf(),
-            }
-            .into());
-        }
-    }
-    // Removed again if no packet goes there.
-    let _created_out = cli::CreatedOut::ensure(out)?;
-    // Packets are written there: a directory this user cannot write to is
-    // refused now, before the scan records anything.
-    for dir in args.workdir.iter().map(PathBuf::as_path).chain([out]) {
-        tempfile::Builder::new()
-            .prefix(".syncreplica-probe-")
-            .tempfile_in(dir)
-            .map_err(|e| match dir == out {
-                // The kind only: the probe file's name means nothing to the user.
-                true => {
-                    crate::error::Error::out_directory(out, false, &std::io::Error::from(e.kind()))
-                }
-                false => crate::error::Error::io(dir, std::io::Error::from(e.kind())),
-            })?;
-    }
-    let dirs: Vec<&std::path::Path> = args
-        .workdir
-        .iter()
-        .map(PathBuf::as_path)
-        .chain([out])
-        .collect();
-    cli::remove_abandoned_partials(&dirs);
+    // Then where packets go: made if missing (and removed again if no
+    // packet goes there), writable, with room; all before the scan
+    // records anything.
+    let _created_out = cli::prepare_out(out, args.workdir.as_deref())?;
     // Parts an interrupted export left without an order: queued now, and
     // with -fship delivered with this export's.
     let adopted = match &shipping {
@@ -411,6 +374,10 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     let request = export::ExportRequest {
         targets: &args.targets,
         out_dir: out,
+        out_role: match &shipping {
+            Some(_) => "outgoing bay",
+            None => "-out directory",
+        },
         work_dir: args.workdir.as_deref(),
         max_size,
         comment: &args.comment,

@@ -86,6 +86,9 @@ pub struct ExportRequest<'a> {
     pub targets: &'a [String],
     /// Existing directory that receives the packet files.
     pub out_dir: &'a Path,
+    /// What `out_dir` is to the user, for messages: "-out directory", or
+    /// "outgoing bay" (-ship).
+    pub out_role: &'static str,
     /// Where parts are written before they are moved to `out_dir`
     /// (default: `out_dir` itself; parts appear there only when complete).
     pub work_dir: Option<&'a Path>,
@@ -245,7 +248,20 @@ pub fn export_updates(
     crate::sync::crypt::ensure_announced(replica)?;
     let mut results = Vec::new();
     for target in targets {
-        let outcome = export_to(replica, &target, request)?;
+        // A full disk is said as such, naming the directory the user
+        // gave, not the temporary file that failed.
+        let mut dirs = vec![(request.out_dir, request.out_role)];
+        if let Some(work) = request.work_dir.filter(|w| *w != request.out_dir) {
+            dirs.insert(0, (work, "-workdir"));
+        }
+        let outcome = export_to(replica, &target, request).map_err(|err| {
+            when_no_room(
+                err,
+                &dirs,
+                || format!("writing the packet for \"{}\"", target.name),
+                "-maxsize and -workdir",
+            )
+        })?;
         if let Some(after) = request.after_target {
             after(&target, &outcome);
         }
@@ -609,10 +625,18 @@ fn export_to(
     let mut parts = writer.finish()?;
     if let Some(work_dir) = request.work_dir {
         if work_dir != request.out_dir {
-            for part in &mut parts {
-                let destination = request.out_dir.join(&part.file_name);
-                move_file(&part.path, &destination)?;
-                part.path = destination;
+            for i in 0..parts.len() {
+                let destination = request.out_dir.join(&parts[i].file_name);
+                if let Err(err) = move_file(&parts[i].path, &destination) {
+                    // Nothing is recorded as sent: no part of it stays,
+                    // neither those moved already nor those still in the
+                    // working directory.
+                    for part in &parts {
+                        let _ = std::fs::remove_file(&part.path);
+                    }
+                    return Err(err);
+                }
+                parts[i].path = destination;
             }
         }
     }
@@ -896,17 +920,77 @@ fn chunks_target_has(
     Ok(has)
 }
 
+/// `err` as [`Error::NoRoomForPackets`] when it is a write that
+/// found no space left (ENOSPC, or a disk quota) in one of `dirs`
+/// ((directory, role), the first holding the file that failed, else
+/// the last); otherwise unchanged. Call it once what was being
+/// written is removed, so the free space reported is what is there.
+pub fn when_no_room(
+    err: Error,
+    dirs: &[(&std::path::Path, &'static str)],
+    writing: impl FnOnce() -> String,
+    options: &'static str,
+) -> Error {
+    let failed = match &err {
+        Error::Io { path, cause } if no_space(cause) => Some(path.clone()),
+        Error::Packet(err) => match &err.kind {
+            packet_format::ErrorKind::Io { cause, .. } if no_space(cause) => Some(err.path.clone()),
+            _ => None,
+        },
+        Error::Shipping(shipping::Error::Bay { cause, .. }) if no_space(cause) => None,
+        Error::Shipping(shipping::Error::BayFull { .. }) => None,
+        _ => return err,
+    };
+    let Some(&(last, last_role)) = dirs.last() else {
+        return err;
+    };
+    let (dir, role) = failed
+        .and_then(|file| {
+            dirs.iter()
+                .find(|(dir, _)| file.parent() == Some(dir) || file == *dir)
+                .copied()
+        })
+        .unwrap_or((last, last_role));
+    Error::NoRoomForPackets {
+        dir: dir.to_path_buf(),
+        role,
+        mount: crate::sys::fsutil::mount_point(
+            &std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+        ),
+        free: crate::sys::fsutil::free_space(dir).unwrap_or(0),
+        what: format!(
+            "{} failed, its filesystem full; what was written of it was removed, and \
+             nothing is recorded as sent",
+            writing()
+        ),
+        options,
+    }
+}
+
+/// Whether a write failed for want of space: the filesystem is full
+/// (ENOSPC) or the user's disk quota is used up (EDQUOT).
+fn no_space(cause: &std::io::Error) -> bool {
+    matches!(
+        cause.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
 /// Moves a finished part: rename when possible, else copy and fsync.
 fn move_file(from: &Path, to: &Path) -> Result<()> {
     if std::fs::rename(from, to).is_ok() {
         return Ok(());
     }
     let temp = to.with_extension("partial");
-    std::fs::copy(from, &temp).at(&temp)?;
-    std::fs::File::open(&temp)
-        .and_then(|f| f.sync_all())
-        .at(&temp)?;
-    std::fs::rename(&temp, to).at(to)?;
+    let copied = std::fs::copy(from, &temp)
+        .and_then(|_| std::fs::File::open(&temp)?.sync_all())
+        .at(&temp)
+        .and_then(|()| std::fs::rename(&temp, to).at(to));
+    if copied.is_err() {
+        // A half-copied part on a full stick is worse than none.
+        let _ = std::fs::remove_file(&temp);
+    }
+    copied?;
     std::fs::remove_file(from).at(from)?;
     Ok(())
 }

@@ -831,13 +831,17 @@ fn remove_if(remove: bool, files: &[PathBuf]) -> Vec<PacketOutcome> {
     failed
 }
 
-/// A packet-format error as the refusal of its packet: damage, or a file
-/// that could not be read at all (which is not the packet's fault).
+/// A packet-format error as the refusal of its packet: damage, a file
+/// that could not be read at all (which is not the packet's fault), or a
+/// file that is no packet.
 fn refusal_of(err: packet_format::Error) -> Refusal {
     match &err.kind {
         packet_format::ErrorKind::Io { .. } => Refusal::Unreadable {
             cause: err.to_string(),
         },
-        _ => Refusal::Damaged(err),
+        _ => match crate::sync::packets::not_a_packet(&err.path) {
+            Some(why) => Refusal::NotAPacket { why },
+            None => Refusal::Damaged(err),
+        },
     }
 }

@@ -13,7 +13,8 @@ use crate::sync::apply::ChunkSource;
 /// Packet files named on a command line: files as given, directories
 /// listed (not recursively; only `sync_*.zip`/`repl_*.zip` names, so the
 /// shipping orders beside packets in a bay or on a stick are skipped),
-/// sorted by name.
+/// sorted by name with the numbers in it compared as numbers
+/// ([`by_name_and_number`]: `_ship_9` before `_ship_10`, part 2 before part 10).
 pub fn collect_packet_files(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for arg in args {
@@ -25,7 +26,7 @@ pub fn collect_packet_files(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 .map(|entry| entry.path())
                 .filter(|path| path.is_file() && is_packet_name(path))
                 .collect();
-            found.sort();
+            found.sort_by(|a, b| by_name_and_number(a.as_os_str(), b.as_os_str()));
             files.extend(found);
         } else {
             files.push(arg.clone());
@@ -49,8 +50,49 @@ pub fn other_files_in(dir: &Path) -> Result<Vec<String>> {
             (!name.starts_with('.') && !name.ends_with(".order")).then_some(name)
         })
         .collect();
-    names.sort();
+    names.sort_by(|a, b| by_name_and_number(a.as_ref(), b.as_ref()));
     Ok(names)
+}
+
+/// Orders names as a person reads them: runs of ASCII digits compared as
+/// numbers (`sync_a_..._ship_9.zip` before `..._ship_10.zip`, `_2of12`
+/// before `_10of12`), everything else byte by byte. Equal numbers written
+/// with different leading zeros fall back to the bytes, so the order is
+/// total and two distinct names never compare equal.
+pub fn by_name_and_number(a: &std::ffi::OsStr, b: &std::ffi::OsStr) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    use std::os::unix::ffi::OsStrExt;
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < x.len() && j < y.len() {
+        if x[i].is_ascii_digit() && y[j].is_ascii_digit() {
+            let run = |s: &[u8], from: usize| {
+                let end = s[from..]
+                    .iter()
+                    .position(|c| !c.is_ascii_digit())
+                    .map_or(s.len(), |n| from + n);
+                (from, end)
+            };
+            let ((si, ei), (sj, ej)) = (run(x, i), run(y, j));
+            let trim = |d: &[u8]| -> usize { d.iter().take_while(|&&c| c == b'0').count() };
+            let (dx, dy) = (&x[si..ei], &y[sj..ej]);
+            let (dx, dy) = (&dx[trim(dx)..], &dy[trim(dy)..]);
+            // More significant digits: larger; as many: digit by digit.
+            match dx.len().cmp(&dy.len()).then_with(|| dx.cmp(dy)) {
+                Ordering::Equal => {}
+                other => return other,
+            }
+            (i, j) = (ei, ej);
+        } else {
+            match x[i].cmp(&y[j]) {
+                Ordering::Equal => {}
+                other => return other,
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (x.len() - i).cmp(&(y.len() - j)).then_with(|| x.cmp(y))
 }
 
 fn is_packet_name(path: &Path) -> bool {
@@ -205,5 +247,76 @@ impl ChunkSource for PacketChunks<'_> {
             }
             Ok(())
         })
+    }
+}
+
+/// Why the file at `path` is no packet at all, or `None` when it may be
+/// one that is damaged: a packet is a zip archive whose first entry is
+/// `chunks` (SPEC.md §3, canonical layout), so a file that does not start
+/// as a zip archive, or whose first entry is another, is not one.
+pub fn not_a_packet(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut start = [0u8; 30 + 16];
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut have = 0;
+    while have < start.len() {
+        match file.read(&mut start[have..]) {
+            Ok(0) => break,
+            Ok(n) => have += n,
+            Err(_) => return None,
+        }
+    }
+    let start = &start[..have];
+    if !start.starts_with(b"PK\x03\x04") {
+        return Some("not a zip archive (a packet is a zip file)".into());
+    }
+    if start.len() < 30 {
+        return None;
+    }
+    let name_len = usize::from(u16::from_le_bytes([start[26], start[27]]));
+    let name = &start[30..start.len().min(30 + name_len)];
+    if name_len == b"chunks".len() && name == b"chunks" {
+        return None;
+    }
+    // The whole name was read, or its first 16 bytes differ already.
+    if name.len() == name_len || !b"chunks".starts_with(name) {
+        return Some(format!(
+            "a zip archive whose first entry is \"{}\", not a packet's",
+            crate::error::printable_bytes(name)
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::by_name_and_number;
+
+    #[test]
+    fn names_sort_with_their_numbers_as_numbers() {
+        let mut names = vec![
+            "sync_a_20261130T120000Z_ship_10.zip",
+            "sync_a_20261130T120000Z_ship_9.zip",
+            "sync_a_20261130T120000Z_ship_11_10of12.zip",
+            "sync_a_20261130T120000Z_ship_11_2of12.zip",
+            "sync_a_20261130T120000Z_ship_011.zip",
+            "sync_a_20261130T120000Z_ship_11.zip",
+            "sync_a_20261130T115959Z_ship_12.zip",
+            "repl_a_20261130T120000Z_b.zip",
+        ];
+        names.sort_by(|a, b| by_name_and_number(a.as_ref(), b.as_ref()));
+        assert_eq!(
+            names,
+            [
+                "repl_a_20261130T120000Z_b.zip",
+                "sync_a_20261130T115959Z_ship_12.zip",
+                "sync_a_20261130T120000Z_ship_9.zip",
+                "sync_a_20261130T120000Z_ship_10.zip",
+                "sync_a_20261130T120000Z_ship_011.zip",
+                "sync_a_20261130T120000Z_ship_11.zip",
+                "sync_a_20261130T120000Z_ship_11_2of12.zip",
+                "sync_a_20261130T120000Z_ship_11_10of12.zip",
+            ]
+        );
     }
 }

@@ -95,34 +95,35 @@ fn roff_synopsis(line: &str) -> String {
 }
 
 /// One tagged paragraph: `term` in font `font` (B bold, I italic), then
-/// `what`, both escaped.
+/// `what` with its `code` marks in bold ([`roff_inline`]).
 fn roff_item(font: char, term: &str, what: &str) -> String {
     format!(
         ".TP\n\\f{font}{}\\fR\n{}\n",
         roff_escape(term),
-        roff_escape(what)
+        roff_inline(what)
     )
 }
 
 /// Paragraphs of clap's help text as roff: a paragraph per blank-line
-/// block; a block of indented lines (a list) stays preformatted.
+/// block; a block of indented lines (a list) stays preformatted; `code`
+/// in bold ([`roff_inline`]), never a raw backtick.
 fn roff_paragraphs(text: &str) -> String {
     let mut out = String::new();
     for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
         if block.lines().skip(1).all(|l| l.starts_with("  ")) && block.lines().count() > 1 {
             let mut lines = block.lines();
-            out.push_str(&format!(".PP\n{}\n", roff_escape(lines.next().unwrap())));
+            out.push_str(&format!(".PP\n{}\n", roff_inline(lines.next().unwrap())));
             for line in lines {
                 let line = line.trim();
                 match line.split_once("  ") {
                     Some((term, what)) => out.push_str(&roff_item('B', term, what.trim())),
-                    None => out.push_str(&format!(".IP\n{}\n", roff_escape(line))),
+                    None => out.push_str(&format!(".IP\n{}\n", roff_inline(line))),
                 }
             }
         } else {
             out.push_str(&format!(
                 ".PP\n{}\n",
-                roff_escape(&block.replace('\n', " "))
+                roff_inline(&block.replace('\n', " "))
             ));
         }
     }
@@ -138,7 +139,7 @@ fn render_man_page(command: Command) -> Vec<u8> {
     let version = command.get_version().unwrap_or_default().to_string();
     let mut out = format!(
         ".TH {} 1 {MANUAL_DATE} \"syncreplica {version}\" \"User Commands\"\n",
-        name.to_uppercase().replace('_', "\\(ul")
+        name.to_uppercase()
     );
     let about = command
         .get_about()
@@ -214,7 +215,7 @@ fn render_man_page(command: Command) -> Vec<u8> {
             .unwrap_or_default();
         out += &format!(
             ".TP\n{term}\n{}\n",
-            roff_escape(&help.replace("\n\n", " ").replace('\n', " "))
+            roff_inline(&help.replace("\n\n", " ").replace('\n', " "))
         );
         let possible: Vec<String> = arg
             .get_possible_values()
@@ -304,9 +305,49 @@ fn render_man_page(command: Command) -> Vec<u8> {
     tidy(&out).into_bytes()
 }
 
+/// Text lines of at most 80 bytes, as mandoc -T lint wants them: a
+/// longer text line is broken at spaces (roff fills them together again);
+/// request lines and the no-fill blocks (.EX/.EE examples, .TS/.TE
+/// tables) stay as they are.
+fn wrap_text_lines(roff: &str) -> String {
+    let mut out = Vec::new();
+    let mut literal = false;
+    for line in roff.split('\n') {
+        match line {
+            ".EX" | ".TS" => literal = true,
+            ".EE" | ".TE" => literal = false,
+            _ => {}
+        }
+        if literal || line.starts_with('.') || line.len() <= 80 {
+            out.push(line.to_string());
+            continue;
+        }
+        let mut current = String::new();
+        for word in line.split(' ') {
+            if !current.is_empty() && current.len() + 1 + word.len() > 80 {
+                out.push(std::mem::take(&mut current));
+            }
+            if current.is_empty() {
+                // A continuation that starts like a request is text.
+                if word.starts_with('.') || word.starts_with('\'') {
+                    current.push_str("\\&");
+                }
+                current.push_str(word);
+            } else {
+                current.push(' ');
+                current.push_str(word);
+            }
+        }
+        out.push(current);
+    }
+    out.join("\n")
+}
+
 /// Drops the paragraph macros roff ignores anyway (right after a section
-/// heading), which mandoc -T lint warns about.
+/// heading), which mandoc -T lint warns about, and wraps long text lines
+/// ([`wrap_text_lines`]).
 fn tidy(roff: &str) -> String {
+    let roff = &wrap_text_lines(roff);
     roff.replace(".SH SYNOPSIS\n.PP\n", ".SH SYNOPSIS\n")
         .split('\n')
         .collect::<Vec<_>>()
@@ -349,7 +390,11 @@ fn markdown_to_man(markdown: &str, name: &str, section: u8, title: &str) -> Vec<
         let trimmed = line.trim_end();
         if let Some(heading) = trimmed.strip_prefix("# ") {
             flush(&mut paragraph, &mut out);
-            out += &format!(".SH \"{}\"\n", roff_escape(&heading.to_uppercase()));
+            // A section heading is bold already: code marks are dropped.
+            out += &format!(
+                ".SH \"{}\"\n",
+                roff_escape(&heading.replace('`', "").to_uppercase()).replace('"', "\\(dq")
+            );
         } else if let Some(heading) = trimmed.strip_prefix("## ").or(trimmed.strip_prefix("### ")) {
             flush(&mut paragraph, &mut out);
             out += &format!(".SS \"{}\"\n", roff_inline(heading).replace('"', "\\(dq"));
@@ -914,6 +959,41 @@ fn man_page_command_lines() -> Vec<Vec<String>> {
     lines
 }
 
+/// A page's NAME line is `NAME \- what it does`, short enough for
+/// whatis(1) and apropos(1); outside its example blocks (.EX/.EE, which
+/// quote output as it is) no Markdown mark is left: `code` is bold.
+fn check_no_markdown_and_a_name_line(page: &Path, roff: &str) {
+    let stem = page.file_stem().unwrap().to_str().unwrap();
+    let name_line = roff
+        .lines()
+        .skip_while(|line| *line != ".SH NAME")
+        .nth(1)
+        .unwrap_or_default();
+    let (name, what) = name_line
+        .split_once(" \\- ")
+        .unwrap_or_else(|| panic!("{}: NAME line {name_line:?}", page.display()));
+    assert_eq!(name.replace("\\-", "-"), stem, "{}", page.display());
+    assert!(
+        !what.is_empty() && what.len() <= 80 && !what.ends_with('.'),
+        "{}: the NAME line's description should be one short phrase: {what:?}",
+        page.display()
+    );
+    let mut in_example = false;
+    for (number, line) in roff.lines().enumerate() {
+        match line {
+            ".EX" => in_example = true,
+            ".EE" => in_example = false,
+            _ if !in_example => assert!(
+                !line.contains('`') && !line.contains("**"),
+                "{}:{}: Markdown left in the roff: {line}",
+                page.display(),
+                number + 1
+            ),
+            _ => {}
+        }
+    }
+}
+
 #[test]
 fn every_page_passes_mandoc_and_groff_lint() {
     let man = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
@@ -923,9 +1003,11 @@ fn every_page_passes_mandoc_and_groff_lint() {
         .collect();
     assert_eq!(pages.len(), cli::all_commands().len() + 1, "{pages:?}");
     for page in pages {
+        let roff = std::fs::read_to_string(&page).unwrap();
+        check_no_markdown_and_a_name_line(&page, &roff);
         if have_tool("mandoc") {
             let lint = std::process::Command::new("mandoc")
-                .args(["-T", "lint", "-W", "warning"])
+                .args(["-T", "lint", "-W", "style"])
                 .arg(&page)
                 .output()
                 .unwrap();

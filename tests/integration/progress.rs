@@ -15,7 +15,8 @@ const PTY_RUNNER: &str = r#"
 import fcntl, os, pty, struct, sys, termios
 pid, fd = pty.fork()
 if pid == 0:
-    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack('HHHH', 24, 120, 0, 0))
+    columns = int(os.environ.get('PTY_COLUMNS', '120'))
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack('HHHH', 24, columns, 0, 0))
     os.execv(sys.argv[1], sys.argv[1:])
 out = b''
 while True:
@@ -36,7 +37,17 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_on_terminal_of(120, cwd, name, args)
+}
+
+/// [`run_on_terminal`] on a terminal `columns` wide.
+fn run_on_terminal_of<I, S>(columns: u16, cwd: &Path, name: &str, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let output = Command::new("python3")
+        .env("PTY_COLUMNS", columns.to_string())
         .arg("-c")
         .arg(PTY_RUNNER)
         .arg(binary_path(name))
@@ -287,4 +298,66 @@ fn shipping_deliveries_show_progress_on_a_terminal() {
         export.stdout
     );
     assert_eq!(packet_files(&family.dir.path().join("relay")).len(), 1);
+}
+
+/// Every line drawn on the terminal, escape sequences taken out, each
+/// redraw (after a carriage return) on its own.
+fn drawn_lines(text: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, then one final letter.
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for next in chars.by_ref() {
+                    if next.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        plain.push(c);
+    }
+    plain
+        .split(['\r', '\n'])
+        .map(str::to_string)
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+/// On a narrow terminal the progress line still fits on one line: the
+/// bar goes first, then a long name is shortened in the middle with "…".
+#[test]
+fn the_progress_line_fits_a_narrow_terminal() {
+    let fam = family_with_new_content();
+    let out = fam.packet_dir("narrow");
+    export_to(&fam.root("a"), &out, &["b"], &[]).ok();
+    // "verifying sync_a_…_b_2.zip" is longer than the room left.
+    let columns = 60;
+    let run = run_on_terminal_of(
+        columns,
+        &fam.root("b"),
+        "syncreplica",
+        [OsStr::new("-import"), out.as_os_str()],
+    );
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let progress: Vec<String> = drawn_lines(&run.stdout)
+        .into_iter()
+        .filter(|line| line.contains("B/s"))
+        .collect();
+    assert!(!progress.is_empty(), "{}", run.stdout);
+    for line in &progress {
+        assert!(
+            line.trim_end().chars().count() < usize::from(columns),
+            "wider than {columns} columns: {line:?}"
+        );
+    }
+    assert!(
+        progress
+            .iter()
+            .any(|line| line.contains("verify…") && line.contains("Z_b_2.zip")),
+        "a long name shortened in the middle: {progress:#?}"
+    );
 }

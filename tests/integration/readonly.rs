@@ -606,3 +606,234 @@ fn lspacket_says_an_unreadable_packet_cannot_be_read() {
     );
     assert!(!listed.stdout.contains("damaged:"), "{}", listed.stdout);
 }
+
+/// Every entry of `dir` (a stick), names only: what an export left there.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A stick that fills up while an export writes to it: the error names
+/// the -out directory (not the temporary part file) and its free space,
+/// the hint the options that help, and nothing is left on the stick or
+/// recorded as sent, so the same export works once there is room.
+#[test]
+fn a_full_stick_names_the_out_directory_and_leaves_nothing_behind() {
+    let Some(stick) = Mount::tmpfs("1m") else {
+        eprintln!("note: skipped: mounting a tmpfs is not permitted here");
+        return;
+    };
+    let fam = family(&["alpha", "beta"], &[("small.txt", "small\n")]);
+    let alpha = fam.root("alpha");
+    std::fs::write(alpha.join("big.bin"), random_bytes(0xf011, 3 << 20)).unwrap();
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    // What alpha believes beta has: raised only by an export that wrote.
+    let before = epoch_in_row(&alpha, "beta", "alpha");
+    let full = export_to(&alpha, stick.path(), &["beta"], &[]).fails_with(1);
+    let expected = format!(
+        "syncreplica: error: no room for packets in the -out directory {}: writing the packet for \
+         \"beta\" failed, its filesystem full; what was written of it was removed, and nothing is \
+         recorded as sent (",
+        stick.path().display()
+    );
+    assert!(full.stderr.starts_with(&expected), "{}", full.stderr);
+    assert!(
+        full.stderr
+            .contains("syncreplica: hint: make room on that disk")
+            && full.stderr.contains("-maxsize SIZE")
+            && full.stderr.contains("-workdir DIR"),
+        "{}",
+        full.stderr
+    );
+    assert!(
+        !full.stderr.contains(".partial") && !full.stderr.contains("os error"),
+        "no internal file name, the OS error said in words: {}",
+        full.stderr
+    );
+    assert_eq!(names_in(stick.path()), Vec::<String>::new());
+    assert_eq!(
+        epoch_in_row(&alpha, "beta", "alpha"),
+        before,
+        "nothing recorded as sent"
+    );
+
+    // Written elsewhere first (-workdir), the parts fill the stick as they
+    // are moved there: the same, nothing left in either place.
+    let work = tempfile::tempdir().unwrap();
+    let full = export_to(
+        &alpha,
+        stick.path(),
+        &["beta"],
+        &[
+            "-maxsize",
+            "512k",
+            "-workdir",
+            work.path().to_str().unwrap(),
+        ],
+    )
+    .fails_with(1);
+    assert!(full.stderr.starts_with(&expected), "{}", full.stderr);
+    assert_eq!(names_in(stick.path()), Vec::<String>::new());
+    assert_eq!(names_in(work.path()), Vec::<String>::new());
+    assert_eq!(epoch_in_row(&alpha, "beta", "alpha"), before);
+
+    // A creation packet: the same, without -workdir (mkreplica has none),
+    // and no key file left.
+    let full = mkreplica_export(&alpha, stick.path(), "gamma").fails_with(1);
+    assert!(
+        full.stderr.contains(&format!(
+            "mkreplica: error: no room for packets in the -out directory {}: writing the creation \
+             packet for \"gamma\" failed",
+            stick.path().display()
+        )) && full.stderr.contains("-maxsize SIZE")
+            && !full.stderr.contains("-workdir"),
+        "{}",
+        full.stderr
+    );
+    assert_eq!(names_in(stick.path()), Vec::<String>::new());
+
+    // With room, the same export goes through whole.
+    stick.resize(16 << 20);
+    export_to(&alpha, stick.path(), &["beta"], &[]).ok();
+    import_from(&fam.root("beta"), &[stick.path()]).ok();
+    assert_eq!(tree_listing(&fam.root("beta")), tree_listing(&alpha));
+}
+
+/// Every check on -out comes before anything is recorded: a read-only
+/// or full -out is refused with the local change still unrecorded, by
+/// mkreplica -export as by syncreplica -export.
+#[test]
+fn an_unusable_out_is_refused_before_anything_is_recorded() {
+    let Some(stick) = Mount::tmpfs("16m") else {
+        eprintln!("note: skipped: mounting a tmpfs is not permitted here");
+        return;
+    };
+    let fam = family(&["alpha", "beta"], &[("small.txt", "small\n")]);
+    let alpha = fam.root("alpha");
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    write(&alpha, "new.txt", "not recorded yet\n");
+    let before = everything_under(&alpha);
+    stick.remount_read_only();
+    let refused = mkreplica_export(&alpha, &stick.path().join("new"), "gamma").fails_with(1);
+    assert!(
+        refused
+            .stderr
+            .contains("cannot write packets to the -out directory")
+            && refused.stderr.contains("Read-only file system"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(everything_under(&alpha), before, "nothing recorded");
+    let refused = mkreplica_export(&alpha, stick.path(), "gamma").fails_with(1);
+    assert!(
+        refused
+            .stderr
+            .contains("cannot write packets to the -out directory"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(everything_under(&alpha), before, "nothing recorded");
+    let refused = export_to(&alpha, stick.path(), &["beta"], &[]).fails_with(1);
+    assert!(
+        refused
+            .stderr
+            .contains("cannot write packets to the -out directory"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(everything_under(&alpha), before, "nothing recorded");
+
+    // A stick with less room than the smallest part: refused, said so.
+    let full = Mount::tmpfs("1m").unwrap();
+    std::fs::write(
+        full.path().join("filler"),
+        vec![0u8; 1024 * 1024 - 16 * 1024],
+    )
+    .ok();
+    let refused = mkreplica_export(&alpha, full.path(), "gamma").fails_with(1);
+    assert!(
+        refused.stderr.contains(&format!(
+            "mkreplica: error: no room for packets in the -out directory {}: an export needs at \
+             least 64.0 KiB there; nothing was recorded or written",
+            full.path().display()
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(everything_under(&alpha), before, "nothing recorded");
+    let refused = export_to(&alpha, full.path(), &["beta"], &[]).fails_with(1);
+    assert!(
+        refused
+            .stderr
+            .contains("an export needs at least 64.0 KiB there"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(everything_under(&alpha), before, "nothing recorded");
+}
+
+/// A stick as a shipping destination (`dir =`) that is full: the failed
+/// delivery names the stick and the packet and says the disk is full,
+/// with the free space; nothing of the packet is left there, and it stays
+/// queued.
+#[test]
+fn a_full_stick_as_a_shipping_destination_is_said_to_be_full() {
+    let Some(stick) = Mount::tmpfs("1m") else {
+        eprintln!("note: skipped: mounting a tmpfs is not permitted here");
+        return;
+    };
+    let fam = family(&["alpha", "beta"], &[("small.txt", "small\n")]);
+    let alpha = fam.root("alpha");
+    std::fs::write(alpha.join("big.bin"), random_bytes(0x5eed, 3 << 20)).unwrap();
+    let conf = fam.dir.path().join("shipping.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "default_route = \"stick\"\n\n[destinations.stick]\ndir = \"{}\"\n\n\
+             [classes.default]\nstorage_bay = \"{1}/bay\"\nreturn_bay = \"{1}/bay/return\"\n",
+            stick.path().display(),
+            fam.dir.path().display()
+        ),
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap();
+    run(
+        &alpha,
+        "syncreplica",
+        ["-export", "-ship", "-shipconf", conf, "beta"],
+    )
+    .ok();
+    let poll = run(
+        fam.dir.path(),
+        "shipping_server",
+        ["-poll", "-shipconf", conf],
+    )
+    .fails_with(1);
+    let said = format!("{}{}", poll.stdout, poll.stderr);
+    assert!(
+        said.contains(&format!(
+            "{}: no room for sync_alpha_",
+            stick.path().display()
+        )) && said.contains(": the disk is full (")
+            && said.contains("nothing of it was left there")
+            && !said.contains("os error"),
+        "{said}"
+    );
+    assert!(
+        names_in(stick.path())
+            .iter()
+            .all(|n| !n.starts_with("sync_")),
+        "{:?}",
+        names_in(stick.path())
+    );
+    // The storage bay holds its outgoing packets in bay/outgoing.
+    assert_eq!(
+        packet_files(&fam.dir.path().join("bay/outgoing")).len(),
+        1,
+        "still queued"
+    );
+}

@@ -520,6 +520,17 @@ fn a_receiver_down_at_the_first_poll_gets_the_packet_at_a_later_one() {
         "{}",
         listing.stdout
     );
+    // Said in words, without the HTTP library's internal "io: " prefix.
+    assert!(
+        listing
+            .stdout
+            .contains(": connection refused (no shipping server listens there); next try after")
+            && !fship.stderr.contains("io: ")
+            && !listing.stdout.contains("io: "),
+        "{}{}",
+        fship.stderr,
+        listing.stdout
+    );
 
     let receiver_conf = receiver_conf(&fam);
     let receiver = Server::start(&receiver_conf, &format!("127.0.0.1:{port}"), &[]);

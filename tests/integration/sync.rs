@@ -356,7 +356,9 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
     )
     .fails_with(1);
     assert!(
-        res.stderr.contains("no storage class \"nosuch\"") && res.stderr.contains("hint:"),
+        res.stderr.contains(&format!(
+            "syncreplica: error: shipping configuration {conf} (-shipconf): no storage class \"nosuch\""
+        )) && res.stderr.contains("hint:"),
         "{}",
         res.stderr
     );
@@ -385,10 +387,12 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
     )
     .fails_with(1);
     assert!(
-        res.stderr.contains("no route to \"beta\"")
-            && res
-                .stderr
-                .contains("hint: tell shipping.toml how to reach it")
+        res.stderr.contains(&format!(
+            "syncreplica: error: shipping configuration {} (-shipconf): no route to \"beta\"",
+            routeless.display()
+        )) && res
+            .stderr
+            .contains("hint: tell shipping.toml how to reach it")
             && res
                 .stderr
                 .contains("[destinations.beta] with url = \"http://HOST:7421\""),
@@ -845,6 +849,7 @@ fn a_file_changed_after_the_scan_is_left_for_the_next_export_and_nothing_is_writ
     let request = ExportRequest {
         targets: &targets,
         out_dir: &out,
+        out_role: "-out directory",
         work_dir: None,
         max_size: 1 << 20,
         comment: "",
@@ -1205,17 +1210,23 @@ fn lspacket_json_is_for_scripts() {
         res.stderr
     );
     let listed: serde_json::Value = serde_json::from_str(&res.stdout).unwrap();
-    assert_eq!(listed["version"], 1);
+    assert_eq!(listed["version"], 2);
     let packets = listed["packets"].as_array().unwrap();
     assert_eq!(packets.len(), 2);
-    let good = packets.iter().find(|p| p["damaged"].is_null()).unwrap();
+    assert_eq!(
+        listed["summary"],
+        serde_json::json!({"intact": 1, "not a packet": 1})
+    );
+    let good = packets.iter().find(|p| p["problem"].is_null()).unwrap();
+    assert_eq!(good["status"], "intact");
     assert_eq!(good["type"], "Update");
     assert_eq!(good["comment"], "for scripts");
     assert_eq!(good["signature"]["status"], "verified");
     assert_eq!(good["targets"][0]["local"], true);
     assert_eq!(good["targets"][0]["status"], "can be applied now");
-    let bad = packets.iter().find(|p| !p["damaged"].is_null()).unwrap();
+    let bad = packets.iter().find(|p| !p["problem"].is_null()).unwrap();
     assert!(bad["path"].as_str().unwrap().ends_with("sync_garbage.zip"));
+    assert_eq!(bad["status"], "not a packet");
     // Times are RFC 3339.
     let created = good["created"].as_str().unwrap();
     assert!(
@@ -1235,7 +1246,10 @@ fn lspacket_json_is_for_scripts() {
     )
     .ok();
     let none: serde_json::Value = serde_json::from_str(&none.stdout).unwrap();
-    assert_eq!(none, serde_json::json!({"version": 1, "packets": []}));
+    assert_eq!(
+        none,
+        serde_json::json!({"version": 2, "packets": [], "summary": {}})
+    );
     // -short and -long mean nothing for JSON: a usage error.
     for option in ["-short", "-long"] {
         let refused = run(
@@ -1712,6 +1726,174 @@ fn lspacket_outside_a_replica_lists_intact_packets_as_not_checked_and_damaged_on
         damaged.stdout.contains("Packet is damaged"),
         "{}",
         damaged.stdout
+    );
+}
+
+/// Each kind of file lspacket cannot use is called what it is, in its
+/// listing, in the summary and in JSON: a text file is not a packet, nor
+/// is a zip archive of something else; a packet with a flipped byte is
+/// damaged; one signed by a member this replica has not heard of yet is
+/// signed by an unknown key; one of another family is of another family.
+/// Packets are listed with their sequence numbers in numeric order, and a
+/// listing has no heading without items.
+#[test]
+fn lspacket_tells_each_kind_of_unusable_file_apart() {
+    let fam = family(&["alpha", "beta"], &[("f", "0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let out = fam.packet_dir("stick");
+    // Eleven acknowledgements: sequence numbers 2 to 12.
+    for _ in 0..11 {
+        export_to(&a, &out, &["beta"], &["-ack"]).ok();
+    }
+    // Written in one second or several: the same stamp for all, so only
+    // the sequence numbers order them (names are for people; lspacket
+    // trusts none).
+    for packet in packet_files(&out) {
+        let name = packet.file_name().unwrap().to_str().unwrap().to_string();
+        let stamp = name.split('_').nth(2).unwrap();
+        let renamed = name.replace(stamp, "20261130T120000Z");
+        std::fs::rename(&packet, out.join(renamed)).unwrap();
+    }
+    let listing = run(&b, "lspacket", [out.as_os_str()]).ok();
+    let order: Vec<u64> = listing
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("The packet sequence number is "))
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(order, (2..=12).collect::<Vec<u64>>(), "{}", listing.stdout);
+    // An acknowledgement carries no epoch ranges and no comment.
+    let long = run(&b, "lspacket", ["-long".as_ref(), out.as_os_str()]).ok();
+    assert!(
+        !long
+            .stdout
+            .contains("The following replicas are referenced by this packet:")
+            && !long
+                .stdout
+                .contains("Comment supplied at packet creation is:"),
+        "{}",
+        long.stdout
+    );
+
+    let mixed = fam.packet_dir("mixed");
+    let text = mixed.join("notes.txt");
+    std::fs::write(&text, "not a packet\n").unwrap();
+    let zip = mixed.join("sync_attachment.zip");
+    // A zip archive's first local header (stored, no CRC checked here)
+    // and its data: an e-mail attachment renamed like a packet.
+    let mut archive = b"PK\x03\x04\x0a\0\0\0\0\0\0\0\0\0\0\0\0\0\x05\0\0\0\x05\0\0\0".to_vec();
+    archive.extend_from_slice(&10u16.to_le_bytes());
+    archive.extend_from_slice(&0u16.to_le_bytes());
+    archive.extend_from_slice(b"report.txthello");
+    std::fs::write(&zip, archive).unwrap();
+    write(&a, "f", "1");
+    export_to(&a, &mixed, &["beta"], &[]).ok();
+    let damaged = packet_files(&mixed)
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("sync_alpha")
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let middle = bytes.len() / 3;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&damaged, bytes).unwrap();
+    // A new member beta has not heard of yet.
+    let creation = fam.packet_dir("creation-delta");
+    mkreplica_export(&a, &creation, "delta").ok();
+    let delta = fam.dir.path().join("delta");
+    run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            std::ffi::OsStr::new("-import"),
+            "-replica".as_ref(),
+            delta.as_os_str(),
+            creation.as_os_str(),
+        ],
+    )
+    .ok();
+    write(&delta, "from-delta.txt", "d");
+    export_to(&delta, &mixed, &["beta"], &["-noencrypt"]).ok();
+    // Another family's packet.
+    let other = family(&["omega", "psi"], &[("o", "0")]);
+    write(&other.root("omega"), "o", "1");
+    export_to(&other.root("omega"), &mixed, &["psi"], &["-noencrypt"]).ok();
+
+    let listed = run(&b, "lspacket", [mixed.as_os_str(), text.as_os_str()]).fails_with(1);
+    for line in [
+        "Not a packet: not a zip archive (a packet is a zip file)",
+        "Not a packet: a zip archive whose first entry is \"report.txt\", not a packet's",
+        "Packet is damaged: ",
+        "Packet is signed by an unknown key: key ",
+        "Packet is of another family: its family is ",
+    ] {
+        assert!(listed.stdout.contains(line), "{line}:\n{}", listed.stdout);
+    }
+    assert!(
+        listed.stderr.contains(
+            "lspacket: error: 5 of 5 files listed cannot be used here: 2 not packets, 1 damaged, \
+             1 signed by an unknown key, 1 of another family"
+        ),
+        "{}",
+        listed.stderr
+    );
+    let json = run(
+        &b,
+        "lspacket",
+        [
+            "-fmt".as_ref(),
+            "json".as_ref(),
+            mixed.as_os_str(),
+            text.as_os_str(),
+        ],
+    )
+    .fails_with(1);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        value["summary"],
+        serde_json::json!({"not a packet": 2, "damaged": 1, "unknown key": 1, "another family": 1})
+    );
+    let not_zip = value["packets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["path"].as_str().unwrap().ends_with("notes.txt"))
+        .unwrap();
+    assert_eq!(not_zip["status"], "not a packet");
+    assert!(not_zip["type"].is_null() && not_zip["signature"].is_null());
+    // -import and mkreplica -import say the same of a file named to them.
+    let refused = import_from(&b, &[&text]).fails_with(1);
+    assert!(
+        refused.stderr.contains(&format!(
+            "syncreplica: error: refused {}: not a packet: not a zip archive (a packet is a zip file)",
+            text.display()
+        )),
+        "{}",
+        refused.stderr
+    );
+    let refused = run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            std::ffi::OsStr::new("-import"),
+            "-replica".as_ref(),
+            fam.dir.path().join("new").as_os_str(),
+            zip.as_os_str(),
+        ],
+    )
+    .fails_with(1);
+    assert!(
+        refused.stderr.contains(&format!(
+            "mkreplica: error: {}: not a packet: a zip archive whose first entry is \"report.txt\"",
+            zip.display()
+        )),
+        "{}",
+        refused.stderr
     );
 }
 

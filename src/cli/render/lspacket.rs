@@ -7,9 +7,165 @@ use crate::error::{printable, printable_path};
 use crate::sync::epochs::LocalView;
 use std::path::PathBuf;
 
-/// Whether a listed packet should make lspacket exit non-zero.
+/// Whether a listed packet is intact and signed by a known key (only
+/// such a packet gets a readiness note).
 pub fn is_problem(exam: &Examination) -> bool {
     exam.error.is_some() || !matches!(exam.signature, Some(SignatureStatus::Verified))
+}
+
+/// What a listed file is, as far as this replica can tell: each listing
+/// says it, the summary counts files by it, and the JSON listing carries
+/// it as `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    /// Intact, signed by a member this replica knows.
+    Intact,
+    /// Intact; its signature not checked, for want of a replica's keys.
+    NotChecked,
+    /// Intact, its contents encrypted to other members' keys (a hub
+    /// passes it on; this replica cannot read it).
+    EncryptedForOthers,
+    /// Not a zip archive, or a zip archive that is not a packet (an
+    /// unrelated file given a packet's name, or named explicitly).
+    NotAPacket,
+    /// The file cannot be read (permissions, I/O): not damage.
+    Unreadable,
+    /// Truncated, or not what was signed: a hash, size, signature or
+    /// structure that does not match.
+    Damaged,
+    /// Written in a packet format this program does not read.
+    UnsupportedFormat,
+    /// Intact as far as can be seen, signed by a key that is not a
+    /// member's this replica knows.
+    UnknownKey,
+    /// A packet of a family this replica does not belong to.
+    OtherFamily,
+}
+
+impl Verdict {
+    /// The words the summary uses for `n` files.
+    pub fn counted(self, n: u64) -> String {
+        match self == Verdict::NotAPacket && n != 1 {
+            true => format!("{n} not packets"),
+            false => format!("{n} {}", self.words()),
+        }
+    }
+
+    /// The words a listing and the summary use.
+    pub fn words(self) -> &'static str {
+        match self {
+            Verdict::Intact => "intact",
+            Verdict::NotChecked => "intact, signature not checked",
+            Verdict::EncryptedForOthers => "encrypted for others",
+            Verdict::NotAPacket => "not a packet",
+            Verdict::Unreadable => "unreadable",
+            Verdict::Damaged => "damaged",
+            Verdict::UnsupportedFormat => "of an unsupported packet format",
+            Verdict::UnknownKey => "signed by an unknown key",
+            Verdict::OtherFamily => "of another family",
+        }
+    }
+
+    /// The JSON listing's `status`.
+    pub fn json(self) -> &'static str {
+        match self {
+            Verdict::Intact => "intact",
+            Verdict::NotChecked => "not checked",
+            Verdict::EncryptedForOthers => "encrypted for others",
+            Verdict::NotAPacket => "not a packet",
+            Verdict::Unreadable => "unreadable",
+            Verdict::Damaged => "damaged",
+            Verdict::UnsupportedFormat => "unsupported format",
+            Verdict::UnknownKey => "unknown key",
+            Verdict::OtherFamily => "another family",
+        }
+    }
+}
+
+/// Who is looking at a packet: the replica lspacket runs for (its id and
+/// family), if any, and whether signatures can be checked at all.
+pub struct Reader {
+    pub replica: Option<crate::ops::Id>,
+    pub family: Option<(crate::ops::Id, String)>,
+    /// No keys to check against (packets named outside any replica).
+    pub unchecked: bool,
+}
+
+/// One listed file's verdict, and why when it is not usable.
+pub struct Judged {
+    pub verdict: Verdict,
+    /// What is wrong, in words (`None`: nothing).
+    pub why: Option<String>,
+    /// Whether it makes lspacket exit 1: anything this replica should
+    /// be able to use and cannot.
+    pub problem: bool,
+}
+
+/// Judges one examined file for `reader`.
+pub fn judge(exam: &Examination, reader: &Reader) -> Judged {
+    use packet_format::ErrorKind;
+    let judged = |verdict, why: Option<String>, problem| Judged {
+        verdict,
+        why,
+        problem,
+    };
+    let targets_me = exam
+        .header
+        .as_ref()
+        .is_some_and(|h| h.targets.iter().any(|t| Some(t.id) == reader.replica));
+    if let Some(err) = &exam.error {
+        let why = Some(err.kind.to_string());
+        return match &err.kind {
+            ErrorKind::Io { .. } => judged(Verdict::Unreadable, why, true),
+            ErrorKind::NewerFormat { .. } | ErrorKind::OlderFormat { .. } => {
+                judged(Verdict::UnsupportedFormat, why, true)
+            }
+            ErrorKind::NotForThisReplica { .. }
+            | ErrorKind::PassphraseNeeded
+            | ErrorKind::WrongPassphrase => judged(Verdict::EncryptedForOthers, why, targets_me),
+            _ => match crate::sync::packets::not_a_packet(&exam.path) {
+                Some(what) => judged(Verdict::NotAPacket, Some(what), true),
+                None => judged(Verdict::Damaged, why, true),
+            },
+        };
+    }
+    let header = exam.header.as_ref();
+    if let (Some(header), Some((family, name))) = (header, &reader.family) {
+        if header.family.id != *family {
+            let why = format!(
+                "its family is \"{}\" ({}); this replica's is \"{}\" ({family})",
+                printable(&header.family.name),
+                header.family.id,
+                printable(name)
+            );
+            return judged(Verdict::OtherFamily, Some(why), true);
+        }
+    }
+    match &exam.signature {
+        Some(SignatureStatus::UnknownKey { .. }) if reader.unchecked => {
+            judged(Verdict::NotChecked, None, false)
+        }
+        Some(SignatureStatus::UnknownKey { fingerprint }) => judged(
+            Verdict::UnknownKey,
+            Some(format!(
+                "key {fingerprint} is not a member's this replica knows"
+            )),
+            true,
+        ),
+        Some(SignatureStatus::Bad { fingerprint }) => judged(
+            Verdict::Damaged,
+            Some(format!("BAD signature (key {fingerprint})")),
+            true,
+        ),
+        _ => {
+            let sealed_for_others = header
+                .is_some_and(|h| h.encryption.is_some() && reader.replica.is_some() && !targets_me);
+            match sealed_for_others {
+                true => judged(Verdict::EncryptedForOthers, None, false),
+                false => judged(Verdict::Intact, None, false),
+            }
+        }
+    }
 }
 
 fn note_for(view: Option<&LocalView>, header: &Header, target: &Target) -> Option<String> {
@@ -23,23 +179,90 @@ fn note_for(view: Option<&LocalView>, header: &Header, target: &Target) -> Optio
 /// The listing escapes the names and comment it takes from the header,
 /// but for the family name; that, and the file's path (a name from
 /// elsewhere when it sits in a bay), are made printable here first.
-pub fn render_text(mut exam: Examination, long: bool, view: Option<&LocalView>) -> String {
+///
+/// The last line says what is wrong with a file that cannot be used
+/// here, in the words of its [`Verdict`] (the packet crate's own line
+/// calls everything it cannot verify damaged).
+pub fn render_text(
+    mut exam: Examination,
+    judged: &Judged,
+    long: bool,
+    view: Option<&LocalView>,
+) -> String {
     let header = exam.header.clone().filter(|_| !is_problem(&exam));
     exam.path = PathBuf::from(printable_path(&exam.path));
     if let Some(header) = exam.header.as_mut() {
         header.family.name = printable(&header.family.name).into_owned();
     }
-    render_listing_with(&exam, long, &|target| {
+    exam.error = None;
+    if judged.verdict == Verdict::NotAPacket {
+        // Whatever a file that is not a packet seems to say is noise.
+        exam.header = None;
+        exam.signature = None;
+    }
+    let text = render_listing_with(&exam, long, &|target| {
         header.as_ref().and_then(|h| note_for(view, h, target))
-    })
+    });
+    let mut text = without_empty_lines(&text);
+    let line = match (judged.verdict, &judged.why) {
+        (Verdict::Intact | Verdict::NotChecked, _) => None,
+        (Verdict::EncryptedForOthers, None) => Some(
+            "Contents: encrypted for the targets above; this replica cannot read them.".to_string(),
+        ),
+        (Verdict::NotAPacket, why) => Some(format!(
+            "Not a packet: {}",
+            why.as_deref().unwrap_or("no packet header")
+        )),
+        (Verdict::Unreadable, why) => Some(format!(
+            "Packet cannot be read: {}",
+            why.as_deref().unwrap_or_default()
+        )),
+        (verdict, why) => Some(format!(
+            "Packet is {}: {}",
+            verdict.words(),
+            why.as_deref().unwrap_or_default()
+        )),
+    };
+    if let Some(line) = line {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text
+}
+
+/// The headings of a listing whose items are indented below them.
+const HEADINGS: &[&str] = &[
+    "Packet intended for the following targets:",
+    "The following replicas are referenced by this packet:",
+    "Sender's epoch row:",
+];
+
+/// `listing` without the lines that say nothing: a heading with no item
+/// under it (an acknowledgement carries no epoch ranges), and the comment
+/// line of a packet written without one.
+fn without_empty_lines(listing: &str) -> String {
+    let lines: Vec<&str> = listing.lines().collect();
+    let mut out = String::with_capacity(listing.len());
+    for (i, line) in lines.iter().enumerate() {
+        let heading_alone =
+            HEADINGS.contains(line) && !lines.get(i + 1).is_some_and(|next| next.starts_with("  "));
+        if heading_alone || *line == "Comment supplied at packet creation is: " {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Version of `lspacket -fmt json`'s shape; raised when a field changes
 /// meaning or goes (new fields may be added without it).
-pub const JSON_VERSION: u32 = 1;
+/// 2: `damaged` became `status` and `problem` (a file that is not a
+/// packet, or signed by an unknown key, is not damaged).
+pub const JSON_VERSION: u32 = 2;
 
 /// `lspacket -fmt json`: every packet listed, in listing order (an empty
-/// list when none was found).
+/// list when none was found), and how many there are of each status.
 #[derive(Debug, Serialize)]
 pub struct PacketList {
     pub version: u32,
@@ -48,6 +271,8 @@ pub struct PacketList {
     /// with the bays only; left out when there are none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub partials: Vec<PartialJson>,
+    /// Per `status` (only those that occur): how many files have it.
+    pub summary: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// An upload received in part (see shipping/FORMAT.md, "Resuming an
@@ -99,8 +324,13 @@ pub struct PacketJson {
     pub path: String,
     /// The file's size in bytes (`null`: it could not be opened).
     pub size: Option<u64>,
-    /// What is wrong with it (`null`: intact).
-    pub damaged: Option<String>,
+    /// "intact", "not checked" (intact; outside a replica, no keys to
+    /// check the signature against), "encrypted for others", "not a
+    /// packet", "unreadable", "damaged", "unsupported format", "unknown
+    /// key" or "another family" ([`Verdict::json`]).
+    pub status: &'static str,
+    /// What is wrong with it, in words (`null`: nothing).
+    pub problem: Option<String>,
     /// `null` when the file could not be read that far.
     pub signature: Option<SignatureJson>,
     #[serde(flatten)]
@@ -209,7 +439,7 @@ pub struct DigestJson {
 }
 
 /// JSON object for one packet (the bay and order are filled by the caller).
-pub fn render_json(exam: &Examination, view: Option<&LocalView>) -> PacketJson {
+pub fn render_json(exam: &Examination, judged: &Judged, view: Option<&LocalView>) -> PacketJson {
     let signature = exam.signature.as_ref().map(|s| match s {
         SignatureStatus::Verified => SignatureJson {
             status: "verified",
@@ -296,9 +526,10 @@ pub fn render_json(exam: &Examination, view: Option<&LocalView>) -> PacketJson {
     PacketJson {
         path: exam.path.display().to_string(),
         size: exam.size,
-        damaged: exam.error.as_ref().map(|e| e.to_string()),
-        signature,
-        header,
+        status: judged.verdict.json(),
+        problem: judged.why.clone(),
+        signature: signature.filter(|_| judged.verdict != Verdict::NotAPacket),
+        header: header.filter(|_| judged.verdict != Verdict::NotAPacket),
         storage_class: None,
         bay: None,
         order: None,
@@ -386,5 +617,33 @@ pub fn render_order_json(order: &shipping::ShippingOrder) -> OrderJson {
                 )
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_empty_lines;
+
+    #[test]
+    fn headings_with_nothing_under_them_and_an_empty_comment_are_left_out() {
+        let listing = "Packet is: p.zip\n\
+            Comment supplied at packet creation is: \n\
+            Packet intended for the following targets:\n\
+            \x20 beta (00)\n\
+            The following replicas are referenced by this packet:\n\
+            Sender's epoch row:\n\
+            \x20 alpha=5\n\
+            Signature: verified\n";
+        assert_eq!(
+            without_empty_lines(listing),
+            "Packet is: p.zip\n\
+             Packet intended for the following targets:\n\
+             \x20 beta (00)\n\
+             Sender's epoch row:\n\
+             \x20 alpha=5\n\
+             Signature: verified\n"
+        );
+        let commented = "Comment supplied at packet creation is: weekly\n";
+        assert_eq!(without_empty_lines(commented), commented);
     }
 }
