@@ -975,24 +975,24 @@ fn materialize(
         replica_name: payload.new_replica.name.clone(),
         replica_id: payload.new_replica.id,
     };
-    identity.save(&staging)?;
-    crate::sys::fsutil::create_new_file(&identity::signing_key_path(&staging), secret, 0o600)?;
+    identity.save(staging)?;
+    crate::sys::fsutil::create_new_file(&identity::signing_key_path(staging), secret, 0o600)?;
     if let Some(key) = encryption_key {
         crate::sys::fsutil::create_new_file(
-            &identity::encryption_key_path(&staging),
+            &identity::encryption_key_path(staging),
             format!("{key}\n").as_bytes(),
             0o600,
         )?;
     }
-    config::write_default(&staging)?;
+    config::write_default(staging)?;
     if !exclude.is_empty() {
-        config::set_excludes(&staging, exclude)?;
+        config::set_excludes(staging, exclude)?;
     }
     // The new member's own patterns (mkreplica -import -exclude): what
     // they exclude is not written, and gets no entry (as for any import).
     let own_excludes =
-        crate::tree::excludes::Excludes::load(root, exclude, &config::config_path(&staging))?;
-    let mut state = State::open(&staging)?;
+        crate::tree::excludes::Excludes::load(root, exclude, &config::config_path(staging))?;
+    let mut state = State::open(staging)?;
 
     let scratch = &checked.scratch;
     // Replaying the log: each path ends as its last operation says (the
