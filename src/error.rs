@@ -94,6 +94,25 @@ pub enum Error {
         what: String,
     },
 
+    /// The filesystem of the replica's state folder filled up while a
+    /// change was written to the state database: the transaction was
+    /// rolled back, nothing was changed.
+    #[error(
+        "no room for state database {}: the filesystem {} is full ({} free); the change \
+         was rolled back, nothing was changed",
+        file.display(),
+        mount.display(),
+        human_size(*free)
+    )]
+    StateFull {
+        /// The state database.
+        file: PathBuf,
+        /// The mount point of its filesystem.
+        mount: PathBuf,
+        /// Bytes free there when the write failed.
+        free: u64,
+    },
+
     #[error(
         "state database {} has schema version {found}; this program knows version {known}",
         path.display()

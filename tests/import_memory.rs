@@ -233,6 +233,101 @@ fn recorded_kinds(replica: &Replica) -> std::collections::BTreeMap<Vec<u8>, &'st
         .collect()
 }
 
+/// A replica `a` under `dir` whose tree holds `count` one-byte files in
+/// folders of 1,000, and its creation packet for new member `b` in
+/// `dir/bay` (with `b.key`).
+fn creation_packet_of(dir: &Path, count: usize) -> std::path::PathBuf {
+    let mk = env!("CARGO_BIN_EXE_mkreplica");
+    let (a, bay) = (dir.join("a"), dir.join("bay"));
+    for index in 0..count {
+        let folder = a.join(format!("d{:03}", index / 1000));
+        if index % 1000 == 0 {
+            std::fs::create_dir_all(&folder).unwrap();
+        }
+        std::fs::write(folder.join(format!("f{index:07}")), b"x").unwrap();
+    }
+    std::fs::create_dir_all(&bay).unwrap();
+    run(
+        mk,
+        &[
+            "-init".as_ref(),
+            "-family".as_ref(),
+            "f".as_ref(),
+            "-replica".as_ref(),
+            a.as_os_str(),
+            "a".as_ref(),
+        ],
+    );
+    run(
+        mk,
+        &[
+            "-export".as_ref(),
+            "-out".as_ref(),
+            bay.as_os_str(),
+            "-replica".as_ref(),
+            a.as_os_str(),
+            "b".as_ref(),
+        ],
+    );
+    bay
+}
+
+/// The peak heap (bytes above what was allocated before) of making
+/// replica `b` from a creation packet of `count` files, in process.
+fn peak_heap_of_creation_import(count: usize) -> usize {
+    use syncreplica::sync::creation::import_creation;
+    let dir = tempfile::tempdir().unwrap();
+    let bay = creation_packet_of(dir.path(), count);
+    let part = std::fs::read_dir(&bay)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "zip"))
+        .unwrap();
+    let signer = packet_format::examine_packet(&part, &[])
+        .header
+        .unwrap()
+        .signer_key;
+    let packet = packet_format::LogicalPacket::assemble(vec![packet_format::verify_packet(
+        &part,
+        &[signer],
+    )
+    .unwrap()])
+    .unwrap();
+    let b = dir.path().join("b");
+    let base = CURRENT.load(Relaxed);
+    PEAK.store(base, Relaxed);
+    let made = import_creation(&packet, &b, &bay.join("b.key"), false, &[]).unwrap();
+    let peak = PEAK.load(Relaxed) - base;
+    assert_eq!(made.files, count as u64);
+    drop(made);
+    let to = Replica::open(&b).unwrap();
+    assert_eq!(
+        to.state().load_entries().unwrap().len(),
+        count + count.div_ceil(1000)
+    );
+    assert!(b
+        .join(format!("d{:03}/f{:07}", (count - 1) / 1000, count - 1))
+        .is_file());
+    peak
+}
+
+#[test]
+fn a_creation_import_holds_about_the_same_memory_for_5k_and_50k_files() {
+    let _serial = one_at_a_time();
+    let small = peak_heap_of_creation_import(5_000);
+    let large = peak_heap_of_creation_import(50_000);
+    eprintln!("peak heap: {small} bytes for 5,000 files, {large} for 50,000");
+    // Held per file before: every operation decoded, per path its state,
+    // the content targets and stats, about 1.3 KB, so some 60 MB more for
+    // the larger packet. The operations and paths are in a scratch
+    // database now, read back a page at a time: allowed 2 MiB more
+    // (noise), for ten times the files.
+    assert!(
+        large <= small + (2 << 20),
+        "peak heap grew from {small} to {large} bytes with ten times the files"
+    );
+}
+
 #[test]
 fn a_batch_larger_than_the_plan_held_in_memory_is_planned_and_applied_whole() {
     let _serial = one_at_a_time();
@@ -415,4 +510,95 @@ fn a_full_disk_while_copying_a_packet_into_the_scratch_database_is_a_clear_error
         "{}",
         String::from_utf8_lossy(&status.stderr)
     );
+}
+
+#[test]
+fn a_full_disk_at_the_state_databases_commit_is_a_clear_error_and_changes_nothing() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    // The replica on a small filesystem of its own (a tmpfs, which needs
+    // root).
+    let small = dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=700k", "tmpfs"])
+        .arg(&small)
+        .output();
+    match mounted {
+        Ok(out) if out.status.success() => {}
+        other => {
+            let why = match other {
+                Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
+                Err(err) => err.to_string(),
+            };
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "cannot mount a small tmpfs for this test: {why}"
+            );
+            eprintln!("skipped: cannot mount a small tmpfs (needs root): {why}");
+            return;
+        }
+    }
+    let _unmount = Mounted(small.clone());
+    let r = small.join("r");
+    std::fs::create_dir_all(&r).unwrap();
+    run(
+        env!("CARGO_BIN_EXE_mkreplica"),
+        &[
+            "-init".as_ref(),
+            "-family".as_ref(),
+            "f".as_ref(),
+            "-replica".as_ref(),
+            r.as_os_str(),
+            "a".as_ref(),
+        ],
+    );
+    // Empty files take no room in a tmpfs, but their 6,000 entries,
+    // operations and seals do not fit in what is left for the database.
+    for index in 0..6_000 {
+        std::fs::write(
+            r.join(format!("file-with-a-rather-long-name-{index:05}")),
+            b"",
+        )
+        .unwrap();
+    }
+    let record = || {
+        Command::new(env!("CARGO_BIN_EXE_syncreplica"))
+            .args(["-record".as_ref(), "-replica".as_ref(), r.as_os_str()])
+            .output()
+            .unwrap()
+    };
+    let out = record();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("syncreplica: error: no room for state database")
+            && stderr.contains(".syncreplica/state.db")
+            && stderr.contains("is full (")
+            && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("hint: free space on {}", small.display())),
+        "{stderr}"
+    );
+    // Nothing recorded.
+    {
+        let to = Replica::open(&r).unwrap();
+        let me = to.identity.replica_id;
+        assert_eq!(to.state().epoch(&me, &me).unwrap(), 0);
+        assert!(to.state().load_entries().unwrap().is_empty());
+    }
+    // With room made, the replica goes on.
+    for index in 500..6_000 {
+        std::fs::remove_file(r.join(format!("file-with-a-rather-long-name-{index:05}"))).unwrap();
+    }
+    let out = record();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let to = Replica::open(&r).unwrap();
+    assert_eq!(to.state().load_entries().unwrap().len(), 500);
 }

@@ -238,6 +238,10 @@ pub fn hint(err: &Error) -> Option<String> {
              the packets are where they were",
             mount.display()
         ),
+        Error::StateFull { mount, .. } => format!(
+            "free space on {}, then run the command again",
+            mount.display()
+        ),
         Error::Refused(refusal) => return refusal_hint(refusal).map(str::to_string),
         Error::ChunkMissingLocally { .. } => {
             "run syncreplica -status to see what changed, then export again".into()

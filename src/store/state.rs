@@ -309,6 +309,29 @@ impl State {
         }
     }
 
+    /// The error for a failed write of the database at `path`:
+    /// [`Error::StateFull`] when its filesystem is full (SQLite says so, or
+    /// an I/O error meets a full filesystem), else [`Error::Database`].
+    fn write_error_at(path: &Path, source: rusqlite::Error) -> Error {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let free = crate::sys::fsutil::free_space(dir).ok();
+        let full = match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => true,
+            // A write that failed for want of room can surface as an I/O
+            // error: then the filesystem has (next to) nothing left.
+            Some(rusqlite::ErrorCode::SystemIoFailure) => free.is_some_and(|f| f < 64 * 1024),
+            _ => false,
+        };
+        if !full {
+            return Self::db_error_at(path, source);
+        }
+        Error::StateFull {
+            file: path.to_path_buf(),
+            mount: crate::sys::fsutil::mount_point(dir),
+            free: free.unwrap_or(0),
+        }
+    }
+
     fn corrupt(&self, what: impl Into<String>) -> Error {
         Error::CorruptState {
             path: self.path.clone(),
@@ -329,10 +352,10 @@ impl State {
             .transaction()
             .map_err(|e| Self::db_error_at(&path, e))?;
         let value = body(&tx).map_err(|err| match err {
-            TxError::Sql(source) => Self::db_error_at(&path, source),
+            TxError::Sql(source) => Self::write_error_at(&path, source),
             TxError::Other(other) => other,
         })?;
-        tx.commit().map_err(|e| Self::db_error_at(&path, e))?;
+        tx.commit().map_err(|e| Self::write_error_at(&path, e))?;
         Ok(value)
     }
 

@@ -34,6 +34,7 @@ use crate::store::identity::{self, Identity};
 use crate::store::layout::{DELETED_DIR, STATE_DIR};
 use crate::store::state::{self, StatKey, State};
 use crate::sync::creation::{check_creation, write_new_state, NewState};
+use crate::sync::creation_check::PathRow;
 use crate::tree::confined::{ConfinedRoot, Located, Place};
 use crate::tree::relpath;
 use crate::tree::scan;
@@ -74,7 +75,7 @@ pub fn adopt_creation(
     key_file: &Path,
     mirror: bool,
 ) -> Result<(Replica, Adoption)> {
-    let (header, payload, checked, secret, encryption_key) = check_creation(packet, key_file)?;
+    crate::sync::creation::creation_payload(packet)?;
     if !dir.is_dir() {
         return Err(Error::NotADirectory {
             path: dir.to_path_buf(),
@@ -92,16 +93,22 @@ pub fn adopt_creation(
     }
     let staging = crate::store::layout::state_dir_under_construction(&root, std::process::id());
     std::fs::create_dir(&staging).at(&staging)?;
-    let result = adopt_into(
-        packet,
-        &header,
-        &payload,
-        &checked,
-        &root,
-        &staging,
-        &secret,
-        encryption_key.as_deref(),
-        mirror,
+    // The packet's operations are checked in a scratch database in the
+    // state folder being built.
+    let result = check_creation(packet, key_file, &staging).and_then(
+        |(header, payload, checked, secret, encryption_key)| {
+            adopt_into(
+                packet,
+                &header,
+                &payload,
+                &checked,
+                &root,
+                &staging,
+                &secret,
+                encryption_key.as_deref(),
+                mirror,
+            )
+        },
     );
     if result.is_err() {
         // Nothing set aside may be lost: the folder goes only when it holds
@@ -214,6 +221,9 @@ fn adopt_into(
         adoption.set_aside.push((path.to_vec(), kept));
         Ok(())
     };
+    // The family's tree in memory: an adoption holds the adopted tree's
+    // scan anyway.
+    let paths = checked.scratch.load_paths()?;
     let mut present: HashSet<Vec<u8>> = HashSet::new();
     let mut stats: HashMap<Vec<u8>, StatKey> = HashMap::new();
     let mut asked: Vec<Vec<u8>> = Vec::new();
@@ -223,7 +233,7 @@ fn adopt_into(
     let mut made = 0u64;
     let mut excluded = 0u64;
     // Parents before children: the map is sorted.
-    for (path, (_, family)) in &checked.paths {
+    for (path, (_, family)) in &paths {
         if crate::tree::excludes::is_local_only(path) || *family == PathState::Deleted {
             continue;
         }
@@ -236,7 +246,7 @@ fn adopt_into(
         // A path under something set aside or never made is not reachable.
         if relpath::ancestors(path)
             .iter()
-            .any(|a| !present.contains(*a) && checked.paths.contains_key(*a))
+            .any(|a| !present.contains(*a) && paths.contains_key(*a))
         {
             continue;
         }
@@ -372,12 +382,12 @@ fn adopt_into(
         checked,
         me,
         pieces: &outcome.pieces,
-        stats: &stats,
+        stats: &|row: &PathRow| stats.get(&row.path).copied(),
         exclude_rules: &exclude_rules,
         scanned_ns,
         mirror_of: mirror.then_some(header.sender.id),
     };
-    let on_disk = |path: &[u8]| present.contains(path);
+    let on_disk = |row: &PathRow| present.contains(&row.path);
     let creator = header.sender.id;
     // The content requests: the new member's first operations, so its
     // first packet to its creator carries them.

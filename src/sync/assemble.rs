@@ -76,6 +76,10 @@ pub(crate) struct Assembled {
     /// Of `bytes`: all-zero chunks, left as holes (not written).
     pub holes: u64,
     /// The targets (by index) left out for want of a chunk, removed.
+    // Only tests read it now: the one caller that leaves files out, the
+    // creation import, assembles in pages of its own
+    // (`creation::write_content`).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub incomplete: Vec<usize>,
 }
 
@@ -280,7 +284,7 @@ fn fsync_all(paths: &[&Path]) -> Result<()> {
 
 /// Opens a target: created (replacing anything there) and writable, or
 /// for reading; never through a symlink.
-fn open(path: &Path, create: bool) -> std::io::Result<File> {
+pub(crate) fn open(path: &Path, create: bool) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
     if create {
         options.write(true).create(true).truncate(true).mode(0o600);
@@ -310,7 +314,7 @@ const HOLE_BLOCK: u64 = 4096;
 
 /// Writes `bytes` at `offset` of a file that is a hole there (made by
 /// `set_len`, never written), leaving the zero blocks in it unwritten.
-fn write_sparse(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+pub(crate) fn write_sparse(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
     let end = offset + bytes.len() as u64;
     // Runs of non-zero blocks, each written in one call.
     let mut run_start: Option<u64> = None;
@@ -338,6 +342,15 @@ fn write_sparse(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Opens a target made by [`open`] for writing its chunks, never through
+/// a symlink.
+pub(crate) fn open_for_write(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
 impl Writers<'_> {
     fn put(&mut self, places: &[Spot], bytes: &[u8]) -> Result<()> {
         for spot in places {
@@ -359,11 +372,7 @@ impl Writers<'_> {
                     self.open.remove(0);
                 }
                 let path = &self.targets[index].path;
-                let file = OpenOptions::new()
-                    .write(true)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(path)
-                    .at(path)?;
+                let file = open_for_write(path).at(path)?;
                 self.open.push((index, file));
             }
         }

@@ -26,11 +26,12 @@
 //! one (recorded by that export's scan, superseding it in the same
 //! packet).
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use rusqlite::params;
 
 use packet_format::{
     CreationPayload, EpochRange, LogicalPacket, Named, PacketKind, PacketMeta, PacketWriter,
@@ -38,7 +39,7 @@ use packet_format::{
 };
 
 use crate::error::{Error, IoContext, Result};
-use crate::ops::{Change, ChunkId, Id, Operation, PathState};
+use crate::ops::{Change, ChunkId, Id, Operation, PathState, Timestamp};
 use crate::replica::{self, LockedReplica, Replica};
 use crate::store::config;
 use crate::store::identity::{self, Identity};
@@ -47,7 +48,7 @@ use crate::store::state::{self, EntryWrite, Member, StatKey, State};
 use crate::sync::apply::{self, ChunkSource};
 use crate::sync::assemble;
 use crate::sync::chunks::{ChunkRead, LocalChunks};
-use crate::sync::creation_check::Checked;
+use crate::sync::creation_check::{Checked, PathRow, Scratch, PAGE};
 use crate::sync::packets::PacketChunks;
 use crate::tree::confined::{ConfinedRoot, Located, Place};
 use crate::tree::relpath;
@@ -645,16 +646,13 @@ pub(crate) type CheckedCreation = (
 /// payload, the checked operations, the secret signing key and the secret
 /// encryption key (an age X25519 identity; absent in key files written
 /// before encryption).
-pub(crate) fn check_creation(packet: &LogicalPacket, key_file: &Path) -> Result<CheckedCreation> {
+pub(crate) fn check_creation(
+    packet: &LogicalPacket,
+    key_file: &Path,
+    scratch_dir: &Path,
+) -> Result<CheckedCreation> {
     let header = packet.header().clone();
-    let payload =
-        packet.parts()[0]
-            .creation()
-            .cloned()
-            .ok_or_else(|| Error::BadCreationPacket {
-                packet: packet.parts()[0].path().to_path_buf(),
-                what: "not a replica-creation packet".into(),
-            })?;
+    let payload = creation_payload(packet)?;
     // Names from the packet become the replica's identity and member list.
     identity::validate_name(&payload.new_replica.name)?;
     identity::validate_name(&header.family.name)?;
@@ -663,7 +661,7 @@ pub(crate) fn check_creation(packet: &LogicalPacket, key_file: &Path) -> Result<
     }
     // Everything an update import checks, and the member list against the
     // log, before anything is made.
-    let checked = crate::sync::creation_check::check(packet, &payload)?;
+    let checked = crate::sync::creation_check::check(packet, &payload, scratch_dir)?;
     let (key_id, secret, encryption_key) = read_key_file(key_file)?;
     let new = &payload.new_replica;
     let member = checked
@@ -691,13 +689,22 @@ pub(crate) fn check_creation(packet: &LogicalPacket, key_file: &Path) -> Result<
     Ok((header, payload, checked, secret, encryption_key))
 }
 
+/// The creation payload of `packet`; refuses any other packet.
+pub(crate) fn creation_payload(packet: &LogicalPacket) -> Result<CreationPayload> {
+    packet.parts()[0]
+        .creation()
+        .cloned()
+        .ok_or_else(|| Error::BadCreationPacket {
+            packet: packet.parts()[0].path().to_path_buf(),
+            what: "not a replica-creation packet".into(),
+        })
+}
+
 /// Whether a checked creation packet is a manifest
 /// (`mkreplica -export -manifest`): it carries no chunk, while some file of
 /// its tree has content.
 pub(crate) fn is_manifest(packet: &LogicalPacket, checked: &Checked) -> Result<bool> {
-    let needs_content = checked.paths.values().any(|(_, state)| {
-        matches!(state, PathState::File { chunks, .. } if chunks.iter().any(|c| !crate::tree::chunking::is_zero_chunk(c)))
-    });
+    let needs_content = checked.content_bytes > 0;
     Ok(needs_content && packet.chunks().next().is_none())
 }
 
@@ -711,15 +718,9 @@ pub fn import_creation(
     mirror: bool,
     exclude: &[String],
 ) -> Result<CreationImport> {
-    let (header, payload, checked, secret, encryption_key) = check_creation(packet, key_file)?;
-    if is_manifest(packet, &checked)? {
-        return Err(Error::ManifestNeedsAdopt {
-            packet: packet.parts()[0].path().to_path_buf(),
-        });
-    }
+    creation_payload(packet)?;
     // Replicas do not nest: refused before anything is created.
     replica::refuse_nesting_of_new(dir)?;
-    check_space(dir, &checked)?;
     let existed = dir.exists();
     let cleaned_up = if existed {
         remove_abandoned_import(dir, packet)?
@@ -737,24 +738,46 @@ pub fn import_creation(
         std::fs::create_dir_all(dir).at(dir)?;
     }
     let root = std::fs::canonicalize(dir).at(dir)?;
-    let result = materialize(
-        packet,
-        &header,
-        &payload,
-        &checked,
-        &root,
-        &secret,
-        mirror,
-        exclude,
-        encryption_key.as_deref(),
-    );
+    // The state folder is built as `.syncreplica.init-PID`, a name no
+    // packet path can have (`tree::relpath`), so nothing the packet makes
+    // can reach into it, and renamed into place last. The packet's
+    // operations are checked in a scratch database there.
+    let staging = crate::store::layout::state_dir_under_construction(&root, std::process::id());
+    let result = std::fs::create_dir(&staging)
+        .at(&staging)
+        .and_then(|()| check_creation(packet, key_file, &staging))
+        .and_then(|(header, payload, checked, secret, encryption_key)| {
+            if is_manifest(packet, &checked)? {
+                return Err(Error::ManifestNeedsAdopt {
+                    packet: packet.parts()[0].path().to_path_buf(),
+                });
+            }
+            check_space(&root, &checked)?;
+            let made = materialize(
+                packet,
+                &header,
+                &payload,
+                checked,
+                &root,
+                &staging,
+                &secret,
+                mirror,
+                exclude,
+                encryption_key.as_deref(),
+            )?;
+            Ok((header, payload, made))
+        });
     match result {
-        Ok(Materialized {
-            replica,
-            files,
-            not_carried,
-            conflicts,
-        }) => Ok(CreationImport {
+        Ok((
+            header,
+            payload,
+            Materialized {
+                replica,
+                files,
+                not_carried,
+                conflicts,
+            },
+        )) => Ok(CreationImport {
             replica,
             cleaned_up,
             fingerprint: header.signer_fingerprint(),
@@ -772,8 +795,6 @@ pub fn import_creation(
             // Leave the directory as it was found, absent or empty: remove
             // what this run made, and only that (a file a person put there
             // meanwhile stays).
-            let staging =
-                crate::store::layout::state_dir_under_construction(&root, std::process::id());
             let _ = std::fs::remove_dir_all(&staging);
             if let Ok(made) = made_by_packet(&root, packet) {
                 let _ = remove_made(&made);
@@ -820,16 +841,7 @@ fn remove_abandoned_import(dir: &Path, packet: &LogicalPacket) -> Result<Vec<u32
 /// what it needs, plus the state database, not counted; all-zero chunks
 /// are left as holes and cost nothing).
 fn check_space(dir: &Path, checked: &crate::sync::creation_check::Checked) -> Result<()> {
-    let needed: u64 = checked
-        .paths
-        .values()
-        .flat_map(|(_, state)| match state {
-            PathState::File { chunks, .. } => chunks.as_slice(),
-            _ => &[],
-        })
-        .filter(|chunk| !crate::tree::chunking::is_zero_chunk(chunk))
-        .map(|chunk| u64::from(chunk.len))
-        .sum();
+    let needed = checked.content_bytes;
     let Some(existing) = dir.ancestors().find(|d| d.is_dir()) else {
         return Ok(());
     };
@@ -941,189 +953,117 @@ struct Materialized {
     conflicts: Vec<String>,
 }
 
-/// Makes the new replica at `root` (empty) from a checked creation packet:
-/// the state folder is built as `.syncreplica.init-PID`, a name no packet
-/// path can have (`tree::relpath`), so nothing the packet makes can reach
-/// into it, and renamed into place last.
+/// Makes the new replica at `root` (empty) from a checked creation packet,
+/// its state folder built in `staging` (`.syncreplica.init-PID`, which
+/// holds the check's scratch database) and renamed into place last.
 #[allow(clippy::too_many_arguments)]
 fn materialize(
     packet: &LogicalPacket,
     header: &packet_format::Header,
     payload: &CreationPayload,
-    checked: &Checked,
+    checked: Checked,
     root: &Path,
+    staging: &Path,
     secret: &[u8; 32],
     mirror: bool,
     exclude: &[String],
     encryption_key: Option<&str>,
 ) -> Result<Materialized> {
-    let staging = crate::store::layout::state_dir_under_construction(root, std::process::id());
-    std::fs::create_dir(&staging).at(&staging)?;
     let identity = Identity {
         family_name: header.family.name.clone(),
         family_id: header.family.id,
         replica_name: payload.new_replica.name.clone(),
         replica_id: payload.new_replica.id,
     };
-    identity.save(&staging)?;
-    crate::sys::fsutil::create_new_file(&identity::signing_key_path(&staging), secret, 0o600)?;
+    identity.save(staging)?;
+    crate::sys::fsutil::create_new_file(&identity::signing_key_path(staging), secret, 0o600)?;
     if let Some(key) = encryption_key {
         crate::sys::fsutil::create_new_file(
-            &identity::encryption_key_path(&staging),
+            &identity::encryption_key_path(staging),
             format!("{key}\n").as_bytes(),
             0o600,
         )?;
     }
-    config::write_default(&staging)?;
+    config::write_default(staging)?;
     if !exclude.is_empty() {
-        config::set_excludes(&staging, exclude)?;
+        config::set_excludes(staging, exclude)?;
     }
     // The new member's own patterns (mkreplica -import -exclude): what
     // they exclude is not written, and gets no entry (as for any import).
     let own_excludes =
-        crate::tree::excludes::Excludes::load(root, exclude, &config::config_path(&staging))?;
-    let mut state = State::open(&staging)?;
+        crate::tree::excludes::Excludes::load(root, exclude, &config::config_path(staging))?;
+    let mut state = State::open(staging)?;
 
-    let ops = &checked.ops;
+    let scratch = &checked.scratch;
     // Replaying the log: each path ends as its last operation says (the
     // sender re-asserted any path where that would not give its tree), in
-    // the state the apply engine would give it. Parents before children
-    // (the map is sorted); directory modes last, in case one is read-only.
-    // The root ignore file is every replica's own: operations on it (from
-    // a version that recorded it) are logged, never made.
-    let path_ops: Vec<(&Vec<u8>, &PathState)> = checked
-        .paths
-        .iter()
-        .filter(|(path, _)| !crate::tree::excludes::is_local_only(path))
-        .filter(|(path, (_, state))| {
-            !own_excludes.excludes_relative(
+    // the state the apply engine would give it. The paths are read back
+    // from the scratch database a page at a time, sorted: parents before
+    // children; directory modes last, in case one is read-only. The root
+    // ignore file is every replica's own: operations on it (from a version
+    // that recorded it) are logged, never made.
+    let wanted = |path: &[u8], state: &PathState| {
+        !crate::tree::excludes::is_local_only(path)
+            && !own_excludes.excludes_relative(
                 path,
                 matches!(state, PathState::Directory { .. }),
                 false,
             )
-        })
-        .map(|(path, (_, state))| (path, state))
-        .collect();
-    // Probed in the state folder being built: the answer is cached there.
-    let folding = replica::folding(root, &staging)?;
-    let label = |path: &[u8]| {
-        let op = &ops[checked.paths[path].0];
-        let author = op
-            .change
-            .path_change()
-            .and_then(|c| c.author)
-            .unwrap_or(op.origin);
-        checked
-            .members
-            .iter()
-            .find(|m| m.replica == author)
-            .map(|m| m.name.clone())
-            .unwrap_or_else(|| author.to_hex())
     };
+    let made = |row: &PathRow| !row.dropped && wanted(&row.path, &row.state);
+    // Probed in the state folder being built: the answer is cached there.
+    let folding = replica::folding(root, staging)?;
     let staging_name = staging
         .file_name()
         .map(|n| n.as_encoded_bytes().to_vec())
         .unwrap_or_default();
-    let folded = fold_collisions(folding, &path_ops, &staging_name, label);
-    let path_ops: Vec<(&Vec<u8>, &PathState)> = path_ops
-        .into_iter()
-        .filter(|(path, _)| !folded.dropped.contains(*path))
-        .collect();
+    // Only on a filesystem that folds names (case, Unicode normalisation)
+    // are the paths held in memory, to find the ones that clash.
+    let (copies, fold_notes) = if folding.folds() {
+        let mut rows: Vec<(Vec<u8>, PathState, Id)> = Vec::new();
+        scratch.for_each_path(false, |row| {
+            if wanted(&row.path, &row.state) {
+                rows.push((row.path.clone(), row.state.clone(), row.author()));
+            }
+            Ok(())
+        })?;
+        let path_ops: Vec<(&Vec<u8>, &PathState)> = rows.iter().map(|(p, s, _)| (p, s)).collect();
+        let authors: HashMap<&[u8], Id> = rows.iter().map(|(p, _, a)| (p.as_slice(), *a)).collect();
+        let label = |path: &[u8]| {
+            let author = authors[path];
+            checked
+                .members
+                .iter()
+                .find(|m| m.replica == author)
+                .map(|m| m.name.clone())
+                .unwrap_or_else(|| author.to_hex())
+        };
+        let folded = fold_collisions(folding, &path_ops, &staging_name, label);
+        scratch.batch("noting the names this filesystem folds", |tx| {
+            let mut mark = tx.prepare("UPDATE paths SET dropped = 1 WHERE path = ?1")?;
+            for path in &folded.dropped {
+                mark.execute([path])?;
+            }
+            Ok(())
+        })?;
+        let copies: Vec<(Vec<u8>, PathState)> = folded
+            .copies
+            .into_iter()
+            .map(|(copy, state)| (copy, state.clone()))
+            .collect();
+        (copies, folded.notes)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     // Every file's content is written once, straight from the packet, in
     // the state folder under construction; each is then renamed into the
     // tree below, in path order with the directories. Conflict copies of
     // names this filesystem folds are written the same way.
     let content = staging.join(STAGING_DIR);
     std::fs::create_dir(&content).at(&content)?;
-    let files_and_copies: Vec<(&Vec<u8>, &PathState)> = path_ops
-        .iter()
-        .copied()
-        .chain(folded.copies.iter().map(|(copy, state)| (copy, *state)))
-        .filter(|(_, state)| matches!(state, PathState::File { .. }))
-        .collect();
-    let targets: Vec<assemble::Target> = files_and_copies
-        .iter()
-        .enumerate()
-        .filter_map(|(n, (path, state))| match state {
-            PathState::File {
-                mode,
-                mtime,
-                chunks,
-                ..
-            } => Some(assemble::Target {
-                path: content.join(n.to_string()),
-                rel: path.as_slice(),
-                chunks: chunks.as_slice(),
-                mode: *mode,
-                mtime: *mtime,
-            }),
-            _ => None,
-        })
-        .collect();
-    // A file the sender found busy (changed since its scan) is not carried:
-    // it is left out here, without an entry, and comes with the sender's
-    // next update (see `export_creation`). The packet is signed and every
-    // byte of it checked, so a missing chunk is the sender's doing.
-    // A chunk's id is the SHA-256 of its bytes, so it has one length: a
-    // file naming a chunk the packet carries with another length lies
-    // about its content (and its size, the sum of its chunk lengths).
-    let carried_lengths = RefCell::new(HashMap::new());
-    // The pieces of every chunk written, for the state database (so this
-    // replica can send later changes of these files as recipes).
-    let mut pieces: Vec<(ChunkId, Vec<u8>)> = Vec::new();
-    // Each distinct chunk is counted once, as `on_chunk` sees it.
-    let mut distinct = HashSet::new();
-    let to_write: u64 = targets
-        .iter()
-        .flat_map(|target| target.chunks.iter())
-        .filter(|chunk| distinct.insert(chunk.id))
-        .map(|chunk| u64::from(chunk.len))
-        .sum();
-    let _writing = crate::sys::progress::phase(
-        "writing the replica's files",
-        crate::sys::progress::Unit::Bytes,
-        Some(to_write),
-    );
-    let assembled = assemble::write_files(
-        &targets,
-        &mut NotingLengths {
-            chunks: PacketChunks::new(packet),
-            lengths: &carried_lengths,
-        },
-        assemble::Options {
-            on_chunk: Some(&mut |id: &ChunkId, bytes: &[u8]| {
-                crate::sys::progress::advance(bytes.len() as u64);
-                let cut = crate::tree::chunking::pieces(bytes);
-                pieces.push((*id, crate::tree::chunking::pack_pieces(&cut)));
-            }),
-            elsewhere: &mut |_| None,
-            missing: &|chunk, rel| {
-                let carried = carried_lengths.borrow().get(&chunk.id).copied()?;
-                (carried != chunk.len as usize).then(|| Error::BadCreationPacket {
-                    packet: packet.parts()[0].path().to_path_buf(),
-                    what: format!(
-                        "\"{}\" names chunk {} as {} bytes long, but the packet carries it \
-                         with {carried} bytes",
-                        relpath::display(rel),
-                        hex::encode(chunk.id),
-                        chunk.len
-                    ),
-                })
-            },
-            // One filesystem sync for the whole tree below.
-            fsync: false,
-            after_file: &mut || Ok(()),
-        },
-    )?;
-    let left_out: HashSet<&[u8]> = assembled
-        .incomplete
-        .iter()
-        .map(|&index| targets[index].rel)
-        .collect();
-    let mut staged = targets.iter().map(|target| (target.rel, &target.path));
+    write_content(packet, scratch, &mut state, &content, &made, &copies)?;
     let mut files = 0;
     let mut not_carried: Vec<Vec<u8>> = Vec::new();
-    let mut stats: std::collections::HashMap<Vec<u8>, StatKey> = Default::default();
     let confined = ConfinedRoot::open(root)?;
     // Every path goes through the confined root: its parent is held as a
     // handle, so a directory swapped for a symlink meanwhile is refused,
@@ -1134,30 +1074,56 @@ fn materialize(
             Located::Blocked(why) => Err(Error::hostile(relpath::display(path), why)),
         }
     };
+    let set_stat = |path: &[u8], key: StatKey| -> Result<()> {
+        scratch
+            .conn()
+            .prepare_cached(
+                "UPDATE paths SET st_size = ?2, st_mtime = ?3, st_ctime = ?4, st_inode = ?5,
+                 st_mode = ?6 WHERE path = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    path,
+                    key.size as i64,
+                    key.mtime_ns,
+                    key.ctime_ns,
+                    key.inode as i64,
+                    key.mode
+                ])
+            })
+            .map(|_| ())
+            .map_err(|e| scratch.write_error(e, "noting the files made"))
+    };
     let preserve = config::Config::default()
         .preserve()
         .unwrap_or_else(|_| crate::tree::meta::Preserve::default_for_user());
     let mut unapplied = crate::tree::meta::Unapplied::default();
     let mut not_made_special = 0u64;
-    for (path, path_state) in &path_ops {
+    scratch.begin()?;
+    scratch.for_each_path(false, |row| {
+        if !made(row) {
+            return Ok(());
+        }
+        let path = &row.path;
         let place = place_of(path)?;
         let disk = place.display_path();
-        match path_state {
+        match &row.state {
             PathState::Directory { .. } => place.make_dir(0o700).at(&disk)?,
             PathState::Symlink { target, .. } => {
                 place.symlink_sibling(place.name(), target).at(&disk)?
             }
             PathState::File { .. } => {
-                let (rel, from) = staged.next().expect("one staged file per file");
-                debug_assert_eq!(rel, path.as_slice());
-                if left_out.contains(rel) {
-                    not_carried.push((*path).clone());
-                    continue;
+                if row.incomplete {
+                    not_carried.push(path.clone());
+                    return Ok(());
                 }
-                place.rename_in_new(from).at(&disk)?;
+                let n = row.staged.expect("every file made is staged");
+                place
+                    .rename_in_new(&content.join(n.to_string()))
+                    .at(&disk)?;
                 // Stat after the rename, which changes the ctime.
                 let meta = place.open_read().at(&disk)?.metadata().at(&disk)?;
-                stats.insert((*path).clone(), scan::stat_key(&meta));
+                set_stat(path, scan::stat_key(&meta))?;
                 files += 1;
             }
             PathState::Special {
@@ -1169,7 +1135,7 @@ fn materialize(
             } => {
                 if !preserve.keeps_special(*kind) {
                     not_made_special += 1;
-                    continue;
+                    return Ok(());
                 }
                 if let Err(err) = place.make_node(*kind, *mode, *major, *minor) {
                     if err.kind() != std::io::ErrorKind::PermissionDenied {
@@ -1181,22 +1147,26 @@ fn materialize(
             PathState::Deleted => {}
             PathState::Unknown { .. } => unreachable!("refused above"),
         }
-    }
+        Ok(())
+    })?;
+    scratch.commit()?;
     // Not recorded: the next scan records them as this replica's new files.
-    for (rel, from) in staged {
-        if left_out.contains(rel) {
-            continue;
-        }
-        let place = place_of(rel)?;
+    for (n, rel) in scratch.staged_copies()? {
+        let place = place_of(&rel)?;
         let disk = place.display_path();
-        place.rename_in_new(from).at(&disk)?;
+        place
+            .rename_in_new(&content.join(n.to_string()))
+            .at(&disk)?;
     }
     std::fs::remove_dir(&content).at(&content)?;
-    for (path, path_state) in path_ops.iter().rev() {
-        if let PathState::Directory { mode, .. } = path_state {
-            place_of(path)?.set_mode(*mode)?;
+    scratch.for_each_path(true, |row| {
+        if let PathState::Directory { mode, .. } = &row.state {
+            if made(row) {
+                place_of(&row.path)?.set_mode(*mode)?;
+            }
         }
-    }
+        Ok(())
+    })?;
     // Owners, ACLs, attributes and hard links as the new member preserves
     // them (what its user can apply), then times: files and links first
     // (every leader of a hard-link set is placed by now), directories
@@ -1204,22 +1174,14 @@ fn materialize(
     let mut names = crate::tree::meta::Names::default();
     let mut meta_notes = Vec::new();
     let locate_leader = |leader: &[u8]| confined.locate(leader, false);
-    let in_order = path_ops
-        .iter()
-        .filter(|(_, state)| !matches!(state, PathState::Directory { .. }))
-        .chain(
-            path_ops
-                .iter()
-                .rev()
-                .filter(|(_, state)| matches!(state, PathState::Directory { .. })),
-        );
-    for (path, path_state) in in_order {
-        let (kind, mode, mtime, ext) = match path_state {
+    let mut set_meta_of = |row: &PathRow| -> Result<()> {
+        if !made(row) {
+            return Ok(());
+        }
+        let (kind, mode, mtime, ext) = match &row.state {
             PathState::File {
                 mode, mtime, ext, ..
-            } if !left_out.contains(path.as_slice()) => {
-                (apply::MetaKind::File, Some(*mode), Some(*mtime), ext)
-            }
+            } if !row.incomplete => (apply::MetaKind::File, Some(*mode), Some(*mtime), ext),
             PathState::Symlink { mtime, ext, .. } => (apply::MetaKind::Symlink, None, *mtime, ext),
             PathState::Directory { mode, mtime, ext } => {
                 (apply::MetaKind::Directory, Some(*mode), *mtime, ext)
@@ -1233,13 +1195,13 @@ fn materialize(
             } if preserve.keeps_special(*kind) => {
                 (apply::MetaKind::Special, Some(*mode), Some(*mtime), ext)
             }
-            _ => continue,
+            _ => return Ok(()),
         };
-        let place = place_of(path)?;
+        let place = place_of(&row.path)?;
         apply::set_meta(
             &place,
             &locate_leader,
-            path,
+            &row.path,
             kind,
             mode,
             mtime,
@@ -1248,18 +1210,33 @@ fn materialize(
             &mut names,
             &mut unapplied,
             &mut meta_notes,
-        )?;
-    }
+        )
+    };
+    scratch.for_each_path(false, |row| {
+        if matches!(row.state, PathState::Directory { .. }) {
+            return Ok(());
+        }
+        set_meta_of(row)
+    })?;
+    scratch.for_each_path(true, |row| {
+        if !matches!(row.state, PathState::Directory { .. }) {
+            return Ok(());
+        }
+        set_meta_of(row)
+    })?;
     // The fast-path stats, taken after every name of a hard-link set got
     // its metadata (each change moves the shared inode's ctime).
-    for (path, path_state) in &path_ops {
-        if matches!(path_state, PathState::File { .. }) && stats.contains_key(*path) {
-            let place = place_of(path)?;
+    scratch.begin()?;
+    scratch.for_each_path(false, |row| {
+        if matches!(row.state, PathState::File { .. }) && row.stat.is_some() {
+            let place = place_of(&row.path)?;
             let disk = place.display_path();
             let meta = place.open_read().at(&disk)?.metadata().at(&disk)?;
-            stats.insert((*path).clone(), scan::stat_key(&meta));
+            set_stat(&row.path, scan::stat_key(&meta))?;
         }
-    }
+        Ok(())
+    })?;
+    scratch.commit()?;
     // One filesystem sync for the whole tree rather than one per file: until
     // the state folder is renamed into place below, there is no replica
     // here, and an interrupted import is simply run again in an empty
@@ -1271,51 +1248,39 @@ fn materialize(
     let exclude_rules = crate::tree::excludes::Excludes::load(
         root,
         &config::Config::default().exclude,
-        &config::config_path(&staging),
+        &config::config_path(staging),
     )?
     .rules()
     .to_string();
     let scanned_ns = crate::sys::clock::now_ns();
     let me = payload.new_replica.id;
-    let not_carried_set: HashSet<&[u8]> = not_carried.iter().map(Vec::as_slice).collect();
     let new_state = NewState {
         packet,
         header,
-        checked,
+        checked: &checked,
         me,
-        pieces: &pieces,
-        stats: &stats,
+        pieces: &[],
+        stats: &|row: &PathRow| row.stat,
         exclude_rules: &exclude_rules,
         scanned_ns,
         mirror_of: mirror.then_some(header.sender.id),
     };
-    let on_disk = |path: &[u8]| {
-        // Not on disk here: no entry, so no scan takes its absence for a
-        // deletion (rule 11 of the apply engine).
-        !(not_carried_set.contains(path)
-            || folded.dropped.contains(path)
-            || crate::tree::excludes::is_local_only(path)
-            || own_excludes.excludes_relative(
-                path,
-                matches!(
-                    checked.paths.get(path),
-                    Some((_, PathState::Directory { .. }))
-                ),
-                false,
-            ))
-    };
+    // Not on disk here: no entry, so no scan takes its absence for a
+    // deletion (rule 11 of the apply engine).
+    let on_disk = |row: &PathRow| made(row) && !row.incomplete;
     state.transaction(|tx| write_new_state(tx, &new_state, &on_disk))?;
     drop(state);
+    // The scratch database goes before the folder becomes the replica's.
+    drop(checked);
     let final_dir = replica::state_dir(root);
     crate::sys::testhook::crash_point("mkreplica-import-before-rename");
-    std::fs::rename(&staging, &final_dir).at(&final_dir)?;
+    std::fs::rename(staging, &final_dir).at(&final_dir)?;
     crate::sys::fsutil::sync_dir(root)?;
     Ok(Materialized {
         replica: Replica::open(root)?,
         files,
         not_carried,
-        conflicts: folded
-            .notes
+        conflicts: fold_notes
             .into_iter()
             .chain(meta_notes)
             .chain((not_made_special > 0).then(|| {
@@ -1332,6 +1297,257 @@ fn materialize(
     })
 }
 
+/// Writes the content of every file `made` accepts (and of the conflict
+/// `copies`) into `content/N`, each byte once: every file is made at its
+/// full length (all-zero chunks left as holes), where each chunk goes is
+/// noted in the scratch database, then the packet's chunks are read once,
+/// in the order it stores them, each written where it goes; last each
+/// file's mode and mtime. The packed pieces of every chunk written go to
+/// the new replica's `state`. A file whose chunk the packet does not carry
+/// is left out (marked incomplete: the sender found it busy); one naming a
+/// chunk it carries with another length is refused. Memory holds a page
+/// of paths and one chunk (a few read ahead) at a time.
+fn write_content(
+    packet: &LogicalPacket,
+    scratch: &Scratch,
+    state: &mut State,
+    content: &Path,
+    made: &dyn Fn(&PathRow) -> bool,
+    copies: &[(Vec<u8>, PathState)],
+) -> Result<()> {
+    // 1. The files, at their full lengths, and where each chunk goes.
+    let mut next = 0u64;
+    let mut stage = |tx: &rusqlite::Connection,
+                     rel: &[u8],
+                     copy: bool,
+                     file_state: &PathState|
+     -> Result<Option<u64>> {
+        let PathState::File {
+            mode,
+            mtime,
+            chunks,
+            ..
+        } = file_state
+        else {
+            return Ok(None);
+        };
+        let n = next;
+        next += 1;
+        let path = content.join(n.to_string());
+        let file = assemble::open(&path, true).at(&path)?;
+        let mut offset = 0u64;
+        let fail = |e| scratch.write_error(e, "noting where the packet's chunks go");
+        for chunk in chunks {
+            if !crate::tree::chunking::is_zero_chunk(chunk) {
+                tx.prepare_cached(
+                    "INSERT INTO spots (id, len, file, offset) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        chunk.id.as_slice(),
+                        chunk.len,
+                        n as i64,
+                        offset as i64
+                    ])
+                })
+                .map_err(fail)?;
+            }
+            offset += u64::from(chunk.len);
+        }
+        // Sparse until written: it takes room only as chunks land.
+        file.set_len(offset).at(&path)?;
+        tx.prepare_cached(
+            "INSERT INTO staged (n, path, copy, mode, secs, nanos) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut s| s.execute(params![n as i64, rel, copy, mode, mtime.secs, mtime.nanos]))
+        .map_err(fail)?;
+        Ok(Some(n))
+    };
+    scratch.begin()?;
+    let conn = scratch.conn();
+    scratch.for_each_path(false, |row| {
+        if !made(row) {
+            return Ok(());
+        }
+        if let Some(n) = stage(conn, &row.path, false, &row.state)? {
+            conn.prepare_cached("UPDATE paths SET staged = ?2 WHERE path = ?1")
+                .and_then(|mut s| s.execute(params![row.path, n as i64]))
+                .map_err(|e| scratch.write_error(e, "noting the files staged"))?;
+        }
+        Ok(())
+    })?;
+    for (copy, copy_state) in copies {
+        stage(conn, copy, true, copy_state)?;
+    }
+    conn.execute_batch("CREATE INDEX spots_by_chunk ON spots (id, len)")
+        .map_err(|e| scratch.write_error(e, "indexing where the packet's chunks go"))?;
+    scratch.commit()?;
+    // Each distinct chunk is counted once, as it is written.
+    let to_write: i64 = conn
+        .query_row(
+            "SELECT COALESCE(SUM(len), 0) FROM (SELECT DISTINCT id, len FROM spots)",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| scratch.read_error(e))?;
+    let _writing = crate::sys::progress::phase(
+        "writing the replica's files",
+        crate::sys::progress::Unit::Bytes,
+        Some(to_write as u64),
+    );
+
+    // 2. The packet's chunks, once, each where it goes.
+    let mut pieces: Vec<(ChunkId, Vec<u8>)> = Vec::new();
+    let flush_pieces = |state: &mut State, pieces: &mut Vec<(ChunkId, Vec<u8>)>| -> Result<()> {
+        let page = std::mem::take(pieces);
+        state.transaction(|tx| Ok(state::put_chunk_pieces(tx, &page)?))
+    };
+    let mut open: Option<(u64, std::fs::File)> = None;
+    scratch.begin()?;
+    PacketChunks::new(packet).deliver(&[], &mut |id, bytes| {
+        let err = |e| scratch.read_error(e);
+        let wanted = conn
+            .prepare_cached("SELECT 1 FROM spots WHERE id = ?1")
+            .and_then(|mut s| s.exists([id.as_slice()]))
+            .map_err(err)?;
+        if !wanted {
+            return Ok(());
+        }
+        // A chunk's id is the SHA-256 of its bytes, so it has one length:
+        // a file naming one the packet carries with another length lies
+        // about its content (and its size, the sum of its chunk lengths).
+        conn.prepare_cached("INSERT OR REPLACE INTO carried (id, len) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![id.as_slice(), bytes.len() as i64]))
+            .map_err(|e| scratch.write_error(e, "noting the chunks carried"))?;
+        let Ok(len) = u32::try_from(bytes.len()) else {
+            return Ok(());
+        };
+        let mut any = false;
+        {
+            let mut statement = conn
+                .prepare_cached("SELECT file, offset FROM spots WHERE id = ?1 AND len = ?2")
+                .map_err(err)?;
+            let mut rows = statement.query(params![id.as_slice(), len]).map_err(err)?;
+            while let Some(row) = rows.next().map_err(err)? {
+                let n = row.get::<_, i64>(0).map_err(err)? as u64;
+                let offset = row.get::<_, i64>(1).map_err(err)? as u64;
+                if open.as_ref().is_none_or(|(held, _)| *held != n) {
+                    let path = content.join(n.to_string());
+                    open = Some((n, assemble::open_for_write(&path).at(&path)?));
+                }
+                let (_, file) = open.as_ref().expect("just opened");
+                let path = content.join(n.to_string());
+                assemble::write_sparse(file, bytes, offset).at(&path)?;
+                any = true;
+            }
+        }
+        if !any {
+            return Ok(());
+        }
+        crate::sys::progress::advance(bytes.len() as u64);
+        let cut = crate::tree::chunking::pieces(bytes);
+        pieces.push((*id, crate::tree::chunking::pack_pieces(&cut)));
+        if pieces.len() >= PAGE {
+            flush_pieces(state, &mut pieces)?;
+        }
+        conn.prepare_cached("DELETE FROM spots WHERE id = ?1 AND len = ?2")
+            .and_then(|mut s| s.execute(params![id.as_slice(), len]))
+            .map_err(|e| scratch.write_error(e, "noting the chunks written"))?;
+        Ok(())
+    })?;
+    drop(open);
+    flush_pieces(state, &mut pieces)?;
+
+    // 3. What the packet does not carry: a chunk it carries with another
+    // length is a lie; one it lacks leaves its files out.
+    let missing: Vec<(ChunkId, u32, Option<i64>, Vec<u8>)> = {
+        let err = |e| scratch.read_error(e);
+        let mut statement = conn
+            .prepare(
+                "SELECT s.id, s.len, c.len, st.path
+                 FROM (SELECT id, len, MIN(file) AS first FROM spots GROUP BY id, len) s
+                 JOIN carried c ON c.id = s.id AND c.len != s.len
+                 JOIN staged st ON st.n = s.first
+                 ORDER BY s.first LIMIT 1",
+            )
+            .map_err(err)?;
+        let mut rows = statement.query([]).map_err(err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            let id: Vec<u8> = row.get(0).map_err(err)?;
+            out.push((
+                id.try_into().unwrap_or_default(),
+                row.get(1).map_err(err)?,
+                row.get(2).map_err(err)?,
+                row.get(3).map_err(err)?,
+            ));
+        }
+        out
+    };
+    if let Some((id, len, Some(carried), rel)) = missing.into_iter().next() {
+        return Err(Error::BadCreationPacket {
+            packet: packet.parts()[0].path().to_path_buf(),
+            what: format!(
+                "\"{}\" names chunk {} as {len} bytes long, but the packet carries it \
+                 with {carried} bytes",
+                relpath::display(&rel),
+                hex::encode(id),
+            ),
+        });
+    }
+    conn.execute_batch(
+        "UPDATE staged SET incomplete = 1 WHERE n IN (SELECT file FROM spots);
+         DELETE FROM spots;",
+    )
+    .map_err(|e| scratch.write_error(e, "noting the files not carried"))?;
+    scratch.commit()?;
+
+    // 4. Mode and mtime last: no write follows them, and a read-only mode
+    // does not stop one. A file left out is removed.
+    let mut after = -1i64;
+    loop {
+        let page: Vec<(i64, u32, Timestamp, bool)> = {
+            let err = |e| scratch.read_error(e);
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT n, mode, secs, nanos, incomplete FROM staged WHERE n > ?1
+                     ORDER BY n LIMIT 4096",
+                )
+                .map_err(err)?;
+            let mut rows = statement.query([after]).map_err(err)?;
+            let mut page = Vec::new();
+            while let Some(row) = rows.next().map_err(err)? {
+                page.push((
+                    row.get(0).map_err(err)?,
+                    row.get(1).map_err(err)?,
+                    Timestamp {
+                        secs: row.get(2).map_err(err)?,
+                        nanos: row.get(3).map_err(err)?,
+                    },
+                    row.get(4).map_err(err)?,
+                ));
+            }
+            page
+        };
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.0;
+        for (n, mode, mtime, incomplete) in page {
+            let path = content.join(n.to_string());
+            if incomplete {
+                std::fs::remove_file(&path).at(&path)?;
+                continue;
+            }
+            let file = assemble::open(&path, false).at(&path)?;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .at(&path)?;
+            crate::tree::confined::set_file_mtime(&file, mtime).at(&path)?;
+        }
+    }
+    Ok(())
+}
+
 /// What a new replica's state database is given (see [`write_new_state`]).
 pub(crate) struct NewState<'a> {
     pub packet: &'a LogicalPacket,
@@ -1342,7 +1558,7 @@ pub(crate) struct NewState<'a> {
     /// Packed pieces of the chunks on disk.
     pub pieces: &'a [(ChunkId, Vec<u8>)],
     /// Stat of each file made or kept, for the next scan's fast path.
-    pub stats: &'a HashMap<Vec<u8>, StatKey>,
+    pub stats: &'a dyn Fn(&PathRow) -> Option<StatKey>,
     pub exclude_rules: &'a str,
     pub scanned_ns: i64,
     /// The member the new replica mirrors (`-mirror`: its creator).
@@ -1353,10 +1569,12 @@ pub(crate) struct NewState<'a> {
 /// the whole log and its seals, an entry for each path `on_disk` says the
 /// tree holds as the packet states it, the epoch table, the sender's
 /// confirmation and incarnation, the recorded excludes and the packet log.
+/// The log and the paths are read from the check's scratch database a page
+/// at a time.
 pub(crate) fn write_new_state(
     tx: &rusqlite::Transaction,
     new: &NewState,
-    on_disk: &dyn Fn(&[u8]) -> bool,
+    on_disk: &dyn Fn(&PathRow) -> bool,
 ) -> std::result::Result<(), state::TxError> {
     let NewState {
         packet,
@@ -1372,17 +1590,29 @@ pub(crate) fn write_new_state(
     if let Some(upstream) = &mirror_of {
         state::set_mirror(tx, Some(upstream))?;
     }
-    let ops = &checked.ops;
     state::put_chunk_pieces(tx, pieces)?;
     for member in &checked.members {
         state::insert_member(tx, member, header.created.as_nanos_saturating())?;
     }
-    for op in ops {
-        state::append_operation(tx, op)?;
+    // The state database's errors met in the scratch database's pages,
+    // kept as such (they name the state database).
+    let mut sql: Option<rusqlite::Error> = None;
+    let mut sql_of = |result: rusqlite::Result<()>| -> Result<()> {
+        result.map_err(|e| {
+            sql = Some(e);
+            // A stand-in: the error returned is `sql`'s.
+            Error::CorruptState {
+                path: PathBuf::new(),
+                what: String::new(),
+            }
+        })
+    };
+    let logged = checked.scratch.for_each_op(|_, op| {
+        sql_of(state::append_operation(tx, op))?;
         // The log's removals hold here too (rmreplica).
         if let Change::RemoveMember { replica, name } = &op.change {
             if *replica != op.origin {
-                state::mark_removed(
+                sql_of(state::mark_removed(
                     tx,
                     &state::Removed {
                         replica: *replica,
@@ -1394,37 +1624,45 @@ pub(crate) fn write_new_state(
                         by_epoch: op.epoch,
                         at_ns: scanned_ns,
                     },
-                )?;
+                ))?;
             }
         }
+        Ok(())
+    });
+    let entered = logged.and_then(|()| {
+        checked.scratch.for_each_path(false, |row| {
+            if !on_disk(row) {
+                return Ok(());
+            }
+            let Some(change) = row.op.change.path_change() else {
+                return Ok(());
+            };
+            let stat = stats(row);
+            let author = row.author();
+            sql_of(state::put_entry(
+                tx,
+                &EntryWrite {
+                    path: &row.path,
+                    state: &row.state,
+                    version: change.version,
+                    author: &author,
+                    stat,
+                    scanned_ns: stat.map(|_| scanned_ns),
+                },
+            ))
+        })
+    });
+    if let Err(err) = entered {
+        return Err(match sql.take() {
+            Some(source) => state::TxError::Sql(source),
+            None => state::TxError::Other(err),
+        });
     }
     for seal in &checked.seals {
         state::put_seal(tx, seal)?;
     }
     for checkpoint in &checked.checkpoints {
         state::put_checkpoint(tx, checkpoint)?;
-    }
-    for (path, (index, path_state)) in &checked.paths {
-        let op = &ops[*index];
-        let Some(change) = op.change.path_change() else {
-            continue;
-        };
-        if !on_disk(path) {
-            continue;
-        }
-        let stat = stats.get(path).copied();
-        let author = change.author.unwrap_or(op.origin);
-        state::put_entry(
-            tx,
-            &EntryWrite {
-                path,
-                state: path_state,
-                version: change.version,
-                author: &author,
-                stat,
-                scanned_ns: stat.map(|_| scanned_ns),
-            },
-        )?;
     }
     // This replica holds the whole log; the sender holds what its row
     // says (no more than that, checked); the others, what the sender
@@ -1466,34 +1704,6 @@ pub(crate) fn write_new_state(
         scanned_ns,
     )?;
     Ok(())
-}
-
-/// The chunks of a creation packet, noting the length of each wanted one
-/// it carries (see `materialize`).
-struct NotingLengths<'a> {
-    chunks: PacketChunks<'a>,
-    lengths: &'a RefCell<HashMap<ChunkId, usize>>,
-}
-
-impl ChunkSource for NotingLengths<'_> {
-    fn deliver(
-        &mut self,
-        wanted: &[ChunkId],
-        sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
-    ) -> Result<()> {
-        let wanted_ids: HashSet<&ChunkId> = wanted.iter().collect();
-        let lengths = self.lengths;
-        self.chunks.deliver(wanted, &mut |id, bytes| {
-            if wanted_ids.contains(id) {
-                lengths.borrow_mut().insert(*id, bytes.len());
-            }
-            sink(id, bytes)
-        })
-    }
-
-    fn checks_ids(&self) -> bool {
-        self.chunks.checks_ids()
-    }
 }
 
 /// The paths of a creation packet that a filesystem folding names cannot

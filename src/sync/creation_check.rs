@@ -23,22 +23,26 @@
 //! the real family's members but the signer's.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use packet_format::seals::{Checkpoint, Seal};
 use packet_format::{CreationPayload, LogicalPacket};
+use rusqlite::{params, Connection};
 
 use crate::error::{Error, Result};
 use crate::ops::{Change, Id, Operation, PathState};
-use crate::store::state::Member;
+use crate::store::state::{Member, StatKey};
 use crate::sync::apply::{needs_newer_for, sanitize, validate_path};
-use crate::sync::import::{cap_row, check_sender, check_versions};
+use crate::sync::import::{cap_row, check_sender, check_version};
 
 /// A creation packet that passed [`check`]: what the new replica is made
 /// of.
 pub(crate) struct Checked {
-    /// The operations as sent, in packet order: the log keeps them so
-    /// (their seals cover their bytes).
-    pub ops: Vec<Operation>,
+    /// The operations as sent, in packet order (the log keeps them so:
+    /// their seals cover their bytes), and per path its last operation,
+    /// on disk ([`Scratch`]), not in memory: a creation packet carries an
+    /// operation per path of the family's tree, millions for a large one.
+    pub scratch: Scratch,
     /// The seals that verified, to keep with the operations.
     pub seals: Vec<Seal>,
     /// The checkpoints that verified (SPEC.md §8.1), to keep: each origin's
@@ -47,10 +51,9 @@ pub(crate) struct Checked {
     /// The members: the family's first member, then those the log adds,
     /// in the order it adds them.
     pub members: Vec<Member>,
-    /// Per path, its last operation (an index into `ops`) and the state it
-    /// gives the path, as the apply engine applies it (setuid and setgid
-    /// dropped).
-    pub paths: BTreeMap<Vec<u8>, (usize, PathState)>,
+    /// Bytes of content the paths' end states need (all-zero chunks
+    /// left out: they are holes), each reference counted.
+    pub content_bytes: u64,
     /// Per origin, the last epoch the packet carries (it carries every one
     /// from 1, or from right after the origin's checkpoint), or the
     /// checkpoint's when it carries none: the new replica's own row.
@@ -65,10 +68,19 @@ pub(crate) struct Checked {
 
 /// Checks a verified creation packet (its parts' signatures and digests,
 /// and its operations against its `epoch_ranges`, are the reader's) and
-/// reads its operations. Names in `payload` are validated by the caller.
-/// Errors: [`Error::BadCreationPacket`] naming what is wrong, and the
-/// reader's errors (a damaged packet).
-pub(crate) fn check(packet: &LogicalPacket, payload: &CreationPayload) -> Result<Checked> {
+/// reads its operations into a scratch database made in `scratch_dir` (a
+/// folder no packet path reaches: the state folder under construction),
+/// which the returned [`Checked`] removes when dropped. Names in `payload`
+/// are validated by the caller. Memory holds a page of operations at a
+/// time ([`PAGE`]), and per member a few bytes. Errors:
+/// [`Error::BadCreationPacket`] naming what is wrong, the reader's errors
+/// (a damaged packet), and [`Error::ScratchFull`] when the scratch
+/// database finds its filesystem full.
+pub(crate) fn check(
+    packet: &LogicalPacket,
+    payload: &CreationPayload,
+    scratch_dir: &Path,
+) -> Result<Checked> {
     let header = packet.header();
     let bad = |what: String| Error::BadCreationPacket {
         packet: packet.parts()[0].path().to_path_buf(),
@@ -100,14 +112,39 @@ pub(crate) fn check(packet: &LogicalPacket, payload: &CreationPayload) -> Result
         }
     }
 
-    let mut ops: Vec<Operation> = Vec::new();
+    // The operations go to the scratch database a page at a time; what is
+    // kept of them in memory is the few that add members.
+    let mut scratch = Scratch::create(scratch_dir)?;
+    let mut adding: Vec<AddedBy> = Vec::new();
+    let mut page: Vec<Operation> = Vec::with_capacity(PAGE);
     for op in packet.operations() {
         let op = op?;
         if let Some(what) = needs_newer_for(&op) {
             return Err(bad(format!("{what} needs a newer syncreplica")));
         }
-        ops.push(op);
+        if let Change::AddMember {
+            replica,
+            name,
+            public_key,
+        } = &op.change
+        {
+            adding.push(AddedBy {
+                origin: op.origin,
+                epoch: op.epoch,
+                replica: *replica,
+                name: name.clone(),
+                key: *public_key,
+            });
+        }
+        page.push(op);
+        if page.len() >= PAGE {
+            scratch.append(&page)?;
+            page.clear();
+        }
     }
+    scratch.append(&page)?;
+    drop(page);
+    scratch.index()?;
 
     // Checkpoints (SPEC.md §8.1): each of an origin and by a signer of the
     // member list, not of the new replica, signed with the signer's key
@@ -188,19 +225,12 @@ pub(crate) fn check(packet: &LogicalPacket, payload: &CreationPayload) -> Result
     struct Added<'a> {
         name: &'a str,
         key: [u8; 32],
-        by: &'a Operation,
+        by: &'a AddedBy,
     }
     let mut added: BTreeMap<Id, Added> = BTreeMap::new();
     let mut order: Vec<Id> = Vec::new();
-    for op in &ops {
-        let Change::AddMember {
-            replica,
-            name,
-            public_key,
-        } = &op.change
-        else {
-            continue;
-        };
+    for op in &adding {
+        let (replica, name, public_key) = (&op.replica, &op.name, &op.key);
         match added.get(replica) {
             Some(known) if known.name == name && known.key == *public_key => {}
             Some(known) => {
@@ -315,7 +345,10 @@ pub(crate) fn check(packet: &LogicalPacket, payload: &CreationPayload) -> Result
     let seals = crate::sync::seals::verify_incoming(
         None,
         packet.seals(),
-        ops.as_slice(),
+        &Incoming {
+            scratch: &scratch,
+            added: &adding,
+        },
         &HashMap::new(),
         &keys,
     )
@@ -349,20 +382,28 @@ pub(crate) fn check(packet: &LogicalPacket, payload: &CreationPayload) -> Result
 
     // Paths as an import checks them: every one lexically, and the state
     // each path ends with (the one applied) as the apply engine takes it.
-    let mut last: BTreeMap<&[u8], usize> = BTreeMap::new();
-    for (index, op) in ops.iter().enumerate() {
-        if let Some(change) = op.change.path_change() {
-            validate_path(change.path).map_err(refused)?;
-            last.insert(change.path.as_slice(), index);
-        }
-    }
-    let mut paths = BTreeMap::new();
-    for (path, index) in last {
-        let change = ops[index].change.path_change().expect("a path operation");
-        let state = sanitize(path, change.state).map_err(refused)?;
-        paths.insert(path.to_vec(), (index, state));
-    }
-    check_versions(&ops, &carried).map_err(refused)?;
+    scratch.for_each_op(|_, op| match op.change.path_change() {
+        Some(change) => validate_path(change.path).map_err(refused),
+        None => Ok(()),
+    })?;
+    // Each path's last operation, taken by the database (sorted by path).
+    scratch.last_per_path()?;
+    let mut content_bytes = 0u64;
+    scratch
+        .for_each_path(false, |row| {
+            if let PathState::File { chunks, .. } = &row.state {
+                content_bytes += chunks
+                    .iter()
+                    .filter(|c| !crate::tree::chunking::is_zero_chunk(c))
+                    .map(|c| u64::from(c.len))
+                    .sum::<u64>();
+            }
+            Ok(())
+        })
+        .map_err(refused)?;
+    scratch
+        .for_each_op(|_, op| check_version(op, &carried))
+        .map_err(refused)?;
 
     // The sender's row is its own: exact, and all of it travels. One
     // claiming more than the packet carries would have the new replica
@@ -404,13 +445,416 @@ pub(crate) fn check(packet: &LogicalPacket, payload: &CreationPayload) -> Result
         estimates.insert(*member, cap_row(&row, &carried));
     }
     Ok(Checked {
-        ops,
+        scratch,
         seals,
         checkpoints: checkpoints.into_values().collect(),
         members,
-        paths,
+        content_bytes,
         carried,
         sender_row,
         estimates,
     })
+}
+
+/// An `AddMember` operation of the packet: (its origin and epoch, the
+/// member, its name and key).
+pub(crate) struct AddedBy {
+    pub origin: Id,
+    pub epoch: u64,
+    pub replica: Id,
+    pub name: String,
+    pub key: [u8; 32],
+}
+
+/// At most this many operations (or paths) of a creation packet are
+/// decoded and held at once.
+pub(crate) const PAGE: usize = 4096;
+
+/// The scratch database's file, in the state folder under construction;
+/// removed before that folder becomes the replica's.
+pub(crate) const SCRATCH_FILE: &str = "creation-ops.db";
+
+/// A creation packet's operations on disk while the new replica is made
+/// (no journal, no fsync: it is thrown away after, or with the unfinished
+/// state folder). Tables: `ops` (each operation as sent, by position),
+/// `paths` (per path its last operation, then where its content is staged
+/// and its stat once made), `spots` (where each chunk goes), `staged`
+/// (the files written from the packet's chunks, conflict copies
+/// included), `carried` (the length of each chunk the packet carries that
+/// a file wants). Removed when dropped.
+pub(crate) struct Scratch {
+    conn: Connection,
+    file: PathBuf,
+    len: u64,
+}
+
+/// One path of the new tree, read back from [`Scratch`].
+pub(crate) struct PathRow {
+    pub path: Vec<u8>,
+    /// Its last operation.
+    pub op: Operation,
+    /// The state that operation gives it, as the apply engine applies it
+    /// (setuid and setgid dropped).
+    pub state: PathState,
+    /// Where its content was written ([`Scratch::stage`]), if it was.
+    pub staged: Option<u64>,
+    /// Its content was left out: the packet does not carry it.
+    pub incomplete: bool,
+    /// Not made: this filesystem folds its name into another's.
+    pub dropped: bool,
+    pub stat: Option<StatKey>,
+}
+
+impl PathRow {
+    /// The member that made this path's state.
+    pub fn author(&self) -> Id {
+        self.op
+            .change
+            .path_change()
+            .and_then(|c| c.author)
+            .unwrap_or(self.op.origin)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Nothing depends on it: an abandoned one goes with its folder.
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+impl Scratch {
+    fn create(dir: &Path) -> Result<Scratch> {
+        let file = dir.join(SCRATCH_FILE);
+        let _ = std::fs::remove_file(&file);
+        let fail = |e| scratch_write_error(&file, e, "making it");
+        let conn = Connection::open(&file).map_err(fail)?;
+        // A fixed cache of 16 MiB: indexes are sorted in it, where the
+        // default 2 MiB spills to temporary files.
+        conn.execute_batch(
+            "PRAGMA journal_mode = OFF;
+             PRAGMA synchronous = OFF;
+             PRAGMA cache_size = -16384;
+             PRAGMA temp_store = FILE;
+             CREATE TABLE ops (
+                 seq INTEGER PRIMARY KEY,
+                 origin BLOB NOT NULL,
+                 epoch INTEGER NOT NULL,
+                 path BLOB,
+                 op BLOB NOT NULL
+             );
+             CREATE TABLE paths (
+                 path BLOB PRIMARY KEY,
+                 seq INTEGER NOT NULL,
+                 staged INTEGER,
+                 dropped INTEGER NOT NULL DEFAULT 0,
+                 st_size INTEGER,
+                 st_mtime INTEGER,
+                 st_ctime INTEGER,
+                 st_inode INTEGER,
+                 st_mode INTEGER
+             );
+             CREATE TABLE staged (
+                 n INTEGER PRIMARY KEY,
+                 path BLOB NOT NULL,
+                 copy INTEGER NOT NULL,
+                 mode INTEGER NOT NULL,
+                 secs INTEGER NOT NULL,
+                 nanos INTEGER NOT NULL,
+                 incomplete INTEGER NOT NULL DEFAULT 0
+             );
+             CREATE TABLE spots (id BLOB NOT NULL, len INTEGER NOT NULL,
+                                 file INTEGER NOT NULL, offset INTEGER NOT NULL);
+             CREATE TABLE carried (id BLOB PRIMARY KEY, len INTEGER NOT NULL);",
+        )
+        .map_err(fail)?;
+        Ok(Scratch { conn, file, len: 0 })
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The error for a failed write of the scratch database while doing
+    /// `what`: [`Error::ScratchFull`] when its filesystem is full.
+    pub(crate) fn write_error(&self, source: rusqlite::Error, what: &str) -> Error {
+        scratch_write_error(&self.file, source, what)
+    }
+
+    /// The error for a failed read.
+    pub(crate) fn read_error(&self, what: impl std::fmt::Display) -> Error {
+        read_error(&self.file, what)
+    }
+
+    fn append(&mut self, ops: &[Operation]) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let before = self.len;
+        let mut len = self.len;
+        let write = |len: &mut u64| -> rusqlite::Result<()> {
+            let tx = self.conn.unchecked_transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO ops (seq, origin, epoch, path, op) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for op in ops {
+                    insert.execute(params![
+                        *len as i64,
+                        op.origin.0.as_slice(),
+                        op.epoch as i64,
+                        op.change.path_change().map(|c| c.path.as_slice()),
+                        op.encode()
+                    ])?;
+                    *len += 1;
+                }
+            }
+            tx.commit()
+        };
+        write(&mut len).map_err(|e| {
+            self.write_error(
+                e,
+                &format!("copying the packet's operations ({before} so far)"),
+            )
+        })?;
+        self.len = len;
+        Ok(())
+    }
+
+    fn index(&self) -> Result<()> {
+        self.conn
+            .execute_batch(
+                "CREATE INDEX ops_by_origin ON ops (origin, epoch);
+                 CREATE INDEX ops_by_path ON ops (path, seq) WHERE path IS NOT NULL;",
+            )
+            .map_err(|e| self.write_error(e, "indexing the packet's operations"))
+    }
+
+    /// Fills `paths`: per path, its last operation.
+    fn last_per_path(&self) -> Result<()> {
+        self.conn
+            .execute_batch(
+                "INSERT INTO paths (path, seq)
+                 SELECT path, MAX(seq) FROM ops WHERE path IS NOT NULL GROUP BY path",
+            )
+            .map_err(|e| self.write_error(e, "taking each path's last operation"))
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<Operation> {
+        Operation::decode(bytes).map_err(|e| self.read_error(e))
+    }
+
+    /// Calls `f` with each operation and its position, in packet order,
+    /// decoding a page at a time.
+    pub fn for_each_op(&self, mut f: impl FnMut(u64, &Operation) -> Result<()>) -> Result<()> {
+        let mut next = 0u64;
+        while next < self.len {
+            let end = next + PAGE as u64;
+            let mut page: Vec<(u64, Operation)> = Vec::with_capacity(PAGE);
+            {
+                let err = |e| read_error(&self.file, e);
+                let mut statement = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT seq, op FROM ops WHERE seq >= ?1 AND seq < ?2 ORDER BY seq",
+                    )
+                    .map_err(err)?;
+                let mut rows = statement
+                    .query(params![next as i64, end as i64])
+                    .map_err(err)?;
+                while let Some(row) = rows.next().map_err(err)? {
+                    let seq: i64 = row.get(0).map_err(err)?;
+                    let bytes: Vec<u8> = row.get(1).map_err(err)?;
+                    page.push((seq as u64, self.decode(&bytes)?));
+                }
+            }
+            for (seq, op) in &page {
+                f(*seq, op)?;
+            }
+            next = end;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with each path of the new tree, in byte order (`desc`:
+    /// the reverse), a page at a time: rows may be changed by `f`.
+    pub fn for_each_path(
+        &self,
+        desc: bool,
+        mut f: impl FnMut(&PathRow) -> Result<()>,
+    ) -> Result<()> {
+        let sql = format!(
+            "SELECT p.path, o.op, p.staged, COALESCE(s.incomplete, 0), p.dropped,
+                    p.st_size, p.st_mtime, p.st_ctime, p.st_inode, p.st_mode
+             FROM paths p JOIN ops o ON o.seq = p.seq
+             LEFT JOIN staged s ON s.n = p.staged
+             WHERE (?1 IS NULL OR p.path {} ?1)
+             ORDER BY p.path {} LIMIT {PAGE}",
+            if desc { "<" } else { ">" },
+            if desc { "DESC" } else { "ASC" }
+        );
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let mut page: Vec<PathRow> = Vec::with_capacity(PAGE);
+            {
+                let err = |e| read_error(&self.file, e);
+                let mut statement = self.conn.prepare_cached(&sql).map_err(err)?;
+                let mut rows = statement.query(params![after]).map_err(err)?;
+                while let Some(row) = rows.next().map_err(err)? {
+                    let path: Vec<u8> = row.get(0).map_err(err)?;
+                    let bytes: Vec<u8> = row.get(1).map_err(err)?;
+                    let op = self.decode(&bytes)?;
+                    let change = op.change.path_change().ok_or_else(|| {
+                        self.read_error("a path's last operation is not of a path")
+                    })?;
+                    let state = sanitize(&path, change.state)?;
+                    let staged: Option<i64> = row.get(2).map_err(err)?;
+                    let incomplete: bool = row.get(3).map_err(err)?;
+                    let dropped: bool = row.get(4).map_err(err)?;
+                    let size: Option<i64> = row.get(5).map_err(err)?;
+                    let stat = match size {
+                        None => None,
+                        Some(size) => Some(StatKey {
+                            size: size as u64,
+                            mtime_ns: row.get(6).map_err(err)?,
+                            ctime_ns: row.get(7).map_err(err)?,
+                            inode: row.get::<_, i64>(8).map_err(err)? as u64,
+                            mode: row.get(9).map_err(err)?,
+                        }),
+                    };
+                    page.push(PathRow {
+                        path,
+                        op,
+                        state,
+                        staged: staged.map(|n| n as u64),
+                        incomplete,
+                        dropped,
+                        stat,
+                    });
+                }
+            }
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.path.clone());
+            for row in &page {
+                f(row)?;
+            }
+        }
+    }
+
+    /// Begins a transaction of the scratch database (its writes are
+    /// many: one transaction is far quicker than one each).
+    pub fn begin(&self) -> Result<()> {
+        self.conn
+            .execute_batch("BEGIN")
+            .map_err(|e| self.write_error(e, "starting a transaction"))
+    }
+
+    /// Commits what [`Scratch::begin`] began.
+    pub fn commit(&self) -> Result<()> {
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(|e| self.write_error(e, "writing its rows"))
+    }
+
+    /// The conflict copies staged and complete: (where staged, tree path).
+    /// Few: one per name this filesystem folds.
+    pub fn staged_copies(&self) -> Result<Vec<(u64, Vec<u8>)>> {
+        let err = |e| self.read_error(e);
+        let mut statement = self
+            .conn
+            .prepare("SELECT n, path FROM staged WHERE copy AND NOT incomplete ORDER BY n")
+            .map_err(err)?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, i64>(0)? as u64, row.get(1)?)))
+            .map_err(err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(err)
+    }
+
+    /// Every path of the new tree with its last operation's position and
+    /// state, in memory (`mkreplica -import -adopt`, which holds the
+    /// adopted tree in memory anyway).
+    pub fn load_paths(&self) -> Result<BTreeMap<Vec<u8>, (u64, PathState)>> {
+        let mut paths = BTreeMap::new();
+        self.for_each_path(false, |row| {
+            paths.insert(row.path.clone(), (0, row.state.clone()));
+            Ok(())
+        })?;
+        Ok(paths)
+    }
+
+    /// Runs `body` in one transaction of the scratch database.
+    pub fn batch<T>(
+        &self,
+        what: &str,
+        body: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let run = || -> rusqlite::Result<T> {
+            let tx = self.conn.unchecked_transaction()?;
+            let value = body(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        };
+        run().map_err(|e| self.write_error(e, what))
+    }
+}
+
+fn read_error(file: &Path, what: impl std::fmt::Display) -> Error {
+    Error::CorruptState {
+        path: file.to_path_buf(),
+        what: format!("scratch database of the creation import: {what}"),
+    }
+}
+
+fn scratch_write_error(file: &Path, source: rusqlite::Error, what: &str) -> Error {
+    crate::sync::apply::batch::write_error(
+        file,
+        source,
+        || what.to_string(),
+        |e| read_error(file, e),
+    )
+}
+
+/// The packet's operations as the seal check reads them.
+struct Incoming<'a> {
+    scratch: &'a Scratch,
+    added: &'a [AddedBy],
+}
+
+impl crate::sync::seals::Incoming for Incoming<'_> {
+    fn backwards(&self, f: &mut crate::sync::seals::OpVisitor) -> Result<()> {
+        let scratch = self.scratch;
+        let err = |e| read_error(&scratch.file, e);
+        // Each origin's from its highest epoch down; the reader refused
+        // repeats, so each (origin, epoch) is once.
+        let mut statement = scratch
+            .conn
+            .prepare("SELECT origin, epoch, op FROM ops ORDER BY origin DESC, epoch DESC")
+            .map_err(err)?;
+        let mut rows = statement.query([]).map_err(err)?;
+        let mut previous: Option<(Vec<u8>, i64)> = None;
+        while let Some(row) = rows.next().map_err(err)? {
+            let origin: Vec<u8> = row.get(0).map_err(err)?;
+            let epoch: i64 = row.get(1).map_err(err)?;
+            if previous.as_ref() == Some(&(origin.clone(), epoch)) {
+                continue;
+            }
+            let bytes: Vec<u8> = row.get(2).map_err(err)?;
+            let id = Id(origin
+                .as_slice()
+                .try_into()
+                .map_err(|_| scratch.read_error("an origin that is not 16 bytes"))?);
+            f(id, epoch as u64, &bytes)?;
+            previous = Some((origin, epoch));
+        }
+        Ok(())
+    }
+
+    fn added_members(&self) -> Vec<(Id, u64, Id, [u8; 32])> {
+        self.added
+            .iter()
+            .map(|a| (a.origin, a.epoch, a.replica, a.key))
+            .collect()
+    }
 }

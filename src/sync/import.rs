@@ -771,15 +771,10 @@ pub(crate) fn check_sender(members: &[Member], header: &packet_format::Header) -
     }
 }
 
-/// Refuses operations whose version vectors claim epochs that exist
+/// Refuses an operation whose version vector claims epochs that exist
 /// nowhere (beyond `known`, per origin the highest epoch this replica
 /// holds or the packet carries) as [`Refusal::OperationLog`]: such a claim
 /// would make every genuine later edit of the path look older.
-pub(crate) fn check_versions(ops: &[Operation], known: &BTreeMap<Id, u64>) -> Result<()> {
-    ops.iter().try_for_each(|op| check_version(op, known))
-}
-
-/// [`check_versions`] of one operation.
 pub(crate) fn check_version(op: &Operation, known: &BTreeMap<Id, u64>) -> Result<()> {
     if let Some(change) = op.change.path_change() {
         for (origin, epoch) in &change.version.0 {
