@@ -584,9 +584,9 @@ fn adopt(
         printable(&replica.identity.family_name),
     );
     outln!(
-        "  kept as they were: {} ({} with mode or mtime set to the recorded one)",
+        "  kept as they were: {} ({} with metadata set to the recorded one)",
         super::counted(made.kept, "file", "files"),
-        made.metadata_fixed
+        super::counted(made.metadata_fixed, "path", "paths")
     );
     if made.made > 0 {
         outln!(
@@ -612,6 +612,28 @@ fn adopt(
             "  the family lacks {} here: kept, recorded as this replica's own by its next scan",
             super::counted(made.local_only, "path", "paths")
         );
+    }
+    if !made.in_place.is_empty() {
+        outln!(
+            "  left in place until {sender}'s answer replaces {}: {} with other content here{}",
+            if made.in_place.len() == 1 {
+                "it"
+            } else {
+                "them"
+            },
+            super::counted(made.in_place.len() as u64, "file", "files"),
+            match made.in_place.first() {
+                Some(first) => format!(
+                    " (\"{}\"{})",
+                    crate::tree::relpath::display(first),
+                    if made.in_place.len() > 1 { ", ..." } else { "" }
+                ),
+                None => String::new(),
+            }
+        );
+    }
+    for note in &made.notes {
+        outln!("  note: {note}");
     }
     print_mirror_of(args, &made.sender);
     if made.asked.is_empty() {

@@ -164,21 +164,31 @@ fn adoption_keeps_matching_files_and_ships_only_the_differences() {
         "{}",
         adopted.stdout
     );
-    // The local version of a file the family has another content for is
-    // set aside, not lost.
+    assert!(
+        adopted
+            .stdout
+            .contains("left in place until alpha's answer replaces it: 1 file with other content here (\"d0/f4\")"),
+        "{}",
+        adopted.stdout
+    );
+    // A file the family has another content for stays in place, served as
+    // before, until the answer brings the family's; a symlink with another
+    // target is set aside (the family's is made at once).
     let day_dirs: Vec<_> = std::fs::read_dir(dst.join(".syncreplica/deleted"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(day_dirs.len(), 1);
-    assert_eq!(
-        std::fs::read_to_string(day_dirs[0].join("d0/f4")).unwrap(),
-        "edited on the new server\n"
-    );
+    assert!(!day_dirs[0].join("d0/f4").exists());
+    let in_place = || std::fs::read_to_string(dst.join("d0/f4")).unwrap();
+    assert_eq!(in_place(), "edited on the new server\n");
     assert_eq!(
         std::fs::read_link(day_dirs[0].join("link")).unwrap(),
         Path::new("elsewhere")
     );
+    // Not a change of this replica's.
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(!status.stdout.contains("d0/f4"), "{}", status.stdout);
     // Metadata and the symlink are the family's already.
     assert_eq!(
         std::fs::metadata(dst.join("d3/f7")).unwrap().mode() & 0o7777,
@@ -204,7 +214,19 @@ fn adoption_keeps_matching_files_and_ships_only_the_differences() {
     );
     assert!(asked.stdout.contains("0 conflicts"), "{}", asked.stdout);
     let answer = export_to(src.path(), &to_beta, &["beta"], &[]).ok();
-    import_from(&dst, &[&to_beta]).ok();
+    assert_eq!(in_place(), "edited on the new server\n");
+    let answered = import_from(&dst, &[&to_beta]).ok();
+    assert!(
+        answered.stdout.contains("0 conflicts"),
+        "{}",
+        answered.stdout
+    );
+    // Replaced by the answer; the version it replaced is kept as replaced
+    // versions are.
+    assert_eq!(
+        std::fs::read_to_string(day_dirs[0].join("d0/f4")).unwrap(),
+        "edited on the new server\n"
+    );
 
     // Only the missing and changed files' content travelled.
     let differing: u64 = ["d0/f4", "d1/f5", "deep/er/file"]
