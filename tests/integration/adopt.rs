@@ -471,3 +471,81 @@ fn adoption_leaves_excluded_paths_alone() {
     );
     assert!(!dst.join(".syncreplica/deleted").exists());
 }
+
+/// Adopts `dst` from `src` (alpha) as beta, and runs the round trip up
+/// to the creator's answer, written to `to_beta` (not imported yet).
+fn adopt_and_get_answer(src: &Path, dst: &Path, work: &Path) -> std::path::PathBuf {
+    let out = work.join("manifest");
+    run(
+        src,
+        "mkreplica",
+        [
+            "-export",
+            "-manifest",
+            "-out",
+            out.to_str().unwrap(),
+            "beta",
+        ],
+    )
+    .ok();
+    run(
+        work,
+        "mkreplica",
+        [
+            "-import",
+            "-adopt",
+            "-replica",
+            dst.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let to_alpha = work.join("to-alpha");
+    let to_beta = work.join("to-beta");
+    export_to(dst, &to_alpha, &["alpha"], &[]).ok();
+    import_from(src, &[&to_alpha]).ok();
+    export_to(src, &to_beta, &["beta"], &[]).ok();
+    to_beta
+}
+
+#[test]
+fn a_file_with_other_content_is_served_until_the_answer_replaces_it_in_one_step() {
+    let src = source_tree(6);
+    init(src.path(), "alpha");
+    let work = tempfile::tempdir().unwrap();
+    let dst = work.path().join("migrated");
+    copy_tree(src.path(), &dst);
+    std::fs::write(dst.join("d0/f4"), "the old server's version\n").unwrap();
+    let to_beta = adopt_and_get_answer(src.path(), &dst, work.path());
+    assert_eq!(
+        std::fs::read_to_string(dst.join("d0/f4")).unwrap(),
+        "the old server's version\n"
+    );
+    // Paused right after the import took the old version from the name:
+    // the name holds the family's version already, never nothing.
+    let marker = work.path().join("paused");
+    let paused = start_paused_at(
+        &dst,
+        "syncreplica",
+        [std::ffi::OsStr::new("-import"), to_beta.as_os_str()],
+        "apply-after-displacing:d0/f4",
+        &marker,
+    );
+    let during = std::fs::read(dst.join("d0/f4"));
+    let imported = paused.resume().ok();
+    assert_eq!(
+        during.ok(),
+        Some(std::fs::read(src.path().join("d0/f4")).unwrap())
+    );
+    assert!(
+        imported.stdout.contains("0 conflicts"),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(rsync_differences(src.path(), &dst), Vec::<String>::new());
+    let kept: Vec<String> = std::fs::read_dir(dst.join(".syncreplica/deleted"))
+        .unwrap()
+        .map(|day| std::fs::read_to_string(day.unwrap().path().join("d0/f4")).unwrap())
+        .collect();
+    assert_eq!(kept, vec!["the old server's version\n".to_string()]);
+}
