@@ -596,3 +596,87 @@ fn an_adopted_system_tree_takes_every_kind_of_recorded_metadata() {
         status.stdout
     );
 }
+
+#[test]
+fn the_tree_digest_covers_the_metadata_both_members_preserve() {
+    if !have("setfattr") {
+        eprintln!("SKIPPED: setfattr is not installed (apt-get install attr)");
+        return;
+    }
+    let fam = family(
+        &["boston", "lambik"],
+        &[("a.txt", "a\n"), ("d/b.txt", "b\n")],
+    );
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    let mut round = 0;
+    let mut send = |from: &Path, to: &Path, name: &str| -> Run {
+        round += 1;
+        let out = fam.packet_dir(&round.to_string());
+        // lambik has no changes of its own: an acknowledgement carries its
+        // digest, and so what it preserves.
+        let ack: &[&str] = if name == "boston" { &["-ack"] } else { &[] };
+        export_to(from, &out, &[name], ack).ok();
+        import_from(to, &[&out]).ok()
+    };
+    // Each learns what the other preserves from the other's packets.
+    sh(&boston, "setfattr -n user.origin -v boston a.txt");
+    run(&boston, "syncreplica", ["-record"]).ok();
+    send(&boston, &lambik, "lambik");
+    send(&lambik, &boston, "boston");
+    // Now the digest covers xattrs, owners and directory times, and the
+    // trees are verified the same with them.
+    sh(
+        &boston,
+        "setfattr -n user.more -v 1 d/b.txt && touch -d 2001-01-01 d",
+    );
+    run(&boston, "syncreplica", ["-record"]).ok();
+    let imported = send(&boston, &lambik, "lambik");
+    assert!(
+        imported.stdout.contains("verified in step with boston"),
+        "{}{}",
+        imported.stdout,
+        imported.stderr
+    );
+    assert_eq!(
+        std::fs::metadata(lambik.join("d")).unwrap().mtime(),
+        std::fs::metadata(boston.join("d")).unwrap().mtime()
+    );
+
+    // lambik stops keeping xattrs; boston does not know yet: its digest
+    // covers them, and lambik says it did not compare (no false alarm).
+    let config = lambik.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\npreserve = [\"owner\", \"group\", \"acls\", \"hardlinks\"]\n"),
+    )
+    .unwrap();
+    write(&boston, "c.txt", "c\n");
+    run(&boston, "syncreplica", ["-record"]).ok();
+    let imported = send(&boston, &lambik, "lambik");
+    assert!(
+        !imported.stdout.contains("verified in step") && !imported.stderr.contains("WARNING"),
+        "{}{}",
+        imported.stdout,
+        imported.stderr
+    );
+    let listed = run(&lambik, "lsreplica", ["-long"]).ok();
+    assert!(
+        listed
+            .stdout
+            .contains("covers metadata this replica does not preserve (xattrs;"),
+        "{}",
+        listed.stdout
+    );
+    // Once boston has heard, it covers what both keep, and they verify.
+    send(&lambik, &boston, "boston");
+    write(&boston, "e.txt", "e\n");
+    run(&boston, "syncreplica", ["-record"]).ok();
+    let imported = send(&boston, &lambik, "lambik");
+    assert!(
+        imported.stdout.contains("verified in step with boston"),
+        "{}{}",
+        imported.stdout,
+        imported.stderr
+    );
+}

@@ -1080,10 +1080,12 @@ fn run(
                 return Ok(());
             }
             let aside = ctx.aside(seq);
-            // Replaced in one step where the filesystem can: the name
-            // never stands empty (a server keeps serving a file during an
-            // import that replaces it).
-            if exchange(&place, &from, &aside, expect)? {
+            // A version the plan knew of is replaced in one step where the
+            // filesystem can: the name never stands empty (a server keeps
+            // serving a file during an import that replaces it). Something
+            // made where the plan found nothing takes the two-step way,
+            // which keeps it and tries again.
+            if !matches!(expect, Expect::Absent) && exchange(&place, &from, &aside, expect)? {
                 crate::sys::testhook::pause_at_path("apply-after-displacing:", path);
                 settle(ctx, path, &aside, expect, keep.as_deref(), false, notes)?;
                 touched.insert(place.parent_rel().to_vec());
