@@ -301,6 +301,25 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
         .unwrap();
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(status.contains("no changes to record"), "{status}");
+
+    // A chgrp this user makes (to a group it is a member of) is its own
+    // change: seen, though the group recorded is one it cannot set.
+    let as_member = |program: &str, args: &[&str]| {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--groups=4343"])
+            .arg(program)
+            .args(args)
+            .current_dir(&dst)
+            .env("HOME", &home)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{program}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    as_member("chgrp", &["4343", "etc/user-file"]);
+    let status = as_member(binary_path("syncreplica").to_str().unwrap(), &["-status"]);
+    assert!(status.contains("etc/user-file"), "{status}");
+    assert!(!status.contains("etc/shadow"), "{status}");
 }
 
 #[test]
