@@ -48,10 +48,14 @@ use clap::Parser;
 /// migrated server. A plain -import refuses it. `mkreplica -import -adopt
 /// -replica DIR PACKET_OR_DIR...` makes the new member over the tree at
 /// DIR (it must exist and not be a replica): a file whose content is the
-/// family's (the same chunk ids) is kept as it is, not rewritten, its mode
-/// and mtime set where they differ; directories, symlinks and empty files
-/// it lacks are made; what stands where the family has something else is
-/// set aside, moved to .syncreplica/deleted/DAY/PATH, never deleted; paths
+/// family's (the same chunk ids) is kept as it is, not rewritten;
+/// directories, symlinks, empty files and special files it lacks are made;
+/// every path kept or made takes the recorded metadata (mode, owner,
+/// group, ACLs, xattrs, hard links, times) as preserve keeps it; a file
+/// with other content stays in place until the creator's answer replaces
+/// it (the old version kept in .syncreplica/deleted/DAY/PATH); anything
+/// else where the family has something else is set aside there at once,
+/// never deleted; paths
 /// its .syncreplicaignore excludes are left alone; local files the family
 /// lacks stay, recorded by the next scan as this member's own. The files it
 /// lacks or had other content for are asked for: its first packet to the
