@@ -129,7 +129,7 @@ fn leaf_bytes(state: &PathState) -> Option<Vec<u8>> {
         }
         PathState::Symlink { target, .. } => {
             hash.extend_from_slice(b"symlink\0");
-            hash.extend_from_slice(&target);
+            hash.extend_from_slice(target);
         }
         PathState::Special {
             kind,
