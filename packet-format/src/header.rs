@@ -32,8 +32,10 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// 5 appends the encryption field ([`Header::encryption`]) and entry
 /// encodings 2 and 3 (age-encrypted entries). Minor 4 was never used;
 /// 6 appends checkpoints to the `creation` entry
-/// ([`CreationPayload::checkpoints`]).
-pub const FORMAT_MINOR: u16 = 6;
+/// ([`CreationPayload::checkpoints`]);
+/// 7 appends the metadata the tree digest covers
+/// ([`TreeDigest::metadata`]).
+pub const FORMAT_MINOR: u16 = 7;
 /// The first minor whose header body ends with the incarnation field.
 pub const MINOR_WITH_INCARNATION: u16 = 1;
 /// The first minor whose header body has the tree digest after the
@@ -48,6 +50,10 @@ pub const MINOR_WITH_ENCRYPTION: u16 = 5;
 /// The first minor whose `creation` entry ends with the checkpoints of the
 /// origins whose first operations were scrubbed (SPEC.md §8.1).
 pub const MINOR_WITH_CHECKPOINT: u16 = 6;
+/// The first minor whose header body ends with the tree digest's metadata
+/// field (SPEC.md §4.1.1): what the sender preserves, and what metadata
+/// the digest's leaves cover.
+pub const MINOR_WITH_DIGEST_METADATA: u16 = 7;
 /// Length of the fixed prefix: magic, major, minor, signer key.
 pub(crate) const HEADER_PREFIX_LEN: usize = 8 + 2 + 2 + 32;
 /// Domain separation for the signature: the signed message is this string
@@ -288,6 +294,42 @@ pub struct TreeDigest {
     /// [`MAX_DIGEST_NODES`]: where they differ, a receiver can name the
     /// paths (or, in a large tree, the folders) that differ.
     pub nodes: Vec<DigestNode>,
+    /// Minor 7 on: what the sender preserves and what metadata the leaves
+    /// cover (SPEC.md §4.1.1). `None` in older headers: the leaves cover
+    /// no metadata. Not part of the derived encoding: a header field of
+    /// its own, appended after `encryption` ([`encode_header`]).
+    #[serde(skip)]
+    pub metadata: Option<DigestMetadata>,
+}
+
+/// The metadata items of a [`TreeDigest`] (SPEC.md §4.1.1), as bits of
+/// [`DigestMetadata`]'s `preserved` and `covered`.
+pub mod digest_items {
+    /// The owning user (metadata key 2).
+    pub const OWNER: u32 = 1;
+    /// The owning group (metadata key 2).
+    pub const GROUP: u32 = 2;
+    /// POSIX ACLs (metadata keys 6 and 8).
+    pub const ACLS: u32 = 4;
+    /// Extended attributes (metadata key 4).
+    pub const XATTRS: u32 = 8;
+    /// Hard-link sets (metadata key 10).
+    pub const HARDLINKS: u32 = 16;
+    /// Directory and symlink modification times.
+    pub const TIMES: u32 = 32;
+    /// Every item this version knows.
+    pub const ALL: u32 = 63;
+}
+
+/// Minor 7: the metadata side of a [`TreeDigest`] (SPEC.md §4.1.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestMetadata {
+    /// The items ([`digest_items`]) the sender preserves: a target covers
+    /// at most these in its digests to the sender.
+    pub preserved: u32,
+    /// The items the leaves cover: those the sender preserves and the
+    /// target preserves as the sender last heard (none when it never did).
+    pub covered: u32,
 }
 
 /// One node (an entry or a directory) of a [`TreeDigest`].
@@ -339,6 +381,11 @@ pub(crate) fn encode_header(header: &Header) -> Vec<u8> {
     }
     if header.version.minor >= MINOR_WITH_ENCRYPTION {
         let field = postcard::to_stdvec(&header.encryption).expect("encoding cannot fail");
+        out.extend_from_slice(&field);
+    }
+    if header.version.minor >= MINOR_WITH_DIGEST_METADATA {
+        let metadata = header.tree_digest.as_ref().and_then(|d| d.metadata);
+        let field = postcard::to_stdvec(&metadata).expect("encoding cannot fail");
         out.extend_from_slice(&field);
     }
     out
@@ -424,6 +471,30 @@ pub(crate) fn decode_body(bytes: &[u8], prefix: &HeaderPrefix) -> Result<Header,
                 ErrorKind::MalformedHeader(format!("cannot decode the encryption field: {err}"))
             })?;
         header.encryption = encryption;
+        rest = after;
+    }
+    if prefix.version.minor >= MINOR_WITH_DIGEST_METADATA {
+        let (metadata, after): (Option<DigestMetadata>, &[u8]) = postcard::take_from_bytes(rest)
+            .map_err(|err| {
+                ErrorKind::MalformedHeader(format!(
+                    "cannot decode the tree digest's metadata field: {err}"
+                ))
+            })?;
+        if let Some(metadata) = metadata {
+            let Some(digest) = header.tree_digest.as_mut() else {
+                return Err(ErrorKind::MalformedHeader(
+                    "tree digest metadata without a tree digest".into(),
+                ));
+            };
+            if metadata.covered & !metadata.preserved != 0 {
+                return Err(ErrorKind::MalformedHeader(format!(
+                    "the tree digest covers metadata items {:#x} the sender does not preserve \
+                     ({:#x})",
+                    metadata.covered, metadata.preserved
+                )));
+            }
+            digest.metadata = Some(metadata);
+        }
         rest = after;
     }
     // A newer minor may append fields; our own minor has nothing after the body.
@@ -586,6 +657,7 @@ mod tests {
                 path: b"a".to_vec(),
                 digest: [6; 32],
             }],
+            metadata: None,
         });
         assert_eq!(round_trip(&original).unwrap(), original);
         let mut older = original.clone();
@@ -606,6 +678,48 @@ mod tests {
     }
 
     #[test]
+    fn digest_metadata_travels_from_minor_7_and_must_go_with_a_digest() {
+        let mut original = header(7, None);
+        original.tree_digest = Some(TreeDigest {
+            patterns: Vec::new(),
+            assumed: [4; 32],
+            entries: 1,
+            root: [5; 32],
+            nodes: Vec::new(),
+            metadata: Some(DigestMetadata {
+                preserved: digest_items::ALL,
+                covered: digest_items::OWNER | digest_items::TIMES,
+            }),
+        });
+        assert_eq!(round_trip(&original).unwrap(), original);
+        // A 2.6 header has no such field: the leaves cover no metadata.
+        let mut older = original.clone();
+        older.version.minor = 6;
+        let decoded = round_trip(&older).unwrap();
+        assert_eq!(decoded.tree_digest.unwrap().metadata, None);
+        // Covering what the sender does not preserve is malformed.
+        let mut wrong = original.clone();
+        wrong.tree_digest.as_mut().unwrap().metadata = Some(DigestMetadata {
+            preserved: digest_items::OWNER,
+            covered: digest_items::ACLS,
+        });
+        assert!(matches!(
+            round_trip(&wrong),
+            Err(ErrorKind::MalformedHeader(why)) if why.contains("does not preserve")
+        ));
+        // The field without a digest is malformed.
+        let mut bytes = encode_header(&header(7, None));
+        let last = bytes.len() - 1;
+        assert_eq!(bytes[last], 0, "no digest metadata");
+        bytes.splice(last.., [1, 1, 1]);
+        let prefix = decode_prefix(&bytes).unwrap();
+        assert!(matches!(
+            decode_body(&bytes, &prefix),
+            Err(ErrorKind::MalformedHeader(why)) if why.contains("without a tree digest")
+        ));
+    }
+
+    #[test]
     fn a_tree_digest_with_too_many_nodes_is_malformed() {
         let mut original = header(2, None);
         let node = DigestNode {
@@ -618,6 +732,7 @@ mod tests {
             entries: 0,
             root: [5; 32],
             nodes: vec![node; MAX_DIGEST_NODES],
+            metadata: None,
         });
         assert!(round_trip(&original).is_ok());
         original

@@ -48,10 +48,14 @@ use clap::Parser;
 /// migrated server. A plain -import refuses it. `mkreplica -import -adopt
 /// -replica DIR PACKET_OR_DIR...` makes the new member over the tree at
 /// DIR (it must exist and not be a replica): a file whose content is the
-/// family's (the same chunk ids) is kept as it is, not rewritten, its mode
-/// and mtime set where they differ; directories, symlinks and empty files
-/// it lacks are made; what stands where the family has something else is
-/// set aside, moved to .syncreplica/deleted/DAY/PATH, never deleted; paths
+/// family's (the same chunk ids) is kept as it is, not rewritten;
+/// directories, symlinks, empty files and special files it lacks are made;
+/// every path kept or made takes the recorded metadata (mode, owner,
+/// group, ACLs, xattrs, hard links, times) as preserve keeps it; a file
+/// with other content stays in place until the creator's answer replaces
+/// it (the old version kept in .syncreplica/deleted/DAY/PATH); anything
+/// else where the family has something else is set aside there at once,
+/// never deleted; paths
 /// its .syncreplicaignore excludes are left alone; local files the family
 /// lacks stay, recorded by the next scan as this member's own. The files it
 /// lacks or had other content for are asked for: its first packet to the
@@ -592,9 +596,9 @@ fn adopt(
         printable(&replica.identity.family_name),
     );
     outln!(
-        "  kept as they were: {} ({} with mode or mtime set to the recorded one)",
+        "  kept as they were: {} ({} with metadata set to the recorded one)",
         super::counted(made.kept, "file", "files"),
-        made.metadata_fixed
+        super::counted(made.metadata_fixed, "path", "paths")
     );
     if made.made > 0 {
         outln!(
@@ -620,6 +624,28 @@ fn adopt(
             "  the family lacks {} here: kept, recorded as this replica's own by its next scan",
             super::counted(made.local_only, "path", "paths")
         );
+    }
+    if !made.in_place.is_empty() {
+        outln!(
+            "  left in place until {sender}'s answer replaces {}: {} with other content here{}",
+            if made.in_place.len() == 1 {
+                "it"
+            } else {
+                "them"
+            },
+            super::counted(made.in_place.len() as u64, "file", "files"),
+            match made.in_place.first() {
+                Some(first) => format!(
+                    " (\"{}\"{})",
+                    crate::tree::relpath::display(first),
+                    if made.in_place.len() > 1 { ", ..." } else { "" }
+                ),
+                None => String::new(),
+            }
+        );
+    }
+    for note in &made.notes {
+        outln!("  note: {note}");
     }
     print_mirror_of(args, &made.sender);
     if made.asked.is_empty() {

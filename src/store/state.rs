@@ -1839,6 +1839,12 @@ CREATE TABLE IF NOT EXISTS sibling_patterns (
     patterns    BLOB NOT NULL,
     at_ns       INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sibling_preserved (
+    sibling     BLOB PRIMARY KEY,
+    -- digest items (packet_format::digest_items) it preserves
+    items       INTEGER NOT NULL,
+    at_ns       INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS digests_received (
     sibling     BLOB PRIMARY KEY,
     at_ns       INTEGER NOT NULL,
@@ -1909,6 +1915,23 @@ impl State {
             .transpose()
     }
 
+    /// The digest items a sibling preserves as its last packet with a
+    /// digest said (`None`: never heard; 0 from a version without them).
+    pub fn sibling_preserved(&self, sibling: &Id) -> Result<Option<u32>> {
+        if !self.has_table("sibling_preserved")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT items FROM sibling_preserved WHERE sibling = ?1",
+                params![sibling.0.as_slice()],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|items| items.map(|i| i as u32))
+            .map_err(|source| self.db_error(source))
+    }
+
     /// The last digest received from each sibling.
     pub fn digests_received(&self) -> Result<Vec<DigestReceived>> {
         if !self.has_table("digests_received")? {
@@ -1933,7 +1956,7 @@ impl State {
                 packet: row.get(2).map_err(db)?,
                 row: postcard::from_bytes(&row_bytes)
                     .map_err(|e| self.corrupt(format!("digest row: {e}")))?,
-                digest: postcard::from_bytes(&digest)
+                digest: decode_received_digest(&digest)
                     .map_err(|e| self.corrupt(format!("digest: {e}")))?,
                 outcome: row.get(5).map_err(db)?,
             });
@@ -1983,6 +2006,21 @@ pub fn set_sibling_patterns(
     tx.execute(
         "INSERT OR REPLACE INTO sibling_patterns (sibling, patterns, at_ns) VALUES (?1, ?2, ?3)",
         params![sibling.0.as_slice(), bytes, at_ns],
+    )
+    .map(drop)
+}
+
+/// Notes the digest items `sibling` preserves (from its packet's digest).
+pub fn set_sibling_preserved(
+    tx: &Transaction,
+    sibling: &Id,
+    items: u32,
+    at_ns: i64,
+) -> rusqlite::Result<()> {
+    digest_tables(tx)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO sibling_preserved (sibling, items, at_ns) VALUES (?1, ?2, ?3)",
+        params![sibling.0.as_slice(), i64::from(items), at_ns],
     )
     .map(drop)
 }
@@ -2091,10 +2129,22 @@ pub fn mark_removed(tx: &Transaction, removed: &Removed) -> rusqlite::Result<()>
 
 /// Keeps the last digest received from a sibling and, when verified,
 /// the verification.
+/// A digest as [`note_digest`] stores it.
+fn decode_received_digest(bytes: &[u8]) -> postcard::Result<packet_format::TreeDigest> {
+    let (mut digest, rest): (packet_format::TreeDigest, &[u8]) = postcard::take_from_bytes(bytes)?;
+    if !rest.is_empty() {
+        digest.metadata = postcard::from_bytes(rest)?;
+    }
+    Ok(digest)
+}
+
 pub fn note_digest(tx: &Transaction, received: &DigestReceived) -> rusqlite::Result<()> {
     digest_tables(tx)?;
     let row = postcard::to_stdvec(&received.row).expect("encoding cannot fail");
-    let digest = postcard::to_stdvec(&received.digest).expect("encoding cannot fail");
+    // The digest, then its metadata field (a header field of its own in
+    // the packet, format 2.7), which older rows lack.
+    let mut digest = postcard::to_stdvec(&received.digest).expect("encoding cannot fail");
+    digest.extend(postcard::to_stdvec(&received.digest.metadata).expect("encoding cannot fail"));
     tx.execute(
         "INSERT OR REPLACE INTO digests_received (sibling, at_ns, packet, row, digest, outcome)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -6,14 +6,25 @@
 //! log, but no content) over the existing tree:
 //!
 //! - a file whose content is the recorded one (the same chunk ids) is
-//!   kept as it is: not rewritten; its mode and mtime are set only where
-//!   they differ from the recorded ones;
-//! - directories and symlinks the tree lacks are made;
-//! - what stands where the family has something else (a file with other
-//!   content, another kind of entry) is set aside, soft-deleted under
-//!   `.syncreplica/deleted/DAY/PATH` as imports keep replaced versions,
+//!   kept as it is: not rewritten. Every entry kept or made then takes
+//!   the recorded metadata where it differs, through the apply engine's
+//!   own code ([`crate::sync::apply::set_meta`]): mode, owner and group,
+//!   ACLs, xattrs and hard-link sets as the new member's `preserve`
+//!   keeps them, file, symlink and special-file times, and directory
+//!   times last, deepest first;
+//! - directories, symlinks, empty files and special files (those
+//!   `preserve` keeps) the tree lacks are made;
+//! - a file with other content stays in place, served as before, until
+//!   the creator's answer brings the family's content: the import that
+//!   applies the answer replaces it and keeps it as imports keep replaced
+//!   versions (`.syncreplica/deleted/DAY/PATH`). Until then its entry is
+//!   the file as it is here, under the family's version, so no scan takes
+//!   it for a change of this replica's. So does another name of a
+//!   hard-link set whose leader waits for its content;
+//! - anything else that stands where the family has another kind of entry
+//!   is set aside, soft-deleted under `.syncreplica/deleted/DAY/PATH`,
 //!   never deleted;
-//! - the files the tree lacks, or had other content for, are asked for: the
+//! - the files the tree lacks, or has other content for, are asked for: the
 //!   new member logs content requests addressed to its creator
 //!   ([`crate::sync::delta`]); its first packet to the creator carries
 //!   them, and the creator's next export sends those files whole;
@@ -27,12 +38,13 @@ use std::path::{Path, PathBuf};
 use packet_format::LogicalPacket;
 
 use crate::error::{Error, IoContext, Result};
-use crate::ops::{Id, Operation, PathState};
+use crate::ops::{Extensions, Id, Operation, PathState, Timestamp};
 use crate::replica::{self, Replica};
 use crate::store::config;
 use crate::store::identity::{self, Identity};
 use crate::store::layout::{DELETED_DIR, STATE_DIR};
 use crate::store::state::{self, StatKey, State};
+use crate::sync::apply::MetaKind;
 use crate::sync::creation::{check_creation, write_new_state, NewState};
 use crate::sync::creation_check::PathRow;
 use crate::tree::confined::{ConfinedRoot, Located, Place};
@@ -46,12 +58,19 @@ pub struct Adoption {
     pub sender: String,
     /// Files kept as they were (content already the recorded one).
     pub kept: u64,
-    /// Of those, files whose mode or mtime was set to the recorded one.
+    /// Paths whose metadata here (mode, times, and what `preserve` keeps:
+    /// owner, group, ACLs, xattrs, hard links) was set to the recorded one.
     pub metadata_fixed: u64,
     /// Directories, symlinks and empty files made.
     pub made: u64,
     /// Files asked for from the creator (missing, or other content here).
     pub asked: Vec<Vec<u8>>,
+    /// Of those, the files left in place with their content here until
+    /// the answer replaces them.
+    pub in_place: Vec<Vec<u8>>,
+    /// What could not be done as recorded (metadata this user cannot
+    /// apply, with counts; a hard-link leader out of reach).
+    pub notes: Vec<String>,
     /// What was set aside: the tree path and where it is kept now.
     pub set_aside: Vec<(Vec<u8>, PathBuf)>,
     /// Paths of the family's left alone because this replica excludes them.
@@ -164,6 +183,11 @@ fn adopt_into(
         &config::config_path(staging),
     )?;
     let folding = replica::folding(root, staging)?;
+    // What the new member keeps, as `mkreplica -import` reads it: the scan
+    // reads and the metadata pass applies exactly that.
+    let preserve = config::Config::default()
+        .preserve()
+        .unwrap_or_else(|_| crate::tree::meta::Preserve::default_for_user());
 
     // What the tree holds, as a scan of a replica that has recorded
     // nothing sees it: every path new, every file read and chunked.
@@ -174,7 +198,7 @@ fn adopt_into(
         || Ok(HashMap::new()),
         &mut scan::ScanHooks::default(),
         None,
-        &crate::tree::meta::Preserve::default_for_user(),
+        &preserve,
     )?;
     let mut local: HashMap<Vec<u8>, (PathState, Option<StatKey>)> = outcome
         .changes
@@ -197,6 +221,8 @@ fn adopt_into(
         set_aside: Vec::new(),
         excluded: 0,
         local_only: 0,
+        in_place: Vec::new(),
+        notes: Vec::new(),
     };
     let confined = ConfinedRoot::open(root)?;
     let place_of = |path: &[u8]| -> Result<Place> {
@@ -227,7 +253,22 @@ fn adopt_into(
     let mut present: HashSet<Vec<u8>> = HashSet::new();
     let mut stats: HashMap<Vec<u8>, StatKey> = HashMap::new();
     let mut asked: Vec<Vec<u8>> = Vec::new();
-    let mut dir_modes: Vec<(&Vec<u8>, u32)> = Vec::new();
+    // Files whose content here is not the family's: left in place (served
+    // as before until the creator's answer replaces them; the import that
+    // brings the answer keeps them as replaced versions), recorded as they
+    // are here under the family's version, so no scan takes them for a
+    // change of this replica's.
+    let mut in_place: Vec<(Vec<u8>, PathState, Option<StatKey>)> = Vec::new();
+    // Files whose content here is the family's: a hard-link set is linked
+    // only to a leader among them.
+    let mut same_content: HashSet<&[u8]> = HashSet::new();
+    // The family's metadata, set after every entry is placed through the
+    // apply engine's own code: files, links and specials in path order
+    // (every hard-link leader is in place by then), then directories
+    // deepest first, each after everything inside it.
+    let mut meta_jobs: Vec<MetaJob> = Vec::new();
+    let mut dir_jobs: Vec<MetaJob> = Vec::new();
+    let mut unapplied = crate::tree::meta::Unapplied::default();
     let mut kept = 0u64;
     let mut metadata_fixed = 0u64;
     let mut made = 0u64;
@@ -253,112 +294,205 @@ fn adopt_into(
         let here = local.remove(path);
         let place = place_of(path)?;
         let disk = place.display_path();
+        if here
+            .as_ref()
+            .is_some_and(|(local, _)| metadata_differs(local, family, &preserve))
+        {
+            metadata_fixed += 1;
+        }
         match family {
-            PathState::Directory { mode, .. } => {
-                match &here {
-                    Some((
-                        PathState::Directory {
-                            mode: local_mode, ..
-                        },
-                        _,
-                    )) => {
-                        if local_mode != mode {
-                            dir_modes.push((path, *mode));
-                        }
-                    }
-                    _ => {
-                        set_aside(path, &place)?;
-                        place.make_dir(0o700).at(&disk)?;
-                        dir_modes.push((path, *mode));
-                        made += 1;
-                    }
-                }
-                present.insert(path.clone());
-            }
-            PathState::Symlink { target, .. } => {
-                let same =
-                    matches!(&here, Some((PathState::Symlink { target: t, .. }, _)) if t == target);
-                if !same {
+            PathState::Directory { mode, mtime, ext } => {
+                if !matches!(&here, Some((PathState::Directory { .. }, _))) {
                     set_aside(path, &place)?;
-                    place.symlink(target).at(&disk)?;
+                    place.make_dir(0o700).at(&disk)?;
                     made += 1;
                 }
+                // The time always: placing and setting aside moved it.
+                dir_jobs.push(MetaJob {
+                    path,
+                    kind: MetaKind::Directory,
+                    mode: Some(*mode),
+                    mtime: *mtime,
+                    ext,
+                });
+                present.insert(path.clone());
+            }
+            PathState::Symlink { target, mtime, ext } => {
+                let same = match &here {
+                    Some((
+                        PathState::Symlink {
+                            target: t,
+                            mtime: m,
+                            ..
+                        },
+                        _,
+                    )) if t == target => Some(*m),
+                    _ => None,
+                };
+                let mtime = match same {
+                    Some(local_mtime) => mtime.filter(|m| local_mtime != Some(*m)),
+                    None => {
+                        set_aside(path, &place)?;
+                        place.symlink(target).at(&disk)?;
+                        made += 1;
+                        *mtime
+                    }
+                };
+                meta_jobs.push(MetaJob {
+                    path,
+                    kind: MetaKind::Symlink,
+                    mode: None,
+                    mtime,
+                    ext,
+                });
                 present.insert(path.clone());
             }
             PathState::File {
                 mode,
                 mtime,
                 chunks,
+                ext,
                 ..
             } => {
-                let same = match &here {
+                let local_mtime = match &here {
                     Some((
                         PathState::File {
                             chunks: local_chunks,
-                            mode: local_mode,
                             mtime: local_mtime,
                             ..
                         },
                         Some(_),
-                    )) if local_chunks == chunks => Some((*local_mode, *local_mtime)),
+                    )) if local_chunks == chunks => Some(*local_mtime),
                     _ => None,
                 };
-                match same {
-                    Some((local_mode, local_mtime)) => {
-                        if local_mode != *mode {
-                            place.set_mode(*mode)?;
-                        }
-                        if local_mtime != *mtime {
-                            place.set_mtime(*mtime)?;
-                        }
-                        if local_mode != *mode || local_mtime != *mtime {
-                            metadata_fixed += 1;
-                        }
+                // A name of a hard-link set whose leader does not hold the
+                // family's content yet waits for it with the leader: it is
+                // linked to the leader the answer places.
+                let leader_waits = preserve.hardlinks
+                    && crate::tree::meta::hard_link_leader(ext).is_some_and(|leader| {
+                        leader != *path && !same_content.contains(leader.as_slice())
+                    });
+                match (local_mtime, here) {
+                    (Some(local_mtime), _) if !leader_waits => {
+                        same_content.insert(path);
+                        meta_jobs.push(MetaJob {
+                            path,
+                            kind: MetaKind::File,
+                            mode: Some(*mode),
+                            mtime: (local_mtime != *mtime).then_some(*mtime),
+                            ext,
+                        });
                         kept += 1;
                     }
-                    None => {
+                    (_, Some((local @ PathState::File { .. }, stat))) if !chunks.is_empty() => {
+                        in_place.push((path.clone(), local, stat));
+                        asked.push(path.clone());
+                        continue;
+                    }
+                    _ => {
                         set_aside(path, &place)?;
-                        if chunks.is_empty() {
-                            // Nothing to ask for: made here.
-                            let file = place.create_new().at(&disk)?;
-                            use std::os::unix::fs::PermissionsExt;
-                            file.set_permissions(std::fs::Permissions::from_mode(*mode))
-                                .at(&disk)?;
-                            crate::tree::confined::set_file_mtime(&file, *mtime).at(&disk)?;
-                            made += 1;
-                        } else {
+                        if !chunks.is_empty() {
                             asked.push(path.clone());
                             continue;
                         }
+                        // Nothing to ask for: made here.
+                        place.create_new().at(&disk)?;
+                        meta_jobs.push(MetaJob {
+                            path,
+                            kind: MetaKind::File,
+                            mode: Some(*mode),
+                            mtime: Some(*mtime),
+                            ext,
+                        });
+                        made += 1;
                     }
                 }
-                let meta = std::fs::symlink_metadata(&disk).at(&disk)?;
-                stats.insert(path.clone(), scan::stat_key(&meta));
                 present.insert(path.clone());
             }
             PathState::Special {
-                kind, major, minor, ..
+                kind,
+                mode,
+                major,
+                minor,
+                mtime,
+                ext,
             } => {
-                let same = matches!(
-                    &here,
-                    Some((PathState::Special { kind: k, major: x, minor: y, .. }, _))
-                        if (k, x, y) == (kind, major, minor)
-                );
-                if !same {
-                    // Made by the apply engine when the creator re-asserts
-                    // it (as root; recorded, not made otherwise).
-                    set_aside(path, &place)?;
-                    asked.push(path.clone());
-                    continue;
-                }
+                let same = match &here {
+                    Some((
+                        PathState::Special {
+                            kind: k,
+                            major: x,
+                            minor: y,
+                            mtime: m,
+                            ..
+                        },
+                        _,
+                    )) if (k, x, y) == (kind, major, minor) => Some(*m),
+                    _ => None,
+                };
+                let mtime = match same {
+                    Some(local_mtime) => (local_mtime != *mtime).then_some(*mtime),
+                    None if preserve.keeps_special(*kind) => {
+                        set_aside(path, &place)?;
+                        if let Err(err) = place.make_node(*kind, *mode, *major, *minor) {
+                            if err.kind() != std::io::ErrorKind::PermissionDenied {
+                                return Err(Error::io(&disk, err));
+                            }
+                            unapplied.note("devices", err.to_string());
+                            // Recorded, as `mkreplica -import` records it.
+                            present.insert(path.clone());
+                            continue;
+                        }
+                        made += 1;
+                        Some(*mtime)
+                    }
+                    // Not kept here: recorded, not made (as `mkreplica
+                    // -import` does); what stood there is set aside.
+                    None => {
+                        set_aside(path, &place)?;
+                        present.insert(path.clone());
+                        continue;
+                    }
+                };
+                meta_jobs.push(MetaJob {
+                    path,
+                    kind: MetaKind::Special,
+                    mode: Some(*mode),
+                    mtime,
+                    ext,
+                });
                 present.insert(path.clone());
             }
             PathState::Deleted | PathState::Unknown { .. } => {}
         }
     }
-    // Directory modes last, deepest first, in case one is read-only.
-    for (path, mode) in dir_modes.iter().rev() {
-        place_of(path)?.set_mode(*mode)?;
+    let mut names = crate::tree::meta::Names::default();
+    let mut notes = Vec::new();
+    let locate_leader = |leader: &[u8]| confined.locate(leader, false);
+    for job in meta_jobs.iter().chain(dir_jobs.iter().rev()) {
+        crate::sync::apply::set_meta(
+            &place_of(job.path)?,
+            &locate_leader,
+            job.path,
+            job.kind,
+            job.mode,
+            job.mtime,
+            job.ext,
+            &preserve,
+            &mut names,
+            &mut unapplied,
+            &mut notes,
+        )?;
+    }
+    // The fast-path stats, taken last: every metadata change (to any name
+    // of a hard-link set) moves the ctime.
+    for job in &meta_jobs {
+        if job.kind == MetaKind::File {
+            let place = place_of(job.path)?;
+            let disk = place.display_path();
+            let meta = place.open_read().at(&disk)?.metadata().at(&disk)?;
+            stats.insert(job.path.clone(), scan::stat_key(&meta));
+        }
     }
     crate::sys::fsutil::sync_filesystem(root)?;
     // What is left of the scan is the tree's own (paths under what was set
@@ -413,8 +547,41 @@ fn adopt_into(
             .to_change(),
         })
         .collect();
+    // The family's version of each file left in place, from the checked
+    // packet's last operation per path (read from its scratch database,
+    // so only these paths' operations are held).
+    let waiting: std::collections::BTreeSet<&[u8]> =
+        in_place.iter().map(|(path, _, _)| path.as_slice()).collect();
+    let mut last_ops: BTreeMap<Vec<u8>, Operation> = BTreeMap::new();
+    if !waiting.is_empty() {
+        checked.scratch.for_each_path(false, |row| {
+            if waiting.contains(row.path.as_slice()) {
+                last_ops.insert(row.path.clone(), row.op.clone());
+            }
+            Ok(())
+        })?;
+    }
     state.transaction(|tx| {
         write_new_state(tx, &new_state, &on_disk)?;
+        for (path, local, stat) in &in_place {
+            let Some(op) = last_ops.get(path) else {
+                continue;
+            };
+            let Some(change) = op.change.path_change() else {
+                continue;
+            };
+            state::put_entry(
+                tx,
+                &state::EntryWrite {
+                    path,
+                    state: local,
+                    version: change.version,
+                    author: &change.author.unwrap_or(op.origin),
+                    stat: *stat,
+                    scanned_ns: stat.map(|_| scanned_ns),
+                },
+            )?;
+        }
         for op in &requests {
             state::append_operation(tx, op)?;
         }
@@ -434,5 +601,49 @@ fn adopt_into(
     adoption.asked = asked;
     adoption.excluded = excluded;
     adoption.local_only = local_only;
+    adoption.in_place = in_place.into_iter().map(|(path, _, _)| path).collect();
+    adoption.notes = notes
+        .into_iter()
+        .chain(unapplied.lines().into_iter().map(|line| {
+            format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
+        }))
+        .collect();
     Ok(adoption)
+}
+
+/// One path's metadata to set once every entry is placed.
+struct MetaJob<'a> {
+    path: &'a Vec<u8>,
+    kind: MetaKind,
+    mode: Option<u32>,
+    /// `None`: the time here is the family's already.
+    mtime: Option<Timestamp>,
+    ext: &'a Extensions,
+}
+
+/// Whether `local` (as the scan read it) differs from `family` in
+/// metadata this replica keeps: mode, time, and the `ext` items of
+/// `preserve`. Only for the adoption's count.
+fn metadata_differs(
+    local: &PathState,
+    family: &PathState,
+    preserve: &crate::tree::meta::Preserve,
+) -> bool {
+    let kept =
+        |ext: Option<&Extensions>| ext.map(|ext| crate::tree::meta::kept_only(ext, preserve));
+    let times = |state: &PathState| match state {
+        PathState::File { mtime, .. } | PathState::Special { mtime, .. } => Some(*mtime),
+        PathState::Directory { mtime, .. } | PathState::Symlink { mtime, .. } => *mtime,
+        _ => None,
+    };
+    let modes = |state: &PathState| match state {
+        PathState::File { mode, .. }
+        | PathState::Directory { mode, .. }
+        | PathState::Special { mode, .. } => Some(*mode & 0o7777),
+        _ => None,
+    };
+    std::mem::discriminant(local) == std::mem::discriminant(family)
+        && (modes(local) != modes(family)
+            || times(local) != times(family)
+            || kept(local.extensions()) != kept(family.extensions()))
 }

@@ -17,9 +17,15 @@
 //! sender has heard the new patterns the receiver says "not compared".
 //!
 //! The leaf of a live entry covers its kind, content (the chunk list's
-//! hash), permission bits and a file's mtime; what not every site keeps
-//! is left out (directory and symlink times, the setuid/setgid bits a
-//! receiver drops, the `ext` metadata that depends on preserve settings).
+//! hash), permission bits and a file's mtime, and (format 2.7, SPEC.md
+//! §4.1.1) the metadata items both sides preserve: directory and symlink
+//! times, owners, ACLs, xattrs and hard-link sets as the sender's and the
+//! target's `preserve` keep them. Each packet's digest says what its
+//! sender preserves; a sender covers what it preserves and the target
+//! preserves as it last heard (nothing, until it has heard), and a
+//! receiver compares only when it preserves everything covered, so
+//! members with different `preserve` settings raise no false alarm. The
+//! setuid/setgid bits a receiver drops are never covered.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -96,7 +102,12 @@ pub fn content_id(chunks: &[ChunkRef]) -> [u8; 32] {
 /// The leaf of one live entry (SPEC.md §4); `None` for a deletion or a
 /// state kind this version does not know (left out on both sides).
 pub fn leaf(state: &PathState) -> Option<[u8; 32]> {
-    let mut hash = Sha256::new();
+    Some(Sha256::digest(leaf_bytes(state)?).into())
+}
+
+/// The bytes a 2.2 leaf hashes (SPEC.md §4.1).
+fn leaf_bytes(state: &PathState) -> Option<Vec<u8>> {
+    let mut hash: Vec<u8> = Vec::new();
     match state {
         PathState::File {
             mode,
@@ -105,20 +116,20 @@ pub fn leaf(state: &PathState) -> Option<[u8; 32]> {
             chunks,
             ..
         } => {
-            hash.update(b"file\0");
-            hash.update((mode & 0o1777).to_le_bytes());
-            hash.update(mtime.secs.to_le_bytes());
-            hash.update(mtime.nanos.to_le_bytes());
-            hash.update(size.to_le_bytes());
-            hash.update(content_id(chunks));
+            hash.extend_from_slice(b"file\0");
+            hash.extend_from_slice(&(mode & 0o1777).to_le_bytes());
+            hash.extend_from_slice(&mtime.secs.to_le_bytes());
+            hash.extend_from_slice(&mtime.nanos.to_le_bytes());
+            hash.extend_from_slice(&size.to_le_bytes());
+            hash.extend_from_slice(&content_id(chunks));
         }
         PathState::Directory { mode, .. } => {
-            hash.update(b"dir\0");
-            hash.update((mode & 0o1777).to_le_bytes());
+            hash.extend_from_slice(b"dir\0");
+            hash.extend_from_slice(&(mode & 0o1777).to_le_bytes());
         }
         PathState::Symlink { target, .. } => {
-            hash.update(b"symlink\0");
-            hash.update(target);
+            hash.extend_from_slice(b"symlink\0");
+            hash.extend_from_slice(target);
         }
         PathState::Special {
             kind,
@@ -127,13 +138,99 @@ pub fn leaf(state: &PathState) -> Option<[u8; 32]> {
             minor,
             ..
         } => {
-            hash.update(b"special\0");
-            hash.update(kind.to_le_bytes());
-            hash.update((mode & 0o1777).to_le_bytes());
-            hash.update(major.to_le_bytes());
-            hash.update(minor.to_le_bytes());
+            hash.extend_from_slice(b"special\0");
+            hash.extend_from_slice(&kind.to_le_bytes());
+            hash.extend_from_slice(&(mode & 0o1777).to_le_bytes());
+            hash.extend_from_slice(&major.to_le_bytes());
+            hash.extend_from_slice(&minor.to_le_bytes());
         }
         PathState::Deleted | PathState::Unknown { .. } => return None,
+    }
+    Some(hash)
+}
+
+/// The digest items ([`packet_format::digest_items`]) a replica that keeps
+/// `preserve` preserves: its metadata items, and directory and symlink
+/// times, which every replica of this version keeps.
+pub fn preserved_items(preserve: &crate::tree::meta::Preserve) -> u32 {
+    use packet_format::digest_items as item;
+    [
+        (preserve.owner, item::OWNER),
+        (preserve.group, item::GROUP),
+        (preserve.acls, item::ACLS),
+        (preserve.xattrs, item::XATTRS),
+        (preserve.hardlinks, item::HARDLINKS),
+        (true, item::TIMES),
+    ]
+    .iter()
+    .filter(|(kept, _)| *kept)
+    .fold(0, |bits, (_, bit)| bits | bit)
+}
+
+/// The metadata keys (SPEC.md §6.4) the digest items `covered` stand for,
+/// ascending.
+fn covered_keys(covered: u32) -> Vec<u32> {
+    use crate::tree::meta::keys;
+    use packet_format::digest_items as item;
+    let mut out = Vec::new();
+    if covered & (item::OWNER | item::GROUP) != 0 {
+        out.push(keys::OWNER);
+    }
+    if covered & item::XATTRS != 0 {
+        out.push(keys::XATTRS);
+    }
+    if covered & item::ACLS != 0 {
+        out.push(keys::ACL_ACCESS);
+        out.push(keys::ACL_DEFAULT);
+    }
+    if covered & item::HARDLINKS != 0 {
+        out.push(keys::HARD_LINK);
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The leaf of a live entry covering the metadata items `covered`
+/// (SPEC.md §4.1.1): [`leaf`] when none, else SHA-256 of the same bytes
+/// followed by `"meta\0"`, `covered` (u32 LE), with [`digest_items::TIMES`]
+/// a directory's or symlink's time (tag u8 0 for none, or 1 then `secs`
+/// i64 LE and `nanos` u32 LE), then per metadata key the items stand for,
+/// ascending: the key (u32 LE), then tag u8 0 when the entry has none, or
+/// 1, the value's length (u32 LE) and its bytes.
+///
+/// [`digest_items::TIMES`]: packet_format::digest_items::TIMES
+pub fn leaf_covering(state: &PathState, covered: u32) -> Option<[u8; 32]> {
+    let plain = leaf(state)?;
+    if covered == 0 {
+        return Some(plain);
+    }
+    let mut hash = Sha256::new();
+    hash.update(leaf_bytes(state)?);
+    hash.update(b"meta\0");
+    hash.update(covered.to_le_bytes());
+    if covered & packet_format::digest_items::TIMES != 0 {
+        if let PathState::Directory { mtime, .. } | PathState::Symlink { mtime, .. } = state {
+            match mtime {
+                None => hash.update([0u8]),
+                Some(time) => {
+                    hash.update([1u8]);
+                    hash.update(time.secs.to_le_bytes());
+                    hash.update(time.nanos.to_le_bytes());
+                }
+            }
+        }
+    }
+    let ext = state.extensions();
+    for key in covered_keys(covered) {
+        hash.update(key.to_le_bytes());
+        match ext.and_then(|ext| ext.get(key)) {
+            None => hash.update([0u8]),
+            Some(value) => {
+                hash.update([1u8]);
+                hash.update((value.len() as u32).to_le_bytes());
+                hash.update(value);
+            }
+        }
     }
     Some(hash.finalize().into())
 }
@@ -183,20 +280,33 @@ impl Computed {
             entries: self.entries,
             root: self.root,
             nodes: self.carried_nodes(),
+            metadata: None,
         }
     }
 }
 
 /// The digest of `entries` (path, state), leaving out what `filter`
-/// excludes.
+/// excludes; leaves cover no metadata.
 pub fn compute<'a>(
     entries: impl IntoIterator<Item = (&'a [u8], &'a PathState)>,
     filter: &Filter,
 ) -> Computed {
+    compute_covering(entries, filter, 0)
+}
+
+/// [`compute`] with leaves covering the metadata items `covered`
+/// ([`leaf_covering`]).
+pub fn compute_covering<'a>(
+    entries: impl IntoIterator<Item = (&'a [u8], &'a PathState)>,
+    filter: &Filter,
+    covered: u32,
+) -> Computed {
     let mut root = Node::default();
     let mut count = 0u64;
     for (path, state) in entries {
-        let Some(leaf) = leaf(state) else { continue };
+        let Some(leaf) = leaf_covering(state, covered) else {
+            continue;
+        };
         let is_dir = matches!(state, PathState::Directory { .. });
         if path.is_empty() || filter.excludes(path, is_dir) {
             continue;
@@ -350,6 +460,76 @@ mod tests {
     }
 
     #[test]
+    fn covered_metadata_is_hashed_as_the_spec_says() {
+        use packet_format::digest_items as item;
+        let mut owned = file(1);
+        if let PathState::File { ext, .. } = &mut owned {
+            ext.insert(2, vec![1, 2, 3]);
+        }
+        // Nothing covered: the 2.2 leaf.
+        assert_eq!(leaf_covering(&owned, 0), leaf(&owned));
+        // Owner covered: the 2.2 bytes, "meta\0", covered, then key 2
+        // present with its three bytes (SPEC.md §4.1.1), hashed here by hand.
+        let mut bytes = leaf_bytes(&owned).unwrap();
+        bytes.extend_from_slice(b"meta\0");
+        bytes.extend_from_slice(&item::OWNER.to_le_bytes());
+        bytes.extend_from_slice(&2u32.to_le_bytes());
+        bytes.push(1);
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(&[1, 2, 3]);
+        let by_hand: [u8; 32] = Sha256::digest(&bytes).into();
+        assert_eq!(leaf_covering(&owned, item::OWNER), Some(by_hand));
+        assert_ne!(
+            leaf_covering(&owned, item::OWNER),
+            leaf_covering(&file(1), item::OWNER)
+        );
+        // Items not covered do not count: xattrs covered, an owner differs.
+        assert_eq!(
+            leaf_covering(&owned, item::XATTRS),
+            leaf_covering(&file(1), item::XATTRS)
+        );
+        // Directory times, when covered: none, then a time, by hand.
+        let dated = PathState::Directory {
+            mode: 0o755,
+            mtime: Timestamp::new(5, 7),
+            ext: Default::default(),
+        };
+        let mut bytes = leaf_bytes(&dated).unwrap();
+        bytes.extend_from_slice(b"meta\0");
+        bytes.extend_from_slice(&item::TIMES.to_le_bytes());
+        bytes.push(1);
+        bytes.extend_from_slice(&5i64.to_le_bytes());
+        bytes.extend_from_slice(&7u32.to_le_bytes());
+        let by_hand: [u8; 32] = Sha256::digest(&bytes).into();
+        assert_eq!(leaf_covering(&dated, item::TIMES), Some(by_hand));
+        assert_ne!(
+            leaf_covering(&dated, item::TIMES),
+            leaf_covering(&PathState::directory(0o755), item::TIMES)
+        );
+        let tree = [(&b"d"[..], &dated), (&b"d/f"[..], &owned)];
+        assert_ne!(
+            compute_covering(tree, &Filter::of(&[]), 0).root,
+            compute_covering(tree, &Filter::of(&[]), item::TIMES).root
+        );
+        assert_eq!(
+            compute_covering(tree, &Filter::of(&[]), 0).root,
+            compute(tree, &Filter::of(&[])).root
+        );
+    }
+
+    #[test]
+    fn preserved_items_follow_the_preserve_setting() {
+        use packet_format::digest_items as item;
+        let none = crate::tree::meta::Preserve::from_names(&[], false).unwrap();
+        assert_eq!(preserved_items(&none), item::TIMES);
+        assert_eq!(
+            preserved_items(&crate::tree::meta::Preserve::ALL),
+            item::ALL
+        );
+        assert_eq!(item_names(item::OWNER | item::XATTRS), "owner, xattrs");
+    }
+
+    #[test]
     fn excluded_paths_and_deletions_are_left_out() {
         let dir = PathState::directory(0o755);
         let all = [
@@ -466,12 +646,17 @@ pub fn for_export(
         .state()
         .sibling_patterns(target)?
         .unwrap_or_default();
+    let preserved = preserved_items(&replica.preserve());
+    let covered = preserved & replica.state().sibling_preserved(target)?.unwrap_or(0);
     let entries = replica.state().load_entries()?;
-    let computed = compute(
+    let computed = compute_covering(
         entries.iter().map(|(path, e)| (path.as_slice(), &e.state)),
         &Filter::of(&[own, &theirs]),
+        covered,
     );
-    Ok(computed.to_header(own, patterns_hash(&theirs)))
+    let mut digest = computed.to_header(own, patterns_hash(&theirs));
+    digest.metadata = Some(packet_format::DigestMetadata { preserved, covered });
+    Ok(digest)
 }
 
 /// This replica's recorded tree, restricted as for a comparison with a
@@ -479,15 +664,35 @@ pub fn for_export(
 pub fn local_for(
     replica: &crate::replica::Replica,
     their_patterns: &[String],
+    covered: u32,
 ) -> crate::error::Result<(Computed, [u8; 32])> {
     let excludes = replica.excludes()?;
     let own = excludes.patterns();
     let entries = replica.state().load_entries()?;
-    let computed = compute(
+    let computed = compute_covering(
         entries.iter().map(|(path, e)| (path.as_slice(), &e.state)),
         &Filter::of(&[own, their_patterns]),
+        covered,
     );
     Ok((computed, patterns_hash(own)))
+}
+
+/// The names of digest items, as `preserve` in config.toml names them.
+pub fn item_names(items: u32) -> String {
+    use packet_format::digest_items as item;
+    let names: Vec<&str> = [
+        (item::OWNER, "owner"),
+        (item::GROUP, "group"),
+        (item::ACLS, "acls"),
+        (item::XATTRS, "xattrs"),
+        (item::HARDLINKS, "hardlinks"),
+        (item::TIMES, "directory and symlink times"),
+    ]
+    .iter()
+    .filter(|(bit, _)| items & bit != 0)
+    .map(|(_, name)| *name)
+    .collect();
+    names.join(", ")
 }
 
 /// `row` as `name=epoch, …`, origins named as this replica knows them.
@@ -577,8 +782,16 @@ fn compare_after_import(
             row_text(&members, &own_row.iter().map(|(o, e)| (*o, *e)).collect())
         ))
     } else {
-        let (ours, own_hash) = local_for(replica, &theirs.patterns)?;
-        if own_hash != theirs.assumed {
+        let covered = theirs.metadata.map_or(0, |m| m.covered);
+        let uncovered = covered & !preserved_items(&replica.preserve());
+        let (ours, own_hash) = local_for(replica, &theirs.patterns, covered)?;
+        if uncovered != 0 {
+            Outcome::NotCompared(format!(
+                "the sender's digest covers metadata this replica does not preserve ({}; it \
+                 learns this replica's preserve setting from this replica's next packet)",
+                item_names(uncovered)
+            ))
+        } else if own_hash != theirs.assumed {
             Outcome::NotCompared(
                 "the sender does not know this replica's exclude patterns yet (it learns them \
                  from this replica's next packet)"
@@ -601,6 +814,9 @@ fn compare_after_import(
     };
     replica.state_mut().transaction(|tx| {
         crate::store::state::set_sibling_patterns(tx, &sender, &theirs.patterns, now)?;
+        // A sender without the field (an older version) is covered nothing.
+        let preserved = theirs.metadata.map_or(0, |m| m.preserved);
+        crate::store::state::set_sibling_preserved(tx, &sender, preserved, now)?;
         Ok(crate::store::state::note_digest(tx, &received)?)
     })?;
     Ok(Some(Check {
@@ -811,7 +1027,8 @@ pub fn against_sibling(
         .keys()
         .chain(received.row.keys())
         .all(|o| own_row.get(o).copied().unwrap_or(0) == received.row.get(o).copied().unwrap_or(0));
-    let (ours, own_hash) = local_for(replica, &received.digest.patterns)?;
+    let covered = received.digest.metadata.map_or(0, |m| m.covered);
+    let (ours, own_hash) = local_for(replica, &received.digest.patterns, covered)?;
     Ok(Some(SiblingReport {
         row: row_text(&members, &received.row),
         own_row: (!same).then(|| row_text(&members, &own_row)),

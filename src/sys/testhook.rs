@@ -20,7 +20,9 @@
 //! update export that has written its first operation, a creation export
 //! its first file's content; both have their first part file open),
 //! `scan-after-read:NAME` (a scan has read a file named NAME, and not yet
-//! checked whether it changed meanwhile; [`pause_after_reading`]).
+//! checked whether it changed meanwhile; [`pause_after_reading`]),
+//! `apply-after-displacing:PATH` (an import has taken the version it
+//! replaces at PATH from the name; [`pause_at_path`]).
 //!
 //! A forced filesystem: when `SYNCREPLICA_TEST_FOLD` is set, its words
 //! (`case`, `unicode`, comma-separated; empty or `none` for neither) replace
@@ -93,6 +95,20 @@ pub fn pause_after_reading(path: &std::path::Path) {
     };
     let mut point = std::ffi::OsString::from("scan-after-read:");
     point.push(name);
+    if wanted == point {
+        pause_point(&point.to_string_lossy(), &crate::sys::stop::StopFlag::new());
+    }
+}
+
+/// The pause point `PREFIX` + the replica-relative `rel` (e.g.
+/// `apply-after-displacing:d/f`: an import has taken the version it
+/// replaces from the name, and not yet settled it).
+pub fn pause_at_path(prefix: &str, rel: &[u8]) {
+    let Some(wanted) = std::env::var_os(PAUSE_AT_VAR) else {
+        return;
+    };
+    let mut point = std::ffi::OsString::from(prefix);
+    point.push(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(rel));
     if wanted == point {
         pause_point(&point.to_string_lossy(), &crate::sys::stop::StopFlag::new());
     }

@@ -290,15 +290,26 @@ pub fn read(
 }
 
 /// For a process that is not root: the items it can never apply come
-/// from the recorded state `old`, not from disk (a file's owner, and
-/// extended attributes outside `user.*`), so that what an import could
-/// not apply here never looks like a local change (which would go back to
-/// the family as one). Root applies everything, and is not asked.
+/// from the recorded state `old`, not from disk (a file's owner, extended
+/// attributes outside `user.*`, and a group it is not a member of), so
+/// that what an import could not apply here never looks like a local
+/// change (which would go back to the family as one). Root applies
+/// everything, and is not asked.
 pub fn carry_unappliable(new: &mut Extensions, old: &Extensions) {
     if rustix::process::geteuid().is_root() {
         return;
     }
-    if let Some(recorded) = old.get(keys::OWNER) {
+    if let (Some(recorded), Some(seen)) = (owner(old), owner(new)) {
+        let group = match (seen.group, recorded.group.clone()) {
+            (Some(seen), Some(recorded)) => Some(group_seen_or_recorded(seen, recorded)),
+            (_, recorded) => recorded,
+        };
+        let carried = Owner {
+            user: recorded.user,
+            group,
+        };
+        new.insert(keys::OWNER, encode(&carried));
+    } else if let Some(recorded) = old.get(keys::OWNER) {
         if new.get(keys::OWNER).is_some() {
             new.insert(keys::OWNER, recorded.to_vec());
         }
@@ -323,6 +334,36 @@ pub fn carry_unappliable(new: &mut Extensions, old: &Extensions) {
         .collect();
     merged.sort();
     new.insert(keys::XATTRS, encode(&merged));
+}
+
+/// The group a scan by a user that is not root records: the recorded one
+/// when the file has it (by number or name); the one on disk when it was
+/// set here: when this user could set the recorded one (so an import
+/// did), or when the file is not in this user's own group (where a file
+/// an import could not give the recorded group stays). A `chgrp` to this
+/// user's own group of a file whose recorded group it cannot set is not
+/// told from what the import left.
+fn group_seen_or_recorded(seen: Principal, recorded: Principal) -> Principal {
+    let same = seen.id == recorded.id || (seen.name.is_some() && seen.name == recorded.name);
+    if same {
+        return recorded;
+    }
+    let egid = rustix::process::getegid().as_raw();
+    let local = |who: &Principal| {
+        who.name
+            .as_deref()
+            .and_then(|name| nix::unistd::Group::from_name(name).ok().flatten())
+            .map_or(who.id, |g| g.gid.as_raw())
+    };
+    let member = |gid: u32| {
+        gid == egid
+            || nix::unistd::getgroups().is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
+    };
+    if member(local(&recorded)) || seen.id != egid {
+        seen
+    } else {
+        recorded
+    }
 }
 
 /// `ext` without the keys this replica does not preserve: what its

@@ -164,21 +164,31 @@ fn adoption_keeps_matching_files_and_ships_only_the_differences() {
         "{}",
         adopted.stdout
     );
-    // The local version of a file the family has another content for is
-    // set aside, not lost.
+    assert!(
+        adopted
+            .stdout
+            .contains("left in place until alpha's answer replaces it: 1 file with other content here (\"d0/f4\")"),
+        "{}",
+        adopted.stdout
+    );
+    // A file the family has another content for stays in place, served as
+    // before, until the answer brings the family's; a symlink with another
+    // target is set aside (the family's is made at once).
     let day_dirs: Vec<_> = std::fs::read_dir(dst.join(".syncreplica/deleted"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(day_dirs.len(), 1);
-    assert_eq!(
-        std::fs::read_to_string(day_dirs[0].join("d0/f4")).unwrap(),
-        "edited on the new server\n"
-    );
+    assert!(!day_dirs[0].join("d0/f4").exists());
+    let in_place = || std::fs::read_to_string(dst.join("d0/f4")).unwrap();
+    assert_eq!(in_place(), "edited on the new server\n");
     assert_eq!(
         std::fs::read_link(day_dirs[0].join("link")).unwrap(),
         Path::new("elsewhere")
     );
+    // Not a change of this replica's.
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(!status.stdout.contains("d0/f4"), "{}", status.stdout);
     // Metadata and the symlink are the family's already.
     assert_eq!(
         std::fs::metadata(dst.join("d3/f7")).unwrap().mode() & 0o7777,
@@ -204,7 +214,19 @@ fn adoption_keeps_matching_files_and_ships_only_the_differences() {
     );
     assert!(asked.stdout.contains("0 conflicts"), "{}", asked.stdout);
     let answer = export_to(src.path(), &to_beta, &["beta"], &[]).ok();
-    import_from(&dst, &[&to_beta]).ok();
+    assert_eq!(in_place(), "edited on the new server\n");
+    let answered = import_from(&dst, &[&to_beta]).ok();
+    assert!(
+        answered.stdout.contains("0 conflicts"),
+        "{}",
+        answered.stdout
+    );
+    // Replaced by the answer; the version it replaced is kept as replaced
+    // versions are.
+    assert_eq!(
+        std::fs::read_to_string(day_dirs[0].join("d0/f4")).unwrap(),
+        "edited on the new server\n"
+    );
 
     // Only the missing and changed files' content travelled.
     let differing: u64 = ["d0/f4", "d1/f5", "deep/er/file"]
@@ -448,4 +470,82 @@ fn adoption_leaves_excluded_paths_alone() {
         "this host's own\n"
     );
     assert!(!dst.join(".syncreplica/deleted").exists());
+}
+
+/// Adopts `dst` from `src` (alpha) as beta, and runs the round trip up
+/// to the creator's answer, written to `to_beta` (not imported yet).
+fn adopt_and_get_answer(src: &Path, dst: &Path, work: &Path) -> std::path::PathBuf {
+    let out = work.join("manifest");
+    run(
+        src,
+        "mkreplica",
+        [
+            "-export",
+            "-manifest",
+            "-out",
+            out.to_str().unwrap(),
+            "beta",
+        ],
+    )
+    .ok();
+    run(
+        work,
+        "mkreplica",
+        [
+            "-import",
+            "-adopt",
+            "-replica",
+            dst.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let to_alpha = work.join("to-alpha");
+    let to_beta = work.join("to-beta");
+    export_to(dst, &to_alpha, &["alpha"], &[]).ok();
+    import_from(src, &[&to_alpha]).ok();
+    export_to(src, &to_beta, &["beta"], &[]).ok();
+    to_beta
+}
+
+#[test]
+fn a_file_with_other_content_is_served_until_the_answer_replaces_it_in_one_step() {
+    let src = source_tree(6);
+    init(src.path(), "alpha");
+    let work = tempfile::tempdir().unwrap();
+    let dst = work.path().join("migrated");
+    copy_tree(src.path(), &dst);
+    std::fs::write(dst.join("d0/f4"), "the old server's version\n").unwrap();
+    let to_beta = adopt_and_get_answer(src.path(), &dst, work.path());
+    assert_eq!(
+        std::fs::read_to_string(dst.join("d0/f4")).unwrap(),
+        "the old server's version\n"
+    );
+    // Paused right after the import took the old version from the name:
+    // the name holds the family's version already, never nothing.
+    let marker = work.path().join("paused");
+    let paused = start_paused_at(
+        &dst,
+        "syncreplica",
+        [std::ffi::OsStr::new("-import"), to_beta.as_os_str()],
+        "apply-after-displacing:d0/f4",
+        &marker,
+    );
+    let during = std::fs::read(dst.join("d0/f4"));
+    let imported = paused.resume().ok();
+    assert_eq!(
+        during.ok(),
+        Some(std::fs::read(src.path().join("d0/f4")).unwrap())
+    );
+    assert!(
+        imported.stdout.contains("0 conflicts"),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(rsync_differences(src.path(), &dst), Vec::<String>::new());
+    let kept: Vec<String> = std::fs::read_dir(dst.join(".syncreplica/deleted"))
+        .unwrap()
+        .map(|day| std::fs::read_to_string(day.unwrap().path().join("d0/f4")).unwrap())
+        .collect();
+    assert_eq!(kept, vec!["the old server's version\n".to_string()]);
 }

@@ -9,6 +9,7 @@
 //! installs them: .ci/run).
 
 use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -300,6 +301,25 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
         .unwrap();
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(status.contains("no changes to record"), "{status}");
+
+    // A chgrp this user makes (to a group it is a member of) is its own
+    // change: seen, though the group recorded is one it cannot set.
+    let as_member = |program: &str, args: &[&str]| {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--groups=4343"])
+            .arg(program)
+            .args(args)
+            .current_dir(&dst)
+            .env("HOME", &home)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{program}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    as_member("chgrp", &["4343", "etc/user-file"]);
+    let status = as_member(binary_path("syncreplica").to_str().unwrap(), &["-status"]);
+    assert!(status.contains("etc/user-file"), "{status}");
+    assert!(!status.contains("etc/shadow"), "{status}");
 }
 
 #[test]
@@ -437,5 +457,245 @@ fn members_that_preserve_different_metadata_raise_no_false_alarm_and_keep_each_o
         status.stdout.contains("no changes to record"),
         "{}",
         status.stdout
+    );
+}
+
+/// Adopts `dst` from `src` (alpha) as beta: the manifest, the adoption,
+/// and its output.
+fn adopt(work: &Path, src: &Path, dst: &Path) -> Run {
+    let manifest = work.join("manifest");
+    run(
+        src,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-manifest".as_ref(),
+            "-out".as_ref(),
+            manifest.as_os_str(),
+            "beta".as_ref(),
+        ],
+    )
+    .ok();
+    run(
+        work,
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-adopt".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            manifest.as_os_str(),
+        ],
+    )
+    .ok()
+}
+
+/// The paths rsync names in its itemized differences, sorted.
+fn named(differences: &[String]) -> Vec<String> {
+    let mut paths: Vec<String> = differences
+        .iter()
+        .map(|line| {
+            let path = line.split_once(' ').map_or(line.as_str(), |(_, p)| p);
+            path.trim().split(" => ").next().unwrap().to_string()
+        })
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+#[test]
+fn an_adopted_system_tree_takes_every_kind_of_recorded_metadata() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (owners, security.* attributes, device nodes)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build_tree(&src, true);
+    init(&src, "alpha");
+    // The migrated server: a copy that differs in the content of a few
+    // files and in each kind of metadata.
+    let dst = dir.path().join("dst");
+    sh(
+        dir.path(),
+        "cp -a src dst && rm -r dst/.syncreplica
+         cd dst
+         echo changed here > etc/user-file
+         printf x | dd of=sparse.img bs=1 seek=100 conv=notrunc status=none
+         rm sg/hosts-c && echo own > sg/hosts-c
+         rm etc/hosts-b && cp -p etc/hosts-a etc/hosts-b
+         chown 4343:4242 etc/shadow
+         chgrp 42 etc/unmapped
+         chown 1000 etc/acl-file
+         chmod 644 etc/shadow
+         chmod 755 sg
+         setfacl -m u:4242:rw etc/acl-file
+         setfacl -d -m g:4343:r etc/sub
+         setfattr -x user.note etc/unmapped
+         setfattr -n user.extra -v 1 etc/hosts-a
+         setfattr -n security.test -v changed etc/shadow
+         rm etc/initctl etc/null
+         echo mine > etc/local-only
+         touch -d '1950-01-01' old.txt
+         touch -h -d '2003-03-03' sg/link
+         touch -d '2004-04-04' etc/sub sg/deep etc sg",
+    );
+    let user_file = std::fs::metadata(dst.join("etc/user-file")).unwrap();
+    let adopted = adopt(dir.path(), &src, &dst);
+    assert!(
+        !adopted.stdout.contains("note:") && !adopted.stderr.contains("not applied"),
+        "{}{}",
+        adopted.stdout,
+        adopted.stderr
+    );
+    let flags = "-aHAXc --numeric-ids";
+    // Every metadata difference is gone at once; what differs in content
+    // waits for the answer, in place, as it was.
+    assert_eq!(
+        named(&rsync_differences(flags, &src, &dst, &[])),
+        vec![
+            "etc/local-only",
+            "etc/user-file",
+            "sg/hosts-c",
+            "sparse.img"
+        ],
+        "after the adoption"
+    );
+    let now = std::fs::metadata(dst.join("etc/user-file")).unwrap();
+    assert_eq!(
+        (now.ino(), now.mtime(), now.mode()),
+        (user_file.ino(), user_file.mtime(), user_file.mode())
+    );
+    assert_eq!(
+        std::fs::read_to_string(dst.join("etc/user-file")).unwrap(),
+        "changed here\n"
+    );
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(
+        !status.stdout.contains("etc/user-file") && !status.stdout.contains("sg/hosts-c"),
+        "{}",
+        status.stdout
+    );
+
+    // The round trip: beta asks (and sends its own new file), alpha answers.
+    let to_alpha = dir.path().join("to-alpha");
+    let to_beta = dir.path().join("to-beta");
+    export_to(&dst, &to_alpha, &["alpha"], &[]).ok();
+    import_from(&src, &[&to_alpha]).ok();
+    export_to(&src, &to_beta, &["beta"], &[]).ok();
+    let imported = import_from(&dst, &[&to_beta]).ok();
+    assert!(
+        !imported.stdout.contains("not applied") && !imported.stderr.contains("not applied"),
+        "{}{}",
+        imported.stdout,
+        imported.stderr
+    );
+    assert_eq!(
+        rsync_differences(flags, &src, &dst, &[]),
+        Vec::<String>::new(),
+        "after the answer"
+    );
+    // The version the answer replaced is kept as replaced versions are.
+    let kept: Vec<String> = std::fs::read_dir(dst.join(".syncreplica/deleted"))
+        .unwrap()
+        .map(|day| {
+            std::fs::read_to_string(day.unwrap().path().join("etc/user-file")).unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(kept, vec!["changed here\n".to_string()]);
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn the_tree_digest_covers_the_metadata_both_members_preserve() {
+    if !have("setfattr") {
+        eprintln!("SKIPPED: setfattr is not installed (apt-get install attr)");
+        return;
+    }
+    let fam = family(
+        &["boston", "lambik"],
+        &[("a.txt", "a\n"), ("d/b.txt", "b\n")],
+    );
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    let mut round = 0;
+    let mut send = |from: &Path, to: &Path, name: &str| -> Run {
+        round += 1;
+        let out = fam.packet_dir(&round.to_string());
+        // lambik has no changes of its own: an acknowledgement carries its
+        // digest, and so what it preserves.
+        let ack: &[&str] = if name == "boston" { &["-ack"] } else { &[] };
+        export_to(from, &out, &[name], ack).ok();
+        import_from(to, &[&out]).ok()
+    };
+    // Each learns what the other preserves from the other's packets.
+    sh(&boston, "setfattr -n user.origin -v boston a.txt");
+    run(&boston, "syncreplica", ["-record"]).ok();
+    send(&boston, &lambik, "lambik");
+    send(&lambik, &boston, "boston");
+    // Now the digest covers xattrs, owners and directory times, and the
+    // trees are verified the same with them.
+    sh(
+        &boston,
+        "setfattr -n user.more -v 1 d/b.txt && touch -d 2001-01-01 d",
+    );
+    run(&boston, "syncreplica", ["-record"]).ok();
+    let imported = send(&boston, &lambik, "lambik");
+    assert!(
+        imported.stdout.contains("verified in step with boston"),
+        "{}{}",
+        imported.stdout,
+        imported.stderr
+    );
+    assert_eq!(
+        std::fs::metadata(lambik.join("d")).unwrap().mtime(),
+        std::fs::metadata(boston.join("d")).unwrap().mtime()
+    );
+
+    // lambik stops keeping xattrs; boston does not know yet: its digest
+    // covers them, and lambik says it did not compare (no false alarm).
+    let config = lambik.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\npreserve = [\"owner\", \"group\", \"acls\", \"hardlinks\"]\n"),
+    )
+    .unwrap();
+    write(&boston, "c.txt", "c\n");
+    run(&boston, "syncreplica", ["-record"]).ok();
+    let imported = send(&boston, &lambik, "lambik");
+    assert!(
+        !imported.stdout.contains("verified in step") && !imported.stderr.contains("WARNING"),
+        "{}{}",
+        imported.stdout,
+        imported.stderr
+    );
+    let listed = run(&lambik, "lsreplica", ["-long"]).ok();
+    assert!(
+        listed
+            .stdout
+            .contains("covers metadata this replica does not preserve (xattrs;"),
+        "{}",
+        listed.stdout
+    );
+    // Once boston has heard, it covers what both keep, and they verify.
+    send(&lambik, &boston, "boston");
+    write(&boston, "e.txt", "e\n");
+    run(&boston, "syncreplica", ["-record"]).ok();
+    let imported = send(&boston, &lambik, "lambik");
+    assert!(
+        imported.stdout.contains("verified in step with boston"),
+        "{}{}",
+        imported.stdout,
+        imported.stderr
     );
 }

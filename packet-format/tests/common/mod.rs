@@ -108,6 +108,10 @@ pub fn meta(kind: PacketKind) -> PacketMeta {
                 path: b"src".to_vec(),
                 digest: [0xd7; 32],
             }],
+            metadata: Some(packet_format::DigestMetadata {
+                preserved: packet_format::digest_items::ALL,
+                covered: packet_format::digest_items::XATTRS | packet_format::digest_items::TIMES,
+            }),
         }),
         encryption: None,
         secrets: None,

@@ -602,6 +602,83 @@ fn displace(place: &Place, aside: &Path, expect: &Expect) -> Result<bool> {
     }
 }
 
+/// Swaps the staged file `from` with what is at `place` (a file, a
+/// symlink or a special file; not a directory) in one step
+/// (`RENAME_EXCHANGE`), then moves what was there from `from` to `aside`,
+/// as [`displace`] would have: for [`settle`] to keep or drop. `false`
+/// (nothing done) when nothing is there or the filesystem cannot swap
+/// (then [`displace`] and a rename do it in two steps). A marker beside
+/// `aside` names the staged file's inode while the swap may have happened
+/// and its result is not yet at `aside`: [`finish_exchange`] completes it
+/// after a crash.
+fn exchange(place: &Place, from: &Path, aside: &Path, expect: &Expect) -> Result<bool> {
+    if lstat(aside)?.is_some() {
+        return Ok(false);
+    }
+    let Some(before) = place.stat()? else {
+        return Ok(false);
+    };
+    if FileType::from_raw_mode(before.st_mode) == FileType::Directory {
+        return Ok(false);
+    }
+    let Some(staged) = lstat(from)? else {
+        return Ok(false);
+    };
+    let marker = exchange_marker(aside);
+    std::fs::write(
+        &marker,
+        std::os::unix::fs::MetadataExt::ino(&staged).to_string(),
+    )
+    .at(&marker)?;
+    let changed = changed_marker(aside);
+    if !expect.ctime_holds(&before) {
+        File::create(&changed).at(&changed)?;
+    }
+    let swapped = rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        from,
+        place.parent(),
+        place.name(),
+        rustix::fs::RenameFlags::EXCHANGE,
+    );
+    match swapped {
+        Ok(()) => {
+            finish_exchange(from, aside)?;
+            Ok(true)
+        }
+        // Not supported here, another filesystem, or the name went
+        // meanwhile: the two-step way decides.
+        Err(_) => {
+            let _ = std::fs::remove_file(&changed);
+            std::fs::remove_file(&marker).at(&marker)?;
+            Ok(false)
+        }
+    }
+}
+
+fn exchange_marker(aside: &Path) -> PathBuf {
+    let mut name = aside.as_os_str().to_owned();
+    name.push(".exchange");
+    PathBuf::from(name)
+}
+
+/// Completes an [`exchange`] a crash interrupted: when `from` holds
+/// another inode than the staged file the marker names, the swap happened
+/// and `from` holds what was at the name: moved to `aside`.
+fn finish_exchange(from: &Path, aside: &Path) -> Result<()> {
+    let marker = exchange_marker(aside);
+    let Ok(text) = std::fs::read_to_string(&marker) else {
+        return Ok(());
+    };
+    let staged: Option<u64> = text.trim().parse().ok();
+    if let Some(found) = lstat(from)? {
+        if Some(std::os::unix::fs::MetadataExt::ino(&found)) != staged && lstat(aside)?.is_none() {
+            std::fs::rename(from, aside).at(aside)?;
+        }
+    }
+    std::fs::remove_file(&marker).at(&marker)
+}
+
 fn changed_marker(aside: &Path) -> PathBuf {
     let mut name = aside.as_os_str().to_owned();
     name.push(".changed");
@@ -986,6 +1063,7 @@ fn run(
         } => {
             let from = staging.join(staged.to_string());
             let aside = ctx.aside(seq);
+            finish_exchange(&from, &aside)?;
             settle(ctx, path, &aside, expect, keep.as_deref(), false, notes)?;
             if lstat(&from)?.is_none() {
                 return Ok(());
@@ -1002,6 +1080,17 @@ fn run(
                 return Ok(());
             }
             let aside = ctx.aside(seq);
+            // A version the plan knew of is replaced in one step where the
+            // filesystem can: the name never stands empty (a server keeps
+            // serving a file during an import that replaces it). Something
+            // made where the plan found nothing takes the two-step way,
+            // which keeps it and tries again.
+            if !matches!(expect, Expect::Absent) && exchange(&place, &from, &aside, expect)? {
+                crate::sys::testhook::pause_at_path("apply-after-displacing:", path);
+                settle(ctx, path, &aside, expect, keep.as_deref(), false, notes)?;
+                touched.insert(place.parent_rel().to_vec());
+                return Ok(());
+            }
             if !displace(&place, &aside, expect)? {
                 // Another filesystem inside the replica: guard, then copy.
                 guard_in_place(ctx, path, &place, expect, notes)?;
@@ -1009,6 +1098,7 @@ fn run(
                 touched.insert(place.parent_rel().to_vec());
                 return Ok(());
             }
+            crate::sys::testhook::pause_at_path("apply-after-displacing:", path);
             settle(ctx, path, &aside, expect, keep.as_deref(), false, notes)?;
             // Nothing is at the name now; one created in the meantime is
             // the user's, kept as a conflict copy, and the placement tried
