@@ -244,6 +244,7 @@ fn three_servers_share_one_s3_bay_and_deliver_each_packet_exactly_once() {
     .ok();
     assert!(queued.stdout.contains("Submitted "), "{}", queued.stdout);
 
+    let started = Instant::now();
     let servers: Vec<Server> = (0..3).map(|_| hub.start()).collect();
     let deadline = Instant::now() + Duration::from_secs(600);
     while hub.orders_left() > 0 {
@@ -255,7 +256,19 @@ fn three_servers_share_one_s3_bay_and_deliver_each_packet_exactly_once() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    eprintln!(
+        "3 servers shipped 200 packets to 2 destinations in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let logs: String = servers.iter().map(Server::log).collect();
+    // Claims spread the orders over the servers: each one delivered some.
+    for server in &servers {
+        assert!(
+            server.log().contains("delivered sync_"),
+            "{}",
+            server.log()
+        );
+    }
     for server in servers {
         assert_eq!(server.terminate(), 0);
     }
@@ -297,6 +310,66 @@ fn three_servers_share_one_s3_bay_and_deliver_each_packet_exactly_once() {
         listed.stdout.trim(),
         format!("s3://{}/{}/return/{name}", hub.server.bucket, hub.prefix)
     );
+}
+
+#[test]
+fn an_order_another_server_claimed_is_left_to_it_and_a_dead_servers_claim_is_taken_over() {
+    let Some(hub) = hub(3, 20) else {
+        return;
+    };
+    let outgoing = hub.outgoing();
+    let packets: Vec<String> = outgoing
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| !n.ends_with(".order"))
+        .collect();
+    assert_eq!(packets.len(), 3);
+    // Another server is working on the first order (its claim is renewed
+    // while this test holds it)...
+    let busy = outgoing
+        .claim_order(&packets[0])
+        .unwrap()
+        .expect("nobody else claims it");
+    // ...and one that died held the second: its lease ran out.
+    let expired = chrono::Utc::now().timestamp() - 1;
+    assert!(outgoing
+        .create_new(
+            &format!(".claim-{}", packets[1]),
+            format!("holder = \"dead:1\"\nexpires = {expired}\n").as_bytes()
+        )
+        .unwrap());
+    let server = hub.start();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while hub.orders_left() > 1 {
+        assert!(Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Passes go on (one a second) while the claimed order is left alone.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(busy.held());
+    let arrived = |incoming: &Path| -> Vec<String> {
+        packet_files(incoming)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+            .collect()
+    };
+    let mut expected = vec![packets[1].clone(), packets[2].clone()];
+    expected.sort();
+    assert_eq!(arrived(&hub.ship.1), expected, "{}", server.log());
+    assert_eq!(arrived(&hub.lab.1), expected, "{}", server.log());
+    assert!(outgoing.exists(&format!("{}.order", packets[0])).unwrap());
+    // Released: the next pass delivers it.
+    drop(busy);
+    while hub.orders_left() > 0 {
+        assert!(Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(server.terminate(), 0);
+    hub.assert_all_arrived(3);
+    assert_eq!(repeats(&hub.ship.0) + repeats(&hub.lab.0), 0);
+    // No claim is left behind.
+    assert_eq!(outgoing.list_all_keys().unwrap(), Vec::<String>::new());
 }
 
 #[test]
