@@ -157,7 +157,18 @@ impl Shipper<'_> {
     /// twice is worked through once.
     pub fn process_paths(&self, paths: &[PathBuf], now: DateTime<Utc>) -> Result<PassReport> {
         let mut named: Vec<(PathBuf, String)> = Vec::new();
+        let mut in_s3: Vec<(String, &StorageClass, String)> = Vec::new();
         for path in paths {
+            // An order in an S3 bay, named by its URL.
+            if let Some(url) = path.to_str().filter(|p| p.starts_with("s3://")) {
+                let (class_name, class, packet) = self.s3_order(url)?;
+                let bay = open_bay(class, Bay::Outgoing)?;
+                ShippingOrder::load(bay.as_ref(), &packet)?;
+                if !in_s3.iter().any(|(c, _, p)| *c == class_name && *p == packet) {
+                    in_s3.push((class_name, class, packet));
+                }
+                continue;
+            }
             let (dir, packet) = split_order_path(path)?;
             let order = ShippingOrder::load(&DirStore::new(&dir), &packet)?;
             self.config.class(&order.storage_class)?;
@@ -166,6 +177,12 @@ impl Shipper<'_> {
             }
         }
         let mut report = PassReport::default();
+        for (_, class, packet) in in_s3 {
+            // Claimed like any pass's orders: one held by another server
+            // is left to it (and said so).
+            let bay = open_bay(class, Bay::Outgoing)?;
+            report.add(&self.process(bay.as_ref(), class, &packet, now, Due::Now));
+        }
         for (dir, packet) in named {
             let store = DirStore::new(&dir);
             let _lock = DirLock::take(&dir, PASS_LOCK)?;
@@ -181,6 +198,32 @@ impl Shipper<'_> {
             }
         }
         Ok(report)
+    }
+
+    /// The storage class whose outgoing bay on S3 holds the order or packet
+    /// `url` (`s3://BUCKET/PREFIX/outgoing/NAME[.order]`), and the packet's
+    /// name.
+    fn s3_order<'c>(&'c self, url: &str) -> Result<(String, &'c StorageClass, String)> {
+        let (bay, name) = url.rsplit_once('/').unwrap_or((url, ""));
+        let bad = |message: String| Error::Order {
+            bay: bay.to_string(),
+            name: name.to_string(),
+            message,
+        };
+        let packet = packet_of(name).unwrap_or(name).to_string();
+        crate::bay::check_name(bay, &packet)?;
+        for (class_name, class) in &self.config.classes {
+            let Some(s3) = &class.s3 else { continue };
+            let outgoing = format!("{}/{}", s3.storage_url.trim_end_matches('/'), Bay::Outgoing.name());
+            if outgoing == bay {
+                return Ok((class_name.clone(), class, packet));
+            }
+        }
+        Err(bad(
+            "not in the outgoing bay of any storage class on S3 in the shipping configuration \
+             (expected s3://BUCKET/PREFIX/outgoing/PACKET.order, PREFIX a class's storage_bay)"
+                .into(),
+        ))
     }
 
     /// Removes orders whose packet is gone (what an interrupted removal
@@ -334,7 +377,14 @@ impl Shipper<'_> {
         let claim = match out.claim_order(packet) {
             Ok(Some(claim)) => claim,
             // Another server is working on it.
-            Ok(None) => return report,
+            Ok(None) => {
+                if due == Due::Now {
+                    self.say(&format!(
+                        "{packet}: another server is working on its order (it holds the claim); left to it"
+                    ));
+                }
+                return report;
+            }
             Err(err) => {
                 self.say(&format!("error: claiming the order of {packet}: {err}"));
                 report.errors += 1;

@@ -373,6 +373,43 @@ fn an_order_another_server_claimed_is_left_to_it_and_a_dead_servers_claim_is_tak
 }
 
 #[test]
+fn shipping_server_order_works_through_an_order_named_by_its_s3_url() {
+    let Some(hub) = hub(1, 20) else {
+        return;
+    };
+    let outgoing = hub.outgoing();
+    let packet = outgoing
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|n| !n.ends_with(".order"))
+        .unwrap();
+    let conf = hub.conf.to_str().unwrap();
+    let url = format!("{}/{packet}.order", outgoing.describe());
+    // Named while another server holds its claim: left to it.
+    let claim = outgoing.claim_order(&packet).unwrap().unwrap();
+    let left = run(hub.fam.dir.path(), "shipping_server", ["-shipconf", conf, &url]).ok();
+    assert!(left.stdout.contains("left to it"), "{}", left.stdout);
+    drop(claim);
+    let shipped = run(hub.fam.dir.path(), "shipping_server", ["-shipconf", conf, &url]).ok();
+    assert!(
+        shipped.stdout.contains(&format!("delivered {packet}")),
+        "{}",
+        shipped.stdout
+    );
+    hub.assert_all_arrived(1);
+    assert_eq!(outgoing.list_all_keys().unwrap(), Vec::<String>::new());
+    // A URL outside every class's outgoing bay is refused, naming it.
+    let elsewhere = format!("s3://{}/elsewhere/outgoing/{packet}.order", hub.server.bucket);
+    let refused = run(hub.fam.dir.path(), "shipping_server", ["-shipconf", conf, &elsewhere]).fails_with(1);
+    assert!(
+        refused.stderr.contains("not in the outgoing bay of any storage class on S3"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
 fn servers_killed_and_restarted_at_random_lose_nothing_and_store_nothing_twice() {
     // Short leases: a killed server's lock holds the others up that long.
     let Some(hub) = hub(200, 4) else {
