@@ -1118,7 +1118,8 @@ mod tests {
             if self.left == 0 {
                 self.flag.store(false, std::sync::atomic::Ordering::SeqCst);
             }
-            let n = self.inner.read(&mut buf[..buf.len().min(self.left.max(1))])?;
+            let len = buf.len().min(self.left.max(1));
+            let n = self.inner.read(&mut buf[..len])?;
             self.left = self.left.saturating_sub(n);
             Ok(n)
         }
@@ -1202,7 +1203,7 @@ mod tests {
         assert_eq!(report.delivered, 0, "{report:?}");
         // The order is left as it was, for the server that holds it now.
         assert_eq!(ShippingOrder::load(&setup.outgoing(), &name).unwrap(), before);
-        let lines = lines.into_inner().unwrap().join("\n");
+        let lines = lines.lock().unwrap().join("\n");
         assert!(
             lines.contains(&format!("claim on the shipping order of {name} lost")),
             "{lines}"
