@@ -719,7 +719,10 @@ impl RawClass {
         let keys = [
             ("endpoint", self.endpoint.as_ref().map(|v| v.span().start)),
             ("region", self.region.as_ref().map(|v| v.span().start)),
-            ("allow_http", self.allow_http.as_ref().map(|v| v.span().start)),
+            (
+                "allow_http",
+                self.allow_http.as_ref().map(|v| v.span().start),
+            ),
             ("profile", self.profile.as_ref().map(|v| v.span().start)),
             (
                 "lease_seconds",
@@ -1404,7 +1407,8 @@ url = "http://near:7421"
             ("lease_seconds = 30", "lease_seconds"),
             ("profile = \"x\"", "profile"),
         ] {
-            let text = format!("[classes.c]\nstorage_bay = \"/b\"\nreturn_bay = \"/r\"\n{setting}\n");
+            let text =
+                format!("[classes.c]\nstorage_bay = \"/b\"\nreturn_bay = \"/r\"\n{setting}\n");
             let (line, key, shown) = config_error(&text);
             assert_eq!(line, Some(4), "{shown}");
             assert_eq!(key, Some(format!("classes.c.{name}")), "{shown}");

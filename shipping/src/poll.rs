@@ -24,8 +24,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 use crate::bay::{
-    copy_between, open_bay, Bay, BayStore, DirLock, DirStore, OrderClaim, ENTRIES_LOCK,
-    PASS_LOCK,
+    copy_between, open_bay, Bay, BayStore, DirLock, DirStore, OrderClaim, ENTRIES_LOCK, PASS_LOCK,
 };
 use crate::config::{Hop, ShippingConfig, StorageClass};
 use crate::error::{Error, Result};
@@ -164,7 +163,10 @@ impl Shipper<'_> {
                 let (class_name, class, packet) = self.s3_order(url)?;
                 let bay = open_bay(class, Bay::Outgoing)?;
                 ShippingOrder::load(bay.as_ref(), &packet)?;
-                if !in_s3.iter().any(|(c, _, p)| *c == class_name && *p == packet) {
+                if !in_s3
+                    .iter()
+                    .any(|(c, _, p)| *c == class_name && *p == packet)
+                {
                     in_s3.push((class_name, class, packet));
                 }
                 continue;
@@ -214,7 +216,11 @@ impl Shipper<'_> {
         crate::bay::check_name(bay, &packet)?;
         for (class_name, class) in &self.config.classes {
             let Some(s3) = &class.s3 else { continue };
-            let outgoing = format!("{}/{}", s3.storage_url.trim_end_matches('/'), Bay::Outgoing.name());
+            let outgoing = format!(
+                "{}/{}",
+                s3.storage_url.trim_end_matches('/'),
+                Bay::Outgoing.name()
+            );
             if outgoing == bay {
                 return Ok((class_name.clone(), class, packet));
             }
@@ -399,7 +405,11 @@ impl Shipper<'_> {
         }
         // Transfers read the packet through this view, which fails once
         // the claim is lost: the transfer stops there.
-        let guarded = Guarded { inner: out, claim, packet };
+        let guarded = Guarded {
+            inner: out,
+            claim,
+            packet,
+        };
         let mut order = match ShippingOrder::load(out, packet) {
             Ok(order) => order,
             Err(err) => {
@@ -1202,7 +1212,10 @@ mod tests {
         );
         assert_eq!(report.delivered, 0, "{report:?}");
         // The order is left as it was, for the server that holds it now.
-        assert_eq!(ShippingOrder::load(&setup.outgoing(), &name).unwrap(), before);
+        assert_eq!(
+            ShippingOrder::load(&setup.outgoing(), &name).unwrap(),
+            before
+        );
         let lines = lines.lock().unwrap().join("\n");
         assert!(
             lines.contains(&format!("claim on the shipping order of {name} lost")),
@@ -1222,7 +1235,10 @@ mod tests {
             Vec::<String>::new()
         );
         // Claimed and held: delivered.
-        let free = Claiming { busy: false, ..busy };
+        let free = Claiming {
+            busy: false,
+            ..busy
+        };
         let report = shipper.process(&free, class, &name, at(NOW), Due::AfterBackoff);
         assert_eq!(report.completed, 1, "{report:?}");
     }

@@ -263,11 +263,7 @@ fn three_servers_share_one_s3_bay_and_deliver_each_packet_exactly_once() {
     let logs: String = servers.iter().map(Server::log).collect();
     // Claims spread the orders over the servers: each one delivered some.
     for server in &servers {
-        assert!(
-            server.log().contains("delivered sync_"),
-            "{}",
-            server.log()
-        );
+        assert!(server.log().contains("delivered sync_"), "{}", server.log());
     }
     for server in servers {
         assert_eq!(server.terminate(), 0);
@@ -388,10 +384,20 @@ fn shipping_server_order_works_through_an_order_named_by_its_s3_url() {
     let url = format!("{}/{packet}.order", outgoing.describe());
     // Named while another server holds its claim: left to it.
     let claim = outgoing.claim_order(&packet).unwrap().unwrap();
-    let left = run(hub.fam.dir.path(), "shipping_server", ["-shipconf", conf, &url]).ok();
+    let left = run(
+        hub.fam.dir.path(),
+        "shipping_server",
+        ["-shipconf", conf, &url],
+    )
+    .ok();
     assert!(left.stdout.contains("left to it"), "{}", left.stdout);
     drop(claim);
-    let shipped = run(hub.fam.dir.path(), "shipping_server", ["-shipconf", conf, &url]).ok();
+    let shipped = run(
+        hub.fam.dir.path(),
+        "shipping_server",
+        ["-shipconf", conf, &url],
+    )
+    .ok();
     assert!(
         shipped.stdout.contains(&format!("delivered {packet}")),
         "{}",
@@ -400,10 +406,20 @@ fn shipping_server_order_works_through_an_order_named_by_its_s3_url() {
     hub.assert_all_arrived(1);
     assert_eq!(outgoing.list_all_keys().unwrap(), Vec::<String>::new());
     // A URL outside every class's outgoing bay is refused, naming it.
-    let elsewhere = format!("s3://{}/elsewhere/outgoing/{packet}.order", hub.server.bucket);
-    let refused = run(hub.fam.dir.path(), "shipping_server", ["-shipconf", conf, &elsewhere]).fails_with(1);
+    let elsewhere = format!(
+        "s3://{}/elsewhere/outgoing/{packet}.order",
+        hub.server.bucket
+    );
+    let refused = run(
+        hub.fam.dir.path(),
+        "shipping_server",
+        ["-shipconf", conf, &elsewhere],
+    )
+    .fails_with(1);
     assert!(
-        refused.stderr.contains("not in the outgoing bay of any storage class on S3"),
+        refused
+            .stderr
+            .contains("not in the outgoing bay of any storage class on S3"),
         "{}",
         refused.stderr
     );
