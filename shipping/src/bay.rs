@@ -49,6 +49,26 @@ impl DirLock {
     }
 }
 
+/// A server's claim on one shipping order while it works on it (an S3
+/// bay shared by several servers: see FORMAT.md, "Bays on S3"). Released
+/// when dropped.
+pub trait OrderClaim: Send + Sync {
+    /// True while the claim is this server's: false once its lease ran
+    /// out unrenewed or another server took it over. Work on the order
+    /// stops then, and the order is not written again.
+    fn held(&self) -> bool;
+}
+
+/// The claim of a bay whose passes exclude each other as a whole (a
+/// directory, memory): always held.
+struct WholeBayClaim;
+
+impl OrderClaim for WholeBayClaim {
+    fn held(&self) -> bool {
+        true
+    }
+}
+
 /// Entry names starting with this are temporary files of writes in
 /// progress; they are never listed.
 pub const TEMP_PREFIX: &str = ".tmp-";
@@ -118,6 +138,23 @@ pub trait BayStore: Send + Sync {
     /// directory takes a flock on a file, an S3 bay a lease object (see
     /// FORMAT.md), memory a lock in the process.
     fn lock(&self, name: &str) -> Result<Box<dyn Send>>;
+
+    /// True when passes over this bay claim one order at a time
+    /// ([`BayStore::claim_order`]) so that several servers work on
+    /// different orders at once; false when a pass holds [`PASS_LOCK`]
+    /// over the whole bay (a directory: one host).
+    fn claims_orders(&self) -> bool {
+        false
+    }
+
+    /// Claims the order of `packet` for this process without waiting:
+    /// None when another server's claim on it is live. A bay without
+    /// per-order claims returns a claim that is always held (the pass
+    /// lock already excludes other passes).
+    fn claim_order(&self, packet: &str) -> Result<Option<Box<dyn OrderClaim>>> {
+        let _ = packet;
+        Ok(Some(Box::new(WholeBayClaim)))
+    }
 
     /// The S3 store behind this one, when it is one: its create-only and
     /// compare-and-swap writes.

@@ -385,6 +385,16 @@ impl ShippingConfig {
     pub fn parse(text: &str, path: &Path, data_dir: Option<&Path>) -> Result<ShippingConfig> {
         let raw: RawConfig = toml_config::parse(text).map_err(|err| config_error(path, err))?;
         let places = RoutePlaces::of(&raw, text);
+        for (Name(name), class) in &raw.classes {
+            if let Some((key, at, why)) = class.misplaced_s3_key() {
+                return Err(Error::Config {
+                    path: path.to_path_buf(),
+                    line: Some(line_of(text, at)),
+                    key: Some(format!("classes.{name}.{key}")),
+                    message: why,
+                });
+            }
+        }
         let mut config = raw.into_config();
         if !config.classes.contains_key(DEFAULT_STORAGE_CLASS) {
             if let Some(data_dir) = data_dir {
@@ -699,22 +709,67 @@ impl RoutePlaces {
 #[serde(deny_unknown_fields)]
 struct RawClass {
     storage_bay: BayLocation,
-    return_bay: BayLocation,
+    return_bay: Spanned<BayLocation>,
     #[serde(default = "default_expiry_days", deserialize_with = "de_expiry_days")]
     expiry_days: u32,
+    // Spanned: set on a class whose bays are directories, each is an
+    // error at its line.
     #[serde(default)]
-    endpoint: Option<Endpoint>,
+    endpoint: Option<Spanned<Endpoint>>,
     #[serde(default)]
-    region: Option<Name>,
+    region: Option<Spanned<Name>>,
     #[serde(default)]
-    allow_http: bool,
+    allow_http: Option<Spanned<bool>>,
     #[serde(default)]
-    profile: Option<Name>,
+    profile: Option<Spanned<Name>>,
     #[serde(default)]
-    lease_seconds: Option<u64>,
+    lease_seconds: Option<Spanned<u64>>,
 }
 
 impl RawClass {
+    /// The first S3 setting of a class whose storage bay is a directory
+    /// (or an `s3://` return bay for it), as (its key, its offset in the
+    /// text, why): such a class would silently ignore it.
+    fn misplaced_s3_key(&self) -> Option<(&'static str, usize, String)> {
+        if matches!(self.storage_bay, BayLocation::S3(_)) {
+            return None;
+        }
+        let why = "is a setting of a class on S3, and this class's storage_bay is a directory; \
+                   remove it, or set storage_bay = \"s3://BUCKET/PREFIX\""
+            .to_string();
+        let keys = [
+            ("endpoint", self.endpoint.as_ref().map(|v| v.span().start)),
+            ("region", self.region.as_ref().map(|v| v.span().start)),
+            (
+                "allow_http",
+                self.allow_http.as_ref().map(|v| v.span().start),
+            ),
+            ("profile", self.profile.as_ref().map(|v| v.span().start)),
+            (
+                "lease_seconds",
+                self.lease_seconds.as_ref().map(|v| v.span().start),
+            ),
+        ];
+        let first = keys
+            .into_iter()
+            .filter_map(|(key, at)| at.map(|at| (key, at)))
+            .min_by_key(|(_, at)| *at);
+        if let Some((key, at)) = first {
+            return Some((key, at, why));
+        }
+        if matches!(self.return_bay.get_ref(), BayLocation::S3(_)) {
+            return Some((
+                "return_bay",
+                self.return_bay.span().start,
+                "is on S3 while this class's storage_bay is a directory: an S3 return bay \
+                 needs the class's storage_bay on S3 too (its endpoint and credentials); \
+                 use a directory"
+                    .into(),
+            ));
+        }
+        None
+    }
+
     fn into_class(self) -> StorageClass {
         let path = |location: &BayLocation| match location {
             BayLocation::Dir(path) => path.clone(),
@@ -723,21 +778,21 @@ impl RawClass {
         let s3 = match &self.storage_bay {
             BayLocation::S3(url) => Some(S3Class {
                 storage_url: url.clone(),
-                return_url: match &self.return_bay {
+                return_url: match self.return_bay.get_ref() {
                     BayLocation::S3(url) => Some(url.clone()),
                     BayLocation::Dir(_) => None,
                 },
-                endpoint: self.endpoint.map(|u| u.0),
-                region: self.region.map(|n| n.0),
-                allow_http: self.allow_http,
-                profile: self.profile.map(|n| n.0),
-                lease_seconds: self.lease_seconds,
+                endpoint: self.endpoint.map(|u| u.into_inner().0),
+                region: self.region.map(|n| n.into_inner().0),
+                allow_http: self.allow_http.is_some_and(|b| b.into_inner()),
+                profile: self.profile.map(|n| n.into_inner().0),
+                lease_seconds: self.lease_seconds.map(Spanned::into_inner),
             }),
             BayLocation::Dir(_) => None,
         };
         StorageClass {
             storage_bay: path(&self.storage_bay),
-            return_bay: path(&self.return_bay),
+            return_bay: path(self.return_bay.get_ref()),
             expiry_days: self.expiry_days,
             s3,
         }
@@ -1434,5 +1489,37 @@ url = "http://near:7421"
         .unwrap();
         assert_eq!(config.local_replicas, ["a"]);
         assert_eq!(config.trusted_keys.len(), 1);
+    }
+
+    #[test]
+    fn s3_settings_on_a_directory_class_are_refused_at_their_line() {
+        let text = "[classes.default]\nstorage_bay = \"/srv/bays\"\nreturn_bay = \"/srv/return\"\n\
+                    expiry_days = 3\nregion = \"default\"\nendpoint = \"https://rgw.example.org\"\n";
+        let (line, key, shown) = config_error(text);
+        assert_eq!(line, Some(5), "{shown}");
+        assert_eq!(key.as_deref(), Some("classes.default.region"), "{shown}");
+        assert!(shown.contains("storage_bay is a directory"), "{shown}");
+        for (setting, name) in [
+            ("allow_http = true", "allow_http"),
+            ("lease_seconds = 30", "lease_seconds"),
+            ("profile = \"x\"", "profile"),
+        ] {
+            let text =
+                format!("[classes.c]\nstorage_bay = \"/b\"\nreturn_bay = \"/r\"\n{setting}\n");
+            let (line, key, shown) = config_error(&text);
+            assert_eq!(line, Some(4), "{shown}");
+            assert_eq!(key, Some(format!("classes.c.{name}")), "{shown}");
+        }
+        // An S3 return bay for a directory class: refused, not ignored.
+        let text = "[classes.c]\nstorage_bay = \"/b\"\nreturn_bay = \"s3://bays/r\"\n";
+        let (line, key, shown) = config_error(text);
+        assert_eq!(line, Some(3), "{shown}");
+        assert_eq!(key.as_deref(), Some("classes.c.return_bay"), "{shown}");
+        // The same settings on an S3 class are fine.
+        parse(
+            "[classes.c]\nstorage_bay = \"s3://bays/b\"\nreturn_bay = \"/r\"\nregion = \"default\"\n\
+             allow_http = true\nendpoint = \"http://127.0.0.1:7480\"\nlease_seconds = 30\n",
+        )
+        .unwrap();
     }
 }

@@ -128,6 +128,16 @@ pub enum Error {
         packet: String,
         why: String,
     },
+
+    /// This server's claim on an order ran out or was taken over by
+    /// another server (this one stalled past its lease): the order is no
+    /// longer this server's to change.
+    #[error("{bay}: claim on the shipping order of {packet} lost: {why}; left to the server that holds it now")]
+    ClaimLost {
+        bay: String,
+        packet: String,
+        why: String,
+    },
 }
 
 impl Error {

@@ -11,9 +11,12 @@
 //! again at a later pass. When no destination is left, the packet and its
 //! order are removed.
 //!
-//! One pass at a time works on a bay: passes take an exclusive lock on the
-//! bay's `.lock` file, so a daemon, a cron job and `-fship` never deliver
-//! the same order twice at once.
+//! One pass at a time works on a directory bay: passes take an exclusive
+//! lock on the bay's `.lock` file, so a daemon, a cron job and `-fship`
+//! never deliver the same order twice at once. On a bay shared by several
+//! servers (S3) each order is claimed instead, while it is worked on
+//! ([`BayStore::claim_order`]): servers work on different orders at once,
+//! and one that finds its claim lost stops working on that order.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +24,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 use crate::bay::{
-    copy_between, open_bay, Bay, BayStore, DirLock, DirStore, ENTRIES_LOCK, PASS_LOCK,
+    copy_between, open_bay, Bay, BayStore, DirLock, DirStore, OrderClaim, ENTRIES_LOCK, PASS_LOCK,
 };
 use crate::config::{Hop, ShippingConfig, StorageClass};
 use crate::error::{Error, Result};
@@ -97,7 +100,7 @@ impl Shipper<'_> {
             let class = self.config.class(class_name)?;
             let outgoing = open_bay(class, Bay::Outgoing)?;
             let outgoing = outgoing.as_ref();
-            let _lock = outgoing.lock(PASS_LOCK)?;
+            let _lock = pass_lock(outgoing)?;
             let listing = match list_bay(outgoing) {
                 Ok(listing) => listing,
                 Err(err) => {
@@ -110,7 +113,14 @@ impl Shipper<'_> {
             if class.s3.is_none() {
                 self.sweep_abandoned(&[class.outgoing_dir(), class.incoming_dir()], now);
             }
-            for packet in listing.ordered.iter().chain(&adopted) {
+            let mut work: Vec<&String> = listing.ordered.iter().chain(&adopted).collect();
+            if outgoing.claims_orders() {
+                // Servers sharing the bay start at different places in
+                // it, so that they seldom try to claim the same order.
+                let start = usize::try_from(random_seed()).unwrap_or(0) % work.len().max(1);
+                work.rotate_left(start);
+            }
+            for packet in work {
                 report.add(&self.process(outgoing, class, packet, now, Due::AfterBackoff));
             }
         }
@@ -128,7 +138,7 @@ impl Shipper<'_> {
         let class = self.config.class(class_name)?;
         let outgoing = open_bay(class, Bay::Outgoing)?;
         let outgoing = outgoing.as_ref();
-        let _lock = outgoing.lock(PASS_LOCK)?;
+        let _lock = pass_lock(outgoing)?;
         let mut report = PassReport::default();
         for packet in packets {
             report.add(&self.process(outgoing, class, packet, now, Due::AfterBackoff));
@@ -146,7 +156,21 @@ impl Shipper<'_> {
     /// twice is worked through once.
     pub fn process_paths(&self, paths: &[PathBuf], now: DateTime<Utc>) -> Result<PassReport> {
         let mut named: Vec<(PathBuf, String)> = Vec::new();
+        let mut in_s3: Vec<(String, &StorageClass, String)> = Vec::new();
         for path in paths {
+            // An order in an S3 bay, named by its URL.
+            if let Some(url) = path.to_str().filter(|p| p.starts_with("s3://")) {
+                let (class_name, class, packet) = self.s3_order(url)?;
+                let bay = open_bay(class, Bay::Outgoing)?;
+                ShippingOrder::load(bay.as_ref(), &packet)?;
+                if !in_s3
+                    .iter()
+                    .any(|(c, _, p)| *c == class_name && *p == packet)
+                {
+                    in_s3.push((class_name, class, packet));
+                }
+                continue;
+            }
             let (dir, packet) = split_order_path(path)?;
             let order = ShippingOrder::load(&DirStore::new(&dir), &packet)?;
             self.config.class(&order.storage_class)?;
@@ -155,6 +179,12 @@ impl Shipper<'_> {
             }
         }
         let mut report = PassReport::default();
+        for (_, class, packet) in in_s3 {
+            // Claimed like any pass's orders: one held by another server
+            // is left to it (and said so).
+            let bay = open_bay(class, Bay::Outgoing)?;
+            report.add(&self.process(bay.as_ref(), class, &packet, now, Due::Now));
+        }
         for (dir, packet) in named {
             let store = DirStore::new(&dir);
             let _lock = DirLock::take(&dir, PASS_LOCK)?;
@@ -170,6 +200,36 @@ impl Shipper<'_> {
             }
         }
         Ok(report)
+    }
+
+    /// The storage class whose outgoing bay on S3 holds the order or packet
+    /// `url` (`s3://BUCKET/PREFIX/outgoing/NAME[.order]`), and the packet's
+    /// name.
+    fn s3_order<'c>(&'c self, url: &str) -> Result<(String, &'c StorageClass, String)> {
+        let (bay, name) = url.rsplit_once('/').unwrap_or((url, ""));
+        let bad = |message: String| Error::Order {
+            bay: bay.to_string(),
+            name: name.to_string(),
+            message,
+        };
+        let packet = packet_of(name).unwrap_or(name).to_string();
+        crate::bay::check_name(bay, &packet)?;
+        for (class_name, class) in &self.config.classes {
+            let Some(s3) = &class.s3 else { continue };
+            let outgoing = format!(
+                "{}/{}",
+                s3.storage_url.trim_end_matches('/'),
+                Bay::Outgoing.name()
+            );
+            if outgoing == bay {
+                return Ok((class_name.clone(), class, packet));
+            }
+        }
+        Err(bad(
+            "not in the outgoing bay of any storage class on S3 in the shipping configuration \
+             (expected s3://BUCKET/PREFIX/outgoing/PACKET.order, PREFIX a class's storage_bay)"
+                .into(),
+        ))
     }
 
     /// Removes orders whose packet is gone (what an interrupted removal
@@ -320,6 +380,36 @@ impl Shipper<'_> {
         due: Due,
     ) -> PassReport {
         let mut report = PassReport::default();
+        let claim = match out.claim_order(packet) {
+            Ok(Some(claim)) => claim,
+            // Another server is working on it.
+            Ok(None) => {
+                if due == Due::Now {
+                    self.say(&format!(
+                        "{packet}: another server is working on its order (it holds the claim); left to it"
+                    ));
+                }
+                return report;
+            }
+            Err(err) => {
+                self.say(&format!("error: claiming the order of {packet}: {err}"));
+                report.errors += 1;
+                return report;
+            }
+        };
+        let claim = claim.as_ref();
+        // The order is read once claimed: what the previous holder saved
+        // last. Gone means another server finished it since the listing.
+        if out.claims_orders() && !matches!(out.exists(&order_name(packet)), Ok(true) | Err(_)) {
+            return report;
+        }
+        // Transfers read the packet through this view, which fails once
+        // the claim is lost: the transfer stops there.
+        let guarded = Guarded {
+            inner: out,
+            claim,
+            packet,
+        };
         let mut order = match ShippingOrder::load(out, packet) {
             Ok(order) => order,
             Err(err) => {
@@ -332,7 +422,7 @@ impl Shipper<'_> {
         // adds meanwhile are kept when the order is saved.
         let original = order.destinations.clone();
         if order.is_expired(now) {
-            match self.expire(out, class, &mut order, now) {
+            match self.expire(out, class, &mut order, claim, now) {
                 Ok(()) => report.expired += 1,
                 Err(err) => {
                     self.say(&format!("error: returning expired {packet}: {err}"));
@@ -373,8 +463,8 @@ impl Shipper<'_> {
 
         if !local.is_empty() {
             let outcome = open_bay(class, Bay::Incoming).and_then(|incoming| {
-                order.verify_packet(out)?;
-                copy_between(out, packet, incoming.as_ref(), packet)?;
+                order.verify_packet(&guarded)?;
+                copy_between(&guarded, packet, incoming.as_ref(), packet)?;
                 Ok(incoming.describe())
             });
             self.settle(
@@ -394,7 +484,7 @@ impl Shipper<'_> {
                 break;
             }
             // Saved before each hand-over, so a crash repeats at most one.
-            if unsaved && !self.persist(out, &mut order, &original, now, &mut report) {
+            if unsaved && !self.persist(out, &mut order, &original, claim, now, &mut report) {
                 return report;
             }
             // A paid link outside its hours waits, with no failed attempt.
@@ -414,7 +504,7 @@ impl Shipper<'_> {
             let names: Vec<&str> = destinations.iter().map(String::as_str).collect();
             let outcome = match &hop {
                 Hop::Dir(dir) => {
-                    deliver_to_dir(out, packet, dir, &names, now).map(|_| dir.display().to_string())
+                    deliver_to_dir(&guarded, packet, dir, &names, now).map(|_| dir.display().to_string())
                 }
                 Hop::Url(url) => {
                     let limit = crate::http::Limit {
@@ -424,7 +514,7 @@ impl Shipper<'_> {
                             (end, format!("{hop_name}'s hours ({hours}) ended"))
                         }),
                     };
-                    crate::http::upload_limited(url, out, &order, &names, &limit)
+                    crate::http::upload_limited(url, &guarded, &order, &names, &limit)
                         .map(|answer| format!("{url}: {answer}"))
                 }
             };
@@ -440,7 +530,7 @@ impl Shipper<'_> {
             unsaved = true;
         }
         if unsaved {
-            self.persist(out, &mut order, &original, now, &mut report);
+            self.persist(out, &mut order, &original, claim, now, &mut report);
         }
         report
     }
@@ -452,11 +542,18 @@ impl Shipper<'_> {
         out: &dyn BayStore,
         order: &mut ShippingOrder,
         original: &[String],
+        claim: &dyn OrderClaim,
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> bool {
-        match self.save(out, order, original, now, report) {
+        match self.save(out, order, original, claim, now, report) {
             Ok(()) => true,
+            // Not an error of the bay: this server stalled, another one
+            // carries on with the order.
+            Err(err @ Error::ClaimLost { .. }) => {
+                self.say(&err.to_string());
+                false
+            }
             Err(err) => {
                 self.say(&format!("error: {err}"));
                 report.errors += 1;
@@ -525,10 +622,14 @@ impl Shipper<'_> {
         out: &dyn BayStore,
         order: &mut ShippingOrder,
         original: &[String],
+        claim: &dyn OrderClaim,
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Result<()> {
         let _entries = out.lock(ENTRIES_LOCK)?;
+        // A server that lost its claim leaves the order to the one that
+        // holds it now (which read the order as it was saved last).
+        check_claim(out, &order.packet, claim)?;
         if let Ok(on_disk) = ShippingOrder::load(out, &order.packet) {
             let added: Vec<String> = on_disk
                 .destinations
@@ -555,12 +656,16 @@ impl Shipper<'_> {
         out: &dyn BayStore,
         class: &StorageClass,
         order: &mut ShippingOrder,
+        claim: &dyn OrderClaim,
         now: DateTime<Utc>,
     ) -> Result<()> {
         let returned = open_bay(class, Bay::Return)?;
         let returned = returned.as_ref();
         {
             let _entries = out.lock(ENTRIES_LOCK)?;
+            // Returned, and the administrator told, by the claim's holder
+            // only: once.
+            check_claim(out, &order.packet, claim)?;
             // The order as it stands now, with anything added meanwhile.
             if let Ok(on_disk) = ShippingOrder::load(out, &order.packet) {
                 *order = on_disk;
@@ -611,6 +716,120 @@ impl Shipper<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The pass lock of a bay whose passes exclude each other as a whole; none
+/// for a bay whose orders are claimed one by one.
+fn pass_lock(outgoing: &dyn BayStore) -> Result<Option<Box<dyn Send>>> {
+    if outgoing.claims_orders() {
+        Ok(None)
+    } else {
+        outgoing.lock(PASS_LOCK).map(Some)
+    }
+}
+
+/// Refuses to go on with an order whose claim this server lost.
+fn check_claim(out: &dyn BayStore, packet: &str, claim: &dyn OrderClaim) -> Result<()> {
+    if claim.held() {
+        Ok(())
+    } else {
+        Err(Error::ClaimLost {
+            bay: out.describe(),
+            packet: packet.to_string(),
+            why: "its lease ran out or another server took it over".into(),
+        })
+    }
+}
+
+/// A number that differs between processes and passes.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// A bay seen through a claim on one order: reads of entries fail once
+/// the claim is lost, so a transfer in progress stops (and writes nothing
+/// at its target: writes there are atomic).
+struct Guarded<'a> {
+    inner: &'a dyn BayStore,
+    claim: &'a dyn OrderClaim,
+    packet: &'a str,
+}
+
+impl Guarded<'_> {
+    fn check(&self) -> Result<()> {
+        check_claim(self.inner, self.packet, self.claim)
+    }
+}
+
+/// A reader that fails once the claim is lost.
+struct GuardedReader<'a> {
+    inner: Box<dyn std::io::Read + Send + 'a>,
+    claim: &'a dyn OrderClaim,
+}
+
+impl std::io::Read for GuardedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.claim.held() {
+            return Err(std::io::Error::other(
+                "claim on the shipping order lost (its lease ran out or another server took it \
+                 over); transfer stopped",
+            ));
+        }
+        self.inner.read(buf)
+    }
+}
+
+impl BayStore for Guarded<'_> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn local_dir(&self) -> Option<&Path> {
+        self.inner.local_dir()
+    }
+    fn list(&self) -> Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn exists(&self, name: &str) -> Result<bool> {
+        self.inner.exists(name)
+    }
+    fn size(&self, name: &str) -> Result<u64> {
+        self.inner.size(name)
+    }
+    fn open(&self, name: &str) -> Result<Box<dyn std::io::Read + Send + '_>> {
+        self.check()?;
+        Ok(Box::new(GuardedReader {
+            inner: self.inner.open(name)?,
+            claim: self.claim,
+        }))
+    }
+    fn write_from(&self, name: &str, reader: &mut dyn std::io::Read) -> Result<u64> {
+        self.check()?;
+        self.inner.write_from(name, reader)
+    }
+    fn remove(&self, name: &str) -> Result<()> {
+        self.check()?;
+        self.inner.remove(name)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.check()?;
+        self.inner.rename(from, to)
+    }
+    fn modified(&self, name: &str) -> Result<DateTime<Utc>> {
+        self.inner.modified(name)
+    }
+    fn lock(&self, name: &str) -> Result<Box<dyn Send>> {
+        self.inner.lock(name)
+    }
+    fn claims_orders(&self) -> bool {
+        self.inner.claims_orders()
+    }
+    #[cfg(feature = "s3")]
+    fn s3(&self) -> Option<&crate::s3::S3Store> {
+        self.inner.s3()
     }
 }
 
@@ -901,6 +1120,151 @@ mod tests {
         assert_eq!(report.failed, 1, "{report:?}");
         let order = ShippingOrder::load(&setup.outgoing(), &name).unwrap();
         assert_eq!(order.attempts["nowhere"].failures, 2);
+    }
+
+    /// A bay whose orders are claimed one by one (as on S3), over a
+    /// directory: its claims are lost once `lose_after` bytes of a packet
+    /// have been read, or at once when `busy`.
+    struct Claiming {
+        inner: DirStore,
+        lose_after: Option<usize>,
+        busy: bool,
+        flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    struct FlagClaim(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+    impl OrderClaim for FlagClaim {
+        fn held(&self) -> bool {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// Reads of a packet that lose the claim after `left` bytes.
+    struct Losing {
+        inner: Box<dyn std::io::Read + Send + 'static>,
+        left: usize,
+        flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl std::io::Read for Losing {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.left == 0 {
+                self.flag.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
+            let len = buf.len().min(self.left.max(1));
+            let n = self.inner.read(&mut buf[..len])?;
+            self.left = self.left.saturating_sub(n);
+            Ok(n)
+        }
+    }
+
+    impl BayStore for Claiming {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn list(&self) -> Result<Vec<String>> {
+            self.inner.list()
+        }
+        fn exists(&self, name: &str) -> Result<bool> {
+            self.inner.exists(name)
+        }
+        fn size(&self, name: &str) -> Result<u64> {
+            self.inner.size(name)
+        }
+        fn open(&self, name: &str) -> Result<Box<dyn std::io::Read + Send + '_>> {
+            let file = std::fs::File::open(self.inner.path(name)?).unwrap();
+            match self.lose_after {
+                Some(left) if packet_of(name).is_none() => Ok(Box::new(Losing {
+                    inner: Box::new(file),
+                    left,
+                    flag: self.flag.clone(),
+                })),
+                _ => Ok(Box::new(file)),
+            }
+        }
+        fn write_from(&self, name: &str, reader: &mut dyn std::io::Read) -> Result<u64> {
+            self.inner.write_from(name, reader)
+        }
+        fn remove(&self, name: &str) -> Result<()> {
+            self.inner.remove(name)
+        }
+        fn rename(&self, from: &str, to: &str) -> Result<()> {
+            self.inner.rename(from, to)
+        }
+        fn modified(&self, name: &str) -> Result<DateTime<Utc>> {
+            self.inner.modified(name)
+        }
+        fn lock(&self, name: &str) -> Result<Box<dyn Send>> {
+            self.inner.lock(name)
+        }
+        fn claims_orders(&self) -> bool {
+            true
+        }
+        fn claim_order(&self, _packet: &str) -> Result<Option<Box<dyn OrderClaim>>> {
+            if self.busy {
+                return Ok(None);
+            }
+            self.flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(Some(Box::new(FlagClaim(self.flag.clone()))))
+        }
+    }
+
+    #[test]
+    fn a_server_that_loses_its_claim_stops_the_transfer_and_leaves_the_order() {
+        let setup = Setup::new();
+        let name = setup.queue(1, &["ship"]);
+        let before = ShippingOrder::load(&setup.outgoing(), &name).unwrap();
+        let store = Claiming {
+            inner: setup.outgoing(),
+            lose_after: Some(100),
+            busy: false,
+            flag: Default::default(),
+        };
+        let lines = Mutex::new(Vec::new());
+        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
+        let shipper = Shipper {
+            config: &setup.config,
+            log: &log,
+        };
+        let class = setup.config.class("default").unwrap();
+        let report = shipper.process(&store, class, &name, at(NOW), Due::AfterBackoff);
+        // The copy to the directory hop stopped: nothing written there.
+        assert_eq!(
+            files_under(&setup.dir.path().join("usb")),
+            Vec::<String>::new()
+        );
+        assert_eq!(report.delivered, 0, "{report:?}");
+        // The order is left as it was, for the server that holds it now.
+        assert_eq!(
+            ShippingOrder::load(&setup.outgoing(), &name).unwrap(),
+            before
+        );
+        let lines = lines.lock().unwrap().join("\n");
+        assert!(
+            lines.contains(&format!("claim on the shipping order of {name} lost")),
+            "{lines}"
+        );
+
+        // An order another server has claimed is left alone.
+        let busy = Claiming {
+            busy: true,
+            lose_after: None,
+            ..store
+        };
+        let report = shipper.process(&busy, class, &name, at(NOW), Due::AfterBackoff);
+        assert_eq!(report, PassReport::default());
+        assert_eq!(
+            files_under(&setup.dir.path().join("usb")),
+            Vec::<String>::new()
+        );
+        // Claimed and held: delivered.
+        let free = Claiming {
+            busy: false,
+            ..busy
+        };
+        let report = shipper.process(&free, class, &name, at(NOW), Due::AfterBackoff);
+        assert_eq!(report.completed, 1, "{report:?}");
     }
 
     #[test]

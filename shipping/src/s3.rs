@@ -17,7 +17,7 @@
 //! tells the whole protocol.
 
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -216,9 +216,9 @@ impl S3Store {
     }
 
     fn key(&self, name: &str) -> Result<ObjectPath> {
-        // Lock objects (`.lock*`) are ours too; only user names are
-        // checked strictly.
-        if !name.starts_with(".lock") {
+        // Lock and claim objects (`.lock*`, `.claim-*`) are ours too; only
+        // user names are checked strictly.
+        if !name.starts_with(".lock") && !name.starts_with(CLAIM_PREFIX) {
             check_name(&self.describe(), name)?;
         }
         Ok(self.prefix_path().join(name))
@@ -377,42 +377,73 @@ impl S3Store {
     /// another holder's lease runs; the guard renews it every third of
     /// `lease` and removes it when dropped.
     pub fn take_lock(&self, name: &str, lease: Duration) -> Result<S3Lock> {
-        let holder = format!("{}:{}", hostname(), unique_id());
-        let mut wait = Duration::from_millis(50);
+        let mut wait = Duration::from_millis(20);
         loop {
-            let body = lease_body(&holder, lease);
-            if self.create_new(name, body.as_bytes())? {
-                break;
-            }
-            match self.read_versioned(name)? {
-                // Released meanwhile: try to create it again at once.
-                None => continue,
-                Some((data, version)) => {
-                    let expired = parse_lease(&data).is_none_or(|(_, until)| until < now_secs());
-                    if expired && self.replace_if(name, body.as_bytes(), &version)? {
-                        break;
-                    }
-                }
+            if let Some(lock) = self.try_lock(name, lease)? {
+                return Ok(lock);
             }
             std::thread::sleep(wait);
-            wait = (wait * 2).min(Duration::from_secs(1));
+            // Short holds (.lock-entries) are the common case: look again
+            // soon, but not more than four times a second.
+            wait = (wait * 2).min(Duration::from_millis(250));
         }
-        Ok(S3Lock::start(self.sibling(&self.url), name, holder, lease))
+    }
+
+    /// Takes the lock or claim `name` if it is free or its holder's lease
+    /// has run out; None, at once, when another holder's lease runs. Of
+    /// racing takers exactly one gets it (create-only PUT, or
+    /// compare-and-swap on the expired lease object).
+    pub fn try_lock(&self, name: &str, lease: Duration) -> Result<Option<S3Lock>> {
+        let holder = format!("{}:{}", hostname(), unique_id());
+        let body = lease_body(&holder, lease);
+        let mut taken = self.create_new(name, body.as_bytes())?;
+        if !taken {
+            match self.read_versioned(name)? {
+                // Released meanwhile: one more create-only attempt.
+                None => taken = self.create_new(name, body.as_bytes())?,
+                Some((data, version)) => {
+                    let expired = parse_lease(&data).is_none_or(|(_, until)| until < now_secs());
+                    taken = expired && self.replace_if(name, body.as_bytes(), &version)?;
+                }
+            }
+        }
+        let expires = parse_lease(body.as_bytes()).map_or(0, |(_, until)| until);
+        Ok(taken.then(|| S3Lock::start(self.sibling(&self.url), name, holder, lease, expires)))
+    }
+
+    /// Who holds the lock or claim `name` and until when (Unix seconds),
+    /// if anyone does.
+    pub fn lease_holder(&self, name: &str) -> Result<Option<(String, i64)>> {
+        Ok(self
+            .read_versioned(name)?
+            .and_then(|(data, _)| parse_lease(&data)))
     }
 }
 
-/// A held lock; renewed in the background, released on drop.
+/// The claim object of the order of `packet` in its bay.
+pub fn claim_name(packet: &str) -> String {
+    format!("{CLAIM_PREFIX}{packet}")
+}
+
+/// Claim objects' names start with this (then the packet's name).
+pub const CLAIM_PREFIX: &str = ".claim-";
+
+/// A held lock or order claim; renewed in the background, released on
+/// drop.
 pub struct S3Lock {
     stop: Option<std::sync::mpsc::Sender<()>>,
     renewer: Option<std::thread::JoinHandle<()>>,
     lost: Arc<AtomicBool>,
+    /// The expiry (Unix seconds) last written by this holder.
+    expires: Arc<AtomicI64>,
 }
 
 impl S3Lock {
-    fn start(store: S3Store, name: &str, holder: String, lease: Duration) -> S3Lock {
+    fn start(store: S3Store, name: &str, holder: String, lease: Duration, expires: i64) -> S3Lock {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let lost = Arc::new(AtomicBool::new(false));
-        let lost2 = lost.clone();
+        let expires = Arc::new(AtomicI64::new(expires));
+        let (lost2, expires2) = (lost.clone(), expires.clone());
         let name = name.to_string();
         let renewer = std::thread::spawn(move || {
             // Renewed every third of the lease until the lock is dropped
@@ -420,18 +451,31 @@ impl S3Lock {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(lease / 3)
             {
-                let ours = store
-                    .read_versioned(&name)
-                    .ok()
-                    .flatten()
-                    .filter(|(data, _)| parse_lease(data).is_some_and(|(h, _)| h == holder));
-                let renewed = ours.is_some_and(|(_, version)| {
-                    store
-                        .replace_if(&name, lease_body(&holder, lease).as_bytes(), &version)
-                        .unwrap_or(false)
-                });
-                if !renewed {
-                    lost2.store(true, Ordering::Relaxed);
+                if lost2.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let body = lease_body(&holder, lease);
+                match store.read_versioned(&name) {
+                    Ok(Some((data, version)))
+                        if parse_lease(&data).is_some_and(|(h, _)| h == holder) =>
+                    {
+                        match store.replace_if(&name, body.as_bytes(), &version) {
+                            Ok(true) => {
+                                let until = parse_lease(body.as_bytes()).map_or(0, |(_, t)| t);
+                                expires2.store(until, Ordering::Relaxed);
+                            }
+                            // Changed between the read and the write: by
+                            // a server that took it over.
+                            Ok(false) => lost2.store(true, Ordering::Relaxed),
+                            // The service did not answer: tried again at
+                            // the next round; `held` turns false when the
+                            // lease runs out meanwhile.
+                            Err(_) => {}
+                        }
+                    }
+                    // Gone, or another holder's: taken over.
+                    Ok(_) => lost2.store(true, Ordering::Relaxed),
+                    Err(_) => {}
                 }
             }
             // S3 (and RGW) cannot delete conditionally: delete only after
@@ -450,6 +494,7 @@ impl S3Lock {
             stop: Some(stop),
             renewer: Some(renewer),
             lost,
+            expires,
         }
     }
 
@@ -457,6 +502,20 @@ impl S3Lock {
     /// stalled past its lease).
     pub fn lost(&self) -> bool {
         self.lost.load(Ordering::Relaxed)
+    }
+
+    /// True while the lock is this holder's: not found taken over, and
+    /// the lease it last wrote has not run out (a holder whose renewals
+    /// fail, or that was stalled, stops counting on it before another
+    /// server may take it over).
+    pub fn held(&self) -> bool {
+        !self.lost() && now_secs() < self.expires.load(Ordering::Relaxed)
+    }
+}
+
+impl crate::bay::OrderClaim for S3Lock {
+    fn held(&self) -> bool {
+        S3Lock::held(self)
     }
 }
 
@@ -711,6 +770,17 @@ impl BayStore for S3Store {
 
     fn lock(&self, name: &str) -> Result<Box<dyn Send>> {
         Ok(Box::new(self.take_lock(name, self.lease)?))
+    }
+
+    fn claims_orders(&self) -> bool {
+        true
+    }
+
+    fn claim_order(&self, packet: &str) -> Result<Option<Box<dyn crate::bay::OrderClaim>>> {
+        check_name(&self.describe(), packet)?;
+        Ok(self
+            .try_lock(&claim_name(packet), self.lease)?
+            .map(|claim| Box::new(claim) as Box<dyn crate::bay::OrderClaim>))
     }
 }
 

@@ -30,6 +30,11 @@ mod s3 {
     use shipping::BayStore;
 
     pub fn fresh_store() -> Option<S3Store> {
+        fresh_store_with_lease(None)
+    }
+
+    /// A fresh store whose locks and claims have the lease `lease`.
+    pub fn fresh_store_with_lease(lease: Option<std::time::Duration>) -> Option<S3Store> {
         let server = test_support::s3_server()?;
         let url = S3Url::parse(&format!(
             "s3://{}/bay-stores/{}",
@@ -42,6 +47,7 @@ mod s3 {
             region: Some(server.region.clone()),
             allow_http: true,
             credentials: Some((server.access_key.clone(), server.secret_key.clone())),
+            lease,
             ..S3Options::default()
         };
         let store = S3Store::open(&url, &options).unwrap();
@@ -406,6 +412,82 @@ mod s3_only {
             drop(taken);
             rx.recv_timeout(Duration::from_secs(20)).unwrap();
         });
+        s3::assert_nothing_else(&store);
+    }
+
+    #[test]
+    fn orders_are_claimed_one_server_at_a_time_and_dead_claims_expire() {
+        let Some(store) = s3::fresh_store_with_lease(Some(Duration::from_secs(3))) else {
+            return;
+        };
+        assert!(store.claims_orders());
+        // One claim per order: a second taker is refused at once, while
+        // another order can be claimed at the same time.
+        let first = store.claim_order("a.zip").unwrap().expect("free");
+        assert!(first.held());
+        assert!(store.claim_order("a.zip").unwrap().is_none());
+        let other = store.claim_order("b.zip").unwrap().expect("another order");
+        // Racing takers of one free order: exactly one wins.
+        let wins: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..6)
+                .map(|_| {
+                    let store = &store;
+                    scope.spawn(move || {
+                        let claim = store.claim_order("c.zip").unwrap();
+                        let won = claim.is_some() as usize;
+                        // Held until every taker has tried.
+                        std::thread::sleep(Duration::from_millis(500));
+                        won
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(wins, 1);
+        // Renewed while held: still held after more than one lease.
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            assert!(first.held());
+            assert!(store.claim_order("a.zip").unwrap().is_none());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // Released: free again.
+        drop(first);
+        drop(store.claim_order("a.zip").unwrap().expect("released"));
+        // The claim of a server that died: taken over once it expired.
+        let expired = chrono::Utc::now().timestamp() - 1;
+        assert!(store
+            .create_new(
+                ".claim-d.zip",
+                format!("holder = \"dead:1\"\nexpires = {expired}\n").as_bytes()
+            )
+            .unwrap());
+        let taken = store.claim_order("d.zip").unwrap().expect("expired claim");
+        assert!(taken.held());
+        // A claim taken over by another server (this one stalled past
+        // its lease) is found lost at the next renewal.
+        let (_, version) = store.read_versioned(".claim-b.zip").unwrap().unwrap();
+        let until = chrono::Utc::now().timestamp() + 60;
+        assert!(store
+            .replace_if(
+                ".claim-b.zip",
+                format!("holder = \"other:2\"\nexpires = {until}\n").as_bytes(),
+                &version
+            )
+            .unwrap());
+        let started = std::time::Instant::now();
+        while other.held() {
+            assert!(started.elapsed() < Duration::from_secs(10), "never lost");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The loser does not remove the new holder's claim.
+        drop(other);
+        assert_eq!(
+            store.lease_holder(".claim-b.zip").unwrap().unwrap().0,
+            "other:2"
+        );
+        store.remove(".claim-b.zip").unwrap();
+        drop(taken);
         s3::assert_nothing_else(&store);
     }
 

@@ -64,8 +64,9 @@ pub struct Args {
     pub listen: Option<String>,
 
     /// Shipping orders (PACKET.order files, or their packets) to work
-    /// through now, in any directory, whatever their retry backoff; nothing
-    /// else is touched. All are checked first: one that is missing,
+    /// through now, in any directory, or in a bay on S3
+    /// (s3://BUCKET/PREFIX/outgoing/PACKET.order), whatever their retry
+    /// backoff; nothing else is touched. All are checked first: one that is missing,
     /// unreadable or of an unknown storage class delivers none.
     #[arg(value_name = "ORDER", conflicts_with_all = ["poll", "listen"])]
     pub orders: Vec<PathBuf>,

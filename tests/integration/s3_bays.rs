@@ -244,6 +244,7 @@ fn three_servers_share_one_s3_bay_and_deliver_each_packet_exactly_once() {
     .ok();
     assert!(queued.stdout.contains("Submitted "), "{}", queued.stdout);
 
+    let started = Instant::now();
     let servers: Vec<Server> = (0..3).map(|_| hub.start()).collect();
     let deadline = Instant::now() + Duration::from_secs(600);
     while hub.orders_left() > 0 {
@@ -255,7 +256,15 @@ fn three_servers_share_one_s3_bay_and_deliver_each_packet_exactly_once() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    eprintln!(
+        "3 servers shipped 200 packets to 2 destinations in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let logs: String = servers.iter().map(Server::log).collect();
+    // Claims spread the orders over the servers: each one delivered some.
+    for server in &servers {
+        assert!(server.log().contains("delivered sync_"), "{}", server.log());
+    }
     for server in servers {
         assert_eq!(server.terminate(), 0);
     }
@@ -296,6 +305,123 @@ fn three_servers_share_one_s3_bay_and_deliver_each_packet_exactly_once() {
     assert_eq!(
         listed.stdout.trim(),
         format!("s3://{}/{}/return/{name}", hub.server.bucket, hub.prefix)
+    );
+}
+
+#[test]
+fn an_order_another_server_claimed_is_left_to_it_and_a_dead_servers_claim_is_taken_over() {
+    let Some(hub) = hub(3, 20) else {
+        return;
+    };
+    let outgoing = hub.outgoing();
+    let packets: Vec<String> = outgoing
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| !n.ends_with(".order"))
+        .collect();
+    assert_eq!(packets.len(), 3);
+    // Another server is working on the first order (its claim is renewed
+    // while this test holds it)...
+    let busy = outgoing
+        .claim_order(&packets[0])
+        .unwrap()
+        .expect("nobody else claims it");
+    // ...and one that died held the second: its lease ran out.
+    let expired = chrono::Utc::now().timestamp() - 1;
+    assert!(outgoing
+        .create_new(
+            &format!(".claim-{}", packets[1]),
+            format!("holder = \"dead:1\"\nexpires = {expired}\n").as_bytes()
+        )
+        .unwrap());
+    let server = hub.start();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while hub.orders_left() > 1 {
+        assert!(Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Passes go on (one a second) while the claimed order is left alone.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(busy.held());
+    let arrived = |incoming: &Path| -> Vec<String> {
+        packet_files(incoming)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+            .collect()
+    };
+    let mut expected = vec![packets[1].clone(), packets[2].clone()];
+    expected.sort();
+    assert_eq!(arrived(&hub.ship.1), expected, "{}", server.log());
+    assert_eq!(arrived(&hub.lab.1), expected, "{}", server.log());
+    assert!(outgoing.exists(&format!("{}.order", packets[0])).unwrap());
+    // Released: the next pass delivers it.
+    drop(busy);
+    while hub.orders_left() > 0 {
+        assert!(Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(server.terminate(), 0);
+    hub.assert_all_arrived(3);
+    assert_eq!(repeats(&hub.ship.0) + repeats(&hub.lab.0), 0);
+    // No claim is left behind.
+    assert_eq!(outgoing.list_all_keys().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn shipping_server_order_works_through_an_order_named_by_its_s3_url() {
+    let Some(hub) = hub(1, 20) else {
+        return;
+    };
+    let outgoing = hub.outgoing();
+    let packet = outgoing
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|n| !n.ends_with(".order"))
+        .unwrap();
+    let conf = hub.conf.to_str().unwrap();
+    let url = format!("{}/{packet}.order", outgoing.describe());
+    // Named while another server holds its claim: left to it.
+    let claim = outgoing.claim_order(&packet).unwrap().unwrap();
+    let left = run(
+        hub.fam.dir.path(),
+        "shipping_server",
+        ["-shipconf", conf, &url],
+    )
+    .ok();
+    assert!(left.stdout.contains("left to it"), "{}", left.stdout);
+    drop(claim);
+    let shipped = run(
+        hub.fam.dir.path(),
+        "shipping_server",
+        ["-shipconf", conf, &url],
+    )
+    .ok();
+    assert!(
+        shipped.stdout.contains(&format!("delivered {packet}")),
+        "{}",
+        shipped.stdout
+    );
+    hub.assert_all_arrived(1);
+    assert_eq!(outgoing.list_all_keys().unwrap(), Vec::<String>::new());
+    // A URL outside every class's outgoing bay is refused, naming it.
+    let elsewhere = format!(
+        "s3://{}/elsewhere/outgoing/{packet}.order",
+        hub.server.bucket
+    );
+    let refused = run(
+        hub.fam.dir.path(),
+        "shipping_server",
+        ["-shipconf", conf, &elsewhere],
+    )
+    .fails_with(1);
+    assert!(
+        refused
+            .stderr
+            .contains("not in the outgoing bay of any storage class on S3"),
+        "{}",
+        refused.stderr
     );
 }
 
