@@ -333,6 +333,14 @@ impl std::fmt::Display for RestoreWait {
                 "its own {changes} that a sibling holds and it forgot"
             ));
         }
+        if parts.is_empty() {
+            // Everything arrived; the import or export that saw it last
+            // ends the restore (see `finish_restore_if_done`).
+            return f.write_str(
+                "nothing more (every sibling waited for was heard from; the next syncreplica -import \
+                 finishes the restore)",
+            );
+        }
         f.write_str(&parts.join(" and "))
     }
 }

@@ -343,8 +343,28 @@ fn import_files(
             let parts = candidates.remove(&id).expect("present");
             let files: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
             if !*recorded {
-                let (_, summary) = crate::sync::record::record_local_changes(replica)?;
+                // During a restore (`mkreplica -restore`) local changes are
+                // left unrecorded, not refused: each would be numbered like
+                // a change a sibling may hold, and refusing would keep the
+                // restore from ever finishing. The apply engine keeps what
+                // it finds on disk that the recorded state does not vouch
+                // for.
+                let (_, summary, waiting) = crate::sync::record::record_for_export(replica)?;
                 *recorded = true;
+                if waiting > 0 {
+                    outcomes.push(PacketOutcome::Note {
+                        note: format!(
+                            "this replica is being restored from a backup: {} not recorded \
+                             yet (it would be numbered like a change a sibling may hold); \
+                             the first record after the restore finishes takes {}",
+                            match waiting {
+                                1 => "1 local change is".to_string(),
+                                n => format!("{n} local changes are"),
+                            },
+                            if waiting == 1 { "it" } else { "them" }
+                        ),
+                    });
+                }
                 if let Some(undone) = &summary.mirror {
                     outcomes.extend(
                         crate::sync::mirror::notes(undone)

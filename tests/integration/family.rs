@@ -1417,3 +1417,30 @@ fn a_creation_packet_with_a_forged_or_missing_checkpoint_is_refused() {
         assert!(!root.exists(), "{label}: nothing made");
     }
 }
+
+#[test]
+fn a_restore_finishes_although_a_file_was_edited_meanwhile() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    acknowledge(&fam, "beta", "alpha", "hello");
+    run(&beta, "mkreplica", ["-restore"]).ok();
+    // Someone edits the restored tree before the restore is over.
+    write(&beta, "new.txt", "made during the restore");
+    acknowledge(&fam, "beta", "alpha", "restored-ack");
+    write(&alpha, "b.txt", "from alpha");
+    let out = fam.packet_dir("back");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    let back = import_from(&beta, &[&out]).ok();
+    assert!(back.stdout.contains("Restore finished"), "{}", back.stdout);
+    assert!(
+        back.stdout.contains("1 local change is not recorded yet"),
+        "{}",
+        back.stdout
+    );
+    assert_eq!(read(&beta, "b.txt"), "from alpha");
+    assert_eq!(read(&beta, "new.txt"), "made during the restore");
+    // Recorded once the restore is over, and it travels.
+    fam.send("beta", "alpha", "after");
+    assert_eq!(read(&alpha, "new.txt"), "made during the restore");
+    assert_eq!(tree_listing(&alpha), tree_listing(&beta));
+}
