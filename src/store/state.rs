@@ -1805,6 +1805,18 @@ pub fn add_clone_alarm(tx: &Transaction, alarm: &CloneAlarm) -> rusqlite::Result
     .map(drop)
 }
 
+/// Clears the clone alarms about `replica` (it was restored from a
+/// backup: the restore explains, and renumbers, the change it numbered
+/// like one this replica holds).
+pub fn clear_clone_alarms(tx: &Transaction, replica: &Id) -> rusqlite::Result<()> {
+    family_tables(tx)?;
+    tx.execute(
+        "DELETE FROM clone_alarms WHERE replica = ?1",
+        params![replica.0.as_slice()],
+    )
+    .map(drop)
+}
+
 // Proof of convergence (issue 13): each sibling's exclude patterns as its
 // packets carry them, the last tree digest received from each sibling with
 // what the comparison found, and the last time each was verified in step.
@@ -2643,6 +2655,23 @@ pub fn scrub_operations(
         params![origin.0.as_slice(), through as i64],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
+    // A fingerprint of each operation that goes, so that a copy of it
+    // arriving later can still be told from a different operation with
+    // that number (clone detection, `family::differs_from_log`).
+    tx.execute_batch(SCRUBBED_TABLE)?;
+    {
+        let mut select =
+            tx.prepare("SELECT epoch, op FROM oplog WHERE origin = ?1 AND epoch <= ?2")?;
+        let mut insert = tx.prepare(
+            "INSERT OR REPLACE INTO scrubbed_ops (origin, epoch, fingerprint) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut rows = select.query(params![origin.0.as_slice(), through as i64])?;
+        while let Some(row) = rows.next()? {
+            let epoch: i64 = row.get(0)?;
+            let op: Vec<u8> = row.get(1)?;
+            insert.execute(params![origin.0.as_slice(), epoch, op_fingerprint(&op)])?;
+        }
+    }
     tx.execute(
         "DELETE FROM oplog WHERE origin = ?1 AND epoch <= ?2",
         params![origin.0.as_slice(), through as i64],
@@ -2654,7 +2683,45 @@ pub fn scrub_operations(
     Ok((count as u64, bytes as u64))
 }
 
+// The fingerprints of scrubbed operations: 8 bytes of the SHA-256 of each
+// one's encoding (as the log held it), about 30 bytes a row where the
+// operation took hundreds. Enough to tell an operation from a different
+// one numbered alike (two copies of its origin), which is an accident,
+// not an attack: any member holding the origin's key could forge either.
+// Made on first use.
+const SCRUBBED_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS scrubbed_ops (
+    origin      BLOB NOT NULL,
+    epoch       INTEGER NOT NULL,
+    fingerprint INTEGER NOT NULL,
+    PRIMARY KEY (origin, epoch)
+) WITHOUT ROWID;
+";
+
+/// The fingerprint a scrubbed operation (its encoding, `op`) leaves.
+pub fn op_fingerprint(op: &[u8]) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(op);
+    i64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
 impl State {
+    /// The fingerprint ([`op_fingerprint`]) of `origin`'s operation
+    /// `epoch`, if it was scrubbed from the log.
+    pub fn scrubbed_fingerprint(&self, origin: &Id, epoch: u64) -> Result<Option<i64>> {
+        if !self.has_table("scrubbed_ops")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT fingerprint FROM scrubbed_ops WHERE origin = ?1 AND epoch = ?2",
+                params![origin.0.as_slice(), epoch as i64],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))
+    }
+
     /// Every checkpoint this replica holds, by origin.
     pub fn checkpoints(&self) -> Result<BTreeMap<Id, packet_format::seals::Checkpoint>> {
         let db = |source| self.db_error(source);

@@ -154,6 +154,7 @@ fn import_files(
 
     let me = replica.identity.replica_id;
     let mut candidates: BTreeMap<Id, Vec<Examination>> = BTreeMap::new();
+    let mut member_notes: HashMap<Id, crate::sync::family::MemberNote> = HashMap::new();
     for (id, all_parts) in grouped.logical {
         // The same part twice (a copy under another name) is one part.
         let mut parts: Vec<Examination> = Vec::new();
@@ -262,8 +263,11 @@ fn import_files(
             match crate::sync::family::check_incarnation(replica, &header, &packet)? {
                 Some(why) => outcomes.push(PacketOutcome::Refused { files, why }),
                 None => {
-                    if let Some(note) = crate::sync::family::note_member_packet(replica, &header)? {
-                        outcomes.push(PacketOutcome::Note { note });
+                    // Taken only once the packet is accepted: nothing of a
+                    // refused packet is (not even what its row says).
+                    if let Some(note) = crate::sync::family::assess_member_packet(replica, &header)?
+                    {
+                        member_notes.insert(id, note);
                     }
                     let paths: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
                     if let Some(note) = set_aside_collisions(replica, &paths)? {
@@ -303,6 +307,9 @@ fn import_files(
                             ),
                             Err(_) => None,
                         };
+                        if acknowledged.is_ok() {
+                            outcomes.extend(take_note(replica, &mut member_notes, &id)?);
+                        }
                         match acknowledged {
                             Ok(sender) if header.epoch_ranges.is_empty() => {
                                 let removal = remove_if(request.remove, &files);
@@ -375,6 +382,7 @@ fn import_files(
             }
             match apply_logical(replica, &files) {
                 Ok((sender, report)) => {
+                    outcomes.extend(take_note(replica, &mut member_notes, &id)?);
                     let header = parts[0].header.clone().expect("header");
                     let check = crate::sync::digest::check_after_import(
                         replica,
@@ -436,7 +444,10 @@ fn import_files(
             outcomes.push(PacketOutcome::Refused { files, why });
         }
     }
-    for (_, parts) in candidates {
+    for (id, parts) in candidates {
+        // Not refused: what it says of its sender (during a restore here,
+        // what it holds of this replica's own) counts already.
+        outcomes.extend(take_note(replica, &mut member_notes, &id)?);
         let header = parts[0].header.clone().expect("header");
         let why = view.readiness(&header).to_string();
         outcomes.push(PacketOutcome::Waiting {
@@ -446,6 +457,20 @@ fn import_files(
         });
     }
     Ok(outcomes)
+}
+
+/// Takes what the accepted packet `id` says of its sender
+/// ([`crate::sync::family::take_member_note`]), once; returns the note for
+/// the user, if any.
+fn take_note(
+    replica: &mut LockedReplica,
+    notes: &mut HashMap<Id, crate::sync::family::MemberNote>,
+    id: &Id,
+) -> Result<Option<PacketOutcome>> {
+    let Some(note) = notes.remove(id) else {
+        return Ok(None);
+    };
+    Ok(crate::sync::family::take_member_note(replica, &note)?.map(|note| PacketOutcome::Note { note }))
 }
 
 /// Verifies all parts of one logical packet again (they were examined, now

@@ -1444,3 +1444,52 @@ fn a_restore_finishes_although_a_file_was_edited_meanwhile() {
     assert_eq!(read(&alpha, "new.txt"), "made during the restore");
     assert_eq!(tree_listing(&alpha), tree_listing(&beta));
 }
+
+#[test]
+fn a_copied_replica_s_packet_takes_nothing_and_stays_refused_after_a_scrub() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    acknowledge(&fam, "beta", "alpha", "hello");
+    let copy = fam.dir.path().join("beta-copy");
+    copy_dir(&beta, &copy);
+    write(&beta, "x1.txt", "first of beta");
+    write(&beta, "x2.txt", "second of beta");
+    fam.send("beta", "alpha", "edits");
+    let own = own_epoch(&beta);
+    assert!(own >= 2);
+    assert_eq!(confirmed(&alpha, "beta", "beta"), Some(own));
+    // The copy numbers its own change like beta's first.
+    write(&copy, "y.txt", "from the copy");
+    let out = fam.packet_dir("from-copy");
+    export_to(&copy, &out, &["alpha"], &[]).ok();
+    let again = fam.packet_dir("from-copy-again");
+    for file in packet_files(&out) {
+        std::fs::copy(&file, again.join(file.file_name().unwrap())).unwrap();
+    }
+    let refused = import_from(&alpha, &[&out]).fails_with(1);
+    assert!(refused.stderr.contains("cloned"), "{refused:?}");
+    // Nothing of the refused packet was taken: not its row either.
+    assert!(!refused.stdout.contains("restored from a backup"), "{refused:?}");
+    assert_eq!(confirmed(&alpha, "beta", "beta"), Some(own));
+    assert_eq!(epoch_in_row(&alpha, "beta", "beta"), own);
+
+    // Every member holds everything; beta's changes are scrubbed at alpha.
+    acknowledge(&fam, "beta", "alpha", "all");
+    let scrubbed = scrub_later(&alpha, PAST_KEEP_SECS).ok();
+    assert!(scrubbed.stdout.contains("Scrubbed"), "{}", scrubbed.stdout);
+    assert!(logged_epochs(&alpha, "beta").is_empty());
+
+    // The copy's packet, imported again with -remove: still refused, and
+    // it stays.
+    let before = packet_files(&again);
+    let refused = run(
+        &alpha,
+        "syncreplica",
+        [OsStr::new("-import"), "-remove".as_ref(), again.as_os_str()],
+    )
+    .fails_with(1);
+    assert!(refused.stderr.contains("cloned"), "{refused:?}");
+    assert!(!refused.stdout.contains("Already applied"), "{refused:?}");
+    assert_eq!(packet_files(&again), before);
+    assert!(!alpha.join("y.txt").exists());
+}
