@@ -89,7 +89,7 @@ pub fn manual(name: &str) -> Manual {
                 ),
                 (
                     "syncreplica -export -fmt json",
-                    "{version: 1, targets: [{target, outcome (\"written\", \"acknowledgement\", \"up to date\", \"held back\"), sequence (null when nothing was written), operations, files_added_or_changed, deleted, chunks_sent, chunk_bytes_sent, chunks_as_recipes, chunks_reused, answered, parts: [{path, size}], resent: [{origin, first, last, reason (\"asked\", \"unconfirmed\"), sent}], held_back: {path, operations} or null}], queued: [{packet, destinations, expires}] (with -ship, -fship)}. Printed once every target is done; a failed -fship delivery still exits 1 after it.",
+                    "{version: 1, targets: [{target, outcome (\"written\", \"acknowledgement\", \"up to date\", \"held back\"), sequence (null when nothing was written), operations, files_added_or_changed, deleted, chunks_sent, chunk_bytes_sent, chunks_as_recipes, chunks_reused, answered, parts: [{path, size}], resent: [{origin, first, last, reason (\"asked\", \"unconfirmed\", \"tell_refused_copy\": the target's first change, once after a clone alarm about it), sent}], held_back: {path, operations} or null}], queued: [{packet, destinations, expires}] (with -ship, -fship)}. Printed once every target is done; a failed -fship delivery still exits 1 after it.",
                 ),
                 (
                     "syncreplica -import -fmt json",

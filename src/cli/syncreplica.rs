@@ -575,6 +575,12 @@ fn print_resent(target: &str, resent: &[export::Resend]) {
         let count = resend.last - resend.first + 1;
         let why = match &resend.reason {
             export::ResendReason::Asked => "asked for with -resendall".to_string(),
+            export::ResendReason::TellRefusedCopy { alarm_ns } => format!(
+                "{} is cloned (clone alarm of {}): the copy whose packets are refused finds this \
+                 change differs from its own and learns it is that copy; the accepted copy skips it",
+                printable(target),
+                crate::sys::clock::format_time_ns(*alarm_ns)
+            ),
             export::ResendReason::Unconfirmed { sent_ns, after } => format!(
                 "sent {} and not confirmed by {} within resend_after = {after}",
                 crate::sys::clock::format_time_ns(*sent_ns),

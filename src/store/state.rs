@@ -1805,6 +1805,44 @@ pub fn add_clone_alarm(tx: &Transaction, alarm: &CloneAlarm) -> rusqlite::Result
     .map(drop)
 }
 
+// When this replica last told a member's refused copy that it is refused
+// (an export carrying that member's first change again, see
+// `export::tell_a_refused_copy`): told once per new alarm. Made on first
+// use.
+const CLONE_TELLS_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS clone_tells (
+    replica     BLOB PRIMARY KEY,
+    at_ns       INTEGER NOT NULL
+);
+";
+
+/// Notes that a packet to `replica` told its refused copy, at `at_ns`.
+pub fn note_clone_told(tx: &Transaction, replica: &Id, at_ns: i64) -> rusqlite::Result<()> {
+    tx.execute_batch(CLONE_TELLS_TABLE)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO clone_tells (replica, at_ns) VALUES (?1, ?2)",
+        params![replica.0.as_slice(), at_ns],
+    )
+    .map(drop)
+}
+
+impl State {
+    /// When a packet to `replica` last told its refused copy so.
+    pub fn clone_told(&self, replica: &Id) -> Result<Option<i64>> {
+        if !self.has_table("clone_tells")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT at_ns FROM clone_tells WHERE replica = ?1",
+                params![replica.0.as_slice()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))
+    }
+}
+
 /// Clears the clone alarms about `replica` (it was restored from a
 /// backup: the restore explains, and renumbers, the change it numbered
 /// like one this replica holds).

@@ -58,9 +58,14 @@ pub fn record_for_export(
 ) -> Result<(ScanOutcome, RecordSummary, usize)> {
     if crate::sync::family::restore_wait(replica)?.is_some() {
         crate::sync::apply::recover(replica)?;
-        let outcome = replica.scan(&mut ScanHooks::default())?;
+        let mut outcome = replica.scan_to_record(&mut ScanHooks::default())?;
         let waiting = outcome.changes.len();
-        return Ok((outcome, RecordSummary::default(), waiting));
+        // The changes wait; what the scan found unchanged is still noted
+        // (the fast path's stat columns: a restored copy's files have new
+        // inodes and times), so that an import's plan knows them.
+        outcome.changes.clear();
+        let (outcome, summary) = record_scanned(replica, outcome)?;
+        return Ok((outcome, summary, waiting));
     }
     let (outcome, summary) = record_local_changes(replica)?;
     Ok((outcome, summary, 0))

@@ -1493,3 +1493,65 @@ fn a_copied_replica_s_packet_takes_nothing_and_stays_refused_after_a_scrub() {
     assert_eq!(packet_files(&again), before);
     assert!(!alpha.join("y.txt").exists());
 }
+
+/// `syncreplica -export -fmt json -out OUT TARGET` at `root`: the target's
+/// object.
+fn export_json(root: &Path, out: &Path, target: &str) -> serde_json::Value {
+    let run = export_to(root, out, &[target], &["-fmt", "json"]).ok();
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    json["targets"][0].clone()
+}
+
+#[test]
+fn after_a_restore_nothing_confirmed_is_resent_and_the_clone_alarm_clears() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    fam.send("alpha", "beta", "first");
+    acknowledge(&fam, "beta", "alpha", "first-back");
+    let backup = fam.dir.path().join("alpha-backup");
+    copy_dir(&alpha, &backup);
+    write(&alpha, "b.txt", "made after the backup");
+    fam.send("alpha", "beta", "after-backup");
+    // The old copy comes back and sends a change numbered like the lost
+    // one: beta raises the clone alarm.
+    std::fs::remove_dir_all(&alpha).unwrap();
+    copy_dir(&backup, &alpha);
+    write(&alpha, "c.txt", "made by the restored copy");
+    let out = fam.packet_dir("collides");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    import_from(&beta, &[&out]).fails_with(1);
+    assert_eq!(
+        lsreplica_member(&beta, "alpha")["clone_alarms"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // The restore explains it: the alarm clears.
+    run(&alpha, "mkreplica", ["-restore"]).ok();
+    let noted = acknowledge(&fam, "alpha", "beta", "restored-ack");
+    assert!(
+        noted.stdout.contains("its clone alarm is cleared"),
+        "{}",
+        noted.stdout
+    );
+    assert!(lsreplica_member(&beta, "alpha")["clone_alarms"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    fam.send("beta", "alpha", "returned");
+    fam.send("alpha", "beta", "renumbered");
+    acknowledge(&fam, "alpha", "beta", "confirms");
+    assert_eq!(tree_listing(&alpha), tree_listing(&beta));
+
+    // Every later packet to alpha carries only what is new, twice over.
+    for round in 0..2 {
+        write(&beta, &format!("new{round}.txt"), "from beta");
+        let out = fam.packet_dir(&format!("new{round}"));
+        let sent = export_json(&beta, &out, "alpha");
+        assert_eq!(sent["operations"], 1, "{sent}");
+        assert_eq!(sent["resent"], serde_json::json!([]), "{sent}");
+        import_from(&alpha, &[&out]).ok();
+        acknowledge(&fam, "alpha", "beta", &format!("ack{round}"));
+    }
+}

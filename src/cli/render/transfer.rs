@@ -140,12 +140,14 @@ pub fn target_json(target: &str, result: &export::TargetExport) -> TargetJson {
                     reason: match r.reason {
                         export::ResendReason::Asked => "asked",
                         export::ResendReason::Unconfirmed { .. } => "unconfirmed",
+                        export::ResendReason::TellRefusedCopy { .. } => "tell_refused_copy",
                     },
                     sent: match r.reason {
                         export::ResendReason::Unconfirmed { sent_ns, .. } => {
                             Some(crate::sys::clock::rfc3339_ns(sent_ns))
                         }
-                        export::ResendReason::Asked => None,
+                        export::ResendReason::Asked
+                        | export::ResendReason::TellRefusedCopy { .. } => None,
                     },
                 })
                 .collect();
