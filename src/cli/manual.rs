@@ -63,9 +63,9 @@ pub fn manual(name: &str) -> Manual {
         "syncreplica" => Manual {
             synopses: &[
                 "syncreplica -status [-fmt json] [-replica DIR]",
-                "syncreplica -record [-resend PATH…] [-quiet] [-replica DIR]",
+                "syncreplica -record [-resendpath PATH…] [-quiet] [-replica DIR]",
                 "syncreplica -export -out DIR [-maxsize SIZE] [-c TEXT | -nc] [-workdir DIR] [-fullcontent] [-fmt json] [-quiet] [-replica DIR] TARGET…",
-                "syncreplica -export {-resendall | -ack} -out DIR TARGET…",
+                "syncreplica -export {-resend | -ack} -out DIR TARGET…",
                 "syncreplica -export {-ship | -fship} [-sclass CLASS] [-pexpire WHEN] [-shipconf FILE] [-maxsize SIZE] TARGET…",
                 "syncreplica -import [-remove] [-fmt json] [-quiet] [-replica DIR] PACKET_OR_DIR…",
                 "syncreplica -import -receive [-sclass CLASS] [-shipconf FILE]",

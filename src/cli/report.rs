@@ -254,8 +254,8 @@ pub fn hint(err: &Error) -> Option<String> {
                 .into()
         }
         Error::NotHeld { .. } => {
-            "-resend sends what this replica holds: run it at a sibling that has the path \
-             (to resend a sibling what it has not confirmed, use -export -resendall TARGET)"
+            "-resendpath sends what this replica holds: run it at a sibling that has the path \
+             (to resend a sibling what it has not confirmed, use -export -resend TARGET)"
                 .into()
         }
         Error::BadResendPath { .. } => {

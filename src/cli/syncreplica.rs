@@ -29,7 +29,7 @@ use clap::Parser;
 /// was sent goes again with the next -export to that sibling, and the
 /// export says so: a lost packet needs no chepoch. Only siblings that have
 /// sent this replica a packet confirm; on a one-way link nothing is resent
-/// by itself. -resendall resends every unconfirmed change at once; -ack
+/// by itself. -resend resends every unconfirmed change at once; -ack
 /// writes a packet with no changes, only this replica's row, for a
 /// sibling that has nothing else to send back.
 ///
@@ -55,7 +55,7 @@ use clap::Parser;
 /// commit (a folder the user may not write) leaves that path at its older
 /// version and is reported ("not applied here"); the other packets are
 /// applied, the command exits 1, and -status lists the path until a later
-/// packet writes it (once the cause is fixed, -resend PATH at a sibling
+/// packet writes it (once the cause is fixed, -resendpath PATH at a sibling
 /// sends it again).
 ///
 /// Every packet also carries a digest of its sender's recorded tree at the
@@ -206,19 +206,19 @@ pub struct Args {
     /// sibling that changed one meanwhile sees a conflict. Repeat for
     /// several paths.
     #[arg(long, value_name = "PATH")]
-    pub resend: Vec<PathBuf>,
+    pub resendpath: Vec<PathBuf>,
 
     /// With -export: send each TARGET again, now, every change it has not
     /// confirmed (those sent since the last packet from it that had them),
     /// without waiting for resend_after. Resending is harmless: the target
-    /// skips what it has.
-    #[arg(long)]
-    pub resendall: bool,
+    /// skips what it has. (-resendall is an old name of it.)
+    #[arg(long, alias = "resendall")]
+    pub resend: bool,
 
     /// With -export: write for each TARGET a small packet that carries no
     /// changes, only this replica's epoch row, to confirm what it received
     /// (so the target does not resend it after resend_after).
-    #[arg(long, conflicts_with_all = ["resendall", "fullcontent", "resend"])]
+    #[arg(long, conflicts_with_all = ["resend", "fullcontent", "resendpath"])]
     pub ack: bool,
 
     /// The replica's root. Without it, the current directory and then its
@@ -421,7 +421,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         after_target: Some(&print_target_export),
         mode: if args.ack {
             export::Mode::AckOnly
-        } else if args.resendall {
+        } else if args.resend {
             export::Mode::ResendAll
         } else {
             export::Mode::Normal
@@ -574,7 +574,7 @@ fn print_resent(target: &str, resent: &[export::Resend]) {
     for resend in resent {
         let count = resend.last - resend.first + 1;
         let why = match &resend.reason {
-            export::ResendReason::Asked => "asked for with -resendall".to_string(),
+            export::ResendReason::Asked => "asked for with -resend".to_string(),
             export::ResendReason::TellRefusedCopy { alarm_ns } => format!(
                 "{} is cloned (clone alarm of {}): the copy whose packets are refused finds this \
                  change differs from its own and learns it is that copy; the accepted copy skips it",
@@ -1082,11 +1082,11 @@ fn print_import_json(outcomes: &[import::PacketOutcome]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `-resend` paths, checked against the replica before anything is
+/// The `-resendpath` paths, checked against the replica before anything is
 /// recorded.
 fn resend_paths(replica: &Replica, args: &Args) -> anyhow::Result<Vec<Vec<u8>>> {
     let paths = args
-        .resend
+        .resendpath
         .iter()
         .map(|p| record::resend_path(p.as_os_str()))
         .collect::<crate::error::Result<Vec<_>>>()?;
@@ -1094,7 +1094,7 @@ fn resend_paths(replica: &Replica, args: &Args) -> anyhow::Result<Vec<Vec<u8>>> 
     Ok(paths)
 }
 
-/// Re-asserts the `-resend` paths (after local changes are recorded), and
+/// Re-asserts the `-resendpath` paths (after local changes are recorded), and
 /// says so.
 fn resend_now(replica: &mut replica::LockedReplica, paths: &[Vec<u8>]) -> anyhow::Result<()> {
     if paths.is_empty() {
@@ -1103,7 +1103,7 @@ fn resend_now(replica: &mut replica::LockedReplica, paths: &[Vec<u8>]) -> anyhow
     let resent = record::resend(replica, paths)?;
     for path in &resent.gone {
         errln!(
-            "{NAME}: warning: -resend '{}': deleted since the command started; nothing resent for it",
+            "{NAME}: warning: -resendpath '{}': deleted since the command started; nothing resent for it",
             crate::tree::relpath::display(path)
         );
     }
@@ -1174,11 +1174,13 @@ fn plural(count: u64) -> &'static str {
 /// Usage errors clap cannot express: checked before the replica is
 /// looked up, so a wrong command line says so wherever it is run.
 fn check_usage(args: &Args) -> anyhow::Result<()> {
-    if !(args.resend.is_empty() || args.record || args.export) {
-        usage!("-resend applies to -record and -export only");
+    if !(args.resendpath.is_empty() || args.record || args.export) {
+        usage!("-resendpath applies to -record and -export only");
     }
-    if (args.resendall || args.ack) && !args.export {
-        usage!("-resendall and -ack apply to -export only");
+    if (args.resend || args.ack) && !args.export {
+        usage!(
+            "-resend and -ack apply to -export only (to record a path again so that exports send it, use -resendpath PATH)"
+        );
     }
     if !args.export {
         let given: Vec<&str> = [

@@ -149,7 +149,7 @@ soft_delete_days = 30
 # packet a sibling sends carries its epoch row: what it has) before it sends
 # the unconfirmed changes again, in case a packet was lost. Only siblings
 # that have sent this replica a packet confirm; on a one-way link nothing is
-# resent automatically (syncreplica -export -resendall TARGET resends now).
+# resent automatically (syncreplica -export -resend TARGET resends now).
 # A number with a unit s, m, h or d ("7d", "36h"), or "never".
 resend_after = "7d"
 

@@ -51,7 +51,7 @@ pub enum Mode {
     #[default]
     Normal,
     /// What the target lacks, and again everything it has not confirmed,
-    /// now (`-resendall`).
+    /// now (`-resend`).
     ResendAll,
     /// No operations: a packet carrying only this replica's epoch row, as
     /// an acknowledgement (`-ack`).
@@ -66,7 +66,7 @@ pub enum ResendReason {
         sent_ns: i64,
         after: crate::store::config::ResendAfter,
     },
-    /// `-resendall` asked for it.
+    /// `-resend` asked for it.
     Asked,
     /// The target's own first change, sent again once after a clone alarm
     /// about it (raised at `alarm_ns`): the refused copy learns it is

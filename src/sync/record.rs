@@ -1,7 +1,7 @@
 //! Recording local changes: the step every command that changes a replica
 //! takes first; what it finds missing after the exclude rules changed; and
 //! re-asserting recorded paths so that siblings that lack them get them
-//! again (`-resend`).
+//! again (`-resendpath`).
 //!
 //! # Excludes that change
 //!
@@ -17,7 +17,7 @@
 //! deleted), and those that are included now, not recorded and absent
 //! from the disk are reported as missing, never recorded as deletions. A
 //! sibling that holds them sends them again after `syncreplica -record
-//! -resend PATH` or `-export -resend PATH` ([`resend`]). The rules are
+//! -resendpath PATH` or `-export -resendpath PATH` ([`resend`]). The rules are
 //! stored only by a record that finds nothing missing, so the report
 //! comes back with every record until the paths are back (or excluded
 //! again).
@@ -160,7 +160,7 @@ pub fn missing_since_excludes_changed(
     Ok(Some(top))
 }
 
-/// A `-resend PATH` argument as replica-relative bytes: relative to the
+/// A `-resendpath PATH` argument as replica-relative bytes: relative to the
 /// replica root, as `-status` and the warnings print paths (a trailing
 /// `/` is dropped).
 pub fn resend_path(arg: &std::ffi::OsStr) -> Result<Vec<u8>> {
@@ -221,7 +221,7 @@ pub struct Resent {
 /// changed the path meanwhile sees a conflict, settled by the usual rule.
 /// The caller holds the lock and has recorded local changes.
 pub fn resend(replica: &mut LockedReplica, paths: &[Vec<u8>]) -> Result<Resent> {
-    crate::sync::family::refuse_while_restoring(replica, "-resend")?;
+    crate::sync::family::refuse_while_restoring(replica, "-resendpath")?;
     let me = replica.identity.replica_id;
     let entries = replica.state().load_entries()?;
     let mut chosen: Vec<&Vec<u8>> = Vec::new();

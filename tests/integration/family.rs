@@ -1,5 +1,5 @@
 //! A family that heals itself (issue 13): acknowledgements, automatic
-//! resend of what a sibling never confirmed, `-resendall`, `-ack`, and
+//! resend of what a sibling never confirmed, `-resend`, `-ack`, and
 //! clone detection (two copies of one replica; an ambiguous creation
 //! folder). Waiting periods use the test clock
 //! (`SYNCREPLICA_TEST_CLOCK_SHIFT`), never sleeps.
@@ -141,7 +141,7 @@ fn a_lost_packet_is_resent_after_resend_after_without_chepoch() {
 }
 
 #[test]
-fn no_automatic_resend_on_a_one_way_link_but_resendall_resends() {
+fn no_automatic_resend_on_a_one_way_link_but_resend_resends() {
     let fam = family(&["boston", "lambik"], &[("a.txt", "one")]);
     let boston = fam.root("boston");
     let lambik = fam.root("lambik");
@@ -157,13 +157,13 @@ fn no_automatic_resend_on_a_one_way_link_but_resendall_resends() {
     assert!(listing.contains("last heard from:   never"), "{listing}");
 
     let now = fam.packet_dir("now");
-    let resent = export_to(&boston, &now, &["lambik"], &["-resendall"]).ok();
+    let resent = export_to(&boston, &now, &["lambik"], &["-resend"]).ok();
     assert!(
         resent.stdout.contains("Resending to lambik"),
         "{}",
         resent.stdout
     );
-    assert!(resent.stdout.contains("-resendall"), "{}", resent.stdout);
+    assert!(resent.stdout.contains("-resend"), "{}", resent.stdout);
     let imported = import_from(&lambik, &[&now]).ok();
     assert!(
         imported.stdout.contains("Applied packet from boston"),
@@ -828,7 +828,7 @@ enum Topology {
 /// random; then rounds without loss until every tree is the same, which
 /// must take at most `members` rounds plus 2. Nothing but automatic
 /// resend (resend_after = 1h, the clock moved 2h a round) repairs the
-/// losses: no chepoch, no -resendall, no -fullcontent.
+/// losses: no chepoch, no -resend, no -fullcontent.
 fn simulate_family(topology: Topology, seed: u64) {
     let members: usize = std::env::var("SYNCREPLICA_SCALE_MEMBERS")
         .ok()
@@ -1104,7 +1104,7 @@ fn a_late_duplicate_does_not_take_the_place_of_the_newest_packet_received() {
     write(&beta, "b.txt", "second");
     // The first packet is late; the next resends what it carried.
     let newer = fam.packet_dir("newer");
-    export_to(&beta, &newer, &["alpha"], &["-resendall"]).ok();
+    export_to(&beta, &newer, &["alpha"], &["-resend"]).ok();
     import_from(&alpha, &[&newer]).ok();
     let newest = packet_files(&newer)[0]
         .file_name()

@@ -57,7 +57,7 @@ pub struct ResentJson {
     pub origin: String,
     pub first: u64,
     pub last: u64,
-    /// "asked" (-resendall) or "unconfirmed" (resend_after passed).
+    /// "asked" (-resend) or "unconfirmed" (resend_after passed).
     pub reason: &'static str,
     /// For "unconfirmed": when they were sent, RFC 3339.
     pub sent: Option<String>,
