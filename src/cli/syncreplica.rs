@@ -63,7 +63,11 @@ use clap::Parser;
 /// that leaves this replica at exactly that version compares it with its
 /// own: "verified in step with X at epoch row R" (lsreplica -long shows the
 /// last one), or a warning naming the sibling, the version and
-/// `syncreplica -verify X`, which lists the paths that differ.
+/// `syncreplica -verify X`, which lists the paths that differ. An
+/// encrypted packet carries only the digest's root (per-path digests would
+/// name paths in the header every hop reads): -verify X then says the
+/// paths cannot be told; one packet from X written with -noencrypt (an
+/// -ack will do) lets it list them.
 /// -verify alone reads every recorded file back from disk and reports
 /// silent damage: content that changed while its size and mtime stayed as
 /// recorded (bit rot, an edit that restored the time stamp), which the
@@ -764,6 +768,23 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
                 }
                 if found.differing.is_empty() {
                     outln!("In step with {name}: the recorded trees are the same.");
+                } else if found.root_only {
+                    outln!(
+                        "Differs from {name}, but which paths cannot be told: {name}'s packets \
+                         carry only the root digest, because they are encrypted (per-path digests \
+                         would name paths in the header, which every hop can read). To list them, \
+                         have {name} send one packet in the clear: at {name}, syncreplica -export \
+                         -ack -noencrypt -out DIR {me}; import it here and run -verify {name} again.",
+                        me = printable(&replica.identity.replica_name)
+                    );
+                    if found.patterns_differ {
+                        outln!(
+                            "(Its last digest also assumed other exclude patterns of this \
+                             replica's: excluded paths may be all that differs.)"
+                        );
+                    } else {
+                        problems.push(format!("differs from {name}"));
+                    }
                 } else if found.patterns_differ {
                     // What this replica excludes and the sibling did not
                     // know of would show as differences: no alarm, as at
@@ -824,11 +845,22 @@ fn report_digest(check: &crate::sync::digest::Check) {
                 check.sender,
                 check.row
             );
-            errln!(
-                "{NAME}: hint: `syncreplica -verify {}` lists the paths that differ and \
-                 checks this replica's files against what it recorded",
-                check.sender
-            );
+            if check.root_only {
+                errln!(
+                    "{NAME}: hint: `syncreplica -verify {0}` checks this replica's files against \
+                     what it recorded; which paths differ from {0}'s cannot be told from this \
+                     packet (encrypted: it carries only the root digest): a packet from {0} \
+                     written with -noencrypt (syncreplica -export -ack -noencrypt there) lets \
+                     -verify {0} list them",
+                    check.sender
+                );
+            } else {
+                errln!(
+                    "{NAME}: hint: `syncreplica -verify {}` lists the paths that differ and \
+                     checks this replica's files against what it recorded",
+                    check.sender
+                );
+            }
         }
         Outcome::NotCompared(_) => {}
         Outcome::Failed(why) => errln!(
