@@ -211,24 +211,14 @@ fn raise(
     })
 }
 
-/// What `rmreplica` did.
-#[derive(Debug, Clone)]
-pub struct Removal {
-    pub member: crate::store::state::Member,
-    /// The epoch of this replica's operation that records the removal.
-    pub epoch: u64,
-}
-
-/// Removes the member `name_or_id` from the family for good (`rmreplica`):
-/// logs a sealed `RemoveMember` operation of this replica's, which every
-/// export then carries to the siblings, and applies it here, in one
-/// transaction. From then on this replica accepts no packet that member
-/// signs ([`check_removed`]), refuses it as an export target, and no
-/// longer waits for its confirmations. The caller holds the lock.
-///
-/// Errors: an unknown member ([`Error::UnknownReplica`]), this replica
-/// itself, or a member removed already ([`Error::Member`]).
-pub fn remove_member(replica: &mut LockedReplica, name_or_id: &str) -> Result<Removal> {
+/// The member `name_or_id` if `rmreplica` may remove it (checked before
+/// the question is asked, on a replica opened for reading): not this
+/// replica, not removed already, and no restore of this replica's
+/// unfinished. Errors as [`remove_member`].
+pub fn check_removable(
+    replica: &crate::replica::Replica,
+    name_or_id: &str,
+) -> Result<crate::store::state::Member> {
     let member = replica.member(name_or_id)?;
     let me = replica.identity.replica_id;
     if member.replica == me {
@@ -248,6 +238,29 @@ pub fn remove_member(replica: &mut LockedReplica, name_or_id: &str) -> Result<Re
         });
     }
     refuse_while_restoring(replica, "removing a member")?;
+    Ok(member)
+}
+
+/// What `rmreplica` did.
+#[derive(Debug, Clone)]
+pub struct Removal {
+    pub member: crate::store::state::Member,
+    /// The epoch of this replica's operation that records the removal.
+    pub epoch: u64,
+}
+
+/// Removes the member `name_or_id` from the family for good (`rmreplica`):
+/// logs a sealed `RemoveMember` operation of this replica's, which every
+/// export then carries to the siblings, and applies it here, in one
+/// transaction. From then on this replica accepts no packet that member
+/// signs ([`check_removed`]), refuses it as an export target, and no
+/// longer waits for its confirmations. The caller holds the lock.
+///
+/// Errors: an unknown member ([`Error::UnknownReplica`]), this replica
+/// itself, or a member removed already ([`Error::Member`]).
+pub fn remove_member(replica: &mut LockedReplica, name_or_id: &str) -> Result<Removal> {
+    let member = check_removable(replica, name_or_id)?;
+    let me = replica.identity.replica_id;
     let last = replica.state().epoch(&me, &me)?;
     let epoch = last + 1;
     let op = Operation {

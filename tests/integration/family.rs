@@ -1555,3 +1555,18 @@ fn after_a_restore_nothing_confirmed_is_resent_and_the_clone_alarm_clears() {
         acknowledge(&fam, "alpha", "beta", &format!("ack{round}"));
     }
 }
+
+#[test]
+fn rmreplica_refuses_what_it_cannot_remove_before_asking() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let alpha = fam.root("alpha");
+    let own = run_in(&alpha, "rmreplica", ["alpha"], "y\n").fails_with(1);
+    assert!(own.stderr.contains("cannot remove itself"), "{own:?}");
+    assert!(!own.stdout.contains("for good?"), "{own:?}");
+    assert!(!own.stderr.contains("for good?"), "{own:?}");
+    run(&alpha, "rmreplica", ["-force", "beta"]).ok();
+    let again = run_in(&alpha, "rmreplica", ["beta"], "y\n").fails_with(1);
+    assert!(again.stderr.contains("removed already"), "{again:?}");
+    assert!(!again.stdout.contains("for good?"), "{again:?}");
+    assert!(!again.stderr.contains("for good?"), "{again:?}");
+}
