@@ -644,7 +644,12 @@ pub fn hint_failed(name: &str, replica: &str, paths: &[Vec<u8>]) {
     let resend: Vec<String> = paths
         .iter()
         .take(MISSING_SHOWN)
-        .map(|p| format!("-resendpath '{}'", crate::tree::relpath::display_short(p, 120)))
+        .map(|p| {
+            format!(
+                "-resendpath '{}'",
+                crate::tree::relpath::display_short(p, 120)
+            )
+        })
         .collect();
     errln!(
         "{name}: hint: the entries keep what the tree holds and the other replicas keep the new versions; once the cause is fixed, run at a sibling: syncreplica -export {} -out DIR {replica}, and import its packet here (syncreplica -status lists {} until then)",

@@ -1681,6 +1681,8 @@ fn id_of(bytes: &[u8]) -> Option<Id> {
 /// Notes `sibling`'s epoch row, received at `at_ns` in `packet`: each
 /// origin's confirmed epoch rises to it (never falls: an old packet can
 /// arrive late), and what it confirms is no longer waiting for a resend.
+/// Its time is when it was last confirmed: a packet that confirms as much
+/// again (or more) moves it on, a late older one does not.
 pub fn note_confirmation(
     tx: &Transaction,
     sibling: &Id,
@@ -1693,7 +1695,7 @@ pub fn note_confirmation(
         tx.execute(
             "INSERT INTO confirmed (sibling, origin, epoch, at_ns) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (sibling, origin) DO UPDATE SET
-                 at_ns = CASE WHEN excluded.epoch > epoch THEN excluded.at_ns ELSE at_ns END,
+                 at_ns = CASE WHEN excluded.epoch >= epoch THEN MAX(at_ns, excluded.at_ns) ELSE at_ns END,
                  epoch = MAX(epoch, excluded.epoch)",
             params![
                 sibling.0.as_slice(),

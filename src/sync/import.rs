@@ -470,7 +470,8 @@ fn take_note(
     let Some(note) = notes.remove(id) else {
         return Ok(None);
     };
-    Ok(crate::sync::family::take_member_note(replica, &note)?.map(|note| PacketOutcome::Note { note }))
+    Ok(crate::sync::family::take_member_note(replica, &note)?
+        .map(|note| PacketOutcome::Note { note }))
 }
 
 /// Verifies all parts of one logical packet again (they were examined, now

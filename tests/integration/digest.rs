@@ -399,7 +399,8 @@ fn verify_against_encrypted_packets_names_no_identical_path() {
     export_to(&fam.root("boston"), &out, &["lambik"], &[]).ok();
     let run = import_from(&lambik, &[&out]).ok();
     assert!(
-        run.stderr.contains("this replica's tree differs from boston's")
+        run.stderr
+            .contains("this replica's tree differs from boston's")
             && run.stderr.contains("cannot be told from this packet"),
         "{}",
         run.stderr
@@ -418,7 +419,13 @@ fn verify_against_encrypted_packets_names_no_identical_path() {
     }
     // The way out it names: one packet in the clear.
     let ack = fam.packet_dir("ack");
-    export_to(&fam.root("boston"), &ack, &["lambik"], &["-ack", "-noencrypt"]).ok();
+    export_to(
+        &fam.root("boston"),
+        &ack,
+        &["lambik"],
+        &["-ack", "-noencrypt"],
+    )
+    .ok();
     import_from(&lambik, &[&ack]).ok();
     let verify = crate::helpers::run(&lambik, "syncreplica", ["-verify", "boston"]);
     assert!(

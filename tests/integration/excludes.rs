@@ -88,7 +88,10 @@ fn a_resend_of_a_path_this_replica_lacks_changes_nothing() {
     let before = everything_under(&a);
     let out = fam.packet_dir("none");
     for (args, message) in [
-        (vec!["-record", "-resendpath", "nothere"], "does not hold it"),
+        (
+            vec!["-record", "-resendpath", "nothere"],
+            "does not hold it",
+        ),
         (vec!["-record", "-resendpath", "../docs"], "'.' or '..'"),
     ] {
         let res = run(&a, "syncreplica", &args).fails_with(1);

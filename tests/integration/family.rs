@@ -1469,7 +1469,10 @@ fn a_copied_replica_s_packet_takes_nothing_and_stays_refused_after_a_scrub() {
     let refused = import_from(&alpha, &[&out]).fails_with(1);
     assert!(refused.stderr.contains("cloned"), "{refused:?}");
     // Nothing of the refused packet was taken: not its row either.
-    assert!(!refused.stdout.contains("restored from a backup"), "{refused:?}");
+    assert!(
+        !refused.stdout.contains("restored from a backup"),
+        "{refused:?}"
+    );
     assert_eq!(confirmed(&alpha, "beta", "beta"), Some(own));
     assert_eq!(epoch_in_row(&alpha, "beta", "beta"), own);
 
@@ -1569,4 +1572,23 @@ fn rmreplica_refuses_what_it_cannot_remove_before_asking() {
     assert!(again.stderr.contains("removed already"), "{again:?}");
     assert!(!again.stdout.contains("for good?"), "{again:?}");
     assert!(!again.stderr.contains("for good?"), "{again:?}");
+}
+
+#[test]
+fn lsepoch_gives_the_time_a_row_was_last_confirmed() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    let at = |root: &Path| {
+        let replica = syncreplica::replica::Replica::open(root).unwrap();
+        let beta_id = replica.member("beta").unwrap().replica;
+        let alpha_id = replica.member("alpha").unwrap().replica;
+        replica.state().confirmed_table().unwrap()[&beta_id][&alpha_id].at_ns
+    };
+    acknowledge(&fam, "beta", "alpha", "first");
+    let first = at(&alpha);
+    // The same row again, later: confirmed again, now.
+    acknowledge(&fam, "beta", "alpha", "second");
+    let second = at(&alpha);
+    assert!(second > first, "{first} then {second}");
+    assert_eq!(own_epoch(&beta), epoch_in_row(&alpha, "beta", "beta"));
 }
