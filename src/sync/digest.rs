@@ -580,7 +580,18 @@ fn compare_after_import(
         own_row.get(origin).copied().unwrap_or(0)
             == header.epoch_row.get(origin).copied().unwrap_or(0)
     });
-    let outcome = if !same_version {
+    // During a restore, changes of this replica's own set aside (numbered
+    // like a sibling's: `family::set_aside_from`) are still in its tree but
+    // in no row: the trees differ by them, and say nothing of damage.
+    let set_aside = crate::sync::family::restore_wait(replica)?.is_some()
+        && !replica.state().set_aside()?.is_empty();
+    let outcome = if set_aside {
+        Outcome::NotCompared(
+            "this replica is being restored from a backup and holds changes of its own set aside \
+             (logged again, renumbered, when the restore finishes)"
+                .into(),
+        )
+    } else if !same_version {
         Outcome::NotCompared(format!(
             "this replica holds another version ({})",
             row_text(&members, &own_row.iter().map(|(o, e)| (*o, *e)).collect())
