@@ -353,7 +353,7 @@ fn export_to(
                 return Err(Error::Member {
                     name: target.name.clone(),
                     why: format!(
-                        "it needs operations {}..={scrubbed} of \"{}\", which this replica \
+                        "it needs operations {}-{scrubbed} of \"{}\", which this replica \
                          scrubbed from its log once every member confirmed holding them \
                          (oplog_keep_days); make it anew from a creation packet \
                          (mkreplica -export), or raise its row with chepoch if it does hold them",
