@@ -1596,3 +1596,33 @@ fn lsepoch_gives_the_time_a_row_was_last_confirmed() {
     assert!(second > first, "{first} then {second}");
     assert_eq!(own_epoch(&beta), epoch_in_row(&alpha, "beta", "beta"));
 }
+
+#[test]
+fn lspacket_long_names_the_members_it_knows_in_the_sender_s_row() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    // beta learns of gamma (made after it), and gamma's change reaches
+    // alpha, whose row then holds gamma.
+    write(&alpha, "first.txt", "one");
+    fam.send("alpha", "beta", "members");
+    write(&fam.root("gamma"), "g.txt", "from gamma");
+    fam.send("gamma", "alpha", "g");
+    write(&alpha, "b.txt", "two");
+    let out = fam.packet_dir("p");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    let gamma_id = syncreplica::replica::Replica::open(&alpha)
+        .unwrap()
+        .member("gamma")
+        .unwrap()
+        .replica
+        .to_hex();
+    let listing = run(
+        &beta,
+        "lspacket",
+        [OsStr::new("-long"), packet_files(&out)[0].as_os_str()],
+    )
+    .ok();
+    assert!(listing.stdout.contains("Sender's epoch row:"), "{}", listing.stdout);
+    assert!(listing.stdout.contains("\n  gamma="), "{}", listing.stdout);
+    assert!(!listing.stdout.contains(&format!("  {gamma_id}=")), "{}", listing.stdout);
+}
