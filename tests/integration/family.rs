@@ -1626,3 +1626,23 @@ fn lspacket_long_names_the_members_it_knows_in_the_sender_s_row() {
     assert!(listing.stdout.contains("\n  gamma="), "{}", listing.stdout);
     assert!(!listing.stdout.contains(&format!("  {gamma_id}=")), "{}", listing.stdout);
 }
+
+#[test]
+fn one_import_says_verified_in_step_once_per_sibling_and_version() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    acknowledge(&fam, "beta", "alpha", "hello");
+    write(&alpha, "b.txt", "two");
+    let out = fam.packet_dir("both");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    // The same changes again (a resend) beside it.
+    export_to(&alpha, &out, &["beta"], &["-resend"]).ok();
+    assert_eq!(packet_files(&out).len(), 2);
+    let imported = import_from(&beta, &[&out]).ok();
+    assert_eq!(
+        imported.stdout.matches("verified in step").count(),
+        1,
+        "{}",
+        imported.stdout
+    );
+}
