@@ -433,6 +433,13 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     };
     // Each target is reported as it is done (`print_target_export`).
     let results = export::export_updates(&mut replica, &request)?;
+    if !args.ack && args.fmt != cli::Format::Json {
+        for (target, result) in &results {
+            if matches!(result, export::TargetExport::UpToDate) {
+                note_unconfirmed(&replica, target)?;
+            }
+        }
+    }
     // Then the history every member confirmed, kept oplog_keep_days.
     scrub_log(&mut replica)?;
     // The replica is not needed for shipping: other commands need not wait
@@ -501,6 +508,45 @@ fn print_encryption(target: &str, summary: &export::ExportSummary) {
             printable(target)
         ),
     }
+}
+
+/// For a target that lacks nothing as far as its estimates go: says how
+/// many changes it was sent and has not confirmed, and whether anything
+/// will resend them (`resend_after`, a one-way link), with the command
+/// that resends them now.
+fn note_unconfirmed(
+    replica: &replica::LockedReplica,
+    target: &crate::store::state::Member,
+) -> anyhow::Result<()> {
+    let state = replica.state();
+    let estimate = state.epoch_row(&target.replica)?;
+    let confirmed = state.confirmed_row(&target.replica)?;
+    let me = replica.identity.replica_id;
+    let own = state.epoch_row(&me)?;
+    let unconfirmed: u64 = estimate
+        .iter()
+        .map(|(origin, believed)| {
+            let believed = (*believed).min(own.get(origin).copied().unwrap_or(0));
+            believed.saturating_sub(confirmed.get(origin).map_or(0, |c| c.epoch))
+        })
+        .sum();
+    if unconfirmed == 0 {
+        return Ok(());
+    }
+    let name = printable(&target.name);
+    let after = replica.config.resend_after_for(&target.name);
+    let when = if state.heard(&target.replica)?.is_none() {
+        format!("nothing resends them by itself: {name} never sent a packet here (a one-way link confirms nothing)")
+    } else if after.0.is_none() {
+        format!("resend_after is never for {name}, so nothing resends them by itself")
+    } else {
+        format!("they go again by themselves once unconfirmed for resend_after = {after}")
+    };
+    outln!(
+        "  {} sent to {name} not confirmed yet; {when}; syncreplica -export -resend {name} sends them again now.",
+        cli::counted(unconfirmed, "change", "changes"),
+    );
+    Ok(())
 }
 
 /// Says what an export did for one target, as soon as it is done.

@@ -1646,3 +1646,24 @@ fn one_import_says_verified_in_step_once_per_sibling_and_version() {
         imported.stdout
     );
 }
+
+#[test]
+fn an_export_with_nothing_new_says_what_stays_unconfirmed_and_how_to_resend() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let alpha = fam.root("alpha");
+    set_resend_after(&alpha, "never");
+    acknowledge(&fam, "beta", "alpha", "hello");
+    write(&alpha, "b.txt", "two");
+    let lost = fam.packet_dir("lost");
+    export_to(&alpha, &lost, &["beta"], &[]).ok();
+    let again = fam.packet_dir("again");
+    let run = export_later(&alpha, &again, "beta", 30 * 86_400);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("lacks nothing"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("1 change sent to beta not confirmed yet; resend_after is never for beta")
+            && run.stdout.contains("syncreplica -export -resend beta"),
+        "{}",
+        run.stdout
+    );
+}
