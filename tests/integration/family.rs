@@ -1468,6 +1468,11 @@ fn a_copied_replica_s_packet_takes_nothing_and_stays_refused_after_a_scrub() {
     }
     let refused = import_from(&alpha, &[&out]).fails_with(1);
     assert!(refused.stderr.contains("cloned"), "{refused:?}");
+    // One copy restored from a backup without -restore is told the way out.
+    assert!(
+        refused.stderr.contains("run mkreplica -restore there instead"),
+        "{refused:?}"
+    );
     // Nothing of the refused packet was taken: not its row either.
     assert!(
         !refused.stdout.contains("restored from a backup"),
