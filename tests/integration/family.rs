@@ -1470,7 +1470,9 @@ fn a_copied_replica_s_packet_takes_nothing_and_stays_refused_after_a_scrub() {
     assert!(refused.stderr.contains("cloned"), "{refused:?}");
     // One copy restored from a backup without -restore is told the way out.
     assert!(
-        refused.stderr.contains("run mkreplica -restore there instead"),
+        refused
+            .stderr
+            .contains("run mkreplica -restore there instead"),
         "{refused:?}"
     );
     // Nothing of the refused packet was taken: not its row either.
@@ -1627,9 +1629,17 @@ fn lspacket_long_names_the_members_it_knows_in_the_sender_s_row() {
         [OsStr::new("-long"), packet_files(&out)[0].as_os_str()],
     )
     .ok();
-    assert!(listing.stdout.contains("Sender's epoch row:"), "{}", listing.stdout);
+    assert!(
+        listing.stdout.contains("Sender's epoch row:"),
+        "{}",
+        listing.stdout
+    );
     assert!(listing.stdout.contains("\n  gamma="), "{}", listing.stdout);
-    assert!(!listing.stdout.contains(&format!("  {gamma_id}=")), "{}", listing.stdout);
+    assert!(
+        !listing.stdout.contains(&format!("  {gamma_id}=")),
+        "{}",
+        listing.stdout
+    );
 }
 
 #[test]
@@ -1666,9 +1676,46 @@ fn an_export_with_nothing_new_says_what_stays_unconfirmed_and_how_to_resend() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("lacks nothing"), "{}", run.stdout);
     assert!(
-        run.stdout.contains("1 change sent to beta not confirmed yet; resend_after is never for beta")
+        run.stdout
+            .contains("1 change sent to beta not confirmed yet; resend_after is never for beta")
             && run.stdout.contains("syncreplica -export -resend beta"),
         "{}",
         run.stdout
+    );
+}
+
+#[test]
+fn lsreplica_shows_each_copy_s_incarnation_that_the_clone_alarm_names() {
+    let fam = family(&["boston"], &[("a.txt", "one")]);
+    let (boston, first, second) = twins(&fam);
+    let own = |root: &Path| {
+        let listing = lsreplica_json(root);
+        listing["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["this_replica"] == true)
+            .unwrap()["incarnation"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (one, two) = (own(&first), own(&second));
+    assert_ne!(one, two);
+    write(&first, "first.txt", "from the first copy");
+    fam.send("lambik", "boston", "first");
+    assert_eq!(
+        lsreplica_member(&boston, "lambik")["incarnation"],
+        one.as_str()
+    );
+    write(&second, "second.txt", "from the second copy");
+    let out = fam.packet_dir("second");
+    export_to(&second, &out, &["boston"], &[]).ok();
+    let refused = import_from(&boston, &[&out]).fails_with(1);
+    assert!(refused.stderr.contains(&two), "{}", refused.stderr);
+    let long = run(&second, "lsreplica", ["-long"]).ok().stdout;
+    assert!(
+        long.contains(&format!("  incarnation:       {two} (this copy's)")),
+        "{long}"
     );
 }
