@@ -627,7 +627,7 @@ fn compare_after_import(
         sender: crate::error::printable(&member.name).into_owned(),
         row: row_text(&members, &header.epoch_row),
         entries: theirs.entries,
-        root_only: root_only(&theirs),
+        root_only: root_only(theirs),
         outcome,
     }))
 }

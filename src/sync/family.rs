@@ -635,6 +635,10 @@ pub fn refuse_while_restoring(replica: &crate::replica::Replica, what: &str) -> 
     }
 }
 
+/// A sender restored from a backup: its row (per origin this replica
+/// knows), the epoch of its own it states, and the one it had confirmed.
+type Restored = (Vec<(Id, u64)>, u64, u64);
+
 /// What a verified packet of a current member says about its sender and
 /// about this replica's restore, assessed before the packet is applied
 /// ([`assess_member_packet`]) and taken only once the packet is accepted
@@ -650,7 +654,7 @@ pub struct MemberNote {
     /// The sender was restored from a backup: its row, per origin this
     /// replica knows, to lower the estimate of it to; with the epochs of
     /// its own it states and had confirmed before.
-    restored: Option<(Vec<(Id, u64)>, u64, u64)>,
+    restored: Option<Restored>,
     /// During this replica's restore: what the sender holds of its own.
     restoring_holds: Option<u64>,
 }
@@ -763,10 +767,9 @@ pub fn take_member_note(replica: &mut LockedReplica, note: &MemberNote) -> Resul
         .map_or_else(|| sender.to_hex(), |m| printable(&m.name).into_owned());
     let cleared = match alarms {
         0 => String::new(),
-        _ => format!(
-            "; its clone alarm is cleared (the restore renumbers the change of its own it had \
-             numbered like one this replica holds)"
-        ),
+        _ => "; its clone alarm is cleared (the restore renumbers the change of its own it had \
+              numbered like one this replica holds)"
+            .to_string(),
     };
     Ok(Some(format!(
         "\"{name}\" was restored from a backup: it holds its own changes up to {stated}, not {confirmed} \
