@@ -299,7 +299,7 @@ fn a_creation_packet_missing_the_first_epochs_of_an_origin_is_refused() {
         },
         |_| {},
     );
-    creation_refused(&fam, &fingerprint, &out, "but not 1..=1");
+    creation_refused(&fam, &fingerprint, &out, "but not 1-1");
 }
 
 #[test]
