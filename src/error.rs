@@ -158,13 +158,13 @@ pub enum Error {
     #[error("row \"{name}\" is this replica's own row; it is exact and cannot be changed")]
     OwnEpochRow { name: String },
 
-    /// A `-resend` path that is not a well-formed replica-relative path.
-    #[error("-resend \"{path}\": {why}")]
+    /// A `-resendpath` path that is not a well-formed replica-relative path.
+    #[error("-resendpath \"{path}\": {why}")]
     BadResendPath { path: String, why: String },
 
-    /// A `-resend` path this replica does not hold (absent, deleted or
+    /// A `-resendpath` path this replica does not hold (absent, deleted or
     /// excluded here).
-    #[error("-resend \"{path}\": replica \"{replica}\" does not hold it (absent, deleted or excluded here)")]
+    #[error("-resendpath \"{path}\": replica \"{replica}\" does not hold it (absent, deleted or excluded here)")]
     NotHeld { path: String, replica: String },
 
     #[error("{} is not a directory", path.display())]

@@ -42,7 +42,7 @@ pub fn normalize_args(command: &Command, args: Vec<OsString>) -> Vec<OsString> {
     let mut rest_positional = false;
     for arg in iter {
         let looks_like_option = arg.as_bytes().len() > 1 && arg.as_bytes()[0] == b'-';
-        // A value that is one of the command's own options (`-resend
+        // A value that is one of the command's own options (`-resendpath
         // -out DIR`) means the value was left out: clap then says which
         // option needs one, rather than taking `-out` for a path and
         // failing on `-o`. A path spelt like an option is written `./-out`.

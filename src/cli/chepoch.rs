@@ -13,9 +13,9 @@ use clap::Parser;
 /// Lost packets mostly repair themselves: each sibling's packets confirm
 /// what it has, and an export resends what stays unconfirmed for
 /// resend_after (config.toml), or at once with syncreplica -export
-/// -resendall. chepoch is still needed when that cannot help: a sibling
+/// -resend. chepoch is still needed when that cannot help: a sibling
 /// that never sends packets back (a one-way link) and lost one, where
-/// -resendall would resend everything it never confirmed; a sibling
+/// -resend would resend everything it never confirmed; a sibling
 /// restored from an old backup, whose confirmed row is now too high; a
 /// sibling's resend_after set to never; or to stop resending to a
 /// sibling known to have the changes by another route (raise its row).

@@ -9,7 +9,7 @@ use clap::Parser;
 /// This replica's own row is exact; the rows of its siblings are its
 /// estimates, raised by exports and imports and repairable with chepoch.
 /// Beside each estimate, what that sibling confirmed having (the epoch row
-/// its newest packet carried) and when: an export resends what stays
+/// its newest packet carried) and when it was last confirmed: an export resends what stays
 /// unconfirmed for resend_after (see syncreplica).
 #[derive(Debug, Parser)]
 #[command(name = "lsepoch", version, after_help = super::EXIT_STATUS_HELP)]

@@ -163,6 +163,19 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
         None => None,
     };
     let me = replica.as_ref().map(|r| r.identity.replica_id);
+    let known_names: Vec<(String, String)> = match &replica {
+        Some(replica) => replica
+            .members()?
+            .into_iter()
+            .map(|m| {
+                (
+                    m.replica.to_hex(),
+                    crate::error::printable(&m.name).escape_debug().to_string(),
+                )
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let exams: Vec<packet_format::Examination> = entries
         .iter()
         .map(|entry| {
@@ -239,6 +252,18 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
                 Some(remote) => text.replace(&entry.file.display().to_string(), remote),
                 None => text,
             };
+            // The listing names an origin only when the packet's header
+            // does (its sender, its targets); the members this replica
+            // knows are named by it too.
+            let mut text = text;
+            for (id, name) in &known_names {
+                text = text
+                    .replace(&format!("\n  {id}="), &format!("\n  {name}="))
+                    .replace(
+                        &format!("\n  {id}  first epoch"),
+                        &format!("\n  {name}  first epoch"),
+                    );
+            }
             let text = match judged.verdict == listing::Verdict::NotChecked {
                 true => text.replace(
                     "Signature: unknown key ",

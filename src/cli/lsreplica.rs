@@ -18,7 +18,9 @@ pub struct Args {
     /// Also show each member's public key (64 hex digits, what a relay
     /// host's shipping.toml lists in trusted_keys), the packet format it
     /// writes (its newest packet here says; exports to it carry nothing
-    /// that format predates), and what this replica knows of it: the last
+    /// that format predates), its incarnation id (for this replica its own
+    /// copy's, for the others the copy whose packets are accepted here:
+    /// what a clone alarm names), and what this replica knows of it: the last
     /// packet sent to it and received from it, when it was last heard
     /// from, the changes it has not confirmed having, its epoch row, any
     /// clone alarm about it, its removal, when this replica's tree was

@@ -63,9 +63,9 @@ pub fn manual(name: &str) -> Manual {
         "syncreplica" => Manual {
             synopses: &[
                 "syncreplica -status [-fmt json] [-replica DIR]",
-                "syncreplica -record [-resend PATH…] [-quiet] [-replica DIR]",
+                "syncreplica -record [-resendpath PATH…] [-quiet] [-replica DIR]",
                 "syncreplica -export -out DIR [-maxsize SIZE] [-c TEXT | -nc] [-workdir DIR] [-fullcontent] [-fmt json] [-quiet] [-replica DIR] TARGET…",
-                "syncreplica -export {-resendall | -ack} -out DIR TARGET…",
+                "syncreplica -export {-resend | -ack} -out DIR TARGET…",
                 "syncreplica -export {-ship | -fship} [-sclass CLASS] [-pexpire WHEN] [-shipconf FILE] [-maxsize SIZE] TARGET…",
                 "syncreplica -import [-remove] [-fmt json] [-quiet] [-replica DIR] PACKET_OR_DIR…",
                 "syncreplica -import -receive [-sclass CLASS] [-shipconf FILE]",
@@ -89,7 +89,7 @@ pub fn manual(name: &str) -> Manual {
                 ),
                 (
                     "syncreplica -export -fmt json",
-                    "{version: 1, targets: [{target, outcome (\"written\", \"acknowledgement\", \"up to date\", \"held back\"), sequence (null when nothing was written), operations, files_added_or_changed, deleted, chunks_sent, chunk_bytes_sent, chunks_as_recipes, chunks_reused, answered, parts: [{path, size}], resent: [{origin, first, last, reason (\"asked\", \"unconfirmed\"), sent}], held_back: {path, operations} or null}], queued: [{packet, destinations, expires}] (with -ship, -fship)}. Printed once every target is done; a failed -fship delivery still exits 1 after it.",
+                    "{version: 1, targets: [{target, outcome (\"written\", \"acknowledgement\", \"up to date\", \"held back\"), sequence (null when nothing was written), operations, files_added_or_changed, deleted, chunks_sent, chunk_bytes_sent, chunks_as_recipes, chunks_reused, answered, parts: [{path, size}], resent: [{origin, first, last, reason (\"asked\", \"unconfirmed\", \"tell_refused_copy\": the target's first change, once after a clone alarm about it), sent}], held_back: {path, operations} or null}], queued: [{packet, destinations, expires}] (with -ship, -fship)}. Printed once every target is done; a failed -fship delivery still exits 1 after it.",
                 ),
                 (
                     "syncreplica -import -fmt json",
@@ -144,7 +144,7 @@ pub fn manual(name: &str) -> Manual {
             examples: &[("Members, keys, what each has confirmed", "lsreplica -long")],
             json: &[(
                 "lsreplica -fmt json",
-                "{version: 1, family, family_id, members: [{name, replica_id, key_fingerprint, public_key, this_replica, last_sent: {file, sequence, at} or null, last_received (the same), last_heard, unconfirmed: [{origin, first, last}], epoch_row: {ORIGIN: EPOCH}, clone_alarms: [{at, packet, what}], format_version, restore_waits_for, removed, verified: {at, packet, epoch_row, entries, outcome} or null, last_digest (the same)}]}. Always every field (-long or not).",
+                "{version: 1, family, family_id, members: [{name, replica_id, key_fingerprint, public_key, this_replica, last_sent: {file, sequence, at} or null, last_received (the same), last_heard, unconfirmed: [{origin, first, last}], epoch_row: {ORIGIN: EPOCH}, clone_alarms: [{at, packet, what}], format_version, incarnation (this copy's own for this replica, the accepted copy's for the others; what a clone alarm names), restore_waits_for, removed, verified: {at, packet, epoch_row, entries, outcome} or null, last_digest (the same)}]}. Always every field (-long or not).",
             )],
         },
         "lsepoch" => Manual {

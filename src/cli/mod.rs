@@ -197,7 +197,7 @@ fn completion_modes(command: &str) -> &'static [(&'static str, &'static [&'stati
     match command {
         "syncreplica" => &[
             ("status", &["fmt", "replica"]),
-            ("record", &["resend", "quiet", "replica"]),
+            ("record", &["resendpath", "quiet", "replica"]),
             ("scrub", &["quiet", "replica"]),
             (
                 "export",
@@ -213,8 +213,8 @@ fn completion_modes(command: &str) -> &'static [(&'static str, &'static [&'stati
                     "comment",
                     "ncomment",
                     "workdir",
+                    "resendpath",
                     "resend",
-                    "resendall",
                     "ack",
                     "fmt",
                     "quiet",
@@ -462,9 +462,9 @@ pub fn warn_missing(name: &str, replica: &str, missing: &[Vec<u8>]) {
         if missing.len() == 1 { "is" } else { "are" },
         shown.join(", "),
     );
-    let resend: Vec<String> = shown.iter().map(|p| format!("-resend '{p}'")).collect();
+    let resend: Vec<String> = shown.iter().map(|p| format!("-resendpath '{p}'")).collect();
     errln!(
-        "{name}: hint: at a sibling that has {}, run: syncreplica -export {} -out DIR {replica} (or -record with the same -resend, then export as usual), and import its packet here; or exclude {} again",
+        "{name}: hint: at a sibling that has {}, run: syncreplica -export {} -out DIR {replica} (or -record with the same -resendpath, then export as usual), and import its packet here; or exclude {} again",
         if missing.len() == 1 { "it" } else { "them" },
         resend.join(" "),
         if missing.len() == 1 { "it" } else { "them" },
@@ -740,7 +740,12 @@ pub fn hint_failed(name: &str, replica: &str, paths: &[Vec<u8>]) {
     let resend: Vec<String> = paths
         .iter()
         .take(MISSING_SHOWN)
-        .map(|p| format!("-resend '{}'", crate::tree::relpath::display_short(p, 120)))
+        .map(|p| {
+            format!(
+                "-resendpath '{}'",
+                crate::tree::relpath::display_short(p, 120)
+            )
+        })
         .collect();
     errln!(
         "{name}: hint: the entries keep what the tree holds and the other replicas keep the new versions; once the cause is fixed, run at a sibling: syncreplica -export {} -out DIR {replica}, and import its packet here (syncreplica -status lists {} until then)",

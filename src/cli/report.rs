@@ -177,7 +177,9 @@ pub fn refusal_hint(refusal: &Refusal) -> Option<&'static str> {
         Refusal::Cloned { .. } => Some(
             "keep one copy of that replica; at a sibling, make a new member with mkreplica -export under a new name, \
              import it where the other copy is, move that copy's changed files into it, and stop using the copy \
-             (the refused packet stays where it is; lsreplica shows the alarm)",
+             (the refused packet stays where it is; lsreplica shows the alarm). If there is only one copy, \
+             restored from a backup without mkreplica -restore, run mkreplica -restore there instead: \
+             its next packet clears the alarm",
         ),
         Refusal::Removed { .. } => Some(
             "a removed member stays removed: if its changes are still wanted, copy its files into a \
@@ -258,8 +260,8 @@ pub fn hint(err: &Error) -> Option<String> {
                 .into()
         }
         Error::NotHeld { .. } => {
-            "-resend sends what this replica holds: run it at a sibling that has the path \
-             (to resend a sibling what it has not confirmed, use -export -resendall TARGET)"
+            "-resendpath sends what this replica holds: run it at a sibling that has the path \
+             (to resend a sibling what it has not confirmed, use -export -resend TARGET)"
                 .into()
         }
         Error::BadResendPath { .. } => {

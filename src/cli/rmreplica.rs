@@ -45,7 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // or unconfirmed removal touches nothing, and no lock is held while
     // the question waits for an answer.
     let replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
-    let member = replica.member(&args.name)?;
+    let member = crate::sync::family::check_removable(&replica, &args.name)?;
     if !args.force
         && !cli::confirm(&format!(
             "Remove \"{}\" from family \"{}\" for good?",

@@ -29,7 +29,7 @@ use clap::Parser;
 /// was sent goes again with the next -export to that sibling, and the
 /// export says so: a lost packet needs no chepoch. Only siblings that have
 /// sent this replica a packet confirm; on a one-way link nothing is resent
-/// by itself. -resendall resends every unconfirmed change at once; -ack
+/// by itself. -resend resends every unconfirmed change at once; -ack
 /// writes a packet with no changes, only this replica's row, for a
 /// sibling that has nothing else to send back.
 ///
@@ -55,7 +55,7 @@ use clap::Parser;
 /// commit (a folder the user may not write) leaves that path at its older
 /// version and is reported ("not applied here"); the other packets are
 /// applied, the command exits 1, and -status lists the path until a later
-/// packet writes it (once the cause is fixed, -resend PATH at a sibling
+/// packet writes it (once the cause is fixed, -resendpath PATH at a sibling
 /// sends it again).
 ///
 /// Every packet also carries a digest of its sender's recorded tree at the
@@ -63,7 +63,11 @@ use clap::Parser;
 /// that leaves this replica at exactly that version compares it with its
 /// own: "verified in step with X at epoch row R" (lsreplica -long shows the
 /// last one), or a warning naming the sibling, the version and
-/// `syncreplica -verify X`, which lists the paths that differ.
+/// `syncreplica -verify X`, which lists the paths that differ. An
+/// encrypted packet carries only the digest's root (per-path digests would
+/// name paths in the header every hop reads): -verify X then says the
+/// paths cannot be told; one packet from X written with -noencrypt (an
+/// -ack will do) lets it list them.
 /// -verify alone reads every recorded file back from disk and reports
 /// silent damage: content that changed while its size and mtime stayed as
 /// recorded (bit rot, an edit that restored the time stamp), which the
@@ -206,19 +210,19 @@ pub struct Args {
     /// sibling that changed one meanwhile sees a conflict. Repeat for
     /// several paths.
     #[arg(long, value_name = "PATH")]
-    pub resend: Vec<PathBuf>,
+    pub resendpath: Vec<PathBuf>,
 
     /// With -export: send each TARGET again, now, every change it has not
     /// confirmed (those sent since the last packet from it that had them),
     /// without waiting for resend_after. Resending is harmless: the target
-    /// skips what it has.
-    #[arg(long)]
-    pub resendall: bool,
+    /// skips what it has. (-resendall is an old name of it.)
+    #[arg(long, alias = "resendall")]
+    pub resend: bool,
 
     /// With -export: write for each TARGET a small packet that carries no
     /// changes, only this replica's epoch row, to confirm what it received
     /// (so the target does not resend it after resend_after).
-    #[arg(long, conflicts_with_all = ["resendall", "fullcontent", "resend"])]
+    #[arg(long, conflicts_with_all = ["resend", "fullcontent", "resendpath"])]
     pub ack: bool,
 
     /// The replica's root. Without it, the current directory and then its
@@ -388,7 +392,7 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         after_target: Some(&print_target_export),
         mode: if args.ack {
             export::Mode::AckOnly
-        } else if args.resendall {
+        } else if args.resend {
             export::Mode::ResendAll
         } else {
             export::Mode::Normal
@@ -396,6 +400,13 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     };
     // Each target is reported as it is done (`print_target_export`).
     let results = export::export_updates(&mut replica, &request)?;
+    if !args.ack && args.fmt != cli::Format::Json {
+        for (target, result) in &results {
+            if matches!(result, export::TargetExport::UpToDate) {
+                note_unconfirmed(&replica, target)?;
+            }
+        }
+    }
     // Then the history every member confirmed, kept oplog_keep_days.
     scrub_log(&mut replica)?;
     // The replica is not needed for shipping: other commands need not wait
@@ -464,6 +475,45 @@ fn print_encryption(target: &str, summary: &export::ExportSummary) {
             printable(target)
         ),
     }
+}
+
+/// For a target that lacks nothing as far as its estimates go: says how
+/// many changes it was sent and has not confirmed, and whether anything
+/// will resend them (`resend_after`, a one-way link), with the command
+/// that resends them now.
+fn note_unconfirmed(
+    replica: &replica::LockedReplica,
+    target: &crate::store::state::Member,
+) -> anyhow::Result<()> {
+    let state = replica.state();
+    let estimate = state.epoch_row(&target.replica)?;
+    let confirmed = state.confirmed_row(&target.replica)?;
+    let me = replica.identity.replica_id;
+    let own = state.epoch_row(&me)?;
+    let unconfirmed: u64 = estimate
+        .iter()
+        .map(|(origin, believed)| {
+            let believed = (*believed).min(own.get(origin).copied().unwrap_or(0));
+            believed.saturating_sub(confirmed.get(origin).map_or(0, |c| c.epoch))
+        })
+        .sum();
+    if unconfirmed == 0 {
+        return Ok(());
+    }
+    let name = printable(&target.name);
+    let after = replica.config.resend_after_for(&target.name);
+    let when = if state.heard(&target.replica)?.is_none() {
+        format!("nothing resends them by itself: {name} never sent a packet here (a one-way link confirms nothing)")
+    } else if after.0.is_none() {
+        format!("resend_after is never for {name}, so nothing resends them by itself")
+    } else {
+        format!("they go again by themselves once unconfirmed for resend_after = {after}")
+    };
+    outln!(
+        "  {} sent to {name} not confirmed yet; {when}; syncreplica -export -resend {name} sends them again now.",
+        cli::counted(unconfirmed, "change", "changes"),
+    );
+    Ok(())
 }
 
 /// Says what an export did for one target, as soon as it is done.
@@ -541,7 +591,13 @@ fn print_resent(target: &str, resent: &[export::Resend]) {
     for resend in resent {
         let count = resend.last - resend.first + 1;
         let why = match &resend.reason {
-            export::ResendReason::Asked => "asked for with -resendall".to_string(),
+            export::ResendReason::Asked => "asked for with -resend".to_string(),
+            export::ResendReason::TellRefusedCopy { alarm_ns } => format!(
+                "{} is cloned (clone alarm of {}): the copy whose packets are refused finds this \
+                 change differs from its own and learns it is that copy; the accepted copy skips it",
+                printable(target),
+                crate::sys::clock::format_time_ns(*alarm_ns)
+            ),
             export::ResendReason::Unconfirmed { sent_ns, after } => format!(
                 "sent {} and not confirmed by {} within resend_after = {after}",
                 crate::sys::clock::format_time_ns(*sent_ns),
@@ -725,6 +781,23 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
                 }
                 if found.differing.is_empty() {
                     outln!("In step with {name}: the recorded trees are the same.");
+                } else if found.root_only {
+                    outln!(
+                        "Differs from {name}, but which paths cannot be told: {name}'s packets \
+                         carry only the root digest, because they are encrypted (per-path digests \
+                         would name paths in the header, which every hop can read). To list them, \
+                         have {name} send one packet in the clear: at {name}, syncreplica -export \
+                         -ack -noencrypt -out DIR {me}; import it here and run -verify {name} again.",
+                        me = printable(&replica.identity.replica_name)
+                    );
+                    if found.patterns_differ {
+                        outln!(
+                            "(Its last digest also assumed other exclude patterns of this \
+                             replica's: excluded paths may be all that differs.)"
+                        );
+                    } else {
+                        problems.push(format!("differs from {name}"));
+                    }
                 } else if found.patterns_differ {
                     // What this replica excludes and the sibling did not
                     // know of would show as differences: no alarm, as at
@@ -785,11 +858,22 @@ fn report_digest(check: &crate::sync::digest::Check) {
                 check.sender,
                 check.row
             );
-            errln!(
-                "{NAME}: hint: `syncreplica -verify {}` lists the paths that differ and \
-                 checks this replica's files against what it recorded",
-                check.sender
-            );
+            if check.root_only {
+                errln!(
+                    "{NAME}: hint: `syncreplica -verify {0}` checks this replica's files against \
+                     what it recorded; which paths differ from {0}'s cannot be told from this \
+                     packet (encrypted: it carries only the root digest): a packet from {0} \
+                     written with -noencrypt (syncreplica -export -ack -noencrypt there) lets \
+                     -verify {0} list them",
+                    check.sender
+                );
+            } else {
+                errln!(
+                    "{NAME}: hint: `syncreplica -verify {}` lists the paths that differ and \
+                     checks this replica's files against what it recorded",
+                    check.sender
+                );
+            }
         }
         Outcome::NotCompared(_) => {}
         Outcome::Failed(why) => errln!(
@@ -1043,11 +1127,11 @@ fn print_import_json(outcomes: &[import::PacketOutcome]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `-resend` paths, checked against the replica before anything is
+/// The `-resendpath` paths, checked against the replica before anything is
 /// recorded.
 fn resend_paths(replica: &Replica, args: &Args) -> anyhow::Result<Vec<Vec<u8>>> {
     let paths = args
-        .resend
+        .resendpath
         .iter()
         .map(|p| record::resend_path(p.as_os_str()))
         .collect::<crate::error::Result<Vec<_>>>()?;
@@ -1055,7 +1139,7 @@ fn resend_paths(replica: &Replica, args: &Args) -> anyhow::Result<Vec<Vec<u8>>> 
     Ok(paths)
 }
 
-/// Re-asserts the `-resend` paths (after local changes are recorded), and
+/// Re-asserts the `-resendpath` paths (after local changes are recorded), and
 /// says so.
 fn resend_now(replica: &mut replica::LockedReplica, paths: &[Vec<u8>]) -> anyhow::Result<()> {
     if paths.is_empty() {
@@ -1064,7 +1148,7 @@ fn resend_now(replica: &mut replica::LockedReplica, paths: &[Vec<u8>]) -> anyhow
     let resent = record::resend(replica, paths)?;
     for path in &resent.gone {
         errln!(
-            "{NAME}: warning: -resend '{}': deleted since the command started; nothing resent for it",
+            "{NAME}: warning: -resendpath '{}': deleted since the command started; nothing resent for it",
             crate::tree::relpath::display(path)
         );
     }
@@ -1135,11 +1219,13 @@ fn plural(count: u64) -> &'static str {
 /// Usage errors clap cannot express: checked before the replica is
 /// looked up, so a wrong command line says so wherever it is run.
 fn check_usage(args: &Args) -> anyhow::Result<()> {
-    if !(args.resend.is_empty() || args.record || args.export) {
-        usage!("-resend applies to -record and -export only");
+    if !(args.resendpath.is_empty() || args.record || args.export) {
+        usage!("-resendpath applies to -record and -export only");
     }
-    if (args.resendall || args.ack) && !args.export {
-        usage!("-resendall and -ack apply to -export only");
+    if (args.resend || args.ack) && !args.export {
+        usage!(
+            "-resend and -ack apply to -export only (to record a path again so that exports send it, use -resendpath PATH)"
+        );
     }
     if !args.export {
         let given: Vec<&str> = [

@@ -149,7 +149,7 @@ soft_delete_days = 30
 # packet a sibling sends carries its epoch row: what it has) before it sends
 # the unconfirmed changes again, in case a packet was lost. Only siblings
 # that have sent this replica a packet confirm; on a one-way link nothing is
-# resent automatically (syncreplica -export -resendall TARGET resends now).
+# resent automatically (syncreplica -export -resend TARGET resends now).
 # A number with a unit s, m, h or d ("7d", "36h"), or "never".
 resend_after = "7d"
 
@@ -190,7 +190,10 @@ pub struct Config {
     #[serde(default)]
     pub resend_after: ResendAfter,
     /// Days of history the operation log keeps (see `sync::scrub`).
-    #[serde(default = "default_oplog_keep_days")]
+    #[serde(
+        default = "default_oplog_keep_days",
+        deserialize_with = "de_oplog_keep_days"
+    )]
     pub oplog_keep_days: u32,
     /// Settings per sibling, by member name.
     #[serde(default)]
@@ -285,6 +288,13 @@ fn de_soft_delete_days<'de, D: serde::Deserializer<'de>>(
 
 fn default_soft_delete_days() -> u32 {
     30
+}
+
+fn de_oplog_keep_days<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<u32, D::Error> {
+    shipping::toml_config::whole_number(d, "oplog_keep_days", "days", 0, u64::from(u32::MAX))
+        .map(|days| days as u32)
 }
 
 fn default_oplog_keep_days() -> u32 {
@@ -437,6 +447,9 @@ mod tests {
         let err =
             Config::parse("oplog_keep_days = \"6 months\"\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("oplog_keep_days"), "{err}");
+        assert!(!err.to_string().contains("u32"), "{err}");
+        let err = Config::parse("oplog_keep_days = -3\n", Path::new("c.toml")).unwrap_err();
+        assert!(!err.to_string().contains("u32"), "{err}");
         let config = Config::parse("oplog_keep_days = 0\n", Path::new("c.toml")).unwrap();
         assert_eq!(config.oplog_keep_days, 0);
     }

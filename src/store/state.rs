@@ -1704,6 +1704,8 @@ fn id_of(bytes: &[u8]) -> Option<Id> {
 /// Notes `sibling`'s epoch row, received at `at_ns` in `packet`: each
 /// origin's confirmed epoch rises to it (never falls: an old packet can
 /// arrive late), and what it confirms is no longer waiting for a resend.
+/// Its time is when it was last confirmed: a packet that confirms as much
+/// again (or more) moves it on, a late older one does not.
 pub fn note_confirmation(
     tx: &Transaction,
     sibling: &Id,
@@ -1716,7 +1718,7 @@ pub fn note_confirmation(
         tx.execute(
             "INSERT INTO confirmed (sibling, origin, epoch, at_ns) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (sibling, origin) DO UPDATE SET
-                 at_ns = CASE WHEN excluded.epoch > epoch THEN excluded.at_ns ELSE at_ns END,
+                 at_ns = CASE WHEN excluded.epoch >= epoch THEN MAX(at_ns, excluded.at_ns) ELSE at_ns END,
                  epoch = MAX(epoch, excluded.epoch)",
             params![
                 sibling.0.as_slice(),
@@ -1824,6 +1826,56 @@ pub fn add_clone_alarm(tx: &Transaction, alarm: &CloneAlarm) -> rusqlite::Result
             alarm.packet,
             alarm.what
         ],
+    )
+    .map(drop)
+}
+
+// When this replica last told a member's refused copy that it is refused
+// (an export carrying that member's first change again, see
+// `export::tell_a_refused_copy`): told once per new alarm. Made on first
+// use.
+const CLONE_TELLS_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS clone_tells (
+    replica     BLOB PRIMARY KEY,
+    at_ns       INTEGER NOT NULL
+);
+";
+
+/// Notes that a packet to `replica` told its refused copy, at `at_ns`.
+pub fn note_clone_told(tx: &Transaction, replica: &Id, at_ns: i64) -> rusqlite::Result<()> {
+    tx.execute_batch(CLONE_TELLS_TABLE)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO clone_tells (replica, at_ns) VALUES (?1, ?2)",
+        params![replica.0.as_slice(), at_ns],
+    )
+    .map(drop)
+}
+
+impl State {
+    /// When a packet to `replica` last told its refused copy so.
+    pub fn clone_told(&self, replica: &Id) -> Result<Option<i64>> {
+        if !self.has_table("clone_tells")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT at_ns FROM clone_tells WHERE replica = ?1",
+                params![replica.0.as_slice()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))
+    }
+}
+
+/// Clears the clone alarms about `replica` (it was restored from a
+/// backup: the restore explains, and renumbers, the change it numbered
+/// like one this replica holds).
+pub fn clear_clone_alarms(tx: &Transaction, replica: &Id) -> rusqlite::Result<()> {
+    family_tables(tx)?;
+    tx.execute(
+        "DELETE FROM clone_alarms WHERE replica = ?1",
+        params![replica.0.as_slice()],
     )
     .map(drop)
 }
@@ -2716,6 +2768,23 @@ pub fn scrub_operations(
         params![origin.0.as_slice(), through as i64],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
+    // A fingerprint of each operation that goes, so that a copy of it
+    // arriving later can still be told from a different operation with
+    // that number (clone detection, `family::differs_from_log`).
+    tx.execute_batch(SCRUBBED_TABLE)?;
+    {
+        let mut select =
+            tx.prepare("SELECT epoch, op FROM oplog WHERE origin = ?1 AND epoch <= ?2")?;
+        let mut insert = tx.prepare(
+            "INSERT OR REPLACE INTO scrubbed_ops (origin, epoch, fingerprint) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut rows = select.query(params![origin.0.as_slice(), through as i64])?;
+        while let Some(row) = rows.next()? {
+            let epoch: i64 = row.get(0)?;
+            let op: Vec<u8> = row.get(1)?;
+            insert.execute(params![origin.0.as_slice(), epoch, op_fingerprint(&op)])?;
+        }
+    }
     tx.execute(
         "DELETE FROM oplog WHERE origin = ?1 AND epoch <= ?2",
         params![origin.0.as_slice(), through as i64],
@@ -2727,7 +2796,45 @@ pub fn scrub_operations(
     Ok((count as u64, bytes as u64))
 }
 
+// The fingerprints of scrubbed operations: 8 bytes of the SHA-256 of each
+// one's encoding (as the log held it), about 30 bytes a row where the
+// operation took hundreds. Enough to tell an operation from a different
+// one numbered alike (two copies of its origin), which is an accident,
+// not an attack: any member holding the origin's key could forge either.
+// Made on first use.
+const SCRUBBED_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS scrubbed_ops (
+    origin      BLOB NOT NULL,
+    epoch       INTEGER NOT NULL,
+    fingerprint INTEGER NOT NULL,
+    PRIMARY KEY (origin, epoch)
+) WITHOUT ROWID;
+";
+
+/// The fingerprint a scrubbed operation (its encoding, `op`) leaves.
+pub fn op_fingerprint(op: &[u8]) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(op);
+    i64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
 impl State {
+    /// The fingerprint ([`op_fingerprint`]) of `origin`'s operation
+    /// `epoch`, if it was scrubbed from the log.
+    pub fn scrubbed_fingerprint(&self, origin: &Id, epoch: u64) -> Result<Option<i64>> {
+        if !self.has_table("scrubbed_ops")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT fingerprint FROM scrubbed_ops WHERE origin = ?1 AND epoch = ?2",
+                params![origin.0.as_slice(), epoch as i64],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))
+    }
+
     /// Every checkpoint this replica holds, by origin.
     pub fn checkpoints(&self) -> Result<BTreeMap<Id, packet_format::seals::Checkpoint>> {
         let db = |source| self.db_error(source);

@@ -152,7 +152,7 @@ pub(crate) fn check(
     let mut checkpoints: BTreeMap<Id, Checkpoint> = BTreeMap::new();
     for checkpoint in &payload.checkpoints {
         let at = format!(
-            "its checkpoint of operations 1..={} of {}",
+            "its checkpoint of operations 1-{} of {}",
             checkpoint.through,
             who(&checkpoint.origin)
         );
@@ -181,7 +181,7 @@ pub(crate) fn check(
             if range.first != checkpoint.through + 1 {
                 return Err(bad(format!(
                     "{at} does not end where the operations it carries of that origin \
-                     ({}..={}) begin",
+                     ({}-{}) begin",
                     range.first, range.last
                 )));
             }
@@ -200,7 +200,7 @@ pub(crate) fn check(
     for (origin, range) in &header.epoch_ranges {
         if *origin == new {
             return Err(bad(format!(
-                "it carries operations {}..={} of the new replica {} itself, which has made none",
+                "it carries operations {}-{} of the new replica {} itself, which has made none",
                 range.first,
                 range.last,
                 who(origin)
@@ -208,7 +208,7 @@ pub(crate) fn check(
         }
         if range.first != 1 && !checkpoints.contains_key(origin) {
             return Err(bad(format!(
-                "it carries operations {}..={} of {} but not 1..={}: a new replica takes \
+                "it carries operations {}-{} of {} but not 1-{}: a new replica takes \
                  every operation of every member, and no checkpoint accounts for the \
                  missing ones",
                 range.first,

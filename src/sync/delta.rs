@@ -33,7 +33,7 @@ pub struct Held {
 /// the last operation on the path, in this replica's log order, whose
 /// version vector the estimate covers. Paths the target holds nothing of
 /// (or holds deleted) are absent, and so are paths that an operation of
-/// `ops` re-asserts with exactly that state: a re-assertion (`-resend`, a
+/// `ops` re-asserts with exactly that state: a re-assertion (`-resendpath`, a
 /// busy file left out of a creation packet) says the target may have that
 /// version in its log without its content (it was excluded there, a step
 /// failed there, the packet went without it), so nothing of it is relied

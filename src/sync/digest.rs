@@ -357,11 +357,17 @@ fn hash_node(node: &Node, path: &mut Vec<u8>, out: &mut BTreeMap<Vec<u8>, [u8; 3
 /// Where `ours` differs from a sibling's carried digest: the deepest
 /// carried nodes that differ (or that one side lacks), as replica-relative
 /// paths (a directory stands for something below it, when its children
-/// are not carried); the empty path when no carried node differs. Empty
-/// when the roots are equal.
+/// are not carried); the empty path when no carried node differs, or when
+/// the digest carries only its root ([`root_only`]). Empty when the roots
+/// are equal.
 pub fn differing_subtrees(ours: &Computed, theirs: &TreeDigest) -> Vec<Vec<u8>> {
     if ours.root == theirs.root {
         return Vec::new();
+    }
+    if root_only(theirs) {
+        // Nothing to compare below the root: no path can be named (naming
+        // every one of ours would name identical ones too).
+        return vec![Vec::new()];
     }
     let differs: Vec<&DigestNode> = theirs
         .nodes
@@ -631,6 +637,8 @@ pub struct Check {
     pub row: String,
     pub entries: u64,
     pub outcome: Outcome,
+    /// The digest carried only its root ([`root_only`]).
+    pub root_only: bool,
 }
 
 /// The digest this replica's packet to `target` carries: its recorded
@@ -738,6 +746,7 @@ pub fn check_after_import(
             row: String::new(),
             entries: 0,
             outcome: Outcome::Failed(error_chain(&err)),
+            root_only: false,
         }),
     }
 }
@@ -776,7 +785,18 @@ fn compare_after_import(
         own_row.get(origin).copied().unwrap_or(0)
             == header.epoch_row.get(origin).copied().unwrap_or(0)
     });
-    let outcome = if !same_version {
+    // During a restore, changes of this replica's own set aside (numbered
+    // like a sibling's: `family::set_aside_from`) are still in its tree but
+    // in no row: the trees differ by them, and say nothing of damage.
+    let set_aside = crate::sync::family::restore_wait(replica)?.is_some()
+        && !replica.state().set_aside()?.is_empty();
+    let outcome = if set_aside {
+        Outcome::NotCompared(
+            "this replica is being restored from a backup and holds changes of its own set aside \
+             (logged again, renumbered, when the restore finishes)"
+                .into(),
+        )
+    } else if !same_version {
         Outcome::NotCompared(format!(
             "this replica holds another version ({})",
             row_text(&members, &own_row.iter().map(|(o, e)| (*o, *e)).collect())
@@ -823,6 +843,7 @@ fn compare_after_import(
         sender: crate::error::printable(&member.name).into_owned(),
         row: row_text(&members, &header.epoch_row),
         entries: theirs.entries,
+        root_only: root_only(theirs),
         outcome,
     }))
 }
@@ -992,6 +1013,14 @@ pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<Di
 
 /// The comparison of this replica's recorded tree with a sibling's last
 /// digest.
+/// Whether `digest` carries only its root although its tree has entries:
+/// an encrypted packet's (its header is readable by every hop, and the
+/// nodes would name paths; SPEC.md §4.2), so the paths that differ cannot
+/// be told.
+pub fn root_only(digest: &TreeDigest) -> bool {
+    digest.nodes.is_empty() && digest.entries > 0
+}
+
 #[derive(Debug, Clone)]
 pub struct SiblingReport {
     pub received: crate::store::state::DigestReceived,
@@ -1003,6 +1032,9 @@ pub struct SiblingReport {
     pub patterns_differ: bool,
     /// Paths that differ ([`differing_subtrees`]); empty when in step.
     pub differing: Vec<Vec<u8>>,
+    /// The digest carries only its root ([`root_only`]): which paths
+    /// differ cannot be told.
+    pub root_only: bool,
 }
 
 /// Compares this replica's recorded tree with the last digest received
@@ -1034,6 +1066,7 @@ pub fn against_sibling(
         own_row: (!same).then(|| row_text(&members, &own_row)),
         patterns_differ: own_hash != received.digest.assumed,
         differing: differing_subtrees(&ours, &received.digest),
+        root_only: root_only(&received.digest),
         received,
     }))
 }

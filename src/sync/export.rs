@@ -51,7 +51,7 @@ pub enum Mode {
     #[default]
     Normal,
     /// What the target lacks, and again everything it has not confirmed,
-    /// now (`-resendall`).
+    /// now (`-resend`).
     ResendAll,
     /// No operations: a packet carrying only this replica's epoch row, as
     /// an acknowledgement (`-ack`).
@@ -66,8 +66,12 @@ pub enum ResendReason {
         sent_ns: i64,
         after: crate::store::config::ResendAfter,
     },
-    /// `-resendall` asked for it.
+    /// `-resend` asked for it.
     Asked,
+    /// The target's own first change, sent again once after a clone alarm
+    /// about it (raised at `alarm_ns`): the refused copy learns it is
+    /// refused; the accepted one skips it.
+    TellRefusedCopy { alarm_ns: i64 },
 }
 
 /// Operations of one origin sent again to a target.
@@ -270,42 +274,57 @@ pub fn export_updates(
     Ok(results)
 }
 
-/// While this replica holds a clone alarm about `target` (it refused
-/// packets of another copy of it), a packet to it also carries the first
+/// After a clone alarm about `target` (this replica refused packets of
+/// another copy of it), the next packet to it also carries the first
 /// change of the target's own this replica holds: the copy it accepts
 /// skips it (its own, the same), the refused copy finds it differs from
 /// its own change of that number, or that it never made it, and is told
 /// it is the refused copy (`family::check_duplicates`,
 /// `family::refuse_own_never_made`) instead of only ever hearing that its
-/// tree differs.
+/// tree differs. Once per alarm (a change the target confirmed is not
+/// sent again and again), and announced: returns the resend to report.
 fn tell_a_refused_copy(
     replica: &LockedReplica,
     target: &Member,
     own_row: &BTreeMap<Id, u64>,
     ranges: &mut BTreeMap<Id, EpochRange>,
     ops: &mut Vec<(i64, Operation)>,
-) -> Result<()> {
+) -> Result<Option<Resend>> {
+    let Some(alarm_ns) = replica
+        .state()
+        .clone_alarms()?
+        .iter()
+        .filter(|a| a.replica == target.replica)
+        .map(|a| a.at_ns)
+        .max()
+    else {
+        return Ok(None);
+    };
     if ranges.contains_key(&target.replica)
         || own_row.get(&target.replica).copied().unwrap_or(0) == 0
-        || !replica
+        || replica
             .state()
-            .clone_alarms()?
-            .iter()
-            .any(|a| a.replica == target.replica)
+            .clone_told(&target.replica)?
+            .is_some_and(|told| told >= alarm_ns)
     {
-        return Ok(());
+        return Ok(None);
     }
     // Its first change scrubbed: nothing left to tell it with.
     if replica.state().scrubbed_through(&target.replica)? >= 1 {
-        return Ok(());
+        return Ok(None);
     }
     let first = replica.state().operations_between(&target.replica, 0, 1)?;
     if first.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     ranges.insert(target.replica, EpochRange { first: 1, last: 1 });
     ops.extend(first);
-    Ok(())
+    Ok(Some(Resend {
+        origin: target.clone(),
+        first: 1,
+        last: 1,
+        reason: ResendReason::TellRefusedCopy { alarm_ns },
+    }))
 }
 
 fn export_to(
@@ -326,7 +345,7 @@ fn export_to(
         *own = stated;
     }
     let mut estimate = replica.state().epoch_row(&target.replica)?;
-    let resent = match request.mode {
+    let mut resent = match request.mode {
         Mode::AckOnly => Vec::new(),
         mode => plan_resend(replica, target, &own_row, &mut estimate, mode)?,
     };
@@ -350,7 +369,7 @@ fn export_to(
                 return Err(Error::Member {
                     name: target.name.clone(),
                     why: format!(
-                        "it needs operations {}..={scrubbed} of \"{}\", which this replica \
+                        "it needs operations {}-{scrubbed} of \"{}\", which this replica \
                          scrubbed from its log once every member confirmed holding them \
                          (oplog_keep_days); make it anew from a creation packet \
                          (mkreplica -export), or raise its row with chepoch if it does hold them",
@@ -372,8 +391,12 @@ fn export_to(
     if ops.is_empty() && !ack_only {
         return Ok(TargetExport::UpToDate);
     }
+    let mut told = false;
     if !ack_only {
-        tell_a_refused_copy(replica, target, &own_row, &mut ranges, &mut ops)?;
+        if let Some(tell) = tell_a_refused_copy(replica, target, &own_row, &mut ranges, &mut ops)? {
+            resent.push(tell);
+            told = true;
+        }
     }
     ops.sort_by_key(|(position, _)| *position);
     let ops: Vec<Operation> = ops.into_iter().map(|(_, op)| op).collect();
@@ -661,6 +684,12 @@ fn export_to(
         now.as_nanos_saturating(),
         &answered,
     )?;
+    if told {
+        let at = crate::sys::clock::now_ns();
+        replica
+            .state_mut()
+            .transaction(|tx| Ok(state::note_clone_told(tx, &target.replica, at)?))?;
+    }
     summary.parts = parts;
     Ok(TargetExport::Written(summary))
 }

@@ -95,8 +95,16 @@ pub fn check_incarnation(
 /// origin and epoch (`op` in full, its relative file state expanded):
 /// the sign of two copies of its origin. Reads only.
 pub fn differs_from_log(state: &crate::store::state::State, op: &Operation) -> Result<bool> {
+    let encoded = op.encode();
     let stored = state.operation_bytes(&op.origin, op.epoch, op.epoch)?;
-    Ok(stored.first().is_some_and(|stored| *stored != op.encode()))
+    if let Some(stored) = stored.first() {
+        return Ok(*stored != encoded);
+    }
+    // Scrubbed: its fingerprint stays (see `state::scrub_operations`), so
+    // a copy's different change is told apart after a scrub too.
+    Ok(state
+        .scrubbed_fingerprint(&op.origin, op.epoch)?
+        .is_some_and(|kept| kept != crate::store::state::op_fingerprint(&encoded)))
 }
 
 /// Compares the operations of a packet that this replica has already
@@ -109,13 +117,7 @@ pub fn check_duplicates(
     packet: &str,
 ) -> Result<Option<Refusal>> {
     for op in ops {
-        let stored = replica
-            .state()
-            .operation_bytes(&op.origin, op.epoch, op.epoch)?;
-        let Some(stored) = stored.first() else {
-            continue;
-        };
-        if *stored != op.encode() {
+        if differs_from_log(replica.state(), op)? {
             let name = replica
                 .members()?
                 .into_iter()
@@ -209,24 +211,14 @@ fn raise(
     })
 }
 
-/// What `rmreplica` did.
-#[derive(Debug, Clone)]
-pub struct Removal {
-    pub member: crate::store::state::Member,
-    /// The epoch of this replica's operation that records the removal.
-    pub epoch: u64,
-}
-
-/// Removes the member `name_or_id` from the family for good (`rmreplica`):
-/// logs a sealed `RemoveMember` operation of this replica's, which every
-/// export then carries to the siblings, and applies it here, in one
-/// transaction. From then on this replica accepts no packet that member
-/// signs ([`check_removed`]), refuses it as an export target, and no
-/// longer waits for its confirmations. The caller holds the lock.
-///
-/// Errors: an unknown member ([`Error::UnknownReplica`]), this replica
-/// itself, or a member removed already ([`Error::Member`]).
-pub fn remove_member(replica: &mut LockedReplica, name_or_id: &str) -> Result<Removal> {
+/// The member `name_or_id` if `rmreplica` may remove it (checked before
+/// the question is asked, on a replica opened for reading): not this
+/// replica, not removed already, and no restore of this replica's
+/// unfinished. Errors as [`remove_member`].
+pub fn check_removable(
+    replica: &crate::replica::Replica,
+    name_or_id: &str,
+) -> Result<crate::store::state::Member> {
     let member = replica.member(name_or_id)?;
     let me = replica.identity.replica_id;
     if member.replica == me {
@@ -246,6 +238,29 @@ pub fn remove_member(replica: &mut LockedReplica, name_or_id: &str) -> Result<Re
         });
     }
     refuse_while_restoring(replica, "removing a member")?;
+    Ok(member)
+}
+
+/// What `rmreplica` did.
+#[derive(Debug, Clone)]
+pub struct Removal {
+    pub member: crate::store::state::Member,
+    /// The epoch of this replica's operation that records the removal.
+    pub epoch: u64,
+}
+
+/// Removes the member `name_or_id` from the family for good (`rmreplica`):
+/// logs a sealed `RemoveMember` operation of this replica's, which every
+/// export then carries to the siblings, and applies it here, in one
+/// transaction. From then on this replica accepts no packet that member
+/// signs ([`check_removed`]), refuses it as an export target, and no
+/// longer waits for its confirmations. The caller holds the lock.
+///
+/// Errors: an unknown member ([`Error::UnknownReplica`]), this replica
+/// itself, or a member removed already ([`Error::Member`]).
+pub fn remove_member(replica: &mut LockedReplica, name_or_id: &str) -> Result<Removal> {
+    let member = check_removable(replica, name_or_id)?;
+    let me = replica.identity.replica_id;
     let last = replica.state().epoch(&me, &me)?;
     let epoch = last + 1;
     let op = Operation {
@@ -332,6 +347,14 @@ impl std::fmt::Display for RestoreWait {
             parts.push(format!(
                 "its own {changes} that a sibling holds and it forgot"
             ));
+        }
+        if parts.is_empty() {
+            // Everything arrived; the import or export that saw it last
+            // ends the restore (see `finish_restore_if_done`).
+            return f.write_str(
+                "nothing more (every sibling waited for was heard from; the next syncreplica -import \
+                 finishes the restore)",
+            );
         }
         f.write_str(&parts.join(" and "))
     }
@@ -612,14 +635,41 @@ pub fn refuse_while_restoring(replica: &crate::replica::Replica, what: &str) -> 
     }
 }
 
-/// Notes a verified packet of a current member (`header`), before it is
-/// applied: during this replica's restore, what the sender holds of this
-/// replica's own changes; and whether the sender itself was restored from
-/// a backup (a packet it made later than any seen before, whose row holds
-/// less of its own changes than it confirmed): then this replica's
-/// estimate of it falls to that row, so the next export sends it what it
-/// forgot. Returns a note for the user in the latter case.
-pub fn note_member_packet(replica: &mut LockedReplica, header: &Header) -> Result<Option<String>> {
+/// A sender restored from a backup: its row (per origin this replica
+/// knows), the epoch of its own it states, and the one it had confirmed.
+type Restored = (Vec<(Id, u64)>, u64, u64);
+
+/// What a verified packet of a current member says about its sender and
+/// about this replica's restore, assessed before the packet is applied
+/// ([`assess_member_packet`]) and taken only once the packet is accepted
+/// ([`take_member_note`]): nothing of a refused packet is taken.
+#[derive(Debug, Clone)]
+pub struct MemberNote {
+    sender: Id,
+    created: i64,
+    version: packet_format::FormatVersion,
+    /// Whether this packet is the sender's newest seen (it then says
+    /// which format the sender writes now).
+    newest: bool,
+    /// The sender was restored from a backup: its row, per origin this
+    /// replica knows, to lower the estimate of it to; with the epochs of
+    /// its own it states and had confirmed before.
+    restored: Option<Restored>,
+    /// During this replica's restore: what the sender holds of its own.
+    restoring_holds: Option<u64>,
+}
+
+/// Assesses a verified packet of a current member (`header`), before it is
+/// applied, reading only: during this replica's restore, what the sender
+/// holds of this replica's own changes; and whether the sender itself was
+/// restored from a backup (a packet it made later than any seen before,
+/// whose row holds less of its own changes than it confirmed): then this
+/// replica's estimate of it falls to that row, so the next export sends it
+/// what it forgot. `None` for a packet that does not speak for its sender.
+pub fn assess_member_packet(
+    replica: &crate::replica::Replica,
+    header: &Header,
+) -> Result<Option<MemberNote>> {
     let me = replica.identity.replica_id;
     let sender = header.sender.id;
     // Only what the sender signed itself speaks for it: a packet naming
@@ -642,46 +692,88 @@ pub fn note_member_packet(replica: &mut LockedReplica, header: &Header) -> Resul
         .map_or(0, |c| c.epoch);
     let stated = header.epoch_row.get(&sender).copied().unwrap_or(0);
     let restored = previous.is_some_and(|p| created > p) && stated < confirmed;
-    let mut row: Vec<(Id, u64)> = Vec::new();
-    if restored {
+    let restored = match restored {
         // Every origin this replica knows: one the sender's row lacks, it
         // holds nothing of.
-        let own = replica.state().epoch_row(&me)?;
-        row = own
-            .keys()
-            .map(|origin| (*origin, header.epoch_row.get(origin).copied().unwrap_or(0)))
-            .collect();
-    }
-    let restoring = restore_wait(replica)?.is_some();
-    let holds = header.epoch_row.get(&me).copied().unwrap_or(0);
+        true => Some((
+            replica
+                .state()
+                .epoch_row(&me)?
+                .keys()
+                .map(|origin| (*origin, header.epoch_row.get(origin).copied().unwrap_or(0)))
+                .collect(),
+            stated,
+            confirmed,
+        )),
+        false => None,
+    };
+    let restoring_holds = match restore_wait(replica)?.is_some() {
+        true => Some(header.epoch_row.get(&me).copied().unwrap_or(0)),
+        false => None,
+    };
+    Ok(Some(MemberNote {
+        sender,
+        created,
+        version: header.version,
+        // The newest packet says which format the sender writes now (a
+        // late old one must not take it back).
+        newest: previous.is_none_or(|p| created >= p),
+        restored,
+        restoring_holds,
+    }))
+}
+
+/// Takes what [`assess_member_packet`] found, once its packet is accepted
+/// (applied, acknowledged, or waiting for earlier changes), in one
+/// transaction. A restored sender's clone alarms are cleared: the restore
+/// explains the change it numbered like one this replica holds (its
+/// restore renumbers it). Returns a note for the user when the sender was
+/// restored.
+pub fn take_member_note(replica: &mut LockedReplica, note: &MemberNote) -> Result<Option<String>> {
     let now = crate::sys::clock::now_ns();
-    // The newest packet says which format the sender writes now (a late
-    // old one must not take it back).
-    let newest = previous.is_none_or(|p| created >= p);
+    let sender = note.sender;
+    let alarms = match note.restored {
+        Some(_) => replica
+            .state()
+            .clone_alarms()?
+            .into_iter()
+            .filter(|a| a.replica == sender)
+            .count(),
+        None => 0,
+    };
     replica.state_mut().transaction(|tx| {
-        if newest {
-            state::note_member_version(tx, &sender, header.version, now)?;
+        if note.newest {
+            state::note_member_version(tx, &sender, note.version, now)?;
         }
-        state::note_sender_clock(tx, &sender, created)?;
-        if restored {
-            state::lower_row(tx, &sender, &row)?;
+        state::note_sender_clock(tx, &sender, note.created)?;
+        if let Some((row, _, _)) = &note.restored {
+            state::lower_row(tx, &sender, row)?;
+            if alarms > 0 {
+                state::clear_clone_alarms(tx, &sender)?;
+            }
         }
-        if restoring {
+        if let Some(holds) = note.restoring_holds {
             state::note_restore_heard(tx, &sender, holds, now)?;
         }
         Ok(())
     })?;
-    if !restored {
+    let Some((_, stated, confirmed)) = &note.restored else {
         return Ok(None);
-    }
+    };
     let name = replica
         .members()?
         .into_iter()
         .find(|m| m.replica == sender)
         .map_or_else(|| sender.to_hex(), |m| printable(&m.name).into_owned());
+    let cleared = match alarms {
+        0 => String::new(),
+        _ => "; its clone alarm is cleared (the restore renumbers the change of its own it had \
+              numbered like one this replica holds)"
+            .to_string(),
+    };
     Ok(Some(format!(
         "\"{name}\" was restored from a backup: it holds its own changes up to {stated}, not {confirmed} \
-         as it said before; the next export to it sends what it forgot"
+         as it said before; the next export to it sends what it forgot{cleared}"
     )))
 }
 

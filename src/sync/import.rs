@@ -113,7 +113,7 @@ pub fn import(replica: &mut LockedReplica, request: &ImportRequest) -> Result<Ve
             packet_format::examine_packet(file, &keys).signature == Some(SignatureStatus::Verified)
         });
         if !now_trusted {
-            return Ok(outcomes);
+            return Ok(without_repeated_checks(outcomes));
         }
         outcomes.retain(|o| {
             !matches!(
@@ -126,6 +126,24 @@ pub fn import(replica: &mut LockedReplica, request: &ImportRequest) -> Result<Ve
         });
         outcomes.extend(import_files(replica, request, &retry, &mut recorded)?);
     }
+}
+
+/// Leaves out a digest comparison that says the same as one before it
+/// (the same sender, version and outcome: two packets of one sibling at
+/// one version, say an acknowledgement beside a packet applied before).
+fn without_repeated_checks(outcomes: Vec<PacketOutcome>) -> Vec<PacketOutcome> {
+    let mut seen: Vec<crate::sync::digest::Check> = Vec::new();
+    outcomes
+        .into_iter()
+        .filter(|outcome| match outcome {
+            PacketOutcome::Digest(check) if seen.contains(check) => false,
+            PacketOutcome::Digest(check) => {
+                seen.push(check.clone());
+                true
+            }
+            _ => true,
+        })
+        .collect()
 }
 
 /// `recorded` says whether local changes were recorded already in this
@@ -154,6 +172,7 @@ fn import_files(
 
     let me = replica.identity.replica_id;
     let mut candidates: BTreeMap<Id, Vec<Examination>> = BTreeMap::new();
+    let mut member_notes: HashMap<Id, crate::sync::family::MemberNote> = HashMap::new();
     for (id, all_parts) in grouped.logical {
         // The same part twice (a copy under another name) is one part.
         let mut parts: Vec<Examination> = Vec::new();
@@ -262,8 +281,11 @@ fn import_files(
             match crate::sync::family::check_incarnation(replica, &header, &packet)? {
                 Some(why) => outcomes.push(PacketOutcome::Refused { files, why }),
                 None => {
-                    if let Some(note) = crate::sync::family::note_member_packet(replica, &header)? {
-                        outcomes.push(PacketOutcome::Note { note });
+                    // Taken only once the packet is accepted: nothing of a
+                    // refused packet is (not even what its row says).
+                    if let Some(note) = crate::sync::family::assess_member_packet(replica, &header)?
+                    {
+                        member_notes.insert(id, note);
                     }
                     let paths: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
                     if let Some(note) = set_aside_collisions(replica, &paths)? {
@@ -303,6 +325,9 @@ fn import_files(
                             ),
                             Err(_) => None,
                         };
+                        if acknowledged.is_ok() {
+                            outcomes.extend(take_note(replica, &mut member_notes, &id)?);
+                        }
                         match acknowledged {
                             Ok(sender) if header.epoch_ranges.is_empty() => {
                                 let removal = remove_if(request.remove, &files);
@@ -343,8 +368,28 @@ fn import_files(
             let parts = candidates.remove(&id).expect("present");
             let files: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
             if !*recorded {
-                let (_, summary) = crate::sync::record::record_local_changes(replica)?;
+                // During a restore (`mkreplica -restore`) local changes are
+                // left unrecorded, not refused: each would be numbered like
+                // a change a sibling may hold, and refusing would keep the
+                // restore from ever finishing. The apply engine keeps what
+                // it finds on disk that the recorded state does not vouch
+                // for.
+                let (_, summary, waiting) = crate::sync::record::record_for_export(replica)?;
                 *recorded = true;
+                if waiting > 0 {
+                    outcomes.push(PacketOutcome::Note {
+                        note: format!(
+                            "this replica is being restored from a backup: {} not recorded \
+                             yet (it would be numbered like a change a sibling may hold); \
+                             the first record after the restore finishes takes {}",
+                            match waiting {
+                                1 => "1 local change is".to_string(),
+                                n => format!("{n} local changes are"),
+                            },
+                            if waiting == 1 { "it" } else { "them" }
+                        ),
+                    });
+                }
                 if let Some(undone) = &summary.mirror {
                     outcomes.extend(
                         crate::sync::mirror::notes(undone)
@@ -355,6 +400,7 @@ fn import_files(
             }
             match apply_logical(replica, &files) {
                 Ok((sender, report)) => {
+                    outcomes.extend(take_note(replica, &mut member_notes, &id)?);
                     let header = parts[0].header.clone().expect("header");
                     let check = crate::sync::digest::check_after_import(
                         replica,
@@ -416,7 +462,10 @@ fn import_files(
             outcomes.push(PacketOutcome::Refused { files, why });
         }
     }
-    for (_, parts) in candidates {
+    for (id, parts) in candidates {
+        // Not refused: what it says of its sender (during a restore here,
+        // what it holds of this replica's own) counts already.
+        outcomes.extend(take_note(replica, &mut member_notes, &id)?);
         let header = parts[0].header.clone().expect("header");
         let why = view.readiness(&header).to_string();
         outcomes.push(PacketOutcome::Waiting {
@@ -426,6 +475,21 @@ fn import_files(
         });
     }
     Ok(outcomes)
+}
+
+/// Takes what the accepted packet `id` says of its sender
+/// ([`crate::sync::family::take_member_note`]), once; returns the note for
+/// the user, if any.
+fn take_note(
+    replica: &mut LockedReplica,
+    notes: &mut HashMap<Id, crate::sync::family::MemberNote>,
+    id: &Id,
+) -> Result<Option<PacketOutcome>> {
+    let Some(note) = notes.remove(id) else {
+        return Ok(None);
+    };
+    Ok(crate::sync::family::take_member_note(replica, &note)?
+        .map(|note| PacketOutcome::Note { note }))
 }
 
 /// Verifies all parts of one logical packet again (they were examined, now

@@ -1,7 +1,7 @@
 //! Recording local changes: the step every command that changes a replica
 //! takes first; what it finds missing after the exclude rules changed; and
 //! re-asserting recorded paths so that siblings that lack them get them
-//! again (`-resend`).
+//! again (`-resendpath`).
 //!
 //! # Excludes that change
 //!
@@ -17,7 +17,7 @@
 //! deleted), and those that are included now, not recorded and absent
 //! from the disk are reported as missing, never recorded as deletions. A
 //! sibling that holds them sends them again after `syncreplica -record
-//! -resend PATH` or `-export -resend PATH` ([`resend`]). The rules are
+//! -resendpath PATH` or `-export -resendpath PATH` ([`resend`]). The rules are
 //! stored only by a record that finds nothing missing, so the report
 //! comes back with every record until the paths are back (or excluded
 //! again).
@@ -58,9 +58,14 @@ pub fn record_for_export(
 ) -> Result<(ScanOutcome, RecordSummary, usize)> {
     if crate::sync::family::restore_wait(replica)?.is_some() {
         crate::sync::apply::recover(replica)?;
-        let outcome = replica.scan(&mut ScanHooks::default())?;
+        let mut outcome = replica.scan_to_record(&mut ScanHooks::default())?;
         let waiting = outcome.changes.len();
-        return Ok((outcome, RecordSummary::default(), waiting));
+        // The changes wait; what the scan found unchanged is still noted
+        // (the fast path's stat columns: a restored copy's files have new
+        // inodes and times), so that an import's plan knows them.
+        outcome.changes.clear();
+        let (outcome, summary) = record_scanned(replica, outcome)?;
+        return Ok((outcome, summary, waiting));
     }
     let (outcome, summary) = record_local_changes(replica)?;
     Ok((outcome, summary, 0))
@@ -155,7 +160,7 @@ pub fn missing_since_excludes_changed(
     Ok(Some(top))
 }
 
-/// A `-resend PATH` argument as replica-relative bytes: relative to the
+/// A `-resendpath PATH` argument as replica-relative bytes: relative to the
 /// replica root, as `-status` and the warnings print paths (a trailing
 /// `/` is dropped).
 pub fn resend_path(arg: &std::ffi::OsStr) -> Result<Vec<u8>> {
@@ -216,7 +221,7 @@ pub struct Resent {
 /// changed the path meanwhile sees a conflict, settled by the usual rule.
 /// The caller holds the lock and has recorded local changes.
 pub fn resend(replica: &mut LockedReplica, paths: &[Vec<u8>]) -> Result<Resent> {
-    crate::sync::family::refuse_while_restoring(replica, "-resend")?;
+    crate::sync::family::refuse_while_restoring(replica, "-resendpath")?;
     let me = replica.identity.replica_id;
     let entries = replica.state().load_entries()?;
     let mut chosen: Vec<&Vec<u8>> = Vec::new();

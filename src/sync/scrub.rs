@@ -224,7 +224,7 @@ pub fn scrub(replica: &mut LockedReplica, keep_days: u64, now_ns: i64) -> Result
             return Err(Error::CorruptState {
                 path: replica.state().path().to_path_buf(),
                 what: format!(
-                    "the operation log of {origin} lacks some of epochs {}..={through}",
+                    "the operation log of {origin} lacks some of epochs {}-{through}",
                     start + 1
                 ),
             });

@@ -54,7 +54,7 @@ pub fn for_export(state: &State, ranges: &BTreeMap<Id, EpochRange>) -> Result<Ve
             return Err(Error::CorruptState {
                 path: state.path().to_path_buf(),
                 what: format!(
-                    "operations {}..={} of {origin} have no origin seal",
+                    "operations {}-{} of {origin} have no origin seal",
                     covered + 1,
                     range.last
                 ),
@@ -205,7 +205,7 @@ pub fn verify_incoming(
         }
         if let Some(epoch) = fold.missing {
             return Err(unsealed(format!(
-                "the seal of {}..={} of {} needs operation {epoch}, which neither this \
+                "the seal of {}-{} of {} needs operation {epoch}, which neither this \
                  replica nor the packet holds",
                 seal.first,
                 seal.carried_last(),
@@ -223,7 +223,7 @@ pub fn verify_incoming(
                 })?;
             if count != last - seal.first + 1 {
                 return Err(unsealed(format!(
-                    "operations {}..={} of {} are not all at hand to check their seal",
+                    "operations {}-{} of {} are not all at hand to check their seal",
                     seal.first,
                     seal.carried_last(),
                     seal.origin
@@ -247,7 +247,7 @@ pub fn verify_incoming(
             };
             if !seal.verify(&key, &folding[index].head) {
                 return Err(unsealed(format!(
-                    "the seal of operations {}..={} of {} does not verify: they were not \
+                    "the seal of operations {}-{} of {} does not verify: they were not \
                      written as they are by that replica",
                     seal.first,
                     seal.carried_last(),

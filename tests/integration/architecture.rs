@@ -307,8 +307,8 @@ fn usage_errors_exit_2_wherever_they_are_found() {
         (
             dir.path(),
             "syncreplica",
-            &["-export", "-resend", "-out", "/tmp/x", "beta"],
-            "a value is required for '-resend <PATH>'",
+            &["-export", "-resendpath", "-out", "/tmp/x", "beta"],
+            "a value is required for '-resendpath <PATH>'",
         ),
     ];
     for (cwd, command, args, says) in cases {

@@ -380,3 +380,59 @@ fn verify_refuses_two_siblings_and_names_an_unknown_one() {
         run.stdout
     );
 }
+
+#[test]
+fn verify_against_encrypted_packets_names_no_identical_path() {
+    let fam = family(
+        &["boston", "lambik"],
+        &[
+            ("a.txt", "one"),
+            ("docs/deep/c.txt", "three"),
+            ("e/f.txt", "f"),
+        ],
+    );
+    let lambik = fam.root("lambik");
+    diverge_silently(&lambik, "docs/deep/c.txt", "thr3e");
+    write(&fam.root("boston"), "a.txt", "two");
+    // Encrypted (the default): the digest carries its root alone.
+    let out = fam.packet_dir("1");
+    export_to(&fam.root("boston"), &out, &["lambik"], &[]).ok();
+    let run = import_from(&lambik, &[&out]).ok();
+    assert!(
+        run.stderr
+            .contains("this replica's tree differs from boston's")
+            && run.stderr.contains("cannot be told from this packet"),
+        "{}",
+        run.stderr
+    );
+    let verify = crate::helpers::run(&lambik, "syncreplica", ["-verify", "boston"]);
+    assert_eq!(verify.code, 1, "{}\n{}", verify.stdout, verify.stderr);
+    assert!(
+        verify.stdout.contains(
+            "which paths cannot be told: boston's packets carry only the root digest, because they are encrypted"
+        ),
+        "{}",
+        verify.stdout
+    );
+    for same in ["a.txt", "  e\n", "  docs\n"] {
+        assert!(!verify.stdout.contains(same), "{same}: {}", verify.stdout);
+    }
+    // The way out it names: one packet in the clear.
+    let ack = fam.packet_dir("ack");
+    export_to(
+        &fam.root("boston"),
+        &ack,
+        &["lambik"],
+        &["-ack", "-noencrypt"],
+    )
+    .ok();
+    import_from(&lambik, &[&ack]).ok();
+    let verify = crate::helpers::run(&lambik, "syncreplica", ["-verify", "boston"]);
+    assert!(
+        verify
+            .stdout
+            .contains("where boston's digest does not go deeper):\n  docs/deep/c.txt\n"),
+        "{}",
+        verify.stdout
+    );
+}

@@ -43,7 +43,7 @@ fn paths_missing_after_an_exclude_is_lifted_are_reported_and_come_back_when_rese
             .contains("1 path the family holds is missing here")
             && status
                 .stderr
-                .contains("syncreplica -export -resend 'docs' -out DIR beta"),
+                .contains("syncreplica -export -resendpath 'docs' -out DIR beta"),
         "{}",
         status.stderr
     );
@@ -62,7 +62,7 @@ fn paths_missing_after_an_exclude_is_lifted_are_reported_and_come_back_when_rese
 
     // The repair, at a sibling that has them: it goes to every sibling.
     let resent = fam.packet_dir("resent");
-    let res = export_to(&a, &resent, &["beta", "gamma"], &["-resend", "docs"]).ok();
+    let res = export_to(&a, &resent, &["beta", "gamma"], &["-resendpath", "docs"]).ok();
     assert!(
         res.stdout.contains("Recorded 4 paths again"),
         "{}",
@@ -88,19 +88,22 @@ fn a_resend_of_a_path_this_replica_lacks_changes_nothing() {
     let before = everything_under(&a);
     let out = fam.packet_dir("none");
     for (args, message) in [
-        (vec!["-record", "-resend", "nothere"], "does not hold it"),
-        (vec!["-record", "-resend", "../docs"], "'.' or '..'"),
+        (
+            vec!["-record", "-resendpath", "nothere"],
+            "does not hold it",
+        ),
+        (vec!["-record", "-resendpath", "../docs"], "'.' or '..'"),
     ] {
         let res = run(&a, "syncreplica", &args).fails_with(1);
         assert!(res.stderr.contains(message), "{args:?}: {}", res.stderr);
         assert_eq!(everything_under(&a), before, "{args:?}");
     }
-    let res = export_to(&a, &out, &["beta"], &["-resend", "nothere"]).fails_with(1);
+    let res = export_to(&a, &out, &["beta"], &["-resendpath", "nothere"]).fails_with(1);
     assert!(res.stderr.contains("does not hold it"), "{}", res.stderr);
     assert_eq!(everything_under(&a), before);
-    let usage = run(&a, "syncreplica", ["-status", "-resend", "docs"]).fails_with(2);
+    let usage = run(&a, "syncreplica", ["-status", "-resendpath", "docs"]).fails_with(2);
     assert!(
-        usage.stderr.contains("-resend applies to"),
+        usage.stderr.contains("-resendpath applies to"),
         "{}",
         usage.stderr
     );

@@ -1,5 +1,5 @@
 //! A family that heals itself (issue 13): acknowledgements, automatic
-//! resend of what a sibling never confirmed, `-resendall`, `-ack`, and
+//! resend of what a sibling never confirmed, `-resend`, `-ack`, and
 //! clone detection (two copies of one replica; an ambiguous creation
 //! folder). Waiting periods use the test clock
 //! (`SYNCREPLICA_TEST_CLOCK_SHIFT`), never sleeps.
@@ -141,7 +141,7 @@ fn a_lost_packet_is_resent_after_resend_after_without_chepoch() {
 }
 
 #[test]
-fn no_automatic_resend_on_a_one_way_link_but_resendall_resends() {
+fn no_automatic_resend_on_a_one_way_link_but_resend_resends() {
     let fam = family(&["boston", "lambik"], &[("a.txt", "one")]);
     let boston = fam.root("boston");
     let lambik = fam.root("lambik");
@@ -157,13 +157,13 @@ fn no_automatic_resend_on_a_one_way_link_but_resendall_resends() {
     assert!(listing.contains("last heard from:   never"), "{listing}");
 
     let now = fam.packet_dir("now");
-    let resent = export_to(&boston, &now, &["lambik"], &["-resendall"]).ok();
+    let resent = export_to(&boston, &now, &["lambik"], &["-resend"]).ok();
     assert!(
         resent.stdout.contains("Resending to lambik"),
         "{}",
         resent.stdout
     );
-    assert!(resent.stdout.contains("-resendall"), "{}", resent.stdout);
+    assert!(resent.stdout.contains("-resend"), "{}", resent.stdout);
     let imported = import_from(&lambik, &[&now]).ok();
     assert!(
         imported.stdout.contains("Applied packet from boston"),
@@ -828,7 +828,7 @@ enum Topology {
 /// random; then rounds without loss until every tree is the same, which
 /// must take at most `members` rounds plus 2. Nothing but automatic
 /// resend (resend_after = 1h, the clock moved 2h a round) repairs the
-/// losses: no chepoch, no -resendall, no -fullcontent.
+/// losses: no chepoch, no -resend, no -fullcontent.
 fn simulate_family(topology: Topology, seed: u64) {
     let members: usize = std::env::var("SYNCREPLICA_SCALE_MEMBERS")
         .ok()
@@ -1104,7 +1104,7 @@ fn a_late_duplicate_does_not_take_the_place_of_the_newest_packet_received() {
     write(&beta, "b.txt", "second");
     // The first packet is late; the next resends what it carried.
     let newer = fam.packet_dir("newer");
-    export_to(&beta, &newer, &["alpha"], &["-resendall"]).ok();
+    export_to(&beta, &newer, &["alpha"], &["-resend"]).ok();
     import_from(&alpha, &[&newer]).ok();
     let newest = packet_files(&newer)[0]
         .file_name()
@@ -1416,4 +1416,306 @@ fn a_creation_packet_with_a_forged_or_missing_checkpoint_is_refused() {
         );
         assert!(!root.exists(), "{label}: nothing made");
     }
+}
+
+#[test]
+fn a_restore_finishes_although_a_file_was_edited_meanwhile() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    acknowledge(&fam, "beta", "alpha", "hello");
+    run(&beta, "mkreplica", ["-restore"]).ok();
+    // Someone edits the restored tree before the restore is over.
+    write(&beta, "new.txt", "made during the restore");
+    acknowledge(&fam, "beta", "alpha", "restored-ack");
+    write(&alpha, "b.txt", "from alpha");
+    let out = fam.packet_dir("back");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    let back = import_from(&beta, &[&out]).ok();
+    assert!(back.stdout.contains("Restore finished"), "{}", back.stdout);
+    assert!(
+        back.stdout.contains("1 local change is not recorded yet"),
+        "{}",
+        back.stdout
+    );
+    assert_eq!(read(&beta, "b.txt"), "from alpha");
+    assert_eq!(read(&beta, "new.txt"), "made during the restore");
+    // Recorded once the restore is over, and it travels.
+    fam.send("beta", "alpha", "after");
+    assert_eq!(read(&alpha, "new.txt"), "made during the restore");
+    assert_eq!(tree_listing(&alpha), tree_listing(&beta));
+}
+
+#[test]
+fn a_copied_replica_s_packet_takes_nothing_and_stays_refused_after_a_scrub() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    acknowledge(&fam, "beta", "alpha", "hello");
+    let copy = fam.dir.path().join("beta-copy");
+    copy_dir(&beta, &copy);
+    write(&beta, "x1.txt", "first of beta");
+    write(&beta, "x2.txt", "second of beta");
+    fam.send("beta", "alpha", "edits");
+    let own = own_epoch(&beta);
+    assert!(own >= 2);
+    assert_eq!(confirmed(&alpha, "beta", "beta"), Some(own));
+    // The copy numbers its own change like beta's first.
+    write(&copy, "y.txt", "from the copy");
+    let out = fam.packet_dir("from-copy");
+    export_to(&copy, &out, &["alpha"], &[]).ok();
+    let again = fam.packet_dir("from-copy-again");
+    for file in packet_files(&out) {
+        std::fs::copy(&file, again.join(file.file_name().unwrap())).unwrap();
+    }
+    let refused = import_from(&alpha, &[&out]).fails_with(1);
+    assert!(refused.stderr.contains("cloned"), "{refused:?}");
+    // One copy restored from a backup without -restore is told the way out.
+    assert!(
+        refused
+            .stderr
+            .contains("run mkreplica -restore there instead"),
+        "{refused:?}"
+    );
+    // Nothing of the refused packet was taken: not its row either.
+    assert!(
+        !refused.stdout.contains("restored from a backup"),
+        "{refused:?}"
+    );
+    assert_eq!(confirmed(&alpha, "beta", "beta"), Some(own));
+    assert_eq!(epoch_in_row(&alpha, "beta", "beta"), own);
+
+    // Every member holds everything; beta's changes are scrubbed at alpha.
+    acknowledge(&fam, "beta", "alpha", "all");
+    let scrubbed = scrub_later(&alpha, PAST_KEEP_SECS).ok();
+    assert!(scrubbed.stdout.contains("Scrubbed"), "{}", scrubbed.stdout);
+    assert!(logged_epochs(&alpha, "beta").is_empty());
+
+    // The copy's packet, imported again with -remove: still refused, and
+    // it stays.
+    let before = packet_files(&again);
+    let refused = run(
+        &alpha,
+        "syncreplica",
+        [OsStr::new("-import"), "-remove".as_ref(), again.as_os_str()],
+    )
+    .fails_with(1);
+    assert!(refused.stderr.contains("cloned"), "{refused:?}");
+    assert!(!refused.stdout.contains("Already applied"), "{refused:?}");
+    assert_eq!(packet_files(&again), before);
+    assert!(!alpha.join("y.txt").exists());
+}
+
+/// `syncreplica -export -fmt json -out OUT TARGET` at `root`: the target's
+/// object.
+fn export_json(root: &Path, out: &Path, target: &str) -> serde_json::Value {
+    let run = export_to(root, out, &[target], &["-fmt", "json"]).ok();
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    json["targets"][0].clone()
+}
+
+#[test]
+fn after_a_restore_nothing_confirmed_is_resent_and_the_clone_alarm_clears() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    fam.send("alpha", "beta", "first");
+    acknowledge(&fam, "beta", "alpha", "first-back");
+    let backup = fam.dir.path().join("alpha-backup");
+    copy_dir(&alpha, &backup);
+    write(&alpha, "b.txt", "made after the backup");
+    fam.send("alpha", "beta", "after-backup");
+    // The old copy comes back and sends a change numbered like the lost
+    // one: beta raises the clone alarm.
+    std::fs::remove_dir_all(&alpha).unwrap();
+    copy_dir(&backup, &alpha);
+    write(&alpha, "c.txt", "made by the restored copy");
+    let out = fam.packet_dir("collides");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    import_from(&beta, &[&out]).fails_with(1);
+    assert_eq!(
+        lsreplica_member(&beta, "alpha")["clone_alarms"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // The restore explains it: the alarm clears.
+    run(&alpha, "mkreplica", ["-restore"]).ok();
+    let noted = acknowledge(&fam, "alpha", "beta", "restored-ack");
+    assert!(
+        noted.stdout.contains("its clone alarm is cleared"),
+        "{}",
+        noted.stdout
+    );
+    assert!(lsreplica_member(&beta, "alpha")["clone_alarms"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let out = fam.packet_dir("returned");
+    export_to(&beta, &out, &["alpha"], &[]).ok();
+    let back = import_from(&alpha, &[&out]).ok();
+    // Its own change set aside is no damage: no false warning.
+    assert!(!back.stderr.contains("WARNING"), "{}", back.stderr);
+    fam.send("alpha", "beta", "renumbered");
+    acknowledge(&fam, "alpha", "beta", "confirms");
+    assert_eq!(tree_listing(&alpha), tree_listing(&beta));
+
+    // Every later packet to alpha carries only what is new, twice over.
+    for round in 0..2 {
+        write(&beta, &format!("new{round}.txt"), "from beta");
+        let out = fam.packet_dir(&format!("new{round}"));
+        let sent = export_json(&beta, &out, "alpha");
+        assert_eq!(sent["operations"], 1, "{sent}");
+        assert_eq!(sent["resent"], serde_json::json!([]), "{sent}");
+        import_from(&alpha, &[&out]).ok();
+        acknowledge(&fam, "alpha", "beta", &format!("ack{round}"));
+    }
+}
+
+#[test]
+fn rmreplica_refuses_what_it_cannot_remove_before_asking() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let alpha = fam.root("alpha");
+    let own = run_in(&alpha, "rmreplica", ["alpha"], "y\n").fails_with(1);
+    assert!(own.stderr.contains("cannot remove itself"), "{own:?}");
+    assert!(!own.stdout.contains("for good?"), "{own:?}");
+    assert!(!own.stderr.contains("for good?"), "{own:?}");
+    run(&alpha, "rmreplica", ["-force", "beta"]).ok();
+    let again = run_in(&alpha, "rmreplica", ["beta"], "y\n").fails_with(1);
+    assert!(again.stderr.contains("removed already"), "{again:?}");
+    assert!(!again.stdout.contains("for good?"), "{again:?}");
+    assert!(!again.stderr.contains("for good?"), "{again:?}");
+}
+
+#[test]
+fn lsepoch_gives_the_time_a_row_was_last_confirmed() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    let at = |root: &Path| {
+        let replica = syncreplica::replica::Replica::open(root).unwrap();
+        let beta_id = replica.member("beta").unwrap().replica;
+        let alpha_id = replica.member("alpha").unwrap().replica;
+        replica.state().confirmed_table().unwrap()[&beta_id][&alpha_id].at_ns
+    };
+    acknowledge(&fam, "beta", "alpha", "first");
+    let first = at(&alpha);
+    // The same row again, later: confirmed again, now.
+    acknowledge(&fam, "beta", "alpha", "second");
+    let second = at(&alpha);
+    assert!(second > first, "{first} then {second}");
+    assert_eq!(own_epoch(&beta), epoch_in_row(&alpha, "beta", "beta"));
+}
+
+#[test]
+fn lspacket_long_names_the_members_it_knows_in_the_sender_s_row() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    // beta learns of gamma (made after it), and gamma's change reaches
+    // alpha, whose row then holds gamma.
+    write(&alpha, "first.txt", "one");
+    fam.send("alpha", "beta", "members");
+    write(&fam.root("gamma"), "g.txt", "from gamma");
+    fam.send("gamma", "alpha", "g");
+    write(&alpha, "b.txt", "two");
+    let out = fam.packet_dir("p");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    let gamma_id = syncreplica::replica::Replica::open(&alpha)
+        .unwrap()
+        .member("gamma")
+        .unwrap()
+        .replica
+        .to_hex();
+    let listing = run(
+        &beta,
+        "lspacket",
+        [OsStr::new("-long"), packet_files(&out)[0].as_os_str()],
+    )
+    .ok();
+    assert!(
+        listing.stdout.contains("Sender's epoch row:"),
+        "{}",
+        listing.stdout
+    );
+    assert!(listing.stdout.contains("\n  gamma="), "{}", listing.stdout);
+    assert!(
+        !listing.stdout.contains(&format!("  {gamma_id}=")),
+        "{}",
+        listing.stdout
+    );
+}
+
+#[test]
+fn one_import_says_verified_in_step_once_per_sibling_and_version() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    acknowledge(&fam, "beta", "alpha", "hello");
+    write(&alpha, "b.txt", "two");
+    let out = fam.packet_dir("both");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    // The same changes again (a resend) beside it.
+    export_to(&alpha, &out, &["beta"], &["-resend"]).ok();
+    assert_eq!(packet_files(&out).len(), 2);
+    let imported = import_from(&beta, &[&out]).ok();
+    assert_eq!(
+        imported.stdout.matches("verified in step").count(),
+        1,
+        "{}",
+        imported.stdout
+    );
+}
+
+#[test]
+fn an_export_with_nothing_new_says_what_stays_unconfirmed_and_how_to_resend() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let alpha = fam.root("alpha");
+    set_resend_after(&alpha, "never");
+    acknowledge(&fam, "beta", "alpha", "hello");
+    write(&alpha, "b.txt", "two");
+    let lost = fam.packet_dir("lost");
+    export_to(&alpha, &lost, &["beta"], &[]).ok();
+    let again = fam.packet_dir("again");
+    let run = export_later(&alpha, &again, "beta", 30 * 86_400);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("lacks nothing"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("1 change sent to beta not confirmed yet; resend_after is never for beta")
+            && run.stdout.contains("syncreplica -export -resend beta"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn lsreplica_shows_each_copy_s_incarnation_that_the_clone_alarm_names() {
+    let fam = family(&["boston"], &[("a.txt", "one")]);
+    let (boston, first, second) = twins(&fam);
+    let own = |root: &Path| {
+        let listing = lsreplica_json(root);
+        listing["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["this_replica"] == true)
+            .unwrap()["incarnation"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (one, two) = (own(&first), own(&second));
+    assert_ne!(one, two);
+    write(&first, "first.txt", "from the first copy");
+    fam.send("lambik", "boston", "first");
+    assert_eq!(
+        lsreplica_member(&boston, "lambik")["incarnation"],
+        one.as_str()
+    );
+    write(&second, "second.txt", "from the second copy");
+    let out = fam.packet_dir("second");
+    export_to(&second, &out, &["boston"], &[]).ok();
+    let refused = import_from(&boston, &[&out]).fails_with(1);
+    assert!(refused.stderr.contains(&two), "{}", refused.stderr);
+    let long = run(&second, "lsreplica", ["-long"]).ok().stdout;
+    assert!(
+        long.contains(&format!("  incarnation:       {two} (this copy's)")),
+        "{long}"
+    );
 }

@@ -299,7 +299,7 @@ fn a_creation_packet_missing_the_first_epochs_of_an_origin_is_refused() {
         },
         |_| {},
     );
-    creation_refused(&fam, &fingerprint, &out, "but not 1..=1");
+    creation_refused(&fam, &fingerprint, &out, "but not 1-1");
 }
 
 #[test]
@@ -1173,7 +1173,7 @@ fn a_step_that_fails_after_the_commit_is_reported_and_the_replica_goes_on() {
         "{}",
         res.stderr
     );
-    assert!(res.stderr.contains("-resend"), "{}", res.stderr);
+    assert!(res.stderr.contains("-resendpath"), "{}", res.stderr);
     // What could be done is done; what could not is as it was.
     assert_eq!(
         std::fs::read_to_string(b.join("open/g.txt")).unwrap(),
@@ -1246,7 +1246,7 @@ fn a_step_that_fails_after_the_commit_is_reported_and_the_replica_goes_on() {
         "syncreplica",
         [
             OsStr::new("-export"),
-            OsStr::new("-resend"),
+            OsStr::new("-resendpath"),
             OsStr::new("locked"),
             OsStr::new("-out"),
             resend.as_os_str(),

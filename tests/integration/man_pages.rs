@@ -1131,7 +1131,7 @@ fn completions_offer_the_options_of_the_chosen_mode() {
         "syncreplica",
         &["syncreplica", "-export", "-out", "x", "-res"],
     );
-    assert_eq!(later, ["-resend", "-resendall"]);
+    assert_eq!(later, ["-resendpath", "-resend"]);
     let formats = bash_completions("syncreplica", &["syncreplica", "-import", "-fmt", ""]);
     assert_eq!(formats, ["text", "json"]);
     let mk = bash_completions("mkreplica", &["mkreplica", "-import", "-"]);

@@ -65,6 +65,10 @@ pub struct MemberInfo {
     /// for a member never heard from. Exports to it carry nothing its
     /// format predates.
     pub format_version: Option<String>,
+    /// The incarnation id (32 hex digits) a clone alarm names: for this
+    /// replica its own copy's; for the others the copy whose packets this
+    /// replica accepts; null when none is known yet.
+    pub incarnation: Option<String>,
     /// For this replica, while a restore from a backup is unfinished
     /// (mkreplica -restore): what it waits for.
     pub restore_waits_for: Option<String>,
@@ -239,6 +243,12 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
                     entries: d.digest.entries,
                     outcome: d.outcome.clone(),
                 }),
+            incarnation: match own {
+                true => state.own_incarnation()?.map(|(id, _)| id.to_hex()),
+                false => state
+                    .known_incarnation(&member.replica)?
+                    .map(|known| known.incarnation.to_hex()),
+            },
             format_version: match own {
                 true => Some(format!(
                     "{}.{}",
@@ -341,6 +351,13 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
             (None, _) => "unknown (no packet from it yet)".into(),
         };
         let _ = writeln!(out, "  packet format:     {format}");
+        if let Some(incarnation) = &member.incarnation {
+            let whose = match member.this_replica {
+                true => "this copy's",
+                false => "the copy accepted here",
+            };
+            let _ = writeln!(out, "  incarnation:       {incarnation} ({whose})");
+        }
         if member.this_replica {
             let _ = writeln!(
                 out,

@@ -78,7 +78,7 @@ fn render_failed(out: &mut String, replica_name: &str, failed: &[FailedStep]) {
     }
     let resend: Vec<String> = failed
         .iter()
-        .map(|f| format!("-resend '{}'", relpath::display_short(&f.path, 120)))
+        .map(|f| format!("-resendpath '{}'", relpath::display_short(&f.path, 120)))
         .collect();
     let _ = writeln!(
         out,

@@ -57,7 +57,7 @@ pub struct ResentJson {
     pub origin: String,
     pub first: u64,
     pub last: u64,
-    /// "asked" (-resendall) or "unconfirmed" (resend_after passed).
+    /// "asked" (-resend) or "unconfirmed" (resend_after passed).
     pub reason: &'static str,
     /// For "unconfirmed": when they were sent, RFC 3339.
     pub sent: Option<String>,
@@ -140,12 +140,14 @@ pub fn target_json(target: &str, result: &export::TargetExport) -> TargetJson {
                     reason: match r.reason {
                         export::ResendReason::Asked => "asked",
                         export::ResendReason::Unconfirmed { .. } => "unconfirmed",
+                        export::ResendReason::TellRefusedCopy { .. } => "tell_refused_copy",
                     },
                     sent: match r.reason {
                         export::ResendReason::Unconfirmed { sent_ns, .. } => {
                             Some(crate::sys::clock::rfc3339_ns(sent_ns))
                         }
-                        export::ResendReason::Asked => None,
+                        export::ResendReason::Asked
+                        | export::ResendReason::TellRefusedCopy { .. } => None,
                     },
                 })
                 .collect();

@@ -164,7 +164,7 @@
 //!    replay after a crash meets the failure once, records it the same
 //!    way and clears the journal. The batch's operations stay logged and
 //!    its epochs raised, so the other replicas do not send the change
-//!    again; once the cause is fixed, `-resend PATH` at a sibling that
+//!    again; once the cause is fixed, `-resendpath PATH` at a sibling that
 //!    has it sends it anew. A row goes when a later batch writes its path
 //!    or a record takes a local change of it.
 //! 10. **Nothing a person made is lost.** Every action that replaces or
