@@ -32,8 +32,9 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// 5 appends the encryption field ([`Header::encryption`]) and entry
 /// encodings 2 and 3 (age-encrypted entries). Minor 4 was never used;
 /// 6 appends checkpoints to the `creation` entry
-/// ([`CreationPayload::checkpoints`]).
-pub const FORMAT_MINOR: u16 = 6;
+/// ([`CreationPayload::checkpoints`]); 8 adds chunk groups (chunk codec 3,
+/// SPEC.md §5.2). Minor 7 is another branch's.
+pub const FORMAT_MINOR: u16 = 8;
 /// The first minor whose header body ends with the incarnation field.
 pub const MINOR_WITH_INCARNATION: u16 = 1;
 /// The first minor whose header body has the tree digest after the
@@ -48,6 +49,8 @@ pub const MINOR_WITH_ENCRYPTION: u16 = 5;
 /// The first minor whose `creation` entry ends with the checkpoints of the
 /// origins whose first operations were scrubbed (SPEC.md §8.1).
 pub const MINOR_WITH_CHECKPOINT: u16 = 6;
+/// First minor whose `chunks` entry may hold chunk groups (codec 3, SPEC.md §5.2).
+pub const MINOR_WITH_CHUNK_GROUPS: u16 = 8;
 /// Length of the fixed prefix: magic, major, minor, signer key.
 pub(crate) const HEADER_PREFIX_LEN: usize = 8 + 2 + 2 + 32;
 /// Domain separation for the signature: the signed message is this string
