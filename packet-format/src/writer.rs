@@ -307,6 +307,9 @@ pub struct PacketWriter {
     encoders: Option<crate::encoders::EncoderPool>,
     /// Chunks added and not yet handed to encoding (SPEC.md §5.2).
     group: crate::encoders::Group,
+    /// Decoded bytes a group may reach: 0 writes every chunk alone
+    /// ([`Self::with_chunk_groups`]).
+    group_target: usize,
     /// Groups handed to encoding, and written, so far.
     groups_submitted: u64,
     groups_written: u64,
@@ -500,6 +503,7 @@ impl PacketWriter {
             seals_budget,
             encoders: None,
             group: crate::encoders::Group::default(),
+            group_target: GROUP_TARGET,
             groups_submitted: 0,
             groups_written: 0,
             held_ops: std::collections::VecDeque::new(),
@@ -525,6 +529,15 @@ impl PacketWriter {
     pub fn with_encoder_threads(mut self, threads: usize) -> PacketWriter {
         self.encoders =
             (threads > 1).then(|| crate::encoders::EncoderPool::new(threads, ZSTD_LEVEL));
+        self
+    }
+
+    /// Whether chunks may travel in chunk groups (SPEC.md §5.2, the
+    /// default): `false` for a target known to read only a minor older
+    /// than [`crate::MINOR_WITH_CHUNK_GROUPS`], which would refuse them.
+    /// Every chunk is then a record of its own, as such a reader expects.
+    pub fn with_chunk_groups(mut self, groups: bool) -> PacketWriter {
+        self.group_target = if groups { GROUP_TARGET } else { 0 };
         self
     }
 
@@ -797,7 +810,7 @@ impl PacketWriter {
             }
             .at(&self.out_dir));
         }
-        if !self.group.is_empty() && self.group.len_with(data.len()) > GROUP_TARGET {
+        if !self.group.is_empty() && self.group.len_with(data.len()) > self.group_target {
             self.submit_group()?;
         }
         self.group.push(id, data);

@@ -448,7 +448,9 @@ fn export_to(
         }
     }
     let mut writer = PacketWriter::create(write_dir, request.max_size, &key, meta)?
-        .with_encoder_threads(crate::sync::chunks::encoder_threads());
+        .with_encoder_threads(crate::sync::chunks::encoder_threads())
+        // A member whose packets show an older reader would refuse them.
+        .with_chunk_groups(crate::sync::family::reads_chunk_groups(replica, target)?);
     let mut summary = ExportSummary {
         sequence,
         resent,
