@@ -1417,3 +1417,53 @@ fn a_creation_packet_with_a_forged_or_missing_checkpoint_is_refused() {
         assert!(!root.exists(), "{label}: nothing made");
     }
 }
+
+/// Chunk groups (packet format 2.8, SPEC.md §5.2) go only to members
+/// whose packets show a reader that knows them; an older one would refuse
+/// the packet, so it gets every chunk as a record of its own.
+#[test]
+fn a_member_reading_an_older_format_gets_every_chunk_as_a_record_of_its_own() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    write(&beta, "b.txt", "from beta");
+    fam.send("beta", "alpha", "hello");
+    let texts = |first: usize| -> Vec<(String, String)> {
+        (first..first + 5)
+            .map(|i| (format!("t{i}.txt"), format!("text number {i} ").repeat(40 + i)))
+            .collect()
+    };
+    let records = |out: &Path| -> String {
+        let listed = run(&alpha, "lspacket", [OsStr::new("-long"), out.as_os_str()])
+            .ok()
+            .stdout;
+        let line = listed
+            .lines()
+            .find(|line| line.starts_with("Packet contains"))
+            .unwrap_or_else(|| panic!("{listed}"));
+        line.to_string()
+    };
+
+    // beta still runs 2.6.
+    pretend_member_writes(&alpha, "beta", 2, 6);
+    for (name, text) in texts(0) {
+        write(&alpha, &name, &text);
+    }
+    let old = fam.packet_dir("for-2.6");
+    export_to(&alpha, &old, &["beta"], &[]).ok();
+    assert!(records(&old).ends_with("and 5 chunk records."), "{}", records(&old));
+
+    // Once its packets show 2.8, small files' chunks share a group.
+    pretend_member_writes(&alpha, "beta", 2, packet_format::FORMAT_MINOR);
+    for (name, text) in texts(5) {
+        write(&alpha, &name, &text);
+    }
+    let new = fam.packet_dir("for-2.8");
+    export_to(&alpha, &new, &["beta"], &[]).ok();
+    assert!(records(&new).ends_with("and 1 chunk records."), "{}", records(&new));
+
+    import_from(&beta, &[&old]).ok();
+    import_from(&beta, &[&new]).ok();
+    for (name, text) in texts(0).into_iter().chain(texts(5)) {
+        assert_eq!(read(&beta, &name), text);
+    }
+}
