@@ -283,7 +283,9 @@ struct PendingPart {
 /// Feed it operations and chunk data in stream order. Send a file version's
 /// chunks before the operation that references them, so that a chunk is
 /// always in the same or an earlier part than its first use. Memory use is
-/// independent of packet size (about 100 bytes per part plus buffers).
+/// independent of packet size: about 100 bytes per part, plus the open
+/// chunk group (2 MiB), the groups being compressed and up to 4 MiB of
+/// operations waiting for their group (SPEC.md §5.2).
 pub struct PacketWriter {
     out_dir: PathBuf,
     max_size: u64,
