@@ -24,9 +24,8 @@ use crate::header::{
 };
 use crate::ops::{ChunkId, Operation};
 use crate::records::{
-    ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_GROUP, CODEC_RECIPE, CODEC_ZSTD,
-    GROUP_MEMBER_HEADER_LEN,
-    OP_RECORD_HEADER_LEN,
+    ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_GROUP, CODEC_RECIPE,
+    CODEC_ZSTD, GROUP_MEMBER_HEADER_LEN, OP_RECORD_HEADER_LEN,
 };
 use crate::{
     ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_PASSKEY, ENTRY_SEALS,

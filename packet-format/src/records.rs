@@ -90,7 +90,10 @@ impl ChunkRecordHeader {
             return Err("a chunk group's id field must be zero".into());
         }
         if self.chunk_len == 0 || self.chunk_len as usize > crate::MAX_GROUP_LEN {
-            return Err(format!("chunk group length {} out of range", self.chunk_len));
+            return Err(format!(
+                "chunk group length {} out of range",
+                self.chunk_len
+            ));
         }
         if self.offset != 0 || self.piece_len != self.chunk_len {
             return Err("a chunk group is never split".into());

@@ -32,8 +32,8 @@ use crate::header::{
 };
 use crate::ops::{ChunkId, Id, Operation, Timestamp};
 use crate::records::{
-    ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_GROUP, CODEC_PLAIN, CODEC_RECIPE,
-    OP_RECORD_HEADER_LEN,
+    ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_GROUP, CODEC_PLAIN,
+    CODEC_RECIPE, OP_RECORD_HEADER_LEN,
 };
 use crate::{
     naming, ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_PASSKEY,

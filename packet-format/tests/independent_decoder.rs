@@ -204,7 +204,11 @@ fn update_vector_decodes_without_the_library() {
     // Minor 5: the encryption field, an option: none (not encrypted).
     assert_eq!(c.byte(), 0, "not encrypted");
     assert_eq!(c.at, header.len(), "nothing after the body");
-    assert_eq!((operation_records, chunk_records), (3, 1), "four chunks in one group record");
+    assert_eq!(
+        (operation_records, chunk_records),
+        (3, 1),
+        "four chunks in one group record"
+    );
 
     // Every pin matches its entry.
     for (pin, (name, data)) in pins.iter().zip(&entries) {
@@ -359,8 +363,10 @@ fn legacy_update_vector_decodes_without_the_library() {
     assert_eq!(u16le(header, 10), 6, "minor");
     let (records, chunks) = walk_chunk_records(entries[0].1, 6);
     assert_eq!((records, chunks.len()), (4, 4));
-    let (_, grouped) =
-        walk_chunk_records(zip_entries(&std::fs::read("tests/vectors/update.zip").unwrap())[0].1, 8);
+    let (_, grouped) = walk_chunk_records(
+        zip_entries(&std::fs::read("tests/vectors/update.zip").unwrap())[0].1,
+        8,
+    );
     assert_eq!(chunks, grouped, "the same chunks as update.zip's group");
 }
 

@@ -1429,7 +1429,12 @@ fn a_member_reading_an_older_format_gets_every_chunk_as_a_record_of_its_own() {
     fam.send("beta", "alpha", "hello");
     let texts = |first: usize| -> Vec<(String, String)> {
         (first..first + 5)
-            .map(|i| (format!("t{i}.txt"), format!("text number {i} ").repeat(40 + i)))
+            .map(|i| {
+                (
+                    format!("t{i}.txt"),
+                    format!("text number {i} ").repeat(40 + i),
+                )
+            })
             .collect()
     };
     let records = |out: &Path| -> String {
@@ -1450,7 +1455,11 @@ fn a_member_reading_an_older_format_gets_every_chunk_as_a_record_of_its_own() {
     }
     let old = fam.packet_dir("for-2.6");
     export_to(&alpha, &old, &["beta"], &[]).ok();
-    assert!(records(&old).ends_with("and 5 chunk records."), "{}", records(&old));
+    assert!(
+        records(&old).ends_with("and 5 chunk records."),
+        "{}",
+        records(&old)
+    );
 
     // Once its packets show 2.8, small files' chunks share a group.
     pretend_member_writes(&alpha, "beta", 2, packet_format::FORMAT_MINOR);
@@ -1459,7 +1468,11 @@ fn a_member_reading_an_older_format_gets_every_chunk_as_a_record_of_its_own() {
     }
     let new = fam.packet_dir("for-2.8");
     export_to(&alpha, &new, &["beta"], &[]).ok();
-    assert!(records(&new).ends_with("and 1 chunk records."), "{}", records(&new));
+    assert!(
+        records(&new).ends_with("and 1 chunk records."),
+        "{}",
+        records(&new)
+    );
 
     import_from(&beta, &[&old]).ok();
     import_from(&beta, &[&new]).ok();
