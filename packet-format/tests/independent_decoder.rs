@@ -292,10 +292,13 @@ fn update_vector_decodes_without_the_library() {
     assert_eq!(ids, chunk_ids);
 }
 
+/// A chunk's id and bytes.
+type IdAndBytes = (Vec<u8>, Vec<u8>);
+
 /// Walks the records of a `chunks` entry of whole chunks (SPEC §5, §5.2):
 /// returns the number of records and each chunk's id and bytes, each
 /// checked against its id. `minor`: the packet's, as chunk groups need 8.
-fn walk_chunk_records(entry: &[u8], minor: usize) -> (usize, Vec<(Vec<u8>, Vec<u8>)>) {
+fn walk_chunk_records(entry: &[u8], minor: usize) -> (usize, Vec<IdAndBytes>) {
     let mut chunks = Vec::new();
     let mut at = 0;
     let mut records = 0;
