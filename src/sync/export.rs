@@ -584,6 +584,11 @@ fn export_to(
             });
         summary.operations += 1;
         if summary.operations == 1 {
+            // The first operation and its chunks in the part file before
+            // the first kill or pause point (the writer holds chunks back
+            // to compress them in groups): a kill there is tested for what
+            // it leaves behind.
+            writer.chunk_bytes_written()?;
             crate::sys::testhook::crash_point("export-writing");
             crate::sys::testhook::pause_point("export-writing", request.stop);
         }
