@@ -39,9 +39,15 @@ fn main() {
     std::fs::create_dir_all(&out).unwrap();
     for entry in std::fs::read_dir(&out).unwrap() {
         let path = entry.unwrap().path();
-        if path
-            .extension()
-            .is_some_and(|e| e == "zip" || e == "expect")
+        // `legacy_*` vectors were written by older minors and are kept as
+        // they were: readers must still read them.
+        let legacy = path
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("legacy_"));
+        if !legacy
+            && path
+                .extension()
+                .is_some_and(|e| e == "zip" || e == "expect")
         {
             std::fs::remove_file(path).unwrap();
         }
@@ -149,6 +155,18 @@ fn main() {
         &entries,
         &future_bytes,
         &sign_header(&SENDER_SECRET, &future_bytes),
+    );
+
+    // Format 2.6 knew no chunk groups: a validly signed 2.6 header over
+    // update.zip's entries, whose chunks travel as a group (codec 3).
+    let mut before_groups = header.clone();
+    before_groups.version = FormatVersion { major: 2, minor: 6 };
+    let before_groups_bytes = encode_header_raw(&before_groups);
+    write_with(
+        &out.join("group_in_2_6.zip"),
+        &entries,
+        &before_groups_bytes,
+        &sign_header(&SENDER_SECRET, &before_groups_bytes),
     );
 
     // Two entries named "chunks": write a placeholder name of the same
@@ -518,6 +536,16 @@ fn write_sidecars(out: &Path, garbage_len: usize) {
     );
     older.push("message: packet format 1.0 is older than this program reads (2.x)".into());
     sidecars.push(("older_major".into(), older));
+
+    let mut group_in_2_6 = failing(
+        "update.zip's entries under a validly signed 2.6 header: a chunk group (codec 3) is refused before 2.8.",
+        "error MalformedRecord".into(),
+    );
+    group_in_2_6.push(
+        "message: entry \"chunks\": malformed record: unknown codec 3 (chunk groups need format 2.8 or later)"
+            .into(),
+    );
+    sidecars.push(("group_in_2_6".into(), group_in_2_6));
 
     sidecars.push(("states".into(), states_sidecar(&trust, &sender)));
     sidecars.push(("delta".into(), delta_sidecar(&trust, &sender)));

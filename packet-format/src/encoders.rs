@@ -1,10 +1,10 @@
 //! Chunk encoding on a small pool of worker threads, for
-//! [`crate::writer::PacketWriter::with_encoder_threads`]: each chunk is
-//! checked against its id and compressed on a worker, and the writer
-//! writes the results in the order the chunks were added, so the packet
-//! is byte for byte what one thread writes. Memory is bounded: at most
-//! `2 × threads + 2` chunks are in flight (each at most
-//! [`crate::MAX_CHUNK_LEN`] bytes, plus its compressed form).
+//! [`crate::writer::PacketWriter::with_encoder_threads`]: each group of
+//! chunks is checked against the chunks' ids and compressed on a worker,
+//! and the writer writes the results in the order the groups were added,
+//! so the packet is byte for byte what one thread writes. Memory is
+//! bounded: at most `threads + 1` groups are in flight (each at most the
+//! writer's group size, plus its compressed form).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -14,25 +14,68 @@ use std::thread::JoinHandle;
 use sha2::{Digest, Sha256};
 
 use crate::ops::ChunkId;
-use crate::records::{CODEC_PLAIN, CODEC_ZSTD};
+use crate::records::{CODEC_PLAIN, CODEC_ZSTD, GROUP_MEMBER_HEADER_LEN};
 
-/// A chunk as a worker leaves it: its bytes and how they are stored
-/// whole (`Err`: they do not match the id, or zstd failed).
+/// Chunks encoded together: `bytes` is the decoded form of a chunk group
+/// (SPEC.md §5.2: each chunk as id, length, bytes), `members` where each
+/// chunk's bytes lie in it. One member is written as an ordinary record.
+#[derive(Default)]
+pub(crate) struct Group {
+    pub bytes: Vec<u8>,
+    pub members: Vec<(ChunkId, std::ops::Range<usize>)>,
+}
+
+impl Group {
+    /// Appends chunk `id` with its bytes.
+    pub fn push(&mut self, id: &ChunkId, data: &[u8]) {
+        self.bytes.extend_from_slice(id);
+        self.bytes
+            .extend_from_slice(&(data.len() as u32).to_le_bytes());
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(data);
+        self.members.push((*id, start..self.bytes.len()));
+    }
+
+    /// Decoded length were `len` more bytes of chunk added.
+    pub fn len_with(&self, len: usize) -> usize {
+        self.bytes.len() + GROUP_MEMBER_HEADER_LEN + len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn data(&self, index: usize) -> &[u8] {
+        &self.bytes[self.members[index].1.clone()]
+    }
+}
+
+/// How a worker stores a group.
+pub(crate) enum Stored {
+    /// A group of one chunk: its codec and stored bytes, as an ordinary
+    /// record.
+    Single(u8, Vec<u8>),
+    /// Several chunks as one zstd frame of the group's bytes (codec 3).
+    Frame(Vec<u8>),
+    /// Several chunks that do not compress together: each stored plain.
+    Plain,
+}
+
+/// A group as a worker leaves it (`Err`: a chunk does not match its id,
+/// or zstd failed).
 pub(crate) struct Encoded {
-    pub id: ChunkId,
-    pub data: Vec<u8>,
-    pub stored: Result<(u8, Vec<u8>), EncodeError>,
+    pub group: Group,
+    pub stored: Result<Stored, EncodeError>,
 }
 
 pub(crate) enum EncodeError {
-    IdMismatch,
+    IdMismatch(ChunkId),
     Zstd(std::io::Error),
 }
 
 struct Job {
     seq: u64,
-    id: ChunkId,
-    data: Vec<u8>,
+    group: Group,
 }
 
 pub(crate) struct EncoderPool {
@@ -50,7 +93,9 @@ impl EncoderPool {
     /// `threads` workers (at least 1) compressing at `level`.
     pub fn new(threads: usize, level: i32) -> EncoderPool {
         let threads = threads.max(1);
-        let capacity = 2 * threads as u64 + 2;
+        // Groups are large (up to the writer's group size): one each
+        // worker, one waiting.
+        let capacity = threads as u64 + 1;
         let (jobs, job_queue) = sync_channel::<Job>(capacity as usize);
         let job_queue = Arc::new(Mutex::new(job_queue));
         let (done, results) = sync_channel(capacity as usize);
@@ -67,10 +112,9 @@ impl EncoderPool {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        let stored = encode(compressor.as_mut(), &job.id, &job.data);
+                        let stored = encode(compressor.as_mut(), &job.group, true);
                         let encoded = Encoded {
-                            id: job.id,
-                            data: job.data,
+                            group: job.group,
                             stored,
                         };
                         if done.send((job.seq, encoded)).is_err() {
@@ -96,12 +140,12 @@ impl EncoderPool {
         self.next_out == self.next_seq
     }
 
-    /// Hands a chunk to the workers. The caller first takes results
+    /// Hands a group to the workers. The caller first takes results
     /// ([`Self::next_in_order`]) while [`Self::is_full`].
-    pub fn submit(&mut self, id: ChunkId, data: Vec<u8>) {
+    pub fn submit(&mut self, group: Group) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let job = Job { seq, id, data };
+        let job = Job { seq, group };
         let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
         // The workers only stop when the pool is dropped.
         debug_assert!(matches!(sent, Some(Ok(()))));
@@ -146,14 +190,19 @@ impl Drop for EncoderPool {
     }
 }
 
-/// How a whole chunk is stored, as the writer does it on one thread.
-fn encode(
+/// How a group is stored, as the writer does it on one thread: each
+/// chunk checked against its id, then compressed alone (one chunk) or as
+/// one frame (several).
+/// `check_ids`: false where the caller checked them as they came.
+pub(crate) fn encode(
     compressor: Option<&mut zstd::bulk::Compressor<'static>>,
-    id: &ChunkId,
-    data: &[u8],
-) -> Result<(u8, Vec<u8>), EncodeError> {
-    if Sha256::digest(data).as_slice() != id {
-        return Err(EncodeError::IdMismatch);
+    group: &Group,
+    check_ids: bool,
+) -> Result<Stored, EncodeError> {
+    for (index, (id, _)) in group.members.iter().enumerate() {
+        if check_ids && Sha256::digest(group.data(index)).as_slice() != id {
+            return Err(EncodeError::IdMismatch(*id));
+        }
     }
     let compressor = match compressor {
         Some(compressor) => compressor,
@@ -163,8 +212,19 @@ fn encode(
             )))
         }
     };
-    let compressed = compressor.compress(data).map_err(EncodeError::Zstd)?;
-    Ok(choose(data, compressed))
+    if group.members.len() == 1 {
+        let data = group.data(0);
+        let compressed = compressor.compress(data).map_err(EncodeError::Zstd)?;
+        let (codec, stored) = choose(data, compressed);
+        return Ok(Stored::Single(codec, stored));
+    }
+    let raw = &group.bytes;
+    let compressed = compressor.compress(raw).map_err(EncodeError::Zstd)?;
+    Ok(if compressed.len() < raw.len() - raw.len() / 32 {
+        Stored::Frame(compressed)
+    } else {
+        Stored::Plain
+    })
 }
 
 /// Compressed only where it helps: anything that saves less than ~3% is

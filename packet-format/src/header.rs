@@ -34,8 +34,9 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// 6 appends checkpoints to the `creation` entry
 /// ([`CreationPayload::checkpoints`]);
 /// 7 appends the metadata the tree digest covers
-/// ([`TreeDigest::metadata`]).
-pub const FORMAT_MINOR: u16 = 7;
+/// ([`TreeDigest::metadata`]); 8 adds chunk groups (chunk codec 3,
+/// SPEC.md §5.2).
+pub const FORMAT_MINOR: u16 = 8;
 /// The first minor whose header body ends with the incarnation field.
 pub const MINOR_WITH_INCARNATION: u16 = 1;
 /// The first minor whose header body has the tree digest after the
@@ -54,6 +55,8 @@ pub const MINOR_WITH_CHECKPOINT: u16 = 6;
 /// field (SPEC.md §4.1.1): what the sender preserves, and what metadata
 /// the digest's leaves cover.
 pub const MINOR_WITH_DIGEST_METADATA: u16 = 7;
+/// First minor whose `chunks` entry may hold chunk groups (codec 3, SPEC.md §5.2).
+pub const MINOR_WITH_CHUNK_GROUPS: u16 = 8;
 /// Length of the fixed prefix: magic, major, minor, signer key.
 pub(crate) const HEADER_PREFIX_LEN: usize = 8 + 2 + 2 + 32;
 /// Domain separation for the signature: the signed message is this string

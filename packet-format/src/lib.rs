@@ -72,8 +72,8 @@ pub use header::{
     digest_items, key_fingerprint, CreationPayload, DigestMetadata, DigestNode, Encoding,
     Encryption, EncryptionRecipient, EntryInfo, EpochRange, FormatVersion, Header, Member, Named,
     PacketKind, Target, TreeDigest, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, MAX_DIGEST_NODES,
-    MINOR_WITH_DIGEST_METADATA, MINOR_WITH_ENCRYPTION, MINOR_WITH_SYSTEM_METADATA,
-    SIGNATURE_CONTEXT,
+    MINOR_WITH_CHUNK_GROUPS, MINOR_WITH_DIGEST_METADATA, MINOR_WITH_ENCRYPTION,
+    MINOR_WITH_SYSTEM_METADATA, SIGNATURE_CONTEXT,
 };
 pub use listing::{render_listing, render_listing_with};
 pub use logical::{BaseChunks, LogicalChunks, LogicalOperations, LogicalPacket};
@@ -97,6 +97,9 @@ pub const MIN_PART_SIZE: u64 = 64 * 1024;
 pub const MAX_PART_SIZE: u64 = 2 * 1024 * 1024 * 1024;
 /// Largest chunk the format carries.
 pub const MAX_CHUNK_LEN: usize = 256 * 1024;
+/// Largest decoded chunk group (SPEC.md §5.2): several chunks compressed
+/// as one zstd frame, so that redundancy between small files is seen.
+pub const MAX_GROUP_LEN: usize = 4 * 1024 * 1024;
 /// Largest encoded operation (a file of ~400k chunks).
 pub const MAX_OPERATION_LEN: usize = 16 * 1024 * 1024;
 /// Largest `header` entry a reader accepts.

@@ -24,8 +24,8 @@ use crate::header::{
 };
 use crate::ops::{ChunkId, Operation};
 use crate::records::{
-    ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_RECIPE, CODEC_ZSTD,
-    OP_RECORD_HEADER_LEN,
+    ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_GROUP, CODEC_RECIPE,
+    CODEC_ZSTD, GROUP_MEMBER_HEADER_LEN, OP_RECORD_HEADER_LEN,
 };
 use crate::{
     ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_PASSKEY, ENTRY_SEALS,
@@ -622,11 +622,12 @@ fn finish_verification(
         return finish_seals(packet);
     }
     // Stream every entry once, decoding records as the importer will.
-    let mut chunk_records = 0u64;
-    for piece in packet.pieces(Mode::Verify)? {
+    // Records, not chunks: a chunk group is one record of several chunks.
+    let mut pieces = packet.pieces(Mode::Verify)?;
+    for piece in pieces.by_ref() {
         piece?;
-        chunk_records += 1;
     }
+    let chunk_records = pieces.reader.index;
     let mut operation_records = 0u64;
     for record in packet.records(Mode::Verify)? {
         record?;
@@ -889,6 +890,8 @@ impl VerifiedPacket {
     fn pieces(&self, mode: Mode) -> Result<ChunkPieces> {
         Ok(ChunkPieces {
             reader: self.record_reader(ENTRY_CHUNKS, mode)?,
+            groups: self.header.version.minor >= crate::MINOR_WITH_CHUNK_GROUPS,
+            queued: std::collections::VecDeque::new(),
         })
     }
 
@@ -1190,10 +1193,17 @@ impl ChunkPiece {
 /// Iterator over the chunk pieces of one part.
 pub struct ChunkPieces {
     reader: RecordReader,
+    /// The packet's minor allows chunk groups (codec 3, SPEC.md §5.2).
+    groups: bool,
+    /// The rest of a chunk group's chunks, each checked already.
+    queued: std::collections::VecDeque<ChunkPiece>,
 }
 
 impl ChunkPieces {
     fn next_piece(&mut self) -> Result<Option<ChunkPiece>, ErrorKind> {
+        if let Some(piece) = self.queued.pop_front() {
+            return Ok(Some(piece));
+        }
         let reader = &mut self.reader;
         if reader.at_end()? {
             return Ok(None);
@@ -1201,10 +1211,20 @@ impl ChunkPieces {
         let mut fixed = [0u8; CHUNK_RECORD_HEADER_LEN];
         reader.read_exact_raw(&mut fixed)?;
         let record = ChunkRecordHeader::decode(&fixed);
+        if record.codec == CODEC_GROUP && !self.groups {
+            return Err(reader.malformed(format!(
+                "unknown codec {CODEC_GROUP} (chunk groups need format 2.{} or later)",
+                crate::MINOR_WITH_CHUNK_GROUPS
+            )));
+        }
         record.check().map_err(|detail| reader.malformed(detail))?;
         reader.check_piece_position(record.offset, record.piece_len, record.chunk_len)?;
         let mut stored = vec![0u8; record.stored_len as usize];
         reader.read_exact_raw(&mut stored)?;
+        if record.codec == CODEC_GROUP {
+            self.queued = decode_group(reader, &record, &stored)?;
+            return Ok(self.queued.pop_front());
+        }
         let data = if record.codec == CODEC_RECIPE {
             stored
         } else if record.codec == CODEC_ZSTD {
@@ -1236,6 +1256,58 @@ impl ChunkPieces {
         }
         Ok(Some(piece))
     }
+}
+
+/// The chunks of a chunk group record (SPEC.md §5.2), each checked
+/// against its id.
+fn decode_group(
+    reader: &RecordReader,
+    record: &ChunkRecordHeader,
+    stored: &[u8],
+) -> Result<std::collections::VecDeque<ChunkPiece>, ErrorKind> {
+    let decoded = zstd::bulk::decompress(stored, record.piece_len as usize).map_err(|err| {
+        ErrorKind::Decompression {
+            name: reader.entry.name.clone(),
+            detail: format!("chunk group: {err}"),
+        }
+    })?;
+    if decoded.len() != record.piece_len as usize {
+        return Err(reader.malformed("chunk group decompresses to the wrong length"));
+    }
+    let mut chunks = std::collections::VecDeque::new();
+    let mut rest = decoded.as_slice();
+    while !rest.is_empty() {
+        if rest.len() < GROUP_MEMBER_HEADER_LEN {
+            return Err(reader.malformed("chunk group ends inside a chunk's head"));
+        }
+        let id: ChunkId = rest[..32].try_into().expect("32 bytes");
+        let len = u32::from_le_bytes(rest[32..36].try_into().expect("4 bytes"));
+        rest = &rest[GROUP_MEMBER_HEADER_LEN..];
+        if len == 0 || len as usize > crate::MAX_CHUNK_LEN || len as usize > rest.len() {
+            return Err(reader.malformed(format!(
+                "chunk {} in a group: length {len} out of range",
+                hex::encode(id)
+            )));
+        }
+        let (data, after) = rest.split_at(len as usize);
+        rest = after;
+        if Sha256::digest(data).as_slice() != id {
+            return Err(ErrorKind::ChunkDigestMismatch {
+                chunk: hex::encode(id),
+            });
+        }
+        chunks.push_back(ChunkPiece {
+            id,
+            chunk_len: len,
+            offset: 0,
+            recipe: false,
+            data: data.to_vec(),
+        });
+    }
+    if chunks.len() < 2 {
+        return Err(reader.malformed("a chunk group holds fewer than 2 chunks"));
+    }
+    Ok(chunks)
 }
 
 impl Iterator for ChunkPieces {

@@ -14,6 +14,10 @@ pub(crate) const CODEC_PLAIN: u8 = 0;
 pub(crate) const CODEC_ZSTD: u8 = 1;
 /// A [`crate::delta::Recipe`]: always a whole chunk, smaller than it.
 pub(crate) const CODEC_RECIPE: u8 = 2;
+/// A group of whole chunks compressed as one zstd frame (SPEC.md §5.2,
+/// minor >= 8): its header's id is all zeros and its lengths are the
+/// group's.
+pub(crate) const CODEC_GROUP: u8 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ChunkRecordHeader {
@@ -51,6 +55,9 @@ impl ChunkRecordHeader {
 
     /// Checks the header's own consistency; returns what is wrong.
     pub fn check(&self) -> Result<(), String> {
+        if self.codec == CODEC_GROUP {
+            return self.check_group();
+        }
         if self.chunk_len == 0 || self.chunk_len as usize > crate::MAX_CHUNK_LEN {
             return Err(format!("chunk length {} out of range", self.chunk_len));
         }
@@ -77,7 +84,30 @@ impl ChunkRecordHeader {
             other => Err(format!("unknown codec {other}")),
         }
     }
+
+    fn check_group(&self) -> Result<(), String> {
+        if self.id != [0u8; 32] {
+            return Err("a chunk group's id field must be zero".into());
+        }
+        if self.chunk_len == 0 || self.chunk_len as usize > crate::MAX_GROUP_LEN {
+            return Err(format!(
+                "chunk group length {} out of range",
+                self.chunk_len
+            ));
+        }
+        if self.offset != 0 || self.piece_len != self.chunk_len {
+            return Err("a chunk group is never split".into());
+        }
+        if self.stored_len >= self.piece_len {
+            return Err("stored length inconsistent with codec".into());
+        }
+        Ok(())
+    }
 }
+
+/// `chunk id (32) | chunk_len u32`: the head of each chunk inside a
+/// decoded chunk group.
+pub(crate) const GROUP_MEMBER_HEADER_LEN: usize = 32 + 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct OpRecordHeader {

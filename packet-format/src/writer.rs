@@ -32,8 +32,8 @@ use crate::header::{
 };
 use crate::ops::{ChunkId, Id, Operation, Timestamp};
 use crate::records::{
-    ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_PLAIN, CODEC_RECIPE,
-    OP_RECORD_HEADER_LEN,
+    ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_GROUP, CODEC_PLAIN,
+    CODEC_RECIPE, OP_RECORD_HEADER_LEN,
 };
 use crate::{
     naming, ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_PASSKEY,
@@ -53,6 +53,14 @@ const MIN_PIECE: u64 = 1024;
 /// the export time. The gap is redundancy *between* files, which frames of
 /// one chunk each cannot see (see README, Benchmarks); a level does not close it.
 const ZSTD_LEVEL: i32 = 3;
+/// Chunks are gathered into groups of about this many decoded bytes and
+/// each group is compressed as one zstd frame (SPEC.md §5.2): redundancy
+/// between small files, which one frame per chunk cannot see, is then
+/// found as `tar | zstd` finds it. Bounded by [`crate::MAX_GROUP_LEN`].
+const GROUP_TARGET: usize = 2 * 1024 * 1024;
+/// Operations held back until the group holding their chunks is written:
+/// past this many bytes the group is written early.
+const MAX_HELD_OPS: usize = 4 * 1024 * 1024;
 
 /// Everything a header says that the writer does not work out itself.
 #[derive(Clone, Debug)]
@@ -275,7 +283,9 @@ struct PendingPart {
 /// Feed it operations and chunk data in stream order. Send a file version's
 /// chunks before the operation that references them, so that a chunk is
 /// always in the same or an earlier part than its first use. Memory use is
-/// independent of packet size (about 100 bytes per part plus buffers).
+/// independent of packet size: about 100 bytes per part, plus the open
+/// chunk group (2 MiB), the groups being compressed and up to 4 MiB of
+/// operations waiting for their group (SPEC.md §5.2).
 pub struct PacketWriter {
     out_dir: PathBuf,
     max_size: u64,
@@ -297,6 +307,19 @@ pub struct PacketWriter {
     seals_budget: u64,
     /// Workers that check and compress chunks ([`Self::with_encoder_threads`]).
     encoders: Option<crate::encoders::EncoderPool>,
+    /// Chunks added and not yet handed to encoding (SPEC.md §5.2).
+    group: crate::encoders::Group,
+    /// Decoded bytes a group may reach: 0 writes every chunk alone
+    /// ([`Self::with_chunk_groups`]).
+    group_target: usize,
+    /// Groups handed to encoding, and written, so far.
+    groups_submitted: u64,
+    groups_written: u64,
+    /// Encoded operations waiting for the groups before them: each is
+    /// written once `groups_written` reaches its number, so that a chunk
+    /// is never in a later part than the operation that uses it.
+    held_ops: std::collections::VecDeque<(u64, Vec<u8>)>,
+    held_ops_len: usize,
     /// Bytes of chunk records written so far, headers included.
     chunk_bytes: u64,
     sealer: Option<Sealer>,
@@ -481,6 +504,12 @@ impl PacketWriter {
             seals,
             seals_budget,
             encoders: None,
+            group: crate::encoders::Group::default(),
+            group_target: GROUP_TARGET,
+            groups_submitted: 0,
+            groups_written: 0,
+            held_ops: std::collections::VecDeque::new(),
+            held_ops_len: 0,
             chunk_bytes: 0,
             sealer,
             secrets_bytes,
@@ -493,8 +522,8 @@ impl PacketWriter {
     /// on the caller's thread, as without this call), for a writer that
     /// is fed faster than one core compresses. The packet is byte for
     /// byte the same: chunks are written in the order they were added.
-    /// Memory: at most `2 × threads + 2` chunks in flight (each at most
-    /// [`MAX_CHUNK_LEN`] bytes and its compressed form). Errors of a chunk
+    /// Memory: at most `threads + 1` groups of chunks in flight (each about
+    /// 2 MiB, and its compressed form). Errors of a chunk
     /// handed to the workers ([`ErrorKind::ChunkIdMismatch`], zstd) come
     /// from a later call: the next `add_chunk*`, `add_operation`,
     /// `add_chunk_recipe` or `finish`; a caller that must know at once
@@ -505,12 +534,103 @@ impl PacketWriter {
         self
     }
 
+    /// Whether chunks may travel in chunk groups (SPEC.md §5.2, the
+    /// default): `false` for a target known to read only a minor older
+    /// than [`crate::MINOR_WITH_CHUNK_GROUPS`], which would refuse them.
+    /// Every chunk is then a record of its own, as such a reader expects.
+    pub fn with_chunk_groups(mut self, groups: bool) -> PacketWriter {
+        self.group_target = if groups { GROUP_TARGET } else { 0 };
+        self
+    }
+
     /// Bytes the chunks added so far take in the packet: their records'
     /// headers and stored (compressed, or recipe) bytes. Waits for the
     /// encoder threads; errors: as [`Self::add_chunk`].
     pub fn chunk_bytes_written(&mut self) -> Result<u64> {
-        self.drain_encoders(true)?;
+        self.flush_chunks()?;
         Ok(self.chunk_bytes)
+    }
+
+    /// Writes every chunk added so far, and the operations held back
+    /// behind them.
+    fn flush_chunks(&mut self) -> Result<()> {
+        self.submit_group()?;
+        self.drain_encoders(true)?;
+        debug_assert!(self.held_ops.is_empty());
+        Ok(())
+    }
+
+    /// Hands the open group to encoding (on the workers, or here).
+    fn submit_group(&mut self) -> Result<()> {
+        if self.group.is_empty() {
+            return Ok(());
+        }
+        let group = std::mem::take(&mut self.group);
+        self.groups_submitted += 1;
+        if self.encoders.is_some() {
+            self.drain_encoders(false)?;
+            if let Some(pool) = self.encoders.as_mut() {
+                pool.submit(group);
+            }
+            return Ok(());
+        }
+        // Ids were checked as the chunks came (`add_chunk`).
+        let stored = crate::encoders::encode(Some(&mut self.compressor), &group, false);
+        self.write_encoded(crate::encoders::Encoded { group, stored })
+    }
+
+    /// Writes one encoded group: a group record, or its chunks one by one
+    /// where the group does not compress or does not fit the room left.
+    fn write_encoded(&mut self, encoded: crate::encoders::Encoded) -> Result<()> {
+        use crate::encoders::{EncodeError, Stored};
+        let group = encoded.group;
+        match encoded.stored {
+            Err(EncodeError::IdMismatch(id)) => {
+                return Err(ErrorKind::ChunkIdMismatch {
+                    chunk: hex::encode(id),
+                }
+                .at(&self.out_dir))
+            }
+            Err(EncodeError::Zstd(err)) => {
+                return Err(ErrorKind::io("compressing a chunk", err).at(&self.out_dir))
+            }
+            Ok(Stored::Single(codec, stored)) => {
+                let (id, _) = group.members[0];
+                self.write_chunk(&id, group.data(0), Some((codec, stored)))?;
+            }
+            Ok(Stored::Plain) => {
+                for (index, (id, _)) in group.members.iter().enumerate() {
+                    let data = group.data(index);
+                    self.write_chunk(id, data, Some((CODEC_PLAIN, data.to_vec())))?;
+                }
+            }
+            Ok(Stored::Frame(frame)) => {
+                let header_len = CHUNK_RECORD_HEADER_LEN as u64;
+                if header_len + frame.len() as u64 <= self.free_room()? {
+                    let len = group.bytes.len() as u64;
+                    self.write_chunk_record(&[0u8; 32], len, 0, len, CODEC_GROUP, &frame)?;
+                } else {
+                    // Never split: the chunks fill this part one by one
+                    // (compressed alone) and continue in the next.
+                    for (index, (id, _)) in group.members.iter().enumerate() {
+                        let data = group.data(index);
+                        let whole = self.encode_piece(data)?;
+                        self.write_chunk(id, data, Some(whole))?;
+                    }
+                }
+            }
+        }
+        self.groups_written += 1;
+        while self
+            .held_ops
+            .front()
+            .is_some_and(|(barrier, _)| *barrier <= self.groups_written)
+        {
+            let (_, bytes) = self.held_ops.pop_front().expect("just looked");
+            self.held_ops_len -= bytes.len();
+            self.write_operation(&bytes)?;
+        }
+        Ok(())
     }
 
     /// Writes the chunks the workers finished, in order: all of them
@@ -533,19 +653,7 @@ impl PacketWriter {
                 )
                 .at(&self.out_dir));
             };
-            let stored = match encoded.stored {
-                Ok(stored) => stored,
-                Err(crate::encoders::EncodeError::IdMismatch) => {
-                    return Err(ErrorKind::ChunkIdMismatch {
-                        chunk: hex::encode(encoded.id),
-                    }
-                    .at(&self.out_dir))
-                }
-                Err(crate::encoders::EncodeError::Zstd(err)) => {
-                    return Err(ErrorKind::io("compressing a chunk", err).at(&self.out_dir))
-                }
-            };
-            self.write_chunk(&encoded.id, &encoded.data, Some(stored))?;
+            self.write_encoded(encoded)?;
         }
     }
 
@@ -556,9 +664,6 @@ impl PacketWriter {
 
     /// Adds one operation to the stream.
     pub fn add_operation(&mut self, op: &Operation) -> Result<()> {
-        // Chunks first, as one thread writes them: an operation's part
-        // depends on the room the chunks before it took.
-        self.drain_encoders(true)?;
         let in_range = self
             .template
             .epoch_ranges
@@ -593,6 +698,31 @@ impl PacketWriter {
             }
             .at(&self.out_dir));
         }
+        self.added
+            .entry(op.origin)
+            .or_insert(EpochRange {
+                first: op.epoch,
+                last: op.epoch,
+            })
+            .last = op.epoch;
+        // Chunks first, as one thread writes them: an operation's part
+        // depends on the room the chunks before it took. Until the groups
+        // added before it are written, it waits in memory.
+        let barrier = self.groups_submitted + u64::from(!self.group.is_empty());
+        if barrier <= self.groups_written && self.held_ops.is_empty() {
+            return self.write_operation(&bytes);
+        }
+        self.held_ops_len += bytes.len();
+        self.held_ops.push_back((barrier, bytes));
+        if self.held_ops_len > MAX_HELD_OPS {
+            self.flush_chunks()?;
+        }
+        Ok(())
+    }
+
+    /// Writes one encoded operation's records, split across parts where
+    /// it does not fit.
+    fn write_operation(&mut self, bytes: &[u8]) -> Result<()> {
         let total = bytes.len() as u64;
         let mut offset = 0u64;
         while offset < total {
@@ -624,13 +754,6 @@ impl PacketWriter {
             part.op_records += 1;
             offset += take;
         }
-        self.added
-            .entry(op.origin)
-            .or_insert(EpochRange {
-                first: op.epoch,
-                last: op.epoch,
-            })
-            .last = op.epoch;
         Ok(())
     }
 
@@ -675,26 +798,30 @@ impl PacketWriter {
     }
 
     /// Adds the bytes of one chunk; `id` must be their SHA-256.
+    /// Chunks are gathered into groups (SPEC.md §5.2) and written when a
+    /// group is full, or before a recipe, or at the end. Without encoder
+    /// threads a mismatch is reported here ([`ErrorKind::ChunkIdMismatch`]).
     pub fn add_chunk(&mut self, id: &ChunkId, data: &[u8]) -> Result<()> {
-        if self.encoders.is_some() {
-            return self.add_chunk_owned(id, data.to_vec());
-        }
         self.check_chunk_len(data)?;
-        self.write_chunk(id, data, None)
+        // Refuse to sign bytes that do not match their name: a reader would
+        // reject the packet anyway, far from the cause. (Encoder threads
+        // check them on a worker.)
+        if self.encoders.is_none() && Sha256::digest(data).as_slice() != id {
+            return Err(ErrorKind::ChunkIdMismatch {
+                chunk: hex::encode(id),
+            }
+            .at(&self.out_dir));
+        }
+        if !self.group.is_empty() && self.group.len_with(data.len()) > self.group_target {
+            self.submit_group()?;
+        }
+        self.group.push(id, data);
+        Ok(())
     }
 
-    /// As [`Self::add_chunk`], taking the bytes: with encoder threads
-    /// ([`Self::with_encoder_threads`]) they go to a worker uncopied.
+    /// As [`Self::add_chunk`] (kept for callers that hand over their bytes).
     pub fn add_chunk_owned(&mut self, id: &ChunkId, data: Vec<u8>) -> Result<()> {
-        self.check_chunk_len(&data)?;
-        if self.encoders.is_none() {
-            return self.write_chunk(id, &data, None);
-        }
-        self.drain_encoders(false)?;
-        if let Some(pool) = self.encoders.as_mut() {
-            pool.submit(*id, data);
-        }
-        Ok(())
+        self.add_chunk(id, &data)
     }
 
     fn check_chunk_len(&self, data: &[u8]) -> Result<()> {
@@ -769,7 +896,7 @@ impl PacketWriter {
         chunk_len: u32,
         recipe: &crate::delta::Recipe,
     ) -> Result<bool> {
-        self.drain_encoders(true)?;
+        self.flush_chunks()?;
         let stored = recipe.encode();
         let header_len = CHUNK_RECORD_HEADER_LEN as u64;
         if chunk_len as usize > MAX_CHUNK_LEN
@@ -790,7 +917,7 @@ impl PacketWriter {
     /// Finishes every part: writes headers and signatures, gives the files
     /// their final names, and returns them in part order.
     pub fn finish(mut self) -> Result<Vec<WrittenPart>> {
-        self.drain_encoders(true)?;
+        self.flush_chunks()?;
         self.encoders = None;
         if self.added != self.template.epoch_ranges {
             return Err(ErrorKind::EpochRanges(format!(

@@ -125,7 +125,7 @@ fn update_vector_decodes_without_the_library() {
     // Fixed prefix.
     assert_eq!(&header[..8], b"SYNCRPKT");
     assert_eq!(u16le(header, 8), 2, "major");
-    assert_eq!(u16le(header, 10), 7, "minor");
+    assert_eq!(u16le(header, 10), 8, "minor");
     let key: [u8; 32] = header[12..44].try_into().unwrap();
     let expected_key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32])
         .verifying_key()
@@ -209,7 +209,11 @@ fn update_vector_decodes_without_the_library() {
     assert_eq!(c.varint(), 63, "preserved");
     assert_eq!(c.varint(), 40, "covered");
     assert_eq!(c.at, header.len(), "nothing after the body");
-    assert_eq!((operation_records, chunk_records), (3, 4));
+    assert_eq!(
+        (operation_records, chunk_records),
+        (3, 1),
+        "four chunks in one group record"
+    );
 
     // Every pin matches its entry.
     for (pin, (name, data)) in pins.iter().zip(&entries) {
@@ -218,35 +222,13 @@ fn update_vector_decodes_without_the_library() {
         assert_eq!(pin.sha256, Sha256::digest(data).to_vec());
     }
 
-    // Chunk records: fixed 49-byte headers, each whole chunk hashing to its id.
+    // Chunk records: fixed 49-byte headers, each whole chunk hashing to
+    // its id; the four small chunks travel as one chunk group (codec 3).
     assert_eq!(pins[0].encoding, 0);
-    let chunks = entries[0].1;
-    let mut at = 0;
-    let mut count = 0;
-    while at < chunks.len() {
-        let id = &chunks[at..at + 32];
-        let chunk_len = u32le(chunks, at + 32);
-        let offset = u32le(chunks, at + 36);
-        let piece_len = u32le(chunks, at + 40);
-        let codec = chunks[at + 44];
-        let stored_len = u32le(chunks, at + 45) as usize;
-        let stored = &chunks[at + 49..at + 49 + stored_len];
-        assert_eq!(
-            (offset, piece_len),
-            (0, chunk_len),
-            "small chunks are whole"
-        );
-        let data = match codec {
-            0 => stored.to_vec(),
-            1 => zstd::decode_all(stored).unwrap(),
-            other => panic!("codec {other}"),
-        };
-        assert_eq!(data.len() as u32, chunk_len);
-        assert_eq!(Sha256::digest(&data).as_slice(), id);
-        at += 49 + stored_len;
-        count += 1;
-    }
-    assert_eq!(count, chunk_records);
+    let (records, chunks) = walk_chunk_records(entries[0].1, 8);
+    assert_eq!(records as u64, chunk_records);
+    assert_eq!(records, 1, "one chunk group");
+    assert_eq!(entries[0].1[44], 3, "codec 3: chunk group");
 
     // Operations: three files, docs/file{0,1,2}.txt at epochs 1..=3, whose
     // chunk lists together name the four chunks above, in order.
@@ -311,11 +293,89 @@ fn update_vector_decodes_without_the_library() {
     let seal_signature =
         ed25519_dalek::Signature::from_bytes(seal_signature.as_slice().try_into().unwrap());
     verifying.verify_strict(&sealed, &seal_signature).unwrap();
+    let ids: Vec<Vec<u8>> = chunks.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids, chunk_ids);
+}
+
+/// A chunk's id and bytes.
+type IdAndBytes = (Vec<u8>, Vec<u8>);
+
+/// Walks the records of a `chunks` entry of whole chunks (SPEC §5, §5.2):
+/// returns the number of records and each chunk's id and bytes, each
+/// checked against its id. `minor`: the packet's, as chunk groups need 8.
+fn walk_chunk_records(entry: &[u8], minor: usize) -> (usize, Vec<IdAndBytes>) {
+    let mut chunks = Vec::new();
     let mut at = 0;
-    for id in &chunk_ids {
-        assert_eq!(&chunks[at..at + 32], id.as_slice());
-        at += 49 + u32le(chunks, at + 45) as usize;
+    let mut records = 0;
+    while at < entry.len() {
+        let id = &entry[at..at + 32];
+        let chunk_len = u32le(entry, at + 32);
+        let offset = u32le(entry, at + 36);
+        let piece_len = u32le(entry, at + 40);
+        let codec = entry[at + 44];
+        let stored_len = u32le(entry, at + 45) as usize;
+        let stored = &entry[at + 49..at + 49 + stored_len];
+        assert_eq!((offset, piece_len), (0, chunk_len), "whole records");
+        match codec {
+            0 | 1 => {
+                let data = if codec == 0 {
+                    stored.to_vec()
+                } else {
+                    zstd::decode_all(stored).unwrap()
+                };
+                assert!(codec == 0 || stored_len < data.len());
+                assert_eq!(data.len() as u32, chunk_len);
+                assert_eq!(Sha256::digest(&data).as_slice(), id);
+                chunks.push((id.to_vec(), data));
+            }
+            3 => {
+                // A chunk group: id field zero, one zstd frame of
+                // (id, u32 length, bytes) per chunk, at least two.
+                assert!(minor >= 8, "chunk groups from minor 8 on");
+                assert_eq!(id, [0u8; 32]);
+                assert!(stored_len < chunk_len as usize);
+                assert!(chunk_len as usize <= 4 << 20);
+                let group = zstd::decode_all(stored).unwrap();
+                assert_eq!(group.len() as u32, chunk_len);
+                let mut g = 0;
+                let mut members = 0;
+                while g < group.len() {
+                    let member_id = &group[g..g + 32];
+                    let len = u32le(&group, g + 32) as usize;
+                    assert!((1..=256 * 1024).contains(&len));
+                    let data = &group[g + 36..g + 36 + len];
+                    assert_eq!(Sha256::digest(data).as_slice(), member_id);
+                    chunks.push((member_id.to_vec(), data.to_vec()));
+                    g += 36 + len;
+                    members += 1;
+                }
+                assert_eq!(g, group.len(), "the group's bytes used exactly");
+                assert!(members >= 2);
+            }
+            other => panic!("codec {other}"),
+        }
+        at += 49 + stored_len;
+        records += 1;
     }
+    (records, chunks)
+}
+
+/// `legacy_update_2_6.zip`, written before chunk groups: the same four
+/// chunks, one record each.
+#[test]
+fn legacy_update_vector_decodes_without_the_library() {
+    let file = std::fs::read("tests/vectors/legacy_update_2_6.zip").unwrap();
+    let entries = zip_entries(&file);
+    assert_eq!(entries[0].0, "chunks");
+    let header = entries[3].1;
+    assert_eq!(u16le(header, 10), 6, "minor");
+    let (records, chunks) = walk_chunk_records(entries[0].1, 6);
+    assert_eq!((records, chunks.len()), (4, 4));
+    let (_, grouped) = walk_chunk_records(
+        zip_entries(&std::fs::read("tests/vectors/update.zip").unwrap())[0].1,
+        8,
+    );
+    assert_eq!(chunks, grouped, "the same chunks as update.zip's group");
 }
 
 /// The `creation` entry of `creation.zip`, by hand (SPEC §8, §8.1): the
@@ -337,7 +397,7 @@ fn creation_entry_decodes_without_the_library() {
         ]
     );
     let header = entries[4].1;
-    assert_eq!(u16le(header, 10), 7, "minor");
+    assert_eq!(u16le(header, 10), 8, "minor");
     let key: [u8; 32] = header[12..44].try_into().unwrap();
     let mut c = Cursor {
         bytes: entries[2].1,
@@ -935,7 +995,7 @@ fn encrypted_vector_decrypts_with_the_vector_key() {
         ["chunks", "operations", "seals", "header", "signature"]
     );
     let header = entries[3].1;
-    assert_eq!(u16le(header, 10), 7, "minor");
+    assert_eq!(u16le(header, 10), 8, "minor");
     // The header ends: option tag 1, one recipient {id, key}, passphrase false.
     let key = identity.to_public().to_string();
     let mut tail = vec![1u8, 1];
@@ -960,25 +1020,9 @@ fn encrypted_vector_decrypts_with_the_vector_key() {
         &mut plain,
     )
     .unwrap();
-    let mut at = 0;
-    let mut count = 0;
-    while at < plain.len() {
-        let id = &plain[at..at + 32];
-        let chunk_len = u32le(&plain, at + 32);
-        let codec = plain[at + 44];
-        let stored_len = u32le(&plain, at + 45) as usize;
-        let stored = &plain[at + 49..at + 49 + stored_len];
-        let data = match codec {
-            0 => stored.to_vec(),
-            1 => zstd::decode_all(stored).unwrap(),
-            other => panic!("codec {other}"),
-        };
-        assert_eq!(data.len() as u32, chunk_len);
-        assert_eq!(Sha256::digest(&data).as_slice(), id);
-        at += 49 + stored_len;
-        count += 1;
-    }
-    assert_eq!(count, 4, "the update vector's four chunks");
-    // Not readable without the key: the ciphertext holds no chunk record.
-    assert!(!entries[0].1.windows(32).any(|w| w == &plain[..32]));
+    let (_, chunks) = walk_chunk_records(&plain, 8);
+    assert_eq!(chunks.len(), 4, "the update vector's four chunks");
+    // Not readable without the key: the ciphertext holds no chunk id.
+    let first_id = &chunks[0].0;
+    assert!(!entries[0].1.windows(32).any(|w| w == first_id.as_slice()));
 }

@@ -393,3 +393,100 @@ fn encoder_threads_refuse_a_mislabelled_chunk_by_the_end() {
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// Small text files drawing on one vocabulary: what chunk groups are for.
+fn small_text_files(count: usize) -> Vec<Vec<Vec<u8>>> {
+    let mut seed = 11u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let words: Vec<String> = (0..800)
+        .map(|_| {
+            let len = 3 + next() % 7;
+            (0..len)
+                .map(|_| (b'a' + (next() % 26) as u8) as char)
+                .collect()
+        })
+        .collect();
+    (0..count)
+        .map(|_| {
+            let len = 500 + (next() % 6000) as usize;
+            let mut file = Vec::new();
+            while file.len() < len {
+                file.extend_from_slice(words[(next() % 800) as usize].as_bytes());
+                file.push(b' ');
+            }
+            file.truncate(len);
+            vec![file]
+        })
+        .collect()
+}
+
+#[test]
+fn small_chunks_travel_in_groups_much_smaller_than_alone() {
+    let files = small_text_files(600);
+    assert_eq!(round_trip(100 << 20, &files), 1);
+    let packet = written_with(0, 100 << 20, &files).remove(0);
+    let alone: usize = files
+        .iter()
+        .map(|chunks| zstd::bulk::compress(&chunks[0], 3).unwrap().len() + 49)
+        .sum();
+    assert!(
+        (packet.len() as f64) < alone as f64 * 0.7,
+        "grouped {} bytes against {alone} compressed one by one",
+        packet.len()
+    );
+}
+
+#[test]
+fn grouped_chunks_are_never_in_a_later_part_than_their_operation() {
+    // About 5 MB of text in parts of 1 MiB: groups fit where a part has
+    // room, and where it has not their chunks are written one by one.
+    let files = small_text_files(1600);
+    let parts = round_trip(1 << 20, &files);
+    assert!(parts > 2, "{parts} parts");
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = PacketWriter::create(
+        dir.path(),
+        1 << 20,
+        &SENDER_SECRET,
+        carrying(meta(PacketKind::Update), files.len() as u64),
+    )
+    .unwrap()
+    .with_encoder_threads(2);
+    for (index, chunks) in files.iter().enumerate() {
+        writer.add_chunk(&chunk_id(&chunks[0]), &chunks[0]).unwrap();
+        let op = file_op(index as u64 + 1, &format!("dir/file{index}"), chunks);
+        writer.add_operation(&op).unwrap();
+    }
+    let trusted = [public_key(&SENDER_SECRET)];
+    let mut seen = std::collections::HashSet::new();
+    let mut groups = 0;
+    for part in writer.finish().unwrap() {
+        let packet = verify_packet(&part.path, &trusted).unwrap();
+        let pieces: Vec<_> = packet
+            .chunk_pieces()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        groups += usize::from((pieces.len() as u64) > packet.header().chunk_records);
+        seen.extend(pieces.into_iter().map(|piece| piece.id));
+        for record in packet.operation_records().unwrap() {
+            if let packet_format::OperationRecord::Whole(op) = record.unwrap() {
+                let path = &op.change.path_change().unwrap().path;
+                let index: usize = std::str::from_utf8(path).unwrap()["dir/file".len()..]
+                    .parse()
+                    .unwrap();
+                assert!(
+                    seen.contains(&chunk_id(&files[index][0])),
+                    "operation {index} in part {} before its chunk",
+                    part.part
+                );
+            }
+        }
+    }
+    assert!(groups > 0, "some parts hold chunk groups");
+}

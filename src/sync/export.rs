@@ -487,7 +487,9 @@ fn export_to(
         }
     }
     let mut writer = PacketWriter::create(write_dir, request.max_size, &key, meta)?
-        .with_encoder_threads(crate::sync::chunks::encoder_threads());
+        .with_encoder_threads(crate::sync::chunks::encoder_threads())
+        // A member whose packets show an older reader would refuse them.
+        .with_chunk_groups(crate::sync::family::reads_chunk_groups(replica, target)?);
     let mut summary = ExportSummary {
         sequence,
         resent,
@@ -621,6 +623,11 @@ fn export_to(
             });
         summary.operations += 1;
         if summary.operations == 1 {
+            // The first operation and its chunks in the part file before
+            // the first kill or pause point (the writer holds chunks back
+            // to compress them in groups): a kill there is tested for what
+            // it leaves behind.
+            writer.chunk_bytes_written()?;
             crate::sys::testhook::crash_point("export-writing");
             crate::sys::testhook::pause_point("export-writing", request.stop);
         }

@@ -782,6 +782,22 @@ pub fn take_member_note(replica: &mut LockedReplica, note: &MemberNote) -> Resul
 /// digest. An older reader refuses it by name (NeedsNewer).
 pub const MINOR_WITH_REMOVE_MEMBER: u16 = 2;
 
+/// Whether `target` reads chunk groups (packet format 2.8, SPEC.md
+/// §5.2): yes unless the packets it sent show an older minor of major 2.
+/// A member never heard from is assumed to read what this program writes.
+pub fn reads_chunk_groups(
+    replica: &crate::replica::Replica,
+    target: &crate::store::state::Member,
+) -> Result<bool> {
+    Ok(match replica.state().member_version(&target.replica)? {
+        None => true,
+        Some(seen) => {
+            seen.version.major != packet_format::FORMAT_MAJOR
+                || seen.version.minor >= packet_format::MINOR_WITH_CHUNK_GROUPS
+        }
+    })
+}
+
 /// The lowest packet format (major 2) whose readers can apply `change`.
 pub fn minor_needed(change: &crate::ops::Change) -> u16 {
     use crate::ops::Change;

@@ -49,7 +49,12 @@ fn a_receiver_at_the_same_version_is_verified_in_step_and_lsreplica_says_so() {
     let listed = crate::helpers::run(&out, "lspacket", ["-fmt", "json", "."]);
     let json: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
     let json = &json["packets"];
-    assert_eq!(json[0]["format_version"], "2.7", "{json}");
+    let writes = format!(
+        "{}.{}",
+        packet_format::FORMAT_MAJOR,
+        packet_format::FORMAT_MINOR
+    );
+    assert_eq!(json[0]["format_version"], *writes, "{json}");
     assert_eq!(json[0]["tree_digest"]["entries"], 3, "{json}");
     // a.txt, d and d/b.txt: every entry of a small tree.
     assert_eq!(json[0]["tree_digest"]["nodes"], 3, "{json}");

@@ -1719,3 +1719,62 @@ fn lsreplica_shows_each_copy_s_incarnation_that_the_clone_alarm_names() {
         "{long}"
     );
 }
+
+/// Chunk groups (packet format 2.8, SPEC.md §5.2) go only to members
+/// whose packets show a reader that knows them; an older one would refuse
+/// the packet, so it gets every chunk as a record of its own.
+#[test]
+fn a_member_reading_an_older_format_gets_every_chunk_as_a_record_of_its_own() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    write(&beta, "b.txt", "from beta");
+    fam.send("beta", "alpha", "hello");
+    let texts = |first: usize| -> Vec<(String, String)> {
+        (first..first + 5)
+            .map(|i| {
+                (
+                    format!("t{i}.txt"),
+                    format!("text number {i} ").repeat(40 + i),
+                )
+            })
+            .collect()
+    };
+    // Chunk records in the packet: each chunk alone, or fewer (groups).
+    let records = |out: &Path| -> u64 {
+        let listed = run(&alpha, "lspacket", [OsStr::new("-long"), out.as_os_str()])
+            .ok()
+            .stdout;
+        let line = listed
+            .lines()
+            .find(|line| line.starts_with("Packet contains"))
+            .unwrap_or_else(|| panic!("{listed}"));
+        let (_, rest) = line.split_once(" records and ").unwrap();
+        rest.split(' ').next().unwrap().parse().unwrap()
+    };
+
+    // beta still runs 2.6.
+    pretend_member_writes(&alpha, "beta", 2, 6);
+    for (name, text) in texts(0) {
+        write(&alpha, &name, &text);
+    }
+    let old = fam.packet_dir("for-2.6");
+    export_to(&alpha, &old, &["beta"], &[]).ok();
+    assert_eq!(records(&old), 5);
+
+    // Once its packets show 2.8, small files' chunks share a group.
+    pretend_member_writes(&alpha, "beta", 2, packet_format::FORMAT_MINOR);
+    for (name, text) in texts(5) {
+        write(&alpha, &name, &text);
+    }
+    let new = fam.packet_dir("for-2.8");
+    export_to(&alpha, &new, &["beta"], &[]).ok();
+    // (The first file's chunk is written alone, before the export's
+    // first kill point.)
+    assert!(records(&new) < 5, "{} chunk records", records(&new));
+
+    import_from(&beta, &[&old]).ok();
+    import_from(&beta, &[&new]).ok();
+    for (name, text) in texts(0).into_iter().chain(texts(5)) {
+        assert_eq!(read(&beta, &name), text);
+    }
+}
