@@ -156,8 +156,21 @@ pub struct Args {
     #[arg(long, value_name = "HEX", value_parser = super::fingerprint_arg)]
     pub fingerprint: Option<String>,
 
-    /// With -import: the new member's key file (default: NEWNAME.key beside
-    /// the packet).
+    /// With -export: write the new member's secret keys to FILE (made with
+    /// mode 0600; never overwritten) instead of inside the packet, to be
+    /// carried by another route; the packet is then encrypted to the new
+    /// member's key and needs no passphrase.
+    #[arg(long, value_name = "FILE", requires = "export")]
+    pub keyout: Option<PathBuf>,
+
+    /// With -export or -import: read the creation packet's passphrase from
+    /// the first line of FILE instead of asking on the terminal.
+    #[arg(long, value_name = "FILE", conflicts_with = "keyout")]
+    pub passphrase_file: Option<PathBuf>,
+
+    /// With -import: the new member's key file, written by mkreplica
+    /// -export -keyout (default: NEWNAME.key beside the packet), for a
+    /// packet made with -keyout.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
 
@@ -204,7 +217,7 @@ use crate::error::printable;
 use crate::replica::{self, Replica};
 use crate::sync::creation;
 use crate::sync::packets;
-use packet_format::{verify_packet, LogicalPacket, PacketKind};
+use packet_format::{verify_packet_with, LogicalPacket, PacketKind};
 
 const NAME: &str = "mkreplica";
 
@@ -278,7 +291,23 @@ fn export(args: &Args) -> anyhow::Result<()> {
     cli::finish_interrupted(NAME, &mut replica)?;
     // Everything is checked before anything is recorded or created; a
     // missing -out is then made, as syncreplica -export makes one.
-    creation::check_export(&replica, name, out, max_size)?;
+    let keys_out = match &args.keyout {
+        Some(file) => creation::KeysOut::File(file.clone()),
+        // A placeholder for the checks; the passphrase is asked after them.
+        None => creation::KeysOut::Passphrase(std::sync::Arc::new(String::new().into())),
+    };
+    creation::check_export(&replica, name, out, max_size, &keys_out)?;
+    // Asked before the long part, and before anything is recorded.
+    let keys_out = match keys_out {
+        creation::KeysOut::Passphrase(_) => {
+            creation::KeysOut::Passphrase(super::passphrase::obtain(
+                args.passphrase_file.as_deref(),
+                true,
+                "mkreplica -export (the creation packet is encrypted to one)",
+            )?)
+        }
+        file => file,
+    };
     if out.is_dir() {
         cli::remove_abandoned_partials(&[out]);
     }
@@ -294,6 +323,7 @@ fn export(args: &Args) -> anyhow::Result<()> {
         max_size,
         &args.comment,
         args.manifest,
+        &keys_out,
         &stop,
     )?;
     outln!(
@@ -314,11 +344,19 @@ fn export(args: &Args) -> anyhow::Result<()> {
             ),
         );
     }
-    outln!(
-        "New member's signing key: {} (mode 0600)",
-        made.key_file.display()
-    );
-    outln!("  Carry it separately from the packet, or by a trusted route.");
+    match &made.key_file {
+        Some(key_file) => {
+            outln!(
+                "New member's secret keys: {} (mode 0600); the packet is encrypted to the key it holds.",
+                key_file.display()
+            );
+            outln!("  Carry it separately from the packet, or by a trusted route: mkreplica -import -key FILE needs it.");
+        }
+        None => {
+            outln!("The packet, with the new member's secret keys, is encrypted to the passphrase.");
+            outln!("  Tell it to the new site by another route than the packet: mkreplica -import asks for it.");
+        }
+    }
     // Even under -quiet: the receiving site needs it to check the packet.
     cli::report::print_data(format_args!(
         "Packet signed by key with fingerprint {}\n",
@@ -441,30 +479,6 @@ fn import(args: &Args) -> anyhow::Result<()> {
     }
     let signer = header.signer_key;
     let packet_id = header.packet_id;
-    let mut parts = Vec::new();
-    let verifying = bytes_phase("verifying the creation packet", &files);
-    for file in &files {
-        let part = verify_packet(file, &[signer])?;
-        advance_by_size(file);
-        if part.header().packet_id == packet_id {
-            parts.push(part);
-        }
-    }
-    drop(verifying);
-    let packet = LogicalPacket::assemble(parts)?;
-    let new_name = packet.parts()[0]
-        .creation()
-        .map(|c| c.new_replica.name.clone())
-        .unwrap_or_default();
-    // A name from a packet is hostile until checked: it becomes a file name.
-    crate::store::identity::validate_name(&new_name)?;
-    let key_file = match &args.key {
-        Some(key) => key.clone(),
-        None => files[0]
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(format!("{new_name}.key")),
-    };
     let dir = match &args.replica {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()?,
@@ -478,6 +492,76 @@ fn import(args: &Args) -> anyhow::Result<()> {
             .into());
         }
     }
+    // The header names the new member, in the clear (SPEC.md §4.2): its
+    // key file's default name is known before anything is decrypted.
+    let target_name = header.targets.first().map(|t| t.name.clone()).unwrap_or_default();
+    crate::store::identity::validate_name(&target_name)?;
+    let key_file = match &args.key {
+        Some(key) => key.clone(),
+        None => files[0]
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("{target_name}.key")),
+    };
+    let decryption = match &header.encryption {
+        None => None,
+        Some(encryption) if encryption.passphrase => {
+            let passphrase = super::passphrase::obtain(
+                args.passphrase_file.as_deref(),
+                false,
+                "mkreplica -import (the creation packet is encrypted to one)",
+            )?;
+            Some(std::sync::Arc::new(packet_format::Decryption::new(
+                Vec::new(),
+                Some((*passphrase).clone()),
+            )))
+        }
+        // Made with -keyout: encrypted to the key the key file holds.
+        Some(_) => {
+            let (key_id, _, encryption_key) = creation::read_key_file(&key_file)?;
+            // Said as such, not as a packet this key cannot open.
+            if header.targets.first().map(|t| t.id) != Some(key_id) {
+                return Err(crate::error::Error::BadKeyFile {
+                    path: key_file,
+                    what: format!(
+                        "this is the key of another replica, not of new replica \"{}\" in the packet",
+                        crate::error::printable(&target_name)
+                    ),
+                }
+                .into());
+            }
+            let Some(identity) = encryption_key else {
+                return Err(crate::error::Error::BadKeyFile {
+                    path: key_file,
+                    what: "it holds no encryption_key, and the packet is encrypted".into(),
+                }
+                .into());
+            };
+            let identity = identity
+                .parse::<age::x25519::Identity>()
+                .expect("read_key_file checked it");
+            Some(std::sync::Arc::new(packet_format::Decryption::new(vec![identity], None)))
+        }
+    };
+    let mut parts = Vec::new();
+    let verifying = bytes_phase("verifying the creation packet", &files);
+    for file in &files {
+        // As a library error, so a wrong passphrase gets its hint.
+        let part = verify_packet_with(file, &[signer], decryption.as_ref())
+            .map_err(crate::error::Error::Packet)?;
+        advance_by_size(file);
+        if part.header().packet_id == packet_id {
+            parts.push(part);
+        }
+    }
+    drop(verifying);
+    let packet = LogicalPacket::assemble(parts)?;
+    let new_name = packet.parts()[0]
+        .creation()
+        .map(|c| c.new_replica.name.clone())
+        .unwrap_or_default();
+    // A name from a packet is hostile until checked: it becomes a file name.
+    crate::store::identity::validate_name(&new_name)?;
     if args.adopt {
         return adopt(args, &packet, &files, &dir, &key_file);
     }

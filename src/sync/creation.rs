@@ -33,8 +33,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use packet_format::{
-    CreationPayload, EpochRange, LogicalPacket, Named, PacketKind, PacketMeta, PacketWriter,
-    Target, WrittenPart,
+    CreationPayload, EncryptTo, EncryptionRecipient, EpochRange, LogicalPacket, Named, PacketKind,
+    PacketMeta, PacketWriter, Target, WrittenPart,
 };
 
 use crate::error::{Error, IoContext, Result};
@@ -56,7 +56,9 @@ use crate::tree::scan;
 /// What `mkreplica -export` wrote.
 pub struct CreationExport {
     pub parts: Vec<WrittenPart>,
-    pub key_file: PathBuf,
+    /// The key file written (`-keyout`), or `None` when the keys travel
+    /// inside the packet, encrypted to the passphrase.
+    pub key_file: Option<PathBuf>,
     pub fingerprint: String,
     pub new_replica: Id,
     pub files: u64,
@@ -65,6 +67,18 @@ pub struct CreationExport {
     /// packet does not carry them, and the next update to the new member
     /// does (see [`export_creation`]).
     pub held_back: Vec<PathBuf>,
+}
+
+/// How the new member's secret keys (Ed25519 signing key, age identity)
+/// leave `mkreplica -export`: never in the clear next to the packet.
+pub enum KeysOut {
+    /// Inside the packet, in its `secrets` entry; the whole packet is
+    /// encrypted to this passphrase (SPEC.md §4.2, §8).
+    Passphrase(std::sync::Arc<age::secrecy::SecretString>),
+    /// In this key file (made, mode 0600; refused if it exists), carried
+    /// by another route; the packet is encrypted to the new member's own
+    /// age key, which the key file holds.
+    File(PathBuf),
 }
 
 /// Writes a replica-creation packet for a new member `new_name` into
@@ -81,9 +95,10 @@ pub fn export_creation(
     max_size: u64,
     comment: &str,
     manifest: bool,
+    keys_out: &KeysOut,
     stop: &crate::sync::StopFlag,
 ) -> Result<CreationExport> {
-    check_export(replica, new_name, out_dir, max_size)?;
+    check_export(replica, new_name, out_dir, max_size, keys_out)?;
     if !out_dir.is_dir() {
         return Err(Error::NotADirectory {
             path: out_dir.to_path_buf(),
@@ -91,7 +106,10 @@ pub fn export_creation(
     }
     // The new member learns this replica's encryption key from the log.
     crate::sync::crypt::ensure_announced(replica)?;
-    let key_file = out_dir.join(format!("{new_name}.key"));
+    let key_file = match keys_out {
+        KeysOut::File(path) => Some(path.clone()),
+        KeysOut::Passphrase(_) => None,
+    };
     let me = replica.identity.replica_id;
     let incarnation = replica.incarnation()?;
     let new_id = identity::random_id();
@@ -299,8 +317,28 @@ pub fn export_creation(
         // The new replica holds exactly the state it is made from; it has
         // no sibling to compare with until a packet arrives.
         tree_digest: None,
-        encryption: None,
-        secrets: None,
+        // The new member's keys never travel in the clear: with a
+        // passphrase they travel inside, encrypted with everything else;
+        // with a key file the packet is encrypted to the key it holds.
+        encryption: Some(match keys_out {
+            KeysOut::Passphrase(passphrase) => EncryptTo {
+                recipients: Vec::new(),
+                passphrase: Some(passphrase.clone()),
+            },
+            KeysOut::File(_) => EncryptTo {
+                recipients: vec![EncryptionRecipient {
+                    id: new_id,
+                    key: new_encryption_key.to_public().to_string(),
+                }],
+                passphrase: None,
+            },
+        }),
+        secrets: match keys_out {
+            KeysOut::Passphrase(_) => {
+                Some(key_text(&new_id, &secret, &new_encryption_key).into_bytes())
+            }
+            KeysOut::File(_) => None,
+        },
     };
     let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)?
         .with_encoder_threads(crate::sync::chunks::encoder_threads());
@@ -441,8 +479,15 @@ pub fn export_creation(
             }
             Ok(())
         };
-    let committed =
-        write_key_file(&key_file, &new_id, &secret, &new_encryption_key).and_then(|()| {
+    // Removed again if the commit fails; one that was there already (made
+    // since the check) is refused by create_new and left alone.
+    let mut wrote_key = false;
+    let written_key = match &key_file {
+        Some(path) => write_key_file(path, &new_id, &secret, &new_encryption_key)
+            .map(|()| wrote_key = true),
+        None => Ok(()),
+    };
+    let committed = written_key.and_then(|()| {
             replica.state_mut().transaction(|tx| {
                 for (path, op) in &reasserted {
                     log_reassertion(tx, path, op)?;
@@ -480,7 +525,9 @@ pub fn export_creation(
         for part in &parts {
             let _ = std::fs::remove_file(&part.path);
         }
-        let _ = std::fs::remove_file(&key_file);
+        if let (Some(path), true) = (&key_file, wrote_key) {
+            let _ = std::fs::remove_file(path);
+        }
         return Err(err);
     }
     Ok(CreationExport {
@@ -495,7 +542,7 @@ pub fn export_creation(
 }
 
 /// The checks of [`export_creation`] that need nothing written: the new
-/// name, the size, a member of that name, a key file in the way, and
+/// name, the size, a member of that name, a `-keyout` file in the way, and
 /// `out_dir` (absent, to be created, or a directory). Run before anything
 /// is recorded or created.
 pub fn check_export(
@@ -503,6 +550,7 @@ pub fn check_export(
     new_name: &str,
     out_dir: &Path,
     max_size: u64,
+    keys_out: &KeysOut,
 ) -> Result<()> {
     identity::validate_name(new_name)?;
     crate::sync::family::refuse_while_restoring(replica, "making a new member")?;
@@ -518,17 +566,39 @@ pub fn check_export(
             why: "the family already has a member of that name".into(),
         });
     }
-    let key_file = out_dir.join(format!("{new_name}.key"));
-    if key_file.exists() {
-        return Err(Error::BadName {
-            name: new_name.to_string(),
-            why: format!(
-                "{} already exists; remove it or choose another -out",
-                key_file.display()
-            ),
-        });
+    if let KeysOut::File(key_file) = keys_out {
+        // Never overwritten: it may be another member's key.
+        if std::fs::symlink_metadata(key_file).is_ok() {
+            return Err(Error::BadKeyFile {
+                path: key_file.clone(),
+                what: "already exists (named with -keyout); it is never overwritten".into(),
+            });
+        }
+        match key_file.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() && !parent.is_dir() => {
+                return Err(Error::BadKeyFile {
+                    path: key_file.clone(),
+                    what: format!(
+                        "its folder {} does not exist (named with -keyout)",
+                        parent.display()
+                    ),
+                })
+            }
+            _ => {}
+        }
     }
     Ok(())
+}
+
+/// The text of a key file, which is also what a passphrase-encrypted
+/// creation packet carries in its `secrets` entry.
+fn key_text(replica: &Id, secret: &[u8; 32], encryption: &age::x25519::Identity) -> String {
+    use age::secrecy::ExposeSecret;
+    format!(
+        "# Signing and encryption keys of a new syncreplica member. Keep them secret; mkreplica -import needs them.\nreplica_id = \"{replica}\"\nsecret_key = \"{}\"\nencryption_key = \"{}\"\n",
+        hex::encode(secret),
+        encryption.to_string().expose_secret()
+    )
 }
 
 fn write_key_file(
@@ -537,12 +607,7 @@ fn write_key_file(
     secret: &[u8; 32],
     encryption: &age::x25519::Identity,
 ) -> Result<()> {
-    use age::secrecy::ExposeSecret;
-    let text = format!(
-        "# Signing and encryption keys of a new syncreplica member. Keep them secret; mkreplica -import needs them.\nreplica_id = \"{replica}\"\nsecret_key = \"{}\"\nencryption_key = \"{}\"\n",
-        hex::encode(secret),
-        encryption.to_string().expose_secret()
-    );
+    let text = key_text(replica, secret, encryption);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -565,15 +630,22 @@ struct KeyFile {
 }
 
 /// The new member's id, signing secret and encryption identity (text).
-type NewMemberKeys = (Id, [u8; 32], Option<String>);
+pub(crate) type NewMemberKeys = (Id, [u8; 32], Option<String>);
 
-fn read_key_file(path: &Path) -> Result<NewMemberKeys> {
+pub(crate) fn read_key_file(path: &Path) -> Result<NewMemberKeys> {
     let text = std::fs::read_to_string(path).map_err(|err| match err.kind() {
         std::io::ErrorKind::NotFound => Error::MissingKeyFile {
             path: path.to_path_buf(),
         },
         _ => Error::io(path, err),
     })?;
+    parse_key_text(path, &text)
+}
+
+/// Parses a key file's text (`path` names it, or the packet whose
+/// `secrets` entry held it, in errors).
+fn parse_key_text(path: &Path, text: &str) -> Result<NewMemberKeys> {
+    let text = text.to_string();
     let bad = |what: String| Error::BadKeyFile {
         path: path.to_path_buf(),
         what: format!("damaged: {what}"),
@@ -664,7 +736,23 @@ pub(crate) fn check_creation(packet: &LogicalPacket, key_file: &Path) -> Result<
     // Everything an update import checks, and the member list against the
     // log, before anything is made.
     let checked = crate::sync::creation_check::check(packet, &payload)?;
-    let (key_id, secret, encryption_key) = read_key_file(key_file)?;
+    // A passphrase-encrypted packet carries the keys (decrypted by now);
+    // otherwise they come from the key file.
+    let (key_id, secret, encryption_key, key_file) = match packet.parts()[0].secrets() {
+        Some(bytes) => {
+            let path = packet.parts()[0].path().to_path_buf();
+            let text = std::str::from_utf8(bytes).map_err(|_| Error::BadCreationPacket {
+                packet: path.clone(),
+                what: "the keys it carries are not text".into(),
+            })?;
+            let (id, secret, encryption) = parse_key_text(&path, text)?;
+            (id, secret, encryption, path)
+        }
+        None => {
+            let (id, secret, encryption) = read_key_file(key_file)?;
+            (id, secret, encryption, key_file.to_path_buf())
+        }
+    };
     let new = &payload.new_replica;
     let member = checked
         .members
@@ -680,7 +768,7 @@ pub(crate) fn check_creation(packet: &LogicalPacket, key_file: &Path) -> Result<
             .map(|m| format!("the key of member \"{}\"", crate::error::printable(&m.name)))
             .unwrap_or_else(|| "the key of another replica".into());
         return Err(Error::BadKeyFile {
-            path: key_file.to_path_buf(),
+            path: key_file,
             what: format!(
                 "this is {owner}, not of new replica \"{}\" in the packet",
                 crate::error::printable(&new.name)
