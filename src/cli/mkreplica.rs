@@ -13,18 +13,29 @@ use clap::Parser;
 ///
 /// `mkreplica -export -out DIR NEWNAME` (run in an existing replica) makes a
 /// new member NEWNAME: it writes a replica-creation packet with all content
-/// and the family's members into DIR (repl_<sender>_<time>_<NEWNAME>[_<k>of<n>].zip),
-/// and the new member's secret signing key into DIR/NEWNAME.key (mode 0600).
-/// The packet may travel by any route; carry the key file separately or by
-/// a trusted route. Siblings learn the new member's public key with this
-/// replica's next updates. A file changed since the scan (still being
+/// and the family's members into DIR (repl_<sender>_<time>_<NEWNAME>[_<k>of<n>].zip).
+/// The new member's secret keys (signing and encryption) never travel in
+/// the clear: by default they travel inside the packet, and the whole
+/// packet (keys, content, path names) is encrypted to a passphrase (age's
+/// scrypt), asked twice on the terminal or read from the first line of
+/// -passphrase-file FILE; without a terminal and without -passphrase-file
+/// the export refuses (exit 2) before doing anything. Tell the passphrase
+/// to the new site by another route than the packet. With -keyout FILE the
+/// keys go to FILE instead (made with mode 0600, never overwritten), to be
+/// carried by another route, and the packet is encrypted to the new
+/// member's key that FILE holds: no passphrase is asked. The packet may
+/// travel by any route. Siblings learn the new member's public keys with
+/// this replica's next updates. A file changed since the scan (still being
 /// written) is left out of the packet, with a warning naming it: the new
 /// replica is made without it, and the next syncreplica -export to
 /// NEWNAME sends it (its new version, once recorded).
 ///
 /// `mkreplica -import -replica DIR PACKET_OR_DIR...` creates the new replica
-/// at DIR, which must be absent or empty, from the creation packet's parts
-/// and NEWNAME.key (found beside the packet, or named with -key). It prints
+/// at DIR, which must be absent or empty, from the creation packet's parts.
+/// It asks for the packet's passphrase on the terminal (or reads
+/// -passphrase-file FILE); a wrong one is refused, with nothing created. A
+/// packet made with -keyout needs its key file: -key FILE (default:
+/// NEWNAME.key beside the packet). It prints
 /// the fingerprint of the key that signed the packet, for checking out of
 /// band; with -fingerprint it refuses a packet signed by any other key. It
 /// names the creation packet it used, and refuses, creating nothing, when
