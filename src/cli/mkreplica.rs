@@ -364,7 +364,9 @@ fn export(args: &Args) -> anyhow::Result<()> {
             outln!("  Carry it separately from the packet, or by a trusted route: mkreplica -import -key FILE needs it.");
         }
         None => {
-            outln!("The packet, with the new member's secret keys, is encrypted to the passphrase.");
+            outln!(
+                "The packet, with the new member's secret keys, is encrypted to the passphrase."
+            );
             outln!("  Tell it to the new site by another route than the packet: mkreplica -import asks for it.");
         }
     }
@@ -505,7 +507,11 @@ fn import(args: &Args) -> anyhow::Result<()> {
     }
     // The header names the new member, in the clear (SPEC.md §4.2): its
     // key file's default name is known before anything is decrypted.
-    let target_name = header.targets.first().map(|t| t.name.clone()).unwrap_or_default();
+    let target_name = header
+        .targets
+        .first()
+        .map(|t| t.name.clone())
+        .unwrap_or_default();
     crate::store::identity::validate_name(&target_name)?;
     let key_file = match &args.key {
         Some(key) => key.clone(),
@@ -551,7 +557,10 @@ fn import(args: &Args) -> anyhow::Result<()> {
             let identity = identity
                 .parse::<age::x25519::Identity>()
                 .expect("read_key_file checked it");
-            Some(std::sync::Arc::new(packet_format::Decryption::new(vec![identity], None)))
+            Some(std::sync::Arc::new(packet_format::Decryption::new(
+                vec![identity],
+                None,
+            )))
         }
     };
     let mut parts = Vec::new();

@@ -479,16 +479,11 @@ pub fn export_creation(
             }
             Ok(())
         };
-    // Removed again if the commit fails; one that was there already (made
-    // since the check) is refused by create_new and left alone.
-    let mut wrote_key = false;
-    let written_key = match &key_file {
-        Some(path) => write_key_file(path, &new_id, &secret, &new_encryption_key)
-            .map(|()| wrote_key = true),
-        None => Ok(()),
-    };
-    let committed = written_key.and_then(|()| {
-            replica.state_mut().transaction(|tx| {
+    // A -keyout file is removed again if the commit fails (write_key_out
+    // leaves none behind when it fails itself).
+    let committed = write_key_out(key_file.as_deref(), &new_id, &secret, &new_encryption_key)
+        .and_then(|()| {
+            let committed = replica.state_mut().transaction(|tx| {
                 for (path, op) in &reasserted {
                     log_reassertion(tx, path, op)?;
                 }
@@ -519,14 +514,15 @@ pub fn export_creation(
                     now.as_nanos_saturating(),
                 )?;
                 Ok(())
-            })
+            });
+            if let (Err(_), Some(path)) = (&committed, &key_file) {
+                let _ = std::fs::remove_file(path);
+            }
+            committed
         });
     if let Err(err) = committed {
         for part in &parts {
             let _ = std::fs::remove_file(&part.path);
-        }
-        if let (Some(path), true) = (&key_file, wrote_key) {
-            let _ = std::fs::remove_file(path);
         }
         return Err(err);
     }
@@ -601,11 +597,31 @@ fn key_text(replica: &Id, secret: &[u8; 32], encryption: &age::x25519::Identity)
     )
 }
 
+/// Writes the `-keyout` file, if there is one; on failure none is left
+/// (one that was there already is refused, never overwritten).
+fn write_key_out(
+    path: Option<&Path>,
+    replica: &Id,
+    secret: &[u8; 32],
+    encryption: &age::x25519::Identity,
+) -> Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let mut created = false;
+    let written = write_key_file(path, replica, secret, encryption, &mut created);
+    if written.is_err() && created {
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
 fn write_key_file(
     path: &Path,
     replica: &Id,
     secret: &[u8; 32],
     encryption: &age::x25519::Identity,
+    created: &mut bool,
 ) -> Result<()> {
     let text = key_text(replica, secret, encryption);
     let mut file = std::fs::OpenOptions::new()
@@ -614,6 +630,7 @@ fn write_key_file(
         .mode(0o600)
         .open(path)
         .at(path)?;
+    *created = true;
     file.write_all(text.as_bytes()).at(path)?;
     file.sync_all().at(path)
 }

@@ -330,7 +330,14 @@ fn a_creation_packet_carries_the_keys_encrypted_to_a_passphrase_and_only_it_open
     std::fs::write(&right, "a passphrase told by telephone\n").unwrap();
     let exported = command_as_given(
         "mkreplica",
-        mkreplica_args(&[&"-export", &"-out", &out, &"-passphrase-file", &right, &"beta"]),
+        mkreplica_args(&[
+            &"-export",
+            &"-out",
+            &out,
+            &"-passphrase-file",
+            &right,
+            &"beta",
+        ]),
     )
     .current_dir(fam.root("alpha"))
     .stdin(std::process::Stdio::null())
@@ -338,13 +345,15 @@ fn a_creation_packet_carries_the_keys_encrypted_to_a_passphrase_and_only_it_open
     .unwrap();
     assert!(exported.status.success(), "{exported:?}");
     let stdout = String::from_utf8_lossy(&exported.stdout);
-    assert!(
-        stdout.contains("encrypted to the passphrase"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("encrypted to the passphrase"), "{stdout}");
     // The packet alone: no key file beside it.
     let files = packet_files(&out);
-    assert_eq!(files_under(&out).len(), files.len(), "{:?}", files_under(&out));
+    assert_eq!(
+        files_under(&out).len(),
+        files.len(),
+        "{:?}",
+        files_under(&out)
+    );
     let listed = run(dir, "lspacket", [out.as_os_str()]).ok();
     assert!(
         listed.stdout.contains("Encrypted for: a passphrase"),
@@ -380,7 +389,9 @@ fn a_creation_packet_carries_the_keys_encrypted_to_a_passphrase_and_only_it_open
     std::fs::write(&wrong, "a passphrase misheard\n").unwrap();
     let refused = import(Some(&wrong)).fails_with(1);
     assert!(
-        refused.stderr.contains("the passphrase does not open this packet")
+        refused
+            .stderr
+            .contains("the passphrase does not open this packet")
             && refused.stderr.contains("hint: check the passphrase"),
         "{}",
         refused.stderr
@@ -439,8 +450,9 @@ fn mkreplica_export_without_a_terminal_or_passphrase_file_refuses_before_doing_a
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("mkreplica -export (the creation packet is encrypted to one) needs a passphrase")
-            && stderr.contains("-keyout FILE"),
+        stderr.contains(
+            "mkreplica -export (the creation packet is encrypted to one) needs a passphrase"
+        ) && stderr.contains("-keyout FILE"),
         "{stderr}"
     );
     assert!(!out.exists());
@@ -483,7 +495,9 @@ fn the_passphrase_is_asked_on_the_terminal_twice_at_export_and_once_at_import() 
     );
     assert_eq!(exported.code, 0, "{exported:?}");
     assert!(
-        exported.stdout.contains("New passphrase for the creation packet: ")
+        exported
+            .stdout
+            .contains("New passphrase for the creation packet: ")
             && exported.stdout.contains("The same passphrase again: "),
         "{exported:?}"
     );
@@ -501,7 +515,9 @@ fn the_passphrase_is_asked_on_the_terminal_twice_at_export_and_once_at_import() 
     );
     assert_eq!(imported.code, 0, "{imported:?}");
     assert!(
-        imported.stdout.contains("Passphrase of the creation packet: "),
+        imported
+            .stdout
+            .contains("Passphrase of the creation packet: "),
         "{imported:?}"
     );
     assert!(beta.join("readme.txt").is_file());
@@ -531,7 +547,12 @@ fn keyout_writes_the_keys_to_their_own_file_and_the_packet_is_encrypted_to_them(
         0o600
     );
     let files = packet_files(&out);
-    assert_eq!(files_under(&out).len(), files.len(), "{:?}", files_under(&out));
+    assert_eq!(
+        files_under(&out).len(),
+        files.len(),
+        "{:?}",
+        files_under(&out)
+    );
     assert_eq!(windows_found(&content, &files), 0);
     let listed = run(dir, "lspacket", [out.as_os_str()]).ok();
     assert!(

@@ -1678,7 +1678,12 @@ fn mkreplica_export_makes_a_missing_out_directory_only_after_its_checks() {
         made.stdout
     );
     // The keys travel inside the packet, encrypted: no key file beside it.
-    assert_eq!(files_under(&missing).len(), 1, "{:?}", files_under(&missing));
+    assert_eq!(
+        files_under(&missing).len(),
+        1,
+        "{:?}",
+        files_under(&missing)
+    );
     assert_eq!(packet_files(&missing).len(), 1);
 }
 
