@@ -88,6 +88,7 @@ pub enum KeysOut {
 /// content at all, only the recorded state (chunk ids included), for a
 /// new member made over a tree that holds most of it already
 /// (`mkreplica -import -adopt`, [`crate::sync::adopt`]).
+#[allow(clippy::too_many_arguments)]
 pub fn export_creation(
     replica: &mut LockedReplica,
     new_name: &str,
