@@ -588,3 +588,35 @@ fn keyout_writes_the_keys_to_their_own_file_and_the_packet_is_encrypted_to_them(
     assert!(made.status.success(), "{made:?}");
     assert_eq!(std::fs::read(beta.join(SECRET_NAME)).unwrap(), content);
 }
+
+/// `./demo.sh` runs unattended: its first part (making the two replicas
+/// from a creation packet) is run as it stands, with no terminal.
+#[test]
+fn demo_sh_makes_its_replicas_without_a_terminal() {
+    let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/demo.sh")).unwrap();
+    let start = script.find("show() {").expect("demo.sh defines show");
+    let last = "show lsreplica -replica boston\n";
+    let end = script.find(last).expect("demo.sh lists boston's members") + last.len();
+    let bin = binary_path("mkreplica");
+    let work = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -euo pipefail\nexport PATH=\"{}:$PATH\"\n{}",
+            bin.parent().unwrap().display(),
+            &script[start..end]
+        ))
+        .current_dir(work.path())
+        .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(work.path().join("ship/docs/report.txt").is_file());
+    // Nothing secret is left behind with the packet.
+    assert!(std::fs::read_dir(work.path().join("usb"))
+        .unwrap()
+        .next()
+        .is_none());
+    assert!(!work.path().join("passphrase").exists());
+}
