@@ -78,8 +78,8 @@ rsync_bytes=$(bytes_in "$work/rsync.batch")
 
 mkdir "$work/manifest" "$work/to-source" "$work/to-dst"
 start=$(now_ms)
-(cd "$work/src" && "$bin/mkreplica" -export -manifest -out "$work/manifest" migrated >/dev/null)
-"$bin/mkreplica" -import -adopt -replica "$work/dst" "$work/manifest" >"$work/adopt.out"
+(cd "$work/src" && "$bin/mkreplica" -export -manifest -out "$work/manifest" -keyout "$work/migrated.key" migrated >/dev/null)
+"$bin/mkreplica" -import -adopt -replica "$work/dst" -key "$work/migrated.key" "$work/manifest" >"$work/adopt.out"
 adopt_ms=$(($(now_ms) - start))
 (cd "$work/dst" && "$bin/syncreplica" -export -out "$work/to-source" source >/dev/null)
 (cd "$work/src" && "$bin/syncreplica" -import "$work/to-source" >/dev/null)

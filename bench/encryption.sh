@@ -18,7 +18,9 @@ else
     cargo build --release --quiet --manifest-path "$here/Cargo.toml" --bin syncreplica --bin mkreplica
     bin="$here/target/release"
 fi
-work=$(mktemp -d)
+# Three copies of the tree and two packets: put them where there is room
+# (BENCH_DIR, default the system's temporary folder).
+work=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/bench-encryption.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
@@ -28,8 +30,9 @@ mkdir -p "$work/A" "$work/pk-b" "$work/pk-c" "$work/mk"
 (cd "$work/A" && "$bin/mkreplica" -init -family bench A >/dev/null)
 for m in B C; do
     mkdir -p "$work/mk/$m"
-    (cd "$work/A" && "$bin/mkreplica" -export -out "$work/mk/$m" "$m" >/dev/null)
-    "$bin/mkreplica" -import -replica "$work/$m" "$work/mk/$m" >/dev/null
+    # The keys by a file of their own, so no passphrase is asked.
+    (cd "$work/A" && "$bin/mkreplica" -export -out "$work/mk/$m" -keyout "$work/mk/$m.key" "$m" >/dev/null)
+    "$bin/mkreplica" -import -replica "$work/$m" -key "$work/mk/$m.key" "$work/mk/$m" >/dev/null
     # Each announces its encryption key to A.
     mkdir -p "$work/hello-$m"
     (cd "$work/$m" && "$bin/syncreplica" -export -out "$work/hello-$m" A >/dev/null)

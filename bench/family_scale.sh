@@ -47,8 +47,8 @@ for n in "${sizes[@]}"; do
     (cd "$dir/hub" && "$bin/mkreplica" -init -family scale hub >/dev/null)
     for i in $(seq 1 $((n - 1))); do
         mkdir "$dir/c$i"
-        (cd "$dir/hub" && "$bin/mkreplica" -export -out "$dir/c$i" "m$i" >/dev/null)
-        "$bin/mkreplica" -import -replica "$dir/m$i" "$dir/c$i" >/dev/null
+        (cd "$dir/hub" && "$bin/mkreplica" -export -out "$dir/c$i" -keyout "$dir/m$i.key" "m$i" >/dev/null)
+        "$bin/mkreplica" -import -replica "$dir/m$i" -key "$dir/m$i.key" "$dir/c$i" >/dev/null
         rm -rf "$dir/c$i"
         # Each member's own change, so hub's row has an entry per origin.
         if [ "$i" -lt "$files" ]; then

@@ -51,8 +51,8 @@ for n in "${counts[@]}"; do
         run="$work/$kind-$n"
         mkdir -p "$run/a" "$run/bay"
         "$bin/mkreplica" -init -family bench -replica "$run/a" a >/dev/null
-        "$bin/mkreplica" -export -out "$run/bay" -replica "$run/a" b >/dev/null
-        "$bin/mkreplica" -import -replica "$run/b" "$run/bay" >/dev/null
+        "$bin/mkreplica" -export -out "$run/bay" -keyout "$run/b.key" -replica "$run/a" b >/dev/null
+        "$bin/mkreplica" -import -replica "$run/b" -key "$run/b.key" "$run/bay" >/dev/null
         rm -f "$run/bay"/*
         packet=$("$forge" "$run/a" "$run/b" "$run/bay" "$n" "$kind")
         size=$(( $(stat -c %s "$packet") / 1024 ))

@@ -71,8 +71,8 @@ sleep 2.1
 
 # 1. Replica creation.
 mkdir "$work/pk1"
-t0=$(now); "$bin/mkreplica" -export -out "$work/pk1" -replica "$work/src" beta >/dev/null; t1=$(now)
-t2=$(now); "$bin/mkreplica" -import -replica "$work/beta" "$work/pk1" >/dev/null; t3=$(now)
+t0=$(now); "$bin/mkreplica" -export -out "$work/pk1" -keyout "$work/beta.key" -replica "$work/src" beta >/dev/null; t1=$(now)
+t2=$(now); "$bin/mkreplica" -import -replica "$work/beta" -key "$work/beta.key" "$work/pk1" >/dev/null; t3=$(now)
 # The new replica's first scan reads every file once: all were written
 # moments before, within the racy window. A one-time cost, shown apart.
 sleep 2.1

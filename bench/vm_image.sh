@@ -89,8 +89,8 @@ sleep 2.1
 
 # 1. Replica creation.
 mkdir "$work/pk1"
-timed sr_cexp "$bin/mkreplica" -export -out "$work/pk1" -replica "$work/src" beta
-timed sr_cimp "$bin/mkreplica" -import -replica "$work/beta" "$work/pk1"
+timed sr_cexp "$bin/mkreplica" -export -out "$work/pk1" -keyout "$work/beta.key" -replica "$work/src" beta
+timed sr_cimp "$bin/mkreplica" -import -replica "$work/beta" -key "$work/beta.key" "$work/pk1"
 sr_bytes=$(du -cb "$work"/pk1/*.zip | tail -1 | cut -f1)
 mkdir "$work/rs-empty" "$work/rs-dest"
 timed rs_cexp rsync -a --sparse --exclude=.syncreplica --only-write-batch="$work/batch1" "$work/src/" "$work/rs-empty/"

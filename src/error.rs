@@ -251,6 +251,16 @@ pub enum Error {
         options: &'static str,
     },
 
+    /// A passphrase is needed (`what`: for what), none was given with
+    /// `-passphrase-file`, and standard input is not a terminal to ask it on.
+    #[error("{what} needs a passphrase: no -passphrase-file was given, and standard input is not a terminal to ask it on; nothing was done")]
+    NoTerminal { what: String },
+
+    /// The passphrase given (`from`: "-passphrase-file FILE" or "on the
+    /// terminal") cannot be used: `why` says why.
+    #[error("passphrase {from}: {why}; nothing was done")]
+    BadPassphrase { from: String, why: String },
+
     /// `mkreplica -import` found no key file where it looked.
     #[error("{}: no key file for the new member there", path.display())]
     MissingKeyFile { path: PathBuf },

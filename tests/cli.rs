@@ -29,6 +29,8 @@ fn cli_transcripts() {
     let cases = trycmd::TestCases::new();
     cases
         .env("SYNCREPLICA_SHIPPING_CONF", conf.display().to_string())
+        // Passphrase-encrypted creation packets at a low scrypt work factor.
+        .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
         .insert_var("[BAYS]", bays.path().display().to_string())
         .unwrap()
         .case("tests/cmd/*.md")

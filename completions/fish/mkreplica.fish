@@ -38,7 +38,7 @@ complete -c mkreplica -n "__fish_mkreplica_using_subcommand -export" -o replica 
 complete -c mkreplica -n "__fish_mkreplica_using_subcommand -export" -o ncomment -o nc -d 'No comment (MultiSite\'s -nc, -ncomment): the default'
 complete -c mkreplica -n "__fish_mkreplica_using_subcommand -export" -s q -o quiet -d 'No progress line and no summary lines, only warnings and errors (on standard error). The progress line (bytes, percentage, rate, time left) is shown only when standard error is a terminal'
 complete -c mkreplica -n "__fish_mkreplica_using_subcommand -import" -o fingerprint -d 'With -import: the SHA-256 fingerprint (64 hex digits) the packet\'s signing key must have, as printed by mkreplica -export at the sender' -r
-complete -c mkreplica -n "__fish_mkreplica_using_subcommand -import" -o key -d 'With -import: the new member\'s key file (default: NEWNAME.key beside the packet)' -r -F
+complete -c mkreplica -n "__fish_mkreplica_using_subcommand -import" -o key -d 'With -import: the new member\'s key file, written by mkreplica -export -keyout (default: NEWNAME.key beside the packet), for a packet made with -keyout' -r -F
 complete -c mkreplica -n "__fish_mkreplica_using_subcommand -import" -o replica -d 'Replica root: for -init and -import, where the new replica goes (default: the current directory); for -export, the exporting replica (default: found from the current directory up)' -r -F
 complete -c mkreplica -n "__fish_mkreplica_using_subcommand -import" -o fmt -d 'With -import: output format, text or json (for scripts: one object with a "version" field instead of the summary lines; see JSON OUTPUT in the man page)' -r -f -a "text\t'MultiSite\'s text listing'
 json\t'JSON, for scripts'"

@@ -1056,8 +1056,12 @@ impl PacketWriter {
         if let Err(err) = written {
             return Err(ErrorKind::io("writing chunk data", err).at(temp));
         }
-        part.chunks_sha.update(record);
-        part.chunks_sha.update(stored);
+        // Encrypted, the entry is pinned by its ciphertext's hash (taken as
+        // it is written): hashing the plaintext too would be a wasted pass.
+        if matches!(part.zip, ChunkSink::Plain(_)) {
+            part.chunks_sha.update(record);
+            part.chunks_sha.update(stored);
+        }
         part.chunks_len += (record.len() + stored.len()) as u64;
         part.chunk_records += 1;
         self.chunk_bytes += (record.len() + stored.len()) as u64;

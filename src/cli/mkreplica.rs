@@ -13,18 +13,29 @@ use clap::Parser;
 ///
 /// `mkreplica -export -out DIR NEWNAME` (run in an existing replica) makes a
 /// new member NEWNAME: it writes a replica-creation packet with all content
-/// and the family's members into DIR (repl_<sender>_<time>_<NEWNAME>[_<k>of<n>].zip),
-/// and the new member's secret signing key into DIR/NEWNAME.key (mode 0600).
-/// The packet may travel by any route; carry the key file separately or by
-/// a trusted route. Siblings learn the new member's public key with this
-/// replica's next updates. A file changed since the scan (still being
+/// and the family's members into DIR (repl_<sender>_<time>_<NEWNAME>[_<k>of<n>].zip).
+/// The new member's secret keys (signing and encryption) never travel in
+/// the clear: by default they travel inside the packet, and the whole
+/// packet (keys, content, path names) is encrypted to a passphrase (age's
+/// scrypt), asked twice on the terminal or read from the first line of
+/// -passphrase-file FILE; without a terminal and without -passphrase-file
+/// the export refuses (exit 2) before doing anything. Tell the passphrase
+/// to the new site by another route than the packet. With -keyout FILE the
+/// keys go to FILE instead (made with mode 0600, never overwritten), to be
+/// carried by another route, and the packet is encrypted to the new
+/// member's key that FILE holds: no passphrase is asked. The packet may
+/// travel by any route. Siblings learn the new member's public keys with
+/// this replica's next updates. A file changed since the scan (still being
 /// written) is left out of the packet, with a warning naming it: the new
 /// replica is made without it, and the next syncreplica -export to
 /// NEWNAME sends it (its new version, once recorded).
 ///
 /// `mkreplica -import -replica DIR PACKET_OR_DIR...` creates the new replica
-/// at DIR, which must be absent or empty, from the creation packet's parts
-/// and NEWNAME.key (found beside the packet, or named with -key). It prints
+/// at DIR, which must be absent or empty, from the creation packet's parts.
+/// It asks for the packet's passphrase on the terminal (or reads
+/// -passphrase-file FILE); a wrong one is refused, with nothing created. A
+/// packet made with -keyout needs its key file: -key FILE (default:
+/// NEWNAME.key beside the packet). It prints
 /// the fingerprint of the key that signed the packet, for checking out of
 /// band; with -fingerprint it refuses a packet signed by any other key. It
 /// names the creation packet it used, and refuses, creating nothing, when
@@ -160,8 +171,21 @@ pub struct Args {
     #[arg(long, value_name = "HEX", value_parser = super::fingerprint_arg)]
     pub fingerprint: Option<String>,
 
-    /// With -import: the new member's key file (default: NEWNAME.key beside
-    /// the packet).
+    /// With -export: write the new member's secret keys to FILE (made with
+    /// mode 0600; never overwritten) instead of inside the packet, to be
+    /// carried by another route; the packet is then encrypted to the new
+    /// member's key and needs no passphrase.
+    #[arg(long, value_name = "FILE", requires = "export")]
+    pub keyout: Option<PathBuf>,
+
+    /// With -export or -import: read the creation packet's passphrase from
+    /// the first line of FILE instead of asking on the terminal.
+    #[arg(long, value_name = "FILE", conflicts_with = "keyout")]
+    pub passphrase_file: Option<PathBuf>,
+
+    /// With -import: the new member's key file, written by mkreplica
+    /// -export -keyout (default: NEWNAME.key beside the packet), for a
+    /// packet made with -keyout.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
 
@@ -208,7 +232,7 @@ use crate::error::printable;
 use crate::replica::{self, Replica};
 use crate::sync::creation;
 use crate::sync::packets;
-use packet_format::{verify_packet, LogicalPacket, PacketKind};
+use packet_format::{verify_packet_with, LogicalPacket, PacketKind};
 
 const NAME: &str = "mkreplica";
 
@@ -282,7 +306,23 @@ fn export(args: &Args) -> anyhow::Result<()> {
     cli::finish_interrupted(NAME, &mut replica)?;
     // Everything is checked before anything is recorded or created; a
     // missing -out is then made, as syncreplica -export makes one.
-    creation::check_export(&replica, name, out, max_size)?;
+    let keys_out = match &args.keyout {
+        Some(file) => creation::KeysOut::File(file.clone()),
+        // A placeholder for the checks; the passphrase is asked after them.
+        None => creation::KeysOut::Passphrase(std::sync::Arc::new(String::new().into())),
+    };
+    creation::check_export(&replica, name, out, max_size, &keys_out)?;
+    // Asked before the long part, and before anything is recorded.
+    let keys_out = match keys_out {
+        creation::KeysOut::Passphrase(_) => {
+            creation::KeysOut::Passphrase(super::passphrase::obtain(
+                args.passphrase_file.as_deref(),
+                true,
+                "mkreplica -export (the creation packet is encrypted to one)",
+            )?)
+        }
+        file => file,
+    };
     // Made if missing (removed again if the export fails before a packet
     // is there), writable, with room: checked before the scan records.
     let _created_out = cli::prepare_out(out, None)?;
@@ -296,6 +336,7 @@ fn export(args: &Args) -> anyhow::Result<()> {
         max_size,
         &args.comment,
         args.manifest,
+        &keys_out,
         &stop,
     )
     .map_err(|err| {
@@ -324,11 +365,21 @@ fn export(args: &Args) -> anyhow::Result<()> {
             ),
         );
     }
-    outln!(
-        "New member's signing key: {} (mode 0600)",
-        made.key_file.display()
-    );
-    outln!("  Carry it separately from the packet, or by a trusted route.");
+    match &made.key_file {
+        Some(key_file) => {
+            outln!(
+                "New member's secret keys: {} (mode 0600); the packet is encrypted to the key it holds.",
+                key_file.display()
+            );
+            outln!("  Carry it separately from the packet, or by a trusted route: mkreplica -import -key FILE needs it.");
+        }
+        None => {
+            outln!(
+                "The packet, with the new member's secret keys, is encrypted to the passphrase."
+            );
+            outln!("  Tell it to the new site by another route than the packet: mkreplica -import asks for it.");
+        }
+    }
     // Even under -quiet: the receiving site needs it to check the packet.
     cli::report::print_data(format_args!(
         "Packet signed by key with fingerprint {}\n",
@@ -453,30 +504,6 @@ fn import(args: &Args) -> anyhow::Result<()> {
     }
     let signer = header.signer_key;
     let packet_id = header.packet_id;
-    let mut parts = Vec::new();
-    let verifying = bytes_phase("verifying the creation packet", &files);
-    for file in &files {
-        let part = verify_packet(file, &[signer])?;
-        advance_by_size(file);
-        if part.header().packet_id == packet_id {
-            parts.push(part);
-        }
-    }
-    drop(verifying);
-    let packet = LogicalPacket::assemble(parts)?;
-    let new_name = packet.parts()[0]
-        .creation()
-        .map(|c| c.new_replica.name.clone())
-        .unwrap_or_default();
-    // A name from a packet is hostile until checked: it becomes a file name.
-    crate::store::identity::validate_name(&new_name)?;
-    let key_file = match &args.key {
-        Some(key) => key.clone(),
-        None => files[0]
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(format!("{new_name}.key")),
-    };
     let dir = match &args.replica {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()?,
@@ -490,6 +517,83 @@ fn import(args: &Args) -> anyhow::Result<()> {
             .into());
         }
     }
+    // The header names the new member, in the clear (SPEC.md §4.2): its
+    // key file's default name is known before anything is decrypted.
+    let target_name = header
+        .targets
+        .first()
+        .map(|t| t.name.clone())
+        .unwrap_or_default();
+    crate::store::identity::validate_name(&target_name)?;
+    let key_file = match &args.key {
+        Some(key) => key.clone(),
+        None => files[0]
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("{target_name}.key")),
+    };
+    let decryption = match &header.encryption {
+        None => None,
+        Some(encryption) if encryption.passphrase => {
+            let passphrase = super::passphrase::obtain(
+                args.passphrase_file.as_deref(),
+                false,
+                "mkreplica -import (the creation packet is encrypted to one)",
+            )?;
+            Some(std::sync::Arc::new(packet_format::Decryption::new(
+                Vec::new(),
+                Some((*passphrase).clone()),
+            )))
+        }
+        // Made with -keyout: encrypted to the key the key file holds.
+        Some(_) => {
+            let (key_id, _, encryption_key) = creation::read_key_file(&key_file)?;
+            // Said as such, not as a packet this key cannot open.
+            if header.targets.first().map(|t| t.id) != Some(key_id) {
+                return Err(crate::error::Error::BadKeyFile {
+                    path: key_file,
+                    what: format!(
+                        "this is the key of another replica, not of new replica \"{}\" in the packet",
+                        crate::error::printable(&target_name)
+                    ),
+                }
+                .into());
+            }
+            let Some(identity) = encryption_key else {
+                return Err(crate::error::Error::BadKeyFile {
+                    path: key_file,
+                    what: "it holds no encryption_key, and the packet is encrypted".into(),
+                }
+                .into());
+            };
+            let identity = identity
+                .parse::<age::x25519::Identity>()
+                .expect("read_key_file checked it");
+            Some(std::sync::Arc::new(packet_format::Decryption::new(
+                vec![identity],
+                None,
+            )))
+        }
+    };
+    let mut parts = Vec::new();
+    let verifying = bytes_phase("verifying the creation packet", &files);
+    for file in &files {
+        // As a library error, so a wrong passphrase gets its hint.
+        let part = verify_packet_with(file, &[signer], decryption.as_ref())
+            .map_err(crate::error::Error::Packet)?;
+        advance_by_size(file);
+        if part.header().packet_id == packet_id {
+            parts.push(part);
+        }
+    }
+    drop(verifying);
+    let packet = LogicalPacket::assemble(parts)?;
+    let new_name = packet.parts()[0]
+        .creation()
+        .map(|c| c.new_replica.name.clone())
+        .unwrap_or_default();
+    // A name from a packet is hostile until checked: it becomes a file name.
+    crate::store::identity::validate_name(&new_name)?;
     if args.adopt {
         return adopt(args, &packet, &files, &dir, &key_file);
     }

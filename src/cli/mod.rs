@@ -44,6 +44,7 @@ pub mod lsreplica;
 pub mod manual;
 pub mod mkorder;
 pub mod mkreplica;
+mod passphrase;
 pub mod render;
 pub mod report;
 pub mod rmreplica;

@@ -151,9 +151,10 @@ pub fn exit_code(err: &Error) -> i32 {
     match err {
         Error::Locked { .. } => EXIT_LOCKED,
         // A -workdir that is not there is a mistyped option value.
-        Error::BadSize { .. } | Error::BadExpiry { .. } | Error::MissingDirectory { .. } => {
-            EXIT_USAGE
-        }
+        Error::BadSize { .. }
+        | Error::BadExpiry { .. }
+        | Error::MissingDirectory { .. }
+        | Error::NoTerminal { .. } => EXIT_USAGE,
         Error::Interrupted { signal } => 128 + signal,
         _ => EXIT_FAILURE,
     }
@@ -292,6 +293,25 @@ pub fn hint(err: &Error) -> Option<String> {
         }
         Error::MissingKeyFile { .. } => {
             "the key file (NEWNAME.key, written by mkreplica -export beside the packet) may travel by another route: name it with -key FILE".into()
+        }
+        Error::NoTerminal { .. } => {
+            "run it on a terminal to be asked, or put the passphrase on the first line of a file \
+             only you can read and name it with -passphrase-file FILE; or, at mkreplica -export, \
+             write the keys to a file of their own with -keyout FILE (then no passphrase is needed)"
+                .into()
+        }
+        Error::BadPassphrase { .. } => {
+            "-passphrase-file reads the first line of its file (without the line end), which must not be empty; \
+             on the terminal, mkreplica -export asks for the passphrase twice, the same both times"
+                .into()
+        }
+        Error::Packet(err)
+            if matches!(
+                err.kind,
+                packet_format::ErrorKind::WrongPassphrase | packet_format::ErrorKind::PassphraseNeeded
+            ) =>
+        {
+            "check the passphrase with whoever ran mkreplica -export (it is the one typed there, twice); nothing was created".into()
         }
         Error::NotEmpty { .. } => {
             "mkreplica -import needs an absent or empty directory; to make the member over a tree that holds the content already, ask the sender for a manifest (mkreplica -export -manifest) and use mkreplica -import -adopt".into()

@@ -16,6 +16,24 @@ use clap::Parser;
 /// A replica cannot remove itself, and a removal cannot be undone: to take
 /// a removed site back, make it a new member under a new name with
 /// mkreplica -export. Asks for confirmation unless -force is given.
+///
+/// What the removal cannot take back, and what to do about it. Packets
+/// written to the member before its removal were encrypted to its key,
+/// which its site still holds: whoever has both a stick and that key reads
+/// them. So, once every sibling has the removal (lsreplica -long there):
+/// in every storage bay and return bay (shipping.toml's storage_bay and
+/// return_bay, and shipping_server's bays) delete the packets and
+/// shipping orders addressed to the member (lspacket lists each packet's
+/// targets; they will never be delivered) and those it sent (they are
+/// refused); remove its [destinations] table and any [routes] through it
+/// from shipping.toml; collect the USB sticks and other media that
+/// carried packets to or from it and wipe them; destroy its creation
+/// packet's passphrase file or key file (mkreplica -export -keyout) if any
+/// is left; and at its site, if the machine is yours, delete the state
+/// folder DIR/.syncreplica (its signing and encryption keys) or the whole
+/// replica. If the site may be in hostile hands (a stolen laptop), treat
+/// every file it held as disclosed: removing it stops what is sent from
+/// now on, nothing before.
 #[derive(Debug, Parser)]
 #[command(name = "rmreplica", version, after_help = super::EXIT_STATUS_HELP)]
 pub struct Args {

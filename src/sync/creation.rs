@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::params;
 
 use packet_format::{
-    CreationPayload, EpochRange, LogicalPacket, Named, PacketKind, PacketMeta, PacketWriter,
-    Target, WrittenPart,
+    CreationPayload, EncryptTo, EncryptionRecipient, EpochRange, LogicalPacket, Named, PacketKind,
+    PacketMeta, PacketWriter, Target, WrittenPart,
 };
 
 use crate::error::{Error, IoContext, Result};
@@ -57,7 +57,9 @@ use crate::tree::scan;
 /// What `mkreplica -export` wrote.
 pub struct CreationExport {
     pub parts: Vec<WrittenPart>,
-    pub key_file: PathBuf,
+    /// The key file written (`-keyout`), or `None` when the keys travel
+    /// inside the packet, encrypted to the passphrase.
+    pub key_file: Option<PathBuf>,
     pub fingerprint: String,
     pub new_replica: Id,
     pub files: u64,
@@ -68,6 +70,18 @@ pub struct CreationExport {
     pub held_back: Vec<PathBuf>,
 }
 
+/// How the new member's secret keys (Ed25519 signing key, age identity)
+/// leave `mkreplica -export`: never in the clear next to the packet.
+pub enum KeysOut {
+    /// Inside the packet, in its `secrets` entry; the whole packet is
+    /// encrypted to this passphrase (SPEC.md §4.2, §8).
+    Passphrase(std::sync::Arc<age::secrecy::SecretString>),
+    /// In this key file (made, mode 0600; refused if it exists), carried
+    /// by another route; the packet is encrypted to the new member's own
+    /// age key, which the key file holds.
+    File(PathBuf),
+}
+
 /// Writes a replica-creation packet for a new member `new_name` into
 /// `out_dir`. The caller holds the lock and has recorded local changes.
 /// Busy files are left out (see the module documentation) and listed in
@@ -75,6 +89,7 @@ pub struct CreationExport {
 /// content at all, only the recorded state (chunk ids included), for a
 /// new member made over a tree that holds most of it already
 /// (`mkreplica -import -adopt`, [`crate::sync::adopt`]).
+#[allow(clippy::too_many_arguments)]
 pub fn export_creation(
     replica: &mut LockedReplica,
     new_name: &str,
@@ -82,9 +97,10 @@ pub fn export_creation(
     max_size: u64,
     comment: &str,
     manifest: bool,
+    keys_out: &KeysOut,
     stop: &crate::sync::StopFlag,
 ) -> Result<CreationExport> {
-    check_export(replica, new_name, out_dir, max_size)?;
+    check_export(replica, new_name, out_dir, max_size, keys_out)?;
     if !out_dir.is_dir() {
         return Err(Error::NotADirectory {
             path: out_dir.to_path_buf(),
@@ -92,7 +108,10 @@ pub fn export_creation(
     }
     // The new member learns this replica's encryption key from the log.
     crate::sync::crypt::ensure_announced(replica)?;
-    let key_file = out_dir.join(format!("{new_name}.key"));
+    let key_file = match keys_out {
+        KeysOut::File(path) => Some(path.clone()),
+        KeysOut::Passphrase(_) => None,
+    };
     let me = replica.identity.replica_id;
     let incarnation = replica.incarnation()?;
     let new_id = identity::random_id();
@@ -300,8 +319,28 @@ pub fn export_creation(
         // The new replica holds exactly the state it is made from; it has
         // no sibling to compare with until a packet arrives.
         tree_digest: None,
-        encryption: None,
-        secrets: None,
+        // The new member's keys never travel in the clear: with a
+        // passphrase they travel inside, encrypted with everything else;
+        // with a key file the packet is encrypted to the key it holds.
+        encryption: Some(match keys_out {
+            KeysOut::Passphrase(passphrase) => EncryptTo {
+                recipients: Vec::new(),
+                passphrase: Some(passphrase.clone()),
+            },
+            KeysOut::File(_) => EncryptTo {
+                recipients: vec![EncryptionRecipient {
+                    id: new_id,
+                    key: new_encryption_key.to_public().to_string(),
+                }],
+                passphrase: None,
+            },
+        }),
+        secrets: match keys_out {
+            KeysOut::Passphrase(_) => {
+                Some(key_text(&new_id, &secret, &new_encryption_key).into_bytes())
+            }
+            KeysOut::File(_) => None,
+        },
     };
     let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)?
         .with_encoder_threads(crate::sync::chunks::encoder_threads());
@@ -442,9 +481,11 @@ pub fn export_creation(
             }
             Ok(())
         };
-    let committed =
-        write_key_file(&key_file, &new_id, &secret, &new_encryption_key).and_then(|()| {
-            replica.state_mut().transaction(|tx| {
+    // A -keyout file is removed again if the commit fails (write_key_out
+    // leaves none behind when it fails itself).
+    let committed = write_key_out(key_file.as_deref(), &new_id, &secret, &new_encryption_key)
+        .and_then(|()| {
+            let committed = replica.state_mut().transaction(|tx| {
                 for (path, op) in &reasserted {
                     log_reassertion(tx, path, op)?;
                 }
@@ -475,13 +516,16 @@ pub fn export_creation(
                     now.as_nanos_saturating(),
                 )?;
                 Ok(())
-            })
+            });
+            if let (Err(_), Some(path)) = (&committed, &key_file) {
+                let _ = std::fs::remove_file(path);
+            }
+            committed
         });
     if let Err(err) = committed {
         for part in &parts {
             let _ = std::fs::remove_file(&part.path);
         }
-        let _ = std::fs::remove_file(&key_file);
         return Err(err);
     }
     Ok(CreationExport {
@@ -496,7 +540,7 @@ pub fn export_creation(
 }
 
 /// The checks of [`export_creation`] that need nothing written: the new
-/// name, the size, a member of that name, a key file in the way, and
+/// name, the size, a member of that name, a `-keyout` file in the way, and
 /// `out_dir` (absent, to be created, or a directory). Run before anything
 /// is recorded or created.
 pub fn check_export(
@@ -504,6 +548,7 @@ pub fn check_export(
     new_name: &str,
     out_dir: &Path,
     max_size: u64,
+    keys_out: &KeysOut,
 ) -> Result<()> {
     identity::validate_name(new_name)?;
     crate::sync::family::refuse_while_restoring(replica, "making a new member")?;
@@ -519,17 +564,58 @@ pub fn check_export(
             why: "the family already has a member of that name".into(),
         });
     }
-    let key_file = out_dir.join(format!("{new_name}.key"));
-    if key_file.exists() {
-        return Err(Error::BadName {
-            name: new_name.to_string(),
-            why: format!(
-                "{} already exists; remove it or choose another -out",
-                key_file.display()
-            ),
-        });
+    if let KeysOut::File(key_file) = keys_out {
+        // Never overwritten: it may be another member's key.
+        if std::fs::symlink_metadata(key_file).is_ok() {
+            return Err(Error::BadKeyFile {
+                path: key_file.clone(),
+                what: "already exists (named with -keyout); it is never overwritten".into(),
+            });
+        }
+        match key_file.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() && !parent.is_dir() => {
+                return Err(Error::BadKeyFile {
+                    path: key_file.clone(),
+                    what: format!(
+                        "its folder {} does not exist (named with -keyout)",
+                        parent.display()
+                    ),
+                })
+            }
+            _ => {}
+        }
     }
     Ok(())
+}
+
+/// The text of a key file, which is also what a passphrase-encrypted
+/// creation packet carries in its `secrets` entry.
+fn key_text(replica: &Id, secret: &[u8; 32], encryption: &age::x25519::Identity) -> String {
+    use age::secrecy::ExposeSecret;
+    format!(
+        "# Signing and encryption keys of a new syncreplica member. Keep them secret; mkreplica -import needs them.\nreplica_id = \"{replica}\"\nsecret_key = \"{}\"\nencryption_key = \"{}\"\n",
+        hex::encode(secret),
+        encryption.to_string().expose_secret()
+    )
+}
+
+/// Writes the `-keyout` file, if there is one; on failure none is left
+/// (one that was there already is refused, never overwritten).
+fn write_key_out(
+    path: Option<&Path>,
+    replica: &Id,
+    secret: &[u8; 32],
+    encryption: &age::x25519::Identity,
+) -> Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let mut created = false;
+    let written = write_key_file(path, replica, secret, encryption, &mut created);
+    if written.is_err() && created {
+        let _ = std::fs::remove_file(path);
+    }
+    written
 }
 
 fn write_key_file(
@@ -537,19 +623,16 @@ fn write_key_file(
     replica: &Id,
     secret: &[u8; 32],
     encryption: &age::x25519::Identity,
+    created: &mut bool,
 ) -> Result<()> {
-    use age::secrecy::ExposeSecret;
-    let text = format!(
-        "# Signing and encryption keys of a new syncreplica member. Keep them secret; mkreplica -import needs them.\nreplica_id = \"{replica}\"\nsecret_key = \"{}\"\nencryption_key = \"{}\"\n",
-        hex::encode(secret),
-        encryption.to_string().expose_secret()
-    );
+    let text = key_text(replica, secret, encryption);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
         .at(path)?;
+    *created = true;
     file.write_all(text.as_bytes()).at(path)?;
     file.sync_all().at(path)
 }
@@ -566,15 +649,22 @@ struct KeyFile {
 }
 
 /// The new member's id, signing secret and encryption identity (text).
-type NewMemberKeys = (Id, [u8; 32], Option<String>);
+pub(crate) type NewMemberKeys = (Id, [u8; 32], Option<String>);
 
-fn read_key_file(path: &Path) -> Result<NewMemberKeys> {
+pub(crate) fn read_key_file(path: &Path) -> Result<NewMemberKeys> {
     let text = std::fs::read_to_string(path).map_err(|err| match err.kind() {
         std::io::ErrorKind::NotFound => Error::MissingKeyFile {
             path: path.to_path_buf(),
         },
         _ => Error::io(path, err),
     })?;
+    parse_key_text(path, &text)
+}
+
+/// Parses a key file's text (`path` names it, or the packet whose
+/// `secrets` entry held it, in errors).
+fn parse_key_text(path: &Path, text: &str) -> Result<NewMemberKeys> {
+    let text = text.to_string();
     let bad = |what: String| Error::BadKeyFile {
         path: path.to_path_buf(),
         what: format!("damaged: {what}"),
@@ -662,7 +752,23 @@ pub(crate) fn check_creation(
     // Everything an update import checks, and the member list against the
     // log, before anything is made.
     let checked = crate::sync::creation_check::check(packet, &payload, scratch_dir)?;
-    let (key_id, secret, encryption_key) = read_key_file(key_file)?;
+    // A passphrase-encrypted packet carries the keys (decrypted by now);
+    // otherwise they come from the key file.
+    let (key_id, secret, encryption_key, key_file) = match packet.parts()[0].secrets() {
+        Some(bytes) => {
+            let path = packet.parts()[0].path().to_path_buf();
+            let text = std::str::from_utf8(bytes).map_err(|_| Error::BadCreationPacket {
+                packet: path.clone(),
+                what: "the keys it carries are not text".into(),
+            })?;
+            let (id, secret, encryption) = parse_key_text(&path, text)?;
+            (id, secret, encryption, path)
+        }
+        None => {
+            let (id, secret, encryption) = read_key_file(key_file)?;
+            (id, secret, encryption, key_file.to_path_buf())
+        }
+    };
     let new = &payload.new_replica;
     let member = checked
         .members
@@ -678,7 +784,7 @@ pub(crate) fn check_creation(
             .map(|m| format!("the key of member \"{}\"", crate::error::printable(&m.name)))
             .unwrap_or_else(|| "the key of another replica".into());
         return Err(Error::BadKeyFile {
-            path: key_file.to_path_buf(),
+            path: key_file,
             what: format!(
                 "this is {owner}, not of new replica \"{}\" in the packet",
                 crate::error::printable(&new.name)

@@ -22,8 +22,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let output = Command::new(binary_path(name))
-        .args(args)
+    let output = command(name, args)
         .current_dir(cwd)
         .env("SYNCREPLICA_TEST_FOLD", folds)
         .stdin(Stdio::null())

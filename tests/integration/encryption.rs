@@ -260,3 +260,363 @@ fn no_packet_is_encrypted_to_a_removed_member() {
         listed.stdout
     );
 }
+
+/// `name args…` in `cwd` with a terminal as its standard input (util-linux
+/// `script` gives it a pseudo-terminal), `input` typed there.
+fn run_on_terminal(cwd: &Path, name: &str, args: &[&std::ffi::OsStr], input: &str) -> Run {
+    use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
+    let quote = |arg: &std::ffi::OsStr| {
+        format!(
+            "'{}'",
+            String::from_utf8_lossy(arg.as_bytes()).replace('\'', "'\\''")
+        )
+    };
+    let mut line = quote(binary_path(name).as_os_str());
+    for arg in args {
+        line.push(' ');
+        line.push_str(&quote(arg));
+    }
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .current_dir(cwd)
+        .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) starts");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    // Kept open until the command is done: script ends its session at
+    // the end of its input.
+    let output = child.wait_with_output().unwrap();
+    drop(stdin);
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The new member's secret signing key and age identity, as its replica
+/// keeps them.
+fn secrets_of(root: &Path) -> Vec<Vec<u8>> {
+    use age::secrecy::ExposeSecret;
+    let replica = syncreplica::replica::Replica::open(root).unwrap();
+    let signing = replica.signing_key().unwrap().to_bytes();
+    let age_key = syncreplica::store::identity::load_encryption_key(&root.join(".syncreplica"))
+        .unwrap()
+        .unwrap();
+    vec![
+        signing.to_vec(),
+        hex::encode(signing).into_bytes(),
+        age_key.to_string().expose_secret().as_bytes().to_vec(),
+    ]
+}
+
+fn mkreplica_args(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<std::ffi::OsString> {
+    args.iter().map(|a| a.as_ref().to_owned()).collect()
+}
+
+#[test]
+fn a_creation_packet_carries_the_keys_encrypted_to_a_passphrase_and_only_it_opens_it() {
+    let fam = family(&["alpha"], &[("readme.txt", "hello")]);
+    let content = random_bytes(16, 1 << 20);
+    std::fs::write(fam.root("alpha").join(SECRET_NAME), &content).unwrap();
+    let dir = fam.dir.path();
+    let out = fam.packet_dir("stick");
+    let right = dir.join("right.pass");
+    std::fs::write(&right, "a passphrase told by telephone\n").unwrap();
+    let exported = command_as_given(
+        "mkreplica",
+        mkreplica_args(&[
+            &"-export",
+            &"-out",
+            &out,
+            &"-passphrase-file",
+            &right,
+            &"beta",
+        ]),
+    )
+    .current_dir(fam.root("alpha"))
+    .stdin(std::process::Stdio::null())
+    .output()
+    .unwrap();
+    assert!(exported.status.success(), "{exported:?}");
+    let stdout = String::from_utf8_lossy(&exported.stdout);
+    assert!(stdout.contains("encrypted to the passphrase"), "{stdout}");
+    // The packet alone: no key file beside it.
+    let files = packet_files(&out);
+    assert_eq!(
+        files_under(&out).len(),
+        files.len(),
+        "{:?}",
+        files_under(&out)
+    );
+    let listed = run(dir, "lspacket", [out.as_os_str()]).ok();
+    assert!(
+        listed.stdout.contains("Encrypted for: a passphrase"),
+        "{}",
+        listed.stdout
+    );
+    assert_eq!(windows_found(&content, &files), 0);
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        assert!(!contains(&bytes, SECRET_NAME.as_bytes()), "{file:?}");
+    }
+
+    let beta = dir.join("beta");
+    let import = |passphrase: Option<&Path>| {
+        let mut args = mkreplica_args(&[&"-import", &"-replica", &beta]);
+        if let Some(file) = passphrase {
+            args.extend(mkreplica_args(&[&"-passphrase-file", &file]));
+        }
+        args.push(out.clone().into_os_string());
+        let output = command_as_given("mkreplica", args)
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    };
+    // A wrong passphrase: said so, nothing made.
+    let wrong = dir.join("wrong.pass");
+    std::fs::write(&wrong, "a passphrase misheard\n").unwrap();
+    let refused = import(Some(&wrong)).fails_with(1);
+    assert!(
+        refused
+            .stderr
+            .contains("the passphrase does not open this packet")
+            && refused.stderr.contains("hint: check the passphrase"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!beta.exists());
+    // None, and no terminal to ask it on: a usage error with a hint.
+    let refused = import(None).fails_with(2);
+    assert!(
+        refused.stderr.contains("needs a passphrase")
+            && refused.stderr.contains("standard input is not a terminal")
+            && refused.stderr.contains("-passphrase-file FILE"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!beta.exists());
+    // An empty one: refused.
+    let empty = dir.join("empty.pass");
+    std::fs::write(&empty, "\n").unwrap();
+    let refused = import(Some(&empty)).fails_with(1);
+    assert!(
+        refused.stderr.contains("its first line is empty"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!beta.exists());
+    // The right one makes the member, with the keys the packet carried.
+    import(Some(&right)).ok();
+    assert_eq!(std::fs::read(beta.join(SECRET_NAME)).unwrap(), content);
+    for secret in secrets_of(&beta) {
+        for file in &files {
+            assert!(!contains(&std::fs::read(file).unwrap(), &secret));
+        }
+    }
+    // It is a member: its packets are accepted by alpha.
+    write(&beta, "from-beta.txt", "made at beta");
+    let back = fam.packet_dir("back");
+    export_to(&beta, &back, &["alpha"], &[]).ok();
+    import_from(&fam.root("alpha"), &[&back]).ok();
+    assert!(fam.root("alpha").join("from-beta.txt").is_file());
+}
+
+#[test]
+fn mkreplica_export_without_a_terminal_or_passphrase_file_refuses_before_doing_anything() {
+    let fam = family(&["alpha"], &[("readme.txt", "hello")]);
+    write(&fam.root("alpha"), "new.txt", "not yet recorded");
+    let epoch = own_epoch(&fam.root("alpha"));
+    let out = fam.dir.path().join("stick");
+    let output = command_as_given(
+        "mkreplica",
+        mkreplica_args(&[&"-export", &"-out", &out, &"beta"]),
+    )
+    .current_dir(fam.root("alpha"))
+    .stdin(std::process::Stdio::null())
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "mkreplica -export (the creation packet is encrypted to one) needs a passphrase"
+        ) && stderr.contains("-keyout FILE"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    assert_eq!(own_epoch(&fam.root("alpha")), epoch);
+}
+
+#[test]
+fn the_passphrase_is_asked_on_the_terminal_twice_at_export_and_once_at_import() {
+    let fam = family(&["alpha"], &[("readme.txt", "hello")]);
+    let dir = fam.dir.path();
+    let out = fam.packet_dir("stick");
+    // Two different ones: refused, nothing written.
+    let mistyped = run_on_terminal(
+        &fam.root("alpha"),
+        "mkreplica",
+        &[
+            "-export".as_ref(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "beta".as_ref(),
+        ],
+        "first try\nfirst tyr\n",
+    );
+    assert_ne!(mistyped.code, 0, "{mistyped:?}");
+    assert!(
+        mistyped.stdout.contains("the two passphrases typed differ"),
+        "{mistyped:?}"
+    );
+    assert!(packet_files(&out).is_empty());
+    let exported = run_on_terminal(
+        &fam.root("alpha"),
+        "mkreplica",
+        &[
+            "-export".as_ref(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "beta".as_ref(),
+        ],
+        "typed twice\ntyped twice\n",
+    );
+    assert_eq!(exported.code, 0, "{exported:?}");
+    assert!(
+        exported
+            .stdout
+            .contains("New passphrase for the creation packet: ")
+            && exported.stdout.contains("The same passphrase again: "),
+        "{exported:?}"
+    );
+    let beta = dir.join("beta");
+    let imported = run_on_terminal(
+        dir,
+        "mkreplica",
+        &[
+            "-import".as_ref(),
+            "-replica".as_ref(),
+            beta.as_os_str(),
+            out.as_os_str(),
+        ],
+        "typed twice\n",
+    );
+    assert_eq!(imported.code, 0, "{imported:?}");
+    assert!(
+        imported
+            .stdout
+            .contains("Passphrase of the creation packet: "),
+        "{imported:?}"
+    );
+    assert!(beta.join("readme.txt").is_file());
+}
+
+#[test]
+fn keyout_writes_the_keys_to_their_own_file_and_the_packet_is_encrypted_to_them() {
+    let fam = family(&["alpha"], &[("readme.txt", "hello")]);
+    let content = random_bytes(17, 256 << 10);
+    std::fs::write(fam.root("alpha").join(SECRET_NAME), &content).unwrap();
+    let dir = fam.dir.path();
+    let out = fam.packet_dir("stick");
+    let key = dir.join("by-courier").join("beta.key");
+    std::fs::create_dir(key.parent().unwrap()).unwrap();
+    let exported = command_as_given(
+        "mkreplica",
+        mkreplica_args(&[&"-export", &"-out", &out, &"-keyout", &key, &"beta"]),
+    )
+    .current_dir(fam.root("alpha"))
+    .stdin(std::process::Stdio::null())
+    .output()
+    .unwrap();
+    assert!(exported.status.success(), "{exported:?}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let files = packet_files(&out);
+    assert_eq!(
+        files_under(&out).len(),
+        files.len(),
+        "{:?}",
+        files_under(&out)
+    );
+    assert_eq!(windows_found(&content, &files), 0);
+    let listed = run(dir, "lspacket", [out.as_os_str()]).ok();
+    assert!(
+        listed.stdout.contains("Encrypted for: beta"),
+        "{}",
+        listed.stdout
+    );
+    // Without the key file: where it was looked for, and how to name it.
+    let beta = dir.join("beta");
+    let missing = command_as_given(
+        "mkreplica",
+        mkreplica_args(&[&"-import", &"-replica", &beta, &out]),
+    )
+    .current_dir(dir)
+    .stdin(std::process::Stdio::null())
+    .output()
+    .unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("name it with -key FILE"),
+        "{missing:?}"
+    );
+    assert!(!beta.exists());
+    // No passphrase is asked (no terminal here) with the key file named.
+    let made = command_as_given(
+        "mkreplica",
+        mkreplica_args(&[&"-import", &"-replica", &beta, &"-key", &key, &out]),
+    )
+    .current_dir(dir)
+    .stdin(std::process::Stdio::null())
+    .output()
+    .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    assert_eq!(std::fs::read(beta.join(SECRET_NAME)).unwrap(), content);
+}
+
+/// `./demo.sh` runs unattended: its first part (making the two replicas
+/// from a creation packet) is run as it stands, with no terminal.
+#[test]
+fn demo_sh_makes_its_replicas_without_a_terminal() {
+    let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/demo.sh")).unwrap();
+    let start = script.find("show() {").expect("demo.sh defines show");
+    let last = "show lsreplica -replica boston\n";
+    let end = script.find(last).expect("demo.sh lists boston's members") + last.len();
+    let bin = binary_path("mkreplica");
+    let work = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -euo pipefail\nexport PATH=\"{}:$PATH\"\n{}",
+            bin.parent().unwrap().display(),
+            &script[start..end]
+        ))
+        .current_dir(work.path())
+        .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(work.path().join("ship/docs/report.txt").is_file());
+    // Nothing secret is left behind with the packet.
+    assert!(std::fs::read_dir(work.path().join("usb"))
+        .unwrap()
+        .next()
+        .is_none());
+    assert!(!work.path().join("passphrase").exists());
+}

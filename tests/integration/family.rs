@@ -483,8 +483,6 @@ fn mkreplica_import_refuses_a_folder_with_two_creation_packets() {
             OsStr::new("-import"),
             "-replica".as_ref(),
             target.as_os_str(),
-            "-key".as_ref(),
-            creation.join("carol.key").as_os_str(),
             packet.as_os_str(),
         ],
     )

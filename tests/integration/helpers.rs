@@ -39,6 +39,67 @@ impl Run {
     }
 }
 
+/// The passphrase every test's creation packets use unless the test says
+/// otherwise (the `-passphrase-file` [`command`] adds).
+pub const TEST_PASSPHRASE: &str = "correct horse battery staple";
+
+/// A file holding [`TEST_PASSPHRASE`], made once per test process.
+pub fn test_passphrase_file() -> &'static Path {
+    static FILE: std::sync::OnceLock<tempfile::TempPath> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), format!("{TEST_PASSPHRASE}\n")).unwrap();
+        file.into_temp_path()
+    })
+}
+
+/// The command `name args…`, as every helper runs it: `mkreplica -export`
+/// and `-import` get `-passphrase-file` with [`TEST_PASSPHRASE`] unless the
+/// arguments choose how keys travel (`-keyout`, `-key`,
+/// `-passphrase-file`; tests of the passphrase itself use
+/// [`command_as_given`]); scrypt runs at a low work factor.
+pub fn command<I, S>(name: &str, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    command_as_given(name, with_test_passphrase(name, args))
+}
+
+/// `args` with the `-passphrase-file` that [`command`] adds, if it adds one.
+pub fn with_test_passphrase<I, S>(name: &str, args: I) -> Vec<std::ffi::OsString>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut args: Vec<std::ffi::OsString> =
+        args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let chooses = |flag: &str| args.iter().any(|a| a == flag);
+    if name == "mkreplica"
+        && (chooses("-export") || chooses("-import"))
+        && !["-keyout", "-key", "-passphrase-file"]
+            .iter()
+            .any(|f| chooses(f))
+    {
+        args.push("-passphrase-file".into());
+        args.push(test_passphrase_file().into());
+    }
+    args
+}
+
+/// The command `name args…` exactly as given (scrypt at a low work factor).
+pub fn command_as_given<I, S>(name: &str, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(binary(name));
+    command
+        .args(args)
+        .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10");
+    command
+}
+
 fn binary(name: &str) -> PathBuf {
     let path = match name {
         "syncreplica" => env!("CARGO_BIN_EXE_syncreplica"),
@@ -73,8 +134,7 @@ where
     S: AsRef<OsStr>,
 {
     use std::io::Write;
-    let mut child = Command::new(binary(name))
-        .args(args)
+    let mut child = command(name, args)
         .current_dir(cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -101,8 +161,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let output = Command::new(binary(name))
-        .args(args)
+    let output = command(name, args)
         .current_dir(cwd)
         .env("SYNCREPLICA_TEST_CRASH_AT", point)
         .stdin(Stdio::null())
@@ -419,8 +478,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut child = Command::new(binary(name))
-        .args(args)
+    let mut child = command(name, args)
         .current_dir(cwd)
         .env("SYNCREPLICA_TEST_PAUSE_AT", point)
         .env("SYNCREPLICA_TEST_PAUSE_MARKER", marker)
@@ -724,6 +782,7 @@ pub fn forge_creation(
     use std::collections::{BTreeMap, HashMap};
     use syncreplica::ops::Id;
     let honest = tempfile::tempdir().unwrap();
+    let key_file = honest.path().join(format!("{name}.key"));
     run(
         sender,
         "mkreplica",
@@ -731,6 +790,8 @@ pub fn forge_creation(
             OsStr::new("-export"),
             "-out".as_ref(),
             honest.path().as_os_str(),
+            "-keyout".as_ref(),
+            key_file.as_os_str(),
             name.as_ref(),
         ],
     )
@@ -745,7 +806,6 @@ pub fn forge_creation(
             replica.signing_key().unwrap().to_bytes(),
         );
     }
-    let key_file = honest.path().join(format!("{name}.key"));
     let key_text = std::fs::read_to_string(&key_file).unwrap();
     let field = |key: &str| {
         key_text
@@ -761,11 +821,21 @@ pub fn forge_creation(
         .unwrap();
     secrets.insert(Id::from_hex(&field("replica_id")).unwrap(), new_secret);
     std::fs::copy(&key_file, out.join(format!("{name}.key"))).unwrap();
+    // The honest packet is encrypted to the new member's key (-keyout).
+    let decryption = std::sync::Arc::new(packet_format::Decryption::new(
+        vec![field("encryption_key").parse().unwrap()],
+        None,
+    ));
 
     let parts = packet_files(honest.path())
         .iter()
         .map(|file| {
-            packet_format::verify_packet(file, &[signer.verifying_key().to_bytes()]).unwrap()
+            packet_format::verify_packet_with(
+                file,
+                &[signer.verifying_key().to_bytes()],
+                Some(&decryption),
+            )
+            .unwrap()
         })
         .collect();
     let packet = LogicalPacket::assemble(parts).unwrap();

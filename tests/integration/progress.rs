@@ -51,7 +51,8 @@ where
         .arg("-c")
         .arg(PTY_RUNNER)
         .arg(binary_path(name))
-        .args(args)
+        .args(with_test_passphrase(name, args))
+        .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
         .current_dir(cwd)
         .output()
         .expect("python3 runs");

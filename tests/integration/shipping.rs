@@ -1575,7 +1575,14 @@ fn packets_bay_files_and_orders_honour_the_umask_and_key_files_stay_private() {
         &hq,
         "000",
         "mkreplica",
-        &["-export", "-out", arg(&creation), "lab"],
+        &[
+            "-export",
+            "-out",
+            arg(&creation),
+            "-keyout",
+            arg(&creation.join("lab.key")),
+            "lab",
+        ],
     )
     .ok();
     let modes = modes_of_files_under(&creation);

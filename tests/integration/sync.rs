@@ -38,6 +38,8 @@ fn mkreplica_import_checks_fingerprint_and_target_directory() {
             std::ffi::OsStr::new("-export"),
             "-out".as_ref(),
             out.as_os_str(),
+            "-keyout".as_ref(),
+            out.join("beta.key").as_os_str(),
             "beta".as_ref(),
         ],
     )
@@ -1689,7 +1691,13 @@ fn mkreplica_export_makes_a_missing_out_directory_only_after_its_checks() {
         "{}",
         made.stdout
     );
-    assert!(missing.join("gamma.key").is_file());
+    // The keys travel inside the packet, encrypted: no key file beside it.
+    assert_eq!(
+        files_under(&missing).len(),
+        1,
+        "{:?}",
+        files_under(&missing)
+    );
     assert_eq!(packet_files(&missing).len(), 1);
 }
 
@@ -2056,17 +2064,78 @@ fn mkreplica_import_says_what_is_wrong_with_the_key_file() {
     let fam = family(&["alpha", "beta"], &[("f", "0")]);
     let dir = fam.dir.path();
     let out = fam.packet_dir("gamma");
-    mkreplica_export(&fam.root("alpha"), &out, "gamma").ok();
+    let keyout = |name: &str| {
+        let key = dir.join(format!("{name}.key"));
+        let res = run(
+            &fam.root("alpha"),
+            "mkreplica",
+            [
+                std::ffi::OsStr::new("-export"),
+                "-out".as_ref(),
+                out.as_os_str(),
+                "-keyout".as_ref(),
+                key.as_os_str(),
+                name.as_ref(),
+            ],
+        );
+        (res, key)
+    };
+    keyout("gamma").0.ok();
+    // Another new member's key, made in another folder.
+    let other = fam.packet_dir("delta");
+    let delta_key = dir.join("delta.key");
+    run(
+        &fam.root("alpha"),
+        "mkreplica",
+        [
+            std::ffi::OsStr::new("-export"),
+            "-out".as_ref(),
+            other.as_os_str(),
+            "-keyout".as_ref(),
+            delta_key.as_os_str(),
+            "delta".as_ref(),
+        ],
+    )
+    .ok();
+    // -keyout never overwrites a file: nothing is written or recorded.
+    let (made, gamma_key) = keyout("gamma2");
+    made.ok();
+    let epoch = own_epoch(&fam.root("alpha"));
+    let before = std::fs::read(&gamma_key).unwrap();
+    let again = run(
+        &fam.root("alpha"),
+        "mkreplica",
+        [
+            std::ffi::OsStr::new("-export"),
+            "-out".as_ref(),
+            other.as_os_str(),
+            "-keyout".as_ref(),
+            gamma_key.as_os_str(),
+            "epsilon".as_ref(),
+        ],
+    )
+    .fails_with(1);
+    assert!(
+        again.stderr.contains("already exists (named with -keyout)"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(std::fs::read(&gamma_key).unwrap(), before);
+    assert_eq!(own_epoch(&fam.root("alpha")), epoch);
+    assert_eq!(packet_files(&other).len(), 1);
     let text = dir.join("notes.txt");
     std::fs::write(&text, "hello\n").unwrap();
-    let beta_key = dir.join("creation-beta/beta.key");
-    assert!(beta_key.is_file());
+    let packet: Vec<_> = packet_files(&out)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("_gamma.zip"))
+        .collect();
+    assert_eq!(packet.len(), 1, "{packet:?}");
     for (key, expected) in [
         (dir.join("nonexist.key"), "no such file (named with -key)"),
         (text, "not a key file"),
         (
-            beta_key,
-            "this is the key of member \"beta\", not of new replica \"gamma\"",
+            delta_key,
+            "this is the key of another replica, not of new replica \"gamma\"",
         ),
     ] {
         let root = dir.join("gamma");
@@ -2079,7 +2148,7 @@ fn mkreplica_import_says_what_is_wrong_with_the_key_file() {
                 key.as_os_str(),
                 "-replica".as_ref(),
                 root.as_os_str(),
-                out.as_os_str(),
+                packet[0].as_os_str(),
             ],
         )
         .fails_with(1);

@@ -258,13 +258,20 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
         "chown 65534:65534 nobody && chmod -R a+rX creation",
     );
     let dst = home.join("dst");
+    // The passphrase, readable by the new member's user.
+    let passphrase = dir.path().join("passphrase");
+    std::fs::copy(test_passphrase_file(), &passphrase).unwrap();
+    sh(dir.path(), "chmod 644 passphrase");
     let created = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(binary_path("mkreplica"))
         .arg("-import")
         .arg("-replica")
         .arg(&dst)
+        .arg("-passphrase-file")
+        .arg(&passphrase)
         .arg(&out)
+        .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
         .current_dir(&home)
         .env("HOME", &home)
         .output()
