@@ -61,8 +61,8 @@ stop_server() {
 mkdir -p "$work/a" "$work/creation" "$work/out"
 head -c $((size_mib * 1048576 - 4096)) /dev/urandom >"$work/a/payload.bin"
 (cd "$work/a" && "$bin/mkreplica" -init -family load sender >/dev/null)
-"$bin/mkreplica" -export -replica "$work/a" -out "$work/creation" receiver >/dev/null
-"$bin/mkreplica" -import -replica "$work/b" "$work/creation" >/dev/null 2>&1
+"$bin/mkreplica" -export -replica "$work/a" -out "$work/creation" -keyout "$work/receiver.key" receiver >/dev/null
+"$bin/mkreplica" -import -replica "$work/b" -key "$work/receiver.key" "$work/creation" >/dev/null 2>&1
 for _ in $(seq "$uploads"); do
     head -c $((size_mib * 1048576 - 4096)) /dev/urandom >"$work/a/payload.bin"
     "$bin/syncreplica" -export -replica "$work/a" -out "$work/out" receiver >/dev/null

@@ -101,6 +101,9 @@ fn pair_at(dir: &Path, b: &Path) {
             "-export".as_ref(),
             "-out".as_ref(),
             bay.as_os_str(),
+            // The keys in their own file, so that no passphrase is asked.
+            "-keyout".as_ref(),
+            bay.join("b.key").as_os_str(),
             "-replica".as_ref(),
             a.as_os_str(),
             "b".as_ref(),
@@ -110,6 +113,8 @@ fn pair_at(dir: &Path, b: &Path) {
         mk,
         &[
             "-import".as_ref(),
+            "-key".as_ref(),
+            bay.join("b.key").as_os_str(),
             "-replica".as_ref(),
             b.as_os_str(),
             bay.as_os_str(),
@@ -264,6 +269,9 @@ fn creation_packet_of(dir: &Path, count: usize) -> std::path::PathBuf {
             "-export".as_ref(),
             "-out".as_ref(),
             bay.as_os_str(),
+            // The keys in their own file, so that no passphrase is asked.
+            "-keyout".as_ref(),
+            bay.join("b.key").as_os_str(),
             "-replica".as_ref(),
             a.as_os_str(),
             "b".as_ref(),
@@ -287,9 +295,21 @@ fn peak_heap_of_creation_import(count: usize) -> usize {
         .header
         .unwrap()
         .signer_key;
-    let packet = packet_format::LogicalPacket::assemble(vec![packet_format::verify_packet(
+    // Made with -keyout: encrypted to the new member's own key, which its
+    // key file holds (`encryption_key = "AGE-SECRET-KEY-…"`).
+    let key_text = std::fs::read_to_string(bay.join("b.key")).unwrap();
+    let identity = key_text
+        .lines()
+        .find_map(|line| line.strip_prefix("encryption_key"))
+        .and_then(|rest| rest.split('"').nth(1))
+        .expect("the key file holds an encryption key")
+        .parse::<age::x25519::Identity>()
+        .unwrap();
+    let decryption = std::sync::Arc::new(packet_format::Decryption::new(vec![identity], None));
+    let packet = packet_format::LogicalPacket::assemble(vec![packet_format::verify_packet_with(
         &part,
         &[signer],
+        Some(&decryption),
     )
     .unwrap()])
     .unwrap();
