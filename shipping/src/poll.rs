@@ -503,9 +503,8 @@ impl Shipper<'_> {
             };
             let names: Vec<&str> = destinations.iter().map(String::as_str).collect();
             let outcome = match &hop {
-                Hop::Dir(dir) => {
-                    deliver_to_dir(&guarded, packet, dir, &names, now).map(|_| dir.display().to_string())
-                }
+                Hop::Dir(dir) => deliver_to_dir(&guarded, packet, dir, &names, now)
+                    .map(|_| dir.display().to_string()),
                 Hop::Url(url) => {
                     let limit = crate::http::Limit {
                         max_rate: link.max_rate,

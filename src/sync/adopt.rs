@@ -550,8 +550,10 @@ fn adopt_into(
     // The family's version of each file left in place, from the checked
     // packet's last operation per path (read from its scratch database,
     // so only these paths' operations are held).
-    let waiting: std::collections::BTreeSet<&[u8]> =
-        in_place.iter().map(|(path, _, _)| path.as_slice()).collect();
+    let waiting: std::collections::BTreeSet<&[u8]> = in_place
+        .iter()
+        .map(|(path, _, _)| path.as_slice())
+        .collect();
     let mut last_ops: BTreeMap<Vec<u8>, Operation> = BTreeMap::new();
     if !waiting.is_empty() {
         checked.scratch.for_each_path(false, |row| {
