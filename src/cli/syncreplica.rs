@@ -739,8 +739,9 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
             cli::counted(silent, "file", "files")
         );
         errln!(
-            "{NAME}: hint: restore the damaged files from a sibling or a backup; -record \
-             does not see them (its fast path trusts size and mtime)"
+            "{NAME}: hint: have a sibling send them again (there: syncreplica -record \
+             -resendpath PATH…, then -export to this replica), or restore them from a backup; \
+             -record does not see them (size, mtime and ctime are as recorded)"
         );
         problems.push(cli::counted(silent, "damaged file", "damaged files"));
     }
@@ -1353,6 +1354,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 replica.identity.replica_name,
                 cli::counted(u64::from(replica.config.oplog_keep_days), "day", "days")
             );
+            // Who holds it back, by name: what each has not confirmed.
+            let me = replica.identity.replica_id;
+            let names: std::collections::HashMap<crate::ops::Id, String> = replica
+                .members()?
+                .into_iter()
+                .map(|m| (m.replica, printable(&m.name).into_owned()))
+                .collect();
+            let name =
+                |id: &crate::ops::Id| names.get(id).cloned().unwrap_or_else(|| id.to_string());
+            for (member, lacks) in crate::sync::scrub::holding_back(replica.state(), &me)? {
+                let what: Vec<String> = lacks
+                    .iter()
+                    .map(|(origin, confirmed, held)| {
+                        if *confirmed == 0 {
+                            format!("nothing of {} (this replica holds {held})", name(origin))
+                        } else {
+                            format!("{} up to {confirmed} of {held}", name(origin))
+                        }
+                    })
+                    .collect();
+                outln!(
+                    "  held back by \"{}\": it confirmed {}",
+                    name(&member),
+                    what.join(", ")
+                );
+            }
         }
     } else if args.record {
         let resend = resend_paths(&replica, &args)?;

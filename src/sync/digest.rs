@@ -981,7 +981,16 @@ pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<Di
                         size: s2,
                         ..
                     },
-                ) => m1 & 0o1777 == m2 & 0o1777 && t1 == t2 && s1 == s2,
+                ) => {
+                    // The scan also looks at the change time (chmod, chown,
+                    // any write move it): a file whose ctime moved since it
+                    // was recorded is an ordinary local change that
+                    // -status shows and -record records, not damage.
+                    let ctime_kept = entries[path].stat.is_none_or(|stat| {
+                        stat.ctime_ns == crate::tree::scan::stat_key(&meta).ctime_ns
+                    });
+                    m1 & 0o1777 == m2 & 0o1777 && t1 == t2 && s1 == s2 && ctime_kept
+                }
                 _ => false,
             };
             let what = if silent {

@@ -103,6 +103,47 @@ pub fn confirmed_by_all(
         .unwrap_or(u64::MAX)
 }
 
+/// The members still in the family (other than `me`) that have not
+/// confirmed holding everything this replica holds, each with the origins
+/// it lacks as `(origin, confirmed, held)`: what holds a scrub back, for
+/// `syncreplica -scrub` to name. Errors: the store's.
+pub fn holding_back(state: &State, me: &Id) -> Result<Vec<(Id, Vec<(Id, u64, u64)>)>> {
+    let removed: Vec<Id> = state
+        .removed_members()?
+        .into_iter()
+        .map(|r| r.replica)
+        .collect();
+    let members = state.members()?;
+    let table = state.confirmed_table()?;
+    let mut held = Vec::new();
+    for member in &members {
+        let epoch = state.epoch(me, &member.replica)?;
+        if epoch > 0 {
+            held.push((member.replica, epoch));
+        }
+    }
+    let mut back = Vec::new();
+    for member in members
+        .iter()
+        .filter(|m| m.replica != *me && !removed.contains(&m.replica))
+    {
+        let lacks: Vec<(Id, u64, u64)> = held
+            .iter()
+            .filter_map(|(origin, epoch)| {
+                let confirmed = table
+                    .get(&member.replica)
+                    .and_then(|row| row.get(origin))
+                    .map_or(0, |c| c.epoch);
+                (confirmed < *epoch).then_some((*origin, confirmed, *epoch))
+            })
+            .collect();
+        if !lacks.is_empty() {
+            back.push((member.replica, lacks));
+        }
+    }
+    Ok(back)
+}
+
 /// Per origin, the last epoch the log of this replica (`me`) may scrub,
 /// with `keep_days` (`oplog_keep_days`) of history kept, at `now_ns` (the
 /// clock for waiting periods). Origins with nothing to scrub are left out.

@@ -329,6 +329,39 @@ fn verify_finds_content_changed_behind_the_scans_back() {
         std::fs::metadata(&path).unwrap().modified().unwrap(),
         before
     );
+    // That write moved the change time, which the scan sees: an ordinary
+    // local change, as -status says, not damage.
+    let run = crate::helpers::run(&boston, "syncreplica", ["-verify"]);
+    assert!(
+        run.stdout.contains("not as recorded: d/b.bin"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("damaged"), "{}", run.stdout);
+    let status = crate::helpers::run(&boston, "syncreplica", ["-status"]).ok();
+    assert!(status.stdout.contains("d/b.bin"), "{}", status.stdout);
+    // Bit rot moves no time stamp: the recorded stat is the file's own
+    // now (as if the content changed under it), the recorded content not.
+    {
+        use syncreplica::store::state;
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mut db = state::State::open(&boston.join(".syncreplica")).unwrap();
+        let entry = db.load_entries().unwrap()[b"d/b.bin".as_slice()].clone();
+        db.transaction(|tx| {
+            Ok(state::put_entry(
+                tx,
+                &state::EntryWrite {
+                    path: b"d/b.bin",
+                    state: &entry.state,
+                    version: &entry.version,
+                    author: &entry.author,
+                    stat: Some(syncreplica::tree::scan::stat_key(&meta)),
+                    scanned_ns: entry.scanned_ns,
+                },
+            )?)
+        })
+        .unwrap();
+    }
 
     let run = crate::helpers::run(&boston, "syncreplica", ["-verify"]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);

@@ -1342,6 +1342,18 @@ fn an_unconfirmed_operation_stays_and_a_removed_member_no_longer_holds_the_scrub
     // gamma never confirmed anything: it holds every operation back.
     let held = scrub_later(&alpha, PAST_KEEP_SECS).ok();
     assert!(held.stdout.contains("Nothing to scrub"), "{}", held.stdout);
+    // It says who holds it back, and what each lacks.
+    assert!(
+        held.stdout
+            .contains("held back by \"gamma\": it confirmed nothing of alpha"),
+        "{}",
+        held.stdout
+    );
+    assert!(
+        !held.stdout.contains("held back by \"beta\""),
+        "{}",
+        held.stdout
+    );
     let confirmed_by_beta = own_epoch(&alpha);
     run(&alpha, "rmreplica", ["-force", "gamma"]).ok();
     // A change beta never confirmed (and the removal itself).
