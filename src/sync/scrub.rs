@@ -103,11 +103,15 @@ pub fn confirmed_by_all(
         .unwrap_or(u64::MAX)
 }
 
+/// What a member lacks of one origin: `(origin, confirmed, held)`, the
+/// epoch it confirmed and the epoch this replica holds.
+pub type Lack = (Id, u64, u64);
+
 /// The members still in the family (other than `me`) that have not
 /// confirmed holding everything this replica holds, each with the origins
 /// it lacks as `(origin, confirmed, held)`: what holds a scrub back, for
 /// `syncreplica -scrub` to name. Errors: the store's.
-pub fn holding_back(state: &State, me: &Id) -> Result<Vec<(Id, Vec<(Id, u64, u64)>)>> {
+pub fn holding_back(state: &State, me: &Id) -> Result<Vec<(Id, Vec<Lack>)>> {
     let removed: Vec<Id> = state
         .removed_members()?
         .into_iter()
@@ -127,7 +131,7 @@ pub fn holding_back(state: &State, me: &Id) -> Result<Vec<(Id, Vec<(Id, u64, u64
         .iter()
         .filter(|m| m.replica != *me && !removed.contains(&m.replica))
     {
-        let lacks: Vec<(Id, u64, u64)> = held
+        let lacks: Vec<Lack> = held
             .iter()
             .filter_map(|(origin, epoch)| {
                 let confirmed = table
