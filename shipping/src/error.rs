@@ -91,8 +91,9 @@ pub enum Error {
         free: u64,
     },
 
-    /// A shipping order that cannot be read or does not make sense.
-    #[error("{bay}: shipping order {name}: {message}")]
+    /// A shipping order that cannot be read or does not make sense;
+    /// `bay` is empty for an order named on the command line.
+    #[error("{}shipping order {name}: {message}", bay_prefix(bay))]
     Order {
         bay: String,
         name: String,
@@ -184,5 +185,14 @@ mod tests {
             assert_eq!(chain.matches("gone").count(), 1, "{chain}");
             assert!(err.is_not_found());
         }
+    }
+}
+
+/// `"BAY: "`, or nothing when no bay is named.
+fn bay_prefix(bay: &str) -> String {
+    if bay.is_empty() {
+        String::new()
+    } else {
+        format!("{bay}: ")
     }
 }

@@ -64,7 +64,7 @@ pub fn manual(name: &str) -> Manual {
             synopses: &[
                 "syncreplica -status [-fmt json] [-replica DIR]",
                 "syncreplica -record [-resendpath PATH…] [-quiet] [-replica DIR]",
-                "syncreplica -export -out DIR [-maxsize SIZE] [-c TEXT | -nc] [-workdir DIR] [-fullcontent] [-fmt json] [-quiet] [-replica DIR] TARGET…",
+                "syncreplica -export -out DIR [-maxsize SIZE] [-c TEXT | -nc] [-workdir DIR] [-fullcontent] [-noencrypt] [-fmt json] [-quiet] [-replica DIR] TARGET…",
                 "syncreplica -export {-resend | -ack} -out DIR TARGET…",
                 "syncreplica -export {-ship | -fship} [-sclass CLASS] [-pexpire WHEN] [-shipconf FILE] [-maxsize SIZE] TARGET…",
                 "syncreplica -import [-remove] [-fmt json] [-quiet] [-replica DIR] PACKET_OR_DIR…",
@@ -100,9 +100,9 @@ pub fn manual(name: &str) -> Manual {
         "mkreplica" => Manual {
             synopses: &[
                 "mkreplica -init -family FAMILY [-replica DIR] NAME",
-                "mkreplica -export -out DIR [-maxsize SIZE] [-c TEXT | -nc] [-quiet] [-replica DIR] NEWNAME",
-                "mkreplica -import [-fingerprint HEX] [-key FILE] [-fmt json] [-quiet] [-replica DIR] PACKET_OR_DIR…",
-                "mkreplica -export -manifest -out DIR [-replica DIR] NEWNAME",
+                "mkreplica -export -out DIR [-passphrase-file FILE | -keyout FILE] [-maxsize SIZE] [-c TEXT | -nc] [-quiet] [-replica DIR] NEWNAME",
+                "mkreplica -import [-fingerprint HEX] [-passphrase-file FILE | -key FILE] [-fmt json] [-quiet] [-replica DIR] PACKET_OR_DIR…",
+                "mkreplica -export -manifest -out DIR [-passphrase-file FILE | -keyout FILE] [-replica DIR] NEWNAME",
                 "mkreplica -import -adopt [-mirror] [-fingerprint HEX] [-key FILE] -replica DIR PACKET_OR_DIR…",
                 "mkreplica -restore [-replica DIR] [SIBLING…]",
             ],
@@ -110,7 +110,7 @@ pub fn manual(name: &str) -> Manual {
             environment: &[],
             examples: &[
                 ("Make a family of the tree in the current directory", "mkreplica -init -family projects boston"),
-                ("A creation packet for a new member, on a stick", "mkreplica -export -out /media/usb ship"),
+                ("A creation packet for a new member, on a stick; its keys in a file of their own, carried by another route", "mkreplica -export -out /media/usb -keyout /secure/ship.key ship"),
                 (
                     "Make the new member from it, checking the fingerprint the sender read out",
                     "mkreplica -import -fingerprint HEX -key /secure/ship.key -replica /srv/projects /media/usb",

@@ -502,15 +502,22 @@ fn note_unconfirmed(
     }
     let name = printable(&target.name);
     let after = replica.config.resend_after_for(&target.name);
-    let when = if state.heard(&target.replica)?.is_none() {
-        format!("nothing resends them by itself: {name} never sent a packet here (a one-way link confirms nothing)")
-    } else if after.0.is_none() {
-        format!("resend_after is never for {name}, so nothing resends them by itself")
+    // "it" for one change, "them" for more.
+    let (it, goes) = if unconfirmed == 1 {
+        ("it", "it goes")
     } else {
-        format!("they go again by themselves once unconfirmed for resend_after = {after}")
+        ("them", "they go")
+    };
+    let when = if state.heard(&target.replica)?.is_none() {
+        format!("nothing resends {it} by itself: {name} never sent a packet here (a one-way link confirms nothing)")
+    } else if after.0.is_none() {
+        format!("resend_after is never for {name}, so nothing resends {it} by itself")
+    } else {
+        format!("{goes} again by itself once unconfirmed for resend_after = {after}")
+            .replace("they go again by itself", "they go again by themselves")
     };
     outln!(
-        "  {} sent to {name} not confirmed yet; {when}; syncreplica -export -resend {name} sends them again now.",
+        "  {} sent to {name} not confirmed yet; {when}; syncreplica -export -resend {name} sends {it} again now.",
         cli::counted(unconfirmed, "change", "changes"),
     );
     Ok(())
