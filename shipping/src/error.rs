@@ -160,6 +160,15 @@ impl Error {
     }
 }
 
+/// `"BAY: "`, or nothing when no bay is named.
+fn bay_prefix(bay: &str) -> String {
+    if bay.is_empty() {
+        String::new()
+    } else {
+        format!("{bay}: ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,14 +194,5 @@ mod tests {
             assert_eq!(chain.matches("gone").count(), 1, "{chain}");
             assert!(err.is_not_found());
         }
-    }
-}
-
-/// `"BAY: "`, or nothing when no bay is named.
-fn bay_prefix(bay: &str) -> String {
-    if bay.is_empty() {
-        String::new()
-    } else {
-        format!("{bay}: ")
     }
 }
