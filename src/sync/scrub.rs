@@ -93,14 +93,33 @@ pub fn confirmed_by_all(
 ) -> u64 {
     awaited
         .iter()
-        .map(|member| {
-            table
-                .get(member)
-                .and_then(|row| row.get(origin))
-                .map_or(0, |c| c.epoch)
-        })
+        .map(|member| confirmed_epoch(table, member, origin))
         .min()
         .unwrap_or(u64::MAX)
+}
+
+/// The epoch of `origin` that `member` confirmed holding; 0 when none.
+fn confirmed_epoch(table: &HashMap<Id, HashMap<Id, Confirmed>>, member: &Id, origin: &Id) -> u64 {
+    table
+        .get(member)
+        .and_then(|row| row.get(origin))
+        .map_or(0, |c| c.epoch)
+}
+
+/// The members whose confirmations a scrub waits for: every member still
+/// in the family but this replica (`me`). Errors: the store's.
+fn awaited_members(state: &State, me: &Id) -> Result<Vec<Id>> {
+    let removed: Vec<Id> = state
+        .removed_members()?
+        .into_iter()
+        .map(|r| r.replica)
+        .collect();
+    Ok(state
+        .members()?
+        .into_iter()
+        .map(|m| m.replica)
+        .filter(|id| id != me && !removed.contains(id))
+        .collect())
 }
 
 /// What a member lacks of one origin: `(origin, confirmed, held)`, the
@@ -112,37 +131,25 @@ pub type Lack = (Id, u64, u64);
 /// it lacks as `(origin, confirmed, held)`: what holds a scrub back, for
 /// `syncreplica -scrub` to name. Errors: the store's.
 pub fn holding_back(state: &State, me: &Id) -> Result<Vec<(Id, Vec<Lack>)>> {
-    let removed: Vec<Id> = state
-        .removed_members()?
-        .into_iter()
-        .map(|r| r.replica)
-        .collect();
-    let members = state.members()?;
     let table = state.confirmed_table()?;
     let mut held = Vec::new();
-    for member in &members {
+    for member in state.members()? {
         let epoch = state.epoch(me, &member.replica)?;
         if epoch > 0 {
             held.push((member.replica, epoch));
         }
     }
     let mut back = Vec::new();
-    for member in members
-        .iter()
-        .filter(|m| m.replica != *me && !removed.contains(&m.replica))
-    {
+    for member in awaited_members(state, me)? {
         let lacks: Vec<Lack> = held
             .iter()
             .filter_map(|(origin, epoch)| {
-                let confirmed = table
-                    .get(&member.replica)
-                    .and_then(|row| row.get(origin))
-                    .map_or(0, |c| c.epoch);
+                let confirmed = confirmed_epoch(&table, &member, origin);
                 (confirmed < *epoch).then_some((*origin, confirmed, *epoch))
             })
             .collect();
         if !lacks.is_empty() {
-            back.push((member.replica, lacks));
+            back.push((member, lacks));
         }
     }
     Ok(back)
@@ -160,17 +167,7 @@ pub fn scrub_points(
     keep_days: u64,
     now_ns: i64,
 ) -> Result<BTreeMap<Id, u64>> {
-    let removed: Vec<Id> = state
-        .removed_members()?
-        .into_iter()
-        .map(|r| r.replica)
-        .collect();
-    let awaited: Vec<Id> = state
-        .members()?
-        .into_iter()
-        .map(|m| m.replica)
-        .filter(|id| id != me && !removed.contains(id))
-        .collect();
+    let awaited = awaited_members(state, me)?;
     let table = state.confirmed_table()?;
     let checkpoints = state.checkpoints()?;
     let keep_secs = i64::try_from(keep_days)
