@@ -194,9 +194,11 @@ fn diverge_silently(root: &Path, rel: &str, content: &str) {
     let meta = std::fs::symlink_metadata(&path).unwrap();
     let new_chunks =
         syncreplica::tree::chunking::chunk_stream(content.as_bytes(), |_, _| Ok(())).unwrap();
-    let mut db = state::State::open(&root.join(".syncreplica")).unwrap();
-    let entries = db.load_entries().unwrap();
-    let entry = entries[rel.as_bytes()].clone();
+    let entry = state::State::open(&root.join(".syncreplica"))
+        .unwrap()
+        .load_entries()
+        .unwrap()[rel.as_bytes()]
+    .clone();
     let PathState::File {
         mode,
         mtime,
@@ -215,15 +217,30 @@ fn diverge_silently(root: &Path, rel: &str, content: &str) {
         chunks: new_chunks,
         ext,
     };
+    record_as(root, rel, &changed, &meta);
+}
+
+/// Rewrites the recorded entry of `rel` to `recorded` with `meta`'s stat,
+/// its version and author kept: what the state would say had the scan
+/// taken the file as it now is on disk to hold `recorded`.
+fn record_as(
+    root: &Path,
+    rel: &str,
+    recorded: &syncreplica::ops::PathState,
+    meta: &std::fs::Metadata,
+) {
+    use syncreplica::store::state;
+    let mut db = state::State::open(&root.join(".syncreplica")).unwrap();
+    let entry = db.load_entries().unwrap()[rel.as_bytes()].clone();
     db.transaction(|tx| {
         Ok(state::put_entry(
             tx,
             &state::EntryWrite {
                 path: rel.as_bytes(),
-                state: &changed,
+                state: recorded,
                 version: &entry.version,
                 author: &entry.author,
-                stat: Some(syncreplica::tree::scan::stat_key(&meta)),
+                stat: Some(syncreplica::tree::scan::stat_key(meta)),
                 scanned_ns: entry.scanned_ns,
             },
         )?)
@@ -343,24 +360,18 @@ fn verify_finds_content_changed_behind_the_scans_back() {
     // Bit rot moves no time stamp: the recorded stat is the file's own
     // now (as if the content changed under it), the recorded content not.
     {
-        use syncreplica::store::state;
-        let meta = std::fs::symlink_metadata(&path).unwrap();
-        let mut db = state::State::open(&boston.join(".syncreplica")).unwrap();
-        let entry = db.load_entries().unwrap()[b"d/b.bin".as_slice()].clone();
-        db.transaction(|tx| {
-            Ok(state::put_entry(
-                tx,
-                &state::EntryWrite {
-                    path: b"d/b.bin",
-                    state: &entry.state,
-                    version: &entry.version,
-                    author: &entry.author,
-                    stat: Some(syncreplica::tree::scan::stat_key(&meta)),
-                    scanned_ns: entry.scanned_ns,
-                },
-            )?)
-        })
-        .unwrap();
+        let recorded = syncreplica::store::state::State::open(&boston.join(".syncreplica"))
+            .unwrap()
+            .load_entries()
+            .unwrap()[b"d/b.bin".as_slice()]
+        .state
+        .clone();
+        record_as(
+            &boston,
+            "d/b.bin",
+            &recorded,
+            &std::fs::symlink_metadata(&path).unwrap(),
+        );
     }
 
     let run = crate::helpers::run(&boston, "syncreplica", ["-verify"]);
