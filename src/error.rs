@@ -149,6 +149,11 @@ pub enum Error {
     #[error("member \"{}\": {why}", printable(name))]
     Member { name: String, why: String },
 
+    /// A sibling this replica cannot bring up to date by an update: it
+    /// needs operations scrubbed from the log here.
+    #[error("member \"{}\": {why}", printable(name))]
+    CannotCatchUp { name: String, why: String },
+
     #[error("unknown replica \"{name}\" in family \"{family}\"")]
     UnknownReplica { name: String, family: String },
 
@@ -256,10 +261,53 @@ pub enum Error {
     #[error("{what} needs a passphrase: no -passphrase-file was given, and standard input is not a terminal to ask it on; nothing was done")]
     NoTerminal { what: String },
 
-    /// The passphrase given (`from`: "-passphrase-file FILE" or "on the
-    /// terminal") cannot be used: `why` says why.
+    /// The passphrase given (`from`: "-passphrase-file FILE" or "typed on
+    /// the terminal") cannot be used: `why` says why.
     #[error("passphrase {from}: {why}; nothing was done")]
-    BadPassphrase { from: String, why: String },
+    BadPassphrase {
+        from: String,
+        why: PassphraseProblem,
+    },
+
+    /// The `-passphrase-file` named cannot be read (absent, not readable
+    /// by this user, a directory): `cause` is the OS's error.
+    #[error("-passphrase-file {}: cannot be read: {cause}; nothing was done", path.display())]
+    PassphraseFile { path: PathBuf, cause: io::Error },
+
+    /// The `-keyout FILE` of `mkreplica -export` is there already: a key
+    /// file is never overwritten (it may hold another member's keys).
+    #[error("-keyout {}: the file exists already, and a key file is never overwritten (it may hold another member's keys); nothing was done", path.display())]
+    KeyOutExists { path: PathBuf },
+
+    /// The folder of the `-keyout FILE` of `mkreplica -export` is not
+    /// there (it is not made for the user, unlike -out).
+    #[error("-keyout {}: its folder {} does not exist; nothing was done", path.display(), folder.display())]
+    KeyOutNoFolder { path: PathBuf, folder: PathBuf },
+
+    /// A file or folder named on the command line (after `option`, e.g.
+    /// "-data", or as an operand when `None`) is not there. `pattern` when
+    /// its name holds a shell wildcard (`*`, `?`, `[`): a pattern that
+    /// matched nothing, which the shell passes on as it was typed.
+    #[error(
+        "{}{}: {}",
+        option.map(|o| format!("{o} ")).unwrap_or_default(),
+        path.display(),
+        if *pattern {
+            "matches no file (a shell passes on a pattern that matches nothing as it was typed)"
+        } else {
+            "no such file or directory"
+        }
+    )]
+    NoSuchFile {
+        path: PathBuf,
+        option: Option<&'static str>,
+        pattern: bool,
+    },
+
+    /// `mkreplica -init` or `-import` named a replica's own root as the
+    /// directory for the new replica.
+    #[error("{} is the root of replica \"{}\"; a new replica cannot be made there", path.display(), printable(name))]
+    IsReplicaRoot { path: PathBuf, name: String },
 
     /// `mkreplica -import` found no key file where it looked.
     #[error("{}: no key file for the new member there", path.display())]
@@ -305,6 +353,29 @@ pub enum Error {
         needs: String,
         what: String,
     },
+}
+
+/// Why a passphrase cannot be used ([`Error::BadPassphrase`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PassphraseProblem {
+    #[error("not UTF-8 text")]
+    NotText,
+    /// Enter alone, on the terminal.
+    #[error("it is empty")]
+    Empty,
+    /// A `-passphrase-file` whose first line is empty.
+    #[error("its first line is empty (the passphrase is the file's first line)")]
+    EmptyFirstLine,
+    /// A new passphrase (at `mkreplica -export`) shorter than `min`
+    /// characters: `len` characters.
+    #[error("it has {len} character{}, fewer than the {min} a new passphrase needs", if *len == 1 { "" } else { "s" })]
+    TooShort { len: usize, min: usize },
+    /// The two passphrases typed at `mkreplica -export` differ.
+    #[error("the two passphrases typed differ")]
+    Differ,
+    /// The terminal could not be read: the OS's error, in words.
+    #[error("the terminal cannot be read: {0}")]
+    Terminal(String),
 }
 
 /// Why one packet is refused as a whole. Nothing of it is applied; the
@@ -511,6 +582,22 @@ impl Error {
         Error::OutDirectory {
             path: path.to_path_buf(),
             what,
+        }
+    }
+
+    /// `path`, named on the command line (after `option`), is not there:
+    /// [`Error::NoSuchFile`], a pattern when it holds a shell wildcard.
+    pub fn no_such_file(path: &std::path::Path, option: Option<&'static str>) -> Error {
+        use std::os::unix::ffi::OsStrExt;
+        let pattern = path
+            .as_os_str()
+            .as_bytes()
+            .iter()
+            .any(|b| matches!(b, b'*' | b'?' | b'['));
+        Error::NoSuchFile {
+            path: path.to_path_buf(),
+            option,
+            pattern,
         }
     }
 

@@ -187,12 +187,18 @@ impl LockedReplica {
 
 /// Refuses `root` (a canonical path) when it lies in a replica (or is
 /// one): replicas do not nest. [`Error::AlreadyInReplica`] names the outer
-/// replica.
+/// replica; [`Error::IsReplicaRoot`] says that `root` is one.
 pub(crate) fn refuse_nesting(root: &Path) -> Result<()> {
     if let Some(outer) = root.ancestors().find(|d| is_replica_root(d)) {
         let name = Identity::load(&state_dir(outer))
             .map(|i| i.replica_name)
             .unwrap_or_else(|_| "?".into());
+        if outer == root {
+            return Err(Error::IsReplicaRoot {
+                path: root.to_path_buf(),
+                name,
+            });
+        }
         return Err(Error::AlreadyInReplica {
             path: root.to_path_buf(),
             root: outer.to_path_buf(),
@@ -207,15 +213,30 @@ pub(crate) fn refuse_nesting(root: &Path) -> Result<()> {
 pub(crate) fn refuse_nesting_of_new(dir: &Path) -> Result<()> {
     if let Some(existing) = dir.ancestors().find(|d| d.is_dir()) {
         let canonical = std::fs::canonicalize(existing).at(existing)?;
-        if let Err(Error::AlreadyInReplica { root, name, .. }) = refuse_nesting(&canonical) {
-            // Named as asked (the directory to be made), not as the
-            // ancestor that exists.
-            let rest = dir.strip_prefix(existing).unwrap_or(Path::new(""));
-            return Err(Error::AlreadyInReplica {
-                path: canonical.join(rest),
-                root,
-                name,
-            });
+        match refuse_nesting(&canonical) {
+            Err(Error::AlreadyInReplica { root, name, .. }) => {
+                // Named as asked (the directory to be made), not as the
+                // ancestor that exists; no "/" added when they are one.
+                let rest = dir.strip_prefix(existing).unwrap_or(Path::new(""));
+                let path = match rest.as_os_str().is_empty() {
+                    true => canonical,
+                    false => canonical.join(rest),
+                };
+                return Err(Error::AlreadyInReplica { path, root, name });
+            }
+            Err(Error::IsReplicaRoot { path, name })
+                if dir
+                    .strip_prefix(existing)
+                    .is_ok_and(|rest| !rest.as_os_str().is_empty()) =>
+            {
+                // A folder still to be made inside a replica's root.
+                return Err(Error::AlreadyInReplica {
+                    path: path.join(dir.strip_prefix(existing).unwrap_or(Path::new(""))),
+                    root: path,
+                    name,
+                });
+            }
+            other => other?,
         }
     }
     Ok(())

@@ -313,6 +313,12 @@ pub fn submit_files(
     };
     let mut planned: Vec<(PathBuf, String, Vec<String>, bool)> = Vec::new();
     for file in files {
+        // Said as such, before its name is judged: a typo, or a shell
+        // pattern that matched nothing.
+        if std::fs::symlink_metadata(file).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            return Err(Error::no_such_file(file, Some("-data")));
+        }
         let name = file
             .file_name()
             .and_then(|n| n.to_str())

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
@@ -91,6 +91,22 @@ struct Entry {
     /// Where the packet is when `file` is only a local copy of it (a
     /// packet in an S3 bay): `s3://bucket/prefix/bay/NAME`.
     remote: Option<String>,
+    /// Found in a folder named on the command line under a name that is
+    /// not a packet's (`attachment.zip`): the imports skip it there.
+    renamed: bool,
+}
+
+impl Entry {
+    /// A file named on the command line or found in a folder named.
+    fn given(file: PathBuf, renamed: bool) -> Entry {
+        Entry {
+            file,
+            bay: None,
+            order: None,
+            remote: None,
+            renamed,
+        }
+    }
 }
 
 /// Runs the command.
@@ -114,6 +130,9 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     // Uploads received in part into the bays listed.
     let mut partials: Vec<(String, shipping::receive::Partial)> = Vec::new();
     let now = chrono::Utc::now();
+    // Folders named that hold no packet, with the files skipped there
+    // and why.
+    let mut skipped: Vec<(PathBuf, Vec<(PathBuf, String)>)> = Vec::new();
     let entries = if args.packets.is_empty() {
         let shipping = Shipping::load(args.shipconf.as_deref())?;
         match shipping::trust::trusted_keys(&shipping.config, &crate::ship_trust::ReplicaMembers) {
@@ -137,21 +156,32 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
                 "-sclass selects storage bays to list; it cannot be combined with PACKET_OR_DIR"
             );
         }
-        packets::collect_packet_files(&args.packets)?
-            .into_iter()
-            .map(|file| Entry {
-                file,
-                bay: None,
-                order: None,
-                remote: None,
-            })
-            .collect()
+        let mut entries = Vec::new();
+        for given in &args.packets {
+            let found = packets::collect_packet_files(std::slice::from_ref(given))?;
+            let before = entries.len();
+            entries.extend(found.into_iter().map(|file| Entry::given(file, false)));
+            if given.is_dir() {
+                // A packet renamed on the way is listed too, and said to
+                // be skipped by the imports; other files are said when
+                // the folder holds no packet.
+                let (renamed, others) = packets::renamed_packets_in(given)?;
+                entries.extend(renamed.into_iter().map(|file| Entry::given(file, true)));
+                if entries.len() == before && !others.is_empty() {
+                    skipped.push((given.clone(), others));
+                }
+            }
+        }
+        entries
     };
     if entries.is_empty() {
         if args.fmt == cli::Format::Json {
             print_json(Vec::new(), &partials, Default::default())?;
         } else {
-            outln!("No packets found.");
+            match skipped.is_empty() {
+                true => outln!("No packets found."),
+                false => print_skipped(&skipped),
+            }
             print_partials(&partials, args.short, now);
         }
         return Ok(());
@@ -218,6 +248,10 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     let mut json = Vec::new();
     for (entry, exam) in entries.iter().zip(exams) {
         let judged = listing::judge(&exam, &reader);
+        let standard = match entry.renamed {
+            true => exam.header.as_ref().map(standard_name),
+            false => None,
+        };
         *counts.entry(judged.verdict).or_default() += 1;
         if judged.problem {
             *problems.entry(judged.verdict).or_default() += 1;
@@ -240,6 +274,9 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
                 value.bay = Some(bay.name().to_string());
             }
             value.order = entry.order.as_ref().map(listing::render_order_json);
+            if entry.renamed {
+                value.packet_name = exam.header.as_ref().map(standard_name);
+            }
             json.push(value);
         } else if args.short {
             match &entry.remote {
@@ -278,8 +315,21 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             if let Some(order) = &entry.order {
                 out!("{}", listing::render_order_text(order, returned));
             }
+            if entry.renamed {
+                outln!(
+                    "Note: named unlike a packet (sync_*.zip, repl_*.zip), so syncreplica -import and \
+                     mkreplica -import skip it in a folder: name the file itself, or rename it{}.",
+                    match &standard {
+                        Some(name) => format!(" to {}", crate::error::printable(name)),
+                        None => String::new(),
+                    }
+                );
+            }
             outln!();
         }
+    }
+    if args.fmt != cli::Format::Json && !args.short {
+        print_skipped(&skipped);
     }
     if args.fmt == cli::Format::Json {
         let summary = counts.iter().map(|(v, n)| (v.json(), *n)).collect();
@@ -345,6 +395,7 @@ fn bay_entries(
                         bay: Some((class_name.clone(), bay)),
                         order,
                         remote: Some(format!("{}/{name}", store.describe())),
+                        renamed: false,
                     });
                 }
             }
@@ -382,11 +433,47 @@ fn bay_entries(
                     bay: Some((class_name.clone(), bay)),
                     order,
                     remote: None,
+                    renamed: false,
                 });
             }
         }
     }
     Ok(entries)
+}
+
+/// The name the writer gives a packet with this header (SPEC.md §11): a
+/// renamed packet's own name.
+fn standard_name(header: &packet_format::Header) -> String {
+    let target = header.targets.first();
+    packet_format::packet_file_name(
+        header.kind,
+        &header.sender.name,
+        header.created,
+        target.map_or("", |t| t.name.as_str()),
+        target.map_or(0, |t| t.seq),
+        // A creation packet's header names the new member (SPEC.md §4.2).
+        target.map(|t| t.name.as_str()),
+        header.part,
+        header.parts,
+    )
+}
+
+/// Says, per folder named that holds no packet, which files were skipped
+/// there and why.
+fn print_skipped(skipped: &[(PathBuf, Vec<(PathBuf, String)>)]) {
+    for (dir, others) in skipped {
+        outln!(
+            "No packets in {}; skipped {}, none of them a packet:",
+            crate::error::printable_path(dir),
+            cli::counted(others.len() as u64, "other file", "other files")
+        );
+        for (file, why) in others {
+            outln!(
+                "  {}: {why}",
+                crate::error::printable_path(file.file_name().map_or(file.as_ref(), Path::new))
+            );
+        }
+    }
 }
 
 /// Prints the partial uploads after the packets (not with -short, which

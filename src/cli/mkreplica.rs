@@ -180,7 +180,7 @@ pub struct Args {
 
     /// With -export or -import: read the creation packet's passphrase from
     /// the first line of FILE instead of asking on the terminal.
-    #[arg(long, value_name = "FILE", conflicts_with = "keyout")]
+    #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
 
     /// With -import: the new member's key file, written by mkreplica
@@ -325,7 +325,7 @@ fn export(args: &Args) -> anyhow::Result<()> {
     };
     // Made if missing (removed again if the export fails before a packet
     // is there), writable, with room: checked before the scan records.
-    let _created_out = cli::prepare_out(out, None)?;
+    let _created_out = cli::prepare_out(out, None, "-out directory")?;
     let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
     cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
@@ -508,13 +508,11 @@ fn import(args: &Args) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()?,
     };
+    // Before a passphrase is asked: a new replica cannot go there.
+    replica::refuse_nesting_of_new(&dir)?;
     if let Some(key) = &args.key {
         if !key.exists() {
-            return Err(crate::error::Error::BadKeyFile {
-                path: key.clone(),
-                what: "no such file (named with -key)".into(),
-            }
-            .into());
+            return Err(crate::error::Error::no_such_file(key, Some("-key")).into());
         }
     }
     // The header names the new member, in the clear (SPEC.md §4.2): its
@@ -829,6 +827,23 @@ fn restore(args: &Args) -> anyhow::Result<()> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.fmt == cli::Format::Json && !args.import {
         usage!("-fmt json applies to -import only");
+    }
+    // Refused, not ignored: a user who gives both believes the packet is
+    // protected by the passphrase.
+    if args.passphrase_file.is_some() && args.keyout.is_some() {
+        usage!(
+            "-passphrase-file and -keyout do not go together: with -keyout FILE the creation packet is \
+             encrypted to the new member's key, which FILE holds, not to a passphrase (the new site \
+             imports it with -key FILE); give one of them"
+        );
+    }
+    if args.passphrase_file.is_some() && !(args.export || args.import) {
+        usage!("-passphrase-file applies to -export and -import only");
+    }
+    if args.key.is_some() && !args.import {
+        usage!(
+            "-key applies to -import only (at -export, -keyout FILE writes the new member's keys to a file)"
+        );
     }
     cli::report::set_quiet(args.quiet || args.fmt == cli::Format::Json);
     cli::show_progress(args.quiet);

@@ -768,20 +768,20 @@ pub fn print_lock_takeover(name: &str, replica: &crate::replica::LockedReplica) 
     }
 }
 
-/// An `-out` directory this run created: removed again when the run ends
-/// with nothing in it (no packet written, or a failure), so a refused or
-/// empty export leaves no trace; announced only when it is kept. Removes
-/// only an empty directory, and only one this run made.
 /// Every check on where an export writes, made before anything is
 /// recorded or changed: `out` (made if missing, and removed again when
 /// the returned guard drops with nothing in it) and `work` (-workdir,
 /// which must exist) are directories this user can create files in, on
 /// filesystems with room for at least the smallest part
 /// ([`packet_format::MIN_PART_SIZE`]). Removes the temporary files of
-/// exports that are provably over from both.
+/// exports that are provably over from both. A directory made is
+/// announced once every check has passed, as "Created the ROLE DIR."
+/// (`role`: "-out directory", "outgoing bay"), before anything is written
+/// into it.
 pub(crate) fn prepare_out(
     out: &std::path::Path,
     work: Option<&std::path::Path>,
+    role: &'static str,
 ) -> crate::error::Result<CreatedOut> {
     use crate::error::Error;
     check_workdir(work)?;
@@ -793,7 +793,7 @@ pub(crate) fn prepare_out(
             });
         }
     }
-    let created = CreatedOut::ensure(out)?;
+    let mut created = CreatedOut::ensure(out)?;
     for dir in &dirs {
         // A directory this user cannot write to (its permissions, or a
         // read-only filesystem) is refused now. Asked, not tried: a file
@@ -841,6 +841,7 @@ pub(crate) fn prepare_out(
             });
         }
     }
+    created.announce(role);
     Ok(created)
 }
 
@@ -857,9 +858,15 @@ pub(crate) fn check_workdir(work: Option<&std::path::Path>) -> crate::error::Res
     }
 }
 
+/// An `-out` directory this run created: removed again when the run ends
+/// with nothing in it (no packet written, or a failure), so a refused or
+/// empty export leaves no trace. Removes only an empty directory, and only
+/// one this run made; says so if it had said it was made.
 pub(crate) struct CreatedOut {
     /// The directories made, deepest first.
     made: Vec<std::path::PathBuf>,
+    /// What it is called ("-out directory"), once its making was said.
+    announced: Option<&'static str>,
 }
 
 impl CreatedOut {
@@ -874,7 +881,19 @@ impl CreatedOut {
             std::fs::create_dir_all(out)
                 .map_err(|e| crate::error::Error::out_directory(out, true, &e))?;
         }
-        Ok(CreatedOut { made })
+        Ok(CreatedOut {
+            made,
+            announced: None,
+        })
+    }
+
+    /// Says that the directory was made (if it was), when it was: before
+    /// the lines about what goes into it.
+    fn announce(&mut self, role: &'static str) {
+        if let Some(out) = self.made.first() {
+            outln!("Created the {role} {}.", out.display());
+            self.announced = Some(role);
+        }
     }
 }
 
@@ -888,8 +907,11 @@ impl Drop for CreatedOut {
                 break;
             }
         }
-        if out.is_dir() {
-            outln!("Created the -out directory {}.", out.display());
+        if let (Some(role), false) = (self.announced, out.is_dir()) {
+            outln!(
+                "Removed the {role} {} again: nothing was written to it.",
+                out.display()
+            );
         }
     }
 }

@@ -7,30 +7,56 @@ use std::sync::Arc;
 
 use age::secrecy::{ExposeSecret, SecretString};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, PassphraseProblem, Result};
+
+/// The fewest characters a new passphrase (at `mkreplica -export`) may
+/// have. The passphrase is all that protects the new member's secret keys
+/// on a stick that may be lost, against an offline guesser that scrypt
+/// only slows down: 8 characters is the floor NIST SP 800-63B sets for a
+/// memorized secret a user chooses. A passphrase given at `-import` is
+/// taken as it is: whatever opens the packet is right.
+pub const MIN_PASSPHRASE_CHARS: usize = 8;
 
 /// The passphrase, from `file` (its first line, without the line end) or,
 /// without one, asked on the terminal: twice when `confirm` (a new
 /// passphrase, at export), once otherwise. `what` names what needs it,
 /// for the error when there is no terminal ([`Error::NoTerminal`], checked
-/// before anything is asked). An empty passphrase is refused.
+/// before anything is asked). An empty passphrase is refused, and a new
+/// one (`confirm`) shorter than [`MIN_PASSPHRASE_CHARS`]. A file that
+/// cannot be read is [`Error::PassphraseFile`].
 pub fn obtain(file: Option<&Path>, confirm: bool, what: &str) -> Result<Arc<SecretString>> {
-    let passphrase = match file {
-        Some(path) => from_file(path)?,
-        None => from_terminal(confirm, what)?,
+    let (passphrase, from) = match file {
+        Some(path) => (
+            from_file(path)?,
+            format!("-passphrase-file {}", path.display()),
+        ),
+        None => (
+            from_terminal(confirm, what)?,
+            "typed on the terminal".to_string(),
+        ),
     };
+    let len = passphrase.expose_secret().chars().count();
+    if confirm && len < MIN_PASSPHRASE_CHARS {
+        return Err(Error::BadPassphrase {
+            from,
+            why: PassphraseProblem::TooShort {
+                len,
+                min: MIN_PASSPHRASE_CHARS,
+            },
+        });
+    }
     Ok(Arc::new(passphrase))
 }
 
 fn from_file(path: &Path) -> Result<SecretString> {
     let from = format!("-passphrase-file {}", path.display());
-    let bytes = std::fs::read(path).map_err(|err| Error::BadPassphrase {
-        from: from.clone(),
-        why: err.to_string(),
+    let bytes = std::fs::read(path).map_err(|cause| Error::PassphraseFile {
+        path: path.to_path_buf(),
+        cause,
     })?;
     let text = String::from_utf8(bytes).map_err(|_| Error::BadPassphrase {
         from: from.clone(),
-        why: "not UTF-8 text".into(),
+        why: PassphraseProblem::NotText,
     })?;
     // The first line only, so a file written with echo (one line end) or
     // an editor (a last line end) holds what was meant.
@@ -39,7 +65,7 @@ fn from_file(path: &Path) -> Result<SecretString> {
     if line.is_empty() {
         return Err(Error::BadPassphrase {
             from,
-            why: "its first line is empty".into(),
+            why: PassphraseProblem::EmptyFirstLine,
         });
     }
     Ok(SecretString::from(line.to_string()))
@@ -57,7 +83,7 @@ fn from_terminal(confirm: bool, what: &str) -> Result<SecretString> {
             .map(SecretString::from)
             .map_err(|err| Error::BadPassphrase {
                 from: from.clone(),
-                why: err.to_string(),
+                why: PassphraseProblem::Terminal(err.to_string()),
             })
     };
     let first = ask(if confirm {
@@ -68,7 +94,7 @@ fn from_terminal(confirm: bool, what: &str) -> Result<SecretString> {
     if first.expose_secret().is_empty() {
         return Err(Error::BadPassphrase {
             from,
-            why: "it is empty".into(),
+            why: PassphraseProblem::Empty,
         });
     }
     if confirm {
@@ -76,7 +102,7 @@ fn from_terminal(confirm: bool, what: &str) -> Result<SecretString> {
         if again.expose_secret() != first.expose_secret() {
             return Err(Error::BadPassphrase {
                 from,
-                why: "the two passphrases typed differ".into(),
+                why: PassphraseProblem::Differ,
             });
         }
     }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use crate::error::{Error, Refusal};
+use crate::error::{Error, PassphraseProblem, Refusal};
 
 use super::{EXIT_FAILURE, EXIT_LOCKED, EXIT_SUCCESS, EXIT_USAGE};
 
@@ -147,14 +147,35 @@ pub fn report(name: &str, outcome: anyhow::Result<()>) -> ExitCode {
 }
 
 /// Process exit code for a library error (documented in every man page).
+///
+/// The rule for 2 (the command line was wrong), beyond what clap refuses
+/// and the combinations [`Usage`] refuses: a value typed on the command
+/// line that names nothing there is (a member of the family, a file or
+/// folder to read, a `-workdir`, a `-resendpath` path), that may not be
+/// named there (this replica itself, a removed member, a member's name
+/// for a new one, a `-keyout` file that exists), or that is not a value
+/// of its kind (a size, an expiry, an epoch setting). What is wrong with
+/// the replica, a packet, the disk or the network is 1.
 pub fn exit_code(err: &Error) -> i32 {
     match err {
         Error::Locked { .. } => EXIT_LOCKED,
-        // A -workdir that is not there is a mistyped option value.
         Error::BadSize { .. }
         | Error::BadExpiry { .. }
         | Error::MissingDirectory { .. }
-        | Error::NoTerminal { .. } => EXIT_USAGE,
+        | Error::NoTerminal { .. }
+        | Error::UnknownReplica { .. }
+        | Error::Member { .. }
+        | Error::BadEpochSetting { .. }
+        | Error::OwnEpochRow { .. }
+        | Error::BadResendPath { .. }
+        | Error::NotHeld { .. }
+        | Error::BadReplicaDir { .. }
+        | Error::NoSuchFile { .. }
+        | Error::KeyOutExists { .. }
+        | Error::KeyOutNoFolder { .. } => EXIT_USAGE,
+        Error::PassphraseFile { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {
+            EXIT_USAGE
+        }
         Error::Interrupted { signal } => 128 + signal,
         _ => EXIT_FAILURE,
     }
@@ -206,6 +227,38 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::AlreadyInReplica { .. } | Error::ContainsReplica { .. } => {
             "replicas cannot be nested; choose a directory outside any replica".into()
         }
+        Error::IsReplicaRoot { name, .. } => format!(
+            "mkreplica -init and -import make a new replica in a directory of its own: name an absent \
+             or empty one outside any replica with -replica DIR (e.g. beside this one); to bring packets \
+             into replica \"{}\", run syncreplica -import PACKET_OR_DIR inside it",
+            crate::error::printable(name)
+        ),
+        Error::KeyOutExists { path } => format!(
+            "name another file with -keyout (e.g. in another folder); if {} is left from an earlier \
+             mkreplica -export whose packet will never be imported, remove it and export again",
+            path.display()
+        ),
+        Error::KeyOutNoFolder { folder, .. } => format!(
+            "the folder is not made for you: check the name, or make it first, readable by you alone \
+             (mkdir -m 700 {})",
+            folder.display()
+        ),
+        Error::NoSuchFile { pattern: true, .. } => {
+            "check the folder and the pattern: ls shows what is there".into()
+        }
+        Error::NoSuchFile { .. } => "check the name (ls shows what is there)".into(),
+        Error::PassphraseFile { cause, .. } => match cause.kind() {
+            std::io::ErrorKind::NotFound => {
+                "check the name: -passphrase-file names a file whose first line is the passphrase \
+                 (make one only you can read: umask 077; echo 'PASSPHRASE' > FILE)"
+                    .into()
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "the file must be readable by the user running the command (and by no one else: chmod 600 FILE)"
+                    .into()
+            }
+            _ => "-passphrase-file names a file whose first line is the passphrase".into(),
+        },
         Error::Locked { .. } => {
             "wait for that process to finish; a lock whose process has died is taken over automatically".into()
         }
@@ -300,11 +353,26 @@ pub fn hint(err: &Error) -> Option<String> {
              write the keys to a file of their own with -keyout FILE (then no passphrase is needed)"
                 .into()
         }
-        Error::BadPassphrase { .. } => {
-            "-passphrase-file reads the first line of its file (without the line end), which must not be empty; \
-             on the terminal, mkreplica -export asks for the passphrase twice, the same both times"
-                .into()
-        }
+        Error::BadPassphrase { why, .. } => match why {
+            PassphraseProblem::NotText | PassphraseProblem::EmptyFirstLine => {
+                "-passphrase-file reads the first line of its file (without the line end), as UTF-8 text: \
+                 write the passphrase there (umask 077; echo 'PASSPHRASE' > FILE)"
+                    .into()
+            }
+            PassphraseProblem::Empty => {
+                "type the passphrase, then Enter (it is not shown as it is typed)".into()
+            }
+            PassphraseProblem::TooShort { min, .. } => format!(
+                "choose a passphrase of at least {min} characters: it is all that protects the new member's \
+                 keys on a lost stick (a few unrelated words are easy to tell by telephone and hard to guess)"
+            ),
+            PassphraseProblem::Differ => {
+                "mkreplica -export asks for the new passphrase twice: type the same both times".into()
+            }
+            PassphraseProblem::Terminal(_) => {
+                "put the passphrase on the first line of a file only you can read and name it with -passphrase-file FILE".into()
+            }
+        },
         Error::Packet(err)
             if matches!(
                 err.kind,

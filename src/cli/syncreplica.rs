@@ -331,7 +331,14 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     // Then where packets go: made if missing (and removed again if no
     // packet goes there), writable, with room; all before the scan
     // records anything.
-    let _created_out = cli::prepare_out(out, args.workdir.as_deref())?;
+    let _created_out = cli::prepare_out(
+        out,
+        args.workdir.as_deref(),
+        match &shipping {
+            Some(_) => "outgoing bay",
+            None => "-out directory",
+        },
+    )?;
     // Parts an interrupted export left without an order: queued now, and
     // with -fship delivered with this export's.
     let adopted = match &shipping {

@@ -559,27 +559,23 @@ pub fn check_export(
         });
     }
     if replica.members()?.iter().any(|m| m.name == new_name) {
-        return Err(Error::BadName {
+        return Err(Error::Member {
             name: new_name.to_string(),
-            why: "the family already has a member of that name".into(),
+            why: "the family already has a member of that name; choose another NEWNAME".into(),
         });
     }
     if let KeysOut::File(key_file) = keys_out {
         // Never overwritten: it may be another member's key.
         if std::fs::symlink_metadata(key_file).is_ok() {
-            return Err(Error::BadKeyFile {
+            return Err(Error::KeyOutExists {
                 path: key_file.clone(),
-                what: "already exists (named with -keyout); it is never overwritten".into(),
             });
         }
         match key_file.parent() {
             Some(parent) if !parent.as_os_str().is_empty() && !parent.is_dir() => {
-                return Err(Error::BadKeyFile {
+                return Err(Error::KeyOutNoFolder {
                     path: key_file.clone(),
-                    what: format!(
-                        "its folder {} does not exist (named with -keyout)",
-                        parent.display()
-                    ),
+                    folder: parent.to_path_buf(),
                 })
             }
             _ => {}
@@ -631,7 +627,13 @@ fn write_key_file(
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .at(path)?;
+        .map_err(|cause| match cause.kind() {
+            // Made meanwhile (checked before the export began).
+            std::io::ErrorKind::AlreadyExists => Error::KeyOutExists {
+                path: path.to_path_buf(),
+            },
+            _ => Error::io(path, cause),
+        })?;
     *created = true;
     file.write_all(text.as_bytes()).at(path)?;
     file.sync_all().at(path)

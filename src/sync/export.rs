@@ -213,7 +213,7 @@ pub fn resolve_targets(replica: &Replica, names: &[String]) -> Result<Vec<Member
     for name in names {
         let member = replica.member(name)?;
         if member.replica == replica.identity.replica_id {
-            return Err(Error::BadName {
+            return Err(Error::Member {
                 name: name.clone(),
                 why: "that is this replica; name a sibling to export to".into(),
             });
@@ -366,7 +366,7 @@ fn export_to(
                     .into_iter()
                     .find(|m| m.replica == *origin)
                     .map_or_else(|| origin.to_string(), |m| m.name);
-                return Err(Error::Member {
+                return Err(Error::CannotCatchUp {
                     name: target.name.clone(),
                     why: format!(
                         "it needs operations {}-{scrubbed} of \"{}\", which this replica \

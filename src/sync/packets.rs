@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use packet_format::{examine_packet, Examination, LogicalPacket};
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::ops::{ChunkId, Id};
 use crate::sync::apply::ChunkSource;
 
@@ -18,7 +18,10 @@ use crate::sync::apply::ChunkSource;
 pub fn collect_packet_files(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for arg in args {
-        let meta = std::fs::metadata(arg).at(arg)?;
+        let meta = std::fs::metadata(arg).map_err(|cause| match cause.kind() {
+            std::io::ErrorKind::NotFound => Error::no_such_file(arg, None),
+            _ => Error::io(arg, cause),
+        })?;
         if meta.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(arg)
                 .at(arg)?
@@ -52,6 +55,36 @@ pub fn other_files_in(dir: &Path) -> Result<Vec<String>> {
         .collect();
     names.sort_by(|a, b| by_name_and_number(a.as_ref(), b.as_ref()));
     Ok(names)
+}
+
+/// The files of directory `dir` that [`collect_packet_files`] skips for
+/// their names (shipping orders and hidden files aside), sorted, split
+/// into those that start as a packet does ([`not_a_packet`] finds nothing
+/// against them: renamed packets, such as an e-mail attachment saved as
+/// `attachment.zip`) and the others, each with why it is not one.
+pub fn renamed_packets_in(dir: &Path) -> Result<(Vec<PathBuf>, Vec<(PathBuf, String)>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .at(dir)?
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path())
+        .filter(|path| path.is_file() && !is_packet_name(path))
+        .filter(|path| {
+            path.file_name().is_some_and(|name| {
+                let name = name.to_string_lossy();
+                !name.starts_with('.') && !name.ends_with(".order")
+            })
+        })
+        .collect();
+    files.sort_by(|a, b| by_name_and_number(a.as_os_str(), b.as_os_str()));
+    let mut renamed = Vec::new();
+    let mut others = Vec::new();
+    for file in files {
+        match not_a_packet(&file) {
+            None => renamed.push(file),
+            Some(why) => others.push((file, why)),
+        }
+    }
+    Ok((renamed, others))
 }
 
 /// Orders names as a person reads them: runs of ASCII digits compared as

@@ -344,6 +344,11 @@ pub struct PacketJson {
     /// For a packet in a storage bay: its shipping order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order: Option<OrderJson>,
+    /// For a packet found in a folder under a name that is not a
+    /// packet's (renamed on the way, e.g. `attachment.zip`), which the
+    /// imports skip there: the name its writer gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packet_name: Option<String>,
 }
 
 /// Who signed a packet, as far as this replica can tell.
@@ -533,6 +538,7 @@ pub fn render_json(exam: &Examination, judged: &Judged, view: Option<&LocalView>
         storage_class: None,
         bay: None,
         order: None,
+        packet_name: None,
     }
 }
 
