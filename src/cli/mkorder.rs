@@ -40,7 +40,8 @@ pub struct Args {
 
     /// No progress line and no summary lines, only warnings and errors
     /// (on standard error). The progress line of -fship's deliveries is
-    /// shown only when standard error is a terminal.
+    /// shown only when standard error is a terminal, once a delivery has
+    /// run for a second.
     #[arg(long, short = 'q')]
     pub quiet: bool,
 

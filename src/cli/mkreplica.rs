@@ -204,7 +204,8 @@ pub struct Args {
 
     /// No progress line and no summary lines, only warnings and errors
     /// (on standard error). The progress line (bytes, percentage, rate,
-    /// time left) is shown only when standard error is a terminal.
+    /// time left) is shown only when standard error is a terminal, once a
+    /// step has run for a second.
     #[arg(long, short = 'q')]
     pub quiet: bool,
 

@@ -483,7 +483,8 @@ pub fn print_warnings(name: &str, warnings: &[crate::tree::scan::ScanWarning]) {
 /// one line on standard error, like `rsync --info=progress2`: bytes done,
 /// percentage, rate and time left, then what is being done. Only when
 /// standard error is a terminal and `quiet` is false: pipes, files and
-/// logs get the summary lines alone. Call once, before the work starts.
+/// logs get the summary lines alone. A step's line is drawn once the step
+/// has run for [`PROGRESS_AFTER`]. Call once, before the work starts.
 pub fn show_progress(quiet: bool) {
     use std::io::IsTerminal;
     if quiet || !std::io::stderr().is_terminal() {
@@ -515,6 +516,14 @@ struct TerminalMeter;
 /// How often the line is redrawn while nothing advances (a part being
 /// verified whole), so the time shown keeps moving.
 const PROGRESS_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How long a step runs before its progress line is drawn: a step done
+/// sooner shows none (a line drawn and cleared at once is only flicker).
+const PROGRESS_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Counts the steps started and finished, so a step's delayed drawing
+/// (see [`PROGRESS_AFTER`]) does not draw a later one's bar.
+static PROGRESS_STEP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The progress line's template for a terminal `columns` wide, and the
 /// columns its fields take before the message (at most: a rate of
@@ -604,9 +613,15 @@ impl ProgressLine {
 
 impl crate::sys::progress::Meter for TerminalMeter {
     fn start(&self, what: &str, unit: crate::sys::progress::Unit, total: Option<u64>) {
+        use std::sync::atomic::Ordering;
+        let after = crate::sys::testhook::progress_after().unwrap_or(PROGRESS_AFTER);
+        // Counted (rate, time left) from now, drawn only from `after` on.
         let bar = indicatif::ProgressBar::with_draw_target(
             total,
-            indicatif::ProgressDrawTarget::stderr(),
+            match after.is_zero() {
+                true => indicatif::ProgressDrawTarget::stderr(),
+                false => indicatif::ProgressDrawTarget::hidden(),
+            },
         );
         let mut line = ProgressLine {
             what: crate::error::neutralized(what, false).into_owned(),
@@ -624,6 +639,21 @@ impl crate::sys::progress::Meter for TerminalMeter {
             .replace(bar);
         if let Some(previous) = previous {
             previous.finish_and_clear();
+        }
+        let step = PROGRESS_STEP.fetch_add(1, Ordering::SeqCst) + 1;
+        if !after.is_zero() {
+            std::thread::spawn(move || {
+                std::thread::sleep(after);
+                let bar = CURRENT_BAR
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                    .filter(|_| PROGRESS_STEP.load(Ordering::SeqCst) == step);
+                if let Some(bar) = bar {
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    bar.force_draw();
+                }
+            });
         }
     }
 
@@ -652,6 +682,7 @@ impl crate::sys::progress::Meter for TerminalMeter {
     }
 
     fn finish(&self) {
+        PROGRESS_STEP.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         CURRENT_LINE
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -74,7 +74,8 @@ pub struct Args {
     /// For one pass run by hand (-poll without -interval, or ORDERs): no
     /// progress line and no log lines; the exit status still says whether
     /// a delivery failed. The progress line (bytes, percentage, rate, time
-    /// left) is shown only when standard error is a terminal. A server
+    /// left) is shown only when standard error is a terminal, once a
+    /// delivery has run for a second. A server
     /// (-listen, -interval) always logs.
     #[arg(long, short = 'q', conflicts_with_all = ["listen", "interval"])]
     pub quiet: bool,

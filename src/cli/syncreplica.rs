@@ -233,7 +233,7 @@ pub struct Args {
     /// No progress line and no summary lines: only warnings and errors
     /// (on standard error), and the JSON asked for with -fmt json. The
     /// progress line (bytes, percentage, rate, time left) is shown only
-    /// when standard error is a terminal.
+    /// when standard error is a terminal, once a step has run for a second.
     #[arg(long, short = 'q', conflicts_with = "status")]
     pub quiet: bool,
 

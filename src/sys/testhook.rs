@@ -45,6 +45,19 @@ pub fn clock_shift_ns() -> i64 {
         .map_or(0, |secs| secs.saturating_mul(1_000_000_000))
 }
 
+/// How long a step runs before its progress line is drawn, in
+/// milliseconds (`SYNCREPLICA_TEST_PROGRESS_AFTER_MS`; `0` draws it at
+/// once), for the tests that look at progress lines of short steps.
+pub const PROGRESS_AFTER_VAR: &str = "SYNCREPLICA_TEST_PROGRESS_AFTER_MS";
+
+/// [`PROGRESS_AFTER_VAR`], or `None` when unset or not a number.
+pub fn progress_after() -> Option<std::time::Duration> {
+    std::env::var(PROGRESS_AFTER_VAR)
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_millis)
+}
+
 /// The environment variable naming the point to abort at.
 pub const CRASH_AT_VAR: &str = "SYNCREPLICA_TEST_CRASH_AT";
 

@@ -19,6 +19,7 @@ if pid == 0:
     fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack('HHHH', 24, columns, 0, 0))
     os.execv(sys.argv[1], sys.argv[1:])
 out = b''
+log = open(os.environ['PTY_LOG'], 'ab', buffering=0) if os.environ.get('PTY_LOG') else None
 while True:
     try:
         data = os.read(fd, 65536)
@@ -27,11 +28,17 @@ while True:
     if not data:
         break
     out += data
+    if log:
+        log.write(data)
 _, status = os.waitpid(pid, 0)
 sys.stdout.buffer.write(out)
 sys.exit(os.waitstatus_to_exitcode(status))
 "#;
 
+///
+/// Each step's line is drawn at once (`SYNCREPLICA_TEST_PROGRESS_AFTER_MS`
+/// 0), so the small trees here show it; [`run_on_terminal_as_is`] keeps
+/// the real delay.
 fn run_on_terminal<I, S>(cwd: &Path, name: &str, args: I) -> Run
 where
     I: IntoIterator<Item = S>,
@@ -46,16 +53,42 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let output = Command::new("python3")
+    let mut command = pty_command(columns, cwd, name, args);
+    command.env("SYNCREPLICA_TEST_PROGRESS_AFTER_MS", "0");
+    ran(command.output().expect("python3 runs"))
+}
+
+/// [`run_on_terminal`] with a step's line drawn after the real delay.
+fn run_on_terminal_as_is<I, S>(cwd: &Path, name: &str, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    ran(pty_command(120, cwd, name, args)
+        .output()
+        .expect("python3 runs"))
+}
+
+/// The command that runs `name args…` on a pseudo-terminal `columns` wide.
+fn pty_command<I, S>(columns: u16, cwd: &Path, name: &str, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new("python3");
+    command
         .env("PTY_COLUMNS", columns.to_string())
         .arg("-c")
         .arg(PTY_RUNNER)
         .arg(binary_path(name))
         .args(with_test_passphrase(name, args))
         .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
-        .current_dir(cwd)
-        .output()
-        .expect("python3 runs");
+        .env_remove("SYNCREPLICA_TEST_PROGRESS_AFTER_MS")
+        .current_dir(cwd);
+    command
+}
+
+fn ran(output: std::process::Output) -> Run {
     Run {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -361,4 +394,82 @@ fn the_progress_line_fits_a_narrow_terminal() {
             .any(|line| line.contains("verify…") && line.contains("Z_b_2.zip")),
         "a long name shortened in the middle: {progress:#?}"
     );
+}
+
+/// A step done in less than a second draws no progress line: one drawn
+/// and cleared at once is only flicker.
+#[test]
+fn a_quick_step_draws_no_progress_line() {
+    let family = family(&["a", "b"], &[("small", "x")]);
+    std::fs::write(family.root("a").join("new"), "a few bytes").unwrap();
+    let out = family.packet_dir("quick");
+    let export = run_on_terminal_as_is(
+        &family.root("a"),
+        "syncreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "b".as_ref(),
+        ],
+    )
+    .ok();
+    assert_no_progress(&export);
+    assert!(export.stdout.contains("Exported to b"), "{}", export.stdout);
+    let import = run_on_terminal_as_is(
+        &family.root("b"),
+        "syncreplica",
+        [OsStr::new("-import"), out.as_os_str()],
+    )
+    .ok();
+    assert_no_progress(&import);
+    assert!(family.root("b").join("new").exists());
+}
+
+/// A step that runs for a second draws its line then: an export held at
+/// its first written operation (the pause hook) shows "exporting to b"
+/// while it waits, and goes on when the test has seen it.
+#[test]
+fn a_step_that_runs_for_a_second_draws_its_line() {
+    let family = family_with_new_content();
+    let out = family.packet_dir("slow");
+    let marker = family.dir.path().join("paused");
+    let log = family.dir.path().join("terminal.log");
+    let mut child = pty_command(
+        120,
+        &family.root("a"),
+        "syncreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "b".as_ref(),
+        ],
+    )
+    .env("PTY_LOG", &log)
+    .env("SYNCREPLICA_TEST_PAUSE_AT", "export-writing")
+    .env("SYNCREPLICA_TEST_PAUSE_MARKER", &marker)
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .expect("python3 runs");
+    // Waits for what the terminal shows, not for time to pass (bounded,
+    // so a broken build fails rather than hangs).
+    let started = std::time::Instant::now();
+    let shown = loop {
+        let text = std::fs::read(&log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text).into_owned();
+        if marker.exists() && shows_progress(&text, "exporting to b") {
+            break true;
+        }
+        if child.try_wait().unwrap().is_some() || started.elapsed().as_secs() > 120 {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = std::fs::remove_file(&marker);
+    let output = child.wait_with_output().unwrap();
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(shown, "no progress line while paused: {screen}");
+    assert_eq!(output.status.code(), Some(0), "{screen}");
+    assert!(screen.contains("Exported to b"), "{screen}");
 }
