@@ -309,6 +309,22 @@ pub enum Error {
     #[error("{} is the root of replica \"{}\"; a new replica cannot be made there", path.display(), printable(name))]
     IsReplicaRoot { path: PathBuf, name: String },
 
+    /// `mkreplica -import` of a creation packet whose new member this
+    /// host holds already: an earlier import made it at `root` (`made`:
+    /// when, RFC 3339), and it is still there. A second copy would be a
+    /// clone, whose packets the siblings refuse.
+    #[error(
+        "replica \"{}\" of this creation packet is on this host already, at {} (made by mkreplica -import \
+         {made}); a second copy of one member is a clone, whose packets its siblings refuse; nothing was created",
+        printable(name),
+        root.display()
+    )]
+    HostedAlready {
+        name: String,
+        root: PathBuf,
+        made: String,
+    },
+
     /// `mkreplica -import` found no key file where it looked.
     #[error("{}: no key file for the new member there", path.display())]
     MissingKeyFile { path: PathBuf },

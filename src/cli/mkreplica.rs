@@ -509,8 +509,22 @@ fn import(args: &Args) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()?,
     };
-    // Before a passphrase is asked: a new replica cannot go there.
+    // Before a passphrase is asked: a new replica cannot go there, and
+    // one this host holds already is not made twice.
     replica::refuse_nesting_of_new(&dir)?;
+    if let Some(target) = header.targets.first() {
+        if let Some(copy) = crate::store::hosted::copies_of(&target.id)
+            .into_iter()
+            .next()
+        {
+            return Err(crate::error::Error::HostedAlready {
+                name: target.name.clone(),
+                root: copy.root,
+                made: copy.made,
+            }
+            .into());
+        }
+    }
     if let Some(key) = &args.key {
         if !key.exists() {
             return Err(crate::error::Error::no_such_file(key, Some("-key")).into());
@@ -597,6 +611,7 @@ fn import(args: &Args) -> anyhow::Result<()> {
         return adopt(args, &packet, &files, &dir, &key_file);
     }
     let made = creation::import_creation(&packet, &dir, &key_file, args.mirror, &args.exclude)?;
+    note_hosted(&made.replica.identity.replica_id, &made.replica.root);
     outln!(
         "Used the creation packet {}{} for new member \"{}\".",
         crate::error::printable_path(&files[0]),
@@ -682,6 +697,7 @@ fn adopt(
     key_file: &Path,
 ) -> anyhow::Result<()> {
     let (replica, made) = crate::sync::adopt::adopt_creation(packet, dir, key_file, args.mirror)?;
+    note_hosted(&replica.identity.replica_id, &replica.root);
     let sender = printable(&made.sender);
     outln!(
         "Used the creation packet {}{}.",
@@ -774,6 +790,18 @@ fn adopt(
         outln!("  Compare it with the one mkreplica -export printed at the sender.");
     }
     Ok(())
+}
+
+/// Records the member made at `root` as held on this host
+/// ([`crate::store::hosted`]), so a second import of its creation packet
+/// here is refused; a failure only warns.
+fn note_hosted(replica: &crate::ops::Id, root: &Path) {
+    if let Err(err) = crate::store::hosted::record(replica, root) {
+        errln!(
+            "{NAME}: warning: cannot record the new replica among this host's ({err}): a second import \
+             of its creation packet here would not be refused"
+        );
+    }
 }
 
 fn print_mirror_of(args: &Args, sender: &str) {

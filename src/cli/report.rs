@@ -233,6 +233,12 @@ pub fn hint(err: &Error) -> Option<String> {
              into replica \"{}\", run syncreplica -import PACKET_OR_DIR inside it",
             crate::error::printable(name)
         ),
+        Error::HostedAlready { root, .. } => format!(
+            "to make another member, run mkreplica -export NEWNAME at a member, with a new name, and import \
+             that packet; to make this one anew (the copy at {0} is damaged, or to be replaced), remove \
+             {0} first; to have it elsewhere, move that folder (mv)",
+            root.display()
+        ),
         Error::KeyOutExists { path } => format!(
             "name another file with -keyout (e.g. in another folder); if {} is left from an earlier \
              mkreplica -export whose packet will never be imported, remove it and export again",
