@@ -5,6 +5,6 @@ complete -c mkorder -o sclass -d 'Storage class whose outgoing bay takes the pac
 complete -c mkorder -o ship -d 'Leave the packets for the next `shipping_server -poll` (the default)'
 complete -c mkorder -o fship -d 'Deliver to the first hop at once; a failed delivery stays queued'
 complete -c mkorder -o copy -d 'Keep the packet files where they are (without it they are moved into the storage bay)'
-complete -c mkorder -s q -o quiet -d 'No progress line and no summary lines, only warnings and errors (on standard error). The progress line of -fship\'s deliveries is shown only when standard error is a terminal'
+complete -c mkorder -s q -o quiet -d 'No progress line and no summary lines, only warnings and errors (on standard error). The progress line of -fship\'s deliveries is shown only when standard error is a terminal, once a delivery has run for a second'
 complete -c mkorder -s h -o help -d 'Print help (see more with \'-help\')'
 complete -c mkorder -s V -o version -d 'Print version'

@@ -10,7 +10,12 @@ use clap::Parser;
 /// (marking the local replica and whether it can apply the packet now, is
 /// waiting for earlier changes, or has applied it already), the fragment
 /// (part k of n) and the packet sequence number. Every packet is fully
-/// verified; a damaged one is listed as damaged, never skipped.
+/// verified; a damaged one is listed as damaged, never skipped. In a
+/// directory, a packet under another name (renamed on the way, such as an
+/// e-mail attachment saved as attachment.zip) is listed too, with a note
+/// giving its packet name (the imports skip it in a directory); when a
+/// directory holds no packet, the files skipped there are named, each
+/// with why it is not one.
 ///
 /// Signatures are checked against the keys of the family members known to
 /// the replica found from the current directory (or named with -replica),
@@ -69,7 +74,8 @@ of an unsupported packet format, or encrypted for others; the error line counts 
 Exit status:
   0  every packet listed is intact and signed by a family member (outside a replica: intact)
   1  a file listed cannot be used here (see above), or the command failed
-  2  the command line was wrong";
+  2  the command line was wrong: an option, a combination, or a value that names nothing
+     there is (a member, a file to read) or may not be named there";
 
 use crate::cli;
 use crate::cli::render::lspacket as listing;

@@ -18,7 +18,8 @@ use clap::Parser;
 /// the clear: by default they travel inside the packet, and the whole
 /// packet (keys, content, path names) is encrypted to a passphrase (age's
 /// scrypt), asked twice on the terminal or read from the first line of
-/// -passphrase-file FILE; without a terminal and without -passphrase-file
+/// -passphrase-file FILE, of at least 8 characters (it is all that
+/// protects the keys on a lost stick); without a terminal and without -passphrase-file
 /// the export refuses (exit 2) before doing anything. Tell the passphrase
 /// to the new site by another route than the packet. With -keyout FILE the
 /// keys go to FILE instead (made with mode 0600, never overwritten), to be
@@ -43,7 +44,11 @@ use clap::Parser;
 /// members), listing them: name the files of the one to use. Each import
 /// makes a distinct copy (its own incarnation id): importing one creation
 /// packet twice makes two copies of one replica, and siblings refuse the
-/// packets of whichever they hear from second (syncreplica -import).
+/// packets of whichever they hear from second (syncreplica -import). So a
+/// second import on the same host is refused while the first copy is
+/// there (each import is recorded in the user's data folder,
+/// ~/.local/share/syncreplica/replicas/); once that copy is removed, the
+/// packet makes the member anew. On another host it cannot be told.
 /// Whoever signed it, the packet is checked as syncreplica -import checks
 /// an update, and refused, with nothing made, unless it carries every
 /// operation of every member from the first, each sealed by its origin,
@@ -179,7 +184,10 @@ pub struct Args {
     pub keyout: Option<PathBuf>,
 
     /// With -export or -import: read the creation packet's passphrase from
-    /// the first line of FILE instead of asking on the terminal.
+    /// the first line of FILE instead of asking on the terminal. A new one
+    /// (-export) has at least 8 characters; -import takes whatever opens
+    /// the packet. Not with -keyout, whose packet is encrypted to the key
+    /// file instead.
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
 

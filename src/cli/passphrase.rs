@@ -108,3 +108,42 @@ fn from_terminal(confirm: bool, what: &str) -> Result<SecretString> {
     }
     Ok(first)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new passphrase (export) needs [`MIN_PASSPHRASE_CHARS`]; one given
+    /// to open a packet (import) is taken as it is.
+    #[test]
+    fn only_a_new_passphrase_needs_eight_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("passphrase");
+        std::fs::write(&file, "seven77\n").unwrap();
+        match obtain(Some(&file), true, "test") {
+            Err(Error::BadPassphrase {
+                why: PassphraseProblem::TooShort { len: 7, min: 8 },
+                ..
+            }) => {}
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        assert_eq!(
+            obtain(Some(&file), false, "test")
+                .unwrap()
+                .expose_secret(),
+            "seven77"
+        );
+        // Characters, not bytes: eight letters that take more bytes.
+        std::fs::write(&file, "ééééé中中中\n").unwrap();
+        assert!(obtain(Some(&file), true, "test").is_ok());
+        std::fs::write(&file, "éééé中中中\n").unwrap();
+        assert!(obtain(Some(&file), true, "test").is_err());
+        // A missing file: said as such, with the OS's error.
+        match obtain(Some(&dir.path().join("none")), false, "test") {
+            Err(Error::PassphraseFile { cause, .. }) => {
+                assert_eq!(cause.kind(), std::io::ErrorKind::NotFound)
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+}

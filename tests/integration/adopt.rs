@@ -405,7 +405,7 @@ fn chreplica_refuses_itself_and_strangers() {
     let alpha = family.root("alpha");
     let own = run(&alpha, "chreplica", ["-mirror", "alpha"]).fails_with(1);
     assert!(own.stderr.contains("is this replica"), "{}", own.stderr);
-    let unknown = run(&alpha, "chreplica", ["-mirror", "nobody"]).fails_with(1);
+    let unknown = run(&alpha, "chreplica", ["-mirror", "nobody"]).fails_with(2);
     assert!(unknown.stderr.contains("nobody"), "{}", unknown.stderr);
     let listed = run(&alpha, "lsreplica", [] as [&str; 0]).ok();
     assert!(!listed.stdout.contains("MIRROR"), "{}", listed.stdout);

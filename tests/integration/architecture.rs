@@ -200,9 +200,12 @@ fn crates_depend_on_what_they_should() {
 fn an_os_error_is_said_once() {
     let dir = tree(&[]);
     let missing = dir.path().join("nonexistent");
-    let out = run(dir.path(), "lspacket", [missing.to_str().unwrap()]).fails_with(1);
+    let out = run(dir.path(), "lspacket", [missing.to_str().unwrap()]).fails_with(2);
     assert_eq!(
-        out.stderr.matches("No such file or directory").count(),
+        out.stderr
+            .to_lowercase()
+            .matches("no such file or directory")
+            .count(),
         1,
         "{}",
         out.stderr

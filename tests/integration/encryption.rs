@@ -237,7 +237,7 @@ fn no_packet_is_encrypted_to_a_removed_member() {
     run(&fam.root("alpha"), "rmreplica", ["-force", "gamma"]).ok();
     write(&fam.root("alpha"), "after.txt", "after the removal");
     let out = fam.packet_dir("to-gamma");
-    let refused = export_to(&fam.root("alpha"), &out, &["gamma"], &[]).fails_with(1);
+    let refused = export_to(&fam.root("alpha"), &out, &["gamma"], &[]).fails_with(2);
     assert!(refused.stderr.contains("removed"), "{}", refused.stderr);
     assert!(packet_files(&out).is_empty());
     // Exports to the others carry on, encrypted to them alone.

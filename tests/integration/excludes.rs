@@ -94,11 +94,11 @@ fn a_resend_of_a_path_this_replica_lacks_changes_nothing() {
         ),
         (vec!["-record", "-resendpath", "../docs"], "'.' or '..'"),
     ] {
-        let res = run(&a, "syncreplica", &args).fails_with(1);
+        let res = run(&a, "syncreplica", &args).fails_with(2);
         assert!(res.stderr.contains(message), "{args:?}: {}", res.stderr);
         assert_eq!(everything_under(&a), before, "{args:?}");
     }
-    let res = export_to(&a, &out, &["beta"], &["-resendpath", "nothere"]).fails_with(1);
+    let res = export_to(&a, &out, &["beta"], &["-resendpath", "nothere"]).fails_with(2);
     assert!(res.stderr.contains("does not hold it"), "{}", res.stderr);
     assert_eq!(everything_under(&a), before);
     let usage = run(&a, "syncreplica", ["-status", "-resendpath", "docs"]).fails_with(2);

@@ -251,15 +251,16 @@ fn resend_after_per_sibling_overrides_the_global_value() {
     );
 }
 
-/// Two replicas made from one creation packet.
+/// Two replicas made from one creation packet, on two hosts (one host
+/// refuses a second import while the first copy is there).
 fn twins(fam: &Family) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let boston = fam.root("boston");
     let creation = fam.packet_dir("creation");
     mkreplica_export(&boston, &creation, "lambik").ok();
     let first = fam.root("lambik");
     let second = fam.root("lambik-twin");
-    for root in [&first, &second] {
-        run(
+    for (root, host) in [(&first, "host-1"), (&second, "host-2")] {
+        run_as_another_host(
             fam.dir.path(),
             "mkreplica",
             [
@@ -268,6 +269,7 @@ fn twins(fam: &Family) -> (std::path::PathBuf, std::path::PathBuf, std::path::Pa
                 root.as_os_str(),
                 creation.as_os_str(),
             ],
+            &fam.dir.path().join(host),
         )
         .ok();
     }
@@ -530,13 +532,13 @@ fn rmreplica_removes_a_member_for_good_at_every_sibling() {
 
     // Refusals touch nothing.
     let before = everything_under(&alpha);
-    let own = run(&alpha, "rmreplica", ["-force", "alpha"]).fails_with(1);
+    let own = run(&alpha, "rmreplica", ["-force", "alpha"]).fails_with(2);
     assert!(
         own.stderr.contains("cannot remove itself"),
         "{}",
         own.stderr
     );
-    let unknown = run(&alpha, "rmreplica", ["-force", "delta"]).fails_with(1);
+    let unknown = run(&alpha, "rmreplica", ["-force", "delta"]).fails_with(2);
     assert!(unknown.stderr.contains("delta"), "{}", unknown.stderr);
     let unconfirmed = run_in(&alpha, "rmreplica", ["gamma"], "no\n").fails_with(1);
     assert!(
@@ -552,7 +554,7 @@ fn rmreplica_removes_a_member_for_good_at_every_sibling() {
         "{}",
         removed.stdout
     );
-    let again = run(&alpha, "rmreplica", ["-force", "gamma"]).fails_with(1);
+    let again = run(&alpha, "rmreplica", ["-force", "gamma"]).fails_with(2);
     assert!(again.stderr.contains("removed already"), "{}", again.stderr);
     let listing = run(&alpha, "lsreplica", Vec::<&str>::new()).ok().stdout;
     assert!(
@@ -570,7 +572,7 @@ fn rmreplica_removes_a_member_for_good_at_every_sibling() {
 
     // No longer an export target.
     let out = fam.packet_dir("refused-target");
-    let refused = export_to(&alpha, &out, &["gamma"], &[]).fails_with(1);
+    let refused = export_to(&alpha, &out, &["gamma"], &[]).fails_with(2);
     assert!(
         refused.stderr.contains("removed from the family"),
         "{}",
@@ -991,7 +993,7 @@ fn a_member_made_after_a_removal_knows_of_it() {
         "{}",
         lsreplica_member(&gamma, "beta")
     );
-    let refused = export_to(&gamma, &fam.packet_dir("to-beta"), &["beta"], &[]).fails_with(1);
+    let refused = export_to(&gamma, &fam.packet_dir("to-beta"), &["beta"], &[]).fails_with(2);
     assert!(
         refused.stderr.contains("removed from the family"),
         "{}",
@@ -1584,12 +1586,12 @@ fn after_a_restore_nothing_confirmed_is_resent_and_the_clone_alarm_clears() {
 fn rmreplica_refuses_what_it_cannot_remove_before_asking() {
     let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
     let alpha = fam.root("alpha");
-    let own = run_in(&alpha, "rmreplica", ["alpha"], "y\n").fails_with(1);
+    let own = run_in(&alpha, "rmreplica", ["alpha"], "y\n").fails_with(2);
     assert!(own.stderr.contains("cannot remove itself"), "{own:?}");
     assert!(!own.stdout.contains("for good?"), "{own:?}");
     assert!(!own.stderr.contains("for good?"), "{own:?}");
     run(&alpha, "rmreplica", ["-force", "beta"]).ok();
-    let again = run_in(&alpha, "rmreplica", ["beta"], "y\n").fails_with(1);
+    let again = run_in(&alpha, "rmreplica", ["beta"], "y\n").fails_with(2);
     assert!(again.stderr.contains("removed already"), "{again:?}");
     assert!(!again.stdout.contains("for good?"), "{again:?}");
     assert!(!again.stderr.contains("for good?"), "{again:?}");

@@ -673,18 +673,19 @@ fn lsepoch_and_chepoch_show_and_repair_estimates() {
     assert!(row.contains("boston_hub = 7 "), "{row}");
     assert!(!row.contains("row \"alpha\""), "{row}");
 
-    // A malformed setting is a usage error (2), found before the replica
-    // is read; the others need the replica's members and epochs (1).
+    // Every one is a mistake on the command line (2): a malformed
+    // setting, found before the replica is read, and a row or an origin
+    // the replica's members and epochs cannot take.
     for (args, message, code) in [
         (
             vec!["-force", "alpha", "alpha=1"],
             "this replica's own row",
-            1,
+            2,
         ),
         (
             vec!["-force", "nowhere", "alpha=1"],
             "unknown replica \"nowhere\"",
-            1,
+            2,
         ),
         (
             vec!["-force", "boston_hub", "alpha"],
@@ -699,12 +700,12 @@ fn lsepoch_and_chepoch_show_and_repair_estimates() {
         (
             vec!["-force", "boston_hub", "alpha=99"],
             "recorded only up to epoch 3",
-            1,
+            2,
         ),
         (
             vec!["-force", "boston_hub", "alpha=1", "alpha=2"],
             "named twice",
-            1,
+            2,
         ),
     ] {
         let out = run(root, "chepoch", &args).fails_with(code);

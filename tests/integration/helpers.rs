@@ -192,6 +192,28 @@ where
     run_in(cwd, name, args, "")
 }
 
+/// [`run`] as another host would: with `data_home` as its data folder
+/// (`XDG_DATA_HOME`), where `mkreplica -import` records the replicas made
+/// on a host (so a second import of one creation packet on one host is
+/// refused; on two hosts it makes a clone).
+pub fn run_as_another_host<I, S>(cwd: &Path, name: &str, args: I, data_home: &Path) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let output = command(name, args)
+        .current_dir(cwd)
+        .env("XDG_DATA_HOME", data_home)
+        .stdin(Stdio::null())
+        .output()
+        .expect("binary starts");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 /// A fresh temporary directory with a tree `files` (path, content).
 pub fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

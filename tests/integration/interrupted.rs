@@ -158,7 +158,7 @@ fn a_refused_export_records_nothing_and_a_missing_out_dir_is_created_last() {
     export_to(&a, &file, &["beta"], &[]).fails_with(1);
     assert_eq!(own_epoch(&a), before);
     // A bad target with a missing directory: nothing recorded or created.
-    export_to(&a, &missing, &["nobody"], &[]).fails_with(1);
+    export_to(&a, &missing, &["nobody"], &[]).fails_with(2);
     assert_eq!(own_epoch(&a), before);
     assert!(!missing.exists());
     // A missing directory alone is created, and said so.
@@ -363,7 +363,7 @@ fn a_refused_or_unconfirmed_chepoch_changes_nothing() {
             "unknown replica \"nobody\"",
         ),
     ] {
-        let out = run(&a, "chepoch", &args).fails_with(1);
+        let out = run(&a, "chepoch", &args).fails_with(2);
         assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
         assert_eq!(everything_under(&a), before, "{args:?}");
     }
@@ -379,7 +379,7 @@ fn a_refused_lsepoch_changes_nothing() {
     let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
     let a = fam.root("alpha");
     let before = everything_under(&a);
-    let out = run(&a, "lsepoch", ["nobody"]).fails_with(1);
+    let out = run(&a, "lsepoch", ["nobody"]).fails_with(2);
     assert!(
         out.stderr.contains("unknown replica \"nobody\""),
         "{}",
@@ -396,7 +396,7 @@ fn an_import_that_applies_nothing_records_nothing() {
     let before = everything_under(&b);
     // A source that is not there: refused before anything is recorded.
     let missing = fam.dir.path().join("no-such-stick");
-    let out = import_from(&b, &[&missing]).fails_with(1);
+    let out = import_from(&b, &[&missing]).fails_with(2);
     assert!(out.stderr.contains("no-such-stick"), "{}", out.stderr);
     assert_eq!(everything_under(&b), before);
     // A damaged packet: refused, and the replica is unchanged (the

@@ -445,7 +445,7 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
         res.stderr
     );
     let out = fam.packet_dir("x");
-    let res = export_to(&fam.root("alpha"), &out, &["nobody"], &[]).fails_with(1);
+    let res = export_to(&fam.root("alpha"), &out, &["nobody"], &[]).fails_with(2);
     assert!(
         res.stderr.contains("unknown replica \"nobody\""),
         "{}",
@@ -1670,7 +1670,7 @@ fn mkreplica_export_makes_a_missing_out_directory_only_after_its_checks() {
     let epoch = own_epoch(&a);
     // Checks first: a name taken, or -out a file, creates and records nothing.
     let missing = fam.dir.path().join("stick/new");
-    let taken = mkreplica_export(&a, &missing, "beta").fails_with(1);
+    let taken = mkreplica_export(&a, &missing, "beta").fails_with(2);
     assert!(
         taken.stderr.contains("already has a member"),
         "{}",
@@ -2048,11 +2048,15 @@ fn the_creation_packet_used_by_this_replica_is_removed_with_remove() {
 fn an_out_directory_made_for_an_export_that_writes_nothing_is_removed_again() {
     let fam = family(&["alpha", "beta"], &[("f", "0")]);
     let a = fam.root("alpha");
-    // beta holds everything: nothing to export, so no directory either.
+    // beta holds everything: nothing to export, so no directory either
+    // (made once the checks passed, and said; removed again, and said).
     let missing = fam.dir.path().join("stick/new");
     let res = export_to(&a, &missing, &["beta"], &[]).ok();
     assert!(
-        !res.stdout.contains("Created the -out directory"),
+        res.stdout.contains(&format!(
+            "Removed the -out directory {} again: nothing was written to it.",
+            missing.display()
+        )),
         "{}",
         res.stdout
     );
@@ -2114,9 +2118,9 @@ fn mkreplica_import_says_what_is_wrong_with_the_key_file() {
             "epsilon".as_ref(),
         ],
     )
-    .fails_with(1);
+    .fails_with(2);
     assert!(
-        again.stderr.contains("already exists (named with -keyout)"),
+        again.stderr.contains("the file exists already, and a key file is never overwritten"),
         "{}",
         again.stderr
     );
@@ -2130,12 +2134,20 @@ fn mkreplica_import_says_what_is_wrong_with_the_key_file() {
         .filter(|p| p.to_string_lossy().contains("_gamma.zip"))
         .collect();
     assert_eq!(packet.len(), 1, "{packet:?}");
-    for (key, expected) in [
-        (dir.join("nonexist.key"), "no such file (named with -key)"),
-        (text, "not a key file"),
+    for (key, expected, code) in [
+        (
+            dir.join("nonexist.key"),
+            format!(
+                "-key {}: no such file or directory",
+                dir.join("nonexist.key").display()
+            ),
+            2,
+        ),
+        (text, "not a key file".to_string(), 1),
         (
             delta_key,
-            "this is the key of another replica, not of new replica \"gamma\"",
+            "this is the key of another replica, not of new replica \"gamma\"".to_string(),
+            1,
         ),
     ] {
         let root = dir.join("gamma");
@@ -2151,8 +2163,8 @@ fn mkreplica_import_says_what_is_wrong_with_the_key_file() {
                 packet[0].as_os_str(),
             ],
         )
-        .fails_with(1);
-        assert!(res.stderr.contains(expected), "{}", res.stderr);
+        .fails_with(code);
+        assert!(res.stderr.contains(&expected), "{}", res.stderr);
         assert!(!res.stderr.contains("damaged"), "{}", res.stderr);
         assert!(!root.exists(), "{}", res.stderr);
     }

@@ -1,0 +1,475 @@
+//! What a new user trips on, found by walking the README on release
+//! binaries (issue 17): each test covers one kind of message or exit code
+//! in every command where it occurs.
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use crate::helpers::*;
+
+/// `mkreplica -export -keyout FILE` where FILE exists: the message says
+/// the key file exists and is never overwritten, and the hint what to do
+/// (not the import side's `-key`); exit 2, nothing written.
+#[test]
+fn a_keyout_file_in_the_way_is_said_as_such_with_what_to_do() {
+    let fam = family(&["alpha"], &[("a.txt", "one")]);
+    let existing = fam.dir.path().join("old.key");
+    std::fs::write(&existing, "keys of an earlier export\n").unwrap();
+    let out = fam.dir.path().join("stick");
+    let refused = run(
+        &fam.root("alpha"),
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "-keyout".as_ref(),
+            existing.as_os_str(),
+            "beta".as_ref(),
+        ],
+    )
+    .fails_with(2);
+    let expected = format!(
+        "-keyout {}: the file exists already, and a key file is never overwritten",
+        existing.display()
+    );
+    assert!(refused.stderr.contains(&expected), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("hint: name another file with -keyout")
+            && refused.stderr.contains("remove it and export again")
+            && !refused.stderr.contains("name with -key "),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&existing).unwrap(),
+        "keys of an earlier export\n"
+    );
+    assert!(!out.exists(), "nothing made");
+    // A folder that is not there: said, with how to make it.
+    let nowhere = fam.dir.path().join("nowhere").join("beta.key");
+    let refused = run(
+        &fam.root("alpha"),
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "-keyout".as_ref(),
+            nowhere.as_os_str(),
+            "beta".as_ref(),
+        ],
+    )
+    .fails_with(2);
+    assert!(
+        refused.stderr.contains("its folder")
+            && refused.stderr.contains("does not exist")
+            && refused.stderr.contains("mkdir -m 700"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// A `-passphrase-file` that is not there says so (path, OS error), not
+/// "must not be empty"; one given with `-keyout` is refused (exit 2) with
+/// why; a new passphrase needs 8 characters.
+#[test]
+fn passphrase_file_mistakes_are_said_as_they_are() {
+    let fam = family(&["alpha"], &[("a.txt", "one")]);
+    let out = fam.dir.path().join("stick");
+    let export = |extra: &[&OsStr]| {
+        let mut args: Vec<&OsStr> = vec!["-export".as_ref(), "-out".as_ref(), out.as_os_str()];
+        args.extend_from_slice(extra);
+        args.push("beta".as_ref());
+        command_as_given("mkreplica", args)
+            .current_dir(fam.root("alpha"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let missing = fam.dir.path().join("no-such-passphrase");
+    let run = export(&["-passphrase-file".as_ref(), missing.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "-passphrase-file {}: cannot be read: No such file or directory",
+            missing.display()
+        )) && stderr.contains("hint: check the name")
+            && !stderr.contains("must not be empty"),
+        "{stderr}"
+    );
+    // With -keyout: the packet would not be encrypted to it.
+    let passphrase = fam.dir.path().join("passphrase");
+    std::fs::write(&passphrase, "long enough passphrase\n").unwrap();
+    let keyout = fam.dir.path().join("beta.key");
+    let run = export(&[
+        "-passphrase-file".as_ref(),
+        passphrase.as_os_str(),
+        "-keyout".as_ref(),
+        keyout.as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("-passphrase-file and -keyout do not go together")
+            && stderr.contains("encrypted to the new member's key"),
+        "{stderr}"
+    );
+    assert!(!keyout.exists() && !out.exists());
+    // Too short a new passphrase.
+    let short = fam.dir.path().join("short");
+    std::fs::write(&short, "1234567\n").unwrap();
+    let run = export(&["-passphrase-file".as_ref(), short.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("it has 7 characters, fewer than the 8 a new passphrase needs")
+            && stderr.contains("hint: choose a passphrase of at least 8 characters"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing made");
+    // Eight are enough.
+    std::fs::write(&short, "12345678\n").unwrap();
+    let run = export(&["-passphrase-file".as_ref(), short.as_os_str()]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+/// A file named on the command line that is not there says "no such
+/// file" with its path; a shell pattern that matched nothing says so with
+/// the pattern: exit 2 in every command that reads packet files.
+#[test]
+fn a_missing_file_or_an_unmatched_pattern_is_said_as_such_everywhere() {
+    let fam = family(&["alpha"], &[("a.txt", "one")]);
+    let dir = fam.dir.path();
+    let missing = dir.join("sync_alpha_20261130T120000Z_beta_1.zip");
+    let pattern = dir.join("stick").join("*.zip");
+    let shipconf = bay_shipping_conf(dir);
+    for file in [&missing, &pattern] {
+        let runs = [
+            run(
+                dir,
+                "mkorder",
+                [
+                    OsStr::new("-shipconf"),
+                    shipconf.as_os_str(),
+                    "-data".as_ref(),
+                    file.as_os_str(),
+                ],
+            )
+            .fails_with(2),
+            run(dir, "lspacket", [file.as_os_str()]).fails_with(2),
+            import_from(&fam.root("alpha"), &[file]).fails_with(2),
+            run(
+                dir,
+                "mkreplica",
+                [
+                    OsStr::new("-import"),
+                    "-replica".as_ref(),
+                    dir.join("new").as_os_str(),
+                    file.as_os_str(),
+                ],
+            )
+            .fails_with(2),
+        ];
+        for refused in runs {
+            let said = if file == &pattern {
+                format!("{}: matches no file", pattern.display())
+            } else {
+                format!("{}: no such file or directory", missing.display())
+            };
+            assert!(refused.stderr.contains(&said), "{said}: {}", refused.stderr);
+            assert!(
+                !refused.stderr.contains("damaged") && !refused.stderr.contains("not a packet"),
+                "{}",
+                refused.stderr
+            );
+        }
+    }
+}
+
+/// `lspacket DIR` of a folder holding only a renamed packet lists it, and
+/// says that the imports skip it there and what its name should be; a
+/// folder of other files says which were skipped and why.
+#[test]
+fn lspacket_lists_a_renamed_packet_and_says_what_it_skipped() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    write(&fam.root("alpha"), "b.txt", "two");
+    let out = fam.packet_dir("out");
+    export_to(&fam.root("alpha"), &out, &["beta"], &[]).ok();
+    let packet = packet_files(&out).remove(0);
+    let name = packet.file_name().unwrap().to_str().unwrap().to_string();
+    let mail = fam.dir.path().join("mail");
+    std::fs::create_dir(&mail).unwrap();
+    std::fs::copy(&packet, mail.join("attachment.zip")).unwrap();
+    let listed = run(&fam.root("beta"), "lspacket", [mail.as_os_str()]).ok();
+    assert!(
+        listed.stdout.contains("attachment.zip") && listed.stdout.contains("Packet type: Update"),
+        "{}",
+        listed.stdout
+    );
+    assert!(
+        listed
+            .stdout
+            .contains(&format!("skip it in a folder: name the file itself, or rename it to {name}")),
+        "{}",
+        listed.stdout
+    );
+    assert!(!listed.stdout.contains("No packets found"), "{}", listed.stdout);
+    let json = run(
+        &fam.root("beta"),
+        "lspacket",
+        [OsStr::new("-fmt"), "json".as_ref(), mail.as_os_str()],
+    )
+    .ok();
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value["packets"][0]["packet_name"], name.as_str());
+    // As -import says of it.
+    let skipped = import_from(&fam.root("beta"), &[&mail]).ok();
+    assert!(
+        skipped.stdout.contains("skipped 1 other file: attachment.zip"),
+        "{}",
+        skipped.stdout
+    );
+    // Files that are no packet: which, and why.
+    let photos = fam.dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    std::fs::write(photos.join("notes.txt"), "not a packet").unwrap();
+    let listed = run(&fam.root("beta"), "lspacket", [photos.as_os_str()]).ok();
+    assert!(
+        listed.stdout.contains(&format!(
+            "No packets in {}; skipped 1 other file, none of them a packet:",
+            photos.display()
+        )) && listed.stdout.contains("  notes.txt: not a zip archive"),
+        "{}",
+        listed.stdout
+    );
+}
+
+/// The -out directory a command makes is announced when it is made,
+/// before the packets written into it; one that stays empty is removed
+/// again, and that is said too.
+#[test]
+fn the_out_directory_is_announced_before_what_goes_into_it() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    write(&fam.root("alpha"), "b.txt", "two");
+    let position = |text: &str, what: &str| {
+        text.lines()
+            .position(|line| line.starts_with(what))
+            .unwrap_or_else(|| panic!("{what}: {text}"))
+    };
+    let out = fam.dir.path().join("new-out");
+    let export = export_to(&fam.root("alpha"), &out, &["beta"], &[]).ok();
+    assert!(
+        position(&export.stdout, "Created the -out directory")
+            < position(&export.stdout, "Exported to beta"),
+        "{}",
+        export.stdout
+    );
+    // Nothing to send: made, then removed, both said.
+    let empty = fam.dir.path().join("empty-out");
+    let nothing = export_to(&fam.root("alpha"), &empty, &["beta"], &[]).ok();
+    assert!(!empty.exists());
+    assert!(
+        position(&nothing.stdout, "Created the -out directory")
+            < position(&nothing.stdout, "Removed the -out directory"),
+        "{}",
+        nothing.stdout
+    );
+    let creation = fam.dir.path().join("new-creation");
+    let made = mkreplica_export(&fam.root("alpha"), &creation, "gamma").ok();
+    assert!(
+        position(&made.stdout, "Created the -out directory")
+            < position(&made.stdout, "Wrote the replica-creation packet"),
+        "{}",
+        made.stdout
+    );
+}
+
+/// `mkreplica -import` (or `-init`) naming a replica's own root says that
+/// it is that replica, with no trailing slash, and hints at what was
+/// likely meant (syncreplica -import, or a directory of its own).
+#[test]
+fn making_a_replica_at_a_replica_s_own_root_says_so() {
+    let fam = family(&["alpha"], &[("a.txt", "one")]);
+    let creation = fam.packet_dir("creation");
+    mkreplica_export(&fam.root("alpha"), &creation, "beta").ok();
+    let root = std::fs::canonicalize(fam.root("alpha")).unwrap();
+    let with_slash = format!("{}/", fam.root("alpha").display());
+    let import = run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            with_slash.as_ref(),
+            creation.as_os_str(),
+        ],
+    )
+    .fails_with(1);
+    let init = run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-init"),
+            "-family".as_ref(),
+            "other".as_ref(),
+            "-replica".as_ref(),
+            with_slash.as_ref(),
+            "x".as_ref(),
+        ],
+    )
+    .fails_with(1);
+    for refused in [import, init] {
+        assert!(
+            refused.stderr.contains(&format!(
+                "error: {} is the root of replica \"alpha\"; a new replica cannot be made there\n",
+                root.display()
+            )),
+            "{}",
+            refused.stderr
+        );
+        assert!(
+            refused
+                .stderr
+                .contains("to bring packets into replica \"alpha\", run syncreplica -import")
+                && !refused.stderr.contains("cannot be nested"),
+            "{}",
+            refused.stderr
+        );
+    }
+    // Inside it, the nesting rule still speaks.
+    let inside = run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            fam.root("alpha").join("sub").as_os_str(),
+            creation.as_os_str(),
+        ],
+    )
+    .fails_with(1);
+    assert!(
+        inside.stderr.contains("is already inside replica \"alpha\""),
+        "{}",
+        inside.stderr
+    );
+}
+
+/// A member name that names nothing, or may not be named there, is a
+/// mistake on the command line: exit 2, in every command taking one.
+#[test]
+fn a_member_name_that_cannot_be_used_exits_2_everywhere() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let alpha = fam.root("alpha");
+    let out = fam.dir.path().join("out");
+    let cases: Vec<(&str, Vec<&OsStr>, &str)> = vec![
+        (
+            "syncreplica",
+            vec!["-export".as_ref(), "-out".as_ref(), out.as_os_str(), "NOSUCH".as_ref()],
+            "unknown replica \"NOSUCH\"",
+        ),
+        (
+            "syncreplica",
+            vec!["-export".as_ref(), "-out".as_ref(), out.as_os_str(), "alpha".as_ref()],
+            "that is this replica",
+        ),
+        ("lsepoch", vec!["NOSUCH".as_ref()], "unknown replica \"NOSUCH\""),
+        (
+            "chepoch",
+            vec!["NOSUCH".as_ref(), "alpha=1".as_ref()],
+            "unknown replica \"NOSUCH\"",
+        ),
+        (
+            "chepoch",
+            vec!["beta".as_ref(), "NOSUCH=1".as_ref()],
+            "unknown replica \"NOSUCH\"",
+        ),
+        ("rmreplica", vec!["NOSUCH".as_ref()], "unknown replica \"NOSUCH\""),
+        ("rmreplica", vec!["alpha".as_ref()], "that is this replica"),
+        (
+            "chreplica",
+            vec!["-mirror".as_ref(), "NOSUCH".as_ref()],
+            "unknown replica \"NOSUCH\"",
+        ),
+        (
+            "mkreplica",
+            vec!["-restore".as_ref(), "NOSUCH".as_ref()],
+            "unknown replica \"NOSUCH\"",
+        ),
+        (
+            "mkreplica",
+            vec!["-export".as_ref(), "-out".as_ref(), out.as_os_str(), "beta".as_ref()],
+            "already has a member of that name",
+        ),
+    ];
+    for (name, args, said) in cases {
+        let refused = run(&alpha, name, &args).fails_with(2);
+        assert!(refused.stderr.contains(said), "{name} {args:?}: {}", refused.stderr);
+    }
+    assert!(!out.exists());
+}
+
+/// One creation packet imported twice on one host: the second import is
+/// refused while the first copy is there, naming it; once that copy is
+/// gone, the packet makes the member again (a lost replica made anew).
+#[test]
+fn a_second_import_of_one_creation_packet_on_one_host_is_refused() {
+    let fam = family(&["alpha"], &[("a.txt", "one")]);
+    let creation = fam.packet_dir("creation");
+    mkreplica_export(&fam.root("alpha"), &creation, "beta").ok();
+    let host = fam.dir.path().join("host-data");
+    let import = |root: &Path| {
+        run_as_another_host(
+            fam.dir.path(),
+            "mkreplica",
+            [
+                OsStr::new("-import"),
+                "-replica".as_ref(),
+                root.as_os_str(),
+                creation.as_os_str(),
+            ],
+            &host,
+        )
+    };
+    let first = fam.root("beta");
+    import(&first).ok();
+    let second = fam.root("beta-again");
+    let refused = import(&second).fails_with(1);
+    let first_canonical = std::fs::canonicalize(&first).unwrap();
+    assert!(
+        refused.stderr.contains(&format!(
+            "replica \"beta\" of this creation packet is on this host already, at {}",
+            first_canonical.display()
+        )) && refused.stderr.contains("a clone")
+            && refused.stderr.contains("hint: to make another member, run mkreplica -export NEWNAME"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!second.exists(), "nothing made");
+    // Another host (another data folder) cannot know: a clone, which the
+    // siblings' clone alarm is for.
+    let elsewhere = fam.root("beta-elsewhere");
+    run_as_another_host(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            elsewhere.as_os_str(),
+            creation.as_os_str(),
+        ],
+        &fam.dir.path().join("other-host-data"),
+    )
+    .ok();
+    // The first copy lost: the packet makes it anew.
+    std::fs::remove_dir_all(&first).unwrap();
+    import(&second).ok();
+    assert_eq!(std::fs::read_to_string(second.join("a.txt")).unwrap(), "one");
+}
