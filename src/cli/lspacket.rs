@@ -138,7 +138,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
     // Folders named that hold no packet, with the files skipped there
     // and why.
-    let mut skipped: Vec<(PathBuf, Vec<(PathBuf, String)>)> = Vec::new();
+    let mut skipped: Vec<(PathBuf, Vec<packets::NotAPacket>)> = Vec::new();
     let entries = if args.packets.is_empty() {
         let shipping = Shipping::load(args.shipconf.as_deref())?;
         match shipping::trust::trusted_keys(&shipping.config, &crate::ship_trust::ReplicaMembers) {
@@ -466,7 +466,7 @@ fn standard_name(header: &packet_format::Header) -> String {
 
 /// Says, per folder named that holds no packet, which files were skipped
 /// there and why.
-fn print_skipped(skipped: &[(PathBuf, Vec<(PathBuf, String)>)]) {
+fn print_skipped(skipped: &[(PathBuf, Vec<packets::NotAPacket>)]) {
     for (dir, others) in skipped {
         outln!(
             "No packets in {}; skipped {}, none of them a packet:",

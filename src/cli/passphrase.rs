@@ -128,9 +128,7 @@ mod tests {
             other => panic!("{:?}", other.map(|_| ())),
         }
         assert_eq!(
-            obtain(Some(&file), false, "test")
-                .unwrap()
-                .expose_secret(),
+            obtain(Some(&file), false, "test").unwrap().expose_secret(),
             "seven77"
         );
         // Characters, not bytes: eight letters that take more bytes.

@@ -57,12 +57,15 @@ pub fn other_files_in(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// A file that is not a packet, and why (see [`not_a_packet`]).
+pub type NotAPacket = (PathBuf, String);
+
 /// The files of directory `dir` that [`collect_packet_files`] skips for
 /// their names (shipping orders and hidden files aside), sorted, split
 /// into those that start as a packet does ([`not_a_packet`] finds nothing
 /// against them: renamed packets, such as an e-mail attachment saved as
 /// `attachment.zip`) and the others, each with why it is not one.
-pub fn renamed_packets_in(dir: &Path) -> Result<(Vec<PathBuf>, Vec<(PathBuf, String)>)> {
+pub fn renamed_packets_in(dir: &Path) -> Result<(Vec<PathBuf>, Vec<NotAPacket>)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .at(dir)?
         .filter_map(|entry| entry.ok())

@@ -35,7 +35,9 @@ fn a_keyout_file_in_the_way_is_said_as_such_with_what_to_do() {
     );
     assert!(refused.stderr.contains(&expected), "{}", refused.stderr);
     assert!(
-        refused.stderr.contains("hint: name another file with -keyout")
+        refused
+            .stderr
+            .contains("hint: name another file with -keyout")
             && refused.stderr.contains("remove it and export again")
             && !refused.stderr.contains("name with -key "),
         "{}",
@@ -214,13 +216,17 @@ fn lspacket_lists_a_renamed_packet_and_says_what_it_skipped() {
         listed.stdout
     );
     assert!(
-        listed
-            .stdout
-            .contains(&format!("skip it in a folder: name the file itself, or rename it to {name}")),
+        listed.stdout.contains(&format!(
+            "skip it in a folder: name the file itself, or rename it to {name}"
+        )),
         "{}",
         listed.stdout
     );
-    assert!(!listed.stdout.contains("No packets found"), "{}", listed.stdout);
+    assert!(
+        !listed.stdout.contains("No packets found"),
+        "{}",
+        listed.stdout
+    );
     let json = run(
         &fam.root("beta"),
         "lspacket",
@@ -232,7 +238,9 @@ fn lspacket_lists_a_renamed_packet_and_says_what_it_skipped() {
     // As -import says of it.
     let skipped = import_from(&fam.root("beta"), &[&mail]).ok();
     assert!(
-        skipped.stdout.contains("skipped 1 other file: attachment.zip"),
+        skipped
+            .stdout
+            .contains("skipped 1 other file: attachment.zip"),
         "{}",
         skipped.stdout
     );
@@ -356,7 +364,9 @@ fn making_a_replica_at_a_replica_s_own_root_says_so() {
     )
     .fails_with(1);
     assert!(
-        inside.stderr.contains("is already inside replica \"alpha\""),
+        inside
+            .stderr
+            .contains("is already inside replica \"alpha\""),
         "{}",
         inside.stderr
     );
@@ -372,15 +382,29 @@ fn a_member_name_that_cannot_be_used_exits_2_everywhere() {
     let cases: Vec<(&str, Vec<&OsStr>, &str)> = vec![
         (
             "syncreplica",
-            vec!["-export".as_ref(), "-out".as_ref(), out.as_os_str(), "NOSUCH".as_ref()],
+            vec![
+                "-export".as_ref(),
+                "-out".as_ref(),
+                out.as_os_str(),
+                "NOSUCH".as_ref(),
+            ],
             "unknown replica \"NOSUCH\"",
         ),
         (
             "syncreplica",
-            vec!["-export".as_ref(), "-out".as_ref(), out.as_os_str(), "alpha".as_ref()],
+            vec![
+                "-export".as_ref(),
+                "-out".as_ref(),
+                out.as_os_str(),
+                "alpha".as_ref(),
+            ],
             "that is this replica",
         ),
-        ("lsepoch", vec!["NOSUCH".as_ref()], "unknown replica \"NOSUCH\""),
+        (
+            "lsepoch",
+            vec!["NOSUCH".as_ref()],
+            "unknown replica \"NOSUCH\"",
+        ),
         (
             "chepoch",
             vec!["NOSUCH".as_ref(), "alpha=1".as_ref()],
@@ -391,7 +415,11 @@ fn a_member_name_that_cannot_be_used_exits_2_everywhere() {
             vec!["beta".as_ref(), "NOSUCH=1".as_ref()],
             "unknown replica \"NOSUCH\"",
         ),
-        ("rmreplica", vec!["NOSUCH".as_ref()], "unknown replica \"NOSUCH\""),
+        (
+            "rmreplica",
+            vec!["NOSUCH".as_ref()],
+            "unknown replica \"NOSUCH\"",
+        ),
         ("rmreplica", vec!["alpha".as_ref()], "that is this replica"),
         (
             "chreplica",
@@ -405,13 +433,22 @@ fn a_member_name_that_cannot_be_used_exits_2_everywhere() {
         ),
         (
             "mkreplica",
-            vec!["-export".as_ref(), "-out".as_ref(), out.as_os_str(), "beta".as_ref()],
+            vec![
+                "-export".as_ref(),
+                "-out".as_ref(),
+                out.as_os_str(),
+                "beta".as_ref(),
+            ],
             "already has a member of that name",
         ),
     ];
     for (name, args, said) in cases {
         let refused = run(&alpha, name, &args).fails_with(2);
-        assert!(refused.stderr.contains(said), "{name} {args:?}: {}", refused.stderr);
+        assert!(
+            refused.stderr.contains(said),
+            "{name} {args:?}: {}",
+            refused.stderr
+        );
     }
     assert!(!out.exists());
 }
@@ -448,7 +485,9 @@ fn a_second_import_of_one_creation_packet_on_one_host_is_refused() {
             "replica \"beta\" of this creation packet is on this host already, at {}",
             first_canonical.display()
         )) && refused.stderr.contains("a clone")
-            && refused.stderr.contains("hint: to make another member, run mkreplica -export NEWNAME"),
+            && refused
+                .stderr
+                .contains("hint: to make another member, run mkreplica -export NEWNAME"),
         "{}",
         refused.stderr
     );
@@ -471,5 +510,8 @@ fn a_second_import_of_one_creation_packet_on_one_host_is_refused() {
     // The first copy lost: the packet makes it anew.
     std::fs::remove_dir_all(&first).unwrap();
     import(&second).ok();
-    assert_eq!(std::fs::read_to_string(second.join("a.txt")).unwrap(), "one");
+    assert_eq!(
+        std::fs::read_to_string(second.join("a.txt")).unwrap(),
+        "one"
+    );
 }

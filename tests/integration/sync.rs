@@ -2120,7 +2120,9 @@ fn mkreplica_import_says_what_is_wrong_with_the_key_file() {
     )
     .fails_with(2);
     assert!(
-        again.stderr.contains("the file exists already, and a key file is never overwritten"),
+        again
+            .stderr
+            .contains("the file exists already, and a key file is never overwritten"),
         "{}",
         again.stderr
     );
