@@ -96,7 +96,13 @@ where
     let mut command = Command::new(binary(name));
     command
         .args(args)
-        .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10");
+        .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
+        // mkreplica -import records each replica it makes in the user's
+        // data folder: the tests keep theirs out of the real home.
+        .env(
+            "XDG_DATA_HOME",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("data-home"),
+        );
     command
 }
 
