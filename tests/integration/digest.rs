@@ -58,6 +58,30 @@ fn a_receiver_at_the_same_version_is_verified_in_step_and_lsreplica_says_so() {
     assert_eq!(json[0]["tree_digest"]["entries"], 3, "{json}");
     // a.txt, d and d/b.txt: every entry of a small tree.
     assert_eq!(json[0]["tree_digest"]["nodes"], 3, "{json}");
+    // The metadata field (SPEC.md §4.1.1): what boston preserves (as
+    // root or not, it keeps directory and symlink times) and what the
+    // leaves cover (lambik has not told boston what it keeps yet).
+    let metadata = &json[0]["tree_digest"]["metadata"];
+    let preserved = metadata["preserved"].as_array().unwrap();
+    assert!(preserved.contains(&"times".into()), "{json}");
+    assert!(preserved.contains(&"xattrs".into()), "{json}");
+    assert!(metadata["covered"].is_array(), "{json}");
+    let long = crate::helpers::run(&out, "lspacket", ["-long", "."]);
+    let root = json[0]["tree_digest"]["root"].as_str().unwrap();
+    assert!(
+        long.stdout
+            .contains(&format!("Tree digest: 3 entries, root {root}, 3 nodes\n")),
+        "{}",
+        long.stdout
+    );
+    assert!(long.stdout.contains("\n  metadata covered: "), "{}", long.stdout);
+    let names: Vec<&str> = preserved.iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(
+        long.stdout
+            .contains(&format!("\n  sender preserves: {}\n", names.join(", "))),
+        "{}",
+        long.stdout
+    );
     let run = import_from(&lambik, &[&out]).ok();
     assert!(
         run.stdout
