@@ -327,6 +327,26 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
     let status = as_member(binary_path("syncreplica").to_str().unwrap(), &["-status"]);
     assert!(status.contains("etc/user-file"), "{status}");
     assert!(!status.contains("etc/shadow"), "{status}");
+
+    // A chgrp to this user's own group of a file whose recorded group (42)
+    // it cannot set leaves the group the import left; only the ctime
+    // moves, and that is enough to see it.
+    let group = sh_output(&dst, "stat -c %g etc/shadow");
+    assert_eq!(group.trim(), "65534");
+    as_member("chgrp", &["65534", "etc/shadow"]);
+    let status = as_member(binary_path("syncreplica").to_str().unwrap(), &["-status"]);
+    assert!(status.contains("etc/shadow"), "{status}");
+}
+
+/// What a shell script in `dir` prints; it must succeed.
+fn sh_output(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
