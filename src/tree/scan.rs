@@ -584,7 +584,7 @@ where
         uid,
         gid,
         dev,
-        nlink: _,
+        nlink,
         mtime,
     } in walked
     {
@@ -697,8 +697,11 @@ where
         // recorded or placed: its owner or group was set (a `chgrp` to
         // this user's own group of a file whose recorded group it cannot
         // set leaves the group the import left, and only the ctime says
-        // so). The group on disk is this user's change.
+        // so). The group on disk is this user's change. Not for a file
+        // with other names: an import linking a name to it moves its
+        // ctime too.
         if kind == WalkedKind::File
+            && nlink == 1
             && old_state == Some(&new_state)
             && old.as_ref().is_some_and(|old| metadata_touched(old, &stat))
         {
