@@ -25,7 +25,9 @@ use clap::Parser;
 #[command(name = "lspacket", version, after_help = LSPACKET_EXIT)]
 pub struct Args {
     /// Add the packet id, sender, creation time, epoch range per origin, the
-    /// sender's epoch row, format version, size and signature status.
+    /// sender's epoch row, format version, size, signature status, and the
+    /// tree digest (entries, root, and the metadata items it covers and the
+    /// sender preserves).
     #[arg(long, conflicts_with = "short")]
     pub long: bool,
 

@@ -1130,6 +1130,20 @@ pub fn put_entry(tx: &Transaction, entry: &EntryWrite) -> rusqlite::Result<()> {
     .map(drop)
 }
 
+/// Marks the entries an import wrote without a stat (its disk steps done
+/// by `at_ns`): `scanned_ns` becomes `at_ns`, so a scan can tell a
+/// change of the file's metadata made after the import (its ctime is
+/// later) from what the import left (`tree::scan`: a `chgrp` that only
+/// moves the ctime). Without a stat, `scanned_ns` means nothing else: such
+/// an entry's file is read by the next scan whatever its time.
+pub fn mark_placed(tx: &Transaction, at_ns: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE entries SET scanned_ns = ?1 WHERE ctime_ns IS NULL AND scanned_ns IS NULL",
+    )?
+    .execute(params![at_ns])
+    .map(drop)
+}
+
 /// Updates only the fast-path columns (content unchanged).
 pub fn refresh_stat(
     tx: &Transaction,

@@ -9,7 +9,10 @@
 //! Points (see the callers): `export-writing` (a part file open),
 //! `export-after-parts`,
 //! `export-before-commit`, `apply-after-commit` (an import's batch is
-//! committed, none of its disk steps run), `import-after-commit`,
+//! committed, none of its disk steps run), `apply-exchange-before-swap`
+//! and `apply-exchange-after-swap` (a file replaced in one step,
+//! `RENAME_EXCHANGE`: its marker written, before and after the swap),
+//! `import-after-commit`,
 //! `mkreplica-import-before-rename`, `mkreplica-init-before-rename`.
 //!
 //! Pauses, for tests that must act while a command is midway (send it a

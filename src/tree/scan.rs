@@ -398,6 +398,24 @@ pub fn file_mtime(meta: &Metadata) -> Timestamp {
     Timestamp::from_stat(meta.mtime(), meta.mtime_nsec())
 }
 
+/// Whether the metadata of the file recorded as `recorded` was set since
+/// (its ctime moved) while its content, time and inode stayed: compared
+/// with the recorded stat, or, for a file an import placed and no scan
+/// has read yet, with the time the import finished
+/// ([`crate::store::state::mark_placed`]).
+fn metadata_touched(recorded: &RecordedEntry, current: &StatKey) -> bool {
+    match (recorded.stat, recorded.scanned_ns) {
+        (Some(stat), _) => {
+            stat.ctime_ns != current.ctime_ns
+                && stat.size == current.size
+                && stat.mtime_ns == current.mtime_ns
+                && stat.inode == current.inode
+        }
+        (None, Some(placed_ns)) => current.ctime_ns > placed_ns,
+        (None, None) => false,
+    }
+}
+
 /// Whether a file must be read, or its recorded content can be trusted.
 pub fn needs_read(recorded: &RecordedEntry, current: &StatKey) -> bool {
     let (Some(stat), Some(scanned_ns)) = (recorded.stat, recorded.scanned_ns) else {
@@ -566,7 +584,7 @@ where
         uid,
         gid,
         dev,
-        nlink: _,
+        nlink,
         mtime,
     } in walked
     {
@@ -659,6 +677,7 @@ where
         };
 
         let mut new_state = new_state;
+        let mut seen_owner = None;
         if let Some(ext) = state_ext_mut(&mut new_state) {
             meta::read(
                 &path,
@@ -671,8 +690,25 @@ where
                 &mut names,
                 ext,
             );
+            seen_owner = meta::owner(ext);
         }
         carry_unobserved(&mut new_state, old_state, preserve);
+        // Nothing seen changed, yet the file's ctime moved since it was
+        // recorded or placed: its owner or group was set (a `chgrp` to
+        // this user's own group of a file whose recorded group it cannot
+        // set leaves the group the import left, and only the ctime says
+        // so). The group on disk is this user's change. Not for a file
+        // with other names: an import linking a name to it moves its
+        // ctime too.
+        if kind == WalkedKind::File
+            && nlink == 1
+            && old_state == Some(&new_state)
+            && old.as_ref().is_some_and(|old| metadata_touched(old, &stat))
+        {
+            if let Some(ext) = state_ext_mut(&mut new_state) {
+                meta::take_seen_group(ext, seen_owner.as_ref());
+            }
+        }
         if old_state == Some(&new_state) {
             if let Some(stat) = new_stat {
                 outcome.refreshed.push((rel, stat));

@@ -58,6 +58,34 @@ fn a_receiver_at_the_same_version_is_verified_in_step_and_lsreplica_says_so() {
     assert_eq!(json[0]["tree_digest"]["entries"], 3, "{json}");
     // a.txt, d and d/b.txt: every entry of a small tree.
     assert_eq!(json[0]["tree_digest"]["nodes"], 3, "{json}");
+    // The metadata field (SPEC.md §4.1.1): what boston preserves (as
+    // root or not, it keeps directory and symlink times) and what the
+    // leaves cover (lambik has not told boston what it keeps yet).
+    let metadata = &json[0]["tree_digest"]["metadata"];
+    let preserved = metadata["preserved"].as_array().unwrap();
+    assert!(preserved.contains(&"times".into()), "{json}");
+    assert!(preserved.contains(&"xattrs".into()), "{json}");
+    assert!(metadata["covered"].is_array(), "{json}");
+    let long = crate::helpers::run(&out, "lspacket", ["-long", "."]);
+    let root = json[0]["tree_digest"]["root"].as_str().unwrap();
+    assert!(
+        long.stdout
+            .contains(&format!("Tree digest: 3 entries, root {root}, 3 nodes\n")),
+        "{}",
+        long.stdout
+    );
+    assert!(
+        long.stdout.contains("\n  metadata covered: "),
+        "{}",
+        long.stdout
+    );
+    let names: Vec<&str> = preserved.iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(
+        long.stdout
+            .contains(&format!("\n  sender preserves: {}\n", names.join(", "))),
+        "{}",
+        long.stdout
+    );
     let run = import_from(&lambik, &[&out]).ok();
     assert!(
         run.stdout
@@ -484,4 +512,101 @@ fn verify_against_encrypted_packets_names_no_identical_path() {
         "{}",
         verify.stdout
     );
+}
+
+/// A covered metadata item that differs between the recorded trees (here
+/// an extended attribute lambik's state says a.txt has, forged into the
+/// state behind the scan's back, as a restored database or a buggy apply
+/// would leave it) raises the digest warning once both sides cover it:
+/// the leaves hash the `ext` metadata both members preserve (§4.1.1).
+#[test]
+fn a_covered_metadata_difference_raises_the_digest_warning() {
+    use syncreplica::ops::PathState;
+    use syncreplica::store::state;
+    let fam = family(&["boston", "lambik"], &[("a.txt", "one"), ("b.txt", "two")]);
+    let lambik = fam.root("lambik");
+    // lambik tells boston what it preserves; boston's next digest covers
+    // extended attributes, which both keep (user.* always).
+    write(&lambik, "c.txt", "lambik's");
+    send(&fam, "lambik", "boston", "0", &[]).ok();
+    write(&fam.root("boston"), "b.txt", "three");
+    let out = fam.packet_dir("1");
+    export_to(&fam.root("boston"), &out, &["lambik"], &["-noencrypt"]).ok();
+    let listed = crate::helpers::run(&out, "lspacket", ["-fmt", "json", "."]);
+    let json: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    let covered = &json["packets"][0]["tree_digest"]["metadata"]["covered"];
+    assert!(
+        covered.as_array().unwrap().contains(&"xattrs".into()),
+        "{json}"
+    );
+    let run = import_from(&lambik, &[&out]).ok();
+    assert!(run.stdout.contains("verified in step"), "{}", run.stdout);
+
+    // lambik's record of a.txt gains an attribute its disk does not have;
+    // the stat is unchanged, so its scans see nothing and its version is
+    // boston's.
+    let entry = state::State::open(&lambik.join(".syncreplica"))
+        .unwrap()
+        .load_entries()
+        .unwrap()[b"a.txt".as_slice()]
+    .clone();
+    let PathState::File {
+        mode,
+        mtime,
+        size,
+        chunks,
+        mut ext,
+    } = entry.state.clone()
+    else {
+        panic!("not a file")
+    };
+    let xattrs: Vec<(Vec<u8>, Vec<u8>)> = vec![(b"user.forged".to_vec(), b"1".to_vec())];
+    ext.insert(4, postcard::to_allocvec(&xattrs).unwrap());
+    let forged = PathState::File {
+        mode,
+        mtime,
+        size,
+        chunks,
+        ext,
+    };
+    let meta = std::fs::symlink_metadata(lambik.join("a.txt")).unwrap();
+    // Scanned "later" than the racy window (2 s after the file's last
+    // change), so the scan trusts the record without reading the file.
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+        + 3_000_000_000;
+    let mut db = state::State::open(&lambik.join(".syncreplica")).unwrap();
+    db.transaction(|tx| {
+        Ok(state::put_entry(
+            tx,
+            &state::EntryWrite {
+                path: b"a.txt",
+                state: &forged,
+                version: &entry.version,
+                author: &entry.author,
+                stat: Some(syncreplica::tree::scan::stat_key(&meta)),
+                scanned_ns: Some(later),
+            },
+        )?)
+    })
+    .unwrap();
+    let status = crate::helpers::run(&lambik, "syncreplica", ["-status"]).ok();
+    assert!(!status.stdout.contains("a.txt"), "{}", status.stdout);
+
+    write(&fam.root("boston"), "b.txt", "four");
+    let run = send(&fam, "boston", "lambik", "2", &[]).ok();
+    assert!(
+        run.stderr.contains(
+            "syncreplica: WARNING: this replica's tree differs from boston's at the same version"
+        ),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(!run.stdout.contains("verified in step"), "{}", run.stdout);
+    let verify = crate::helpers::run(&lambik, "syncreplica", ["-verify", "boston"]);
+    assert_eq!(verify.code, 1, "{}\n{}", verify.stdout, verify.stderr);
+    assert!(verify.stdout.contains("\n  a.txt\n"), "{}", verify.stdout);
 }

@@ -521,3 +521,62 @@ fn an_interrupted_export_to_several_targets_reports_those_done() {
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(names[0].contains("_beta_"), "{names:?}");
 }
+
+/// A file replaced in one step (`RENAME_EXCHANGE`) by an import killed
+/// just before or just after the swap: the next command's recovery
+/// completes it from the marker beside the displaced name. The replica
+/// ends with the new version, the one it replaced dropped (it was the
+/// version the plan expected, not a local change), no conflict copy, no
+/// leftovers in the staging folder, and nothing left to record.
+#[test]
+fn an_import_killed_around_a_one_step_replacement_completes_it() {
+    for point in ["apply-exchange-before-swap", "apply-exchange-after-swap"] {
+        let fam = family(&["alpha", "beta"], &[("f.txt", "old"), ("g.txt", "g")]);
+        let (a, b) = (fam.root("alpha"), fam.root("beta"));
+        write(&a, "f.txt", "the new version");
+        let out = fam.packet_dir(point);
+        export_to(&a, &out, &["beta"], &[]).ok();
+        let killed = run_crashing_at(
+            &b,
+            "syncreplica",
+            ["-import".as_ref(), out.as_os_str()],
+            point,
+        );
+        if killed.code == 0 {
+            eprintln!("SKIPPED {point}: this filesystem cannot swap names (RENAME_EXCHANGE)");
+            continue;
+        }
+        assert_crashed(&killed);
+        // Killed midway: the swap's marker waits in the staging folder.
+        let markers = |root: &std::path::Path| -> Vec<String> {
+            everything_under(&root.join(".syncreplica"))
+                .into_iter()
+                .filter(|line| line.contains("displaced-"))
+                .collect()
+        };
+        assert!(
+            markers(&b).iter().any(|line| line.contains(".exchange")),
+            "{point}: {:?}",
+            everything_under(&b.join(".syncreplica"))
+        );
+        let again = import_from(&b, &[&out]).ok();
+        assert!(
+            again.stdout.contains("Already applied"),
+            "{point}: {}",
+            again.stdout
+        );
+        assert_eq!(
+            std::fs::read_to_string(b.join("f.txt")).unwrap(),
+            "the new version",
+            "{point}"
+        );
+        assert_eq!(tree_listing(&a), tree_listing(&b), "{point}");
+        assert_eq!(markers(&b), Vec::<String>::new(), "{point}");
+        let status = run(&b, "syncreplica", ["-status"]).ok();
+        assert!(
+            status.stdout.contains("no changes to record"),
+            "{point}: {}",
+            status.stdout
+        );
+    }
+}

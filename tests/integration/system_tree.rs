@@ -309,6 +309,33 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(status.contains("no changes to record"), "{status}");
 
+    // An update of etc/shadow (recorded group 42, which this user cannot
+    // set): imported, it is left in this user's group, and that is not a
+    // local change either.
+    let as_nobody = |program: &Path, args: &[&std::ffi::OsStr]| {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(program)
+            .args(args)
+            .current_dir(&dst)
+            .env("HOME", &home)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{program:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    sh(&src, "printf 'more:x:1:\\n' >> etc/shadow");
+    let update = dir.path().join("update");
+    std::fs::create_dir(&update).unwrap();
+    export_to(&src, &update, &["beta"], &[]).ok();
+    sh(dir.path(), "chmod -R a+rX update");
+    as_nobody(
+        &binary_path("syncreplica"),
+        &["-import".as_ref(), update.as_os_str()],
+    );
+    let status = as_nobody(&binary_path("syncreplica"), &["-status".as_ref()]);
+    assert!(status.contains("no changes to record"), "{status}");
+
     // A chgrp this user makes (to a group it is a member of) is its own
     // change: seen, though the group recorded is one it cannot set.
     let as_member = |program: &str, args: &[&str]| {
@@ -327,6 +354,27 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
     let status = as_member(binary_path("syncreplica").to_str().unwrap(), &["-status"]);
     assert!(status.contains("etc/user-file"), "{status}");
     assert!(!status.contains("etc/shadow"), "{status}");
+
+    // A chgrp to this user's own group of a file whose recorded group (42)
+    // it cannot set leaves the group the import left; only the ctime
+    // moves (after the time the import finished placing it), and that is
+    // enough to see it.
+    let group = sh_output(&dst, "stat -c %g etc/shadow");
+    assert_eq!(group.trim(), "65534");
+    as_member("chgrp", &["65534", "etc/shadow"]);
+    let status = as_member(binary_path("syncreplica").to_str().unwrap(), &["-status"]);
+    assert!(status.contains("etc/shadow"), "{status}");
+}
+
+/// What a shell script in `dir` prints; it must succeed.
+fn sh_output(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

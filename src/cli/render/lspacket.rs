@@ -204,6 +204,11 @@ pub fn render_text(
         header.as_ref().and_then(|h| note_for(view, h, target))
     });
     let mut text = without_empty_lines(&text);
+    if long && judged.verdict != Verdict::NotAPacket {
+        if let Some(digest) = exam.header.as_ref().and_then(|h| h.tree_digest.as_ref()) {
+            text.push_str(&digest_lines(digest));
+        }
+    }
     let line = match (judged.verdict, &judged.why) {
         (Verdict::Intact | Verdict::NotChecked, _) => None,
         (Verdict::EncryptedForOthers, None) => Some(
@@ -228,6 +233,62 @@ pub fn render_text(
         text.push('\n');
     }
     text
+}
+
+/// The `-long` lines about a packet's tree digest (SPEC.md §4.1, §4.1.1):
+/// its size and root, and which metadata items the sender preserves and
+/// the leaves cover (a receiver compares only where it preserves every
+/// covered item).
+fn digest_lines(digest: &packet_format::TreeDigest) -> String {
+    let mut out = format!(
+        "Tree digest: {} entries, root {}, {} nodes\n",
+        digest.entries,
+        hex::encode(digest.root),
+        digest.nodes.len()
+    );
+    match &digest.metadata {
+        None => out.push_str("  metadata: none covered (no metadata field: format before 2.7)\n"),
+        Some(meta) => {
+            let words = |bits: u32| {
+                let names = digest_item_names(bits);
+                match names.is_empty() {
+                    true => "none".to_string(),
+                    false => names.join(", "),
+                }
+            };
+            out.push_str(&format!(
+                "  metadata covered: {}\n  sender preserves: {}\n",
+                words(meta.covered),
+                words(meta.preserved)
+            ));
+        }
+    }
+    out
+}
+
+/// The names of the metadata items `bits` holds ([`packet_format::digest_items`]),
+/// in bit order; a bit this version does not know is named by its value.
+pub fn digest_item_names(bits: u32) -> Vec<String> {
+    use packet_format::digest_items as items;
+    let known = [
+        (items::OWNER, "owner"),
+        (items::GROUP, "group"),
+        (items::ACLS, "acls"),
+        (items::XATTRS, "xattrs"),
+        (items::HARDLINKS, "hardlinks"),
+        (items::TIMES, "times"),
+    ];
+    (0..32)
+        .map(|shift| 1u32 << shift)
+        .filter(|bit| bits & bit != 0)
+        .map(|bit| {
+            known
+                .iter()
+                .find(|(b, _)| *b == bit)
+                .map(|(_, name)| name.to_string())
+                .unwrap_or_else(|| format!("bit {bit}"))
+        })
+        .collect()
 }
 
 /// The headings of a listing whose items are indented below them.
@@ -441,6 +502,17 @@ pub struct DigestJson {
     pub patterns: Vec<String>,
     pub assumed_target_patterns: String,
     pub nodes: usize,
+    /// What metadata the leaves cover and the sender preserves (format
+    /// 2.7, SPEC.md §4.1.1); `null` in older packets (no metadata covered).
+    pub metadata: Option<DigestMetadataJson>,
+}
+
+/// A tree digest's metadata field: item names ("owner", "group", "acls",
+/// "xattrs", "hardlinks", "times"; an unknown bit as "bit N").
+#[derive(Debug, Serialize)]
+pub struct DigestMetadataJson {
+    pub covered: Vec<String>,
+    pub preserved: Vec<String>,
 }
 
 /// JSON object for one packet (the bay and order are filled by the caller).
@@ -526,6 +598,10 @@ pub fn render_json(exam: &Examination, judged: &Judged, view: Option<&LocalView>
             patterns: d.patterns.clone(),
             assumed_target_patterns: hex::encode(d.assumed),
             nodes: d.nodes.len(),
+            metadata: d.metadata.map(|m| DigestMetadataJson {
+                covered: digest_item_names(m.covered),
+                preserved: digest_item_names(m.preserved),
+            }),
         }),
     });
     PacketJson {

@@ -634,6 +634,7 @@ fn exchange(place: &Place, from: &Path, aside: &Path, expect: &Expect) -> Result
     if !expect.ctime_holds(&before) {
         File::create(&changed).at(&changed)?;
     }
+    crate::sys::testhook::crash_point("apply-exchange-before-swap");
     let swapped = rustix::fs::renameat_with(
         rustix::fs::CWD,
         from,
@@ -643,6 +644,7 @@ fn exchange(place: &Place, from: &Path, aside: &Path, expect: &Expect) -> Result
     );
     match swapped {
         Ok(()) => {
+            crate::sys::testhook::crash_point("apply-exchange-after-swap");
             finish_exchange(from, aside)?;
             Ok(true)
         }

@@ -777,6 +777,9 @@ fn finish(
             state::add_failed_step(tx, &step)?;
             recorded.push(step);
         }
+        // Every disk step is done: what the batch placed is as it left it
+        // until `at_ns`.
+        state::mark_placed(tx, at_ns)?;
         state::clear_pending_apply(tx)?;
         Ok(recorded)
     })?;
