@@ -612,6 +612,69 @@ impl Receiver<'_> {
         }
     }
 
+    /// True when packet `name` is already stored here whole, as `size`
+    /// bytes with SHA-256 `sha256`, for every one of `destinations`: in
+    /// the incoming bay for a local replica, in the outgoing bay with an
+    /// order listing the destination for one this host forwards to. An
+    /// upload of it would change nothing (answered 200 "already here"),
+    /// so its sender need not send the body (see FORMAT.md, "Resuming an
+    /// upload"). False, never an error, when anything differs or is
+    /// missing; a bad destination name is refused with 400.
+    pub fn held_whole(
+        &self,
+        name: &str,
+        size: u64,
+        sha256: &str,
+        destinations: &[String],
+    ) -> Result<bool, Rejection> {
+        check_packet_name(name)?;
+        for destination in destinations {
+            crate::config::validate_name(destination)
+                .map_err(|why| Rejection::new(400, format!("{name}: destination {why}")))?;
+        }
+        if destinations.is_empty() {
+            return Ok(false);
+        }
+        let (local, forwarded): (Vec<&String>, Vec<&String>) =
+            destinations.iter().partition(|d| self.config.is_local(d));
+        if !local.is_empty() {
+            let incoming = open_bay(&self.class, Bay::Incoming).map_err(internal)?;
+            let incoming = incoming.as_ref();
+            // The size first: hashing a packet of another size is wasted.
+            let same = incoming.exists(name).map_err(internal)?
+                && incoming.size(name).map_err(internal)? == size
+                && hash_entry(incoming, name)
+                    .map_err(internal)?
+                    .0
+                    .eq_ignore_ascii_case(sha256);
+            if !same {
+                return Ok(false);
+            }
+        }
+        if !forwarded.is_empty() {
+            let outgoing = open_bay(&self.class, Bay::Outgoing).map_err(internal)?;
+            let outgoing = outgoing.as_ref();
+            if !outgoing.exists(&order_name(name)).map_err(internal)? {
+                return Ok(false);
+            }
+            // The order was written once the packet beside it was verified
+            // and stored: its size and SHA-256 are the packet's.
+            let Ok(order) = ShippingOrder::load(outgoing, name) else {
+                return Ok(false);
+            };
+            let listed = forwarded.iter().all(|d| order.destinations.contains(d));
+            let same = order.size == size
+                && order.sha256.eq_ignore_ascii_case(sha256)
+                && listed
+                && outgoing.exists(name).map_err(internal)?
+                && outgoing.size(name).map_err(internal)? == size;
+            if !same {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Receives the bytes of packet `name` from `resume.start` on, adding
     /// them to what is held of it (see [`Self::held`]); once the packet is
     /// whole, verifies its size and SHA-256 and stores it as
