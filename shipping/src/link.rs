@@ -137,7 +137,6 @@ fn next_in_zone<Tz: TimeZone>(tz: &Tz, now: DateTime<Utc>, time: NaiveTime) -> D
         let wall = date.and_time(time);
         let at = match tz.from_local_datetime(&wall) {
             LocalResult::Single(at) => Some(at),
-            // Clocks put back: the first time the clock reads it.
             LocalResult::Ambiguous(first, _) => Some(first),
             // Clocks put forward over it: the instant they jump to, the
             // first minute after the gap.
@@ -146,9 +145,20 @@ fn next_in_zone<Tz: TimeZone>(tz: &Tz, now: DateTime<Utc>, time: NaiveTime) -> D
                     .earliest()
             }),
         };
-        if let Some(at) = at.map(|at| at.with_timezone(&Utc)) {
-            if at > now {
-                return at;
+        let Some(at) = at.map(|at| at.with_timezone(&Utc)) else {
+            continue;
+        };
+        // Clocks put back pass the time twice, and chrono's Local does
+        // not always say so (it may give the later): the earliest instant,
+        // up to two hours before, that reads the same.
+        let first = (1..=8)
+            .map(|quarters| at - chrono::TimeDelta::minutes(15 * quarters))
+            .filter(|earlier| earlier.with_timezone(tz).naive_local() == wall)
+            .min()
+            .unwrap_or(at);
+        for candidate in [first, at] {
+            if candidate > now {
+                return candidate;
             }
         }
     }
