@@ -31,7 +31,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(status: u16, reason: impl Into<String>) -> Rejection {
+    pub(crate) fn new(status: u16, reason: impl Into<String>) -> Rejection {
         Rejection {
             status,
             reason: reason.into(),
@@ -195,7 +195,7 @@ impl Receiver<'_> {
     /// `spool`) with SHA-256 `sha256`: verifies it, then places it in the
     /// bays its destinations call for. See [`Self::receive`].
     #[allow(clippy::too_many_arguments)]
-    fn store(
+    pub(crate) fn store(
         &self,
         name: &str,
         temp: tempfile::NamedTempFile,
@@ -537,6 +537,9 @@ fn read_info(path: &Path) -> Option<(u64, String)> {
 /// untouched for [`PARTIAL_MAX_AGE`] at `now` are removed, not listed;
 /// a data file without its description is left out.
 pub fn list_partials(class: &StorageClass, now: DateTime<Utc>) -> io::Result<Vec<Partial>> {
+    if class.s3.is_some() {
+        return list_s3_partials(class, now);
+    }
     let dir = partial_dir(class);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -585,6 +588,16 @@ pub fn list_partials(class: &StorageClass, now: DateTime<Utc>) -> io::Result<Vec
     Ok(partials)
 }
 
+#[cfg(feature = "s3")]
+fn list_s3_partials(class: &StorageClass, now: DateTime<Utc>) -> io::Result<Vec<Partial>> {
+    crate::s3_partial::list(class, now).map_err(io::Error::other)
+}
+
+#[cfg(not(feature = "s3"))]
+fn list_s3_partials(_class: &StorageClass, _now: DateTime<Utc>) -> io::Result<Vec<Partial>> {
+    Ok(Vec::new())
+}
+
 /// What a resumable upload says of itself: the packet's whole size and
 /// SHA-256, and the offset its body starts at.
 #[derive(Debug, Clone, Copy)]
@@ -600,6 +613,10 @@ impl Receiver<'_> {
     /// or a partial of other bytes is held).
     pub fn held(&self, name: &str, size: u64, sha256: &str) -> Result<u64, Rejection> {
         check_packet_name(name)?;
+        #[cfg(feature = "s3")]
+        if self.class.s3.is_some() {
+            return crate::s3_partial::held(self, name, size, sha256);
+        }
         let dir = partial_dir(&self.class);
         let (data, info) = partial_paths(&dir, name);
         match read_info(&info) {
@@ -710,6 +727,18 @@ impl Receiver<'_> {
                     resume.start, resume.size
                 ),
             ));
+        }
+        #[cfg(feature = "s3")]
+        if self.class.s3.is_some() {
+            return crate::s3_partial::receive(
+                self,
+                name,
+                resume,
+                body,
+                expires,
+                destinations,
+                now,
+            );
         }
         let dir = make_partial_dir(&self.class)
             .map_err(|e| internal(format!("{}: {e}", partial_dir(&self.class).display())))?;
@@ -1007,7 +1036,7 @@ fn refusal(name: &str, kind: &ErrorKind) -> Rejection {
     }
 }
 
-fn internal(err: impl std::fmt::Display) -> Rejection {
+pub(crate) fn internal(err: impl std::fmt::Display) -> Rejection {
     Rejection::new(500, err.to_string())
 }
 

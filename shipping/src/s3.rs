@@ -324,7 +324,10 @@ impl S3Store {
     fn key(&self, name: &str) -> Result<ObjectPath> {
         // Lock and claim objects (`.lock*`, `.claim-*`) are ours too; only
         // user names are checked strictly.
-        if !name.starts_with(".lock") && !name.starts_with(CLAIM_PREFIX) {
+        if !name.starts_with(".lock")
+            && !name.starts_with(CLAIM_PREFIX)
+            && !name.starts_with(crate::s3_partial::PARTIAL_PREFIX)
+        {
             check_name(&self.describe(), name)?;
         }
         Ok(self.prefix_path().join(name))
@@ -345,6 +348,42 @@ impl S3Store {
             _ => io::ErrorKind::Other,
         };
         self.error(name, io::Error::new(kind, err))
+    }
+
+    /// How long a lock or claim of this store lives without renewal.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// The entries whose names start with `start`, hidden ones (`.…`)
+    /// included, with their sizes and times, sorted by name.
+    pub fn list_starting(
+        &self,
+        start: &str,
+    ) -> Result<Vec<(String, u64, chrono::DateTime<chrono::Utc>)>> {
+        let prefix = self.prefix_path();
+        let listed = self.block_on(self.store.list_with_delimiter(Some(&prefix)));
+        let listed = listed.map_err(|e| self.err("", e))?;
+        let mut found: Vec<_> = listed
+            .objects
+            .into_iter()
+            .filter_map(|meta| {
+                let name = meta.location.filename()?.to_string();
+                name.starts_with(start)
+                    .then_some((name, meta.size, meta.last_modified))
+            })
+            .collect();
+        found.sort();
+        Ok(found)
+    }
+
+    /// Deletes entry `name`; an entry already gone is no error.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let key = self.key(name)?;
+        match self.block_on(self.store.delete(&key)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(self.err(name, err)),
+        }
     }
 
     /// Waits for one part of a multipart upload to be stored.
