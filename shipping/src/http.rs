@@ -1374,7 +1374,10 @@ mod tests {
             let mut other = order.clone();
             other.sha256 = "0".repeat(64);
             let refused = upload(&url, &from, &other, &["ship"]).unwrap_err();
-            assert!(!refused.to_string().contains("stored there whole"), "{refused}");
+            assert!(
+                !refused.to_string().contains("stored there whole"),
+                "{refused}"
+            );
             // Not yet held for a further destination: sent in full.
             let more = upload(&url, &from, &order, &["ship", "far"]).unwrap();
             assert!(!more.contains("not sent again"), "{more}");

@@ -460,10 +460,10 @@ pub struct Partial {
 }
 
 /// The directory the partial uploads of `class` are kept in: its incoming
-/// bay, or for a class on S3 a private directory of this user under the
-/// system's temporary directory, one per bucket and prefix (the partial
-/// is verified whole before anything goes into the bucket, and is
-/// resumed only through this host).
+/// bay. (A class on S3 keeps them in the bucket: [`crate::s3_partial`];
+/// for one, this names a private directory of this user under the
+/// system's temporary directory, one per bucket and prefix, where a build
+/// without the `s3` feature would look.)
 pub fn partial_dir(class: &StorageClass) -> PathBuf {
     match &class.s3 {
         None => class.incoming_dir(),

@@ -122,11 +122,18 @@ fn remove(store: &S3Store, packet: &str) -> crate::Result<()> {
 
 /// Bytes held of `packet` (`size` bytes with SHA-256 `sha256`) in the
 /// class's bucket; 0 when none or a partial of other bytes is held.
-pub fn held(receiver: &Receiver<'_>, packet: &str, size: u64, sha256: &str) -> Result<u64, Rejection> {
+pub fn held(
+    receiver: &Receiver<'_>,
+    packet: &str,
+    size: u64,
+    sha256: &str,
+) -> Result<u64, Rejection> {
     let bay = incoming(receiver)?;
     let store = bay.s3().expect("on S3");
     match read_info(store, packet).map_err(internal)? {
-        Some((held_size, held_sha)) if held_size == size && held_sha.eq_ignore_ascii_case(sha256) => {
+        Some((held_size, held_sha))
+            if held_size == size && held_sha.eq_ignore_ascii_case(sha256) =>
+        {
             let (_, held) = contiguous(pieces(store, packet).map_err(internal)?);
             Ok(held.min(size))
         }
@@ -154,7 +161,12 @@ pub fn list(class: &StorageClass, now: DateTime<Utc>) -> crate::Result<Vec<Parti
             continue;
         };
         let (run, held) = contiguous(pieces(store, packet)?);
-        let modified = run.iter().map(|p| p.3).chain([info_time]).max().unwrap_or(info_time);
+        let modified = run
+            .iter()
+            .map(|p| p.3)
+            .chain([info_time])
+            .max()
+            .unwrap_or(info_time);
         if modified + PARTIAL_MAX_AGE < now {
             if let Some(_lock) = store.try_lock(&lock_name(packet), store.lease())? {
                 remove(store, packet)?;
@@ -211,7 +223,9 @@ pub fn receive(
             resume.sha256.to_ascii_lowercase(),
             crate::order::format_time(&now)
         );
-        store.write(&info_name(name), info.as_bytes()).map_err(internal)?;
+        store
+            .write(&info_name(name), info.as_bytes())
+            .map_err(internal)?;
         0
     };
     // A sender starting over (one that did not ask what is held) gets
@@ -238,24 +252,38 @@ pub fn receive(
     let mut spool = tempfile::tempfile().map_err(|e| internal(format!("{name}: {e}")))?;
     let mut spooled = 0u64;
     let mut received = 0u64;
-    let put_piece = |spool: &mut File, spooled: &mut u64, held: &mut u64| -> Result<(), Rejection> {
+    let put_piece = |spool: &mut File,
+                     spooled: &mut u64,
+                     held: &mut u64|
+     -> Result<(), Rejection> {
         if *spooled == 0 {
             return Ok(());
         }
         if !lock.held() {
             return Err(Rejection::new(
                 409,
-                format!("{name}: the lease on its partial upload was lost; ask again how much is held"),
+                format!(
+                    "{name}: the lease on its partial upload was lost; ask again how much is held"
+                ),
             ));
         }
-        spool.seek(SeekFrom::Start(0)).map_err(|e| internal(format!("{name}: {e}")))?;
+        spool
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| internal(format!("{name}: {e}")))?;
         store
-            .write_from(&piece_name(name, *held), &mut Read::take(&mut *spool, *spooled))
+            .write_from(
+                &piece_name(name, *held),
+                &mut Read::take(&mut *spool, *spooled),
+            )
             .map_err(internal)?;
         *held += *spooled;
         *spooled = 0;
-        spool.set_len(0).map_err(|e| internal(format!("{name}: {e}")))?;
-        spool.seek(SeekFrom::Start(0)).map_err(|e| internal(format!("{name}: {e}")))?;
+        spool
+            .set_len(0)
+            .map_err(|e| internal(format!("{name}: {e}")))?;
+        spool
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| internal(format!("{name}: {e}")))?;
         Ok(())
     };
     let mut buffer = vec![0u8; 64 * 1024];

@@ -572,7 +572,9 @@ fn an_upload_into_an_s3_bay_cut_at_one_server_resumes_at_another() {
     // The other server sees the partial the first one kept.
     let listing = run(dir, "lspacket", ["-shipconf", arg(&receiver_conf)]);
     assert!(
-        listing.stdout.contains(&format!("Partial upload: {name}, ")),
+        listing
+            .stdout
+            .contains(&format!("Partial upload: {name}, ")),
         "{}\n{}",
         listing.stdout,
         listing.stderr
