@@ -118,7 +118,14 @@ pub fn upload_limited(
     let mut tries = 0;
     loop {
         tries += 1;
-        let held = ask_held(&agent, &target, order);
+        let held = match ask_held(&agent, &target, order, destinations) {
+            Held::Whole(text) => {
+                return Ok(format!(
+                    "{text}; its body was not sent again (SHA-256 confirmed)"
+                ))
+            }
+            Held::Part(held) => held,
+        };
         match send_rest(
             &agent,
             &target,
@@ -154,27 +161,54 @@ enum Sent {
     Error(Error),
 }
 
-/// Bytes the server at `target` holds of the packet; 0 when it holds none,
-/// cannot tell or does not answer (an older server: it gets the whole).
-fn ask_held(agent: &ureq::Agent, target: &str, order: &ShippingOrder) -> u64 {
+/// What the server at the other end holds of a packet.
+enum Held {
+    /// Bytes of a cut-off upload (0: none).
+    Part(u64),
+    /// The packet whole, stored for the destinations asked about: the
+    /// server's answer text.
+    Whole(String),
+}
+
+/// What the server at `target` holds of the packet for `destinations`:
+/// [`Held::Whole`] only when it confirms the order's SHA-256; else the
+/// bytes held, 0 when it holds none, cannot tell or does not answer (an
+/// older server: it gets the whole).
+fn ask_held(
+    agent: &ureq::Agent,
+    target: &str,
+    order: &ShippingOrder,
+    destinations: &[&str],
+) -> Held {
     let Ok(response) = agent
         .head(target)
         .header(SIZE_HEADER, order.size.to_string())
         .header(SHA256_HEADER, &order.sha256)
+        .header(DESTINATIONS_HEADER, destinations.join(","))
         .call()
     else {
-        return 0;
+        return Held::Part(0);
     };
     if response.status().as_u16() != 200 {
-        return 0;
+        return Held::Part(0);
     }
-    response
-        .headers()
-        .get(HELD_HEADER)
-        .and_then(|v| v.to_str().ok())
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let whole = header(SHA256_HEADER).is_some_and(|sha| sha.eq_ignore_ascii_case(&order.sha256));
+    let held = header(HELD_HEADER)
+        .as_deref()
         .and_then(decimal)
         .filter(|held| *held <= order.size)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    if whole {
+        return Held::Whole(format!("{}: already stored there whole", order.packet));
+    }
+    Held::Part(held)
 }
 
 /// Sends the packet from byte `held` on; the server's answer text.
@@ -718,10 +752,12 @@ impl Connection {
                 "syncreplica shipping_server: PUT /packets/NAME to ship a packet".to_string(),
                 None,
             )),
-            "HEAD" => self.held(&head, config, class_name, class).map(|(held, text)| {
-                extra = format!("{HELD_HEADER}: {held}\r\n");
-                (200, text, None)
-            }),
+            "HEAD" => self
+                .held(&head, config, class_name, class)
+                .map(|(held, text, whole)| {
+                    extra = format!("{HELD_HEADER}: {held}\r\n");
+                    (200, text, whole)
+                }),
             _ => Err(Rejection {
                 status: 405,
                 reason: format!(
@@ -864,14 +900,17 @@ impl Connection {
     }
 
     /// `HEAD /packets/NAME` with the packet's size and SHA-256: how many
-    /// of its bytes this server holds from an earlier, cut-off upload.
+    /// of its bytes this server holds from an earlier, cut-off upload,
+    /// and, with the SHA-256 to answer in [`SHA256_HEADER`], whether it
+    /// holds the packet whole already for the destinations the request
+    /// names ([`DESTINATIONS_HEADER`]; see [`Receiver::held_whole`]).
     fn held(
         &self,
         head: &Head,
         config: &ShippingConfig,
         class_name: &str,
         class: &crate::config::StorageClass,
-    ) -> Result<(u64, String), Rejection> {
+    ) -> Result<(u64, String, Option<String>), Rejection> {
         let name = packet_name(&head.path);
         let header = |wanted: &str| head.headers.get(&wanted.to_ascii_lowercase()).cloned();
         let bad = |reason: String| Rejection {
@@ -890,8 +929,22 @@ impl Connection {
             class: class.clone(),
             trusted_keys: Vec::new(),
         };
+        let destinations: Vec<String> = header(DESTINATIONS_HEADER)
+            .filter(|text| !text.is_empty())
+            .map(|text| text.split(',').map(|d| d.trim().to_string()).collect())
+            .unwrap_or_default();
+        if receiver.held_whole(name, size, &sha256, &destinations)? {
+            return Ok((
+                0,
+                format!(
+                    "{name}: already stored here whole for {}",
+                    destinations.join(", ")
+                ),
+                Some(sha256.to_ascii_lowercase()),
+            ));
+        }
         let held = receiver.held(name, size, &sha256)?;
-        Ok((held, format!("{name}: {held} of {size} bytes held")))
+        Ok((held, format!("{name}: {held} of {size} bytes held"), None))
     }
 
     fn receive(
@@ -1258,6 +1311,81 @@ mod tests {
             let incoming = dir.path().join("bays/incoming");
             assert_eq!(std::fs::read(incoming.join(&name)).unwrap(), bytes);
             assert_eq!(receiver.held(&name, order.size, &order.sha256).unwrap(), 0);
+            shutdown.store(true, Ordering::SeqCst);
+        });
+    }
+
+    #[test]
+    fn a_packet_already_stored_whole_is_not_sent_again() {
+        use crate::bay::MemStore;
+        use crate::test_packets::*;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.local_replicas = vec!["ship".into()];
+        config.trusted_keys =
+            vec![
+                crate::config::TrustedKey::parse(&hex::encode(public_key(&SENDER_SECRET))).unwrap(),
+            ];
+        config.destinations.insert(
+            "far".into(),
+            crate::config::Hop::Url("http://127.0.0.1:9".into()),
+        );
+        let sent = packet_with_noise(&dir.path().join("src"), "ship", 1, 256 << 10, 16);
+        let name = sent.file_name().unwrap().to_str().unwrap().to_string();
+        let from = MemStore::new("sender");
+        from.write(&name, &std::fs::read(&sent).unwrap()).unwrap();
+        let class = config.class("default").unwrap().clone();
+        let order =
+            ShippingOrder::create(&from, &name, "default", &class, &["ship"], Utc::now()).unwrap();
+        let limits = Limits {
+            idle_timeout: Duration::from_secs(10),
+            head_timeout: Duration::from_secs(10),
+            uploads: 4,
+            per_peer: 8,
+        };
+        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), limits).unwrap();
+        let url = format!("http://{}", server.addr());
+        let shutdown = AtomicBool::new(false);
+        let members = |_: &std::path::Path| -> std::result::Result<Vec<[u8; 32]>, crate::trust::MemberKeysError> {
+            Ok(Vec::new())
+        };
+        let lines = Mutex::new(Vec::<String>::new());
+        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
+        let puts = || {
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.starts_with("accepted PUT"))
+                .count()
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(|| server.serve(&config, "default", &shutdown, &members, &log));
+            let first = upload(&url, &from, &order, &["ship"]).unwrap();
+            assert!(!first.contains("not sent again"), "{first}");
+            assert_eq!(puts(), 1);
+            // Stored whole for "ship": asked, confirmed, not sent.
+            let again = upload(&url, &from, &order, &["ship"]).unwrap();
+            assert!(again.contains("already stored there whole"), "{again}");
+            assert!(again.contains("not sent again"), "{again}");
+            assert_eq!(puts(), 1, "{:?}", lines.lock().unwrap());
+            // Other bytes under that name (an order that no longer matches
+            // the packet there) are not confirmed: sent, and refused there.
+            let mut other = order.clone();
+            other.sha256 = "0".repeat(64);
+            let refused = upload(&url, &from, &other, &["ship"]).unwrap_err();
+            assert!(
+                !refused.to_string().contains("stored there whole"),
+                "{refused}"
+            );
+            // Not yet held for a further destination: sent in full.
+            let more = upload(&url, &from, &order, &["ship", "far"]).unwrap();
+            assert!(!more.contains("not sent again"), "{more}");
+            assert_eq!(puts(), 2);
+            // Now held for both.
+            let both = upload(&url, &from, &order, &["far", "ship"]).unwrap();
+            assert!(both.contains("not sent again"), "{both}");
+            assert_eq!(puts(), 2);
             shutdown.store(true, Ordering::SeqCst);
         });
     }

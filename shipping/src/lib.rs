@@ -27,6 +27,8 @@ pub mod progress;
 pub mod receive;
 #[cfg(feature = "s3")]
 pub mod s3;
+#[cfg(feature = "s3")]
+pub mod s3_partial;
 pub mod server;
 pub mod size;
 pub mod toml_config;

@@ -6,7 +6,7 @@
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Local, NaiveTime, Timelike, Utc};
+use chrono::{DateTime, Local, LocalResult, NaiveTime, TimeZone, Timelike, Utc};
 
 /// Limits on the link to one `destinations` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,40 +83,88 @@ impl Hours {
         Ok(hours)
     }
 
-    /// The minute of the day and the seconds into it, at `now`, in the
-    /// window's time zone.
-    fn clock(&self, now: DateTime<Utc>) -> (u32, u32) {
+    /// The minute of the day at `now` in the window's time zone.
+    fn clock(&self, now: DateTime<Utc>) -> u32 {
         let time: NaiveTime = if self.utc {
             now.time()
         } else {
             now.with_timezone(&Local).time()
         };
-        (time.hour() * 60 + time.minute(), time.second())
+        time.hour() * 60 + time.minute()
     }
 
     /// Inside the window at `now`: `Ok(end)`; outside: `Err(next start)`.
-    /// Times are reckoned in whole minutes from `now` (a daylight-saving
-    /// change inside the span moves them by its hour).
+    /// The edges are wall-clock times in the window's zone (local time,
+    /// as the `TZ` environment variable or the system sets it, or UTC):
+    /// a daylight-saving change inside the span does not move them. An
+    /// edge that falls in a gap (clocks put forward over it) is the
+    /// instant the clocks jump to; one that occurs twice (clocks put
+    /// back) is the first of the two.
     pub fn open_at(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>, DateTime<Utc>> {
-        let (minute, second) = self.clock(now);
+        let minute = self.clock(now);
         let end = self.end % DAY;
         let inside = if self.start < end {
             (self.start..end).contains(&minute)
         } else {
             minute >= self.start || minute < end
         };
-        let after = |target: u32| {
-            let minutes = (target + DAY - minute) % DAY;
-            let minutes = if minutes == 0 { DAY } else { minutes };
-            now + chrono::Duration::minutes(i64::from(minutes))
-                - chrono::Duration::seconds(i64::from(second))
-        };
         if inside {
-            Ok(after(end))
+            Ok(self.next_wall_clock(now, end))
         } else {
-            Err(after(self.start))
+            Err(self.next_wall_clock(now, self.start))
         }
     }
+
+    /// The first instant after `now` at which the window's clock reads
+    /// `minute` (of the day).
+    fn next_wall_clock(&self, now: DateTime<Utc>, minute: u32) -> DateTime<Utc> {
+        let time = NaiveTime::from_hms_opt(minute / 60, minute % 60, 0).expect("a minute of a day");
+        if self.utc {
+            return next_in_zone(&Utc, now, time);
+        }
+        next_in_zone(&Local, now, time)
+    }
+}
+
+/// The first instant after `now` at which the clock of zone `tz` reads
+/// `time`: today's, tomorrow's or the day after's (a day may lack it).
+fn next_in_zone<Tz: TimeZone>(tz: &Tz, now: DateTime<Utc>, time: NaiveTime) -> DateTime<Utc> {
+    let today = now.with_timezone(tz).date_naive();
+    for days in 0..3 {
+        let Some(date) = today.checked_add_days(chrono::Days::new(days)) else {
+            break;
+        };
+        let wall = date.and_time(time);
+        let at = match tz.from_local_datetime(&wall) {
+            LocalResult::Single(at) => Some(at),
+            LocalResult::Ambiguous(first, _) => Some(first),
+            // Clocks put forward over it: the instant they jump to, the
+            // first minute after the gap.
+            LocalResult::None => (1..=24 * 60).find_map(|later| {
+                tz.from_local_datetime(&(wall + chrono::TimeDelta::minutes(later)))
+                    .earliest()
+            }),
+        };
+        let Some(at) = at.map(|at| at.with_timezone(&Utc)) else {
+            continue;
+        };
+        // Clocks put back pass the time twice, and chrono's Local does
+        // not always say so (it may give the later): the earliest instant,
+        // up to two hours before, that reads the same.
+        let first = (1..=8)
+            .map(|quarters| at - chrono::TimeDelta::minutes(15 * quarters))
+            .filter(|earlier| earlier.with_timezone(tz).naive_local() == wall)
+            .min()
+            .unwrap_or(at);
+        for candidate in [first, at] {
+            if candidate > now {
+                return candidate;
+            }
+        }
+    }
+    // Unreachable with real zones (a day always has the time, or the one
+    // after does); a day on is as good an answer as any.
+    now + chrono::TimeDelta::days(1)
 }
 
 impl std::fmt::Display for Hours {
@@ -267,6 +315,85 @@ mod tests {
             day.open_at(at("2026-11-30T09:00:00Z")),
             Ok(at("2026-11-30T17:00:00Z"))
         );
+    }
+
+    /// Run by [`local_windows_keep_their_wall_clock_hours_across_dst`] in
+    /// a process of its own with `TZ=Europe/Berlin` (CET, CEST from the
+    /// last Sunday of March to the last Sunday of October).
+    #[test]
+    #[ignore = "run by local_windows_keep_their_wall_clock_hours_across_dst, with TZ set"]
+    fn berlin_windows() {
+        assert_eq!(std::env::var("TZ").as_deref(), Ok("Europe/Berlin"));
+        let night = Hours::parse("22:00-06:00").unwrap();
+        // 22:30 CEST; the clocks go back at 03:00 CEST: 06:00 is CET.
+        assert_eq!(
+            night.open_at(at("2026-10-24T20:30:00Z")),
+            Ok(at("2026-10-25T05:00:00Z"))
+        );
+        // 22:30 CET; forward at 02:00 CET: 06:00 is CEST.
+        assert_eq!(
+            night.open_at(at("2026-03-28T21:30:00Z")),
+            Ok(at("2026-03-29T04:00:00Z"))
+        );
+        // 06:30 CET, outside: 22:00 CET.
+        assert_eq!(
+            night.open_at(at("2026-10-25T05:30:00Z")),
+            Err(at("2026-10-25T21:00:00Z"))
+        );
+        // 12:00 CEST, outside: 22:00 CEST, whatever comes after.
+        assert_eq!(
+            night.open_at(at("2026-10-24T10:00:00Z")),
+            Err(at("2026-10-24T20:00:00Z"))
+        );
+        let early = Hours::parse("02:30-05:00").unwrap();
+        // 02:30 does not exist on 29 March: the clocks jump to 03:00 CEST.
+        assert_eq!(
+            early.open_at(at("2026-03-28T12:00:00Z")),
+            Err(at("2026-03-29T01:00:00Z"))
+        );
+        // 02:30 comes twice on 25 October: the first (CEST).
+        assert_eq!(
+            early.open_at(at("2026-10-24T12:00:00Z")),
+            Err(at("2026-10-25T00:30:00Z"))
+        );
+        // Inside during the repeated hour (02:45 CET, the second time):
+        // 05:00 CET.
+        assert_eq!(
+            early.open_at(at("2026-10-25T01:45:00Z")),
+            Ok(at("2026-10-25T04:00:00Z"))
+        );
+        // A UTC window is not moved by the local zone.
+        let utc = Hours::parse("22:00-06:00 UTC").unwrap();
+        assert_eq!(
+            utc.open_at(at("2026-10-24T22:30:00Z")),
+            Ok(at("2026-10-25T06:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn local_windows_keep_their_wall_clock_hours_across_dst() {
+        if !std::path::Path::new("/usr/share/zoneinfo/Europe/Berlin").exists() {
+            panic!("no time zone database (/usr/share/zoneinfo): install tzdata");
+        }
+        // The local zone is the process's TZ: set it in a process of
+        // its own, which runs the ignored test above.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "link::tests::berlin_windows",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("TZ", "Europe/Berlin")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("1 passed"), "{text}");
     }
 
     #[test]

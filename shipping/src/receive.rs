@@ -31,7 +31,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(status: u16, reason: impl Into<String>) -> Rejection {
+    pub(crate) fn new(status: u16, reason: impl Into<String>) -> Rejection {
         Rejection {
             status,
             reason: reason.into(),
@@ -195,7 +195,7 @@ impl Receiver<'_> {
     /// `spool`) with SHA-256 `sha256`: verifies it, then places it in the
     /// bays its destinations call for. See [`Self::receive`].
     #[allow(clippy::too_many_arguments)]
-    fn store(
+    pub(crate) fn store(
         &self,
         name: &str,
         temp: tempfile::NamedTempFile,
@@ -460,10 +460,10 @@ pub struct Partial {
 }
 
 /// The directory the partial uploads of `class` are kept in: its incoming
-/// bay, or for a class on S3 a private directory of this user under the
-/// system's temporary directory, one per bucket and prefix (the partial
-/// is verified whole before anything goes into the bucket, and is
-/// resumed only through this host).
+/// bay. (A class on S3 keeps them in the bucket: [`crate::s3_partial`];
+/// for one, this names a private directory of this user under the
+/// system's temporary directory, one per bucket and prefix, where a build
+/// without the `s3` feature would look.)
 pub fn partial_dir(class: &StorageClass) -> PathBuf {
     match &class.s3 {
         None => class.incoming_dir(),
@@ -537,6 +537,9 @@ fn read_info(path: &Path) -> Option<(u64, String)> {
 /// untouched for [`PARTIAL_MAX_AGE`] at `now` are removed, not listed;
 /// a data file without its description is left out.
 pub fn list_partials(class: &StorageClass, now: DateTime<Utc>) -> io::Result<Vec<Partial>> {
+    if class.s3.is_some() {
+        return list_s3_partials(class, now);
+    }
     let dir = partial_dir(class);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -585,6 +588,16 @@ pub fn list_partials(class: &StorageClass, now: DateTime<Utc>) -> io::Result<Vec
     Ok(partials)
 }
 
+#[cfg(feature = "s3")]
+fn list_s3_partials(class: &StorageClass, now: DateTime<Utc>) -> io::Result<Vec<Partial>> {
+    crate::s3_partial::list(class, now).map_err(io::Error::other)
+}
+
+#[cfg(not(feature = "s3"))]
+fn list_s3_partials(_class: &StorageClass, _now: DateTime<Utc>) -> io::Result<Vec<Partial>> {
+    Ok(Vec::new())
+}
+
 /// What a resumable upload says of itself: the packet's whole size and
 /// SHA-256, and the offset its body starts at.
 #[derive(Debug, Clone, Copy)]
@@ -600,6 +613,10 @@ impl Receiver<'_> {
     /// or a partial of other bytes is held).
     pub fn held(&self, name: &str, size: u64, sha256: &str) -> Result<u64, Rejection> {
         check_packet_name(name)?;
+        #[cfg(feature = "s3")]
+        if self.class.s3.is_some() {
+            return crate::s3_partial::held(self, name, size, sha256);
+        }
         let dir = partial_dir(&self.class);
         let (data, info) = partial_paths(&dir, name);
         match read_info(&info) {
@@ -610,6 +627,69 @@ impl Receiver<'_> {
             }
             _ => Ok(0),
         }
+    }
+
+    /// True when packet `name` is already stored here whole, as `size`
+    /// bytes with SHA-256 `sha256`, for every one of `destinations`: in
+    /// the incoming bay for a local replica, in the outgoing bay with an
+    /// order listing the destination for one this host forwards to. An
+    /// upload of it would change nothing (answered 200 "already here"),
+    /// so its sender need not send the body (see FORMAT.md, "Resuming an
+    /// upload"). False, never an error, when anything differs or is
+    /// missing; a bad destination name is refused with 400.
+    pub fn held_whole(
+        &self,
+        name: &str,
+        size: u64,
+        sha256: &str,
+        destinations: &[String],
+    ) -> Result<bool, Rejection> {
+        check_packet_name(name)?;
+        for destination in destinations {
+            crate::config::validate_name(destination)
+                .map_err(|why| Rejection::new(400, format!("{name}: destination {why}")))?;
+        }
+        if destinations.is_empty() {
+            return Ok(false);
+        }
+        let (local, forwarded): (Vec<&String>, Vec<&String>) =
+            destinations.iter().partition(|d| self.config.is_local(d));
+        if !local.is_empty() {
+            let incoming = open_bay(&self.class, Bay::Incoming).map_err(internal)?;
+            let incoming = incoming.as_ref();
+            // The size first: hashing a packet of another size is wasted.
+            let same = incoming.exists(name).map_err(internal)?
+                && incoming.size(name).map_err(internal)? == size
+                && hash_entry(incoming, name)
+                    .map_err(internal)?
+                    .0
+                    .eq_ignore_ascii_case(sha256);
+            if !same {
+                return Ok(false);
+            }
+        }
+        if !forwarded.is_empty() {
+            let outgoing = open_bay(&self.class, Bay::Outgoing).map_err(internal)?;
+            let outgoing = outgoing.as_ref();
+            if !outgoing.exists(&order_name(name)).map_err(internal)? {
+                return Ok(false);
+            }
+            // The order was written once the packet beside it was verified
+            // and stored: its size and SHA-256 are the packet's.
+            let Ok(order) = ShippingOrder::load(outgoing, name) else {
+                return Ok(false);
+            };
+            let listed = forwarded.iter().all(|d| order.destinations.contains(d));
+            let same = order.size == size
+                && order.sha256.eq_ignore_ascii_case(sha256)
+                && listed
+                && outgoing.exists(name).map_err(internal)?
+                && outgoing.size(name).map_err(internal)? == size;
+            if !same {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Receives the bytes of packet `name` from `resume.start` on, adding
@@ -647,6 +727,18 @@ impl Receiver<'_> {
                     resume.start, resume.size
                 ),
             ));
+        }
+        #[cfg(feature = "s3")]
+        if self.class.s3.is_some() {
+            return crate::s3_partial::receive(
+                self,
+                name,
+                resume,
+                body,
+                expires,
+                destinations,
+                now,
+            );
         }
         let dir = make_partial_dir(&self.class)
             .map_err(|e| internal(format!("{}: {e}", partial_dir(&self.class).display())))?;
@@ -944,7 +1036,7 @@ fn refusal(name: &str, kind: &ErrorKind) -> Rejection {
     }
 }
 
-fn internal(err: impl std::fmt::Display) -> Rejection {
+pub(crate) fn internal(err: impl std::fmt::Display) -> Rejection {
     Rejection::new(500, err.to_string())
 }
 

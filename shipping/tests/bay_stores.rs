@@ -526,4 +526,44 @@ mod s3_only {
         store.remove("big.zip").unwrap();
         s3::assert_nothing_else(&store);
     }
+
+    /// More large writes at once than the process has part buffers
+    /// (`PART_BUFFERS`): they wait for one another's buffers, none
+    /// deadlocks, each lands whole; sizes on a part's edge and just past
+    /// it included.
+    #[test]
+    fn many_large_writes_at_once_share_the_part_buffers() {
+        use shipping::s3::{PART_BUFFERS, PART_SIZE};
+        let Some(store) = s3::fresh_store() else {
+            return;
+        };
+        let sizes: Vec<usize> = (0..PART_BUFFERS * 2)
+            .map(|i| match i % 4 {
+                0 => PART_SIZE,
+                1 => 2 * PART_SIZE,
+                2 => PART_SIZE + 1,
+                _ => (3 << 20) + i,
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            for (i, size) in sizes.iter().enumerate() {
+                let store = &store;
+                scope.spawn(move || {
+                    let mut source = test_support::seeded_bytes_reader(i as u64, *size);
+                    let name = format!("w{i}.zip");
+                    assert_eq!(store.write_from(&name, &mut source).unwrap(), *size as u64);
+                });
+            }
+        });
+        for (i, size) in sizes.iter().enumerate() {
+            let name = format!("w{i}.zip");
+            let mut expected = Vec::new();
+            test_support::seeded_bytes_reader(i as u64, *size)
+                .read_to_end(&mut expected)
+                .unwrap();
+            assert!(store.read(&name).unwrap() == expected, "{name}");
+            store.remove(&name).unwrap();
+        }
+        s3::assert_nothing_else(&store);
+    }
 }

@@ -151,6 +151,9 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             let class = shipping.config.class(&class_name)?;
             match shipping::receive::list_partials(class, now) {
                 Ok(list) => partials.extend(list.into_iter().map(|p| (class_name.clone(), p))),
+                Err(err) if class.s3.is_some() => {
+                    errln!("{NAME}: warning: partial uploads of class {class_name}: {err}")
+                }
                 Err(err) => errln!(
                     "{NAME}: warning: partial uploads in {}: {err}",
                     shipping::receive::partial_dir(class).display()

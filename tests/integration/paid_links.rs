@@ -505,3 +505,114 @@ fn an_upload_into_an_s3_bay_cut_twice_resumes_and_lands_in_the_bucket_once() {
     assert_eq!(named(&partials, ".tmp-"), Vec::<String>::new());
     drop(receiving);
 }
+
+/// Into a class on S3 shared by two servers: an upload cut off at one
+/// resumes at the other, from the partial the first kept in the bucket.
+#[cfg(feature = "s3")]
+#[test]
+fn an_upload_into_an_s3_bay_cut_at_one_server_resumes_at_another() {
+    use shipping::BayStore;
+    let Some(server) = test_support::s3_server() else {
+        return;
+    };
+    static ENV: std::sync::Once = std::sync::Once::new();
+    ENV.call_once(|| {
+        for (key, value) in server.env() {
+            std::env::set_var(key, value);
+        }
+    });
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let prefix = format!("paid-two-{}", shipping::s3::unique_id());
+    let receiver_conf = dir.join("receiver.toml");
+    std::fs::write(
+        &receiver_conf,
+        format!(
+            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]\n[classes.default]\n\
+             storage_bay = \"s3://{bucket}/{prefix}/bay\"\nreturn_bay = \"s3://{bucket}/{prefix}/return\"\n\
+             endpoint = \"{endpoint}\"\nregion = \"{region}\"\nallow_http = true\n",
+            fam.root("ship").display(),
+            bucket = server.bucket,
+            endpoint = server.endpoint,
+            region = server.region,
+        ),
+    )
+    .unwrap();
+    // Two hosts, as far as their disks go: each its own TMPDIR, where a
+    // server spools what it receives.
+    let (tmp_first, tmp_second) = (dir.join("tmp-first"), dir.join("tmp-second"));
+    std::fs::create_dir_all(&tmp_first).unwrap();
+    std::fs::create_dir_all(&tmp_second).unwrap();
+    let first = Server::start_with_env(
+        &receiver_conf,
+        "127.0.0.1:0",
+        &[],
+        &[("TMPDIR", &tmp_first)],
+    );
+    let second = Server::start_with_env(
+        &receiver_conf,
+        "127.0.0.1:0",
+        &[],
+        &[("TMPDIR", &tmp_second)],
+    );
+    let mib = 1u64 << 20;
+    // Cut past the first piece (4 MiB) and into the second.
+    let to_first = Proxy::start(&first.addr, &[6 * mib]);
+    let to_second = Proxy::start(&second.addr, &[]);
+    let sender = paid_sender_conf(dir, &to_first.url, "");
+    let packet = queue_noise(&fam, &sender, 10 << 20, 11);
+    let size = std::fs::metadata(&packet).unwrap().len();
+    let name = packet.file_name().unwrap().to_str().unwrap().to_string();
+    let bytes = std::fs::read(&packet).unwrap();
+
+    let pass = shipping_server(&sender, &["-poll"]);
+    assert_eq!(pass.code, 1, "{}\n{}", pass.stdout, pass.stderr);
+    wait_until_cuts_written_down(&first, 1);
+    assert_eq!(to_first.cuts_left(), 0);
+    // The other server sees the partial the first one kept.
+    let listing = run(dir, "lspacket", ["-shipconf", arg(&receiver_conf)]);
+    assert!(
+        listing
+            .stdout
+            .contains(&format!("Partial upload: {name}, ")),
+        "{}\n{}",
+        listing.stdout,
+        listing.stderr
+    );
+
+    // The sender now reaches the second server.
+    let sender = paid_sender_conf(dir, &to_second.url, "");
+    make_retries_due(&bay(&sender, "outgoing"));
+    let pass = shipping_server(&sender, &["-poll"]);
+    assert_eq!(pass.code, 0, "{}\n{}", pass.stdout, pass.stderr);
+    assert!(pass.stdout.contains("(resumed: "), "{}", pass.stdout);
+    assert!(!bay(&sender, "outgoing").join(&name).exists());
+    let moved = to_first.total() + to_second.total();
+    eprintln!(
+        "S3 bay, two servers: {size} bytes, cut at one, resumed at the other, {moved} bytes moved ({:.3}x)",
+        moved as f64 / size as f64
+    );
+    assert!((moved as f64) < size as f64 * 1.2, "{moved} for {size}");
+    assert!(second.log().contains("accepted PUT"), "{}", second.log());
+
+    let url = shipping::s3::S3Url::parse(&format!("s3://{}/{prefix}/bay/incoming", server.bucket))
+        .unwrap();
+    let incoming = shipping::s3::S3Store::open(
+        &url,
+        &shipping::s3::S3Options {
+            endpoint: Some(server.endpoint.clone()),
+            region: Some(server.region.clone()),
+            allow_http: true,
+            credentials: Some((server.access_key.clone(), server.secret_key.clone())),
+            ..shipping::s3::S3Options::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        incoming.read(&name).unwrap() == bytes,
+        "the bucket holds the packet as sent"
+    );
+    // Nothing of the partial is left in the bucket.
+    assert_eq!(incoming.list_all_keys().unwrap(), [name.as_str()]);
+    drop((first, second));
+}

@@ -21,6 +21,16 @@ impl Server {
     /// Starts `shipping_server -shipconf CONF -listen LISTEN EXTRA…` and
     /// waits until it says where it listens.
     pub(crate) fn start(conf: &Path, listen: &str, extra: &[&str]) -> Server {
+        Server::start_with_env(conf, listen, extra, &[])
+    }
+
+    /// [`Server::start`] with more environment variables.
+    pub(crate) fn start_with_env(
+        conf: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Server {
         let log = conf.with_extension(format!(
             "log-{}",
             std::time::SystemTime::now()
@@ -33,6 +43,7 @@ impl Server {
             .arg(conf)
             .args(["-listen", listen])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::inherit())
             .spawn()
