@@ -8,12 +8,15 @@
 //! database ([`super::planned::Planned`], at most
 //! [`super::planned::HOT_MAX`] in memory), and the walks over them
 //! (structure repair, the disk actions) read them back a page at a
-//! time. What the plan still holds in memory grows with the replica's
-//! recorded entries, with the disk actions and staged files of the paths
-//! whose disk state changes, with this replica's own operations (conflict
-//! copies, folders made) and the conflicts' notes, and, on a filesystem
-//! that folds names, with the paths made: not with the operations, nor
-//! with the paths that only change entries.
+//! time. The disk actions go to the same database as they are derived
+//! ([`super::spool`]), and the journal is run from the state database a
+//! page at a time. What the plan still holds in memory grows with the
+//! replica's recorded entries, with the files it stages (new content)
+//! and the names it reserves for kept versions, with the folders whose
+//! content changes, with this replica's own operations (conflict copies,
+//! folders made) and the conflicts' notes, and, on a filesystem that
+//! folds names, with the paths made: not with the operations, nor with
+//! the other paths whose entry or disk state changes.
 
 use std::cell::{OnceCell, RefCell};
 use std::cmp::Ordering;
