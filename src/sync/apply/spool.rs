@@ -120,12 +120,8 @@ impl Actions {
     }
 
     fn hold(&mut self, conn: &Connection, group: Group, place: i64, action: &Action) -> Result<()> {
-        self.held.push((
-            group as i64,
-            place,
-            action.path().to_vec(),
-            action.encode(),
-        ));
+        self.held
+            .push((group as i64, place, action.path().to_vec(), action.encode()));
         self.len += 1;
         if self.held.len() >= HELD {
             self.flush(conn)?;
@@ -282,9 +278,15 @@ mod tests {
             removals.extend(r.iter().cloned());
             creations.extend(c.iter().cloned());
             modes.extend(m.iter().cloned());
-            actions.put(state.conn(), Group::Removals, r.drain(..)).unwrap();
-            actions.put(state.conn(), Group::Creations, c.drain(..)).unwrap();
-            actions.put(state.conn(), Group::DirModes, m.drain(..)).unwrap();
+            actions
+                .put(state.conn(), Group::Removals, r.drain(..))
+                .unwrap();
+            actions
+                .put(state.conn(), Group::Creations, c.drain(..))
+                .unwrap();
+            actions
+                .put(state.conn(), Group::DirModes, m.drain(..))
+                .unwrap();
         }
         for parent in ["p0", "p1", "p2", "q"] {
             first.push(time(parent));
@@ -305,7 +307,8 @@ mod tests {
                     Ok(())
                 })?;
                 assert_eq!(paths, n);
-                let mut statement = tx.prepare("SELECT seq, action FROM pending_apply ORDER BY seq")?;
+                let mut statement =
+                    tx.prepare("SELECT seq, action FROM pending_apply ORDER BY seq")?;
                 let rows: Vec<(i64, Vec<u8>)> = statement
                     .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
                     .collect::<rusqlite::Result<_>>()?;
