@@ -1224,20 +1224,9 @@ pub fn create_pending_apply(tx: &Transaction) -> rusqlite::Result<()> {
     create_pending_apply_extras(tx)
 }
 
-/// Adds one encoded disk action to the journal.
-pub fn push_pending_apply(tx: &Transaction, seq: u64, action: &[u8]) -> rusqlite::Result<()> {
-    tx.prepare_cached("INSERT INTO pending_apply (seq, action) VALUES (?1, ?2)")?
-        .execute(params![seq as i64, action])
-        .map(drop)
-}
-
-/// The journal's encoded actions, in order; empty when none are pending.
-pub fn pending_apply(tx: &Transaction) -> rusqlite::Result<Vec<Vec<u8>>> {
-    create_pending_apply(tx)?;
-    let mut statement = tx.prepare_cached("SELECT action FROM pending_apply ORDER BY seq")?;
-    let rows = statement.query_map([], |row| row.get::<_, Vec<u8>>(0))?;
-    rows.collect()
-}
+// The journal's rows are written by the commit from the plan's spooled
+// actions (`sync::apply::spool`) and read back a page at a time
+// (`sync::apply::JournalPages`).
 
 /// Empties the journal once every action is done, with what it kept for
 /// steps that fail ([`keep_entry_before_apply`], [`set_pending_apply_source`]).

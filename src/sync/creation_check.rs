@@ -382,9 +382,13 @@ pub(crate) fn check(
 
     // Paths as an import checks them: every one lexically, and the state
     // each path ends with (the one applied) as the apply engine takes it.
-    scratch.for_each_op(|_, op| match op.change.path_change() {
-        Some(change) => validate_path(change.path).map_err(refused),
-        None => Ok(()),
+    // Versions as an import checks them, in the same pass (each pass
+    // decodes every operation again).
+    scratch.for_each_op(|_, op| {
+        if let Some(change) = op.change.path_change() {
+            validate_path(change.path).map_err(refused)?;
+        }
+        check_version(op, &carried).map_err(refused)
     })?;
     // Each path's last operation, taken by the database (sorted by path).
     scratch.last_per_path()?;
@@ -400,9 +404,6 @@ pub(crate) fn check(
             }
             Ok(())
         })
-        .map_err(refused)?;
-    scratch
-        .for_each_op(|_, op| check_version(op, &carried))
         .map_err(refused)?;
 
     // The sender's row is its own: exact, and all of it travels. One

@@ -315,7 +315,7 @@ pub(crate) struct Executed {
 /// written, stop it.
 pub(crate) fn execute(
     replica: &Replica,
-    actions: &[Action],
+    actions: &mut dyn Iterator<Item = Result<(u64, Action)>>,
     hooks: &mut ApplyHooks,
 ) -> Result<Executed> {
     let confined = ConfinedRoot::open(&replica.root)?;
@@ -345,7 +345,9 @@ pub(crate) fn execute(
     // file would get the new version's time and the next scan would take
     // it for a local change.
     let mut failed_paths: BTreeSet<Vec<u8>> = BTreeSet::new();
-    for (seq, action) in actions.iter().enumerate() {
+    for next in actions {
+        let (seq, action) = next?;
+        let (seq, action) = (seq as usize, &action);
         if failed_paths.contains(action.path()) {
             hooks.step("ran a journal action")?;
             continue;

@@ -231,6 +231,7 @@ mod disk;
 mod journal;
 mod plan;
 mod planned;
+mod spool;
 pub(crate) use disk::set_meta;
 pub(crate) use journal::MetaKind;
 pub(crate) use plan::{needs_newer_for, sanitize};
@@ -490,7 +491,9 @@ pub fn apply_stored(
     }
     hooks.step("after commit")?;
     crate::sys::testhook::crash_point("apply-after-commit");
-    let executed = disk::execute(replica, &plan.actions, hooks)?;
+    // Run from the journal just committed, a page at a time, as a
+    // recovery runs it.
+    let executed = disk::execute(replica, &mut JournalPages::new(replica), hooks)?;
     report.conflicts.extend(executed.notes);
     if report.not_made_special > 0 {
         report.not_made.push(format!(
@@ -591,10 +594,7 @@ fn recover_noting(
 ) -> Result<Option<Recovered>> {
     // A batch's scratch database left by a crash (never part of a commit).
     batch::remove_stale(replica.state())?;
-    let encoded = replica
-        .state_mut()
-        .transaction(|tx| Ok(state::pending_apply(tx)?))?;
-    if encoded.is_empty() {
+    if !replica.state().has_pending_apply()? {
         let staging = staging_dir(replica);
         if staging.exists() {
             // Staging of a batch that never committed holds only staged
@@ -604,19 +604,81 @@ fn recover_noting(
         }
         return Ok(None);
     }
-    let mut actions = Vec::with_capacity(encoded.len());
-    for bytes in &encoded {
-        actions.push(Action::decode(bytes).map_err(|e| Error::CorruptState {
-            path: replica.state().path().to_path_buf(),
-            what: format!("apply journal: {e}"),
-        })?);
-    }
-    let executed = disk::execute(replica, &actions, hooks)?;
+    let executed = disk::execute(replica, &mut JournalPages::new(replica), hooks)?;
     let failed = finish(replica, &executed.failures, hooks)?;
     Ok(Some(Recovered {
         notes: executed.notes,
         failed,
     }))
+}
+
+/// Actions of the journal read back from the state database at once.
+const JOURNAL_PAGE: usize = 1024;
+
+/// The committed journal's actions with their numbers, in order, read a
+/// page ([`JOURNAL_PAGE`]) at a time: a batch that changes a million
+/// paths has millions of them.
+pub(crate) struct JournalPages<'a> {
+    state: &'a state::State,
+    page: std::collections::VecDeque<(u64, Vec<u8>)>,
+    /// The number of the next action to read.
+    next: u64,
+    done: bool,
+}
+
+impl<'a> JournalPages<'a> {
+    fn new(replica: &'a Replica) -> JournalPages<'a> {
+        JournalPages {
+            state: replica.state(),
+            page: Default::default(),
+            next: 0,
+            done: false,
+        }
+    }
+
+    fn read_page(&mut self) -> Result<()> {
+        let rows: Vec<(i64, Vec<u8>)> = self
+            .state
+            .conn()
+            .prepare_cached(&format!(
+                "SELECT seq, action FROM pending_apply WHERE seq >= ?1 ORDER BY seq \
+                 LIMIT {JOURNAL_PAGE}"
+            ))
+            .and_then(|mut s| {
+                s.query_map([self.next as i64], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .map_err(|e| self.state.db_error(e))?;
+        self.done = rows.len() < JOURNAL_PAGE;
+        if let Some((last, _)) = rows.last() {
+            self.next = *last as u64 + 1;
+        }
+        self.page
+            .extend(rows.into_iter().map(|(seq, bytes)| (seq as u64, bytes)));
+        Ok(())
+    }
+}
+
+impl Iterator for JournalPages<'_> {
+    type Item = Result<(u64, Action)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.page.is_empty() && !self.done {
+            if let Err(err) = self.read_page() {
+                self.done = true;
+                return Some(Err(err));
+            }
+        }
+        let (seq, bytes) = self.page.pop_front()?;
+        Some(
+            Action::decode(&bytes)
+                .map(|action| (seq, action))
+                .map_err(|e| Error::CorruptState {
+                    path: self.state.path().to_path_buf(),
+                    what: format!("apply journal: {e}"),
+                }),
+        )
+    }
 }
 
 fn staging_dir(replica: &Replica) -> PathBuf {
@@ -661,9 +723,9 @@ fn commit(
         state::put_chunk_pieces(tx, pieces)?;
         // Before the entries change: what a path's entry goes back to if
         // a step on it fails for good.
-        for action in &plan.actions {
-            state::keep_entry_before_apply(tx, action.path())?;
-        }
+        plan.actions.for_each_path(tx, |path| {
+            state::keep_entry_before_apply(tx, path).map_err(state::TxError::from)
+        })?;
         // The batch writes these paths anew: an earlier failure on them
         // is moot (a failure of this batch is recorded again).
         state::forget_failed_steps_in(tx, "SELECT path FROM batch.planned")?;
@@ -715,8 +777,18 @@ fn commit(
             )
             .map_err(Into::into)
         })?;
-        for (seq, action) in plan.actions.iter().enumerate() {
-            state::push_pending_apply(tx, seq as u64, &action.encode())?;
+        // In the order they run, numbered from 0, from the scratch
+        // database inside this transaction.
+        let journalled = plan.actions.journal_into(tx)?;
+        if journalled != plan.actions.len() {
+            return Err(Error::CorruptState {
+                path: batch.file().to_path_buf(),
+                what: format!(
+                    "the journal got {journalled} disk actions where the plan has {}",
+                    plan.actions.len()
+                ),
+            }
+            .into());
         }
         if let Some(receipt) = receipt {
             // The sender had everything in its row: raise the estimate of it.

@@ -8,12 +8,15 @@
 //! database ([`super::planned::Planned`], at most
 //! [`super::planned::HOT_MAX`] in memory), and the walks over them
 //! (structure repair, the disk actions) read them back a page at a
-//! time. What the plan still holds in memory grows with the replica's
-//! recorded entries, with the disk actions and staged files of the paths
-//! whose disk state changes, with this replica's own operations (conflict
-//! copies, folders made) and the conflicts' notes, and, on a filesystem
-//! that folds names, with the paths made: not with the operations, nor
-//! with the paths that only change entries.
+//! time. The disk actions go to the same database as they are derived
+//! ([`super::spool`]), and the journal is run from the state database a
+//! page at a time. What the plan still holds in memory grows with the
+//! replica's recorded entries, with the files it stages (new content)
+//! and the names it reserves for kept versions, with the folders whose
+//! content changes, with this replica's own operations (conflict copies,
+//! folders made) and the conflicts' notes, and, on a filesystem that
+//! folds names, with the paths made: not with the operations, nor with
+//! the other paths whose entry or disk state changes.
 
 use std::cell::{OnceCell, RefCell};
 use std::cmp::Ordering;
@@ -25,6 +28,7 @@ use std::path::{Path, PathBuf};
 use super::batch::{OpBatch, OpBits};
 use super::journal::{Action, Expect, MetaKind};
 use super::planned::{Only, Planned};
+use super::spool::{Actions, Group};
 use super::ApplyReport;
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{Causality, Change, ChunkRef, Id, Operation, PathState, Timestamp, VersionVector};
@@ -77,8 +81,9 @@ pub(crate) struct Plan {
     /// Final entries of every path the batch touches, in the batch's
     /// scratch database (flushed).
     pub entries: Planned,
-    /// Disk actions, in the order they run.
-    pub actions: Vec<Action>,
+    /// Disk actions, in the batch's scratch database (flushed), for the
+    /// commit to copy into the journal in the order they run.
+    pub actions: Actions,
     pub jobs: Vec<StageJob>,
     /// The recorded state before the batch: where local chunks are.
     pub recorded: HashMap<Vec<u8>, RecordedEntry>,
@@ -1365,9 +1370,10 @@ impl Planner<'_> {
         let mut creations = Vec::new();
         let mut dir_modes = Vec::new();
         let mut jobs = Vec::new();
+        // The actions go to the scratch database a page of paths at a
+        // time (`super::spool`): these vectors hold one page's.
+        let mut spooled = Actions::create(self.conn, self.planned.file())?;
         // The planned entries a page at a time, in byte order.
-        // Directories given their metadata (and so their mtime) below.
-        let mut meta_set: BTreeSet<Vec<u8>> = BTreeSet::new();
         // Parents of changed paths: their mtime moves as names are placed
         // or removed, and is put back to the recorded one at the end.
         let mut parents: BTreeSet<Vec<u8>> = BTreeSet::new();
@@ -1547,7 +1553,6 @@ impl Planner<'_> {
                             mtime: *mtime,
                             ext: ext.clone(),
                         });
-                        meta_set.insert(p.clone());
                         dir_modes.push(Action::SetDirMode {
                             path: p,
                             mode: *mode,
@@ -1661,36 +1666,45 @@ impl Planner<'_> {
                     PathState::Unknown { .. } => {}
                 }
             }
+            // Sorted as they run by the spool: removals deepest first, so
+            // children go before their directory; directories' actions
+            // deepest first, so a directory's mtime is set after
+            // everything below it (each SetDirMode before its SetMeta).
+            let conn = self.conn;
+            spooled.put(conn, Group::Removals, removals.drain(..).map(|(_, a)| a))?;
+            spooled.put(conn, Group::Creations, creations.drain(..))?;
+            spooled.put(conn, Group::DirModes, dir_modes.drain(..))?;
         }
         // A directory whose content changed but whose own state did not:
         // its recorded mtime (and metadata) is put back, as at the origin.
-        for parent in parents.difference(&meta_set) {
+        // A directory whose state changed was given its metadata above.
+        for parent in &parents {
+            let recorded = self.recorded.get(parent).map(|e| &e.state);
             let state = match self.planned.get(self.conn, parent)? {
+                Some(entry)
+                    if matches!(entry.state, PathState::Directory { .. })
+                        && recorded != Some(&entry.state) =>
+                {
+                    continue;
+                }
                 Some(entry) => Some(entry.state),
-                None => self.recorded.get(parent).map(|e| e.state.clone()),
+                None => recorded.cloned(),
             };
             if let Some(PathState::Directory {
                 mtime: Some(mtime), ..
             }) = state
             {
-                dir_modes.insert(
-                    0,
-                    Action::SetDirTime {
+                spooled.put_first(
+                    self.conn,
+                    Group::DirModes,
+                    &Action::SetDirTime {
                         path: parent.clone(),
                         mtime,
                     },
-                );
+                )?;
             }
         }
-        // Deepest first, so children go before their directory.
-        removals.sort_by(|a, b| b.0.cmp(&a.0));
-        let mut actions: Vec<Action> = removals.into_iter().map(|(_, a)| a).collect();
-        actions.extend(creations);
-        // Deepest first: a directory's mtime is set after everything below
-        // it (sorting keeps each SetDirMode before its SetMeta).
-        let mut dir_modes: Vec<Action> = dir_modes.into_iter().rev().collect();
-        dir_modes.sort_by(|a, b| b.path().cmp(a.path()));
-        actions.extend(dir_modes);
+        spooled.flush(self.conn)?;
         self.report.local_operations = self.local_ops.len() as u64;
         if let Some((first, count)) = &self.too_long {
             let more = match count - 1 {
@@ -1718,7 +1732,7 @@ impl Planner<'_> {
             removed: self.removed,
             local_ops: self.local_ops,
             entries: self.planned,
-            actions,
+            actions: spooled,
             jobs,
             recorded: self.recorded,
             report: self.report,

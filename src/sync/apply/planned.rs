@@ -107,6 +107,11 @@ impl Planned {
         Ok(planned)
     }
 
+    /// The scratch database's file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
     fn error(&self, what: impl std::fmt::Display) -> Error {
         Error::CorruptState {
             path: self.file.clone(),

@@ -1,0 +1,328 @@
+//! The disk actions a plan derives, kept in the batch's scratch database
+//! ([`super::batch`]) rather than in memory: a packet that changes a
+//! million paths on disk plans two or three actions for each, and in
+//! memory they cost some 360 bytes a path (a path copied into each, a
+//! file's metadata), so the import's memory grew with the packet.
+//!
+//! The planner hands its actions over a page of paths at a time
+//! ([`Actions::put`]), in three groups that run in this order: removals
+//! (deepest path first), creations (in the order planned), then the
+//! directories' modes and times (deepest path first, so a directory's
+//! time is set after everything below it). The table `batch.actions`
+//! holds each action's journal encoding with its group, its path and its
+//! place in the group; the commit copies them into the journal in that
+//! order inside its one transaction ([`Actions::journal_into`]), and the
+//! journal is then run a page at a time from the state database
+//! ([`super::JournalPages`]). Memory holds at most [`HELD`] actions.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection};
+
+use super::journal::Action;
+use crate::error::{Error, Result};
+
+/// At most this many actions wait in memory before they are written to
+/// the table.
+pub const HELD: usize = 4096;
+
+/// The groups of actions, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Group {
+    /// Removals, deepest path first (ties in the order given).
+    Removals = 0,
+    /// Creations and metadata of files and links, in the order given.
+    Creations = 1,
+    /// Directories' modes, metadata and times, deepest path first (ties
+    /// in the reverse of the order given).
+    DirModes = 2,
+}
+
+/// A row waiting to be written: group, place in the group, path, encoding.
+type Row = (i64, i64, Vec<u8>, Vec<u8>);
+
+/// The actions of one plan, in `batch.actions`: see the module
+/// documentation.
+#[derive(Debug)]
+pub(crate) struct Actions {
+    held: Vec<Row>,
+    /// The next place given in any group (rising: only the order within
+    /// a group matters).
+    next: i64,
+    /// The next place given by [`Actions::put_first`] (falling).
+    first: i64,
+    len: u64,
+    /// The scratch database's file, for errors.
+    file: PathBuf,
+}
+
+impl Actions {
+    /// An empty table `batch.actions` (the batch's scratch database must
+    /// be attached to `conn` as `batch`; `file` is its file, for errors).
+    pub fn create(conn: &Connection, file: &Path) -> Result<Actions> {
+        let actions = Actions {
+            held: Vec::new(),
+            next: 0,
+            first: -1,
+            len: 0,
+            file: file.to_path_buf(),
+        };
+        conn.execute_batch(
+            "DROP TABLE IF EXISTS batch.actions;
+             CREATE TABLE batch.actions (
+                 grp INTEGER NOT NULL,
+                 place INTEGER NOT NULL,
+                 path BLOB NOT NULL,
+                 action BLOB NOT NULL
+             );",
+        )
+        .map_err(|e| actions.write_error(e))?;
+        Ok(actions)
+    }
+
+    fn write_error(&self, e: rusqlite::Error) -> Error {
+        super::batch::write_error(
+            &self.file,
+            e,
+            || "planning the packet's disk actions".to_string(),
+            |e| self.error(e),
+        )
+    }
+
+    fn error(&self, what: impl std::fmt::Display) -> Error {
+        Error::CorruptState {
+            path: self.file.clone(),
+            what: format!("disk actions of the batch: {what}"),
+        }
+    }
+
+    /// Adds `actions` to `group`, after those it holds.
+    pub fn put(
+        &mut self,
+        conn: &Connection,
+        group: Group,
+        actions: impl IntoIterator<Item = Action>,
+    ) -> Result<()> {
+        for action in actions {
+            let place = self.next;
+            self.next += 1;
+            self.hold(conn, group, place, &action)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `action` to `group` before every action it holds (and before
+    /// those given this way earlier).
+    pub fn put_first(&mut self, conn: &Connection, group: Group, action: &Action) -> Result<()> {
+        let place = self.first;
+        self.first -= 1;
+        self.hold(conn, group, place, action)
+    }
+
+    fn hold(&mut self, conn: &Connection, group: Group, place: i64, action: &Action) -> Result<()> {
+        self.held
+            .push((group as i64, place, action.path().to_vec(), action.encode()));
+        self.len += 1;
+        if self.held.len() >= HELD {
+            self.flush(conn)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the actions held in memory to the table.
+    pub fn flush(&mut self, conn: &Connection) -> Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held);
+        let write = || -> rusqlite::Result<()> {
+            let tx = conn.unchecked_transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO batch.actions (grp, place, path, action) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for (group, place, path, action) in &held {
+                    insert.execute(params![group, place, path, action])?;
+                }
+            }
+            tx.commit()
+        };
+        write().map_err(|e| self.write_error(e))
+    }
+
+    /// How many actions the plan has.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Calls `f` with the path of every action (a path once per action),
+    /// one row at a time, through `conn` (the commit's transaction). The
+    /// actions must be flushed ([`Actions::flush`]).
+    pub fn for_each_path<E: From<Error>>(
+        &self,
+        conn: &Connection,
+        mut f: impl FnMut(&[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        debug_assert!(self.held.is_empty(), "read before flush");
+        let mut statement = conn
+            .prepare("SELECT path FROM batch.actions")
+            .map_err(|e| self.error(e))?;
+        let mut rows = statement.query([]).map_err(|e| self.error(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+            let path: Vec<u8> = row.get(0).map_err(|e| self.error(e))?;
+            f(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Copies every action into the journal table `main.pending_apply`, in
+    /// the order they run (numbered from 0), through `conn` (the commit's
+    /// transaction); returns how many. The actions must be flushed.
+    pub fn journal_into(&self, conn: &Connection) -> rusqlite::Result<u64> {
+        debug_assert!(self.held.is_empty(), "read before flush");
+        conn.execute(
+            "INSERT INTO main.pending_apply (seq, action)
+             SELECT row_number() OVER (
+                        ORDER BY grp,
+                                 CASE WHEN grp = 1 THEN X'' ELSE path END DESC,
+                                 CASE WHEN grp = 2 THEN -place ELSE place END
+                    ) - 1,
+                    action
+             FROM batch.actions",
+            [],
+        )
+        .map(|rows| rows as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::state::State;
+    use crate::sync::apply::batch::OpBatch;
+
+    fn dir(path: &str) -> Action {
+        Action::MakeDir {
+            path: path.as_bytes().to_vec(),
+            mode: 0o755,
+        }
+    }
+
+    fn remove(path: &str) -> Action {
+        Action::RemoveDir {
+            path: path.as_bytes().to_vec(),
+        }
+    }
+
+    fn mode(path: &str) -> Action {
+        Action::SetDirMode {
+            path: path.as_bytes().to_vec(),
+            mode: 0o700,
+        }
+    }
+
+    fn time(path: &str) -> Action {
+        Action::SetDirTime {
+            path: path.as_bytes().to_vec(),
+            mtime: Default::default(),
+        }
+    }
+
+    /// The order the planner gave before the actions were spooled: the
+    /// removals sorted deepest first, the creations as given, the
+    /// directories' actions (those put first in front) reversed, then
+    /// sorted deepest first (stable sorts).
+    fn in_memory_order(
+        removals: &[Action],
+        creations: &[Action],
+        first: &[Action],
+        dir_modes: &[Action],
+    ) -> Vec<Action> {
+        let mut removals = removals.to_vec();
+        removals.sort_by(|a, b| b.path().cmp(a.path()));
+        let mut modes: Vec<Action> = first.iter().rev().cloned().collect();
+        modes.extend(dir_modes.iter().cloned());
+        let mut modes: Vec<Action> = modes.into_iter().rev().collect();
+        modes.sort_by(|a, b| b.path().cmp(a.path()));
+        let mut all = removals;
+        all.extend(creations.iter().cloned());
+        all.extend(modes);
+        all
+    }
+
+    #[test]
+    fn spooled_actions_are_journalled_in_the_order_the_planner_gave() {
+        let dir_ = tempfile::tempdir().unwrap();
+        let mut state = State::open(dir_.path()).unwrap();
+        let batch = OpBatch::create(&state, &Default::default()).unwrap();
+        let mut actions = Actions::create(state.conn(), batch.file()).unwrap();
+        // More than is held in memory, in pages as the planner gives them.
+        let (mut removals, mut creations, mut first, mut modes) = (vec![], vec![], vec![], vec![]);
+        for page in 0..3 {
+            let (mut r, mut c, mut m): (Vec<Action>, Vec<Action>, Vec<Action>) =
+                (vec![], vec![], vec![]);
+            for i in 0..HELD / 2 {
+                let p = format!("p{page}/{:05}", (i * 7919) % (HELD / 2));
+                r.push(remove(&format!("{p}/x")));
+                // Same path twice: ties keep the order given.
+                r.push(Action::RemoveSpecial {
+                    path: format!("{p}/x").into_bytes(),
+                });
+                c.push(dir(&p));
+                m.push(Action::SetDirMode {
+                    path: p.clone().into_bytes(),
+                    mode: 0o755,
+                });
+                m.push(mode(&p));
+            }
+            removals.extend(r.iter().cloned());
+            creations.extend(c.iter().cloned());
+            modes.extend(m.iter().cloned());
+            actions
+                .put(state.conn(), Group::Removals, r.drain(..))
+                .unwrap();
+            actions
+                .put(state.conn(), Group::Creations, c.drain(..))
+                .unwrap();
+            actions
+                .put(state.conn(), Group::DirModes, m.drain(..))
+                .unwrap();
+        }
+        for parent in ["p0", "p1", "p2", "q"] {
+            first.push(time(parent));
+            actions
+                .put_first(state.conn(), Group::DirModes, &time(parent))
+                .unwrap();
+        }
+        actions.flush(state.conn()).unwrap();
+        let expected = in_memory_order(&removals, &creations, &first, &modes);
+        assert_eq!(actions.len(), expected.len() as u64);
+        let journalled = state
+            .transaction(|tx| {
+                crate::store::state::create_pending_apply(tx)?;
+                let n = actions.journal_into(tx)?;
+                let mut paths = 0u64;
+                actions.for_each_path(tx, |_| -> std::result::Result<(), Error> {
+                    paths += 1;
+                    Ok(())
+                })?;
+                assert_eq!(paths, n);
+                let mut statement =
+                    tx.prepare("SELECT seq, action FROM pending_apply ORDER BY seq")?;
+                let rows: Vec<(i64, Vec<u8>)> = statement
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok(rows)
+            })
+            .unwrap();
+        for (index, (seq, _)) in journalled.iter().enumerate() {
+            assert_eq!(*seq, index as i64);
+        }
+        let decoded: Vec<Action> = journalled
+            .iter()
+            .map(|(_, bytes)| Action::decode(bytes).unwrap())
+            .collect();
+        assert!(decoded == expected, "the journal's order differs");
+        batch.close(&state);
+    }
+}
