@@ -99,7 +99,12 @@ pub fn create_signing_key(state_dir: &Path) -> Result<SigningKey> {
 }
 
 pub fn load_signing_key(state_dir: &Path) -> Result<SigningKey> {
-    let path = signing_key_path(state_dir);
+    load_signing_key_at(&signing_key_path(state_dir))
+}
+
+/// The signing key in the file `path` (32 secret bytes).
+pub fn load_signing_key_at(path: &Path) -> Result<SigningKey> {
+    let path = path.to_path_buf();
     let bytes = std::fs::read(&path).at(&path)?;
     let secret: [u8; 32] = bytes
         .try_into()

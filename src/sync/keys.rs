@@ -322,3 +322,200 @@ impl KeyBook {
             .map(|(at, _, _)| *at)
     }
 }
+
+/// The file, in the state folder, holding this replica's age identities
+/// that `mkreplica -rekey` replaced (`# retired ...` comment lines, then
+/// one `AGE-SECRET-KEY-1...` per line, mode 0600): kept only to decrypt
+/// packets encrypted to them before the siblings heard of the rotation.
+pub const RETIRED_KEYS_FILE: &str = "retired_encryption_keys";
+/// A new key waiting for its rotation to be committed: beside the key
+/// file it replaces, with this suffix.
+const NEXT_SUFFIX: &str = ".next";
+
+fn next_path(path: &std::path::Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(NEXT_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// What `mkreplica -rekey` did.
+#[derive(Clone, Debug)]
+pub struct Rekey {
+    /// This replica's own epoch of the `RekeyMember` operation.
+    pub epoch: u64,
+    pub old_key: [u8; 32],
+    pub new_key: [u8; 32],
+    /// The new age recipient (`age1...`).
+    pub encryption_key: String,
+}
+
+/// Replaces this replica's signing and encryption keys (`mkreplica
+/// -rekey`, SPEC.md §7.1): logs a `RekeyMember` operation of its own at
+/// its next epoch E, in a run of its own sealed with the old key, and
+/// from then on signs and seals with the new key; packets to it are
+/// encrypted to the new recipient once a sibling has the operation. The
+/// old signing key is discarded; the old age identity is kept in
+/// [`RETIRED_KEYS_FILE`] to read packets encrypted to it before.
+///
+/// Crash-safe: the new keys are written beside the old ones first
+/// (`*.next`), the operation and the new member key committed in one
+/// transaction, then the files renamed; [`settle`] (run whenever the
+/// lock is taken) finishes or undoes an interrupted rotation by what the
+/// database says. Refused during a restore (`mkreplica -restore`: no
+/// change of its own can be numbered then). The caller holds the lock.
+pub fn rekey(replica: &mut crate::replica::LockedReplica) -> Result<Rekey> {
+    use crate::store::{identity, state};
+    crate::sync::family::refuse_while_restoring(replica, "mkreplica -rekey (a key rotation)")?;
+    let dir = replica.state_dir();
+    let me = replica.identity.replica_id;
+    let old = replica.signing_key()?;
+    let old_key = old.verifying_key().to_bytes();
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).expect("the operating system's random source works");
+    let new = ed25519_dalek::SigningKey::from_bytes(&secret);
+    let new_key = new.verifying_key().to_bytes();
+    let age_key = age::x25519::Identity::generate();
+    let encryption_key = age_key.to_public().to_string();
+    {
+        use age::secrecy::ExposeSecret;
+        let signing_next = next_path(&identity::signing_key_path(&dir));
+        let encryption_next = next_path(&identity::encryption_key_path(&dir));
+        crate::sys::fsutil::create_new_file(&signing_next, &secret, 0o600)?;
+        let text = format!("{}\n", age_key.to_string().expose_secret());
+        crate::sys::fsutil::create_new_file(&encryption_next, text.as_bytes(), 0o600)?;
+    }
+    let epoch = replica.state().epoch(&me, &me)? + 1;
+    let op = Operation {
+        origin: me,
+        epoch,
+        recorded: crate::sys::clock::now(),
+        change: Change::RekeyMember {
+            replica: me,
+            old_key,
+            new_key,
+            encryption_key: encryption_key.clone(),
+        },
+    };
+    let rotation = state::Rotation {
+        replica: me,
+        epoch,
+        old_key,
+        new_key,
+        at_ns: crate::sys::clock::now_ns(),
+    };
+    let old_secret = old.to_bytes();
+    let committed = replica.state_mut().transaction(|tx| {
+        state::append_operation(tx, &op)?;
+        state::set_epoch(tx, &me, &me, epoch)?;
+        // A run of its own, sealed with the old key: every member can
+        // verify it with what it knows, and it vouches for the new key.
+        state::seal_own_run(tx, &old_secret, &me, epoch, epoch)?;
+        state::rekey_member(tx, &rotation, &encryption_key)?;
+        Ok(())
+    });
+    if let Err(err) = committed {
+        let _ = settle(&dir, replica.state(), &me);
+        return Err(err);
+    }
+    crate::sys::testhook::crash_point("rekey-after-commit");
+    settle(&dir, replica.state(), &me)?;
+    Ok(Rekey {
+        epoch,
+        old_key,
+        new_key,
+        encryption_key,
+    })
+}
+
+/// Finishes a rotation whose new keys wait beside the old ones (see
+/// [`rekey`]): when the database holds the waiting signing key as this
+/// replica's (the rotation was committed), the old age identity goes to
+/// [`RETIRED_KEYS_FILE`] and the new keys replace the old files; else
+/// (interrupted before the commit) the waiting keys are removed. Nothing
+/// to do, the usual case, costs one `stat`.
+pub fn settle(dir: &std::path::Path, state: &State, me: &Id) -> Result<()> {
+    use crate::error::IoContext;
+    use crate::store::identity;
+    let signing = identity::signing_key_path(dir);
+    let encryption = identity::encryption_key_path(dir);
+    let (signing_next, encryption_next) = (next_path(&signing), next_path(&encryption));
+    if !signing_next.exists() {
+        // The signing key is renamed last: without it nothing waits (an
+        // encryption key left alone was never committed).
+        if encryption_next.exists() {
+            std::fs::remove_file(&encryption_next).at(&encryption_next)?;
+        }
+        return Ok(());
+    }
+    let waiting = identity::load_signing_key_at(&signing_next)?;
+    let current = state
+        .members()?
+        .into_iter()
+        .find(|m| m.replica == *me)
+        .map(|m| m.public_key);
+    if current != Some(waiting.verifying_key().to_bytes()) {
+        for path in [&encryption_next, &signing_next] {
+            if path.exists() {
+                std::fs::remove_file(path).at(path)?;
+            }
+        }
+        return crate::sys::fsutil::sync_dir(dir);
+    }
+    if encryption_next.exists() {
+        if let Some(old) = identity::load_encryption_key(dir)? {
+            use age::secrecy::ExposeSecret;
+            use std::io::Write;
+            let retired = dir.join(RETIRED_KEYS_FILE);
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode_0600()
+                .open(&retired)
+                .at(&retired)?;
+            let line = format!(
+                "# retired {} (mkreplica -rekey): kept to read packets encrypted to it before\n{}\n",
+                crate::sys::clock::rfc3339_ns(crate::sys::clock::now_ns()),
+                old.to_string().expose_secret()
+            );
+            file.write_all(line.as_bytes()).at(&retired)?;
+            file.sync_all().at(&retired)?;
+        }
+        std::fs::rename(&encryption_next, &encryption).at(&encryption)?;
+    }
+    std::fs::rename(&signing_next, &signing).at(&signing)?;
+    crate::sys::fsutil::sync_dir(dir)
+}
+
+/// The age identities [`rekey`] retired, oldest first (none when it never
+/// ran). Errors name the file.
+pub fn retired_identities(dir: &std::path::Path) -> Result<Vec<age::x25519::Identity>> {
+    use crate::error::IoContext;
+    let path = dir.join(RETIRED_KEYS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err).at(&path),
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            line.parse::<age::x25519::Identity>()
+                .map_err(|why| crate::error::Error::BadIdentity {
+                    path: path.clone(),
+                    what: format!("a line that is not an age X25519 identity: {why}"),
+                })
+        })
+        .collect()
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Mode0600 for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+}
