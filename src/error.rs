@@ -343,8 +343,8 @@ pub enum Refusal {
     /// (SPEC.md §7.1): the old key may be in other hands. `what` says
     /// what reaches beyond `epoch`.
     #[error(
-        "{what}, but is signed with the key \"{member}\" replaced at its epoch {epoch} \
-         (mkreplica -rekey), which is good for its epochs up to {epoch} only; nothing of this packet was applied"
+        "signed or sealed with the key \"{member}\" replaced at its epoch {epoch} (mkreplica -rekey), \
+         good for its changes up to {epoch} only, yet {what}; nothing of this packet was applied"
     )]
     RetiredKey {
         member: String,

@@ -182,6 +182,14 @@ pub fn retired(member: &str, epoch: u64, what: String) -> Refusal {
     }
 }
 
+/// "change 6" or "changes 6-8".
+pub fn changes(first: u64, last: u64) -> String {
+    match first == last {
+        true => format!("change {first}"),
+        false => format!("changes {first}-{last}"),
+    }
+}
+
 /// Checks that `header`'s signer, a key of the sender's, is good for the
 /// sender's own epochs the packet carries and its epoch row claims (the
 /// packet rule of the module doc). `name` names the sender.
@@ -205,10 +213,7 @@ pub fn check_signer_epochs(
             return Err(retired(
                 name,
                 through,
-                format!(
-                    "the packet carries its own operations {}-{}",
-                    range.first, range.last
-                ),
+                format!("the packet carries its {}", changes(range.first, range.last)),
             ));
         }
     }
@@ -217,7 +222,7 @@ pub fn check_signer_epochs(
         return Err(retired(
             name,
             through,
-            format!("the packet's epoch row says it holds its own operations up to {row}"),
+            format!("the packet's epoch row says it holds its changes up to {row}"),
         ));
     }
     Ok(())

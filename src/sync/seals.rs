@@ -65,6 +65,18 @@ pub fn for_export(state: &State, ranges: &BTreeMap<Id, EpochRange>) -> Result<Ve
     Ok(out)
 }
 
+/// `origin` as this replica names it (its member name, printable), or
+/// its id.
+fn name_of(state: Option<&State>, origin: &Id) -> String {
+    state
+        .and_then(|s| s.members().ok())
+        .and_then(|members| members.into_iter().find(|m| m.replica == *origin))
+        .map_or_else(
+            || origin.to_string(),
+            |m| crate::error::printable(&m.name).into_owned(),
+        )
+}
+
 fn unsealed(what: String) -> Error {
     Error::Refused(Refusal::Unsealed { what })
 }
@@ -277,13 +289,11 @@ pub fn verify_incoming(
             if let Some((epoch, _)) = keys.last_rotation(&seal.origin) {
                 if seal.first <= epoch && seal.carried_last() > epoch {
                     return Err(Error::Refused(crate::sync::keys::retired(
-                        &seal.origin.to_string(),
+                        &name_of(state, &seal.origin),
                         epoch,
                         format!(
-                            "the seal of operations {}-{} of {} reaches past its key rotation",
-                            seal.first,
-                            seal.carried_last(),
-                            seal.origin
+                            "one seal covers its {}, across the rotation",
+                            crate::sync::keys::changes(seal.first, seal.carried_last())
                         ),
                     )));
                 }
@@ -294,13 +304,11 @@ pub fn verify_incoming(
                     seal.verify(old, &folding[index].head)
                 }) {
                     return Err(Error::Refused(crate::sync::keys::retired(
-                        &seal.origin.to_string(),
+                        &name_of(state, &seal.origin),
                         epoch,
                         format!(
-                            "the seal of operations {}-{} of {} (whoever relayed them)",
-                            seal.first,
-                            seal.carried_last(),
-                            seal.origin
+                            "that key seals its {} (whoever relayed them)",
+                            crate::sync::keys::changes(seal.first, seal.carried_last())
                         ),
                     )));
                 }

@@ -181,11 +181,14 @@ fn a_packet_signed_by_the_old_key_after_the_rotation_is_refused() {
     let text = format!("{}{}", refused.stdout, refused.stderr);
     assert!(
         text.contains(&format!(
-            "signed with the key \"alpha\" replaced at its epoch {epoch} (mkreplica -rekey)"
+            "signed or sealed with the key \"alpha\" replaced at its epoch {epoch} (mkreplica -rekey)"
         )),
         "{text}"
     );
-    assert!(text.contains(&format!("its own operations {}", epoch + 1)), "{text}");
+    assert!(
+        text.contains(&format!("yet the packet carries its change {}", epoch + 1)),
+        "{text}"
+    );
     assert_eq!(family_rows(&b), before, "nothing changed");
 
     // An old-key packet carrying nothing but whose row claims alpha's
@@ -228,8 +231,14 @@ fn a_relayed_packet_with_an_old_key_seal_beyond_the_rotation_is_refused() {
     let before = family_rows(&c);
     let refused = import_from(&c, &[&out]).fails_with(1);
     let text = format!("{}{}", refused.stdout, refused.stderr);
-    assert!(text.contains(&format!("replaced at its epoch {epoch}")), "{text}");
-    assert!(text.contains(&format!("the seal of operations {}", epoch + 1)), "{text}");
+    assert!(
+        text.contains(&format!("the key \"alpha\" replaced at its epoch {epoch}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("yet that key seals its change {} (whoever relayed them)", epoch + 1)),
+        "{text}"
+    );
     assert_eq!(family_rows(&c), before, "nothing changed");
 
     // The same relay sealed with alpha's new key is taken.
