@@ -346,9 +346,20 @@ pub(crate) fn check(
             )));
         }
     };
+    // A member whose rotation was scrubbed (its checkpoint covers it) is
+    // listed with a key no operation left leads to from its AddMember's:
+    // the signer vouches for it, as for a member whose AddMember went.
+    let mut rescued: Vec<&packet_format::Member> = Vec::new();
     for id in &order {
         let add = &added[id];
         match list.iter().find(|m| m.id == *id) {
+            Some(m)
+                if m.name == add.name
+                    && original(m) != add.key
+                    && checkpoints.contains_key(id) =>
+            {
+                rescued.push(m);
+            }
             None => {
                 return Err(bad(format!(
                     "member \"{}\" ({id}), added by operation {} of {}, is missing from its \
@@ -392,7 +403,13 @@ pub(crate) fn check(
 
     // Every operation sealed by its origin, with keys from the first
     // member's outward (the new replica holds nothing yet).
-    let keys = crate::sync::keys::KeyBook::new(roots.iter().map(|m| (m.id, original(m))).collect());
+    let keys = crate::sync::keys::KeyBook::new(
+        roots
+            .iter()
+            .map(|m| (m.id, original(m)))
+            .chain(rescued.iter().map(|m| (m.id, m.public_key)))
+            .collect(),
+    );
     let rekeyed: Vec<crate::sync::seals::Rekeyed> = rekeying.iter().map(|(r, _)| *r).collect();
     let seals = crate::sync::seals::verify_incoming(
         None,

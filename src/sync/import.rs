@@ -178,9 +178,13 @@ fn import_files(
         {
             continue;
         }
+        let Some(signer) = parts[0].header.as_ref().map(|h| h.signer_key) else {
+            continue;
+        };
         let paths: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
         let decryption = crate::sync::crypt::decryption(replica)?;
-        let found = crate::sync::keys::rotations_vouching(&mut book, &paths, decryption.as_ref());
+        let found =
+            crate::sync::keys::rotations_vouching(&mut book, &paths, signer, decryption.as_ref());
         if !found.is_empty() {
             vouched.extend(found);
             renewed = true;

@@ -120,12 +120,14 @@ impl KeyBook {
             })
     }
 
-    /// The last rotation of `member`: (epoch, old key), if any.
-    pub fn last_rotation(&self, member: &Id) -> Option<(u64, [u8; 32])> {
+    /// The first rotation of `member` at an epoch E with `first <= E <
+    /// last`: one a run `first..=last` would span.
+    pub fn rotation_within(&self, member: &Id, first: u64, last: u64) -> Option<u64> {
         self.history
-            .get(member)
-            .and_then(|r| r.last())
-            .map(|(epoch, old, _)| (*epoch, *old))
+            .get(member)?
+            .iter()
+            .map(|(epoch, _, _)| *epoch)
+            .find(|epoch| first <= *epoch && *epoch < last)
     }
 
     /// A member introduced by an `AddMember` (a key already held wins).
@@ -232,7 +234,8 @@ pub fn check_signer_epochs(
 /// brings to vouch for that key: the sender's `RekeyMember` operations
 /// that lead from the key `book` holds for it to the packet's signer,
 /// each in a run of its own whose seal verifies with the key it
-/// replaces. The files are verified with the signer's key for this (the
+/// replaces. The files are verified with `signer`, the key their headers
+/// name, for this (the
 /// key is not trusted until the rotations vouch for it). Returns them as
 /// (member, epoch, old, new) in epoch order, taken into `book` too; none
 /// when the packet is not such a one (it is then refused as not a
@@ -240,14 +243,12 @@ pub fn check_signer_epochs(
 pub fn rotations_vouching(
     book: &mut KeyBook,
     files: &[PathBuf],
+    signer: [u8; 32],
     decryption: Option<&std::sync::Arc<packet_format::Decryption>>,
 ) -> Vec<(Id, u64, [u8; 32], [u8; 32])> {
     let mut parts = Vec::new();
     for file in files {
-        let Ok(header) = packet_format::examine_packet(file, &[]).header.ok_or(()) else {
-            return Vec::new();
-        };
-        match packet_format::verify_packet_with(file, &[header.signer_key], decryption) {
+        match packet_format::verify_packet_with(file, &[signer], decryption) {
             Ok(part) => parts.push(part),
             Err(_) => return Vec::new(),
         }

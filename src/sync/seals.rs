@@ -286,17 +286,15 @@ pub fn verify_incoming(
                 left.push(index);
                 continue;
             };
-            if let Some((epoch, _)) = keys.last_rotation(&seal.origin) {
-                if seal.first <= epoch && seal.carried_last() > epoch {
-                    return Err(Error::Refused(crate::sync::keys::retired(
-                        &name_of(state, &seal.origin),
-                        epoch,
-                        format!(
-                            "one seal covers its {}, across the rotation",
-                            crate::sync::keys::changes(seal.first, seal.carried_last())
-                        ),
-                    )));
-                }
+            if let Some(epoch) = keys.rotation_within(&seal.origin, seal.first, seal.carried_last()) {
+                return Err(Error::Refused(crate::sync::keys::retired(
+                    &name_of(state, &seal.origin),
+                    epoch,
+                    format!(
+                        "one seal covers its {}, across the rotation",
+                        crate::sync::keys::changes(seal.first, seal.carried_last())
+                    ),
+                )));
             }
             if !seal.verify(&key, &folding[index].head) {
                 // Made with a key the origin replaced before these epochs?
