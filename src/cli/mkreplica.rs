@@ -858,7 +858,9 @@ fn restore(args: &Args) -> anyhow::Result<()> {
 /// `mkreplica -rekey`.
 fn rekey(args: &Args) -> anyhow::Result<()> {
     if args.family.is_some() || args.out.is_some() || !args.names.is_empty() {
-        usage!("-rekey takes no NAME, -family or -out: it replaces the keys of the replica it runs in");
+        usage!(
+            "-rekey takes no NAME, -family or -out: it replaces the keys of the replica it runs in"
+        );
     }
     let mut replica =
         Replica::open(&replica::discover(args.replica.as_deref())?)?.lock("mkreplica -rekey")?;

@@ -189,9 +189,9 @@ pub(crate) fn check(
         // Signed with the key the signer had then: its current one, or one
         // a rotation of the log replaced since.
         let signed = checkpoint.verify(&signer.public_key)
-            || rekeying.iter().any(|((origin, _, _, old, _), _)| {
-                *origin == signer.id && checkpoint.verify(old)
-            });
+            || rekeying
+                .iter()
+                .any(|((origin, _, _, old, _), _)| *origin == signer.id && checkpoint.verify(old));
         if !signed {
             return Err(bad(format!(
                 "{at} does not verify with the key of {}, which it names as its signer: \
@@ -269,7 +269,8 @@ pub(crate) fn check(
         }
         joined_with.insert(member.id, key);
     }
-    let original = |m: &packet_format::Member| joined_with.get(&m.id).copied().unwrap_or(m.public_key);
+    let original =
+        |m: &packet_format::Member| joined_with.get(&m.id).copied().unwrap_or(m.public_key);
 
     // The members the log adds, each once (again with the same name and
     // key is harmless, as an update import takes it).
@@ -354,9 +355,7 @@ pub(crate) fn check(
         let add = &added[id];
         match list.iter().find(|m| m.id == *id) {
             Some(m)
-                if m.name == add.name
-                    && original(m) != add.key
-                    && checkpoints.contains_key(id) =>
+                if m.name == add.name && original(m) != add.key && checkpoints.contains_key(id) =>
             {
                 rescued.push(m);
             }

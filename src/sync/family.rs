@@ -680,9 +680,9 @@ pub fn assess_member_packet(
     // Only what the sender signed itself speaks for it: a packet naming
     // another member as its sender is refused later (impersonation), and
     // must not lower that member's estimates or set its format first.
-    if !crate::sync::keys::KeyBook::load(replica.state())?
+    if crate::sync::keys::KeyBook::load(replica.state())?
         .owner(&header.signer_key)
-        .is_some_and(|o| o.member == sender)
+        .is_none_or(|o| o.member != sender)
     {
         return Ok(None);
     }

@@ -26,9 +26,12 @@ use crate::store::state::State;
 #[derive(Clone, Debug, Default)]
 pub struct KeyBook {
     current: HashMap<Id, [u8; 32]>,
-    /// Per member, its rotations in epoch order: (epoch, old key, new key).
-    history: HashMap<Id, Vec<(u64, [u8; 32], [u8; 32])>>,
+    /// Per member, its rotations in epoch order.
+    history: HashMap<Id, Vec<Step>>,
 }
+
+/// One rotation in a member's history: (epoch, old key, new key).
+type Step = (u64, [u8; 32], [u8; 32]);
 
 /// Whose a key is, and for which of that member's own epochs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +118,11 @@ impl KeyBook {
             .find(|(_, k)| *k == key)
             .map(|(member, _)| KeyUse {
                 member: *member,
-                after: self.history.get(member).and_then(|r| r.last()).map_or(0, |r| r.0),
+                after: self
+                    .history
+                    .get(member)
+                    .and_then(|r| r.last())
+                    .map_or(0, |r| r.0),
                 through: None,
             })
     }
@@ -147,7 +154,7 @@ impl KeyBook {
         new: [u8; 32],
     ) -> std::result::Result<bool, String> {
         let rotations = self.history.entry(member).or_default();
-        if rotations.iter().any(|r| *r == (epoch, old, new)) {
+        if rotations.contains(&(epoch, old, new)) {
             return Ok(false);
         }
         if let Some((last, _, _)) = rotations.last() {
@@ -166,7 +173,11 @@ impl KeyBook {
                     crate::store::identity::fingerprint(&old)
                 ))
             }
-            None => return Err(format!("a key rotation at its epoch {epoch} of a non-member")),
+            None => {
+                return Err(format!(
+                    "a key rotation at its epoch {epoch} of a non-member"
+                ))
+            }
         }
         rotations.push((epoch, old, new));
         self.current.insert(member, new);
@@ -215,7 +226,10 @@ pub fn check_signer_epochs(
             return Err(retired(
                 name,
                 through,
-                format!("the packet carries its {}", changes(range.first, range.last)),
+                format!(
+                    "the packet carries its {}",
+                    changes(range.first, range.last)
+                ),
             ));
         }
     }

@@ -286,7 +286,8 @@ pub fn verify_incoming(
                 left.push(index);
                 continue;
             };
-            if let Some(epoch) = keys.rotation_within(&seal.origin, seal.first, seal.carried_last()) {
+            if let Some(epoch) = keys.rotation_within(&seal.origin, seal.first, seal.carried_last())
+            {
                 return Err(Error::Refused(crate::sync::keys::retired(
                     &name_of(state, &seal.origin),
                     epoch,

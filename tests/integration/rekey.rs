@@ -44,7 +44,10 @@ fn age_recipient(root: &Path) -> String {
 /// import's scan refreshes; and the number of entries.
 fn family_rows(root: &Path) -> (Vec<String>, usize) {
     let all = everything_under(root);
-    let entries = all.iter().filter(|r| r.contains("state.db: entries:")).count();
+    let entries = all
+        .iter()
+        .filter(|r| r.contains("state.db: entries:"))
+        .count();
     (
         all.into_iter()
             .filter(|row| !row.contains("state.db: entries:"))
@@ -81,13 +84,22 @@ fn a_rotation_reaches_the_siblings_and_the_new_keys_are_used() {
     let (epoch, fingerprint, previous, recipient) = rekey(&a);
     assert_eq!(previous, old_fingerprint);
     assert_ne!(fingerprint, old_fingerprint);
-    assert_eq!(signing_fingerprint(&a), fingerprint, "alpha signs with the new key");
+    assert_eq!(
+        signing_fingerprint(&a),
+        fingerprint,
+        "alpha signs with the new key"
+    );
     assert_eq!(age_recipient(&a), recipient);
     assert_eq!(epoch, own_epoch(&a));
     // The old signing key is gone; the old age identity is kept apart.
-    let retired =
-        std::fs::read_to_string(a.join(".syncreplica/retired_encryption_keys")).unwrap();
-    assert_eq!(retired.lines().filter(|l| l.starts_with("AGE-SECRET-KEY-1")).count(), 1);
+    let retired = std::fs::read_to_string(a.join(".syncreplica/retired_encryption_keys")).unwrap();
+    assert_eq!(
+        retired
+            .lines()
+            .filter(|l| l.starts_with("AGE-SECRET-KEY-1"))
+            .count(),
+        1
+    );
     assert!(!a.join(".syncreplica/signing_key.next").exists());
 
     // alpha's next packet (signed with the new key, carrying the rotation
@@ -99,36 +111,56 @@ fn a_rotation_reaches_the_siblings_and_the_new_keys_are_used() {
     assert!(listed.contains(&fingerprint), "{listed}");
     let imported = import_from(&b, &[&out]).ok();
     assert!(
-        imported.stdout.contains("member's keys replaced (mkreplica -rekey): \"alpha\""),
+        imported
+            .stdout
+            .contains("member's keys replaced (mkreplica -rekey): \"alpha\""),
         "{}",
         imported.stdout
     );
-    assert_eq!(std::fs::read_to_string(b.join("after.txt")).unwrap(), "after the rotation");
+    assert_eq!(
+        std::fs::read_to_string(b.join("after.txt")).unwrap(),
+        "after the rotation"
+    );
     let members = run(&b, "lsreplica", [] as [&str; 0]).ok().stdout;
     assert!(
         members.contains(&format!("key {fingerprint} (rekeyed at its epoch {epoch})")),
         "{members}"
     );
     let long = run(&b, "lsreplica", ["-long"]).ok().stdout;
-    assert!(long.contains(&format!("the key {old_fingerprint}")), "{long}");
+    assert!(
+        long.contains(&format!("the key {old_fingerprint}")),
+        "{long}"
+    );
 
     // Packets to alpha are encrypted to its new key, not the old one.
     let out = fam.packet_dir("b-to-a");
     write(&b, "from-beta.txt", "beta's");
     export_to(&b, &out, &["alpha"], &[]).ok();
     let listed = lspacket_long(&b, &out);
-    assert!(listed.contains(&format!("alpha: encryption key {recipient}")), "{listed}");
+    assert!(
+        listed.contains(&format!("alpha: encryption key {recipient}")),
+        "{listed}"
+    );
     assert!(!listed.contains(&old_recipient), "{listed}");
     import_from(&a, &[&out]).ok();
-    assert_eq!(std::fs::read_to_string(a.join("from-beta.txt")).unwrap(), "beta's");
+    assert_eq!(
+        std::fs::read_to_string(a.join("from-beta.txt")).unwrap(),
+        "beta's"
+    );
 
     // Relayed: gamma hears of the rotation from beta, then takes alpha's
     // own packets signed with the new key.
     fam.send("beta", "gamma", "b-to-c");
-    assert!(run(&c, "lsreplica", [] as [&str; 0]).ok().stdout.contains(&fingerprint));
+    assert!(run(&c, "lsreplica", [] as [&str; 0])
+        .ok()
+        .stdout
+        .contains(&fingerprint));
     write(&a, "later.txt", "later");
     fam.send("alpha", "gamma", "a-to-c");
-    assert_eq!(std::fs::read_to_string(c.join("later.txt")).unwrap(), "later");
+    assert_eq!(
+        std::fs::read_to_string(c.join("later.txt")).unwrap(),
+        "later"
+    );
 
     // A new member made after the rotation verifies alpha's history
     // across it (old key up to the rotation, new key after).
@@ -236,7 +268,10 @@ fn a_relayed_packet_with_an_old_key_seal_beyond_the_rotation_is_refused() {
         "{text}"
     );
     assert!(
-        text.contains(&format!("yet that key seals its change {} (whoever relayed them)", epoch + 1)),
+        text.contains(&format!(
+            "yet that key seals its change {} (whoever relayed them)",
+            epoch + 1
+        )),
         "{text}"
     );
     assert_eq!(family_rows(&c), before, "nothing changed");
@@ -280,12 +315,21 @@ fn packets_in_flight_before_the_rotation_still_apply() {
 
     // alpha reads beta's packet with its retired key.
     import_from(&a, &[&from_b]).ok();
-    assert_eq!(std::fs::read_to_string(a.join("from-beta.txt")).unwrap(), "beta before");
+    assert_eq!(
+        std::fs::read_to_string(a.join("from-beta.txt")).unwrap(),
+        "beta before"
+    );
     // beta takes alpha's old-key packet, then the one after the rotation,
     // and the old-key packet again after the rotation (already applied).
     import_from(&b, &[&after, &from_a]).ok();
-    assert_eq!(std::fs::read_to_string(b.join("before.txt")).unwrap(), "alpha before");
-    assert_eq!(std::fs::read_to_string(b.join("after.txt")).unwrap(), "alpha after");
+    assert_eq!(
+        std::fs::read_to_string(b.join("before.txt")).unwrap(),
+        "alpha before"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("after.txt")).unwrap(),
+        "alpha after"
+    );
 }
 
 #[test]
@@ -339,11 +383,19 @@ fn rekey_is_refused_with_a_name_or_during_a_restore() {
     let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
     let a = fam.root("alpha");
     let usage = run(&a, "mkreplica", ["-rekey", "beta"]).fails_with(2);
-    assert!(usage.stderr.contains("-rekey takes no NAME"), "{}", usage.stderr);
+    assert!(
+        usage.stderr.contains("-rekey takes no NAME"),
+        "{}",
+        usage.stderr
+    );
     fam.send("beta", "alpha", "heard");
     run(&a, "mkreplica", ["-restore", "beta"]).ok();
     let before = everything_under(&a);
     let refused = run(&a, "mkreplica", ["-rekey"]).fails_with(1);
-    assert!(refused.stderr.contains("being restored"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("being restored"),
+        "{}",
+        refused.stderr
+    );
     assert_eq!(everything_under(&a), before, "nothing changed");
 }
