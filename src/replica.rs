@@ -107,7 +107,7 @@ impl LockedReplica {
         replica.state = State::open(&dir).map_err(|e| not_writable(&root, e))?;
         // A key rotation interrupted by a crash (`mkreplica -rekey`) is
         // finished or undone before anything signs.
-        crate::sync::keys::settle(&dir, &replica.state, &replica.identity.replica_id)?;
+        crate::store::identity::settle(&dir, &replica.state, &replica.identity.replica_id)?;
         Ok(LockedReplica {
             replica,
             lock: Some(lock),

@@ -894,7 +894,7 @@ fn rekey(args: &Args) -> anyhow::Result<()> {
          on they refuse the old key for its changes after epoch {}. Packets encrypted to the old key \
          still open here (.syncreplica/{}).",
         done.epoch,
-        crate::sync::keys::RETIRED_KEYS_FILE
+        crate::store::identity::RETIRED_KEYS_FILE
     );
     Ok(())
 }

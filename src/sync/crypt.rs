@@ -27,7 +27,9 @@ pub fn decryption(replica: &Replica) -> Result<Option<Arc<Decryption>>> {
     // Then the identities `mkreplica -rekey` retired: packets encrypted to
     // them before the siblings heard of the rotation still open.
     let mut identities = vec![key];
-    identities.extend(crate::sync::keys::retired_identities(&replica.state_dir())?);
+    identities.extend(crate::store::identity::retired_identities(
+        &replica.state_dir(),
+    )?);
     Ok(Some(Arc::new(Decryption::new(identities, None))))
 }
 

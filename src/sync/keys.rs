@@ -279,6 +279,11 @@ pub fn rotations_vouching(
     for op in packet.operations() {
         let Ok(op) = op else { return Vec::new() };
         if op.origin == sender && matches!(op.change, Change::RekeyMember { .. }) {
+            // Read before the packet is trusted: a bound on what it may
+            // make this replica hold (no member rotates that often).
+            if found.len() == MAX_VOUCHING_ROTATIONS {
+                return Vec::new();
+            }
             found.push(op);
         }
     }
@@ -320,6 +325,10 @@ pub fn rotations_vouching(
     taken
 }
 
+/// The most rotations of its sender a packet signed by an unknown key may
+/// bring to vouch for it.
+const MAX_VOUCHING_ROTATIONS: usize = 64;
+
 /// Whether `status` says a packet is signed by a key not known here.
 pub fn unknown_key(status: &Option<SignatureStatus>) -> bool {
     matches!(status, Some(SignatureStatus::UnknownKey { .. }))
@@ -343,21 +352,6 @@ impl KeyBook {
     }
 }
 
-/// The file, in the state folder, holding this replica's age identities
-/// that `mkreplica -rekey` replaced (`# retired ...` comment lines, then
-/// one `AGE-SECRET-KEY-1...` per line, mode 0600): kept only to decrypt
-/// packets encrypted to them before the siblings heard of the rotation.
-pub const RETIRED_KEYS_FILE: &str = "retired_encryption_keys";
-/// A new key waiting for its rotation to be committed: beside the key
-/// file it replaces, with this suffix.
-const NEXT_SUFFIX: &str = ".next";
-
-fn next_path(path: &std::path::Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(NEXT_SUFFIX);
-    PathBuf::from(name)
-}
-
 /// What `mkreplica -rekey` did.
 #[derive(Clone, Debug)]
 pub struct Rekey {
@@ -375,11 +369,11 @@ pub struct Rekey {
 /// from then on signs and seals with the new key; packets to it are
 /// encrypted to the new recipient once a sibling has the operation. The
 /// old signing key is discarded; the old age identity is kept in
-/// [`RETIRED_KEYS_FILE`] to read packets encrypted to it before.
+/// [`crate::store::identity::RETIRED_KEYS_FILE`] to read packets encrypted to it before.
 ///
 /// Crash-safe: the new keys are written beside the old ones first
 /// (`*.next`), the operation and the new member key committed in one
-/// transaction, then the files renamed; [`settle`] (run whenever the
+/// transaction, then the files renamed; [`crate::store::identity::settle`] (run whenever the
 /// lock is taken) finishes or undoes an interrupted rotation by what the
 /// database says. Refused during a restore (`mkreplica -restore`: no
 /// change of its own can be numbered then). The caller holds the lock.
@@ -398,8 +392,8 @@ pub fn rekey(replica: &mut crate::replica::LockedReplica) -> Result<Rekey> {
     let encryption_key = age_key.to_public().to_string();
     {
         use age::secrecy::ExposeSecret;
-        let signing_next = next_path(&identity::signing_key_path(&dir));
-        let encryption_next = next_path(&identity::encryption_key_path(&dir));
+        let signing_next = identity::next_path(&identity::signing_key_path(&dir));
+        let encryption_next = identity::next_path(&identity::encryption_key_path(&dir));
         crate::sys::fsutil::create_new_file(&signing_next, &secret, 0o600)?;
         let text = format!("{}\n", age_key.to_string().expose_secret());
         crate::sys::fsutil::create_new_file(&encryption_next, text.as_bytes(), 0o600)?;
@@ -434,11 +428,11 @@ pub fn rekey(replica: &mut crate::replica::LockedReplica) -> Result<Rekey> {
         Ok(())
     });
     if let Err(err) = committed {
-        let _ = settle(&dir, replica.state(), &me);
+        let _ = identity::settle(&dir, replica.state(), &me);
         return Err(err);
     }
     crate::sys::testhook::crash_point("rekey-after-commit");
-    settle(&dir, replica.state(), &me)?;
+    identity::settle(&dir, replica.state(), &me)?;
     Ok(Rekey {
         epoch,
         old_key,
@@ -447,95 +441,51 @@ pub fn rekey(replica: &mut crate::replica::LockedReplica) -> Result<Rekey> {
     })
 }
 
-/// Finishes a rotation whose new keys wait beside the old ones (see
-/// [`rekey`]): when the database holds the waiting signing key as this
-/// replica's (the rotation was committed), the old age identity goes to
-/// [`RETIRED_KEYS_FILE`] and the new keys replace the old files; else
-/// (interrupted before the commit) the waiting keys are removed. Nothing
-/// to do, the usual case, costs one `stat`.
-pub fn settle(dir: &std::path::Path, state: &State, me: &Id) -> Result<()> {
-    use crate::error::IoContext;
-    use crate::store::identity;
-    let signing = identity::signing_key_path(dir);
-    let encryption = identity::encryption_key_path(dir);
-    let (signing_next, encryption_next) = (next_path(&signing), next_path(&encryption));
-    if !signing_next.exists() {
-        // The signing key is renamed last: without it nothing waits (an
-        // encryption key left alone was never committed).
-        if encryption_next.exists() {
-            std::fs::remove_file(&encryption_next).at(&encryption_next)?;
-        }
-        return Ok(());
-    }
-    let waiting = identity::load_signing_key_at(&signing_next)?;
-    let current = state
-        .members()?
-        .into_iter()
-        .find(|m| m.replica == *me)
-        .map(|m| m.public_key);
-    if current != Some(waiting.verifying_key().to_bytes()) {
-        for path in [&encryption_next, &signing_next] {
-            if path.exists() {
-                std::fs::remove_file(path).at(path)?;
-            }
-        }
-        return crate::sys::fsutil::sync_dir(dir);
-    }
-    if encryption_next.exists() {
-        if let Some(old) = identity::load_encryption_key(dir)? {
-            use age::secrecy::ExposeSecret;
-            use std::io::Write;
-            let retired = dir.join(RETIRED_KEYS_FILE);
-            let mut file = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode_0600()
-                .open(&retired)
-                .at(&retired)?;
-            let line = format!(
-                "# retired {} (mkreplica -rekey): kept to read packets encrypted to it before\n{}\n",
-                crate::sys::clock::rfc3339_ns(crate::sys::clock::now_ns()),
-                old.to_string().expose_secret()
-            );
-            file.write_all(line.as_bytes()).at(&retired)?;
-            file.sync_all().at(&retired)?;
-        }
-        std::fs::rename(&encryption_next, &encryption).at(&encryption)?;
-    }
-    std::fs::rename(&signing_next, &signing).at(&signing)?;
-    crate::sys::fsutil::sync_dir(dir)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The age identities [`rekey`] retired, oldest first (none when it never
-/// ran). Errors name the file.
-pub fn retired_identities(dir: &std::path::Path) -> Result<Vec<age::x25519::Identity>> {
-    use crate::error::IoContext;
-    let path = dir.join(RETIRED_KEYS_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err).at(&path),
-    };
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(|line| {
-            line.parse::<age::x25519::Identity>()
-                .map_err(|why| crate::error::Error::BadIdentity {
-                    path: path.clone(),
-                    what: format!("a line that is not an age X25519 identity: {why}"),
-                })
-        })
-        .collect()
-}
+    fn id(byte: u8) -> Id {
+        Id([byte; 16])
+    }
 
-trait Mode0600 {
-    fn mode_0600(&mut self) -> &mut Self;
-}
+    #[test]
+    fn each_key_is_good_for_the_epochs_up_to_its_rotation() {
+        let mut book = KeyBook::new([(id(1), [1; 32])].into());
+        assert_eq!(book.rotate(id(1), 5, [1; 32], [2; 32]), Ok(true));
+        assert_eq!(
+            book.rotate(id(1), 5, [1; 32], [2; 32]),
+            Ok(false),
+            "held already"
+        );
+        assert_eq!(book.rotate(id(1), 9, [2; 32], [3; 32]), Ok(true));
+        assert_eq!(book.key_for(&id(1), 1), Some([1; 32]));
+        assert_eq!(
+            book.key_for(&id(1), 5),
+            Some([1; 32]),
+            "the rotation itself"
+        );
+        assert_eq!(book.key_for(&id(1), 6), Some([2; 32]));
+        assert_eq!(book.key_for(&id(1), 10), Some([3; 32]));
+        let owner = |key| book.owner(&[key; 32]).map(|u| (u.after, u.through));
+        assert_eq!(owner(1), Some((0, Some(5))));
+        assert_eq!(owner(2), Some((5, Some(9))));
+        assert_eq!(owner(3), Some((9, None)));
+        assert_eq!(book.rotation_within(&id(1), 3, 6), Some(5));
+        assert_eq!(book.rotation_within(&id(1), 6, 9), None);
+        assert_eq!(book.all_keys().len(), 3);
+    }
 
-impl Mode0600 for std::fs::OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600)
+    #[test]
+    fn a_rotation_from_another_key_or_out_of_order_is_refused() {
+        let mut book = KeyBook::new([(id(1), [1; 32])].into());
+        assert!(book.rotate(id(1), 5, [7; 32], [2; 32]).is_err());
+        assert!(
+            book.rotate(id(2), 5, [1; 32], [2; 32]).is_err(),
+            "not a member"
+        );
+        book.rotate(id(1), 5, [1; 32], [2; 32]).unwrap();
+        assert!(book.rotate(id(1), 4, [2; 32], [3; 32]).is_err());
+        assert_eq!(book.current(&id(1)), Some([2; 32]));
     }
 }
