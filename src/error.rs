@@ -425,6 +425,20 @@ pub enum Refusal {
     #[error("{what}")]
     Unsealed { what: String },
 
+    /// Signed or sealed with a key `member` replaced at its epoch `epoch`
+    /// (`mkreplica -rekey`), for that member's own epochs after it
+    /// (SPEC.md §7.1): the old key may be in other hands. `what` says
+    /// what reaches beyond `epoch`.
+    #[error(
+        "signed or sealed with the key \"{member}\" replaced at its epoch {epoch} (mkreplica -rekey), \
+         good for its changes up to {epoch} only, yet {what}; nothing of this packet was applied"
+    )]
+    RetiredKey {
+        member: String,
+        epoch: u64,
+        what: String,
+    },
+
     /// Signed by one member, naming another as its sender.
     #[error("claims to come from {claimed} but is signed by {signer}")]
     Impersonation { claimed: String, signer: String },

@@ -105,6 +105,9 @@ impl LockedReplica {
         // Opened after the lock is held: the read-only connection may have
         // been opened without locks (`State::open_read_only`).
         replica.state = State::open(&dir).map_err(|e| not_writable(&root, e))?;
+        // A key rotation interrupted by a crash (`mkreplica -rekey`) is
+        // finished or undone before anything signs.
+        crate::store::identity::settle(&dir, &replica.state, &replica.identity.replica_id)?;
         Ok(LockedReplica {
             replica,
             lock: Some(lock),

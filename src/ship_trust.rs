@@ -57,6 +57,29 @@ pub fn member_keys(root: &Path) -> Result<Vec<[u8; 32]>, MemberKeysError> {
         })?;
         keys.push(key);
     }
+    // Keys members replaced (mkreplica -rekey): packets they signed before
+    // the rotation may still be travelling. Which epochs such a key is
+    // good for is the importing replica's check, not the route's.
+    let rotated: bool = connection
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rotations')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(db)?;
+    if rotated {
+        let mut statement = connection
+            .prepare("SELECT old_key FROM rotations")
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |row| row.get::<_, Vec<u8>>(0))
+            .map_err(db)?;
+        for row in rows {
+            if let Ok(key) = <[u8; 32]>::try_from(row.map_err(db)?) {
+                keys.push(key);
+            }
+        }
+    }
     Ok(keys)
 }
 

@@ -716,7 +716,29 @@ fn states_ops() -> (Vec<u8>, Vec<Operation>) {
             },
         });
     }
+    // Format 2.9: the sender replaces its keys (SPEC.md §7.1), the other
+    // vector key becoming its signing key.
+    ops.push(Operation {
+        origin: sender_id(),
+        epoch: ops.len() as u64 + 1,
+        recorded: CREATED,
+        change: Change::RekeyMember {
+            replica: sender_id(),
+            old_key: public_key(&SENDER_SECRET),
+            new_key: public_key(&OTHER_SECRET),
+            encryption_key: vector_recipient(),
+        },
+    });
     (data, ops)
+}
+
+/// The age recipient of the vector identity.
+fn vector_recipient() -> String {
+    VECTOR_IDENTITY
+        .parse::<packet_format::age::x25519::Identity>()
+        .unwrap()
+        .to_public()
+        .to_string()
 }
 
 fn write_states_packet(out: &Path) {
@@ -765,11 +787,13 @@ fn states_sidecar(trust: &str, sender: &str) -> Vec<String> {
         ("none", "none", "none"),
         ("special:1", "-86400.000000007", "2,4,6,10"),
         ("special:3", "-86400.000000007", "2,4,6,10"),
+        ("none", "none", "none"),
     ];
     for (index, (op, (state, mtime, ext))) in ops.iter().zip(expected).enumerate() {
         let kind = match &op.change {
             Change::Unknown { kind, .. } => *kind,
             Change::RemoveMember { .. } => change_kind::REMOVE_MEMBER,
+            Change::RekeyMember { .. } => change_kind::REKEY_MEMBER,
             _ => change_kind::PATH,
         };
         let path = match op.change.path_change() {

@@ -35,8 +35,9 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// ([`CreationPayload::checkpoints`]);
 /// 7 appends the metadata the tree digest covers
 /// ([`TreeDigest::metadata`]); 8 adds chunk groups (chunk codec 3,
-/// SPEC.md §5.2).
-pub const FORMAT_MINOR: u16 = 8;
+/// SPEC.md §5.2); 9 adds key rotation (operation kind 6, `RekeyMember`,
+/// SPEC.md §7.1).
+pub const FORMAT_MINOR: u16 = 9;
 /// The first minor whose header body ends with the incarnation field.
 pub const MINOR_WITH_INCARNATION: u16 = 1;
 /// The first minor whose header body has the tree digest after the
@@ -57,6 +58,9 @@ pub const MINOR_WITH_CHECKPOINT: u16 = 6;
 pub const MINOR_WITH_DIGEST_METADATA: u16 = 7;
 /// First minor whose `chunks` entry may hold chunk groups (codec 3, SPEC.md §5.2).
 pub const MINOR_WITH_CHUNK_GROUPS: u16 = 8;
+/// First minor whose readers know operation kind 6, `RekeyMember`
+/// (SPEC.md §7.1); an older reader refuses a packet carrying it.
+pub const MINOR_WITH_REKEY: u16 = 9;
 /// Length of the fixed prefix: magic, major, minor, signer key.
 pub(crate) const HEADER_PREFIX_LEN: usize = 8 + 2 + 2 + 32;
 /// Domain separation for the signature: the signed message is this string

@@ -361,6 +361,9 @@ pub mod change_kind {
     pub const RESOLVE: u32 = 3;
     /// A member leaves the family for good (`rmreplica`).
     pub const REMOVE_MEMBER: u32 = 5;
+    /// A member replaces its own signing and encryption keys
+    /// (`mkreplica -rekey`, format 2.9).
+    pub const REKEY_MEMBER: u32 = 6;
     pub const INFORMATIONAL: u32 = 0x1_0000;
     /// A member's encryption key (format 2.5, informational): kept as
     /// [`super::Change::Unknown`] so that it is logged and relayed like
@@ -437,6 +440,20 @@ pub enum Change {
     /// other members relay still are (they were made while it belonged).
     /// `name` is the member's name as the remover knew it (informational).
     RemoveMember { replica: Id, name: String },
+    /// A member replaced its own keys (`mkreplica -rekey`, format 2.9):
+    /// logged as its own operation at epoch E, in a run of its own sealed
+    /// with `old_key`. Its operations up to E are sealed, and its packets
+    /// whose own epochs reach no further than E signed, with `old_key`;
+    /// those after E with `new_key`. Packets to it are encrypted to
+    /// `encryption_key` (age X25519, `age1...`) once this is received.
+    /// `replica` is always the operation's origin: a member rekeys only
+    /// itself (SPEC.md §7.1).
+    RekeyMember {
+        replica: Id,
+        old_key: [u8; 32],
+        new_key: [u8; 32],
+        encryption_key: String,
+    },
     /// An operation kind from a newer minor version, kept as received.
     Unknown { kind: u32, body: Vec<u8> },
 }
@@ -555,6 +572,22 @@ struct RemoveMemberBodyRef<'a> {
 struct RemoveMemberBody {
     replica: Id,
     name: String,
+}
+
+#[derive(Serialize)]
+struct RekeyMemberBodyRef<'a> {
+    replica: &'a Id,
+    old_key: &'a [u8; 32],
+    new_key: &'a [u8; 32],
+    encryption_key: &'a str,
+}
+
+#[derive(Deserialize)]
+struct RekeyMemberBody {
+    replica: Id,
+    old_key: [u8; 32],
+    new_key: [u8; 32],
+    encryption_key: String,
 }
 
 #[derive(Serialize)]
@@ -765,6 +798,21 @@ impl Serialize for Change {
                 REMOVE_MEMBER,
                 &RemoveMemberBodyRef { replica, name },
             ),
+            Change::RekeyMember {
+                replica,
+                old_key,
+                new_key,
+                encryption_key,
+            } => serialize_tagged(
+                serializer,
+                REKEY_MEMBER,
+                &RekeyMemberBodyRef {
+                    replica,
+                    old_key,
+                    new_key,
+                    encryption_key,
+                },
+            ),
             Change::Unknown { kind, body } => (*kind, serde_bytes_ref(body)).serialize(serializer),
         }
     }
@@ -807,6 +855,15 @@ impl<'de> Deserialize<'de> for Change {
                     name: b.name,
                 }
             }
+            REKEY_MEMBER => {
+                let b: RekeyMemberBody = decode_body("member key rotation", &body)?;
+                Change::RekeyMember {
+                    replica: b.replica,
+                    old_key: b.old_key,
+                    new_key: b.new_key,
+                    encryption_key: b.encryption_key,
+                }
+            }
             kind => Change::Unknown { kind, body },
         })
     }
@@ -847,7 +904,10 @@ impl Change {
                 state,
                 author: Some(*author),
             }),
-            Change::AddMember { .. } | Change::RemoveMember { .. } | Change::Unknown { .. } => None,
+            Change::AddMember { .. }
+            | Change::RemoveMember { .. }
+            | Change::RekeyMember { .. }
+            | Change::Unknown { .. } => None,
         }
     }
 }

@@ -125,7 +125,7 @@ fn update_vector_decodes_without_the_library() {
     // Fixed prefix.
     assert_eq!(&header[..8], b"SYNCRPKT");
     assert_eq!(u16le(header, 8), 2, "major");
-    assert_eq!(u16le(header, 10), 8, "minor");
+    assert_eq!(u16le(header, 10), 9, "minor");
     let key: [u8; 32] = header[12..44].try_into().unwrap();
     let expected_key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32])
         .verifying_key()
@@ -397,7 +397,7 @@ fn creation_entry_decodes_without_the_library() {
         ]
     );
     let header = entries[4].1;
-    assert_eq!(u16le(header, 10), 8, "minor");
+    assert_eq!(u16le(header, 10), 9, "minor");
     let key: [u8; 32] = header[12..44].try_into().unwrap();
     let mut c = Cursor {
         bytes: entries[2].1,
@@ -457,7 +457,7 @@ fn states_vector_decodes_without_the_library() {
         operations(0, raw)
     };
     assert!(header.starts_with(b"SYNCRPKT"));
-    assert_eq!(ops.len(), 11);
+    assert_eq!(ops.len(), 12);
     let state = |index: usize| match &ops[index].body {
         Body::Path { state, .. } => state,
         other => panic!("operation {index}: {other:?}"),
@@ -571,6 +571,27 @@ fn states_vector_decodes_without_the_library() {
             other => panic!("operation {index}: {other:?}"),
         }
     }
+    // Format 2.9 (SPEC §6.2 kind 6, §7.1): the sender's key rotation, from
+    // the sender key (secret 0x11) to the other key (secret 0x22).
+    match &ops[11].body {
+        Body::RekeyMember {
+            replica,
+            old_key,
+            new_key,
+            encryption_key,
+        } => {
+            assert_eq!(replica, &ops[11].origin, "a member rekeys itself");
+            let public = |byte: u8| {
+                ed25519_dalek::SigningKey::from_bytes(&[byte; 32])
+                    .verifying_key()
+                    .to_bytes()
+                    .to_vec()
+            };
+            assert_eq!((old_key, new_key), (&public(0x11), &public(0x22)));
+            assert!(encryption_key.starts_with("age1") && encryption_key.len() == 62);
+        }
+        other => panic!("operation 11: {other:?}"),
+    }
 }
 
 #[derive(Debug)]
@@ -594,6 +615,14 @@ enum Body {
     RemoveMember {
         replica: Vec<u8>,
         name: String,
+    },
+    /// Kind 6 (SPEC §6.2, format 2.9): `{ replica: [u8;16], old_key:
+    /// [u8;32], new_key: [u8;32], encryption_key: string }`.
+    RekeyMember {
+        replica: Vec<u8>,
+        old_key: Vec<u8>,
+        new_key: Vec<u8>,
+        encryption_key: String,
     },
     Unknown(u64),
 }
@@ -676,6 +705,20 @@ fn operations(encoding: u8, stored: &[u8]) -> Vec<HandOp> {
                 let name = b.string();
                 assert_eq!(b.at, body.len(), "nothing after the member removal");
                 Body::RemoveMember { replica, name }
+            }
+            6 => {
+                let mut b = Cursor { bytes: body, at: 0 };
+                let replica = b.raw(16).to_vec();
+                let old_key = b.raw(32).to_vec();
+                let new_key = b.raw(32).to_vec();
+                let encryption_key = b.string();
+                assert_eq!(b.at, body.len(), "nothing after the key rotation");
+                Body::RekeyMember {
+                    replica,
+                    old_key,
+                    new_key,
+                    encryption_key,
+                }
             }
             other => Body::Unknown(other),
         };
@@ -995,7 +1038,7 @@ fn encrypted_vector_decrypts_with_the_vector_key() {
         ["chunks", "operations", "seals", "header", "signature"]
     );
     let header = entries[3].1;
-    assert_eq!(u16le(header, 10), 8, "minor");
+    assert_eq!(u16le(header, 10), 9, "minor");
     // The header ends: option tag 1, one recipient {id, key}, passphrase false.
     let key = identity.to_public().to_string();
     let mut tail = vec![1u8, 1];

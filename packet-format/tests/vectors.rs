@@ -141,6 +141,7 @@ fn change_kind(change: &Change) -> u32 {
         Change::AddMember { .. } => change_kind::ADD_MEMBER,
         Change::Resolve { .. } => change_kind::RESOLVE,
         Change::RemoveMember { .. } => change_kind::REMOVE_MEMBER,
+        Change::RekeyMember { .. } => change_kind::REKEY_MEMBER,
         Change::Unknown { kind, .. } => *kind,
     }
 }

@@ -5,7 +5,8 @@ use clap::Parser;
 /// List the members of a replica's family.
 ///
 /// Prints each member's name, replica id and the fingerprint of its signing
-/// key (SHA-256 of the ed25519 public key), marking the local replica;
+/// key (SHA-256 of the ed25519 public key; "rekeyed at its epoch E" when
+/// the member replaced its keys with mkreplica -rekey), marking the local replica;
 /// CLONED for a member of which two copies are in use (one creation packet
 /// imported twice: syncreplica -import refuses the second copy's packets);
 /// REMOVED for a member removed from the family with rmreplica (its
@@ -23,7 +24,8 @@ pub struct Args {
     /// what a clone alarm names), and what this replica knows of it: the last
     /// packet sent to it and received from it, when it was last heard
     /// from, the changes it has not confirmed having, its epoch row, any
-    /// clone alarm about it, its removal, when this replica's tree was
+    /// clone alarm about it, its removal, its key rotations (mkreplica
+    /// -rekey: the epoch, the key replaced), when this replica's tree was
     /// last verified the same as its (the tree digest of its packets; see
     /// syncreplica -verify), and for this replica the size of its
     /// operation log (operations, bytes) and what an unfinished restore

@@ -35,6 +35,14 @@ const REPLICA_FILES: &[(&str, &str)] = &[
         "SQLite: the recorded state of every path, the operation log, the epoch table, the members and their public keys, the packet log",
     ),
     ("DIR/.syncreplica/signing_key", "this replica's ed25519 signing key (mode 0600)"),
+    (
+        "DIR/.syncreplica/encryption_key",
+        "this replica's age X25519 identity, which packets to it are encrypted to (mode 0600)",
+    ),
+    (
+        "DIR/.syncreplica/retired_encryption_keys",
+        "the age identities mkreplica -rekey replaced, kept only to decrypt packets encrypted to them before the siblings had the rotation (mode 0600); may be deleted once every sibling has confirmed the rotation's epoch and no older packet is travelling",
+    ),
     ("DIR/.syncreplica/identity.toml", "family and replica names and ids"),
     ("DIR/.syncreplica/lock", "the process lock: one process at a time changes a replica"),
     (
@@ -105,6 +113,7 @@ pub fn manual(name: &str) -> Manual {
                 "mkreplica -export -manifest -out DIR [-passphrase-file FILE | -keyout FILE] [-replica DIR] NEWNAME",
                 "mkreplica -import -adopt [-mirror] [-fingerprint HEX] [-key FILE] -replica DIR PACKET_OR_DIR…",
                 "mkreplica -restore [-replica DIR] [SIBLING…]",
+                "mkreplica -rekey [-fmt json] [-replica DIR]",
             ],
             files: REPLICA_FILES,
             environment: &[],
@@ -115,11 +124,21 @@ pub fn manual(name: &str) -> Manual {
                     "Make the new member from it, checking the fingerprint the sender read out",
                     "mkreplica -import -fingerprint HEX -key /secure/ship.key -replica /srv/projects /media/usb",
                 ),
+                (
+                    "Replace this replica's keys (a copy of its state folder went astray); its next packets tell the family",
+                    "mkreplica -rekey",
+                ),
             ],
-            json: &[(
-                "mkreplica -import -fmt json",
-                "{version: 1, replica, replica_id, family, family_id, root, packets: [PART], sender, files, not_carried: [PATH], conflicts: [NOTE], fingerprint, fingerprint_checked}",
-            )],
+            json: &[
+                (
+                    "mkreplica -import -fmt json",
+                    "{version: 1, replica, replica_id, family, family_id, root, packets: [PART], sender, files, not_carried: [PATH], conflicts: [NOTE], fingerprint, fingerprint_checked}",
+                ),
+                (
+                    "mkreplica -rekey -fmt json",
+                    "{version: 1, replica, replica_id, epoch (this replica's own epoch of the rotation: the old key is good for its changes up to it), fingerprint (the new signing key's), previous_fingerprint, encryption_key (the new age recipient)}",
+                ),
+            ],
         },
         "lspacket" => Manual {
             synopses: &[

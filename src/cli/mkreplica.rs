@@ -109,6 +109,29 @@ use clap::Parser;
 /// and the import says so. lsreplica -long shows
 /// what a restore waits for. The usual round: syncreplica -export -ack
 /// SIBLING here, import it there; that sibling exports here; import it.
+///
+/// `mkreplica -rekey [-replica DIR]`, run in a replica, replaces its
+/// signing key and its encryption key with new ones (say, when a copy of
+/// its state folder or a backup of it went astray) and prints both new
+/// fingerprints. The rotation is a change of this replica's own, at its
+/// next epoch E, signed and sealed with the old key, so every sibling
+/// can check it with the key it knows; it travels with this replica's
+/// next packets (syncreplica -export) and through relays like any change.
+/// From then on this replica signs and seals with the new key; a sibling
+/// that has the rotation refuses any packet signed with the old key that
+/// carries this replica's own changes after E (or says it holds them),
+/// and any change after E sealed with the old key, whoever relays it:
+/// packets carry no trustworthy time, so the rule is by epochs. Packets
+/// already written before the rotation (in flight, their epochs all at or
+/// below E) still apply everywhere. Siblings encrypt to the new key once
+/// they have the rotation; packets encrypted to the old key before that
+/// still open here: the old encryption key is kept, for reading only, in
+/// .syncreplica/retired_encryption_keys (mode 0600), which an
+/// administrator may delete once every sibling has confirmed epoch E of
+/// this replica (lsreplica -long) and no packet written before is still
+/// travelling. The old signing key is deleted. Refused while a restore
+/// (-restore) is unfinished. A crash during -rekey leaves the old keys or
+/// the new ones, never a mix: the next command finishes or undoes it.
 #[derive(Debug, Parser)]
 #[command(name = "mkreplica", version, after_help = super::EXIT_STATUS_HELP)]
 #[command(group = clap::ArgGroup::new("mode").required(true))]
@@ -129,6 +152,12 @@ pub struct Args {
     /// SIBLINGs named (default: every other current member).
     #[arg(long, group = "mode")]
     pub restore: bool,
+
+    /// Replace this replica's signing and encryption keys with new ones,
+    /// announced to the family by a change signed with the old key (see
+    /// above).
+    #[arg(long, group = "mode")]
+    pub rekey: bool,
 
     /// With -init: name of the new family.
     #[arg(long, value_name = "FAMILY")]
@@ -217,9 +246,9 @@ pub struct Args {
     #[arg(long, short = 'q')]
     pub quiet: bool,
 
-    /// With -import: output format, text or json (for scripts: one object
-    /// with a "version" field instead of the summary lines; see JSON
-    /// OUTPUT in the man page).
+    /// With -import and -rekey: output format, text or json (for scripts:
+    /// one object with a "version" field instead of the summary lines; see
+    /// JSON OUTPUT in the man page).
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub fmt: super::Format,
 
@@ -228,7 +257,7 @@ pub struct Args {
     /// -restore: the siblings to wait for.
     #[arg(
         value_name = "NAME | PACKET_OR_DIR | SIBLING",
-        required_unless_present = "restore"
+        required_unless_present_any = ["restore", "rekey"]
     )]
     pub names: Vec<String>,
 }
@@ -861,9 +890,53 @@ fn restore(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `mkreplica -rekey`.
+fn rekey(args: &Args) -> anyhow::Result<()> {
+    if args.family.is_some() || args.out.is_some() || !args.names.is_empty() {
+        usage!(
+            "-rekey takes no NAME, -family or -out: it replaces the keys of the replica it runs in"
+        );
+    }
+    let mut replica =
+        Replica::open(&replica::discover(args.replica.as_deref())?)?.lock("mkreplica -rekey")?;
+    cli::print_lock_takeover(NAME, &replica);
+    let done = crate::sync::keys::rekey(&mut replica)?;
+    let fingerprint = crate::store::identity::fingerprint(&done.new_key);
+    let old_fingerprint = crate::store::identity::fingerprint(&done.old_key);
+    if args.fmt == cli::Format::Json {
+        let json = crate::cli::render::transfer::RekeyJson {
+            version: 1,
+            replica: replica.identity.replica_name.clone(),
+            replica_id: replica.identity.replica_id.to_hex(),
+            epoch: done.epoch,
+            fingerprint,
+            previous_fingerprint: old_fingerprint,
+            encryption_key: done.encryption_key,
+        };
+        cli::report::print_data(format_args!("{}\n", serde_json::to_string_pretty(&json)?));
+        return Ok(());
+    }
+    outln!(
+        "Replaced the keys of replica \"{}\" at its epoch {} (signed with the old key).",
+        printable(&replica.identity.replica_name),
+        done.epoch
+    );
+    outln!("  Signing key fingerprint: {fingerprint}");
+    outln!("  (was {old_fingerprint})");
+    outln!("  Encryption key: {}", done.encryption_key);
+    outln!(
+        "  Siblings take the new keys with this replica's next packets (syncreplica -export); from then \
+         on they refuse the old key for its changes after epoch {}. Packets encrypted to the old key \
+         still open here (.syncreplica/{}).",
+        done.epoch,
+        crate::store::identity::RETIRED_KEYS_FILE
+    );
+    Ok(())
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.fmt == cli::Format::Json && !args.import {
-        usage!("-fmt json applies to -import only");
+    if args.fmt == cli::Format::Json && !args.import && !args.rekey {
+        usage!("-fmt json applies to -import and -rekey only");
     }
     // Refused, not ignored: a user who gives both believes the packet is
     // protected by the passphrase.
@@ -888,6 +961,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         init(&args)
     } else if args.restore {
         restore(&args)
+    } else if args.rekey {
+        rekey(&args)
     } else if args.export {
         export(&args)
     } else {

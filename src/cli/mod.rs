@@ -245,6 +245,7 @@ fn completion_modes(command: &str) -> &'static [(&'static str, &'static [&'stati
                 &["fingerprint", "key", "fmt", "quiet", "replica", "names"],
             ),
             ("restore", &["quiet", "replica", "names"]),
+            ("rekey", &["fmt", "quiet", "replica"]),
         ],
         _ => &[],
     }

@@ -193,6 +193,11 @@ pub fn refusal_hint(refusal: &Refusal) -> Option<&'static str> {
         Refusal::Impersonation { .. } => Some(
             "a member is forging packets in another's name: check that member's site and key (lsreplica -long lists the keys)",
         ),
+        Refusal::RetiredKey { .. } => Some(
+            "the member's old key is in use after it was replaced: someone else may hold a copy of it; \
+             check that member's site (lsreplica -long lists its current key and rotation); packets \
+             it wrote before the rotation still apply",
+        ),
         Refusal::NeedsNewer { .. } => Some(
             "upgrade syncreplica at this site (the sender's version writes what this one cannot apply) and import the packet again",
         ),

@@ -1006,6 +1006,12 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                         printable(name)
                     );
                 }
+                for name in &report.members_rekeyed {
+                    outln!(
+                        "  member's keys replaced (mkreplica -rekey): \"{}\"; packets to it are encrypted to its new key, and its old key is good only for what it wrote before",
+                        printable(name)
+                    );
+                }
                 cli::report_failed(NAME, &report.failed);
                 failed_steps.extend(report.failed.iter().map(|f| f.path.clone()));
                 total.added += report.added;

@@ -99,7 +99,12 @@ pub fn create_signing_key(state_dir: &Path) -> Result<SigningKey> {
 }
 
 pub fn load_signing_key(state_dir: &Path) -> Result<SigningKey> {
-    let path = signing_key_path(state_dir);
+    load_signing_key_at(&signing_key_path(state_dir))
+}
+
+/// The signing key in the file `path` (32 secret bytes).
+pub fn load_signing_key_at(path: &Path) -> Result<SigningKey> {
+    let path = path.to_path_buf();
     let bytes = std::fs::read(&path).at(&path)?;
     let secret: [u8; 32] = bytes
         .try_into()
@@ -160,6 +165,113 @@ pub fn validate_name(name: &str) -> Result<()> {
         name: name.to_string(),
         why: why.to_string(),
     })
+}
+
+/// The file, in the state folder, holding this replica's age identities
+/// that `mkreplica -rekey` replaced (`# retired ...` comment lines, then
+/// one `AGE-SECRET-KEY-1...` per line, mode 0600): kept only to decrypt
+/// packets encrypted to them before the siblings heard of the rotation.
+pub const RETIRED_KEYS_FILE: &str = "retired_encryption_keys";
+/// A new key waiting for its rotation to be committed: beside the key
+/// file it replaces, with this suffix.
+const NEXT_SUFFIX: &str = ".next";
+
+pub fn next_path(path: &std::path::Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(NEXT_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Finishes a rotation whose new keys wait beside the old ones (see
+/// `sync::keys::rekey`, `mkreplica -rekey`): when the database holds the
+/// waiting signing key as this replica's (the rotation was committed), the old age identity goes to
+/// [`RETIRED_KEYS_FILE`] and the new keys replace the old files; else
+/// (interrupted before the commit) the waiting keys are removed. Nothing
+/// to do, the usual case, costs one `stat`.
+pub fn settle(dir: &std::path::Path, state: &crate::store::state::State, me: &Id) -> Result<()> {
+    use crate::error::IoContext;
+    let signing = signing_key_path(dir);
+    let encryption = encryption_key_path(dir);
+    let (signing_next, encryption_next) = (next_path(&signing), next_path(&encryption));
+    if !signing_next.exists() {
+        // The signing key is renamed last: without it nothing waits (an
+        // encryption key left alone was never committed).
+        if encryption_next.exists() {
+            std::fs::remove_file(&encryption_next).at(&encryption_next)?;
+        }
+        return Ok(());
+    }
+    let waiting = load_signing_key_at(&signing_next)?;
+    let current = state
+        .members()?
+        .into_iter()
+        .find(|m| m.replica == *me)
+        .map(|m| m.public_key);
+    if current != Some(waiting.verifying_key().to_bytes()) {
+        for path in [&encryption_next, &signing_next] {
+            if path.exists() {
+                std::fs::remove_file(path).at(path)?;
+            }
+        }
+        return crate::sys::fsutil::sync_dir(dir);
+    }
+    if encryption_next.exists() {
+        if let Some(old) = load_encryption_key(dir)? {
+            use age::secrecy::ExposeSecret;
+            use std::io::Write;
+            let retired = dir.join(RETIRED_KEYS_FILE);
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode_0600()
+                .open(&retired)
+                .at(&retired)?;
+            let line = format!(
+                "# retired {} (mkreplica -rekey): kept to read packets encrypted to it before\n{}\n",
+                crate::sys::clock::rfc3339_ns(crate::sys::clock::now_ns()),
+                old.to_string().expose_secret()
+            );
+            file.write_all(line.as_bytes()).at(&retired)?;
+            file.sync_all().at(&retired)?;
+        }
+        std::fs::rename(&encryption_next, &encryption).at(&encryption)?;
+    }
+    std::fs::rename(&signing_next, &signing).at(&signing)?;
+    crate::sys::fsutil::sync_dir(dir)
+}
+
+/// The age identities `mkreplica -rekey` retired, oldest first (none when it never
+/// ran). Errors name the file.
+pub fn retired_identities(dir: &std::path::Path) -> Result<Vec<age::x25519::Identity>> {
+    use crate::error::IoContext;
+    let path = dir.join(RETIRED_KEYS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err).at(&path),
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            line.parse::<age::x25519::Identity>()
+                .map_err(|why| crate::error::Error::BadIdentity {
+                    path: path.clone(),
+                    what: format!("a line that is not an age X25519 identity: {why}"),
+                })
+        })
+        .collect()
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Mode0600 for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
 }
 
 #[cfg(test)]

@@ -2910,3 +2910,110 @@ impl State {
         )))
     }
 }
+
+// Key rotations (issue 15, `mkreplica -rekey`, SPEC.md §7.1): made on
+// first use. `members.public_key` holds each member's current key; this
+// table the keys it had before, so that what they signed still verifies
+// for the epochs they were good for.
+const ROTATIONS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS rotations (
+    replica     BLOB NOT NULL,
+    -- The member's own epoch of the RekeyMember operation: `old_key` is
+    -- good for its epochs up to this one, `new_key` after it.
+    epoch       INTEGER NOT NULL,
+    old_key     BLOB NOT NULL,
+    new_key     BLOB NOT NULL,
+    at_ns       INTEGER NOT NULL,
+    PRIMARY KEY (replica, epoch)
+)";
+
+/// A member's key rotation, as this replica holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub replica: Id,
+    /// The member's own epoch of its `RekeyMember` operation.
+    pub epoch: u64,
+    pub old_key: [u8; 32],
+    pub new_key: [u8; 32],
+    /// When this replica took it (nanoseconds since 1970, UTC).
+    pub at_ns: i64,
+}
+
+/// Takes a rotation in `tx`: keeps the old key in the history, makes the
+/// new one the member's current key, and the announced encryption key
+/// the one packets to it are encrypted to.
+pub fn rekey_member(
+    tx: &Connection,
+    rotation: &Rotation,
+    encryption_key: &str,
+) -> rusqlite::Result<()> {
+    tx.execute_batch(ROTATIONS_SCHEMA)?;
+    tx.execute(
+        "INSERT INTO rotations (replica, epoch, old_key, new_key, at_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            rotation.replica.0.as_slice(),
+            rotation.epoch as i64,
+            rotation.old_key.as_slice(),
+            rotation.new_key.as_slice(),
+            rotation.at_ns
+        ],
+    )?;
+    tx.execute(
+        "UPDATE members SET public_key = ?2 WHERE replica = ?1",
+        params![rotation.replica.0.as_slice(), rotation.new_key.as_slice()],
+    )?;
+    tx.execute_batch(MEMBER_KEYS_SCHEMA)?;
+    tx.execute(
+        "INSERT INTO member_keys (replica, encryption_key, origin, epoch) VALUES (?1, ?2, ?1, ?3)
+         ON CONFLICT (replica) DO UPDATE SET encryption_key = excluded.encryption_key,
+             origin = excluded.origin, epoch = excluded.epoch
+         WHERE NOT (member_keys.origin = excluded.origin AND member_keys.epoch > excluded.epoch)",
+        params![
+            rotation.replica.0.as_slice(),
+            encryption_key,
+            rotation.epoch as i64
+        ],
+    )?;
+    Ok(())
+}
+
+impl State {
+    /// Every key rotation this replica holds, by member then epoch.
+    pub fn rotations(&self) -> Result<Vec<Rotation>> {
+        if !self.has_table("rotations")? {
+            return Ok(Vec::new());
+        }
+        let db = |source| self.db_error(source);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT replica, epoch, old_key, new_key, at_ns FROM rotations \
+                 ORDER BY replica, epoch",
+            )
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                    row.get::<_, Vec<u8>>(3)?,
+                    row.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (replica, epoch, old_key, new_key, at_ns) = row.map_err(db)?;
+            let bad = || self.corrupt("rotations: bad replica id or key");
+            out.push(Rotation {
+                replica: Id(replica.try_into().map_err(|_| bad())?),
+                epoch: epoch as u64,
+                old_key: old_key.try_into().map_err(|_| bad())?,
+                new_key: new_key.try_into().map_err(|_| bad())?,
+                at_ns,
+            });
+        }
+        Ok(out)
+    }
+}

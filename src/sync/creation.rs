@@ -1702,6 +1702,9 @@ pub(crate) fn write_new_state(
     for member in &checked.members {
         state::insert_member(tx, member, header.created.as_nanos_saturating())?;
     }
+    for (rotation, encryption_key) in &checked.rotations {
+        state::rekey_member(tx, rotation, encryption_key)?;
+    }
     // The state database's errors met in the scratch database's pages,
     // kept as such (they name the state database).
     let mut sql: Option<rusqlite::Error> = None;

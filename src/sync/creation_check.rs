@@ -51,6 +51,9 @@ pub(crate) struct Checked {
     /// The members: the family's first member, then those the log adds,
     /// in the order it adds them.
     pub members: Vec<Member>,
+    /// The members' key rotations the log carries (SPEC.md §7.1), in
+    /// epoch order per member, with the encryption key each announces.
+    pub rotations: Vec<(crate::store::state::Rotation, String)>,
     /// Bytes of content the paths' end states need (all-zero chunks
     /// left out: they are holes), each reference counted.
     pub content_bytes: u64,
@@ -116,6 +119,7 @@ pub(crate) fn check(
     // kept of them in memory is the few that add members.
     let mut scratch = Scratch::create(scratch_dir)?;
     let mut adding: Vec<AddedBy> = Vec::new();
+    let mut rekeying: Vec<(crate::sync::seals::Rekeyed, String)> = Vec::new();
     let mut page: Vec<Operation> = Vec::with_capacity(PAGE);
     for op in packet.operations() {
         let op = op?;
@@ -135,6 +139,18 @@ pub(crate) fn check(
                 name: name.clone(),
                 key: *public_key,
             });
+        }
+        if let Change::RekeyMember {
+            replica,
+            old_key,
+            new_key,
+            encryption_key,
+        } = &op.change
+        {
+            rekeying.push((
+                (op.origin, op.epoch, *replica, *old_key, *new_key),
+                encryption_key.clone(),
+            ));
         }
         page.push(op);
         if page.len() >= PAGE {
@@ -170,7 +186,13 @@ pub(crate) fn check(
                 checkpoint.signer
             )));
         };
-        if !checkpoint.verify(&signer.public_key) {
+        // Signed with the key the signer had then: its current one, or one
+        // a rotation of the log replaced since.
+        let signed = checkpoint.verify(&signer.public_key)
+            || rekeying
+                .iter()
+                .any(|((origin, _, _, old, _), _)| *origin == signer.id && checkpoint.verify(old));
+        if !signed {
             return Err(bad(format!(
                 "{at} does not verify with the key of {}, which it names as its signer: \
                  it was not made as it is by that member",
@@ -219,6 +241,36 @@ pub(crate) fn check(
         }
         carried.insert(*origin, range.last);
     }
+
+    // Each member's key before its rotations (SPEC.md §7.1): the member
+    // list gives the current keys, the log's rotations lead there from
+    // the key the member joined with, which its first runs are sealed
+    // with.
+    let mut joined_with: HashMap<Id, [u8; 32]> = HashMap::new();
+    for member in list {
+        let mut key = member.public_key;
+        for ((origin, epoch, replica, old, new), _) in rekeying.iter().rev() {
+            if replica != origin {
+                return Err(bad(format!(
+                    "operation {epoch} of {} rotates the keys of {}: a member rekeys only itself",
+                    who(origin),
+                    who(replica)
+                )));
+            }
+            if *replica == member.id {
+                if *new != key {
+                    return Err(bad(format!(
+                        "its member list gives {} a key that its key rotations do not lead to",
+                        who(&member.id)
+                    )));
+                }
+                key = *old;
+            }
+        }
+        joined_with.insert(member.id, key);
+    }
+    let original =
+        |m: &packet_format::Member| joined_with.get(&m.id).copied().unwrap_or(m.public_key);
 
     // The members the log adds, each once (again with the same name and
     // key is harmless, as an update import takes it).
@@ -295,9 +347,18 @@ pub(crate) fn check(
             )));
         }
     };
+    // A member whose rotation was scrubbed (its checkpoint covers it) is
+    // listed with a key no operation left leads to from its AddMember's:
+    // the signer vouches for it, as for a member whose AddMember went.
+    let mut rescued: Vec<&packet_format::Member> = Vec::new();
     for id in &order {
         let add = &added[id];
         match list.iter().find(|m| m.id == *id) {
+            Some(m)
+                if m.name == add.name && original(m) != add.key && checkpoints.contains_key(id) =>
+            {
+                rescued.push(m);
+            }
             None => {
                 return Err(bad(format!(
                     "member \"{}\" ({id}), added by operation {} of {}, is missing from its \
@@ -307,7 +368,7 @@ pub(crate) fn check(
                     who(&add.by.origin)
                 )))
             }
-            Some(m) if m.name != add.name || m.public_key != add.key => {
+            Some(m) if m.name != add.name || original(m) != add.key => {
                 return Err(bad(format!(
                     "its member list gives {} another name or key than operation {} of {}, \
                      which adds it",
@@ -341,13 +402,21 @@ pub(crate) fn check(
 
     // Every operation sealed by its origin, with keys from the first
     // member's outward (the new replica holds nothing yet).
-    let keys: HashMap<Id, [u8; 32]> = roots.iter().map(|m| (m.id, m.public_key)).collect();
+    let keys = crate::sync::keys::KeyBook::new(
+        roots
+            .iter()
+            .map(|m| (m.id, original(m)))
+            .chain(rescued.iter().map(|m| (m.id, m.public_key)))
+            .collect(),
+    );
+    let rekeyed: Vec<crate::sync::seals::Rekeyed> = rekeying.iter().map(|(r, _)| *r).collect();
     let seals = crate::sync::seals::verify_incoming(
         None,
         packet.seals(),
         &Incoming {
             scratch: &scratch,
             added: &adding,
+            rekeyed: &rekeyed,
         },
         &HashMap::new(),
         &keys,
@@ -445,11 +514,27 @@ pub(crate) fn check(
             .collect();
         estimates.insert(*member, cap_row(&row, &carried));
     }
+    let rotations = rekeying
+        .into_iter()
+        .map(|((_, epoch, replica, old_key, new_key), encryption_key)| {
+            (
+                crate::store::state::Rotation {
+                    replica,
+                    epoch,
+                    old_key,
+                    new_key,
+                    at_ns: header.created.as_nanos_saturating(),
+                },
+                encryption_key,
+            )
+        })
+        .collect();
     Ok(Checked {
         scratch,
         seals,
         checkpoints: checkpoints.into_values().collect(),
         members,
+        rotations,
         content_bytes,
         carried,
         sender_row,
@@ -821,6 +906,7 @@ fn scratch_write_error(file: &Path, source: rusqlite::Error, what: &str) -> Erro
 struct Incoming<'a> {
     scratch: &'a Scratch,
     added: &'a [AddedBy],
+    rekeyed: &'a [crate::sync::seals::Rekeyed],
 }
 
 impl crate::sync::seals::Incoming for Incoming<'_> {
@@ -857,5 +943,9 @@ impl crate::sync::seals::Incoming for Incoming<'_> {
             .iter()
             .map(|a| (a.origin, a.epoch, a.replica, a.key))
             .collect()
+    }
+
+    fn rekeyed(&self) -> Vec<crate::sync::seals::Rekeyed> {
+        self.rekeyed.to_vec()
     }
 }

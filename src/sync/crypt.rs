@@ -21,7 +21,16 @@ pub fn own_key(replica: &Replica) -> Result<Option<age::x25519::Identity>> {
 /// has not exported since): encrypted packets then verify as sealed and
 /// are refused as unreadable.
 pub fn decryption(replica: &Replica) -> Result<Option<Arc<Decryption>>> {
-    Ok(own_key(replica)?.map(|key| Arc::new(Decryption::new(vec![key], None))))
+    let Some(key) = own_key(replica)? else {
+        return Ok(None);
+    };
+    // Then the identities `mkreplica -rekey` retired: packets encrypted to
+    // them before the siblings heard of the rotation still open.
+    let mut identities = vec![key];
+    identities.extend(crate::store::identity::retired_identities(
+        &replica.state_dir(),
+    )?);
+    Ok(Some(Arc::new(Decryption::new(identities, None))))
 }
 
 /// Makes sure this replica has an encryption key and that the family has

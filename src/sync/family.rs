@@ -38,10 +38,15 @@ pub fn check_incarnation(
     // Two copies name their packets alike (same sender, target, sequence,
     // often the same second): each is named by its packet id too.
     let packet = &format!("{packet} (packet id {})", header.packet_id);
+    // The sender's key, current or replaced by a rotation (a packet in
+    // flight): the import checks which epochs it is good for.
+    let signed_by_sender = crate::sync::keys::KeyBook::load(replica.state())?
+        .owner(&header.signer_key)
+        .is_some_and(|o| o.member == sender);
     let Some(member) = replica
         .members()?
         .into_iter()
-        .find(|m| m.replica == sender && m.public_key == header.signer_key)
+        .find(|m| m.replica == sender && signed_by_sender)
     else {
         // Not the sender's own key: the import refuses it for that.
         return Ok(None);
@@ -675,10 +680,9 @@ pub fn assess_member_packet(
     // Only what the sender signed itself speaks for it: a packet naming
     // another member as its sender is refused later (impersonation), and
     // must not lower that member's estimates or set its format first.
-    if !replica
-        .members()?
-        .iter()
-        .any(|m| m.replica == sender && m.public_key == header.signer_key)
+    if crate::sync::keys::KeyBook::load(replica.state())?
+        .owner(&header.signer_key)
+        .is_none_or(|o| o.member != sender)
     {
         return Ok(None);
     }
@@ -804,6 +808,7 @@ pub fn minor_needed(change: &crate::ops::Change) -> u16 {
     match change {
         Change::Path { .. } | Change::AddMember { .. } | Change::Resolve { .. } => 0,
         Change::RemoveMember { .. } => MINOR_WITH_REMOVE_MEMBER,
+        Change::RekeyMember { .. } => packet_format::MINOR_WITH_REKEY,
         // Relayed unread by any reader.
         Change::Unknown { .. } if change.is_informational() => 0,
         Change::Unknown { .. } => packet_format::FORMAT_MINOR,
@@ -858,6 +863,9 @@ pub fn check_target_version(
                     "the packet carries the removal of \"{}\" (rmreplica)",
                     printable(name)
                 )
+            }
+            crate::ops::Change::RekeyMember { .. } => {
+                "the packet carries a member's key rotation (mkreplica -rekey)".into()
             }
             _ => "the packet carries an operation kind its format predates".into(),
         };

@@ -93,7 +93,11 @@ pub struct ImportRequest {
 pub fn import(replica: &mut LockedReplica, request: &ImportRequest) -> Result<Vec<PacketOutcome>> {
     let files = packets::collect_packet_files(&request.sources)?;
     let mut recorded = false;
-    let mut outcomes = import_files(replica, request, &files, &mut recorded)?;
+    // Key rotations that packets signed with a member's new key brought to
+    // vouch for it (SPEC.md §7.1), trusted for this run before they are
+    // applied.
+    let mut vouched: Vec<Vouched> = Vec::new();
+    let mut outcomes = import_files(replica, request, &files, &mut recorded, &mut vouched)?;
     // A packet signed by a member that joined in a packet applied just now
     // (its key arrived with that one) gets a second chance.
     loop {
@@ -108,7 +112,7 @@ pub fn import(replica: &mut LockedReplica, request: &ImportRequest) -> Result<Ve
             })
             .flatten()
             .collect();
-        let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
+        let keys = key_book(replica, &vouched)?.all_keys();
         let now_trusted = retry.iter().any(|file| {
             packet_format::examine_packet(file, &keys).signature == Some(SignatureStatus::Verified)
         });
@@ -124,7 +128,13 @@ pub fn import(replica: &mut LockedReplica, request: &ImportRequest) -> Result<Ve
                 }
             )
         });
-        outcomes.extend(import_files(replica, request, &retry, &mut recorded)?);
+        outcomes.extend(import_files(
+            replica,
+            request,
+            &retry,
+            &mut recorded,
+            &mut vouched,
+        )?);
     }
 }
 
@@ -153,9 +163,36 @@ fn import_files(
     request: &ImportRequest,
     files: &[PathBuf],
     recorded: &mut bool,
+    vouched: &mut Vec<Vouched>,
 ) -> Result<Vec<PacketOutcome>> {
-    let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
-    let grouped = packets::examine_all(files, &keys);
+    let mut book = key_book(replica, vouched)?;
+    let mut grouped = packets::examine_all(files, &book.all_keys());
+    // A packet signed with a key not known here, that brings the
+    // rotations leading to it from its sender's key: examined again, now
+    // trusting the key.
+    let mut renewed = false;
+    for parts in grouped.logical.values_mut() {
+        if !parts
+            .iter()
+            .any(|e| crate::sync::keys::unknown_key(&e.signature))
+        {
+            continue;
+        }
+        let Some(signer) = parts[0].header.as_ref().map(|h| h.signer_key) else {
+            continue;
+        };
+        let paths: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
+        let decryption = crate::sync::crypt::decryption(replica)?;
+        let found =
+            crate::sync::keys::rotations_vouching(&mut book, &paths, signer, decryption.as_ref());
+        if !found.is_empty() {
+            vouched.extend(found);
+            renewed = true;
+        }
+    }
+    if renewed {
+        grouped = packets::examine_all(files, &book.all_keys());
+    }
     let mut outcomes = Vec::new();
     for exam in grouped.damaged {
         let why = match exam.error {
@@ -288,7 +325,7 @@ fn import_files(
                         member_notes.insert(id, note);
                     }
                     let paths: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
-                    if let Some(note) = set_aside_collisions(replica, &paths)? {
+                    if let Some(note) = set_aside_collisions(replica, &paths, vouched)? {
                         outcomes.push(PacketOutcome::Note { note });
                     }
                     candidates.insert(id, parts);
@@ -316,7 +353,7 @@ fn import_files(
                     // the sender has (an acknowledgement, or a resend that
                     // crossed this replica's own), once per packet.
                     if !replica.state().packet_logged(&header.packet_id)? {
-                        let acknowledged = acknowledge(replica, &files);
+                        let acknowledged = acknowledge(replica, &files, vouched);
                         let check = match &acknowledged {
                             Ok(_) => crate::sync::digest::check_after_import(
                                 replica,
@@ -398,7 +435,7 @@ fn import_files(
                     );
                 }
             }
-            match apply_logical(replica, &files) {
+            match apply_logical(replica, &files, vouched) {
                 Ok((sender, report)) => {
                     outcomes.extend(take_note(replica, &mut member_notes, &id)?);
                     let header = parts[0].header.clone().expect("header");
@@ -499,8 +536,13 @@ fn take_note(
 /// from the packet into the batch's scratch database ([`OpBatch`]),
 /// checked one at a time on the way (echoes skipped, versions bounded),
 /// and the seal check and the apply engine read them back from there.
-fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(String, ApplyReport)> {
-    let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
+fn apply_logical(
+    replica: &mut LockedReplica,
+    files: &[PathBuf],
+    vouched: &[Vouched],
+) -> Result<(String, ApplyReport)> {
+    let book = key_book(replica, vouched)?;
+    let keys = book.all_keys();
     let decryption = crate::sync::crypt::decryption(replica)?;
     let mut parts = Vec::new();
     let sizes: Vec<u64> = files
@@ -521,10 +563,10 @@ fn apply_logical(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<(Stri
     let header = packet.header().clone();
     // Named as this replica knows the member who signed (a validated
     // name), never as the header claims.
-    let sender = check_sender(&replica.members()?, &header)?;
+    let sender = check_signer(&replica.members()?, &book, &header)?;
     let own = apply::own_row(replica)?;
     let mut batch = OpBatch::create(replica.state(), &own)?;
-    let result = apply_packet(replica, files, &packet, &own, &mut batch);
+    let result = apply_packet(replica, files, &packet, &own, &mut batch, &book);
     batch.close(replica.state());
     Ok((sender, result?))
 }
@@ -536,6 +578,7 @@ fn apply_packet(
     packet: &LogicalPacket,
     own: &HashMap<Id, u64>,
     batch: &mut OpBatch,
+    keys: &crate::sync::keys::KeyBook,
 ) -> Result<ApplyReport> {
     let header = packet.header();
     let me = replica.identity.replica_id;
@@ -595,11 +638,6 @@ fn apply_packet(
         )?));
     }
     batch.finish(replica.state())?;
-    let keys = replica
-        .members()?
-        .into_iter()
-        .map(|m| (m.replica, m.public_key))
-        .collect();
     let reading = crate::sync::apply::batch::Reading {
         batch,
         conn: replica.state().conn(),
@@ -609,7 +647,7 @@ fn apply_packet(
         packet.seals(),
         &reading,
         own,
-        &keys,
+        keys,
     )?;
     let mut chunks = PacketChunks::new(packet);
     let sequence = header
@@ -650,13 +688,17 @@ fn apply_packet(
 /// sibling's apply in their place; the restore's end logs them again,
 /// renumbered. Returns a note for the user then. A packet that is not
 /// whole or does not verify is left to the import proper to refuse.
-fn set_aside_collisions(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<Option<String>> {
+fn set_aside_collisions(
+    replica: &mut LockedReplica,
+    files: &[PathBuf],
+    vouched: &[Vouched],
+) -> Result<Option<String>> {
     if crate::sync::family::restore_wait(replica)?.is_none() {
         return Ok(None);
     }
     let me = replica.identity.replica_id;
     let own = replica.state().epoch(&me, &me)?;
-    let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
+    let keys = key_book(replica, vouched)?.all_keys();
     let decryption = crate::sync::crypt::decryption(replica)?;
     let mut parts = Vec::new();
     for file in files {
@@ -745,8 +787,13 @@ fn first_file_name(files: &[PathBuf]) -> String {
 /// the packet as received, in one transaction. Its operations are checked
 /// against this replica's own copies first (clone detection). Returns the
 /// sender's name.
-fn acknowledge(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<String> {
-    let keys: Vec<[u8; 32]> = replica.members()?.iter().map(|m| m.public_key).collect();
+fn acknowledge(
+    replica: &mut LockedReplica,
+    files: &[PathBuf],
+    vouched: &[Vouched],
+) -> Result<String> {
+    let book = key_book(replica, vouched)?;
+    let keys = book.all_keys();
     let decryption = crate::sync::crypt::decryption(replica)?;
     let mut parts = Vec::new();
     for file in files {
@@ -754,7 +801,7 @@ fn acknowledge(replica: &mut LockedReplica, files: &[PathBuf]) -> Result<String>
     }
     let packet = LogicalPacket::assemble(parts)?;
     let header = packet.header().clone();
-    let sender = check_sender(&replica.members()?, &header)?;
+    let sender = check_signer(&replica.members()?, &book, &header)?;
     let me = replica.identity.replica_id;
     let own = replica.state().epoch_row(&me)?;
     let first_name = first_file_name(files);
@@ -828,6 +875,54 @@ pub(crate) fn check_sender(members: &[Member], header: &packet_format::Header) -
     let claimed = members.iter().find(|m| m.replica == header.sender.id);
     match claimed {
         Some(member) if member.public_key == header.signer_key => Ok(member.name.clone()),
+        _ => Err(Error::Refused(Refusal::Impersonation {
+            claimed: format!("\"{}\"", crate::error::printable(&header.sender.name)),
+            signer,
+        })),
+    }
+}
+
+/// A key rotation a packet brought to vouch for its signer (member,
+/// epoch, old key, new key): [`crate::sync::keys::rotations_vouching`].
+type Vouched = (Id, u64, [u8; 32], [u8; 32]);
+
+/// The members' keys over time as this replica holds them, with the
+/// rotations packets of this run vouched for and it has not applied yet.
+fn key_book(replica: &LockedReplica, vouched: &[Vouched]) -> Result<crate::sync::keys::KeyBook> {
+    let mut book = crate::sync::keys::KeyBook::load(replica.state())?;
+    for (member, epoch, old, new) in vouched {
+        // Applied since (then held already) or superseded: nothing to add.
+        let _ = book.rotate(*member, *epoch, *old, *new);
+    }
+    Ok(book)
+}
+
+/// [`check_sender`] for an update: the signer may be the sender's current
+/// key or one a rotation replaced, and then only for the sender's own
+/// epochs up to that rotation ([`Refusal::RetiredKey`], SPEC.md §7.1).
+/// Returns the sender's name as this replica knows it.
+pub(crate) fn check_signer(
+    members: &[Member],
+    book: &crate::sync::keys::KeyBook,
+    header: &packet_format::Header,
+) -> Result<String> {
+    let owner = book.owner(&header.signer_key);
+    let signer = owner
+        .and_then(|o| members.iter().find(|m| m.replica == o.member))
+        .map_or_else(
+            || format!("key {}", header.signer_fingerprint()),
+            |m| format!("\"{}\"", crate::error::printable(&m.name)),
+        );
+    match members.iter().find(|m| m.replica == header.sender.id) {
+        Some(member) if owner.is_some_and(|o| o.member == member.replica) => {
+            crate::sync::keys::check_signer_epochs(
+                book,
+                header,
+                &crate::error::printable(&member.name),
+            )
+            .map_err(Error::Refused)?;
+            Ok(member.name.clone())
+        }
         _ => Err(Error::Refused(Refusal::Impersonation {
             claimed: format!("\"{}\"", crate::error::printable(&header.sender.name)),
             signer,

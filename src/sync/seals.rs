@@ -24,6 +24,7 @@ use packet_format::EpochRange;
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{Change, Id, Operation};
 use crate::store::state::State;
+use crate::sync::keys::KeyBook;
 
 /// The seals an export of `ranges` (per origin, the epochs it carries)
 /// must carry, from the exporter's store, with tails where a range stops
@@ -64,6 +65,18 @@ pub fn for_export(state: &State, ranges: &BTreeMap<Id, EpochRange>) -> Result<Ve
     Ok(out)
 }
 
+/// `origin` as this replica names it (its member name, printable), or
+/// its id.
+fn name_of(state: Option<&State>, origin: &Id) -> String {
+    state
+        .and_then(|s| s.members().ok())
+        .and_then(|members| members.into_iter().find(|m| m.replica == *origin))
+        .map_or_else(
+            || origin.to_string(),
+            |m| crate::error::printable(&m.name).into_owned(),
+        )
+}
+
 fn unsealed(what: String) -> Error {
     Error::Refused(Refusal::Unsealed { what })
 }
@@ -81,7 +94,12 @@ pub trait Incoming {
     fn backwards(&self, f: &mut OpVisitor) -> Result<()>;
     /// The `AddMember` operations brought: (origin, epoch, member, key).
     fn added_members(&self) -> Vec<(Id, u64, Id, [u8; 32])>;
+    /// The `RekeyMember` operations brought.
+    fn rekeyed(&self) -> Vec<Rekeyed>;
 }
+
+/// A `RekeyMember` operation: (origin, epoch, member, old key, new key).
+pub type Rekeyed = (Id, u64, Id, [u8; 32], [u8; 32]);
 
 impl Incoming for [Operation] {
     fn backwards(&self, f: &mut OpVisitor) -> Result<()> {
@@ -107,6 +125,20 @@ impl Incoming for [Operation] {
             })
             .collect()
     }
+
+    fn rekeyed(&self) -> Vec<Rekeyed> {
+        self.iter()
+            .filter_map(|op| match &op.change {
+                Change::RekeyMember {
+                    replica,
+                    old_key,
+                    new_key,
+                    ..
+                } => Some((op.origin, op.epoch, *replica, *old_key, *new_key)),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// A seal being checked: the head of its carried run so far, folded in
@@ -124,8 +156,10 @@ struct Folding {
 /// Checks that every operation of `incoming` (the operations a packet
 /// brings that this replica lacks, per origin in epoch order) is covered
 /// by a verified seal of `seals` (rule 3). `held` is this replica's own
-/// row (what it logged of each origin), `keys` the members' keys. Returns
-/// the seals to keep (those covering an operation brought).
+/// row (what it logged of each origin), `keys` the members' keys over
+/// time: a seal verifies with the key its origin had for the run's
+/// epochs (SPEC.md §7.1), and a run may not reach past a rotation.
+/// Returns the seals to keep (those covering an operation brought).
 ///
 /// Holds no operation: one pass over them, from the last back, folds each
 /// into the head of every seal covering it (seals of an origin swept by
@@ -136,7 +170,7 @@ pub fn verify_incoming(
     seals: &[Seal],
     incoming: &(impl Incoming + ?Sized),
     held: &HashMap<Id, u64>,
-    keys: &HashMap<Id, [u8; 32]>,
+    keys: &KeyBook,
 ) -> Result<Vec<Seal>> {
     let mut keys = keys.clone();
     let mut folding: Vec<Folding> = seals
@@ -233,19 +267,50 @@ pub fn verify_incoming(
         pending.push(index);
     }
     let added = incoming.added_members();
+    // Rotations brought, not yet taken: a seal of its origin after one
+    // waits until the seal covering it has verified (its new key).
+    let mut rotations = incoming.rekeyed();
     let mut verified = Vec::new();
-    // Verify what can be, learn the keys its AddMember operations bring,
-    // and go on until nothing more verifies.
+    // Verify what can be, learn the keys its AddMember and RekeyMember
+    // operations bring, and go on until nothing more verifies.
     while !pending.is_empty() {
         let before = pending.len();
         let mut left = Vec::new();
         for index in pending {
             let seal = &seals[index];
-            let Some(key) = keys.get(&seal.origin).copied() else {
+            let waits = rotations
+                .iter()
+                .any(|(origin, epoch, ..)| *origin == seal.origin && *epoch < seal.first);
+            let key = keys.key_for(&seal.origin, seal.first);
+            let Some(key) = key.filter(|_| !waits) else {
                 left.push(index);
                 continue;
             };
+            if let Some(epoch) = keys.rotation_within(&seal.origin, seal.first, seal.carried_last())
+            {
+                return Err(Error::Refused(crate::sync::keys::retired(
+                    &name_of(state, &seal.origin),
+                    epoch,
+                    format!(
+                        "one seal covers its {}, across the rotation",
+                        crate::sync::keys::changes(seal.first, seal.carried_last())
+                    ),
+                )));
+            }
             if !seal.verify(&key, &folding[index].head) {
+                // Made with a key the origin replaced before these epochs?
+                if let Some(epoch) = keys.retired_key_verifying(&seal.origin, seal.first, |old| {
+                    seal.verify(old, &folding[index].head)
+                }) {
+                    return Err(Error::Refused(crate::sync::keys::retired(
+                        &name_of(state, &seal.origin),
+                        epoch,
+                        format!(
+                            "that key seals its {} (whoever relayed them)",
+                            crate::sync::keys::changes(seal.first, seal.carried_last())
+                        ),
+                    )));
+                }
                 return Err(unsealed(format!(
                     "the seal of operations {}-{} of {} does not verify: they were not \
                      written as they are by that replica",
@@ -256,8 +321,26 @@ pub fn verify_incoming(
             }
             for (origin, epoch, replica, public_key) in &added {
                 if *origin == seal.origin && (seal.first..=seal.carried_last()).contains(epoch) {
-                    keys.entry(*replica).or_insert(*public_key);
+                    keys.add_member(*replica, *public_key);
                 }
+            }
+            let mut taken = Vec::new();
+            for (position, (origin, epoch, replica, old, new)) in rotations.iter().enumerate() {
+                if *origin == seal.origin && (seal.first..=seal.carried_last()).contains(epoch) {
+                    if replica != origin || seal.first != *epoch || seal.carried_last() != *epoch {
+                        return Err(unsealed(format!(
+                            "operation {epoch} of {origin} rotates the keys of {replica} in a run \
+                             of its origin's other than its own (only a member rekeys itself, in a \
+                             run of one operation)"
+                        )));
+                    }
+                    keys.rotate(*origin, *epoch, *old, *new)
+                        .map_err(|why| unsealed(format!("{origin} makes {why}")))?;
+                    taken.push(position);
+                }
+            }
+            for position in taken.into_iter().rev() {
+                rotations.remove(position);
             }
             verified.push(*seal);
         }

@@ -20,6 +20,7 @@ mod man_pages;
 mod paid_links;
 mod progress;
 mod readonly;
+mod rekey;
 mod rough_edges;
 #[cfg(feature = "s3")]
 mod s3_bays;

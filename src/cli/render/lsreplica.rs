@@ -80,12 +80,26 @@ pub struct MemberInfo {
     /// when. A removed member's packets are refused and nothing is sent
     /// to it.
     pub removed: Option<String>,
+    /// Its key rotations (mkreplica -rekey), oldest first: the key
+    /// replaced is good for its own changes up to `epoch` only.
+    pub rotations: Vec<RotationInfo>,
     /// The last time this replica's tree was verified the same as its
     /// (its packet's tree digest, at the version both held).
     pub verified: Option<DigestInfo>,
     /// The last tree digest received from it and what the comparison
     /// found: "verified", "differs" or "not compared: WHY".
     pub last_digest: Option<DigestInfo>,
+}
+
+/// A member's key rotation (mkreplica -rekey).
+#[derive(Debug, Serialize)]
+pub struct RotationInfo {
+    /// The member's own epoch of the rotation.
+    pub epoch: u64,
+    /// The fingerprint of the signing key it replaced.
+    pub previous_key_fingerprint: String,
+    /// When this replica took it, RFC 3339 UTC.
+    pub at: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -138,6 +152,7 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
     let table = state.epoch_table()?;
     let confirmed = state.confirmed_table()?;
     let alarms = state.clone_alarms()?;
+    let rotations = state.rotations()?;
     let received = state.digests_received()?;
     let verified = state.digests_verified()?;
     let by_name = |row: &BTreeMap<Id, u64>| -> BTreeMap<String, u64> {
@@ -266,6 +281,15 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
             removed: removal
                 .map(|r| crate::sync::family::removal_text(replica, r))
                 .transpose()?,
+            rotations: rotations
+                .iter()
+                .filter(|r| r.replica == member.replica)
+                .map(|r| RotationInfo {
+                    epoch: r.epoch,
+                    previous_key_fingerprint: identity::fingerprint(&r.old_key),
+                    at: rfc3339_ns(r.at_ns),
+                })
+                .collect(),
             mirror_of: match (own, mirror_of) {
                 (true, Some(upstream)) => Some(
                     names
@@ -334,10 +358,14 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         } else {
             ""
         };
+        let rekeyed = match member.rotations.last() {
+            Some(r) => format!(" (rekeyed at its epoch {})", r.epoch),
+            None => String::new(),
+        };
         if !long {
             let _ = writeln!(
                 out,
-                "  {:<width$}  key {}{local}{mirror}{cloned}{removed}",
+                "  {:<width$}  key {}{rekeyed}{local}{mirror}{cloned}{removed}",
                 printable(&member.name),
                 member.key_fingerprint
             );
@@ -393,6 +421,14 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         let _ = writeln!(out, "  key fingerprint:   {}", member.key_fingerprint);
         // The key itself, for a relay host's shipping.toml `trusted_keys`.
         let _ = writeln!(out, "  public key:        {}", member.public_key);
+        for rotation in &member.rotations {
+            let _ = writeln!(
+                out,
+                "  key replaced:      at its epoch {} (mkreplica -rekey; taken here {}): the key {} \
+                 is good for its changes up to {} only",
+                rotation.epoch, rotation.at, rotation.previous_key_fingerprint, rotation.epoch
+            );
+        }
         let id = Id::from_hex(&member.replica_id).unwrap_or(Id([0; 16]));
         if id != me {
             for (label, direction) in [

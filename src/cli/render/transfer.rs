@@ -293,6 +293,23 @@ pub fn import_json(outcomes: &[import::PacketOutcome]) -> ImportJson {
     json
 }
 
+/// `mkreplica -rekey -fmt json`: the keys a replica replaced.
+#[derive(Debug, Serialize)]
+pub struct RekeyJson {
+    pub version: u32,
+    pub replica: String,
+    pub replica_id: String,
+    /// This replica's own epoch of the rotation: the old key is good for
+    /// its changes up to it, the new one after.
+    pub epoch: u64,
+    /// SHA-256 fingerprint of the new signing key.
+    pub fingerprint: String,
+    /// ... and of the key it replaced.
+    pub previous_fingerprint: String,
+    /// The new age X25519 recipient (`age1...`).
+    pub encryption_key: String,
+}
+
 /// `mkreplica -import -fmt json`: the replica made.
 #[derive(Debug, Serialize)]
 pub struct CreationImportJson {

@@ -75,6 +75,9 @@ pub struct OpBatch {
     high: HashMap<Id, u64>,
     /// `AddMember` operations: (origin, epoch, member, key). Few.
     added: Vec<(Id, u64, Id, [u8; 32])>,
+    /// `RekeyMember` operations: (origin, epoch, member, old key, new
+    /// key). Few.
+    rekeyed: Vec<crate::sync::seals::Rekeyed>,
     /// The most operations held decoded at once by a reader so far.
     largest_slice: std::cell::Cell<usize>,
     sealed: bool,
@@ -163,6 +166,7 @@ impl OpBatch {
             pending: Vec::new(),
             high: logged.clone(),
             added: Vec::new(),
+            rekeyed: Vec::new(),
             largest_slice: std::cell::Cell::new(0),
             sealed: false,
         })
@@ -182,6 +186,16 @@ impl OpBatch {
         {
             self.added
                 .push((op.origin, op.epoch, *replica, *public_key));
+        }
+        if let Change::RekeyMember {
+            replica,
+            old_key,
+            new_key,
+            ..
+        } = &op.change
+        {
+            self.rekeyed
+                .push((op.origin, op.epoch, *replica, *old_key, *new_key));
         }
         let change = op.change.path_change();
         self.pending.push(Row {
@@ -468,6 +482,10 @@ impl crate::sync::seals::Incoming for Reading<'_> {
 
     fn added_members(&self) -> Vec<(Id, u64, Id, [u8; 32])> {
         self.batch.added.clone()
+    }
+
+    fn rekeyed(&self) -> Vec<crate::sync::seals::Rekeyed> {
+        self.batch.rekeyed.clone()
     }
 }
 

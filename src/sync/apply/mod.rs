@@ -362,6 +362,9 @@ pub struct ApplyReport {
     pub members_added: Vec<String>,
     /// Members the batch removed (`RemoveMember`), by name.
     pub members_removed: Vec<String>,
+    /// Members whose key rotations (`RekeyMember`) the batch brought, by
+    /// name.
+    pub members_rekeyed: Vec<String>,
 }
 
 /// Test hooks: a deterministic crash-injection point. Steps are counted
@@ -740,6 +743,9 @@ fn commit(
         // operations that are not repeats, or refused the batch.
         let logged = batch.log_into(tx)?;
         batch.note_member_keys(tx)?;
+        for (rotation, encryption_key) in &plan.rotations {
+            state::rekey_member(tx, rotation, encryption_key)?;
+        }
         if logged != plan.accepted {
             return Err(Error::CorruptState {
                 path: batch.file().to_path_buf(),

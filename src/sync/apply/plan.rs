@@ -76,6 +76,9 @@ pub(crate) struct Plan {
     /// Members this batch removes (`RemoveMember`), with the removing
     /// operation's origin and epoch.
     pub removed: Vec<Removed>,
+    /// Members' key rotations (`RekeyMember`), with the encryption key
+    /// each announces.
+    pub rotations: Vec<(crate::store::state::Rotation, String)>,
     /// Operations this replica records itself (conflict copies, kept dirs).
     pub local_ops: Vec<Operation>,
     /// Final entries of every path the batch touches, in the batch's
@@ -426,6 +429,7 @@ struct Planner<'a> {
     members: Vec<Member>,
     new_members: Vec<Member>,
     removed: Vec<Removed>,
+    rotations: Vec<(crate::store::state::Rotation, String)>,
     last: HashMap<Id, u64>,
     raised: BTreeMap<Id, u64>,
     accepted: u64,
@@ -546,6 +550,7 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
         members,
         new_members: Vec::new(),
         removed: Vec::new(),
+        rotations: Vec::new(),
         last,
         raised: BTreeMap::new(),
         accepted: 0,
@@ -621,6 +626,12 @@ impl Planner<'_> {
             Change::RemoveMember { replica, name } => {
                 self.remove_member(op.origin, op.epoch, *replica, name)
             }
+            Change::RekeyMember {
+                replica,
+                old_key,
+                new_key,
+                encryption_key,
+            } => self.rekey_member(op, *replica, *old_key, *new_key, encryption_key),
             Change::Path { path, .. } | Change::Resolve { path, .. }
                 if self.superseded.get(position) =>
             {
@@ -670,6 +681,61 @@ impl Planner<'_> {
         };
         self.members.push(member.clone());
         self.new_members.push(member);
+        Ok(())
+    }
+
+    /// A member's key rotation, its own operation `op` (SPEC.md §7.1): the
+    /// member's key becomes `new_key` from here on. The seal check took
+    /// it already (it verified the member's later runs with `new_key`).
+    fn rekey_member(
+        &mut self,
+        op: &Operation,
+        replica: Id,
+        old_key: [u8; 32],
+        new_key: [u8; 32],
+        encryption_key: &str,
+    ) -> Result<()> {
+        if replica != op.origin {
+            return Err(membership_refusal(format!(
+                "operation {} of {} rotates the keys of {}: a member rekeys only itself",
+                op.epoch,
+                self.label(&op.origin),
+                self.label(&replica)
+            )));
+        }
+        if encryption_key.parse::<age::x25519::Recipient>().is_err() {
+            return Err(membership_refusal(format!(
+                "operation {} of {} announces an encryption key that is not an age X25519 \
+                 recipient",
+                op.epoch,
+                self.label(&op.origin)
+            )));
+        }
+        let label = self.label(&replica);
+        let Some(member) = self.members.iter_mut().find(|m| m.replica == replica) else {
+            return Err(membership_refusal(format!(
+                "operation {} of {replica} rotates the keys of a replica that is not a member",
+                op.epoch
+            )));
+        };
+        if member.public_key != old_key {
+            return Err(membership_refusal(format!(
+                "operation {} of \"{label}\" rotates its keys from a key that is not the one \
+                 this replica holds for it",
+                op.epoch
+            )));
+        }
+        member.public_key = new_key;
+        self.rotations.push((
+            crate::store::state::Rotation {
+                replica,
+                epoch: op.epoch,
+                old_key,
+                new_key,
+                at_ns: self.now_ns,
+            },
+            encryption_key.to_string(),
+        ));
         Ok(())
     }
 
@@ -1725,11 +1791,17 @@ impl Planner<'_> {
         // Said in the import summary: who joined or left the family.
         self.report.members_added = self.new_members.iter().map(|m| m.name.clone()).collect();
         self.report.members_removed = self.removed.iter().map(|r| r.name.clone()).collect();
+        self.report.members_rekeyed = self
+            .rotations
+            .iter()
+            .map(|(r, _)| self.label(&r.replica))
+            .collect();
         Ok(Plan {
             accepted: self.accepted,
             raised: self.raised,
             new_members: self.new_members,
             removed: self.removed,
+            rotations: self.rotations,
             local_ops: self.local_ops,
             entries: self.planned,
             actions: spooled,

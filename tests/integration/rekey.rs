@@ -1,0 +1,401 @@
+//! Key rotation (issue 15, `mkreplica -rekey`, packet SPEC.md §7.1): a
+//! member replaces its signing and encryption keys; the family learns
+//! them from a change signed with the old key; afterwards the old key is
+//! good only for the member's epochs up to the rotation, for the packets
+//! it signs and for the seals relays carry.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use crate::helpers::*;
+use syncreplica::ops::Change;
+use syncreplica::replica::Replica;
+
+/// `mkreplica -rekey -fmt json` at `root`: (epoch, new signing key
+/// fingerprint, previous fingerprint, new age recipient).
+fn rekey(root: &Path) -> (u64, String, String, String) {
+    let out = run(root, "mkreplica", ["-rekey", "-fmt", "json"]).ok();
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["version"], 1, "{}", out.stdout);
+    (
+        json["epoch"].as_u64().unwrap(),
+        json["fingerprint"].as_str().unwrap().to_string(),
+        json["previous_fingerprint"].as_str().unwrap().to_string(),
+        json["encryption_key"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The fingerprint of the key `root` signs with now.
+fn signing_fingerprint(root: &Path) -> String {
+    let key = Replica::open(root).unwrap().signing_key().unwrap();
+    syncreplica::store::identity::fingerprint(&key.verifying_key().to_bytes())
+}
+
+/// The age recipient `root` decrypts with now.
+fn age_recipient(root: &Path) -> String {
+    syncreplica::store::identity::load_encryption_key(&root.join(".syncreplica"))
+        .unwrap()
+        .unwrap()
+        .to_public()
+        .to_string()
+}
+
+/// Everything under `root` but the entries' rows, whose stat columns the
+/// import's scan refreshes; and the number of entries.
+fn family_rows(root: &Path) -> (Vec<String>, usize) {
+    let all = everything_under(root);
+    let entries = all
+        .iter()
+        .filter(|r| r.contains("state.db: entries:"))
+        .count();
+    (
+        all.into_iter()
+            .filter(|row| !row.contains("state.db: entries:"))
+            .collect(),
+        entries,
+    )
+}
+
+/// A copy of the replica at `root` (its keys with it) in `to`: what a
+/// thief of a backup or of a stolen disk holds.
+fn copy_of(root: &Path, to: &Path) -> PathBuf {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(root)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    to.to_path_buf()
+}
+
+fn lspacket_long(cwd: &Path, dir: &Path) -> String {
+    run(cwd, "lspacket", [OsStr::new("-long"), dir.as_os_str()])
+        .ok()
+        .stdout
+}
+
+#[test]
+fn a_rotation_reaches_the_siblings_and_the_new_keys_are_used() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
+    let (a, b, c) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    let old_fingerprint = signing_fingerprint(&a);
+    let old_recipient = age_recipient(&a);
+    let (epoch, fingerprint, previous, recipient) = rekey(&a);
+    assert_eq!(previous, old_fingerprint);
+    assert_ne!(fingerprint, old_fingerprint);
+    assert_eq!(
+        signing_fingerprint(&a),
+        fingerprint,
+        "alpha signs with the new key"
+    );
+    assert_eq!(age_recipient(&a), recipient);
+    assert_eq!(epoch, own_epoch(&a));
+    // The old signing key is gone; the old age identity is kept apart.
+    let retired = std::fs::read_to_string(a.join(".syncreplica/retired_encryption_keys")).unwrap();
+    assert_eq!(
+        retired
+            .lines()
+            .filter(|l| l.starts_with("AGE-SECRET-KEY-1"))
+            .count(),
+        1
+    );
+    assert!(!a.join(".syncreplica/signing_key.next").exists());
+
+    // alpha's next packet (signed with the new key, carrying the rotation
+    // and a change after it) is taken by beta.
+    write(&a, "after.txt", "after the rotation");
+    let out = fam.packet_dir("a-to-b");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    let listed = lspacket_long(&a, &out);
+    assert!(listed.contains(&fingerprint), "{listed}");
+    let imported = import_from(&b, &[&out]).ok();
+    assert!(
+        imported
+            .stdout
+            .contains("member's keys replaced (mkreplica -rekey): \"alpha\""),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("after.txt")).unwrap(),
+        "after the rotation"
+    );
+    let members = run(&b, "lsreplica", [] as [&str; 0]).ok().stdout;
+    assert!(
+        members.contains(&format!("key {fingerprint} (rekeyed at its epoch {epoch})")),
+        "{members}"
+    );
+    let long = run(&b, "lsreplica", ["-long"]).ok().stdout;
+    assert!(
+        long.contains(&format!("the key {old_fingerprint}")),
+        "{long}"
+    );
+
+    // Packets to alpha are encrypted to its new key, not the old one.
+    let out = fam.packet_dir("b-to-a");
+    write(&b, "from-beta.txt", "beta's");
+    export_to(&b, &out, &["alpha"], &[]).ok();
+    let listed = lspacket_long(&b, &out);
+    assert!(
+        listed.contains(&format!("alpha: encryption key {recipient}")),
+        "{listed}"
+    );
+    assert!(!listed.contains(&old_recipient), "{listed}");
+    import_from(&a, &[&out]).ok();
+    assert_eq!(
+        std::fs::read_to_string(a.join("from-beta.txt")).unwrap(),
+        "beta's"
+    );
+
+    // Relayed: gamma hears of the rotation from beta, then takes alpha's
+    // own packets signed with the new key.
+    fam.send("beta", "gamma", "b-to-c");
+    assert!(run(&c, "lsreplica", [] as [&str; 0])
+        .ok()
+        .stdout
+        .contains(&fingerprint));
+    write(&a, "later.txt", "later");
+    fam.send("alpha", "gamma", "a-to-c");
+    assert_eq!(
+        std::fs::read_to_string(c.join("later.txt")).unwrap(),
+        "later"
+    );
+
+    // A new member made after the rotation verifies alpha's history
+    // across it (old key up to the rotation, new key after).
+    let out = fam.packet_dir("creation-delta");
+    mkreplica_export(&a, &out, "delta").ok();
+    let d = fam.root("delta");
+    run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            OsStr::new("-replica"),
+            d.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    let members = run(&d, "lsreplica", [] as [&str; 0]).ok().stdout;
+    assert!(
+        members.contains(&format!("key {fingerprint} (rekeyed at its epoch {epoch})")),
+        "{members}"
+    );
+}
+
+#[test]
+fn a_packet_signed_by_the_old_key_after_the_rotation_is_refused() {
+    let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    let (epoch, ..) = rekey(&a);
+    fam.send("alpha", "beta", "rotation");
+
+    // The thief's packet: alpha's changes after the rotation, sealed and
+    // signed with the old key.
+    let out = fam.packet_dir("forged");
+    let who = Forgery {
+        origin: &a,
+        sender: &a,
+        signer: &stolen,
+        sealer: &stolen,
+    };
+    let change = Change::Path {
+        path: b"planted.txt".to_vec(),
+        version: Default::default(),
+        state: syncreplica::ops::PathState::Deleted,
+    };
+    forge(&who, &b, &out, vec![change], |_| {});
+    let before = family_rows(&b);
+    let refused = import_from(&b, &[&out]).fails_with(1);
+    let text = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        text.contains(&format!(
+            "signed or sealed with the key \"alpha\" replaced at its epoch {epoch} (mkreplica -rekey)"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("yet the packet carries its change {}", epoch + 1)),
+        "{text}"
+    );
+    assert_eq!(family_rows(&b), before, "nothing changed");
+
+    // An old-key packet carrying nothing but whose row claims alpha's
+    // epochs after the rotation (an acknowledgement) is refused too.
+    let out = fam.packet_dir("forged-ack");
+    forge(&who, &b, &out, vec![], |meta| {
+        meta.epoch_ranges.clear();
+        meta.seals.clear();
+        let alpha = Replica::open(&a).unwrap().identity.replica_id;
+        meta.epoch_row.insert(alpha, epoch + 3);
+    });
+    let refused = import_from(&b, &[&out]).fails_with(1);
+    let text = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(text.contains("replaced at its epoch"), "{text}");
+    assert_eq!(family_rows(&b), before, "nothing changed");
+}
+
+#[test]
+fn a_relayed_packet_with_an_old_key_seal_beyond_the_rotation_is_refused() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
+    let (a, b, c) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    let (epoch, ..) = rekey(&a);
+    fam.send("alpha", "gamma", "rotation");
+    // beta (a member, its own key) relays alpha's changes after the
+    // rotation, sealed with alpha's old key.
+    let out = fam.packet_dir("relayed");
+    let who = Forgery {
+        origin: &a,
+        sender: &b,
+        signer: &b,
+        sealer: &stolen,
+    };
+    let change = Change::Path {
+        path: b"planted.txt".to_vec(),
+        version: Default::default(),
+        state: syncreplica::ops::PathState::Deleted,
+    };
+    forge(&who, &c, &out, vec![change], |_| {});
+    let before = family_rows(&c);
+    let refused = import_from(&c, &[&out]).fails_with(1);
+    let text = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        text.contains(&format!("the key \"alpha\" replaced at its epoch {epoch}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "yet that key seals its change {} (whoever relayed them)",
+            epoch + 1
+        )),
+        "{text}"
+    );
+    assert_eq!(family_rows(&c), before, "nothing changed");
+
+    // The same relay sealed with alpha's new key is taken.
+    let out = fam.packet_dir("relayed-good");
+    let who = Forgery {
+        origin: &a,
+        sender: &b,
+        signer: &b,
+        sealer: &a,
+    };
+    let change = Change::Path {
+        path: b"planted.txt".to_vec(),
+        version: Default::default(),
+        state: syncreplica::ops::PathState::Deleted,
+    };
+    forge(&who, &c, &out, vec![change], |_| {});
+    import_from(&c, &[&out]).ok();
+}
+
+#[test]
+fn packets_in_flight_before_the_rotation_still_apply() {
+    let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    // Written before the rotation: alpha's packet signed with its old key,
+    // and beta's encrypted to alpha's old age key.
+    write(&a, "before.txt", "alpha before");
+    let from_a = fam.packet_dir("a-before");
+    export_to(&a, &from_a, &["beta"], &[]).ok();
+    write(&b, "from-beta.txt", "beta before");
+    let from_b = fam.packet_dir("b-before");
+    export_to(&b, &from_b, &["alpha"], &[]).ok();
+    let old_recipient = age_recipient(&a);
+    assert!(lspacket_long(&b, &from_b).contains(&old_recipient));
+
+    rekey(&a);
+    write(&a, "after.txt", "alpha after");
+    let after = fam.packet_dir("a-after");
+    export_to(&a, &after, &["beta"], &[]).ok();
+
+    // alpha reads beta's packet with its retired key.
+    import_from(&a, &[&from_b]).ok();
+    assert_eq!(
+        std::fs::read_to_string(a.join("from-beta.txt")).unwrap(),
+        "beta before"
+    );
+    // beta takes alpha's old-key packet, then the one after the rotation,
+    // and the old-key packet again after the rotation (already applied).
+    import_from(&b, &[&after, &from_a]).ok();
+    assert_eq!(
+        std::fs::read_to_string(b.join("before.txt")).unwrap(),
+        "alpha before"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("after.txt")).unwrap(),
+        "alpha after"
+    );
+}
+
+#[test]
+fn an_old_key_packet_from_before_the_rotation_applies_after_it() {
+    // beta learns the rotation first (relayed by gamma), then alpha's
+    // packet written before it arrives: its epochs are all at or below
+    // the rotation, so the old key is good for it.
+    let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    // beta hears of gamma (made after it) first.
+    fam.send("alpha", "beta", "introduction");
+    write(&a, "before.txt", "alpha before");
+    let early = fam.packet_dir("early");
+    export_to(&a, &early, &["beta"], &[]).ok();
+    fam.send("alpha", "gamma", "a-to-c-1");
+    rekey(&a);
+    fam.send("alpha", "gamma", "a-to-c-2");
+    fam.send("gamma", "beta", "c-to-b");
+    assert!(run(&b, "lsreplica", [] as [&str; 0])
+        .ok()
+        .stdout
+        .contains("rekeyed at its epoch"));
+    let imported = import_from(&b, &[&early]).ok();
+    assert!(!imported.stdout.contains("Refused"), "{}", imported.stdout);
+}
+
+#[test]
+fn a_rekey_interrupted_after_its_commit_is_finished_by_the_next_command() {
+    let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
+    let a = fam.root("alpha");
+    let old = signing_fingerprint(&a);
+    let crashed = run_crashing_at(&a, "mkreplica", ["-rekey"], "rekey-after-commit");
+    assert_crashed(&crashed);
+    assert!(a.join(".syncreplica/signing_key.next").exists());
+    // The next command that takes the lock settles it: alpha signs with
+    // the key its siblings are told of.
+    write(&a, "after.txt", "after");
+    let out = fam.packet_dir("after-crash");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    assert!(!a.join(".syncreplica/signing_key.next").exists());
+    assert_ne!(signing_fingerprint(&a), old);
+    import_from(&fam.root("beta"), &[&out]).ok();
+    assert_eq!(
+        std::fs::read_to_string(fam.root("beta").join("after.txt")).unwrap(),
+        "after"
+    );
+}
+
+#[test]
+fn rekey_is_refused_with_a_name_or_during_a_restore() {
+    let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
+    let a = fam.root("alpha");
+    let usage = run(&a, "mkreplica", ["-rekey", "beta"]).fails_with(2);
+    assert!(
+        usage.stderr.contains("-rekey takes no NAME"),
+        "{}",
+        usage.stderr
+    );
+    fam.send("beta", "alpha", "heard");
+    run(&a, "mkreplica", ["-restore", "beta"]).ok();
+    let before = everything_under(&a);
+    let refused = run(&a, "mkreplica", ["-rekey"]).fails_with(1);
+    assert!(
+        refused.stderr.contains("being restored"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(everything_under(&a), before, "nothing changed");
+}
