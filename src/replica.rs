@@ -152,6 +152,18 @@ impl LockedReplica {
         }
     }
 
+    /// [`Replica::scan`] for a scan whose outcome is recorded: a file
+    /// that keeps changing while it is read is cloned (reflink) into the
+    /// state folder's [`layout::SNAPSHOTS_DIR`] where the filesystem can,
+    /// and the clone's content is what is recorded; snapshots of earlier
+    /// scans are removed (see [`scan::scan`]). The entries it reads are
+    /// kept for the record ([`Replica::entries`]): under the lock, no other
+    /// process changes them.
+    pub fn scan_to_record(&self, hooks: &mut ScanHooks) -> Result<ScanOutcome> {
+        let snapshots = self.state_dir().join(layout::SNAPSHOTS_DIR);
+        self.replica.scan_with(hooks, Some(&snapshots))
+    }
+
     /// Records a scan's changes as operations of this replica, numbered from
     /// its last epoch on, in one transaction.
     pub fn record(&mut self, outcome: &ScanOutcome) -> Result<RecordSummary> {
@@ -486,21 +498,24 @@ impl Replica {
         self.scan_with(hooks, None)
     }
 
-    /// [`Replica::scan`] for a scan whose outcome is recorded: a file
-    /// that keeps changing while it is read is cloned (reflink) into the
-    /// state folder's [`layout::SNAPSHOTS_DIR`] where the filesystem can,
-    /// and the clone's content is what is recorded; snapshots of earlier
-    /// scans are removed (see [`scan::scan`]).
-    pub fn scan_to_record(&self, hooks: &mut ScanHooks) -> Result<ScanOutcome> {
-        self.scan_with(hooks, Some(&self.state_dir().join(layout::SNAPSHOTS_DIR)))
-    }
-
     fn scan_with(&self, hooks: &mut ScanHooks, snapshots: Option<&Path>) -> Result<ScanOutcome> {
         let excludes = self.excludes()?;
         let folding = self.folding()?;
         let state_dir = self.state_dir();
+        let cache = &self.entries;
         // A second connection, so the entries load while the tree is walked.
-        let load = move || State::open_read_only(&state_dir)?.load_entries();
+        // Those of a scan whose outcome is recorded are kept
+        // ([`LockedReplica::scan_to_record`]).
+        let load = move || -> Result<Arc<Entries>> {
+            if let Some(entries) = cache.get() {
+                return Ok(entries);
+            }
+            let entries = Arc::new(State::open_read_only(&state_dir)?.load_entries()?);
+            if snapshots.is_some() {
+                cache.set(Some(Arc::clone(&entries)));
+            }
+            Ok(entries)
+        };
         let preserve = self.preserve();
         scan::scan(
             &self.root, &excludes, folding, load, hooks, snapshots, &preserve,
@@ -654,7 +669,7 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
 
     let config = Config::default();
     let excludes = Excludes::load(&root, &config.exclude, &config::config_path(&final_dir))?;
-    let nothing_recorded = || Ok(Default::default());
+    let nothing_recorded = || Ok(Entries::new());
     // Nothing is recorded yet: no recorded path can be missing under
     // another spelling, so how names fold does not matter.
     let outcome = scan::scan(

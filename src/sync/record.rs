@@ -182,6 +182,9 @@ pub fn resend_path(arg: &std::ffi::OsStr) -> Result<Vec<u8>> {
 /// to resend: recorded and not deleted, or on disk (recorded by the
 /// record that comes first), and not excluded.
 pub fn check_resend(replica: &Replica, paths: &[Vec<u8>]) -> Result<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
     let entries = replica.entries()?;
     let excludes = replica.excludes()?;
     for path in paths {
