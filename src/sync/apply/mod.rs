@@ -591,9 +591,14 @@ fn recover_noting(
 ) -> Result<Option<Recovered>> {
     // A batch's scratch database left by a crash (never part of a commit).
     batch::remove_stale(replica.state())?;
-    let encoded = replica
-        .state_mut()
-        .transaction(|tx| Ok(state::pending_apply(tx)?))?;
+    // Asked read-only first: a write would drop the entries read for the
+    // import's plan (`Replica::entries`), and a journal is rarely pending.
+    let encoded = match replica.state().has_pending_apply()? {
+        true => replica
+            .state_mut()
+            .transaction(|tx| Ok(state::pending_apply(tx)?))?,
+        false => Vec::new(),
+    };
     if encoded.is_empty() {
         let staging = staging_dir(replica);
         if staging.exists() {
