@@ -583,9 +583,7 @@ where
             seen.insert(recorded_path.as_slice());
             old
         });
-        let old_state = old
-            .map(|e| &e.state)
-            .filter(|s| **s != PathState::Deleted);
+        let old_state = old.map(|e| &e.state).filter(|s| **s != PathState::Deleted);
         let mut new_stat = None;
         let new_state = if let WalkedKind::Special { kind, major, minor } = kind {
             PathState::Special {
