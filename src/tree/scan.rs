@@ -706,7 +706,7 @@ where
             continue;
         }
         let is_dir = matches!(entry.state, PathState::Directory { .. });
-        if excludes.excludes_relative(&path, is_dir, true) {
+        if excludes.excludes_relative(path, is_dir, true) {
             outcome.newly_excluded.push(path.clone());
             continue;
         }
