@@ -53,7 +53,7 @@ pub enum ChunkRead {
 impl LocalChunks {
     pub fn index(replica: &Replica) -> Result<LocalChunks> {
         let mut places: HashMap<ChunkId, Vec<(Vec<u8>, u64, u32)>> = HashMap::new();
-        for (path, entry) in replica.state().load_entries()? {
+        for (path, entry) in replica.entries()?.iter() {
             if let PathState::File { chunks, .. } = &entry.state {
                 let mut offset = 0u64;
                 for chunk in chunks {

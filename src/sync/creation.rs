@@ -128,7 +128,7 @@ pub fn export_creation(
     // of it later. A path whose current state is not what its last logged
     // operation says (a merge after a conflict) is re-asserted by a fresh
     // local operation, so that replaying the log gives exactly this tree.
-    let entries = replica.state().load_entries()?;
+    let entries = replica.entries()?;
     let mut snapshot: Vec<Operation> = Vec::new();
     replica.state().for_each_operation(|op| snapshot.push(op))?;
     let mut last_by_path: HashMap<&[u8], usize> = HashMap::new();

@@ -556,7 +556,7 @@ fn reassert_held(
             .iter()
             .all(|(origin, epoch)| *epoch <= have.get(origin).copied().unwrap_or(0))
     };
-    let entries = replica.state().load_entries()?;
+    let entries = replica.entries()?;
     let wanted: Vec<(&Vec<u8>, &crate::store::state::RecordedEntry)> = paths
         .iter()
         .filter_map(|path| entries.get(path).map(|entry| (path, entry)))

@@ -656,7 +656,7 @@ pub fn for_export(
         .unwrap_or_default();
     let preserved = preserved_items(&replica.preserve());
     let covered = preserved & replica.state().sibling_preserved(target)?.unwrap_or(0);
-    let entries = replica.state().load_entries()?;
+    let entries = replica.entries()?;
     let computed = compute_covering(
         entries.iter().map(|(path, e)| (path.as_slice(), &e.state)),
         &Filter::of(&[own, &theirs]),
@@ -676,7 +676,7 @@ pub fn local_for(
 ) -> crate::error::Result<(Computed, [u8; 32])> {
     let excludes = replica.excludes()?;
     let own = excludes.patterns();
-    let entries = replica.state().load_entries()?;
+    let entries = replica.entries()?;
     let computed = compute_covering(
         entries.iter().map(|(path, e)| (path.as_slice(), &e.state)),
         &Filter::of(&[own, their_patterns]),
@@ -881,7 +881,7 @@ pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<Di
     let excludes = replica.excludes()?;
     let own = excludes.patterns().to_vec();
     let filter = Filter::of(&[&own]);
-    let entries = replica.state().load_entries()?;
+    let entries = replica.entries()?;
     let mut paths: Vec<&Vec<u8>> = entries.keys().collect();
     paths.sort();
     let mut mismatches = Vec::new();

@@ -943,7 +943,7 @@ fn chunks_target_has(
             .all(|(origin, epoch)| *epoch <= estimate.get(origin).copied().unwrap_or(0))
     };
     let mut has = HashSet::new();
-    for (path, entry) in replica.state().load_entries()? {
+    for (path, entry) in replica.entries()?.iter() {
         if let PathState::File { chunks, .. } = &entry.state {
             if !touched.contains(path.as_slice()) && has_version(&entry.version) {
                 has.extend(chunks.iter().map(|c| c.id));

@@ -109,7 +109,7 @@ pub fn keep_family_versions(
     }
     // What a folder set aside held is gone with it: forgotten too, and
     // asked for (the folder's re-assertion alone would not bring it).
-    let entries = replica.state().load_entries()?;
+    let entries = replica.entries()?;
     let gone: Vec<Vec<u8>> = entries
         .iter()
         .filter(|(path, entry)| {

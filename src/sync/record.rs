@@ -112,7 +112,7 @@ pub fn missing_since_excludes_changed(
     if replica.state().recorded_excludes()?.as_deref() == Some(excludes.rules()) {
         return Ok(None);
     }
-    let entries = replica.state().load_entries()?;
+    let entries = replica.entries()?;
     // The newest versions this replica knows of each unrecorded path:
     // those no other one has seen (several when they are concurrent).
     let mut newest: HashMap<Vec<u8>, Vec<(VersionVector, PathState)>> = HashMap::new();
@@ -182,7 +182,10 @@ pub fn resend_path(arg: &std::ffi::OsStr) -> Result<Vec<u8>> {
 /// to resend: recorded and not deleted, or on disk (recorded by the
 /// record that comes first), and not excluded.
 pub fn check_resend(replica: &Replica, paths: &[Vec<u8>]) -> Result<()> {
-    let entries = replica.state().load_entries()?;
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let entries = replica.entries()?;
     let excludes = replica.excludes()?;
     for path in paths {
         let meta = std::fs::symlink_metadata(relpath::to_disk_path(&replica.root, path));
@@ -223,7 +226,7 @@ pub struct Resent {
 pub fn resend(replica: &mut LockedReplica, paths: &[Vec<u8>]) -> Result<Resent> {
     crate::sync::family::refuse_while_restoring(replica, "-resendpath")?;
     let me = replica.identity.replica_id;
-    let entries = replica.state().load_entries()?;
+    let entries = replica.entries()?;
     let mut chosen: Vec<&Vec<u8>> = Vec::new();
     let mut gone = Vec::new();
     let mut seen: HashSet<&Vec<u8>> = HashSet::new();

@@ -12,7 +12,7 @@
 //! does. A file that changes while it is read (stat before and after
 //! differ) is retried, then reported, and never recorded half-written.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -473,7 +473,10 @@ enum WalkedKind {
 /// recorded from a snapshot is read again by the next scan (its stat is
 /// not recorded), which records the live file or clones it anew. `None`:
 /// nothing is written (a `-status` scan).
-pub fn scan<F>(
+///
+/// The recorded state is only read (`load_recorded` may return a map the
+/// caller shares, such as an `Arc` it keeps for the steps after the scan).
+pub fn scan<F, R>(
     root: &Path,
     excludes: &Excludes,
     folding: Folding,
@@ -483,7 +486,8 @@ pub fn scan<F>(
     preserve: &Preserve,
 ) -> Result<ScanOutcome>
 where
-    F: FnOnce() -> Result<HashMap<Vec<u8>, RecordedEntry>> + Send,
+    F: FnOnce() -> Result<R> + Send,
+    R: std::borrow::Borrow<HashMap<Vec<u8>, RecordedEntry>> + Send,
 {
     let mut outcome = ScanOutcome {
         scanned_ns: crate::sys::clock::now_ns(),
@@ -505,6 +509,7 @@ where
         // know them, so they are loaded first.
         let recorded = load_recorded()?;
         let live: BTreeSet<&[u8]> = recorded
+            .borrow()
             .iter()
             .filter(|(_, e)| e.state != PathState::Deleted)
             .map(|(p, _)| p.as_slice())
@@ -533,7 +538,10 @@ where
             kind: WarningKind::UnmatchedExclude,
         });
     }
-    let mut recorded = recorded?;
+    let recorded = recorded?;
+    let recorded: &HashMap<Vec<u8>, RecordedEntry> = recorded.borrow();
+    // The recorded paths the walk found: the others are gone.
+    let mut seen: HashSet<&[u8]> = HashSet::with_capacity(recorded.len());
     // The bytes the comparison reads: files new or not clean by their stat.
     let to_hash: u64 = walked
         .iter()
@@ -553,7 +561,7 @@ where
     let mut updates: Vec<LocalChange> = Vec::new();
     let folded = folding
         .folds()
-        .then(|| FoldedNames::new(folding, &walked, &recorded));
+        .then(|| FoldedNames::new(folding, &walked, recorded));
 
     // Hard-link sets: files with other names in the tree, by (device,
     // inode); each set's leader is its smallest name, so every replica
@@ -589,12 +597,11 @@ where
     } in walked
     {
         let path = relpath::to_disk_path(root, &rel);
-        // Removing what we see leaves the recorded paths that are gone.
-        let old = recorded.remove(&rel);
-        let old_state = old
-            .as_ref()
-            .map(|e| &e.state)
-            .filter(|s| **s != PathState::Deleted);
+        let old = recorded.get_key_value(&rel).map(|(recorded_path, old)| {
+            seen.insert(recorded_path.as_slice());
+            old
+        });
+        let old_state = old.map(|e| &e.state).filter(|s| **s != PathState::Deleted);
         let mut new_stat = None;
         let new_state = if let WalkedKind::Special { kind, major, minor } = kind {
             PathState::Special {
@@ -629,7 +636,7 @@ where
             }
         } else {
             outcome.files_seen += 1;
-            if old.as_ref().is_some_and(|old| !needs_read(old, &stat)) {
+            if old.is_some_and(|old| !needs_read(old, &stat)) {
                 continue;
             }
             match read_stable(&path, &mut outcome, hooks) {
@@ -638,9 +645,7 @@ where
                     state
                 }
                 Ok(ReadResult::Vanished) => {
-                    if let Some(old) = old {
-                        recorded.insert(rel, old);
-                    }
+                    seen.remove(rel.as_slice());
                     continue;
                 }
                 Ok(ReadResult::KeptChanging) => {
@@ -725,7 +730,7 @@ where
 
     let mut deletions = Vec::new();
     for (path, entry) in recorded {
-        if entry.state == PathState::Deleted {
+        if entry.state == PathState::Deleted || seen.contains(path.as_slice()) {
             continue;
         }
         // A special file this replica does not keep (not root: no device
@@ -733,24 +738,24 @@ where
         if matches!(entry.state, PathState::Special { kind, .. } if !preserve.keeps_special(kind)) {
             continue;
         }
-        if unreadable.iter().any(|dir| relpath::is_within(&path, dir)) {
+        if unreadable.iter().any(|dir| relpath::is_within(path, dir)) {
             continue;
         }
         let is_dir = matches!(entry.state, PathState::Directory { .. });
-        if excludes.excludes_relative(&path, is_dir, true) {
-            outcome.newly_excluded.push(path);
+        if excludes.excludes_relative(path, is_dir, true) {
+            outcome.newly_excluded.push(path.clone());
             continue;
         }
-        if let Some(twin) = folded.as_ref().and_then(|f| f.holder_of(&path)) {
+        if let Some(twin) = folded.as_ref().and_then(|f| f.holder_of(path)) {
             outcome.warnings.push(ScanWarning {
                 kind: WarningKind::FoldedAway(relpath::display(twin).to_string()),
-                path,
+                path: path.clone(),
             });
             continue;
         }
         deletions.push(LocalChange {
-            path,
-            old: Some(entry.state),
+            path: path.clone(),
+            old: Some(entry.state.clone()),
             new: PathState::Deleted,
             stat: None,
         });

@@ -868,3 +868,36 @@ fn an_out_directory_that_cannot_be_made_is_refused_clearly_before_anything_is_re
     );
     assert_eq!(own_epoch(&alpha), before);
 }
+
+#[test]
+fn the_entries_a_record_keeps_in_memory_are_those_it_wrote() {
+    // Later steps of the same command (an export's chunk index and tree
+    // digest, an import's plan) use what the record kept, not the database.
+    let dir = tree(&[
+        ("edit.txt", "before"),
+        ("gone.txt", "deleted soon"),
+        ("same.txt", "unchanged"),
+        ("skip/x.txt", "excluded soon"),
+    ]);
+    init(dir.path(), "alpha");
+    write(dir.path(), "edit.txt", "after, longer");
+    std::fs::remove_file(dir.path().join("gone.txt")).unwrap();
+    write(dir.path(), "new/file.txt", "new");
+    set_excludes(dir.path(), &["skip"]);
+    let mut replica = Replica::open(dir.path()).unwrap().lock("test").unwrap();
+    let outcome = replica.scan(&mut ScanHooks::default()).unwrap();
+    // Every kind of write a record makes: changes (a deletion among them),
+    // stat refreshes (same.txt, written just before init recorded it, is
+    // read again and found the same) and forgotten paths.
+    assert!(outcome.changes.iter().any(|c| c.new == PathState::Deleted));
+    assert!(outcome.changes.iter().any(|c| c.path == b"new/file.txt"));
+    assert!(outcome.refreshed.iter().any(|(p, _)| p == b"same.txt"));
+    assert!(!outcome.newly_excluded.is_empty());
+    replica.record(&outcome).unwrap();
+    let kept = replica.entries().unwrap();
+    let stored = state::State::open_read_only(&dir.path().join(".syncreplica"))
+        .unwrap()
+        .load_entries()
+        .unwrap();
+    assert_eq!(*kept, stored);
+}

@@ -527,7 +527,7 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
     let me = replica.identity.replica_id;
     let last = replica.state().epoch_row(&me)?;
     let own_epoch = last.get(&me).copied().unwrap_or(0);
-    let recorded = replica.state().load_entries()?;
+    let recorded = replica.take_entries()?;
     let recorded_live = recorded
         .iter()
         .filter(|(_, e)| e.state != PathState::Deleted)
