@@ -123,7 +123,8 @@ pub struct Args {
     /// compare this replica's recorded tree with the tree digest of that
     /// sibling's last packet and list the paths that differ (in a large
     /// tree, the deepest folders that digest reaches). Only reads;
-    /// exits 1 when it finds damage or a difference.
+    /// exits 1 when it finds damage or a difference at the same version
+    /// (a digest of another version is "not comparable yet": exit 0).
     #[arg(long, group = "mode")]
     pub verify: bool,
 
@@ -794,7 +795,25 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
                          made since on either side."
                     );
                 }
-                if found.differing.is_empty() {
+                if found.own_row.is_some() && !found.differing.is_empty() {
+                    // Another version: the changes made since on either
+                    // side differ by nature, and say nothing of damage.
+                    outln!(
+                        "Not comparable yet: {name}'s last digest is of another version than this \
+                         replica holds. Paths that differ, changes made since included:"
+                    );
+                    for path in &found.differing {
+                        if path.is_empty() {
+                            outln!("  / (somewhere in the tree)");
+                        } else {
+                            outln!("  {}", relpath::display(path));
+                        }
+                    }
+                    outln!(
+                        "To compare, bring both to the same version: export this replica's changes \
+                         to {name}, import its next packet here, then run -verify {name} again."
+                    );
+                } else if found.differing.is_empty() {
                     outln!("In step with {name}: the recorded trees are the same.");
                 } else if found.root_only {
                     outln!(
