@@ -329,9 +329,12 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     cli::check_workdir(args.workdir.as_deref())?;
     export::resolve_targets(&replica, &args.targets)?;
     export::check_max_size(max_size)?;
-    // Then where packets go: made if missing (and removed again if no
-    // packet goes there), writable, with room; all before the scan
-    // records anything.
+    // Then where packets go: outside the tree (or excluded there), made
+    // if missing (and removed again if no packet goes there), writable,
+    // with room; all before the scan records anything.
+    if shipping.is_none() {
+        cli::check_packets_outside_tree(&replica, out, "-out directory")?;
+    }
     let _created_out = cli::prepare_out(
         out,
         args.workdir.as_deref(),
@@ -961,6 +964,15 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 .unwrap_or(false)
         })
     };
+    if !args.receive {
+        for source in &sources {
+            let role = match source.is_dir() {
+                true => "packet folder",
+                false => "packet",
+            };
+            cli::check_packets_outside_tree(&replica, source, role)?;
+        }
+    }
     let mut replica = replica.lock("syncreplica -import")?;
     cli::print_lock_takeover(NAME, &replica);
     cli::finish_interrupted(NAME, &mut replica)?;

@@ -627,7 +627,9 @@ fn verify_against_an_older_digest_is_not_comparable_yet_not_an_error() {
     let verify = crate::helpers::run(&lambik, "syncreplica", ["-verify", "boston"]);
     assert_eq!(verify.code, 0, "{}\n{}", verify.stdout, verify.stderr);
     assert!(
-        verify.stdout.contains("Last digest from boston: at epoch row")
+        verify
+            .stdout
+            .contains("Last digest from boston: at epoch row")
             && verify.stdout.contains("This replica now holds epoch row")
             && verify.stdout.contains("Not comparable yet")
             && verify.stdout.contains("  new.txt\n"),
