@@ -145,7 +145,10 @@ pub struct Args {
     /// their standard names (sync_<sender>_<time>_<target>_<seq>[_<k>of<n>].zip);
     /// created if missing, once every other check has passed. Unlike
     /// MultiSite's -out, which takes a file-name prefix
-    /// (-out /media/usb/update1), this names a folder.
+    /// (-out /media/usb/update1), this names a folder. A folder inside
+    /// the replica is refused unless the replica excludes it (its packets
+    /// would be recorded and replicated as files); so is importing packets
+    /// from inside it.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
