@@ -682,6 +682,25 @@ impl crate::sys::progress::Meter for TerminalMeter {
         }
     }
 
+    fn relabel(&self, what: &str) {
+        let bar = CURRENT_BAR
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let (Some(bar), Some(line)) = (
+            bar,
+            CURRENT_LINE
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut(),
+        ) {
+            line.what = crate::error::neutralized(what, false).into_owned();
+            let columns = line.columns;
+            line.fit(&bar, columns);
+            bar.force_draw();
+        }
+    }
+
     fn finish(&self) {
         PROGRESS_STEP.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         CURRENT_LINE
