@@ -175,6 +175,23 @@ pub enum Error {
     #[error("{} is not a directory", path.display())]
     NotADirectory { path: PathBuf },
 
+    /// Packets written into, or imported from, the replica's own tree
+    /// (not excluded there): a scan would record them as replicated files
+    /// (and a -remove as a replicated delete). `role`: "-out directory",
+    /// "packet folder" or "packet"; `rel`: the path relative to the root.
+    #[error(
+        "{role} {} is inside replica {}, where packets would be recorded and replicated as files; \
+         nothing was done",
+        path.display(), root.display()
+    )]
+    PacketsInsideReplica {
+        role: &'static str,
+        path: PathBuf,
+        root: PathBuf,
+        rel: Vec<u8>,
+        is_dir: bool,
+    },
+
     #[error("identity file {} is damaged: {what}", path.display())]
     BadIdentity { path: PathBuf, what: String },
 

@@ -30,6 +30,9 @@ pub trait Meter: Send + Sync {
     fn start(&self, what: &str, unit: Unit, total: Option<u64>);
     /// `done` more units of the current phase are finished.
     fn advance(&self, done: u64);
+    /// The current phase goes on under another name (the part of a
+    /// packet now being checked), its count kept.
+    fn relabel(&self, _what: &str) {}
     /// The current phase is over: whatever showed it goes away.
     fn finish(&self);
 }
@@ -56,6 +59,13 @@ pub fn phase(what: &str, unit: Unit, total: Option<u64>) -> Phase {
 pub fn advance(done: u64) {
     if let Some(meter) = METER.get() {
         meter.advance(done);
+    }
+}
+
+/// The current phase goes on under another name (see [`Meter::relabel`]).
+pub fn relabel(what: &str) {
+    if let Some(meter) = METER.get() {
+        meter.relabel(what);
     }
 }
 

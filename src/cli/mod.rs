@@ -683,6 +683,25 @@ impl crate::sys::progress::Meter for TerminalMeter {
         }
     }
 
+    fn relabel(&self, what: &str) {
+        let bar = CURRENT_BAR
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let (Some(bar), Some(line)) = (
+            bar,
+            CURRENT_LINE
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut(),
+        ) {
+            line.what = crate::error::neutralized(what, false).into_owned();
+            let columns = line.columns;
+            line.fit(&bar, columns);
+            bar.force_draw();
+        }
+    }
+
     fn finish(&self) {
         PROGRESS_STEP.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         CURRENT_LINE
@@ -811,6 +830,62 @@ pub fn print_lock_takeover(name: &str, replica: &crate::replica::LockedReplica) 
 /// announced once every check has passed, as "Created the ROLE DIR."
 /// (`role`: "-out directory", "outgoing bay"), before anything is written
 /// into it.
+/// Refuses packets written into (`-out`) or imported from the replica's
+/// own tree where its excludes do not keep them out: a scan would record
+/// them as replicated files, and an import's -remove as a replicated
+/// delete. `path` may not exist yet (a new -out folder); a folder passes
+/// when a packet named in it (`sync_*.zip`) is excluded. Errors:
+/// [`Error::PacketsInsideReplica`](crate::error::Error::PacketsInsideReplica),
+/// or the excludes' own errors.
+pub(crate) fn check_packets_outside_tree(
+    replica: &crate::replica::Replica,
+    path: &std::path::Path,
+    role: &'static str,
+) -> crate::error::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    // The absolute path: its longest existing part resolved, the rest
+    // appended.
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    let resolved = loop {
+        match std::fs::canonicalize(&existing) {
+            Ok(resolved) => break resolved,
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_owned());
+                    existing = match parent.as_os_str().is_empty() {
+                        true => std::path::PathBuf::from("."),
+                        false => parent.to_path_buf(),
+                    };
+                }
+                _ => return Ok(()),
+            },
+        }
+    };
+    let absolute = rest.iter().rev().fold(resolved, |a, name| a.join(name));
+    let root = std::fs::canonicalize(&replica.root).unwrap_or_else(|_| replica.root.clone());
+    let Ok(rel) = absolute.strip_prefix(&root) else {
+        return Ok(());
+    };
+    let rel = rel.as_os_str().as_bytes().to_vec();
+    let is_dir = !path.is_file();
+    let probe = match (is_dir, rel.is_empty()) {
+        (false, _) => rel.clone(),
+        (true, true) => b"sync_probe.zip".to_vec(),
+        (true, false) => [rel.as_slice(), b"/sync_probe.zip"].concat(),
+    };
+    if replica.excludes()?.excludes_relative(&probe, false, false) {
+        return Ok(());
+    }
+    Err(crate::error::Error::PacketsInsideReplica {
+        role,
+        path: path.to_path_buf(),
+        root: replica.root.clone(),
+        rel,
+        is_dir,
+    })
+}
+
 pub(crate) fn prepare_out(
     out: &std::path::Path,
     work: Option<&std::path::Path>,

@@ -229,6 +229,15 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::NoReplica { .. } => {
             "run the command inside a replica, name one with -replica DIR, or create one with mkreplica -init".into()
         }
+        Error::PacketsInsideReplica { rel, is_dir, .. } => format!(
+            "use a folder outside the replica (a USB stick, /tmp), or keep the packets local: add the \
+             line `{}` to the replica's .syncreplicaignore",
+            match (rel.is_empty(), *is_dir) {
+                (true, _) => "/sync_*.zip".to_string(),
+                (false, true) => format!("/{}/", crate::tree::relpath::display(rel)),
+                (false, false) => format!("/{}", crate::tree::relpath::display(rel)),
+            }
+        ),
         Error::AlreadyInReplica { .. } | Error::ContainsReplica { .. } => {
             "replicas cannot be nested; choose a directory outside any replica".into()
         }

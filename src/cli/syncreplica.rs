@@ -123,7 +123,8 @@ pub struct Args {
     /// compare this replica's recorded tree with the tree digest of that
     /// sibling's last packet and list the paths that differ (in a large
     /// tree, the deepest folders that digest reaches). Only reads;
-    /// exits 1 when it finds damage or a difference.
+    /// exits 1 when it finds damage or a difference at the same version
+    /// (a digest of another version is "not comparable yet": exit 0).
     #[arg(long, group = "mode")]
     pub verify: bool,
 
@@ -144,7 +145,10 @@ pub struct Args {
     /// their standard names (sync_<sender>_<time>_<target>_<seq>[_<k>of<n>].zip);
     /// created if missing, once every other check has passed. Unlike
     /// MultiSite's -out, which takes a file-name prefix
-    /// (-out /media/usb/update1), this names a folder.
+    /// (-out /media/usb/update1), this names a folder. A folder inside
+    /// the replica is refused unless the replica excludes it (its packets
+    /// would be recorded and replicated as files); so is importing packets
+    /// from inside it.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
@@ -328,9 +332,12 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     cli::check_workdir(args.workdir.as_deref())?;
     export::resolve_targets(&replica, &args.targets)?;
     export::check_max_size(max_size)?;
-    // Then where packets go: made if missing (and removed again if no
-    // packet goes there), writable, with room; all before the scan
-    // records anything.
+    // Then where packets go: outside the tree (or excluded there), made
+    // if missing (and removed again if no packet goes there), writable,
+    // with room; all before the scan records anything.
+    if shipping.is_none() {
+        cli::check_packets_outside_tree(&replica, out, "-out directory")?;
+    }
     let _created_out = cli::prepare_out(
         out,
         args.workdir.as_deref(),
@@ -794,7 +801,25 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
                          made since on either side."
                     );
                 }
-                if found.differing.is_empty() {
+                if found.own_row.is_some() && !found.differing.is_empty() {
+                    // Another version: the changes made since on either
+                    // side differ by nature, and say nothing of damage.
+                    outln!(
+                        "Not comparable yet: {name}'s last digest is of another version than this \
+                         replica holds. Paths that differ, changes made since included:"
+                    );
+                    for path in &found.differing {
+                        if path.is_empty() {
+                            outln!("  / (somewhere in the tree)");
+                        } else {
+                            outln!("  {}", relpath::display(path));
+                        }
+                    }
+                    outln!(
+                        "To compare, bring both to the same version: export this replica's changes \
+                         to {name}, import its next packet here, then run -verify {name} again."
+                    );
+                } else if found.differing.is_empty() {
                     outln!("In step with {name}: the recorded trees are the same.");
                 } else if found.root_only {
                     outln!(
@@ -942,6 +967,15 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 .unwrap_or(false)
         })
     };
+    if !args.receive {
+        for source in &sources {
+            let role = match source.is_dir() {
+                true => "packet folder",
+                false => "packet",
+            };
+            cli::check_packets_outside_tree(&replica, source, role)?;
+        }
+    }
     let mut replica = replica.lock("syncreplica -import")?;
     cli::print_lock_takeover(NAME, &replica);
     cli::finish_interrupted(NAME, &mut replica)?;

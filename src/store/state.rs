@@ -428,6 +428,30 @@ impl State {
         rows.collect::<rusqlite::Result<_>>().map_err(db)
     }
 
+    /// The paths other members than `peer` asked this replica for whole
+    /// (content requests to answer or answered): their re-assertions
+    /// answer those members, and say nothing of what `peer` holds.
+    pub fn paths_requested_by_others(
+        &self,
+        peer: &Id,
+    ) -> Result<std::collections::HashSet<Vec<u8>>> {
+        let db = |source| self.db_error(source);
+        if !self.has_table("content_requests")? {
+            return Ok(std::collections::HashSet::new());
+        }
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT path FROM content_requests WHERE peer != ?1
+                 AND role IN ('to_answer', 'answered')",
+            )
+            .map_err(db)?;
+        let rows = statement
+            .query_map(params![peer.0.as_slice()], |row| row.get(0))
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db)
+    }
+
     /// The disk steps of imports that failed for good, oldest first, read
     /// without creating their table (so it works on a read-only
     /// connection).

@@ -37,11 +37,14 @@ pub struct Held {
 /// busy file left out of a creation packet) says the target may have that
 /// version in its log without its content (it was excluded there, a step
 /// failed there, the packet went without it), so nothing of it is relied
-/// on.
+/// on. Except where the re-assertion (a resolution) answers another
+/// member's content request (`answers_for_others`, paths): only that
+/// member gets the content whole; this target's version is relied on.
 pub fn held_versions(
     state: &State,
     estimate: &HashMap<Id, u64>,
     ops: &[Operation],
+    answers_for_others: &HashSet<Vec<u8>>,
 ) -> Result<HashMap<Vec<u8>, Held>> {
     let paths: HashSet<&[u8]> = ops
         .iter()
@@ -50,9 +53,12 @@ pub fn held_versions(
     let mut held = held_by_log(state, estimate, &paths)?;
     for op in ops {
         if let Some(change) = op.change.path_change() {
-            if held
-                .get(change.path.as_slice())
-                .is_some_and(|h| h.state == *change.state)
+            let answer = matches!(op.change, Change::Resolve { .. })
+                && answers_for_others.contains(change.path.as_slice());
+            if !answer
+                && held
+                    .get(change.path.as_slice())
+                    .is_some_and(|h| h.state == *change.state)
             {
                 held.remove(change.path.as_slice());
             }

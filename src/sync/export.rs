@@ -409,7 +409,8 @@ fn export_to(
     // The version of each path this packet touches that the target holds:
     // file states are sent relative to it, and changed chunks as recipes
     // over its chunks.
-    let mut held = delta::held_versions(replica.state(), &estimate, &ops)?;
+    let answers_for_others = replica.state().paths_requested_by_others(&target.replica)?;
+    let mut held = delta::held_versions(replica.state(), &estimate, &ops, &answers_for_others)?;
     // Paths the target asked for whole (content requests): nothing of them
     // is relied on.
     let requested: HashSet<Vec<u8>> = replica

@@ -10,7 +10,7 @@
 //! reported as such; one for another family or replica is left alone.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use packet_format::{verify_packet_with, Examination, LogicalPacket, PacketKind, SignatureStatus};
 
@@ -554,9 +554,15 @@ fn apply_logical(
         crate::sys::progress::Unit::Bytes,
         Some(sizes.iter().sum()),
     );
-    for (file, size) in files.iter().zip(sizes) {
-        parts.push(verify_packet_with(file, &keys, decryption.as_ref())?);
-        crate::sys::progress::advance(size);
+    for (n, (file, size)) in files.iter().zip(sizes).enumerate() {
+        // The line names the part being checked.
+        if n > 0 {
+            let name = file.file_name().unwrap_or(file.as_os_str());
+            crate::sys::progress::relabel(&format!("verifying {}", name.to_string_lossy()));
+        }
+        parts.push(verify_with_progress(file, size, || {
+            verify_packet_with(file, &keys, decryption.as_ref())
+        })?);
     }
     drop(verifying);
     let packet = LogicalPacket::assemble(parts)?;
@@ -569,6 +575,61 @@ fn apply_logical(
     let result = apply_packet(replica, files, &packet, &own, &mut batch, &book);
     batch.close(replica.state());
     Ok((sender, result?))
+}
+
+/// Runs `verify` (which reads `file`, `size` bytes, front to back) and
+/// advances the progress phase by the bytes read as it goes. The reader
+/// (packet-format) reports no progress of its own: a sampler thread reads
+/// the offset of the process's descriptors open on `file`
+/// (`/proc/self/fdinfo`, Linux) five times a second; without /proc the
+/// phase advances once, at the end.
+fn verify_with_progress<T>(file: &Path, size: u64, verify: impl FnOnce() -> T) -> T {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let target = std::fs::canonicalize(file).ok();
+    let finished = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut reported = 0u64;
+            while !finished.load(Ordering::Acquire) {
+                std::thread::park_timeout(std::time::Duration::from_millis(200));
+                if let Some(offset) = target.as_deref().and_then(read_offset) {
+                    let offset = offset.min(size);
+                    if offset > reported {
+                        crate::sys::progress::advance(offset - reported);
+                        reported = offset;
+                    }
+                }
+            }
+            reported
+        });
+        let result = verify();
+        finished.store(true, Ordering::Release);
+        sampler.thread().unpark();
+        let reported = sampler.join().unwrap_or(size);
+        crate::sys::progress::advance(size.saturating_sub(reported));
+        result
+    })
+}
+
+/// The largest file offset of this process's descriptors open on `target`
+/// (a canonical path), from /proc/self/fdinfo; `None` where there is none.
+fn read_offset(target: &Path) -> Option<u64> {
+    let mut largest = None;
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        if std::fs::read_link(entry.path()).ok().as_deref() != Some(target) {
+            continue;
+        }
+        let info = std::path::Path::new("/proc/self/fdinfo").join(entry.file_name());
+        let Ok(text) = std::fs::read_to_string(info) else {
+            continue;
+        };
+        let offset = text
+            .lines()
+            .find_map(|line| line.strip_prefix("pos:"))
+            .and_then(|pos| pos.trim().parse::<u64>().ok());
+        largest = largest.max(offset);
+    }
+    largest
 }
 
 /// [`apply_logical`] once the packet is verified, with `batch` to fill.
@@ -997,5 +1058,29 @@ fn refusal_of(err: packet_format::Error) -> Refusal {
             Some(why) => Refusal::NotAPacket { why },
             None => Refusal::Damaged(err),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    /// The verify progress follows the reader's offset in the part: the
+    /// sampler reads it from /proc as the reader moves.
+    #[test]
+    fn read_offset_follows_a_reader_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part.zip");
+        std::fs::write(&path, vec![7u8; 100_000]).unwrap();
+        let canonical = std::fs::canonicalize(&path).unwrap();
+        assert_eq!(super::read_offset(&canonical), None);
+        let mut file = std::fs::File::open(&path).unwrap();
+        let mut buffer = vec![0u8; 40_000];
+        file.read_exact(&mut buffer).unwrap();
+        assert_eq!(super::read_offset(&canonical), Some(40_000));
+        file.read_exact(&mut buffer).unwrap();
+        assert_eq!(super::read_offset(&canonical), Some(80_000));
+        drop(file);
+        assert_eq!(super::read_offset(&canonical), None);
     }
 }

@@ -549,3 +549,43 @@ fn a_file_with_other_content_is_served_until_the_answer_replaces_it_in_one_step(
         .collect();
     assert_eq!(kept, vec!["the old server's version\n".to_string()]);
 }
+
+/// Answering one member's content request re-asserts the paths it asked
+/// for; only that member gets them whole. A sibling that held them all
+/// along gets references to its chunks, not the files again (review 17c
+/// item 7: 300 MB re-sent to every member after one adoption).
+#[test]
+fn an_answer_to_one_members_request_is_not_sent_whole_to_the_others() {
+    let fam = family(&["alpha", "ship"], &[("small.txt", "s\n")]);
+    let (alpha, ship) = (fam.root("alpha"), fam.root("ship"));
+    let mut seed: u64 = 7;
+    let huge: Vec<u8> = (0..2_000_000)
+        .map(|_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u8
+        })
+        .collect();
+    std::fs::write(alpha.join("huge.bin"), &huge).unwrap();
+    let first = fam.packet_dir("first");
+    export_to(&alpha, &first, &["ship"], &[]).ok();
+    import_from(&ship, &[&first]).ok();
+    assert_eq!(std::fs::read(ship.join("huge.bin")).unwrap(), huge);
+
+    // beta adopts a copy lacking huge.bin, asks for it, gets it whole.
+    let work = tempfile::tempdir().unwrap();
+    let dst = work.path().join("migrated");
+    copy_tree(&alpha, &dst);
+    std::fs::remove_file(dst.join("huge.bin")).unwrap();
+    let to_beta = adopt_and_get_answer(&alpha, &dst, work.path());
+    import_from(&dst, &[&to_beta]).ok();
+    assert_eq!(std::fs::read(dst.join("huge.bin")).unwrap(), huge);
+
+    // ship held everything: what it gets is small.
+    let second = fam.packet_dir("second");
+    let sent = export_to(&alpha, &second, &["ship"], &[]).ok();
+    assert!(bytes_shipped(&sent.stdout) < 100_000, "{}", sent.stdout);
+    import_from(&ship, &[&second]).ok();
+    assert_eq!(std::fs::read(ship.join("huge.bin")).unwrap(), huge);
+}

@@ -473,3 +473,34 @@ fn a_step_that_runs_for_a_second_draws_its_line() {
     assert_eq!(output.status.code(), Some(0), "{screen}");
     assert!(screen.contains("Exported to b"), "{screen}");
 }
+
+/// The import's verification of a packet in parts names the part being
+/// checked (review 17c item 8: the line kept naming part 1 while parts 2
+/// and 3 were checked).
+#[test]
+fn the_verify_line_names_each_part_as_it_is_checked() {
+    let family = family_with_new_content();
+    let out = family.packet_dir("parts");
+    export_to(&family.root("a"), &out, &["b"], &["-maxsize", "1m"]).ok();
+    let mut parts: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".zip"))
+        .collect();
+    parts.sort();
+    assert!(parts.len() >= 3, "{parts:?}");
+    let import = run_on_terminal(
+        &family.root("b"),
+        "syncreplica",
+        [OsStr::new("-import"), out.as_os_str()],
+    )
+    .ok();
+    for part in &parts {
+        let stem = part.trim_end_matches(".zip");
+        assert!(
+            shows_progress(&import.stdout, &format!("verifying {stem}")),
+            "{part}: {}",
+            import.stdout
+        );
+    }
+}
