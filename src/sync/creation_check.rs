@@ -32,7 +32,7 @@ use rusqlite::{params, Connection};
 use crate::error::{Error, Result};
 use crate::ops::{Change, Id, Operation, PathState};
 use crate::store::state::{Member, StatKey};
-use crate::sync::apply::{needs_newer_for, sanitize, validate_path};
+use crate::sync::apply::{needs_newer_for, sanitize, validate_path_state};
 use crate::sync::import::{cap_row, check_sender, check_version};
 
 /// A creation packet that passed [`check`]: what the new replica is made
@@ -383,7 +383,7 @@ pub(crate) fn check(
     // Paths as an import checks them: every one lexically, and the state
     // each path ends with (the one applied) as the apply engine takes it.
     scratch.for_each_op(|_, op| match op.change.path_change() {
-        Some(change) => validate_path(change.path).map_err(refused),
+        Some(change) => validate_path_state(change.path, change.state).map_err(refused),
         None => Ok(()),
     })?;
     // Each path's last operation, taken by the database (sorted by path).
