@@ -53,8 +53,9 @@ fn sh(dir: &Path, script: &str) {
 }
 
 /// What `rsync -n -i` would change to make `dst` like `src`, less the
-/// state folder and the replica roots themselves (not replicated paths:
-/// the state folder lives in them), and less `extra` excludes.
+/// state folder and `extra` excludes. The roots themselves are compared:
+/// their owner, mode, ACLs, attributes and mtime are replicated (SPEC.md
+/// §6.2.1).
 fn rsync_differences(flags: &str, src: &Path, dst: &Path, extra: &[&str]) -> Vec<String> {
     let mut command = Command::new("rsync");
     command.args(flags.split_whitespace()).args([
@@ -78,7 +79,6 @@ fn rsync_differences(flags: &str, src: &Path, dst: &Path, extra: &[&str]) -> Vec
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|line| !line.ends_with(" ./"))
         .map(str::to_string)
         .collect()
 }
