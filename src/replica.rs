@@ -620,6 +620,22 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
     }
     crate::sys::testhook::crash_point("mkreplica-init-before-rename");
     std::fs::rename(&staging, &final_dir).at(&final_dir)?;
+    // Building the state folder in the root moved the root's mtime, which
+    // the scan recorded before (SPEC.md §6.2.1): put back, or the next
+    // scan takes it for a change of the root.
+    if let Some(crate::ops::PathState::Directory {
+        mtime: Some(mtime), ..
+    }) = outcome
+        .changes
+        .iter()
+        .find(|change| change.path.is_empty())
+        .map(|change| &change.new)
+    {
+        let confined = crate::tree::confined::ConfinedRoot::open(&root)?;
+        if let crate::tree::confined::Located::At(place) = confined.locate(b"", false)? {
+            place.set_mtime(*mtime)?;
+        }
+    }
     crate::sys::fsutil::sync_dir(&root)?;
 
     let replica = Replica::open(&root)?;
