@@ -89,7 +89,7 @@ fn a_receiver_at_the_same_version_is_verified_in_step_and_lsreplica_says_so() {
     let run = import_from(&lambik, &[&out]).ok();
     assert!(
         run.stdout
-            .contains("verified in step with boston at epoch row boston=7 (3 entries)"),
+            .contains("verified in step with boston at epoch row boston=8 (3 entries)"),
         "{}\n{}",
         run.stdout,
         run.stderr

@@ -208,7 +208,10 @@ fn shared_patterns_keep_new_paths_out_and_never_forget_recorded_ones() {
     write(&b, "old.log", "changed at beta");
     run(&b, "syncreplica", ["-record"]).ok();
     // The recorded log still travels; the new ones stay local.
-    assert_eq!(recorded(&b), ["conf", "conf/shared.ignore", "f", "old.log"]);
+    assert_eq!(
+        recorded(&b),
+        ["", "conf", "conf/shared.ignore", "f", "old.log"]
+    );
 
     // A member makes the shared file exclude everything: nothing recorded
     // is forgotten, and changes still go both ways.

@@ -1235,7 +1235,7 @@ fn lsreplica_long_shows_the_size_of_the_operation_log() {
         line.trim(),
         format!(
             "operation log:     {} operations, {} bytes",
-            operations + 1,
+            operations + 2,
             json["oplog"]["bytes"]
         )
     );

@@ -415,6 +415,9 @@ fn special_files_are_skipped_with_a_warning() {
         format!("{text}\npreserve = [\"owner\", \"group\", \"acls\", \"xattrs\", \"hardlinks\"]\n"),
     )
     .unwrap();
+    // Making and removing the FIFOs moves the root's mtime (a change of
+    // its own, not this test's subject): put back below.
+    let root_time = std::fs::metadata(dir.path()).unwrap().modified().unwrap();
     let second = dir.path().join("pipe2");
     rustix::fs::mknodat(
         rustix::fs::CWD,
@@ -425,6 +428,10 @@ fn special_files_are_skipped_with_a_warning() {
     )
     .unwrap();
     std::fs::remove_file(&fifo).unwrap();
+    std::fs::File::open(dir.path())
+        .unwrap()
+        .set_modified(root_time)
+        .unwrap();
     let status = run(dir.path(), "syncreplica", ["-status"]).ok();
     assert!(
         status
@@ -715,7 +722,7 @@ fn lsepoch_and_chepoch_show_and_repair_estimates() {
         ),
         (
             vec!["-force", "boston_hub", "alpha=99"],
-            "recorded only up to epoch 3",
+            "recorded only up to epoch 4",
             2,
         ),
         (
