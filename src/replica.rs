@@ -541,9 +541,37 @@ impl Replica {
             Ok(entries)
         };
         let preserve = self.preserve();
-        scan::scan(
+        let mut outcome = scan::scan(
             &self.root, &excludes, folding, load, hooks, snapshots, &preserve,
-        )
+        )?;
+        // The root's own state (the empty path) is readable only from
+        // packet format 2.10 on, and sealed operations cannot be left out
+        // of a packet: while a member's packets show an older reader, a
+        // change of the root is not recorded (it would block every export
+        // to that member until it upgrades).
+        if self.a_member_reads_before_root_metadata()? {
+            outcome.changes.retain(|change| !change.path.is_empty());
+        }
+        Ok(outcome)
+    }
+
+    /// Whether a member's packets show a packet format of major 2 older
+    /// than [`packet_format::MINOR_WITH_ROOT_METADATA`].
+    fn a_member_reads_before_root_metadata(&self) -> Result<bool> {
+        let me = self.identity.replica_id;
+        for member in self.members()? {
+            if member.replica == me {
+                continue;
+            }
+            if let Some(seen) = self.state.member_version(&member.replica)? {
+                if seen.version.major == packet_format::FORMAT_MAJOR
+                    && seen.version.minor < packet_format::MINOR_WITH_ROOT_METADATA
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// What this replica keeps beyond content, mode and times (checked
@@ -732,6 +760,22 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
     }
     crate::sys::testhook::crash_point("mkreplica-init-before-rename");
     std::fs::rename(&staging, &final_dir).at(&final_dir)?;
+    // Building the state folder in the root moved the root's mtime, which
+    // the scan recorded before (SPEC.md §6.2.1): put back, or the next
+    // scan takes it for a change of the root.
+    if let Some(crate::ops::PathState::Directory {
+        mtime: Some(mtime), ..
+    }) = outcome
+        .changes
+        .iter()
+        .find(|change| change.path.is_empty())
+        .map(|change| &change.new)
+    {
+        let confined = crate::tree::confined::ConfinedRoot::open(&root)?;
+        if let crate::tree::confined::Located::At(place) = confined.locate(b"", false)? {
+            place.set_mtime(*mtime)?;
+        }
+    }
     crate::sys::fsutil::sync_dir(&root)?;
 
     let replica = Replica::open(&root)?;

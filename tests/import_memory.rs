@@ -342,9 +342,10 @@ fn peak_heap_of_creation_import(count: usize) -> usize {
     assert_eq!(made.files, count as u64);
     drop(made);
     let to = Replica::open(&b).unwrap();
+    // The files, their folders, and the root's own entry.
     assert_eq!(
         to.state().load_entries().unwrap().len(),
-        count + count.div_ceil(1000)
+        count + count.div_ceil(1000) + 1
     );
     assert!(b
         .join(format!("d{:03}/f{:07}", (count - 1) / 1000, count - 1))
@@ -398,6 +399,8 @@ fn a_batch_larger_than_the_plan_held_in_memory_is_planned_and_applied_whole() {
     let to = Replica::open(&b).unwrap();
     let kinds = recorded_kinds(&to);
     let mut expected = std::collections::BTreeMap::new();
+    // The root's own entry (packet format 2.10).
+    expected.insert(Vec::new(), "dir");
     for index in 0..6_000u64 {
         let folder = format!("d{:03}", index % 1000);
         expected.insert(folder.clone().into_bytes(), "dir");
@@ -623,12 +626,17 @@ fn a_full_disk_at_the_state_databases_commit_is_a_clear_error_and_changes_nothin
         stderr.contains(&format!("hint: free space on {}", small.display())),
         "{stderr}"
     );
-    // Nothing recorded.
+    // Nothing recorded: only the root's entry, recorded by -init.
     {
         let to = Replica::open(&r).unwrap();
         let me = to.identity.replica_id;
-        assert_eq!(to.state().epoch(&me, &me).unwrap(), 0);
-        assert!(to.state().load_entries().unwrap().is_empty());
+        assert_eq!(to.state().epoch(&me, &me).unwrap(), 1);
+        let entries = to.state().load_entries().unwrap();
+        assert!(
+            entries.keys().all(|path| path.is_empty()),
+            "{}",
+            entries.len()
+        );
     }
     // With room made, the replica goes on.
     for index in 500..6_000 {
@@ -641,5 +649,6 @@ fn a_full_disk_at_the_state_databases_commit_is_a_clear_error_and_changes_nothin
         String::from_utf8_lossy(&out.stderr)
     );
     let to = Replica::open(&r).unwrap();
-    assert_eq!(to.state().load_entries().unwrap().len(), 500);
+    // The 500 files and the root.
+    assert_eq!(to.state().load_entries().unwrap().len(), 501);
 }

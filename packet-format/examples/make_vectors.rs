@@ -716,6 +716,27 @@ fn states_ops() -> (Vec<u8>, Vec<Operation>) {
             },
         });
     }
+    // Format 2.10: the replica root's own metadata, under the empty path
+    // (SPEC.md §6.2.1): a directory, setgid, owned by root and group 4343.
+    let mut root_ext = Extensions::default();
+    root_ext.insert(
+        2,
+        vec![1, 0, 1, 4, b'r', b'o', b'o', b't', 1, 0xf7, 0x21, 0],
+    );
+    ops.push(Operation {
+        origin: sender_id(),
+        epoch: ops.len() as u64 + 1,
+        recorded: CREATED,
+        change: Change::Path {
+            path: Vec::new(),
+            version: VersionVector(BTreeMap::from([(sender_id(), ops.len() as u64 + 1)])),
+            state: PathState::Directory {
+                mode: 0o2775,
+                mtime: Some(at(1_700_000_000, 5)),
+                ext: root_ext,
+            },
+        },
+    });
     // Format 2.9: the sender replaces its keys (SPEC.md §7.1), the other
     // vector key becoming its signing key.
     ops.push(Operation {
@@ -787,6 +808,7 @@ fn states_sidecar(trust: &str, sender: &str) -> Vec<String> {
         ("none", "none", "none"),
         ("special:1", "-86400.000000007", "2,4,6,10"),
         ("special:3", "-86400.000000007", "2,4,6,10"),
+        ("directory", "1700000000.000000005", "2"),
         ("none", "none", "none"),
     ];
     for (index, (op, (state, mtime, ext))) in ops.iter().zip(expected).enumerate() {

@@ -36,8 +36,9 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// 7 appends the metadata the tree digest covers
 /// ([`TreeDigest::metadata`]); 8 adds chunk groups (chunk codec 3,
 /// SPEC.md §5.2); 9 adds key rotation (operation kind 6, `RekeyMember`,
-/// SPEC.md §7.1).
-pub const FORMAT_MINOR: u16 = 9;
+/// SPEC.md §7.1); 10 takes the empty path as the replica root (SPEC.md
+/// §6.2.1).
+pub const FORMAT_MINOR: u16 = 10;
 /// The first minor whose header body ends with the incarnation field.
 pub const MINOR_WITH_INCARNATION: u16 = 1;
 /// The first minor whose header body has the tree digest after the
@@ -61,6 +62,10 @@ pub const MINOR_WITH_CHUNK_GROUPS: u16 = 8;
 /// First minor whose readers know operation kind 6, `RekeyMember`
 /// (SPEC.md §7.1); an older reader refuses a packet carrying it.
 pub const MINOR_WITH_REKEY: u16 = 9;
+/// First minor whose readers take the empty path, the replica root, as a
+/// directory state (SPEC.md §6.2.1): the root's owner, mode, ACLs,
+/// attributes and mtime travel.
+pub const MINOR_WITH_ROOT_METADATA: u16 = 10;
 /// Length of the fixed prefix: magic, major, minor, signer key.
 pub(crate) const HEADER_PREFIX_LEN: usize = 8 + 2 + 2 + 32;
 /// Domain separation for the signature: the signed message is this string

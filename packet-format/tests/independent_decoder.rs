@@ -125,7 +125,7 @@ fn update_vector_decodes_without_the_library() {
     // Fixed prefix.
     assert_eq!(&header[..8], b"SYNCRPKT");
     assert_eq!(u16le(header, 8), 2, "major");
-    assert_eq!(u16le(header, 10), 9, "minor");
+    assert_eq!(u16le(header, 10), 10, "minor");
     let key: [u8; 32] = header[12..44].try_into().unwrap();
     let expected_key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32])
         .verifying_key()
@@ -397,7 +397,7 @@ fn creation_entry_decodes_without_the_library() {
         ]
     );
     let header = entries[4].1;
-    assert_eq!(u16le(header, 10), 9, "minor");
+    assert_eq!(u16le(header, 10), 10, "minor");
     let key: [u8; 32] = header[12..44].try_into().unwrap();
     let mut c = Cursor {
         bytes: entries[2].1,
@@ -457,7 +457,7 @@ fn states_vector_decodes_without_the_library() {
         operations(0, raw)
     };
     assert!(header.starts_with(b"SYNCRPKT"));
-    assert_eq!(ops.len(), 12);
+    assert_eq!(ops.len(), 13);
     let state = |index: usize| match &ops[index].body {
         Body::Path { state, .. } => state,
         other => panic!("operation {index}: {other:?}"),
@@ -571,16 +571,31 @@ fn states_vector_decodes_without_the_library() {
             other => panic!("operation {index}: {other:?}"),
         }
     }
+    // Format 2.10 (SPEC §6.2.1): the empty path is the replica root, and
+    // only ever a directory.
+    match &ops[11].body {
+        Body::Path {
+            path,
+            state: State::Directory { mode, mtime, ext },
+            ..
+        } => {
+            assert!(path.is_empty(), "the root's path is empty");
+            assert_eq!((*mode, *mtime), (0o2775, Some((1_700_000_000, 5))));
+            let keys: Vec<u64> = ext.iter().map(|(key, _)| *key).collect();
+            assert_eq!(keys, [2]);
+        }
+        other => panic!("operation 11: {other:?}"),
+    }
     // Format 2.9 (SPEC §6.2 kind 6, §7.1): the sender's key rotation, from
     // the sender key (secret 0x11) to the other key (secret 0x22).
-    match &ops[11].body {
+    match &ops[12].body {
         Body::RekeyMember {
             replica,
             old_key,
             new_key,
             encryption_key,
         } => {
-            assert_eq!(replica, &ops[11].origin, "a member rekeys itself");
+            assert_eq!(replica, &ops[12].origin, "a member rekeys itself");
             let public = |byte: u8| {
                 ed25519_dalek::SigningKey::from_bytes(&[byte; 32])
                     .verifying_key()
@@ -590,7 +605,7 @@ fn states_vector_decodes_without_the_library() {
             assert_eq!((old_key, new_key), (&public(0x11), &public(0x22)));
             assert!(encryption_key.starts_with("age1") && encryption_key.len() == 62);
         }
-        other => panic!("operation 11: {other:?}"),
+        other => panic!("operation 12: {other:?}"),
     }
 }
 
@@ -1038,7 +1053,7 @@ fn encrypted_vector_decrypts_with_the_vector_key() {
         ["chunks", "operations", "seals", "header", "signature"]
     );
     let header = entries[3].1;
-    assert_eq!(u16le(header, 10), 9, "minor");
+    assert_eq!(u16le(header, 10), 10, "minor");
     // The header ends: option tag 1, one recipient {id, key}, passphrase false.
     let key = identity.to_public().to_string();
     let mut tail = vec![1u8, 1];

@@ -139,13 +139,28 @@ pub fn adopt_creation(
     let mut adoption = result?;
     let final_dir = replica::state_dir(&root);
     std::fs::rename(&staging, &final_dir).at(&final_dir)?;
+    let replica = Replica::open(&root)?;
+    // The rename moved the root's mtime: the recorded one goes back
+    // (SPEC.md §6.2.1).
+    if let Some((
+        PathState::Directory {
+            mtime: Some(mtime), ..
+        },
+        _,
+    )) = replica.state().entry_state(b"")?
+    {
+        let confined = crate::tree::confined::ConfinedRoot::open(&root)?;
+        if let crate::tree::confined::Located::At(place) = confined.locate(b"", false)? {
+            place.set_mtime(mtime)?;
+        }
+    }
     crate::sys::fsutil::sync_dir(&root)?;
     for (_, kept) in &mut adoption.set_aside {
         if let Ok(rest) = kept.strip_prefix(&staging) {
             *kept = final_dir.join(rest);
         }
     }
-    Ok((Replica::open(&root)?, adoption))
+    Ok((replica, adoption))
 }
 
 #[allow(clippy::too_many_arguments)]

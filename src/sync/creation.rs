@@ -1209,7 +1209,9 @@ fn materialize(
     let mut not_made_special = 0u64;
     scratch.begin()?;
     scratch.for_each_path(false, |row| {
-        if !made(row) {
+        // The root (SPEC.md §6.5) is there already: its metadata is set
+        // after the state folder's rename, below.
+        if !made(row) || row.path.is_empty() {
             return Ok(());
         }
         let path = &row.path;
@@ -1269,7 +1271,7 @@ fn materialize(
     std::fs::remove_dir(&content).at(&content)?;
     scratch.for_each_path(true, |row| {
         if let PathState::Directory { mode, .. } = &row.state {
-            if made(row) {
+            if made(row) && !row.path.is_empty() {
                 place_of(&row.path)?.set_mode(*mode)?;
             }
         }
@@ -1282,8 +1284,14 @@ fn materialize(
     let mut names = crate::tree::meta::Names::default();
     let mut meta_notes = Vec::new();
     let locate_leader = |leader: &[u8]| confined.locate(leader, false);
+    // The root's own state, if the packet carries it (format 2.10).
+    let mut root_state: Option<PathState> = None;
     let mut set_meta_of = |row: &PathRow| -> Result<()> {
         if !made(row) {
+            return Ok(());
+        }
+        if row.path.is_empty() {
+            root_state = Some(row.state.clone());
             return Ok(());
         }
         let (kind, mode, mtime, ext) = match &row.state {
@@ -1383,6 +1391,25 @@ fn materialize(
     let final_dir = replica::state_dir(root);
     crate::sys::testhook::crash_point("mkreplica-import-before-rename");
     std::fs::rename(staging, &final_dir).at(&final_dir)?;
+    // The rename moved the root's mtime: its recorded metadata goes on
+    // now, the mode last (SPEC.md §6.5).
+    if let Some(PathState::Directory { mode, mtime, ext }) = &root_state {
+        let place = place_of(b"")?;
+        apply::set_meta(
+            &place,
+            &locate_leader,
+            b"",
+            apply::MetaKind::Directory,
+            Some(*mode),
+            *mtime,
+            ext,
+            &preserve,
+            &mut names,
+            &mut unapplied,
+            &mut meta_notes,
+        )?;
+        place.set_mode(*mode)?;
+    }
     crate::sys::fsutil::sync_dir(root)?;
     Ok(Materialized {
         replica: Replica::open(root)?,

@@ -32,7 +32,7 @@ use rusqlite::{params, Connection};
 use crate::error::{Error, Result};
 use crate::ops::{Change, Id, Operation, PathState};
 use crate::store::state::{Member, StatKey};
-use crate::sync::apply::{needs_newer_for, sanitize, validate_path};
+use crate::sync::apply::{needs_newer_for, sanitize, validate_path_state};
 use crate::sync::import::{cap_row, check_sender, check_version};
 
 /// A creation packet that passed [`check`]: what the new replica is made
@@ -455,7 +455,7 @@ pub(crate) fn check(
     // decodes every operation again).
     scratch.for_each_op(|_, op| {
         if let Some(change) = op.change.path_change() {
-            validate_path(change.path).map_err(refused)?;
+            validate_path_state(change.path, change.state).map_err(refused)?;
         }
         check_version(op, &carried).map_err(refused)
     })?;

@@ -806,6 +806,10 @@ pub fn reads_chunk_groups(
 pub fn minor_needed(change: &crate::ops::Change) -> u16 {
     use crate::ops::Change;
     match change {
+        // The replica root (the empty path): readers before 2.10 refuse it.
+        Change::Path { path, .. } | Change::Resolve { path, .. } if path.is_empty() => {
+            packet_format::MINOR_WITH_ROOT_METADATA
+        }
         Change::Path { .. } | Change::AddMember { .. } | Change::Resolve { .. } => 0,
         Change::RemoveMember { .. } => MINOR_WITH_REMOVE_MEMBER,
         Change::RekeyMember { .. } => packet_format::MINOR_WITH_REKEY,
@@ -866,6 +870,11 @@ pub fn check_target_version(
             }
             crate::ops::Change::RekeyMember { .. } => {
                 "the packet carries a member's key rotation (mkreplica -rekey)".into()
+            }
+            crate::ops::Change::Path { path, .. } | crate::ops::Change::Resolve { path, .. }
+                if path.is_empty() =>
+            {
+                "the packet carries the replica root's own metadata (owner, mode, mtime)".into()
             }
             _ => "the packet carries an operation kind its format predates".into(),
         };

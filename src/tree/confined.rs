@@ -99,7 +99,8 @@ impl ConfinedRoot {
         &self.root
     }
 
-    /// Resolves `rel` (a packet path) to its parent's handle and last name.
+    /// Resolves `rel` (a packet path) to its parent's handle and last name;
+    /// the empty path (the root) to the root's own handle and `.`.
     /// With `create`, missing parents are made (mode 0755, each one created
     /// relative to the handle of the one above). A path that fails the
     /// lexical rules ([`relpath::lexical_problem`]) is refused.
@@ -115,6 +116,20 @@ impl ConfinedRoot {
         create: bool,
         hook: Option<&ResolveHook>,
     ) -> Result<Located> {
+        if rel.is_empty() {
+            // The replica root itself (SPEC.md §6.5): its own handle, named
+            // "." for the *at calls, which every one of them accepts. Only
+            // its metadata is ever set through it.
+            let parent = self
+                .open_dir(b"")
+                .map_err(|errno| Error::io(&self.root, errno.into()))?;
+            return Ok(Located::At(Place {
+                parent,
+                parent_path: self.root.clone(),
+                parent_rel: Vec::new(),
+                name: b".".to_vec(),
+            }));
+        }
         if let Some(why) = relpath::lexical_problem(rel) {
             return Err(Error::hostile(relpath::display(rel), why));
         }

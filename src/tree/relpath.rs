@@ -37,7 +37,11 @@ pub fn to_disk_path(root: &Path, rel: &[u8]) -> PathBuf {
 /// Human-readable form for messages ([`crate::error::printable_bytes`]):
 /// control characters and invalid UTF-8 bytes are escaped, so two
 /// distinct names never print the same and none can forge a line.
+/// The root itself (the empty path) prints as `.`.
 pub fn display(rel: &[u8]) -> String {
+    if rel.is_empty() {
+        return ".".to_string();
+    }
     crate::error::printable_bytes(rel)
 }
 

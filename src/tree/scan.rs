@@ -846,6 +846,19 @@ fn walk(
     preserve: &Preserve,
 ) -> Result<(Vec<Walked>, Vec<Vec<u8>>)> {
     let mut walked = Vec::new();
+    // The root first, under the empty path (SPEC.md §6.5): its own owner,
+    // mode, ACLs, attributes and mtime are replicated like a directory's.
+    let top = std::fs::metadata(root).map_err(|err| Error::io(root, err))?;
+    walked.push(Walked {
+        rel: Vec::new(),
+        kind: WalkedKind::Directory,
+        stat: stat_key(&top),
+        uid: top.uid(),
+        gid: top.gid(),
+        dev: top.dev(),
+        nlink: top.nlink(),
+        mtime: file_mtime(&top),
+    });
     let mut unreadable: Vec<Vec<u8>> = Vec::new();
     // Directories still to list, as replica-relative paths (root = empty).
     let mut pending: Vec<Vec<u8>> = vec![Vec::new()];

@@ -496,7 +496,8 @@ fn duplicates_are_skipped_and_gaps_refused() {
     put(&root, "one.txt", b"one", 12);
     record(&mut alpha);
     let ops = missing_ops(&alpha, &beta);
-    assert_eq!(ops.len(), 3);
+    // Three names, and the root whose mtime adding two of them moved.
+    assert_eq!(ops.len(), 4);
     let row = beta.row();
     let err = beta.apply(&ops[1..], &mut Store::of(&alpha)).unwrap_err();
     assert!(
@@ -513,7 +514,7 @@ fn duplicates_are_skipped_and_gaps_refused() {
         .collect::<Vec<_>>();
     let report = beta.apply(&batch, &mut Store::of(&alpha)).unwrap();
     assert_eq!(report.already_had, 2);
-    assert_eq!((report.added, report.changed), (2, 1));
+    assert_eq!((report.added, report.changed), (2, 2));
     assert_same_trees(&alpha, &beta);
 }
 
@@ -621,6 +622,8 @@ fn hostile_paths_are_refused_and_change_nothing() {
         ("dot", vec![(b"a/./b", file.clone())]),
         ("empty component", vec![(b"a//b", file.clone())]),
         ("empty", vec![(b"", file.clone())]),
+        ("the root as a symlink", vec![(b"", link("/etc"))]),
+        ("the root removed", vec![(b"", PathState::Deleted)]),
         ("nul", vec![(b"a\0b", file.clone())]),
         (
             "symlink made earlier in the batch",
@@ -1408,6 +1411,38 @@ fn forged_over(
         }
     });
     numbered_operations(origin, first, Timestamp::default(), changes)
+}
+
+/// The empty path is the replica root (packet format 2.10): its mode and
+/// mtime are applied to the root itself, and a name placed in it does not
+/// leave the root's mtime moved.
+#[test]
+fn the_roots_own_state_is_applied_to_the_root() {
+    let (alpha, mut beta) = pair(&[], &[("keep.txt", "kept")]);
+    record(&mut beta);
+    let (file, mut store) = file_state(b"new");
+    let first = beta.row().get(&alpha.id()).copied().unwrap_or(0) + 1;
+    let mtime = Timestamp {
+        secs: 1_000_000_000,
+        nanos: 7,
+    };
+    let root = PathState::Directory {
+        mode: 0o750,
+        mtime: Some(mtime),
+        ext: Default::default(),
+    };
+    let ops = forged_over(&beta, alpha.id(), first, &[(b"new.txt", file), (b"", root)]);
+    beta.apply(&ops, &mut store).unwrap();
+    let meta = std::fs::metadata(beta.root()).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o750);
+    assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_000_000_000, 7));
+    assert_eq!(std::fs::read(beta.root().join("new.txt")).unwrap(), b"new");
+    // The next name placed there puts the root's recorded mtime back.
+    let (other, mut store) = file_state(b"other");
+    let ops = forged_over(&beta, alpha.id(), first + 2, &[(b"other.txt", other)]);
+    beta.apply(&ops, &mut store).unwrap();
+    let meta = std::fs::metadata(beta.root()).unwrap();
+    assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_000_000_000, 7));
 }
 
 /// `state` (a file) with another mode and mtime: same content.

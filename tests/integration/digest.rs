@@ -89,7 +89,7 @@ fn a_receiver_at_the_same_version_is_verified_in_step_and_lsreplica_says_so() {
     let run = import_from(&lambik, &[&out]).ok();
     assert!(
         run.stdout
-            .contains("verified in step with boston at epoch row boston=7 (3 entries)"),
+            .contains("verified in step with boston at epoch row boston=8 (3 entries)"),
         "{}\n{}",
         run.stdout,
         run.stderr
@@ -99,13 +99,13 @@ fn a_receiver_at_the_same_version_is_verified_in_step_and_lsreplica_says_so() {
     let long = crate::helpers::run(&lambik, "lsreplica", ["-long"]).ok();
     assert!(
         long.stdout
-            .contains("  verified:          in step at epoch row boston=7 (3 entries, "),
+            .contains("  verified:          in step at epoch row boston=8 (3 entries, "),
         "{}",
         long.stdout
     );
     let listing = lsreplica_json(&lambik);
     let boston = member(&listing, "boston");
-    assert_eq!(boston["verified"]["epoch_row"]["boston"], 7);
+    assert_eq!(boston["verified"]["epoch_row"]["boston"], 8);
     assert_eq!(boston["verified"]["entries"], 3);
     assert_eq!(boston["last_digest"]["outcome"], "verified");
     // boston has not heard a digest from lambik.
@@ -132,7 +132,7 @@ fn a_receiver_at_the_same_version_is_verified_in_step_and_lsreplica_says_so() {
     // The last verification stays.
     assert_eq!(
         member(&listing, "boston")["verified"]["epoch_row"]["boston"],
-        7
+        8
     );
 }
 

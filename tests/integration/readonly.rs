@@ -128,7 +128,8 @@ fn check_listings_work_and_record_fails(prefix: &[&str], dir: &Path, root: &Path
     let status = run_with(prefix, root, "syncreplica", ["-status"]).ok();
     assert!(status.stdout.contains("new.txt"), "{}", status.stdout);
     let epochs = run_with(prefix, root, "lsepoch", None::<&str>).ok();
-    assert!(epochs.stdout.contains("alpha = 1"), "{}", epochs.stdout);
+    // The root and one file.
+    assert!(epochs.stdout.contains("alpha = 2"), "{}", epochs.stdout);
     let members = run_with(prefix, root, "lsreplica", None::<&str>).ok();
     assert!(members.stdout.contains("alpha"), "{}", members.stdout);
     let record = run_with(prefix, root, "syncreplica", ["-record"]).fails_with(1);

@@ -247,7 +247,7 @@ use crate::store::layout::STAGING_DIR;
 use crate::store::state;
 
 pub use disk::purge_soft_deleted;
-pub use plan::{conflict_copy_name, validate_path, winner_is_first};
+pub use plan::{conflict_copy_name, validate_path, validate_path_state, winner_is_first};
 /// Where the bytes of chunks come from, e.g. a packet's chunk entries.
 pub trait ChunkSource {
     /// Hands `sink` the chunks this source carries, each once, in the

@@ -115,6 +115,30 @@ pub fn validate_path(path: &[u8]) -> Result<()> {
     }
 }
 
+/// [`validate_path`] for a path with the state a packet gives it: the
+/// empty path names the replica root (packet format 2.10, SPEC.md §6.5),
+/// valid only as a directory; a root that would become a file, a symlink,
+/// a special file or nothing is refused as hostile.
+pub fn validate_path_state(path: &[u8], state: &PathState) -> Result<()> {
+    if !path.is_empty() {
+        return validate_path(path);
+    }
+    match state {
+        PathState::Directory { .. } => Ok(()),
+        PathState::Deleted => Err(hostile(
+            path,
+            "it removes the replica root (the root is only ever a directory)",
+        )),
+        _ => Err(hostile(
+            path,
+            format!(
+                "it names the replica root as a {} (the root is only ever a directory)",
+                crate::tree::scan::type_name(state)
+            ),
+        )),
+    }
+}
+
 /// Critical metadata keys (SPEC.md §6.4) this version applies: none yet.
 const KNOWN_CRITICAL_KEYS: &[u32] = &[];
 
@@ -632,11 +656,11 @@ impl Planner<'_> {
                 new_key,
                 encryption_key,
             } => self.rekey_member(op, *replica, *old_key, *new_key, encryption_key),
-            Change::Path { path, .. } | Change::Resolve { path, .. }
+            Change::Path { path, state, .. } | Change::Resolve { path, state, .. }
                 if self.superseded.get(position) =>
             {
                 // Logged (above) but not compared: see `superseded`.
-                validate_path(path)
+                validate_path_state(path, state)
             }
             Change::Path {
                 path,
@@ -951,7 +975,7 @@ impl Planner<'_> {
         version: &VersionVector,
         state: &PathState,
     ) -> Result<()> {
-        validate_path(path)?;
+        validate_path_state(path, state)?;
         let incoming = sanitize(path, state)?;
         if !relpath::fits_below(self.root, path) {
             // Rule 3: longer than this system takes below this root. Like
@@ -1461,7 +1485,10 @@ impl Planner<'_> {
                 if before == entry.state {
                     continue;
                 }
-                if let Some(cut) = path.iter().rposition(|&b| b == b'/') {
+                // A top-level path's parent is the root (""): its recorded
+                // mtime is put back too (SPEC.md §6.5).
+                if !path.is_empty() {
+                    let cut = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
                     parents.insert(path[..cut].to_vec());
                 }
                 match (
