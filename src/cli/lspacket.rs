@@ -196,8 +196,25 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     }
     // A packet for this replica is decrypted as it is checked; one for
     // others is checked as a hub checks it (its contents stay sealed).
+    // A user who may read the replica but not its private key (a
+    // read-only user: the key is the owner's alone) still gets the
+    // listing; packets encrypted to this replica are then said to be
+    // unreadable by this user, and why.
+    let mut key_unreadable = None;
     let decryption = match &replica {
-        Some(replica) => crate::sync::crypt::decryption(replica)?,
+        Some(replica) => match crate::sync::crypt::decryption(replica) {
+            Ok(decryption) => decryption,
+            Err(crate::error::Error::Io { path, cause })
+                if cause.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                key_unreadable = Some(format!(
+                    "this user may not read the replica's key {}",
+                    crate::error::printable_path(&path)
+                ));
+                None
+            }
+            Err(err) => return Err(err.into()),
+        },
         None => None,
     };
     let me = replica.as_ref().map(|r| r.identity.replica_id);
@@ -249,6 +266,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             .as_ref()
             .map(|r| (r.identity.family_id, r.identity.family_name.clone())),
         unchecked: replica.is_none() && !args.packets.is_empty(),
+        key_unreadable,
     };
     let mut counts: std::collections::BTreeMap<listing::Verdict, u64> = Default::default();
     // Files this replica should be able to use and cannot, by verdict.

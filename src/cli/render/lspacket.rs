@@ -40,6 +40,10 @@ pub enum Verdict {
     UnknownKey,
     /// A packet of a family this replica does not belong to.
     OtherFamily,
+    /// Intact as far as can be seen without opening it, encrypted to
+    /// this replica, whose key this user may not read. Not a problem:
+    /// the replica's owner reads it.
+    KeyUnreadable,
 }
 
 impl Verdict {
@@ -63,6 +67,7 @@ impl Verdict {
             Verdict::UnsupportedFormat => "of an unsupported packet format",
             Verdict::UnknownKey => "signed by an unknown key",
             Verdict::OtherFamily => "of another family",
+            Verdict::KeyUnreadable => "not readable by this user",
         }
     }
 
@@ -78,6 +83,7 @@ impl Verdict {
             Verdict::UnsupportedFormat => "unsupported format",
             Verdict::UnknownKey => "unknown key",
             Verdict::OtherFamily => "another family",
+            Verdict::KeyUnreadable => "not readable by this user",
         }
     }
 }
@@ -89,6 +95,10 @@ pub struct Reader {
     pub family: Option<(crate::ops::Id, String)>,
     /// No keys to check against (packets named outside any replica).
     pub unchecked: bool,
+    /// Why this user cannot read the replica's own decryption key (a
+    /// user with read access only): packets encrypted to this replica
+    /// are then listed as [`Verdict::KeyUnreadable`].
+    pub key_unreadable: Option<String>,
 }
 
 /// One listed file's verdict, and why when it is not usable.
@@ -160,9 +170,13 @@ pub fn judge(exam: &Examination, reader: &Reader) -> Judged {
         _ => {
             let sealed_for_others = header
                 .is_some_and(|h| h.encryption.is_some() && reader.replica.is_some() && !targets_me);
-            match sealed_for_others {
-                true => judged(Verdict::EncryptedForOthers, None, false),
-                false => judged(Verdict::Intact, None, false),
+            let sealed_for_me = header.is_some_and(|h| h.encryption.is_some() && targets_me);
+            match (sealed_for_others, &reader.key_unreadable) {
+                (true, _) => judged(Verdict::EncryptedForOthers, None, false),
+                (false, Some(why)) if sealed_for_me => {
+                    judged(Verdict::KeyUnreadable, Some(why.clone()), false)
+                }
+                (false, _) => judged(Verdict::Intact, None, false),
             }
         }
     }
@@ -217,6 +231,10 @@ pub fn render_text(
         (Verdict::NotAPacket, why) => Some(format!(
             "Not a packet: {}",
             why.as_deref().unwrap_or("no packet header")
+        )),
+        (Verdict::KeyUnreadable, why) => Some(format!(
+            "Contents: encrypted to this replica; {}.",
+            why.as_deref().unwrap_or_default()
         )),
         (Verdict::Unreadable, why) => Some(format!(
             "Packet cannot be read: {}",
