@@ -231,6 +231,30 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             .collect(),
         None => Vec::new(),
     };
+    // A creation packet this replica was made from is sealed with a
+    // passphrase nobody gives lspacket; once its signature is verified and
+    // its epochs are applied here, it is listed as applied, not as
+    // unreadable.
+    let applied_here = |exam: &packet_format::Examination| {
+        use packet_format::ErrorKind;
+        let sealed = exam.error.as_ref().is_some_and(|err| {
+            matches!(
+                err.kind,
+                ErrorKind::PassphraseNeeded | ErrorKind::WrongPassphrase
+            )
+        });
+        sealed
+            && matches!(
+                exam.signature,
+                Some(packet_format::SignatureStatus::Verified)
+            )
+            && exam.header.as_ref().is_some_and(|h| {
+                h.targets.iter().any(|t| Some(t.id) == me)
+                    && view
+                        .as_ref()
+                        .is_some_and(|v| v.readiness(h) == crate::sync::epochs::Readiness::Applied)
+            })
+    };
     let exams: Vec<packet_format::Examination> = entries
         .iter()
         .map(|entry| {
@@ -238,10 +262,17 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             let for_me = exam.header.as_ref().is_some_and(|h| {
                 h.encryption.is_some() && h.targets.iter().any(|t| Some(t.id) == me)
             });
-            if for_me && exam.error.is_none() {
+            let exam = if for_me && exam.error.is_none() {
                 packet_format::examine_packet_with(&entry.file, &keys, decryption.as_ref())
             } else {
                 exam
+            };
+            match applied_here(&exam) {
+                true => packet_format::Examination {
+                    error: None,
+                    ..exam
+                },
+                false => exam,
             }
         })
         .collect();

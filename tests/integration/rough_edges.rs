@@ -515,3 +515,44 @@ fn a_second_import_of_one_creation_packet_on_one_host_is_refused() {
         "one"
     );
 }
+
+/// At a new member, the creation packet it was made from (sealed with a
+/// passphrase lspacket is not given) is listed as already applied, exit 0;
+/// the JSON listing names the verified signer. At the sender the same
+/// packet says it is encrypted with a passphrase.
+#[test]
+fn lspacket_lists_the_creation_packet_a_member_was_made_from_as_applied() {
+    let family = family(&["alpha", "beta"], &[("a.txt", "a\n")]);
+    let creation = family.dir.path().join("creation-beta");
+    let listed = run(&family.root("beta"), "lspacket", [&creation]).ok();
+    assert!(
+        listed.stdout.contains("(local: already applied)") && !listed.stdout.contains("encrypted"),
+        "{}",
+        listed.stdout
+    );
+    let json = run(
+        &family.root("beta"),
+        "lspacket",
+        ["-fmt".as_ref(), "json".as_ref(), creation.as_os_str()],
+    )
+    .ok();
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let packet = &value["packets"][0];
+    assert_eq!(packet["status"], "intact", "{}", json.stdout);
+    assert_eq!(packet["targets"][0]["status"], "already applied");
+    assert_eq!(packet["signature"]["status"], "verified");
+    assert_eq!(
+        packet["signature"]["fingerprint"].as_str().map(str::len),
+        Some(64),
+        "{}",
+        json.stdout
+    );
+    let at_sender = run(&family.root("alpha"), "lspacket", [&creation]).ok();
+    assert!(
+        at_sender
+            .stdout
+            .contains("Contents: encrypted with a passphrase; this replica cannot read them."),
+        "{}",
+        at_sender.stdout
+    );
+}

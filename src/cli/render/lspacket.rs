@@ -225,9 +225,16 @@ pub fn render_text(
     }
     let line = match (judged.verdict, &judged.why) {
         (Verdict::Intact | Verdict::NotChecked, _) => None,
-        (Verdict::EncryptedForOthers, None) => Some(
-            "Contents: encrypted for the targets above; this replica cannot read them.".to_string(),
-        ),
+        (Verdict::EncryptedForOthers, None) => {
+            let to = match header.as_ref().and_then(|h| h.encryption.as_ref()) {
+                Some(e) if e.passphrase => "with a passphrase",
+                Some(e) if e.recipients.is_empty() => "to the new member's key file",
+                _ => "for the targets above",
+            };
+            Some(format!(
+                "Contents: encrypted {to}; this replica cannot read them."
+            ))
+        }
         (Verdict::NotAPacket, why) => Some(format!(
             "Not a packet: {}",
             why.as_deref().unwrap_or("no packet header")
@@ -436,7 +443,8 @@ pub struct SignatureJson {
     /// "verified", "unknown key", "bad", or "not checked" (outside a
     /// replica: no family keys to check it against).
     pub status: &'static str,
-    /// The signing key's SHA-256 fingerprint (`null` when verified).
+    /// The signing key's SHA-256 fingerprint (`null` only when the
+    /// header could not be read).
     pub fingerprint: Option<String>,
 }
 
@@ -538,7 +546,7 @@ pub fn render_json(exam: &Examination, judged: &Judged, view: Option<&LocalView>
     let signature = exam.signature.as_ref().map(|s| match s {
         SignatureStatus::Verified => SignatureJson {
             status: "verified",
-            fingerprint: None,
+            fingerprint: exam.header.as_ref().map(|h| h.signer_fingerprint()),
         },
         SignatureStatus::UnknownKey { fingerprint } => SignatureJson {
             status: "unknown key",
