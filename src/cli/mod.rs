@@ -91,7 +91,9 @@ Exit status:
   2  the command line was wrong: an option, a combination, or a value that names nothing
      there is (a member, a file to read) or may not be named there
   3  another process holds the replica's lock
-  130, 143  an export was interrupted by SIGINT (Ctrl-C) or SIGTERM: the packet being written was removed and is not recorded as sent; targets reported as exported before it stay exported (a second signal ends it at once)";
+  130, 143  an export was interrupted by SIGINT (Ctrl-C) or SIGTERM: the packet being written
+     was removed and is not recorded as sent; targets reported as exported before it stay
+     exported (a second signal ends it at once)";
 
 pub use args::{normalize_args, parse_args};
 

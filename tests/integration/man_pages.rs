@@ -257,10 +257,25 @@ fn render_man_page(command: Command) -> Vec<u8> {
     out += &roff_paragraphs(&prose);
     if let Some(list) = exit {
         out += ".SH EXIT STATUS\n";
+        // An item is "  CODE  WHAT"; a line indented deeper carries on the
+        // WHAT of the item above it (the help text wraps long ones).
+        let mut items: Vec<(String, String)> = Vec::new();
         for line in list.lines() {
+            let indent = line.len() - line.trim_start().len();
             let line = line.trim();
-            let (code, what) = line.split_once("  ").unwrap_or((line, ""));
-            out += &roff_item('B', code, what.trim());
+            match items.last_mut() {
+                Some((_, what)) if indent > 2 => {
+                    what.push(' ');
+                    what.push_str(line);
+                }
+                _ => {
+                    let (code, what) = line.split_once("  ").unwrap_or((line, ""));
+                    items.push((code.to_string(), what.trim().to_string()));
+                }
+            }
+        }
+        for (code, what) in items {
+            out += &roff_item('B', &code, &what);
         }
     }
     if !manual.environment.is_empty() {
@@ -1005,6 +1020,21 @@ fn every_page_passes_mandoc_and_groff_lint() {
     for page in pages {
         let roff = std::fs::read_to_string(&page).unwrap();
         check_no_markdown_and_a_name_line(&page, &roff);
+        // Every .TP item has a tag line and a body (mandoc accepts an
+        // empty one; a wrapped line made into an item of its own shows
+        // as one).
+        let lines: Vec<&str> = roff.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if *line == ".TP" {
+                let body = lines.get(i + 2).copied().unwrap_or("");
+                assert!(
+                    !body.is_empty() && !body.starts_with(".TP") && !body.starts_with(".SH"),
+                    "{}: item {:?} has no body",
+                    page.display(),
+                    lines.get(i + 1)
+                );
+            }
+        }
         if have_tool("mandoc") {
             let lint = std::process::Command::new("mandoc")
                 .args(["-T", "lint", "-W", "style"])
