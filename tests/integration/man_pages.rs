@@ -1168,3 +1168,53 @@ fn completions_offer_the_options_of_the_chosen_mode() {
     assert!(mk.contains(&"-fingerprint".to_string()), "{mk:?}");
     assert!(!mk.contains(&"-family".to_string()), "{mk:?}");
 }
+
+/// Every option of every command (of each of its modes) is offered by
+/// each shell's completion script: none is left out of a per-mode list.
+#[test]
+fn every_option_appears_in_each_completion_script() {
+    for command in cli::all_commands() {
+        let name = command.get_name().to_string();
+        let completed = cli::completion_command(command.clone());
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let script = String::from_utf8(render_completion(shell, command.clone())).unwrap();
+            for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
+                let Some(long) = arg.get_long() else { continue };
+                if ["help", "version"].contains(&long) {
+                    continue;
+                }
+                let written = match shell {
+                    Shell::Fish => format!("-o {long}"),
+                    _ => format!("-{long}"),
+                };
+                // A mode is a subcommand named as typed ("-export").
+                let is_mode = completed
+                    .get_subcommands()
+                    .any(|s| s.get_name() == format!("-{long}"));
+                assert!(
+                    script.contains(&written)
+                        || (is_mode && script.contains(&format!("\"-{long}\""))),
+                    "{shell:?} completion of {name} lacks -{long}"
+                );
+            }
+            // Each mode offers every option whose help names that mode.
+            for sub in completed.get_subcommands() {
+                let mode = sub.get_name();
+                for arg in command.get_arguments() {
+                    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                    let names_mode = help
+                        .strip_prefix("With ")
+                        .and_then(|rest| rest.split_once(':'))
+                        .is_some_and(|(names, _)| names.split([' ', ',']).any(|word| word == mode));
+                    if names_mode {
+                        assert!(
+                            sub.get_arguments().any(|a| a.get_id() == arg.get_id()),
+                            "{name} {mode} completion lacks {:?}",
+                            arg.get_long()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
