@@ -124,11 +124,12 @@ pub fn parse_args<T: CommandFactory + FromArgMatches>() -> T {
         Ok(args) => args,
         Err(err) if !err.use_stderr() => {
             // Help and version: on stdout, spelled as the documentation
-            // spells the options.
+            // spells the options; the doc comments' `code` marks (bold in
+            // the man pages) are Markdown, not text.
             let _ = write!(
                 std::io::stdout(),
                 "{}",
-                multisite_spelling(&err.render().to_string())
+                multisite_spelling(&err.render().to_string()).replace('`', "")
             );
             std::process::exit(super::EXIT_SUCCESS);
         }

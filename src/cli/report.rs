@@ -275,6 +275,13 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::Member { why, .. } if why.contains("removed") => {
             "lsreplica -long lists the family's members, the removed ones marked REMOVED".into()
         }
+        // The example is a value that would be accepted: for an origin
+        // that has recorded only up to N, ORIGIN=N.
+        Error::BadEpochSetting { value, why } if why.contains("has recorded only up to epoch") => {
+            let origin = value.split_once('=').map_or(value.as_str(), |(o, _)| o).trim();
+            let most = why.rsplit(' ').next().unwrap_or("0");
+            format!("an epoch of {origin} can be at most {most}, e.g. {origin}={most}").into()
+        }
         Error::BadEpochSetting { .. } => {
             "write ORIGIN=EPOCH, e.g. boston=1300, with ORIGIN a member's name".into()
         }

@@ -217,6 +217,14 @@ pub fn render_text(
     let text = render_listing_with(&exam, long, &|target| {
         header.as_ref().and_then(|h| note_for(view, h, target))
     });
+    // The packet crate's -long line says "N operation records and M
+    // chunk records" whatever N and M are.
+    let text = text
+        .replace(
+            "contains 1 operation records",
+            "contains 1 operation record",
+        )
+        .replace(" and 1 chunk records.", " and 1 chunk record.");
     let mut text = without_empty_lines(&text);
     if long && judged.verdict != Verdict::NotAPacket {
         if let Some(digest) = exam.header.as_ref().and_then(|h| h.tree_digest.as_ref()) {
