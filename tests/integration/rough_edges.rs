@@ -556,3 +556,39 @@ fn lspacket_lists_the_creation_packet_a_member_was_made_from_as_applied() {
         at_sender.stdout
     );
 }
+
+/// chepoch refusing an epoch beyond what the origin recorded hints a value
+/// it would accept (the origin's last epoch), not an arbitrary example.
+#[test]
+fn chepoch_hints_an_epoch_it_would_accept() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "a\n")]);
+    let alpha = fam.root("alpha");
+    let own = own_epoch(&alpha);
+    let refused = run(&alpha, "chepoch", ["beta", "alpha=4000"]).fails_with(2);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("has recorded only up to epoch {own}"))
+            && refused.stderr.contains(&format!("e.g. alpha={own}"))
+            && !refused.stderr.contains("1300"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// lspacket -long counts one record in the singular.
+#[test]
+fn lspacket_long_counts_one_chunk_record_in_the_singular() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "a\n")]);
+    let alpha = fam.root("alpha");
+    write(&alpha, "b.txt", "one small file\n");
+    let out = fam.packet_dir("one");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    let listed = run(&alpha, "lspacket", ["-long".as_ref(), out.as_os_str()]).ok();
+    assert!(
+        listed.stdout.contains("and 1 chunk record.")
+            && !listed.stdout.contains(" 1 chunk records"),
+        "{}",
+        listed.stdout
+    );
+}
