@@ -592,3 +592,29 @@ fn lspacket_long_counts_one_chunk_record_in_the_singular() {
         listed.stdout
     );
 }
+
+/// `syncreplica -export ship` (forgot -out): the tip says where packets
+/// can go, not that "ship" should be the option -ship.
+#[test]
+fn export_without_a_destination_says_what_it_needs() {
+    let fam = family(&["alpha"], &[("a.txt", "a\n")]);
+    for target in ["ship", "boston"] {
+        let refused = run(&fam.root("alpha"), "syncreplica", ["-export", target]).fails_with(2);
+        assert!(
+            refused
+                .stderr
+                .contains("tip: -export needs -out DIR, -ship or -fship")
+                && !refused.stderr.contains("options start with a dash"),
+            "{}",
+            refused.stderr
+        );
+    }
+    let refused = run(&fam.root("alpha"), "syncreplica", ["status"]).fails_with(2);
+    assert!(
+        refused
+            .stderr
+            .contains("tip: options start with a dash: -status"),
+        "{}",
+        refused.stderr
+    );
+}
