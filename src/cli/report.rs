@@ -337,17 +337,17 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::BadCreationPacket { .. } => {
             "ask the sender for a new creation packet (mkreplica -export there) and check its fingerprint with them".into()
         }
+        // Every part is written before the export is done: smaller parts
+        // (-maxsize) never make the packet fit, so the hint names what does.
         Error::NoRoomForPackets { role, options, .. } => format!(
-            "make room on that disk, or name as the {role} a directory on a disk with room for it all; {}",
+            "every part must fit there at once (smaller parts with -maxsize do not help): make room \
+             on that disk, or name as the {role} a directory on a disk with room for all of it{}",
             match *options {
-                "-maxsize and -workdir" => "-maxsize SIZE (e.g. -maxsize 500m) writes parts of at most SIZE, \
-                    to carry on several sticks in turn, and -workdir DIR writes them on another disk \
-                    before they are moved to -out",
-                "-maxsize" => "-maxsize SIZE (e.g. -maxsize 500m) writes parts of at most SIZE, \
-                    to carry on several sticks in turn",
-                _ => "then run the command again",
+                "-maxsize and -workdir" => "; -workdir DIR builds the parts on another disk first, \
+                    so the -out disk needs room only for the parts themselves",
+                _ => "",
             }
-        ),
+        ).into(),
         Error::OutDirectory { .. } => {
             "name with -out a directory this user can write to, or one that can be made (its parent exists on a writable filesystem)".into()
         }
