@@ -280,7 +280,7 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::BadEpochSetting { value, why } if why.contains("has recorded only up to epoch") => {
             let origin = value.split_once('=').map_or(value.as_str(), |(o, _)| o).trim();
             let most = why.rsplit(' ').next().unwrap_or("0");
-            format!("an epoch of {origin} can be at most {most}, e.g. {origin}={most}").into()
+            format!("an epoch of {origin} can be at most {most}, e.g. {origin}={most}")
         }
         Error::BadEpochSetting { .. } => {
             "write ORIGIN=EPOCH, e.g. boston=1300, with ORIGIN a member's name".into()
@@ -347,7 +347,7 @@ pub fn hint(err: &Error) -> Option<String> {
                     so the -out disk needs room only for the parts themselves",
                 _ => "",
             }
-        ).into(),
+        ),
         Error::OutDirectory { .. } => {
             "name with -out a directory this user can write to, or one that can be made (its parent exists on a writable filesystem)".into()
         }

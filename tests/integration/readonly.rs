@@ -747,7 +747,9 @@ fn a_full_stick_names_the_out_directory_and_leaves_nothing_behind() {
             "mkreplica: error: no room for packets in the -out directory {}: writing the creation \
              packet for \"gamma\" failed",
             stick.path().display()
-        )) && full.stderr.contains("smaller parts with -maxsize do not help")
+        )) && full
+            .stderr
+            .contains("smaller parts with -maxsize do not help")
             && !full.stderr.contains("-workdir"),
         "{}",
         full.stderr
