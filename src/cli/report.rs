@@ -176,6 +176,12 @@ pub fn exit_code(err: &Error) -> i32 {
         Error::PassphraseFile { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {
             EXIT_USAGE
         }
+        // A passphrase file too short to be a passphrase is a value of the
+        // wrong kind, like a missing one (typed at the terminal it is 1).
+        Error::BadPassphrase {
+            from,
+            why: crate::error::PassphraseProblem::TooShort { .. },
+        } if from.starts_with("-passphrase-file") => EXIT_USAGE,
         Error::Interrupted { signal } => 128 + signal,
         _ => EXIT_FAILURE,
     }

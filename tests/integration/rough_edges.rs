@@ -124,7 +124,7 @@ fn passphrase_file_mistakes_are_said_as_they_are() {
     std::fs::write(&short, "1234567\n").unwrap();
     let run = export(&["-passphrase-file".as_ref(), short.as_os_str()]);
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("it has 7 characters, fewer than the 8 a new passphrase needs")
             && stderr.contains("hint: choose a passphrase of at least 8 characters"),
@@ -614,6 +614,34 @@ fn export_without_a_destination_says_what_it_needs() {
         refused
             .stderr
             .contains("tip: options start with a dash: -status"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// A -passphrase-file too short for a new passphrase is a wrong value on
+/// the command line: exit 2, as a missing one.
+#[test]
+fn a_short_passphrase_file_exits_2() {
+    let fam = family(&["alpha"], &[("a.txt", "a\n")]);
+    let short = fam.dir.path().join("short");
+    std::fs::write(&short, "abc\n").unwrap();
+    let out = fam.dir.path().join("stick");
+    let refused = run(
+        &fam.root("alpha"),
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-passphrase-file".as_ref(),
+            short.as_os_str(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "beta".as_ref(),
+        ],
+    )
+    .fails_with(2);
+    assert!(
+        refused.stderr.contains("mkreplica: error: "),
         "{}",
         refused.stderr
     );
