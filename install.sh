@@ -5,7 +5,7 @@
 #   ./install.sh [--prefix DIR] [--binaries DIR]
 #
 #   --prefix DIR    install below DIR (default: /usr/local):
-#                     DIR/bin                                 the nine commands
+#                     DIR/bin                                 the ten commands
 #                     DIR/share/man/man1, man5                their man pages
 #                     DIR/share/bash-completion/completions   bash completions
 #                     DIR/share/zsh/site-functions            zsh completions

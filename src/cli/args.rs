@@ -124,11 +124,12 @@ pub fn parse_args<T: CommandFactory + FromArgMatches>() -> T {
         Ok(args) => args,
         Err(err) if !err.use_stderr() => {
             // Help and version: on stdout, spelled as the documentation
-            // spells the options.
+            // spells the options; the doc comments' `code` marks (bold in
+            // the man pages) are Markdown, not text.
             let _ = write!(
                 std::io::stdout(),
                 "{}",
-                multisite_spelling(&err.render().to_string())
+                multisite_spelling(&err.render().to_string()).replace('`', "")
             );
             std::process::exit(super::EXIT_SUCCESS);
         }
@@ -208,16 +209,20 @@ pub fn usage_error_text(command: &Command, err: &clap::Error, raw: &[OsString]) 
     if err.kind() == ErrorKind::MissingRequiredArgument {
         // `syncreplica status`, by git habit.
         let longs = own_options();
-        if let Some(word) = raw
+        let word = raw
             .iter()
             .filter_map(|a| a.to_str())
-            .find(|a| !a.starts_with('-') && longs.contains(&format!("-{a}")))
-        {
+            .find(|a| !a.starts_with('-') && longs.contains(&format!("-{a}")));
+        // `syncreplica -export ship`: the word is a TARGET (a member may
+        // well be named "ship"); what is missing is where the packets go.
+        let tip = match (text.contains("<-out <DIR>|-ship|-fship>"), word) {
+            (true, _) => Some("-export needs -out DIR, -ship or -fship".to_string()),
+            (false, Some(word)) => Some(format!("options start with a dash: -{word}")),
+            (false, None) => None,
+        };
+        if let Some(tip) = tip {
             if let Some(at) = text.find("Usage: ") {
-                text.insert_str(
-                    at,
-                    &format!("  tip: options start with a dash: -{word}\n\n"),
-                );
+                text.insert_str(at, &format!("  tip: {tip}\n\n"));
             }
         }
     }

@@ -199,8 +199,25 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     }
     // A packet for this replica is decrypted as it is checked; one for
     // others is checked as a hub checks it (its contents stay sealed).
+    // A user who may read the replica but not its private key (a
+    // read-only user: the key is the owner's alone) still gets the
+    // listing; packets encrypted to this replica are then said to be
+    // unreadable by this user, and why.
+    let mut key_unreadable = None;
     let decryption = match &replica {
-        Some(replica) => crate::sync::crypt::decryption(replica)?,
+        Some(replica) => match crate::sync::crypt::decryption(replica) {
+            Ok(decryption) => decryption,
+            Err(crate::error::Error::Io { path, cause })
+                if cause.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                key_unreadable = Some(format!(
+                    "this user may not read the replica's key {}",
+                    crate::error::printable_path(&path)
+                ));
+                None
+            }
+            Err(err) => return Err(err.into()),
+        },
         None => None,
     };
     let me = replica.as_ref().map(|r| r.identity.replica_id);
@@ -217,6 +234,30 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             .collect(),
         None => Vec::new(),
     };
+    // A creation packet this replica was made from is sealed with a
+    // passphrase nobody gives lspacket; once its signature is verified and
+    // its epochs are applied here, it is listed as applied, not as
+    // unreadable.
+    let applied_here = |exam: &packet_format::Examination| {
+        use packet_format::ErrorKind;
+        let sealed = exam.error.as_ref().is_some_and(|err| {
+            matches!(
+                err.kind,
+                ErrorKind::PassphraseNeeded | ErrorKind::WrongPassphrase
+            )
+        });
+        sealed
+            && matches!(
+                exam.signature,
+                Some(packet_format::SignatureStatus::Verified)
+            )
+            && exam.header.as_ref().is_some_and(|h| {
+                h.targets.iter().any(|t| Some(t.id) == me)
+                    && view
+                        .as_ref()
+                        .is_some_and(|v| v.readiness(h) == crate::sync::epochs::Readiness::Applied)
+            })
+    };
     let exams: Vec<packet_format::Examination> = entries
         .iter()
         .map(|entry| {
@@ -224,10 +265,17 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             let for_me = exam.header.as_ref().is_some_and(|h| {
                 h.encryption.is_some() && h.targets.iter().any(|t| Some(t.id) == me)
             });
-            if for_me && exam.error.is_none() {
+            let exam = if for_me && exam.error.is_none() {
                 packet_format::examine_packet_with(&entry.file, &keys, decryption.as_ref())
             } else {
                 exam
+            };
+            match applied_here(&exam) {
+                true => packet_format::Examination {
+                    error: None,
+                    ..exam
+                },
+                false => exam,
             }
         })
         .collect();
@@ -252,6 +300,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             .as_ref()
             .map(|r| (r.identity.family_id, r.identity.family_name.clone())),
         unchecked: replica.is_none() && !args.packets.is_empty(),
+        key_unreadable,
     };
     let mut counts: std::collections::BTreeMap<listing::Verdict, u64> = Default::default();
     // Files this replica should be able to use and cannot, by verdict.

@@ -72,6 +72,8 @@ pub fn manual(name: &str) -> Manual {
             synopses: &[
                 "syncreplica -status [-fmt json] [-replica DIR]",
                 "syncreplica -record [-resendpath PATH…] [-quiet] [-replica DIR]",
+                "syncreplica -scrub [-quiet] [-replica DIR]",
+                "syncreplica -verify [-replica DIR] [SIBLING]",
                 "syncreplica -export -out DIR [-maxsize SIZE] [-c TEXT | -nc] [-workdir DIR] [-fullcontent] [-noencrypt] [-fmt json] [-quiet] [-replica DIR] TARGET…",
                 "syncreplica -export {-resend | -ack} -out DIR TARGET…",
                 "syncreplica -export {-ship | -fship} [-sclass CLASS] [-pexpire WHEN] [-shipconf FILE] [-maxsize SIZE] TARGET…",

@@ -176,7 +176,13 @@ pub struct Args {
     pub maxsize: u64,
 
     /// With -export: comment stored in the packet (-c TEXT, as in MultiSite).
-    #[arg(long, short = 'c', value_name = "TEXT", default_value = "")]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "TEXT",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub comment: String,
 
     /// No comment (MultiSite's -nc, -ncomment): the default.

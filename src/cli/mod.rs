@@ -91,7 +91,9 @@ Exit status:
   2  the command line was wrong: an option, a combination, or a value that names nothing
      there is (a member, a file to read) or may not be named there
   3  another process holds the replica's lock
-  130, 143  an export was interrupted by SIGINT (Ctrl-C) or SIGTERM: the packet being written was removed and is not recorded as sent; targets reported as exported before it stay exported (a second signal ends it at once)";
+  130, 143  an export was interrupted by SIGINT (Ctrl-C) or SIGTERM: the packet being written
+     was removed and is not recorded as sent; targets reported as exported before it stay
+     exported (a second signal ends it at once)";
 
 pub use args::{normalize_args, parse_args};
 
@@ -251,6 +253,40 @@ fn completion_modes(command: &str) -> &'static [(&'static str, &'static [&'stati
     }
 }
 
+/// Whether `arg` is offered with `mode` in completions: when the table
+/// ([`completion_modes`]) lists it there, or when its help says so ("With
+/// -export or -import: …"), or when neither names any mode for it (a new
+/// option is then offered everywhere rather than missed). Mode flags and
+/// help/version are never offered inside a mode.
+fn applies_in(
+    arg: &clap::Arg,
+    mode: &str,
+    ids: &[&str],
+    modes: &[(&'static str, &'static [&'static str])],
+) -> bool {
+    let id = arg.get_id().as_str();
+    if modes.iter().any(|(m, _)| *m == id) || ["help", "version"].contains(&id) {
+        return false;
+    }
+    if ids.contains(&id) {
+        return true;
+    }
+    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+    let said: Vec<&str> = help
+        .strip_prefix("With ")
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(names, _)| {
+            names
+                .split([' ', ','])
+                .filter_map(|word| word.strip_prefix('-'))
+                .filter(|word| modes.iter().any(|(m, _)| m == word))
+                .collect()
+        })
+        .unwrap_or_default();
+    let listed = modes.iter().any(|(_, ids)| ids.contains(&id));
+    said.contains(&mode) || (said.is_empty() && !listed)
+}
+
 /// The command as shell completions see it: for a command with modes
 /// (`syncreplica -export`, `mkreplica -import`), each mode is a
 /// subcommand named as typed (`-export`) that offers only its own
@@ -311,7 +347,7 @@ pub fn completion_command(command: Command) -> Command {
         }
         for arg in command
             .get_arguments()
-            .filter(|a| ids.contains(&a.get_id().as_str()))
+            .filter(|a| applies_in(a, mode, ids, modes))
         {
             sub = sub.arg(copy(arg));
         }

@@ -176,6 +176,12 @@ pub fn exit_code(err: &Error) -> i32 {
         Error::PassphraseFile { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {
             EXIT_USAGE
         }
+        // A passphrase file too short to be a passphrase is a value of the
+        // wrong kind, like a missing one (typed at the terminal it is 1).
+        Error::BadPassphrase {
+            from,
+            why: crate::error::PassphraseProblem::TooShort { .. },
+        } if from.starts_with("-passphrase-file") => EXIT_USAGE,
         Error::Interrupted { signal } => 128 + signal,
         _ => EXIT_FAILURE,
     }
@@ -289,6 +295,13 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::Member { why, .. } if why.contains("removed") => {
             "lsreplica -long lists the family's members, the removed ones marked REMOVED".into()
         }
+        // The example is a value that would be accepted: for an origin
+        // that has recorded only up to N, ORIGIN=N.
+        Error::BadEpochSetting { value, why } if why.contains("has recorded only up to epoch") => {
+            let origin = value.split_once('=').map_or(value.as_str(), |(o, _)| o).trim();
+            let most = why.rsplit(' ').next().unwrap_or("0");
+            format!("an epoch of {origin} can be at most {most}, e.g. {origin}={most}")
+        }
         Error::BadEpochSetting { .. } => {
             "write ORIGIN=EPOCH, e.g. boston=1300, with ORIGIN a member's name".into()
         }
@@ -344,15 +357,15 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::BadCreationPacket { .. } => {
             "ask the sender for a new creation packet (mkreplica -export there) and check its fingerprint with them".into()
         }
+        // Every part is written before the export is done: smaller parts
+        // (-maxsize) never make the packet fit, so the hint names what does.
         Error::NoRoomForPackets { role, options, .. } => format!(
-            "make room on that disk, or name as the {role} a directory on a disk with room for it all; {}",
+            "every part must fit there at once (smaller parts with -maxsize do not help): make room \
+             on that disk, or name as the {role} a directory on a disk with room for all of it{}",
             match *options {
-                "-maxsize and -workdir" => "-maxsize SIZE (e.g. -maxsize 500m) writes parts of at most SIZE, \
-                    to carry on several sticks in turn, and -workdir DIR writes them on another disk \
-                    before they are moved to -out",
-                "-maxsize" => "-maxsize SIZE (e.g. -maxsize 500m) writes parts of at most SIZE, \
-                    to carry on several sticks in turn",
-                _ => "then run the command again",
+                "-maxsize and -workdir" => "; -workdir DIR builds the parts on another disk first, \
+                    so the -out disk needs room only for the parts themselves",
+                _ => "",
             }
         ),
         Error::OutDirectory { .. } => {

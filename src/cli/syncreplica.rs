@@ -194,7 +194,13 @@ pub struct Args {
     pub noencrypt: bool,
 
     /// Comment stored in the packets, shown by lspacket (-c TEXT, as in MultiSite).
-    #[arg(long, short = 'c', value_name = "TEXT", default_value = "")]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "TEXT",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub comment: String,
 
     /// No comment (MultiSite's -nc, -ncomment): the default.

@@ -996,7 +996,7 @@ pub fn when_no_room(
         ),
         free: crate::sys::fsutil::free_space(dir).unwrap_or(0),
         what: format!(
-            "{} failed, its filesystem full; what was written of it was removed, and \
+            "{} failed: its filesystem is full; what was written of it was removed, and \
              nothing is recorded as sent",
             writing()
         ),

@@ -257,10 +257,25 @@ fn render_man_page(command: Command) -> Vec<u8> {
     out += &roff_paragraphs(&prose);
     if let Some(list) = exit {
         out += ".SH EXIT STATUS\n";
+        // An item is "  CODE  WHAT"; a line indented deeper carries on the
+        // WHAT of the item above it (the help text wraps long ones).
+        let mut items: Vec<(String, String)> = Vec::new();
         for line in list.lines() {
+            let indent = line.len() - line.trim_start().len();
             let line = line.trim();
-            let (code, what) = line.split_once("  ").unwrap_or((line, ""));
-            out += &roff_item('B', code, what.trim());
+            match items.last_mut() {
+                Some((_, what)) if indent > 2 => {
+                    what.push(' ');
+                    what.push_str(line);
+                }
+                _ => {
+                    let (code, what) = line.split_once("  ").unwrap_or((line, ""));
+                    items.push((code.to_string(), what.trim().to_string()));
+                }
+            }
+        }
+        for (code, what) in items {
+            out += &roff_item('B', &code, &what);
         }
     }
     if !manual.environment.is_empty() {
@@ -1005,6 +1020,21 @@ fn every_page_passes_mandoc_and_groff_lint() {
     for page in pages {
         let roff = std::fs::read_to_string(&page).unwrap();
         check_no_markdown_and_a_name_line(&page, &roff);
+        // Every .TP item has a tag line and a body (mandoc accepts an
+        // empty one; a wrapped line made into an item of its own shows
+        // as one).
+        let lines: Vec<&str> = roff.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if *line == ".TP" {
+                let body = lines.get(i + 2).copied().unwrap_or("");
+                assert!(
+                    !body.is_empty() && !body.starts_with(".TP") && !body.starts_with(".SH"),
+                    "{}: item {:?} has no body",
+                    page.display(),
+                    lines.get(i + 1)
+                );
+            }
+        }
         if have_tool("mandoc") {
             let lint = std::process::Command::new("mandoc")
                 .args(["-T", "lint", "-W", "style"])
@@ -1137,4 +1167,54 @@ fn completions_offer_the_options_of_the_chosen_mode() {
     let mk = bash_completions("mkreplica", &["mkreplica", "-import", "-"]);
     assert!(mk.contains(&"-fingerprint".to_string()), "{mk:?}");
     assert!(!mk.contains(&"-family".to_string()), "{mk:?}");
+}
+
+/// Every option of every command (of each of its modes) is offered by
+/// each shell's completion script: none is left out of a per-mode list.
+#[test]
+fn every_option_appears_in_each_completion_script() {
+    for command in cli::all_commands() {
+        let name = command.get_name().to_string();
+        let completed = cli::completion_command(command.clone());
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let script = String::from_utf8(render_completion(shell, command.clone())).unwrap();
+            for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
+                let Some(long) = arg.get_long() else { continue };
+                if ["help", "version"].contains(&long) {
+                    continue;
+                }
+                let written = match shell {
+                    Shell::Fish => format!("-o {long}"),
+                    _ => format!("-{long}"),
+                };
+                // A mode is a subcommand named as typed ("-export").
+                let is_mode = completed
+                    .get_subcommands()
+                    .any(|s| s.get_name() == format!("-{long}"));
+                assert!(
+                    script.contains(&written)
+                        || (is_mode && script.contains(&format!("\"-{long}\""))),
+                    "{shell:?} completion of {name} lacks -{long}"
+                );
+            }
+            // Each mode offers every option whose help names that mode.
+            for sub in completed.get_subcommands() {
+                let mode = sub.get_name();
+                for arg in command.get_arguments() {
+                    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                    let names_mode = help
+                        .strip_prefix("With ")
+                        .and_then(|rest| rest.split_once(':'))
+                        .is_some_and(|(names, _)| names.split([' ', ',']).any(|word| word == mode));
+                    if names_mode {
+                        assert!(
+                            sub.get_arguments().any(|a| a.get_id() == arg.get_id()),
+                            "{name} {mode} completion lacks {:?}",
+                            arg.get_long()
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -124,7 +124,7 @@ fn passphrase_file_mistakes_are_said_as_they_are() {
     std::fs::write(&short, "1234567\n").unwrap();
     let run = export(&["-passphrase-file".as_ref(), short.as_os_str()]);
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("it has 7 characters, fewer than the 8 a new passphrase needs")
             && stderr.contains("hint: choose a passphrase of at least 8 characters"),
@@ -556,6 +556,62 @@ fn an_out_folder_inside_the_replica_is_refused_unless_excluded() {
     assert_eq!(refused.code, 1, "{}", refused.stderr);
     assert!(
         refused.stderr.contains("`/sync_*.zip`"),
+
+/// At a new member, the creation packet it was made from (sealed with a
+/// passphrase lspacket is not given) is listed as already applied, exit 0;
+/// the JSON listing names the verified signer. At the sender the same
+/// packet says it is encrypted with a passphrase.
+#[test]
+fn lspacket_lists_the_creation_packet_a_member_was_made_from_as_applied() {
+    let family = family(&["alpha", "beta"], &[("a.txt", "a\n")]);
+    let creation = family.dir.path().join("creation-beta");
+    let listed = run(&family.root("beta"), "lspacket", [&creation]).ok();
+    assert!(
+        listed.stdout.contains("(local: already applied)") && !listed.stdout.contains("encrypted"),
+        "{}",
+        listed.stdout
+    );
+    let json = run(
+        &family.root("beta"),
+        "lspacket",
+        ["-fmt".as_ref(), "json".as_ref(), creation.as_os_str()],
+    )
+    .ok();
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let packet = &value["packets"][0];
+    assert_eq!(packet["status"], "intact", "{}", json.stdout);
+    assert_eq!(packet["targets"][0]["status"], "already applied");
+    assert_eq!(packet["signature"]["status"], "verified");
+    assert_eq!(
+        packet["signature"]["fingerprint"].as_str().map(str::len),
+        Some(64),
+        "{}",
+        json.stdout
+    );
+    let at_sender = run(&family.root("alpha"), "lspacket", [&creation]).ok();
+    assert!(
+        at_sender
+            .stdout
+            .contains("Contents: encrypted with a passphrase; this replica cannot read them."),
+        "{}",
+        at_sender.stdout
+    );
+}
+
+/// chepoch refusing an epoch beyond what the origin recorded hints a value
+/// it would accept (the origin's last epoch), not an arbitrary example.
+#[test]
+fn chepoch_hints_an_epoch_it_would_accept() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "a\n")]);
+    let alpha = fam.root("alpha");
+    let own = own_epoch(&alpha);
+    let refused = run(&alpha, "chepoch", ["beta", "alpha=4000"]).fails_with(2);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("has recorded only up to epoch {own}"))
+            && refused.stderr.contains(&format!("e.g. alpha={own}"))
+            && !refused.stderr.contains("1300"),
         "{}",
         refused.stderr
     );
@@ -611,4 +667,74 @@ fn importing_packets_from_inside_the_replica_is_refused_unless_excluded() {
     let back = fam.packet_dir("2");
     let sent = export_to(&ship, &back, &["boston"], &[]).ok();
     assert!(!sent.stdout.contains("deleted"), "{}", sent.stdout);
+
+/// lspacket -long counts one record in the singular.
+#[test]
+fn lspacket_long_counts_one_chunk_record_in_the_singular() {
+    let fam = family(&["alpha", "beta"], &[("a.txt", "a\n")]);
+    let alpha = fam.root("alpha");
+    write(&alpha, "b.txt", "one small file\n");
+    let out = fam.packet_dir("one");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    let listed = run(&alpha, "lspacket", ["-long".as_ref(), out.as_os_str()]).ok();
+    assert!(
+        listed.stdout.contains("and 1 chunk record.")
+            && !listed.stdout.contains(" 1 chunk records"),
+        "{}",
+        listed.stdout
+    );
+}
+
+/// `syncreplica -export ship` (forgot -out): the tip says where packets
+/// can go, not that "ship" should be the option -ship.
+#[test]
+fn export_without_a_destination_says_what_it_needs() {
+    let fam = family(&["alpha"], &[("a.txt", "a\n")]);
+    for target in ["ship", "boston"] {
+        let refused = run(&fam.root("alpha"), "syncreplica", ["-export", target]).fails_with(2);
+        assert!(
+            refused
+                .stderr
+                .contains("tip: -export needs -out DIR, -ship or -fship")
+                && !refused.stderr.contains("options start with a dash"),
+            "{}",
+            refused.stderr
+        );
+    }
+    let refused = run(&fam.root("alpha"), "syncreplica", ["status"]).fails_with(2);
+    assert!(
+        refused
+            .stderr
+            .contains("tip: options start with a dash: -status"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// A -passphrase-file too short for a new passphrase is a wrong value on
+/// the command line: exit 2, as a missing one.
+#[test]
+fn a_short_passphrase_file_exits_2() {
+    let fam = family(&["alpha"], &[("a.txt", "a\n")]);
+    let short = fam.dir.path().join("short");
+    std::fs::write(&short, "abc\n").unwrap();
+    let out = fam.dir.path().join("stick");
+    let refused = run(
+        &fam.root("alpha"),
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-passphrase-file".as_ref(),
+            short.as_os_str(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "beta".as_ref(),
+        ],
+    )
+    .fails_with(2);
+    assert!(
+        refused.stderr.contains("mkreplica: error: "),
+        "{}",
+        refused.stderr
+    );
 }

@@ -40,6 +40,10 @@ pub enum Verdict {
     UnknownKey,
     /// A packet of a family this replica does not belong to.
     OtherFamily,
+    /// Intact as far as can be seen without opening it, encrypted to
+    /// this replica, whose key this user may not read. Not a problem:
+    /// the replica's owner reads it.
+    KeyUnreadable,
 }
 
 impl Verdict {
@@ -63,6 +67,7 @@ impl Verdict {
             Verdict::UnsupportedFormat => "of an unsupported packet format",
             Verdict::UnknownKey => "signed by an unknown key",
             Verdict::OtherFamily => "of another family",
+            Verdict::KeyUnreadable => "not readable by this user",
         }
     }
 
@@ -78,6 +83,7 @@ impl Verdict {
             Verdict::UnsupportedFormat => "unsupported format",
             Verdict::UnknownKey => "unknown key",
             Verdict::OtherFamily => "another family",
+            Verdict::KeyUnreadable => "not readable by this user",
         }
     }
 }
@@ -89,6 +95,10 @@ pub struct Reader {
     pub family: Option<(crate::ops::Id, String)>,
     /// No keys to check against (packets named outside any replica).
     pub unchecked: bool,
+    /// Why this user cannot read the replica's own decryption key (a
+    /// user with read access only): packets encrypted to this replica
+    /// are then listed as [`Verdict::KeyUnreadable`].
+    pub key_unreadable: Option<String>,
 }
 
 /// One listed file's verdict, and why when it is not usable.
@@ -160,9 +170,13 @@ pub fn judge(exam: &Examination, reader: &Reader) -> Judged {
         _ => {
             let sealed_for_others = header
                 .is_some_and(|h| h.encryption.is_some() && reader.replica.is_some() && !targets_me);
-            match sealed_for_others {
-                true => judged(Verdict::EncryptedForOthers, None, false),
-                false => judged(Verdict::Intact, None, false),
+            let sealed_for_me = header.is_some_and(|h| h.encryption.is_some() && targets_me);
+            match (sealed_for_others, &reader.key_unreadable) {
+                (true, _) => judged(Verdict::EncryptedForOthers, None, false),
+                (false, Some(why)) if sealed_for_me => {
+                    judged(Verdict::KeyUnreadable, Some(why.clone()), false)
+                }
+                (false, _) => judged(Verdict::Intact, None, false),
             }
         }
     }
@@ -203,6 +217,14 @@ pub fn render_text(
     let text = render_listing_with(&exam, long, &|target| {
         header.as_ref().and_then(|h| note_for(view, h, target))
     });
+    // The packet crate's -long line says "N operation records and M
+    // chunk records" whatever N and M are.
+    let text = text
+        .replace(
+            "contains 1 operation records",
+            "contains 1 operation record",
+        )
+        .replace(" and 1 chunk records.", " and 1 chunk record.");
     let mut text = without_empty_lines(&text);
     if long && judged.verdict != Verdict::NotAPacket {
         if let Some(digest) = exam.header.as_ref().and_then(|h| h.tree_digest.as_ref()) {
@@ -211,12 +233,23 @@ pub fn render_text(
     }
     let line = match (judged.verdict, &judged.why) {
         (Verdict::Intact | Verdict::NotChecked, _) => None,
-        (Verdict::EncryptedForOthers, None) => Some(
-            "Contents: encrypted for the targets above; this replica cannot read them.".to_string(),
-        ),
+        (Verdict::EncryptedForOthers, None) => {
+            let to = match header.as_ref().and_then(|h| h.encryption.as_ref()) {
+                Some(e) if e.passphrase => "with a passphrase",
+                Some(e) if e.recipients.is_empty() => "to the new member's key file",
+                _ => "for the targets above",
+            };
+            Some(format!(
+                "Contents: encrypted {to}; this replica cannot read them."
+            ))
+        }
         (Verdict::NotAPacket, why) => Some(format!(
             "Not a packet: {}",
             why.as_deref().unwrap_or("no packet header")
+        )),
+        (Verdict::KeyUnreadable, why) => Some(format!(
+            "Contents: encrypted to this replica; {}.",
+            why.as_deref().unwrap_or_default()
         )),
         (Verdict::Unreadable, why) => Some(format!(
             "Packet cannot be read: {}",
@@ -418,7 +451,8 @@ pub struct SignatureJson {
     /// "verified", "unknown key", "bad", or "not checked" (outside a
     /// replica: no family keys to check it against).
     pub status: &'static str,
-    /// The signing key's SHA-256 fingerprint (`null` when verified).
+    /// The signing key's SHA-256 fingerprint (`null` only when the
+    /// header could not be read).
     pub fingerprint: Option<String>,
 }
 
@@ -520,7 +554,7 @@ pub fn render_json(exam: &Examination, judged: &Judged, view: Option<&LocalView>
     let signature = exam.signature.as_ref().map(|s| match s {
         SignatureStatus::Verified => SignatureJson {
             status: "verified",
-            fingerprint: None,
+            fingerprint: exam.header.as_ref().map(|h| h.signer_fingerprint()),
         },
         SignatureStatus::UnknownKey { fingerprint } => SignatureJson {
             status: "unknown key",
