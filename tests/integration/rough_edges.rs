@@ -516,47 +516,6 @@ fn a_second_import_of_one_creation_packet_on_one_host_is_refused() {
     );
 }
 
-/// Packets written into the replica's own tree (review 17c item 2a): a
-/// scan would record them as replicated files. -out inside the replica is
-/// refused before anything is recorded, with the exclude line to add; once
-/// excluded, the export goes there and the next scan records nothing of it.
-#[test]
-fn an_out_folder_inside_the_replica_is_refused_unless_excluded() {
-    let fam = family(&["ship", "boston"], &[("a.txt", "one")]);
-    let ship = fam.root("ship");
-    write(&ship, "a.txt", "two");
-    let before = everything_under(&ship);
-    let refused = run(
-        &ship,
-        "syncreplica",
-        ["-export", "-out", "outbox", "boston"],
-    );
-    assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
-    assert!(
-        refused
-            .stderr
-            .contains("-out directory outbox is inside replica")
-            && refused.stderr.contains("add the line `/outbox/`"),
-        "{}",
-        refused.stderr
-    );
-    assert_eq!(everything_under(&ship), before);
-    write(&ship, ".syncreplicaignore", "/outbox/\n");
-    run(
-        &ship,
-        "syncreplica",
-        ["-export", "-out", "outbox", "boston"],
-    )
-    .ok();
-    assert!(std::fs::read_dir(ship.join("outbox")).unwrap().count() > 0);
-    let status = run(&ship, "syncreplica", ["-status"]).ok();
-    assert!(!status.stdout.contains("outbox"), "{}", status.stdout);
-    // The same at the root (-out .): the hint names the packets' pattern.
-    let refused = run(&ship, "syncreplica", ["-export", "-out", ".", "boston"]);
-    assert_eq!(refused.code, 1, "{}", refused.stderr);
-    assert!(
-        refused.stderr.contains("`/sync_*.zip`"),
-
 /// At a new member, the creation packet it was made from (sealed with a
 /// passphrase lspacket is not given) is listed as already applied, exit 0;
 /// the JSON listing names the verified signer. At the sender the same
@@ -616,57 +575,6 @@ fn chepoch_hints_an_epoch_it_would_accept() {
         refused.stderr
     );
 }
-
-/// Packets imported from inside the tree (review 17c item 2b): `cp
-/// stick/sync_*.zip . ; syncreplica -import -remove .` recorded the packet
-/// as a new file, and -remove made that a replicated delete. Refused, with
-/// nothing changed; from an excluded folder the import works, and the next
-/// export ships nothing of the packet.
-#[test]
-fn importing_packets_from_inside_the_replica_is_refused_unless_excluded() {
-    let fam = family(&["ship", "boston"], &[("a.txt", "one")]);
-    let (ship, boston) = (fam.root("ship"), fam.root("boston"));
-    write(&boston, "b.txt", "from boston");
-    let stick = fam.packet_dir("1");
-    export_to(&boston, &stick, &["ship"], &[]).ok();
-    let packet = std::fs::read_dir(&stick)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension() == Some(OsStr::new("zip")))
-        .unwrap();
-    let name = packet.file_name().unwrap().to_owned();
-    std::fs::copy(&packet, ship.join(&name)).unwrap();
-    let before = everything_under(&ship);
-    let refused = run(&ship, "syncreplica", ["-import", "-remove", "."]);
-    assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
-    assert!(
-        refused.stderr.contains("packet folder . is inside replica")
-            && refused.stderr.contains("`/sync_*.zip`"),
-        "{}",
-        refused.stderr
-    );
-    assert_eq!(everything_under(&ship), before);
-    // Named as a file: refused too.
-    let refused = run(
-        &ship,
-        "syncreplica",
-        [OsStr::new("-import"), name.as_os_str()],
-    );
-    assert_eq!(refused.code, 1, "{}", refused.stderr);
-    assert!(!ship.join("b.txt").exists());
-    // Kept local: imported, removed, and no replicated add or delete.
-    write(&ship, ".syncreplicaignore", "/sync_*.zip\n");
-    run(&ship, "syncreplica", ["-import", "-remove", "."]).ok();
-    assert_eq!(
-        std::fs::read_to_string(ship.join("b.txt")).unwrap(),
-        "from boston"
-    );
-    assert!(!ship.join(&name).exists());
-    let status = run(&ship, "syncreplica", ["-status"]).ok();
-    assert!(!status.stdout.contains("sync_"), "{}", status.stdout);
-    let back = fam.packet_dir("2");
-    let sent = export_to(&ship, &back, &["boston"], &[]).ok();
-    assert!(!sent.stdout.contains("deleted"), "{}", sent.stdout);
 
 /// lspacket -long counts one record in the singular.
 #[test]
@@ -737,4 +645,101 @@ fn a_short_passphrase_file_exits_2() {
         "{}",
         refused.stderr
     );
+}
+
+/// Packets written into the replica's own tree (review 17c item 2a): a
+/// scan would record them as replicated files. -out inside the replica is
+/// refused before anything is recorded, with the exclude line to add; once
+/// excluded, the export goes there and the next scan records nothing of it.
+#[test]
+fn an_out_folder_inside_the_replica_is_refused_unless_excluded() {
+    let fam = family(&["ship", "boston"], &[("a.txt", "one")]);
+    let ship = fam.root("ship");
+    write(&ship, "a.txt", "two");
+    let before = everything_under(&ship);
+    let refused = run(
+        &ship,
+        "syncreplica",
+        ["-export", "-out", "outbox", "boston"],
+    );
+    assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("-out directory outbox is inside replica")
+            && refused.stderr.contains("add the line `/outbox/`"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(everything_under(&ship), before);
+    write(&ship, ".syncreplicaignore", "/outbox/\n");
+    run(
+        &ship,
+        "syncreplica",
+        ["-export", "-out", "outbox", "boston"],
+    )
+    .ok();
+    assert!(std::fs::read_dir(ship.join("outbox")).unwrap().count() > 0);
+    let status = run(&ship, "syncreplica", ["-status"]).ok();
+    assert!(!status.stdout.contains("outbox"), "{}", status.stdout);
+    // The same at the root (-out .): the hint names the packets' pattern.
+    let refused = run(&ship, "syncreplica", ["-export", "-out", ".", "boston"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("`/sync_*.zip`"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// Packets imported from inside the tree (review 17c item 2b): `cp
+/// stick/sync_*.zip . ; syncreplica -import -remove .` recorded the packet
+/// as a new file, and -remove made that a replicated delete. Refused, with
+/// nothing changed; from an excluded folder the import works, and the next
+/// export ships nothing of the packet.
+#[test]
+fn importing_packets_from_inside_the_replica_is_refused_unless_excluded() {
+    let fam = family(&["ship", "boston"], &[("a.txt", "one")]);
+    let (ship, boston) = (fam.root("ship"), fam.root("boston"));
+    write(&boston, "b.txt", "from boston");
+    let stick = fam.packet_dir("1");
+    export_to(&boston, &stick, &["ship"], &[]).ok();
+    let packet = std::fs::read_dir(&stick)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension() == Some(OsStr::new("zip")))
+        .unwrap();
+    let name = packet.file_name().unwrap().to_owned();
+    std::fs::copy(&packet, ship.join(&name)).unwrap();
+    let before = everything_under(&ship);
+    let refused = run(&ship, "syncreplica", ["-import", "-remove", "."]);
+    assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains("packet folder . is inside replica")
+            && refused.stderr.contains("`/sync_*.zip`"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(everything_under(&ship), before);
+    // Named as a file: refused too.
+    let refused = run(
+        &ship,
+        "syncreplica",
+        [OsStr::new("-import"), name.as_os_str()],
+    );
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(!ship.join("b.txt").exists());
+    // Kept local: imported, removed, and no replicated add or delete.
+    write(&ship, ".syncreplicaignore", "/sync_*.zip\n");
+    run(&ship, "syncreplica", ["-import", "-remove", "."]).ok();
+    assert_eq!(
+        std::fs::read_to_string(ship.join("b.txt")).unwrap(),
+        "from boston"
+    );
+    assert!(!ship.join(&name).exists());
+    let status = run(&ship, "syncreplica", ["-status"]).ok();
+    assert!(!status.stdout.contains("sync_"), "{}", status.stdout);
+    let back = fam.packet_dir("2");
+    let sent = export_to(&ship, &back, &["boston"], &[]).ok();
+    assert!(!sent.stdout.contains("deleted"), "{}", sent.stdout);
 }
