@@ -252,40 +252,38 @@ pub fn receive(
     let mut spool = tempfile::tempfile().map_err(|e| internal(format!("{name}: {e}")))?;
     let mut spooled = 0u64;
     let mut received = 0u64;
-    let put_piece = |spool: &mut File,
-                     spooled: &mut u64,
-                     held: &mut u64|
-     -> Result<(), Rejection> {
-        if *spooled == 0 {
-            return Ok(());
-        }
-        if !lock.held() {
-            return Err(Rejection::new(
-                409,
-                format!(
+    let put_piece =
+        |spool: &mut File, spooled: &mut u64, held: &mut u64| -> Result<(), Rejection> {
+            if *spooled == 0 {
+                return Ok(());
+            }
+            if !lock.held() {
+                return Err(Rejection::new(
+                    409,
+                    format!(
                     "{name}: the lease on its partial upload was lost; ask again how much is held"
                 ),
-            ));
-        }
-        spool
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| internal(format!("{name}: {e}")))?;
-        store
-            .write_from(
-                &piece_name(name, *held),
-                &mut Read::take(&mut *spool, *spooled),
-            )
-            .map_err(internal)?;
-        *held += *spooled;
-        *spooled = 0;
-        spool
-            .set_len(0)
-            .map_err(|e| internal(format!("{name}: {e}")))?;
-        spool
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| internal(format!("{name}: {e}")))?;
-        Ok(())
-    };
+                ));
+            }
+            spool
+                .seek(SeekFrom::Start(0))
+                .map_err(|e| internal(format!("{name}: {e}")))?;
+            store
+                .write_from(
+                    &piece_name(name, *held),
+                    &mut Read::take(&mut *spool, *spooled),
+                )
+                .map_err(internal)?;
+            *held += *spooled;
+            *spooled = 0;
+            spool
+                .set_len(0)
+                .map_err(|e| internal(format!("{name}: {e}")))?;
+            spool
+                .seek(SeekFrom::Start(0))
+                .map_err(|e| internal(format!("{name}: {e}")))?;
+            Ok(())
+        };
     let mut buffer = vec![0u8; 64 * 1024];
     let mut body = body.take(want.saturating_add(1));
     let outcome: io::Result<()> = loop {
