@@ -741,5 +741,11 @@ fn importing_packets_from_inside_the_replica_is_refused_unless_excluded() {
     assert!(!status.stdout.contains("sync_"), "{}", status.stdout);
     let back = fam.packet_dir("2");
     let sent = export_to(&ship, &back, &["boston"], &[]).ok();
-    assert!(!sent.stdout.contains("deleted"), "{}", sent.stdout);
+    // The export may carry the ignore file and the root's new time, never
+    // a delete of the packet.
+    assert!(
+        sent.stdout.contains(", 0 deleted") || !sent.stdout.contains("deleted"),
+        "{}",
+        sent.stdout
+    );
 }
