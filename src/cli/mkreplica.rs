@@ -468,7 +468,11 @@ fn import(args: &Args) -> anyhow::Result<()> {
             }
             Some(_) => {
                 first_problem.get_or_insert_with(|| {
-                    format!("{} is not a replica-creation packet", file.display())
+                    format!(
+                        "{} is not a replica-creation packet but an update packet \
+                         (syncreplica -import brings update packets into an existing replica)",
+                        file.display()
+                    )
                 });
             }
             None => {

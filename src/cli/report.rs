@@ -415,7 +415,7 @@ pub fn hint(err: &Error) -> Option<String> {
             "check the passphrase with whoever ran mkreplica -export (it is the one typed there, twice); nothing was created".into()
         }
         Error::NotEmpty { .. } => {
-            "mkreplica -import needs an absent or empty directory; to make the member over a tree that holds the content already, ask the sender for a manifest (mkreplica -export -manifest) and use mkreplica -import -adopt".into()
+            "mkreplica -import makes the new replica in the current directory unless -replica DIR names another; it needs an absent or empty directory; to make the member over a tree that holds the content already, ask the sender for a manifest (mkreplica -export -manifest) and use mkreplica -import -adopt".into()
         }
         Error::ManifestNeedsAdopt { .. } => {
             "make the new member over a tree that holds the content already: mkreplica -import -adopt -replica DIR; or ask the sender for a packet with content (mkreplica -export without -manifest)".into()

@@ -749,3 +749,37 @@ fn importing_packets_from_inside_the_replica_is_refused_unless_excluded() {
         sent.stdout
     );
 }
+
+/// `mkreplica -import` given update packets (review 17c item 12) points at
+/// the command that takes them, and creates nothing.
+#[test]
+fn mkreplica_import_of_update_packets_points_at_syncreplica_import() {
+    let fam = family(&["ship", "boston"], &[("a.txt", "one")]);
+    let boston = fam.root("boston");
+    write(&boston, "b.txt", "from boston");
+    let stick = fam.packet_dir("1");
+    export_to(&boston, &stick, &["ship"], &[]).ok();
+    let target = fam.dir.path().join("newone");
+    let refused = run(
+        fam.dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            OsStr::new("-replica"),
+            target.as_os_str(),
+            stick.as_os_str(),
+        ],
+    );
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused
+            .stderr
+            .contains("not a replica-creation packet but an update packet")
+            && refused
+                .stderr
+                .contains("syncreplica -import brings update packets"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!target.exists());
+}
