@@ -321,6 +321,15 @@ pub enum Error {
         pattern: bool,
     },
 
+    /// A command-line path of the right form that cannot be used as given:
+    /// a directory where files are wanted, or one file named twice (exit 2).
+    #[error("{option} {}: {why}", path.display())]
+    BadArgument {
+        option: &'static str,
+        path: PathBuf,
+        why: &'static str,
+    },
+
     /// `mkreplica -init` or `-import` named a replica's own root as the
     /// directory for the new replica.
     #[error("{} is the root of replica \"{}\"; a new replica cannot be made there", path.display(), printable(name))]

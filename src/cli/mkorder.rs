@@ -61,6 +61,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
         Some(text) => Some(ship::parse_expiry(text, now)?),
         None => None,
     };
+    check_data(&args.data)?;
     let submitted = ship::submit_files(
         &shipping,
         &class,
@@ -98,4 +99,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     crate::cli::report::set_quiet(args.quiet);
     crate::cli::show_progress(args.quiet);
     run_ref(&args)
+}
+
+/// `-data` names packet files, each once: a directory or a file named twice
+/// is a usage mistake (exit 2), said before anything is submitted.
+fn check_data(data: &[std::path::PathBuf]) -> Result<(), crate::error::Error> {
+    let mut seen = std::collections::HashSet::new();
+    for path in data {
+        if path.is_dir() {
+            return Err(crate::error::Error::BadArgument {
+                option: "-data",
+                path: path.clone(),
+                why: "is a directory; -data names packet files (DIR/sync_*.zip names those in it)",
+            });
+        }
+        // Two spellings of one file (./a.zip and a.zip) are one file.
+        let key = path.canonicalize().unwrap_or_else(|_| path.clone());
+        if !seen.insert(key) {
+            return Err(crate::error::Error::BadArgument {
+                option: "-data",
+                path: path.clone(),
+                why: "is named twice; name each packet file once",
+            });
+        }
+    }
+    Ok(())
 }

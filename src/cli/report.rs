@@ -171,6 +171,7 @@ pub fn exit_code(err: &Error) -> i32 {
         | Error::NotHeld { .. }
         | Error::BadReplicaDir { .. }
         | Error::NoSuchFile { .. }
+        | Error::BadArgument { .. }
         | Error::KeyOutExists { .. }
         | Error::KeyOutNoFolder { .. } => EXIT_USAGE,
         Error::PassphraseFile { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {

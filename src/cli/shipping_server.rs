@@ -130,7 +130,12 @@ pub fn run(args: Args) -> i32 {
             if let Some(hint) = hint(&err) {
                 errln!("shipping_server: hint: {hint}");
             }
-            1
+            // The library's exit rule (2 for a value that names nothing
+            // there is), as the other commands apply it.
+            match err.chain().find_map(|e| e.downcast_ref::<crate::Error>()) {
+                Some(library) => crate::cli::report::exit_code(library),
+                None => 1,
+            }
         }
     }
 }
@@ -189,6 +194,16 @@ fn execute(args: &Args) -> anyhow::Result<PassReport> {
     let now = chrono::Utc::now;
 
     if !args.orders.is_empty() {
+        // An ORDER that names nothing there is is a usage mistake (exit 2),
+        // said before any order is worked; s3:// names are checked by the
+        // store.
+        for order in &args.orders {
+            if !order.to_string_lossy().starts_with("s3://")
+                && std::fs::symlink_metadata(order).is_err()
+            {
+                return Err(crate::error::Error::no_such_file(order, None).into());
+            }
+        }
         let report = shipper.process_paths(&args.orders, now())?;
         log_line(&report.summary());
         return Ok(report);

@@ -783,3 +783,58 @@ fn mkreplica_import_of_update_packets_points_at_syncreplica_import() {
     );
     assert!(!target.exists());
 }
+
+/// `mkorder -data` of a directory, or of one file named twice (review 17c
+/// item 10), is a usage mistake: exit 2, nothing submitted.
+#[test]
+fn mkorder_data_of_a_directory_or_twice_the_same_file_exits_2() {
+    let fam = family(&["alpha"], &[("a.txt", "one")]);
+    let dir = fam.dir.path();
+    let shipconf = bay_shipping_conf(dir);
+    let packet = dir.join("sync_alpha_20261130T120000Z_beta_1.zip");
+    std::fs::write(&packet, b"not checked before the usage").unwrap();
+    let again = dir.join(".").join(packet.file_name().unwrap());
+    let before = everything_under(dir);
+    let cases: [(&[&OsStr], &str); 2] = [
+        (&[dir.as_os_str()], "is a directory"),
+        (&[packet.as_os_str(), again.as_os_str()], "is named twice"),
+    ];
+    for (data, said) in cases {
+        let mut args = vec![
+            OsStr::new("-copy"),
+            OsStr::new("-shipconf"),
+            shipconf.as_os_str(),
+        ];
+        for path in data {
+            args.extend([OsStr::new("-data"), path]);
+        }
+        let refused = run(dir, "mkorder", args).fails_with(2);
+        assert!(refused.stderr.contains(said), "{}", refused.stderr);
+    }
+    assert_eq!(everything_under(dir), before);
+}
+
+/// `shipping_server ORDER` of an order that is not there (review 17c item
+/// 10) exits 2 like every other command given a missing file.
+#[test]
+fn shipping_server_of_a_missing_order_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipconf = bay_shipping_conf(dir.path());
+    let refused = run(
+        dir.path(),
+        "shipping_server",
+        [
+            OsStr::new("-shipconf"),
+            shipconf.as_os_str(),
+            OsStr::new("nothere.order"),
+        ],
+    )
+    .fails_with(2);
+    assert!(
+        refused
+            .stderr
+            .contains("nothere.order: no such file or directory"),
+        "{}",
+        refused.stderr
+    );
+}

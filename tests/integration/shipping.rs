@@ -1341,12 +1341,12 @@ fn named_orders_are_all_checked_before_any_is_delivered() {
     let before = everything_under(&bay(&conf, ""));
     // A second order that is not there: nothing is delivered.
     let missing = dir.join("sync_boston_19700101T000000Z_ship_9.zip.order");
-    let refused = shipping_server(&conf, &[arg(&order), arg(&missing)]).fails_with(1);
+    // (A missing file is a usage mistake: exit 2.)
+    let refused = shipping_server(&conf, &[arg(&order), arg(&missing)]).fails_with(2);
     assert!(
-        refused.stderr.contains(&format!(
-            "{}: shipping order sync_boston_19700101T000000Z_ship_9.zip.order: no shipping order found",
-            dir.display()
-        )),
+        refused
+            .stderr
+            .contains(&format!("{}: no such file or directory", missing.display())),
         "{}",
         refused.stderr
     );
