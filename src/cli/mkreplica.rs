@@ -163,8 +163,9 @@ pub struct Args {
     #[arg(long, value_name = "FAMILY")]
     pub family: Option<String>,
 
-    /// With -export: the directory that receives the packet parts and the
-    /// new member's key file; made if missing (once every check has
+    /// With -export: the directory that receives the packet parts (the
+    /// new member's keys travel inside them, or in the -keyout file); made
+    /// if missing (once every check has
     /// passed). Unlike MultiSite's -out, which takes a file-name prefix,
     /// this names a folder: the files get their standard names in it.
     #[arg(long, value_name = "DIR")]
@@ -227,8 +228,8 @@ pub struct Args {
     pub passphrase_file: Option<PathBuf>,
 
     /// With -import: the new member's key file, written by mkreplica
-    /// -export -keyout (default: NEWNAME.key beside the packet), for a
-    /// packet made with -keyout.
+    /// -export -keyout FILE, for a packet made with -keyout (default:
+    /// NEWNAME.key beside the packet).
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
 

@@ -376,10 +376,10 @@ pub fn hint(err: &Error) -> Option<String> {
             "it is not made for you (unlike -out): check the name, or mount the disk".into()
         }
         Error::BadKeyFile { .. } => {
-            "name with -key the NEWNAME.key that mkreplica -export wrote beside this creation packet (it may travel by another route)".into()
+            "name with -key the file mkreplica -export -keyout FILE wrote for this creation packet (without -key, NEWNAME.key beside the packet is read)".into()
         }
         Error::MissingKeyFile { .. } => {
-            "the key file (NEWNAME.key, written by mkreplica -export beside the packet) may travel by another route: name it with -key FILE".into()
+            "this packet was made with mkreplica -export -keyout FILE: its keys are in that file (which may travel by another route); name it with -key FILE (without -key, NEWNAME.key beside the packet is read)".into()
         }
         Error::NoTerminal { .. } => {
             "run it on a terminal to be asked, or put the passphrase on the first line of a file \

@@ -167,9 +167,24 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_with_env(
+        cwd,
+        name,
+        args,
+        ("SYNCREPLICA_TEST_CRASH_AT", point.as_ref()),
+    )
+}
+
+/// Runs `name args…` in `cwd` with one more environment variable, standard
+/// input closed.
+fn run_with_env<I, S>(cwd: &Path, name: &str, args: I, (key, value): (&str, &OsStr)) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let output = command(name, args)
         .current_dir(cwd)
-        .env("SYNCREPLICA_TEST_CRASH_AT", point)
+        .env(key, value)
         .stdin(Stdio::null())
         .output()
         .expect("binary starts");
@@ -207,17 +222,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let output = command(name, args)
-        .current_dir(cwd)
-        .env("XDG_DATA_HOME", data_home)
-        .stdin(Stdio::null())
-        .output()
-        .expect("binary starts");
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    run_with_env(cwd, name, args, ("XDG_DATA_HOME", data_home.as_os_str()))
 }
 
 /// A fresh temporary directory with a tree `files` (path, content).
