@@ -31,6 +31,10 @@ fn cli_transcripts() {
         .env("SYNCREPLICA_SHIPPING_CONF", conf.display().to_string())
         // Passphrase-encrypted creation packets at a low scrypt work factor.
         .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
+        .env(
+            "XDG_DATA_HOME",
+            concat!(env!("CARGO_TARGET_TMPDIR"), "/data-home"),
+        )
         .insert_var("[BAYS]", bays.path().display().to_string())
         .unwrap()
         .case("tests/cmd/*.md")

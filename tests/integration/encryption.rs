@@ -281,6 +281,7 @@ fn run_on_terminal(cwd: &Path, name: &str, args: &[&std::ffi::OsStr], input: &st
         .args(["-q", "-e", "-c", &line, "/dev/null"])
         .current_dir(cwd)
         .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
+        .env("XDG_DATA_HOME", test_data_home())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -608,6 +609,7 @@ fn demo_sh_makes_its_replicas_without_a_terminal() {
         ))
         .current_dir(work.path())
         .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
+        .env("XDG_DATA_HOME", test_data_home())
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();

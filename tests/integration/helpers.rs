@@ -99,11 +99,15 @@ where
         .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
         // mkreplica -import records each replica it makes in the user's
         // data folder: the tests keep theirs out of the real home.
-        .env(
-            "XDG_DATA_HOME",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("data-home"),
-        );
+        .env("XDG_DATA_HOME", test_data_home());
     command
+}
+
+/// The data folder every test's commands use (`XDG_DATA_HOME`), where
+/// `mkreplica -import` records the replicas made on a host: kept out of the
+/// real home.
+pub fn test_data_home() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("data-home")
 }
 
 fn binary(name: &str) -> PathBuf {

@@ -83,6 +83,7 @@ where
         .arg(binary_path(name))
         .args(with_test_passphrase(name, args))
         .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
+        .env("XDG_DATA_HOME", test_data_home())
         .env_remove("SYNCREPLICA_TEST_PROGRESS_AFTER_MS")
         .current_dir(cwd);
     command

@@ -280,6 +280,7 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
         .arg(&passphrase)
         .arg(&out)
         .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
+        .env("XDG_DATA_HOME", test_data_home())
         .current_dir(&home)
         .env("HOME", &home)
         .output()
