@@ -440,6 +440,31 @@ fn a_batch_larger_than_the_plan_held_in_memory_is_planned_and_applied_whole() {
 /// Unmounts its mount point when dropped.
 struct Mounted(std::path::PathBuf);
 
+/// Mounts a tmpfs of `size` (mount's syntax, e.g. "700k") on `dir`, unmounted
+/// when the guard drops; `None` (the test is skipped, said on stderr) where
+/// it cannot be mounted (not root), except under CI, where that fails.
+fn mount_small_tmpfs(dir: &Path, size: &str) -> Option<Mounted> {
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .output();
+    match mounted {
+        Ok(out) if out.status.success() => Some(Mounted(dir.to_path_buf())),
+        other => {
+            let why = match other {
+                Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
+                Err(err) => err.to_string(),
+            };
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "cannot mount a small tmpfs for this test: {why}"
+            );
+            eprintln!("skipped: cannot mount a small tmpfs (needs root): {why}");
+            None
+        }
+    }
+}
+
 impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
@@ -485,26 +510,9 @@ fn a_full_disk_while_copying_a_packet_into_the_scratch_database_is_a_clear_error
     // root); the packet elsewhere.
     let small = dir.path().join("small");
     std::fs::create_dir_all(&small).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1536k", "tmpfs"])
-        .arg(&small)
-        .output();
-    match mounted {
-        Ok(out) if out.status.success() => {}
-        other => {
-            let why = match other {
-                Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
-                Err(err) => err.to_string(),
-            };
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "cannot mount a small tmpfs for this test: {why}"
-            );
-            eprintln!("skipped: cannot mount a small tmpfs (needs root): {why}");
-            return;
-        }
-    }
-    let _unmount = Mounted(small.clone());
+    let Some(_unmount) = mount_small_tmpfs(&small, "1536k") else {
+        return;
+    };
     let b = small.join("b");
     pair_at(dir.path(), &b);
     // Some 40,000 operations: several MB in the scratch database.
@@ -564,26 +572,9 @@ fn a_full_disk_at_the_state_databases_commit_is_a_clear_error_and_changes_nothin
     // root).
     let small = dir.path().join("small");
     std::fs::create_dir_all(&small).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=700k", "tmpfs"])
-        .arg(&small)
-        .output();
-    match mounted {
-        Ok(out) if out.status.success() => {}
-        other => {
-            let why = match other {
-                Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
-                Err(err) => err.to_string(),
-            };
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "cannot mount a small tmpfs for this test: {why}"
-            );
-            eprintln!("skipped: cannot mount a small tmpfs (needs root): {why}");
-            return;
-        }
-    }
-    let _unmount = Mounted(small.clone());
+    let Some(_unmount) = mount_small_tmpfs(&small, "700k") else {
+        return;
+    };
     let r = small.join("r");
     std::fs::create_dir_all(&r).unwrap();
     run(
