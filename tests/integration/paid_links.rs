@@ -406,9 +406,9 @@ fn outside_its_hours_a_destination_waits_and_inside_them_it_is_delivered() {
     drop(receiver);
 }
 
-/// Into a class whose bays are on S3: the partial is kept on the receiving
-/// server's disk and the packet goes into the bucket once whole and
-/// verified.
+/// Into a class whose bays are on S3: the partial is kept in the bucket
+/// (nothing on the receiving server's disk) and the packet goes into the
+/// bucket once whole and verified.
 #[cfg(feature = "s3")]
 #[test]
 fn an_upload_into_an_s3_bay_cut_twice_resumes_and_lands_in_the_bucket_once() {
@@ -416,29 +416,10 @@ fn an_upload_into_an_s3_bay_cut_twice_resumes_and_lands_in_the_bucket_once() {
     let Some(server) = test_support::s3_server() else {
         return;
     };
-    static ENV: std::sync::Once = std::sync::Once::new();
-    ENV.call_once(|| {
-        for (key, value) in server.env() {
-            std::env::set_var(key, value);
-        }
-    });
     let fam = family(&["boston", "ship"], &[("f", "0")]);
     let dir = fam.dir.path();
     let prefix = format!("paid-{}", shipping::s3::unique_id());
-    let receiver_conf = dir.join("receiver.toml");
-    std::fs::write(
-        &receiver_conf,
-        format!(
-            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]\n[classes.default]\n\
-             storage_bay = \"s3://{bucket}/{prefix}/bay\"\nreturn_bay = \"s3://{bucket}/{prefix}/return\"\n\
-             endpoint = \"{endpoint}\"\nregion = \"{region}\"\nallow_http = true\n",
-            fam.root("ship").display(),
-            bucket = server.bucket,
-            endpoint = server.endpoint,
-            region = server.region,
-        ),
-    )
-    .unwrap();
+    let receiver_conf = s3_receiver_conf(&fam, &server, &prefix);
     let receiving = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
     let mib = 1u64 << 20;
     let cuts = [3 * mib, 2 * mib];
@@ -479,19 +460,7 @@ fn an_upload_into_an_s3_bay_cut_twice_resumes_and_lands_in_the_bucket_once() {
     );
     assert_eq!(proxy.cuts_left(), 0);
     assert!((moved as f64) < size as f64 * 1.2, "{moved} for {size}");
-    let url = shipping::s3::S3Url::parse(&format!("s3://{}/{prefix}/bay/incoming", server.bucket))
-        .unwrap();
-    let incoming = shipping::s3::S3Store::open(
-        &url,
-        &shipping::s3::S3Options {
-            endpoint: Some(server.endpoint.clone()),
-            region: Some(server.region.clone()),
-            allow_http: true,
-            credentials: Some((server.access_key.clone(), server.secret_key.clone())),
-            ..shipping::s3::S3Options::default()
-        },
-    )
-    .unwrap();
+    let incoming = s3_incoming(&server, &prefix);
     assert_eq!(incoming.list().unwrap(), [name.as_str()]);
     assert!(
         incoming.read(&name).unwrap() == bytes,
@@ -515,29 +484,10 @@ fn an_upload_into_an_s3_bay_cut_at_one_server_resumes_at_another() {
     let Some(server) = test_support::s3_server() else {
         return;
     };
-    static ENV: std::sync::Once = std::sync::Once::new();
-    ENV.call_once(|| {
-        for (key, value) in server.env() {
-            std::env::set_var(key, value);
-        }
-    });
     let fam = family(&["boston", "ship"], &[("f", "0")]);
     let dir = fam.dir.path();
     let prefix = format!("paid-two-{}", shipping::s3::unique_id());
-    let receiver_conf = dir.join("receiver.toml");
-    std::fs::write(
-        &receiver_conf,
-        format!(
-            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]\n[classes.default]\n\
-             storage_bay = \"s3://{bucket}/{prefix}/bay\"\nreturn_bay = \"s3://{bucket}/{prefix}/return\"\n\
-             endpoint = \"{endpoint}\"\nregion = \"{region}\"\nallow_http = true\n",
-            fam.root("ship").display(),
-            bucket = server.bucket,
-            endpoint = server.endpoint,
-            region = server.region,
-        ),
-    )
-    .unwrap();
+    let receiver_conf = s3_receiver_conf(&fam, &server, &prefix);
     // Two hosts, as far as their disks go: each its own TMPDIR, where a
     // server spools what it receives.
     let (tmp_first, tmp_second) = (dir.join("tmp-first"), dir.join("tmp-second"));
@@ -595,9 +545,54 @@ fn an_upload_into_an_s3_bay_cut_at_one_server_resumes_at_another() {
     assert!((moved as f64) < size as f64 * 1.2, "{moved} for {size}");
     assert!(second.log().contains("accepted PUT"), "{}", second.log());
 
+    let incoming = s3_incoming(&server, &prefix);
+    assert!(
+        incoming.read(&name).unwrap() == bytes,
+        "the bucket holds the packet as sent"
+    );
+    // Nothing of the partial is left in the bucket.
+    assert_eq!(incoming.list_all_keys().unwrap(), [name.as_str()]);
+    drop((first, second));
+}
+
+/// A receiving server's shipping.toml for `ship` with its bays on S3 under
+/// `prefix` in the test bucket; the server's credentials go into this
+/// process's environment once, where the servers it starts find them.
+#[cfg(feature = "s3")]
+fn s3_receiver_conf(
+    fam: &Family,
+    server: &test_support::S3Server,
+    prefix: &str,
+) -> std::path::PathBuf {
+    static ENV: std::sync::Once = std::sync::Once::new();
+    ENV.call_once(|| {
+        for (key, value) in server.env() {
+            std::env::set_var(key, value);
+        }
+    });
+    let receiver_conf = fam.dir.path().join("receiver.toml");
+    std::fs::write(
+        &receiver_conf,
+        format!(
+            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]\n[classes.default]\n\
+             storage_bay = \"s3://{bucket}/{prefix}/bay\"\nreturn_bay = \"s3://{bucket}/{prefix}/return\"\n\
+             endpoint = \"{endpoint}\"\nregion = \"{region}\"\nallow_http = true\n",
+            fam.root("ship").display(),
+            bucket = server.bucket,
+            endpoint = server.endpoint,
+            region = server.region,
+        ),
+    )
+    .unwrap();
+    receiver_conf
+}
+
+/// The incoming bay under `prefix` in the test bucket, opened directly.
+#[cfg(feature = "s3")]
+fn s3_incoming(server: &test_support::S3Server, prefix: &str) -> shipping::s3::S3Store {
     let url = shipping::s3::S3Url::parse(&format!("s3://{}/{prefix}/bay/incoming", server.bucket))
         .unwrap();
-    let incoming = shipping::s3::S3Store::open(
+    shipping::s3::S3Store::open(
         &url,
         &shipping::s3::S3Options {
             endpoint: Some(server.endpoint.clone()),
@@ -607,12 +602,5 @@ fn an_upload_into_an_s3_bay_cut_at_one_server_resumes_at_another() {
             ..shipping::s3::S3Options::default()
         },
     )
-    .unwrap();
-    assert!(
-        incoming.read(&name).unwrap() == bytes,
-        "the bucket holds the packet as sent"
-    );
-    // Nothing of the partial is left in the bucket.
-    assert_eq!(incoming.list_all_keys().unwrap(), [name.as_str()]);
-    drop((first, second));
+    .unwrap()
 }
