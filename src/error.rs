@@ -26,13 +26,24 @@ pub enum Error {
     #[error("{}: {cause}", path.display())]
     Io { path: PathBuf, cause: io::Error },
 
-    #[error("no replica found in {} or any of its parent directories", start.display())]
-    NoReplica { start: PathBuf },
+    /// Neither `start` nor a parent is a replica root: `named` when
+    /// `start` was named with `-replica DIR`, else it is the current
+    /// directory.
+    #[error(
+        "{}",
+        if *named {
+            format!("-replica {}: not a replica (no replica there or in any of its parent directories)", start.display())
+        } else {
+            format!("no replica found in {} or any of its parent directories", start.display())
+        }
+    )]
+    NoReplica { start: PathBuf, named: bool },
 
     /// `-replica DIR` names something that cannot be a replica: `why` is
-    /// "no such directory" or "is a file, not a replica directory".
+    /// "no such directory", "is a file, not a directory" or "PARENT is a
+    /// file, not a directory".
     #[error("-replica {}: {why}", path.display())]
-    BadReplicaDir { path: PathBuf, why: &'static str },
+    BadReplicaDir { path: PathBuf, why: String },
 
     #[error("{} is already inside replica \"{name}\" (rooted at {})", path.display(), root.display())]
     AlreadyInReplica {

@@ -406,38 +406,65 @@ pub fn is_replica_root(dir: &Path) -> bool {
 
 /// Finds the replica root: `start` (or the current directory) and then
 /// its parents, as git does.
+///
+/// Errors: [`Error::BadReplicaDir`] when `start` is given (`-replica DIR`)
+/// and is missing or a file ([`check_replica_dir`]);
+/// [`Error::NoReplica`] (`named` when `start` was given) when neither it
+/// nor a parent is a replica root.
 pub fn discover(start: Option<&Path>) -> Result<PathBuf> {
-    let explicit = start.is_some();
+    let named = start.is_some();
     let start = match start {
         Some(dir) => dir.to_path_buf(),
         None => std::env::current_dir().at(".")?,
     };
     // Named with -replica: a typo or a file is said as such, not as a bare
     // OS error or "no replica found".
-    if explicit {
-        let dir = start.as_path();
-        match std::fs::metadata(dir) {
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::BadReplicaDir {
-                    path: dir.to_path_buf(),
-                    why: "no such directory",
-                })
-            }
-            Ok(meta) if !meta.is_dir() => {
-                return Err(Error::BadReplicaDir {
-                    path: dir.to_path_buf(),
-                    why: "is a file, not a replica directory",
-                })
-            }
-            _ => {}
-        }
+    if named {
+        check_replica_dir(&start, true)?;
     }
     let absolute = std::fs::canonicalize(&start).at(&start)?;
     absolute
         .ancestors()
         .find(|dir| is_replica_root(dir))
         .map(Path::to_path_buf)
-        .ok_or(Error::NoReplica { start })
+        .ok_or(Error::NoReplica { start, named })
+}
+
+/// Checks a directory named with `-replica DIR` before it is used:
+/// [`Error::BadReplicaDir`] when it is a file, when one of its parents is
+/// a file (naming that one), or, with `must_exist`, when it is missing.
+/// Other failures to look at it (permission denied) are [`Error::Io`].
+pub fn check_replica_dir(dir: &Path, must_exist: bool) -> Result<()> {
+    let bad = |why: String| {
+        Err(Error::BadReplicaDir {
+            path: dir.to_path_buf(),
+            why,
+        })
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => bad("is a file, not a directory".into()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => match must_exist {
+            true => bad("no such directory".into()),
+            false => Ok(()),
+        },
+        // ENOTDIR: a parent on the way is a file (afile/sub); name it, as
+        // the OS error does not.
+        Err(err) if err.kind() == std::io::ErrorKind::NotADirectory => {
+            match dir
+                .ancestors()
+                .skip(1)
+                .find(|parent| std::fs::metadata(parent).is_ok_and(|meta| !meta.is_dir()))
+            {
+                Some(file) => bad(format!("{} is a file, not a directory", file.display())),
+                None => bad("a parent is not a directory".into()),
+            }
+        }
+        Err(err) => Err(Error::Io {
+            path: dir.to_path_buf(),
+            cause: err,
+        }),
+    }
 }
 
 impl Replica {

@@ -77,7 +77,7 @@ Exit status:
   0  every packet listed is intact and signed by a family member (outside a replica: intact)
   1  a file listed cannot be used here (see above), or the command failed
   2  the command line was wrong: an option, a combination, or a value that names nothing
-     there is (a member, a file to read) or may not be named there";
+     there is (a member, a file to read, a replica at -replica DIR) or may not be named there";
 
 use crate::cli;
 use crate::cli::render::lspacket as listing;

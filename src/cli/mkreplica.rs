@@ -311,7 +311,11 @@ fn init(args: &Args) -> anyhow::Result<()> {
     let family = args.family.as_deref().expect("clap requires -family");
     name_operand("family", family)?;
     let dir = match &args.replica {
-        Some(dir) => dir.clone(),
+        Some(dir) => {
+            // A file there is the user's mistake (exit 2), said as such.
+            replica::check_replica_dir(dir, false)?;
+            dir.clone()
+        }
         None => std::env::current_dir()?,
     };
     let report = replica::init(&dir, family, name)?;
@@ -440,6 +444,11 @@ fn export(args: &Args) -> anyhow::Result<()> {
 fn import(args: &Args) -> anyhow::Result<()> {
     if args.family.is_some() || args.out.is_some() {
         usage!("-family and -out do not apply to -import");
+    }
+    // Before any packet is read: a file named as the new replica's folder
+    // (or, to adopt, a folder that is not there) is a usage mistake.
+    if let Some(dir) = &args.replica {
+        replica::check_replica_dir(dir, args.adopt)?;
     }
     let paths: Vec<PathBuf> = args.names.iter().map(PathBuf::from).collect();
     let files = packets::collect_packet_files(&paths)?;

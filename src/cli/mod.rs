@@ -89,7 +89,7 @@ Exit status:
   0  success
   1  the command failed; the message names the file or value and nothing was half-changed
   2  the command line was wrong: an option, a combination, or a value that names nothing
-     there is (a member, a file to read) or may not be named there
+     there is (a member, a file to read, a replica) or may not be named there
   3  another process holds the replica's lock
   130, 143  an export was interrupted by SIGINT (Ctrl-C) or SIGTERM: the packet being written
      was removed and is not recorded as sent; targets reported as exported before it stay

@@ -154,7 +154,9 @@ pub fn report(name: &str, outcome: anyhow::Result<()>) -> ExitCode {
 /// folder to read, a `-workdir`, a `-resendpath` path), that may not be
 /// named there (this replica itself, a removed member, a member's name
 /// for a new one, a `-keyout` file that exists), or that is not a value
-/// of its kind (a size, an expiry, an epoch setting). What is wrong with
+/// of its kind (a size, an expiry, an epoch setting). A folder that is no
+/// replica (named with -replica, or the current one) is 2 as well: the
+/// command was run in the wrong place. What is wrong with
 /// the replica, a packet, the disk or the network is 1.
 pub fn exit_code(err: &Error) -> i32 {
     match err {
@@ -170,6 +172,7 @@ pub fn exit_code(err: &Error) -> i32 {
         | Error::BadResendPath { .. }
         | Error::NotHeld { .. }
         | Error::BadReplicaDir { .. }
+        | Error::NoReplica { .. }
         | Error::NoSuchFile { .. }
         | Error::BadArgument { .. }
         | Error::KeyOutExists { .. }
@@ -231,10 +234,19 @@ pub fn refusal_hint(refusal: &Refusal) -> Option<&'static str> {
 pub fn hint(err: &Error) -> Option<String> {
     Some(match err {
         Error::BadReplicaDir { .. } => {
-            "-replica names a replica's root directory (or one inside it); lsreplica -replica DIR checks one".into()
+            "-replica DIR names a folder: a replica's root (or a folder inside it), or for mkreplica \
+             -init and -import the folder the new replica is made in; lsreplica -replica DIR checks one"
+                .into()
         }
+        Error::NoReplica { start, named: true } => format!(
+            "is {0} the right folder? mkreplica -import PACKET -replica {0} makes a replica there from a creation packet \
+             (mkreplica -init -family FAMILY -replica {0} NAME starts a new family)",
+            start.display()
+        ),
         Error::NoReplica { .. } => {
-            "run the command inside a replica, name one with -replica DIR, or create one with mkreplica -init".into()
+            "run the command inside a replica, or name one with -replica DIR; mkreplica -import PACKET \
+             makes one from a creation packet (mkreplica -init -family FAMILY NAME starts a new family)"
+                .into()
         }
         Error::PacketsInsideReplica { rel, is_dir, .. } => format!(
             "use a folder outside the replica (a USB stick, /tmp), or keep the packets local: add the \

@@ -530,7 +530,7 @@ fn bad_names_and_missing_replicas_get_clear_errors() {
     );
     assert!(!dir.path().join(".syncreplica").exists());
 
-    let out = run(dir.path(), "syncreplica", ["-status"]).fails_with(1);
+    let out = run(dir.path(), "syncreplica", ["-status"]).fails_with(2);
     assert!(
         out.stderr
             .contains("syncreplica: error: no replica found in"),

@@ -838,3 +838,164 @@ fn shipping_server_of_a_missing_order_exits_2() {
         refused.stderr
     );
 }
+
+/// Every command that works on a replica, each with arguments that would
+/// do, the replica left to `-replica` or the current directory.
+fn commands_on_a_replica(out: &Path) -> Vec<(&'static str, Vec<std::ffi::OsString>)> {
+    let out = out.as_os_str().to_owned();
+    let words =
+        |words: &[&str]| -> Vec<std::ffi::OsString> { words.iter().map(|w| w.into()).collect() };
+    vec![
+        ("syncreplica", words(&["-status"])),
+        ("syncreplica", words(&["-record"])),
+        (
+            "syncreplica",
+            [
+                words(&["-export", "-out"]),
+                vec![out.clone()],
+                words(&["beta"]),
+            ]
+            .concat(),
+        ),
+        (
+            "syncreplica",
+            [words(&["-import"]), vec![out.clone()]].concat(),
+        ),
+        ("lsreplica", words(&["-long"])),
+        ("lsepoch", words(&[])),
+        ("chepoch", words(&["beta", "alpha=1"])),
+        ("chreplica", words(&["-mirror", "beta"])),
+        ("rmreplica", words(&["beta"])),
+        (
+            "mkreplica",
+            [
+                words(&["-export", "-out"]),
+                vec![out.clone()],
+                words(&["gamma"]),
+            ]
+            .concat(),
+        ),
+        ("mkreplica", words(&["-restore"])),
+        ("mkreplica", words(&["-rekey"])),
+    ]
+}
+
+/// A folder that is no replica, named with `-replica` or the current
+/// directory: a usage mistake (exit 2) in every command, the explicit one
+/// said as `-replica DIR: not a replica` with a hint that asks whether it
+/// is the right folder and names the command that makes one there.
+#[test]
+fn a_folder_that_is_no_replica_exits_2_everywhere_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let out = dir.path().join("out");
+    let mut named = commands_on_a_replica(&out);
+    named.push(("lspacket", vec![plain.as_os_str().to_owned()]));
+    for (name, args) in named {
+        let args = [vec!["-replica".into(), plain.as_os_str().to_owned()], args].concat();
+        let refused = run(dir.path(), name, &args).fails_with(2);
+        let said = format!("{name}: error: -replica {}: not a replica", plain.display());
+        assert!(
+            refused.stderr.contains(&said),
+            "{name} {args:?}: {}",
+            refused.stderr
+        );
+        let hint = format!(
+            "{name}: hint: is {0} the right folder? mkreplica -import PACKET -replica {0} makes",
+            plain.display()
+        );
+        assert!(
+            refused.stderr.contains(&hint),
+            "{name} {args:?}: {}",
+            refused.stderr
+        );
+    }
+    // lspacket lists packets outside a replica: only -replica is a mistake.
+    for (name, args) in commands_on_a_replica(&out) {
+        let refused = run(&plain, name, &args).fails_with(2);
+        assert!(
+            refused.stderr.contains("no replica found in") && refused.stderr.contains(
+                "hint: run the command inside a replica, or name one with -replica DIR; mkreplica -import PACKET makes one"
+            ),
+            "{name} {args:?}: {}",
+            refused.stderr
+        );
+    }
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(&plain).unwrap().count(),
+        0,
+        "nothing made"
+    );
+}
+
+/// `-replica FILE`, or a path through a file (`FILE/sub`): "is a file, not
+/// a directory" (naming the file), exit 2, no bare OS error, in every
+/// command, mkreplica -init and -import (which make the folder) too;
+/// nothing is made.
+#[test]
+fn a_file_named_with_replica_is_said_as_such_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "not a folder").unwrap();
+    let out = dir.path().join("out");
+    let mut commands = commands_on_a_replica(&out);
+    commands.push(("lspacket", vec![dir.path().as_os_str().to_owned()]));
+    commands.push((
+        "mkreplica",
+        vec![
+            "-init".into(),
+            "-family".into(),
+            "fam".into(),
+            "alpha".into(),
+        ],
+    ));
+    commands.push((
+        "mkreplica",
+        vec!["-import".into(), out.as_os_str().to_owned()],
+    ));
+    let through = file.join("sub");
+    for (named, said) in [
+        (
+            &file,
+            format!("-replica {}: is a file, not a directory", file.display()),
+        ),
+        (
+            &through,
+            format!(
+                "-replica {}: {} is a file, not a directory",
+                through.display(),
+                file.display()
+            ),
+        ),
+    ] {
+        for (name, args) in &commands {
+            let args = [
+                vec!["-replica".into(), named.as_os_str().to_owned()],
+                args.clone(),
+            ]
+            .concat();
+            let refused = run(dir.path(), name, &args).fails_with(2);
+            assert!(
+                refused.stderr.contains(&format!("{name}: error: {said}\n")),
+                "{name} {args:?}: {}",
+                refused.stderr
+            );
+            assert!(
+                refused
+                    .stderr
+                    .contains(&format!("{name}: hint: -replica DIR names a folder")),
+                "{}",
+                refused.stderr
+            );
+            assert!(!refused.stderr.contains("os error"), "{}", refused.stderr);
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a folder");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "nothing made"
+    );
+}
