@@ -83,9 +83,9 @@ pub use naming::{
     PARTIAL_SUFFIX,
 };
 pub use reader::{
-    examine_packet, examine_packet_with, verify_packet, verify_packet_with, ChunkPiece,
-    ChunkPieces, Decryption, Examination, OperationRecord, OperationRecords, SignatureStatus,
-    VerifiedPacket,
+    examine_packet, examine_packet_with, verify_packet, verify_packet_with,
+    verify_packet_with_progress, ChunkPiece, ChunkPieces, Decryption, Examination, OperationRecord,
+    OperationRecords, Progress, SignatureStatus, VerifiedPacket, PROGRESS_BATCH,
 };
 pub use writer::{EncryptTo, PacketMeta, PacketWriter, WrittenPart};
 

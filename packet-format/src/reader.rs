@@ -142,7 +142,27 @@ pub struct VerifiedPacket {
     sealed: bool,
     /// The `secrets` entry, decrypted (creation packets with keys).
     secrets: Option<Vec<u8>>,
+    /// Told the bytes read while it is verified
+    /// ([`verify_packet_with_progress`]); `None` once it is.
+    progress: Option<Progress>,
 }
+
+/// Called as a packet is verified with the number of bytes of the packet
+/// file just read (entry data, in batches of at most
+/// [`PROGRESS_BATCH`] bytes, the rest when an entry is done): the sum
+/// over a verification is about the file's size (less its zip headers,
+/// more where an entry is read twice).
+#[derive(Clone)]
+pub struct Progress(pub Arc<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
+/// Bytes read between two calls of a [`Progress`] callback, at most.
+pub const PROGRESS_BATCH: u64 = 1 << 20;
 
 /// What [`examine_packet`] could learn about a packet, damaged or not.
 #[derive(Debug)]
@@ -181,6 +201,27 @@ pub fn verify_packet_with(
     trusted_keys: &[[u8; 32]],
     decryption: Option<&Arc<Decryption>>,
 ) -> Result<VerifiedPacket> {
+    verify(path, trusted_keys, decryption, None)
+}
+
+/// [`verify_packet_with`], telling `progress` the bytes read as it goes
+/// (for a progress bar: the checks read the whole file, which takes
+/// seconds for a large part).
+pub fn verify_packet_with_progress(
+    path: &Path,
+    trusted_keys: &[[u8; 32]],
+    decryption: Option<&Arc<Decryption>>,
+    progress: Progress,
+) -> Result<VerifiedPacket> {
+    verify(path, trusted_keys, decryption, Some(progress))
+}
+
+fn verify(
+    path: &Path,
+    trusted_keys: &[[u8; 32]],
+    decryption: Option<&Arc<Decryption>>,
+    progress: Option<Progress>,
+) -> Result<VerifiedPacket> {
     let opened = open_checked(path, trusted_keys)?;
     match &opened.status {
         SignatureStatus::Verified => {}
@@ -198,7 +239,7 @@ pub fn verify_packet_with(
         }
     }
     let header = decode_body(&opened.header_bytes, &opened.prefix).map_err(|k| k.at(path))?;
-    finish_verification(opened, header, decryption)
+    finish_verification(opened, header, decryption, progress)
 }
 
 /// Checks a packet as far as possible without failing early, for listings
@@ -246,7 +287,7 @@ pub fn examine_packet_with(
         );
         return exam;
     }
-    if let Err(err) = finish_verification(opened, header, decryption) {
+    if let Err(err) = finish_verification(opened, header, decryption, None) {
         exam.error = Some(err);
     }
     exam
@@ -551,6 +592,7 @@ fn finish_verification(
     opened: Opened,
     header: Header,
     decryption: Option<&Arc<Decryption>>,
+    progress: Option<Progress>,
 ) -> Result<VerifiedPacket> {
     let path = opened.path;
     check_entry_set(&header, &opened.locations).map_err(|k| k.at(&path))?;
@@ -565,6 +607,7 @@ fn finish_verification(
         keys: None,
         sealed: false,
         secrets: None,
+        progress,
     };
     if packet.header.entry(ENTRY_PASSKEY).is_some() {
         // Checked against its pins whether or not it can be opened.
@@ -614,7 +657,7 @@ fn finish_verification(
         for name in names {
             let location = packet.location(&name).clone();
             let entry = packet.header.entry(&name).expect("pinned").clone();
-            let mut stream = EntryStream::open(&packet.path, &location)?;
+            let mut stream = packet.stream(&location)?;
             stream
                 .finish(&entry, &location, Mode::Verify)
                 .map_err(|k| k.at(&packet.path))?;
@@ -693,11 +736,13 @@ fn finish_seals(mut packet: VerifiedPacket) -> Result<VerifiedPacket> {
     for name in unknown {
         let location = packet.location(&name).clone();
         let entry = packet.header.entry(&name).expect("pinned").clone();
-        let mut stream = EntryStream::open(&packet.path, &location)?;
+        let mut stream = packet.stream(&location)?;
         stream
             .finish(&entry, &location, Mode::Verify)
             .map_err(|k| k.at(&packet.path))?;
     }
+    // Verified: later reads (the import's) are not the verification's.
+    packet.progress = None;
     Ok(packet)
 }
 
@@ -710,6 +755,13 @@ enum Mode {
 }
 
 impl VerifiedPacket {
+    /// An entry's stream, telling [`Self::progress`] what it reads.
+    fn stream(&self, location: &EntryLocation) -> Result<EntryStream> {
+        let mut stream = EntryStream::open(&self.path, location)?;
+        stream.progress = self.progress.clone();
+        Ok(stream)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -781,7 +833,7 @@ impl VerifiedPacket {
     fn record_reader(&self, name: &str, mode: Mode) -> Result<RecordReader> {
         let location = self.location(name).clone();
         let entry = self.header.entry(name).expect("entry set checked").clone();
-        let stream = EntryStream::open(&self.path, &location)?;
+        let stream = self.stream(&location)?;
         let content = match entry.encoding {
             Encoding::Plain => Content::Plain(stream),
             Encoding::AgePlain | Encoding::AgeZstd => self.decrypting(stream, &entry, &location)?,
@@ -920,6 +972,11 @@ struct EntryStream {
     inner: Take<BufReader<File>>,
     sha: Sha256,
     crc: crc32fast::Hasher,
+    /// Told the bytes read, [`PROGRESS_BATCH`] at a time and the rest on
+    /// drop.
+    progress: Option<Progress>,
+    /// Bytes read not yet told.
+    unreported: u64,
 }
 
 impl EntryStream {
@@ -931,7 +988,18 @@ impl EntryStream {
             inner: BufReader::with_capacity(1 << 18, file).take(location.size),
             sha: Sha256::new(),
             crc: crc32fast::Hasher::new(),
+            progress: None,
+            unreported: 0,
         })
+    }
+
+    fn report(&mut self) {
+        if let Some(progress) = &self.progress {
+            if self.unreported > 0 {
+                (progress.0)(self.unreported);
+            }
+        }
+        self.unreported = 0;
     }
 
     /// Hashes whatever was not read yet and compares with the pins.
@@ -974,7 +1042,17 @@ impl Read for EntryStream {
         let n = self.inner.read(buf)?;
         self.sha.update(&buf[..n]);
         self.crc.update(&buf[..n]);
+        self.unreported += n as u64;
+        if self.unreported >= PROGRESS_BATCH {
+            self.report();
+        }
         Ok(n)
+    }
+}
+
+impl Drop for EntryStream {
+    fn drop(&mut self) {
+        self.report();
     }
 }
 

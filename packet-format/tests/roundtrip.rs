@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use packet_format::{
-    canonical_file_name, verify_packet, ErrorKind, LogicalPacket, PacketKind, PacketWriter,
-    MIN_PART_SIZE,
+    canonical_file_name, verify_packet, verify_packet_with_progress, ErrorKind, LogicalPacket,
+    PacketKind, PacketWriter, Progress, MIN_PART_SIZE, PROGRESS_BATCH,
 };
 
 /// Writes `files` (each a list of chunks) as one logical packet and reads
@@ -489,4 +489,53 @@ fn grouped_chunks_are_never_in_a_later_part_than_their_operation() {
         }
     }
     assert!(groups > 0, "some parts hold chunk groups");
+}
+
+/// The verifier tells its progress callback the bytes it reads as it
+/// goes, in batches of at most PROGRESS_BATCH: about the whole file (all
+/// but its zip headers) over several calls, and nothing more once the
+/// packet is verified (reading it later is not verifying it).
+#[test]
+fn verification_reports_the_bytes_it_reads_as_it_goes() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = PacketWriter::create(
+        dir.path(),
+        64 << 20,
+        &SENDER_SECRET,
+        meta(PacketKind::Update),
+    )
+    .unwrap();
+    for seed in 0..40 {
+        let chunk = noise(seed, 128 << 10);
+        writer.add_chunk(&chunk_id(&chunk), &chunk).unwrap();
+    }
+    let parts = writer.finish().unwrap();
+    assert_eq!(parts.len(), 1);
+    let size = parts[0].size;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    let progress = Progress(Arc::new(move |read| seen.lock().unwrap().push(read)));
+    let packet = verify_packet_with_progress(
+        &parts[0].path,
+        &[public_key(&SENDER_SECRET)],
+        None,
+        progress,
+    )
+    .unwrap();
+    let reported = calls.lock().unwrap().clone();
+    let sum: u64 = reported.iter().sum();
+    assert!(reported.len() >= 5, "{reported:?}");
+    assert!(
+        reported.iter().all(|&n| n > 0 && n <= PROGRESS_BATCH),
+        "{reported:?}"
+    );
+    assert!(sum <= size && sum + (64 << 10) >= size, "{sum} of {size}");
+    let chunks = packet.chunk_pieces().unwrap().count();
+    assert_eq!(chunks, 40);
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        reported.len(),
+        "reading is not verifying"
+    );
 }

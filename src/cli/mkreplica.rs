@@ -277,7 +277,7 @@ use crate::error::printable;
 use crate::replica::{self, Replica};
 use crate::sync::creation;
 use crate::sync::packets;
-use packet_format::{verify_packet_with, LogicalPacket, PacketKind};
+use packet_format::{LogicalPacket, PacketKind};
 
 const NAME: &str = "mkreplica";
 
@@ -649,9 +649,10 @@ fn import(args: &Args) -> anyhow::Result<()> {
     let verifying = bytes_phase("verifying the creation packet", &files);
     for file in &files {
         // As a library error, so a wrong passphrase gets its hint.
-        let part = verify_packet_with(file, &[signer], decryption.as_ref())
-            .map_err(crate::error::Error::Packet)?;
-        advance_by_size(file);
+        let size = std::fs::metadata(file).map_or(0, |m| m.len());
+        let part =
+            crate::sync::import::verify_with_progress(file, size, &[signer], decryption.as_ref())
+                .map_err(crate::error::Error::Packet)?;
         if part.header().packet_id == packet_id {
             parts.push(part);
         }

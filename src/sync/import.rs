@@ -560,9 +560,12 @@ fn apply_logical(
             let name = file.file_name().unwrap_or(file.as_os_str());
             crate::sys::progress::relabel(&format!("verifying {}", name.to_string_lossy()));
         }
-        parts.push(verify_with_progress(file, size, || {
-            verify_packet_with(file, &keys, decryption.as_ref())
-        })?);
+        parts.push(verify_with_progress(
+            file,
+            size,
+            &keys,
+            decryption.as_ref(),
+        )?);
     }
     drop(verifying);
     let packet = LogicalPacket::assemble(parts)?;
@@ -577,59 +580,32 @@ fn apply_logical(
     Ok((sender, result?))
 }
 
-/// Runs `verify` (which reads `file`, `size` bytes, front to back) and
-/// advances the progress phase by the bytes read as it goes. The reader
-/// (packet-format) reports no progress of its own: a sampler thread reads
-/// the offset of the process's descriptors open on `file`
-/// (`/proc/self/fdinfo`, Linux) five times a second; without /proc the
-/// phase advances once, at the end.
-fn verify_with_progress<T>(file: &Path, size: u64, verify: impl FnOnce() -> T) -> T {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let target = std::fs::canonicalize(file).ok();
-    let finished = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let sampler = scope.spawn(|| {
-            let mut reported = 0u64;
-            while !finished.load(Ordering::Acquire) {
-                std::thread::park_timeout(std::time::Duration::from_millis(200));
-                if let Some(offset) = target.as_deref().and_then(read_offset) {
-                    let offset = offset.min(size);
-                    if offset > reported {
-                        crate::sys::progress::advance(offset - reported);
-                        reported = offset;
-                    }
-                }
-            }
-            reported
-        });
-        let result = verify();
-        finished.store(true, Ordering::Release);
-        sampler.thread().unpark();
-        let reported = sampler.join().unwrap_or(size);
-        crate::sys::progress::advance(size.saturating_sub(reported));
-        result
-    })
-}
-
-/// The largest file offset of this process's descriptors open on `target`
-/// (a canonical path), from /proc/self/fdinfo; `None` where there is none.
-fn read_offset(target: &Path) -> Option<u64> {
-    let mut largest = None;
-    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
-        if std::fs::read_link(entry.path()).ok().as_deref() != Some(target) {
-            continue;
-        }
-        let info = std::path::Path::new("/proc/self/fdinfo").join(entry.file_name());
-        let Ok(text) = std::fs::read_to_string(info) else {
-            continue;
-        };
-        let offset = text
-            .lines()
-            .find_map(|line| line.strip_prefix("pos:"))
-            .and_then(|pos| pos.trim().parse::<u64>().ok());
-        largest = largest.max(offset);
-    }
-    largest
+/// Verifies one part (`size` bytes) as [`verify_packet_with`] does,
+/// advancing the progress phase by the bytes the verifier reports reading
+/// (packet-format's [`packet_format::Progress`]), never past `size`; what
+/// it did not report (zip headers) is added at the end.
+pub(crate) fn verify_with_progress(
+    file: &Path,
+    size: u64,
+    keys: &[[u8; 32]],
+    decryption: Option<&std::sync::Arc<packet_format::Decryption>>,
+) -> packet_format::Result<packet_format::VerifiedPacket> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let reported = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&reported);
+    let progress = packet_format::Progress(Arc::new(move |read: u64| {
+        // An entry read twice (a damage check) counts once.
+        let before = counter
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |done| {
+                Some(done.saturating_add(read).min(size))
+            })
+            .unwrap_or(size);
+        crate::sys::progress::advance(before.saturating_add(read).min(size) - before);
+    }));
+    let result = packet_format::verify_packet_with_progress(file, keys, decryption, progress);
+    crate::sys::progress::advance(size.saturating_sub(reported.load(Ordering::Relaxed)));
+    result
 }
 
 /// [`apply_logical`] once the packet is verified, with `batch` to fill.
