@@ -370,11 +370,31 @@ pub fn hint(err: &Error) -> Option<String> {
         Error::BadCreationPacket { .. } => {
             "ask the sender for a new creation packet (mkreplica -export there) and check its fingerprint with them".into()
         }
-        // Every part is written before the export is done: smaller parts
-        // (-maxsize) never make the packet fit, so the hint names what does.
-        Error::NoRoomForPackets { role, options, .. } => format!(
-            "every part must fit there at once (smaller parts with -maxsize do not help): make room \
-             on that disk, or name as the {role} a directory on a disk with room for all of it{}",
+        // Every part is written before the export is done, so the -maxsize
+        // that would fit is computed from the room there (`free`, statvfs
+        // of that filesystem): smaller parts split the same bytes, and
+        // what failed needed more than is free, so none fits; below the
+        // smallest part not even one part does.
+        Error::NoRoomForPackets {
+            role,
+            options,
+            free,
+            ..
+        } => format!(
+            "{}: make room on that disk, or name as the {role} a directory on a disk with room \
+             for all of it{}",
+            match *free < packet_format::MIN_PART_SIZE {
+                true => format!(
+                    "no -maxsize fits: the smallest part (-maxsize {}k) is larger than the {} free there",
+                    packet_format::MIN_PART_SIZE / 1024,
+                    crate::error::human_size(*free)
+                ),
+                false => format!(
+                    "no -maxsize fits: every part must be there at once, and together they need \
+                     more than the {} free there (smaller parts only split the same bytes)",
+                    crate::error::human_size(*free)
+                ),
+            },
             match *options {
                 "-maxsize and -workdir" => "; -workdir DIR builds the parts on another disk first, \
                     so the -out disk needs room only for the parts themselves",

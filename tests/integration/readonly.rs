@@ -701,7 +701,8 @@ fn a_full_stick_names_the_out_directory_and_leaves_nothing_behind() {
     assert!(full.stderr.starts_with(&expected), "{}", full.stderr);
     assert!(
         full.stderr
-            .contains("syncreplica: hint: every part must fit there at once (smaller parts with -maxsize do not help): make room on that disk")
+            .contains("syncreplica: hint: no -maxsize fits: every part must be there at once, and together they need more than the ")
+            && full.stderr.contains(" free there (smaller parts only split the same bytes): make room on that disk")
             && !full.stderr.contains("500m")
             && !full.stderr.contains("several sticks")
             && full.stderr.contains("-workdir DIR"),
@@ -713,12 +714,39 @@ fn a_full_stick_names_the_out_directory_and_leaves_nothing_behind() {
         "no internal file name, the OS error said in words: {}",
         full.stderr
     );
+    // The hint's size is the room the error names (statvfs of the stick).
+    let free = full.stderr[expected.len()..]
+        .split(" free on ")
+        .next()
+        .unwrap();
+    assert!(
+        full.stderr.contains(&format!(
+            "together they need more than the {free} free there"
+        )),
+        "{}",
+        full.stderr
+    );
     assert_eq!(names_in(stick.path()), Vec::<String>::new());
     assert_eq!(
         epoch_in_row(&alpha, "beta", "alpha"),
         before,
         "nothing recorded as sent"
     );
+
+    // Less room than the smallest part: said so, with both sizes.
+    let stat = rustix::fs::statvfs(stick.path()).unwrap();
+    let room = stat.f_bavail * stat.f_frsize;
+    let filler = stick.path().join("filler");
+    std::fs::write(&filler, vec![0u8; (room - (16 << 10)) as usize]).unwrap();
+    let tiny = export_to(&alpha, stick.path(), &["beta"], &[]).fails_with(1);
+    assert!(
+        tiny.stderr.contains(
+            "syncreplica: hint: no -maxsize fits: the smallest part (-maxsize 64k) is larger than the "
+        ),
+        "{}",
+        tiny.stderr
+    );
+    std::fs::remove_file(&filler).unwrap();
 
     // Written elsewhere first (-workdir), the parts fill the stick as they
     // are moved there: the same, nothing left in either place.
@@ -750,7 +778,7 @@ fn a_full_stick_names_the_out_directory_and_leaves_nothing_behind() {
             stick.path().display()
         )) && full
             .stderr
-            .contains("smaller parts with -maxsize do not help")
+            .contains("no -maxsize fits: every part must be there at once")
             && !full.stderr.contains("-workdir"),
         "{}",
         full.stderr
