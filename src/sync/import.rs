@@ -1036,27 +1036,3 @@ fn refusal_of(err: packet_format::Error) -> Refusal {
         },
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use std::io::Read;
-
-    /// The verify progress follows the reader's offset in the part: the
-    /// sampler reads it from /proc as the reader moves.
-    #[test]
-    fn read_offset_follows_a_reader_of_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("part.zip");
-        std::fs::write(&path, vec![7u8; 100_000]).unwrap();
-        let canonical = std::fs::canonicalize(&path).unwrap();
-        assert_eq!(super::read_offset(&canonical), None);
-        let mut file = std::fs::File::open(&path).unwrap();
-        let mut buffer = vec![0u8; 40_000];
-        file.read_exact(&mut buffer).unwrap();
-        assert_eq!(super::read_offset(&canonical), Some(40_000));
-        file.read_exact(&mut buffer).unwrap();
-        assert_eq!(super::read_offset(&canonical), Some(80_000));
-        drop(file);
-        assert_eq!(super::read_offset(&canonical), None);
-    }
-}
