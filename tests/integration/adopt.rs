@@ -286,8 +286,15 @@ fn adoption_refuses_a_replica_and_a_missing_folder() {
             out.to_str().unwrap(),
         ],
     )
-    .fails_with(1);
-    assert!(failed.stderr.contains("missing"), "{}", failed.stderr);
+    .fails_with(2);
+    assert!(
+        failed.stderr.contains(&format!(
+            "-replica {}: no such directory",
+            missing.display()
+        )),
+        "{}",
+        failed.stderr
+    );
     assert!(!missing.exists());
     let before = everything_under(src.path());
     let failed = run(
