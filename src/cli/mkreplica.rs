@@ -699,6 +699,9 @@ fn import(args: &Args) -> anyhow::Result<()> {
     for note in &made.conflicts {
         outln!("  conflict: {note}");
     }
+    for note in &made.not_applied {
+        outln!("  not applied here: {note}");
+    }
     print_mirror_of(args, &made.sender);
     if args.fingerprint.is_some() {
         outln!(
@@ -729,6 +732,7 @@ fn import(args: &Args) -> anyhow::Result<()> {
                 .map(|p| crate::tree::relpath::display(p))
                 .collect(),
             conflicts: made.conflicts.clone(),
+            not_applied: made.not_applied.clone(),
             fingerprint: made.fingerprint.clone(),
             fingerprint_checked: args.fingerprint.is_some(),
         };

@@ -291,8 +291,20 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
         String::from_utf8_lossy(&created.stderr)
     );
     assert!(created.status.success(), "{said}");
-    // The device node is recorded, not made, and said so.
-    assert!(said.contains("1 special files"), "{said}");
+    // The device node is recorded, not made, and said so: not a conflict
+    // but what this user cannot do (as a later import says it). Owners
+    // this user cannot give are counted too, as groups are.
+    assert!(
+        said.contains("not applied here: 1 special files"),
+        "{said}"
+    );
+    assert!(
+        said.contains("not applied here: owner not applied to ")
+            && said.contains("not running as root"),
+        "{said}"
+    );
+    assert!(said.contains("not applied here: group not applied to "), "{said}");
+    assert!(!said.contains("conflict:"), "{said}");
     assert!(!dst.join("etc/null").exists());
     // Content, modes, times, hard links, ACLs, user.* attributes and the
     // FIFO as at the source; owners are this user's, security.* and the
@@ -766,4 +778,108 @@ fn the_tree_digest_covers_the_metadata_both_members_preserve() {
         imported.stdout,
         imported.stderr
     );
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+/// Setuid and setgid bits: a member that runs as root and keeps owners
+/// keeps them, as `rsync -aHAX` does (after creation and after an update's
+/// `chmod 4711`); one that does not keep owners cannot (the file would be
+/// setuid to whoever owns it there), says so with a count, does not take
+/// their absence for a change of its own, and does not lose them for the
+/// family when it edits the file.
+#[test]
+fn setuid_and_setgid_bits_arrive_where_owners_are_kept_and_are_warned_about_elsewhere() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (owners, setuid files of other users)");
+        return;
+    }
+    let fam = family(
+        &["alpha", "beta", "gamma"],
+        &[
+            ("bin/tool", "tool\n"),
+            ("bin/grp", "grp\n"),
+            ("bin/plain", "plain\n"),
+        ],
+    );
+    let (alpha, beta, gamma) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    let config = gamma.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\npreserve = [\"acls\", \"xattrs\", \"hardlinks\"]\n"),
+    )
+    .unwrap();
+    sh(
+        &alpha,
+        "chown 4242:4343 bin/tool && chmod 4755 bin/tool && chgrp 42 bin/grp && chmod 2755 bin/grp",
+    );
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&alpha, &out, &["beta", "gamma"], &[]).ok();
+    let flags = "-aHAXc --numeric-ids";
+
+    let imported = import_from(&beta, &[&out]).ok();
+    assert!(
+        !imported.stdout.contains("not applied"),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(rsync_differences(flags, &alpha, &beta, &[]), Vec::<String>::new());
+    assert_eq!(mode_of(&beta.join("bin/tool")), 0o4755);
+
+    let imported = import_from(&gamma, &[&out]).ok();
+    assert!(
+        imported
+            .stdout
+            .contains("not applied here: setuid/setgid bits not applied to 2 paths"),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(mode_of(&gamma.join("bin/tool")), 0o755);
+    assert_eq!(mode_of(&gamma.join("bin/grp")), 0o755);
+    let status = run(&gamma, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+
+    // An update's chmod 4711 arrives as 4711; a chmod u-s as well.
+    sh(&alpha, "chmod 4711 bin/plain && chmod u-s bin/tool");
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("2");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    let imported = import_from(&beta, &[&out]).ok();
+    assert!(
+        !imported.stdout.contains("not applied"),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(rsync_differences(flags, &alpha, &beta, &[]), Vec::<String>::new());
+    assert_eq!(mode_of(&beta.join("bin/plain")), 0o4711);
+    let status = run(&beta, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+
+    // gamma edits bin/grp: its setgid bit, not applied there, is not
+    // lost for the family.
+    write(&gamma, "bin/grp", "grp, edited at gamma\n");
+    run(&gamma, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("3");
+    export_to(&gamma, &out, &["alpha"], &[]).ok();
+    import_from(&alpha, &[&out]).ok();
+    assert_eq!(
+        std::fs::read_to_string(alpha.join("bin/grp")).unwrap(),
+        "grp, edited at gamma\n"
+    );
+    assert_eq!(mode_of(&alpha.join("bin/grp")), 0o2755);
 }

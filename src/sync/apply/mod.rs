@@ -337,6 +337,10 @@ pub struct ApplyReport {
     /// replica (a path too long below its root): logged and relayed, not
     /// applied.
     pub not_made: Vec<String>,
+    /// One note per item of metadata this replica could not apply (not
+    /// root: owners, groups, setuid bits; a filesystem without xattrs),
+    /// with how many paths: kept in the state, not on disk here.
+    pub not_applied: Vec<String>,
     /// Duplicate operations, and operations older than the recorded state.
     pub already_had: u64,
     /// Bytes of file content of the files made or changed.
@@ -507,7 +511,7 @@ pub fn apply_stored(
     }
     // Once per import, with a count (never silently dropped).
     report
-        .not_made
+        .not_applied
         .extend(executed.unapplied.lines().into_iter().map(|line| {
             format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
         }));
