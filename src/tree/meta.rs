@@ -548,8 +548,9 @@ pub fn apply(
                     unapplied.note("group", why);
                 }
                 // A directory's setgid bit only passes its group on.
-                if !is_dir {
-                    set_id_kept &= !(uid.map_or(0, |_| 0o4000) | gid.map_or(0, |_| 0o2000));
+                let lost = set_id_kept & (uid.map_or(0, |_| 0o4000) | gid.map_or(0, |_| 0o2000));
+                if !is_dir && lost != 0 {
+                    set_id_kept &= !lost;
                     set_id_why = "the owner or group could not be set";
                 }
             }

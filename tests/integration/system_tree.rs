@@ -117,6 +117,8 @@ fn build_tree(dir: &Path, root: bool) {
              truncate -s 3M sparse.img
              printf tail >> sparse.img
              echo old > old.txt
+             echo tool > etc/suid-tool
+             chmod 4755 etc/suid-tool
              touch -d '1960-05-05 10:00:00' old.txt
              chmod 2775 sg
              chmod 2750 .
@@ -305,11 +307,23 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
     );
     assert!(said.contains("not applied here: group not applied to "), "{said}");
     assert!(!said.contains("conflict:"), "{said}");
+    // A setuid file would be this user's setuid file here: the bit is not
+    // set, and that is said.
+    assert!(
+        said.contains("not applied here: setuid/setgid bits not applied to 1 path: not running as root"),
+        "{said}"
+    );
+    assert_eq!(mode_of(&dst.join("etc/suid-tool")), 0o755);
     assert!(!dst.join("etc/null").exists());
     // Content, modes, times, hard links, ACLs, user.* attributes and the
     // FIFO as at the source; owners are this user's, security.* and the
     // device node are not there (a user cannot make them).
-    let differences = rsync_differences("-rlptHAc --specials", &src, &dst, &["/etc/null"]);
+    let differences = rsync_differences(
+        "-rlptHAc --specials",
+        &src,
+        &dst,
+        &["/etc/null", "/etc/suid-tool"],
+    );
     assert_eq!(differences, Vec::<String>::new());
     let note = Command::new("getfattr")
         .args(["-n", "user.note", "--only-values"])
