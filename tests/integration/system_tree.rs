@@ -359,6 +359,9 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
         assert!(out.status.success(), "{program:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    // -verify agrees: the device node it does not keep is not missing.
+    let verify = as_nobody(&binary_path("syncreplica"), &["-verify".as_ref()]);
+    assert!(!verify.contains("not as recorded"), "{verify}");
     sh(&src, "printf 'more:x:1:\\n' >> etc/shadow");
     let update = dir.path().join("update");
     std::fs::create_dir(&update).unwrap();
@@ -896,4 +899,68 @@ fn setuid_and_setgid_bits_arrive_where_owners_are_kept_and_are_warned_about_else
         "grp, edited at gamma\n"
     );
     assert_eq!(mode_of(&alpha.join("bin/grp")), 0o2755);
+}
+
+/// `syncreplica -verify` compares FIFOs and device nodes by kind and
+/// device number, as the scan does: as recorded, they are not reported;
+/// replaced by another kind or another device, they are. A device node
+/// recorded but not kept here (a member that is not root) is not
+/// "missing" either.
+#[test]
+fn verify_compares_special_files_by_kind_and_device_number() {
+    let fam = family(&["alpha", "beta"], &[("etc/hosts", "hosts\n")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    let root = is_root();
+    sh(
+        &alpha,
+        if root {
+            "mkfifo etc/initctl && mknod etc/null c 1 3"
+        } else {
+            "mkfifo etc/initctl"
+        },
+    );
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let verify = run(&alpha, "syncreplica", ["-verify"]).ok();
+    assert!(
+        !verify.stdout.contains("not as recorded"),
+        "{}",
+        verify.stdout
+    );
+    let out = fam.packet_dir("1");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    import_from(&beta, &[&out]).ok();
+    let verify = run(&beta, "syncreplica", ["-verify"]).ok();
+    assert!(
+        !verify.stdout.contains("not as recorded"),
+        "{}",
+        verify.stdout
+    );
+
+    // Another kind at the FIFO's name, another device at the node's.
+    sh(
+        &alpha,
+        if root {
+            "rm etc/initctl etc/null && mknod etc/initctl c 1 5 && mknod etc/null c 1 7"
+        } else {
+            "rm etc/initctl && ln -s hosts etc/initctl"
+        },
+    );
+    let verify = run(&alpha, "syncreplica", ["-verify"]).ok();
+    assert!(
+        verify.stdout.contains("not as recorded: etc/initctl: "),
+        "{}",
+        verify.stdout
+    );
+    if root {
+        assert!(
+            verify.stdout.contains("not as recorded: etc/null: "),
+            "{}",
+            verify.stdout
+        );
+        assert!(
+            verify.stdout.contains("2 paths are not as recorded"),
+            "{}",
+            verify.stdout
+        );
+    }
 }
