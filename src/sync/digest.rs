@@ -1031,7 +1031,9 @@ pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<Di
             ) = (recorded, &state)
             {
                 if k1 == k2 && (x1, y1) != (x2, y2) {
-                    format!("device number changed since recorded (now {x2}:{y2}; recorded {x1}:{y1})")
+                    format!(
+                        "device number changed since recorded (now {x2}:{y2}; recorded {x1}:{y1})"
+                    )
                 } else if k1 == k2 {
                     "mode changed since recorded".to_string()
                 } else {

@@ -410,10 +410,7 @@ pub fn set_id_bits_kept(ext: &Extensions, preserve: &Preserve) -> (u32, &'static
     if preserve.group && owner.group.is_some() {
         kept |= 0o2000;
     }
-    (
-        kept,
-        "owners are not kept here or by the origin",
-    )
+    (kept, "owners are not kept here or by the origin")
 }
 
 /// For a replica that cannot set them ([`set_id_bits_kept`]): the
@@ -421,7 +418,12 @@ pub fn set_id_bits_kept(ext: &Extensions, preserve: &Preserve) -> (u32, &'static
 /// `old_ext`) that an import could not apply, put into `new_mode` (what
 /// the scan saw), so that their absence here never looks like a local
 /// change (which would take them from the family).
-pub fn carry_set_id_bits(new_mode: &mut u32, old_mode: u32, old_ext: &Extensions, preserve: &Preserve) {
+pub fn carry_set_id_bits(
+    new_mode: &mut u32,
+    old_mode: u32,
+    old_ext: &Extensions,
+    preserve: &Preserve,
+) {
     let (kept, _) = set_id_bits_kept(old_ext, preserve);
     *new_mode |= old_mode & 0o6000 & !kept;
 }

@@ -296,21 +296,23 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
     // The device node is recorded, not made, and said so: not a conflict
     // but what this user cannot do (as a later import says it). Owners
     // this user cannot give are counted too, as groups are.
-    assert!(
-        said.contains("not applied here: 1 special files"),
-        "{said}"
-    );
+    assert!(said.contains("not applied here: 1 special files"), "{said}");
     assert!(
         said.contains("not applied here: owner not applied to ")
             && said.contains("not running as root"),
         "{said}"
     );
-    assert!(said.contains("not applied here: group not applied to "), "{said}");
+    assert!(
+        said.contains("not applied here: group not applied to "),
+        "{said}"
+    );
     assert!(!said.contains("conflict:"), "{said}");
     // A setuid file would be this user's setuid file here: the bit is not
     // set, and that is said.
     assert!(
-        said.contains("not applied here: setuid/setgid bits not applied to 1 path: not running as root"),
+        said.contains(
+            "not applied here: setuid/setgid bits not applied to 1 path: not running as root"
+        ),
         "{said}"
     );
     assert_eq!(mode_of(&dst.join("etc/suid-tool")), 0o755);
@@ -847,7 +849,10 @@ fn setuid_and_setgid_bits_arrive_where_owners_are_kept_and_are_warned_about_else
         "{}",
         imported.stdout
     );
-    assert_eq!(rsync_differences(flags, &alpha, &beta, &[]), Vec::<String>::new());
+    assert_eq!(
+        rsync_differences(flags, &alpha, &beta, &[]),
+        Vec::<String>::new()
+    );
     assert_eq!(mode_of(&beta.join("bin/tool")), 0o4755);
 
     let imported = import_from(&gamma, &[&out]).ok();
@@ -878,7 +883,10 @@ fn setuid_and_setgid_bits_arrive_where_owners_are_kept_and_are_warned_about_else
         "{}",
         imported.stdout
     );
-    assert_eq!(rsync_differences(flags, &alpha, &beta, &[]), Vec::<String>::new());
+    assert_eq!(
+        rsync_differences(flags, &alpha, &beta, &[]),
+        Vec::<String>::new()
+    );
     assert_eq!(mode_of(&beta.join("bin/plain")), 0o4711);
     let status = run(&beta, "syncreplica", ["-status"]).ok();
     assert!(
@@ -963,4 +971,83 @@ fn verify_compares_special_files_by_kind_and_device_number() {
             verify.stdout
         );
     }
+}
+
+/// A mirror sets back everything recorded that was changed there on a
+/// path whose content is the family's: owner, group, ACLs, xattrs, mode,
+/// a file's, a directory's and a symlink's time (a symlink is not set
+/// aside for its time). Once set back, nothing is left to set back: the
+/// next command says nothing.
+#[test]
+fn a_mirror_sets_back_every_recorded_item_of_metadata_once() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (owners)");
+        return;
+    }
+    let fam = family(
+        &["alpha", "beta"],
+        &[("etc/conf", "conf\n"), ("etc/sub/x", "x\n")],
+    );
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    sh(
+        &alpha,
+        "ln -s conf etc/link && touch -h -d '2001-01-01' etc/link && touch -d '2002-02-02' etc/sub etc",
+    );
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    import_from(&beta, &[&out]).ok();
+    run(&beta, "chreplica", ["-mirror", "alpha"]).ok();
+    let flags = "-aHAXc --numeric-ids";
+    let before = named(&rsync_differences(flags, &alpha, &beta, &[]));
+
+    // A service (or an administrator) changes metadata on the mirror.
+    sh(
+        &beta,
+        "chown 4242:4343 etc/conf
+         setfattr -n user.svc -v 1 etc/conf
+         setfacl -m u:4242:rw etc/conf
+         chmod 700 etc/sub
+         chgrp 4343 etc/sub
+         touch -d '2010-01-01' etc/sub/x
+         touch -h -d '2011-01-01' etc/link
+         touch -d '2012-01-01' etc",
+    );
+    let first = run(&beta, "syncreplica", ["-record"]).ok();
+    let said = format!("{}{}", first.stdout, first.stderr);
+    for path in ["etc/conf", "etc/sub", "etc/sub/x", "etc/link", "etc:"] {
+        assert!(said.contains(&format!("mirror: {path}")), "{path}: {said}");
+    }
+    assert!(!said.contains("set aside"), "{said}");
+    assert_eq!(named(&rsync_differences(flags, &alpha, &beta, &[])), before);
+
+    // Set back for good: the next commands have nothing to set back.
+    for _ in 0..2 {
+        let again = run(&beta, "syncreplica", ["-record"]).ok();
+        assert!(
+            !again.stdout.contains("mirror:") && !again.stderr.contains("mirror:"),
+            "{}{}",
+            again.stdout,
+            again.stderr
+        );
+    }
+    let status = run(&beta, "syncreplica", ["-status"]).ok();
+    assert!(!status.stdout.contains("mirror:"), "{}", status.stdout);
+
+    // New content is set aside; its folder's time, which that moved, is
+    // set back with it, not found changed by the next command.
+    write(&beta, "etc/sub/x", "written by a service\n");
+    let set_aside = run(&beta, "syncreplica", ["-record"]).ok();
+    assert!(
+        set_aside
+            .stdout
+            .contains("mirror: etc/sub/x changed here; set aside"),
+        "{}",
+        set_aside.stdout
+    );
+    let again = run(&beta, "syncreplica", ["-record"]).ok();
+    assert!(!again.stdout.contains("mirror:"), "{}", again.stdout);
 }
