@@ -25,7 +25,8 @@
 //! preserves as it last heard (nothing, until it has heard), and a
 //! receiver compares only when it preserves everything covered, so
 //! members with different `preserve` settings raise no false alarm. The
-//! setuid/setgid bits a receiver drops are never covered.
+//! setuid/setgid bits, which a member that does not keep owners cannot
+//! set, are never covered.
 
 use std::collections::BTreeMap;
 use std::path::Path;

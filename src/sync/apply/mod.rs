@@ -115,8 +115,9 @@
 //!    refuses the batch. Before anything is staged, a batch whose staged
 //!    content exceeds the free space of the replica's filesystem is
 //!    refused ([`crate::Refusal::NoSpace`]). Mode (setuid and setgid
-//!    bits are dropped, and the entry records the mode as written) and mtime
-//!    are set. Directories are created, symlinks are created with their
+//!    bits only after the owner, by root where owners are kept:
+//!    [`crate::tree::meta::set_id_bits_kept`]; the entry records them
+//!    either way) and mtime are set. Directories are created, symlinks are created with their
 //!    stored target bytes (never followed), deleted paths are removed. A file
 //!    whose content is unchanged only gets its mode and mtime set.
 //! 8. **Soft delete.** A regular file that an import deletes or replaces is
