@@ -486,7 +486,8 @@ impl Unapplied {
 /// `path` (a name the caller proved inside the replica; a `/proc/self/fd`
 /// path of an `O_PATH` handle, so it is followed to exactly that object),
 /// then `mode` (after the owner: `chown` clears setuid bits) for files and
-/// directories. What cannot be applied is counted in `unapplied`, never an
+/// directories; a file's setuid/setgid bits only as [`set_id_bits_kept`]
+/// allows. What cannot be applied is counted in `unapplied`, never an
 /// error: the content is in place either way.
 #[allow(clippy::too_many_arguments)]
 pub fn apply(
