@@ -387,8 +387,11 @@ pub struct MirrorUndone {
     /// Replicated paths changed here: set aside (where kept, if anything was
     /// on disk) and asked for again.
     pub set_aside: Vec<(Vec<u8>, Option<PathBuf>)>,
-    /// Replicated paths whose mode or mtime was set back.
+    /// Replicated paths whose metadata was set back.
     pub metadata_restored: Vec<Vec<u8>>,
+    /// What could not be set back (items this user cannot apply, with
+    /// counts; a hard-link leader out of reach).
+    pub notes: Vec<String>,
     /// New local paths the family does not have: left alone, not recorded.
     pub local_only: usize,
     /// The member asked for the family's versions.

@@ -103,7 +103,7 @@ pub fn manual(name: &str) -> Manual {
                 ),
                 (
                     "syncreplica -import -fmt json",
-                    "{version: 1, packets: [{files: [PATH], outcome (\"applied\", \"already applied\", \"acknowledgement\", \"waiting\", \"left alone\", \"refused\"), sender, why (for waiting, left alone, refused), changes: {added, changed, deleted, bytes_written, conflicts: [NOTE], not_made: [NOTE], failed: [NOTE]} (for applied, else null)}], applied, added, changed, deleted, conflicts, bytes_written, bytes_from_packets, bytes_copied, bytes_as_holes, notes: [NOTE]}. Printed before the exit status is decided: an import that refused a packet prints it and exits 1.",
+                    "{version: 1, packets: [{files: [PATH], outcome (\"applied\", \"already applied\", \"acknowledgement\", \"waiting\", \"left alone\", \"refused\"), sender, why (for waiting, left alone, refused), changes: {added, changed, deleted, bytes_written, conflicts: [NOTE], not_made: [NOTE], not_applied: [NOTE], failed: [NOTE]} (for applied, else null)}], applied, added, changed, deleted, conflicts, bytes_written, bytes_from_packets, bytes_copied, bytes_as_holes, notes: [NOTE]}. Printed before the exit status is decided: an import that refused a packet prints it and exits 1.",
                 ),
             ],
         },
@@ -134,7 +134,7 @@ pub fn manual(name: &str) -> Manual {
             json: &[
                 (
                     "mkreplica -import -fmt json",
-                    "{version: 1, replica, replica_id, family, family_id, root, packets: [PART], sender, files, not_carried: [PATH], conflicts: [NOTE], fingerprint, fingerprint_checked}",
+                    "{version: 1, replica, replica_id, family, family_id, root, packets: [PART], sender, files, not_carried: [PATH], conflicts: [NOTE], not_applied: [NOTE], fingerprint, fingerprint_checked}",
                 ),
                 (
                     "mkreplica -rekey -fmt json",

@@ -54,8 +54,10 @@ use clap::Parser;
 /// operation of every member from the first, each sealed by its origin,
 /// its member list is the family's first member and the members those
 /// operations add, its sender is its signer, and its epoch row claims no
-/// more than it carries. Modes lose their setuid and setgid bits, as in
-/// any import.
+/// more than it carries. Setuid and setgid bits are set only by a member
+/// that runs as root and keeps owners, as in any import; what this member
+/// cannot apply (device nodes, owners, groups and those bits when not
+/// root) is said with a count ("not applied here:").
 ///
 /// `mkreplica -export -manifest -out DIR NEWNAME` writes a manifest: a
 /// creation packet with the family, the new member's identity and the
@@ -709,6 +711,9 @@ fn import(args: &Args) -> anyhow::Result<()> {
     for note in &made.conflicts {
         outln!("  conflict: {note}");
     }
+    for note in &made.not_applied {
+        outln!("  not applied here: {note}");
+    }
     print_mirror_of(args, &made.sender);
     if args.fingerprint.is_some() {
         outln!(
@@ -739,6 +744,7 @@ fn import(args: &Args) -> anyhow::Result<()> {
                 .map(|p| crate::tree::relpath::display(p))
                 .collect(),
             conflicts: made.conflicts.clone(),
+            not_applied: made.not_applied.clone(),
             fingerprint: made.fingerprint.clone(),
             fingerprint_checked: args.fingerprint.is_some(),
         };

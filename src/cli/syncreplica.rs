@@ -1037,6 +1037,9 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 for note in &report.not_made {
                     outln!("  not made here: {note}");
                 }
+                for note in &report.not_applied {
+                    outln!("  not applied here: {note}");
+                }
                 for name in &report.members_added {
                     outln!("  new member of the family: \"{}\"", printable(name));
                 }

@@ -240,7 +240,9 @@ pub(crate) fn write_files(
             continue;
         }
         let file = open(&target.path, false).at(&target.path)?;
-        file.set_permissions(std::fs::Permissions::from_mode(target.mode))
+        // Setuid/setgid bits go on after the owner, if at all
+        // (`crate::tree::meta::apply`): never on a staged file.
+        file.set_permissions(std::fs::Permissions::from_mode(target.mode & 0o1777))
             .at(&target.path)?;
         crate::tree::confined::set_file_mtime(&file, target.mtime).at(&target.path)?;
         (options.after_file)()?;

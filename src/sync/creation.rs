@@ -712,6 +712,10 @@ pub struct CreationImport {
     /// hold beside another one (it folds case or Unicode normalisation),
     /// naming the conflict copy made of it.
     pub conflicts: Vec<String>,
+    /// One note per item this replica could not apply (not root: device
+    /// nodes, owners, groups, setuid bits), with how many paths: recorded,
+    /// not on disk here.
+    pub not_applied: Vec<String>,
 }
 
 /// The signer's fingerprint of a creation packet's first part, for
@@ -884,6 +888,7 @@ pub fn import_creation(
                 files,
                 not_carried,
                 conflicts,
+                not_applied,
             },
         )) => Ok(CreationImport {
             replica,
@@ -898,6 +903,7 @@ pub fn import_creation(
             files,
             not_carried,
             conflicts,
+            not_applied,
         }),
         Err(err) => {
             // Leave the directory as it was found, absent or empty: remove
@@ -1059,6 +1065,7 @@ struct Materialized {
     files: u64,
     not_carried: Vec<Vec<u8>>,
     conflicts: Vec<String>,
+    not_applied: Vec<String>,
 }
 
 /// Makes the new replica at `root` (empty) from a checked creation packet,
@@ -1415,16 +1422,16 @@ fn materialize(
         replica: Replica::open(root)?,
         files,
         not_carried,
-        conflicts: fold_notes
-            .into_iter()
-            .chain(meta_notes)
-            .chain((not_made_special > 0).then(|| {
+        conflicts: fold_notes.into_iter().chain(meta_notes).collect(),
+        not_applied: (not_made_special > 0)
+            .then(|| {
                 format!(
                     "{not_made_special} special files (FIFOs, sockets or device nodes) recorded, \
                      not made: this replica does not keep them (preserve in config.toml; device \
                      nodes need root)"
                 )
-            }))
+            })
+            .into_iter()
             .chain(unapplied.lines().into_iter().map(|line| {
                 format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
             }))
@@ -1675,7 +1682,9 @@ fn write_content(
                 continue;
             }
             let file = assemble::open(&path, false).at(&path)?;
-            file.set_permissions(std::fs::Permissions::from_mode(mode))
+            // Setuid/setgid bits go on after the owner, if at all
+            // (`crate::tree::meta::apply`): never on a staged file.
+            file.set_permissions(std::fs::Permissions::from_mode(mode & 0o1777))
                 .at(&path)?;
             crate::tree::confined::set_file_mtime(&file, mtime).at(&path)?;
         }

@@ -580,7 +580,7 @@ pub(crate) struct PathRow {
     /// Its last operation.
     pub op: Operation,
     /// The state that operation gives it, as the apply engine applies it
-    /// (setuid and setgid dropped).
+    /// (see [`sanitize`]).
     pub state: PathState,
     /// Where its content was written ([`Scratch::stage`]), if it was.
     pub staged: Option<u64>,

@@ -25,7 +25,8 @@
 //! preserves as it last heard (nothing, until it has heard), and a
 //! receiver compares only when it preserves everything covered, so
 //! members with different `preserve` settings raise no false alarm. The
-//! setuid/setgid bits a receiver drops are never covered.
+//! setuid/setgid bits, which a member that does not keep owners cannot
+//! set, are never covered.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -914,6 +915,16 @@ pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<Di
         };
         let meta = match std::fs::symlink_metadata(&disk) {
             Ok(meta) => meta,
+            // A special file this replica does not keep (device nodes
+            // where it is not root) is recorded, never made here.
+            Err(err)
+                if err.kind() == std::io::ErrorKind::NotFound
+                    && matches!(recorded, PathState::Special { kind, .. }
+                        if !replica.preserve().keeps_special(*kind)) =>
+            {
+                on_disk.push((path.clone(), recorded.clone()));
+                continue;
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 mismatch(false, "missing".into());
                 continue;
@@ -962,8 +973,18 @@ pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<Di
                 chunks,
                 ext,
             }
+        } else if let Some(kind) = crate::tree::meta::special_kind_of(meta.file_type()) {
+            // By kind, device number and mode, as the scan records it.
+            PathState::Special {
+                kind,
+                mode: meta.mode() & 0o7777,
+                major: rustix::fs::major(meta.rdev()),
+                minor: rustix::fs::minor(meta.rdev()),
+                mtime: crate::tree::scan::file_mtime(&meta),
+                ext: Default::default(),
+            }
         } else {
-            mismatch(false, "is now a special file".into());
+            mismatch(false, "is now of an unknown kind".into());
             continue;
         };
         if leaf(&state) != leaf(recorded) {
@@ -995,6 +1016,34 @@ pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<Di
             };
             let what = if silent {
                 "content differs from what was recorded, with the same size and mtime".to_string()
+            } else if let (
+                PathState::Special {
+                    kind: k1,
+                    major: x1,
+                    minor: y1,
+                    ..
+                },
+                PathState::Special {
+                    kind: k2,
+                    major: x2,
+                    minor: y2,
+                    ..
+                },
+            ) = (recorded, &state)
+            {
+                if k1 == k2 && (x1, y1) != (x2, y2) {
+                    format!(
+                        "device number changed since recorded (now {x2}:{y2}; recorded {x1}:{y1})"
+                    )
+                } else if k1 == k2 {
+                    "mode changed since recorded".to_string()
+                } else {
+                    format!(
+                        "changed since recorded (now a {}; recorded a {})",
+                        crate::tree::scan::type_name(&state),
+                        crate::tree::scan::type_name(recorded)
+                    )
+                }
             } else {
                 format!(
                     "changed since recorded (now a {}; recorded a {})",

@@ -6,8 +6,11 @@
 //! starts every command finds on a replicated path (one with a live
 //! recorded entry) is undone instead of recorded:
 //!
-//! - a mode or mtime changed on a file or directory whose content is the
-//!   recorded one is set back at once;
+//! - metadata changed on a path whose content (a symlink's target, a
+//!   special file's device) is the recorded one is set back at once, all
+//!   that is recorded as an import sets it: mode (setuid bits as
+//!   [`crate::tree::meta::set_id_bits_kept`] allows), owner, group, ACLs,
+//!   xattrs, hard links and times;
 //! - anything else (new content, a deletion, another kind of entry) is set
 //!   aside (whatever is on disk is moved to `.syncreplica/deleted/DAY/PATH`,
 //!   soft-deleted as imports keep replaced versions), the path's entry is
@@ -28,6 +31,7 @@ use crate::replica::LockedReplica;
 use crate::store::layout::DELETED_DIR;
 use crate::store::state;
 use crate::store::state::StatKey;
+use crate::sync::apply::{set_meta, MetaKind};
 use crate::tree::confined::{ConfinedRoot, Located};
 use crate::tree::relpath;
 use crate::tree::scan::ScanOutcome;
@@ -50,6 +54,9 @@ pub fn keep_family_versions(
     let confined = ConfinedRoot::open(&replica.root)?;
     let day = chrono::Utc::now().format("%Y%m%d").to_string();
     let aside_dir = replica.state_dir().join(DELETED_DIR).join(day);
+    let preserve = replica.preserve();
+    let mut names = crate::tree::meta::Names::default();
+    let mut unapplied = crate::tree::meta::Unapplied::default();
     let mut forget: Vec<Vec<u8>> = Vec::new();
     let mut refreshed: Vec<(Vec<u8>, StatKey)> = Vec::new();
     // Deletions come deepest first, then the rest in path order: what is
@@ -64,23 +71,66 @@ pub fn keep_family_versions(
             Located::At(place) => place,
             Located::Blocked(why) => return Err(Error::hostile(relpath::display(&path), why)),
         };
-        let same_content = match (old, &change.new) {
-            (PathState::File { chunks: a, .. }, PathState::File { chunks: b, .. }) => a == b,
-            (PathState::Directory { .. }, PathState::Directory { .. }) => true,
-            _ => false,
-        };
-        if same_content {
-            let (mode, mtime) = match old {
-                PathState::File { mode, mtime, .. } => (*mode, Some(*mtime)),
-                PathState::Directory { mode, .. } => (*mode, None),
-                _ => unreachable!("matched above"),
-            };
-            place.set_mode(mode)?;
-            if let Some(mtime) = mtime {
-                place.set_mtime(mtime)?;
+        // The same content (target, device): only metadata changed here,
+        // and all of it is set back as an import sets it.
+        let meta_of = match (old, &change.new) {
+            (
+                PathState::File {
+                    chunks: a,
+                    mode,
+                    mtime,
+                    ext,
+                    ..
+                },
+                PathState::File { chunks: b, .. },
+            ) if a == b => Some((MetaKind::File, Some(*mode), Some(*mtime), ext)),
+            (PathState::Directory { mode, mtime, ext }, PathState::Directory { .. }) => {
+                Some((MetaKind::Directory, Some(*mode), *mtime, ext))
             }
+            (
+                PathState::Symlink {
+                    target: a,
+                    mtime,
+                    ext,
+                },
+                PathState::Symlink { target: b, .. },
+            ) if a == b => Some((MetaKind::Symlink, None, *mtime, ext)),
+            (
+                PathState::Special {
+                    kind: k,
+                    mode,
+                    major: x,
+                    minor: y,
+                    mtime,
+                    ext,
+                },
+                PathState::Special {
+                    kind: k2,
+                    major: x2,
+                    minor: y2,
+                    ..
+                },
+            ) if (k, x, y) == (k2, x2, y2) => {
+                Some((MetaKind::Special, Some(*mode), Some(*mtime), ext))
+            }
+            _ => None,
+        };
+        if let Some((kind, mode, mtime, ext)) = meta_of {
+            set_meta(
+                &place,
+                &|leader: &[u8]| confined.locate(leader, false),
+                &path,
+                kind,
+                mode,
+                mtime,
+                ext,
+                &preserve,
+                &mut names,
+                &mut unapplied,
+                &mut undone.notes,
+            )?;
             let disk = place.display_path();
-            if matches!(old, PathState::File { .. }) {
+            if kind == MetaKind::File {
                 let meta = std::fs::symlink_metadata(&disk).at(&disk)?;
                 refreshed.push((path.clone(), crate::tree::scan::stat_key(&meta)));
             }
@@ -107,9 +157,36 @@ pub fn keep_family_versions(
         undone.set_aside.push((path.clone(), kept));
         forget.push(path);
     }
+    undone.notes.extend(unapplied.lines());
     // What a folder set aside held is gone with it: forgotten too, and
     // asked for (the folder's re-assertion alone would not bring it).
     let entries = replica.entries()?;
+    // Moving a path aside moved its folder's time: set back too, or the
+    // next command would find the folder changed.
+    let mut parents: Vec<&[u8]> = undone
+        .set_aside
+        .iter()
+        .filter(|(_, kept)| kept.is_some())
+        .map(|(path, _)| {
+            let cut = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
+            &path[..cut]
+        })
+        .collect();
+    parents.sort();
+    parents.dedup();
+    for parent in parents {
+        if forget.iter().any(|f| relpath::is_within(parent, f)) {
+            continue;
+        }
+        if let Some(PathState::Directory {
+            mtime: Some(mtime), ..
+        }) = entries.get(parent).map(|e| &e.state)
+        {
+            if let Located::At(place) = confined.locate(parent, false)? {
+                place.set_mtime(*mtime)?;
+            }
+        }
+    }
     let gone: Vec<Vec<u8>> = entries
         .iter()
         .filter(|(path, entry)| {
@@ -196,10 +273,16 @@ pub fn notes(undone: &Undone) -> Vec<String> {
         .collect();
     notes.extend(undone.metadata_restored.iter().map(|path| {
         format!(
-            "mirror: {}: mode or mtime changed here; set back to the family's",
+            "mirror: {}: metadata changed here; set back to the family's",
             relpath::display(path)
         )
     }));
+    notes.extend(
+        undone
+            .notes
+            .iter()
+            .map(|note| format!("mirror: not set back: {note}")),
+    );
     if undone.local_only > 0 {
         notes.push(format!(
             "mirror: {} the family does not have left alone, not recorded",

@@ -392,6 +392,42 @@ fn group_seen_or_recorded(seen: Principal, recorded: Principal) -> Principal {
     }
 }
 
+/// The setuid (`0o4000`) and setgid (`0o2000`) bits of a file or special
+/// file this replica sets, for a state with metadata `ext`: only as root,
+/// and only where it gives the file its recorded owner (setuid) or group
+/// (setgid), as `rsync -aHAX` does. Elsewhere the file would be setuid to
+/// whoever owns it here (this user, or root where owners are not kept).
+/// Returns the bits kept (a mask) and why the others are not.
+pub fn set_id_bits_kept(ext: &Extensions, preserve: &Preserve) -> (u32, &'static str) {
+    if !rustix::process::geteuid().is_root() {
+        return (0, "not running as root");
+    }
+    let owner = owner(ext).unwrap_or_default();
+    let mut kept = 0;
+    if preserve.owner && owner.user.is_some() {
+        kept |= 0o4000;
+    }
+    if preserve.group && owner.group.is_some() {
+        kept |= 0o2000;
+    }
+    (kept, "owners are not kept here or by the origin")
+}
+
+/// For a replica that cannot set them ([`set_id_bits_kept`]): the
+/// setuid/setgid bits of a file's recorded mode (`old_mode`, metadata
+/// `old_ext`) that an import could not apply, put into `new_mode` (what
+/// the scan saw), so that their absence here never looks like a local
+/// change (which would take them from the family).
+pub fn carry_set_id_bits(
+    new_mode: &mut u32,
+    old_mode: u32,
+    old_ext: &Extensions,
+    preserve: &Preserve,
+) {
+    let (kept, _) = set_id_bits_kept(old_ext, preserve);
+    *new_mode |= old_mode & 0o6000 & !kept;
+}
+
 /// `ext` without the keys this replica does not preserve: what its
 /// comparisons (the tree digest) look at.
 pub fn kept_only(ext: &Extensions, preserve: &Preserve) -> Extensions {
@@ -450,7 +486,8 @@ impl Unapplied {
 /// `path` (a name the caller proved inside the replica; a `/proc/self/fd`
 /// path of an `O_PATH` handle, so it is followed to exactly that object),
 /// then `mode` (after the owner: `chown` clears setuid bits) for files and
-/// directories. What cannot be applied is counted in `unapplied`, never an
+/// directories; a file's setuid/setgid bits only as [`set_id_bits_kept`]
+/// allows. What cannot be applied is counted in `unapplied`, never an
 /// error: the content is in place either way.
 #[allow(clippy::too_many_arguments)]
 pub fn apply(
@@ -464,7 +501,29 @@ pub fn apply(
     unapplied: &mut Unapplied,
 ) -> io::Result<()> {
     let stat = rustix::fs::stat(path).map_err(io::Error::from)?;
-    if let (true, Some(owner)) = (preserve.owner || preserve.group, owner(ext)) {
+    // Setuid/setgid bits of a file or special file go on only where its
+    // owner does ([`set_id_bits_kept`]); the others are counted.
+    let (mut set_id_kept, mut set_id_why) = if is_dir {
+        (0o6000, "")
+    } else {
+        set_id_bits_kept(ext, preserve)
+    };
+    let recorded_owner = owner(ext);
+    // A user that is not root cannot give files another owner: they are
+    // its own here, and that is said with a count (as a group it cannot
+    // set is).
+    if let (false, Some(user)) = (
+        preserve.owner || rustix::process::geteuid().is_root(),
+        recorded_owner.as_ref().and_then(|o| o.user.as_ref()),
+    ) {
+        if names.local_uid(user, preserve.numeric_ids) != stat.st_uid {
+            unapplied.note(
+                "owner",
+                "not running as root (the files are this user's here)".to_string(),
+            );
+        }
+    }
+    if let (true, Some(owner)) = (preserve.owner || preserve.group, recorded_owner) {
         let uid = owner
             .user
             .as_ref()
@@ -490,6 +549,12 @@ pub fn apply(
                 }
                 if gid.is_some() {
                     unapplied.note("group", why);
+                }
+                // A directory's setgid bit only passes its group on.
+                let lost = set_id_kept & (uid.map_or(0, |_| 0o4000) | gid.map_or(0, |_| 0o2000));
+                if !is_dir && lost != 0 {
+                    set_id_kept &= !lost;
+                    set_id_why = "the owner or group could not be set";
                 }
             }
         }
@@ -547,7 +612,11 @@ pub fn apply(
             put(ACL_XATTR_DEFAULT, keys::ACL_DEFAULT);
         }
     }
-    if let (Some(mode), false) = (mode, is_symlink) {
+    if let (Some(mut mode), false) = (mode, is_symlink) {
+        if mode & 0o6000 & !set_id_kept != 0 {
+            unapplied.note("setuid/setgid bits", set_id_why.to_string());
+            mode &= !(0o6000 & !set_id_kept);
+        }
         let now = rustix::fs::stat(path).map_err(io::Error::from)?;
         if now.st_mode & 0o7777 != mode & 0o7777 {
             rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode & 0o7777))

@@ -698,6 +698,40 @@ where
             seen_owner = meta::owner(ext);
         }
         carry_unobserved(&mut new_state, old_state, preserve);
+        // Setuid/setgid bits this replica cannot set (see
+        // `meta::set_id_bits_kept`) stay as recorded, unless the file's
+        // metadata was set here since (a chmod moves only its ctime).
+        let same_content = match (&new_state, old_state) {
+            (
+                PathState::File { chunks, mtime, .. },
+                Some(PathState::File {
+                    chunks: old_chunks,
+                    mtime: old_mtime,
+                    ..
+                }),
+            ) => chunks == old_chunks && mtime == old_mtime,
+            _ => true,
+        };
+        if let (
+            PathState::File { mode, .. } | PathState::Special { mode, .. },
+            Some(
+                PathState::File {
+                    mode: old_mode,
+                    ext: old_ext,
+                    ..
+                }
+                | PathState::Special {
+                    mode: old_mode,
+                    ext: old_ext,
+                    ..
+                },
+            ),
+        ) = (&mut new_state, old_state)
+        {
+            if !(same_content && old.is_some_and(|old| metadata_touched(old, &stat))) {
+                meta::carry_set_id_bits(mode, *old_mode, old_ext, preserve);
+            }
+        }
         // Nothing seen changed, yet the file's ctime moved since it was
         // recorded or placed: its owner or group was set (a `chgrp` to
         // this user's own group of a file whose recorded group it cannot

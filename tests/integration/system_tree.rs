@@ -117,6 +117,8 @@ fn build_tree(dir: &Path, root: bool) {
              truncate -s 3M sparse.img
              printf tail >> sparse.img
              echo old > old.txt
+             echo tool > etc/suid-tool
+             chmod 4755 etc/suid-tool
              touch -d '1960-05-05 10:00:00' old.txt
              chmod 2775 sg
              chmod 2750 .
@@ -291,13 +293,39 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
         String::from_utf8_lossy(&created.stderr)
     );
     assert!(created.status.success(), "{said}");
-    // The device node is recorded, not made, and said so.
-    assert!(said.contains("1 special files"), "{said}");
+    // The device node is recorded, not made, and said so: not a conflict
+    // but what this user cannot do (as a later import says it). Owners
+    // this user cannot give are counted too, as groups are.
+    assert!(said.contains("not applied here: 1 special files"), "{said}");
+    assert!(
+        said.contains("not applied here: owner not applied to ")
+            && said.contains("not running as root"),
+        "{said}"
+    );
+    assert!(
+        said.contains("not applied here: group not applied to "),
+        "{said}"
+    );
+    assert!(!said.contains("conflict:"), "{said}");
+    // A setuid file would be this user's setuid file here: the bit is not
+    // set, and that is said.
+    assert!(
+        said.contains(
+            "not applied here: setuid/setgid bits not applied to 1 path: not running as root"
+        ),
+        "{said}"
+    );
+    assert_eq!(mode_of(&dst.join("etc/suid-tool")), 0o755);
     assert!(!dst.join("etc/null").exists());
     // Content, modes, times, hard links, ACLs, user.* attributes and the
     // FIFO as at the source; owners are this user's, security.* and the
     // device node are not there (a user cannot make them).
-    let differences = rsync_differences("-rlptHAc --specials", &src, &dst, &["/etc/null"]);
+    let differences = rsync_differences(
+        "-rlptHAc --specials",
+        &src,
+        &dst,
+        &["/etc/null", "/etc/suid-tool"],
+    );
     assert_eq!(differences, Vec::<String>::new());
     let note = Command::new("getfattr")
         .args(["-n", "user.note", "--only-values"])
@@ -333,6 +361,9 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
         assert!(out.status.success(), "{program:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    // -verify agrees: the device node it does not keep is not missing.
+    let verify = as_nobody(&binary_path("syncreplica"), &["-verify".as_ref()]);
+    assert!(!verify.contains("not as recorded"), "{verify}");
     sh(&src, "printf 'more:x:1:\\n' >> etc/shadow");
     let update = dir.path().join("update");
     std::fs::create_dir(&update).unwrap();
@@ -766,4 +797,257 @@ fn the_tree_digest_covers_the_metadata_both_members_preserve() {
         imported.stdout,
         imported.stderr
     );
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+/// Setuid and setgid bits: a member that runs as root and keeps owners
+/// keeps them, as `rsync -aHAX` does (after creation and after an update's
+/// `chmod 4711`); one that does not keep owners cannot (the file would be
+/// setuid to whoever owns it there), says so with a count, does not take
+/// their absence for a change of its own, and does not lose them for the
+/// family when it edits the file.
+#[test]
+fn setuid_and_setgid_bits_arrive_where_owners_are_kept_and_are_warned_about_elsewhere() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (owners, setuid files of other users)");
+        return;
+    }
+    let fam = family(
+        &["alpha", "beta", "gamma"],
+        &[
+            ("bin/tool", "tool\n"),
+            ("bin/grp", "grp\n"),
+            ("bin/plain", "plain\n"),
+        ],
+    );
+    let (alpha, beta, gamma) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    let config = gamma.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\npreserve = [\"acls\", \"xattrs\", \"hardlinks\"]\n"),
+    )
+    .unwrap();
+    sh(
+        &alpha,
+        "chown 4242:4343 bin/tool && chmod 4755 bin/tool && chgrp 42 bin/grp && chmod 2755 bin/grp",
+    );
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&alpha, &out, &["beta", "gamma"], &[]).ok();
+    let flags = "-aHAXc --numeric-ids";
+
+    let imported = import_from(&beta, &[&out]).ok();
+    assert!(
+        !imported.stdout.contains("not applied"),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(
+        rsync_differences(flags, &alpha, &beta, &[]),
+        Vec::<String>::new()
+    );
+    assert_eq!(mode_of(&beta.join("bin/tool")), 0o4755);
+
+    let imported = import_from(&gamma, &[&out]).ok();
+    assert!(
+        imported
+            .stdout
+            .contains("not applied here: setuid/setgid bits not applied to 2 paths"),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(mode_of(&gamma.join("bin/tool")), 0o755);
+    assert_eq!(mode_of(&gamma.join("bin/grp")), 0o755);
+    let status = run(&gamma, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+
+    // An update's chmod 4711 arrives as 4711; a chmod u-s as well.
+    sh(&alpha, "chmod 4711 bin/plain && chmod u-s bin/tool");
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("2");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    let imported = import_from(&beta, &[&out]).ok();
+    assert!(
+        !imported.stdout.contains("not applied"),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(
+        rsync_differences(flags, &alpha, &beta, &[]),
+        Vec::<String>::new()
+    );
+    assert_eq!(mode_of(&beta.join("bin/plain")), 0o4711);
+    let status = run(&beta, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+
+    // gamma edits bin/grp: its setgid bit, not applied there, is not
+    // lost for the family.
+    write(&gamma, "bin/grp", "grp, edited at gamma\n");
+    run(&gamma, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("3");
+    export_to(&gamma, &out, &["alpha"], &[]).ok();
+    import_from(&alpha, &[&out]).ok();
+    assert_eq!(
+        std::fs::read_to_string(alpha.join("bin/grp")).unwrap(),
+        "grp, edited at gamma\n"
+    );
+    assert_eq!(mode_of(&alpha.join("bin/grp")), 0o2755);
+}
+
+/// `syncreplica -verify` compares FIFOs and device nodes by kind and
+/// device number, as the scan does: as recorded, they are not reported;
+/// replaced by another kind or another device, they are. A device node
+/// recorded but not kept here (a member that is not root) is not
+/// "missing" either.
+#[test]
+fn verify_compares_special_files_by_kind_and_device_number() {
+    let fam = family(&["alpha", "beta"], &[("etc/hosts", "hosts\n")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    let root = is_root();
+    sh(
+        &alpha,
+        if root {
+            "mkfifo etc/initctl && mknod etc/null c 1 3"
+        } else {
+            "mkfifo etc/initctl"
+        },
+    );
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let verify = run(&alpha, "syncreplica", ["-verify"]).ok();
+    assert!(
+        !verify.stdout.contains("not as recorded"),
+        "{}",
+        verify.stdout
+    );
+    let out = fam.packet_dir("1");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    import_from(&beta, &[&out]).ok();
+    let verify = run(&beta, "syncreplica", ["-verify"]).ok();
+    assert!(
+        !verify.stdout.contains("not as recorded"),
+        "{}",
+        verify.stdout
+    );
+
+    // Another kind at the FIFO's name, another device at the node's.
+    sh(
+        &alpha,
+        if root {
+            "rm etc/initctl etc/null && mknod etc/initctl c 1 5 && mknod etc/null c 1 7"
+        } else {
+            "rm etc/initctl && ln -s hosts etc/initctl"
+        },
+    );
+    let verify = run(&alpha, "syncreplica", ["-verify"]).ok();
+    assert!(
+        verify.stdout.contains("not as recorded: etc/initctl: "),
+        "{}",
+        verify.stdout
+    );
+    if root {
+        assert!(
+            verify.stdout.contains("not as recorded: etc/null: "),
+            "{}",
+            verify.stdout
+        );
+        assert!(
+            verify.stdout.contains("2 paths are not as recorded"),
+            "{}",
+            verify.stdout
+        );
+    }
+}
+
+/// A mirror sets back everything recorded that was changed there on a
+/// path whose content is the family's: owner, group, ACLs, xattrs, mode,
+/// a file's, a directory's and a symlink's time (a symlink is not set
+/// aside for its time). Once set back, nothing is left to set back: the
+/// next command says nothing.
+#[test]
+fn a_mirror_sets_back_every_recorded_item_of_metadata_once() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (owners)");
+        return;
+    }
+    let fam = family(
+        &["alpha", "beta"],
+        &[("etc/conf", "conf\n"), ("etc/sub/x", "x\n")],
+    );
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    sh(
+        &alpha,
+        "ln -s conf etc/link && touch -h -d '2001-01-01' etc/link && touch -d '2002-02-02' etc/sub etc",
+    );
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    import_from(&beta, &[&out]).ok();
+    run(&beta, "chreplica", ["-mirror", "alpha"]).ok();
+    let flags = "-aHAXc --numeric-ids";
+    let before = named(&rsync_differences(flags, &alpha, &beta, &[]));
+
+    // A service (or an administrator) changes metadata on the mirror.
+    sh(
+        &beta,
+        "chown 4242:4343 etc/conf
+         setfattr -n user.svc -v 1 etc/conf
+         setfacl -m u:4242:rw etc/conf
+         chmod 700 etc/sub
+         chgrp 4343 etc/sub
+         touch -d '2010-01-01' etc/sub/x
+         touch -h -d '2011-01-01' etc/link
+         touch -d '2012-01-01' etc",
+    );
+    let first = run(&beta, "syncreplica", ["-record"]).ok();
+    let said = format!("{}{}", first.stdout, first.stderr);
+    for path in ["etc/conf", "etc/sub", "etc/sub/x", "etc/link", "etc:"] {
+        assert!(said.contains(&format!("mirror: {path}")), "{path}: {said}");
+    }
+    assert!(!said.contains("set aside"), "{said}");
+    assert_eq!(named(&rsync_differences(flags, &alpha, &beta, &[])), before);
+
+    // Set back for good: the next commands have nothing to set back.
+    for _ in 0..2 {
+        let again = run(&beta, "syncreplica", ["-record"]).ok();
+        assert!(
+            !again.stdout.contains("mirror:") && !again.stderr.contains("mirror:"),
+            "{}{}",
+            again.stdout,
+            again.stderr
+        );
+    }
+    let status = run(&beta, "syncreplica", ["-status"]).ok();
+    assert!(!status.stdout.contains("mirror:"), "{}", status.stdout);
+
+    // New content is set aside; its folder's time, which that moved, is
+    // set back with it, not found changed by the next command.
+    write(&beta, "etc/sub/x", "written by a service\n");
+    let set_aside = run(&beta, "syncreplica", ["-record"]).ok();
+    assert!(
+        set_aside
+            .stdout
+            .contains("mirror: etc/sub/x changed here; set aside"),
+        "{}",
+        set_aside.stdout
+    );
+    let again = run(&beta, "syncreplica", ["-record"]).ok();
+    assert!(!again.stdout.contains("mirror:"), "{}", again.stdout);
 }

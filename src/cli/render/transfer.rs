@@ -207,6 +207,9 @@ pub struct ChangesJson {
     pub conflicts: Vec<String>,
     /// Paths not made here (a limit of this replica), one note per kind.
     pub not_made: Vec<String>,
+    /// Metadata not applied here (not root, no xattrs), one note per item
+    /// with a count of paths.
+    pub not_applied: Vec<String>,
     /// Disk steps that failed after the commit ("not applied here").
     pub failed: Vec<String>,
 }
@@ -252,6 +255,7 @@ pub fn import_json(outcomes: &[import::PacketOutcome]) -> ImportJson {
                         bytes_written: report.bytes_written,
                         conflicts: report.conflicts.clone(),
                         not_made: report.not_made.clone(),
+                        not_applied: report.not_applied.clone(),
                         failed: report
                             .failed
                             .iter()
@@ -329,6 +333,9 @@ pub struct CreationImportJson {
     /// Files the sender found busy and left out (its next update brings them).
     pub not_carried: Vec<String>,
     pub conflicts: Vec<String>,
+    /// What this replica could not apply (not root), one note per item
+    /// with a count of paths.
+    pub not_applied: Vec<String>,
     /// The SHA-256 fingerprint of the key that signed the packet.
     pub fingerprint: String,
     /// Whether it was checked against -fingerprint.

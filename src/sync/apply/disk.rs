@@ -1245,6 +1245,9 @@ fn run(
                 if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
                     return Ok(());
                 }
+                // Setuid/setgid bits are the SetMeta that follows's (after
+                // the owner, if at all): left as they are here.
+                let mode = &((*mode & 0o1777) | (stat.st_mode & 0o6000));
                 let done = stat.st_mode & 0o7777 == *mode & 0o7777 && stat_mtime(&stat) == *mtime;
                 if done {
                     return Ok(());

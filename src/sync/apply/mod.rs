@@ -115,8 +115,9 @@
 //!    refuses the batch. Before anything is staged, a batch whose staged
 //!    content exceeds the free space of the replica's filesystem is
 //!    refused ([`crate::Refusal::NoSpace`]). Mode (setuid and setgid
-//!    bits are dropped, and the entry records the mode as written) and mtime
-//!    are set. Directories are created, symlinks are created with their
+//!    bits only after the owner, by root where owners are kept:
+//!    [`crate::tree::meta::set_id_bits_kept`]; the entry records them
+//!    either way) and mtime are set. Directories are created, symlinks are created with their
 //!    stored target bytes (never followed), deleted paths are removed. A file
 //!    whose content is unchanged only gets its mode and mtime set.
 //! 8. **Soft delete.** A regular file that an import deletes or replaces is
@@ -337,6 +338,10 @@ pub struct ApplyReport {
     /// replica (a path too long below its root): logged and relayed, not
     /// applied.
     pub not_made: Vec<String>,
+    /// One note per item of metadata this replica could not apply (not
+    /// root: owners, groups, setuid bits; a filesystem without xattrs),
+    /// with how many paths: kept in the state, not on disk here.
+    pub not_applied: Vec<String>,
     /// Duplicate operations, and operations older than the recorded state.
     pub already_had: u64,
     /// Bytes of file content of the files made or changed.
@@ -507,7 +512,7 @@ pub fn apply_stored(
     }
     // Once per import, with a count (never silently dropped).
     report
-        .not_made
+        .not_applied
         .extend(executed.unapplied.lines().into_iter().map(|line| {
             format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
         }));

@@ -163,9 +163,11 @@ pub(crate) fn needs_newer_for(op: &Operation) -> Option<String> {
     Some(format!("the metadata of \"{path}\" (critical key {key})"))
 }
 
-/// Checks an incoming state and drops what is never applied (setuid and
-/// setgid bits): what an import applies and what `mkreplica -import` makes
-/// alike. Refuses ([`Refusal::HostilePath`]) a file whose chunks are not
+/// Checks an incoming state and drops what is never applied (bits
+/// outside `0o7777`, a directory's setuid bit): what an import applies and
+/// what `mkreplica -import` makes alike. A file's setuid/setgid bits are
+/// kept in the state; whether they go on disk is the receiver's
+/// ([`crate::tree::meta::set_id_bits_kept`]). Refuses ([`Refusal::HostilePath`]) a file whose chunks are not
 /// 1 ..= [`packet_format::MAX_CHUNK_LEN`] bytes each or whose size is not
 /// their sum, and a symlink target that is empty, too long or holds NUL.
 /// Operations are checked by [`needs_newer_for`] first.
@@ -202,7 +204,7 @@ pub(crate) fn sanitize(path: &[u8], state: &PathState) -> Result<PathState> {
                 ));
             }
             PathState::File {
-                mode: mode & 0o777,
+                mode: mode & 0o7777,
                 mtime: *mtime,
                 size: *size,
                 chunks: chunks.clone(),
@@ -239,7 +241,7 @@ pub(crate) fn sanitize(path: &[u8], state: &PathState) -> Result<PathState> {
             }
             PathState::Special {
                 kind: *kind,
-                mode: mode & 0o777,
+                mode: mode & 0o7777,
                 major: *major,
                 minor: *minor,
                 mtime: *mtime,
