@@ -621,6 +621,34 @@ fn open_s3_bay(class: &crate::config::S3Class, _bay: Bay) -> Result<Box<dyn BayS
     })
 }
 
+/// The storage class (its name) and the bay whose S3 prefix is `bay_url`
+/// (`s3://BUCKET/PREFIX/outgoing`, `…/incoming`, or a class's
+/// `return_bay`), if the configuration has one: how a packet named by its
+/// `s3://` URL (as the expiry notification names it) is found.
+pub fn s3_bay_named<'c>(
+    config: &'c crate::config::ShippingConfig,
+    bay_url: &str,
+) -> Option<(&'c str, &'c StorageClass, Bay)> {
+    let wanted = bay_url.trim_end_matches('/');
+    for (class_name, class) in &config.classes {
+        let Some(s3) = &class.s3 else { continue };
+        let storage = s3.storage_url.trim_end_matches('/');
+        for bay in [Bay::Outgoing, Bay::Incoming] {
+            if format!("{storage}/{}", bay.name()) == wanted {
+                return Some((class_name, class, bay));
+            }
+        }
+        if s3
+            .return_url
+            .as_deref()
+            .is_some_and(|url| url.trim_end_matches('/') == wanted)
+        {
+            return Some((class_name, class, Bay::Return));
+        }
+    }
+    None
+}
+
 /// One of a storage class's three bays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Bay {

@@ -522,3 +522,114 @@ fn import_receive_reads_an_s3_incoming_bay() {
     // Consumed: gone from the bucket.
     assert_eq!(incoming.list_all_keys().unwrap(), Vec::<String>::new());
 }
+
+/// A hub configuration with its bays on S3 under `prefix`, a destination
+/// nobody answers ("nowhere") and a notify command that writes each
+/// notice's body to `notice`; returns its path.
+fn lone_hub(dir: &Path, server: &test_support::S3Server, prefix: &str, notice: &Path) -> PathBuf {
+    let conf = dir.join(format!("{prefix}.toml"));
+    std::fs::write(
+        &conf,
+        format!(
+            "notify = \"cat > '{}'\"\n{}\n[destinations.nowhere]\nurl = \"http://127.0.0.1:{}\"\n",
+            notice.display(),
+            s3_class(server, prefix, 20),
+            free_port(),
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+#[test]
+fn the_mkorder_command_an_expiry_notice_gives_resends_the_packet_from_the_s3_return_bay() {
+    let Some(server) = service() else {
+        return;
+    };
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let prefix = format!("ret-{}", unique_id());
+    let notice = dir.join("notice.txt");
+    let conf = lone_hub(dir, &server, &prefix, &notice);
+    let conf_arg = conf.to_str().unwrap();
+    let out = fam.packet_dir("expiring");
+    let packet = &packets(&fam, &out, 0, 1)[0];
+    let name = packet.file_name().unwrap().to_str().unwrap().to_string();
+    let bytes = std::fs::read(packet).unwrap();
+    run(
+        dir,
+        "mkorder",
+        [
+            "-shipconf",
+            conf_arg,
+            "-pexpire",
+            "1s",
+            "-data",
+            packet.to_str().unwrap(),
+            "nowhere",
+        ],
+    )
+    .ok();
+    std::thread::sleep(Duration::from_millis(1100));
+    let pass = run(dir, "shipping_server", ["-shipconf", conf_arg, "-poll"]).ok();
+    assert!(pass.stdout.contains("1 expired"), "{}", pass.stdout);
+    let returned = store(&server, &prefix, "return");
+    assert_eq!(
+        returned.list().unwrap(),
+        [name.clone(), format!("{name}.order")]
+    );
+
+    // The notice's command, run as the administrator would (with the
+    // hub's configuration), queues the packet again from the return bay.
+    let told = std::fs::read_to_string(&notice).expect("the notify program ran");
+    let command = told
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("mkorder -data "))
+        .unwrap_or_else(|| panic!("no mkorder command in:\n{told}"));
+    let url = format!("s3://{}/{prefix}/return/{name}", server.bucket);
+    assert_eq!(command, format!("mkorder -data {url} nowhere"));
+    let mut args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    args.extend(["-shipconf", conf_arg]);
+    let again = run(dir, "mkorder", &args).ok();
+    assert!(again.stdout.contains("Submitted "), "{}", again.stdout);
+    let outgoing = store(&server, &prefix, "bay/outgoing");
+    assert_eq!(
+        outgoing.list().unwrap(),
+        [name.clone(), format!("{name}.order")]
+    );
+    assert_eq!(outgoing.read(&name).unwrap(), bytes);
+    // Moved: no longer in the return bay (its old order, the record of
+    // what was tried, stays there as in a directory return bay).
+    assert!(!returned.exists(&name).unwrap());
+
+    // A packet that is not there, or a URL outside every class's bays,
+    // is refused with exit 1, naming it, and nothing is queued.
+    let missing = run(
+        dir,
+        "mkorder",
+        ["-shipconf", conf_arg, "-data", &url, "nowhere"],
+    )
+    .fails_with(1);
+    assert!(
+        missing
+            .stderr
+            .contains(&format!("no packet {name} in s3://")),
+        "{}",
+        missing.stderr
+    );
+    let elsewhere = format!("s3://{}/elsewhere/return/{name}", server.bucket);
+    let refused = run(
+        dir,
+        "mkorder",
+        ["-shipconf", conf_arg, "-data", &elsewhere, "nowhere"],
+    )
+    .fails_with(1);
+    assert!(
+        refused
+            .stderr
+            .contains("is not a bay of any storage class on S3"),
+        "{}",
+        refused.stderr
+    );
+}
