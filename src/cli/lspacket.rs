@@ -279,6 +279,17 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             }
         })
         .collect();
+    // A packet in a directory bay that was removed between the listing
+    // and its examination (delivered by a server meanwhile) is no longer
+    // there to list.
+    let (entries, exams): (Vec<Entry>, Vec<packet_format::Examination>) = entries
+        .into_iter()
+        .zip(exams)
+        .filter(|(entry, exam)| {
+            let bay_file = entry.bay.is_some() && entry.remote.is_none();
+            !(bay_file && exam.error.is_some() && !entry.file.exists())
+        })
+        .unzip();
     // One readiness rule with -import: a packet whose parts are not all
     // listed here waits for the rest.
     let mut view = view;
@@ -434,22 +445,21 @@ fn bay_entries(
                 std::fs::create_dir_all(&dir)?;
                 let local = DirStore::new(&dir);
                 let mut names = store.list()?;
+                listed(bay);
                 names.sort_by(|a, b| packets::by_name_and_number(a.as_ref(), b.as_ref()));
                 for name in names {
                     if shipping::order::packet_of(&name).is_some() {
                         continue;
                     }
-                    shipping::bay::copy_between(store.as_ref(), &name, &local, &name)?;
-                    let order = match store.exists(&shipping::order::order_name(&name)) {
-                        Ok(true) => match ShippingOrder::load(store.as_ref(), &name) {
-                            Ok(order) => Some(order),
-                            Err(err) => {
-                                errln!("{NAME}: warning: {err}");
-                                None
-                            }
-                        },
-                        _ => None,
-                    };
+                    // Servers delivering from the bay remove what they
+                    // delivered: a packet gone since the listing is no
+                    // longer there to list.
+                    match shipping::bay::copy_between(store.as_ref(), &name, &local, &name) {
+                        Ok(_) => {}
+                        Err(err) if err.is_not_found() => continue,
+                        Err(err) => return Err(err.into()),
+                    }
+                    let order = bay_order(store.as_ref(), &name);
                     entries.push(Entry {
                         file: dir.join(&name),
                         bay: Some((class_name.clone(), bay)),
@@ -472,22 +482,15 @@ fn bay_entries(
                 continue;
             }
             let store = DirStore::new(&dir);
-            for file in packets::collect_packet_files(std::slice::from_ref(&dir))? {
+            let files = packets::collect_packet_files(std::slice::from_ref(&dir))?;
+            listed(bay);
+            for file in files {
                 let name = file
                     .file_name()
                     .and_then(|n| n.to_str())
                     .unwrap_or_default()
                     .to_string();
-                let order = match store.exists(&shipping::order::order_name(&name)) {
-                    Ok(true) => match ShippingOrder::load(&store, &name) {
-                        Ok(order) => Some(order),
-                        Err(err) => {
-                            errln!("{NAME}: warning: {err}");
-                            None
-                        }
-                    },
-                    _ => None,
-                };
+                let order = bay_order(&store, &name);
                 entries.push(Entry {
                     file,
                     bay: Some((class_name.clone(), bay)),
@@ -499,6 +502,33 @@ fn bay_entries(
         }
     }
     Ok(entries)
+}
+
+/// Test hook: the pause point `lspacket-listed:BAY` (a bay's packets
+/// are listed, none yet read), where a test removes one as a server
+/// delivering it would.
+fn listed(bay: Bay) {
+    crate::sys::testhook::pause_point(
+        &format!("lspacket-listed:{}", bay.name()),
+        &crate::sys::stop::StopFlag::new(),
+    );
+}
+
+/// The shipping order of packet `name` in `store`, if it has one; a
+/// warning when it cannot be read (one removed since it was seen, with
+/// its packet delivered meanwhile, is none).
+fn bay_order(store: &dyn BayStore, name: &str) -> Option<ShippingOrder> {
+    match store.exists(&shipping::order::order_name(name)) {
+        Ok(true) => match ShippingOrder::load(store, name) {
+            Ok(order) => Some(order),
+            Err(err) if err.is_not_found() => None,
+            Err(err) => {
+                errln!("{NAME}: warning: {err}");
+                None
+            }
+        },
+        _ => None,
+    }
 }
 
 /// The name the writer gives a packet with this header (SPEC.md §11): a

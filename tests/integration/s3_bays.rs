@@ -633,3 +633,36 @@ fn the_mkorder_command_an_expiry_notice_gives_resends_the_packet_from_the_s3_ret
         refused.stderr
     );
 }
+
+#[test]
+fn lspacket_skips_a_packet_delivered_from_the_s3_bay_between_the_listing_and_its_read() {
+    let Some(hub) = hub(2, 20) else {
+        return;
+    };
+    let outgoing = hub.outgoing();
+    let names: Vec<String> = outgoing
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| !n.ends_with(".order"))
+        .collect();
+    assert_eq!(names.len(), 2);
+    let marker = hub.fam.dir.path().join("listed.marker");
+    let paused = start_paused_at(
+        hub.fam.dir.path(),
+        "lspacket",
+        ["-shipconf", hub.conf.to_str().unwrap(), "-short"],
+        "lspacket-listed:outgoing",
+        &marker,
+    );
+    // A server delivers the first packet meanwhile: packet, then order.
+    outgoing.remove(&names[0]).unwrap();
+    outgoing.remove(&format!("{}.order", names[0])).unwrap();
+    let listed = paused.resume();
+    assert_eq!(listed.code, 0, "{}\n{}", listed.stdout, listed.stderr);
+    assert_eq!(
+        listed.stdout.trim(),
+        format!("{}/{}", outgoing.describe(), names[1])
+    );
+    assert_eq!(listed.stderr, "");
+}
