@@ -147,8 +147,16 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             Ok(trusted) => keys.extend(trusted),
             Err(err) => errln!("{NAME}: warning: {err}"),
         }
+        // Listing writes nothing: an S3 bay is checked with a listing, no
+        // probe write, so read-only credentials do.
+        shipping::bay::set_read_only();
         for class_name in shipping.classes(args.sclass.as_deref())? {
             let class = shipping.config.class(&class_name)?;
+            // A bay that cannot be used as configured is said once, as
+            // the error it is (not first as a warning about partials).
+            if class.s3.is_some() {
+                shipping::bay::open_bay(class, Bay::Outgoing)?;
+            }
             match shipping::receive::list_partials(class, now) {
                 Ok(list) => partials.extend(list.into_iter().map(|p| (class_name.clone(), p))),
                 Err(err) if class.s3.is_some() => {

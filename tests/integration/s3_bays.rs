@@ -666,3 +666,184 @@ fn lspacket_skips_a_packet_delivered_from_the_s3_bay_between_the_listing_and_its
     );
     assert_eq!(listed.stderr, "");
 }
+
+/// `name args…` in `dir` with the S3 variables changed: `set` given,
+/// `unset` removed.
+fn run_s3_env(dir: &Path, name: &str, args: &[&str], set: &[(&str, &str)], unset: &[&str]) -> Run {
+    let mut command = command(name, args);
+    command.current_dir(dir).stdin(std::process::Stdio::null());
+    for (key, value) in set {
+        command.env(key, value);
+    }
+    for key in unset {
+        command.env_remove(key);
+    }
+    let output = command.output().expect("binary starts");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn s3_configuration_mistakes_are_said_plainly_with_what_to_do() {
+    let Some(server) = service() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let prefix = format!("conf-{}", unique_id());
+    let conf = dir.join("hub.toml");
+    let conf_arg = conf.to_str().unwrap();
+    let good = s3_class(&server, &prefix, 20);
+    let write_conf = |class: &str| std::fs::write(&conf, class).unwrap();
+    // Each mistake, for a reading and a writing command: the bay, the
+    // endpoint, what is wrong, and a hint; never the raw service answer
+    // or the internal probe object.
+    let said = |set: &[(&str, &str)], unset: &[&str], words: &[&str], hint: &str| {
+        for name in ["lspacket", "shipping_server"] {
+            let args: &[&str] = match name {
+                "lspacket" => &["-shipconf", conf_arg],
+                _ => &["-shipconf", conf_arg, "-poll"],
+            };
+            let run = run_s3_env(dir, name, args, set, unset).fails_with(1);
+            let first = run.stderr.lines().next().unwrap_or_default();
+            assert!(
+                first.starts_with(&format!("{name}: error: s3://{}/{prefix}/", server.bucket)),
+                "{}",
+                run.stderr
+            );
+            for word in words {
+                assert!(run.stderr.contains(word), "{word}: {}", run.stderr);
+            }
+            assert!(
+                run.stderr.contains(&format!("{name}: hint: {hint}")),
+                "{}",
+                run.stderr
+            );
+            for raw in [".lock-probe", "Error performing", "<Code>"] {
+                assert!(!run.stderr.contains(raw), "{raw}: {}", run.stderr);
+            }
+            assert_eq!(run.stderr.lines().count(), 2, "said once: {}", run.stderr);
+        }
+    };
+    // The wrong endpoint: nothing listens there.
+    let port = free_port();
+    write_conf(&good.replace(&server.endpoint, &format!("http://127.0.0.1:{port}")));
+    said(
+        &[],
+        &[],
+        &[
+            &format!("(endpoint http://127.0.0.1:{port})"),
+            "cannot reach the service (connection refused)",
+        ],
+        "check endpoint in the class",
+    );
+    // A bucket that does not exist.
+    write_conf(&good.replace(
+        &format!("s3://{}/", server.bucket),
+        "s3://no-such-bucket-16/",
+    ));
+    let said_bucket = |words: &[&str], hint: &str| {
+        for name in ["lspacket", "shipping_server"] {
+            let args: &[&str] = match name {
+                "lspacket" => &["-shipconf", conf_arg],
+                _ => &["-shipconf", conf_arg, "-poll"],
+            };
+            let run = run_s3_env(dir, name, args, &[], &[]).fails_with(1);
+            for word in words {
+                assert!(run.stderr.contains(word), "{word}: {}", run.stderr);
+            }
+            assert!(run.stderr.contains(hint), "{}", run.stderr);
+            assert!(!run.stderr.contains(".lock-probe"), "{}", run.stderr);
+        }
+    };
+    said_bucket(
+        &["the bucket no-such-bucket-16 does not exist there"],
+        "hint: create it",
+    );
+    write_conf(&good);
+    // A wrong secret, an unknown key id, no credentials at all.
+    said(
+        &[("AWS_SECRET_ACCESS_KEY", "not-the-secret")],
+        &[],
+        &[&format!(
+            "the secret key is not the one of access key id {}",
+            server.access_key
+        )],
+        "correct the secret key",
+    );
+    said(
+        &[("AWS_ACCESS_KEY_ID", "NOSUCHKEY16")],
+        &[],
+        &["the service knows no access key id NOSUCHKEY16"],
+        "correct the access key id",
+    );
+    said(
+        &[("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")],
+        &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+        &["no credentials found"],
+        "credentials come from the environment of the program (AWS_ACCESS_KEY_ID",
+    );
+    // Credentials written into the configuration.
+    write_conf(&format!("{good}aws_secret_access_key = \"x\"\n"));
+    let run = run_s3_env(dir, "lspacket", &["-shipconf", conf_arg], &[], &[]).fails_with(1);
+    assert!(
+        run.stderr.contains("never put in shipping.toml")
+            && run.stderr.contains("AWS_SECRET_ACCESS_KEY"),
+        "{}",
+        run.stderr
+    );
+    // Plain HTTP not allowed: said once, not once per bay.
+    write_conf(&good.replace("allow_http = true\n", ""));
+    let run = run_s3_env(dir, "lspacket", &["-shipconf", conf_arg], &[], &[]).fails_with(1);
+    assert_eq!(
+        run.stderr.matches("plain HTTP").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+
+    // lspacket writes nothing: credentials that may only list and read
+    // list the bay; shipping_server, which writes, is told they may not.
+    let Some((key, secret)) = server.read_only.clone() else {
+        eprintln!("SKIPPED (read-only part): the S3 script made no read-only user");
+        return;
+    };
+    write_conf(&good);
+    let read_only = [
+        ("AWS_ACCESS_KEY_ID", key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+    let listed = run_s3_env(dir, "lspacket", &["-shipconf", conf_arg], &read_only, &[]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(listed.stdout.trim(), "No packets found.");
+    let refused = run_s3_env(
+        dir,
+        "shipping_server",
+        &["-shipconf", conf_arg, "-poll"],
+        &read_only,
+        &[],
+    )
+    .fails_with(1);
+    assert!(
+        refused.stderr.contains(&format!(
+            "access key id {key} (credentials from the environment"
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("is not allowed to write in bucket"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("hint: give that user read and write"),
+        "{}",
+        refused.stderr
+    );
+}
