@@ -365,8 +365,14 @@ pub fn list_bay(store: &dyn BayStore) -> Result<BayListing> {
 /// crash in between leaves an order whose packet is gone (which says what
 /// happened) rather than a packet no order accounts for.
 pub fn remove_with_order(store: &dyn BayStore, packet: &str) -> Result<()> {
-    store.remove(packet)?;
-    store.remove(&order_name(packet))
+    // Gone already: another server (sharing an S3 bay) removed it.
+    for entry in [packet.to_string(), order_name(packet)] {
+        match store.remove(&entry) {
+            Err(err) if !err.is_not_found() => return Err(err),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Moves a packet and its order to another bay: the packet first, then the

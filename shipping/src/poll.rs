@@ -255,7 +255,12 @@ impl Shipper<'_> {
                 if outgoing.exists(packet)? {
                     return Ok(());
                 }
-                outgoing.remove(order)
+                // Servers sharing the bay all find the leftover: gone
+                // already is another one's removal, not an error.
+                match outgoing.remove(order) {
+                    Err(err) if err.is_not_found() => Ok(()),
+                    removed => removed,
+                }
             });
             if let Err(err) = removed {
                 self.say(&format!("error: removing leftover order {order}: {err}"));
@@ -1083,6 +1088,68 @@ mod tests {
             outgoing.exists("sync_bad.zip.order").unwrap(),
             "kept for the administrator"
         );
+    }
+
+    /// A bay where another server removes the leftover order
+    /// `sync_gone.zip.order` just before this one takes the entries lock.
+    struct Racing(DirStore);
+
+    impl BayStore for Racing {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn list(&self) -> Result<Vec<String>> {
+            self.0.list()
+        }
+        fn exists(&self, name: &str) -> Result<bool> {
+            self.0.exists(name)
+        }
+        fn size(&self, name: &str) -> Result<u64> {
+            self.0.size(name)
+        }
+        fn open(&self, name: &str) -> Result<Box<dyn std::io::Read + Send + '_>> {
+            self.0.open(name)
+        }
+        fn write_from(&self, name: &str, reader: &mut dyn std::io::Read) -> Result<u64> {
+            self.0.write_from(name, reader)
+        }
+        fn remove(&self, name: &str) -> Result<()> {
+            self.0.remove(name)
+        }
+        fn rename(&self, from: &str, to: &str) -> Result<()> {
+            self.0.rename(from, to)
+        }
+        fn modified(&self, name: &str) -> Result<DateTime<Utc>> {
+            self.0.modified(name)
+        }
+        fn lock(&self, name: &str) -> Result<Box<dyn Send>> {
+            if name == ENTRIES_LOCK {
+                let _ = self.0.remove("sync_gone.zip.order");
+            }
+            self.0.lock(name)
+        }
+    }
+
+    #[test]
+    fn a_leftover_order_another_server_removed_first_is_no_error() {
+        let setup = Setup::new();
+        let outgoing = setup.outgoing();
+        outgoing
+            .write("sync_gone.zip.order", b"format = 1\n")
+            .unwrap();
+        let racing = Racing(outgoing.clone());
+        let listing = list_bay(&racing).unwrap();
+        assert_eq!(listing.orphan_orders, ["sync_gone.zip.order"]);
+        let lines = Mutex::new(Vec::new());
+        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
+        let shipper = Shipper {
+            config: &setup.config,
+            log: &log,
+        };
+        let class = setup.config.class("default").unwrap();
+        shipper.clean_up(&racing, "default", class, &listing, at(NOW));
+        assert!(!outgoing.exists("sync_gone.zip.order").unwrap());
+        assert_eq!(lines.lock().unwrap().clone(), Vec::<String>::new());
     }
 
     #[test]
