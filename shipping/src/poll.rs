@@ -110,6 +110,7 @@ impl Shipper<'_> {
                 }
             };
             let adopted = self.clean_up(outgoing, class_name, class, &listing, now);
+            self.sweep_dead_claims(outgoing, &listing);
             if class.s3.is_none() {
                 self.sweep_abandoned(&[class.outgoing_dir(), class.incoming_dir()], now);
             }
@@ -337,6 +338,46 @@ impl Shipper<'_> {
         ));
         Ok(true)
     }
+
+    /// Removes the claim objects (`.claim-PACKET`) of servers that died
+    /// after their order was done (or returned): their lease has run out
+    /// and the order is gone, so nobody will take them over. A claim whose
+    /// order is still there is left: the next server to claim the order
+    /// takes it over. Nothing for a bay without claims.
+    #[cfg(feature = "s3")]
+    fn sweep_dead_claims(&self, outgoing: &dyn BayStore, listing: &crate::order::BayListing) {
+        let Some(store) = outgoing.s3() else {
+            return;
+        };
+        let claims = match store.list_starting(crate::s3::CLAIM_PREFIX) {
+            Ok(claims) => claims,
+            Err(err) => {
+                self.say(&format!(
+                    "error: listing the claims in {}: {err}",
+                    store.describe()
+                ));
+                return;
+            }
+        };
+        for (name, _, _) in claims {
+            let packet = &name[crate::s3::CLAIM_PREFIX.len()..];
+            if listing.ordered.iter().any(|p| p == packet) {
+                continue;
+            }
+            match store.remove_dead_claim(&name, &order_name(packet)) {
+                Ok(Some(holder)) => self.say(&format!(
+                    "removed {name} in {}: the claim of {holder}, which stopped before \
+                     releasing it; its order is done",
+                    store.describe()
+                )),
+                Ok(None) => {}
+                Err(err) => self.say(&format!("error: removing {name}: {err}")),
+            }
+        }
+    }
+
+    #[cfg(not(feature = "s3"))]
+    fn sweep_dead_claims(&self, _outgoing: &dyn BayStore, _listing: &crate::order::BayListing) {}
 
     /// Removes temporary files (`.tmp-*`) untouched for a day: what writes
     /// cut off by a crash leave. A write in progress touches its file far

@@ -755,6 +755,25 @@ impl S3Store {
         Ok(taken.then(|| S3Lock::start(self.sibling(&self.url), name, holder, lease, expires)))
     }
 
+    /// Removes claim `name` if its lease ran out and `order` (the order
+    /// it claimed) is gone: the claim of a server that died after its
+    /// order was done. Returns its holder when removed. S3 cannot delete
+    /// conditionally: the claim is read, the order looked for, then the
+    /// claim deleted; a server that takes over the name in that moment
+    /// (a new order of the same packet) finds its claim gone at its next
+    /// renewal and stops, as on any lost claim, so nothing is delivered
+    /// twice.
+    pub fn remove_dead_claim(&self, name: &str, order: &str) -> Result<Option<String>> {
+        let Some((holder, until)) = self.lease_holder(name)? else {
+            return Ok(None);
+        };
+        if until >= now_secs() || self.exists(order)? {
+            return Ok(None);
+        }
+        self.delete(name)?;
+        Ok(Some(holder))
+    }
+
     /// Who holds the lock or claim `name` and until when (Unix seconds),
     /// if anyone does.
     pub fn lease_holder(&self, name: &str) -> Result<Option<(String, i64)>> {

@@ -847,3 +847,60 @@ fn s3_configuration_mistakes_are_said_plainly_with_what_to_do() {
         refused.stderr
     );
 }
+
+#[test]
+fn claims_left_by_dead_servers_after_their_order_was_done_are_swept() {
+    let Some(hub) = hub(1, 20) else {
+        return;
+    };
+    let outgoing = hub.outgoing();
+    let queued = outgoing
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|n| !n.ends_with(".order"))
+        .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let claim = |packet: &str, holder: &str, expires: i64| {
+        assert!(outgoing
+            .create_new(
+                &format!(".claim-{packet}"),
+                format!("holder = \"{holder}\"\nexpires = {expires}\n").as_bytes()
+            )
+            .unwrap());
+    };
+    // A server died after finishing an order (its claim ran out)...
+    claim("sync_done_1.zip", "dead:1", now - 5);
+    // ...another is finishing one right now (its claim runs)...
+    claim("sync_busy_2.zip", "alive:2", now + 600);
+    // ...and one died while working on an order still queued: the next
+    // claim takes that one over (and releases it when done).
+    claim(&queued, "dead:3", now - 5);
+    let pass = run(
+        hub.fam.dir.path(),
+        "shipping_server",
+        ["-shipconf", hub.conf.to_str().unwrap(), "-poll"],
+    )
+    .ok();
+    assert!(
+        pass.stdout
+            .contains("removed .claim-sync_done_1.zip in s3://")
+            && pass
+                .stdout
+                .contains("the claim of dead:1, which stopped before releasing it"),
+        "{}",
+        pass.stdout
+    );
+    assert!(
+        pass.stdout.contains(&format!("delivered {queued}")),
+        "{}",
+        pass.stdout
+    );
+    assert!(!pass.stdout.contains("error:"), "{}", pass.stdout);
+    assert_eq!(
+        outgoing.list_all_keys().unwrap(),
+        [".claim-sync_busy_2.zip"],
+        "{}",
+        pass.stdout
+    );
+}
