@@ -82,6 +82,12 @@ impl Shipping {
         }
     }
 
+    /// True when `dir` is the local staging directory of class
+    /// `class_name`'s exports (a class on S3), not its outgoing bay.
+    pub fn is_staging(&self, class_name: &str, dir: &Path) -> bool {
+        self.staging_dir(class_name) == dir
+    }
+
     /// The staging directory of an S3 class's exports: kept between runs,
     /// so parts an interrupted export left there are found and queued by
     /// the next one.

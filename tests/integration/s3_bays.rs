@@ -904,3 +904,57 @@ fn claims_left_by_dead_servers_after_their_order_was_done_are_swept() {
         pass.stdout
     );
 }
+
+#[test]
+fn export_fship_to_an_s3_class_says_where_the_packets_went() {
+    let Some(hub) = hub(1, 20) else {
+        return;
+    };
+    let dir = hub.fam.dir.path();
+    let data_home = dir.join("fresh-data-home");
+    write(&hub.fam.root("boston"), "f", "exported");
+    let conf = hub.conf.to_str().unwrap();
+    let data = data_home.to_str().unwrap();
+    let shipped = run_s3_env(
+        &hub.fam.root("boston"),
+        "syncreplica",
+        &["-export", "-fship", "-shipconf", conf, "ship"],
+        &[("XDG_DATA_HOME", data)],
+        &[],
+    );
+    assert_eq!(shipped.code, 0, "{}", shipped.stderr);
+    let outgoing = hub.outgoing();
+    for wrong in [
+        "Created the outgoing bay",
+        "s3-staging",
+        "Removed the",
+        "nothing was written",
+    ] {
+        assert!(
+            !shipped.stdout.contains(wrong),
+            "{wrong}: {}",
+            shipped.stdout
+        );
+    }
+    // The part is named where it went, and so is the queue.
+    assert!(
+        shipped
+            .stdout
+            .contains(&format!("\n  {}/sync_boston_", outgoing.describe())),
+        "{}",
+        shipped.stdout
+    );
+    assert!(
+        shipped.stdout.contains(&format!(
+            "for shipping in storage class default, in {} (expires",
+            outgoing.describe()
+        )),
+        "{}",
+        shipped.stdout
+    );
+    assert!(
+        shipped.stdout.contains("delivered sync_boston_"),
+        "{}",
+        shipped.stdout
+    );
+}
