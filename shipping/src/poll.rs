@@ -32,7 +32,7 @@ use crate::notify::{self, Notice};
 use crate::order::{
     format_time, list_bay, move_with_order, order_name, packet_of, remove_with_order, ShippingOrder,
 };
-use crate::transport::deliver_to_dir;
+use crate::transport::deliver_to_dir_checked;
 
 /// What a pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -551,21 +551,28 @@ impl Shipper<'_> {
                 }
             };
             let names: Vec<&str> = destinations.iter().map(String::as_str).collect();
-            let outcome = match &hop {
-                Hop::Dir(dir) => deliver_to_dir(&guarded, packet, dir, &names, now)
-                    .map(|_| dir.display().to_string()),
-                Hop::Url(url) => {
-                    let limit = crate::http::Limit {
-                        max_rate: link.max_rate,
-                        until: until.map(|end| {
-                            let hours = link.hours.map(|h| h.to_string()).unwrap_or_default();
-                            (end, format!("{hop_name}'s hours ({hours}) ended"))
+            let outcome =
+                match &hop {
+                    // Said as the HTTP transport says a repeated hand-over.
+                    Hop::Dir(dir) => deliver_to_dir_checked(&guarded, packet, dir, &names, now)
+                        .map(|(_, held)| match held {
+                            true => {
+                                format!("{}: {packet}: already stored there whole", dir.display())
+                            }
+                            false => dir.display().to_string(),
                         }),
-                    };
-                    crate::http::upload_limited(url, &guarded, &order, &names, &limit)
-                        .map(|answer| format!("{url}: {answer}"))
-                }
-            };
+                    Hop::Url(url) => {
+                        let limit = crate::http::Limit {
+                            max_rate: link.max_rate,
+                            until: until.map(|end| {
+                                let hours = link.hours.map(|h| h.to_string()).unwrap_or_default();
+                                (end, format!("{hop_name}'s hours ({hours}) ended"))
+                            }),
+                        };
+                        crate::http::upload_limited(url, &guarded, &order, &names, &limit)
+                            .map(|answer| format!("{url}: {answer}"))
+                    }
+                };
             if self.stopped_by_lost_claim(out, packet, &hop_name, &outcome, claim) {
                 return report;
             }
@@ -1036,6 +1043,38 @@ mod tests {
             ShippingOrder::load(&DirStore::new(setup.dir.path().join("usb")), &name).unwrap();
         assert_eq!(handed.destinations, ["ship", "lab"]);
         assert!(handed.attempts.is_empty());
+    }
+
+    #[test]
+    fn a_directory_hand_over_repeated_after_a_kill_is_recognised_and_writes_nothing() {
+        use std::os::unix::fs::MetadataExt;
+        let setup = Setup::new();
+        let name = setup.queue(1, &["ship", "lab"]);
+        // The order as it stood before the pass: what a server killed
+        // after the hand-over, before saving the order, leaves.
+        let before = ShippingOrder::load(&setup.outgoing(), &name).unwrap();
+        let packet = setup.outgoing().read(&name).unwrap();
+        assert_eq!(setup.poll(NOW).completed, 1);
+        let usb = setup.dir.path().join("usb");
+        let inode = |file: &str| std::fs::metadata(usb.join(file)).unwrap().ino();
+        let (packet_inode, order_inode) = (inode(&name), inode(&format!("{name}.order")));
+        setup.outgoing().write(&name, &packet).unwrap();
+        before.save(&setup.outgoing()).unwrap();
+        setup.lines.lock().unwrap().clear();
+
+        let again = setup.poll(NOW);
+        assert_eq!((again.delivered, again.completed), (2, 1), "{again:?}");
+        let lines = setup.lines.lock().unwrap().join("\n");
+        assert!(
+            lines.contains(&format!(
+                "delivered {name} for ship, lab via usb ({}: {name}: already stored there whole)",
+                usb.display()
+            )),
+            "{lines}"
+        );
+        // Nothing there was written again.
+        assert_eq!(inode(&name), packet_inode);
+        assert_eq!(inode(&format!("{name}.order")), order_inode);
     }
 
     #[test]
