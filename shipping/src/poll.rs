@@ -500,7 +500,7 @@ impl Shipper<'_> {
                     .1
                     .push(destination.clone()),
                 Err(err) => {
-                    self.failed(&mut order, packet, destination, "routing", &err, now);
+                    self.failed(&mut order, packet, destination, "routing", &err, now, None);
                     report.failed += 1;
                     unsaved = true;
                 }
@@ -522,7 +522,7 @@ impl Shipper<'_> {
                 &local,
                 "the incoming bay",
                 outcome,
-                now,
+                (now, None),
                 &mut report,
             );
             unsaved = true;
@@ -541,15 +541,23 @@ impl Shipper<'_> {
             let until = match link.window_at(now) {
                 Ok(end) => end,
                 Err(opens) => {
-                    self.say(&format!(
-                        "{packet}: waiting for {hop_name}'s hours ({}), from {}",
+                    // Said, and noted in the order, once per change: not
+                    // at every pass of every server.
+                    let waiting = format!(
+                        "waiting for {hop_name}'s hours ({}), from {}",
                         link.hours.map(|h| h.to_string()).unwrap_or_default(),
                         crate::order::format_time(&opens)
-                    ));
+                    );
+                    if !order.history.last().is_some_and(|l| l.ends_with(&waiting)) {
+                        self.say(&format!("{packet}: {waiting}"));
+                        order.note(now, &waiting);
+                        unsaved = true;
+                    }
                     report.waiting += 1;
                     continue;
                 }
             };
+            let began = std::time::Instant::now();
             let names: Vec<&str> = destinations.iter().map(String::as_str).collect();
             let outcome =
                 match &hop {
@@ -576,13 +584,18 @@ impl Shipper<'_> {
             if self.stopped_by_lost_claim(out, packet, &hop_name, &outcome, claim) {
                 return report;
             }
+            // A failure is dated when it happened (a transfer takes time),
+            // and one the window's end cut is tried again when the window
+            // opens next, not at a time already past or while it is shut.
+            let failed_at = now + chrono::Duration::from_std(began.elapsed()).unwrap_or_default();
+            let reopens = link.window_at(failed_at).err();
             self.settle(
                 &mut order,
                 packet,
                 &destinations,
                 &hop_name,
                 outcome,
-                now,
+                (failed_at, reopens),
                 &mut report,
             );
             unsaved = true;
@@ -656,7 +669,7 @@ impl Shipper<'_> {
         destinations: &[String],
         hop_name: &str,
         outcome: Result<String>,
-        now: DateTime<Utc>,
+        (now, not_before): (DateTime<Utc>, Option<DateTime<Utc>>),
         report: &mut PassReport,
     ) {
         match outcome {
@@ -673,13 +686,14 @@ impl Shipper<'_> {
             }
             Err(err) => {
                 for destination in destinations {
-                    self.failed(order, packet, destination, hop_name, &err, now);
+                    self.failed(order, packet, destination, hop_name, &err, now, not_before);
                     report.failed += 1;
                 }
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn failed(
         &self,
         order: &mut ShippingOrder,
@@ -688,9 +702,10 @@ impl Shipper<'_> {
         hop_name: &str,
         err: &Error,
         now: DateTime<Utc>,
+        not_before: Option<DateTime<Utc>>,
     ) {
         let error = err.to_string();
-        match order.record_failure(destination, &error, now) {
+        match order.record_failure_not_before(destination, &error, now, not_before) {
             Ok(next) => self.say(&format!(
                 "failed {packet} for {destination} via {hop_name}: {error}; next try after {}",
                 format_time(&next)
