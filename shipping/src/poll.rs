@@ -1092,6 +1092,113 @@ mod tests {
         assert_eq!(inode(&format!("{name}.order")), order_inode);
     }
 
+    /// A bay whose packets take 20 ms to fail to read: a transfer that
+    /// runs into the end of its link's window.
+    struct Slow(DirStore);
+
+    impl BayStore for Slow {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn list(&self) -> Result<Vec<String>> {
+            self.0.list()
+        }
+        fn exists(&self, name: &str) -> Result<bool> {
+            self.0.exists(name)
+        }
+        fn size(&self, name: &str) -> Result<u64> {
+            self.0.size(name)
+        }
+        fn open(&self, name: &str) -> Result<Box<dyn std::io::Read + Send + '_>> {
+            if packet_of(name).is_some() {
+                return self.0.open(name);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            Err(self.error(name, std::io::Error::other("the link went down")))
+        }
+        fn write_from(&self, name: &str, reader: &mut dyn std::io::Read) -> Result<u64> {
+            self.0.write_from(name, reader)
+        }
+        fn remove(&self, name: &str) -> Result<()> {
+            self.0.remove(name)
+        }
+        fn rename(&self, from: &str, to: &str) -> Result<()> {
+            self.0.rename(from, to)
+        }
+        fn modified(&self, name: &str) -> Result<DateTime<Utc>> {
+            self.0.modified(name)
+        }
+        fn lock(&self, name: &str) -> Result<Box<dyn Send>> {
+            self.0.lock(name)
+        }
+    }
+
+    #[test]
+    fn a_transfer_the_window_cut_is_tried_again_when_it_opens_and_waiting_is_said_once() {
+        let mut setup = Setup::new();
+        setup.config.links.insert(
+            "usb".into(),
+            crate::link::Link {
+                max_rate: None,
+                hours: Some(crate::link::Hours::parse("09:00-11:00 UTC").unwrap()),
+            },
+        );
+        let name = setup.queue(1, &["ship"]);
+        let lines = Mutex::new(Vec::new());
+        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
+        let shipper = Shipper {
+            config: &setup.config,
+            log: &log,
+        };
+        let class = setup.config.class("default").unwrap();
+        let slow = Slow(setup.outgoing());
+        // The pass starts just inside the window; the transfer fails just
+        // after its end.
+        let started = at("2026-11-21T10:59:59.990Z");
+        let report = shipper.process(&slow, class, &name, started, Due::AfterBackoff);
+        assert_eq!(report.failed, 1, "{report:?}");
+        let order = ShippingOrder::load(&setup.outgoing(), &name).unwrap();
+        let attempts = &order.attempts["ship"];
+        assert!(
+            attempts.last_attempt >= at("2026-11-21T11:00:00Z"),
+            "{attempts:?}"
+        );
+        assert_eq!(attempts.next_retry, at("2026-11-22T09:00:00Z"));
+        assert!(
+            lines
+                .lock()
+                .unwrap()
+                .last()
+                .unwrap()
+                .ends_with("next try after 2026-11-22T09:00:00Z"),
+            "{:?}",
+            lines.lock().unwrap()
+        );
+
+        // Outside the window: waiting is said, and noted in the order,
+        // once; later passes (of any server) say nothing more.
+        lines.lock().unwrap().clear();
+        let closed = at("2026-11-22T12:00:00Z");
+        let due = Due::Now;
+        for _ in 0..3 {
+            let report = shipper.process(&setup.outgoing(), class, &name, closed, due);
+            assert_eq!(report.waiting, 1, "{report:?}");
+        }
+        let said = lines.lock().unwrap().clone();
+        assert_eq!(
+            said,
+            [format!(
+                "{name}: waiting for usb's hours (09:00-11:00 UTC), from 2026-11-23T09:00:00Z"
+            )]
+        );
+        let order = ShippingOrder::load(&setup.outgoing(), &name).unwrap();
+        assert!(order
+            .history
+            .last()
+            .unwrap()
+            .ends_with("waiting for usb's hours (09:00-11:00 UTC), from 2026-11-23T09:00:00Z"));
+    }
+
     #[test]
     fn a_failure_is_recorded_and_retried_after_its_backoff() {
         let setup = Setup::new();
