@@ -141,8 +141,12 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     // Folders named that hold no packet, with the files skipped there
     // and why.
     let mut skipped: Vec<(PathBuf, Vec<packets::NotAPacket>)> = Vec::new();
+    // The shipping configuration, when the bays are listed: says which
+    // orders wait for their link's hours.
+    let mut shipping_config = None;
     let entries = if args.packets.is_empty() {
         let shipping = Shipping::load(args.shipconf.as_deref())?;
+        shipping_config = Some(shipping.config.clone());
         match shipping::trust::trusted_keys(&shipping.config, &crate::ship_trust::ReplicaMembers) {
             Ok(trusted) => keys.extend(trusted),
             Err(err) => errln!("{NAME}: warning: {err}"),
@@ -393,6 +397,9 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             }
             if let Some(order) = &entry.order {
                 out!("{}", listing::render_order_text(order, returned));
+                if let (Some(config), false) = (&shipping_config, returned) {
+                    print_windows(config, order, now);
+                }
             }
             if entry.renamed {
                 outln!(
@@ -510,6 +517,29 @@ fn bay_entries(
         }
     }
     Ok(entries)
+}
+
+/// Says, per destination of `order`, when its link's `hours` window is
+/// shut now: the order waits for it to open.
+fn print_windows(
+    config: &shipping::ShippingConfig,
+    order: &ShippingOrder,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    for destination in &order.destinations {
+        let Ok(Some(next)) = config.next_hop(destination) else {
+            continue;
+        };
+        let link = config.link(&next.name);
+        if let (Err(opens), Some(hours)) = (link.window_at(now), link.hours) {
+            outln!(
+                "  delivery to {}: waits for {}'s hours ({hours}), until {}",
+                crate::error::printable(destination),
+                crate::error::printable(&next.name),
+                shipping::order::format_time(&opens)
+            );
+        }
+    }
 }
 
 /// Test hook: the pause point `lspacket-listed:BAY` (a bay's packets
