@@ -58,7 +58,10 @@ pub struct Args {
     /// Packet files or directories holding them. Without any, every packet
     /// in the storage bays is listed (outgoing, incoming and return bays of
     /// every class), with its shipping order: destinations left, expiry,
-    /// failed attempts; returned packets are marked as expired. Uploads
+    /// failed attempts, and a destination whose link is outside its hours
+    /// waiting until they open; returned packets are marked as expired. A
+    /// packet delivered (removed) while the bays are listed is left out.
+    /// Uploads
     /// received in part, kept for their senders to resume, follow
     /// ("Partial upload: NAME, HELD of SIZE bytes").
     #[arg(value_name = "PACKET_OR_DIR")]
