@@ -139,9 +139,7 @@ pub fn deliver_checked(
         }
         written
     };
-    if let Err(err) = written {
-        return Err(err);
-    }
+    written?;
 
     // The same packet handed over before (for other destinations, say):
     // its order there gains the new destinations rather than losing the
