@@ -82,6 +82,12 @@ impl Shipping {
         }
     }
 
+    /// True when `dir` is the local staging directory of class
+    /// `class_name`'s exports (a class on S3), not its outgoing bay.
+    pub fn is_staging(&self, class_name: &str, dir: &Path) -> bool {
+        self.staging_dir(class_name) == dir
+    }
+
     /// The staging directory of an S3 class's exports: kept between runs,
     /// so parts an interrupted export left there are found and queued by
     /// the next one.
@@ -311,11 +317,19 @@ pub fn submit_files(
         None => Box::new(shipping::DirStore::new(class.outgoing_dir())),
         Some(_) => open_bay(class, Bay::Outgoing)?,
     };
-    let mut planned: Vec<(PathBuf, String, Vec<String>, bool)> = Vec::new();
+    let mut planned: Vec<(Source, String, Vec<String>, bool)> = Vec::new();
     for file in files {
+        // A packet in an S3 bay, named by its URL (as the expiry
+        // notification names a returned packet): read through the bay.
+        let remote = match file.to_str().filter(|f| f.starts_with("s3://")) {
+            Some(url) => Some(s3_packet(shipping, url)?),
+            None => None,
+        };
         // Said as such, before its name is judged: a typo, or a shell
         // pattern that matched nothing.
-        if std::fs::symlink_metadata(file).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        if remote.is_none()
+            && std::fs::symlink_metadata(file)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
         {
             return Err(Error::no_such_file(file, Some("-data")));
         }
@@ -332,14 +346,18 @@ pub fn submit_files(
         if let Some((first, ..)) = planned.iter().find(|(_, other, ..)| *other == name) {
             return Err(Error::NotSubmittable {
                 path: file.clone(),
-                why: format!("{name} is named twice (also as {})", first.display()),
+                why: format!("{name} is named twice (also as {})", first.describe()),
             });
         }
         shipping::receive::check_packet_name(&name).map_err(|r| Error::NotSubmittable {
             path: file.clone(),
             why: r.reason.to_string(),
         })?;
-        let exam = packet_format::examine_packet(file, &[]);
+        let source = match remote {
+            Some((store, copy)) => Source::Bay { store, copy },
+            None => Source::File(file.clone()),
+        };
+        let exam = packet_format::examine_packet(source.local(), &[]);
         let header = match (&exam.error, &exam.header) {
             (None, Some(header)) => header,
             (Some(err), _) => {
@@ -375,11 +393,14 @@ pub fn submit_files(
         shipping.check_routes(targets.iter().map(String::as_str))?;
         // A packet already in the outgoing bay without an order (an export
         // cut off before its orders were written) is queued where it is.
-        let in_place = file
-            .parent()
-            .and_then(|dir| dir.canonicalize().ok())
-            .zip(outgoing.local_dir().and_then(|d| d.canonicalize().ok()))
-            .is_some_and(|(dir, bay)| dir == bay);
+        let in_place = match &source {
+            Source::File(file) => file
+                .parent()
+                .and_then(|dir| dir.canonicalize().ok())
+                .zip(outgoing.local_dir().and_then(|d| d.canonicalize().ok()))
+                .is_some_and(|(dir, bay)| dir == bay),
+            Source::Bay { store, .. } => store.describe() == outgoing.describe(),
+        };
         let queued = outgoing.exists(&order_name(&name))?;
         if queued || (!in_place && outgoing.exists(&name)?) {
             return Err(Error::NotSubmittable {
@@ -395,33 +416,47 @@ pub fn submit_files(
                 ),
             });
         }
-        planned.push((file.clone(), name, targets, in_place));
+        planned.push((source, name, targets, in_place));
     }
 
     let outgoing = shipping.outgoing(class_name)?;
     let mut submitted = Vec::new();
-    for (file, name, targets, in_place) in planned {
+    for (source, name, targets, in_place) in planned {
         if !in_place {
-            let source = std::fs::File::open(&file).map_err(|e| Error::Io {
-                path: file.clone(),
-                cause: e,
-            })?;
-            let size = source.metadata().ok().map(|m| m.len());
+            let (mut reader, size): (Box<dyn std::io::Read + Send + '_>, _) = match &source {
+                Source::File(file) => {
+                    let opened = std::fs::File::open(file).map_err(|e| Error::Io {
+                        path: file.clone(),
+                        cause: e,
+                    })?;
+                    let size = opened.metadata().ok().map(|m| m.len());
+                    (Box::new(opened), size)
+                }
+                Source::Bay { store, .. } => (store.open(&name)?, store.size(&name).ok()),
+            };
             let _copying = crate::sys::progress::phase(
                 &format!("copying {name} into the outgoing bay"),
                 crate::sys::progress::Unit::Bytes,
                 size,
             );
-            outgoing.write_from(&name, &mut Counted(source))?;
+            outgoing.write_from(&name, &mut Counted(&mut reader))?;
         }
         let order = shipping
             .order_packets(class_name, &[(name.clone(), targets)], expires, now)?
             .remove(0);
         if !copy && !in_place {
-            std::fs::remove_file(&file).map_err(|e| Error::Io {
-                path: file.clone(),
-                cause: e,
-            })?;
+            match &source {
+                Source::File(file) => std::fs::remove_file(file).map_err(|e| Error::Io {
+                    path: file.clone(),
+                    cause: e,
+                })?,
+                // Gone meanwhile (another mkorder of it): nothing to move.
+                Source::Bay { store, .. } => match store.remove(&name) {
+                    Ok(()) => {}
+                    Err(err) if err.is_not_found() => {}
+                    Err(err) => return Err(err.into()),
+                },
+            }
         }
         submitted.push(Submitted {
             order,
@@ -429,6 +464,73 @@ pub fn submit_files(
         });
     }
     Ok(submitted)
+}
+
+/// Where a packet given to `mkorder` is.
+enum Source {
+    /// A file.
+    File(PathBuf),
+    /// An entry of a bay on S3, and the local copy it was examined in.
+    Bay {
+        store: Box<dyn BayStore>,
+        copy: tempfile::NamedTempFile,
+    },
+}
+
+impl Source {
+    /// The file to examine: the file itself, or the local copy.
+    fn local(&self) -> &Path {
+        match self {
+            Source::File(file) => file,
+            Source::Bay { copy, .. } => copy.path(),
+        }
+    }
+
+    /// Names it in messages: its path, or its `s3://` URL.
+    fn describe(&self) -> String {
+        match self {
+            Source::File(file) => file.display().to_string(),
+            Source::Bay { store, .. } => store.describe(),
+        }
+    }
+}
+
+/// The bay holding the packet at `url` (`s3://BUCKET/PREFIX/BAY/PACKET`,
+/// BAY one of a class's bays on S3 in the configuration) and a local copy
+/// of it to examine.
+fn s3_packet(
+    shipping: &Shipping,
+    url: &str,
+) -> Result<(Box<dyn BayStore>, tempfile::NamedTempFile)> {
+    let path = PathBuf::from(url);
+    let (bay_url, name) = url.rsplit_once('/').unwrap_or((url, ""));
+    let Some((_, class, bay)) = shipping::bay::s3_bay_named(&shipping.config, bay_url) else {
+        return Err(Error::NotSubmittable {
+            path,
+            why: format!(
+                "{bay_url} is not a bay of any storage class on S3 in {} (expected \
+                 s3://BUCKET/PREFIX/BAY/PACKET, BAY the outgoing, incoming or return bay of a class)",
+                config_name(&shipping.source)
+            ),
+        });
+    };
+    let store = open_bay(class, bay)?;
+    shipping::bay::check_name(&store.describe(), name)?;
+    let copy = tempfile::NamedTempFile::new().map_err(|e| Error::Io {
+        path: std::env::temp_dir(),
+        cause: e,
+    })?;
+    let fetched = store.open(name).and_then(|mut reader| {
+        std::io::copy(&mut reader, &mut copy.as_file()).map_err(|e| store.error(name, e))
+    });
+    match fetched {
+        Ok(_) => Ok((store, copy)),
+        Err(err) if err.is_not_found() => Err(Error::NotSubmittable {
+            path,
+            why: format!("no packet {name} in {}", store.describe()),
+        }),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// A reader that reports the bytes read as progress.

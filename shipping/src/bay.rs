@@ -535,6 +535,22 @@ impl BayStore for MemStore {
     }
 }
 
+/// Set by a process that only reads bays ([`set_read_only`]).
+static READ_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Declares that this process only reads bays (`lspacket`): an S3 bay is
+/// then checked with a listing only, never with a probe write, so
+/// credentials that may only list and read do; and nothing is swept
+/// (expired partial uploads are left to the servers).
+pub fn set_read_only() {
+    READ_ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// True once [`set_read_only`] was called.
+pub fn read_only() -> bool {
+    READ_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// One bay of a storage class: its directory (created if missing) or,
 /// for a class on S3, its prefix. The first time a process opens an S3
 /// bay it checks that the service honours conditional writes.
@@ -570,14 +586,16 @@ fn open_s3_bay(class: &crate::config::S3Class, bay: Bay) -> Result<Box<dyn BaySt
     }
     if let Some(endpoint) = &class.endpoint {
         if endpoint.starts_with("http://") && !class.allow_http {
-            return Err(bad(
-                &url,
-                format!(
-                    "endpoint {endpoint} is plain HTTP: credentials and packets would cross \
-                     the network unencrypted; use https://, or set allow_http = true in the \
-                     class when the service is on this host or a trusted network"
-                ),
-            ));
+            return Err(Error::S3Access {
+                bay: url.clone(),
+                endpoint: endpoint.clone(),
+                problem: "the endpoint is plain HTTP: credentials and packets would cross the \
+                          network unencrypted"
+                    .into(),
+                hint: "use https://, or set allow_http = true in the class when the service \
+                       is on this host or a trusted network"
+                    .into(),
+            });
         }
     }
     // One client (connection pool and runtime) per service and bucket for
@@ -606,7 +624,13 @@ fn open_s3_bay(class: &crate::config::S3Class, bay: Bay) -> Result<Box<dyn BaySt
         credentials: None,
     };
     let store = S3Store::open(&parsed, &options)?;
-    store.check_conditional_writes()?;
+    // A listing first: a wrong endpoint, bucket or credentials are said
+    // plainly. A process that only reads bays (lspacket) writes no probe:
+    // read-only credentials must do for it.
+    store.check_readable()?;
+    if !read_only() {
+        store.check_conditional_writes()?;
+    }
     clients.push((service, store.sibling(&parsed)));
     Ok(Box::new(store))
 }
@@ -619,6 +643,34 @@ fn open_s3_bay(class: &crate::config::S3Class, _bay: Bay) -> Result<Box<dyn BayS
                   `s3` (cargo install --features s3)"
             .into(),
     })
+}
+
+/// The storage class (its name) and the bay whose S3 prefix is `bay_url`
+/// (`s3://BUCKET/PREFIX/outgoing`, `…/incoming`, or a class's
+/// `return_bay`), if the configuration has one: how a packet named by its
+/// `s3://` URL (as the expiry notification names it) is found.
+pub fn s3_bay_named<'c>(
+    config: &'c crate::config::ShippingConfig,
+    bay_url: &str,
+) -> Option<(&'c str, &'c StorageClass, Bay)> {
+    let wanted = bay_url.trim_end_matches('/');
+    for (class_name, class) in &config.classes {
+        let Some(s3) = &class.s3 else { continue };
+        let storage = s3.storage_url.trim_end_matches('/');
+        for bay in [Bay::Outgoing, Bay::Incoming] {
+            if format!("{storage}/{}", bay.name()) == wanted {
+                return Some((class_name, class, bay));
+            }
+        }
+        if s3
+            .return_url
+            .as_deref()
+            .is_some_and(|url| url.trim_end_matches('/') == wanted)
+        {
+            return Some((class_name, class, Bay::Return));
+        }
+    }
+    None
 }
 
 /// One of a storage class's three bays.

@@ -1043,11 +1043,36 @@ fn de_expiry_days<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 
 /// A TOML error in `path` as [`Error::Config`].
 fn config_error(path: &Path, err: TomlError) -> Error {
+    // Credentials written into the file: not an unknown key to look up,
+    // but a secret in the wrong place.
+    let field = err.key.as_deref().and_then(|k| k.rsplit('.').next());
+    let secret = field.is_some_and(|field| {
+        let field = field.to_ascii_lowercase();
+        [
+            "access_key",
+            "secret",
+            "session_token",
+            "credential",
+            "password",
+        ]
+        .iter()
+        .any(|word| field.contains(word))
+    });
+    let message = if secret && err.message.starts_with("unknown field") {
+        "S3 credentials are never put in shipping.toml (it is readable by more than the \
+         service): remove this key, and give them in the environment of the program \
+         (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN; for the systemd \
+         service, an EnvironmentFile= of its unit) or in the shared credentials file \
+         (~/.aws/credentials; profile = \"NAME\" in the class picks its section)"
+            .to_string()
+    } else {
+        err.message
+    };
     Error::Config {
         path: path.to_path_buf(),
         line: err.line,
         key: err.key,
-        message: err.message,
+        message,
     }
 }
 
@@ -1091,6 +1116,24 @@ mod tests {
         assert_eq!(parse(&crlf).unwrap(), parse(EXAMPLE_SHIPPING_TOML).unwrap());
         let (line, key, _) = config_error("notify = \"x\"\r\nbogus = 1\r\n");
         assert_eq!((line, key.as_deref()), (Some(2), Some("bogus")));
+    }
+
+    #[test]
+    fn credentials_in_the_file_are_refused_saying_where_they_belong() {
+        for key in ["access_key_id", "secret_access_key", "aws_session_token"] {
+            let (line, found, shown) = config_error(&format!(
+                "[classes.default]\nstorage_bay = \"s3://bays/hub\"\n\
+                 return_bay = \"/srv/return\"\n{key} = \"x\"\n"
+            ));
+            assert_eq!(line, Some(4), "{shown}");
+            assert_eq!(found.as_deref(), Some(&*format!("classes.default.{key}")));
+            assert!(shown.contains("never put in shipping.toml"), "{shown}");
+            assert!(shown.contains("AWS_ACCESS_KEY_ID"), "{shown}");
+            assert!(!shown.contains("expected one of"), "{shown}");
+        }
+        // Other unknown keys keep the list of the known ones.
+        let (_, _, shown) = config_error("bogus = 1\n");
+        assert!(shown.contains("unknown field"), "{shown}");
     }
 
     #[test]

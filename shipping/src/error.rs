@@ -56,6 +56,18 @@ pub enum Error {
     #[error("{bay}: {message}")]
     S3 { bay: String, message: String },
 
+    /// An S3 bay the service will not let us use as configured: the
+    /// endpoint cannot be reached, the bucket does not exist, the
+    /// credentials are missing, wrong or not allowed; `hint` says what to
+    /// do about it.
+    #[error("{bay} (endpoint {endpoint}): {problem}")]
+    S3Access {
+        bay: String,
+        endpoint: String,
+        problem: String,
+        hint: String,
+    },
+
     /// A bay entry name that is not a plain file name.
     #[error("{bay}: bad entry name {name:?}: {why}")]
     BadEntryName {

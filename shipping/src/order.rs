@@ -251,6 +251,19 @@ impl ShippingOrder {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>> {
+        self.record_failure_not_before(destination, error, now, None)
+    }
+
+    /// [`ShippingOrder::record_failure`], the next try not before
+    /// `not_before` (the next opening of a link's `hours` window that
+    /// cut the transfer).
+    pub fn record_failure_not_before(
+        &mut self,
+        destination: &str,
+        error: &str,
+        now: DateTime<Utc>,
+        not_before: Option<DateTime<Utc>>,
+    ) -> Result<DateTime<Utc>> {
         self.position(destination)?;
         let now = now.trunc_subsecs(0);
         let error = error.replace(['\n', '\r'], " ");
@@ -259,7 +272,7 @@ impl ShippingOrder {
             .get(destination)
             .map_or(0, |a| a.failures)
             .saturating_add(1);
-        let next_retry = now + backoff(failures);
+        let next_retry = (now + backoff(failures)).max(not_before.unwrap_or(now));
         self.attempts.insert(
             destination.to_string(),
             Attempts {
@@ -365,8 +378,14 @@ pub fn list_bay(store: &dyn BayStore) -> Result<BayListing> {
 /// crash in between leaves an order whose packet is gone (which says what
 /// happened) rather than a packet no order accounts for.
 pub fn remove_with_order(store: &dyn BayStore, packet: &str) -> Result<()> {
-    store.remove(packet)?;
-    store.remove(&order_name(packet))
+    // Gone already: another server (sharing an S3 bay) removed it.
+    for entry in [packet.to_string(), order_name(packet)] {
+        match store.remove(&entry) {
+            Err(err) if !err.is_not_found() => return Err(err),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Moves a packet and its order to another bay: the packet first, then the

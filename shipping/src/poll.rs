@@ -32,7 +32,7 @@ use crate::notify::{self, Notice};
 use crate::order::{
     format_time, list_bay, move_with_order, order_name, packet_of, remove_with_order, ShippingOrder,
 };
-use crate::transport::deliver_to_dir;
+use crate::transport::deliver_to_dir_checked;
 
 /// What a pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,6 +110,7 @@ impl Shipper<'_> {
                 }
             };
             let adopted = self.clean_up(outgoing, class_name, class, &listing, now);
+            self.sweep_dead_claims(outgoing, &listing);
             if class.s3.is_none() {
                 self.sweep_abandoned(&[class.outgoing_dir(), class.incoming_dir()], now);
             }
@@ -255,7 +256,12 @@ impl Shipper<'_> {
                 if outgoing.exists(packet)? {
                     return Ok(());
                 }
-                outgoing.remove(order)
+                // Servers sharing the bay all find the leftover: gone
+                // already is another one's removal, not an error.
+                match outgoing.remove(order) {
+                    Err(err) if err.is_not_found() => Ok(()),
+                    removed => removed,
+                }
             });
             if let Err(err) = removed {
                 self.say(&format!("error: removing leftover order {order}: {err}"));
@@ -332,6 +338,46 @@ impl Shipper<'_> {
         ));
         Ok(true)
     }
+
+    /// Removes the claim objects (`.claim-PACKET`) of servers that died
+    /// after their order was done (or returned): their lease has run out
+    /// and the order is gone, so nobody will take them over. A claim whose
+    /// order is still there is left: the next server to claim the order
+    /// takes it over. Nothing for a bay without claims.
+    #[cfg(feature = "s3")]
+    fn sweep_dead_claims(&self, outgoing: &dyn BayStore, listing: &crate::order::BayListing) {
+        let Some(store) = outgoing.s3() else {
+            return;
+        };
+        let claims = match store.list_starting(crate::s3::CLAIM_PREFIX) {
+            Ok(claims) => claims,
+            Err(err) => {
+                self.say(&format!(
+                    "error: listing the claims in {}: {err}",
+                    store.describe()
+                ));
+                return;
+            }
+        };
+        for (name, _, _) in claims {
+            let packet = &name[crate::s3::CLAIM_PREFIX.len()..];
+            if listing.ordered.iter().any(|p| p == packet) {
+                continue;
+            }
+            match store.remove_dead_claim(&name, &order_name(packet)) {
+                Ok(Some(holder)) => self.say(&format!(
+                    "removed {name} in {}: the claim of {holder}, which stopped before \
+                     releasing it; its order is done",
+                    store.describe()
+                )),
+                Ok(None) => {}
+                Err(err) => self.say(&format!("error: removing {name}: {err}")),
+            }
+        }
+    }
+
+    #[cfg(not(feature = "s3"))]
+    fn sweep_dead_claims(&self, _outgoing: &dyn BayStore, _listing: &crate::order::BayListing) {}
 
     /// Removes temporary files (`.tmp-*`) untouched for a day: what writes
     /// cut off by a crash leave. A write in progress touches its file far
@@ -454,7 +500,7 @@ impl Shipper<'_> {
                     .1
                     .push(destination.clone()),
                 Err(err) => {
-                    self.failed(&mut order, packet, destination, "routing", &err, now);
+                    self.failed(&mut order, packet, destination, "routing", &err, now, None);
                     report.failed += 1;
                     unsaved = true;
                 }
@@ -476,7 +522,7 @@ impl Shipper<'_> {
                 &local,
                 "the incoming bay",
                 outcome,
-                now,
+                (now, None),
                 &mut report,
             );
             unsaved = true;
@@ -495,41 +541,61 @@ impl Shipper<'_> {
             let until = match link.window_at(now) {
                 Ok(end) => end,
                 Err(opens) => {
-                    self.say(&format!(
-                        "{packet}: waiting for {hop_name}'s hours ({}), from {}",
+                    // Said, and noted in the order, once per change: not
+                    // at every pass of every server.
+                    let waiting = format!(
+                        "waiting for {hop_name}'s hours ({}), from {}",
                         link.hours.map(|h| h.to_string()).unwrap_or_default(),
                         crate::order::format_time(&opens)
-                    ));
+                    );
+                    if !order.history.last().is_some_and(|l| l.ends_with(&waiting)) {
+                        self.say(&format!("{packet}: {waiting}"));
+                        order.note(now, &waiting);
+                        unsaved = true;
+                    }
                     report.waiting += 1;
                     continue;
                 }
             };
+            let began = std::time::Instant::now();
             let names: Vec<&str> = destinations.iter().map(String::as_str).collect();
-            let outcome = match &hop {
-                Hop::Dir(dir) => deliver_to_dir(&guarded, packet, dir, &names, now)
-                    .map(|_| dir.display().to_string()),
-                Hop::Url(url) => {
-                    let limit = crate::http::Limit {
-                        max_rate: link.max_rate,
-                        until: until.map(|end| {
-                            let hours = link.hours.map(|h| h.to_string()).unwrap_or_default();
-                            (end, format!("{hop_name}'s hours ({hours}) ended"))
+            let outcome =
+                match &hop {
+                    // Said as the HTTP transport says a repeated hand-over.
+                    Hop::Dir(dir) => deliver_to_dir_checked(&guarded, packet, dir, &names, now)
+                        .map(|(_, held)| match held {
+                            true => {
+                                format!("{}: {packet}: already stored there whole", dir.display())
+                            }
+                            false => dir.display().to_string(),
                         }),
-                    };
-                    crate::http::upload_limited(url, &guarded, &order, &names, &limit)
-                        .map(|answer| format!("{url}: {answer}"))
-                }
-            };
+                    Hop::Url(url) => {
+                        let limit = crate::http::Limit {
+                            max_rate: link.max_rate,
+                            until: until.map(|end| {
+                                let hours = link.hours.map(|h| h.to_string()).unwrap_or_default();
+                                (end, format!("{hop_name}'s hours ({hours}) ended"))
+                            }),
+                        };
+                        crate::http::upload_limited(url, &guarded, &order, &names, &limit)
+                            .map(|answer| format!("{url}: {answer}"))
+                    }
+                };
             if self.stopped_by_lost_claim(out, packet, &hop_name, &outcome, claim) {
                 return report;
             }
+            // A failure is dated when it happened (a transfer takes time),
+            // and one the window's end cut is tried again when the window
+            // opens next, not at a time already past or while it is shut.
+            let failed_at = now + chrono::Duration::from_std(began.elapsed()).unwrap_or_default();
+            let reopens = link.window_at(failed_at).err();
             self.settle(
                 &mut order,
                 packet,
                 &destinations,
                 &hop_name,
                 outcome,
-                now,
+                (failed_at, reopens),
                 &mut report,
             );
             unsaved = true;
@@ -603,7 +669,7 @@ impl Shipper<'_> {
         destinations: &[String],
         hop_name: &str,
         outcome: Result<String>,
-        now: DateTime<Utc>,
+        (now, not_before): (DateTime<Utc>, Option<DateTime<Utc>>),
         report: &mut PassReport,
     ) {
         match outcome {
@@ -620,13 +686,14 @@ impl Shipper<'_> {
             }
             Err(err) => {
                 for destination in destinations {
-                    self.failed(order, packet, destination, hop_name, &err, now);
+                    self.failed(order, packet, destination, hop_name, &err, now, not_before);
                     report.failed += 1;
                 }
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn failed(
         &self,
         order: &mut ShippingOrder,
@@ -635,9 +702,10 @@ impl Shipper<'_> {
         hop_name: &str,
         err: &Error,
         now: DateTime<Utc>,
+        not_before: Option<DateTime<Utc>>,
     ) {
         let error = err.to_string();
-        match order.record_failure(destination, &error, now) {
+        match order.record_failure_not_before(destination, &error, now, not_before) {
             Ok(next) => self.say(&format!(
                 "failed {packet} for {destination} via {hop_name}: {error}; next try after {}",
                 format_time(&next)
@@ -993,6 +1061,145 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_hand_over_repeated_after_a_kill_is_recognised_and_writes_nothing() {
+        use std::os::unix::fs::MetadataExt;
+        let setup = Setup::new();
+        let name = setup.queue(1, &["ship", "lab"]);
+        // The order as it stood before the pass: what a server killed
+        // after the hand-over, before saving the order, leaves.
+        let before = ShippingOrder::load(&setup.outgoing(), &name).unwrap();
+        let packet = setup.outgoing().read(&name).unwrap();
+        assert_eq!(setup.poll(NOW).completed, 1);
+        let usb = setup.dir.path().join("usb");
+        let inode = |file: &str| std::fs::metadata(usb.join(file)).unwrap().ino();
+        let (packet_inode, order_inode) = (inode(&name), inode(&format!("{name}.order")));
+        setup.outgoing().write(&name, &packet).unwrap();
+        before.save(&setup.outgoing()).unwrap();
+        setup.lines.lock().unwrap().clear();
+
+        let again = setup.poll(NOW);
+        assert_eq!((again.delivered, again.completed), (2, 1), "{again:?}");
+        let lines = setup.lines.lock().unwrap().join("\n");
+        assert!(
+            lines.contains(&format!(
+                "delivered {name} for ship, lab via usb ({}: {name}: already stored there whole)",
+                usb.display()
+            )),
+            "{lines}"
+        );
+        // Nothing there was written again.
+        assert_eq!(inode(&name), packet_inode);
+        assert_eq!(inode(&format!("{name}.order")), order_inode);
+    }
+
+    /// A bay whose packets take 20 ms to fail to read: a transfer that
+    /// runs into the end of its link's window.
+    struct Slow(DirStore);
+
+    impl BayStore for Slow {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn list(&self) -> Result<Vec<String>> {
+            self.0.list()
+        }
+        fn exists(&self, name: &str) -> Result<bool> {
+            self.0.exists(name)
+        }
+        fn size(&self, name: &str) -> Result<u64> {
+            self.0.size(name)
+        }
+        fn open(&self, name: &str) -> Result<Box<dyn std::io::Read + Send + '_>> {
+            if packet_of(name).is_some() {
+                return self.0.open(name);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            Err(self.error(name, std::io::Error::other("the link went down")))
+        }
+        fn write_from(&self, name: &str, reader: &mut dyn std::io::Read) -> Result<u64> {
+            self.0.write_from(name, reader)
+        }
+        fn remove(&self, name: &str) -> Result<()> {
+            self.0.remove(name)
+        }
+        fn rename(&self, from: &str, to: &str) -> Result<()> {
+            self.0.rename(from, to)
+        }
+        fn modified(&self, name: &str) -> Result<DateTime<Utc>> {
+            self.0.modified(name)
+        }
+        fn lock(&self, name: &str) -> Result<Box<dyn Send>> {
+            self.0.lock(name)
+        }
+    }
+
+    #[test]
+    fn a_transfer_the_window_cut_is_tried_again_when_it_opens_and_waiting_is_said_once() {
+        let mut setup = Setup::new();
+        setup.config.links.insert(
+            "usb".into(),
+            crate::link::Link {
+                max_rate: None,
+                hours: Some(crate::link::Hours::parse("09:00-11:00 UTC").unwrap()),
+            },
+        );
+        let name = setup.queue(1, &["ship"]);
+        let lines = Mutex::new(Vec::new());
+        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
+        let shipper = Shipper {
+            config: &setup.config,
+            log: &log,
+        };
+        let class = setup.config.class("default").unwrap();
+        let slow = Slow(setup.outgoing());
+        // The pass starts just inside the window; the transfer fails just
+        // after its end.
+        let started = at("2026-11-21T10:59:59.990Z");
+        let report = shipper.process(&slow, class, &name, started, Due::AfterBackoff);
+        assert_eq!(report.failed, 1, "{report:?}");
+        let order = ShippingOrder::load(&setup.outgoing(), &name).unwrap();
+        let attempts = &order.attempts["ship"];
+        assert!(
+            attempts.last_attempt >= at("2026-11-21T11:00:00Z"),
+            "{attempts:?}"
+        );
+        assert_eq!(attempts.next_retry, at("2026-11-22T09:00:00Z"));
+        assert!(
+            lines
+                .lock()
+                .unwrap()
+                .last()
+                .unwrap()
+                .ends_with("next try after 2026-11-22T09:00:00Z"),
+            "{:?}",
+            lines.lock().unwrap()
+        );
+
+        // Outside the window: waiting is said, and noted in the order,
+        // once; later passes (of any server) say nothing more.
+        lines.lock().unwrap().clear();
+        let closed = at("2026-11-22T12:00:00Z");
+        let due = Due::Now;
+        for _ in 0..3 {
+            let report = shipper.process(&setup.outgoing(), class, &name, closed, due);
+            assert_eq!(report.waiting, 1, "{report:?}");
+        }
+        let said = lines.lock().unwrap().clone();
+        assert_eq!(
+            said,
+            [format!(
+                "{name}: waiting for usb's hours (09:00-11:00 UTC), from 2026-11-23T09:00:00Z"
+            )]
+        );
+        let order = ShippingOrder::load(&setup.outgoing(), &name).unwrap();
+        assert!(order
+            .history
+            .last()
+            .unwrap()
+            .ends_with("waiting for usb's hours (09:00-11:00 UTC), from 2026-11-23T09:00:00Z"));
+    }
+
+    #[test]
     fn a_failure_is_recorded_and_retried_after_its_backoff() {
         let setup = Setup::new();
         let name = setup.queue(1, &["nowhere", "here"]);
@@ -1083,6 +1290,68 @@ mod tests {
             outgoing.exists("sync_bad.zip.order").unwrap(),
             "kept for the administrator"
         );
+    }
+
+    /// A bay where another server removes the leftover order
+    /// `sync_gone.zip.order` just before this one takes the entries lock.
+    struct Racing(DirStore);
+
+    impl BayStore for Racing {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn list(&self) -> Result<Vec<String>> {
+            self.0.list()
+        }
+        fn exists(&self, name: &str) -> Result<bool> {
+            self.0.exists(name)
+        }
+        fn size(&self, name: &str) -> Result<u64> {
+            self.0.size(name)
+        }
+        fn open(&self, name: &str) -> Result<Box<dyn std::io::Read + Send + '_>> {
+            self.0.open(name)
+        }
+        fn write_from(&self, name: &str, reader: &mut dyn std::io::Read) -> Result<u64> {
+            self.0.write_from(name, reader)
+        }
+        fn remove(&self, name: &str) -> Result<()> {
+            self.0.remove(name)
+        }
+        fn rename(&self, from: &str, to: &str) -> Result<()> {
+            self.0.rename(from, to)
+        }
+        fn modified(&self, name: &str) -> Result<DateTime<Utc>> {
+            self.0.modified(name)
+        }
+        fn lock(&self, name: &str) -> Result<Box<dyn Send>> {
+            if name == ENTRIES_LOCK {
+                let _ = self.0.remove("sync_gone.zip.order");
+            }
+            self.0.lock(name)
+        }
+    }
+
+    #[test]
+    fn a_leftover_order_another_server_removed_first_is_no_error() {
+        let setup = Setup::new();
+        let outgoing = setup.outgoing();
+        outgoing
+            .write("sync_gone.zip.order", b"format = 1\n")
+            .unwrap();
+        let racing = Racing(outgoing.clone());
+        let listing = list_bay(&racing).unwrap();
+        assert_eq!(listing.orphan_orders, ["sync_gone.zip.order"]);
+        let lines = Mutex::new(Vec::new());
+        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
+        let shipper = Shipper {
+            config: &setup.config,
+            log: &log,
+        };
+        let class = setup.config.class("default").unwrap();
+        shipper.clean_up(&racing, "default", class, &listing, at(NOW));
+        assert!(!outgoing.exists("sync_gone.zip.order").unwrap());
+        assert_eq!(lines.lock().unwrap().clone(), Vec::<String>::new());
     }
 
     #[test]

@@ -244,7 +244,30 @@ pub struct S3Store {
     bare_etags: Arc<AtomicBool>,
     /// How long a lock lives without renewal.
     lease: Duration,
+    /// How the service is reached and who we are there, for messages.
+    access: Arc<Access>,
 }
+
+/// The endpoint and the credentials' origin of a store, for messages that
+/// tell what to fix.
+#[derive(Debug)]
+struct Access {
+    /// `http(s)://host:port`, or `AWS S3` when no endpoint is set.
+    endpoint: String,
+    /// Where the credentials came from: the environment, a file and
+    /// profile, the program, or the instance's metadata service.
+    from: String,
+    /// The access key id in use, when known.
+    key_id: Option<String>,
+}
+
+/// Where credentials are looked for, said in messages about missing or
+/// refused ones.
+const CREDENTIALS_HELP: &str = "credentials come from the environment of the program \
+     (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and AWS_SESSION_TOKEN for temporary ones; \
+     for the systemd service, an EnvironmentFile= of its unit), else the shared credentials \
+     file (AWS_SHARED_CREDENTIALS_FILE, default ~/.aws/credentials; profile = \"NAME\" in the \
+     class or AWS_PROFILE picks its section); shipping.toml never holds them";
 
 /// A version of an entry, for compare-and-swap.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,19 +298,72 @@ impl S3Store {
         if let Some(region) = region {
             builder = builder.with_region(region);
         }
+        let endpoint = options
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        let mut access = Access {
+            endpoint: endpoint.clone().unwrap_or_else(|| "AWS S3".into()),
+            from: String::new(),
+            key_id: None,
+        };
+        let env_key = std::env::var("AWS_ACCESS_KEY_ID").ok();
         if let Some((key, secret)) = &options.credentials {
             builder = builder
                 .with_access_key_id(key)
                 .with_secret_access_key(secret);
-        } else if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-            if let Some(creds) = shared_credentials(options.profile.as_deref())
+            access.from = "the program".into();
+            access.key_id = Some(key.clone());
+        } else if let Some(key) = env_key {
+            if std::env::var_os("AWS_SECRET_ACCESS_KEY").is_none() {
+                return Err(Error::S3Access {
+                    bay: url.to_string(),
+                    endpoint: access.endpoint,
+                    problem: "AWS_ACCESS_KEY_ID is set in the environment but \
+                              AWS_SECRET_ACCESS_KEY is not"
+                        .into(),
+                    hint: format!("set both, or neither; {CREDENTIALS_HELP}"),
+                });
+            }
+            access.from = "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)".into();
+            access.key_id = Some(key);
+        } else {
+            match shared_credentials(options.profile.as_deref())
                 .map_err(|message| s3_config_error(url, message))?
             {
-                builder = builder
-                    .with_access_key_id(creds.access_key_id)
-                    .with_secret_access_key(creds.secret_access_key);
-                if let Some(token) = creds.session_token {
-                    builder = builder.with_token(token);
+                Some((creds, origin)) => {
+                    access.from = origin;
+                    access.key_id = Some(creds.access_key_id.clone());
+                    builder = builder
+                        .with_access_key_id(creds.access_key_id)
+                        .with_secret_access_key(creds.secret_access_key);
+                    if let Some(token) = creds.session_token {
+                        builder = builder.with_token(token);
+                    }
+                }
+                // Only AWS itself has an instance metadata service (or a
+                // container's or web identity's credentials): against
+                // another service, asking it would only wait and fail.
+                None if endpoint.is_some()
+                    && [
+                        "AWS_WEB_IDENTITY_TOKEN_FILE",
+                        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    ]
+                    .iter()
+                    .all(|var| std::env::var_os(var).is_none()) =>
+                {
+                    return Err(Error::S3Access {
+                        bay: url.to_string(),
+                        endpoint: access.endpoint,
+                        problem: "no credentials found".into(),
+                        hint: CREDENTIALS_HELP.into(),
+                    });
+                }
+                None => {
+                    access.from = "the instance's metadata service (no AWS_ACCESS_KEY_ID in \
+                                   the environment, no credentials file)"
+                        .into();
                 }
             }
         }
@@ -301,6 +377,7 @@ impl S3Store {
             runtime: Arc::new(runtime),
             bare_etags: Arc::default(),
             lease: options.lease.unwrap_or(DEFAULT_LEASE),
+            access: Arc::new(access),
         })
     }
 
@@ -314,6 +391,7 @@ impl S3Store {
             runtime: self.runtime.clone(),
             bare_etags: self.bare_etags.clone(),
             lease: self.lease,
+            access: self.access.clone(),
         }
     }
 
@@ -342,12 +420,120 @@ impl S3Store {
     }
 
     fn err(&self, name: &str, err: object_store::Error) -> Error {
+        if let Some(access) = self.diagnose(&err) {
+            return access;
+        }
         let kind = match &err {
             object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
             object_store::Error::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
             _ => io::ErrorKind::Other,
         };
         self.error(name, io::Error::new(kind, err))
+    }
+
+    /// A clear error for a failure that comes from how the bay is
+    /// configured or reached (endpoint, bucket, credentials) rather than
+    /// from the entry at hand; None for other failures.
+    fn diagnose(&self, err: &object_store::Error) -> Option<Error> {
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            text.push_str(" / ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        let access = &self.access;
+        let bucket = &self.url.bucket;
+        let key_id = access.key_id.as_deref().unwrap_or("(unknown)");
+        let (problem, hint) = if text.contains("<Code>NoSuchBucket</Code>") {
+            (
+                format!("the bucket {bucket} does not exist there"),
+                format!(
+                    "create it (for example aws s3 mb s3://{bucket} --endpoint-url {}), or correct \
+                     the bucket in the class's storage_bay or return_bay",
+                    access.endpoint
+                ),
+            )
+        } else if text.contains("<Code>SignatureDoesNotMatch</Code>") {
+            (
+                format!(
+                    "the service refused the credentials from {}: the secret key is not the one \
+                     of access key id {key_id}",
+                    access.from
+                ),
+                format!("correct the secret key; {CREDENTIALS_HELP}"),
+            )
+        } else if text.contains("<Code>InvalidAccessKeyId</Code>") {
+            (
+                format!(
+                    "the service knows no access key id {key_id} (credentials from {})",
+                    access.from
+                ),
+                format!(
+                    "correct the access key id, or the endpoint if the key belongs to another \
+                     service; {CREDENTIALS_HELP}"
+                ),
+            )
+        } else if text.contains("<Code>AccessDenied</Code>") {
+            let what = if text.contains("performing PUT") || text.contains("performing POST") {
+                "write"
+            } else if text.contains("performing DELETE") {
+                "delete"
+            } else {
+                "read"
+            };
+            (
+                format!(
+                    "access key id {key_id} (credentials from {}) is not allowed to {what} in \
+                     bucket {bucket}",
+                    access.from
+                ),
+                "give that user read and write access to the bucket (lspacket needs only list \
+                 and read)"
+                    .into(),
+            )
+        } else if text.contains("169.254.169.254") {
+            (
+                "no credentials found (the instance metadata service, asked last, did not \
+                 give any)"
+                    .into(),
+                CREDENTIALS_HELP.into(),
+            )
+        } else if text.contains("error sending request") || text.contains("Connection refused") {
+            let why = if text.contains("Connection refused") {
+                "connection refused"
+            } else if text.contains("dns error") || text.contains("lookup address") {
+                "host name not found"
+            } else if text.contains("timed out") {
+                "timed out"
+            } else {
+                "no answer"
+            };
+            (
+                format!("cannot reach the service ({why})"),
+                "check endpoint in the class (scheme, host and port) and that the S3 service \
+                 runs there and is reachable from this host"
+                    .into(),
+            )
+        } else {
+            return None;
+        };
+        Some(Error::S3Access {
+            bay: self.url.to_string(),
+            endpoint: access.endpoint.clone(),
+            problem,
+            hint,
+        })
+    }
+
+    /// Checks that the bay can be read as configured: one listing of its
+    /// prefix, which fails clearly on a wrong endpoint, a missing bucket
+    /// or wrong credentials. Writes nothing (read-only credentials pass).
+    pub fn check_readable(&self) -> Result<()> {
+        let prefix = self.prefix_path();
+        self.block_on(self.store.list_with_delimiter(Some(&prefix)))
+            .map(|_| ())
+            .map_err(|e| self.err("", e))
     }
 
     /// How long a lock or claim of this store lives without renewal.
@@ -569,6 +755,25 @@ impl S3Store {
         Ok(taken.then(|| S3Lock::start(self.sibling(&self.url), name, holder, lease, expires)))
     }
 
+    /// Removes claim `name` if its lease ran out and `order` (the order
+    /// it claimed) is gone: the claim of a server that died after its
+    /// order was done. Returns its holder when removed. S3 cannot delete
+    /// conditionally: the claim is read, the order looked for, then the
+    /// claim deleted; a server that takes over the name in that moment
+    /// (a new order of the same packet) finds its claim gone at its next
+    /// renewal and stops, as on any lost claim, so nothing is delivered
+    /// twice.
+    pub fn remove_dead_claim(&self, name: &str, order: &str) -> Result<Option<String>> {
+        let Some((holder, until)) = self.lease_holder(name)? else {
+            return Ok(None);
+        };
+        if until >= now_secs() || self.exists(order)? {
+            return Ok(None);
+        }
+        self.delete(name)?;
+        Ok(Some(holder))
+    }
+
     /// Who holds the lock or claim `name` and until when (Unix seconds),
     /// if anyone does.
     pub fn lease_holder(&self, name: &str) -> Result<Option<(String, i64)>> {
@@ -746,8 +951,11 @@ struct Credentials {
     session_token: Option<String>,
 }
 
-/// The profile's keys from the shared credentials file, if it has them.
-fn shared_credentials(profile: Option<&str>) -> std::result::Result<Option<Credentials>, String> {
+/// The profile's keys from the shared credentials file, with words
+/// naming the file and profile, if it has them.
+fn shared_credentials(
+    profile: Option<&str>,
+) -> std::result::Result<Option<(Credentials, String)>, String> {
     let path = match std::env::var_os("AWS_SHARED_CREDENTIALS_FILE") {
         Some(path) => std::path::PathBuf::from(path),
         None => match directories::BaseDirs::new() {
@@ -789,11 +997,14 @@ fn shared_credentials(profile: Option<&str>) -> std::result::Result<Option<Crede
         }
     }
     match (key, secret) {
-        (Some(access_key_id), Some(secret_access_key)) => Ok(Some(Credentials {
-            access_key_id,
-            secret_access_key,
-            session_token: token,
-        })),
+        (Some(access_key_id), Some(secret_access_key)) => Ok(Some((
+            Credentials {
+                access_key_id,
+                secret_access_key,
+                session_token: token,
+            },
+            format!("{}, profile {profile}", path.display()),
+        ))),
         _ => Ok(None),
     }
 }

@@ -168,6 +168,9 @@ pub fn list(class: &StorageClass, now: DateTime<Utc>) -> crate::Result<Vec<Parti
             .max()
             .unwrap_or(info_time);
         if modified + PARTIAL_MAX_AGE < now {
+            if crate::bay::read_only() {
+                continue;
+            }
             if let Some(_lock) = store.try_lock(&lock_name(packet), store.lease())? {
                 remove(store, packet)?;
             }

@@ -24,17 +24,33 @@ pub fn deliver_to_dir(
     destinations: &[&str],
     now: DateTime<Utc>,
 ) -> Result<ShippingOrder> {
+    check_dir(dest_dir)?;
+    deliver_checked(from, packet, &DirStore::new(dest_dir), destinations, now).map(|(o, _)| o)
+}
+
+/// [`deliver_to_dir`], also saying whether the directory held the packet
+/// whole already for every destination handed: a hand-over repeated after
+/// a kill, recognised as [`deliver_checked`] says.
+pub fn deliver_to_dir_checked(
+    from: &dyn BayStore,
+    packet: &str,
+    dest_dir: &Path,
+    destinations: &[&str],
+    now: DateTime<Utc>,
+) -> Result<(ShippingOrder, bool)> {
+    check_dir(dest_dir)?;
+    deliver_checked(from, packet, &DirStore::new(dest_dir), destinations, now)
+}
+
+fn check_dir(dest_dir: &Path) -> Result<()> {
     match std::fs::metadata(dest_dir) {
-        Ok(meta) if meta.is_dir() => {}
-        Ok(_) => {
-            return Err(Error::io(
-                dest_dir,
-                io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-            ))
-        }
-        Err(err) => return Err(Error::io(dest_dir, err)),
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Error::io(
+            dest_dir,
+            io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        )),
+        Err(err) => Err(Error::io(dest_dir, err)),
     }
-    deliver(from, packet, &DirStore::new(dest_dir), destinations, now)
 }
 
 /// Copies packet `packet` and its order from `from` into `to`, each
@@ -55,6 +71,23 @@ pub fn deliver(
     destinations: &[&str],
     now: DateTime<Utc>,
 ) -> Result<ShippingOrder> {
+    deliver_checked(from, packet, to, destinations, now).map(|(order, _)| order)
+}
+
+/// [`deliver`], also saying whether `to` held the packet whole already for
+/// every destination handed (true: nothing was written there). A packet
+/// already there with the order's size and SHA-256 is not written again
+/// (the bytes are the same); its order there gains the destinations it
+/// lacks. Recognised so, a hand-over repeated after a kill (the sender
+/// died before it recorded the delivery) changes nothing and is said as
+/// the HTTP transport says it.
+pub fn deliver_checked(
+    from: &dyn BayStore,
+    packet: &str,
+    to: &dyn BayStore,
+    destinations: &[&str],
+    now: DateTime<Utc>,
+) -> Result<(ShippingOrder, bool)> {
     let order = ShippingOrder::load(from, packet)?;
     let handed: Vec<String> = if destinations.is_empty() {
         order.destinations.clone()
@@ -80,38 +113,48 @@ pub fn deliver(
         Some(dir) => Some(DirLock::take(dir, ENTRIES_LOCK)?),
         None => None,
     };
-    let mismatch = AtomicBool::new(false);
-    let mut reader = CheckingReader::new(from.open(packet)?, &order, &mismatch);
-    let copying = crate::progress::phase(
-        &format!("copying {packet}"),
-        crate::progress::Unit::Bytes,
-        Some(order.size),
-    );
-    let written = to.write_from(packet, &mut reader);
-    drop(copying);
-    if let Err(err) = written {
-        if mismatch.load(Ordering::Relaxed) {
+    // The same bytes there already (a hand-over repeated after a kill, or
+    // one for other destinations): not written again.
+    let held = to.size(packet).is_ok_and(|size| size == order.size)
+        && crate::order::hash_entry(to, packet)
+            .is_ok_and(|(sha256, _)| sha256.eq_ignore_ascii_case(&order.sha256));
+    let written = if held {
+        Ok(order.size)
+    } else {
+        let mismatch = AtomicBool::new(false);
+        let mut reader = CheckingReader::new(from.open(packet)?, &order, &mismatch);
+        let copying = crate::progress::phase(
+            &format!("copying {packet}"),
+            crate::progress::Unit::Bytes,
+            Some(order.size),
+        );
+        let written = to.write_from(packet, &mut reader);
+        drop(copying);
+        if written.is_err() && mismatch.load(Ordering::Relaxed) {
             return Err(Error::PacketMismatch {
                 bay: from.describe(),
                 packet: packet.to_string(),
                 why: "its size or SHA-256 differs from the order's".to_string(),
             });
         }
-        return Err(err);
-    }
+        written
+    };
+    written?;
 
     // The same packet handed over before (for other destinations, say):
     // its order there gains the new destinations rather than losing the
     // old ones.
     if let Ok(mut existing) = ShippingOrder::load(to, packet) {
         if existing.sha256.eq_ignore_ascii_case(&order.sha256) {
-            existing.add_destinations(
+            let added = existing.add_destinations(
                 &handed,
                 now,
                 &format!("handed again from {}", from.describe()),
             );
-            existing.save(to)?;
-            return Ok(existing);
+            if added {
+                existing.save(to)?;
+            }
+            return Ok((existing, held && !added));
         }
     }
     let mut forwarded = order.clone();
@@ -126,7 +169,7 @@ pub fn deliver(
         ),
     );
     forwarded.save(to)?;
-    Ok(forwarded)
+    Ok((forwarded, false))
 }
 
 /// Passes bytes through while hashing them; at the end, fails the read if

@@ -58,7 +58,10 @@ pub struct Args {
     /// Packet files or directories holding them. Without any, every packet
     /// in the storage bays is listed (outgoing, incoming and return bays of
     /// every class), with its shipping order: destinations left, expiry,
-    /// failed attempts; returned packets are marked as expired. Uploads
+    /// failed attempts, and a destination whose link is outside its hours
+    /// waiting until they open; returned packets are marked as expired. A
+    /// packet delivered (removed) while the bays are listed is left out.
+    /// Uploads
     /// received in part, kept for their senders to resume, follow
     /// ("Partial upload: NAME, HELD of SIZE bytes").
     #[arg(value_name = "PACKET_OR_DIR")]
@@ -141,14 +144,26 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     // Folders named that hold no packet, with the files skipped there
     // and why.
     let mut skipped: Vec<(PathBuf, Vec<packets::NotAPacket>)> = Vec::new();
+    // The shipping configuration, when the bays are listed: says which
+    // orders wait for their link's hours.
+    let mut shipping_config = None;
     let entries = if args.packets.is_empty() {
         let shipping = Shipping::load(args.shipconf.as_deref())?;
+        shipping_config = Some(shipping.config.clone());
         match shipping::trust::trusted_keys(&shipping.config, &crate::ship_trust::ReplicaMembers) {
             Ok(trusted) => keys.extend(trusted),
             Err(err) => errln!("{NAME}: warning: {err}"),
         }
+        // Listing writes nothing: an S3 bay is checked with a listing, no
+        // probe write, so read-only credentials do.
+        shipping::bay::set_read_only();
         for class_name in shipping.classes(args.sclass.as_deref())? {
             let class = shipping.config.class(&class_name)?;
+            // A bay that cannot be used as configured is said once, as
+            // the error it is (not first as a warning about partials).
+            if class.s3.is_some() {
+                shipping::bay::open_bay(class, Bay::Outgoing)?;
+            }
             match shipping::receive::list_partials(class, now) {
                 Ok(list) => partials.extend(list.into_iter().map(|p| (class_name.clone(), p))),
                 Err(err) if class.s3.is_some() => {
@@ -279,6 +294,17 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             }
         })
         .collect();
+    // A packet in a directory bay that was removed between the listing
+    // and its examination (delivered by a server meanwhile) is no longer
+    // there to list.
+    let (entries, exams): (Vec<Entry>, Vec<packet_format::Examination>) = entries
+        .into_iter()
+        .zip(exams)
+        .filter(|(entry, exam)| {
+            let bay_file = entry.bay.is_some() && entry.remote.is_none();
+            !(bay_file && exam.error.is_some() && !entry.file.exists())
+        })
+        .unzip();
     // One readiness rule with -import: a packet whose parts are not all
     // listed here waits for the rest.
     let mut view = view;
@@ -374,6 +400,9 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             }
             if let Some(order) = &entry.order {
                 out!("{}", listing::render_order_text(order, returned));
+                if let (Some(config), false) = (&shipping_config, returned) {
+                    print_windows(config, order, now);
+                }
             }
             if entry.renamed {
                 outln!(
@@ -434,22 +463,21 @@ fn bay_entries(
                 std::fs::create_dir_all(&dir)?;
                 let local = DirStore::new(&dir);
                 let mut names = store.list()?;
+                listed(bay);
                 names.sort_by(|a, b| packets::by_name_and_number(a.as_ref(), b.as_ref()));
                 for name in names {
                     if shipping::order::packet_of(&name).is_some() {
                         continue;
                     }
-                    shipping::bay::copy_between(store.as_ref(), &name, &local, &name)?;
-                    let order = match store.exists(&shipping::order::order_name(&name)) {
-                        Ok(true) => match ShippingOrder::load(store.as_ref(), &name) {
-                            Ok(order) => Some(order),
-                            Err(err) => {
-                                errln!("{NAME}: warning: {err}");
-                                None
-                            }
-                        },
-                        _ => None,
-                    };
+                    // Servers delivering from the bay remove what they
+                    // delivered: a packet gone since the listing is no
+                    // longer there to list.
+                    match shipping::bay::copy_between(store.as_ref(), &name, &local, &name) {
+                        Ok(_) => {}
+                        Err(err) if err.is_not_found() => continue,
+                        Err(err) => return Err(err.into()),
+                    }
+                    let order = bay_order(store.as_ref(), &name);
                     entries.push(Entry {
                         file: dir.join(&name),
                         bay: Some((class_name.clone(), bay)),
@@ -472,22 +500,15 @@ fn bay_entries(
                 continue;
             }
             let store = DirStore::new(&dir);
-            for file in packets::collect_packet_files(std::slice::from_ref(&dir))? {
+            let files = packets::collect_packet_files(std::slice::from_ref(&dir))?;
+            listed(bay);
+            for file in files {
                 let name = file
                     .file_name()
                     .and_then(|n| n.to_str())
                     .unwrap_or_default()
                     .to_string();
-                let order = match store.exists(&shipping::order::order_name(&name)) {
-                    Ok(true) => match ShippingOrder::load(&store, &name) {
-                        Ok(order) => Some(order),
-                        Err(err) => {
-                            errln!("{NAME}: warning: {err}");
-                            None
-                        }
-                    },
-                    _ => None,
-                };
+                let order = bay_order(&store, &name);
                 entries.push(Entry {
                     file,
                     bay: Some((class_name.clone(), bay)),
@@ -499,6 +520,56 @@ fn bay_entries(
         }
     }
     Ok(entries)
+}
+
+/// Says, per destination of `order`, when its link's `hours` window is
+/// shut now: the order waits for it to open.
+fn print_windows(
+    config: &shipping::ShippingConfig,
+    order: &ShippingOrder,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    for destination in &order.destinations {
+        let Ok(Some(next)) = config.next_hop(destination) else {
+            continue;
+        };
+        let link = config.link(&next.name);
+        if let (Err(opens), Some(hours)) = (link.window_at(now), link.hours) {
+            outln!(
+                "  delivery to {}: waits for {}'s hours ({hours}), until {}",
+                crate::error::printable(destination),
+                crate::error::printable(&next.name),
+                shipping::order::format_time(&opens)
+            );
+        }
+    }
+}
+
+/// Test hook: the pause point `lspacket-listed:BAY` (a bay's packets
+/// are listed, none yet read), where a test removes one as a server
+/// delivering it would.
+fn listed(bay: Bay) {
+    crate::sys::testhook::pause_point(
+        &format!("lspacket-listed:{}", bay.name()),
+        &crate::sys::stop::StopFlag::new(),
+    );
+}
+
+/// The shipping order of packet `name` in `store`, if it has one; a
+/// warning when it cannot be read (one removed since it was seen, with
+/// its packet delivered meanwhile, is none).
+fn bay_order(store: &dyn BayStore, name: &str) -> Option<ShippingOrder> {
+    match store.exists(&shipping::order::order_name(name)) {
+        Ok(true) => match ShippingOrder::load(store, name) {
+            Ok(order) => Some(order),
+            Err(err) if err.is_not_found() => None,
+            Err(err) => {
+                errln!("{NAME}: warning: {err}");
+                None
+            }
+        },
+        _ => None,
+    }
 }
 
 /// The name the writer gives a packet with this header (SPEC.md §11): a

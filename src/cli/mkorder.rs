@@ -14,7 +14,10 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "mkorder", version, after_help = super::EXIT_STATUS_HELP)]
 pub struct Args {
-    /// The packet file to submit; repeat for several.
+    /// The packet file to submit; repeat for several. A packet in a bay
+    /// on S3 is named by its URL, s3://BUCKET/PREFIX/BAY/PACKET (BAY the
+    /// outgoing, incoming or return bay of a storage class in the shipping
+    /// configuration), as the expiry notice names a returned packet.
     #[arg(long, value_name = "PACKET", required = true)]
     pub data: Vec<PathBuf>,
 

@@ -1002,6 +1002,11 @@ pub(crate) fn check_workdir(work: Option<&std::path::Path>) -> crate::error::Res
     }
 }
 
+/// The role given to [`prepare_out`] for a directory of the program's own
+/// (the local staging of an S3 outgoing bay): its making and removal are
+/// not said.
+pub(crate) const OUT_UNSAID: &str = "staging directory";
+
 /// An `-out` directory this run created: removed again when the run ends
 /// with nothing in it (no packet written, or a failure), so a refused or
 /// empty export leaves no trace. Removes only an empty directory, and only
@@ -1032,8 +1037,11 @@ impl CreatedOut {
     }
 
     /// Says that the directory was made (if it was), when it was: before
-    /// the lines about what goes into it.
+    /// the lines about what goes into it. Nothing for [`OUT_UNSAID`].
     fn announce(&mut self, role: &'static str) {
+        if role == OUT_UNSAID {
+            return;
+        }
         if let Some(out) = self.made.first() {
             outln!("Created the {role} {}.", out.display());
             self.announced = Some(role);

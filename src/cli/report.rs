@@ -134,7 +134,13 @@ pub fn report(name: &str, outcome: anyhow::Result<()>) -> ExitCode {
         crate::error::neutralized(&message, false)
     );
     let library = err.chain().find_map(|e| e.downcast_ref::<Error>());
-    if let Some(hint) = library.and_then(hint) {
+    // A shipping error passed on as it is (a bay that cannot be used).
+    let shipping = || {
+        err.chain()
+            .find_map(|e| e.downcast_ref::<shipping::Error>())
+            .and_then(shipping_hint)
+    };
+    if let Some(hint) = library.and_then(hint).or_else(shipping) {
         let _ = writeln!(stderr, "{name}: hint: {hint}");
     }
     let code = if err.chain().any(|e| e.is::<Usage>()) {
@@ -477,6 +483,7 @@ fn shipping_hint(err: &shipping::Error) -> Option<String> {
         shipping::Error::Config { .. } => {
             "shipping_server(1) and shipping/FORMAT.md describe every key".into()
         }
+        shipping::Error::S3Access { hint, .. } => hint.clone(),
         _ => return None,
     })
 }

@@ -169,6 +169,7 @@ fn hint(err: &anyhow::Error) -> Option<String> {
             ),
             _ => None,
         },
+        shipping::Error::S3Access { hint, .. } => Some(hint.clone()),
         _ => None,
     }
 }

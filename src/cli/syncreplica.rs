@@ -344,10 +344,17 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     if shipping.is_none() {
         cli::check_packets_outside_tree(&replica, out, "-out directory")?;
     }
+    // A class on S3 stages its packets in a local directory of the
+    // program's own: made and removed without a word (the packets are
+    // said to be queued in the bucket).
+    let staged = shipping
+        .as_ref()
+        .is_some_and(|(shipping, class, _, dir)| shipping.is_staging(class, dir));
     let _created_out = cli::prepare_out(
         out,
         args.workdir.as_deref(),
         match &shipping {
+            Some(_) if staged => cli::OUT_UNSAID,
             Some(_) => "outgoing bay",
             None => "-out directory",
         },
@@ -395,10 +402,16 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         orders.borrow_mut().extend(made);
         Ok(())
     };
+    // Parts staged for an S3 bay are named where they went: the bucket.
+    let remote = match &shipping {
+        Some((shipping, class, _, _)) if staged => Some(shipping.outgoing(class)?.describe()),
+        _ => None,
+    };
     let request = export::ExportRequest {
         targets: &args.targets,
         out_dir: out,
         out_role: match &shipping {
+            Some(_) if staged => "local staging directory of the S3 outgoing bay",
             Some(_) => "outgoing bay",
             None => "-out directory",
         },
@@ -409,7 +422,9 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
         noencrypt: args.noencrypt,
         before_commit: Some(&queue),
         stop: &stop,
-        after_target: Some(&print_target_export),
+        after_target: Some(&|target, result| {
+            print_target_export(target, result, remote.as_deref())
+        }),
         mode: if args.ack {
             export::Mode::AckOnly
         } else if args.resend {
@@ -454,8 +469,14 @@ fn export(replica: Replica, args: &Args) -> anyhow::Result<()> {
     }
     if let Some((shipping, class, _, _)) = &shipping {
         if let Some(first) = orders.first() {
+            // A class on S3: the packets were staged locally and are now
+            // in the bucket; say where.
+            let bay = match shipping.config.class(class).map(|c| c.s3.is_some()) {
+                Ok(true) => format!(", in {}", shipping.outgoing(class)?.describe()),
+                _ => String::new(),
+            };
             outln!(
-                "Queued {} packet file{} for shipping in storage class {class} (expires {}).",
+                "Queued {} packet file{} for shipping in storage class {class}{bay} (expires {}).",
                 orders.len(),
                 plural(orders.len() as u64),
                 shipping::order::format_time(&first.expires)
@@ -543,8 +564,18 @@ fn note_unconfirmed(
     Ok(())
 }
 
-/// Says what an export did for one target, as soon as it is done.
-fn print_target_export(target: &crate::store::state::Member, result: &export::TargetExport) {
+/// Says what an export did for one target, as soon as it is done. Parts
+/// staged for an S3 outgoing bay are named by their place there
+/// (`remote`/NAME).
+fn print_target_export(
+    target: &crate::store::state::Member,
+    result: &export::TargetExport,
+    remote: Option<&str>,
+) {
+    let print_part = |part: &packet_format::WrittenPart| match remote {
+        Some(bay) => outln!("  {bay}/{} ({} bytes)", part.file_name, part.size),
+        None => outln!("  {} ({} bytes)", printable_path(&part.path), part.size),
+    };
     match result {
         export::TargetExport::UpToDate => {
             outln!(
@@ -559,7 +590,7 @@ fn print_target_export(target: &crate::store::state::Member, result: &export::Ta
                 summary.sequence
             );
             for part in &summary.parts {
-                outln!("  {} ({} bytes)", printable_path(&part.path), part.size);
+                print_part(part);
             }
         }
         export::TargetExport::Written(summary) => {
@@ -597,7 +628,7 @@ fn print_target_export(target: &crate::store::state::Member, result: &export::Ta
             }
             print_encryption(&target.name, summary);
             for part in &summary.parts {
-                outln!("  {} ({} bytes)", printable_path(&part.path), part.size);
+                print_part(part);
             }
             if let Some(held) = &summary.held_back {
                 warn_held_back(&target.name, held);

@@ -25,7 +25,9 @@
 //! `scan-after-read:NAME` (a scan has read a file named NAME, and not yet
 //! checked whether it changed meanwhile; [`pause_after_reading`]),
 //! `apply-after-displacing:PATH` (an import has taken the version it
-//! replaces at PATH from the name; [`pause_at_path`]).
+//! replaces at PATH from the name; [`pause_at_path`]),
+//! `lspacket-listed:BAY` (`lspacket` has listed the packets of a storage
+//! bay, outgoing, incoming or return, and read none of them yet).
 //!
 //! A forced filesystem: when `SYNCREPLICA_TEST_FOLD` is set, its words
 //! (`case`, `unicode`, comma-separated; empty or `none` for neither) replace

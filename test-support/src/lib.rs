@@ -220,6 +220,9 @@ pub struct S3Server {
     pub access_key: String,
     pub secret_key: String,
     pub region: String,
+    /// Access key id and secret of a user that may only list and read
+    /// the bucket, when the script made one.
+    pub read_only: Option<(String, String)>,
 }
 
 impl S3Server {
@@ -277,6 +280,9 @@ pub fn s3_server() -> Option<S3Server> {
             access_key: value("AWS_ACCESS_KEY_ID")?,
             secret_key: value("AWS_SECRET_ACCESS_KEY")?,
             region: value("AWS_REGION")?,
+            read_only: value("SYNCREPLICA_TEST_S3_READONLY_KEY")
+                .ok()
+                .zip(value("SYNCREPLICA_TEST_S3_READONLY_SECRET").ok()),
         })
     });
     match server {

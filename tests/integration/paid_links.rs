@@ -387,9 +387,30 @@ fn outside_its_hours_a_destination_waits_and_inside_them_it_is_delivered() {
     );
     assert_eq!(proxy.total(), 0, "nothing crossed the link");
     assert!(packet.exists());
-    // Waiting for the window is no failed attempt (no backoff).
+    // Said once, not at every pass.
+    let again = shipping_server(&sender, &["-poll"]).ok();
+    assert!(again.stdout.contains("1 waiting"), "{}", again.stdout);
+    assert!(
+        !again.stdout.contains("waiting for ship's hours"),
+        "{}",
+        again.stdout
+    );
+    // Waiting for the window is no failed attempt (no backoff); the
+    // listing says the order waits, and until when.
     let listing = run(&fam.root("boston"), "lspacket", ["-shipconf", arg(&sender)]).ok();
     assert!(listing.stdout.contains("to ship"), "{}", listing.stdout);
+    let opens = (chrono::Utc::now() + chrono::Duration::hours(2))
+        .format("%Y-%m-%dT%H:00:00Z")
+        .to_string();
+    assert!(
+        listing.stdout.contains(&format!(
+            "  delivery to ship: waits for ship's hours ({:02}:00-{:02}:00 UTC), until {opens}",
+            (hour + 2) % 24,
+            (hour + 3) % 24
+        )),
+        "{}",
+        listing.stdout
+    );
     assert!(
         !listing.stdout.contains("failed attempt"),
         "{}",

@@ -522,3 +522,439 @@ fn import_receive_reads_an_s3_incoming_bay() {
     // Consumed: gone from the bucket.
     assert_eq!(incoming.list_all_keys().unwrap(), Vec::<String>::new());
 }
+
+/// A hub configuration with its bays on S3 under `prefix`, a destination
+/// nobody answers ("nowhere") and a notify command that writes each
+/// notice's body to `notice`; returns its path.
+fn lone_hub(dir: &Path, server: &test_support::S3Server, prefix: &str, notice: &Path) -> PathBuf {
+    let conf = dir.join(format!("{prefix}.toml"));
+    std::fs::write(
+        &conf,
+        format!(
+            "notify = \"cat > '{}'\"\n{}\n[destinations.nowhere]\nurl = \"http://127.0.0.1:{}\"\n",
+            notice.display(),
+            s3_class(server, prefix, 20),
+            free_port(),
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+#[test]
+fn the_mkorder_command_an_expiry_notice_gives_resends_the_packet_from_the_s3_return_bay() {
+    let Some(server) = service() else {
+        return;
+    };
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let prefix = format!("ret-{}", unique_id());
+    let notice = dir.join("notice.txt");
+    let conf = lone_hub(dir, &server, &prefix, &notice);
+    let conf_arg = conf.to_str().unwrap();
+    let out = fam.packet_dir("expiring");
+    let packet = &packets(&fam, &out, 0, 1)[0];
+    let name = packet.file_name().unwrap().to_str().unwrap().to_string();
+    let bytes = std::fs::read(packet).unwrap();
+    run(
+        dir,
+        "mkorder",
+        [
+            "-shipconf",
+            conf_arg,
+            "-pexpire",
+            "1s",
+            "-data",
+            packet.to_str().unwrap(),
+            "nowhere",
+        ],
+    )
+    .ok();
+    std::thread::sleep(Duration::from_millis(1100));
+    let pass = run(dir, "shipping_server", ["-shipconf", conf_arg, "-poll"]).ok();
+    assert!(pass.stdout.contains("1 expired"), "{}", pass.stdout);
+    let returned = store(&server, &prefix, "return");
+    assert_eq!(
+        returned.list().unwrap(),
+        [name.clone(), format!("{name}.order")]
+    );
+
+    // The notice's command, run as the administrator would (with the
+    // hub's configuration), queues the packet again from the return bay.
+    let told = std::fs::read_to_string(&notice).expect("the notify program ran");
+    let command = told
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("mkorder -data "))
+        .unwrap_or_else(|| panic!("no mkorder command in:\n{told}"));
+    let url = format!("s3://{}/{prefix}/return/{name}", server.bucket);
+    assert_eq!(command, format!("mkorder -data {url} nowhere"));
+    let mut args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    args.extend(["-shipconf", conf_arg]);
+    let again = run(dir, "mkorder", &args).ok();
+    assert!(again.stdout.contains("Submitted "), "{}", again.stdout);
+    let outgoing = store(&server, &prefix, "bay/outgoing");
+    assert_eq!(
+        outgoing.list().unwrap(),
+        [name.clone(), format!("{name}.order")]
+    );
+    assert_eq!(outgoing.read(&name).unwrap(), bytes);
+    // Moved: no longer in the return bay (its old order, the record of
+    // what was tried, stays there as in a directory return bay).
+    assert!(!returned.exists(&name).unwrap());
+
+    // A packet that is not there, or a URL outside every class's bays,
+    // is refused with exit 1, naming it, and nothing is queued.
+    let missing = run(
+        dir,
+        "mkorder",
+        ["-shipconf", conf_arg, "-data", &url, "nowhere"],
+    )
+    .fails_with(1);
+    assert!(
+        missing
+            .stderr
+            .contains(&format!("no packet {name} in s3://")),
+        "{}",
+        missing.stderr
+    );
+    let elsewhere = format!("s3://{}/elsewhere/return/{name}", server.bucket);
+    let refused = run(
+        dir,
+        "mkorder",
+        ["-shipconf", conf_arg, "-data", &elsewhere, "nowhere"],
+    )
+    .fails_with(1);
+    assert!(
+        refused
+            .stderr
+            .contains("is not a bay of any storage class on S3"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
+fn lspacket_skips_a_packet_delivered_from_the_s3_bay_between_the_listing_and_its_read() {
+    let Some(hub) = hub(2, 20) else {
+        return;
+    };
+    let outgoing = hub.outgoing();
+    let names: Vec<String> = outgoing
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| !n.ends_with(".order"))
+        .collect();
+    assert_eq!(names.len(), 2);
+    let marker = hub.fam.dir.path().join("listed.marker");
+    let paused = start_paused_at(
+        hub.fam.dir.path(),
+        "lspacket",
+        ["-shipconf", hub.conf.to_str().unwrap(), "-short"],
+        "lspacket-listed:outgoing",
+        &marker,
+    );
+    // A server delivers the first packet meanwhile: packet, then order.
+    outgoing.remove(&names[0]).unwrap();
+    outgoing.remove(&format!("{}.order", names[0])).unwrap();
+    let listed = paused.resume();
+    assert_eq!(listed.code, 0, "{}\n{}", listed.stdout, listed.stderr);
+    assert_eq!(
+        listed.stdout.trim(),
+        format!("{}/{}", outgoing.describe(), names[1])
+    );
+    assert_eq!(listed.stderr, "");
+}
+
+/// `name args…` in `dir` with the S3 variables changed: `set` given,
+/// `unset` removed.
+fn run_s3_env(dir: &Path, name: &str, args: &[&str], set: &[(&str, &str)], unset: &[&str]) -> Run {
+    let mut command = command(name, args);
+    command.current_dir(dir).stdin(std::process::Stdio::null());
+    for (key, value) in set {
+        command.env(key, value);
+    }
+    for key in unset {
+        command.env_remove(key);
+    }
+    let output = command.output().expect("binary starts");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn s3_configuration_mistakes_are_said_plainly_with_what_to_do() {
+    let Some(server) = service() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let prefix = format!("conf-{}", unique_id());
+    let conf = dir.join("hub.toml");
+    let conf_arg = conf.to_str().unwrap();
+    let good = s3_class(&server, &prefix, 20);
+    let write_conf = |class: &str| std::fs::write(&conf, class).unwrap();
+    // Each mistake, for a reading and a writing command: the bay, the
+    // endpoint, what is wrong, and a hint; never the raw service answer
+    // or the internal probe object.
+    let said = |set: &[(&str, &str)], unset: &[&str], words: &[&str], hint: &str| {
+        for name in ["lspacket", "shipping_server"] {
+            let args: &[&str] = match name {
+                "lspacket" => &["-shipconf", conf_arg],
+                _ => &["-shipconf", conf_arg, "-poll"],
+            };
+            let run = run_s3_env(dir, name, args, set, unset).fails_with(1);
+            let first = run.stderr.lines().next().unwrap_or_default();
+            assert!(
+                first.starts_with(&format!("{name}: error: s3://{}/{prefix}/", server.bucket)),
+                "{}",
+                run.stderr
+            );
+            for word in words {
+                assert!(run.stderr.contains(word), "{word}: {}", run.stderr);
+            }
+            assert!(
+                run.stderr.contains(&format!("{name}: hint: {hint}")),
+                "{}",
+                run.stderr
+            );
+            for raw in [".lock-probe", "Error performing", "<Code>"] {
+                assert!(!run.stderr.contains(raw), "{raw}: {}", run.stderr);
+            }
+            assert_eq!(run.stderr.lines().count(), 2, "said once: {}", run.stderr);
+        }
+    };
+    // The wrong endpoint: nothing listens there.
+    let port = free_port();
+    write_conf(&good.replace(&server.endpoint, &format!("http://127.0.0.1:{port}")));
+    said(
+        &[],
+        &[],
+        &[
+            &format!("(endpoint http://127.0.0.1:{port})"),
+            "cannot reach the service (connection refused)",
+        ],
+        "check endpoint in the class",
+    );
+    // A bucket that does not exist.
+    write_conf(&good.replace(
+        &format!("s3://{}/", server.bucket),
+        "s3://no-such-bucket-16/",
+    ));
+    let said_bucket = |words: &[&str], hint: &str| {
+        for name in ["lspacket", "shipping_server"] {
+            let args: &[&str] = match name {
+                "lspacket" => &["-shipconf", conf_arg],
+                _ => &["-shipconf", conf_arg, "-poll"],
+            };
+            let run = run_s3_env(dir, name, args, &[], &[]).fails_with(1);
+            for word in words {
+                assert!(run.stderr.contains(word), "{word}: {}", run.stderr);
+            }
+            assert!(run.stderr.contains(hint), "{}", run.stderr);
+            assert!(!run.stderr.contains(".lock-probe"), "{}", run.stderr);
+        }
+    };
+    said_bucket(
+        &["the bucket no-such-bucket-16 does not exist there"],
+        "hint: create it",
+    );
+    write_conf(&good);
+    // A wrong secret, an unknown key id, no credentials at all.
+    said(
+        &[("AWS_SECRET_ACCESS_KEY", "not-the-secret")],
+        &[],
+        &[&format!(
+            "the secret key is not the one of access key id {}",
+            server.access_key
+        )],
+        "correct the secret key",
+    );
+    said(
+        &[("AWS_ACCESS_KEY_ID", "NOSUCHKEY16")],
+        &[],
+        &["the service knows no access key id NOSUCHKEY16"],
+        "correct the access key id",
+    );
+    said(
+        &[("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")],
+        &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+        &["no credentials found"],
+        "credentials come from the environment of the program (AWS_ACCESS_KEY_ID",
+    );
+    // Credentials written into the configuration.
+    write_conf(&format!("{good}aws_secret_access_key = \"x\"\n"));
+    let run = run_s3_env(dir, "lspacket", &["-shipconf", conf_arg], &[], &[]).fails_with(1);
+    assert!(
+        run.stderr.contains("never put in shipping.toml")
+            && run.stderr.contains("AWS_SECRET_ACCESS_KEY"),
+        "{}",
+        run.stderr
+    );
+    // Plain HTTP not allowed: said once, not once per bay.
+    write_conf(&good.replace("allow_http = true\n", ""));
+    let run = run_s3_env(dir, "lspacket", &["-shipconf", conf_arg], &[], &[]).fails_with(1);
+    assert_eq!(
+        run.stderr.matches("plain HTTP").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+
+    // lspacket writes nothing: credentials that may only list and read
+    // list the bay; shipping_server, which writes, is told they may not.
+    let Some((key, secret)) = server.read_only.clone() else {
+        eprintln!("SKIPPED (read-only part): the S3 script made no read-only user");
+        return;
+    };
+    write_conf(&good);
+    let read_only = [
+        ("AWS_ACCESS_KEY_ID", key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+    let listed = run_s3_env(dir, "lspacket", &["-shipconf", conf_arg], &read_only, &[]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(listed.stdout.trim(), "No packets found.");
+    let refused = run_s3_env(
+        dir,
+        "shipping_server",
+        &["-shipconf", conf_arg, "-poll"],
+        &read_only,
+        &[],
+    )
+    .fails_with(1);
+    assert!(
+        refused.stderr.contains(&format!(
+            "access key id {key} (credentials from the environment"
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("is not allowed to write in bucket"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("hint: give that user read and write"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
+fn claims_left_by_dead_servers_after_their_order_was_done_are_swept() {
+    let Some(hub) = hub(1, 20) else {
+        return;
+    };
+    let outgoing = hub.outgoing();
+    let queued = outgoing
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|n| !n.ends_with(".order"))
+        .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let claim = |packet: &str, holder: &str, expires: i64| {
+        assert!(outgoing
+            .create_new(
+                &format!(".claim-{packet}"),
+                format!("holder = \"{holder}\"\nexpires = {expires}\n").as_bytes()
+            )
+            .unwrap());
+    };
+    // A server died after finishing an order (its claim ran out)...
+    claim("sync_done_1.zip", "dead:1", now - 5);
+    // ...another is finishing one right now (its claim runs)...
+    claim("sync_busy_2.zip", "alive:2", now + 600);
+    // ...and one died while working on an order still queued: the next
+    // claim takes that one over (and releases it when done).
+    claim(&queued, "dead:3", now - 5);
+    let pass = run(
+        hub.fam.dir.path(),
+        "shipping_server",
+        ["-shipconf", hub.conf.to_str().unwrap(), "-poll"],
+    )
+    .ok();
+    assert!(
+        pass.stdout
+            .contains("removed .claim-sync_done_1.zip in s3://")
+            && pass
+                .stdout
+                .contains("the claim of dead:1, which stopped before releasing it"),
+        "{}",
+        pass.stdout
+    );
+    assert!(
+        pass.stdout.contains(&format!("delivered {queued}")),
+        "{}",
+        pass.stdout
+    );
+    assert!(!pass.stdout.contains("error:"), "{}", pass.stdout);
+    assert_eq!(
+        outgoing.list_all_keys().unwrap(),
+        [".claim-sync_busy_2.zip"],
+        "{}",
+        pass.stdout
+    );
+}
+
+#[test]
+fn export_fship_to_an_s3_class_says_where_the_packets_went() {
+    let Some(hub) = hub(1, 20) else {
+        return;
+    };
+    let dir = hub.fam.dir.path();
+    let data_home = dir.join("fresh-data-home");
+    write(&hub.fam.root("boston"), "f", "exported");
+    let conf = hub.conf.to_str().unwrap();
+    let data = data_home.to_str().unwrap();
+    let shipped = run_s3_env(
+        &hub.fam.root("boston"),
+        "syncreplica",
+        &["-export", "-fship", "-shipconf", conf, "ship"],
+        &[("XDG_DATA_HOME", data)],
+        &[],
+    );
+    assert_eq!(shipped.code, 0, "{}", shipped.stderr);
+    let outgoing = hub.outgoing();
+    for wrong in [
+        "Created the outgoing bay",
+        "s3-staging",
+        "Removed the",
+        "nothing was written",
+    ] {
+        assert!(
+            !shipped.stdout.contains(wrong),
+            "{wrong}: {}",
+            shipped.stdout
+        );
+    }
+    // The part is named where it went, and so is the queue.
+    assert!(
+        shipped
+            .stdout
+            .contains(&format!("\n  {}/sync_boston_", outgoing.describe())),
+        "{}",
+        shipped.stdout
+    );
+    assert!(
+        shipped.stdout.contains(&format!(
+            "for shipping in storage class default, in {} (expires",
+            outgoing.describe()
+        )),
+        "{}",
+        shipped.stdout
+    );
+    assert!(
+        shipped.stdout.contains("delivered sync_boston_"),
+        "{}",
+        shipped.stdout
+    );
+}

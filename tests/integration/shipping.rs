@@ -1704,3 +1704,45 @@ fn a_server_that_trusts_no_key_warns_at_start_naming_its_file() {
     let server = Server::start(&receiver_conf(&fam), "127.0.0.1:0", &[]);
     assert!(!server.log().contains("no trusted key"), "{}", server.log());
 }
+
+#[test]
+fn lspacket_skips_a_packet_delivered_between_the_listing_and_its_read() {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let conf = sender_conf(dir, "http://127.0.0.1:9");
+    let out = fam.packet_dir("out");
+    for content in ["1", "2"] {
+        write(&fam.root("boston"), "f", content);
+        export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
+    }
+    let files = packet_files(&out);
+    assert_eq!(files.len(), 2);
+    let mut args = vec!["-shipconf", arg(&conf)];
+    for file in &files {
+        args.extend(["-data", arg(file)]);
+    }
+    run(dir, "mkorder", &args).ok();
+    let outgoing = bay(&conf, "outgoing");
+    let marker = dir.join("listed.marker");
+    let paused = start_paused_at(
+        &fam.root("boston"),
+        "lspacket",
+        ["-shipconf", arg(&conf), "-short"],
+        "lspacket-listed:outgoing",
+        &marker,
+    );
+    // A server delivers the first packet meanwhile: packet, then order.
+    let gone = files[0].file_name().unwrap();
+    std::fs::remove_file(outgoing.join(gone)).unwrap();
+    std::fs::remove_file(outgoing.join(format!("{}.order", gone.to_str().unwrap()))).unwrap();
+    let listed = paused.resume();
+    assert_eq!(listed.code, 0, "{}\n{}", listed.stdout, listed.stderr);
+    assert_eq!(
+        listed.stdout.trim(),
+        outgoing
+            .join(files[1].file_name().unwrap())
+            .display()
+            .to_string()
+    );
+    assert_eq!(listed.stderr, "");
+}
