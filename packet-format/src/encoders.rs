@@ -23,17 +23,52 @@ use crate::records::{CODEC_PLAIN, CODEC_ZSTD, GROUP_MEMBER_HEADER_LEN};
 pub(crate) struct Group {
     pub bytes: Vec<u8>,
     pub members: Vec<(ChunkId, std::ops::Range<usize>)>,
+    /// Members whose bytes nobody has checked against their id yet (the
+    /// others were checked by the caller as they were read): only these
+    /// are hashed before encoding, so no chunk is hashed twice.
+    pub unchecked: Vec<usize>,
 }
 
 impl Group {
-    /// Appends chunk `id` with its bytes.
+    /// Appends chunk `id` with its bytes, to be checked against `id`
+    /// before it is encoded.
     pub fn push(&mut self, id: &ChunkId, data: &[u8]) {
+        self.unchecked.push(self.members.len());
+        self.push_checked(id, data.len(), |slot| slot.copy_from_slice(data));
+    }
+
+    /// Appends chunk `id` of `len` bytes, which `fill` writes in place
+    /// (no copy); the caller vouches that they match `id`.
+    pub fn push_checked(&mut self, id: &ChunkId, len: usize, fill: impl FnOnce(&mut [u8])) {
+        let _ = self.try_push_checked(id, len, |slot| {
+            fill(slot);
+            Ok::<bool, ()>(true)
+        });
+    }
+
+    /// As [`Self::push_checked`] where `fill` may fail or find the bytes
+    /// wrong (`Ok(false)`): the group is then left as it was.
+    pub fn try_push_checked<E>(
+        &mut self,
+        id: &ChunkId,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<bool, E>,
+    ) -> Result<bool, E> {
+        let mark = self.bytes.len();
         self.bytes.extend_from_slice(id);
-        self.bytes
-            .extend_from_slice(&(data.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(&(len as u32).to_le_bytes());
         let start = self.bytes.len();
-        self.bytes.extend_from_slice(data);
-        self.members.push((*id, start..self.bytes.len()));
+        self.bytes.resize(start + len, 0);
+        match fill(&mut self.bytes[start..]) {
+            Ok(true) => {
+                self.members.push((*id, start..self.bytes.len()));
+                Ok(true)
+            }
+            other => {
+                self.bytes.truncate(mark);
+                other
+            }
+        }
     }
 
     /// Decoded length were `len` more bytes of chunk added.
@@ -199,8 +234,9 @@ pub(crate) fn encode(
     group: &Group,
     check_ids: bool,
 ) -> Result<Stored, EncodeError> {
-    for (index, (id, _)) in group.members.iter().enumerate() {
-        if check_ids && Sha256::digest(group.data(index)).as_slice() != id {
+    for &index in group.unchecked.iter().filter(|_| check_ids) {
+        let id = &group.members[index].0;
+        if Sha256::digest(group.data(index)).as_slice() != id {
             return Err(EncodeError::IdMismatch(*id));
         }
     }

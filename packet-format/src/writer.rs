@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 
 use crate::container::{entry_overhead, WrittenEntry, ZipLayout, END_RECORD_LEN};
-use crate::error::{ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::header::{
     encode_header, CreationPayload, Encoding, EntryInfo, EpochRange, FormatVersion, Header, Named,
     PacketKind, Target, SIGNATURE_CONTEXT,
@@ -33,7 +33,7 @@ use crate::header::{
 use crate::ops::{ChunkId, Id, Operation, Timestamp};
 use crate::records::{
     ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_GROUP, CODEC_PLAIN,
-    CODEC_RECIPE, OP_RECORD_HEADER_LEN,
+    CODEC_RECIPE, GROUP_MEMBER_HEADER_LEN, OP_RECORD_HEADER_LEN,
 };
 use crate::{
     naming, ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_PASSKEY,
@@ -812,9 +812,7 @@ impl PacketWriter {
             }
             .at(&self.out_dir));
         }
-        if !self.group.is_empty() && self.group.len_with(data.len()) > self.group_target {
-            self.submit_group()?;
-        }
+        self.make_room_in_group(data.len())?;
         self.group.push(id, data);
         Ok(())
     }
@@ -822,6 +820,56 @@ impl PacketWriter {
     /// As [`Self::add_chunk`] (kept for callers that hand over their bytes).
     pub fn add_chunk_owned(&mut self, id: &ChunkId, data: Vec<u8>) -> Result<()> {
         self.add_chunk(id, &data)
+    }
+
+    /// As [`Self::add_chunk`] for bytes the caller has just checked against
+    /// `id` itself: they are not hashed again (an export reads each chunk
+    /// from a file and must know at once whether it still matches).
+    pub fn add_checked_chunk(&mut self, id: &ChunkId, data: &[u8]) -> Result<()> {
+        self.check_chunk_len(data)?;
+        self.make_room_in_group(data.len())?;
+        self.group
+            .push_checked(id, data.len(), |slot| slot.copy_from_slice(data));
+        Ok(())
+    }
+
+    /// Adds chunk `id` of `len` bytes, which `fill` writes straight into
+    /// the open chunk group (read from a file, say, without a copy) and
+    /// checks against `id`: `Ok(true)` keeps the chunk, and it is not
+    /// hashed again; `Ok(false)` or an error leaves the packet as it was
+    /// (nothing of the chunk is added). Returns what `fill` returned.
+    /// Errors: the writer's own (as [`Self::add_chunk`]), or `fill`'s.
+    pub fn add_chunk_with<E: From<Error>>(
+        &mut self,
+        id: &ChunkId,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<bool, E> {
+        if len == 0 || len > MAX_CHUNK_LEN {
+            return Err(ErrorKind::ChunkTooLarge {
+                len,
+                limit: MAX_CHUNK_LEN,
+            }
+            .at(&self.out_dir)
+            .into());
+        }
+        self.make_room_in_group(len)?;
+        self.group.try_push_checked(id, len, fill)
+    }
+
+    /// Submits the open group if `len` more bytes of chunk would take it
+    /// past the group target, and gives a new group its whole buffer at
+    /// once (not a series of doublings).
+    fn make_room_in_group(&mut self, len: usize) -> Result<()> {
+        if !self.group.is_empty() && self.group.len_with(len) > self.group_target {
+            self.submit_group()?;
+        }
+        if self.group.bytes.capacity() == 0 {
+            self.group
+                .bytes
+                .reserve(self.group_target.max(GROUP_MEMBER_HEADER_LEN + len));
+        }
+        Ok(())
     }
 
     fn check_chunk_len(&self, data: &[u8]) -> Result<()> {

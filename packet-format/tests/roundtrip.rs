@@ -374,6 +374,104 @@ fn encoder_threads_write_the_same_packet_as_one_thread() {
     }
 }
 
+/// How a test hands chunks to the writer.
+#[derive(Clone, Copy, Debug)]
+enum Handing {
+    /// `add_chunk_owned`: the writer (or its workers) checks the id.
+    Owned,
+    /// `add_checked_chunk`: the caller checked it.
+    Checked,
+    /// `add_chunk_with`, every chunk first tried with bytes that do not
+    /// match (`Ok(false)`) and with a failing read, as an export does when
+    /// a busy file holds it, then filled right.
+    InPlace,
+}
+
+/// A caller's own error, as `add_chunk_with` allows.
+#[derive(Debug)]
+enum ReadFailed {
+    Read,
+    #[allow(dead_code)]
+    Packet(packet_format::Error),
+}
+
+impl From<packet_format::Error> for ReadFailed {
+    fn from(err: packet_format::Error) -> ReadFailed {
+        ReadFailed::Packet(err)
+    }
+}
+
+fn written_handing(
+    threads: usize,
+    max_size: u64,
+    files: &[Vec<Vec<u8>>],
+    handing: Handing,
+) -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = PacketWriter::create(
+        dir.path(),
+        max_size,
+        &SENDER_SECRET,
+        carrying(meta(PacketKind::Update), files.len() as u64),
+    )
+    .unwrap()
+    .with_encoder_threads(threads);
+    for (index, chunks) in files.iter().enumerate() {
+        for chunk in chunks {
+            let id = chunk_id(chunk);
+            match handing {
+                Handing::Owned => writer.add_chunk_owned(&id, chunk.clone()).unwrap(),
+                Handing::Checked => writer.add_checked_chunk(&id, chunk).unwrap(),
+                Handing::InPlace => {
+                    let wrong = writer
+                        .add_chunk_with(&id, chunk.len(), |slot| {
+                            slot.fill(0xAA);
+                            Ok::<bool, packet_format::Error>(false)
+                        })
+                        .unwrap();
+                    assert!(!wrong);
+                    let failed = writer.add_chunk_with(&id, chunk.len(), |slot| {
+                        slot[..1].fill(1);
+                        Err::<bool, ReadFailed>(ReadFailed::Read)
+                    });
+                    assert!(matches!(failed, Err(ReadFailed::Read)));
+                    let added = writer
+                        .add_chunk_with(&id, chunk.len(), |slot| {
+                            slot.copy_from_slice(chunk);
+                            Ok::<bool, packet_format::Error>(true)
+                        })
+                        .unwrap();
+                    assert!(added);
+                }
+            }
+        }
+        let op = file_op(index as u64 + 1, &format!("dir/file{index}"), chunks);
+        writer.add_operation(&op).unwrap();
+    }
+    let parts = writer.finish().unwrap();
+    parts
+        .iter()
+        .map(|part| std::fs::read(&part.path).unwrap())
+        .collect()
+}
+
+#[test]
+fn chunks_checked_by_the_caller_or_read_in_place_write_the_same_packet() {
+    let files = small_text_files(300);
+    for max_size in [MIN_PART_SIZE, 100 << 20] {
+        for threads in [0, 2] {
+            let owned = written_handing(threads, max_size, &files, Handing::Owned);
+            for handing in [Handing::Checked, Handing::InPlace] {
+                let other = written_handing(threads, max_size, &files, handing);
+                assert!(
+                    owned == other,
+                    "{handing:?}, {threads} threads, max size {max_size}: the packets differ"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn encoder_threads_refuse_a_mislabelled_chunk_by_the_end() {
     let dir = tempfile::tempdir().unwrap();

@@ -743,6 +743,32 @@ impl State {
         Ok(())
     }
 
+    /// As [`Self::for_each_operation`], decoding only the operations whose
+    /// encoding `wanted` accepts (a cheap look at the bytes, so that a
+    /// caller interested in a few paths does not decode the whole log).
+    pub fn for_each_operation_where(
+        &self,
+        mut wanted: impl FnMut(&[u8]) -> bool,
+        mut visit: impl FnMut(Operation),
+    ) -> Result<()> {
+        let db = |source| self.db_error(source);
+        let mut statement = self
+            .conn
+            .prepare("SELECT op FROM oplog ORDER BY rowid")
+            .map_err(db)?;
+        let mut rows = statement.query([]).map_err(db)?;
+        while let Some(row) = rows.next().map_err(db)? {
+            let rusqlite::types::ValueRef::Blob(bytes) = row.get_ref(0).map_err(db)? else {
+                return Err(self.corrupt("oplog entry: not a blob"));
+            };
+            if !wanted(bytes) {
+                continue;
+            }
+            visit(Operation::decode(bytes).map_err(|e| self.corrupt(format!("oplog entry: {e}")))?);
+        }
+        Ok(())
+    }
+
     /// The encodings of `origin`'s operations `first..=last`, in epoch
     /// order, exactly as logged (what seals sign).
     /// Calls `f` with the encodings of `origin`'s logged operations

@@ -2,12 +2,11 @@
 //! (update and creation exports alike).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use packet_format::PacketWriter;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::ops::{ChunkId, PathState};
 use crate::replica::Replica;
 use crate::store::layout;
@@ -109,20 +108,21 @@ impl LocalChunks {
                 first_changed.get_or_insert(disk);
                 continue;
             }
-            let read = self.read_at(&path, &disk, offset, len).and_then(|bytes| {
+            // Read straight into the packet's open chunk group and checked
+            // there, not left to the writer: its encoder threads would
+            // report a mismatch only later, and a busy file must be known
+            // now (the chunk is then read elsewhere). Checked here, the
+            // bytes are not hashed again.
+            let read = writer.add_chunk_with(id, len as usize, |slot| {
                 use sha2::{Digest, Sha256};
-                // Checked here, not left to the writer: its encoder
-                // threads report a mismatch only later, and a busy file
-                // must be known now (the chunk is then read elsewhere).
-                if Sha256::digest(&bytes).as_slice() != id {
-                    return Err(Error::ChangedDuringExport { path: disk.clone() });
-                }
-                let len = bytes.len() as u64;
-                writer
-                    .add_chunk_owned(id, bytes)
-                    .map(|()| len)
-                    .map_err(Error::Packet)
+                self.read_into(&path, &disk, offset, slot)?;
+                Ok::<bool, Error>(Sha256::digest(&*slot).as_slice() == id)
             });
+            let read = match read {
+                Ok(true) => Ok(u64::from(len)),
+                Ok(false) => Err(Error::ChangedDuringExport { path: disk.clone() }),
+                Err(err) => Err(err),
+            };
             match read {
                 Ok(len) => return Ok(ChunkRead::Added(len)),
                 Err(Error::ChangedDuringExport { path: disk }) => {
@@ -171,6 +171,13 @@ impl LocalChunks {
     /// The `len` bytes at `offset` of `path` (`disk` on disk), not yet
     /// checked against their id.
     fn read_at(&mut self, path: &[u8], disk: &Path, offset: u64, len: u32) -> Result<Vec<u8>> {
+        let mut bytes = vec![0u8; len as usize];
+        self.read_into(path, disk, offset, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Fills `bytes` from `offset` of `path` (`disk` on disk).
+    fn read_into(&mut self, path: &[u8], disk: &Path, offset: u64, bytes: &mut [u8]) -> Result<()> {
         // A file removed or shrunk since the scan is a file changed since
         // the scan, as one whose bytes no longer match.
         let changed = |err: std::io::Error| match err.kind() {
@@ -186,9 +193,7 @@ impl LocalChunks {
             self.open = Some((path.to_vec(), file));
         }
         let file = &mut self.open.as_mut().expect("opened above").1;
-        file.seek(SeekFrom::Start(offset)).at(disk)?;
-        let mut bytes = vec![0u8; len as usize];
-        file.read_exact(&mut bytes).map_err(changed)?;
-        Ok(bytes)
+        // Positioned reads: one system call a chunk, not a seek and a read.
+        std::os::unix::fs::FileExt::read_exact_at(&*file, bytes, offset).map_err(changed)
     }
 }

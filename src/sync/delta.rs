@@ -82,7 +82,17 @@ fn held_by_log(
     if paths.is_empty() {
         return Ok(held);
     }
-    state.for_each_operation(|op| {
+    // An operation names its path verbatim in its encoding: one that
+    // contains none of `paths` is not decoded (the log is most of an
+    // export's reading when few paths change). A false match costs only
+    // the decoding; the path is compared exactly below.
+    // The root (the empty path) is left out: it is always a directory, so
+    // it is never held as a file, and its empty name would match every
+    // operation. (Should the automaton not build, every operation is
+    // decoded.)
+    let finder = aho_corasick::AhoCorasick::new(paths.iter().filter(|p| !p.is_empty())).ok();
+    let wanted = |bytes: &[u8]| finder.as_ref().is_none_or(|f| f.is_match(bytes));
+    state.for_each_operation_where(wanted, |op| {
         let Some(change) = op.change.path_change() else {
             return;
         };

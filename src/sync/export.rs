@@ -767,7 +767,8 @@ fn ship_content(
                         }
                     }
                     summary.chunk_bytes_sent += bytes.len() as u64;
-                    writer.add_chunk_owned(&chunk.id, bytes)?;
+                    // `local.read` checked the bytes against the id.
+                    writer.add_checked_chunk(&chunk.id, &bytes)?;
                     sent.insert(chunk.id);
                     summary.chunks_sent += 1;
                     continue;
