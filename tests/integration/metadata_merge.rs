@@ -1,0 +1,198 @@
+//! Concurrent metadata changes (issue 14): two members change the
+//! metadata of the root, a folder and a file at once; the exchange merges
+//! them the same way at both, says what differed and which value was kept,
+//! and a later change on either side is a plain successor that arrives
+//! unchanged and stays on its own side.
+//!
+//! rsync (`-aHAXc --numeric-ids`) judges the trees; setfacl and setfattr
+//! make the changes. Owners need root: a run that is not root, or a
+//! machine without the tools, skips with a message (CI runs as root).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::helpers::*;
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+fn skip() -> bool {
+    for tool in ["rsync", "setfacl", "setfattr", "getfacl", "getfattr"] {
+        if !have(tool) {
+            eprintln!("SKIPPED: {tool} is not installed (apt-get install rsync acl attr)");
+            return true;
+        }
+    }
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root (owners)");
+        return true;
+    }
+    false
+}
+
+/// Runs a shell script in `dir`; it must succeed.
+fn sh(dir: &Path, script: &str) {
+    let out = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A shell command's standard output in `dir`.
+fn sh_output(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What `rsync -aHAXc --numeric-ids -n -i --delete` would change to make
+/// `b` like `a` (roots included), less the state folders.
+fn differences(a: &Path, b: &Path) -> Vec<String> {
+    let out = Command::new("rsync")
+        .args([
+            "-aHAXc",
+            "--numeric-ids",
+            "--dry-run",
+            "--itemize-changes",
+            "--delete",
+            "--exclude=/.syncreplica",
+        ])
+        .arg(format!("{}/", a.display()))
+        .arg(format!("{}/", b.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rsync: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The metadata of `paths` under `root` that the test changes: owner,
+/// group, mode, mtime, ACLs and `user.*` attributes.
+fn metadata_of(root: &Path, paths: &[&str]) -> String {
+    let mut out = String::new();
+    for path in paths {
+        let full = root.join(path);
+        let meta = std::fs::symlink_metadata(&full).unwrap();
+        out += &format!(
+            "{path}: {}:{} {:o} {}.{}\n",
+            meta.uid(),
+            meta.gid(),
+            meta.mode() & 0o7777,
+            meta.mtime(),
+            meta.mtime_nsec()
+        );
+        let quoted = shell_quote(&full);
+        out += &sh_output(
+            root,
+            &format!("getfacl -cpn {quoted}; getfattr -d -m '^user\\.' --absolute-names {quoted} | tail -n +2"),
+        );
+    }
+    out
+}
+
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+}
+
+/// Both members export before either imports (the changes cross), then
+/// both import.
+fn cross(fam: &Family, round: &str) -> (Run, Run) {
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    let to_lambik = fam.packet_dir(&format!("{round}-to-lambik"));
+    let to_boston = fam.packet_dir(&format!("{round}-to-boston"));
+    export_to(&boston, &to_lambik, &["lambik"], &[]).ok();
+    export_to(&lambik, &to_boston, &["boston"], &[]).ok();
+    let at_lambik = import_from(&lambik, &[&to_lambik]).ok();
+    let at_boston = import_from(&boston, &[&to_boston]).ok();
+    (at_boston, at_lambik)
+}
+
+const PATHS: &[&str] = &["", "d", "d/b.txt"];
+
+#[test]
+fn concurrent_metadata_changes_merge_alike_and_later_changes_arrive_unchanged() {
+    if skip() {
+        return;
+    }
+    let fam = family(
+        &["boston", "lambik"],
+        &[("a.txt", "a\n"), ("d/b.txt", "b\n")],
+    );
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+
+    // Concurrent metadata changes of the root, a folder and a file.
+    sh(
+        &boston,
+        "chown 4242:4343 . d d/b.txt
+         setfacl -m u:4242:rx . d
+         setfacl -m u:4242:r d/b.txt
+         setfattr -n user.side -v boston . d d/b.txt
+         chmod 700 d
+         touch -d '2011-01-01' d/b.txt d .",
+    );
+    sh(
+        &lambik,
+        "chown 1000:1000 . d d/b.txt
+         setfacl -m g:4343:rx . d
+         setfacl -m g:4343:r d/b.txt
+         setfattr -n user.side -v lambik . d d/b.txt
+         chmod 750 d
+         touch -d '2012-02-02' d/b.txt d .",
+    );
+    run(&boston, "syncreplica", ["-record"]).ok();
+    run(&lambik, "syncreplica", ["-record"]).ok();
+    let (at_boston, at_lambik) = cross(&fam, "1");
+    for (name, imported) in [("boston", &at_boston), ("lambik", &at_lambik)] {
+        eprintln!("{name}:\n{}{}", imported.stdout, imported.stderr);
+    }
+    // Both merged alike: the members are the same tree.
+    assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
+    assert_eq!(differences(&lambik, &boston), Vec::<String>::new());
+
+    // A later change on one side only: a plain successor of the merge,
+    // whatever lambik sends meanwhile.
+    sh(
+        &boston,
+        "chown 4343:42 . d/b.txt
+         setfacl -b . d/b.txt
+         setfattr -n user.later -v 1 . d/b.txt
+         touch -d '2020-03-03' d/b.txt .",
+    );
+    let wanted = metadata_of(&boston, PATHS);
+    run(&boston, "syncreplica", ["-record"]).ok();
+    let (at_boston, at_lambik) = cross(&fam, "3");
+    for imported in [&at_boston, &at_lambik] {
+        assert!(
+            !imported.stdout.contains("concurrent"),
+            "{}{}",
+            imported.stdout,
+            imported.stderr
+        );
+    }
+    assert_eq!(metadata_of(&boston, PATHS), wanted, "undone at boston");
+    assert_eq!(metadata_of(&lambik, PATHS), wanted, "not arrived at lambik");
+    cross(&fam, "4");
+    assert_eq!(metadata_of(&boston, PATHS), wanted, "undone at boston later");
+    assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
+}
