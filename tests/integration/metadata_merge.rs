@@ -163,8 +163,25 @@ fn concurrent_metadata_changes_merge_alike_and_later_changes_arrive_unchanged() 
     run(&boston, "syncreplica", ["-record"]).ok();
     run(&lambik, "syncreplica", ["-record"]).ok();
     let (at_boston, at_lambik) = cross(&fam, "1");
-    for (name, imported) in [("boston", &at_boston), ("lambik", &at_lambik)] {
-        eprintln!("{name}:\n{}{}", imported.stdout, imported.stderr);
+    // Each side says, per path, every field that differed and which value
+    // it kept; both kept the same.
+    for imported in [&at_boston, &at_lambik] {
+        let out = &imported.stdout;
+        for wanted in [
+            "3 conflicts",
+            "conflict: .: concurrent changes of the replica root by ",
+            "kept lambik's owner ",
+            "(not boston's 4242; the lower id)",
+            "(not boston's 4343; the lower id)",
+            "kept lambik's xattr user.side = \"lambik\" (not boston's \"boston\")",
+            "kept boston's access ACL u::rwx,u:4242:r-x,",
+            "conflict: d: concurrent changes of the folder by ",
+            "kept boston's stricter mode 0700 (not lambik's 0750)",
+            "conflict: d/b.txt: concurrent changes of its metadata by ",
+            "kept lambik's newer mtime 2012-02-02 00:00:00 UTC (not boston's 2011-01-01 00:00:00 UTC)",
+        ] {
+            assert!(out.contains(wanted), "{wanted:?} missing:\n{out}");
+        }
     }
     // Both merged alike: the members are the same tree.
     assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
@@ -174,17 +191,17 @@ fn concurrent_metadata_changes_merge_alike_and_later_changes_arrive_unchanged() 
     // whatever lambik sends meanwhile.
     sh(
         &boston,
-        "chown 4343:42 . d/b.txt
-         setfacl -b . d/b.txt
-         setfattr -n user.later -v 1 . d/b.txt
-         touch -d '2020-03-03' d/b.txt .",
+        "chown 4343:42 . d d/b.txt
+         setfacl -b . d d/b.txt
+         setfattr -n user.later -v 1 . d d/b.txt
+         touch -d '2020-03-03' d/b.txt d .",
     );
     let wanted = metadata_of(&boston, PATHS);
     run(&boston, "syncreplica", ["-record"]).ok();
     let (at_boston, at_lambik) = cross(&fam, "3");
     for imported in [&at_boston, &at_lambik] {
         assert!(
-            !imported.stdout.contains("concurrent"),
+            !imported.stdout.contains("conflict:"),
             "{}{}",
             imported.stdout,
             imported.stderr
@@ -193,6 +210,43 @@ fn concurrent_metadata_changes_merge_alike_and_later_changes_arrive_unchanged() 
     assert_eq!(metadata_of(&boston, PATHS), wanted, "undone at boston");
     assert_eq!(metadata_of(&lambik, PATHS), wanted, "not arrived at lambik");
     cross(&fam, "4");
-    assert_eq!(metadata_of(&boston, PATHS), wanted, "undone at boston later");
+    assert_eq!(
+        metadata_of(&boston, PATHS),
+        wanted,
+        "undone at boston later"
+    );
     assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
+
+    // And the other way round.
+    sh(
+        &lambik,
+        "chown 1000:1000 . d/b.txt
+         setfacl -m u:4242:rwx . d/b.txt
+         setfattr -x user.later . d/b.txt
+         touch -d '2021-04-04' d/b.txt .",
+    );
+    let wanted = metadata_of(&lambik, PATHS);
+    run(&lambik, "syncreplica", ["-record"]).ok();
+    for round in ["5", "6"] {
+        let (at_boston, at_lambik) = cross(&fam, round);
+        for imported in [&at_boston, &at_lambik] {
+            assert!(
+                !imported.stdout.contains("conflict:"),
+                "{}{}",
+                imported.stdout,
+                imported.stderr
+            );
+        }
+        assert_eq!(metadata_of(&lambik, PATHS), wanted, "undone at lambik");
+        assert_eq!(metadata_of(&boston, PATHS), wanted, "not arrived at boston");
+    }
+    assert_eq!(differences(&lambik, &boston), Vec::<String>::new());
+    for member in [&boston, &lambik] {
+        let status = run(member, "syncreplica", ["-status"]).ok();
+        assert!(
+            status.stdout.contains("no changes to record"),
+            "{}",
+            status.stdout
+        );
+    }
 }

@@ -229,6 +229,7 @@
 pub mod batch;
 mod disk;
 mod journal;
+mod merge;
 mod plan;
 mod planned;
 mod spool;
