@@ -547,8 +547,8 @@ pub(crate) fn decode_body(bytes: &[u8], prefix: &HeaderPrefix) -> Result<Header,
         rest = after;
     }
     if prefix.version.minor >= MINOR_WITH_ROOT_DIGEST {
-        let (parts, after): (Option<RootParts>, &[u8]) = postcard::take_from_bytes(rest)
-            .map_err(|err| {
+        let (parts, after): (Option<RootParts>, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(|err| {
                 ErrorKind::MalformedHeader(format!(
                     "cannot decode the tree digest's root field: {err}"
                 ))
@@ -820,7 +820,10 @@ mod tests {
         // A 2.10 header has no such field.
         let mut older = original.clone();
         older.version.minor = 10;
-        assert_eq!(round_trip(&older).unwrap().tree_digest.unwrap().root_parts, None);
+        assert_eq!(
+            round_trip(&older).unwrap().tree_digest.unwrap().root_parts,
+            None
+        );
         // Parts of a root the digest does not cover are malformed.
         let mut wrong = original.clone();
         wrong.tree_digest.as_mut().unwrap().metadata = Some(DigestMetadata {

@@ -244,11 +244,12 @@ pub fn leaf_covering(state: &PathState, covered: u32) -> Option<[u8; 32]> {
 pub fn root_parts(state: &PathState, covered: u32) -> packet_format::RootParts {
     use crate::tree::meta::keys;
     use packet_format::digest_items as item;
-    let part = |bytes: Option<Vec<u8>>| -> [u8; 32] {
-        Sha256::digest(bytes.unwrap_or_default()).into()
-    };
+    let part =
+        |bytes: Option<Vec<u8>>| -> [u8; 32] { Sha256::digest(bytes.unwrap_or_default()).into() };
     let (mode, mtime) = match state {
-        PathState::Directory { mode, mtime, .. } => ((mode & 0o1777).to_le_bytes().to_vec(), *mtime),
+        PathState::Directory { mode, mtime, .. } => {
+            ((mode & 0o1777).to_le_bytes().to_vec(), *mtime)
+        }
         _ => (Vec::new(), None),
     };
     let ext = state.extensions();

@@ -250,3 +250,105 @@ fn concurrent_metadata_changes_merge_alike_and_later_changes_arrive_unchanged() 
         );
     }
 }
+
+/// Format 2.11: the tree digest covers the replica root's own entry, and
+/// `-verify SIBLING` says what differs there. lambik's record of its root
+/// goes wrong without a new version (as a buggy apply or a restored
+/// database would leave it): the next packet's digest differs, and
+/// -verify names the root's time and attributes.
+#[test]
+fn verify_names_what_differs_in_the_roots_own_entry() {
+    use syncreplica::ops::PathState;
+    use syncreplica::store::state;
+    let fam = family(&["boston", "lambik"], &[("a.txt", "one")]);
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    // Each learns what the other preserves (the root among it).
+    write(&lambik, "l.txt", "l");
+    fam.send("lambik", "boston", "0");
+    write(&boston, "a.txt", "two");
+    let out = fam.packet_dir("1");
+    export_to(&boston, &out, &["lambik"], &["-noencrypt"]).ok();
+    let listed = run(&out, "lspacket", ["-fmt", "json", "."]);
+    let json: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    let covered = &json["packets"][0]["tree_digest"]["metadata"]["covered"];
+    assert!(
+        covered.as_array().unwrap().contains(&"root".into()),
+        "{json}"
+    );
+    let imported = import_from(&lambik, &[&out]).ok();
+    assert!(
+        imported.stdout.contains("verified in step"),
+        "{}",
+        imported.stdout
+    );
+
+    // lambik's root gains an attribute and another time, and its record
+    // says so, without an operation: the scan sees nothing, the version
+    // is boston's.
+    sh(
+        &lambik,
+        "setfattr -n user.forged -v 1 . && touch -d @978307200 .",
+    );
+    let mut db = state::State::open(&lambik.join(".syncreplica")).unwrap();
+    let entry = db.load_entries().unwrap()[b"".as_slice()].clone();
+    let PathState::Directory { mode, mut ext, .. } = entry.state.clone() else {
+        panic!("the root is a directory")
+    };
+    let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = ext
+        .get(4)
+        .map(|bytes| postcard::from_bytes(bytes).unwrap())
+        .unwrap_or_default();
+    xattrs.push((b"user.forged".to_vec(), b"1".to_vec()));
+    xattrs.sort();
+    ext.insert(4, postcard::to_allocvec(&xattrs).unwrap());
+    let forged = PathState::Directory {
+        mode,
+        mtime: syncreplica::ops::Timestamp::new(978_307_200, 0),
+        ext,
+    };
+    let meta = std::fs::symlink_metadata(&lambik).unwrap();
+    db.transaction(|tx| {
+        Ok(state::put_entry(
+            tx,
+            &state::EntryWrite {
+                path: b"",
+                state: &forged,
+                version: &entry.version,
+                author: &entry.author,
+                stat: Some(syncreplica::tree::scan::stat_key(&meta)),
+                scanned_ns: entry.scanned_ns,
+            },
+        )?)
+    })
+    .unwrap();
+    drop(db);
+    let status = run(&lambik, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+
+    write(&boston, "a.txt", "three");
+    let imported = fam.packet_dir("2");
+    export_to(&boston, &imported, &["lambik"], &["-noencrypt"]).ok();
+    let run_import = import_from(&lambik, &[&imported]).ok();
+    assert!(
+        run_import
+            .stderr
+            .contains("this replica's tree differs from boston's at the same version"),
+        "{}\n{}",
+        run_import.stdout,
+        run_import.stderr
+    );
+    let verify = run(&lambik, "syncreplica", ["-verify", "boston"]);
+    assert_eq!(verify.code, 1, "{}\n{}", verify.stdout, verify.stderr);
+    assert!(
+        verify.stdout.contains(
+            "\n  . (the replica root itself: its mtime, xattrs differ from the sibling's)\n"
+        ),
+        "{}",
+        verify.stdout
+    );
+    assert!(!verify.stdout.contains("a.txt"), "{}", verify.stdout);
+}
