@@ -334,10 +334,13 @@ const ACL_GROUP: u16 = 8;
 const ACL_MASK: u16 = 16;
 const ACL_OTHER: u16 = 32;
 
+/// An ACL entry as [`acl_rank`] orders it: tag, who (id, name), perm.
+type AclRankEntry = (u16, Option<(u32, Option<String>)>, u16);
+
 /// What orders ACLs: the number of entries, then the entries with the
 /// permissions that follow the mode left out (so an ACL's rank does not
 /// change when it is made to follow a merged mode).
-fn acl_rank(acl: &Acl) -> (usize, Vec<(u16, Option<(u32, Option<String>)>, u16)>) {
+fn acl_rank(acl: &Acl) -> (usize, Vec<AclRankEntry>) {
     (
         acl.len(),
         acl.iter()
