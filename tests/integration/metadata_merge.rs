@@ -383,6 +383,8 @@ fn three_members_merging_in_different_orders_converge() {
     }
     let names = ["boston", "lambik", "zurich"];
     let fam = family(&names, &[("f.txt", "f\n")]);
+    // Every member learns of every other one.
+    fam.send("boston", "lambik", "0");
     sh(
         &fam.root("boston"),
         "chmod 750 . f.txt && setfattr -n user.side -v boston . f.txt && chown 4242 f.txt",
