@@ -628,12 +628,56 @@ mod tests {
     fn preserved_items_follow_the_preserve_setting() {
         use packet_format::digest_items as item;
         let none = crate::tree::meta::Preserve::from_names(&[], false).unwrap();
-        assert_eq!(preserved_items(&none), item::TIMES);
+        assert_eq!(preserved_items(&none), item::TIMES | item::ROOT);
         assert_eq!(
             preserved_items(&crate::tree::meta::Preserve::ALL),
             item::ALL
         );
         assert_eq!(item_names(item::OWNER | item::XATTRS), "owner, xattrs");
+    }
+
+    #[test]
+    fn the_roots_own_entry_counts_only_when_covered() {
+        use packet_format::digest_items as item;
+        let root = |mode| PathState::Directory {
+            mode,
+            mtime: Timestamp::new(5, 0),
+            ext: Default::default(),
+        };
+        let (a, b) = (root(0o755), root(0o750));
+        let f = file(1);
+        let tree = |r| [(&b""[..], r), (&b"f"[..], &f)];
+        let filter = Filter::of(&[]);
+        // 2.10 digests (no ROOT item) leave the root out.
+        assert_eq!(
+            compute_covering(tree(&a), &filter, item::TIMES).root,
+            compute_covering(tree(&b), &filter, item::TIMES).root
+        );
+        let covered = item::TIMES | item::ROOT;
+        let (one, other) = (
+            compute_covering(tree(&a), &filter, covered),
+            compute_covering(tree(&b), &filter, covered),
+        );
+        assert_ne!(one.root, other.root);
+        assert_eq!(one.entries, 1, "the root is not counted");
+        assert_eq!(one.nodes.get(&b"f"[..]), other.nodes.get(&b"f"[..]));
+        let (p, q) = (one.root_parts.unwrap(), other.root_parts.unwrap());
+        assert_eq!(root_parts_differing(&p, &q), ["mode"]);
+        // The mode part is SHA-256 of `mode & 0o1777` (u32 LE), by hand;
+        // an item not covered, of nothing.
+        assert_eq!(
+            p.mode,
+            <[u8; 32]>::from(Sha256::digest(0o755u32.to_le_bytes()))
+        );
+        assert_eq!(p.owner, <[u8; 32]>::from(Sha256::digest(b"")));
+        // The root node hashes the root's leaf where 2.10 put zeros.
+        let mut node = Sha256::new();
+        node.update(b"node\0");
+        node.update(leaf_covering(&a, covered).unwrap());
+        node.update(1u32.to_le_bytes());
+        node.update(b"f");
+        node.update(leaf_covering(&f, covered).unwrap());
+        assert_eq!(one.root, <[u8; 32]>::from(node.finalize()));
     }
 
     #[test]
