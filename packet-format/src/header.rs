@@ -37,8 +37,10 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// ([`TreeDigest::metadata`]); 8 adds chunk groups (chunk codec 3,
 /// SPEC.md §5.2); 9 adds key rotation (operation kind 6, `RekeyMember`,
 /// SPEC.md §7.1); 10 takes the empty path as the replica root (SPEC.md
-/// §6.2.1).
-pub const FORMAT_MINOR: u16 = 10;
+/// §6.2.1); 11 puts the root's own entry in the tree digest (digest item
+/// [`digest_items::ROOT`]) and appends its parts' digests
+/// ([`TreeDigest::root_parts`], SPEC.md §4.1.2).
+pub const FORMAT_MINOR: u16 = 11;
 /// The first minor whose header body ends with the incarnation field.
 pub const MINOR_WITH_INCARNATION: u16 = 1;
 /// The first minor whose header body has the tree digest after the
@@ -66,6 +68,10 @@ pub const MINOR_WITH_REKEY: u16 = 9;
 /// directory state (SPEC.md §6.2.1): the root's owner, mode, ACLs,
 /// attributes and mtime travel.
 pub const MINOR_WITH_ROOT_METADATA: u16 = 10;
+/// The first minor whose header body ends with the digests of the parts
+/// of the replica root's own entry ([`TreeDigest::root_parts`], SPEC.md
+/// §4.1.2), and whose digests may cover the root ([`digest_items::ROOT`]).
+pub const MINOR_WITH_ROOT_DIGEST: u16 = 11;
 /// Length of the fixed prefix: magic, major, minor, signer key.
 pub(crate) const HEADER_PREFIX_LEN: usize = 8 + 2 + 2 + 32;
 /// Domain separation for the signature: the signed message is this string
@@ -312,6 +318,30 @@ pub struct TreeDigest {
     /// its own, appended after `encryption` ([`encode_header`]).
     #[serde(skip)]
     pub metadata: Option<DigestMetadata>,
+    /// Minor 11 on: the digests of the parts of the replica root's own
+    /// entry (SPEC.md §4.1.2), so a receiver whose root differs can say in
+    /// what. Only with [`digest_items::ROOT`] covered, and not in an
+    /// encrypted packet (like `nodes`). Not part of the derived encoding:
+    /// a header field of its own, appended after the metadata field.
+    #[serde(skip)]
+    pub root_parts: Option<RootParts>,
+}
+
+/// Minor 11: the replica root's own entry, part by part (SPEC.md §4.1.2):
+/// each SHA-256 of that part's bytes, of nothing when the digest does not
+/// cover the item.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootParts {
+    /// `mode & 0o1777` (u32 LE).
+    pub mode: [u8; 32],
+    /// The time as a covered leaf hashes it (item `TIMES`).
+    pub mtime: [u8; 32],
+    /// Metadata key 2 (items `OWNER`, `GROUP`).
+    pub owner: [u8; 32],
+    /// Metadata keys 6 and 8 (item `ACLS`).
+    pub acls: [u8; 32],
+    /// Metadata key 4 (item `XATTRS`).
+    pub xattrs: [u8; 32],
 }
 
 /// The metadata items of a [`TreeDigest`] (SPEC.md §4.1.1), as bits of
@@ -329,8 +359,10 @@ pub mod digest_items {
     pub const HARDLINKS: u32 = 16;
     /// Directory and symlink modification times.
     pub const TIMES: u32 = 32;
+    /// Minor 11: the replica root's own entry (SPEC.md §4.1.2).
+    pub const ROOT: u32 = 64;
     /// Every item this version knows.
-    pub const ALL: u32 = 63;
+    pub const ALL: u32 = 127;
 }
 
 /// Minor 7: the metadata side of a [`TreeDigest`] (SPEC.md §4.1.1).
@@ -398,6 +430,11 @@ pub(crate) fn encode_header(header: &Header) -> Vec<u8> {
     if header.version.minor >= MINOR_WITH_DIGEST_METADATA {
         let metadata = header.tree_digest.as_ref().and_then(|d| d.metadata);
         let field = postcard::to_stdvec(&metadata).expect("encoding cannot fail");
+        out.extend_from_slice(&field);
+    }
+    if header.version.minor >= MINOR_WITH_ROOT_DIGEST {
+        let parts = header.tree_digest.as_ref().and_then(|d| d.root_parts);
+        let field = postcard::to_stdvec(&parts).expect("encoding cannot fail");
         out.extend_from_slice(&field);
     }
     out
@@ -506,6 +543,30 @@ pub(crate) fn decode_body(bytes: &[u8], prefix: &HeaderPrefix) -> Result<Header,
                 )));
             }
             digest.metadata = Some(metadata);
+        }
+        rest = after;
+    }
+    if prefix.version.minor >= MINOR_WITH_ROOT_DIGEST {
+        let (parts, after): (Option<RootParts>, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(|err| {
+                ErrorKind::MalformedHeader(format!(
+                    "cannot decode the tree digest's root field: {err}"
+                ))
+            })?;
+        if let Some(parts) = parts {
+            let covers_root = header
+                .tree_digest
+                .as_ref()
+                .and_then(|d| d.metadata)
+                .is_some_and(|m| m.covered & digest_items::ROOT != 0);
+            if !covers_root {
+                return Err(ErrorKind::MalformedHeader(
+                    "the root's parts without a tree digest that covers the root".into(),
+                ));
+            }
+            if let Some(digest) = header.tree_digest.as_mut() {
+                digest.root_parts = Some(parts);
+            }
         }
         rest = after;
     }
@@ -670,6 +731,7 @@ mod tests {
                 digest: [6; 32],
             }],
             metadata: None,
+            root_parts: None,
         });
         assert_eq!(round_trip(&original).unwrap(), original);
         let mut older = original.clone();
@@ -702,6 +764,7 @@ mod tests {
                 preserved: digest_items::ALL,
                 covered: digest_items::OWNER | digest_items::TIMES,
             }),
+            root_parts: None,
         });
         assert_eq!(round_trip(&original).unwrap(), original);
         // A 2.6 header has no such field: the leaves cover no metadata.
@@ -732,6 +795,48 @@ mod tests {
     }
 
     #[test]
+    fn root_parts_travel_from_minor_11_and_only_with_the_root_covered() {
+        let parts = RootParts {
+            mode: [1; 32],
+            mtime: [2; 32],
+            owner: [3; 32],
+            acls: [4; 32],
+            xattrs: [5; 32],
+        };
+        let mut original = header(11, None);
+        original.tree_digest = Some(TreeDigest {
+            patterns: Vec::new(),
+            assumed: [4; 32],
+            entries: 1,
+            root: [5; 32],
+            nodes: Vec::new(),
+            metadata: Some(DigestMetadata {
+                preserved: digest_items::ALL,
+                covered: digest_items::ROOT | digest_items::OWNER,
+            }),
+            root_parts: Some(parts),
+        });
+        assert_eq!(round_trip(&original).unwrap(), original);
+        // A 2.10 header has no such field.
+        let mut older = original.clone();
+        older.version.minor = 10;
+        assert_eq!(
+            round_trip(&older).unwrap().tree_digest.unwrap().root_parts,
+            None
+        );
+        // Parts of a root the digest does not cover are malformed.
+        let mut wrong = original.clone();
+        wrong.tree_digest.as_mut().unwrap().metadata = Some(DigestMetadata {
+            preserved: digest_items::ALL,
+            covered: digest_items::OWNER,
+        });
+        assert!(matches!(
+            round_trip(&wrong),
+            Err(ErrorKind::MalformedHeader(why)) if why.contains("covers the root")
+        ));
+    }
+
+    #[test]
     fn a_tree_digest_with_too_many_nodes_is_malformed() {
         let mut original = header(2, None);
         let node = DigestNode {
@@ -745,6 +850,7 @@ mod tests {
             root: [5; 32],
             nodes: vec![node; MAX_DIGEST_NODES],
             metadata: None,
+            root_parts: None,
         });
         assert!(round_trip(&original).is_ok());
         original

@@ -125,7 +125,7 @@ fn update_vector_decodes_without_the_library() {
     // Fixed prefix.
     assert_eq!(&header[..8], b"SYNCRPKT");
     assert_eq!(u16le(header, 8), 2, "major");
-    assert_eq!(u16le(header, 10), 10, "minor");
+    assert_eq!(u16le(header, 10), 11, "minor");
     let key: [u8; 32] = header[12..44].try_into().unwrap();
     let expected_key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32])
         .verifying_key()
@@ -204,10 +204,19 @@ fn update_vector_decodes_without_the_library() {
     // Minor 5: the encryption field, an option: none (not encrypted).
     assert_eq!(c.byte(), 0, "not encrypted");
     // Minor 7: the digest's metadata (§4.1.1), an option: preserved (all
-    // six items), covered (extended attributes 8 + times 32).
+    // seven items), covered (extended attributes 8 + times 32 + the root
+    // 64, §4.1.2).
     assert_eq!(c.byte(), 1, "digest metadata present");
-    assert_eq!(c.varint(), 63, "preserved");
-    assert_eq!(c.varint(), 40, "covered");
+    assert_eq!(c.varint(), 127, "preserved");
+    assert_eq!(c.varint(), 104, "covered");
+    // Minor 11: the root's parts (§4.1.2), an option: five digests.
+    assert_eq!(c.byte(), 1, "root parts present");
+    for (part, byte) in ["mode", "mtime", "owner", "acls", "xattrs"]
+        .iter()
+        .zip(0xd8u8..)
+    {
+        assert_eq!(c.raw(32), [byte; 32], "root part {part}");
+    }
     assert_eq!(c.at, header.len(), "nothing after the body");
     assert_eq!(
         (operation_records, chunk_records),
@@ -397,7 +406,7 @@ fn creation_entry_decodes_without_the_library() {
         ]
     );
     let header = entries[4].1;
-    assert_eq!(u16le(header, 10), 10, "minor");
+    assert_eq!(u16le(header, 10), 11, "minor");
     let key: [u8; 32] = header[12..44].try_into().unwrap();
     let mut c = Cursor {
         bytes: entries[2].1,
@@ -1053,7 +1062,7 @@ fn encrypted_vector_decrypts_with_the_vector_key() {
         ["chunks", "operations", "seals", "header", "signature"]
     );
     let header = entries[3].1;
-    assert_eq!(u16le(header, 10), 10, "minor");
+    assert_eq!(u16le(header, 10), 11, "minor");
     // The header ends: option tag 1, one recipient {id, key}, passphrase false.
     let key = identity.to_public().to_string();
     let mut tail = vec![1u8, 1];
@@ -1061,11 +1070,15 @@ fn encrypted_vector_decrypts_with_the_vector_key() {
     tail.push(key.len() as u8);
     tail.extend_from_slice(key.as_bytes());
     tail.push(0);
-    // Then (2.7) the digest's metadata: present, preserved 63, covered 40.
-    tail.extend_from_slice(&[1, 63, 40]);
+    // Then (2.7) the digest's metadata: present, preserved 127, covered
+    // 104; then (2.11) the root's parts: present, five digests.
+    tail.extend_from_slice(&[1, 127, 104, 1]);
+    for byte in 0xd8u8..=0xdc {
+        tail.extend_from_slice(&[byte; 32]);
+    }
     assert!(
         header.ends_with(&tail),
-        "encryption field, then the digest metadata"
+        "encryption field, then the digest metadata and the root's parts"
     );
 
     // chunks: decrypt, then walk the records as in the plain vector.

@@ -846,11 +846,7 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
                          replica holds. Paths that differ, changes made since included:"
                     );
                     for path in &found.differing {
-                        if path.is_empty() {
-                            outln!("  / (somewhere in the tree)");
-                        } else {
-                            outln!("  {}", relpath::display(path));
-                        }
+                        outln!("  {}", differing_line(path, &found.root_differs));
                     }
                     outln!(
                         "To compare, bring both to the same version: export this replica's changes \
@@ -886,7 +882,7 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
                          ones included:"
                     );
                     for path in &found.differing {
-                        outln!("  {}", relpath::display(path));
+                        outln!("  {}", differing_line(path, &found.root_differs));
                     }
                 } else {
                     outln!(
@@ -894,11 +890,7 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
                          not go deeper):"
                     );
                     for path in &found.differing {
-                        if path.is_empty() {
-                            outln!("  / (somewhere in the tree)");
-                        } else {
-                            outln!("  {}", relpath::display(path));
-                        }
+                        outln!("  {}", differing_line(path, &found.root_differs));
                     }
                     problems.push(format!("differs from {name}"));
                 }
@@ -909,6 +901,20 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
         anyhow::bail!("verify: {}", problems.join("; "));
     }
     Ok(())
+}
+
+/// One path of `-verify SIBLING`'s list: the empty path is the replica
+/// root itself when its own entry differs (`root_differs`: in what, format
+/// 2.11), else somewhere in the tree below a node the digest carries.
+fn differing_line(path: &[u8], root_differs: &[&str]) -> String {
+    match (path.is_empty(), root_differs.is_empty()) {
+        (false, _) => crate::tree::relpath::display(path),
+        (true, false) => format!(
+            ". (the replica root itself: its {} differ from the sibling's)",
+            root_differs.join(", ")
+        ),
+        (true, true) => "/ (somewhere in the tree)".to_string(),
+    }
 }
 
 /// The first 16 hex digits of a digest, as listings show it.

@@ -2238,7 +2238,11 @@ pub fn mark_removed(tx: &Transaction, removed: &Removed) -> rusqlite::Result<()>
 fn decode_received_digest(bytes: &[u8]) -> postcard::Result<packet_format::TreeDigest> {
     let (mut digest, rest): (packet_format::TreeDigest, &[u8]) = postcard::take_from_bytes(bytes)?;
     if !rest.is_empty() {
-        digest.metadata = postcard::from_bytes(rest)?;
+        let (metadata, after) = postcard::take_from_bytes(rest)?;
+        digest.metadata = metadata;
+        if !after.is_empty() {
+            digest.root_parts = postcard::from_bytes(after)?;
+        }
     }
     Ok(digest)
 }
@@ -2246,10 +2250,12 @@ fn decode_received_digest(bytes: &[u8]) -> postcard::Result<packet_format::TreeD
 pub fn note_digest(tx: &Transaction, received: &DigestReceived) -> rusqlite::Result<()> {
     digest_tables(tx)?;
     let row = postcard::to_stdvec(&received.row).expect("encoding cannot fail");
-    // The digest, then its metadata field (a header field of its own in
-    // the packet, format 2.7), which older rows lack.
+    // The digest, then its metadata field and its root's parts (header
+    // fields of their own in the packet, formats 2.7 and 2.11), which
+    // older rows lack.
     let mut digest = postcard::to_stdvec(&received.digest).expect("encoding cannot fail");
     digest.extend(postcard::to_stdvec(&received.digest.metadata).expect("encoding cannot fail"));
+    digest.extend(postcard::to_stdvec(&received.digest.root_parts).expect("encoding cannot fail"));
     tx.execute(
         "INSERT OR REPLACE INTO digests_received (sibling, at_ns, packet, row, digest, outcome)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

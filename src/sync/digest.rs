@@ -152,7 +152,8 @@ fn leaf_bytes(state: &PathState) -> Option<Vec<u8>> {
 
 /// The digest items ([`packet_format::digest_items`]) a replica that keeps
 /// `preserve` preserves: its metadata items, and directory and symlink
-/// times, which every replica of this version keeps.
+/// times and the root's own entry, which every replica of this version
+/// keeps.
 pub fn preserved_items(preserve: &crate::tree::meta::Preserve) -> u32 {
     use packet_format::digest_items as item;
     [
@@ -162,6 +163,8 @@ pub fn preserved_items(preserve: &crate::tree::meta::Preserve) -> u32 {
         (preserve.xattrs, item::XATTRS),
         (preserve.hardlinks, item::HARDLINKS),
         (true, item::TIMES),
+        // Format 2.11: every replica of this version records the root.
+        (true, item::ROOT),
     ]
     .iter()
     .filter(|(kept, _)| *kept)
@@ -236,6 +239,86 @@ pub fn leaf_covering(state: &PathState, covered: u32) -> Option<[u8; 32]> {
     Some(hash.finalize().into())
 }
 
+/// The parts of the root's own entry (SPEC.md §4.1.2), for a digest
+/// covering the items `covered`: each SHA-256 of the bytes a covered leaf
+/// hashes for that part, of nothing for an item not covered.
+pub fn root_parts(state: &PathState, covered: u32) -> packet_format::RootParts {
+    use crate::tree::meta::keys;
+    use packet_format::digest_items as item;
+    let part =
+        |bytes: Option<Vec<u8>>| -> [u8; 32] { Sha256::digest(bytes.unwrap_or_default()).into() };
+    let (mode, mtime) = match state {
+        PathState::Directory { mode, mtime, .. } => {
+            ((mode & 0o1777).to_le_bytes().to_vec(), *mtime)
+        }
+        _ => (Vec::new(), None),
+    };
+    let ext = state.extensions();
+    let keyed = |bits: u32, keys_of: &[u32]| -> Option<Vec<u8>> {
+        (covered & bits != 0).then(|| {
+            let mut bytes = Vec::new();
+            for key in keys_of {
+                key_bytes(&mut bytes, *key, ext.and_then(|e| e.get(*key)));
+            }
+            bytes
+        })
+    };
+    packet_format::RootParts {
+        mode: part(Some(mode)),
+        mtime: part((covered & item::TIMES != 0).then(|| time_bytes(mtime))),
+        owner: part(keyed(item::OWNER | item::GROUP, &[keys::OWNER])),
+        acls: part(keyed(item::ACLS, &[keys::ACL_ACCESS, keys::ACL_DEFAULT])),
+        xattrs: part(keyed(item::XATTRS, &[keys::XATTRS])),
+    }
+}
+
+/// What differs between two [`root_parts`]: "mode", "mtime", "owner or
+/// group", "ACLs", "xattrs".
+pub fn root_parts_differing(
+    ours: &packet_format::RootParts,
+    theirs: &packet_format::RootParts,
+) -> Vec<&'static str> {
+    [
+        (ours.owner == theirs.owner, "owner or group"),
+        (ours.mode == theirs.mode, "mode"),
+        (ours.mtime == theirs.mtime, "mtime"),
+        (ours.acls == theirs.acls, "ACLs"),
+        (ours.xattrs == theirs.xattrs, "xattrs"),
+    ]
+    .into_iter()
+    .filter(|(same, _)| !same)
+    .map(|(_, what)| what)
+    .collect()
+}
+
+/// A time as a covered leaf hashes it: tag u8 0 for none, or 1, `secs`
+/// (i64 LE) and `nanos` (u32 LE).
+fn time_bytes(time: Option<crate::ops::Timestamp>) -> Vec<u8> {
+    match time {
+        None => vec![0],
+        Some(time) => {
+            let mut out = vec![1];
+            out.extend_from_slice(&time.secs.to_le_bytes());
+            out.extend_from_slice(&time.nanos.to_le_bytes());
+            out
+        }
+    }
+}
+
+/// A metadata key as a covered leaf hashes it: the key (u32 LE), then tag
+/// u8 0 when absent, or 1, the value's length (u32 LE) and its bytes.
+fn key_bytes(out: &mut Vec<u8>, key: u32, value: Option<&[u8]>) {
+    out.extend_from_slice(&key.to_le_bytes());
+    match value {
+        None => out.push(0),
+        Some(value) => {
+            out.push(1);
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(value);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Node {
     leaf: Option<[u8; 32]>,
@@ -249,6 +332,9 @@ pub struct Computed {
     pub entries: u64,
     /// Every node, by path (the root is the empty path).
     pub nodes: BTreeMap<Vec<u8>, [u8; 32]>,
+    /// The parts of the root's own entry, when the digest covers it
+    /// ([`root_parts`]).
+    pub root_parts: Option<packet_format::RootParts>,
 }
 
 impl Computed {
@@ -282,6 +368,7 @@ impl Computed {
             root: self.root,
             nodes: self.carried_nodes(),
             metadata: None,
+            root_parts: self.root_parts,
         }
     }
 }
@@ -304,12 +391,25 @@ pub fn compute_covering<'a>(
 ) -> Computed {
     let mut root = Node::default();
     let mut count = 0u64;
+    let mut parts = None;
     for (path, state) in entries {
+        if path.is_empty() && covered & packet_format::digest_items::ROOT != 0 {
+            parts = Some(root_parts(state, covered));
+        }
         let Some(leaf) = leaf_covering(state, covered) else {
             continue;
         };
         let is_dir = matches!(state, PathState::Directory { .. });
-        if path.is_empty() || filter.excludes(path, is_dir) {
+        if path.is_empty() {
+            // Format 2.11 (SPEC.md §4.1.2): the root's own entry is the
+            // root node's leaf when the digest covers it (not counted in
+            // `entries`, which counts the entries below the root).
+            if covered & packet_format::digest_items::ROOT != 0 && is_dir {
+                root.leaf = Some(leaf);
+            }
+            continue;
+        }
+        if filter.excludes(path, is_dir) {
             continue;
         }
         let mut node = &mut root;
@@ -325,6 +425,7 @@ pub fn compute_covering<'a>(
         root: digest,
         entries: count,
         nodes,
+        root_parts: parts,
     }
 }
 
@@ -528,12 +629,56 @@ mod tests {
     fn preserved_items_follow_the_preserve_setting() {
         use packet_format::digest_items as item;
         let none = crate::tree::meta::Preserve::from_names(&[], false).unwrap();
-        assert_eq!(preserved_items(&none), item::TIMES);
+        assert_eq!(preserved_items(&none), item::TIMES | item::ROOT);
         assert_eq!(
             preserved_items(&crate::tree::meta::Preserve::ALL),
             item::ALL
         );
         assert_eq!(item_names(item::OWNER | item::XATTRS), "owner, xattrs");
+    }
+
+    #[test]
+    fn the_roots_own_entry_counts_only_when_covered() {
+        use packet_format::digest_items as item;
+        let root = |mode| PathState::Directory {
+            mode,
+            mtime: Timestamp::new(5, 0),
+            ext: Default::default(),
+        };
+        let (a, b) = (root(0o755), root(0o750));
+        let f = file(1);
+        let tree = |r| [(&b""[..], r), (&b"f"[..], &f)];
+        let filter = Filter::of(&[]);
+        // 2.10 digests (no ROOT item) leave the root out.
+        assert_eq!(
+            compute_covering(tree(&a), &filter, item::TIMES).root,
+            compute_covering(tree(&b), &filter, item::TIMES).root
+        );
+        let covered = item::TIMES | item::ROOT;
+        let (one, other) = (
+            compute_covering(tree(&a), &filter, covered),
+            compute_covering(tree(&b), &filter, covered),
+        );
+        assert_ne!(one.root, other.root);
+        assert_eq!(one.entries, 1, "the root is not counted");
+        assert_eq!(one.nodes.get(&b"f"[..]), other.nodes.get(&b"f"[..]));
+        let (p, q) = (one.root_parts.unwrap(), other.root_parts.unwrap());
+        assert_eq!(root_parts_differing(&p, &q), ["mode"]);
+        // The mode part is SHA-256 of `mode & 0o1777` (u32 LE), by hand;
+        // an item not covered, of nothing.
+        assert_eq!(
+            p.mode,
+            <[u8; 32]>::from(Sha256::digest(0o755u32.to_le_bytes()))
+        );
+        assert_eq!(p.owner, <[u8; 32]>::from(Sha256::digest(b"")));
+        // The root node hashes the root's leaf where 2.10 put zeros.
+        let mut node = Sha256::new();
+        node.update(b"node\0");
+        node.update(leaf_covering(&a, covered).unwrap());
+        node.update(1u32.to_le_bytes());
+        node.update(b"f");
+        node.update(leaf_covering(&f, covered).unwrap());
+        assert_eq!(one.root, <[u8; 32]>::from(node.finalize()));
     }
 
     #[test]
@@ -696,6 +841,7 @@ pub fn item_names(items: u32) -> String {
         (item::XATTRS, "xattrs"),
         (item::HARDLINKS, "hardlinks"),
         (item::TIMES, "directory and symlink times"),
+        (item::ROOT, "the replica root's own entry"),
     ]
     .iter()
     .filter(|(bit, _)| items & bit != 0)
@@ -1093,6 +1239,10 @@ pub struct SiblingReport {
     /// The digest carries only its root ([`root_only`]): which paths
     /// differ cannot be told.
     pub root_only: bool,
+    /// What differs in the root's own entry (format 2.11, SPEC.md §4.1.2:
+    /// [`root_parts_differing`]); when not empty, `differing` holds the
+    /// empty path for it.
+    pub root_differs: Vec<&'static str>,
 }
 
 /// Compares this replica's recorded tree with the last digest received
@@ -1119,12 +1269,21 @@ pub fn against_sibling(
         .all(|o| own_row.get(o).copied().unwrap_or(0) == received.row.get(o).copied().unwrap_or(0));
     let covered = received.digest.metadata.map_or(0, |m| m.covered);
     let (ours, own_hash) = local_for(replica, &received.digest.patterns, covered)?;
+    let mut differing = differing_subtrees(&ours, &received.digest);
+    let root_differs = match (&ours.root_parts, &received.digest.root_parts) {
+        (Some(ours), Some(theirs)) => root_parts_differing(ours, theirs),
+        _ => Vec::new(),
+    };
+    if !root_differs.is_empty() && differing.first().is_none_or(|p| !p.is_empty()) {
+        differing.insert(0, Vec::new());
+    }
     Ok(Some(SiblingReport {
         row: row_text(&members, &received.row),
         own_row: (!same).then(|| row_text(&members, &own_row)),
         patterns_differ: own_hash != received.digest.assumed,
-        differing: differing_subtrees(&ours, &received.digest),
+        differing,
         root_only: root_only(&received.digest),
+        root_differs,
         received,
     }))
 }

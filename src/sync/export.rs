@@ -482,9 +482,11 @@ fn export_to(
     if meta.encryption.is_some() {
         // The digest's nodes name paths, and the header is readable by
         // every hop: an encrypted packet proves convergence by the root
-        // alone (SPEC.md §4.2).
+        // alone (SPEC.md §4.2). The root's parts go too: a mode or an
+        // owner is guessed back from its hash.
         if let Some(digest) = meta.tree_digest.as_mut() {
             digest.nodes.clear();
+            digest.root_parts = None;
         }
     }
     let mut writer = PacketWriter::create(write_dir, request.max_size, &key, meta)?

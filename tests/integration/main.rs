@@ -17,6 +17,7 @@ mod foundation;
 mod hostile;
 mod interrupted;
 mod man_pages;
+mod metadata_merge;
 mod paid_links;
 mod progress;
 mod readonly;

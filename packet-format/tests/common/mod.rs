@@ -110,7 +110,16 @@ pub fn meta(kind: PacketKind) -> PacketMeta {
             }],
             metadata: Some(packet_format::DigestMetadata {
                 preserved: packet_format::digest_items::ALL,
-                covered: packet_format::digest_items::XATTRS | packet_format::digest_items::TIMES,
+                covered: packet_format::digest_items::XATTRS
+                    | packet_format::digest_items::TIMES
+                    | packet_format::digest_items::ROOT,
+            }),
+            root_parts: Some(packet_format::RootParts {
+                mode: [0xd8; 32],
+                mtime: [0xd9; 32],
+                owner: [0xda; 32],
+                acls: [0xdb; 32],
+                xattrs: [0xdc; 32],
             }),
         }),
         encryption: None,

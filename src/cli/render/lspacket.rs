@@ -310,6 +310,7 @@ pub fn digest_item_names(bits: u32) -> Vec<String> {
         (items::XATTRS, "xattrs"),
         (items::HARDLINKS, "hardlinks"),
         (items::TIMES, "times"),
+        (items::ROOT, "root"),
     ];
     (0..32)
         .map(|shift| 1u32 << shift)
@@ -542,7 +543,7 @@ pub struct DigestJson {
 }
 
 /// A tree digest's metadata field: item names ("owner", "group", "acls",
-/// "xattrs", "hardlinks", "times"; an unknown bit as "bit N").
+/// "xattrs", "hardlinks", "times", "root" (2.11); an unknown bit as "bit N").
 #[derive(Debug, Serialize)]
 pub struct DigestMetadataJson {
     pub covered: Vec<String>,

@@ -52,7 +52,7 @@
 //!    local side is the recorded entry (a tombstone's version counts; no
 //!    entry is the empty vector). Within a batch only the newest version of
 //!    a path is compared: an operation that a later one of the batch on the
-//!    same path has seen (version `After` or `Equal`) is logged but not
+//!    same path has seen (version `After`) is logged but not
 //!    compared, so conflicts are judged on the newest version each side has
 //!    and content overwritten at the sender is never needed. A path given
 //!    more than 256 (`plan::MAX_CONCURRENT_VERSIONS`) pairwise-concurrent
@@ -64,26 +64,50 @@
 //!    seen), so planning stays linear in the operations.
 //!    Incoming `After` local: fast-forward.
 //!    `Before` or `Equal`: stale, nothing to do (`already_had`).
+//!    `Equal` with another state: two members' resolutions of the same
+//!    concurrent versions in different groupings (three members, say):
+//!    the join of both (below) is stored under that same version, with no
+//!    operation and no report (the merges reported), so every member ends
+//!    with the join of every resolution it receives. Two operations of a
+//!    batch with equal versions are both compared for that reason.
 //!    `Concurrent`: if both states are identical, the merged version is
 //!    stored (author: the greater replica id, so every replica stores the
-//!    same). Otherwise one winner, the same at every replica:
+//!    same). Two versions of one object that differ only in metadata (two
+//!    directories; two files with the same content; two symlinks with the
+//!    same target; two special files of the same kind and device) are
+//!    merged field by field (`merge`): the mode bits both allow (the sticky
+//!    bit if either has it), the newer mtime, the lower owner and group id,
+//!    the ACL with fewer entries (the access ACL then follows the merged
+//!    mode), every extended attribute either has (the greater value of
+//!    two), other metadata by its greater encoding. Each rule is a join,
+//!    so the result is the same at every member whatever the order and
+//!    grouping; every field that differed is reported on the path's
+//!    conflict line, with the value kept, whose it was, and the other
+//!    (a directory's mtime excepted: it moves whenever entries come and
+//!    go). Otherwise one winner, the same at every replica:
 //!    (0) a directory beats any other state (nothing under it is lost; a
 //!    losing file becomes the conflict copy, a losing symlink is dropped);
 //!    (a) any existing state beats `Deleted`; (b) the newer file mtime wins
 //!    (directories, symlinks and `Deleted` count as mtime 0); (c) on a tie
 //!    the state whose postcard encoding is lexicographically greater wins.
-//!    The winner's state is stored with the merged version vector and the
-//!    winner's author (an incoming state's author is the operation's
-//!    origin); then, unless a later operation of the batch supersedes it,
+//!    The merged or winning state is stored with the merged version
+//!    vector and the winner's author (an incoming state's author is the
+//!    operation's origin; a field-by-field merge's, the greater of the
+//!    two); then, unless a later operation of the batch supersedes it,
 //!    the resolution is recorded as an operation of this replica, a
-//!    `Change::Resolve` (merged version plus this replica's next epoch,
-//!    keeping the winning version's author, so conflict copies are named
-//!    alike everywhere). An incoming `Resolve` is applied like a `Path`
-//!    change whose author is the one it names. Without that operation,
-//!    replicas that resolved different pairs of concurrent versions (three
-//!    replicas, say) could hold different states under the same version
-//!    vector and never converge. Replicas that resolved the same conflict
-//!    send identical states, which merge silently.
+//!    `Change::Resolve` with this replica's next epoch in its log but the
+//!    merged version unchanged, keeping the winning version's author (so
+//!    conflict copies are named alike everywhere). Every member that
+//!    settles the same versions so holds the same version, and the next
+//!    change on either side is a plain successor of it (a resolution
+//!    version of its own, as before format 2.11, was one the other side had
+//!    not seen: its next change was concurrent again and merged again).
+//!    An incoming `Resolve` is applied like a `Path` change whose author is
+//!    the one it names. Without that operation, replicas that resolved
+//!    different pairs of concurrent versions (three replicas, say) could
+//!    hold different states under the same version vector; with it, each
+//!    receives the others' and joins them. Replicas that resolved the same
+//!    conflict send identical states under the same version: nothing to do.
 //!    A losing non-empty file whose content differs from the winner's is
 //!    kept beside the path as
 //!    `NAME.sync-conflict-YYYYMMDD-HHMMSS-REPLICA.EXT`: the loser's mtime
@@ -230,6 +254,7 @@
 pub mod batch;
 mod disk;
 mod journal;
+mod merge;
 mod plan;
 mod planned;
 mod spool;

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use super::batch::{OpBatch, OpBits};
 use super::journal::{Action, Expect, MetaKind};
+use super::merge;
 use super::planned::{Only, Planned};
 use super::spool::{Actions, Group};
 use super::ApplyReport;
@@ -283,44 +284,20 @@ pub fn winner_is_first(a: &PathState, b: &PathState) -> bool {
     }
 }
 
-/// Two concurrent versions of a directory merged, the same whichever is
-/// `a`: the permission bits both allow (a folder made read-only on one side
-/// stays so), the newer mtime, and the metadata of [`winner_is_first`]'s
-/// pick. `None` unless both are directories; with the mode kept and the
-/// other one when the modes differed (a conflict to report).
-fn merge_directories(a: &PathState, b: &PathState) -> Option<(PathState, Option<(u32, u32)>)> {
-    let (
-        PathState::Directory {
-            mode: mode_a,
-            mtime: mtime_a,
-            ext: ext_a,
-        },
-        PathState::Directory {
-            mode: mode_b,
-            mtime: mtime_b,
-            ..
-        },
-    ) = (a, b)
-    else {
-        return None;
-    };
-    let ext = if winner_is_first(a, b) {
-        ext_a.clone()
+/// The join of two different states held under one version (see
+/// `Causality::Equal` in [`Planner::path_operation`]): their field-by-field
+/// merge where they are one object ([`merge::merge`]), else rule 5's
+/// winner; with the author it keeps.
+fn join_states(a: &PathState, a_author: Id, b: &PathState, b_author: Id) -> (PathState, Id) {
+    let sides = merge::Sides { a: "", b: "" };
+    if let Some((merged, _)) = merge::merge(a, b, &sides) {
+        return (merged, a_author.max(b_author));
+    }
+    if winner_is_first(a, b) {
+        (a.clone(), a_author)
     } else {
-        match b {
-            PathState::Directory { ext, .. } => ext.clone(),
-            _ => unreachable!("matched above"),
-        }
-    };
-    let mode = mode_a & mode_b;
-    let lost =
-        (mode_a != mode_b).then_some((mode, if mode == *mode_a { *mode_b } else { *mode_a }));
-    let merged = PathState::Directory {
-        mode,
-        mtime: (*mtime_a).max(*mtime_b),
-        ext,
-    };
-    Some((merged, lost))
+        (b.clone(), b_author)
+    }
 }
 
 /// `NAME.sync-conflict-YYYYMMDD-HHMMSS-REPLICA.EXT` for a file `name`
@@ -525,9 +502,12 @@ fn superseded_in_batch(
             current = Some(path.to_vec());
             frontier.clear();
         }
+        // Not an equal version: two states under one version are two
+        // members' resolutions, which are joined (`Causality::Equal` in
+        // `path_operation`), not one replacing the other.
         let seen_later = frontier
             .iter()
-            .any(|later| matches!(later.compare(mine), Causality::After | Causality::Equal));
+            .any(|later| later.compare(mine) == Causality::After);
         if seen_later {
             superseded.set(position);
             return Ok(());
@@ -1010,7 +990,27 @@ impl Planner<'_> {
                     },
                 )?;
             }
-            Causality::Before | Causality::Equal => self.report.already_had += 1,
+            Causality::Before => self.report.already_had += 1,
+            Causality::Equal if local.state == incoming => self.report.already_had += 1,
+            Causality::Equal => {
+                // Two states under one version: members that merged the
+                // same concurrent versions in different groupings (three
+                // members, say) and sent their resolutions. Every merge
+                // is a join, so taking the join of both here (no new
+                // version, no report: the merges reported) brings every
+                // member to the same state once all resolutions arrived.
+                let (state, author) = join_states(&local.state, local.author, &incoming, origin);
+                if state != local.state {
+                    self.set_planned(
+                        path,
+                        Entry {
+                            state,
+                            version: local.version,
+                            author,
+                        },
+                    )?;
+                }
+            }
             Causality::Concurrent => {
                 let version = local.version.merged(version);
                 if local.state == incoming {
@@ -1025,31 +1025,36 @@ impl Planner<'_> {
                     )?;
                     return Ok(());
                 }
-                // Two versions of a directory: nothing to lose by merging,
-                // and a local chmod must not be undone by a sibling's new
-                // time (or content) below it.
-                if let Some((merged, lost_mode)) = merge_directories(&incoming, &local.state) {
-                    let author = if winner_is_first(&incoming, &local.state) {
-                        origin
-                    } else {
-                        local.author
-                    };
+                // Two versions of one object that differ in metadata only
+                // (a folder's are always merged: nothing below it is
+                // lost): merged field by field, the same at every member,
+                // so that a local chmod is not undone by a sibling's new
+                // time below it; every field that differed is reported.
+                let (mine, theirs) = (self.label(&local.author), self.label(&origin));
+                let sides = merge::Sides {
+                    a: &theirs,
+                    b: &mine,
+                };
+                if let Some((merged, notes)) = merge::merge(&incoming, &local.state, &sides) {
                     self.resolved.insert(path.to_vec(), version.clone());
                     self.set_planned(
                         path,
                         Entry {
                             state: merged,
                             version,
-                            author,
+                            author: local.author.max(origin),
                         },
                     )?;
-                    if let Some((kept, lost)) = lost_mode {
+                    if !notes.is_empty() {
+                        let what = match (&local.state, path.is_empty()) {
+                            (_, true) => "the replica root",
+                            (PathState::Directory { .. }, _) => "the folder",
+                            _ => "its metadata",
+                        };
                         self.report.conflicts.push(format!(
-                            "{}: concurrent changes of the folder by {} and {}; kept the \
-                             stricter mode {kept:04o} (not {lost:04o})",
+                            "{}: concurrent changes of {what} by {mine} and {theirs}; {}",
                             relpath::display(path),
-                            self.label(&local.author),
-                            self.label(&origin),
+                            notes.join("; "),
                         ));
                     }
                     return Ok(());
@@ -1258,17 +1263,33 @@ impl Planner<'_> {
     }
 
     /// Rule 5: a resolved conflict is recorded as an operation of this
-    /// replica (merged version plus this replica's next epoch), unless a
-    /// later operation of the batch superseded it. Without it, replicas that
-    /// resolved different pairs of concurrent versions could hold different
-    /// states under the same version vector and never converge.
+    /// replica (this replica's next epoch in its log, but the merged
+    /// version unchanged), unless a later operation of the batch
+    /// superseded it. Without it, replicas that resolved different pairs of
+    /// concurrent versions could hold different states under the same
+    /// version vector and never converge (they join them on arrival). The
+    /// version stays the merged one, which every member that merged the
+    /// same versions holds too: a resolution of its own would make a
+    /// version the other side has not seen, and that side's next change
+    /// would be concurrent with it again, and merged again, for ever.
     fn record_resolutions(&mut self) -> Result<()> {
         for (path, version) in std::mem::take(&mut self.resolved) {
             let Some(entry) = self.planned.get(self.conn, &path)? else {
                 continue;
             };
             if entry.version == version {
-                self.local_operation_by(&path, entry.state, Some(entry.author))?;
+                self.own_epoch += 1;
+                self.local_ops.push(Operation {
+                    origin: self.me,
+                    epoch: self.own_epoch,
+                    recorded: Timestamp::from_nanos(self.now_ns),
+                    change: Change::Resolve {
+                        path,
+                        version,
+                        state: entry.state,
+                        author: entry.author,
+                    },
+                });
             }
         }
         Ok(())
@@ -2287,26 +2308,6 @@ fn change_word(state: &PathState) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn concurrent_directories_merge_the_same_either_way() {
-        let dir = |mode, secs| PathState::Directory {
-            mode,
-            mtime: Some(Timestamp::new(secs, 0).unwrap()),
-            ext: Default::default(),
-        };
-        let (chmodded, touched) = (dir(0o555, 10), dir(0o755, 20));
-        let one = merge_directories(&chmodded, &touched).unwrap();
-        let other = merge_directories(&touched, &chmodded).unwrap();
-        assert_eq!(one, other);
-        assert_eq!(one.0, dir(0o555, 20));
-        assert_eq!(one.1, Some((0o555, 0o755)));
-        assert_eq!(
-            merge_directories(&dir(0o755, 1), &dir(0o755, 2)).unwrap().1,
-            None
-        );
-        assert!(merge_directories(&chmodded, &PathState::Deleted).is_none());
-    }
 
     #[test]
     fn conflict_copy_names() {

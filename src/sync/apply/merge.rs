@@ -1,0 +1,616 @@
+//! Two concurrent versions of one object's metadata, merged field by field
+//! (rule 5 of [`super`]; issue 14). Applies to two directories, and to two
+//! files with the same content, two symlinks with the same target or two
+//! special files of the same kind and device: whatever differs is
+//! metadata, so nothing is lost by merging and no conflict copy is made.
+//!
+//! Every field's rule is a join (commutative, associative, idempotent), so
+//! every member merges the same versions to the same state, whatever the
+//! order they arrive in, and the state merged from two versions merged
+//! with a third equals any other order's:
+//! - mode: the bits both allow (read, write, execute, setuid, setgid: the
+//!   stricter), the sticky bit if either has it (it restricts deletion);
+//! - mtime: the newer (a directory's always moves on as entries come and
+//!   go, so a directory's is not reported);
+//! - owner user and group, separately: the lower id (root's 0 first: the
+//!   stricter owner), then the name; a side that does not keep it yields;
+//! - access and default ACLs, each whole: the one with fewer entries (none
+//!   at all first: `setfacl -b` stays), then the smaller entries; the
+//!   access ACL's owner, group-class and other permissions then follow
+//!   the merged mode, as the kernel keeps them;
+//! - extended attributes, per name: every name either side has; of two
+//!   values, the greater bytes;
+//! - any other metadata key: the greater encoding (absent counts least).
+//!
+//! Without the versions' common ancestor a merge cannot tell which side
+//! changed a field, so every field that differed is reported (which value
+//! was kept, whose it was and the other value).
+
+use crate::ops::{Extensions, PathState, Timestamp};
+use crate::tree::meta::{keys, Acl, AclEntry, Owner, Principal, Xattrs};
+
+/// The two sides' names, for the report.
+pub(crate) struct Sides<'a> {
+    pub a: &'a str,
+    pub b: &'a str,
+}
+
+/// `a` and `b` merged, and one phrase per field that differed ("kept
+/// boston's stricter mode 0700 (not lambik's 0750)"); `None` when they are
+/// not two versions of the same object (kind, content, target or device
+/// differ).
+pub(crate) fn merge(
+    a: &PathState,
+    b: &PathState,
+    sides: &Sides,
+) -> Option<(PathState, Vec<String>)> {
+    let mut notes = Vec::new();
+    let merged = match (a, b) {
+        (
+            PathState::Directory {
+                mode: mode_a,
+                mtime: mtime_a,
+                ext: ext_a,
+            },
+            PathState::Directory {
+                mode: mode_b,
+                mtime: mtime_b,
+                ext: ext_b,
+            },
+        ) => {
+            let mode = merge_mode(*mode_a, *mode_b, sides, &mut notes);
+            PathState::Directory {
+                mode,
+                mtime: (*mtime_a).max(*mtime_b),
+                ext: merge_ext(ext_a, ext_b, Some(mode), sides, &mut notes),
+            }
+        }
+        (
+            PathState::File {
+                mode: mode_a,
+                mtime: mtime_a,
+                size,
+                chunks,
+                ext: ext_a,
+            },
+            PathState::File {
+                mode: mode_b,
+                mtime: mtime_b,
+                size: size_b,
+                chunks: chunks_b,
+                ext: ext_b,
+            },
+        ) if size == size_b && chunks == chunks_b => {
+            let mode = merge_mode(*mode_a, *mode_b, sides, &mut notes);
+            let mtime = merge_time(Some(*mtime_a), Some(*mtime_b), sides, &mut notes);
+            PathState::File {
+                mode,
+                mtime: mtime.unwrap_or(*mtime_a),
+                size: *size,
+                chunks: chunks.clone(),
+                ext: merge_ext(ext_a, ext_b, Some(mode), sides, &mut notes),
+            }
+        }
+        (
+            PathState::Symlink {
+                target,
+                mtime: mtime_a,
+                ext: ext_a,
+            },
+            PathState::Symlink {
+                target: target_b,
+                mtime: mtime_b,
+                ext: ext_b,
+            },
+        ) if target == target_b => PathState::Symlink {
+            target: target.clone(),
+            mtime: merge_time(*mtime_a, *mtime_b, sides, &mut notes),
+            // A symlink's own ACL does not exist on Linux: no mode to follow.
+            ext: merge_ext(ext_a, ext_b, None, sides, &mut notes),
+        },
+        (
+            PathState::Special {
+                kind,
+                mode: mode_a,
+                major,
+                minor,
+                mtime: mtime_a,
+                ext: ext_a,
+            },
+            PathState::Special {
+                kind: kind_b,
+                mode: mode_b,
+                major: major_b,
+                minor: minor_b,
+                mtime: mtime_b,
+                ext: ext_b,
+            },
+        ) if (kind, major, minor) == (kind_b, major_b, minor_b) => {
+            let mode = merge_mode(*mode_a, *mode_b, sides, &mut notes);
+            let mtime = merge_time(Some(*mtime_a), Some(*mtime_b), sides, &mut notes);
+            PathState::Special {
+                kind: *kind,
+                mode,
+                major: *major,
+                minor: *minor,
+                mtime: mtime.unwrap_or(*mtime_a),
+                ext: merge_ext(ext_a, ext_b, Some(mode), sides, &mut notes),
+            }
+        }
+        _ => return None,
+    };
+    Some((merged, notes))
+}
+
+const STICKY: u32 = 0o1000;
+
+/// The stricter of two modes: the bits both allow, the sticky bit if
+/// either has it.
+pub(crate) fn merged_mode(a: u32, b: u32) -> u32 {
+    (a & b & !STICKY) | ((a | b) & STICKY)
+}
+
+fn merge_mode(a: u32, b: u32, sides: &Sides, notes: &mut Vec<String>) -> u32 {
+    let mode = merged_mode(a, b);
+    if a != b {
+        notes.push(if mode == a {
+            format!(
+                "kept {}'s stricter mode {a:04o} (not {}'s {b:04o})",
+                sides.a, sides.b
+            )
+        } else if mode == b {
+            format!(
+                "kept {}'s stricter mode {b:04o} (not {}'s {a:04o})",
+                sides.b, sides.a
+            )
+        } else {
+            format!(
+                "kept mode {mode:04o}, what both allow (not {}'s {a:04o} nor {}'s {b:04o})",
+                sides.a, sides.b
+            )
+        });
+    }
+    mode
+}
+
+fn show_time(time: Option<Timestamp>) -> String {
+    match time {
+        None => "none".to_string(),
+        Some(t) if t.nanos == 0 => packet_format::utc_display(t.secs),
+        Some(t) => format!(
+            "{}.{:09}{}",
+            packet_format::utc_display(t.secs).trim_end_matches(" UTC"),
+            t.nanos,
+            " UTC"
+        ),
+    }
+}
+
+/// The newer time, reported when they differ (files, symlinks, special
+/// files).
+fn merge_time(
+    a: Option<Timestamp>,
+    b: Option<Timestamp>,
+    sides: &Sides,
+    notes: &mut Vec<String>,
+) -> Option<Timestamp> {
+    let newer = a.max(b);
+    if a != b {
+        let (kept, lost, winner, loser) = if newer == a {
+            (a, b, sides.a, sides.b)
+        } else {
+            (b, a, sides.b, sides.a)
+        };
+        notes.push(format!(
+            "kept {winner}'s newer mtime {} (not {loser}'s {})",
+            show_time(kept),
+            show_time(lost)
+        ));
+    }
+    newer
+}
+
+/// The two sides' values of one field, the one kept first: `(kept, lost,
+/// winner, loser)` names.
+fn pick<'s, T>(first_wins: bool, a: T, b: T, sides: &Sides<'s>) -> (T, T, &'s str, &'s str) {
+    if first_wins {
+        (a, b, sides.a, sides.b)
+    } else {
+        (b, a, sides.b, sides.a)
+    }
+}
+
+fn merge_ext(
+    a: &Extensions,
+    b: &Extensions,
+    mode: Option<u32>,
+    sides: &Sides,
+    notes: &mut Vec<String>,
+) -> Extensions {
+    let mut keys_of: Vec<u32> = a.iter().chain(b.iter()).map(|e| e.key).collect();
+    keys_of.sort_unstable();
+    keys_of.dedup();
+    let mut out = Extensions::default();
+    for key in keys_of {
+        let (va, vb) = (a.get(key), b.get(key));
+        let merged = match key {
+            keys::OWNER => merge_owner(va, vb, sides, notes),
+            keys::ACL_ACCESS => merge_acl("access ACL", va, vb, mode, sides, notes),
+            keys::ACL_DEFAULT => merge_acl("default ACL", va, vb, None, sides, notes),
+            keys::XATTRS => merge_xattrs(va, vb, sides, notes),
+            _ => None,
+        }
+        .unwrap_or_else(|| merge_other(key, va, vb, sides, notes));
+        if let Some(value) = merged {
+            out.insert(key, value);
+        }
+    }
+    out
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("metadata encodes")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: Option<&[u8]>) -> Option<Option<T>> {
+    match value {
+        None => Some(None),
+        Some(bytes) => postcard::from_bytes(bytes).ok().map(Some),
+    }
+}
+
+/// A key this version does not merge by meaning (or a value it cannot
+/// decode): the greater encoding, absent counting least.
+fn merge_other(
+    key: u32,
+    a: Option<&[u8]>,
+    b: Option<&[u8]>,
+    sides: &Sides,
+    notes: &mut Vec<String>,
+) -> Option<Vec<u8>> {
+    if a != b {
+        let (kept, _, winner, loser) = pick(a >= b, a, b, sides);
+        let what = if key == keys::HARD_LINK {
+            "hard-link set".to_string()
+        } else {
+            format!("metadata under key {key}")
+        };
+        notes.push(format!("kept {winner}'s {what} (not {loser}'s)"));
+        return kept.map(<[u8]>::to_vec);
+    }
+    a.map(<[u8]>::to_vec)
+}
+
+fn show_principal(who: &Option<Principal>) -> String {
+    match who {
+        None => "none".to_string(),
+        Some(Principal { id, name: None }) => id.to_string(),
+        Some(Principal {
+            id,
+            name: Some(name),
+        }) => format!("{}({id})", crate::error::printable(name)),
+    }
+}
+
+/// The lower id, then the name; a side without one yields.
+fn stricter_principal(a: &Option<Principal>, b: &Option<Principal>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => (a.id, &a.name) <= (b.id, &b.name),
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+fn merge_owner(
+    a: Option<&[u8]>,
+    b: Option<&[u8]>,
+    sides: &Sides,
+    notes: &mut Vec<String>,
+) -> Option<Option<Vec<u8>>> {
+    let (a, b) = (decode::<Owner>(a)?, decode::<Owner>(b)?);
+    let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
+    let mut out = Owner::default();
+    for (word, va, vb, slot) in [
+        ("owner", &a.user, &b.user, &mut out.user),
+        ("group", &a.group, &b.group, &mut out.group),
+    ] {
+        let (kept, lost, winner, loser) = pick(stricter_principal(va, vb), va, vb, sides);
+        if va != vb && lost.is_some() {
+            notes.push(format!(
+                "kept {winner}'s {word} {} (not {loser}'s {}; the lower id)",
+                show_principal(kept),
+                show_principal(lost)
+            ));
+        }
+        *slot = kept.clone();
+    }
+    Some((out != Owner::default()).then(|| encode(&out)))
+}
+
+const ACL_USER_OBJ: u16 = 1;
+const ACL_USER: u16 = 2;
+const ACL_GROUP_OBJ: u16 = 4;
+const ACL_GROUP: u16 = 8;
+const ACL_MASK: u16 = 16;
+const ACL_OTHER: u16 = 32;
+
+/// An ACL entry as [`acl_rank`] orders it: tag, who (id, name), perm.
+type AclRankEntry = (u16, Option<(u32, Option<String>)>, u16);
+
+/// What orders ACLs: the number of entries, then the entries with the
+/// permissions that follow the mode left out (so an ACL's rank does not
+/// change when it is made to follow a merged mode).
+fn acl_rank(acl: &Acl) -> (usize, Vec<AclRankEntry>) {
+    (
+        acl.len(),
+        acl.iter()
+            .map(|e| {
+                let follows_mode = matches!(e.tag, ACL_USER_OBJ | ACL_MASK | ACL_OTHER)
+                    || (e.tag == ACL_GROUP_OBJ && !acl.iter().any(|m| m.tag == ACL_MASK));
+                let who = e.who.as_ref().map(|p| (p.id, p.name.clone()));
+                (e.tag, who, if follows_mode { 0 } else { e.perm })
+            })
+            .collect(),
+    )
+}
+
+/// The access ACL made to agree with `mode`: the kernel keeps the owner,
+/// group class (the mask where there is one) and other permissions of
+/// the ACL and of the mode the same.
+fn follow_mode(acl: &mut Acl, mode: u32) {
+    let has_mask = acl.iter().any(|e| e.tag == ACL_MASK);
+    for entry in acl.iter_mut() {
+        let bits = match entry.tag {
+            ACL_USER_OBJ => mode >> 6,
+            ACL_MASK => mode >> 3,
+            ACL_GROUP_OBJ if !has_mask => mode >> 3,
+            ACL_OTHER => mode,
+            _ => continue,
+        };
+        entry.perm = (bits & 7) as u16;
+    }
+}
+
+fn show_perm(perm: u16) -> String {
+    [(4, 'r'), (2, 'w'), (1, 'x')]
+        .iter()
+        .map(|&(bit, c)| if perm & bit != 0 { c } else { '-' })
+        .collect()
+}
+
+fn show_acl(acl: &Option<Acl>) -> String {
+    let Some(acl) = acl else {
+        return "none".to_string();
+    };
+    acl.iter()
+        .map(|AclEntry { tag, perm, who }| {
+            let kind = match *tag {
+                ACL_USER_OBJ | ACL_USER => "u",
+                ACL_GROUP_OBJ | ACL_GROUP => "g",
+                ACL_MASK => "m",
+                ACL_OTHER => "o",
+                _ => "?",
+            };
+            let who = match who {
+                Some(Principal {
+                    name: Some(name), ..
+                }) => crate::error::printable(name).into_owned(),
+                Some(Principal { id, .. }) => id.to_string(),
+                None => String::new(),
+            };
+            format!("{kind}:{who}:{}", show_perm(*perm))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn merge_acl(
+    word: &str,
+    a: Option<&[u8]>,
+    b: Option<&[u8]>,
+    mode: Option<u32>,
+    sides: &Sides,
+    notes: &mut Vec<String>,
+) -> Option<Option<Vec<u8>>> {
+    let (a, b) = (decode::<Acl>(a)?, decode::<Acl>(b)?);
+    let rank = |acl: &Option<Acl>| acl.as_ref().map(acl_rank);
+    // None (no ACL) ranks first: the fewest grants.
+    let (kept, lost, winner, loser) = pick(rank(&a) <= rank(&b), &a, &b, sides);
+    if rank(&a) != rank(&b) {
+        let why = if kept.as_ref().map(Vec::len) == lost.as_ref().map(Vec::len) {
+            "the smaller entries"
+        } else {
+            "the fewer entries"
+        };
+        notes.push(format!(
+            "kept {winner}'s {word} {} (not {loser}'s {}; {why})",
+            show_acl(kept),
+            show_acl(lost)
+        ));
+    }
+    let mut kept = kept.clone();
+    if let (Some(acl), Some(mode)) = (kept.as_mut(), mode) {
+        follow_mode(acl, mode);
+    }
+    Some(kept.map(|acl| encode(&acl)))
+}
+
+fn show_value(value: &[u8]) -> String {
+    const MAX: usize = 40;
+    let shown = crate::error::printable_bytes(&value[..value.len().min(MAX)]);
+    if value.len() > MAX {
+        format!("\"{shown}…\" ({} bytes)", value.len())
+    } else {
+        format!("\"{shown}\"")
+    }
+}
+
+fn merge_xattrs(
+    a: Option<&[u8]>,
+    b: Option<&[u8]>,
+    sides: &Sides,
+    notes: &mut Vec<String>,
+) -> Option<Option<Vec<u8>>> {
+    let (a, b) = (decode::<Xattrs>(a)?, decode::<Xattrs>(b)?);
+    let (present_a, present_b) = (a.is_some(), b.is_some());
+    let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
+    let mut names: Vec<&Vec<u8>> = a.iter().chain(b.iter()).map(|(n, _)| n).collect();
+    names.sort();
+    names.dedup();
+    let find = |list: &Xattrs, name: &[u8]| -> Option<Vec<u8>> {
+        list.iter()
+            .find(|(n, _)| n.as_slice() == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut out: Xattrs = Vec::new();
+    for name in names {
+        let (va, vb) = (find(&a, name), find(&b, name));
+        let (kept, lost, winner, loser) = pick(va >= vb, &va, &vb, sides);
+        if va != vb {
+            let shown = crate::error::printable_bytes(name);
+            let lost = match lost {
+                Some(value) => format!("{loser}'s {}", show_value(value)),
+                None => format!("{loser} has none"),
+            };
+            let kept_value = show_value(kept.as_deref().unwrap_or_default());
+            notes.push(format!(
+                "kept {winner}'s xattr {shown} = {kept_value} (not {lost})"
+            ));
+        }
+        out.push((name.clone(), kept.clone().expect("one side has each name")));
+    }
+    Some((present_a || present_b).then(|| encode(&out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(id: u32) -> Option<Principal> {
+        Some(Principal { id, name: None })
+    }
+
+    fn dir(mode: u32, secs: i64, owner: u32, attr: Option<&str>, acl: Option<Acl>) -> PathState {
+        let mut ext = Extensions::default();
+        ext.insert(
+            keys::OWNER,
+            encode(&Owner {
+                user: principal(owner),
+                group: principal(owner),
+            }),
+        );
+        if let Some(value) = attr {
+            let attrs: Xattrs = vec![(b"user.side".to_vec(), value.as_bytes().to_vec())];
+            ext.insert(keys::XATTRS, encode(&attrs));
+        }
+        if let Some(acl) = acl {
+            ext.insert(keys::ACL_ACCESS, encode(&acl));
+        }
+        PathState::Directory {
+            mode,
+            mtime: Some(Timestamp::new(secs, 0).unwrap()),
+            ext,
+        }
+    }
+
+    fn acl(mode: u32, named: &[u32]) -> Acl {
+        let entry = |tag, perm, who| AclEntry { tag, perm, who };
+        let mut acl = vec![entry(ACL_USER_OBJ, ((mode >> 6) & 7) as u16, None)];
+        for id in named {
+            acl.push(entry(ACL_USER, 5, principal(*id)));
+        }
+        acl.push(entry(ACL_GROUP_OBJ, 5, None));
+        acl.push(entry(ACL_MASK, ((mode >> 3) & 7) as u16, None));
+        acl.push(entry(ACL_OTHER, (mode & 7) as u16, None));
+        acl
+    }
+
+    const SIDES: Sides = Sides { a: "a", b: "b" };
+
+    #[test]
+    fn merges_are_the_same_in_any_order_and_grouping() {
+        let states = [
+            dir(0o750, 10, 1000, Some("x"), Some(acl(0o750, &[4242]))),
+            dir(0o1755, 30, 0, None, None),
+            dir(0o700, 20, 4242, Some("y"), Some(acl(0o700, &[7, 8]))),
+        ];
+        let m = |x: &PathState, y: &PathState| merge(x, y, &SIDES).unwrap().0;
+        for x in &states {
+            assert_eq!(&m(x, x), x);
+            for y in &states {
+                assert_eq!(m(x, y), m(y, x));
+                for z in &states {
+                    assert_eq!(m(&m(x, y), z), m(x, &m(y, z)));
+                }
+            }
+        }
+        let all = m(&m(&states[0], &states[1]), &states[2]);
+        let PathState::Directory { mode, mtime, ext } = &all else {
+            panic!("{all:?}");
+        };
+        assert_eq!(*mode, 0o1700);
+        assert_eq!(*mtime, Some(Timestamp::new(30, 0).unwrap()));
+        let owner: Owner = postcard::from_bytes(ext.get(keys::OWNER).unwrap()).unwrap();
+        assert_eq!(owner.user, principal(0));
+        assert!(ext.get(keys::ACL_ACCESS).is_none(), "no ACL is the fewest");
+        let attrs: Xattrs = postcard::from_bytes(ext.get(keys::XATTRS).unwrap()).unwrap();
+        assert_eq!(attrs, vec![(b"user.side".to_vec(), b"y".to_vec())]);
+    }
+
+    #[test]
+    fn every_field_that_differed_is_reported_with_both_values() {
+        let a = dir(0o750, 10, 1000, Some("x"), Some(acl(0o750, &[4242])));
+        let b = dir(0o700, 20, 4242, None, Some(acl(0o700, &[4242, 7])));
+        let (merged, notes) = merge(
+            &a,
+            &b,
+            &Sides {
+                a: "boston",
+                b: "lambik",
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            notes,
+            [
+                "kept lambik's stricter mode 0700 (not boston's 0750)",
+                "kept boston's owner 1000 (not lambik's 4242; the lower id)",
+                "kept boston's group 1000 (not lambik's 4242; the lower id)",
+                "kept boston's xattr user.side = \"x\" (not lambik has none)",
+                "kept boston's access ACL u::rwx,u:4242:r-x,g::r-x,m::r-x,o::--- \
+                 (not lambik's u::rwx,u:4242:r-x,u:7:r-x,g::r-x,m::---,o::---; the fewer entries)",
+            ]
+            .map(str::to_string)
+        );
+        // The kept ACL follows the merged mode.
+        let PathState::Directory { ext, .. } = merged else {
+            panic!()
+        };
+        let kept: Acl = postcard::from_bytes(ext.get(keys::ACL_ACCESS).unwrap()).unwrap();
+        assert_eq!(kept, acl(0o700, &[4242]));
+        // Directories' times are not reported; equal states say nothing.
+        assert!(merge(&a, &a, &SIDES).unwrap().1.is_empty());
+        let later = dir(0o750, 99, 1000, Some("x"), Some(acl(0o750, &[4242])));
+        assert!(merge(&a, &later, &SIDES).unwrap().1.is_empty());
+    }
+
+    #[test]
+    fn files_merge_only_with_the_same_content() {
+        let file = |mode, secs, len| PathState::File {
+            mode,
+            mtime: Timestamp::new(secs, 0).unwrap(),
+            size: 0,
+            chunks: Vec::new(),
+            ext: {
+                let mut ext = Extensions::default();
+                ext.insert(keys::HARD_LINK, vec![len]);
+                ext
+            },
+        };
+        let (merged, notes) = merge(&file(0o644, 1, 1), &file(0o600, 2, 1), &SIDES).unwrap();
+        assert_eq!(merged, file(0o600, 2, 1));
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[1].starts_with("kept b's newer mtime 1970-01-01 00:00:02 UTC"));
+        assert!(merge(&file(0o644, 1, 1), &PathState::directory(0o755), &SIDES).is_none());
+    }
+}

@@ -1,0 +1,446 @@
+//! Concurrent metadata changes (issue 14): two members change the
+//! metadata of the root, a folder and a file at once; the exchange merges
+//! them the same way at both, says what differed and which value was kept,
+//! and a later change on either side is a plain successor that arrives
+//! unchanged and stays on its own side.
+//!
+//! rsync (`-aHAXc --numeric-ids`) judges the trees; setfacl and setfattr
+//! make the changes. Owners need root: a run that is not root, or a
+//! machine without the tools, skips with a message (CI runs as root).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::helpers::*;
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+fn skip() -> bool {
+    for tool in ["rsync", "setfacl", "setfattr", "getfacl", "getfattr"] {
+        if !have(tool) {
+            eprintln!("SKIPPED: {tool} is not installed (apt-get install rsync acl attr)");
+            return true;
+        }
+    }
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root (owners)");
+        return true;
+    }
+    false
+}
+
+/// Runs a shell script in `dir`; it must succeed.
+fn sh(dir: &Path, script: &str) {
+    let out = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A shell command's standard output in `dir`.
+fn sh_output(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What `rsync -aHAXc --numeric-ids -n -i --delete` would change to make
+/// `b` like `a` (roots included), less the state folders.
+fn differences(a: &Path, b: &Path) -> Vec<String> {
+    let out = Command::new("rsync")
+        .args([
+            "-aHAXc",
+            "--numeric-ids",
+            "--dry-run",
+            "--itemize-changes",
+            "--delete",
+            "--exclude=/.syncreplica",
+        ])
+        .arg(format!("{}/", a.display()))
+        .arg(format!("{}/", b.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rsync: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The metadata of `paths` under `root` that the test changes: owner,
+/// group, mode, mtime, ACLs and `user.*` attributes.
+fn metadata_of(root: &Path, paths: &[&str]) -> String {
+    let mut out = String::new();
+    for path in paths {
+        let full = root.join(path);
+        let meta = std::fs::symlink_metadata(&full).unwrap();
+        out += &format!(
+            "{path}: {}:{} {:o} {}.{}\n",
+            meta.uid(),
+            meta.gid(),
+            meta.mode() & 0o7777,
+            meta.mtime(),
+            meta.mtime_nsec()
+        );
+        let quoted = shell_quote(&full);
+        out += &sh_output(
+            root,
+            &format!("getfacl -cpn {quoted}; getfattr -d -m '^user\\.' --absolute-names {quoted} | tail -n +2"),
+        );
+    }
+    out
+}
+
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+}
+
+/// Both members export before either imports (the changes cross), then
+/// both import.
+fn cross(fam: &Family, round: &str) -> (Run, Run) {
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    let to_lambik = fam.packet_dir(&format!("{round}-to-lambik"));
+    let to_boston = fam.packet_dir(&format!("{round}-to-boston"));
+    export_to(&boston, &to_lambik, &["lambik"], &[]).ok();
+    export_to(&lambik, &to_boston, &["boston"], &[]).ok();
+    let at_lambik = import_from(&lambik, &[&to_lambik]).ok();
+    let at_boston = import_from(&boston, &[&to_boston]).ok();
+    (at_boston, at_lambik)
+}
+
+const PATHS: &[&str] = &["", "d", "d/b.txt"];
+
+#[test]
+fn concurrent_metadata_changes_merge_alike_and_later_changes_arrive_unchanged() {
+    if skip() {
+        return;
+    }
+    let fam = family(
+        &["boston", "lambik"],
+        &[("a.txt", "a\n"), ("d/b.txt", "b\n")],
+    );
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+
+    // Concurrent metadata changes of the root, a folder and a file.
+    sh(
+        &boston,
+        "chown 4242:4343 . d d/b.txt
+         setfacl -m u:4242:rx . d
+         setfacl -m u:4242:r d/b.txt
+         setfattr -n user.side -v boston . d d/b.txt
+         chmod 700 d
+         touch -d '2011-01-01' d/b.txt d .",
+    );
+    sh(
+        &lambik,
+        "chown 1000:1000 . d d/b.txt
+         setfacl -m g:4343:rx . d
+         setfacl -m g:4343:r d/b.txt
+         setfattr -n user.side -v lambik . d d/b.txt
+         chmod 750 d
+         touch -d '2012-02-02' d/b.txt d .",
+    );
+    run(&boston, "syncreplica", ["-record"]).ok();
+    run(&lambik, "syncreplica", ["-record"]).ok();
+    let (at_boston, at_lambik) = cross(&fam, "1");
+    // Each side says, per path, every field that differed and which value
+    // it kept; both kept the same.
+    for imported in [&at_boston, &at_lambik] {
+        let out = &imported.stdout;
+        for wanted in [
+            "3 conflicts",
+            "conflict: .: concurrent changes of the replica root by ",
+            "kept lambik's owner ",
+            "(not boston's 4242; the lower id)",
+            "(not boston's 4343; the lower id)",
+            "kept lambik's xattr user.side = \"lambik\" (not boston's \"boston\")",
+            "kept boston's access ACL u::rwx,u:4242:r-x,",
+            "conflict: d: concurrent changes of the folder by ",
+            "kept boston's stricter mode 0700 (not lambik's 0750)",
+            "conflict: d/b.txt: concurrent changes of its metadata by ",
+            "kept lambik's newer mtime 2012-02-02 00:00:00 UTC (not boston's 2011-01-01 00:00:00 UTC)",
+        ] {
+            assert!(out.contains(wanted), "{wanted:?} missing:\n{out}");
+        }
+    }
+    // Both merged alike: the members are the same tree.
+    assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
+    assert_eq!(differences(&lambik, &boston), Vec::<String>::new());
+
+    // A later change on one side only: a plain successor of the merge,
+    // whatever lambik sends meanwhile.
+    sh(
+        &boston,
+        "chown 4343:42 . d d/b.txt
+         setfacl -b . d d/b.txt
+         setfattr -n user.later -v 1 . d d/b.txt
+         touch -d '2020-03-03' d/b.txt d .",
+    );
+    let wanted = metadata_of(&boston, PATHS);
+    run(&boston, "syncreplica", ["-record"]).ok();
+    let (at_boston, at_lambik) = cross(&fam, "3");
+    for imported in [&at_boston, &at_lambik] {
+        assert!(
+            !imported.stdout.contains("conflict:"),
+            "{}{}",
+            imported.stdout,
+            imported.stderr
+        );
+    }
+    assert_eq!(metadata_of(&boston, PATHS), wanted, "undone at boston");
+    assert_eq!(metadata_of(&lambik, PATHS), wanted, "not arrived at lambik");
+    cross(&fam, "4");
+    assert_eq!(
+        metadata_of(&boston, PATHS),
+        wanted,
+        "undone at boston later"
+    );
+    assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
+
+    // And the other way round.
+    sh(
+        &lambik,
+        "chown 1000:1000 . d/b.txt
+         setfacl -m u:4242:rwx . d/b.txt
+         setfattr -x user.later . d/b.txt
+         touch -d '2021-04-04' d/b.txt .",
+    );
+    let wanted = metadata_of(&lambik, PATHS);
+    run(&lambik, "syncreplica", ["-record"]).ok();
+    for round in ["5", "6"] {
+        let (at_boston, at_lambik) = cross(&fam, round);
+        for imported in [&at_boston, &at_lambik] {
+            assert!(
+                !imported.stdout.contains("conflict:"),
+                "{}{}",
+                imported.stdout,
+                imported.stderr
+            );
+        }
+        assert_eq!(metadata_of(&lambik, PATHS), wanted, "undone at lambik");
+        assert_eq!(metadata_of(&boston, PATHS), wanted, "not arrived at boston");
+    }
+    assert_eq!(differences(&lambik, &boston), Vec::<String>::new());
+    for member in [&boston, &lambik] {
+        let status = run(member, "syncreplica", ["-status"]).ok();
+        assert!(
+            status.stdout.contains("no changes to record"),
+            "{}",
+            status.stdout
+        );
+    }
+}
+
+/// Format 2.11: the tree digest covers the replica root's own entry, and
+/// `-verify SIBLING` says what differs there. lambik's record of its root
+/// goes wrong without a new version (as a buggy apply or a restored
+/// database would leave it): the next packet's digest differs, and
+/// -verify names the root's time and attributes.
+#[test]
+fn verify_names_what_differs_in_the_roots_own_entry() {
+    use syncreplica::ops::PathState;
+    use syncreplica::store::state;
+    let fam = family(&["boston", "lambik"], &[("a.txt", "one")]);
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    // Each learns what the other preserves (the root among it).
+    write(&lambik, "l.txt", "l");
+    fam.send("lambik", "boston", "0");
+    write(&boston, "a.txt", "two");
+    let out = fam.packet_dir("1");
+    export_to(&boston, &out, &["lambik"], &["-noencrypt"]).ok();
+    let listed = run(&out, "lspacket", ["-fmt", "json", "."]);
+    let json: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    let covered = &json["packets"][0]["tree_digest"]["metadata"]["covered"];
+    assert!(
+        covered.as_array().unwrap().contains(&"root".into()),
+        "{json}"
+    );
+    let imported = import_from(&lambik, &[&out]).ok();
+    assert!(
+        imported.stdout.contains("verified in step"),
+        "{}",
+        imported.stdout
+    );
+
+    // lambik's root gains an attribute and another time, and its record
+    // says so, without an operation: the scan sees nothing, the version
+    // is boston's.
+    sh(
+        &lambik,
+        "setfattr -n user.forged -v 1 . && touch -d @978307200 .",
+    );
+    let mut db = state::State::open(&lambik.join(".syncreplica")).unwrap();
+    let entry = db.load_entries().unwrap()[b"".as_slice()].clone();
+    let PathState::Directory { mode, mut ext, .. } = entry.state.clone() else {
+        panic!("the root is a directory")
+    };
+    let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = ext
+        .get(4)
+        .map(|bytes| postcard::from_bytes(bytes).unwrap())
+        .unwrap_or_default();
+    xattrs.push((b"user.forged".to_vec(), b"1".to_vec()));
+    xattrs.sort();
+    ext.insert(4, postcard::to_allocvec(&xattrs).unwrap());
+    let forged = PathState::Directory {
+        mode,
+        mtime: syncreplica::ops::Timestamp::new(978_307_200, 0),
+        ext,
+    };
+    let meta = std::fs::symlink_metadata(&lambik).unwrap();
+    db.transaction(|tx| {
+        Ok(state::put_entry(
+            tx,
+            &state::EntryWrite {
+                path: b"",
+                state: &forged,
+                version: &entry.version,
+                author: &entry.author,
+                stat: Some(syncreplica::tree::scan::stat_key(&meta)),
+                scanned_ns: entry.scanned_ns,
+            },
+        )?)
+    })
+    .unwrap();
+    drop(db);
+    let status = run(&lambik, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+
+    write(&boston, "a.txt", "three");
+    let imported = fam.packet_dir("2");
+    export_to(&boston, &imported, &["lambik"], &["-noencrypt"]).ok();
+    let run_import = import_from(&lambik, &[&imported]).ok();
+    assert!(
+        run_import
+            .stderr
+            .contains("this replica's tree differs from boston's at the same version"),
+        "{}\n{}",
+        run_import.stdout,
+        run_import.stderr
+    );
+    let verify = run(&lambik, "syncreplica", ["-verify", "boston"]);
+    assert_eq!(verify.code, 1, "{}\n{}", verify.stdout, verify.stderr);
+    assert!(
+        verify.stdout.contains(
+            "\n  . (the replica root itself: its mtime, xattrs differ from the sibling's)\n"
+        ),
+        "{}",
+        verify.stdout
+    );
+    assert!(!verify.stdout.contains("a.txt"), "{}", verify.stdout);
+}
+
+/// Exports from every member to every other one first, then each imports
+/// its packets in the order `orders` gives (member, senders in order).
+fn all_cross(fam: &Family, names: &[&str], round: &str, orders: &[(&str, [&str; 2])]) -> Vec<Run> {
+    for from in names {
+        for to in names.iter().filter(|to| *to != from) {
+            let out = fam.packet_dir(&format!("{round}-{from}-{to}"));
+            export_to(&fam.root(from), &out, &[to], &[]).ok();
+        }
+    }
+    let mut runs = Vec::new();
+    for (to, senders) in orders {
+        for from in senders {
+            let out = fam.packet_dir(&format!("{round}-{from}-{to}"));
+            runs.push(import_from(&fam.root(to), &[&out]).ok());
+        }
+    }
+    runs
+}
+
+/// Three members change the root's and a file's metadata at once and take
+/// each other's changes in different orders (so each merges another
+/// grouping first): all end with the same tree, and a later change of one
+/// arrives at the others and stays, with no further conflict.
+#[test]
+fn three_members_merging_in_different_orders_converge() {
+    if skip() {
+        return;
+    }
+    let names = ["boston", "lambik", "zurich"];
+    let fam = family(&names, &[("f.txt", "f\n")]);
+    // Every member learns of every other one.
+    fam.send("boston", "lambik", "0");
+    sh(
+        &fam.root("boston"),
+        "chmod 750 . f.txt && setfattr -n user.side -v boston . f.txt && chown 4242 f.txt",
+    );
+    sh(
+        &fam.root("lambik"),
+        "chmod 705 . && setfattr -n user.side -v lambik . f.txt && chgrp 4343 f.txt",
+    );
+    sh(
+        &fam.root("zurich"),
+        "touch -d 2015-05-05 . f.txt && setfattr -n user.z -v 1 . f.txt && chmod 604 f.txt",
+    );
+    for name in names {
+        run(&fam.root(name), "syncreplica", ["-record"]).ok();
+    }
+    let orders = [
+        ("boston", ["lambik", "zurich"]),
+        ("lambik", ["zurich", "boston"]),
+        ("zurich", ["boston", "lambik"]),
+    ];
+    let runs = all_cross(&fam, &names, "1", &orders);
+    assert!(runs.iter().any(|r| r.stdout.contains("conflict:")));
+    all_cross(&fam, &names, "2", &orders);
+    for (a, b) in [
+        ("boston", "lambik"),
+        ("lambik", "zurich"),
+        ("zurich", "boston"),
+    ] {
+        assert_eq!(
+            differences(&fam.root(a), &fam.root(b)),
+            Vec::<String>::new(),
+            "{a} and {b}"
+        );
+    }
+    let paths = ["", "f.txt"];
+    let merged = metadata_of(&fam.root("boston"), &paths);
+    // The bits all three allow, every attribute, the newest time.
+    assert!(merged.starts_with(": 0:0 700 "), "{merged}");
+    assert!(merged.contains("user.side=\"lambik\"") && merged.contains("user.z=\"1\""));
+
+    sh(
+        &fam.root("zurich"),
+        "chmod 755 . && setfattr -x user.side f.txt && chown 0:0 f.txt",
+    );
+    let wanted = metadata_of(&fam.root("zurich"), &paths);
+    run(&fam.root("zurich"), "syncreplica", ["-record"]).ok();
+    for round in ["3", "4"] {
+        for imported in all_cross(&fam, &names, round, &orders) {
+            assert!(
+                !imported.stdout.contains("conflict:"),
+                "{}",
+                imported.stdout
+            );
+        }
+    }
+    for name in names {
+        assert_eq!(metadata_of(&fam.root(name), &paths), wanted, "at {name}");
+    }
+}
