@@ -29,9 +29,10 @@ use super::batch::{OpBatch, OpBits};
 use super::journal::{Action, Expect, MetaKind};
 use super::planned::{Only, Planned};
 use super::spool::{Actions, Group};
+use crate::sync::assemble::Targets;
 use super::ApplyReport;
 use crate::error::{Error, Refusal, Result};
-use crate::ops::{Causality, Change, ChunkRef, Id, Operation, PathState, Timestamp, VersionVector};
+use crate::ops::{Causality, Change, Id, Operation, PathState, Timestamp, VersionVector};
 use crate::replica::Replica;
 use crate::store::identity;
 use crate::store::layout::DELETED_DIR;
@@ -53,16 +54,6 @@ pub(crate) struct Entry {
     pub state: PathState,
     pub version: VersionVector,
     pub author: Id,
-}
-
-/// One file to assemble in the staging folder.
-#[derive(Debug, Clone)]
-pub(crate) struct StageJob {
-    pub staged: u64,
-    pub path: Vec<u8>,
-    pub chunks: Vec<ChunkRef>,
-    pub mode: u32,
-    pub mtime: Timestamp,
 }
 
 /// Everything a batch will do.
@@ -87,7 +78,9 @@ pub(crate) struct Plan {
     /// Disk actions, in the batch's scratch database (flushed), for the
     /// commit to copy into the journal in the order they run.
     pub actions: Actions,
-    pub jobs: Vec<StageJob>,
+    /// The files to assemble in the staging folder (`staging/<n>`), in
+    /// the batch's scratch database (finished).
+    pub jobs: Targets,
     /// The recorded state before the batch: where local chunks are.
     pub recorded: HashMap<Vec<u8>, RecordedEntry>,
     pub report: ApplyReport,
@@ -1459,10 +1452,11 @@ impl Planner<'_> {
         let mut removals: Vec<(Vec<u8>, Action)> = Vec::new();
         let mut creations = Vec::new();
         let mut dir_modes = Vec::new();
-        let mut jobs = Vec::new();
         // The actions go to the scratch database a page of paths at a
-        // time (`super::spool`): these vectors hold one page's.
+        // time (`super::spool`): these vectors hold one page's. So do the
+        // files to stage (`Targets`).
         let mut spooled = Actions::create(self.conn, self.planned.file())?;
+        let mut jobs = Targets::create(self.conn, self.planned.file())?;
         // The planned entries a page at a time, in byte order.
         // Parents of changed paths: their mtime moves as names are placed
         // or removed, and is put back to the recorded one at the end.
@@ -1585,14 +1579,7 @@ impl Planner<'_> {
                             }
                             _ => {}
                         }
-                        let staged = jobs.len() as u64;
-                        jobs.push(StageJob {
-                            staged,
-                            path: p.clone(),
-                            chunks: chunks.clone(),
-                            mode: *mode,
-                            mtime: *mtime,
-                        });
+                        let staged = jobs.add(self.conn, &p, chunks, *mode, *mtime)?;
                         // A directory there is removed first: then nothing is.
                         let expect = if matches!(disk, DiskKind::Dir(_)) {
                             Expect::Absent
@@ -1798,6 +1785,7 @@ impl Planner<'_> {
             }
         }
         spooled.flush(self.conn)?;
+        jobs.finish(self.conn)?;
         self.report.local_operations = self.local_ops.len() as u64;
         if let Some((first, count)) = &self.too_long {
             let more = match count - 1 {
