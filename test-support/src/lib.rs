@@ -105,7 +105,8 @@ pub enum ManyOps {
     /// N directories `dNNN/NNNNNNN`, each made on disk.
     Dirs,
     /// N small files `dNNN/fNNNNNNN`, each of its own content (one chunk
-    /// the packet carries, [`ManyOps::content`]): each staged and placed.
+    /// of 504 bytes the packet carries, [`ManyOps::content`]): each staged
+    /// and placed.
     Files,
 }
 
@@ -121,9 +122,12 @@ impl ManyOps {
         }
     }
 
-    /// The content of the `index`th file of [`ManyOps::Files`].
+    /// The content of the `index`th file of [`ManyOps::Files`]: 504
+    /// bytes. Not much smaller: the packet's chunk groups (2 MiB) are
+    /// read a group at a time, so tiny chunks would make the reader hold
+    /// many more of them at once for a larger packet, up to that bound.
     pub fn content(index: u64) -> Vec<u8> {
-        format!("content of file {index}\n").into_bytes()
+        format!("content of file {index:07}\n").repeat(21).into_bytes()
     }
 
     /// Operation `epoch` of `origin`, the `index`th (from 0) of the packet.
