@@ -181,12 +181,7 @@ impl Targets {
                     "INSERT INTO batch.spots (id, len, file, offset) VALUES (?1, ?2, ?3, ?4)",
                 )?;
                 for (id, len, file, offset) in &spots {
-                    insert.execute(params![
-                        id.as_slice(),
-                        len,
-                        *file as i64,
-                        *offset as i64
-                    ])?;
+                    insert.execute(params![id.as_slice(), len, *file as i64, *offset as i64])?;
                 }
             }
             tx.commit()
@@ -437,9 +432,7 @@ pub(crate) fn write_files(
     })?;
     // One transaction for the places noted as written (the scratch
     // database has no journal to keep: a failed batch throws it away).
-    let tx = conn
-        .unchecked_transaction()
-        .map_err(|e| targets.error(e))?;
+    let tx = conn.unchecked_transaction().map_err(|e| targets.error(e))?;
     let mut writers = Writers {
         dir,
         open: Vec::new(),

@@ -127,7 +127,9 @@ impl ManyOps {
     /// read a group at a time, so tiny chunks would make the reader hold
     /// many more of them at once for a larger packet, up to that bound.
     pub fn content(index: u64) -> Vec<u8> {
-        format!("content of file {index:07}\n").repeat(21).into_bytes()
+        format!("content of file {index:07}\n")
+            .repeat(21)
+            .into_bytes()
     }
 
     /// Operation `epoch` of `origin`, the `index`th (from 0) of the packet.

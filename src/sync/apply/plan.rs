@@ -10,13 +10,14 @@
 //! (structure repair, the disk actions) read them back a page at a
 //! time. The disk actions go to the same database as they are derived
 //! ([`super::spool`]), and the journal is run from the state database a
-//! page at a time. What the plan still holds in memory grows with the
-//! replica's recorded entries, with the files it stages (new content)
-//! and the names it reserves for kept versions, with the folders whose
+//! page at a time; so do the files it stages (new content) and where
+//! their chunks go ([`crate::sync::assemble::Targets`]). What the plan
+//! still holds in memory grows with the replica's recorded entries, with
+//! the names it reserves for kept versions, with the folders whose
 //! content changes, with this replica's own operations (conflict copies,
 //! folders made) and the conflicts' notes, and, on a filesystem that
 //! folds names, with the paths made: not with the operations, nor with
-//! the other paths whose entry or disk state changes.
+//! the other paths whose entry, disk state or content changes.
 
 use std::cell::{OnceCell, RefCell};
 use std::cmp::Ordering;
@@ -29,7 +30,6 @@ use super::batch::{OpBatch, OpBits};
 use super::journal::{Action, Expect, MetaKind};
 use super::planned::{Only, Planned};
 use super::spool::{Actions, Group};
-use crate::sync::assemble::Targets;
 use super::ApplyReport;
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{Causality, Change, Id, Operation, PathState, Timestamp, VersionVector};
@@ -38,6 +38,7 @@ use crate::store::identity;
 use crate::store::layout::DELETED_DIR;
 use crate::store::layout::STATE_DIR;
 use crate::store::state::{Member, RecordedEntry, Removed};
+use crate::sync::assemble::Targets;
 use crate::tree::confined::{ConfinedRoot, DiskKind};
 use crate::tree::excludes::Excludes;
 use crate::tree::folding::Folding;
