@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use super::batch::{OpBatch, OpBits};
 use super::journal::{Action, Expect, MetaKind};
 use super::planned::{Only, Planned};
-use super::spool::{Actions, Group};
+use super::spool::{Actions, Folders, Group};
 use super::ApplyReport;
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{Causality, Change, Id, Operation, PathState, Timestamp, VersionVector};
@@ -1461,7 +1461,7 @@ impl Planner<'_> {
         // The planned entries a page at a time, in byte order.
         // Parents of changed paths: their mtime moves as names are placed
         // or removed, and is put back to the recorded one at the end.
-        let mut parents: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut parents = Folders::create(self.conn, self.planned.file())?;
         let mut last: Option<Vec<u8>> = None;
         loop {
             let page = self
@@ -1484,7 +1484,7 @@ impl Planner<'_> {
                 // mtime is put back too (SPEC.md §6.5).
                 if !path.is_empty() {
                     let cut = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
-                    parents.insert(path[..cut].to_vec());
+                    parents.insert(self.conn, &path[..cut])?;
                 }
                 match (
                     before != PathState::Deleted,
@@ -1759,14 +1759,14 @@ impl Planner<'_> {
         // A directory whose content changed but whose own state did not:
         // its recorded mtime (and metadata) is put back, as at the origin.
         // A directory whose state changed was given its metadata above.
-        for parent in &parents {
+        parents.for_each(self.conn, |parent| {
             let recorded = self.recorded.get(parent).map(|e| &e.state);
             let state = match self.planned.get(self.conn, parent)? {
                 Some(entry)
                     if matches!(entry.state, PathState::Directory { .. })
                         && recorded != Some(&entry.state) =>
                 {
-                    continue;
+                    return Ok(());
                 }
                 Some(entry) => Some(entry.state),
                 None => recorded.cloned(),
@@ -1779,12 +1779,13 @@ impl Planner<'_> {
                     self.conn,
                     Group::DirModes,
                     &Action::SetDirTime {
-                        path: parent.clone(),
+                        path: parent.to_vec(),
                         mtime,
                     },
                 )?;
             }
-        }
+            Ok(())
+        })?;
         spooled.flush(self.conn)?;
         jobs.finish(self.conn)?;
         self.report.local_operations = self.local_ops.len() as u64;
