@@ -8,7 +8,9 @@
 #            result is one path.
 #   deleted  N tombstones of distinct paths never made: N entries written,
 #            no disk work.
-#   dirs     N directories made on disk (slowest; off unless asked for).
+#   dirs     N directories made on disk (slow; off unless asked for).
+#   files    N small files of their own content, each staged and placed
+#            (slowest; off unless asked for).
 # Baseline: the peak RSS of `syncreplica -status` (a scan, which holds the
 # recorded entries) on the replica the `deleted` import left, which holds N
 # entries: what the replica costs anyway for that many paths.

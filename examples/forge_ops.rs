@@ -5,7 +5,8 @@
 //!
 //! Usage: `forge_ops SENDER_ROOT TARGET_ROOT OUT_DIR N KIND`, KIND one of
 //! `one` (N versions of one directory), `deleted` (N tombstones of paths
-//! never made) or `dirs` (N directories); see `test_support::ManyOps`.
+//! never made), `dirs` (N directories) or `files` (N small files); see
+//! `test_support::ManyOps`.
 //! Prints the packet file's path.
 
 use packet_format::Named;
@@ -15,7 +16,7 @@ use test_support::{write_many_ops, ManyOps, ManyOpsPacket};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, sender, target, out, count, kind] = &args[..] else {
-        eprintln!("usage: forge_ops SENDER_ROOT TARGET_ROOT OUT_DIR N one|deleted|dirs");
+        eprintln!("usage: forge_ops SENDER_ROOT TARGET_ROOT OUT_DIR N one|deleted|dirs|files");
         std::process::exit(2);
     };
     let from = Replica::open(std::path::Path::new(sender)).expect("SENDER_ROOT is a replica");
@@ -37,7 +38,7 @@ fn main() {
         },
         have: to.state().epoch(&to.identity.replica_id, &origin).unwrap(),
         count: count.parse().expect("N is a number"),
-        kind: ManyOps::parse(kind).expect("KIND is one, deleted or dirs"),
+        kind: ManyOps::parse(kind).expect("KIND is one, deleted, dirs or files"),
         out_dir: std::path::Path::new(out),
     });
     println!("{}", file.display());

@@ -239,6 +239,79 @@ fn an_import_holds_about_the_same_memory_for_5k_and_50k_paths_changed_on_disk() 
     );
 }
 
+#[test]
+fn an_import_holds_about_the_same_memory_for_5k_and_50k_files_whose_content_changes() {
+    let _serial = one_at_a_time();
+    // Small files `dNNN/fNNNNNNN` of their own content in the same 1,000
+    // folders either way: each is staged from the packet's chunks and
+    // placed.
+    let small = peak_heap_of_import(5_000, ManyOps::Files);
+    let large = peak_heap_of_import(50_000, ManyOps::Files);
+    eprintln!("peak heap: {small} bytes for 5,000 files staged, {large} for 50,000");
+    // Held per file before: its staging job (path, chunk list), the
+    // assembler's target, its chunk's places and the list of chunks
+    // wanted, and the chunk's packed pieces, about 300 bytes, so some
+    // 13 MB more for the larger packet. They are in the scratch
+    // database now: allowed 2 MiB more (noise), for ten times the files.
+    assert!(
+        large <= small + (2 << 20),
+        "peak heap grew from {small} to {large} bytes with ten times the files staged"
+    );
+}
+
+#[test]
+fn an_import_of_more_files_than_are_held_in_memory_stages_each_with_its_own_content() {
+    let _serial = one_at_a_time();
+    // More files than a page of the spooled plan (4,096), so that the
+    // jobs and the chunks' places are written to the scratch database and
+    // read back; every file must get its own content, mode and time.
+    let dir = tempfile::tempdir().unwrap();
+    pair(dir.path());
+    let b = dir.path().join("b");
+    let count = 6_000u64;
+    let packet = many_ops_packet(dir.path(), &b, count, ManyOps::Files);
+    let out = Command::new(env!("CARGO_BIN_EXE_syncreplica"))
+        .args([
+            "-import".as_ref(),
+            "-replica".as_ref(),
+            b.as_os_str(),
+            packet.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::MetadataExt;
+    for index in 0..count {
+        let path = b.join(format!("d{:03}/f{index:07}", index % 1000));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(bytes, ManyOps::content(index), "{}", path.display());
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o644, "{}", path.display());
+        assert_eq!(meta.mtime(), 1_700_000_000, "{}", path.display());
+    }
+    assert!(!b.join(".syncreplica/batch-ops.db").exists());
+    assert!(!b.join(".syncreplica/staging").exists());
+    // Nothing left over for a scan to take for a local change.
+    let status = Command::new(env!("CARGO_BIN_EXE_syncreplica"))
+        .args(["-status".as_ref(), "-replica".as_ref(), b.as_os_str()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        !text.contains("d000/"),
+        "status sees changes after the import: {text}"
+    );
+}
+
 /// The paths of every entry recorded in `replica`, with their states'
 /// kinds.
 fn recorded_kinds(replica: &Replica) -> std::collections::BTreeMap<Vec<u8>, &'static str> {

@@ -1092,6 +1092,19 @@ pub fn put_chunk_pieces<'a>(
     Ok(())
 }
 
+/// [`put_chunk_pieces`] of every row (chunk, pieces) of `table` (a
+/// table of an attached scratch database, e.g. `batch.pieces`).
+pub fn put_chunk_pieces_from(tx: &Transaction, table: &str) -> rusqlite::Result<()> {
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS chunk_pieces (
+             chunk  BLOB PRIMARY KEY,
+             pieces BLOB NOT NULL
+         );
+         INSERT OR IGNORE INTO main.chunk_pieces (chunk, pieces)
+             SELECT chunk, pieces FROM {table};"
+    ))
+}
+
 /// Notes a content request with `peer` in `role` for `path` at `at_ns`
 /// (see [`State::content_requests`]), replacing an earlier one.
 pub fn put_content_request(

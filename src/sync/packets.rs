@@ -231,6 +231,11 @@ impl ChunkSource for PacketChunks<'_> {
         true
     }
 
+    /// Every chunk of the packet is streamed, wanted or not.
+    fn reads_wanted(&self) -> bool {
+        false
+    }
+
     /// As `deliver`, building the chunks the packet carries as recipes
     /// from `bases` (each rebuilt chunk is checked against its SHA-256).
     /// The same read-ahead thread reads, rebuilds and checks; the bases

@@ -7,6 +7,8 @@
 
 use std::path::Path;
 
+use sha2::Digest;
+
 use packet_format::ops::{Change, Id, Operation, Timestamp};
 
 /// Every file under `dir` but lock files (`.lock*`), relative, sorted.
@@ -102,17 +104,32 @@ pub enum ManyOps {
     Deleted,
     /// N directories `dNNN/NNNNNNN`, each made on disk.
     Dirs,
+    /// N small files `dNNN/fNNNNNNN`, each of its own content (one chunk
+    /// of 504 bytes the packet carries, [`ManyOps::content`]): each staged
+    /// and placed.
+    Files,
 }
 
 impl ManyOps {
-    /// `one`, `deleted` or `dirs`.
+    /// `one`, `deleted`, `dirs` or `files`.
     pub fn parse(name: &str) -> Option<ManyOps> {
         match name {
             "one" => Some(ManyOps::OnePath),
             "deleted" => Some(ManyOps::Deleted),
             "dirs" => Some(ManyOps::Dirs),
+            "files" => Some(ManyOps::Files),
             _ => None,
         }
+    }
+
+    /// The content of the `index`th file of [`ManyOps::Files`]: 504
+    /// bytes. Not much smaller: the packet's chunk groups (2 MiB) are
+    /// read a group at a time, so tiny chunks would make the reader hold
+    /// many more of them at once for a larger packet, up to that bound.
+    pub fn content(index: u64) -> Vec<u8> {
+        format!("content of file {index:07}\n")
+            .repeat(21)
+            .into_bytes()
     }
 
     /// Operation `epoch` of `origin`, the `index`th (from 0) of the packet.
@@ -130,6 +147,22 @@ impl ManyOps {
                 format!("d{:03}/{index:07}", index % 1000).into_bytes(),
                 PathState::directory(0o755),
             ),
+            ManyOps::Files => {
+                let content = ManyOps::content(index);
+                (
+                    format!("d{:03}/f{index:07}", index % 1000).into_bytes(),
+                    PathState::File {
+                        mode: 0o644,
+                        mtime: Timestamp::new(1_700_000_000, 0).unwrap(),
+                        size: content.len() as u64,
+                        chunks: vec![packet_format::ops::ChunkRef {
+                            id: sha2::Sha256::digest(&content).into(),
+                            len: content.len() as u32,
+                        }],
+                        ext: Default::default(),
+                    },
+                )
+            }
         };
         Operation {
             origin,
@@ -206,6 +239,11 @@ pub fn write_many_ops(spec: &ManyOpsPacket) -> std::path::PathBuf {
     let mut writer = PacketWriter::create(spec.out_dir, 1 << 31, &spec.secret, meta).unwrap();
     for index in 0..spec.count {
         writer.add_operation(&op(index)).unwrap();
+        if spec.kind == ManyOps::Files {
+            let content = ManyOps::content(index);
+            let id: [u8; 32] = sha2::Sha256::digest(&content).into();
+            writer.add_chunk(&id, &content).unwrap();
+        }
     }
     let parts = writer.finish().unwrap();
     parts[0].path.clone()

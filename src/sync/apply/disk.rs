@@ -19,7 +19,7 @@ use crate::ops::{ChunkId, ChunkRef, PathState, Timestamp};
 use crate::replica::Replica;
 use crate::store::layout::{DELETED_DIR, STAGING_DIR, TEMP_NEW_FILE};
 use crate::store::state::RecordedEntry;
-use crate::sync::assemble::{self, Options, Target};
+use crate::sync::assemble::{self, Options};
 use crate::tree::confined::{ConfinedRoot, DiskKind, Located, Place};
 use crate::tree::relpath;
 use rustix::fs::FileType;
@@ -46,9 +46,48 @@ pub(crate) struct Staged {
     pub from_packets: u64,
     pub copied: u64,
     pub holes: u64,
-    /// The packed pieces of every chunk written
-    /// ([`crate::tree::chunking::pack_pieces`]), for the state database.
-    pub pieces: Vec<(ChunkId, Vec<u8>)>,
+}
+
+/// The packed pieces ([`crate::tree::chunking::pack_pieces`]) of every
+/// chunk staged, for the state database: the table `batch.pieces` of the
+/// batch's scratch database, which the commit copies into the state
+/// ([`crate::store::state::put_chunk_pieces_from`]) rather than a list in
+/// memory (one for each chunk of new content).
+pub(crate) struct Pieces<'a> {
+    file: &'a Path,
+}
+
+impl<'a> Pieces<'a> {
+    /// An empty table `batch.pieces` (`file` is the scratch database's,
+    /// for errors).
+    pub fn create(conn: &rusqlite::Connection, file: &'a Path) -> Result<Pieces<'a>> {
+        let pieces = Pieces { file };
+        conn.execute_batch(
+            "DROP TABLE IF EXISTS batch.pieces;
+             CREATE TABLE batch.pieces (chunk BLOB PRIMARY KEY, pieces BLOB NOT NULL);",
+        )
+        .map_err(|e| pieces.write_error(e))?;
+        Ok(pieces)
+    }
+
+    fn write_error(&self, e: rusqlite::Error) -> Error {
+        super::batch::write_error(
+            self.file,
+            e,
+            || "noting the pieces of the chunks staged".to_string(),
+            |e| Error::CorruptState {
+                path: self.file.to_path_buf(),
+                what: format!("pieces of the chunks of the batch: {e}"),
+            },
+        )
+    }
+
+    fn put(&self, conn: &rusqlite::Connection, id: &ChunkId, packed: &[u8]) -> Result<()> {
+        conn.prepare_cached("INSERT OR IGNORE INTO batch.pieces (chunk, pieces) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(rusqlite::params![id.as_slice(), packed]))
+            .map(drop)
+            .map_err(|e| self.write_error(e))
+    }
 }
 
 /// Step (b): writes every new file under `.syncreplica/staging/<n>`,
@@ -89,48 +128,34 @@ fn stage_all(
         local: None,
         soft_deleted: None,
     };
-    let targets: Vec<Target> = plan
-        .jobs
-        .iter()
-        .map(|job| Target {
-            path: staging.join(job.staged.to_string()),
-            rel: &job.path,
-            chunks: &job.chunks,
-            mode: job.mode,
-            mtime: job.mtime,
-        })
-        .collect();
-    let mut pieces = Vec::new();
+    let conn = replica.state().conn();
+    let jobs = &plan.jobs;
+    let pieces = Pieces::create(conn, plan.entries.file())?;
     // Each distinct chunk is counted once, as `on_chunk` sees it.
-    let mut distinct = std::collections::HashSet::new();
-    let content: u64 = plan
-        .jobs
-        .iter()
-        .flat_map(|job| job.chunks.iter())
-        .filter(|chunk| distinct.insert(chunk.id))
-        .map(|chunk| u64::from(chunk.len))
-        .sum();
+    let content = jobs.distinct_bytes(conn)?;
     let _staging = crate::sys::progress::phase(
         "writing new content",
         crate::sys::progress::Unit::Bytes,
         Some(content),
     );
     let written = assemble::write_files(
-        &targets,
+        conn,
+        jobs,
+        staging,
         source,
         Options {
             on_chunk: Some(&mut |id: &ChunkId, bytes: &[u8]| {
                 crate::sys::progress::advance(bytes.len() as u64);
                 let cut = crate::tree::chunking::pieces(bytes);
-                pieces.push((*id, crate::tree::chunking::pack_pieces(&cut)));
+                pieces.put(conn, id, &crate::tree::chunking::pack_pieces(&cut))
             }),
             elsewhere: &mut |chunk| local.find(chunk),
             missing: &|chunk, rel| {
-                Some(Error::Refused(Refusal::MissingContent {
+                Error::Refused(Refusal::MissingContent {
                     chunk: hex::encode(chunk.id),
                     path: relpath::display(rel),
                     rel: rel.to_vec(),
-                }))
+                })
             },
             fsync: true,
             after_file: &mut || hooks.step("staged a file"),
@@ -142,7 +167,6 @@ fn stage_all(
         from_packets: written.from_source,
         copied: written.copied,
         holes: written.holes,
-        pieces,
     })
 }
 

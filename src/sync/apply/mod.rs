@@ -309,6 +309,14 @@ pub trait ChunkSource {
     fn checks_ids(&self) -> bool {
         false
     }
+
+    /// Whether this source reads `wanted` at all: one that streams every
+    /// chunk it carries whatever is wanted (a packet) says no, and the
+    /// engine does not gather the list (a chunk id for each chunk of the
+    /// batch's new content). True unless a source says otherwise.
+    fn reads_wanted(&self) -> bool {
+        true
+    }
 }
 
 /// A source that carries nothing: every chunk must already be local.
@@ -517,7 +525,7 @@ pub fn apply_stored(
     report.bytes_copied = staged.copied;
     report.bytes_as_holes = staged.holes;
     hooks.step("before commit")?;
-    let committed = commit(replica, batch, &plan, receipt, &staged.pieces);
+    let committed = commit(replica, batch, &plan, receipt);
     if let Err(err) = committed {
         let _ = std::fs::remove_dir_all(staging_dir(replica));
         return Err(err);
@@ -553,12 +561,7 @@ pub fn apply_stored(
 /// so nothing else is written on the way. All-zero chunks are left as
 /// holes, so they take no room and are not counted.
 fn bytes_needed(plan: &plan::Plan) -> u64 {
-    plan.jobs
-        .iter()
-        .flat_map(|job| &job.chunks)
-        .filter(|chunk| !crate::tree::chunking::is_zero_chunk(chunk))
-        .map(|chunk| u64::from(chunk.len))
-        .sum()
+    plan.jobs.bytes_to_write()
 }
 
 /// Refuses the batch, before anything is staged, when the replica's
@@ -725,7 +728,6 @@ fn commit(
     batch: &batch::OpBatch,
     plan: &plan::Plan,
     receipt: Option<&Receipt>,
-    pieces: &[(crate::ops::ChunkId, Vec<u8>)],
 ) -> Result<()> {
     let me = replica.identity.replica_id;
     let now = crate::sys::clock::now_ns();
@@ -753,7 +755,10 @@ fn commit(
         state::set_pending_apply_source(tx, &source)?;
         // The pieces of the chunks staged: so that this replica, too, can
         // send a later change of these files as recipes.
-        state::put_chunk_pieces(tx, pieces)?;
+        // (Noted in the scratch database as they were staged, if any.)
+        if !plan.jobs.is_empty() {
+            state::put_chunk_pieces_from(tx, "batch.pieces")?;
+        }
         // Before the entries change: what a path's entry goes back to if
         // a step on it fails for good.
         plan.actions.for_each_path(tx, |path| {

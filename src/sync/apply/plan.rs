@@ -10,13 +10,14 @@
 //! (structure repair, the disk actions) read them back a page at a
 //! time. The disk actions go to the same database as they are derived
 //! ([`super::spool`]), and the journal is run from the state database a
-//! page at a time. What the plan still holds in memory grows with the
-//! replica's recorded entries, with the files it stages (new content)
-//! and the names it reserves for kept versions, with the folders whose
+//! page at a time; so do the files it stages (new content) and where
+//! their chunks go ([`crate::sync::assemble::Targets`]). What the plan
+//! still holds in memory grows with the replica's recorded entries, with
+//! the names it reserves for kept versions, with the folders whose
 //! content changes, with this replica's own operations (conflict copies,
 //! folders made) and the conflicts' notes, and, on a filesystem that
 //! folds names, with the paths made: not with the operations, nor with
-//! the other paths whose entry or disk state changes.
+//! the other paths whose entry, disk state or content changes.
 
 use std::cell::{OnceCell, RefCell};
 use std::cmp::Ordering;
@@ -29,15 +30,16 @@ use super::batch::{OpBatch, OpBits};
 use super::journal::{Action, Expect, MetaKind};
 use super::merge;
 use super::planned::{Only, Planned};
-use super::spool::{Actions, Group};
+use super::spool::{Actions, Folders, Group};
 use super::ApplyReport;
 use crate::error::{Error, Refusal, Result};
-use crate::ops::{Causality, Change, ChunkRef, Id, Operation, PathState, Timestamp, VersionVector};
+use crate::ops::{Causality, Change, Id, Operation, PathState, Timestamp, VersionVector};
 use crate::replica::Replica;
 use crate::store::identity;
 use crate::store::layout::DELETED_DIR;
 use crate::store::layout::STATE_DIR;
 use crate::store::state::{Member, RecordedEntry, Removed};
+use crate::sync::assemble::Targets;
 use crate::tree::confined::{ConfinedRoot, DiskKind};
 use crate::tree::excludes::Excludes;
 use crate::tree::folding::Folding;
@@ -54,16 +56,6 @@ pub(crate) struct Entry {
     pub state: PathState,
     pub version: VersionVector,
     pub author: Id,
-}
-
-/// One file to assemble in the staging folder.
-#[derive(Debug, Clone)]
-pub(crate) struct StageJob {
-    pub staged: u64,
-    pub path: Vec<u8>,
-    pub chunks: Vec<ChunkRef>,
-    pub mode: u32,
-    pub mtime: Timestamp,
 }
 
 /// Everything a batch will do.
@@ -88,7 +80,9 @@ pub(crate) struct Plan {
     /// Disk actions, in the batch's scratch database (flushed), for the
     /// commit to copy into the journal in the order they run.
     pub actions: Actions,
-    pub jobs: Vec<StageJob>,
+    /// The files to assemble in the staging folder (`staging/<n>`), in
+    /// the batch's scratch database (finished).
+    pub jobs: Targets,
     /// The recorded state before the batch: where local chunks are.
     pub recorded: HashMap<Vec<u8>, RecordedEntry>,
     pub report: ApplyReport,
@@ -1482,14 +1476,15 @@ impl Planner<'_> {
         let mut removals: Vec<(Vec<u8>, Action)> = Vec::new();
         let mut creations = Vec::new();
         let mut dir_modes = Vec::new();
-        let mut jobs = Vec::new();
         // The actions go to the scratch database a page of paths at a
-        // time (`super::spool`): these vectors hold one page's.
+        // time (`super::spool`): these vectors hold one page's. So do the
+        // files to stage (`Targets`).
         let mut spooled = Actions::create(self.conn, self.planned.file())?;
+        let mut jobs = Targets::create(self.conn, self.planned.file())?;
         // The planned entries a page at a time, in byte order.
         // Parents of changed paths: their mtime moves as names are placed
         // or removed, and is put back to the recorded one at the end.
-        let mut parents: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut parents = Folders::create(self.conn, self.planned.file())?;
         let mut last: Option<Vec<u8>> = None;
         loop {
             let page = self
@@ -1512,7 +1507,7 @@ impl Planner<'_> {
                 // mtime is put back too (SPEC.md §6.5).
                 if !path.is_empty() {
                     let cut = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
-                    parents.insert(path[..cut].to_vec());
+                    parents.insert(self.conn, &path[..cut])?;
                 }
                 match (
                     before != PathState::Deleted,
@@ -1608,14 +1603,7 @@ impl Planner<'_> {
                             }
                             _ => {}
                         }
-                        let staged = jobs.len() as u64;
-                        jobs.push(StageJob {
-                            staged,
-                            path: p.clone(),
-                            chunks: chunks.clone(),
-                            mode: *mode,
-                            mtime: *mtime,
-                        });
+                        let staged = jobs.add(self.conn, &p, chunks, *mode, *mtime)?;
                         // A directory there is removed first: then nothing is.
                         let expect = if matches!(disk, DiskKind::Dir(_)) {
                             Expect::Absent
@@ -1794,14 +1782,14 @@ impl Planner<'_> {
         // A directory whose content changed but whose own state did not:
         // its recorded mtime (and metadata) is put back, as at the origin.
         // A directory whose state changed was given its metadata above.
-        for parent in &parents {
+        parents.for_each(self.conn, |parent| {
             let recorded = self.recorded.get(parent).map(|e| &e.state);
             let state = match self.planned.get(self.conn, parent)? {
                 Some(entry)
                     if matches!(entry.state, PathState::Directory { .. })
                         && recorded != Some(&entry.state) =>
                 {
-                    continue;
+                    return Ok(());
                 }
                 Some(entry) => Some(entry.state),
                 None => recorded.cloned(),
@@ -1814,13 +1802,15 @@ impl Planner<'_> {
                     self.conn,
                     Group::DirModes,
                     &Action::SetDirTime {
-                        path: parent.clone(),
+                        path: parent.to_vec(),
                         mtime,
                     },
                 )?;
             }
-        }
+            Ok(())
+        })?;
         spooled.flush(self.conn)?;
+        jobs.finish(self.conn)?;
         self.report.local_operations = self.local_ops.len() as u64;
         if let Some((first, count)) = &self.too_long {
             let more = match count - 1 {

@@ -195,6 +195,103 @@ impl Actions {
     }
 }
 
+/// The folders whose content a plan changes (each once), in the table
+/// `batch.folders` of the batch's scratch database rather than a set in
+/// memory: a packet that adds a file to each of a million folders has a
+/// million of them. Memory holds at most [`HELD`] before they are written.
+#[derive(Debug)]
+pub(crate) struct Folders {
+    held: std::collections::BTreeSet<Vec<u8>>,
+    file: PathBuf,
+}
+
+impl Folders {
+    /// An empty table `batch.folders` (`file` is the scratch database's,
+    /// for errors).
+    pub fn create(conn: &Connection, file: &Path) -> Result<Folders> {
+        let folders = Folders {
+            held: Default::default(),
+            file: file.to_path_buf(),
+        };
+        conn.execute_batch(
+            "DROP TABLE IF EXISTS batch.folders;
+             CREATE TABLE batch.folders (path BLOB PRIMARY KEY) WITHOUT ROWID;",
+        )
+        .map_err(|e| folders.write_error(e))?;
+        Ok(folders)
+    }
+
+    fn write_error(&self, e: rusqlite::Error) -> Error {
+        super::batch::write_error(
+            &self.file,
+            e,
+            || "noting the folders whose content changes".to_string(),
+            |e| self.error(e),
+        )
+    }
+
+    fn error(&self, what: impl std::fmt::Display) -> Error {
+        Error::CorruptState {
+            path: self.file.clone(),
+            what: format!("folders of the batch: {what}"),
+        }
+    }
+
+    /// Adds `path` (once, however often it is given).
+    pub fn insert(&mut self, conn: &Connection, path: &[u8]) -> Result<()> {
+        if !self.held.contains(path) {
+            self.held.insert(path.to_vec());
+            if self.held.len() >= HELD {
+                self.flush(conn)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, conn: &Connection) -> Result<()> {
+        let held = std::mem::take(&mut self.held);
+        let write = || -> rusqlite::Result<()> {
+            let tx = conn.unchecked_transaction()?;
+            {
+                let mut insert =
+                    tx.prepare_cached("INSERT OR IGNORE INTO batch.folders (path) VALUES (?1)")?;
+                for path in &held {
+                    insert.execute([path])?;
+                }
+            }
+            tx.commit()
+        };
+        write().map_err(|e| self.write_error(e))
+    }
+
+    /// Calls `f` with every folder, in byte order, a page of 1,024 at a
+    /// time (`f` may write other tables of the scratch database).
+    pub fn for_each(
+        mut self,
+        conn: &Connection,
+        mut f: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.flush(conn)?;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page: Vec<Vec<u8>> = conn
+                .prepare_cached(
+                    "SELECT path FROM batch.folders WHERE ?1 IS NULL OR path > ?1 \
+                     ORDER BY path LIMIT 1024",
+                )
+                .and_then(|mut s| s.query_map([&after], |row| row.get(0))?.collect())
+                .map_err(|e| self.error(e))?;
+            for path in &page {
+                f(path)?;
+            }
+            if page.len() < 1024 {
+                return Ok(());
+            }
+            after = page.last().cloned();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
