@@ -99,6 +99,9 @@ pub struct PacketMeta {
     /// Creation packets only, and only with `encryption`: the new
     /// replica's secret keys, carried in the encrypted `secrets` entry.
     pub secrets: Option<Vec<u8>>,
+    /// The sender's own `RekeyMember` operations the packet carries, with
+    /// their seals ([`Header::rotations`], SPEC.md §4.3); empty for none.
+    pub rotations: Vec<crate::header::HeaderRotation>,
 }
 
 /// To whom a packet's contents are encrypted.
@@ -424,6 +427,7 @@ impl PacketWriter {
             incarnation: meta.incarnation,
             tree_digest: meta.tree_digest,
             encryption,
+            rotations: meta.rotations,
         };
 
         let mut entry_names = vec![ENTRY_CHUNKS, ENTRY_OPERATIONS];

@@ -115,6 +115,7 @@ pub fn meta(kind: PacketKind) -> PacketMeta {
         }),
         encryption: None,
         secrets: None,
+        rotations: Vec::new(),
     }
 }
 
