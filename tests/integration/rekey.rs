@@ -399,3 +399,142 @@ fn rekey_is_refused_with_a_name_or_during_a_restore() {
     );
     assert_eq!(everything_under(&a), before, "nothing changed");
 }
+
+/// Uploads every packet file in `dir` to the shipping server at `addr`:
+/// each one's HTTP status and answer.
+fn upload_all(addr: &str, dir: &Path) -> Vec<(u16, String)> {
+    packet_files(dir)
+        .iter()
+        .map(|file| {
+            let name = file.file_name().unwrap().to_str().unwrap();
+            crate::shipping::put(addr, name, &std::fs::read(file).unwrap())
+        })
+        .collect()
+}
+
+/// The public signing key of `root` now, as shipping.toml's
+/// `trusted_keys` takes it (64 hex digits).
+fn public_key_hex(root: &Path) -> String {
+    let key = Replica::open(root).unwrap().signing_key().unwrap();
+    key.verifying_key()
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn a_hub_takes_a_rekeyed_members_packets_and_keeps_its_new_key() {
+    use crate::shipping::{shipping_conf, Server};
+    let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
+    let (a, b, c) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    let dir = fam.dir.path();
+    // A hub trusting gamma's family (gamma does not hear of the rotation
+    // here), and one trusting keys named in its configuration.
+    let family_conf = shipping_conf(
+        dir,
+        "family-hub",
+        &format!(
+            "local_replicas = [\"beta\"]\ntrusted_replicas = [\"{}\"]",
+            c.display()
+        ),
+        "",
+    );
+    let keys_conf = shipping_conf(
+        dir,
+        "keys-hub",
+        &format!(
+            "local_replicas = [\"beta\"]\ntrusted_keys = [\"{}\", \"{}\"]",
+            public_key_hex(&a),
+            public_key_hex(&b)
+        ),
+        "",
+    );
+    let family_hub = Server::start(&family_conf, "127.0.0.1:0", &[]);
+    let keys_hub = Server::start(&keys_conf, "127.0.0.1:0", &[]);
+
+    rekey(&a);
+    write(&a, "after.txt", "after the rotation");
+    let out = fam.packet_dir("rotation");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    // Signed with the new key, carrying the rotation sealed by the old
+    // one: both hubs verify it from the key they trust.
+    for (status, text) in upload_all(&family_hub.addr, &out) {
+        assert_eq!(status, 201, "{text}");
+    }
+    for (status, text) in upload_all(&keys_hub.addr, &out) {
+        assert_eq!(status, 201, "{text}");
+    }
+    let learned = dir.join("family-hub-bay/learned_rotations");
+    assert!(learned.is_file(), "the family hub keeps the rotation");
+    assert!(!dir.join("keys-hub-bay/learned_rotations").exists());
+
+    // beta takes it and acknowledges: alpha's next packet to beta no
+    // longer carries the rotation.
+    import_from(&b, &[&out]).ok();
+    fam.send("beta", "alpha", "ack");
+    write(&a, "later.txt", "later");
+    let later = fam.packet_dir("later");
+    export_to(&a, &later, &["beta"], &[]).ok();
+    for (status, text) in upload_all(&family_hub.addr, &later) {
+        assert_eq!(status, 201, "the family hub learned the key: {text}");
+    }
+    // A hub trusting configured keys is told what to do.
+    for (status, text) in upload_all(&keys_hub.addr, &later) {
+        assert_eq!(status, 403, "{text}");
+        assert!(text.contains("mkreplica -rekey"), "{text}");
+        assert!(
+            text.contains("for trusted_keys, replace its old key by the new one"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_hub_refuses_an_old_key_packet_with_changes_after_the_rotation() {
+    use crate::shipping::{shipping_conf, Server};
+    let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
+    let (a, c) = (fam.root("alpha"), fam.root("gamma"));
+    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    let (epoch, ..) = rekey(&a);
+    // The hub's replica, gamma, knows the rotation.
+    fam.send("alpha", "gamma", "rotation");
+    let conf = shipping_conf(
+        fam.dir.path(),
+        "hub",
+        &format!(
+            "local_replicas = [\"gamma\"]\ntrusted_replicas = [\"{}\"]",
+            c.display()
+        ),
+        "",
+    );
+    let hub = Server::start(&conf, "127.0.0.1:0", &[]);
+    let out = fam.packet_dir("forged");
+    let who = Forgery {
+        origin: &a,
+        sender: &a,
+        signer: &stolen,
+        sealer: &stolen,
+    };
+    let change = Change::Path {
+        path: b"planted.txt".to_vec(),
+        version: Default::default(),
+        state: syncreplica::ops::PathState::Deleted,
+    };
+    // For gamma, which has the rotation: the change is its epoch after it.
+    forge(&who, &c, &out, vec![change], |_| {});
+    for (status, text) in upload_all(&hub.addr, &out) {
+        assert_eq!(status, 403, "{text}");
+        assert!(
+            text.contains(&format!(
+                "signed with the key \"alpha\" replaced at its epoch {epoch}"
+            )),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        files_under(&fam.dir.path().join("hub-bay/incoming")),
+        Vec::<String>::new(),
+        "nothing stored"
+    );
+}
