@@ -794,6 +794,16 @@ impl PacketWriter {
                 .at(&self.out_dir));
             }
         }
+        // The header's rotations (SPEC.md §4.3) are those the packet
+        // still carries.
+        let sender = self.template.sender.id;
+        self.template.rotations.retain(|rotation| {
+            crate::ops::Operation::decode(&rotation.operation).is_ok_and(|op| {
+                ranges
+                    .get(&sender)
+                    .is_some_and(|range| range.first <= op.epoch && op.epoch <= range.last)
+            })
+        });
         // Never longer than the header budgeted for: numbers only shrink
         // and ranges only go.
         self.template.epoch_ranges = ranges;

@@ -138,7 +138,7 @@ pub fn manual(name: &str) -> Manual {
                 ),
                 (
                     "mkreplica -rekey -fmt json",
-                    "{version: 1, replica, replica_id, epoch (this replica's own epoch of the rotation: the old key is good for its changes up to it), fingerprint (the new signing key's), previous_fingerprint, encryption_key (the new age recipient)}",
+                    "{version: 1, replica, replica_id, epoch (this replica's own epoch of the rotation: the old key is good for its changes up to it), fingerprint (the new signing key's), previous_fingerprint, encryption_key (the new age recipient), public_key (the new signing key, 64 hex digits, for a shipping server's trusted_keys)}",
                 ),
             ],
         },
