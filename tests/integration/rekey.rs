@@ -538,3 +538,64 @@ fn a_hub_refuses_an_old_key_packet_with_changes_after_the_rotation() {
         "nothing stored"
     );
 }
+
+#[test]
+fn lspacket_knows_rotations_as_import_does() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
+    let (a, b, c) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    // Signed with the old key before the rotation.
+    write(&a, "before.txt", "before");
+    let early = fam.packet_dir("early");
+    export_to(&a, &early, &["beta"], &[]).ok();
+    let (epoch, ..) = rekey(&a);
+    write(&a, "after.txt", "after");
+    let rotation = fam.packet_dir("rotation");
+    export_to(&a, &rotation, &["beta"], &[]).ok();
+
+    // Carrying the rotation, signed with the new key: beta (which can
+    // read it) and gamma (for which it is sealed) list it as -import
+    // takes it, not as signed by an unknown key.
+    let listed = run(&b, "lspacket", [rotation.as_os_str()]).ok().stdout;
+    assert!(!listed.contains("unknown key"), "{listed}");
+    let listed = run(&c, "lspacket", [rotation.as_os_str()]).ok().stdout;
+    assert!(listed.contains("this replica cannot read them"), "{listed}");
+    assert!(!listed.contains("unknown key"), "{listed}");
+
+    // (The early packet first: the streams to beta are in order.)
+    import_from(&b, &[&early, &rotation]).ok();
+    assert!(run(&b, "lsreplica", [] as [&str; 0])
+        .ok()
+        .stdout
+        .contains("rekeyed at its epoch"));
+    // Written before the rotation, signed with the old key: intact.
+    let listed = run(&b, "lspacket", [early.as_os_str()]).ok().stdout;
+    assert!(!listed.contains("unknown key"), "{listed}");
+
+    // A thief's packet: the old key, alpha's changes after the rotation.
+    let forged = fam.packet_dir("forged");
+    let who = Forgery {
+        origin: &a,
+        sender: &a,
+        signer: &stolen,
+        sealer: &stolen,
+    };
+    let change = Change::Path {
+        path: b"planted.txt".to_vec(),
+        version: Default::default(),
+        state: syncreplica::ops::PathState::Deleted,
+    };
+    forge(&who, &b, &forged, vec![change], |_| {});
+    let listed = run(&b, "lspacket", [forged.as_os_str()]).fails_with(1).stdout;
+    assert!(listed.contains("signed with a replaced key"), "{listed}");
+    assert!(
+        listed.contains(&format!(
+            "the key \"alpha\" replaced at its epoch {epoch} (mkreplica -rekey)"
+        )),
+        "{listed}"
+    );
+    let json = run(&b, "lspacket", [OsStr::new("-fmt"), OsStr::new("json"), forged.as_os_str()])
+        .fails_with(1)
+        .stdout;
+    assert!(json.contains("\"replaced key\""), "{json}");
+}
