@@ -599,3 +599,45 @@ fn lspacket_knows_rotations_as_import_does() {
         .stdout;
     assert!(json.contains("\"replaced key\""), "{json}");
 }
+
+#[test]
+fn a_stale_copys_packet_from_before_the_rotation_does_not_lower_the_row() {
+    let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    let (epoch, ..) = rekey(&a);
+    write(&a, "after.txt", "after");
+    fam.send("alpha", "beta", "rotation");
+    write(&a, "later.txt", "later");
+    fam.send("alpha", "beta", "later");
+    // The copy from before the rotation writes a packet now (its epochs
+    // all below the rotation, signed with the old key), saying it holds
+    // less of its own than alpha confirmed: as if alpha was restored.
+    for (name, extra) in [("stale-resend", "-resend"), ("stale-ack", "-ack")] {
+        let out = fam.packet_dir(name);
+        export_to(&stolen, &out, &["beta"], &[extra]).ok();
+        let before = family_rows(&b);
+        let refused = import_from(&b, &[&out]).fails_with(1);
+        let text = format!("{}{}", refused.stdout, refused.stderr);
+        assert!(!text.contains("restored from a backup:"), "{text}");
+        assert!(
+            text.contains(&format!("the key \"alpha\" replaced at its epoch {epoch}")),
+            "{text}"
+        );
+        assert!(text.contains("not from a packet in flight"), "{text}");
+        assert_eq!(family_rows(&b), before, "{name}: nothing changed");
+    }
+    // beta's next packet to alpha sends none of alpha's own changes back.
+    let out = fam.packet_dir("b-to-a");
+    write(&b, "from-beta.txt", "beta's");
+    export_to(&b, &out, &["alpha"], &[]).ok();
+    let listed = lspacket_long(&b, &out);
+    let alpha_id = Replica::open(&a).unwrap().identity.replica_id.to_hex();
+    let carried = listed
+        .lines()
+        .skip_while(|l| !l.contains("referenced by this packet"))
+        .take_while(|l| !l.starts_with("Sender's epoch row"))
+        .any(|l| l.trim_start().starts_with("alpha "));
+    assert!(!carried, "alpha's own changes sent back to it: {listed} ({alpha_id})");
+    import_from(&a, &[&out]).ok();
+}
