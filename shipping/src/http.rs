@@ -1291,7 +1291,7 @@ mod tests {
                 class_name: "default".into(),
                 class: class.clone(),
                 trusted_keys: Vec::new(),
-            trust: Default::default(),
+                trust: Default::default(),
                 trust: Default::default(),
             };
             // The receiver may still be writing down the end of it.

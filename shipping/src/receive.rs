@@ -1080,12 +1080,16 @@ impl Receiver<'_> {
             }
         }
         if proved.last().map(|r| r.new_key) != Some(signer) {
-            return Err(forbidden("they do not end at the key that signed it".into()));
+            return Err(forbidden(
+                "they do not end at the key that signed it".into(),
+            ));
         }
         if !learned.is_empty() && self.trust.family_keys.contains(&first) {
-            self.trust
-                .keep(&learned)
-                .map_err(|err| internal(format!("{name}: keeping the key rotation it carries: {err}")))?;
+            self.trust.keep(&learned).map_err(|err| {
+                internal(format!(
+                    "{name}: keeping the key rotation it carries: {err}"
+                ))
+            })?;
         }
         Ok(verified)
     }
@@ -1095,7 +1099,11 @@ impl Receiver<'_> {
     /// or whose epoch row says it holds them (SPEC.md §7.1): after the
     /// rotation the member signs only with its new key, so someone else
     /// holding the old one made it. The target would refuse it too.
-    fn check_retired_key(&self, name: &str, header: &packet_format::Header) -> Result<(), Rejection> {
+    fn check_retired_key(
+        &self,
+        name: &str,
+        header: &packet_format::Header,
+    ) -> Result<(), Rejection> {
         let Some(rotation) = self.trust.rotation_of(&header.signer_key) else {
             return Ok(());
         };

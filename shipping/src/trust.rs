@@ -149,7 +149,11 @@ pub fn trust(config: &ShippingConfig, members: &dyn MemberKeys) -> Result<Trust>
         .values()
         .find(|class| class.s3.is_none())
         .map(|class| class.storage_bay.join(LEARNED_ROTATIONS_FILE));
-    let mut pending = trust.learned.as_deref().map(read_learned).unwrap_or_default();
+    let mut pending = trust
+        .learned
+        .as_deref()
+        .map(read_learned)
+        .unwrap_or_default();
     loop {
         let before = pending.len();
         pending.retain(|r| {

@@ -165,7 +165,7 @@ pub fn manual(name: &str) -> Manual {
             examples: &[("Members, keys, what each has confirmed", "lsreplica -long")],
             json: &[(
                 "lsreplica -fmt json",
-                "{version: 1, family, family_id, members: [{name, replica_id, key_fingerprint, public_key, this_replica, last_sent: {file, sequence, at} or null, last_received (the same), last_heard, unconfirmed: [{origin, first, last}], epoch_row: {ORIGIN: EPOCH}, clone_alarms: [{at, packet, what}], format_version, incarnation (this copy's own for this replica, the accepted copy's for the others; what a clone alarm names), restore_waits_for, removed, verified: {at, packet, epoch_row, entries, outcome} or null, last_digest (the same)}]}. Always every field (-long or not).",
+                "{version: 1, family, family_id, members: [{name, replica_id, key_fingerprint, public_key, encryption_key (its age recipient, age1..., what packets to it are encrypted to; null: none known), this_replica, last_sent: {file, sequence, at} or null, last_received (the same), last_heard, unconfirmed: [{origin, first, last}], epoch_row: {ORIGIN: EPOCH}, clone_alarms: [{at, packet, what}], format_version, incarnation (this copy's own for this replica, the accepted copy's for the others; what a clone alarm names), restore_waits_for, removed, verified: {at, packet, epoch_row, entries, outcome} or null, last_digest (the same)}]}. Always every field (-long or not).",
             )],
         },
         "lsepoch" => Manual {

@@ -586,7 +586,9 @@ fn lspacket_knows_rotations_as_import_does() {
         state: syncreplica::ops::PathState::Deleted,
     };
     forge(&who, &b, &forged, vec![change], |_| {});
-    let listed = run(&b, "lspacket", [forged.as_os_str()]).fails_with(1).stdout;
+    let listed = run(&b, "lspacket", [forged.as_os_str()])
+        .fails_with(1)
+        .stdout;
     assert!(listed.contains("signed with a replaced key"), "{listed}");
     assert!(
         listed.contains(&format!(
@@ -594,9 +596,13 @@ fn lspacket_knows_rotations_as_import_does() {
         )),
         "{listed}"
     );
-    let json = run(&b, "lspacket", [OsStr::new("-fmt"), OsStr::new("json"), forged.as_os_str()])
-        .fails_with(1)
-        .stdout;
+    let json = run(
+        &b,
+        "lspacket",
+        [OsStr::new("-fmt"), OsStr::new("json"), forged.as_os_str()],
+    )
+    .fails_with(1)
+    .stdout;
     assert!(json.contains("\"replaced key\""), "{json}");
 }
 
@@ -638,6 +644,35 @@ fn a_stale_copys_packet_from_before_the_rotation_does_not_lower_the_row() {
         .skip_while(|l| !l.contains("referenced by this packet"))
         .take_while(|l| !l.starts_with("Sender's epoch row"))
         .any(|l| l.trim_start().starts_with("alpha "));
-    assert!(!carried, "alpha's own changes sent back to it: {listed} ({alpha_id})");
+    assert!(
+        !carried,
+        "alpha's own changes sent back to it: {listed} ({alpha_id})"
+    );
     import_from(&a, &[&out]).ok();
+}
+
+#[test]
+fn lsreplica_shows_each_members_encryption_key() {
+    let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let (_, _, _, recipient) = rekey(&a);
+    fam.send("alpha", "beta", "rotation");
+    let long = run(&b, "lsreplica", ["-long"]).ok().stdout;
+    assert!(
+        long.contains(&format!(
+            "encryption key:    {recipient} (packets to it are encrypted to it)"
+        )),
+        "{long}"
+    );
+    assert!(long.contains(&age_recipient(&b)), "its own: {long}");
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&b, "lsreplica", ["-fmt", "json"]).ok().stdout).unwrap();
+    let keys: Vec<&str> = json["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["encryption_key"].as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&recipient.as_str()), "{json}");
+    assert!(keys.contains(&age_recipient(&b).as_str()), "{json}");
 }

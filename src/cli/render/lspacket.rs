@@ -185,9 +185,10 @@ pub fn judge(exam: &Examination, reader: &Reader) -> Judged {
             });
             match retired {
                 Some(refusal) => {
-                    let why = refusal
-                        .to_string()
-                        .replace("; nothing of this packet was applied", "; -import refuses it");
+                    let why = refusal.to_string().replace(
+                        "; nothing of this packet was applied",
+                        "; -import refuses it",
+                    );
                     judged(Verdict::RetiredKey, Some(why), true)
                 }
                 None => judged_readable(exam, reader),
