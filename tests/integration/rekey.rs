@@ -676,3 +676,28 @@ fn lsreplica_shows_each_members_encryption_key() {
     assert!(keys.contains(&recipient.as_str()), "{json}");
     assert!(keys.contains(&age_recipient(&b).as_str()), "{json}");
 }
+
+#[test]
+fn two_rotations_in_one_import_are_said_once_each_with_their_epochs() {
+    let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let (first, ..) = rekey(&a);
+    let (second, fingerprint, ..) = rekey(&a);
+    let out = fam.packet_dir("two-rotations");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    // lspacket follows both from the key beta holds.
+    let listed = run(&b, "lspacket", [out.as_os_str()]).ok().stdout;
+    assert!(!listed.contains("unknown key"), "{listed}");
+    let imported = import_from(&b, &[&out]).ok().stdout;
+    let lines: Vec<&str> = imported
+        .lines()
+        .filter(|l| l.contains("member's keys replaced"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{imported}");
+    assert!(lines[0].contains(&format!("\"alpha\" at its epoch {first};")), "{imported}");
+    assert!(lines[1].contains(&format!("\"alpha\" at its epoch {second};")), "{imported}");
+    assert!(run(&b, "lsreplica", [] as [&str; 0])
+        .ok()
+        .stdout
+        .contains(&fingerprint));
+}
