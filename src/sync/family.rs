@@ -140,14 +140,37 @@ pub fn check_duplicates(
             } else {
                 format!(
                     "the packet carries its change number {} and this replica has a different change \
-                     with that number: two copies of it, made from {origin}, number their changes independently",
-                    op.epoch
+                     with that number: two copies of it, made from {origin}, number their changes independently{}",
+                    op.epoch,
+                    rotation_note(replica.state(), &op.origin, op.epoch)?
                 )
             };
             return raise(replica, &op.origin, &name, packet, what).map(Some);
         }
     }
     Ok(None)
+}
+
+/// When `origin` replaced its keys (`mkreplica -rekey`) at an epoch at or
+/// after `epoch`, the words that say so: a copy numbering its changes
+/// like the member's own up to its rotation is likely one from before it
+/// (a stolen disk or an old backup). Said the same whether the packet
+/// came from that copy or through a relay. Empty otherwise.
+fn rotation_note(state: &crate::store::state::State, origin: &Id, epoch: u64) -> Result<String> {
+    let rotation = state
+        .rotations()?
+        .into_iter()
+        .filter(|r| r.replica == *origin && r.epoch >= epoch)
+        .min_by_key(|r| r.epoch);
+    Ok(match rotation {
+        Some(r) => format!(
+            "; it replaced its keys at its epoch {} (mkreplica -rekey), so the other copy is \
+             likely one from before the rotation (a stolen disk or an old backup), its changes \
+             sealed with the old key",
+            r.epoch
+        ),
+        None => String::new(),
+    })
 }
 
 /// Refuses a packet that carries a change of this replica's own numbered

@@ -701,3 +701,34 @@ fn two_rotations_in_one_import_are_said_once_each_with_their_epochs() {
         .stdout
         .contains(&fingerprint));
 }
+
+#[test]
+fn a_relayed_stale_copys_change_numbered_like_the_rotation_names_it() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    let (epoch, ..) = rekey(&a);
+    fam.send("alpha", "beta", "rotation");
+    // The copy from before the rotation numbers a change of its own like
+    // the rotation; gamma, which has not heard of the rotation, takes it
+    // and relays it to beta.
+    write(&stolen, "planted.txt", "from the copy");
+    let out = fam.packet_dir("stale-to-gamma");
+    export_to(&stolen, &out, &["gamma"], &[]).ok();
+    import_from(&fam.root("gamma"), &[&out]).ok();
+    let relayed = fam.packet_dir("gamma-to-beta");
+    export_to(&fam.root("gamma"), &relayed, &["beta"], &[]).ok();
+    let refused = import_from(&b, &[&relayed]).fails_with(1);
+    let text = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        text.contains(&format!("this replica has a different change with that number")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "it replaced its keys at its epoch {epoch} (mkreplica -rekey)"
+        )),
+        "{text}"
+    );
+    assert!(!b.join("planted.txt").exists());
+}
