@@ -721,7 +721,7 @@ fn a_relayed_stale_copys_change_numbered_like_the_rotation_names_it() {
     let refused = import_from(&b, &[&relayed]).fails_with(1);
     let text = format!("{}{}", refused.stdout, refused.stderr);
     assert!(
-        text.contains(&format!("this replica has a different change with that number")),
+        text.contains("this replica has a different change with that number"),
         "{text}"
     );
     assert!(
