@@ -762,6 +762,66 @@ mod tests {
         decode_body(&bytes, &prefix)
     }
 
+    /// A rotation of sender `Id([2; 16])` at `epoch` from the key of
+    /// `old_secret` to `new_key`, sealed with `sealer`.
+    fn rotation(epoch: u64, old_secret: [u8; 32], new_key: [u8; 32], sealer: [u8; 32]) -> HeaderRotation {
+        use crate::ops::{Change, Operation};
+        let old_key = ed25519_dalek::SigningKey::from_bytes(&old_secret)
+            .verifying_key()
+            .to_bytes();
+        let op = Operation {
+            origin: Id([2; 16]),
+            epoch,
+            recorded: Timestamp::new(5, 0).unwrap(),
+            change: Change::RekeyMember {
+                replica: Id([2; 16]),
+                old_key,
+                new_key,
+                encryption_key: "age1".into(),
+            },
+        };
+        let operation = op.encode();
+        let head = crate::seals::link(&crate::seals::END, &operation);
+        let seal = crate::seals::Seal::sign(&sealer, Id([2; 16]), epoch, epoch, &head);
+        HeaderRotation {
+            operation,
+            seal: seal.signature,
+        }
+    }
+
+    #[test]
+    fn rotations_travel_from_minor_12_and_are_proved_by_their_seals() {
+        let key = |secret: [u8; 32]| {
+            ed25519_dalek::SigningKey::from_bytes(&secret)
+                .verifying_key()
+                .to_bytes()
+        };
+        let mut original = header(MINOR_WITH_ROTATIONS, None);
+        original.rotations = vec![
+            rotation(4, [1; 32], key([2; 32]), [1; 32]),
+            rotation(9, [2; 32], key([3; 32]), [2; 32]),
+        ];
+        let decoded = round_trip(&original).unwrap();
+        assert_eq!(decoded.rotations, original.rotations);
+        let proved = decoded.proved_rotations().unwrap();
+        assert_eq!(proved.len(), 2);
+        assert_eq!((proved[0].old_key, proved[1].new_key), (key([1; 32]), key([3; 32])));
+        // An older minor carries none.
+        assert!(round_trip(&header(MINOR_WITH_ROTATIONS - 1, None))
+            .unwrap()
+            .rotations
+            .is_empty());
+        // Sealed by another key than the one it replaces.
+        original.rotations[1] = rotation(9, [2; 32], key([3; 32]), [7; 32]);
+        assert!(original.proved_rotations().unwrap_err().contains("does not verify"));
+        // Not a chain.
+        original.rotations[1] = rotation(9, [5; 32], key([3; 32]), [5; 32]);
+        assert!(original.proved_rotations().unwrap_err().contains("does not follow"));
+        // Too many.
+        original.rotations = vec![rotation(4, [1; 32], key([2; 32]), [1; 32]); MAX_HEADER_ROTATIONS + 1];
+        assert!(matches!(round_trip(&original), Err(ErrorKind::MalformedHeader(_))));
+    }
+
     #[test]
     fn incarnation_travels_from_minor_1() {
         for incarnation in [None, Some(Id([9; 16]))] {
