@@ -764,7 +764,12 @@ mod tests {
 
     /// A rotation of sender `Id([2; 16])` at `epoch` from the key of
     /// `old_secret` to `new_key`, sealed with `sealer`.
-    fn rotation(epoch: u64, old_secret: [u8; 32], new_key: [u8; 32], sealer: [u8; 32]) -> HeaderRotation {
+    fn rotation(
+        epoch: u64,
+        old_secret: [u8; 32],
+        new_key: [u8; 32],
+        sealer: [u8; 32],
+    ) -> HeaderRotation {
         use crate::ops::{Change, Operation};
         let old_key = ed25519_dalek::SigningKey::from_bytes(&old_secret)
             .verifying_key()
@@ -805,7 +810,10 @@ mod tests {
         assert_eq!(decoded.rotations, original.rotations);
         let proved = decoded.proved_rotations().unwrap();
         assert_eq!(proved.len(), 2);
-        assert_eq!((proved[0].old_key, proved[1].new_key), (key([1; 32]), key([3; 32])));
+        assert_eq!(
+            (proved[0].old_key, proved[1].new_key),
+            (key([1; 32]), key([3; 32]))
+        );
         // An older minor carries none.
         assert!(round_trip(&header(MINOR_WITH_ROTATIONS - 1, None))
             .unwrap()
@@ -813,13 +821,23 @@ mod tests {
             .is_empty());
         // Sealed by another key than the one it replaces.
         original.rotations[1] = rotation(9, [2; 32], key([3; 32]), [7; 32]);
-        assert!(original.proved_rotations().unwrap_err().contains("does not verify"));
+        assert!(original
+            .proved_rotations()
+            .unwrap_err()
+            .contains("does not verify"));
         // Not a chain.
         original.rotations[1] = rotation(9, [5; 32], key([3; 32]), [5; 32]);
-        assert!(original.proved_rotations().unwrap_err().contains("does not follow"));
+        assert!(original
+            .proved_rotations()
+            .unwrap_err()
+            .contains("does not follow"));
         // Too many.
-        original.rotations = vec![rotation(4, [1; 32], key([2; 32]), [1; 32]); MAX_HEADER_ROTATIONS + 1];
-        assert!(matches!(round_trip(&original), Err(ErrorKind::MalformedHeader(_))));
+        original.rotations =
+            vec![rotation(4, [1; 32], key([2; 32]), [1; 32]); MAX_HEADER_ROTATIONS + 1];
+        assert!(matches!(
+            round_trip(&original),
+            Err(ErrorKind::MalformedHeader(_))
+        ));
     }
 
     #[test]

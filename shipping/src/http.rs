@@ -1292,7 +1292,6 @@ mod tests {
                 class: class.clone(),
                 trusted_keys: Vec::new(),
                 trust: Default::default(),
-                trust: Default::default(),
             };
             // The receiver may still be writing down the end of it.
             let mut held = 0;

@@ -694,8 +694,14 @@ fn two_rotations_in_one_import_are_said_once_each_with_their_epochs() {
         .filter(|l| l.contains("member's keys replaced"))
         .collect();
     assert_eq!(lines.len(), 2, "{imported}");
-    assert!(lines[0].contains(&format!("\"alpha\" at its epoch {first};")), "{imported}");
-    assert!(lines[1].contains(&format!("\"alpha\" at its epoch {second};")), "{imported}");
+    assert!(
+        lines[0].contains(&format!("\"alpha\" at its epoch {first};")),
+        "{imported}"
+    );
+    assert!(
+        lines[1].contains(&format!("\"alpha\" at its epoch {second};")),
+        "{imported}"
+    );
     assert!(run(&b, "lsreplica", [] as [&str; 0])
         .ok()
         .stdout
