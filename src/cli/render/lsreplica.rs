@@ -218,11 +218,16 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
             replica_id: member.replica.to_hex(),
             key_fingerprint: identity::fingerprint(&member.public_key),
             public_key: hex::encode(member.public_key),
-            encryption_key: match own {
-                // This replica's own: the identity it decrypts with.
-                true => crate::store::identity::load_encryption_key(&replica.state_dir())?
+            encryption_key: match state.member_encryption_key(&member.replica)? {
+                Some(key) => Some(key),
+                // This replica's own, when the family has no announcement
+                // of it: the identity it decrypts with, if this user may
+                // read it (a read-only user may not).
+                None if own => crate::store::identity::load_encryption_key(&replica.state_dir())
+                    .ok()
+                    .flatten()
                     .map(|identity| identity.to_public().to_string()),
-                false => state.member_encryption_key(&member.replica)?,
+                None => None,
             },
             this_replica: own,
             last_sent: packet_info(if own {
