@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
-use shipping::trust::{MemberKeys, MemberKeysError};
+use shipping::trust::{KnownRotation, MemberKeys, MemberKeysError};
 
 use crate::error::Error;
 use crate::store::layout::state_dir;
@@ -21,6 +21,63 @@ impl MemberKeys for ReplicaMembers {
     fn member_keys(&self, root: &Path) -> Result<Vec<[u8; 32]>, MemberKeysError> {
         member_keys(root)
     }
+
+    fn rotations(&self, root: &Path) -> Result<Vec<KnownRotation>, MemberKeysError> {
+        rotations(root)
+    }
+}
+
+/// The key rotations the replica rooted at `root` knows (its `rotations`
+/// table; none in a database made before key rotation). Read-only.
+pub fn rotations(root: &Path) -> Result<Vec<KnownRotation>, MemberKeysError> {
+    let path = state_dir(root).join(STATE_DB_FILE);
+    let db = |source| Error::Database {
+        path: path.clone(),
+        cause: source,
+    };
+    let connection =
+        Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db)?;
+    connection
+        .busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(db)?;
+    let rotated: bool = connection
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rotations')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(db)?;
+    if !rotated {
+        return Ok(Vec::new());
+    }
+    let mut statement = connection
+        .prepare("SELECT replica, epoch, old_key, new_key FROM rotations ORDER BY replica, epoch")
+        .map_err(db)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+                row.get::<_, Vec<u8>>(3)?,
+            ))
+        })
+        .map_err(db)?;
+    let mut found = Vec::new();
+    for row in rows {
+        let (member, epoch, old_key, new_key) = row.map_err(db)?;
+        let bad = || Error::CorruptState {
+            path: path.clone(),
+            what: "rotations: a row with a bad id or key".into(),
+        };
+        found.push(KnownRotation {
+            member: member.try_into().map_err(|_| bad())?,
+            epoch: u64::try_from(epoch).map_err(|_| bad())?,
+            old_key: old_key.try_into().map_err(|_| bad())?,
+            new_key: new_key.try_into().map_err(|_| bad())?,
+        });
+    }
+    Ok(found)
 }
 
 /// Public keys of the members of the family of the replica rooted at

@@ -101,6 +101,7 @@ fn main() {
         tree_digest: None,
         encryption: None,
         secrets: None,
+        rotations: Vec::new(),
     };
     let started = Instant::now();
     let mut writer = PacketWriter::create(&out_dir, max_size, &[7; 32], meta).unwrap();

@@ -39,8 +39,10 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// SPEC.md §7.1); 10 takes the empty path as the replica root (SPEC.md
 /// §6.2.1); 11 puts the root's own entry in the tree digest (digest item
 /// [`digest_items::ROOT`]) and appends its parts' digests
-/// ([`TreeDigest::root_parts`], SPEC.md §4.1.2).
-pub const FORMAT_MINOR: u16 = 11;
+/// ([`TreeDigest::root_parts`], SPEC.md §4.1.2); 12 appends the sender's
+/// rotations ([`Header::rotations`], SPEC.md §4.3) so hubs can verify a
+/// rekeyed member's packets.
+pub const FORMAT_MINOR: u16 = 12;
 /// The first minor whose header body ends with the incarnation field.
 pub const MINOR_WITH_INCARNATION: u16 = 1;
 /// The first minor whose header body has the tree digest after the
@@ -72,6 +74,13 @@ pub const MINOR_WITH_ROOT_METADATA: u16 = 10;
 /// of the replica root's own entry ([`TreeDigest::root_parts`], SPEC.md
 /// §4.1.2), and whose digests may cover the root ([`digest_items::ROOT`]).
 pub const MINOR_WITH_ROOT_DIGEST: u16 = 11;
+/// First minor whose header body ends with the rotations field
+/// (SPEC.md §4.3): the sender's `RekeyMember` operations the packet
+/// carries, readable without decrypting, so that a hub verifies the
+/// packet's new key from a key it trusts.
+pub const MINOR_WITH_ROTATIONS: u16 = 12;
+/// The most rotations a header may carry (more is `MalformedHeader`).
+pub const MAX_HEADER_ROTATIONS: usize = 64;
 /// Length of the fixed prefix: magic, major, minor, signer key.
 pub(crate) const HEADER_PREFIX_LEN: usize = 8 + 2 + 2 + 32;
 /// Domain separation for the signature: the signed message is this string
@@ -265,6 +274,93 @@ pub struct Header {
     /// Appended after `tree_digest`.
     #[serde(skip)]
     pub encryption: Option<Encryption>,
+    /// Minor 12 on: the sender's own `RekeyMember` operations this packet
+    /// carries, each with its seal, in epoch order (SPEC.md §4.3). Empty
+    /// in older headers. Appended after the digest metadata.
+    #[serde(skip)]
+    pub rotations: Vec<HeaderRotation>,
+}
+
+/// One of the sender's key rotations, in the clear in the header (SPEC.md
+/// §4.3): the `RekeyMember` operation record exactly as the `operations`
+/// entry holds it (§6.1), and the signature of the seal of its run (§7,
+/// `first = last =` the operation's epoch, no tail), made with the key
+/// the rotation replaces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderRotation {
+    pub operation: Vec<u8>,
+    pub seal: crate::seals::Signature,
+}
+
+/// A rotation read from a header and proved by its seal: `member`'s key
+/// `old_key`, good for its epochs up to `epoch`, replaced by `new_key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProvedRotation {
+    pub member: Id,
+    pub epoch: u64,
+    pub old_key: [u8; 32],
+    pub new_key: [u8; 32],
+}
+
+impl Header {
+    /// The header's rotations (SPEC.md §4.3), each checked: a
+    /// `RekeyMember` of the sender about itself, at the operation's epoch,
+    /// its seal verifying with its `old_key`; in ascending epoch order,
+    /// each one's `old_key` the `new_key` of the one before. An error says
+    /// which is wrong. Says nothing of whether the first `old_key` is
+    /// trusted: the caller decides that.
+    pub fn proved_rotations(&self) -> Result<Vec<ProvedRotation>, String> {
+        use crate::ops::{Change, Operation};
+        use crate::seals::{link, Seal, END};
+        let sender = self.sender.id;
+        let mut proved: Vec<ProvedRotation> = Vec::new();
+        for (index, rotation) in self.rotations.iter().enumerate() {
+            let n = index + 1;
+            let op = Operation::decode(&rotation.operation)
+                .map_err(|err| format!("rotation {n}: not an operation record: {err}"))?;
+            let Change::RekeyMember {
+                replica,
+                old_key,
+                new_key,
+                ..
+            } = op.change
+            else {
+                return Err(format!("rotation {n}: not a RekeyMember operation"));
+            };
+            if op.origin != sender || replica != sender {
+                return Err(format!("rotation {n}: not the sender's own rotation"));
+            }
+            if let Some(before) = proved.last() {
+                if op.epoch <= before.epoch || old_key != before.new_key {
+                    return Err(format!(
+                        "rotation {n}: does not follow the one before (epoch {} after {}, \
+                         or from another key)",
+                        op.epoch, before.epoch
+                    ));
+                }
+            }
+            let seal = Seal {
+                origin: sender,
+                first: op.epoch,
+                last: op.epoch,
+                signature: rotation.seal,
+                tail: None,
+            };
+            if op.epoch == 0 || !seal.verify(&old_key, &link(&END, &rotation.operation)) {
+                return Err(format!(
+                    "rotation {n} (epoch {}): its seal does not verify with the key it replaces",
+                    op.epoch
+                ));
+            }
+            proved.push(ProvedRotation {
+                member: sender,
+                epoch: op.epoch,
+                old_key,
+                new_key,
+            });
+        }
+        Ok(proved)
+    }
 }
 
 /// Who can read a packet's encrypted entries (SPEC.md §4.2). Informational
@@ -437,6 +533,10 @@ pub(crate) fn encode_header(header: &Header) -> Vec<u8> {
         let field = postcard::to_stdvec(&parts).expect("encoding cannot fail");
         out.extend_from_slice(&field);
     }
+    if header.version.minor >= MINOR_WITH_ROTATIONS {
+        let field = postcard::to_stdvec(&header.rotations).expect("encoding cannot fail");
+        out.extend_from_slice(&field);
+    }
     out
 }
 
@@ -570,6 +670,19 @@ pub(crate) fn decode_body(bytes: &[u8], prefix: &HeaderPrefix) -> Result<Header,
         }
         rest = after;
     }
+    if prefix.version.minor >= MINOR_WITH_ROTATIONS {
+        let (rotations, after): (Vec<HeaderRotation>, &[u8]) = postcard::take_from_bytes(rest)
+            .map_err(|err| {
+                ErrorKind::MalformedHeader(format!("cannot decode the rotations field: {err}"))
+            })?;
+        if rotations.len() > MAX_HEADER_ROTATIONS {
+            return Err(ErrorKind::MalformedHeader(format!(
+                "more than {MAX_HEADER_ROTATIONS} rotations"
+            )));
+        }
+        header.rotations = rotations;
+        rest = after;
+    }
     // A newer minor may append fields; our own minor has nothing after the body.
     if !rest.is_empty() && !is_newer_minor(prefix.version) {
         return Err(ErrorKind::MalformedHeader(format!(
@@ -701,6 +814,7 @@ mod tests {
             incarnation,
             tree_digest: None,
             encryption: None,
+            rotations: Vec::new(),
         }
     }
 
@@ -708,6 +822,84 @@ mod tests {
         let bytes = encode_header(original);
         let prefix = decode_prefix(&bytes)?;
         decode_body(&bytes, &prefix)
+    }
+
+    /// A rotation of sender `Id([2; 16])` at `epoch` from the key of
+    /// `old_secret` to `new_key`, sealed with `sealer`.
+    fn rotation(
+        epoch: u64,
+        old_secret: [u8; 32],
+        new_key: [u8; 32],
+        sealer: [u8; 32],
+    ) -> HeaderRotation {
+        use crate::ops::{Change, Operation};
+        let old_key = ed25519_dalek::SigningKey::from_bytes(&old_secret)
+            .verifying_key()
+            .to_bytes();
+        let op = Operation {
+            origin: Id([2; 16]),
+            epoch,
+            recorded: Timestamp::new(5, 0).unwrap(),
+            change: Change::RekeyMember {
+                replica: Id([2; 16]),
+                old_key,
+                new_key,
+                encryption_key: "age1".into(),
+            },
+        };
+        let operation = op.encode();
+        let head = crate::seals::link(&crate::seals::END, &operation);
+        let seal = crate::seals::Seal::sign(&sealer, Id([2; 16]), epoch, epoch, &head);
+        HeaderRotation {
+            operation,
+            seal: seal.signature,
+        }
+    }
+
+    #[test]
+    fn rotations_travel_from_minor_12_and_are_proved_by_their_seals() {
+        let key = |secret: [u8; 32]| {
+            ed25519_dalek::SigningKey::from_bytes(&secret)
+                .verifying_key()
+                .to_bytes()
+        };
+        let mut original = header(MINOR_WITH_ROTATIONS, None);
+        original.rotations = vec![
+            rotation(4, [1; 32], key([2; 32]), [1; 32]),
+            rotation(9, [2; 32], key([3; 32]), [2; 32]),
+        ];
+        let decoded = round_trip(&original).unwrap();
+        assert_eq!(decoded.rotations, original.rotations);
+        let proved = decoded.proved_rotations().unwrap();
+        assert_eq!(proved.len(), 2);
+        assert_eq!(
+            (proved[0].old_key, proved[1].new_key),
+            (key([1; 32]), key([3; 32]))
+        );
+        // An older minor carries none.
+        assert!(round_trip(&header(MINOR_WITH_ROTATIONS - 1, None))
+            .unwrap()
+            .rotations
+            .is_empty());
+        // Sealed by another key than the one it replaces.
+        original.rotations[1] = rotation(9, [2; 32], key([3; 32]), [7; 32]);
+        assert!(original
+            .proved_rotations()
+            .unwrap_err()
+            .contains("does not verify"));
+        // Not a chain.
+        original.rotations[1] = rotation(9, [5; 32], key([3; 32]), [5; 32]);
+        assert!(original
+            .proved_rotations()
+            .unwrap_err()
+            .contains("does not follow"));
+        // Too many.
+        original.rotations =
+            vec![rotation(4, [1; 32], key([2; 32]), [1; 32]); MAX_HEADER_ROTATIONS + 1];
+        assert!(matches!(
+            round_trip(&original),
+            Err(ErrorKind::MalformedHeader(_))
+        ));
     }
 
     #[test]

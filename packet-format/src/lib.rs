@@ -70,11 +70,11 @@ pub use age;
 pub use error::{Error, ErrorKind, Result};
 pub use header::{
     digest_items, key_fingerprint, CreationPayload, DigestMetadata, DigestNode, Encoding,
-    Encryption, EncryptionRecipient, EntryInfo, EpochRange, FormatVersion, Header, Member, Named,
-    PacketKind, RootParts, Target, TreeDigest, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, MAX_DIGEST_NODES,
-    MINOR_WITH_CHUNK_GROUPS, MINOR_WITH_DIGEST_METADATA, MINOR_WITH_ENCRYPTION, MINOR_WITH_REKEY,
-    MINOR_WITH_ROOT_DIGEST, MINOR_WITH_ROOT_METADATA, MINOR_WITH_SYSTEM_METADATA,
-    SIGNATURE_CONTEXT,
+    Encryption, EncryptionRecipient, EntryInfo, EpochRange, FormatVersion, Header, HeaderRotation,
+    Member, Named, PacketKind, ProvedRotation, RootParts, Target, TreeDigest, FORMAT_MAJOR,
+    FORMAT_MINOR, MAGIC, MAX_DIGEST_NODES, MAX_HEADER_ROTATIONS, MINOR_WITH_CHUNK_GROUPS,
+    MINOR_WITH_DIGEST_METADATA, MINOR_WITH_ENCRYPTION, MINOR_WITH_REKEY, MINOR_WITH_ROOT_DIGEST,
+    MINOR_WITH_ROOT_METADATA, MINOR_WITH_ROTATIONS, MINOR_WITH_SYSTEM_METADATA, SIGNATURE_CONTEXT,
 };
 pub use listing::{render_listing, render_listing_with};
 pub use logical::{BaseChunks, LogicalChunks, LogicalOperations, LogicalPacket};

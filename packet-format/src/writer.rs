@@ -99,6 +99,9 @@ pub struct PacketMeta {
     /// Creation packets only, and only with `encryption`: the new
     /// replica's secret keys, carried in the encrypted `secrets` entry.
     pub secrets: Option<Vec<u8>>,
+    /// The sender's own `RekeyMember` operations the packet carries, with
+    /// their seals ([`Header::rotations`], SPEC.md §4.3); empty for none.
+    pub rotations: Vec<crate::header::HeaderRotation>,
 }
 
 /// To whom a packet's contents are encrypted.
@@ -424,6 +427,7 @@ impl PacketWriter {
             incarnation: meta.incarnation,
             tree_digest: meta.tree_digest,
             encryption,
+            rotations: meta.rotations,
         };
 
         let mut entry_names = vec![ENTRY_CHUNKS, ENTRY_OPERATIONS];
@@ -790,6 +794,16 @@ impl PacketWriter {
                 .at(&self.out_dir));
             }
         }
+        // The header's rotations (SPEC.md §4.3) are those the packet
+        // still carries.
+        let sender = self.template.sender.id;
+        self.template.rotations.retain(|rotation| {
+            crate::ops::Operation::decode(&rotation.operation).is_ok_and(|op| {
+                ranges
+                    .get(&sender)
+                    .is_some_and(|range| range.first <= op.epoch && op.epoch <= range.last)
+            })
+        });
         // Never longer than the header budgeted for: numbers only shrink
         // and ranges only go.
         self.template.epoch_ranges = ranges;

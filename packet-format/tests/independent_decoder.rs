@@ -125,7 +125,7 @@ fn update_vector_decodes_without_the_library() {
     // Fixed prefix.
     assert_eq!(&header[..8], b"SYNCRPKT");
     assert_eq!(u16le(header, 8), 2, "major");
-    assert_eq!(u16le(header, 10), 11, "minor");
+    assert_eq!(u16le(header, 10), 12, "minor");
     let key: [u8; 32] = header[12..44].try_into().unwrap();
     let expected_key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32])
         .verifying_key()
@@ -217,6 +217,8 @@ fn update_vector_decodes_without_the_library() {
     {
         assert_eq!(c.raw(32), [byte; 32], "root part {part}");
     }
+    // Minor 12: the sender's rotations (§4.3), a list: none.
+    assert_eq!(c.varint(), 0, "no rotations");
     assert_eq!(c.at, header.len(), "nothing after the body");
     assert_eq!(
         (operation_records, chunk_records),
@@ -406,7 +408,7 @@ fn creation_entry_decodes_without_the_library() {
         ]
     );
     let header = entries[4].1;
-    assert_eq!(u16le(header, 10), 11, "minor");
+    assert_eq!(u16le(header, 10), 12, "minor");
     let key: [u8; 32] = header[12..44].try_into().unwrap();
     let mut c = Cursor {
         bytes: entries[2].1,
@@ -1062,7 +1064,7 @@ fn encrypted_vector_decrypts_with_the_vector_key() {
         ["chunks", "operations", "seals", "header", "signature"]
     );
     let header = entries[3].1;
-    assert_eq!(u16le(header, 10), 11, "minor");
+    assert_eq!(u16le(header, 10), 12, "minor");
     // The header ends: option tag 1, one recipient {id, key}, passphrase false.
     let key = identity.to_public().to_string();
     let mut tail = vec![1u8, 1];
@@ -1076,9 +1078,11 @@ fn encrypted_vector_decrypts_with_the_vector_key() {
     for byte in 0xd8u8..=0xdc {
         tail.extend_from_slice(&[byte; 32]);
     }
+    // Then (2.12) the sender's rotations: an empty list.
+    tail.push(0);
     assert!(
         header.ends_with(&tail),
-        "encryption field, then the digest metadata and the root's parts"
+        "encryption field, then the digest metadata, the root's parts and the rotations"
     );
 
     // chunks: decrypt, then walk the records as in the plain vector.

@@ -928,6 +928,7 @@ impl Connection {
             class_name: class_name.to_string(),
             class: class.clone(),
             trusted_keys: Vec::new(),
+            trust: Default::default(),
         };
         let destinations: Vec<String> = header(DESTINATIONS_HEADER)
             .filter(|text| !text.is_empty())
@@ -1001,16 +1002,16 @@ impl Connection {
         let destinations: Option<Vec<String>> = header(DESTINATIONS_HEADER)
             .filter(|text| !text.is_empty())
             .map(|text| text.split(',').map(|d| d.trim().to_string()).collect());
-        let trusted_keys =
-            crate::trust::trusted_keys(config, members).map_err(|err| Rejection {
-                status: 500,
-                reason: err.to_string(),
-            })?;
+        let trust = crate::trust::trust(config, members).map_err(|err| Rejection {
+            status: 500,
+            reason: err.to_string(),
+        })?;
         let receiver = Receiver {
             config,
             class_name: class_name.to_string(),
             class: class.clone(),
-            trusted_keys,
+            trusted_keys: trust.keys.clone(),
+            trust,
         };
         // A resumable upload names the whole packet (size, SHA-256) and
         // where its body starts.
@@ -1290,6 +1291,7 @@ mod tests {
                 class_name: "default".into(),
                 class: class.clone(),
                 trusted_keys: Vec::new(),
+                trust: Default::default(),
             };
             // The receiver may still be writing down the end of it.
             let mut held = 0;

@@ -91,6 +91,9 @@ pub struct Receiver<'a> {
     pub class: StorageClass,
     /// Ed25519 public keys whose packets are accepted.
     pub trusted_keys: Vec<[u8; 32]>,
+    /// Members' key rotations known here, and where new ones are kept
+    /// (packet SPEC.md §4.3, §7.1).
+    pub trust: crate::trust::Trust,
 }
 
 impl Receiver<'_> {
@@ -209,14 +212,18 @@ impl Receiver<'_> {
         let incoming = open_bay(&self.class, Bay::Incoming).map_err(internal)?;
         let outgoing = open_bay(&self.class, Bay::Outgoing).map_err(internal)?;
         let (incoming, outgoing) = (incoming.as_ref(), outgoing.as_ref());
-        let (header, canonical) =
-            match packet_format::verify_packet(temp.path(), &self.trusted_keys) {
-                Ok(verified) => (
-                    verified.header().clone(),
-                    packet_format::canonical_file_name(verified.header(), verified.creation()),
-                ),
-                Err(err) => return Err(refusal(name, &err.kind)),
-            };
+        let verified = match packet_format::verify_packet(temp.path(), &self.trusted_keys) {
+            Ok(verified) => verified,
+            Err(err) if matches!(err.kind, ErrorKind::UnknownKey { .. }) => {
+                self.vouched(name, temp.path(), &err.kind)?
+            }
+            Err(err) => return Err(refusal(name, &err.kind)),
+        };
+        self.check_retired_key(name, verified.header())?;
+        let (header, canonical) = (
+            verified.header().clone(),
+            packet_format::canonical_file_name(verified.header(), verified.creation()),
+        );
         // The name is the signed header's, not the uploader's: under any
         // other, an old packet could squat a later one's name, or one
         // packet be stored under several.
@@ -1006,6 +1013,126 @@ impl Receiver<'_> {
     }
 }
 
+impl Receiver<'_> {
+    /// A packet signed by a key not trusted here (`unknown`, the error)
+    /// that carries its sender's rotations (SPEC.md §4.3): accepted when
+    /// they lead, each sealed by the key it replaces, from a key trusted
+    /// here to the packet's signer, agreeing with every rotation known
+    /// here. Rotations learned from a key trusted through
+    /// `trusted_replicas` are kept, so the member's later packets (which
+    /// no longer carry them) are accepted too.
+    fn vouched(
+        &self,
+        name: &str,
+        path: &Path,
+        unknown: &ErrorKind,
+    ) -> Result<packet_format::VerifiedPacket, Rejection> {
+        let Some(signer) = packet_format::examine_packet(path, &[])
+            .header
+            .map(|h| h.signer_key)
+        else {
+            return Err(refusal(name, unknown));
+        };
+        let verified = match packet_format::verify_packet(path, &[signer]) {
+            Ok(verified) => verified,
+            Err(err) => return Err(refusal(name, &err.kind)),
+        };
+        let header = verified.header();
+        if header.rotations.is_empty() {
+            return Err(refusal(name, unknown));
+        }
+        let forbidden = |why: String| {
+            Rejection::new(
+                403,
+                format!(
+                    "{name}: {unknown}, and the key rotations (mkreplica -rekey) the packet \
+                     carries do not vouch for it: {why}"
+                ),
+            )
+        };
+        let proved = header.proved_rotations().map_err(forbidden)?;
+        let first = proved[0].old_key;
+        if !self.trusted_keys.contains(&first) {
+            return Err(forbidden(format!(
+                "they start from key {}, which this server does not trust either",
+                packet_format::key_fingerprint(&first)
+            )));
+        }
+        let mut learned = Vec::new();
+        for step in &proved {
+            match self.trust.rotation_of(&step.old_key) {
+                Some(known) if known.new_key == step.new_key && known.epoch == step.epoch => {}
+                Some(known) => {
+                    return Err(forbidden(format!(
+                        "the rotation at epoch {} replaces key {}, which this server knows was \
+                         replaced at epoch {} by another key",
+                        step.epoch,
+                        packet_format::key_fingerprint(&step.old_key),
+                        known.epoch
+                    )))
+                }
+                None => learned.push(crate::trust::KnownRotation {
+                    member: step.member.0,
+                    epoch: step.epoch,
+                    old_key: step.old_key,
+                    new_key: step.new_key,
+                }),
+            }
+        }
+        if proved.last().map(|r| r.new_key) != Some(signer) {
+            return Err(forbidden(
+                "they do not end at the key that signed it".into(),
+            ));
+        }
+        if !learned.is_empty() && self.trust.family_keys.contains(&first) {
+            self.trust.keep(&learned).map_err(|err| {
+                internal(format!(
+                    "{name}: keeping the key rotation it carries: {err}"
+                ))
+            })?;
+        }
+        Ok(verified)
+    }
+
+    /// Refuses a packet signed with a key its sender replaced at epoch E
+    /// (a rotation known here) that carries the sender's changes after E
+    /// or whose epoch row says it holds them (SPEC.md §7.1): after the
+    /// rotation the member signs only with its new key, so someone else
+    /// holding the old one made it. The target would refuse it too.
+    fn check_retired_key(
+        &self,
+        name: &str,
+        header: &packet_format::Header,
+    ) -> Result<(), Rejection> {
+        let Some(rotation) = self.trust.rotation_of(&header.signer_key) else {
+            return Ok(());
+        };
+        let sender = header.sender.id;
+        if rotation.member != sender.0 {
+            return Ok(());
+        }
+        let carried = header
+            .epoch_ranges
+            .get(&sender)
+            .filter(|range| range.last > rotation.epoch)
+            .map(|range| format!("yet it carries its changes {}-{}", range.first, range.last));
+        let row = header.epoch_row.get(&sender).copied().unwrap_or(0);
+        let claimed = (row > rotation.epoch)
+            .then(|| format!("yet its epoch row says it holds its changes up to {row}"));
+        match carried.or(claimed) {
+            None => Ok(()),
+            Some(what) => Err(Rejection::new(
+                403,
+                format!(
+                    "{name}: signed with the key {:?} replaced at its epoch {} (mkreplica \
+                     -rekey), {what}: made by someone else holding the old key",
+                    header.sender.name, rotation.epoch
+                ),
+            )),
+        }
+    }
+}
+
 /// Packet names: a plain file name as the packet format makes them.
 pub fn check_packet_name(name: &str) -> Result<(), Rejection> {
     check_name("upload", name).map_err(|err| Rejection::new(400, err.to_string()))?;
@@ -1023,7 +1150,12 @@ fn refusal(name: &str, kind: &ErrorKind) -> Rejection {
     match kind {
         ErrorKind::UnknownKey { .. } => Rejection::new(
             403,
-            format!("{name}: {kind}; this server does not trust that key"),
+            format!(
+                "{name}: {kind}; this server does not trust that key (if a member ran \
+                 mkreplica -rekey: its packets carrying the rotation teach a trusted_replicas \
+                 family the new key; for trusted_keys, replace its old key by the new one, which \
+                 lsreplica -long at any member shows)"
+            ),
         ),
         ErrorKind::NewerFormat { .. } => Rejection::new(
             400,
@@ -1075,6 +1207,7 @@ mod tests {
                 class_name: "default".into(),
                 class: self.config.class("default").unwrap().clone(),
                 trusted_keys: vec![public_key(&SENDER_SECRET)],
+                trust: Default::default(),
             }
         }
 

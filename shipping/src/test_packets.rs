@@ -89,6 +89,7 @@ fn write_packet(
         tree_digest: None,
         encryption: None,
         secrets: None,
+        rotations: Vec::new(),
     };
     std::fs::create_dir_all(dir).unwrap();
     let mut writer = PacketWriter::create(dir, 64 << 20, secret, meta).unwrap();

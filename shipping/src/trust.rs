@@ -21,6 +21,160 @@ pub trait MemberKeys: Sync {
     /// Public keys of the members of the family of the replica rooted at
     /// `root`, as that replica knows them now.
     fn member_keys(&self, root: &Path) -> std::result::Result<Vec<[u8; 32]>, MemberKeysError>;
+
+    /// The key rotations (`mkreplica -rekey`) the replica rooted at `root`
+    /// knows of its members. None by default.
+    fn rotations(&self, root: &Path) -> std::result::Result<Vec<KnownRotation>, MemberKeysError> {
+        let _ = root;
+        Ok(Vec::new())
+    }
+}
+
+/// A member's key rotation a hub knows: `member`'s key `old_key` is good
+/// for its own epochs up to `epoch` only; `new_key` after it (packet
+/// SPEC.md §7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownRotation {
+    pub member: [u8; 16],
+    pub epoch: u64,
+    pub old_key: [u8; 32],
+    pub new_key: [u8; 32],
+}
+
+/// File, in the storage bay of the first storage class on a directory,
+/// where a hub keeps the rotations it learned from packets of members of
+/// its `trusted_replicas` families: one line per rotation, `MEMBER EPOCH
+/// OLD NEW` (hex), appended.
+pub const LEARNED_ROTATIONS_FILE: &str = "learned_rotations";
+
+/// Everything a hub trusts, with the rotations that limit old keys.
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    /// Keys whose signatures are accepted: `trusted_keys`, the members of
+    /// `trusted_replicas` families (current keys and keys they replaced),
+    /// and new keys learned from their rotations.
+    pub keys: Vec<[u8; 32]>,
+    /// The keys trusted through `trusted_replicas` (as `keys`): a
+    /// rotation proved from one of them is learned and kept.
+    pub family_keys: Vec<[u8; 32]>,
+    /// Rotations known: the trusted replicas' and those learned.
+    pub rotations: Vec<KnownRotation>,
+    /// Where learned rotations are kept; `None` when nothing is learned
+    /// (no `trusted_replicas`, or no storage class on a directory).
+    pub learned: Option<std::path::PathBuf>,
+}
+
+impl Trust {
+    /// The known rotation replacing `key`, if any.
+    pub fn rotation_of(&self, key: &[u8; 32]) -> Option<&KnownRotation> {
+        self.rotations.iter().find(|r| r.old_key == *key)
+    }
+
+    /// Appends `learned` to the learned-rotations file (see
+    /// [`LEARNED_ROTATIONS_FILE`]), one line each.
+    pub fn keep(&self, learned: &[KnownRotation]) -> std::io::Result<()> {
+        use std::io::Write;
+        let Some(path) = &self.learned else {
+            return Ok(());
+        };
+        let mut text = String::new();
+        for r in learned {
+            text.push_str(&format!(
+                "{} {} {} {}\n",
+                hex::encode(r.member),
+                r.epoch,
+                hex::encode(r.old_key),
+                hex::encode(r.new_key)
+            ));
+        }
+        // One write with O_APPEND: concurrent uploads do not interleave
+        // lines; a repeated line is harmless.
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()
+    }
+}
+
+/// Reads a learned-rotations file; lines it cannot read are skipped.
+fn read_learned(path: &Path) -> Vec<KnownRotation> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let member: [u8; 16] = hex::decode(words.next()?).ok()?.try_into().ok()?;
+            let epoch = words.next()?.parse().ok()?;
+            let old_key: [u8; 32] = hex::decode(words.next()?).ok()?.try_into().ok()?;
+            let new_key: [u8; 32] = hex::decode(words.next()?).ok()?.try_into().ok()?;
+            Some(KnownRotation {
+                member,
+                epoch,
+                old_key,
+                new_key,
+            })
+        })
+        .collect()
+}
+
+/// What the hub configured by `config` trusts now (see [`Trust`]);
+/// `members` reads the families of `trusted_replicas`. A learned rotation
+/// counts only while its old key is trusted through a family and no
+/// rotation the replicas know replaces that key otherwise.
+pub fn trust(config: &ShippingConfig, members: &dyn MemberKeys) -> Result<Trust> {
+    let mut trust = Trust {
+        keys: trusted_keys(config, members)?,
+        ..Trust::default()
+    };
+    for root in &config.trusted_replicas {
+        let error = |err: MemberKeysError| Error::TrustedReplica {
+            root: root.to_path_buf(),
+            message: chain_text(err.as_ref()),
+        };
+        trust
+            .family_keys
+            .extend(members.member_keys(root).map_err(error)?);
+        trust
+            .rotations
+            .extend(members.rotations(root).map_err(error)?);
+    }
+    if config.trusted_replicas.is_empty() {
+        return Ok(trust);
+    }
+    trust.learned = config
+        .classes
+        .values()
+        .find(|class| class.s3.is_none())
+        .map(|class| class.storage_bay.join(LEARNED_ROTATIONS_FILE));
+    let mut pending = trust
+        .learned
+        .as_deref()
+        .map(read_learned)
+        .unwrap_or_default();
+    loop {
+        let before = pending.len();
+        pending.retain(|r| {
+            if trust.rotation_of(&r.old_key).is_some() {
+                return false;
+            }
+            if !trust.family_keys.contains(&r.old_key) {
+                return true;
+            }
+            trust.rotations.push(*r);
+            trust.family_keys.push(r.new_key);
+            if !trust.keys.contains(&r.new_key) {
+                trust.keys.push(r.new_key);
+            }
+            false
+        });
+        if pending.len() == before {
+            break;
+        }
+    }
+    Ok(trust)
 }
 
 impl<F> MemberKeys for F

@@ -129,12 +129,15 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
         Err(crate::Error::NoReplica { .. }) if args.replica.is_none() => None,
         Err(err) => return Err(err.into()),
     };
-    let (mut keys, view): (Vec<[u8; 32]>, _) = match &replica {
-        Some(replica) => (
-            replica.members()?.iter().map(|m| m.public_key).collect(),
-            Some(LocalView::of(replica)?),
-        ),
-        None => (Vec::new(), None),
+    // The keys -import trusts: members' current keys and the keys their
+    // rotations replaced (good for their epochs before the rotation).
+    let mut book = match &replica {
+        Some(replica) => Some(crate::sync::keys::KeyBook::load(replica.state())?),
+        None => None,
+    };
+    let (mut keys, view): (Vec<[u8; 32]>, _) = match (&replica, &book) {
+        (Some(replica), Some(book)) => (book.all_keys(), Some(LocalView::of(replica)?)),
+        _ => (Vec::new(), None),
     };
     // Local copies of packets in S3 bays, removed when done.
     let copies = tempfile::tempdir()?;
@@ -273,6 +276,40 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
                         .is_some_and(|v| v.readiness(h) == crate::sync::epochs::Readiness::Applied)
             })
     };
+    // As -import does: a packet signed with a key not known here that
+    // carries its sender's rotations leading to it is trusted for that
+    // key (read from its operations when this replica can decrypt it,
+    // else from its header's copy of them, SPEC.md §4.3).
+    if let Some(book) = book.as_mut() {
+        let mut unknown: std::collections::BTreeMap<crate::ops::Id, Vec<PathBuf>> =
+            Default::default();
+        let mut headers = std::collections::BTreeMap::new();
+        for entry in &entries {
+            let exam = packet_format::examine_packet(&entry.file, &keys);
+            if let (None, Some(header)) = (&exam.error, &exam.header) {
+                if crate::sync::keys::unknown_key(&exam.signature) {
+                    unknown
+                        .entry(header.packet_id)
+                        .or_default()
+                        .push(entry.file.clone());
+                    headers.insert(header.packet_id, header.clone());
+                }
+            }
+        }
+        for (id, paths) in &unknown {
+            let header = &headers[id];
+            let found = crate::sync::keys::rotations_vouching(
+                book,
+                paths,
+                header.signer_key,
+                decryption.as_ref(),
+            );
+            if found.is_empty() {
+                crate::sync::keys::header_vouching(book, header);
+            }
+        }
+        keys = book.all_keys();
+    }
     let exams: Vec<packet_format::Examination> = entries
         .iter()
         .map(|entry| {
@@ -327,6 +364,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             .map(|r| (r.identity.family_id, r.identity.family_name.clone())),
         unchecked: replica.is_none() && !args.packets.is_empty(),
         key_unreadable,
+        book,
     };
     let mut counts: std::collections::BTreeMap<listing::Verdict, u64> = Default::default();
     // Files this replica should be able to use and cannot, by verdict.

@@ -138,7 +138,7 @@ pub fn manual(name: &str) -> Manual {
                 ),
                 (
                     "mkreplica -rekey -fmt json",
-                    "{version: 1, replica, replica_id, epoch (this replica's own epoch of the rotation: the old key is good for its changes up to it), fingerprint (the new signing key's), previous_fingerprint, encryption_key (the new age recipient)}",
+                    "{version: 1, replica, replica_id, epoch (this replica's own epoch of the rotation: the old key is good for its changes up to it), fingerprint (the new signing key's), previous_fingerprint, encryption_key (the new age recipient), public_key (the new signing key, 64 hex digits, for a shipping server's trusted_keys)}",
                 ),
             ],
         },
@@ -155,7 +155,7 @@ pub fn manual(name: &str) -> Manual {
             ],
             json: &[(
                 "lspacket -fmt json",
-                "{version: 2, packets: [{path, size, status (\"intact\", \"not checked\", \"encrypted for others\", \"not a packet\", \"unreadable\", \"damaged\", \"unsupported format\", \"unknown key\", \"another family\"), problem (what is wrong, in words, or null), signature: {status (\"verified\", \"unknown key\", \"bad\", \"not checked\"), fingerprint} or null, and when the header could be read: type, family: {name, id}, sender: {name, id}, packet_id, comment, part, parts, created, format_version, targets: [{name, id, sequence, local, status}], epoch_ranges: {ORIGIN_ID: {first, last}}, sender_incarnation, tree_digest: {root, entries, patterns, assumed_target_patterns, nodes, metadata: {covered, preserved} (metadata items: \"owner\", \"group\", \"acls\", \"xattrs\", \"hardlinks\", \"times\", \"root\" (the replica root's own entry, format 2.11); null before format 2.7)} or null; in a storage bay also storage_class, bay and order: {destinations, created, expires, attempts: {DESTINATION: {failures, last_attempt, last_error, next_retry}}}; found in a directory under a name that is not a packet's (renamed), also packet_name: the name its writer gave it}], summary: {STATUS: how many packets have it}}. Version 1 had damaged (what is wrong) where version 2 has status and problem. Always every field: -long and -short are refused with -fmt json (exit 2).",
+                "{version: 2, packets: [{path, size, status (\"intact\", \"not checked\", \"encrypted for others\", \"not a packet\", \"unreadable\", \"damaged\", \"unsupported format\", \"unknown key\", \"replaced key\", \"another family\"), problem (what is wrong, in words, or null), signature: {status (\"verified\", \"unknown key\", \"bad\", \"not checked\"), fingerprint} or null, and when the header could be read: type, family: {name, id}, sender: {name, id}, packet_id, comment, part, parts, created, format_version, targets: [{name, id, sequence, local, status}], epoch_ranges: {ORIGIN_ID: {first, last}}, sender_incarnation, tree_digest: {root, entries, patterns, assumed_target_patterns, nodes, metadata: {covered, preserved} (metadata items: \"owner\", \"group\", \"acls\", \"xattrs\", \"hardlinks\", \"times\", \"root\" (the replica root's own entry, format 2.11); null before format 2.7)} or null; in a storage bay also storage_class, bay and order: {destinations, created, expires, attempts: {DESTINATION: {failures, last_attempt, last_error, next_retry}}}; found in a directory under a name that is not a packet's (renamed), also packet_name: the name its writer gave it}], summary: {STATUS: how many packets have it}}. Version 1 had damaged (what is wrong) where version 2 has status and problem. Always every field: -long and -short are refused with -fmt json (exit 2).",
             )],
         },
         "lsreplica" => Manual {
@@ -165,7 +165,7 @@ pub fn manual(name: &str) -> Manual {
             examples: &[("Members, keys, what each has confirmed", "lsreplica -long")],
             json: &[(
                 "lsreplica -fmt json",
-                "{version: 1, family, family_id, members: [{name, replica_id, key_fingerprint, public_key, this_replica, last_sent: {file, sequence, at} or null, last_received (the same), last_heard, unconfirmed: [{origin, first, last}], epoch_row: {ORIGIN: EPOCH}, clone_alarms: [{at, packet, what}], format_version, incarnation (this copy's own for this replica, the accepted copy's for the others; what a clone alarm names), restore_waits_for, removed, verified: {at, packet, epoch_row, entries, outcome} or null, last_digest (the same)}]}. Always every field (-long or not).",
+                "{version: 1, family, family_id, members: [{name, replica_id, key_fingerprint, public_key, encryption_key (its age recipient, age1..., what packets to it are encrypted to; null: none known), this_replica, last_sent: {file, sequence, at} or null, last_received (the same), last_heard, unconfirmed: [{origin, first, last}], epoch_row: {ORIGIN: EPOCH}, clone_alarms: [{at, packet, what}], format_version, incarnation (this copy's own for this replica, the accepted copy's for the others; what a clone alarm names), restore_waits_for, removed, verified: {at, packet, epoch_row, entries, outcome} or null, last_digest (the same)}]}. Always every field (-long or not).",
             )],
         },
         "lsepoch" => Manual {

@@ -134,6 +134,10 @@ use clap::Parser;
 /// travelling. The old signing key is deleted. Refused while a restore
 /// (-restore) is unfinished. A crash during -rekey leaves the old keys or
 /// the new ones, never a mix: the next command finishes or undoes it.
+/// Shipping servers verify the new key from the rotation the packets
+/// carry; one that trusts this replica through trusted_keys in its
+/// shipping.toml needs the old key there replaced by the new public key
+/// this prints (see syncreplica-shipping(5), Key rotation).
 #[derive(Debug, Parser)]
 #[command(name = "mkreplica", version, after_help = super::EXIT_STATUS_HELP)]
 #[command(group = clap::ArgGroup::new("mode").required(true))]
@@ -939,6 +943,7 @@ fn rekey(args: &Args) -> anyhow::Result<()> {
             fingerprint,
             previous_fingerprint: old_fingerprint,
             encryption_key: done.encryption_key,
+            public_key: hex::encode(done.new_key),
         };
         cli::report::print_data(format_args!("{}\n", serde_json::to_string_pretty(&json)?));
         return Ok(());
@@ -951,6 +956,11 @@ fn rekey(args: &Args) -> anyhow::Result<()> {
     outln!("  Signing key fingerprint: {fingerprint}");
     outln!("  (was {old_fingerprint})");
     outln!("  Encryption key: {}", done.encryption_key);
+    outln!(
+        "  Public signing key (for trusted_keys in a shipping server's shipping.toml, in place of \
+         the old one): {}",
+        hex::encode(done.new_key)
+    );
     outln!(
         "  Siblings take the new keys with this replica's next packets (syncreplica -export); from then \
          on they refuse the old key for its changes after epoch {}. Packets encrypted to the old key \

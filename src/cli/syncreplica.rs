@@ -1086,9 +1086,9 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                         printable(name)
                     );
                 }
-                for name in &report.members_rekeyed {
+                for (name, epoch) in &report.members_rekeyed {
                     outln!(
-                        "  member's keys replaced (mkreplica -rekey): \"{}\"; packets to it are encrypted to its new key, and its old key is good only for what it wrote before",
+                        "  member's keys replaced (mkreplica -rekey): \"{}\" at its epoch {epoch}; packets to it are encrypted to its new key, and its old key is good only for its changes up to {epoch}",
                         printable(name)
                     );
                 }

@@ -341,6 +341,7 @@ pub fn export_creation(
             }
             KeysOut::File(_) => None,
         },
+        rotations: Vec::new(),
     };
     let mut writer = PacketWriter::create(out_dir, max_size, &signing_key.to_bytes(), meta)?
         .with_encoder_threads(crate::sync::chunks::encoder_threads());

@@ -448,6 +448,8 @@ fn export_to(
     let sequence = replica.state().next_sequence(&target.replica)?;
     let packet_id = identity::random_id();
     let now = crate::sys::clock::now();
+    let seals = crate::sync::seals::for_export(replica.state(), &ranges)?;
+    let rotations = header_rotations(&me, &ops, &seals);
     let meta = PacketMeta {
         kind: PacketKind::Update,
         family: replica.identity.family(),
@@ -462,7 +464,7 @@ fn export_to(
         comment: request.comment.to_string(),
         epoch_ranges: ranges.clone(),
         epoch_row: own_row.clone(),
-        seals: crate::sync::seals::for_export(replica.state(), &ranges)?,
+        seals,
         creation: None,
         incarnation: Some(replica.incarnation()?),
         tree_digest: match row_is_exact {
@@ -471,6 +473,7 @@ fn export_to(
         },
         encryption: None,
         secrets: None,
+        rotations,
     };
     let write_dir = request.work_dir.unwrap_or(request.out_dir);
     let key = replica.signing_key()?.to_bytes();
@@ -1078,4 +1081,29 @@ pub fn remove_abandoned_partials(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     removed.sort();
     removed
+}
+
+/// The sender's own key rotations among `ops`, with their seals from
+/// `seals`, for the header (SPEC.md §4.3): hubs, which cannot read the
+/// encrypted operations, verify the packet's new key with them.
+fn header_rotations(
+    me: &Id,
+    ops: &[Operation],
+    seals: &[packet_format::seals::Seal],
+) -> Vec<packet_format::HeaderRotation> {
+    ops.iter()
+        .filter(|op| {
+            op.origin == *me && matches!(op.change, crate::ops::Change::RekeyMember { .. })
+        })
+        .filter_map(|op| {
+            let seal = seals.iter().find(|s| {
+                s.origin == *me && s.first == op.epoch && s.last == op.epoch && s.tail.is_none()
+            })?;
+            Some(packet_format::HeaderRotation {
+                operation: op.encode(),
+                seal: seal.signature,
+            })
+        })
+        .take(packet_format::MAX_HEADER_ROTATIONS)
+        .collect()
 }

@@ -140,14 +140,37 @@ pub fn check_duplicates(
             } else {
                 format!(
                     "the packet carries its change number {} and this replica has a different change \
-                     with that number: two copies of it, made from {origin}, number their changes independently",
-                    op.epoch
+                     with that number: two copies of it, made from {origin}, number their changes independently{}",
+                    op.epoch,
+                    rotation_note(replica.state(), &op.origin, op.epoch)?
                 )
             };
             return raise(replica, &op.origin, &name, packet, what).map(Some);
         }
     }
     Ok(None)
+}
+
+/// When `origin` replaced its keys (`mkreplica -rekey`) at an epoch at or
+/// after `epoch`, the words that say so: a copy numbering its changes
+/// like the member's own up to its rotation is likely one from before it
+/// (a stolen disk or an old backup). Said the same whether the packet
+/// came from that copy or through a relay. Empty otherwise.
+fn rotation_note(state: &crate::store::state::State, origin: &Id, epoch: u64) -> Result<String> {
+    let rotation = state
+        .rotations()?
+        .into_iter()
+        .filter(|r| r.replica == *origin && r.epoch >= epoch)
+        .min_by_key(|r| r.epoch);
+    Ok(match rotation {
+        Some(r) => format!(
+            "; it replaced its keys at its epoch {} (mkreplica -rekey), so the other copy is \
+             likely one from before the rotation (a stolen disk or an old backup), its changes \
+             sealed with the old key",
+            r.epoch
+        ),
+        None => String::new(),
+    })
 }
 
 /// Refuses a packet that carries a change of this replica's own numbered
@@ -725,6 +748,55 @@ pub fn assess_member_packet(
         restored,
         restoring_holds,
     }))
+}
+
+/// Refuses a packet signed with a key its sender replaced at epoch E
+/// (`mkreplica -rekey`) that is not one written before the rotation
+/// (SPEC.md §7.1, "in flight"): one that would be taken as its sender
+/// restored from a backup ([`assess_member_packet`]: made later than any
+/// packet of the sender seen here, its row holding fewer of its own
+/// changes than the sender confirmed). A genuine packet in flight was
+/// made before the sender's later packets, and a real restore after the
+/// rotation signs with the new key; such a packet comes from a copy of
+/// the sender from before the rotation (a stolen disk or backup), and
+/// taking it would lower this replica's estimate of the sender and send
+/// the sender's own changes back to that copy.
+pub fn check_retired_restore(
+    replica: &crate::replica::Replica,
+    header: &Header,
+) -> Result<Option<Refusal>> {
+    let sender = header.sender.id;
+    let book = crate::sync::keys::KeyBook::load(replica.state())?;
+    let Some(through) = book
+        .owner(&header.signer_key)
+        .filter(|o| o.member == sender)
+        .and_then(|o| o.through)
+    else {
+        return Ok(None);
+    };
+    let previous = replica.state().sender_clock(&sender)?;
+    let confirmed = replica
+        .state()
+        .confirmed_table()?
+        .get(&sender)
+        .and_then(|row| row.get(&sender))
+        .map_or(0, |c| c.epoch);
+    let stated = header.epoch_row.get(&sender).copied().unwrap_or(0);
+    let created = header.created.as_nanos_saturating();
+    if !(previous.is_some_and(|p| created > p) && stated < confirmed) {
+        return Ok(None);
+    }
+    Ok(Some(crate::sync::keys::retired(
+        &printable(&header.sender.name),
+        through,
+        format!(
+            "the packet, made later than every packet of it seen here, says it holds its own \
+             changes up to {stated} only, not {confirmed} as it confirmed: it comes from a copy \
+             of it from before the rotation (a stolen disk or an old backup), not from a packet \
+             in flight; a replica restored from a backup older than its rotation must be made \
+             again (mkreplica -export at a sibling)"
+        ),
+    )))
 }
 
 /// Takes what [`assess_member_packet`] found, once its packet is accepted

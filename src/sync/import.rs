@@ -315,6 +315,10 @@ fn import_files(
                 outcomes.push(PacketOutcome::Refused { files, why });
                 continue;
             }
+            if let Some(why) = crate::sync::family::check_retired_restore(replica, &header)? {
+                outcomes.push(PacketOutcome::Refused { files, why });
+                continue;
+            }
             match crate::sync::family::check_incarnation(replica, &header, &packet)? {
                 Some(why) => outcomes.push(PacketOutcome::Refused { files, why }),
                 None => {

@@ -325,6 +325,39 @@ pub fn rotations_vouching(
     taken
 }
 
+/// [`rotations_vouching`] for a reader that cannot decrypt the packet
+/// (`lspacket` of a packet encrypted for others): the rotations its
+/// header carries in the clear (SPEC.md §4.3), proved by their seals,
+/// leading from the key `book` holds for the sender (agreeing with the
+/// rotations it knows) to the header's signer. Taken into `book` when
+/// they do; whether they did.
+pub fn header_vouching(book: &mut KeyBook, header: &Header) -> bool {
+    let sender = header.sender.id;
+    if book.current(&sender).is_none() || book.owner(&header.signer_key).is_some() {
+        return false;
+    }
+    let Ok(proved) = header.proved_rotations() else {
+        return false;
+    };
+    let mut trial = book.clone();
+    for step in &proved {
+        if trial.key_for(&sender, step.epoch) != Some(step.old_key) {
+            return false;
+        }
+        if trial
+            .rotate(sender, step.epoch, step.old_key, step.new_key)
+            .is_err()
+        {
+            return false;
+        }
+    }
+    if proved.is_empty() || trial.current(&sender) != Some(header.signer_key) {
+        return false;
+    }
+    *book = trial;
+    true
+}
+
 /// The most rotations of its sender a packet signed by an unknown key may
 /// bring to vouch for it.
 const MAX_VOUCHING_ROTATIONS: usize = 64;

@@ -235,6 +235,7 @@ pub fn write_many_ops(spec: &ManyOpsPacket) -> std::path::PathBuf {
         tree_digest: None,
         encryption: None,
         secrets: None,
+        rotations: Vec::new(),
     };
     let mut writer = PacketWriter::create(spec.out_dir, 1 << 31, &spec.secret, meta).unwrap();
     for index in 0..spec.count {

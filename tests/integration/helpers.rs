@@ -713,6 +713,7 @@ pub fn forge_with_content(
         tree_digest: None,
         encryption: None,
         secrets: None,
+        rotations: Vec::new(),
     };
     tweak(&mut meta);
     let mut writer = PacketWriter::create(out, 1 << 20, &key_of(who.signer), meta).unwrap();
@@ -935,6 +936,7 @@ pub fn forge_creation(
         tree_digest: header.tree_digest.clone(),
         encryption: None,
         secrets: None,
+        rotations: Vec::new(),
     };
     tweak(&mut meta);
     let mut writer = PacketWriter::create(out, 1 << 20, &signer.to_bytes(), meta).unwrap();

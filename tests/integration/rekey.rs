@@ -399,3 +399,342 @@ fn rekey_is_refused_with_a_name_or_during_a_restore() {
     );
     assert_eq!(everything_under(&a), before, "nothing changed");
 }
+
+/// Uploads every packet file in `dir` to the shipping server at `addr`:
+/// each one's HTTP status and answer.
+fn upload_all(addr: &str, dir: &Path) -> Vec<(u16, String)> {
+    packet_files(dir)
+        .iter()
+        .map(|file| {
+            let name = file.file_name().unwrap().to_str().unwrap();
+            crate::shipping::put(addr, name, &std::fs::read(file).unwrap())
+        })
+        .collect()
+}
+
+/// The public signing key of `root` now, as shipping.toml's
+/// `trusted_keys` takes it (64 hex digits).
+fn public_key_hex(root: &Path) -> String {
+    let key = Replica::open(root).unwrap().signing_key().unwrap();
+    key.verifying_key()
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn a_hub_takes_a_rekeyed_members_packets_and_keeps_its_new_key() {
+    use crate::shipping::{shipping_conf, Server};
+    let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
+    let (a, b, c) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    let dir = fam.dir.path();
+    // A hub trusting gamma's family (gamma does not hear of the rotation
+    // here), and one trusting keys named in its configuration.
+    let family_conf = shipping_conf(
+        dir,
+        "family-hub",
+        &format!(
+            "local_replicas = [\"beta\"]\ntrusted_replicas = [\"{}\"]",
+            c.display()
+        ),
+        "",
+    );
+    let keys_conf = shipping_conf(
+        dir,
+        "keys-hub",
+        &format!(
+            "local_replicas = [\"beta\"]\ntrusted_keys = [\"{}\", \"{}\"]",
+            public_key_hex(&a),
+            public_key_hex(&b)
+        ),
+        "",
+    );
+    let family_hub = Server::start(&family_conf, "127.0.0.1:0", &[]);
+    let keys_hub = Server::start(&keys_conf, "127.0.0.1:0", &[]);
+
+    rekey(&a);
+    write(&a, "after.txt", "after the rotation");
+    let out = fam.packet_dir("rotation");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    // Signed with the new key, carrying the rotation sealed by the old
+    // one: both hubs verify it from the key they trust.
+    for (status, text) in upload_all(&family_hub.addr, &out) {
+        assert_eq!(status, 201, "{text}");
+    }
+    for (status, text) in upload_all(&keys_hub.addr, &out) {
+        assert_eq!(status, 201, "{text}");
+    }
+    let learned = dir.join("family-hub-bay/learned_rotations");
+    assert!(learned.is_file(), "the family hub keeps the rotation");
+    assert!(!dir.join("keys-hub-bay/learned_rotations").exists());
+
+    // beta takes it and acknowledges: alpha's next packet to beta no
+    // longer carries the rotation.
+    import_from(&b, &[&out]).ok();
+    fam.send("beta", "alpha", "ack");
+    write(&a, "later.txt", "later");
+    let later = fam.packet_dir("later");
+    export_to(&a, &later, &["beta"], &[]).ok();
+    for (status, text) in upload_all(&family_hub.addr, &later) {
+        assert_eq!(status, 201, "the family hub learned the key: {text}");
+    }
+    // A hub trusting configured keys is told what to do.
+    for (status, text) in upload_all(&keys_hub.addr, &later) {
+        assert_eq!(status, 403, "{text}");
+        assert!(text.contains("mkreplica -rekey"), "{text}");
+        assert!(
+            text.contains("for trusted_keys, replace its old key by the new one"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_hub_refuses_an_old_key_packet_with_changes_after_the_rotation() {
+    use crate::shipping::{shipping_conf, Server};
+    let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
+    let (a, c) = (fam.root("alpha"), fam.root("gamma"));
+    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    let (epoch, ..) = rekey(&a);
+    // The hub's replica, gamma, knows the rotation.
+    fam.send("alpha", "gamma", "rotation");
+    let conf = shipping_conf(
+        fam.dir.path(),
+        "hub",
+        &format!(
+            "local_replicas = [\"gamma\"]\ntrusted_replicas = [\"{}\"]",
+            c.display()
+        ),
+        "",
+    );
+    let hub = Server::start(&conf, "127.0.0.1:0", &[]);
+    let out = fam.packet_dir("forged");
+    let who = Forgery {
+        origin: &a,
+        sender: &a,
+        signer: &stolen,
+        sealer: &stolen,
+    };
+    let change = Change::Path {
+        path: b"planted.txt".to_vec(),
+        version: Default::default(),
+        state: syncreplica::ops::PathState::Deleted,
+    };
+    // For gamma, which has the rotation: the change is its epoch after it.
+    forge(&who, &c, &out, vec![change], |_| {});
+    for (status, text) in upload_all(&hub.addr, &out) {
+        assert_eq!(status, 403, "{text}");
+        assert!(
+            text.contains(&format!(
+                "signed with the key \"alpha\" replaced at its epoch {epoch}"
+            )),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        files_under(&fam.dir.path().join("hub-bay/incoming")),
+        Vec::<String>::new(),
+        "nothing stored"
+    );
+}
+
+#[test]
+fn lspacket_knows_rotations_as_import_does() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
+    let (a, b, c) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
+    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    // Signed with the old key before the rotation.
+    write(&a, "before.txt", "before");
+    let early = fam.packet_dir("early");
+    export_to(&a, &early, &["beta"], &[]).ok();
+    let (epoch, ..) = rekey(&a);
+    write(&a, "after.txt", "after");
+    let rotation = fam.packet_dir("rotation");
+    export_to(&a, &rotation, &["beta"], &[]).ok();
+
+    // Carrying the rotation, signed with the new key: beta (which can
+    // read it) and gamma (for which it is sealed) list it as -import
+    // takes it, not as signed by an unknown key.
+    let listed = run(&b, "lspacket", [rotation.as_os_str()]).ok().stdout;
+    assert!(!listed.contains("unknown key"), "{listed}");
+    let listed = run(&c, "lspacket", [rotation.as_os_str()]).ok().stdout;
+    assert!(listed.contains("this replica cannot read them"), "{listed}");
+    assert!(!listed.contains("unknown key"), "{listed}");
+
+    // (The early packet first: the streams to beta are in order.)
+    import_from(&b, &[&early, &rotation]).ok();
+    assert!(run(&b, "lsreplica", [] as [&str; 0])
+        .ok()
+        .stdout
+        .contains("rekeyed at its epoch"));
+    // Written before the rotation, signed with the old key: intact.
+    let listed = run(&b, "lspacket", [early.as_os_str()]).ok().stdout;
+    assert!(!listed.contains("unknown key"), "{listed}");
+
+    // A thief's packet: the old key, alpha's changes after the rotation.
+    let forged = fam.packet_dir("forged");
+    let who = Forgery {
+        origin: &a,
+        sender: &a,
+        signer: &stolen,
+        sealer: &stolen,
+    };
+    let change = Change::Path {
+        path: b"planted.txt".to_vec(),
+        version: Default::default(),
+        state: syncreplica::ops::PathState::Deleted,
+    };
+    forge(&who, &b, &forged, vec![change], |_| {});
+    let listed = run(&b, "lspacket", [forged.as_os_str()])
+        .fails_with(1)
+        .stdout;
+    assert!(listed.contains("signed with a replaced key"), "{listed}");
+    assert!(
+        listed.contains(&format!(
+            "the key \"alpha\" replaced at its epoch {epoch} (mkreplica -rekey)"
+        )),
+        "{listed}"
+    );
+    let json = run(
+        &b,
+        "lspacket",
+        [OsStr::new("-fmt"), OsStr::new("json"), forged.as_os_str()],
+    )
+    .fails_with(1)
+    .stdout;
+    assert!(json.contains("\"replaced key\""), "{json}");
+}
+
+#[test]
+fn a_stale_copys_packet_from_before_the_rotation_does_not_lower_the_row() {
+    let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    let (epoch, ..) = rekey(&a);
+    write(&a, "after.txt", "after");
+    fam.send("alpha", "beta", "rotation");
+    write(&a, "later.txt", "later");
+    fam.send("alpha", "beta", "later");
+    // The copy from before the rotation writes a packet now (its epochs
+    // all below the rotation, signed with the old key), saying it holds
+    // less of its own than alpha confirmed: as if alpha was restored.
+    for (name, extra) in [("stale-resend", "-resend"), ("stale-ack", "-ack")] {
+        let out = fam.packet_dir(name);
+        export_to(&stolen, &out, &["beta"], &[extra]).ok();
+        let before = family_rows(&b);
+        let refused = import_from(&b, &[&out]).fails_with(1);
+        let text = format!("{}{}", refused.stdout, refused.stderr);
+        assert!(!text.contains("restored from a backup:"), "{text}");
+        assert!(
+            text.contains(&format!("the key \"alpha\" replaced at its epoch {epoch}")),
+            "{text}"
+        );
+        assert!(text.contains("not from a packet in flight"), "{text}");
+        assert_eq!(family_rows(&b), before, "{name}: nothing changed");
+    }
+    // beta's next packet to alpha sends none of alpha's own changes back.
+    let out = fam.packet_dir("b-to-a");
+    write(&b, "from-beta.txt", "beta's");
+    export_to(&b, &out, &["alpha"], &[]).ok();
+    let listed = lspacket_long(&b, &out);
+    let alpha_id = Replica::open(&a).unwrap().identity.replica_id.to_hex();
+    let carried = listed
+        .lines()
+        .skip_while(|l| !l.contains("referenced by this packet"))
+        .take_while(|l| !l.starts_with("Sender's epoch row"))
+        .any(|l| l.trim_start().starts_with("alpha "));
+    assert!(
+        !carried,
+        "alpha's own changes sent back to it: {listed} ({alpha_id})"
+    );
+    import_from(&a, &[&out]).ok();
+}
+
+#[test]
+fn lsreplica_shows_each_members_encryption_key() {
+    let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let (_, _, _, recipient) = rekey(&a);
+    fam.send("alpha", "beta", "rotation");
+    let long = run(&b, "lsreplica", ["-long"]).ok().stdout;
+    assert!(
+        long.contains(&format!(
+            "encryption key:    {recipient} (packets to it are encrypted to it)"
+        )),
+        "{long}"
+    );
+    assert!(long.contains(&age_recipient(&b)), "its own: {long}");
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&b, "lsreplica", ["-fmt", "json"]).ok().stdout).unwrap();
+    let keys: Vec<&str> = json["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["encryption_key"].as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&recipient.as_str()), "{json}");
+    assert!(keys.contains(&age_recipient(&b).as_str()), "{json}");
+}
+
+#[test]
+fn two_rotations_in_one_import_are_said_once_each_with_their_epochs() {
+    let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let (first, ..) = rekey(&a);
+    let (second, fingerprint, ..) = rekey(&a);
+    let out = fam.packet_dir("two-rotations");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    // lspacket follows both from the key beta holds.
+    let listed = run(&b, "lspacket", [out.as_os_str()]).ok().stdout;
+    assert!(!listed.contains("unknown key"), "{listed}");
+    let imported = import_from(&b, &[&out]).ok().stdout;
+    let lines: Vec<&str> = imported
+        .lines()
+        .filter(|l| l.contains("member's keys replaced"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{imported}");
+    assert!(
+        lines[0].contains(&format!("\"alpha\" at its epoch {first};")),
+        "{imported}"
+    );
+    assert!(
+        lines[1].contains(&format!("\"alpha\" at its epoch {second};")),
+        "{imported}"
+    );
+    assert!(run(&b, "lsreplica", [] as [&str; 0])
+        .ok()
+        .stdout
+        .contains(&fingerprint));
+}
+
+#[test]
+fn a_relayed_stale_copys_change_numbered_like_the_rotation_names_it() {
+    let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    let (epoch, ..) = rekey(&a);
+    fam.send("alpha", "beta", "rotation");
+    // The copy from before the rotation numbers a change of its own like
+    // the rotation; gamma, which has not heard of the rotation, takes it
+    // and relays it to beta.
+    write(&stolen, "planted.txt", "from the copy");
+    let out = fam.packet_dir("stale-to-gamma");
+    export_to(&stolen, &out, &["gamma"], &[]).ok();
+    import_from(&fam.root("gamma"), &[&out]).ok();
+    let relayed = fam.packet_dir("gamma-to-beta");
+    export_to(&fam.root("gamma"), &relayed, &["beta"], &[]).ok();
+    let refused = import_from(&b, &[&relayed]).fails_with(1);
+    let text = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        text.contains("this replica has a different change with that number"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "it replaced its keys at its epoch {epoch} (mkreplica -rekey)"
+        )),
+        "{text}"
+    );
+    assert!(!b.join("planted.txt").exists());
+}

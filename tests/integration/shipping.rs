@@ -223,7 +223,7 @@ fn start_put(addr: &str, name: &str, body: &[u8], sent: usize) -> TcpStream {
 
 /// A raw HTTP PUT of `body` to `addr`; returns the status and the
 /// answer's text.
-fn put(addr: &str, name: &str, body: &[u8]) -> (u16, String) {
+pub(crate) fn put(addr: &str, name: &str, body: &[u8]) -> (u16, String) {
     let mut stream = start_put(addr, name, body, body.len());
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);

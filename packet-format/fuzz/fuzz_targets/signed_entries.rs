@@ -69,6 +69,7 @@ fuzz_target!(|data: &[u8]| {
         incarnation: None,
         tree_digest: None,
         encryption: None,
+        rotations: vec![],
     };
     let header_bytes = encode_header_raw(&header);
     let signature = sign_header(&SECRET, &header_bytes);

@@ -124,6 +124,7 @@ pub fn meta(kind: PacketKind) -> PacketMeta {
         }),
         encryption: None,
         secrets: None,
+        rotations: Vec::new(),
     }
 }
 

@@ -38,6 +38,10 @@ pub enum Verdict {
     /// Intact as far as can be seen, signed by a key that is not a
     /// member's this replica knows.
     UnknownKey,
+    /// Signed with a key its member replaced (`mkreplica -rekey`) at
+    /// epoch E, yet carrying (or claiming) that member's changes after E:
+    /// -import refuses it (SPEC.md §7.1).
+    RetiredKey,
     /// A packet of a family this replica does not belong to.
     OtherFamily,
     /// Intact as far as can be seen without opening it, encrypted to
@@ -66,6 +70,7 @@ impl Verdict {
             Verdict::Damaged => "damaged",
             Verdict::UnsupportedFormat => "of an unsupported packet format",
             Verdict::UnknownKey => "signed by an unknown key",
+            Verdict::RetiredKey => "signed with a replaced key",
             Verdict::OtherFamily => "of another family",
             Verdict::KeyUnreadable => "not readable by this user",
         }
@@ -82,6 +87,7 @@ impl Verdict {
             Verdict::Damaged => "damaged",
             Verdict::UnsupportedFormat => "unsupported format",
             Verdict::UnknownKey => "unknown key",
+            Verdict::RetiredKey => "replaced key",
             Verdict::OtherFamily => "another family",
             Verdict::KeyUnreadable => "not readable by this user",
         }
@@ -99,6 +105,10 @@ pub struct Reader {
     /// user with read access only): packets encrypted to this replica
     /// are then listed as [`Verdict::KeyUnreadable`].
     pub key_unreadable: Option<String>,
+    /// The members' keys over time (with rotations), inside a replica:
+    /// a packet signed with a replaced key is judged by the key rule
+    /// -import applies.
+    pub book: Option<crate::sync::keys::KeyBook>,
 }
 
 /// One listed file's verdict, and why when it is not usable.
@@ -168,17 +178,44 @@ pub fn judge(exam: &Examination, reader: &Reader) -> Judged {
             true,
         ),
         _ => {
-            let sealed_for_others = header
-                .is_some_and(|h| h.encryption.is_some() && reader.replica.is_some() && !targets_me);
-            let sealed_for_me = header.is_some_and(|h| h.encryption.is_some() && targets_me);
-            match (sealed_for_others, &reader.key_unreadable) {
-                (true, _) => judged(Verdict::EncryptedForOthers, None, false),
-                (false, Some(why)) if sealed_for_me => {
-                    judged(Verdict::KeyUnreadable, Some(why.clone()), false)
+            // The key rule -import applies (SPEC.md §7.1).
+            let retired = header.zip(reader.book.as_ref()).and_then(|(header, book)| {
+                let name = printable(&header.sender.name);
+                crate::sync::keys::check_signer_epochs(book, header, &name).err()
+            });
+            match retired {
+                Some(refusal) => {
+                    let why = refusal.to_string().replace(
+                        "; nothing of this packet was applied",
+                        "; -import refuses it",
+                    );
+                    judged(Verdict::RetiredKey, Some(why), true)
                 }
-                (false, _) => judged(Verdict::Intact, None, false),
+                None => judged_readable(exam, reader),
             }
         }
+    }
+}
+
+/// [`judge`] for an intact packet signed by a key this replica trusts
+/// for it (or not checked).
+fn judged_readable(exam: &Examination, reader: &Reader) -> Judged {
+    let judged = |verdict, why: Option<String>, problem| Judged {
+        verdict,
+        why,
+        problem,
+    };
+    let header = exam.header.as_ref();
+    let targets_me = header.is_some_and(|h| h.targets.iter().any(|t| Some(t.id) == reader.replica));
+    let sealed_for_others =
+        header.is_some_and(|h| h.encryption.is_some() && reader.replica.is_some() && !targets_me);
+    let sealed_for_me = header.is_some_and(|h| h.encryption.is_some() && targets_me);
+    match (sealed_for_others, &reader.key_unreadable) {
+        (true, _) => judged(Verdict::EncryptedForOthers, None, false),
+        (false, Some(why)) if sealed_for_me => {
+            judged(Verdict::KeyUnreadable, Some(why.clone()), false)
+        }
+        (false, _) => judged(Verdict::Intact, None, false),
     }
 }
 

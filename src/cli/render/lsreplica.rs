@@ -45,6 +45,11 @@ pub struct MemberInfo {
     pub key_fingerprint: String,
     /// 64 hex digits (what a relay host's shipping.toml lists).
     pub public_key: String,
+    /// Its age X25519 recipient (`age1...`), the newest it announced
+    /// (its joining, a `MemberKeys` change, or `mkreplica -rekey`): what
+    /// packets to it are encrypted to. `None`: none known here (packets
+    /// to it are not encrypted).
+    pub encryption_key: Option<String>,
     pub this_replica: bool,
     pub last_sent: Option<PacketInfo>,
     pub last_received: Option<PacketInfo>,
@@ -213,6 +218,17 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
             replica_id: member.replica.to_hex(),
             key_fingerprint: identity::fingerprint(&member.public_key),
             public_key: hex::encode(member.public_key),
+            encryption_key: match state.member_encryption_key(&member.replica)? {
+                Some(key) => Some(key),
+                // This replica's own, when the family has no announcement
+                // of it: the identity it decrypts with, if this user may
+                // read it (a read-only user may not).
+                None if own => crate::store::identity::load_encryption_key(&replica.state_dir())
+                    .ok()
+                    .flatten()
+                    .map(|identity| identity.to_public().to_string()),
+                None => None,
+            },
             this_replica: own,
             last_sent: packet_info(if own {
                 None
@@ -421,6 +437,16 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         let _ = writeln!(out, "  key fingerprint:   {}", member.key_fingerprint);
         // The key itself, for a relay host's shipping.toml `trusted_keys`.
         let _ = writeln!(out, "  public key:        {}", member.public_key);
+        let _ = match &member.encryption_key {
+            Some(key) => writeln!(
+                out,
+                "  encryption key:    {key} (packets to it are encrypted to it)"
+            ),
+            None => writeln!(
+                out,
+                "  encryption key:    none known here (packets to it are not encrypted)"
+            ),
+        };
         for rotation in &member.rotations {
             let _ = writeln!(
                 out,

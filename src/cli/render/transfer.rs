@@ -312,6 +312,9 @@ pub struct RekeyJson {
     pub previous_fingerprint: String,
     /// The new age X25519 recipient (`age1...`).
     pub encryption_key: String,
+    /// The new Ed25519 public signing key (64 hex digits), as a shipping
+    /// server's `trusted_keys` takes it.
+    pub public_key: String,
 }
 
 /// `mkreplica -import -fmt json`: the replica made.

@@ -400,9 +400,10 @@ pub struct ApplyReport {
     pub members_added: Vec<String>,
     /// Members the batch removed (`RemoveMember`), by name.
     pub members_removed: Vec<String>,
-    /// Members whose key rotations (`RekeyMember`) the batch brought, by
-    /// name.
-    pub members_rekeyed: Vec<String>,
+    /// The key rotations (`RekeyMember`) the batch brought, one per
+    /// rotation in the order applied: the member's name and its own epoch
+    /// of the rotation.
+    pub members_rekeyed: Vec<(String, u64)>,
 }
 
 /// Test hooks: a deterministic crash-injection point. Steps are counted

@@ -1834,7 +1834,7 @@ impl Planner<'_> {
         self.report.members_rekeyed = self
             .rotations
             .iter()
-            .map(|(r, _)| self.label(&r.replica))
+            .map(|(r, _)| (self.label(&r.replica), r.epoch))
             .collect();
         Ok(Plan {
             accepted: self.accepted,
