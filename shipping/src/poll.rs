@@ -478,6 +478,12 @@ impl Shipper<'_> {
                     .push(destination.clone()),
                 Err(err) => {
                     self.failed(&mut order, packet, destination, "routing", &err, now);
+                    // Not a transient failure: said as what to change.
+                    self.say(&format!(
+                        "error: shipping.toml has no way to {destination}: add [destinations.{destination}] \
+                         (url or dir), a [routes] entry or default_route; a polling server re-reads \
+                         the file at its next pass"
+                    ));
                     report.failed += 1;
                     unsaved = true;
                 }

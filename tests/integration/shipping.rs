@@ -1704,3 +1704,59 @@ fn a_server_that_trusts_no_key_warns_at_start_naming_its_file() {
     let server = Server::start(&receiver_conf(&fam), "127.0.0.1:0", &[]);
     assert!(!server.log().contains("no trusted key"), "{}", server.log());
 }
+
+/// Waits until `server`'s log holds `text` (30 s at most).
+fn wait_for_log(server: &Server, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.log().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "no {text:?} in the log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_polling_server_rereads_shipping_toml_when_it_changes() {
+    // Review 17d item 2: a destination added to shipping.toml while
+    // shipping_server -poll runs is used at its next pass.
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let conf = shipping_conf(dir, "sender", "", "");
+    let server = Server::start(&conf, "127.0.0.1:0", &["-poll", "-interval", "1"]);
+
+    // A broken file is not used; its error is logged once.
+    std::fs::write(&conf, "bogus = 1\n").unwrap();
+    let shown = conf.display().to_string();
+    wait_for_log(&server, &format!("error: {shown} changed but is not used"));
+
+    let stick = dir.join("stick");
+    std::fs::create_dir(&stick).unwrap();
+    shipping_conf(
+        dir,
+        "sender",
+        "",
+        &format!("[destinations.ship]\ndir = \"{}\"\n", stick.display()),
+    );
+    wait_for_log(&server, &format!("{shown} changed; reloaded"));
+    assert_eq!(
+        server.log().matches("changed but is not used").count(),
+        1,
+        "{}",
+        server.log()
+    );
+
+    write(&fam.root("boston"), "f", "1");
+    run(
+        &fam.root("boston"),
+        "syncreplica",
+        ["-export", "-ship", "-shipconf", arg(&conf), "ship"],
+    )
+    .ok();
+    wait_for_log(&server, "delivered everywhere, removed");
+    assert_eq!(packet_files(&stick).len(), 1, "{}", server.log());
+    assert!(!server.log().contains("no route"), "{}", server.log());
+    assert_eq!(server.terminate(), 0);
+}
