@@ -372,6 +372,9 @@ pub fn submit_files(
                 why,
             })?;
         }
+        if !destinations.is_empty() {
+            check_destination_names(shipping, file, header, &targets)?;
+        }
         shipping.check_routes(targets.iter().map(String::as_str))?;
         // A packet already in the outgoing bay without an order (an export
         // cut off before its orders were written) is queued where it is.
@@ -521,4 +524,46 @@ mod tests {
             );
         }
     }
+}
+
+/// Refuses a DESTINATION named on the command line that no route leads to
+/// and that no name the packet's header or shipping.toml knows is: a typo
+/// (exit 2, with the nearest known name), not a [destinations] entry to add.
+fn check_destination_names(
+    shipping: &Shipping,
+    file: &Path,
+    header: &packet_format::Header,
+    destinations: &[String],
+) -> Result<()> {
+    let config = &shipping.config;
+    let mut known: Vec<&str> = header.targets.iter().map(|t| t.name.as_str()).collect();
+    known.push(&header.sender.name);
+    known.extend(config.local_replicas.iter().map(String::as_str));
+    known.extend(config.destinations.keys().map(String::as_str));
+    known.extend(config.routes.values().flatten().map(String::as_str));
+    for destination in destinations {
+        if config.next_hop(destination).is_ok() || known.contains(&destination.as_str()) {
+            continue;
+        }
+        let nearest = known
+            .iter()
+            .map(|k| (strsim::damerau_levenshtein(destination, k), *k))
+            .filter(|(d, _)| *d <= 2)
+            .min();
+        let targets: Vec<&str> = header.targets.iter().map(|t| t.name.as_str()).collect();
+        let mut why = format!(
+            "not a target of {} ({}) nor a name in {}, and no route leads to it",
+            file.display(),
+            targets.join(", "),
+            config_name(&shipping.source)
+        );
+        if let Some((_, name)) = nearest {
+            why.push_str(&format!("; did you mean \"{name}\"?"));
+        }
+        return Err(Error::Member {
+            name: destination.clone(),
+            why,
+        });
+    }
+    Ok(())
 }

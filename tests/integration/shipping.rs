@@ -1760,3 +1760,36 @@ fn a_polling_server_rereads_shipping_toml_when_it_changes() {
     assert!(!server.log().contains("no route"), "{}", server.log());
     assert_eq!(server.terminate(), 0);
 }
+
+#[test]
+fn mkorder_refuses_a_misspelt_destination_naming_the_nearest() {
+    // Review 17d item 20: a typo is not a [destinations] entry to add.
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let conf = sender_conf(dir, "http://127.0.0.1:9");
+    write(&fam.root("boston"), "f", "1");
+    let out = fam.packet_dir("out");
+    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
+    let packet = packet_files(&out)[0].clone();
+    let typo = run(
+        dir,
+        "mkorder",
+        ["-shipconf", arg(&conf), "-data", arg(&packet), "-copy", "shipp"],
+    )
+    .fails_with(2);
+    assert!(
+        typo.stderr.contains("member \"shipp\": not a target of")
+            && typo.stderr.contains("did you mean \"ship\"?")
+            && !typo.stderr.contains("[destinations.shipp]"),
+        "{}",
+        typo.stderr
+    );
+    assert!(!bay(&conf, "outgoing").exists(), "nothing queued");
+    // A name shipping.toml knows is accepted.
+    run(
+        dir,
+        "mkorder",
+        ["-shipconf", arg(&conf), "-data", arg(&packet), "-copy", "ship"],
+    )
+    .ok();
+}
