@@ -207,7 +207,7 @@ pub fn manual(name: &str) -> Manual {
         },
         "mkorder" => Manual {
             synopses: &[
-                "mkorder -data PACKET… [-ship | -fship] [-copy] [-sclass CLASS] [-pexpire WHEN] [-shipconf FILE] [-quiet] [DESTINATION…]",
+                "mkorder -data PACKET [-data PACKET]… [-ship | -fship] [-copy] [-sclass CLASS] [-pexpire WHEN] [-shipconf FILE] [-quiet] [DESTINATION…]",
             ],
             files: SHIPPING_FILES,
             environment: SHIPPING_ENV,

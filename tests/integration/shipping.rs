@@ -1793,3 +1793,39 @@ fn mkorder_refuses_a_misspelt_destination_naming_the_nearest() {
     )
     .ok();
 }
+
+#[test]
+fn mkorder_refuses_a_second_packet_given_without_its_own_data() {
+    // Review 17d item 4: `-data A.zip B.zip` took B.zip for a replica.
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let conf = sender_conf(dir, "http://127.0.0.1:9");
+    write(&fam.root("boston"), "f", "1");
+    let out = fam.packet_dir("out");
+    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
+    let packet = packet_files(&out)[0].clone();
+    let second = out.join("B.zip");
+    std::fs::copy(&packet, &second).unwrap();
+    let refused = run(
+        dir,
+        "mkorder",
+        [
+            "-shipconf",
+            arg(&conf),
+            "-data",
+            arg(&packet),
+            arg(&second),
+            "-copy",
+        ],
+    )
+    .fails_with(2);
+    assert!(
+        refused.stderr.contains(&format!(
+            "DESTINATION {}: is a file, not a replica name; name each packet with its own -data",
+            second.display()
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert!(!bay(&conf, "outgoing").exists(), "nothing queued");
+}
