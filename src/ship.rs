@@ -160,6 +160,68 @@ impl Shipping {
         Ok(shipper.ship(class_name, packets, Utc::now())?)
     }
 
+    /// Takes `member` (removed from the family) out of every shipping order
+    /// in the outgoing bays on a directory: it will never accept a packet,
+    /// so its deliveries would only be retried until they expire. An order
+    /// left with no destination is removed with its packet. Bays on S3,
+    /// whose orders other servers may hold, are left as they are and
+    /// named in the answer. Returns (packet, whether it was removed) per
+    /// order changed, and the S3 bays not looked at.
+    /// Only packets of `family` are touched: another family on this host
+    /// may have a member of the same name.
+    pub fn withdraw(
+        &self,
+        family: &crate::ops::Id,
+        member: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<(String, bool)>, Vec<String>)> {
+        let mut changed = Vec::new();
+        let mut skipped = Vec::new();
+        for (class_name, class) in &self.config.classes {
+            // A bay never made holds no order (and is not made here).
+            if class.s3.is_none() && !class.outgoing_dir().is_dir() {
+                continue;
+            }
+            let outgoing = self.outgoing(class_name)?;
+            let outgoing = outgoing.as_ref();
+            if outgoing.claims_orders() {
+                skipped.push(outgoing.describe());
+                continue;
+            }
+            // As a shipping_server pass: no pass works on the bay meanwhile.
+            let _pass = outgoing.lock(shipping::bay::PASS_LOCK)?;
+            for packet in shipping::order::list_bay(outgoing)?.ordered {
+                let mut order = ShippingOrder::load(outgoing, &packet)?;
+                let Some(at) = order.destinations.iter().position(|d| d == member) else {
+                    continue;
+                };
+                let ours = outgoing.local_dir().is_some_and(|dir| {
+                    packet_format::examine_packet(&dir.join(&packet), &[])
+                        .header
+                        .is_some_and(|header| header.family.id == *family)
+                });
+                if !ours {
+                    continue;
+                }
+                order.destinations.remove(at);
+                order.attempts.remove(member);
+                order.note(
+                    now,
+                    &format!("{member} withdrawn: removed from the family (rmreplica)"),
+                );
+                let _entries = outgoing.lock(shipping::bay::ENTRIES_LOCK)?;
+                let removed = order.is_complete();
+                if removed {
+                    shipping::order::remove_with_order(outgoing, &packet)?;
+                } else {
+                    order.save(outgoing)?;
+                }
+                changed.push((packet, removed));
+            }
+        }
+        Ok((changed, skipped))
+    }
+
     /// Packets sent by `sender` lying in the outgoing bay of `class_name`,
     /// with their headers and whether each has its shipping order (an
     /// export killed between writing its parts and queueing them leaves

@@ -88,5 +88,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         printable(&replica.identity.family_name),
         removal.epoch
     );
+    withdraw_orders(&replica.identity.family_id, &removal.member.name);
     Ok(())
+}
+
+/// Takes the removed member out of the shipping orders of this host's
+/// bays (shipping.toml as `-ship` finds it), saying what changed. The
+/// removal is recorded already: a shipping configuration that cannot be
+/// read is a warning here, not a failure.
+fn withdraw_orders(family: &crate::ops::Id, member: &str) {
+    let withdrawn = crate::ship::Shipping::load(None)
+        .and_then(|shipping| shipping.withdraw(family, member, chrono::Utc::now()));
+    match withdrawn {
+        Ok((changed, skipped)) => {
+            for (packet, removed) in &changed {
+                match removed {
+                    true => outln!(
+                        "Removed queued packet {packet}: it was for \"{}\" only.",
+                        printable(member)
+                    ),
+                    false => outln!(
+                        "Withdrew \"{}\" from the shipping order of {packet}.",
+                        printable(member)
+                    ),
+                }
+            }
+            for bay in &skipped {
+                errln!(
+                    "{NAME}: warning: the orders in {bay} (S3) were not looked at: delete those for \"{}\" there (lspacket -shipconf lists them)",
+                    printable(member)
+                );
+            }
+        }
+        Err(err) => errln!(
+            "{NAME}: warning: the shipping orders for \"{}\" in this host's bays were not withdrawn: {err}",
+            printable(member)
+        ),
+    }
 }

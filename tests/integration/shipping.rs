@@ -1829,3 +1829,60 @@ fn mkorder_refuses_a_second_packet_given_without_its_own_data() {
     );
     assert!(!bay(&conf, "outgoing").exists(), "nothing queued");
 }
+
+#[test]
+fn rmreplica_withdraws_the_removed_member_from_queued_orders() {
+    // Review 17d item 11: orders for a removed member were retried until
+    // they expired.
+    let fam = family(&["boston", "ship", "tdelta"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let conf = shipping_conf(
+        dir,
+        "sender",
+        "",
+        "[destinations.ship]\nurl = \"http://127.0.0.1:9\"\n\
+         [destinations.tdelta]\nurl = \"http://127.0.0.1:9\"\n",
+    );
+    write(&fam.root("boston"), "f", "1");
+    run(
+        &fam.root("boston"),
+        "syncreplica",
+        ["-export", "-ship", "-shipconf", arg(&conf), "tdelta"],
+    )
+    .ok();
+    let out = fam.packet_dir("out");
+    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
+    let both = packet_files(&out)[0].clone();
+    run(
+        dir,
+        "mkorder",
+        ["-shipconf", arg(&conf), "-data", arg(&both), "ship", "tdelta"],
+    )
+    .ok();
+    let outgoing = bay(&conf, "outgoing");
+    assert_eq!(packet_files(&outgoing).len(), 2);
+
+    let removed = command("rmreplica", ["-force", "tdelta"])
+        .current_dir(fam.root("boston"))
+        .env("SYNCREPLICA_SHIPPING_CONF", &conf)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&removed.stdout);
+    assert!(removed.status.success(), "{removed:?}");
+    assert_eq!(stdout.matches("Removed queued packet ").count(), 1, "{stdout}");
+    let both_name = both.file_name().unwrap().to_str().unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "Withdrew \"tdelta\" from the shipping order of {both_name}."
+        )),
+        "{stdout}"
+    );
+    // Only the packet also for ship is left, its order for ship alone.
+    assert_eq!(
+        packet_files(&outgoing),
+        [outgoing.join(both_name)],
+        "{stdout}"
+    );
+    let order = std::fs::read_to_string(outgoing.join(format!("{both_name}.order"))).unwrap();
+    assert!(order.contains("destinations = [\"ship\"]"), "{order}");
+}
