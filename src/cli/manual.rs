@@ -159,7 +159,7 @@ pub fn manual(name: &str) -> Manual {
             )],
         },
         "lsreplica" => Manual {
-            synopses: &["lsreplica [-long] [-fmt json] [-replica DIR]"],
+            synopses: &["lsreplica [-long] [-fmt json] [-replica DIR] [NAME…]"],
             files: REPLICA_FILES,
             environment: &[],
             examples: &[("Members, keys, what each has confirmed", "lsreplica -long")],
