@@ -750,6 +750,59 @@ fn install_puts_commands_pages_and_completions_below_a_prefix() {
 }
 
 #[test]
+fn install_offers_an_s3_build_and_refuses_it_with_prebuilt_binaries() {
+    // Review 17d item 16: no way to install with S3 support.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("install.sh");
+    let help = std::process::Command::new(&script)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("--s3            build with storage bays on S3"),
+        "{help:?}"
+    );
+    let prefix = tempfile::tempdir().unwrap();
+    let binaries = crate::helpers::binary_path("syncreplica");
+    let out = std::process::Command::new(&script)
+        .arg("--prefix")
+        .arg(prefix.path())
+        .arg("--s3")
+        .arg("--binaries")
+        .arg(binaries.parent().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("with --binaries nothing is built"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read_dir(prefix.path()).unwrap().count(), 0);
+}
+
+#[cfg(not(feature = "s3"))]
+#[test]
+fn a_build_without_s3_says_how_to_install_one_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("shipping.toml");
+    std::fs::write(
+        &conf,
+        "[classes.default]\nstorage_bay = \"s3://bucket/hub\"\nreturn_bay = \"s3://bucket/hub/return\"\n",
+    )
+    .unwrap();
+    let out = crate::helpers::run(
+        dir.path(),
+        "shipping_server",
+        ["-shipconf", conf.to_str().unwrap(), "-poll"],
+    );
+    assert!(
+        out.stdout.contains("./install.sh --s3") || out.stderr.contains("./install.sh --s3"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+#[test]
 fn install_refuses_a_binaries_folder_without_the_commands_and_installs_nothing() {
     let prefix = tempfile::tempdir().unwrap();
     let empty = tempfile::tempdir().unwrap();
