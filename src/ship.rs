@@ -191,6 +191,8 @@ impl Shipping {
             // As a shipping_server pass: no pass works on the bay meanwhile.
             let _pass = outgoing.lock(shipping::bay::PASS_LOCK)?;
             for packet in shipping::order::list_bay(outgoing)?.ordered {
+                // A receiver adds destinations to orders under this lock.
+                let _entries = outgoing.lock(shipping::bay::ENTRIES_LOCK)?;
                 let mut order = ShippingOrder::load(outgoing, &packet)?;
                 let Some(at) = order.destinations.iter().position(|d| d == member) else {
                     continue;
@@ -209,7 +211,6 @@ impl Shipping {
                     now,
                     &format!("{member} withdrawn: removed from the family (rmreplica)"),
                 );
-                let _entries = outgoing.lock(shipping::bay::ENTRIES_LOCK)?;
                 let removed = order.is_complete();
                 if removed {
                     shipping::order::remove_with_order(outgoing, &packet)?;
