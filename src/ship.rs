@@ -19,6 +19,10 @@ pub struct Shipping {
     pub source: ConfigSource,
 }
 
+/// What [`Shipping::withdraw`] did: (packet, whether it was removed) per
+/// order changed, and the bays on S3 it left alone.
+pub type Withdrawn = (Vec<(String, bool)>, Vec<String>);
+
 impl Shipping {
     /// Loads the configuration (`-shipconf`, the environment, the user's
     /// and the system's config directories, else the built-in default).
@@ -174,7 +178,7 @@ impl Shipping {
         family: &crate::ops::Id,
         member: &str,
         now: DateTime<Utc>,
-    ) -> Result<(Vec<(String, bool)>, Vec<String>)> {
+    ) -> Result<Withdrawn> {
         let mut changed = Vec::new();
         let mut skipped = Vec::new();
         for (class_name, class) in &self.config.classes {
@@ -564,31 +568,6 @@ pub fn config_name(source: &shipping::config::ConfigSource) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expiry_accepts_days_hours_dates_and_times() {
-        let now = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let at = |t: &str| format_time(&parse_expiry(t, now).unwrap());
-        assert_eq!(at("7"), "2026-11-28T10:00:00Z");
-        assert_eq!(at("2d"), "2026-11-23T10:00:00Z");
-        assert_eq!(at("12h"), "2026-11-21T22:00:00Z");
-        assert_eq!(at("90s"), "2026-11-21T10:01:30Z");
-        assert_eq!(at("2026-12-01"), "2026-12-01T00:00:00Z");
-        assert_eq!(at("2026-11-22T08:00:00+02:00"), "2026-11-22T06:00:00Z");
-        for bad in ["0", "-1d", "soon", "2026-11-20", ""] {
-            assert!(
-                matches!(parse_expiry(bad, now), Err(Error::BadExpiry { .. })),
-                "{bad}"
-            );
-        }
-    }
-}
-
 /// Refuses a DESTINATION named on the command line that no route leads to
 /// and that no name the packet's header or shipping.toml knows is: a typo
 /// (exit 2, with the nearest known name), not a [destinations] entry to add.
@@ -629,4 +608,29 @@ fn check_destination_names(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_accepts_days_hours_dates_and_times() {
+        let now = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = |t: &str| format_time(&parse_expiry(t, now).unwrap());
+        assert_eq!(at("7"), "2026-11-28T10:00:00Z");
+        assert_eq!(at("2d"), "2026-11-23T10:00:00Z");
+        assert_eq!(at("12h"), "2026-11-21T22:00:00Z");
+        assert_eq!(at("90s"), "2026-11-21T10:01:30Z");
+        assert_eq!(at("2026-12-01"), "2026-12-01T00:00:00Z");
+        assert_eq!(at("2026-11-22T08:00:00+02:00"), "2026-11-22T06:00:00Z");
+        for bad in ["0", "-1d", "soon", "2026-11-20", ""] {
+            assert!(
+                matches!(parse_expiry(bad, now), Err(Error::BadExpiry { .. })),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -1060,7 +1060,11 @@ mod tests {
             log: &log,
         };
         let report = shipper
-            .ship("default", &[name.clone()], at("2026-11-21T10:00:30Z"))
+            .ship(
+                "default",
+                std::slice::from_ref(&name),
+                at("2026-11-21T10:00:30Z"),
+            )
             .unwrap();
         assert_eq!((report.failed, report.waiting), (1, 0), "{report:?}");
         assert!(!report.is_clean());
@@ -1085,7 +1089,9 @@ mod tests {
             config: &setup.config,
             log: &log,
         };
-        let report = shipper.ship("default", &[name.clone()], at(NOW)).unwrap();
+        let report = shipper
+            .ship("default", std::slice::from_ref(&name), at(NOW))
+            .unwrap();
         assert!(report.is_clean(), "{report:?}");
         assert_eq!(
             *lines.lock().unwrap(),

@@ -253,15 +253,13 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             )
             && exam.header.as_ref().is_some_and(|h| {
                 h.targets.iter().any(|t| Some(t.id) == me)
-                    && view
-                        .as_ref()
-                        .is_some_and(|v| {
-                            matches!(
-                                v.readiness(h),
-                                crate::sync::epochs::Readiness::Applied
-                                    | crate::sync::epochs::Readiness::Superseded { .. }
-                            )
-                        })
+                    && view.as_ref().is_some_and(|v| {
+                        matches!(
+                            v.readiness(h),
+                            crate::sync::epochs::Readiness::Applied
+                                | crate::sync::epochs::Readiness::Superseded { .. }
+                        )
+                    })
             })
     };
     let exams: Vec<packet_format::Examination> = entries

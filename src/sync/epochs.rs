@@ -119,12 +119,9 @@ impl LocalView {
                 // not needed any more (and would never come, a resend
                 // having replaced them).
                 let applied = !header.epoch_ranges.is_empty()
-                    && header
-                        .epoch_ranges
-                        .iter()
-                        .all(|(origin, range)| {
-                            range.last <= self.own_row.get(origin).copied().unwrap_or(0)
-                        });
+                    && header.epoch_ranges.iter().all(|(origin, range)| {
+                        range.last <= self.own_row.get(origin).copied().unwrap_or(0)
+                    });
                 if applied {
                     return Readiness::Superseded {
                         present: present.iter().copied().collect(),

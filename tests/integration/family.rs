@@ -1801,7 +1801,10 @@ fn lsreplica_lists_only_the_members_named() {
     let boston = fam.root("boston");
     let one = run(&boston, "lsreplica", ["ship"]).ok().stdout;
     assert!(one.contains("ship"), "{one}");
-    assert!(!one.contains("lambik") && !one.contains("boston ("), "{one}");
+    assert!(
+        !one.contains("lambik") && !one.contains("boston ("),
+        "{one}"
+    );
     let json = run(&boston, "lsreplica", ["-fmt", "json", "lambik", "ship"])
         .ok()
         .stdout;

@@ -760,7 +760,8 @@ fn install_offers_an_s3_build_and_refuses_it_with_prebuilt_binaries() {
         .output()
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&help.stdout).contains("--s3            build with storage bays on S3"),
+        String::from_utf8_lossy(&help.stdout)
+            .contains("--s3            build with storage bays on S3"),
         "{help:?}"
     );
     let prefix = tempfile::tempdir().unwrap();

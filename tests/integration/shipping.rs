@@ -1774,7 +1774,14 @@ fn mkorder_refuses_a_misspelt_destination_naming_the_nearest() {
     let typo = run(
         dir,
         "mkorder",
-        ["-shipconf", arg(&conf), "-data", arg(&packet), "-copy", "shipp"],
+        [
+            "-shipconf",
+            arg(&conf),
+            "-data",
+            arg(&packet),
+            "-copy",
+            "shipp",
+        ],
     )
     .fails_with(2);
     assert!(
@@ -1789,7 +1796,14 @@ fn mkorder_refuses_a_misspelt_destination_naming_the_nearest() {
     run(
         dir,
         "mkorder",
-        ["-shipconf", arg(&conf), "-data", arg(&packet), "-copy", "ship"],
+        [
+            "-shipconf",
+            arg(&conf),
+            "-data",
+            arg(&packet),
+            "-copy",
+            "ship",
+        ],
     )
     .ok();
 }
@@ -1856,7 +1870,14 @@ fn rmreplica_withdraws_the_removed_member_from_queued_orders() {
     run(
         dir,
         "mkorder",
-        ["-shipconf", arg(&conf), "-data", arg(&both), "ship", "tdelta"],
+        [
+            "-shipconf",
+            arg(&conf),
+            "-data",
+            arg(&both),
+            "ship",
+            "tdelta",
+        ],
     )
     .ok();
     let outgoing = bay(&conf, "outgoing");
@@ -1869,7 +1890,11 @@ fn rmreplica_withdraws_the_removed_member_from_queued_orders() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&removed.stdout);
     assert!(removed.status.success(), "{removed:?}");
-    assert_eq!(stdout.matches("Removed queued packet ").count(), 1, "{stdout}");
+    assert_eq!(
+        stdout.matches("Removed queued packet ").count(),
+        1,
+        "{stdout}"
+    );
     let both_name = both.file_name().unwrap().to_str().unwrap();
     assert!(
         stdout.contains(&format!(
