@@ -2,7 +2,7 @@
 # Installs syncreplica's commands, their man pages and their bash, zsh and
 # fish completions.
 #
-#   ./install.sh [--prefix DIR] [--binaries DIR]
+#   ./install.sh [--prefix DIR] [--s3] [--binaries DIR]
 #
 #   --prefix DIR    install below DIR (default: /usr/local):
 #                     DIR/bin                                 the ten commands
@@ -10,6 +10,8 @@
 #                     DIR/share/bash-completion/completions   bash completions
 #                     DIR/share/zsh/site-functions            zsh completions
 #                     DIR/share/fish/vendor_completions.d     fish completions
+#   --s3            build with storage bays on S3 (the cargo feature s3:
+#                   about 130 more crates); not with --binaries
 #   --binaries DIR  install the commands already built in DIR, instead of
 #                   building them with `cargo build --release --locked`
 #
@@ -18,13 +20,15 @@ set -eu
 
 prefix=/usr/local
 binaries=
+features=
 while [ $# -gt 0 ]; do
     case "$1" in
         --prefix) [ $# -ge 2 ] || { echo "install.sh: --prefix needs a directory" >&2; exit 2; }
                   prefix=$2; shift 2 ;;
         --binaries) [ $# -ge 2 ] || { echo "install.sh: --binaries needs a directory" >&2; exit 2; }
                   binaries=$2; shift 2 ;;
-        -h|--help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        --s3) features="--features s3"; shift ;;
+        -h|--help) sed -n '2,19s/^# \{0,1\}//p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $1 (see ./install.sh --help)" >&2; exit 2 ;;
     esac
 done
@@ -32,8 +36,14 @@ done
 here=$(cd "$(dirname "$0")" && pwd)
 commands="syncreplica mkreplica lsreplica lspacket lsepoch chepoch rmreplica chreplica mkorder shipping_server"
 
+if [ -n "$binaries" ] && [ -n "$features" ]; then
+    echo "install.sh: --s3 chooses how the commands are built; with --binaries nothing is built (build them with cargo build --release --features s3)" >&2
+    exit 2
+fi
 if [ -z "$binaries" ]; then
-    (cd "$here" && cargo build --release --locked --bins)
+    # $features is one word pair or empty: split on purpose.
+    # shellcheck disable=SC2086
+    (cd "$here" && cargo build --release --locked --bins $features)
     binaries=$here/target/release
 fi
 # Everything is checked before anything is copied: no half installation.

@@ -19,6 +19,10 @@ pub struct Shipping {
     pub source: ConfigSource,
 }
 
+/// What [`Shipping::withdraw`] did: (packet, whether it was removed) per
+/// order changed, and the bays on S3 it left alone.
+pub type Withdrawn = (Vec<(String, bool)>, Vec<String>);
+
 impl Shipping {
     /// Loads the configuration (`-shipconf`, the environment, the user's
     /// and the system's config directories, else the built-in default).
@@ -164,6 +168,69 @@ impl Shipping {
             log,
         };
         Ok(shipper.ship(class_name, packets, Utc::now())?)
+    }
+
+    /// Takes `member` (removed from the family) out of every shipping order
+    /// in the outgoing bays on a directory: it will never accept a packet,
+    /// so its deliveries would only be retried until they expire. An order
+    /// left with no destination is removed with its packet. Bays on S3,
+    /// whose orders other servers may hold, are left as they are and
+    /// named in the answer. Returns (packet, whether it was removed) per
+    /// order changed, and the S3 bays not looked at.
+    /// Only packets of `family` are touched: another family on this host
+    /// may have a member of the same name.
+    pub fn withdraw(
+        &self,
+        family: &crate::ops::Id,
+        member: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Withdrawn> {
+        let mut changed = Vec::new();
+        let mut skipped = Vec::new();
+        for (class_name, class) in &self.config.classes {
+            // A bay never made holds no order (and is not made here).
+            if class.s3.is_none() && !class.outgoing_dir().is_dir() {
+                continue;
+            }
+            let outgoing = self.outgoing(class_name)?;
+            let outgoing = outgoing.as_ref();
+            if outgoing.claims_orders() {
+                skipped.push(outgoing.describe());
+                continue;
+            }
+            // As a shipping_server pass: no pass works on the bay meanwhile.
+            let _pass = outgoing.lock(shipping::bay::PASS_LOCK)?;
+            for packet in shipping::order::list_bay(outgoing)?.ordered {
+                // A receiver adds destinations to orders under this lock.
+                let _entries = outgoing.lock(shipping::bay::ENTRIES_LOCK)?;
+                let mut order = ShippingOrder::load(outgoing, &packet)?;
+                let Some(at) = order.destinations.iter().position(|d| d == member) else {
+                    continue;
+                };
+                let ours = outgoing.local_dir().is_some_and(|dir| {
+                    packet_format::examine_packet(&dir.join(&packet), &[])
+                        .header
+                        .is_some_and(|header| header.family.id == *family)
+                });
+                if !ours {
+                    continue;
+                }
+                order.destinations.remove(at);
+                order.attempts.remove(member);
+                order.note(
+                    now,
+                    &format!("{member} withdrawn: removed from the family (rmreplica)"),
+                );
+                let removed = order.is_complete();
+                if removed {
+                    shipping::order::remove_with_order(outgoing, &packet)?;
+                } else {
+                    order.save(outgoing)?;
+                }
+                changed.push((packet, removed));
+            }
+        }
+        Ok((changed, skipped))
     }
 
     /// Packets sent by `sender` lying in the outgoing bay of `class_name`,
@@ -390,6 +457,9 @@ pub fn submit_files(
                 why,
             })?;
         }
+        if !destinations.is_empty() {
+            check_destination_names(shipping, file, header, &targets)?;
+        }
         shipping.check_routes(targets.iter().map(String::as_str))?;
         // A packet already in the outgoing bay without an order (an export
         // cut off before its orders were written) is queued where it is.
@@ -598,6 +668,48 @@ pub fn config_name(source: &shipping::config::ConfigSource) -> String {
         Some(_) => format!("shipping configuration {source}"),
         None => "the built-in shipping configuration (no shipping.toml found)".to_string(),
     }
+}
+
+/// Refuses a DESTINATION named on the command line that no route leads to
+/// and that no name the packet's header or shipping.toml knows is: a typo
+/// (exit 2, with the nearest known name), not a [destinations] entry to add.
+fn check_destination_names(
+    shipping: &Shipping,
+    file: &Path,
+    header: &packet_format::Header,
+    destinations: &[String],
+) -> Result<()> {
+    let config = &shipping.config;
+    let mut known: Vec<&str> = header.targets.iter().map(|t| t.name.as_str()).collect();
+    known.push(&header.sender.name);
+    known.extend(config.local_replicas.iter().map(String::as_str));
+    known.extend(config.destinations.keys().map(String::as_str));
+    known.extend(config.routes.values().flatten().map(String::as_str));
+    for destination in destinations {
+        if config.next_hop(destination).is_ok() || known.contains(&destination.as_str()) {
+            continue;
+        }
+        let nearest = known
+            .iter()
+            .map(|k| (strsim::damerau_levenshtein(destination, k), *k))
+            .filter(|(d, _)| *d <= 2)
+            .min();
+        let targets: Vec<&str> = header.targets.iter().map(|t| t.name.as_str()).collect();
+        let mut why = format!(
+            "not a target of {} ({}) nor a name in {}, and no route leads to it",
+            file.display(),
+            targets.join(", "),
+            config_name(&shipping.source)
+        );
+        if let Some((_, name)) = nearest {
+            why.push_str(&format!("; did you mean \"{name}\"?"));
+        }
+        return Err(Error::Member {
+            name: destination.clone(),
+            why,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -640,7 +640,7 @@ fn open_s3_bay(class: &crate::config::S3Class, _bay: Bay) -> Result<Box<dyn BayS
     Err(Error::S3 {
         bay: class.storage_url.clone(),
         message: "this program was built without S3 support; rebuild with the cargo feature \
-                  `s3` (cargo install --features s3)"
+                  `s3` (./install.sh --s3, or cargo install --locked --features s3 --path . in the source tree)"
             .into(),
     })
 }

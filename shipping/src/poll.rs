@@ -129,7 +129,13 @@ impl Shipper<'_> {
     }
 
     /// Works through the orders of `packets` (file names in the outgoing
-    /// bay of `class_name`) only: `-fship`.
+    /// bay of `class_name`) only: `-fship`. Every remaining destination is
+    /// attempted now, backoff or not: a shipping_server pass may have
+    /// failed the order (and set a backoff) between its queueing and this
+    /// call, and `-fship` must report its own attempt, not a silent wait.
+    /// An order another process delivered meanwhile is said so (and is no
+    /// failure); one another server holds the claim of counts as an error
+    /// (this call delivered nothing of it).
     pub fn ship(
         &self,
         class_name: &str,
@@ -142,7 +148,24 @@ impl Shipper<'_> {
         let _lock = pass_lock(outgoing)?;
         let mut report = PassReport::default();
         for packet in packets {
-            report.add(&self.process(outgoing, class, packet, now, Due::AfterBackoff));
+            // Under the pass lock (a directory bay) the order is as the
+            // last pass left it: gone means delivered everywhere.
+            if !outgoing.exists(&order_name(packet)).unwrap_or(true) {
+                self.say(&format!(
+                    "{packet}: already delivered by another process (shipping_server), its order is complete"
+                ));
+                continue;
+            }
+            let one = self.process(outgoing, class, packet, now, Due::Now);
+            if one == PassReport::default() && outgoing.exists(&order_name(packet)).unwrap_or(true)
+            {
+                // Left to the server holding its claim (said by process).
+                self.say(&format!(
+                    "{packet}: not delivered by this command: another process is delivering it"
+                ));
+                report.errors += 1;
+            }
+            report.add(&one);
         }
         Ok(report)
     }
@@ -501,6 +524,12 @@ impl Shipper<'_> {
                     .push(destination.clone()),
                 Err(err) => {
                     self.failed(&mut order, packet, destination, "routing", &err, now, None);
+                    // Not a transient failure: said as what to change.
+                    self.say(&format!(
+                        "error: shipping.toml has no way to {destination}: add [destinations.{destination}] \
+                         (url or dir), a [routes] entry or default_route; a polling server re-reads \
+                         the file at its next pass"
+                    ));
                     report.failed += 1;
                     unsaved = true;
                 }
@@ -1221,6 +1250,62 @@ mod tests {
             .unwrap()
             .iter()
             .any(|l| l.starts_with(&format!("failed {name} for nowhere"))));
+    }
+
+    #[test]
+    fn fship_attempts_an_order_a_pass_failed_meanwhile_and_reports_it() {
+        // The race of `-export -fship` with a running shipping_server: the
+        // server's pass fails the order just queued (and sets a backoff)
+        // before -fship takes the pass lock.
+        let setup = Setup::new();
+        let name = setup.queue(1, &["nowhere"]);
+        assert_eq!(setup.poll(NOW).failed, 1);
+        let lines = std::sync::Mutex::new(Vec::<String>::new());
+        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
+        let shipper = Shipper {
+            config: &setup.config,
+            log: &log,
+        };
+        let report = shipper
+            .ship(
+                "default",
+                std::slice::from_ref(&name),
+                at("2026-11-21T10:00:30Z"),
+            )
+            .unwrap();
+        assert_eq!((report.failed, report.waiting), (1, 0), "{report:?}");
+        assert!(!report.is_clean());
+        assert!(
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with(&format!("failed {name} for nowhere"))),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn fship_of_an_order_delivered_meanwhile_says_so() {
+        let setup = Setup::new();
+        let name = setup.queue(1, &["here"]);
+        assert_eq!(setup.poll(NOW).completed, 1);
+        let lines = std::sync::Mutex::new(Vec::<String>::new());
+        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
+        let shipper = Shipper {
+            config: &setup.config,
+            log: &log,
+        };
+        let report = shipper
+            .ship("default", std::slice::from_ref(&name), at(NOW))
+            .unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(
+            *lines.lock().unwrap(),
+            [format!(
+                "{name}: already delivered by another process (shipping_server), its order is complete"
+            )]
+        );
     }
 
     #[test]

@@ -271,9 +271,13 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             )
             && exam.header.as_ref().is_some_and(|h| {
                 h.targets.iter().any(|t| Some(t.id) == me)
-                    && view
-                        .as_ref()
-                        .is_some_and(|v| v.readiness(h) == crate::sync::epochs::Readiness::Applied)
+                    && view.as_ref().is_some_and(|v| {
+                        matches!(
+                            v.readiness(h),
+                            crate::sync::epochs::Readiness::Applied
+                                | crate::sync::epochs::Readiness::Superseded { .. }
+                        )
+                    })
             })
     };
     // As -import does: a packet signed with a key not known here that

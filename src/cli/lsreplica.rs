@@ -42,6 +42,11 @@ pub struct Args {
     /// parents are searched for a replica.
     #[arg(long, value_name = "DIR")]
     pub replica: Option<PathBuf>,
+
+    /// Members to list, by name or replica id (default: every member); a
+    /// name that is no member of the family is an error.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
 }
 
 use crate::replica::{self, Replica};
@@ -50,13 +55,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
     super::warn_config("lsreplica", &replica)?;
     if args.fmt == super::Format::Json {
-        let listing = crate::cli::render::lsreplica::members(&replica)?;
+        let mut listing = crate::cli::render::lsreplica::members(&replica)?;
+        crate::cli::render::lsreplica::select(
+            &mut listing,
+            &args.names,
+            &replica.identity.family_name,
+        )?;
         outln!("{}", serde_json::to_string_pretty(&listing)?);
         return Ok(());
     }
     out!(
         "{}",
-        crate::cli::render::lsreplica::render_members(&replica, args.long)?
+        crate::cli::render::lsreplica::render_members(&replica, args.long, &args.names)?
     );
     Ok(())
 }

@@ -159,7 +159,7 @@ pub fn manual(name: &str) -> Manual {
             )],
         },
         "lsreplica" => Manual {
-            synopses: &["lsreplica [-long] [-fmt json] [-replica DIR]"],
+            synopses: &["lsreplica [-long] [-fmt json] [-replica DIR] [NAME…]"],
             files: REPLICA_FILES,
             environment: &[],
             examples: &[("Members, keys, what each has confirmed", "lsreplica -long")],
@@ -207,7 +207,7 @@ pub fn manual(name: &str) -> Manual {
         },
         "mkorder" => Manual {
             synopses: &[
-                "mkorder -data PACKET… [-ship | -fship] [-copy] [-sclass CLASS] [-pexpire WHEN] [-shipconf FILE] [-quiet] [DESTINATION…]",
+                "mkorder -data PACKET [-data PACKET]… [-ship | -fship] [-copy] [-sclass CLASS] [-pexpire WHEN] [-shipconf FILE] [-quiet] [DESTINATION…]",
             ],
             files: SHIPPING_FILES,
             environment: SHIPPING_ENV,

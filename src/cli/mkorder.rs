@@ -14,10 +14,12 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "mkorder", version, after_help = super::EXIT_STATUS_HELP)]
 pub struct Args {
-    /// The packet file to submit; repeat for several. A packet in a bay
-    /// on S3 is named by its URL, s3://BUCKET/PREFIX/BAY/PACKET (BAY the
-    /// outgoing, incoming or return bay of a storage class in the shipping
-    /// configuration), as the expiry notice names a returned packet.
+    /// The packet file to submit; repeat -data for several (-data A.zip
+    /// -data B.zip): a second file after one -data is taken for a
+    /// DESTINATION, and refused. A packet in a bay on S3 is named by its
+    /// URL, s3://BUCKET/PREFIX/BAY/PACKET (BAY the outgoing, incoming or
+    /// return bay of a storage class in the shipping configuration), as
+    /// the expiry notice names a returned packet.
     #[arg(long, value_name = "PACKET", required = true)]
     pub data: Vec<PathBuf>,
 
@@ -57,6 +59,7 @@ use crate::ship::{self, Shipping};
 
 /// Runs the command.
 pub fn run_ref(args: &Args) -> anyhow::Result<()> {
+    check_destinations(&args.destinations)?;
     let shipping = Shipping::load(args.bays.shipconf.as_deref())?;
     let class = shipping.class_name(args.sclass.as_deref())?;
     let now = chrono::Utc::now();
@@ -123,6 +126,24 @@ fn check_data(data: &[std::path::PathBuf]) -> Result<(), crate::error::Error> {
                 option: "-data",
                 path: path.clone(),
                 why: "is named twice; name each packet file once",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A DESTINATION that is a file or a path (`mkorder -data A.zip B.zip`,
+/// where B.zip was meant as a second packet) is a usage mistake (exit 2):
+/// replica names hold no `/` and rarely end in `.zip`.
+fn check_destinations(destinations: &[String]) -> Result<(), crate::error::Error> {
+    for destination in destinations {
+        let path = std::path::Path::new(destination);
+        if destination.contains('/') || destination.ends_with(".zip") || path.is_file() {
+            return Err(crate::error::Error::BadArgument {
+                option: "DESTINATION",
+                path: path.to_path_buf(),
+                why: "is a file, not a replica name; name each packet with its own -data \
+                      (mkorder -data A.zip -data B.zip)",
             });
         }
     }

@@ -21,11 +21,13 @@ use clap::Parser;
 /// written to the member before its removal were encrypted to its key,
 /// which its site still holds: whoever has both a stick and that key reads
 /// them. So, once every sibling has the removal (lsreplica -long there):
-/// in every storage bay and return bay (shipping.toml's storage_bay and
-/// return_bay, and shipping_server's bays) delete the packets and
+/// rmreplica itself takes the member out of the shipping orders in this
+/// host's outgoing bays on a directory (shipping.toml as -ship finds it;
+/// a packet queued for it alone is deleted); in the other bays (return
+/// bays, bays on S3, other hosts' and hubs' bays) delete the packets and
 /// shipping orders addressed to the member (lspacket lists each packet's
-/// targets; they will never be delivered) and those it sent (they are
-/// refused); remove its [destinations] table and any [routes] through it
+/// targets; they will never be delivered) and, everywhere, those it sent
+/// (they are refused); remove its [destinations] table and any [routes] through it
 /// from shipping.toml; collect the USB sticks and other media that
 /// carried packets to or from it and wipe them; destroy its creation
 /// packet's passphrase file or key file (mkreplica -export -keyout) if any
@@ -88,5 +90,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         printable(&replica.identity.family_name),
         removal.epoch
     );
+    withdraw_orders(&replica.identity.family_id, &removal.member.name);
     Ok(())
+}
+
+/// Takes the removed member out of the shipping orders of this host's
+/// bays (shipping.toml as `-ship` finds it), saying what changed. The
+/// removal is recorded already: a shipping configuration that cannot be
+/// read is a warning here, not a failure.
+fn withdraw_orders(family: &crate::ops::Id, member: &str) {
+    let withdrawn = crate::ship::Shipping::load(None)
+        .and_then(|shipping| shipping.withdraw(family, member, chrono::Utc::now()));
+    match withdrawn {
+        Ok((changed, skipped)) => {
+            for (packet, removed) in &changed {
+                match removed {
+                    true => outln!(
+                        "Removed queued packet {packet}: it was for \"{}\" only.",
+                        printable(member)
+                    ),
+                    false => outln!(
+                        "Withdrew \"{}\" from the shipping order of {packet}.",
+                        printable(member)
+                    ),
+                }
+            }
+            for bay in &skipped {
+                errln!(
+                    "{NAME}: warning: the orders in {bay} (S3) were not looked at: delete those for \"{}\" there (lspacket -shipconf lists them)",
+                    printable(member)
+                );
+            }
+        }
+        Err(err) => errln!(
+            "{NAME}: warning: the shipping orders for \"{}\" in this host's bays were not withdrawn: {err}",
+            printable(member)
+        ),
+    }
 }

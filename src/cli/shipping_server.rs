@@ -13,7 +13,7 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use shipping::order::format_time;
 use shipping::poll::{PassReport, Shipper};
-use shipping::server::{run_until_stopped, Listening};
+use shipping::server::{run_until_stopped, ConfigWatch, Listening};
 use shipping::{ShippingConfig, DEFAULT_STORAGE_CLASS};
 
 use crate::ship_trust::ReplicaMembers;
@@ -263,6 +263,18 @@ fn execute(args: &Args) -> anyhow::Result<PassReport> {
     let poll_every = args
         .poll
         .then(|| Duration::from_secs(args.interval.unwrap_or(60)));
+    // Destinations and routes are added while the server runs: each pass
+    // re-reads the file when it changed.
+    let watch = poll_every.and(source.path()).map(|path| {
+        ConfigWatch::new(
+            path,
+            shipping::config::Lookup::from_environment(None)
+                .data_dir
+                .as_deref(),
+            &classes,
+            args.sclass.is_none(),
+        )
+    });
     run_until_stopped(
         &shipper,
         &classes,
@@ -270,6 +282,7 @@ fn execute(args: &Args) -> anyhow::Result<PassReport> {
         poll_every,
         &ReplicaMembers,
         &stop,
+        watch,
     )?;
     log_line("stopped");
     Ok(PassReport::default())

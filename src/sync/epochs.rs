@@ -114,6 +114,20 @@ impl LocalView {
     pub fn readiness(&self, header: &Header) -> Readiness {
         if let Some(present) = self.parts.get(&header.packet_id) {
             if present.len() < header.parts as usize {
+                // Every part carries the logical packet's ranges: when a
+                // later packet brought all of them, the parts missing are
+                // not needed any more (and would never come, a resend
+                // having replaced them).
+                let applied = !header.epoch_ranges.is_empty()
+                    && header.epoch_ranges.iter().all(|(origin, range)| {
+                        range.last <= self.own_row.get(origin).copied().unwrap_or(0)
+                    });
+                if applied {
+                    return Readiness::Superseded {
+                        present: present.iter().copied().collect(),
+                        total: header.parts,
+                    };
+                }
                 return Readiness::MissingParts {
                     present: present.iter().copied().collect(),
                     total: header.parts,
@@ -157,6 +171,13 @@ pub enum Readiness {
         present: Vec<u32>,
         total: u32,
     },
+    /// Some parts are missing (`present` are, of `total`), but everything
+    /// the logical packet carries is applied here already (a later packet
+    /// brought it): nothing waits for the rest.
+    Superseded {
+        present: Vec<u32>,
+        total: u32,
+    },
     /// Changes `first..=last` from `origin` must arrive first.
     Waits {
         origin: String,
@@ -173,6 +194,14 @@ impl std::fmt::Display for Readiness {
             Readiness::Applied => write!(f, "already applied"),
             Readiness::MissingParts { present, total } => {
                 write!(f, "{}", missing_parts_note(present, *total))
+            }
+            Readiness::Superseded { present, total } => {
+                let missing: Vec<u32> = (1..=*total).filter(|p| !present.contains(p)).collect();
+                write!(
+                    f,
+                    "superseded: everything it carries is applied already ({} of {total} not needed)",
+                    numbered("part", "parts", &missing)
+                )
             }
             Readiness::Waits {
                 origin,

@@ -302,6 +302,21 @@ fn import_files(
                 .filter_map(|e| e.header.as_ref().map(|h| h.part))
                 .collect();
             present.sort_unstable();
+            let mut view = LocalView::of(replica)?;
+            view.parts
+                .insert(header.packet_id, present.iter().copied().collect());
+            let readiness = view.readiness(&header);
+            if matches!(readiness, Readiness::Superseded { .. }) {
+                // A later packet (a resend) brought what it carries: its
+                // parts are cleared away like an applied packet's.
+                outcomes.push(PacketOutcome::Note {
+                    note: format!("{}: {readiness}", first_file_name(&files)),
+                });
+                let removal = remove_if(request.remove, &files);
+                outcomes.push(PacketOutcome::AlreadyApplied { files });
+                outcomes.extend(removal);
+                continue;
+            }
             outcomes.push(PacketOutcome::Waiting {
                 files,
                 sender: header.sender.name.clone(),
@@ -401,7 +416,9 @@ fn import_files(
                 Readiness::Ready => ready.push((header.created, id)),
                 // Candidates have every part (checked above); a view
                 // without part counts never says MissingParts.
-                Readiness::Waits { .. } | Readiness::MissingParts { .. } => {}
+                Readiness::Waits { .. }
+                | Readiness::MissingParts { .. }
+                | Readiness::Superseded { .. } => {}
             }
         }
         ready.sort();

@@ -1793,3 +1793,33 @@ fn a_member_reading_an_older_format_gets_every_chunk_as_a_record_of_its_own() {
         assert_eq!(read(&beta, &name), text);
     }
 }
+
+#[test]
+fn lsreplica_lists_only_the_members_named() {
+    // Review 17d item 8: `lsreplica shipp` was an "unexpected argument".
+    let fam = family(&["boston", "lambik", "ship"], &[("a.txt", "one")]);
+    let boston = fam.root("boston");
+    let one = run(&boston, "lsreplica", ["ship"]).ok().stdout;
+    assert!(one.contains("ship"), "{one}");
+    assert!(
+        !one.contains("lambik") && !one.contains("boston ("),
+        "{one}"
+    );
+    let json = run(&boston, "lsreplica", ["-fmt", "json", "lambik", "ship"])
+        .ok()
+        .stdout;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let names: Vec<&str> = json["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["lambik", "ship"]);
+    let typo = run(&boston, "lsreplica", ["shipp"]).fails_with(2);
+    assert!(
+        typo.stderr.contains("unknown replica \"shipp\""),
+        "{}",
+        typo.stderr
+    );
+}

@@ -437,8 +437,10 @@ fn markdown_to_man(markdown: &str, name: &str, section: u8, title: &str) -> Vec<
                     .collect()
             };
             let header = cells(&rows[0]);
+            // Not adjusted (.na): a narrow column at 80 characters cannot
+            // be justified, and groff warns "cannot adjust line".
             out += &format!(
-                ".TS\nallbox tab(\t);\n{}.\n",
+                ".na\n.TS\nallbox tab(\t);\n{}.\n",
                 vec!["lx"; header.len()].join(" ")
             );
             for (i, row) in rows.iter().enumerate() {
@@ -451,7 +453,7 @@ fn markdown_to_man(markdown: &str, name: &str, section: u8, title: &str) -> Vec<
                     .collect();
                 out += &format!("{}\n", row.join("\t"));
             }
-            out += ".TE\n";
+            out += ".TE\n.ad\n";
         } else if let Some(item) = trimmed.strip_prefix("- ") {
             flush(&mut paragraph, &mut out);
             let mut text = item.to_string();
@@ -747,6 +749,60 @@ fn install_puts_commands_pages_and_completions_below_a_prefix() {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&offered.stdout).trim(), "-export");
     }
+}
+
+#[test]
+fn install_offers_an_s3_build_and_refuses_it_with_prebuilt_binaries() {
+    // Review 17d item 16: no way to install with S3 support.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("install.sh");
+    let help = std::process::Command::new(&script)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&help.stdout)
+            .contains("--s3            build with storage bays on S3"),
+        "{help:?}"
+    );
+    let prefix = tempfile::tempdir().unwrap();
+    let binaries = crate::helpers::binary_path("syncreplica");
+    let out = std::process::Command::new(&script)
+        .arg("--prefix")
+        .arg(prefix.path())
+        .arg("--s3")
+        .arg("--binaries")
+        .arg(binaries.parent().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("with --binaries nothing is built"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read_dir(prefix.path()).unwrap().count(), 0);
+}
+
+#[cfg(not(feature = "s3"))]
+#[test]
+fn a_build_without_s3_says_how_to_install_one_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("shipping.toml");
+    std::fs::write(
+        &conf,
+        "[classes.default]\nstorage_bay = \"s3://bucket/hub\"\nreturn_bay = \"s3://bucket/hub/return\"\n",
+    )
+    .unwrap();
+    let out = crate::helpers::run(
+        dir.path(),
+        "shipping_server",
+        ["-shipconf", conf.to_str().unwrap(), "-poll"],
+    );
+    assert!(
+        out.stdout.contains("./install.sh --s3") || out.stderr.contains("./install.sh --s3"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
 }
 
 #[test]
@@ -1056,6 +1112,17 @@ fn every_page_passes_mandoc_and_groff_lint() {
             assert!(
                 lint.status.success() && lint.stderr.is_empty(),
                 "groff -ww {}: {lint:?}",
+                page.display()
+            );
+            // As man(1) shows it on an 80-column terminal (line length 78n).
+            let narrow = std::process::Command::new("groff")
+                .args(["-ww", "-z", "-t", "-man", "-Tutf8", "-rLL=78n"])
+                .arg(&page)
+                .output()
+                .unwrap();
+            assert!(
+                narrow.status.success() && narrow.stderr.is_empty(),
+                "groff -ww -rLL=78n {}: {narrow:?}",
                 page.display()
             );
         }

@@ -1746,3 +1746,210 @@ fn lspacket_skips_a_packet_delivered_between_the_listing_and_its_read() {
     );
     assert_eq!(listed.stderr, "");
 }
+
+/// Waits until `server`'s log holds `text` (30 s at most).
+fn wait_for_log(server: &Server, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.log().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "no {text:?} in the log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_polling_server_rereads_shipping_toml_when_it_changes() {
+    // Review 17d item 2: a destination added to shipping.toml while
+    // shipping_server -poll runs is used at its next pass.
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let conf = shipping_conf(dir, "sender", "", "");
+    let server = Server::start(&conf, "127.0.0.1:0", &["-poll", "-interval", "1"]);
+
+    // A broken file is not used; its error is logged once.
+    std::fs::write(&conf, "bogus = 1\n").unwrap();
+    let shown = conf.display().to_string();
+    wait_for_log(&server, &format!("error: {shown} changed but is not used"));
+
+    let stick = dir.join("stick");
+    std::fs::create_dir(&stick).unwrap();
+    shipping_conf(
+        dir,
+        "sender",
+        "",
+        &format!("[destinations.ship]\ndir = \"{}\"\n", stick.display()),
+    );
+    wait_for_log(&server, &format!("{shown} changed; reloaded"));
+    assert_eq!(
+        server.log().matches("changed but is not used").count(),
+        1,
+        "{}",
+        server.log()
+    );
+
+    write(&fam.root("boston"), "f", "1");
+    run(
+        &fam.root("boston"),
+        "syncreplica",
+        ["-export", "-ship", "-shipconf", arg(&conf), "ship"],
+    )
+    .ok();
+    wait_for_log(&server, "delivered everywhere, removed");
+    assert_eq!(packet_files(&stick).len(), 1, "{}", server.log());
+    assert!(!server.log().contains("no route"), "{}", server.log());
+    assert_eq!(server.terminate(), 0);
+}
+
+#[test]
+fn mkorder_refuses_a_misspelt_destination_naming_the_nearest() {
+    // Review 17d item 20: a typo is not a [destinations] entry to add.
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let conf = sender_conf(dir, "http://127.0.0.1:9");
+    write(&fam.root("boston"), "f", "1");
+    let out = fam.packet_dir("out");
+    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
+    let packet = packet_files(&out)[0].clone();
+    let typo = run(
+        dir,
+        "mkorder",
+        [
+            "-shipconf",
+            arg(&conf),
+            "-data",
+            arg(&packet),
+            "-copy",
+            "shipp",
+        ],
+    )
+    .fails_with(2);
+    assert!(
+        typo.stderr.contains("member \"shipp\": not a target of")
+            && typo.stderr.contains("did you mean \"ship\"?")
+            && !typo.stderr.contains("[destinations.shipp]"),
+        "{}",
+        typo.stderr
+    );
+    assert!(!bay(&conf, "outgoing").exists(), "nothing queued");
+    // A name shipping.toml knows is accepted.
+    run(
+        dir,
+        "mkorder",
+        [
+            "-shipconf",
+            arg(&conf),
+            "-data",
+            arg(&packet),
+            "-copy",
+            "ship",
+        ],
+    )
+    .ok();
+}
+
+#[test]
+fn mkorder_refuses_a_second_packet_given_without_its_own_data() {
+    // Review 17d item 4: `-data A.zip B.zip` took B.zip for a replica.
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let conf = sender_conf(dir, "http://127.0.0.1:9");
+    write(&fam.root("boston"), "f", "1");
+    let out = fam.packet_dir("out");
+    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
+    let packet = packet_files(&out)[0].clone();
+    let second = out.join("B.zip");
+    std::fs::copy(&packet, &second).unwrap();
+    let refused = run(
+        dir,
+        "mkorder",
+        [
+            "-shipconf",
+            arg(&conf),
+            "-data",
+            arg(&packet),
+            arg(&second),
+            "-copy",
+        ],
+    )
+    .fails_with(2);
+    assert!(
+        refused.stderr.contains(&format!(
+            "DESTINATION {}: is a file, not a replica name; name each packet with its own -data",
+            second.display()
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert!(!bay(&conf, "outgoing").exists(), "nothing queued");
+}
+
+#[test]
+fn rmreplica_withdraws_the_removed_member_from_queued_orders() {
+    // Review 17d item 11: orders for a removed member were retried until
+    // they expired.
+    let fam = family(&["boston", "ship", "tdelta"], &[("f", "0")]);
+    let dir = fam.dir.path();
+    let conf = shipping_conf(
+        dir,
+        "sender",
+        "",
+        "[destinations.ship]\nurl = \"http://127.0.0.1:9\"\n\
+         [destinations.tdelta]\nurl = \"http://127.0.0.1:9\"\n",
+    );
+    write(&fam.root("boston"), "f", "1");
+    run(
+        &fam.root("boston"),
+        "syncreplica",
+        ["-export", "-ship", "-shipconf", arg(&conf), "tdelta"],
+    )
+    .ok();
+    let out = fam.packet_dir("out");
+    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
+    let both = packet_files(&out)[0].clone();
+    run(
+        dir,
+        "mkorder",
+        [
+            "-shipconf",
+            arg(&conf),
+            "-data",
+            arg(&both),
+            "ship",
+            "tdelta",
+        ],
+    )
+    .ok();
+    let outgoing = bay(&conf, "outgoing");
+    assert_eq!(packet_files(&outgoing).len(), 2);
+
+    let removed = command("rmreplica", ["-force", "tdelta"])
+        .current_dir(fam.root("boston"))
+        .env("SYNCREPLICA_SHIPPING_CONF", &conf)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&removed.stdout);
+    assert!(removed.status.success(), "{removed:?}");
+    assert_eq!(
+        stdout.matches("Removed queued packet ").count(),
+        1,
+        "{stdout}"
+    );
+    let both_name = both.file_name().unwrap().to_str().unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "Withdrew \"tdelta\" from the shipping order of {both_name}."
+        )),
+        "{stdout}"
+    );
+    // Only the packet also for ship is left, its order for ship alone.
+    assert_eq!(
+        packet_files(&outgoing),
+        [outgoing.join(both_name)],
+        "{stdout}"
+    );
+    let order = std::fs::read_to_string(outgoing.join(format!("{both_name}.order"))).unwrap();
+    assert!(order.contains("destinations = [\"ship\"]"), "{order}");
+}

@@ -253,6 +253,52 @@ fn a_file_bigger_than_maxsize_spans_the_parts_of_one_packet() {
 }
 
 #[test]
+fn a_split_packet_a_resend_made_unnecessary_is_superseded_and_removed() {
+    // Review 17d item 6: parts of a packet whose missing part never comes
+    // (a resend carried everything instead) waited forever.
+    let fam = family(&["alpha", "beta"], &[("small", "s")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let mut big = Vec::with_capacity(300_000);
+    let mut state = 11u64;
+    for _ in 0..300_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        big.push(state as u8);
+    }
+    std::fs::write(a.join("big.bin"), &big).unwrap();
+    let out = fam.packet_dir("parts");
+    export_to(&a, &out, &["beta"], &["-maxsize", "128k"]).ok();
+    let parts = packet_files(&out);
+    assert!(parts.len() >= 3, "{parts:?}");
+    std::fs::remove_file(&parts[1]).unwrap();
+    let resend = fam.packet_dir("resend");
+    export_to(&a, &resend, &["beta"], &["-resend"]).ok();
+    import_from(&b, &[&resend]).ok();
+    assert_eq!(std::fs::read(b.join("big.bin")).unwrap(), big);
+
+    let says = format!(
+        "superseded: everything it carries is applied already (part 2 of {} not needed)",
+        parts.len()
+    );
+    let listing = run(&b, "lspacket", [out.as_os_str()]).ok().stdout;
+    assert!(listing.contains(&says), "{listing}");
+    assert!(!listing.contains("waits for part"), "{listing}");
+    let removed = run(
+        &b,
+        "syncreplica",
+        [
+            std::ffi::OsStr::new("-import"),
+            "-remove".as_ref(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(removed.stdout.contains(&says), "{}", removed.stdout);
+    assert_eq!(packet_files(&out), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
 fn a_tampered_packet_is_refused_and_nothing_changes() {
     let fam = family(&["alpha", "beta"], &[("f", "0")]);
     let (a, b) = (fam.root("alpha"), fam.root("beta"));

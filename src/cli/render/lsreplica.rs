@@ -331,10 +331,11 @@ pub fn members(replica: &Replica) -> Result<MemberList> {
 
 /// Renders the member listing. `long` adds the packet log, what each
 /// sibling has not confirmed, and the epoch rows.
-pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
+pub fn render_members(replica: &Replica, long: bool, only: &[String]) -> Result<String> {
     let me = replica.identity.replica_id;
     let state = replica.state();
-    let listing = members(replica)?;
+    let mut listing = members(replica)?;
+    select(&mut listing, only, &replica.identity.family_name)?;
     let mut out = String::new();
     let count = listing.members.len();
     let _ = writeln!(
@@ -562,4 +563,29 @@ pub fn render_members(replica: &Replica, long: bool) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+/// Keeps the members `only` names (by name or replica id), in the
+/// family's order; all of them when `only` is empty. A name that is no
+/// member is [`crate::Error::UnknownReplica`] (exit 2).
+pub fn select(listing: &mut MemberList, only: &[String], family: &str) -> Result<()> {
+    if only.is_empty() {
+        return Ok(());
+    }
+    for name in only {
+        if !listing
+            .members
+            .iter()
+            .any(|m| m.name == *name || m.replica_id == *name)
+        {
+            return Err(crate::Error::UnknownReplica {
+                name: name.clone(),
+                family: family.to_string(),
+            });
+        }
+    }
+    listing
+        .members
+        .retain(|m| only.iter().any(|n| *n == m.name || *n == m.replica_id));
+    Ok(())
 }
