@@ -904,7 +904,9 @@ pub(crate) fn check_packets_outside_tree(
         return Ok(());
     };
     let rel = rel.as_os_str().as_bytes().to_vec();
-    let is_dir = !path.is_file();
+    // A folder, or a name that is not there yet (only -out folders get
+    // this far without being there: missing packets are refused before).
+    let is_dir = path.is_dir() || (!path.exists() && role != "packet");
     let probe = match (is_dir, rel.is_empty()) {
         (false, _) => rel.clone(),
         (true, true) => b"sync_probe.zip".to_vec(),

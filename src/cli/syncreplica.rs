@@ -975,6 +975,13 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     };
     if !args.receive {
         for source in &sources {
+            // A name that names nothing is the first thing to say (exit 2),
+            // wherever it was typed; inside a replica too.
+            if let Err(cause) = std::fs::metadata(source) {
+                if cause.kind() == std::io::ErrorKind::NotFound {
+                    return Err(crate::error::Error::no_such_file(source, None).into());
+                }
+            }
             let role = match source.is_dir() {
                 true => "packet folder",
                 false => "packet",

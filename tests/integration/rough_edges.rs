@@ -999,3 +999,31 @@ fn a_file_named_with_replica_is_said_as_such_everywhere() {
         "nothing made"
     );
 }
+
+/// Inside a replica, `-import nosuch.zip` or an unmatched `nosuch_*.zip`
+/// (review 17d item 1) is "no such file"/"matches no file", exit 2, as
+/// outside one; not "is inside replica" with an exclude hint. A packet
+/// named inside the tree gets a hint line that matches the file (no
+/// trailing `/`, which makes a pattern match folders only).
+#[test]
+fn a_missing_packet_named_inside_a_replica_is_said_as_such() {
+    let fam = family(&["ship", "boston"], &[("a.txt", "one")]);
+    let ship = fam.root("ship");
+    for (name, said) in [
+        ("nosuch.zip", "nosuch.zip: no such file or directory"),
+        ("nosuch_*.zip", "nosuch_*.zip: matches no file"),
+    ] {
+        let refused = run(&ship, "syncreplica", ["-import", name]);
+        assert_eq!(refused.code, 2, "{}", refused.stderr);
+        assert!(refused.stderr.contains(said), "{}", refused.stderr);
+        assert!(!refused.stderr.contains("inside replica"), "{}", refused.stderr);
+    }
+    write(&ship, "sync_x.zip", "not really");
+    let refused = run(&ship, "syncreplica", ["-import", "sync_x.zip"]);
+    assert!(
+        refused.stderr.contains("add the line `/sync_x.zip`"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stderr.contains("`/sync_x.zip/`"), "{}", refused.stderr);
+}
