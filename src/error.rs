@@ -289,6 +289,12 @@ pub enum Error {
     #[error("{what} needs a passphrase: no -passphrase-file was given, and standard input is not a terminal to ask it on; nothing was done")]
     NoTerminal { what: String },
 
+    /// A command that asks for confirmation (`what`: what it would do,
+    /// e.g. "removing member \"x\"") run without -force where standard
+    /// input is not a terminal to ask on: refused before anything is done.
+    #[error("{what} asks for confirmation, and standard input is not a terminal to ask it on; nothing was done")]
+    NeedsConfirmation { what: String },
+
     /// The passphrase given (`from`: "-passphrase-file FILE" or "typed on
     /// the terminal") cannot be used: `why` says why.
     #[error("passphrase {from}: {why}; nothing was done")]
@@ -649,6 +655,15 @@ impl Error {
         Error::OutDirectory {
             path: path.to_path_buf(),
             what,
+        }
+    }
+
+    /// The `-out DIR` named is a file: a usage mistake (exit 2).
+    pub fn out_is_a_file(path: &std::path::Path) -> Error {
+        Error::BadArgument {
+            option: "-out",
+            path: path.to_path_buf(),
+            why: "is a file, not a directory",
         }
     }
 

@@ -23,6 +23,10 @@ impl Shipping {
     /// Loads the configuration (`-shipconf`, the environment, the user's
     /// and the system's config directories, else the built-in default).
     pub fn load(explicit: Option<&Path>) -> Result<Shipping> {
+        // A -shipconf that names nothing is a usage mistake (exit 2).
+        if let Some(path) = explicit.filter(|p| !p.exists()) {
+            return Err(crate::Error::no_such_file(path, Some("-shipconf")));
+        }
         let (config, source) = ShippingConfig::load(explicit)?;
         Ok(Shipping { config, source })
     }

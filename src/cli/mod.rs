@@ -89,7 +89,9 @@ Exit status:
   0  success
   1  the command failed; the message names the file or value and nothing was half-changed
   2  the command line was wrong: an option, a combination, or a value that names nothing
-     there is (a member, a file to read, a replica) or may not be named there
+     there is (a member, a file to read, a replica) or may not be named there (packets or
+     an -out folder inside the replica, a replica inside another); or a question with no
+     terminal to ask it on (no -force, -passphrase-file or -key)
   3  another process holds the replica's lock
   130, 143  an export was interrupted by SIGINT (Ctrl-C) or SIGTERM: the packet being written
      was removed and is not recorded as sent; targets reported as exported before it stay
@@ -374,6 +376,18 @@ pub fn epochs(first: u64, last: u64) -> String {
 
 /// Asks a yes/no question on the terminal; anything but "y"/"yes" is no,
 /// and so is end of input (a script without -force never changes anything).
+/// Refuses, before anything is shown or done, a question nobody could
+/// answer: standard input is not a terminal (a script, `</dev/null`).
+/// `what`: what the command would do, for the message. Errors:
+/// [`Error::NeedsConfirmation`](crate::error::Error::NeedsConfirmation) (exit 2).
+pub fn require_terminal_to_confirm(what: String) -> crate::error::Result<()> {
+    use std::io::IsTerminal;
+    match std::io::stdin().is_terminal() {
+        true => Ok(()),
+        false => Err(crate::error::Error::NeedsConfirmation { what }),
+    }
+}
+
 pub fn confirm(question: &str) -> std::io::Result<bool> {
     let mut stdout = std::io::stdout();
     write!(stdout, "{question} [no] ")?;
@@ -934,8 +948,11 @@ pub(crate) fn prepare_out(
     let dirs: Vec<&std::path::Path> = work.into_iter().chain([out]).collect();
     for dir in &dirs {
         if dir.exists() && !dir.is_dir() {
-            return Err(Error::NotADirectory {
-                path: dir.to_path_buf(),
+            return Err(match *dir == out {
+                true => Error::out_is_a_file(out),
+                false => Error::NotADirectory {
+                    path: dir.to_path_buf(),
+                },
             });
         }
     }

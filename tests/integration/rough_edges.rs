@@ -362,7 +362,7 @@ fn making_a_replica_at_a_replica_s_own_root_says_so() {
             creation.as_os_str(),
         ],
     )
-    .fails_with(1);
+    .fails_with(2);
     assert!(
         inside
             .stderr
@@ -662,7 +662,7 @@ fn an_out_folder_inside_the_replica_is_refused_unless_excluded() {
         "syncreplica",
         ["-export", "-out", "outbox", "boston"],
     );
-    assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
+    assert_eq!(refused.code, 2, "{}\n{}", refused.stdout, refused.stderr);
     assert!(
         refused
             .stderr
@@ -684,7 +684,7 @@ fn an_out_folder_inside_the_replica_is_refused_unless_excluded() {
     assert!(!status.stdout.contains("outbox"), "{}", status.stdout);
     // The same at the root (-out .): the hint names the packets' pattern.
     let refused = run(&ship, "syncreplica", ["-export", "-out", ".", "boston"]);
-    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(
         refused.stderr.contains("`/sync_*.zip`"),
         "{}",
@@ -713,7 +713,7 @@ fn importing_packets_from_inside_the_replica_is_refused_unless_excluded() {
     std::fs::copy(&packet, ship.join(&name)).unwrap();
     let before = everything_under(&ship);
     let refused = run(&ship, "syncreplica", ["-import", "-remove", "."]);
-    assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
+    assert_eq!(refused.code, 2, "{}\n{}", refused.stdout, refused.stderr);
     assert!(
         refused.stderr.contains("packet folder . is inside replica")
             && refused.stderr.contains("`/sync_*.zip`"),
@@ -727,7 +727,7 @@ fn importing_packets_from_inside_the_replica_is_refused_unless_excluded() {
         "syncreplica",
         [OsStr::new("-import"), name.as_os_str()],
     );
-    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(!ship.join("b.txt").exists());
     // Kept local: imported, removed, and no replicated add or delete.
     write(&ship, ".syncreplicaignore", "/sync_*.zip\n");
@@ -1026,4 +1026,107 @@ fn a_missing_packet_named_inside_a_replica_is_said_as_such() {
         refused.stderr
     );
     assert!(!refused.stderr.contains("`/sync_x.zip/`"), "{}", refused.stderr);
+}
+
+/// The README's exit rule (review 17d items 5 and 10): a value not
+/// allowed where it is named exits 2, and so does a question with no
+/// terminal to ask it on: `-out` a file (the message names -out, with a
+/// hint), a `-shipconf` that is not there, chepoch and rmreplica without
+/// -force from a script (refused before anything is shown or done, with
+/// the hint -force); a creation packet whose NEWNAME.key is not beside it.
+/// A `-keyout` file in the -out folder that is still to be made is fine.
+#[test]
+fn values_not_allowed_there_and_questions_without_a_terminal_exit_2() {
+    let fam = family(&["ship", "boston"], &[("a.txt", "one")]);
+    let (ship, dir) = (fam.root("ship"), fam.dir.path().to_path_buf());
+    write(&ship, "a.txt", "two");
+    std::fs::write(dir.join("pass.txt"), "x").unwrap();
+    let before = everything_under(&ship);
+    let refused = run(
+        &ship,
+        "syncreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            dir.join("pass.txt").as_os_str(),
+            "boston".as_ref(),
+        ],
+    )
+    .fails_with(2);
+    assert!(
+        refused.stderr.contains("-out ") && refused.stderr.contains("is a file, not a directory"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("hint: name with -out a directory"), "{}", refused.stderr);
+    let refused = run(
+        &ship,
+        "syncreplica",
+        [
+            OsStr::new("-import"),
+            "-receive".as_ref(),
+            "-shipconf".as_ref(),
+            dir.join("nonexist.toml").as_os_str(),
+        ],
+    )
+    .fails_with(2);
+    assert!(
+        refused.stderr.contains("-shipconf ") && refused.stderr.contains("no such file"),
+        "{}",
+        refused.stderr
+    );
+    for (command, args, what) in [
+        ("chepoch", vec!["boston", "ship=0"], "changing row \"boston\""),
+        ("rmreplica", vec!["boston"], "removing member \"boston\""),
+    ] {
+        let refused = run_in(&ship, command, &args, "yes\n").fails_with(2);
+        assert!(
+            refused.stderr.contains(&format!(
+                "{what} asks for confirmation, and standard input is not a terminal"
+            )) && refused.stderr.contains("add -force"),
+            "{}",
+            refused.stderr
+        );
+        assert!(refused.stdout.is_empty(), "asked nothing: {}", refused.stdout);
+    }
+    assert_eq!(everything_under(&ship), before);
+    // -keyout in the -out folder to be made; the key then moved away:
+    // the import without -key has no NEWNAME.key beside the packet.
+    let stick = dir.join("stick");
+    let made = run(
+        &ship,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            stick.as_os_str(),
+            "-keyout".as_ref(),
+            stick.join("kship3.key").as_os_str(),
+            "kship3".as_ref(),
+        ],
+    )
+    .ok();
+    assert!(stick.join("kship3.key").is_file(), "{}", made.stdout);
+    std::fs::rename(stick.join("kship3.key"), dir.join("elsewhere.key")).unwrap();
+    let packet = std::fs::read_dir(&stick)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension() == Some(OsStr::new("zip")))
+        .unwrap();
+    let refused = run(
+        &dir,
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            dir.join("k3").as_os_str(),
+            packet.as_os_str(),
+        ],
+    )
+    .fails_with(2);
+    assert!(
+        refused.stderr.contains("no key file for the new member there"),
+        "{}",
+        refused.stderr
+    );
 }
