@@ -1016,7 +1016,11 @@ fn a_missing_packet_named_inside_a_replica_is_said_as_such() {
         let refused = run(&ship, "syncreplica", ["-import", name]);
         assert_eq!(refused.code, 2, "{}", refused.stderr);
         assert!(refused.stderr.contains(said), "{}", refused.stderr);
-        assert!(!refused.stderr.contains("inside replica"), "{}", refused.stderr);
+        assert!(
+            !refused.stderr.contains("inside replica"),
+            "{}",
+            refused.stderr
+        );
     }
     write(&ship, "sync_x.zip", "not really");
     let refused = run(&ship, "syncreplica", ["-import", "sync_x.zip"]);
@@ -1025,7 +1029,11 @@ fn a_missing_packet_named_inside_a_replica_is_said_as_such() {
         "{}",
         refused.stderr
     );
-    assert!(!refused.stderr.contains("`/sync_x.zip/`"), "{}", refused.stderr);
+    assert!(
+        !refused.stderr.contains("`/sync_x.zip/`"),
+        "{}",
+        refused.stderr
+    );
 }
 
 /// The README's exit rule (review 17d items 5 and 10): a value not
@@ -1058,7 +1066,11 @@ fn values_not_allowed_there_and_questions_without_a_terminal_exit_2() {
         "{}",
         refused.stderr
     );
-    assert!(refused.stderr.contains("hint: name with -out a directory"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("hint: name with -out a directory"),
+        "{}",
+        refused.stderr
+    );
     let refused = run(
         &ship,
         "syncreplica",
@@ -1076,7 +1088,11 @@ fn values_not_allowed_there_and_questions_without_a_terminal_exit_2() {
         refused.stderr
     );
     for (command, args, what) in [
-        ("chepoch", vec!["boston", "ship=0"], "changing row \"boston\""),
+        (
+            "chepoch",
+            vec!["boston", "ship=0"],
+            "changing row \"boston\"",
+        ),
         ("rmreplica", vec!["boston"], "removing member \"boston\""),
     ] {
         let refused = run_in(&ship, command, &args, "yes\n").fails_with(2);
@@ -1087,7 +1103,11 @@ fn values_not_allowed_there_and_questions_without_a_terminal_exit_2() {
             "{}",
             refused.stderr
         );
-        assert!(refused.stdout.is_empty(), "asked nothing: {}", refused.stdout);
+        assert!(
+            refused.stdout.is_empty(),
+            "asked nothing: {}",
+            refused.stdout
+        );
     }
     assert_eq!(everything_under(&ship), before);
     // -keyout in the -out folder to be made; the key then moved away:
@@ -1125,8 +1145,46 @@ fn values_not_allowed_there_and_questions_without_a_terminal_exit_2() {
     )
     .fails_with(2);
     assert!(
-        refused.stderr.contains("no key file for the new member there"),
+        refused
+            .stderr
+            .contains("no key file for the new member there"),
         "{}",
         refused.stderr
     );
+}
+
+/// A packet waiting for one change says "change N", not "changes N-N"
+/// (review 17d item 7), in -import, lspacket and the JSON `why`.
+#[test]
+fn a_packet_waiting_for_one_change_says_change_n() {
+    let fam = family(&["alpha", "beta"], &[("f.txt", "v0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let (first, second) = (fam.packet_dir("first"), fam.packet_dir("second"));
+    write(&a, "f.txt", "v1");
+    export_to(&a, &first, &["beta"], &[]).ok();
+    write(&a, "f.txt", "v2, longer");
+    export_to(&a, &second, &["beta"], &[]).ok();
+    let import = import_from(&b, &[&second]).ok();
+    let listing = run(&b, "lspacket", [&second]).ok();
+    let json = run(
+        &b,
+        "syncreplica",
+        [
+            OsStr::new("-import"),
+            "-fmt".as_ref(),
+            "json".as_ref(),
+            second.as_os_str(),
+        ],
+    )
+    .ok();
+    for text in [&import.stdout, &listing.stdout, &json.stdout] {
+        let at = text
+            .find("waits for change")
+            .unwrap_or_else(|| panic!("{text}"));
+        let said: String = text[at..].chars().take_while(|c| *c != ';').collect();
+        assert!(
+            said.starts_with("waits for change ") && !said.contains('-'),
+            "{said}"
+        );
+    }
 }
