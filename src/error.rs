@@ -241,8 +241,11 @@ pub enum Error {
     #[error("creation packet {}: {what}; nothing was created", packet.display())]
     BadCreationPacket { packet: PathBuf, what: String },
 
+    /// `mkreplica -import` into a folder with something in it.
+    /// `no_content`: the packet carries no file content (a manifest, or a
+    /// family without files), so `-adopt` is what the hint offers.
     #[error("{} is not empty", dir.display())]
-    NotEmpty { dir: PathBuf },
+    NotEmpty { dir: PathBuf, no_content: bool },
 
     /// A manifest (a creation packet without content) given to a plain
     /// `mkreplica -import`.

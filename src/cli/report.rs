@@ -464,6 +464,11 @@ pub fn hint(err: &Error) -> Option<String> {
         {
             "check the passphrase with whoever ran mkreplica -export (it is the one typed there, twice); nothing was created".into()
         }
+        Error::NotEmpty {
+            no_content: true, ..
+        } => {
+            "this creation packet carries no file content (a manifest): to make the member over a tree that holds the content already, use mkreplica -import -adopt -replica DIR; otherwise name an absent or empty directory with -replica DIR".into()
+        }
         Error::NotEmpty { .. } => {
             "mkreplica -import makes the new replica in the current directory unless -replica DIR names another; it needs an absent or empty directory; to make the member over a tree that holds the content already, ask the sender for a manifest (mkreplica -export -manifest) and use mkreplica -import -adopt".into()
         }

@@ -854,6 +854,7 @@ pub fn import_creation(
         if entries.next().is_some() {
             return Err(Error::NotEmpty {
                 dir: dir.to_path_buf(),
+                no_content: packet.chunks().next().is_none(),
             });
         }
     } else {
