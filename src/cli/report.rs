@@ -128,6 +128,7 @@ pub fn report(name: &str, outcome: anyhow::Result<()>) -> ExitCode {
     // is said twice.
     // One line, whatever names or paths from elsewhere the message holds.
     let message = format!("{err:#}");
+    let message = crate::error::plain_os_errors(&message);
     let _ = writeln!(
         stderr,
         "{name}: error: {}",
