@@ -807,7 +807,20 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
                          made since on either side."
                     );
                 }
-                if found.own_row.is_some() && !found.differing.is_empty() {
+                if found.own_row.is_some() && !found.differing.is_empty() && found.root_only {
+                    // Another version, and a digest of the root alone (an
+                    // encrypted packet's): nothing to list.
+                    outln!(
+                        "Not comparable yet: {name}'s last digest is of another version than this \
+                         replica holds, and carries only the root digest (its packets are \
+                         encrypted), so which paths differ cannot be told; the changes made since \
+                         on either side differ by nature."
+                    );
+                    outln!(
+                        "To compare, bring both to the same version: export this replica's changes \
+                         to {name}, import its next packet here, then run -verify {name} again."
+                    );
+                } else if found.own_row.is_some() && !found.differing.is_empty() {
                     // Another version: the changes made since on either
                     // side differ by nature, and say nothing of damage.
                     outln!(
@@ -816,7 +829,7 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
                     );
                     for path in &found.differing {
                         if path.is_empty() {
-                            outln!("  / (somewhere in the tree)");
+                            outln!("  / (the root folder itself: its mode, owner or times)");
                         } else {
                             outln!("  {}", relpath::display(path));
                         }
@@ -864,7 +877,7 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
                     );
                     for path in &found.differing {
                         if path.is_empty() {
-                            outln!("  / (somewhere in the tree)");
+                            outln!("  / (the root folder itself: its mode, owner or times)");
                         } else {
                             outln!("  {}", relpath::display(path));
                         }
