@@ -952,8 +952,9 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
         fetched = from_s3;
         if files.is_empty() {
             outln!(
-                "No packets in the incoming bay{} ({}).",
+                "No packets in the incoming bay{} {} (from {}).",
                 plural(classes.len() as u64),
+                shipping.incoming_places(&classes)?.join(", "),
                 shipping.source
             );
             if args.fmt == cli::Format::Json {

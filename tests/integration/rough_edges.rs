@@ -1189,3 +1189,36 @@ fn a_packet_waiting_for_one_change_says_change_n() {
         );
     }
 }
+
+/// "Nothing here" names the place looked at (review 17d item 18): the
+/// incoming bay's folder (not only shipping.toml's path), and the folder
+/// lspacket was given.
+#[test]
+fn nothing_found_names_where_it_looked() {
+    let fam = family(&["ship"], &[("a.txt", "one")]);
+    let dir = fam.dir.path();
+    let conf = bay_shipping_conf(dir);
+    let received = run(
+        &fam.root("ship"),
+        "syncreplica",
+        [
+            OsStr::new("-import"),
+            "-receive".as_ref(),
+            "-shipconf".as_ref(),
+            conf.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(
+        received.stdout.contains("No packets in the incoming bay ")
+            && received.stdout.contains("/bay/incoming"),
+        "{}",
+        received.stdout
+    );
+    let empty = fam.packet_dir("empty");
+    let listed = run(dir, "lspacket", [&empty]).ok();
+    assert_eq!(
+        listed.stdout.trim(),
+        format!("No packet files in {}.", empty.display())
+    );
+}
