@@ -1222,3 +1222,36 @@ fn nothing_found_names_where_it_looked() {
         format!("No packet files in {}.", empty.display())
     );
 }
+
+/// "Already applied:" lines come in the order of the changes they carry
+/// (review 17d item 19), not the order of a hash map.
+#[test]
+fn already_applied_packets_are_said_in_order() {
+    let fam = family(&["alpha", "beta"], &[("f.txt", "v0")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let stick = fam.packet_dir("stick");
+    let mut names = Vec::new();
+    for round in 1..=6 {
+        write(&a, "f.txt", &format!("version {round}"));
+        let before: Vec<_> = std::fs::read_dir(&stick)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        export_to(&a, &stick, &["beta"], &[]).ok();
+        let new = std::fs::read_dir(&stick)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .find(|n| !before.contains(n))
+            .unwrap();
+        names.push(new.to_string_lossy().into_owned());
+    }
+    import_from(&b, &[&stick]).ok();
+    let again = import_from(&b, &[&stick]).ok();
+    let said: Vec<&str> = again
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("Already applied: "))
+        .map(|f| f.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(said, names, "{}", again.stdout);
+}
