@@ -590,14 +590,14 @@ fn progress_template(
     use crate::sys::progress::Unit;
     match (unit, total) {
         (Unit::Bytes, Some(_)) if columns >= 62 + 20 => (
-            "{bytes:>10} {percent:>3}% {bytes_per_sec:>13} {eta_precise} [{bar:20}] {wide_msg}",
+            "{bytes:>10} {percent:>3}% {bytes_per_sec:>13} {time_left} [{bar:20}] {wide_msg}",
             62,
         ),
         (Unit::Bytes, Some(_)) if columns >= 40 + 16 => (
-            "{bytes:>10} {percent:>3}% {bytes_per_sec:>13} {eta_precise} {wide_msg}",
+            "{bytes:>10} {percent:>3}% {bytes_per_sec:>13} {time_left} {wide_msg}",
             40,
         ),
-        (Unit::Bytes, Some(_)) => ("{bytes:>10} {percent:>3}% {eta_precise} {wide_msg}", 26),
+        (Unit::Bytes, Some(_)) => ("{bytes:>10} {percent:>3}% {time_left} {wide_msg}", 26),
         (Unit::Bytes, None) if columns >= 34 + 16 => (
             "{bytes:>10} {bytes_per_sec:>13} {elapsed_precise} {wide_msg}",
             34,
@@ -605,6 +605,30 @@ fn progress_template(
         (Unit::Bytes, None) => ("{bytes:>10} {elapsed_precise} {wide_msg}", 20),
         (Unit::Files, _) => ("{pos:>10} files {elapsed_precise} {wide_msg}", 27),
     }
+}
+
+/// How long a step runs, and how much of it is done, before the time left
+/// is shown: an estimate from a slow start (a passphrase's key derivation
+/// before any byte is verified) only rises, and says nothing.
+const TIME_LEFT_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+const TIME_LEFT_FROM_FRACTION: f32 = 0.02;
+
+/// The `{time_left}` field: indicatif's estimate as HH:MM:SS once the step
+/// has run [`TIME_LEFT_AFTER`] and done [`TIME_LEFT_FROM_FRACTION`] of
+/// its bytes, else `--:--:--` (as wide, so the line does not jump).
+fn time_left(state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write) {
+    if state.elapsed() < TIME_LEFT_AFTER || state.fraction() < TIME_LEFT_FROM_FRACTION {
+        let _ = out.write_str("--:--:--");
+        return;
+    }
+    let secs = state.eta().as_secs();
+    let _ = write!(
+        out,
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
 }
 
 /// `text` in at most `columns` columns: whole if it fits, else its start
@@ -654,7 +678,7 @@ impl ProgressLine {
         self.columns = columns;
         let (template, fixed) = progress_template(self.unit, self.total, columns);
         if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
+            bar.set_style(style.with_key("time_left", time_left).progress_chars("=> "));
         }
         // One column spare: a line that fills the last column makes some
         // terminals wrap.
