@@ -241,8 +241,11 @@ pub enum Error {
     #[error("creation packet {}: {what}; nothing was created", packet.display())]
     BadCreationPacket { packet: PathBuf, what: String },
 
+    /// `mkreplica -import` into a folder with something in it.
+    /// `no_content`: the packet carries no file content (a manifest, or a
+    /// family without files), so `-adopt` is what the hint offers.
     #[error("{} is not empty", dir.display())]
-    NotEmpty { dir: PathBuf },
+    NotEmpty { dir: PathBuf, no_content: bool },
 
     /// A manifest (a creation packet without content) given to a plain
     /// `mkreplica -import`.
@@ -288,6 +291,12 @@ pub enum Error {
     /// `-passphrase-file`, and standard input is not a terminal to ask it on.
     #[error("{what} needs a passphrase: no -passphrase-file was given, and standard input is not a terminal to ask it on; nothing was done")]
     NoTerminal { what: String },
+
+    /// A command that asks for confirmation (`what`: what it would do,
+    /// e.g. "removing member \"x\"") run without -force where standard
+    /// input is not a terminal to ask on: refused before anything is done.
+    #[error("{what} asks for confirmation, and standard input is not a terminal to ask it on; nothing was done")]
+    NeedsConfirmation { what: String },
 
     /// The passphrase given (`from`: "-passphrase-file FILE" or "typed on
     /// the terminal") cannot be used: `why` says why.
@@ -585,6 +594,50 @@ pub fn printable_path(path: &std::path::Path) -> String {
     printable_bytes(path.as_os_str().as_bytes())
 }
 
+/// `text` with the OS's error messages in words as a sentence goes on:
+/// "Permission denied (os error 13)" becomes "permission denied" (the
+/// number means nothing to a user, and the capital sits mid-sentence).
+/// Where a message embeds an `io::Error` it says what failed around it.
+pub fn plain_os_errors(text: &str) -> std::borrow::Cow<'_, str> {
+    const MARK: &str = " (os error ";
+    if !text.contains(MARK) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(MARK) {
+        let Some(close) = rest[at + MARK.len()..].find(')') else {
+            break;
+        };
+        let number = &rest[at + MARK.len()..at + MARK.len() + close];
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&rest[..at + MARK.len()]);
+            rest = &rest[at + MARK.len()..];
+            continue;
+        }
+        // The OS's phrase starts after the last ": " or "(" (or at the
+        // start).
+        let phrase_start = std::cmp::max(
+            rest[..at].rfind(": ").map_or(0, |p| p + 2),
+            rest[..at].rfind('(').map_or(0, |p| p + 1),
+        );
+        out.push_str(&rest[..phrase_start]);
+        let phrase = &rest[phrase_start..at];
+        let mut chars = phrase.chars();
+        if let Some(first) = chars.next() {
+            let second_is_lower = chars.clone().next().is_none_or(|c| !c.is_uppercase());
+            match second_is_lower {
+                true => out.extend(first.to_lowercase()),
+                false => out.push(first),
+            }
+            out.push_str(chars.as_str());
+        }
+        rest = &rest[at + MARK.len() + close + 1..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 /// Output that was already formatted, made safe as a whole: its control
 /// characters escaped (backslashes left, so what [`printable`] escaped is
 /// not escaped twice), but for newlines when `keep_newlines` (a
@@ -649,6 +702,15 @@ impl Error {
         Error::OutDirectory {
             path: path.to_path_buf(),
             what,
+        }
+    }
+
+    /// The `-out DIR` named is a file: a usage mistake (exit 2).
+    pub fn out_is_a_file(path: &std::path::Path) -> Error {
+        Error::BadArgument {
+            option: "-out",
+            path: path.to_path_buf(),
+            why: "is a file, not a directory",
         }
     }
 
@@ -719,6 +781,29 @@ pub fn signal_name(signal: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn os_errors_are_said_in_words() {
+        assert_eq!(
+            plain_os_errors("Packet cannot be read: opening: Permission denied (os error 13)"),
+            "Packet cannot be read: opening: permission denied"
+        );
+        assert_eq!(
+            plain_os_errors("x: Read-only file system (os error 30); nothing was done"),
+            "x: read-only file system; nothing was done"
+        );
+        assert_eq!(
+            plain_os_errors("Address already in use (os error 98)"),
+            "address already in use"
+        );
+        // Not an OS error's mark: left alone; an acronym keeps its capitals.
+        assert_eq!(plain_os_errors("a (os error x)"), "a (os error x)");
+        assert_eq!(plain_os_errors("b: EIO (os error 5)"), "b: EIO");
+        assert_eq!(
+            plain_os_errors("cannot be made (Read-only file system (os error 30))"),
+            "cannot be made (read-only file system)"
+        );
+    }
 
     #[test]
     fn text_from_elsewhere_is_made_printable() {

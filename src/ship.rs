@@ -27,6 +27,10 @@ impl Shipping {
     /// Loads the configuration (`-shipconf`, the environment, the user's
     /// and the system's config directories, else the built-in default).
     pub fn load(explicit: Option<&Path>) -> Result<Shipping> {
+        // A -shipconf that names nothing is a usage mistake (exit 2).
+        if let Some(path) = explicit.filter(|p| !p.exists()) {
+            return Err(crate::Error::no_such_file(path, Some("-shipconf")));
+        }
         let (config, source) = ShippingConfig::load(explicit)?;
         Ok(Shipping { config, source })
     }
@@ -286,6 +290,21 @@ impl Shipping {
     /// directory first (the import verifies it there before applying
     /// anything); [`Fetched::settle`] then removes from the bucket what
     /// the import consumed.
+    /// Where the incoming bays of `classes` are, as a user finds them: a
+    /// directory, or `s3://bucket/prefix/incoming/`.
+    pub fn incoming_places(&self, classes: &[String]) -> Result<Vec<String>> {
+        classes
+            .iter()
+            .map(|name| {
+                let class = self.config.class(name)?;
+                Ok(match &class.s3 {
+                    Some(s3) => format!("{}/incoming/", s3.storage_url.trim_end_matches('/')),
+                    None => crate::error::printable_path(&class.incoming_dir()),
+                })
+            })
+            .collect()
+    }
+
     pub fn incoming_packets(&self, classes: &[String]) -> Result<(Vec<PathBuf>, Fetched)> {
         let mut files = Vec::new();
         let mut fetched = Fetched::default();

@@ -55,6 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
     let (row, changes) = epochs::plan_change(&replica, &args.row, &args.settings)?;
     if !args.force {
+        cli::require_terminal_to_confirm(format!("changing row \"{}\"", printable(&row.name)))?;
         for change in &changes {
             outln!(
                 "  {}: {} -> {}",

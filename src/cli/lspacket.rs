@@ -208,6 +208,14 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             print_json(Vec::new(), &partials, Default::default())?;
         } else {
             match skipped.is_empty() {
+                true if !args.packets.is_empty() => outln!(
+                    "No packet files in {}.",
+                    args.packets
+                        .iter()
+                        .map(|p| crate::error::printable_path(p))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 true => outln!("No packets found."),
                 false => print_skipped(&skipped),
             }

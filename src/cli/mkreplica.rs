@@ -402,12 +402,20 @@ fn export(args: &Args) -> anyhow::Result<()> {
             "-maxsize",
         )
     })?;
-    outln!(
-        "Wrote the replica-creation packet for new member \"{name}\" of family \"{}\" ({}, {} bytes of content):",
-        replica.identity.family_name,
-        cli::counted(made.files as u64, "file", "files"),
-        made.chunk_bytes
-    );
+    match args.manifest {
+        true => outln!(
+            "Wrote the manifest (a replica-creation packet without content, for mkreplica -import -adopt) \
+             for new member \"{name}\" of family \"{}\" ({}):",
+            replica.identity.family_name,
+            cli::counted(made.files as u64, "file", "files"),
+        ),
+        false => outln!(
+            "Wrote the replica-creation packet for new member \"{name}\" of family \"{}\" ({}, {} bytes of content):",
+            replica.identity.family_name,
+            cli::counted(made.files as u64, "file", "files"),
+            made.chunk_bytes
+        ),
+    }
     for part in &made.parts {
         outln!("  {} ({} bytes)", part.path.display(), part.size);
     }
@@ -840,7 +848,7 @@ fn adopt(
     } else {
         outln!(
             "Asked {sender} for {} (missing here, or other content here): \
-             syncreplica -export {sender} here, import it there; {sender}'s next export to \"{}\" brings them.",
+             syncreplica -export -out DIR {sender} here, import it there; {sender}'s next export to \"{}\" brings them.",
             super::counted(made.asked.len() as u64, "file", "files"),
             printable(&replica.identity.replica_name),
         );
@@ -914,7 +922,7 @@ fn restore(args: &Args) -> anyhow::Result<()> {
         printable(&replica.identity.replica_name)
     );
     outln!(
-        "  Next: syncreplica -export -ack SIBLING here for each, import it there, export from there \
+        "  Next: syncreplica -export -ack -out DIR SIBLING here for each, import it there, export from there \
          to \"{}\" and import that here.",
         printable(&replica.identity.replica_name)
     );

@@ -89,7 +89,9 @@ Exit status:
   0  success
   1  the command failed; the message names the file or value and nothing was half-changed
   2  the command line was wrong: an option, a combination, or a value that names nothing
-     there is (a member, a file to read, a replica) or may not be named there
+     there is (a member, a file to read, a replica) or may not be named there (packets or
+     an -out folder inside the replica, a replica inside another); or a question with no
+     terminal to ask it on (no -force, -passphrase-file or -key)
   3  another process holds the replica's lock
   130, 143  an export was interrupted by SIGINT (Ctrl-C) or SIGTERM: the packet being written
      was removed and is not recorded as sent; targets reported as exported before it stay
@@ -374,6 +376,18 @@ pub fn epochs(first: u64, last: u64) -> String {
 
 /// Asks a yes/no question on the terminal; anything but "y"/"yes" is no,
 /// and so is end of input (a script without -force never changes anything).
+/// Refuses, before anything is shown or done, a question nobody could
+/// answer: standard input is not a terminal (a script, `</dev/null`).
+/// `what`: what the command would do, for the message. Errors:
+/// [`Error::NeedsConfirmation`](crate::error::Error::NeedsConfirmation) (exit 2).
+pub fn require_terminal_to_confirm(what: String) -> crate::error::Result<()> {
+    use std::io::IsTerminal;
+    match std::io::stdin().is_terminal() {
+        true => Ok(()),
+        false => Err(crate::error::Error::NeedsConfirmation { what }),
+    }
+}
+
 pub fn confirm(question: &str) -> std::io::Result<bool> {
     let mut stdout = std::io::stdout();
     write!(stdout, "{question} [no] ")?;
@@ -576,14 +590,14 @@ fn progress_template(
     use crate::sys::progress::Unit;
     match (unit, total) {
         (Unit::Bytes, Some(_)) if columns >= 62 + 20 => (
-            "{bytes:>10} {percent:>3}% {bytes_per_sec:>13} {eta_precise} [{bar:20}] {wide_msg}",
+            "{bytes:>10} {percent:>3}% {bytes_per_sec:>13} {time_left} [{bar:20}] {wide_msg}",
             62,
         ),
         (Unit::Bytes, Some(_)) if columns >= 40 + 16 => (
-            "{bytes:>10} {percent:>3}% {bytes_per_sec:>13} {eta_precise} {wide_msg}",
+            "{bytes:>10} {percent:>3}% {bytes_per_sec:>13} {time_left} {wide_msg}",
             40,
         ),
-        (Unit::Bytes, Some(_)) => ("{bytes:>10} {percent:>3}% {eta_precise} {wide_msg}", 26),
+        (Unit::Bytes, Some(_)) => ("{bytes:>10} {percent:>3}% {time_left} {wide_msg}", 26),
         (Unit::Bytes, None) if columns >= 34 + 16 => (
             "{bytes:>10} {bytes_per_sec:>13} {elapsed_precise} {wide_msg}",
             34,
@@ -591,6 +605,30 @@ fn progress_template(
         (Unit::Bytes, None) => ("{bytes:>10} {elapsed_precise} {wide_msg}", 20),
         (Unit::Files, _) => ("{pos:>10} files {elapsed_precise} {wide_msg}", 27),
     }
+}
+
+/// How long a step runs, and how much of it is done, before the time left
+/// is shown: an estimate from a slow start (a passphrase's key derivation
+/// before any byte is verified) only rises, and says nothing.
+const TIME_LEFT_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+const TIME_LEFT_FROM_FRACTION: f32 = 0.02;
+
+/// The `{time_left}` field: indicatif's estimate as HH:MM:SS once the step
+/// has run [`TIME_LEFT_AFTER`] and done [`TIME_LEFT_FROM_FRACTION`] of
+/// its bytes, else `--:--:--` (as wide, so the line does not jump).
+fn time_left(state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write) {
+    if state.elapsed() < TIME_LEFT_AFTER || state.fraction() < TIME_LEFT_FROM_FRACTION {
+        let _ = out.write_str("--:--:--");
+        return;
+    }
+    let secs = state.eta().as_secs();
+    let _ = write!(
+        out,
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
 }
 
 /// `text` in at most `columns` columns: whole if it fits, else its start
@@ -640,7 +678,7 @@ impl ProgressLine {
         self.columns = columns;
         let (template, fixed) = progress_template(self.unit, self.total, columns);
         if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
+            bar.set_style(style.with_key("time_left", time_left).progress_chars("=> "));
         }
         // One column spare: a line that fills the last column makes some
         // terminals wrap.
@@ -904,7 +942,9 @@ pub(crate) fn check_packets_outside_tree(
         return Ok(());
     };
     let rel = rel.as_os_str().as_bytes().to_vec();
-    let is_dir = !path.is_file();
+    // A folder, or a name that is not there yet (only -out folders get
+    // this far without being there: missing packets are refused before).
+    let is_dir = path.is_dir() || (!path.exists() && role != "packet");
     let probe = match (is_dir, rel.is_empty()) {
         (false, _) => rel.clone(),
         (true, true) => b"sync_probe.zip".to_vec(),
@@ -932,8 +972,11 @@ pub(crate) fn prepare_out(
     let dirs: Vec<&std::path::Path> = work.into_iter().chain([out]).collect();
     for dir in &dirs {
         if dir.exists() && !dir.is_dir() {
-            return Err(Error::NotADirectory {
-                path: dir.to_path_buf(),
+            return Err(match *dir == out {
+                true => Error::out_is_a_file(out),
+                false => Error::NotADirectory {
+                    path: dir.to_path_buf(),
+                },
             });
         }
     }

@@ -128,6 +128,7 @@ pub fn report(name: &str, outcome: anyhow::Result<()>) -> ExitCode {
     // is said twice.
     // One line, whatever names or paths from elsewhere the message holds.
     let message = format!("{err:#}");
+    let message = crate::error::plain_os_errors(&message);
     let _ = writeln!(
         stderr,
         "{name}: error: {}",
@@ -160,9 +161,13 @@ pub fn report(name: &str, outcome: anyhow::Result<()>) -> ExitCode {
 /// folder to read, a `-workdir`, a `-resendpath` path), that may not be
 /// named there (this replica itself, a removed member, a member's name
 /// for a new one, a `-keyout` file that exists), or that is not a value
-/// of its kind (a size, an expiry, an epoch setting). A folder that is no
-/// replica (named with -replica, or the current one) is 2 as well: the
-/// command was run in the wrong place. What is wrong with
+/// of its kind (a size, an expiry, an epoch setting, a passphrase too
+/// short), or that may not be used there (an -out folder or packets inside
+/// the replica, a new replica inside one, a -out that is a file). A folder
+/// that is no replica (named with -replica, or the current one) is 2 as
+/// well: the command was run in the wrong place; so is a question asked
+/// with no terminal to answer it (no -force, no -passphrase-file, no -key
+/// where one is needed). What is wrong with
 /// the replica, a packet, the disk or the network is 1.
 pub fn exit_code(err: &Error) -> i32 {
     match err {
@@ -171,6 +176,7 @@ pub fn exit_code(err: &Error) -> i32 {
         | Error::BadExpiry { .. }
         | Error::MissingDirectory { .. }
         | Error::NoTerminal { .. }
+        | Error::NeedsConfirmation { .. }
         | Error::UnknownReplica { .. }
         | Error::Member { .. }
         | Error::BadEpochSetting { .. }
@@ -182,16 +188,22 @@ pub fn exit_code(err: &Error) -> i32 {
         | Error::NoSuchFile { .. }
         | Error::BadArgument { .. }
         | Error::KeyOutExists { .. }
-        | Error::KeyOutNoFolder { .. } => EXIT_USAGE,
+        | Error::KeyOutNoFolder { .. }
+        // Packets to go inside the tree, a replica inside a replica, no
+        // -key for a packet made with -keyout: a value not allowed there.
+        | Error::PacketsInsideReplica { .. }
+        | Error::AlreadyInReplica { .. }
+        | Error::ContainsReplica { .. }
+        | Error::MissingKeyFile { .. } => EXIT_USAGE,
         Error::PassphraseFile { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {
             EXIT_USAGE
         }
-        // A passphrase file too short to be a passphrase is a value of the
-        // wrong kind, like a missing one (typed at the terminal it is 1).
+        // A passphrase too short to be one is a value of the wrong kind,
+        // from a file or typed at the terminal.
         Error::BadPassphrase {
-            from,
             why: crate::error::PassphraseProblem::TooShort { .. },
-        } if from.starts_with("-passphrase-file") => EXIT_USAGE,
+            ..
+        } => EXIT_USAGE,
         Error::Interrupted { signal } => 128 + signal,
         _ => EXIT_FAILURE,
     }
@@ -407,7 +419,10 @@ pub fn hint(err: &Error) -> Option<String> {
                 _ => "",
             }
         ),
-        Error::OutDirectory { .. } => {
+        Error::OutDirectory { .. }
+        | Error::BadArgument {
+            option: "-out", ..
+        } => {
             "name with -out a directory this user can write to, or one that can be made (its parent exists on a writable filesystem)".into()
         }
         Error::MissingDirectory { .. } => {
@@ -418,6 +433,9 @@ pub fn hint(err: &Error) -> Option<String> {
         }
         Error::MissingKeyFile { .. } => {
             "this packet was made with mkreplica -export -keyout FILE: its keys are in that file (which may travel by another route); name it with -key FILE (without -key, NEWNAME.key beside the packet is read)".into()
+        }
+        Error::NeedsConfirmation { .. } => {
+            "run it on a terminal to be asked, or add -force to do it without asking".into()
         }
         Error::NoTerminal { .. } => {
             "run it on a terminal to be asked, or put the passphrase on the first line of a file \
@@ -452,6 +470,11 @@ pub fn hint(err: &Error) -> Option<String> {
             ) =>
         {
             "check the passphrase with whoever ran mkreplica -export (it is the one typed there, twice); nothing was created".into()
+        }
+        Error::NotEmpty {
+            no_content: true, ..
+        } => {
+            "this creation packet carries no file content (a manifest): to make the member over a tree that holds the content already, use mkreplica -import -adopt -replica DIR; otherwise name an absent or empty directory with -replica DIR".into()
         }
         Error::NotEmpty { .. } => {
             "mkreplica -import makes the new replica in the current directory unless -replica DIR names another; it needs an absent or empty directory; to make the member over a tree that holds the content already, ask the sender for a manifest (mkreplica -export -manifest) and use mkreplica -import -adopt".into()

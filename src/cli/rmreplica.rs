@@ -66,6 +66,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // the question waits for an answer.
     let replica = Replica::open(&replica::discover(args.replica.as_deref())?)?;
     let member = crate::sync::family::check_removable(&replica, &args.name)?;
+    if !args.force {
+        cli::require_terminal_to_confirm(format!(
+            "removing member \"{}\"",
+            printable(&member.name)
+        ))?;
+    }
     if !args.force
         && !cli::confirm(&format!(
             "Remove \"{}\" from family \"{}\" for good?",

@@ -126,7 +126,10 @@ pub fn run(args: Args) -> i32 {
         Ok(_) => 1,
         Err(err) => {
             // `{:#}` is the message with its causes, joined by ": ".
-            errln!("shipping_server: error: {err:#}");
+            errln!(
+                "shipping_server: error: {}",
+                crate::error::plain_os_errors(&format!("{err:#}"))
+            );
             if let Some(hint) = hint(&err) {
                 errln!("shipping_server: hint: {hint}");
             }

@@ -838,7 +838,20 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
                          made since on either side."
                     );
                 }
-                if found.own_row.is_some() && !found.differing.is_empty() {
+                if found.own_row.is_some() && !found.differing.is_empty() && found.root_only {
+                    // Another version, and a digest of the root alone (an
+                    // encrypted packet's): nothing to list.
+                    outln!(
+                        "Not comparable yet: {name}'s last digest is of another version than this \
+                         replica holds, and carries only the root digest (its packets are \
+                         encrypted), so which paths differ cannot be told; the changes made since \
+                         on either side differ by nature."
+                    );
+                    outln!(
+                        "To compare, bring both to the same version: export this replica's changes \
+                         to {name}, import its next packet here, then run -verify {name} again."
+                    );
+                } else if found.own_row.is_some() && !found.differing.is_empty() {
                     // Another version: the changes made since on either
                     // side differ by nature, and say nothing of damage.
                     outln!(
@@ -910,10 +923,11 @@ fn differing_line(path: &[u8], root_differs: &[&str]) -> String {
     match (path.is_empty(), root_differs.is_empty()) {
         (false, _) => crate::tree::relpath::display(path),
         (true, false) => format!(
-            ". (the replica root itself: its {} differ from the sibling's)",
-            root_differs.join(", ")
+            ". (the replica root itself: its {} {} from the sibling's)",
+            root_differs.join(", "),
+            if root_differs.len() == 1 { "differs" } else { "differ" }
         ),
-        (true, true) => "/ (somewhere in the tree)".to_string(),
+        (true, true) => ". (the root folder itself: its mode, owner or times)".to_string(),
     }
 }
 
@@ -976,8 +990,9 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
         fetched = from_s3;
         if files.is_empty() {
             outln!(
-                "No packets in the incoming bay{} ({}).",
+                "No packets in the incoming bay{} {} (from {}).",
                 plural(classes.len() as u64),
+                shipping.incoming_places(&classes)?.join(", "),
                 shipping.source
             );
             if args.fmt == cli::Format::Json {
@@ -1012,6 +1027,13 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     };
     if !args.receive {
         for source in &sources {
+            // A name that names nothing is the first thing to say (exit 2),
+            // wherever it was typed; inside a replica too.
+            if let Err(cause) = std::fs::metadata(source) {
+                if cause.kind() == std::io::ErrorKind::NotFound {
+                    return Err(crate::error::Error::no_such_file(source, None).into());
+                }
+            }
             let role = match source.is_dir() {
                 true => "packet folder",
                 false => "packet",

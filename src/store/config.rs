@@ -142,7 +142,7 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# syncreplica settings for this replica
 exclude = []
 
 # Days that a file deleted or replaced by an import is kept under
-# .syncreplica/deleted/ before it is purged.
+# .syncreplica/deleted/ before it is purged (0 to 36500).
 soft_delete_days = 30
 
 # How long an export waits for a sibling to confirm what it was sent (each
@@ -279,10 +279,15 @@ impl std::fmt::Display for ResendAfter {
     }
 }
 
+/// The largest `soft_delete_days` (100 years).
+pub const MAX_SOFT_DELETE_DAYS: u64 = 36_500;
+
 fn de_soft_delete_days<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<u32, D::Error> {
-    shipping::toml_config::whole_number(d, "soft_delete_days", "days", 0, u64::from(u32::MAX))
+    // A century at most: the range said in the error is one a person
+    // can read (not u32's 4294967295), and anything longer is "keep".
+    shipping::toml_config::whole_number(d, "soft_delete_days", "days", 0, MAX_SOFT_DELETE_DAYS)
         .map(|days| days as u32)
 }
 
@@ -414,7 +419,7 @@ mod tests {
         let err = Config::parse("soft_delete_days = -1\n", Path::new("c.toml")).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("soft_delete_days = -1"), "{message}");
-        assert!(message.contains("from 0 to 4294967295"), "{message}");
+        assert!(message.contains("from 0 to 36500"), "{message}");
         assert!(!message.contains("expected u32"), "{message}");
     }
 

@@ -555,9 +555,7 @@ pub fn check_export(
     crate::sync::family::refuse_while_restoring(replica, "making a new member")?;
     crate::sync::export::check_max_size(max_size)?;
     if out_dir.exists() && !out_dir.is_dir() {
-        return Err(Error::NotADirectory {
-            path: out_dir.to_path_buf(),
-        });
+        return Err(Error::out_is_a_file(out_dir));
     }
     if replica.members()?.iter().any(|m| m.name == new_name) {
         return Err(Error::Member {
@@ -573,6 +571,9 @@ pub fn check_export(
             });
         }
         match key_file.parent() {
+            // The -out folder itself, not there yet, is made before the
+            // key file is written.
+            Some(parent) if same_path(parent, out_dir) => {}
             Some(parent) if !parent.as_os_str().is_empty() && !parent.is_dir() => {
                 return Err(Error::KeyOutNoFolder {
                     path: key_file.clone(),
@@ -583,6 +584,15 @@ pub fn check_export(
         }
     }
     Ok(())
+}
+
+/// Whether `a` and `b` name one path (as absolute paths, component by
+/// component: `stick/` and `./stick` are one), whether or not it exists.
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (std::path::absolute(a), std::path::absolute(b)) {
+        (Ok(a), Ok(b)) => a.components().eq(b.components()),
+        _ => false,
+    }
 }
 
 /// The text of a key file, which is also what a passphrase-encrypted
@@ -845,6 +855,7 @@ pub fn import_creation(
         if entries.next().is_some() {
             return Err(Error::NotEmpty {
                 dir: dir.to_path_buf(),
+                no_content: packet.chunks().next().is_none(),
             });
         }
     } else {

@@ -208,10 +208,16 @@ impl std::fmt::Display for Readiness {
                 first,
                 last,
                 have,
-            } => write!(
-                f,
-                "waits for changes {first}-{last} from {origin}; this replica has {have}"
-            ),
+            } => match first == last {
+                true => write!(
+                    f,
+                    "waits for change {first} from {origin}; this replica has {have}"
+                ),
+                false => write!(
+                    f,
+                    "waits for changes {first}-{last} from {origin}; this replica has {have}"
+                ),
+            },
         }
     }
 }

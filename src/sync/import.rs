@@ -358,7 +358,16 @@ fn import_files(
     loop {
         let view = LocalView::of(replica)?;
         let mut progressed = false;
-        let ids: Vec<Id> = candidates.keys().copied().collect();
+        // In a stable order a user can follow (what is already applied is
+        // said in this order): by sender, then by the first change each
+        // carries, then by creation time.
+        let mut ids: Vec<Id> = candidates.keys().copied().collect();
+        ids.sort_by_cached_key(|id| {
+            let header = candidates[id][0].header.as_ref().expect("header");
+            let own = header.epoch_ranges.get(&header.sender.id).map(|r| r.first);
+            let first = header.epoch_ranges.values().map(|r| r.first).min();
+            (header.sender.name.clone(), own, first, header.created, *id)
+        });
         // Oldest first among the ready ones, for a stable order.
         let mut ready: Vec<(packet_format::ops::Timestamp, Id)> = Vec::new();
         for id in ids {

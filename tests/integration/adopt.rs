@@ -120,10 +120,37 @@ fn adoption_keeps_matching_files_and_ships_only_the_differences() {
         ],
     )
     .ok();
+    // Called what it is (review 17d item 9), not "0 bytes of content".
     assert!(
-        manifest.stdout.contains("0 bytes of content"),
+        manifest
+            .stdout
+            .contains("Wrote the manifest (a replica-creation packet without content")
+            && !manifest.stdout.contains("bytes of content"),
         "{}",
         manifest.stdout
+    );
+    // Into a folder that is not empty: the hint offers -adopt for what is
+    // a manifest, not "ask the sender for a manifest".
+    let refused = run(
+        work.path(),
+        "mkreplica",
+        [
+            "-import",
+            "-replica",
+            dst.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    )
+    .fails_with(1);
+    assert!(
+        refused.stderr.contains("is not empty")
+            && refused
+                .stderr
+                .contains("carries no file content (a manifest)")
+            && refused.stderr.contains("mkreplica -import -adopt")
+            && !refused.stderr.contains("ask the sender for a manifest"),
+        "{}",
+        refused.stderr
     );
 
     // A manifest cannot make a replica from nothing: refused, nothing made.
@@ -160,7 +187,10 @@ fn adoption_keeps_matching_files_and_ships_only_the_differences() {
     )
     .ok();
     assert!(
-        adopted.stdout.contains("Asked alpha for 3 files"),
+        adopted.stdout.contains("Asked alpha for 3 files")
+            && adopted
+                .stdout
+                .contains("syncreplica -export -out DIR alpha here"),
         "{}",
         adopted.stdout
     );

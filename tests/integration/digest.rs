@@ -638,3 +638,30 @@ fn verify_against_an_older_digest_is_not_comparable_yet_not_an_error() {
     );
     assert!(!verify.stderr.contains("differs"), "{}", verify.stderr);
 }
+
+/// The same with encrypted packets (the default), whose digest carries its
+/// root alone (review 17d item 15): -verify says that which paths differ
+/// cannot be told, not a list of "/ (somewhere in the tree)".
+#[test]
+fn verify_against_an_older_encrypted_digest_says_what_cannot_be_told() {
+    let fam = family(&["boston", "lambik"], &[("a.txt", "one")]);
+    let lambik = fam.root("lambik");
+    write(&fam.root("boston"), "a.txt", "two");
+    let out = fam.packet_dir("1");
+    export_to(&fam.root("boston"), &out, &["lambik"], &[]).ok();
+    import_from(&lambik, &[&out]).ok();
+    write(&lambik, "new.txt", "n");
+    run_ok_record(&lambik);
+    let verify = crate::helpers::run(&lambik, "syncreplica", ["-verify", "boston"]);
+    assert_eq!(verify.code, 0, "{}\n{}", verify.stdout, verify.stderr);
+    assert!(
+        verify.stdout.contains("Not comparable yet")
+            && verify
+                .stdout
+                .contains("carries only the root digest (its packets are encrypted)")
+            && !verify.stdout.contains("somewhere in the tree")
+            && !verify.stdout.contains("\n  /"),
+        "{}",
+        verify.stdout
+    );
+}

@@ -571,7 +571,7 @@ fn keyout_writes_the_keys_to_their_own_file_and_the_packet_is_encrypted_to_them(
     .stdin(std::process::Stdio::null())
     .output()
     .unwrap();
-    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("name it with -key FILE"),
         "{missing:?}"

@@ -540,7 +540,7 @@ fn rmreplica_removes_a_member_for_good_at_every_sibling() {
     );
     let unknown = run(&alpha, "rmreplica", ["-force", "delta"]).fails_with(2);
     assert!(unknown.stderr.contains("delta"), "{}", unknown.stderr);
-    let unconfirmed = run_in(&alpha, "rmreplica", ["gamma"], "no\n").fails_with(1);
+    let unconfirmed = run_answering(&alpha, "rmreplica", ["gamma"], "no\n").fails_with(1);
     assert!(
         unconfirmed.stderr.contains("not confirmed"),
         "{}",
@@ -1589,12 +1589,12 @@ fn after_a_restore_nothing_confirmed_is_resent_and_the_clone_alarm_clears() {
 fn rmreplica_refuses_what_it_cannot_remove_before_asking() {
     let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
     let alpha = fam.root("alpha");
-    let own = run_in(&alpha, "rmreplica", ["alpha"], "y\n").fails_with(2);
+    let own = run_answering(&alpha, "rmreplica", ["alpha"], "y\n").fails_with(2);
     assert!(own.stderr.contains("cannot remove itself"), "{own:?}");
     assert!(!own.stdout.contains("for good?"), "{own:?}");
     assert!(!own.stderr.contains("for good?"), "{own:?}");
     run(&alpha, "rmreplica", ["-force", "beta"]).ok();
-    let again = run_in(&alpha, "rmreplica", ["beta"], "y\n").fails_with(2);
+    let again = run_answering(&alpha, "rmreplica", ["beta"], "y\n").fails_with(2);
     assert!(again.stderr.contains("removed already"), "{again:?}");
     assert!(!again.stdout.contains("for good?"), "{again:?}");
     assert!(!again.stderr.contains("for good?"), "{again:?}");

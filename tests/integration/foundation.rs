@@ -456,7 +456,7 @@ fn mkreplica_refuses_nested_replicas_and_changes_nothing() {
         "mkreplica",
         ["-init", "-family", "other", "-replica", "inner", "nested"],
     )
-    .fails_with(1);
+    .fails_with(2);
     assert!(
         out.stderr.contains("is already inside replica \"outer\""),
         "{}",
@@ -478,7 +478,7 @@ fn mkreplica_refuses_nested_replicas_and_changes_nothing() {
             "nested",
         ],
     )
-    .fails_with(1);
+    .fails_with(2);
     let root = std::fs::canonicalize(dir.path()).unwrap();
     assert!(
         out.stderr.contains(&format!(
@@ -499,7 +499,7 @@ fn mkreplica_refuses_nested_replicas_and_changes_nothing() {
         "mkreplica",
         ["-init", "-family", "f", "above"],
     )
-    .fails_with(1);
+    .fails_with(2);
     assert!(
         out.stderr.contains("already holds a replica"),
         "{}",
@@ -663,13 +663,13 @@ fn lsepoch_and_chepoch_show_and_repair_estimates() {
     });
 
     // A confirmation is required; "no" (or end of input) changes nothing.
-    let out = run_in(root, "chepoch", ["boston_hub", "alpha=2"], "no\n").fails_with(1);
+    let out = run_answering(root, "chepoch", ["boston_hub", "alpha=2"], "no\n").fails_with(1);
     assert!(out.stderr.contains("not confirmed"), "{}", out.stderr);
     assert!(run(root, "lsepoch", ["boston_hub"])
         .ok()
         .stdout
         .contains("alpha      = 0 "));
-    let out = run_in(root, "chepoch", ["boston_hub", "alpha=2"], "yes\n").ok();
+    let out = run_answering(root, "chepoch", ["boston_hub", "alpha=2"], "yes\n").ok();
     assert!(
         out.stdout
             .contains("Entry for alpha in row \"boston_hub\" changed from: 0 to 2"),

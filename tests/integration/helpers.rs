@@ -164,6 +164,67 @@ where
     }
 }
 
+/// Starts `name args…` in `cwd` with a terminal (a pseudo-terminal, made
+/// by python3) as its standard input: for the commands that ask a
+/// question only where someone can answer it. What the test writes to the
+/// returned child's stdin is typed on that terminal once the test closes
+/// it; standard output and error are the child's own pipes.
+pub fn spawn_on_terminal<I, S>(cwd: &Path, name: &str, args: I) -> std::process::Child
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    const ON_A_TERMINAL: &str = r#"
+import os, subprocess, sys
+master, slave = os.openpty()
+child = subprocess.Popen(sys.argv[1:], stdin=slave)
+os.close(slave)
+os.write(master, sys.stdin.buffer.read())
+code = child.wait()
+sys.exit(code if code >= 0 else 128 - code)
+"#;
+    let program = command(name, args);
+    Command::new("python3")
+        .arg("-c")
+        .arg(ON_A_TERMINAL)
+        .arg(program.get_program())
+        .args(program.get_args())
+        .envs(program.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs")
+}
+
+/// Runs `name args…` in `cwd` on a terminal ([`spawn_on_terminal`]) on
+/// which `typed` is typed.
+pub fn run_answering<I, S>(cwd: &Path, name: &str, args: I, typed: &str) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    use std::io::Write;
+    let mut child = spawn_on_terminal(cwd, name, args);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(typed.as_bytes())
+        .unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
 /// Runs `name args…` in `cwd` killed at the named test-hook point
 /// (`SYNCREPLICA_TEST_CRASH_AT`, see `syncreplica::sys::testhook`).
 pub fn run_crashing_at<I, S>(cwd: &Path, name: &str, args: I, point: &str) -> Run

@@ -155,7 +155,7 @@ fn a_refused_export_records_nothing_and_a_missing_out_dir_is_created_last() {
     // A file where the directory should be: refused, nothing recorded.
     let file = fam.dir.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
-    export_to(&a, &file, &["beta"], &[]).fails_with(1);
+    export_to(&a, &file, &["beta"], &[]).fails_with(2);
     assert_eq!(own_epoch(&a), before);
     // A bad target with a missing directory: nothing recorded or created.
     export_to(&a, &missing, &["nobody"], &[]).fails_with(2);
@@ -367,10 +367,10 @@ fn a_refused_or_unconfirmed_chepoch_changes_nothing() {
         assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
         assert_eq!(everything_under(&a), before, "{args:?}");
     }
-    let out = run_in(&a, "chepoch", ["beta", "alpha=0"], "no\n").fails_with(1);
+    let out = run_answering(&a, "chepoch", ["beta", "alpha=0"], "no\n").fails_with(1);
     assert!(out.stderr.contains("not confirmed"), "{}", out.stderr);
     assert_eq!(everything_under(&a), before, "unconfirmed");
-    run_in(&a, "chepoch", ["beta", "alpha=0"], "yes\n").ok();
+    run_answering(&a, "chepoch", ["beta", "alpha=0"], "yes\n").ok();
     assert_eq!(epoch_in_row(&a, "beta", "alpha"), 0);
 }
 
@@ -427,14 +427,7 @@ fn chepoch_does_not_hold_the_lock_while_its_question_waits() {
     use std::io::{Read, Write};
     let fam = family(&["alpha", "beta"], &[("base.txt", "base")]);
     let a = fam.root("alpha");
-    let mut asking = std::process::Command::new(binary_path("chepoch"))
-        .args(["beta", "alpha=0"])
-        .current_dir(&a)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut asking = spawn_on_terminal(&a, "chepoch", ["beta", "alpha=0"]);
     // Waits for the question itself, not for time to pass.
     let mut stdout = asking.stdout.take().unwrap();
     let mut shown = Vec::new();
@@ -476,7 +469,7 @@ fn mkreplica_import_refused_for_nesting_creates_nothing() {
             out.as_os_str(),
         ] as [&std::ffi::OsStr; 4],
     )
-    .fails_with(1);
+    .fails_with(2);
     assert!(
         refused.stderr.contains("inside replica \"alpha\""),
         "{}",

@@ -505,3 +505,41 @@ fn the_verify_line_names_each_part_as_it_is_checked() {
         );
     }
 }
+
+/// The time left is shown only once a step has run a few seconds and done
+/// some of its bytes (review 17d item 14: "00:53:57" from a slow start,
+/// rising, for a step done in 3 s): the first line of each step shows
+/// `--:--:--`.
+#[test]
+fn time_left_waits_until_it_means_something() {
+    let family = family_with_new_content();
+    let out = family.packet_dir("tty");
+    let export = run_on_terminal(
+        &family.root("a"),
+        "syncreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "b".as_ref(),
+        ],
+    )
+    .ok();
+    let screen = export.stdout.replace("\x1b[2K", "").replace('\r', "\n");
+    let mut seen = std::collections::BTreeSet::new();
+    for line in screen
+        .lines()
+        .filter(|l| l.contains("% ") && l.contains("B/s"))
+    {
+        // The step's text is what follows the time field.
+        let step = line
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        if seen.insert(step) {
+            assert!(line.contains("--:--:--"), "{line:?} in {screen}");
+        }
+    }
+    assert!(!seen.is_empty(), "{screen}");
+}

@@ -134,7 +134,7 @@ pub fn judge(exam: &Examination, reader: &Reader) -> Judged {
         .as_ref()
         .is_some_and(|h| h.targets.iter().any(|t| Some(t.id) == reader.replica));
     if let Some(err) = &exam.error {
-        let why = Some(err.kind.to_string());
+        let why = Some(crate::error::plain_os_errors(&err.kind.to_string()).into_owned());
         return match &err.kind {
             ErrorKind::Io { .. } => judged(Verdict::Unreadable, why, true),
             ErrorKind::NewerFormat { .. } | ErrorKind::OlderFormat { .. } => {

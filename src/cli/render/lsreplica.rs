@@ -490,7 +490,10 @@ pub fn render_members(replica: &Replica, long: bool, only: &[String]) -> Result<
                 let ranges: Vec<String> = member
                     .unconfirmed
                     .iter()
-                    .map(|u| format!("{} {}-{}", printable(&u.origin), u.first, u.last))
+                    .map(|u| match u.first == u.last {
+                        true => format!("{} {}", printable(&u.origin), u.first),
+                        false => format!("{} {}-{}", printable(&u.origin), u.first, u.last),
+                    })
                     .collect();
                 format!(
                     "{total} change{} ({})",
