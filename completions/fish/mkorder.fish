@@ -1,4 +1,4 @@
-complete -c mkorder -o data -d 'The packet file to submit; repeat -data for several (-data A.zip -data B.zip): a second file after one -data is taken for a DESTINATION, and refused' -r -F
+complete -c mkorder -o data -d 'The packet file to submit; repeat -data for several (-data A.zip -data B.zip): a second file after one -data is taken for a DESTINATION, and refused. A packet in a bay on S3 is named by its URL, s3://BUCKET/PREFIX/BAY/PACKET (BAY the outgoing, incoming or return bay of a storage class in the shipping configuration), as the expiry notice names a returned packet' -r -F
 complete -c mkorder -o pexpire -d 'When packets put into a storage bay expire if undelivered: days (7 or 7d), hours (12h), seconds (90s), a date (2026-12-01) or an RFC 3339 time (default: the storage class\'s expiry_days, 14)' -r
 complete -c mkorder -o shipconf -d 'The shipping configuration to use, instead of looking in $SYNCREPLICA_SHIPPING_CONF, the user\'s config directory and /etc/syncreplica/shipping.toml' -r -F
 complete -c mkorder -o sclass -d 'Storage class whose outgoing bay takes the packets (default: "default")' -r
