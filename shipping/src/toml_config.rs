@@ -68,12 +68,51 @@ impl TomlError {
     /// known.
     pub fn from_toml(text: &str, err: &toml::de::Error, key: Option<String>) -> TomlError {
         let span: Option<Range<usize>> = err.span();
+        let mut message = err.message().trim().to_string();
+        // toml says only "duplicate key": name the key and the line that
+        // first set it, so the reader knows which of the two to remove.
+        if message == "duplicate key" {
+            if let Some(span) = span.clone().filter(|s| text.get(s.clone()).is_some()) {
+                let name = text[span.clone()].trim().trim_matches('"').to_string();
+                if let Some(first) = first_setting(text, &name, span.start) {
+                    message = format!("duplicate key: `{name}` is already set on line {first}");
+                } else {
+                    message = format!("duplicate key: `{name}` is set twice");
+                }
+            }
+        }
         TomlError {
             line: span.map(|span| line_of(text, span.start)),
             key,
-            message: err.message().trim().to_string(),
+            message,
         }
     }
+}
+
+/// The 1-based line, before byte `before` and in the same table, where a
+/// line sets `name` (`name = …`), if one does.
+fn first_setting(text: &str, name: &str, before: usize) -> Option<usize> {
+    let head = &text[..before.min(text.len())];
+    // The table the duplicate is in starts after the last header line.
+    let table_start = head
+        .match_indices('\n')
+        .map(|(at, _)| at + 1)
+        .filter(|&at| head[at..].trim_start().starts_with('['))
+        .last()
+        .unwrap_or(0);
+    let mut offset = table_start;
+    for line in head[table_start..].split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let bare = trimmed.strip_prefix('"').map_or(trimmed, |rest| rest);
+        if let Some(rest) = bare.strip_prefix(name) {
+            let rest = rest.trim_start_matches('"').trim_start();
+            if rest.starts_with('=') && offset < before {
+                return Some(line_of(text, offset));
+            }
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// The table keys of `path`, joined by dots; list indexes are left out
@@ -116,6 +155,23 @@ mod tests {
 
     fn error(text: &str) -> TomlError {
         parse::<Doc>(text).unwrap_err()
+    }
+
+    #[test]
+    fn a_duplicate_key_is_named_with_the_line_that_first_set_it() {
+        let err = error("size = 1\n[tables.a]\nvalue = 1\nvalue = 2\n");
+        assert_eq!(err.line, Some(4), "{err}");
+        assert!(
+            err.to_string()
+                .contains("duplicate key: `value` is already set on line 3"),
+            "{err}"
+        );
+        let err = error("size = 1\nsize = 2\n");
+        assert!(
+            err.to_string()
+                .contains("duplicate key: `size` is already set on line 1"),
+            "{err}"
+        );
     }
 
     #[test]
