@@ -97,8 +97,7 @@ fn first_setting(text: &str, name: &str, before: usize) -> Option<usize> {
     let table_start = head
         .match_indices('\n')
         .map(|(at, _)| at + 1)
-        .filter(|&at| head[at..].trim_start().starts_with('['))
-        .next_back()
+        .rfind(|&at| head[at..].trim_start().starts_with('['))
         .unwrap_or(0);
     let mut offset = table_start;
     for line in head[table_start..].split_inclusive('\n') {
