@@ -355,6 +355,19 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             }
         }
     }
+    // The stale-copy rule of -import needs what this replica has seen of
+    // each sender.
+    let mut seen = std::collections::BTreeMap::new();
+    if let Some(replica) = &replica {
+        for header in exams.iter().filter_map(|e| e.header.as_ref()) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = seen.entry(header.sender.id) {
+                slot.insert(crate::sync::family::SenderSeen::of(
+                    replica,
+                    &header.sender.id,
+                )?);
+            }
+        }
+    }
     // Packets named outside any replica have no keys to be checked
     // against: an unknown key there is "not checked", not a problem.
     let reader = listing::Reader {
@@ -365,6 +378,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
         unchecked: replica.is_none() && !args.packets.is_empty(),
         key_unreadable,
         book,
+        seen,
     };
     let mut counts: std::collections::BTreeMap<listing::Verdict, u64> = Default::default();
     // Files this replica should be able to use and cannot, by verdict.

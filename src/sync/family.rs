@@ -765,28 +765,71 @@ pub fn check_retired_restore(
     replica: &crate::replica::Replica,
     header: &Header,
 ) -> Result<Option<Refusal>> {
-    let sender = header.sender.id;
     let book = crate::sync::keys::KeyBook::load(replica.state())?;
-    let Some(through) = book
+    let seen = SenderSeen::of(replica, &header.sender.id)?;
+    Ok(retired_restore(&book, &seen, header))
+}
+
+/// What this replica has seen of a sender, as [`retired_restore`] judges
+/// a packet of it by: the creation time (ns) of the newest packet of it
+/// taken here, and its own epoch it confirmed holding.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SenderSeen {
+    pub newest_ns: Option<i64>,
+    pub confirmed: u64,
+}
+
+impl SenderSeen {
+    /// What `replica` has seen of `sender`.
+    pub fn of(replica: &crate::replica::Replica, sender: &Id) -> Result<SenderSeen> {
+        let confirmed = replica
+            .state()
+            .confirmed_table()?
+            .get(sender)
+            .and_then(|row| row.get(sender))
+            .map_or(0, |c| c.epoch);
+        Ok(SenderSeen {
+            newest_ns: replica.state().sender_clock(sender)?,
+            confirmed,
+        })
+    }
+}
+
+/// The key rules -import applies to a packet signed by its sender's key,
+/// current or replaced (SPEC.md §7.1), as one: the replaced key's epochs
+/// ([`crate::sync::keys::check_signer_epochs`]) and the stale copy
+/// ([`retired_restore`]). `lspacket` judges by this too, so that it
+/// lists as refused exactly what -import refuses, in the same words.
+pub fn key_rule_refusal(
+    book: &crate::sync::keys::KeyBook,
+    seen: &SenderSeen,
+    header: &Header,
+) -> Option<Refusal> {
+    let name = printable(&header.sender.name);
+    crate::sync::keys::check_signer_epochs(book, header, &name)
+        .err()
+        .or_else(|| retired_restore(book, seen, header))
+}
+
+/// [`check_retired_restore`] on what was loaded: `book` the keys, `seen`
+/// what this replica has seen of the packet's sender.
+pub fn retired_restore(
+    book: &crate::sync::keys::KeyBook,
+    seen: &SenderSeen,
+    header: &Header,
+) -> Option<Refusal> {
+    let sender = header.sender.id;
+    let through = book
         .owner(&header.signer_key)
         .filter(|o| o.member == sender)
-        .and_then(|o| o.through)
-    else {
-        return Ok(None);
-    };
-    let previous = replica.state().sender_clock(&sender)?;
-    let confirmed = replica
-        .state()
-        .confirmed_table()?
-        .get(&sender)
-        .and_then(|row| row.get(&sender))
-        .map_or(0, |c| c.epoch);
+        .and_then(|o| o.through)?;
+    let confirmed = seen.confirmed;
     let stated = header.epoch_row.get(&sender).copied().unwrap_or(0);
     let created = header.created.as_nanos_saturating();
-    if !(previous.is_some_and(|p| created > p) && stated < confirmed) {
-        return Ok(None);
+    if !(seen.newest_ns.is_some_and(|p| created > p) && stated < confirmed) {
+        return None;
     }
-    Ok(Some(crate::sync::keys::retired(
+    Some(crate::sync::keys::retired(
         &printable(&header.sender.name),
         through,
         format!(
@@ -796,7 +839,7 @@ pub fn check_retired_restore(
              in flight; a replica restored from a backup older than its rotation must be made \
              again (mkreplica -export at a sibling)"
         ),
-    )))
+    ))
 }
 
 /// Takes what [`assess_member_packet`] found, once its packet is accepted

@@ -622,6 +622,12 @@ fn a_stale_copys_packet_from_before_the_rotation_does_not_lower_the_row() {
     for (name, extra) in [("stale-resend", "-resend"), ("stale-ack", "-ack")] {
         let out = fam.packet_dir(name);
         export_to(&stolen, &out, &["beta"], &[extra]).ok();
+        // lspacket judges it by -import's rules, in its words.
+        let listed = run(&b, "lspacket", [out.as_os_str()]).fails_with(1).stdout;
+        assert!(listed.contains("signed with a replaced key"), "{listed}");
+        assert!(listed.contains("not from a packet in flight"), "{listed}");
+        assert!(listed.contains("-import refuses it"), "{listed}");
+        assert!(!listed.contains("(local:"), "{listed}");
         let before = family_rows(&b);
         let refused = import_from(&b, &[&out]).fails_with(1);
         let text = format!("{}{}", refused.stdout, refused.stderr);
@@ -737,4 +743,51 @@ fn a_relayed_stale_copys_change_numbered_like_the_rotation_names_it() {
         "{text}"
     );
     assert!(!b.join("planted.txt").exists());
+}
+
+#[test]
+fn lspacket_gives_no_local_status_to_a_stale_copys_packet_beyond_the_rotation() {
+    let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    let (epoch, ..) = rekey(&a);
+    for name in ["one.txt", "two.txt"] {
+        write(&a, name, name);
+        run(&a, "syncreplica", ["-record"]).ok();
+    }
+    fam.send("alpha", "beta", "rotation");
+    // The copy numbers changes of its own like the rotation and after it,
+    // which beta holds already (alpha's own): signed with the old key.
+    for name in ["x.txt", "y.txt", "z.txt"] {
+        write(&stolen, name, name);
+        run(&stolen, "syncreplica", ["-record"]).ok();
+    }
+    let out = fam.packet_dir("stale");
+    export_to(&stolen, &out, &["beta"], &[]).ok();
+    let refused = import_from(&b, &[&out]).fails_with(1);
+    let text = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        text.contains(&format!("the key \"alpha\" replaced at its epoch {epoch}")),
+        "{text}"
+    );
+    let listed = run(&b, "lspacket", [out.as_os_str()]).fails_with(1).stdout;
+    assert!(listed.contains("signed with a replaced key"), "{listed}");
+    assert!(!listed.contains("(local:"), "{listed}");
+    let json = run(
+        &b,
+        "lspacket",
+        [OsStr::new("-fmt"), OsStr::new("json"), out.as_os_str()],
+    )
+    .fails_with(1)
+    .stdout;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let packet = &json["packets"][0];
+    assert_eq!(packet["status"], "replaced key", "{json}");
+    let beta = packet["targets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{json}"))
+        .iter()
+        .find(|t| t["local"] == true)
+        .unwrap_or_else(|| panic!("{json}"));
+    assert!(beta["status"].is_null(), "{json}");
 }
