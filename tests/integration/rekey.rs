@@ -109,6 +109,29 @@ fn a_rotation_reaches_the_siblings_and_the_new_keys_are_used() {
     export_to(&a, &out, &["beta"], &[]).ok();
     let listed = lspacket_long(&a, &out);
     assert!(listed.contains(&fingerprint), "{listed}");
+    // The header's copy of the rotation (SPEC.md §4.3) is shown.
+    assert!(
+        listed.contains(&format!(
+            "  \"alpha\" at its epoch {epoch}: new key {fingerprint} (replaces {previous})"
+        )),
+        "{listed}"
+    );
+    let json = run(
+        &a,
+        "lspacket",
+        [OsStr::new("-fmt"), OsStr::new("json"), out.as_os_str()],
+    )
+    .ok()
+    .stdout;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rotations = &json["packets"][0]["rotations"];
+    assert_eq!(rotations[0]["epoch"], epoch, "{json}");
+    assert_eq!(
+        rotations[0]["new_fingerprint"],
+        fingerprint.as_str(),
+        "{json}"
+    );
+    assert_eq!(rotations[0]["old_fingerprint"], previous.as_str(), "{json}");
     let imported = import_from(&b, &[&out]).ok();
     assert!(
         imported
