@@ -1050,40 +1050,10 @@ impl Receiver<'_> {
                 ),
             )
         };
-        let proved = header.proved_rotations().map_err(forbidden)?;
-        let first = proved[0].old_key;
-        if !self.trusted_keys.contains(&first) {
-            return Err(forbidden(format!(
-                "they start from key {}, which this server does not trust either",
-                packet_format::key_fingerprint(&first)
-            )));
-        }
-        let mut learned = Vec::new();
-        for step in &proved {
-            match self.trust.rotation_of(&step.old_key) {
-                Some(known) if known.new_key == step.new_key && known.epoch == step.epoch => {}
-                Some(known) => {
-                    return Err(forbidden(format!(
-                        "the rotation at epoch {} replaces key {}, which this server knows was \
-                         replaced at epoch {} by another key",
-                        step.epoch,
-                        packet_format::key_fingerprint(&step.old_key),
-                        known.epoch
-                    )))
-                }
-                None => learned.push(crate::trust::KnownRotation {
-                    member: step.member.0,
-                    epoch: step.epoch,
-                    old_key: step.old_key,
-                    new_key: step.new_key,
-                }),
-            }
-        }
-        if proved.last().map(|r| r.new_key) != Some(signer) {
-            return Err(forbidden(
-                "they do not end at the key that signed it".into(),
-            ));
-        }
+        let (first, learned) = self
+            .trust
+            .header_vouches(&self.trusted_keys, header)
+            .map_err(forbidden)?;
         if !learned.is_empty() && self.trust.family_keys.contains(&first) {
             self.trust.keep(&learned).map_err(|err| {
                 internal(format!(

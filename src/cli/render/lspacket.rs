@@ -101,6 +101,9 @@ pub struct Reader {
     pub family: Option<(crate::ops::Id, String)>,
     /// No keys to check against (packets named outside any replica).
     pub unchecked: bool,
+    /// Listing a hub's bays outside any replica: keys are the hub's
+    /// (trusted_keys, trusted_replicas, the rotations it learned).
+    pub hub: bool,
     /// Why this user cannot read the replica's own decryption key (a
     /// user with read access only): packets encrypted to this replica
     /// are then listed as [`Verdict::KeyUnreadable`].
@@ -168,6 +171,14 @@ pub fn judge(exam: &Examination, reader: &Reader) -> Judged {
         Some(SignatureStatus::UnknownKey { .. }) if reader.unchecked => {
             judged(Verdict::NotChecked, None, false)
         }
+        Some(SignatureStatus::UnknownKey { fingerprint }) if reader.hub => judged(
+            Verdict::UnknownKey,
+            Some(format!(
+                "key {fingerprint} is not one this hub trusts (trusted_keys, the members of \
+                 trusted_replicas, or a key rotation it learned or the packet carries)"
+            )),
+            true,
+        ),
         Some(SignatureStatus::UnknownKey { fingerprint }) => judged(
             Verdict::UnknownKey,
             Some(format!(
