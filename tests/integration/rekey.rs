@@ -511,6 +511,17 @@ fn a_hub_takes_a_rekeyed_members_packets_and_keeps_its_new_key() {
             "{text}"
         );
     }
+    // lspacket at each hub (outside any replica) judges its bays by the
+    // hub's trust, as its receiver did: what it took with 201 (through
+    // the header's rotation, or the rotation it learned) is intact.
+    for (conf, packets) in [(&family_conf, 2), (&keys_conf, 1)] {
+        let listed = run(dir, "lspacket", [OsStr::new("-shipconf"), conf.as_os_str()])
+            .ok()
+            .stdout;
+        assert!(!listed.contains("unknown key"), "{listed}");
+        assert!(!listed.contains("this replica"), "{listed}");
+        assert_eq!(listed.matches("Packet is: ").count(), packets, "{listed}");
+    }
 }
 
 #[test]
