@@ -476,7 +476,7 @@ fn a_hub_takes_a_rekeyed_members_packets_and_keeps_its_new_key() {
     let family_hub = Server::start(&family_conf, "127.0.0.1:0", &[]);
     let keys_hub = Server::start(&keys_conf, "127.0.0.1:0", &[]);
 
-    rekey(&a);
+    let (epoch, ..) = rekey(&a);
     write(&a, "after.txt", "after the rotation");
     let out = fam.packet_dir("rotation");
     export_to(&a, &out, &["beta"], &[]).ok();
@@ -485,8 +485,18 @@ fn a_hub_takes_a_rekeyed_members_packets_and_keeps_its_new_key() {
     for (status, text) in upload_all(&family_hub.addr, &out) {
         assert_eq!(status, 201, "{text}");
     }
+    // The hub trusting configured keys says (to the sender and in its
+    // log) which key to add.
+    let new_key = public_key_hex(&a);
     for (status, text) in upload_all(&keys_hub.addr, &out) {
         assert_eq!(status, 201, "{text}");
+        assert!(
+            text.contains(&format!(
+                "member \"alpha\" rotated its key at its epoch {epoch} (mkreplica -rekey); add \
+                 {new_key} to trusted_keys"
+            )),
+            "{text}"
+        );
     }
     let learned = dir.join("family-hub-bay/learned_rotations");
     assert!(learned.is_file(), "the family hub keeps the rotation");
@@ -507,7 +517,9 @@ fn a_hub_takes_a_rekeyed_members_packets_and_keeps_its_new_key() {
         assert_eq!(status, 403, "{text}");
         assert!(text.contains("mkreplica -rekey"), "{text}");
         assert!(
-            text.contains("for trusted_keys, replace its old key by the new one"),
+            text.contains(&format!(
+                "that key, {new_key}, which the packet says is member \"alpha\"'s"
+            )),
             "{text}"
         );
     }
