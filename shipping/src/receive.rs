@@ -1176,8 +1176,9 @@ fn refusal(name: &str, kind: &ErrorKind) -> Rejection {
             format!(
                 "{name}: {kind}; this server does not trust that key (if a member ran \
                  mkreplica -rekey: its packets carrying the rotation teach a trusted_replicas \
-                 family the new key; for trusted_keys, replace its old key by the new one, which \
-                 lsreplica -long at any member shows)"
+                 family the new key; for trusted_keys, add the new one, which lsreplica -long at \
+                 any member shows, restart the server, and remove the old key once the packets \
+                 written before the rotation are through)"
             ),
         ),
         ErrorKind::NewerFormat { .. } => Rejection::new(
