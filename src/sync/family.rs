@@ -142,7 +142,10 @@ pub fn check_duplicates(
                     "the packet carries its change number {} and this replica has a different change \
                      with that number: two copies of it, made from {origin}, number their changes independently{}",
                     op.epoch,
-                    rotation_note(replica.state(), &op.origin, op.epoch)?
+                    match carried_rotation_note(replica.state(), ops, &op.origin, op.epoch)? {
+                        Some(note) => note,
+                        None => rotation_note(replica.state(), &op.origin, op.epoch)?,
+                    }
                 )
             };
             return raise(replica, &op.origin, &name, packet, what).map(Some);
@@ -171,6 +174,48 @@ fn rotation_note(state: &crate::store::state::State, origin: &Id, epoch: u64) ->
         ),
         None => String::new(),
     })
+}
+
+/// When the refused packet (`ops`) itself carries `origin`'s key rotation
+/// at or after `epoch` (`mkreplica -rekey`), replacing the key this
+/// replica holds for `origin` (the one the change it took earlier was
+/// signed with), the words that say what that likely means: the change
+/// taken earlier came from a copy of the member from before its rotation
+/// (a stolen disk or an old backup), and this packet from the member that
+/// rotated; and what to do. `None` otherwise.
+fn carried_rotation_note(
+    state: &crate::store::state::State,
+    ops: &[Operation],
+    origin: &Id,
+    epoch: u64,
+) -> Result<Option<String>> {
+    let book = crate::sync::keys::KeyBook::load(state)?;
+    let Some(current) = book.current(origin) else {
+        return Ok(None);
+    };
+    let rotation = ops.iter().find_map(|op| match &op.change {
+        crate::ops::Change::RekeyMember {
+            replica, old_key, ..
+        } if op.origin == *origin
+            && replica == origin
+            && op.epoch >= epoch
+            && *old_key == current =>
+        {
+            Some(op.epoch)
+        }
+        _ => None,
+    });
+    Ok(rotation.map(|at| {
+        format!(
+            "; this packet carries its key rotation at its epoch {at} (mkreplica -rekey), which \
+             replaces the key the change this replica took earlier was signed with: that change \
+             likely came from a copy of it from before the rotation (a stolen disk or an old \
+             backup), this packet from the member that rotated. Check at that member's site that \
+             it ran mkreplica -rekey (lsreplica -long there shows the rotation); if it did, its old \
+             key is in other hands and this replica holds the copy's change: handle it as a \
+             clone (below), keeping the copy that rotated"
+        )
+    }))
 }
 
 /// Refuses a packet that carries a change of this replica's own numbered

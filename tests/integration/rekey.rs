@@ -837,3 +837,30 @@ fn lspacket_gives_no_local_status_to_a_stale_copys_packet_beyond_the_rotation() 
         .unwrap_or_else(|| panic!("{json}"));
     assert!(beta["status"].is_null(), "{json}");
 }
+
+#[test]
+fn a_rotation_refused_as_a_clone_after_a_stale_copys_change_says_so() {
+    let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    // beta takes the copy's change first: it knows no rotation yet, and
+    // the copy signs with the key beta holds for alpha.
+    write(&stolen, "planted.txt", "planted");
+    let out = fam.packet_dir("stale");
+    export_to(&stolen, &out, &["beta"], &[]).ok();
+    import_from(&b, &[&out]).ok();
+    let (epoch, ..) = rekey(&a);
+    let out = fam.packet_dir("rotation");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    let refused = import_from(&b, &[&out]).fails_with(1);
+    let text = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(text.contains("replica \"alpha\" is cloned"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "this packet carries its key rotation at its epoch {epoch} (mkreplica -rekey), which \
+             replaces the key the change this replica took earlier was signed with"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("from before the rotation"), "{text}");
+}
