@@ -349,7 +349,7 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
                 h.encryption.is_some() && h.targets.iter().any(|t| Some(t.id) == me)
             });
             let exam = if for_me && exam.error.is_none() {
-                packet_format::examine_packet_with(&entry.file, &keys, decryption.as_ref())
+                packet_format::examine_packet_with(&entry.file, keys, decryption.as_ref())
             } else {
                 exam
             };
