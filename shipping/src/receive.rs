@@ -60,6 +60,9 @@ pub struct Receipt {
     pub duplicate: bool,
     /// SHA-256 (hex) of the packet as received.
     pub sha256: String,
+    /// What the administrator should know of it (a key rotation taken
+    /// from its header), said with the receipt and so in the log.
+    pub note: Option<String>,
 }
 
 impl Receipt {
@@ -80,7 +83,12 @@ impl Receipt {
         } else {
             "stored"
         };
-        format!("{}: {state} {}", self.packet, parts.join(" and "))
+        let note = self
+            .note
+            .as_ref()
+            .map(|n| format!("; {n}"))
+            .unwrap_or_default();
+        format!("{}: {state} {}{note}", self.packet, parts.join(" and "))
     }
 }
 
@@ -212,10 +220,13 @@ impl Receiver<'_> {
         let incoming = open_bay(&self.class, Bay::Incoming).map_err(internal)?;
         let outgoing = open_bay(&self.class, Bay::Outgoing).map_err(internal)?;
         let (incoming, outgoing) = (incoming.as_ref(), outgoing.as_ref());
+        let mut note = None;
         let verified = match packet_format::verify_packet(temp.path(), &self.trusted_keys) {
             Ok(verified) => verified,
             Err(err) if matches!(err.kind, ErrorKind::UnknownKey { .. }) => {
-                self.vouched(name, temp.path(), &err.kind)?
+                let (verified, said) = self.vouched(name, temp.path(), &err.kind)?;
+                note = said;
+                verified
             }
             Err(err) => return Err(refusal(name, &err.kind)),
         };
@@ -360,6 +371,7 @@ impl Receiver<'_> {
             forwarded,
             duplicate,
             sha256,
+            note,
         })
     }
 
@@ -1026,7 +1038,7 @@ impl Receiver<'_> {
         name: &str,
         path: &Path,
         unknown: &ErrorKind,
-    ) -> Result<packet_format::VerifiedPacket, Rejection> {
+    ) -> Result<(packet_format::VerifiedPacket, Option<String>), Rejection> {
         let Some(signer) = packet_format::examine_packet(path, &[])
             .header
             .map(|h| h.signer_key)
@@ -1039,7 +1051,7 @@ impl Receiver<'_> {
         };
         let header = verified.header();
         if header.rotations.is_empty() {
-            return Err(refusal(name, unknown));
+            return Err(unknown_signer(name, unknown, header));
         }
         let forbidden = |why: String| {
             Rejection::new(
@@ -1050,48 +1062,39 @@ impl Receiver<'_> {
                 ),
             )
         };
-        let proved = header.proved_rotations().map_err(forbidden)?;
-        let first = proved[0].old_key;
-        if !self.trusted_keys.contains(&first) {
-            return Err(forbidden(format!(
-                "they start from key {}, which this server does not trust either",
-                packet_format::key_fingerprint(&first)
-            )));
-        }
-        let mut learned = Vec::new();
-        for step in &proved {
-            match self.trust.rotation_of(&step.old_key) {
-                Some(known) if known.new_key == step.new_key && known.epoch == step.epoch => {}
-                Some(known) => {
-                    return Err(forbidden(format!(
-                        "the rotation at epoch {} replaces key {}, which this server knows was \
-                         replaced at epoch {} by another key",
-                        step.epoch,
-                        packet_format::key_fingerprint(&step.old_key),
-                        known.epoch
-                    )))
-                }
-                None => learned.push(crate::trust::KnownRotation {
-                    member: step.member.0,
-                    epoch: step.epoch,
-                    old_key: step.old_key,
-                    new_key: step.new_key,
-                }),
-            }
-        }
-        if proved.last().map(|r| r.new_key) != Some(signer) {
-            return Err(forbidden(
-                "they do not end at the key that signed it".into(),
-            ));
-        }
-        if !learned.is_empty() && self.trust.family_keys.contains(&first) {
+        let (first, learned) = self
+            .trust
+            .header_vouches(&self.trusted_keys, header)
+            .map_err(forbidden)?;
+        let family = self.trust.family_keys.contains(&first);
+        if !learned.is_empty() && family {
             self.trust.keep(&learned).map_err(|err| {
                 internal(format!(
                     "{name}: keeping the key rotation it carries: {err}"
                 ))
             })?;
         }
-        Ok(verified)
+        // The administrator of a trusted_keys hub must add the new key
+        // before the member's packets stop carrying the rotation; one of
+        // a trusted_replicas hub learns it without doing anything.
+        let member = format!("{:?}", header.sender.name);
+        let note = learned.last().map(|r| match family {
+            true => format!(
+                "member {member} rotated its key at its epoch {} (mkreplica -rekey); the new key \
+                 {} is kept in {}",
+                r.epoch,
+                hex::encode(r.new_key),
+                crate::trust::LEARNED_ROTATIONS_FILE
+            ),
+            false => format!(
+                "member {member} rotated its key at its epoch {} (mkreplica -rekey); add {} to \
+                 trusted_keys (and restart the server), keeping the old key until its packets \
+                 written before the rotation are through",
+                r.epoch,
+                hex::encode(r.new_key)
+            ),
+        });
+        Ok((verified, note))
     }
 
     /// Refuses a packet signed with a key its sender replaced at epoch E
@@ -1145,6 +1148,26 @@ pub fn check_packet_name(name: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// The answer to an intact packet signed by a key this server does not
+/// trust, carrying no rotation that vouches for it: names the member it
+/// claims to come from and the key, 64 hex digits, as trusted_keys takes
+/// it (the claim is unproved: the administrator checks the key at a
+/// member before adding it).
+fn unknown_signer(name: &str, kind: &ErrorKind, header: &packet_format::Header) -> Rejection {
+    Rejection::new(
+        403,
+        format!(
+            "{name}: {kind}; this server does not trust that key, {}, which the packet says \
+             is member {:?}'s (if it ran mkreplica -rekey: its packets carrying the rotation \
+             teach a trusted_replicas family the new key; for trusted_keys, add this key once \
+             lsreplica -long at any member shows it as that member's, restart the server, and \
+             remove the old key when the packets written before the rotation are through)",
+            hex::encode(header.signer_key),
+            header.sender.name
+        ),
+    )
+}
+
 /// The answer to a packet that failed verification.
 fn refusal(name: &str, kind: &ErrorKind) -> Rejection {
     match kind {
@@ -1153,8 +1176,9 @@ fn refusal(name: &str, kind: &ErrorKind) -> Rejection {
             format!(
                 "{name}: {kind}; this server does not trust that key (if a member ran \
                  mkreplica -rekey: its packets carrying the rotation teach a trusted_replicas \
-                 family the new key; for trusted_keys, replace its old key by the new one, which \
-                 lsreplica -long at any member shows)"
+                 family the new key; for trusted_keys, add the new one, which lsreplica -long at \
+                 any member shows, restart the server, and remove the old key once the packets \
+                 written before the rotation are through)"
             ),
         ),
         ErrorKind::NewerFormat { .. } => Rejection::new(

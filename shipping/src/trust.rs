@@ -70,6 +70,57 @@ impl Trust {
         self.rotations.iter().find(|r| r.old_key == *key)
     }
 
+    /// Whether the rotations `header` carries (packet SPEC.md §4.3) vouch
+    /// for its signer, a key not in `trusted` (the keys this hub trusts):
+    /// they lead, each sealed by the key it replaces, from a key in
+    /// `trusted` to the signer, agreeing with every rotation known here.
+    /// Returns the key they start from and the rotations not known here
+    /// yet (for [`Trust::keep`] when that key is a `family_keys` one), or
+    /// why they do not vouch. The packet's signature is the caller's to
+    /// check. The receiver and `lspacket` at a hub judge by this alike.
+    pub fn header_vouches(
+        &self,
+        trusted: &[[u8; 32]],
+        header: &packet_format::Header,
+    ) -> std::result::Result<([u8; 32], Vec<KnownRotation>), String> {
+        if header.rotations.is_empty() {
+            return Err("it carries none".into());
+        }
+        let proved = header.proved_rotations()?;
+        let first = proved[0].old_key;
+        if !trusted.contains(&first) {
+            return Err(format!(
+                "they start from key {}, which this server does not trust either",
+                packet_format::key_fingerprint(&first)
+            ));
+        }
+        let mut learned = Vec::new();
+        for step in &proved {
+            match self.rotation_of(&step.old_key) {
+                Some(known) if known.new_key == step.new_key && known.epoch == step.epoch => {}
+                Some(known) => {
+                    return Err(format!(
+                        "the rotation at epoch {} replaces key {}, which this server knows was \
+                         replaced at epoch {} by another key",
+                        step.epoch,
+                        packet_format::key_fingerprint(&step.old_key),
+                        known.epoch
+                    ))
+                }
+                None => learned.push(KnownRotation {
+                    member: step.member.0,
+                    epoch: step.epoch,
+                    old_key: step.old_key,
+                    new_key: step.new_key,
+                }),
+            }
+        }
+        if proved.last().map(|r| r.new_key) != Some(header.signer_key) {
+            return Err("they do not end at the key that signed it".into());
+        }
+        Ok((first, learned))
+    }
+
     /// Appends `learned` to the learned-rotations file (see
     /// [`LEARNED_ROTATIONS_FILE`]), one line each.
     pub fn keep(&self, learned: &[KnownRotation]) -> std::io::Result<()> {

@@ -150,11 +150,18 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
     // The shipping configuration, when the bays are listed: says which
     // orders wait for their link's hours.
     let mut shipping_config = None;
+    // What the hub trusts, when its bays are listed outside a replica.
+    let mut hub_trust: Option<shipping::trust::Trust> = None;
     let entries = if args.packets.is_empty() {
         let shipping = Shipping::load(args.shipconf.as_deref())?;
         shipping_config = Some(shipping.config.clone());
-        match shipping::trust::trusted_keys(&shipping.config, &crate::ship_trust::ReplicaMembers) {
-            Ok(trusted) => keys.extend(trusted),
+        // The hub's trust, as its receiver has it: trusted_keys, the
+        // trusted_replicas families' keys and the rotations it learned.
+        match shipping::trust::trust(&shipping.config, &crate::ship_trust::ReplicaMembers) {
+            Ok(trust) => {
+                keys.extend(trust.keys.iter().copied());
+                hub_trust = Some(trust);
+            }
             Err(err) => errln!("{NAME}: warning: {err}"),
         }
         // Listing writes nothing: an S3 bay is checked with a listing, no
@@ -322,15 +329,39 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
         }
         keys = book.all_keys();
     }
+    // As a hub's receiver does: a packet signed by a key the hub does not
+    // trust whose header carries rotations leading to it from one it
+    // does is verified with that key (shipping::trust::Trust::header_vouches).
+    let mut vouched: std::collections::BTreeMap<PathBuf, [u8; 32]> = Default::default();
+    if let (Some(trust), None) = (&hub_trust, &replica) {
+        for entry in &entries {
+            let exam = packet_format::examine_packet(&entry.file, &keys);
+            if let (None, Some(header)) = (&exam.error, &exam.header) {
+                if crate::sync::keys::unknown_key(&exam.signature)
+                    && trust.header_vouches(&trust.keys, header).is_ok()
+                {
+                    vouched.insert(entry.file.clone(), header.signer_key);
+                }
+            }
+        }
+    }
     let exams: Vec<packet_format::Examination> = entries
         .iter()
         .map(|entry| {
-            let exam = packet_format::examine_packet(&entry.file, &keys);
+            let with_signer;
+            let keys = match vouched.get(&entry.file) {
+                Some(signer) => {
+                    with_signer = [keys.as_slice(), &[*signer]].concat();
+                    &with_signer
+                }
+                None => &keys,
+            };
+            let exam = packet_format::examine_packet(&entry.file, keys);
             let for_me = exam.header.as_ref().is_some_and(|h| {
                 h.encryption.is_some() && h.targets.iter().any(|t| Some(t.id) == me)
             });
             let exam = if for_me && exam.error.is_none() {
-                packet_format::examine_packet_with(&entry.file, &keys, decryption.as_ref())
+                packet_format::examine_packet_with(&entry.file, keys, decryption.as_ref())
             } else {
                 exam
             };
@@ -367,6 +398,19 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             }
         }
     }
+    // The stale-copy rule of -import needs what this replica has seen of
+    // each sender.
+    let mut seen = std::collections::BTreeMap::new();
+    if let Some(replica) = &replica {
+        for header in exams.iter().filter_map(|e| e.header.as_ref()) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = seen.entry(header.sender.id) {
+                slot.insert(crate::sync::family::SenderSeen::of(
+                    replica,
+                    &header.sender.id,
+                )?);
+            }
+        }
+    }
     // Packets named outside any replica have no keys to be checked
     // against: an unknown key there is "not checked", not a problem.
     let reader = listing::Reader {
@@ -375,8 +419,10 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             .as_ref()
             .map(|r| (r.identity.family_id, r.identity.family_name.clone())),
         unchecked: replica.is_none() && !args.packets.is_empty(),
+        hub: replica.is_none() && args.packets.is_empty(),
         key_unreadable,
         book,
+        seen,
     };
     let mut counts: std::collections::BTreeMap<listing::Verdict, u64> = Default::default();
     // Files this replica should be able to use and cannot, by verdict.

@@ -136,8 +136,11 @@ use clap::Parser;
 /// the new ones, never a mix: the next command finishes or undoes it.
 /// Shipping servers verify the new key from the rotation the packets
 /// carry; one that trusts this replica through trusted_keys in its
-/// shipping.toml needs the old key there replaced by the new public key
-/// this prints (see syncreplica-shipping(5), Key rotation).
+/// shipping.toml needs the new public key this prints added there, and a
+/// restart (the server reads shipping.toml when it starts); the old key
+/// is removed later, once the packets written before the rotation are
+/// through (with the old key gone, that server refuses them). See
+/// syncreplica-shipping(5), Key rotation.
 #[derive(Debug, Parser)]
 #[command(name = "mkreplica", version, after_help = super::EXIT_STATUS_HELP)]
 #[command(group = clap::ArgGroup::new("mode").required(true))]
@@ -965,8 +968,8 @@ fn rekey(args: &Args) -> anyhow::Result<()> {
     outln!("  (was {old_fingerprint})");
     outln!("  Encryption key: {}", done.encryption_key);
     outln!(
-        "  Public signing key (for trusted_keys in a shipping server's shipping.toml, in place of \
-         the old one): {}",
+        "  Public signing key (add it to trusted_keys in a shipping server's shipping.toml and \
+         restart the server; remove the old key once the packets written before now are through): {}",
         hex::encode(done.new_key)
     );
     outln!(

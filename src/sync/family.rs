@@ -142,7 +142,10 @@ pub fn check_duplicates(
                     "the packet carries its change number {} and this replica has a different change \
                      with that number: two copies of it, made from {origin}, number their changes independently{}",
                     op.epoch,
-                    rotation_note(replica.state(), &op.origin, op.epoch)?
+                    match carried_rotation_note(replica.state(), ops, &op.origin, op.epoch)? {
+                        Some(note) => note,
+                        None => rotation_note(replica.state(), &op.origin, op.epoch)?,
+                    }
                 )
             };
             return raise(replica, &op.origin, &name, packet, what).map(Some);
@@ -171,6 +174,48 @@ fn rotation_note(state: &crate::store::state::State, origin: &Id, epoch: u64) ->
         ),
         None => String::new(),
     })
+}
+
+/// When the refused packet (`ops`) itself carries `origin`'s key rotation
+/// at or after `epoch` (`mkreplica -rekey`), replacing the key this
+/// replica holds for `origin` (the one the change it took earlier was
+/// signed with), the words that say what that likely means: the change
+/// taken earlier came from a copy of the member from before its rotation
+/// (a stolen disk or an old backup), and this packet from the member that
+/// rotated; and what to do. `None` otherwise.
+fn carried_rotation_note(
+    state: &crate::store::state::State,
+    ops: &[Operation],
+    origin: &Id,
+    epoch: u64,
+) -> Result<Option<String>> {
+    let book = crate::sync::keys::KeyBook::load(state)?;
+    let Some(current) = book.current(origin) else {
+        return Ok(None);
+    };
+    let rotation = ops.iter().find_map(|op| match &op.change {
+        crate::ops::Change::RekeyMember {
+            replica, old_key, ..
+        } if op.origin == *origin
+            && replica == origin
+            && op.epoch >= epoch
+            && *old_key == current =>
+        {
+            Some(op.epoch)
+        }
+        _ => None,
+    });
+    Ok(rotation.map(|at| {
+        format!(
+            "; this packet carries its key rotation at its epoch {at} (mkreplica -rekey), which \
+             replaces the key the change this replica took earlier was signed with: that change \
+             likely came from a copy of it from before the rotation (a stolen disk or an old \
+             backup), this packet from the member that rotated. Check at that member's site that \
+             it ran mkreplica -rekey (lsreplica -long there shows the rotation); if it did, its old \
+             key is in other hands and this replica holds the copy's change: handle it as a \
+             clone (below), keeping the copy that rotated"
+        )
+    }))
 }
 
 /// Refuses a packet that carries a change of this replica's own numbered
@@ -765,28 +810,71 @@ pub fn check_retired_restore(
     replica: &crate::replica::Replica,
     header: &Header,
 ) -> Result<Option<Refusal>> {
-    let sender = header.sender.id;
     let book = crate::sync::keys::KeyBook::load(replica.state())?;
-    let Some(through) = book
+    let seen = SenderSeen::of(replica, &header.sender.id)?;
+    Ok(retired_restore(&book, &seen, header))
+}
+
+/// What this replica has seen of a sender, as [`retired_restore`] judges
+/// a packet of it by: the creation time (ns) of the newest packet of it
+/// taken here, and its own epoch it confirmed holding.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SenderSeen {
+    pub newest_ns: Option<i64>,
+    pub confirmed: u64,
+}
+
+impl SenderSeen {
+    /// What `replica` has seen of `sender`.
+    pub fn of(replica: &crate::replica::Replica, sender: &Id) -> Result<SenderSeen> {
+        let confirmed = replica
+            .state()
+            .confirmed_table()?
+            .get(sender)
+            .and_then(|row| row.get(sender))
+            .map_or(0, |c| c.epoch);
+        Ok(SenderSeen {
+            newest_ns: replica.state().sender_clock(sender)?,
+            confirmed,
+        })
+    }
+}
+
+/// The key rules -import applies to a packet signed by its sender's key,
+/// current or replaced (SPEC.md §7.1), as one: the replaced key's epochs
+/// ([`crate::sync::keys::check_signer_epochs`]) and the stale copy
+/// ([`retired_restore`]). `lspacket` judges by this too, so that it
+/// lists as refused exactly what -import refuses, in the same words.
+pub fn key_rule_refusal(
+    book: &crate::sync::keys::KeyBook,
+    seen: &SenderSeen,
+    header: &Header,
+) -> Option<Refusal> {
+    let name = printable(&header.sender.name);
+    crate::sync::keys::check_signer_epochs(book, header, &name)
+        .err()
+        .or_else(|| retired_restore(book, seen, header))
+}
+
+/// [`check_retired_restore`] on what was loaded: `book` the keys, `seen`
+/// what this replica has seen of the packet's sender.
+pub fn retired_restore(
+    book: &crate::sync::keys::KeyBook,
+    seen: &SenderSeen,
+    header: &Header,
+) -> Option<Refusal> {
+    let sender = header.sender.id;
+    let through = book
         .owner(&header.signer_key)
         .filter(|o| o.member == sender)
-        .and_then(|o| o.through)
-    else {
-        return Ok(None);
-    };
-    let previous = replica.state().sender_clock(&sender)?;
-    let confirmed = replica
-        .state()
-        .confirmed_table()?
-        .get(&sender)
-        .and_then(|row| row.get(&sender))
-        .map_or(0, |c| c.epoch);
+        .and_then(|o| o.through)?;
+    let confirmed = seen.confirmed;
     let stated = header.epoch_row.get(&sender).copied().unwrap_or(0);
     let created = header.created.as_nanos_saturating();
-    if !(previous.is_some_and(|p| created > p) && stated < confirmed) {
-        return Ok(None);
+    if !(seen.newest_ns.is_some_and(|p| created > p) && stated < confirmed) {
+        return None;
     }
-    Ok(Some(crate::sync::keys::retired(
+    Some(crate::sync::keys::retired(
         &printable(&header.sender.name),
         through,
         format!(
@@ -796,7 +884,7 @@ pub fn check_retired_restore(
              in flight; a replica restored from a backup older than its rotation must be made \
              again (mkreplica -export at a sibling)"
         ),
-    )))
+    ))
 }
 
 /// Takes what [`assess_member_packet`] found, once its packet is accepted

@@ -109,6 +109,29 @@ fn a_rotation_reaches_the_siblings_and_the_new_keys_are_used() {
     export_to(&a, &out, &["beta"], &[]).ok();
     let listed = lspacket_long(&a, &out);
     assert!(listed.contains(&fingerprint), "{listed}");
+    // The header's copy of the rotation (SPEC.md §4.3) is shown.
+    assert!(
+        listed.contains(&format!(
+            "  \"alpha\" at its epoch {epoch}: new key {fingerprint} (replaces {previous})"
+        )),
+        "{listed}"
+    );
+    let json = run(
+        &a,
+        "lspacket",
+        [OsStr::new("-fmt"), OsStr::new("json"), out.as_os_str()],
+    )
+    .ok()
+    .stdout;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rotations = &json["packets"][0]["rotations"];
+    assert_eq!(rotations[0]["epoch"], epoch, "{json}");
+    assert_eq!(
+        rotations[0]["new_fingerprint"],
+        fingerprint.as_str(),
+        "{json}"
+    );
+    assert_eq!(rotations[0]["old_fingerprint"], previous.as_str(), "{json}");
     let imported = import_from(&b, &[&out]).ok();
     assert!(
         imported
@@ -453,7 +476,7 @@ fn a_hub_takes_a_rekeyed_members_packets_and_keeps_its_new_key() {
     let family_hub = Server::start(&family_conf, "127.0.0.1:0", &[]);
     let keys_hub = Server::start(&keys_conf, "127.0.0.1:0", &[]);
 
-    rekey(&a);
+    let (epoch, ..) = rekey(&a);
     write(&a, "after.txt", "after the rotation");
     let out = fam.packet_dir("rotation");
     export_to(&a, &out, &["beta"], &[]).ok();
@@ -462,8 +485,18 @@ fn a_hub_takes_a_rekeyed_members_packets_and_keeps_its_new_key() {
     for (status, text) in upload_all(&family_hub.addr, &out) {
         assert_eq!(status, 201, "{text}");
     }
+    // The hub trusting configured keys says (to the sender and in its
+    // log) which key to add.
+    let new_key = public_key_hex(&a);
     for (status, text) in upload_all(&keys_hub.addr, &out) {
         assert_eq!(status, 201, "{text}");
+        assert!(
+            text.contains(&format!(
+                "member \"alpha\" rotated its key at its epoch {epoch} (mkreplica -rekey); add \
+                 {new_key} to trusted_keys"
+            )),
+            "{text}"
+        );
     }
     let learned = dir.join("family-hub-bay/learned_rotations");
     assert!(learned.is_file(), "the family hub keeps the rotation");
@@ -484,9 +517,22 @@ fn a_hub_takes_a_rekeyed_members_packets_and_keeps_its_new_key() {
         assert_eq!(status, 403, "{text}");
         assert!(text.contains("mkreplica -rekey"), "{text}");
         assert!(
-            text.contains("for trusted_keys, replace its old key by the new one"),
+            text.contains(&format!(
+                "that key, {new_key}, which the packet says is member \"alpha\"'s"
+            )),
             "{text}"
         );
+    }
+    // lspacket at each hub (outside any replica) judges its bays by the
+    // hub's trust, as its receiver did: what it took with 201 (through
+    // the header's rotation, or the rotation it learned) is intact.
+    for (conf, packets) in [(&family_conf, 2), (&keys_conf, 1)] {
+        let listed = run(dir, "lspacket", [OsStr::new("-shipconf"), conf.as_os_str()])
+            .ok()
+            .stdout;
+        assert!(!listed.contains("unknown key"), "{listed}");
+        assert!(!listed.contains("this replica"), "{listed}");
+        assert_eq!(listed.matches("Packet is: ").count(), packets, "{listed}");
     }
 }
 
@@ -622,6 +668,12 @@ fn a_stale_copys_packet_from_before_the_rotation_does_not_lower_the_row() {
     for (name, extra) in [("stale-resend", "-resend"), ("stale-ack", "-ack")] {
         let out = fam.packet_dir(name);
         export_to(&stolen, &out, &["beta"], &[extra]).ok();
+        // lspacket judges it by -import's rules, in its words.
+        let listed = run(&b, "lspacket", [out.as_os_str()]).fails_with(1).stdout;
+        assert!(listed.contains("signed with a replaced key"), "{listed}");
+        assert!(listed.contains("not from a packet in flight"), "{listed}");
+        assert!(listed.contains("-import refuses it"), "{listed}");
+        assert!(!listed.contains("(local:"), "{listed}");
         let before = family_rows(&b);
         let refused = import_from(&b, &[&out]).fails_with(1);
         let text = format!("{}{}", refused.stdout, refused.stderr);
@@ -737,4 +789,78 @@ fn a_relayed_stale_copys_change_numbered_like_the_rotation_names_it() {
         "{text}"
     );
     assert!(!b.join("planted.txt").exists());
+}
+
+#[test]
+fn lspacket_gives_no_local_status_to_a_stale_copys_packet_beyond_the_rotation() {
+    let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    let (epoch, ..) = rekey(&a);
+    for name in ["one.txt", "two.txt"] {
+        write(&a, name, name);
+        run(&a, "syncreplica", ["-record"]).ok();
+    }
+    fam.send("alpha", "beta", "rotation");
+    // The copy numbers changes of its own like the rotation and after it,
+    // which beta holds already (alpha's own): signed with the old key.
+    for name in ["x.txt", "y.txt", "z.txt"] {
+        write(&stolen, name, name);
+        run(&stolen, "syncreplica", ["-record"]).ok();
+    }
+    let out = fam.packet_dir("stale");
+    export_to(&stolen, &out, &["beta"], &[]).ok();
+    let refused = import_from(&b, &[&out]).fails_with(1);
+    let text = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        text.contains(&format!("the key \"alpha\" replaced at its epoch {epoch}")),
+        "{text}"
+    );
+    let listed = run(&b, "lspacket", [out.as_os_str()]).fails_with(1).stdout;
+    assert!(listed.contains("signed with a replaced key"), "{listed}");
+    assert!(!listed.contains("(local:"), "{listed}");
+    let json = run(
+        &b,
+        "lspacket",
+        [OsStr::new("-fmt"), OsStr::new("json"), out.as_os_str()],
+    )
+    .fails_with(1)
+    .stdout;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let packet = &json["packets"][0];
+    assert_eq!(packet["status"], "replaced key", "{json}");
+    let beta = packet["targets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{json}"))
+        .iter()
+        .find(|t| t["local"] == true)
+        .unwrap_or_else(|| panic!("{json}"));
+    assert!(beta["status"].is_null(), "{json}");
+}
+
+#[test]
+fn a_rotation_refused_as_a_clone_after_a_stale_copys_change_says_so() {
+    let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
+    let (a, b) = (fam.root("alpha"), fam.root("beta"));
+    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    // beta takes the copy's change first: it knows no rotation yet, and
+    // the copy signs with the key beta holds for alpha.
+    write(&stolen, "planted.txt", "planted");
+    let out = fam.packet_dir("stale");
+    export_to(&stolen, &out, &["beta"], &[]).ok();
+    import_from(&b, &[&out]).ok();
+    let (epoch, ..) = rekey(&a);
+    let out = fam.packet_dir("rotation");
+    export_to(&a, &out, &["beta"], &[]).ok();
+    let refused = import_from(&b, &[&out]).fails_with(1);
+    let text = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(text.contains("replica \"alpha\" is cloned"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "this packet carries its key rotation at its epoch {epoch} (mkreplica -rekey), which \
+             replaces the key the change this replica took earlier was signed with"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("from before the rotation"), "{text}");
 }

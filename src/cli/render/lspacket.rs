@@ -101,6 +101,9 @@ pub struct Reader {
     pub family: Option<(crate::ops::Id, String)>,
     /// No keys to check against (packets named outside any replica).
     pub unchecked: bool,
+    /// Listing a hub's bays outside any replica: keys are the hub's
+    /// (trusted_keys, trusted_replicas, the rotations it learned).
+    pub hub: bool,
     /// Why this user cannot read the replica's own decryption key (a
     /// user with read access only): packets encrypted to this replica
     /// are then listed as [`Verdict::KeyUnreadable`].
@@ -109,6 +112,9 @@ pub struct Reader {
     /// a packet signed with a replaced key is judged by the key rule
     /// -import applies.
     pub book: Option<crate::sync::keys::KeyBook>,
+    /// What the replica has seen of each listed packet's sender (the
+    /// stale-copy rule of -import, [`crate::sync::family::retired_restore`]).
+    pub seen: std::collections::BTreeMap<crate::ops::Id, crate::sync::family::SenderSeen>,
 }
 
 /// One listed file's verdict, and why when it is not usable.
@@ -165,6 +171,14 @@ pub fn judge(exam: &Examination, reader: &Reader) -> Judged {
         Some(SignatureStatus::UnknownKey { .. }) if reader.unchecked => {
             judged(Verdict::NotChecked, None, false)
         }
+        Some(SignatureStatus::UnknownKey { fingerprint }) if reader.hub => judged(
+            Verdict::UnknownKey,
+            Some(format!(
+                "key {fingerprint} is not one this hub trusts (trusted_keys, the members of \
+                 trusted_replicas, or a key rotation it learned or the packet carries)"
+            )),
+            true,
+        ),
         Some(SignatureStatus::UnknownKey { fingerprint }) => judged(
             Verdict::UnknownKey,
             Some(format!(
@@ -180,8 +194,12 @@ pub fn judge(exam: &Examination, reader: &Reader) -> Judged {
         _ => {
             // The key rule -import applies (SPEC.md §7.1).
             let retired = header.zip(reader.book.as_ref()).and_then(|(header, book)| {
-                let name = printable(&header.sender.name);
-                crate::sync::keys::check_signer_epochs(book, header, &name).err()
+                let seen = reader
+                    .seen
+                    .get(&header.sender.id)
+                    .copied()
+                    .unwrap_or_default();
+                crate::sync::family::key_rule_refusal(book, &seen, header)
             });
             match retired {
                 Some(refusal) => {
@@ -240,7 +258,12 @@ pub fn render_text(
     long: bool,
     view: Option<&LocalView>,
 ) -> String {
-    let header = exam.header.clone().filter(|_| !is_problem(&exam));
+    // Nor does one the key rules refuse: it is not applied, whatever
+    // its epochs say.
+    let header = exam
+        .header
+        .clone()
+        .filter(|_| !is_problem(&exam) && judged.verdict != Verdict::RetiredKey);
     exam.path = PathBuf::from(printable_path(&exam.path));
     if let Some(header) = exam.header.as_mut() {
         header.family.name = printable(&header.family.name).into_owned();
@@ -266,6 +289,9 @@ pub fn render_text(
     if long && judged.verdict != Verdict::NotAPacket {
         if let Some(digest) = exam.header.as_ref().and_then(|h| h.tree_digest.as_ref()) {
             text.push_str(&digest_lines(digest));
+        }
+        if let Some(header) = exam.header.as_ref() {
+            text.push_str(&rotation_lines(header));
         }
     }
     let line = match (judged.verdict, &judged.why) {
@@ -303,6 +329,47 @@ pub fn render_text(
         text.push('\n');
     }
     text
+}
+
+/// The sender's key rotations a header carries (SPEC.md §4.3), as
+/// `-long` and `-fmt json` show them: (epoch, new key fingerprint), or
+/// why they do not hold together.
+fn header_rotations(header: &Header) -> Result<Vec<RotationJson>, String> {
+    let proved = header.proved_rotations()?;
+    Ok(proved
+        .iter()
+        .map(|r| RotationJson {
+            member: header.sender.id.to_hex(),
+            epoch: r.epoch,
+            new_fingerprint: crate::store::identity::fingerprint(&r.new_key),
+            old_fingerprint: crate::store::identity::fingerprint(&r.old_key),
+        })
+        .collect())
+}
+
+/// The `-long` lines about the rotations a header carries (none when it
+/// carries none).
+fn rotation_lines(header: &Header) -> String {
+    if header.rotations.is_empty() {
+        return String::new();
+    }
+    let name = printable(&header.sender.name);
+    match header_rotations(header) {
+        Ok(rotations) => {
+            let mut out = String::from("Key rotations carried (SPEC.md 4.3):\n");
+            for r in rotations {
+                out.push_str(&format!(
+                    "  \"{name}\" at its epoch {}: new key {} (replaces {})\n",
+                    r.epoch, r.new_fingerprint, r.old_fingerprint
+                ));
+            }
+            out
+        }
+        Err(why) => format!(
+            "Key rotations carried: {} that do not hold: {why}\n",
+            header.rotations.len()
+        ),
+    }
 }
 
 /// The `-long` lines about a packet's tree digest (SPEC.md §4.1, §4.1.1):
@@ -520,6 +587,25 @@ pub struct HeaderJson {
     pub encryption: Option<EncryptionJson>,
     /// The sender's tree digest at its epoch row (format 2.2), `null` before.
     pub tree_digest: Option<DigestJson>,
+    /// The sender's key rotations the header carries (format 2.12, SPEC.md
+    /// §4.3), in epoch order; empty when none (or when they do not hold
+    /// together: `rotations_error` says why).
+    pub rotations: Vec<RotationJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotations_error: Option<String>,
+}
+
+/// One key rotation a header carries.
+#[derive(Debug, Serialize)]
+pub struct RotationJson {
+    /// The member that rotated (the sender), id in hex.
+    pub member: String,
+    /// Its epoch of the rotation: the replaced key is good for its
+    /// changes up to it.
+    pub epoch: u64,
+    /// SHA-256 fingerprints (hex) of the new and the replaced signing key.
+    pub new_fingerprint: String,
+    pub old_fingerprint: String,
 }
 
 /// The recipients of an encrypted packet.
@@ -634,7 +720,9 @@ pub fn render_json(exam: &Examination, judged: &Judged, view: Option<&LocalView>
                     sequence: t.seq,
                     local,
                     status: view
-                        .filter(|_| local && !is_problem(exam))
+                        .filter(|_| {
+                            local && !is_problem(exam) && judged.verdict != Verdict::RetiredKey
+                        })
                         .map(|v| v.readiness(header).to_string()),
                 }
             })
@@ -653,6 +741,8 @@ pub fn render_json(exam: &Examination, judged: &Judged, view: Option<&LocalView>
             })
             .collect(),
         sender_incarnation: header.incarnation.map(|id| id.to_hex()),
+        rotations: header_rotations(header).unwrap_or_default(),
+        rotations_error: header_rotations(header).err(),
         encryption: header.encryption.as_ref().map(|e| EncryptionJson {
             recipients: e
                 .recipients
