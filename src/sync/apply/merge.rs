@@ -199,8 +199,13 @@ fn one_sided_xattrs(a: &mut Option<Vec<u8>>, b: &mut Option<Vec<u8>>, base: &Opt
         out_a.extend(va.map(|v| (name.clone(), v)));
         out_b.extend(vb.map(|v| (name.clone(), v)));
     }
-    *a = (present_a || !out_a.is_empty()).then(|| encode(&out_a));
-    *b = (present_b || !out_b.is_empty()).then(|| encode(&out_b));
+    // No attributes left is no key, as the scan records it (an empty
+    // list a side had stays as it was).
+    let back = |out: Xattrs, had_empty: bool| {
+        (!out.is_empty() || had_empty).then(|| encode(&out))
+    };
+    *a = back(out_a, present_a && xa.is_empty());
+    *b = back(out_b, present_b && xb.is_empty());
 }
 
 /// `a` and `b` merged, and one phrase per field that differed ("kept
@@ -723,6 +728,67 @@ mod tests {
         assert!(ext.get(keys::ACL_ACCESS).is_none(), "no ACL is the fewest");
         let attrs: Xattrs = postcard::from_bytes(ext.get(keys::XATTRS).unwrap()).unwrap();
         assert_eq!(attrs, vec![(b"user.side".to_vec(), b"y".to_vec())]);
+    }
+
+    #[test]
+    fn a_field_changed_on_one_side_only_takes_that_sides_value_silently() {
+        let base = dir(0o755, 10, 1000, Some("x"), None);
+        // a: owner (user and group) and the attribute; b: mode and time.
+        let a = dir(0o755, 10, 4242, None, None);
+        let b = dir(0o700, 20, 1000, Some("x"), None);
+        let (merged, notes) = merge3(Some(&base), &a, &b, &SIDES).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(merged, dir(0o700, 20, 4242, None, None));
+        assert_eq!(merge3(Some(&base), &b, &a, &SIDES).unwrap().0, merged);
+        // Without a base: today's rules, every difference reported.
+        let (_, notes) = merge3(None, &a, &b, &SIDES).unwrap();
+        assert_eq!(notes.len(), 4, "{notes:?}");
+        // Both changed the mode: the rule decides, and says so; the user
+        // (a) and the group (b) each changed on one side only.
+        let with_group = |state: PathState, user: u32, group: u32| {
+            let PathState::Directory { mode, mtime, mut ext } = state else {
+                panic!()
+            };
+            ext.insert(
+                keys::OWNER,
+                encode(&Owner {
+                    user: principal(user),
+                    group: principal(group),
+                }),
+            );
+            PathState::Directory { mode, mtime, ext }
+        };
+        let a = with_group(dir(0o750, 10, 0, Some("x"), None), 4242, 1000);
+        let b = with_group(dir(0o705, 10, 0, Some("x"), None), 1000, 4343);
+        let (merged, notes) = merge3(Some(&base), &a, &b, &SIDES).unwrap();
+        assert_eq!(
+            notes,
+            ["kept mode 0700, what both allow (not a's 0750 nor b's 0705)"]
+        );
+        assert_eq!(merged, with_group(dir(0o700, 10, 0, Some("x"), None), 4242, 4343));
+    }
+
+    #[test]
+    fn attributes_merge_three_way_name_by_name() {
+        let with = |pairs: &[(&str, &str)]| {
+            let PathState::Directory { mode, mtime, mut ext } = dir(0o755, 10, 0, None, None)
+            else {
+                panic!()
+            };
+            let attrs: Xattrs = pairs
+                .iter()
+                .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect();
+            ext.insert(keys::XATTRS, encode(&attrs));
+            PathState::Directory { mode, mtime, ext }
+        };
+        let base = with(&[("user.gone", "1"), ("user.kept", "1")]);
+        // a removes user.gone; b changes user.kept and adds user.new.
+        let a = with(&[("user.kept", "1")]);
+        let b = with(&[("user.gone", "1"), ("user.kept", "2"), ("user.new", "3")]);
+        let (merged, notes) = merge3(Some(&base), &a, &b, &SIDES).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(merged, with(&[("user.kept", "2"), ("user.new", "3")]));
     }
 
     #[test]
