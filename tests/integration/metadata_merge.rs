@@ -498,8 +498,16 @@ fn a_field_changed_on_one_side_only_keeps_that_change() {
         let meta = |path: &str| std::fs::symlink_metadata(member.join(path)).unwrap();
         let (passwd, ssh, xf) = (meta("passwd"), meta("ssh"), meta("xf"));
         let at = member.display();
-        assert_eq!((passwd.uid(), passwd.mode() & 0o7777), (4242, 0o600), "passwd at {at}");
-        assert_eq!((ssh.uid(), ssh.mode() & 0o7777), (1000, 0o700), "ssh at {at}");
+        assert_eq!(
+            (passwd.uid(), passwd.mode() & 0o7777),
+            (4242, 0o600),
+            "passwd at {at}"
+        );
+        assert_eq!(
+            (ssh.uid(), ssh.mode() & 0o7777),
+            (1000, 0o700),
+            "ssh at {at}"
+        );
         assert_eq!((xf.uid(), xf.mode() & 0o7777), (4242, 0o600), "xf at {at}");
     }
     assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
@@ -511,4 +519,34 @@ fn a_field_changed_on_one_side_only_keeps_that_change() {
             status.stdout
         );
     }
+}
+
+/// Without a common earlier version (a folder made on both sides at
+/// once) the merge cannot tell who changed what: today's rules decide
+/// every field that differs, and the conflict line says why.
+#[test]
+fn a_merge_without_a_common_base_says_so_and_uses_the_rules() {
+    if skip() {
+        return;
+    }
+    let fam = family(&["boston", "lambik"], &[("a.txt", "a\n")]);
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    sh(&boston, "mkdir n && chmod 755 n && chown 4242 n");
+    sh(&lambik, "mkdir n && chmod 700 n && chown 1000 n");
+    run(&boston, "syncreplica", ["-record"]).ok();
+    run(&lambik, "syncreplica", ["-record"]).ok();
+    let (at_boston, at_lambik) = cross(&fam, "1");
+    for imported in [&at_boston, &at_lambik] {
+        let out = &imported.stdout;
+        for wanted in [
+            "conflict: n: concurrent changes of the folder by ",
+            "(no common earlier version of it is logged here, so every field that differs \
+             was decided by the rules)",
+            "kept lambik's stricter mode 0700 (not boston's 0755)",
+            "(1000) (not boston's 4242; the lower id)",
+        ] {
+            assert!(out.contains(wanted), "{wanted:?} missing:\n{out}");
+        }
+    }
+    assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
 }

@@ -55,7 +55,8 @@ pub(crate) fn merge3(
     let (Some(base), Some(mut pa), Some(mut pb)) = (base, parts(a), parts(b)) else {
         return merge(a, b, sides);
     };
-    let Some(po) = parts(base).filter(|_| std::mem::discriminant(base) == std::mem::discriminant(a))
+    let Some(po) =
+        parts(base).filter(|_| std::mem::discriminant(base) == std::mem::discriminant(a))
     else {
         return merge(a, b, sides);
     };
@@ -201,9 +202,7 @@ fn one_sided_xattrs(a: &mut Option<Vec<u8>>, b: &mut Option<Vec<u8>>, base: &Opt
     }
     // No attributes left is no key, as the scan records it (an empty
     // list a side had stays as it was).
-    let back = |out: Xattrs, had_empty: bool| {
-        (!out.is_empty() || had_empty).then(|| encode(&out))
-    };
+    let back = |out: Xattrs, had_empty: bool| (!out.is_empty() || had_empty).then(|| encode(&out));
     *a = back(out_a, present_a && xa.is_empty());
     *b = back(out_b, present_b && xb.is_empty());
 }
@@ -746,7 +745,12 @@ mod tests {
         // Both changed the mode: the rule decides, and says so; the user
         // (a) and the group (b) each changed on one side only.
         let with_group = |state: PathState, user: u32, group: u32| {
-            let PathState::Directory { mode, mtime, mut ext } = state else {
+            let PathState::Directory {
+                mode,
+                mtime,
+                mut ext,
+            } = state
+            else {
                 panic!()
             };
             ext.insert(
@@ -765,13 +769,20 @@ mod tests {
             notes,
             ["kept mode 0700, what both allow (not a's 0750 nor b's 0705)"]
         );
-        assert_eq!(merged, with_group(dir(0o700, 10, 0, Some("x"), None), 4242, 4343));
+        assert_eq!(
+            merged,
+            with_group(dir(0o700, 10, 0, Some("x"), None), 4242, 4343)
+        );
     }
 
     #[test]
     fn attributes_merge_three_way_name_by_name() {
         let with = |pairs: &[(&str, &str)]| {
-            let PathState::Directory { mode, mtime, mut ext } = dir(0o755, 10, 0, None, None)
+            let PathState::Directory {
+                mode,
+                mtime,
+                mut ext,
+            } = dir(0o755, 10, 0, None, None)
             else {
                 panic!()
             };

@@ -1051,9 +1051,7 @@ impl Planner<'_> {
                     _ => None,
                 };
                 let merged = match &base {
-                    Some(Some(base)) => {
-                        merge::merge3(Some(base), &incoming, &local.state, &sides)
-                    }
+                    Some(Some(base)) => merge::merge3(Some(base), &incoming, &local.state, &sides),
                     _ => two_way,
                 };
                 if let Some((merged, notes)) = merged {
@@ -1180,9 +1178,8 @@ impl Planner<'_> {
                 latest.push((version, state));
             }
         }
-        let [(version, state)] = <[_; 1]>::try_from(latest).unwrap_or_else(|_| {
-            [(VersionVector::default(), PathState::Deleted)]
-        });
+        let [(version, state)] = <[_; 1]>::try_from(latest)
+            .unwrap_or_else(|_| [(VersionVector::default(), PathState::Deleted)]);
         if state == PathState::Deleted && version == VersionVector::default() {
             return Ok(None);
         }
