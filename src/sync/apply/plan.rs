@@ -1046,7 +1046,15 @@ impl Planner<'_> {
                 let two_way = merge::merge(&incoming, &local.state, &sides);
                 let base = match &two_way {
                     Some((_, notes)) if !notes.is_empty() => {
-                        Some(self.merge_base(path, incoming_version, &local.version)?)
+                        // A base of another kind (a file where both now
+                        // have a folder, a deletion) is no base for it.
+                        let same_kind = |base: &PathState| {
+                            std::mem::discriminant(base) == std::mem::discriminant(&local.state)
+                        };
+                        Some(
+                            self.merge_base(path, incoming_version, &local.version)?
+                                .filter(same_kind),
+                        )
                     }
                     _ => None,
                 };
