@@ -444,3 +444,109 @@ fn three_members_merging_in_different_orders_converge() {
         assert_eq!(metadata_of(&fam.root(name), &paths), wanted, "at {name}");
     }
 }
+
+/// Review 14b item 1: a field only one side changed since the versions'
+/// common base takes that side's value, whatever the other side changed
+/// in other fields of the same object at the same time; only a field both
+/// sides changed is decided by the rules and reported. A `chown` on one
+/// member and a `chmod` on the other of the same file, folder or
+/// executable both stay, at both members.
+#[test]
+fn a_field_changed_on_one_side_only_keeps_that_change() {
+    if skip() {
+        return;
+    }
+    let fam = family(
+        &["boston", "lambik"],
+        &[("passwd", "p\n"), ("ssh/cfg", "c\n"), ("xf", "x\n")],
+    );
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    sh(&boston, "chmod 755 passwd xf ssh && chown 1000:1000 xf");
+    run(&boston, "syncreplica", ["-record"]).ok();
+    cross(&fam, "0");
+    assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
+
+    // boston: owners; lambik: modes (and one attribute both set).
+    sh(
+        &boston,
+        "chown 4242 passwd && chown 1000 ssh && chmod 600 xf
+         setfattr -n user.both -v boston passwd",
+    );
+    sh(
+        &lambik,
+        "chmod 600 passwd && chmod 700 ssh && chown 4242 xf
+         setfattr -n user.both -v lambik passwd",
+    );
+    run(&boston, "syncreplica", ["-record"]).ok();
+    run(&lambik, "syncreplica", ["-record"]).ok();
+    let (at_boston, at_lambik) = cross(&fam, "1");
+    for imported in [&at_boston, &at_lambik] {
+        let out = &imported.stdout;
+        // Only the attribute both set is a conflict, and it says so.
+        assert!(
+            out.contains("conflict: passwd: concurrent changes of its metadata by ")
+                && out.contains(
+                    "kept lambik's xattr user.both = \"lambik\" (not boston's \"boston\")"
+                ),
+            "{out}"
+        );
+        for not_wanted in ["owner", "mode", "ssh", "xf", "no common earlier version"] {
+            assert!(!out.contains(not_wanted), "{not_wanted:?} reported:\n{out}");
+        }
+    }
+    for member in [&boston, &lambik] {
+        let meta = |path: &str| std::fs::symlink_metadata(member.join(path)).unwrap();
+        let (passwd, ssh, xf) = (meta("passwd"), meta("ssh"), meta("xf"));
+        let at = member.display();
+        assert_eq!(
+            (passwd.uid(), passwd.mode() & 0o7777),
+            (4242, 0o600),
+            "passwd at {at}"
+        );
+        assert_eq!(
+            (ssh.uid(), ssh.mode() & 0o7777),
+            (1000, 0o700),
+            "ssh at {at}"
+        );
+        assert_eq!((xf.uid(), xf.mode() & 0o7777), (4242, 0o600), "xf at {at}");
+    }
+    assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
+    for member in [&boston, &lambik] {
+        let status = run(member, "syncreplica", ["-status"]).ok();
+        assert!(
+            status.stdout.contains("no changes to record"),
+            "{}",
+            status.stdout
+        );
+    }
+}
+
+/// Without a common earlier version (a folder made on both sides at
+/// once) the merge cannot tell who changed what: today's rules decide
+/// every field that differs, and the conflict line says why.
+#[test]
+fn a_merge_without_a_common_base_says_so_and_uses_the_rules() {
+    if skip() {
+        return;
+    }
+    let fam = family(&["boston", "lambik"], &[("a.txt", "a\n")]);
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    sh(&boston, "mkdir n && chmod 755 n && chown 4242 n");
+    sh(&lambik, "mkdir n && chmod 700 n && chown 1000 n");
+    run(&boston, "syncreplica", ["-record"]).ok();
+    run(&lambik, "syncreplica", ["-record"]).ok();
+    let (at_boston, at_lambik) = cross(&fam, "1");
+    for imported in [&at_boston, &at_lambik] {
+        let out = &imported.stdout;
+        for wanted in [
+            "conflict: n: concurrent changes of the folder by ",
+            "(no common earlier version of it is logged here, so every field that differs \
+             was decided by the rules)",
+            "kept lambik's stricter mode 0700 (not boston's 0755)",
+            "(1000) (not boston's 4242; the lower id)",
+        ] {
+            assert!(out.contains(wanted), "{wanted:?} missing:\n{out}");
+        }
+    }
+    assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
+}

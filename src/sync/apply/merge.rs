@@ -22,9 +22,16 @@
 //!   values, the greater bytes;
 //! - any other metadata key: the greater encoding (absent counts least).
 //!
-//! Without the versions' common ancestor a merge cannot tell which side
-//! changed a field, so every field that differed is reported (which value
-//! was kept, whose it was and the other value).
+//! With the versions' common ancestor (the base, [`merge3`]) the merge is
+//! three-way, field by field: a field only one side changed since the
+//! base takes that side's value, silently (a `chown` on one member and a
+//! `chmod` on another both stay); only a field both sides changed, to
+//! different values, follows the rules above and is reported (which
+//! value was kept, whose it was and the other value). The owner's user
+//! and group and each extended attribute count as fields of their own.
+//! Without a base (history scrubbed, or the object made on both sides) a
+//! merge cannot tell which side changed a field: every field that
+//! differed follows the rules and is reported.
 
 use crate::ops::{Extensions, PathState, Timestamp};
 use crate::tree::meta::{keys, Acl, AclEntry, Owner, Principal, Xattrs};
@@ -33,6 +40,171 @@ use crate::tree::meta::{keys, Acl, AclEntry, Owner, Principal, Xattrs};
 pub(crate) struct Sides<'a> {
     pub a: &'a str,
     pub b: &'a str,
+}
+
+/// `a` and `b` merged three-way against their common ancestor `base`
+/// (see the module comment), and one phrase per field both sides changed
+/// to different values. Where `base` is `None` or another kind of object
+/// than `a` and `b`, [`merge`]. `None` as [`merge`].
+pub(crate) fn merge3(
+    base: Option<&PathState>,
+    a: &PathState,
+    b: &PathState,
+    sides: &Sides,
+) -> Option<(PathState, Vec<String>)> {
+    let (Some(base), Some(mut pa), Some(mut pb)) = (base, parts(a), parts(b)) else {
+        return merge(a, b, sides);
+    };
+    let Some(po) =
+        parts(base).filter(|_| std::mem::discriminant(base) == std::mem::discriminant(a))
+    else {
+        return merge(a, b, sides);
+    };
+    // A field one side left as the base had it takes the other side's
+    // value on both sides: the two-way merge then has nothing to decide.
+    one_sided(&mut pa.0, &mut pb.0, &po.0);
+    one_sided(&mut pa.1, &mut pb.1, &po.1);
+    let mut keys_of: Vec<u32> = [&pa.2, &pb.2, &po.2]
+        .iter()
+        .flat_map(|ext| ext.iter().map(|e| e.key))
+        .collect();
+    keys_of.sort_unstable();
+    keys_of.dedup();
+    let (mut ext_a, mut ext_b) = (Extensions::default(), Extensions::default());
+    for key in keys_of {
+        let (mut va, mut vb, vo) = (
+            pa.2.get(key).map(<[u8]>::to_vec),
+            pb.2.get(key).map(<[u8]>::to_vec),
+            po.2.get(key).map(<[u8]>::to_vec),
+        );
+        match key {
+            keys::OWNER => one_sided_owner(&mut va, &mut vb, &vo),
+            keys::XATTRS => one_sided_xattrs(&mut va, &mut vb, &vo),
+            _ => one_sided(&mut va, &mut vb, &vo),
+        }
+        for (ext, value) in [(&mut ext_a, va), (&mut ext_b, vb)] {
+            if let Some(value) = value {
+                ext.insert(key, value);
+            }
+        }
+    }
+    (pa.2, pb.2) = (ext_a, ext_b);
+    merge(&with_parts(a, pa), &with_parts(b, pb), sides)
+}
+
+/// The fields a merge decides: mode (none for a symlink), mtime,
+/// extensions.
+type Parts = (Option<u32>, Option<Timestamp>, Extensions);
+
+fn parts(state: &PathState) -> Option<Parts> {
+    match state {
+        PathState::Directory { mode, mtime, ext } => Some((Some(*mode), *mtime, ext.clone())),
+        PathState::File {
+            mode, mtime, ext, ..
+        }
+        | PathState::Special {
+            mode, mtime, ext, ..
+        } => Some((Some(*mode), Some(*mtime), ext.clone())),
+        PathState::Symlink { mtime, ext, .. } => Some((None, *mtime, ext.clone())),
+        _ => None,
+    }
+}
+
+/// `state` with the fields `parts` gave it replaced.
+fn with_parts(state: &PathState, (new_mode, new_mtime, new_ext): Parts) -> PathState {
+    let mut state = state.clone();
+    match &mut state {
+        PathState::Directory { mode, mtime, ext } => {
+            *mode = new_mode.unwrap_or(*mode);
+            *mtime = new_mtime;
+            *ext = new_ext;
+        }
+        PathState::File {
+            mode, mtime, ext, ..
+        }
+        | PathState::Special {
+            mode, mtime, ext, ..
+        } => {
+            *mode = new_mode.unwrap_or(*mode);
+            *mtime = new_mtime.unwrap_or(*mtime);
+            *ext = new_ext;
+        }
+        PathState::Symlink { mtime, ext, .. } => {
+            *mtime = new_mtime;
+            *ext = new_ext;
+        }
+        _ => {}
+    }
+    state
+}
+
+/// One field three-way: a side that kept the base's value takes the
+/// other side's.
+fn one_sided<T: PartialEq + Clone>(a: &mut T, b: &mut T, base: &T) {
+    if a == base {
+        *a = b.clone();
+    } else if b == base {
+        *b = a.clone();
+    }
+}
+
+/// The owner key three-way, its user and group each a field.
+fn one_sided_owner(a: &mut Option<Vec<u8>>, b: &mut Option<Vec<u8>>, base: &Option<Vec<u8>>) {
+    let (Some(oa), Some(ob), Some(oo)) = (
+        decode::<Owner>(a.as_deref()),
+        decode::<Owner>(b.as_deref()),
+        decode::<Owner>(base.as_deref()),
+    ) else {
+        return one_sided(a, b, base);
+    };
+    let (mut oa, mut ob, oo) = (
+        oa.unwrap_or_default(),
+        ob.unwrap_or_default(),
+        oo.unwrap_or_default(),
+    );
+    one_sided(&mut oa.user, &mut ob.user, &oo.user);
+    one_sided(&mut oa.group, &mut ob.group, &oo.group);
+    let back = |o: Owner| (o != Owner::default()).then(|| encode(&o));
+    *a = back(oa);
+    *b = back(ob);
+}
+
+/// The extended attributes three-way, each name a field (absent is a
+/// value: a name removed on one side stays removed).
+fn one_sided_xattrs(a: &mut Option<Vec<u8>>, b: &mut Option<Vec<u8>>, base: &Option<Vec<u8>>) {
+    let (Some(xa), Some(xb), Some(xo)) = (
+        decode::<Xattrs>(a.as_deref()),
+        decode::<Xattrs>(b.as_deref()),
+        decode::<Xattrs>(base.as_deref()),
+    ) else {
+        return one_sided(a, b, base);
+    };
+    let (present_a, present_b) = (xa.is_some(), xb.is_some());
+    let (xa, xb, xo) = (
+        xa.unwrap_or_default(),
+        xb.unwrap_or_default(),
+        xo.unwrap_or_default(),
+    );
+    let mut names: Vec<&Vec<u8>> = xa.iter().chain(&xb).chain(&xo).map(|(n, _)| n).collect();
+    names.sort();
+    names.dedup();
+    let find = |list: &Xattrs, name: &[u8]| -> Option<Vec<u8>> {
+        list.iter()
+            .find(|(n, _)| n.as_slice() == name)
+            .map(|(_, v)| v.clone())
+    };
+    let (mut out_a, mut out_b): (Xattrs, Xattrs) = (Vec::new(), Vec::new());
+    for name in names {
+        let (mut va, mut vb) = (find(&xa, name), find(&xb, name));
+        one_sided(&mut va, &mut vb, &find(&xo, name));
+        out_a.extend(va.map(|v| (name.clone(), v)));
+        out_b.extend(vb.map(|v| (name.clone(), v)));
+    }
+    // No attributes left is no key, as the scan records it (an empty
+    // list a side had stays as it was).
+    let back = |out: Xattrs, had_empty: bool| (!out.is_empty() || had_empty).then(|| encode(&out));
+    *a = back(out_a, present_a && xa.is_empty());
+    *b = back(out_b, present_b && xb.is_empty());
 }
 
 /// `a` and `b` merged, and one phrase per field that differed ("kept
@@ -555,6 +727,79 @@ mod tests {
         assert!(ext.get(keys::ACL_ACCESS).is_none(), "no ACL is the fewest");
         let attrs: Xattrs = postcard::from_bytes(ext.get(keys::XATTRS).unwrap()).unwrap();
         assert_eq!(attrs, vec![(b"user.side".to_vec(), b"y".to_vec())]);
+    }
+
+    #[test]
+    fn a_field_changed_on_one_side_only_takes_that_sides_value_silently() {
+        let base = dir(0o755, 10, 1000, Some("x"), None);
+        // a: owner (user and group) and the attribute; b: mode and time.
+        let a = dir(0o755, 10, 4242, None, None);
+        let b = dir(0o700, 20, 1000, Some("x"), None);
+        let (merged, notes) = merge3(Some(&base), &a, &b, &SIDES).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(merged, dir(0o700, 20, 4242, None, None));
+        assert_eq!(merge3(Some(&base), &b, &a, &SIDES).unwrap().0, merged);
+        // Without a base: today's rules, every difference reported.
+        let (_, notes) = merge3(None, &a, &b, &SIDES).unwrap();
+        assert_eq!(notes.len(), 4, "{notes:?}");
+        // Both changed the mode: the rule decides, and says so; the user
+        // (a) and the group (b) each changed on one side only.
+        let with_group = |state: PathState, user: u32, group: u32| {
+            let PathState::Directory {
+                mode,
+                mtime,
+                mut ext,
+            } = state
+            else {
+                panic!()
+            };
+            ext.insert(
+                keys::OWNER,
+                encode(&Owner {
+                    user: principal(user),
+                    group: principal(group),
+                }),
+            );
+            PathState::Directory { mode, mtime, ext }
+        };
+        let a = with_group(dir(0o750, 10, 0, Some("x"), None), 4242, 1000);
+        let b = with_group(dir(0o705, 10, 0, Some("x"), None), 1000, 4343);
+        let (merged, notes) = merge3(Some(&base), &a, &b, &SIDES).unwrap();
+        assert_eq!(
+            notes,
+            ["kept mode 0700, what both allow (not a's 0750 nor b's 0705)"]
+        );
+        assert_eq!(
+            merged,
+            with_group(dir(0o700, 10, 0, Some("x"), None), 4242, 4343)
+        );
+    }
+
+    #[test]
+    fn attributes_merge_three_way_name_by_name() {
+        let with = |pairs: &[(&str, &str)]| {
+            let PathState::Directory {
+                mode,
+                mtime,
+                mut ext,
+            } = dir(0o755, 10, 0, None, None)
+            else {
+                panic!()
+            };
+            let attrs: Xattrs = pairs
+                .iter()
+                .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect();
+            ext.insert(keys::XATTRS, encode(&attrs));
+            PathState::Directory { mode, mtime, ext }
+        };
+        let base = with(&[("user.gone", "1"), ("user.kept", "1")]);
+        // a removes user.gone; b changes user.kept and adds user.new.
+        let a = with(&[("user.kept", "1")]);
+        let b = with(&[("user.gone", "1"), ("user.kept", "2"), ("user.new", "3")]);
+        let (merged, notes) = merge3(Some(&base), &a, &b, &SIDES).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(merged, with(&[("user.kept", "2"), ("user.new", "3")]));
     }
 
     #[test]

@@ -456,6 +456,9 @@ struct Planner<'a> {
     /// (`relpath::fits_below`): the first in batch order, and how many
     /// (counted per operation; only the first is named).
     too_long: Option<(Vec<u8>, u64)>,
+    /// Per origin, the last epoch scrubbed from the log (0: none): a merge
+    /// base older than that may not be the versions' latest common one.
+    scrubbed_through: BTreeMap<Id, u64>,
     /// How the replica's filesystem compares names (`tree::folding`).
     folding: Folding,
     /// On a filesystem that folds names: exact names listed in each
@@ -562,6 +565,12 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
         now_ns: crate::sys::clock::now_ns(),
         superseded,
         too_long: None,
+        scrubbed_through: replica
+            .state()
+            .checkpoints()?
+            .into_iter()
+            .map(|(origin, checkpoint)| (origin, checkpoint.through))
+            .collect(),
         hasher: PrefixHasher::new(),
         link_hashes: HashMap::new(),
         folding: replica.folding()?,
@@ -1006,6 +1015,7 @@ impl Planner<'_> {
                 }
             }
             Causality::Concurrent => {
+                let incoming_version = version;
                 let version = local.version.merged(version);
                 if local.state == incoming {
                     let author = local.author.max(origin);
@@ -1029,7 +1039,30 @@ impl Planner<'_> {
                     a: &theirs,
                     b: &mine,
                 };
-                if let Some((merged, notes)) = merge::merge(&incoming, &local.state, &sides) {
+                // Three-way against the latest state both versions descend
+                // from, so that a field only one side changed keeps that
+                // change; it is looked up only when the versions differ in
+                // a field the two-way merge would decide.
+                let two_way = merge::merge(&incoming, &local.state, &sides);
+                let base = match &two_way {
+                    Some((_, notes)) if !notes.is_empty() => {
+                        // A base of another kind (a file where both now
+                        // have a folder, a deletion) is no base for it.
+                        let same_kind = |base: &PathState| {
+                            std::mem::discriminant(base) == std::mem::discriminant(&local.state)
+                        };
+                        Some(
+                            self.merge_base(path, incoming_version, &local.version)?
+                                .filter(same_kind),
+                        )
+                    }
+                    _ => None,
+                };
+                let merged = match &base {
+                    Some(Some(base)) => merge::merge3(Some(base), &incoming, &local.state, &sides),
+                    _ => two_way,
+                };
+                if let Some((merged, notes)) = merged {
                     self.resolved.insert(path.to_vec(), version.clone());
                     self.set_planned(
                         path,
@@ -1045,8 +1078,14 @@ impl Planner<'_> {
                             (PathState::Directory { .. }, _) => "the folder",
                             _ => "its metadata",
                         };
+                        let unbased = if matches!(base, Some(None)) {
+                            " (no common earlier version of it is logged here, so every \
+                             field that differs was decided by the rules)"
+                        } else {
+                            ""
+                        };
                         self.report.conflicts.push(format!(
-                            "{}: concurrent changes of {what} by {mine} and {theirs}; {}",
+                            "{}: concurrent changes of {what} by {mine} and {theirs}{unbased}; {}",
                             relpath::display(path),
                             notes.join("; "),
                         ));
@@ -1083,6 +1122,81 @@ impl Planner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The merge base of two concurrent versions `a` and `b` of `path`:
+    /// the state of the latest logged operation on `path` (in the log or
+    /// this batch) whose version both have seen. `None` when there is no
+    /// single latest one (the object was made on both sides, or two
+    /// unrelated versions are both latest) or when history it could hide
+    /// was scrubbed from the log.
+    fn merge_base(
+        &self,
+        path: &[u8],
+        a: &VersionVector,
+        b: &VersionVector,
+    ) -> Result<Option<PathState>> {
+        let seen_by = |v: &VersionVector, by: &VersionVector| {
+            matches!(v.compare(by), Causality::Before | Causality::Equal)
+        };
+        let err = |e: rusqlite::Error| log_refusal(format!("reading the operation log: {e}"));
+        // The log has no index by path: a cheap look at the bytes first.
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT op FROM main.oplog WHERE instr(op, ?1) > 0
+                 UNION ALL SELECT op FROM batch.ops WHERE NOT repeat AND path = ?1",
+            )
+            .map_err(err)?;
+        let mut rows = statement.query([path]).map_err(err)?;
+        let mut latest: Vec<(VersionVector, PathState)> = Vec::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            let bytes: Vec<u8> = row.get(0).map_err(err)?;
+            let Ok(op) = Operation::decode(&bytes) else {
+                continue;
+            };
+            let (Change::Path {
+                path: p,
+                version,
+                state,
+            }
+            | Change::Resolve {
+                path: p,
+                version,
+                state,
+                ..
+            }) = op.change
+            else {
+                continue;
+            };
+            if p != path || !seen_by(&version, a) || !seen_by(&version, b) {
+                continue;
+            }
+            if latest
+                .iter()
+                .any(|(v, _)| version.compare(v) == Causality::Before)
+            {
+                continue;
+            }
+            latest.retain(|(v, _)| v.compare(&version) != Causality::Before);
+            let Ok(state) = sanitize(path, &state) else {
+                continue;
+            };
+            if !latest.contains(&(version.clone(), state.clone())) {
+                latest.push((version, state));
+            }
+        }
+        let [(version, state)] = <[_; 1]>::try_from(latest)
+            .unwrap_or_else(|_| [(VersionVector::default(), PathState::Deleted)]);
+        if state == PathState::Deleted && version == VersionVector::default() {
+            return Ok(None);
+        }
+        // A scrubbed operation between the base found and the versions'
+        // meet could have been the real base.
+        let hidden = self.scrubbed_through.iter().any(|(origin, through)| {
+            *through > version.get(origin) && a.get(origin).min(b.get(origin)) > version.get(origin)
+        });
+        Ok((!hidden).then_some(state))
     }
 
     /// Records an operation of this replica that sets `path` to `state`.
