@@ -134,6 +134,12 @@ pub enum Error {
     #[error("{hop}: {message}")]
     Delivery { hop: String, message: String },
 
+    /// The hop is receiving another upload of this packet (it answered
+    /// 409 each time it was asked): not a failure of the link, tried
+    /// again in the next pass.
+    #[error("{hop}: {message}")]
+    Busy { hop: String, message: String },
+
     /// The packet's bytes do not match its shipping order.
     #[error("{bay}: packet {packet} does not match its shipping order: {why}")]
     PacketMismatch {

@@ -107,6 +107,12 @@ pub fn upload_limited(
         // comes after the receiver has verified the whole packet.
         .timeout_per_write(Some(Duration::from_secs(300)))
         .timeout_per_read(Some(Duration::from_secs(600)))
+        // The PUT asks `Expect: 100-continue`: a receiver that refuses at
+        // once (409: another upload of the packet is running there) says
+        // so before the body leaves, instead of closing on it (which reads
+        // here as a broken pipe). A receiver that never answers 100 gets
+        // the body after this wait.
+        .timeout_await_100(Some(Duration::from_secs(10)))
         .build();
     let agent: ureq::Agent = config.into();
     let deadline = limit.until.as_ref().map(|(end, why)| {
@@ -139,7 +145,13 @@ pub fn upload_limited(
             Err(Sent::Busy(_)) if tries < 4 => {
                 std::thread::sleep(Duration::from_millis(500 * tries));
             }
-            Err(Sent::Busy(message)) | Err(Sent::Failed(message)) => return Err(failed(message)),
+            Err(Sent::Busy(message)) => {
+                return Err(Error::Busy {
+                    hop: url.to_string(),
+                    message: format!("{message} (asked {tries} times)"),
+                })
+            }
+            Err(Sent::Failed(message)) => return Err(failed(message)),
             Err(Sent::Error(err)) => return Err(err),
             Ok(text) if held > 0 => {
                 return Ok(format!(
@@ -259,6 +271,7 @@ fn send_rest(
         .header(SHA256_HEADER, &order.sha256)
         .header(SIZE_HEADER, order.size.to_string())
         .header(OFFSET_HEADER, held.to_string())
+        .header("Expect", "100-continue")
         .send(ureq::SendBody::from_reader(&mut body));
     if mismatch.load(Ordering::Relaxed) {
         return Err(mismatched());
@@ -1039,16 +1052,16 @@ impl Connection {
         };
         // Refuse what can be refused before the client sends the body.
         receiver.precheck(name, resume.as_ref().map(|r| r.1).or(declared))?;
-        if header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) {
-            let stream = self.reader.get_mut();
-            stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .and_then(|()| stream.flush())
-                .map_err(|e| bad(format!("{name}: {e}")))?;
-        }
+        // The 100 goes out when the body is first read: what is refused
+        // before that (another upload of the packet running here, 409)
+        // is answered while the client still waits with its body.
+        let mut continued = Continue {
+            inner: &mut self.reader,
+            pending: header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")),
+        };
         let receipt = if let Some((sha256, size, start)) = &resume {
             let length = declared.expect("a length when resumable");
-            let mut body = (&mut self.reader).take(length);
+            let mut body = (&mut continued).take(length);
             receiver.receive_resumable(
                 name,
                 crate::receive::Resume {
@@ -1062,7 +1075,7 @@ impl Connection {
                 Utc::now(),
             )?
         } else if chunked {
-            let mut body = ChunkedBody::new(&mut self.reader);
+            let mut body = ChunkedBody::new(&mut continued);
             receiver.receive(
                 name,
                 None,
@@ -1073,7 +1086,7 @@ impl Connection {
             )?
         } else {
             let length = declared.expect("a length when not chunked");
-            let mut body = (&mut self.reader).take(length);
+            let mut body = (&mut continued).take(length);
             receiver.receive(
                 name,
                 declared,
@@ -1119,6 +1132,42 @@ impl Connection {
                 Ok(_) => {}
             }
         }
+    }
+}
+
+/// A request body that sends `100 Continue` to the client before it is
+/// first read, when the client asked for it (`pending`).
+struct Continue<'a> {
+    inner: &'a mut BufReader<TcpStream>,
+    pending: bool,
+}
+
+impl Continue<'_> {
+    fn go_on(&mut self) -> io::Result<()> {
+        if std::mem::take(&mut self.pending) {
+            let stream = self.inner.get_mut();
+            stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            stream.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl Read for Continue<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.go_on()?;
+        self.inner.read(buf)
+    }
+}
+
+impl BufRead for Continue<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.go_on()?;
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.inner.consume(amount)
     }
 }
 
@@ -1388,6 +1437,68 @@ mod tests {
             let both = upload(&url, &from, &order, &["far", "ship"]).unwrap();
             assert!(both.contains("not sent again"), "{both}");
             assert_eq!(puts(), 2);
+            shutdown.store(true, Ordering::SeqCst);
+        });
+    }
+
+    #[test]
+    fn an_upload_refused_as_busy_is_read_asked_again_and_not_a_failure() {
+        use crate::bay::MemStore;
+        use crate::test_packets::*;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.local_replicas = vec!["ship".into()];
+        config.trusted_keys =
+            vec![
+                crate::config::TrustedKey::parse(&hex::encode(public_key(&SENDER_SECRET))).unwrap(),
+            ];
+        let sent = packet_with_noise(&dir.path().join("src"), "ship", 1, 8 << 20, 16);
+        let name = sent.file_name().unwrap().to_str().unwrap().to_string();
+        let from = MemStore::new("sender");
+        from.write(&name, &std::fs::read(&sent).unwrap()).unwrap();
+        let class = config.class("default").unwrap().clone();
+        let order =
+            ShippingOrder::create(&from, &name, "default", &class, &["ship"], Utc::now()).unwrap();
+        // Another upload of the packet holds the partial.
+        let partials = crate::receive::make_partial_dir(&class).unwrap();
+        let (data, _) = crate::receive::partial_paths(&partials, &name);
+        let held = std::fs::File::create(&data).unwrap();
+        held.lock().unwrap();
+        let limits = Limits {
+            idle_timeout: Duration::from_secs(10),
+            head_timeout: Duration::from_secs(10),
+            uploads: 4,
+            per_peer: 8,
+        };
+        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), limits).unwrap();
+        let url = format!("http://{}", server.addr());
+        let shutdown = AtomicBool::new(false);
+        let members = |_: &std::path::Path| -> std::result::Result<Vec<[u8; 32]>, crate::trust::MemberKeysError> {
+            Ok(Vec::new())
+        };
+        let lines = Mutex::new(Vec::<String>::new());
+        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
+        std::thread::scope(|scope| {
+            scope.spawn(|| server.serve(&config, "default", &shutdown, &members, &log));
+            // A slow link: the receiver does not wait for the whole body
+            // to go by before it closes.
+            let slow = Limit {
+                max_rate: Some(1 << 20),
+                until: None,
+            };
+            let busy = upload_limited(&url, &from, &order, &["ship"], &slow).unwrap_err();
+            assert!(matches!(busy, Error::Busy { .. }), "{busy:?}");
+            let text = busy.to_string();
+            assert!(text.contains("409"), "{text}");
+            assert!(
+                text.contains("another upload of this packet is in progress"),
+                "{text}"
+            );
+            assert!(text.contains("asked 4 times"), "{text}");
+            assert!(!text.to_lowercase().contains("broken pipe"), "{text}");
+            // Once the other upload has ended, the packet goes through.
+            held.unlock().unwrap();
+            upload(&url, &from, &order, &["ship"]).unwrap();
             shutdown.store(true, Ordering::SeqCst);
         });
     }

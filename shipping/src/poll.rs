@@ -713,6 +713,13 @@ impl Shipper<'_> {
                     destinations.join(", ")
                 ));
             }
+            // Another upload of the packet is still being received there
+            // (the hop answered 409 each time): not the link failing, so
+            // no failed attempt and no backoff; the next pass asks again.
+            Err(err @ Error::Busy { .. }) => self.say(&format!(
+                "not sent {packet} for {} via {hop_name}: {err}; tried again in the next pass",
+                destinations.join(", ")
+            )),
             Err(err) => {
                 for destination in destinations {
                     self.failed(order, packet, destination, hop_name, &err, now, not_before);

@@ -501,7 +501,7 @@ pub fn partial_dir(class: &StorageClass) -> PathBuf {
 /// Creates the directory partials go in: a bay directory as usual, the
 /// private spool of an S3 class owner-only, and refused when another user
 /// owns it (the system's temporary directory is shared).
-fn make_partial_dir(class: &StorageClass) -> io::Result<PathBuf> {
+pub(crate) fn make_partial_dir(class: &StorageClass) -> io::Result<PathBuf> {
     let dir = partial_dir(class);
     if class.s3.is_none() {
         std::fs::create_dir_all(&dir)?;
@@ -531,7 +531,7 @@ fn make_partial_dir(class: &StorageClass) -> io::Result<PathBuf> {
     Ok(dir)
 }
 
-fn partial_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn partial_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let data = dir.join(format!("{PARTIAL_PREFIX}{name}"));
     let info = dir.join(format!("{PARTIAL_PREFIX}{name}{PARTIAL_INFO_SUFFIX}"));
     (data, info)
