@@ -592,7 +592,7 @@ where
         uid,
         gid,
         dev,
-        nlink,
+        nlink: _,
         mtime,
     } in walked
     {
@@ -682,7 +682,6 @@ where
         };
 
         let mut new_state = new_state;
-        let mut seen_owner = None;
         if let Some(ext) = state_ext_mut(&mut new_state) {
             meta::read(
                 &path,
@@ -695,7 +694,6 @@ where
                 &mut names,
                 ext,
             );
-            seen_owner = meta::owner(ext);
         }
         carry_unobserved(&mut new_state, old_state, preserve);
         // Setuid/setgid bits this replica cannot set (see
@@ -732,22 +730,12 @@ where
                 meta::carry_set_id_bits(mode, *old_mode, old_ext, preserve);
             }
         }
-        // Nothing seen changed, yet the file's ctime moved since it was
-        // recorded or placed: its owner or group was set (a `chgrp` to
-        // this user's own group of a file whose recorded group it cannot
-        // set leaves the group the import left, and only the ctime says
-        // so). The group on disk is this user's change. Not for a file
-        // with other names: an import linking a name to it moves its
-        // ctime too.
-        if kind == WalkedKind::File
-            && nlink == 1
-            && old_state == Some(&new_state)
-            && old.as_ref().is_some_and(|old| metadata_touched(old, &stat))
-        {
-            if let Some(ext) = state_ext_mut(&mut new_state) {
-                meta::take_seen_group(ext, seen_owner.as_ref());
-            }
-        }
+        // A file whose recorded group this user cannot set keeps the group
+        // the import left (carry_unappliable), even where its ctime moved:
+        // a `chgrp` to that same group changes nothing on disk, and cannot
+        // be told from a `chmod` to the mode it had (which moves the ctime
+        // too); taking the group on disk then would give the file this
+        // user's group at every member.
         if old_state == Some(&new_state) {
             if let Some(stat) = new_stat {
                 outcome.refreshed.push((rel, stat));

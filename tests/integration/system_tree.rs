@@ -395,15 +395,18 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
     assert!(status.contains("etc/user-file"), "{status}");
     assert!(!status.contains("etc/shadow"), "{status}");
 
-    // A chgrp to this user's own group of a file whose recorded group (42)
-    // it cannot set leaves the group the import left; only the ctime
-    // moves (after the time the import finished placing it), and that is
-    // enough to see it.
+    // A chmod to the mode a file already has, and a chgrp to the group the
+    // import left it in (this user's own: the recorded group 42 it cannot
+    // set), change nothing on disk but its ctime: the group the import
+    // could not set is not sent back as this user's (review 14b item 5:
+    // it gave the file this user's group at every member).
     let group = sh_output(&dst, "stat -c %g etc/shadow");
     assert_eq!(group.trim(), "65534");
+    let mode = sh_output(&dst, "stat -c %a etc/shadow");
+    as_member("chmod", &[mode.trim(), "etc/shadow"]);
     as_member("chgrp", &["65534", "etc/shadow"]);
     let status = as_member(binary_path("syncreplica").to_str().unwrap(), &["-status"]);
-    assert!(status.contains("etc/shadow"), "{status}");
+    assert!(!status.contains("etc/shadow"), "{status}");
 }
 
 /// What a shell script in `dir` prints; it must succeed.
