@@ -210,7 +210,7 @@ fn encode_acl(acl: &Acl, names: &mut Names, numeric: bool) -> Vec<u8> {
     bytes
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("metadata encodes")
 }
 

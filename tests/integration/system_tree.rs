@@ -1054,3 +1054,58 @@ fn a_mirror_sets_back_every_recorded_item_of_metadata_once() {
     let again = run(&beta, "syncreplica", ["-record"]).ok();
     assert!(!again.stdout.contains("mirror:"), "{}", again.stdout);
 }
+
+#[test]
+fn a_member_that_keeps_groups_but_not_owners_records_nothing_it_did_not_change() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (a member that keeps owners)");
+        return;
+    }
+    let fam = family(&["xeno", "yarn"], &[("f", "f\n"), ("s", "s\n")]);
+    let (x, y) = (fam.root("xeno"), fam.root("yarn"));
+    let config = y.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\npreserve = [\"group\", \"acls\", \"xattrs\", \"hardlinks\", \"devices\", \"specials\"]\n"
+        ),
+    )
+    .unwrap();
+    // yarn carries the owner it does not keep: nothing changed there.
+    let status = run(&y, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+    // xeno's chmod arrives without a conflict, and neither side records
+    // anything it did not change.
+    sh(&x, "chmod 4755 s");
+    run(&x, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&x, &out, &["yarn"], &[]).ok();
+    let imported = import_from(&y, &[&out]).ok();
+    assert!(
+        !imported.stdout.contains("conflict:"),
+        "{}",
+        imported.stdout
+    );
+    let status = run(&y, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+    run(&y, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("2");
+    export_to(&y, &out, &["xeno"], &[]).ok();
+    import_from(&x, &[&out]).ok();
+    let status = run(&x, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+    assert_eq!(mode_of(&x.join("s")), 0o4755);
+}
