@@ -125,15 +125,17 @@ fn carry_unobserved(new: &mut PathState, old: Option<&PathState>, preserve: &Pre
     // carries the recorded value of the other (review 14b item 3: one
     // that dropped `owner` from `preserve` recorded the owner's absence
     // as a change at every scan, and its sibling put it back at every one).
-    if preserve.owner != preserve.group {
-        if let (Some(mut seen), Some(recorded)) = (meta::owner(ext), meta::owner(old_ext)) {
-            if preserve.owner {
-                seen.group = recorded.group;
-            } else {
-                seen.user = recorded.user;
-            }
-            ext.insert(meta::keys::OWNER, meta::encode(&seen));
+    // Likewise a recorded owner without a user (or group) came from an
+    // origin that keeps only the other half: the user (group) this file
+    // got here is not a local change.
+    if let (Some(mut seen), Some(recorded)) = (meta::owner(ext), meta::owner(old_ext)) {
+        if !preserve.owner || recorded.user.is_none() {
+            seen.user = recorded.user;
         }
+        if !preserve.group || recorded.group.is_none() {
+            seen.group = recorded.group;
+        }
+        ext.insert(meta::keys::OWNER, meta::encode(&seen));
     }
     // A state without an owner came from an origin that does not keep
     // owners (SPEC.md §6.4): the owner it got here is not a local change.

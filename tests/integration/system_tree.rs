@@ -1109,3 +1109,58 @@ fn a_member_that_keeps_groups_but_not_owners_records_nothing_it_did_not_change()
     );
     assert_eq!(mode_of(&x.join("s")), 0o4755);
 }
+
+#[test]
+fn a_setuid_bit_survives_a_round_trip_through_a_member_that_does_not_keep_owners() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (a member that keeps owners)");
+        return;
+    }
+    let fam = family(&["alder", "dogwood"], &[("suid", "s\n")]);
+    let (a, d) = (fam.root("alder"), fam.root("dogwood"));
+    let config = d.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\npreserve = [\"group\", \"acls\", \"xattrs\", \"hardlinks\", \"devices\", \"specials\"]\n"
+        ),
+    )
+    .unwrap();
+    sh(&a, "chmod 4755 suid");
+    run(&a, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&a, &out, &["dogwood"], &[]).ok();
+    let imported = import_from(&d, &[&out]).ok();
+    // dogwood would make it setuid to whoever owns it there: not set,
+    // and said.
+    assert!(
+        imported
+            .stdout
+            .contains("setuid/setgid bits not applied to 1 path"),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(mode_of(&d.join("suid")), 0o755);
+    // dogwood's next scan records nothing, and what it sends back does not
+    // take the bit from alder, which keeps owners (review 14b item 4).
+    let recorded = run(&d, "syncreplica", ["-record"]).ok();
+    assert!(!recorded.stdout.contains("suid"), "{}", recorded.stdout);
+    write(&d, "other", "o\n");
+    run(&d, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("2");
+    export_to(&d, &out, &["alder"], &[]).ok();
+    let imported = import_from(&a, &[&out]).ok();
+    assert!(
+        !imported.stdout.contains("not applied here"),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(mode_of(&a.join("suid")), 0o4755);
+    let status = run(&a, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+}
