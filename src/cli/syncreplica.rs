@@ -910,8 +910,13 @@ fn differing_line(path: &[u8], root_differs: &[&str]) -> String {
     match (path.is_empty(), root_differs.is_empty()) {
         (false, _) => crate::tree::relpath::display(path),
         (true, false) => format!(
-            ". (the replica root itself: its {} differ from the sibling's)",
-            root_differs.join(", ")
+            ". (the replica root itself: its {} {} from the sibling's)",
+            root_differs.join(", "),
+            if root_differs.len() == 1 {
+                "differs"
+            } else {
+                "differ"
+            }
         ),
         (true, true) => "/ (somewhere in the tree)".to_string(),
     }
