@@ -1164,3 +1164,45 @@ fn a_setuid_bit_survives_a_round_trip_through_a_member_that_does_not_keep_owners
         status.stdout
     );
 }
+
+#[test]
+fn a_mirror_sets_a_folders_time_back_after_relinking_a_hard_link_in_it() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (owners)");
+        return;
+    }
+    let fam = family(&["alpha", "beta"], &[("ssh/hl", "key\n")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    sh(&alpha, "ln ssh/hl ssh/hl2 && ln ssh/hl ssh/hl3");
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    import_from(&beta, &[&out]).ok();
+    run(&beta, "chreplica", ["-mirror", "alpha"]).ok();
+    // One name of the set becomes a file of its own (same content), and
+    // the folder's time changes: re-linking the name must not move the
+    // time the mirror set back (review 14b item 6).
+    sh(
+        &beta,
+        "cp -p ssh/hl3 ssh/t && mv ssh/t ssh/hl3 && touch -d 2000-01-01 ssh",
+    );
+    let first = run(&beta, "syncreplica", ["-record"]).ok();
+    let said = format!("{}{}", first.stdout, first.stderr);
+    assert!(said.contains("mirror: ssh:"), "{said}");
+    for _ in 0..2 {
+        let again = run(&beta, "syncreplica", ["-record"]).ok();
+        assert!(
+            !again.stdout.contains("mirror:") && !again.stderr.contains("mirror:"),
+            "{}{}",
+            again.stdout,
+            again.stderr
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(beta.join("ssh/hl3")).unwrap().ino(),
+        std::fs::metadata(beta.join("ssh/hl")).unwrap().ino()
+    );
+}
