@@ -925,7 +925,11 @@ fn differing_line(path: &[u8], root_differs: &[&str]) -> String {
         (true, false) => format!(
             ". (the replica root itself: its {} {} from the sibling's)",
             root_differs.join(", "),
-            if root_differs.len() == 1 { "differs" } else { "differ" }
+            if root_differs.len() == 1 {
+                "differs"
+            } else {
+                "differ"
+            }
         ),
         (true, true) => ". (the root folder itself: its mode, owner or times)".to_string(),
     }

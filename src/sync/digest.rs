@@ -1190,6 +1190,8 @@ pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<Di
                         crate::tree::scan::type_name(recorded)
                     )
                 }
+            } else if let Some(fields) = fields_changed(recorded, &state) {
+                format!("changed since recorded: {fields}")
             } else {
                 format!(
                     "changed since recorded (now a {}; recorded a {})",
@@ -1286,4 +1288,59 @@ pub fn against_sibling(
         root_differs,
         received,
     }))
+}
+
+/// For two states of the same kind, what differs between them, with both
+/// values where they are short ("mode (now 0755; recorded 0700)"); `None`
+/// for states of different kinds (review 14b item 8: a directory's
+/// changed mode was reported as "now a directory; recorded a directory").
+fn fields_changed(recorded: &PathState, now: &PathState) -> Option<String> {
+    let mut fields = Vec::new();
+    let mut mode = |a: u32, b: u32| {
+        if a & 0o1777 != b & 0o1777 {
+            fields.push(format!(
+                "mode (now {:04o}; recorded {:04o})",
+                b & 0o7777,
+                a & 0o7777
+            ));
+        }
+    };
+    match (recorded, now) {
+        (
+            PathState::File {
+                mode: m1,
+                size: s1,
+                chunks: c1,
+                mtime: t1,
+                ..
+            },
+            PathState::File {
+                mode: m2,
+                size: s2,
+                chunks: c2,
+                mtime: t2,
+                ..
+            },
+        ) => {
+            mode(*m1, *m2);
+            if s1 != s2 {
+                fields.push(format!("size (now {s2}; recorded {s1})"));
+            } else if c1 != c2 {
+                fields.push("content".to_string());
+            }
+            if t1 != t2 {
+                fields.push("mtime".to_string());
+            }
+        }
+        (PathState::Directory { mode: m1, .. }, PathState::Directory { mode: m2, .. }) => {
+            mode(*m1, *m2)
+        }
+        (PathState::Symlink { target: a, .. }, PathState::Symlink { target: b, .. }) => {
+            if a != b {
+                fields.push("target".to_string());
+            }
+        }
+        _ => return None,
+    }
+    (!fields.is_empty()).then(|| fields.join(", "))
 }

@@ -59,6 +59,7 @@ pub fn keep_family_versions(
     let mut unapplied = crate::tree::meta::Unapplied::default();
     let mut forget: Vec<Vec<u8>> = Vec::new();
     let mut refreshed: Vec<(Vec<u8>, StatKey)> = Vec::new();
+    let mut dirs_later = Vec::new();
     // Deletions come deepest first, then the rest in path order: what is
     // under a folder set aside went with it.
     for change in changes {
@@ -116,6 +117,13 @@ pub fn keep_family_versions(
             _ => None,
         };
         if let Some((kind, mode, mtime, ext)) = meta_of {
+            // A directory's metadata (its time) is set last: placing a name
+            // in it (re-linking a hard link) would move its time again
+            // (review 14b item 6).
+            if kind == MetaKind::Directory {
+                dirs_later.push((place, path, mode, mtime, ext.clone()));
+                continue;
+            }
             set_meta(
                 &place,
                 &|leader: &[u8]| confined.locate(leader, false),
@@ -156,6 +164,24 @@ pub fn keep_family_versions(
         };
         undone.set_aside.push((path.clone(), kept));
         forget.push(path);
+    }
+    // Deepest first: setting a folder's metadata does not move its
+    // parent's time, but an unwritable parent set first would stop the rest.
+    for (place, path, mode, mtime, ext) in dirs_later.into_iter().rev() {
+        set_meta(
+            &place,
+            &|leader: &[u8]| confined.locate(leader, false),
+            &path,
+            MetaKind::Directory,
+            mode,
+            mtime,
+            &ext,
+            &preserve,
+            &mut names,
+            &mut unapplied,
+            &mut undone.notes,
+        )?;
+        undone.metadata_restored.push(path);
     }
     undone.notes.extend(unapplied.lines());
     // What a folder set aside held is gone with it: forgotten too, and

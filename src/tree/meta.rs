@@ -210,7 +210,7 @@ fn encode_acl(acl: &Acl, names: &mut Names, numeric: bool) -> Vec<u8> {
     bytes
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("metadata encodes")
 }
 
@@ -336,39 +336,14 @@ pub fn carry_unappliable(new: &mut Extensions, old: &Extensions) {
     new.insert(keys::XATTRS, encode(&merged));
 }
 
-/// For a process that is not root, after [`carry_unappliable`] kept the
-/// recorded group of a file whose metadata was set since it was recorded
-/// or placed (only its ctime moved): the group on disk (`seen`) instead,
-/// as this user's own change. Returns whether the group changed. Root
-/// records what it sees anyway.
-pub fn take_seen_group(new: &mut Extensions, seen: Option<&Owner>) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return false;
-    }
-    let (Some(mut carried), Some(seen_group)) = (owner(new), seen.and_then(|s| s.group.clone()))
-    else {
-        return false;
-    };
-    let same = carried
-        .group
-        .as_ref()
-        .is_some_and(|g| g.id == seen_group.id || (g.name.is_some() && g.name == seen_group.name));
-    if same || carried.group.is_none() {
-        return false;
-    }
-    carried.group = Some(seen_group);
-    new.insert(keys::OWNER, encode(&carried));
-    true
-}
-
 /// The group a scan by a user that is not root records: the recorded one
 /// when the file has it (by number or name); the one on disk when it was
 /// set here: when this user could set the recorded one (so an import
 /// did), or when the file is not in this user's own group (where a file
 /// an import could not give the recorded group stays). A `chgrp` to this
 /// user's own group of a file whose recorded group it cannot set leaves
-/// the group the import left: the scan tells it by the file's ctime
-/// ([`take_seen_group`]).
+/// the group the import left, and is not seen: it changes nothing on
+/// disk (its ctime moves, as a `chmod` to the same mode moves it).
 fn group_seen_or_recorded(seen: Principal, recorded: Principal) -> Principal {
     let same = seen.id == recorded.id || (seen.name.is_some() && seen.name == recorded.name);
     if same {

@@ -121,6 +121,22 @@ fn carry_unobserved(new: &mut PathState, old: Option<&PathState>, preserve: &Pre
             ext.insert(entry.key, entry.value.clone());
         }
     }
+    // Owner and group share one key: a replica that keeps one of them
+    // carries the recorded value of the other (review 14b item 3: one
+    // that dropped `owner` from `preserve` recorded the owner's absence
+    // as a change at every scan, and its sibling put it back at every one).
+    // Likewise a recorded owner without a user (or group) came from an
+    // origin that keeps only the other half: the user (group) this file
+    // got here is not a local change.
+    if let (Some(mut seen), Some(recorded)) = (meta::owner(ext), meta::owner(old_ext)) {
+        if !preserve.owner || recorded.user.is_none() {
+            seen.user = recorded.user;
+        }
+        if !preserve.group || recorded.group.is_none() {
+            seen.group = recorded.group;
+        }
+        ext.insert(meta::keys::OWNER, meta::encode(&seen));
+    }
     // A state without an owner came from an origin that does not keep
     // owners (SPEC.md §6.4): the owner it got here is not a local change.
     if old_ext.get(meta::keys::OWNER).is_none() {
@@ -592,7 +608,7 @@ where
         uid,
         gid,
         dev,
-        nlink,
+        nlink: _,
         mtime,
     } in walked
     {
@@ -682,7 +698,6 @@ where
         };
 
         let mut new_state = new_state;
-        let mut seen_owner = None;
         if let Some(ext) = state_ext_mut(&mut new_state) {
             meta::read(
                 &path,
@@ -695,7 +710,6 @@ where
                 &mut names,
                 ext,
             );
-            seen_owner = meta::owner(ext);
         }
         carry_unobserved(&mut new_state, old_state, preserve);
         // Setuid/setgid bits this replica cannot set (see
@@ -732,22 +746,12 @@ where
                 meta::carry_set_id_bits(mode, *old_mode, old_ext, preserve);
             }
         }
-        // Nothing seen changed, yet the file's ctime moved since it was
-        // recorded or placed: its owner or group was set (a `chgrp` to
-        // this user's own group of a file whose recorded group it cannot
-        // set leaves the group the import left, and only the ctime says
-        // so). The group on disk is this user's change. Not for a file
-        // with other names: an import linking a name to it moves its
-        // ctime too.
-        if kind == WalkedKind::File
-            && nlink == 1
-            && old_state == Some(&new_state)
-            && old.as_ref().is_some_and(|old| metadata_touched(old, &stat))
-        {
-            if let Some(ext) = state_ext_mut(&mut new_state) {
-                meta::take_seen_group(ext, seen_owner.as_ref());
-            }
-        }
+        // A file whose recorded group this user cannot set keeps the group
+        // the import left (carry_unappliable), even where its ctime moved:
+        // a `chgrp` to that same group changes nothing on disk, and cannot
+        // be told from a `chmod` to the mode it had (which moves the ctime
+        // too); taking the group on disk then would give the file this
+        // user's group at every member.
         if old_state == Some(&new_state) {
             if let Some(stat) = new_stat {
                 outcome.refreshed.push((rel, stat));

@@ -550,3 +550,49 @@ fn a_merge_without_a_common_base_says_so_and_uses_the_rules() {
     }
     assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
 }
+
+#[test]
+fn verify_names_the_field_of_a_directory_that_changed_since_recorded() {
+    use syncreplica::ops::PathState;
+    use syncreplica::store::state;
+    let fam = family(&["boston", "lambik"], &[("d/a.txt", "one")]);
+    let boston = fam.root("boston");
+    sh(&boston, "chmod 0755 d");
+    run(&boston, "syncreplica", ["-record"]).ok();
+    // The record says 0700; the disk says 0755 (review 14b item 8: the line
+    // read "now a directory; recorded a directory").
+    let mut db = state::State::open(&boston.join(".syncreplica")).unwrap();
+    let entry = db.load_entries().unwrap()[b"d".as_slice()].clone();
+    let PathState::Directory { mtime, ext, .. } = entry.state.clone() else {
+        panic!("d is a directory")
+    };
+    let forged = PathState::Directory {
+        mode: 0o700,
+        mtime,
+        ext,
+    };
+    db.transaction(|tx| {
+        Ok(state::put_entry(
+            tx,
+            &state::EntryWrite {
+                path: b"d",
+                state: &forged,
+                version: &entry.version,
+                author: &entry.author,
+                stat: entry.stat,
+                scanned_ns: entry.scanned_ns,
+            },
+        )?)
+    })
+    .unwrap();
+    drop(db);
+    let verify = run(&boston, "syncreplica", ["-verify"]);
+    assert!(
+        verify
+            .stdout
+            .contains("d: changed since recorded: mode (now 0755; recorded 0700)"),
+        "{}\n{}",
+        verify.stdout,
+        verify.stderr
+    );
+}

@@ -395,15 +395,18 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
     assert!(status.contains("etc/user-file"), "{status}");
     assert!(!status.contains("etc/shadow"), "{status}");
 
-    // A chgrp to this user's own group of a file whose recorded group (42)
-    // it cannot set leaves the group the import left; only the ctime
-    // moves (after the time the import finished placing it), and that is
-    // enough to see it.
+    // A chmod to the mode a file already has, and a chgrp to the group the
+    // import left it in (this user's own: the recorded group 42 it cannot
+    // set), change nothing on disk but its ctime: the group the import
+    // could not set is not sent back as this user's (review 14b item 5:
+    // it gave the file this user's group at every member).
     let group = sh_output(&dst, "stat -c %g etc/shadow");
     assert_eq!(group.trim(), "65534");
+    let mode = sh_output(&dst, "stat -c %a etc/shadow");
+    as_member("chmod", &[mode.trim(), "etc/shadow"]);
     as_member("chgrp", &["65534", "etc/shadow"]);
     let status = as_member(binary_path("syncreplica").to_str().unwrap(), &["-status"]);
-    assert!(status.contains("etc/shadow"), "{status}");
+    assert!(!status.contains("etc/shadow"), "{status}");
 }
 
 /// What a shell script in `dir` prints; it must succeed.
@@ -1050,4 +1053,156 @@ fn a_mirror_sets_back_every_recorded_item_of_metadata_once() {
     );
     let again = run(&beta, "syncreplica", ["-record"]).ok();
     assert!(!again.stdout.contains("mirror:"), "{}", again.stdout);
+}
+
+#[test]
+fn a_member_that_keeps_groups_but_not_owners_records_nothing_it_did_not_change() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (a member that keeps owners)");
+        return;
+    }
+    let fam = family(&["xeno", "yarn"], &[("f", "f\n"), ("s", "s\n")]);
+    let (x, y) = (fam.root("xeno"), fam.root("yarn"));
+    let config = y.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\npreserve = [\"group\", \"acls\", \"xattrs\", \"hardlinks\", \"devices\", \"specials\"]\n"
+        ),
+    )
+    .unwrap();
+    // yarn carries the owner it does not keep: nothing changed there.
+    let status = run(&y, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+    // xeno's chmod arrives without a conflict, and neither side records
+    // anything it did not change.
+    sh(&x, "chmod 4755 s");
+    run(&x, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&x, &out, &["yarn"], &[]).ok();
+    let imported = import_from(&y, &[&out]).ok();
+    assert!(
+        !imported.stdout.contains("conflict:"),
+        "{}",
+        imported.stdout
+    );
+    let status = run(&y, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+    run(&y, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("2");
+    export_to(&y, &out, &["xeno"], &[]).ok();
+    import_from(&x, &[&out]).ok();
+    let status = run(&x, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+    assert_eq!(mode_of(&x.join("s")), 0o4755);
+}
+
+#[test]
+fn a_setuid_bit_survives_a_round_trip_through_a_member_that_does_not_keep_owners() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (a member that keeps owners)");
+        return;
+    }
+    let fam = family(&["alder", "dogwood"], &[("suid", "s\n")]);
+    let (a, d) = (fam.root("alder"), fam.root("dogwood"));
+    let config = d.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\npreserve = [\"group\", \"acls\", \"xattrs\", \"hardlinks\", \"devices\", \"specials\"]\n"
+        ),
+    )
+    .unwrap();
+    sh(&a, "chmod 4755 suid");
+    run(&a, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&a, &out, &["dogwood"], &[]).ok();
+    let imported = import_from(&d, &[&out]).ok();
+    // dogwood would make it setuid to whoever owns it there: not set,
+    // and said.
+    assert!(
+        imported
+            .stdout
+            .contains("setuid/setgid bits not applied to 1 path"),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(mode_of(&d.join("suid")), 0o755);
+    // dogwood's next scan records nothing, and what it sends back does not
+    // take the bit from alder, which keeps owners (review 14b item 4).
+    let recorded = run(&d, "syncreplica", ["-record"]).ok();
+    assert!(!recorded.stdout.contains("suid"), "{}", recorded.stdout);
+    write(&d, "other", "o\n");
+    run(&d, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("2");
+    export_to(&d, &out, &["alder"], &[]).ok();
+    let imported = import_from(&a, &[&out]).ok();
+    assert!(
+        !imported.stdout.contains("not applied here"),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(mode_of(&a.join("suid")), 0o4755);
+    let status = run(&a, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn a_mirror_sets_a_folders_time_back_after_relinking_a_hard_link_in_it() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (owners)");
+        return;
+    }
+    let fam = family(&["alpha", "beta"], &[("ssh/hl", "key\n")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    sh(&alpha, "ln ssh/hl ssh/hl2 && ln ssh/hl ssh/hl3");
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    import_from(&beta, &[&out]).ok();
+    run(&beta, "chreplica", ["-mirror", "alpha"]).ok();
+    // One name of the set becomes a file of its own (same content), and
+    // the folder's time changes: re-linking the name must not move the
+    // time the mirror set back (review 14b item 6).
+    sh(
+        &beta,
+        "cp -p ssh/hl3 ssh/t && mv ssh/t ssh/hl3 && touch -d 2000-01-01 ssh",
+    );
+    let first = run(&beta, "syncreplica", ["-record"]).ok();
+    let said = format!("{}{}", first.stdout, first.stderr);
+    assert!(said.contains("mirror: ssh:"), "{said}");
+    for _ in 0..2 {
+        let again = run(&beta, "syncreplica", ["-record"]).ok();
+        assert!(
+            !again.stdout.contains("mirror:") && !again.stderr.contains("mirror:"),
+            "{}{}",
+            again.stdout,
+            again.stderr
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(beta.join("ssh/hl3")).unwrap().ino(),
+        std::fs::metadata(beta.join("ssh/hl")).unwrap().ino()
+    );
 }

@@ -11,7 +11,8 @@
 //! - mode: the bits both allow (read, write, execute, setuid, setgid: the
 //!   stricter), the sticky bit if either has it (it restricts deletion);
 //! - mtime: the newer (a directory's always moves on as entries come and
-//!   go, so a directory's is not reported);
+//!   go, so a directory's is reported only beside another field that
+//!   differed);
 //! - owner user and group, separately: the lower id (root's 0 first: the
 //!   stricter owner), then the name; a side that does not keep it yields;
 //! - access and default ACLs, each whole: the one with fewer entries (none
@@ -231,11 +232,16 @@ pub(crate) fn merge(
             },
         ) => {
             let mode = merge_mode(*mode_a, *mode_b, sides, &mut notes);
-            PathState::Directory {
-                mode,
-                mtime: (*mtime_a).max(*mtime_b),
-                ext: merge_ext(ext_a, ext_b, Some(mode), sides, &mut notes),
-            }
+            let ext = merge_ext(ext_a, ext_b, Some(mode), sides, &mut notes);
+            // A directory's time moves whenever a name comes or goes: it is
+            // reported only beside another field that differed, where a
+            // silently kept time would be a surprise (review 14b item 2).
+            let mtime = if notes.is_empty() {
+                (*mtime_a).max(*mtime_b)
+            } else {
+                merge_time(*mtime_a, *mtime_b, sides, &mut notes)
+            };
+            PathState::Directory { mode, mtime, ext }
         }
         (
             PathState::File {
@@ -824,6 +830,7 @@ mod tests {
                 "kept boston's xattr user.side = \"x\" (not lambik has none)",
                 "kept boston's access ACL u::rwx,u:4242:r-x,g::r-x,m::r-x,o::--- \
                  (not lambik's u::rwx,u:4242:r-x,u:7:r-x,g::r-x,m::---,o::---; the fewer entries)",
+                "kept lambik's newer mtime 1970-01-01 00:00:20 UTC (not boston's 1970-01-01 00:00:10 UTC)",
             ]
             .map(str::to_string)
         );
@@ -833,7 +840,8 @@ mod tests {
         };
         let kept: Acl = postcard::from_bytes(ext.get(keys::ACL_ACCESS).unwrap()).unwrap();
         assert_eq!(kept, acl(0o700, &[4242]));
-        // Directories' times are not reported; equal states say nothing.
+        // A directory's time alone is not reported (it moves as names come
+        // and go); equal states say nothing.
         assert!(merge(&a, &a, &SIDES).unwrap().1.is_empty());
         let later = dir(0o750, 99, 1000, Some("x"), Some(acl(0o750, &[4242])));
         assert!(merge(&a, &later, &SIDES).unwrap().1.is_empty());
