@@ -535,16 +535,36 @@ pub fn submit_files(
             .remove(0);
         if !copy && !in_place {
             match &source {
-                Source::File(file) => std::fs::remove_file(file).map_err(|e| Error::Io {
-                    path: file.clone(),
-                    cause: e,
-                })?,
+                Source::File(file) => {
+                    std::fs::remove_file(file).map_err(|e| Error::Io {
+                        path: file.clone(),
+                        cause: e,
+                    })?;
+                    // The order that came with it (a return bay's expired
+                    // order, a stick's copy) is about a packet no longer
+                    // there: the new order in the outgoing bay replaces it.
+                    let old_order = file.with_file_name(order_name(&name));
+                    match std::fs::remove_file(&old_order) {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(err) => {
+                            return Err(Error::Io {
+                                path: old_order,
+                                cause: err,
+                            })
+                        }
+                    }
+                }
                 // Gone meanwhile (another mkorder of it): nothing to move.
-                Source::Bay { store, .. } => match store.remove(&name) {
-                    Ok(()) => {}
-                    Err(err) if err.is_not_found() => {}
-                    Err(err) => return Err(err.into()),
-                },
+                Source::Bay { store, .. } => {
+                    for entry in [name.clone(), order_name(&name)] {
+                        match store.remove(&entry) {
+                            Ok(()) => {}
+                            Err(err) if err.is_not_found() => {}
+                            Err(err) => return Err(err.into()),
+                        }
+                    }
+                }
             }
         }
         submitted.push(Submitted {

@@ -67,6 +67,16 @@ impl PassReport {
         self.failed == 0 && self.errors == 0
     }
 
+    /// Whether a polling server logs this pass's summary, `last` being the
+    /// previous pass's report: when something happened (a delivery, a
+    /// failure, a completion, an expiry, an error) or the counts changed,
+    /// so that orders left waiting do not repeat the same line every pass.
+    pub fn worth_saying(&self, last: Option<&PassReport>) -> bool {
+        let happened =
+            self.delivered + self.failed + self.completed + self.expired + self.errors > 0;
+        *self != PassReport::default() && (happened || last != Some(self))
+    }
+
     /// One line for people.
     pub fn summary(&self) -> String {
         format!(
@@ -125,6 +135,19 @@ impl Shipper<'_> {
                 report.add(&self.process(outgoing, class, packet, now, Due::AfterBackoff));
             }
         }
+        // A server killed while copying into a directory destination (a
+        // USB stick, a relay's drop folder) leaves its temporary file
+        // there; nothing else would ever remove it.
+        let drops: Vec<PathBuf> = self
+            .config
+            .destinations
+            .values()
+            .filter_map(|hop| match hop {
+                Hop::Dir(dir) => Some(dir.clone()),
+                Hop::Url(_) => None,
+            })
+            .collect();
+        self.sweep_abandoned(&drops, now);
         Ok(report)
     }
 
@@ -1094,6 +1117,62 @@ mod tests {
             ShippingOrder::load(&DirStore::new(setup.dir.path().join("usb")), &name).unwrap();
         assert_eq!(handed.destinations, ["ship", "lab"]);
         assert!(handed.attempts.is_empty());
+    }
+
+    #[test]
+    fn a_temporary_file_abandoned_in_a_directory_destination_is_swept() {
+        let setup = Setup::new();
+        let usb = setup.dir.path().join("usb");
+        let abandoned = usb.join(format!("{}wYeI6O", crate::bay::TEMP_PREFIX));
+        let fresh = usb.join(format!("{}busy01", crate::bay::TEMP_PREFIX));
+        let other = usb.join("notes.txt");
+        for file in [&abandoned, &fresh, &other] {
+            std::fs::write(file, b"part of a packet").unwrap();
+        }
+        // Two days before the pass: abandoned. The others were written now
+        // (after the pass's time), as by a server still copying.
+        let old = std::time::SystemTime::from(at("2026-11-19T10:00:00Z"));
+        std::fs::File::options()
+            .write(true)
+            .open(&abandoned)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&other)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        setup.poll(NOW);
+        assert!(!abandoned.exists(), "abandoned temporary file left");
+        assert!(
+            fresh.exists(),
+            "a temporary file still being written removed"
+        );
+        assert!(other.exists(), "a file that is not ours removed");
+        let lines = setup.lines.lock().unwrap().join("\n");
+        assert!(
+            lines.contains(&format!("removed {}", abandoned.display())),
+            "{lines}"
+        );
+    }
+
+    #[test]
+    fn a_pass_summary_is_said_when_something_happened_or_changed() {
+        let waiting = PassReport {
+            waiting: 1,
+            ..PassReport::default()
+        };
+        let failed = PassReport {
+            failed: 1,
+            ..PassReport::default()
+        };
+        assert!(!PassReport::default().worth_saying(None));
+        assert!(waiting.worth_saying(None), "the first pass");
+        assert!(!waiting.worth_saying(Some(&waiting)), "the same wait again");
+        assert!(waiting.worth_saying(Some(&failed)), "counts changed");
+        assert!(failed.worth_saying(Some(&failed)), "a failure is news");
     }
 
     #[test]

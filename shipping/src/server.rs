@@ -98,6 +98,9 @@ pub fn run_until_stopped(
         });
         if let Some(interval) = poll_every {
             let mut reloaded: Option<(ShippingConfig, Vec<String>)> = None;
+            // The last pass's report: a pass that changes nothing is not
+            // logged again (orders waiting for their hours or backoff).
+            let mut last_report: Option<PassReport> = None;
             while !stop.load(Ordering::SeqCst) {
                 if let Some(config) = watch.as_mut().and_then(|w| w.changed(shipper.log)) {
                     let all = watch.as_ref().is_some_and(|w| w.all_classes);
@@ -116,8 +119,12 @@ pub fn run_until_stopped(
                     log: shipper.log,
                 };
                 match shipper.poll(classes, Utc::now()) {
-                    Ok(report) if report == PassReport::default() => {}
-                    Ok(report) => (shipper.log)(&report.summary()),
+                    Ok(report) => {
+                        if report.worth_saying(last_report.as_ref()) {
+                            (shipper.log)(&report.summary());
+                        }
+                        last_report = Some(report);
+                    }
                     Err(err) => (shipper.log)(&format!("error: {err}")),
                 }
                 let next = Instant::now() + interval;

@@ -455,7 +455,21 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
                 value.storage_class = Some(class.clone());
                 value.bay = Some(bay.name().to_string());
             }
-            value.order = entry.order.as_ref().map(listing::render_order_json);
+            value.order = entry.order.as_ref().map(|order| {
+                let shut = match (&shipping_config, returned) {
+                    (Some(config), false) => shut_windows(config, order, now),
+                    _ => Default::default(),
+                };
+                let mut json = listing::render_order_json(&as_tried(order, &shut));
+                json.waiting_for_hours = shut
+                    .into_iter()
+                    .map(|(destination, (hop, hours, opens))| {
+                        let until = shipping::order::format_time(&opens);
+                        (destination, listing::WaitJson { hop, hours, until })
+                    })
+                    .collect();
+                json
+            });
             if entry.renamed {
                 value.packet_name = exam.header.as_ref().map(standard_name);
             }
@@ -495,10 +509,15 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
                 outln!("Storage bay: {} (class {class})", bay.name());
             }
             if let Some(order) = &entry.order {
-                out!("{}", listing::render_order_text(order, returned));
-                if let (Some(config), false) = (&shipping_config, returned) {
-                    print_windows(config, order, now);
-                }
+                let shut = match (&shipping_config, returned) {
+                    (Some(config), false) => shut_windows(config, order, now),
+                    _ => Default::default(),
+                };
+                out!(
+                    "{}",
+                    listing::render_order_text(&as_tried(order, &shut), returned)
+                );
+                print_windows(&shut);
             }
             if entry.renamed {
                 outln!(
@@ -618,26 +637,53 @@ fn bay_entries(
     Ok(entries)
 }
 
-/// Says, per destination of `order`, when its link's `hours` window is
-/// shut now: the order waits for it to open.
-fn print_windows(
+/// Per destination of `order` whose link's `hours` window is shut at
+/// `now`: the hop, its hours as written, and when the window opens.
+fn shut_windows(
     config: &shipping::ShippingConfig,
     order: &ShippingOrder,
     now: chrono::DateTime<chrono::Utc>,
-) {
+) -> std::collections::BTreeMap<String, (String, String, chrono::DateTime<chrono::Utc>)> {
+    let mut shut = std::collections::BTreeMap::new();
     for destination in &order.destinations {
         let Ok(Some(next)) = config.next_hop(destination) else {
             continue;
         };
         let link = config.link(&next.name);
         if let (Err(opens), Some(hours)) = (link.window_at(now), link.hours) {
-            outln!(
-                "  delivery to {}: waits for {}'s hours ({hours}), until {}",
-                crate::error::printable(destination),
-                crate::error::printable(&next.name),
-                shipping::order::format_time(&opens)
-            );
+            shut.insert(destination.clone(), (next.name, hours.to_string(), opens));
         }
+    }
+    shut
+}
+
+/// `order` as it will be tried: a destination whose window is shut is not
+/// tried before the window opens, whatever its backoff says.
+fn as_tried(
+    order: &ShippingOrder,
+    shut: &std::collections::BTreeMap<String, (String, String, chrono::DateTime<chrono::Utc>)>,
+) -> ShippingOrder {
+    let mut order = order.clone();
+    for (destination, attempts) in order.attempts.iter_mut() {
+        if let Some((_, _, opens)) = shut.get(destination) {
+            attempts.next_retry = attempts.next_retry.max(*opens);
+        }
+    }
+    order
+}
+
+/// Says, per destination whose link's `hours` window is shut now, that
+/// the order waits for it to open.
+fn print_windows(
+    shut: &std::collections::BTreeMap<String, (String, String, chrono::DateTime<chrono::Utc>)>,
+) {
+    for (destination, (hop, hours, opens)) in shut {
+        outln!(
+            "  delivery to {}: waits for {}'s hours ({hours}), until {}",
+            crate::error::printable(destination),
+            crate::error::printable(hop),
+            shipping::order::format_time(opens)
+        );
     }
 }
 

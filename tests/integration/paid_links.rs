@@ -416,6 +416,47 @@ fn outside_its_hours_a_destination_waits_and_inside_them_it_is_delivered() {
         "{}",
         listing.stdout
     );
+    // A transfer the window's end cut left a failed attempt whose backoff
+    // ran out before the window opens: the next try is the opening, in
+    // text and JSON, and JSON says what the order waits for (review 16b).
+    let order = bay(&sender, "outgoing").join(format!(
+        "{}.order",
+        packet.file_name().unwrap().to_str().unwrap()
+    ));
+    let mut text = std::fs::read_to_string(&order).unwrap();
+    text.push_str(
+        "\n[attempts.ship]\nfailures = 1\nlast_attempt = \"2020-01-01T00:00:00Z\"\n\
+         last_error = \"cut by the end of the window\"\nnext_retry = \"2020-01-01T00:01:00Z\"\n",
+    );
+    std::fs::write(&order, text).unwrap();
+    let listing = run(&fam.root("boston"), "lspacket", ["-shipconf", arg(&sender)]).ok();
+    assert!(
+        listing.stdout.contains(&format!("next try after {opens}")),
+        "{}",
+        listing.stdout
+    );
+    let json = run(
+        &fam.root("boston"),
+        "lspacket",
+        ["-shipconf", arg(&sender), "-fmt", "json"],
+    )
+    .ok();
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let listed = &value["packets"][0]["order"];
+    assert_eq!(
+        listed["attempts"]["ship"]["next_retry"],
+        opens.as_str(),
+        "{listed}"
+    );
+    assert_eq!(
+        listed["waiting_for_hours"]["ship"]["until"],
+        opens.as_str(),
+        "{listed}"
+    );
+    assert_eq!(
+        listed["waiting_for_hours"]["ship"]["hop"], "ship",
+        "{listed}"
+    );
 
     // From an hour ago to two hours on: open.
     let sender = paid_sender_conf(dir, &proxy.url, &window(23, 2));

@@ -599,9 +599,10 @@ fn the_mkorder_command_an_expiry_notice_gives_resends_the_packet_from_the_s3_ret
         [name.clone(), format!("{name}.order")]
     );
     assert_eq!(outgoing.read(&name).unwrap(), bytes);
-    // Moved: no longer in the return bay (its old order, the record of
-    // what was tried, stays there as in a directory return bay).
+    // Moved: no longer in the return bay, nor is its expired order (the
+    // new one in the outgoing bay replaces it; review 16b).
     assert!(!returned.exists(&name).unwrap());
+    assert!(!returned.exists(&format!("{name}.order")).unwrap());
 
     // A packet that is not there, or a URL outside every class's bays,
     // is refused with exit 1, naming it, and nothing is queued.

@@ -634,6 +634,12 @@ fn an_expired_order_goes_to_the_return_bay_and_the_administrator_is_told() {
     assert!(again.stdout.contains("for ship"), "{}", again.stdout);
     assert_eq!(files_under(&bay(&sender_conf, "outgoing")).len(), 2);
     assert!(!packet.exists(), "moved out of the return bay");
+    // Its expired order goes with it (review 16b: it stayed there).
+    assert_eq!(
+        files_under(&return_bay),
+        Vec::<String>::new(),
+        "the return bay is empty"
+    );
 }
 
 #[test]

@@ -828,6 +828,18 @@ pub struct OrderJson {
     pub expires: String,
     /// Per destination: its failed delivery attempts so far.
     pub attempts: std::collections::BTreeMap<String, AttemptsJson>,
+    /// Per destination whose next hop's `hours` window is shut now: the
+    /// hop, its hours and when the window opens (the order waits until
+    /// then, and `next_retry` is not before it).
+    pub waiting_for_hours: std::collections::BTreeMap<String, WaitJson>,
+}
+
+/// A destination waiting for its hop's `hours` window to open.
+#[derive(Debug, Serialize)]
+pub struct WaitJson {
+    pub hop: String,
+    pub hours: String,
+    pub until: String,
 }
 
 /// Failed delivery attempts to one destination.
@@ -861,6 +873,7 @@ pub fn render_order_json(order: &shipping::ShippingOrder) -> OrderJson {
                 )
             })
             .collect(),
+        waiting_for_hours: Default::default(),
     }
 }
 
