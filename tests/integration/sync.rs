@@ -97,7 +97,7 @@ fn mkreplica_import_checks_fingerprint_and_target_directory() {
             out.as_os_str(),
         ],
     )
-    .fails_with(1);
+    .fails_with(2);
     assert!(
         res.stderr.contains(&format!(
             "{}: no key file for the new member there",
@@ -1725,8 +1725,12 @@ fn mkreplica_export_makes_a_missing_out_directory_only_after_its_checks() {
     );
     let file = fam.dir.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
-    let res = mkreplica_export(&a, &file, "gamma").fails_with(1);
-    assert!(res.stderr.contains("is not a directory"), "{}", res.stderr);
+    let res = mkreplica_export(&a, &file, "gamma").fails_with(2);
+    assert!(
+        res.stderr.contains("is a file, not a directory"),
+        "{}",
+        res.stderr
+    );
     assert!(!missing.exists());
     assert_eq!(own_epoch(&a), epoch);
     let made = mkreplica_export(&a, &missing, "gamma").ok();
