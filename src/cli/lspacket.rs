@@ -439,6 +439,11 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
             *problems.entry(judged.verdict).or_default() += 1;
         }
         let returned = matches!(entry.bay, Some((_, Bay::Return)));
+        // The hours windows shut now, for the order's text and JSON alike.
+        let shut = match (&shipping_config, &entry.order, returned) {
+            (Some(config), Some(order), false) => shut_windows(config, order, now),
+            _ => ShutWindows::new(),
+        };
         if args.fmt == cli::Format::Json {
             let mut value = listing::render_json(&exam, &judged, view.as_ref());
             if let Some(signature) = value
@@ -456,12 +461,9 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
                 value.bay = Some(bay.name().to_string());
             }
             value.order = entry.order.as_ref().map(|order| {
-                let shut = match (&shipping_config, returned) {
-                    (Some(config), false) => shut_windows(config, order, now),
-                    _ => Default::default(),
-                };
                 let mut json = listing::render_order_json(&as_tried(order, &shut));
                 json.waiting_for_hours = shut
+                    .clone()
                     .into_iter()
                     .map(|(destination, (hop, hours, opens))| {
                         let until = shipping::order::format_time(&opens);
@@ -509,10 +511,6 @@ pub fn run_ref(args: &Args) -> anyhow::Result<()> {
                 outln!("Storage bay: {} (class {class})", bay.name());
             }
             if let Some(order) = &entry.order {
-                let shut = match (&shipping_config, returned) {
-                    (Some(config), false) => shut_windows(config, order, now),
-                    _ => Default::default(),
-                };
                 out!(
                     "{}",
                     listing::render_order_text(&as_tried(order, &shut), returned)
@@ -637,13 +635,18 @@ fn bay_entries(
     Ok(entries)
 }
 
+/// Per destination whose next hop's `hours` window is shut: the hop, its
+/// hours as written, and when the window opens.
+type ShutWindows =
+    std::collections::BTreeMap<String, (String, String, chrono::DateTime<chrono::Utc>)>;
+
 /// Per destination of `order` whose link's `hours` window is shut at
 /// `now`: the hop, its hours as written, and when the window opens.
 fn shut_windows(
     config: &shipping::ShippingConfig,
     order: &ShippingOrder,
     now: chrono::DateTime<chrono::Utc>,
-) -> std::collections::BTreeMap<String, (String, String, chrono::DateTime<chrono::Utc>)> {
+) -> ShutWindows {
     let mut shut = std::collections::BTreeMap::new();
     for destination in &order.destinations {
         let Ok(Some(next)) = config.next_hop(destination) else {
@@ -659,10 +662,7 @@ fn shut_windows(
 
 /// `order` as it will be tried: a destination whose window is shut is not
 /// tried before the window opens, whatever its backoff says.
-fn as_tried(
-    order: &ShippingOrder,
-    shut: &std::collections::BTreeMap<String, (String, String, chrono::DateTime<chrono::Utc>)>,
-) -> ShippingOrder {
+fn as_tried(order: &ShippingOrder, shut: &ShutWindows) -> ShippingOrder {
     let mut order = order.clone();
     for (destination, attempts) in order.attempts.iter_mut() {
         if let Some((_, _, opens)) = shut.get(destination) {
@@ -674,9 +674,7 @@ fn as_tried(
 
 /// Says, per destination whose link's `hours` window is shut now, that
 /// the order waits for it to open.
-fn print_windows(
-    shut: &std::collections::BTreeMap<String, (String, String, chrono::DateTime<chrono::Utc>)>,
-) {
+fn print_windows(shut: &ShutWindows) {
     for (destination, (hop, hours, opens)) in shut {
         outln!(
             "  delivery to {}: waits for {}'s hours ({hours}), until {}",
