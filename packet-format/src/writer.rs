@@ -1018,56 +1018,85 @@ impl PacketWriter {
             sha256: Sha256::digest(&seals_bytes).into(),
         };
         for ((index, part), name) in pending.into_iter().enumerate().zip(names) {
-            let mut header = self.template.clone();
-            header.part = index as u32 + 1;
-            header.parts = parts;
-            header.entries = part.entries;
-            header.entries.push(seals_pin.clone());
-            header.operation_records = part.operation_records;
-            header.chunk_records = part.chunk_records;
-            let header_bytes = encode_header(&header);
-            assert!(
-                header_bytes.len() as u64 <= self.header_budget,
-                "header outgrew its budget"
-            );
-            let mut message = SIGNATURE_CONTEXT.to_vec();
-            message.extend_from_slice(&header_bytes);
-            let signature = self.signing_key.sign(&message).to_bytes();
-            let temp_path: &Path = &part.temp;
-            let streamed = &header.entries[..header.entries.len() - 1];
-            let data_entries =
-                written_entries(streamed, &part.crc32s).map_err(|kind| kind.at(temp_path))?;
-            append_header_and_signature(
-                temp_path,
-                data_entries,
-                &seals_bytes,
-                &header_bytes,
-                &signature,
-            )
-            .map_err(|kind| kind.at(temp_path))?;
-            let size = std::fs::metadata(temp_path)
-                .map_err(|err| ErrorKind::io("reading part size", err).at(temp_path))?
-                .len();
-            if size > self.max_size {
-                return Err(ErrorKind::PartOverCap {
-                    size,
-                    max_size: self.max_size,
+            match self.finish_part(index, part, name, parts, &seals_bytes, &seals_pin) {
+                Ok(done) => written.push(done),
+                Err(err) => {
+                    // The parts already given their final names are
+                    // removed: a packet is all its parts or nothing, and
+                    // a caller told of the error would not know of them.
+                    // (The rest are temporary files, removed on drop.)
+                    for done in &written {
+                        let _ = std::fs::remove_file(&done.path);
+                    }
+                    return Err(err);
                 }
-                .at(temp_path));
             }
-            let path = self.out_dir.join(&name);
-            part.temp.persist_noclobber(&path).map_err(|err| {
-                ErrorKind::io("giving the part its final name", err.error).at(&path)
-            })?;
-            written.push(WrittenPart {
-                path,
-                file_name: name,
-                part: header.part,
-                parts,
-                size,
-            });
         }
         Ok(written)
+    }
+
+    /// Writes part `index`'s header and signature and gives it its final
+    /// `name` (never replacing a file of that name).
+    fn finish_part(
+        &self,
+        index: usize,
+        part: PendingPart,
+        name: String,
+        parts: u32,
+        seals_bytes: &[u8],
+        seals_pin: &EntryInfo,
+    ) -> Result<WrittenPart> {
+        let mut header = self.template.clone();
+        header.part = index as u32 + 1;
+        header.parts = parts;
+        header.entries = part.entries;
+        header.entries.push(seals_pin.clone());
+        header.operation_records = part.operation_records;
+        header.chunk_records = part.chunk_records;
+        let header_bytes = encode_header(&header);
+        assert!(
+            header_bytes.len() as u64 <= self.header_budget,
+            "header outgrew its budget"
+        );
+        let mut message = SIGNATURE_CONTEXT.to_vec();
+        message.extend_from_slice(&header_bytes);
+        let signature = self.signing_key.sign(&message).to_bytes();
+        let temp_path: &Path = &part.temp;
+        let streamed = &header.entries[..header.entries.len() - 1];
+        let data_entries =
+            written_entries(streamed, &part.crc32s).map_err(|kind| kind.at(temp_path))?;
+        append_header_and_signature(
+            temp_path,
+            data_entries,
+            seals_bytes,
+            &header_bytes,
+            &signature,
+        )
+        .map_err(|kind| kind.at(temp_path))?;
+        let size = std::fs::metadata(temp_path)
+            .map_err(|err| ErrorKind::io("reading part size", err).at(temp_path))?
+            .len();
+        if size > self.max_size {
+            return Err(ErrorKind::PartOverCap {
+                size,
+                max_size: self.max_size,
+            }
+            .at(temp_path));
+        }
+        #[cfg(test)]
+        tests::fail_part_hook(header.part)
+            .map_err(|err| ErrorKind::io("testing", err).at(temp_path))?;
+        let path = self.out_dir.join(&name);
+        part.temp
+            .persist_noclobber(&path)
+            .map_err(|err| ErrorKind::io("giving the part its final name", err.error).at(&path))?;
+        Ok(WrittenPart {
+            path,
+            file_name: name,
+            part: header.part,
+            parts,
+            size,
+        })
     }
 
     fn creation_name(&self) -> Option<&str> {
@@ -1468,4 +1497,141 @@ fn append_header_and_signature(
     file.sync_all()
         .map_err(|err| ErrorKind::io("syncing a part", err))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::ops::{Change, ChunkRef, Extensions, PathState, VersionVector};
+    use crate::{EpochRange, Named, PacketKind, Target, MIN_PART_SIZE};
+
+    thread_local! {
+        /// The part whose finishing fails, in this thread's writers.
+        static FAIL_AT_PART: Cell<Option<u32>> = const { Cell::new(None) };
+    }
+
+    /// Called by `finish_part` just before a part gets its final name.
+    pub(super) fn fail_part_hook(part: u32) -> std::io::Result<()> {
+        match FAIL_AT_PART.get() == Some(part) {
+            true => Err(std::io::Error::from(std::io::ErrorKind::StorageFull)),
+            false => Ok(()),
+        }
+    }
+
+    fn id(byte: u8) -> Id {
+        Id([byte; 16])
+    }
+
+    /// A writer of one update packet with `files` operations of one
+    /// random 40 KiB chunk each: several parts at the smallest size.
+    fn written(dir: &Path, files: u64) -> PacketWriter {
+        let meta = PacketMeta {
+            kind: PacketKind::Update,
+            family: Named {
+                id: id(0xf0),
+                name: "docs".into(),
+            },
+            sender: Named {
+                id: id(0xa1),
+                name: "boston".into(),
+            },
+            targets: vec![Target {
+                id: id(0xb2),
+                name: "lambik".into(),
+                seq: 1,
+            }],
+            packet_id: id(0xc3),
+            created: Timestamp {
+                secs: 1_763_721_000,
+                nanos: 0,
+            },
+            comment: String::new(),
+            epoch_ranges: BTreeMap::from([(
+                id(0xa1),
+                EpochRange {
+                    first: 1,
+                    last: files,
+                },
+            )]),
+            epoch_row: BTreeMap::new(),
+            seals: Vec::new(),
+            creation: None,
+            incarnation: None,
+            tree_digest: None,
+            encryption: None,
+            secrets: None,
+            rotations: Vec::new(),
+        };
+        let mut writer = PacketWriter::create(dir, MIN_PART_SIZE, &[0x11; 32], meta).unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for epoch in 1..=files {
+            let chunk: Vec<u8> = (0..40 << 10)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let chunk_id: ChunkId = Sha256::digest(&chunk).into();
+            writer.add_chunk(&chunk_id, &chunk).unwrap();
+            writer
+                .add_operation(&Operation {
+                    origin: id(0xa1),
+                    epoch,
+                    recorded: Timestamp { secs: 0, nanos: 0 },
+                    change: Change::Path {
+                        path: format!("file{epoch}").into_bytes(),
+                        version: VersionVector(BTreeMap::from([(id(0xa1), epoch)])),
+                        state: PathState::File {
+                            mode: 0o644,
+                            mtime: Timestamp { secs: 0, nanos: 0 },
+                            size: chunk.len() as u64,
+                            chunks: vec![ChunkRef {
+                                id: chunk_id,
+                                len: chunk.len() as u32,
+                            }],
+                            ext: Extensions::default(),
+                        },
+                    },
+                })
+                .unwrap();
+        }
+        writer
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A packet is all its parts or nothing: a part that cannot be
+    /// finished takes the parts already given their final names with it
+    /// (a full disk seen late left finished parts in a -workdir).
+    #[test]
+    fn a_part_that_fails_to_finish_takes_the_finished_parts_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = written(dir.path(), 6).finish().unwrap();
+        assert!(whole.len() >= 4, "{} parts", whole.len());
+        for part in &whole {
+            std::fs::remove_file(&part.path).unwrap();
+        }
+        for failing in [1, 3, whole.len() as u32] {
+            FAIL_AT_PART.set(Some(failing));
+            let err = written(dir.path(), 6).finish().unwrap_err();
+            FAIL_AT_PART.set(None);
+            assert!(
+                matches!(&err.kind, ErrorKind::Io { .. }),
+                "part {failing}: {err}"
+            );
+            assert_eq!(names_in(dir.path()), Vec::<String>::new(), "part {failing}");
+        }
+    }
 }

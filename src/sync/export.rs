@@ -965,8 +965,9 @@ fn chunks_target_has(
 
 /// `err` as [`Error::NoRoomForPackets`] when it is a write that
 /// found no space left (ENOSPC, or a disk quota) in one of `dirs`
-/// ((directory, role), the first holding the file that failed, else
-/// the last); otherwise unchanged. Call it once what was being
+/// ((directory, role), the first holding the file that failed; the last
+/// when the error names no file, as a full storage bay does); otherwise,
+/// and for a file in none of `dirs`, unchanged. Call it once what was being
 /// written is removed, so the free space reported is what is there.
 pub fn when_no_room(
     err: Error,
@@ -987,13 +988,19 @@ pub fn when_no_room(
     let Some(&(last, last_role)) = dirs.last() else {
         return err;
     };
-    let (dir, role) = failed
-        .and_then(|file| {
-            dirs.iter()
-                .find(|(dir, _)| file.parent() == Some(dir) || file == *dir)
-                .copied()
-        })
-        .unwrap_or((last, last_role));
+    // A file elsewhere (a spool in the system's temporary directory) is
+    // said as the error names it: blaming the -out disk would send the
+    // user to make room on the wrong one.
+    let (dir, role) = match failed {
+        None => (last, last_role),
+        Some(file) => match dirs
+            .iter()
+            .find(|(dir, _)| file.parent() == Some(dir) || file == *dir)
+        {
+            Some(&found) => found,
+            None => return err,
+        },
+    };
     Error::NoRoomForPackets {
         dir: dir.to_path_buf(),
         role,
@@ -1106,4 +1113,39 @@ fn header_rotations(
         })
         .take(packet_format::MAX_HEADER_ROTATIONS)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_disk_at(path: &str) -> Error {
+        Error::io(path, std::io::Error::from(std::io::ErrorKind::StorageFull))
+    }
+
+    /// A full disk is blamed on the directory that holds the file that
+    /// failed; a file in none of them (a spool in the system's temporary
+    /// directory) keeps its own error, never the -out disk's name.
+    #[test]
+    fn a_full_disk_is_said_of_the_directory_that_filled_up() {
+        let dirs = [
+            (Path::new("/work"), "-workdir"),
+            (Path::new("/stick"), "-out directory"),
+        ];
+        let said =
+            |path: &str| when_no_room(full_disk_at(path), &dirs, || "writing".into(), "-maxsize");
+        for (path, role) in [
+            ("/work/p.partial", "-workdir"),
+            ("/stick/p.zip", "-out directory"),
+        ] {
+            match said(path) {
+                Error::NoRoomForPackets { role: said, .. } => assert_eq!(said, role, "{path}"),
+                other => panic!("{path}: {other}"),
+            }
+        }
+        match said("/tmp/spool") {
+            Error::Io { path, .. } => assert_eq!(path, Path::new("/tmp/spool")),
+            other => panic!("a spool elsewhere: {other}"),
+        }
+    }
 }
