@@ -626,6 +626,23 @@ pub struct Resume<'a> {
     pub start: u64,
 }
 
+impl Resume<'_> {
+    /// The body must start where what is held of `name` ends (`held`
+    /// bytes): otherwise 416, saying where to send from.
+    pub(crate) fn check_start(&self, name: &str, held: u64) -> Result<(), Rejection> {
+        match self.start == held {
+            true => Ok(()),
+            false => Err(Rejection::new(
+                416,
+                format!(
+                    "{name}: this server holds {held} of its {} bytes, not {}: send from {held}",
+                    self.size, self.start
+                ),
+            )),
+        }
+    }
+}
+
 impl Receiver<'_> {
     /// Bytes held of packet `name` whose whole is `size` bytes with
     /// SHA-256 `sha256`: what its sender may resume from (0 when nothing
@@ -816,15 +833,7 @@ impl Receiver<'_> {
             data.set_len(0).map_err(failed)?;
             held = 0;
         }
-        if resume.start != held {
-            return Err(Rejection::new(
-                416,
-                format!(
-                    "{name}: this server holds {held} of its {} bytes, not {}: send from {held}",
-                    resume.size, resume.start
-                ),
-            ));
-        }
+        resume.check_start(name, held)?;
 
         // The body goes at the end of what is held, at most up to the size.
         let want = resume.size - held;

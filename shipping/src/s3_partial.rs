@@ -239,15 +239,7 @@ pub fn receive(
         }
         held = 0;
     }
-    if resume.start != held {
-        return Err(Rejection::new(
-            416,
-            format!(
-                "{name}: this server holds {held} of its {} bytes, not {}: send from {held}",
-                resume.size, resume.start
-            ),
-        ));
-    }
+    resume.check_start(name, held)?;
 
     // The body in pieces: spooled here, each written by one PUT once full,
     // and what arrived when the body ends or breaks.
