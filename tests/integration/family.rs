@@ -5,7 +5,7 @@
 //! (`SYNCREPLICA_TEST_CLOCK_SHIFT`), never sleeps.
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::helpers::*;
@@ -646,15 +646,29 @@ fn copy_dir(from: &Path, to: &Path) {
     assert!(status.success());
 }
 
-#[test]
-fn a_replica_restored_from_an_old_copy_takes_back_its_changes_and_reuses_no_epoch() {
+/// alpha and beta holding `a.txt`; alpha's first change sent to beta and
+/// acknowledged (a member never heard from is not waited for); then a
+/// `cp -a` backup of alpha, returned beside the family.
+fn alpha_backed_up_after_an_acknowledged_change() -> (Family, PathBuf) {
     let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
-    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
     fam.send("alpha", "beta", "first");
-    // beta answers (a member never heard from is not waited for).
     acknowledge(&fam, "beta", "alpha", "first-back");
     let backup = fam.dir.path().join("alpha-backup");
-    copy_dir(&alpha, &backup);
+    copy_dir(&fam.root("alpha"), &backup);
+    (fam, backup)
+}
+
+/// The replica's disk dies: `root` is removed and the old `backup` comes
+/// back in its place.
+fn bring_back_the_backup(backup: &Path, root: &Path) {
+    std::fs::remove_dir_all(root).unwrap();
+    copy_dir(backup, root);
+}
+
+#[test]
+fn a_replica_restored_from_an_old_copy_takes_back_its_changes_and_reuses_no_epoch() {
+    let (fam, backup) = alpha_backed_up_after_an_acknowledged_change();
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
     let epoch_at_backup = own_epoch(&alpha);
 
     // Changes made and sent after the backup: beta holds them.
@@ -665,8 +679,7 @@ fn a_replica_restored_from_an_old_copy_takes_back_its_changes_and_reuses_no_epoc
     assert!(highest > epoch_at_backup);
 
     // The disk dies; the old copy comes back.
-    std::fs::remove_dir_all(&alpha).unwrap();
-    copy_dir(&backup, &alpha);
+    bring_back_the_backup(&backup, &alpha);
     assert_eq!(own_epoch(&alpha), epoch_at_backup);
     let marked = run(&alpha, "mkreplica", ["-restore"]).ok();
     assert!(
@@ -1008,13 +1021,8 @@ fn a_member_made_after_a_removal_knows_of_it() {
 /// sibling has seen: nothing lost, no epoch reused, both trees the same.
 #[test]
 fn a_restored_copy_s_own_change_numbered_like_a_sibling_s_is_renumbered() {
-    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (fam, backup) = alpha_backed_up_after_an_acknowledged_change();
     let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
-    fam.send("alpha", "beta", "first");
-    // beta answers (a member never heard from is not waited for).
-    acknowledge(&fam, "beta", "alpha", "first-back");
-    let backup = fam.dir.path().join("alpha-backup");
-    copy_dir(&alpha, &backup);
     let at_backup = own_epoch(&alpha);
 
     // The lost disk's last change, which beta holds.
@@ -1025,8 +1033,7 @@ fn a_restored_copy_s_own_change_numbered_like_a_sibling_s_is_renumbered() {
     // The old copy comes back and, before anyone thinks of a restore,
     // records a change numbered at_backup + 1 too, and sends it: beta
     // refuses it (the same number, other content).
-    std::fs::remove_dir_all(&alpha).unwrap();
-    copy_dir(&backup, &alpha);
+    bring_back_the_backup(&backup, &alpha);
     write_keeping_root_time(&alpha, "c.txt", "made by the restored copy");
     let out = fam.packet_dir("collides");
     export_to(&alpha, &out, &["beta"], &[]).ok();
@@ -1528,18 +1535,13 @@ fn export_json(root: &Path, out: &Path, target: &str) -> serde_json::Value {
 
 #[test]
 fn after_a_restore_nothing_confirmed_is_resent_and_the_clone_alarm_clears() {
-    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (fam, backup) = alpha_backed_up_after_an_acknowledged_change();
     let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
-    fam.send("alpha", "beta", "first");
-    acknowledge(&fam, "beta", "alpha", "first-back");
-    let backup = fam.dir.path().join("alpha-backup");
-    copy_dir(&alpha, &backup);
     write(&alpha, "b.txt", "made after the backup");
     fam.send("alpha", "beta", "after-backup");
     // The old copy comes back and sends a change numbered like the lost
     // one: beta raises the clone alarm.
-    std::fs::remove_dir_all(&alpha).unwrap();
-    copy_dir(&backup, &alpha);
+    bring_back_the_backup(&backup, &alpha);
     write(&alpha, "c.txt", "made by the restored copy");
     let out = fam.packet_dir("collides");
     export_to(&alpha, &out, &["beta"], &[]).ok();
