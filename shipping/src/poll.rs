@@ -1207,44 +1207,71 @@ mod tests {
         assert_eq!(inode(&format!("{name}.order")), order_inode);
     }
 
-    /// A bay whose packets take 20 ms to fail to read: a transfer that
-    /// runs into the end of its link's window.
-    struct Slow(DirStore);
+    /// A directory bay with its calls to `open` and `lock` replaced by
+    /// `open` and `lock` (given the bay and the name): a bay that misbehaves
+    /// in one way, like everything else a `DirStore`.
+    struct Hooked {
+        bay: DirStore,
+        open: for<'a> fn(&'a DirStore, &str) -> Result<Box<dyn std::io::Read + Send + 'a>>,
+        lock: fn(&DirStore, &str) -> Result<Box<dyn Send>>,
+    }
 
-    impl BayStore for Slow {
+    impl Hooked {
+        /// `bay` with its own `open` and `lock`: change one of them.
+        fn new(bay: DirStore) -> Hooked {
+            Hooked {
+                bay,
+                open: |bay, name| bay.open(name),
+                lock: |bay, name| bay.lock(name),
+            }
+        }
+    }
+
+    impl BayStore for Hooked {
         fn describe(&self) -> String {
-            self.0.describe()
+            self.bay.describe()
         }
         fn list(&self) -> Result<Vec<String>> {
-            self.0.list()
+            self.bay.list()
         }
         fn exists(&self, name: &str) -> Result<bool> {
-            self.0.exists(name)
+            self.bay.exists(name)
         }
         fn size(&self, name: &str) -> Result<u64> {
-            self.0.size(name)
+            self.bay.size(name)
         }
         fn open(&self, name: &str) -> Result<Box<dyn std::io::Read + Send + '_>> {
-            if packet_of(name).is_some() {
-                return self.0.open(name);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            Err(self.error(name, std::io::Error::other("the link went down")))
+            (self.open)(&self.bay, name)
         }
         fn write_from(&self, name: &str, reader: &mut dyn std::io::Read) -> Result<u64> {
-            self.0.write_from(name, reader)
+            self.bay.write_from(name, reader)
         }
         fn remove(&self, name: &str) -> Result<()> {
-            self.0.remove(name)
+            self.bay.remove(name)
         }
         fn rename(&self, from: &str, to: &str) -> Result<()> {
-            self.0.rename(from, to)
+            self.bay.rename(from, to)
         }
         fn modified(&self, name: &str) -> Result<DateTime<Utc>> {
-            self.0.modified(name)
+            self.bay.modified(name)
         }
         fn lock(&self, name: &str) -> Result<Box<dyn Send>> {
-            self.0.lock(name)
+            (self.lock)(&self.bay, name)
+        }
+    }
+
+    /// A bay whose packets take 20 ms to fail to read: a transfer that
+    /// runs into the end of its link's window.
+    fn slow(bay: DirStore) -> Hooked {
+        Hooked {
+            open: |bay, name| {
+                if packet_of(name).is_some() {
+                    return bay.open(name);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                Err(bay.error(name, std::io::Error::other("the link went down")))
+            },
+            ..Hooked::new(bay)
         }
     }
 
@@ -1266,7 +1293,7 @@ mod tests {
             log: &log,
         };
         let class = setup.config.class("default").unwrap();
-        let slow = Slow(setup.outgoing());
+        let slow = slow(setup.outgoing());
         // The pass starts just inside the window; the transfer fails just
         // after its end.
         let started = at("2026-11-21T10:59:59.990Z");
@@ -1465,41 +1492,15 @@ mod tests {
 
     /// A bay where another server removes the leftover order
     /// `sync_gone.zip.order` just before this one takes the entries lock.
-    struct Racing(DirStore);
-
-    impl BayStore for Racing {
-        fn describe(&self) -> String {
-            self.0.describe()
-        }
-        fn list(&self) -> Result<Vec<String>> {
-            self.0.list()
-        }
-        fn exists(&self, name: &str) -> Result<bool> {
-            self.0.exists(name)
-        }
-        fn size(&self, name: &str) -> Result<u64> {
-            self.0.size(name)
-        }
-        fn open(&self, name: &str) -> Result<Box<dyn std::io::Read + Send + '_>> {
-            self.0.open(name)
-        }
-        fn write_from(&self, name: &str, reader: &mut dyn std::io::Read) -> Result<u64> {
-            self.0.write_from(name, reader)
-        }
-        fn remove(&self, name: &str) -> Result<()> {
-            self.0.remove(name)
-        }
-        fn rename(&self, from: &str, to: &str) -> Result<()> {
-            self.0.rename(from, to)
-        }
-        fn modified(&self, name: &str) -> Result<DateTime<Utc>> {
-            self.0.modified(name)
-        }
-        fn lock(&self, name: &str) -> Result<Box<dyn Send>> {
-            if name == ENTRIES_LOCK {
-                let _ = self.0.remove("sync_gone.zip.order");
-            }
-            self.0.lock(name)
+    fn racing(bay: DirStore) -> Hooked {
+        Hooked {
+            lock: |bay, name| {
+                if name == ENTRIES_LOCK {
+                    let _ = bay.remove("sync_gone.zip.order");
+                }
+                bay.lock(name)
+            },
+            ..Hooked::new(bay)
         }
     }
 
@@ -1510,7 +1511,7 @@ mod tests {
         outgoing
             .write("sync_gone.zip.order", b"format = 1\n")
             .unwrap();
-        let racing = Racing(outgoing.clone());
+        let racing = racing(outgoing.clone());
         let listing = list_bay(&racing).unwrap();
         assert_eq!(listing.orphan_orders, ["sync_gone.zip.order"]);
         let lines = Mutex::new(Vec::new());
