@@ -1,6 +1,6 @@
 //! The main job end to end: creation packets, export, lspacket, import.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::helpers::*;
 
@@ -199,22 +199,28 @@ fn packets_apply_in_sequence_whatever_the_order_and_duplicates_are_harmless() {
     assert_eq!(tree_listing(&a), tree_listing(&b));
 }
 
-#[test]
-fn a_file_bigger_than_maxsize_spans_the_parts_of_one_packet() {
-    let fam = family(&["alpha", "beta"], &[("small", "s")]);
-    let (a, b) = (fam.root("alpha"), fam.root("beta"));
-    let mut big = Vec::with_capacity(600_000);
-    let mut state = 7u64;
-    for _ in 0..600_000 {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        big.push(state as u8);
-    }
+/// alpha writes `big.bin`, `len` random bytes (from `seed`), and exports
+/// it for beta in parts of at most 128 KiB into the folder "parts": the
+/// file's bytes, the folder and its parts.
+fn big_file_exported_in_parts(
+    fam: &Family,
+    seed: u64,
+    len: usize,
+) -> (Vec<u8>, PathBuf, Vec<PathBuf>) {
+    let big = random_bytes(seed, len);
+    let a = fam.root("alpha");
     std::fs::write(a.join("big.bin"), &big).unwrap();
     let out = fam.packet_dir("parts");
     export_to(&a, &out, &["beta"], &["-maxsize", "128k"]).ok();
     let parts = packet_files(&out);
+    (big, out, parts)
+}
+
+#[test]
+fn a_file_bigger_than_maxsize_spans_the_parts_of_one_packet() {
+    let fam = family(&["alpha", "beta"], &[("small", "s")]);
+    let b = fam.root("beta");
+    let (big, out, parts) = big_file_exported_in_parts(&fam, 7, 600_000);
     assert!(parts.len() >= 5, "{parts:?}");
     for part in &parts {
         assert!(
@@ -258,18 +264,7 @@ fn a_split_packet_a_resend_made_unnecessary_is_superseded_and_removed() {
     // (a resend carried everything instead) waited forever.
     let fam = family(&["alpha", "beta"], &[("small", "s")]);
     let (a, b) = (fam.root("alpha"), fam.root("beta"));
-    let mut big = Vec::with_capacity(300_000);
-    let mut state = 11u64;
-    for _ in 0..300_000 {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        big.push(state as u8);
-    }
-    std::fs::write(a.join("big.bin"), &big).unwrap();
-    let out = fam.packet_dir("parts");
-    export_to(&a, &out, &["beta"], &["-maxsize", "128k"]).ok();
-    let parts = packet_files(&out);
+    let (big, out, parts) = big_file_exported_in_parts(&fam, 11, 300_000);
     assert!(parts.len() >= 3, "{parts:?}");
     std::fs::remove_file(&parts[1]).unwrap();
     let resend = fam.packet_dir("resend");
@@ -389,20 +384,14 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
     let conf = conf.to_str().unwrap();
     write(&fam.root("alpha"), "f", "changed");
     let epoch_before = own_epoch(&fam.root("alpha"));
-    let res = run(
-        &fam.root("alpha"),
-        "syncreplica",
-        [
-            "-export",
-            "-ship",
-            "-shipconf",
-            conf,
-            "-sclass",
-            "nosuch",
-            "beta",
-        ],
-    )
-    .fails_with(1);
+    // `syncreplica -export -ship -shipconf CONF EXTRA… beta` at alpha.
+    let ship_to_beta = |conf: &str, extra: &[&str]| {
+        let mut args = vec!["-export", "-ship", "-shipconf", conf];
+        args.extend_from_slice(extra);
+        args.push("beta");
+        run(&fam.root("alpha"), "syncreplica", args)
+    };
+    let res = ship_to_beta(conf, &["-sclass", "nosuch"]).fails_with(1);
     assert!(
         res.stderr.contains(&format!(
             "syncreplica: error: shipping configuration {conf} (-shipconf): no storage class \"nosuch\""
@@ -422,18 +411,7 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
     )
     .unwrap();
     let before = everything_under(fam.dir.path());
-    let res = run(
-        &fam.root("alpha"),
-        "syncreplica",
-        [
-            "-export",
-            "-ship",
-            "-shipconf",
-            routeless.to_str().unwrap(),
-            "beta",
-        ],
-    )
-    .fails_with(1);
+    let res = ship_to_beta(routeless.to_str().unwrap(), &[]).fails_with(1);
     assert!(
         res.stderr.contains(&format!(
             "syncreplica: error: shipping configuration {} (-shipconf): no route to \"beta\"",
@@ -448,20 +426,7 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
         res.stderr
     );
     assert_eq!(everything_under(fam.dir.path()), before);
-    let res = run(
-        &fam.root("alpha"),
-        "syncreplica",
-        [
-            "-export",
-            "-ship",
-            "-shipconf",
-            conf,
-            "-pexpire",
-            "soon",
-            "beta",
-        ],
-    )
-    .fails_with(2);
+    let res = ship_to_beta(conf, &["-pexpire", "soon"]).fails_with(2);
     assert!(
         res.stderr.contains("'soon'") && res.stderr.contains("-pexpire <WHEN>"),
         "{}",
