@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -253,20 +253,45 @@ fn queue_noise(fam: &Family, sender: &Path, size: usize, seed: u64) -> std::path
     packets[0].clone()
 }
 
-#[test]
-fn a_200_mb_upload_cut_four_times_resumes_and_moves_less_than_1_2_times_its_size() {
+/// boston and ship, ship's receiving server, and the proxy a paid link's
+/// sender reaches it through.
+struct Link {
+    fam: Family,
+    receiver_conf: PathBuf,
+    receiver: Server,
+    proxy: Proxy,
+}
+
+/// A [`Link`] whose proxy cuts its connections after `cuts` bytes each
+/// (see [`Proxy::start`]).
+fn receiver_behind_a_proxy(cuts: &[u64]) -> Link {
     let fam = family(&["boston", "ship"], &[("f", "0")]);
-    let dir = fam.dir.path();
     let receiver_conf = receiver_conf(&fam);
     let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
+    let proxy = Proxy::start(&receiver.addr, cuts);
+    Link {
+        fam,
+        receiver_conf,
+        receiver,
+        proxy,
+    }
+}
 
+#[test]
+fn a_200_mb_upload_cut_four_times_resumes_and_moves_less_than_1_2_times_its_size() {
     // The proxy's cuts are decided before the packet exists: each one
     // after 5 % to 24 % of 200 MiB more (deterministic seed), so all four
     // come before the end, wherever the packet's size lands.
     let mib = 1u64 << 20;
     let mut noise = Noise(0x5eed_0016);
     let cuts: Vec<u64> = (0..4).map(|_| noise.between(10 * mib, 48 * mib)).collect();
-    let proxy = Proxy::start(&receiver.addr, &cuts);
+    let Link {
+        fam,
+        receiver_conf,
+        receiver,
+        proxy,
+    } = receiver_behind_a_proxy(&cuts);
+    let dir = fam.dir.path();
     let sender = paid_sender_conf(dir, &proxy.url, "");
     let packet = queue_noise(&fam, &sender, 200 << 20, 16);
     let size = std::fs::metadata(&packet).unwrap().len();
@@ -324,11 +349,13 @@ fn a_200_mb_upload_cut_four_times_resumes_and_moves_less_than_1_2_times_its_size
 
 #[test]
 fn a_destinations_max_rate_is_honoured_within_ten_percent() {
-    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let Link {
+        fam,
+        receiver_conf,
+        receiver,
+        proxy,
+    } = receiver_behind_a_proxy(&[]);
     let dir = fam.dir.path();
-    let receiver_conf = receiver_conf(&fam);
-    let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
-    let proxy = Proxy::start(&receiver.addr, &[]);
     let rate = 2.0 * (1 << 20) as f64;
     let sender = paid_sender_conf(dir, &proxy.url, "max_rate = \"2m\"");
     let packet = queue_noise(&fam, &sender, 4 << 20, 2);
@@ -362,11 +389,13 @@ fn a_destinations_max_rate_is_honoured_within_ten_percent() {
 
 #[test]
 fn outside_its_hours_a_destination_waits_and_inside_them_it_is_delivered() {
-    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let Link {
+        fam,
+        receiver_conf,
+        receiver,
+        proxy,
+    } = receiver_behind_a_proxy(&[]);
     let dir = fam.dir.path();
-    let receiver_conf = receiver_conf(&fam);
-    let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
-    let proxy = Proxy::start(&receiver.addr, &[]);
     let hour = chrono::Timelike::hour(&chrono::Utc::now());
     let window = |from: u32, to: u32| {
         format!(
