@@ -448,17 +448,7 @@ fn mkreplica_import_refuses_a_folder_with_two_creation_packets() {
     mkreplica_export(&boston, &creation, "lambik").ok();
     mkreplica_export(&boston, &creation, "carol").ok();
     let target = fam.root("new");
-    let refused = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            target.as_os_str(),
-            creation.as_os_str(),
-        ],
-    )
-    .fails_with(1);
+    let refused = mkreplica_import_at(fam.dir.path(), &target, &creation).fails_with(1);
     assert!(refused.stderr.contains("ambiguous"), "{}", refused.stderr);
     // One packet a line, never an escaped "\n".
     assert!(!refused.stderr.contains("\\n"), "{}", refused.stderr);
@@ -478,17 +468,7 @@ fn mkreplica_import_refuses_a_folder_with_two_creation_packets() {
         .into_iter()
         .find(|p| p.to_string_lossy().contains("_carol"))
         .unwrap();
-    let made = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            target.as_os_str(),
-            packet.as_os_str(),
-        ],
-    )
-    .ok();
+    let made = mkreplica_import_at(fam.dir.path(), &target, &packet).ok();
     assert!(
         made.stdout.contains("Used the creation packet") && made.stdout.contains("\"carol\""),
         "{}",
@@ -990,17 +970,7 @@ fn a_member_made_after_a_removal_knows_of_it() {
     let out = fam.packet_dir("creation-gamma");
     mkreplica_export(&alpha, &out, "gamma").ok();
     let gamma = fam.dir.path().join("gamma");
-    run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            gamma.as_os_str(),
-            out.as_os_str(),
-        ],
-    )
-    .ok();
+    mkreplica_import_at(fam.dir.path(), &gamma, &out).ok();
     assert!(
         lsreplica_member(&gamma, "beta")["removed"].is_string(),
         "{}",
@@ -1320,17 +1290,7 @@ fn scrub_then_a_creation_packet_makes_an_identical_member() {
     let out = fam.packet_dir("creation-gamma");
     mkreplica_export(&alpha, &out, "gamma").ok();
     let gamma = fam.root("gamma");
-    run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            gamma.as_os_str(),
-            out.as_os_str(),
-        ],
-    )
-    .ok();
+    mkreplica_import_at(fam.dir.path(), &gamma, &out).ok();
     assert_eq!(tree_listing(&gamma), tree_listing(&alpha));
     assert_eq!(tree_listing(&gamma), tree_listing(&beta));
     write(&alpha, "e.txt", "after the scrub");

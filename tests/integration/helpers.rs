@@ -1041,3 +1041,19 @@ pub fn set_excludes(root: &Path, patterns: &[&str]) {
     let text = text.replace(&line, &format!("exclude = [{}]", quoted.join(", ")));
     std::fs::write(&config, text).unwrap();
 }
+
+/// `mkreplica -import -replica ROOT PACKETS` from `cwd`, not checked: the
+/// caller says how it must end. `root` is any path text (with a trailing
+/// slash, say).
+pub fn mkreplica_import_at(cwd: &Path, root: impl AsRef<OsStr>, packets: &Path) -> Run {
+    run(
+        cwd,
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            root.as_ref(),
+            packets.as_os_str(),
+        ],
+    )
+}

@@ -304,16 +304,7 @@ fn beta_made_on(family: &Family, mount: &Mount) -> (PathBuf, Run) {
     let creation = family.packet_dir("creation");
     mkreplica_export(&family.root("alpha"), &creation, "beta").ok();
     let beta = mount.path().join("beta");
-    let made = run(
-        family.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            beta.as_os_str(),
-            creation.as_os_str(),
-        ],
-    );
+    let made = mkreplica_import_at(family.dir.path(), &beta, &creation);
     (beta, made)
 }
 

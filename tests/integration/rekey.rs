@@ -225,17 +225,7 @@ fn a_rotation_reaches_the_siblings_and_the_new_keys_are_used() {
     let out = fam.packet_dir("creation-delta");
     mkreplica_export(&a, &out, "delta").ok();
     let d = fam.root("delta");
-    run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            OsStr::new("-replica"),
-            d.as_os_str(),
-            out.as_os_str(),
-        ],
-    )
-    .ok();
+    mkreplica_import_at(fam.dir.path(), &d, &out).ok();
     let members = run(&d, "lsreplica", [] as [&str; 0]).ok().stdout;
     assert!(
         members.contains(&format!("key {fingerprint} (rekeyed at its epoch {epoch})")),

@@ -168,17 +168,7 @@ fn a_missing_file_or_an_unmatched_pattern_is_said_as_such_everywhere() {
             .fails_with(2),
             run(dir, "lspacket", [file.as_os_str()]).fails_with(2),
             import_from(&fam.root("alpha"), &[file]).fails_with(2),
-            run(
-                dir,
-                "mkreplica",
-                [
-                    OsStr::new("-import"),
-                    "-replica".as_ref(),
-                    dir.join("new").as_os_str(),
-                    file.as_os_str(),
-                ],
-            )
-            .fails_with(2),
+            mkreplica_import_at(dir, &dir.join("new"), &file).fails_with(2),
         ];
         for refused in runs {
             let said = if file == &pattern {
@@ -310,17 +300,7 @@ fn making_a_replica_at_a_replica_s_own_root_says_so() {
     mkreplica_export(&fam.root("alpha"), &creation, "beta").ok();
     let root = std::fs::canonicalize(fam.root("alpha")).unwrap();
     let with_slash = format!("{}/", fam.root("alpha").display());
-    let import = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            with_slash.as_ref(),
-            creation.as_os_str(),
-        ],
-    )
-    .fails_with(1);
+    let import = mkreplica_import_at(fam.dir.path(), &with_slash, &creation).fails_with(1);
     let init = run(
         fam.dir.path(),
         "mkreplica",
@@ -353,17 +333,8 @@ fn making_a_replica_at_a_replica_s_own_root_says_so() {
         );
     }
     // Inside it, the nesting rule still speaks.
-    let inside = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            fam.root("alpha").join("sub").as_os_str(),
-            creation.as_os_str(),
-        ],
-    )
-    .fails_with(2);
+    let inside = mkreplica_import_at(fam.dir.path(), &fam.root("alpha").join("sub"), &creation)
+        .fails_with(2);
     assert!(
         inside
             .stderr
@@ -761,16 +732,7 @@ fn mkreplica_import_of_update_packets_points_at_syncreplica_import() {
     let stick = fam.packet_dir("1");
     export_to(&boston, &stick, &["ship"], &[]).ok();
     let target = fam.dir.path().join("newone");
-    let refused = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            OsStr::new("-replica"),
-            target.as_os_str(),
-            stick.as_os_str(),
-        ],
-    );
+    let refused = mkreplica_import_at(fam.dir.path(), &target, &stick);
     assert_ne!(refused.code, 0, "{}", refused.stdout);
     assert!(
         refused
@@ -1134,17 +1096,7 @@ fn values_not_allowed_there_and_questions_without_a_terminal_exit_2() {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension() == Some(OsStr::new("zip")))
         .unwrap();
-    let refused = run(
-        &dir,
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            dir.join("k3").as_os_str(),
-            packet.as_os_str(),
-        ],
-    )
-    .fails_with(2);
+    let refused = mkreplica_import_at(&dir, &dir.join("k3"), &packet).fails_with(2);
     assert!(
         refused
             .stderr

@@ -64,17 +64,7 @@ fn mkreplica_import_checks_fingerprint_and_target_directory() {
 
     std::fs::create_dir(&target).unwrap();
     std::fs::write(target.join("precious"), "keep me").unwrap();
-    let res = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            std::ffi::OsStr::new("-import"),
-            "-replica".as_ref(),
-            target.as_os_str(),
-            out.as_os_str(),
-        ],
-    )
-    .fails_with(1);
+    let res = mkreplica_import_at(fam.dir.path(), &target, &out).fails_with(1);
     assert!(res.stderr.contains("is not empty"), "{}", res.stderr);
     assert_eq!(
         std::fs::read_to_string(target.join("precious")).unwrap(),
@@ -87,17 +77,7 @@ fn mkreplica_import_checks_fingerprint_and_target_directory() {
     let elsewhere = fam.dir.path().join("beta.key");
     std::fs::rename(&key, &elsewhere).unwrap();
     let fresh = fam.dir.path().join("beta2");
-    let res = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            std::ffi::OsStr::new("-import"),
-            "-replica".as_ref(),
-            fresh.as_os_str(),
-            out.as_os_str(),
-        ],
-    )
-    .fails_with(2);
+    let res = mkreplica_import_at(fam.dir.path(), &fresh, &out).fails_with(2);
     assert!(
         res.stderr.contains(&format!(
             "{}: no key file for the new member there",
@@ -1830,17 +1810,7 @@ fn lspacket_tells_each_kind_of_unusable_file_apart() {
     let creation = fam.packet_dir("creation-delta");
     mkreplica_export(&a, &creation, "delta").ok();
     let delta = fam.dir.path().join("delta");
-    run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            std::ffi::OsStr::new("-import"),
-            "-replica".as_ref(),
-            delta.as_os_str(),
-            creation.as_os_str(),
-        ],
-    )
-    .ok();
+    mkreplica_import_at(fam.dir.path(), &delta, &creation).ok();
     write(&delta, "from-delta.txt", "d");
     export_to(&delta, &mixed, &["beta"], &["-noencrypt"]).ok();
     // Another family's packet.
@@ -1900,17 +1870,8 @@ fn lspacket_tells_each_kind_of_unusable_file_apart() {
         "{}",
         refused.stderr
     );
-    let refused = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            std::ffi::OsStr::new("-import"),
-            "-replica".as_ref(),
-            fam.dir.path().join("new").as_os_str(),
-            zip.as_os_str(),
-        ],
-    )
-    .fails_with(1);
+    let refused =
+        mkreplica_import_at(fam.dir.path(), &fam.dir.path().join("new"), &zip).fails_with(1);
     assert!(
         refused.stderr.contains(&format!(
             "mkreplica: error: {}: not a packet: a zip archive whose first entry is \"report.txt\"",
