@@ -1307,20 +1307,15 @@ mod tests {
         config
     }
 
-    /// A packet queued at a sender: its bay (in memory), name, bytes, the
-    /// class "default" and its order for "ship".
-    struct Queued {
-        from: MemStore,
-        name: String,
-        bytes: Vec<u8>,
-        class: StorageClass,
-        order: ShippingOrder,
-    }
-
     /// A packet for "ship" of about `size` bytes of noise, written under
-    /// `dir`/src, put in a sender's bay and ordered for "ship" in
-    /// `config`'s class "default".
-    fn queued_for_ship(dir: &std::path::Path, config: &ShippingConfig, size: usize) -> Queued {
+    /// `dir`/src, put in a sender's bay (in memory) and ordered for "ship"
+    /// in `config`'s class "default": the bay, the packet's name and bytes,
+    /// the class and the order.
+    fn queued_for_ship(
+        dir: &std::path::Path,
+        config: &ShippingConfig,
+        size: usize,
+    ) -> (MemStore, String, Vec<u8>, StorageClass, ShippingOrder) {
         let sent = packet_with_noise(&dir.join("src"), "ship", 1, size, 16);
         let name = sent.file_name().unwrap().to_str().unwrap().to_string();
         let bytes = std::fs::read(&sent).unwrap();
@@ -1329,13 +1324,7 @@ mod tests {
         let class = config.class("default").unwrap().clone();
         let order =
             ShippingOrder::create(&from, &name, "default", &class, &["ship"], Utc::now()).unwrap();
-        Queued {
-            from,
-            name,
-            bytes,
-            class,
-            order,
-        }
+        (from, name, bytes, class, order)
     }
 
     /// A server on a free local port (10 s timeouts, 4 uploads, 8 per
@@ -1363,13 +1352,7 @@ mod tests {
     fn an_upload_cut_at_the_end_of_its_window_resumes_where_it_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let config = receiver_config(dir.path());
-        let Queued {
-            from,
-            name,
-            bytes,
-            class,
-            order,
-        } = queued_for_ship(dir.path(), &config, 1 << 20);
+        let (from, name, bytes, class, order) = queued_for_ship(dir.path(), &config, 1 << 20);
 
         let (server, url) = local_server();
         let shutdown = AtomicBool::new(false);
@@ -1424,7 +1407,7 @@ mod tests {
             "far".into(),
             crate::config::Hop::Url("http://127.0.0.1:9".into()),
         );
-        let Queued { from, order, .. } = queued_for_ship(dir.path(), &config, 256 << 10);
+        let (from, _, _, _, order) = queued_for_ship(dir.path(), &config, 256 << 10);
         let (server, url) = local_server();
         let shutdown = AtomicBool::new(false);
         let lines = Mutex::new(Vec::<String>::new());
@@ -1472,13 +1455,7 @@ mod tests {
     fn an_upload_refused_as_busy_is_read_asked_again_and_not_a_failure() {
         let dir = tempfile::tempdir().unwrap();
         let config = receiver_config(dir.path());
-        let Queued {
-            from,
-            name,
-            class,
-            order,
-            ..
-        } = queued_for_ship(dir.path(), &config, 8 << 20);
+        let (from, name, _, class, order) = queued_for_ship(dir.path(), &config, 8 << 20);
         // Another upload of the packet holds the partial.
         let partials = crate::receive::make_partial_dir(&class).unwrap();
         let (data, _) = crate::receive::partial_paths(&partials, &name);
