@@ -253,28 +253,15 @@ fn queue_noise(fam: &Family, sender: &Path, size: usize, seed: u64) -> std::path
     packets[0].clone()
 }
 
-/// boston and ship, ship's receiving server, and the proxy a paid link's
-/// sender reaches it through.
-struct Link {
-    fam: Family,
-    receiver_conf: PathBuf,
-    receiver: Server,
-    proxy: Proxy,
-}
-
-/// A [`Link`] whose proxy cuts its connections after `cuts` bytes each
-/// (see [`Proxy::start`]).
-fn receiver_behind_a_proxy(cuts: &[u64]) -> Link {
+/// boston and ship, ship's receiving server (its shipping.toml and the
+/// server) and the proxy a paid link's sender reaches it through, which
+/// cuts its connections after `cuts` bytes each (see `Proxy::start`).
+fn receiver_behind_a_proxy(cuts: &[u64]) -> (Family, PathBuf, Server, Proxy) {
     let fam = family(&["boston", "ship"], &[("f", "0")]);
     let receiver_conf = receiver_conf(&fam);
     let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
     let proxy = Proxy::start(&receiver.addr, cuts);
-    Link {
-        fam,
-        receiver_conf,
-        receiver,
-        proxy,
-    }
+    (fam, receiver_conf, receiver, proxy)
 }
 
 #[test]
@@ -285,12 +272,7 @@ fn a_200_mb_upload_cut_four_times_resumes_and_moves_less_than_1_2_times_its_size
     let mib = 1u64 << 20;
     let mut noise = Noise(0x5eed_0016);
     let cuts: Vec<u64> = (0..4).map(|_| noise.between(10 * mib, 48 * mib)).collect();
-    let Link {
-        fam,
-        receiver_conf,
-        receiver,
-        proxy,
-    } = receiver_behind_a_proxy(&cuts);
+    let (fam, receiver_conf, receiver, proxy) = receiver_behind_a_proxy(&cuts);
     let dir = fam.dir.path();
     let sender = paid_sender_conf(dir, &proxy.url, "");
     let packet = queue_noise(&fam, &sender, 200 << 20, 16);
@@ -349,12 +331,7 @@ fn a_200_mb_upload_cut_four_times_resumes_and_moves_less_than_1_2_times_its_size
 
 #[test]
 fn a_destinations_max_rate_is_honoured_within_ten_percent() {
-    let Link {
-        fam,
-        receiver_conf,
-        receiver,
-        proxy,
-    } = receiver_behind_a_proxy(&[]);
+    let (fam, receiver_conf, receiver, proxy) = receiver_behind_a_proxy(&[]);
     let dir = fam.dir.path();
     let rate = 2.0 * (1 << 20) as f64;
     let sender = paid_sender_conf(dir, &proxy.url, "max_rate = \"2m\"");
@@ -389,12 +366,7 @@ fn a_destinations_max_rate_is_honoured_within_ten_percent() {
 
 #[test]
 fn outside_its_hours_a_destination_waits_and_inside_them_it_is_delivered() {
-    let Link {
-        fam,
-        receiver_conf,
-        receiver,
-        proxy,
-    } = receiver_behind_a_proxy(&[]);
+    let (fam, receiver_conf, receiver, proxy) = receiver_behind_a_proxy(&[]);
     let dir = fam.dir.path();
     let hour = chrono::Timelike::hour(&chrono::Utc::now());
     let window = |from: u32, to: u32| {
