@@ -1033,6 +1033,11 @@ mod tests {
 
     const NOW: &str = "2026-11-21T10:00:00Z";
 
+    /// A log that pushes each line into `lines`.
+    fn pushing_into(lines: &Mutex<Vec<String>>) -> impl Fn(&str) + Sync + '_ {
+        move |line: &str| lines.lock().unwrap().push(line.to_string())
+    }
+
     struct Setup {
         dir: tempfile::TempDir,
         config: ShippingConfig,
@@ -1081,13 +1086,19 @@ mod tests {
         }
 
         fn poll(&self, now: &str) -> PassReport {
-            let log = |line: &str| self.lines.lock().unwrap().push(line.to_string());
+            let log = pushing_into(&self.lines);
+            self.shipper(&log)
+                .poll(&["default".to_string()], at(now))
+                .unwrap()
+        }
+
+        /// A shipper for this set-up's configuration whose lines go to
+        /// `log`.
+        fn shipper<'a>(&'a self, log: &'a (dyn Fn(&str) + Sync)) -> Shipper<'a> {
             Shipper {
                 config: &self.config,
-                log: &log,
+                log,
             }
-            .poll(&["default".to_string()], at(now))
-            .unwrap()
         }
 
         fn files(&self) -> Vec<String> {
@@ -1287,11 +1298,8 @@ mod tests {
         );
         let name = setup.queue(1, &["ship"]);
         let lines = Mutex::new(Vec::new());
-        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
-        let shipper = Shipper {
-            config: &setup.config,
-            log: &log,
-        };
+        let log = pushing_into(&lines);
+        let shipper = setup.shipper(&log);
         let class = setup.config.class("default").unwrap();
         let slow = slow(setup.outgoing());
         // The pass starts just inside the window; the transfer fails just
@@ -1373,12 +1381,9 @@ mod tests {
         let setup = Setup::new();
         let name = setup.queue(1, &["nowhere"]);
         assert_eq!(setup.poll(NOW).failed, 1);
-        let lines = std::sync::Mutex::new(Vec::<String>::new());
-        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
-        let shipper = Shipper {
-            config: &setup.config,
-            log: &log,
-        };
+        let lines = Mutex::new(Vec::<String>::new());
+        let log = pushing_into(&lines);
+        let shipper = setup.shipper(&log);
         let report = shipper
             .ship(
                 "default",
@@ -1403,12 +1408,9 @@ mod tests {
         let setup = Setup::new();
         let name = setup.queue(1, &["here"]);
         assert_eq!(setup.poll(NOW).completed, 1);
-        let lines = std::sync::Mutex::new(Vec::<String>::new());
-        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
-        let shipper = Shipper {
-            config: &setup.config,
-            log: &log,
-        };
+        let lines = Mutex::new(Vec::<String>::new());
+        let log = pushing_into(&lines);
+        let shipper = setup.shipper(&log);
         let report = shipper
             .ship("default", std::slice::from_ref(&name), at(NOW))
             .unwrap();
@@ -1515,11 +1517,8 @@ mod tests {
         let listing = list_bay(&racing).unwrap();
         assert_eq!(listing.orphan_orders, ["sync_gone.zip.order"]);
         let lines = Mutex::new(Vec::new());
-        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
-        let shipper = Shipper {
-            config: &setup.config,
-            log: &log,
-        };
+        let log = pushing_into(&lines);
+        let shipper = setup.shipper(&log);
         let class = setup.config.class("default").unwrap();
         shipper.clean_up(&racing, "default", class, &listing, at(NOW));
         assert!(!outgoing.exists("sync_gone.zip.order").unwrap());
@@ -1538,11 +1537,7 @@ mod tests {
         );
         assert_eq!(split_order_path(&dir.join(&name)).unwrap().1, name);
         assert!(split_order_path(&dir.join("sync_none.zip")).is_err());
-        let log = |_: &str| {};
-        let shipper = Shipper {
-            config: &setup.config,
-            log: &log,
-        };
+        let shipper = setup.shipper(&|_| {});
         let report = shipper.process_paths(&[dir.join(&name)], at(NOW)).unwrap();
         assert_eq!(report.completed, 1);
     }
@@ -1583,11 +1578,7 @@ mod tests {
         let name = setup.queue(1, &["nowhere"]);
         assert_eq!(setup.poll(NOW).failed, 1);
         assert_eq!(setup.poll(NOW).waiting, 1, "backoff");
-        let log = |_: &str| {};
-        let shipper = Shipper {
-            config: &setup.config,
-            log: &log,
-        };
+        let shipper = setup.shipper(&|_| {});
         let path = setup.outgoing().dir().join(&name);
         let report = shipper.process_paths(&[path], at(NOW)).unwrap();
         assert_eq!(report.failed, 1, "{report:?}");
@@ -1695,11 +1686,8 @@ mod tests {
             flag: Default::default(),
         };
         let lines = Mutex::new(Vec::new());
-        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
-        let shipper = Shipper {
-            config: &setup.config,
-            log: &log,
-        };
+        let log = pushing_into(&lines);
+        let shipper = setup.shipper(&log);
         let class = setup.config.class("default").unwrap();
         let report = shipper.process(&store, class, &name, at(NOW), Due::AfterBackoff);
         // The copy to the directory hop stopped: nothing written there.
