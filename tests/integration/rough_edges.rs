@@ -16,19 +16,23 @@ fn a_keyout_file_in_the_way_is_said_as_such_with_what_to_do() {
     let existing = fam.dir.path().join("old.key");
     std::fs::write(&existing, "keys of an earlier export\n").unwrap();
     let out = fam.dir.path().join("stick");
-    let refused = run(
-        &fam.root("alpha"),
-        "mkreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "-keyout".as_ref(),
-            existing.as_os_str(),
-            "beta".as_ref(),
-        ],
-    )
-    .fails_with(2);
+    // `mkreplica -export -out OUT -keyout KEY beta` at alpha: refused, exit 2.
+    let export_keyout = |key: &Path| {
+        run(
+            &fam.root("alpha"),
+            "mkreplica",
+            [
+                OsStr::new("-export"),
+                "-out".as_ref(),
+                out.as_os_str(),
+                "-keyout".as_ref(),
+                key.as_os_str(),
+                "beta".as_ref(),
+            ],
+        )
+        .fails_with(2)
+    };
+    let refused = export_keyout(&existing);
     let expected = format!(
         "-keyout {}: the file exists already, and a key file is never overwritten",
         existing.display()
@@ -50,19 +54,7 @@ fn a_keyout_file_in_the_way_is_said_as_such_with_what_to_do() {
     assert!(!out.exists(), "nothing made");
     // A folder that is not there: said, with how to make it.
     let nowhere = fam.dir.path().join("nowhere").join("beta.key");
-    let refused = run(
-        &fam.root("alpha"),
-        "mkreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "-keyout".as_ref(),
-            nowhere.as_os_str(),
-            "beta".as_ref(),
-        ],
-    )
-    .fails_with(2);
+    let refused = export_keyout(&nowhere);
     assert!(
         refused.stderr.contains("its folder")
             && refused.stderr.contains("does not exist")
