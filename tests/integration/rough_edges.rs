@@ -668,11 +668,7 @@ fn importing_packets_from_inside_the_replica_is_refused_unless_excluded() {
     write(&boston, "b.txt", "from boston");
     let stick = fam.packet_dir("1");
     export_to(&boston, &stick, &["ship"], &[]).ok();
-    let packet = std::fs::read_dir(&stick)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension() == Some(OsStr::new("zip")))
-        .unwrap();
+    let packet = packet_files(&stick)[0].clone();
     let name = packet.file_name().unwrap().to_owned();
     std::fs::copy(&packet, ship.join(&name)).unwrap();
     let before = everything_under(&ship);
@@ -1083,11 +1079,7 @@ fn values_not_allowed_there_and_questions_without_a_terminal_exit_2() {
     .ok();
     assert!(stick.join("kship3.key").is_file(), "{}", made.stdout);
     std::fs::rename(stick.join("kship3.key"), dir.join("elsewhere.key")).unwrap();
-    let packet = std::fs::read_dir(&stick)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension() == Some(OsStr::new("zip")))
-        .unwrap();
+    let packet = packet_files(&stick)[0].clone();
     let refused = mkreplica_import_at(&dir, &dir.join("k3"), &packet).fails_with(2);
     assert!(
         refused
