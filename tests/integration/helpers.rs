@@ -1057,3 +1057,20 @@ pub fn mkreplica_import_at(cwd: &Path, root: impl AsRef<OsStr>, packets: &Path) 
         ],
     )
 }
+
+/// `mkreplica -export -out OUT -keyout KEY NAME` at `root`, not checked: a
+/// creation packet for a new member NAME, its keys in their own file KEY.
+pub fn mkreplica_export_keyout(root: &Path, out: &Path, key: &Path, name: &str) -> Run {
+    run(
+        root,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "-keyout".as_ref(),
+            key.as_os_str(),
+            name.as_ref(),
+        ],
+    )
+}

@@ -17,21 +17,8 @@ fn a_keyout_file_in_the_way_is_said_as_such_with_what_to_do() {
     std::fs::write(&existing, "keys of an earlier export\n").unwrap();
     let out = fam.dir.path().join("stick");
     // `mkreplica -export -out OUT -keyout KEY beta` at alpha: refused, exit 2.
-    let export_keyout = |key: &Path| {
-        run(
-            &fam.root("alpha"),
-            "mkreplica",
-            [
-                OsStr::new("-export"),
-                "-out".as_ref(),
-                out.as_os_str(),
-                "-keyout".as_ref(),
-                key.as_os_str(),
-                "beta".as_ref(),
-            ],
-        )
-        .fails_with(2)
-    };
+    let export_keyout =
+        |key: &Path| mkreplica_export_keyout(&fam.root("alpha"), &out, key, "beta").fails_with(2);
     let refused = export_keyout(&existing);
     let expected = format!(
         "-keyout {}: the file exists already, and a key file is never overwritten",
@@ -1064,19 +1051,7 @@ fn values_not_allowed_there_and_questions_without_a_terminal_exit_2() {
     // -keyout in the -out folder to be made; the key then moved away:
     // the import without -key has no NEWNAME.key beside the packet.
     let stick = dir.join("stick");
-    let made = run(
-        &ship,
-        "mkreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            stick.as_os_str(),
-            "-keyout".as_ref(),
-            stick.join("kship3.key").as_os_str(),
-            "kship3".as_ref(),
-        ],
-    )
-    .ok();
+    let made = mkreplica_export_keyout(&ship, &stick, &stick.join("kship3.key"), "kship3").ok();
     assert!(stick.join("kship3.key").is_file(), "{}", made.stdout);
     std::fs::rename(stick.join("kship3.key"), dir.join("elsewhere.key")).unwrap();
     let packet = packet_files(&stick)[0].clone();

@@ -31,19 +31,7 @@ fn a_creation_packet_makes_an_identical_member() {
 fn mkreplica_import_checks_fingerprint_and_target_directory() {
     let fam = family(&["alpha"], &[("a", "1")]);
     let out = fam.packet_dir("creation");
-    run(
-        &fam.root("alpha"),
-        "mkreplica",
-        [
-            std::ffi::OsStr::new("-export"),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "-keyout".as_ref(),
-            out.join("beta.key").as_os_str(),
-            "beta".as_ref(),
-        ],
-    )
-    .ok();
+    mkreplica_export_keyout(&fam.root("alpha"), &out, &out.join("beta.key"), "beta").ok();
     let wrong = "0".repeat(64);
     let target = fam.dir.path().join("beta");
     let res = run(
@@ -2047,55 +2035,21 @@ fn mkreplica_import_says_what_is_wrong_with_the_key_file() {
     let out = fam.packet_dir("gamma");
     let keyout = |name: &str| {
         let key = dir.join(format!("{name}.key"));
-        let res = run(
-            &fam.root("alpha"),
-            "mkreplica",
-            [
-                std::ffi::OsStr::new("-export"),
-                "-out".as_ref(),
-                out.as_os_str(),
-                "-keyout".as_ref(),
-                key.as_os_str(),
-                name.as_ref(),
-            ],
-        );
+        let res = mkreplica_export_keyout(&fam.root("alpha"), &out, &key, name);
         (res, key)
     };
     keyout("gamma").0.ok();
     // Another new member's key, made in another folder.
     let other = fam.packet_dir("delta");
     let delta_key = dir.join("delta.key");
-    run(
-        &fam.root("alpha"),
-        "mkreplica",
-        [
-            std::ffi::OsStr::new("-export"),
-            "-out".as_ref(),
-            other.as_os_str(),
-            "-keyout".as_ref(),
-            delta_key.as_os_str(),
-            "delta".as_ref(),
-        ],
-    )
-    .ok();
+    mkreplica_export_keyout(&fam.root("alpha"), &other, &delta_key, "delta").ok();
     // -keyout never overwrites a file: nothing is written or recorded.
     let (made, gamma_key) = keyout("gamma2");
     made.ok();
     let epoch = own_epoch(&fam.root("alpha"));
     let before = std::fs::read(&gamma_key).unwrap();
-    let again = run(
-        &fam.root("alpha"),
-        "mkreplica",
-        [
-            std::ffi::OsStr::new("-export"),
-            "-out".as_ref(),
-            other.as_os_str(),
-            "-keyout".as_ref(),
-            gamma_key.as_os_str(),
-            "epsilon".as_ref(),
-        ],
-    )
-    .fails_with(2);
+    let again =
+        mkreplica_export_keyout(&fam.root("alpha"), &other, &gamma_key, "epsilon").fails_with(2);
     assert!(
         again
             .stderr
