@@ -1043,16 +1043,15 @@ pub fn set_excludes(root: &Path, patterns: &[&str]) {
 }
 
 /// `mkreplica -import -replica ROOT PACKETS` from `cwd`, not checked: the
-/// caller says how it must end. `root` is any path text (with a trailing
-/// slash, say).
-pub fn mkreplica_import_at(cwd: &Path, root: impl AsRef<OsStr>, packets: &Path) -> Run {
+/// caller says how it must end.
+pub fn mkreplica_import_at(cwd: &Path, root: &Path, packets: &Path) -> Run {
     run(
         cwd,
         "mkreplica",
         [
             OsStr::new("-import"),
             "-replica".as_ref(),
-            root.as_ref(),
+            root.as_os_str(),
             packets.as_os_str(),
         ],
     )

@@ -316,7 +316,7 @@ fn beta_made_on(family: &Family, mount: &Mount) -> (PathBuf, Run) {
 fn update_for_a_replica_on(mount: &Mount, mib: usize) -> (Family, PathBuf, PathBuf, Vec<u8>) {
     let family = family(&["alpha"], &[("small.txt", "small\n")]);
     let alpha = family.root("alpha");
-    let (beta, made) = beta_made_on(&family, &mount);
+    let (beta, made) = beta_made_on(&family, mount);
     made.ok();
     let big = random_bytes(0x5eed, mib * 1024 * 1024);
     std::fs::write(alpha.join("big.bin"), &big).unwrap();

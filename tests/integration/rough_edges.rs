@@ -147,7 +147,7 @@ fn a_missing_file_or_an_unmatched_pattern_is_said_as_such_everywhere() {
             .fails_with(2),
             run(dir, "lspacket", [file.as_os_str()]).fails_with(2),
             import_from(&fam.root("alpha"), &[file]).fails_with(2),
-            mkreplica_import_at(dir, &dir.join("new"), &file).fails_with(2),
+            mkreplica_import_at(dir, &dir.join("new"), file).fails_with(2),
         ];
         for refused in runs {
             let said = if file == &pattern {
@@ -279,7 +279,8 @@ fn making_a_replica_at_a_replica_s_own_root_says_so() {
     mkreplica_export(&fam.root("alpha"), &creation, "beta").ok();
     let root = std::fs::canonicalize(fam.root("alpha")).unwrap();
     let with_slash = format!("{}/", fam.root("alpha").display());
-    let import = mkreplica_import_at(fam.dir.path(), &with_slash, &creation).fails_with(1);
+    let import =
+        mkreplica_import_at(fam.dir.path(), Path::new(&with_slash), &creation).fails_with(1);
     let init = run(
         fam.dir.path(),
         "mkreplica",

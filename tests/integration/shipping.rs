@@ -281,7 +281,7 @@ fn boston_packet_for_ship(fam: &Family, file: &str, content: &str, label: &str) 
 fn receiver_and_packet(fam: &Family, extra: &str) -> (Server, PathBuf) {
     let conf = receiver_conf_with(fam, extra);
     let receiver = Server::start(&conf, "127.0.0.1:0", &[]);
-    let packet = boston_packet_for_ship(&fam, "f", "1", "out");
+    let packet = boston_packet_for_ship(fam, "f", "1", "out");
     (receiver, packet)
 }
 
