@@ -476,22 +476,17 @@ fn outside_its_hours_a_destination_waits_and_inside_them_it_is_delivered() {
 #[test]
 fn an_upload_into_an_s3_bay_cut_twice_resumes_and_lands_in_the_bucket_once() {
     use shipping::BayStore;
-    let Some(server) = test_support::s3_server() else {
+    let Some((server, fam, prefix, receiver_conf)) = ship_receiving_on_s3("paid") else {
         return;
     };
-    let fam = family(&["boston", "ship"], &[("f", "0")]);
     let dir = fam.dir.path();
-    let prefix = format!("paid-{}", shipping::s3::unique_id());
-    let receiver_conf = s3_receiver_conf(&fam, &server, &prefix);
     let receiving = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
     let mib = 1u64 << 20;
     let cuts = [3 * mib, 2 * mib];
     let proxy = Proxy::start(&receiving.addr, &cuts);
     let sender = paid_sender_conf(dir, &proxy.url, "");
     let packet = queue_noise(&fam, &sender, 8 << 20, 5);
-    let size = std::fs::metadata(&packet).unwrap().len();
-    let name = packet.file_name().unwrap().to_str().unwrap().to_string();
-    let bytes = std::fs::read(&packet).unwrap();
+    let (size, name, bytes) = size_name_and_bytes(&packet);
     let mut passes = 0;
     let mut failed_passes = 0;
     while bay(&sender, "outgoing").join(&name).exists() {
@@ -544,13 +539,10 @@ fn an_upload_into_an_s3_bay_cut_twice_resumes_and_lands_in_the_bucket_once() {
 #[test]
 fn an_upload_into_an_s3_bay_cut_at_one_server_resumes_at_another() {
     use shipping::BayStore;
-    let Some(server) = test_support::s3_server() else {
+    let Some((server, fam, prefix, receiver_conf)) = ship_receiving_on_s3("paid-two") else {
         return;
     };
-    let fam = family(&["boston", "ship"], &[("f", "0")]);
     let dir = fam.dir.path();
-    let prefix = format!("paid-two-{}", shipping::s3::unique_id());
-    let receiver_conf = s3_receiver_conf(&fam, &server, &prefix);
     // Two hosts, as far as their disks go: each its own TMPDIR, where a
     // server spools what it receives.
     let (tmp_first, tmp_second) = (dir.join("tmp-first"), dir.join("tmp-second"));
@@ -574,9 +566,7 @@ fn an_upload_into_an_s3_bay_cut_at_one_server_resumes_at_another() {
     let to_second = Proxy::start(&second.addr, &[]);
     let sender = paid_sender_conf(dir, &to_first.url, "");
     let packet = queue_noise(&fam, &sender, 10 << 20, 11);
-    let size = std::fs::metadata(&packet).unwrap().len();
-    let name = packet.file_name().unwrap().to_str().unwrap().to_string();
-    let bytes = std::fs::read(&packet).unwrap();
+    let (size, name, bytes) = size_name_and_bytes(&packet);
 
     let pass = shipping_server(&sender, &["-poll"]);
     assert_eq!(pass.code, 1, "{}\n{}", pass.stdout, pass.stderr);
@@ -616,6 +606,30 @@ fn an_upload_into_an_s3_bay_cut_at_one_server_resumes_at_another() {
     // Nothing of the partial is left in the bucket.
     assert_eq!(incoming.list_all_keys().unwrap(), [name.as_str()]);
     drop((first, second));
+}
+
+/// boston and ship, ship's receiver keeping its bays on the test S3
+/// server under a fresh prefix `WORD-ID`: the server, the family, the
+/// prefix and the receiver's shipping.toml. None when there is no S3
+/// server to test with (the test is skipped).
+#[cfg(feature = "s3")]
+fn ship_receiving_on_s3(
+    word: &str,
+) -> Option<(test_support::S3Server, Family, String, std::path::PathBuf)> {
+    let server = test_support::s3_server()?;
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let prefix = format!("{word}-{}", shipping::s3::unique_id());
+    let receiver_conf = s3_receiver_conf(&fam, &server, &prefix);
+    Some((server, fam, prefix, receiver_conf))
+}
+
+/// The size, file name and bytes of the packet file `packet`.
+#[cfg(feature = "s3")]
+fn size_name_and_bytes(packet: &Path) -> (u64, String, Vec<u8>) {
+    let size = std::fs::metadata(packet).unwrap().len();
+    let name = packet.file_name().unwrap().to_str().unwrap().to_string();
+    let bytes = std::fs::read(packet).unwrap();
+    (size, name, bytes)
 }
 
 /// A receiving server's shipping.toml for `ship` with its bays on S3 under
