@@ -1291,18 +1291,32 @@ impl<R: BufRead> Read for ChunkedBody<'_, R> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_upload_cut_at_the_end_of_its_window_resumes_where_it_stopped() {
-        use crate::bay::MemStore;
-        use crate::test_packets::*;
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = config(dir.path());
+    use crate::bay::MemStore;
+    use crate::config::StorageClass;
+    use crate::test_packets::*;
+
+    /// A receiver's configuration under `dir`: local replica "ship", the
+    /// test sender's key trusted.
+    fn receiver_config(dir: &std::path::Path) -> ShippingConfig {
+        let mut config = config(dir);
         config.local_replicas = vec!["ship".into()];
         config.trusted_keys =
             vec![
                 crate::config::TrustedKey::parse(&hex::encode(public_key(&SENDER_SECRET))).unwrap(),
             ];
-        let sent = packet_with_noise(&dir.path().join("src"), "ship", 1, 1 << 20, 16);
+        config
+    }
+
+    /// A packet for "ship" of about `size` bytes of noise, written under
+    /// `dir`/src, put in a sender's bay (in memory) and ordered for "ship"
+    /// in `config`'s class "default": the bay, the packet's name and bytes,
+    /// the class and the order.
+    fn queued_for_ship(
+        dir: &std::path::Path,
+        config: &ShippingConfig,
+        size: usize,
+    ) -> (MemStore, String, Vec<u8>, StorageClass, ShippingOrder) {
+        let sent = packet_with_noise(&dir.join("src"), "ship", 1, size, 16);
         let name = sent.file_name().unwrap().to_str().unwrap().to_string();
         let bytes = std::fs::read(&sent).unwrap();
         let from = MemStore::new("sender");
@@ -1310,7 +1324,12 @@ mod tests {
         let class = config.class("default").unwrap().clone();
         let order =
             ShippingOrder::create(&from, &name, "default", &class, &["ship"], Utc::now()).unwrap();
+        (from, name, bytes, class, order)
+    }
 
+    /// A server on a free local port (10 s timeouts, 4 uploads, 8 per
+    /// peer) and its URL.
+    fn local_server() -> (HttpServer, String) {
         let limits = Limits {
             idle_timeout: Duration::from_secs(10),
             head_timeout: Duration::from_secs(10),
@@ -1319,12 +1338,26 @@ mod tests {
         };
         let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), limits).unwrap();
         let url = format!("http://{}", server.addr());
+        (server, url)
+    }
+
+    /// Member keys for a server with no local replica's family to ask.
+    fn no_member_keys(
+        _: &std::path::Path,
+    ) -> std::result::Result<Vec<[u8; 32]>, crate::trust::MemberKeysError> {
+        Ok(Vec::new())
+    }
+
+    #[test]
+    fn an_upload_cut_at_the_end_of_its_window_resumes_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = receiver_config(dir.path());
+        let (from, name, bytes, class, order) = queued_for_ship(dir.path(), &config, 1 << 20);
+
+        let (server, url) = local_server();
         let shutdown = AtomicBool::new(false);
-        let members = |_: &std::path::Path| -> std::result::Result<Vec<[u8; 32]>, crate::trust::MemberKeysError> {
-            Ok(Vec::new())
-        };
         std::thread::scope(|scope| {
-            scope.spawn(|| server.serve(&config, "default", &shutdown, &members, &|_| {}));
+            scope.spawn(|| server.serve(&config, "default", &shutdown, &no_member_keys, &|_| {}));
             // 512 KiB/s and a window closing in a second: cut about half way.
             let limit = Limit {
                 max_rate: Some(512 << 10),
@@ -1368,38 +1401,15 @@ mod tests {
 
     #[test]
     fn a_packet_already_stored_whole_is_not_sent_again() {
-        use crate::bay::MemStore;
-        use crate::test_packets::*;
         let dir = tempfile::tempdir().unwrap();
-        let mut config = config(dir.path());
-        config.local_replicas = vec!["ship".into()];
-        config.trusted_keys =
-            vec![
-                crate::config::TrustedKey::parse(&hex::encode(public_key(&SENDER_SECRET))).unwrap(),
-            ];
+        let mut config = receiver_config(dir.path());
         config.destinations.insert(
             "far".into(),
             crate::config::Hop::Url("http://127.0.0.1:9".into()),
         );
-        let sent = packet_with_noise(&dir.path().join("src"), "ship", 1, 256 << 10, 16);
-        let name = sent.file_name().unwrap().to_str().unwrap().to_string();
-        let from = MemStore::new("sender");
-        from.write(&name, &std::fs::read(&sent).unwrap()).unwrap();
-        let class = config.class("default").unwrap().clone();
-        let order =
-            ShippingOrder::create(&from, &name, "default", &class, &["ship"], Utc::now()).unwrap();
-        let limits = Limits {
-            idle_timeout: Duration::from_secs(10),
-            head_timeout: Duration::from_secs(10),
-            uploads: 4,
-            per_peer: 8,
-        };
-        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), limits).unwrap();
-        let url = format!("http://{}", server.addr());
+        let (from, _, _, _, order) = queued_for_ship(dir.path(), &config, 256 << 10);
+        let (server, url) = local_server();
         let shutdown = AtomicBool::new(false);
-        let members = |_: &std::path::Path| -> std::result::Result<Vec<[u8; 32]>, crate::trust::MemberKeysError> {
-            Ok(Vec::new())
-        };
         let lines = Mutex::new(Vec::<String>::new());
         let log = |line: &str| lines.lock().unwrap().push(line.to_string());
         let puts = || {
@@ -1411,7 +1421,7 @@ mod tests {
                 .count()
         };
         std::thread::scope(|scope| {
-            scope.spawn(|| server.serve(&config, "default", &shutdown, &members, &log));
+            scope.spawn(|| server.serve(&config, "default", &shutdown, &no_member_keys, &log));
             let first = upload(&url, &from, &order, &["ship"]).unwrap();
             assert!(!first.contains("not sent again"), "{first}");
             assert_eq!(puts(), 1);
@@ -1443,43 +1453,20 @@ mod tests {
 
     #[test]
     fn an_upload_refused_as_busy_is_read_asked_again_and_not_a_failure() {
-        use crate::bay::MemStore;
-        use crate::test_packets::*;
         let dir = tempfile::tempdir().unwrap();
-        let mut config = config(dir.path());
-        config.local_replicas = vec!["ship".into()];
-        config.trusted_keys =
-            vec![
-                crate::config::TrustedKey::parse(&hex::encode(public_key(&SENDER_SECRET))).unwrap(),
-            ];
-        let sent = packet_with_noise(&dir.path().join("src"), "ship", 1, 8 << 20, 16);
-        let name = sent.file_name().unwrap().to_str().unwrap().to_string();
-        let from = MemStore::new("sender");
-        from.write(&name, &std::fs::read(&sent).unwrap()).unwrap();
-        let class = config.class("default").unwrap().clone();
-        let order =
-            ShippingOrder::create(&from, &name, "default", &class, &["ship"], Utc::now()).unwrap();
+        let config = receiver_config(dir.path());
+        let (from, name, _, class, order) = queued_for_ship(dir.path(), &config, 8 << 20);
         // Another upload of the packet holds the partial.
         let partials = crate::receive::make_partial_dir(&class).unwrap();
         let (data, _) = crate::receive::partial_paths(&partials, &name);
         let held = std::fs::File::create(&data).unwrap();
         held.lock().unwrap();
-        let limits = Limits {
-            idle_timeout: Duration::from_secs(10),
-            head_timeout: Duration::from_secs(10),
-            uploads: 4,
-            per_peer: 8,
-        };
-        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), limits).unwrap();
-        let url = format!("http://{}", server.addr());
+        let (server, url) = local_server();
         let shutdown = AtomicBool::new(false);
-        let members = |_: &std::path::Path| -> std::result::Result<Vec<[u8; 32]>, crate::trust::MemberKeysError> {
-            Ok(Vec::new())
-        };
         let lines = Mutex::new(Vec::<String>::new());
         let log = |line: &str| lines.lock().unwrap().push(line.to_string());
         std::thread::scope(|scope| {
-            scope.spawn(|| server.serve(&config, "default", &shutdown, &members, &log));
+            scope.spawn(|| server.serve(&config, "default", &shutdown, &no_member_keys, &log));
             // A slow link: the receiver does not wait for the whole body
             // to go by before it closes.
             let slow = Limit {

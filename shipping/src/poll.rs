@@ -1033,6 +1033,11 @@ mod tests {
 
     const NOW: &str = "2026-11-21T10:00:00Z";
 
+    /// A log that pushes each line into `lines`.
+    fn pushing_into(lines: &Mutex<Vec<String>>) -> impl Fn(&str) + Sync + '_ {
+        move |line: &str| lines.lock().unwrap().push(line.to_string())
+    }
+
     struct Setup {
         dir: tempfile::TempDir,
         config: ShippingConfig,
@@ -1081,13 +1086,19 @@ mod tests {
         }
 
         fn poll(&self, now: &str) -> PassReport {
-            let log = |line: &str| self.lines.lock().unwrap().push(line.to_string());
+            let log = pushing_into(&self.lines);
+            self.shipper(&log)
+                .poll(&["default".to_string()], at(now))
+                .unwrap()
+        }
+
+        /// A shipper for this set-up's configuration whose lines go to
+        /// `log`.
+        fn shipper<'a>(&'a self, log: &'a (dyn Fn(&str) + Sync)) -> Shipper<'a> {
             Shipper {
                 config: &self.config,
-                log: &log,
+                log,
             }
-            .poll(&["default".to_string()], at(now))
-            .unwrap()
         }
 
         fn files(&self) -> Vec<String> {
@@ -1207,44 +1218,71 @@ mod tests {
         assert_eq!(inode(&format!("{name}.order")), order_inode);
     }
 
-    /// A bay whose packets take 20 ms to fail to read: a transfer that
-    /// runs into the end of its link's window.
-    struct Slow(DirStore);
+    /// A directory bay with its calls to `open` and `lock` replaced by
+    /// `open` and `lock` (given the bay and the name): a bay that misbehaves
+    /// in one way, like everything else a `DirStore`.
+    struct Hooked {
+        bay: DirStore,
+        open: for<'a> fn(&'a DirStore, &str) -> Result<Box<dyn std::io::Read + Send + 'a>>,
+        lock: fn(&DirStore, &str) -> Result<Box<dyn Send>>,
+    }
 
-    impl BayStore for Slow {
+    impl Hooked {
+        /// `bay` with its own `open` and `lock`: change one of them.
+        fn new(bay: DirStore) -> Hooked {
+            Hooked {
+                bay,
+                open: |bay, name| bay.open(name),
+                lock: |bay, name| bay.lock(name),
+            }
+        }
+    }
+
+    impl BayStore for Hooked {
         fn describe(&self) -> String {
-            self.0.describe()
+            self.bay.describe()
         }
         fn list(&self) -> Result<Vec<String>> {
-            self.0.list()
+            self.bay.list()
         }
         fn exists(&self, name: &str) -> Result<bool> {
-            self.0.exists(name)
+            self.bay.exists(name)
         }
         fn size(&self, name: &str) -> Result<u64> {
-            self.0.size(name)
+            self.bay.size(name)
         }
         fn open(&self, name: &str) -> Result<Box<dyn std::io::Read + Send + '_>> {
-            if packet_of(name).is_some() {
-                return self.0.open(name);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            Err(self.error(name, std::io::Error::other("the link went down")))
+            (self.open)(&self.bay, name)
         }
         fn write_from(&self, name: &str, reader: &mut dyn std::io::Read) -> Result<u64> {
-            self.0.write_from(name, reader)
+            self.bay.write_from(name, reader)
         }
         fn remove(&self, name: &str) -> Result<()> {
-            self.0.remove(name)
+            self.bay.remove(name)
         }
         fn rename(&self, from: &str, to: &str) -> Result<()> {
-            self.0.rename(from, to)
+            self.bay.rename(from, to)
         }
         fn modified(&self, name: &str) -> Result<DateTime<Utc>> {
-            self.0.modified(name)
+            self.bay.modified(name)
         }
         fn lock(&self, name: &str) -> Result<Box<dyn Send>> {
-            self.0.lock(name)
+            (self.lock)(&self.bay, name)
+        }
+    }
+
+    /// A bay whose packets take 20 ms to fail to read: a transfer that
+    /// runs into the end of its link's window.
+    fn slow(bay: DirStore) -> Hooked {
+        Hooked {
+            open: |bay, name| {
+                if packet_of(name).is_some() {
+                    return bay.open(name);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                Err(bay.error(name, std::io::Error::other("the link went down")))
+            },
+            ..Hooked::new(bay)
         }
     }
 
@@ -1260,13 +1298,10 @@ mod tests {
         );
         let name = setup.queue(1, &["ship"]);
         let lines = Mutex::new(Vec::new());
-        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
-        let shipper = Shipper {
-            config: &setup.config,
-            log: &log,
-        };
+        let log = pushing_into(&lines);
+        let shipper = setup.shipper(&log);
         let class = setup.config.class("default").unwrap();
-        let slow = Slow(setup.outgoing());
+        let slow = slow(setup.outgoing());
         // The pass starts just inside the window; the transfer fails just
         // after its end.
         let started = at("2026-11-21T10:59:59.990Z");
@@ -1346,12 +1381,9 @@ mod tests {
         let setup = Setup::new();
         let name = setup.queue(1, &["nowhere"]);
         assert_eq!(setup.poll(NOW).failed, 1);
-        let lines = std::sync::Mutex::new(Vec::<String>::new());
-        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
-        let shipper = Shipper {
-            config: &setup.config,
-            log: &log,
-        };
+        let lines = Mutex::new(Vec::<String>::new());
+        let log = pushing_into(&lines);
+        let shipper = setup.shipper(&log);
         let report = shipper
             .ship(
                 "default",
@@ -1376,12 +1408,9 @@ mod tests {
         let setup = Setup::new();
         let name = setup.queue(1, &["here"]);
         assert_eq!(setup.poll(NOW).completed, 1);
-        let lines = std::sync::Mutex::new(Vec::<String>::new());
-        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
-        let shipper = Shipper {
-            config: &setup.config,
-            log: &log,
-        };
+        let lines = Mutex::new(Vec::<String>::new());
+        let log = pushing_into(&lines);
+        let shipper = setup.shipper(&log);
         let report = shipper
             .ship("default", std::slice::from_ref(&name), at(NOW))
             .unwrap();
@@ -1465,41 +1494,15 @@ mod tests {
 
     /// A bay where another server removes the leftover order
     /// `sync_gone.zip.order` just before this one takes the entries lock.
-    struct Racing(DirStore);
-
-    impl BayStore for Racing {
-        fn describe(&self) -> String {
-            self.0.describe()
-        }
-        fn list(&self) -> Result<Vec<String>> {
-            self.0.list()
-        }
-        fn exists(&self, name: &str) -> Result<bool> {
-            self.0.exists(name)
-        }
-        fn size(&self, name: &str) -> Result<u64> {
-            self.0.size(name)
-        }
-        fn open(&self, name: &str) -> Result<Box<dyn std::io::Read + Send + '_>> {
-            self.0.open(name)
-        }
-        fn write_from(&self, name: &str, reader: &mut dyn std::io::Read) -> Result<u64> {
-            self.0.write_from(name, reader)
-        }
-        fn remove(&self, name: &str) -> Result<()> {
-            self.0.remove(name)
-        }
-        fn rename(&self, from: &str, to: &str) -> Result<()> {
-            self.0.rename(from, to)
-        }
-        fn modified(&self, name: &str) -> Result<DateTime<Utc>> {
-            self.0.modified(name)
-        }
-        fn lock(&self, name: &str) -> Result<Box<dyn Send>> {
-            if name == ENTRIES_LOCK {
-                let _ = self.0.remove("sync_gone.zip.order");
-            }
-            self.0.lock(name)
+    fn racing(bay: DirStore) -> Hooked {
+        Hooked {
+            lock: |bay, name| {
+                if name == ENTRIES_LOCK {
+                    let _ = bay.remove("sync_gone.zip.order");
+                }
+                bay.lock(name)
+            },
+            ..Hooked::new(bay)
         }
     }
 
@@ -1510,15 +1513,12 @@ mod tests {
         outgoing
             .write("sync_gone.zip.order", b"format = 1\n")
             .unwrap();
-        let racing = Racing(outgoing.clone());
+        let racing = racing(outgoing.clone());
         let listing = list_bay(&racing).unwrap();
         assert_eq!(listing.orphan_orders, ["sync_gone.zip.order"]);
         let lines = Mutex::new(Vec::new());
-        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
-        let shipper = Shipper {
-            config: &setup.config,
-            log: &log,
-        };
+        let log = pushing_into(&lines);
+        let shipper = setup.shipper(&log);
         let class = setup.config.class("default").unwrap();
         shipper.clean_up(&racing, "default", class, &listing, at(NOW));
         assert!(!outgoing.exists("sync_gone.zip.order").unwrap());
@@ -1537,11 +1537,7 @@ mod tests {
         );
         assert_eq!(split_order_path(&dir.join(&name)).unwrap().1, name);
         assert!(split_order_path(&dir.join("sync_none.zip")).is_err());
-        let log = |_: &str| {};
-        let shipper = Shipper {
-            config: &setup.config,
-            log: &log,
-        };
+        let shipper = setup.shipper(&|_| {});
         let report = shipper.process_paths(&[dir.join(&name)], at(NOW)).unwrap();
         assert_eq!(report.completed, 1);
     }
@@ -1582,11 +1578,7 @@ mod tests {
         let name = setup.queue(1, &["nowhere"]);
         assert_eq!(setup.poll(NOW).failed, 1);
         assert_eq!(setup.poll(NOW).waiting, 1, "backoff");
-        let log = |_: &str| {};
-        let shipper = Shipper {
-            config: &setup.config,
-            log: &log,
-        };
+        let shipper = setup.shipper(&|_| {});
         let path = setup.outgoing().dir().join(&name);
         let report = shipper.process_paths(&[path], at(NOW)).unwrap();
         assert_eq!(report.failed, 1, "{report:?}");
@@ -1694,11 +1686,8 @@ mod tests {
             flag: Default::default(),
         };
         let lines = Mutex::new(Vec::new());
-        let log = |line: &str| lines.lock().unwrap().push(line.to_string());
-        let shipper = Shipper {
-            config: &setup.config,
-            log: &log,
-        };
+        let log = pushing_into(&lines);
+        let shipper = setup.shipper(&log);
         let class = setup.config.class("default").unwrap();
         let report = shipper.process(&store, class, &name, at(NOW), Due::AfterBackoff);
         // The copy to the directory hop stopped: nothing written there.

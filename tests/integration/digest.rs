@@ -4,7 +4,7 @@
 //! a false alarm; `syncreplica -verify` finds content changed behind the
 //! scan's back, and lists where the tree differs from a sibling's digest.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::helpers::*;
 
@@ -203,6 +203,49 @@ fn local_excludes_at_one_site_raise_no_false_alarm_and_are_verified_over_the_res
     );
 }
 
+/// Writes `content` into `path` and puts its modification time back: the
+/// time it had, which it returns.
+fn write_keeping_its_mtime(path: &Path, content: &[u8]) -> std::time::SystemTime {
+    let before = std::fs::metadata(path).unwrap().modified().unwrap();
+    std::fs::write(path, content).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(before)
+        .unwrap();
+    before
+}
+
+/// boston and lambik holding a.txt, docs/deep/c.txt and e/f.txt;
+/// lambik's docs/deep/c.txt goes wrong without a new version
+/// (`diverge_silently`), and boston changes a.txt (not yet sent). The
+/// family and lambik's root.
+fn lambik_silently_diverged_and_a_change_at_boston() -> (Family, PathBuf) {
+    let fam = family(
+        &["boston", "lambik"],
+        &[
+            ("a.txt", "one"),
+            ("docs/deep/c.txt", "three"),
+            ("e/f.txt", "f"),
+        ],
+    );
+    let lambik = fam.root("lambik");
+    diverge_silently(&lambik, "docs/deep/c.txt", "thr3e");
+    write(&fam.root("boston"), "a.txt", "two");
+    (fam, lambik)
+}
+
+/// `-verify boston`'s output names docs/deep/c.txt first under the
+/// heading of the paths where boston's digest does not go deeper.
+#[track_caller]
+fn assert_names_deep_c_txt(stdout: &str) {
+    assert!(
+        stdout.contains("where boston's digest does not go deeper):\n  docs/deep/c.txt\n"),
+        "{stdout}"
+    );
+}
+
 /// Puts `content` (as long as the old) into `rel` with its mtime kept, and
 /// records it in `root`'s state database without an operation, as a buggy
 /// apply or a restored backup of the database would: the tree and its
@@ -211,14 +254,7 @@ fn diverge_silently(root: &Path, rel: &str, content: &str) {
     use syncreplica::ops::PathState;
     use syncreplica::store::state;
     let path = root.join(rel);
-    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
-    std::fs::write(&path, content).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_modified(before)
-        .unwrap();
+    write_keeping_its_mtime(&path, content.as_bytes());
     let meta = std::fs::symlink_metadata(&path).unwrap();
     let new_chunks =
         syncreplica::tree::chunking::chunk_stream(content.as_bytes(), |_, _| Ok(())).unwrap();
@@ -278,18 +314,7 @@ fn record_as(
 
 #[test]
 fn a_digest_mismatch_is_a_loud_warning_and_verify_lists_where() {
-    let fam = family(
-        &["boston", "lambik"],
-        &[
-            ("a.txt", "one"),
-            ("docs/deep/c.txt", "three"),
-            ("e/f.txt", "f"),
-        ],
-    );
-    let lambik = fam.root("lambik");
-    // lambik's docs/deep/c.txt goes wrong without a new version.
-    diverge_silently(&lambik, "docs/deep/c.txt", "thr3e");
-    write(&fam.root("boston"), "a.txt", "two");
+    let (fam, lambik) = lambik_silently_diverged_and_a_change_at_boston();
     let run = send(&fam, "boston", "lambik", "1", &[]).ok();
     assert!(
         run.stderr.contains(
@@ -320,13 +345,7 @@ fn a_digest_mismatch_is_a_loud_warning_and_verify_lists_where() {
     // The command the warning names: the path that differs.
     let verify = crate::helpers::run(&lambik, "syncreplica", ["-verify", "boston"]);
     assert_eq!(verify.code, 1, "{}\n{}", verify.stdout, verify.stderr);
-    assert!(
-        verify
-            .stdout
-            .contains("where boston's digest does not go deeper):\n  docs/deep/c.txt\n"),
-        "{}",
-        verify.stdout
-    );
+    assert_names_deep_c_txt(&verify.stdout);
     // boston itself is in step with nobody's digest yet, and its disk is
     // as recorded.
     let at_boston = crate::helpers::run(&fam.root("boston"), "syncreplica", ["-verify"]).ok();
@@ -362,14 +381,7 @@ fn verify_finds_content_changed_behind_the_scans_back() {
     // Same size, and the mtime put back (utimensat): the scan's fast path
     // compares size and time stamps, not content.
     let path = boston.join("d/b.bin");
-    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
-    std::fs::write(&path, "0123456780").unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_modified(before)
-        .unwrap();
+    let before = write_keeping_its_mtime(&path, b"0123456780");
     assert_eq!(
         std::fs::metadata(&path).unwrap().modified().unwrap(),
         before
@@ -460,17 +472,7 @@ fn verify_refuses_two_siblings_and_names_an_unknown_one() {
 
 #[test]
 fn verify_against_encrypted_packets_names_no_identical_path() {
-    let fam = family(
-        &["boston", "lambik"],
-        &[
-            ("a.txt", "one"),
-            ("docs/deep/c.txt", "three"),
-            ("e/f.txt", "f"),
-        ],
-    );
-    let lambik = fam.root("lambik");
-    diverge_silently(&lambik, "docs/deep/c.txt", "thr3e");
-    write(&fam.root("boston"), "a.txt", "two");
+    let (fam, lambik) = lambik_silently_diverged_and_a_change_at_boston();
     // Encrypted (the default): the digest carries its root alone.
     let out = fam.packet_dir("1");
     export_to(&fam.root("boston"), &out, &["lambik"], &[]).ok();
@@ -505,13 +507,7 @@ fn verify_against_encrypted_packets_names_no_identical_path() {
     .ok();
     import_from(&lambik, &[&ack]).ok();
     let verify = crate::helpers::run(&lambik, "syncreplica", ["-verify", "boston"]);
-    assert!(
-        verify
-            .stdout
-            .contains("where boston's digest does not go deeper):\n  docs/deep/c.txt\n"),
-        "{}",
-        verify.stdout
-    );
+    assert_names_deep_c_txt(&verify.stdout);
 }
 
 /// A covered metadata item that differs between the recorded trees (here

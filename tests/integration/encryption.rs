@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::helpers::*;
 
@@ -320,6 +320,34 @@ fn mkreplica_args(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<std::ffi::OsStrin
     args.iter().map(|a| a.as_ref().to_owned()).collect()
 }
 
+/// `mkreplica ARGS…` in `cwd` as given (no passphrase file added), with
+/// no terminal and nothing on stdin: what a script or a service sees.
+fn mkreplica_without_a_terminal<I, S>(cwd: &Path, args: I) -> std::process::Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    command_as_given("mkreplica", args)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The packets in `out`, after checking nothing else was written there
+/// (no key file beside them).
+#[track_caller]
+fn only_packets_in(out: &Path) -> Vec<PathBuf> {
+    let files = packet_files(out);
+    assert_eq!(
+        files_under(out).len(),
+        files.len(),
+        "{:?}",
+        files_under(out)
+    );
+    files
+}
+
 #[test]
 fn a_creation_packet_carries_the_keys_encrypted_to_a_passphrase_and_only_it_opens_it() {
     let fam = family(&["alpha"], &[("readme.txt", "hello")]);
@@ -329,8 +357,8 @@ fn a_creation_packet_carries_the_keys_encrypted_to_a_passphrase_and_only_it_open
     let out = fam.packet_dir("stick");
     let right = dir.join("right.pass");
     std::fs::write(&right, "a passphrase told by telephone\n").unwrap();
-    let exported = command_as_given(
-        "mkreplica",
+    let exported = mkreplica_without_a_terminal(
+        &fam.root("alpha"),
         mkreplica_args(&[
             &"-export",
             &"-out",
@@ -339,22 +367,12 @@ fn a_creation_packet_carries_the_keys_encrypted_to_a_passphrase_and_only_it_open
             &right,
             &"beta",
         ]),
-    )
-    .current_dir(fam.root("alpha"))
-    .stdin(std::process::Stdio::null())
-    .output()
-    .unwrap();
+    );
     assert!(exported.status.success(), "{exported:?}");
     let stdout = String::from_utf8_lossy(&exported.stdout);
     assert!(stdout.contains("encrypted to the passphrase"), "{stdout}");
     // The packet alone: no key file beside it.
-    let files = packet_files(&out);
-    assert_eq!(
-        files_under(&out).len(),
-        files.len(),
-        "{:?}",
-        files_under(&out)
-    );
+    let files = only_packets_in(&out);
     let listed = run(dir, "lspacket", [out.as_os_str()]).ok();
     assert!(
         listed.stdout.contains("Encrypted for: a passphrase"),
@@ -374,11 +392,7 @@ fn a_creation_packet_carries_the_keys_encrypted_to_a_passphrase_and_only_it_open
             args.extend(mkreplica_args(&[&"-passphrase-file", &file]));
         }
         args.push(out.clone().into_os_string());
-        let output = command_as_given("mkreplica", args)
-            .current_dir(dir)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
+        let output = mkreplica_without_a_terminal(dir, args);
         Run {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -440,14 +454,10 @@ fn mkreplica_export_without_a_terminal_or_passphrase_file_refuses_before_doing_a
     write(&fam.root("alpha"), "new.txt", "not yet recorded");
     let epoch = own_epoch(&fam.root("alpha"));
     let out = fam.dir.path().join("stick");
-    let output = command_as_given(
-        "mkreplica",
+    let output = mkreplica_without_a_terminal(
+        &fam.root("alpha"),
         mkreplica_args(&[&"-export", &"-out", &out, &"beta"]),
-    )
-    .current_dir(fam.root("alpha"))
-    .stdin(std::process::Stdio::null())
-    .output()
-    .unwrap();
+    );
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -465,35 +475,29 @@ fn the_passphrase_is_asked_on_the_terminal_twice_at_export_and_once_at_import() 
     let fam = family(&["alpha"], &[("readme.txt", "hello")]);
     let dir = fam.dir.path();
     let out = fam.packet_dir("stick");
+    // `mkreplica -export -out OUT beta` at alpha, `typed` at its terminal.
+    let export_typing = |typed: &str| {
+        run_on_terminal(
+            &fam.root("alpha"),
+            "mkreplica",
+            &[
+                "-export".as_ref(),
+                "-out".as_ref(),
+                out.as_os_str(),
+                "beta".as_ref(),
+            ],
+            typed,
+        )
+    };
     // Two different ones: refused, nothing written.
-    let mistyped = run_on_terminal(
-        &fam.root("alpha"),
-        "mkreplica",
-        &[
-            "-export".as_ref(),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "beta".as_ref(),
-        ],
-        "first try\nfirst tyr\n",
-    );
+    let mistyped = export_typing("first try\nfirst tyr\n");
     assert_ne!(mistyped.code, 0, "{mistyped:?}");
     assert!(
         mistyped.stdout.contains("the two passphrases typed differ"),
         "{mistyped:?}"
     );
     assert!(packet_files(&out).is_empty());
-    let exported = run_on_terminal(
-        &fam.root("alpha"),
-        "mkreplica",
-        &[
-            "-export".as_ref(),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "beta".as_ref(),
-        ],
-        "typed twice\ntyped twice\n",
-    );
+    let exported = export_typing("typed twice\ntyped twice\n");
     assert_eq!(exported.code, 0, "{exported:?}");
     assert!(
         exported
@@ -533,27 +537,17 @@ fn keyout_writes_the_keys_to_their_own_file_and_the_packet_is_encrypted_to_them(
     let out = fam.packet_dir("stick");
     let key = dir.join("by-courier").join("beta.key");
     std::fs::create_dir(key.parent().unwrap()).unwrap();
-    let exported = command_as_given(
-        "mkreplica",
+    let exported = mkreplica_without_a_terminal(
+        &fam.root("alpha"),
         mkreplica_args(&[&"-export", &"-out", &out, &"-keyout", &key, &"beta"]),
-    )
-    .current_dir(fam.root("alpha"))
-    .stdin(std::process::Stdio::null())
-    .output()
-    .unwrap();
+    );
     assert!(exported.status.success(), "{exported:?}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let files = packet_files(&out);
-    assert_eq!(
-        files_under(&out).len(),
-        files.len(),
-        "{:?}",
-        files_under(&out)
-    );
+    let files = only_packets_in(&out);
     assert_eq!(windows_found(&content, &files), 0);
     let listed = run(dir, "lspacket", [out.as_os_str()]).ok();
     assert!(
@@ -563,14 +557,8 @@ fn keyout_writes_the_keys_to_their_own_file_and_the_packet_is_encrypted_to_them(
     );
     // Without the key file: where it was looked for, and how to name it.
     let beta = dir.join("beta");
-    let missing = command_as_given(
-        "mkreplica",
-        mkreplica_args(&[&"-import", &"-replica", &beta, &out]),
-    )
-    .current_dir(dir)
-    .stdin(std::process::Stdio::null())
-    .output()
-    .unwrap();
+    let missing =
+        mkreplica_without_a_terminal(dir, mkreplica_args(&[&"-import", &"-replica", &beta, &out]));
     assert_eq!(missing.status.code(), Some(2), "{missing:?}");
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("name it with -key FILE"),
@@ -578,14 +566,10 @@ fn keyout_writes_the_keys_to_their_own_file_and_the_packet_is_encrypted_to_them(
     );
     assert!(!beta.exists());
     // No passphrase is asked (no terminal here) with the key file named.
-    let made = command_as_given(
-        "mkreplica",
+    let made = mkreplica_without_a_terminal(
+        dir,
         mkreplica_args(&[&"-import", &"-replica", &beta, &"-key", &key, &out]),
-    )
-    .current_dir(dir)
-    .stdin(std::process::Stdio::null())
-    .output()
-    .unwrap();
+    );
     assert!(made.status.success(), "{made:?}");
     assert_eq!(std::fs::read(beta.join(SECRET_NAME)).unwrap(), content);
 }

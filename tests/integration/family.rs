@@ -5,7 +5,7 @@
 //! (`SYNCREPLICA_TEST_CLOCK_SHIFT`), never sleeps.
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::helpers::*;
@@ -448,17 +448,7 @@ fn mkreplica_import_refuses_a_folder_with_two_creation_packets() {
     mkreplica_export(&boston, &creation, "lambik").ok();
     mkreplica_export(&boston, &creation, "carol").ok();
     let target = fam.root("new");
-    let refused = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            target.as_os_str(),
-            creation.as_os_str(),
-        ],
-    )
-    .fails_with(1);
+    let refused = mkreplica_import_at(fam.dir.path(), &target, &creation).fails_with(1);
     assert!(refused.stderr.contains("ambiguous"), "{}", refused.stderr);
     // One packet a line, never an escaped "\n".
     assert!(!refused.stderr.contains("\\n"), "{}", refused.stderr);
@@ -478,17 +468,7 @@ fn mkreplica_import_refuses_a_folder_with_two_creation_packets() {
         .into_iter()
         .find(|p| p.to_string_lossy().contains("_carol"))
         .unwrap();
-    let made = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            target.as_os_str(),
-            packet.as_os_str(),
-        ],
-    )
-    .ok();
+    let made = mkreplica_import_at(fam.dir.path(), &target, &packet).ok();
     assert!(
         made.stdout.contains("Used the creation packet") && made.stdout.contains("\"carol\""),
         "{}",
@@ -646,15 +626,29 @@ fn copy_dir(from: &Path, to: &Path) {
     assert!(status.success());
 }
 
-#[test]
-fn a_replica_restored_from_an_old_copy_takes_back_its_changes_and_reuses_no_epoch() {
+/// alpha and beta holding `a.txt`; alpha's first change sent to beta and
+/// acknowledged (a member never heard from is not waited for); then a
+/// `cp -a` backup of alpha, returned beside the family.
+fn alpha_backed_up_after_an_acknowledged_change() -> (Family, PathBuf) {
     let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
-    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
     fam.send("alpha", "beta", "first");
-    // beta answers (a member never heard from is not waited for).
     acknowledge(&fam, "beta", "alpha", "first-back");
     let backup = fam.dir.path().join("alpha-backup");
-    copy_dir(&alpha, &backup);
+    copy_dir(&fam.root("alpha"), &backup);
+    (fam, backup)
+}
+
+/// The replica's disk dies: `root` is removed and the old `backup` comes
+/// back in its place.
+fn bring_back_the_backup(backup: &Path, root: &Path) {
+    std::fs::remove_dir_all(root).unwrap();
+    copy_dir(backup, root);
+}
+
+#[test]
+fn a_replica_restored_from_an_old_copy_takes_back_its_changes_and_reuses_no_epoch() {
+    let (fam, backup) = alpha_backed_up_after_an_acknowledged_change();
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
     let epoch_at_backup = own_epoch(&alpha);
 
     // Changes made and sent after the backup: beta holds them.
@@ -665,8 +659,7 @@ fn a_replica_restored_from_an_old_copy_takes_back_its_changes_and_reuses_no_epoc
     assert!(highest > epoch_at_backup);
 
     // The disk dies; the old copy comes back.
-    std::fs::remove_dir_all(&alpha).unwrap();
-    copy_dir(&backup, &alpha);
+    bring_back_the_backup(&backup, &alpha);
     assert_eq!(own_epoch(&alpha), epoch_at_backup);
     let marked = run(&alpha, "mkreplica", ["-restore"]).ok();
     assert!(
@@ -977,17 +970,7 @@ fn a_member_made_after_a_removal_knows_of_it() {
     let out = fam.packet_dir("creation-gamma");
     mkreplica_export(&alpha, &out, "gamma").ok();
     let gamma = fam.dir.path().join("gamma");
-    run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            gamma.as_os_str(),
-            out.as_os_str(),
-        ],
-    )
-    .ok();
+    mkreplica_import_at(fam.dir.path(), &gamma, &out).ok();
     assert!(
         lsreplica_member(&gamma, "beta")["removed"].is_string(),
         "{}",
@@ -1008,13 +991,8 @@ fn a_member_made_after_a_removal_knows_of_it() {
 /// sibling has seen: nothing lost, no epoch reused, both trees the same.
 #[test]
 fn a_restored_copy_s_own_change_numbered_like_a_sibling_s_is_renumbered() {
-    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (fam, backup) = alpha_backed_up_after_an_acknowledged_change();
     let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
-    fam.send("alpha", "beta", "first");
-    // beta answers (a member never heard from is not waited for).
-    acknowledge(&fam, "beta", "alpha", "first-back");
-    let backup = fam.dir.path().join("alpha-backup");
-    copy_dir(&alpha, &backup);
     let at_backup = own_epoch(&alpha);
 
     // The lost disk's last change, which beta holds.
@@ -1025,8 +1003,7 @@ fn a_restored_copy_s_own_change_numbered_like_a_sibling_s_is_renumbered() {
     // The old copy comes back and, before anyone thinks of a restore,
     // records a change numbered at_backup + 1 too, and sends it: beta
     // refuses it (the same number, other content).
-    std::fs::remove_dir_all(&alpha).unwrap();
-    copy_dir(&backup, &alpha);
+    bring_back_the_backup(&backup, &alpha);
     write_keeping_root_time(&alpha, "c.txt", "made by the restored copy");
     let out = fam.packet_dir("collides");
     export_to(&alpha, &out, &["beta"], &[]).ok();
@@ -1313,17 +1290,7 @@ fn scrub_then_a_creation_packet_makes_an_identical_member() {
     let out = fam.packet_dir("creation-gamma");
     mkreplica_export(&alpha, &out, "gamma").ok();
     let gamma = fam.root("gamma");
-    run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            gamma.as_os_str(),
-            out.as_os_str(),
-        ],
-    )
-    .ok();
+    mkreplica_import_at(fam.dir.path(), &gamma, &out).ok();
     assert_eq!(tree_listing(&gamma), tree_listing(&alpha));
     assert_eq!(tree_listing(&gamma), tree_listing(&beta));
     write(&alpha, "e.txt", "after the scrub");
@@ -1528,18 +1495,13 @@ fn export_json(root: &Path, out: &Path, target: &str) -> serde_json::Value {
 
 #[test]
 fn after_a_restore_nothing_confirmed_is_resent_and_the_clone_alarm_clears() {
-    let fam = family(&["alpha", "beta"], &[("a.txt", "one")]);
+    let (fam, backup) = alpha_backed_up_after_an_acknowledged_change();
     let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
-    fam.send("alpha", "beta", "first");
-    acknowledge(&fam, "beta", "alpha", "first-back");
-    let backup = fam.dir.path().join("alpha-backup");
-    copy_dir(&alpha, &backup);
     write(&alpha, "b.txt", "made after the backup");
     fam.send("alpha", "beta", "after-backup");
     // The old copy comes back and sends a change numbered like the lost
     // one: beta raises the clone alarm.
-    std::fs::remove_dir_all(&alpha).unwrap();
-    copy_dir(&backup, &alpha);
+    bring_back_the_backup(&backup, &alpha);
     write(&alpha, "c.txt", "made by the restored copy");
     let out = fam.packet_dir("collides");
     export_to(&alpha, &out, &["beta"], &[]).ok();

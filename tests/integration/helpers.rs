@@ -1041,3 +1041,35 @@ pub fn set_excludes(root: &Path, patterns: &[&str]) {
     let text = text.replace(&line, &format!("exclude = [{}]", quoted.join(", ")));
     std::fs::write(&config, text).unwrap();
 }
+
+/// `mkreplica -import -replica ROOT PACKETS` from `cwd`, not checked: the
+/// caller says how it must end.
+pub fn mkreplica_import_at(cwd: &Path, root: &Path, packets: &Path) -> Run {
+    run(
+        cwd,
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-replica".as_ref(),
+            root.as_os_str(),
+            packets.as_os_str(),
+        ],
+    )
+}
+
+/// `mkreplica -export -out OUT -keyout KEY NAME` at `root`, not checked: a
+/// creation packet for a new member NAME, its keys in their own file KEY.
+pub fn mkreplica_export_keyout(root: &Path, out: &Path, key: &Path, name: &str) -> Run {
+    run(
+        root,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "-keyout".as_ref(),
+            key.as_os_str(),
+            name.as_ref(),
+        ],
+    )
+}

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -253,20 +253,27 @@ fn queue_noise(fam: &Family, sender: &Path, size: usize, seed: u64) -> std::path
     packets[0].clone()
 }
 
-#[test]
-fn a_200_mb_upload_cut_four_times_resumes_and_moves_less_than_1_2_times_its_size() {
+/// boston and ship, ship's receiving server (its shipping.toml and the
+/// server) and the proxy a paid link's sender reaches it through, which
+/// cuts its connections after `cuts` bytes each (see `Proxy::start`).
+fn receiver_behind_a_proxy(cuts: &[u64]) -> (Family, PathBuf, Server, Proxy) {
     let fam = family(&["boston", "ship"], &[("f", "0")]);
-    let dir = fam.dir.path();
     let receiver_conf = receiver_conf(&fam);
     let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
+    let proxy = Proxy::start(&receiver.addr, cuts);
+    (fam, receiver_conf, receiver, proxy)
+}
 
+#[test]
+fn a_200_mb_upload_cut_four_times_resumes_and_moves_less_than_1_2_times_its_size() {
     // The proxy's cuts are decided before the packet exists: each one
     // after 5 % to 24 % of 200 MiB more (deterministic seed), so all four
     // come before the end, wherever the packet's size lands.
     let mib = 1u64 << 20;
     let mut noise = Noise(0x5eed_0016);
     let cuts: Vec<u64> = (0..4).map(|_| noise.between(10 * mib, 48 * mib)).collect();
-    let proxy = Proxy::start(&receiver.addr, &cuts);
+    let (fam, receiver_conf, receiver, proxy) = receiver_behind_a_proxy(&cuts);
+    let dir = fam.dir.path();
     let sender = paid_sender_conf(dir, &proxy.url, "");
     let packet = queue_noise(&fam, &sender, 200 << 20, 16);
     let size = std::fs::metadata(&packet).unwrap().len();
@@ -324,11 +331,8 @@ fn a_200_mb_upload_cut_four_times_resumes_and_moves_less_than_1_2_times_its_size
 
 #[test]
 fn a_destinations_max_rate_is_honoured_within_ten_percent() {
-    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let (fam, receiver_conf, receiver, proxy) = receiver_behind_a_proxy(&[]);
     let dir = fam.dir.path();
-    let receiver_conf = receiver_conf(&fam);
-    let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
-    let proxy = Proxy::start(&receiver.addr, &[]);
     let rate = 2.0 * (1 << 20) as f64;
     let sender = paid_sender_conf(dir, &proxy.url, "max_rate = \"2m\"");
     let packet = queue_noise(&fam, &sender, 4 << 20, 2);
@@ -362,11 +366,8 @@ fn a_destinations_max_rate_is_honoured_within_ten_percent() {
 
 #[test]
 fn outside_its_hours_a_destination_waits_and_inside_them_it_is_delivered() {
-    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let (fam, receiver_conf, receiver, proxy) = receiver_behind_a_proxy(&[]);
     let dir = fam.dir.path();
-    let receiver_conf = receiver_conf(&fam);
-    let receiver = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
-    let proxy = Proxy::start(&receiver.addr, &[]);
     let hour = chrono::Timelike::hour(&chrono::Utc::now());
     let window = |from: u32, to: u32| {
         format!(
@@ -475,22 +476,17 @@ fn outside_its_hours_a_destination_waits_and_inside_them_it_is_delivered() {
 #[test]
 fn an_upload_into_an_s3_bay_cut_twice_resumes_and_lands_in_the_bucket_once() {
     use shipping::BayStore;
-    let Some(server) = test_support::s3_server() else {
+    let Some((server, fam, prefix, receiver_conf)) = ship_receiving_on_s3("paid") else {
         return;
     };
-    let fam = family(&["boston", "ship"], &[("f", "0")]);
     let dir = fam.dir.path();
-    let prefix = format!("paid-{}", shipping::s3::unique_id());
-    let receiver_conf = s3_receiver_conf(&fam, &server, &prefix);
     let receiving = Server::start(&receiver_conf, "127.0.0.1:0", &[]);
     let mib = 1u64 << 20;
     let cuts = [3 * mib, 2 * mib];
     let proxy = Proxy::start(&receiving.addr, &cuts);
     let sender = paid_sender_conf(dir, &proxy.url, "");
     let packet = queue_noise(&fam, &sender, 8 << 20, 5);
-    let size = std::fs::metadata(&packet).unwrap().len();
-    let name = packet.file_name().unwrap().to_str().unwrap().to_string();
-    let bytes = std::fs::read(&packet).unwrap();
+    let (size, name, bytes) = size_name_and_bytes(&packet);
     let mut passes = 0;
     let mut failed_passes = 0;
     while bay(&sender, "outgoing").join(&name).exists() {
@@ -543,13 +539,10 @@ fn an_upload_into_an_s3_bay_cut_twice_resumes_and_lands_in_the_bucket_once() {
 #[test]
 fn an_upload_into_an_s3_bay_cut_at_one_server_resumes_at_another() {
     use shipping::BayStore;
-    let Some(server) = test_support::s3_server() else {
+    let Some((server, fam, prefix, receiver_conf)) = ship_receiving_on_s3("paid-two") else {
         return;
     };
-    let fam = family(&["boston", "ship"], &[("f", "0")]);
     let dir = fam.dir.path();
-    let prefix = format!("paid-two-{}", shipping::s3::unique_id());
-    let receiver_conf = s3_receiver_conf(&fam, &server, &prefix);
     // Two hosts, as far as their disks go: each its own TMPDIR, where a
     // server spools what it receives.
     let (tmp_first, tmp_second) = (dir.join("tmp-first"), dir.join("tmp-second"));
@@ -573,9 +566,7 @@ fn an_upload_into_an_s3_bay_cut_at_one_server_resumes_at_another() {
     let to_second = Proxy::start(&second.addr, &[]);
     let sender = paid_sender_conf(dir, &to_first.url, "");
     let packet = queue_noise(&fam, &sender, 10 << 20, 11);
-    let size = std::fs::metadata(&packet).unwrap().len();
-    let name = packet.file_name().unwrap().to_str().unwrap().to_string();
-    let bytes = std::fs::read(&packet).unwrap();
+    let (size, name, bytes) = size_name_and_bytes(&packet);
 
     let pass = shipping_server(&sender, &["-poll"]);
     assert_eq!(pass.code, 1, "{}\n{}", pass.stdout, pass.stderr);
@@ -615,6 +606,30 @@ fn an_upload_into_an_s3_bay_cut_at_one_server_resumes_at_another() {
     // Nothing of the partial is left in the bucket.
     assert_eq!(incoming.list_all_keys().unwrap(), [name.as_str()]);
     drop((first, second));
+}
+
+/// boston and ship, ship's receiver keeping its bays on the test S3
+/// server under a fresh prefix `WORD-ID`: the server, the family, the
+/// prefix and the receiver's shipping.toml. None when there is no S3
+/// server to test with (the test is skipped).
+#[cfg(feature = "s3")]
+fn ship_receiving_on_s3(
+    word: &str,
+) -> Option<(test_support::S3Server, Family, String, std::path::PathBuf)> {
+    let server = test_support::s3_server()?;
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let prefix = format!("{word}-{}", shipping::s3::unique_id());
+    let receiver_conf = s3_receiver_conf(&fam, &server, &prefix);
+    Some((server, fam, prefix, receiver_conf))
+}
+
+/// The size, file name and bytes of the packet file `packet`.
+#[cfg(feature = "s3")]
+fn size_name_and_bytes(packet: &Path) -> (u64, String, Vec<u8>) {
+    let size = std::fs::metadata(packet).unwrap().len();
+    let name = packet.file_name().unwrap().to_str().unwrap().to_string();
+    let bytes = std::fs::read(packet).unwrap();
+    (size, name, bytes)
 }
 
 /// A receiving server's shipping.toml for `ship` with its bays on S3 under

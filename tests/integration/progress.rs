@@ -121,6 +121,27 @@ fn assert_no_progress(run: &Run) {
     }
 }
 
+/// The arguments of `syncreplica -export -out OUT b`.
+fn export_for_b(out: &Path) -> [&OsStr; 4] {
+    [
+        OsStr::new("-export"),
+        OsStr::new("-out"),
+        out.as_os_str(),
+        OsStr::new("b"),
+    ]
+}
+
+/// The arguments of `syncreplica -import OUT`.
+fn import_of(out: &Path) -> [&OsStr; 2] {
+    [OsStr::new("-import"), out.as_os_str()]
+}
+
+/// What a terminal shows of `stdout`: erased lines taken out and each
+/// redraw (after a carriage return) on a line of its own.
+fn screen_of(stdout: &str) -> String {
+    stdout.replace("\x1b[2K", "").replace('\r', "\n")
+}
+
 /// A family a, b where a has 3 MB more than b: a large enough export.
 fn family_with_new_content() -> Family {
     let family = family(&["a", "b"], &[("small", "x")]);
@@ -132,17 +153,7 @@ fn family_with_new_content() -> Family {
 fn progress_is_shown_in_bytes_on_a_terminal() {
     let family = family_with_new_content();
     let out = family.packet_dir("tty");
-    let export = run_on_terminal(
-        &family.root("a"),
-        "syncreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "b".as_ref(),
-        ],
-    )
-    .ok();
+    let export = run_on_terminal(&family.root("a"), "syncreplica", export_for_b(&out)).ok();
     for phase in ["hashing new and changed files", "exporting to b"] {
         assert!(
             shows_progress(&export.stdout, phase),
@@ -153,18 +164,13 @@ fn progress_is_shown_in_bytes_on_a_terminal() {
     // The scan's walk counts files.
     assert!(export.stdout.contains("files"), "{}", export.stdout);
     // The summary follows on a line of its own, not glued to the bar.
-    let screen = export.stdout.replace("\x1b[2K", "").replace('\r', "\n");
+    let screen = screen_of(&export.stdout);
     assert!(
         screen.lines().any(|line| line.starts_with("Exported to b")),
         "{}",
         export.stdout
     );
-    let import = run_on_terminal(
-        &family.root("b"),
-        "syncreplica",
-        [OsStr::new("-import"), out.as_os_str()],
-    )
-    .ok();
+    let import = run_on_terminal(&family.root("b"), "syncreplica", import_of(&out)).ok();
     for phase in [
         "checking packets",
         "verifying sync_a_",
@@ -264,17 +270,7 @@ fn mkreplica_import_shows_progress_on_a_terminal() {
     std::fs::write(first.join("big"), random_bytes(3, 3 << 20)).unwrap();
     init(&first, "a");
     let out = dir.path().join("creation");
-    let export = run_on_terminal(
-        &first,
-        "mkreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "b".as_ref(),
-        ],
-    )
-    .ok();
+    let export = run_on_terminal(&first, "mkreplica", export_for_b(&out)).ok();
     assert!(
         shows_progress(&export.stdout, "writing the creation packet"),
         "{}",
@@ -371,12 +367,7 @@ fn the_progress_line_fits_a_narrow_terminal() {
     export_to(&fam.root("a"), &out, &["b"], &[]).ok();
     // "verifying sync_a_…_b_2.zip" is longer than the room left.
     let columns = 60;
-    let run = run_on_terminal_of(
-        columns,
-        &fam.root("b"),
-        "syncreplica",
-        [OsStr::new("-import"), out.as_os_str()],
-    );
+    let run = run_on_terminal_of(columns, &fam.root("b"), "syncreplica", import_of(&out));
     assert_eq!(run.code, 0, "{}", run.stdout);
     let progress: Vec<String> = drawn_lines(&run.stdout)
         .into_iter()
@@ -404,25 +395,10 @@ fn a_quick_step_draws_no_progress_line() {
     let family = family(&["a", "b"], &[("small", "x")]);
     std::fs::write(family.root("a").join("new"), "a few bytes").unwrap();
     let out = family.packet_dir("quick");
-    let export = run_on_terminal_as_is(
-        &family.root("a"),
-        "syncreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "b".as_ref(),
-        ],
-    )
-    .ok();
+    let export = run_on_terminal_as_is(&family.root("a"), "syncreplica", export_for_b(&out)).ok();
     assert_no_progress(&export);
     assert!(export.stdout.contains("Exported to b"), "{}", export.stdout);
-    let import = run_on_terminal_as_is(
-        &family.root("b"),
-        "syncreplica",
-        [OsStr::new("-import"), out.as_os_str()],
-    )
-    .ok();
+    let import = run_on_terminal_as_is(&family.root("b"), "syncreplica", import_of(&out)).ok();
     assert_no_progress(&import);
     assert!(family.root("b").join("new").exists());
 }
@@ -436,23 +412,13 @@ fn a_step_that_runs_for_a_second_draws_its_line() {
     let out = family.packet_dir("slow");
     let marker = family.dir.path().join("paused");
     let log = family.dir.path().join("terminal.log");
-    let mut child = pty_command(
-        120,
-        &family.root("a"),
-        "syncreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "b".as_ref(),
-        ],
-    )
-    .env("PTY_LOG", &log)
-    .env("SYNCREPLICA_TEST_PAUSE_AT", "export-writing")
-    .env("SYNCREPLICA_TEST_PAUSE_MARKER", &marker)
-    .stdout(std::process::Stdio::piped())
-    .spawn()
-    .expect("python3 runs");
+    let mut child = pty_command(120, &family.root("a"), "syncreplica", export_for_b(&out))
+        .env("PTY_LOG", &log)
+        .env("SYNCREPLICA_TEST_PAUSE_AT", "export-writing")
+        .env("SYNCREPLICA_TEST_PAUSE_MARKER", &marker)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
     // Waits for what the terminal shows, not for time to pass (bounded,
     // so a broken build fails rather than hangs).
     let started = std::time::Instant::now();
@@ -490,12 +456,7 @@ fn the_verify_line_names_each_part_as_it_is_checked() {
         .collect();
     parts.sort();
     assert!(parts.len() >= 3, "{parts:?}");
-    let import = run_on_terminal(
-        &family.root("b"),
-        "syncreplica",
-        [OsStr::new("-import"), out.as_os_str()],
-    )
-    .ok();
+    let import = run_on_terminal(&family.root("b"), "syncreplica", import_of(&out)).ok();
     for part in &parts {
         let stem = part.trim_end_matches(".zip");
         assert!(
@@ -514,18 +475,8 @@ fn the_verify_line_names_each_part_as_it_is_checked() {
 fn time_left_waits_until_it_means_something() {
     let family = family_with_new_content();
     let out = family.packet_dir("tty");
-    let export = run_on_terminal(
-        &family.root("a"),
-        "syncreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "b".as_ref(),
-        ],
-    )
-    .ok();
-    let screen = export.stdout.replace("\x1b[2K", "").replace('\r', "\n");
+    let export = run_on_terminal(&family.root("a"), "syncreplica", export_for_b(&out)).ok();
+    let screen = screen_of(&export.stdout);
     let mut seen = std::collections::BTreeSet::new();
     for line in screen
         .lines()

@@ -297,6 +297,17 @@ fn listings_work_on_a_read_only_filesystem() {
     check_listings_work_and_record_fails(&[], mount.path(), &root, "read-only file system");
 }
 
+/// `mkreplica -import` of a creation packet for beta, exported by the
+/// family's alpha, making beta on `mount`: beta's root and the import's
+/// run (not checked: the caller says how it must end).
+fn beta_made_on(family: &Family, mount: &Mount) -> (PathBuf, Run) {
+    let creation = family.packet_dir("creation");
+    mkreplica_export(&family.root("alpha"), &creation, "beta").ok();
+    let beta = mount.path().join("beta");
+    let made = mkreplica_import_at(family.dir.path(), &beta, &creation);
+    (beta, made)
+}
+
 /// A family whose replica alpha is on the disk and beta (made by
 /// `mkreplica -import`) is on `mount`, and an update packet for beta
 /// (outside `mount`) that adds `big.bin`: `mib` MiB that no compression
@@ -305,20 +316,8 @@ fn listings_work_on_a_read_only_filesystem() {
 fn update_for_a_replica_on(mount: &Mount, mib: usize) -> (Family, PathBuf, PathBuf, Vec<u8>) {
     let family = family(&["alpha"], &[("small.txt", "small\n")]);
     let alpha = family.root("alpha");
-    let creation = family.packet_dir("creation");
-    mkreplica_export(&alpha, &creation, "beta").ok();
-    let beta = mount.path().join("beta");
-    run(
-        family.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            beta.as_os_str(),
-            creation.as_os_str(),
-        ],
-    )
-    .ok();
+    let (beta, made) = beta_made_on(&family, mount);
+    made.ok();
     let big = random_bytes(0x5eed, mib * 1024 * 1024);
     std::fs::write(alpha.join("big.bin"), &big).unwrap();
     let out = family.packet_dir("updates");
@@ -481,20 +480,8 @@ fn mkreplica_import_writes_content_once_so_it_fits_in_less_than_twice_its_size()
     std::fs::create_dir(alpha.join("d")).unwrap();
     std::fs::write(alpha.join("d/head.bin"), &big[..HEAD]).unwrap();
     run(&alpha, "syncreplica", ["-record"]).ok();
-    let creation = family.packet_dir("creation");
-    mkreplica_export(&alpha, &creation, "beta").ok();
-    let beta = mount.path().join("beta");
-    run(
-        family.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            beta.as_os_str(),
-            creation.as_os_str(),
-        ],
-    )
-    .ok();
+    let (beta, made) = beta_made_on(&family, &mount);
+    made.ok();
     assert_eq!(std::fs::read(beta.join("big.bin")).unwrap(), big);
     assert_eq!(
         std::fs::read(beta.join("d/head.bin")).unwrap(),
@@ -517,20 +504,8 @@ fn a_new_replica_larger_than_the_free_space_is_refused_first() {
     let alpha = family.root("alpha");
     let big = random_bytes(7, 4 << 20);
     std::fs::write(alpha.join("big.bin"), &big).unwrap();
-    let creation = family.packet_dir("creation");
-    mkreplica_export(&alpha, &creation, "beta").ok();
-    let beta = mount.path().join("beta");
-    let refused = run(
-        family.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            beta.as_os_str(),
-            creation.as_os_str(),
-        ],
-    )
-    .fails_with(1);
+    let (beta, refused) = beta_made_on(&family, &mount);
+    let refused = refused.fails_with(1);
     assert!(
         refused.stderr.contains("needs 4.0 MiB"),
         "{}",

@@ -69,6 +69,41 @@ fn copy_of(root: &Path, to: &Path) -> PathBuf {
     to.to_path_buf()
 }
 
+/// A copy of alpha taken before anything else happens (its old keys with
+/// it), in the family's folder: what a thief of a backup or of a stolen
+/// disk holds.
+fn stolen_copy(fam: &Family) -> PathBuf {
+    copy_of(&fam.root("alpha"), &fam.dir.path().join("stolen"))
+}
+
+/// A stolen copy of alpha (see `stolen_copy`), then alpha's rotation
+/// (`mkreplica -rekey`): the copy and the rotation's epoch.
+fn rekey_leaving_a_stolen_copy(fam: &Family) -> (PathBuf, u64) {
+    let stolen = stolen_copy(fam);
+    let (epoch, ..) = rekey(&fam.root("alpha"));
+    (stolen, epoch)
+}
+
+/// The thief's packet: alpha's (`origin`) changes, sent, signed and sealed
+/// by the `stolen` copy with the old key.
+fn signed_with_the_old_key<'a>(origin: &'a Path, stolen: &'a Path) -> Forgery<'a> {
+    Forgery {
+        origin,
+        sender: origin,
+        signer: stolen,
+        sealer: stolen,
+    }
+}
+
+/// The planted change the forged packets carry: `planted.txt` deleted.
+fn planted_deletion() -> Change {
+    Change::Path {
+        path: b"planted.txt".to_vec(),
+        version: Default::default(),
+        state: syncreplica::ops::PathState::Deleted,
+    }
+}
+
 fn lspacket_long(cwd: &Path, dir: &Path) -> String {
     run(cwd, "lspacket", [OsStr::new("-long"), dir.as_os_str()])
         .ok()
@@ -190,17 +225,7 @@ fn a_rotation_reaches_the_siblings_and_the_new_keys_are_used() {
     let out = fam.packet_dir("creation-delta");
     mkreplica_export(&a, &out, "delta").ok();
     let d = fam.root("delta");
-    run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            OsStr::new("-replica"),
-            d.as_os_str(),
-            out.as_os_str(),
-        ],
-    )
-    .ok();
+    mkreplica_import_at(fam.dir.path(), &d, &out).ok();
     let members = run(&d, "lsreplica", [] as [&str; 0]).ok().stdout;
     assert!(
         members.contains(&format!("key {fingerprint} (rekeyed at its epoch {epoch})")),
@@ -212,24 +237,14 @@ fn a_rotation_reaches_the_siblings_and_the_new_keys_are_used() {
 fn a_packet_signed_by_the_old_key_after_the_rotation_is_refused() {
     let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
     let (a, b) = (fam.root("alpha"), fam.root("beta"));
-    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
-    let (epoch, ..) = rekey(&a);
+    let (stolen, epoch) = rekey_leaving_a_stolen_copy(&fam);
     fam.send("alpha", "beta", "rotation");
 
     // The thief's packet: alpha's changes after the rotation, sealed and
     // signed with the old key.
     let out = fam.packet_dir("forged");
-    let who = Forgery {
-        origin: &a,
-        sender: &a,
-        signer: &stolen,
-        sealer: &stolen,
-    };
-    let change = Change::Path {
-        path: b"planted.txt".to_vec(),
-        version: Default::default(),
-        state: syncreplica::ops::PathState::Deleted,
-    };
+    let who = signed_with_the_old_key(&a, &stolen);
+    let change = planted_deletion();
     forge(&who, &b, &out, vec![change], |_| {});
     let before = family_rows(&b);
     let refused = import_from(&b, &[&out]).fails_with(1);
@@ -265,8 +280,7 @@ fn a_packet_signed_by_the_old_key_after_the_rotation_is_refused() {
 fn a_relayed_packet_with_an_old_key_seal_beyond_the_rotation_is_refused() {
     let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
     let (a, b, c) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
-    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
-    let (epoch, ..) = rekey(&a);
+    let (stolen, epoch) = rekey_leaving_a_stolen_copy(&fam);
     fam.send("alpha", "gamma", "rotation");
     // beta (a member, its own key) relays alpha's changes after the
     // rotation, sealed with alpha's old key.
@@ -277,11 +291,7 @@ fn a_relayed_packet_with_an_old_key_seal_beyond_the_rotation_is_refused() {
         signer: &b,
         sealer: &stolen,
     };
-    let change = Change::Path {
-        path: b"planted.txt".to_vec(),
-        version: Default::default(),
-        state: syncreplica::ops::PathState::Deleted,
-    };
+    let change = planted_deletion();
     forge(&who, &c, &out, vec![change], |_| {});
     let before = family_rows(&c);
     let refused = import_from(&c, &[&out]).fails_with(1);
@@ -307,11 +317,7 @@ fn a_relayed_packet_with_an_old_key_seal_beyond_the_rotation_is_refused() {
         signer: &b,
         sealer: &a,
     };
-    let change = Change::Path {
-        path: b"planted.txt".to_vec(),
-        version: Default::default(),
-        state: syncreplica::ops::PathState::Deleted,
-    };
+    let change = planted_deletion();
     forge(&who, &c, &out, vec![change], |_| {});
     import_from(&c, &[&out]).ok();
 }
@@ -541,8 +547,7 @@ fn a_hub_refuses_an_old_key_packet_with_changes_after_the_rotation() {
     use crate::shipping::{shipping_conf, Server};
     let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
     let (a, c) = (fam.root("alpha"), fam.root("gamma"));
-    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
-    let (epoch, ..) = rekey(&a);
+    let (stolen, epoch) = rekey_leaving_a_stolen_copy(&fam);
     // The hub's replica, gamma, knows the rotation.
     fam.send("alpha", "gamma", "rotation");
     let conf = shipping_conf(
@@ -556,17 +561,8 @@ fn a_hub_refuses_an_old_key_packet_with_changes_after_the_rotation() {
     );
     let hub = Server::start(&conf, "127.0.0.1:0", &[]);
     let out = fam.packet_dir("forged");
-    let who = Forgery {
-        origin: &a,
-        sender: &a,
-        signer: &stolen,
-        sealer: &stolen,
-    };
-    let change = Change::Path {
-        path: b"planted.txt".to_vec(),
-        version: Default::default(),
-        state: syncreplica::ops::PathState::Deleted,
-    };
+    let who = signed_with_the_old_key(&a, &stolen);
+    let change = planted_deletion();
     // For gamma, which has the rotation: the change is its epoch after it.
     forge(&who, &c, &out, vec![change], |_| {});
     for (status, text) in upload_all(&hub.addr, &out) {
@@ -589,7 +585,7 @@ fn a_hub_refuses_an_old_key_packet_with_changes_after_the_rotation() {
 fn lspacket_knows_rotations_as_import_does() {
     let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
     let (a, b, c) = (fam.root("alpha"), fam.root("beta"), fam.root("gamma"));
-    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    let stolen = stolen_copy(&fam);
     // Signed with the old key before the rotation.
     write(&a, "before.txt", "before");
     let early = fam.packet_dir("early");
@@ -620,17 +616,8 @@ fn lspacket_knows_rotations_as_import_does() {
 
     // A thief's packet: the old key, alpha's changes after the rotation.
     let forged = fam.packet_dir("forged");
-    let who = Forgery {
-        origin: &a,
-        sender: &a,
-        signer: &stolen,
-        sealer: &stolen,
-    };
-    let change = Change::Path {
-        path: b"planted.txt".to_vec(),
-        version: Default::default(),
-        state: syncreplica::ops::PathState::Deleted,
-    };
+    let who = signed_with_the_old_key(&a, &stolen);
+    let change = planted_deletion();
     forge(&who, &b, &forged, vec![change], |_| {});
     let listed = run(&b, "lspacket", [forged.as_os_str()])
         .fails_with(1)
@@ -656,8 +643,7 @@ fn lspacket_knows_rotations_as_import_does() {
 fn a_stale_copys_packet_from_before_the_rotation_does_not_lower_the_row() {
     let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
     let (a, b) = (fam.root("alpha"), fam.root("beta"));
-    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
-    let (epoch, ..) = rekey(&a);
+    let (stolen, epoch) = rekey_leaving_a_stolen_copy(&fam);
     write(&a, "after.txt", "after");
     fam.send("alpha", "beta", "rotation");
     write(&a, "later.txt", "later");
@@ -763,9 +749,8 @@ fn two_rotations_in_one_import_are_said_once_each_with_their_epochs() {
 #[test]
 fn a_relayed_stale_copys_change_numbered_like_the_rotation_names_it() {
     let fam = family(&["alpha", "beta", "gamma"], &[("readme.txt", "hello")]);
-    let (a, b) = (fam.root("alpha"), fam.root("beta"));
-    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
-    let (epoch, ..) = rekey(&a);
+    let b = fam.root("beta");
+    let (stolen, epoch) = rekey_leaving_a_stolen_copy(&fam);
     fam.send("alpha", "beta", "rotation");
     // The copy from before the rotation numbers a change of its own like
     // the rotation; gamma, which has not heard of the rotation, takes it
@@ -795,8 +780,7 @@ fn a_relayed_stale_copys_change_numbered_like_the_rotation_names_it() {
 fn lspacket_gives_no_local_status_to_a_stale_copys_packet_beyond_the_rotation() {
     let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
     let (a, b) = (fam.root("alpha"), fam.root("beta"));
-    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
-    let (epoch, ..) = rekey(&a);
+    let (stolen, epoch) = rekey_leaving_a_stolen_copy(&fam);
     for name in ["one.txt", "two.txt"] {
         write(&a, name, name);
         run(&a, "syncreplica", ["-record"]).ok();
@@ -842,7 +826,7 @@ fn lspacket_gives_no_local_status_to_a_stale_copys_packet_beyond_the_rotation() 
 fn a_rotation_refused_as_a_clone_after_a_stale_copys_change_says_so() {
     let fam = family(&["alpha", "beta"], &[("readme.txt", "hello")]);
     let (a, b) = (fam.root("alpha"), fam.root("beta"));
-    let stolen = copy_of(&a, &fam.dir.path().join("stolen"));
+    let stolen = stolen_copy(&fam);
     // beta takes the copy's change first: it knows no rotation yet, and
     // the copy signs with the key beta holds for alpha.
     write(&stolen, "planted.txt", "planted");

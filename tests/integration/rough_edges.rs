@@ -16,19 +16,10 @@ fn a_keyout_file_in_the_way_is_said_as_such_with_what_to_do() {
     let existing = fam.dir.path().join("old.key");
     std::fs::write(&existing, "keys of an earlier export\n").unwrap();
     let out = fam.dir.path().join("stick");
-    let refused = run(
-        &fam.root("alpha"),
-        "mkreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "-keyout".as_ref(),
-            existing.as_os_str(),
-            "beta".as_ref(),
-        ],
-    )
-    .fails_with(2);
+    // `mkreplica -export -out OUT -keyout KEY beta` at alpha: refused, exit 2.
+    let export_keyout =
+        |key: &Path| mkreplica_export_keyout(&fam.root("alpha"), &out, key, "beta").fails_with(2);
+    let refused = export_keyout(&existing);
     let expected = format!(
         "-keyout {}: the file exists already, and a key file is never overwritten",
         existing.display()
@@ -50,19 +41,7 @@ fn a_keyout_file_in_the_way_is_said_as_such_with_what_to_do() {
     assert!(!out.exists(), "nothing made");
     // A folder that is not there: said, with how to make it.
     let nowhere = fam.dir.path().join("nowhere").join("beta.key");
-    let refused = run(
-        &fam.root("alpha"),
-        "mkreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "-keyout".as_ref(),
-            nowhere.as_os_str(),
-            "beta".as_ref(),
-        ],
-    )
-    .fails_with(2);
+    let refused = export_keyout(&nowhere);
     assert!(
         refused.stderr.contains("its folder")
             && refused.stderr.contains("does not exist")
@@ -168,17 +147,7 @@ fn a_missing_file_or_an_unmatched_pattern_is_said_as_such_everywhere() {
             .fails_with(2),
             run(dir, "lspacket", [file.as_os_str()]).fails_with(2),
             import_from(&fam.root("alpha"), &[file]).fails_with(2),
-            run(
-                dir,
-                "mkreplica",
-                [
-                    OsStr::new("-import"),
-                    "-replica".as_ref(),
-                    dir.join("new").as_os_str(),
-                    file.as_os_str(),
-                ],
-            )
-            .fails_with(2),
+            mkreplica_import_at(dir, &dir.join("new"), file).fails_with(2),
         ];
         for refused in runs {
             let said = if file == &pattern {
@@ -310,17 +279,8 @@ fn making_a_replica_at_a_replica_s_own_root_says_so() {
     mkreplica_export(&fam.root("alpha"), &creation, "beta").ok();
     let root = std::fs::canonicalize(fam.root("alpha")).unwrap();
     let with_slash = format!("{}/", fam.root("alpha").display());
-    let import = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            with_slash.as_ref(),
-            creation.as_os_str(),
-        ],
-    )
-    .fails_with(1);
+    let import =
+        mkreplica_import_at(fam.dir.path(), Path::new(&with_slash), &creation).fails_with(1);
     let init = run(
         fam.dir.path(),
         "mkreplica",
@@ -353,17 +313,8 @@ fn making_a_replica_at_a_replica_s_own_root_says_so() {
         );
     }
     // Inside it, the nesting rule still speaks.
-    let inside = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            fam.root("alpha").join("sub").as_os_str(),
-            creation.as_os_str(),
-        ],
-    )
-    .fails_with(2);
+    let inside = mkreplica_import_at(fam.dir.path(), &fam.root("alpha").join("sub"), &creation)
+        .fails_with(2);
     assert!(
         inside
             .stderr
@@ -705,11 +656,7 @@ fn importing_packets_from_inside_the_replica_is_refused_unless_excluded() {
     write(&boston, "b.txt", "from boston");
     let stick = fam.packet_dir("1");
     export_to(&boston, &stick, &["ship"], &[]).ok();
-    let packet = std::fs::read_dir(&stick)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension() == Some(OsStr::new("zip")))
-        .unwrap();
+    let packet = packet_files(&stick)[0].clone();
     let name = packet.file_name().unwrap().to_owned();
     std::fs::copy(&packet, ship.join(&name)).unwrap();
     let before = everything_under(&ship);
@@ -761,16 +708,7 @@ fn mkreplica_import_of_update_packets_points_at_syncreplica_import() {
     let stick = fam.packet_dir("1");
     export_to(&boston, &stick, &["ship"], &[]).ok();
     let target = fam.dir.path().join("newone");
-    let refused = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            OsStr::new("-replica"),
-            target.as_os_str(),
-            stick.as_os_str(),
-        ],
-    );
+    let refused = mkreplica_import_at(fam.dir.path(), &target, &stick);
     assert_ne!(refused.code, 0, "{}", refused.stdout);
     assert!(
         refused
@@ -1114,37 +1052,11 @@ fn values_not_allowed_there_and_questions_without_a_terminal_exit_2() {
     // -keyout in the -out folder to be made; the key then moved away:
     // the import without -key has no NEWNAME.key beside the packet.
     let stick = dir.join("stick");
-    let made = run(
-        &ship,
-        "mkreplica",
-        [
-            OsStr::new("-export"),
-            "-out".as_ref(),
-            stick.as_os_str(),
-            "-keyout".as_ref(),
-            stick.join("kship3.key").as_os_str(),
-            "kship3".as_ref(),
-        ],
-    )
-    .ok();
+    let made = mkreplica_export_keyout(&ship, &stick, &stick.join("kship3.key"), "kship3").ok();
     assert!(stick.join("kship3.key").is_file(), "{}", made.stdout);
     std::fs::rename(stick.join("kship3.key"), dir.join("elsewhere.key")).unwrap();
-    let packet = std::fs::read_dir(&stick)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension() == Some(OsStr::new("zip")))
-        .unwrap();
-    let refused = run(
-        &dir,
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            dir.join("k3").as_os_str(),
-            packet.as_os_str(),
-        ],
-    )
-    .fails_with(2);
+    let packet = packet_files(&stick)[0].clone();
+    let refused = mkreplica_import_at(&dir, &dir.join("k3"), &packet).fails_with(2);
     assert!(
         refused
             .stderr

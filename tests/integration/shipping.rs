@@ -121,15 +121,21 @@ pub(crate) fn shipping_conf(dir: &Path, name: &str, top: &str, tables: &str) -> 
 /// The receiving host of the tests: replica "ship" is local, and packets
 /// signed by its family's members are trusted.
 pub(crate) fn receiver_conf(fam: &Family) -> PathBuf {
-    shipping_conf(
-        fam.dir.path(),
-        "receiver",
-        &format!(
-            "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
-            fam.root("ship").display()
-        ),
-        "",
-    )
+    receiver_conf_with(fam, "")
+}
+
+/// [`receiver_conf`] with the top-level settings `extra` before its own.
+fn receiver_conf_with(fam: &Family, extra: &str) -> PathBuf {
+    let own = format!(
+        "local_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
+        fam.root("ship").display()
+    );
+    let top = if extra.is_empty() {
+        own
+    } else {
+        format!("{extra}\n{own}")
+    };
+    shipping_conf(fam.dir.path(), "receiver", &top, "")
 }
 
 /// A sending host that reaches "ship" directly at `url`.
@@ -261,23 +267,21 @@ fn read_answer(stream: &mut TcpStream) -> Option<(u16, String)> {
     Some((status, text.to_string()))
 }
 
+/// boston's packet for ship carrying `file` (at boston's root) written
+/// with `content`, exported into the family's folder `label`: its path.
+fn boston_packet_for_ship(fam: &Family, file: &str, content: &str, label: &str) -> PathBuf {
+    write(&fam.root("boston"), file, content);
+    let out = fam.packet_dir(label);
+    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
+    packet_files(&out)[0].clone()
+}
+
 /// The receiver of `fam` with `extra` top-level settings, and one packet
 /// for "ship" (its path).
 fn receiver_and_packet(fam: &Family, extra: &str) -> (Server, PathBuf) {
-    let conf = shipping_conf(
-        fam.dir.path(),
-        "receiver",
-        &format!(
-            "{extra}\nlocal_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
-            fam.root("ship").display()
-        ),
-        "",
-    );
+    let conf = receiver_conf_with(fam, extra);
     let receiver = Server::start(&conf, "127.0.0.1:0", &[]);
-    write(&fam.root("boston"), "f", "1");
-    let out = fam.packet_dir("out");
-    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
-    let packet = packet_files(&out)[0].clone();
+    let packet = boston_packet_for_ship(fam, "f", "1", "out");
     (receiver, packet)
 }
 
@@ -670,10 +674,7 @@ fn untrusted_tampered_and_oversized_uploads_are_refused_with_nothing_stored() {
     assert!(text.contains("unknown key"), "{text}");
 
     // Trusted, but damaged on the way.
-    write(&fam.root("boston"), "f", "1");
-    let out = fam.packet_dir("out");
-    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
-    let good = &packet_files(&out)[0];
+    let good = &boston_packet_for_ship(&fam, "f", "1", "out");
     let mut tampered = read(good);
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0x40;
@@ -690,10 +691,7 @@ fn untrusted_tampered_and_oversized_uploads_are_refused_with_nothing_stored() {
     let big: String = (0..40_000u32)
         .map(|i| format!("{:x}", i.wrapping_mul(2654435761)))
         .collect();
-    write(&fam.root("boston"), "big", &big);
-    let big_out = fam.packet_dir("big");
-    export_to(&fam.root("boston"), &big_out, &["ship"], &[]).ok();
-    let oversized = &packet_files(&big_out)[0];
+    let oversized = &boston_packet_for_ship(&fam, "big", &big, "big");
     assert!(read(oversized).len() > 100 * 1024);
     let (status, text) = put(&receiver.addr, &name(oversized), &read(oversized));
     assert_eq!(status, 413, "{text}");
@@ -982,45 +980,37 @@ fn a_listen_failure_gets_the_hint_that_fits_its_cause() {
     );
 }
 
-#[test]
-fn the_readme_shipping_toml_example_is_valid() {
+/// The first ```toml example in the README's section under `heading`,
+/// parsed as a shipping.toml at /var/lib/syncreplica; panics naming the
+/// section if it is missing or does not parse.
+fn readme_toml_example(heading: &str) -> shipping::ShippingConfig {
     let readme = include_str!("../../README.md");
     let section = readme
-        .split("### Shipping")
+        .split(heading)
         .nth(1)
-        .expect("README has a Shipping section");
+        .unwrap_or_else(|| panic!("README has a section \"{heading}\""));
     let example = section
         .split("```toml\n")
         .nth(1)
         .and_then(|rest| rest.split("```").next())
-        .expect("the section has a toml example");
-    let config = shipping::ShippingConfig::parse(
+        .unwrap_or_else(|| panic!("README's section \"{heading}\" has a toml example"));
+    shipping::ShippingConfig::parse(
         example,
         Path::new("README.md"),
         Some(Path::new("/var/lib/syncreplica")),
     )
-    .unwrap_or_else(|err| panic!("README's shipping.toml: {err}"));
+    .unwrap_or_else(|err| panic!("README's shipping.toml under \"{heading}\": {err}"))
+}
+
+#[test]
+fn the_readme_shipping_toml_example_is_valid() {
+    let config = readme_toml_example("### Shipping");
     assert!(config.next_hop("ship").unwrap().is_some());
 }
 
 #[test]
 fn the_readme_s3_bay_example_is_valid() {
-    let readme = include_str!("../../README.md");
-    let section = readme
-        .split("### Storage bays on S3")
-        .nth(1)
-        .expect("README has a section on S3 bays");
-    let example = section
-        .split("```toml\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("the section has a toml example");
-    let config = shipping::ShippingConfig::parse(
-        example,
-        Path::new("README.md"),
-        Some(Path::new("/var/lib/syncreplica")),
-    )
-    .unwrap_or_else(|err| panic!("README's S3 shipping.toml: {err}"));
+    let config = readme_toml_example("### Storage bays on S3");
     let class = config.class("default").unwrap();
     let s3 = class.s3.as_ref().expect("the class is on S3");
     assert_eq!(s3.storage_url, "s3://syncreplica-bays/hub");
@@ -1035,24 +1025,12 @@ fn the_readme_s3_bay_example_is_valid() {
 #[test]
 fn a_peer_that_falls_silent_mid_upload_is_dropped_and_nothing_is_kept() {
     let fam = family(&["boston", "ship"], &[("f", "0")]);
-    let dir = fam.dir.path();
-    let conf = shipping_conf(
-        dir,
-        "receiver",
-        &format!(
-            "idle_timeout = 1\nhead_timeout = 2\nlocal_replicas = [\"ship\"]\ntrusted_replicas = [\"{}\"]",
-            fam.root("ship").display()
-        ),
-        "",
-    );
+    let conf = receiver_conf_with(&fam, "idle_timeout = 1\nhead_timeout = 2");
     let receiver = Server::start(&conf, "127.0.0.1:0", &[]);
     let large: String = (0..200_000u32)
         .map(|i| format!("{:x}", i.wrapping_mul(2654435761)))
         .collect();
-    write(&fam.root("boston"), "g", &large);
-    let out = fam.packet_dir("out");
-    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
-    let packet = &packet_files(&out)[0];
+    let packet = &boston_packet_for_ship(&fam, "g", &large, "out");
     let bytes = std::fs::read(packet).unwrap();
     let name = packet.file_name().unwrap().to_str().unwrap();
     // Half the packet, then silence with the connection left open.
@@ -1097,31 +1075,32 @@ fn a_peer_that_falls_silent_mid_upload_is_dropped_and_nothing_is_kept() {
     assert_eq!(status, 201, "{text}");
 }
 
+/// `mkorder -shipconf CONF ARGS…` from `cwd`, not checked.
+fn mkorder(cwd: &Path, conf: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["-shipconf", arg(conf)];
+    all.extend_from_slice(args);
+    run(cwd, "mkorder", all)
+}
+
+/// boston and ship; a sender's shipping.toml in the family's folder
+/// whose hop (port 9, discard) takes nothing; and boston's packet for ship,
+/// with a change in it, exported into the folder "out". Returns the
+/// family, the shipping.toml and the packet file.
+fn a_sender_with_a_packet_for_ship() -> (Family, PathBuf, PathBuf) {
+    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let conf = sender_conf(fam.dir.path(), "http://127.0.0.1:9");
+    let packet = boston_packet_for_ship(&fam, "f", "1", "out");
+    (fam, conf, packet)
+}
+
 #[test]
 fn mkorder_checks_every_packet_before_submitting_any() {
-    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let (fam, conf, good) = a_sender_with_a_packet_for_ship();
     let dir = fam.dir.path();
-    let conf = sender_conf(dir, "http://127.0.0.1:9");
-    write(&fam.root("boston"), "f", "1");
-    let out = fam.packet_dir("out");
-    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
-    let good = packet_files(&out)[0].clone();
-    let damaged = out.join("sync_boston_19700101T000000Z_ship_9.zip");
+    let damaged = good.with_file_name("sync_boston_19700101T000000Z_ship_9.zip");
     std::fs::write(&damaged, b"PK\x03\x04 not really").unwrap();
 
-    let refused = run(
-        dir,
-        "mkorder",
-        [
-            "-shipconf",
-            arg(&conf),
-            "-data",
-            arg(&good),
-            "-data",
-            arg(&damaged),
-        ],
-    )
-    .fails_with(1);
+    let refused = mkorder(dir, &conf, &["-data", arg(&good), "-data", arg(&damaged)]).fails_with(1);
     assert!(
         refused.stderr.contains("damaged, not submitted"),
         "{}",
@@ -1133,45 +1112,20 @@ fn mkorder_checks_every_packet_before_submitting_any() {
     // put two files under one name: refused, nothing submitted.
     let elsewhere = fam.packet_dir("copy").join(good.file_name().unwrap());
     std::fs::copy(&good, &elsewhere).unwrap();
-    let twice = run(
-        dir,
-        "mkorder",
-        [
-            "-shipconf",
-            arg(&conf),
-            "-data",
-            arg(&good),
-            "-data",
-            arg(&elsewhere),
-        ],
-    )
-    .fails_with(1);
+    let twice = mkorder(dir, &conf, &["-data", arg(&good), "-data", arg(&elsewhere)]).fails_with(1);
     assert!(twice.stderr.contains("is named twice"), "{}", twice.stderr);
     assert!(!bay(&conf, "outgoing").exists(), "nothing submitted");
     assert!(good.exists() && elsewhere.exists(), "nothing moved");
 
-    let ok = run(
+    let ok = mkorder(
         dir,
-        "mkorder",
-        [
-            "-shipconf",
-            arg(&conf),
-            "-copy",
-            "-pexpire",
-            "2d",
-            "-data",
-            arg(&good),
-        ],
+        &conf,
+        &["-copy", "-pexpire", "2d", "-data", arg(&good)],
     )
     .ok();
     assert!(ok.stdout.contains("for ship"), "{}", ok.stdout);
     assert!(good.exists(), "-copy keeps the file");
-    let again = run(
-        dir,
-        "mkorder",
-        ["-shipconf", arg(&conf), "-data", arg(&good)],
-    )
-    .fails_with(1);
+    let again = mkorder(dir, &conf, &["-data", arg(&good)]).fails_with(1);
     assert!(again.stderr.contains("is already in"), "{}", again.stderr);
 
     let listing = run(dir, "lspacket", ["-shipconf", arg(&conf), "-fmt", "json"]);
@@ -1186,32 +1140,12 @@ fn mkorder_checks_every_packet_before_submitting_any() {
     write(&fam.root("boston"), "f", "2");
     let outgoing = bay(&conf, "outgoing");
     export_to(&fam.root("boston"), &outgoing, &["ship"], &[]).ok();
-    let unordered: Vec<PathBuf> = packet_files(&outgoing)
-        .into_iter()
-        .filter(|p| {
-            !outgoing
-                .join(format!(
-                    "{}.order",
-                    p.file_name().unwrap().to_str().unwrap()
-                ))
-                .exists()
-        })
-        .collect();
+    let unordered = unordered_in(&outgoing);
     assert_eq!(unordered.len(), 1, "{unordered:?}");
-    let queued = run(
-        dir,
-        "mkorder",
-        ["-shipconf", arg(&conf), "-data", arg(&unordered[0])],
-    )
-    .ok();
+    let queued = mkorder(dir, &conf, &["-data", arg(&unordered[0])]).ok();
     assert!(queued.stdout.contains("for ship"), "{}", queued.stdout);
     assert!(unordered[0].exists(), "left in place");
-    let twice = run(
-        dir,
-        "mkorder",
-        ["-shipconf", arg(&conf), "-data", arg(&unordered[0])],
-    )
-    .fails_with(1);
+    let twice = mkorder(dir, &conf, &["-data", arg(&unordered[0])]).fails_with(1);
     assert!(twice.stderr.contains("its order is"), "{}", twice.stderr);
 }
 
@@ -1812,26 +1746,9 @@ fn a_polling_server_rereads_shipping_toml_when_it_changes() {
 #[test]
 fn mkorder_refuses_a_misspelt_destination_naming_the_nearest() {
     // Review 17d item 20: a typo is not a [destinations] entry to add.
-    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let (fam, conf, packet) = a_sender_with_a_packet_for_ship();
     let dir = fam.dir.path();
-    let conf = sender_conf(dir, "http://127.0.0.1:9");
-    write(&fam.root("boston"), "f", "1");
-    let out = fam.packet_dir("out");
-    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
-    let packet = packet_files(&out)[0].clone();
-    let typo = run(
-        dir,
-        "mkorder",
-        [
-            "-shipconf",
-            arg(&conf),
-            "-data",
-            arg(&packet),
-            "-copy",
-            "shipp",
-        ],
-    )
-    .fails_with(2);
+    let typo = mkorder(dir, &conf, &["-data", arg(&packet), "-copy", "shipp"]).fails_with(2);
     assert!(
         typo.stderr.contains("member \"shipp\": not a target of")
             && typo.stderr.contains("did you mean \"ship\"?")
@@ -1841,46 +1758,18 @@ fn mkorder_refuses_a_misspelt_destination_naming_the_nearest() {
     );
     assert!(!bay(&conf, "outgoing").exists(), "nothing queued");
     // A name shipping.toml knows is accepted.
-    run(
-        dir,
-        "mkorder",
-        [
-            "-shipconf",
-            arg(&conf),
-            "-data",
-            arg(&packet),
-            "-copy",
-            "ship",
-        ],
-    )
-    .ok();
+    mkorder(dir, &conf, &["-data", arg(&packet), "-copy", "ship"]).ok();
 }
 
 #[test]
 fn mkorder_refuses_a_second_packet_given_without_its_own_data() {
     // Review 17d item 4: `-data A.zip B.zip` took B.zip for a replica.
-    let fam = family(&["boston", "ship"], &[("f", "0")]);
+    let (fam, conf, packet) = a_sender_with_a_packet_for_ship();
     let dir = fam.dir.path();
-    let conf = sender_conf(dir, "http://127.0.0.1:9");
-    write(&fam.root("boston"), "f", "1");
-    let out = fam.packet_dir("out");
-    export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
-    let packet = packet_files(&out)[0].clone();
-    let second = out.join("B.zip");
+    let second = packet.with_file_name("B.zip");
     std::fs::copy(&packet, &second).unwrap();
-    let refused = run(
-        dir,
-        "mkorder",
-        [
-            "-shipconf",
-            arg(&conf),
-            "-data",
-            arg(&packet),
-            arg(&second),
-            "-copy",
-        ],
-    )
-    .fails_with(2);
+    let refused =
+        mkorder(dir, &conf, &["-data", arg(&packet), arg(&second), "-copy"]).fails_with(2);
     assert!(
         refused.stderr.contains(&format!(
             "DESTINATION {}: is a file, not a replica name; name each packet with its own -data",
@@ -1915,19 +1804,7 @@ fn rmreplica_withdraws_the_removed_member_from_queued_orders() {
     let out = fam.packet_dir("out");
     export_to(&fam.root("boston"), &out, &["ship"], &[]).ok();
     let both = packet_files(&out)[0].clone();
-    run(
-        dir,
-        "mkorder",
-        [
-            "-shipconf",
-            arg(&conf),
-            "-data",
-            arg(&both),
-            "ship",
-            "tdelta",
-        ],
-    )
-    .ok();
+    mkorder(dir, &conf, &["-data", arg(&both), "ship", "tdelta"]).ok();
     let outgoing = bay(&conf, "outgoing");
     assert_eq!(packet_files(&outgoing).len(), 2);
 

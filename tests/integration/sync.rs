@@ -1,6 +1,6 @@
 //! The main job end to end: creation packets, export, lspacket, import.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::helpers::*;
 
@@ -31,19 +31,7 @@ fn a_creation_packet_makes_an_identical_member() {
 fn mkreplica_import_checks_fingerprint_and_target_directory() {
     let fam = family(&["alpha"], &[("a", "1")]);
     let out = fam.packet_dir("creation");
-    run(
-        &fam.root("alpha"),
-        "mkreplica",
-        [
-            std::ffi::OsStr::new("-export"),
-            "-out".as_ref(),
-            out.as_os_str(),
-            "-keyout".as_ref(),
-            out.join("beta.key").as_os_str(),
-            "beta".as_ref(),
-        ],
-    )
-    .ok();
+    mkreplica_export_keyout(&fam.root("alpha"), &out, &out.join("beta.key"), "beta").ok();
     let wrong = "0".repeat(64);
     let target = fam.dir.path().join("beta");
     let res = run(
@@ -64,17 +52,7 @@ fn mkreplica_import_checks_fingerprint_and_target_directory() {
 
     std::fs::create_dir(&target).unwrap();
     std::fs::write(target.join("precious"), "keep me").unwrap();
-    let res = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            std::ffi::OsStr::new("-import"),
-            "-replica".as_ref(),
-            target.as_os_str(),
-            out.as_os_str(),
-        ],
-    )
-    .fails_with(1);
+    let res = mkreplica_import_at(fam.dir.path(), &target, &out).fails_with(1);
     assert!(res.stderr.contains("is not empty"), "{}", res.stderr);
     assert_eq!(
         std::fs::read_to_string(target.join("precious")).unwrap(),
@@ -87,17 +65,7 @@ fn mkreplica_import_checks_fingerprint_and_target_directory() {
     let elsewhere = fam.dir.path().join("beta.key");
     std::fs::rename(&key, &elsewhere).unwrap();
     let fresh = fam.dir.path().join("beta2");
-    let res = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            std::ffi::OsStr::new("-import"),
-            "-replica".as_ref(),
-            fresh.as_os_str(),
-            out.as_os_str(),
-        ],
-    )
-    .fails_with(2);
+    let res = mkreplica_import_at(fam.dir.path(), &fresh, &out).fails_with(2);
     assert!(
         res.stderr.contains(&format!(
             "{}: no key file for the new member there",
@@ -199,22 +167,28 @@ fn packets_apply_in_sequence_whatever_the_order_and_duplicates_are_harmless() {
     assert_eq!(tree_listing(&a), tree_listing(&b));
 }
 
-#[test]
-fn a_file_bigger_than_maxsize_spans_the_parts_of_one_packet() {
-    let fam = family(&["alpha", "beta"], &[("small", "s")]);
-    let (a, b) = (fam.root("alpha"), fam.root("beta"));
-    let mut big = Vec::with_capacity(600_000);
-    let mut state = 7u64;
-    for _ in 0..600_000 {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        big.push(state as u8);
-    }
+/// alpha writes `big.bin`, `len` random bytes (from `seed`), and exports
+/// it for beta in parts of at most 128 KiB into the folder "parts": the
+/// file's bytes, the folder and its parts.
+fn big_file_exported_in_parts(
+    fam: &Family,
+    seed: u64,
+    len: usize,
+) -> (Vec<u8>, PathBuf, Vec<PathBuf>) {
+    let big = random_bytes(seed, len);
+    let a = fam.root("alpha");
     std::fs::write(a.join("big.bin"), &big).unwrap();
     let out = fam.packet_dir("parts");
     export_to(&a, &out, &["beta"], &["-maxsize", "128k"]).ok();
     let parts = packet_files(&out);
+    (big, out, parts)
+}
+
+#[test]
+fn a_file_bigger_than_maxsize_spans_the_parts_of_one_packet() {
+    let fam = family(&["alpha", "beta"], &[("small", "s")]);
+    let b = fam.root("beta");
+    let (big, out, parts) = big_file_exported_in_parts(&fam, 7, 600_000);
     assert!(parts.len() >= 5, "{parts:?}");
     for part in &parts {
         assert!(
@@ -258,18 +232,7 @@ fn a_split_packet_a_resend_made_unnecessary_is_superseded_and_removed() {
     // (a resend carried everything instead) waited forever.
     let fam = family(&["alpha", "beta"], &[("small", "s")]);
     let (a, b) = (fam.root("alpha"), fam.root("beta"));
-    let mut big = Vec::with_capacity(300_000);
-    let mut state = 11u64;
-    for _ in 0..300_000 {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        big.push(state as u8);
-    }
-    std::fs::write(a.join("big.bin"), &big).unwrap();
-    let out = fam.packet_dir("parts");
-    export_to(&a, &out, &["beta"], &["-maxsize", "128k"]).ok();
-    let parts = packet_files(&out);
+    let (big, out, parts) = big_file_exported_in_parts(&fam, 11, 300_000);
     assert!(parts.len() >= 3, "{parts:?}");
     std::fs::remove_file(&parts[1]).unwrap();
     let resend = fam.packet_dir("resend");
@@ -389,20 +352,14 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
     let conf = conf.to_str().unwrap();
     write(&fam.root("alpha"), "f", "changed");
     let epoch_before = own_epoch(&fam.root("alpha"));
-    let res = run(
-        &fam.root("alpha"),
-        "syncreplica",
-        [
-            "-export",
-            "-ship",
-            "-shipconf",
-            conf,
-            "-sclass",
-            "nosuch",
-            "beta",
-        ],
-    )
-    .fails_with(1);
+    // `syncreplica -export -ship -shipconf CONF EXTRA… beta` at alpha.
+    let ship_to_beta = |conf: &str, extra: &[&str]| {
+        let mut args = vec!["-export", "-ship", "-shipconf", conf];
+        args.extend_from_slice(extra);
+        args.push("beta");
+        run(&fam.root("alpha"), "syncreplica", args)
+    };
+    let res = ship_to_beta(conf, &["-sclass", "nosuch"]).fails_with(1);
     assert!(
         res.stderr.contains(&format!(
             "syncreplica: error: shipping configuration {conf} (-shipconf): no storage class \"nosuch\""
@@ -422,18 +379,7 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
     )
     .unwrap();
     let before = everything_under(fam.dir.path());
-    let res = run(
-        &fam.root("alpha"),
-        "syncreplica",
-        [
-            "-export",
-            "-ship",
-            "-shipconf",
-            routeless.to_str().unwrap(),
-            "beta",
-        ],
-    )
-    .fails_with(1);
+    let res = ship_to_beta(routeless.to_str().unwrap(), &[]).fails_with(1);
     assert!(
         res.stderr.contains(&format!(
             "syncreplica: error: shipping configuration {} (-shipconf): no route to \"beta\"",
@@ -448,20 +394,7 @@ fn bad_export_targets_sizes_and_ship_options_fail_clearly() {
         res.stderr
     );
     assert_eq!(everything_under(fam.dir.path()), before);
-    let res = run(
-        &fam.root("alpha"),
-        "syncreplica",
-        [
-            "-export",
-            "-ship",
-            "-shipconf",
-            conf,
-            "-pexpire",
-            "soon",
-            "beta",
-        ],
-    )
-    .fails_with(2);
+    let res = ship_to_beta(conf, &["-pexpire", "soon"]).fails_with(2);
     assert!(
         res.stderr.contains("'soon'") && res.stderr.contains("-pexpire <WHEN>"),
         "{}",
@@ -1865,17 +1798,7 @@ fn lspacket_tells_each_kind_of_unusable_file_apart() {
     let creation = fam.packet_dir("creation-delta");
     mkreplica_export(&a, &creation, "delta").ok();
     let delta = fam.dir.path().join("delta");
-    run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            std::ffi::OsStr::new("-import"),
-            "-replica".as_ref(),
-            delta.as_os_str(),
-            creation.as_os_str(),
-        ],
-    )
-    .ok();
+    mkreplica_import_at(fam.dir.path(), &delta, &creation).ok();
     write(&delta, "from-delta.txt", "d");
     export_to(&delta, &mixed, &["beta"], &["-noencrypt"]).ok();
     // Another family's packet.
@@ -1935,17 +1858,8 @@ fn lspacket_tells_each_kind_of_unusable_file_apart() {
         "{}",
         refused.stderr
     );
-    let refused = run(
-        fam.dir.path(),
-        "mkreplica",
-        [
-            std::ffi::OsStr::new("-import"),
-            "-replica".as_ref(),
-            fam.dir.path().join("new").as_os_str(),
-            zip.as_os_str(),
-        ],
-    )
-    .fails_with(1);
+    let refused =
+        mkreplica_import_at(fam.dir.path(), &fam.dir.path().join("new"), &zip).fails_with(1);
     assert!(
         refused.stderr.contains(&format!(
             "mkreplica: error: {}: not a packet: a zip archive whose first entry is \"report.txt\"",
@@ -2121,55 +2035,21 @@ fn mkreplica_import_says_what_is_wrong_with_the_key_file() {
     let out = fam.packet_dir("gamma");
     let keyout = |name: &str| {
         let key = dir.join(format!("{name}.key"));
-        let res = run(
-            &fam.root("alpha"),
-            "mkreplica",
-            [
-                std::ffi::OsStr::new("-export"),
-                "-out".as_ref(),
-                out.as_os_str(),
-                "-keyout".as_ref(),
-                key.as_os_str(),
-                name.as_ref(),
-            ],
-        );
+        let res = mkreplica_export_keyout(&fam.root("alpha"), &out, &key, name);
         (res, key)
     };
     keyout("gamma").0.ok();
     // Another new member's key, made in another folder.
     let other = fam.packet_dir("delta");
     let delta_key = dir.join("delta.key");
-    run(
-        &fam.root("alpha"),
-        "mkreplica",
-        [
-            std::ffi::OsStr::new("-export"),
-            "-out".as_ref(),
-            other.as_os_str(),
-            "-keyout".as_ref(),
-            delta_key.as_os_str(),
-            "delta".as_ref(),
-        ],
-    )
-    .ok();
+    mkreplica_export_keyout(&fam.root("alpha"), &other, &delta_key, "delta").ok();
     // -keyout never overwrites a file: nothing is written or recorded.
     let (made, gamma_key) = keyout("gamma2");
     made.ok();
     let epoch = own_epoch(&fam.root("alpha"));
     let before = std::fs::read(&gamma_key).unwrap();
-    let again = run(
-        &fam.root("alpha"),
-        "mkreplica",
-        [
-            std::ffi::OsStr::new("-export"),
-            "-out".as_ref(),
-            other.as_os_str(),
-            "-keyout".as_ref(),
-            gamma_key.as_os_str(),
-            "epsilon".as_ref(),
-        ],
-    )
-    .fails_with(2);
+    let again =
+        mkreplica_export_keyout(&fam.root("alpha"), &other, &gamma_key, "epsilon").fails_with(2);
     assert!(
         again
             .stderr
