@@ -1439,6 +1439,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let missing =
             record::missing_since_excludes_changed(&replica, &excludes)?.unwrap_or_default();
         let failed = replica.state().failed_steps()?;
+        let mirror_of = match replica.state().mirror_upstream()? {
+            Some(upstream) => Some(crate::sync::mirror::upstream_name(&replica, upstream)?),
+            None => None,
+        };
         if args.fmt == cli::Format::Json {
             let json = crate::cli::render::status::status_json(
                 &replica.identity.replica_name,
@@ -1446,6 +1450,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &outcome,
                 &missing,
                 &failed,
+                mirror_of.as_deref(),
             );
             cli::report::print_data(format_args!("{}\n", serde_json::to_string_pretty(&json)?));
             return Ok(());
@@ -1457,7 +1462,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &root,
                 &outcome,
                 &missing,
-                &failed
+                &failed,
+                mirror_of.as_deref(),
             )
         );
         cli::warn_missing(NAME, &replica.identity.replica_name, &missing);
@@ -1514,12 +1520,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cli::finish_interrupted(NAME, &mut replica)?;
         let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
         cli::print_warnings(NAME, &outcome.warnings);
+        // What a mirror undid comes first, the summary after it.
+        cli::print_mirror(&summary);
+        let undone = summary
+            .mirror
+            .as_ref()
+            .is_some_and(|u| !u.set_aside.is_empty() || !u.metadata_restored.is_empty());
         match summary.epochs {
             Some((first, last)) => outln!(
                 "Recorded {} in replica \"{}\" as {}.",
                 cli::counted(outcome.changes.len() as u64, "change", "changes"),
                 replica.identity.replica_name,
                 cli::epochs(first, last)
+            ),
+            None if undone => outln!(
+                "Recorded nothing in replica \"{}\": a mirror records no change of its own; \
+                 the changes above were undone.",
+                replica.identity.replica_name
             ),
             None => outln!(
                 "Nothing to record in replica \"{}\"; the tree matches the recorded state.",
@@ -1533,7 +1550,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         resend_now(&mut replica, &resend)?;
-        cli::print_mirror(&summary);
         cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
     }
     Ok(())

@@ -565,6 +565,11 @@ fn members_that_preserve_different_metadata_raise_no_false_alarm_and_keep_each_o
 /// Adopts `dst` from `src` (alpha) as beta: the manifest, the adoption,
 /// and its output.
 fn adopt(work: &Path, src: &Path, dst: &Path) -> Run {
+    adopt_with(work, src, dst, &[])
+}
+
+/// [`adopt`] with more options for `mkreplica -import` (`-mirror`).
+fn adopt_with(work: &Path, src: &Path, dst: &Path, options: &[&str]) -> Run {
     let manifest = work.join("manifest");
     run(
         src,
@@ -581,13 +586,14 @@ fn adopt(work: &Path, src: &Path, dst: &Path) -> Run {
     run(
         work,
         "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-adopt".as_ref(),
-            "-replica".as_ref(),
-            dst.as_os_str(),
-            manifest.as_os_str(),
-        ],
+        [OsStr::new("-import"), "-adopt".as_ref()]
+            .into_iter()
+            .chain(options.iter().map(OsStr::new))
+            .chain([
+                "-replica".as_ref(),
+                dst.as_os_str(),
+                manifest.as_os_str(),
+            ]),
     )
     .ok()
 }
@@ -1204,5 +1210,91 @@ fn a_mirror_sets_a_folders_time_back_after_relinking_a_hard_link_in_it() {
     assert_eq!(
         std::fs::metadata(beta.join("ssh/hl3")).unwrap().ino(),
         std::fs::metadata(beta.join("ssh/hl")).unwrap().ino()
+    );
+}
+
+#[test]
+fn a_mirror_says_what_it_will_do_with_local_changes_and_records_none() {
+    let work = tempfile::tempdir().unwrap();
+    let (src, dst) = (work.path().join("src"), work.path().join("dst"));
+    for dir in [&src, &dst] {
+        std::fs::create_dir(dir).unwrap();
+        write(dir, "a", "a\n");
+        write(dir, "b", "b\n");
+    }
+    init(&src, "alpha");
+    write(&dst, "local.txt", "only here\n");
+    // Adopted as a mirror: the path the family lacks is never recorded,
+    // and the adoption does not say it will be (review 14b item 7).
+    let adopted = adopt_with(work.path(), &src, &dst, &["-mirror"]);
+    assert!(
+        adopted
+            .stdout
+            .contains("the family lacks 1 path here: left alone, never recorded or sent"),
+        "{}",
+        adopted.stdout
+    );
+    assert!(
+        !adopted.stdout.contains("recorded as this replica's own"),
+        "{}",
+        adopted.stdout
+    );
+
+    // A service changes a mode, rewrites a file and writes a new one.
+    sh(&dst, "chmod 600 a && echo changed > b && echo log > svc.log");
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(
+        !status.stdout.contains("not yet recorded"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains(
+            "is a mirror of \"alpha\" and records no change of its own; its next -record or \
+             -import undoes 3 local changes and leaves 2 new paths the family does not have alone:"
+        ),
+        "{}",
+        status.stdout
+    );
+    for line in [
+        "mode changed:  a (644 -> 600) (metadata set back to the family's)",
+        "modified:      b (set aside under .syncreplica/deleted, the family's version asked for from \"alpha\")",
+        "new file:      svc.log (left alone: not recorded, never sent)",
+        "new file:      local.txt (left alone: not recorded, never sent)",
+    ] {
+        assert!(status.stdout.contains(line), "{line}\n{}", status.stdout);
+    }
+    let json = run(&dst, "syncreplica", ["-status", "-fmt", "json"]).ok();
+    assert!(json.stdout.contains("\"mirror_of\": \"alpha\""), "{}", json.stdout);
+    assert!(json.stdout.contains("\"mirror\": \"set back\""), "{}", json.stdout);
+    assert!(json.stdout.contains("\"mirror\": \"left alone\""), "{}", json.stdout);
+
+    // -record: what was undone first, then the summary; the new local
+    // paths are not repeated by every command (-status lists them).
+    let recorded = run(&dst, "syncreplica", ["-record"]).ok();
+    let lines: Vec<&str> = recorded.stdout.lines().collect();
+    let summary = lines
+        .iter()
+        .position(|l| l.starts_with("Recorded nothing in replica \"beta\": a mirror"))
+        .unwrap_or_else(|| panic!("{}", recorded.stdout));
+    assert_eq!(summary, lines.len() - 1, "{}", recorded.stdout);
+    assert!(
+        lines[..summary].iter().any(|l| l.starts_with("mirror: a: metadata changed here"))
+            && lines[..summary].iter().any(|l| l.starts_with("mirror: b changed here; set aside")),
+        "{}",
+        recorded.stdout
+    );
+    assert!(!recorded.stdout.contains("new local path"), "{}", recorded.stdout);
+    let again = run(&dst, "syncreplica", ["-record"]).ok();
+    assert!(
+        again.stdout.starts_with("Nothing to record") && !again.stdout.contains("mirror"),
+        "{}",
+        again.stdout
+    );
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("leaves 2 new paths the family does not have alone"),
+        "{}",
+        status.stdout
     );
 }
