@@ -851,6 +851,9 @@ fn adopt(
     for note in &made.notes {
         outln!("  note: {note}");
     }
+    for note in &made.not_applied {
+        outln!("  not applied here: {note}");
+    }
     print_mirror_of(args, &made.sender);
     if made.asked.is_empty() {
         outln!("The tree holds every file of the family's; nothing to ask for.");

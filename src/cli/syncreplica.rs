@@ -783,10 +783,24 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
             "ies"
         },
         short_digest(&report.recorded.root),
-        if report.disk.root == report.recorded.root {
-            "the same".to_string()
-        } else {
-            format!("digest {}", short_digest(&report.disk.root))
+        // The summary counts what the lines above found: never "the same"
+        // after a line that says otherwise (the root's own entry, for one,
+        // is not in the digest: review 14b item 8).
+        match (
+            report.mismatches.len() as u64,
+            report.disk.root == report.recorded.root
+        ) {
+            (0, true) => "the same".to_string(),
+            (0, false) => format!("digest {}", short_digest(&report.disk.root)),
+            (n, true) => format!(
+                "{} as listed above (the digest, which leaves that out, is the same)",
+                cli::counted(n, "path differs", "paths differ")
+            ),
+            (n, false) => format!(
+                "digest {}: {} as listed above",
+                short_digest(&report.disk.root),
+                cli::counted(n, "path differs", "paths differ")
+            ),
         }
     );
     let mut problems = Vec::new();

@@ -306,6 +306,15 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
         said.contains("not applied here: group not applied to "),
         "{said}"
     );
+    // One wording, not the raw error beside "not running as root"
+    // (review 14b item 8).
+    assert!(
+        said.contains(
+            "paths: not running as root, and this user is not a member of the group; kept in the state"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains("Operation not permitted"), "{said}");
     assert!(!said.contains("conflict:"), "{said}");
     // A setuid file would be this user's setuid file here: the bit is not
     // set, and that is said.
@@ -369,10 +378,11 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
     std::fs::create_dir(&update).unwrap();
     export_to(&src, &update, &["beta"], &[]).ok();
     sh(dir.path(), "chmod -R a+rX update");
-    as_nobody(
+    let imported = as_nobody(
         &binary_path("syncreplica"),
         &["-import".as_ref(), update.as_os_str()],
     );
+    assert!(!imported.contains("Operation not permitted"), "{imported}");
     let status = as_nobody(&binary_path("syncreplica"), &["-status".as_ref()]);
     assert!(status.contains("no changes to record"), "{status}");
 
@@ -1297,4 +1307,116 @@ fn a_mirror_says_what_it_will_do_with_local_changes_and_records_none() {
         "{}",
         status.stdout
     );
+}
+
+
+/// `mkreplica -import -adopt` by a user that is not root says what it
+/// could not apply as an update import says it: "not applied here", one
+/// line per item with a count and why, never a raw error.
+#[test]
+fn an_unprivileged_adoption_says_what_it_does_not_apply_as_an_import_does() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to make the source tree and switch to an unprivileged user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    sh(dir.path(), "chmod 755 .");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build_tree(&src, true);
+    init(&src, "alpha");
+    let manifest = dir.path().join("manifest");
+    run(
+        &src,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-manifest".as_ref(),
+            "-out".as_ref(),
+            manifest.as_os_str(),
+            "beta".as_ref(),
+        ],
+    )
+    .ok();
+    // The tree is already there, owned by the new member's user.
+    let home = dir.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    sh(
+        dir.path(),
+        "cp -a src nobody/dst && rm -rf nobody/dst/.syncreplica nobody/dst/etc/null \
+         && chown -R 65534:65534 nobody && chmod -R a+rX manifest",
+    );
+    let passphrase = dir.path().join("passphrase");
+    std::fs::copy(test_passphrase_file(), &passphrase).unwrap();
+    sh(dir.path(), "chmod 644 passphrase");
+    let adopted = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(binary_path("mkreplica"))
+        .args(["-import", "-adopt", "-replica"])
+        .arg(home.join("dst"))
+        .arg("-passphrase-file")
+        .arg(&passphrase)
+        .arg(&manifest)
+        .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
+        .env("XDG_DATA_HOME", test_data_home())
+        .current_dir(&home)
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&adopted.stdout),
+        String::from_utf8_lossy(&adopted.stderr)
+    );
+    assert!(adopted.status.success(), "{said}");
+    for line in [
+        "  not applied here: owner not applied to ",
+        "  not applied here: group not applied to ",
+        "  not applied here: 1 special files (FIFOs, sockets or device nodes) recorded, not made",
+    ] {
+        assert!(said.contains(line), "{line}\n{said}");
+    }
+    assert!(said.contains("not running as root"), "{said}");
+    assert!(!said.contains("note:"), "{said}");
+    assert!(!said.contains("Operation not permitted"), "{said}");
+}
+
+/// `syncreplica -verify`'s summary counts what its lines found: the
+/// root's own entry, which the digest leaves out, changed on disk is
+/// listed, and the summary does not then say "on disk the same" (review
+/// 14b item 8).
+#[test]
+fn verify_never_says_the_same_after_a_line_that_differs() {
+    let fam = family(&["alder"], &[("f", "f\n")]);
+    let a = fam.root("alder");
+    sh(&a, "chmod 700 .");
+    let verify = run(&a, "syncreplica", ["-verify"]).ok();
+    assert!(
+        verify
+            .stdout
+            .contains("not as recorded: .: changed since recorded: mode (now 0700; recorded 0755)"),
+        "{}",
+        verify.stdout
+    );
+    assert!(!verify.stdout.contains("on disk the same"), "{}", verify.stdout);
+    assert!(
+        verify.stdout.contains(
+            "on disk 1 path differs as listed above (the digest, which leaves that out, is the same)"
+        ),
+        "{}",
+        verify.stdout
+    );
+    sh(&a, "chmod 600 f");
+    let verify = run(&a, "syncreplica", ["-verify"]).ok();
+    assert!(
+        verify.stdout.contains(": 2 paths differ as listed above."),
+        "{}",
+        verify.stdout
+    );
+    sh(&a, "chmod 755 . && chmod 644 f");
+    let verify = run(&a, "syncreplica", ["-verify"]).ok();
+    assert!(verify.stdout.contains("on disk the same."), "{}", verify.stdout);
 }
