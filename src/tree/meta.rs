@@ -410,7 +410,20 @@ pub fn set_id_bits_kept(ext: &Extensions, preserve: &Preserve) -> (u32, &'static
     if preserve.group && owner.group.is_some() {
         kept |= 0o2000;
     }
-    (kept, "owners are not kept here or by the origin")
+    // A member that keeps owners sets the bits whenever the state names
+    // the owner: a member that does not keep them carries the recorded
+    // one (`carry_unobserved`), so only a file that member made itself
+    // comes without. That file is not given the bits: a user that is not
+    // root at its own member would otherwise make root's setuid files at
+    // every member that keeps owners.
+    let why = if (preserve.owner && owner.user.is_none()) || (preserve.group && owner.group.is_none())
+    {
+        "the origin recorded no owner (it does not keep owners): the file would be setuid to \
+         whoever owns it here"
+    } else {
+        "owners are not kept here: the file would be setuid to whoever owns it here"
+    };
+    (kept, why)
 }
 
 /// For a replica that cannot set them ([`set_id_bits_kept`]): the

@@ -1420,3 +1420,63 @@ fn verify_never_says_the_same_after_a_line_that_differs() {
     let verify = run(&a, "syncreplica", ["-verify"]).ok();
     assert!(verify.stdout.contains("on disk the same."), "{}", verify.stdout);
 }
+
+/// A member that keeps owners takes the setuid/setgid bits a member that
+/// does not keep owners set on a file whose owner is recorded: that
+/// member carries the recorded owner, so the bits go on with it, and no
+/// member warns. A new file from such a member has no recorded owner
+/// (it would be root's setuid file here): not set, and said why.
+#[test]
+fn setuid_bits_from_a_member_that_does_not_keep_owners_arrive_where_owners_are_kept() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (a member that keeps owners)");
+        return;
+    }
+    let fam = family(&["alder", "dogwood"], &[("tool", "t\n")]);
+    let (a, d) = (fam.root("alder"), fam.root("dogwood"));
+    sh(&a, "chown 4242:4343 tool");
+    run(&a, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&a, &out, &["dogwood"], &[]).ok();
+    import_from(&d, &[&out]).ok();
+    let config = d.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\npreserve = [\"group\", \"acls\", \"xattrs\", \"hardlinks\", \"devices\", \"specials\"]\n"
+        ),
+    )
+    .unwrap();
+    // dogwood (root, owners not kept) makes the tool setuid and setgid,
+    // and a new file of its own.
+    sh(&d, "chmod 6755 tool && echo n > new-tool && chmod 6755 new-tool");
+    let recorded = run(&d, "syncreplica", ["-record"]).ok();
+    assert!(
+        !recorded.stdout.contains("not applied"),
+        "{}",
+        recorded.stdout
+    );
+    let out = fam.packet_dir("2");
+    export_to(&d, &out, &["alder"], &[]).ok();
+    let imported = import_from(&a, &[&out]).ok();
+    assert_eq!(mode_of(&a.join("tool")), 0o6755, "{}", imported.stdout);
+    let owner = sh_output(&a, "stat -c %u:%g tool");
+    assert_eq!(owner.trim(), "4242:4343");
+    // The new file has no recorded owner: alder would make it setuid to
+    // root. Its setgid bit (the group is recorded) is kept.
+    assert_eq!(mode_of(&a.join("new-tool")), 0o2755, "{}", imported.stdout);
+    assert!(
+        imported.stdout.contains(
+            "setuid/setgid bits not applied to 1 path: the origin recorded no owner (it does not keep owners)"
+        ),
+        "{}",
+        imported.stdout
+    );
+    // Nothing to record at either: what alder did not apply is not a
+    // change of its own.
+    let status = run(&a, "syncreplica", ["-status"]).ok();
+    assert!(status.stdout.contains("no changes to record"), "{}", status.stdout);
+    let status = run(&d, "syncreplica", ["-status"]).ok();
+    assert!(status.stdout.contains("no changes to record"), "{}", status.stdout);
+}
