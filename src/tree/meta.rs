@@ -416,13 +416,13 @@ pub fn set_id_bits_kept(ext: &Extensions, preserve: &Preserve) -> (u32, &'static
     // comes without. That file is not given the bits: a user that is not
     // root at its own member would otherwise make root's setuid files at
     // every member that keeps owners.
-    let why = if (preserve.owner && owner.user.is_none()) || (preserve.group && owner.group.is_none())
-    {
-        "the origin recorded no owner (it does not keep owners): the file would be setuid to \
+    let why =
+        if (preserve.owner && owner.user.is_none()) || (preserve.group && owner.group.is_none()) {
+            "the origin recorded no owner (it does not keep owners): the file would be setuid to \
          whoever owns it here"
-    } else {
-        "owners are not kept here: the file would be setuid to whoever owns it here"
-    };
+        } else {
+            "owners are not kept here: the file would be setuid to whoever owns it here"
+        };
     (kept, why)
 }
 

@@ -729,7 +729,11 @@ fn a_merge_after_scrub_dropped_its_base_says_so_and_converges() {
     // Converged for good: another exchange changes nothing.
     let (again_boston, again_lambik) = cross(&fam, "2");
     for imported in [&again_boston, &again_lambik] {
-        assert!(!imported.stdout.contains("conflict:"), "{}", imported.stdout);
+        assert!(
+            !imported.stdout.contains("conflict:"),
+            "{}",
+            imported.stdout
+        );
     }
     assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
 }

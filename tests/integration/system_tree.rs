@@ -599,11 +599,7 @@ fn adopt_with(work: &Path, src: &Path, dst: &Path, options: &[&str]) -> Run {
         [OsStr::new("-import"), "-adopt".as_ref()]
             .into_iter()
             .chain(options.iter().map(OsStr::new))
-            .chain([
-                "-replica".as_ref(),
-                dst.as_os_str(),
-                manifest.as_os_str(),
-            ]),
+            .chain(["-replica".as_ref(), dst.as_os_str(), manifest.as_os_str()]),
     )
     .ok()
 }
@@ -1251,7 +1247,10 @@ fn a_mirror_says_what_it_will_do_with_local_changes_and_records_none() {
     );
 
     // A service changes a mode, rewrites a file and writes a new one.
-    sh(&dst, "chmod 600 a && echo changed > b && echo log > svc.log");
+    sh(
+        &dst,
+        "chmod 600 a && echo changed > b && echo log > svc.log",
+    );
     let status = run(&dst, "syncreplica", ["-status"]).ok();
     assert!(
         !status.stdout.contains("not yet recorded"),
@@ -1275,9 +1274,21 @@ fn a_mirror_says_what_it_will_do_with_local_changes_and_records_none() {
         assert!(status.stdout.contains(line), "{line}\n{}", status.stdout);
     }
     let json = run(&dst, "syncreplica", ["-status", "-fmt", "json"]).ok();
-    assert!(json.stdout.contains("\"mirror_of\": \"alpha\""), "{}", json.stdout);
-    assert!(json.stdout.contains("\"mirror\": \"set back\""), "{}", json.stdout);
-    assert!(json.stdout.contains("\"mirror\": \"left alone\""), "{}", json.stdout);
+    assert!(
+        json.stdout.contains("\"mirror_of\": \"alpha\""),
+        "{}",
+        json.stdout
+    );
+    assert!(
+        json.stdout.contains("\"mirror\": \"set back\""),
+        "{}",
+        json.stdout
+    );
+    assert!(
+        json.stdout.contains("\"mirror\": \"left alone\""),
+        "{}",
+        json.stdout
+    );
 
     // -record: what was undone first, then the summary; the new local
     // paths are not repeated by every command (-status lists them).
@@ -1289,12 +1300,20 @@ fn a_mirror_says_what_it_will_do_with_local_changes_and_records_none() {
         .unwrap_or_else(|| panic!("{}", recorded.stdout));
     assert_eq!(summary, lines.len() - 1, "{}", recorded.stdout);
     assert!(
-        lines[..summary].iter().any(|l| l.starts_with("mirror: a: metadata changed here"))
-            && lines[..summary].iter().any(|l| l.starts_with("mirror: b changed here; set aside")),
+        lines[..summary]
+            .iter()
+            .any(|l| l.starts_with("mirror: a: metadata changed here"))
+            && lines[..summary]
+                .iter()
+                .any(|l| l.starts_with("mirror: b changed here; set aside")),
         "{}",
         recorded.stdout
     );
-    assert!(!recorded.stdout.contains("new local path"), "{}", recorded.stdout);
+    assert!(
+        !recorded.stdout.contains("new local path"),
+        "{}",
+        recorded.stdout
+    );
     let again = run(&dst, "syncreplica", ["-record"]).ok();
     assert!(
         again.stdout.starts_with("Nothing to record") && !again.stdout.contains("mirror"),
@@ -1303,12 +1322,13 @@ fn a_mirror_says_what_it_will_do_with_local_changes_and_records_none() {
     );
     let status = run(&dst, "syncreplica", ["-status"]).ok();
     assert!(
-        status.stdout.contains("leaves 2 new paths the family does not have alone"),
+        status
+            .stdout
+            .contains("leaves 2 new paths the family does not have alone"),
         "{}",
         status.stdout
     );
 }
-
 
 /// `mkreplica -import -adopt` by a user that is not root says what it
 /// could not apply as an update import says it: "not applied here", one
@@ -1401,7 +1421,11 @@ fn verify_never_says_the_same_after_a_line_that_differs() {
         "{}",
         verify.stdout
     );
-    assert!(!verify.stdout.contains("on disk the same"), "{}", verify.stdout);
+    assert!(
+        !verify.stdout.contains("on disk the same"),
+        "{}",
+        verify.stdout
+    );
     assert!(
         verify.stdout.contains(
             "on disk 1 path differs as listed above (the digest, which leaves that out, is the same)"
@@ -1418,7 +1442,11 @@ fn verify_never_says_the_same_after_a_line_that_differs() {
     );
     sh(&a, "chmod 755 . && chmod 644 f");
     let verify = run(&a, "syncreplica", ["-verify"]).ok();
-    assert!(verify.stdout.contains("on disk the same."), "{}", verify.stdout);
+    assert!(
+        verify.stdout.contains("on disk the same."),
+        "{}",
+        verify.stdout
+    );
 }
 
 /// A member that keeps owners takes the setuid/setgid bits a member that
@@ -1450,7 +1478,10 @@ fn setuid_bits_from_a_member_that_does_not_keep_owners_arrive_where_owners_are_k
     .unwrap();
     // dogwood (root, owners not kept) makes the tool setuid and setgid,
     // and a new file of its own.
-    sh(&d, "chmod 6755 tool && echo n > new-tool && chmod 6755 new-tool");
+    sh(
+        &d,
+        "chmod 6755 tool && echo n > new-tool && chmod 6755 new-tool",
+    );
     let recorded = run(&d, "syncreplica", ["-record"]).ok();
     assert!(
         !recorded.stdout.contains("not applied"),
@@ -1476,7 +1507,15 @@ fn setuid_bits_from_a_member_that_does_not_keep_owners_arrive_where_owners_are_k
     // Nothing to record at either: what alder did not apply is not a
     // change of its own.
     let status = run(&a, "syncreplica", ["-status"]).ok();
-    assert!(status.stdout.contains("no changes to record"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
     let status = run(&d, "syncreplica", ["-status"]).ok();
-    assert!(status.stdout.contains("no changes to record"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
 }
