@@ -817,7 +817,13 @@ fn adopt(
             super::counted(made.excluded, "path", "paths")
         );
     }
-    if made.local_only > 0 {
+    if made.local_only > 0 && args.mirror {
+        // A mirror never records its own (sync::mirror): they stay local.
+        outln!(
+            "  the family lacks {} here: left alone, never recorded or sent (a mirror; syncreplica -status lists them)",
+            super::counted(made.local_only, "path", "paths")
+        );
+    } else if made.local_only > 0 {
         outln!(
             "  the family lacks {} here: kept, recorded as this replica's own by its next scan",
             super::counted(made.local_only, "path", "paths")
@@ -844,6 +850,9 @@ fn adopt(
     }
     for note in &made.notes {
         outln!("  note: {note}");
+    }
+    for note in &made.not_applied {
+        outln!("  not applied here: {note}");
     }
     print_mirror_of(args, &made.sender);
     if made.asked.is_empty() {

@@ -783,10 +783,24 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
             "ies"
         },
         short_digest(&report.recorded.root),
-        if report.disk.root == report.recorded.root {
-            "the same".to_string()
-        } else {
-            format!("digest {}", short_digest(&report.disk.root))
+        // The summary counts what the lines above found: never "the same"
+        // after a line that says otherwise (the root's own entry, for one,
+        // is not in the digest: review 14b item 8).
+        match (
+            report.mismatches.len() as u64,
+            report.disk.root == report.recorded.root
+        ) {
+            (0, true) => "the same".to_string(),
+            (0, false) => format!("digest {}", short_digest(&report.disk.root)),
+            (n, true) => format!(
+                "{} as listed above (the digest, which leaves that out, is the same)",
+                cli::counted(n, "path differs", "paths differ")
+            ),
+            (n, false) => format!(
+                "digest {}: {} as listed above",
+                short_digest(&report.disk.root),
+                cli::counted(n, "path differs", "paths differ")
+            ),
         }
     );
     let mut problems = Vec::new();
@@ -1439,6 +1453,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let missing =
             record::missing_since_excludes_changed(&replica, &excludes)?.unwrap_or_default();
         let failed = replica.state().failed_steps()?;
+        let mirror_of = match replica.state().mirror_upstream()? {
+            Some(upstream) => Some(crate::sync::mirror::upstream_name(&replica, upstream)?),
+            None => None,
+        };
         if args.fmt == cli::Format::Json {
             let json = crate::cli::render::status::status_json(
                 &replica.identity.replica_name,
@@ -1446,6 +1464,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &outcome,
                 &missing,
                 &failed,
+                mirror_of.as_deref(),
             );
             cli::report::print_data(format_args!("{}\n", serde_json::to_string_pretty(&json)?));
             return Ok(());
@@ -1457,7 +1476,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &root,
                 &outcome,
                 &missing,
-                &failed
+                &failed,
+                mirror_of.as_deref(),
             )
         );
         cli::warn_missing(NAME, &replica.identity.replica_name, &missing);
@@ -1514,12 +1534,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cli::finish_interrupted(NAME, &mut replica)?;
         let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
         cli::print_warnings(NAME, &outcome.warnings);
+        // What a mirror undid comes first, the summary after it.
+        cli::print_mirror(&summary);
+        let undone = summary
+            .mirror
+            .as_ref()
+            .is_some_and(|u| !u.set_aside.is_empty() || !u.metadata_restored.is_empty());
         match summary.epochs {
             Some((first, last)) => outln!(
                 "Recorded {} in replica \"{}\" as {}.",
                 cli::counted(outcome.changes.len() as u64, "change", "changes"),
                 replica.identity.replica_name,
                 cli::epochs(first, last)
+            ),
+            None if undone => outln!(
+                "Recorded nothing in replica \"{}\": a mirror records no change of its own; \
+                 the changes above were undone.",
+                replica.identity.replica_name
             ),
             None => outln!(
                 "Nothing to record in replica \"{}\"; the tree matches the recorded state.",
@@ -1533,7 +1564,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         resend_now(&mut replica, &resend)?;
-        cli::print_mirror(&summary);
         cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
     }
     Ok(())

@@ -68,9 +68,13 @@ pub struct Adoption {
     /// Of those, the files left in place with their content here until
     /// the answer replaces them.
     pub in_place: Vec<Vec<u8>>,
-    /// What could not be done as recorded (metadata this user cannot
-    /// apply, with counts; a hard-link leader out of reach).
+    /// What could not be done as recorded (a hard-link leader out of
+    /// reach).
     pub notes: Vec<String>,
+    /// What this member does not apply, one line per item with a count, as
+    /// an update import says it ("not applied here"): metadata this user
+    /// cannot apply, special files it does not keep.
+    pub not_applied: Vec<String>,
     /// What was set aside: the tree path and where it is kept now.
     pub set_aside: Vec<(Vec<u8>, PathBuf)>,
     /// Paths of the family's left alone because this replica excludes them.
@@ -238,6 +242,7 @@ fn adopt_into(
         local_only: 0,
         in_place: Vec::new(),
         notes: Vec::new(),
+        not_applied: Vec::new(),
     };
     let confined = ConfinedRoot::open(root)?;
     let place_of = |path: &[u8]| -> Result<Place> {
@@ -284,6 +289,7 @@ fn adopt_into(
     let mut meta_jobs: Vec<MetaJob> = Vec::new();
     let mut dir_jobs: Vec<MetaJob> = Vec::new();
     let mut unapplied = crate::tree::meta::Unapplied::default();
+    let mut not_made_special = 0u64;
     let mut kept = 0u64;
     let mut metadata_fixed = 0u64;
     let mut made = 0u64;
@@ -453,7 +459,7 @@ fn adopt_into(
                             if err.kind() != std::io::ErrorKind::PermissionDenied {
                                 return Err(Error::io(&disk, err));
                             }
-                            unapplied.note("devices", err.to_string());
+                            unapplied.note("devices", crate::tree::meta::why_not("devices", &err));
                             // Recorded, as `mkreplica -import` records it.
                             present.insert(path.clone());
                             continue;
@@ -466,6 +472,7 @@ fn adopt_into(
                     None => {
                         set_aside(path, &place)?;
                         present.insert(path.clone());
+                        not_made_special += 1;
                         continue;
                     }
                 };
@@ -619,12 +626,19 @@ fn adopt_into(
     adoption.excluded = excluded;
     adoption.local_only = local_only;
     adoption.in_place = in_place.into_iter().map(|(path, _, _)| path).collect();
-    adoption.notes = notes
-        .into_iter()
-        .chain(unapplied.lines().into_iter().map(|line| {
+    adoption.notes = notes;
+    // In the update import's words (sync::apply).
+    if not_made_special > 0 {
+        adoption.not_applied.push(format!(
+            "{not_made_special} special files (FIFOs, sockets or device nodes) recorded, not made: \
+             this replica does not keep them (preserve in config.toml; device nodes need root)"
+        ));
+    }
+    adoption
+        .not_applied
+        .extend(unapplied.lines().into_iter().map(|line| {
             format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
-        }))
-        .collect();
+        }));
     Ok(adoption)
 }
 

@@ -1270,7 +1270,7 @@ fn materialize(
                     if err.kind() != std::io::ErrorKind::PermissionDenied {
                         return Err(Error::io(&disk, err));
                     }
-                    unapplied.note("devices", err.to_string());
+                    unapplied.note("devices", crate::tree::meta::why_not("devices", &err));
                 }
             }
             PathState::Deleted => {}

@@ -38,6 +38,61 @@ use crate::tree::scan::ScanOutcome;
 
 pub use crate::replica::MirrorUndone as Undone;
 
+/// What a mirror does with one change its scan found (see the module
+/// documentation): `-status` says it before any command does it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Only metadata changed on a replicated path: set back at once.
+    SetBack,
+    /// New content, a deletion or another kind of entry on a replicated
+    /// path: set aside and the family's version asked for.
+    SetAside,
+    /// A path the family does not have: left alone, never recorded.
+    LeftAlone,
+}
+
+/// The [`Fate`] of `change` on a mirror.
+pub fn fate(change: &crate::tree::scan::LocalChange) -> Fate {
+    let Some(old) = &change.old else {
+        return Fate::LeftAlone;
+    };
+    let same = match (old, &change.new) {
+        (PathState::File { chunks: a, .. }, PathState::File { chunks: b, .. }) => a == b,
+        (PathState::Directory { .. }, PathState::Directory { .. }) => true,
+        (PathState::Symlink { target: a, .. }, PathState::Symlink { target: b, .. }) => a == b,
+        (
+            PathState::Special {
+                kind: k,
+                major: x,
+                minor: y,
+                ..
+            },
+            PathState::Special {
+                kind: k2,
+                major: x2,
+                minor: y2,
+                ..
+            },
+        ) => (k, x, y) == (k2, x2, y2),
+        _ => false,
+    };
+    if same {
+        Fate::SetBack
+    } else {
+        Fate::SetAside
+    }
+}
+
+/// The name of `upstream` among `replica`'s members (its id in hex when
+/// it is not one).
+pub fn upstream_name(replica: &crate::replica::Replica, upstream: Id) -> Result<String> {
+    Ok(replica
+        .members()?
+        .into_iter()
+        .find(|m| m.replica == upstream)
+        .map_or_else(|| upstream.to_hex(), |m| m.name))
+}
+
 /// For a mirror of `upstream`: takes out of `outcome` every local change
 /// and undoes those on replicated paths (see the module documentation),
 /// so that recording the rest records nothing of this replica's own.
@@ -226,13 +281,7 @@ pub fn keep_family_versions(
         .collect();
     forget.extend(gone);
     forget.sort();
-    undone.upstream = Some(
-        replica
-            .members()?
-            .into_iter()
-            .find(|m| m.replica == upstream)
-            .map_or_else(|| upstream.to_hex(), |m| m.name),
-    );
+    undone.upstream = Some(upstream_name(replica, upstream)?);
     let me = replica.identity.replica_id;
     let have: BTreeMap<Id, u64> = replica.state().epoch_row(&me)?.into_iter().collect();
     let first = replica.state().epoch(&me, &me)? + 1;
@@ -309,15 +358,7 @@ pub fn notes(undone: &Undone) -> Vec<String> {
             .iter()
             .map(|note| format!("mirror: not set back: {note}")),
     );
-    if undone.local_only > 0 {
-        notes.push(format!(
-            "mirror: {} the family does not have left alone, not recorded",
-            if undone.local_only == 1 {
-                "1 new local path".to_string()
-            } else {
-                format!("{} new local paths", undone.local_only)
-            }
-        ));
-    }
+    // New local paths the family does not have are not repeated by every
+    // command (they are found by every scan): `-status` lists them.
     notes
 }

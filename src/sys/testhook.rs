@@ -63,6 +63,24 @@ pub fn progress_after() -> Option<std::time::Duration> {
         .map(std::time::Duration::from_millis)
 }
 
+/// The environment variable naming a file that [`count`] appends to.
+pub const COUNTS_VAR: &str = "SYNCREPLICA_TEST_COUNTS";
+
+/// When `SYNCREPLICA_TEST_COUNTS` names a file: appends `NAME N` to it, so
+/// that a test can check how much work a step did (rows read, not time).
+pub fn count(name: &str, n: u64) {
+    if let Some(file) = std::env::var_os(COUNTS_VAR) {
+        use std::io::Write;
+        if let Ok(mut out) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+        {
+            let _ = writeln!(out, "{name} {n}");
+        }
+    }
+}
+
 /// The environment variable naming the point to abort at.
 pub const CRASH_AT_VAR: &str = "SYNCREPLICA_TEST_CRASH_AT";
 

@@ -172,6 +172,31 @@ fn unsupported(err: &io::Error) -> bool {
     )
 }
 
+/// Why `item` could not be applied, in one wording for every item: a
+/// refusal to a user that is not root says so (not the raw "Operation not
+/// permitted"), naming what it lacks; a filesystem that has no such thing
+/// says that; anything else is the error itself (review 14b item 8).
+pub fn why_not(item: &str, err: &io::Error) -> String {
+    let refused = matches!(
+        err.raw_os_error(),
+        Some(code) if code == rustix::io::Errno::PERM.raw_os_error()
+            || code == rustix::io::Errno::ACCESS.raw_os_error()
+    );
+    if refused && !rustix::process::geteuid().is_root() {
+        return match item {
+            "owner" => "not running as root (the files are this user's here)",
+            "group" => "not running as root, and this user is not a member of the group",
+            "xattrs" => "not running as root (only user.* attributes can be set)",
+            _ => "not running as root",
+        }
+        .to_string();
+    }
+    if unsupported(err) {
+        return "this filesystem does not support them".to_string();
+    }
+    err.to_string()
+}
+
 /// Decodes the kernel's ACL attribute; `None` when it is malformed.
 fn decode_acl(bytes: &[u8], names: &mut Names, numeric: bool) -> Option<Acl> {
     let (header, body) = bytes.split_first_chunk::<4>()?;
@@ -385,7 +410,20 @@ pub fn set_id_bits_kept(ext: &Extensions, preserve: &Preserve) -> (u32, &'static
     if preserve.group && owner.group.is_some() {
         kept |= 0o2000;
     }
-    (kept, "owners are not kept here or by the origin")
+    // A member that keeps owners sets the bits whenever the state names
+    // the owner: a member that does not keep them carries the recorded
+    // one (`carry_unobserved`), so only a file that member made itself
+    // comes without. That file is not given the bits: a user that is not
+    // root at its own member would otherwise make root's setuid files at
+    // every member that keeps owners.
+    let why =
+        if (preserve.owner && owner.user.is_none()) || (preserve.group && owner.group.is_none()) {
+            "the origin recorded no owner (it does not keep owners): the file would be setuid to \
+         whoever owns it here"
+        } else {
+            "owners are not kept here: the file would be setuid to whoever owns it here"
+        };
+    (kept, why)
 }
 
 /// For a replica that cannot set them ([`set_id_bits_kept`]): the
@@ -518,12 +556,12 @@ pub fn apply(
                 gid.map(rustix::fs::Gid::from_raw),
             );
             if let Err(errno) = result {
-                let why = io::Error::from(errno).to_string();
+                let err = io::Error::from(errno);
                 if uid.is_some() {
-                    unapplied.note("owner", why.clone());
+                    unapplied.note("owner", why_not("owner", &err));
                 }
                 if gid.is_some() {
-                    unapplied.note("group", why);
+                    unapplied.note("group", why_not("group", &err));
                 }
                 // A directory's setgid bit only passes its group on.
                 let lost = set_id_kept & (uid.map_or(0, |_| 0o4000) | gid.map_or(0, |_| 0o2000));
@@ -550,7 +588,7 @@ pub fn apply(
                 continue;
             }
             if let Err(err) = xattr::remove_deref(path, name) {
-                unapplied.note("xattrs", err.to_string());
+                unapplied.note("xattrs", why_not("xattrs", &err));
             }
         }
         for (name, value) in &wanted {
@@ -559,7 +597,7 @@ pub fn apply(
                 continue;
             }
             if let Err(err) = xattr::set_deref(path, name, value) {
-                unapplied.note("xattrs", err.to_string());
+                unapplied.note("xattrs", why_not("xattrs", &err));
             }
         }
     }
@@ -579,7 +617,7 @@ pub fn apply(
                 None => return,
             };
             if let Err(err) = result {
-                unapplied.note("acls", err.to_string());
+                unapplied.note("acls", why_not("acls", &err));
             }
         };
         put(ACL_XATTR_ACCESS, keys::ACL_ACCESS);

@@ -306,6 +306,15 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
         said.contains("not applied here: group not applied to "),
         "{said}"
     );
+    // One wording, not the raw error beside "not running as root"
+    // (review 14b item 8).
+    assert!(
+        said.contains(
+            "paths: not running as root, and this user is not a member of the group; kept in the state"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains("Operation not permitted"), "{said}");
     assert!(!said.contains("conflict:"), "{said}");
     // A setuid file would be this user's setuid file here: the bit is not
     // set, and that is said.
@@ -369,10 +378,11 @@ fn an_unprivileged_member_keeps_what_it_can_and_warns_about_the_rest() {
     std::fs::create_dir(&update).unwrap();
     export_to(&src, &update, &["beta"], &[]).ok();
     sh(dir.path(), "chmod -R a+rX update");
-    as_nobody(
+    let imported = as_nobody(
         &binary_path("syncreplica"),
         &["-import".as_ref(), update.as_os_str()],
     );
+    assert!(!imported.contains("Operation not permitted"), "{imported}");
     let status = as_nobody(&binary_path("syncreplica"), &["-status".as_ref()]);
     assert!(status.contains("no changes to record"), "{status}");
 
@@ -565,6 +575,11 @@ fn members_that_preserve_different_metadata_raise_no_false_alarm_and_keep_each_o
 /// Adopts `dst` from `src` (alpha) as beta: the manifest, the adoption,
 /// and its output.
 fn adopt(work: &Path, src: &Path, dst: &Path) -> Run {
+    adopt_with(work, src, dst, &[])
+}
+
+/// [`adopt`] with more options for `mkreplica -import` (`-mirror`).
+fn adopt_with(work: &Path, src: &Path, dst: &Path, options: &[&str]) -> Run {
     let manifest = work.join("manifest");
     run(
         src,
@@ -581,13 +596,10 @@ fn adopt(work: &Path, src: &Path, dst: &Path) -> Run {
     run(
         work,
         "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-adopt".as_ref(),
-            "-replica".as_ref(),
-            dst.as_os_str(),
-            manifest.as_os_str(),
-        ],
+        [OsStr::new("-import"), "-adopt".as_ref()]
+            .into_iter()
+            .chain(options.iter().map(OsStr::new))
+            .chain(["-replica".as_ref(), dst.as_os_str(), manifest.as_os_str()]),
     )
     .ok()
 }
@@ -1204,5 +1216,306 @@ fn a_mirror_sets_a_folders_time_back_after_relinking_a_hard_link_in_it() {
     assert_eq!(
         std::fs::metadata(beta.join("ssh/hl3")).unwrap().ino(),
         std::fs::metadata(beta.join("ssh/hl")).unwrap().ino()
+    );
+}
+
+#[test]
+fn a_mirror_says_what_it_will_do_with_local_changes_and_records_none() {
+    let work = tempfile::tempdir().unwrap();
+    let (src, dst) = (work.path().join("src"), work.path().join("dst"));
+    for dir in [&src, &dst] {
+        std::fs::create_dir(dir).unwrap();
+        write(dir, "a", "a\n");
+        write(dir, "b", "b\n");
+    }
+    init(&src, "alpha");
+    write(&dst, "local.txt", "only here\n");
+    // Adopted as a mirror: the path the family lacks is never recorded,
+    // and the adoption does not say it will be (review 14b item 7).
+    let adopted = adopt_with(work.path(), &src, &dst, &["-mirror"]);
+    assert!(
+        adopted
+            .stdout
+            .contains("the family lacks 1 path here: left alone, never recorded or sent"),
+        "{}",
+        adopted.stdout
+    );
+    assert!(
+        !adopted.stdout.contains("recorded as this replica's own"),
+        "{}",
+        adopted.stdout
+    );
+
+    // A service changes a mode, rewrites a file and writes a new one.
+    sh(
+        &dst,
+        "chmod 600 a && echo changed > b && echo log > svc.log",
+    );
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(
+        !status.stdout.contains("not yet recorded"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains(
+            "is a mirror of \"alpha\" and records no change of its own; its next -record or \
+             -import undoes 3 local changes and leaves 2 new paths the family does not have alone:"
+        ),
+        "{}",
+        status.stdout
+    );
+    for line in [
+        "mode changed:  a (644 -> 600) (metadata set back to the family's)",
+        "modified:      b (set aside under .syncreplica/deleted, the family's version asked for from \"alpha\")",
+        "new file:      svc.log (left alone: not recorded, never sent)",
+        "new file:      local.txt (left alone: not recorded, never sent)",
+    ] {
+        assert!(status.stdout.contains(line), "{line}\n{}", status.stdout);
+    }
+    let json = run(&dst, "syncreplica", ["-status", "-fmt", "json"]).ok();
+    assert!(
+        json.stdout.contains("\"mirror_of\": \"alpha\""),
+        "{}",
+        json.stdout
+    );
+    assert!(
+        json.stdout.contains("\"mirror\": \"set back\""),
+        "{}",
+        json.stdout
+    );
+    assert!(
+        json.stdout.contains("\"mirror\": \"left alone\""),
+        "{}",
+        json.stdout
+    );
+
+    // -record: what was undone first, then the summary; the new local
+    // paths are not repeated by every command (-status lists them).
+    let recorded = run(&dst, "syncreplica", ["-record"]).ok();
+    let lines: Vec<&str> = recorded.stdout.lines().collect();
+    let summary = lines
+        .iter()
+        .position(|l| l.starts_with("Recorded nothing in replica \"beta\": a mirror"))
+        .unwrap_or_else(|| panic!("{}", recorded.stdout));
+    assert_eq!(summary, lines.len() - 1, "{}", recorded.stdout);
+    assert!(
+        lines[..summary]
+            .iter()
+            .any(|l| l.starts_with("mirror: a: metadata changed here"))
+            && lines[..summary]
+                .iter()
+                .any(|l| l.starts_with("mirror: b changed here; set aside")),
+        "{}",
+        recorded.stdout
+    );
+    assert!(
+        !recorded.stdout.contains("new local path"),
+        "{}",
+        recorded.stdout
+    );
+    let again = run(&dst, "syncreplica", ["-record"]).ok();
+    assert!(
+        again.stdout.starts_with("Nothing to record") && !again.stdout.contains("mirror"),
+        "{}",
+        again.stdout
+    );
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(
+        status
+            .stdout
+            .contains("leaves 2 new paths the family does not have alone"),
+        "{}",
+        status.stdout
+    );
+}
+
+/// `mkreplica -import -adopt` by a user that is not root says what it
+/// could not apply as an update import says it: "not applied here", one
+/// line per item with a count and why, never a raw error.
+#[test]
+fn an_unprivileged_adoption_says_what_it_does_not_apply_as_an_import_does() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to make the source tree and switch to an unprivileged user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    sh(dir.path(), "chmod 755 .");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build_tree(&src, true);
+    init(&src, "alpha");
+    let manifest = dir.path().join("manifest");
+    run(
+        &src,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-manifest".as_ref(),
+            "-out".as_ref(),
+            manifest.as_os_str(),
+            "beta".as_ref(),
+        ],
+    )
+    .ok();
+    // The tree is already there, owned by the new member's user.
+    let home = dir.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    sh(
+        dir.path(),
+        "cp -a src nobody/dst && rm -rf nobody/dst/.syncreplica nobody/dst/etc/null \
+         && chown -R 65534:65534 nobody && chmod -R a+rX manifest",
+    );
+    let passphrase = dir.path().join("passphrase");
+    std::fs::copy(test_passphrase_file(), &passphrase).unwrap();
+    sh(dir.path(), "chmod 644 passphrase");
+    let adopted = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(binary_path("mkreplica"))
+        .args(["-import", "-adopt", "-replica"])
+        .arg(home.join("dst"))
+        .arg("-passphrase-file")
+        .arg(&passphrase)
+        .arg(&manifest)
+        .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
+        .env("XDG_DATA_HOME", test_data_home())
+        .current_dir(&home)
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&adopted.stdout),
+        String::from_utf8_lossy(&adopted.stderr)
+    );
+    assert!(adopted.status.success(), "{said}");
+    for line in [
+        "  not applied here: owner not applied to ",
+        "  not applied here: group not applied to ",
+        "  not applied here: 1 special files (FIFOs, sockets or device nodes) recorded, not made",
+    ] {
+        assert!(said.contains(line), "{line}\n{said}");
+    }
+    assert!(said.contains("not running as root"), "{said}");
+    assert!(!said.contains("note:"), "{said}");
+    assert!(!said.contains("Operation not permitted"), "{said}");
+}
+
+/// `syncreplica -verify`'s summary counts what its lines found: the
+/// root's own entry, which the digest leaves out, changed on disk is
+/// listed, and the summary does not then say "on disk the same" (review
+/// 14b item 8).
+#[test]
+fn verify_never_says_the_same_after_a_line_that_differs() {
+    let fam = family(&["alder"], &[("f", "f\n")]);
+    let a = fam.root("alder");
+    sh(&a, "chmod 700 .");
+    let verify = run(&a, "syncreplica", ["-verify"]).ok();
+    assert!(
+        verify
+            .stdout
+            .contains("not as recorded: .: changed since recorded: mode (now 0700; recorded 0755)"),
+        "{}",
+        verify.stdout
+    );
+    assert!(
+        !verify.stdout.contains("on disk the same"),
+        "{}",
+        verify.stdout
+    );
+    assert!(
+        verify.stdout.contains(
+            "on disk 1 path differs as listed above (the digest, which leaves that out, is the same)"
+        ),
+        "{}",
+        verify.stdout
+    );
+    sh(&a, "chmod 600 f");
+    let verify = run(&a, "syncreplica", ["-verify"]).ok();
+    assert!(
+        verify.stdout.contains(": 2 paths differ as listed above."),
+        "{}",
+        verify.stdout
+    );
+    sh(&a, "chmod 755 . && chmod 644 f");
+    let verify = run(&a, "syncreplica", ["-verify"]).ok();
+    assert!(
+        verify.stdout.contains("on disk the same."),
+        "{}",
+        verify.stdout
+    );
+}
+
+/// A member that keeps owners takes the setuid/setgid bits a member that
+/// does not keep owners set on a file whose owner is recorded: that
+/// member carries the recorded owner, so the bits go on with it, and no
+/// member warns. A new file from such a member has no recorded owner
+/// (it would be root's setuid file here): not set, and said why.
+#[test]
+fn setuid_bits_from_a_member_that_does_not_keep_owners_arrive_where_owners_are_kept() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (a member that keeps owners)");
+        return;
+    }
+    let fam = family(&["alder", "dogwood"], &[("tool", "t\n")]);
+    let (a, d) = (fam.root("alder"), fam.root("dogwood"));
+    sh(&a, "chown 4242:4343 tool");
+    run(&a, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&a, &out, &["dogwood"], &[]).ok();
+    import_from(&d, &[&out]).ok();
+    let config = d.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\npreserve = [\"group\", \"acls\", \"xattrs\", \"hardlinks\", \"devices\", \"specials\"]\n"
+        ),
+    )
+    .unwrap();
+    // dogwood (root, owners not kept) makes the tool setuid and setgid,
+    // and a new file of its own.
+    sh(
+        &d,
+        "chmod 6755 tool && echo n > new-tool && chmod 6755 new-tool",
+    );
+    let recorded = run(&d, "syncreplica", ["-record"]).ok();
+    assert!(
+        !recorded.stdout.contains("not applied"),
+        "{}",
+        recorded.stdout
+    );
+    let out = fam.packet_dir("2");
+    export_to(&d, &out, &["alder"], &[]).ok();
+    let imported = import_from(&a, &[&out]).ok();
+    assert_eq!(mode_of(&a.join("tool")), 0o6755, "{}", imported.stdout);
+    let owner = sh_output(&a, "stat -c %u:%g tool");
+    assert_eq!(owner.trim(), "4242:4343");
+    // The new file has no recorded owner: alder would make it setuid to
+    // root. Its setgid bit (the group is recorded) is kept.
+    assert_eq!(mode_of(&a.join("new-tool")), 0o2755, "{}", imported.stdout);
+    assert!(
+        imported.stdout.contains(
+            "setuid/setgid bits not applied to 1 path: the origin recorded no owner (it does not keep owners)"
+        ),
+        "{}",
+        imported.stdout
+    );
+    // Nothing to record at either: what alder did not apply is not a
+    // change of its own.
+    let status = run(&a, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+    let status = run(&d, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
     );
 }

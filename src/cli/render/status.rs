@@ -10,12 +10,16 @@ use crate::tree::scan::ScanOutcome;
 /// `missing`: paths the family holds that this replica lacks since its
 /// exclude rules changed (`sync::record`); not changes to record.
 /// `failed`: disk steps imports could not do (`sync::apply`, rule 9).
+/// `mirror_of`: the upstream's name when this replica is a mirror, which
+/// records none of its changes: each is listed with what the next
+/// `-record` or `-import` does with it (`sync::mirror::fate`).
 pub fn render_status(
     replica_name: &str,
     root: &Path,
     outcome: &ScanOutcome,
     missing: &[Vec<u8>],
     failed: &[FailedStep],
+    mirror_of: Option<&str>,
 ) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -26,6 +30,20 @@ pub fn render_status(
             "Replica \"{replica_name}\" ({}): no changes to record; the tree matches the recorded state.",
             root.display()
         );
+        render_missing(&mut out, missing);
+        render_failed(&mut out, replica_name, failed);
+        return out;
+    }
+    if let (Some(upstream), true) = (mirror_of, count > 0) {
+        render_mirror(&mut out, replica_name, root, outcome, upstream);
+        for path in &outcome.newly_excluded {
+            let _ = writeln!(
+                out,
+                "  {:<14} {} (will be forgotten locally, not deleted elsewhere)",
+                "now excluded:",
+                relpath::display(path)
+            );
+        }
         render_missing(&mut out, missing);
         render_failed(&mut out, replica_name, failed);
         return out;
@@ -58,6 +76,53 @@ pub fn render_status(
     render_missing(&mut out, missing);
     render_failed(&mut out, replica_name, failed);
     out
+}
+
+/// A mirror's local changes, none of which is recorded: what the next
+/// `-record` or `-import` does with each (`sync::mirror`).
+fn render_mirror(
+    out: &mut String,
+    replica_name: &str,
+    root: &Path,
+    outcome: &ScanOutcome,
+    upstream: &str,
+) {
+    use crate::sync::mirror::{fate, Fate};
+    use std::fmt::Write;
+    let upstream = crate::error::printable(upstream);
+    let count = |which: Fate| outcome.changes.iter().filter(|c| fate(c) == which).count() as u64;
+    let mut parts = Vec::new();
+    let undone = count(Fate::SetBack) + count(Fate::SetAside);
+    if undone > 0 {
+        parts.push(format!(
+            "undoes {}",
+            crate::cli::counted(undone, "local change", "local changes")
+        ));
+    }
+    let alone = count(Fate::LeftAlone);
+    if alone > 0 {
+        parts.push(format!(
+            "leaves {} the family does not have alone",
+            crate::cli::counted(alone, "new path", "new paths")
+        ));
+    }
+    let _ = writeln!(
+        out,
+        "Replica \"{replica_name}\" ({}) is a mirror of \"{upstream}\" and records no change of its own; \
+         its next -record or -import {}:",
+        root.display(),
+        parts.join(" and ")
+    );
+    for change in &outcome.changes {
+        let what = match fate(change) {
+            Fate::SetBack => "metadata set back to the family's".to_string(),
+            Fate::SetAside => format!(
+                "set aside under .syncreplica/deleted, the family's version asked for from \"{upstream}\""
+            ),
+            Fate::LeftAlone => "left alone: not recorded, never sent".to_string(),
+        };
+        let _ = writeln!(out, "  {} ({what})", change.describe());
+    }
 }
 
 /// The disk steps imports could not do (`crate::sync::apply`, rule 9),
@@ -135,6 +200,10 @@ pub struct StatusJson {
     pub missing: Vec<String>,
     /// Disk steps imports could not do here.
     pub not_applied: Vec<NotAppliedJson>,
+    /// The upstream's name when this replica is a mirror (whose changes
+    /// are never recorded: see each change's `mirror`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror_of: Option<String>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -149,6 +218,10 @@ pub struct ChangeJson {
     /// Permission bits before and after, for files and directories.
     pub old_mode: Option<u32>,
     pub new_mode: Option<u32>,
+    /// On a mirror, what its next -record or -import does with the change:
+    /// "set back", "set aside" or "left alone"; absent on other members.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<&'static str>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -168,6 +241,7 @@ pub fn status_json(
     outcome: &ScanOutcome,
     missing: &[Vec<u8>],
     failed: &[FailedStep],
+    mirror_of: Option<&str>,
 ) -> StatusJson {
     use crate::ops::PathState;
     use crate::tree::scan::type_name;
@@ -189,6 +263,11 @@ pub fn status_json(
                 now: type_name(&change.new),
                 old_mode: change.old.as_ref().and_then(mode),
                 new_mode: mode(&change.new),
+                mirror: mirror_of.map(|_| match crate::sync::mirror::fate(change) {
+                    crate::sync::mirror::Fate::SetBack => "set back",
+                    crate::sync::mirror::Fate::SetAside => "set aside",
+                    crate::sync::mirror::Fate::LeftAlone => "left alone",
+                }),
             })
             .collect(),
         newly_excluded: outcome
@@ -208,5 +287,6 @@ pub fn status_json(
                 error: step.error.clone(),
             })
             .collect(),
+        mirror_of: mirror_of.map(str::to_string),
     }
 }

@@ -1249,7 +1249,9 @@ fn run(
                     return Ok(());
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
-                    ctx.unapplied.borrow_mut().note("devices", err.to_string());
+                    ctx.unapplied
+                        .borrow_mut()
+                        .note("devices", crate::tree::meta::why_not("devices", &err));
                     return Ok(());
                 }
                 Err(err) => return Err(Error::io(place.display_path(), err)),

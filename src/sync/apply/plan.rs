@@ -19,7 +19,7 @@
 //! folds names, with the paths made: not with the operations, nor with
 //! the other paths whose entry, disk state or content changes.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
@@ -459,6 +459,13 @@ struct Planner<'a> {
     /// Per origin, the last epoch scrubbed from the log (0: none): a merge
     /// base older than that may not be the versions' latest common one.
     scrubbed_through: BTreeMap<Id, u64>,
+    /// Whether `batch.log_paths` (the log's path operations by path, for
+    /// [`Planner::merge_base`]) is built: on the first merge base looked
+    /// up, in one pass over the log.
+    log_index: Cell<bool>,
+    /// Rows of the operation log and the batch stepped through without an
+    /// index to find merge bases (for tests: `SYNCREPLICA_TEST_COUNTS`).
+    log_rows_read: Cell<u64>,
     /// How the replica's filesystem compares names (`tree::folding`).
     folding: Folding,
     /// On a filesystem that folds names: exact names listed in each
@@ -573,6 +580,8 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
             .collect(),
         hasher: PrefixHasher::new(),
         link_hashes: HashMap::new(),
+        log_index: Cell::new(false),
+        log_rows_read: Cell::new(0),
         folding: replica.folding()?,
         listings: RefCell::new(HashMap::new()),
         recorded_keys: OnceCell::new(),
@@ -581,6 +590,7 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
     planner.fold_collisions()?;
     planner.record_resolutions()?;
     planner.repair_structure()?;
+    crate::sys::testhook::count("merge-base-log-rows", planner.log_rows_read.get());
     planner.finish()
 }
 
@@ -1140,11 +1150,16 @@ impl Planner<'_> {
             matches!(v.compare(by), Causality::Before | Causality::Equal)
         };
         let err = |e: rusqlite::Error| log_refusal(format!("reading the operation log: {e}"));
-        // The log has no index by path: a cheap look at the bytes first.
+        // The log has no index by path: one is made in the batch's scratch
+        // database on the first lookup, so that an import with many
+        // conflicting paths reads the log once, not once per path.
+        self.index_log_paths()?;
         let mut statement = self
             .conn
             .prepare_cached(
-                "SELECT op FROM main.oplog WHERE instr(op, ?1) > 0
+                "SELECT o.op FROM batch.log_paths p
+                     JOIN main.oplog o ON o.origin = p.origin AND o.epoch = p.epoch
+                     WHERE p.path = ?1
                  UNION ALL SELECT op FROM batch.ops WHERE NOT repeat AND path = ?1",
             )
             .map_err(err)?;
@@ -1186,6 +1201,10 @@ impl Planner<'_> {
                 latest.push((version, state));
             }
         }
+        drop(rows);
+        // Rows SQLite stepped through without an index (SQLITE_STMTSTATUS_FULLSCAN_STEP),
+        // counted for tests: each lookup must take its path's rows only.
+        self.count_log_rows(statement.reset_status(rusqlite::StatementStatus::FullscanStep));
         let [(version, state)] = <[_; 1]>::try_from(latest)
             .unwrap_or_else(|_| [(VersionVector::default(), PathState::Deleted)]);
         if state == PathState::Deleted && version == VersionVector::default() {
@@ -1197,6 +1216,62 @@ impl Planner<'_> {
             *through > version.get(origin) && a.get(origin).min(b.get(origin)) > version.get(origin)
         });
         Ok((!hidden).then_some(state))
+    }
+
+    /// Makes `batch.log_paths`, the path of every path operation of the
+    /// log with its key, indexed by path, in one pass over the log; once
+    /// per plan. The log does not change while the batch is planned.
+    fn index_log_paths(&self) -> Result<()> {
+        if self.log_index.get() {
+            return Ok(());
+        }
+        let err = |e: rusqlite::Error| log_refusal(format!("indexing the operation log: {e}"));
+        self.conn
+            .execute_batch(
+                "DROP TABLE IF EXISTS batch.log_paths;
+                 CREATE TABLE batch.log_paths (
+                     path BLOB NOT NULL, origin BLOB NOT NULL, epoch INTEGER NOT NULL
+                 );",
+            )
+            .map_err(err)?;
+        let mut insert = self
+            .conn
+            .prepare("INSERT INTO batch.log_paths (path, origin, epoch) VALUES (?1, ?2, ?3)")
+            .map_err(err)?;
+        let mut select = self
+            .conn
+            .prepare("SELECT origin, epoch, op FROM main.oplog")
+            .map_err(err)?;
+        let mut rows = select.query([]).map_err(err)?;
+        while let Some(row) = rows.next().map_err(err)? {
+            let bytes: Vec<u8> = row.get(2).map_err(err)?;
+            let Ok(op) = Operation::decode(&bytes) else {
+                continue;
+            };
+            if let Change::Path { path, .. } | Change::Resolve { path, .. } = &op.change {
+                let origin: Vec<u8> = row.get(0).map_err(err)?;
+                let epoch: i64 = row.get(1).map_err(err)?;
+                insert
+                    .execute(rusqlite::params![path, origin, epoch])
+                    .map_err(err)?;
+            }
+        }
+        drop(rows);
+        self.count_log_rows(select.reset_status(rusqlite::StatementStatus::FullscanStep));
+        // The batch's own operations are looked up by path too.
+        self.conn
+            .execute_batch(
+                "CREATE INDEX batch.log_paths_by_path ON log_paths (path);
+                 CREATE INDEX IF NOT EXISTS batch.ops_by_path ON ops (path);",
+            )
+            .map_err(err)?;
+        self.log_index.set(true);
+        Ok(())
+    }
+
+    fn count_log_rows(&self, steps: i32) {
+        let steps = u64::try_from(steps).unwrap_or(0);
+        self.log_rows_read.set(self.log_rows_read.get() + steps);
     }
 
     /// Records an operation of this replica that sets `path` to `state`.
