@@ -94,7 +94,12 @@ pub fn type_name(state: &PathState) -> &'static str {
 /// Keys this replica preserves are read from disk; the recorded values of
 /// the others (keys of later versions, items this replica does not keep)
 /// are carried over.
-fn carry_unobserved(new: &mut PathState, old: Option<&PathState>, preserve: &Preserve) {
+fn carry_unobserved(
+    new: &mut PathState,
+    old: Option<&PathState>,
+    preserve: &Preserve,
+    names: &mut Names,
+) {
     // A directory or symlink recorded without a time (from an origin that
     // does not keep them: format 2.0-2.2) stays without one until it is
     // made anew, so that an upgrade or an old sibling's packet is not a
@@ -137,6 +142,7 @@ fn carry_unobserved(new: &mut PathState, old: Option<&PathState>, preserve: &Pre
         }
         ext.insert(meta::keys::OWNER, meta::encode(&seen));
     }
+    meta::keep_recorded_principals(ext, old_ext, preserve, names);
     // A state without an owner came from an origin that does not keep
     // owners (SPEC.md §6.4): the owner it got here is not a local change.
     if old_ext.get(meta::keys::OWNER).is_none() {
@@ -711,7 +717,7 @@ where
                 ext,
             );
         }
-        carry_unobserved(&mut new_state, old_state, preserve);
+        carry_unobserved(&mut new_state, old_state, preserve, &mut names);
         // Setuid/setgid bits this replica cannot set (see
         // `meta::set_id_bits_kept`) stay as recorded, unless the file's
         // metadata was set here since (a chmod moves only its ctime).

@@ -1206,3 +1206,152 @@ fn a_mirror_sets_a_folders_time_back_after_relinking_a_hard_link_in_it() {
         std::fs::metadata(beta.join("ssh/hl")).unwrap().ino()
     );
 }
+
+/// `syncreplica ARGS` in `cwd`, in a mount namespace of its own where
+/// `/etc/passwd` and `/etc/group` are `passwd` and `group`: a host whose
+/// names map to other ids. `None` where mount namespaces are not
+/// permitted here.
+fn syncreplica_with_name_map(
+    cwd: &Path,
+    args: &[&str],
+    passwd: &Path,
+    group: &Path,
+) -> Option<Run> {
+    let mut script = format!(
+        "mount --bind '{}' /etc/passwd && mount --bind '{}' /etc/group && exec '{}'",
+        passwd.display(),
+        group.display(),
+        binary_path("syncreplica").display()
+    );
+    for arg in args {
+        script.push_str(&format!(" '{arg}'"));
+    }
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-ec", &script])
+        .current_dir(cwd)
+        .env("XDG_DATA_HOME", test_data_home())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() && (stderr.contains("unshare:") || stderr.contains("mount:")) {
+        eprintln!("SKIPPED: no private mount namespace here: {stderr}");
+        return None;
+    }
+    Some(Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    })
+}
+
+#[test]
+fn an_import_leaves_no_owner_to_record_under_numeric_ids_or_another_name_map() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (owners are applied)");
+        return;
+    }
+    let fam = family(
+        &["xeno", "yarn", "zinc"],
+        &[("f", "f\n"), ("g", "g\n"), ("h", "h\n")],
+    );
+    let (x, y, z) = (fam.root("xeno"), fam.root("yarn"), fam.root("zinc"));
+    // yarn keeps owners by number only.
+    let config = y.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("numeric_ids = false"), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("numeric_ids = false", "numeric_ids = true"),
+    )
+    .unwrap();
+    // zinc's host calls uid/gid 1 "bin" and 2 "daemon" (the other way round
+    // from this one).
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let group = std::fs::read_to_string("/etc/group").unwrap();
+    let swap = |text: &str, a: &str, b: &str| {
+        text.lines()
+            .map(|line| {
+                let mut fields: Vec<String> = line.split(':').map(str::to_string).collect();
+                if fields.len() > 2 && fields[0] == a {
+                    fields[0] = b.to_string();
+                } else if fields.len() > 2 && fields[0] == b {
+                    fields[0] = a.to_string();
+                }
+                fields.join(":") + "\n"
+            })
+            .collect::<String>()
+    };
+    let maps = fam.packet_dir("maps");
+    let (alt_passwd, alt_group) = (maps.join("passwd"), maps.join("group"));
+    std::fs::write(&alt_passwd, swap(&passwd, "daemon", "bin")).unwrap();
+    std::fs::write(&alt_group, swap(&group, "daemon", "bin")).unwrap();
+    let at_zinc = |args: &[&str]| syncreplica_with_name_map(&z, args, &alt_passwd, &alt_group);
+    let Some(status) = at_zinc(&["-status"]) else {
+        return;
+    };
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+
+    // xeno gives f to daemon (uid 1 here, 2 at zinc), g to bin.
+    sh(&x, "chown daemon:daemon f && chown bin:bin g");
+    run(&x, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&x, &out, &["yarn", "zinc"], &[]).ok();
+    import_from(&y, &[&out]).ok();
+    at_zinc(&["-import", out.to_str().unwrap()]).unwrap().ok();
+    let ids = |root: &Path, path: &str| {
+        let meta = std::fs::metadata(root.join(path)).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    assert_eq!(ids(&y, "f"), (1, 1));
+    assert_eq!(ids(&z, "f"), (2, 2), "zinc applies by name");
+    assert_eq!(ids(&z, "g"), (1, 1), "zinc applies by name");
+    let status = run(&y, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "numeric_ids member: {}",
+        status.stdout
+    );
+    let status = at_zinc(&["-status"]).unwrap().ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "other name map: {}",
+        status.stdout
+    );
+
+    // yarn's own chown, recorded by number, arrives at xeno and zinc by
+    // number (there is no name), and records nothing there either.
+    sh(&y, "chown 2:2 h");
+    run(&y, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("2");
+    export_to(&y, &out, &["xeno", "zinc"], &[]).ok();
+    import_from(&x, &[&out]).ok();
+    at_zinc(&["-import", out.to_str().unwrap()]).unwrap().ok();
+    assert_eq!(ids(&x, "h"), (2, 2));
+    assert_eq!(ids(&z, "h"), (2, 2));
+    let status = run(&x, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+    let status = at_zinc(&["-status"]).unwrap().ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+    // zinc and yarn recorded nothing of their own since they were made
+    // (a -status records nothing, but -export does), so nothing goes back.
+    let (zinc_epoch, yarn_epoch) = (own_epoch(&z), own_epoch(&y));
+    let out = fam.packet_dir("3");
+    at_zinc(&["-export", "-out", out.to_str().unwrap(), "xeno"])
+        .unwrap()
+        .ok();
+    run(&y, "syncreplica", ["-record"]).ok();
+    assert_eq!(own_epoch(&z), zinc_epoch);
+    assert_eq!(own_epoch(&y), yarn_epoch);
+}
