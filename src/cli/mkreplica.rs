@@ -775,7 +775,8 @@ fn adopt(
     dir: &Path,
     key_file: &Path,
 ) -> anyhow::Result<()> {
-    let (replica, made) = crate::sync::adopt::adopt_creation(packet, dir, key_file, args.mirror)?;
+    let (replica, made) =
+        crate::sync::adopt::adopt_creation(packet, dir, key_file, args.mirror, &args.exclude)?;
     note_hosted(&replica.identity.replica_id, &replica.root);
     let sender = printable(&made.sender);
     outln!(
@@ -1001,6 +1002,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.key.is_some() && !args.import {
         usage!(
             "-key applies to -import only (at -export, -keyout FILE writes the new member's keys to a file)"
+        );
+    }
+    // Refused, not ignored (review 14c item 4): a user who gives it at the
+    // exporting site believes the new member will keep those paths.
+    if !args.exclude.is_empty() && (args.init || args.export || args.restore || args.rekey) {
+        usage!(
+            "-exclude applies to -import only: it names paths that stay local to the new member, \
+             given where the creation packet is imported (mkreplica -import -exclude PATTERN; an \
+             existing replica lists them in .syncreplica/config.toml or .syncreplicaignore)"
         );
     }
     cli::report::set_quiet(args.quiet || args.fmt == cli::Format::Json);

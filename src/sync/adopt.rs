@@ -82,7 +82,9 @@ pub struct Adoption {
 
 /// Makes the new replica of a checked creation packet (normally a manifest)
 /// over the existing tree at `dir` (see the module documentation).
-/// `key_file` holds the new member's secret key. Errors: everything
+/// `key_file` holds the new member's secret key; `exclude`: the new
+/// member's own exclude patterns (gitignore syntax, written to its
+/// config.toml; the paths they match are left alone). Errors: everything
 /// [`crate::sync::creation::import_creation`] refuses, `dir` missing or
 /// already a replica. On error, nothing set aside is lost: it stays under
 /// the unfinished state folder, `.syncreplica.init-PID/deleted/`, which is
@@ -93,6 +95,7 @@ pub fn adopt_creation(
     dir: &Path,
     key_file: &Path,
     mirror: bool,
+    exclude: &[String],
 ) -> Result<(Replica, Adoption)> {
     crate::sync::creation::creation_payload(packet)?;
     if !dir.is_dir() {
@@ -126,6 +129,7 @@ pub fn adopt_creation(
                 &secret,
                 encryption_key.as_deref(),
                 mirror,
+                exclude,
             )
         },
     );
@@ -174,6 +178,7 @@ fn adopt_into(
     secret: &[u8; 32],
     encryption_key: Option<&str>,
     mirror: bool,
+    exclude: &[String],
 ) -> Result<Adoption> {
     let identity = Identity {
         family_name: header.family.name.clone(),
@@ -191,12 +196,16 @@ fn adopt_into(
         )?;
     }
     config::write_default(staging)?;
+    // The new member's own patterns (mkreplica -import -adopt -exclude) go
+    // into its config.toml before the scan: the paths they match are left
+    // alone, never read, set aside or asked for (review 14c item 4: they
+    // were dropped, and the host's own file was replaced).
+    if !exclude.is_empty() {
+        config::set_excludes(staging, exclude)?;
+    }
     let mut state = State::open(staging)?;
-    let excludes = crate::tree::excludes::Excludes::load(
-        root,
-        &config::Config::default().exclude,
-        &config::config_path(staging),
-    )?;
+    let excludes =
+        crate::tree::excludes::Excludes::load(root, exclude, &config::config_path(staging))?;
     let folding = replica::folding(root, staging)?;
     // What the new member keeps, as `mkreplica -import` reads it: the scan
     // reads and the metadata pass applies exactly that.
