@@ -535,11 +535,16 @@ impl Replica {
     }
 
     pub fn excludes(&self) -> Result<Excludes> {
-        Excludes::load(
+        let excludes = Excludes::load(
             &self.root,
             &self.config.exclude,
             &config::config_path(&self.state_dir()),
-        )
+        )?;
+        // A pattern that left the family's paths out at this replica's
+        // creation matches something, even where the tree has nothing it
+        // matches (review 14c item 5).
+        excludes.count_as_matched(&self.state.family_excluded()?);
+        Ok(excludes)
     }
 
     /// How the replica's filesystem compares names: see [`folding`].

@@ -723,6 +723,7 @@ fn import(args: &Args) -> anyhow::Result<()> {
             if names.len() == 1 { "it" } else { "them" }
         );
     }
+    print_creation_excludes(&made.excludes);
     for note in &made.conflicts {
         outln!("  conflict: {note}");
     }
@@ -766,6 +767,44 @@ fn import(args: &Args) -> anyhow::Result<()> {
         cli::report::print_data(format_args!("{}\n", serde_json::to_string_pretty(&json)?));
     }
     Ok(())
+}
+
+/// What a creation import's `-exclude` patterns did: how many of the
+/// family's paths they left out, and one warning per pattern that named the
+/// root's absolute path or matched nothing (review 14c item 5).
+fn print_creation_excludes(excludes: &creation::CreationExcludes) {
+    if excludes.excluded > 0 {
+        outln!(
+            "  left out: {} this replica excludes (-exclude, kept in its config.toml)",
+            super::counted(excludes.excluded, "path", "paths")
+        );
+    }
+    warn_creation_excludes(excludes);
+}
+
+/// One warning per `-exclude` pattern that named the root's absolute path
+/// or matched nothing.
+fn warn_creation_excludes(excludes: &creation::CreationExcludes) {
+    use crate::tree::scan::{ScanWarning, WarningKind};
+    let mut warnings: Vec<ScanWarning> = excludes
+        .root_prefixed
+        .iter()
+        .map(|(written, taken)| ScanWarning {
+            path: written.as_bytes().to_vec(),
+            kind: WarningKind::RootPrefixedExclude(taken.clone()),
+        })
+        .collect();
+    warnings.extend(
+        excludes
+            .unmatched
+            .iter()
+            .filter(|p| !excludes.root_prefixed.iter().any(|(_, taken)| taken == *p))
+            .map(|pattern| ScanWarning {
+                path: pattern.as_bytes().to_vec(),
+                kind: WarningKind::UnmatchedExclude,
+            }),
+    );
+    cli::print_warnings(NAME, &warnings);
 }
 
 fn adopt(
@@ -818,6 +857,7 @@ fn adopt(
             super::counted(made.excluded, "path", "paths")
         );
     }
+    warn_creation_excludes(&made.exclude_warnings);
     if made.local_only > 0 {
         outln!(
             "  the family lacks {} here: kept, recorded as this replica's own by its next scan",

@@ -75,6 +75,9 @@ pub struct Adoption {
     pub set_aside: Vec<(Vec<u8>, PathBuf)>,
     /// Paths of the family's left alone because this replica excludes them.
     pub excluded: u64,
+    /// The `-exclude` patterns that matched nothing (neither here nor in
+    /// the family) or named the root's absolute path: warned about.
+    pub exclude_warnings: crate::sync::creation::CreationExcludes,
     /// Local files and folders the family lacks: left in place, recorded as
     /// this replica's own by its next scan.
     pub local_only: u64,
@@ -244,6 +247,7 @@ fn adopt_into(
         asked: Vec::new(),
         set_aside: Vec::new(),
         excluded: 0,
+        exclude_warnings: Default::default(),
         local_only: 0,
         in_place: Vec::new(),
         notes: Vec::new(),
@@ -297,6 +301,9 @@ fn adopt_into(
     let mut metadata_fixed = 0u64;
     let mut made = 0u64;
     let mut excluded = 0u64;
+    // The patterns that left the family's paths out: kept in the state, so
+    // that the scans do not warn that they match nothing here.
+    let mut family_excluded: std::collections::BTreeSet<String> = Default::default();
     // Parents before children: the map is sorted.
     for (path, (_, family)) in &paths {
         if crate::tree::excludes::is_local_only(path) || *family == PathState::Deleted {
@@ -304,6 +311,9 @@ fn adopt_into(
         }
         let is_dir = matches!(family, PathState::Directory { .. });
         if excludes.excludes_relative(path, is_dir, false) {
+            if let Some(pattern) = excludes.config_pattern_excluding(path, is_dir) {
+                family_excluded.insert(pattern);
+            }
             local.remove(path);
             excluded += 1;
             continue;
@@ -587,8 +597,10 @@ fn adopt_into(
             Ok(())
         })?;
     }
+    let family_excluded: Vec<String> = family_excluded.into_iter().collect();
     state.transaction(|tx| {
         write_new_state(tx, &new_state, &on_disk)?;
+        state::add_family_excluded(tx, &family_excluded)?;
         for (path, local, stat) in &in_place {
             let Some(op) = last_ops.get(path) else {
                 continue;
@@ -626,6 +638,15 @@ fn adopt_into(
     adoption.made = made;
     adoption.asked = asked;
     adoption.excluded = excluded;
+    adoption.exclude_warnings = crate::sync::creation::CreationExcludes {
+        excluded,
+        unmatched: excludes
+            .unmatched_config_patterns()
+            .into_iter()
+            .filter(|p| !family_excluded.contains(p))
+            .collect(),
+        root_prefixed: excludes.root_prefixed().to_vec(),
+    };
     adoption.local_only = local_only;
     adoption.in_place = in_place.into_iter().map(|(path, _, _)| path).collect();
     adoption.notes = notes

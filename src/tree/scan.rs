@@ -356,7 +356,9 @@ pub enum WarningKind {
     )]
     RootPrefixedExclude(String),
     /// A config.toml `exclude` pattern (the warning's path) that excludes
-    /// nothing in the tree.
+    /// nothing in the tree, and left none of the family's paths out when
+    /// this replica was made (those are in its state:
+    /// `State::family_excluded`).
     #[error(
         "exclude pattern matches nothing in this tree (patterns are relative to the replica \
          root: at a replica rooted at /etc, /etc/hosts is \"/hosts\")"
@@ -548,13 +550,19 @@ where
     };
     drop(walking);
     let (walked, unreadable) = walked?;
+    // One warning per pattern (review 14c item 5): one that named the
+    // root's absolute path gets the hint, not also "matches nothing".
+    let unmatched = excludes.unmatched_config_patterns();
     for (written, taken) in excludes.root_prefixed() {
         outcome.warnings.push(ScanWarning {
             path: written.as_bytes().to_vec(),
             kind: WarningKind::RootPrefixedExclude(taken.clone()),
         });
     }
-    for pattern in excludes.unmatched_config_patterns() {
+    for pattern in unmatched
+        .into_iter()
+        .filter(|p| !excludes.root_prefixed().iter().any(|(_, taken)| taken == p))
+    {
         outcome.warnings.push(ScanWarning {
             path: pattern.into_bytes(),
             kind: WarningKind::UnmatchedExclude,

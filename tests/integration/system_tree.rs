@@ -1355,3 +1355,97 @@ fn an_import_leaves_no_owner_to_record_under_numeric_ids_or_another_name_map() {
     assert_eq!(own_epoch(&z), zinc_epoch);
     assert_eq!(own_epoch(&y), yarn_epoch);
 }
+
+#[test]
+fn a_creation_import_counts_what_its_excludes_left_out_and_its_scans_do_not_call_them_unmatched() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("etc");
+    std::fs::create_dir(&src).unwrap();
+    for (path, content) in [
+        ("hosts", "10.0.0.1 old\n"),
+        ("shadow", "root:*\n"),
+        ("many/a", "a\n"),
+        ("many/b", "b\n"),
+        ("passwd", "root\n"),
+    ] {
+        write(&src, path, content);
+    }
+    init(&src, "source");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&src, &out, "target").ok();
+    let dst = std::fs::canonicalize(dir.path())
+        .unwrap()
+        .join("target-etc");
+    let absolute = dst.join("shadow");
+    let imported = run(
+        dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-exclude".as_ref(),
+            "/hosts".as_ref(),
+            "-exclude".as_ref(),
+            "many/".as_ref(),
+            "-exclude".as_ref(),
+            absolute.as_os_str(),
+            "-exclude".as_ref(),
+            "/nothing".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    // hosts, shadow, many/ and its two files.
+    assert!(
+        imported
+            .stdout
+            .contains("left out: 5 paths this replica excludes"),
+        "{}",
+        imported.stdout
+    );
+    // One warning for each of the two patterns that deserve one.
+    let warnings: Vec<&str> = imported
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{}", imported.stderr);
+    assert!(
+        imported
+            .stderr
+            .contains("/nothing: exclude pattern matches nothing"),
+        "{}",
+        imported.stderr
+    );
+    assert!(
+        imported.stderr.contains("taken as \"/shadow\""),
+        "{}",
+        imported.stderr
+    );
+    assert!(dst.join("passwd").exists() && !dst.join("hosts").exists());
+    assert!(!dst.join("shadow").exists() && !dst.join("many").exists());
+    // The member's scans: the patterns that left the family's paths out
+    // match something; /nothing is warned about once, the absolute one
+    // gets its hint once.
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    let warnings: Vec<&str> = status
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{}", status.stderr);
+    assert!(
+        status
+            .stderr
+            .contains("/nothing: exclude pattern matches nothing"),
+        "{}",
+        status.stderr
+    );
+    assert!(
+        status.stderr.contains("taken as \"/shadow\""),
+        "{}",
+        status.stderr
+    );
+}
