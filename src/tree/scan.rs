@@ -155,6 +155,79 @@ fn carry_unobserved(
     meta::carry_unappliable(ext, old_ext);
 }
 
+/// The items of metadata (owner and group, extended attributes, ACLs)
+/// whose value on disk at `path` (`meta` its `lstat`) is not the one
+/// recorded in `old`, read and compared as this replica's scan would
+/// (what it does not keep or cannot apply counts as recorded; hard-link
+/// sets are not looked at). `new`: what was read of the path otherwise,
+/// of the same kind as `old`. Each item as "NAME" or "owner (now U:G;
+/// recorded U:G)". For `syncreplica -verify` (review 14c item 9).
+pub fn metadata_changed(
+    path: &Path,
+    meta: &Metadata,
+    new: &PathState,
+    old: &PathState,
+    preserve: &Preserve,
+    names: &mut Names,
+) -> Vec<String> {
+    let mut new = new.clone();
+    if std::mem::discriminant(&new) != std::mem::discriminant(old) {
+        return Vec::new();
+    }
+    let Some(old_ext) = old.extensions() else {
+        return Vec::new();
+    };
+    let leader = meta::hard_link_leader(old_ext);
+    if let Some(ext) = state_ext_mut(&mut new) {
+        meta::read(
+            path,
+            meta.uid(),
+            meta.gid(),
+            meta.file_type().is_symlink(),
+            meta.is_dir(),
+            leader.as_deref(),
+            preserve,
+            names,
+            ext,
+        );
+    }
+    carry_unobserved(&mut new, Some(old), preserve, names);
+    let Some(ext) = new.extensions() else {
+        return Vec::new();
+    };
+    let ids = |owner: &Option<meta::Owner>| {
+        let owner = owner.clone().unwrap_or_default();
+        let show = |who: Option<meta::Principal>| {
+            who.map_or("-".to_string(), |who| match who.name {
+                Some(name) => format!("{name}({})", who.id),
+                None => who.id.to_string(),
+            })
+        };
+        format!("{}:{}", show(owner.user), show(owner.group))
+    };
+    let mut changed = Vec::new();
+    for (key, name) in [
+        (meta::keys::OWNER, "owner"),
+        (meta::keys::XATTRS, "extended attributes"),
+        (meta::keys::ACL_ACCESS, "ACL"),
+        (meta::keys::ACL_DEFAULT, "default ACL"),
+    ] {
+        if ext.get(key) == old_ext.get(key) {
+            continue;
+        }
+        if key == meta::keys::OWNER {
+            changed.push(format!(
+                "owner (now {}; recorded {})",
+                ids(&meta::owner(ext)),
+                ids(&meta::owner(old_ext))
+            ));
+        } else {
+            changed.push(name.to_string());
+        }
+    }
+    changed
+}
+
 fn state_ext_mut(state: &mut PathState) -> Option<&mut crate::ops::Extensions> {
     match state {
         PathState::File { ext, .. }

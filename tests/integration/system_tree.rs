@@ -1449,3 +1449,72 @@ fn a_creation_import_counts_what_its_excludes_left_out_and_its_scans_do_not_call
         status.stderr
     );
 }
+
+#[test]
+fn verify_reports_owner_xattr_and_acl_changes_not_yet_recorded() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (chown)");
+        return;
+    }
+    let fam = family(
+        &["xeno", "yarn"],
+        &[
+            ("f50", "a\n"),
+            ("f51", "b\n"),
+            ("f52", "c\n"),
+            ("f53", "d\n"),
+        ],
+    );
+    let y = fam.root("yarn");
+    // An imported tree verifies clean: nothing read differs from what was
+    // recorded.
+    let clean = run(&y, "syncreplica", ["-verify"]).ok();
+    assert!(
+        !clean.stdout.contains("not as recorded"),
+        "{}",
+        clean.stdout
+    );
+    sh(
+        &y,
+        "chown 4242 f50 && setfattr -n user.v -v 1 f51 && setfacl -m u:4243:r f52",
+    );
+    let verify = run(&y, "syncreplica", ["-verify"]).ok();
+    assert!(
+        verify
+            .stdout
+            .contains("not as recorded: f50: changed since recorded: owner (now 4242:root(0); recorded root(0):root(0))"),
+        "{}",
+        verify.stdout
+    );
+    assert!(
+        verify
+            .stdout
+            .contains("not as recorded: f51: changed since recorded: extended attributes"),
+        "{}",
+        verify.stdout
+    );
+    assert!(
+        verify
+            .stdout
+            .contains("not as recorded: f52: changed since recorded: ACL"),
+        "{}",
+        verify.stdout
+    );
+    assert!(!verify.stdout.contains("f53"), "{}", verify.stdout);
+    assert!(
+        verify.stdout.contains("3 paths are not as recorded"),
+        "{}",
+        verify.stdout
+    );
+    // Recorded, they are as recorded.
+    run(&y, "syncreplica", ["-record"]).ok();
+    let verify = run(&y, "syncreplica", ["-verify"]).ok();
+    assert!(
+        !verify.stdout.contains("not as recorded"),
+        "{}",
+        verify.stdout
+    );
+}
