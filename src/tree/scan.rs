@@ -291,7 +291,12 @@ impl LocalChange {
                     ..
                 },
             ) => {
-                if (ka, xa, ya) != (kb, xb, yb) {
+                // A block device replaced by a FIFO is another type of
+                // file, as a file replaced by a directory is (review 14c
+                // item 11); another device number is a modification.
+                if ka != kb {
+                    ChangeKind::TypeChanged
+                } else if (xa, ya) != (xb, yb) {
                     ChangeKind::Modified
                 } else if ma != mb {
                     ChangeKind::ModeChanged

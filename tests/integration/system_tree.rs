@@ -1518,3 +1518,30 @@ fn verify_reports_owner_xattr_and_acl_changes_not_yet_recorded() {
         verify.stdout
     );
 }
+
+#[test]
+fn status_calls_a_device_replaced_by_a_fifo_a_type_change() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (mknod)");
+        return;
+    }
+    let dir = tree(&[("f", "f\n")]);
+    sh(dir.path(), "mknod blk1 b 7 200 && mknod chr1 c 1 3");
+    init(dir.path(), "solo");
+    sh(
+        dir.path(),
+        "rm blk1 && mkfifo blk1 && rm chr1 && mknod chr1 c 1 5",
+    );
+    let status = run(dir.path(), "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("type changed:  blk1"),
+        "{}",
+        status.stdout
+    );
+    // Another device number is a modification of the same device.
+    assert!(
+        status.stdout.contains("modified:") && status.stdout.contains("chr1"),
+        "{}",
+        status.stdout
+    );
+}
