@@ -389,6 +389,9 @@ pub struct MirrorUndone {
     pub set_aside: Vec<(Vec<u8>, Option<PathBuf>)>,
     /// Replicated paths whose metadata was set back.
     pub metadata_restored: Vec<Vec<u8>>,
+    /// Names of a hard-link set removed here, made again as links to
+    /// another name of the set held here: (path, linked to).
+    pub relinked: Vec<(Vec<u8>, Vec<u8>)>,
     /// What could not be set back (items this user cannot apply, with
     /// counts; a hard-link leader out of reach).
     pub notes: Vec<String>,

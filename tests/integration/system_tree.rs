@@ -1545,3 +1545,54 @@ fn status_calls_a_device_replaced_by_a_fifo_a_type_change() {
         status.stdout
     );
 }
+
+#[test]
+fn a_mirror_relinks_a_removed_hard_link_and_sets_a_new_one_back_once() {
+    if skip_without_tools() {
+        return;
+    }
+    let fam = family(&["alpha", "beta"], &[("sufile", "su\n"), ("ulink", "u\n")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    sh(&alpha, "ln ulink unmapped && ln ulink userfile");
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    import_from(&beta, &[&out]).ok();
+    run(&beta, "chreplica", ["-mirror", "alpha"]).ok();
+    let flags = "-aHc";
+    assert_eq!(
+        rsync_differences(flags, &alpha, &beta, &[]),
+        Vec::<String>::new()
+    );
+
+    // sufile gets a second (local) name; the leader of the set of three
+    // loses its name.
+    sh(&beta, "ln sufile ulink2 && rm ulink");
+    let first = run(&beta, "syncreplica", ["-record"]).ok();
+    let said = format!("{}{}", first.stdout, first.stderr);
+    assert!(
+        said.contains("mirror: ulink deleted here; linked again to unmapped"),
+        "{said}"
+    );
+    assert!(!said.contains("asked for"), "{said}");
+    assert!(
+        said.contains("mirror: sufile: metadata changed here"),
+        "{said}"
+    );
+    let inode = |path: &str| std::fs::metadata(beta.join(path)).unwrap().ino();
+    assert_eq!(inode("ulink"), inode("userfile"));
+    assert_ne!(inode("sufile"), inode("ulink2"));
+    assert_eq!(
+        rsync_differences(flags, &alpha, &beta, &["/ulink2"]),
+        Vec::<String>::new()
+    );
+    // Set back once: the next commands find nothing to set back.
+    for _ in 0..2 {
+        let again = run(&beta, "syncreplica", ["-record"]).ok();
+        let said = format!("{}{}", again.stdout, again.stderr);
+        assert!(
+            !said.contains("set back") && !said.contains("deleted here"),
+            "{said}"
+        );
+    }
+}
