@@ -1596,3 +1596,97 @@ fn a_mirror_relinks_a_removed_hard_link_and_sets_a_new_one_back_once() {
         );
     }
 }
+
+/// Runs `name args` as the unprivileged user nobody (65534), in `home`.
+fn run_as_nobody(home: &Path, name: &str, args: &[&OsStr]) -> Run {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(binary_path(name))
+        .args(args)
+        .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
+        .env("XDG_DATA_HOME", test_data_home())
+        .env("HOME", home)
+        .current_dir(home)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn an_unprivileged_import_of_several_packets_says_what_it_did_not_apply_once() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to make the source tree and switch to an unprivileged user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    sh(dir.path(), "chmod 755 .");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write(&src, "f1", "1\n");
+    write(&src, "f2", "2\n");
+    init(&src, "alpha");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&src, &out, "beta").ok();
+    let home = dir.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    let passphrase = dir.path().join("passphrase");
+    std::fs::copy(test_passphrase_file(), &passphrase).unwrap();
+    sh(
+        dir.path(),
+        "chown 65534:65534 nobody && chmod -R a+rX creation && chmod 644 passphrase",
+    );
+    let dst = home.join("dst");
+    run_as_nobody(
+        &home,
+        "mkreplica",
+        &[
+            "-import".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            "-passphrase-file".as_ref(),
+            passphrase.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    // Two packets, each with an owner and a device node nobody can make.
+    let mut packets = Vec::new();
+    for (n, script) in [
+        (1, "chown 4242 f1 && mknod dev1 c 1 3"),
+        (2, "chown 4243 f2 && mknod dev2 c 1 5"),
+    ] {
+        sh(&src, script);
+        run(&src, "syncreplica", ["-record"]).ok();
+        let out = dir.path().join(format!("p{n}"));
+        export_to(&src, &out, &["beta"], &[]).ok();
+        sh(dir.path(), &format!("chmod -R a+rX p{n}"));
+        packets.push(out);
+    }
+    let imported = run_as_nobody(
+        &home,
+        "syncreplica",
+        &[
+            "-import".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            packets[0].as_os_str(),
+            packets[1].as_os_str(),
+        ],
+    )
+    .ok();
+    let said = &imported.stdout;
+    assert_eq!(said.matches("Applied packet").count(), 2, "{said}");
+    assert_eq!(said.matches("not applied here: owner").count(), 1, "{said}");
+    // f1 and the root in the first, f2 and the root in the second.
+    assert!(said.contains("owner not applied to 4 paths"), "{said}");
+    assert_eq!(said.matches("special files").count(), 1, "{said}");
+    assert!(said.contains("not made here: 2 special files"), "{said}");
+}
