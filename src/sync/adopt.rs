@@ -301,6 +301,8 @@ fn adopt_into(
     let mut metadata_fixed = 0u64;
     let mut made = 0u64;
     let mut excluded = 0u64;
+    // Special files this replica does not keep (device nodes, not root).
+    let mut not_made_special = 0u64;
     // The patterns that left the family's paths out: kept in the state, so
     // that the scans do not warn that they match nothing here.
     let mut family_excluded: std::collections::BTreeSet<String> = Default::default();
@@ -481,8 +483,10 @@ fn adopt_into(
                         Some(*mtime)
                     }
                     // Not kept here: recorded, not made (as `mkreplica
-                    // -import` does); what stood there is set aside.
+                    // -import` does, and says with a count); what stood
+                    // there is set aside.
                     None => {
+                        not_made_special += 1;
                         set_aside(path, &place)?;
                         present.insert(path.clone());
                         continue;
@@ -651,6 +655,10 @@ fn adopt_into(
     adoption.in_place = in_place.into_iter().map(|(path, _, _)| path).collect();
     adoption.notes = notes
         .into_iter()
+        .chain(
+            (not_made_special > 0)
+                .then(|| crate::sync::apply::special_not_made_note(not_made_special)),
+        )
         .chain(unapplied.lines().into_iter().map(|line| {
             format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
         }))

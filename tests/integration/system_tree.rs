@@ -1690,3 +1690,73 @@ fn an_unprivileged_import_of_several_packets_says_what_it_did_not_apply_once() {
     assert_eq!(said.matches("special files").count(), 1, "{said}");
     assert!(said.contains("not made here: 2 special files"), "{said}");
 }
+
+#[test]
+fn an_unprivileged_adoption_says_which_device_nodes_it_did_not_make() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to make device nodes and switch to an unprivileged user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    sh(dir.path(), "chmod 755 .");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write(&src, "f", "f\n");
+    sh(
+        &src,
+        "mknod null1 c 1 3 && mknod zero1 c 1 5 && mkfifo fifo1",
+    );
+    init(&src, "alpha");
+    let home = dir.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    let dst = home.join("dst");
+    // The migrated tree, without the device nodes nobody could make.
+    sh(
+        dir.path(),
+        "cp -a src nobody/dst && rm -rf nobody/dst/.syncreplica nobody/dst/null1 nobody/dst/zero1",
+    );
+    let manifest = dir.path().join("manifest");
+    run(
+        &src,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-manifest".as_ref(),
+            "-out".as_ref(),
+            manifest.as_os_str(),
+            "beta".as_ref(),
+        ],
+    )
+    .ok();
+    let passphrase = dir.path().join("passphrase");
+    std::fs::copy(test_passphrase_file(), &passphrase).unwrap();
+    sh(
+        dir.path(),
+        "chown -R 65534:65534 nobody && chmod -R a+rX manifest && chmod 644 passphrase",
+    );
+    let adopted = run_as_nobody(
+        &home,
+        "mkreplica",
+        &[
+            "-import".as_ref(),
+            "-adopt".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            "-passphrase-file".as_ref(),
+            passphrase.as_os_str(),
+            manifest.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(
+        adopted
+            .stdout
+            .contains("2 special files (FIFOs, sockets or device nodes) recorded, not made"),
+        "{}",
+        adopted.stdout
+    );
+    assert!(!dst.join("null1").exists() && dst.join("fifo1").exists());
+}
