@@ -81,9 +81,9 @@ use clap::Parser;
 /// creator's next export to it sends those files.
 ///
 /// With -mirror, the new member (made by -import or -import -adopt) is a
-/// mirror of the packet's sender: it records no change of its own; a
-/// changed mode or mtime on one of the family's paths is set back, and any
-/// other local change there is set aside (.syncreplica/deleted/DAY/PATH,
+/// mirror of the packet's sender: it records no change of its own; changed
+/// metadata on one of the family's paths (mode, times, owner, group, ACLs,
+/// xattrs, hard links) is set back, and any other local change there is set aside (.syncreplica/deleted/DAY/PATH,
 /// listed in the command's report) and the family's version asked for
 /// again. Local paths the family lacks are left alone and never sent.
 /// chreplica -nomirror makes it an ordinary member.
