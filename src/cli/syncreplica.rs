@@ -1105,7 +1105,7 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                     outln!("  not made here: {note}");
                 }
                 total.not_made_special += report.not_made_special;
-                total_unapplied.merge(report.unapplied.clone());
+                total_unapplied.merge((*report.unapplied).clone());
                 for name in &report.members_added {
                     outln!("  new member of the family: \"{}\"", printable(name));
                 }

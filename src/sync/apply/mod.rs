@@ -395,7 +395,8 @@ pub struct ApplyReport {
     pub not_made_special: u64,
     /// The metadata behind `not_applied`, by item with counts: an import
     /// of several packets sums them and says it once (review 14c item 6).
-    pub unapplied: crate::tree::meta::Unapplied,
+    /// Boxed: the report travels in each packet's outcome.
+    pub unapplied: Box<crate::tree::meta::Unapplied>,
     /// Disk steps that failed after the commit (rule 9): not done, the
     /// path's entry as it was, listed by `syncreplica -status`.
     pub failed: Vec<state::FailedStep>,
@@ -549,7 +550,7 @@ pub fn apply_stored(
     report
         .not_applied
         .extend(unapplied_notes(&executed.unapplied));
-    report.unapplied = executed.unapplied.clone();
+    report.unapplied = Box::new(executed.unapplied.clone());
     report.failed = finish(replica, &executed.failures, hooks)?;
     // The batch is applied; a purge that fails is retried next time.
     report.purged = purge_soft_deleted(replica, replica.config.soft_delete_days).unwrap_or(0);
