@@ -389,6 +389,9 @@ pub struct MirrorUndone {
     pub set_aside: Vec<(Vec<u8>, Option<PathBuf>)>,
     /// Replicated paths whose metadata was set back.
     pub metadata_restored: Vec<Vec<u8>>,
+    /// Names of a hard-link set removed here, made again as links to
+    /// another name of the set held here: (path, linked to).
+    pub relinked: Vec<(Vec<u8>, Vec<u8>)>,
     /// What could not be set back (items this user cannot apply, with
     /// counts; a hard-link leader out of reach).
     pub notes: Vec<String>,
@@ -535,11 +538,16 @@ impl Replica {
     }
 
     pub fn excludes(&self) -> Result<Excludes> {
-        Excludes::load(
+        let excludes = Excludes::load(
             &self.root,
             &self.config.exclude,
             &config::config_path(&self.state_dir()),
-        )
+        )?;
+        // A pattern that left the family's paths out at this replica's
+        // creation matches something, even where the tree has nothing it
+        // matches (review 14c item 5).
+        excludes.count_as_matched(&self.state.family_excluded()?);
+        Ok(excludes)
     }
 
     /// How the replica's filesystem compares names: see [`folding`].

@@ -9,7 +9,8 @@ use clap::Parser;
 /// cut-over): from then on it records no change of its own, so none is
 /// ever sent as authoritative, and the family's version always wins here.
 /// What the scan that starts every command finds on one of the family's
-/// paths is undone: a changed mode or mtime is set back at once; new
+/// paths is undone: changed metadata (mode, times, owner, group, ACLs,
+/// xattrs, hard links) is set back at once; new
 /// content, a deletion or another kind of entry is set aside (whatever is
 /// on disk is moved to .syncreplica/deleted/DAY/PATH, soft-deleted as
 /// imports keep replaced versions, listed in the command's report), and

@@ -28,7 +28,7 @@ pub const JSON_COMMON: &str = "Times are RFC 3339 in UTC (2026-11-30T12:04:20Z);
 const REPLICA_FILES: &[(&str, &str)] = &[
     (
         "DIR/.syncreplica/config.toml",
-        "this replica's settings: exclude, soft_delete_days, resend_after (and per sibling under [siblings.NAME])",
+        "this replica's settings: exclude, soft_delete_days, resend_after (and per sibling under [siblings.NAME]), preserve (what it keeps beyond content, mode and times: owner, group, acls, xattrs, hardlinks, devices, specials), numeric_ids, oplog_keep_days",
     ),
     (
         "DIR/.syncreplica/state.db",
@@ -95,7 +95,7 @@ pub fn manual(name: &str) -> Manual {
             json: &[
                 (
                     "syncreplica -status -fmt json",
-                    "{version: 1, replica, root, changes: [{change (\"new\", \"modified\", \"mode changed\", \"touched\", \"type changed\", \"deleted\"), path, was (\"file\", \"directory\", \"symlink\" or null), now, old_mode, new_mode (permission bits or null), mirror (on a mirror only: \"set back\", \"set aside\" or \"left alone\", what its next -record or -import does)}], newly_excluded: [PATH], missing: [PATH], not_applied: [{path, step, source, at, error}], mirror_of (on a mirror only: its upstream)}",
+                    "{version: 1, replica, root, changes: [{change (\"new\", \"modified\", \"mode changed\", \"touched\", \"metadata\" (owner, group, ACLs, xattrs or hard links only), \"type changed\", \"deleted\"), path, was (\"file\", \"directory\", \"symlink\" or null), now, old_mode, new_mode (permission bits or null), mirror (on a mirror only: \"set back\", \"set aside\" or \"left alone\", what its next -record or -import does)}], newly_excluded: [PATH], missing: [PATH], not_applied: [{path, step, source, at, error}], mirror_of (on a mirror only: its upstream)}",
                 ),
                 (
                     "syncreplica -export -fmt json",
@@ -111,9 +111,9 @@ pub fn manual(name: &str) -> Manual {
             synopses: &[
                 "mkreplica -init -family FAMILY [-replica DIR] NAME",
                 "mkreplica -export -out DIR [-passphrase-file FILE | -keyout FILE] [-maxsize SIZE] [-c TEXT | -nc] [-quiet] [-replica DIR] NEWNAME",
-                "mkreplica -import [-fingerprint HEX] [-passphrase-file FILE | -key FILE] [-fmt json] [-quiet] [-replica DIR] PACKET_OR_DIR…",
+                "mkreplica -import [-fingerprint HEX] [-passphrase-file FILE | -key FILE] [-exclude PATTERN]… [-mirror] [-fmt json] [-quiet] [-replica DIR] PACKET_OR_DIR…",
                 "mkreplica -export -manifest -out DIR [-passphrase-file FILE | -keyout FILE] [-replica DIR] NEWNAME",
-                "mkreplica -import -adopt [-mirror] [-fingerprint HEX] [-key FILE] -replica DIR PACKET_OR_DIR…",
+                "mkreplica -import -adopt [-mirror] [-fingerprint HEX] [-passphrase-file FILE | -key FILE] [-exclude PATTERN]… -replica DIR PACKET_OR_DIR…",
                 "mkreplica -restore [-replica DIR] [SIBLING…]",
                 "mkreplica -rekey [-fmt json] [-replica DIR]",
             ],

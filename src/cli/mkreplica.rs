@@ -81,9 +81,9 @@ use clap::Parser;
 /// creator's next export to it sends those files.
 ///
 /// With -mirror, the new member (made by -import or -import -adopt) is a
-/// mirror of the packet's sender: it records no change of its own; a
-/// changed mode or mtime on one of the family's paths is set back, and any
-/// other local change there is set aside (.syncreplica/deleted/DAY/PATH,
+/// mirror of the packet's sender: it records no change of its own; changed
+/// metadata on one of the family's paths (mode, times, owner, group, ACLs,
+/// xattrs, hard links) is set back, and any other local change there is set aside (.syncreplica/deleted/DAY/PATH,
 /// listed in the command's report) and the family's version asked for
 /// again. Local paths the family lacks are left alone and never sent.
 /// chreplica -nomirror makes it an ordinary member.
@@ -723,6 +723,7 @@ fn import(args: &Args) -> anyhow::Result<()> {
             if names.len() == 1 { "it" } else { "them" }
         );
     }
+    print_creation_excludes(&made.excludes);
     for note in &made.conflicts {
         outln!("  conflict: {note}");
     }
@@ -768,6 +769,44 @@ fn import(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a creation import's `-exclude` patterns did: how many of the
+/// family's paths they left out, and one warning per pattern that named the
+/// root's absolute path or matched nothing (review 14c item 5).
+fn print_creation_excludes(excludes: &creation::CreationExcludes) {
+    if excludes.excluded > 0 {
+        outln!(
+            "  left out: {} this replica excludes (-exclude, kept in its config.toml)",
+            super::counted(excludes.excluded, "path", "paths")
+        );
+    }
+    warn_creation_excludes(excludes);
+}
+
+/// One warning per `-exclude` pattern that named the root's absolute path
+/// or matched nothing.
+fn warn_creation_excludes(excludes: &creation::CreationExcludes) {
+    use crate::tree::scan::{ScanWarning, WarningKind};
+    let mut warnings: Vec<ScanWarning> = excludes
+        .root_prefixed
+        .iter()
+        .map(|(written, taken)| ScanWarning {
+            path: written.as_bytes().to_vec(),
+            kind: WarningKind::RootPrefixedExclude(taken.clone()),
+        })
+        .collect();
+    warnings.extend(
+        excludes
+            .unmatched
+            .iter()
+            .filter(|p| !excludes.root_prefixed.iter().any(|(_, taken)| taken == *p))
+            .map(|pattern| ScanWarning {
+                path: pattern.as_bytes().to_vec(),
+                kind: WarningKind::UnmatchedExclude,
+            }),
+    );
+    cli::print_warnings(NAME, &warnings);
+}
+
 fn adopt(
     args: &Args,
     packet: &LogicalPacket,
@@ -775,7 +814,8 @@ fn adopt(
     dir: &Path,
     key_file: &Path,
 ) -> anyhow::Result<()> {
-    let (replica, made) = crate::sync::adopt::adopt_creation(packet, dir, key_file, args.mirror)?;
+    let (replica, made) =
+        crate::sync::adopt::adopt_creation(packet, dir, key_file, args.mirror, &args.exclude)?;
     note_hosted(&replica.identity.replica_id, &replica.root);
     let sender = printable(&made.sender);
     outln!(
@@ -817,6 +857,7 @@ fn adopt(
             super::counted(made.excluded, "path", "paths")
         );
     }
+    warn_creation_excludes(&made.exclude_warnings);
     if made.local_only > 0 && args.mirror {
         // A mirror never records its own (sync::mirror): they stay local.
         outln!(
@@ -1010,6 +1051,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.key.is_some() && !args.import {
         usage!(
             "-key applies to -import only (at -export, -keyout FILE writes the new member's keys to a file)"
+        );
+    }
+    // Refused, not ignored (review 14c item 4): a user who gives it at the
+    // exporting site believes the new member will keep those paths.
+    if !args.exclude.is_empty() && (args.init || args.export || args.restore || args.rekey) {
+        usage!(
+            "-exclude applies to -import only: it names paths that stay local to the new member, \
+             given where the creation packet is imported (mkreplica -import -exclude PATTERN; an \
+             existing replica lists them in .syncreplica/config.toml or .syncreplicaignore)"
         );
     }
     cli::report::set_quiet(args.quiet || args.fmt == cli::Format::Json);

@@ -1084,6 +1084,9 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
         errln!("{NAME}: warning: removing an imported packet from its bay: {problem}");
     }
     let mut total = apply::ApplyReport::default();
+    // What was not made or applied here is said once for the command, with
+    // counts summed over its packets (review 14c item 6).
+    let mut total_unapplied = crate::tree::meta::Unapplied::default();
     let mut failed_steps: Vec<Vec<u8>> = Vec::new();
     let mut problems = 0;
     let mut applied = 0;
@@ -1111,12 +1114,12 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 for note in &report.requests {
                     outln!("  content request: {note}");
                 }
-                for note in &report.not_made {
+                let special = apply::special_not_made_note(report.not_made_special);
+                for note in report.not_made.iter().filter(|note| **note != special) {
                     outln!("  not made here: {note}");
                 }
-                for note in &report.not_applied {
-                    outln!("  not applied here: {note}");
-                }
+                total.not_made_special += report.not_made_special;
+                total_unapplied.merge((*report.unapplied).clone());
                 for name in &report.members_added {
                     outln!("  new member of the family: \"{}\"", printable(name));
                 }
@@ -1190,6 +1193,15 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
             import::PacketOutcome::Note { note } => outln!("Note: {note}"),
             import::PacketOutcome::NotRemoved { .. } => {}
         }
+    }
+    if total.not_made_special > 0 {
+        outln!(
+            "  not made here: {}",
+            apply::special_not_made_note(total.not_made_special)
+        );
+    }
+    for note in apply::unapplied_notes(&total_unapplied) {
+        outln!("  not applied here: {note}");
     }
     if args.fmt == cli::Format::Json {
         print_import_json(&outcomes)?;

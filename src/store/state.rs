@@ -511,6 +511,25 @@ impl State {
             .map_err(db)
     }
 
+    /// Exclude patterns (config.toml `exclude`, as in force) that left the
+    /// family's paths out when this replica was made: they match
+    /// something the family has, even where this tree has nothing they
+    /// match. Read without creating the table.
+    pub fn family_excluded(&self) -> Result<Vec<String>> {
+        let db = |source| self.db_error(source);
+        if !self.has_table("family_excluded")? {
+            return Ok(Vec::new());
+        }
+        let mut statement = self
+            .conn
+            .prepare("SELECT pattern FROM family_excluded ORDER BY pattern")
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<String>>>().map_err(db)
+    }
+
     /// The member this replica mirrors (`mkreplica -import -mirror`,
     /// `chreplica -mirror`), or `None` for an ordinary member.
     pub fn mirror_upstream(&self) -> Result<Option<Id>> {
@@ -1488,6 +1507,18 @@ pub fn set_recorded_excludes(tx: &Transaction, rules: &str) -> rusqlite::Result<
         params![rules],
     )
     .map(drop)
+}
+
+/// Adds `patterns` to [`State::family_excluded`].
+pub fn add_family_excluded(tx: &Transaction, patterns: &[String]) -> rusqlite::Result<()> {
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS family_excluded (pattern TEXT PRIMARY KEY);")?;
+    for pattern in patterns {
+        tx.execute(
+            "INSERT OR IGNORE INTO family_excluded (pattern) VALUES (?1)",
+            params![pattern],
+        )?;
+    }
+    Ok(())
 }
 
 /// Makes this replica a mirror of `upstream`, or (`None`) an ordinary

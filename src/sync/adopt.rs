@@ -79,6 +79,9 @@ pub struct Adoption {
     pub set_aside: Vec<(Vec<u8>, PathBuf)>,
     /// Paths of the family's left alone because this replica excludes them.
     pub excluded: u64,
+    /// The `-exclude` patterns that matched nothing (neither here nor in
+    /// the family) or named the root's absolute path: warned about.
+    pub exclude_warnings: crate::sync::creation::CreationExcludes,
     /// Local files and folders the family lacks: left in place, recorded as
     /// this replica's own by its next scan.
     pub local_only: u64,
@@ -86,7 +89,9 @@ pub struct Adoption {
 
 /// Makes the new replica of a checked creation packet (normally a manifest)
 /// over the existing tree at `dir` (see the module documentation).
-/// `key_file` holds the new member's secret key. Errors: everything
+/// `key_file` holds the new member's secret key; `exclude`: the new
+/// member's own exclude patterns (gitignore syntax, written to its
+/// config.toml; the paths they match are left alone). Errors: everything
 /// [`crate::sync::creation::import_creation`] refuses, `dir` missing or
 /// already a replica. On error, nothing set aside is lost: it stays under
 /// the unfinished state folder, `.syncreplica.init-PID/deleted/`, which is
@@ -97,6 +102,7 @@ pub fn adopt_creation(
     dir: &Path,
     key_file: &Path,
     mirror: bool,
+    exclude: &[String],
 ) -> Result<(Replica, Adoption)> {
     crate::sync::creation::creation_payload(packet)?;
     if !dir.is_dir() {
@@ -130,6 +136,7 @@ pub fn adopt_creation(
                 &secret,
                 encryption_key.as_deref(),
                 mirror,
+                exclude,
             )
         },
     );
@@ -178,6 +185,7 @@ fn adopt_into(
     secret: &[u8; 32],
     encryption_key: Option<&str>,
     mirror: bool,
+    exclude: &[String],
 ) -> Result<Adoption> {
     let identity = Identity {
         family_name: header.family.name.clone(),
@@ -195,12 +203,16 @@ fn adopt_into(
         )?;
     }
     config::write_default(staging)?;
+    // The new member's own patterns (mkreplica -import -adopt -exclude) go
+    // into its config.toml before the scan: the paths they match are left
+    // alone, never read, set aside or asked for (review 14c item 4: they
+    // were dropped, and the host's own file was replaced).
+    if !exclude.is_empty() {
+        config::set_excludes(staging, exclude)?;
+    }
     let mut state = State::open(staging)?;
-    let excludes = crate::tree::excludes::Excludes::load(
-        root,
-        &config::Config::default().exclude,
-        &config::config_path(staging),
-    )?;
+    let excludes =
+        crate::tree::excludes::Excludes::load(root, exclude, &config::config_path(staging))?;
     let folding = replica::folding(root, staging)?;
     // What the new member keeps, as `mkreplica -import` reads it: the scan
     // reads and the metadata pass applies exactly that.
@@ -239,6 +251,7 @@ fn adopt_into(
         asked: Vec::new(),
         set_aside: Vec::new(),
         excluded: 0,
+        exclude_warnings: Default::default(),
         local_only: 0,
         in_place: Vec::new(),
         notes: Vec::new(),
@@ -289,11 +302,15 @@ fn adopt_into(
     let mut meta_jobs: Vec<MetaJob> = Vec::new();
     let mut dir_jobs: Vec<MetaJob> = Vec::new();
     let mut unapplied = crate::tree::meta::Unapplied::default();
-    let mut not_made_special = 0u64;
     let mut kept = 0u64;
     let mut metadata_fixed = 0u64;
     let mut made = 0u64;
     let mut excluded = 0u64;
+    // Special files this replica does not keep (device nodes, not root).
+    let mut not_made_special = 0u64;
+    // The patterns that left the family's paths out: kept in the state, so
+    // that the scans do not warn that they match nothing here.
+    let mut family_excluded: std::collections::BTreeSet<String> = Default::default();
     // Parents before children: the map is sorted.
     for (path, (_, family)) in &paths {
         if crate::tree::excludes::is_local_only(path) || *family == PathState::Deleted {
@@ -301,6 +318,9 @@ fn adopt_into(
         }
         let is_dir = matches!(family, PathState::Directory { .. });
         if excludes.excludes_relative(path, is_dir, false) {
+            if let Some(pattern) = excludes.config_pattern_excluding(path, is_dir) {
+                family_excluded.insert(pattern);
+            }
             local.remove(path);
             excluded += 1;
             continue;
@@ -468,11 +488,12 @@ fn adopt_into(
                         Some(*mtime)
                     }
                     // Not kept here: recorded, not made (as `mkreplica
-                    // -import` does); what stood there is set aside.
+                    // -import` does, and says with a count); what stood
+                    // there is set aside.
                     None => {
+                        not_made_special += 1;
                         set_aside(path, &place)?;
                         present.insert(path.clone());
-                        not_made_special += 1;
                         continue;
                     }
                 };
@@ -585,8 +606,10 @@ fn adopt_into(
             Ok(())
         })?;
     }
+    let family_excluded: Vec<String> = family_excluded.into_iter().collect();
     state.transaction(|tx| {
         write_new_state(tx, &new_state, &on_disk)?;
+        state::add_family_excluded(tx, &family_excluded)?;
         for (path, local, stat) in &in_place {
             let Some(op) = last_ops.get(path) else {
                 continue;
@@ -624,15 +647,23 @@ fn adopt_into(
     adoption.made = made;
     adoption.asked = asked;
     adoption.excluded = excluded;
+    adoption.exclude_warnings = crate::sync::creation::CreationExcludes {
+        excluded,
+        unmatched: excludes
+            .unmatched_config_patterns()
+            .into_iter()
+            .filter(|p| !family_excluded.contains(p))
+            .collect(),
+        root_prefixed: excludes.root_prefixed().to_vec(),
+    };
     adoption.local_only = local_only;
     adoption.in_place = in_place.into_iter().map(|(path, _, _)| path).collect();
     adoption.notes = notes;
     // In the update import's words (sync::apply).
     if not_made_special > 0 {
-        adoption.not_applied.push(format!(
-            "{not_made_special} special files (FIFOs, sockets or device nodes) recorded, not made: \
-             this replica does not keep them (preserve in config.toml; device nodes need root)"
-        ));
+        adoption
+            .not_applied
+            .push(crate::sync::apply::special_not_made_note(not_made_special));
     }
     adoption
         .not_applied

@@ -727,6 +727,21 @@ pub struct CreationImport {
     /// nodes, owners, groups, setuid bits), with how many paths: recorded,
     /// not on disk here.
     pub not_applied: Vec<String>,
+    /// What the new member's own exclude patterns (`-exclude`) did.
+    pub excludes: CreationExcludes,
+}
+
+/// What a creation import's exclude patterns (`mkreplica -import
+/// -exclude`) left out of the family's paths.
+#[derive(Debug, Default, Clone)]
+pub struct CreationExcludes {
+    /// Paths of the family's left out (a folder's contents counted).
+    pub excluded: u64,
+    /// Patterns (as in force) that matched none of the family's paths.
+    pub unmatched: Vec<String>,
+    /// Patterns that named the replica root's absolute path, as (written,
+    /// taken as).
+    pub root_prefixed: Vec<(String, String)>,
 }
 
 /// The signer's fingerprint of a creation packet's first part, for
@@ -901,6 +916,7 @@ pub fn import_creation(
                 not_carried,
                 conflicts,
                 not_applied,
+                excludes,
             },
         )) => Ok(CreationImport {
             replica,
@@ -916,6 +932,7 @@ pub fn import_creation(
             not_carried,
             conflicts,
             not_applied,
+            excludes,
         }),
         Err(err) => {
             // Leave the directory as it was found, absent or empty: remove
@@ -1078,6 +1095,7 @@ struct Materialized {
     not_carried: Vec<Vec<u8>>,
     conflicts: Vec<String>,
     not_applied: Vec<String>,
+    excludes: CreationExcludes,
 }
 
 /// Makes the new replica at `root` (empty) from a checked creation packet,
@@ -1138,6 +1156,38 @@ fn materialize(
             )
     };
     let made = |row: &PathRow| !row.dropped && wanted(&row.path, &row.state);
+    // What the new member's own patterns left out, pattern by pattern: said
+    // with a count; the patterns that matched are kept in its state, so its
+    // scans do not warn that they match nothing (the tree has nothing they
+    // match); one that matched nothing is warned about now.
+    let mut excluded_paths = 0u64;
+    let mut matched_patterns: std::collections::BTreeSet<String> = Default::default();
+    if !exclude.is_empty() {
+        scratch.for_each_path(false, |row| {
+            if row.dropped
+                || row.state == PathState::Deleted
+                || crate::tree::excludes::is_local_only(&row.path)
+            {
+                return Ok(());
+            }
+            let is_dir = matches!(row.state, PathState::Directory { .. });
+            if let Some(pattern) = own_excludes.config_pattern_excluding(&row.path, is_dir) {
+                excluded_paths += 1;
+                matched_patterns.insert(pattern);
+            }
+            Ok(())
+        })?;
+    }
+    let creation_excludes = CreationExcludes {
+        excluded: excluded_paths,
+        unmatched: own_excludes
+            .unmatched_config_patterns()
+            .into_iter()
+            .filter(|p| !matched_patterns.contains(p))
+            .collect(),
+        root_prefixed: own_excludes.root_prefixed().to_vec(),
+    };
+    let matched_patterns: Vec<String> = matched_patterns.into_iter().collect();
     // Probed in the state folder being built: the answer is cached there.
     let folding = replica::folding(root, staging)?;
     let staging_name = staging
@@ -1403,7 +1453,11 @@ fn materialize(
     // Not on disk here: no entry, so no scan takes its absence for a
     // deletion (rule 11 of the apply engine).
     let on_disk = |row: &PathRow| made(row) && !row.incomplete;
-    state.transaction(|tx| write_new_state(tx, &new_state, &on_disk))?;
+    state.transaction(|tx| {
+        write_new_state(tx, &new_state, &on_disk)?;
+        state::add_family_excluded(tx, &matched_patterns)?;
+        Ok(())
+    })?;
     drop(state);
     // The scratch database goes before the folder becomes the replica's.
     drop(checked);
@@ -1448,6 +1502,7 @@ fn materialize(
                 format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
             }))
             .collect(),
+        excludes: creation_excludes,
     })
 }
 

@@ -1032,6 +1032,8 @@ pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<Di
     let mut paths: Vec<&Vec<u8>> = entries.keys().collect();
     paths.sort();
     let mut mismatches = Vec::new();
+    let mut names = crate::tree::meta::Names::default();
+    let preserve = replica.preserve();
     let mut on_disk: Vec<(Vec<u8>, PathState)> = Vec::new();
     let (mut files_read, mut bytes_read) = (0u64, 0u64);
     let recorded_bytes = entries
@@ -1133,7 +1135,17 @@ pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<Di
             mismatch(false, "is now of an unknown kind".into());
             continue;
         };
-        if leaf(&state) != leaf(recorded) {
+        // Owner, group, ACLs and extended attributes, as the scan reads them:
+        // a chown is as much a local change as a touch.
+        let metadata = crate::tree::scan::metadata_changed(
+            &disk, &meta, &state, recorded, &preserve, &mut names,
+        );
+        if leaf(&state) == leaf(recorded) && !metadata.is_empty() {
+            mismatch(
+                false,
+                format!("changed since recorded: {}", metadata.join(", ")),
+            );
+        } else if leaf(&state) != leaf(recorded) {
             let silent = match (recorded, &state) {
                 (
                     PathState::File {
@@ -1191,7 +1203,8 @@ pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<Di
                     )
                 }
             } else if let Some(fields) = fields_changed(recorded, &state) {
-                format!("changed since recorded: {fields}")
+                let fields = std::iter::once(fields).chain(metadata).collect::<Vec<_>>();
+                format!("changed since recorded: {}", fields.join(", "))
             } else {
                 format!(
                     "changed since recorded (now a {}; recorded a {})",

@@ -10,7 +10,11 @@
 //!   special file's device) is the recorded one is set back at once, all
 //!   that is recorded as an import sets it: mode (setuid bits as
 //!   [`crate::tree::meta::set_id_bits_kept`] allows), owner, group, ACLs,
-//!   xattrs, hard links and times;
+//!   xattrs, hard links and times; a file recorded with no other name that
+//!   got one here (`ln FILE NEW`, NEW a local path) gets an inode of its
+//!   own again, NEW keeping the old one;
+//! - a removed name of a hard-link set another name of which is held here
+//!   with its recorded content is linked to it again, not asked for;
 //! - anything else (new content, a deletion, another kind of entry) is set
 //!   aside (whatever is on disk is moved to `.syncreplica/deleted/DAY/PATH`,
 //!   soft-deleted as imports keep replaced versions), the path's entry is
@@ -115,6 +119,19 @@ pub fn keep_family_versions(
     let mut forget: Vec<Vec<u8>> = Vec::new();
     let mut refreshed: Vec<(Vec<u8>, StatKey)> = Vec::new();
     let mut dirs_later = Vec::new();
+    // Files given an inode of their own: renaming moved their folder's time.
+    let mut renamed: Vec<Vec<u8>> = Vec::new();
+    let entries = replica.entries()?;
+    // Paths whose content here is not the recorded one (or that are gone):
+    // no removed name of a hard-link set is linked to them.
+    let unusable: std::collections::HashSet<Vec<u8>> = changes
+        .iter()
+        .filter(|change| match (&change.old, &change.new) {
+            (Some(PathState::File { chunks: a, .. }), PathState::File { chunks: b, .. }) => a != b,
+            _ => true,
+        })
+        .map(|change| change.path.clone())
+        .collect();
     // Deletions come deepest first, then the rest in path order: what is
     // under a folder set aside went with it.
     for change in changes {
@@ -127,6 +144,19 @@ pub fn keep_family_versions(
             Located::At(place) => place,
             Located::Blocked(why) => return Err(Error::hostile(relpath::display(&path), why)),
         };
+        // A removed name of a hard-link set: linked again to a name of the
+        // set held here with the recorded content (review 14c item 8: it
+        // was asked for, and the set's other names were "set back" at
+        // every command, their leader missing).
+        if let (PathState::Deleted, PathState::File { ext, .. }) = (&change.new, old) {
+            if let Some(linked) = relink(&confined, &entries, &unusable, &path, ext, &place)? {
+                let disk = place.display_path();
+                let meta = std::fs::symlink_metadata(&disk).at(&disk)?;
+                refreshed.push((path.clone(), crate::tree::scan::stat_key(&meta)));
+                undone.relinked.push((path, linked));
+                continue;
+            }
+        }
         // The same content (target, device): only metadata changed here,
         // and all of it is set back as an import sets it.
         let meta_of = match (old, &change.new) {
@@ -177,6 +207,26 @@ pub fn keep_family_versions(
             // (review 14b item 6).
             if kind == MetaKind::Directory {
                 dirs_later.push((place, path, mode, mtime, ext.clone()));
+                continue;
+            }
+            // A file recorded with no other name that has one here: the
+            // other name is a local path (a recorded one would be in the
+            // set), left alone; the family's file gets its own inode.
+            if kind == MetaKind::File
+                && preserve.hardlinks
+                && crate::tree::meta::hard_link_leader(ext).is_none()
+                && place.stat()?.is_some_and(|stat| stat.st_nlink > 1)
+            {
+                own_inode(&place)?;
+                renamed.push(path.clone());
+            }
+            // A set whose recorded leader is not here (asked for): the
+            // others cannot be linked to it until it comes, and are not
+            // "set back" at every command meanwhile.
+            if kind == MetaKind::File && only_leader_missing(&confined, old, &change.new)? {
+                let disk = place.display_path();
+                let meta = std::fs::symlink_metadata(&disk).at(&disk)?;
+                refreshed.push((path.clone(), crate::tree::scan::stat_key(&meta)));
                 continue;
             }
             set_meta(
@@ -241,14 +291,16 @@ pub fn keep_family_versions(
     undone.notes.extend(unapplied.lines());
     // What a folder set aside held is gone with it: forgotten too, and
     // asked for (the folder's re-assertion alone would not bring it).
-    let entries = replica.entries()?;
-    // Moving a path aside moved its folder's time: set back too, or the
-    // next command would find the folder changed.
+    // Moving a path aside (or linking one again) moved its folder's time:
+    // set back too, or the next command would find the folder changed.
     let mut parents: Vec<&[u8]> = undone
         .set_aside
         .iter()
         .filter(|(_, kept)| kept.is_some())
-        .map(|(path, _)| {
+        .map(|(path, _)| path)
+        .chain(undone.relinked.iter().map(|(path, _)| path))
+        .chain(renamed.iter())
+        .map(|path| {
             let cut = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
             &path[..cut]
         })
@@ -326,6 +378,100 @@ pub fn keep_family_versions(
     Ok(undone)
 }
 
+/// Links the removed name `path` (recorded metadata `ext`, at `place`) to
+/// another name of its recorded hard-link set that is on disk as recorded
+/// (not in `unusable`); returns that name, or `None` where there is none.
+fn relink(
+    confined: &ConfinedRoot,
+    entries: &std::collections::HashMap<Vec<u8>, crate::store::state::RecordedEntry>,
+    unusable: &std::collections::HashSet<Vec<u8>>,
+    path: &[u8],
+    ext: &crate::ops::Extensions,
+    place: &crate::tree::confined::Place,
+) -> Result<Option<Vec<u8>>> {
+    use crate::tree::meta::hard_link_leader;
+    let Some(leader) = hard_link_leader(ext) else {
+        return Ok(None);
+    };
+    let mut others: Vec<&Vec<u8>> = entries
+        .iter()
+        .filter(|(other, entry)| {
+            other.as_slice() != path
+                && !unusable.contains(*other)
+                && matches!(&entry.state, PathState::File { ext, .. }
+                    if hard_link_leader(ext).as_deref() == Some(leader.as_slice()))
+        })
+        .map(|(other, _)| other)
+        .collect();
+    others.sort();
+    for other in others {
+        let Located::At(from) = confined.locate(other, false)? else {
+            continue;
+        };
+        if !from
+            .stat()?
+            .is_some_and(|stat| rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file())
+        {
+            continue;
+        }
+        rustix::fs::linkat(
+            from.parent(),
+            from.name(),
+            place.parent(),
+            place.name(),
+            rustix::fs::AtFlags::empty(),
+        )
+        .map_err(|e| Error::io(place.display_path(), e.into()))?;
+        return Ok(Some(other.clone()));
+    }
+    Ok(None)
+}
+
+/// Whether the recorded state `old` and the state seen `new` differ
+/// only in the hard-link leader, the recorded leader being absent here.
+fn only_leader_missing(confined: &ConfinedRoot, old: &PathState, new: &PathState) -> Result<bool> {
+    use crate::tree::meta::keys::HARD_LINK;
+    let Some(leader) = old
+        .extensions()
+        .and_then(crate::tree::meta::hard_link_leader)
+    else {
+        return Ok(false);
+    };
+    let without = |state: &PathState| {
+        let mut state = state.clone();
+        if let PathState::File { ext, .. } = &mut state {
+            let mut out = crate::ops::Extensions::default();
+            for entry in ext.iter().filter(|e| e.key != HARD_LINK) {
+                out.insert(entry.key, entry.value.clone());
+            }
+            *ext = out;
+        }
+        state
+    };
+    if without(old) != without(new) {
+        return Ok(false);
+    }
+    Ok(match confined.locate(&leader, false)? {
+        Located::At(place) => place.stat()?.is_none(),
+        Located::Blocked(_) => false,
+    })
+}
+
+/// Gives the file at `place` an inode of its own: its content copied to
+/// the reserved temporary name beside it, renamed over it (the other
+/// names keep the old inode). Metadata is set by the caller after.
+fn own_inode(place: &crate::tree::confined::Place) -> Result<()> {
+    let temp = std::ffi::OsStr::new(crate::store::layout::TEMP_NEW_FILE);
+    let disk = place.display_path();
+    // The reserved name: anything there is a leftover of this step.
+    let _ = place.remove_sibling(temp);
+    let mut from = place.open_read().at(&disk)?;
+    let mut to = place.create_sibling(temp).at(&disk)?;
+    std::io::copy(&mut from, &mut to).at(&disk)?;
+    to.sync_all().at(&disk)?;
+    place.rename_sibling(temp).at(&disk)
+}
+
 /// One line per thing undone, for the command's report: e.g. "mirror: etc/hosts
 /// changed here; set aside as .syncreplica/deleted/20261130/etc/hosts, the
 /// family's version asked for from alpha".
@@ -346,6 +492,13 @@ pub fn notes(undone: &Undone) -> Vec<String> {
             ),
         })
         .collect();
+    notes.extend(undone.relinked.iter().map(|(path, to)| {
+        format!(
+            "mirror: {} deleted here; linked again to {} (a name of its hard-link set)",
+            relpath::display(path),
+            relpath::display(to)
+        )
+    }));
     notes.extend(undone.metadata_restored.iter().map(|path| {
         format!(
             "mirror: {}: metadata changed here; set back to the family's",

@@ -271,6 +271,31 @@ impl Excludes {
         &self.root_prefixed
     }
 
+    /// The configured pattern (config.toml `exclude`, as in force) that
+    /// excludes a replica-relative path or one of its parents, if one does.
+    pub fn config_pattern_excluding(&self, rel: &[u8], is_dir: bool) -> Option<String> {
+        let disk = relpath::to_disk_path(&self.root, rel);
+        match self.local.matched_path_or_any_parents(&disk, is_dir) {
+            ignore::Match::Ignore(glob) => self
+                .config_patterns
+                .iter()
+                .find(|p| p.as_str() == glob.original())
+                .cloned(),
+            _ => None,
+        }
+    }
+
+    /// Counts `patterns` as having matched (the family's paths they left
+    /// out at an import: see [`crate::store::state::State::family_excluded`]),
+    /// so that a tree without those paths does not get them warned about
+    /// as matching nothing.
+    pub fn count_as_matched<'a>(&self, patterns: impl IntoIterator<Item = &'a String>) {
+        let mut matched = self.matched.borrow_mut();
+        for pattern in patterns {
+            matched.insert(pattern.clone());
+        }
+    }
+
     /// Configured patterns (config.toml `exclude`) that excluded nothing
     /// during the walks made with these rules so far.
     pub fn unmatched_config_patterns(&self) -> Vec<String> {

@@ -314,6 +314,70 @@ pub fn read(
     }
 }
 
+/// Users and groups are recorded by name with the id as a fallback, and
+/// applied the way this replica applies them ([`Names::local_uid`]): by
+/// name where names are kept and the name resolves here, by number under
+/// `numeric_ids`. A principal the scan saw (`seen`, read the way this
+/// replica reads) that is the one applying `recorded` gives here is not a
+/// local change: it becomes `recorded`. Without this a member whose name
+/// map differs (same name, other id) or that keeps numeric ids recorded
+/// every owner an import gave it as a change, and sent it back (review
+/// 14c item 2).
+fn same_as_applied(
+    seen: &mut Principal,
+    recorded: &Principal,
+    group: bool,
+    names: &mut Names,
+    numeric: bool,
+) {
+    let local = if group {
+        names.local_gid(recorded, numeric)
+    } else {
+        names.local_uid(recorded, numeric)
+    };
+    if *seen != *recorded && seen.id == local {
+        *seen = recorded.clone();
+    }
+}
+
+/// [`same_as_applied`] for the owner and the named ACL entries of `new`
+/// (what the scan read), against `old` (the recorded metadata).
+pub fn keep_recorded_principals(
+    new: &mut Extensions,
+    old: &Extensions,
+    preserve: &Preserve,
+    names: &mut Names,
+) {
+    let numeric = preserve.numeric_ids;
+    if let (Some(mut seen), Some(recorded)) = (owner(new), owner(old)) {
+        if let (Some(seen), Some(recorded)) = (seen.user.as_mut(), recorded.user.as_ref()) {
+            same_as_applied(seen, recorded, false, names, numeric);
+        }
+        if let (Some(seen), Some(recorded)) = (seen.group.as_mut(), recorded.group.as_ref()) {
+            same_as_applied(seen, recorded, true, names, numeric);
+        }
+        new.insert(keys::OWNER, encode(&seen));
+    }
+    for key in [keys::ACL_ACCESS, keys::ACL_DEFAULT] {
+        let acl = |ext: &Extensions| -> Option<Acl> { postcard::from_bytes(ext.get(key)?).ok() };
+        let (Some(mut seen), Some(recorded)) = (acl(new), acl(old)) else {
+            continue;
+        };
+        if seen.len() != recorded.len() {
+            continue;
+        }
+        for (seen, recorded) in seen.iter_mut().zip(&recorded) {
+            if seen.tag != recorded.tag || seen.perm != recorded.perm {
+                continue;
+            }
+            if let (Some(who), Some(recorded_who)) = (seen.who.as_mut(), recorded.who.as_ref()) {
+                same_as_applied(who, recorded_who, seen.tag == ACL_GROUP, names, numeric);
+            }
+        }
+        new.insert(key, encode(&seen));
+    }
+}
+
 /// For a process that is not root: the items it can never apply come
 /// from the recorded state `old`, not from disk (a file's owner, extended
 /// attributes outside `user.*`, and a group it is not a member of), so

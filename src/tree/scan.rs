@@ -94,7 +94,12 @@ pub fn type_name(state: &PathState) -> &'static str {
 /// Keys this replica preserves are read from disk; the recorded values of
 /// the others (keys of later versions, items this replica does not keep)
 /// are carried over.
-fn carry_unobserved(new: &mut PathState, old: Option<&PathState>, preserve: &Preserve) {
+fn carry_unobserved(
+    new: &mut PathState,
+    old: Option<&PathState>,
+    preserve: &Preserve,
+    names: &mut Names,
+) {
     // A directory or symlink recorded without a time (from an origin that
     // does not keep them: format 2.0-2.2) stays without one until it is
     // made anew, so that an upgrade or an old sibling's packet is not a
@@ -137,6 +142,7 @@ fn carry_unobserved(new: &mut PathState, old: Option<&PathState>, preserve: &Pre
         }
         ext.insert(meta::keys::OWNER, meta::encode(&seen));
     }
+    meta::keep_recorded_principals(ext, old_ext, preserve, names);
     // A state without an owner came from an origin that does not keep
     // owners (SPEC.md §6.4): the owner it got here is not a local change.
     if old_ext.get(meta::keys::OWNER).is_none() {
@@ -147,6 +153,79 @@ fn carry_unobserved(new: &mut PathState, old: Option<&PathState>, preserve: &Pre
         *ext = without;
     }
     meta::carry_unappliable(ext, old_ext);
+}
+
+/// The items of metadata (owner and group, extended attributes, ACLs)
+/// whose value on disk at `path` (`meta` its `lstat`) is not the one
+/// recorded in `old`, read and compared as this replica's scan would
+/// (what it does not keep or cannot apply counts as recorded; hard-link
+/// sets are not looked at). `new`: what was read of the path otherwise,
+/// of the same kind as `old`. Each item as "NAME" or "owner (now U:G;
+/// recorded U:G)". For `syncreplica -verify` (review 14c item 9).
+pub fn metadata_changed(
+    path: &Path,
+    meta: &Metadata,
+    new: &PathState,
+    old: &PathState,
+    preserve: &Preserve,
+    names: &mut Names,
+) -> Vec<String> {
+    let mut new = new.clone();
+    if std::mem::discriminant(&new) != std::mem::discriminant(old) {
+        return Vec::new();
+    }
+    let Some(old_ext) = old.extensions() else {
+        return Vec::new();
+    };
+    let leader = meta::hard_link_leader(old_ext);
+    if let Some(ext) = state_ext_mut(&mut new) {
+        meta::read(
+            path,
+            meta.uid(),
+            meta.gid(),
+            meta.file_type().is_symlink(),
+            meta.is_dir(),
+            leader.as_deref(),
+            preserve,
+            names,
+            ext,
+        );
+    }
+    carry_unobserved(&mut new, Some(old), preserve, names);
+    let Some(ext) = new.extensions() else {
+        return Vec::new();
+    };
+    let ids = |owner: &Option<meta::Owner>| {
+        let owner = owner.clone().unwrap_or_default();
+        let show = |who: Option<meta::Principal>| {
+            who.map_or("-".to_string(), |who| match who.name {
+                Some(name) => format!("{name}({})", who.id),
+                None => who.id.to_string(),
+            })
+        };
+        format!("{}:{}", show(owner.user), show(owner.group))
+    };
+    let mut changed = Vec::new();
+    for (key, name) in [
+        (meta::keys::OWNER, "owner"),
+        (meta::keys::XATTRS, "extended attributes"),
+        (meta::keys::ACL_ACCESS, "ACL"),
+        (meta::keys::ACL_DEFAULT, "default ACL"),
+    ] {
+        if ext.get(key) == old_ext.get(key) {
+            continue;
+        }
+        if key == meta::keys::OWNER {
+            changed.push(format!(
+                "owner (now {}; recorded {})",
+                ids(&meta::owner(ext)),
+                ids(&meta::owner(old_ext))
+            ));
+        } else {
+            changed.push(name.to_string());
+        }
+    }
+    changed
 }
 
 fn state_ext_mut(state: &mut PathState) -> Option<&mut crate::ops::Extensions> {
@@ -212,7 +291,12 @@ impl LocalChange {
                     ..
                 },
             ) => {
-                if (ka, xa, ya) != (kb, xb, yb) {
+                // A block device replaced by a FIFO is another type of
+                // file, as a file replaced by a directory is (review 14c
+                // item 11); another device number is a modification.
+                if ka != kb {
+                    ChangeKind::TypeChanged
+                } else if (xa, ya) != (xb, yb) {
                     ChangeKind::Modified
                 } else if ma != mb {
                     ChangeKind::ModeChanged
@@ -350,7 +434,9 @@ pub enum WarningKind {
     )]
     RootPrefixedExclude(String),
     /// A config.toml `exclude` pattern (the warning's path) that excludes
-    /// nothing in the tree.
+    /// nothing in the tree, and left none of the family's paths out when
+    /// this replica was made (those are in its state:
+    /// `State::family_excluded`).
     #[error(
         "exclude pattern matches nothing in this tree (patterns are relative to the replica \
          root: at a replica rooted at /etc, /etc/hosts is \"/hosts\")"
@@ -542,13 +628,19 @@ where
     };
     drop(walking);
     let (walked, unreadable) = walked?;
+    // One warning per pattern (review 14c item 5): one that named the
+    // root's absolute path gets the hint, not also "matches nothing".
+    let unmatched = excludes.unmatched_config_patterns();
     for (written, taken) in excludes.root_prefixed() {
         outcome.warnings.push(ScanWarning {
             path: written.as_bytes().to_vec(),
             kind: WarningKind::RootPrefixedExclude(taken.clone()),
         });
     }
-    for pattern in excludes.unmatched_config_patterns() {
+    for pattern in unmatched
+        .into_iter()
+        .filter(|p| !excludes.root_prefixed().iter().any(|(_, taken)| taken == p))
+    {
         outcome.warnings.push(ScanWarning {
             path: pattern.into_bytes(),
             kind: WarningKind::UnmatchedExclude,
@@ -711,7 +803,7 @@ where
                 ext,
             );
         }
-        carry_unobserved(&mut new_state, old_state, preserve);
+        carry_unobserved(&mut new_state, old_state, preserve, &mut names);
         // Setuid/setgid bits this replica cannot set (see
         // `meta::set_id_bits_kept`) stay as recorded, unless the file's
         // metadata was set here since (a chmod moves only its ctime).

@@ -626,3 +626,99 @@ fn an_answer_to_one_members_request_is_not_sent_whole_to_the_others() {
     import_from(&ship, &[&second]).ok();
     assert_eq!(std::fs::read(ship.join("huge.bin")).unwrap(), huge);
 }
+
+#[test]
+fn adoption_honours_exclude_patterns_and_export_refuses_them() {
+    let src = source_tree(8);
+    init(src.path(), "alpha");
+    let work = tempfile::tempdir().unwrap();
+    let dst = work.path().join("migrated");
+    copy_tree(src.path(), &dst);
+    // This host's own d0/f4 and d1/, given on the command line.
+    std::fs::write(dst.join("d0/f4"), "this host's own\n").unwrap();
+    std::fs::write(dst.join("d1/f1"), "this host's own too\n").unwrap();
+    let out = work.path().join("manifest");
+    // -exclude belongs where the packet is imported: refused at -export.
+    let refused = run(
+        src.path(),
+        "mkreplica",
+        [
+            "-export",
+            "-manifest",
+            "-exclude",
+            "/d0/f4",
+            "-out",
+            out.to_str().unwrap(),
+            "beta",
+        ],
+    )
+    .fails_with(2);
+    assert!(
+        refused.stderr.contains("-exclude applies to -import only"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+    run(
+        src.path(),
+        "mkreplica",
+        [
+            "-export",
+            "-manifest",
+            "-out",
+            out.to_str().unwrap(),
+            "beta",
+        ],
+    )
+    .ok();
+    let adopted = run(
+        work.path(),
+        "mkreplica",
+        [
+            "-import",
+            "-adopt",
+            "-exclude",
+            "/d0/f4",
+            "-exclude",
+            "d1/",
+            "-replica",
+            dst.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    assert!(
+        adopted.stdout.contains("nothing to ask for"),
+        "{}",
+        adopted.stdout
+    );
+    let config = std::fs::read_to_string(dst.join(".syncreplica/config.toml")).unwrap();
+    assert!(
+        config.contains("\"/d0/f4\"") && config.contains("\"d1/\""),
+        "{config}"
+    );
+    // The family's later changes to them leave this host's own alone.
+    write(src.path(), "d0/f4", "alpha's new\n");
+    write(src.path(), "d1/f1", "alpha's new too\n");
+    write(src.path(), "d1/new", "new\n");
+    run(src.path(), "syncreplica", ["-record"]).ok();
+    let to_beta = work.path().join("to-beta");
+    export_to(src.path(), &to_beta, &["beta"], &[]).ok();
+    import_from(&dst, &[&to_beta]).ok();
+    assert_eq!(
+        std::fs::read_to_string(dst.join("d0/f4")).unwrap(),
+        "this host's own\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dst.join("d1/f1")).unwrap(),
+        "this host's own too\n"
+    );
+    assert!(!dst.join("d1/new").exists());
+    assert!(!dst.join(".syncreplica/deleted").exists());
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+}

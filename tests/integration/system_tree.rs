@@ -1519,3 +1519,557 @@ fn setuid_bits_from_a_member_that_does_not_keep_owners_arrive_where_owners_are_k
         status.stdout
     );
 }
+
+/// `syncreplica ARGS` in `cwd`, in a mount namespace of its own where
+/// `/etc/passwd` and `/etc/group` are `passwd` and `group`: a host whose
+/// names map to other ids. `None` where mount namespaces are not
+/// permitted here.
+fn syncreplica_with_name_map(
+    cwd: &Path,
+    args: &[&str],
+    passwd: &Path,
+    group: &Path,
+) -> Option<Run> {
+    let mut script = format!(
+        "mount --bind '{}' /etc/passwd && mount --bind '{}' /etc/group && exec '{}'",
+        passwd.display(),
+        group.display(),
+        binary_path("syncreplica").display()
+    );
+    for arg in args {
+        script.push_str(&format!(" '{arg}'"));
+    }
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-ec", &script])
+        .current_dir(cwd)
+        .env("XDG_DATA_HOME", test_data_home())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() && (stderr.contains("unshare:") || stderr.contains("mount:")) {
+        eprintln!("SKIPPED: no private mount namespace here: {stderr}");
+        return None;
+    }
+    Some(Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    })
+}
+
+#[test]
+fn an_import_leaves_no_owner_to_record_under_numeric_ids_or_another_name_map() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (owners are applied)");
+        return;
+    }
+    let fam = family(
+        &["xeno", "yarn", "zinc"],
+        &[("f", "f\n"), ("g", "g\n"), ("h", "h\n")],
+    );
+    let (x, y, z) = (fam.root("xeno"), fam.root("yarn"), fam.root("zinc"));
+    // yarn keeps owners by number only.
+    let config = y.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("numeric_ids = false"), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("numeric_ids = false", "numeric_ids = true"),
+    )
+    .unwrap();
+    // zinc's host calls uid/gid 1 "bin" and 2 "daemon" (the other way round
+    // from this one).
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let group = std::fs::read_to_string("/etc/group").unwrap();
+    let swap = |text: &str, a: &str, b: &str| {
+        text.lines()
+            .map(|line| {
+                let mut fields: Vec<String> = line.split(':').map(str::to_string).collect();
+                if fields.len() > 2 && fields[0] == a {
+                    fields[0] = b.to_string();
+                } else if fields.len() > 2 && fields[0] == b {
+                    fields[0] = a.to_string();
+                }
+                fields.join(":") + "\n"
+            })
+            .collect::<String>()
+    };
+    let maps = fam.packet_dir("maps");
+    let (alt_passwd, alt_group) = (maps.join("passwd"), maps.join("group"));
+    std::fs::write(&alt_passwd, swap(&passwd, "daemon", "bin")).unwrap();
+    std::fs::write(&alt_group, swap(&group, "daemon", "bin")).unwrap();
+    let at_zinc = |args: &[&str]| syncreplica_with_name_map(&z, args, &alt_passwd, &alt_group);
+    let Some(status) = at_zinc(&["-status"]) else {
+        return;
+    };
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+
+    // xeno gives f to daemon (uid 1 here, 2 at zinc), g to bin.
+    sh(&x, "chown daemon:daemon f && chown bin:bin g");
+    run(&x, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&x, &out, &["yarn", "zinc"], &[]).ok();
+    import_from(&y, &[&out]).ok();
+    at_zinc(&["-import", out.to_str().unwrap()]).unwrap().ok();
+    let ids = |root: &Path, path: &str| {
+        let meta = std::fs::metadata(root.join(path)).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    assert_eq!(ids(&y, "f"), (1, 1));
+    assert_eq!(ids(&z, "f"), (2, 2), "zinc applies by name");
+    assert_eq!(ids(&z, "g"), (1, 1), "zinc applies by name");
+    let status = run(&y, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "numeric_ids member: {}",
+        status.stdout
+    );
+    let status = at_zinc(&["-status"]).unwrap().ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "other name map: {}",
+        status.stdout
+    );
+
+    // yarn's own chown, recorded by number, arrives at xeno and zinc by
+    // number (there is no name), and records nothing there either.
+    sh(&y, "chown 2:2 h");
+    run(&y, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("2");
+    export_to(&y, &out, &["xeno", "zinc"], &[]).ok();
+    import_from(&x, &[&out]).ok();
+    at_zinc(&["-import", out.to_str().unwrap()]).unwrap().ok();
+    assert_eq!(ids(&x, "h"), (2, 2));
+    assert_eq!(ids(&z, "h"), (2, 2));
+    let status = run(&x, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+    let status = at_zinc(&["-status"]).unwrap().ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+    // zinc and yarn recorded nothing of their own since they were made
+    // (a -status records nothing, but -export does), so nothing goes back.
+    let (zinc_epoch, yarn_epoch) = (own_epoch(&z), own_epoch(&y));
+    let out = fam.packet_dir("3");
+    at_zinc(&["-export", "-out", out.to_str().unwrap(), "xeno"])
+        .unwrap()
+        .ok();
+    run(&y, "syncreplica", ["-record"]).ok();
+    assert_eq!(own_epoch(&z), zinc_epoch);
+    assert_eq!(own_epoch(&y), yarn_epoch);
+}
+
+#[test]
+fn a_creation_import_counts_what_its_excludes_left_out_and_its_scans_do_not_call_them_unmatched() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("etc");
+    std::fs::create_dir(&src).unwrap();
+    for (path, content) in [
+        ("hosts", "10.0.0.1 old\n"),
+        ("shadow", "root:*\n"),
+        ("many/a", "a\n"),
+        ("many/b", "b\n"),
+        ("passwd", "root\n"),
+    ] {
+        write(&src, path, content);
+    }
+    init(&src, "source");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&src, &out, "target").ok();
+    let dst = std::fs::canonicalize(dir.path())
+        .unwrap()
+        .join("target-etc");
+    let absolute = dst.join("shadow");
+    let imported = run(
+        dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-exclude".as_ref(),
+            "/hosts".as_ref(),
+            "-exclude".as_ref(),
+            "many/".as_ref(),
+            "-exclude".as_ref(),
+            absolute.as_os_str(),
+            "-exclude".as_ref(),
+            "/nothing".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    // hosts, shadow, many/ and its two files.
+    assert!(
+        imported
+            .stdout
+            .contains("left out: 5 paths this replica excludes"),
+        "{}",
+        imported.stdout
+    );
+    // One warning for each of the two patterns that deserve one.
+    let warnings: Vec<&str> = imported
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{}", imported.stderr);
+    assert!(
+        imported
+            .stderr
+            .contains("/nothing: exclude pattern matches nothing"),
+        "{}",
+        imported.stderr
+    );
+    assert!(
+        imported.stderr.contains("taken as \"/shadow\""),
+        "{}",
+        imported.stderr
+    );
+    assert!(dst.join("passwd").exists() && !dst.join("hosts").exists());
+    assert!(!dst.join("shadow").exists() && !dst.join("many").exists());
+    // The member's scans: the patterns that left the family's paths out
+    // match something; /nothing is warned about once, the absolute one
+    // gets its hint once.
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    let warnings: Vec<&str> = status
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{}", status.stderr);
+    assert!(
+        status
+            .stderr
+            .contains("/nothing: exclude pattern matches nothing"),
+        "{}",
+        status.stderr
+    );
+    assert!(
+        status.stderr.contains("taken as \"/shadow\""),
+        "{}",
+        status.stderr
+    );
+}
+
+#[test]
+fn verify_reports_owner_xattr_and_acl_changes_not_yet_recorded() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (chown)");
+        return;
+    }
+    let fam = family(
+        &["xeno", "yarn"],
+        &[
+            ("f50", "a\n"),
+            ("f51", "b\n"),
+            ("f52", "c\n"),
+            ("f53", "d\n"),
+        ],
+    );
+    let y = fam.root("yarn");
+    // An imported tree verifies clean: nothing read differs from what was
+    // recorded.
+    let clean = run(&y, "syncreplica", ["-verify"]).ok();
+    assert!(
+        !clean.stdout.contains("not as recorded"),
+        "{}",
+        clean.stdout
+    );
+    sh(
+        &y,
+        "chown 4242 f50 && setfattr -n user.v -v 1 f51 && setfacl -m u:4243:r f52",
+    );
+    let verify = run(&y, "syncreplica", ["-verify"]).ok();
+    assert!(
+        verify
+            .stdout
+            .contains("not as recorded: f50: changed since recorded: owner (now 4242:root(0); recorded root(0):root(0))"),
+        "{}",
+        verify.stdout
+    );
+    assert!(
+        verify
+            .stdout
+            .contains("not as recorded: f51: changed since recorded: extended attributes"),
+        "{}",
+        verify.stdout
+    );
+    assert!(
+        verify
+            .stdout
+            .contains("not as recorded: f52: changed since recorded: ACL"),
+        "{}",
+        verify.stdout
+    );
+    assert!(!verify.stdout.contains("f53"), "{}", verify.stdout);
+    assert!(
+        verify.stdout.contains("3 paths are not as recorded"),
+        "{}",
+        verify.stdout
+    );
+    // Recorded, they are as recorded.
+    run(&y, "syncreplica", ["-record"]).ok();
+    let verify = run(&y, "syncreplica", ["-verify"]).ok();
+    assert!(
+        !verify.stdout.contains("not as recorded"),
+        "{}",
+        verify.stdout
+    );
+}
+
+#[test]
+fn status_calls_a_device_replaced_by_a_fifo_a_type_change() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (mknod)");
+        return;
+    }
+    let dir = tree(&[("f", "f\n")]);
+    sh(dir.path(), "mknod blk1 b 7 200 && mknod chr1 c 1 3");
+    init(dir.path(), "solo");
+    sh(
+        dir.path(),
+        "rm blk1 && mkfifo blk1 && rm chr1 && mknod chr1 c 1 5",
+    );
+    let status = run(dir.path(), "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("type changed:  blk1"),
+        "{}",
+        status.stdout
+    );
+    // Another device number is a modification of the same device.
+    assert!(
+        status.stdout.contains("modified:") && status.stdout.contains("chr1"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn a_mirror_relinks_a_removed_hard_link_and_sets_a_new_one_back_once() {
+    if skip_without_tools() {
+        return;
+    }
+    let fam = family(&["alpha", "beta"], &[("sufile", "su\n"), ("ulink", "u\n")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    sh(&alpha, "ln ulink unmapped && ln ulink userfile");
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    import_from(&beta, &[&out]).ok();
+    run(&beta, "chreplica", ["-mirror", "alpha"]).ok();
+    let flags = "-aHc";
+    assert_eq!(
+        rsync_differences(flags, &alpha, &beta, &[]),
+        Vec::<String>::new()
+    );
+
+    // sufile gets a second (local) name; the leader of the set of three
+    // loses its name.
+    sh(&beta, "ln sufile ulink2 && rm ulink");
+    let first = run(&beta, "syncreplica", ["-record"]).ok();
+    let said = format!("{}{}", first.stdout, first.stderr);
+    assert!(
+        said.contains("mirror: ulink deleted here; linked again to unmapped"),
+        "{said}"
+    );
+    assert!(!said.contains("asked for"), "{said}");
+    assert!(
+        said.contains("mirror: sufile: metadata changed here"),
+        "{said}"
+    );
+    let inode = |path: &str| std::fs::metadata(beta.join(path)).unwrap().ino();
+    assert_eq!(inode("ulink"), inode("userfile"));
+    assert_ne!(inode("sufile"), inode("ulink2"));
+    assert_eq!(
+        rsync_differences(flags, &alpha, &beta, &["/ulink2"]),
+        Vec::<String>::new()
+    );
+    // Set back once: the next commands find nothing to set back.
+    for _ in 0..2 {
+        let again = run(&beta, "syncreplica", ["-record"]).ok();
+        let said = format!("{}{}", again.stdout, again.stderr);
+        assert!(
+            !said.contains("set back") && !said.contains("deleted here"),
+            "{said}"
+        );
+    }
+}
+
+/// Runs `name args` as the unprivileged user nobody (65534), in `home`.
+fn run_as_nobody(home: &Path, name: &str, args: &[&OsStr]) -> Run {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(binary_path(name))
+        .args(args)
+        .env("SYNCREPLICA_TEST_SCRYPT_LOG_N", "10")
+        .env("XDG_DATA_HOME", test_data_home())
+        .env("HOME", home)
+        .current_dir(home)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn an_unprivileged_import_of_several_packets_says_what_it_did_not_apply_once() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to make the source tree and switch to an unprivileged user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    sh(dir.path(), "chmod 755 .");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write(&src, "f1", "1\n");
+    write(&src, "f2", "2\n");
+    init(&src, "alpha");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&src, &out, "beta").ok();
+    let home = dir.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    let passphrase = dir.path().join("passphrase");
+    std::fs::copy(test_passphrase_file(), &passphrase).unwrap();
+    sh(
+        dir.path(),
+        "chown 65534:65534 nobody && chmod -R a+rX creation && chmod 644 passphrase",
+    );
+    let dst = home.join("dst");
+    run_as_nobody(
+        &home,
+        "mkreplica",
+        &[
+            "-import".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            "-passphrase-file".as_ref(),
+            passphrase.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    // Two packets, each with an owner and a device node nobody can make.
+    let mut packets = Vec::new();
+    for (n, script) in [
+        (1, "chown 4242 f1 && mknod dev1 c 1 3"),
+        (2, "chown 4243 f2 && mknod dev2 c 1 5"),
+    ] {
+        sh(&src, script);
+        run(&src, "syncreplica", ["-record"]).ok();
+        let out = dir.path().join(format!("p{n}"));
+        export_to(&src, &out, &["beta"], &[]).ok();
+        sh(dir.path(), &format!("chmod -R a+rX p{n}"));
+        packets.push(out);
+    }
+    let imported = run_as_nobody(
+        &home,
+        "syncreplica",
+        &[
+            "-import".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            packets[0].as_os_str(),
+            packets[1].as_os_str(),
+        ],
+    )
+    .ok();
+    let said = &imported.stdout;
+    assert_eq!(said.matches("Applied packet").count(), 2, "{said}");
+    assert_eq!(said.matches("not applied here: owner").count(), 1, "{said}");
+    // f1 and the root in the first, f2 and the root in the second.
+    assert!(said.contains("owner not applied to 4 paths"), "{said}");
+    assert_eq!(said.matches("special files").count(), 1, "{said}");
+    assert!(said.contains("not made here: 2 special files"), "{said}");
+}
+
+#[test]
+fn an_unprivileged_adoption_says_which_device_nodes_it_did_not_make() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to make device nodes and switch to an unprivileged user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    sh(dir.path(), "chmod 755 .");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write(&src, "f", "f\n");
+    sh(
+        &src,
+        "mknod null1 c 1 3 && mknod zero1 c 1 5 && mkfifo fifo1",
+    );
+    init(&src, "alpha");
+    let home = dir.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    let dst = home.join("dst");
+    // The migrated tree, without the device nodes nobody could make.
+    sh(
+        dir.path(),
+        "cp -a src nobody/dst && rm -rf nobody/dst/.syncreplica nobody/dst/null1 nobody/dst/zero1",
+    );
+    let manifest = dir.path().join("manifest");
+    run(
+        &src,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-manifest".as_ref(),
+            "-out".as_ref(),
+            manifest.as_os_str(),
+            "beta".as_ref(),
+        ],
+    )
+    .ok();
+    let passphrase = dir.path().join("passphrase");
+    std::fs::copy(test_passphrase_file(), &passphrase).unwrap();
+    sh(
+        dir.path(),
+        "chown -R 65534:65534 nobody && chmod -R a+rX manifest && chmod 644 passphrase",
+    );
+    let adopted = run_as_nobody(
+        &home,
+        "mkreplica",
+        &[
+            "-import".as_ref(),
+            "-adopt".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            "-passphrase-file".as_ref(),
+            passphrase.as_os_str(),
+            manifest.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(
+        adopted
+            .stdout
+            .contains("2 special files (FIFOs, sockets or device nodes) recorded, not made"),
+        "{}",
+        adopted.stdout
+    );
+    assert!(!dst.join("null1").exists() && dst.join("fifo1").exists());
+}

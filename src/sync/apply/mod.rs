@@ -393,6 +393,10 @@ pub struct ApplyReport {
     /// FIFOs, sockets and device nodes recorded but not made here (this
     /// replica does not keep them: `preserve` in config.toml).
     pub not_made_special: u64,
+    /// The metadata behind `not_applied`, by item with counts: an import
+    /// of several packets sums them and says it once (review 14c item 6).
+    /// Boxed: the report travels in each packet's outcome.
+    pub unapplied: Box<crate::tree::meta::Unapplied>,
     /// Disk steps that failed after the commit (rule 9): not done, the
     /// path's entry as it was, listed by `syncreplica -status`.
     pub failed: Vec<state::FailedStep>,
@@ -538,22 +542,38 @@ pub fn apply_stored(
     let executed = disk::execute(replica, &mut JournalPages::new(replica), hooks)?;
     report.conflicts.extend(executed.notes);
     if report.not_made_special > 0 {
-        report.not_made.push(format!(
-            "{} special files (FIFOs, sockets or device nodes) recorded, not made: this \
-             replica does not keep them (preserve in config.toml; device nodes need root)",
-            report.not_made_special
-        ));
+        report
+            .not_made
+            .push(special_not_made_note(report.not_made_special));
     }
     // Once per import, with a count (never silently dropped).
     report
         .not_applied
-        .extend(executed.unapplied.lines().into_iter().map(|line| {
-            format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
-        }));
+        .extend(unapplied_notes(&executed.unapplied));
+    report.unapplied = Box::new(executed.unapplied.clone());
     report.failed = finish(replica, &executed.failures, hooks)?;
     // The batch is applied; a purge that fails is retried next time.
     report.purged = purge_soft_deleted(replica, replica.config.soft_delete_days).unwrap_or(0);
     Ok(report)
+}
+
+/// The note for `count` special files recorded but not made here.
+pub fn special_not_made_note(count: u64) -> String {
+    format!(
+        "{count} special files (FIFOs, sockets or device nodes) recorded, not made: this \
+         replica does not keep them (preserve in config.toml; device nodes need root)"
+    )
+}
+
+/// One note per item of metadata not applied here, with its count.
+pub fn unapplied_notes(unapplied: &crate::tree::meta::Unapplied) -> Vec<String> {
+    unapplied
+        .lines()
+        .into_iter()
+        .map(|line| {
+            format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
+        })
+        .collect()
 }
 
 /// The bytes a batch writes on the replica's filesystem before its
