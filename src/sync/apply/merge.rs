@@ -93,6 +93,45 @@ pub(crate) fn merge3(
     merge(&with_parts(a, pa), &with_parts(b, pb), sides)
 }
 
+/// Two concurrent versions of a file where one side changed the content
+/// since `base` and the other only metadata (a `chown`, `chmod`,
+/// `setfacl`, `setfattr` or `touch`): the content side's content with
+/// every metadata field merged three-way as [`merge3`] does (the
+/// metadata side's changed fields kept, a field both changed decided by
+/// the rules and reported). `None` when these are not three files, or
+/// when both sides (or neither) changed the content: a real content
+/// conflict.
+pub(crate) fn merge3_content(
+    base: &PathState,
+    a: &PathState,
+    b: &PathState,
+    sides: &Sides,
+) -> Option<(PathState, Vec<String>)> {
+    let content = |state: &PathState| match state {
+        PathState::File { size, chunks, .. } => Some((*size, chunks.clone())),
+        _ => None,
+    };
+    let (ca, cb, co) = (content(a)?, content(b)?, content(base)?);
+    let changed = match (ca != co, cb != co) {
+        (true, false) => &ca,
+        (false, true) => &cb,
+        _ => return None,
+    };
+    let with_content = |state: &PathState| {
+        let mut state = state.clone();
+        if let PathState::File { size, chunks, .. } = &mut state {
+            (*size, *chunks) = changed.clone();
+        }
+        state
+    };
+    merge3(
+        Some(&with_content(base)),
+        &with_content(a),
+        &with_content(b),
+        sides,
+    )
+}
+
 /// The fields a merge decides: mode (none for a symlink), mtime,
 /// extensions.
 type Parts = (Option<u32>, Option<Timestamp>, Extensions);

@@ -1062,6 +1062,19 @@ impl Planner<'_> {
                     Some(Some(base)) => merge::merge3(Some(base), &incoming, &local.state, &sides),
                     _ => two_way,
                 };
+                // One side changed the file's content, the other only its
+                // metadata: the content with the other side's metadata,
+                // no conflict copy (review 14c item 1).
+                let merged = match merged {
+                    None => self.content_and_metadata(
+                        path,
+                        incoming_version,
+                        &local,
+                        &incoming,
+                        &sides,
+                    )?,
+                    merged => merged,
+                };
                 if let Some((merged, notes)) = merged {
                     self.resolved.insert(path.to_vec(), version.clone());
                     self.set_planned(
@@ -1122,6 +1135,29 @@ impl Planner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Two concurrent file versions of `path`, `incoming` (at
+    /// `incoming_version`) and `local`, merged when one side changed the
+    /// content since their merge base and the other only metadata
+    /// ([`merge::merge3_content`]); `None` otherwise (no base logged here,
+    /// or a real content conflict).
+    fn content_and_metadata(
+        &self,
+        path: &[u8],
+        incoming_version: &VersionVector,
+        local: &Entry,
+        incoming: &PathState,
+        sides: &merge::Sides,
+    ) -> Result<Option<(PathState, Vec<String>)>> {
+        if !matches!(
+            (&local.state, incoming),
+            (PathState::File { .. }, PathState::File { .. })
+        ) {
+            return Ok(None);
+        }
+        let base = self.merge_base(path, incoming_version, &local.version)?;
+        Ok(base.and_then(|base| merge::merge3_content(&base, incoming, &local.state, sides)))
     }
 
     /// The merge base of two concurrent versions `a` and `b` of `path`:
