@@ -503,6 +503,15 @@ pub fn take_requests(
         if request.to != me || op.origin == me {
             continue;
         }
+        // Taken already, ahead of its packet (see `import`).
+        if op.epoch <= replica.state().requests_taken_through(&op.origin)? {
+            continue;
+        }
+        replica.state_mut().transaction(|tx| {
+            Ok(crate::store::state::note_requests_taken(
+                tx, &op.origin, op.epoch,
+            )?)
+        })?;
         let answered: HashMap<Vec<u8>, i64> = replica
             .state()
             .content_requests(&op.origin, "answered")?
@@ -529,12 +538,20 @@ pub fn take_requests(
             ));
             continue;
         }
+        let estimate = replica.state().epoch_row(&op.origin)?;
         replica.state_mut().transaction(|tx| {
             for path in &paths {
                 crate::store::state::put_content_request(tx, &op.origin, path, "to_answer", now)?;
             }
             for (origin, epoch) in &request.have {
                 crate::store::state::lower_epoch(tx, &op.origin, origin, *epoch)?;
+            }
+            // An origin the requester's row leaves out is one it has
+            // nothing of.
+            for origin in estimate.keys() {
+                if !request.have.contains_key(origin) {
+                    crate::store::state::lower_epoch(tx, &op.origin, origin, 0)?;
+                }
             }
             Ok(())
         })?;

@@ -85,6 +85,11 @@ pub(crate) struct Plan {
     pub jobs: Targets,
     /// The recorded state before the batch: where local chunks are.
     pub recorded: HashMap<Vec<u8>, RecordedEntry>,
+    /// Conflict copies this batch makes, by path, with the path whose
+    /// version each keeps: content missing for a copy is asked of the
+    /// sender under that path (a path the sender has; the copy's name is
+    /// this replica's).
+    pub copies_of: HashMap<Vec<u8>, Vec<u8>>,
     pub report: ApplyReport,
 }
 
@@ -438,6 +443,8 @@ struct Planner<'a> {
     /// Paths whose conflict this batch resolved, with the merged version
     /// the resolution was stored under.
     resolved: BTreeMap<Vec<u8>, VersionVector>,
+    /// See [`Plan::copies_of`].
+    copies_of: HashMap<Vec<u8>, Vec<u8>>,
     report: ApplyReport,
     now_ns: i64,
     /// Operations (by position in the batch) that a later operation of
@@ -561,6 +568,7 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
         restoring: crate::sync::family::restore_wait(replica)?.is_some(),
         local_ops: Vec::new(),
         resolved: BTreeMap::new(),
+        copies_of: HashMap::new(),
         report: ApplyReport::default(),
         now_ns: crate::sys::clock::now_ns(),
         superseded,
@@ -1289,7 +1297,11 @@ impl Planner<'_> {
         winner: Option<&PathState>,
     ) -> Result<Option<Vec<u8>>> {
         let (parent, name) = split_last(path);
-        self.conflict_copy_in(parent, name, loser, loser_author, winner)
+        let copy = self.conflict_copy_in(parent, name, loser, loser_author, winner)?;
+        if let Some(copy) = &copy {
+            self.copies_of.insert(copy.clone(), path.to_vec());
+        }
+        Ok(copy)
     }
 
     /// Keeps a losing file, named after `name`, in the folder `parent`
@@ -1997,6 +2009,7 @@ impl Planner<'_> {
             actions: spooled,
             jobs,
             recorded: self.recorded,
+            copies_of: self.copies_of,
             report: self.report,
         })
     }
