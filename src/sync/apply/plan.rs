@@ -1728,9 +1728,9 @@ impl Planner<'_> {
                     PathState::File {
                         mode,
                         mtime,
+                        size,
                         chunks,
                         ext,
-                        ..
                     } => {
                         let set_meta = Action::SetMeta {
                             path: p.clone(),
@@ -1764,6 +1764,9 @@ impl Planner<'_> {
                                 removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
                             }
                             _ => {}
+                        }
+                        if self.links_to_leader(path, chunks, ext)? {
+                            self.report.bytes_linked += size;
                         }
                         let staged = jobs.add(self.conn, &p, chunks, *mode, *mtime)?;
                         // A directory there is removed first: then nothing is.
@@ -2017,6 +2020,28 @@ impl Planner<'_> {
 
 /// Rule 11: names that a folding filesystem takes for one.
 impl Planner<'_> {
+    /// Whether the file `path` (with `chunks`) ends as a hard link to its
+    /// leader, a name this batch leaves with the same content: its bytes
+    /// are a link, not content written or copied (review 14c item 10).
+    fn links_to_leader(
+        &self,
+        path: &[u8],
+        chunks: &[crate::ops::ChunkRef],
+        ext: &crate::ops::Extensions,
+    ) -> Result<bool> {
+        if !self.preserve.hardlinks {
+            return Ok(false);
+        }
+        let Some(leader) = crate::tree::meta::hard_link_leader(ext).filter(|l| l != path) else {
+            return Ok(false);
+        };
+        let last = match self.planned.get(self.conn, &leader)? {
+            Some(entry) => Some(entry.state),
+            None => self.recorded.get(&leader).map(|e| e.state.clone()),
+        };
+        Ok(matches!(last, Some(PathState::File { chunks: same, .. }) if same == chunks))
+    }
+
     /// What is on disk at exactly `path`. On a filesystem that folds
     /// names a lookup also answers for another spelling (`report.txt`
     /// finds `Report.txt`), so there a path counts only when each of its
