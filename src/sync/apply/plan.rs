@@ -288,7 +288,7 @@ pub fn winner_is_first(a: &PathState, b: &PathState) -> bool {
 /// merge where they are one object ([`merge::merge`]), else rule 5's
 /// winner; with the author it keeps.
 fn join_states(a: &PathState, a_author: Id, b: &PathState, b_author: Id) -> (PathState, Id) {
-    let sides = merge::Sides { a: "", b: "" };
+    let sides = merge::Sides::named("", "");
     if let Some((merged, _)) = merge::merge(a, b, &sides) {
         return (merged, a_author.max(b_author));
     }
@@ -1043,10 +1043,7 @@ impl Planner<'_> {
                 // so that a local chmod is not undone by a sibling's new
                 // time below it; every field that differed is reported.
                 let (mine, theirs) = (self.label(&local.author), self.label(&origin));
-                let sides = merge::Sides {
-                    a: &theirs,
-                    b: &mine,
-                };
+                let sides = merge::Sides::named(&theirs, &mine);
                 // Three-way against the latest state both versions descend
                 // from, so that a field only one side changed keeps that
                 // change; it is looked up only when the versions differ in
@@ -1073,16 +1070,57 @@ impl Planner<'_> {
                 // One side changed the file's content, the other only its
                 // metadata: the content with the other side's metadata,
                 // no conflict copy (review 14c item 1).
-                let merged = match merged {
-                    None => self.content_and_metadata(
-                        path,
-                        incoming_version,
-                        &local,
-                        &incoming,
-                        &sides,
-                    )?,
-                    merged => merged,
+                let content_base = match (&merged, &local.state, &incoming) {
+                    (None, PathState::File { .. }, PathState::File { .. }) => {
+                        self.merge_base(path, incoming_version, &local.version)?
+                    }
+                    _ => None,
                 };
+                let decide = |sides: &merge::Sides| match (&content_base, &base) {
+                    (Some(content_base), _) => {
+                        merge::merge3_content(content_base, &incoming, &local.state, sides)
+                    }
+                    (None, Some(Some(base))) => {
+                        merge::merge3(Some(base), &incoming, &local.state, sides)
+                    }
+                    (None, _) => merge::merge(&incoming, &local.state, sides),
+                };
+                let mut merged = decide(&sides);
+                let mut by = format!("{mine} and {theirs}");
+                if merged.as_ref().is_some_and(|(_, notes)| !notes.is_empty()) {
+                    // Reported: each value is credited to the member whose
+                    // own version holds it, not to a side that merged it,
+                    // and the members whose changes meet here are named
+                    // (a side may be a merge of several).
+                    let held_a = self.held_by_members(path, incoming_version)?;
+                    let held_b = self.held_by_members(path, &local.version)?;
+                    let mut names: Vec<&str> = Vec::new();
+                    for (held, other) in [(&held_b, incoming_version), (&held_a, &local.version)] {
+                        for (name, _, seen) in held.iter() {
+                            let changed = !matches!(
+                                seen.compare(other),
+                                Causality::Before | Causality::Equal
+                            );
+                            if changed && !names.contains(&name.as_str()) {
+                                names.push(name);
+                            }
+                        }
+                    }
+                    if names.len() >= 2 {
+                        let last = names.pop().expect("two names");
+                        by = format!("{} and {last}", names.join(", "));
+                    }
+                    let strip = |held: Vec<(String, PathState, VersionVector)>| -> Vec<(String, PathState)> {
+                        held.into_iter().map(|(n, s, _)| (n, s)).collect()
+                    };
+                    let (held_a, held_b) = (strip(held_a), strip(held_b));
+                    merged = decide(&merge::Sides {
+                        a: &theirs,
+                        b: &mine,
+                        held_a: &held_a,
+                        held_b: &held_b,
+                    });
+                }
                 if let Some((merged, notes)) = merged {
                     self.resolved.insert(path.to_vec(), version.clone());
                     self.set_planned(
@@ -1106,7 +1144,7 @@ impl Planner<'_> {
                             ""
                         };
                         self.report.conflicts.push(format!(
-                            "{}: concurrent changes of {what} by {mine} and {theirs}{unbased}; {}",
+                            "{}: concurrent changes of {what} by {by}{unbased}; {}",
                             relpath::display(path),
                             notes.join("; "),
                         ));
@@ -1145,27 +1183,57 @@ impl Planner<'_> {
         Ok(())
     }
 
-    /// Two concurrent file versions of `path`, `incoming` (at
-    /// `incoming_version`) and `local`, merged when one side changed the
-    /// content since their merge base and the other only metadata
-    /// ([`merge::merge3_content`]); `None` otherwise (no base logged here,
-    /// or a real content conflict).
-    fn content_and_metadata(
+    /// Each member's own latest version of `path` (its last change of
+    /// it, not a resolution) that `version` has seen, named, with its
+    /// version vector, in name order: who a merged version's values came from, for a conflict's
+    /// report. Read from the log and this batch, as [`Self::merge_base`].
+    fn held_by_members(
         &self,
         path: &[u8],
-        incoming_version: &VersionVector,
-        local: &Entry,
-        incoming: &PathState,
-        sides: &merge::Sides,
-    ) -> Result<Option<(PathState, Vec<String>)>> {
-        if !matches!(
-            (&local.state, incoming),
-            (PathState::File { .. }, PathState::File { .. })
-        ) {
-            return Ok(None);
+        version: &VersionVector,
+    ) -> Result<Vec<(String, PathState, VersionVector)>> {
+        let err = |e: rusqlite::Error| log_refusal(format!("reading the operation log: {e}"));
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT op FROM main.oplog WHERE instr(op, ?1) > 0
+                 UNION ALL SELECT op FROM batch.ops WHERE NOT repeat AND path = ?1",
+            )
+            .map_err(err)?;
+        let mut rows = statement.query([path]).map_err(err)?;
+        let mut latest: BTreeMap<Id, (u64, PathState, VersionVector)> = BTreeMap::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            let bytes: Vec<u8> = row.get(0).map_err(err)?;
+            let Ok(op) = Operation::decode(&bytes) else {
+                continue;
+            };
+            let Change::Path {
+                path: p,
+                version: v,
+                state,
+            } = op.change
+            else {
+                continue;
+            };
+            let seen = matches!(v.compare(version), Causality::Before | Causality::Equal);
+            if p != path
+                || !seen
+                || latest
+                    .get(&op.origin)
+                    .is_some_and(|(e, ..)| *e >= op.epoch)
+            {
+                continue;
+            }
+            if let Ok(state) = sanitize(path, &state) {
+                latest.insert(op.origin, (op.epoch, state, v));
+            }
         }
-        let base = self.merge_base(path, incoming_version, &local.version)?;
-        Ok(base.and_then(|base| merge::merge3_content(&base, incoming, &local.state, sides)))
+        let mut held: Vec<(String, PathState, VersionVector)> = latest
+            .into_iter()
+            .map(|(origin, (_, state, v))| (self.label(&origin), state, v))
+            .collect();
+        held.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(held)
     }
 
     /// The merge base of two concurrent versions `a` and `b` of `path`:
