@@ -777,3 +777,63 @@ fn concurrent_appends_to_one_large_file_converge_without_a_resend() {
         );
     }
 }
+
+/// Review 14c item 3: with three members, a side that is itself a merge
+/// (zurich merged boston's change with its own before lambik's arrives)
+/// does not lend its author's name to another member's value: each value
+/// in a conflict line is credited to the member whose own change it was,
+/// and the line names every member whose changes meet.
+#[test]
+fn three_members_conflict_lines_credit_each_value_to_its_member() {
+    let names = ["boston", "lambik", "zurich"];
+    let fam = family(&names, &[("hl1", "h\n")]);
+    fam.send("boston", "lambik", "0");
+    for (name, date) in [
+        ("boston", "2003-03-03"),
+        ("lambik", "2004-04-04"),
+        ("zurich", "2005-05-05"),
+    ] {
+        sh(&fam.root(name), &format!("touch -d {date} hl1"));
+        run(&fam.root(name), "syncreplica", ["-record"]).ok();
+    }
+    let orders = [
+        ("boston", ["lambik", "zurich"]),
+        ("lambik", ["zurich", "boston"]),
+        ("zurich", ["boston", "lambik"]),
+    ];
+    let runs = all_cross(&fam, &names, "1", &orders);
+    let out: String = runs.iter().map(|r| r.stdout.as_str()).collect();
+    // zurich merged boston's (its own value kept), then lambik's: its own
+    // 2005 is still its own, not boston's.
+    let at_zurich = &runs[5].stdout;
+    assert!(
+        at_zurich.contains(
+            "hl1: concurrent changes of its metadata by boston, zurich and lambik; \
+             kept zurich's newer mtime 2005-05-05 00:00:00 UTC (not lambik's 2004-04-04 00:00:00 UTC)"
+        ),
+        "{at_zurich}"
+    );
+    // boston merged lambik's, then zurich's: the 2004 it lost was lambik's.
+    assert!(
+        runs[1].stdout.contains(
+            "kept zurich's newer mtime 2005-05-05 00:00:00 UTC (not lambik's 2004-04-04 00:00:00 UTC)"
+        ),
+        "{}",
+        runs[1].stdout
+    );
+    for wrong in [
+        "boston's newer mtime 2005",
+        "lambik's newer mtime 2005",
+        "boston's 2004",
+        "zurich's 2004",
+    ] {
+        assert!(!out.contains(wrong), "{wrong:?}:\n{out}");
+    }
+    all_cross(&fam, &names, "2", &orders);
+    for name in names {
+        let mtime = std::fs::metadata(fam.root(name).join("hl1"))
+            .unwrap()
+            .mtime();
+        assert_eq!(mtime, 1_115_251_200, "at {name}");
+    }
+}

@@ -70,7 +70,10 @@ impl<'a> Sides<'a> {
         } else {
             (self.b, self.held_b)
         };
-        if held.iter().any(|(member, state)| member == name && has(state)) {
+        if held
+            .iter()
+            .any(|(member, state)| member == name && has(state))
+        {
             return name;
         }
         held.iter()
@@ -577,11 +580,16 @@ fn merge_owner(
     ] {
         let principal_of = |s: &PathState| {
             let owner = decode::<Owner>(ext_value(s, keys::OWNER).as_deref())??;
-            Some(if word == "owner" { owner.user } else { owner.group })
+            Some(if word == "owner" {
+                owner.user
+            } else {
+                owner.group
+            })
         };
-        let (kept, lost, winner, loser) = pick(stricter_principal(va, vb), va, vb, sides, |s, v| {
-            principal_of(s).as_ref() == Some(*v)
-        });
+        let (kept, lost, winner, loser) =
+            pick(stricter_principal(va, vb), va, vb, sides, |s, v| {
+                principal_of(s).as_ref() == Some(*v)
+            });
         if va != vb && lost.is_some() {
             notes.push(format!(
                 "kept {winner}'s {word} {} (not {loser}'s {}; the lower id)",
@@ -921,12 +929,7 @@ mod tests {
     fn every_field_that_differed_is_reported_with_both_values() {
         let a = dir(0o750, 10, 1000, Some("x"), Some(acl(0o750, &[4242])));
         let b = dir(0o700, 20, 4242, None, Some(acl(0o700, &[4242, 7])));
-        let (merged, notes) = merge(
-            &a,
-            &b,
-            &Sides::named("boston", "lambik"),
-        )
-        .unwrap();
+        let (merged, notes) = merge(&a, &b, &Sides::named("boston", "lambik")).unwrap();
         assert_eq!(
             notes,
             [

@@ -1216,12 +1216,7 @@ impl Planner<'_> {
                 continue;
             };
             let seen = matches!(v.compare(version), Causality::Before | Causality::Equal);
-            if p != path
-                || !seen
-                || latest
-                    .get(&op.origin)
-                    .is_some_and(|(e, ..)| *e >= op.epoch)
-            {
+            if p != path || !seen || latest.get(&op.origin).is_some_and(|(e, ..)| *e >= op.epoch) {
                 continue;
             }
             if let Ok(state) = sanitize(path, &state) {
