@@ -1144,6 +1144,7 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 total.bytes_from_packets += report.bytes_from_packets;
                 total.bytes_copied += report.bytes_copied;
                 total.bytes_as_holes += report.bytes_as_holes;
+                total.bytes_linked += report.bytes_linked;
                 total.conflicts.extend(report.conflicts.iter().cloned());
             }
             import::PacketOutcome::AlreadyApplied { files } => {
@@ -1209,10 +1210,14 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     // What the files made or changed took: the packets' bytes, the
     // bytes copied from content held here (a file changed in one place
     // is written whole), the zeros left as holes.
-    let holes = match total.bytes_as_holes {
+    let mut holes = match total.bytes_as_holes {
         0 => String::new(),
         n => format!(", {n} left as holes"),
     };
+    // New names of hard-link sets: links, not bytes written.
+    if total.bytes_linked > 0 {
+        holes += &format!("; {} as new hard links", total.bytes_linked);
+    }
     outln!(
         "Import summary: {applied} packet{} applied; {} added, {} changed, {} deleted, {} in conflict; {} bytes written ({} from the packets, {} copied from content held here{holes}).",
         plural(applied),

@@ -428,6 +428,25 @@ impl State {
         rows.collect::<rusqlite::Result<_>>().map_err(db)
     }
 
+    /// The last epoch of `origin` whose content requests this replica
+    /// took (see [`note_requests_taken`]); 0 for none.
+    pub fn requests_taken_through(&self, origin: &Id) -> Result<u64> {
+        let db = |source| self.db_error(source);
+        if !self.has_table("content_requests_taken")? {
+            return Ok(0);
+        }
+        let epoch: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT epoch FROM content_requests_taken WHERE origin = ?1",
+                params![origin.0.as_slice()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        Ok(epoch.map_or(0, |e| e as u64))
+    }
+
     /// The paths other members than `peer` asked this replica for whole
     /// (content requests to answer or answered): their re-assertions
     /// answer those members, and say nothing of what `peer` holds.
@@ -1146,6 +1165,24 @@ pub fn put_content_request(
         "INSERT OR REPLACE INTO content_requests (peer, path, role, at_ns) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![peer.0.as_slice(), path, role, at_ns])
+    .map(drop)
+}
+
+/// Notes that the content request `origin`:`epoch` was taken: a request
+/// taken ahead of its packet (which waited) is not taken again when the
+/// packet is applied.
+pub fn note_requests_taken(tx: &Transaction, origin: &Id, epoch: u64) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS content_requests_taken (
+             origin BLOB PRIMARY KEY,
+             epoch  INTEGER NOT NULL
+         )",
+    )?;
+    tx.prepare_cached(
+        "INSERT INTO content_requests_taken (origin, epoch) VALUES (?1, ?2)
+         ON CONFLICT (origin) DO UPDATE SET epoch = max(epoch, excluded.epoch)",
+    )?
+    .execute(params![origin.0.as_slice(), epoch as i64])
     .map(drop)
 }
 

@@ -503,6 +503,10 @@ pub fn take_requests(
         if request.to != me || op.origin == me {
             continue;
         }
+        // Taken already, ahead of its packet (see `import`).
+        if op.epoch <= replica.state().requests_taken_through(&op.origin)? {
+            continue;
+        }
         let answered: HashMap<Vec<u8>, i64> = replica
             .state()
             .content_requests(&op.origin, "answered")?
@@ -523,18 +527,32 @@ pub fn take_requests(
             .find(|m| m.replica == op.origin)
             .map_or_else(|| op.origin.to_hex(), |m| m.name);
         if paths.is_empty() {
+            replica.state_mut().transaction(|tx| {
+                Ok(crate::store::state::note_requests_taken(
+                    tx, &op.origin, op.epoch,
+                )?)
+            })?;
             notes.push(format!(
                 "{} asks again for content sent whole within the hour; not sent again yet",
                 crate::error::printable(&name)
             ));
             continue;
         }
+        let estimate = replica.state().epoch_row(&op.origin)?;
         replica.state_mut().transaction(|tx| {
+            crate::store::state::note_requests_taken(tx, &op.origin, op.epoch)?;
             for path in &paths {
                 crate::store::state::put_content_request(tx, &op.origin, path, "to_answer", now)?;
             }
             for (origin, epoch) in &request.have {
                 crate::store::state::lower_epoch(tx, &op.origin, origin, *epoch)?;
+            }
+            // An origin the requester's row leaves out is one it has
+            // nothing of (its own changes it always has).
+            for origin in estimate.keys() {
+                if *origin != op.origin && !request.have.contains_key(origin) {
+                    crate::store::state::lower_epoch(tx, &op.origin, origin, 0)?;
+                }
             }
             Ok(())
         })?;

@@ -517,6 +517,30 @@ fn import_files(
     for (sender, paths) in wanted {
         crate::sync::delta::ask_for_content(replica, sender, &paths)?;
     }
+    // Content requests in packets that cannot be applied now, from a
+    // sender this replica asked for content: two members that each
+    // refused the other's packet for content it relied on each ask in
+    // their next packet, which waits at the other for the very packet it
+    // refused. Taken now (never applied: the packet's changes wait), so
+    // each answers the other and both packets are superseded.
+    let stuck = failed
+        .iter()
+        .filter(|(_, why)| matches!(why, Refusal::MissingContent { .. }))
+        .map(|(parts, _)| parts)
+        .chain(candidates.values());
+    for parts in stuck {
+        let header = parts[0].header.as_ref().expect("header");
+        if replica
+            .state()
+            .content_requests(&header.sender.id, "asked")?
+            .is_empty()
+        {
+            continue;
+        }
+        let files: Vec<PathBuf> = parts.iter().map(|e| e.path.clone()).collect();
+        let notes = take_requests_ahead(replica, &files, vouched)?;
+        outcomes.extend(notes.into_iter().map(|note| PacketOutcome::Note { note }));
+    }
     for (parts, why) in failed {
         let header = parts[0].header.clone().expect("header");
         let files: Vec<PathBuf> = parts.into_iter().map(|e| e.path).collect();
@@ -608,6 +632,53 @@ fn apply_logical(
     let result = apply_packet(replica, files, &packet, &own, &mut batch, &book);
     batch.close(replica.state());
     Ok((sender, result?))
+}
+
+/// The content requests addressed to this replica that the packet made
+/// of `files` carries from its own sender, taken ahead of the packet
+/// (which waits, or was refused): see `crate::sync::delta::take_requests`.
+/// A packet that does not verify, or whose signer is not its sender, gives
+/// none (the import says why where it refuses it). Returns the requests'
+/// notes.
+fn take_requests_ahead(
+    replica: &mut LockedReplica,
+    files: &[PathBuf],
+    vouched: &[Vouched],
+) -> Result<Vec<String>> {
+    let book = key_book(replica, vouched)?;
+    let keys = book.all_keys();
+    let decryption = crate::sync::crypt::decryption(replica)?;
+    let mut parts = Vec::new();
+    for file in files {
+        match verify_packet_with(file, &keys, decryption.as_ref()) {
+            Ok(part) => parts.push(part),
+            Err(_) => return Ok(Vec::new()),
+        }
+    }
+    let Ok(packet) = LogicalPacket::assemble(parts) else {
+        return Ok(Vec::new());
+    };
+    let header = packet.header();
+    if check_signer(&replica.members()?, &book, header).is_err() {
+        return Ok(Vec::new());
+    }
+    let me = replica.identity.replica_id;
+    let own = apply::own_row(replica)?;
+    let mut requests = Vec::new();
+    for op in packet.operations() {
+        let Ok(op) = op else {
+            return Ok(Vec::new());
+        };
+        // The sender's own requests (its signature vouches for them), of
+        // changes this replica does not have.
+        if op.origin == header.sender.id
+            && op.epoch > own.get(&op.origin).copied().unwrap_or(0)
+            && packet_format::delta::ContentRequest::of(&op.change).is_some_and(|r| r.to == me)
+        {
+            requests.push(op);
+        }
+    }
+    crate::sync::delta::take_requests(replica, &requests)
 }
 
 /// Verifies one part (`size` bytes) as [`verify_packet_with`] does,

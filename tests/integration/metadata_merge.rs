@@ -9,7 +9,7 @@
 //! machine without the tools, skips with a message (CI runs as root).
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::helpers::*;
@@ -736,4 +736,245 @@ fn a_merge_after_scrub_dropped_its_base_says_so_and_converges() {
         );
     }
     assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
+}
+
+/// A text of `len` bytes that does not repeat (hex of random bytes): cut
+/// into several chunks, so an append travels as a change to the last one.
+fn big_text(seed: u64, len: usize) -> String {
+    random_bytes(seed, len / 2)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn append(root: &Path, path: &str, text: &str) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(root.join(path))
+        .unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+/// The paths under `root` named as conflict copies.
+fn conflict_copies(root: &Path) -> Vec<String> {
+    tree_listing(root)
+        .into_iter()
+        .filter(|line| line.contains("sync-conflict"))
+        .collect()
+}
+
+/// Review 14c item 1: one member changes a file's content while another
+/// changes only its metadata (chown, chmod, setfattr, setfacl): both
+/// members end with the content and the metadata change, with no
+/// conflict copy and no refused packet, and agree on one version.
+#[test]
+fn a_content_change_and_a_concurrent_metadata_change_merge_without_a_conflict_copy() {
+    if skip() {
+        return;
+    }
+    let big = big_text(14, 400_000);
+    let fam = family(
+        &["boston", "lambik"],
+        &[
+            ("owned.txt", big.as_str()),
+            ("moded.txt", "m\n"),
+            ("attr.txt", big.as_str()),
+            ("acl.txt", "a\n"),
+        ],
+    );
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    // Content at boston, metadata at lambik, and the other way round.
+    append(&boston, "owned.txt", "boston\n");
+    append(&boston, "moded.txt", "boston\n");
+    append(&lambik, "attr.txt", "lambik\n");
+    append(&lambik, "acl.txt", "lambik\n");
+    sh(&lambik, "chown 4242:4343 owned.txt && chmod 600 moded.txt");
+    sh(
+        &boston,
+        "setfattr -n user.side -v boston attr.txt && setfacl -m u:4242:r acl.txt",
+    );
+    let wanted_owned = std::fs::read(boston.join("owned.txt")).unwrap();
+    let wanted_attr = std::fs::read(lambik.join("attr.txt")).unwrap();
+    run(&boston, "syncreplica", ["-record"]).ok();
+    run(&lambik, "syncreplica", ["-record"]).ok();
+    let (at_boston, at_lambik) = cross(&fam, "1");
+    for imported in [&at_boston, &at_lambik] {
+        let out = format!("{}{}", imported.stdout, imported.stderr);
+        for not_wanted in ["conflict:", "refused", "sync-conflict"] {
+            assert!(!out.contains(not_wanted), "{not_wanted:?}:\n{out}");
+        }
+    }
+    let (at_boston, at_lambik) = cross(&fam, "2");
+    for member in [&boston, &lambik] {
+        let at = member.display();
+        let meta = |path: &str| std::fs::symlink_metadata(member.join(path)).unwrap();
+        assert_eq!(
+            std::fs::read(member.join("owned.txt")).unwrap(),
+            wanted_owned
+        );
+        assert_eq!(
+            (meta("owned.txt").uid(), meta("owned.txt").gid()),
+            (4242, 4343),
+            "{at}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(member.join("moded.txt")).unwrap(),
+            "m\nboston\n"
+        );
+        assert_eq!(meta("moded.txt").mode() & 0o7777, 0o600, "{at}");
+        assert_eq!(std::fs::read(member.join("attr.txt")).unwrap(), wanted_attr);
+        assert!(
+            sh_output(member, "getfattr -n user.side attr.txt").contains("boston"),
+            "{at}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(member.join("acl.txt")).unwrap(),
+            "a\nlambik\n"
+        );
+        assert!(
+            sh_output(member, "getfacl -cpn acl.txt").contains("user:4242:r--"),
+            "{at}"
+        );
+        assert_eq!(conflict_copies(member), Vec::<String>::new(), "{at}");
+        let status = run(member, "syncreplica", ["-status"]).ok();
+        assert!(
+            status.stdout.contains("no changes to record"),
+            "{}",
+            status.stdout
+        );
+    }
+    assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
+    // One version: each member's resolution, arriving at the other, is
+    // what that one resolved under the same version (nothing to change).
+    for imported in [&at_boston, &at_lambik] {
+        assert!(
+            imported
+                .stdout
+                .contains("(0 added, 0 changed, 0 deleted, 0 conflicts)"),
+            "{}",
+            imported.stdout
+        );
+    }
+}
+
+/// Review 14c item 1: two members append to the same large file at once.
+/// Each sent its append as a change to the last chunk, which neither
+/// holds any more: each refuses the other's packet, and asks for the
+/// content in its next packet, which waits at the other for the refused
+/// one. The requests are taken ahead of their packets, each answers, and
+/// the family converges (the same file and the same conflict copy at
+/// both) with no -resend or -fullcontent.
+#[test]
+fn concurrent_appends_to_one_large_file_converge_without_a_resend() {
+    if !have("rsync") {
+        eprintln!("SKIPPED: rsync is not installed");
+        return;
+    }
+    let big = big_text(15, 400_000);
+    let fam = family(&["boston", "lambik"], &[("log.txt", big.as_str())]);
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    append(&boston, "log.txt", "a\n");
+    append(&lambik, "log.txt", "b\n");
+    let mut converged = None;
+    for round in 1..=5 {
+        let label = round.to_string();
+        let to_lambik = fam.packet_dir(&format!("{label}-to-lambik"));
+        let to_boston = fam.packet_dir(&format!("{label}-to-boston"));
+        export_to(&boston, &to_lambik, &["lambik"], &[]).ok();
+        export_to(&lambik, &to_boston, &["boston"], &[]).ok();
+        // Every packet so far, as a user who keeps them would.
+        let all = |to: &str| -> Vec<PathBuf> {
+            (1..=round)
+                .map(|r| fam.packet_dir(&format!("{r}-to-{to}")))
+                .collect()
+        };
+        let (at_lambik, at_boston) = (all("lambik"), all("boston"));
+        let at_lambik: Vec<&Path> = at_lambik.iter().map(PathBuf::as_path).collect();
+        let at_boston: Vec<&Path> = at_boston.iter().map(PathBuf::as_path).collect();
+        import_from(&lambik, &at_lambik);
+        import_from(&boston, &at_boston);
+        if round > 1
+            && differences(&boston, &lambik).is_empty()
+            && conflict_copies(&boston).len() == 1
+        {
+            converged = Some(round);
+            break;
+        }
+    }
+    assert!(
+        converged.is_some(),
+        "not converged after 5 rounds:\n{:?}",
+        differences(&boston, &lambik)
+    );
+    let content = std::fs::read_to_string(boston.join("log.txt")).unwrap();
+    assert!(content == format!("{big}a\n") || content == format!("{big}b\n"));
+    for member in [&boston, &lambik] {
+        let status = run(member, "syncreplica", ["-status"]).ok();
+        assert!(
+            status.stdout.contains("no changes to record"),
+            "{}",
+            status.stdout
+        );
+    }
+}
+
+/// Review 14c item 3: with three members, a side that is itself a merge
+/// (zurich merged boston's change with its own before lambik's arrives)
+/// does not lend its author's name to another member's value: each value
+/// in a conflict line is credited to the member whose own change it was,
+/// and the line names every member whose changes meet.
+#[test]
+fn three_members_conflict_lines_credit_each_value_to_its_member() {
+    let names = ["boston", "lambik", "zurich"];
+    let fam = family(&names, &[("hl1", "h\n")]);
+    fam.send("boston", "lambik", "0");
+    for (name, date) in [
+        ("boston", "2003-03-03"),
+        ("lambik", "2004-04-04"),
+        ("zurich", "2005-05-05"),
+    ] {
+        sh(&fam.root(name), &format!("touch -d {date} hl1"));
+        run(&fam.root(name), "syncreplica", ["-record"]).ok();
+    }
+    let orders = [
+        ("boston", ["lambik", "zurich"]),
+        ("lambik", ["zurich", "boston"]),
+        ("zurich", ["boston", "lambik"]),
+    ];
+    let runs = all_cross(&fam, &names, "1", &orders);
+    let out: String = runs.iter().map(|r| r.stdout.as_str()).collect();
+    // zurich merged boston's (its own value kept), then lambik's: its own
+    // 2005 is still its own, not boston's.
+    let at_zurich = &runs[5].stdout;
+    assert!(
+        at_zurich.contains(
+            "hl1: concurrent changes of its metadata by boston, zurich and lambik; \
+             kept zurich's newer mtime 2005-05-05 00:00:00 UTC (not lambik's 2004-04-04 00:00:00 UTC)"
+        ),
+        "{at_zurich}"
+    );
+    // boston merged lambik's, then zurich's: the 2004 it lost was lambik's.
+    assert!(
+        runs[1].stdout.contains(
+            "kept zurich's newer mtime 2005-05-05 00:00:00 UTC (not lambik's 2004-04-04 00:00:00 UTC)"
+        ),
+        "{}",
+        runs[1].stdout
+    );
+    for wrong in [
+        "boston's newer mtime 2005",
+        "lambik's newer mtime 2005",
+        "boston's 2004",
+        "zurich's 2004",
+    ] {
+        assert!(!out.contains(wrong), "{wrong:?}:\n{out}");
+    }
+    all_cross(&fam, &names, "2", &orders);
+    for name in names {
+        let mtime = std::fs::metadata(fam.root(name).join("hl1"))
+            .unwrap()
+            .mtime();
+        assert_eq!(mtime, 1_115_251_200, "at {name}");
+    }
 }

@@ -2073,3 +2073,30 @@ fn an_unprivileged_adoption_says_which_device_nodes_it_did_not_make() {
     );
     assert!(!dst.join("null1").exists() && dst.join("fifo1").exists());
 }
+
+/// Review 14c item 10: a new name of a hard-link set arrives as a link to
+/// the content already placed there, and the import does not count its
+/// bytes as content written or copied.
+#[test]
+fn a_new_hard_link_is_not_counted_as_copied_content() {
+    let big: String = random_bytes(10, 100_000)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let fam = family(&["boston", "lambik"], &[("big", big.as_str())]);
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    std::fs::hard_link(boston.join("big"), boston.join("biglink")).unwrap();
+    let out = fam.packet_dir("1");
+    export_to(&boston, &out, &["lambik"], &[]).ok();
+    let imported = import_from(&lambik, &[&out]).ok();
+    assert!(
+        imported.stdout.contains(
+            "0 bytes written (0 from the packets, 0 copied from content held here; \
+             200000 as new hard links)"
+        ),
+        "{}",
+        imported.stdout
+    );
+    let ino = |path: &str| std::fs::metadata(lambik.join(path)).unwrap().ino();
+    assert_eq!(ino("big"), ino("biglink"));
+}

@@ -154,7 +154,9 @@ fn stage_all(
                 Error::Refused(Refusal::MissingContent {
                     chunk: hex::encode(chunk.id),
                     path: relpath::display(rel),
-                    rel: rel.to_vec(),
+                    // A conflict copy's content is asked for under the
+                    // path whose version it keeps: the sender has that one.
+                    rel: plan.copies_of.get(rel).map_or(rel, Vec::as_slice).to_vec(),
                 })
             },
             fsync: true,

@@ -37,10 +37,57 @@
 use crate::ops::{Extensions, PathState, Timestamp};
 use crate::tree::meta::{keys, Acl, AclEntry, Owner, Principal, Xattrs};
 
-/// The two sides' names, for the report.
+/// The two sides' names, for the report, and what each side's members
+/// held of it: a side that is itself a merge of several members' versions
+/// names, per field, the member whose value it is (review 14c item 3).
 pub(crate) struct Sides<'a> {
     pub a: &'a str,
     pub b: &'a str,
+    /// Per side, members' own latest versions it descends from, by name
+    /// (empty: the side's name answers for every field).
+    pub held_a: &'a [(String, PathState)],
+    pub held_b: &'a [(String, PathState)],
+}
+
+impl<'a> Sides<'a> {
+    /// Sides named `a` and `b`, nothing known of what they merged.
+    pub fn named(a: &'a str, b: &'a str) -> Sides<'a> {
+        Sides {
+            a,
+            b,
+            held_a: &[],
+            held_b: &[],
+        }
+    }
+
+    /// The name of the member of side `a` (`first`) or `b` whose own
+    /// version `has` the value reported: the side's name when its own
+    /// version has it (or nothing is known), else the first other member
+    /// whose version has it.
+    fn who(&self, first: bool, has: impl Fn(&PathState) -> bool) -> &'a str {
+        let (name, held) = if first {
+            (self.a, self.held_a)
+        } else {
+            (self.b, self.held_b)
+        };
+        if held
+            .iter()
+            .any(|(member, state)| member == name && has(state))
+        {
+            return name;
+        }
+        held.iter()
+            .find(|(_, state)| has(state))
+            .map_or(name, |(member, _)| member.as_str())
+    }
+}
+
+fn mode_of(state: &PathState) -> Option<u32> {
+    parts(state).and_then(|p| p.0)
+}
+
+fn ext_value(state: &PathState, key: u32) -> Option<Vec<u8>> {
+    parts(state).and_then(|p| p.2.get(key).map(<[u8]>::to_vec))
 }
 
 /// `a` and `b` merged three-way against their common ancestor `base`
@@ -91,6 +138,45 @@ pub(crate) fn merge3(
     }
     (pa.2, pb.2) = (ext_a, ext_b);
     merge(&with_parts(a, pa), &with_parts(b, pb), sides)
+}
+
+/// Two concurrent versions of a file where one side changed the content
+/// since `base` and the other only metadata (a `chown`, `chmod`,
+/// `setfacl`, `setfattr` or `touch`): the content side's content with
+/// every metadata field merged three-way as [`merge3`] does (the
+/// metadata side's changed fields kept, a field both changed decided by
+/// the rules and reported). `None` when these are not three files, or
+/// when both sides (or neither) changed the content: a real content
+/// conflict.
+pub(crate) fn merge3_content(
+    base: &PathState,
+    a: &PathState,
+    b: &PathState,
+    sides: &Sides,
+) -> Option<(PathState, Vec<String>)> {
+    let content = |state: &PathState| match state {
+        PathState::File { size, chunks, .. } => Some((*size, chunks.clone())),
+        _ => None,
+    };
+    let (ca, cb, co) = (content(a)?, content(b)?, content(base)?);
+    let changed = match (ca != co, cb != co) {
+        (true, false) => &ca,
+        (false, true) => &cb,
+        _ => return None,
+    };
+    let with_content = |state: &PathState| {
+        let mut state = state.clone();
+        if let PathState::File { size, chunks, .. } = &mut state {
+            (*size, *chunks) = changed.clone();
+        }
+        state
+    };
+    merge3(
+        Some(&with_content(base)),
+        &with_content(a),
+        &with_content(b),
+        sides,
+    )
 }
 
 /// The fields a merge decides: mode (none for a symlink), mtime,
@@ -331,20 +417,15 @@ pub(crate) fn merged_mode(a: u32, b: u32) -> u32 {
 fn merge_mode(a: u32, b: u32, sides: &Sides, notes: &mut Vec<String>) -> u32 {
     let mode = merged_mode(a, b);
     if a != b {
+        let name_a = sides.who(true, |s| mode_of(s) == Some(a));
+        let name_b = sides.who(false, |s| mode_of(s) == Some(b));
         notes.push(if mode == a {
-            format!(
-                "kept {}'s stricter mode {a:04o} (not {}'s {b:04o})",
-                sides.a, sides.b
-            )
+            format!("kept {name_a}'s stricter mode {a:04o} (not {name_b}'s {b:04o})")
         } else if mode == b {
-            format!(
-                "kept {}'s stricter mode {b:04o} (not {}'s {a:04o})",
-                sides.b, sides.a
-            )
+            format!("kept {name_b}'s stricter mode {b:04o} (not {name_a}'s {a:04o})")
         } else {
             format!(
-                "kept mode {mode:04o}, what both allow (not {}'s {a:04o} nor {}'s {b:04o})",
-                sides.a, sides.b
+                "kept mode {mode:04o}, what both allow (not {name_a}'s {a:04o} nor {name_b}'s {b:04o})"
             )
         });
     }
@@ -374,11 +455,8 @@ fn merge_time(
 ) -> Option<Timestamp> {
     let newer = a.max(b);
     if a != b {
-        let (kept, lost, winner, loser) = if newer == a {
-            (a, b, sides.a, sides.b)
-        } else {
-            (b, a, sides.b, sides.a)
-        };
+        let time_of = |s: &PathState| parts(s).and_then(|p| p.1);
+        let (kept, lost, winner, loser) = pick(newer == a, a, b, sides, |s, v| time_of(s) == *v);
         notes.push(format!(
             "kept {winner}'s newer mtime {} (not {loser}'s {})",
             show_time(kept),
@@ -389,13 +467,19 @@ fn merge_time(
 }
 
 /// The two sides' values of one field, the one kept first: `(kept, lost,
-/// winner, loser)` names.
-fn pick<'s, T>(first_wins: bool, a: T, b: T, sides: &Sides<'s>) -> (T, T, &'s str, &'s str) {
-    if first_wins {
-        (a, b, sides.a, sides.b)
-    } else {
-        (b, a, sides.b, sides.a)
-    }
+/// winner, loser)` names, each the member whose version `has` that value
+/// ([`Sides::who`]).
+fn pick<'s, T>(
+    first_wins: bool,
+    a: T,
+    b: T,
+    sides: &Sides<'s>,
+    has: impl Fn(&PathState, &T) -> bool,
+) -> (T, T, &'s str, &'s str) {
+    let (kept, lost) = if first_wins { (a, b) } else { (b, a) };
+    let winner = sides.who(first_wins, |s| has(s, &kept));
+    let loser = sides.who(!first_wins, |s| has(s, &lost));
+    (kept, lost, winner, loser)
 }
 
 fn merge_ext(
@@ -447,7 +531,9 @@ fn merge_other(
     notes: &mut Vec<String>,
 ) -> Option<Vec<u8>> {
     if a != b {
-        let (kept, _, winner, loser) = pick(a >= b, a, b, sides);
+        let (kept, _, winner, loser) = pick(a >= b, a, b, sides, |s, v| {
+            ext_value(s, key).as_deref() == *v
+        });
         let what = if key == keys::HARD_LINK {
             "hard-link set".to_string()
         } else {
@@ -492,7 +578,18 @@ fn merge_owner(
         ("owner", &a.user, &b.user, &mut out.user),
         ("group", &a.group, &b.group, &mut out.group),
     ] {
-        let (kept, lost, winner, loser) = pick(stricter_principal(va, vb), va, vb, sides);
+        let principal_of = |s: &PathState| {
+            let owner = decode::<Owner>(ext_value(s, keys::OWNER).as_deref())??;
+            Some(if word == "owner" {
+                owner.user
+            } else {
+                owner.group
+            })
+        };
+        let (kept, lost, winner, loser) =
+            pick(stricter_principal(va, vb), va, vb, sides, |s, v| {
+                principal_of(s).as_ref() == Some(*v)
+            });
         if va != vb && lost.is_some() {
             notes.push(format!(
                 "kept {winner}'s {word} {} (not {loser}'s {}; the lower id)",
@@ -593,7 +690,15 @@ fn merge_acl(
     let (a, b) = (decode::<Acl>(a)?, decode::<Acl>(b)?);
     let rank = |acl: &Option<Acl>| acl.as_ref().map(acl_rank);
     // None (no ACL) ranks first: the fewest grants.
-    let (kept, lost, winner, loser) = pick(rank(&a) <= rank(&b), &a, &b, sides);
+    let key = if word == "access ACL" {
+        keys::ACL_ACCESS
+    } else {
+        keys::ACL_DEFAULT
+    };
+    let acl_of = |s: &PathState| decode::<Acl>(ext_value(s, key).as_deref());
+    let (kept, lost, winner, loser) = pick(rank(&a) <= rank(&b), &a, &b, sides, |s, v| {
+        acl_of(s).as_ref() == Some(*v)
+    });
     if rank(&a) != rank(&b) {
         let why = if kept.as_ref().map(Vec::len) == lost.as_ref().map(Vec::len) {
             "the smaller entries"
@@ -643,7 +748,13 @@ fn merge_xattrs(
     let mut out: Xattrs = Vec::new();
     for name in names {
         let (va, vb) = (find(&a, name), find(&b, name));
-        let (kept, lost, winner, loser) = pick(va >= vb, &va, &vb, sides);
+        let value_of = |s: &PathState| {
+            let attrs = decode::<Xattrs>(ext_value(s, keys::XATTRS).as_deref())?;
+            Some(find(&attrs.unwrap_or_default(), name))
+        };
+        let (kept, lost, winner, loser) = pick(va >= vb, &va, &vb, sides, |s, v| {
+            value_of(s).as_ref() == Some(*v)
+        });
         if va != vb {
             let shown = crate::error::printable_bytes(name);
             let lost = match lost {
@@ -703,7 +814,12 @@ mod tests {
         acl
     }
 
-    const SIDES: Sides = Sides { a: "a", b: "b" };
+    const SIDES: Sides = Sides {
+        a: "a",
+        b: "b",
+        held_a: &[],
+        held_b: &[],
+    };
 
     #[test]
     fn merges_are_the_same_in_any_order_and_grouping() {
@@ -813,15 +929,7 @@ mod tests {
     fn every_field_that_differed_is_reported_with_both_values() {
         let a = dir(0o750, 10, 1000, Some("x"), Some(acl(0o750, &[4242])));
         let b = dir(0o700, 20, 4242, None, Some(acl(0o700, &[4242, 7])));
-        let (merged, notes) = merge(
-            &a,
-            &b,
-            &Sides {
-                a: "boston",
-                b: "lambik",
-            },
-        )
-        .unwrap();
+        let (merged, notes) = merge(&a, &b, &Sides::named("boston", "lambik")).unwrap();
         assert_eq!(
             notes,
             [

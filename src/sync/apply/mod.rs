@@ -379,6 +379,9 @@ pub struct ApplyReport {
     pub already_had: u64,
     /// Bytes of file content of the files made or changed.
     pub bytes_written: u64,
+    /// Bytes of files made as new names of a hard-link set whose content
+    /// is placed here (links, not content): left out of `bytes_written`.
+    pub bytes_linked: u64,
     /// Of `bytes_written`: written from the packets (chunks carried whole
     /// or rebuilt from changes), copied from content held here, left as
     /// holes (all-zero chunks, not written).
@@ -525,10 +528,18 @@ pub fn apply_stored(
     check_space(replica, &plan)?;
     let mut report = plan.report.clone();
     let staged = disk::stage(replica, &plan, chunks, hooks)?;
-    report.bytes_written = staged.bytes;
-    report.bytes_from_packets = staged.from_packets;
-    report.bytes_copied = staged.copied;
-    report.bytes_as_holes = staged.holes;
+    // A new name of a hard-link set is a link to content placed here:
+    // not counted as written (its staged copy is replaced by the link).
+    let mut linked = plan.report.bytes_linked.min(staged.bytes);
+    report.bytes_written = staged.bytes - linked;
+    let mut uncount = |bytes: u64| {
+        let part = linked.min(bytes);
+        linked -= part;
+        bytes - part
+    };
+    report.bytes_copied = uncount(staged.copied);
+    report.bytes_from_packets = uncount(staged.from_packets);
+    report.bytes_as_holes = uncount(staged.holes);
     hooks.step("before commit")?;
     let committed = commit(replica, batch, &plan, receipt);
     if let Err(err) = committed {

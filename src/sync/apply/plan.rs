@@ -85,6 +85,11 @@ pub(crate) struct Plan {
     pub jobs: Targets,
     /// The recorded state before the batch: where local chunks are.
     pub recorded: HashMap<Vec<u8>, RecordedEntry>,
+    /// Conflict copies this batch makes, by path, with the path whose
+    /// version each keeps: content missing for a copy is asked of the
+    /// sender under that path (a path the sender has; the copy's name is
+    /// this replica's).
+    pub copies_of: HashMap<Vec<u8>, Vec<u8>>,
     pub report: ApplyReport,
 }
 
@@ -283,7 +288,7 @@ pub fn winner_is_first(a: &PathState, b: &PathState) -> bool {
 /// merge where they are one object ([`merge::merge`]), else rule 5's
 /// winner; with the author it keeps.
 fn join_states(a: &PathState, a_author: Id, b: &PathState, b_author: Id) -> (PathState, Id) {
-    let sides = merge::Sides { a: "", b: "" };
+    let sides = merge::Sides::named("", "");
     if let Some((merged, _)) = merge::merge(a, b, &sides) {
         return (merged, a_author.max(b_author));
     }
@@ -438,6 +443,8 @@ struct Planner<'a> {
     /// Paths whose conflict this batch resolved, with the merged version
     /// the resolution was stored under.
     resolved: BTreeMap<Vec<u8>, VersionVector>,
+    /// See [`Plan::copies_of`].
+    copies_of: HashMap<Vec<u8>, Vec<u8>>,
     report: ApplyReport,
     now_ns: i64,
     /// Operations (by position in the batch) that a later operation of
@@ -568,6 +575,7 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
         restoring: crate::sync::family::restore_wait(replica)?.is_some(),
         local_ops: Vec::new(),
         resolved: BTreeMap::new(),
+        copies_of: HashMap::new(),
         report: ApplyReport::default(),
         now_ns: crate::sys::clock::now_ns(),
         superseded,
@@ -1045,10 +1053,7 @@ impl Planner<'_> {
                 // so that a local chmod is not undone by a sibling's new
                 // time below it; every field that differed is reported.
                 let (mine, theirs) = (self.label(&local.author), self.label(&origin));
-                let sides = merge::Sides {
-                    a: &theirs,
-                    b: &mine,
-                };
+                let sides = merge::Sides::named(&theirs, &mine);
                 // Three-way against the latest state both versions descend
                 // from, so that a field only one side changed keeps that
                 // change; it is looked up only when the versions differ in
@@ -1072,6 +1077,60 @@ impl Planner<'_> {
                     Some(Some(base)) => merge::merge3(Some(base), &incoming, &local.state, &sides),
                     _ => two_way,
                 };
+                // One side changed the file's content, the other only its
+                // metadata: the content with the other side's metadata,
+                // no conflict copy (review 14c item 1).
+                let content_base = match (&merged, &local.state, &incoming) {
+                    (None, PathState::File { .. }, PathState::File { .. }) => {
+                        self.merge_base(path, incoming_version, &local.version)?
+                    }
+                    _ => None,
+                };
+                let decide = |sides: &merge::Sides| match (&content_base, &base) {
+                    (Some(content_base), _) => {
+                        merge::merge3_content(content_base, &incoming, &local.state, sides)
+                    }
+                    (None, Some(Some(base))) => {
+                        merge::merge3(Some(base), &incoming, &local.state, sides)
+                    }
+                    (None, _) => merge::merge(&incoming, &local.state, sides),
+                };
+                let mut merged = decide(&sides);
+                let mut by = format!("{mine} and {theirs}");
+                if merged.as_ref().is_some_and(|(_, notes)| !notes.is_empty()) {
+                    // Reported: each value is credited to the member whose
+                    // own version holds it, not to a side that merged it,
+                    // and the members whose changes meet here are named
+                    // (a side may be a merge of several).
+                    let held_a = self.held_by_members(path, incoming_version)?;
+                    let held_b = self.held_by_members(path, &local.version)?;
+                    let mut names: Vec<&str> = Vec::new();
+                    for (held, other) in [(&held_b, incoming_version), (&held_a, &local.version)] {
+                        for (name, _, seen) in held.iter() {
+                            let changed = !matches!(
+                                seen.compare(other),
+                                Causality::Before | Causality::Equal
+                            );
+                            if changed && !names.contains(&name.as_str()) {
+                                names.push(name);
+                            }
+                        }
+                    }
+                    if names.len() >= 2 {
+                        let last = names.pop().expect("two names");
+                        by = format!("{} and {last}", names.join(", "));
+                    }
+                    let strip = |held: Vec<(String, PathState, VersionVector)>| -> Vec<(String, PathState)> {
+                        held.into_iter().map(|(n, s, _)| (n, s)).collect()
+                    };
+                    let (held_a, held_b) = (strip(held_a), strip(held_b));
+                    merged = decide(&merge::Sides {
+                        a: &theirs,
+                        b: &mine,
+                        held_a: &held_a,
+                        held_b: &held_b,
+                    });
+                }
                 if let Some((merged, notes)) = merged {
                     self.resolved.insert(path.to_vec(), version.clone());
                     self.set_planned(
@@ -1095,7 +1154,7 @@ impl Planner<'_> {
                             ""
                         };
                         self.report.conflicts.push(format!(
-                            "{}: concurrent changes of {what} by {mine} and {theirs}{unbased}; {}",
+                            "{}: concurrent changes of {what} by {by}{unbased}; {}",
                             relpath::display(path),
                             notes.join("; "),
                         ));
@@ -1132,6 +1191,54 @@ impl Planner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Each member's own latest version of `path` (its last change of
+    /// it, not a resolution) that `version` has seen, named, with its
+    /// version vector, in name order: who a merged version's values came from, for a conflict's
+    /// report. Read from the log and this batch, as [`Self::merge_base`].
+    fn held_by_members(
+        &self,
+        path: &[u8],
+        version: &VersionVector,
+    ) -> Result<Vec<(String, PathState, VersionVector)>> {
+        let err = |e: rusqlite::Error| log_refusal(format!("reading the operation log: {e}"));
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT op FROM main.oplog WHERE instr(op, ?1) > 0
+                 UNION ALL SELECT op FROM batch.ops WHERE NOT repeat AND path = ?1",
+            )
+            .map_err(err)?;
+        let mut rows = statement.query([path]).map_err(err)?;
+        let mut latest: BTreeMap<Id, (u64, PathState, VersionVector)> = BTreeMap::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            let bytes: Vec<u8> = row.get(0).map_err(err)?;
+            let Ok(op) = Operation::decode(&bytes) else {
+                continue;
+            };
+            let Change::Path {
+                path: p,
+                version: v,
+                state,
+            } = op.change
+            else {
+                continue;
+            };
+            let seen = matches!(v.compare(version), Causality::Before | Causality::Equal);
+            if p != path || !seen || latest.get(&op.origin).is_some_and(|(e, ..)| *e >= op.epoch) {
+                continue;
+            }
+            if let Ok(state) = sanitize(path, &state) {
+                latest.insert(op.origin, (op.epoch, state, v));
+            }
+        }
+        let mut held: Vec<(String, PathState, VersionVector)> = latest
+            .into_iter()
+            .map(|(origin, (_, state, v))| (self.label(&origin), state, v))
+            .collect();
+        held.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(held)
     }
 
     /// The merge base of two concurrent versions `a` and `b` of `path`:
@@ -1328,7 +1435,11 @@ impl Planner<'_> {
         winner: Option<&PathState>,
     ) -> Result<Option<Vec<u8>>> {
         let (parent, name) = split_last(path);
-        self.conflict_copy_in(parent, name, loser, loser_author, winner)
+        let copy = self.conflict_copy_in(parent, name, loser, loser_author, winner)?;
+        if let Some(copy) = &copy {
+            self.copies_of.insert(copy.clone(), path.to_vec());
+        }
+        Ok(copy)
     }
 
     /// Keeps a losing file, named after `name`, in the folder `parent`
@@ -1755,9 +1866,9 @@ impl Planner<'_> {
                     PathState::File {
                         mode,
                         mtime,
+                        size,
                         chunks,
                         ext,
-                        ..
                     } => {
                         let set_meta = Action::SetMeta {
                             path: p.clone(),
@@ -1791,6 +1902,9 @@ impl Planner<'_> {
                                 removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
                             }
                             _ => {}
+                        }
+                        if self.links_to_leader(path, chunks, ext)? {
+                            self.report.bytes_linked += size;
                         }
                         let staged = jobs.add(self.conn, &p, chunks, *mode, *mtime)?;
                         // A directory there is removed first: then nothing is.
@@ -2036,6 +2150,7 @@ impl Planner<'_> {
             actions: spooled,
             jobs,
             recorded: self.recorded,
+            copies_of: self.copies_of,
             report: self.report,
         })
     }
@@ -2043,6 +2158,28 @@ impl Planner<'_> {
 
 /// Rule 11: names that a folding filesystem takes for one.
 impl Planner<'_> {
+    /// Whether the file `path` (with `chunks`) ends as a hard link to its
+    /// leader, a name this batch leaves with the same content: its bytes
+    /// are a link, not content written or copied (review 14c item 10).
+    fn links_to_leader(
+        &self,
+        path: &[u8],
+        chunks: &[crate::ops::ChunkRef],
+        ext: &crate::ops::Extensions,
+    ) -> Result<bool> {
+        if !self.preserve.hardlinks {
+            return Ok(false);
+        }
+        let Some(leader) = crate::tree::meta::hard_link_leader(ext).filter(|l| l != path) else {
+            return Ok(false);
+        };
+        let last = match self.planned.get(self.conn, &leader)? {
+            Some(entry) => Some(entry.state),
+            None => self.recorded.get(&leader).map(|e| e.state.clone()),
+        };
+        Ok(matches!(last, Some(PathState::File { chunks: same, .. }) if same == chunks))
+    }
+
     /// What is on disk at exactly `path`. On a filesystem that folds
     /// names a lookup also answers for another spelling (`report.txt`
     /// finds `Report.txt`), so there a path counts only when each of its
