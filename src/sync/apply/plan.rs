@@ -11,13 +11,14 @@
 //! time. The disk actions go to the same database as they are derived
 //! ([`super::spool`]), and the journal is run from the state database a
 //! page at a time; so do the files it stages (new content) and where
-//! their chunks go ([`crate::sync::assemble::Targets`]). What the plan
-//! still holds in memory grows with the replica's recorded entries, with
-//! the names it reserves for kept versions, with the folders whose
-//! content changes, with this replica's own operations (conflict copies,
-//! folders made) and the conflicts' notes, and, on a filesystem that
-//! folds names, with the paths made: not with the operations, nor with
-//! the other paths whose entry, disk state or content changes.
+//! their chunks go ([`crate::sync::assemble::Targets`]), the folders
+//! whose content changes ([`super::spool::Folders`]) and the names
+//! reserved for kept versions ([`super::spool::ReservedNames`]). What the
+//! plan still holds in memory grows with the replica's recorded entries,
+//! with this replica's own operations (conflict copies, folders made) and
+//! the conflicts' notes, and, on a filesystem that folds names, with the
+//! paths made: not with the operations, nor with the other paths whose
+//! entry, disk state or content changes.
 
 use std::cell::{OnceCell, RefCell};
 use std::cmp::Ordering;
