@@ -18,7 +18,9 @@ use test_support::{write_many_ops, ManyOps, ManyOpsPacket};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, sender, target, out, count, kind] = &args[..] else {
-        eprintln!("usage: forge_ops SENDER_ROOT TARGET_ROOT OUT_DIR N one|deleted|dirs|files|spread|deep");
+        eprintln!(
+            "usage: forge_ops SENDER_ROOT TARGET_ROOT OUT_DIR N one|deleted|dirs|files|spread|deep"
+        );
         std::process::exit(2);
     };
     let from = Replica::open(std::path::Path::new(sender)).expect("SENDER_ROOT is a replica");

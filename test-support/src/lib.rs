@@ -159,7 +159,7 @@ impl ManyOps {
             ),
             ManyOps::Spread => {
                 let folder = format!("{:07}{}", index / 2, "s".repeat(193));
-                let path = if index % 2 == 0 {
+                let path = if index.is_multiple_of(2) {
                     folder
                 } else {
                     format!("{folder}/d")

@@ -614,7 +614,9 @@ mod tests {
         batch
             .for_each(state.conn(), |position, op| {
                 if let Change::Path { state, .. } = &op.change {
-                    assert!(matches!(state, PathState::File { chunks: c, .. } if c.len() == 32_768));
+                    assert!(
+                        matches!(state, PathState::File { chunks: c, .. } if c.len() == 32_768)
+                    );
                 }
                 seen.push((position, op.epoch));
                 Ok(())
