@@ -11,6 +11,11 @@
 #   dirs     N directories made on disk (slow; off unless asked for).
 #   files    N small files of their own content, each staged and placed
 #            (slowest; off unless asked for).
+#   spread   N/2 folders of their own (200-byte names), a directory made in
+#            each: N/2 folders changed on disk and fsynced (off unless
+#            asked for).
+#   deep     a chain of N nested directories (N at most 2,047; off unless
+#            asked for).
 # Baseline: the peak RSS of `syncreplica -status` (a scan, which holds the
 # recorded entries) on the replica the `deleted` import left, which holds N
 # entries: what the replica costs anyway for that many paths.

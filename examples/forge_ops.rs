@@ -5,7 +5,9 @@
 //!
 //! Usage: `forge_ops SENDER_ROOT TARGET_ROOT OUT_DIR N KIND`, KIND one of
 //! `one` (N versions of one directory), `deleted` (N tombstones of paths
-//! never made), `dirs` (N directories) or `files` (N small files); see
+//! never made), `dirs` (N directories), `files` (N small files), `spread`
+//! (N/2 folders with a directory in each) or `deep` (a chain of N
+//! directories); see
 //! `test_support::ManyOps`.
 //! Prints the packet file's path.
 
@@ -16,7 +18,9 @@ use test_support::{write_many_ops, ManyOps, ManyOpsPacket};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, sender, target, out, count, kind] = &args[..] else {
-        eprintln!("usage: forge_ops SENDER_ROOT TARGET_ROOT OUT_DIR N one|deleted|dirs|files");
+        eprintln!(
+            "usage: forge_ops SENDER_ROOT TARGET_ROOT OUT_DIR N one|deleted|dirs|files|spread|deep"
+        );
         std::process::exit(2);
     };
     let from = Replica::open(std::path::Path::new(sender)).expect("SENDER_ROOT is a replica");
@@ -38,7 +42,7 @@ fn main() {
         },
         have: to.state().epoch(&to.identity.replica_id, &origin).unwrap(),
         count: count.parse().expect("N is a number"),
-        kind: ManyOps::parse(kind).expect("KIND is one, deleted, dirs or files"),
+        kind: ManyOps::parse(kind).expect("KIND is one, deleted, dirs, files, spread or deep"),
         out_dir: std::path::Path::new(out),
     });
     println!("{}", file.display());

@@ -260,6 +260,48 @@ fn an_import_holds_about_the_same_memory_for_5k_and_50k_files_whose_content_chan
 }
 
 #[test]
+fn an_import_holds_about_the_same_memory_for_2_5k_and_25k_folders_changed_on_disk() {
+    let _serial = one_at_a_time();
+    // Pairs of directories: a folder of its own (a 200-byte name) and a
+    // directory in it, so each folder's content changes on disk and the
+    // folder is written to disk (fsynced) once the journal ran.
+    let small = peak_heap_of_import(5_000, ManyOps::Spread);
+    let large = peak_heap_of_import(50_000, ManyOps::Spread);
+    eprintln!("peak heap: {small} bytes for 2,500 folders changed on disk, {large} for 25,000");
+    // Held per folder before: its path until the end of the journal,
+    // some 230 bytes here, so about 5 MB more for the larger packet. The
+    // folders are fsynced a page at a time now: allowed 2 MiB more
+    // (noise), for ten times the folders.
+    assert!(
+        large <= small + (2 << 20),
+        "peak heap grew from {small} to {large} bytes with ten times the folders changed on disk"
+    );
+    // Every folder and the directory in it were made.
+    let dir = tempfile::tempdir().unwrap();
+    pair(dir.path());
+    let b = dir.path().join("b");
+    let packet = many_ops_packet(dir.path(), &b, 10_000, ManyOps::Spread);
+    let out = Command::new(env!("CARGO_BIN_EXE_syncreplica"))
+        .args([
+            "-import".as_ref(),
+            "-replica".as_ref(),
+            b.as_os_str(),
+            packet.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for index in 0..5_000u64 {
+        let folder = b.join(format!("{index:07}{}", "s".repeat(193)));
+        assert!(folder.join("d").is_dir(), "{} not made", folder.display());
+    }
+}
+
+#[test]
 fn an_import_of_more_files_than_are_held_in_memory_stages_each_with_its_own_content() {
     let _serial = one_at_a_time();
     // More files than a page of the spooled plan (4,096), so that the

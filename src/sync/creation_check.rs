@@ -120,7 +120,8 @@ pub(crate) fn check(
     let mut scratch = Scratch::create(scratch_dir)?;
     let mut adding: Vec<AddedBy> = Vec::new();
     let mut rekeying: Vec<(crate::sync::seals::Rekeyed, String)> = Vec::new();
-    let mut page: Vec<Operation> = Vec::with_capacity(PAGE);
+    let mut page: Vec<EncodedOp> = Vec::with_capacity(PAGE);
+    let mut page_bytes = 0usize;
     for op in packet.operations() {
         let op = op?;
         if let Some(what) = needs_newer_for(&op) {
@@ -152,10 +153,13 @@ pub(crate) fn check(
                 encryption_key.clone(),
             ));
         }
-        page.push(op);
-        if page.len() >= PAGE {
+        let encoded = EncodedOp::of(&op);
+        page_bytes += encoded.op.len();
+        page.push(encoded);
+        if page.len() >= PAGE || page_bytes >= PAGE_BYTES {
             scratch.append(&page)?;
             page.clear();
+            page_bytes = 0;
         }
     }
     scratch.append(&page)?;
@@ -556,6 +560,31 @@ pub(crate) struct AddedBy {
 /// decoded and held at once.
 pub(crate) const PAGE: usize = 4096;
 
+/// And at most about this many bytes of their encodings (a page ends
+/// after the operation that reaches it): one operation may encode to
+/// 16 MiB (a file's chunk list, which compresses to next to nothing in a
+/// packet), so a page of [`PAGE`] of them would be 64 GiB.
+pub(crate) const PAGE_BYTES: usize = 16 << 20;
+
+/// An operation as the scratch database stores it.
+pub(crate) struct EncodedOp {
+    origin: Id,
+    epoch: u64,
+    path: Option<Vec<u8>>,
+    op: Vec<u8>,
+}
+
+impl EncodedOp {
+    fn of(op: &Operation) -> EncodedOp {
+        EncodedOp {
+            origin: op.origin,
+            epoch: op.epoch,
+            path: op.change.path_change().map(|c| c.path.to_vec()),
+            op: op.encode(),
+        }
+    }
+}
+
 /// The scratch database's file, in the state folder under construction;
 /// removed before that folder becomes the replica's.
 pub(crate) const SCRATCH_FILE: &str = "creation-ops.db";
@@ -672,7 +701,7 @@ impl Scratch {
         read_error(&self.file, what)
     }
 
-    fn append(&mut self, ops: &[Operation]) -> Result<()> {
+    fn append(&mut self, ops: &[EncodedOp]) -> Result<()> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -689,8 +718,8 @@ impl Scratch {
                         *len as i64,
                         op.origin.0.as_slice(),
                         op.epoch as i64,
-                        op.change.path_change().map(|c| c.path.as_slice()),
-                        op.encode()
+                        op.path,
+                        op.op
                     ])?;
                     *len += 1;
                 }
@@ -731,12 +760,13 @@ impl Scratch {
     }
 
     /// Calls `f` with each operation and its position, in packet order,
-    /// decoding a page at a time.
+    /// decoding a page at a time ([`PAGE`] operations, [`PAGE_BYTES`]).
     pub fn for_each_op(&self, mut f: impl FnMut(u64, &Operation) -> Result<()>) -> Result<()> {
         let mut next = 0u64;
         while next < self.len {
             let end = next + PAGE as u64;
-            let mut page: Vec<(u64, Operation)> = Vec::with_capacity(PAGE);
+            let mut page: Vec<(u64, Operation)> = Vec::new();
+            let mut page_bytes = 0usize;
             {
                 let err = |e| read_error(&self.file, e);
                 let mut statement = self
@@ -751,19 +781,27 @@ impl Scratch {
                 while let Some(row) = rows.next().map_err(err)? {
                     let seq: i64 = row.get(0).map_err(err)?;
                     let bytes: Vec<u8> = row.get(1).map_err(err)?;
+                    page_bytes += bytes.len();
                     page.push((seq as u64, self.decode(&bytes)?));
+                    if page_bytes >= PAGE_BYTES {
+                        break;
+                    }
                 }
             }
+            let Some(&(last, _)) = page.last() else {
+                return Err(self.read_error("operations missing"));
+            };
             for (seq, op) in &page {
                 f(*seq, op)?;
             }
-            next = end;
+            next = last + 1;
         }
         Ok(())
     }
 
     /// Calls `f` with each path of the new tree, in byte order (`desc`:
-    /// the reverse), a page at a time: rows may be changed by `f`.
+    /// the reverse), a page at a time ([`PAGE`] paths, [`PAGE_BYTES`] of
+    /// their operations): rows may be changed by `f`.
     pub fn for_each_path(
         &self,
         desc: bool,
@@ -781,7 +819,8 @@ impl Scratch {
         );
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let mut page: Vec<PathRow> = Vec::with_capacity(PAGE);
+            let mut page: Vec<PathRow> = Vec::new();
+            let mut page_bytes = 0usize;
             {
                 let err = |e| read_error(&self.file, e);
                 let mut statement = self.conn.prepare_cached(&sql).map_err(err)?;
@@ -789,6 +828,8 @@ impl Scratch {
                 while let Some(row) = rows.next().map_err(err)? {
                     let path: Vec<u8> = row.get(0).map_err(err)?;
                     let bytes: Vec<u8> = row.get(1).map_err(err)?;
+                    // Twice: the operation and the state taken from it.
+                    page_bytes += 2 * bytes.len();
                     let op = self.decode(&bytes)?;
                     let change = op.change.path_change().ok_or_else(|| {
                         self.read_error("a path's last operation is not of a path")
@@ -817,6 +858,9 @@ impl Scratch {
                         dropped,
                         stat,
                     });
+                    if page_bytes >= PAGE_BYTES {
+                        break;
+                    }
                 }
             }
             let Some(last) = page.last() else {

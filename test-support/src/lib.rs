@@ -108,6 +108,14 @@ pub enum ManyOps {
     /// of 504 bytes the packet carries, [`ManyOps::content`]): each staged
     /// and placed.
     Files,
+    /// N directories in pairs, each pair a folder of its own at the top
+    /// (a name of 200 bytes) and one directory `d` in it: N/2 folders
+    /// whose content changes on disk, each written to disk (fsynced)
+    /// once.
+    Spread,
+    /// N directories nested in one chain `d/d/d…` (depth N; at most
+    /// 2,047, where the path reaches 4,095 bytes).
+    Deep,
 }
 
 impl ManyOps {
@@ -118,6 +126,8 @@ impl ManyOps {
             "deleted" => Some(ManyOps::Deleted),
             "dirs" => Some(ManyOps::Dirs),
             "files" => Some(ManyOps::Files),
+            "spread" => Some(ManyOps::Spread),
+            "deep" => Some(ManyOps::Deep),
             _ => None,
         }
     }
@@ -147,6 +157,22 @@ impl ManyOps {
                 format!("d{:03}/{index:07}", index % 1000).into_bytes(),
                 PathState::directory(0o755),
             ),
+            ManyOps::Spread => {
+                let folder = format!("{:07}{}", index / 2, "s".repeat(193));
+                let path = if index.is_multiple_of(2) {
+                    folder
+                } else {
+                    format!("{folder}/d")
+                };
+                (path.into_bytes(), PathState::directory(0o755))
+            }
+            ManyOps::Deep => {
+                let mut path = b"d".to_vec();
+                for _ in 0..index {
+                    path.extend_from_slice(b"/d");
+                }
+                (path, PathState::directory(0o755))
+            }
             ManyOps::Files => {
                 let content = ManyOps::content(index);
                 (

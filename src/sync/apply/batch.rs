@@ -27,6 +27,13 @@ use crate::store::state::State;
 /// [`OpBatch::push`]).
 pub const OPS_IN_MEMORY: usize = 4096;
 
+/// And at most about this many bytes of their encodings: one operation
+/// may encode to 16 MiB (a file's chunk list; packet SPEC.md §13), and
+/// such lists compress to next to nothing in a packet, so 4,096 of them
+/// would be 64 GiB decoded. A slice ends after the operation that
+/// reaches it (one operation is always read whole).
+pub const OP_BYTES_IN_MEMORY: usize = 16 << 20;
+
 /// The scratch database's file, in the state folder.
 pub const SCRATCH_FILE: &str = "batch-ops.db";
 
@@ -69,6 +76,8 @@ pub struct OpBatch {
     len: u64,
     /// Rows not yet written.
     pending: Vec<Row>,
+    /// The bytes of their encodings.
+    pending_bytes: usize,
     /// Per origin, the highest epoch this replica logged or an earlier
     /// operation of the batch brought: an operation at or below it is
     /// never applied (the planner skips it as already had).
@@ -164,6 +173,7 @@ impl OpBatch {
             file,
             len: 0,
             pending: Vec::new(),
+            pending_bytes: 0,
             high: logged.clone(),
             added: Vec::new(),
             rekeyed: Vec::new(),
@@ -172,7 +182,8 @@ impl OpBatch {
         })
     }
 
-    /// Appends `op` (written in slices of [`OPS_IN_MEMORY`]).
+    /// Appends `op` (written in slices of [`OPS_IN_MEMORY`] operations or
+    /// [`OP_BYTES_IN_MEMORY`] bytes).
     pub fn push(&mut self, state: &State, op: &Operation) -> Result<()> {
         debug_assert!(!self.sealed, "pushed after reading");
         let high = self.high.entry(op.origin).or_insert(0);
@@ -198,6 +209,8 @@ impl OpBatch {
                 .push((op.origin, op.epoch, *replica, *old_key, *new_key));
         }
         let change = op.change.path_change();
+        let encoded = op.encode();
+        self.pending_bytes += encoded.len();
         self.pending.push(Row {
             origin: op.origin,
             epoch: op.epoch,
@@ -205,9 +218,9 @@ impl OpBatch {
             version: change
                 .map(|c| postcard::to_stdvec(c.version).expect("version vectors encode")),
             repeat,
-            op: op.encode(),
+            op: encoded,
         });
-        if self.pending.len() >= OPS_IN_MEMORY {
+        if self.pending.len() >= OPS_IN_MEMORY || self.pending_bytes >= OP_BYTES_IN_MEMORY {
             self.flush(state)?;
         }
         Ok(())
@@ -218,6 +231,7 @@ impl OpBatch {
             return Ok(());
         }
         let rows = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
         let before = self.len;
         let mut write = || -> rusqlite::Result<()> {
             let tx = state.conn().unchecked_transaction()?;
@@ -308,7 +322,8 @@ impl OpBatch {
     }
 
     /// Calls `f` with each operation and its position, in order, decoding
-    /// at most [`OPS_IN_MEMORY`] at a time.
+    /// at most [`OPS_IN_MEMORY`] at a time, and at most about
+    /// [`OP_BYTES_IN_MEMORY`] of their encodings.
     pub fn for_each(
         &self,
         conn: &Connection,
@@ -318,7 +333,7 @@ impl OpBatch {
         let mut next = 0u64;
         while next < self.len {
             let end = (next + OPS_IN_MEMORY as u64).min(self.len);
-            let mut slice: Vec<(u64, Operation)> = Vec::with_capacity((end - next) as usize);
+            let mut slice: Vec<(u64, Operation)> = Vec::new();
             {
                 let mut statement = conn
                     .prepare_cached(
@@ -328,18 +343,26 @@ impl OpBatch {
                 let mut rows = statement
                     .query(params![next as i64, end as i64])
                     .map_err(|e| scratch_error(&self.file, e))?;
+                let mut bytes_read = 0usize;
                 while let Some(row) = rows.next().map_err(|e| scratch_error(&self.file, e))? {
                     let seq: i64 = row.get(0).map_err(|e| scratch_error(&self.file, e))?;
                     let bytes: Vec<u8> = row.get(1).map_err(|e| scratch_error(&self.file, e))?;
+                    bytes_read += bytes.len();
                     slice.push((seq as u64, self.decode(&bytes)?));
+                    if bytes_read >= OP_BYTES_IN_MEMORY {
+                        break;
+                    }
                 }
             }
             self.largest_slice
                 .set(self.largest_slice.get().max(slice.len()));
+            let Some(&(last, _)) = slice.last() else {
+                return Err(scratch_error(&self.file, "operations missing"));
+            };
             for (seq, op) in &slice {
                 f(*seq, op)?;
             }
-            next = end;
+            next = last + 1;
         }
         Ok(())
     }
@@ -550,6 +573,64 @@ mod tests {
                 state: PathState::Deleted,
             },
         }
+    }
+
+    #[test]
+    fn operations_with_long_chunk_lists_are_held_a_bounded_number_of_bytes_at_a_time() {
+        // Files of 32,768 chunks each (some 1.2 MB encoded): far fewer than
+        // a slice of operations make more bytes than a slice may hold.
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let origin = Id([1; 16]);
+        let mut batch = OpBatch::create(&state, &HashMap::new()).unwrap();
+        let chunks: Vec<crate::ops::ChunkRef> = (0..32_768u32)
+            .map(|i| crate::ops::ChunkRef {
+                id: [(i % 251) as u8; 32],
+                len: 65_536,
+            })
+            .collect();
+        let big = |epoch: u64| {
+            let mut op = op(origin, epoch, &format!("f{epoch}"));
+            if let Change::Path { state, .. } = &mut op.change {
+                *state = PathState::File {
+                    mode: 0o644,
+                    mtime: Default::default(),
+                    size: 32_768 * 65_536,
+                    chunks: chunks.clone(),
+                    ext: Default::default(),
+                };
+            }
+            op
+        };
+        let encoded = big(1).encode().len();
+        let count = 3 * (OP_BYTES_IN_MEMORY / encoded) as u64 + 2;
+        assert!(count < OPS_IN_MEMORY as u64);
+        for epoch in 1..=count {
+            batch.push(&state, &big(epoch)).unwrap();
+            assert!(batch.pending_bytes < OP_BYTES_IN_MEMORY);
+        }
+        batch.finish(&state).unwrap();
+        let mut seen = Vec::new();
+        batch
+            .for_each(state.conn(), |position, op| {
+                if let Change::Path { state, .. } = &op.change {
+                    assert!(
+                        matches!(state, PathState::File { chunks: c, .. } if c.len() == 32_768)
+                    );
+                }
+                seen.push((position, op.epoch));
+                Ok(())
+            })
+            .unwrap();
+        let expected: Vec<(u64, u64)> = (0..count).map(|i| (i, i + 1)).collect();
+        assert_eq!(seen, expected);
+        // A slice ends after the operation that reaches the bound.
+        assert_eq!(
+            batch.largest_slice(),
+            OP_BYTES_IN_MEMORY.div_ceil(encoded),
+            "operations held decoded at once"
+        );
+        batch.close(&state);
     }
 
     #[test]

@@ -321,6 +321,10 @@ pub(crate) struct Failure {
     pub error: String,
 }
 
+/// At most this many folders the journal changed wait in memory to be
+/// fsynced ([`execute`]); then they are fsynced, and forgotten.
+pub(crate) const TOUCHED_HELD: usize = 4096;
+
 /// What running the journal did besides its actions.
 #[derive(Debug, Default)]
 pub(crate) struct Executed {
@@ -347,7 +351,10 @@ pub(crate) fn execute(
     let confined = ConfinedRoot::open(&replica.root)?;
     let state_dir = replica.state_dir();
     let staging = state_dir.join(STAGING_DIR);
-    // Folders the actions changed, fsynced at the end.
+    // Folders the actions changed, fsynced before the journal is done:
+    // a page of [`TOUCHED_HELD`] at a time, so that a packet changing a
+    // million folders does not hold a million paths (a folder fsynced
+    // early and changed again later is fsynced again).
     let mut touched = BTreeSet::new();
     let mut notes = Vec::new();
     // What the actions replace or remove is moved aside there first (see
@@ -390,9 +397,14 @@ pub(crate) fn execute(
                 error: err.to_string(),
             });
         }
+        if touched.len() >= TOUCHED_HELD {
+            sync_dirs(&confined, std::mem::take(&mut touched), &mut failures);
+        }
         hooks.step("ran a journal action")?;
     }
-    restore_dir_modes(&confined, &staging, &mut failures)?;
+    // A folder whose mode is put back is fsynced after that, whether or
+    // not it was already (its mode is its own inode's).
+    restore_dir_modes(&confined, &staging, &mut touched, &mut failures)?;
     sync_dirs(&confined, touched, &mut failures);
     // Before the journal is marked done: a kept version whose rename a
     // crash lost is still aside in staging, and is kept from there
@@ -568,6 +580,7 @@ fn read_dir_mode_marker(marker: &Path) -> Result<(Vec<u8>, u32)> {
 fn restore_dir_modes(
     confined: &ConfinedRoot,
     staging: &Path,
+    touched: &mut BTreeSet<Vec<u8>>,
     failures: &mut Vec<Failure>,
 ) -> Result<()> {
     let Ok(listing) = std::fs::read_dir(staging) else {
@@ -591,6 +604,8 @@ fn restore_dir_modes(
                 step: "putting the folder's mode back",
                 error: err.to_string(),
             });
+        } else {
+            touched.insert(rel);
         }
         std::fs::remove_file(&marker).at(&marker)?;
     }

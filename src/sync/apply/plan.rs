@@ -11,13 +11,14 @@
 //! time. The disk actions go to the same database as they are derived
 //! ([`super::spool`]), and the journal is run from the state database a
 //! page at a time; so do the files it stages (new content) and where
-//! their chunks go ([`crate::sync::assemble::Targets`]). What the plan
-//! still holds in memory grows with the replica's recorded entries, with
-//! the names it reserves for kept versions, with the folders whose
-//! content changes, with this replica's own operations (conflict copies,
-//! folders made) and the conflicts' notes, and, on a filesystem that
-//! folds names, with the paths made: not with the operations, nor with
-//! the other paths whose entry, disk state or content changes.
+//! their chunks go ([`crate::sync::assemble::Targets`]), the folders
+//! whose content changes ([`super::spool::Folders`]) and the names
+//! reserved for kept versions ([`super::spool::ReservedNames`]). What the
+//! plan still holds in memory grows with the replica's recorded entries,
+//! with this replica's own operations (conflict copies, folders made) and
+//! the conflicts' notes, and, on a filesystem that folds names, with the
+//! paths made: not with the operations, nor with the other paths whose
+//! entry, disk state or content changes.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::cmp::Ordering;
@@ -30,7 +31,7 @@ use super::batch::{OpBatch, OpBits};
 use super::journal::{Action, Expect, MetaKind};
 use super::merge;
 use super::planned::{Only, Planned};
-use super::spool::{Actions, Folders, Group};
+use super::spool::{Actions, Folders, Group, ReservedNames};
 use super::ApplyReport;
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{Causality, Change, Id, Operation, PathState, Timestamp, VersionVector};
@@ -1772,7 +1773,7 @@ impl Planner<'_> {
     /// Derives the disk actions and counts, step (a)'s result.
     fn finish(mut self) -> Result<Plan> {
         let day = chrono::Utc::now().format("%Y%m%d").to_string();
-        let mut reserved = Reserved::default();
+        let mut reserved = Reserved::create(self.conn, self.planned.file())?;
         let mut removals: Vec<(Vec<u8>, Action)> = Vec::new();
         let mut creations = Vec::new();
         let mut dir_modes = Vec::new();
@@ -1859,8 +1860,10 @@ impl Planner<'_> {
                 // Where the file replaced or removed here is kept (a rename of
                 // the displaced file, or a copy when it has other names).
                 let mut keep: Option<Vec<u8>> = None;
-                let mut keep_old_file = || {
-                    keep = Some(reserved.soft_delete_target(self.root, &day, path));
+                let conn = self.conn;
+                let mut keep_old_file = || -> Result<()> {
+                    keep = Some(reserved.soft_delete_target(conn, self.root, &day, path)?);
+                    Ok(())
                 };
                 match &entry.state {
                     PathState::File {
@@ -1897,7 +1900,7 @@ impl Planner<'_> {
                             continue;
                         }
                         match disk {
-                            DiskKind::File => keep_old_file(),
+                            DiskKind::File => keep_old_file()?,
                             DiskKind::Dir(_) => {
                                 removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
                             }
@@ -1925,7 +1928,7 @@ impl Planner<'_> {
                         match disk {
                             DiskKind::Dir(_) => {}
                             DiskKind::File => {
-                                keep_old_file();
+                                keep_old_file()?;
                                 removals.push((
                                     p.clone(),
                                     Action::RemoveFile {
@@ -1978,7 +1981,7 @@ impl Planner<'_> {
                                 creations.push(set_meta);
                                 continue;
                             }
-                            DiskKind::File => keep_old_file(),
+                            DiskKind::File => keep_old_file()?,
                             DiskKind::Dir(_) => {
                                 removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
                             }
@@ -2027,7 +2030,7 @@ impl Planner<'_> {
                             continue;
                         }
                         match &disk {
-                            DiskKind::File => keep_old_file(),
+                            DiskKind::File => keep_old_file()?,
                             DiskKind::Dir(_) => {
                                 removals.push((p.clone(), Action::RemoveDir { path: p.clone() }))
                             }
@@ -2052,7 +2055,7 @@ impl Planner<'_> {
                     PathState::Deleted => match disk {
                         DiskKind::Missing => {}
                         DiskKind::File => {
-                            keep_old_file();
+                            keep_old_file()?;
                             removals.push((
                                 p.clone(),
                                 Action::RemoveFile {
@@ -2544,13 +2547,18 @@ fn short_kept_name(path: &[u8]) -> Vec<u8> {
 }
 
 /// Soft-delete names handed out in this batch.
-#[derive(Default)]
 struct Reserved {
-    files: BTreeSet<Vec<u8>>,
-    dirs: BTreeSet<Vec<u8>>,
+    /// In the batch's scratch database (`super::spool`).
+    names: ReservedNames,
 }
 
 impl Reserved {
+    fn create(conn: &rusqlite::Connection, file: &Path) -> Result<Reserved> {
+        Ok(Reserved {
+            names: ReservedNames::create(conn, file)?,
+        })
+    }
+
     /// `deleted/DAY/PATH` relative to the state folder, with `.1`, `.2`…
     /// appended to the name if taken (and `DAY.1`… if a parent is taken by
     /// a file).
@@ -2561,7 +2569,13 @@ impl Reserved {
     /// instead: HASH is the first 16 bytes of the path's SHA-256 in hex,
     /// NAME its last name (shortened to 200 bytes), so the old version is
     /// kept whatever the path's length.
-    fn soft_delete_target(&mut self, root: &Path, day: &str, path: &[u8]) -> Vec<u8> {
+    fn soft_delete_target(
+        &mut self,
+        conn: &rusqlite::Connection,
+        root: &Path,
+        day: &str,
+        path: &[u8],
+    ) -> Result<Vec<u8>> {
         let state_dir = root.join(STATE_DIR);
         let exists = |rel: &[u8]| {
             let disk: PathBuf = state_dir.join(OsStr::from_bytes(rel));
@@ -2584,9 +2598,15 @@ impl Reserved {
                 format!("{DELETED_DIR}/{day}.{folder}")
             };
             let base = join(day_dir.as_bytes(), path);
-            let blocked = ancestors(&base).into_iter().any(|a| {
-                self.files.contains(a) || exists(a).is_some_and(|m| !m.file_type().is_dir())
-            });
+            let mut blocked = false;
+            for ancestor in ancestors(&base) {
+                if self.names.get(conn, ancestor)? == Some(true)
+                    || exists(ancestor).is_some_and(|m| !m.file_type().is_dir())
+                {
+                    blocked = true;
+                    break;
+                }
+            }
             if blocked {
                 continue;
             }
@@ -2595,17 +2615,14 @@ impl Reserved {
                 if suffix > 0 {
                     candidate.extend_from_slice(format!(".{suffix}").as_bytes());
                 }
-                if self.files.contains(&candidate)
-                    || self.dirs.contains(&candidate)
-                    || exists(&candidate).is_some()
-                {
+                if self.names.get(conn, &candidate)?.is_some() || exists(&candidate).is_some() {
                     continue;
                 }
                 for ancestor in ancestors(&candidate) {
-                    self.dirs.insert(ancestor.to_vec());
+                    self.names.insert(conn, ancestor, false)?;
                 }
-                self.files.insert(candidate.clone());
-                return candidate;
+                self.names.insert(conn, &candidate, true)?;
+                return Ok(candidate);
             }
         }
         unreachable!("some day folder is free")
@@ -2656,14 +2673,51 @@ mod tests {
     }
 
     #[test]
+    fn names_reserved_before_the_ones_held_in_memory_still_count() {
+        // More names than are held in memory: the first ones are read
+        // back from the scratch database.
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::store::state::State::open(dir.path()).unwrap();
+        let batch = OpBatch::create(&state, &Default::default()).unwrap();
+        let conn = state.conn();
+        let mut reserved = Reserved::create(conn, batch.file()).unwrap();
+        let mut keep = |path: &str| {
+            String::from_utf8(
+                reserved
+                    .soft_delete_target(conn, dir.path(), "20260101", path.as_bytes())
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(keep("a"), "deleted/20260101/a");
+        assert_eq!(keep("d/x"), "deleted/20260101/d/x");
+        for index in 0..super::super::spool::HELD * 2 {
+            keep(&format!("f/{index}"));
+        }
+        // Taken: the same name, a name below a kept file, and a folder's.
+        assert_eq!(keep("a"), "deleted/20260101/a.1");
+        assert_eq!(keep("a/b"), "deleted/20260101.1/a/b");
+        assert_eq!(keep("d"), "deleted/20260101/d.1");
+        assert_eq!(keep("f/0"), "deleted/20260101/f/0.1");
+        batch.close(&state);
+    }
+
+    #[test]
     fn a_kept_version_too_long_to_keep_whole_gets_a_short_name() {
         let dir = tempfile::tempdir().unwrap();
-        let mut reserved = Reserved::default();
-        let short = reserved.soft_delete_target(dir.path(), "20260101", b"d/x.txt");
+        let state = crate::store::state::State::open(dir.path()).unwrap();
+        let batch = OpBatch::create(&state, &Default::default()).unwrap();
+        let conn = state.conn();
+        let mut reserved = Reserved::create(conn, batch.file()).unwrap();
+        let short = reserved
+            .soft_delete_target(conn, dir.path(), "20260101", b"d/x.txt")
+            .unwrap();
         assert_eq!(short, b"deleted/20260101/d/x.txt");
         let name = "n".repeat(250);
         let long = format!("{}/{name}", "d".repeat(3800));
-        let kept = reserved.soft_delete_target(dir.path(), "20260101", long.as_bytes());
+        let kept = reserved
+            .soft_delete_target(conn, dir.path(), "20260101", long.as_bytes())
+            .unwrap();
         let kept = String::from_utf8(kept).unwrap();
         assert!(kept.starts_with("deleted/20260101/long-paths/"), "{kept}");
         let last = kept.rsplit('/').next().unwrap();
@@ -2671,8 +2725,11 @@ mod tests {
         assert!(last.ends_with(&name[..200]));
         // Another path with the same last name gets another hash.
         let other = format!("{}/{name}", "e".repeat(3800));
-        let other = reserved.soft_delete_target(dir.path(), "20260101", other.as_bytes());
+        let other = reserved
+            .soft_delete_target(conn, dir.path(), "20260101", other.as_bytes())
+            .unwrap();
         assert_ne!(other, kept.as_bytes());
+        batch.close(&state);
     }
 
     #[test]

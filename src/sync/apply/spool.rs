@@ -292,6 +292,95 @@ impl Folders {
     }
 }
 
+/// The names a plan reserves under `.syncreplica/deleted/` for the
+/// versions it keeps of files it replaces or removes (relative to the
+/// state folder): each kept file's name, and the folders that will hold
+/// it. In the table `batch.reserved` of the batch's scratch database
+/// rather than in memory: a packet that replaces a million files reserves
+/// a million names. Memory holds at most [`HELD`] before they are
+/// written; a lookup reads those, then the table.
+#[derive(Debug)]
+pub(crate) struct ReservedNames {
+    /// Name -> whether it is a kept file's (else a folder's).
+    held: std::collections::BTreeMap<Vec<u8>, bool>,
+    file: PathBuf,
+}
+
+impl ReservedNames {
+    /// An empty table `batch.reserved` (`file` is the scratch database's,
+    /// for errors).
+    pub fn create(conn: &Connection, file: &Path) -> Result<ReservedNames> {
+        let names = ReservedNames {
+            held: Default::default(),
+            file: file.to_path_buf(),
+        };
+        conn.execute_batch(
+            "DROP TABLE IF EXISTS batch.reserved;
+             CREATE TABLE batch.reserved (
+                 name BLOB PRIMARY KEY,
+                 file INTEGER NOT NULL
+             ) WITHOUT ROWID;",
+        )
+        .map_err(|e| names.write_error(e))?;
+        Ok(names)
+    }
+
+    fn write_error(&self, e: rusqlite::Error) -> Error {
+        super::batch::write_error(
+            &self.file,
+            e,
+            || "reserving names for the versions kept".to_string(),
+            |e| self.error(e),
+        )
+    }
+
+    fn error(&self, what: impl std::fmt::Display) -> Error {
+        Error::CorruptState {
+            path: self.file.clone(),
+            what: format!("names reserved by the batch: {what}"),
+        }
+    }
+
+    /// Whether `name` is reserved: `Some(true)` for a kept file's name,
+    /// `Some(false)` for a folder that holds one.
+    pub fn get(&self, conn: &Connection, name: &[u8]) -> Result<Option<bool>> {
+        if let Some(&file) = self.held.get(name) {
+            return Ok(Some(file));
+        }
+        use rusqlite::OptionalExtension;
+        conn.prepare_cached("SELECT file FROM batch.reserved WHERE name = ?1")
+            .and_then(|mut s| s.query_row([name], |row| row.get(0)).optional())
+            .map_err(|e| self.error(e))
+    }
+
+    /// Reserves `name`, a kept file's (`file`) or a folder's. A folder
+    /// already reserved stays as it is.
+    pub fn insert(&mut self, conn: &Connection, name: &[u8], file: bool) -> Result<()> {
+        self.held.entry(name.to_vec()).or_insert(file);
+        if self.held.len() >= HELD {
+            self.flush(conn)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, conn: &Connection) -> Result<()> {
+        let held = std::mem::take(&mut self.held);
+        let write = || -> rusqlite::Result<()> {
+            let tx = conn.unchecked_transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO batch.reserved (name, file) VALUES (?1, ?2)",
+                )?;
+                for (name, file) in &held {
+                    insert.execute(params![name, file])?;
+                }
+            }
+            tx.commit()
+        };
+        write().map_err(|e| self.write_error(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
