@@ -29,7 +29,7 @@ pub enum PacketOutcome {
     Applied {
         files: Vec<PathBuf>,
         sender: String,
-        report: ApplyReport,
+        report: Box<ApplyReport>,
     },
     AlreadyApplied {
         files: Vec<PathBuf>,
@@ -478,7 +478,7 @@ fn import_files(
                     outcomes.push(PacketOutcome::Applied {
                         files,
                         sender,
-                        report,
+                        report: Box::new(report),
                     });
                     outcomes.extend(check.map(PacketOutcome::Digest));
                     outcomes.extend(removal);
