@@ -302,6 +302,9 @@ pub struct PacketWriter {
     current: Option<OpenPart>,
     pending: Vec<PendingPart>,
     compressor: zstd::bulk::Compressor<'static>,
+    /// The zstd level chunks are compressed at ([`ZSTD_LEVEL`] unless
+    /// [`PacketWriter::with_chunk_level`] says otherwise).
+    level: i32,
     /// Per origin, the first and last epoch added so far.
     added: BTreeMap<Id, EpochRange>,
     seals: Vec<crate::seals::Seal>,
@@ -504,6 +507,7 @@ impl PacketWriter {
             current: None,
             pending: Vec::new(),
             compressor,
+            level: ZSTD_LEVEL,
             added: BTreeMap::new(),
             seals,
             seals_budget,
@@ -534,8 +538,19 @@ impl PacketWriter {
     /// whether bytes match their id checks them itself first.
     pub fn with_encoder_threads(mut self, threads: usize) -> PacketWriter {
         self.encoders =
-            (threads > 1).then(|| crate::encoders::EncoderPool::new(threads, ZSTD_LEVEL));
+            (threads > 1).then(|| crate::encoders::EncoderPool::new(threads, self.level));
         self
+    }
+
+    /// Compresses chunks at zstd `level` instead of [`ZSTD_LEVEL`] (any
+    /// level reads the same: the format does not record it). Call it
+    /// before [`Self::with_encoder_threads`]. Errors: zstd refuses the
+    /// level ([`ErrorKind::Io`]).
+    pub fn with_chunk_level(mut self, level: i32) -> Result<PacketWriter> {
+        self.compressor = zstd::bulk::Compressor::new(level)
+            .map_err(|err| ErrorKind::io("starting zstd", err).at(&self.out_dir))?;
+        self.level = level;
+        Ok(self)
     }
 
     /// Whether chunks may travel in chunk groups (SPEC.md §5.2, the

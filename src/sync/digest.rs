@@ -204,12 +204,12 @@ fn covered_keys(covered: u32) -> Vec<u32> {
 ///
 /// [`digest_items::TIMES`]: packet_format::digest_items::TIMES
 pub fn leaf_covering(state: &PathState, covered: u32) -> Option<[u8; 32]> {
-    let plain = leaf(state)?;
+    let bytes = leaf_bytes(state)?;
     if covered == 0 {
-        return Some(plain);
+        return Some(Sha256::digest(bytes).into());
     }
     let mut hash = Sha256::new();
-    hash.update(leaf_bytes(state)?);
+    hash.update(bytes);
     hash.update(b"meta\0");
     hash.update(covered.to_le_bytes());
     if covered & packet_format::digest_items::TIMES != 0 {
@@ -319,12 +319,6 @@ fn key_bytes(out: &mut Vec<u8>, key: u32, value: Option<&[u8]>) {
     }
 }
 
-#[derive(Default)]
-struct Node {
-    leaf: Option<[u8; 32]>,
-    children: BTreeMap<Vec<u8>, Node>,
-}
-
 /// A digest as computed here, with every directory node (for listings).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Computed {
@@ -389,9 +383,37 @@ pub fn compute_covering<'a>(
     filter: &Filter,
     covered: u32,
 ) -> Computed {
-    let mut root = Node::default();
-    let mut count = 0u64;
+    compute_keeping(entries, filter, covered, Keep::All)
+}
+
+/// Which nodes a [`Computed`] keeps besides its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// None: for a comparison of roots.
+    Root,
+    /// Those a packet may carry ([`Computed::carried_nodes`]): every node
+    /// of a depth above which fewer than [`MAX_DIGEST_NODES`] nodes lie.
+    Carried,
+    /// Every node, for [`differing_subtrees`].
+    All,
+}
+
+/// [`compute_covering`] keeping the nodes `keep` says. The entries'
+/// leaves are hashed as they come, then sorted once by path with `/`
+/// below every other byte (the order of names within each folder the
+/// digest hashes) and folded folder by folder on a stack: no tree of
+/// nodes is built, and only the nodes kept get a path of their own.
+pub fn compute_keeping<'a>(
+    entries: impl IntoIterator<Item = (&'a [u8], &'a PathState)>,
+    filter: &Filter,
+    covered: u32,
+    keep: Keep,
+) -> Computed {
+    let mut root_leaf = None;
     let mut parts = None;
+    // (path with each `/` as 0, leaf): names never hold a 0 byte, so
+    // byte order of these keys is name order folder by folder.
+    let mut leaves: Vec<(Vec<u8>, [u8; 32])> = Vec::new();
     for (path, state) in entries {
         if path.is_empty() && covered & packet_format::digest_items::ROOT != 0 {
             parts = Some(root_parts(state, covered));
@@ -405,55 +427,167 @@ pub fn compute_covering<'a>(
             // root node's leaf when the digest covers it (not counted in
             // `entries`, which counts the entries below the root).
             if covered & packet_format::digest_items::ROOT != 0 && is_dir {
-                root.leaf = Some(leaf);
+                root_leaf = Some(leaf);
             }
             continue;
         }
         if filter.excludes(path, is_dir) {
             continue;
         }
-        let mut node = &mut root;
-        for name in path.split(|&b| b == b'/') {
-            node = node.children.entry(name.to_vec()).or_default();
-        }
-        node.leaf = Some(leaf);
-        count += 1;
+        let key = path
+            .iter()
+            .map(|&b| if b == b'/' { 0 } else { b })
+            .collect();
+        leaves.push((key, leaf));
     }
-    let mut nodes = BTreeMap::new();
-    let digest = hash_node(&root, &mut Vec::new(), &mut nodes);
+    leaves.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut fold = Fold::new(keep, root_leaf);
+    for (key, leaf) in &leaves {
+        fold.add(key, *leaf);
+    }
+    let (root, nodes) = fold.finish();
     Computed {
-        root: digest,
-        entries: count,
+        root,
+        entries: leaves.len() as u64,
         nodes,
         root_parts: parts,
     }
 }
 
-fn hash_node(node: &Node, path: &mut Vec<u8>, out: &mut BTreeMap<Vec<u8>, [u8; 32]>) -> [u8; 32] {
-    if node.children.is_empty() && !path.is_empty() {
-        if let Some(leaf) = node.leaf {
-            out.insert(path.clone(), leaf);
-            return leaf;
-        }
-    }
-    let mut hash = Sha256::new();
-    hash.update(b"node\0");
-    hash.update(node.leaf.unwrap_or([0; 32]));
-    for (name, child) in &node.children {
-        let before = path.len();
-        if !path.is_empty() {
-            path.push(b'/');
-        }
-        path.extend_from_slice(name);
-        let digest = hash_node(child, path, out);
-        path.truncate(before);
+/// One open folder of [`Fold`]'s stack.
+struct Open {
+    /// Its name in its parent (empty for the root).
+    name: Vec<u8>,
+    leaf: Option<[u8; 32]>,
+    /// `node\0`, its leaf and the children folded so far; `None` until
+    /// its first child (a node without children is its leaf).
+    hash: Option<Sha256>,
+}
+
+impl Open {
+    fn child(&mut self, name: &[u8], digest: &[u8; 32]) {
+        let leaf = self.leaf;
+        let hash = self.hash.get_or_insert_with(|| {
+            let mut hash = Sha256::new();
+            hash.update(b"node\0");
+            hash.update(leaf.unwrap_or([0; 32]));
+            hash
+        });
         hash.update((name.len() as u32).to_le_bytes());
         hash.update(name);
         hash.update(digest);
     }
-    let digest: [u8; 32] = hash.finalize().into();
-    out.insert(path.clone(), digest);
-    digest
+}
+
+/// The digest's nodes folded from leaves in name order, folder by folder
+/// (SPEC.md §4: a node with children hashes `node\0`, its leaf or 32
+/// zero bytes, then each child's name length, name and digest; a node
+/// without children is its leaf).
+struct Fold {
+    keep: Keep,
+    /// The root, then each open folder below it.
+    stack: Vec<Open>,
+    /// Nodes kept, by path (`/`-separated; the root is the empty path).
+    nodes: BTreeMap<Vec<u8>, [u8; 32]>,
+    /// Nodes seen per depth (0: the root's children), for [`Keep::Carried`].
+    per_depth: Vec<usize>,
+}
+
+impl Fold {
+    fn new(keep: Keep, root_leaf: Option<[u8; 32]>) -> Fold {
+        Fold {
+            keep,
+            stack: vec![Open {
+                name: Vec::new(),
+                leaf: root_leaf,
+                hash: None,
+            }],
+            nodes: BTreeMap::new(),
+            per_depth: Vec::new(),
+        }
+    }
+
+    /// Adds the leaf of the entry at `key` (its path, `/` as 0), which
+    /// follows every key added before in byte order.
+    fn add(&mut self, key: &[u8], leaf: [u8; 32]) {
+        let names: Vec<&[u8]> = key.split(|&b| b == 0).collect();
+        // Folders open below the root that are this entry's parents.
+        let shared = self.stack[1..]
+            .iter()
+            .zip(&names)
+            .take_while(|(open, name)| open.name == **name)
+            .count();
+        while self.stack.len() > shared + 1 {
+            self.close();
+        }
+        for (i, name) in names.iter().enumerate().skip(shared) {
+            let last = i + 1 == names.len();
+            self.stack.push(Open {
+                name: name.to_vec(),
+                leaf: last.then_some(leaf),
+                hash: None,
+            });
+        }
+    }
+
+    /// Closes the deepest open folder: its digest goes to its parent.
+    fn close(&mut self) {
+        let open = self.stack.pop().expect("a folder below the root is open");
+        let digest: [u8; 32] = match open.hash {
+            Some(hash) => hash.finalize().into(),
+            None => open.leaf.unwrap_or_else(|| {
+                // A folder without an entry of its own always has a child.
+                let mut hash = Sha256::new();
+                hash.update(b"node\0");
+                hash.update([0u8; 32]);
+                hash.finalize().into()
+            }),
+        };
+        let depth = self.stack.len() - 1;
+        if self.per_depth.len() <= depth {
+            self.per_depth.resize(depth + 1, 0);
+        }
+        self.per_depth[depth] += 1;
+        let kept = match self.keep {
+            Keep::Root => false,
+            Keep::All => true,
+            Keep::Carried => self.per_depth[..depth].iter().sum::<usize>() < MAX_DIGEST_NODES,
+        };
+        if kept {
+            let mut path = Vec::new();
+            for open in self.stack[1..].iter() {
+                path.extend_from_slice(&open.name);
+                path.push(b'/');
+            }
+            path.extend_from_slice(&open.name);
+            self.nodes.insert(path, digest);
+        }
+        self.stack
+            .last_mut()
+            .expect("the root stays open")
+            .child(&open.name, &digest);
+    }
+
+    /// Closes every folder; the root's digest and the nodes kept.
+    fn finish(mut self) -> ([u8; 32], BTreeMap<Vec<u8>, [u8; 32]>) {
+        while self.stack.len() > 1 {
+            self.close();
+        }
+        let root = self.stack.pop().expect("the root");
+        let digest: [u8; 32] = match root.hash {
+            Some(hash) => hash.finalize().into(),
+            None => {
+                let mut hash = Sha256::new();
+                hash.update(b"node\0");
+                hash.update(root.leaf.unwrap_or([0; 32]));
+                hash.finalize().into()
+            }
+        };
+        if self.keep != Keep::Root {
+            self.nodes.insert(Vec::new(), digest);
+        }
+        (digest, self.nodes)
+    }
 }
 
 /// Where `ours` differs from a sibling's carried digest: the deepest
@@ -681,6 +815,110 @@ mod tests {
         assert_eq!(one.root, <[u8; 32]>::from(node.finalize()));
     }
 
+    /// The digest as SPEC.md §4 defines it, from a tree of nodes built
+    /// the plain way: what the folded stack of `compute_keeping` must give.
+    fn by_tree(entries: &[(Vec<u8>, PathState)]) -> ([u8; 32], BTreeMap<Vec<u8>, [u8; 32]>) {
+        #[derive(Default)]
+        struct Node {
+            leaf: Option<[u8; 32]>,
+            children: BTreeMap<Vec<u8>, Node>,
+        }
+        fn hash(
+            node: &Node,
+            path: &mut Vec<u8>,
+            out: &mut BTreeMap<Vec<u8>, [u8; 32]>,
+        ) -> [u8; 32] {
+            if node.children.is_empty() && !path.is_empty() {
+                out.insert(path.clone(), node.leaf.unwrap());
+                return node.leaf.unwrap();
+            }
+            let mut h = Sha256::new();
+            h.update(b"node\0");
+            h.update(node.leaf.unwrap_or([0; 32]));
+            for (name, child) in &node.children {
+                let before = path.len();
+                if !path.is_empty() {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(name);
+                let digest = hash(child, path, out);
+                path.truncate(before);
+                h.update((name.len() as u32).to_le_bytes());
+                h.update(name);
+                h.update(digest);
+            }
+            let digest: [u8; 32] = h.finalize().into();
+            out.insert(path.clone(), digest);
+            digest
+        }
+        let mut root = Node::default();
+        for (path, state) in entries {
+            let mut node = &mut root;
+            for name in path.split(|&b| b == b'/') {
+                node = node.children.entry(name.to_vec()).or_default();
+            }
+            node.leaf = leaf(state);
+        }
+        let mut nodes = BTreeMap::new();
+        (hash(&root, &mut Vec::new(), &mut nodes), nodes)
+    }
+
+    #[test]
+    fn the_folded_stack_hashes_as_a_tree_of_nodes_does() {
+        // Names with bytes below `/` ("a-b", "a.b", "a b") sort between
+        // "a" and "a/x" by whole path, but after "a"'s children by name:
+        // the digest's order. A folder without an entry of its own ("n")
+        // hashes zeros for its leaf. Enough top-level names that the
+        // carried nodes stop above the deepest ones.
+        let dir = PathState::directory(0o755);
+        let mut entries: Vec<(Vec<u8>, PathState)> = vec![
+            (b"a".to_vec(), dir.clone()),
+            (b"a/x".to_vec(), file(1)),
+            (b"a/x.y".to_vec(), file(2)),
+            (b"a/s".to_vec(), dir.clone()),
+            (b"a/s/t".to_vec(), file(3)),
+            (b"a-b".to_vec(), file(4)),
+            (b"a.b".to_vec(), dir.clone()),
+            (b"a.b/c".to_vec(), file(5)),
+            (b"a b".to_vec(), file(6)),
+            (b"n/m/o".to_vec(), file(7)),
+            (b"empty".to_vec(), dir.clone()),
+        ];
+        for i in 0..300u32 {
+            entries.push((format!("z/{i:03}").into_bytes(), file(i as u8)));
+        }
+        // Below more than MAX_DIGEST_NODES shallower nodes: never carried.
+        entries.push((b"zz/q/deep".to_vec(), file(8)));
+        let (root, nodes) = by_tree(&entries);
+        let of = |keep| {
+            compute_keeping(
+                entries.iter().map(|(p, s)| (p.as_slice(), s)),
+                &Filter::of(&[]),
+                0,
+                keep,
+            )
+        };
+        let all = of(Keep::All);
+        assert_eq!(all.root, root);
+        assert_eq!(all.nodes, nodes);
+        assert_eq!(all.entries, entries.len() as u64);
+        let carried = of(Keep::Carried);
+        assert_eq!(carried.root, root);
+        assert!(carried.nodes.len() < nodes.len());
+        assert_eq!(carried.carried_nodes(), all.carried_nodes());
+        let bare = of(Keep::Root);
+        assert_eq!(bare.root, root);
+        assert!(bare.nodes.is_empty());
+        // Any order of the entries gives the same.
+        let mut reversed = entries.clone();
+        reversed.reverse();
+        let again = compute(
+            reversed.iter().map(|(p, s)| (p.as_slice(), s)),
+            &Filter::of(&[]),
+        );
+        assert_eq!(again, all);
+    }
+
     #[test]
     fn excluded_paths_and_deletions_are_left_out() {
         let dir = PathState::directory(0o755);
@@ -803,10 +1041,11 @@ pub fn for_export(
     let preserved = preserved_items(&replica.preserve());
     let covered = preserved & replica.state().sibling_preserved(target)?.unwrap_or(0);
     let entries = replica.entries()?;
-    let computed = compute_covering(
+    let computed = compute_keeping(
         entries.iter().map(|(path, e)| (path.as_slice(), &e.state)),
         &Filter::of(&[own, &theirs]),
         covered,
+        Keep::Carried,
     );
     let mut digest = computed.to_header(own, patterns_hash(&theirs));
     digest.metadata = Some(packet_format::DigestMetadata { preserved, covered });
@@ -819,14 +1058,16 @@ pub fn local_for(
     replica: &crate::replica::Replica,
     their_patterns: &[String],
     covered: u32,
+    keep: Keep,
 ) -> crate::error::Result<(Computed, [u8; 32])> {
     let excludes = replica.excludes()?;
     let own = excludes.patterns();
     let entries = replica.entries()?;
-    let computed = compute_covering(
+    let computed = compute_keeping(
         entries.iter().map(|(path, e)| (path.as_slice(), &e.state)),
         &Filter::of(&[own, their_patterns]),
         covered,
+        keep,
     );
     Ok((computed, patterns_hash(own)))
 }
@@ -951,7 +1192,8 @@ fn compare_after_import(
     } else {
         let covered = theirs.metadata.map_or(0, |m| m.covered);
         let uncovered = covered & !preserved_items(&replica.preserve());
-        let (ours, own_hash) = local_for(replica, &theirs.patterns, covered)?;
+        // Only the roots are compared here.
+        let (ours, own_hash) = local_for(replica, &theirs.patterns, covered, Keep::Root)?;
         if uncovered != 0 {
             Outcome::NotCompared(format!(
                 "the sender's digest covers metadata this replica does not preserve ({}; it \
@@ -1283,7 +1525,7 @@ pub fn against_sibling(
         .chain(received.row.keys())
         .all(|o| own_row.get(o).copied().unwrap_or(0) == received.row.get(o).copied().unwrap_or(0));
     let covered = received.digest.metadata.map_or(0, |m| m.covered);
-    let (ours, own_hash) = local_for(replica, &received.digest.patterns, covered)?;
+    let (ours, own_hash) = local_for(replica, &received.digest.patterns, covered, Keep::All)?;
     let mut differing = differing_subtrees(&ours, &received.digest);
     let root_differs = match (&ours.root_parts, &received.digest.root_parts) {
         (Some(ours), Some(theirs)) => root_parts_differing(ours, theirs),

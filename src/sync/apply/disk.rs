@@ -398,23 +398,20 @@ pub(crate) fn execute(
             });
         }
         if touched.len() >= TOUCHED_HELD {
-            sync_dirs(&confined, std::mem::take(&mut touched), &mut failures);
+            sync_dirs(&confined, std::mem::take(&mut touched), &[], &mut failures)?;
         }
         hooks.step("ran a journal action")?;
     }
     // A folder whose mode is put back is fsynced after that, whether or
     // not it was already (its mode is its own inode's).
     restore_dir_modes(&confined, &staging, &mut touched, &mut failures)?;
-    sync_dirs(&confined, touched, &mut failures);
     // Before the journal is marked done: a kept version whose rename a
     // crash lost is still aside in staging, and is kept from there
-    // (`keep_leftovers`).
+    // (`keep_leftovers`). The tree's folders and the kept versions'
+    // folders are fsynced in one parallel run: most of them wait for the
+    // same journal commit, where two runs one after the other wait for two.
     let kept_in: Vec<PathBuf> = ctx.kept_in.take().into_iter().collect();
-    crate::sys::fsutil::in_parallel(&kept_in, crate::sys::fsutil::FSYNC_THREADS, |folder| {
-        sync_dir(folder).at(folder)
-    })
-    .into_iter()
-    .collect::<Result<()>>()?;
+    sync_dirs(&confined, touched, &kept_in, &mut failures)?;
     Ok(Executed {
         notes,
         failures,
@@ -454,21 +451,48 @@ fn put_back_displaced(ctx: &Context, seq: usize, rel: &[u8]) {
 /// root), each opened beneath the root as a directory, without following
 /// a symlink or blocking: one replaced since (by a symlink, a FIFO...) is
 /// skipped. One that cannot be synced is a failure of its own.
-fn sync_dirs(confined: &ConfinedRoot, dirs: BTreeSet<Vec<u8>>, failures: &mut Vec<Failure>) {
-    let dirs: Vec<Vec<u8>> = dirs.into_iter().collect();
+///
+/// With them, the folders of `.syncreplica/deleted/` in `kept_in`: one of
+/// those that cannot be synced is an error of the state folder (the
+/// kept version's rename may not last), returned after every fsync ran.
+fn sync_dirs(
+    confined: &ConfinedRoot,
+    dirs: BTreeSet<Vec<u8>>,
+    kept_in: &[PathBuf],
+    failures: &mut Vec<Failure>,
+) -> Result<()> {
+    enum Folder<'a> {
+        Tree(Vec<u8>),
+        Kept(&'a Path),
+    }
+    let folders: Vec<Folder> = dirs
+        .into_iter()
+        .map(Folder::Tree)
+        .chain(kept_in.iter().map(|folder| Folder::Kept(folder)))
+        .collect();
     // Several at once: the journal commits them together.
-    let synced = crate::sys::fsutil::in_parallel(&dirs, crate::sys::fsutil::FSYNC_THREADS, |dir| {
-        confined.sync_dir(dir)
-    });
-    for (dir, result) in dirs.into_iter().zip(synced) {
-        if let Err(err) = result {
-            failures.push(Failure {
+    let synced =
+        crate::sys::fsutil::in_parallel(&folders, crate::sys::fsutil::FSYNC_THREADS, |folder| {
+            match folder {
+                Folder::Tree(dir) => confined.sync_dir(dir),
+                Folder::Kept(folder) => sync_dir(folder).at(folder),
+            }
+        });
+    let mut kept_error = None;
+    for (folder, result) in folders.into_iter().zip(synced) {
+        match (folder, result) {
+            (_, Ok(())) => {}
+            (Folder::Tree(dir), Err(err)) => failures.push(Failure {
                 path: dir,
                 step: "writing the folder to disk (fsync)",
                 error: err.to_string(),
-            });
+            }),
+            (Folder::Kept(_), Err(err)) => {
+                kept_error.get_or_insert(err);
+            }
         }
     }
+    kept_error.map_or(Ok(()), Err)
 }
 
 /// What every journal action needs.
@@ -1812,7 +1836,7 @@ mod tests {
         // Would block forever opening the FIFO if it were opened for
         // reading like a file.
         let mut failures = Vec::new();
-        sync_dirs(&f.confined, dirs, &mut failures);
+        sync_dirs(&f.confined, dirs, &[], &mut failures).unwrap();
         assert_eq!(failures, Vec::new());
     }
 }
