@@ -1581,16 +1581,9 @@ mod tests {
             rotations: Vec::new(),
         };
         let mut writer = PacketWriter::create(dir, MIN_PART_SIZE, &[0x11; 32], meta).unwrap();
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = test_support::XorShift(0x9e37_79b9_7f4a_7c15);
         for epoch in 1..=files {
-            let chunk: Vec<u8> = (0..40 << 10)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+            let chunk: Vec<u8> = (0..40 << 10).map(|_| random.next() as u8).collect();
             let chunk_id: ChunkId = Sha256::digest(&chunk).into();
             writer.add_chunk(&chunk_id, &chunk).unwrap();
             writer
@@ -1618,15 +1611,6 @@ mod tests {
         writer
     }
 
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-
     /// A packet is all its parts or nothing: a part that cannot be
     /// finished takes the parts already given their final names with it
     /// (a full disk seen late left finished parts in a -workdir).
@@ -1646,7 +1630,11 @@ mod tests {
                 matches!(&err.kind, ErrorKind::Io { .. }),
                 "part {failing}: {err}"
             );
-            assert_eq!(names_in(dir.path()), Vec::<String>::new(), "part {failing}");
+            assert_eq!(
+                test_support::entry_names(dir.path()),
+                Vec::<String>::new(),
+                "part {failing}"
+            );
         }
     }
 }

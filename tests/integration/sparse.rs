@@ -114,19 +114,6 @@ fn sparse_image(path: &Path) {
         .unwrap();
 }
 
-fn mkreplica_import_at(cwd: &Path, root: &Path, packets: &Path) -> Run {
-    run(
-        cwd,
-        "mkreplica",
-        [
-            OsStr::new("-import"),
-            "-replica".as_ref(),
-            root.as_os_str(),
-            packets.as_os_str(),
-        ],
-    )
-}
-
 /// A 1 GiB image holding 8 KiB of data is made at a new member on a
 /// 200 MiB filesystem, and keeps its holes there, at creation and through
 /// an update; the packets carry about the data, not the gigabyte.

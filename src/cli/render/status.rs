@@ -36,16 +36,7 @@ pub fn render_status(
     }
     if let (Some(upstream), true) = (mirror_of, count > 0) {
         render_mirror(&mut out, replica_name, root, outcome, upstream);
-        for path in &outcome.newly_excluded {
-            let _ = writeln!(
-                out,
-                "  {:<14} {} (will be forgotten locally, not deleted elsewhere)",
-                "now excluded:",
-                relpath::display(path)
-            );
-        }
-        render_missing(&mut out, missing);
-        render_failed(&mut out, replica_name, failed);
+        render_tail(&mut out, replica_name, outcome, missing, failed);
         return out;
     }
     match count {
@@ -65,6 +56,20 @@ pub fn render_status(
     for change in &outcome.changes {
         let _ = writeln!(out, "  {}", change.describe());
     }
+    render_tail(&mut out, replica_name, outcome, missing, failed);
+    out
+}
+
+/// The lines every listing of changes ends with: the paths newly
+/// excluded, the family's paths missing here, the failed disk steps.
+fn render_tail(
+    out: &mut String,
+    replica_name: &str,
+    outcome: &ScanOutcome,
+    missing: &[Vec<u8>],
+    failed: &[FailedStep],
+) {
+    use std::fmt::Write;
     for path in &outcome.newly_excluded {
         let _ = writeln!(
             out,
@@ -73,9 +78,8 @@ pub fn render_status(
             relpath::display(path)
         );
     }
-    render_missing(&mut out, missing);
-    render_failed(&mut out, replica_name, failed);
-    out
+    render_missing(out, missing);
+    render_failed(out, replica_name, failed);
 }
 
 /// A mirror's local changes, none of which is recorded: what the next
