@@ -363,3 +363,101 @@ fn summaries_say_what_a_small_edit_carried_reused_and_copied() {
     assert!(copied > SIZE as u64 * 9 / 10, "{}", import.stdout);
     assert_eq!(std::fs::read(fam.root("b").join("big")).unwrap(), content);
 }
+
+/// Appends `tail` to `file`.
+fn append(file: &Path, tail: &[u8]) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(file)
+        .unwrap()
+        .write_all(tail)
+        .unwrap();
+}
+
+/// Both members append to one multi-chunk file: each packet gives its
+/// version against the one they shared, whose last chunk neither holds as
+/// a chunk any more (review 14d finding 6). Its bytes still stand where
+/// they were: each import makes the conflict at once (exit 0, no content
+/// request), and one exchange each way converges.
+#[test]
+fn concurrent_appends_to_a_multi_chunk_file_conflict_in_one_round_trip() {
+    let content = random_bytes(30, 300_000);
+    let fam = pair_holding(&content);
+    let (a, b) = (fam.root("a"), fam.root("b"));
+    append(&a.join("big"), b"a\n");
+    append(&b.join("big"), b"b\n");
+    let ab = fam.packet_dir("ab");
+    let sent = export_to(&a, &ab, &["b"], &[]).ok();
+    assert!(
+        sent.stdout.contains("as changes to chunks it has"),
+        "{}",
+        sent.stdout
+    );
+    let imported = import_from(&b, &[&ab]).ok();
+    assert!(
+        imported.stdout.contains("1 packet applied") && imported.stdout.contains("conflict: big"),
+        "{}\n{}",
+        imported.stdout,
+        imported.stderr
+    );
+    let ba = fam.packet_dir("ba");
+    export_to(&b, &ba, &["a"], &[]).ok();
+    let back = import_from(&a, &[&ba]).ok();
+    assert!(
+        !back.stdout.contains("asks for the content"),
+        "{}",
+        back.stdout
+    );
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+    let versions: Vec<Vec<u8>> = std::fs::read_dir(&a)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("big"))
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert_eq!(versions.len(), 2, "the file and its conflict copy");
+    for tail in [&b"a\n"[..], b"b\n"] {
+        let mut expected = content.clone();
+        expected.extend_from_slice(tail);
+        assert!(versions.contains(&expected), "a version ending {tail:?}");
+    }
+}
+
+/// A mirror whose copy of a file was edited locally receives the family's
+/// chmod of that file and another path's change (review 14d finding 8):
+/// the edit is set aside, and the family's version, relied on by the
+/// metadata-only change, is rebuilt from the copy set aside; nothing
+/// waits, the import succeeds.
+#[test]
+fn a_mirror_applies_a_chmod_of_a_file_it_edited_locally() {
+    let content = random_bytes(31, 300_000);
+    let fam = pair_holding(&content);
+    let (a, b) = (fam.root("a"), fam.root("b"));
+    run(&b, "chreplica", ["-mirror", "a"]).ok();
+    append(&b.join("big"), b"local\n");
+    std::fs::set_permissions(a.join("big"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::write(a.join("keep.txt"), "changed\n").unwrap();
+    let ab = fam.packet_dir("ab");
+    export_to(&a, &ab, &["b"], &[]).ok();
+    let imported = import_from(&b, &[&ab]).ok();
+    assert!(
+        imported.stdout.contains("1 packet applied"),
+        "{}\n{}",
+        imported.stdout,
+        imported.stderr
+    );
+    assert_eq!(std::fs::read(b.join("big")).unwrap(), content);
+    assert_eq!(
+        std::fs::metadata(b.join("big"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("keep.txt")).unwrap(),
+        "changed\n"
+    );
+}
