@@ -549,6 +549,23 @@ fn import_files(
             let removal = remove_if(request.remove, &files);
             outcomes.push(PacketOutcome::AlreadyApplied { files });
             outcomes.extend(removal);
+        } else if let Refusal::MissingContent { path, .. } = &why {
+            // Not a fault of the packet nor of this replica (both changed
+            // the file, or a step was lost): it waits, left in place, for
+            // the content this replica asked its sender for above; the
+            // answer supersedes or completes it. Nothing of it applied.
+            outcomes.push(PacketOutcome::Waiting {
+                files,
+                sender: header.sender.name.clone(),
+                why: format!(
+                    "waits: it gives {path} against a version this replica no longer holds \
+                     ({why}); the content is asked of {} with this replica's next packet to it \
+                     (a content request), and its answer brings these changes; where packets \
+                     only go one way, at the sender lower its estimate with chepoch to this \
+                     replica's row (lsepoch here) and export again with -fullcontent",
+                    header.sender.name
+                ),
+            });
         } else {
             outcomes.push(PacketOutcome::Refused { files, why });
         }
