@@ -464,3 +464,24 @@ fn a_mirror_applies_a_chmod_of_a_file_it_edited_locally() {
         "changed\n"
     );
 }
+
+/// An export counts a hard-link set's content once among what it reused,
+/// not once per name (review 14d finding 10).
+#[test]
+fn an_export_counts_a_hard_link_sets_content_once_as_reused() {
+    let content = random_bytes(32, 1_000_000);
+    let fam = pair_holding(&content);
+    let a = fam.root("a");
+    std::fs::hard_link(a.join("big"), a.join("big2")).unwrap();
+    std::fs::hard_link(a.join("big"), a.join("big3")).unwrap();
+    let out = fam.packet_dir("links");
+    let sent = export_to(&a, &out, &["b"], &[]).ok();
+    assert_eq!(
+        number_before(&sent.stdout, " bytes) from content"),
+        content.len() as u64,
+        "{}",
+        sent.stdout
+    );
+    import_from(&fam.root("b"), &[&out]).ok();
+    assert_eq!(tree_listing(&a), tree_listing(&fam.root("b")));
+}
