@@ -582,7 +582,62 @@ fn import_files(
             why,
         });
     }
+    once_per_import(&mut outcomes);
     Ok(outcomes)
+}
+
+/// A path in conflict in several packets of one import (each merged in
+/// turn) is reported once, on the last packet that touched it: its note
+/// says the final outcome, followed by what the earlier packets did with
+/// it (another side's conflict copy, say), so every side's value stays
+/// said. A note names its path before the first ": ".
+fn once_per_import(outcomes: &mut [PacketOutcome]) {
+    let split = |note: &str| -> (String, String) {
+        match note.split_once(": ") {
+            Some((path, rest)) => (path.to_string(), rest.to_string()),
+            None => (note.to_string(), String::new()),
+        }
+    };
+    // Path -> where its last note is (outcome, index in that report).
+    let mut last: HashMap<String, (usize, usize)> = HashMap::new();
+    for (n, outcome) in outcomes.iter().enumerate() {
+        if let PacketOutcome::Applied { report, .. } = outcome {
+            for (i, note) in report.conflicts.iter().enumerate() {
+                last.insert(split(note).0, (n, i));
+            }
+        }
+    }
+    // Earlier notes of each path, in import order, moved onto its last.
+    let mut earlier: HashMap<(usize, usize), Vec<String>> = HashMap::new();
+    for (n, outcome) in outcomes.iter_mut().enumerate() {
+        if let PacketOutcome::Applied { report, .. } = outcome {
+            let mut i = 0;
+            report.conflicts.retain(|note| {
+                let (path, rest) = split(note);
+                let here = (n, i);
+                i += 1;
+                let target = last[&path];
+                if target == here {
+                    return true;
+                }
+                earlier.entry(target).or_default().push(rest);
+                false
+            });
+        }
+    }
+    for ((n, i), before) in earlier {
+        if let PacketOutcome::Applied { report, .. } = &mut outcomes[n] {
+            // `i` counted the notes before the removals: find it again by
+            // its place among the kept ones of this report.
+            let kept_before = last.values().filter(|&&(m, j)| m == n && j < i).count();
+            if let Some(note) = report.conflicts.get_mut(kept_before) {
+                note.push_str(&format!(
+                    "; earlier in this import: {}",
+                    before.join("; then ")
+                ));
+            }
+        }
+    }
 }
 
 /// Takes what the accepted packet `id` says of its sender
