@@ -1020,3 +1020,34 @@ fn a_conflict_merged_from_two_packets_of_one_import_is_reported_once() {
         imported.stdout
     );
 }
+
+/// A hard-link set whose metadata both sides changed at once is one
+/// conflict, reported once for the set, not once per name (review 14d
+/// finding 7).
+#[test]
+fn a_hard_link_sets_conflict_is_reported_once_per_set() {
+    use std::os::unix::fs::PermissionsExt;
+    let fam = family(&["a", "b"], &[("f.txt", "start\n")]);
+    let (a, b) = (fam.root("a"), fam.root("b"));
+    std::fs::hard_link(a.join("f.txt"), a.join("g.txt")).unwrap();
+    std::fs::hard_link(a.join("f.txt"), a.join("h.txt")).unwrap();
+    fam.send("a", "b", "links");
+    assert_eq!(
+        std::fs::metadata(b.join("g.txt")).unwrap().ino(),
+        std::fs::metadata(b.join("f.txt")).unwrap().ino()
+    );
+    std::fs::set_permissions(a.join("f.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(b.join("f.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = fam.packet_dir("modes");
+    export_to(&a, &out, &["b"], &[]).ok();
+    let imported = import_from(&b, &[&out]).ok();
+    let lines: Vec<&str> = imported
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("  conflict: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", imported.stdout);
+    for name in ["f.txt", "g.txt", "h.txt"] {
+        assert!(lines[0].contains(name), "{}", imported.stdout);
+    }
+}
