@@ -139,7 +139,8 @@ pub struct ExportSummary {
     pub answered: u64,
     /// Chunks referenced but not shipped because the target has them.
     pub chunks_reused: u64,
-    /// Bytes of file content in `chunks_reused` (each reference counted).
+    /// Bytes of file content in `chunks_reused` (each reference counted;
+    /// a hard-link set's names once).
     pub chunk_bytes_reused: u64,
     /// Bytes the packet spends on chunks (records, compressed data and
     /// recipes): what shipping `chunk_bytes_sent` bytes of content costs.
@@ -535,6 +536,8 @@ fn export_to(
     // Per path, the last file operation of the packet so far: the base a
     // later one on the path is given relative to.
     let mut last_file: HashMap<&[u8], (OperationRef, &[crate::ops::ChunkRef])> = HashMap::new();
+    // Leaders of the hard-link sets whose reused content is counted.
+    let mut sets_counted: HashSet<Vec<u8>> = HashSet::new();
     'ops: for (index, op) in ops.iter().enumerate() {
         request.stop.check()?;
         // Counted once the operation is in the packet (a path the target
@@ -543,8 +546,15 @@ fn export_to(
             .change
             .path_change()
             .is_some_and(|c| requested.contains(c.path.as_slice()));
+        // A hard-link set's names share one content: counted once, with
+        // the first of its names the packet carries.
+        let again = op.change.path_change().is_some_and(|c| match c.state {
+            PathState::File { ext, .. } => crate::tree::meta::hard_link_leader(ext)
+                .is_some_and(|leader| !sets_counted.insert(leader)),
+            _ => false,
+        });
         let (reused, reused_bytes) = op_chunks(op)
-            .filter(|chunk| !asked && target_has.contains(&chunk.id))
+            .filter(|chunk| !again && !asked && target_has.contains(&chunk.id))
             .fold((0u64, 0u64), |(n, bytes), chunk| {
                 (n + 1, bytes + u64::from(chunk.len))
             });

@@ -24,6 +24,9 @@ use crate::sync::epochs::{LocalView, Readiness};
 use crate::sync::packets::{self, PacketChunks};
 
 /// What happened to one logical packet.
+// One per packet of an import, a few at a time: the applied report's size
+// costs nothing worth an indirection at every use.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum PacketOutcome {
     Applied {
@@ -549,6 +552,23 @@ fn import_files(
             let removal = remove_if(request.remove, &files);
             outcomes.push(PacketOutcome::AlreadyApplied { files });
             outcomes.extend(removal);
+        } else if let Refusal::MissingContent { path, .. } = &why {
+            // Not a fault of the packet nor of this replica (both changed
+            // the file, or a step was lost): it waits, left in place, for
+            // the content this replica asked its sender for above; the
+            // answer supersedes or completes it. Nothing of it applied.
+            outcomes.push(PacketOutcome::Waiting {
+                files,
+                sender: header.sender.name.clone(),
+                why: format!(
+                    "waits: it gives {path} against a version this replica no longer holds \
+                     ({why}); the content is asked of {} with this replica's next packet to it \
+                     (a content request), and its answer brings these changes; where packets \
+                     only go one way, at the sender lower its estimate with chepoch to this \
+                     replica's row (lsepoch here) and export again with -fullcontent",
+                    header.sender.name
+                ),
+            });
         } else {
             outcomes.push(PacketOutcome::Refused { files, why });
         }
@@ -565,7 +585,62 @@ fn import_files(
             why,
         });
     }
+    once_per_import(&mut outcomes);
     Ok(outcomes)
+}
+
+/// A path in conflict in several packets of one import (each merged in
+/// turn) is reported once, on the last packet that touched it: its note
+/// says the final outcome, followed by what the earlier packets did with
+/// it (another side's conflict copy, say), so every side's value stays
+/// said. A note names its path before the first ": ".
+fn once_per_import(outcomes: &mut [PacketOutcome]) {
+    let split = |note: &str| -> (String, String) {
+        match note.split_once(": ") {
+            Some((path, rest)) => (path.to_string(), rest.to_string()),
+            None => (note.to_string(), String::new()),
+        }
+    };
+    // Path -> where its last note is (outcome, index in that report).
+    let mut last: HashMap<String, (usize, usize)> = HashMap::new();
+    for (n, outcome) in outcomes.iter().enumerate() {
+        if let PacketOutcome::Applied { report, .. } = outcome {
+            for (i, note) in report.conflicts.iter().enumerate() {
+                last.insert(split(note).0, (n, i));
+            }
+        }
+    }
+    // Earlier notes of each path, in import order, moved onto its last.
+    let mut earlier: HashMap<(usize, usize), Vec<String>> = HashMap::new();
+    for (n, outcome) in outcomes.iter_mut().enumerate() {
+        if let PacketOutcome::Applied { report, .. } = outcome {
+            let mut i = 0;
+            report.conflicts.retain(|note| {
+                let (path, rest) = split(note);
+                let here = (n, i);
+                i += 1;
+                let target = last[&path];
+                if target == here {
+                    return true;
+                }
+                earlier.entry(target).or_default().push(rest);
+                false
+            });
+        }
+    }
+    for ((n, i), before) in earlier {
+        if let PacketOutcome::Applied { report, .. } = &mut outcomes[n] {
+            // `i` counted the notes before the removals: find it again by
+            // its place among the kept ones of this report.
+            let kept_before = last.values().filter(|&&(m, j)| m == n && j < i).count();
+            if let Some(note) = report.conflicts.get_mut(kept_before) {
+                note.push_str(&format!(
+                    "; earlier in this import: {}",
+                    before.join("; then ")
+                ));
+            }
+        }
+    }
 }
 
 /// Takes what the accepted packet `id` says of its sender

@@ -179,13 +179,16 @@ fn a_recipe_whose_base_the_target_changed_is_refused_and_nothing_changes() {
     let out = fam.packet_dir("stale");
     export_to(&fam.root("a"), &out, &["b"], &[]).ok();
     let before = tree_listing(&fam.root("b"));
-    let refused = import_from(&fam.root("b"), &[&out]).fails_with(1);
+    // The packet waits (exit 0) for the content, asked of its sender.
+    let refused = import_from(&fam.root("b"), &[&out]).ok();
     assert!(
         refused
-            .stderr
-            .contains("neither in the packet nor in this replica"),
+            .stdout
+            .contains("neither in the packet nor in this replica")
+            && refused.stdout.contains("waits")
+            && refused.stdout.contains("content request"),
         "{}",
-        refused.stderr
+        refused.stdout
     );
     assert_eq!(tree_listing(&fam.root("b")), before);
     // -fullcontent ships the content whole.
@@ -255,7 +258,7 @@ fn an_import_of_recipes_killed_after_its_commit_finishes_with_the_same_tree() {
 
 /// A rename at one site racing an edit at the other: the packet relies on
 /// content the target no longer holds. The import applies nothing of it
-/// and asks the sender (a content request, carried by its next packet
+/// (the packet waits, exit 0) and asks the sender (a content request, carried by its next packet
 /// there); the sender's next export answers with that content whole, and
 /// the replicas converge with no person involved.
 #[test]
@@ -275,12 +278,12 @@ fn a_rename_racing_an_edit_is_repaired_by_a_content_request() {
     }
     let ab = fam.packet_dir("ab");
     export_to(&a, &ab, &["b"], &[]).ok();
-    let refused = import_from(&b, &[&ab]).fails_with(1);
-    assert!(refused.stderr.contains("renamed"), "{}", refused.stderr);
+    let refused = import_from(&b, &[&ab]).ok();
+    assert!(refused.stdout.contains("renamed"), "{}", refused.stdout);
     assert!(
-        refused.stderr.contains("content request"),
+        refused.stdout.contains("waits") && refused.stdout.contains("content request"),
         "{}",
-        refused.stderr
+        refused.stdout
     );
     assert!(!b.join("renamed").exists());
     // b's next packet to a carries the request; a notes it.
@@ -362,4 +365,123 @@ fn summaries_say_what_a_small_edit_carried_reused_and_copied() {
     assert_eq!(from_packets + copied, written, "{}", import.stdout);
     assert!(copied > SIZE as u64 * 9 / 10, "{}", import.stdout);
     assert_eq!(std::fs::read(fam.root("b").join("big")).unwrap(), content);
+}
+
+/// Appends `tail` to `file`.
+fn append(file: &Path, tail: &[u8]) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(file)
+        .unwrap()
+        .write_all(tail)
+        .unwrap();
+}
+
+/// Both members append to one multi-chunk file: each packet gives its
+/// version against the one they shared, whose last chunk neither holds as
+/// a chunk any more (review 14d finding 6). Its bytes still stand where
+/// they were: each import makes the conflict at once (exit 0, no content
+/// request), and one exchange each way converges.
+#[test]
+fn concurrent_appends_to_a_multi_chunk_file_conflict_in_one_round_trip() {
+    let content = random_bytes(30, 300_000);
+    let fam = pair_holding(&content);
+    let (a, b) = (fam.root("a"), fam.root("b"));
+    append(&a.join("big"), b"a\n");
+    append(&b.join("big"), b"b\n");
+    let ab = fam.packet_dir("ab");
+    let sent = export_to(&a, &ab, &["b"], &[]).ok();
+    assert!(
+        sent.stdout.contains("as changes to chunks it has"),
+        "{}",
+        sent.stdout
+    );
+    let imported = import_from(&b, &[&ab]).ok();
+    assert!(
+        imported.stdout.contains("1 packet applied") && imported.stdout.contains("conflict: big"),
+        "{}\n{}",
+        imported.stdout,
+        imported.stderr
+    );
+    let ba = fam.packet_dir("ba");
+    export_to(&b, &ba, &["a"], &[]).ok();
+    let back = import_from(&a, &[&ba]).ok();
+    assert!(
+        !back.stdout.contains("asks for the content"),
+        "{}",
+        back.stdout
+    );
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+    let versions: Vec<Vec<u8>> = std::fs::read_dir(&a)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("big"))
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert_eq!(versions.len(), 2, "the file and its conflict copy");
+    for tail in [&b"a\n"[..], b"b\n"] {
+        let mut expected = content.clone();
+        expected.extend_from_slice(tail);
+        assert!(versions.contains(&expected), "a version ending {tail:?}");
+    }
+}
+
+/// A mirror whose copy of a file was edited locally receives the family's
+/// chmod of that file and another path's change (review 14d finding 8):
+/// the edit is set aside, and the family's version, relied on by the
+/// metadata-only change, is rebuilt from the copy set aside; nothing
+/// waits, the import succeeds.
+#[test]
+fn a_mirror_applies_a_chmod_of_a_file_it_edited_locally() {
+    let content = random_bytes(31, 300_000);
+    let fam = pair_holding(&content);
+    let (a, b) = (fam.root("a"), fam.root("b"));
+    run(&b, "chreplica", ["-mirror", "a"]).ok();
+    append(&b.join("big"), b"local\n");
+    std::fs::set_permissions(a.join("big"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::write(a.join("keep.txt"), "changed\n").unwrap();
+    let ab = fam.packet_dir("ab");
+    export_to(&a, &ab, &["b"], &[]).ok();
+    let imported = import_from(&b, &[&ab]).ok();
+    assert!(
+        imported.stdout.contains("1 packet applied"),
+        "{}\n{}",
+        imported.stdout,
+        imported.stderr
+    );
+    assert_eq!(std::fs::read(b.join("big")).unwrap(), content);
+    assert_eq!(
+        std::fs::metadata(b.join("big"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("keep.txt")).unwrap(),
+        "changed\n"
+    );
+}
+
+/// An export counts a hard-link set's content once among what it reused,
+/// not once per name (review 14d finding 10).
+#[test]
+fn an_export_counts_a_hard_link_sets_content_once_as_reused() {
+    let content = random_bytes(32, 1_000_000);
+    let fam = pair_holding(&content);
+    let a = fam.root("a");
+    std::fs::hard_link(a.join("big"), a.join("big2")).unwrap();
+    std::fs::hard_link(a.join("big"), a.join("big3")).unwrap();
+    let out = fam.packet_dir("links");
+    let sent = export_to(&a, &out, &["b"], &[]).ok();
+    assert_eq!(
+        number_before(&sent.stdout, " bytes) from content"),
+        content.len() as u64,
+        "{}",
+        sent.stdout
+    );
+    import_from(&fam.root("b"), &[&out]).ok();
+    assert_eq!(tree_listing(&a), tree_listing(&fam.root("b")));
 }

@@ -978,3 +978,76 @@ fn three_members_conflict_lines_credit_each_value_to_its_member() {
         assert_eq!(mtime, 1_115_251_200, "at {name}");
     }
 }
+
+/// One path in conflict in two packets of one import (each merged in
+/// turn) is reported once, with the final outcome (review 14d finding 7).
+#[test]
+fn a_conflict_merged_from_two_packets_of_one_import_is_reported_once() {
+    let fam = family(&["a", "b", "c"], &[("f.txt", "start\n")]);
+    // a's first update tells b about c.
+    let intro = fam.packet_dir("intro");
+    export_to(&fam.root("a"), &intro, &["b", "c"], &[]).ok();
+    import_from(&fam.root("b"), &[&intro]).ok();
+    import_from(&fam.root("c"), &[&intro]).ok();
+    for name in ["a", "b", "c"] {
+        write(&fam.root(name), "f.txt", &format!("by {name}\n"));
+    }
+    let (from_a, from_b) = (fam.packet_dir("from-a"), fam.packet_dir("from-b"));
+    export_to(&fam.root("a"), &from_a, &["c"], &[]).ok();
+    export_to(&fam.root("b"), &from_b, &["c"], &[]).ok();
+    let imported = import_from(&fam.root("c"), &[&from_a, &from_b]).ok();
+    assert!(
+        imported.stdout.contains("2 packets applied"),
+        "{}",
+        imported.stdout
+    );
+    let lines = imported
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("  conflict: f.txt:"))
+        .count();
+    assert_eq!(lines, 1, "{}", imported.stdout);
+    // Every side's version is said: both conflict copies are named.
+    assert_eq!(
+        imported.stdout.matches(".sync-conflict-").count(),
+        2,
+        "{}",
+        imported.stdout
+    );
+    assert!(
+        imported.stdout.contains("1 in conflict"),
+        "{}",
+        imported.stdout
+    );
+}
+
+/// A hard-link set whose metadata both sides changed at once is one
+/// conflict, reported once for the set, not once per name (review 14d
+/// finding 7).
+#[test]
+fn a_hard_link_sets_conflict_is_reported_once_per_set() {
+    use std::os::unix::fs::PermissionsExt;
+    let fam = family(&["a", "b"], &[("f.txt", "start\n")]);
+    let (a, b) = (fam.root("a"), fam.root("b"));
+    std::fs::hard_link(a.join("f.txt"), a.join("g.txt")).unwrap();
+    std::fs::hard_link(a.join("f.txt"), a.join("h.txt")).unwrap();
+    fam.send("a", "b", "links");
+    assert_eq!(
+        std::fs::metadata(b.join("g.txt")).unwrap().ino(),
+        std::fs::metadata(b.join("f.txt")).unwrap().ino()
+    );
+    std::fs::set_permissions(a.join("f.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(b.join("f.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = fam.packet_dir("modes");
+    export_to(&a, &out, &["b"], &[]).ok();
+    let imported = import_from(&b, &[&out]).ok();
+    let lines: Vec<&str> = imported
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("  conflict: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", imported.stdout);
+    for name in ["f.txt", "g.txt", "h.txt"] {
+        assert!(lines[0].contains(name), "{}", imported.stdout);
+    }
+}

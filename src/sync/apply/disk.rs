@@ -127,6 +127,9 @@ fn stage_all(
         recorded: &plan.recorded,
         local: None,
         soft_deleted: None,
+        state: replica.state(),
+        copies_of: &plan.copies_of,
+        history: None,
     };
     let conn = replica.state().conn();
     let jobs = &plan.jobs;
@@ -187,6 +190,12 @@ struct LocalFinder<'a> {
     /// use: a version an earlier import replaced may be what a conflict
     /// copy or a rename needs now.
     soft_deleted: Option<HashMap<ChunkId, (PathBuf, u64)>>,
+    /// For the earlier versions (in the log) of the paths this batch
+    /// writes: chunk id -> (path, offset in that version).
+    state: &'a crate::store::state::State,
+    copies_of: &'a HashMap<Vec<u8>, Vec<u8>>,
+    /// Built on the first chunk found nowhere else.
+    history: Option<LocalIndex>,
 }
 
 fn verified(chunk: &ChunkRef, bytes: &[u8]) -> bool {
@@ -247,8 +256,105 @@ impl LocalFinder<'_> {
                 }
             }
         }
+        // A version the sender relied on that a local edit here replaced
+        // since (both members changed the file: the packet's version is
+        // given against the one they shared): the bytes of that version
+        // often still stand at the same place in the file (an append, an
+        // edit further on), checked against the id as always. Without
+        // this the packet would be refused and the conflict take rounds.
+        let (state, copies_of) = (self.state, self.copies_of);
+        let history = self
+            .history
+            .get_or_insert_with(|| index_history(state, copies_of).unwrap_or_default());
+        for (path, offset) in history.get(&chunk.id).into_iter().flatten() {
+            let read = self
+                .confined
+                .open_file(path)
+                .and_then(|file| read_from(file, *offset, chunk.len));
+            if let Ok(bytes) = read {
+                if verified(chunk, &bytes) {
+                    return Some(bytes);
+                }
+            }
+            // Or in the copy set aside under `.syncreplica/deleted/<day>/`
+            // (a mirror sets a local edit aside before the import).
+            for day in soft_deleted_days(self.root) {
+                let copy = day.join(std::ffi::OsStr::from_bytes(path));
+                if let Ok(bytes) = read_at(&copy, *offset, chunk.len) {
+                    if verified(chunk, &bytes) {
+                        return Some(bytes);
+                    }
+                }
+            }
+        }
         None
     }
+}
+
+/// The folders of `.syncreplica/deleted/`, newest first.
+fn soft_deleted_days(root: &Path) -> Vec<PathBuf> {
+    let dir = root.join(crate::store::layout::STATE_DIR).join(DELETED_DIR);
+    let mut days: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    days.sort();
+    days.reverse();
+    days
+}
+
+/// Where the chunks of the logged file versions of the paths this batch
+/// writes (a conflict copy counts as the path whose version it keeps)
+/// were, by path and offset. Only the log's operations that name one of
+/// those paths are decoded.
+fn index_history(
+    state: &crate::store::state::State,
+    copies_of: &HashMap<Vec<u8>, Vec<u8>>,
+) -> Result<LocalIndex> {
+    let mut paths: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    {
+        let mut statement = state
+            .conn()
+            .prepare("SELECT rel FROM batch.targets")
+            .map_err(|e| Error::CorruptState {
+                path: PathBuf::from("batch"),
+                what: e.to_string(),
+            })?;
+        let rels = statement
+            .query_map([], |row| row.get::<_, Vec<u8>>(0))
+            .map_err(|e| Error::CorruptState {
+                path: PathBuf::from("batch"),
+                what: e.to_string(),
+            })?;
+        for rel in rels.flatten() {
+            paths.insert(copies_of.get(&rel).cloned().unwrap_or(rel));
+        }
+    }
+    let mut index = LocalIndex::new();
+    let names: Vec<&Vec<u8>> = paths.iter().filter(|p| !p.is_empty()).collect();
+    if names.is_empty() {
+        return Ok(index);
+    }
+    let finder = aho_corasick::AhoCorasick::new(&names).ok();
+    let wanted = |bytes: &[u8]| finder.as_ref().is_none_or(|f| f.is_match(bytes));
+    state.for_each_operation_where(wanted, |op| {
+        let Some(change) = op.change.path_change() else {
+            return;
+        };
+        if !paths.contains(change.path.as_slice()) {
+            return;
+        }
+        if let PathState::File { chunks, .. } = change.state {
+            let mut offset = 0;
+            for c in chunks {
+                let spots = index.entry(c.id).or_default();
+                if !spots.contains(&(change.path.clone(), offset)) {
+                    spots.push((change.path.clone(), offset));
+                }
+                offset += u64::from(c.len);
+            }
+        }
+    })?;
+    Ok(index)
 }
 
 /// Chunks of every file under `.syncreplica/deleted/`, cut the way the scan

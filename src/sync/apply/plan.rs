@@ -446,6 +446,10 @@ struct Planner<'a> {
     resolved: BTreeMap<Vec<u8>, VersionVector>,
     /// See [`Plan::copies_of`].
     copies_of: HashMap<Vec<u8>, Vec<u8>>,
+    /// Metadata conflicts of hard-link sets reported so far: (leader, the
+    /// note after its path) -> (place in `report.conflicts`, the names):
+    /// a set's names share one inode, so one conflict is said once.
+    link_conflicts: HashMap<(Vec<u8>, String), (usize, Vec<String>)>,
     report: ApplyReport,
     now_ns: i64,
     /// Operations (by position in the batch) that a later operation of
@@ -577,6 +581,7 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
         local_ops: Vec::new(),
         resolved: BTreeMap::new(),
         copies_of: HashMap::new(),
+        link_conflicts: HashMap::new(),
         report: ApplyReport::default(),
         now_ns: crate::sys::clock::now_ns(),
         superseded,
@@ -1154,11 +1159,15 @@ impl Planner<'_> {
                         } else {
                             ""
                         };
-                        self.report.conflicts.push(format!(
-                            "{}: concurrent changes of {what} by {by}{unbased}; {}",
-                            relpath::display(path),
+                        let rest = format!(
+                            "concurrent changes of {what} by {by}{unbased}; {}",
                             notes.join("; "),
-                        ));
+                        );
+                        let leader = match &local.state {
+                            PathState::File { ext, .. } => crate::tree::meta::hard_link_leader(ext),
+                            _ => None,
+                        };
+                        self.report_conflict(path, leader, rest);
                     }
                     return Ok(());
                 }
@@ -1192,6 +1201,31 @@ impl Planner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Reports `path`'s conflict (`rest`: the note after the path); the
+    /// names of one hard-link set (`leader`) with the same note share one
+    /// line.
+    fn report_conflict(&mut self, path: &[u8], leader: Option<Vec<u8>>, rest: String) {
+        let name = relpath::display(path).to_string();
+        let Some(leader) = leader else {
+            self.report.conflicts.push(format!("{name}: {rest}"));
+            return;
+        };
+        let key = (leader, rest);
+        if let Some((at, names)) = self.link_conflicts.get_mut(&key) {
+            names.push(name);
+            let (first, others) = names.split_first().expect("one name at least");
+            self.report.conflicts[*at] = format!(
+                "{first}: {} (the same for {}: names of one hard-link set)",
+                key.1,
+                others.join(", ")
+            );
+            return;
+        }
+        self.report.conflicts.push(format!("{name}: {}", key.1));
+        self.link_conflicts
+            .insert(key, (self.report.conflicts.len() - 1, vec![name]));
     }
 
     /// Each member's own latest version of `path` (its last change of
