@@ -646,13 +646,16 @@ pub fn apply(
             Err(err) if unsupported(&err) => Vec::new(),
             Err(err) => return Err(err),
         };
+        // The count is of paths: a file whose four attributes all fail is
+        // one path not applied, so only the first failure is noted.
+        let mut failed: Option<io::Error> = None;
         for name in &present {
             let bytes = std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str());
             if bytes.starts_with(b"system.") || wanted.iter().any(|(n, _)| n == bytes) {
                 continue;
             }
             if let Err(err) = xattr::remove_deref(path, name) {
-                unapplied.note("xattrs", why_not("xattrs", &err));
+                failed.get_or_insert(err);
             }
         }
         for (name, value) in &wanted {
@@ -661,8 +664,11 @@ pub fn apply(
                 continue;
             }
             if let Err(err) = xattr::set_deref(path, name, value) {
-                unapplied.note("xattrs", why_not("xattrs", &err));
+                failed.get_or_insert(err);
             }
+        }
+        if let Some(err) = failed {
+            unapplied.note("xattrs", why_not("xattrs", &err));
         }
     }
     if preserve.acls && !is_symlink {

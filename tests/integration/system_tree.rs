@@ -1973,7 +1973,10 @@ fn an_unprivileged_import_of_several_packets_says_what_it_did_not_apply_once() {
     // Two packets, each with an owner and a device node nobody can make.
     let mut packets = Vec::new();
     for (n, script) in [
-        (1, "chown 4242 f1 && mknod dev1 c 1 3"),
+        (
+            1,
+            "chown 4242 f1 && mknod dev1 c 1 3 && for a in a b c d; do setfattr -n trusted.$a -v 1 f1; done",
+        ),
         (2, "chown 4243 f2 && mknod dev2 c 1 5"),
     ] {
         sh(&src, script);
@@ -2000,6 +2003,8 @@ fn an_unprivileged_import_of_several_packets_says_what_it_did_not_apply_once() {
     assert_eq!(said.matches("not applied here: owner").count(), 1, "{said}");
     // f1 and the root in the first, f2 and the root in the second.
     assert!(said.contains("owner not applied to 4 paths"), "{said}");
+    // Four attributes nobody may set, all on one file: one path.
+    assert!(said.contains("xattrs not applied to 1 path:"), "{said}");
     assert_eq!(said.matches("special files").count(), 1, "{said}");
     assert!(said.contains("not made here: 2 special files"), "{said}");
 }
