@@ -854,7 +854,7 @@ pub fn import_creation(
     dir: &Path,
     key_file: &Path,
     mirror: bool,
-    exclude: &[String],
+    own: &config::OwnSettings,
 ) -> Result<CreationImport> {
     creation_payload(packet)?;
     // Replicas do not nest: refused before anything is created.
@@ -901,7 +901,7 @@ pub fn import_creation(
                 &staging,
                 &secret,
                 mirror,
-                exclude,
+                own,
                 encryption_key.as_deref(),
             )?;
             Ok((header, payload, made))
@@ -1111,9 +1111,10 @@ fn materialize(
     staging: &Path,
     secret: &[u8; 32],
     mirror: bool,
-    exclude: &[String],
+    own: &config::OwnSettings,
     encryption_key: Option<&str>,
 ) -> Result<Materialized> {
+    let exclude = &own.exclude;
     let identity = Identity {
         family_name: header.family.name.clone(),
         family_id: header.family.id,
@@ -1130,9 +1131,7 @@ fn materialize(
         )?;
     }
     config::write_default(staging)?;
-    if !exclude.is_empty() {
-        config::set_excludes(staging, exclude)?;
-    }
+    config::set_own_settings(staging, own)?;
     // The new member's own patterns (mkreplica -import -exclude): what
     // they exclude is not written, and gets no entry (as for any import).
     let own_excludes =
@@ -1271,7 +1270,8 @@ fn materialize(
             .map(|_| ())
             .map_err(|e| scratch.write_error(e, "noting the files made"))
     };
-    let preserve = config::Config::default()
+    // As the new member's config.toml says (-preserve, -numeric-ids).
+    let preserve = config::Config::load(&config::config_path(staging))?
         .preserve()
         .unwrap_or_else(|_| crate::tree::meta::Preserve::default_for_user());
     let mut unapplied = crate::tree::meta::Unapplied::default();

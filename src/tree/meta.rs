@@ -330,12 +330,18 @@ fn same_as_applied(
     names: &mut Names,
     numeric: bool,
 ) {
-    let local = if group {
-        names.local_gid(recorded, numeric)
-    } else {
-        names.local_uid(recorded, numeric)
+    let mut local = |numeric: bool| {
+        if group {
+            names.local_gid(recorded, numeric)
+        } else {
+            names.local_uid(recorded, numeric)
+        }
     };
-    if *seen != *recorded && seen.id == local {
+    // Either way of applying counts: a member whose numeric_ids was just
+    // switched holds what the other way gave, and that is no local change
+    // (review 14d item 2: it was recorded, and sent the family this site's
+    // ids); its next import of the path applies as the setting now says.
+    if *seen != *recorded && (seen.id == local(numeric) || seen.id == local(!numeric)) {
         *seen = recorded.clone();
     }
 }

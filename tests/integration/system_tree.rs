@@ -1667,6 +1667,47 @@ fn an_import_leaves_no_owner_to_record_under_numeric_ids_or_another_name_map() {
     run(&y, "syncreplica", ["-record"]).ok();
     assert_eq!(own_epoch(&z), zinc_epoch);
     assert_eq!(own_epoch(&y), yarn_epoch);
+
+    // Switching numeric_ids at zinc (its f holds 2, daemon by name) and at
+    // yarn the other way records nothing (review 14d item 2: zinc sent the
+    // family its own ids).
+    let switch = |root: &Path, from: &str, to: &str| {
+        let config = root.join(".syncreplica/config.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains(from), "{text}");
+        std::fs::write(&config, text.replace(from, to)).unwrap();
+    };
+    switch(&z, "numeric_ids = false", "numeric_ids = true");
+    switch(&y, "numeric_ids = true", "numeric_ids = false");
+    let status = at_zinc(&["-status"]).unwrap().ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "numeric_ids switched on: {}",
+        status.stdout
+    );
+    let status = run(&y, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "numeric_ids switched off: {}",
+        status.stdout
+    );
+    at_zinc(&["-record"]).unwrap().ok();
+    run(&y, "syncreplica", ["-record"]).ok();
+    assert_eq!(own_epoch(&z), zinc_epoch);
+    assert_eq!(own_epoch(&y), yarn_epoch);
+    // The next import applies as the setting now says: by number at zinc.
+    sh(&x, "chown daemon:daemon g");
+    run(&x, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("4");
+    export_to(&x, &out, &["zinc"], &[]).ok();
+    at_zinc(&["-import", out.to_str().unwrap()]).unwrap().ok();
+    assert_eq!(ids(&z, "g"), ids(&x, "g"), "zinc applies by number now");
+    let status = at_zinc(&["-status"]).unwrap().ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
 }
 
 #[test]
@@ -2104,4 +2145,147 @@ fn a_new_hard_link_is_not_counted_as_copied_content() {
     );
     let ino = |path: &str| std::fs::metadata(lambik.join(path)).unwrap().ino();
     assert_eq!(ino("big"), ino("biglink"));
+}
+
+#[test]
+fn a_new_member_chooses_preserve_and_numeric_ids_before_its_creation_import_writes_anything() {
+    if skip_without_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write(&src, "f", "f\n");
+    sh(&src, "ln f g && setfattr -n user.kept -v 1 f");
+    init(&src, "alpha");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&src, &out, "beta").ok();
+    let ino = |root: &Path, path: &str| std::fs::metadata(root.join(path)).unwrap().ino();
+    let has_xattr = |root: &Path| {
+        xattr::get(root.join("f"), "user.kept")
+            .ok()
+            .flatten()
+            .is_some()
+    };
+    let config_of =
+        |root: &Path| std::fs::read_to_string(root.join(".syncreplica/config.toml")).unwrap();
+
+    // An unknown item is refused before anything is made.
+    let bad = dir.path().join("bad");
+    let refused = run(
+        dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-preserve".as_ref(),
+            "owner,hardlink".as_ref(),
+            "-replica".as_ref(),
+            bad.as_os_str(),
+            out.as_os_str(),
+        ],
+    );
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("\"hardlink\""),
+        "{}",
+        refused.stderr
+    );
+    assert!(!bad.exists());
+    // Given at the exporting side, it is refused too.
+    let refused = run(
+        &src,
+        "mkreplica",
+        [
+            OsStr::new("-export"),
+            "-numeric-ids".as_ref(),
+            "-out".as_ref(),
+            out.as_os_str(),
+            "gamma".as_ref(),
+        ],
+    );
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("-import only"),
+        "{}",
+        refused.stderr
+    );
+
+    // A plain creation import keeps neither the xattr nor the link.
+    let dst = dir.path().join("beta");
+    run(
+        dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-preserve".as_ref(),
+            "owner,group,acls".as_ref(),
+            "-numeric-ids".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    let config = config_of(&dst);
+    assert!(
+        config.contains("\npreserve = [\"owner\", \"group\", \"acls\"]\n"),
+        "{config}"
+    );
+    assert!(config.contains("\nnumeric_ids = true\n"), "{config}");
+    assert!(
+        !has_xattr(&dst),
+        "the creation import applied xattrs it does not keep"
+    );
+    assert_ne!(
+        ino(&dst, "f"),
+        ino(&dst, "g"),
+        "the creation import linked f and g"
+    );
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+
+    // An adoption (into a family of its own): the same.
+    let src2 = dir.path().join("src2");
+    std::fs::create_dir(&src2).unwrap();
+    write(&src2, "f", "f\n");
+    sh(&src2, "ln f g && setfattr -n user.kept -v 1 f");
+    init(&src2, "alpha2");
+    // The content is there, in two files (the adoption asks for content
+    // it lacks, and gets it later).
+    let adopted = dir.path().join("adopted");
+    std::fs::create_dir(&adopted).unwrap();
+    write(&adopted, "f", "f\n");
+    write(&adopted, "g", "f\n");
+    adopt_with(
+        dir.path(),
+        &src2,
+        &adopted,
+        &["-preserve", "owner,group", "-numeric-ids"],
+    );
+    let config = config_of(&adopted);
+    assert!(
+        config.contains("\npreserve = [\"owner\", \"group\"]\n"),
+        "{config}"
+    );
+    assert!(config.contains("\nnumeric_ids = true\n"), "{config}");
+    assert!(
+        !has_xattr(&adopted),
+        "the adoption applied xattrs it does not keep"
+    );
+    assert_ne!(
+        ino(&adopted, "f"),
+        ino(&adopted, "g"),
+        "the adoption linked f and g"
+    );
+    let status = run(&adopted, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
 }
