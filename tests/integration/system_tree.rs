@@ -2289,3 +2289,93 @@ fn a_new_member_chooses_preserve_and_numeric_ids_before_its_creation_import_writ
         status.stdout
     );
 }
+
+#[test]
+fn an_edit_at_a_member_that_does_not_keep_hard_links_keeps_the_set_at_those_that_do() {
+    if skip_without_tools() {
+        return;
+    }
+    let fam = family(&["xeno", "yarn", "zinc"], &[("f", "one\n"), ("o", "o\n")]);
+    let (x, y, z) = (fam.root("xeno"), fam.root("yarn"), fam.root("zinc"));
+    let config = y.join(".syncreplica/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\npreserve = [\"acls\", \"xattrs\"]\n"),
+    )
+    .unwrap();
+    sh(&x, "ln f g");
+    run(&x, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&x, &out, &["yarn", "zinc"], &[]).ok();
+    import_from(&y, &[&out]).ok();
+    import_from(&z, &[&out]).ok();
+    let ino = |root: &Path, path: &str| std::fs::metadata(root.join(path)).unwrap().ino();
+    assert_ne!(ino(&y, "f"), ino(&y, "g"));
+    assert_eq!(ino(&z, "f"), ino(&z, "g"));
+
+    // yarn edits one name of what is, for the family, one file.
+    sh(&y, "echo yedit >> f");
+    run(&y, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("2");
+    export_to(&y, &out, &["xeno", "zinc"], &[]).ok();
+    import_from(&x, &[&out]).ok();
+    import_from(&z, &[&out]).ok();
+    for root in [&x, &z] {
+        assert_eq!(
+            ino(root, "f"),
+            ino(root, "g"),
+            "the set broke at {}",
+            root.display()
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("g")).unwrap(),
+            "one\nyedit\n"
+        );
+    }
+    // The other name's new content goes to yarn; nothing else moves.
+    let out = fam.packet_dir("3");
+    export_to(&x, &out, &["yarn", "zinc"], &[]).ok();
+    let out2 = fam.packet_dir("4");
+    export_to(&z, &out2, &["yarn", "xeno"], &[]).ok();
+    import_from(&y, &[&out, &out2]).ok();
+    import_from(&z, &[&out]).ok();
+    import_from(&x, &[&out2]).ok();
+    assert_eq!(
+        std::fs::read_to_string(y.join("g")).unwrap(),
+        "one\nyedit\n"
+    );
+    for root in [&x, &y, &z] {
+        let status = run(root, "syncreplica", ["-status"]).ok();
+        assert!(
+            status.stdout.contains("no changes to record"),
+            "{}",
+            status.stdout
+        );
+    }
+    assert_eq!(ino(&x, "f"), ino(&x, "g"));
+    assert_eq!(ino(&z, "f"), ino(&z, "g"));
+    assert_eq!(
+        rsync_differences("-aHAXc --numeric-ids", &x, &z, &[]),
+        Vec::<String>::new()
+    );
+    // An edit of the set's other name (not its first) keeps it too.
+    sh(&y, "echo again >> g");
+    run(&y, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("5");
+    export_to(&y, &out, &["xeno", "zinc"], &[]).ok();
+    import_from(&x, &[&out]).ok();
+    import_from(&z, &[&out]).ok();
+    for root in [&x, &z] {
+        assert_eq!(
+            ino(root, "f"),
+            ino(root, "g"),
+            "the set broke at {}",
+            root.display()
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("f")).unwrap(),
+            "one\nyedit\nagain\n"
+        );
+    }
+}
