@@ -1355,6 +1355,7 @@ fn materialize(
     let locate_leader = |leader: &[u8]| confined.locate(leader, false);
     // The root's own state, if the packet carries it (format 2.10).
     let mut root_state: Option<PathState> = None;
+    let mut stand_in: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     let mut set_meta_of = |row: &PathRow| -> Result<()> {
         if !made(row) {
             return Ok(());
@@ -1382,6 +1383,33 @@ fn materialize(
             }
             _ => return Ok(()),
         };
+        // A set whose first name this member excludes: its other names are
+        // linked to the first of them made here (review 14d item 4: each
+        // was a file of its own).
+        let mut relinked;
+        let mut ext = ext;
+        if let (apply::MetaKind::File, Some(leader)) =
+            (kind, crate::tree::meta::hard_link_leader(ext))
+        {
+            let excluded = leader != row.path
+                && (crate::tree::excludes::is_local_only(&leader)
+                    || own_excludes.excludes_relative(&leader, false, false));
+            if excluded {
+                match stand_in.get(&leader) {
+                    Some(first) => {
+                        relinked = ext.clone();
+                        relinked.insert(
+                            crate::tree::meta::keys::HARD_LINK,
+                            crate::tree::meta::encode(first),
+                        );
+                        ext = &relinked;
+                    }
+                    None => {
+                        stand_in.insert(leader, row.path.clone());
+                    }
+                }
+            }
+        }
         let place = place_of(&row.path)?;
         apply::set_meta(
             &place,

@@ -2379,3 +2379,50 @@ fn an_edit_at_a_member_that_does_not_keep_hard_links_keeps_the_set_at_those_that
         );
     }
 }
+
+#[test]
+fn the_other_names_of_a_set_whose_first_name_is_excluded_arrive_linked() {
+    if skip_without_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("etc");
+    std::fs::create_dir(&src).unwrap();
+    write(&src, "hl1", "hl\n");
+    sh(&src, "mkdir ssh && ln hl1 hl2 && ln hl1 ssh/hl3");
+    init(&src, "source");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&src, &out, "target").ok();
+    let dst = dir.path().join("target-etc");
+    run(
+        dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-exclude".as_ref(),
+            "/hl1".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(!dst.join("hl1").exists());
+    let ino = |path: &str| std::fs::metadata(dst.join(path)).unwrap().ino();
+    assert_eq!(
+        ino("hl2"),
+        ino("ssh/hl3"),
+        "the set's other names are not linked"
+    );
+    assert_eq!(
+        rsync_differences("-aHc", &src, &dst, &["/hl1"]),
+        Vec::<String>::new()
+    );
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
+}
