@@ -824,14 +824,14 @@ fn print_creation_excludes(excludes: &creation::CreationExcludes) {
 /// or matched nothing.
 fn warn_creation_excludes(excludes: &creation::CreationExcludes) {
     use crate::tree::scan::{ScanWarning, WarningKind};
-    let mut warnings: Vec<ScanWarning> = excludes
-        .root_prefixed
-        .iter()
-        .map(|(written, taken)| ScanWarning {
-            path: written.as_bytes().to_vec(),
-            kind: WarningKind::RootPrefixedExclude(taken.clone()),
-        })
-        .collect();
+    // Stored relative in config.toml: said once, here.
+    for (written, taken) in &excludes.root_prefixed {
+        outln!(
+            "  -exclude {written}: names this replica's root; kept in its config.toml as \
+             \"{taken}\" (patterns are relative to the replica root)"
+        );
+    }
+    let mut warnings: Vec<ScanWarning> = Vec::new();
     warnings.extend(
         excludes
             .unmatched
@@ -883,7 +883,7 @@ fn adopt(
     );
     if made.made > 0 {
         outln!(
-            "  made: {} (directories, symlinks, empty files)",
+            "  made: {} (directories, symlinks, empty files, special files)",
             super::counted(made.made, "entry", "entries")
         );
     }

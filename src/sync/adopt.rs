@@ -187,6 +187,12 @@ fn adopt_into(
     mirror: bool,
     own: &config::OwnSettings,
 ) -> Result<Adoption> {
+    // Stored relative, as at a creation import.
+    let (exclude, root_prefixed) = crate::tree::excludes::strip_root_prefix(root, &own.exclude);
+    let own = &config::OwnSettings {
+        exclude,
+        ..own.clone()
+    };
     let exclude = &own.exclude;
     let identity = Identity {
         family_name: header.family.name.clone(),
@@ -653,7 +659,7 @@ fn adopt_into(
             .into_iter()
             .filter(|p| !family_excluded.contains(p))
             .collect(),
-        root_prefixed: excludes.root_prefixed().to_vec(),
+        root_prefixed,
     };
     adoption.local_only = local_only;
     adoption.in_place = in_place.into_iter().map(|(path, _, _)| path).collect();

@@ -1114,6 +1114,14 @@ fn materialize(
     own: &config::OwnSettings,
     encryption_key: Option<&str>,
 ) -> Result<Materialized> {
+    // A pattern naming the root's absolute path is stored as the relative
+    // one it stands for (review 14d item 11: kept as given, every later
+    // command warned about it).
+    let (exclude, root_prefixed) = crate::tree::excludes::strip_root_prefix(root, &own.exclude);
+    let own = &config::OwnSettings {
+        exclude,
+        ..own.clone()
+    };
     let exclude = &own.exclude;
     let identity = Identity {
         family_name: header.family.name.clone(),
@@ -1184,7 +1192,7 @@ fn materialize(
             .into_iter()
             .filter(|p| !matched_patterns.contains(p))
             .collect(),
-        root_prefixed: own_excludes.root_prefixed().to_vec(),
+        root_prefixed,
     };
     let matched_patterns: Vec<String> = matched_patterns.into_iter().collect();
     // Probed in the state folder being built: the answer is cached there.
@@ -1518,13 +1526,7 @@ fn materialize(
         not_carried,
         conflicts: fold_notes.into_iter().chain(meta_notes).collect(),
         not_applied: (not_made_special > 0)
-            .then(|| {
-                format!(
-                    "{not_made_special} special files (FIFOs, sockets or device nodes) recorded, \
-                     not made: this replica does not keep them (preserve in config.toml; device \
-                     nodes need root)"
-                )
-            })
+            .then(|| crate::sync::apply::special_not_made_note(not_made_special))
             .into_iter()
             .chain(unapplied.lines().into_iter().map(|line| {
                 format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")
