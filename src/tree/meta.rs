@@ -545,6 +545,12 @@ impl Unapplied {
         slot.0 += 1;
     }
 
+    /// Drops what was noted of `item` (a mirror's note of what it did not
+    /// set back leaves out what its user could not have changed).
+    pub fn forget(&mut self, item: &str) {
+        self.0.remove(item);
+    }
+
     pub fn merge(&mut self, other: Unapplied) {
         for (item, (count, why)) in other.0 {
             let slot = self.0.entry(item).or_insert((0, why));

@@ -2434,3 +2434,58 @@ fn the_other_names_of_a_set_whose_first_name_is_excluded_arrive_linked() {
         status.stdout
     );
 }
+
+#[test]
+fn an_unprivileged_mirror_says_nothing_of_owners_its_user_did_not_change() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to switch to an unprivileged user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    sh(dir.path(), "chmod 755 .");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write(&src, "f1", "1\n");
+    write(&src, "f2", "2\n");
+    init(&src, "alpha");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&src, &out, "beta").ok();
+    let home = dir.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    let passphrase = dir.path().join("passphrase");
+    std::fs::copy(test_passphrase_file(), &passphrase).unwrap();
+    sh(
+        dir.path(),
+        "chown 65534:65534 nobody && chmod -R a+rX creation && chmod 644 passphrase",
+    );
+    let dst = home.join("dst");
+    run_as_nobody(
+        &home,
+        "mkreplica",
+        &[
+            "-import".as_ref(),
+            "-mirror".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            "-passphrase-file".as_ref(),
+            passphrase.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    // Two modes change, no owner.
+    sh(&dst, "chmod 600 f1 f2");
+    let record = run_as_nobody(
+        &home,
+        "syncreplica",
+        &["-record".as_ref(), "-replica".as_ref(), dst.as_os_str()],
+    )
+    .ok();
+    let said = format!("{}{}", record.stdout, record.stderr);
+    assert_eq!(mode_of(&dst.join("f1")) & 0o777, 0o644, "{said}");
+    assert!(!said.contains("owner not applied"), "{said}");
+}
