@@ -2489,3 +2489,55 @@ fn an_unprivileged_mirror_says_nothing_of_owners_its_user_did_not_change() {
     assert_eq!(mode_of(&dst.join("f1")) & 0o777, 0o644, "{said}");
     assert!(!said.contains("owner not applied"), "{said}");
 }
+
+#[test]
+fn a_mirror_gives_a_hard_link_set_its_own_inode_back_from_a_local_name() {
+    if skip_without_tools() {
+        return;
+    }
+    let fam = family(&["alpha", "beta"], &[("hl1", "hl\n"), ("big", "big\n")]);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    sh(&alpha, "mkdir ssh && ln hl1 hl2 && ln hl1 ssh/hl3");
+    run(&alpha, "syncreplica", ["-record"]).ok();
+    let out = fam.packet_dir("1");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    import_from(&beta, &[&out]).ok();
+    run(&beta, "chreplica", ["-mirror", "alpha"]).ok();
+    let flags = "-aHc";
+    assert_eq!(
+        rsync_differences(flags, &alpha, &beta, &[]),
+        Vec::<String>::new()
+    );
+
+    // A local name of a set's file, and one of a file of its own.
+    sh(&beta, "ln hl1 hlx && ln big loc2");
+    let inode = |path: &str| std::fs::metadata(beta.join(path)).unwrap().ino();
+    let (old_set, old_big) = (inode("hl1"), inode("big"));
+    let first = run(&beta, "syncreplica", ["-record"]).ok();
+    let said = format!("{}{}", first.stdout, first.stderr);
+    assert_eq!(inode("hlx"), old_set, "{said}");
+    assert_eq!(inode("loc2"), old_big, "{said}");
+    assert_ne!(inode("hl1"), old_set, "{said}");
+    assert_ne!(inode("big"), old_big, "{said}");
+    assert_eq!(inode("hl1"), inode("hl2"));
+    assert_eq!(inode("hl1"), inode("ssh/hl3"));
+    assert_eq!(
+        rsync_differences(flags, &alpha, &beta, &["/hlx", "/loc2"]),
+        Vec::<String>::new()
+    );
+    // A write to the local name leaves the family's file alone.
+    sh(&beta, "echo local >> hlx");
+    assert_eq!(std::fs::read_to_string(beta.join("hl2")).unwrap(), "hl\n");
+    for _ in 0..2 {
+        let again = run(&beta, "syncreplica", ["-record"]).ok();
+        let said = format!("{}{}", again.stdout, again.stderr);
+        assert!(
+            !said.contains("set back") && !said.contains("deleted here"),
+            "{said}"
+        );
+    }
+    assert_eq!(
+        rsync_differences(flags, &alpha, &beta, &["/hlx", "/loc2"]),
+        Vec::<String>::new()
+    );
+}
