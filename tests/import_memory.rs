@@ -452,7 +452,8 @@ fn peak_heap_of_creation_import(count: usize) -> usize {
     let b = dir.path().join("b");
     let base = CURRENT.load(Relaxed);
     PEAK.store(base, Relaxed);
-    let made = import_creation(&packet, &b, &bay.join("b.key"), false, &[]).unwrap();
+    let made =
+        import_creation(&packet, &b, &bay.join("b.key"), false, &Default::default()).unwrap();
     let peak = PEAK.load(Relaxed) - base;
     assert_eq!(made.files, count as u64);
     drop(made);

@@ -111,9 +111,9 @@ pub fn manual(name: &str) -> Manual {
             synopses: &[
                 "mkreplica -init -family FAMILY [-replica DIR] NAME",
                 "mkreplica -export -out DIR [-passphrase-file FILE | -keyout FILE] [-maxsize SIZE] [-c TEXT | -nc] [-quiet] [-replica DIR] NEWNAME",
-                "mkreplica -import [-fingerprint HEX] [-passphrase-file FILE | -key FILE] [-exclude PATTERN]… [-mirror] [-fmt json] [-quiet] [-replica DIR] PACKET_OR_DIR…",
+                "mkreplica -import [-fingerprint HEX] [-passphrase-file FILE | -key FILE] [-exclude PATTERN]… [-preserve LIST] [-numeric-ids] [-mirror] [-fmt json] [-quiet] [-replica DIR] PACKET_OR_DIR…",
                 "mkreplica -export -manifest -out DIR [-passphrase-file FILE | -keyout FILE] [-replica DIR] NEWNAME",
-                "mkreplica -import -adopt [-mirror] [-fingerprint HEX] [-passphrase-file FILE | -key FILE] [-exclude PATTERN]… -replica DIR PACKET_OR_DIR…",
+                "mkreplica -import -adopt [-mirror] [-fingerprint HEX] [-passphrase-file FILE | -key FILE] [-exclude PATTERN]… [-preserve LIST] [-numeric-ids] -replica DIR PACKET_OR_DIR…",
                 "mkreplica -restore [-replica DIR] [SIBLING…]",
                 "mkreplica -rekey [-fmt json] [-replica DIR]",
             ],

@@ -249,6 +249,19 @@ pub struct Args {
     #[arg(long, value_name = "PATTERN")]
     pub exclude: Vec<String>,
 
+    /// With -import: what the new member keeps beyond content, mode and
+    /// times, a comma-separated list out of owner, group, acls, xattrs,
+    /// hardlinks, devices, specials (config.toml's preserve, written before
+    /// anything is; default: what the running user can apply).
+    #[arg(long, value_name = "LIST")]
+    pub preserve: Option<String>,
+
+    /// With -import: owners and ACL entries by number only (config.toml's
+    /// numeric_ids = true, written before anything is), for a site whose
+    /// user and group names map to other ids.
+    #[arg(long)]
+    pub numeric_ids: bool,
+
     /// Replica root: for -init and -import, where the new replica goes
     /// (default: the current directory); for -export, the exporting replica
     /// (default: found from the current directory up).
@@ -685,7 +698,8 @@ fn import(args: &Args) -> anyhow::Result<()> {
     if args.adopt {
         return adopt(args, &packet, &files, &dir, &key_file);
     }
-    let made = creation::import_creation(&packet, &dir, &key_file, args.mirror, &args.exclude)?;
+    let made =
+        creation::import_creation(&packet, &dir, &key_file, args.mirror, &own_settings(args)?)?;
     note_hosted(&made.replica.identity.replica_id, &made.replica.root);
     outln!(
         "Used the creation packet {}{} for new member \"{}\".",
@@ -769,6 +783,30 @@ fn import(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The new member's own settings from `-exclude`, `-preserve`,
+/// `-numeric-ids`; an unknown preserve item is a usage error naming it.
+fn own_settings(args: &Args) -> anyhow::Result<crate::store::config::OwnSettings> {
+    let preserve = match &args.preserve {
+        None => None,
+        Some(list) => {
+            let names: Vec<String> = list
+                .split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect();
+            if let Err(why) = crate::tree::meta::Preserve::from_names(&names, args.numeric_ids) {
+                usage!("-preserve {list}: {why} (a comma-separated list; an empty one keeps nothing beyond content, mode and times)");
+            }
+            Some(names)
+        }
+    };
+    Ok(crate::store::config::OwnSettings {
+        exclude: args.exclude.clone(),
+        preserve,
+        numeric_ids: args.numeric_ids,
+    })
+}
+
 /// What a creation import's `-exclude` patterns did: how many of the
 /// family's paths they left out, and one warning per pattern that named the
 /// root's absolute path or matched nothing (review 14c item 5).
@@ -786,14 +824,14 @@ fn print_creation_excludes(excludes: &creation::CreationExcludes) {
 /// or matched nothing.
 fn warn_creation_excludes(excludes: &creation::CreationExcludes) {
     use crate::tree::scan::{ScanWarning, WarningKind};
-    let mut warnings: Vec<ScanWarning> = excludes
-        .root_prefixed
-        .iter()
-        .map(|(written, taken)| ScanWarning {
-            path: written.as_bytes().to_vec(),
-            kind: WarningKind::RootPrefixedExclude(taken.clone()),
-        })
-        .collect();
+    // Stored relative in config.toml: said once, here.
+    for (written, taken) in &excludes.root_prefixed {
+        outln!(
+            "  -exclude {written}: names this replica's root; kept in its config.toml as \
+             \"{taken}\" (patterns are relative to the replica root)"
+        );
+    }
+    let mut warnings: Vec<ScanWarning> = Vec::new();
     warnings.extend(
         excludes
             .unmatched
@@ -814,8 +852,13 @@ fn adopt(
     dir: &Path,
     key_file: &Path,
 ) -> anyhow::Result<()> {
-    let (replica, made) =
-        crate::sync::adopt::adopt_creation(packet, dir, key_file, args.mirror, &args.exclude)?;
+    let (replica, made) = crate::sync::adopt::adopt_creation(
+        packet,
+        dir,
+        key_file,
+        args.mirror,
+        &own_settings(args)?,
+    )?;
     note_hosted(&replica.identity.replica_id, &replica.root);
     let sender = printable(&made.sender);
     outln!(
@@ -840,7 +883,7 @@ fn adopt(
     );
     if made.made > 0 {
         outln!(
-            "  made: {} (directories, symlinks, empty files)",
+            "  made: {} (directories, symlinks, empty files, special files)",
             super::counted(made.made, "entry", "entries")
         );
     }
@@ -1062,6 +1105,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
              existing replica lists them in .syncreplica/config.toml or .syncreplicaignore)"
         );
     }
+    if (args.preserve.is_some() || args.numeric_ids)
+        && (args.init || args.export || args.restore || args.rekey)
+    {
+        usage!(
+            "-preserve and -numeric-ids apply to -import only: they are the new member's own \
+             settings, given where the creation packet is imported (an existing replica sets \
+             them in .syncreplica/config.toml)"
+        );
+    }
+    // An unknown preserve item is refused before anything is read.
+    own_settings(&args)?;
     cli::report::set_quiet(args.quiet || args.fmt == cli::Format::Json);
     cli::show_progress(args.quiet);
     if args.init {

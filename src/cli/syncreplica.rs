@@ -1116,7 +1116,7 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                 }
                 let special = apply::special_not_made_note(report.not_made_special);
                 for note in report.not_made.iter().filter(|note| **note != special) {
-                    outln!("  not made here: {note}");
+                    outln!("  not applied here: {note}");
                 }
                 total.not_made_special += report.not_made_special;
                 total_unapplied.merge((*report.unapplied).clone());
@@ -1197,7 +1197,7 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     }
     if total.not_made_special > 0 {
         outln!(
-            "  not made here: {}",
+            "  not applied here: {}",
             apply::special_not_made_note(total.not_made_special)
         );
     }

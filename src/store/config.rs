@@ -399,6 +399,54 @@ pub fn set_excludes(state_dir: &Path, patterns: &[String]) -> Result<()> {
     std::fs::write(&path, text).at(&path)
 }
 
+/// What a new member is given at its creation import (`mkreplica -import
+/// [-adopt] -exclude PATTERN… -preserve LIST -numeric-ids`): written to its
+/// config.toml before anything of the family's is written, so the import
+/// itself applies them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnSettings {
+    /// Exclude patterns (gitignore syntax, relative to the root).
+    pub exclude: Vec<String>,
+    /// The `preserve` list; `None` leaves it unset (what the user can apply).
+    pub preserve: Option<Vec<String>>,
+    /// `numeric_ids = true`.
+    pub numeric_ids: bool,
+}
+
+/// Writes `own` into the config file in `state_dir` (as written by
+/// [`write_default`]). Errors: an unknown preserve item, named.
+pub fn set_own_settings(state_dir: &Path, own: &OwnSettings) -> Result<()> {
+    if !own.exclude.is_empty() {
+        set_excludes(state_dir, &own.exclude)?;
+    }
+    if own.preserve.is_none() && !own.numeric_ids {
+        return Ok(());
+    }
+    let path = config_path(state_dir);
+    let mut text = std::fs::read_to_string(&path).at(&path)?;
+    if let Some(names) = &own.preserve {
+        let quoted: Vec<String> = names
+            .iter()
+            .map(|p| toml::Value::String(p.clone()).to_string())
+            .collect();
+        text = text.replacen(
+            "\n# preserve = [",
+            &format!("\npreserve = [{}]\n# preserve = [", quoted.join(", ")),
+            1,
+        );
+    }
+    if own.numeric_ids {
+        text = text.replacen("\nnumeric_ids = false\n", "\nnumeric_ids = true\n", 1);
+    }
+    let config = Config::parse(&text, &path)?;
+    config.preserve().map_err(|message| Error::Config {
+        path: path.clone(),
+        message,
+    })?;
+    debug_assert_eq!(config.numeric_ids, own.numeric_ids);
+    std::fs::write(&path, text).at(&path)
+}
+
 pub fn write_default(state_dir: &Path) -> Result<()> {
     let path = config_path(state_dir);
     std::fs::write(&path, DEFAULT_CONFIG_TOML).at(&path)

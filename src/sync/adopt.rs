@@ -102,7 +102,7 @@ pub fn adopt_creation(
     dir: &Path,
     key_file: &Path,
     mirror: bool,
-    exclude: &[String],
+    own: &config::OwnSettings,
 ) -> Result<(Replica, Adoption)> {
     crate::sync::creation::creation_payload(packet)?;
     if !dir.is_dir() {
@@ -136,7 +136,7 @@ pub fn adopt_creation(
                 &secret,
                 encryption_key.as_deref(),
                 mirror,
-                exclude,
+                own,
             )
         },
     );
@@ -185,8 +185,15 @@ fn adopt_into(
     secret: &[u8; 32],
     encryption_key: Option<&str>,
     mirror: bool,
-    exclude: &[String],
+    own: &config::OwnSettings,
 ) -> Result<Adoption> {
+    // Stored relative, as at a creation import.
+    let (exclude, root_prefixed) = crate::tree::excludes::strip_root_prefix(root, &own.exclude);
+    let own = &config::OwnSettings {
+        exclude,
+        ..own.clone()
+    };
+    let exclude = &own.exclude;
     let identity = Identity {
         family_name: header.family.name.clone(),
         family_id: header.family.id,
@@ -207,16 +214,14 @@ fn adopt_into(
     // into its config.toml before the scan: the paths they match are left
     // alone, never read, set aside or asked for (review 14c item 4: they
     // were dropped, and the host's own file was replaced).
-    if !exclude.is_empty() {
-        config::set_excludes(staging, exclude)?;
-    }
+    config::set_own_settings(staging, own)?;
     let mut state = State::open(staging)?;
     let excludes =
         crate::tree::excludes::Excludes::load(root, exclude, &config::config_path(staging))?;
     let folding = replica::folding(root, staging)?;
     // What the new member keeps, as `mkreplica -import` reads it: the scan
     // reads and the metadata pass applies exactly that.
-    let preserve = config::Config::default()
+    let preserve = config::Config::load(&config::config_path(staging))?
         .preserve()
         .unwrap_or_else(|_| crate::tree::meta::Preserve::default_for_user());
 
@@ -654,7 +659,7 @@ fn adopt_into(
             .into_iter()
             .filter(|p| !family_excluded.contains(p))
             .collect(),
-        root_prefixed: excludes.root_prefixed().to_vec(),
+        root_prefixed,
     };
     adoption.local_only = local_only;
     adoption.in_place = in_place.into_iter().map(|(path, _, _)| path).collect();

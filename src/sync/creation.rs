@@ -865,7 +865,7 @@ pub fn import_creation(
     dir: &Path,
     key_file: &Path,
     mirror: bool,
-    exclude: &[String],
+    own: &config::OwnSettings,
 ) -> Result<CreationImport> {
     creation_payload(packet)?;
     // Replicas do not nest: refused before anything is created.
@@ -912,7 +912,7 @@ pub fn import_creation(
                 &staging,
                 &secret,
                 mirror,
-                exclude,
+                own,
                 encryption_key.as_deref(),
             )?;
             Ok((header, payload, made))
@@ -1122,9 +1122,18 @@ fn materialize(
     staging: &Path,
     secret: &[u8; 32],
     mirror: bool,
-    exclude: &[String],
+    own: &config::OwnSettings,
     encryption_key: Option<&str>,
 ) -> Result<Materialized> {
+    // A pattern naming the root's absolute path is stored as the relative
+    // one it stands for (review 14d item 11: kept as given, every later
+    // command warned about it).
+    let (exclude, root_prefixed) = crate::tree::excludes::strip_root_prefix(root, &own.exclude);
+    let own = &config::OwnSettings {
+        exclude,
+        ..own.clone()
+    };
+    let exclude = &own.exclude;
     let identity = Identity {
         family_name: header.family.name.clone(),
         family_id: header.family.id,
@@ -1141,9 +1150,7 @@ fn materialize(
         )?;
     }
     config::write_default(staging)?;
-    if !exclude.is_empty() {
-        config::set_excludes(staging, exclude)?;
-    }
+    config::set_own_settings(staging, own)?;
     // The new member's own patterns (mkreplica -import -exclude): what
     // they exclude is not written, and gets no entry (as for any import).
     let own_excludes =
@@ -1196,7 +1203,7 @@ fn materialize(
             .into_iter()
             .filter(|p| !matched_patterns.contains(p))
             .collect(),
-        root_prefixed: own_excludes.root_prefixed().to_vec(),
+        root_prefixed,
     };
     let matched_patterns: Vec<String> = matched_patterns.into_iter().collect();
     // Probed in the state folder being built: the answer is cached there.
@@ -1282,7 +1289,8 @@ fn materialize(
             .map(|_| ())
             .map_err(|e| scratch.write_error(e, "noting the files made"))
     };
-    let preserve = config::Config::default()
+    // As the new member's config.toml says (-preserve, -numeric-ids).
+    let preserve = config::Config::load(&config::config_path(staging))?
         .preserve()
         .unwrap_or_else(|_| crate::tree::meta::Preserve::default_for_user());
     let mut unapplied = crate::tree::meta::Unapplied::default();
@@ -1366,6 +1374,7 @@ fn materialize(
     let locate_leader = |leader: &[u8]| confined.locate(leader, false);
     // The root's own state, if the packet carries it (format 2.10).
     let mut root_state: Option<PathState> = None;
+    let mut stand_in: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     let mut set_meta_of = |row: &PathRow| -> Result<()> {
         if !made(row) {
             return Ok(());
@@ -1393,6 +1402,33 @@ fn materialize(
             }
             _ => return Ok(()),
         };
+        // A set whose first name this member excludes: its other names are
+        // linked to the first of them made here (review 14d item 4: each
+        // was a file of its own).
+        let mut relinked;
+        let mut ext = ext;
+        if let (apply::MetaKind::File, Some(leader)) =
+            (kind, crate::tree::meta::hard_link_leader(ext))
+        {
+            let excluded = leader != row.path
+                && (crate::tree::excludes::is_local_only(&leader)
+                    || own_excludes.excludes_relative(&leader, false, false));
+            if excluded {
+                match stand_in.get(&leader) {
+                    Some(first) => {
+                        relinked = ext.clone();
+                        relinked.insert(
+                            crate::tree::meta::keys::HARD_LINK,
+                            crate::tree::meta::encode(first),
+                        );
+                        ext = &relinked;
+                    }
+                    None => {
+                        stand_in.insert(leader, row.path.clone());
+                    }
+                }
+            }
+        }
         let place = place_of(&row.path)?;
         apply::set_meta(
             &place,
@@ -1501,13 +1537,7 @@ fn materialize(
         not_carried,
         conflicts: fold_notes.into_iter().chain(meta_notes).collect(),
         not_applied: (not_made_special > 0)
-            .then(|| {
-                format!(
-                    "{not_made_special} special files (FIFOs, sockets or device nodes) recorded, \
-                     not made: this replica does not keep them (preserve in config.toml; device \
-                     nodes need root)"
-                )
-            })
+            .then(|| crate::sync::apply::special_not_made_note(not_made_special))
             .into_iter()
             .chain(unapplied.lines().into_iter().map(|line| {
                 format!("{line}; kept in the state, not on disk here (see preserve in config.toml)")

@@ -136,6 +136,23 @@ pub fn keep_family_versions(
     // under a folder set aside went with it.
     for change in changes {
         let Some(old) = &change.old else {
+            // A new name of a file of the family's (`ln FILE NEW`): the
+            // family's names get an inode of their own again, NEW keeping
+            // the old one (review 14d item 5: NEW shared it, and a later
+            // write to NEW changed the family's file).
+            if preserve.hardlinks && matches!(change.new, PathState::File { .. }) {
+                separate_from_local_name(
+                    &confined,
+                    &entries,
+                    &change.path,
+                    &preserve,
+                    &mut names,
+                    &mut unapplied,
+                    &mut undone.notes,
+                    &mut refreshed,
+                    &mut renamed,
+                )?;
+            }
             undone.local_only += 1;
             continue;
         };
@@ -287,6 +304,13 @@ pub fn keep_family_versions(
             &mut undone.notes,
         )?;
         undone.metadata_restored.push(path);
+    }
+    // A user that is not root cannot give a file to another owner: an owner
+    // that differs here is one an import could not apply (said by that
+    // import), not a local change, and not something this mirror failed to
+    // set back (review 14d item 9).
+    if !rustix::process::geteuid().is_root() {
+        unapplied.forget("owner");
     }
     undone.notes.extend(unapplied.lines());
     // What a folder set aside held is gone with it: forgotten too, and
@@ -460,6 +484,93 @@ fn only_leader_missing(confined: &ConfinedRoot, old: &PathState, new: &PathState
 /// Gives the file at `place` an inode of its own: its content copied to
 /// the reserved temporary name beside it, renamed over it (the other
 /// names keep the old inode). Metadata is set by the caller after.
+/// For the new local name `path`: the recorded files that are one file
+/// with it on disk get an inode of their own (their first name a copy,
+/// its metadata the recorded one, the others linked to it); `path` keeps
+/// the old inode.
+#[allow(clippy::too_many_arguments)]
+fn separate_from_local_name(
+    confined: &ConfinedRoot,
+    entries: &std::collections::HashMap<Vec<u8>, crate::store::state::RecordedEntry>,
+    path: &[u8],
+    preserve: &crate::tree::meta::Preserve,
+    names: &mut crate::tree::meta::Names,
+    unapplied: &mut crate::tree::meta::Unapplied,
+    notes: &mut Vec<String>,
+    refreshed: &mut Vec<(Vec<u8>, StatKey)>,
+    renamed: &mut Vec<Vec<u8>>,
+) -> Result<()> {
+    let Located::At(place) = confined.locate(path, false)? else {
+        return Ok(());
+    };
+    let Some(stat) = place.stat()? else {
+        return Ok(());
+    };
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile
+        || stat.st_nlink < 2
+    {
+        return Ok(());
+    }
+    // Recorded names with this inode number (from the recorded stats, so
+    // few files are looked at; one placed by an import and not scanned
+    // since has none), checked on disk.
+    let mut family: Vec<(Vec<u8>, crate::tree::confined::Place)> = Vec::new();
+    for (other, entry) in entries {
+        if other.as_slice() == path
+            || !matches!(entry.state, PathState::File { .. })
+            || entry.stat.is_some_and(|key| key.inode != stat.st_ino)
+        {
+            continue;
+        }
+        let Located::At(at) = confined.locate(other, false)? else {
+            continue;
+        };
+        if at
+            .stat()?
+            .is_some_and(|s| (s.st_dev, s.st_ino) == (stat.st_dev, stat.st_ino))
+        {
+            family.push((other.clone(), at));
+        }
+    }
+    family.sort_by(|a, b| a.0.cmp(&b.0));
+    for (n, (name, at)) in family.iter().enumerate() {
+        let PathState::File {
+            mode, mtime, ext, ..
+        } = &entries[name].state
+        else {
+            continue;
+        };
+        let mut ext = ext.clone();
+        if n == 0 {
+            own_inode(at)?;
+        } else {
+            // Linked to the first, whatever the recorded leader.
+            ext.insert(
+                crate::tree::meta::keys::HARD_LINK,
+                crate::tree::meta::encode(&family[0].0),
+            );
+        }
+        set_meta(
+            at,
+            &|leader: &[u8]| confined.locate(leader, false),
+            name,
+            MetaKind::File,
+            Some(*mode),
+            Some(*mtime),
+            &ext,
+            preserve,
+            names,
+            unapplied,
+            notes,
+        )?;
+        let disk = at.display_path();
+        let meta = std::fs::symlink_metadata(&disk).at(&disk)?;
+        refreshed.push((name.to_vec(), crate::tree::scan::stat_key(&meta)));
+        renamed.push(name.to_vec());
+    }
+    Ok(())
+}
+
 fn own_inode(place: &crate::tree::confined::Place) -> Result<()> {
     let temp = std::ffi::OsStr::new(crate::store::layout::TEMP_NEW_FILE);
     let disk = place.display_path();

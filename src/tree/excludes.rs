@@ -104,7 +104,7 @@ pub struct Excludes {
 /// root (`/hosts`), unless the root holds a name like the prefix's first
 /// component (then the pattern may mean it). Returns the patterns in
 /// force and the rewritten ones as (written, taken as).
-fn strip_root_prefix(root: &Path, patterns: &[String]) -> (Vec<String>, Vec<(String, String)>) {
+pub fn strip_root_prefix(root: &Path, patterns: &[String]) -> (Vec<String>, Vec<(String, String)>) {
     let absolute = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
     let Some(prefix) = absolute.to_str().filter(|p| *p != "/") else {
         return (patterns.to_vec(), Vec::new());

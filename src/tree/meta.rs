@@ -330,12 +330,18 @@ fn same_as_applied(
     names: &mut Names,
     numeric: bool,
 ) {
-    let local = if group {
-        names.local_gid(recorded, numeric)
-    } else {
-        names.local_uid(recorded, numeric)
+    let mut local = |numeric: bool| {
+        if group {
+            names.local_gid(recorded, numeric)
+        } else {
+            names.local_uid(recorded, numeric)
+        }
     };
-    if *seen != *recorded && seen.id == local {
+    // Either way of applying counts: a member whose numeric_ids was just
+    // switched holds what the other way gave, and that is no local change
+    // (review 14d item 2: it was recorded, and sent the family this site's
+    // ids); its next import of the path applies as the setting now says.
+    if *seen != *recorded && (seen.id == local(numeric) || seen.id == local(!numeric)) {
         *seen = recorded.clone();
     }
 }
@@ -539,6 +545,12 @@ impl Unapplied {
         slot.0 += 1;
     }
 
+    /// Drops what was noted of `item` (a mirror's note of what it did not
+    /// set back leaves out what its user could not have changed).
+    pub fn forget(&mut self, item: &str) {
+        self.0.remove(item);
+    }
+
     pub fn merge(&mut self, other: Unapplied) {
         for (item, (count, why)) in other.0 {
             let slot = self.0.entry(item).or_insert((0, why));
@@ -646,13 +658,16 @@ pub fn apply(
             Err(err) if unsupported(&err) => Vec::new(),
             Err(err) => return Err(err),
         };
+        // The count is of paths: a file whose four attributes all fail is
+        // one path not applied, so only the first failure is noted.
+        let mut failed: Option<io::Error> = None;
         for name in &present {
             let bytes = std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str());
             if bytes.starts_with(b"system.") || wanted.iter().any(|(n, _)| n == bytes) {
                 continue;
             }
             if let Err(err) = xattr::remove_deref(path, name) {
-                unapplied.note("xattrs", why_not("xattrs", &err));
+                failed.get_or_insert(err);
             }
         }
         for (name, value) in &wanted {
@@ -661,8 +676,11 @@ pub fn apply(
                 continue;
             }
             if let Err(err) = xattr::set_deref(path, name, value) {
-                unapplied.note("xattrs", why_not("xattrs", &err));
+                failed.get_or_insert(err);
             }
+        }
+        if let Some(err) = failed {
+            unapplied.note("xattrs", why_not("xattrs", &err));
         }
     }
     if preserve.acls && !is_symlink {

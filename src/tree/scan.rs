@@ -689,6 +689,37 @@ where
             }
         }
         leaders.retain(|key, _| set_sizes[key] > 1);
+        // A set whose recorded first name this replica excludes (so it is
+        // not on disk here) keeps that name as its leader while every name
+        // of it here records it: the set is the family's, its other names
+        // linked to each other (review 14d item 4).
+        let mut recorded_leader: HashMap<(u64, u64), Option<Vec<u8>>> = HashMap::new();
+        for found in walked
+            .iter()
+            .filter(|w| w.kind == WalkedKind::File && leaders.contains_key(&(w.dev, w.stat.inode)))
+        {
+            let theirs = recorded
+                .get(&found.rel)
+                .and_then(|e| e.state.extensions())
+                .and_then(meta::hard_link_leader);
+            recorded_leader
+                .entry((found.dev, found.stat.inode))
+                .and_modify(|known| {
+                    if *known != theirs {
+                        *known = None;
+                    }
+                })
+                .or_insert(theirs);
+        }
+        for (key, theirs) in recorded_leader {
+            if let Some(theirs) = theirs {
+                if excludes.excludes_relative(&theirs, false, false)
+                    || crate::tree::excludes::is_local_only(&theirs)
+                {
+                    leaders.insert(key, theirs);
+                }
+            }
+        }
     }
     let mut names = Names::default();
     // Snapshots this scan made (file names in `snapshots`).

@@ -1077,7 +1077,7 @@ fn a_path_too_long_for_this_replicas_root_is_not_made_here() {
     let before = tree_listing(&b);
     let res = import_from(&b, &[&out]).ok();
     assert!(
-        res.stdout.contains("not made here") && res.stdout.contains("4095"),
+        res.stdout.contains("not applied here") && res.stdout.contains("4095"),
         "{}",
         res.stdout
     );

@@ -570,9 +570,14 @@ pub fn apply_stored(
 
 /// The note for `count` special files recorded but not made here.
 pub fn special_not_made_note(count: u64) -> String {
+    let (what, them) = if count == 1 {
+        ("special file (a FIFO, socket or device node)", "it")
+    } else {
+        ("special files (FIFOs, sockets or device nodes)", "them")
+    };
     format!(
-        "{count} special files (FIFOs, sockets or device nodes) recorded, not made: this \
-         replica does not keep them (preserve in config.toml; device nodes need root)"
+        "{count} {what} recorded, not made: this replica does not keep {them} (preserve in \
+         config.toml; device nodes need root)"
     )
 }
 

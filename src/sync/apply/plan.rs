@@ -1956,6 +1956,13 @@ impl Planner<'_> {
                             expect,
                             keep,
                         });
+                        for (other, relink) in
+                            self.set_edited_through(path, &before, chunks, ext)?
+                        {
+                            let cut = other.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                            parents.insert(self.conn, &other[..cut])?;
+                            creations.push(relink);
+                        }
                         creations.push(set_meta);
                     }
                     PathState::Directory { mode, mtime, ext } => {
@@ -2195,6 +2202,106 @@ impl Planner<'_> {
 
 /// Rule 11: names that a folding filesystem takes for one.
 impl Planner<'_> {
+    /// A content change of one name of a hard-link set, from a member that
+    /// does not keep hard links (it carries the recorded set, but its other
+    /// names are files of their own there): here, where the names are one
+    /// file, it is an edit of the set (review 14d item 3: the name got an
+    /// inode of its own, and the broken set went back to the family).
+    /// Returns, for each other name of the set that this batch leaves alone
+    /// and that is on disk one file with `path`, the action that links it
+    /// to the new file: the leader first (to `path`, when `path` is not
+    /// the leader), then the rest to the leader. Their recorded state is
+    /// left as it was: the next scan records their new content, which goes
+    /// to the members that keep them as files of their own.
+    fn set_edited_through(
+        &self,
+        path: &[u8],
+        before: &PathState,
+        chunks: &[crate::ops::ChunkRef],
+        ext: &crate::ops::Extensions,
+    ) -> Result<Vec<(Vec<u8>, Action)>> {
+        use crate::tree::meta::hard_link_leader;
+        if !self.preserve.hardlinks {
+            return Ok(Vec::new());
+        }
+        let Some(leader) = hard_link_leader(ext) else {
+            return Ok(Vec::new());
+        };
+        let PathState::File {
+            chunks: old_chunks,
+            ext: old_ext,
+            ..
+        } = before
+        else {
+            return Ok(Vec::new());
+        };
+        if old_chunks.as_slice() == chunks
+            || hard_link_leader(old_ext).as_deref() != Some(leader.as_slice())
+        {
+            return Ok(Vec::new());
+        }
+        let inode = |name: &[u8]| -> Result<Option<(u64, u64)>> {
+            Ok(match self.confined.locate(name, false)? {
+                crate::tree::confined::Located::At(place) => place.stat()?.and_then(|st| {
+                    (rustix::fs::FileType::from_raw_mode(st.st_mode)
+                        == rustix::fs::FileType::RegularFile)
+                        .then_some((st.st_dev, st.st_ino))
+                }),
+                crate::tree::confined::Located::Blocked(_) => None,
+            })
+        };
+        let Some(here) = inode(path)? else {
+            return Ok(Vec::new());
+        };
+        let mut others: Vec<(&Vec<u8>, &crate::ops::Extensions)> = Vec::new();
+        for (other, entry) in &self.recorded {
+            let PathState::File {
+                chunks: other_chunks,
+                ext: other_ext,
+                ..
+            } = &entry.state
+            else {
+                continue;
+            };
+            if other.as_slice() == path
+                || other_chunks != old_chunks
+                || (hard_link_leader(other_ext).as_deref() != Some(leader.as_slice())
+                    && other.as_slice() != leader.as_slice())
+            {
+                continue;
+            }
+            // A name this batch changes is the batch's; one that is not the
+            // same file here any more was changed here: both left alone.
+            if self.planned.get(self.conn, other)?.is_some() || inode(other)? != Some(here) {
+                continue;
+            }
+            others.push((other, other_ext));
+        }
+        // The leader first: the others are linked to it.
+        others.sort_by_key(|(other, _)| (other.as_slice() != leader.as_slice(), (*other).clone()));
+        let mut out = Vec::new();
+        for (other, other_ext) in others {
+            let mut relink_ext = other_ext.clone();
+            if other.as_slice() == leader.as_slice() {
+                relink_ext.insert(
+                    crate::tree::meta::keys::HARD_LINK,
+                    crate::tree::meta::encode(&path.to_vec()),
+                );
+            }
+            out.push((
+                other.clone(),
+                Action::SetMeta {
+                    path: other.clone(),
+                    kind: MetaKind::File,
+                    mode: None,
+                    mtime: None,
+                    ext: relink_ext,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
     /// Whether the file `path` (with `chunks`) ends as a hard link to its
     /// leader, a name this batch leaves with the same content: its bytes
     /// are a link, not content written or copied (review 14c item 10).
