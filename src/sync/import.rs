@@ -24,9 +24,6 @@ use crate::sync::epochs::{LocalView, Readiness};
 use crate::sync::packets::{self, PacketChunks};
 
 /// What happened to one logical packet.
-// One per packet of an import, a few at a time: the applied report's size
-// costs nothing worth an indirection at every use.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum PacketOutcome {
     Applied {
