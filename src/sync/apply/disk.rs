@@ -235,14 +235,8 @@ impl LocalFinder<'_> {
             index
         });
         for (path, offset) in local.get(&chunk.id).into_iter().flatten() {
-            let read = self
-                .confined
-                .open_file(path)
-                .and_then(|file| read_from(file, *offset, chunk.len));
-            if let Ok(bytes) = read {
-                if verified(chunk, &bytes) {
-                    return Some(bytes);
-                }
+            if let Some(bytes) = read_in_tree(self.confined, path, *offset, chunk) {
+                return Some(bytes);
             }
         }
         let root = self.root;
@@ -266,19 +260,22 @@ impl LocalFinder<'_> {
         let history = self
             .history
             .get_or_insert_with(|| index_history(state, copies_of).unwrap_or_default());
-        for (path, offset) in history.get(&chunk.id).into_iter().flatten() {
-            let read = self
-                .confined
-                .open_file(path)
-                .and_then(|file| read_from(file, *offset, chunk.len));
-            if let Ok(bytes) = read {
-                if verified(chunk, &bytes) {
-                    return Some(bytes);
-                }
+        let spots = history
+            .get(&chunk.id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        // Listed once per chunk, not once per place it may be.
+        let days = match spots.is_empty() {
+            true => Vec::new(),
+            false => soft_deleted_days(self.root),
+        };
+        for (path, offset) in spots {
+            if let Some(bytes) = read_in_tree(self.confined, path, *offset, chunk) {
+                return Some(bytes);
             }
             // Or in the copy set aside under `.syncreplica/deleted/<day>/`
             // (a mirror sets a local edit aside before the import).
-            for day in soft_deleted_days(self.root) {
+            for day in &days {
                 let copy = day.join(std::ffi::OsStr::from_bytes(path));
                 if let Ok(bytes) = read_at(&copy, *offset, chunk.len) {
                     if verified(chunk, &bytes) {
@@ -289,6 +286,21 @@ impl LocalFinder<'_> {
         }
         None
     }
+}
+
+/// `chunk`'s bytes at `offset` in the tree's file `path`, if they are
+/// what its id says.
+fn read_in_tree(
+    confined: &ConfinedRoot,
+    path: &[u8],
+    offset: u64,
+    chunk: &ChunkRef,
+) -> Option<Vec<u8>> {
+    let bytes = confined
+        .open_file(path)
+        .and_then(|file| read_from(file, offset, chunk.len))
+        .ok()?;
+    verified(chunk, &bytes).then_some(bytes)
 }
 
 /// The folders of `.syncreplica/deleted/`, newest first.
