@@ -16,9 +16,14 @@
 #            asked for).
 #   deep     a chain of N nested directories (N at most 2,047; off unless
 #            asked for).
+#   conflicts  the receiver first makes and records N directories of its
+#            own (mode 0755); the packet gives the same paths mode 0700,
+#            concurrently: N conflicts, each a line of the report (off
+#            unless asked for).
 # Baseline: the peak RSS of `syncreplica -status` (a scan, which holds the
-# recorded entries) on the replica the `deleted` import left, which holds N
-# entries: what the replica costs anyway for that many paths.
+# recorded entries) on the replica the `deleted` (or `conflicts`) import
+# left, which holds N entries: what the replica costs anyway for that many
+# paths.
 #
 # Usage: bench/import_memory.sh [N...]   (default: 100000 1000000)
 #        KINDS="one deleted dirs" bench/import_memory.sh 100000
@@ -61,11 +66,18 @@ for n in "${counts[@]}"; do
         "$bin/mkreplica" -export -out "$run/bay" -keyout "$run/b.key" -replica "$run/a" b >/dev/null
         "$bin/mkreplica" -import -replica "$run/b" -key "$run/b.key" "$run/bay" >/dev/null
         rm -f "$run/bay"/*
+        if [ "$kind" = conflicts ]; then
+            # The receiver's own folders, as forge_ops names them.
+            (cd "$run/b" && umask 022 &&
+                seq 0 $((n - 1)) | awk '{ printf "d%03d/%07d\n", $1 % 1000, $1 }' |
+                xargs mkdir -p)
+            "$bin/syncreplica" -record -replica "$run/b" >/dev/null
+        fi
         packet=$("$forge" "$run/a" "$run/b" "$run/bay" "$n" "$kind")
         size=$(( $(stat -c %s "$packet") / 1024 ))
         read -r mb secs cpu < <(measure "$bin/syncreplica" -import -replica "$run/b" "$packet")
         printf '%-8s %10s %10s %10s %10s %10s\n' "$kind" "$n" "$size" "$mb" "$secs" "$cpu"
-        if [ "$kind" = deleted ]; then
+        if [ "$kind" = deleted ] || [ "$kind" = conflicts ]; then
             read -r mb secs cpu < <(measure "$bin/syncreplica" -status -replica "$run/b")
             printf '%-8s %10s %10s %10s %10s %10s\n' "baseline" "$n" "-" "$mb" "$secs" "$cpu"
         fi

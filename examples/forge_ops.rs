@@ -6,8 +6,8 @@
 //! Usage: `forge_ops SENDER_ROOT TARGET_ROOT OUT_DIR N KIND`, KIND one of
 //! `one` (N versions of one directory), `deleted` (N tombstones of paths
 //! never made), `dirs` (N directories), `files` (N small files), `spread`
-//! (N/2 folders with a directory in each) or `deep` (a chain of N
-//! directories); see
+//! (N/2 folders with a directory in each), `deep` (a chain of N
+//! directories) or `conflicts` (the paths of `dirs`, mode 0700); see
 //! `test_support::ManyOps`.
 //! Prints the packet file's path.
 
@@ -19,7 +19,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, sender, target, out, count, kind] = &args[..] else {
         eprintln!(
-            "usage: forge_ops SENDER_ROOT TARGET_ROOT OUT_DIR N one|deleted|dirs|files|spread|deep"
+            "usage: forge_ops SENDER_ROOT TARGET_ROOT OUT_DIR N one|deleted|dirs|files|spread|deep|conflicts"
         );
         std::process::exit(2);
     };
@@ -42,7 +42,8 @@ fn main() {
         },
         have: to.state().epoch(&to.identity.replica_id, &origin).unwrap(),
         count: count.parse().expect("N is a number"),
-        kind: ManyOps::parse(kind).expect("KIND is one, deleted, dirs, files, spread or deep"),
+        kind: ManyOps::parse(kind)
+            .expect("KIND is one, deleted, dirs, files, spread, deep or conflicts"),
         out_dir: std::path::Path::new(out),
     });
     println!("{}", file.display());

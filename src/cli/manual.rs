@@ -103,7 +103,7 @@ pub fn manual(name: &str) -> Manual {
                 ),
                 (
                     "syncreplica -import -fmt json",
-                    "{version: 1, packets: [{files: [PATH], outcome (\"applied\", \"already applied\", \"acknowledgement\", \"waiting\", \"left alone\", \"refused\"), sender, why (for waiting, left alone, refused), changes: {added, changed, deleted, bytes_written, conflicts: [NOTE], not_made: [NOTE], not_applied: [NOTE], failed: [NOTE]} (for applied, else null)}], applied, added, changed, deleted, conflicts, bytes_written, bytes_from_packets, bytes_copied, bytes_as_holes, notes: [NOTE]}. Printed before the exit status is decided: an import that refused a packet prints it and exits 1.",
+                    "{version: 1, packets: [{files: [PATH], outcome (\"applied\", \"already applied\", \"acknowledgement\", \"waiting\", \"left alone\", \"refused\"), sender, why (for waiting, left alone, refused), changes: {added, changed, deleted, bytes_written, conflicts: [NOTE], conflicts_more, not_made: [NOTE], not_applied: [NOTE], failed: [NOTE], failed_more, report_file} (for applied, else null)}], applied, added, changed, deleted, conflicts, bytes_written, bytes_from_packets, bytes_copied, bytes_as_holes, notes: [NOTE]}. A packet's conflicts and failed lists hold at most 1000 notes each; conflicts_more and failed_more count the rest, and report_file (else null) is the file in .syncreplica/reports/ that has every note of a list that overflowed; the top-level conflicts counts them all. Printed before the exit status is decided: an import that refused a packet prints it and exits 1.",
                 ),
             ],
         },

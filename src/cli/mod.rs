@@ -841,7 +841,28 @@ pub fn finish_interrupted(
         for note in done.notes {
             errln!("{name}: note: {note}");
         }
+        let file = || {
+            done.report_file
+                .as_ref()
+                .map_or("the import's report file".to_string(), |f| {
+                    f.display().to_string()
+                })
+        };
+        if done.notes_more > 0 {
+            errln!(
+                "{name}: note: and {} more, not shown: every one is in {}",
+                done.notes_more,
+                file()
+            );
+        }
         report_failed(name, &done.failed);
+        if done.failed_more > 0 {
+            errln!(
+                "{name}: error: not applied here: and {} more steps, not shown: every failed step is in {} (and syncreplica -status lists them)",
+                done.failed_more,
+                file()
+            );
+        }
         let paths: Vec<Vec<u8>> = done.failed.into_iter().map(|f| f.path).collect();
         hint_failed(name, &replica.identity.replica_name, &paths);
     }

@@ -954,6 +954,17 @@ fn short_digest(digest: &[u8; 32]) -> String {
     hex::encode(&digest[..8])
 }
 
+/// The report file of an import's packet, for a line that says the
+/// rest of a list is there.
+fn report_file(report: &apply::ApplyReport) -> String {
+    report
+        .report_file
+        .as_ref()
+        .map_or("the import's report file".to_string(), |f| {
+            f.display().to_string()
+        })
+}
+
 /// One packet's tree digest compared: verified in step is one line; a
 /// difference is a loud warning with the command that lists where.
 fn report_digest(check: &crate::sync::digest::Check) {
@@ -1088,6 +1099,8 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     // counts summed over its packets (review 14c item 6).
     let mut total_unapplied = crate::tree::meta::Unapplied::default();
     let mut failed_steps: Vec<Vec<u8>> = Vec::new();
+    // Failed steps beyond those held (and listed) per packet.
+    let mut failed_more = 0u64;
     let mut problems = 0;
     let mut applied = 0;
     for outcome in &outcomes {
@@ -1105,11 +1118,18 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                     report.added,
                     report.changed,
                     report.deleted,
-                    report.conflicts.len(),
-                    plural(report.conflicts.len() as u64)
+                    report.conflicts.len() as u64 + report.conflicts_more,
+                    plural(report.conflicts.len() as u64 + report.conflicts_more)
                 );
                 for note in &report.conflicts {
                     outln!("  conflict: {note}");
+                }
+                if report.conflicts_more > 0 {
+                    outln!(
+                        "  conflict: and {} more, not shown: every conflict of this packet is in {}",
+                        report.conflicts_more,
+                        report_file(report)
+                    );
                 }
                 for note in &report.requests {
                     outln!("  content request: {note}");
@@ -1136,7 +1156,16 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
                     );
                 }
                 cli::report_failed(NAME, &report.failed);
+                if report.failed_more > 0 {
+                    errln!(
+                        "{NAME}: error: not applied here: and {} more steps, not shown: every failed step of this packet is in {} (and syncreplica -status lists them)",
+                        report.failed_more,
+                        report_file(report)
+                    );
+                }
                 failed_steps.extend(report.failed.iter().map(|f| f.path.clone()));
+                failed_more += report.failed_more;
+                total.conflicts_more += report.conflicts_more;
                 total.added += report.added;
                 total.changed += report.changed;
                 total.deleted += report.deleted;
@@ -1224,7 +1253,7 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
         total.added,
         total.changed,
         total.deleted,
-        total.conflicts.len(),
+        total.conflicts.len() as u64 + total.conflicts_more,
         total.bytes_from_packets + total.bytes_copied,
         total.bytes_from_packets,
         total.bytes_copied,
@@ -1260,12 +1289,12 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     }
     if !failed_steps.is_empty() {
         cli::hint_failed(NAME, &replica.identity.replica_name, &failed_steps);
+        let failed = failed_steps.len() as u64 + failed_more;
         anyhow::bail!(
-            "{} path{} could not be written; the packets are applied but for {}, and the replica goes on (syncreplica -status lists {})",
-            failed_steps.len(),
-            plural(failed_steps.len() as u64),
-            if failed_steps.len() == 1 { "it" } else { "them" },
-            if failed_steps.len() == 1 { "it" } else { "them" },
+            "{failed} path{} could not be written; the packets are applied but for {}, and the replica goes on (syncreplica -status lists {})",
+            plural(failed),
+            if failed == 1 { "it" } else { "them" },
+            if failed == 1 { "it" } else { "them" },
         );
     }
     if not_removed > 0 {

@@ -11,6 +11,7 @@
 //!     staging/                STAGING_DIR     new content of an import in progress
 //!     deleted/YYYYMMDD/       DELETED_DIR     what imports replaced or deleted
 //!     snapshots/HASH          SNAPSHOTS_DIR   reflink clones of files that kept changing
+//!     reports/import-*.txt    REPORTS_DIR     an import's report lines beyond those it prints
 //! ```
 //!
 //! Inside the tree itself, outside the state folder, an import uses the
@@ -43,6 +44,9 @@ pub const FILESYSTEM_FILE: &str = "filesystem.toml";
 pub const STAGING_DIR: &str = "staging";
 /// Where files an import deletes or replaces are kept, by day.
 pub const DELETED_DIR: &str = "deleted";
+/// Where an import writes its report lines when there are more of a kind
+/// than it prints (`sync::apply::lines`); the user removes them.
+pub const REPORTS_DIR: &str = "reports";
 /// Point-in-time clones (reflinks) of files that kept changing while the
 /// scan read them, each named by [`snapshot_name`] of its path: the
 /// recorded version of such a file is the clone's content, and exports

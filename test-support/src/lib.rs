@@ -116,10 +116,16 @@ pub enum ManyOps {
     /// N directories nested in one chain `d/d/d…` (depth N; at most
     /// 2,047, where the path reaches 4,095 bytes).
     Deep,
+    /// The paths of [`ManyOps::Dirs`], mode 0700: where the receiver made
+    /// those directories itself (mode 0755), each operation is concurrent
+    /// with its own change, and each ends as a conflict (of the folder's
+    /// mode) the import reports.
+    Conflicts,
 }
 
 impl ManyOps {
-    /// `one`, `deleted`, `dirs` or `files`.
+    /// `one`, `deleted`, `dirs`, `files`, `spread`, `deep` or
+    /// `conflicts`.
     pub fn parse(name: &str) -> Option<ManyOps> {
         match name {
             "one" => Some(ManyOps::OnePath),
@@ -128,6 +134,7 @@ impl ManyOps {
             "files" => Some(ManyOps::Files),
             "spread" => Some(ManyOps::Spread),
             "deep" => Some(ManyOps::Deep),
+            "conflicts" => Some(ManyOps::Conflicts),
             _ => None,
         }
     }
@@ -156,6 +163,10 @@ impl ManyOps {
             ManyOps::Dirs => (
                 format!("d{:03}/{index:07}", index % 1000).into_bytes(),
                 PathState::directory(0o755),
+            ),
+            ManyOps::Conflicts => (
+                format!("d{:03}/{index:07}", index % 1000).into_bytes(),
+                PathState::directory(0o700),
             ),
             ManyOps::Spread => {
                 let folder = format!("{:07}{}", index / 2, "s".repeat(193));

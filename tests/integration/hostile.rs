@@ -1455,3 +1455,137 @@ fn a_packet_in_anothers_name_does_not_pass_for_that_member_restored() {
     assert!(!refused.stdout.contains("restored"), "{}", refused.stdout);
     assert_eq!(family_rows(&g), before);
 }
+
+/// Issue 11: a signed packet can make a conflict of every one of its
+/// operations. The import prints the first 1,000 notes, says how many
+/// more there are and where they all are (a report file in the state
+/// folder), and its JSON says the same; nothing is lost.
+#[test]
+fn a_packet_making_thousands_of_conflicts_reports_a_bounded_list_and_files_them_all() {
+    use std::os::unix::fs::PermissionsExt;
+    const N: usize = 3000;
+    const HELD: usize = 1000;
+    let fam = family(&["alpha", "beta", "gamma"], &[("f", "0")]);
+    let a = fam.root("alpha");
+    let alpha = id_of(&a);
+    let name = |i: usize| format!("c{:02}/d{i:05}", i % 16);
+    // The receiver makes N folders of its own; alpha, not knowing them,
+    // makes the same folders with another mode: N concurrent changes,
+    // each a conflict of the folder's metadata. Returns the packet's
+    // folder.
+    let prepare = |to: &str| {
+        let root = fam.root(to);
+        for i in 0..N {
+            let dir = root.join(name(i));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        run(&root, "syncreplica", ["-record"]).ok();
+        let have = epoch_in_row(&root, to, "alpha");
+        let changes = (0..N)
+            .map(|i| Change::Path {
+                path: name(i).into_bytes(),
+                version: VersionVector([(alpha, have + 1 + i as u64)].into_iter().collect()),
+                state: PathState::directory(0o700),
+            })
+            .collect();
+        let out = fam.packet_dir(&format!("conflicts-{to}"));
+        forge(&own(&a), &root, &out, changes, |_| {});
+        (root, out)
+    };
+    let (b, out) = prepare("beta");
+    let res = import_from(&b, &[&out]).ok();
+    // Every path of the packet is in conflict (the 16 parent folders are
+    // made on both sides too, unchanged: no conflict).
+    let shown: Vec<&str> = res
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("  conflict: c"))
+        .collect();
+    assert_eq!(shown.len(), HELD, "{}", res.stdout);
+    assert!(
+        res.stdout.contains(&format!(", {N} conflicts)")),
+        "{}",
+        res.stdout
+    );
+    assert!(
+        res.stdout.contains(&format!("{N} in conflict")),
+        "{}",
+        res.stdout
+    );
+    let more = res
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("  conflict: and "))
+        .unwrap_or_else(|| panic!("no line for the rest:\n{}", res.stdout));
+    assert!(
+        more.contains(&format!("and {} more, not shown", N - HELD)),
+        "{more}"
+    );
+    let file = more
+        .rsplit_once(" is in ")
+        .map(|(_, f)| std::path::PathBuf::from(f))
+        .unwrap();
+    assert!(
+        file.starts_with(b.join(".syncreplica/reports")),
+        "{}",
+        file.display()
+    );
+    // The file has every note, each path once, the shown ones first.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let all: Vec<&str> = text.lines().collect();
+    assert_eq!(all.len(), N);
+    for (shown, filed) in shown.iter().zip(&all) {
+        assert_eq!(shown.trim_start(), *filed);
+    }
+    let mut paths: Vec<&str> = all
+        .iter()
+        .map(|l| {
+            l.strip_prefix("conflict: ")
+                .unwrap()
+                .split_once(": ")
+                .unwrap()
+                .0
+        })
+        .collect();
+    paths.sort_unstable();
+    paths.dedup();
+    let mut expected: Vec<String> = (0..N).map(name).collect();
+    expected.sort_unstable();
+    assert_eq!(paths, expected);
+    assert!(all
+        .iter()
+        .all(|l| l.contains("concurrent changes of the folder")));
+    // The conflicts were resolved all the same: the stricter mode.
+    for i in [0, N - 1] {
+        let mode = std::fs::metadata(b.join(name(i)))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", name(i));
+    }
+
+    // The JSON holds the same bound, the count of the rest and the file.
+    let (c, out) = prepare("gamma");
+    let res = run(
+        &c,
+        "syncreplica",
+        [
+            std::ffi::OsStr::new("-import"),
+            "-fmt".as_ref(),
+            "json".as_ref(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    let json: serde_json::Value =
+        serde_json::from_str(&res.stdout).unwrap_or_else(|e| panic!("{e}: {}", res.stdout));
+    assert_eq!(json["conflicts"], N as u64);
+    let changes = &json["packets"][0]["changes"];
+    assert_eq!(changes["conflicts"].as_array().unwrap().len(), HELD);
+    assert_eq!(changes["conflicts_more"], (N - HELD) as u64);
+    assert_eq!(changes["failed_more"], 0);
+    let file = std::path::PathBuf::from(changes["report_file"].as_str().unwrap());
+    assert!(file.starts_with(c.join(".syncreplica/reports")));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), N);
+}

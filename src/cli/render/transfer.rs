@@ -212,6 +212,12 @@ pub struct ChangesJson {
     pub not_applied: Vec<String>,
     /// Disk steps that failed after the commit ("not applied here").
     pub failed: Vec<String>,
+    /// Conflict notes and failed steps beyond those listed (at most
+    /// `sync::apply::lines::LINES_HELD` each): in `report_file`, which
+    /// has every note of a list that overflowed.
+    pub conflicts_more: u64,
+    pub failed_more: u64,
+    pub report_file: Option<String>,
 }
 
 /// The JSON of an import's outcomes.
@@ -241,7 +247,7 @@ pub fn import_json(outcomes: &[import::PacketOutcome]) -> ImportJson {
                 json.added += report.added;
                 json.changed += report.changed;
                 json.deleted += report.deleted;
-                json.conflicts += report.conflicts.len() as u64;
+                json.conflicts += report.conflicts.len() as u64 + report.conflicts_more;
                 json.bytes_written += report.bytes_written;
                 json.bytes_from_packets += report.bytes_from_packets;
                 json.bytes_copied += report.bytes_copied;
@@ -261,6 +267,9 @@ pub fn import_json(outcomes: &[import::PacketOutcome]) -> ImportJson {
                             .iter()
                             .map(crate::cli::render::status::describe_failed)
                             .collect(),
+                        conflicts_more: report.conflicts_more,
+                        failed_more: report.failed_more,
+                        report_file: report.report_file.as_ref().map(|f| f.display().to_string()),
                     }),
                     ..packet(files, "applied")
                 }

@@ -434,7 +434,7 @@ fn parent_of(path: &Path) -> PathBuf {
 pub(crate) struct Failure {
     pub path: Vec<u8>,
     /// The step, in words.
-    pub step: &'static str,
+    pub step: String,
     /// The error, in words.
     pub error: String,
 }
@@ -443,14 +443,145 @@ pub(crate) struct Failure {
 /// fsynced ([`execute`]); then they are fsynced, and forgotten.
 pub(crate) const TOUCHED_HELD: usize = 4096;
 
+/// The actions that failed while the journal ran: the first
+/// [`FAILURES_HELD`] in memory, the rest on disk in the staging folder
+/// (`staging/failures.db`, a scratch database gone with it), since a
+/// packet can make every one of a million steps fail (a full disk). Made
+/// anew by each run of the journal (a run after a crash tries every
+/// action again).
+#[derive(Default)]
+pub(crate) struct Failures {
+    held: Vec<Failure>,
+    held_paths: std::collections::HashSet<Vec<u8>>,
+    /// The rest, once there are more: the scratch database and its file.
+    spilled: Option<(rusqlite::Connection, PathBuf)>,
+    /// Where the scratch database goes.
+    staging: PathBuf,
+    count: u64,
+}
+
+impl std::fmt::Debug for Failures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Failures")
+            .field("held", &self.held)
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+/// Failures held in memory; from the one after, they go to disk.
+const FAILURES_HELD: usize = 1024;
+
+/// Failures read back at once by [`Failures::for_each`].
+const FAILURES_PAGE: i64 = 1024;
+
+fn failures_error(file: &Path, e: rusqlite::Error) -> Error {
+    Error::Database {
+        path: file.to_path_buf(),
+        cause: e,
+    }
+}
+
+impl Failures {
+    fn new(staging: &Path) -> Failures {
+        Failures {
+            staging: staging.to_path_buf(),
+            ..Failures::default()
+        }
+    }
+
+    fn spill(staging: &Path) -> Result<(rusqlite::Connection, PathBuf)> {
+        let file = staging.join("failures.db");
+        let _ = std::fs::remove_file(&file);
+        let conn = rusqlite::Connection::open(&file).map_err(|e| failures_error(&file, e))?;
+        // Nothing depends on it lasting: it is made again if the journal
+        // runs again.
+        conn.execute_batch(
+            "PRAGMA journal_mode = OFF;
+             PRAGMA synchronous = OFF;
+             CREATE TABLE failed (
+                 n INTEGER PRIMARY KEY,
+                 path BLOB NOT NULL,
+                 step TEXT NOT NULL,
+                 error TEXT NOT NULL
+             );
+             CREATE INDEX failed_path ON failed (path);",
+        )
+        .map_err(|e| failures_error(&file, e))?;
+        Ok((conn, file))
+    }
+
+    fn push(&mut self, failure: Failure) -> Result<()> {
+        self.count += 1;
+        if self.held.len() < FAILURES_HELD {
+            self.held_paths.insert(failure.path.clone());
+            self.held.push(failure);
+            return Ok(());
+        }
+        if self.spilled.is_none() {
+            self.spilled = Some(Failures::spill(&self.staging)?);
+        }
+        let (conn, file) = self.spilled.as_ref().expect("made above");
+        conn.prepare_cached("INSERT INTO failed (path, step, error) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute((&failure.path, &failure.step, &failure.error)))
+            .map_err(|e| failures_error(file, e))?;
+        Ok(())
+    }
+
+    /// Whether a step on `path` failed.
+    fn has(&self, path: &[u8]) -> Result<bool> {
+        if self.held_paths.contains(path) {
+            return Ok(true);
+        }
+        let Some((conn, file)) = &self.spilled else {
+            return Ok(false);
+        };
+        conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM failed WHERE path = ?1)")
+            .and_then(|mut s| s.query_row([path], |row| row.get(0)))
+            .map_err(|e| failures_error(file, e))
+    }
+
+    /// Each failure in the order they came, those on disk read a page at
+    /// a time.
+    pub fn for_each<E: From<Error>>(
+        &self,
+        mut f: impl FnMut(&Failure) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        for failure in &self.held {
+            f(failure)?;
+        }
+        let Some((conn, file)) = &self.spilled else {
+            return Ok(());
+        };
+        let mut after = 0i64;
+        loop {
+            let page: Vec<(i64, Vec<u8>, String, String)> = conn
+                .prepare_cached(
+                    "SELECT n, path, step, error FROM failed WHERE n > ?1 ORDER BY n LIMIT ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_map((after, FAILURES_PAGE), |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })?
+                    .collect()
+                })
+                .map_err(|e| E::from(failures_error(file, e)))?;
+            let Some(last) = page.last().map(|row| row.0) else {
+                return Ok(());
+            };
+            after = last;
+            for (_, path, step, error) in page {
+                f(&Failure { path, step, error })?;
+            }
+        }
+    }
+}
+
 /// What running the journal did besides its actions.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Executed {
-    /// Actions skipped because the tree changed meanwhile, and versions
-    /// kept as conflict copies.
-    pub notes: Vec<String>,
     /// Actions that failed.
-    pub failures: Vec<Failure>,
+    pub failures: Failures,
     /// Metadata this replica keeps but could not apply, by item.
     pub unapplied: crate::tree::meta::Unapplied,
 }
@@ -460,11 +591,13 @@ pub(crate) struct Executed {
 /// it had moved aside is put back, or kept) and the others run on: one
 /// step that cannot be done never stops the rest, nor the replica. Only
 /// a crash injected by a test, and a state folder that cannot be
-/// written, stop it.
+/// written, stop it. Actions skipped because the tree changed meanwhile,
+/// and versions kept as conflict copies, are noted in `lines`.
 pub(crate) fn execute(
     replica: &Replica,
     actions: &mut dyn Iterator<Item = Result<(u64, Action)>>,
     hooks: &mut ApplyHooks,
+    lines: &mut super::lines::Lines,
 ) -> Result<Executed> {
     let confined = ConfinedRoot::open(&replica.root)?;
     let state_dir = replica.state_dir();
@@ -489,31 +622,33 @@ pub(crate) fn execute(
         names: Default::default(),
         unapplied: Default::default(),
     };
-    let mut failures = Vec::new();
-    // Paths one of whose steps failed: their later steps (the metadata and
-    // time that follow a placement) are skipped, so the path keeps its
-    // older version whole, as its restored entry says; otherwise the old
-    // file would get the new version's time and the next scan would take
-    // it for a local change.
-    let mut failed_paths: BTreeSet<Vec<u8>> = BTreeSet::new();
+    // Paths one of whose steps failed (looked up there): their later
+    // steps (the metadata and time that follow a placement) are skipped,
+    // so the path keeps its older version whole, as its restored entry
+    // says; otherwise the old file would get the new version's time and
+    // the next scan would take it for a local change.
+    let mut failures = Failures::new(&staging);
     for next in actions {
         let (seq, action) = next?;
         let (seq, action) = (seq as usize, &action);
-        if failed_paths.contains(action.path()) {
+        if failures.has(action.path())? {
             hooks.step("ran a journal action")?;
             continue;
         }
-        if let Err(err) = run(&ctx, seq, action, &mut touched, &mut notes) {
+        let ran = run(&ctx, seq, action, &mut touched, &mut notes);
+        for note in notes.drain(..) {
+            lines.conflict(note)?;
+        }
+        if let Err(err) = ran {
             if is_injected_crash(&err) {
                 return Err(err);
             }
             put_back_displaced(&ctx, seq, action.path());
-            failed_paths.insert(action.path().to_vec());
             failures.push(Failure {
                 path: action.path().to_vec(),
-                step: action.step(),
+                step: action.step().to_string(),
                 error: err.to_string(),
-            });
+            })?;
         }
         if touched.len() >= TOUCHED_HELD {
             sync_dirs(&confined, std::mem::take(&mut touched), &[], &mut failures)?;
@@ -531,7 +666,6 @@ pub(crate) fn execute(
     let kept_in: Vec<PathBuf> = ctx.kept_in.take().into_iter().collect();
     sync_dirs(&confined, touched, &kept_in, &mut failures)?;
     Ok(Executed {
-        notes,
         failures,
         unapplied: ctx.unapplied.take(),
     })
@@ -577,7 +711,7 @@ fn sync_dirs(
     confined: &ConfinedRoot,
     dirs: BTreeSet<Vec<u8>>,
     kept_in: &[PathBuf],
-    failures: &mut Vec<Failure>,
+    failures: &mut Failures,
 ) -> Result<()> {
     enum Folder<'a> {
         Tree(Vec<u8>),
@@ -602,9 +736,9 @@ fn sync_dirs(
             (_, Ok(())) => {}
             (Folder::Tree(dir), Err(err)) => failures.push(Failure {
                 path: dir,
-                step: "writing the folder to disk (fsync)",
+                step: "writing the folder to disk (fsync)".to_string(),
                 error: err.to_string(),
-            }),
+            })?,
             (Folder::Kept(_), Err(err)) => {
                 kept_error.get_or_insert(err);
             }
@@ -723,7 +857,7 @@ fn restore_dir_modes(
     confined: &ConfinedRoot,
     staging: &Path,
     touched: &mut BTreeSet<Vec<u8>>,
-    failures: &mut Vec<Failure>,
+    failures: &mut Failures,
 ) -> Result<()> {
     let Ok(listing) = std::fs::read_dir(staging) else {
         return Ok(());
@@ -743,9 +877,9 @@ fn restore_dir_modes(
         if let Err(err) = confined.set_dir_mode(&rel, mode) {
             failures.push(Failure {
                 path: rel,
-                step: "putting the folder's mode back",
+                step: "putting the folder's mode back".to_string(),
                 error: err.to_string(),
-            });
+            })?;
         } else {
             touched.insert(rel);
         }
@@ -1823,6 +1957,40 @@ fn count_files(dir: &Path) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_beyond_those_held_go_to_disk_and_are_all_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut failures = Failures::new(dir.path());
+        let n = FAILURES_HELD + 2500;
+        for i in 0..n {
+            failures
+                .push(Failure {
+                    path: format!("p{i}").into_bytes(),
+                    step: "placing the new version".into(),
+                    error: format!("error {i}"),
+                })
+                .unwrap();
+        }
+        assert_eq!(failures.count, n as u64);
+        assert_eq!(failures.held.len(), FAILURES_HELD);
+        assert!(dir.path().join("failures.db").exists());
+        assert!(failures.has(b"p0").unwrap());
+        assert!(failures.has(format!("p{}", n - 1).as_bytes()).unwrap());
+        assert!(!failures.has(b"p-none").unwrap());
+        let mut seen = Vec::new();
+        failures
+            .for_each(|f| {
+                seen.push((f.path.clone(), f.error.clone()));
+                Ok::<(), Error>(())
+            })
+            .unwrap();
+        assert_eq!(seen.len(), n);
+        for (i, (path, error)) in seen.iter().enumerate() {
+            assert_eq!(path, format!("p{i}").as_bytes());
+            assert_eq!(error, &format!("error {i}"));
+        }
+    }
 
     struct Fixture {
         _dir: tempfile::TempDir,

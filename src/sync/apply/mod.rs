@@ -254,6 +254,7 @@
 pub mod batch;
 mod disk;
 mod journal;
+pub(crate) mod lines;
 mod merge;
 mod plan;
 mod planned;
@@ -360,8 +361,11 @@ pub struct ApplyReport {
     pub changed: u64,
     /// Paths that existed and are now deleted.
     pub deleted: u64,
-    /// One human-readable note per conflict, naming any conflict copy.
+    /// One human-readable note per conflict, naming any conflict copy;
+    /// the first [`lines::LINES_HELD`], the rest in `report_file`.
     pub conflicts: Vec<String>,
+    /// Conflict notes beyond `conflicts`: in `report_file`.
+    pub conflicts_more: u64,
     /// One note per content request addressed to this replica that the
     /// packet carried (`crate::sync::delta::take_requests`): not conflicts.
     pub requests: Vec<String>,
@@ -401,8 +405,15 @@ pub struct ApplyReport {
     /// Boxed: the report travels in each packet's outcome.
     pub unapplied: Box<crate::tree::meta::Unapplied>,
     /// Disk steps that failed after the commit (rule 9): not done, the
-    /// path's entry as it was, listed by `syncreplica -status`.
+    /// path's entry as it was, listed by `syncreplica -status`; the first
+    /// [`lines::LINES_HELD`], the rest in `report_file`.
     pub failed: Vec<state::FailedStep>,
+    /// Failed steps beyond `failed`: in `report_file`.
+    pub failed_more: u64,
+    /// The file (in `.syncreplica/reports/`) with every conflict note, or
+    /// every failed step, when there were more than are held: each kind
+    /// that overflowed is there whole.
+    pub report_file: Option<PathBuf>,
     /// Members the batch brought (`AddMember`), by name.
     pub members_added: Vec<String>,
     /// Members the batch removed (`RemoveMember`), by name.
@@ -524,8 +535,9 @@ pub fn apply_stored(
     receipt: Option<&Receipt>,
 ) -> Result<ApplyReport> {
     recover(replica)?;
-    let plan = plan::plan(replica, batch)?;
+    let mut plan = plan::plan(replica, batch)?;
     check_space(replica, &plan)?;
+    let mut lines = std::mem::replace(&mut plan.lines, lines::Lines::new(&replica.state_dir()));
     let mut report = plan.report.clone();
     let staged = disk::stage(replica, &plan, chunks, hooks)?;
     // A new name of a hard-link set is a link to content placed here:
@@ -550,8 +562,7 @@ pub fn apply_stored(
     crate::sys::testhook::crash_point("apply-after-commit");
     // Run from the journal just committed, a page at a time, as a
     // recovery runs it.
-    let executed = disk::execute(replica, &mut JournalPages::new(replica), hooks)?;
-    report.conflicts.extend(executed.notes);
+    let executed = disk::execute(replica, &mut JournalPages::new(replica), hooks, &mut lines)?;
     if report.not_made_special > 0 {
         report
             .not_made
@@ -562,7 +573,12 @@ pub fn apply_stored(
         .not_applied
         .extend(unapplied_notes(&executed.unapplied));
     report.unapplied = Box::new(executed.unapplied.clone());
-    report.failed = finish(replica, &executed.failures, hooks)?;
+    finish(replica, &executed.failures, &mut lines, hooks)?;
+    report.report_file = lines.close()?;
+    report.conflicts = std::mem::take(&mut lines.conflicts);
+    report.conflicts_more = lines.conflicts_more;
+    report.failed = std::mem::take(&mut lines.failed);
+    report.failed_more = lines.failed_more;
     // The batch is applied; a purge that fails is retried next time.
     report.purged = purge_soft_deleted(replica, replica.config.soft_delete_days).unwrap_or(0);
     Ok(report)
@@ -649,10 +665,16 @@ pub fn recover_with(replica: &mut LockedReplica, hooks: &mut ApplyHooks) -> Resu
 /// What finishing an interrupted import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Recovered {
-    /// Conflict copies kept, actions skipped.
+    /// Conflict copies kept, actions skipped: the first
+    /// [`lines::LINES_HELD`], the rest in `report_file`.
     pub notes: Vec<String>,
-    /// Steps that failed (rule 9).
+    pub notes_more: u64,
+    /// Steps that failed (rule 9): the first [`lines::LINES_HELD`], the
+    /// rest in `report_file`.
     pub failed: Vec<state::FailedStep>,
+    pub failed_more: u64,
+    /// See [`ApplyReport::report_file`].
+    pub report_file: Option<PathBuf>,
 }
 
 /// [`recover`], returning what finishing the pending batch did, or `None`
@@ -677,11 +699,15 @@ fn recover_noting(
         }
         return Ok(None);
     }
-    let executed = disk::execute(replica, &mut JournalPages::new(replica), hooks)?;
-    let failed = finish(replica, &executed.failures, hooks)?;
+    let mut lines = lines::Lines::new(&replica.state_dir());
+    let executed = disk::execute(replica, &mut JournalPages::new(replica), hooks, &mut lines)?;
+    finish(replica, &executed.failures, &mut lines, hooks)?;
     Ok(Some(Recovered {
-        notes: executed.notes,
-        failed,
+        report_file: lines.close()?,
+        notes: std::mem::take(&mut lines.conflicts),
+        notes_more: lines.conflicts_more,
+        failed: std::mem::take(&mut lines.failed),
+        failed_more: lines.failed_more,
     }))
 }
 
@@ -828,16 +854,16 @@ fn commit(
             }
             .into());
         }
-        for op in &plan.local_ops {
-            state::append_operation(tx, op)?;
-        }
+        plan.local_ops.for_each(tx, |op| {
+            state::append_operation(tx, op).map_err(state::TxError::from)
+        })?;
         for (origin, epoch) in &plan.raised {
             state::set_epoch(tx, &me, origin, *epoch)?;
         }
-        if let (Some(first), Some(last)) = (plan.local_ops.first(), plan.local_ops.last()) {
-            state::set_epoch(tx, &me, &me, last.epoch)?;
+        if let Some((first, last)) = plan.local_ops.epochs() {
+            state::set_epoch(tx, &me, &me, last)?;
             let secret = secret.expect("loaded when the plan has local operations");
-            state::seal_own_run(tx, &secret, &me, first.epoch, last.epoch)?;
+            state::seal_own_run(tx, &secret, &me, first, last)?;
         }
         // Read from the scratch database inside this transaction, one
         // row at a time.
@@ -902,36 +928,36 @@ fn commit(
 /// Step (e): the journal is done; forget it and the staged files. In the
 /// same transaction, each path of a step that failed gets back the entry
 /// it had before the batch (the tree still holds that version, or what a
-/// scan will find), and the failure is recorded. Returns the failures as
-/// recorded.
+/// scan will find), and the failure is recorded; the failures as recorded
+/// go to `lines`.
 fn finish(
     replica: &mut LockedReplica,
-    failures: &[disk::Failure],
+    failures: &disk::Failures,
+    lines: &mut lines::Lines,
     hooks: &mut ApplyHooks,
-) -> Result<Vec<state::FailedStep>> {
+) -> Result<()> {
     hooks.step("before clearing the journal")?;
     let at_ns = crate::sys::clock::now_ns();
-    let recorded = replica.state_mut().transaction(|tx| {
+    replica.state_mut().transaction(|tx| {
         let source =
             state::pending_apply_source(tx)?.unwrap_or_else(|| "an interrupted import".to_string());
-        let mut recorded = Vec::new();
-        for failure in failures {
+        failures.for_each(|failure| {
             state::restore_entry_before_apply(tx, &failure.path)?;
             let step = state::FailedStep {
                 path: failure.path.clone(),
                 source: source.clone(),
                 at_ns,
-                step: failure.step.to_string(),
+                step: failure.step.clone(),
                 error: failure.error.clone(),
             };
             state::add_failed_step(tx, &step)?;
-            recorded.push(step);
-        }
+            lines.failed(step).map_err(state::TxError::from)
+        })?;
         // Every disk step is done: what the batch placed is as it left it
         // until `at_ns`.
         state::mark_placed(tx, at_ns)?;
         state::clear_pending_apply(tx)?;
-        Ok(recorded)
+        Ok(())
     })?;
     hooks.step("after clearing the journal")?;
     let staging = staging_dir(replica);
@@ -939,8 +965,8 @@ fn finish(
     // with the staging folder.
     disk::keep_leftovers(&staging, &replica.state_dir())?;
     match std::fs::remove_dir_all(&staging) {
-        Ok(()) => Ok(recorded),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(recorded),
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(err) => Err(Error::io(&staging, err)),
     }
 }

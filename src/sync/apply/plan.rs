@@ -13,12 +13,15 @@
 //! page at a time; so do the files it stages (new content) and where
 //! their chunks go ([`crate::sync::assemble::Targets`]), the folders
 //! whose content changes ([`super::spool::Folders`]) and the names
-//! reserved for kept versions ([`super::spool::ReservedNames`]). What the
-//! plan still holds in memory grows with the replica's recorded entries,
-//! with this replica's own operations (conflict copies, folders made) and
-//! the conflicts' notes, and, on a filesystem that folds names, with the
-//! paths made: not with the operations, nor with the other paths whose
-//! entry, disk state or content changes.
+//! reserved for kept versions ([`super::spool::ReservedNames`]), and this
+//! replica's own operations (conflict copies, resolutions, folders made:
+//! [`super::spool::LocalOps`]); the conflicts' notes are bounded
+//! ([`super::lines`]). What the plan still holds in memory grows with the
+//! replica's recorded entries, with the paths whose conflict it resolves
+//! and the conflict copies it names (a version vector, a path), and, on a
+//! filesystem that folds names, with the paths made: not with the
+//! operations, nor with the other paths whose entry, disk state or
+//! content changes.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::cmp::Ordering;
@@ -29,9 +32,10 @@ use std::path::{Path, PathBuf};
 
 use super::batch::{OpBatch, OpBits};
 use super::journal::{Action, Expect, MetaKind};
+use super::lines::Lines;
 use super::merge;
 use super::planned::{Only, Planned};
-use super::spool::{Actions, Folders, Group, ReservedNames};
+use super::spool::{Actions, Folders, Group, LocalOps, ReservedNames};
 use super::ApplyReport;
 use crate::error::{Error, Refusal, Result};
 use crate::ops::{Causality, Change, Id, Operation, PathState, Timestamp, VersionVector};
@@ -73,8 +77,9 @@ pub(crate) struct Plan {
     /// Members' key rotations (`RekeyMember`), with the encryption key
     /// each announces.
     pub rotations: Vec<(crate::store::state::Rotation, String)>,
-    /// Operations this replica records itself (conflict copies, kept dirs).
-    pub local_ops: Vec<Operation>,
+    /// Operations this replica records itself (conflict copies, kept
+    /// dirs), in the batch's scratch database (flushed).
+    pub local_ops: LocalOps,
     /// Final entries of every path the batch touches, in the batch's
     /// scratch database (flushed).
     pub entries: Planned,
@@ -92,6 +97,9 @@ pub(crate) struct Plan {
     /// this replica's).
     pub copies_of: HashMap<Vec<u8>, Vec<u8>>,
     pub report: ApplyReport,
+    /// The conflicts' notes (bounded: see [`Lines`]); the journal's run
+    /// adds its own.
+    pub lines: Lines,
 }
 
 fn hostile(path: &[u8], why: impl Into<String>) -> Error {
@@ -440,17 +448,19 @@ struct Planner<'a> {
     /// Restored from a backup and not yet whole again: this replica's own
     /// changes that siblings return are accepted (`mkreplica -restore`).
     restoring: bool,
-    local_ops: Vec<Operation>,
+    local_ops: LocalOps,
     /// Paths whose conflict this batch resolved, with the merged version
     /// the resolution was stored under.
     resolved: BTreeMap<Vec<u8>, VersionVector>,
     /// See [`Plan::copies_of`].
     copies_of: HashMap<Vec<u8>, Vec<u8>>,
     /// Metadata conflicts of hard-link sets reported so far: (leader, the
-    /// note after its path) -> (place in `report.conflicts`, the names):
+    /// note after its path) -> (place in `lines.conflicts`, the names):
     /// a set's names share one inode, so one conflict is said once.
     link_conflicts: HashMap<(Vec<u8>, String), (usize, Vec<String>)>,
     report: ApplyReport,
+    /// The conflicts' notes, the first held, the rest in a report file.
+    lines: Lines,
     now_ns: i64,
     /// Operations (by position in the batch) that a later operation of
     /// this batch on the same path has already seen: only the later one is
@@ -578,11 +588,12 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
         accepted: 0,
         own_epoch,
         restoring: crate::sync::family::restore_wait(replica)?.is_some(),
-        local_ops: Vec::new(),
+        local_ops: LocalOps::create(conn, batch.file())?,
         resolved: BTreeMap::new(),
         copies_of: HashMap::new(),
         link_conflicts: HashMap::new(),
         report: ApplyReport::default(),
+        lines: Lines::new(&replica.state_dir()),
         now_ns: crate::sys::clock::now_ns(),
         superseded,
         too_long: None,
@@ -1167,7 +1178,7 @@ impl Planner<'_> {
                             PathState::File { ext, .. } => crate::tree::meta::hard_link_leader(ext),
                             _ => None,
                         };
-                        self.report_conflict(path, leader, rest);
+                        self.report_conflict(path, leader, rest)?;
                     }
                     return Ok(());
                 }
@@ -1197,7 +1208,7 @@ impl Planner<'_> {
                     self.label(&winner_author),
                     copy_note(copy.as_deref()),
                 );
-                self.report.conflicts.push(note);
+                self.lines.conflict(note)?;
             }
         }
         Ok(())
@@ -1206,26 +1217,42 @@ impl Planner<'_> {
     /// Reports `path`'s conflict (`rest`: the note after the path); the
     /// names of one hard-link set (`leader`) with the same note share one
     /// line.
-    fn report_conflict(&mut self, path: &[u8], leader: Option<Vec<u8>>, rest: String) {
+    fn report_conflict(
+        &mut self,
+        path: &[u8],
+        leader: Option<Vec<u8>>,
+        rest: String,
+    ) -> Result<()> {
         let name = relpath::display(path).to_string();
         let Some(leader) = leader else {
-            self.report.conflicts.push(format!("{name}: {rest}"));
-            return;
+            return self.lines.conflict(format!("{name}: {rest}"));
         };
         let key = (leader, rest);
         if let Some((at, names)) = self.link_conflicts.get_mut(&key) {
             names.push(name);
             let (first, others) = names.split_first().expect("one name at least");
-            self.report.conflicts[*at] = format!(
+            let joined = format!(
                 "{first}: {} (the same for {}: names of one hard-link set)",
                 key.1,
                 others.join(", ")
             );
-            return;
+            // Once the notes overflow to the report file (which has them
+            // as they came), a further name of the set gets a line of its
+            // own.
+            let (first, name) = (first.clone(), names.last().expect("pushed").clone());
+            match self.lines.held_conflict_mut(*at) {
+                Some(line) => *line = joined,
+                None => self.lines.conflict(format!(
+                    "{name}: {} (the same as for {first}: names of one hard-link set)",
+                    key.1
+                ))?,
+            }
+            return Ok(());
         }
-        self.report.conflicts.push(format!("{name}: {}", key.1));
-        self.link_conflicts
-            .insert(key, (self.report.conflicts.len() - 1, vec![name]));
+        self.lines.conflict(format!("{name}: {}", key.1))?;
+        let at = self.lines.conflicts.len() - 1;
+        self.link_conflicts.insert(key, (at, vec![name]));
+        Ok(())
     }
 
     /// Each member's own latest version of `path` (its last change of
@@ -1238,10 +1265,16 @@ impl Planner<'_> {
         version: &VersionVector,
     ) -> Result<Vec<(String, PathState, VersionVector)>> {
         let err = |e: rusqlite::Error| log_refusal(format!("reading the operation log: {e}"));
+        // By the log's index by path, as [`Self::merge_base`]: a scan of
+        // the whole log for each conflict made a packet of 200,000
+        // conflicts take hours.
+        self.index_log_paths()?;
         let mut statement = self
             .conn
             .prepare_cached(
-                "SELECT op FROM main.oplog WHERE instr(op, ?1) > 0
+                "SELECT o.op FROM batch.log_paths p
+                     JOIN main.oplog o ON o.origin = p.origin AND o.epoch = p.epoch
+                     WHERE p.path = ?1
                  UNION ALL SELECT op FROM batch.ops WHERE NOT repeat AND path = ?1",
             )
             .map_err(err)?;
@@ -1445,12 +1478,15 @@ impl Planner<'_> {
                 state: state.clone(),
             },
         };
-        self.local_ops.push(Operation {
-            origin: self.me,
-            epoch: self.own_epoch,
-            recorded: Timestamp::from_nanos(self.now_ns),
-            change,
-        });
+        self.local_ops.push(
+            self.conn,
+            Operation {
+                origin: self.me,
+                epoch: self.own_epoch,
+                recorded: Timestamp::from_nanos(self.now_ns),
+                change,
+            },
+        )?;
         self.set_planned(
             path,
             Entry {
@@ -1608,17 +1644,20 @@ impl Planner<'_> {
             };
             if entry.version == version {
                 self.own_epoch += 1;
-                self.local_ops.push(Operation {
-                    origin: self.me,
-                    epoch: self.own_epoch,
-                    recorded: Timestamp::from_nanos(self.now_ns),
-                    change: Change::Resolve {
-                        path,
-                        version,
-                        state: entry.state,
-                        author: entry.author,
+                self.local_ops.push(
+                    self.conn,
+                    Operation {
+                        origin: self.me,
+                        epoch: self.own_epoch,
+                        recorded: Timestamp::from_nanos(self.now_ns),
+                        change: Change::Resolve {
+                            path,
+                            version,
+                            state: entry.state,
+                            author: entry.author,
+                        },
                     },
-                });
+                )?;
             }
         }
         Ok(())
@@ -1689,12 +1728,13 @@ impl Planner<'_> {
             PathState::Deleted => "deletion".to_string(),
             ref other => crate::tree::scan::type_name(other).to_string(),
         };
-        self.report.conflicts.push(format!(
+        let note = format!(
             "{}: kept as a directory, it still has content; {}'s {what} gave way{}",
             relpath::display(path),
             self.label(&displaced.author),
             copy_note(copy.as_deref()),
-        ));
+        );
+        self.lines.conflict(note)?;
         Ok(true)
     }
 
@@ -1731,14 +1771,15 @@ impl Planner<'_> {
                 .is_some_and(|e| e.state != PathState::Deleted)
             {
                 let displaced = current.expect("checked");
-                self.report.conflicts.push(format!(
+                let note = format!(
                     "{}: made a directory again to hold {}; {}'s {} gave way{}",
                     relpath::display(ancestor),
                     relpath::display(path),
                     self.label(&displaced.author),
                     crate::tree::scan::type_name(&displaced.state),
                     copy_note(copy.as_deref()),
-                ));
+                );
+                self.lines.conflict(note)?;
             }
             changed = true;
         }
@@ -2158,7 +2199,8 @@ impl Planner<'_> {
         })?;
         spooled.flush(self.conn)?;
         jobs.finish(self.conn)?;
-        self.report.local_operations = self.local_ops.len() as u64;
+        self.local_ops.flush(self.conn)?;
+        self.report.local_operations = self.local_ops.len();
         if let Some((first, count)) = &self.too_long {
             let more = match count - 1 {
                 0 => String::new(),
@@ -2196,6 +2238,7 @@ impl Planner<'_> {
             recorded: self.recorded,
             copies_of: self.copies_of,
             report: self.report,
+            lines: self.lines,
         })
     }
 }
@@ -2441,11 +2484,14 @@ impl Planner<'_> {
         if !self.folding.folds() {
             return Ok(());
         }
-        let made_here: HashSet<Vec<u8>> = self
-            .local_ops
-            .iter()
-            .filter_map(|op| op.change.path_change().map(|c| c.path.clone()))
-            .collect();
+        let mut made_here: HashSet<Vec<u8>> = HashSet::new();
+        self.local_ops.flush(self.conn)?;
+        self.local_ops.for_each(self.conn, |op| {
+            if let Some(change) = op.change.path_change() {
+                made_here.insert(change.path.clone());
+            }
+            Ok::<(), Error>(())
+        })?;
         // In byte order. Held in memory: only where names fold.
         let mut new_paths: Vec<Vec<u8>> = Vec::new();
         let mut last: Option<Vec<u8>> = None;
@@ -2619,9 +2665,8 @@ impl Planner<'_> {
                 _ if at != path => continue,
                 _ => format!("kept {}; {not_made}", relpath::display(&holder)),
             };
-            self.report
-                .conflicts
-                .push(format!("{}: {clash}; {outcome}", relpath::display(&path)));
+            self.lines
+                .conflict(format!("{}: {clash}; {outcome}", relpath::display(&path)))?;
         }
         Ok(())
     }

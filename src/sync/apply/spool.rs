@@ -512,3 +512,123 @@ mod tests {
         batch.close(&state);
     }
 }
+
+/// The operations this replica records itself in a batch (conflict
+/// copies, resolutions, folders made again), in the table
+/// `batch.local_ops` of the batch's scratch database rather than a list in
+/// memory: a packet of concurrent versions can make one of each of its
+/// operations. Memory holds at most [`HELD`] before they are written; the
+/// commit reads them back a row at a time ([`LocalOps::for_each`]).
+#[derive(Debug)]
+pub(crate) struct LocalOps {
+    held: Vec<crate::ops::Operation>,
+    len: u64,
+    /// The first and last epochs given.
+    first: Option<u64>,
+    last: Option<u64>,
+    file: PathBuf,
+}
+
+impl LocalOps {
+    /// An empty table `batch.local_ops` (`file` is the scratch database's,
+    /// for errors).
+    pub fn create(conn: &Connection, file: &Path) -> Result<LocalOps> {
+        let ops = LocalOps {
+            held: Vec::new(),
+            len: 0,
+            first: None,
+            last: None,
+            file: file.to_path_buf(),
+        };
+        conn.execute_batch(
+            "DROP TABLE IF EXISTS batch.local_ops;
+             CREATE TABLE batch.local_ops (epoch INTEGER PRIMARY KEY, op BLOB NOT NULL);",
+        )
+        .map_err(|e| ops.write_error(e))?;
+        Ok(ops)
+    }
+
+    fn write_error(&self, e: rusqlite::Error) -> Error {
+        super::batch::write_error(
+            &self.file,
+            e,
+            || "noting this replica's own operations of the batch".to_string(),
+            |e| self.error(e),
+        )
+    }
+
+    fn error(&self, what: impl std::fmt::Display) -> Error {
+        Error::CorruptState {
+            path: self.file.clone(),
+            what: format!("this replica's operations of the batch: {what}"),
+        }
+    }
+
+    /// Adds `op`, whose epoch follows the last one's.
+    pub fn push(&mut self, conn: &Connection, op: crate::ops::Operation) -> Result<()> {
+        self.first.get_or_insert(op.epoch);
+        self.last = Some(op.epoch);
+        self.held.push(op);
+        self.len += 1;
+        if self.held.len() >= HELD {
+            self.flush(conn)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the operations held in memory to the table.
+    pub fn flush(&mut self, conn: &Connection) -> Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held);
+        let write = || -> rusqlite::Result<()> {
+            let tx = conn.unchecked_transaction()?;
+            {
+                let mut insert =
+                    tx.prepare_cached("INSERT INTO batch.local_ops (epoch, op) VALUES (?1, ?2)")?;
+                for op in &held {
+                    insert.execute(params![op.epoch as i64, op.encode()])?;
+                }
+            }
+            tx.commit()
+        };
+        write().map_err(|e| self.write_error(e))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first and last epochs of the operations, if any.
+    pub fn epochs(&self) -> Option<(u64, u64)> {
+        self.first.zip(self.last)
+    }
+
+    /// Calls `f` with every operation in epoch order, one row at a time,
+    /// through `conn` (the commit's transaction). Must be flushed.
+    pub fn for_each<E: From<Error>>(
+        &self,
+        conn: &Connection,
+        mut f: impl FnMut(&crate::ops::Operation) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        debug_assert!(self.held.is_empty(), "read before flush");
+        if self.len == 0 {
+            return Ok(());
+        }
+        let mut statement = conn
+            .prepare("SELECT op FROM batch.local_ops ORDER BY epoch")
+            .map_err(|e| self.error(e))?;
+        let mut rows = statement.query([]).map_err(|e| self.error(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+            let bytes: Vec<u8> = row.get(0).map_err(|e| self.error(e))?;
+            let op = crate::ops::Operation::decode(&bytes).map_err(|e| self.error(e))?;
+            f(&op)?;
+        }
+        Ok(())
+    }
+}
