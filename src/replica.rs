@@ -274,6 +274,9 @@ struct StatePieces<'a> {
     state: &'a State,
     /// Whether the table of pieces exists (else nothing is recorded).
     table: bool,
+    /// Pieces not recorded yet, [`scan::PIECE_PAGE`] at most.
+    page: Vec<(crate::ops::ChunkId, Vec<u8>)>,
+    page_bytes: usize,
     /// The first failure, reported once the scan is done; nothing is
     /// looked up or recorded after it.
     error: Option<Error>,
@@ -294,10 +297,17 @@ impl scan::PieceStore for StatePieces<'_> {
         if self.error.is_some() {
             return;
         }
-        match self.state.put_chunk_pieces_now(&page) {
+        self.page_bytes += page.iter().map(|(_, packed)| packed.len()).sum::<usize>();
+        self.page.extend(page);
+        if self.page_bytes < scan::PIECE_PAGE {
+            return;
+        }
+        match self.state.put_chunk_pieces_now(&self.page) {
             Ok(()) => self.table = true,
             Err(err) => self.error = Some(err),
         }
+        self.page.clear();
+        self.page_bytes = 0;
     }
 }
 
@@ -618,6 +628,8 @@ impl Replica {
             Some(_) => Some(StatePieces {
                 state: &self.state,
                 table: self.state.records_chunk_pieces()?,
+                page: Vec::new(),
+                page_bytes: 0,
                 error: None,
             }),
             None => None,
@@ -632,8 +644,13 @@ impl Replica {
             &preserve,
             store.as_mut().map(|s| s as &mut dyn scan::PieceStore),
         )?;
-        if let Some(err) = store.and_then(|s| s.error) {
-            return Err(err);
+        if let Some(store) = store {
+            if let Some(err) = store.error {
+                return Err(err);
+            }
+            // The last page goes with the record's own transaction: a
+            // scan that reads a few files commits nothing more.
+            outcome.pieces = store.page;
         }
         // The root's own state (the empty path) is readable only from
         // packet format 2.10 on, and sealed operations cannot be left out

@@ -487,15 +487,17 @@ pub struct ScanOutcome {
 pub trait PieceStore {
     /// Whether the pieces of `chunk` are recorded already.
     fn has(&mut self, chunk: &crate::ops::ChunkId) -> bool;
-    /// Records `page` now. An error is kept by the store for its owner to
-    /// report after the scan (a failure to write the state database is
-    /// not a fault of the file being read).
+    /// Takes `page` to record, by [`PIECE_PAGE`] or more at a time (one
+    /// commit, one sync, each). An error is kept by the store for its
+    /// owner to report after the scan (a failure to write the state
+    /// database is not a fault of the file being read).
     fn put(&mut self, page: Vec<(crate::ops::ChunkId, Vec<u8>)>);
 }
 
 /// Packed pieces a scan holds before handing them to its
-/// [`PieceStore`]: about 1,000 chunks' worth.
-const PIECE_PAGE: usize = 1 << 20;
+/// [`PieceStore`], and that a store holds before it records them: about
+/// 1,000 chunks' worth.
+pub const PIECE_PAGE: usize = 1 << 20;
 
 /// A callback given the on-disk path of a file.
 pub type PathHook<'a> = Box<dyn FnMut(&Path) + 'a>;
