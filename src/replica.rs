@@ -268,6 +268,49 @@ impl LockedReplica {
     }
 }
 
+/// The pieces a recording scan reads ([`scan::PieceStore`]), looked up
+/// and recorded in the replica's state database.
+struct StatePieces<'a> {
+    state: &'a State,
+    /// Whether the table of pieces exists (else nothing is recorded).
+    table: bool,
+    /// Pieces not recorded yet, [`scan::PIECE_PAGE`] at most.
+    page: Vec<(crate::ops::ChunkId, Vec<u8>)>,
+    page_bytes: usize,
+    /// The first failure, reported once the scan is done; nothing is
+    /// looked up or recorded after it.
+    error: Option<Error>,
+}
+
+impl scan::PieceStore for StatePieces<'_> {
+    fn has(&mut self, chunk: &crate::ops::ChunkId) -> bool {
+        if !self.table || self.error.is_some() {
+            return false;
+        }
+        self.state.has_chunk_pieces(chunk).unwrap_or_else(|err| {
+            self.error = Some(err);
+            false
+        })
+    }
+
+    fn put(&mut self, page: Vec<(crate::ops::ChunkId, Vec<u8>)>) {
+        if self.error.is_some() {
+            return;
+        }
+        self.page_bytes += page.iter().map(|(_, packed)| packed.len()).sum::<usize>();
+        self.page.extend(page);
+        if self.page_bytes < scan::PIECE_PAGE {
+            return;
+        }
+        match self.state.put_chunk_pieces_now(&self.page) {
+            Ok(()) => self.table = true,
+            Err(err) => self.error = Some(err),
+        }
+        self.page.clear();
+        self.page_bytes = 0;
+    }
+}
+
 /// Refuses `root` (a canonical path) when it lies in a replica (or is
 /// one): replicas do not nest. [`Error::AlreadyInReplica`] names the outer
 /// replica; [`Error::IsReplicaRoot`] says that `root` is one.
@@ -579,9 +622,36 @@ impl Replica {
             Ok(entries)
         };
         let preserve = self.preserve();
+        // A scan whose outcome is recorded records its chunks' pieces as
+        // it goes (see `scan::PieceStore`).
+        let mut store = match snapshots {
+            Some(_) => Some(StatePieces {
+                state: &self.state,
+                table: self.state.records_chunk_pieces()?,
+                page: Vec::new(),
+                page_bytes: 0,
+                error: None,
+            }),
+            None => None,
+        };
         let mut outcome = scan::scan(
-            &self.root, &excludes, folding, load, hooks, snapshots, &preserve,
+            &self.root,
+            &excludes,
+            folding,
+            load,
+            hooks,
+            snapshots,
+            &preserve,
+            store.as_mut().map(|s| s as &mut dyn scan::PieceStore),
         )?;
+        if let Some(store) = store {
+            if let Some(err) = store.error {
+                return Err(err);
+            }
+            // The last page goes with the record's own transaction: a
+            // scan that reads a few files commits nothing more.
+            outcome.pieces = store.page;
+        }
         // The root's own state (the empty path) is readable only from
         // packet format 2.10 on, and sealed operations cannot be left out
         // of a packet: while a member's packets show an older reader, a
@@ -772,6 +842,7 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
         &config
             .preserve()
             .unwrap_or_else(|_| crate::tree::meta::Preserve::default_for_user()),
+        None,
     )?;
     if let Some(nested) = outcome
         .warnings

@@ -404,6 +404,32 @@ impl State {
             .map_err(|source| self.db_error(source))
     }
 
+    /// Whether the state has a table of chunk pieces (the first scan or
+    /// import that records some makes it).
+    pub fn records_chunk_pieces(&self) -> Result<bool> {
+        self.has_table("chunk_pieces")
+    }
+
+    /// Whether the pieces of `chunk` are recorded; only once
+    /// [`State::records_chunk_pieces`].
+    pub fn has_chunk_pieces(&self, chunk: &ChunkId) -> Result<bool> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM chunk_pieces WHERE chunk = ?1")
+            .and_then(|mut statement| statement.exists([chunk.as_slice()]))
+            .map_err(|source| self.db_error(source))
+    }
+
+    /// [`put_chunk_pieces`] in a transaction of its own, outside any
+    /// other (a scan's pages, see [`crate::tree::scan::PieceStore`]): the
+    /// rows are true of their chunks whatever else is recorded, so they
+    /// need not wait for it.
+    pub fn put_chunk_pieces_now(&self, page: &[(ChunkId, Vec<u8>)]) -> Result<()> {
+        let write = |source| Self::write_error_at(&self.path, source);
+        let tx = self.conn.unchecked_transaction().map_err(write)?;
+        put_chunk_pieces(&tx, page).map_err(write)?;
+        tx.commit().map_err(write)
+    }
+
     /// Content requests (see `crate::sync::delta`) with `peer` in `role`
     /// (`asked`: this replica asked `peer`; `to_answer`: `peer` asked this
     /// replica; `answered`: this replica answered `peer`): each path and

@@ -235,6 +235,7 @@ fn adopt_into(
         &mut scan::ScanHooks::default(),
         None,
         &preserve,
+        None,
     )?;
     let mut local: HashMap<Vec<u8>, (PathState, Option<StatKey>)> = outcome
         .changes
