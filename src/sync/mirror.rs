@@ -44,10 +44,14 @@ pub use crate::replica::MirrorUndone as Undone;
 
 /// What a mirror does with one change its scan found (see the module
 /// documentation): `-status` says it before any command does it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fate {
     /// Only metadata changed on a replicated path: set back at once.
     SetBack,
+    /// A removed name of a hard-link set: linked again to this other name
+    /// of the set, held here with the family's content (a way of setting
+    /// it back: nothing is asked for).
+    Relinked(Vec<u8>),
     /// New content, a deletion or another kind of entry on a replicated
     /// path: set aside and the family's version asked for.
     SetAside,
@@ -55,7 +59,64 @@ pub enum Fate {
     LeftAlone,
 }
 
-/// The [`Fate`] of `change` on a mirror.
+impl Fate {
+    /// The word `-status -fmt json` gives it: "set back", "set aside" or
+    /// "left alone".
+    pub fn word(&self) -> &'static str {
+        match self {
+            Fate::SetBack | Fate::Relinked(_) => "set back",
+            Fate::SetAside => "set aside",
+            Fate::LeftAlone => "left alone",
+        }
+    }
+}
+
+/// The [`Fate`] of each of `changes` (a scan's, in its order) on the
+/// mirror `replica`: what [`keep_family_versions`] does with it, found
+/// the same way (a removed name of a hard-link set is linked again where
+/// [`keep_family_versions`] would link it; fix14i item 2: `-status` said
+/// it would be set aside and asked for).
+pub fn fates(
+    replica: &crate::replica::Replica,
+    changes: &[crate::tree::scan::LocalChange],
+) -> Result<Vec<Fate>> {
+    let confined = ConfinedRoot::open(&replica.root)?;
+    let entries = replica.entries()?;
+    let unusable = unusable_for_relinks(changes);
+    changes
+        .iter()
+        .map(|change| {
+            if let (PathState::Deleted, Some(PathState::File { ext, .. })) =
+                (&change.new, &change.old)
+            {
+                if let Some((other, _)) =
+                    relink_source(&confined, &entries, &unusable, &change.path, ext)?
+                {
+                    return Ok(Fate::Relinked(other));
+                }
+            }
+            Ok(fate(change))
+        })
+        .collect()
+}
+
+/// Paths whose content here is not the recorded one (or that are gone):
+/// no removed name of a hard-link set is linked to them.
+fn unusable_for_relinks(
+    changes: &[crate::tree::scan::LocalChange],
+) -> std::collections::HashSet<Vec<u8>> {
+    changes
+        .iter()
+        .filter(|change| match (&change.old, &change.new) {
+            (Some(PathState::File { chunks: a, .. }), PathState::File { chunks: b, .. }) => a != b,
+            _ => true,
+        })
+        .map(|change| change.path.clone())
+        .collect()
+}
+
+/// The [`Fate`] of `change` on a mirror, from the change alone (see
+/// [`fates`], which also knows what a removed name is linked to).
 pub fn fate(change: &crate::tree::scan::LocalChange) -> Fate {
     let Some(old) = &change.old else {
         return Fate::LeftAlone;
@@ -122,16 +183,7 @@ pub fn keep_family_versions(
     // Files given an inode of their own: renaming moved their folder's time.
     let mut renamed: Vec<Vec<u8>> = Vec::new();
     let entries = replica.entries()?;
-    // Paths whose content here is not the recorded one (or that are gone):
-    // no removed name of a hard-link set is linked to them.
-    let unusable: std::collections::HashSet<Vec<u8>> = changes
-        .iter()
-        .filter(|change| match (&change.old, &change.new) {
-            (Some(PathState::File { chunks: a, .. }), PathState::File { chunks: b, .. }) => a != b,
-            _ => true,
-        })
-        .map(|change| change.path.clone())
-        .collect();
+    let unusable = unusable_for_relinks(&changes);
     // Deletions come deepest first, then the rest in path order: what is
     // under a folder set aside went with it.
     for change in changes {
@@ -413,6 +465,30 @@ fn relink(
     ext: &crate::ops::Extensions,
     place: &crate::tree::confined::Place,
 ) -> Result<Option<Vec<u8>>> {
+    let Some((other, from)) = relink_source(confined, entries, unusable, path, ext)? else {
+        return Ok(None);
+    };
+    rustix::fs::linkat(
+        from.parent(),
+        from.name(),
+        place.parent(),
+        place.name(),
+        rustix::fs::AtFlags::empty(),
+    )
+    .map_err(|e| Error::io(place.display_path(), e.into()))?;
+    Ok(Some(other))
+}
+
+/// The name [`relink`] links the removed name `path` to, and where it is:
+/// the first (in byte order) other name of its recorded hard-link set that
+/// is a regular file here and not in `unusable`.
+fn relink_source(
+    confined: &ConfinedRoot,
+    entries: &std::collections::HashMap<Vec<u8>, crate::store::state::RecordedEntry>,
+    unusable: &std::collections::HashSet<Vec<u8>>,
+    path: &[u8],
+    ext: &crate::ops::Extensions,
+) -> Result<Option<(Vec<u8>, crate::tree::confined::Place)>> {
     use crate::tree::meta::hard_link_leader;
     let Some(leader) = hard_link_leader(ext) else {
         return Ok(None);
@@ -438,15 +514,7 @@ fn relink(
         {
             continue;
         }
-        rustix::fs::linkat(
-            from.parent(),
-            from.name(),
-            place.parent(),
-            place.name(),
-            rustix::fs::AtFlags::empty(),
-        )
-        .map_err(|e| Error::io(place.display_path(), e.into()))?;
-        return Ok(Some(other.clone()));
+        return Ok(Some((other.clone(), from)));
     }
     Ok(None)
 }
