@@ -364,7 +364,19 @@ pub fn keep_family_versions(
     if !rustix::process::geteuid().is_root() {
         unapplied.forget("owner");
     }
-    undone.notes.extend(unapplied.lines());
+    // What this user can never apply (not root: a group it is not a
+    // member of, security.* attributes) is no failure to set back either:
+    // said once per item with a count, as an import says it (fix14i item
+    // 3: a "not set back: group" line at every command).
+    let (not_root, other): (Vec<_>, Vec<_>) = std::mem::take(&mut unapplied.0)
+        .into_iter()
+        .partition(|(_, (_, why))| why.starts_with("not running as root"));
+    undone.not_applied = crate::sync::apply::unapplied_notes(&crate::tree::meta::Unapplied(
+        not_root.into_iter().collect(),
+    ));
+    undone
+        .notes
+        .extend(crate::tree::meta::Unapplied(other.into_iter().collect()).lines());
     // What a folder set aside held is gone with it: forgotten too, and
     // asked for (the folder's re-assertion alone would not bring it).
     // Moving a path aside (or linking one again) moved its folder's time:
@@ -689,6 +701,12 @@ pub fn notes(undone: &Undone) -> Vec<String> {
             .notes
             .iter()
             .map(|note| format!("mirror: not set back: {note}")),
+    );
+    notes.extend(
+        undone
+            .not_applied
+            .iter()
+            .map(|note| format!("not applied here: {note}")),
     );
     // New local paths the family does not have are not repeated by every
     // command (they are found by every scan): `-status` lists them.
