@@ -435,9 +435,14 @@ pub struct MirrorUndone {
     /// Names of a hard-link set removed here, made again as links to
     /// another name of the set held here: (path, linked to).
     pub relinked: Vec<(Vec<u8>, Vec<u8>)>,
-    /// What could not be set back (items this user cannot apply, with
-    /// counts; a hard-link leader out of reach).
+    /// What could not be set back (items that failed for another reason
+    /// than this user's rights, with counts; a hard-link leader out of
+    /// reach).
     pub notes: Vec<String>,
+    /// Items this user can never apply (not root), one line per item with
+    /// a count, as an import says them ("not applied here"): not a failure
+    /// to set back.
+    pub not_applied: Vec<String>,
     /// New local paths the family does not have: left alone, not recorded.
     pub local_only: usize,
     /// The member asked for the family's versions.

@@ -1503,6 +1503,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Some(upstream) => Some(crate::sync::mirror::upstream_name(&replica, upstream)?),
             None => None,
         };
+        // What a mirror's next command does with each change.
+        let fates = match mirror_of {
+            Some(_) => crate::sync::mirror::fates(&replica, &outcome.changes)?,
+            None => Vec::new(),
+        };
+        let mirror = mirror_of
+            .as_deref()
+            .map(|upstream| (upstream, fates.as_slice()));
         if args.fmt == cli::Format::Json {
             let json = crate::cli::render::status::status_json(
                 &replica.identity.replica_name,
@@ -1510,7 +1518,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &outcome,
                 &missing,
                 &failed,
-                mirror_of.as_deref(),
+                mirror,
             );
             cli::report::print_data(format_args!("{}\n", serde_json::to_string_pretty(&json)?));
             return Ok(());
@@ -1523,7 +1531,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &outcome,
                 &missing,
                 &failed,
-                mirror_of.as_deref(),
+                mirror,
             )
         );
         cli::warn_missing(NAME, &replica.identity.replica_name, &missing);

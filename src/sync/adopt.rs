@@ -301,6 +301,9 @@ fn adopt_into(
     // Files whose content here is the family's: a hard-link set is linked
     // only to a leader among them.
     let mut same_content: HashSet<&[u8]> = HashSet::new();
+    // Per hard-link set whose first name this member excludes: the first
+    // of its names here, in path order, to which the others are linked.
+    let mut stand_in: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     // The family's metadata, set after every entry is placed through the
     // apply engine's own code: files, links and specials in path order
     // (every hard-link leader is in place by then), then directories
@@ -360,7 +363,7 @@ fn adopt_into(
                     kind: MetaKind::Directory,
                     mode: Some(*mode),
                     mtime: *mtime,
-                    ext,
+                    ext: std::borrow::Cow::Borrowed(ext),
                 });
                 present.insert(path.clone());
             }
@@ -390,7 +393,7 @@ fn adopt_into(
                     kind: MetaKind::Symlink,
                     mode: None,
                     mtime,
-                    ext,
+                    ext: std::borrow::Cow::Borrowed(ext),
                 });
                 present.insert(path.clone());
             }
@@ -412,11 +415,33 @@ fn adopt_into(
                     )) if local_chunks == chunks => Some(*local_mtime),
                     _ => None,
                 };
+                // A set whose first name this member excludes: its other
+                // names are linked to the first of them here, as at a
+                // creation import (fix14i item 1: each waited for a leader
+                // that never comes, and was asked for).
+                let mut ext = std::borrow::Cow::Borrowed(ext);
+                let mut leader = crate::tree::meta::hard_link_leader(&ext);
+                if let Some(excluded) = leader.as_ref().filter(|l| {
+                    preserve.hardlinks
+                        && *l != path
+                        && (crate::tree::excludes::is_local_only(l)
+                            || excludes.excludes_relative(l, false, false))
+                }) {
+                    let first = stand_in
+                        .entry(excluded.clone())
+                        .or_insert_with(|| path.clone())
+                        .clone();
+                    ext.to_mut().insert(
+                        crate::tree::meta::keys::HARD_LINK,
+                        crate::tree::meta::encode(&first),
+                    );
+                    leader = Some(first);
+                }
                 // A name of a hard-link set whose leader does not hold the
                 // family's content yet waits for it with the leader: it is
                 // linked to the leader the answer places.
                 let leader_waits = preserve.hardlinks
-                    && crate::tree::meta::hard_link_leader(ext).is_some_and(|leader| {
+                    && leader.is_some_and(|leader| {
                         leader != *path && !same_content.contains(leader.as_slice())
                     });
                 match (local_mtime, here) {
@@ -427,7 +452,7 @@ fn adopt_into(
                             kind: MetaKind::File,
                             mode: Some(*mode),
                             mtime: (local_mtime != *mtime).then_some(*mtime),
-                            ext,
+                            ext: ext.clone(),
                         });
                         kept += 1;
                     }
@@ -449,7 +474,7 @@ fn adopt_into(
                             kind: MetaKind::File,
                             mode: Some(*mode),
                             mtime: Some(*mtime),
-                            ext,
+                            ext: ext.clone(),
                         });
                         made += 1;
                     }
@@ -508,7 +533,7 @@ fn adopt_into(
                     kind: MetaKind::Special,
                     mode: Some(*mode),
                     mtime,
-                    ext,
+                    ext: std::borrow::Cow::Borrowed(ext),
                 });
                 present.insert(path.clone());
             }
@@ -526,7 +551,7 @@ fn adopt_into(
             job.kind,
             job.mode,
             job.mtime,
-            job.ext,
+            &job.ext,
             &preserve,
             &mut names,
             &mut unapplied,
@@ -686,7 +711,7 @@ struct MetaJob<'a> {
     mode: Option<u32>,
     /// `None`: the time here is the family's already.
     mtime: Option<Timestamp>,
-    ext: &'a Extensions,
+    ext: std::borrow::Cow<'a, Extensions>,
 }
 
 /// Whether `local` (as the scan read it) differs from `family` in

@@ -44,10 +44,14 @@ pub use crate::replica::MirrorUndone as Undone;
 
 /// What a mirror does with one change its scan found (see the module
 /// documentation): `-status` says it before any command does it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fate {
     /// Only metadata changed on a replicated path: set back at once.
     SetBack,
+    /// A removed name of a hard-link set: linked again to this other name
+    /// of the set, held here with the family's content (a way of setting
+    /// it back: nothing is asked for).
+    Relinked(Vec<u8>),
     /// New content, a deletion or another kind of entry on a replicated
     /// path: set aside and the family's version asked for.
     SetAside,
@@ -55,7 +59,64 @@ pub enum Fate {
     LeftAlone,
 }
 
-/// The [`Fate`] of `change` on a mirror.
+impl Fate {
+    /// The word `-status -fmt json` gives it: "set back", "set aside" or
+    /// "left alone".
+    pub fn word(&self) -> &'static str {
+        match self {
+            Fate::SetBack | Fate::Relinked(_) => "set back",
+            Fate::SetAside => "set aside",
+            Fate::LeftAlone => "left alone",
+        }
+    }
+}
+
+/// The [`Fate`] of each of `changes` (a scan's, in its order) on the
+/// mirror `replica`: what [`keep_family_versions`] does with it, found
+/// the same way (a removed name of a hard-link set is linked again where
+/// [`keep_family_versions`] would link it; fix14i item 2: `-status` said
+/// it would be set aside and asked for).
+pub fn fates(
+    replica: &crate::replica::Replica,
+    changes: &[crate::tree::scan::LocalChange],
+) -> Result<Vec<Fate>> {
+    let confined = ConfinedRoot::open(&replica.root)?;
+    let entries = replica.entries()?;
+    let unusable = unusable_for_relinks(changes);
+    changes
+        .iter()
+        .map(|change| {
+            if let (PathState::Deleted, Some(PathState::File { ext, .. })) =
+                (&change.new, &change.old)
+            {
+                if let Some((other, _)) =
+                    relink_source(&confined, &entries, &unusable, &change.path, ext)?
+                {
+                    return Ok(Fate::Relinked(other));
+                }
+            }
+            Ok(fate(change))
+        })
+        .collect()
+}
+
+/// Paths whose content here is not the recorded one (or that are gone):
+/// no removed name of a hard-link set is linked to them.
+fn unusable_for_relinks(
+    changes: &[crate::tree::scan::LocalChange],
+) -> std::collections::HashSet<Vec<u8>> {
+    changes
+        .iter()
+        .filter(|change| match (&change.old, &change.new) {
+            (Some(PathState::File { chunks: a, .. }), PathState::File { chunks: b, .. }) => a != b,
+            _ => true,
+        })
+        .map(|change| change.path.clone())
+        .collect()
+}
+
+/// The [`Fate`] of `change` on a mirror, from the change alone (see
+/// [`fates`], which also knows what a removed name is linked to).
 pub fn fate(change: &crate::tree::scan::LocalChange) -> Fate {
     let Some(old) = &change.old else {
         return Fate::LeftAlone;
@@ -122,16 +183,7 @@ pub fn keep_family_versions(
     // Files given an inode of their own: renaming moved their folder's time.
     let mut renamed: Vec<Vec<u8>> = Vec::new();
     let entries = replica.entries()?;
-    // Paths whose content here is not the recorded one (or that are gone):
-    // no removed name of a hard-link set is linked to them.
-    let unusable: std::collections::HashSet<Vec<u8>> = changes
-        .iter()
-        .filter(|change| match (&change.old, &change.new) {
-            (Some(PathState::File { chunks: a, .. }), PathState::File { chunks: b, .. }) => a != b,
-            _ => true,
-        })
-        .map(|change| change.path.clone())
-        .collect();
+    let unusable = unusable_for_relinks(&changes);
     // Deletions come deepest first, then the rest in path order: what is
     // under a folder set aside went with it.
     for change in changes {
@@ -312,7 +364,19 @@ pub fn keep_family_versions(
     if !rustix::process::geteuid().is_root() {
         unapplied.forget("owner");
     }
-    undone.notes.extend(unapplied.lines());
+    // What this user can never apply (not root: a group it is not a
+    // member of, security.* attributes) is no failure to set back either:
+    // said once per item with a count, as an import says it (fix14i item
+    // 3: a "not set back: group" line at every command).
+    let (not_root, other): (Vec<_>, Vec<_>) = std::mem::take(&mut unapplied.0)
+        .into_iter()
+        .partition(|(_, (_, why))| why.starts_with("not running as root"));
+    undone.not_applied = crate::sync::apply::unapplied_notes(&crate::tree::meta::Unapplied(
+        not_root.into_iter().collect(),
+    ));
+    undone
+        .notes
+        .extend(crate::tree::meta::Unapplied(other.into_iter().collect()).lines());
     // What a folder set aside held is gone with it: forgotten too, and
     // asked for (the folder's re-assertion alone would not bring it).
     // Moving a path aside (or linking one again) moved its folder's time:
@@ -413,6 +477,30 @@ fn relink(
     ext: &crate::ops::Extensions,
     place: &crate::tree::confined::Place,
 ) -> Result<Option<Vec<u8>>> {
+    let Some((other, from)) = relink_source(confined, entries, unusable, path, ext)? else {
+        return Ok(None);
+    };
+    rustix::fs::linkat(
+        from.parent(),
+        from.name(),
+        place.parent(),
+        place.name(),
+        rustix::fs::AtFlags::empty(),
+    )
+    .map_err(|e| Error::io(place.display_path(), e.into()))?;
+    Ok(Some(other))
+}
+
+/// The name [`relink`] links the removed name `path` to, and where it is:
+/// the first (in byte order) other name of its recorded hard-link set that
+/// is a regular file here and not in `unusable`.
+fn relink_source(
+    confined: &ConfinedRoot,
+    entries: &std::collections::HashMap<Vec<u8>, crate::store::state::RecordedEntry>,
+    unusable: &std::collections::HashSet<Vec<u8>>,
+    path: &[u8],
+    ext: &crate::ops::Extensions,
+) -> Result<Option<(Vec<u8>, crate::tree::confined::Place)>> {
     use crate::tree::meta::hard_link_leader;
     let Some(leader) = hard_link_leader(ext) else {
         return Ok(None);
@@ -438,15 +526,7 @@ fn relink(
         {
             continue;
         }
-        rustix::fs::linkat(
-            from.parent(),
-            from.name(),
-            place.parent(),
-            place.name(),
-            rustix::fs::AtFlags::empty(),
-        )
-        .map_err(|e| Error::io(place.display_path(), e.into()))?;
-        return Ok(Some(other.clone()));
+        return Ok(Some((other.clone(), from)));
     }
     Ok(None)
 }
@@ -621,6 +701,12 @@ pub fn notes(undone: &Undone) -> Vec<String> {
             .notes
             .iter()
             .map(|note| format!("mirror: not set back: {note}")),
+    );
+    notes.extend(
+        undone
+            .not_applied
+            .iter()
+            .map(|note| format!("not applied here: {note}")),
     );
     // New local paths the family does not have are not repeated by every
     // command (they are found by every scan): `-status` lists them.

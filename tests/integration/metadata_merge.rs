@@ -1051,3 +1051,175 @@ fn a_hard_link_sets_conflict_is_reported_once_per_set() {
         assert!(lines[0].contains(name), "{}", imported.stdout);
     }
 }
+
+/// The relative paths under `root` (state folder left out) with
+/// "sync-conflict" in them, sorted.
+fn conflict_copy_paths(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            if rel == ".syncreplica" {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else if rel.contains("sync-conflict") {
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Both members change the content of a hard-link set of three names at
+/// once: one conflict, said once for the set, and one copy of the losing
+/// version (a file of its own), the names staying links of the kept
+/// version at both (fix14i item 4: three lines and three copies).
+#[test]
+fn a_content_conflict_on_a_hard_link_set_is_one_conflict_with_one_copy() {
+    let fam = family(&["a", "b"], &[("f.txt", "start\n")]);
+    let (a, b) = (fam.root("a"), fam.root("b"));
+    std::fs::create_dir(a.join("sub")).unwrap();
+    std::fs::hard_link(a.join("f.txt"), a.join("g.txt")).unwrap();
+    std::fs::hard_link(a.join("f.txt"), a.join("sub/h.txt")).unwrap();
+    fam.send("a", "b", "links");
+    write_keeping_root_time(&a, "f.txt", "from a\n");
+    write_keeping_root_time(&b, "f.txt", "from b, longer\n");
+    run(&a, "syncreplica", ["-record"]).ok();
+    run(&b, "syncreplica", ["-record"]).ok();
+    let to_b = fam.packet_dir("to-b");
+    let to_a = fam.packet_dir("to-a");
+    export_to(&a, &to_b, &["b"], &[]).ok();
+    export_to(&b, &to_a, &["a"], &[]).ok();
+    let at_b = import_from(&b, &[&to_b]).ok();
+    let at_a = import_from(&a, &[&to_a]).ok();
+    for (root, imported) in [(&a, &at_a), (&b, &at_b)] {
+        let lines: Vec<&str> = imported
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("  conflict: "))
+            .collect();
+        assert_eq!(lines.len(), 1, "{}", imported.stdout);
+        for name in ["f.txt", "g.txt", "sub/h.txt", "names of one hard-link set"] {
+            assert!(lines[0].contains(name), "{name}: {}", imported.stdout);
+        }
+        assert_eq!(
+            conflict_copy_paths(root).len(),
+            1,
+            "{:?}\n{}",
+            conflict_copy_paths(root),
+            imported.stdout
+        );
+        let ino = |path: &str| std::fs::metadata(root.join(path)).unwrap().ino();
+        assert_eq!(ino("f.txt"), ino("g.txt"), "{}", imported.stdout);
+        assert_eq!(ino("f.txt"), ino("sub/h.txt"), "{}", imported.stdout);
+        let copy = &conflict_copy_paths(root)[0];
+        assert_ne!(ino(copy), ino("f.txt"), "the copy is a name of the set");
+    }
+    let kept = std::fs::read_to_string(a.join("f.txt")).unwrap();
+    let copy = std::fs::read_to_string(a.join(&conflict_copy_paths(&a)[0])).unwrap();
+    let mut both = [kept, copy];
+    both.sort();
+    assert_eq!(
+        both,
+        ["from a\n".to_string(), "from b, longer\n".to_string()]
+    );
+    assert_eq!(conflict_copy_paths(&a), conflict_copy_paths(&b));
+    // One more exchange each way brings nothing new, and both are the
+    // same tree.
+    fam.send("a", "b", "after-1");
+    fam.send("b", "a", "after-2");
+    assert_eq!(tree_listing(&a), tree_listing(&b));
+    for root in [&a, &b] {
+        let ino = |path: &str| std::fs::metadata(root.join(path)).unwrap().ino();
+        assert_eq!(ino("f.txt"), ino("sub/h.txt"));
+        assert_eq!(
+            conflict_copy_paths(root).len(),
+            1,
+            "{:?}",
+            conflict_copy_paths(root)
+        );
+        let status = run(root, "syncreplica", ["-status"]).ok();
+        assert!(
+            status.stdout.contains("no changes to record"),
+            "{}",
+            status.stdout
+        );
+    }
+}
+
+/// After a three-way merge of metadata, once both members have imported
+/// each other's resolution, neither has anything to record or to send
+/// (fix14i item 5: each recorded one more change, and the next exports
+/// shipped a packet with nothing new).
+#[test]
+fn a_merged_change_leaves_nothing_to_record_or_send_once_exchanged() {
+    if skip() {
+        return;
+    }
+    let fam = family(
+        &["boston", "lambik"],
+        &[("passwd", "p\n"), ("ssh/cfg", "c\n"), ("xf", "x\n")],
+    );
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    sh(
+        &boston,
+        "chown 4242 passwd && chown 1000 ssh && chmod 600 xf
+         setfattr -n user.both -v boston passwd
+         setfacl -m u:4242:r ssh/cfg
+         chown 4242:4343 . && setfacl -m u:4242:rx . && setfattr -n user.side -v boston .
+         touch -d '2011-01-01' ssh .",
+    );
+    sh(
+        &lambik,
+        "chmod 600 passwd && chmod 700 ssh && chown 4242 xf
+         setfattr -n user.both -v lambik passwd
+         setfacl -m g:4343:r ssh/cfg
+         chown 1000:1000 . && setfacl -m g:4343:rx . && setfattr -n user.side -v lambik .
+         touch -d '2012-02-02' ssh .",
+    );
+    run(&boston, "syncreplica", ["-record"]).ok();
+    run(&lambik, "syncreplica", ["-record"]).ok();
+    cross(&fam, "1");
+    assert_eq!(differences(&boston, &lambik), Vec::<String>::new());
+    for member in [&boston, &lambik] {
+        let status = run(member, "syncreplica", ["-status"]).ok();
+        assert!(
+            status.stdout.contains("no changes to record"),
+            "after the merge: {}",
+            status.stdout
+        );
+    }
+    // Each sends its resolution; the other has it already.
+    let (at_boston, at_lambik) = cross(&fam, "2");
+    for imported in [&at_boston, &at_lambik] {
+        assert!(
+            !imported.stdout.contains("conflict:"),
+            "{}",
+            imported.stdout
+        );
+    }
+    for member in [&boston, &lambik] {
+        let status = run(member, "syncreplica", ["-status"]).ok();
+        assert!(
+            status.stdout.contains("no changes to record"),
+            "{}",
+            status.stdout
+        );
+    }
+    for (from, to) in [(&boston, "lambik"), (&lambik, "boston")] {
+        let out = fam.packet_dir(&format!("3-to-{to}"));
+        let exported = export_to(from, &out, &[to], &[]).ok();
+        assert!(
+            exported
+                .stdout
+                .contains(&format!("{to} lacks nothing from this replica")),
+            "{}",
+            exported.stdout
+        );
+    }
+}

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::store::state::FailedStep;
+use crate::sync::mirror::Fate;
 use crate::tree::relpath;
 use crate::tree::scan::ScanOutcome;
 
@@ -10,16 +11,17 @@ use crate::tree::scan::ScanOutcome;
 /// `missing`: paths the family holds that this replica lacks since its
 /// exclude rules changed (`sync::record`); not changes to record.
 /// `failed`: disk steps imports could not do (`sync::apply`, rule 9).
-/// `mirror_of`: the upstream's name when this replica is a mirror, which
-/// records none of its changes: each is listed with what the next
-/// `-record` or `-import` does with it (`sync::mirror::fate`).
+/// `mirror`: the upstream's name when this replica is a mirror, which
+/// records none of its changes, and what the next `-record` or `-import`
+/// does with each change (`sync::mirror::fates`, in the changes' order):
+/// each is listed with it.
 pub fn render_status(
     replica_name: &str,
     root: &Path,
     outcome: &ScanOutcome,
     missing: &[Vec<u8>],
     failed: &[FailedStep],
-    mirror_of: Option<&str>,
+    mirror: Option<(&str, &[Fate])>,
 ) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -34,8 +36,8 @@ pub fn render_status(
         render_failed(&mut out, replica_name, failed);
         return out;
     }
-    if let (Some(upstream), true) = (mirror_of, count > 0) {
-        render_mirror(&mut out, replica_name, root, outcome, upstream);
+    if let (Some((upstream, fates)), true) = (mirror, count > 0) {
+        render_mirror(&mut out, replica_name, root, outcome, upstream, fates);
         render_tail(&mut out, replica_name, outcome, missing, failed);
         return out;
     }
@@ -90,20 +92,19 @@ fn render_mirror(
     root: &Path,
     outcome: &ScanOutcome,
     upstream: &str,
+    fates: &[Fate],
 ) {
-    use crate::sync::mirror::{fate, Fate};
     use std::fmt::Write;
     let upstream = crate::error::printable(upstream);
-    let count = |which: Fate| outcome.changes.iter().filter(|c| fate(c) == which).count() as u64;
+    let alone = fates.iter().filter(|f| **f == Fate::LeftAlone).count() as u64;
+    let undone = fates.len() as u64 - alone;
     let mut parts = Vec::new();
-    let undone = count(Fate::SetBack) + count(Fate::SetAside);
     if undone > 0 {
         parts.push(format!(
             "undoes {}",
             crate::cli::counted(undone, "local change", "local changes")
         ));
     }
-    let alone = count(Fate::LeftAlone);
     if alone > 0 {
         parts.push(format!(
             "leaves {} the family does not have alone",
@@ -117,9 +118,13 @@ fn render_mirror(
         root.display(),
         parts.join(" and ")
     );
-    for change in &outcome.changes {
-        let what = match fate(change) {
+    for (change, fate) in outcome.changes.iter().zip(fates) {
+        let what = match fate {
             Fate::SetBack => "metadata set back to the family's".to_string(),
+            Fate::Relinked(to) => format!(
+                "set back: linked again to {}, a name of its hard-link set",
+                relpath::display(to)
+            ),
             Fate::SetAside => format!(
                 "set aside under .syncreplica/deleted, the family's version asked for from \"{upstream}\""
             ),
@@ -245,7 +250,7 @@ pub fn status_json(
     outcome: &ScanOutcome,
     missing: &[Vec<u8>],
     failed: &[FailedStep],
-    mirror_of: Option<&str>,
+    mirror: Option<(&str, &[Fate])>,
 ) -> StatusJson {
     use crate::ops::PathState;
     use crate::tree::scan::type_name;
@@ -260,18 +265,15 @@ pub fn status_json(
         changes: outcome
             .changes
             .iter()
-            .map(|change| ChangeJson {
+            .enumerate()
+            .map(|(n, change)| ChangeJson {
                 change: change.kind().label(),
                 path: relpath::display(&change.path),
                 was: change.old.as_ref().map(type_name),
                 now: type_name(&change.new),
                 old_mode: change.old.as_ref().and_then(mode),
                 new_mode: mode(&change.new),
-                mirror: mirror_of.map(|_| match crate::sync::mirror::fate(change) {
-                    crate::sync::mirror::Fate::SetBack => "set back",
-                    crate::sync::mirror::Fate::SetAside => "set aside",
-                    crate::sync::mirror::Fate::LeftAlone => "left alone",
-                }),
+                mirror: mirror.and_then(|(_, fates)| fates.get(n)).map(Fate::word),
             })
             .collect(),
         newly_excluded: outcome
@@ -291,6 +293,6 @@ pub fn status_json(
                 error: step.error.clone(),
             })
             .collect(),
-        mirror_of: mirror_of.map(str::to_string),
+        mirror_of: mirror.map(|(upstream, _)| upstream.to_string()),
     }
 }

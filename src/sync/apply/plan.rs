@@ -458,6 +458,12 @@ struct Planner<'a> {
     /// note after its path) -> (place in `lines.conflicts`, the names):
     /// a set's names share one inode, so one conflict is said once.
     link_conflicts: HashMap<(Vec<u8>, String), (usize, Vec<String>)>,
+    /// Content conflicts of hard-link sets reported so far: (leader, the
+    /// losing version, its author, the winner's author) -> (place in
+    /// `lines.conflicts`, the names, the note after the first name): one
+    /// conflict and one copy per set.
+    link_copies:
+        HashMap<(Vec<u8>, Vec<crate::ops::ChunkRef>, Id, Id), (usize, Vec<String>, String)>,
     report: ApplyReport,
     /// The conflicts' notes, the first held, the rest in a report file.
     lines: Lines,
@@ -592,6 +598,7 @@ pub(crate) fn plan(replica: &Replica, batch: &OpBatch) -> Result<Plan> {
         resolved: BTreeMap::new(),
         copies_of: HashMap::new(),
         link_conflicts: HashMap::new(),
+        link_copies: HashMap::new(),
         report: ApplyReport::default(),
         lines: Lines::new(&replica.state_dir()),
         now_ns: crate::sys::clock::now_ns(),
@@ -1197,10 +1204,28 @@ impl Planner<'_> {
                         author: winner_author,
                     },
                 )?;
-                let copy = self.conflict_copy(path, &loser, loser_author, Some(&winner))?;
-                let note = format!(
-                    "{}: concurrent changes by {} ({}) and {} ({}); kept {}'s{}",
-                    relpath::display(path),
+                // The names of one hard-link set are one file: one
+                // conflict, said once for the set, with one copy, named
+                // after the set's first name at every member (fix14i item
+                // 4: one line and one copy per name).
+                let set = same_link_set(&winner, &loser).map(|leader| {
+                    let chunks = match &loser {
+                        PathState::File { chunks, .. } => chunks.clone(),
+                        _ => Vec::new(),
+                    };
+                    (leader, chunks, loser_author, winner_author)
+                });
+                let name = relpath::display(path).to_string();
+                if let Some((at, names, rest)) =
+                    set.as_ref().and_then(|key| self.link_copies.get_mut(key))
+                {
+                    names.push(name);
+                    return link_set_line(&mut self.lines, *at, names, rest);
+                }
+                let copy_at = set.as_ref().map_or(path, |(leader, ..)| leader.as_slice());
+                let copy = self.conflict_copy(copy_at, &loser, loser_author, Some(&winner))?;
+                let rest = format!(
+                    "concurrent changes by {} ({}) and {} ({}); kept {}'s{}",
                     self.label(&winner_author),
                     change_word(&winner),
                     self.label(&loser_author),
@@ -1208,7 +1233,11 @@ impl Planner<'_> {
                     self.label(&winner_author),
                     copy_note(copy.as_deref()),
                 );
-                self.lines.conflict(note)?;
+                self.lines.conflict(format!("{name}: {rest}"))?;
+                if let Some(key) = set {
+                    self.link_copies
+                        .insert(key, (self.lines.conflicts.len() - 1, vec![name], rest));
+                }
             }
         }
         Ok(())
@@ -1230,24 +1259,7 @@ impl Planner<'_> {
         let key = (leader, rest);
         if let Some((at, names)) = self.link_conflicts.get_mut(&key) {
             names.push(name);
-            let (first, others) = names.split_first().expect("one name at least");
-            let joined = format!(
-                "{first}: {} (the same for {}: names of one hard-link set)",
-                key.1,
-                others.join(", ")
-            );
-            // Once the notes overflow to the report file (which has them
-            // as they came), a further name of the set gets a line of its
-            // own.
-            let (first, name) = (first.clone(), names.last().expect("pushed").clone());
-            match self.lines.held_conflict_mut(*at) {
-                Some(line) => *line = joined,
-                None => self.lines.conflict(format!(
-                    "{name}: {} (the same as for {first}: names of one hard-link set)",
-                    key.1
-                ))?,
-            }
-            return Ok(());
+            return link_set_line(&mut self.lines, *at, names, &key.1);
         }
         self.lines.conflict(format!("{name}: {}", key.1))?;
         let at = self.lines.conflicts.len() - 1;
@@ -1540,6 +1552,10 @@ impl Planner<'_> {
             (PathState::Symlink { mtime, .. }, _) => *mtime,
             _ => return Ok(None),
         };
+        // A copy is a file of its own: never another name of the loser's
+        // hard-link set (it would be linked to the set's kept version).
+        let kept = without_hard_link(loser);
+        let loser = &kept;
         let who = self.label(&loser_author);
         for attempt in 1..=100 {
             let label = if attempt == 1 {
@@ -1567,7 +1583,7 @@ impl Planner<'_> {
             if self.fold_taken(&copy)? {
                 continue; // another spelling of it is taken on this filesystem
             }
-            self.local_operation(&copy, loser.clone())?;
+            self.local_operation(&copy, kept.clone())?;
             return Ok(Some(copy));
         }
         Ok(None)
@@ -1861,6 +1877,9 @@ impl Planner<'_> {
         // Parents of changed paths: their mtime moves as names are placed
         // or removed, and is put back to the recorded one at the end.
         let mut parents = Folders::create(self.conn, self.planned.file())?;
+        // Hard-link sets whose first name this replica excludes: see
+        // [`Planner::stand_in_leader`].
+        let mut stand_ins = StandIns::default();
         let mut last: Option<Vec<u8>> = None;
         loop {
             let page = self
@@ -1871,6 +1890,7 @@ impl Planner<'_> {
             };
             last = Some(end.clone());
             for (path, entry) in &page {
+                self.note_stand_in(&mut stand_ins, path, &entry.state)?;
                 let before = self
                     .recorded
                     .get(path)
@@ -1948,12 +1968,15 @@ impl Planner<'_> {
                         chunks,
                         ext,
                     } => {
+                        // Linked to the first name of its set held here when
+                        // this replica excludes the set's own first name.
+                        let linked_ext = self.stand_in_leader(&mut stand_ins, path, chunks, ext)?;
                         let set_meta = Action::SetMeta {
                             path: p.clone(),
                             kind: MetaKind::File,
                             mode: Some(*mode),
                             mtime: Some(*mtime),
-                            ext: ext.clone(),
+                            ext: linked_ext.clone(),
                         };
                         // A name leaving a hard-link set gets a file of its own.
                         let leader = crate::tree::meta::hard_link_leader(ext);
@@ -1981,7 +2004,7 @@ impl Planner<'_> {
                             }
                             _ => {}
                         }
-                        if self.links_to_leader(path, chunks, ext)? {
+                        if self.links_to_leader(path, chunks, &linked_ext)? {
                             self.report.bytes_linked += size;
                         }
                         let staged = jobs.add(self.conn, &p, chunks, *mode, *mtime)?;
@@ -2243,6 +2266,137 @@ impl Planner<'_> {
     }
 }
 
+/// Hard-link sets whose first name (their leader, the name every member
+/// records) this replica excludes: that name is not in the tree here, so
+/// the set's other names are linked to the first of them it holds, as the
+/// creation import links them (review 14d item 4; fix14i item 1: an update
+/// import left each a file of its own).
+#[derive(Default)]
+struct StandIns {
+    /// Per excluded leader, the names recorded with it, sorted: made on
+    /// first use, in one pass over the recorded state.
+    recorded: Option<HashMap<Vec<u8>, Vec<Vec<u8>>>>,
+    /// Per (excluded leader, content): the first name in byte order the
+    /// batch plans with them, as the planned entries go by in that order.
+    first_planned: HashMap<(Vec<u8>, Vec<crate::ops::ChunkRef>), Vec<u8>>,
+    /// Per (excluded leader, content): the first recorded name the batch
+    /// leaves with them, once looked up.
+    first_recorded: HashMap<(Vec<u8>, Vec<crate::ops::ChunkRef>), Option<Vec<u8>>>,
+}
+
+impl Planner<'_> {
+    /// Whether this replica excludes `leader`, the first name of a
+    /// hard-link set (as its scan decides it: `tree::scan`).
+    fn leader_excluded(&self, leader: &[u8]) -> bool {
+        crate::tree::excludes::is_local_only(leader)
+            || self.excludes.excludes_relative(leader, false, false)
+    }
+
+    /// Notes the planned entry `path` (`state`) in `stand_ins` when it is a
+    /// name of a set whose leader this replica excludes. Called for every
+    /// planned entry in byte order.
+    fn note_stand_in(
+        &self,
+        stand_ins: &mut StandIns,
+        path: &[u8],
+        state: &PathState,
+    ) -> Result<()> {
+        if !self.preserve.hardlinks {
+            return Ok(());
+        }
+        let PathState::File { chunks, ext, .. } = state else {
+            return Ok(());
+        };
+        let Some(leader) = crate::tree::meta::hard_link_leader(ext).filter(|l| l != path) else {
+            return Ok(());
+        };
+        if self.leader_excluded(&leader) {
+            stand_ins
+                .first_planned
+                .entry((leader, chunks.clone()))
+                .or_insert_with(|| path.to_vec());
+        }
+        Ok(())
+    }
+
+    /// `ext` (the metadata of the file `path` with `chunks`) as it is
+    /// applied here: when this replica excludes the set's leader, the
+    /// leader named is the set's first name (in byte order) that the batch
+    /// leaves here with the same content, `path` itself when it is that
+    /// one (then it is linked to nothing). Its recorded state keeps the
+    /// family's leader.
+    fn stand_in_leader(
+        &self,
+        stand_ins: &mut StandIns,
+        path: &[u8],
+        chunks: &[crate::ops::ChunkRef],
+        ext: &crate::ops::Extensions,
+    ) -> Result<crate::ops::Extensions> {
+        use crate::tree::meta::hard_link_leader;
+        if !self.preserve.hardlinks {
+            return Ok(ext.clone());
+        }
+        let Some(leader) = hard_link_leader(ext).filter(|l| l != path) else {
+            return Ok(ext.clone());
+        };
+        if !self.leader_excluded(&leader) {
+            return Ok(ext.clone());
+        }
+        let key = (leader, chunks.to_vec());
+        if !stand_ins.first_recorded.contains_key(&key) {
+            let index = stand_ins.recorded.get_or_insert_with(|| {
+                let mut index: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
+                for (name, entry) in &self.recorded {
+                    if let PathState::File { ext, .. } = &entry.state {
+                        if let Some(leader) = hard_link_leader(ext).filter(|l| l != name) {
+                            if self.leader_excluded(&leader) {
+                                index.entry(leader).or_default().push(name.clone());
+                            }
+                        }
+                    }
+                }
+                for names in index.values_mut() {
+                    names.sort();
+                }
+                index
+            });
+            let mut first = None;
+            for name in index.get(&key.0).into_iter().flatten() {
+                // As the batch leaves it.
+                let state = match self.planned.get(self.conn, name)? {
+                    Some(entry) => entry.state,
+                    None => self.recorded[name].state.clone(),
+                };
+                if matches!(&state, PathState::File { chunks: same, ext, .. }
+                    if same.as_slice() == chunks
+                        && hard_link_leader(ext).as_deref() == Some(key.0.as_slice()))
+                {
+                    first = Some(name.clone());
+                    break;
+                }
+            }
+            stand_ins.first_recorded.insert(key.clone(), first);
+        }
+        let first = [
+            stand_ins.first_planned.get(&key),
+            stand_ins.first_recorded[&key].as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .cloned();
+        let Some(first) = first else {
+            return Ok(ext.clone());
+        };
+        let mut linked = ext.clone();
+        linked.insert(
+            crate::tree::meta::keys::HARD_LINK,
+            crate::tree::meta::encode(&first),
+        );
+        Ok(linked)
+    }
+}
+
 /// Rule 11: names that a folding filesystem takes for one.
 impl Planner<'_> {
     /// A content change of one name of a hard-link set, from a member that
@@ -2320,12 +2474,15 @@ impl Planner<'_> {
             }
             others.push((other, other_ext));
         }
-        // The leader first: the others are linked to it.
+        // The leader first: the others are linked to it. A leader this
+        // replica excludes is not here: every other name is linked to
+        // `path`.
+        let excluded = self.leader_excluded(&leader);
         others.sort_by_key(|(other, _)| (other.as_slice() != leader.as_slice(), (*other).clone()));
         let mut out = Vec::new();
         for (other, other_ext) in others {
             let mut relink_ext = other_ext.clone();
-            if other.as_slice() == leader.as_slice() {
+            if other.as_slice() == leader.as_slice() || excluded {
                 relink_ext.insert(
                     crate::tree::meta::keys::HARD_LINK,
                     crate::tree::meta::encode(&path.to_vec()),
@@ -2817,10 +2974,62 @@ impl Reserved {
 
 /// A concurrent change in a conflict note: what the version is, "a
 /// deletion" rather than "nothing" for a path deleted.
+/// `state` less its hard-link leader (a file's copy is a file of its own).
+fn without_hard_link(state: &PathState) -> PathState {
+    let mut state = state.clone();
+    if let PathState::File { ext, .. } = &mut state {
+        if ext.get(crate::tree::meta::keys::HARD_LINK).is_some() {
+            let mut out = crate::ops::Extensions::default();
+            for entry in ext
+                .iter()
+                .filter(|e| e.key != crate::tree::meta::keys::HARD_LINK)
+            {
+                out.insert(entry.key, entry.value.clone());
+            }
+            *ext = out;
+        }
+    }
+    state
+}
+
+/// The leader of the hard-link set both files `a` and `b` are names of,
+/// if they are names of one.
+fn same_link_set(a: &PathState, b: &PathState) -> Option<Vec<u8>> {
+    let (PathState::File { ext: a, .. }, PathState::File { ext: b, .. }) = (a, b) else {
+        return None;
+    };
+    let leader = crate::tree::meta::hard_link_leader(a)?;
+    (crate::tree::meta::hard_link_leader(b).as_ref() == Some(&leader)).then_some(leader)
+}
+
 fn change_word(state: &PathState) -> &'static str {
     match state {
         PathState::Deleted => "a deletion",
         other => crate::tree::scan::type_name(other),
+    }
+}
+
+/// Adds the last of `names` (the names of one hard-link set met so far,
+/// the first holding line `at`) to the set's one conflict line (`rest`: the
+/// note after the path). Once the notes overflow to the report file (which
+/// has them as they came), a further name gets a line of its own.
+fn link_set_line(lines: &mut Lines, at: usize, names: &[String], rest: &str) -> Result<()> {
+    let (first, others) = names.split_first().expect("one name at least");
+    let joined = format!(
+        "{first}: {rest} (the same for {}: names of one hard-link set)",
+        others.join(", ")
+    );
+    match lines.held_conflict_mut(at) {
+        Some(line) => {
+            *line = joined;
+            Ok(())
+        }
+        None => {
+            let name = names.last().expect("one name at least");
+            lines.conflict(format!(
+                "{name}: {rest} (the same as for {first}: names of one hard-link set)"
+            ))
+        }
     }
 }
 
