@@ -42,6 +42,19 @@ pub struct Replica {
 /// ([`State::load_entries`]).
 pub type Entries = HashMap<Vec<u8>, RecordedEntry>;
 
+/// What a replica with `config`, run by this user, keeps now
+/// ([`crate::store::config::Preserve::kept_bits`]).
+pub fn kept_bits_now(config: &Config) -> u32 {
+    config
+        .preserve()
+        .unwrap_or_else(|_| crate::tree::meta::Preserve::default_for_user())
+        .kept_bits(rustix::process::geteuid().is_root())
+}
+
+/// The bit of [`crate::store::config::Preserve::kept_bits`] that says the
+/// items were applied as root.
+pub const ROOT_BIT: u32 = 1 << 7;
+
 /// A Mutex, not a RefCell: a `Replica` is shared with scan threads.
 #[derive(Default)]
 struct EntriesCache(Mutex<Option<Arc<Entries>>>);
@@ -528,6 +541,13 @@ impl Replica {
         let identity = Identity::load(&dir)?;
         let config = Config::load(&config::config_path(&dir))?;
         let state = State::open_read_only(&dir)?;
+        // Root running a replica whose state a user that is not root last
+        // reconciled reads as that user did until it set on disk what that
+        // user could not ([`crate::tree::meta::acts_as_root`]).
+        let as_root = rustix::process::geteuid().is_root();
+        crate::tree::meta::set_as_unprivileged(
+            as_root && state.kept_items()?.is_some_and(|bits| bits & ROOT_BIT == 0),
+        );
         Ok(Replica {
             root: root.to_path_buf(),
             identity,
@@ -689,7 +709,22 @@ impl Replica {
 
     /// What this replica keeps beyond content, mode and times (checked
     /// when the config was loaded).
+    ///
+    /// Until the recorded values of items kept now and not when the state
+    /// was last reconciled are set on disk ([`crate::sync::kept`], at the
+    /// next command that takes the lock), those items are left out: a
+    /// value this replica never applied is not a local change (review 14e
+    /// items 1 and 2: it was recorded, and stripped the family's).
     pub fn preserve(&self) -> crate::tree::meta::Preserve {
+        let wanted = self.wanted_preserve();
+        match self.state.kept_items().ok().flatten() {
+            Some(bits) => wanted.within(bits),
+            None => wanted,
+        }
+    }
+
+    /// What config.toml (or, unset, the running user) says to keep.
+    pub fn wanted_preserve(&self) -> crate::tree::meta::Preserve {
         self.config
             .preserve()
             .unwrap_or_else(|_| crate::tree::meta::Preserve::default_for_user())
@@ -951,6 +986,7 @@ fn build_state_dir(
         state::set_own_incarnation(tx, &identity::random_id(), now, "")?;
         // Nothing can be missing because of excludes yet.
         state::set_recorded_excludes(tx, exclude_rules)?;
+        state::set_kept_items(tx, kept_bits_now(&Config::default()))?;
         Ok(())
     })?;
     replica.record(outcome)?;

@@ -866,6 +866,19 @@ pub fn finish_interrupted(
         let paths: Vec<Vec<u8>> = done.failed.into_iter().map(|f| f.path).collect();
         hint_failed(name, &replica.identity.replica_name, &paths);
     }
+    // What this replica keeps grew since its state was last reconciled:
+    // the recorded values are set on disk before any scan.
+    if let Some(done) = crate::sync::kept::reconcile(replica)? {
+        errln!(
+            "{name}: note: {}: set {} from the recorded state (values never applied here \
+             are not local changes)",
+            done.grown,
+            counted(done.set, "path", "paths")
+        );
+        for line in done.unapplied.iter().chain(&done.notes) {
+            errln!("{name}: note: not applied here: {line}");
+        }
+    }
     Ok(())
 }
 

@@ -97,6 +97,66 @@ impl Preserve {
         Ok(preserve)
     }
 
+    /// The items kept, and whether they are applied as root (the user a
+    /// member runs as decides what it can apply: owners, attributes
+    /// outside `user.*`, setuid bits), as bits: what the state database
+    /// remembers of the set its recorded state was last reconciled with
+    /// ([`Preserve::within`]).
+    pub fn kept_bits(&self, as_root: bool) -> u32 {
+        [
+            self.owner,
+            self.group,
+            self.acls,
+            self.xattrs,
+            self.hardlinks,
+            self.devices,
+            self.specials,
+            as_root,
+        ]
+        .iter()
+        .enumerate()
+        .fold(0, |bits, (n, kept)| bits | (u32::from(*kept) << n))
+    }
+
+    /// This set less what `bits` ([`Preserve::kept_bits`]) did not keep:
+    /// what a replica reads and compares until it has set on disk the
+    /// recorded values of the items it keeps now and did not keep then
+    /// (an item it never applied is not a local change).
+    pub fn within(&self, bits: u32) -> Preserve {
+        let had = |n: u32| bits & (1 << n) != 0;
+        Preserve {
+            owner: self.owner && had(0),
+            group: self.group && had(1),
+            acls: self.acls && had(2),
+            xattrs: self.xattrs && had(3),
+            hardlinks: self.hardlinks && had(4),
+            devices: self.devices && had(5),
+            specials: self.specials && had(6),
+            numeric_ids: self.numeric_ids,
+        }
+    }
+
+    /// The names of the items set in `bits` and not in `than`, the root
+    /// bit as "what only root can apply".
+    pub fn bit_names(bits: u32, than: u32) -> Vec<&'static str> {
+        const NAMES: [&str; 8] = [
+            "owner",
+            "group",
+            "acls",
+            "xattrs",
+            "hardlinks",
+            "devices",
+            "specials",
+            "what only root can apply",
+        ];
+        NAMES
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| bits & !than & (1 << n) != 0)
+            .map(|(_, name)| *name)
+            .collect()
+    }
+
     /// Whether special files of `kind` ([`crate::ops::special_kind`]) are
     /// kept: device nodes with `devices`, FIFOs and sockets with `specials`.
     pub fn keeps_special(&self, kind: u32) -> bool {

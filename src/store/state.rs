@@ -592,6 +592,22 @@ impl State {
         Ok(blob.and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok().map(Id)))
     }
 
+    /// The items of `preserve` (and whether as root) the recorded state
+    /// was last reconciled with ([`crate::store::config::Preserve::kept_bits`]);
+    /// `None` for a replica made before this was remembered.
+    pub fn kept_items(&self) -> Result<Option<u32>> {
+        if !self.has_table("kept_items")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row("SELECT items FROM kept_items WHERE id = 1", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|items| items.map(|i| i as u32))
+            .map_err(|source| self.db_error(source))
+    }
+
     /// Every recorded entry, tombstones included, keyed by path.
     pub fn load_entries(&self) -> Result<HashMap<Vec<u8>, RecordedEntry>> {
         let db = |source| self.db_error(source);
@@ -1582,6 +1598,23 @@ pub fn add_family_excluded(tx: &Transaction, patterns: &[String]) -> rusqlite::R
         )?;
     }
     Ok(())
+}
+
+/// Remembers the items (bits) the recorded state is reconciled with now
+/// (see [`State::kept_items`]).
+pub fn set_kept_items(tx: &Transaction, items: u32) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS kept_items (
+             id    INTEGER PRIMARY KEY CHECK (id = 1),
+             items INTEGER NOT NULL
+         );",
+    )?;
+    tx.execute(
+        "INSERT INTO kept_items (id, items) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET items = excluded.items",
+        params![i64::from(items)],
+    )
+    .map(drop)
 }
 
 /// Makes this replica a mirror of `upstream`, or (`None`) an ordinary

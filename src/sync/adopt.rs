@@ -594,6 +594,7 @@ fn adopt_into(
         exclude_rules: &exclude_rules,
         scanned_ns,
         mirror_of: mirror.then_some(header.sender.id),
+        kept_items: preserve.kept_bits(rustix::process::geteuid().is_root()),
     };
     let on_disk = |row: &PathRow| present.contains(&row.path);
     let creator = header.sender.id;

@@ -1496,6 +1496,7 @@ fn materialize(
         exclude_rules: &exclude_rules,
         scanned_ns,
         mirror_of: mirror.then_some(header.sender.id),
+        kept_items: preserve.kept_bits(rustix::process::geteuid().is_root()),
     };
     // Not on disk here: no entry, so no scan takes its absence for a
     // deletion (rule 11 of the apply engine).
@@ -1815,6 +1816,8 @@ pub(crate) struct NewState<'a> {
     pub scanned_ns: i64,
     /// The member the new replica mirrors (`-mirror`: its creator).
     pub mirror_of: Option<Id>,
+    /// What it keeps and applied ([`crate::store::config::Preserve::kept_bits`]).
+    pub kept_items: u32,
 }
 
 /// Writes a new replica's state from its checked creation packet: members,
@@ -1838,6 +1841,7 @@ pub(crate) fn write_new_state(
         exclude_rules,
         scanned_ns,
         mirror_of,
+        kept_items,
     } = *new;
     if let Some(upstream) = &mirror_of {
         state::set_mirror(tx, Some(upstream))?;
@@ -1949,6 +1953,7 @@ pub(crate) fn write_new_state(
         }
     }
     state::set_recorded_excludes(tx, exclude_rules)?;
+    state::set_kept_items(tx, kept_items)?;
     state::log_packet(
         tx,
         "received",

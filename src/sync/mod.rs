@@ -15,6 +15,7 @@ pub mod epochs;
 pub mod export;
 pub mod family;
 pub mod import;
+pub mod kept;
 pub mod keys;
 pub mod mirror;
 pub mod packets;

@@ -197,6 +197,23 @@ pub fn why_not(item: &str, err: &io::Error) -> String {
     err.to_string()
 }
 
+/// Set while a replica's recorded state was last reconciled by a user
+/// that is not root and root runs it now, until root has set on disk what
+/// that user could not ([`crate::sync::kept`]): meanwhile a scan takes
+/// what only root can apply from the recorded state, as that user's did.
+static AS_UNPRIVILEGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// See [`AS_UNPRIVILEGED`].
+pub fn set_as_unprivileged(yes: bool) {
+    AS_UNPRIVILEGED.store(yes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether this process reads and applies as root (see [`AS_UNPRIVILEGED`]).
+pub fn acts_as_root() -> bool {
+    rustix::process::geteuid().is_root()
+        && !AS_UNPRIVILEGED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Decodes the kernel's ACL attribute; `None` when it is malformed.
 fn decode_acl(bytes: &[u8], names: &mut Names, numeric: bool) -> Option<Acl> {
     let (header, body) = bytes.split_first_chunk::<4>()?;
@@ -391,11 +408,18 @@ pub fn keep_recorded_principals(
 /// change (which would go back to the family as one). Root applies
 /// everything, and is not asked.
 pub fn carry_unappliable(new: &mut Extensions, old: &Extensions) {
-    if rustix::process::geteuid().is_root() {
+    if acts_as_root() {
         return;
     }
     if let (Some(recorded), Some(seen)) = (owner(old), owner(new)) {
         let group = match (seen.group, recorded.group.clone()) {
+            // Root reading as the user before it: which groups that user
+            // could set is not known here, so none is taken from disk.
+            (Some(_), Some(recorded))
+                if AS_UNPRIVILEGED.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                Some(recorded)
+            }
             (Some(seen), Some(recorded)) => Some(group_seen_or_recorded(seen, recorded)),
             (_, recorded) => recorded,
         };
@@ -469,7 +493,7 @@ fn group_seen_or_recorded(seen: Principal, recorded: Principal) -> Principal {
 /// whoever owns it here (this user, or root where owners are not kept).
 /// Returns the bits kept (a mask) and why the others are not.
 pub fn set_id_bits_kept(ext: &Extensions, preserve: &Preserve) -> (u32, &'static str) {
-    if !rustix::process::geteuid().is_root() {
+    if !acts_as_root() {
         return (0, "not running as root");
     }
     let owner = owner(ext).unwrap_or_default();
@@ -602,7 +626,7 @@ pub fn apply(
     // its own here, and that is said with a count (as a group it cannot
     // set is).
     if let (false, Some(user)) = (
-        preserve.owner || rustix::process::geteuid().is_root(),
+        preserve.owner || acts_as_root(),
         recorded_owner.as_ref().and_then(|o| o.user.as_ref()),
     ) {
         if names.local_uid(user, preserve.numeric_ids) != stat.st_uid {

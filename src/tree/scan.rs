@@ -861,6 +861,22 @@ where
             );
         }
         carry_unobserved(&mut new_state, old_state, preserve, &mut names);
+        // The first name of a hard-link set left alone (its other names
+        // removed) keeps naming itself: its key says only that it leads
+        // the set, and dropping it would be a change of that name, which
+        // splits it from a name another member added to the set meanwhile
+        // (review 14e item 3: `ln h1 h3` at one member and `rm h2` at
+        // another left h1 and h3 two files everywhere). A set of one is a
+        // file like any other on disk.
+        if let (true, PathState::File { ext, .. }, Some(PathState::File { ext: old_ext, .. })) =
+            (preserve.hardlinks, &mut new_state, old_state)
+        {
+            if ext.get(meta::keys::HARD_LINK).is_none()
+                && meta::hard_link_leader(old_ext).as_deref() == Some(rel.as_slice())
+            {
+                ext.insert(meta::keys::HARD_LINK, meta::encode(&rel));
+            }
+        }
         // Setuid/setgid bits this replica cannot set (see
         // `meta::set_id_bits_kept`) stay as recorded, unless the file's
         // metadata was set here since (a chmod moves only its ctime).

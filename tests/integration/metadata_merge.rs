@@ -1223,3 +1223,42 @@ fn a_merged_change_leaves_nothing_to_record_or_send_once_exchanged() {
         );
     }
 }
+
+/// Review 14e item 3: a name added to a hard-link set at one member while
+/// another member removes a different name of it. Both changes hold: the
+/// set keeps its first name and the added one, one file everywhere (the
+/// first name left alone at the other member kept naming itself, so it
+/// did not leave the set there).
+#[test]
+fn a_link_added_to_a_set_while_another_name_is_removed_keeps_the_set() {
+    if skip() {
+        return;
+    }
+    let fam = family(&["boston", "lambik"], &[("h1", "h\n")]);
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    sh(&boston, "ln h1 h2");
+    run(&boston, "syncreplica", ["-record"]).ok();
+    cross(&fam, "r0");
+    let inode = |root: &Path, name: &str| std::fs::metadata(root.join(name)).unwrap().ino();
+    assert_eq!(inode(&lambik, "h1"), inode(&lambik, "h2"));
+
+    sh(&boston, "ln h1 h3");
+    sh(&lambik, "rm h2");
+    for root in [&boston, &lambik] {
+        run(root, "syncreplica", ["-record"]).ok();
+    }
+    cross(&fam, "r1");
+    cross(&fam, "r2");
+    for root in [&boston, &lambik] {
+        assert!(!root.join("h2").exists());
+        assert_eq!(inode(root, "h1"), inode(root, "h3"), "{}", root.display());
+        assert_eq!(std::fs::metadata(root.join("h1")).unwrap().nlink(), 2);
+        let status = run(root, "syncreplica", ["-status"]).ok();
+        assert!(status.stdout.contains("no changes"), "{status:?}");
+    }
+    assert!(
+        differences(&boston, &lambik).is_empty(),
+        "{:?}",
+        differences(&boston, &lambik)
+    );
+}

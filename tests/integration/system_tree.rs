@@ -2829,3 +2829,205 @@ fn an_unprivileged_mirror_says_nothing_of_groups_it_could_never_set() {
         again.stdout
     );
 }
+
+/// Review 14e item 1: a member that did not keep ACLs and xattrs starts
+/// keeping them (config.toml's preserve edited): what it never applied is
+/// no local change. The recorded values are set on disk, nothing is
+/// recorded or sent, and the origin keeps its ACL entry and attribute;
+/// taking the items out again records nothing either.
+#[test]
+fn a_member_whose_preserve_grows_sets_the_recorded_values_and_sends_nothing() {
+    if skip_without_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    std::fs::create_dir(&a).unwrap();
+    write(&a, "g", "g\n");
+    sh(&a, "setfattr -n user.k -v 1 g && setfacl -m u:4243:r g");
+    init(&a, "a");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&a, &out, "b").ok();
+    let b = dir.path().join("b");
+    run(
+        dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-preserve".as_ref(),
+            "owner,group,hardlinks".as_ref(),
+            "-replica".as_ref(),
+            b.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(xattr::get(b.join("g"), "user.k").unwrap().is_none());
+    let config_path = b.join(".syncreplica/config.toml");
+    let set_preserve = |items: &str| {
+        let config = std::fs::read_to_string(&config_path).unwrap();
+        let config: String = config
+            .lines()
+            .map(|line| {
+                if line.starts_with("preserve =") {
+                    format!("preserve = [{items}]\n")
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&config_path, config).unwrap();
+    };
+    set_preserve(r#""owner", "group", "hardlinks", "acls", "xattrs""#);
+    let status = run(&b, "syncreplica", ["-status"]).ok();
+    assert!(status.stdout.contains("no changes to record"), "{status:?}");
+    let recorded = run(&b, "syncreplica", ["-record"]).ok();
+    assert!(
+        recorded
+            .stderr
+            .contains("now keeping acls, xattrs: set 1 path from the recorded state"),
+        "{recorded:?}"
+    );
+    assert!(
+        recorded.stdout.contains("Nothing to record"),
+        "{recorded:?}"
+    );
+    assert_eq!(
+        xattr::get(b.join("g"), "user.k").unwrap().as_deref(),
+        Some(b"1".as_slice())
+    );
+    // Said once: the next command has nothing to set.
+    let again = run(&b, "syncreplica", ["-record"]).ok();
+    assert!(!again.stderr.contains("now keeping"), "{again:?}");
+    assert!(
+        rsync_differences("-aHAXc --numeric-ids", &a, &b, &[]).is_empty(),
+        "{:?}",
+        rsync_differences("-aHAXc --numeric-ids", &a, &b, &[])
+    );
+    let packets = dir.path().join("p1");
+    let exported = export_to(&b, &packets, &["a"], &[]);
+    assert!(!exported.stdout.contains("Exported"), "{exported:?}");
+
+    // Kept less again: nothing recorded, nothing sent, nothing stripped.
+    set_preserve(r#""owner", "group", "hardlinks""#);
+    sh(&b, "setfattr -x user.k g && setfacl -b g");
+    let status = run(&b, "syncreplica", ["-status"]).ok();
+    assert!(status.stdout.contains("no changes to record"), "{status:?}");
+    let recorded = run(&b, "syncreplica", ["-record"]).ok();
+    assert!(
+        recorded.stdout.contains("Nothing to record"),
+        "{recorded:?}"
+    );
+    // And more again: set back from the recorded state.
+    set_preserve(r#""owner", "group", "hardlinks", "acls", "xattrs""#);
+    let recorded = run(&b, "syncreplica", ["-record"]).ok();
+    assert!(
+        recorded.stdout.contains("Nothing to record"),
+        "{recorded:?}"
+    );
+    assert!(
+        rsync_differences("-aHAXc --numeric-ids", &a, &b, &[]).is_empty(),
+        "{:?}",
+        rsync_differences("-aHAXc --numeric-ids", &a, &b, &[])
+    );
+    // A change of b's own now travels, and the origin's ACL stays.
+    sh(&b, "setfattr -n user.k -v 2 g");
+    run(&b, "syncreplica", ["-record"]).ok();
+    let packets = dir.path().join("p2");
+    export_to(&b, &packets, &["a"], &[]).ok();
+    import_from(&a, &[&packets]).ok();
+    assert!(
+        rsync_differences("-aHAXc --numeric-ids", &a, &b, &[]).is_empty(),
+        "{:?}",
+        rsync_differences("-aHAXc --numeric-ids", &a, &b, &[])
+    );
+    let acl = sh_output(&a, "getfacl -p g");
+    assert!(acl.contains("user:4243:r--"), "{acl}");
+}
+
+/// Review 14e item 2: a member made by a user that is not root (preserve
+/// unset: it keeps no owners and no device nodes, and could not set
+/// attributes outside user.*, setuid bits, or another group), later run
+/// by root, whose default keeps everything. What that user could not
+/// apply is no local change: root sets it from the recorded state, and
+/// nothing goes back to strip the origin.
+#[test]
+fn an_unprivileged_member_run_as_root_sets_what_it_could_not_and_sends_nothing() {
+    if skip_without_tools() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to make device nodes and switch users");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    sh(dir.path(), "chmod 755 .");
+    let a = dir.path().join("a");
+    std::fs::create_dir(&a).unwrap();
+    write(&a, "f", "f\n");
+    write(&a, "s", "s\n");
+    sh(
+        &a,
+        "chown 4242:4343 f && setfattr -n trusted.t -v tv f && mknod null c 1 3 && chmod 4755 s",
+    );
+    init(&a, "a");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&a, &out, "u").ok();
+    let home = dir.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    let passphrase = dir.path().join("passphrase");
+    std::fs::copy(test_passphrase_file(), &passphrase).unwrap();
+    sh(
+        dir.path(),
+        "chown 65534:65534 nobody && chmod -R a+rX creation && chmod 644 passphrase",
+    );
+    let u = home.join("u");
+    let made = run_as_nobody(
+        &home,
+        "mkreplica",
+        &[
+            "-import".as_ref(),
+            "-replica".as_ref(),
+            u.as_os_str(),
+            "-passphrase-file".as_ref(),
+            passphrase.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(made.stdout.contains("not applied here"), "{made:?}");
+    assert!(!u.join("null").exists());
+
+    // Root runs it now (sudo).
+    let status = run(&u, "syncreplica", ["-status"]).ok();
+    assert!(status.stdout.contains("no changes to record"), "{status:?}");
+    let packets = dir.path().join("p1");
+    let exported = export_to(&u, &packets, &["a"], &[]);
+    assert!(
+        exported.stderr.contains(
+            "now keeping owner, devices, and running as root: set 4 paths from the recorded state"
+        ),
+        "{exported:?}"
+    );
+    assert!(exported.stdout.contains("lacks nothing"), "{exported:?}");
+    assert!(
+        rsync_differences("-aHAXc --numeric-ids", &a, &u, &[]).is_empty(),
+        "{:?}",
+        rsync_differences("-aHAXc --numeric-ids", &a, &u, &[])
+    );
+    // A change root makes there now travels, and the origin keeps the rest.
+    sh(&u, "chmod 4750 s");
+    run(&u, "syncreplica", ["-record"]).ok();
+    export_to(&u, &packets, &["a"], &[]).ok();
+    import_from(&a, &[&packets]).ok();
+    assert!(
+        rsync_differences("-aHAXc --numeric-ids", &a, &u, &[]).is_empty(),
+        "{:?}",
+        rsync_differences("-aHAXc --numeric-ids", &a, &u, &[])
+    );
+    assert!(a.join("null").exists());
+    assert_eq!(mode_of(&a.join("s")) & 0o7777, 0o4750);
+    assert_eq!(std::fs::metadata(a.join("f")).unwrap().uid(), 4242);
+}
