@@ -1152,10 +1152,12 @@ fn a_content_conflict_on_a_hard_link_set_is_one_conflict_with_one_copy() {
     }
 }
 
-/// After a three-way merge of metadata, once both members have imported
-/// each other's resolution, neither has anything to record or to send
-/// (fix14i item 5: each recorded one more change, and the next exports
-/// shipped a packet with nothing new).
+/// After a three-way merge of metadata (root, folder, files), the tree
+/// matches what each member recorded at once; each member's resolution
+/// (a `Resolve` operation, SPEC.md §6) goes to the other in the next
+/// round, which changes nothing there; after that neither has anything to
+/// record or to send (fix14i item 5: no extra change beyond the
+/// resolutions).
 #[test]
 fn a_merged_change_leaves_nothing_to_record_or_send_once_exchanged() {
     if skip() {

@@ -422,6 +422,13 @@ impl PrefixHasher {
 /// Exact names in one folder.
 type Names = HashSet<Vec<u8>>;
 
+/// A file version's content, as a key.
+type ChunkIds = Vec<crate::ops::ChunkRef>;
+
+/// A hard-link set's content conflict: (its leader, the losing content,
+/// the loser's author, the winner's author).
+type LinkCopyKey = (Vec<u8>, ChunkIds, Id, Id);
+
 struct Planner<'a> {
     root: &'a Path,
     /// The state's connection, with the batch's scratch database attached.
@@ -462,8 +469,7 @@ struct Planner<'a> {
     /// losing version, its author, the winner's author) -> (place in
     /// `lines.conflicts`, the names, the note after the first name): one
     /// conflict and one copy per set.
-    link_copies:
-        HashMap<(Vec<u8>, Vec<crate::ops::ChunkRef>, Id, Id), (usize, Vec<String>, String)>,
+    link_copies: HashMap<LinkCopyKey, (usize, Vec<String>, String)>,
     report: ApplyReport,
     /// The conflicts' notes, the first held, the rest in a report file.
     lines: Lines,
@@ -2278,10 +2284,10 @@ struct StandIns {
     recorded: Option<HashMap<Vec<u8>, Vec<Vec<u8>>>>,
     /// Per (excluded leader, content): the first name in byte order the
     /// batch plans with them, as the planned entries go by in that order.
-    first_planned: HashMap<(Vec<u8>, Vec<crate::ops::ChunkRef>), Vec<u8>>,
+    first_planned: HashMap<(Vec<u8>, ChunkIds), Vec<u8>>,
     /// Per (excluded leader, content): the first recorded name the batch
     /// leaves with them, once looked up.
-    first_recorded: HashMap<(Vec<u8>, Vec<crate::ops::ChunkRef>), Option<Vec<u8>>>,
+    first_recorded: HashMap<(Vec<u8>, ChunkIds), Option<Vec<u8>>>,
 }
 
 impl Planner<'_> {
