@@ -97,6 +97,14 @@ impl LockedReplica {
         &mut self.replica.state
     }
 
+    /// [`LockedReplica::state_mut`] for a write that leaves the entries
+    /// alone (what a packet says of its sender, say): the entries read so
+    /// far stay, so an import's digest check after it need not read them
+    /// all again.
+    pub fn state_mut_keeping_entries(&mut self) -> &mut State {
+        &mut self.replica.state
+    }
+
     /// This copy's incarnation id (clone detection), carried in every
     /// packet it signs. A replica made before incarnations existed gets
     /// one now, on first use.
@@ -589,6 +597,13 @@ impl Replica {
             Some(entries) => Ok(Arc::try_unwrap(entries).unwrap_or_else(|e| (*e).clone())),
             None => self.state.load_entries(),
         }
+    }
+
+    /// Keeps `entries` as the recorded entries ([`Replica::entries`]):
+    /// for a step that just wrote them and knows the rows as it left
+    /// them (an import's apply), so the steps after need not read them.
+    pub(crate) fn keep_entries(&self, entries: Entries) {
+        self.entries.set(Some(Arc::new(entries)));
     }
 
     /// Takes the replica's lock, for commands that change it; `command`

@@ -905,7 +905,8 @@ pub fn take_member_note(replica: &mut LockedReplica, note: &MemberNote) -> Resul
             .count(),
         None => 0,
     };
-    replica.state_mut().transaction(|tx| {
+    // Rows about the sender only, never an entry.
+    replica.state_mut_keeping_entries().transaction(|tx| {
         if note.newest {
             state::note_member_version(tx, &sender, note.version, now)?;
         }

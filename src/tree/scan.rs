@@ -603,6 +603,7 @@ enum WalkedKind {
 ///
 /// The recorded state is only read (`load_recorded` may return a map the
 /// caller shares, such as an `Arc` it keeps for the steps after the scan).
+#[allow(clippy::too_many_arguments)]
 pub fn scan<F, R>(
     root: &Path,
     excludes: &Excludes,

@@ -2107,3 +2107,50 @@ fn mkreplica_import_says_what_is_wrong_with_the_key_file() {
         assert!(!root.exists(), "{}", res.stderr);
     }
 }
+
+/// An import of a few changes reads the recorded entries once (its scan's
+/// record), not again after the apply for the tree digest check: the
+/// apply leaves them as it wrote them (`SYNCREPLICA_TEST_COUNTS` counts the
+/// entries read from the state database). Reading and decoding them again
+/// was a fifth of the CPU of importing a 1 % edit of 20,000 files.
+#[test]
+fn an_import_of_a_few_changes_reads_the_recorded_entries_once() {
+    const FILES: usize = 300;
+    let names: Vec<String> = (0..FILES).map(|n| format!("d{}/f{n:03}", n % 10)).collect();
+    let files: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "x\n")).collect();
+    let fam = family(&["alpha", "beta"], &files);
+    let (alpha, beta) = (fam.root("alpha"), fam.root("beta"));
+    write(&alpha, "d0/f000", "edited\n");
+    write(&alpha, "d1/f001", "edited too\n");
+    let out = fam.packet_dir("1");
+    export_to(&alpha, &out, &["beta"], &[]).ok();
+    let counts = fam.packet_dir("counts").join("counts.txt");
+    let output = std::process::Command::new(binary_path("syncreplica"))
+        .arg("-import")
+        .arg(&out)
+        .current_dir(&beta)
+        .env("SYNCREPLICA_TEST_COUNTS", &counts)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The digest check ran on the entries the apply left, and agrees.
+    assert!(stdout.contains("verified in step with alpha"), "{stdout}");
+    assert_eq!(tree_listing(&alpha), tree_listing(&beta));
+    let read: u64 = std::fs::read_to_string(&counts)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("entries-read "))
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    // The files, their 10 folders and the root, read once.
+    let entries = (FILES + 11) as u64;
+    assert!(
+        read <= entries,
+        "{read} entries read for an import into a replica of {entries}"
+    );
+}

@@ -573,7 +573,7 @@ pub fn apply_stored(
         .not_applied
         .extend(unapplied_notes(&executed.unapplied));
     report.unapplied = Box::new(executed.unapplied.clone());
-    finish(replica, &executed.failures, &mut lines, hooks)?;
+    let placed_at = finish(replica, &executed.failures, &mut lines, hooks)?;
     report.report_file = lines.close()?;
     report.conflicts = std::mem::take(&mut lines.conflicts);
     report.conflicts_more = lines.conflicts_more;
@@ -581,7 +581,48 @@ pub fn apply_stored(
     report.failed_more = lines.failed_more;
     // The batch is applied; a purge that fails is retried next time.
     report.purged = purge_soft_deleted(replica, replica.config.soft_delete_days).unwrap_or(0);
+    if report.failed.is_empty() {
+        keep_entries_after(replica, plan, placed_at)?;
+    }
     Ok(report)
+}
+
+/// Keeps, as the replica's entries ([`Replica::entries`]), the plan's
+/// recorded entries with the batch's written over them, as the commit and
+/// [`finish`] left the rows (no stat, `scanned_ns` the time the disk steps
+/// were done): the steps after an import (its tree digest check, the next
+/// packet's plan) need not read and decode them all again, which was a
+/// fifth of the CPU of importing a few changes into 20,000 files. Only
+/// for a batch without failed steps (those entries go back to what they
+/// were, in the database only).
+fn keep_entries_after(replica: &LockedReplica, plan: plan::Plan, placed_at: i64) -> Result<()> {
+    let mut entries = plan.recorded;
+    plan.entries
+        .for_each_row(replica.state().conn(), |path, entry| {
+            entries.insert(
+                path.to_vec(),
+                state::RecordedEntry {
+                    state: entry.state.clone(),
+                    version: entry.version.clone(),
+                    stat: None,
+                    scanned_ns: None,
+                    author: entry.author,
+                },
+            );
+            Ok(())
+        })
+        .map_err(|err| match err {
+            state::TxError::Sql(source) => replica.state().db_error(source),
+            state::TxError::Other(other) => other,
+        })?;
+    // As `state::mark_placed` left them.
+    for entry in entries.values_mut() {
+        if entry.stat.is_none() && entry.scanned_ns.is_none() {
+            entry.scanned_ns = Some(placed_at);
+        }
+    }
+    replica.keep_entries(entries);
+    Ok(())
 }
 
 /// The note for `count` special files recorded but not made here.
@@ -929,13 +970,14 @@ fn commit(
 /// same transaction, each path of a step that failed gets back the entry
 /// it had before the batch (the tree still holds that version, or what a
 /// scan will find), and the failure is recorded; the failures as recorded
-/// go to `lines`.
+/// go to `lines`. Returns the time the disk steps were done by
+/// ([`state::mark_placed`]).
 fn finish(
     replica: &mut LockedReplica,
     failures: &disk::Failures,
     lines: &mut lines::Lines,
     hooks: &mut ApplyHooks,
-) -> Result<()> {
+) -> Result<i64> {
     hooks.step("before clearing the journal")?;
     let at_ns = crate::sys::clock::now_ns();
     replica.state_mut().transaction(|tx| {
@@ -965,8 +1007,8 @@ fn finish(
     // with the staging folder.
     disk::keep_leftovers(&staging, &replica.state_dir())?;
     match std::fs::remove_dir_all(&staging) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(()) => Ok(at_ns),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(at_ns),
         Err(err) => Err(Error::io(&staging, err)),
     }
 }
