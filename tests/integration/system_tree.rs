@@ -472,15 +472,12 @@ fn host_local_files_are_excluded_before_the_creation_import_writes_them() {
         config.contains("exclude = [\"/hosts\", \"/fstab\"]"),
         "{config}"
     );
-    // The host's own files, made later, stay local: the one change is the
-    // root's mtime, which placing a name in it moved (the root's own
-    // metadata is replicated like any directory's, SPEC.md §6.2.1).
+    // The host's own files, made later, stay local, and so does the
+    // root's time that placing them moved (review 14e item 6).
     write(&dst, "hosts", "10.0.0.2 new\n");
     let status = run(&dst, "syncreplica", ["-status"]).ok();
     assert!(
-        !status.stdout.contains("hosts")
-            && status.stdout.contains("1 change not yet recorded")
-            && status.stdout.contains("touched:       .\n"),
+        !status.stdout.contains("hosts") && status.stdout.contains("no changes to record"),
         "{}",
         status.stdout
     );
@@ -2742,4 +2739,58 @@ fn an_unprivileged_member_run_as_root_sets_what_it_could_not_and_sends_nothing()
     assert!(a.join("null").exists());
     assert_eq!(mode_of(&a.join("s")) & 0o7777, 0o4750);
     assert_eq!(std::fs::metadata(a.join("f")).unwrap().uid(), 4242);
+}
+
+/// Review 14e item 6: a host-local file rewritten the way daemons do
+/// (`mv tmp resolv.conf`) moves its directory's time; that time, moved by
+/// an excluded name alone, is no change of the directory: nothing is
+/// recorded or sent. A name of the family's added there still is.
+#[test]
+fn rewriting_an_excluded_file_records_no_change_of_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("etc");
+    std::fs::create_dir(&src).unwrap();
+    write(&src, "passwd", "pw\n");
+    init(&src, "a");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&src, &out, "b").ok();
+    let dst = dir.path().join("b-etc");
+    run(
+        dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-exclude".as_ref(),
+            "/resolv.conf".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    let epoch = own_epoch(&dst);
+    for n in 0..3 {
+        // A later time than the directory's recorded one, every round.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        sh(&dst, &format!("echo {n} > .r.tmp && mv .r.tmp resolv.conf"));
+        let status = run(&dst, "syncreplica", ["-status"]).ok();
+        assert!(status.stdout.contains("no changes to record"), "{status:?}");
+        let recorded = run(&dst, "syncreplica", ["-record"]).ok();
+        assert!(
+            recorded.stdout.contains("Nothing to record"),
+            "{recorded:?}"
+        );
+    }
+    assert_eq!(own_epoch(&dst), epoch);
+    let packets = dir.path().join("p");
+    let exported = export_to(&dst, &packets, &["a"], &[]);
+    assert!(exported.stdout.contains("lacks nothing"), "{exported:?}");
+    // A name that is the family's moves the time too, and is recorded.
+    write(&dst, "group", "g\n");
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("new file:") && status.stdout.contains("touched:       .\n"),
+        "{status:?}"
+    );
 }
