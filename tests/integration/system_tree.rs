@@ -2794,3 +2794,62 @@ fn rewriting_an_excluded_file_records_no_change_of_its_directory() {
         "{status:?}"
     );
 }
+
+/// Review 14e item 8: a mirror's local edit of a file the family changed
+/// too meets the family's version in one import: the edit is set aside
+/// and asked for, then the same import applies the family's version. The
+/// upstream does not ship that file whole again.
+#[test]
+fn a_mirror_is_not_sent_again_what_the_import_that_asked_for_it_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("s");
+    std::fs::create_dir(&s).unwrap();
+    std::fs::write(s.join("f"), random_bytes(43, 200_000)).unwrap();
+    init(&s, "s");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&s, &out, "m").ok();
+    let m = dir.path().join("m");
+    run(
+        dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-mirror".as_ref(),
+            "-replica".as_ref(),
+            m.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    let append = |root: &Path, text: &str| {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.join("f"))
+            .unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    };
+    append(&s, "family\n");
+    let p1 = dir.path().join("p1");
+    export_to(&s, &p1, &["m"], &[]).ok();
+    append(&m, "local\n");
+    let imported = import_from(&m, &[&p1]).ok();
+    assert!(imported.stdout.contains("set aside"), "{imported:?}");
+    assert_eq!(
+        std::fs::read(m.join("f")).unwrap(),
+        std::fs::read(s.join("f")).unwrap()
+    );
+    let p2 = dir.path().join("p2");
+    export_to(&m, &p2, &["s"], &[]).ok();
+    let taken = import_from(&s, &[&p2]).ok();
+    assert!(
+        taken
+            .stdout
+            .contains("has applied this replica's version of it since; not sent again"),
+        "{taken:?}"
+    );
+    let p3 = dir.path().join("p3");
+    let again = export_to(&s, &p3, &["m"], &[]);
+    assert!(again.stdout.contains("lacks nothing"), "{again:?}");
+}
