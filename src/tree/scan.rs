@@ -216,10 +216,21 @@ pub fn metadata_changed(
             continue;
         }
         if key == meta::keys::OWNER {
+            // Named for what changed: a chgrp is a change of group (review
+            // 14e item 7).
+            let (now, then) = (
+                meta::owner(ext).unwrap_or_default(),
+                meta::owner(old_ext).unwrap_or_default(),
+            );
+            let word = match (now.user == then.user, now.group == then.group) {
+                (true, false) => "group",
+                (false, true) => "owner",
+                _ => "owner and group",
+            };
             changed.push(format!(
-                "owner (now {}; recorded {})",
-                ids(&meta::owner(ext)),
-                ids(&meta::owner(old_ext))
+                "{word} (now {}; recorded {})",
+                ids(&Some(now)),
+                ids(&Some(then))
             ));
         } else {
             changed.push(name.to_string());

@@ -2853,3 +2853,44 @@ fn a_mirror_is_not_sent_again_what_the_import_that_asked_for_it_applied() {
     let again = export_to(&s, &p3, &["m"], &[]);
     assert!(again.stdout.contains("lacks nothing"), "{again:?}");
 }
+
+/// Review 14e item 7: -verify says what -status lists: a directory's and
+/// a symlink's time, and a chgrp as a change of group (not "owner").
+#[test]
+fn verify_reports_directory_and_symlink_times_and_calls_a_chgrp_a_group_change() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to chgrp");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("a");
+    std::fs::create_dir_all(root.join("d")).unwrap();
+    write(&root, "f", "f\n");
+    std::os::unix::fs::symlink("f", root.join("l")).unwrap();
+    init(&root, "a");
+    sh(
+        &root,
+        "chgrp 1 f && touch -h -d 2001-01-01 l && touch -d 2001-01-01 d",
+    );
+    let status = run(&root, "syncreplica", ["-status"]).ok();
+    assert!(status.stdout.contains("3 changes"), "{status:?}");
+    let verified = run(&root, "syncreplica", ["-verify"]).ok();
+    let said = &verified.stdout;
+    assert!(
+        said.contains(
+            "not as recorded: d: changed since recorded: mtime (now 2001-01-01 00:00:00 UTC;"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "not as recorded: l: changed since recorded: mtime (now 2001-01-01 00:00:00 UTC;"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains("not as recorded: f: changed since recorded: group (now "),
+        "{said}"
+    );
+    assert!(said.contains("3 paths are not as recorded"), "{said}");
+}
