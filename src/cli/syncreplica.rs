@@ -1224,7 +1224,11 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     };
     // New names of hard-link sets: links, not bytes written.
     if total.bytes_linked > 0 {
-        holes += &format!("; {} as new hard links", total.bytes_linked);
+        // A byte count, said as one (review 14e item 9a).
+        holes += &format!(
+            "; {} bytes linked as new names of hard-link sets, not written",
+            total.bytes_linked
+        );
     }
     outln!(
         "Import summary: {applied} packet{} applied; {} added, {} changed, {} deleted, {} in conflict; {} bytes written ({} from the packets, {} copied from content held here{holes}).",

@@ -2143,7 +2143,7 @@ fn a_new_hard_link_is_not_counted_as_copied_content() {
     assert!(
         imported.stdout.contains(
             "0 bytes written (0 from the packets, 0 copied from content held here; \
-             200000 as new hard links)"
+             200000 bytes linked as new names of hard-link sets, not written)"
         ),
         "{}",
         imported.stdout

@@ -831,7 +831,7 @@ fn merge_xattrs(
             let shown = crate::error::printable_bytes(name);
             let lost = match lost {
                 Some(value) => format!("{loser}'s {}", show_value(value)),
-                None => format!("{loser} has none"),
+                None => format!("{loser}'s, which has none"),
             };
             let kept_value = show_value(kept.as_deref().unwrap_or_default());
             notes.push(format!(
@@ -1008,7 +1008,7 @@ mod tests {
                 "kept lambik's stricter mode 0700 (not boston's 0750)",
                 "kept boston's owner 1000 (not lambik's 4242; the lower id)",
                 "kept boston's group 1000 (not lambik's 4242; the lower id)",
-                "kept boston's xattr user.side = \"x\" (not lambik has none)",
+                "kept boston's xattr user.side = \"x\" (not lambik's, which has none)",
                 "kept boston's access ACL u::rwx,u:4242:r-x,g::r-x,m::r-x,o::--- \
                  (not lambik's u::rwx,u:4242:r-x,u:7:r-x,g::r-x,m::---,o::---; the fewer entries)",
                 "kept lambik's newer mtime 1970-01-01 00:00:20 UTC (not boston's 1970-01-01 00:00:10 UTC)",
