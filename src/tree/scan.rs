@@ -543,6 +543,10 @@ pub fn needs_read(recorded: &RecordedEntry, current: &StatKey) -> bool {
 }
 
 /// One path found by the walk, before it is compared.
+/// What [`walk`] found: the entries, the paths it could not read, and per
+/// directory the latest ctime of the excluded names in it.
+type Walk = (Vec<Walked>, Vec<Vec<u8>>, HashMap<Vec<u8>, Timestamp>);
+
 struct Walked {
     rel: Vec<u8>,
     kind: WalkedKind,
@@ -1088,7 +1092,7 @@ fn walk(
     live: Option<&BTreeSet<&[u8]>>,
     outcome: &mut ScanOutcome,
     preserve: &Preserve,
-) -> Result<(Vec<Walked>, Vec<Vec<u8>>, HashMap<Vec<u8>, Timestamp>)> {
+) -> Result<Walk> {
     let mut walked = Vec::new();
     // Per directory, the latest ctime of the excluded names in it: what
     // tells a directory time moved by them (see the scan).
