@@ -344,7 +344,15 @@ fn init(args: &Args) -> anyhow::Result<()> {
     for pid in &report.cleaned_up {
         outln!("Removed the unfinished state folder of an earlier mkreplica killed before it finished (process {pid}).");
     }
-    cli::print_warnings(NAME, &report.scan.warnings);
+    // Nothing was recorded before: a path the first scan could not read
+    // is not recorded at all (review 14e item 9d: it said "left as
+    // recorded").
+    for warning in &report.scan.warnings {
+        let said = warning
+            .to_string()
+            .replace(", left as recorded", ", not recorded");
+        errln!("{NAME}: warning: {said}");
+    }
     let replica = &report.replica;
     outln!(
         "Created replica \"{}\" of new family \"{}\" at {}.",

@@ -880,7 +880,15 @@ fn verify(replica: &Replica, sibling: Option<&String>) -> anyhow::Result<()> {
                          to {name}, import its next packet here, then run -verify {name} again."
                     );
                 } else if found.differing.is_empty() {
-                    outln!("In step with {name}: the recorded trees are the same.");
+                    // Compared now, whatever the import said of that digest
+                    // then (review 14e item 7: "not compared: …" and then
+                    // "the same" read as a contradiction).
+                    let then = if found.received.outcome.starts_with("not compared") {
+                        " (compared now: the import that brought the digest had not compared it)"
+                    } else {
+                        ""
+                    };
+                    outln!("In step with {name}: the recorded trees are the same{then}.");
                 } else if found.root_only {
                     outln!(
                         "Differs from {name}, but which paths cannot be told: {name}'s packets \
@@ -1245,7 +1253,11 @@ fn import(replica: Replica, args: &Args) -> anyhow::Result<()> {
     };
     // New names of hard-link sets: links, not bytes written.
     if total.bytes_linked > 0 {
-        holes += &format!("; {} as new hard links", total.bytes_linked);
+        // A byte count, said as one (review 14e item 9a).
+        holes += &format!(
+            "; {} bytes linked as new names of hard-link sets, not written",
+            total.bytes_linked
+        );
     }
     outln!(
         "Import summary: {applied} packet{} applied; {} added, {} changed, {} deleted, {} in conflict; {} bytes written ({} from the packets, {} copied from content held here{holes}).",

@@ -521,9 +521,28 @@ pub fn take_requests(
             .content_requests(&op.origin, "answered")?
             .into_iter()
             .collect();
+        // A path whose version here the requester lacked when it asked
+        // (its row then, `have`) and has confirmed holding since (its
+        // packets' rows) came to it after it asked: a mirror that set its
+        // own edit aside and asked, then applied the family's version from
+        // the same import (review 14e item 8: it was shipped whole again).
+        let confirmed = replica.state().confirmed_row(&op.origin)?;
+        let mut applied_since = Vec::new();
+        for path in &request.paths {
+            let Some(version) = replica.state().entry_version(path)? else {
+                continue;
+            };
+            let covered = |row: &dyn Fn(&Id) -> u64| version.0.iter().all(|(o, e)| row(o) >= *e);
+            if !covered(&|o| request.have.get(o).copied().unwrap_or(0))
+                && covered(&|o| confirmed.get(o).map_or(0, |c| c.epoch))
+            {
+                applied_since.push(path.clone());
+            }
+        }
         let paths: Vec<&Vec<u8>> = request
             .paths
             .iter()
+            .filter(|path| !applied_since.contains(path))
             .filter(|path| {
                 answered
                     .get(*path)
@@ -535,6 +554,23 @@ pub fn take_requests(
             .into_iter()
             .find(|m| m.replica == op.origin)
             .map_or_else(|| op.origin.to_hex(), |m| m.name);
+        if paths.is_empty() && applied_since.len() == request.paths.len() {
+            replica.state_mut().transaction(|tx| {
+                Ok(crate::store::state::note_requests_taken(
+                    tx, &op.origin, op.epoch,
+                )?)
+            })?;
+            notes.push(format!(
+                "{} asked for the content of {}, and has applied this replica's version of it \
+                 since; not sent again",
+                crate::error::printable(&name),
+                match applied_since.len() {
+                    1 => "1 path".to_string(),
+                    n => format!("{n} paths"),
+                }
+            ));
+            continue;
+        }
         if paths.is_empty() {
             replica.state_mut().transaction(|tx| {
                 Ok(crate::store::state::note_requests_taken(

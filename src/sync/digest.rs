@@ -1379,9 +1379,39 @@ pub fn verify_disk(replica: &crate::replica::Replica) -> crate::error::Result<Di
         };
         // Owner, group, ACLs and extended attributes, as the scan reads them:
         // a chown is as much a local change as a touch.
-        let metadata = crate::tree::scan::metadata_changed(
+        let mut metadata = crate::tree::scan::metadata_changed(
             &disk, &meta, &state, recorded, &preserve, &mut names,
         );
+        // A directory's or symlink's time is recorded (and -status lists
+        // its change as "touched") though the digest leaves it out (review
+        // 14e item 7: -verify did not say it).
+        if let (
+            PathState::Directory {
+                mtime: Some(then), ..
+            }
+            | PathState::Symlink {
+                mtime: Some(then), ..
+            },
+            PathState::Directory { .. } | PathState::Symlink { .. },
+        ) = (recorded, &state)
+        {
+            let now = crate::tree::scan::file_mtime(&meta);
+            if now != *then && std::mem::discriminant(recorded) == std::mem::discriminant(&state) {
+                let show = |t: crate::ops::Timestamp| {
+                    let day = packet_format::utc_display(t.secs);
+                    if t.nanos == 0 {
+                        day
+                    } else {
+                        format!("{}.{:09} UTC", day.trim_end_matches(" UTC"), t.nanos)
+                    }
+                };
+                metadata.push(format!(
+                    "mtime (now {}; recorded {})",
+                    show(now),
+                    show(*then)
+                ));
+            }
+        }
         if leaf(&state) == leaf(recorded) && !metadata.is_empty() {
             mismatch(
                 false,

@@ -253,7 +253,7 @@ fn as_recorded(state: &PathState, stat: &rustix::fs::Stat) -> bool {
     matches!(state, PathState::File { size, mtime, .. }
         if *size == stat.st_size as u64
             && mtime.secs == stat.st_mtime
-            && u64::from(mtime.nanos) == stat.st_mtime_nsec as u64)
+            && i128::from(mtime.nanos) == i128::from(stat.st_mtime_nsec))
 }
 
 /// Puts the `user.*` attributes on disk at `place` into `ext` in place of

@@ -216,10 +216,21 @@ pub fn metadata_changed(
             continue;
         }
         if key == meta::keys::OWNER {
+            // Named for what changed: a chgrp is a change of group (review
+            // 14e item 7).
+            let (now, then) = (
+                meta::owner(ext).unwrap_or_default(),
+                meta::owner(old_ext).unwrap_or_default(),
+            );
+            let word = match (now.user == then.user, now.group == then.group) {
+                (true, false) => "group",
+                (false, true) => "owner",
+                _ => "owner and group",
+            };
             changed.push(format!(
-                "owner (now {}; recorded {})",
-                ids(&meta::owner(ext)),
-                ids(&meta::owner(old_ext))
+                "{word} (now {}; recorded {})",
+                ids(&Some(now)),
+                ids(&Some(then))
             ));
         } else {
             changed.push(name.to_string());
@@ -557,6 +568,10 @@ pub fn needs_read(recorded: &RecordedEntry, current: &StatKey) -> bool {
 }
 
 /// One path found by the walk, before it is compared.
+/// What [`walk`] found: the entries, the paths it could not read, and per
+/// directory the latest ctime of the excluded names in it.
+type Walk = (Vec<Walked>, Vec<Vec<u8>>, HashMap<Vec<u8>, Timestamp>);
+
 struct Walked {
     rel: Vec<u8>,
     kind: WalkedKind,
@@ -654,7 +669,7 @@ where
         })
     };
     drop(walking);
-    let (walked, unreadable) = walked?;
+    let (walked, unreadable, excluded_changed) = walked?;
     // One warning per pattern (review 14c item 5): one that named the
     // root's absolute path gets the hint, not also "matches nothing".
     let unmatched = excludes.unmatched_config_patterns();
@@ -675,6 +690,35 @@ where
     }
     let recorded = recorded?;
     let recorded: &HashMap<Vec<u8>, RecordedEntry> = recorded.borrow();
+    // Directories a name of the tree came to or left (only looked for
+    // where an excluded name changed): their time moved for that too.
+    let names_changed: HashSet<Vec<u8>> = if excluded_changed.is_empty() {
+        HashSet::new()
+    } else {
+        let parent = |path: &[u8]| {
+            let cut = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
+            path[..cut].to_vec()
+        };
+        let here: HashSet<&[u8]> = walked.iter().map(|w| w.rel.as_slice()).collect();
+        let live = |path: &[u8]| {
+            recorded
+                .get(path)
+                .is_some_and(|e| e.state != PathState::Deleted)
+        };
+        let came = walked
+            .iter()
+            .filter(|w| !w.rel.is_empty() && !live(&w.rel))
+            .map(|w| parent(&w.rel));
+        let left = recorded
+            .iter()
+            .filter(|(path, e)| {
+                e.state != PathState::Deleted && !path.is_empty() && !here.contains(path.as_slice())
+            })
+            .map(|(path, _)| parent(path));
+        came.chain(left)
+            .filter(|dir| excluded_changed.contains_key(dir))
+            .collect()
+    };
     // The recorded paths the walk found: the others are gone.
     let mut seen: HashSet<&[u8]> = HashSet::with_capacity(recorded.len());
     // The bytes the comparison reads: files new or not clean by their stat.
@@ -878,6 +922,33 @@ where
                 ext.insert(meta::keys::HARD_LINK, meta::encode(&rel));
             }
         }
+        // A directory whose only change is its time, moved by a name this
+        // replica excludes (a daemon's `mv tmp resolv.conf`: the renamed
+        // file's ctime is the directory's new time), is not changed: the
+        // time is local, like the name (review 14e item 6: every rewrite
+        // was a new epoch sent to the family, and a mirror set it back at
+        // every command).
+        if let (
+            PathState::Directory {
+                mode,
+                mtime: Some(now),
+                ext,
+            },
+            Some(PathState::Directory {
+                mode: old_mode,
+                mtime: Some(then),
+                ext: old_ext,
+            }),
+        ) = (&mut new_state, old_state)
+        {
+            let by_excluded = !names_changed.contains(&rel)
+                && excluded_changed.get(&rel).is_some_and(|changed| {
+                    changed.secs.saturating_add(1) >= now.secs && *changed >= *then
+                });
+            if now != then && mode == old_mode && ext == old_ext && by_excluded {
+                *now = *then;
+            }
+        }
         // Setuid/setgid bits this replica cannot set (see
         // `meta::set_id_bits_kept`) stay as recorded, unless the file's
         // metadata was set here since (a chmod moves only its ctime).
@@ -1048,8 +1119,11 @@ fn walk(
     live: Option<&BTreeSet<&[u8]>>,
     outcome: &mut ScanOutcome,
     preserve: &Preserve,
-) -> Result<(Vec<Walked>, Vec<Vec<u8>>)> {
+) -> Result<Walk> {
     let mut walked = Vec::new();
+    // Per directory, the latest ctime of the excluded names in it: what
+    // tells a directory time moved by them (see the scan).
+    let mut excluded_changed: HashMap<Vec<u8>, Timestamp> = HashMap::new();
     // The root first, under the empty path (SPEC.md §6.5): its own owner,
     // mode, ACLs, attributes and mtime are replicated like a directory's.
     let top = std::fs::metadata(root).map_err(|err| Error::io(root, err))?;
@@ -1137,6 +1211,9 @@ fn walk(
             let file_type = meta.file_type();
             let recorded = live.is_some_and(|live| holds_recorded(live, &rel));
             if excludes.excludes_relative_direct(&rel, file_type.is_dir(), recorded) {
+                let ctime = Timestamp::from_stat(meta.ctime(), meta.ctime_nsec());
+                let latest = excluded_changed.entry(dir_rel.clone()).or_insert(ctime);
+                *latest = (*latest).max(ctime);
                 continue;
             }
             let special = meta::special_kind_of(file_type);
@@ -1197,7 +1274,7 @@ fn walk(
             pending.push(walked[index].rel.clone());
         }
     }
-    Ok((walked, unreadable))
+    Ok((walked, unreadable, excluded_changed))
 }
 
 /// Whether `rel` or a path below it is in `live`.

@@ -1264,3 +1264,48 @@ fn a_link_added_to_a_set_while_another_name_is_removed_keeps_the_set() {
         differences(&boston, &lambik)
     );
 }
+
+/// Review 14e item 4: two members give a file different access ACLs at
+/// once (`setfacl -m u:4242:r`, mask r--, mode unchanged; `setfacl -m
+/// u:4242:rw`, mask rw-, mode 664). The conflict keeps one side's ACL
+/// whole, with its mask and the group mode bits that go with it, and the
+/// report names what is on disk.
+#[test]
+fn an_acl_conflict_keeps_one_sides_acl_with_its_mask_and_says_so() {
+    if skip() {
+        return;
+    }
+    let fam = family(&["boston", "lambik"], &[("f", "x\n")]);
+    let (boston, lambik) = (fam.root("boston"), fam.root("lambik"));
+    for root in [&boston, &lambik] {
+        sh(root, "chmod 644 f");
+        run(root, "syncreplica", ["-record"]).ok();
+    }
+    cross(&fam, "r0");
+    sh(&boston, "setfacl -m u:4242:r f");
+    sh(&lambik, "setfacl -m u:4242:rw f");
+    for root in [&boston, &lambik] {
+        run(root, "syncreplica", ["-record"]).ok();
+    }
+    let (at_boston, at_lambik) = cross(&fam, "r1");
+    let kept = "kept boston's access ACL u::rw-,u:4242:r--,g::r--,m::r--,o::r--";
+    for said in [&at_boston.stdout, &at_lambik.stdout] {
+        assert!(said.contains(kept), "{said}");
+    }
+    for root in [&boston, &lambik] {
+        let acl = sh_output(root, "getfacl -cpn f");
+        assert!(
+            acl.contains("user:4242:r--") && acl.contains("mask::r--"),
+            "{acl}"
+        );
+        let mode = std::fs::metadata(root.join("f")).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{}", root.display());
+        let status = run(root, "syncreplica", ["-status"]).ok();
+        assert!(status.stdout.contains("no changes"), "{status:?}");
+    }
+    assert!(
+        differences(&boston, &lambik).is_empty(),
+        "{:?}",
+        differences(&boston, &lambik)
+    );
+}

@@ -472,15 +472,12 @@ fn host_local_files_are_excluded_before_the_creation_import_writes_them() {
         config.contains("exclude = [\"/hosts\", \"/fstab\"]"),
         "{config}"
     );
-    // The host's own files, made later, stay local: the one change is the
-    // root's mtime, which placing a name in it moved (the root's own
-    // metadata is replicated like any directory's, SPEC.md §6.2.1).
+    // The host's own files, made later, stay local, and so does the
+    // root's time that placing them moved (review 14e item 6).
     write(&dst, "hosts", "10.0.0.2 new\n");
     let status = run(&dst, "syncreplica", ["-status"]).ok();
     assert!(
-        !status.stdout.contains("hosts")
-            && status.stdout.contains("1 change not yet recorded")
-            && status.stdout.contains("touched:       .\n"),
+        !status.stdout.contains("hosts") && status.stdout.contains("no changes to record"),
         "{}",
         status.stdout
     );
@@ -983,8 +980,13 @@ fn verify_compares_special_files_by_kind_and_device_number() {
             "{}",
             verify.stdout
         );
+        // And etc's time, which the new names moved (as -status lists
+        // it: review 14e item 7).
         assert!(
-            verify.stdout.contains("2 paths are not as recorded"),
+            verify
+                .stdout
+                .contains("not as recorded: etc: changed since recorded: mtime")
+                && verify.stdout.contains("3 paths are not as recorded"),
             "{}",
             verify.stdout
         );
@@ -2146,7 +2148,7 @@ fn a_new_hard_link_is_not_counted_as_copied_content() {
     assert!(
         imported.stdout.contains(
             "0 bytes written (0 from the packets, 0 copied from content held here; \
-             200000 as new hard links)"
+             200000 bytes linked as new names of hard-link sets, not written)"
         ),
         "{}",
         imported.stdout
@@ -3030,4 +3032,158 @@ fn an_unprivileged_member_run_as_root_sets_what_it_could_not_and_sends_nothing()
     assert!(a.join("null").exists());
     assert_eq!(mode_of(&a.join("s")) & 0o7777, 0o4750);
     assert_eq!(std::fs::metadata(a.join("f")).unwrap().uid(), 4242);
+}
+
+/// Review 14e item 6: a host-local file rewritten the way daemons do
+/// (`mv tmp resolv.conf`) moves its directory's time; that time, moved by
+/// an excluded name alone, is no change of the directory: nothing is
+/// recorded or sent. A name of the family's added there still is.
+#[test]
+fn rewriting_an_excluded_file_records_no_change_of_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("etc");
+    std::fs::create_dir(&src).unwrap();
+    write(&src, "passwd", "pw\n");
+    init(&src, "a");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&src, &out, "b").ok();
+    let dst = dir.path().join("b-etc");
+    run(
+        dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-exclude".as_ref(),
+            "/resolv.conf".as_ref(),
+            "-replica".as_ref(),
+            dst.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    let epoch = own_epoch(&dst);
+    for n in 0..3 {
+        // A later time than the directory's recorded one, every round.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        sh(&dst, &format!("echo {n} > .r.tmp && mv .r.tmp resolv.conf"));
+        let status = run(&dst, "syncreplica", ["-status"]).ok();
+        assert!(status.stdout.contains("no changes to record"), "{status:?}");
+        let recorded = run(&dst, "syncreplica", ["-record"]).ok();
+        assert!(
+            recorded.stdout.contains("Nothing to record"),
+            "{recorded:?}"
+        );
+    }
+    assert_eq!(own_epoch(&dst), epoch);
+    let packets = dir.path().join("p");
+    let exported = export_to(&dst, &packets, &["a"], &[]);
+    assert!(exported.stdout.contains("lacks nothing"), "{exported:?}");
+    // A name that is the family's moves the time too, and is recorded.
+    write(&dst, "group", "g\n");
+    let status = run(&dst, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("new file:") && status.stdout.contains("touched:       .\n"),
+        "{status:?}"
+    );
+}
+
+/// Review 14e item 8: a mirror's local edit of a file the family changed
+/// too meets the family's version in one import: the edit is set aside
+/// and asked for, then the same import applies the family's version. The
+/// upstream does not ship that file whole again.
+#[test]
+fn a_mirror_is_not_sent_again_what_the_import_that_asked_for_it_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("s");
+    std::fs::create_dir(&s).unwrap();
+    std::fs::write(s.join("f"), random_bytes(43, 200_000)).unwrap();
+    init(&s, "s");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&s, &out, "m").ok();
+    let m = dir.path().join("m");
+    run(
+        dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-mirror".as_ref(),
+            "-replica".as_ref(),
+            m.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    let append = |root: &Path, text: &str| {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.join("f"))
+            .unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    };
+    append(&s, "family\n");
+    let p1 = dir.path().join("p1");
+    export_to(&s, &p1, &["m"], &[]).ok();
+    append(&m, "local\n");
+    let imported = import_from(&m, &[&p1]).ok();
+    assert!(imported.stdout.contains("set aside"), "{imported:?}");
+    assert_eq!(
+        std::fs::read(m.join("f")).unwrap(),
+        std::fs::read(s.join("f")).unwrap()
+    );
+    let p2 = dir.path().join("p2");
+    export_to(&m, &p2, &["s"], &[]).ok();
+    let taken = import_from(&s, &[&p2]).ok();
+    assert!(
+        taken
+            .stdout
+            .contains("has applied this replica's version of it since; not sent again"),
+        "{taken:?}"
+    );
+    let p3 = dir.path().join("p3");
+    let again = export_to(&s, &p3, &["m"], &[]);
+    assert!(again.stdout.contains("lacks nothing"), "{again:?}");
+}
+
+/// Review 14e item 7: -verify says what -status lists: a directory's and
+/// a symlink's time, and a chgrp as a change of group (not "owner").
+#[test]
+fn verify_reports_directory_and_symlink_times_and_calls_a_chgrp_a_group_change() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to chgrp");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("a");
+    std::fs::create_dir_all(root.join("d")).unwrap();
+    write(&root, "f", "f\n");
+    std::os::unix::fs::symlink("f", root.join("l")).unwrap();
+    init(&root, "a");
+    sh(
+        &root,
+        "chgrp 1 f && touch -h -d 2001-01-01 l && touch -d 2001-01-01 d",
+    );
+    let status = run(&root, "syncreplica", ["-status"]).ok();
+    assert!(status.stdout.contains("3 changes"), "{status:?}");
+    let verified = run(&root, "syncreplica", ["-verify"]).ok();
+    let said = &verified.stdout;
+    assert!(
+        said.contains(
+            "not as recorded: d: changed since recorded: mtime (now 2001-01-01 00:00:00 UTC;"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "not as recorded: l: changed since recorded: mtime (now 2001-01-01 00:00:00 UTC;"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains("not as recorded: f: changed since recorded: group (now "),
+        "{said}"
+    );
+    assert!(said.contains("3 paths are not as recorded"), "{said}");
 }

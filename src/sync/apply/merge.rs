@@ -18,7 +18,10 @@
 //! - access and default ACLs, each whole: the one with fewer entries (none
 //!   at all first: `setfacl -b` stays), then the smaller entries; the
 //!   access ACL's owner, group-class and other permissions then follow
-//!   the merged mode, as the kernel keeps them;
+//!   the merged mode, as the kernel keeps them; in a three-way merge where
+//!   both sides changed the access ACL's entries, the ACL kept keeps its
+//!   own mask and the mode's group class follows it (the result is that
+//!   side's ACL, as reported);
 //! - extended attributes, per name: every name either side has; of two
 //!   values, the greater bytes;
 //! - any other metadata key: the greater encoding (absent counts least).
@@ -108,9 +111,26 @@ pub(crate) fn merge3(
     else {
         return merge(a, b, sides);
     };
+    // Both sides gave the object other access ACLs: each ACL's mask is
+    // its side's group class of the mode (a `setfacl` that changes the
+    // mask changes the mode), so those bits go with the ACL kept, not with
+    // the mode merged (review 14e item 4: the report named one side's ACL,
+    // and the disk got it with the other side's mask).
+    let acl_of = |p: &Parts| decode::<Acl>(p.2.get(keys::ACL_ACCESS)).flatten();
+    let acl_conflict = acl_of(&pa) != acl_of(&po)
+        && acl_of(&pb) != acl_of(&po)
+        && acl_of(&pa).as_ref().map(acl_rank) != acl_of(&pb).as_ref().map(acl_rank);
     // A field one side left as the base had it takes the other side's
     // value on both sides: the two-way merge then has nothing to decide.
-    one_sided(&mut pa.0, &mut pb.0, &po.0);
+    if acl_conflict {
+        let group = |m: Option<u32>| m.map_or(0, |m| m & 0o070);
+        let rest = |m: Option<u32>| m.map(|m| m & !0o070);
+        let (mut ra, mut rb) = (rest(pa.0), rest(pb.0));
+        one_sided(&mut ra, &mut rb, &rest(po.0));
+        (pa.0, pb.0) = (ra.map(|m| m | group(pa.0)), rb.map(|m| m | group(pb.0)));
+    } else {
+        one_sided(&mut pa.0, &mut pb.0, &po.0);
+    }
     one_sided(&mut pa.1, &mut pb.1, &po.1);
     let mut keys_of: Vec<u32> = [&pa.2, &pb.2, &po.2]
         .iter()
@@ -137,7 +157,59 @@ pub(crate) fn merge3(
         }
     }
     (pa.2, pb.2) = (ext_a, ext_b);
-    merge(&with_parts(a, pa), &with_parts(b, pb), sides)
+    let masks = (mask_of(acl_of(&pa)), mask_of(acl_of(&pb)));
+    let ranks = (
+        acl_of(&pa).as_ref().map(acl_rank),
+        acl_of(&pb).as_ref().map(acl_rank),
+    );
+    let modes = (pa.0, pb.0);
+    let (mut merged, mut notes) = merge(&with_parts(a, pa), &with_parts(b, pb), sides)?;
+    if acl_conflict {
+        // The ACL kept is one side's whole: its mask, and the mode's group
+        // class with it.
+        let Some((Some(mode), mtime, mut ext)) = parts(&merged) else {
+            return Some((merged, notes));
+        };
+        let Some(mut kept) = decode::<Acl>(ext.get(keys::ACL_ACCESS)).flatten() else {
+            return Some((merged, notes));
+        };
+        let rank = Some(acl_rank(&kept));
+        let mask = if rank == ranks.0 {
+            masks.0
+        } else if rank == ranks.1 {
+            masks.1
+        } else {
+            None
+        };
+        if let Some(mask) = mask {
+            for entry in kept.iter_mut().filter(|e| e.tag == ACL_MASK) {
+                entry.perm = mask;
+            }
+            ext.insert(keys::ACL_ACCESS, encode(&kept));
+            let settled = (mode & !0o070) | (u32::from(mask & 7) << 3);
+            if settled != mode {
+                // The mode's report, if any, named the bits before.
+                notes.retain(|note| !(note.starts_with("kept ") && note.contains(" mode ")));
+                if let (Some(ma), Some(mb)) = modes {
+                    if ma != mb {
+                        let name_a = sides.who(true, |s| mode_of(s) == Some(ma));
+                        let name_b = sides.who(false, |s| mode_of(s) == Some(mb));
+                        notes.push(format!(
+                            "kept mode {settled:04o}, its group class the mask of the access ACL \
+                             kept (not {name_a}'s {ma:04o} nor {name_b}'s {mb:04o})"
+                        ));
+                    }
+                }
+            }
+            merged = with_parts(&merged, (Some(settled), mtime, ext));
+        }
+    }
+    Some((merged, notes))
+}
+
+/// The mask entry's permissions of an ACL, if it has one.
+fn mask_of(acl: Option<Acl>) -> Option<u16> {
+    acl?.iter().find(|e| e.tag == ACL_MASK).map(|e| e.perm)
 }
 
 /// Two concurrent versions of a file where one side changed the content
@@ -759,7 +831,7 @@ fn merge_xattrs(
             let shown = crate::error::printable_bytes(name);
             let lost = match lost {
                 Some(value) => format!("{loser}'s {}", show_value(value)),
-                None => format!("{loser} has none"),
+                None => format!("{loser}'s, which has none"),
             };
             let kept_value = show_value(kept.as_deref().unwrap_or_default());
             notes.push(format!(
@@ -936,7 +1008,7 @@ mod tests {
                 "kept lambik's stricter mode 0700 (not boston's 0750)",
                 "kept boston's owner 1000 (not lambik's 4242; the lower id)",
                 "kept boston's group 1000 (not lambik's 4242; the lower id)",
-                "kept boston's xattr user.side = \"x\" (not lambik has none)",
+                "kept boston's xattr user.side = \"x\" (not lambik's, which has none)",
                 "kept boston's access ACL u::rwx,u:4242:r-x,g::r-x,m::r-x,o::--- \
                  (not lambik's u::rwx,u:4242:r-x,u:7:r-x,g::r-x,m::---,o::---; the fewer entries)",
                 "kept lambik's newer mtime 1970-01-01 00:00:20 UTC (not boston's 1970-01-01 00:00:10 UTC)",
