@@ -587,6 +587,10 @@ pub fn apply_stored(
     Ok(report)
 }
 
+/// The most paths a batch plans for which [`keep_entries_after`] keeps
+/// the entries.
+const KEEP_ENTRIES_UP_TO: i64 = 1024;
+
 /// Keeps, as the replica's entries ([`Replica::entries`]), the plan's
 /// recorded entries with the batch's written over them, as the commit and
 /// [`finish`] left the rows (no stat, `scanned_ns` the time the disk steps
@@ -596,6 +600,18 @@ pub fn apply_stored(
 /// for a batch without failed steps (those entries go back to what they
 /// were, in the database only).
 fn keep_entries_after(replica: &LockedReplica, plan: plan::Plan, placed_at: i64) -> Result<()> {
+    // Only for a batch of few paths: one of many would grow the map by
+    // each (an import's memory stays bounded by what it changes, see
+    // tests/import_memory.rs), where reading them again costs little
+    // beside the batch.
+    let planned: i64 = replica
+        .state()
+        .conn()
+        .query_row("SELECT COUNT(*) FROM batch.planned", [], |row| row.get(0))
+        .map_err(|source| replica.state().db_error(source))?;
+    if planned > KEEP_ENTRIES_UP_TO {
+        return Ok(());
+    }
     let mut entries = plan.recorded;
     plan.entries
         .for_each_row(replica.state().conn(), |path, entry| {
