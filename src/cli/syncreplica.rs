@@ -1507,6 +1507,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         let outcome = replica.scan(&mut ScanHooks::default())?;
         cli::print_warnings(NAME, &outcome.warnings);
+        // What this replica keeps grew: the values never applied here are
+        // left out until a command that takes the lock sets them.
+        let now = replica
+            .wanted_preserve()
+            .kept_bits(rustix::process::geteuid().is_root());
+        if let Some(grown) = replica
+            .state()
+            .kept_items()?
+            .and_then(|then| crate::sync::kept::grown_words(then, now))
+        {
+            errln!(
+                "{NAME}: note: {grown}: the next -record, -import or -export sets the recorded \
+                 values on disk (values never applied here are not local changes)"
+            );
+        }
         let excludes = replica.excludes()?;
         let missing =
             record::missing_since_excludes_changed(&replica, &excludes)?.unwrap_or_default();

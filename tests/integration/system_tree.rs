@@ -2884,6 +2884,12 @@ fn a_member_whose_preserve_grows_sets_the_recorded_values_and_sends_nothing() {
     set_preserve(r#""owner", "group", "hardlinks", "acls", "xattrs""#);
     let status = run(&b, "syncreplica", ["-status"]).ok();
     assert!(status.stdout.contains("no changes to record"), "{status:?}");
+    assert!(
+        status
+            .stderr
+            .contains("note: now keeping acls, xattrs: the next -record, -import or -export"),
+        "{status:?}"
+    );
     let recorded = run(&b, "syncreplica", ["-record"]).ok();
     assert!(
         recorded
