@@ -451,6 +451,10 @@ pub struct MirrorUndone {
     /// Replicated paths changed here: set aside (where kept, if anything was
     /// on disk) and asked for again.
     pub set_aside: Vec<(Vec<u8>, Option<PathBuf>)>,
+    /// Replicated files whose content was changed here: left in place
+    /// (served as they are) until the family's version, asked for again,
+    /// replaces them.
+    pub left_in_place: Vec<Vec<u8>>,
     /// Replicated paths whose metadata was set back.
     pub metadata_restored: Vec<Vec<u8>>,
     /// Names of a hard-link set removed here, made again as links to

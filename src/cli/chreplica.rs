@@ -10,13 +10,15 @@ use clap::Parser;
 /// ever sent as authoritative, and the family's version always wins here.
 /// What the scan that starts every command finds on one of the family's
 /// paths is undone: changed metadata (mode, times, owner, group, ACLs,
-/// xattrs, hard links) is set back at once; new
-/// content, a deletion or another kind of entry is set aside (whatever is
-/// on disk is moved to .syncreplica/deleted/DAY/PATH, soft-deleted as
-/// imports keep replaced versions, listed in the command's report), and
-/// the family's version is asked for from UPSTREAM: this replica's next
-/// packet to UPSTREAM carries the request, and UPSTREAM's next export
-/// brings it back. Local paths the family does not have are left alone
+/// xattrs, hard links) is set back at once; a file with new content is
+/// left in place, served as it is, until the family's version replaces it
+/// (the import that applies it keeps the local version in
+/// .syncreplica/deleted/DAY/PATH); a deletion or another kind of entry is
+/// set aside (whatever is on disk is moved to .syncreplica/deleted/DAY/PATH,
+/// soft-deleted as imports keep replaced versions, listed in the command's
+/// report). Either way the family's version is asked for from UPSTREAM:
+/// this replica's next packet to UPSTREAM carries the request, and
+/// UPSTREAM's next export brings it back. Local paths the family does not have are left alone
 /// and never recorded or sent. Changes recorded before it became a mirror
 /// are sent as usual.
 ///
@@ -83,7 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match (&upstream, before) {
         (Some(member), _) => outln!(
             "Replica \"{name}\" is now a mirror of \"{}\": it records no change of its own, and local \
-             changes to the family's paths are set aside and asked for again from \"{}\".",
+             changes to the family's paths are undone and asked for again from \"{}\".",
             printable(&member.name),
             printable(&member.name)
         ),

@@ -95,7 +95,7 @@ pub fn manual(name: &str) -> Manual {
             json: &[
                 (
                     "syncreplica -status -fmt json",
-                    "{version: 1, replica, root, changes: [{change (\"new\", \"modified\", \"mode changed\", \"touched\", \"metadata\" (owner, group, ACLs, xattrs or hard links only), \"type changed\", \"deleted\"), path, was (\"file\", \"directory\", \"symlink\" or null), now, old_mode, new_mode (permission bits or null), mirror (on a mirror only: \"set back\", \"set aside\" or \"left alone\", what its next -record or -import does)}], newly_excluded: [PATH], missing: [PATH], not_applied: [{path, step, source, at, error}], mirror_of (on a mirror only: its upstream)}",
+                    "{version: 1, replica, root, changes: [{change (\"new\", \"modified\", \"mode changed\", \"touched\", \"metadata\" (owner, group, ACLs, xattrs or hard links only), \"type changed\", \"deleted\"), path, was (\"file\", \"directory\", \"symlink\" or null), now, old_mode, new_mode (permission bits or null), mirror (on a mirror only: \"set back\", \"left in place\", \"set aside\" or \"left alone\", what its next -record or -import does)}], newly_excluded: [PATH], missing: [PATH], not_applied: [{path, step, source, at, error}], mirror_of (on a mirror only: its upstream)}",
                 ),
                 (
                     "syncreplica -export -fmt json",

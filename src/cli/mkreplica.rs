@@ -83,9 +83,9 @@ use clap::Parser;
 /// With -mirror, the new member (made by -import or -import -adopt) is a
 /// mirror of the packet's sender: it records no change of its own; changed
 /// metadata on one of the family's paths (mode, times, owner, group, ACLs,
-/// xattrs, hard links) is set back, and any other local change there is set aside (.syncreplica/deleted/DAY/PATH,
-/// listed in the command's report) and the family's version asked for
-/// again. Local paths the family lacks are left alone and never sent.
+/// xattrs, hard links) is set back, a file with new content is left in place until the family's version replaces
+/// it, and any other local change there is set aside (.syncreplica/deleted/DAY/PATH, listed in the command's
+/// report); the family's version is asked for again. Local paths the family lacks are left alone and never sent.
 /// chreplica -nomirror makes it an ordinary member.
 ///
 /// `mkreplica -restore [-replica DIR] [SIBLING...]`, run in a replica just
@@ -988,7 +988,7 @@ fn print_mirror_of(args: &Args, sender: &str) {
     if args.mirror {
         outln!(
             "It is a mirror of {}: it records no change of its own, and the family's version always \
-             wins here (local changes to the family's paths are set aside); chreplica -nomirror makes it an \
+             wins here (local changes to the family's paths are undone); chreplica -nomirror makes it an \
              ordinary member.",
             printable(sender)
         );

@@ -1617,10 +1617,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cli::print_warnings(NAME, &outcome.warnings);
         // What a mirror undid comes first, the summary after it.
         cli::print_mirror(&summary);
-        let undone = summary
-            .mirror
-            .as_ref()
-            .is_some_and(|u| !u.set_aside.is_empty() || !u.metadata_restored.is_empty());
+        let undone = summary.mirror.as_ref().is_some_and(|u| {
+            !u.set_aside.is_empty()
+                || !u.left_in_place.is_empty()
+                || !u.metadata_restored.is_empty()
+        });
         match summary.epochs {
             Some((first, last)) => outln!(
                 "Recorded {} in replica \"{}\" as {}.",

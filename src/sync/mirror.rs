@@ -15,12 +15,22 @@
 //!   own again, NEW keeping the old one;
 //! - a removed name of a hard-link set another name of which is held here
 //!   with its recorded content is linked to it again, not asked for;
-//! - anything else (new content, a deletion, another kind of entry) is set
-//!   aside (whatever is on disk is moved to `.syncreplica/deleted/DAY/PATH`,
+//! - a file whose content was changed here (a service appending to or
+//!   rewriting `passwd`) is left in place, served as it is, and the
+//!   family's version is asked for from UPSTREAM with a content request
+//!   ([`crate::sync::delta`]): the mirror's next packet to UPSTREAM
+//!   carries it, and UPSTREAM's next export brings the version back. Until
+//!   then its entry is the file as it is here under the family's version
+//!   (as an adoption leaves a differing file), so no scan takes it for a
+//!   change of this replica's and nothing of it is sent; the import that
+//!   applies the answer replaces it in one step and keeps it as imports
+//!   keep replaced versions (`.syncreplica/deleted/DAY/PATH`). Moving it
+//!   aside at once left the path missing until the answer came, possibly
+//!   for days (review 14e item 5: no `/etc/passwd` on a live server);
+//! - anything else (a deletion, another kind of entry) is set aside
+//!   (whatever is on disk is moved to `.syncreplica/deleted/DAY/PATH`,
 //!   soft-deleted as imports keep replaced versions), the path's entry is
-//!   forgotten, and the family's version is asked for from UPSTREAM with a
-//!   content request ([`crate::sync::delta`]): the mirror's next packet to
-//!   UPSTREAM carries it, and UPSTREAM's next export brings the version back.
+//!   forgotten, and the family's version is asked for the same way.
 //!
 //! Paths the family does not have (new local files) are neither recorded
 //! nor touched: they stay as local files, never sent. The family's
@@ -52,19 +62,23 @@ pub enum Fate {
     /// of the set, held here with the family's content (a way of setting
     /// it back: nothing is asked for).
     Relinked(Vec<u8>),
-    /// New content, a deletion or another kind of entry on a replicated
-    /// path: set aside and the family's version asked for.
+    /// New content in a replicated file: left in place until the
+    /// family's version, asked for, replaces it.
+    LeftInPlace,
+    /// A deletion or another kind of entry on a replicated path: set
+    /// aside and the family's version asked for.
     SetAside,
     /// A path the family does not have: left alone, never recorded.
     LeftAlone,
 }
 
 impl Fate {
-    /// The word `-status -fmt json` gives it: "set back", "set aside" or
-    /// "left alone".
+    /// The word `-status -fmt json` gives it: "set back", "left in
+    /// place", "set aside" or "left alone".
     pub fn word(&self) -> &'static str {
         match self {
             Fate::SetBack | Fate::Relinked(_) => "set back",
+            Fate::LeftInPlace => "left in place",
             Fate::SetAside => "set aside",
             Fate::LeftAlone => "left alone",
         }
@@ -122,7 +136,10 @@ pub fn fate(change: &crate::tree::scan::LocalChange) -> Fate {
         return Fate::LeftAlone;
     };
     let same = match (old, &change.new) {
-        (PathState::File { chunks: a, .. }, PathState::File { chunks: b, .. }) => a == b,
+        (PathState::File { chunks: a, .. }, PathState::File { chunks: b, .. }) if a != b => {
+            return Fate::LeftInPlace;
+        }
+        (PathState::File { .. }, PathState::File { .. }) => true,
         (PathState::Directory { .. }, PathState::Directory { .. }) => true,
         (PathState::Symlink { target: a, .. }, PathState::Symlink { target: b, .. }) => a == b,
         (
@@ -178,6 +195,9 @@ pub fn keep_family_versions(
     let mut names = crate::tree::meta::Names::default();
     let mut unapplied = crate::tree::meta::Unapplied::default();
     let mut forget: Vec<Vec<u8>> = Vec::new();
+    // Files with new content here, left in place: their entry becomes the
+    // file as it is (the scan's state and stat) under the family's version.
+    let mut in_place: Vec<(Vec<u8>, PathState, Option<StatKey>)> = Vec::new();
     let mut refreshed: Vec<(Vec<u8>, StatKey)> = Vec::new();
     let mut dirs_later = Vec::new();
     // Files given an inode of their own: renaming moved their folder's time.
@@ -319,6 +339,16 @@ pub fn keep_family_versions(
             undone.metadata_restored.push(path);
             continue;
         }
+        // New content in a file (the same kind of entry): left in place,
+        // served as it is, until the family's version replaces it.
+        if matches!(
+            (old, &change.new),
+            (PathState::File { .. }, PathState::File { .. })
+        ) {
+            in_place.push((path.clone(), change.new.clone(), change.stat));
+            undone.left_in_place.push(path);
+            continue;
+        }
         let kept = if place.stat()?.is_some() {
             let mut kept = relpath::to_disk_path(&aside_dir, &path);
             let mut n = 0;
@@ -426,7 +456,14 @@ pub fn keep_family_versions(
     let have: BTreeMap<Id, u64> = replica.state().epoch_row(&me)?.into_iter().collect();
     let first = replica.state().epoch(&me, &me)? + 1;
     let now = crate::sys::clock::now();
-    let requests: Vec<Operation> = forget
+    // Asked for: what was set aside or forgotten, and what was left in place.
+    let mut asked: Vec<Vec<u8>> = forget
+        .iter()
+        .cloned()
+        .chain(in_place.iter().map(|(path, _, _)| path.clone()))
+        .collect();
+    asked.sort();
+    let requests: Vec<Operation> = asked
         .chunks(packet_format::delta::MAX_REQUESTED_PATHS)
         .enumerate()
         .map(|(n, paths)| Operation {
@@ -458,7 +495,23 @@ pub fn keep_family_versions(
             state::set_epoch(tx, &me, &me, last.epoch)?;
             state::seal_own_run(tx, &secret, &me, first, last.epoch)?;
         }
-        for path in &forget {
+        for (path, local, stat) in &in_place {
+            let Some(entry) = entries.get(path) else {
+                continue;
+            };
+            state::put_entry(
+                tx,
+                &state::EntryWrite {
+                    path,
+                    state: local,
+                    version: &entry.version,
+                    author: &entry.author,
+                    stat: *stat,
+                    scanned_ns: stat.map(|_| scanned_ns),
+                },
+            )?;
+        }
+        for path in &asked {
             state::put_content_request(tx, &upstream, path, "asked", now_ns)?;
         }
         Ok(())
@@ -683,6 +736,13 @@ pub fn notes(undone: &Undone) -> Vec<String> {
             ),
         })
         .collect();
+    notes.extend(undone.left_in_place.iter().map(|path| {
+        format!(
+            "mirror: {} changed here; left in place until the family's version, asked for from \
+             {upstream}, replaces it",
+            relpath::display(path)
+        )
+    }));
     notes.extend(undone.relinked.iter().map(|(path, to)| {
         format!(
             "mirror: {} deleted here; linked again to {} (a name of its hard-link set)",

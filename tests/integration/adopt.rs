@@ -390,11 +390,15 @@ fn a_mirror_sets_local_changes_aside_and_gets_the_family_version_back() {
     assert!(
         exported
             .stdout
-            .contains("mirror: d0/f0 changed here; set aside"),
+            .contains("mirror: d0/f0 changed here; left in place"),
         "{}",
         exported.stdout
     );
-    // The mode was set back at once.
+    // The service's file is still served; the mode was set back at once.
+    assert_eq!(
+        std::fs::read_to_string(mirror.join("d0/f0")).unwrap(),
+        "written by a service\n"
+    );
     assert_eq!(
         std::fs::metadata(mirror.join("d2/f2")).unwrap().mode() & 0o777,
         0o644

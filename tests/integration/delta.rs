@@ -429,8 +429,8 @@ fn concurrent_appends_to_a_multi_chunk_file_conflict_in_one_round_trip() {
 
 /// A mirror whose copy of a file was edited locally receives the family's
 /// chmod of that file and another path's change (review 14d finding 8):
-/// the edit is set aside, and the family's version, relied on by the
-/// metadata-only change, is rebuilt from the copy set aside; nothing
+/// the edit is left in place, and the family's version, relied on by the
+/// metadata-only change, is rebuilt from the bytes still in it; nothing
 /// waits, the import succeeds.
 #[test]
 fn a_mirror_applies_a_chmod_of_a_file_it_edited_locally() {

@@ -1057,9 +1057,21 @@ fn a_mirror_sets_back_every_recorded_item_of_metadata_once() {
     let status = run(&beta, "syncreplica", ["-status"]).ok();
     assert!(!status.stdout.contains("mirror:"), "{}", status.stdout);
 
-    // New content is set aside; its folder's time, which that moved, is
-    // set back with it, not found changed by the next command.
+    // New content is left in place (review 14e item 5), said once.
     write(&beta, "etc/sub/x", "written by a service\n");
+    let in_place = run(&beta, "syncreplica", ["-record"]).ok();
+    assert!(
+        in_place
+            .stdout
+            .contains("mirror: etc/sub/x changed here; left in place"),
+        "{}",
+        in_place.stdout
+    );
+    let again = run(&beta, "syncreplica", ["-record"]).ok();
+    assert!(!again.stdout.contains("mirror:"), "{}", again.stdout);
+    // Another kind of entry is set aside; its folder's time, which that
+    // moved, is set back with it, not found changed by the next command.
+    sh(&beta, "rm etc/sub/x && mkdir etc/sub/x");
     let set_aside = run(&beta, "syncreplica", ["-record"]).ok();
     assert!(
         set_aside
@@ -1272,7 +1284,7 @@ fn a_mirror_says_what_it_will_do_with_local_changes_and_records_none() {
     );
     for line in [
         "mode changed:  a (644 -> 600) (metadata set back to the family's)",
-        "modified:      b (set aside under .syncreplica/deleted, the family's version asked for from \"alpha\")",
+        "modified:      b (left in place until the family's version, asked for from \"alpha\", replaces it)",
         "new file:      svc.log (left alone: not recorded, never sent)",
         "new file:      local.txt (left alone: not recorded, never sent)",
     ] {
@@ -1310,7 +1322,7 @@ fn a_mirror_says_what_it_will_do_with_local_changes_and_records_none() {
             .any(|l| l.starts_with("mirror: a: metadata changed here"))
             && lines[..summary]
                 .iter()
-                .any(|l| l.starts_with("mirror: b changed here; set aside")),
+                .any(|l| l.starts_with("mirror: b changed here; left in place")),
         "{}",
         recorded.stdout
     );
@@ -3134,7 +3146,7 @@ fn a_mirror_is_not_sent_again_what_the_import_that_asked_for_it_applied() {
     export_to(&s, &p1, &["m"], &[]).ok();
     append(&m, "local\n");
     let imported = import_from(&m, &[&p1]).ok();
-    assert!(imported.stdout.contains("set aside"), "{imported:?}");
+    assert!(imported.stdout.contains("left in place"), "{imported:?}");
     assert_eq!(
         std::fs::read(m.join("f")).unwrap(),
         std::fs::read(s.join("f")).unwrap()
@@ -3192,4 +3204,131 @@ fn verify_reports_directory_and_symlink_times_and_calls_a_chgrp_a_group_change()
         "{said}"
     );
     assert!(said.contains("3 paths are not as recorded"), "{said}");
+}
+
+/// Review 14e item 5: a service on a mirror appending to a replicated
+/// file (`passwd`) or rewriting it (write a new file, rename it over)
+/// does not make the next command move it aside: the file stays in place,
+/// served as it is and never recorded or sent, until the family's
+/// version, asked for from the upstream, replaces it; the local version is
+/// then kept under `.syncreplica/deleted/`, and rsync finds the mirror
+/// equal to the upstream.
+#[test]
+fn a_mirror_leaves_a_locally_rewritten_file_in_place_until_the_family_version_arrives() {
+    if skip_without_tools() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write(&src, "passwd", "root:x:0:0::/root:/bin/sh\n");
+    write(&src, "group", "root:x:0:\n");
+    write(&src, "service.conf", "conf\n");
+    init(&src, "alpha");
+    let creation = work.path().join("creation");
+    std::fs::create_dir(&creation).unwrap();
+    mkreplica_export(&src, &creation, "m").ok();
+    let m = work.path().join("m");
+    run(
+        work.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-mirror".as_ref(),
+            "-replica".as_ref(),
+            m.as_os_str(),
+            creation.as_os_str(),
+        ],
+    )
+    .ok();
+
+    // A service appends a user; another rewrites `group` by renaming a
+    // new file over it.
+    let passwd = "root:x:0:0::/root:/bin/sh\nsvc:x:999:999::/:/bin/false\n";
+    let group = "root:x:0:\nsvc:x:999:\n";
+    sh(
+        &m,
+        "echo 'svc:x:999:999::/:/bin/false' >> passwd && \
+         printf 'root:x:0:\\nsvc:x:999:\\n' > group+ && mv group+ group",
+    );
+    let still_here = |when: &str| {
+        for (name, content) in [("passwd", passwd), ("group", group)] {
+            assert_eq!(
+                std::fs::read_to_string(m.join(name))
+                    .unwrap_or_else(|e| panic!("{when}: {name}: {e}")),
+                content,
+                "{when}: {name}"
+            );
+        }
+    };
+    let status = run(&m, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains(
+            "modified:      passwd (left in place until the family's version, asked for from \
+             \"alpha\", replaces it)"
+        ),
+        "{}",
+        status.stdout
+    );
+    let json = run(&m, "syncreplica", ["-status", "-fmt", "json"]).ok();
+    assert!(
+        json.stdout.contains("\"mirror\": \"left in place\""),
+        "{}",
+        json.stdout
+    );
+    still_here("after -status");
+    let recorded = run(&m, "syncreplica", ["-record"]).ok();
+    assert!(
+        recorded.stdout.contains(
+            "mirror: passwd changed here; left in place until the family's version, asked for \
+             from alpha, replaces it"
+        ) && !recorded.stdout.contains("set aside"),
+        "{}",
+        recorded.stdout
+    );
+    still_here("after -record");
+    // Asked once: the next command finds nothing to undo.
+    let again = run(&m, "syncreplica", ["-record"]).ok();
+    assert!(
+        again.stdout.starts_with("Nothing to record") && !again.stdout.contains("mirror"),
+        "{}",
+        again.stdout
+    );
+
+    let to_alpha = work.path().join("to-alpha");
+    export_to(&m, &to_alpha, &["alpha"], &[]).ok();
+    still_here("after -export");
+    let taken = import_from(&src, &[&to_alpha]).ok();
+    assert!(
+        taken.stdout.contains("m asks for the content of 2 paths"),
+        "{}",
+        taken.stdout
+    );
+    // Nothing of the mirror's reached the family.
+    assert_eq!(
+        std::fs::read_to_string(src.join("passwd")).unwrap(),
+        "root:x:0:0::/root:/bin/sh\n"
+    );
+    let to_m = work.path().join("to-m");
+    export_to(&src, &to_m, &["m"], &[]).ok();
+    still_here("before the answer's import");
+    import_from(&m, &[&to_m]).ok();
+    assert_eq!(
+        rsync_differences("-aHAXc --numeric-ids", &src, &m, &[]),
+        Vec::<String>::new()
+    );
+    // The local versions are kept aside, as imports keep replaced ones.
+    for (name, content) in [("passwd", passwd), ("group", group)] {
+        let kept: Vec<String> = std::fs::read_dir(m.join(".syncreplica/deleted"))
+            .unwrap()
+            .filter_map(|day| std::fs::read_to_string(day.unwrap().path().join(name)).ok())
+            .collect();
+        assert_eq!(kept, vec![content.to_string()], "{name}");
+    }
+    let status = run(&m, "syncreplica", ["-status"]).ok();
+    assert!(
+        status.stdout.contains("no changes to record"),
+        "{}",
+        status.stdout
+    );
 }

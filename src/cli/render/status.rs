@@ -125,6 +125,9 @@ fn render_mirror(
                 "set back: linked again to {}, a name of its hard-link set",
                 relpath::display(to)
             ),
+            Fate::LeftInPlace => format!(
+                "left in place until the family's version, asked for from \"{upstream}\", replaces it"
+            ),
             Fate::SetAside => format!(
                 "set aside under .syncreplica/deleted, the family's version asked for from \"{upstream}\""
             ),
