@@ -141,6 +141,7 @@ use clap::Parser;
 /// is removed later, once the packets written before the rotation are
 /// through (with the old key gone, that server refuses them). See
 /// syncreplica-shipping(5), Key rotation.
+
 #[derive(Debug, Parser)]
 #[command(name = "mkreplica", version, after_help = super::EXIT_STATUS_HELP)]
 #[command(group = clap::ArgGroup::new("mode").required(true))]
@@ -301,6 +302,11 @@ use crate::sync::creation;
 use crate::sync::packets;
 use packet_format::{LogicalPacket, PacketKind};
 
+/// The comment a manifest's header carries (before the user's own, if
+/// any): what `lspacket` shows of it.
+const MANIFEST_COMMENT: &str =
+    "manifest: no file content, for mkreplica -import -adopt over a tree that is already there";
+
 const NAME: &str = "mkreplica";
 
 /// The one replica NAME operand, checked against the name alphabet: a bad
@@ -408,12 +414,21 @@ fn export(args: &Args) -> anyhow::Result<()> {
     let (outcome, summary) = crate::sync::record::record_local_changes(&mut replica)?;
     cli::print_warnings(NAME, &outcome.warnings);
     cli::warn_missing(NAME, &replica.identity.replica_name, &summary.missing);
+    // A manifest says so in the header's comment, in the clear: the
+    // contents are encrypted, and `lspacket` of a creation packet
+    // otherwise tells a manifest from a tree of empty files by nothing
+    // (review 14e item 9c).
+    let comment = match (args.manifest, args.comment.as_str()) {
+        (false, comment) => comment.to_string(),
+        (true, "") => MANIFEST_COMMENT.to_string(),
+        (true, comment) => format!("{MANIFEST_COMMENT}; {comment}"),
+    };
     let made = creation::export_creation(
         &mut replica,
         name,
         out,
         max_size,
-        &args.comment,
+        &comment,
         args.manifest,
         &keys_out,
         &stop,

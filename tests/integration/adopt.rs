@@ -129,6 +129,19 @@ fn adoption_keeps_matching_files_and_ships_only_the_differences() {
         "{}",
         manifest.stdout
     );
+    // The header says it is a manifest, in the clear (review 14e item 9c):
+    // its contents are encrypted, and by its records alone it would look
+    // like a tree of empty files.
+    let listing = run(work.path(), "lspacket", ["-long", out.to_str().unwrap()]).ok();
+    assert!(
+        listing.stdout.contains("Packet type: Replica Creation")
+            && listing.stdout.contains(
+                "Comment supplied at packet creation is: manifest: no file content, \
+                 for mkreplica -import -adopt"
+            ),
+        "{}",
+        listing.stdout
+    );
     // Into a folder that is not empty: the hint offers -adopt for what is
     // a manifest, not "ask the sender for a manifest".
     let refused = run(
