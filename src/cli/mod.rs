@@ -869,6 +869,17 @@ pub fn finish_interrupted(
     // What this replica keeps grew since its state was last reconciled:
     // the recorded values are set on disk before any scan.
     if let Some(done) = crate::sync::kept::reconcile(replica)? {
+        // Bounded like the other report lines.
+        const SHOWN: usize = 1_000;
+        for line in done.replaced.iter().take(SHOWN) {
+            errln!("{name}: note: {line}");
+        }
+        if done.replaced.len() > SHOWN {
+            errln!(
+                "{name}: note: and {} more values replaced by the recorded ones",
+                done.replaced.len() - SHOWN
+            );
+        }
         errln!(
             "{name}: note: {}: set {} from the recorded state (values never applied here \
              are not local changes)",
