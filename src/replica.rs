@@ -401,7 +401,7 @@ pub(crate) fn refuse_nesting_of_new(dir: &Path) -> Result<()> {
 /// bits) and would set the family's recorded values on that user's files,
 /// turning them over to other owners (recheck 14e, new problem 1). A
 /// `preserve` set in config.toml is the admin's choice, and root goes on.
-fn refuse_root_on_user_replica(replica: &Replica) -> Result<()> {
+pub fn refuse_root_on_user_replica(replica: &Replica) -> Result<()> {
     if !rustix::process::geteuid().is_root() || replica.config.preserve.is_some() {
         return Ok(());
     }
