@@ -385,7 +385,8 @@ fn replaced_values(
             (keys::ACL_DEFAULT, "default ACL"),
         ] {
             let acl = |e: &crate::ops::Extensions| -> Option<Acl> {
-                e.get(key).and_then(|bytes| postcard::from_bytes(bytes).ok())
+                e.get(key)
+                    .and_then(|bytes| postcard::from_bytes(bytes).ok())
             };
             let (on_disk, recorded) = (acl(&disk), acl(ext));
             let Some(now) = &on_disk else { continue };
@@ -408,7 +409,10 @@ fn replaced_values(
                     show_acl(&on_disk),
                     show_acl(&recorded)
                 )),
-                None => out.push(format!("{word} {} removed (not recorded)", show_acl(&on_disk))),
+                None => out.push(format!(
+                    "{word} {} removed (not recorded)",
+                    show_acl(&on_disk)
+                )),
             }
         }
     }
