@@ -91,7 +91,8 @@ Exit status:
   2  the command line was wrong: an option, a combination, or a value that names nothing
      there is (a member, a file to read, a replica) or may not be named there (packets or
      an -out folder inside the replica, a replica inside another); or a question with no
-     terminal to ask it on (no -force, -passphrase-file or -key)
+     terminal to ask it on (no -force, -passphrase-file or -key); or a change, run as root,
+     of a member a user that is not root made, whose config.toml does not set preserve
   3  another process holds the replica's lock
   130, 143  an export was interrupted by SIGINT (Ctrl-C) or SIGTERM: the packet being written
      was removed and is not recorded as sent; targets reported as exported before it stay
