@@ -77,6 +77,23 @@ pub enum Error {
         read_only_fs: bool,
     },
 
+    /// A command that changes the replica, run as root on a replica whose
+    /// recorded state a user that is not root made and kept, while
+    /// config.toml does not say what to keep: root's default keeps more
+    /// (owners, devices) and would set the family's values on that user's
+    /// files (review recheck 14e, new problem 1).
+    #[error(
+        "cannot change replica {} as root: it belongs to {owner} (uid {uid}), who made its \
+         recorded state, and its .syncreplica/config.toml does not set preserve",
+        root.display()
+    )]
+    RootOnUserReplica {
+        root: PathBuf,
+        uid: u32,
+        /// The user's name, or the uid where it has none.
+        owner: String,
+    },
+
     #[error("state database {}: {cause}", path.display())]
     Database {
         path: PathBuf,

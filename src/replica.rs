@@ -150,6 +150,9 @@ impl LockedReplica {
     fn take(mut replica: Replica, command: &str) -> Result<LockedReplica> {
         let root = replica.root.clone();
         let dir = replica.state_dir();
+        // Checked before the lock is taken: a refused run leaves no
+        // root-owned lock file behind to lock its owner out.
+        refuse_root_on_user_replica(&replica)?;
         let lock =
             ReplicaLock::acquire(&root, &dir, command).map_err(|e| not_writable(&root, e))?;
         // Opened after the lock is held: the read-only connection may have
@@ -392,6 +395,34 @@ pub(crate) fn refuse_nesting_of_new(dir: &Path) -> Result<()> {
 /// A failure to open the replica for writing, as [`Error::NotWritable`]
 /// when the user or the filesystem does not allow writing; other errors
 /// as they are.
+/// Refuses root a replica whose recorded state a user that is not root
+/// last reconciled ([`crate::sync::kept`]), while its config.toml does not
+/// set `preserve`: root's default keeps more (owners, devices, setuid
+/// bits) and would set the family's recorded values on that user's files,
+/// turning them over to other owners (recheck 14e, new problem 1). A
+/// `preserve` set in config.toml is the admin's choice, and root goes on.
+pub fn refuse_root_on_user_replica(replica: &Replica) -> Result<()> {
+    if !rustix::process::geteuid().is_root() || replica.config.preserve.is_some() {
+        return Ok(());
+    }
+    match replica.state.kept_items()? {
+        Some(bits) if bits & ROOT_BIT == 0 => {}
+        _ => return Ok(()),
+    }
+    let uid = std::fs::metadata(&replica.root)
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .map_err(|e| Error::io(&replica.root, e))?;
+    let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |user| user.name);
+    Err(Error::RootOnUserReplica {
+        root: replica.root.clone(),
+        uid,
+        owner,
+    })
+}
+
 fn not_writable(root: &Path, err: Error) -> Error {
     use rusqlite::ErrorCode;
     let read_only_fs = match &err {

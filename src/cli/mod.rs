@@ -91,7 +91,8 @@ Exit status:
   2  the command line was wrong: an option, a combination, or a value that names nothing
      there is (a member, a file to read, a replica) or may not be named there (packets or
      an -out folder inside the replica, a replica inside another); or a question with no
-     terminal to ask it on (no -force, -passphrase-file or -key)
+     terminal to ask it on (no -force, -passphrase-file or -key); or a change, run as root,
+     of a member a user that is not root made, whose config.toml does not set preserve
   3  another process holds the replica's lock
   130, 143  an export was interrupted by SIGINT (Ctrl-C) or SIGTERM: the packet being written
      was removed and is not recorded as sent; targets reported as exported before it stay
@@ -869,6 +870,17 @@ pub fn finish_interrupted(
     // What this replica keeps grew since its state was last reconciled:
     // the recorded values are set on disk before any scan.
     if let Some(done) = crate::sync::kept::reconcile(replica)? {
+        // Bounded like the other report lines.
+        const SHOWN: usize = 1_000;
+        for line in done.replaced.iter().take(SHOWN) {
+            errln!("{name}: note: {line}");
+        }
+        if done.replaced.len() > SHOWN {
+            errln!(
+                "{name}: note: and {} more values replaced by the recorded ones",
+                done.replaced.len() - SHOWN
+            );
+        }
         errln!(
             "{name}: note: {}: set {} from the recorded state (values never applied here \
              are not local changes)",

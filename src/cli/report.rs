@@ -194,7 +194,8 @@ pub fn exit_code(err: &Error) -> i32 {
         | Error::PacketsInsideReplica { .. }
         | Error::AlreadyInReplica { .. }
         | Error::ContainsReplica { .. }
-        | Error::MissingKeyFile { .. } => EXIT_USAGE,
+        | Error::MissingKeyFile { .. }
+        | Error::RootOnUserReplica { .. } => EXIT_USAGE,
         Error::PassphraseFile { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {
             EXIT_USAGE
         }
@@ -344,6 +345,12 @@ pub fn hint(err: &Error) -> Option<String> {
              make it again from a sibling (mkreplica -export there, mkreplica -import here)"
                 .into()
         }
+        Error::RootOnUserReplica { owner, .. } => format!(
+            "run it as that user (e.g. sudo -u {owner} …); or, to have root keep owners, \
+             set preserve in .syncreplica/config.toml (e.g. preserve = [\"owner\", \"group\", \
+             \"acls\", \"xattrs\", \"hardlinks\", \"devices\"]): root then sets the recorded \
+             values on disk; -status, -verify and lsreplica only read it and work as any user"
+        ),
         Error::NotWritable {
             read_only_fs: false,
             ..

@@ -1517,10 +1517,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .kept_items()?
             .and_then(|then| crate::sync::kept::grown_words(then, now))
         {
-            errln!(
-                "{NAME}: note: {grown}: the next -record, -import or -export sets the recorded \
-                 values on disk (values never applied here are not local changes)"
-            );
+            match crate::replica::refuse_root_on_user_replica(&replica) {
+                // Root is refused this member's locked commands: it says
+                // so rather than promise what the next one would do.
+                Err(crate::error::Error::RootOnUserReplica { owner, uid, .. }) => errln!(
+                    "{NAME}: note: {grown}: values never applied here are not local changes; \
+                     this member belongs to {owner} (uid {uid}), so -record, -import and -export \
+                     are refused as root until it is run as {owner} or preserve is set in \
+                     .syncreplica/config.toml"
+                ),
+                _ => errln!(
+                    "{NAME}: note: {grown}: the next -record, -import or -export sets the recorded \
+                     values on disk (values never applied here are not local changes)"
+                ),
+            }
         }
         let excludes = replica.excludes()?;
         let missing =

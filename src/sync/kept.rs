@@ -31,6 +31,10 @@ pub struct Reconciled {
     pub grown: String,
     /// Paths given a recorded value (or made: a device node, a FIFO).
     pub set: u64,
+    /// Values on disk that the recorded ones replaced or removed, one line
+    /// each, path first (a value the local user set while the item was
+    /// not kept is lost: the user is told which).
+    pub replaced: Vec<String>,
     /// What could not be applied, one line per item with a count.
     pub unapplied: Vec<String>,
     /// Paths left as they were, with why.
@@ -111,6 +115,7 @@ fn set_grown(
     let mut unapplied = Unapplied::default();
     let mut notes = Vec::new();
     let mut set = 0u64;
+    let mut replaced = Vec::new();
     let mut touched_dirs: BTreeSet<Vec<u8>> = BTreeSet::new();
     // Every other entry before the directories, these deepest first: what
     // is made in a directory moves its time, set back last.
@@ -184,6 +189,11 @@ fn set_grown(
         if only_root_xattrs {
             keep_user_xattrs(&place, &mut ext);
         }
+        if let (false, Some(stat)) = (made, &before) {
+            for what in replaced_values(&place, stat, kind, &ext, &with, &mut names) {
+                replaced.push(format!("{}: {what}", crate::tree::relpath::display(path)));
+            }
+        }
         let mode = if made {
             Some(mode)
         } else if (with.owner || with.group) && matches!(kind, MetaKind::File | MetaKind::Special) {
@@ -243,6 +253,7 @@ fn set_grown(
     Ok(Reconciled {
         grown: grown_words(then, now).unwrap_or_default(),
         set,
+        replaced,
         unapplied: unapplied.lines(),
         notes,
     })
@@ -282,4 +293,128 @@ fn keep_user_xattrs(place: &crate::tree::confined::Place, ext: &mut crate::ops::
     }
     merged.sort();
     ext.insert(meta::keys::XATTRS, meta::encode(&merged));
+}
+
+/// What setting the recorded values `ext` of the items `with` keeps
+/// replaces or removes on disk at `place` (`stat`: its lstat), in words;
+/// nothing for a value that equals the recorded one, or one only added.
+fn replaced_values(
+    place: &crate::tree::confined::Place,
+    stat: &rustix::fs::Stat,
+    kind: MetaKind,
+    ext: &crate::ops::Extensions,
+    with: &Preserve,
+    names: &mut Names,
+) -> Vec<String> {
+    use crate::sync::apply::merge::{show_acl, show_value};
+    use meta::{keys, Acl, Principal};
+    let mut out = Vec::new();
+    let numeric = with.numeric_ids;
+    let is_symlink = matches!(kind, MetaKind::Symlink);
+    let only = Preserve {
+        owner: with.owner,
+        group: with.group,
+        acls: with.acls,
+        xattrs: with.xattrs,
+        hardlinks: false,
+        devices: false,
+        specials: false,
+        numeric_ids: numeric,
+    };
+    let mut disk = crate::ops::Extensions::default();
+    meta::read(
+        &place.display_path(),
+        stat.st_uid,
+        stat.st_gid,
+        is_symlink,
+        matches!(kind, MetaKind::Directory),
+        None,
+        &only,
+        names,
+        &mut disk,
+    );
+    let who = |p: &Principal| match &p.name {
+        Some(name) => format!("{}({})", crate::error::printable(name), p.id),
+        None => p.id.to_string(),
+    };
+    if let Some(recorded) = meta::owner(ext) {
+        if let (true, Some(user)) = (with.owner, &recorded.user) {
+            if names.local_uid(user, numeric) != stat.st_uid {
+                let now = names.user(stat.st_uid, numeric);
+                out.push(format!(
+                    "owner {} replaced by the recorded {}",
+                    who(&now),
+                    who(user)
+                ));
+            }
+        }
+        if let (true, Some(group)) = (with.group, &recorded.group) {
+            if names.local_gid(group, numeric) != stat.st_gid {
+                let now = names.group(stat.st_gid, numeric);
+                out.push(format!(
+                    "group {} replaced by the recorded {}",
+                    who(&now),
+                    who(group)
+                ));
+            }
+        }
+    }
+    if with.xattrs {
+        let decode = |e: &crate::ops::Extensions| -> meta::Xattrs {
+            e.get(keys::XATTRS)
+                .and_then(|bytes| postcard::from_bytes(bytes).ok())
+                .unwrap_or_default()
+        };
+        let (on_disk, recorded) = (decode(&disk), decode(ext));
+        for (name, value) in &on_disk {
+            let shown = crate::error::printable_bytes(name);
+            match recorded.iter().find(|(n, _)| n == name) {
+                Some((_, v)) if v == value => {}
+                Some((_, v)) => out.push(format!(
+                    "xattr {shown} {} replaced by the recorded {}",
+                    show_value(value),
+                    show_value(v)
+                )),
+                None => out.push(format!("xattr {shown} removed (not recorded)")),
+            }
+        }
+    }
+    if with.acls && !is_symlink {
+        for (key, word) in [
+            (keys::ACL_ACCESS, "access ACL"),
+            (keys::ACL_DEFAULT, "default ACL"),
+        ] {
+            let acl = |e: &crate::ops::Extensions| -> Option<Acl> {
+                e.get(key)
+                    .and_then(|bytes| postcard::from_bytes(bytes).ok())
+            };
+            let (on_disk, recorded) = (acl(&disk), acl(ext));
+            let Some(now) = &on_disk else { continue };
+            // Named entries compare by the id the recorded one gives here.
+            let local = |a: &Acl, names: &mut Names| -> Vec<(u16, u16, Option<u32>)> {
+                a.iter()
+                    .map(|e| {
+                        let id = e.who.as_ref().map(|p| match e.tag {
+                            8 => names.local_gid(p, numeric),
+                            _ => names.local_uid(p, numeric),
+                        });
+                        (e.tag, e.perm, id)
+                    })
+                    .collect()
+            };
+            match &recorded {
+                Some(rec) if local(rec, names) == local(now, names) => {}
+                Some(_) => out.push(format!(
+                    "{word} {} replaced by the recorded {}",
+                    show_acl(&on_disk),
+                    show_acl(&recorded)
+                )),
+                None => out.push(format!(
+                    "{word} {} removed (not recorded)",
+                    show_acl(&on_disk)
+                )),
+            }
+        }
+    }
+    out
 }

@@ -410,6 +410,9 @@ pub enum WarningKind {
     Snapshot,
     #[error("cannot read, left as recorded: {0}")]
     Unreadable(String),
+    /// A file that could not be read and has no recorded version.
+    #[error("cannot read, not recorded: {0}")]
+    UnreadableNew(String),
     #[error("cannot read directory, left as recorded: {0}")]
     UnreadableDirectory(String),
     #[error("a nested replica's state folder, skipped")]
@@ -882,10 +885,13 @@ where
                     }
                 }
                 Err(err) => {
-                    outcome.warnings.push(ScanWarning {
-                        path: rel,
-                        kind: WarningKind::Unreadable(err.to_string()),
-                    });
+                    // Never recorded: nothing is left as recorded (review
+                    // 14e item 9d).
+                    let kind = match old_state {
+                        Some(_) => WarningKind::Unreadable(err.to_string()),
+                        None => WarningKind::UnreadableNew(err.to_string()),
+                    };
+                    outcome.warnings.push(ScanWarning { path: rel, kind });
                     continue;
                 }
             }

@@ -3020,10 +3020,68 @@ fn an_unprivileged_member_run_as_root_sets_what_it_could_not_and_sends_nothing()
     assert!(made.stdout.contains("not applied here"), "{made:?}");
     assert!(!u.join("null").exists());
 
-    // Root runs it now (sudo).
+    // Root runs it now (sudo), preserve unset: read-only commands work;
+    // one that changes it is refused before anything is changed (recheck
+    // 14e, new problem 1: it chowned the user's files to the family's
+    // owners and left a root-owned lock file).
     let status = run(&u, "syncreplica", ["-status"]).ok();
     assert!(status.stdout.contains("no changes to record"), "{status:?}");
+    assert!(
+        status
+            .stderr
+            .contains("this member belongs to nobody (uid 65534)"),
+        "{status:?}"
+    );
+    run(&u, "syncreplica", ["-verify"]).ok();
+    let owners =
+        |root: &Path| -> String { sh_output(root, "find . -printf '%p %U:%G %m\\n' | sort") };
+    let before = owners(&u);
     let packets = dir.path().join("p1");
+    for args in [&["-record"][..], &["-export", "-out", "../p0", "a"]] {
+        let refused = run(&u, "syncreplica", args.iter().copied());
+        assert_eq!(refused.code, 2, "{refused:?}");
+        assert!(
+            refused.stderr.contains(&format!(
+                "cannot change replica {} as root: it belongs to nobody (uid 65534)",
+                u.display()
+            )),
+            "{refused:?}"
+        );
+        assert!(
+            refused
+                .stderr
+                .contains("hint: run it as that user (e.g. sudo -u nobody")
+                && refused
+                    .stderr
+                    .contains("set preserve in .syncreplica/config.toml"),
+            "{refused:?}"
+        );
+        assert_eq!(owners(&u), before);
+        assert!(!u.join(".syncreplica/lock").exists());
+    }
+    // Its user still runs it.
+    let recorded = run_as_nobody(
+        &home,
+        "syncreplica",
+        &["-replica".as_ref(), u.as_os_str(), "-record".as_ref()],
+    )
+    .ok();
+    assert!(
+        recorded.stdout.contains("Nothing to record"),
+        "{recorded:?}"
+    );
+    // The admin chooses what root keeps: root goes on, and says so.
+    let config_path = u.join(".syncreplica/config.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        config.replacen(
+            "\n# preserve = [",
+            "\npreserve = [\"owner\", \"group\", \"acls\", \"xattrs\", \"hardlinks\", \"devices\"]\n# preserve = [",
+            1,
+        ),
+    )
+    .unwrap();
     let exported = export_to(&u, &packets, &["a"], &[]);
     assert!(
         exported.stderr.contains(
@@ -3330,5 +3388,145 @@ fn a_mirror_leaves_a_locally_rewritten_file_in_place_until_the_family_version_ar
         status.stdout.contains("no changes to record"),
         "{}",
         status.stdout
+    );
+}
+
+/// Recheck 14e, new problem 2: when preserve starts keeping xattrs and
+/// ACLs, what the local user set meanwhile is replaced by the recorded
+/// values; each such path is named with what is replaced or removed, and
+/// a value equal to the recorded one is not mentioned.
+#[test]
+fn a_growing_preserve_names_each_local_value_it_replaces() {
+    if skip_without_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    std::fs::create_dir(&a).unwrap();
+    write(&a, "g", "g\n");
+    write(&a, "h", "h\n");
+    write(&a, "k", "k\n");
+    sh(
+        &a,
+        "setfattr -n user.k -v 1 g && setfattr -n user.s -v same k && setfacl -m u:4243:r k",
+    );
+    init(&a, "a");
+    let out = dir.path().join("creation");
+    std::fs::create_dir(&out).unwrap();
+    mkreplica_export(&a, &out, "b").ok();
+    let b = dir.path().join("b");
+    run(
+        dir.path(),
+        "mkreplica",
+        [
+            OsStr::new("-import"),
+            "-preserve".as_ref(),
+            "owner,group,hardlinks".as_ref(),
+            "-replica".as_ref(),
+            b.as_os_str(),
+            out.as_os_str(),
+        ],
+    )
+    .ok();
+    sh(
+        &b,
+        "setfattr -n user.k -v LOCAL g && setfattr -n user.new -v N h \
+         && setfattr -n user.s -v same k && setfacl -m u:4244:rw k",
+    );
+    let config_path = b.join(".syncreplica/config.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        config.replacen(
+            "preserve = [\"owner\", \"group\", \"hardlinks\"]",
+            "preserve = [\"owner\", \"group\", \"hardlinks\", \"acls\", \"xattrs\"]",
+            1,
+        ),
+    )
+    .unwrap();
+    let recorded = run(&b, "syncreplica", ["-record"]).ok();
+    for line in [
+        "note: g: xattr user.k \"LOCAL\" replaced by the recorded \"1\"",
+        "note: h: xattr user.new removed (not recorded)",
+        "note: k: access ACL u::rw-,u:4244:rw-,g::r--,m::rw-,o::r-- replaced by the recorded \
+         u::rw-,u:4243:r--,g::r--,m::r--,o::r--",
+    ] {
+        assert!(recorded.stderr.contains(line), "{line}\n{recorded:?}");
+    }
+    assert!(!recorded.stderr.contains("user.s"), "{recorded:?}");
+    // Named before the summary.
+    let summary = recorded
+        .stderr
+        .find("set 3 paths from the recorded state")
+        .expect("summary");
+    assert!(recorded.stderr.find("note: g: xattr").unwrap() < summary);
+    assert_eq!(
+        xattr::get(b.join("g"), "user.k").unwrap().as_deref(),
+        Some(b"1".as_slice())
+    );
+    assert!(xattr::get(b.join("h"), "user.new").unwrap().is_none());
+}
+
+/// Review 14e item 9d: a file that could not be read when the replica was
+/// made was never recorded; later scans say "not recorded" for it too,
+/// not "left as recorded".
+#[test]
+fn an_unreadable_file_never_recorded_is_called_not_recorded_by_later_scans() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to switch to a user that cannot read a mode-000 file");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    sh(dir.path(), "chmod 755 .");
+    let home = dir.path().join("nobody");
+    let a = home.join("a");
+    std::fs::create_dir_all(&a).unwrap();
+    write(&a, "zero", "z\n");
+    write(&a, "f", "f\n");
+    sh(
+        dir.path(),
+        "chmod 000 nobody/a/zero && chown -R 65534:65534 nobody",
+    );
+    let made = run_as_nobody(
+        &home,
+        "mkreplica",
+        &[
+            "-init".as_ref(),
+            "-family".as_ref(),
+            "ro".as_ref(),
+            "-replica".as_ref(),
+            a.as_os_str(),
+            "a".as_ref(),
+        ],
+    )
+    .ok();
+    assert!(
+        made.stderr.contains("zero: cannot read, not recorded"),
+        "{made:?}"
+    );
+    let status = run_as_nobody(
+        &home,
+        "syncreplica",
+        &["-replica".as_ref(), a.as_os_str(), "-status".as_ref()],
+    );
+    assert!(
+        status
+            .stderr
+            .contains("warning: zero: cannot read, not recorded"),
+        "{status:?}"
+    );
+    assert!(!status.stderr.contains("left as recorded"), "{status:?}");
+    // A file recorded before and unreadable now is left as recorded.
+    sh(dir.path(), "chmod 000 nobody/a/f");
+    let status = run_as_nobody(
+        &home,
+        "syncreplica",
+        &["-replica".as_ref(), a.as_os_str(), "-status".as_ref()],
+    );
+    assert!(
+        status
+            .stderr
+            .contains("warning: f: cannot read, left as recorded"),
+        "{status:?}"
     );
 }

@@ -725,7 +725,7 @@ fn show_perm(perm: u16) -> String {
         .collect()
 }
 
-fn show_acl(acl: &Option<Acl>) -> String {
+pub(crate) fn show_acl(acl: &Option<Acl>) -> String {
     let Some(acl) = acl else {
         return "none".to_string();
     };
@@ -790,7 +790,7 @@ fn merge_acl(
     Some(kept.map(|acl| encode(&acl)))
 }
 
-fn show_value(value: &[u8]) -> String {
+pub(crate) fn show_value(value: &[u8]) -> String {
     const MAX: usize = 40;
     let shown = crate::error::printable_bytes(&value[..value.len().min(MAX)]);
     if value.len() > MAX {

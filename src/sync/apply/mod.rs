@@ -255,7 +255,7 @@ pub mod batch;
 mod disk;
 mod journal;
 pub(crate) mod lines;
-mod merge;
+pub(crate) mod merge;
 mod plan;
 mod planned;
 mod spool;
