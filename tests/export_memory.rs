@@ -10,49 +10,12 @@
 //! `syncreplica -export` runs them. SQLite's own cache (bounded by its
 //! settings) is not counted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use syncreplica::replica::Replica;
 use syncreplica::sync::export::{export_updates, ExportRequest, Mode, TargetExport};
-
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(by: usize) {
-    let now = CURRENT.fetch_add(by, Relaxed) + by;
-    PEAK.fetch_max(now, Relaxed);
-}
-
-// SAFETY: every call is passed on to the system allocator unchanged; the
-// counters only watch.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            CURRENT.fetch_sub(layout.size(), Relaxed);
-            grew(new_size);
-        }
-        new
-    }
-}
+use test_support::counting_alloc::{self, Counting};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -151,8 +114,7 @@ fn peak_heap_of_export(mib: usize) -> usize {
     let mut replica = Replica::open(&a).unwrap().lock("test").unwrap();
     let stop = syncreplica::sync::StopFlag::new();
     let targets = ["b".to_string()];
-    let base = CURRENT.load(Relaxed);
-    PEAK.store(base, Relaxed);
+    let base = counting_alloc::start();
     // The scan's outcome is kept until the export ends, as the command
     // keeps it (for its warnings).
     let (outcome, _, _) = syncreplica::sync::record::record_for_export(&mut replica).unwrap();
@@ -174,7 +136,7 @@ fn peak_heap_of_export(mib: usize) -> usize {
         },
     )
     .unwrap();
-    let peak = PEAK.load(Relaxed) - base;
+    let peak = counting_alloc::peak_since(base);
     drop(outcome);
     let [(_, TargetExport::Written(summary))] = results.as_slice() else {
         panic!("no packet written");

@@ -7,51 +7,14 @@
 //! (a global allocator) around an in-process import. SQLite's own cache
 //! (bounded by its settings) is not counted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use packet_format::Named;
 use syncreplica::replica::Replica;
 use syncreplica::sync::import::{import, ImportRequest, PacketOutcome};
+use test_support::counting_alloc::{self, Counting};
 use test_support::{write_many_ops, ManyOps, ManyOpsPacket};
-
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(by: usize) {
-    let now = CURRENT.fetch_add(by, Relaxed) + by;
-    PEAK.fetch_max(now, Relaxed);
-}
-
-// SAFETY: every call is passed on to the system allocator unchanged; the
-// counters only watch.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            CURRENT.fetch_sub(layout.size(), Relaxed);
-            grew(new_size);
-        }
-        new
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -167,8 +130,7 @@ fn peak_heap_of_import(count: u64, kind: ManyOps) -> usize {
         .replica_id;
     let have = to.state().epoch(&to.identity.replica_id, &origin).unwrap();
     let mut to = to.lock("test").unwrap();
-    let base = CURRENT.load(Relaxed);
-    PEAK.store(base, Relaxed);
+    let base = counting_alloc::start();
     let outcomes = import(
         &mut to,
         &ImportRequest {
@@ -177,7 +139,7 @@ fn peak_heap_of_import(count: u64, kind: ManyOps) -> usize {
         },
     )
     .unwrap();
-    let peak = PEAK.load(Relaxed) - base;
+    let peak = counting_alloc::peak_since(base);
     assert!(
         matches!(outcomes.as_slice(), [PacketOutcome::Applied { .. }]),
         "{outcomes:?}"
@@ -450,11 +412,10 @@ fn peak_heap_of_creation_import(count: usize) -> usize {
     .unwrap()])
     .unwrap();
     let b = dir.path().join("b");
-    let base = CURRENT.load(Relaxed);
-    PEAK.store(base, Relaxed);
+    let base = counting_alloc::start();
     let made =
         import_creation(&packet, &b, &bay.join("b.key"), false, &Default::default()).unwrap();
-    let peak = PEAK.load(Relaxed) - base;
+    let peak = counting_alloc::peak_since(base);
     assert_eq!(made.files, count as u64);
     drop(made);
     let to = Replica::open(&b).unwrap();

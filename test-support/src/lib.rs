@@ -5,6 +5,8 @@
 //! `shipping`'s and `packet-format`'s own tests can use it too; helpers
 //! that need a replica live in `tests/integration/helpers.rs`.
 
+pub mod counting_alloc;
+
 use std::path::Path;
 
 use sha2::Digest;
