@@ -1221,7 +1221,8 @@ fn compare_after_import(
         digest: theirs.clone(),
         outcome: outcome.stored(),
     };
-    replica.state_mut().transaction(|tx| {
+    // What the sender said of itself: the entries stay as they are.
+    replica.state_mut_keeping_entries().transaction(|tx| {
         crate::store::state::set_sibling_patterns(tx, &sender, &theirs.patterns, now)?;
         // A sender without the field (an older version) is covered nothing.
         let preserved = theirs.metadata.map_or(0, |m| m.preserved);
