@@ -411,6 +411,12 @@ fn export_to(
     // file states are sent relative to it, and changed chunks as recipes
     // over its chunks.
     let answers_for_others = replica.state().paths_requested_by_others(&target.replica)?;
+    // The tree digest is computed beside what follows (it only reads the
+    // recorded entries).
+    let digest = match row_is_exact {
+        true => Some(crate::sync::digest::ExportDigest::read(replica, &target.replica)?.spawn()),
+        false => None,
+    };
     let mut held = delta::held_versions(replica.state(), &estimate, &ops, &answers_for_others)?;
     // Paths the target asked for whole (content requests): nothing of them
     // is relied on.
@@ -468,10 +474,7 @@ fn export_to(
         seals,
         creation: None,
         incarnation: Some(replica.incarnation()?),
-        tree_digest: match row_is_exact {
-            true => Some(crate::sync::digest::for_export(replica, &target.replica)?),
-            false => None,
-        },
+        tree_digest: digest.map(crate::sync::digest::DigestThread::join),
         encryption: None,
         secrets: None,
         rotations,

@@ -809,11 +809,16 @@ where
         mtime,
     } in walked
     {
-        let path = relpath::to_disk_path(root, &rel);
         let old = recorded.get_key_value(&rel).map(|(recorded_path, old)| {
             seen.insert(recorded_path.as_slice());
             old
         });
+        if kind == WalkedKind::File && old.is_some_and(|old| !needs_read(old, &stat)) {
+            // Clean by its stat: most of the tree, so no path is built.
+            outcome.files_seen += 1;
+            continue;
+        }
+        let path = relpath::to_disk_path(root, &rel);
         let old_state = old.map(|e| &e.state).filter(|s| **s != PathState::Deleted);
         let mut new_stat = None;
         let new_state = if let WalkedKind::Special { kind, major, minor } = kind {
@@ -849,9 +854,6 @@ where
             }
         } else {
             outcome.files_seen += 1;
-            if old.is_some_and(|old| !needs_read(old, &stat)) {
-                continue;
-            }
             match read_stable(&path, &mut outcome, hooks, pieces.as_deref_mut()) {
                 Ok(ReadResult::Stable { state, stat }) => {
                     new_stat = Some(stat);
