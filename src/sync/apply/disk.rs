@@ -175,7 +175,8 @@ fn stage_all(
     })
 }
 
-/// Where each chunk of this replica's recorded files is: (path, offset).
+/// Chunk id -> the places (path, offset) it was at in the logged versions
+/// of some paths ([`index_history`]).
 type LocalIndex = HashMap<ChunkId, Vec<(Vec<u8>, u64)>>;
 
 /// Finds the chunks a packet does not carry in a file this replica has,
