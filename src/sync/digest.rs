@@ -1064,7 +1064,7 @@ impl ExportDigest {
     }
 
     /// The digest (reads nothing more).
-    pub fn compute(&self) -> TreeDigest {
+    fn compute(&self) -> TreeDigest {
         let computed = compute_keeping(
             self.entries
                 .iter()
