@@ -54,6 +54,12 @@ PY
 du -sh "$work/src"
 
 now() { date +%s.%N; }
+# Each timed step starts on a settled disk: without `sync`, what the step
+# before left unflushed (rsync and tar do not fsync; `cp -a` made the
+# --fsync copy just before it was timed) is written back during the next
+# step, and that step's fsyncs wait for it: a step was charged for its
+# predecessor's writes.
+settle() { sync; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", a / b }'; }
 bytes_in() { du -sb "$1" | cut -f1; }
@@ -71,24 +77,24 @@ sleep 2.1
 
 # 1. Replica creation.
 mkdir "$work/pk1"
-t0=$(now); "$bin/mkreplica" -export -out "$work/pk1" -keyout "$work/beta.key" -replica "$work/src" beta >/dev/null; t1=$(now)
-t2=$(now); "$bin/mkreplica" -import -replica "$work/beta" -key "$work/beta.key" "$work/pk1" >/dev/null; t3=$(now)
+settle; t0=$(now); "$bin/mkreplica" -export -out "$work/pk1" -keyout "$work/beta.key" -replica "$work/src" beta >/dev/null; t1=$(now)
+settle; t2=$(now); "$bin/mkreplica" -import -replica "$work/beta" -key "$work/beta.key" "$work/pk1" >/dev/null; t3=$(now)
 # The new replica's first scan reads every file once: all were written
 # moments before, within the racy window. A one-time cost, shown apart.
 sleep 2.1
-t8=$(now); "$bin/syncreplica" -record -replica "$work/beta" >/dev/null; t9=$(now)
+settle; t8=$(now); "$bin/syncreplica" -record -replica "$work/beta" >/dev/null; t9=$(now)
 sr_bytes=$(du -cb "$work"/pk1/*.zip | tail -1 | cut -f1)
 mkdir "$work/rs-empty"
-t4=$(now); rsync -a --exclude=.syncreplica --only-write-batch="$work/batch1" "$work/src/" "$work/rs-empty/"; t5=$(now)
+settle; t4=$(now); rsync -a --exclude=.syncreplica --only-write-batch="$work/batch1" "$work/src/" "$work/rs-empty/"; t5=$(now)
 mkdir "$work/rs-dest"
-t6=$(now); rsync -a --read-batch="$work/batch1" "$work/rs-dest/"; t7=$(now)
+settle; t6=$(now); rsync -a --read-batch="$work/batch1" "$work/rs-dest/"; t7=$(now)
 report "create a replica ($files files)" "$sr_bytes" "$(elapsed "$t0" "$t1")" "$(elapsed "$t2" "$t3")" \
     "$(bytes_in "$work/batch1")" "$(elapsed "$t4" "$t5")" "$(elapsed "$t6" "$t7")"
 diff -r --exclude=.syncreplica "$work/src" "$work/beta" >/dev/null && echo "  trees equal: yes"
 echo "  first scan at the new replica (reads every file once): $(elapsed "$t8" "$t9") s"
 # The issue's other yardstick for creation: tar piped to zstd -3 on every
 # core, the bytes and the time to write them.
-t10=$(now); tar -C "$work/src" --exclude=.syncreplica -cf - . | zstd -q -3 -T0 -o "$work/tree.tar.zst"; t11=$(now)
+settle; t10=$(now); tar -C "$work/src" --exclude=.syncreplica -cf - . | zstd -q -3 -T0 -o "$work/tree.tar.zst"; t11=$(now)
 tz_bytes=$(bytes_in "$work/tree.tar.zst")
 printf '  %-12s %14s %12s\n' "tar|zstd -3" "$tz_bytes" "$(elapsed "$t10" "$t11")"
 printf '  %-12s %14s %12s\n' "ratio" "$(ratio "$sr_bytes" "$tz_bytes")" "$(ratio "$(elapsed "$t0" "$t1")" "$(elapsed "$t10" "$t11")")"
@@ -107,13 +113,13 @@ for p in rng.sample(paths, len(paths) // 100):
         f.write(b"EDITED!" if len(data) > 8 else b"E")
 PY
 mkdir "$work/pk2"
-t0=$(now); "$bin/syncreplica" -export -out "$work/pk2" -replica "$work/src" beta >/dev/null; t1=$(now)
-t2=$(now); "$bin/syncreplica" -import -replica "$work/beta" "$work/pk2" >/dev/null; t3=$(now)
+settle; t0=$(now); "$bin/syncreplica" -export -out "$work/pk2" -replica "$work/src" beta >/dev/null; t1=$(now)
+settle; t2=$(now); "$bin/syncreplica" -import -replica "$work/beta" "$work/pk2" >/dev/null; t3=$(now)
 sr_bytes=$(du -cb "$work"/pk2/*.zip | tail -1 | cut -f1)
-t4=$(now); rsync -a --exclude=.syncreplica --only-write-batch="$work/batch2" "$work/src/" "$work/rs-dest/"; t5=$(now)
+settle; t4=$(now); rsync -a --exclude=.syncreplica --only-write-batch="$work/batch2" "$work/src/" "$work/rs-dest/"; t5=$(now)
 cp -a "$work/rs-dest" "$work/rs-dest-fsync"
-t6=$(now); rsync -a --read-batch="$work/batch2" "$work/rs-dest/"; t7=$(now)
-t12=$(now); rsync -a --fsync --read-batch="$work/batch2" "$work/rs-dest-fsync/"; t13=$(now)
+settle; t6=$(now); rsync -a --read-batch="$work/batch2" "$work/rs-dest/"; t7=$(now)
+settle; t12=$(now); rsync -a --fsync --read-batch="$work/batch2" "$work/rs-dest-fsync/"; t13=$(now)
 report "edit 1% of the files" "$sr_bytes" "$(elapsed "$t0" "$t1")" "$(elapsed "$t2" "$t3")" \
     "$(bytes_in "$work/batch2")" "$(elapsed "$t4" "$t5")" "$(elapsed "$t6" "$t7")"
 diff -r --exclude=.syncreplica "$work/src" "$work/beta" >/dev/null && echo "  trees equal: yes"

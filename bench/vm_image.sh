@@ -61,10 +61,13 @@ with open(path, "wb") as f:
 PY
 
 # Helpers: `timed NAME cmd...` runs cmd under /usr/bin/time -v, keeping
-# its wall time and peak RSS in $work/NAME.time.
+# its wall time and peak RSS in $work/NAME.time. Each starts on a settled
+# disk (`sync` first): otherwise what the step before left unflushed is
+# written back during the next one, and its fsyncs wait for it.
 timed() {
     local name=$1
     shift
+    sync
     /usr/bin/time -v -o "$work/$name.time" "$@" >"$work/$name.out" 2>&1 \
         || { cat "$work/$name.out" "$work/$name.time" >&2; exit 1; }
 }
