@@ -38,6 +38,28 @@ pub(crate) enum Group {
     DirModes = 2,
 }
 
+/// A scratch table's file and the words its errors use: what the batch
+/// was doing when a write failed, and what the table holds.
+#[derive(Debug)]
+struct Scratch {
+    file: PathBuf,
+    doing: &'static str,
+    what: &'static str,
+}
+
+impl Scratch {
+    fn write_error(&self, e: rusqlite::Error) -> Error {
+        super::batch::write_error(&self.file, e, || self.doing.to_string(), |e| self.error(e))
+    }
+
+    fn error(&self, what: impl std::fmt::Display) -> Error {
+        Error::CorruptState {
+            path: self.file.clone(),
+            what: format!("{}: {what}", self.what),
+        }
+    }
+}
+
 /// A row waiting to be written: group, place in the group, path, encoding.
 type Row = (i64, i64, Vec<u8>, Vec<u8>);
 
@@ -52,8 +74,8 @@ pub(crate) struct Actions {
     /// The next place given by [`Actions::put_first`] (falling).
     first: i64,
     len: u64,
-    /// The scratch database's file, for errors.
-    file: PathBuf,
+    /// The scratch database's file and the words of its errors.
+    table: Scratch,
 }
 
 impl Actions {
@@ -65,7 +87,11 @@ impl Actions {
             next: 0,
             first: -1,
             len: 0,
-            file: file.to_path_buf(),
+            table: Scratch {
+                file: file.to_path_buf(),
+                doing: "planning the packet's disk actions",
+                what: "disk actions of the batch",
+            },
         };
         conn.execute_batch(
             "DROP TABLE IF EXISTS batch.actions;
@@ -76,24 +102,8 @@ impl Actions {
                  action BLOB NOT NULL
              );",
         )
-        .map_err(|e| actions.write_error(e))?;
+        .map_err(|e| actions.table.write_error(e))?;
         Ok(actions)
-    }
-
-    fn write_error(&self, e: rusqlite::Error) -> Error {
-        super::batch::write_error(
-            &self.file,
-            e,
-            || "planning the packet's disk actions".to_string(),
-            |e| self.error(e),
-        )
-    }
-
-    fn error(&self, what: impl std::fmt::Display) -> Error {
-        Error::CorruptState {
-            path: self.file.clone(),
-            what: format!("disk actions of the batch: {what}"),
-        }
     }
 
     /// Adds `actions` to `group`, after those it holds.
@@ -147,7 +157,7 @@ impl Actions {
             }
             tx.commit()
         };
-        write().map_err(|e| self.write_error(e))
+        write().map_err(|e| self.table.write_error(e))
     }
 
     /// How many actions the plan has.
@@ -166,10 +176,10 @@ impl Actions {
         debug_assert!(self.held.is_empty(), "read before flush");
         let mut statement = conn
             .prepare("SELECT path FROM batch.actions")
-            .map_err(|e| self.error(e))?;
-        let mut rows = statement.query([]).map_err(|e| self.error(e))?;
-        while let Some(row) = rows.next().map_err(|e| self.error(e))? {
-            let path: Vec<u8> = row.get(0).map_err(|e| self.error(e))?;
+            .map_err(|e| self.table.error(e))?;
+        let mut rows = statement.query([]).map_err(|e| self.table.error(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.table.error(e))? {
+            let path: Vec<u8> = row.get(0).map_err(|e| self.table.error(e))?;
             f(&path)?;
         }
         Ok(())
@@ -202,7 +212,7 @@ impl Actions {
 #[derive(Debug)]
 pub(crate) struct Folders {
     held: std::collections::BTreeSet<Vec<u8>>,
-    file: PathBuf,
+    table: Scratch,
 }
 
 impl Folders {
@@ -211,30 +221,18 @@ impl Folders {
     pub fn create(conn: &Connection, file: &Path) -> Result<Folders> {
         let folders = Folders {
             held: Default::default(),
-            file: file.to_path_buf(),
+            table: Scratch {
+                file: file.to_path_buf(),
+                doing: "noting the folders whose content changes",
+                what: "folders of the batch",
+            },
         };
         conn.execute_batch(
             "DROP TABLE IF EXISTS batch.folders;
              CREATE TABLE batch.folders (path BLOB PRIMARY KEY) WITHOUT ROWID;",
         )
-        .map_err(|e| folders.write_error(e))?;
+        .map_err(|e| folders.table.write_error(e))?;
         Ok(folders)
-    }
-
-    fn write_error(&self, e: rusqlite::Error) -> Error {
-        super::batch::write_error(
-            &self.file,
-            e,
-            || "noting the folders whose content changes".to_string(),
-            |e| self.error(e),
-        )
-    }
-
-    fn error(&self, what: impl std::fmt::Display) -> Error {
-        Error::CorruptState {
-            path: self.file.clone(),
-            what: format!("folders of the batch: {what}"),
-        }
     }
 
     /// Adds `path` (once, however often it is given).
@@ -261,7 +259,7 @@ impl Folders {
             }
             tx.commit()
         };
-        write().map_err(|e| self.write_error(e))
+        write().map_err(|e| self.table.write_error(e))
     }
 
     /// Calls `f` with every folder, in byte order, a page of 1,024 at a
@@ -280,7 +278,7 @@ impl Folders {
                      ORDER BY path LIMIT 1024",
                 )
                 .and_then(|mut s| s.query_map([&after], |row| row.get(0))?.collect())
-                .map_err(|e| self.error(e))?;
+                .map_err(|e| self.table.error(e))?;
             for path in &page {
                 f(path)?;
             }
@@ -303,7 +301,7 @@ impl Folders {
 pub(crate) struct ReservedNames {
     /// Name -> whether it is a kept file's (else a folder's).
     held: std::collections::BTreeMap<Vec<u8>, bool>,
-    file: PathBuf,
+    table: Scratch,
 }
 
 impl ReservedNames {
@@ -312,7 +310,11 @@ impl ReservedNames {
     pub fn create(conn: &Connection, file: &Path) -> Result<ReservedNames> {
         let names = ReservedNames {
             held: Default::default(),
-            file: file.to_path_buf(),
+            table: Scratch {
+                file: file.to_path_buf(),
+                doing: "reserving names for the versions kept",
+                what: "names reserved by the batch",
+            },
         };
         conn.execute_batch(
             "DROP TABLE IF EXISTS batch.reserved;
@@ -321,24 +323,8 @@ impl ReservedNames {
                  file INTEGER NOT NULL
              ) WITHOUT ROWID;",
         )
-        .map_err(|e| names.write_error(e))?;
+        .map_err(|e| names.table.write_error(e))?;
         Ok(names)
-    }
-
-    fn write_error(&self, e: rusqlite::Error) -> Error {
-        super::batch::write_error(
-            &self.file,
-            e,
-            || "reserving names for the versions kept".to_string(),
-            |e| self.error(e),
-        )
-    }
-
-    fn error(&self, what: impl std::fmt::Display) -> Error {
-        Error::CorruptState {
-            path: self.file.clone(),
-            what: format!("names reserved by the batch: {what}"),
-        }
     }
 
     /// Whether `name` is reserved: `Some(true)` for a kept file's name,
@@ -350,7 +336,7 @@ impl ReservedNames {
         use rusqlite::OptionalExtension;
         conn.prepare_cached("SELECT file FROM batch.reserved WHERE name = ?1")
             .and_then(|mut s| s.query_row([name], |row| row.get(0)).optional())
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.table.error(e))
     }
 
     /// Reserves `name`, a kept file's (`file`) or a folder's. A folder
@@ -377,7 +363,7 @@ impl ReservedNames {
             }
             tx.commit()
         };
-        write().map_err(|e| self.write_error(e))
+        write().map_err(|e| self.table.write_error(e))
     }
 }
 
@@ -526,7 +512,7 @@ pub(crate) struct LocalOps {
     /// The first and last epochs given.
     first: Option<u64>,
     last: Option<u64>,
-    file: PathBuf,
+    table: Scratch,
 }
 
 impl LocalOps {
@@ -538,30 +524,18 @@ impl LocalOps {
             len: 0,
             first: None,
             last: None,
-            file: file.to_path_buf(),
+            table: Scratch {
+                file: file.to_path_buf(),
+                doing: "noting this replica's own operations of the batch",
+                what: "this replica's operations of the batch",
+            },
         };
         conn.execute_batch(
             "DROP TABLE IF EXISTS batch.local_ops;
              CREATE TABLE batch.local_ops (epoch INTEGER PRIMARY KEY, op BLOB NOT NULL);",
         )
-        .map_err(|e| ops.write_error(e))?;
+        .map_err(|e| ops.table.write_error(e))?;
         Ok(ops)
-    }
-
-    fn write_error(&self, e: rusqlite::Error) -> Error {
-        super::batch::write_error(
-            &self.file,
-            e,
-            || "noting this replica's own operations of the batch".to_string(),
-            |e| self.error(e),
-        )
-    }
-
-    fn error(&self, what: impl std::fmt::Display) -> Error {
-        Error::CorruptState {
-            path: self.file.clone(),
-            what: format!("this replica's operations of the batch: {what}"),
-        }
     }
 
     /// Adds `op`, whose epoch follows the last one's.
@@ -593,7 +567,7 @@ impl LocalOps {
             }
             tx.commit()
         };
-        write().map_err(|e| self.write_error(e))
+        write().map_err(|e| self.table.write_error(e))
     }
 
     pub fn len(&self) -> u64 {
@@ -622,11 +596,11 @@ impl LocalOps {
         }
         let mut statement = conn
             .prepare("SELECT op FROM batch.local_ops ORDER BY epoch")
-            .map_err(|e| self.error(e))?;
-        let mut rows = statement.query([]).map_err(|e| self.error(e))?;
-        while let Some(row) = rows.next().map_err(|e| self.error(e))? {
-            let bytes: Vec<u8> = row.get(0).map_err(|e| self.error(e))?;
-            let op = crate::ops::Operation::decode(&bytes).map_err(|e| self.error(e))?;
+            .map_err(|e| self.table.error(e))?;
+        let mut rows = statement.query([]).map_err(|e| self.table.error(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.table.error(e))? {
+            let bytes: Vec<u8> = row.get(0).map_err(|e| self.table.error(e))?;
+            let op = crate::ops::Operation::decode(&bytes).map_err(|e| self.table.error(e))?;
             f(&op)?;
         }
         Ok(())
