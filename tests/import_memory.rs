@@ -36,6 +36,38 @@ fn run(bin: &str, args: &[&std::ffi::OsStr]) {
     );
 }
 
+/// `syncreplica -import -replica b packet`, which must succeed.
+fn import_ok(b: &Path, packet: &Path) {
+    run(
+        env!("CARGO_BIN_EXE_syncreplica"),
+        &[
+            "-import".as_ref(),
+            "-replica".as_ref(),
+            b.as_os_str(),
+            packet.as_os_str(),
+        ],
+    );
+}
+
+/// Nothing an import left over is taken for a local change: `-status` of
+/// `b` names nothing under `folder`.
+fn no_local_changes_under(b: &Path, folder: &str) {
+    let status = Command::new(env!("CARGO_BIN_EXE_syncreplica"))
+        .args(["-status".as_ref(), "-replica".as_ref(), b.as_os_str()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        !text.contains(folder),
+        "status sees changes after the import: {text}"
+    );
+}
+
 /// Two replicas `a` and `b` of one family under `dir`.
 fn pair(dir: &Path) {
     pair_at(dir, &dir.join("b"));
@@ -243,20 +275,7 @@ fn an_import_holds_about_the_same_memory_for_2_5k_and_25k_folders_changed_on_dis
     pair(dir.path());
     let b = dir.path().join("b");
     let packet = many_ops_packet(dir.path(), &b, 10_000, ManyOps::Spread);
-    let out = Command::new(env!("CARGO_BIN_EXE_syncreplica"))
-        .args([
-            "-import".as_ref(),
-            "-replica".as_ref(),
-            b.as_os_str(),
-            packet.as_os_str(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    import_ok(&b, &packet);
     for index in 0..5_000u64 {
         let folder = b.join(format!("{index:07}{}", "s".repeat(193)));
         assert!(folder.join("d").is_dir(), "{} not made", folder.display());
@@ -274,20 +293,7 @@ fn an_import_of_more_files_than_are_held_in_memory_stages_each_with_its_own_cont
     let b = dir.path().join("b");
     let count = 6_000u64;
     let packet = many_ops_packet(dir.path(), &b, count, ManyOps::Files);
-    let out = Command::new(env!("CARGO_BIN_EXE_syncreplica"))
-        .args([
-            "-import".as_ref(),
-            "-replica".as_ref(),
-            b.as_os_str(),
-            packet.as_os_str(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    import_ok(&b, &packet);
     use std::os::unix::fs::MetadataExt;
     for index in 0..count {
         let path = b.join(format!("d{:03}/f{index:07}", index % 1000));
@@ -299,21 +305,7 @@ fn an_import_of_more_files_than_are_held_in_memory_stages_each_with_its_own_cont
     }
     assert!(!b.join(".syncreplica/batch-ops.db").exists());
     assert!(!b.join(".syncreplica/staging").exists());
-    // Nothing left over for a scan to take for a local change.
-    let status = Command::new(env!("CARGO_BIN_EXE_syncreplica"))
-        .args(["-status".as_ref(), "-replica".as_ref(), b.as_os_str()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&status.stdout);
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    assert!(
-        !text.contains("d000/"),
-        "status sees changes after the import: {text}"
-    );
+    no_local_changes_under(&b, "d000/");
 }
 
 /// The paths of every entry recorded in `replica`, with their states'
@@ -459,20 +451,7 @@ fn a_batch_larger_than_the_plan_held_in_memory_is_planned_and_applied_whole() {
     pair(dir.path());
     let b = dir.path().join("b");
     let packet = many_ops_packet(dir.path(), &b, 6_000, ManyOps::Dirs);
-    let out = Command::new(env!("CARGO_BIN_EXE_syncreplica"))
-        .args([
-            "-import".as_ref(),
-            "-replica".as_ref(),
-            b.as_os_str(),
-            packet.as_os_str(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    import_ok(&b, &packet);
     let to = Replica::open(&b).unwrap();
     let kinds = recorded_kinds(&to);
     let mut expected = std::collections::BTreeMap::new();
@@ -497,21 +476,7 @@ fn a_batch_larger_than_the_plan_held_in_memory_is_planned_and_applied_whole() {
     let me = to.identity.replica_id;
     assert_eq!(to.state().epoch(&me, &me).unwrap(), 1_000);
     assert!(!b.join(".syncreplica/batch-ops.db").exists());
-    // Nothing left over for a scan to take for a local change.
-    let status = Command::new(env!("CARGO_BIN_EXE_syncreplica"))
-        .args(["-status".as_ref(), "-replica".as_ref(), b.as_os_str()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&status.stdout);
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    assert!(
-        !text.contains("d000/"),
-        "status sees changes after the import: {text}"
-    );
+    no_local_changes_under(&b, "d000/");
 }
 
 /// Unmounts its mount point when dropped.
