@@ -649,6 +649,7 @@ impl Scratch {
         conn.execute_batch(
             "PRAGMA journal_mode = OFF;
              PRAGMA synchronous = OFF;
+             PRAGMA locking_mode = EXCLUSIVE;
              PRAGMA cache_size = -16384;
              PRAGMA temp_store = FILE;
              CREATE TABLE ops (

@@ -509,6 +509,7 @@ impl Failures {
         conn.execute_batch(
             "PRAGMA journal_mode = OFF;
              PRAGMA synchronous = OFF;
+             PRAGMA locking_mode = EXCLUSIVE;
              CREATE TABLE failed (
                  n INTEGER PRIMARY KEY,
                  path BLOB NOT NULL,
