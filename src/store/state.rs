@@ -39,6 +39,11 @@ impl From<Error> for TxError {
 /// 2: operations and states in packet format 2's encoding (SPEC.md §6).
 const SCHEMA_VERSION: i64 = 2;
 
+/// The entries an import placed and [`mark_placed`] has not marked yet:
+/// a few at a time, so the index stays about as small as one batch.
+const PLACED_INDEX: &str = "CREATE INDEX IF NOT EXISTS entries_placed ON entries (path)
+     WHERE ctime_ns IS NULL AND scanned_ns IS NULL;";
+
 const SCHEMA: &str = "
 CREATE TABLE members (
     replica     BLOB PRIMARY KEY,
@@ -1298,7 +1303,13 @@ pub fn put_entry(tx: &Transaction, entry: &EntryWrite) -> rusqlite::Result<()> {
 /// later) from what the import left (`tree::scan`: a `chgrp` that only
 /// moves the ctime). Without a stat, `scanned_ns` means nothing else: such
 /// an entry's file is read by the next scan whatever its time.
+///
+/// The rows it looks for are found through a partial index holding only
+/// them ([`PLACED_INDEX`]): without it the update read the whole table,
+/// 6 MB and 20 ms of a 200-file import into 20,000 files.
 pub fn mark_placed(tx: &Transaction, at_ns: i64) -> rusqlite::Result<()> {
+    // A state made before the index existed gets it here (once: a scan).
+    tx.execute_batch(PLACED_INDEX)?;
     tx.prepare_cached(
         "UPDATE entries SET scanned_ns = ?1 WHERE ctime_ns IS NULL AND scanned_ns IS NULL",
     )?
