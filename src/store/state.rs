@@ -40,7 +40,8 @@ impl From<Error> for TxError {
 const SCHEMA_VERSION: i64 = 2;
 
 /// The entries an import placed and [`mark_placed`] has not marked yet:
-/// a few at a time, so the index stays about as small as one batch.
+/// a few at a time, so the index stays about as small as one batch. In
+/// [`SCHEMA`] too, spelled the same.
 const PLACED_INDEX: &str = "CREATE INDEX IF NOT EXISTS entries_placed ON entries (path)
      WHERE ctime_ns IS NULL AND scanned_ns IS NULL;";
 
@@ -69,6 +70,8 @@ CREATE TABLE entries (
     -- changes): names conflict copies the same way at every replica.
     author      BLOB NOT NULL
 );
+CREATE INDEX entries_placed ON entries (path)
+    WHERE ctime_ns IS NULL AND scanned_ns IS NULL;
 CREATE TABLE oplog (
     origin      BLOB NOT NULL,
     epoch       INTEGER NOT NULL,
