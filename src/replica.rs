@@ -56,8 +56,16 @@ pub fn kept_bits_now(config: &Config) -> u32 {
 pub const ROOT_BIT: u32 = 1 << 7;
 
 /// A Mutex, not a RefCell: a `Replica` is shared with scan threads.
+/// Beside the entries, a tree digest computed from exactly them (see
+/// [`Replica::take_digest`]): it goes whenever they do.
 #[derive(Default)]
-struct EntriesCache(Mutex<Option<Arc<Entries>>>);
+struct EntriesCache(Mutex<Option<Arc<Entries>>>, Mutex<Option<KeptDigest>>);
+
+/// A tree digest of the cached entries, with what it was computed for.
+struct KeptDigest {
+    key: crate::sync::digest::DigestKey,
+    computed: crate::sync::digest::Computed,
+}
 
 impl EntriesCache {
     fn get(&self) -> Option<Arc<Entries>> {
@@ -65,6 +73,7 @@ impl EntriesCache {
     }
 
     fn set(&self, entries: Option<Arc<Entries>>) {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).take();
         let old = std::mem::replace(
             &mut *self.0.lock().unwrap_or_else(|e| e.into_inner()),
             entries,
@@ -73,6 +82,7 @@ impl EntriesCache {
     }
 
     fn take(&self) -> Option<Arc<Entries>> {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
@@ -667,6 +677,36 @@ impl Replica {
     /// them (an import's apply), so the steps after need not read them.
     pub(crate) fn keep_entries(&self, entries: Entries) {
         self.entries.set(Some(Arc::new(entries)));
+    }
+
+    /// Keeps `entries` as [`Replica::keep_entries`] does, with
+    /// `computed`, their tree digest for `key`, computed while the
+    /// import's disk steps ran: the digest check after it takes it
+    /// ([`Replica::take_digest`]) instead of computing it again.
+    pub(crate) fn keep_entries_with_digest(
+        &self,
+        entries: Entries,
+        key: crate::sync::digest::DigestKey,
+        computed: crate::sync::digest::Computed,
+    ) {
+        self.entries.set(Some(Arc::new(entries)));
+        *self.entries.1.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(KeptDigest { key, computed });
+    }
+
+    /// The tree digest kept with the entries for `key`
+    /// ([`Replica::keep_entries_with_digest`]), taken: `None` when none
+    /// was kept, it was for other patterns or items, or the entries
+    /// changed since.
+    pub fn take_digest(
+        &self,
+        key: &crate::sync::digest::DigestKey,
+    ) -> Option<crate::sync::digest::Computed> {
+        let mut kept = self.entries.1.lock().unwrap_or_else(|e| e.into_inner());
+        match kept.take() {
+            Some(digest) if digest.key == *key => Some(digest.computed),
+            _ => None,
+        }
     }
 
     /// Takes the replica's lock, for commands that change it; `command`

@@ -1126,14 +1126,57 @@ pub fn local_for(
 ) -> crate::error::Result<(Computed, [u8; 32])> {
     let excludes = replica.excludes()?;
     let own = excludes.patterns();
-    let entries = replica.entries()?;
-    let computed = compute_keeping(
-        entries.iter().map(|(path, e)| (path.as_slice(), &e.state)),
-        &Filter::of(&[own, their_patterns]),
+    let key = DigestKey {
+        own: own.to_vec(),
+        theirs: their_patterns.to_vec(),
         covered,
         keep,
-    );
+    };
+    let computed = match replica.take_digest(&key) {
+        Some(kept) => kept,
+        None => key.compute(&*replica.entries()?),
+    };
     Ok((computed, patterns_hash(own)))
+}
+
+/// What a local tree digest is computed for: this replica's exclude
+/// patterns and the sender's (both leave paths out), the items covered
+/// ([`packet_format::digest_items`]) and the nodes kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestKey {
+    pub own: Vec<String>,
+    pub theirs: Vec<String>,
+    pub covered: u32,
+    pub keep: Keep,
+}
+
+impl DigestKey {
+    /// The digest of `entries` (every recorded entry, by path).
+    pub fn compute(&self, entries: &crate::replica::Entries) -> Computed {
+        compute_keeping(
+            entries.iter().map(|(path, e)| (path.as_slice(), &e.state)),
+            &Filter::of(&[&self.own, &self.theirs]),
+            self.covered,
+            self.keep,
+        )
+    }
+
+    /// The key [`compare_after_import`] computes its digest for, given
+    /// the sender's `header`: `None` when the header carries no digest.
+    pub fn for_import_check(
+        replica: &crate::replica::Replica,
+        header: &packet_format::Header,
+    ) -> crate::error::Result<Option<DigestKey>> {
+        let Some(theirs) = &header.tree_digest else {
+            return Ok(None);
+        };
+        Ok(Some(DigestKey {
+            own: replica.excludes()?.patterns().to_vec(),
+            theirs: theirs.patterns.clone(),
+            covered: theirs.metadata.map_or(0, |m| m.covered),
+            keep: Keep::Root,
+        }))
+    }
 }
 
 /// The names of digest items, as `preserve` in config.toml names them.

@@ -874,13 +874,16 @@ fn apply_packet(
         at_ns: crate::sys::clock::now_ns(),
         seals,
     };
-    let mut report = apply::apply_stored(
-        replica,
-        batch,
-        &mut chunks,
-        &mut ApplyHooks::default(),
-        Some(&receipt),
-    )?;
+    // The digest check after the apply (`check_after_import`) is
+    // computed beside the apply's disk steps (an error here is the
+    // check's to report, not the import's).
+    let mut hooks = ApplyHooks {
+        digest: crate::sync::digest::DigestKey::for_import_check(replica, header)
+            .ok()
+            .flatten(),
+        ..ApplyHooks::default()
+    };
+    let mut report = apply::apply_stored(replica, batch, &mut chunks, &mut hooks, Some(&receipt))?;
     // Requests for content addressed to this replica: answered by the
     // next export to their origin.
     report
