@@ -57,9 +57,10 @@ pub const ROOT_BIT: u32 = 1 << 7;
 
 /// A Mutex, not a RefCell: a `Replica` is shared with scan threads.
 /// Beside the entries, a tree digest computed from exactly them (see
-/// [`Replica::take_digest`]): it goes whenever they do.
+/// [`Replica::take_digest`]): it goes whenever they do, under the same
+/// lock.
 #[derive(Default)]
-struct EntriesCache(Mutex<Option<Arc<Entries>>>, Mutex<Option<KeptDigest>>);
+struct EntriesCache(Mutex<(Option<Arc<Entries>>, Option<KeptDigest>)>);
 
 /// A tree digest of the cached entries, with what it was computed for.
 struct KeptDigest {
@@ -68,28 +69,44 @@ struct KeptDigest {
 }
 
 impl EntriesCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<Arc<Entries>>, Option<KeptDigest>)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn get(&self) -> Option<Arc<Entries>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.lock().0.clone()
+    }
+
+    /// Sets the entries, with their digest if one was computed.
+    fn set_with(&self, entries: Option<Arc<Entries>>, digest: Option<KeptDigest>) {
+        let old = std::mem::replace(&mut *self.lock(), (entries, digest));
+        free_aside(old.0);
     }
 
     fn set(&self, entries: Option<Arc<Entries>>) {
-        self.1.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let old = std::mem::replace(
-            &mut *self.0.lock().unwrap_or_else(|e| e.into_inner()),
-            entries,
-        );
-        free_aside(old);
+        self.set_with(entries, None);
     }
 
     fn take(&self) -> Option<Arc<Entries>> {
-        self.1.lock().unwrap_or_else(|e| e.into_inner()).take();
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        let (entries, _) = std::mem::take(&mut *self.lock());
+        entries
+    }
+
+    /// The digest kept for `key`, taken (any other is dropped).
+    fn take_digest(
+        &self,
+        key: &crate::sync::digest::DigestKey,
+    ) -> Option<crate::sync::digest::Computed> {
+        match self.lock().1.take() {
+            Some(digest) if digest.key == *key => Some(digest.computed),
+            _ => None,
+        }
     }
 }
 
 impl Drop for EntriesCache {
     fn drop(&mut self) {
-        free_aside(self.0.get_mut().unwrap_or_else(|e| e.into_inner()).take());
+        free_aside(self.0.get_mut().unwrap_or_else(|e| e.into_inner()).0.take());
     }
 }
 
@@ -689,9 +706,8 @@ impl Replica {
         key: crate::sync::digest::DigestKey,
         computed: crate::sync::digest::Computed,
     ) {
-        self.entries.set(Some(Arc::new(entries)));
-        *self.entries.1.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(KeptDigest { key, computed });
+        self.entries
+            .set_with(Some(Arc::new(entries)), Some(KeptDigest { key, computed }));
     }
 
     /// The tree digest kept with the entries for `key`
@@ -702,11 +718,7 @@ impl Replica {
         &self,
         key: &crate::sync::digest::DigestKey,
     ) -> Option<crate::sync::digest::Computed> {
-        let mut kept = self.entries.1.lock().unwrap_or_else(|e| e.into_inner());
-        match kept.take() {
-            Some(digest) if digest.key == *key => Some(digest.computed),
-            _ => None,
-        }
+        self.entries.take_digest(key)
     }
 
     /// Takes the replica's lock, for commands that change it; `command`

@@ -41,7 +41,7 @@ const SCHEMA_VERSION: i64 = 2;
 
 /// The entries an import placed and [`mark_placed`] has not marked yet:
 /// a few at a time, so the index stays about as small as one batch. In
-/// [`SCHEMA`] too, spelled the same.
+/// [`SCHEMA`] too (same name, same columns and condition).
 const PLACED_INDEX: &str = "CREATE INDEX IF NOT EXISTS entries_placed ON entries (path)
      WHERE ctime_ns IS NULL AND scanned_ns IS NULL;";
 

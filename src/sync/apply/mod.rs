@@ -571,7 +571,12 @@ pub fn apply_stored(
     // computed on a thread of its own while the disk steps below wait on
     // their fsyncs (30 ms of CPU for 20,000 entries, off the import's
     // path).
-    let after = entries_after(replica, &mut plan)?.map(Arc::new);
+    // Only a cache: what fails here is read again when needed (the
+    // journal just committed must run first).
+    let after = entries_after(replica, &mut plan)
+        .ok()
+        .flatten()
+        .map(Arc::new);
     let digest = match (&after, hooks.digest.take()) {
         (Some(entries), Some(key)) => {
             let entries = Arc::clone(entries);
