@@ -722,18 +722,24 @@ where
             .filter(|dir| excluded_changed.contains_key(dir))
             .collect()
     };
-    // The recorded paths the walk found: the others are gone.
-    let mut seen: HashSet<&[u8]> = HashSet::with_capacity(recorded.len());
+    // The recorded paths the walk found, by the address of their key in
+    // `recorded` (sorted before the deletions are looked for): the others
+    // are gone. Addresses, where a set of the paths hashed each path twice
+    // more (a tenth of the comparison of 20,000 clean files).
+    let mut seen: Vec<usize> = Vec::with_capacity(recorded.len());
+    let key_address = |key: &Vec<u8>| key as *const Vec<u8> as usize;
+    // Each walked path's recorded entry, looked up once.
+    let looked: Vec<Option<(&Vec<u8>, &RecordedEntry)>> = walked
+        .iter()
+        .map(|w| recorded.get_key_value(&w.rel))
+        .collect();
     // The bytes the comparison reads: files new or not clean by their stat.
     let to_hash: u64 = walked
         .iter()
-        .filter(|w| w.kind == WalkedKind::File)
-        .filter(|w| {
-            recorded
-                .get(&w.rel)
-                .is_none_or(|old| needs_read(old, &w.stat))
-        })
-        .map(|w| w.stat.size)
+        .zip(&looked)
+        .filter(|(w, _)| w.kind == WalkedKind::File)
+        .filter(|(w, old)| old.is_none_or(|(_, old)| needs_read(old, &w.stat)))
+        .map(|(w, _)| w.stat.size)
         .sum();
     let _hashing = crate::sys::progress::phase(
         "hashing new and changed files",
@@ -798,6 +804,7 @@ where
     let mut names = Names::default();
     // Snapshots this scan made (file names in `snapshots`).
     let mut made_snapshots: std::collections::HashSet<String> = Default::default();
+    let mut looked = looked.into_iter();
     for Walked {
         rel,
         kind,
@@ -809,8 +816,8 @@ where
         mtime,
     } in walked
     {
-        let old = recorded.get_key_value(&rel).map(|(recorded_path, old)| {
-            seen.insert(recorded_path.as_slice());
+        let old = looked.next().flatten().map(|(recorded_path, old)| {
+            seen.push(key_address(recorded_path));
             old
         });
         if kind == WalkedKind::File && old.is_some_and(|old| !needs_read(old, &stat)) {
@@ -860,7 +867,10 @@ where
                     state
                 }
                 Ok(ReadResult::Vanished) => {
-                    seen.remove(rel.as_slice());
+                    // Gone after all: not seen (it was pushed last).
+                    if old.is_some() {
+                        seen.pop();
+                    }
                     continue;
                 }
                 Ok(ReadResult::KeptChanging) => {
@@ -1012,8 +1022,9 @@ where
     }
 
     let mut deletions = Vec::new();
+    seen.sort_unstable();
     for (path, entry) in recorded {
-        if entry.state == PathState::Deleted || seen.contains(path.as_slice()) {
+        if entry.state == PathState::Deleted || seen.binary_search(&key_address(path)).is_ok() {
             continue;
         }
         // A special file this replica does not keep (not root: no device
