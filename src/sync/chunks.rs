@@ -51,11 +51,27 @@ pub enum ChunkRead {
 
 impl LocalChunks {
     pub fn index(replica: &Replica) -> Result<LocalChunks> {
+        LocalChunks::index_where(replica, |_| true)
+    }
+
+    /// [`LocalChunks::index`] of only the chunks `wanted` accepts: an
+    /// update's packet looks up the chunks of its own operations, and
+    /// indexing every chunk of the tree (33,000 places, each with its
+    /// path copied, for 20,000 files) cost more than reading what a 1 %
+    /// edit ships.
+    pub fn index_where(
+        replica: &Replica,
+        wanted: impl Fn(&ChunkId) -> bool,
+    ) -> Result<LocalChunks> {
         let mut places: HashMap<ChunkId, Vec<(Vec<u8>, u64, u32)>> = HashMap::new();
         for (path, entry) in replica.entries()?.iter() {
             if let PathState::File { chunks, .. } = &entry.state {
                 let mut offset = 0u64;
                 for chunk in chunks {
+                    if !wanted(&chunk.id) {
+                        offset += u64::from(chunk.len);
+                        continue;
+                    }
                     places
                         .entry(chunk.id)
                         .or_default()

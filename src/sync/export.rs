@@ -427,12 +427,16 @@ fn export_to(
         .map(|(path, _)| path)
         .collect();
     held.retain(|path, _| !requested.contains(path));
+    // Only the chunks of this packet's operations are ever looked up (in
+    // what the target has, and where they are here): the sets below hold
+    // no others.
+    let wanted: HashSet<ChunkId> = ops.iter().flat_map(op_chunks).map(|c| c.id).collect();
     let target_has = if request.full_content {
         HashSet::new()
     } else {
-        chunks_target_has(replica, &estimate, &touched, &held)?
+        chunks_target_has(replica, &estimate, &touched, &held, &wanted)?
     };
-    let mut local = LocalChunks::index(replica)?;
+    let mut local = LocalChunks::index_where(replica, |id| wanted.contains(id))?;
     // For each operation, the version the target holds that it is best
     // sent against: the target's version of its path, or, for a path the
     // target lacks (a rename's or a copy's destination), a version of a
@@ -947,6 +951,9 @@ fn plan_resend(
 /// those from the file before it replaces it, from a rename's source, or
 /// from its soft-deleted files, checking each against its id.
 ///
+/// Only the chunks in `wanted` (those of the packet's operations, the only
+/// ones looked up) are kept.
+///
 /// Older versions are never relied on: the target may no longer have them.
 /// If the target did change such a file concurrently, its import stops with
 /// a message naming the chunk, and `-fullcontent` resends everything.
@@ -955,6 +962,7 @@ fn chunks_target_has(
     estimate: &HashMap<Id, u64>,
     touched: &HashSet<&[u8]>,
     held: &HashMap<Vec<u8>, delta::Held>,
+    wanted: &HashSet<ChunkId>,
 ) -> Result<HashSet<ChunkId>> {
     let has_version = |version: &crate::ops::VersionVector| {
         version
@@ -966,12 +974,18 @@ fn chunks_target_has(
     for (path, entry) in replica.entries()?.iter() {
         if let PathState::File { chunks, .. } = &entry.state {
             if !touched.contains(path.as_slice()) && has_version(&entry.version) {
-                has.extend(chunks.iter().map(|c| c.id));
+                has.extend(chunks.iter().map(|c| c.id).filter(|id| wanted.contains(id)));
             }
         }
     }
     for version in held.values() {
-        has.extend(version.chunks.iter().map(|c| c.id));
+        has.extend(
+            version
+                .chunks
+                .iter()
+                .map(|c| c.id)
+                .filter(|id| wanted.contains(id)),
+        );
     }
     Ok(has)
 }
