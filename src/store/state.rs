@@ -153,6 +153,20 @@ pub struct State {
     path: PathBuf,
 }
 
+/// Column `column` of `row`, a BLOB, borrowed where SQLite holds it; any
+/// other type is the error `row.get::<_, Vec<u8>>` gives (the column's
+/// name and the type found).
+fn blob_column<'r>(row: &'r rusqlite::Row, column: usize) -> rusqlite::Result<&'r [u8]> {
+    let value = row.get_ref(column)?;
+    value.as_blob().map_err(|_| {
+        rusqlite::Error::InvalidColumnType(
+            column,
+            row.as_ref().column_name(column).unwrap_or("?").to_string(),
+            value.data_type(),
+        )
+    })
+}
+
 impl State {
     /// Opens (and on first use creates) the database in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<State> {
@@ -635,26 +649,11 @@ impl State {
         let mut rows = statement.query([]).map_err(db)?;
         let mut entries = HashMap::with_capacity(usize::try_from(count).unwrap_or(0));
         // The encoded columns are decoded where SQLite holds them, not
-        // copied out first.
-        let blob = |row: &rusqlite::Row, column: usize| -> Result<Vec<u8>> {
-            row.get_ref(column)
-                .map_err(db)?
-                .as_blob()
-                .map(<[u8]>::to_vec)
-                .map_err(|e| db(e.into()))
-        };
+        // copied out first (`blob_column`).
         while let Some(row) = rows.next().map_err(db)? {
-            let path: Vec<u8> = blob(row, 0)?;
-            let state = row
-                .get_ref(1)
-                .map_err(db)?
-                .as_blob()
-                .map_err(|e| db(e.into()))?;
-            let version = row
-                .get_ref(2)
-                .map_err(db)?
-                .as_blob()
-                .map_err(|e| db(e.into()))?;
+            let path: Vec<u8> = blob_column(row, 0).map_err(db)?.to_vec();
+            let state = blob_column(row, 1).map_err(db)?;
+            let version = blob_column(row, 2).map_err(db)?;
             let size: Option<i64> = row.get(3).map_err(db)?;
             let stat = match size {
                 Some(size) => Some(StatKey {
@@ -673,11 +672,8 @@ impl State {
                     .map_err(|e| self.corrupt(format!("entry version: {e}")))?,
                 stat,
                 scanned_ns: row.get(8).map_err(db)?,
-                author: Id(row
-                    .get_ref(9)
+                author: Id(blob_column(row, 9)
                     .map_err(db)?
-                    .as_blob()
-                    .map_err(|e| db(e.into()))?
                     .try_into()
                     .map_err(|_| self.corrupt("entry author: bad replica id"))?),
             };

@@ -21,7 +21,9 @@ pub fn encoder_threads() -> usize {
 
 /// Where this replica's current files hold each chunk.
 pub struct LocalChunks {
-    /// Every (path, offset, length) of each chunk, in no particular order:
+    /// Every (path, offset, length) of each chunk indexed (all of them,
+    /// or those asked for: [`LocalChunks::index_where`]), in no particular
+    /// order:
     /// a chunk shared by several files is read from another one when the
     /// first has changed.
     places: HashMap<ChunkId, Vec<(Vec<u8>, u64, u32)>>,
@@ -112,14 +114,7 @@ impl LocalChunks {
         };
         let mut first_changed = None;
         for (path, offset, len) in places.clone() {
-            let snapshot = layout::snapshot_name(&path);
-            let disk = if self.snapshots.contains(&snapshot) {
-                layout::state_dir(root)
-                    .join(layout::SNAPSHOTS_DIR)
-                    .join(snapshot)
-            } else {
-                relpath::to_disk_path(root, &path)
-            };
+            let disk = self.disk_path(root, &path);
             if self.changed.contains(&path) {
                 first_changed.get_or_insert(disk);
                 continue;
@@ -165,7 +160,7 @@ impl LocalChunks {
         };
         let mut first_changed = None;
         for (path, offset, len) in places.clone() {
-            let disk = relpath::to_disk_path(root, &path);
+            let disk = self.disk_path(root, &path);
             if self.changed.contains(&path) {
                 first_changed.get_or_insert(disk);
                 continue;
@@ -182,6 +177,20 @@ impl LocalChunks {
         Ok(Err(
             first_changed.map_or(ChunkRead::NotHeld, ChunkRead::Changed)
         ))
+    }
+
+    /// Where the recorded content of `path` is read: the point-in-time
+    /// clone the scan made of a file that kept changing, if it made one,
+    /// else the file itself.
+    fn disk_path(&self, root: &Path, path: &[u8]) -> std::path::PathBuf {
+        let snapshot = layout::snapshot_name(path);
+        if self.snapshots.contains(&snapshot) {
+            layout::state_dir(root)
+                .join(layout::SNAPSHOTS_DIR)
+                .join(snapshot)
+        } else {
+            relpath::to_disk_path(root, path)
+        }
     }
 
     /// The `len` bytes at `offset` of `path` (`disk` on disk), not yet
