@@ -56,20 +56,19 @@ pub fn kept_bits_now(config: &Config) -> u32 {
 pub const ROOT_BIT: u32 = 1 << 7;
 
 /// A Mutex, not a RefCell: a `Replica` is shared with scan threads.
-/// Beside the entries, a tree digest computed from exactly them (see
-/// [`Replica::take_digest`]): it goes whenever they do, under the same
+/// Beside the entries, a value computed from exactly them by a layer above
+/// (an import's tree digest: `sync::digest`), see
+/// [`Replica::take_derived`]: it goes whenever they do, under the same
 /// lock.
 #[derive(Default)]
-struct EntriesCache(Mutex<(Option<Arc<Entries>>, Option<KeptDigest>)>);
+struct EntriesCache(Mutex<(Option<Arc<Entries>>, Option<Derived>)>);
 
-/// A tree digest of the cached entries, with what it was computed for.
-struct KeptDigest {
-    key: crate::sync::digest::DigestKey,
-    computed: crate::sync::digest::Computed,
-}
+/// A value computed from the cached entries, of a type this layer does not
+/// know.
+type Derived = Box<dyn std::any::Any + Send>;
 
 impl EntriesCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<Arc<Entries>>, Option<KeptDigest>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<Arc<Entries>>, Option<Derived>)> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -77,9 +76,9 @@ impl EntriesCache {
         self.lock().0.clone()
     }
 
-    /// Sets the entries, with their digest if one was computed.
-    fn set_with(&self, entries: Option<Arc<Entries>>, digest: Option<KeptDigest>) {
-        let old = std::mem::replace(&mut *self.lock(), (entries, digest));
+    /// Sets the entries, with what was computed from them if anything.
+    fn set_with(&self, entries: Option<Arc<Entries>>, derived: Option<Derived>) {
+        let old = std::mem::replace(&mut *self.lock(), (entries, derived));
         free_aside(old.0);
     }
 
@@ -92,15 +91,10 @@ impl EntriesCache {
         entries
     }
 
-    /// The digest kept for `key`, taken (any other is dropped).
-    fn take_digest(
-        &self,
-        key: &crate::sync::digest::DigestKey,
-    ) -> Option<crate::sync::digest::Computed> {
-        match self.lock().1.take() {
-            Some(digest) if digest.key == *key => Some(digest.computed),
-            _ => None,
-        }
+    /// What was computed from the entries, taken, if it is a `T`.
+    fn take_derived<T: 'static>(&self) -> Option<T> {
+        let derived = self.lock().1.take()?;
+        derived.downcast::<T>().ok().map(|boxed| *boxed)
     }
 }
 
@@ -696,29 +690,20 @@ impl Replica {
         self.entries.set(Some(Arc::new(entries)));
     }
 
-    /// Keeps `entries` as [`Replica::keep_entries`] does, with
-    /// `computed`, their tree digest for `key`, computed while the
-    /// import's disk steps ran: the digest check after it takes it
-    /// ([`Replica::take_digest`]) instead of computing it again.
-    pub(crate) fn keep_entries_with_digest(
-        &self,
-        entries: Entries,
-        key: crate::sync::digest::DigestKey,
-        computed: crate::sync::digest::Computed,
-    ) {
+    /// Keeps `entries` as [`Replica::keep_entries`] does, with `derived`,
+    /// a value computed from exactly them (an import's tree digest,
+    /// computed while its disk steps ran): the step after takes it
+    /// ([`Replica::take_derived`]) instead of computing it again.
+    pub(crate) fn keep_entries_with(&self, entries: Entries, derived: Derived) {
         self.entries
-            .set_with(Some(Arc::new(entries)), Some(KeptDigest { key, computed }));
+            .set_with(Some(Arc::new(entries)), Some(derived));
     }
 
-    /// The tree digest kept with the entries for `key`
-    /// ([`Replica::keep_entries_with_digest`]), taken: `None` when none
-    /// was kept, it was for other patterns or items, or the entries
+    /// The value kept with the entries ([`Replica::keep_entries_with`]),
+    /// taken: `None` when none was kept, it is not a `T`, or the entries
     /// changed since.
-    pub fn take_digest(
-        &self,
-        key: &crate::sync::digest::DigestKey,
-    ) -> Option<crate::sync::digest::Computed> {
-        self.entries.take_digest(key)
+    pub fn take_derived<T: 'static>(&self) -> Option<T> {
+        self.entries.take_derived()
     }
 
     /// Takes the replica's lock, for commands that change it; `command`

@@ -1132,8 +1132,13 @@ pub fn local_for(
         covered,
         keep,
     };
-    let computed = match replica.take_digest(&key) {
-        Some(kept) => kept,
+    // One computed beside an import's disk steps, from these entries
+    // (`apply_stored`), if it was for the same key.
+    let kept = replica
+        .take_derived::<(DigestKey, Computed)>()
+        .filter(|(kept, _)| *kept == key);
+    let computed = match kept {
+        Some((_, computed)) => computed,
         None => key.compute(&*replica.entries()?),
     };
     Ok((computed, patterns_hash(own)))

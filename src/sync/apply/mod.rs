@@ -442,7 +442,7 @@ pub struct ApplyHooks {
     /// The tree digest the caller computes right after the apply (an
     /// import's check against the sender's): computed from the entries
     /// as committed while the disk steps run, and kept with them
-    /// ([`crate::replica::Replica::keep_entries_with_digest`]).
+    /// ([`crate::replica::Replica::keep_entries_with`]).
     pub digest: Option<crate::sync::digest::DigestKey>,
 }
 
@@ -622,7 +622,7 @@ pub fn apply_stored(
             }
         }
         match digest {
-            Some((key, computed)) => replica.keep_entries_with_digest(entries, key, computed),
+            Some(digest) => replica.keep_entries_with(entries, Box::new(digest)),
             None => replica.keep_entries(entries),
         }
     }
