@@ -24,6 +24,8 @@ use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 
+use crate::write_behind::WriteBehind;
+
 use crate::container::{entry_overhead, WrittenEntry, ZipLayout, END_RECORD_LEN};
 use crate::error::{Error, ErrorKind, Result};
 use crate::header::{
@@ -227,7 +229,7 @@ impl<W: Write> Write for HashCount<W> {
     }
 }
 
-type PartZip = ZipLayout<BufWriter<File>>;
+type PartZip = ZipLayout<BufWriter<WriteBehind>>;
 
 /// Where a part's chunk records go: straight into the zip entry, or
 /// through an age encryptor into it.
@@ -1197,7 +1199,7 @@ impl PacketWriter {
         };
         let ops_spool = tempfile::tempfile_in(&spool_dir)
             .map_err(|err| ErrorKind::io("creating the operation spool", err).at(&spool_dir))?;
-        let mut zip = ZipLayout::new(BufWriter::with_capacity(1 << 20, file));
+        let mut zip = ZipLayout::new(BufWriter::with_capacity(1 << 20, WriteBehind::new(file)));
         zip.start_entry(ENTRY_CHUNKS)
             .map_err(|err| ErrorKind::io("writing a part", err).at(&temp))?;
         let zip = match &self.sealer {
@@ -1365,10 +1367,12 @@ impl PacketWriter {
                 sha256: Sha256::digest(bytes).into(),
             });
         }
-        let (mut file, written) = zip
+        let (file, written) = zip
             .into_entries()
             .map_err(|err| at(ErrorKind::io("writing a part", err)))?;
-        file.flush()
+        file.into_inner()
+            .map_err(|err| err.into_error())
+            .and_then(WriteBehind::finish)
             .map_err(|err| at(ErrorKind::io("writing a part", err)))?;
         self.pending.push(PendingPart {
             temp,
