@@ -96,7 +96,7 @@ pub struct Excludes {
     root_prefixed: Vec<(String, String)>,
     /// Patterns that excluded a path in a walk (for the warning about
     /// patterns that match nothing).
-    matched: std::cell::RefCell<std::collections::HashSet<String>>,
+    matched: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Config patterns with the replica root's absolute path in front
@@ -290,7 +290,10 @@ impl Excludes {
     /// so that a tree without those paths does not get them warned about
     /// as matching nothing.
     pub fn count_as_matched<'a>(&self, patterns: impl IntoIterator<Item = &'a String>) {
-        let mut matched = self.matched.borrow_mut();
+        let mut matched = self
+            .matched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for pattern in patterns {
             matched.insert(pattern.clone());
         }
@@ -299,7 +302,10 @@ impl Excludes {
     /// Configured patterns (config.toml `exclude`) that excluded nothing
     /// during the walks made with these rules so far.
     pub fn unmatched_config_patterns(&self) -> Vec<String> {
-        let matched = self.matched.borrow();
+        let matched = self
+            .matched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.config_patterns
             .iter()
             .filter(|p| !matched.contains(*p))
@@ -346,7 +352,10 @@ impl Excludes {
         let path = Path::new(std::ffi::OsStr::from_bytes(rel));
         if !self.local.is_empty() {
             if let ignore::Match::Ignore(glob) = self.local.matched(path, is_dir) {
-                let mut matched = self.matched.borrow_mut();
+                let mut matched = self
+                    .matched
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if !matched.contains(glob.original()) {
                     matched.insert(glob.original().to_string());
                 }

@@ -664,10 +664,16 @@ where
         let walked = walk(root, excludes, Some(&live), &mut outcome, preserve);
         (walked, Ok(recorded))
     } else {
+        // The loader runs on this thread and the walk on the other: the
+        // loader makes the many small allocations of the recorded map, and
+        // this thread's allocator arena grows in large steps where a second
+        // thread's grows a page at a time, one mprotect each (about 2,700
+        // for 20,000 entries, each taking the address space's lock the walk
+        // needs for its page faults).
         std::thread::scope(|scope| {
-            let loader = scope.spawn(load_recorded);
-            let walked = walk(root, excludes, None, &mut outcome, preserve);
-            let recorded = loader.join().expect("the state loader does not panic");
+            let walker = scope.spawn(|| walk(root, excludes, None, &mut outcome, preserve));
+            let recorded = load_recorded();
+            let walked = walker.join().expect("the walk does not panic");
             (walked, recorded)
         })
     };
