@@ -601,7 +601,7 @@ enum WalkedKind {
 }
 
 /// Scans the tree under `root`. `load_recorded` fetches the recorded state;
-/// it runs on a second thread while this one walks the tree, because both
+/// it runs on this thread while a second one walks the tree, because both
 /// take about as long and neither needs the other until the comparison.
 /// `folding` is how the filesystem compares names: where two recorded
 /// paths are one name there ([`Folding::key`]) and one of them is on disk,
@@ -633,8 +633,8 @@ pub fn scan<F, R>(
     mut pieces: Option<&mut dyn PieceStore>,
 ) -> Result<ScanOutcome>
 where
-    F: FnOnce() -> Result<R> + Send,
-    R: std::borrow::Borrow<HashMap<Vec<u8>, RecordedEntry>> + Send,
+    F: FnOnce() -> Result<R>,
+    R: std::borrow::Borrow<HashMap<Vec<u8>, RecordedEntry>>,
 {
     let mut outcome = ScanOutcome {
         scanned_ns: crate::sys::clock::now_ns(),
