@@ -110,6 +110,10 @@ printf '  %-12s %14s %12s\n' "ratio" "$(ratio "$sr_bytes" "$tz_bytes")" "$(ratio
 # that day's folder of kept versions).
 rounds=${EDIT_ROUNDS:-3}
 sum_ratios=()
+# rsync --fsync applies each round's batch to a tree of its own, copied
+# once here: removing and copying 500 MiB in every round made the next
+# round's steps wait for the freed blocks' discards.
+cp -a "$work/rs-dest" "$work/rs-dest-fsync"
 for round in $(seq 1 "$rounds"); do
 python3 - "$work/src" "$round" <<'PY'
 import os, random, sys
@@ -123,13 +127,12 @@ for p in rng.sample(paths, len(paths) // 100):
         f.seek(at)
         f.write(b"EDITED!" if len(data) > 8 else b"E")
 PY
-rm -rf "$work/pk2" "$work/batch2" "$work/batch2.sh" "$work/rs-dest-fsync"
+rm -rf "$work/pk2" "$work/batch2" "$work/batch2.sh"
 mkdir "$work/pk2"
 settle; t0=$(now); "$bin/syncreplica" -export -out "$work/pk2" -replica "$work/src" beta >/dev/null; t1=$(now)
 settle; t2=$(now); "$bin/syncreplica" -import -replica "$work/beta" "$work/pk2" >/dev/null; t3=$(now)
 sr_bytes=$(du -cb "$work"/pk2/*.zip | tail -1 | cut -f1)
 settle; t4=$(now); rsync -a --exclude=.syncreplica --only-write-batch="$work/batch2" "$work/src/" "$work/rs-dest/"; t5=$(now)
-cp -a "$work/rs-dest" "$work/rs-dest-fsync"
 settle; t6=$(now); rsync -a --read-batch="$work/batch2" "$work/rs-dest/"; t7=$(now)
 settle; t12=$(now); rsync -a --fsync --read-batch="$work/batch2" "$work/rs-dest-fsync/"; t13=$(now)
 report "edit 1% of the files (round $round of $rounds)" "$sr_bytes" "$(elapsed "$t0" "$t1")" "$(elapsed "$t2" "$t3")" \
