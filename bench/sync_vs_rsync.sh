@@ -57,8 +57,8 @@ du -sh "$work/src"
 
 now() { date +%s.%N; }
 # Each timed step starts on a settled disk: without `sync`, what the step
-# before left unflushed (rsync and tar do not fsync; `cp -a` made the
-# --fsync copy just before it was timed) is written back during the next
+# before left unflushed (rsync and tar do not fsync; `cp -a` makes the
+# --fsync copy before the edit rounds) is written back during the next
 # step, and that step's fsyncs wait for it: a step was charged for its
 # predecessor's writes.
 settle() { sync; }
@@ -109,24 +109,36 @@ printf '  %-12s %14s %12s\n' "ratio" "$(ratio "$sr_bytes" "$tz_bytes")" "$(ratio
 # The first round is also a replica's first import of the day (it makes
 # that day's folder of kept versions).
 rounds=${EDIT_ROUNDS:-3}
+if ! [[ $rounds =~ ^[1-9][0-9]*$ ]]; then
+    echo "bench/sync_vs_rsync.sh: EDIT_ROUNDS must be a whole number from 1 on, not '$rounds'" >&2
+    exit 2
+fi
 sum_ratios=()
 # rsync --fsync applies each round's batch to a tree of its own, copied
 # once here: removing and copying 500 MiB in every round made the next
 # round's steps wait for the freed blocks' discards.
 cp -a "$work/rs-dest" "$work/rs-dest-fsync"
 for round in $(seq 1 "$rounds"); do
-python3 - "$work/src" "$round" <<'PY'
+# One draw of files for all the rounds, each round taking its own slice:
+# no file is edited twice.
+python3 - "$work/src" "$round" "$rounds" <<'PY'
 import os, random, sys
-root = sys.argv[1]
+root, round_, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) if ".syncreplica" not in d for f in fs)
-rng = random.Random(7 * int(sys.argv[2]))
-for p in rng.sample(paths, len(paths) // 100):
+n = len(paths) // 100
+picked = random.Random(7).sample(paths, min(len(paths), n * rounds))
+for p in picked[n * (round_ - 1):n * round_]:
     with open(p, "r+b") as f:
         data = f.read()
         at = len(data) // 2
         f.seek(at)
         f.write(b"EDITED!" if len(data) > 8 else b"E")
 PY
+# Edited more than 2 s before the scans, as a person's edits are: a file
+# changed within the last 2 s is read again by the next scan (its time
+# cannot tell a later change in the same tick), which would charge the
+# next round's export for this round's edits.
+sleep 2.1
 rm -rf "$work/pk2" "$work/batch2" "$work/batch2.sh"
 mkdir "$work/pk2"
 settle; t0=$(now); "$bin/syncreplica" -export -out "$work/pk2" -replica "$work/src" beta >/dev/null; t1=$(now)
@@ -137,7 +149,11 @@ settle; t6=$(now); rsync -a --read-batch="$work/batch2" "$work/rs-dest/"; t7=$(n
 settle; t12=$(now); rsync -a --fsync --read-batch="$work/batch2" "$work/rs-dest-fsync/"; t13=$(now)
 report "edit 1% of the files (round $round of $rounds)" "$sr_bytes" "$(elapsed "$t0" "$t1")" "$(elapsed "$t2" "$t3")" \
     "$(bytes_in "$work/batch2")" "$(elapsed "$t4" "$t5")" "$(elapsed "$t6" "$t7")"
-diff -r --exclude=.syncreplica "$work/src" "$work/beta" >/dev/null && echo "  trees equal: yes"
+for tree in beta rs-dest rs-dest-fsync; do
+    diff -r --exclude=.syncreplica "$work/src" "$work/$tree" >/dev/null ||
+        { echo "  $tree differs from the source after round $round" >&2; exit 1; }
+done
+echo "  trees equal: yes (syncreplica, rsync, rsync --fsync)"
 printf '  %-12s %14s %12s %12s\n' "rsync --fsync" "" "" "$(elapsed "$t12" "$t13")"
 printf '  %-12s %14s %12s %12s\n' "ratio" "" "" "$(ratio "$(elapsed "$t2" "$t3")" "$(elapsed "$t12" "$t13")")"
 sr_sum=$(awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" 'BEGIN { printf "%.2f", (b - a) + (d - c) }')
@@ -147,4 +163,4 @@ printf '  export + import: syncreplica %s s, rsync %s s (import with --fsync), r
     "$sr_sum" "$rs_sum" "${sum_ratios[-1]}"
 done
 printf '\nedit 1%%: export + import ratio per round: %s; median %s\n' "${sum_ratios[*]}" \
-    "$(printf '%s\n' "${sum_ratios[@]}" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')"
+    "$(printf '%s\n' "${sum_ratios[@]}" | sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')"

@@ -63,7 +63,7 @@ mod reader;
 mod records;
 pub mod seals;
 pub mod vocabulary;
-pub mod write_behind;
+mod write_behind;
 mod writer;
 
 /// Re-exported so callers name the same age types the format uses.

@@ -18,7 +18,7 @@
 //! writeback, not the device flush), the writes themselves no slower.
 //! (`sync_file_range` would start writeback per range too, but neither
 //! rustix nor nix offers it without `unsafe`, and it flushes no device
-//! cache either.)
+//! cache either: the fadvise figures above show what that leaves.)
 //!
 //! Only for files written in offset order. A staged file that an import
 //! patches (the packet's new chunks first, scattered, then the rest copied
@@ -59,6 +59,8 @@ pub struct WriteBehind {
     flusher: Option<Flusher>,
     /// The thread could not be started: not tried again.
     alone: bool,
+    /// The error the thread stopped at, for [`WriteBehind::finish`].
+    failed: Option<io::Error>,
 }
 
 #[derive(Debug)]
@@ -66,7 +68,7 @@ struct Flusher {
     /// One pending request at most: a request made while the thread
     /// flushes is merged into the next (its fdatasync covers it). Dropped
     /// (a writer given up on an error), the thread ends after the
-    /// fdatasync it is in, if any.
+    /// fdatasyncs already asked for (two at most).
     wake: SyncSender<()>,
     thread: JoinHandle<io::Result<()>>,
 }
@@ -80,6 +82,7 @@ impl WriteBehind {
             handed: 0,
             flusher: None,
             alone: false,
+            failed: None,
         }
     }
 
@@ -90,6 +93,9 @@ impl WriteBehind {
     /// The first error of a background fdatasync: the writeback of some of
     /// the bytes written failed.
     pub fn finish(mut self) -> io::Result<File> {
+        if let Some(err) = self.failed.take() {
+            return Err(err);
+        }
         self.stop_flusher()?;
         Ok(self.file)
     }
@@ -104,9 +110,9 @@ impl WriteBehind {
             .unwrap_or_else(|_| Err(io::Error::other("the write-behind thread panicked")))
     }
 
-    fn hand_over(&mut self) -> io::Result<()> {
+    fn hand_over(&mut self) {
         if self.position < self.handed.saturating_add(WRITE_BEHIND_STEP) {
-            return Ok(());
+            return;
         }
         self.handed = self.position;
         if self.flusher.is_none() && !self.alone {
@@ -116,12 +122,17 @@ impl WriteBehind {
             self.alone = self.flusher.is_none();
         }
         let Some(flusher) = &self.flusher else {
-            return Ok(());
+            return;
         };
         match flusher.wake.try_send(()) {
-            Ok(()) | Err(TrySendError::Full(())) => Ok(()),
-            // The thread stopped at an error: say it now.
-            Err(TrySendError::Disconnected(())) => self.stop_flusher(),
+            Ok(()) | Err(TrySendError::Full(())) => {}
+            // The thread stopped at an error: kept for `finish` (the bytes
+            // of this write are written, so `write` must not fail).
+            Err(TrySendError::Disconnected(())) => {
+                if let Err(err) = self.stop_flusher() {
+                    self.failed.get_or_insert(err);
+                }
+            }
         }
     }
 }
@@ -145,7 +156,7 @@ impl Write for WriteBehind {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         self.position += n as u64;
-        self.hand_over()?;
+        self.hand_over();
         Ok(n)
     }
 

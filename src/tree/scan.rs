@@ -665,15 +665,24 @@ where
         (walked, Ok(recorded))
     } else {
         // The loader runs on this thread and the walk on the other: the
-        // loader makes the many small allocations of the recorded map, and
-        // this thread's allocator arena grows in large steps where a second
-        // thread's grows a page at a time, one mprotect each (about 2,700
-        // for 20,000 entries, each taking the address space's lock the walk
-        // needs for its page faults).
+        // loader makes most of the small allocations (the recorded map's),
+        // and the main thread's allocator arena (glibc's, where the
+        // commands call this) grows in large steps, where a second
+        // thread's grows a page at a time, one mprotect each: about 2,700
+        // for 20,000 entries, each taking the address space's lock the
+        // walk needs for its page faults.
         std::thread::scope(|scope| {
-            let walker = scope.spawn(|| walk(root, excludes, None, &mut outcome, preserve));
+            let walker = std::thread::Builder::new()
+                .name("walk".into())
+                .spawn_scoped(scope, || walk(root, excludes, None, &mut outcome, preserve))
+                .map_err(|err| Error::io(root, err));
             let recorded = load_recorded();
-            let walked = walker.join().expect("the walk does not panic");
+            let walked = match walker {
+                Ok(walker) => walker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(err) => Err(err),
+            };
             (walked, recorded)
         })
     };
