@@ -24,8 +24,6 @@ use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 
-use crate::write_behind::WriteBehind;
-
 use crate::container::{entry_overhead, WrittenEntry, ZipLayout, END_RECORD_LEN};
 use crate::error::{Error, ErrorKind, Result};
 use crate::header::{
@@ -37,6 +35,7 @@ use crate::records::{
     ChunkRecordHeader, OpRecordHeader, CHUNK_RECORD_HEADER_LEN, CODEC_GROUP, CODEC_PLAIN,
     CODEC_RECIPE, GROUP_MEMBER_HEADER_LEN, OP_RECORD_HEADER_LEN,
 };
+use crate::write_behind::WriteBehind;
 use crate::{
     naming, ENTRY_CHUNKS, ENTRY_CREATION, ENTRY_HEADER, ENTRY_OPERATIONS, ENTRY_PASSKEY,
     ENTRY_SEALS, ENTRY_SECRETS, ENTRY_SIGNATURE, FORMAT_MAJOR, FORMAT_MINOR, MAX_CHUNK_LEN,

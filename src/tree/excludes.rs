@@ -285,15 +285,20 @@ impl Excludes {
         }
     }
 
+    /// The patterns that excluded a path so far (a Mutex: the walk runs on
+    /// a thread of its own, `tree::scan`).
+    fn matched(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.matched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Counts `patterns` as having matched (the family's paths they left
     /// out at an import: see [`crate::store::state::State::family_excluded`]),
     /// so that a tree without those paths does not get them warned about
     /// as matching nothing.
     pub fn count_as_matched<'a>(&self, patterns: impl IntoIterator<Item = &'a String>) {
-        let mut matched = self
-            .matched
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut matched = self.matched();
         for pattern in patterns {
             matched.insert(pattern.clone());
         }
@@ -302,10 +307,7 @@ impl Excludes {
     /// Configured patterns (config.toml `exclude`) that excluded nothing
     /// during the walks made with these rules so far.
     pub fn unmatched_config_patterns(&self) -> Vec<String> {
-        let matched = self
-            .matched
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let matched = self.matched();
         self.config_patterns
             .iter()
             .filter(|p| !matched.contains(*p))
@@ -352,10 +354,7 @@ impl Excludes {
         let path = Path::new(std::ffi::OsStr::from_bytes(rel));
         if !self.local.is_empty() {
             if let ignore::Match::Ignore(glob) = self.local.matched(path, is_dir) {
-                let mut matched = self
-                    .matched
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut matched = self.matched();
                 if !matched.contains(glob.original()) {
                     matched.insert(glob.original().to_string());
                 }
