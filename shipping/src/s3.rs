@@ -810,10 +810,15 @@ impl S3Lock {
         let name = name.to_string();
         let renewer = std::thread::spawn(move || {
             // Renewed every third of the lease until the lock is dropped
-            // (then released below, if it is still ours).
+            // (then released below, if it is still ours). The rounds keep
+            // to a schedule: a slow answer from the service does not push
+            // the later renewals back by its delay.
+            let period = lease / 3;
+            let mut next = std::time::Instant::now() + period;
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(lease / 3)
+                stopped.recv_timeout(next.saturating_duration_since(std::time::Instant::now()))
             {
+                next = (next + period).max(std::time::Instant::now());
                 if lost2.load(Ordering::Relaxed) {
                     continue;
                 }
