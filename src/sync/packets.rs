@@ -237,13 +237,18 @@ impl ChunkSource for PacketChunks<'_> {
     }
 
     /// As `deliver`, building the chunks the packet carries as recipes
-    /// from `bases` (each rebuilt chunk is checked against its SHA-256).
-    /// The same read-ahead thread reads, rebuilds and checks; the bases
-    /// are still read on this thread (`bases` need not be `Send`): the
-    /// reader asks for each and waits for the answer.
+    /// from `nearby` and `bases` (each rebuilt chunk is checked against
+    /// its SHA-256). The same read-ahead thread reads, rebuilds and
+    /// checks, and reads the bases `nearby` finds (the files of the tree)
+    /// itself, while this thread writes the chunks before them: asking
+    /// this thread for each base made the two wait on each other, about a
+    /// third of staging a 1 % edit of 20,000 files. Only what `nearby`
+    /// does not find is asked of `bases` here (it need not be `Send`),
+    /// and the reader waits for the answer.
     fn deliver_with(
         &mut self,
         _wanted: &[ChunkId],
+        nearby: Option<&crate::sync::apply::NearbyChunks>,
         bases: &mut packet_format::BaseChunks,
         sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
     ) -> Result<()> {
@@ -263,6 +268,9 @@ impl ChunkSource for PacketChunks<'_> {
                 // When this thread's receiver is gone (the sink failed),
                 // a base is "not found" and the stream ends.
                 let mut ask = move |chunk: &crate::ops::ChunkRef| {
+                    if let Some(found) = nearby.and_then(|nearby| nearby(chunk)) {
+                        return Some(found);
+                    }
                     let (reply, answer) = std::sync::mpsc::sync_channel(1);
                     asker.send(Ahead::Base(*chunk, reply)).ok()?;
                     answer.recv().ok().flatten()

@@ -121,11 +121,15 @@ fn stage_all(
 ) -> Result<Staged> {
     std::fs::create_dir_all(staging).at(staging)?;
     let confined = ConfinedRoot::open(&replica.root)?;
-    let mut local = LocalFinder {
-        root: &replica.root,
+    let tree = TreeChunks {
         confined: &confined,
         recorded: &plan.recorded,
-        local: None,
+        index: std::sync::OnceLock::new(),
+    };
+    let nearby = |chunk: &ChunkRef| tree.find(chunk);
+    let mut local = LocalFinder {
+        root: &replica.root,
+        tree: &tree,
         soft_deleted: None,
         state: replica.state(),
         copies_of: &plan.copies_of,
@@ -152,6 +156,7 @@ fn stage_all(
                 let cut = crate::tree::chunking::pieces(bytes);
                 pieces.put(conn, id, &crate::tree::chunking::pack_pieces(&cut))
             }),
+            nearby: Some(&nearby),
             elsewhere: &mut |chunk| local.find(chunk),
             missing: &|chunk, rel| {
                 Error::Refused(Refusal::MissingContent {
@@ -179,17 +184,51 @@ fn stage_all(
 /// of some paths ([`index_history`]).
 type LocalIndex = HashMap<ChunkId, Vec<(Vec<u8>, u64)>>;
 
-/// Finds the chunks a packet does not carry in a file this replica has,
-/// or among its soft-deleted files; always verified against the id.
-struct LocalFinder<'a> {
-    root: &'a Path,
+/// Finds chunks in the recorded files of the tree, verified against the
+/// id; shared by the thread that reads a packet ahead (for the bases of
+/// its recipes) and the one that stages.
+struct TreeChunks<'a> {
     confined: &'a ConfinedRoot,
     recorded: &'a HashMap<Vec<u8>, RecordedEntry>,
     /// (chunk id, path, offset) of every recorded file's chunks, sorted by
     /// id, built on first use. One sorted list borrowing the paths, not a
     /// map of cloned paths: for 20,000 files, building and freeing the map
     /// was 30 ms of a 1 % edit's import (`bench/sync_vs_rsync.sh`).
-    local: Option<Vec<(ChunkId, &'a [u8], u64)>>,
+    index: std::sync::OnceLock<Vec<(ChunkId, &'a [u8], u64)>>,
+}
+
+impl TreeChunks<'_> {
+    /// The chunk's bytes from the first recorded place that still holds
+    /// them; `None` if none does.
+    fn find(&self, chunk: &ChunkRef) -> Option<Vec<u8>> {
+        let index = self.index.get_or_init(|| {
+            let mut index = Vec::new();
+            for (path, entry) in self.recorded {
+                if let PathState::File { chunks, .. } = &entry.state {
+                    let mut offset = 0;
+                    for c in chunks {
+                        index.push((c.id, path.as_slice(), offset));
+                        offset += u64::from(c.len);
+                    }
+                }
+            }
+            // Stable: the places of one chunk keep the order they had.
+            index.sort_by_key(|(id, _, _)| *id);
+            index
+        });
+        let first = index.partition_point(|(id, _, _)| *id < chunk.id);
+        index[first..]
+            .iter()
+            .take_while(|(id, _, _)| *id == chunk.id)
+            .find_map(|(_, path, offset)| read_in_tree(self.confined, path, *offset, chunk))
+    }
+}
+
+/// Finds the chunks a packet does not carry in a file this replica has,
+/// or among its soft-deleted files; always verified against the id.
+struct LocalFinder<'a> {
+    root: &'a Path,
+    tree: &'a TreeChunks<'a>,
     /// Chunk id -> (file, offset) among soft-deleted files, built on first
     /// use: a version an earlier import replaced may be what a conflict
     /// copy or a rename needs now.
@@ -224,30 +263,8 @@ fn read_from(mut file: File, offset: u64, len: u32) -> std::io::Result<Vec<u8>> 
 impl<'a> LocalFinder<'a> {
     /// The chunk's bytes, verified; `None` if no file here holds it.
     fn find(&mut self, chunk: &ChunkRef) -> Option<Vec<u8>> {
-        let recorded = self.recorded;
-        let local = self.local.get_or_insert_with(|| {
-            let mut index = Vec::new();
-            for (path, entry) in recorded {
-                if let PathState::File { chunks, .. } = &entry.state {
-                    let mut offset = 0;
-                    for c in chunks {
-                        index.push((c.id, path.as_slice(), offset));
-                        offset += u64::from(c.len);
-                    }
-                }
-            }
-            // Stable: the places of one chunk keep the order they had.
-            index.sort_by_key(|(id, _, _)| *id);
-            index
-        });
-        let first = local.partition_point(|(id, _, _)| *id < chunk.id);
-        for (_, path, offset) in local[first..]
-            .iter()
-            .take_while(|(id, _, _)| *id == chunk.id)
-        {
-            if let Some(bytes) = read_in_tree(self.confined, path, *offset, chunk) {
-                return Some(bytes);
-            }
+        if let Some(bytes) = self.tree.find(chunk) {
+            return Some(bytes);
         }
         let root = self.root;
         let deleted = self
@@ -280,7 +297,7 @@ impl<'a> LocalFinder<'a> {
             false => soft_deleted_days(self.root),
         };
         for (path, offset) in spots {
-            if let Some(bytes) = read_in_tree(self.confined, path, *offset, chunk) {
+            if let Some(bytes) = read_in_tree(self.tree.confined, path, *offset, chunk) {
                 return Some(bytes);
             }
             // Or in the copy set aside under `.syncreplica/deleted/<day>/`

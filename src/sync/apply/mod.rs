@@ -269,7 +269,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::{Error, Refusal, Result};
-use crate::ops::{ChunkId, Operation};
+use crate::ops::{ChunkId, ChunkRef, Operation};
 use crate::replica::{LockedReplica, Replica};
 use crate::store::layout::STAGING_DIR;
 use crate::store::state;
@@ -277,6 +277,10 @@ use crate::store::state;
 pub use disk::purge_soft_deleted;
 pub use plan::{conflict_copy_name, validate_path, validate_path_state, winner_is_first};
 /// Where the bytes of chunks come from, e.g. a packet's chunk entries.
+/// Finds a chunk held here, checked against its id and length; `None`
+/// when not found. Safe to call from any thread.
+pub type NearbyChunks<'a> = dyn Fn(&ChunkRef) -> Option<Vec<u8>> + Sync + 'a;
+
 pub trait ChunkSource {
     /// Hands `sink` the chunks this source carries, each once, in the
     /// source's own order. `wanted` lists the chunks the batch needs, in
@@ -295,10 +299,15 @@ pub trait ChunkSource {
 
     /// As [`ChunkSource::deliver`], for a source that may carry chunks as
     /// recipes over chunks held here (chunk codec 2): `bases` finds those,
-    /// checked against their id and length. The default ignores `bases`.
+    /// checked against their id and length. `nearby`, when given, is
+    /// asked first and may be called from another thread (a source that
+    /// reads ahead on one asks it there, without waiting for the thread
+    /// that writes); `bases` is asked for what it does not find. The
+    /// default ignores both.
     fn deliver_with(
         &mut self,
         wanted: &[ChunkId],
+        _nearby: Option<&NearbyChunks>,
         _bases: &mut packet_format::BaseChunks,
         sink: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
     ) -> Result<()> {
