@@ -57,6 +57,13 @@ pub trait OrderClaim: Send + Sync {
     /// out unrenewed or another server took it over. Work on the order
     /// stops then, and the order is not written again.
     fn held(&self) -> bool;
+
+    /// True once the claim was found taken over by another server (this
+    /// one was stalled past its lease), as opposed to merely run out.
+    /// Never, for a claim nothing can take over.
+    fn lost(&self) -> bool {
+        false
+    }
 }
 
 /// The claim of a bay whose passes exclude each other as a whole (a

@@ -739,6 +739,9 @@ impl S3Store {
     /// compare-and-swap on the expired lease object).
     pub fn try_lock(&self, name: &str, lease: Duration) -> Result<Option<S3Lock>> {
         let holder = format!("{}:{}", hostname(), unique_id());
+        // The renewals are scheduled from the moment the expiry written
+        // was reckoned, not from when taking the lock ended.
+        let reckoned = std::time::Instant::now();
         let body = lease_body(&holder, lease);
         let mut taken = self.create_new(name, body.as_bytes())?;
         if !taken {
@@ -752,7 +755,15 @@ impl S3Store {
             }
         }
         let expires = parse_lease(body.as_bytes()).map_or(0, |(_, until)| until);
-        Ok(taken.then(|| S3Lock::start(self.sibling(&self.url), name, holder, lease, expires)))
+        Ok(taken.then(|| {
+            S3Lock::start(
+                self.sibling(&self.url),
+                name,
+                holder,
+                lease,
+                (expires, reckoned),
+            )
+        }))
     }
 
     /// Removes claim `name` if its lease ran out and `order` (the order
@@ -802,7 +813,17 @@ pub struct S3Lock {
 }
 
 impl S3Lock {
-    fn start(store: S3Store, name: &str, holder: String, lease: Duration, expires: i64) -> S3Lock {
+    /// Starts renewing the lock `name` just taken by `holder`; `written`:
+    /// the expiry (Unix seconds) the lease object holds, and the moment it
+    /// was reckoned.
+    fn start(
+        store: S3Store,
+        name: &str,
+        holder: String,
+        lease: Duration,
+        written: (i64, std::time::Instant),
+    ) -> S3Lock {
+        let (expires, reckoned) = written;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let lost = Arc::new(AtomicBool::new(false));
         let expires = Arc::new(AtomicI64::new(expires));
@@ -811,14 +832,20 @@ impl S3Lock {
         let renewer = std::thread::spawn(move || {
             // Renewed every third of the lease until the lock is dropped
             // (then released below, if it is still ours). The rounds keep
-            // to a schedule: a slow answer from the service does not push
-            // the later renewals back by its delay.
+            // to a schedule counted from the expiry first written: a slow
+            // answer from the service does not push the later renewals
+            // back by its delay. A round that starts late (the one before
+            // overran) sets the next a whole period on, not at once.
             let period = lease / 3;
-            let mut next = std::time::Instant::now() + period;
+            let mut next = reckoned + period;
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(next.saturating_duration_since(std::time::Instant::now()))
             {
-                next = (next + period).max(std::time::Instant::now());
+                let now = std::time::Instant::now();
+                next += period;
+                if next < now {
+                    next = now + period;
+                }
                 if lost2.load(Ordering::Relaxed) {
                     continue;
                 }
@@ -884,6 +911,10 @@ impl S3Lock {
 impl crate::bay::OrderClaim for S3Lock {
     fn held(&self) -> bool {
         S3Lock::held(self)
+    }
+
+    fn lost(&self) -> bool {
+        S3Lock::lost(self)
     }
 }
 

@@ -431,15 +431,16 @@ mod s3_only {
         assert!(store.claim_order("a.zip").unwrap().is_none());
         let other = store.claim_order("b.zip").unwrap().expect("another order");
         // Racing takers of one free order: exactly one wins.
+        let tried = std::sync::Barrier::new(6);
         let wins: usize = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..6)
                 .map(|_| {
-                    let store = &store;
+                    let (store, tried) = (&store, &tried);
                     scope.spawn(move || {
                         let claim = store.claim_order("c.zip").unwrap();
                         let won = claim.is_some() as usize;
                         // Held until every taker has tried.
-                        std::thread::sleep(Duration::from_millis(500));
+                        tried.wait();
                         won
                     })
                 })
@@ -469,20 +470,32 @@ mod s3_only {
         assert!(taken.held());
         // A claim taken over by another server (this one stalled past
         // its lease) is found lost at the next renewal.
-        let (_, version) = store.read_versioned(".claim-b.zip").unwrap().unwrap();
+        // (Compare-and-swap, tried again if a renewal of `other` came
+        // between the read and the write.)
         let until = chrono::Utc::now().timestamp() + 60;
-        assert!(store
-            .replace_if(
-                ".claim-b.zip",
-                format!("holder = \"other:2\"\nexpires = {until}\n").as_bytes(),
-                &version
-            )
-            .unwrap());
+        let mut replaced = false;
+        for _ in 0..5 {
+            let (_, version) = store.read_versioned(".claim-b.zip").unwrap().unwrap();
+            replaced = store
+                .replace_if(
+                    ".claim-b.zip",
+                    format!("holder = \"other:2\"\nexpires = {until}\n").as_bytes(),
+                    &version,
+                )
+                .unwrap();
+            if replaced {
+                break;
+            }
+        }
+        assert!(replaced);
+        // Found lost at its next renewal (well before its lease would
+        // run out and `held` turn false by itself).
         let started = std::time::Instant::now();
-        while other.held() {
+        while !other.lost() {
             assert!(started.elapsed() < Duration::from_secs(10), "never lost");
             std::thread::sleep(Duration::from_millis(100));
         }
+        assert!(!other.held());
         // The loser does not remove the new holder's claim.
         drop(other);
         assert_eq!(
