@@ -376,9 +376,14 @@ pub(crate) struct Options<'a> {
     /// when found nowhere.
     pub elsewhere: &'a mut dyn FnMut(&ChunkRef) -> Option<Vec<u8>>,
     /// Where the source may look for the bases of its recipes from a
-    /// thread of its own before it asks `elsewhere`
-    /// ([`ChunkSource::deliver_with`]); `None`: only `elsewhere`.
-    pub nearby: Option<&'a crate::sync::apply::NearbyChunks<'a>>,
+    /// thread of its own ([`ChunkSource::deliver_with`]), and what to ask
+    /// on this thread for a base it does not find there (in place of
+    /// `elsewhere`, which would look where it looked already). `None`:
+    /// `elsewhere` finds the bases.
+    pub nearby: Option<(
+        &'a crate::sync::apply::NearbyChunks<'a>,
+        &'a mut packet_format::BaseChunks<'a>,
+    )>,
     /// The error for a chunk found nowhere, needed by the file `rel`.
     pub missing: &'a dyn Fn(&ChunkRef, &[u8]) -> Error,
     /// Fsync each file once written (several at once, see [`fsync_all`]).
@@ -453,33 +458,32 @@ pub(crate) fn write_files(
     // from a recipe included): a second SHA-256 of every byte would only
     // cost time.
     let check = !source.checks_ids();
-    let delivered = source.deliver_with(
-        &wanted,
-        options.nearby,
-        &mut *options.elsewhere,
-        &mut |id, bytes| {
-            let Ok(len) = u32::try_from(bytes.len()) else {
-                return Ok(());
-            };
-            // Not needed, or written already.
-            let places = targets.spots(conn, id, len)?;
-            let Some(first) = places.first() else {
-                return Ok(());
-            };
-            if check && Sha256::digest(bytes).as_slice() != id {
-                return Err(Error::Refused(Refusal::BadContent {
-                    chunk: hex::encode(id),
-                    path: relpath::display(&targets.rel(conn, first.file)?),
-                }));
-            }
-            if let Some(on_chunk) = on_chunk.as_mut() {
-                on_chunk(id, bytes)?;
-            }
-            from_source += u64::from(len) * places.len() as u64;
-            writers.put(&places, bytes)?;
-            targets.written(conn, id, len)
-        },
-    );
+    let (nearby, bases): (_, &mut packet_format::BaseChunks) = match options.nearby {
+        Some((nearby, beyond)) => (Some(nearby), beyond),
+        None => (None, &mut *options.elsewhere),
+    };
+    let delivered = source.deliver_with(&wanted, nearby, bases, &mut |id, bytes| {
+        let Ok(len) = u32::try_from(bytes.len()) else {
+            return Ok(());
+        };
+        // Not needed, or written already.
+        let places = targets.spots(conn, id, len)?;
+        let Some(first) = places.first() else {
+            return Ok(());
+        };
+        if check && Sha256::digest(bytes).as_slice() != id {
+            return Err(Error::Refused(Refusal::BadContent {
+                chunk: hex::encode(id),
+                path: relpath::display(&targets.rel(conn, first.file)?),
+            }));
+        }
+        if let Some(on_chunk) = on_chunk.as_mut() {
+            on_chunk(id, bytes)?;
+        }
+        from_source += u64::from(len) * places.len() as u64;
+        writers.put(&places, bytes)?;
+        targets.written(conn, id, len)
+    });
     if let Err(Error::Packet(err)) = &delivered {
         // A chunk the packet gives as changes to one this replica should
         // hold, which it does not (or no longer) hold: as a chunk missing.

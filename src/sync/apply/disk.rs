@@ -126,15 +126,17 @@ fn stage_all(
         recorded: &plan.recorded,
         index: std::sync::OnceLock::new(),
     };
+    // The packet's reader looks in the tree itself; what it asks of the
+    // staging thread is then looked for only beyond the tree.
     let nearby = |chunk: &ChunkRef| tree.find(chunk);
-    let mut local = LocalFinder {
+    let local = std::cell::RefCell::new(LocalFinder {
         root: &replica.root,
         tree: &tree,
         soft_deleted: None,
         state: replica.state(),
         copies_of: &plan.copies_of,
         history: None,
-    };
+    });
     let conn = replica.state().conn();
     let jobs = &plan.jobs;
     let pieces = Pieces::create(conn, plan.entries.file())?;
@@ -156,8 +158,10 @@ fn stage_all(
                 let cut = crate::tree::chunking::pieces(bytes);
                 pieces.put(conn, id, &crate::tree::chunking::pack_pieces(&cut))
             }),
-            nearby: Some(&nearby),
-            elsewhere: &mut |chunk| local.find(chunk),
+            nearby: Some((&nearby, &mut |chunk| {
+                local.borrow_mut().find_beyond_tree(chunk)
+            })),
+            elsewhere: &mut |chunk| local.borrow_mut().find(chunk),
             missing: &|chunk, rel| {
                 Error::Refused(Refusal::MissingContent {
                     chunk: hex::encode(chunk.id),
@@ -263,9 +267,15 @@ fn read_from(mut file: File, offset: u64, len: u32) -> std::io::Result<Vec<u8>> 
 impl<'a> LocalFinder<'a> {
     /// The chunk's bytes, verified; `None` if no file here holds it.
     fn find(&mut self, chunk: &ChunkRef) -> Option<Vec<u8>> {
-        if let Some(bytes) = self.tree.find(chunk) {
-            return Some(bytes);
-        }
+        self.tree
+            .find(chunk)
+            .or_else(|| self.find_beyond_tree(chunk))
+    }
+
+    /// As [`LocalFinder::find`], past the recorded files of the tree
+    /// (where `TreeChunks` looked already): soft-deleted files, then the
+    /// places of the logged versions of the batch's paths.
+    fn find_beyond_tree(&mut self, chunk: &ChunkRef) -> Option<Vec<u8>> {
         let root = self.root;
         let deleted = self
             .soft_deleted

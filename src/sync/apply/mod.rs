@@ -276,11 +276,12 @@ use crate::store::state;
 
 pub use disk::purge_soft_deleted;
 pub use plan::{conflict_copy_name, validate_path, validate_path_state, winner_is_first};
-/// Where the bytes of chunks come from, e.g. a packet's chunk entries.
+
 /// Finds a chunk held here, checked against its id and length; `None`
 /// when not found. Safe to call from any thread.
 pub type NearbyChunks<'a> = dyn Fn(&ChunkRef) -> Option<Vec<u8>> + Sync + 'a;
 
+/// Where the bytes of chunks come from, e.g. a packet's chunk entries.
 pub trait ChunkSource {
     /// Hands `sink` the chunks this source carries, each once, in the
     /// source's own order. `wanted` lists the chunks the batch needs, in
