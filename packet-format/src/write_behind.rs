@@ -3,10 +3,11 @@
 //!
 //! Linux keeps written pages dirty in memory until about a tenth of the
 //! available memory is dirty or they are 30 s old, so a packet part of a
-//! few hundred MiB is still all in memory when its writer fsyncs it, and the fsync then waits for the whole file to reach the
-//! disk. On the development machine (a virtual disk whose flush costs in
-//! proportion to the bytes written since the last one) that was 0.48 s of
-//! a 2.9 s export of a 300 MB creation packet, with nothing else running.
+//! few hundred MiB is still all in memory when its writer fsyncs it, and
+//! the fsync then waits for the whole file to reach the disk. On the
+//! development machine (a virtual disk whose flush costs in proportion to
+//! the bytes written since the last one) that was 0.48 s of a 2.9 s
+//! export of a 300 MB creation packet, with nothing else running.
 //!
 //! A [`WriteBehind`] has a thread of its own fdatasync the file every
 //! [`WRITE_BEHIND_STEP`] bytes written, while the writer goes on

@@ -761,7 +761,8 @@ impl S3Store {
                 name,
                 holder,
                 lease,
-                (expires, reckoned),
+                expires,
+                reckoned,
             )
         }))
     }
@@ -813,17 +814,17 @@ pub struct S3Lock {
 }
 
 impl S3Lock {
-    /// Starts renewing the lock `name` just taken by `holder`; `written`:
-    /// the expiry (Unix seconds) the lease object holds, and the moment it
-    /// was reckoned.
+    /// Starts renewing the lock `name` just taken by `holder`: `expires`
+    /// is the expiry (Unix seconds) the lease object holds, reckoned at
+    /// `reckoned`.
     fn start(
         store: S3Store,
         name: &str,
         holder: String,
         lease: Duration,
-        written: (i64, std::time::Instant),
+        expires: i64,
+        reckoned: std::time::Instant,
     ) -> S3Lock {
-        let (expires, reckoned) = written;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let lost = Arc::new(AtomicBool::new(false));
         let expires = Arc::new(AtomicI64::new(expires));
