@@ -386,10 +386,23 @@ pub(crate) struct Options<'a> {
     )>,
     /// The error for a chunk found nowhere, needed by the file `rel`.
     pub missing: &'a dyn Fn(&ChunkRef, &[u8]) -> Error,
-    /// Fsync each file once written (several at once, see [`fsync_all`]).
-    pub fsync: bool,
+    /// Whether and when the files are fsynced.
+    pub fsync: Fsync,
     /// Called once per file, in order, when it is complete.
     pub after_file: &'a mut dyn FnMut() -> Result<()>,
+}
+
+/// How [`write_files`] makes the files it writes durable.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Fsync {
+    /// Not at all: the caller has its own way.
+    Never,
+    /// Each file, several at once ([`fsync_all`]), before it returns.
+    Each,
+    /// Each file, but the last page of them (up to [`PAGE`] files) is
+    /// left to the caller ([`Assembled::unsynced`]), to fsync while it
+    /// does other work that must only finish after them.
+    EachButLastPage,
 }
 
 /// A place a chunk goes: the file's number, and the offset.
@@ -411,6 +424,9 @@ pub(crate) struct Assembled {
     pub copied: u64,
     /// Of `bytes`: all-zero chunks, left as holes (not written).
     pub holes: u64,
+    /// With [`Fsync::EachButLastPage`]: the files written but not yet
+    /// fsynced ([`fsync_all`] them before relying on them).
+    pub unsynced: Vec<PathBuf>,
 }
 
 /// Writes every file of `targets` (finished, [`Targets::finish`]) in `dir`
@@ -555,7 +571,7 @@ pub(crate) fn write_files(
             .at(&path)?;
         crate::tree::confined::set_file_mtime(&file, mtime).at(&path)?;
         (options.after_file)()?;
-        if options.fsync {
+        if options.fsync != Fsync::Never {
             done.push(path);
             if done.len() == PAGE {
                 fsync_all(&std::mem::take(&mut done))?;
@@ -563,19 +579,22 @@ pub(crate) fn write_files(
         }
         Ok(())
     })?;
-    fsync_all(&done)?;
+    if options.fsync == Fsync::Each {
+        fsync_all(&std::mem::take(&mut done))?;
+    }
     Ok(Assembled {
         bytes: targets.size,
         from_source,
         copied,
         holes: targets.holes,
+        unsynced: done,
     })
 }
 
 /// Fsyncs every file in `paths`, several at once
 /// ([`crate::sys::fsutil::in_parallel`]); the first error once all are
 /// done.
-fn fsync_all(paths: &[PathBuf]) -> Result<()> {
+pub(crate) fn fsync_all(paths: &[PathBuf]) -> Result<()> {
     crate::sys::fsutil::in_parallel(paths, crate::sys::fsutil::FSYNC_THREADS, |path| {
         open(path, false).and_then(|file| file.sync_all()).at(path)
     })
@@ -783,7 +802,7 @@ mod tests {
                     (wanted.id == chunk(c).id).then(|| c.to_vec())
                 },
                 missing: &missing,
-                fsync: true,
+                fsync: Fsync::Each,
                 after_file: &mut || {
                     files_done += 1;
                     Ok(())
@@ -833,7 +852,7 @@ mod tests {
                     nearby: None,
                     elsewhere: &mut |_| None,
                     missing: &missing,
-                    fsync: false,
+                    fsync: Fsync::Never,
                     after_file: &mut || Ok(()),
                 },
             )
@@ -899,7 +918,7 @@ mod sparse {
                 nearby: None,
                 elsewhere: &mut |_| None,
                 missing: &super::tests::missing,
-                fsync: false,
+                fsync: Fsync::Never,
                 after_file: &mut || Ok(()),
                 on_chunk: None,
             },

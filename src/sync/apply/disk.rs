@@ -46,6 +46,22 @@ pub(crate) struct Staged {
     pub from_packets: u64,
     pub copied: u64,
     pub holes: u64,
+    /// Files staged but not fsynced yet, and the staging folder (`None`:
+    /// nothing was staged): [`Staged::make_durable`], before the journal
+    /// that names them commits.
+    pub unsynced: Vec<PathBuf>,
+    pub folder: Option<PathBuf>,
+}
+
+impl Staged {
+    /// Fsyncs what staging left unsynced, the folder last.
+    pub fn make_durable(&self) -> Result<()> {
+        assemble::fsync_all(&self.unsynced)?;
+        match &self.folder {
+            Some(folder) => sync_dir(folder).at(folder),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The packed pieces ([`crate::tree::chunking::pack_pieces`]) of every
@@ -171,16 +187,17 @@ fn stage_all(
                     rel: plan.copies_of.get(rel).map_or(rel, Vec::as_slice).to_vec(),
                 })
             },
-            fsync: true,
+            fsync: assemble::Fsync::EachButLastPage,
             after_file: &mut || hooks.step("staged a file"),
         },
     )?;
-    sync_dir(staging).at(staging)?;
     Ok(Staged {
         bytes: written.bytes,
         from_packets: written.from_source,
         copied: written.copied,
         holes: written.holes,
+        unsynced: written.unsynced,
+        folder: Some(staging.to_path_buf()),
     })
 }
 

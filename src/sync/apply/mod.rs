@@ -570,7 +570,22 @@ pub fn apply_stored(
     report.bytes_from_packets = uncount(staged.from_packets);
     report.bytes_as_holes = uncount(staged.holes);
     hooks.step("before commit")?;
-    let committed = commit(replica, batch, &plan, receipt);
+    // The last staged files are fsynced on a thread of their own while
+    // the commit is prepared, which waits for them before the journal
+    // that names them commits (both took about 30 ms of a 1 % edit's
+    // import, one after the other).
+    let staged = &staged;
+    let committed = std::thread::scope(|scope| {
+        let syncing = std::thread::Builder::new()
+            .name("fsync-staged".into())
+            .spawn_scoped(scope, || staged.make_durable());
+        commit(replica, batch, &plan, receipt, move || match syncing {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => staged.make_durable(),
+        })
+    });
     if let Err(err) = committed {
         let _ = std::fs::remove_dir_all(staging_dir(replica));
         return Err(err);
@@ -895,6 +910,7 @@ fn commit(
     batch: &batch::OpBatch,
     plan: &plan::Plan,
     receipt: Option<&Receipt>,
+    staged_durable: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     let me = replica.identity.replica_id;
     let now = crate::sys::clock::now_ns();
@@ -1025,6 +1041,9 @@ fn commit(
                 receipt.at_ns,
             )?;
         }
+        // Last: the journal commits only once what it moves into the tree
+        // is on disk.
+        staged_durable()?;
         Ok(())
     })
 }
