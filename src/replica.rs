@@ -11,7 +11,6 @@
 //! again for writing, and says plainly when the user or the filesystem
 //! does not allow that ([`Error::NotWritable`]).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -40,7 +39,7 @@ pub struct Replica {
 
 /// Every recorded entry, tombstones included, keyed by path
 /// ([`State::load_entries`]).
-pub type Entries = HashMap<Vec<u8>, RecordedEntry>;
+pub use crate::store::state::Entries;
 
 /// What a replica with `config`, run by this user, keeps now
 /// ([`crate::store::config::Preserve::kept_bits`]).
@@ -984,7 +983,7 @@ pub fn init(dir: &Path, family: &str, name: &str) -> Result<InitReport> {
 
     let config = Config::default();
     let excludes = Excludes::load(&root, &config.exclude, &config::config_path(&final_dir))?;
-    let nothing_recorded = || Ok(Entries::new());
+    let nothing_recorded = || Ok(Entries::default());
     // Nothing is recorded yet: no recorded path can be missing under
     // another spelling, so how names fold does not matter.
     let outcome = scan::scan(

@@ -120,6 +120,12 @@ pub struct StatKey {
     pub mode: u32,
 }
 
+/// Every recorded entry by path ([`State::load_entries`]). Hashed with
+/// foldhash, seeded per process: SipHash, the standard map's, was a
+/// tenth of a scan of 20,000 clean files (each path hashed when loaded
+/// and again when looked up), and the paths are this replica's own.
+pub type Entries = HashMap<Vec<u8>, RecordedEntry, foldhash::fast::RandomState>;
+
 /// What the database knows of one path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedEntry {
@@ -631,7 +637,7 @@ impl State {
     }
 
     /// Every recorded entry, tombstones included, keyed by path.
-    pub fn load_entries(&self) -> Result<HashMap<Vec<u8>, RecordedEntry>> {
+    pub fn load_entries(&self) -> Result<Entries> {
         let db = |source| self.db_error(source);
         let mut statement = self
             .conn
@@ -647,7 +653,8 @@ impl State {
             .query_row("SELECT COUNT(*) FROM entries", [], |row| row.get(0))
             .map_err(db)?;
         let mut rows = statement.query([]).map_err(db)?;
-        let mut entries = HashMap::with_capacity(usize::try_from(count).unwrap_or(0));
+        let mut entries =
+            Entries::with_capacity_and_hasher(usize::try_from(count).unwrap_or(0), Default::default());
         // The encoded columns are decoded where SQLite holds them, not
         // copied out first (`blob_column`).
         while let Some(row) = rows.next().map_err(db)? {

@@ -231,7 +231,7 @@ fn adopt_into(
         root,
         &excludes,
         folding,
-        || Ok(HashMap::new()),
+        || Ok(crate::store::state::Entries::default()),
         &mut scan::ScanHooks::default(),
         None,
         &preserve,

@@ -524,7 +524,7 @@ pub fn keep_family_versions(
 /// (not in `unusable`); returns that name, or `None` where there is none.
 fn relink(
     confined: &ConfinedRoot,
-    entries: &std::collections::HashMap<Vec<u8>, crate::store::state::RecordedEntry>,
+    entries: &crate::store::state::Entries,
     unusable: &std::collections::HashSet<Vec<u8>>,
     path: &[u8],
     ext: &crate::ops::Extensions,
@@ -549,7 +549,7 @@ fn relink(
 /// is a regular file here and not in `unusable`.
 fn relink_source(
     confined: &ConfinedRoot,
-    entries: &std::collections::HashMap<Vec<u8>, crate::store::state::RecordedEntry>,
+    entries: &crate::store::state::Entries,
     unusable: &std::collections::HashSet<Vec<u8>>,
     path: &[u8],
     ext: &crate::ops::Extensions,
@@ -624,7 +624,7 @@ fn only_leader_missing(confined: &ConfinedRoot, old: &PathState, new: &PathState
 #[allow(clippy::too_many_arguments)]
 fn separate_from_local_name(
     confined: &ConfinedRoot,
-    entries: &std::collections::HashMap<Vec<u8>, crate::store::state::RecordedEntry>,
+    entries: &crate::store::state::Entries,
     path: &[u8],
     preserve: &crate::tree::meta::Preserve,
     names: &mut crate::tree::meta::Names,

@@ -634,7 +634,7 @@ pub fn scan<F, R>(
 ) -> Result<ScanOutcome>
 where
     F: FnOnce() -> Result<R>,
-    R: std::borrow::Borrow<HashMap<Vec<u8>, RecordedEntry>>,
+    R: std::borrow::Borrow<crate::store::state::Entries>,
 {
     let mut outcome = ScanOutcome {
         scanned_ns: crate::sys::clock::now_ns(),
@@ -707,7 +707,7 @@ where
         });
     }
     let recorded = recorded?;
-    let recorded: &HashMap<Vec<u8>, RecordedEntry> = recorded.borrow();
+    let recorded: &crate::store::state::Entries = recorded.borrow();
     // Directories a name of the tree came to or left (only looked for
     // where an excluded name changed): their time moved for that too.
     let names_changed: HashSet<Vec<u8>> = if excluded_changed.is_empty() {
@@ -1094,7 +1094,7 @@ impl FoldedNames {
     fn new(
         folding: Folding,
         walked: &[Walked],
-        recorded: &HashMap<Vec<u8>, RecordedEntry>,
+        recorded: &crate::store::state::Entries,
     ) -> FoldedNames {
         let mut on_disk = HashMap::new();
         for found in walked {

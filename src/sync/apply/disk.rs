@@ -18,7 +18,6 @@ use crate::error::{Error, IoContext, Refusal, Result};
 use crate::ops::{ChunkId, ChunkRef, PathState, Timestamp};
 use crate::replica::Replica;
 use crate::store::layout::{DELETED_DIR, STAGING_DIR, TEMP_NEW_FILE};
-use crate::store::state::RecordedEntry;
 use crate::sync::assemble::{self, Options};
 use crate::tree::confined::{ConfinedRoot, DiskKind, Located, Place};
 use crate::tree::relpath;
@@ -210,7 +209,7 @@ type LocalIndex = HashMap<ChunkId, Vec<(Vec<u8>, u64)>>;
 /// its recipes) and the one that stages.
 struct TreeChunks<'a> {
     confined: &'a ConfinedRoot,
-    recorded: &'a HashMap<Vec<u8>, RecordedEntry>,
+    recorded: &'a crate::store::state::Entries,
     /// (chunk id, path, offset) of every recorded file's chunks, sorted by
     /// id, built on first use. One sorted list borrowing the paths, not a
     /// map of cloned paths: for 20,000 files, building and freeing the map

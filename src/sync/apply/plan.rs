@@ -90,7 +90,7 @@ pub(crate) struct Plan {
     /// the batch's scratch database (finished).
     pub jobs: Targets,
     /// The recorded state before the batch: where local chunks are.
-    pub recorded: HashMap<Vec<u8>, RecordedEntry>,
+    pub recorded: crate::store::state::Entries,
     /// Conflict copies this batch makes, by path, with the path whose
     /// version each keeps: content missing for a copy is asked of the
     /// sender under that path (a path the sender has; the copy's name is
@@ -439,7 +439,7 @@ struct Planner<'a> {
     /// What this replica keeps (special files it does not keep are
     /// recorded, not made).
     preserve: crate::tree::meta::Preserve,
-    recorded: HashMap<Vec<u8>, RecordedEntry>,
+    recorded: crate::store::state::Entries,
     /// Live recorded paths, sorted, for "anything below this?" questions.
     recorded_live: BTreeSet<Vec<u8>>,
     /// Entries as the batch leaves them, spilled to the scratch database.
