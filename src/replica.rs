@@ -381,6 +381,18 @@ impl scan::PieceStore for StatePieces<'_> {
         self.page.clear();
         self.page_bytes = 0;
     }
+
+    fn lookup(&self) -> Option<scan::PieceLookup> {
+        if !self.table {
+            return Some(Box::new(|_| false));
+        }
+        // A connection of its own, reading what is committed (pieces are
+        // only ever added: a miss costs a second cut, never a wrong row).
+        let state = State::open_read_only(self.state.path().parent()?).ok()?;
+        Some(Box::new(move |chunk| {
+            state.has_chunk_pieces(chunk).unwrap_or(false)
+        }))
+    }
 }
 
 /// Refuses `root` (a canonical path) when it lies in a replica (or is

@@ -168,6 +168,30 @@ fn a_rename_and_an_insertion_reuse_what_the_target_holds() {
 }
 
 #[test]
+fn many_small_files_edited_twice_ship_recipes_both_times() {
+    // Enough files for a scan to read them on two threads: the pieces of
+    // the chunks the first edit made are recorded from both, or the
+    // second edit would ship those chunks whole (48 KiB a file).
+    let fam = family(&["a", "b"], &[("keep.txt", "kept\n")]);
+    let mut files: Vec<Vec<u8>> = (0..40).map(|i| random_bytes(100 + i, 48 << 10)).collect();
+    for (i, content) in files.iter().enumerate() {
+        std::fs::write(fam.root("a").join(format!("f{i:02}")), content).unwrap();
+    }
+    fam.send("a", "b", "first");
+    for (round, at) in [(1u8, 20_000), (2, 30_000)] {
+        for (i, content) in files.iter_mut().enumerate() {
+            content[at] ^= round;
+            std::fs::write(fam.root("a").join(format!("f{i:02}")), &*content).unwrap();
+        }
+        let bytes = send_measured(&fam, &format!("edit-{round}"));
+        assert!(
+            bytes < 40 * (12 << 10),
+            "edit {round} of 40 files shipped {bytes} bytes"
+        );
+    }
+}
+
+#[test]
 fn a_recipe_whose_base_the_target_changed_is_refused_and_nothing_changes() {
     let mut content = random_bytes(6, 2_000_000);
     let fam = pair_holding(&content);

@@ -225,6 +225,50 @@ fn unchanged_files_are_not_read_but_racily_clean_ones_are() {
 }
 
 #[test]
+fn files_read_on_two_threads_are_seen_as_on_one() {
+    let dir = tree(&[("steady.txt", "steady")]);
+    init(dir.path(), "alpha");
+    // Enough to read for a second thread (8 files, 256 KiB): new files,
+    // files changed in place, one emptied, one that is a hole.
+    for i in 0..30u64 {
+        let content = random_bytes(40 + i, 20_000 + 3_000 * i as usize);
+        std::fs::write(dir.path().join(format!("f{i:02}")), content).unwrap();
+    }
+    std::fs::write(dir.path().join("empty"), b"").unwrap();
+    std::fs::File::create(dir.path().join("hole"))
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let replica = Replica::open(dir.path()).unwrap();
+    let two = replica.scan(&mut ScanHooks::default()).unwrap();
+    // A test's hook keeps the reading on the scan's own thread.
+    let mut hooks = ScanHooks {
+        after_read: Some(Box::new(|_: &Path| {})),
+    };
+    let one = replica.scan(&mut hooks).unwrap();
+    drop(hooks);
+    assert_eq!(two.files_read, 33, "the new files and the racily clean one");
+    assert_eq!(two.files_read, one.files_read);
+    assert_eq!(two.bytes_read, one.bytes_read);
+    let states = |outcome: &syncreplica::tree::scan::ScanOutcome| {
+        outcome
+            .changes
+            .iter()
+            .map(|c| (c.path.clone(), c.new.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(states(&two), states(&one));
+    assert_eq!(two.changes.len(), 32 + 1, "32 new files and the root");
+    let mut pieces = |mut outcome: syncreplica::tree::scan::ScanOutcome| {
+        outcome.pieces.sort();
+        outcome.pieces
+    };
+    let (two, one) = (pieces(two), pieces(one));
+    assert!(!two.is_empty());
+    assert_eq!(two, one);
+}
+
+#[test]
 fn a_file_changing_during_the_scan_is_never_recorded_half_written() {
     let dir = tree(&[("steady.txt", "steady")]);
     init(dir.path(), "alpha");
