@@ -653,8 +653,10 @@ impl State {
             .query_row("SELECT COUNT(*) FROM entries", [], |row| row.get(0))
             .map_err(db)?;
         let mut rows = statement.query([]).map_err(db)?;
-        let mut entries =
-            Entries::with_capacity_and_hasher(usize::try_from(count).unwrap_or(0), Default::default());
+        let mut entries = Entries::with_capacity_and_hasher(
+            usize::try_from(count).unwrap_or(0),
+            Default::default(),
+        );
         // The encoded columns are decoded where SQLite holds them, not
         // copied out first (`blob_column`).
         while let Some(row) = rows.next().map_err(db)? {

@@ -850,14 +850,14 @@ where
     let mut looked = looked.into_iter();
     for (index, walked) in walked.into_iter().enumerate() {
         let Walked {
-        rel,
-        kind,
-        stat,
-        uid,
-        gid,
-        dev,
-        nlink: _,
-        mtime,
+            rel,
+            kind,
+            stat,
+            uid,
+            gid,
+            dev,
+            nlink: _,
+            mtime,
         } = walked;
         let old = looked.next().flatten().map(|(recorded_path, old)| {
             seen.push(key_address(recorded_path));

@@ -259,7 +259,7 @@ fn files_read_on_two_threads_are_seen_as_on_one() {
     };
     assert_eq!(states(&two), states(&one));
     assert_eq!(two.changes.len(), 32 + 1, "32 new files and the root");
-    let mut pieces = |mut outcome: syncreplica::tree::scan::ScanOutcome| {
+    let pieces = |mut outcome: syncreplica::tree::scan::ScanOutcome| {
         outcome.pieces.sort();
         outcome.pieces
     };

@@ -162,18 +162,94 @@ fn stage_all(
         crate::sys::progress::Unit::Bytes,
         Some(content),
     );
-    let written = assemble::write_files(
+    let cut =
+        |bytes: &[u8]| crate::tree::chunking::pack_pieces(&crate::tree::chunking::pieces(bytes));
+    // The pieces are cut on a thread of their own, and recorded here as
+    // they come back: cut here, they were a fifth of this thread's work
+    // while the packet's reader left the other core half idle.
+    let (to_cut, waiting) = std::sync::mpsc::sync_channel::<(ChunkId, Vec<u8>)>(PIECES_AHEAD);
+    let (cut_one, cut_ones) = std::sync::mpsc::channel::<(ChunkId, Vec<u8>)>();
+    std::thread::scope(|scope| {
+        let cutter = std::thread::Builder::new()
+            .name("cut-pieces".into())
+            .spawn_scoped(scope, move || {
+                for (id, bytes) in waiting {
+                    if cut_one.send((id, cut(&bytes))).is_err() {
+                        return;
+                    }
+                }
+            });
+        // Without the thread (it could not start, or it is gone), here.
+        let mut to_cut = cutter.is_ok().then_some(to_cut);
+        let written = stage_files(
+            conn,
+            plan,
+            staging,
+            source,
+            hooks,
+            &nearby,
+            &local,
+            &mut |id: &ChunkId, bytes: &[u8]| {
+                crate::sys::progress::advance(bytes.len() as u64);
+                if let Some(sender) = &to_cut {
+                    if sender.send((*id, bytes.to_vec())).is_ok() {
+                        while let Ok((id, packed)) = cut_ones.try_recv() {
+                            pieces.put(conn, &id, &packed)?;
+                        }
+                        return Ok(());
+                    }
+                    to_cut = None;
+                }
+                pieces.put(conn, id, &cut(bytes))
+            },
+        );
+        // The thread ends once it has cut what it was sent.
+        drop(to_cut);
+        if let Ok(cutter) = cutter {
+            if let Err(panic) = cutter.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        let written = written?;
+        for (id, packed) in cut_ones.try_iter() {
+            pieces.put(conn, &id, &packed)?;
+        }
+        Ok(Staged {
+            bytes: written.bytes,
+            from_packets: written.from_source,
+            copied: written.copied,
+            holes: written.holes,
+            unsynced: written.unsynced,
+            folder: Some(staging.to_path_buf()),
+        })
+    })
+}
+
+/// Chunks sent to be cut into pieces and not cut yet, at most: a few
+/// megabytes of copies.
+const PIECES_AHEAD: usize = 32;
+
+/// [`assemble::write_files`] of the plan's jobs into `staging`, each new
+/// chunk given to `on_chunk`.
+#[allow(clippy::too_many_arguments)]
+fn stage_files(
+    conn: &rusqlite::Connection,
+    plan: &Plan,
+    staging: &Path,
+    source: &mut dyn ChunkSource,
+    hooks: &mut ApplyHooks,
+    nearby: &super::NearbyChunks,
+    local: &std::cell::RefCell<LocalFinder>,
+    on_chunk: &mut dyn FnMut(&ChunkId, &[u8]) -> Result<()>,
+) -> Result<assemble::Assembled> {
+    assemble::write_files(
         conn,
-        jobs,
+        &plan.jobs,
         staging,
         source,
         Options {
-            on_chunk: Some(&mut |id: &ChunkId, bytes: &[u8]| {
-                crate::sys::progress::advance(bytes.len() as u64);
-                let cut = crate::tree::chunking::pieces(bytes);
-                pieces.put(conn, id, &crate::tree::chunking::pack_pieces(&cut))
-            }),
-            nearby: Some((&nearby, &mut |chunk| {
+            on_chunk: Some(on_chunk),
+            nearby: Some((nearby, &mut |chunk| {
                 local.borrow_mut().find_beyond_tree(chunk)
             })),
             elsewhere: &mut |chunk| local.borrow_mut().find(chunk),
@@ -189,15 +265,7 @@ fn stage_all(
             fsync: assemble::Fsync::EachButLastPage,
             after_file: &mut || hooks.step("staged a file"),
         },
-    )?;
-    Ok(Staged {
-        bytes: written.bytes,
-        from_packets: written.from_source,
-        copied: written.copied,
-        holes: written.holes,
-        unsynced: written.unsynced,
-        folder: Some(staging.to_path_buf()),
-    })
+    )
 }
 
 /// Chunk id -> the places (path, offset) it was at in the logged versions
