@@ -121,9 +121,10 @@ pub struct StatKey {
 }
 
 /// Every recorded entry by path ([`State::load_entries`]). Hashed with
-/// foldhash, seeded per process: SipHash, the standard map's, was a
-/// tenth of a scan of 20,000 clean files (each path hashed when loaded
-/// and again when looked up), and the paths are this replica's own.
+/// foldhash: SipHash, the standard map's, was a tenth of a scan of 20,000
+/// clean files (each path hashed when loaded and again when looked up).
+/// Paths also come from other members' packets; foldhash's seed is drawn
+/// per process, so no sender can choose paths that collide here.
 pub type Entries = HashMap<Vec<u8>, RecordedEntry, foldhash::fast::RandomState>;
 
 /// What the database knows of one path.

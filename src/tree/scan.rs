@@ -510,7 +510,7 @@ pub trait PieceStore {
     /// files beside the scan's own, answering from what is recorded: it
     /// may miss what this store holds unrecorded, and a chunk cut twice
     /// is recorded once. `None`: that thread cuts the pieces of every
-    /// chunk it reads, and this store takes the ones it has no use for.
+    /// chunk it reads, and this store is given those it does not have.
     fn lookup(&self) -> Option<PieceLookup> {
         None
     }
@@ -759,14 +759,18 @@ where
         .iter()
         .map(|w| recorded.get_key_value(&w.rel))
         .collect();
-    // The bytes the comparison reads: files new or not clean by their stat.
-    let to_hash: u64 = walked
+    // The files the comparison reads, by walked index, with their sizes:
+    // new, or not clean by their stat. Decided once here, for this thread
+    // and for the second one that shares the reading (`AsideReader`).
+    let to_read: Vec<(usize, u64)> = walked
         .iter()
         .zip(&looked)
-        .filter(|(w, _)| w.kind == WalkedKind::File)
-        .filter(|(w, old)| old.is_none_or(|(_, old)| needs_read(old, &w.stat)))
-        .map(|(w, _)| w.stat.size)
-        .sum();
+        .enumerate()
+        .filter(|(_, (w, _))| w.kind == WalkedKind::File)
+        .filter(|(_, (w, old))| old.is_none_or(|(_, old)| needs_read(old, &w.stat)))
+        .map(|(index, (w, _))| (index, w.stat.size))
+        .collect();
+    let to_hash: u64 = to_read.iter().map(|(_, size)| size).sum();
     let _hashing = crate::sys::progress::phase(
         "hashing new and changed files",
         crate::sys::progress::Unit::Bytes,
@@ -830,23 +834,18 @@ where
     let mut names = Names::default();
     // Snapshots this scan made (file names in `snapshots`).
     let mut made_snapshots: std::collections::HashSet<String> = Default::default();
-    // The files to read: shared with a second thread where there are
-    // enough of them (on a 1 % edit of 20,000 files, reading them was a
-    // third of the scan, on one core while the other had nothing to do).
-    let to_read: Vec<(usize, u64)> = walked
-        .iter()
-        .zip(&looked)
-        .enumerate()
-        .filter(|(_, (w, _))| w.kind == WalkedKind::File)
-        .filter(|(_, (w, old))| old.is_none_or(|(_, old)| needs_read(old, &w.stat)))
-        .map(|(index, (w, _))| (index, w.stat.size))
-        .collect();
+    // Shared with a second thread where there are enough of them (on a
+    // 1 % edit of 20,000 files, reading them was a third of the scan, on
+    // one core while the other had nothing to do).
     let mut aside = match hooks.after_read {
         // A test's hook runs where the scan reads: on this thread.
         Some(_) => None,
         None => AsideReader::start(root, &walked, &to_read, pieces.as_deref()),
     };
-    drop(to_read);
+    let mut reads = vec![false; walked.len()];
+    for (index, _) in to_read {
+        reads[index] = true;
+    }
     let mut looked = looked.into_iter();
     for (index, walked) in walked.into_iter().enumerate() {
         let Walked {
@@ -863,7 +862,7 @@ where
             seen.push(key_address(recorded_path));
             old
         });
-        if kind == WalkedKind::File && old.is_some_and(|old| !needs_read(old, &stat)) {
+        if kind == WalkedKind::File && !reads[index] {
             // Clean by its stat: most of the tree, so no path is built.
             outcome.files_seen += 1;
             continue;
@@ -1068,7 +1067,9 @@ where
         }
     }
 
-    drop(aside);
+    if let Some(aside) = aside.take() {
+        crate::sys::testhook::count("files-read-aside", aside.assigned);
+    }
     let mut deletions = Vec::new();
     seen.sort_unstable();
     for (path, entry) in recorded {
@@ -1369,6 +1370,8 @@ fn holds_recorded(live: &BTreeSet<&[u8]>, rel: &[u8]) -> bool {
 struct AsideReader {
     /// By walked index: whether the second thread reads that file.
     theirs: Vec<bool>,
+    /// How many files it reads.
+    assigned: u64,
     /// `None` once dropped (the thread's sends then fail).
     outcomes: Option<std::sync::mpsc::Receiver<AsideRead>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -1420,6 +1423,7 @@ impl AsideReader {
                 mine_bytes += size;
             }
         }
+        let paths_count = paths.len() as u64;
         let lookup = store.and_then(|store| store.lookup());
         // Bounded: results wait for the scan to reach them.
         let (send, outcomes) = std::sync::mpsc::sync_channel(64);
@@ -1464,6 +1468,7 @@ impl AsideReader {
             // No thread: the scan reads every file itself.
             .ok()?;
         Some(AsideReader {
+            assigned: paths_count,
             theirs,
             outcomes: Some(outcomes),
             stop,

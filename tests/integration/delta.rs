@@ -183,6 +183,25 @@ fn many_small_files_edited_twice_ship_recipes_both_times() {
             content[at] ^= round;
             std::fs::write(fam.root("a").join(format!("f{i:02}")), &*content).unwrap();
         }
+        // Recorded first, counting the files read on the second thread.
+        let counts = fam.packet_dir("counts").join(format!("{round}.txt"));
+        std::fs::create_dir_all(counts.parent().unwrap()).unwrap();
+        let output = std::process::Command::new(binary_path("syncreplica"))
+            .arg("-record")
+            .current_dir(fam.root("a"))
+            .env("SYNCREPLICA_TEST_COUNTS", &counts)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let aside: u64 = std::fs::read_to_string(&counts)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("files-read-aside "))
+            .map(|n| n.parse::<u64>().unwrap())
+            .sum();
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+            assert!(aside >= 10, "{aside} of 40 files read on the second thread");
+        }
         let bytes = send_measured(&fam, &format!("edit-{round}"));
         assert!(
             bytes < 40 * (12 << 10),

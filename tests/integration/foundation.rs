@@ -228,8 +228,10 @@ fn unchanged_files_are_not_read_but_racily_clean_ones_are() {
 fn files_read_on_two_threads_are_seen_as_on_one() {
     let dir = tree(&[("steady.txt", "steady")]);
     init(dir.path(), "alpha");
-    // Enough to read for a second thread (8 files, 256 KiB): new files,
-    // files changed in place, one emptied, one that is a hole.
+    // Enough to read for a second thread (8 files, 256 KiB): new files
+    // of many sizes, an empty one and one that is a hole. Whether the
+    // thread is used is checked through the commands
+    // (`delta::many_small_files_edited_twice_ship_recipes_both_times`).
     for i in 0..30u64 {
         let content = random_bytes(40 + i, 20_000 + 3_000 * i as usize);
         std::fs::write(dir.path().join(format!("f{i:02}")), content).unwrap();

@@ -53,11 +53,16 @@ pub(crate) struct Staged {
 }
 
 impl Staged {
-    /// Fsyncs what staging left unsynced, the folder last.
+    /// Fsyncs what staging left unsynced, then the staging folder and
+    /// the state folder that holds its name (staging made it).
     pub fn make_durable(&self) -> Result<()> {
         assemble::fsync_all(&self.unsynced)?;
-        match &self.folder {
-            Some(folder) => sync_dir(folder).at(folder),
+        let Some(folder) = &self.folder else {
+            return Ok(());
+        };
+        sync_dir(folder).at(folder)?;
+        match folder.parent() {
+            Some(state_dir) => sync_dir(state_dir).at(state_dir),
             None => Ok(()),
         }
     }
@@ -106,8 +111,10 @@ impl<'a> Pieces<'a> {
 }
 
 /// Step (b): writes every new file under `.syncreplica/staging/<n>`,
-/// fsynced. Returns what it wrote. On an error (other than an
-/// injected crash) the staging folder is removed again.
+/// fsynced but for the last page of files and the folders
+/// ([`Staged::make_durable`], which the commit waits for). Returns what
+/// it wrote. On an error (other than an injected crash) the staging
+/// folder is removed again.
 pub(crate) fn stage(
     replica: &Replica,
     plan: &Plan,

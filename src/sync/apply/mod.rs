@@ -159,7 +159,9 @@
 //!    [`batch`], never in the state: a crash forgets them; a full disk
 //!    there is [`Error::ScratchFull`], with nothing changed); (b) stage every new
 //!    file's content under `.syncreplica/staging/<n>`, fsynced (several
-//!    at once, so the journal commits them together); (c) commit
+//!    at once, so the journal commits them together; the last page of
+//!    them, the staging folder and the state folder while (c) is
+//!    prepared, before it commits); (c) commit
 //!    log, epochs, members, entries (without stat, so the next scan reads
 //!    those files once) and a journal of disk actions in one transaction;
 //!    (d) execute the journal, every action idempotent, then fsync the
