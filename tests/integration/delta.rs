@@ -193,12 +193,7 @@ fn many_small_files_edited_twice_ship_recipes_both_times() {
             .output()
             .unwrap();
         assert!(output.status.success(), "{output:?}");
-        let aside: u64 = std::fs::read_to_string(&counts)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.strip_prefix("files-read-aside "))
-            .map(|n| n.parse::<u64>().unwrap())
-            .sum();
+        let aside = test_count(&counts, "files-read-aside");
         if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
             assert!(aside >= 10, "{aside} of 40 files read on the second thread");
         }

@@ -127,6 +127,17 @@ fn binary(name: &str) -> PathBuf {
     PathBuf::from(path)
 }
 
+/// The sum of the counts named `name` that a command wrote to `file`
+/// (`SYNCREPLICA_TEST_COUNTS`); 0 when it wrote none.
+pub fn test_count(file: &Path, name: &str) -> u64 {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum()
+}
+
 /// The path of one of the programs, for tests that start it themselves.
 pub fn binary_path(name: &str) -> PathBuf {
     binary(name)
