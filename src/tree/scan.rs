@@ -834,9 +834,9 @@ where
     let mut names = Names::default();
     // Snapshots this scan made (file names in `snapshots`).
     let mut made_snapshots: std::collections::HashSet<String> = Default::default();
-    // Shared with a second thread where there are enough of them (on a
-    // 1 % edit of 20,000 files, reading them was a third of the scan, on
-    // one core while the other had nothing to do).
+    // The files to read are shared with a second thread where there are
+    // enough of them (on a 1 % edit of 20,000 files, reading them was a
+    // third of the scan, on one core while the other had nothing to do).
     let mut aside = match hooks.after_read {
         // A test's hook runs where the scan reads: on this thread.
         Some(_) => None,
