@@ -1068,7 +1068,8 @@ where
     }
 
     if let Some(aside) = aside.take() {
-        crate::sys::testhook::count("files-read-aside", aside.assigned);
+        let assigned = aside.theirs.iter().filter(|&&theirs| theirs).count();
+        crate::sys::testhook::count("files-read-aside", assigned as u64);
     }
     let mut deletions = Vec::new();
     seen.sort_unstable();
@@ -1370,8 +1371,6 @@ fn holds_recorded(live: &BTreeSet<&[u8]>, rel: &[u8]) -> bool {
 struct AsideReader {
     /// By walked index: whether the second thread reads that file.
     theirs: Vec<bool>,
-    /// How many files it reads.
-    assigned: u64,
     /// `None` once dropped (the thread's sends then fail).
     outcomes: Option<std::sync::mpsc::Receiver<AsideRead>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -1423,7 +1422,6 @@ impl AsideReader {
                 mine_bytes += size;
             }
         }
-        let paths_count = paths.len() as u64;
         let lookup = store.and_then(|store| store.lookup());
         // Bounded: results wait for the scan to reach them.
         let (send, outcomes) = std::sync::mpsc::sync_channel(64);
@@ -1468,7 +1466,6 @@ impl AsideReader {
             // No thread: the scan reads every file itself.
             .ok()?;
         Some(AsideReader {
-            assigned: paths_count,
             theirs,
             outcomes: Some(outcomes),
             stop,
